@@ -1,0 +1,24 @@
+"""The one exception type for bad input.
+
+Every check at the public API and CLI boundary raises :class:`CnnlabError` with a single line that says what was
+expected and what was given. It subclasses ``ValueError`` so library users can catch the usual type; the CLI turns
+it into that one line on stderr and exit code 2 (tracebacks only with ``--debug``).
+"""
+
+
+class CnnlabError(ValueError):
+    """Bad input: the message is one line, 'expected X, got Y'."""
+
+
+class DataError(CnnlabError):
+    """A data file is missing, truncated, corrupt or of the wrong format."""
+
+
+class CheckpointError(CnnlabError):
+    """A checkpoint is missing, corrupt, not a plain tensor container, or from another model."""
+
+
+def expect(condition: bool, message: str, error: type[CnnlabError] = CnnlabError) -> None:
+    """Raise ``error(message)`` unless ``condition`` holds."""
+    if not condition:
+        raise error(message)

@@ -1,0 +1,110 @@
+"""A tiny model registry (after torchvision's ``_api.py``): the CLI names, defaults and the parametrised tests."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model besides how to build it.
+
+    Attributes:
+        name: the CLI name, e.g. ``"resnet18"``.
+        builder: ``builder(num_classes, in_channels, ops, **cfg) -> nn.Module``.
+        input_size: the square input the book trains it at (Fashion-MNIST is resized to it).
+        lr: the book's learning rate for plain SGD.
+        section: the d2l section that builds it.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: int
+    lr: float
+    section: str
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(name: str, *, input_size: int, lr: float, section: str) -> Callable:
+    """Decorator that registers ``builder`` under ``name``."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise RuntimeError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelInfo(name, builder, input_size, lr, section)
+        return builder
+
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, in registration order."""
+    return [name for name in _MODELS if fnmatch.fnmatch(name, pattern)]
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry for ``name``; unknown names raise a CnnlabError listing the known ones."""
+    if name not in _MODELS:
+        raise CnnlabError(f"unknown model {name!r}; expected one of: {', '.join(_MODELS)}")
+    return _MODELS[name]
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 1, ops: str = "torch", **cfg) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from :func:`list_models`.
+        num_classes: size of the output layer.
+        in_channels: channels of the input image (1 for Fashion-MNIST).
+        ops: ``"torch"`` for torch.nn layers, ``"scratch"`` for cnnlab's own (:mod:`cnnlab.layers`).
+        **cfg: builder-specific options.
+
+    Example:
+        >>> create_model("lenet")(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    info = model_info(name)
+    if not (isinstance(num_classes, int) and num_classes >= 1):
+        raise CnnlabError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not (isinstance(in_channels, int) and in_channels >= 1):
+        raise CnnlabError(f"in_channels must be a positive integer, got {in_channels!r}")
+    if ops not in ("torch", "scratch"):
+        raise CnnlabError(f"ops must be 'torch' or 'scratch', got {ops!r}")
+    return info.builder(num_classes=num_classes, in_channels=in_channels, ops=ops, **cfg)
+
+
+def _runs_at(model: nn.Module, in_channels: int, size: int) -> bool:
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size, device="meta"))
+        return True
+    except RuntimeError:  # zero-size feature maps or kernels larger than the map
+        return False
+
+
+def min_input_size(name: str, in_channels: int = 1, limit: int = 1024) -> int:
+    """Smallest square input side the model accepts, found by running it on the meta device (no compute)."""
+    model = create_model(name, in_channels=in_channels).to("meta").eval()
+    # Sizes that work are not always monotone for strided nets, so scan upward rather than bisect.
+    for size in range(1, limit + 1):
+        if _runs_at(model, in_channels, size):
+            return size
+    raise CnnlabError(f"model {name!r} accepts no input up to {limit}x{limit}")
+
+
+def check_input_size(name: str, size: int, in_channels: int = 1) -> None:
+    """Raise a one-line CnnlabError if ``size`` is too small for the model."""
+    model = create_model(name, in_channels=in_channels).to("meta").eval()
+    if not _runs_at(model, in_channels, size):
+        raise CnnlabError(
+            f"input size {size} is too small for {name}: expected at least {min_input_size(name, in_channels)}"
+        )

@@ -1,0 +1,141 @@
+"""Training configuration as data: one dataclass, named recipes, and the merge rule between them.
+
+Precedence, lowest to highest: dataclass defaults < the model's registry defaults (book lr, input size) <
+the recipe < flags the user gave explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "recipe": ("book", "fast", "speedrun", "best"),
+    "optimizer": ("sgd", "nesterov", "adamw"),
+    "schedule": ("constant", "cosine", "onecycle"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "init": ("xavier", "default"),
+    "ops": ("torch", "scratch"),
+}
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. ``None`` means "the model's or recipe's default"."""
+
+    model: str = _f("lenet", "registered model name (see `cnnlab models`)")
+    recipe: str = _f("book", "named set of defaults: book (the book exactly), fast, speedrun (GPU), best")
+    epochs: int = _f(10, "passes over the training set")
+    batch_size: int = _f(128, "samples per step, per process (the global batch is batch_size x world_size)")
+    lr: float | None = _f(None, "peak learning rate (default: the model's book lr for the book recipe)")
+    optimizer: str = _f("sgd", "sgd | nesterov | adamw")
+    momentum: float = _f(0.0, "SGD momentum")
+    weight_decay: float = _f(0.0, "L2 (SGD) or decoupled (AdamW) weight decay")
+    schedule: str = _f("constant", "constant | cosine | onecycle")
+    warmup: float = _f(0.0, "linear warm-up length in epochs (cosine schedule)")
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
+    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
+    resize: int | None = _f(None, "input side in pixels (default: the model's input size)")
+    normalize: bool = _f(False, "normalise inputs with the training set's mean and std")
+    augment: bool = _f(False, "random crop (padding 2) and horizontal flip on the device")
+    ema: float = _f(0.0, "decay of an exponential moving average of the weights used for evaluation (0: off)")
+    tta: bool = _f(False, "test-time augmentation: average the logits of the image and its mirror")
+    amp: bool = _f(False, "bf16 autocast (CUDA and CPU)")
+    channels_last: bool = _f(False, "channels-last memory format")
+    compile: bool = _f(False, "torch.compile the model")
+    init: str = _f("xavier", "xavier (the book's init_cnn) | default (torch's)")
+    ops: str = _f("torch", "torch | scratch: build the model on cnnlab's own ops")
+    sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun")
+    seed: int = _f(0, "seed of the weights, the data order and the augmentation")
+    deterministic: bool = _f(False, "deterministic algorithms (bitwise-reproducible on CPU)")
+    device: str = _f("auto", "auto | cpu | cuda | mps")
+    limit_train_batches: int | None = _f(None, "train on at most this many batches per epoch")
+    limit_val_batches: int | None = _f(None, "validate on at most this many batches")
+    checkpoint_every: int = _f(0, "also write last.pt every N steps (0: only at the end of each epoch)")
+    log_every: int = _f(50, "steps between host syncs for the progress bar")
+    data_dir: str | None = _f(None, "Fashion-MNIST folder (default: $CNNLAB_DATA, then ~/.cache/cnnlab/fashion-mnist)")
+    out: str | None = _f(None, "run folder (default: runs/<time>-<model>)")
+
+    def validate(self) -> TrainConfig:
+        """Check types, ranges and combinations; raise a one-line CnnlabError on the first problem."""
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise CnnlabError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+        positive = ["epochs", "batch_size", "log_every"] + [
+            n for n in ("limit_train_batches", "limit_val_batches", "resize") if getattr(self, n) is not None
+        ]
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise CnnlabError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        nonneg = ["momentum", "weight_decay", "warmup", "label_smoothing", "grad_clip", "ema", "checkpoint_every"]
+        for name in nonneg:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise CnnlabError(f"{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise CnnlabError(f"lr must be a number > 0, got {self.lr!r}")
+        if self.label_smoothing >= 1:
+            raise CnnlabError(f"label-smoothing must be below 1, got {self.label_smoothing}")
+        if self.ema >= 1:
+            raise CnnlabError(f"ema must be below 1 (a decay such as 0.999), got {self.ema}")
+        if self.momentum >= 1:
+            raise CnnlabError(f"momentum must be below 1, got {self.momentum}")
+        if self.optimizer == "nesterov" and self.momentum == 0:
+            raise CnnlabError("optimizer nesterov needs momentum > 0 (e.g. --momentum 0.9), got 0")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise CnnlabError(f"seed must be an integer >= 0, got {self.seed!r}")
+        return self
+
+
+# Recipes: overrides applied on top of the dataclass defaults (a callable gets the model name).
+RECIPES: dict[str, dict[str, Any]] = {
+    # d2l exactly: plain SGD at the model's book lr, batch 128, 10 epochs, Xavier init, raw [0,1] pixels.
+    "book": {},
+    # Accuracy per second on a CPU for the small models: see docs/benchmarks.md for how it was chosen.
+    "fast": dict(optimizer="nesterov", momentum=0.9, lr=0.05, weight_decay=5e-4, schedule="onecycle",
+                 batch_size=256, label_smoothing=0.1, normalize=True, augment=False, epochs=10, init="default"),
+    # GPU: large-batch one-cycle with bf16, channels-last, flips and TTA.
+    "speedrun": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
+                     batch_size=512, label_smoothing=0.1, normalize=True, augment=True, tta=True, amp=True,
+                     channels_last=True, epochs=8, init="default"),
+    # Best accuracy with no time limit.
+    "best": dict(optimizer="nesterov", momentum=0.9, lr=0.1, weight_decay=5e-4, schedule="onecycle",
+                 batch_size=256, label_smoothing=0.1, normalize=True, augment=True, tta=True, ema=0.999,
+                 epochs=40, init="default"),
+}
+
+
+def make_config(model: str, recipe: str = "book", **overrides: Any) -> TrainConfig:
+    """Merge the model's defaults, a recipe and explicit overrides into a validated TrainConfig.
+
+    Example:
+        >>> make_config("lenet").lr
+        0.1
+    """
+    from cnnlab.models import model_info
+
+    info = model_info(model)
+    if recipe not in RECIPES:
+        raise CnnlabError(f"recipe must be one of {', '.join(RECIPES)}; got {recipe!r}")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise CnnlabError(f"unknown TrainConfig field(s) {', '.join(unknown)}; expected some of: {', '.join(names)}")
+    values: dict[str, Any] = {"lr": info.lr}
+    values.update(RECIPES[recipe])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update(model=model, recipe=recipe)
+    return TrainConfig(**values).validate()
+
+
+def config_fields() -> list[dataclasses.Field]:
+    """The TrainConfig fields, for the CLI to build its flags from."""
+    return list(dataclasses.fields(TrainConfig))
