@@ -18,6 +18,14 @@ class CheckpointError(CnnlabError):
     """A checkpoint is missing, corrupt, not a plain tensor container, or from another model."""
 
 
+class Interrupted(Exception):
+    """SIGINT/SIGTERM stopped training after a resumable checkpoint was written (CLI exit 128 + signal)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
 def expect(condition: bool, message: str, error: type[CnnlabError] = CnnlabError) -> None:
     """Raise ``error(message)`` unless ``condition`` holds."""
     if not condition:

@@ -1,0 +1,97 @@
+"""Checkpoints: plain tensor containers, written atomically, read with ``weights_only=True``.
+
+A checkpoint from somebody else must never run code here: ``torch.load`` without ``weights_only=True``
+unpickles arbitrary objects (see the PyTorch docs on ``torch.load`` and the 2.6 change of its default). So every
+checkpoint cnnlab writes holds only tensors, numbers, strings, lists and dicts, and every read refuses anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CheckpointError
+
+FORMAT = "cnnlab-checkpoint"
+VERSION = 1
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the file into place, so a crash leaves the previous ``path`` intact.
+
+    The temporary file lives in the destination folder (``os.replace`` is atomic only within one file system)
+    and is fsync'ed before the rename.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` (tensors and plain containers only) atomically to ``path``."""
+    state = {"format": FORMAT, "version": VERSION, **state}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a cnnlab checkpoint safely; anything but a plain tensor container raises a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file written by cnnlab train)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refused a global: the file wants to build arbitrary Python objects (it may carry code).
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
+        raise CheckpointError(
+            f"refusing {path}: it is not a plain tensor container ({reason[:160]}); cnnlab never unpickles code"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({first[:160]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cnnlab checkpoint (expected format {FORMAT!r})")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}, expected {VERSION}")
+    return state
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+    """Rebuild the trained model of a checkpoint.
+
+    Returns:
+        ``(model, preprocess, checkpoint)``: the model in eval mode with the checkpoint's weights (the EMA weights
+        when the run kept them), the :class:`cnnlab.data.Preprocess` that turns N x 1 x 28 x 28 images in [0, 1]
+        into its input, and the raw checkpoint dict.
+    """
+    from cnnlab.data import Preprocess
+    from cnnlab.models import create_model
+
+    ckpt = load_checkpoint(path)
+    try:
+        model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"],
+                             ops=ckpt.get("ops", "torch"))
+        model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    except KeyError as e:
+        raise CheckpointError(f"{path} lacks the entry {e.args[0]!r} every cnnlab checkpoint has") from None
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit model {ckpt['model_name']!r} ({first})") from None
+    norm = ckpt.get("normalize")
+    preprocess = Preprocess(ckpt["input_size"], *(norm if norm else (None, None)))
+    return model.to(device).eval(), preprocess.to(device), ckpt
