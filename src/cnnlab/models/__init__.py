@@ -12,8 +12,24 @@ from cnnlab.models.registry import (
 
 # Each import registers its family's builders (the order is the order `cnnlab models` lists them in).
 from cnnlab.models import lenet  # noqa: E402,F401  isort: skip
+from cnnlab.models import alexnet, vgg, nin, googlenet, resnet, densenet, regnet  # noqa: E402,F401  isort: skip
+from cnnlab.models.densenet import DenseBlock, conv_block, transition_block  # noqa: E402
+from cnnlab.models.googlenet import Inception  # noqa: E402
+from cnnlab.models.nin import nin_block  # noqa: E402
+from cnnlab.models.regnet import AnyNet  # noqa: E402
+from cnnlab.models.resnet import Residual, ResNeXtBlock  # noqa: E402
+from cnnlab.models.vgg import vgg_block  # noqa: E402
 
 __all__ = [
+    "AnyNet",
+    "DenseBlock",
+    "Inception",
+    "ResNeXtBlock",
+    "Residual",
+    "conv_block",
+    "nin_block",
+    "transition_block",
+    "vgg_block",
     "ModelInfo",
     "check_input_size",
     "create_model",

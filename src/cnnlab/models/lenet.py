@@ -9,26 +9,49 @@ from cnnlab.models.registry import register_model
 
 
 class LeNet(nn.Module):
-    """Two conv/pool stages and three dense layers. Expects 28x28 inputs (the dense head is sized for them)."""
+    """Two conv/pool stages and three dense layers; the dense head is sized for 28x28 inputs.
+
+    Args:
+        num_classes: size of the output layer.
+        in_channels: channels of the input image.
+        ops: ``"torch"`` or ``"scratch"`` layers (:func:`cnnlab.layers.layer_set`).
+        activation: the nonlinearity after every conv and hidden dense layer (the book's sigmoid).
+        pool: ``"avg"`` (the book) or ``"max"`` (the 7.6 exercise).
+        batch_norm: insert batch norm after every conv and hidden dense layer, before the activation (d2l 8.5.4).
+            BN-LeNet also drops the first conv's padding, so its head sees 16 x 4 x 4 features.
+    """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, ops: str = "torch",
-                 activation: type[nn.Module] = nn.Sigmoid, pool: str = "avg"):
+                 activation: type[nn.Module] = nn.Sigmoid, pool: str = "avg", batch_norm: bool = False):
         super().__init__()
         L = layer_set(ops)
         Pool = L.AvgPool2d if pool == "avg" else L.MaxPool2d
+        padding = 0 if batch_norm else 2
+        side = ((28 + 2 * padding - 4) // 2 - 4) // 2  # 5 for LeNet, 4 for BN-LeNet
+
+        def unit(layer: nn.Module, norm: type[nn.Module], channels: int) -> list[nn.Module]:
+            # Optional BN sits between the affine layer and the activation, as in d2l 8.5.
+            return [layer, *([norm(channels)] if batch_norm else []), activation()]
+
         self.features = nn.Sequential(
-            L.Conv2d(in_channels, 6, kernel_size=5, padding=2), activation(), Pool(kernel_size=2, stride=2),
-            L.Conv2d(6, 16, kernel_size=5), activation(), Pool(kernel_size=2, stride=2),
+            *unit(L.Conv2d(in_channels, 6, kernel_size=5, padding=padding), L.BatchNorm2d, 6),
+            Pool(kernel_size=2, stride=2),
+            *unit(L.Conv2d(6, 16, kernel_size=5), L.BatchNorm2d, 16),
+            Pool(kernel_size=2, stride=2),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(16 * 5 * 5, 120), activation(),
-            nn.Linear(120, 84), activation(),
+            *unit(nn.Linear(16 * side * side, 120), L.BatchNorm1d, 120),
+            *unit(nn.Linear(120, 84), L.BatchNorm1d, 84),
             nn.Linear(84, num_classes),
         )
 
+    def stages(self) -> list[nn.Module]:
+        """The rows of the book's flat ``self.net``: every layer of both halves (d2l 7.6 layer_summary)."""
+        return [*self.features, *self.classifier]
+
     def forward(self, x):
-        x = self.features(x)  # N x 16 x 5 x 5
+        x = self.features(x)  # N x 16 x 5 x 5 (BN-LeNet: N x 16 x 4 x 4)
         return self.classifier(x)  # N x num_classes
 
 
@@ -42,3 +65,9 @@ def lenet(num_classes: int = 10, in_channels: int = 1, ops: str = "torch") -> Le
 def lenet_relu(num_classes: int = 10, in_channels: int = 1, ops: str = "torch") -> LeNet:
     """The exercise variant: ReLU and max pooling (same parameter count)."""
     return LeNet(num_classes, in_channels, ops, activation=nn.ReLU, pool="max")
+
+
+@register_model("lenet-bn", input_size=28, lr=0.1, section="8.5")
+def lenet_bn(num_classes: int = 10, in_channels: int = 1, ops: str = "torch") -> LeNet:
+    """BN-LeNet: batch norm before every sigmoid, unpadded first conv (44,878 parameters)."""
+    return LeNet(num_classes, in_channels, ops, batch_norm=True)

@@ -1,0 +1,136 @@
+"""Layer summaries: the book's ``layer_summary`` (d2l 7.6) with parameters and MACs, and the model table.
+
+MACs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` (multiply-accumulates = FLOPs / 2), so they
+cover exactly the convolutions and matrix products torch runs; pooling, batch norm and activations count zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models.registry import check_input_size, create_model, list_models, model_info
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of a layer summary.
+
+    Attributes:
+        name: the module's qualified name in the model (its state_dict prefix), e.g. ``"b2"`` or ``"features.0"``.
+        type: the module's class name, which is what the book prints.
+        output_shape: the row's output shape, batch dimension included.
+        params: parameters of the module.
+        macs: multiply-accumulates of the module's forward pass at this input.
+    """
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+
+
+def stages(model: nn.Module) -> list[nn.Module]:
+    """The modules the book's ``self.net`` iterates over, in order.
+
+    A model whose top-level children are not those rows (LeNet and AlexNet split the book's flat Sequential into
+    ``features`` and ``classifier``) says so with a ``stages()`` method; otherwise the rows are its children.
+    Applied one after another, the stages compute the model's forward pass.
+    """
+    return list(model.stages()) if hasattr(model, "stages") else list(model.children())
+
+
+def layer_summary(model: nn.Module, input_shape: Sequence[int]) -> list[SummaryRow]:
+    """Push a random batch of ``input_shape`` through the model's stages, recording each output (d2l 7.6.1).
+
+    Runs in eval mode without gradients (and restores the mode): the book's train-mode pass would fail on batch norm
+    with one value per channel, and the shapes and MACs are the same. Runs on the model's device, so a model built
+    under ``torch.device("meta")`` is summarised without computing anything.
+
+    Example:
+        >>> [row.output_shape for row in layer_summary(create_model("resnet18"), (1, 1, 96, 96))][:2]
+        [(1, 64, 24, 24), (1, 64, 24, 24)]
+    """
+    param = next(model.parameters(), None)
+    x = torch.randn(*input_shape, device=param.device if param is not None else "cpu")
+    names = {id(module): name for name, module in model.named_modules()}
+    rows = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for module in stages(model):
+                with FlopCounterMode(display=False) as counter:
+                    x = module(x)
+                params = sum(p.numel() for p in module.parameters())
+                rows.append(SummaryRow(names[id(module)], type(module).__name__, tuple(x.shape), params,
+                                       counter.get_total_flops() // 2))
+    finally:
+        model.train(was_training)
+    return rows
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)).rstrip()
+             for row in [header, *rows]]
+    lines.insert(1, "-" * max(map(len, lines)))
+    return "\n".join(lines)
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return " x ".join(map(str, shape))
+
+
+def summarize(name: str, input_size: int | None = None, in_channels: int = 1, ops: str = "torch") -> str:
+    """A printable layer table of a registered model at a batch of one: name, type, output shape, params, MACs.
+
+    Args:
+        name: a registered model name.
+        input_size: side of the square input; the model's default (the book's) if None.
+        in_channels: channels of the input image.
+        ops: ``"torch"`` or ``"scratch"`` layers.
+
+    Raises:
+        CnnlabError: unknown model, or an input the model cannot take (the message names the accepted size).
+
+    The model is built on the meta device, so even VGG-11 at 224 is summarised in milliseconds.
+    """
+    info = model_info(name)
+    size = info.input_size if input_size is None else input_size
+    if not (isinstance(size, int) and size >= 1):
+        raise CnnlabError(f"input_size must be a positive integer, got {size!r}")
+    check_input_size(name, size, in_channels)
+    with torch.device("meta"):
+        model = create_model(name, in_channels=in_channels, ops=ops)
+    rows = layer_summary(model, (1, in_channels, size, size))
+    total_params = sum(p.numel() for p in model.parameters())
+    total_macs = sum(r.macs for r in rows)
+    body = [[r.name, r.type, _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}"] for r in rows]
+    title = f"{name} (d2l {info.section}) at input {_shape((1, in_channels, size, size))}, ops={ops}"
+    table = _table(["name", "type", "output shape", "params", "MACs"], body, [False, False, True, True, True])
+    totals = f"total: {total_params:,} parameters, {total_macs:,} MACs ({total_macs / 1e9:.3f} GMACs) per image"
+    return f"{title}\n{table}\n{totals}"
+
+
+def count_params(name: str, in_channels: int = 1, num_classes: int = 10) -> int:
+    """Parameters of a registered model, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, in_channels=in_channels)
+    return sum(p.numel() for p in model.parameters())
+
+
+def models_table() -> str:
+    """The registered models with their parameters, default input size, book learning rate and d2l section."""
+    body = []
+    for name in list_models():
+        info = model_info(name)
+        body.append([name, f"{count_params(name):,}", f"{info.input_size}x{info.input_size}", f"{info.lr:g}",
+                     info.section])
+    return _table(["model", "params", "input", "book lr", "d2l section"], body, [False, True, True, True, False])
