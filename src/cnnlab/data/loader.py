@@ -1,0 +1,175 @@
+"""DeviceLoader: the dataset lives on the device as uint8, each batch is gathered, scaled and resized there.
+
+Why not ``torch.utils.data.DataLoader``: Fashion-MNIST is 47 MB of uint8, so it fits on any device, and
+per-sample Python transforms in worker processes (d2l 4.2) cost more than a LeNet step on 2 CPU cores. Keeping
+the uint8 tensor resident and doing ``index_select -> float -> augment -> resize`` per batch turns loading into a
+handful of kernel launches (the approach of airbench's ``CifarLoader``), and never materialises a float or
+resized copy of the dataset (60000 x 224 x 224 floats would be 12 GB).
+
+Order and randomness are pure functions of ``(seed, epoch, rank, batch)``, which makes runs reproducible,
+ranks consistent under torchrun, and resumption exact from ``{"epoch", "batch"}`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from cnnlab.data.transforms import augment_batch
+from cnnlab.errors import CnnlabError
+
+__all__ = ["DeviceLoader"]
+
+
+def _positive_int(name: str, value: object, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise CnnlabError(f"{name} must be a positive integer, got {value!r}")
+
+
+class DeviceLoader:
+    """Batches ``(x float N x C x H x W in the model's input space, y int64 N)`` from a device-resident dataset.
+
+    Args:
+        images: uint8 ``N x H x W`` (a channel dim is added per batch) or ``N x C x H x W``; moved to ``device``
+            once and kept as uint8.
+        labels: int labels ``N``.
+        batch_size: samples per batch on this rank.
+        shuffle: a new permutation every epoch (``torch.randperm`` seeded with ``seed + epoch`` on the CPU, so
+            every device and rank computes the same one); otherwise the stored order.
+        preprocess: applied to each float [0, 1] batch after augmentation (a :class:`Preprocess`), on the device.
+        augment: random crop (padding 2) and horizontal flip per sample (:func:`augment_batch`).
+        device: where the data and the batches live.
+        seed: seeds the order and the augmentation.
+        rank: this process's index among ``world_size`` (torchrun's RANK / WORLD_SIZE).
+        world_size: number of processes sharing the epoch; rank ``r`` takes ``perm[r::world_size]`` truncated to
+            ``N // world_size`` samples so all ranks run the same number of steps. At most ``world_size - 1``
+            samples are dropped per epoch (none for 60000 with any world size that divides it); they differ from
+            epoch to epoch when shuffling.
+        drop_last: drop the last batch of the shard when it is smaller than ``batch_size``.
+        limit_batches: at most this many batches per epoch (quick runs, ``--limit-train-batches``).
+
+    Example:
+        >>> loader = DeviceLoader(data.train_images, data.train_labels, 128, shuffle=True)  # doctest: +SKIP
+        >>> for epoch in range(10):  # doctest: +SKIP
+        ...     loader.set_epoch(epoch)
+        ...     for x, y in loader:
+        ...         ...
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool = False,
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None, augment: bool = False,
+                 device: str | torch.device = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False, limit_batches: int | None = None):
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() not in (3, 4):
+            got = f"{images.dim()}-d {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise CnnlabError(f"images must be a uint8 tensor N x H x W or N x C x H x W, got {got}")
+        if not isinstance(labels, torch.Tensor) or labels.shape != images.shape[:1] or labels.is_floating_point():
+            got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise CnnlabError(f"labels must be an integer tensor of shape ({len(images)},), got {got}")
+        _positive_int("batch_size", batch_size)
+        _positive_int("world_size", world_size)
+        _positive_int("limit_batches", limit_batches, allow_none=True)
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise CnnlabError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        if len(images) < world_size:
+            raise CnnlabError(f"need at least one sample per rank, got {len(images)} samples for {world_size} ranks")
+        self.device = torch.device(device)
+        self.images = images.to(self.device).contiguous()  # stays uint8: the only copy of the dataset
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size, self.shuffle, self.preprocess, self.augment = batch_size, shuffle, preprocess, augment
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.drop_last, self.limit_batches = drop_last, limit_batches
+        self.shard_size = len(images) // world_size
+        self._aug_gen = torch.Generator()  # CPU: the same draws whatever the device
+        self._epoch, self._batch, self._resume_batch = 0, 0, 0
+        self._order = self._make_order(0)
+
+    # -- order -------------------------------------------------------------------------------------------------
+    def _make_order(self, epoch: int) -> torch.Tensor:
+        """This rank's sample indices for ``epoch``, on the device."""
+        n = len(self.images)
+        if self.shuffle:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
+        else:
+            perm = torch.arange(n)
+        return perm[self.rank::self.world_size][: self.shard_size].to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the order (and augmentation) of ``epoch``; call it before iterating, as with DistributedSampler.
+
+        After :meth:`load_state_dict`, calling it with the restored epoch keeps the restored batch position.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise CnnlabError(f"epoch must be a non-negative integer, got {epoch!r}")
+        if epoch != self._epoch:
+            self._order = self._make_order(epoch)
+            self._epoch, self._resume_batch = epoch, 0
+        self._batch = self._resume_batch
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    # -- sizes -------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        full, rest = divmod(self.shard_size, self.batch_size)
+        batches = full if self.drop_last or rest == 0 else full + 1
+        return batches if self.limit_batches is None else min(batches, self.limit_batches)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch on this rank (after drop_last and limit_batches)."""
+        return min(len(self) * self.batch_size, self.shard_size)
+
+    # -- batches -----------------------------------------------------------------------------------------------
+    def _augment_seed(self, batch: int) -> int:
+        # SeedSequence mixes the four integers into a well-spread, version-stable seed (numpy's documented
+        # algorithm), so batch b of epoch e gets the same randomness whether or not the run was resumed.
+        words = [self.seed % 2**64, self._epoch, self.rank, batch]
+        return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
+
+    def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``b`` of the current epoch (random access, no position change)."""
+        idx = self._order[b * self.batch_size: (b + 1) * self.batch_size]
+        x = self.images.index_select(0, idx)  # B x H x W uint8: the only per-batch copy at the stored size
+        if x.dim() == 3:
+            x = x.unsqueeze(1)  # B x 1 x H x W
+        x = x.float().div_(255)  # as torchvision's ToTensor (d2l 4.2); in place on the fresh float copy
+        if self.augment:
+            x = augment_batch(x, self._aug_gen.manual_seed(self._augment_seed(b)))
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        return x, self.labels.index_select(0, idx)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        start, self._resume_batch = self._resume_batch, 0
+        for b in range(start, len(self)):
+            x, y = self.batch(b)
+            self._batch = b + 1  # counted before the yield: a checkpoint taken after this step resumes at b + 1
+            yield x, y
+
+    # -- resumption --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "batch": b}``: ``b`` batches of epoch ``e`` were already yielded (``len(self)``: done)."""
+        return {"epoch": self._epoch, "batch": self._batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration continue epoch ``state["epoch"]`` at batch ``state["batch"]`` as if never stopped."""
+        try:
+            epoch, batch = state["epoch"], state["batch"]
+        except (KeyError, TypeError) as e:
+            raise CnnlabError(f"loader state must be a dict with 'epoch' and 'batch', got {state!r}") from e
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch <= len(self):
+            raise CnnlabError(f"loader state batch must be an integer in [0, {len(self)}], got {batch!r}")
+        self.set_epoch(epoch)
+        self._batch = self._resume_batch = batch
+
+    def __repr__(self) -> str:
+        return (f"DeviceLoader(samples={len(self.images)}, batch_size={self.batch_size}, batches={len(self)}, "
+                f"shuffle={self.shuffle}, augment={self.augment}, device={self.device}, "
+                f"rank={self.rank}/{self.world_size})")
