@@ -91,9 +91,15 @@ def _runs_at(model: nn.Module, in_channels: int, size: int) -> bool:
         return False
 
 
+def _meta_model(name: str, in_channels: int) -> nn.Module:
+    # Built on the meta device: no memory and no init, which matters for VGG-11's 128M parameters.
+    with torch.device("meta"):
+        return create_model(name, in_channels=in_channels).eval()
+
+
 def min_input_size(name: str, in_channels: int = 1, limit: int = 1024) -> int:
     """Smallest square input side the model accepts, found by running it on the meta device (no compute)."""
-    model = create_model(name, in_channels=in_channels).to("meta").eval()
+    model = _meta_model(name, in_channels)
     # Sizes that work are not always monotone for strided nets, so scan upward rather than bisect.
     for size in range(1, limit + 1):
         if _runs_at(model, in_channels, size):
@@ -102,9 +108,11 @@ def min_input_size(name: str, in_channels: int = 1, limit: int = 1024) -> int:
 
 
 def check_input_size(name: str, size: int, in_channels: int = 1) -> None:
-    """Raise a one-line CnnlabError if ``size`` is too small for the model."""
-    model = create_model(name, in_channels=in_channels).to("meta").eval()
-    if not _runs_at(model, in_channels, size):
-        raise CnnlabError(
-            f"input size {size} is too small for {name}: expected at least {min_input_size(name, in_channels)}"
-        )
+    """Raise a one-line CnnlabError if the model cannot take a ``size`` x ``size`` input."""
+    if _runs_at(_meta_model(name, in_channels), in_channels, size):
+        return
+    minimum = min_input_size(name, in_channels)
+    if size < minimum:
+        raise CnnlabError(f"input size {size} is too small for {name}: expected at least {minimum}")
+    # LeNet, AlexNet and VGG size their first dense layer for the book's input, so larger inputs fail too.
+    raise CnnlabError(f"input size {size} does not fit {name}'s dense head: expected {model_info(name).input_size}")
