@@ -1,0 +1,73 @@
+"""Batch normalization (d2l 8.5) with ``torch.nn.functional.batch_norm``'s signature and running-stat updates."""
+
+from __future__ import annotations
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.ops._checks import check_like, check_tensor, check_vector
+
+
+def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+               weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    """Normalize each channel (dimension 1) of ``input``, then scale by ``weight`` and shift by ``bias``.
+
+    In training mode the statistics are the batch's, over every dimension but the channel one (d2l eq. 8.5.1):
+    the biased variance normalizes, and the running statistics (when given) are updated in place as
+    ``running = (1 - momentum) * running + momentum * batch`` with the *unbiased* variance, as PyTorch does.
+    In evaluation mode the running statistics normalize and nothing is updated.
+
+    Args:
+        input: (N, C) or (N, C, ...) such as (N, C, H, W).
+        running_mean, running_var: (C,) buffers, required in evaluation mode, optional in training.
+        weight, bias: optional (C,) affine parameters (gamma and beta in d2l 8.5).
+        training: use and record batch statistics.
+        momentum: weight of the new batch in the running average.
+        eps: added to the variance for numerical stability.
+
+    Returns:
+        Tensor of the input's shape; gradients flow to input, weight and bias (through the batch statistics
+        in training mode).
+    """
+    op = "batch_norm"
+    check_tensor(input, "input", op)
+    if input.dim() < 2:
+        raise CnnlabError(f"{op}: expected input of shape (N, C) or (N, C, ...), got shape {tuple(input.shape)}")
+    c = input.shape[1]
+    check_like(input, weight, "weight", op)
+    check_like(input, bias, "bias", op)
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        check_vector(t, c, name, op)
+        # Running statistics may keep another float dtype (as in mixed precision) but must share the device.
+        if t is not None and t.device != input.device:
+            raise CnnlabError(f"{op}: expected {name} on {input.device} like the input, got {t.device}")
+    shape = (1, c) + (1,) * (input.dim() - 2)  # broadcasts a per-channel vector over the input
+    if training:
+        count = input.numel() // c
+        if count < 2:
+            raise CnnlabError(f"{op}: expected more than 1 value per channel when training, "
+                              f"got input shape {tuple(input.shape)}")
+        dims = [0] + list(range(2, input.dim()))
+        var, mean = torch.var_mean(input, dim=dims, correction=0)
+        if running_mean is not None or running_var is not None:
+            with torch.no_grad():
+                if running_mean is not None:
+                    running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+                if running_var is not None:
+                    unbiased = var * (count / (count - 1))
+                    running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+    else:
+        if running_mean is None or running_var is None:
+            raise CnnlabError(f"{op}: expected running_mean and running_var in evaluation mode, got None")
+        mean, var = running_mean.to(input.dtype), running_var.to(input.dtype)
+    # y = (x - mean) * rstd * weight + bias, folded into one per-channel scale and shift so the big tensor is
+    # read once (addcmul) instead of four times.
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return torch.addcmul(shift.view(shape), input, scale.view(shape))
