@@ -1,0 +1,184 @@
+"""Fashion-MNIST: location rules, md5 checks, the download policy (mocked network), and the real files."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.datasets.utils as tv_utils
+
+import cnnlab.data.fashion_mnist as fm
+from cnnlab.data import CLASSES, MEAN, STD, load_fashion_mnist, resolve_data_dir
+from cnnlab.errors import DataError
+
+REAL = os.environ.get("CNNLAB_DATA", "")
+needs_real_data = pytest.mark.skipif(
+    not REAL or not (Path(REAL) / "train-images-idx3-ubyte.gz").is_file(),
+    reason="set CNNLAB_DATA to a folder with the four Fashion-MNIST .gz files (the Makefile and CI do)",
+)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty HOME (so the default cache is under tmp_path) and no CNNLAB_DATA."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> list:
+    """download_url raises as it does offline; the list records the attempted URLs."""
+    calls = []
+
+    def offline(url, root, filename=None, md5=None, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_utils, "download_url", offline)
+    return calls
+
+
+def tiny_idx_gz(path: Path) -> str:
+    """A valid but wrong (tiny) IDX file under a real name; returns its md5."""
+    path.write_bytes(gzip.compress(struct.pack(">IIII", 0x0803, 1, 2, 2) + bytes(4)))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+
+
+# -- location -----------------------------------------------------------------------------------------------------
+def test_resolve_order(home, monkeypatch, tmp_path):
+    assert resolve_data_dir() == home / ".cache" / "cnnlab" / "fashion-mnist"
+    monkeypatch.setenv("CNNLAB_DATA", "")  # empty means unset
+    assert resolve_data_dir() == home / ".cache" / "cnnlab" / "fashion-mnist"
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "env"))
+    assert resolve_data_dir() == tmp_path / "env"
+    assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert resolve_data_dir("~/x") == home / "x"
+
+
+def test_tables_match_torchvision():
+    from torchvision.datasets import FashionMNIST
+
+    assert list(fm.FILES.items()) == [tuple(r) for r in FashionMNIST.resources]
+    assert fm.MIRRORS == tuple(FashionMNIST.mirrors)
+    assert len(CLASSES) == 10 and CLASSES[0] == "t-shirt" and CLASSES[9] == "ankle boot"
+
+
+# -- checksums ------------------------------------------------------------------------------------------------------
+def test_md5_mismatch_names_file_expected_and_actual(tmp_path, no_network):
+    actual = {name: tiny_idx_gz(tmp_path / name) for name in fm.FILES}
+    with pytest.raises(DataError) as error:
+        load_fashion_mnist(tmp_path)
+    message = str(error.value)
+    first = next(iter(fm.FILES))
+    assert "\n" not in message and str(tmp_path / first) in message
+    assert f"expected {fm.FILES[first]}, got {actual[first]}" in message
+    assert no_network == []  # all files present: nothing to download
+
+
+# -- downloads ------------------------------------------------------------------------------------------------------
+def test_missing_and_offline_says_where_it_looked(home, tmp_path, no_network):
+    target = tmp_path / "empty"
+    with pytest.raises(DataError) as error:
+        load_fashion_mnist(target)
+    message = str(error.value)
+    assert "\n" not in message
+    for part in (str(target), "--data-dir", "CNNLAB_DATA", str(home / ".cache" / "cnnlab" / "fashion-mnist"),
+                 fm.MIRRORS[0], "name resolution"):
+        assert part in message, part
+    assert no_network == [fm.MIRRORS[0] + "train-images-idx3-ubyte.gz"]
+    assert not list(target.glob("*.gz")) and not list(target.glob("*.part"))
+
+
+def test_default_cache_offline(home, no_network):
+    with pytest.raises(DataError, match="from default cache"):
+        load_fashion_mnist()
+
+
+def test_download_off(tmp_path, no_network):
+    with pytest.raises(DataError, match="downloads are off"):
+        load_fashion_mnist(tmp_path, download=False)
+    assert no_network == []
+
+
+def test_never_writes_into_a_folder_holding_data(tmp_path, no_network):
+    tiny_idx_gz(tmp_path / "train-images-idx3-ubyte.gz")
+    before = listing(tmp_path)
+    with pytest.raises(DataError) as error:
+        load_fashion_mnist(tmp_path)
+    assert "not writing" in str(error.value) and "t10k-labels-idx1-ubyte.gz" in str(error.value)
+    assert no_network == [] and listing(tmp_path) == before
+
+
+def test_unwritable_folder(tmp_path, no_network, monkeypatch):
+    # chmod does not stop root (CI containers), so the refusal is simulated where the write would happen.
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "touch", refuse)
+    with pytest.raises(DataError, match="the folder is not writable \\(Permission denied\\)"):
+        load_fashion_mnist(tmp_path / "ro")
+    assert no_network == []
+
+
+@needs_real_data
+@pytest.mark.slow
+def test_download_into_empty_folder(tmp_path, monkeypatch):
+    """A mocked mirror serving the real files: files land under their names, md5-checked, no .part left over."""
+    urls = []
+
+    def serve(url, root, filename=None, md5=None, **kwargs):
+        urls.append(url)
+        name = url.rsplit("/", 1)[1]
+        shutil.copyfile(Path(REAL) / name, Path(root) / filename)
+        assert tv_utils.check_integrity(Path(root) / filename, md5)
+
+    monkeypatch.setattr(tv_utils, "download_url", serve)
+    target = tmp_path / "new" / "fmnist"
+    data = load_fashion_mnist(target)
+    assert data.train_images.shape == (60000, 28, 28)
+    assert urls == [fm.MIRRORS[0] + name for name in fm.FILES]
+    assert sorted(p.name for p in target.iterdir()) == sorted([*fm.FILES, fm.MARKER])
+    # Our marker lets an interrupted download finish later, though the folder now holds some files.
+    (target / "t10k-labels-idx1-ubyte.gz").unlink()
+    load_fashion_mnist(target)
+    assert urls[-1].endswith("t10k-labels-idx1-ubyte.gz") and len(urls) == 5
+
+
+# -- the real data --------------------------------------------------------------------------------------------------
+@needs_real_data
+def test_real_data_shapes_and_first_labels():
+    data = load_fashion_mnist()
+    assert data.train_images.shape == (60000, 28, 28) and data.train_images.dtype == torch.uint8
+    assert data.test_images.shape == (10000, 28, 28) and data.test_images.dtype == torch.uint8
+    assert data.train_labels.dtype == torch.int64 and data.test_labels.dtype == torch.int64
+    assert data.train_labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+    assert data.test_labels[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+    assert torch.bincount(data.train_labels).tolist() == [6000] * 10
+    assert torch.bincount(data.test_labels).tolist() == [1000] * 10
+    assert data.classes == CLASSES
+
+
+@needs_real_data
+def test_mean_and_std_are_the_training_set_statistics():
+    pixels = load_fashion_mnist().train_images.float() / 255
+    assert round(pixels.mean().item(), 4) == MEAN
+    assert round(pixels.std().item(), 4) == STD
+
+
+@needs_real_data
+def test_repeated_loads_are_cached():
+    first = load_fashion_mnist(REAL)
+    assert load_fashion_mnist(REAL) is first
+    assert load_fashion_mnist(Path(REAL) / ".." / Path(REAL).name) is first  # same folder, other spelling
