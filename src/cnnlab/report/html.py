@@ -1,0 +1,299 @@
+"""RUN_DIR/report.html: one self-contained page of what a training run learnt.
+
+Every image is an inline base64 PNG and the styling is one inline ``<style>`` block, so the file opens offline, can
+be mailed or attached to an issue, and needs nothing beside it. The page is a derived file: writing it again
+replaces it (atomically, so a reader never sees half a page).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.report import plots
+from cnnlab.report.features import first_conv, receptive_fields, run_rows
+
+REQUIRED = ("config.json", "metrics.csv", "result.json")
+CHECKPOINTS = ("last.pt", "best.pt")  # last.pt first: result.json's test_acc is the final model's
+N_WRONG, N_MAPS = 16, 4
+
+
+@dataclass
+class RunFiles:
+    """The parsed files of a run folder."""
+
+    path: Path
+    config: dict[str, Any]
+    result: dict[str, Any]
+    metrics: list[dict[str, float]]
+    checkpoint: Path
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    """Read a run folder written by ``cnnlab train``; a missing or incomplete one raises a one-line CnnlabError."""
+    from cnnlab.train.rundir import read_metrics_csv
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CnnlabError(f"run folder {path} does not exist (expected a folder written by cnnlab train)")
+    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    checkpoint = next((path / name for name in CHECKPOINTS if (path / name).is_file()), None)
+    if checkpoint is None:
+        missing.append(" or ".join(CHECKPOINTS))
+    if missing:
+        raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} (a run that is still "
+                          "training or was stopped? `cnnlab train --resume` finishes it)")
+    parsed = {}
+    for name in ("config.json", "result.json"):
+        try:
+            parsed[name] = json.loads((path / name).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CnnlabError(f"cannot read {path / name}: expected JSON ({str(e).splitlines()[0]})") from None
+        if not isinstance(parsed[name], dict):
+            raise CnnlabError(f"{path / name} holds a {type(parsed[name]).__name__}, expected a JSON object")
+    try:
+        metrics = read_metrics_csv(path / "metrics.csv")
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise CnnlabError(f"cannot read {path / 'metrics.csv'}: expected numeric epoch rows ({e})") from None
+    return RunFiles(path, parsed["config.json"], parsed["result.json"], metrics, checkpoint)
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1d2433;
+background:#f4f5f7;margin:0}
+main{max-width:1080px;margin:0 auto;padding:24px 20px 40px}
+header h1{font-size:24px;margin:0 0 2px}header p{margin:0;color:#5b6475}
+.hero{display:flex;gap:14px;flex-wrap:wrap;margin:18px 0 6px}
+.stat{background:#fff;border-radius:10px;padding:12px 18px;box-shadow:0 1px 3px rgba(0,0,0,.08);min-width:150px}
+.stat b{display:block;font-size:26px;line-height:1.2}.stat span{color:#5b6475;font-size:12.5px}
+section{background:#fff;border-radius:10px;padding:16px 20px;margin:16px 0;box-shadow:0 1px 3px rgba(0,0,0,.08);
+overflow-x:auto}
+section h2{font-size:17px;margin:0 0 12px}
+img{max-width:100%;height:auto;display:block;margin:6px 0}
+table{border-collapse:collapse;font-size:13px}
+th,td{padding:4px 10px;border-bottom:1px solid #e6e8ec;text-align:left;vertical-align:middle}
+th{color:#5b6475;font-weight:600}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+.muted{color:#6b7385;font-size:12.5px}
+.pair{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.pair img{flex:0 1 560px;min-width:300px}
+.maps{display:flex;flex-wrap:wrap;gap:10px 26px}.maps img{flex:0 1 auto;max-width:calc(50% - 13px)}
+.classes td.bar{width:140px}.classes td.bar span{display:block;height:10px;border-radius:5px;background:#3b78c3}
+dl{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:4px 14px;margin:0}
+dt{color:#5b6475}dd{margin:0}
+footer{color:#7b8394;font-size:12px;text-align:center;margin-top:24px}
+code{font-size:12.5px}
+"""
+
+
+def page(title: str, hero: str, sections: list[str], footer: str) -> str:
+    """The whole document: inline style, no scripts, no external resources."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body><main>"
+            f"{hero}{''.join(sections)}<footer>{footer}</footer></main></body></html>\n")
+
+
+def section(title: str, body: str) -> str:
+    return f"<section><h2>{escape(title)}</h2>{body}</section>\n"
+
+
+def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and value != value):  # missing or NaN
+        return "—"
+    return f"{value:{spec}}{unit}" if spec else f"{value}{unit}"
+
+
+def hero(run: RunFiles, result, name: str, section_id: str) -> str:
+    """Title line and the headline numbers."""
+    res = run.result
+    stats = [
+        (_fmt(res.get("test_acc"), ".2%"), "final test accuracy (result.json)"),
+        (_fmt(result.accuracy, ".2%"), f"re-evaluated: {result.n:,} test images, {run.checkpoint.name}"
+         + (", flip-TTA" if result.tta else "")),
+        (_fmt(res.get("best_val_acc"), ".2%"), "best epoch's test accuracy"),
+        (_fmt(res.get("images_per_s"), ",.0f"), "training images / s"),
+    ]
+    cards = "".join(f'<div class="stat"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in stats)
+    return (f"<header><h1>{escape(name)} <span class=\"muted\">d2l {escape(section_id)}</span></h1>"
+            f"<p>cnnlab report of <code>{escape(str(run.path))}</code></p></header>"
+            f'<div class="hero">{cards}</div>')
+
+
+def summary_items(run: RunFiles, name: str, params: int, macs: int | None, input_size: int) -> str:
+    """The run's facts as a two-column definition list."""
+    res, cfg = run.result, run.config.get("config") or {}
+    wall = res.get("wall_s")
+    items = [
+        ("model", name), ("recipe", res.get("recipe", cfg.get("recipe"))),
+        ("parameters", _fmt(params, ",")),
+        ("MACs / image", _fmt(macs, ",") + (f" ({macs / 1e6:,.1f} M)" if macs else "")),
+        ("input", f"{input_size} × {input_size}"), ("epochs", res.get("epochs")),
+        ("device", res.get("device")), ("processes", res.get("world_size")),
+        ("wall time", _fmt(wall, ".1f", " s") + (f" ({wall / 60:.1f} min)" if wall and wall >= 120 else "")),
+        ("images / s", _fmt(res.get("images_per_s"), ",.0f")),
+        ("optimizer", f"{cfg.get('optimizer', '—')}, lr {cfg.get('lr', '—')}, momentum {cfg.get('momentum', 0)}"),
+        ("batch size", cfg.get("batch_size")), ("schedule", cfg.get("schedule")),
+        ("seed", res.get("seed", cfg.get("seed"))),
+    ]
+    cells = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(_fmt(v)))}</dd>" for k, v in items)
+    return f"<dl>{cells}</dl>"
+
+
+def _img(fig, alt: str, dpi: int = 100) -> str:
+    data = base64.b64encode(plots.figure_png(fig, dpi)).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _macs(name: str, input_size: int, in_channels: int) -> int | None:
+    """Multiply-accumulates per image, counted by FlopCounterMode on the meta device (models.summary)."""
+    from cnnlab.models import create_model
+    from cnnlab.models.summary import layer_summary
+
+    try:
+        with torch.device("meta"):
+            model = create_model(name, in_channels=in_channels)
+        return sum(row.macs for row in layer_summary(model, (1, in_channels, input_size, input_size)))
+    except (CnnlabError, RuntimeError):
+        return None
+
+
+def _per_class_table(result) -> str:
+    counts = result.confusion.sum(1).tolist()
+    body = []
+    for i, (name, acc) in enumerate(zip(result.classes, result.per_class, strict=True)):
+        body.append(f'<tr><td class="num">{i}</td><td>{escape(name)}</td><td class="num">{acc:.1%}</td>'
+                    f'<td class="bar"><span style="width:{acc * 100:.1f}%"></span></td>'
+                    f'<td class="num muted">{int(result.confusion[i, i])}/{counts[i]}</td></tr>')
+    return ('<table class="classes"><thead><tr><th>#</th><th>class</th><th>accuracy</th><th></th><th>correct</th>'
+            f'</tr></thead><tbody>{"".join(body)}</tbody></table>')
+
+
+def _field_table(name: str, input_size: int, in_channels: int) -> str:
+    rows, head = [], []
+    for f in receptive_fields(name, input_size, in_channels):
+        if len(f.shape) != 3:  # the dense head: every unit sees the whole image
+            head.append(f)
+            continue
+        scaled = f" ({f.r * 28 / input_size:.1f} px of the 28-px image)" if input_size != 28 else ""
+        whole = ' <span class="muted">(whole input)</span>' if f.r >= input_size else ""
+        rows.append(f"<tr><td><code>{escape(f.name)}</code></td><td>{escape(f.kind)}</td>"
+                    f'<td class="num">{" × ".join(map(str, f.shape))}</td>'
+                    f'<td class="num">{f.r}{scaled}{whole}</td><td class="num">{f.jump}</td></tr>')
+    if head:
+        rows.append(f'<tr><td><code>{escape(head[0].name)} … {escape(head[-1].name.split("-")[-1])}</code></td>'
+                    '<td>dense head</td><td class="num">vector</td><td class="num">whole image</td><td></td></tr>')
+    return ('<table><thead><tr><th>row</th><th>layers</th><th>output (C × H × W)</th>'
+            f'<th>receptive field (px of the {input_size}-px input)</th><th>jump</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto") -> str:
+    """Evaluate the run's checkpoint on the test set and render the page (see :func:`write_report`)."""
+    from cnnlab.data import load_fashion_mnist
+    from cnnlab.device import resolve_device
+    from cnnlab.models import model_info
+    from cnnlab.report.curves import curves_figure
+    from cnnlab.train.checkpoint import load_model
+    from cnnlab.train.evaluate import EvalResult, predict_logits
+
+    dev = resolve_device(device)
+    model, preprocess, ckpt = load_model(run.checkpoint, dev)
+    name, size, in_ch = ckpt["model_name"], int(ckpt["input_size"]), int(ckpt["in_channels"])
+    tta = bool((ckpt.get("config") or {}).get("tta", False))
+    data = load_fashion_mnist(data_dir)
+    images, labels, classes = data.test_images, data.test_labels, data.classes
+    logits = predict_logits(model, preprocess, images, device=dev, tta=tta)
+    result = EvalResult.from_logits(logits, labels, classes, model=name, checkpoint=str(run.checkpoint),
+                                    device=str(dev), tta=tta)
+    params = sum(p.numel() for p in model.parameters())
+    info = model_info(name)
+
+    # Most confidently misclassified: the highest predicted-class probability among the wrong answers.
+    probs = logits.softmax(1)
+    confidence, pred = probs.max(1)
+    wrong = (pred != labels).nonzero().flatten()
+    worst = wrong[confidence[wrong].argsort(descending=True)[:N_WRONG]]
+
+    # Feature maps of the first test images of N_MAPS different classes.
+    picks: list[int] = []
+    for i, label in enumerate(labels.tolist()):
+        if label not in {int(labels[j]) for j in picks}:
+            picks.append(i)
+        if len(picks) == N_MAPS:
+            break
+    with torch.no_grad():
+        batch = preprocess(images[picks].unsqueeze(1).to(dev).float() / 255)
+        rows = [r for r in run_rows(model, batch) if r.output.dim() == 4]
+    conv_layer = first_conv(model)
+    conv = conv_layer.weight.detach().cpu() if conv_layer is not None else None
+
+    sections = [
+        section("Run", summary_items(run, name, params, _macs(name, size, in_ch), size)),
+        section("Training curves", _img(curves_figure(run.metrics, title=name), "training curves")
+                if run.metrics else '<p class="muted">metrics.csv has no epochs yet.</p>'),
+        section("Test set: confusion matrix and per-class accuracy",
+                '<div class="pair">' + _img(plots.confusion_figure(result.confusion, classes), "confusion matrix")
+                + _per_class_table(result) + "</div>"),
+        section(f"The {len(worst)} most confidently misclassified test images",
+                _img(plots.misclassified_figure(images[worst], labels[worst].tolist(), pred[worst].tolist(),
+                                                confidence[worst].tolist(), classes), "misclassified images")
+                + '<p class="muted">Above each image: the predicted class and its probability; below: the truth.</p>'),
+        section("First-layer filters",
+                (_img(plots.filters_figure(conv), "first-layer filters", dpi=110)
+                 + f'<p class="muted">{conv.shape[0]} kernels of {conv.shape[2]}×{conv.shape[3]} '
+                 f'(averaged over {conv.shape[1]} input channel(s)); red positive, blue negative, each kernel '
+                 "on its own symmetric scale.</p>") if conv is not None else "<p>The model has no convolution.</p>"),
+        section("Feature maps", '<div class="maps">' + "".join(
+            _img(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
+                                           title=f"test #{idx}: {classes[int(labels[idx])]}"),
+                 f"feature maps of test image {idx}")
+            for k, idx in enumerate(picks)) + "</div>"
+            + '<p class="muted">Each row is one stage of the network (activations and batch norm folded into the '
+              "layer before them); shown are the 8 channels with the largest spatial variance for this image, "
+              "each scaled to its own range.</p>"),
+        section("Receptive fields", _field_table(name, size, in_ch) + RF_NOTE),
+    ]
+    env = run.config.get("environment") or {}
+    footer = " · ".join(f"{k} {escape(str(env[k]))}" for k in ("cnnlab", "torch", "torchvision", "python",
+                                                                   "platform", "git_commit", "date") if env.get(k))
+    return page(f"cnnlab report: {name}", hero(run, result, name, info.section), sections, footer)
+
+
+RF_NOTE = ("<p class=\"muted\">Computed from the layer geometry alone, walking every convolution and pooling in "
+           "forward order: <code>r += (k − 1)·dilation·jump; jump *= stride</code>, starting from r = jump = 1. "
+           "Where branches meet (Inception's concatenation, a residual sum, DenseNet's concatenation) the largest "
+           "branch counts; a global pooling or a flatten for a dense layer sees the whole map. r may exceed the "
+           "input: the unit then sees all of it (padding fills the rest).</p>")
+
+
+def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "auto") -> Path:
+    """Write ``RUN_DIR/report.html``: summary, curves, confusion matrix, mistakes, filters, feature maps, fields.
+
+    Evaluates the run's ``last.pt`` (``best.pt`` if there is no ``last.pt``) on the 10,000 test images with the
+    run's own preprocessing and flip-TTA setting. An existing report is replaced: it is derived from the run.
+
+    Args:
+        run_dir: a run folder written by ``cnnlab train``.
+        data_dir: Fashion-MNIST folder (default: ``$CNNLAB_DATA``, then the download cache).
+        device: where to evaluate: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Returns:
+        The path of the report.
+
+    Raises:
+        CnnlabError: the run folder is missing, incomplete or unreadable (one line naming what is wrong).
+    """
+    from cnnlab.train.checkpoint import atomic_write
+
+    run = read_run(run_dir)
+    text = build_report(run, data_dir=data_dir, device=device)
+    out = run.path / "report.html"
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return out

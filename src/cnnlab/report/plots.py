@@ -1,0 +1,154 @@
+"""Figures of what a trained network learnt. Every function returns a :class:`matplotlib.figure.Figure`.
+
+Figures are built with ``Figure`` directly rather than through ``pyplot``: no global figure registry to leak
+memory in a long training process, no backend to choose (saving to PNG uses Agg), and nothing is ever shown.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+from cnnlab.errors import CnnlabError
+
+MAPS_CMAP = "viridis"
+FILTER_CMAP = "RdBu_r"  # diverging: red excites, blue inhibits, white is zero
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes, cropped to its content."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_linewidth(0.4)
+        spine.set_color("#999999")
+
+
+def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
+    """Row-normalised confusion matrix: cell ``(i, j)`` is the share of class ``i`` predicted as ``j`` (in %).
+
+    The diagonal is each class's accuracy (recall); a row sums to 100%.
+    """
+    k = len(classes)
+    if tuple(confusion.shape) != (k, k):
+        raise CnnlabError(f"expected a {k} x {k} confusion matrix for {k} classes, got {tuple(confusion.shape)}")
+    share = (confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1) * 100).numpy()
+    fig = Figure(figsize=(6.6, 5.6))
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+    for i in range(k):
+        for j in range(k):
+            value = share[i, j]
+            if value >= 0.5 or i == j:
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                        color="white" if value > 55 else "#222222", fontweight="bold" if i == j else "normal")
+    ax.set_xticks(range(k), classes, rotation=40, ha="right", fontsize=8.5)
+    ax.set_yticks(range(k), classes, fontsize=8.5)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("test images per true class (%)", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequence[int], confidence: Sequence[float],
+                         classes: Sequence[str], cols: int = 8) -> Figure:
+    """A grid of test images with the predicted class (and its probability) above the true one.
+
+    Args:
+        images: ``N x 28 x 28`` (uint8 or float in [0, 1]), shown white-on-black as the dataset stores them.
+        true: true class of each image.
+        pred: predicted class of each image.
+        confidence: the softmax probability of the predicted class.
+        classes: class names.
+        cols: images per row.
+    """
+    n = images.shape[0]
+    rows = max(1, -(-n // cols))
+    fig = Figure(figsize=(cols * 1.2, rows * 1.55))
+    for i in range(rows * cols):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        _bare(ax)
+        if i >= n:
+            ax.set_visible(False)
+            continue
+        ax.imshow(images[i].float().numpy(), cmap="gray", vmin=0, vmax=255 if images.dtype == torch.uint8 else 1)
+        p = confidence[i]
+        ax.set_title(f"{classes[pred[i]]} {'≥99.9%' if p >= 0.9995 else f'{p:.1%}'}", fontsize=7.5,
+                     color="#b2182b", pad=2)
+        ax.set_xlabel(f"true: {classes[true[i]]}", fontsize=7.5, labelpad=2)
+    fig.subplots_adjust(wspace=0.08, hspace=0.55)
+    return fig
+
+
+def filters_figure(weight: torch.Tensor, cols: int = 16) -> Figure:
+    """First-layer kernels ``out x in x kh x kw`` as small images (averaged over input channels if several).
+
+    Each kernel has its own symmetric colour scale (its largest absolute weight is full red or blue), so the
+    pattern of every kernel shows even when their magnitudes differ.
+    """
+    if weight.dim() != 4:
+        raise CnnlabError(f"expected conv weights out x in x kh x kw, got shape {tuple(weight.shape)}")
+    kernels = weight.detach().float().cpu().mean(1)  # out x kh x kw
+    n = kernels.shape[0]
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    side = (0.9 if n <= 16 else 0.62) if kernels.shape[-1] > 1 else 0.4
+    fig = Figure(figsize=(cols * side, rows * side + 0.2))
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        _bare(ax)
+        limit = float(kernels[i].abs().max()) or 1.0
+        ax.imshow(kernels[i].numpy(), cmap=FILTER_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.subplots_adjust(wspace=0.06, hspace=0.06, left=0, right=1, bottom=0, top=1)
+    return fig
+
+
+def feature_maps_figure(image: torch.Tensor, rows: Sequence[tuple[str, torch.Tensor]], title: str = "",
+                        channels: int = 8) -> Figure:
+    """One test image and its feature maps at every row of the network.
+
+    Args:
+        image: the input, ``28 x 28`` (uint8 or float in [0, 1]).
+        rows: ``(label, maps)`` pairs, maps ``C x H x W`` for one image.
+        title: shown beside the input image.
+        channels: maps per row: the ``channels`` with the largest spatial variance for this image, i.e. the
+            ones that respond most selectively to it (a constant map says little). Each map is min-max scaled,
+            so a dead channel (all zero after a ReLU) shows as one flat colour.
+    """
+    cell = 0.56
+    fig = Figure(figsize=(cell * (channels + 1.9), cell * (len(rows) + 1) + 0.05))
+    grid = fig.add_gridspec(len(rows) + 1, channels + 1, width_ratios=[1.9] + [1] * channels,
+                            wspace=0.06, hspace=0.1, left=0, right=1, bottom=0, top=1)
+
+    def label(r: int, text: str) -> None:
+        ax = fig.add_subplot(grid[r, 0])
+        ax.axis("off")
+        ax.text(0.96, 0.5, text, ha="right", va="center", fontsize=6, transform=ax.transAxes)
+
+    label(0, "input")
+    ax = fig.add_subplot(grid[0, 1])
+    _bare(ax)
+    ax.imshow(image.float().numpy(), cmap="gray", vmin=0, vmax=255 if image.dtype == torch.uint8 else 1)
+    if title:
+        ax.text(1.15, 0.5, title, ha="left", va="center", fontsize=7.5, transform=ax.transAxes)
+    for r, (name, maps) in enumerate(rows, start=1):
+        maps = maps.detach().float().cpu()
+        c, h, w = maps.shape
+        label(r, f"{name}\n{c}×{h}×{w}")
+        order = maps.flatten(1).var(1, correction=0).argsort(descending=True)[:channels]
+        for col, channel in enumerate(order.tolist(), start=1):
+            ax = fig.add_subplot(grid[r, col])
+            _bare(ax)
+            ax.imshow(maps[channel].numpy(), cmap=MAPS_CMAP, interpolation="nearest")
+    return fig
