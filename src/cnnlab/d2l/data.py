@@ -1,0 +1,196 @@
+"""The book's data classes (d2l 3.2.4, 4.2): ``DataModule`` and ``FashionMNIST``, plus ``show_images``.
+
+``FashionMNIST`` is built on ``cnnlab.data``: the files come from ``load_fashion_mnist`` (offline: the ``root``
+argument, else ``$CNNLAB_DATA``, else the cache folder; a download only when they are missing), and its loaders
+are ``DeviceLoader`` s over the uint8 images with a ``Preprocess`` resize per batch. The batches are what the
+book's torchvision pipeline yields: float ``N x 1 x H x W`` in [0, 1] and int64 labels, a fresh shuffle every
+time a training loader is iterated, and the last partial batch kept.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils import data as torch_data
+
+from cnnlab.d2l.board import in_notebook
+from cnnlab.d2l.core import HyperParameters
+from cnnlab.data import CLASSES, DeviceLoader, Preprocess, load_fashion_mnist
+from cnnlab.errors import CnnlabError
+
+__all__ = ["DataModule", "FashionMNIST", "show_images"]
+
+
+class DataModule(HyperParameters):
+    """Base class of the book's datasets: subclasses define ``get_dataloader(train)``.
+
+    Args:
+        root: data folder (d2l's ``'../data'``; here None means cnnlab's lookup: ``$CNNLAB_DATA``, then the cache).
+        num_workers: kept for d2l compatibility; cnnlab's loaders build batches in the main process.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, num_workers: int = 4):
+        self.save_hyperparameters()
+        self.device = torch.device("cpu")
+
+    def get_dataloader(self, train: bool) -> Any:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> Any:
+        return self.get_dataloader(train=True)
+
+    def val_dataloader(self) -> Any:
+        return self.get_dataloader(train=False)
+
+    def to(self, device: str | torch.device) -> DataModule:
+        """Build later loaders' batches on ``device`` (the Trainer calls this when it trains on a GPU)."""
+        self.device = torch.device(device)
+        return self
+
+    def get_tensorloader(self, tensors: Sequence[torch.Tensor], train: bool,
+                         indices: slice | torch.Tensor = slice(0, None)) -> torch_data.DataLoader:
+        """A shuffled (when ``train``) DataLoader over ``tensors[indices]`` in batches of ``self.batch_size``."""
+        tensors = tuple(a[indices] for a in tensors)
+        return torch_data.DataLoader(torch_data.TensorDataset(*tensors), self.batch_size, shuffle=train)
+
+
+class _Split(torch_data.Dataset):
+    """One split as a map-style dataset of ``(float 1 x H x W image in [0, 1], int label)`` pairs."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, preprocess: Preprocess):
+        self.data, self.targets, self.preprocess = images, labels, preprocess  # torchvision's attribute names
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.data[i].float().div(255).reshape(1, 1, *self.data.shape[1:])
+        return self.preprocess(x)[0], int(self.targets[i])
+
+
+class _BookLoader(DeviceLoader):
+    """A DeviceLoader that reshuffles on every iteration, as a shuffling torch DataLoader does.
+
+    Epoch ``k`` of this loader is the ``k``-th time it is iterated; the first order is ``set_epoch(0)``'s.
+    """
+
+    _iterations = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.shuffle:
+            self.set_epoch(self._iterations)
+            self._iterations += 1
+        return super().__iter__()
+
+
+class FashionMNIST(DataModule):
+    """The Fashion-MNIST dataset as the book uses it (d2l 4.2), read offline through ``cnnlab.data``.
+
+    Args:
+        batch_size: images per batch.
+        resize: side of the square images the loaders yield, an int or an ``(h, w)`` pair with ``h == w``.
+        root: folder with the four ``.gz`` files, or a d2l data root holding ``FashionMNIST/raw/``
+            (default: ``$CNNLAB_DATA``, then ``~/.cache/cnnlab/fashion-mnist``).
+        device: where the loaders keep the images and build batches (the Trainer moves it to its GPU).
+
+    Attributes:
+        train, val: the 60,000 training and 10,000 test images as datasets of ``(image, label)`` pairs.
+
+    Example:
+        >>> data = FashionMNIST(batch_size=128, resize=(32, 32))  # doctest: +SKIP
+        >>> X, y = next(iter(data.train_dataloader()))  # doctest: +SKIP
+        >>> X.shape, y.dtype  # doctest: +SKIP
+        (torch.Size([128, 1, 32, 32]), torch.int64)
+    """
+
+    def __init__(self, batch_size: int = 64, resize: int | Sequence[int] = (28, 28), *,
+                 root: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+        super().__init__(root=root)
+        self.save_hyperparameters()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise CnnlabError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.device = torch.device(device)
+        self.preprocess = Preprocess(_square_side(resize))
+        dataset = load_fashion_mnist(_data_dir(root))
+        self.train = _Split(dataset.train_images, dataset.train_labels, self.preprocess)
+        self.val = _Split(dataset.test_images, dataset.test_labels, self.preprocess)
+        self._resident: dict[tuple[torch.device, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def text_labels(self, indices: Sequence[int] | torch.Tensor) -> list[str]:
+        """The class names of label indices (d2l 4.2.1)."""
+        return [CLASSES[int(i)] for i in indices]
+
+    def get_dataloader(self, train: bool) -> DeviceLoader:
+        """Batches of the training (shuffled anew each pass) or validation split, the last one possibly smaller."""
+        key = (self.device, bool(train))
+        if key not in self._resident:  # one device copy per split and device, shared by all loaders
+            split = self.train if train else self.val
+            self._resident[key] = (split.data.to(self.device), split.targets.to(self.device))
+        images, labels = self._resident[key]
+        # The order's seed comes from torch's global generator, as a DataLoader's RandomSampler draws its own:
+        # torch.manual_seed(s) before the loader is made fixes every epoch's order.
+        seed = int(torch.randint(0, 2**31 - 1, ()).item()) if train else 0
+        return _BookLoader(images, labels, self.batch_size, shuffle=bool(train), preprocess=self.preprocess,
+                           device=self.device, seed=seed, drop_last=False)
+
+    def visualize(self, batch: Sequence[torch.Tensor], nrows: int = 1, ncols: int = 8,
+                  labels: Sequence[str] = ()) -> Any:
+        """Show the first ``nrows * ncols`` images of ``batch`` titled with their labels (d2l 4.2.3).
+
+        Returns:
+            The matplotlib figure (in a script it is never shown; save it with ``fig.savefig(path)``).
+        """
+        X, y = batch
+        if not labels:
+            labels = self.text_labels(y)
+        axes = show_images(X.squeeze(1), nrows, ncols, titles=list(labels))
+        return axes[0].figure
+
+
+def _square_side(resize: int | Sequence[int]) -> int:
+    if isinstance(resize, int) and not isinstance(resize, bool):
+        return resize
+    if isinstance(resize, Sequence) and len(resize) == 2 and resize[0] == resize[1]:
+        return int(resize[0])
+    # Preprocess resizes to squares; the book only ever asks for squares (d2l 7-8: 28, 64, 96, 224).
+    raise CnnlabError(f"resize must be an int or a square (h, w) pair, got {resize!r}")
+
+
+def _data_dir(root: str | os.PathLike | None) -> Path | None:
+    """``root`` itself, or ``root/FashionMNIST/raw`` where torchvision (d2l 1.0.3's loader) downloaded to."""
+    if root is None:
+        return None
+    raw = Path(root).expanduser() / "FashionMNIST" / "raw"
+    return raw if (raw / "train-images-idx3-ubyte.gz").is_file() else Path(root).expanduser()
+
+
+def show_images(imgs: Sequence[Any], num_rows: int, num_cols: int, titles: Sequence[str] | None = None,
+                scale: float = 1.5) -> Any:
+    """Plot images on a ``num_rows x num_cols`` grid without axes (d2l 4.2.3); returns the flat array of axes.
+
+    In Jupyter the figure comes from pyplot, so it appears under the cell as in the book; in a script it is a
+    bare matplotlib Figure that is never shown and is freed with its axes.
+    """
+    figsize = (num_cols * scale, num_rows * scale)
+    if in_notebook():
+        from matplotlib import pyplot as plt
+
+        fig = plt.figure(figsize=figsize)
+    else:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+    axes = fig.subplots(num_rows, num_cols, squeeze=False).flatten()
+    for i, (ax, img) in enumerate(zip(axes, imgs)):
+        if isinstance(img, torch.Tensor):
+            img = img.detach().cpu().numpy()
+        ax.imshow(img)
+        ax.axes.get_xaxis().set_visible(False)
+        ax.axes.get_yaxis().set_visible(False)
+        if titles:
+            ax.set_title(titles[i])
+    return axes

@@ -1,0 +1,122 @@
+"""The networks the d2l library ships for chapters 7-8, written the book's way with Lazy layers.
+
+``LeNet`` (d2l 7.6), ``Residual`` (d2l 8.6.2) and ``ResNeXtBlock`` (d2l 8.6.5), plus ``init_cnn``. The library's
+own models (``cnnlab.models``) give explicit channel counts; these keep the book's Lazy layers so the book's
+cells (``layer_summary``, ``apply_init``) behave as printed.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.lazy import LazyModuleMixin
+
+from cnnlab.d2l.core import Classifier
+from cnnlab.models.init import init_cnn as _xavier_init
+
+__all__ = ["init_cnn", "LeNet", "Residual", "ResNeXtBlock"]
+
+_warned_lazy = False  # init_cnn's warning is given once per process
+
+
+def init_cnn(module: nn.Module) -> None:
+    """Xavier-uniform init of the weights of conv and linear layers (d2l 7.6), for ``net.apply(init_cnn)``.
+
+    A Lazy layer has no weights before its first forward pass, so d2l silently skips it: the book's
+    ``self.net.apply(d2l.init_cnn)`` inside a Lazy model's constructor (VGG, ResNet, ...) initialises nothing.
+    We skip it too (the results then match the book's) but say so once with a UserWarning.
+    """
+    global _warned_lazy
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not _warned_lazy:
+            _warned_lazy = True
+            warnings.warn(
+                f"d2l.init_cnn skipped Xavier init of {type(module).__name__}: its parameters are still lazy "
+                "(shape unknown until the first forward pass); call model.apply_init([X], d2l.init_cnn) with a "
+                "batch X to initialise after the dry run", UserWarning, stacklevel=2)
+        return
+    _xavier_init(module)
+
+
+class LeNet(Classifier):
+    """LeNet-5 with sigmoid activations and average pooling (d2l 7.6.1)."""
+
+    def __init__(self, lr: float = 0.1, num_classes: int = 10):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(
+            nn.LazyConv2d(6, kernel_size=5, padding=2), nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),
+            nn.LazyConv2d(16, kernel_size=5), nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),
+            nn.Flatten(),
+            nn.LazyLinear(120), nn.Sigmoid(),
+            nn.LazyLinear(84), nn.Sigmoid(),
+            nn.LazyLinear(num_classes))
+
+
+class Residual(nn.Module):
+    """The residual block of ResNet (d2l 8.6.2): two 3x3 conv-BN stages plus a shortcut.
+
+    Args:
+        num_channels: output channels.
+        use_1x1conv: put a 1x1 convolution on the shortcut (needed when the channels or the stride change).
+        strides: stride of the first convolution and of the shortcut.
+    """
+
+    def __init__(self, num_channels: int, use_1x1conv: bool = False, strides: int = 1):
+        super().__init__()
+        self.conv1 = nn.LazyConv2d(num_channels, kernel_size=3, padding=1, stride=strides)
+        self.conv2 = nn.LazyConv2d(num_channels, kernel_size=3, padding=1)
+        self.conv3 = nn.LazyConv2d(num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
+        self.bn1 = nn.LazyBatchNorm2d()
+        self.bn2 = nn.LazyBatchNorm2d()
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Y = F.relu(self.bn1(self.conv1(X)))
+        Y = self.bn2(self.conv2(Y))
+        if self.conv3 is not None:
+            X = self.conv3(X)
+        Y += X
+        return F.relu(Y)
+
+
+class ResNeXtBlock(nn.Module):
+    """The ResNeXt bottleneck block (d2l 8.6.5): 1x1 down, grouped 3x3, 1x1 up, plus a shortcut.
+
+    Args:
+        num_channels: output channels.
+        groups: channels per group of the 3x3 convolution (the book's meaning: the conv gets
+            ``bot_channels // groups`` groups).
+        bot_mul: bottleneck width as a fraction of ``num_channels``.
+        use_1x1conv: put a 1x1 conv + BN on the shortcut.
+        strides: stride of the 3x3 convolution and of the shortcut.
+    """
+
+    def __init__(self, num_channels: int, groups: int, bot_mul: float, use_1x1conv: bool = False,
+                 strides: int = 1):
+        super().__init__()
+        bot_channels = int(round(num_channels * bot_mul))
+        self.conv1 = nn.LazyConv2d(bot_channels, kernel_size=1, stride=1)
+        self.conv2 = nn.LazyConv2d(bot_channels, kernel_size=3, stride=strides, padding=1,
+                                   groups=bot_channels // groups)
+        self.conv3 = nn.LazyConv2d(num_channels, kernel_size=1, stride=1)
+        self.bn1 = nn.LazyBatchNorm2d()
+        self.bn2 = nn.LazyBatchNorm2d()
+        self.bn3 = nn.LazyBatchNorm2d()
+        if use_1x1conv:
+            self.conv4 = nn.LazyConv2d(num_channels, kernel_size=1, stride=strides)
+            self.bn4 = nn.LazyBatchNorm2d()
+        else:
+            self.conv4 = None
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Y = F.relu(self.bn1(self.conv1(X)))
+        Y = F.relu(self.bn2(self.conv2(Y)))
+        Y = self.bn3(self.conv3(Y))
+        if self.conv4 is not None:
+            X = self.bn4(self.conv4(X))
+        return F.relu(Y + X)
