@@ -14,11 +14,11 @@ import re
 
 import pytest
 import torch
-from d2l_support import needs_real_data, summary_lines
 from torch import nn
 from torch.nn import functional as F
 
 from cnnlab import d2l
+from d2l_support import needs_real_data, summary_lines
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +95,7 @@ def test_7_2_4_learning_a_kernel(capsys, seed):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(",")[0] for line in lines] == ["epoch 2", "epoch 4", "epoch 6", "epoch 8", "epoch 10"]
     losses = [float(re.fullmatch(r"epoch \d+, loss (\d+\.\d{3})", line).group(1)) for line in lines]
-    assert all(a > b for a, b in zip(losses, losses[1:])), losses
+    assert all(a > b for a, b in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < 0.3
     kernel = conv2d.weight.data.reshape((1, 2))
     assert torch.allclose(kernel, torch.tensor([[1.0, -1.0]]), atol=0.2), kernel  # seed: [[1.0132, -0.9551]]
@@ -126,7 +126,7 @@ def test_7_3_padding_and_stride():
 # 7.4 Multiple input and multiple output channels (cells 18-22 restored from the book; the OCR lost them)
 
 def corr2d_multi_in(X, K):
-    return sum(d2l.corr2d(x, k) for x, k in zip(X, K))
+    return sum(d2l.corr2d(x, k) for x, k in zip(X, K))  # noqa: B905  the book's code
 
 
 def corr2d_multi_in_out(X, K):
@@ -254,7 +254,7 @@ def test_7_6_2_lenet_training(capsys):
 
     assert capsys.readouterr().out == ""  # d2l 1.0.3 prints a figure repr per point in a plain script
     assert trainer.train_batch_idx == 8 and trainer.val_batch_idx == 4
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     curves = model.board.data
     assert list(curves) == ["train_loss", "val_loss", "val_acc"]
     # 2 points per epoch, each at the mean x of its batches, x = batches done / batches per epoch (d2l 3.2.3)

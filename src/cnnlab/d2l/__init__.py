@@ -15,7 +15,7 @@ from cnnlab.d2l.board import ProgressBoard
 from cnnlab.d2l.core import Classifier, HyperParameters, Module, add_to_class
 from cnnlab.d2l.data import DataModule, FashionMNIST, show_images
 from cnnlab.d2l.devices import cpu, gpu, num_gpus, try_all_gpus, try_gpu
-from cnnlab.d2l.models import LeNet, ResNeXtBlock, Residual, init_cnn
+from cnnlab.d2l.models import LeNet, Residual, ResNeXtBlock, init_cnn
 from cnnlab.d2l.tensors import *  # noqa: F403  the aliases are the point of this namespace
 from cnnlab.d2l.tensors import __all__ as _tensor_names
 from cnnlab.d2l.trainer import Trainer
@@ -24,7 +24,7 @@ from cnnlab.ops import corr2d
 __all__ = [
     "HyperParameters", "add_to_class", "ProgressBoard", "Module", "Classifier", "DataModule", "FashionMNIST",
     "show_images", "Trainer", "LeNet", "Residual", "ResNeXtBlock", "init_cnn", "corr2d", "cpu", "gpu",
-    "num_gpus", "try_gpu", "try_all_gpus", "plt", *_tensor_names,
+    "num_gpus", "try_gpu", "try_all_gpus", "plt", *_tensor_names,  # noqa: F405  plt comes from __getattr__
 ]
 
 

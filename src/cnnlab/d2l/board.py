@@ -44,7 +44,7 @@ def _to_floats(values: list) -> list[float]:
         if isinstance(v, torch.Tensor):
             by_device.setdefault(v.device, []).append(i)
     for idx in by_device.values():
-        for i, f in zip(idx, torch.stack([values[i].float() for i in idx]).tolist()):
+        for i, f in zip(idx, torch.stack([values[i].float() for i in idx]).tolist(), strict=True):
             out[i] = f
     return [float(v) for v in out]
 
@@ -92,7 +92,7 @@ class ProgressBoard:
         points.append((x, y))
         if len(points) < every_n:
             return
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         if all(isinstance(v, torch.Tensor) for v in ys) and len({v.device for v in ys}) == 1:
             y_mean = torch.stack([v.float() for v in ys]).mean()  # stays on the device: no sync
         else:
@@ -110,9 +110,12 @@ class ProgressBoard:
 
     def flush(self) -> None:
         """Convert the averaged points still held as device tensors into floats (one read per device)."""
-        for label, line in self._lines.items():
-            if any(isinstance(p.y, torch.Tensor) for p in line):
-                self._lines[label] = [Point(p.x, y) for p, y in zip(line, _to_floats([p.y for p in line]))]
+        pending = [(line, i) for line in self._lines.values() for i, p in enumerate(line)
+                   if isinstance(p.y, torch.Tensor)]
+        if pending:
+            floats = _to_floats([line[i].y for line, i in pending])
+            for (line, i), y in zip(pending, floats, strict=True):
+                line[i] = Point(line[i].x, y)
 
     def refresh(self) -> None:
         """End-of-epoch hook of the trainer: redraw when live in Jupyter, else only convert pending values."""
@@ -138,7 +141,8 @@ class ProgressBoard:
             axes = self.fig.axes[0] if self.fig.axes else self.fig.add_subplot()
         axes.cla()
         handles, labels = [], []
-        for (label, line), ls, color in zip(self._lines.items(), self.ls, self.colors):
+        # Series beyond the styles given are not drawn, as in d2l.
+        for (label, line), ls, color in zip(self._lines.items(), self.ls, self.colors, strict=False):
             handles.append(axes.plot([p.x for p in line], [p.y for p in line], linestyle=ls, color=color)[0])
             labels.append(label)
         if self.xlim:

@@ -185,7 +185,7 @@ def show_images(imgs: Sequence[Any], num_rows: int, num_cols: int, titles: Seque
 
         fig = Figure(figsize=figsize)
     axes = fig.subplots(num_rows, num_cols, squeeze=False).flatten()
-    for i, (ax, img) in enumerate(zip(axes, imgs)):
+    for i, (ax, img) in enumerate(zip(axes, imgs, strict=False)):
         if isinstance(img, torch.Tensor):
             img = img.detach().cpu().numpy()
         ax.imshow(img)

@@ -90,7 +90,8 @@ class Trainer(HyperParameters):
         self.epoch = 0
         self.train_batch_idx = 0
         self.val_batch_idx = 0
-        for self.epoch in range(self.max_epochs):
+        for epoch in range(self.max_epochs):
+            self.epoch = epoch
             self.fit_epoch()
 
     def prepare_batch(self, batch: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
