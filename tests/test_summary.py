@@ -1,0 +1,184 @@
+"""Layer summaries against the book's printed layer_summary outputs, MACs against a hook count, input-size errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab import layers
+from cnnlab.errors import CnnlabError
+from cnnlab.models import check_input_size, create_model, list_models, min_input_size, model_info
+from cnnlab.models.summary import layer_summary, models_table, summarize
+
+_HEAD = [("Flatten", (25088,)), ("Linear", (4096,)), ("ReLU", (4096,)), ("Dropout", (4096,)),
+         ("Linear", (4096,)), ("ReLU", (4096,)), ("Dropout", (4096,)), ("Linear", (10,))]
+
+# (type, output shape without the batch) per row at the model's default input. The book prints these for LeNet
+# (7.6), AlexNet (8.1), VGG-11 (8.2), NiN (8.3), GoogLeNet (8.4) and ResNet-18 (8.6); BN-LeNet, DenseNet and
+# RegNetX-32 follow from their definitions (d2l 8.5, 8.7, 8.8), which print no summary.
+GOLDEN = {
+    "lenet": [("Conv2d", (6, 28, 28)), ("Sigmoid", (6, 28, 28)), ("AvgPool2d", (6, 14, 14)),
+              ("Conv2d", (16, 10, 10)), ("Sigmoid", (16, 10, 10)), ("AvgPool2d", (16, 5, 5)), ("Flatten", (400,)),
+              ("Linear", (120,)), ("Sigmoid", (120,)), ("Linear", (84,)), ("Sigmoid", (84,)), ("Linear", (10,))],
+    "lenet-bn": [("Conv2d", (6, 24, 24)), ("BatchNorm2d", (6, 24, 24)), ("Sigmoid", (6, 24, 24)),
+                 ("AvgPool2d", (6, 12, 12)), ("Conv2d", (16, 8, 8)), ("BatchNorm2d", (16, 8, 8)),
+                 ("Sigmoid", (16, 8, 8)), ("AvgPool2d", (16, 4, 4)), ("Flatten", (256,)), ("Linear", (120,)),
+                 ("BatchNorm1d", (120,)), ("Sigmoid", (120,)), ("Linear", (84,)), ("BatchNorm1d", (84,)),
+                 ("Sigmoid", (84,)), ("Linear", (10,))],
+    "alexnet": [("Conv2d", (96, 54, 54)), ("ReLU", (96, 54, 54)), ("MaxPool2d", (96, 26, 26)),
+                ("Conv2d", (256, 26, 26)), ("ReLU", (256, 26, 26)), ("MaxPool2d", (256, 12, 12)),
+                ("Conv2d", (384, 12, 12)), ("ReLU", (384, 12, 12)), ("Conv2d", (384, 12, 12)),
+                ("ReLU", (384, 12, 12)), ("Conv2d", (256, 12, 12)), ("ReLU", (256, 12, 12)),
+                ("MaxPool2d", (256, 5, 5)), ("Flatten", (6400,)), ("Linear", (4096,)), ("ReLU", (4096,)),
+                ("Dropout", (4096,)), ("Linear", (4096,)), ("ReLU", (4096,)), ("Dropout", (4096,)),
+                ("Linear", (10,))],
+    "vgg11": [("Sequential", (64, 112, 112)), ("Sequential", (128, 56, 56)), ("Sequential", (256, 28, 28)),
+              ("Sequential", (512, 14, 14)), ("Sequential", (512, 7, 7)), *_HEAD],
+    "vgg-small": [("Sequential", (16, 112, 112)), ("Sequential", (32, 56, 56)), ("Sequential", (64, 28, 28)),
+                  ("Sequential", (128, 14, 14)), ("Sequential", (128, 7, 7)), ("Flatten", (6272,)), *_HEAD[1:]],
+    "nin": [("Sequential", (96, 54, 54)), ("MaxPool2d", (96, 26, 26)), ("Sequential", (256, 26, 26)),
+            ("MaxPool2d", (256, 12, 12)), ("Sequential", (384, 12, 12)), ("MaxPool2d", (384, 5, 5)),
+            ("Dropout", (384, 5, 5)), ("Sequential", (10, 5, 5)), ("AdaptiveAvgPool2d", (10, 1, 1)),
+            ("Flatten", (10,))],
+    "googlenet": [("Sequential", (64, 24, 24)), ("Sequential", (192, 12, 12)), ("Sequential", (480, 6, 6)),
+                  ("Sequential", (832, 3, 3)), ("Sequential", (1024,)), ("Linear", (10,))],
+    "resnet18": [("Sequential", (64, 24, 24)), ("Sequential", (64, 24, 24)), ("Sequential", (128, 12, 12)),
+                 ("Sequential", (256, 6, 6)), ("Sequential", (512, 3, 3)), ("Sequential", (10,))],
+    "densenet": [("Sequential", (64, 24, 24)), ("DenseBlock", (192, 24, 24)), ("Sequential", (96, 12, 12)),
+                 ("DenseBlock", (224, 12, 12)), ("Sequential", (112, 6, 6)), ("DenseBlock", (240, 6, 6)),
+                 ("Sequential", (120, 3, 3)), ("DenseBlock", (248, 3, 3)), ("Sequential", (10,))],
+    "regnetx32": [("Sequential", (32, 48, 48)), ("Sequential", (32, 24, 24)), ("Sequential", (80, 12, 12)),
+                  ("Sequential", (10,))],
+}
+
+# Smallest square input each model takes. Fixed dense heads pin LeNet (28), AlexNet (193: its stride-4 stem and
+# floor-rounding pools still reach 5x5) and VGG (224); NiN and DenseNet collapse to empty maps below theirs.
+MIN_INPUT = {"lenet": 28, "lenet-relu": 28, "lenet-bn": 28, "alexnet": 193, "vgg11": 224, "vgg-small": 224,
+             "nin": 67, "googlenet": 1, "resnet18": 1, "resnet34": 1, "resnext18": 1, "densenet": 29, "regnetx32": 1}
+
+
+def _meta_model(name: str, **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def _default_shape(name: str) -> tuple[int, int, int, int]:
+    size = model_info(name).input_size
+    return (1, 1, size, size)
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_rows_match_the_book(name):
+    rows = layer_summary(_meta_model(name), _default_shape(name))
+    assert [(r.type, r.output_shape[1:]) for r in rows] == GOLDEN[name]
+    assert all(r.output_shape[0] == 1 for r in rows)
+
+
+def test_row_names_are_state_dict_prefixes():
+    assert [r.name for r in layer_summary(_meta_model("resnet18"), (1, 1, 96, 96))] == [
+        "b1", "b2", "b3", "b4", "b5", "last"]
+    names = [r.name for r in layer_summary(_meta_model("vgg11"), (1, 1, 224, 224))]
+    assert names[:6] == ["features.0", "features.1", "features.2", "features.3", "features.4", "classifier.0"]
+
+
+def _hook_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """An independent count: output elements times the multiply-adds behind each, for every conv and linear."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            total += output.numel() * module.weight[0].numel()  # in_channels / groups * kh * kw
+        else:
+            total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(shape, device="meta"))
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_rows_cover_the_model_and_macs_match_a_hook_count(name):
+    model = _meta_model(name)
+    shape = _default_shape(name)
+    rows = layer_summary(model, shape)
+    assert sum(r.params for r in rows) == sum(p.numel() for p in model.parameters())
+    assert sum(r.macs for r in rows) == _hook_macs(model, shape)
+    assert rows[-1].output_shape == (1, 10)
+
+
+def test_lenet_macs_by_hand():
+    macs = [r.macs for r in layer_summary(_meta_model("lenet"), (1, 1, 28, 28)) if r.macs]
+    assert macs == [6 * 28 * 28 * 25, 16 * 10 * 10 * 6 * 25, 400 * 120, 120 * 84, 84 * 10]
+
+
+def test_layer_summary_runs_a_real_model_and_keeps_its_mode():
+    model = create_model("lenet-bn").train()  # train-mode BN would reject a batch of one
+    rows = layer_summary(model, (1, 1, 28, 28))
+    assert model.training and rows[-1].output_shape == (1, 10)
+
+
+def test_summarize_prints_rows_and_totals():
+    text = summarize("resnet18")
+    lines = text.splitlines()
+    assert "resnet18" in lines[0] and "1 x 1 x 96 x 96" in lines[0]
+    assert any(line.startswith("b5") and "1 x 512 x 3 x 3" in line for line in lines)
+    assert "11,178,378 parameters" in lines[-1]
+    assert f"{sum(r.macs for r in layer_summary(_meta_model('resnet18'), (1, 1, 96, 96))):,} MACs" in lines[-1]
+    assert "1 x 512 x 2 x 2" in summarize("resnet18", input_size=64)
+    b1 = next(line for line in summarize("googlenet", in_channels=3).splitlines() if line.startswith("b1 "))
+    assert b1.split()[-2] == f"{3 * 64 * 7 * 7 + 64:,}"  # the stem conv's weights grow with the input channels
+
+
+def test_summarize_vgg11_at_224_is_cheap():
+    text = summarize("vgg11")
+    assert "128,806,154 parameters" in text and "1 x 25088" in text
+
+
+@pytest.mark.parametrize(("name", "size", "expected"), [
+    ("alexnet", 100, "input size 100 is too small for alexnet: expected at least 193"),
+    ("nin", 66, "input size 66 is too small for nin: expected at least 67"),
+    ("densenet", 28, "input size 28 is too small for densenet: expected at least 29"),
+    ("vgg11", 32, "input size 32 is too small for vgg11: expected at least 224"),
+    ("lenet", 64, "input size 64 does not fit lenet's dense head: expected 28"),
+])
+def test_summarize_rejects_inputs_the_model_cannot_take(name, size, expected):
+    with pytest.raises(CnnlabError) as err:
+        summarize(name, input_size=size)
+    assert str(err.value) == expected
+
+
+@pytest.mark.parametrize("size", [0, -3, 1.5, "96"])
+def test_summarize_rejects_a_bad_input_size(size):
+    with pytest.raises(CnnlabError, match="input_size must be a positive integer"):
+        summarize("resnet18", input_size=size)
+
+
+def test_summarize_rejects_an_unknown_model():
+    with pytest.raises(CnnlabError, match="unknown model 'resnet5'"):
+        summarize("resnet5")
+
+
+def test_min_input_size_for_every_model():
+    # min_input_size scans upward, so every smaller size failed; the rejection tests above check the message.
+    assert {name: min_input_size(name) for name in list_models()} == MIN_INPUT
+    for name, smallest in MIN_INPUT.items():
+        check_input_size(name, smallest)
+
+
+def test_models_table_lists_every_model():
+    lines = models_table().splitlines()
+    assert lines[0].split() == ["model", "params", "input", "book", "lr", "d2l", "section"]
+    assert [line.split()[0] for line in lines[2:]] == list_models()
+    row = next(line.split() for line in lines if line.startswith("regnetx32"))
+    assert row == ["regnetx32", "179,290", "96x96", "0.05", "8.8"]
+
+
+@pytest.mark.skipif(not all(hasattr(layers, c) for c in ("Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d")),
+                    reason="cnnlab.layers has no scratch Conv2d/MaxPool2d/... classes yet")
+def test_summarize_with_scratch_layers_matches_torch():
+    assert summarize("resnet18", ops="scratch").splitlines()[1:] == summarize("resnet18").splitlines()[1:]
