@@ -32,10 +32,27 @@ def _geometry(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None, pad
         raise CnnlabError(f"{op}: expected padding at most half the kernel size {kernel}, got padding {pad}")
     in_hw = (x.shape[-2], x.shape[-1])
     out_hw = spatial_output(in_hw, kernel, strides, (pad[0], pad[0], pad[1], pad[1]), dilations, op, ceil_mode)
+    for a in (0, 1):
+        if _padding_only_window(in_hw[a], kernel[a], strides[a], pad[a], dilations[a]):
+            # PyTorch returns -inf and an out-of-range index there; a silent -inf is worse than an error.
+            raise CnnlabError(f"{op}: expected every window to reach the input, got a window of only padding "
+                              f"(input {in_hw}, kernel {kernel}, stride {strides}, padding {pad}, "
+                              f"dilation {dilations})")
     # ceil_mode's last window may run past the padding: pad the far side just enough for the view.
     far = [max(pad[a], (out_hw[a] - 1) * strides[a] + dilations[a] * (kernel[a] - 1) + 1 - in_hw[a] - pad[a])
            for a in (0, 1)]
     return kernel, strides, pad, dilations, in_hw, out_hw, (pad[0], far[0], pad[1], far[1])
+
+
+def _padding_only_window(size: int, kernel: int, stride: int, pad: int, dilation: int) -> bool:
+    """Whether a dilated window's taps all fall in the padding. Only windows starting inside the left padding
+    can (the last window always starts before the input's end), so this loops over at most ``pad`` starts."""
+    if dilation == 1 or pad == 0:
+        return False  # with pad <= kernel // 2 an undilated window always reaches the input
+    for start in range(0, pad, stride):
+        if not any(pad <= start + t * dilation < pad + size for t in range(kernel)):
+            return True
+    return False
 
 
 def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,

@@ -24,7 +24,7 @@ def _as_tensor(t: torch.Tensor | Sequence, name: str, op: str, dim: int) -> torc
 
 def _float_dtype(*tensors: torch.Tensor) -> torch.dtype:
     # The book's outputs are torch.zeros (float32): integer inputs give floats, float64 inputs stay float64.
-    dtype = torch.result_type(*tensors)
+    dtype = torch.result_type(*tensors) if len(tensors) == 2 else tensors[0].dtype
     return dtype if dtype.is_floating_point else torch.get_default_dtype()
 
 
