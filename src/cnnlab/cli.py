@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint for deployment (ONNX with preprocessing inside)")
     p.add_argument("checkpoint")
-    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript", "safetensors"))
+    p.add_argument("--format", default="onnx", choices=("onnx", "pt2"),
+                   help="onnx (onnxruntime-verified) or pt2 (torch.export); TorchScript is deprecated in torch 2.14")
     p.add_argument("--output", required=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_export)
