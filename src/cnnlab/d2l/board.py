@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import sys
 import time
@@ -72,7 +73,7 @@ class ProgressBoard:
         self.fig, self.axes, self.figsize, self.display, self.refresh_s = fig, axes, figsize, display, refresh_s
         self.raw_points: collections.OrderedDict[str, list] = collections.OrderedDict()
         self._lines: collections.OrderedDict[str, list] = collections.OrderedDict()  # Points; y maybe a tensor
-        self._last_render = 0.0
+        self._last_render = -math.inf  # the first point is drawn at once
         self._handle = None  # IPython display handle, updated in place
 
     def draw(self, x: float, y: torch.Tensor | float, label: str, every_n: int = 1) -> None:
