@@ -20,16 +20,22 @@ from cnnlab.ops.shapes import spatial_output
 IntPair = int | Sequence[int]
 
 
-def _geometry(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair, dilation: IntPair,
-              ceil_mode: bool, op: str):
-    """Parsed arguments, output size, and the (top, bottom, left, right) padding the window view needs."""
+def pool_args(op: str, kernel_size: IntPair, stride: IntPair | None, padding: IntPair, dilation: IntPair):
+    """(kernel, stride, padding, dilation) as pairs, stride defaulting to the kernel; raises on bad values."""
     kernel = pair(kernel_size, "kernel_size", op)
     strides = kernel if stride is None else pair(stride, "stride", op)
     pad = pair(padding, "padding", op, minimum=0)
     dilations = pair(dilation, "dilation", op)
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
-        # PyTorch's rule too: otherwise a window could hold only padding.
+        # PyTorch's rule too: otherwise an undilated window could hold only padding.
         raise CnnlabError(f"{op}: expected padding at most half the kernel size {kernel}, got padding {pad}")
+    return kernel, strides, pad, dilations
+
+
+def _geometry(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair, dilation: IntPair,
+              ceil_mode: bool, op: str):
+    """Parsed arguments, output size, and the (top, bottom, left, right) padding the window view needs."""
+    kernel, strides, pad, dilations = pool_args(op, kernel_size, stride, padding, dilation)
     in_hw = (x.shape[-2], x.shape[-1])
     out_hw = spatial_output(in_hw, kernel, strides, (pad[0], pad[0], pad[1], pad[1]), dilations, op, ceil_mode)
     for a in (0, 1):
