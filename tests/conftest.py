@@ -1,0 +1,19 @@
+"""Shared test set-up: find the read-only Fashion-MNIST copy beside the checkout when CNNLAB_DATA is unset."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+if not os.environ.get("CNNLAB_DATA") and _SHARED.is_dir():
+    os.environ["CNNLAB_DATA"] = str(_SHARED)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real Fashion-MNIST folder (CI always has it; elsewhere the tests that need it are skipped)."""
+    path = os.environ.get("CNNLAB_DATA")
+    if not path or not Path(path, "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not found: set CNNLAB_DATA to a folder with the four .gz files")
+    return Path(path)
