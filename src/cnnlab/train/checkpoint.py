@@ -32,6 +32,9 @@ def atomic_write(path: str | Path, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)  # mkstemp makes 0600 files; give the result the mode a plain open() would
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

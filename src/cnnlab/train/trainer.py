@@ -32,7 +32,15 @@ from cnnlab.models.init import init_cnn
 from cnnlab.train import rundir
 from cnnlab.train.checkpoint import save_checkpoint
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.distributed import DistEnv, broadcast_object, init_distributed, shutdown
+from cnnlab.train.distributed import (
+    DistEnv,
+    barrier,
+    broadcast_buffers,
+    broadcast_object,
+    init_distributed,
+    reduce_int,
+    shutdown,
+)
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.schedule import build_optimizer, build_scheduler
 
@@ -83,7 +91,9 @@ class Trainer:
         cfg = config
 
         # Data: uint8 on the device once; resize/normalise/augment per batch (docs/design.md, "Data").
-        data = load_fashion_mnist(cfg.data_dir)
+        data = load_fashion_mnist(cfg.data_dir) if self.dist.local_rank == 0 else None
+        barrier(self.dist)  # one process per machine fills the download cache before the others read it
+        data = data or load_fashion_mnist(cfg.data_dir)
         info = model_info(cfg.model)
         self.input_size = cfg.resize or info.input_size
         check_input_size(cfg.model, self.input_size)
@@ -95,13 +105,22 @@ class Trainer:
                                          limit_batches=cfg.limit_train_batches, **shard)
         self.val_loader = DeviceLoader(data.test_images, data.test_labels, cfg.batch_size, shuffle=False,
                                        preprocess=self.preprocess, limit_batches=cfg.limit_val_batches, **shard)
+        # Equal shards leave the last len % world_size test images to no rank; rank 0 adds them in evaluate so
+        # validation covers the whole test set exactly (DistributedSampler pads with repeats instead).
+        covered, self.val_rest = self.val_loader.shard_size * self.dist.world_size, None
+        if self.dist.is_main and covered < len(data.test_labels) and cfg.limit_val_batches is None:
+            self.val_rest = DeviceLoader(data.test_images[covered:], data.test_labels[covered:], cfg.batch_size,
+                                         preprocess=self.preprocess, device=self.device)
 
         # Model: seeded, the book's Xavier init when asked, then device/layout/DDP/compile wrappers.
         self.model = create_model(cfg.model, ops=cfg.ops)
         if cfg.init == "xavier":
             self.model.apply(init_cnn)
         self.params = sum(p.numel() for p in self.model.parameters())
-        if cfg.sync_bn and self.dist.enabled:
+        if cfg.sync_bn and self.dist.enabled:  # before DDP wraps the model, as the SyncBatchNorm docs require
+            if self.device.type != "cuda" or cfg.ops != "torch":
+                raise CnnlabError(f"--sync-bn needs CUDA devices and --ops torch (SyncBatchNorm has no CPU kernel, "
+                                  f"cnnlab's own BatchNorm has no synced twin), got {self.device.type} and {cfg.ops}")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
@@ -131,9 +150,15 @@ class Trainer:
 
         # Run folder (rank 0 writes; other ranks only learn its name).
         self.run_dir: Path | None = None
+        refused: CnnlabError | None = None
         if self.dist.is_main:
-            self.run_dir = Path(run_dir) if resume_state else rundir.prepare_run_dir(cfg.out, cfg.model, force)
-        self.run_dir = broadcast_object(self.run_dir, self.dist)
+            try:
+                self.run_dir = Path(run_dir) if resume_state else rundir.prepare_run_dir(cfg.out, cfg.model, force)
+            except CnnlabError as e:  # tell the other ranks too, or they would wait in the broadcast below
+                refused = e
+        self.run_dir, message = broadcast_object((self.run_dir, refused and str(refused)), self.dist)
+        if message:
+            raise refused or CnnlabError(message)
         if resume_state:
             self._load_state(resume_state)
 
@@ -196,7 +221,7 @@ class Trainer:
         cfg, model = self.config, self.step_model
         model.train()
         self.train_loader.set_epoch(self.epoch)  # keeps a mid-epoch resume position if one was loaded
-        bar = tqdm(total=len(self.train_loader), initial=self.train_loader.position, leave=False,
+        bar = tqdm(total=len(self.train_loader), initial=self.train_loader.state_dict()["batch"], leave=False,
                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
                    disable=self.quiet or not self.dist.is_main or not sys.stderr.isatty())
         since, t_log = 0, time.perf_counter()
@@ -217,7 +242,8 @@ class Trainer:
             self._loss_window[self.step % cfg.log_every] = loss.detach()
             self.step += 1
             since += 1
-            if self.step % cfg.log_every == 0 or self._stop_signal is not None:
+            stop = self._stop_requested(at_sync_point=self.step % cfg.log_every == 0)
+            if self.step % cfg.log_every == 0 or stop:
                 self._check_finite(since)  # the one host sync of the interval
                 now = time.perf_counter()
                 bar.set_postfix(loss=f"{self._loss_window.mean().item():.3f}",
@@ -227,9 +253,11 @@ class Trainer:
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self._check_finite(since)
                 self._checkpoint("last.pt")
-            if self._stop_signal is not None:
+            if stop:
                 raise Interrupted(self._stop_signal, self._resume_hint())
         self._check_finite(since)
+        if self.dist.enabled and self._stop_requested(at_sync_point=True):  # came after the epoch's last sync point
+            raise Interrupted(self._stop_signal, self._resume_hint())
         bar.update(since)
         bar.close()
         return self.epoch_metrics.compute()
@@ -237,28 +265,51 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader: DeviceLoader | None = None) -> dict[str, float]:
         """Loss and accuracy on the test set (the book validates on it), with EMA weights and flip-TTA if set."""
-        model = self.ema.module if self.ema is not None else self.step_model
-        model.eval()
+        if self.ema is not None:  # each rank averaged its own BN statistics (DDP syncs the model's, not the EMA's)
+            broadcast_buffers(self.ema.module, self.dist)
+        plain = self.ema.module if self.ema is not None else self.model
+        parts = [(loader or self.val_loader, self.ema.module if self.ema is not None else self.step_model)]
+        if loader is None and self.val_rest is not None:  # rank 0 only, so on the unwrapped model: no collectives
+            parts.append((self.val_rest, plain))
         metrics = EpochMetrics(self.device)
-        loader = loader or self.val_loader
-        loader.set_epoch(0)
-        for x, y in loader:
-            x = x.contiguous(memory_format=self.memory_format)
-            with torch.autocast(**self.autocast):
-                logits = model(x)
-                if self.config.tta:  # Fashion-MNIST is left-right symmetric enough for flip-TTA to help
-                    logits = (logits + model(x.flip(-1))) / 2
-            metrics.update(F.cross_entropy(logits.float(), y), logits, y)
+        for part, net in parts:
+            net.eval()
+            part.set_epoch(0)
+            for x, y in part:
+                x = x.contiguous(memory_format=self.memory_format)
+                with torch.autocast(**self.autocast):
+                    logits = net(x)
+                    if self.config.tta:  # Fashion-MNIST is left-right symmetric enough for flip-TTA to help
+                        logits = (logits + net(x.flip(-1))) / 2
+                metrics.update(F.cross_entropy(logits.float(), y), logits, y)
         return metrics.compute()
 
     # ------------------------------------------------------------------------------------------ helpers
+    def _stop_requested(self, at_sync_point: bool) -> bool:
+        """Whether a signal asks to stop after this step.
+
+        Alone, at once. Under torchrun the signal reaches each rank at a different step, and a rank that stops
+        while the others go on leaves them blocked in DDP's all-reduce; so ranks decide together, at the log
+        interval's sync point (a collective: ``at_sync_point`` is the same on every rank at every step).
+        """
+        if not self.dist.enabled:
+            return self._stop_signal is not None
+        if not at_sync_point:
+            return False
+        self._stop_signal = reduce_int(self._stop_signal or 0, self.dist, self.device) or None
+        return self._stop_signal is not None
+
     def _check_finite(self, since: int) -> None:
         """Raise NonFiniteLoss naming the first bad step among the last ``since`` (the window's older entries
-        were checked before, so checking the whole window is enough)."""
-        if since == 0 or bool(torch.isfinite(self._loss_window).all()):
+        were checked before, so checking the whole window is enough). Under torchrun every rank raises at the
+        same step, naming the first bad step of any rank (a collective, like :meth:`_stop_requested`)."""
+        first = self.step  # "none": every bad step is below self.step
+        if since and not bool(torch.isfinite(self._loss_window).all()):
+            losses, size = self._loss_window.tolist(), self.config.log_every
+            first = next(s for s in range(self.step - since, self.step) if not math.isfinite(losses[s % size]))
+        first = reduce_int(first, self.dist, self.device, op="min")
+        if first == self.step:
             return
-        losses, size = self._loss_window.tolist(), self.config.log_every
-        first = next(s for s in range(self.step - since, self.step) if not math.isfinite(losses[s % size]))
         last = self.run_dir / "last.pt" if self.run_dir else None
         kept = f"; the last good checkpoint is {last}" if last and last.exists() else ""
         raise NonFiniteLoss(f"loss became non-finite at step {first + 1} (epoch {self.epoch + 1}): the learning rate "
@@ -283,7 +334,8 @@ class Trainer:
         result = {
             "model": self.config.model, "recipe": self.config.recipe, "epochs": len(self.history),
             "test_acc": last.get("val_acc"), "test_loss": last.get("val_loss"),
-            "test_samples": self.val_loader.num_samples * self.dist.world_size,
+            "test_samples": self.val_loader.num_samples * self.dist.world_size
+                            + (self.val_rest.num_samples if self.val_rest else 0),
             "best_val_acc": self.best_val_acc, "images_per_s": images / wall if wall else None, "wall_s": wall,
             "world_size": self.dist.world_size, "global_batch_size": self.config.batch_size * self.dist.world_size,
             "device": str(self.device), "params": self.params, "input_size": self.input_size,
