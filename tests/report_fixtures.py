@@ -85,7 +85,12 @@ _CACHE: dict[str, Path] = {}
 def trained_run(tmp_path_factory) -> Path:
     """Run folder of a briefly trained ReLU LeNet, trained once per session (test modules import this fixture)."""
     if "run" not in _CACHE:
-        _CACHE["run"] = train_lenet(tmp_path_factory.mktemp("trained-lenet") / "run")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # LeNet's tiny convs gain nothing from threads, and a busy CI box loses a lot
+        try:
+            _CACHE["run"] = train_lenet(tmp_path_factory.mktemp("trained-lenet") / "run")
+        finally:
+            torch.set_num_threads(threads)
     return _CACHE["run"]
 
 

@@ -58,31 +58,32 @@ def _foldable(stage: nn.Module, before: torch.Tensor, after: torch.Tensor) -> bo
     return before.shape == after.shape and not any(p.dim() >= 2 for p in stage.parameters())
 
 
-@torch.no_grad()
-def run_rows(model: nn.Module, x: torch.Tensor) -> list[Row]:
+def run_rows(model: nn.Module, x: torch.Tensor, grad: bool = False) -> list[Row]:
     """Apply the model's stages to ``x`` one after another (eval mode), returning each row's output.
 
     The last row's output is the model's output. Outputs are the tensors the model produced; clone them if a
     later in-place operation could change them (models here do not modify a stage's output in place).
+    ``grad=True`` records the autograd graph (the tests measure receptive fields with it).
     """
     names = {id(m): name for name, m in model.named_modules()}
     rows: list[Row] = []
     was_training = model.training
     model.eval()
     try:
-        for stage in stages(model):
-            y = stage(x)
-            name, kind = names[id(stage)], type(stage).__name__
-            if rows and _foldable(stage, x, y):
-                prev = rows[-1]
-                first = prev.name.split("-")[0]
-                prefix, _, last = name.rpartition(".")
-                # "features.0" + "features.1" -> "features.0-1"; different parents keep both names.
-                joined = f"{first}-{last}" if first.rpartition(".")[0] == prefix else f"{first}-{name}"
-                rows[-1] = Row(joined, f"{prev.kind}+{kind}", y)
-            else:
-                rows.append(Row(name, kind, y))
-            x = y
+        with torch.set_grad_enabled(grad):
+            for i, stage in enumerate(stages(model)):
+                y = stage(x)
+                name, kind = names.get(id(stage), str(i)), type(stage).__name__
+                if rows and _foldable(stage, x, y):
+                    prev = rows[-1]
+                    first = prev.name.split("-")[0]
+                    prefix, _, last = name.rpartition(".")
+                    # "features.0" + "features.1" -> "features.0-1"; different parents keep both names.
+                    joined = f"{first}-{last}" if first.rpartition(".")[0] == prefix else f"{first}-{name}"
+                    rows[-1] = Row(joined, f"{prev.kind}+{kind}", y)
+                else:
+                    rows.append(Row(name, kind, y))
+                x = y
     finally:
         model.train(was_training)
     return rows

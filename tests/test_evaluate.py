@@ -1,0 +1,106 @@
+"""cnnlab.train.evaluate: logits in batches, the confusion matrix, and a checkpoint's test-set numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import report_fixtures
+from cnnlab.data import CLASSES, Preprocess, load_fashion_mnist
+from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.models import create_model
+from cnnlab.train.checkpoint import load_checkpoint, load_model, save_checkpoint
+from cnnlab.train.evaluate import EvalResult, confusion_matrix, evaluate_checkpoint, format_eval, predict_logits
+
+trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
+
+
+def test_confusion_matrix_counts_each_pair():
+    g = torch.Generator().manual_seed(0)
+    pred, true = torch.randint(0, 4, (500,), generator=g), torch.randint(0, 4, (500,), generator=g)
+    expected = torch.zeros(4, 4, dtype=torch.int64)
+    for p, t in zip(pred.tolist(), true.tolist(), strict=True):
+        expected[t, p] += 1
+    assert torch.equal(confusion_matrix(pred, true, 4), expected)
+
+
+def test_eval_result_from_logits():
+    g = torch.Generator().manual_seed(1)
+    logits, labels = torch.randn(300, 10, generator=g), torch.randint(0, 10, (300,), generator=g)
+    r = EvalResult.from_logits(logits, labels, CLASSES, model="m")
+    pred = logits.argmax(1)
+    assert r.n == 300 and r.accuracy == pytest.approx((pred == labels).double().mean().item())
+    for c in range(10):
+        mask = labels == c
+        assert r.per_class[c] == pytest.approx((pred[mask] == c).double().mean().item())
+    assert r.confusion.sum(1).tolist() == torch.bincount(labels, minlength=10).tolist()
+    json.dumps(r.to_dict())  # JSON-ready for `cnnlab eval --json`
+    with pytest.raises(CnnlabError, match="one label per image"):
+        EvalResult.from_logits(logits, labels[:5], CLASSES)
+
+
+def test_predict_logits_equals_the_plain_forward_and_ignores_batching():
+    torch.manual_seed(0)
+    model, pre = create_model("lenet-relu").train(), Preprocess(28, mean=0.3, std=0.4)
+    images = torch.randint(0, 256, (37, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model.eval()(pre(images.unsqueeze(1).float() / 255))
+    model.train()
+    a = predict_logits(model, pre, images, batch_size=8)
+    b = predict_logits(model, pre, images.unsqueeze(1).float() / 255, batch_size=512)  # float input in [0, 1]
+    torch.testing.assert_close(a, expected)
+    torch.testing.assert_close(b, expected)
+    assert model.training, "predict_logits must restore the caller's mode"
+    with torch.no_grad():
+        flipped = model.eval()(pre(images.unsqueeze(1).float().flip(-1) / 255))
+    torch.testing.assert_close(predict_logits(model, pre, images, tta=True), (expected + flipped) / 2)
+
+
+@pytest.mark.parametrize("bad, match", [(torch.zeros(2, 2, 2, 28, 28), "N x H x W"), (torch.zeros(0, 28, 28), "none")])
+def test_predict_logits_rejects_bad_input(bad, match):
+    with pytest.raises(CnnlabError, match=match):
+        predict_logits(create_model("lenet"), Preprocess(28), bad)
+    with pytest.raises(CnnlabError, match="batch_size"):
+        predict_logits(create_model("lenet"), Preprocess(28), torch.zeros(1, 28, 28), batch_size=0)
+
+
+def test_evaluate_checkpoint_on_the_real_test_set(trained_run):
+    result = evaluate_checkpoint(trained_run / "last.pt", device="cpu")
+    data = load_fashion_mnist()
+    model, pre, _ = load_model(trained_run / "last.pt")
+    with torch.no_grad():  # oracle: one plain forward pass over all 10,000 images
+        pred = model(pre(data.test_images.unsqueeze(1).float() / 255)).argmax(1)
+    assert result.n == 10_000 and int(result.confusion.sum()) == 10_000
+    assert result.accuracy == pytest.approx((pred == data.test_labels).double().mean().item())
+    assert result.accuracy > 0.5, "the trained fixture should be far above chance (0.1)"
+    assert result.model == "lenet-relu" and result.tta is False and result.classes == CLASSES
+    text = format_eval(result)
+    assert f"test accuracy {result.accuracy:.4f}" in text
+    assert all(name in text for name in CLASSES)
+    assert text.count("\n") >= 25  # accuracy line, class table, 10-row confusion table
+
+
+@pytest.mark.slow
+def test_evaluate_checkpoint_follows_the_runs_tta(run_copy):
+    state = load_checkpoint(run_copy / "last.pt")
+    state["config"]["tta"] = True
+    save_checkpoint(state, run_copy / "last.pt")
+    with_tta = evaluate_checkpoint(run_copy / "last.pt", device="cpu")
+    assert with_tta.tta
+    data = load_fashion_mnist()
+    model, pre, _ = load_model(run_copy / "last.pt")
+    x = pre(data.test_images.unsqueeze(1).float() / 255)
+    with torch.no_grad():
+        pred = ((model(x) + model(x.flip(-1))) / 2).argmax(1)
+    assert with_tta.accuracy == pytest.approx((pred == data.test_labels).double().mean().item())
+
+
+def test_evaluate_checkpoint_missing_or_corrupt_is_one_line(tmp_path):
+    with pytest.raises(CheckpointError) as e:
+        evaluate_checkpoint(tmp_path / "nope.pt", device="cpu")
+    assert "\n" not in str(e.value) and "nope.pt" in str(e.value)
+    (tmp_path / "bad.pt").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        evaluate_checkpoint(tmp_path / "bad.pt", device="cpu")

@@ -1,0 +1,257 @@
+"""cnnlab.report: receptive fields vs gradients, the figures, and report.html (rendered in headless Chromium)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import nn
+
+import report_fixtures
+from cnnlab.data import CLASSES
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model, list_models, model_info
+from cnnlab.report import plots, write_report
+from cnnlab.report.features import first_conv, receptive_fields, receptive_fields_of, run_rows
+
+trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
+
+# ----------------------------------------------------------------------------------------- receptive fields
+
+
+def _gradient_extent(model: nn.Module, x: torch.Tensor, row: int) -> int:
+    """Side of the input region that the centre unit of ``row`` depends on, measured with autograd."""
+    x = x.clone().requires_grad_(True)
+    out = run_rows(model, x, grad=True)[row].output
+    c = out.shape[-1] // 2
+    out[0, :, c, c].sum().backward()
+    cols = (x.grad[0].abs().sum(0) > 0).any(0).nonzero().flatten()
+    return int(cols.max() - cols.min() + 1)
+
+
+def test_receptive_fields_of_lenet_by_hand():
+    fields = receptive_fields("lenet", 28)
+    # conv 5x5 -> 5; avg-pool 2/2 -> 6, jump 2; conv 5x5 -> 6 + 4*2 = 14; pool -> 16, jump 4 (d2l 7.6).
+    assert [(f.name, f.r, f.jump) for f in fields[:4]] == [
+        ("features.0-1", 5, 1), ("features.2", 6, 2), ("features.3-4", 14, 2), ("features.5", 16, 4)]
+    assert [f.kind for f in fields[:2]] == ["Conv2d+Sigmoid", "AvgPool2d"]
+    assert fields[-1].r >= 28, "the dense head sees the whole image"
+
+
+def test_receptive_fields_match_autograd_on_lenet():
+    """With positive weights and sigmoid/average pooling nothing cancels, so the gradient support is the field."""
+    torch.manual_seed(0)
+    model = create_model("lenet").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(0.01, 0.1)
+    x = torch.rand(1, 1, 64, 64)  # larger than 28 so no field is clipped by the border (features only)
+    geometry = receptive_fields_of(model.features, (1, 1, 64, 64))
+    for i, f in enumerate(geometry):
+        assert _gradient_extent(model.features, x, i) == f.r, f.name
+
+
+class _TwoBranch(nn.Module):
+    """Inception-like: a 3x3 and a 1x1 -> 5x5 branch concatenated, then a residual block with a strided shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3)
+        self.a, self.b1, self.b2 = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 5, padding=2)
+        self.c1, self.c2 = nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+        self.short = nn.Conv2d(4, 4, 1, stride=2)
+
+    def stages(self):
+        return [self.stem, _Lambda(self._inception), _Lambda(self._residual)]
+
+    def _inception(self, x):
+        return torch.sigmoid(torch.cat([self.a(x), self.b2(self.b1(x))], 1))
+
+    def _residual(self, x):
+        return torch.sigmoid(self.c2(torch.sigmoid(self.c1(x))) + self.short(x))
+
+    def forward(self, x):
+        return self._residual(self._inception(self.stem(x)))
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_receptive_fields_take_the_largest_branch_and_match_autograd():
+    torch.manual_seed(0)
+    model = _TwoBranch().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(0.01, 0.1)
+    fields = receptive_fields_of(model, (1, 1, 64, 64))
+    # stem 3 -> 3; branches 3 and 1+5 -> 3 + 4 = 7; residual: 3x3/2 -> 9 (jump 2), dilated 3x3 -> 9 + 2*2*2 = 17.
+    assert [(f.r, f.jump) for f in fields] == [(3, 1), (7, 1), (17, 2)]
+    for i, f in enumerate(fields):
+        assert _gradient_extent(model, torch.rand(1, 1, 64, 64), i) == f.r
+
+
+def test_receptive_fields_of_book_models_by_hand():
+    # GoogLeNet b1: 7x7/2 -> 7, jump 2; 3x3/2 max-pool -> 11, jump 4. b2: 1x1, 3x3 -> 19; pool -> 27 (d2l 8.4).
+    assert [(f.r, f.jump) for f in receptive_fields("googlenet", 96)[:2]] == [(11, 4), (27, 8)]
+    # ResNet-18 b2: four 3x3 convs at jump 4 add 32 to b1's 11 (d2l 8.6).
+    assert [(f.r, f.jump) for f in receptive_fields("resnet18", 96)[:2]] == [(11, 4), (43, 4)]
+    # VGG block 1: one 3x3 conv then 2x2/2 pooling; block 2 the same at jump 2 (d2l 8.2).
+    assert [(f.r, f.jump) for f in receptive_fields("vgg11", 224)[:2]] == [(4, 2), (10, 4)]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_receptive_fields_grow_for_every_model(name):
+    fields = receptive_fields(name, model_info(name).input_size)
+    r = [f.r for f in fields]
+    assert r == sorted(r) and r[0] >= 1
+    assert r[-1] >= model_info(name).input_size, "the output unit of a classifier sees the whole input"
+
+
+def test_run_rows_last_output_is_the_model_output():
+    torch.manual_seed(0)
+    model = create_model("lenet-bn").eval()
+    x = torch.rand(3, 1, 28, 28)
+    rows = run_rows(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(rows[-1].output, model(x))
+    assert rows[0].name == "features.0-2" and rows[0].kind == "Conv2d+BatchNorm2d+Sigmoid"
+    assert first_conv(model) is model.features[0]
+
+
+# ------------------------------------------------------------------------------------------------- figures
+
+
+def test_figures_are_plain_figures_and_never_touch_pyplot():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    g = torch.Generator().manual_seed(0)
+    cm = torch.randint(0, 50, (10, 10), generator=g)
+    figs = [
+        plots.confusion_figure(cm, CLASSES),
+        plots.misclassified_figure(torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8), [0] * 5, [1] * 5,
+                                   [0.9, 0.99, 0.9999, 0.5, 0.7], CLASSES),
+        plots.filters_figure(torch.randn(6, 1, 5, 5)),
+        plots.feature_maps_figure(torch.rand(28, 28), [("a", torch.rand(6, 14, 14)), ("b", torch.rand(16, 5, 5))]),
+    ]
+    for fig in figs:
+        assert isinstance(fig, Figure)
+        png = plots.figure_png(fig)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(io.BytesIO(png)).size[0] > 100
+    assert plt.get_fignums() == before
+    assert matplotlib.get_backend()  # importing cnnlab.report did not need or change a GUI backend
+    with pytest.raises(CnnlabError, match="10 x 10"):
+        plots.confusion_figure(torch.zeros(3, 3), CLASSES)
+    with pytest.raises(CnnlabError, match="out x in x kh x kw"):
+        plots.filters_figure(torch.zeros(6, 5, 5))
+
+
+# -------------------------------------------------------------------------------------------------- report
+
+
+def _images(html: str) -> list[bytes]:
+    srcs = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert all(s.startswith("data:image/png;base64,") for s in srcs), "every image must be embedded"
+    return [base64.b64decode(s.split(",", 1)[1]) for s in srcs]
+
+
+@pytest.mark.slow
+def test_report_is_one_self_contained_file(run_copy):
+    (run_copy / "report.html").write_text("an old report")  # derived file: regenerated, not refused
+    out = write_report(run_copy, device="cpu")
+    assert out == run_copy / "report.html"
+    html = out.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    assert not re.search(r'(src|href)="(?!data:)', html), "no external resources"
+    assert "<script" not in html and "@import" not in html and "url(" not in html
+    pngs = _images(html)
+    assert len(pngs) >= 6  # curves, confusion, mistakes, filters, feature maps
+    for png in pngs:
+        Image.open(io.BytesIO(png)).verify()
+    result = json.loads((run_copy / "result.json").read_text())
+    assert f"{result['test_acc']:.2%}" in html
+    for text in ("Training curves", "confusion matrix", "misclassified", "First-layer filters", "Feature maps",
+                 "Receptive fields", "61,706", "MACs", *CLASSES):
+        assert text in html, text
+    assert sorted(p.name for p in run_copy.iterdir() if p.name.startswith(".")) == [], "temporary file left behind"
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda run: shutil.rmtree(run), "does not exist"),
+    (lambda run: (run / "result.json").unlink(), "incomplete: missing result.json"),
+    (lambda run: [(run / n).unlink() for n in ("last.pt", "best.pt")], "missing last.pt or best.pt"),
+    (lambda run: (run / "config.json").write_text("{not json"), "config.json: expected JSON"),
+    (lambda run: (run / "result.json").write_text("[1, 2]"), "expected a JSON object"),
+    (lambda run: (run / "metrics.csv").write_text("epoch,val_acc\n1,abc\n"), "metrics.csv"),
+])
+def test_report_of_a_broken_run_folder_is_one_line(run_copy, damage, match):
+    damage(run_copy)
+    with pytest.raises(CnnlabError, match=match) as e:
+        write_report(run_copy, device="cpu")
+    assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------- headless Chromium
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER) and not IN_CI,
+    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver); under CI=true "
+           "this test runs and fails instead")
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "report-screenshot.png"
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_report_renders_in_headless_chromium(run_copy, tmp_path, monkeypatch):
+    assert CHROMIUM and CHROMEDRIVER, "CI=true but chromium/chromedriver are missing (see .ci/run)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download a browser or driver
+    report = write_report(run_copy, device="cpu")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(report.as_uri())
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) >= 6 and all(w > 0 for w in widths), widths
+        text = driver.find_element("tag name", "body").text
+        acc = json.loads((run_copy / "result.json").read_text())["test_acc"]
+        assert f"{acc:.2%}" in text and "final test accuracy" in text
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1200, height)
+        shot = tmp_path / "report.png"
+        assert driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    assert Image.open(shot).size[0] >= 1000
+    if os.environ.get("CNNLAB_UPDATE_SCREENSHOT"):  # refresh the README picture: the top of the page, small
+        top = Image.open(shot).convert("RGB")
+        top = top.crop((0, 0, top.width, min(top.height, 1500))).resize((840, min(top.height, 1500) * 840 // 1200))
+        top.quantize(colors=128).save(SCREENSHOT, optimize=True)
+        assert SCREENSHOT.stat().st_size < 300_000
