@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Interrupted as e:  # the trainer already printed where the checkpoint is and how to resume
         return 128 + e.signum
+    except BrokenPipeError:  # `cnnlab models | head`: the reader left; stop quietly as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
