@@ -52,6 +52,26 @@ def broadcast_object(obj, env: DistEnv):
     return box[0]
 
 
+def reduce_int(value: int, env: DistEnv, device: torch.device, op: str = "max") -> int:
+    """The max (or min) of ``value`` over all ranks.
+
+    A collective: every rank must call it at the same point of the loop, which is how the trainer turns rank-local
+    events (a signal, a non-finite loss) into one decision, so no rank is left waiting in DDP's all-reduce.
+    """
+    if not env.enabled:
+        return value
+    box = torch.tensor([value], dtype=torch.int64, device=device)  # nccl reduces device tensors, gloo CPU ones
+    dist.all_reduce(box, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.MIN)
+    return int(box.item())
+
+
+def broadcast_buffers(module: torch.nn.Module, env: DistEnv) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running statistics) into ``module`` on every rank, in place."""
+    if env.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()
