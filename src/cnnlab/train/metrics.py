@@ -28,20 +28,31 @@ class EpochMetrics:
         self.sums += torch.stack((loss.detach().to(self.sums.dtype) * n, correct.to(self.sums.dtype)))
         self.count += n
 
-    def compute(self) -> dict[str, float]:
-        """Global mean loss and accuracy over every sample seen by every rank (one host sync)."""
+    def _summed(self) -> tuple[torch.Tensor, int]:
+        """The sums and count over all ranks (a collective under torchrun: every rank calls it at the same point)."""
         sums, count = self.sums.clone(), self.count
         if dist.is_available() and dist.is_initialized():
             packed = torch.cat((sums, torch.tensor([count], dtype=sums.dtype, device=sums.device)))
             dist.all_reduce(packed)
             sums, count = packed[:2], int(packed[2].item())
+        return sums, count
+
+    def compute(self) -> dict[str, float]:
+        """Global mean loss and accuracy over every sample seen by every rank (one host sync)."""
+        sums, count = self._summed()
         loss_sum, correct = sums.tolist()
         if count == 0:
             return {"loss": float("nan"), "acc": float("nan"), "count": 0}
         return {"loss": loss_sum / count, "acc": correct / count, "count": count}
 
     def state_dict(self) -> dict:
+        """This rank's running sums."""
         return {"sums": self.sums.cpu(), "count": self.count}
+
+    def global_state_dict(self) -> dict:
+        """The running sums of all ranks together, as a checkpoint keeps them (a collective under torchrun)."""
+        sums, count = self._summed()
+        return {"sums": sums.cpu(), "count": count}
 
     def load_state_dict(self, state: dict) -> None:
         self.sums.copy_(state["sums"])

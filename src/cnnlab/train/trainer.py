@@ -321,9 +321,9 @@ class Trainer:
                 tb.add_scalar(key, row[key], row["epoch"])
         if self.dist.is_main:
             rundir.write_metrics_csv(self.run_dir / "metrics.csv", self.history)
-            self._checkpoint("last.pt")
-            if is_best:
-                self._checkpoint("best.pt")
+        self._checkpoint("last.pt")  # on every rank: a collective under torchrun
+        if is_best:  # the same on every rank: val_acc is the global figure
+            self._checkpoint("best.pt")
         self._log(f"epoch {row['epoch']}/{self.config.epochs}  train_loss {row['train_loss']:.4f}  "
                   f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
                   f"{row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
@@ -415,8 +415,11 @@ class Trainer:
         return state
 
     def _checkpoint(self, name: str) -> None:
+        """Rank 0 writes RUN_DIR/``name``; every rank must call it, since the partial epoch sums it keeps are
+        summed over the ranks first (rank 0's own would lose the others' samples on a mid-epoch resume)."""
+        summed = self.epoch_metrics.global_state_dict()
         if self.dist.is_main:
-            save_checkpoint(self.state_dict(), self.run_dir / name)
+            save_checkpoint({**self.state_dict(), "epoch_metrics": summed}, self.run_dir / name)
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -426,7 +429,8 @@ class Trainer:
             self.ema.module.load_state_dict(state["ema"])
             self.ema.n_averaged.fill_(state["ema_n"])
         self.train_loader.load_state_dict(state["loader"])
-        self.epoch_metrics.load_state_dict(state["epoch_metrics"])
+        if self.dist.is_main:  # the saved sums are global: one rank carries them, compute() adds the others' new ones
+            self.epoch_metrics.load_state_dict(state["epoch_metrics"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.history, self.best_val_acc = list(state["history"]), state["best_val_acc"]
         self.elapsed = state.get("elapsed", 0.0)
