@@ -1,0 +1,292 @@
+"""`cnnlab bench`: the project's speed, accuracy and memory figures, measured side by side in one run.
+
+Every figure comes from separate programs run as subprocesses (``cnnlab train`` and the scripts in benchmarks/),
+so each one pays its own start-up and none shares a warm process with another. The programs of one comparison
+run round-robin, once per repeat, so a load spike on a shared machine hits all of them; a ratio is the median of
+the per-repeat ratios. Each result row records the machine, the versions, the commit, the date, the load
+average and the exact command (docs/benchmarks.md keeps the tables and says how to reproduce them).
+
+Groups (``--only``): ``lenet`` (P1, issue 3, issue 5: the book's LeNet recipe through cnnlab train, the d2l 1.0.3
+Trainer, a torchvision DataLoader loop and the seed cell on cnnlab.d2l), ``p2`` (test accuracy of a LeNet-class
+model within 60 s on 2 cores), ``p5`` (peak resident memory), ``gpu`` (P3/P4, which need a CUDA device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+GROUPS = ("lenet", "p2", "p5", "gpu")
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # present in a source checkout only
+D2L_PYTHON = Path("~/.cache/cnnlab/d2l-venv/bin/python").expanduser()  # made by benchmarks/setup_d2l_venv.sh
+
+
+@dataclass
+class Budget:
+    """How long each figure runs. The defaults are the recorded figures'; ``QUICK`` is CI's smoke budget."""
+
+    epochs: int = 10  # the book's LeNet recipe
+    repeats: int = 3
+    limit: int | None = None  # batches per split (smoke runs only)
+    p2_model: str = "lenet-bn"
+    p2_epochs: int | None = None  # None: the fast recipe's own
+    p2_seeds: tuple[int, ...] = (0, 1, 2)
+    p5_batches: int = 2
+    p5_batch_size: int = 128
+    p5_probe_batch_size: int = 8  # small, so that the data, not the activations, would show in the 28/96/224 rows
+
+
+QUICK = Budget(epochs=1, repeats=1, limit=2, p2_epochs=1, p2_seeds=(0,), p5_batches=1, p5_batch_size=8)
+
+
+@dataclass
+class Run:
+    """One finished benchmark program: its result JSON (if it wrote one) and its peak resident memory."""
+
+    result: dict[str, Any]
+    max_rss_mib: float
+    command: str
+
+
+@dataclass
+class Bench:
+    """Runs the programs of a benchmark session in one scratch folder and collects the result rows."""
+
+    budget: Budget
+    data_dir: Path
+    d2l_python: Path
+    tmp: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------------------------------- plumbing
+    def run(self, name: str, argv: list[str], *, result: Path | None, env: dict[str, str] | None = None) -> Run:
+        """Run ``argv`` to completion with its output in a log file; raise a one-line error if it fails.
+
+        The peak RSS is the child's own (``os.wait4``), the per-process form of getrusage(RUSAGE_CHILDREN).
+        """
+        log = self.tmp / f"{name}.log"
+        with open(log, "wb") as out:
+            child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            raise CnnlabError(f"benchmark program {name} failed (exit {child.returncode}): "
+                              f"{lines[-1] if lines else 'no output'} (log: {log})")
+        data = json.loads(result.read_text()) if result is not None else {}
+        return Run(data, usage.ru_maxrss / 1024, self.command(argv, env))  # Linux reports KiB
+
+    def command(self, argv: list[str], env: dict[str, str] | None = None) -> str:
+        """The command as a person would type it: no interpreter path, no scratch folder."""
+        words = ["python" if a == sys.executable else a for a in argv]
+        if words[:3] == ["python", "-m", "cnnlab"]:
+            words = ["cnnlab", *words[3:]]
+        text = shlex.join(words).replace(str(self.tmp), "$TMP").replace(str(BENCHMARKS.parent) + "/", "")
+        text = text.replace(str(Path.home()), "~")
+        return " ".join(f"{k}={v}" for k, v in (env or {}).items()) + (" " if env else "") + text
+
+    def add(self, figure: str, value: float | None, unit: str, command: str, **detail: Any) -> None:
+        self.rows.append({"figure": figure, "value": value, "unit": unit, **self.context, "command": command,
+                          "detail": detail})
+
+    def train(self, name: str, model: str, recipe: str, *flags: str, env: dict[str, str] | None = None) -> Run:
+        out = self.tmp / "runs" / name
+        argv = [sys.executable, "-m", "cnnlab", "train", model, "--recipe", recipe, *flags, "--device", "cpu",
+                "--data-dir", str(self.data_dir), "--out", str(out), "--quiet", "--no-report"]
+        return self.run(name, argv, result=out / "result.json", env=env)
+
+    def limit_flags(self, cnnlab: bool) -> list[str]:
+        if self.budget.limit is None:
+            return []
+        n = str(self.budget.limit)
+        return ["--limit-train-batches", n, "--limit-val-batches", n] if cnnlab else ["--limit", n]
+
+    # -------------------------------------------------------------------------------------- figures
+    def lenet(self) -> None:
+        """P1, issue 3 and issue 5: the book's LeNet recipe through four programs, round-robin."""
+        b = self.budget
+        seed, common = str(BENCHMARKS / "seed_lenet.py"), [
+            "--epochs", str(b.epochs), "--workdir", str(self.tmp), "--source", str(self.data_dir),
+            *self.limit_flags(False)]
+        programs: dict[str, Any] = {
+            "cnnlab train": lambda r: self.train(f"cnnlab-train-{r}", "lenet", "book", "--epochs", str(b.epochs),
+                                                 *self.limit_flags(True)),
+            "DataLoader baseline": lambda r: self.script(f"dataloader-{r}", [
+                sys.executable, str(BENCHMARKS / "dataloader_baseline.py"), *common]),
+            "seed cell on cnnlab.d2l": lambda r: self.script(f"cnnlab-d2l-{r}", [
+                sys.executable, seed, "--d2l", "cnnlab", *common]),
+        }
+        missing = {}
+        if self.d2l_python.is_file():
+            programs["seed cell on d2l 1.0.3"] = lambda r: self.script(f"d2l-book-{r}", [
+                str(self.d2l_python), seed, "--d2l", "book", *common])
+        else:
+            missing["seed cell on d2l 1.0.3"] = (f"not measured: no d2l 1.0.3 virtualenv at {self.d2l_python} "
+                                                 "(make one with benchmarks/setup_d2l_venv.sh)")
+        runs: dict[str, list[Run]] = {name: [] for name in programs}
+        for r in range(b.repeats):
+            for name, start in programs.items():
+                runs[name].append(start(r))
+        for name, done in runs.items():
+            speeds = [x.result["images_per_s"] for x in done]
+            accs = [x.result["test_acc"] for x in done]
+            common = dict(epochs=b.epochs, limit=b.limit, runs=len(done), wall_s=[x.result["wall_s"] for x in done])
+            self.add(f"lenet book: {name} images/s", statistics.median(speeds), "images/s", done[0].command,
+                     images_per_s=speeds, **common)
+            self.add(f"lenet book: {name} test accuracy", statistics.median(accs), "accuracy", done[0].command,
+                     test_acc=accs, **common)
+        for name, note in missing.items():
+            self.add(f"lenet book: {name} images/s", None, "images/s", "", note=note)
+        self.ratio("P1: cnnlab train vs d2l 1.0.3 Trainer, LeNet book recipe", runs, "cnnlab train",
+                   "seed cell on d2l 1.0.3", target=">= 4x", missing=missing)
+        self.ratio("issue 3: cnnlab train vs DataLoader + torchvision transforms", runs, "cnnlab train",
+                   "DataLoader baseline", missing=missing)
+        self.ratio("issue 5: seed cell on cnnlab.d2l vs d2l 1.0.3", runs, "seed cell on cnnlab.d2l",
+                   "seed cell on d2l 1.0.3", target=">= 4x at the same accuracy", missing=missing)
+
+    def script(self, name: str, argv: list[str]) -> Run:
+        out = self.tmp / f"{name}.json"
+        return self.run(name, [*argv, "--json-out", str(out)], result=out)
+
+    def ratio(self, figure: str, runs: dict[str, list[Run]], ours: str, theirs: str, *, target: str = "",
+              missing: dict[str, str]) -> None:
+        if theirs in missing:
+            self.add(figure, None, "x", "", note=missing[theirs], target=target)
+            return
+        pairs = list(zip(runs[ours], runs[theirs], strict=True))
+        ratios = [a.result["images_per_s"] / b.result["images_per_s"] for a, b in pairs]
+        self.add(figure, statistics.median(ratios), "x", f"{pairs[0][0].command}  vs  {pairs[0][1].command}",
+                 ratios=ratios, target=target, test_acc={ours: [a.result["test_acc"] for a, _ in pairs],
+                                                         theirs: [b.result["test_acc"] for _, b in pairs]})
+
+    def p2(self) -> None:
+        """P2: test accuracy a LeNet-class model reaches in at most 60 s of wall time on 2 cores, over seeds."""
+        b = self.budget
+        flags = [*(["--epochs", str(b.p2_epochs)] if b.p2_epochs else []), *self.limit_flags(True)]
+        done = [self.train(f"p2-seed{s}", b.p2_model, "fast", "--seed", str(s), *flags, env={"OMP_NUM_THREADS": "2"})
+                for s in b.p2_seeds]
+        accs, walls = [x.result["test_acc"] for x in done], [x.result["wall_s"] for x in done]
+        self.add(f"P2: {b.p2_model} --recipe fast, test accuracy within 60 s (mean of {len(done)} seeds)",
+                 statistics.fmean(accs), "accuracy", done[0].command.replace("--seed 0", "--seed S"),
+                 seeds=list(b.p2_seeds), test_acc=accs, wall_s=walls, within_60s=max(walls) <= 60, target=">= 0.91",
+                 params=done[0].result.get("params"), epochs=done[0].result.get("epochs"))
+
+    def p5(self) -> None:
+        """P5: peak RSS of training at 224 (batch 128), and at 28/96/224 with a small batch to show the data
+        are held once as uint8: a float32 copy of the training set would add the amounts in ``float_copy_mib``."""
+        b = self.budget
+        few = ["--epochs", "1", "--limit-train-batches", str(b.p5_batches), "--limit-val-batches", "1"]
+        floor = self.run("p5-import", [sys.executable, "-c", "import cnnlab.train, cnnlab.models"], result=None)
+        self.add("P5: peak RSS, python importing cnnlab.train (floor)", floor.max_rss_mib, "MiB", floor.command)
+        big = self.train("p5-vgg-small-224", "vgg-small", "book", "--batch-size", str(b.p5_batch_size), *few)
+        self.add(f"P5: peak RSS, cnnlab train vgg-small 224 batch {b.p5_batch_size}", big.max_rss_mib, "MiB",
+                 big.command, batches=b.p5_batches, float_copy_mib=_float_copy_mib(224))
+        for size in (28, 96, 224):
+            run = self.train(f"p5-resnet18-{size}", "resnet18", "book", "--resize", str(size), "--batch-size",
+                             str(b.p5_probe_batch_size), *few)
+            self.add(f"P5: peak RSS, cnnlab train resnet18 {size} batch {b.p5_probe_batch_size}", run.max_rss_mib,
+                     "MiB", run.command, batches=b.p5_batches, float_copy_mib=_float_copy_mib(size))
+
+    def gpu(self) -> None:
+        note = "not measured: needs a CUDA GPU, and cnnlab bench has no GPU figures yet"
+        for figure in ("P3 (GPU)", "P4 (GPU)"):
+            self.add(figure, None, "", "", note=note)
+
+
+def _float_copy_mib(size: int) -> float:
+    """MiB of a float32 copy of the 60,000 training images resized to ``size`` x ``size``."""
+    return 60_000 * size * size * 4 / 2**20
+
+
+def environment(d2l_python: Path) -> dict[str, Any]:
+    """The machine, versions, commit and date recorded beside every figure."""
+    import torch
+    import torchvision
+
+    import cnnlab
+    from cnnlab.train.rundir import git_commit
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "cnnlab": cnnlab.__version__}
+    if d2l_python.is_file():
+        versions["d2l"] = "1.0.3 (" + str(d2l_python).replace(str(Path.home()), "~") + ")"
+    return {"machine": f"{cpu}, {platform.machine()}, {platform.system()} {platform.release()}",
+            "cpu_count": os.cpu_count(), "versions": versions, "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = GROUPS, data_dir: str | None = None,
+                   d2l_python: str | Path | None = None) -> list[dict[str, Any]]:
+    """Measure the figures of the groups in ``only``; returns the result rows (see the module docstring).
+
+    Example:
+        >>> rows = run_benchmarks(QUICK, only=("p5",))  # doctest: +SKIP
+    """
+    from cnnlab.data import resolve_data_dir
+    from cnnlab.data.fashion_mnist import FILES
+
+    unknown = sorted(set(only) - set(GROUPS))
+    if unknown:
+        raise CnnlabError(f"--only takes some of {', '.join(GROUPS)}; got {', '.join(unknown)}")
+    if {"lenet"} & set(only) and not (BENCHMARKS / "seed_lenet.py").is_file():
+        raise CnnlabError(f"cnnlab bench needs a source checkout with benchmarks/: expected {BENCHMARKS}")
+    d2l = Path(d2l_python).expanduser() if d2l_python else D2L_PYTHON
+    source = Path(resolve_data_dir(data_dir))
+    if not all((source / name).is_file() for name in FILES):
+        raise CnnlabError(f"expected the four Fashion-MNIST .gz files in {source} (set --data-dir or $CNNLAB_DATA)")
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        bench = Bench(budget or Budget(), source, d2l, Path(tmp),
+                      context=environment(d2l))
+        for group in GROUPS:
+            if group in only:
+                getattr(bench, group)()
+    return bench.rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table: figure, value, unit, and the runs behind the value or why it is missing."""
+    lines = ["| figure | value | unit | runs / note |", "| --- | ---: | --- | --- |"]
+    for row in rows:
+        value = row["value"]
+        text = "—" if value is None else f"{value:,.0f}" if row["unit"] in ("images/s", "MiB") else f"{value:.4g}"
+        lines.append(f"| {row['figure']} | {text} | {row['unit']} | {_describe(row['detail'])} |")
+    return "\n".join(lines)
+
+
+def _describe(d: dict[str, Any]) -> str:
+    """The table's last column: the per-run values, the accuracies beside a ratio, the P2 and P5 context."""
+    if d.get("note"):
+        return d["note"]
+    numbers = lambda values: ", ".join(f"{v:.4g}" for v in values)  # noqa: E731
+    parts = []
+    for key, label in (("ratios", "per repeat"), ("images_per_s", "runs"), ("test_acc", "runs")):
+        if isinstance(d.get(key), list):
+            parts.append(f"{label}: {numbers(d[key])}")
+    if isinstance(d.get("test_acc"), dict):
+        parts.append("test acc " + "; ".join(f"{name}: {numbers(v)}" for name, v in d["test_acc"].items()))
+    if "within_60s" in d:
+        parts.append(f"wall s: {numbers(d['wall_s'])}; all within 60 s: {'yes' if d['within_60s'] else 'NO'}")
+    if "float_copy_mib" in d:
+        parts.append(f"a float32 copy of the training set at this size would be {d['float_copy_mib']:,.0f} MiB")
+    if d.get("target"):
+        parts.append(f"target {d['target']}")
+    return "; ".join(parts)
