@@ -132,6 +132,28 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from cnnlab.bench import QUICK, Budget, format_table, run_benchmarks
+
+    budget = QUICK if args.quick else Budget()
+    given = {k: v for k, v in dict(epochs=args.epochs, repeats=args.repeats, p2_epochs=args.p2_epochs).items()
+             if v is not None}
+    for name, value in given.items():
+        if value < 1:
+            raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    rows = run_benchmarks(replace(budget, **given), only=tuple(args.only), data_dir=args.data_dir,
+                          d2l_python=args.d2l_python)
+    if args.out:
+        from cnnlab.train.rundir import write_json
+
+        write_json(Path(args.out), rows)
+    print(format_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on Fashion-MNIST.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -184,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_export)
+
+    from cnnlab.bench import GROUPS
+
+    p = sub.add_parser("bench", help="measure speed, accuracy and memory figures (see docs/benchmarks.md)")
+    p.add_argument("--quick", action="store_true", help="CI smoke budget: 1 epoch of 2 batches, one repeat")
+    p.add_argument("--out", metavar="FILE.json", help="also write the result rows here as JSON")
+    p.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS), help="figure groups to measure")
+    p.add_argument("--epochs", type=int, help="LeNet epochs per program (default: the book's 10)")
+    p.add_argument("--repeats", type=int, help="runs of each LeNet program; the figure is the median (default 3)")
+    p.add_argument("--p2-epochs", type=int, help="epochs of the P2 runs (default: the fast recipe's)")
+    p.add_argument("--data-dir", help="Fashion-MNIST folder (default: $CNNLAB_DATA, then the cache)")
+    p.add_argument("--d2l-python", help="python of a d2l 1.0.3 virtualenv (default: ~/.cache/cnnlab/d2l-venv)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
