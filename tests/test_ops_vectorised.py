@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from cnnlab.errors import CnnlabError
 from cnnlab.ops import avg_pool2d, batch_norm, conv2d, conv_output_shape, max_pool2d
+from cnnlab.ops import conv as conv_module
 
 TOL = {"rtol": 1e-9, "atol": 1e-9}
 DT = torch.float64
@@ -75,6 +76,7 @@ def conv_cases(draw):
                 unbatched=draw(st.integers(0, 5)) == 0, layout=draw(layouts), seed=draw(st.integers(0, 2**31)))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # torch's, about its own copy
 @settings(max_examples=400, deadline=None)
 @given(conv_cases())
 def test_conv2d_matches_torch(case):
@@ -194,6 +196,19 @@ def test_conv2d_gradcheck_and_no_grad_path():
         y = conv2d(x, w, b, padding=1, groups=2)
     assert not y.requires_grad and y.is_contiguous()
     torch.testing.assert_close(y, F.conv2d(x, w, b, padding=1, groups=2).detach(), **TOL)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_chunks_big_batches_with_the_same_result(monkeypatch, stride):
+    """Past COLS_BUDGET the batch runs in chunks and the backward rebuilds im2col per chunk."""
+    gen = torch.Generator().manual_seed(2)
+    x, w, b = _randn(gen, 5, 4, 7, 6), _randn(gen, 6, 2, 3, 3), _randn(gen, 6)
+    monkeypatch.setattr(conv_module, "COLS_BUDGET", 2 * 36 * 7 * 6)  # two images' (4*3*3) x (7*6) matrices
+    assert len(conv_module._chunks(x, conv_module._Geometry((3, 3), (1, 1), (1,) * 4, (1, 1), 2, (7, 6), (7, 6)))) == 3
+    args = dict(stride=stride, padding=1, groups=2)
+    _assert_same(conv2d(x, w, b, **args), F.conv2d(x, w, b, **args), [x, w, b], gen)
+    with torch.no_grad():
+        torch.testing.assert_close(conv2d(x, w, b, **args), F.conv2d(x, w, b, **args), **TOL)
 
 
 def test_conv2d_input_without_grad_gives_weight_grad_only():

@@ -8,11 +8,12 @@ to that case). The same layout makes both backward products single GEMMs without
 
     out     = W    @ cols          (O, NL)
     grad_W  = dOut @ cols^T        (O, C*kh*kw)
-    d_cols  = W^T  @ dOut          (C*kh*kw, NL), then scattered back onto the input (col2im)
+    d_cols  = W^T  @ dOut          (C*kh*kw, NL), folded back onto the input (col2im)
 
-Autograd through unfold/as_strided gives the same numbers but its generic as_strided backward was 2-6x slower
-on this CPU (measured in benchmarks/ops.py's development), hence the custom autograd.Function. Groups reshape
-the products into one batched matmul over the groups (ResNeXt, d2l 8.6.5).
+For stride 1 the input gradient is instead computed as a forward conv of the output gradient with the flipped
+kernel, which needs no scatter. Autograd through unfold/as_strided gives the same numbers, but its generic
+as_strided backward was 2-6x slower here, hence the custom autograd.Function (first-order only). Groups turn
+each product into one batched matmul over the groups (ResNeXt, d2l 8.6.5).
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from cnnlab.errors import CnnlabError
 from cnnlab.ops._checks import check_image_batch, check_like, check_vector, pair
-from cnnlab.ops._windows import add_windows, unpad, window_view
+from cnnlab.ops._windows import window_view
 from cnnlab.ops.shapes import Padding, resolve_padding, spatial_output
+
+# Most elements of an im2col matrix held at once (128 MB in float32). A 3x3 conv over 64 channels at 224x224
+# (VGG, d2l 8.2) needs 29M per image; past this budget the batch runs in chunks and the backward rebuilds the
+# matrix from the input rather than keeping it, so memory stays bounded.
+COLS_BUDGET = 1 << 25
 
 
 class _Geometry(NamedTuple):
@@ -54,27 +61,45 @@ def _im2col(x: torch.Tensor, geo: _Geometry) -> torch.Tensor:
     return windows.permute(0, 4, 5, 1, 2, 3).reshape(c * kh * kw, n * geo.out_hw[0] * geo.out_hw[1])
 
 
-def _col2im(cols_grad: torch.Tensor, n: int, c: int, geo: _Geometry) -> torch.Tensor:
-    """Adjoint of :func:`_im2col`: the (N, C, H, W) input gradient from the (C*kh*kw, N*OH*OW) column gradient."""
-    (kh, kw), (oh, ow), (h, w) = geo.kernel, geo.out_hw, geo.in_hw
-    taps = cols_grad.view(c, kh, kw, n, oh, ow)
-    if (kh, kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pads):
-        return taps.view(c, n, h, w).transpose(0, 1)  # 1x1 conv: the columns are the pixels
+def _input_grad(grad_out: torch.Tensor, g2: torch.Tensor, weight: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """The (N, C, H, W) input gradient from the output gradient (and ``g2``, the same as an (O, N*OH*OW) matrix)."""
+    (kh, kw), (dh, dw), (h, w) = geo.kernel, geo.dilation, geo.in_hw
     top, bottom, left, right = geo.pads
-    buffer = cols_grad.new_zeros(c, n, h + top + bottom, w + left + right)
-    add_windows(buffer, lambda i, j: taps[:, i, j], geo.kernel, geo.stride, geo.dilation, geo.out_hw)
-    return unpad(buffer, geo.pads).transpose(0, 1)
+    n, o, groups = grad_out.shape[0], weight.shape[0], geo.groups
+    c = weight.shape[1] * groups
+    if geo.stride == (1, 1) and max(top, bottom) <= dh * (kh - 1) and max(left, right) <= dw * (kw - 1):
+        if (kh, kw) == (1, 1):  # no padding either: the columns are the pixels
+            return _cols_grad(weight, g2, groups).view(c, n, h, w).transpose(0, 1)
+        # d2l 7.2.5: the adjoint of a cross-correlation is a cross-correlation with the flipped kernel over the
+        # 'fully' padded output, input and output channels swapping roles within each group. Reusing the forward
+        # path avoids scattering kh*kw strided slices back (col2im), which was slower on this 2-core CPU.
+        flipped = weight.flip(2, 3).view(groups, o // groups, c // groups, kh, kw).transpose(1, 2)
+        adjoint = _Geometry(geo.kernel, (1, 1), (dh * (kh - 1) - top, dh * (kh - 1) - bottom, dw * (kw - 1) - left,
+                            dw * (kw - 1) - right), geo.dilation, groups, geo.out_hw, geo.in_hw)
+        return _forward(grad_out, flipped.reshape(c, o // groups, kh, kw), None, adjoint)
+    # Strided: the flipped-kernel trick would need zeros between the output pixels, so scatter the column
+    # gradient back instead (col2im, i.e. F.fold, which wants the batch dimension first). Asymmetric padding
+    # only comes from padding='same', which is stride 1.
+    cols_grad = _cols_grad(weight, g2, groups).view(c * kh * kw, n, -1).transpose(0, 1)
+    return F.fold(cols_grad, geo.in_hw, geo.kernel, dilation=geo.dilation, padding=(top, left), stride=geo.stride)
 
 
 def _grouped(t: torch.Tensor, groups: int) -> torch.Tensor:
     return t.reshape(groups, t.shape[0] // groups, -1)
 
 
-def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-             geo: _Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (N, O, OH, OW) output and the im2col matrix (kept for the backward)."""
+def _cols_grad(weight: torch.Tensor, g2: torch.Tensor, groups: int) -> torch.Tensor:
+    """W^T @ dOut: the gradient of the (C*kh*kw, N*OH*OW) im2col matrix."""
+    if groups == 1:
+        return weight.reshape(weight.shape[0], -1).t() @ g2
+    return torch.bmm(_grouped(weight, groups).transpose(1, 2), _grouped(g2, groups)).view(-1, g2.shape[1])
+
+
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geo: _Geometry,
+             cols: torch.Tensor | None = None) -> torch.Tensor:
+    """The (N, O, OH, OW) output, from ``cols`` = ``_im2col(x, geo)`` when the caller already has it."""
     n, o = x.shape[0], weight.shape[0]
-    cols = _im2col(x, geo)
+    cols = _im2col(x, geo) if cols is None else cols
     if geo.groups == 1:
         w2 = weight.reshape(o, -1)
         out = torch.addmm(bias.unsqueeze(1), w2, cols) if bias is not None else w2 @ cols
@@ -82,37 +107,60 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         wg, cg = _grouped(weight, geo.groups), _grouped(cols, geo.groups)
         out = torch.baddbmm(_grouped(bias, geo.groups), wg, cg) if bias is not None else torch.bmm(wg, cg)
     # Back to the (N, O, H, W) layout everyone expects: one copy of the (small) output.
-    return out.view(o, n, *geo.out_hw).transpose(0, 1).contiguous(), cols
+    return out.view(o, n, *geo.out_hw).transpose(0, 1).contiguous()
+
+
+def _chunks(x: torch.Tensor, geo: _Geometry) -> list[slice]:
+    """Batch slices whose im2col matrices stay within COLS_BUDGET elements (at least one image each)."""
+    per_image = x.shape[1] * geo.kernel[0] * geo.kernel[1] * geo.out_hw[0] * geo.out_hw[1]
+    step = max(1, COLS_BUDGET // max(per_image, 1))
+    return [slice(start, start + step) for start in range(0, x.shape[0], step)]
+
+
+def _run_chunked(x: torch.Tensor, geo: _Geometry, fn) -> torch.Tensor | None:
+    """``fn(x_chunk, chunk)`` over the batch chunks, results concatenated along the batch; None if fn gives None."""
+    parts = [fn(x[chunk], chunk) for chunk in _chunks(x, geo)]
+    return parts[0] if len(parts) == 1 or parts[0] is None else torch.cat(parts)
 
 
 class _Conv2dFunction(torch.autograd.Function):
+    """conv2d with its backward written as three matrix products (see the module docstring)."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, geo):
-        out, cols = _forward(x, weight, bias, geo)
-        ctx.save_for_backward(cols, weight)
-        ctx.geo, ctx.n, ctx.has_bias = geo, x.shape[0], bias is not None
+        chunks = _chunks(x, geo)
+        if len(chunks) == 1:
+            cols = _im2col(x, geo)
+            out = _forward(x, weight, bias, geo, cols)
+            ctx.save_for_backward(None, cols, weight)
+        else:  # too big to keep: the backward rebuilds each chunk's matrix from the input
+            out = _run_chunked(x, geo, lambda xc, _: _forward(xc, weight, bias, geo))
+            ctx.save_for_backward(x, None, weight)
+        ctx.geo = geo
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        cols, weight = ctx.saved_tensors
+        x, cols, weight = ctx.saved_tensors
         geo, groups, o = ctx.geo, ctx.geo.groups, weight.shape[0]
-        g2 = grad_out.transpose(0, 1).reshape(o, -1)  # (O, N*OH*OW), the output gradient as a matrix
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            if groups == 1:
-                cols_grad = weight.reshape(o, -1).t() @ g2
-            else:
-                cols_grad = torch.bmm(_grouped(weight, groups).transpose(1, 2), _grouped(g2, groups))
-            grad_x = _col2im(cols_grad.view(cols.shape), ctx.n, cols.shape[0] // (geo.kernel[0] * geo.kernel[1]), geo)
-        if ctx.needs_input_grad[1]:
-            if groups == 1:
-                grad_w = (g2 @ cols.t()).view(weight.shape)
-            else:
-                grad_w = torch.bmm(_grouped(g2, groups), _grouped(cols, groups).transpose(1, 2)).view(weight.shape)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g2.sum(1)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_b = grad_out.sum((0, 2, 3)) if need_b else None
+
+        def chunk_grads(x_chunk, chunk):
+            g = grad_out[chunk]
+            g2 = g.transpose(0, 1).reshape(o, -1)  # (O, N*OH*OW), the output gradient as a matrix
+            if need_w:
+                chunk_cols = cols if cols is not None else _im2col(x_chunk, geo)
+                if groups == 1:
+                    grad_w.view(o, -1).addmm_(g2, chunk_cols.t())
+                else:
+                    grad_w.view(groups, o // groups, -1).baddbmm_(_grouped(g2, groups),
+                                                                _grouped(chunk_cols, groups).transpose(1, 2))
+            return _input_grad(g, g2, weight, geo) if need_x else None
+
+        grad_x = chunk_grads(None, slice(None)) if cols is not None else _run_chunked(x, geo, chunk_grads)
         return grad_x, grad_w, grad_b, None
 
 
@@ -168,6 +216,6 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     wants_grad = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     if wants_grad and torch.is_grad_enabled():
         out = _Conv2dFunction.apply(x, weight, bias, geo)
-    else:
-        out = _forward(x, weight, bias, geo)[0]  # inference: plain tensor ops, nothing kept for a backward
+    else:  # inference: plain tensor ops, nothing kept for a backward
+        out = _run_chunked(x, geo, lambda xc, _: _forward(xc, weight, bias, geo))
     return out.squeeze(0) if unbatched else out
