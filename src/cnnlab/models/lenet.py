@@ -71,3 +71,9 @@ def lenet_relu(num_classes: int = 10, in_channels: int = 1, ops: str = "torch") 
 def lenet_bn(num_classes: int = 10, in_channels: int = 1, ops: str = "torch") -> LeNet:
     """BN-LeNet: batch norm before every sigmoid, unpadded first conv (44,878 parameters)."""
     return LeNet(num_classes, in_channels, ops, batch_norm=True)
+
+
+@register_model("lenet-bn-relu", input_size=28, lr=0.1, section="8.5 + 7.6 exercise")
+def lenet_bn_relu(num_classes: int = 10, in_channels: int = 1, ops: str = "torch") -> LeNet:
+    """BN-LeNet with the exercise's ReLU and max pooling: the small model the `fast` recipe is tuned for."""
+    return LeNet(num_classes, in_channels, ops, activation=nn.ReLU, pool="max", batch_norm=True)

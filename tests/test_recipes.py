@@ -1,0 +1,77 @@
+"""Every recipe and optional training feature runs on the CPU and does what it says (correctness, not speed)."""
+
+import json
+
+import pytest
+import torch
+
+from cnnlab.train import make_config
+from cnnlab.train.config import RECIPES
+from cnnlab.train.trainer import Trainer
+
+
+def _fit(tmp_path, model="lenet-bn-relu", recipe="book", **overrides):
+    overrides = {**dict(epochs=1, limit_train_batches=3, limit_val_batches=2, batch_size=32,
+                        out=str(tmp_path / "run")), **overrides}
+    trainer = Trainer(make_config(model, recipe, **overrides), quiet=True, report=False)
+    return trainer, trainer.fit()
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_recipe_trains_on_cpu(tmp_path, data_dir, recipe):
+    trainer, history = _fit(tmp_path, recipe=recipe)
+    assert len(history) == 1 and 0 <= history[0]["val_acc"] <= 1
+    for p in trainer.model.parameters():
+        assert torch.isfinite(p).all()
+
+
+def test_ema_weights_are_what_gets_evaluated_and_saved(tmp_path, data_dir):
+    trainer, _ = _fit(tmp_path, ema=0.9)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    ema, raw = ckpt["ema"], ckpt["model"]
+    assert ckpt["ema_n"] == 3
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw if raw[k].is_floating_point())
+    for k, v in trainer.ema.module.state_dict().items():
+        assert torch.equal(ema[k], v)
+
+
+def test_tta_averages_the_mirror(tmp_path, data_dir):
+    trainer, _ = _fit(tmp_path)
+    x, y = trainer.val_loader.batch(0)
+    model = trainer.step_model.eval()
+    with torch.no_grad():
+        plain, mirrored = model(x), model(x.flip(-1))
+    trainer.config.tta = True
+    got = trainer.evaluate()
+    expected_acc = (((plain + mirrored) / 2).argmax(1) == y).float()
+    x2, y2 = trainer.val_loader.batch(1)
+    with torch.no_grad():
+        expected_acc = torch.cat((expected_acc, (((model(x2) + model(x2.flip(-1))) / 2).argmax(1) == y2).float()))
+    assert got["acc"] == pytest.approx(expected_acc.mean().item())
+
+
+def test_amp_and_channels_last_run_on_cpu(tmp_path, data_dir):
+    trainer, history = _fit(tmp_path, amp=True, channels_last=True)
+    assert trainer.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert history[0]["train_loss"] > 0
+
+
+def test_grad_clip_and_weight_decay_groups(tmp_path, data_dir):
+    trainer, _ = _fit(tmp_path, grad_clip=0.5, weight_decay=1e-3, optimizer="adamw")
+    decayed, plain = trainer.optimizer.param_groups
+    assert decayed["weight_decay"] == 1e-3 and plain["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in plain["params"])
+
+
+def test_scratch_ops_train_the_same_model(tmp_path, data_dir):
+    trainer, history = _fit(tmp_path, model="lenet-bn-relu", ops="scratch")
+    assert type(trainer.model.features[0]).__module__ == "cnnlab.layers"
+    assert history[0]["train_loss"] > 0
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["params"] == 44878
+
+
+@pytest.mark.slow
+def test_compile_trains(tmp_path, data_dir):
+    pytest.importorskip("torch._inductor")
+    _, history = _fit(tmp_path, model="lenet-relu", compile=True, limit_train_batches=2)
+    assert history[0]["train_loss"] > 0
