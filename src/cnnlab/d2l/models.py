@@ -7,6 +7,8 @@ cells (``layer_summary``, ``apply_init``) behave as printed.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import torch
@@ -36,9 +38,18 @@ def init_cnn(module: nn.Module) -> None:
             warnings.warn(
                 f"d2l.init_cnn skipped Xavier init of {type(module).__name__}: its parameters are still lazy "
                 "(shape unknown until the first forward pass); call model.apply_init([X], d2l.init_cnn) with a "
-                "batch X to initialise after the dry run", UserWarning, stacklevel=2)
+                "batch X to initialise after the dry run", UserWarning, stacklevel=_caller_level())
         return
     _xavier_init(module)
+
+
+def _caller_level() -> int:
+    """The stacklevel of the first frame outside this file and torch.nn (the user's ``net.apply`` line)."""
+    frame, level = sys._getframe(1), 1
+    inside = (__file__, f"torch{os.sep}nn{os.sep}")
+    while frame is not None and (frame.f_code.co_filename == inside[0] or inside[1] in frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class LeNet(Classifier):
