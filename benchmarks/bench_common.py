@@ -44,18 +44,25 @@ def scratch(workdir: Path | None, source: Path | None) -> Iterator[Path]:
     """Yield a scratch folder whose ``data/FashionMNIST/raw`` holds a copy of the four .gz files.
 
     torchvision extracts the archives next to them, so it must never see the shared read-only folder: it gets
-    this copy (made once; a later run with the same ``workdir`` reuses it).
+    this copy (made once; a later run with the same ``workdir`` reuses it). Without ``workdir`` the folder is
+    temporary and removed afterwards.
     """
     if source is None or not all((Path(source) / name).is_file() for name in FILES):
         raise SystemExit(f"expected --source or $CNNLAB_DATA to name a folder with {', '.join(FILES)}; got {source}")
-    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
-        root = Path(workdir) if workdir is not None else Path(tmp)
-        raw = root / "data" / "FashionMNIST" / "raw"
-        raw.mkdir(parents=True, exist_ok=True)
-        for name in FILES:
-            if not (raw / name).is_file():
-                shutil.copyfile(Path(source) / name, raw / name)
-        yield root
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+            yield _copy_data(Path(tmp), Path(source))
+    else:
+        yield _copy_data(Path(workdir), Path(source))
+
+
+def _copy_data(root: Path, source: Path) -> Path:
+    raw = root / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        if not (raw / name).is_file():
+            shutil.copyfile(source / name, raw / name)
+    return root
 
 
 def truncate(dataset, limit: int | None, batch_size: int) -> None:

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,8 +101,9 @@ class Bench:
         return " ".join(f"{k}={v}" for k, v in (env or {}).items()) + (" " if env else "") + text
 
     def add(self, figure: str, value: float | None, unit: str, command: str, **detail: Any) -> None:
+        # The load average when the row's last run ended: on a shared machine it says how much to trust a timing.
         self.rows.append({"figure": figure, "value": value, "unit": unit, **self.context, "command": command,
-                          "detail": detail})
+                          "load_avg_1m": round(os.getloadavg()[0], 2), "detail": detail})
 
     def train(self, name: str, model: str, recipe: str, *flags: str, env: dict[str, str] | None = None) -> Run:
         out = self.tmp / "runs" / name
@@ -231,7 +233,7 @@ def environment(d2l_python: Path) -> dict[str, Any]:
         versions["d2l"] = "1.0.3 (" + str(d2l_python).replace(str(Path.home()), "~") + ")"
     return {"machine": f"{cpu}, {platform.machine()}, {platform.system()} {platform.release()}",
             "cpu_count": os.cpu_count(), "versions": versions, "commit": git_commit(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_avg_1m": round(os.getloadavg()[0], 2)}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = GROUPS, data_dir: str | None = None,
@@ -253,12 +255,14 @@ def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = GROU
     source = Path(resolve_data_dir(data_dir))
     if not all((source / name).is_file() for name in FILES):
         raise CnnlabError(f"expected the four Fashion-MNIST .gz files in {source} (set --data-dir or $CNNLAB_DATA)")
-    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
-        bench = Bench(budget or Budget(), source, d2l, Path(tmp),
-                      context=environment(d2l))
-        for group in GROUPS:
-            if group in only:
-                getattr(bench, group)()
+    # The scratch folder (data copy, run folders, logs) is removed on success and kept when a program fails,
+    # so that the log the error names is still there.
+    tmp = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
+    bench = Bench(budget or Budget(), source, d2l, tmp, context=environment(d2l))
+    for group in GROUPS:
+        if group in only:
+            getattr(bench, group)()
+    shutil.rmtree(tmp, ignore_errors=True)
     return bench.rows
 
 
