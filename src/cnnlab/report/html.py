@@ -82,7 +82,8 @@ th,td{padding:4px 10px;border-bottom:1px solid #e6e8ec;text-align:left;vertical-
 th{color:#5b6475;font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:#6b7385;font-size:12.5px}
-.pair{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.pair img{flex:0 1 560px;min-width:300px}
+.pair{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.pair>img{flex:0 1 520px;min-width:300px}
+table.metrics th,table.metrics td{padding:3px 7px;font-size:12.5px}
 .maps{display:flex;flex-wrap:wrap;gap:10px 26px}.maps img{flex:0 1 auto;max-width:calc(50% - 13px)}
 .classes td.bar{width:140px}.classes td.bar span{display:block;height:10px;border-radius:5px;background:#3b78c3}
 dl{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:4px 14px;margin:0}
@@ -164,6 +165,26 @@ def _macs(name: str, input_size: int, in_channels: int) -> int | None:
         return None
 
 
+METRIC_HEADERS = {"epoch": "epoch", "train_loss": "train loss", "train_acc": "train acc", "val_loss": "val loss",
+                  "val_acc": "val acc", "lr": "lr", "seconds": "s", "images_per_s": "img/s"}
+
+
+def _resized(fig, width: float = 5.2, height: float = 3.3):
+    fig.set_size_inches(width, height)
+    return fig
+
+
+def _metrics_table(rows: list[dict[str, float]]) -> str:
+    """metrics.csv as a table (the last 12 epochs when there are more: the curves show the rest)."""
+    keys = [k for k in METRIC_HEADERS if k in rows[0]]
+    spec = {"epoch": ".0f", "lr": ".3g", "seconds": ".1f", "images_per_s": ",.0f"}
+    body = "".join("<tr>" + "".join(f'<td class="num">{escape(_fmt(r.get(k), spec.get(k, ".4f")))}</td>'
+                                    for k in keys) + "</tr>" for r in rows[-12:])
+    head = "".join(f'<th class="num">{METRIC_HEADERS[k]}</th>' for k in keys)
+    note = f'<p class="muted">last 12 of {len(rows)} epochs</p>' if len(rows) > 12 else ""
+    return f'<div><table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</div>'
+
+
 def _per_class_table(result) -> str:
     counts = result.confusion.sum(1).tolist()
     body = []
@@ -194,6 +215,49 @@ def _field_table(name: str, input_size: int, in_channels: int) -> str:
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
+def _mistakes_section(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classes) -> str:
+    """The test images misclassified with the highest predicted-class probability."""
+    confidence, pred = logits.softmax(1).max(1)
+    wrong = (pred != labels).nonzero().flatten()
+    worst = wrong[confidence[wrong].argsort(descending=True)[:N_WRONG]]
+    if len(worst) == 0:
+        return section("Misclassified test images", "<p>None: every test image is classified correctly.</p>")
+    fig = plots.misclassified_figure(images[worst], labels[worst].tolist(), pred[worst].tolist(),
+                                     confidence[worst].tolist(), classes)
+    return section(f"The {len(worst)} most confidently misclassified test images", _img(fig, "misclassified images")
+                   + '<p class="muted">Above each image: the predicted class and its probability; below: the '
+                   "truth.</p>")
+
+
+def _filters(weight: torch.Tensor) -> str:
+    return (_img(plots.filters_figure(weight), "first-layer filters", dpi=110)
+            + f'<p class="muted">{weight.shape[0]} kernels of {weight.shape[2]}×{weight.shape[3]} (averaged over '
+            f"{weight.shape[1]} input channel(s)); red positive, blue negative, each kernel on its own symmetric "
+            "scale.</p>")
+
+
+def _feature_maps_section(model, preprocess, images, labels, classes, device) -> str:
+    """Feature maps of the first test images of N_MAPS different classes, one figure per image."""
+    picks: list[int] = []
+    for i, label in enumerate(labels.tolist()):
+        if label not in {int(labels[j]) for j in picks}:
+            picks.append(i)
+        if len(picks) == N_MAPS:
+            break
+    with torch.no_grad():
+        batch = preprocess(images[picks].unsqueeze(1).to(device).float() / 255)
+        rows = [r for r in run_rows(model, batch) if r.output.dim() == 4]
+    figures = "".join(
+        _img(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
+                                       title=f"test #{idx}: {classes[int(labels[idx])]}"),
+             f"feature maps of test image {idx}")
+        for k, idx in enumerate(picks))
+    return section("Feature maps", f'<div class="maps">{figures}</div>'
+                   '<p class="muted">Each row is one stage of the network (activations and batch norm folded into '
+                   "the layer before them); shown are the 8 channels with the largest spatial variance for this "
+                   "image, each scaled to its own range.</p>")
+
+
 def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto") -> str:
     """Evaluate the run's checkpoint on the test set and render the page (see :func:`write_report`)."""
     from cnnlab.data import load_fashion_mnist
@@ -214,50 +278,19 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
                                     device=str(dev), tta=tta)
     params = sum(p.numel() for p in model.parameters())
     info = model_info(name)
-
-    # Most confidently misclassified: the highest predicted-class probability among the wrong answers.
-    probs = logits.softmax(1)
-    confidence, pred = probs.max(1)
-    wrong = (pred != labels).nonzero().flatten()
-    worst = wrong[confidence[wrong].argsort(descending=True)[:N_WRONG]]
-
-    # Feature maps of the first test images of N_MAPS different classes.
-    picks: list[int] = []
-    for i, label in enumerate(labels.tolist()):
-        if label not in {int(labels[j]) for j in picks}:
-            picks.append(i)
-        if len(picks) == N_MAPS:
-            break
-    with torch.no_grad():
-        batch = preprocess(images[picks].unsqueeze(1).to(dev).float() / 255)
-        rows = [r for r in run_rows(model, batch) if r.output.dim() == 4]
-    conv_layer = first_conv(model)
-    conv = conv_layer.weight.detach().cpu() if conv_layer is not None else None
-
+    conv = first_conv(model)
     sections = [
         section("Run", summary_items(run, name, params, _macs(name, size, in_ch), size)),
-        section("Training curves", _img(curves_figure(run.metrics, title=name), "training curves")
+        section("Training curves", '<div class="pair">' + _img(_resized(curves_figure(run.metrics)), "training curves")
+                + _metrics_table(run.metrics) + "</div>"
                 if run.metrics else '<p class="muted">metrics.csv has no epochs yet.</p>'),
         section("Test set: confusion matrix and per-class accuracy",
                 '<div class="pair">' + _img(plots.confusion_figure(result.confusion, classes), "confusion matrix")
                 + _per_class_table(result) + "</div>"),
-        section(f"The {len(worst)} most confidently misclassified test images",
-                _img(plots.misclassified_figure(images[worst], labels[worst].tolist(), pred[worst].tolist(),
-                                                confidence[worst].tolist(), classes), "misclassified images")
-                + '<p class="muted">Above each image: the predicted class and its probability; below: the truth.</p>'),
-        section("First-layer filters",
-                (_img(plots.filters_figure(conv), "first-layer filters", dpi=110)
-                 + f'<p class="muted">{conv.shape[0]} kernels of {conv.shape[2]}×{conv.shape[3]} '
-                 f'(averaged over {conv.shape[1]} input channel(s)); red positive, blue negative, each kernel '
-                 "on its own symmetric scale.</p>") if conv is not None else "<p>The model has no convolution.</p>"),
-        section("Feature maps", '<div class="maps">' + "".join(
-            _img(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
-                                           title=f"test #{idx}: {classes[int(labels[idx])]}"),
-                 f"feature maps of test image {idx}")
-            for k, idx in enumerate(picks)) + "</div>"
-            + '<p class="muted">Each row is one stage of the network (activations and batch norm folded into the '
-              "layer before them); shown are the 8 channels with the largest spatial variance for this image, "
-              "each scaled to its own range.</p>"),
+        _mistakes_section(logits, images, labels, classes),
+        section("First-layer filters", _filters(conv.weight.detach().cpu()) if conv is not None
+                else "<p>The model has no convolution.</p>"),
+        _feature_maps_section(model, preprocess, images, labels, classes, dev),
         section("Receptive fields", _field_table(name, size, in_ch) + RF_NOTE),
     ]
     env = run.config.get("environment") or {}
