@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from cnnlab.errors import CnnlabError
 from cnnlab.ops._checks import check_image_batch, check_like, check_vector, pair
-from cnnlab.ops._windows import window_view
+from cnnlab.ops._windows import unpad, window_view
 from cnnlab.ops.shapes import Padding, resolve_padding, spatial_output
 
 # Most elements of an im2col matrix held at once (128 MB in float32). A 3x3 conv over 64 channels at 224x224
@@ -67,21 +67,26 @@ def _input_grad(grad_out: torch.Tensor, g2: torch.Tensor, weight: torch.Tensor, 
     top, bottom, left, right = geo.pads
     n, o, groups = grad_out.shape[0], weight.shape[0], geo.groups
     c = weight.shape[1] * groups
-    if geo.stride == (1, 1) and max(top, bottom) <= dh * (kh - 1) and max(left, right) <= dw * (kw - 1):
-        if (kh, kw) == (1, 1):  # no padding either: the columns are the pixels
-            return _cols_grad(weight, g2, groups).view(c, n, h, w).transpose(0, 1)
+    if geo.stride == (1, 1) and (kh, kw) == (1, 1) and not any(geo.pads):  # the columns are the pixels
+        return _cols_grad(weight, g2, groups).view(c, n, h, w).transpose(0, 1)
+    if (geo.stride == (1, 1) and max(top, bottom) <= dh * (kh - 1) and max(left, right) <= dw * (kw - 1)
+            and o * h * w <= c * geo.out_hw[0] * geo.out_hw[1]):
         # d2l 7.2.5: the adjoint of a cross-correlation is a cross-correlation with the flipped kernel over the
         # 'fully' padded output, input and output channels swapping roles within each group. Reusing the forward
-        # path avoids scattering kh*kw strided slices back (col2im), which was slower on this 2-core CPU.
+        # path avoids scattering the column gradient back (col2im), which was slower here for the 3x3 layers of
+        # ResNet; it is used when its im2col matrix is no larger than the column gradient (not for LeNet's 6->16).
         flipped = weight.flip(2, 3).view(groups, o // groups, c // groups, kh, kw).transpose(1, 2)
         adjoint = _Geometry(geo.kernel, (1, 1), (dh * (kh - 1) - top, dh * (kh - 1) - bottom, dw * (kw - 1) - left,
                             dw * (kw - 1) - right), geo.dilation, groups, geo.out_hw, geo.in_hw)
         return _forward(grad_out, flipped.reshape(c, o // groups, kh, kw), None, adjoint)
-    # Strided: the flipped-kernel trick would need zeros between the output pixels, so scatter the column
-    # gradient back instead (col2im, i.e. F.fold, which wants the batch dimension first). Asymmetric padding
-    # only comes from padding='same', which is stride 1.
+    # Otherwise scatter the column gradient back (col2im, i.e. F.fold, which wants the batch dimension first);
+    # with a stride the flipped-kernel trick would need zeros between the output pixels.
     cols_grad = _cols_grad(weight, g2, groups).view(c * kh * kw, n, -1).transpose(0, 1)
-    return F.fold(cols_grad, geo.in_hw, geo.kernel, dilation=geo.dilation, padding=(top, left), stride=geo.stride)
+    fold = dict(kernel_size=geo.kernel, dilation=geo.dilation, stride=geo.stride)
+    if top == bottom and left == right:
+        return F.fold(cols_grad, geo.in_hw, padding=(top, left), **fold)
+    # F.fold pads symmetrically; padding='same' with an even kernel is not: fold onto the padded plane, then crop.
+    return unpad(F.fold(cols_grad, (h + top + bottom, w + left + right), **fold), geo.pads)
 
 
 def _grouped(t: torch.Tensor, groups: int) -> torch.Tensor:
