@@ -120,7 +120,7 @@ class Trainer:
         if cfg.sync_bn and self.dist.enabled:  # before DDP wraps the model, as the SyncBatchNorm docs require
             if self.device.type != "cuda" or cfg.ops != "torch":
                 raise CnnlabError(f"--sync-bn needs CUDA devices and --ops torch (SyncBatchNorm has no CPU kernel, "
-                                  f"cnnlab's own BatchNorm has no synced twin), got {self.device.type} and {cfg.ops}")
+                                  f"cnnlab's BatchNorm no synced twin), got device {self.device.type}, --ops {cfg.ops}")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
@@ -208,6 +208,7 @@ class Trainer:
             return self._finish(wall, tb)
         except Interrupted as stop:
             self._checkpoint("last.pt")
+            barrier(self.dist)  # no rank exits before rank 0 has written it: a launcher may tear down the rest then
             self._log(str(stop))
             raise
         finally:
