@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
@@ -15,9 +16,10 @@ def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
     ax.plot(epochs, [r["train_loss"] for r in rows], "-", label="train_loss")
     ax.plot(epochs, [r["val_loss"] for r in rows], "--", label="val_loss")
     ax.plot(epochs, [r["val_acc"] for r in rows], "-.", label="val_acc")
-    if "train_acc" in rows[0] if rows else False:
+    if rows and "train_acc" in rows[0]:
         ax.plot(epochs, [r["train_acc"] for r in rows], ":", label="train_acc")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     if title:
