@@ -186,6 +186,11 @@ def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: st
         trainer = Trainer(_config(batch_size=2 * B, out="single"), quiet=True, report=False)
         history = trainer.fit()
         record["single"] = {"weights": trainer.model.state_dict(), "history": history}
+        state = checkpoint_module.load_checkpoint(Path("stopped") / "last.pt")  # written by two ranks
+        try:
+            Trainer(trainer.config, quiet=True, report=False, run_dir="stopped", resume_state=state)
+        except Exception as e:
+            record["one_rank_resume"] = _record_error(e)
     with open(Path(out) / f"rank{rank}.pkl", "wb") as f:
         pickle.dump(record, f)
 
@@ -329,6 +334,13 @@ def test_resume_under_two_ranks_matches_the_uninterrupted_run(ranks):
     for a, b in zip(r0["resumed"]["history"], r0["full"]["history"], strict=True):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
             assert a[key] == pytest.approx(b[key], rel=1e-12), key
+
+
+@pytest.mark.slow
+def test_resume_needs_the_same_number_of_processes(ranks):
+    error = ranks[0]["one_rank_resume"]
+    assert error["type"] == "CnnlabError"
+    assert "trained by 2 process(es) and must resume with as many" in error["message"] and "got 1" in error["message"]
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.data import MEAN, STD, DeviceLoader, Preprocess, load_fashion_mnist
 from cnnlab.device import resolve_device
-from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.errors import CheckpointError, CnnlabError, Interrupted
 from cnnlab.models import check_input_size, create_model, model_info
 from cnnlab.models.init import init_cnn
 from cnnlab.train import rundir
@@ -209,7 +209,8 @@ class Trainer:
         except Interrupted as stop:
             self._checkpoint("last.pt")
             barrier(self.dist)  # no rank exits before rank 0 has written it: a launcher may tear down the rest then
-            self._log(str(stop))
+            if self.dist.is_main:  # even with --quiet: without this line nobody knows the run can be resumed
+                print(str(stop), flush=True)
             raise
         finally:
             self._restore_signal_handlers(previous)
@@ -309,11 +310,13 @@ class Trainer:
             losses, size = self._loss_window.tolist(), self.config.log_every
             first = next(s for s in range(self.step - since, self.step) if not math.isfinite(losses[s % size]))
         first = reduce_int(first, self.dist, self.device, op="min")
-        if first == self.step:
-            return
+        if first != self.step:
+            self._blow_up("loss", first + 1)
+
+    def _blow_up(self, what: str, step: int) -> None:
         last = self.run_dir / "last.pt" if self.run_dir else None
         kept = f"; the last good checkpoint is {last}" if last and last.exists() else ""
-        raise NonFiniteLoss(f"loss became non-finite at step {first + 1} (epoch {self.epoch + 1}): the learning rate "
+        raise NonFiniteLoss(f"{what} became non-finite at step {step} (epoch {self.epoch + 1}): the learning rate "
                             f"{self.config.lr} is probably too high, lower --lr or set --grad-clip{kept}")
 
     def _end_of_epoch(self, row: dict[str, float], is_best: bool, tb) -> None:
@@ -409,6 +412,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "loader": self.train_loader.state_dict(),
             "epoch_metrics": self.epoch_metrics.state_dict(), "epoch": self.epoch, "step": self.step,
             "history": self.history, "best_val_acc": self.best_val_acc, "elapsed": self.elapsed,
+            "world_size": self.dist.world_size, "torch_threads": torch.get_num_threads(),
         }
         if self.ema is not None:
             state["ema"] = self.ema.module.state_dict()
@@ -418,11 +422,35 @@ class Trainer:
     def _checkpoint(self, name: str) -> None:
         """Rank 0 writes RUN_DIR/``name``; every rank must call it, since the partial epoch sums it keeps are
         summed over the ranks first (rank 0's own would lose the others' samples on a mid-epoch resume)."""
+        # The loss check cannot see an update that overflowed the weights while its own loss was finite; a
+        # checkpoint with inf/NaN weights would replace the last good one, so look at the weights themselves.
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
+            self._blow_up("weights", self.step)  # identical on every rank under DDP: all raise together
         summed = self.epoch_metrics.global_state_dict()
         if self.dist.is_main:
             save_checkpoint({**self.state_dict(), "epoch_metrics": summed}, self.run_dir / name)
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        saved = state.get("world_size", 1)
+        if saved != self.dist.world_size:  # the data shards, the global batch and the lr all depend on it
+            raise CnnlabError(f"this run was trained by {saved} process(es) and must resume with as many (torchrun "
+                              f"--nnodes x --nproc-per-node), got {self.dist.world_size}")
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # not a checkpoint this trainer wrote
+            if isinstance(e, CnnlabError):
+                raise
+            what = f"lacks the entry {e.args[0]!r}" if isinstance(e, KeyError) else " ".join(str(e).split())
+            raise CheckpointError(f"{self.run_dir / 'last.pt'} does not fit this run: {what[:200]}") from None
+        threads = state.get("torch_threads")
+        if self.config.deterministic and threads and threads != torch.get_num_threads():
+            # CPU kernels split their reductions by thread, so another thread count rounds differently and the
+            # resumed run drifts from the uninterrupted one; use the count the run started with.
+            self._log(f"note: using {threads} intra-op threads as the run did before (not "
+                      f"{torch.get_num_threads()}), so the deterministic resume is exact")
+            torch.set_num_threads(threads)
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
