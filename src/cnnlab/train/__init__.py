@@ -22,11 +22,16 @@ def train(model: str, recipe: str = "book", *, force: bool = False, quiet: bool 
 
 def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True) -> list[dict[str, float]]:
     """Continue an interrupted run from ``run_dir/last.pt`` with the run's own config."""
+    from cnnlab.errors import CheckpointError
     from cnnlab.train.checkpoint import load_checkpoint
     from cnnlab.train.trainer import Trainer
 
-    state = load_checkpoint(Path(run_dir) / "last.pt")
-    config = TrainConfig(**state["config"])
+    path = Path(run_dir) / "last.pt"
+    state = load_checkpoint(path)
+    try:
+        config = TrainConfig(**state["config"])
+    except (KeyError, TypeError) as e:  # another cnnlab version's config, or not a training checkpoint at all
+        raise CheckpointError(f"{path} holds no config this cnnlab can resume ({' '.join(str(e).split())})") from None
     return Trainer(config, quiet=quiet, report=report, run_dir=run_dir, resume_state=state).fit()
 
 

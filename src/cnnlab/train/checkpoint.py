@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -51,19 +53,33 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def _refusal_reason(error: Exception) -> str:
+    """The line of torch's weights_only refusal that names the offending global or opcode.
+
+    torch's message is several lines of advice (including re-running with ``weights_only=False``, which is
+    exactly what must not be done with a stranger's file) around one line of fact, sometimes with ANSI colours.
+    """
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    facts = [line for line in lines if re.search(r"GLOBAL|[Uu]nsupported", line) and "weights_only" not in line]
+    if not facts:
+        return "unsupported object"
+    fact = facts[0].removeprefix("WeightsUnpickler error:").strip()
+    return fact.split(". ")[0].rstrip(".")[:160]  # the first sentence; the rest is allow-listing advice
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a cnnlab checkpoint safely; anything but a plain tensor container raises a one-line CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file written by cnnlab train)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refused a global: the file wants to build arbitrary Python objects (it may carry code).
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
-        raise CheckpointError(
-            f"refusing {path}: it is not a plain tensor container ({reason[:160]}); cnnlab never unpickles code"
-        ) from None
+        raise CheckpointError(f"refusing {path}: it is not a plain tensor container ({_refusal_reason(e)}); "
+                              "cnnlab never unpickles code") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({first[:160]})") from None

@@ -323,9 +323,10 @@ class Trainer:
         if tb is not None:
             for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
                 tb.add_scalar(key, row[key], row["epoch"])
+        # last.pt before metrics.csv: once metrics.csv shows an epoch, a kill at any later moment resumes after it
+        self._checkpoint("last.pt")  # on every rank: a collective under torchrun
         if self.dist.is_main:
             rundir.write_metrics_csv(self.run_dir / "metrics.csv", self.history)
-        self._checkpoint("last.pt")  # on every rank: a collective under torchrun
         if is_best:  # the same on every rank: val_acc is the global figure
             self._checkpoint("best.pt")
         self._log(f"epoch {row['epoch']}/{self.config.epochs}  train_loss {row['train_loss']:.4f}  "

@@ -1,0 +1,258 @@
+"""A run stopped at any moment resumes to the very same weights (issue 7; docs/reliability.md, "Exact resume").
+
+Two layers of evidence:
+
+* real processes, as a user would see it: ``cnnlab train`` killed with SIGKILL after an epoch or in the middle of
+  one, or stopped with SIGINT, then ``cnnlab train --resume`` in a fresh process; every tensor of the final model
+  must be ``torch.equal`` to an uninterrupted run's;
+* in-process, a real SIGINT at each delicate point of the loop (inside a log interval, on a log-interval boundary,
+  on an epoch's last step, during evaluate(), during a checkpoint write, on the first step after a resume), and a
+  resume under another thread count.
+
+Bitwise equality on a CPU holds for one thread count (kernels split their reductions by thread), so every process
+here runs with OMP_NUM_THREADS=1 — which is also ~10x faster than two threads on two loaded cores.
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab.errors import Interrupted
+from cnnlab.train import make_config, resume
+from cnnlab.train import trainer as trainer_module
+from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+STEPS = 40  # per epoch; two epochs
+RUN = ["lenet-relu", "--epochs", "2", "--limit-train-batches", str(STEPS), "--limit-val-batches", "4",
+       "--deterministic", "--no-report", "--quiet"]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnnlab", "train", *RUN, "--out", str(out), *extra], cwd=ROOT,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until(proc: subprocess.Popen, condition, timeout: float = 240) -> None:
+    """Poll ``condition`` every 10 ms while ``proc`` runs; fail if it ends (or times out) first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended (code {proc.returncode}) before it could be interrupted: {err[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("timed out waiting for the run to reach the interruption point")
+        time.sleep(0.01)
+
+
+def _epochs_done(run: Path) -> int:
+    try:
+        with open(run / "metrics.csv", newline="") as f:
+            return len(list(csv.DictReader(f)))
+    except FileNotFoundError:
+        return 0
+
+
+def _resume_in_a_fresh_process(run: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(run), "--no-report", "--quiet"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ after resume: {different}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+    """The uninterrupted run, started at once so it overlaps the first interrupted one; call for its last.pt."""
+    out = tmp_path_factory.mktemp("reference") / "A"
+    proc = _start(out)
+
+    def last() -> dict:
+        if proc.returncode is None:
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err
+        state = load_checkpoint(out / "last.pt")
+        assert state["step"] == 2 * STEPS and len(state["history"]) == 2
+        return state
+
+    yield last
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+# ----------------------------------------------------------------------------------- real processes, real kills
+@pytest.mark.slow
+def test_kill_9_after_the_first_epoch_then_resume_is_bitwise_exact(tmp_path, reference):
+    run = tmp_path / "B"
+    proc = _start(run)
+    _wait_until(proc, lambda: _epochs_done(run) >= 1)
+    proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: possibly in the middle of epoch 2 or of a write
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "result.json").exists()
+    assert load_checkpoint(run / "last.pt")["epoch"] >= 1  # metrics.csv never runs ahead of last.pt
+    _resume_in_a_fresh_process(run)
+    final = load_checkpoint(run / "last.pt")
+    assert final["step"] == 2 * STEPS and [r["epoch"] for r in final["history"]] == [1, 2]
+    _assert_same_weights(reference()["model"], final["model"])
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_of_an_epoch_then_resume_is_bitwise_exact(tmp_path, reference):
+    run = tmp_path / "C"
+    proc = _start(run, "--checkpoint-every", "7")
+    _wait_until(proc, lambda: (run / "last.pt").exists())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped = load_checkpoint(run / "last.pt")
+    assert 0 < stopped["loader"]["batch"] < STEPS and stopped["epoch"] == 0, stopped["loader"]  # mid-epoch
+    assert stopped["epoch_metrics"]["count"] == stopped["step"] * 128  # the partial epoch's sums came along
+    _resume_in_a_fresh_process(run)
+    final = load_checkpoint(run / "last.pt")
+    _assert_same_weights(reference()["model"], final["model"])
+    # the interrupted epoch's figures are exact too: its partial sums were checkpointed and carried on
+    assert [r["train_loss"] for r in final["history"]] == [r["train_loss"] for r in reference()["history"]]
+
+
+@pytest.mark.slow
+def test_sigint_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, reference):
+    run = tmp_path / "D"
+    proc = _start(run, "--checkpoint-every", "5")
+    _wait_until(proc, lambda: (run / "last.pt").exists())  # training has started
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert err == "", err  # no traceback, no KeyboardInterrupt
+    stopped = load_checkpoint(run / "last.pt")
+    hint = (f"SIGINT: stopped at epoch {stopped['epoch'] + 1}, step {stopped['step']}; checkpoint written. "
+            f"Resume with: cnnlab train --resume {run}")
+    assert out.strip().splitlines() == [hint]  # printed even with --quiet
+    _resume_in_a_fresh_process(run)
+    _assert_same_weights(reference()["model"], load_checkpoint(run / "last.pt")["model"])
+
+
+# ------------------------------------------------------------------------ in-process: every delicate moment
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """The Trainer switches on deterministic algorithms (and a resume may pin the thread count) process-wide."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def _config(out: Path):
+    # 6 steps an epoch with a log interval of 3: epoch ends, interval boundaries and plain steps all occur.
+    return make_config("lenet-relu", epochs=2, limit_train_batches=6, limit_val_batches=2, log_every=3,
+                       deterministic=True, out=str(out))
+
+
+@pytest.fixture(scope="module")
+def in_process_reference(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    Trainer(_config(out), quiet=True, report=False).fit()
+    return load_checkpoint(out / "last.pt")["model"]
+
+
+def _sigint() -> None:
+    os.kill(os.getpid(), signal.SIGINT)  # a real signal: the Trainer's handler, not a simulation of it
+
+
+def _interrupt(trainer: Trainer, where: str, at: int, monkeypatch) -> None:
+    """Arrange a SIGINT ``where`` (after step ``at`` / in epoch ``at``'s evaluate or checkpoint)."""
+    if where == "after step":
+        trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == at else None)
+    elif where == "in evaluate":
+        evaluate = trainer.evaluate
+
+        def interrupted_evaluate(*args, **kwargs):
+            if trainer.epoch + 1 == at:
+                _sigint()
+            return evaluate(*args, **kwargs)
+
+        monkeypatch.setattr(trainer, "evaluate", interrupted_evaluate)
+    elif where == "in checkpoint write":
+        save = trainer_module.save_checkpoint
+
+        def interrupted_save(state, path):
+            if state["epoch"] == at:  # the end-of-epoch checkpoint of epoch ``at``
+                _sigint()
+            save(state, path)
+
+        monkeypatch.setattr(trainer_module, "save_checkpoint", interrupted_save)
+
+
+@pytest.mark.parametrize("where, at", [
+    ("after step", 1),  # the very first step
+    ("after step", 2),  # inside a log interval: the loss window is half filled
+    ("after step", 3),  # on a log-interval boundary (the host sync)
+    ("after step", 6),  # the last step of epoch 1: the loader is exhausted but the epoch not evaluated
+    ("after step", 7),  # the first step of epoch 2
+    ("in evaluate", 1),  # the signal waits for evaluate and the epoch's checkpoint, then one more step
+    ("in checkpoint write", 1),  # during save_checkpoint at the end of epoch 1
+])
+def test_sigint_anywhere_then_resume_is_bitwise_exact(tmp_path, in_process_reference, where, at, monkeypatch):
+    out = tmp_path / "run"
+    trainer = Trainer(_config(out), quiet=True, report=False)
+    _interrupt(trainer, where, at, monkeypatch)
+    with pytest.raises(Interrupted) as info:
+        trainer.fit()
+    assert info.value.signum == signal.SIGINT
+    monkeypatch.undo()  # the resumed run is a plain one
+    stopped = load_checkpoint(out / "last.pt")
+    assert stopped["step"] == trainer.step and stopped["step"] < 12
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored after the stop
+    resume(out, quiet=True, report=False)
+    final = load_checkpoint(out / "last.pt")
+    assert final["step"] == 12 and len(final["history"]) == 2
+    _assert_same_weights(in_process_reference, final["model"])
+
+
+def test_interrupted_twice_still_bitwise_exact(tmp_path, in_process_reference):
+    out = tmp_path / "run"
+    trainer = Trainer(_config(out), quiet=True, report=False)
+    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 4 else None)
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    again = Trainer(_config(out), quiet=True, report=False, run_dir=out, resume_state=load_checkpoint(out / "last.pt"))
+    again.optimizer.register_step_post_hook(lambda *_: _sigint() if again.step + 1 == 9 else None)
+    with pytest.raises(Interrupted):
+        again.fit()
+    assert load_checkpoint(out / "last.pt")["step"] == 9
+    resume(out, quiet=True, report=False)
+    _assert_same_weights(in_process_reference, load_checkpoint(out / "last.pt")["model"])
+
+
+def test_resume_under_another_thread_count_uses_the_runs_own(tmp_path, data_dir, capsys):
+    """A shell with another OMP_NUM_THREADS must not change a deterministic run's result: the resume pins the
+    thread count the run started with (CPU kernels split their sums by thread, so it changes the rounding)."""
+    torch.set_num_threads(1)
+    ref = tmp_path / "ref"
+    Trainer(_config(ref), quiet=True, report=False).fit()
+    out = tmp_path / "run"
+    trainer = Trainer(_config(out), quiet=True, report=False)
+    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 2 else None)
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    torch.set_num_threads(2)
+    resume(out, report=False)
+    assert "using 1 intra-op threads" in capsys.readouterr().out
+    assert torch.get_num_threads() == 1
+    _assert_same_weights(load_checkpoint(ref / "last.pt")["model"], load_checkpoint(out / "last.pt")["model"])
