@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="Fashion-MNIST folder (default: $CNNLAB_DATA, then the cache)")
     p.add_argument("--d2l-python", help="python of a d2l 1.0.3 virtualenv (default: ~/.cache/cnnlab/d2l-venv)")
     p.set_defaults(func=_cmd_bench)
+    for command in sub.choices.values():  # `cnnlab train ... --debug` works as well as `cnnlab --debug train ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as e:
         if args.debug:
             raise
-        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        print(f"cnnlab {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, always
         return 2
     except Interrupted as e:  # the trainer already printed where the checkpoint is and how to resume
         return 128 + e.signum
@@ -238,6 +240,17 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (eval, export, data loading)
+        if args.debug:
+            raise
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, or the machine failing (out of memory, disk full): tracebacks need --debug
+        if args.debug:
+            raise
+        print(f"cnnlab {args.command}: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+              f"(`cnnlab --debug {args.command} ...` shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

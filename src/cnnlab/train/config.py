@@ -7,6 +7,7 @@ the recipe < flags the user gave explicitly.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,13 +76,18 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise CnnlabError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        nonneg = ["momentum", "weight_decay", "warmup", "label_smoothing", "grad_clip", "ema", "checkpoint_every"]
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
+                or self.checkpoint_every < 0:
+            raise CnnlabError(f"checkpoint-every must be an integer >= 0, got {self.checkpoint_every!r}")
+        # isfinite too: an inf weight decay or warm-up (`--weight-decay inf` parses as a float) trains on NaN
+        nonneg = ["momentum", "weight_decay", "warmup", "label_smoothing", "grad_clip", "ema"]
         for name in nonneg:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise CnnlabError(f"{name.replace('_', '-')} must be a number >= 0, got {value!r}")
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise CnnlabError(f"lr must be a number > 0, got {self.lr!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise CnnlabError(f"{name.replace('_', '-')} must be a number >= 0 (and finite), got {value!r}")
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+                                    or not 0 < self.lr < math.inf):
+            raise CnnlabError(f"lr must be a number > 0 (and finite), got {self.lr!r}")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"label-smoothing must be below 1, got {self.label_smoothing}")
         if self.ema >= 1:
@@ -90,8 +96,9 @@ class TrainConfig:
             raise CnnlabError(f"momentum must be below 1, got {self.momentum}")
         if self.optimizer == "nesterov" and self.momentum == 0:
             raise CnnlabError("optimizer nesterov needs momentum > 0 (e.g. --momentum 0.9), got 0")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise CnnlabError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            # numpy's legacy seeding (np.random.seed) takes 32 bits
+            raise CnnlabError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         return self
 
 

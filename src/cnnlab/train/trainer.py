@@ -90,13 +90,14 @@ class Trainer:
         self._seed_everything()
         cfg = config
 
+        # The input size first: a bad --resize is an instant error, not one after loading (or downloading) the data.
+        info = model_info(cfg.model)
+        self.input_size = cfg.resize or info.input_size
+        check_input_size(cfg.model, self.input_size)
         # Data: uint8 on the device once; resize/normalise/augment per batch (docs/design.md, "Data").
         data = load_fashion_mnist(cfg.data_dir) if self.dist.local_rank == 0 else None
         barrier(self.dist)  # one process per machine fills the download cache before the others read it
         data = data or load_fashion_mnist(cfg.data_dir)
-        info = model_info(cfg.model)
-        self.input_size = cfg.resize or info.input_size
-        check_input_size(cfg.model, self.input_size)
         self.normalize = [MEAN, STD] if cfg.normalize else None
         self.preprocess = Preprocess(self.input_size, *(self.normalize or (None, None))).to(self.device)
         shard = dict(device=self.device, rank=self.dist.rank, world_size=self.dist.world_size)
