@@ -17,6 +17,7 @@ from cnnlab.errors import CnnlabError, Interrupted
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage block by default)
+        message = " ".join(message.split())  # an argument with a newline in it must not break the one line
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

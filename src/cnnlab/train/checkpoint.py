@@ -12,7 +12,6 @@ import pickle
 import re
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +79,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # weights_only refused a global: the file wants to build arbitrary Python objects (it may carry code).
         raise CheckpointError(f"refusing {path}: it is not a plain tensor container ({_refusal_reason(e)}); "
                               "cnnlab never unpickles code") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # a damaged pickle can fail in any way (IndexError, KeyError, struct.error, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({first[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
