@@ -41,7 +41,7 @@ class Budget:
     epochs: int = 10  # the book's LeNet recipe
     repeats: int = 3
     limit: int | None = None  # batches per split (smoke runs only)
-    p2_model: str = "lenet-bn"
+    p2_model: str = "lenet-bn-relu"
     p2_epochs: int | None = None  # None: the fast recipe's own
     p2_seeds: tuple[int, ...] = (0, 1, 2)
     p5_batches: int = 2
