@@ -26,6 +26,16 @@ from cnnlab.train.trainer import NonFiniteLoss, Trainer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The small training runs here are faster on one thread on a loaded machine; restore torch's globals after."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
 def _state(value: float) -> dict:
     return {"model_name": "lenet", "model": {"w": torch.full((3, 4), value)}, "step": int(value)}
 

@@ -149,13 +149,22 @@ def test_sigint_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, r
 
 
 # ------------------------------------------------------------------------ in-process: every delicate moment
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """The Trainer switches on deterministic algorithms (and a resume may pin the thread count) process-wide."""
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread for every in-process run, the references included (a reference computed on two threads differs
+    from a run on one: the very effect test_resume_under_another_thread_count_uses_the_runs_own is about); then
+    restore what the Trainer changes process-wide."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(autouse=True)
+def _back_to_one_thread():
+    yield
+    torch.set_num_threads(1)
 
 
 def _config(out: Path):
