@@ -249,6 +249,26 @@ def test_interrupted_twice_still_bitwise_exact(tmp_path, in_process_reference):
     _assert_same_weights(in_process_reference, load_checkpoint(out / "last.pt")["model"])
 
 
+def test_second_sigint_while_the_stop_checkpoint_is_written_is_ignored(tmp_path, in_process_reference, monkeypatch):
+    out = tmp_path / "run"
+    trainer = Trainer(_config(out), quiet=True, report=False)
+    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 2 else None)
+    save, writes = trainer_module.save_checkpoint, []
+
+    def impatient_save(state, path):  # the user presses Ctrl-C again while the checkpoint is being written
+        writes.append(state["step"])
+        _sigint()
+        save(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", impatient_save)
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    monkeypatch.undo()
+    assert writes == [2] and load_checkpoint(out / "last.pt")["step"] == 2
+    resume(out, quiet=True, report=False)
+    _assert_same_weights(in_process_reference, load_checkpoint(out / "last.pt")["model"])
+
+
 def test_resume_under_another_thread_count_uses_the_runs_own(tmp_path, data_dir, capsys):
     """A shell with another OMP_NUM_THREADS must not change a deterministic run's result: the resume pins the
     thread count the run started with (CPU kernels split their sums by thread, so it changes the rounding)."""
