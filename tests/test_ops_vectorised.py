@@ -1,7 +1,7 @@
 """cnnlab.ops' vectorised conv2d / max_pool2d / avg_pool2d / batch_norm against torch.nn.functional.
 
 Hypothesis draws small random geometries (shapes, strides, paddings, dilations, groups, memory layouts); each
-case compares the forward result and the gradients of every input in float64 at 1e-9. About 1,100 cases run.
+case compares the forward result and the gradients of every input in float64 at 1e-9. About 1,200 cases run.
 """
 
 from __future__ import annotations
@@ -80,6 +80,19 @@ def conv_cases(draw):
 @settings(max_examples=400, deadline=None)
 @given(conv_cases())
 def test_conv2d_matches_torch(case):
+    _compare_conv(case)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@settings(max_examples=60, deadline=None)
+@given(conv_cases(), st.sampled_from(["batch", "channels"]))
+def test_conv2d_empty_batch_or_channels_matches_torch(case, empty):
+    """Issue 7: F.conv2d returns an empty output (no output channels when there are no input channels) with zero
+    gradients; cnnlab used to raise IndexError or return the wrong shape."""
+    _compare_conv({**case, "n": 0, "unbatched": False} if empty == "batch" else {**case, "cin": 0})
+
+
+def _compare_conv(case):
     gen = torch.Generator().manual_seed(case["seed"])
     shape = (case["cin"], *case["hw"]) if case["unbatched"] else (case["n"], case["cin"], *case["hw"])
     x = _randn(gen, *shape, layout=case["layout"])
@@ -144,7 +157,8 @@ def norm_cases(draw):
         n = 2  # training needs more than one value per channel (tested as an error below)
     return dict(shape=(n, c, *spatial), training=training, affine=draw(st.booleans()),
                 running=draw(st.booleans()) or not training, momentum=draw(st.floats(0.0, 1.0)),
-                eps=draw(st.sampled_from([1e-5, 1e-3, 0.1])), seed=draw(st.integers(0, 2**31)))
+                eps=draw(st.sampled_from([1e-5, 1e-3, 0.1] + ([] if training else [0.0]))),  # eps 0: eval only
+                seed=draw(st.integers(0, 2**31)))
 
 
 @settings(max_examples=200, deadline=None)
@@ -222,6 +236,34 @@ def test_max_pool2d_ties_pick_the_first_maximum_like_torch():
     _assert_same(max_pool2d(x, 2, 1, 1), F.max_pool2d(x, 2, 1, 1), [x], torch.Generator().manual_seed(0))
 
 
+@pytest.mark.parametrize("shape", [(0, 2, 5, 4), (0, 1, 2, 2)])
+def test_pools_take_an_empty_batch_like_torch(shape):
+    gen = torch.Generator().manual_seed(3)
+    x = _randn(gen, *shape)
+    ours, our_idx = max_pool2d(x, 2, 1, 1, return_indices=True)
+    theirs, their_idx = F.max_pool2d(x, 2, 1, 1, return_indices=True)
+    assert ours.shape == theirs.shape and torch.equal(our_idx, their_idx)
+    _assert_same(ours, theirs, [x], gen)
+    args = ((2, 1), 1, (1, 0), True, False)  # kernel, stride, padding, ceil_mode, count_include_pad
+    _assert_same(avg_pool2d(x, *args), F.avg_pool2d(x, *args), [x], gen)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 2, 2), (0, 3), (2, 3, 0, 2), (2, 0, 2, 2)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_of_an_empty_input_matches_torch(shape, training):
+    """torch returns the empty input, in training too, and leaves the running statistics alone (issue 7)."""
+    gen = torch.Generator().manual_seed(4)
+    c = shape[1]
+    x = _randn(gen, *shape)
+    weight, bias = (_randn(gen, c), _randn(gen, c)) if c else (None, None)  # torch fails on empty weights
+    ours_stats, theirs_stats = ([torch.zeros(c, dtype=DT) + 0.3, torch.ones(c, dtype=DT)] for _ in range(2))
+    ours = batch_norm(x, *ours_stats, weight, bias, training=training)
+    theirs = F.batch_norm(x, *theirs_stats, weight, bias, training=training)
+    for a, b in zip(ours_stats, theirs_stats, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _assert_same(ours, theirs, [t for t in (x, weight, bias) if t is not None], gen)
+
+
 X4 = torch.zeros(2, 3, 8, 8)
 W = torch.zeros(4, 3, 3, 3)
 
@@ -242,6 +284,13 @@ BAD_CONV = [
     (dict(input=X4, weight=W.double()), r"expected weight of dtype torch.float32"),
     (dict(input=X4.long(), weight=W), r"expected input to be a floating-point tensor, got dtype torch.int64"),
     (dict(input=[[1.0]], weight=W), r"expected input to be a torch.Tensor, got list"),
+    # Issue 7: torch refuses these; cnnlab returned results, or raised IndexError / RuntimeError.
+    (dict(input=torch.zeros(4, 5, 0, 1), weight=torch.zeros(1, 5, 1, 1), stride=2, padding=4, dilation=2),
+     r"expected non-empty images \(only the batch or the channels may be empty\), got input shape \(4, 5, 0, 1\)"),
+    (dict(input=torch.zeros(5, 1, 0), weight=torch.zeros(1, 5, 1, 1), padding=1), r"expected non-empty images"),
+    (dict(input=X4, weight=torch.zeros(4, 3, 0, 2)), r"expected a kernel of at least 1x1, got weight shape"),
+    (dict(input=X4, weight=torch.zeros(0, 3, 3, 3)), r"expected at least groups=1 out_channels, got weight shape"),
+    (dict(input=torch.zeros(2, 0, 8, 8), weight=torch.zeros(0, 0, 3, 3), groups=2), r"at least groups=2 out_"),
 ]
 
 
@@ -270,6 +319,20 @@ def test_conv2d_bad_input_raises_one_line(kwargs, message):
     (batch_norm, dict(input=X4, running_mean=None, running_var=None, weight=torch.ones(3).double(), training=True),
      r"expected weight of dtype torch.float32"),
     (conv_output_shape, dict(hw=(8, 8), kernel_size=3, stride=-1), r"expected stride to be positive"),
+    # Issue 7: torch refuses these; cnnlab returned results.
+    (avg_pool2d, dict(input=torch.zeros(2, 1, 4, 0), kernel_size=(3, 2), padding=1, count_include_pad=False),
+     r"expected non-empty channels and images \(only the batch may be empty\), got channels x height x width 1x4x0"),
+    (avg_pool2d, dict(input=torch.zeros(2, 0, 4, 4), kernel_size=2), r"got channels x height x width 0x4x4"),
+    (max_pool2d, dict(input=torch.zeros(0, 4, 4), kernel_size=2), r"got channels x height x width 0x4x4"),
+    (max_pool2d, dict(input=torch.zeros(0, 1, 4, 0), kernel_size=1), r"expected non-empty channels and images"),
+    (batch_norm, dict(input=X4, running_mean=torch.zeros(3), running_var=torch.ones(3), eps=-1e-3),
+     r"expected eps > 0 in training \(>= 0 in evaluation\), got -0.001"),
+    (batch_norm, dict(input=X4, running_mean=None, running_var=None, training=True, eps=0.0), r"got 0.0"),
+    (batch_norm, dict(input=X4, running_mean=torch.zeros(3), running_var=None, training=True),
+     r"expected running_mean and running_var both given or both None, got only running_mean"),
+    (batch_norm, dict(input=X4, running_mean=None, running_var=torch.ones(3)), r"got only running_var"),
+    (batch_norm, dict(input=torch.zeros(2, 0, 4), running_mean=None, running_var=None, weight=torch.ones(0),
+                      training=True), r"expected at least one channel when weight or bias is given"),
 ])
 def test_pool_norm_bad_input_raises_one_line(fn, kwargs, message):
     with pytest.raises(CnnlabError, match=message) as info:

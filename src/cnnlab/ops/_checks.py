@@ -1,7 +1,8 @@
 """Cheap argument checks shared by the ops: each failure is one CnnlabError line, 'op: expected X, got Y'.
 
 These run on every forward pass, so they only look at Python ints and tensor metadata (shape, dtype, device),
-never at tensor values, and build their message only when they fail.
+never at tensor values, and build their message only when they fail. ``empty_result`` is the other half of the
+zero-size edge: what an op returns when torch accepts an input with nothing in it.
 """
 
 from __future__ import annotations
@@ -70,3 +71,16 @@ def check_vector(v: torch.Tensor | None, length: int, name: str, op: str) -> Non
         raise CnnlabError(f"{op}: expected {name} to be a torch.Tensor, got {type(v).__name__}")
     if tuple(v.shape) != (length,):
         raise CnnlabError(f"{op}: expected {name} of shape ({length},), one per channel, got shape {tuple(v.shape)}")
+
+
+def empty_result(shape: tuple[int, ...], *sources: torch.Tensor | None) -> torch.Tensor:
+    """A tensor of ``shape`` (which holds no elements) that depends on every tensor of ``sources``.
+
+    Adding each source's (0-d) sum keeps the autograd graph, so backward hands every source a zero gradient, as
+    torch.nn.functional does for an empty batch; on an empty tensor the addition costs nothing.
+    """
+    out = sources[0].new_zeros(shape)
+    for t in sources:
+        if t is not None:
+            out = out + t.sum()
+    return out

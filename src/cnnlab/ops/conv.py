@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from cnnlab.errors import CnnlabError
-from cnnlab.ops._checks import check_image_batch, check_like, check_vector, pair
+from cnnlab.ops._checks import check_image_batch, check_like, check_vector, empty_result, pair
 from cnnlab.ops._windows import unpad, window_view
 from cnnlab.ops.shapes import Padding, resolve_padding, spatial_output
 
@@ -186,7 +186,8 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         (N, O, OH, OW) (or (O, OH, OW) for unbatched input); gradients flow to input, weight and bias.
 
     Raises:
-        CnnlabError: on mismatched shapes, dtypes or devices, or a kernel larger than the padded input.
+        CnnlabError: on mismatched shapes, dtypes or devices, a kernel larger than the padded input, or empty
+            images (an empty batch, or no input channels, gives an empty output as F.conv2d does).
 
     Example:
         >>> x = torch.arange(9.0).reshape(1, 1, 3, 3)
@@ -205,6 +206,9 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     c, o = x.shape[1], weight.shape[0]
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise CnnlabError(f"{op}: expected groups to be a positive int, got {groups!r}")
+    if o < groups:  # also the zero out_channels that the divisibility test below lets through
+        raise CnnlabError(f"{op}: expected at least groups={groups} out_channels, got weight shape "
+                          f"{tuple(weight.shape)}")
     if c % groups or o % groups:
         raise CnnlabError(f"{op}: expected in_channels {c} and out_channels {o} divisible by groups, "
                           f"got groups={groups}")
@@ -213,13 +217,23 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
                           f"got weight shape {tuple(weight.shape)} with groups={groups}")
     check_vector(bias, o, "bias", op)
     kernel = (weight.shape[2], weight.shape[3])
+    if kernel[0] < 1 or kernel[1] < 1:
+        raise CnnlabError(f"{op}: expected a kernel of at least 1x1, got weight shape {tuple(weight.shape)}")
     strides, dilations = pair(stride, "stride", op), pair(dilation, "dilation", op)
     pads = resolve_padding(padding, kernel, strides, dilations, op)
     in_hw = (x.shape[2], x.shape[3])
     geo = _Geometry(kernel, strides, pads, dilations, groups, in_hw,
                     spatial_output(in_hw, kernel, strides, pads, dilations, op))
+    # F.conv2d's rules for empty input (ATen's Convolution.cpp, ConvBackend::Empty): an empty batch gives an empty
+    # batch of the usual shape, no input channels give no output channels either, empty images are refused.
+    empty = x.numel() == 0
+    if empty and x.shape[0] and c:
+        raise CnnlabError(f"{op}: expected non-empty images (only the batch or the channels may be empty), "
+                          f"got input shape {tuple(input.shape)}")
     wants_grad = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    if wants_grad and torch.is_grad_enabled():
+    if empty:
+        out = empty_result((x.shape[0], o if c else 0, *geo.out_hw), x, weight, bias)
+    elif wants_grad and torch.is_grad_enabled():
         out = _Conv2dFunction.apply(x, weight, bias, geo)
     else:  # inference: plain tensor ops, nothing kept for a backward
         out = _run_chunked(x, geo, lambda xc, _: _forward(xc, weight, bias, geo))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.ops._checks import check_like, check_tensor, check_vector
+from cnnlab.ops._checks import check_like, check_tensor, check_vector, empty_result
 
 
 def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
@@ -24,7 +24,7 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_v
         weight, bias: optional (C,) affine parameters (gamma and beta in d2l 8.5).
         training: use and record batch statistics.
         momentum: weight of the new batch in the running average.
-        eps: added to the variance for numerical stability.
+        eps: added to the variance for numerical stability; positive in training, non-negative otherwise.
 
     Returns:
         Tensor of the input's shape; gradients flow to input, weight and bias (through the batch statistics
@@ -43,6 +43,19 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_v
         # Running statistics may keep another float dtype (as in mixed precision) but must share the device.
         if t is not None and t.device != input.device:
             raise CnnlabError(f"{op}: expected {name} on {input.device} like the input, got {t.device}")
+    if (running_mean is None) != (running_var is None):
+        given = "running_mean" if running_var is None else "running_var"
+        raise CnnlabError(f"{op}: expected running_mean and running_var both given or both None, got only {given}")
+    # PyTorch's rule: a zero eps is fine for fixed statistics, but a batch's variance may be 0. NaN passes, as there.
+    if eps < 0 or (training and eps == 0):
+        raise CnnlabError(f"{op}: expected eps > 0 in training (>= 0 in evaluation), got {eps!r}")
+    if input.numel() == 0:
+        # Nothing to normalize: ATen's batch_norm returns the empty input and leaves the running statistics alone,
+        # in training too. With no channels it fails there (IndexError) when weight or bias is given; refuse cleanly.
+        if c == 0 and (weight is not None or bias is not None):
+            raise CnnlabError(f"{op}: expected at least one channel when weight or bias is given, "
+                              f"got input shape {tuple(input.shape)}")
+        return empty_result(input.shape, input, weight, bias)
     shape = (1, c) + (1,) * (input.dim() - 2)  # broadcasts a per-channel vector over the input
     if training:
         count = input.numel() // c
@@ -59,7 +72,7 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_v
                     unbiased = var * (count / (count - 1))
                     running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
     else:
-        if running_mean is None or running_var is None:
+        if running_mean is None:  # both None: the check above refused one without the other
             raise CnnlabError(f"{op}: expected running_mean and running_var in evaluation mode, got None")
         mean, var = running_mean.to(input.dtype), running_var.to(input.dtype)
     # y = (x - mean) * rstd * weight + bias, folded into one per-channel scale and shift so the big tensor is

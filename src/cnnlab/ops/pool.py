@@ -36,6 +36,10 @@ def _geometry(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None, pad
               ceil_mode: bool, op: str):
     """Parsed arguments, output size, and the (top, bottom, left, right) padding the window view needs."""
     kernel, strides, pad, dilations = pool_args(op, kernel_size, stride, padding, dilation)
+    if 0 in x.shape[1:]:
+        # PyTorch's pool2d_shape_check: only the batch may be empty (an unbatched input here has a batch of 1).
+        raise CnnlabError(f"{op}: expected non-empty channels and images (only the batch may be empty), "
+                          f"got channels x height x width {x.shape[1]}x{x.shape[2]}x{x.shape[3]}")
     in_hw = (x.shape[-2], x.shape[-1])
     out_hw = spatial_output(in_hw, kernel, strides, (pad[0], pad[0], pad[1], pad[1]), dilations, op, ceil_mode)
     for a in (0, 1):
