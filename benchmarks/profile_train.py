@@ -3,8 +3,8 @@
 Runs a few warm-up steps, then profiles ``--steps`` training steps of ``cnnlab.train.Trainer`` (data path,
 forward, backward, optimizer, metrics: exactly the hot loop) and prints the top operators by self CPU time.
 
-    python benchmarks/profile.py lenet --steps 60
-    python benchmarks/profile.py resnet18 --steps 6 --batch-size 32
+    python benchmarks/profile_train.py lenet --steps 60
+    python benchmarks/profile_train.py resnet18 --steps 6 --batch-size 32
 """
 
 from __future__ import annotations
