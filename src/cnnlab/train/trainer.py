@@ -288,7 +288,7 @@ class Trainer:
                 x = x.contiguous(memory_format=self.memory_format)
                 with torch.autocast(**self.autocast):
                     logits = net(x)
-                    if self.config.tta:  # helps only after flip augmentation: the shoes all face left (docs/benchmarks.md)
+                    if self.config.tta:  # helps only after flip augmentation: shoes all face left (docs/benchmarks.md)
                         logits = (logits + net(x.flip(-1))) / 2
                 metrics.update(F.cross_entropy(logits.float(), y), logits, y)
         return metrics.compute()
