@@ -31,6 +31,7 @@ PARAMS = {
     "lenet": 61_706,
     "lenet-relu": 61_706,
     "lenet-bn": 44_878,
+    "lenet-bn-relu": 44_878,  # BN-LeNet with ReLU and max pooling: the same layers, parameter-free swaps
     "alexnet": 46_764_746,
     "vgg11": 128_806_154,
     "vgg-small": 43_093_322,

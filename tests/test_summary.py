@@ -54,8 +54,9 @@ GOLDEN = {
 
 # Smallest square input each model takes. Fixed dense heads pin LeNet (28), AlexNet (193: its stride-4 stem and
 # floor-rounding pools still reach 5x5) and VGG (224); NiN and DenseNet collapse to empty maps below theirs.
-MIN_INPUT = {"lenet": 28, "lenet-relu": 28, "lenet-bn": 28, "alexnet": 193, "vgg11": 224, "vgg-small": 224,
-             "nin": 67, "googlenet": 1, "resnet18": 1, "resnet34": 1, "resnext18": 1, "densenet": 29, "regnetx32": 1}
+MIN_INPUT = {"lenet": 28, "lenet-relu": 28, "lenet-bn": 28, "lenet-bn-relu": 28, "alexnet": 193, "vgg11": 224,
+             "vgg-small": 224, "nin": 67, "googlenet": 1, "resnet18": 1, "resnet34": 1, "resnext18": 1, "densenet": 29,
+             "regnetx32": 1}
 
 
 def _meta_model(name: str, **kwargs) -> nn.Module:
