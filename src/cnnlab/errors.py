@@ -25,8 +25,3 @@ class Interrupted(Exception):
         super().__init__(message)
         self.signum = signum
 
-
-def expect(condition: bool, message: str, error: type[CnnlabError] = CnnlabError) -> None:
-    """Raise ``error(message)`` unless ``condition`` holds."""
-    if not condition:
-        raise error(message)

@@ -25,7 +25,9 @@ class EpochMetrics:
         """Add a batch: ``loss`` is the batch's mean loss, ``logits`` N x C, ``labels`` N."""
         n = labels.shape[0]
         correct = (logits.argmax(dim=1) == labels).sum()
-        self.sums += torch.stack((loss.detach().to(self.sums.dtype) * n, correct.to(self.sums.dtype)))
+        # In place on views of the running sums: no per-step allocation beyond the argmax/compare above.
+        self.sums[0].add_(loss.detach(), alpha=n)
+        self.sums[1].add_(correct)
         self.count += n
 
     def _summed(self) -> tuple[torch.Tensor, int]:
