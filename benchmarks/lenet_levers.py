@@ -1,0 +1,133 @@
+"""What is left to speed up the book's LeNet step on a CPU: layouts, torch.compile, bf16, and the per-layer floor.
+
+P1 (issue 6) asks `cnnlab train lenet --recipe book` for 4x the d2l 1.0.3 Trainer. This script measures, in one
+process and round-robin (so a load spike hits every variant), one training step (forward, cross-entropy, backward,
+SGD) of cnnlab's `lenet` at the book's batch 128 under each lever the trainer offers, then the oneDNN kernels of
+each conv and pool layer alone: what a step cannot go below without beating oneDNN.
+
+    python benchmarks/lenet_levers.py --repeats 7
+
+Variants: ``eager`` (contiguous), ``eager-cl`` (channels-last weights: the trainer's CPU default), ``compile-cl``
+(``torch.compile`` of forward + loss, static shapes), ``compile-cl-bf16`` (the same under bf16 autocast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.models import create_model
+from cnnlab.models.init import init_cnn
+from cnnlab.train.rundir import environment
+
+BATCH = 128  # the book's
+
+
+def step_variant(channels_last: bool, compile: bool, bf16: bool) -> Callable[[], None]:
+    """One training step of a freshly seeded LeNet, as a closure over its own model, optimizer and batch."""
+    torch.manual_seed(0)
+    model = create_model("lenet")
+    model.apply(init_cnn)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(BATCH, 1, 28, 28).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (BATCH,))
+
+    def loss_of(x, y):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            return F.cross_entropy(model(x), y)
+
+    loss_fn = torch.compile(loss_of, dynamic=False) if compile else loss_of
+
+    def step() -> None:
+        loss = loss_fn(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def median_ms(fn: Callable[[], None], calls: int, repeats: int) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls * 1e3)
+    return statistics.median(times)
+
+
+def layer_floor(repeats: int) -> list[tuple[str, float, float]]:
+    """(layer, forward ms, backward ms) of LeNet's conv and pool kernels alone, channels-last, batch 128."""
+    rows = []
+    cl = torch.channels_last
+    for name, cin, cout, size, pad, input_grad in (("conv 5x5 1->6 @28", 1, 6, 28, 2, False),
+                                                   ("conv 5x5 6->16 @14", 6, 16, 14, 0, True)):
+        x = torch.rand(BATCH, cin, size, size).contiguous(memory_format=cl)
+        w = torch.randn(cout, cin, 5, 5).contiguous(memory_format=cl)
+        b = torch.zeros(cout)
+        g = torch.randn_like(F.conv2d(x, w, b, padding=pad))
+        mask = [input_grad, True, True]  # the first layer's input (the image) needs no gradient
+        fwd = median_ms(partial(F.conv2d, x, w, b, padding=pad), 50, repeats)
+        bwd = median_ms(partial(torch.ops.aten.convolution_backward, g, x, w, [cout], [1, 1], [pad, pad], [1, 1],
+                                False, [0, 0], 1, mask), 50, repeats)
+        rows.append((name, fwd, bwd))
+    for name, channels, size in (("avg_pool 2x2 @28 (6 ch)", 6, 28), ("avg_pool 2x2 @10 (16 ch)", 16, 10)):
+        x = torch.rand(BATCH, channels, size, size).contiguous(memory_format=cl)
+        g = torch.rand_like(F.avg_pool2d(x, 2))
+        fwd = median_ms(partial(F.avg_pool2d, x, 2), 50, repeats)
+        bwd = median_ms(partial(torch.ops.aten.avg_pool2d_backward, g, x, [2, 2], [2, 2], [0, 0], False, True, None),
+                        50, repeats)
+        rows.append((name, fwd, bwd))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=40, help="steps per timed repeat")
+    args = parser.parse_args()
+    env = environment(torch.device("cpu"))
+    print(f"torch {env['torch']}, {env['cpu_count']} CPUs, {env['torch_threads']} threads, commit {env['git_commit']}")
+    variants = {"eager": (False, False, False), "eager-cl": (True, False, False),
+                "compile-cl": (True, True, False), "compile-cl-bf16": (True, True, True)}
+    steps, compile_s = {}, {}
+    for name, flags in variants.items():
+        start = time.perf_counter()
+        steps[name] = step_variant(*flags)
+        for _ in range(3):
+            steps[name]()  # compiles here for the compiled variants
+        compile_s[name] = time.perf_counter() - start
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            times[name].append(median_ms(step, args.calls, 1))
+    base = statistics.median(times["eager-cl"])
+    print(f"\nLeNet training step, batch {BATCH}, median of {args.repeats} round-robin repeats of {args.calls} steps")
+    print("| variant | ms / step | images/s | vs eager-cl | first 3 steps (s, compile included) |")
+    print("| --- | --: | --: | --: | --: |")
+    for name, ts in times.items():
+        ms = statistics.median(ts)
+        print(f"| {name} | {ms:.2f} | {BATCH / ms * 1e3:,.0f} | {base / ms:.2f}x | {compile_s[name]:.1f} |")
+    print(f"\nKernels alone (channels-last, batch {BATCH}, median of {args.repeats} x 50 calls)")
+    print("| layer | forward ms | backward ms |")
+    print("| --- | --: | --: |")
+    total = 0.0
+    for name, fwd, bwd in layer_floor(args.repeats):
+        total += fwd + bwd
+        print(f"| {name} | {fwd:.3f} | {bwd:.3f} |")
+    print(f"| **sum** | | **{total:.2f}** |")
+
+
+if __name__ == "__main__":
+    main()
