@@ -3,7 +3,8 @@
 P1 (issue 6) asks `cnnlab train lenet --recipe book` for 4x the d2l 1.0.3 Trainer. This script measures, in one
 process and round-robin (so a load spike hits every variant), one training step (forward, cross-entropy, backward,
 SGD) of cnnlab's `lenet` at the book's batch 128 under each lever the trainer offers, then the oneDNN kernels of
-each conv and pool layer alone: what a step cannot go below without beating oneDNN.
+each conv and pool layer alone (what a step cannot go below without beating oneDNN), and the obvious
+hand-written rewrites of the costliest ones against oneDNN.
 
     python benchmarks/lenet_levers.py --repeats 7
 
@@ -92,6 +93,52 @@ def layer_floor(repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def alternatives(repeats: int) -> list[tuple[str, float, float]]:
+    """(what, oneDNN ms, hand-written ms): the obvious rewrites of LeNet's costliest kernels in plain torch ops,
+    each checked against oneDNN's result before it is timed."""
+    x1 = torch.rand(BATCH, 1, 28, 28)
+    w1 = torch.randn(6, 1, 5, 5)
+    x2 = torch.rand(BATCH, 6, 14, 14)
+    w2 = torch.randn(16, 6, 5, 5)
+    g2 = torch.randn(BATCH, 16, 10, 10)
+    p1 = torch.rand(BATCH, 6, 28, 28)
+
+    def conv1_im2col():  # (N*784, 25) patches times the (25, 6) weights
+        patches = F.pad(x1, (2, 2, 2, 2)).unfold(2, 5, 1).unfold(3, 5, 1).reshape(BATCH, 784, 25)
+        return (patches @ w1.view(6, 25).t()).transpose(1, 2).reshape(BATCH, 6, 28, 28)
+
+    def conv2_weight_gemm():  # gradient (16, N*100) times patches (N*100, 150)
+        patches = x2.unfold(2, 5, 1).unfold(3, 5, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 150)
+        return (g2.permute(1, 0, 2, 3).reshape(16, -1) @ patches).view(16, 6, 5, 5)
+
+    flipped = w2.flip(-1, -2).transpose(0, 1).contiguous()
+
+    def conv2_input_as_conv():  # the full correlation of the gradient with the flipped kernels
+        return F.conv2d(F.pad(g2, (4, 4, 4, 4)), flipped)
+
+    def pool_strided_adds():
+        out = p1[:, :, 0::2, 0::2] + p1[:, :, 0::2, 1::2]
+        out += p1[:, :, 1::2, 0::2]
+        out += p1[:, :, 1::2, 1::2]
+        return out.mul_(0.25)
+
+    def conv2_grads(mask):
+        return partial(torch.ops.aten.convolution_backward, g2, x2, w2, [16], [1, 1], [0, 0], [1, 1], False, [0, 0],
+                       1, mask)
+
+    cases = (("conv1 forward as im2col + GEMM", partial(F.conv2d, x1, w1, padding=2), conv1_im2col, None),
+             ("conv2 weight gradient as unfold + GEMM", conv2_grads([False, True, False]), conv2_weight_gemm, 1),
+             ("conv2 input gradient as a forward conv", conv2_grads([True, False, False]), conv2_input_as_conv, 0),
+             ("2x2 avg_pool @28 as four strided adds (contiguous)", partial(F.avg_pool2d, p1, 2),
+              pool_strided_adds, None))
+    rows = []
+    for name, ours, theirs, part in cases:
+        expected = ours() if part is None else ours()[part]
+        torch.testing.assert_close(theirs(), expected, rtol=1e-4, atol=1e-3)
+        rows.append((name, median_ms(ours, 20, repeats), median_ms(theirs, 20, repeats)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -127,6 +174,11 @@ def main() -> None:
         total += fwd + bwd
         print(f"| {name} | {fwd:.3f} | {bwd:.3f} |")
     print(f"| **sum** | | **{total:.2f}** |")
+    print(f"\nHand-written rewrites against oneDNN (contiguous, batch {BATCH}, median of {args.repeats} x 20 calls)")
+    print("| kernel | oneDNN ms | rewrite ms |")
+    print("| --- | --: | --: |")
+    for name, ours, theirs in alternatives(args.repeats):
+        print(f"| {name} | {ours:.3f} | {theirs:.3f} |")
 
 
 if __name__ == "__main__":
