@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnlab.bench import BENCHMARKS, D2L_PYTHON, QUICK, Bench, Budget, format_table, run_benchmarks
 from cnnlab.cli import main
@@ -116,7 +117,7 @@ def test_quick_bench_writes_every_figure(data_dir, tmp_path, capsys):
     for row in rows:
         if row["figure"].startswith(("P1:", "issue 5:", "lenet book: seed cell on d2l")):
             assert row["value"] is None and row["detail"]["note"].startswith("not measured: no d2l 1.0.3")
-        if row["unit"] == "accuracy":
+        if row["unit"] == "accuracy" and not row["figure"].startswith("P4"):  # P4's is None without CUDA
             assert 0 <= row["value"] <= 1
         if row["unit"] == "MiB":
             assert row["value"] > 50
@@ -125,6 +126,23 @@ def test_quick_bench_writes_every_figure(data_dir, tmp_path, capsys):
     assert trained["cpu_count"] >= 1 and trained["versions"]["torch"]
     table = capsys.readouterr().out
     assert "| P1: cnnlab train vs d2l 1.0.3 Trainer, LeNet book recipe | — | x | not measured" in table
+    if not torch.cuda.is_available():  # the GPU rows ran their commands as a CPU smoke run and carry no figure
+        p3 = by_name["P3: resnet18 --recipe speedrun, seconds to 94.0% test accuracy"]
+        p4 = by_name["P4: resnet18 --recipe best, test accuracy"]
+        assert p3["command"].startswith("cnnlab train resnet18 --recipe speedrun --seed S --target-acc 0.94 ")
+        assert p4["command"].startswith("cnnlab train resnet18 --recipe best --seed S ")
+        for row in (p3, p4):
+            assert row["value"] is None and row["detail"]["note"].startswith("not measured: no CUDA device (a CPU")
+        assert len(p3["detail"]["time_to_target_s"]) == 1 and 0 <= p3["detail"]["test_acc"][0] <= 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would train for real")
+def test_gpu_rows_without_cuda_say_not_measured(bench):
+    bench.gpu()
+    assert [(r["figure"][:3], r["value"], r["detail"]["note"]) for r in bench.rows] == [
+        ("P3:", None, "not measured: no CUDA device on this machine"),
+        ("P4:", None, "not measured: no CUDA device on this machine")]
+    assert [r["detail"]["target"] for r in bench.rows] == ["<= 5 s (H100)", ">= 0.955"]
 
 
 @pytest.mark.slow

@@ -75,3 +75,46 @@ def test_compile_trains(tmp_path, data_dir):
     pytest.importorskip("torch._inductor")
     _, history = _fit(tmp_path, model="lenet-relu", compile=True, limit_train_batches=2)
     assert history[0]["train_loss"] > 0
+
+
+def test_speedrun_compiles_and_the_compiled_model_matches_eager(tmp_path, data_dir):
+    trainer, _ = _fit(tmp_path, recipe="speedrun", epochs=1, limit_train_batches=2, limit_val_batches=1)
+    assert trainer.config.compile and isinstance(trainer.step_model, torch._dynamo.eval_frame.OptimizedModule)
+    x, _ = trainer.val_loader.batch(0)
+    x = x.contiguous(memory_format=trainer.memory_format)
+    trainer.model.eval()
+    with torch.no_grad(), torch.autocast(**trainer.autocast):
+        compiled, eager = trainer.step_model(x).float(), trainer.model(x).float()
+    torch.testing.assert_close(compiled, eager, rtol=0.05, atol=0.05)  # bf16: both round to 8 bits of mantissa
+
+
+def test_target_accuracy_stops_the_run_and_records_when(tmp_path, data_dir):
+    trainer, history = _fit(tmp_path, epochs=3, target_acc=1e-6)  # any trained model gets one test image right
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert len(history) == 1 and result["epochs"] == 1 and result["target_epoch"] == 1
+    assert 0 < result["time_to_target_s"] <= result["wall_s"]
+    assert result["target_acc"] == 1e-6
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["target_reached"]["epoch"] == 1
+
+
+def test_an_unreached_target_trains_every_epoch_and_says_so(tmp_path, data_dir):
+    _, history = _fit(tmp_path, epochs=2, target_acc=1.0)
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert len(history) == 2 and result["time_to_target_s"] is None and result["target_epoch"] is None
+
+
+def test_resuming_a_run_that_reached_its_target_trains_no_further(tmp_path, data_dir):
+    from cnnlab.train import resume
+
+    _fit(tmp_path, epochs=3, target_acc=1e-6)
+    history = resume(tmp_path / "run", quiet=True, report=False)
+    assert len(history) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.01, float("nan"), True, "0.9"])
+def test_target_accuracy_must_be_an_accuracy(bad):
+    from cnnlab.errors import CnnlabError
+
+    with pytest.raises(CnnlabError, match="target-acc must be an accuracy in \\(0, 1\\]"):
+        make_config("lenet", target_acc=bad)

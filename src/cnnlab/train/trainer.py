@@ -9,16 +9,13 @@ point continues bit for bit from its last checkpoint (see docs/reliability.md).
 from __future__ import annotations
 
 import math
-import random
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,34 +40,11 @@ from cnnlab.train.distributed import (
 )
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.schedule import build_optimizer, build_scheduler
+from cnnlab.train.state import install_stop_handlers, restore_handlers, rng_state, seed_all, set_rng_state
 
 
 class NonFiniteLoss(CnnlabError):
     """The training loss became NaN or infinite."""
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -150,6 +124,7 @@ class Trainer:
 
         # Counters and history; a resume overwrites them.
         self.epoch, self.step, self.history, self.best_val_acc = 0, 0, [], -1.0
+        self.target_reached: dict[str, float] | None = None  # {"epoch", "seconds"} once val_acc >= target_acc
         self.epoch_metrics = EpochMetrics(self.device)
         self.elapsed = 0.0  # wall seconds of fitting before this process (a resumed run carries them over)
         self._stop_signal: int | None = None
@@ -172,9 +147,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- setup
     def _seed_everything(self) -> None:
         seed = self.config.seed
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_all(seed)
         if self.config.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
@@ -192,11 +165,11 @@ class Trainer:
         """Train for ``config.epochs`` epochs (from where a resumed run left off); returns the epoch history."""
         cfg, start = self.config, time.perf_counter() - self.elapsed
         tb = self._tensorboard()
-        previous = self._install_signal_handlers()
+        previous = install_stop_handlers(self._on_signal)
         try:
             if self.dist.is_main:
                 rundir.write_json(self.run_dir / "config.json", self._config_record())
-            while self.epoch < cfg.epochs:
+            while self.epoch < cfg.epochs and self.target_reached is None:
                 t0 = time.perf_counter()
                 train = self.train_epoch()
                 val = self.evaluate()
@@ -209,8 +182,13 @@ class Trainer:
                 self.epoch_metrics = EpochMetrics(self.device)
                 self.elapsed = time.perf_counter() - start
                 is_best = val["acc"] > self.best_val_acc
+                if cfg.target_acc is not None and val["acc"] >= cfg.target_acc:  # global: every rank stops here
+                    self.target_reached = {"epoch": self.epoch, "seconds": self.elapsed}
                 self.best_val_acc = max(self.best_val_acc, val["acc"])
                 self._end_of_epoch(row, is_best, tb)
+                if self.target_reached is not None:
+                    self._log(f"test accuracy {val['acc']:.4f} reached the target {cfg.target_acc} after "
+                              f"{self.elapsed:.1f}s (epoch {self.epoch}): stopping")
             wall = time.perf_counter() - start
             return self._finish(wall, tb)
         except Interrupted as stop:
@@ -220,7 +198,7 @@ class Trainer:
                 print(str(stop), flush=True)
             raise
         finally:
-            self._restore_signal_handlers(previous)
+            restore_handlers(previous)
             if tb is not None:
                 tb.close()
             shutdown(self.dist)
@@ -351,7 +329,9 @@ class Trainer:
             "best_val_acc": self.best_val_acc, "images_per_s": images / wall if wall else None, "wall_s": wall,
             "world_size": self.dist.world_size, "global_batch_size": self.config.batch_size * self.dist.world_size,
             "device": str(self.device), "params": self.params, "input_size": self.input_size,
-            "seed": self.config.seed,
+            "seed": self.config.seed, "target_acc": self.config.target_acc,
+            "time_to_target_s": self.target_reached and self.target_reached["seconds"],
+            "target_epoch": self.target_reached and self.target_reached["epoch"],
         }
         if self.dist.is_main:
             rundir.write_json(self.run_dir / "result.json", result)
@@ -389,25 +369,13 @@ class Trainer:
                 "params": self.params, "world_size": self.dist.world_size,
                 "environment": rundir.environment(self.device)}
 
+    def _on_signal(self, signum: int) -> None:  # finish the current step, then checkpoint and stop (train_epoch)
+        self._stop_signal = signum
+
     def _resume_hint(self) -> str:
         name = signal.Signals(self._stop_signal).name
         return (f"{name}: stopped at epoch {self.epoch + 1}, step {self.step}; checkpoint written. "
                 f"Resume with: cnnlab train --resume {self.run_dir}")
-
-    # ---------------------------------------------------------------------------------------- signals
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def handler(signum, frame):  # finish the current step, then checkpoint and stop (see train_epoch)
-            self._stop_signal = signum
-
-        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    @staticmethod
-    def _restore_signal_handlers(previous) -> None:
-        for s, h in (previous or {}).items():
-            signal.signal(s, h)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -417,9 +385,10 @@ class Trainer:
             "model_name": cfg.model, "num_classes": 10, "in_channels": 1, "input_size": self.input_size,
             "normalize": self.normalize, "ops": cfg.ops, "config": asdict(cfg),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "loader": self.train_loader.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "loader": self.train_loader.state_dict(),
             "epoch_metrics": self.epoch_metrics.state_dict(), "epoch": self.epoch, "step": self.step,
             "history": self.history, "best_val_acc": self.best_val_acc, "elapsed": self.elapsed,
+            "target_reached": self.target_reached,
             "world_size": self.dist.world_size, "torch_threads": torch.get_num_threads(),
         }
         if self.ema is not None:
@@ -471,5 +440,6 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.history, self.best_val_acc = list(state["history"]), state["best_val_acc"]
         self.elapsed = state.get("elapsed", 0.0)
-        _set_rng_state(state["rng"])
+        self.target_reached = state.get("target_reached")
+        set_rng_state(state["rng"])
 
