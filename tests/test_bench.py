@@ -129,7 +129,8 @@ def test_quick_bench_writes_every_figure(data_dir, tmp_path, capsys):
     if not torch.cuda.is_available():  # the GPU rows ran their commands as a CPU smoke run and carry no figure
         p3 = by_name["P3: resnet18 --recipe speedrun, seconds to 94.0% test accuracy"]
         p4 = by_name["P4: resnet18 --recipe best, test accuracy"]
-        assert p3["command"].startswith("cnnlab train resnet18 --recipe speedrun --seed S --target-acc 0.94 ")
+        assert p3["command"].startswith("cnnlab train resnet18 --recipe speedrun --seed S --target-acc 0.94 "
+                                        "--epochs 1 ")
         assert p4["command"].startswith("cnnlab train resnet18 --recipe best --seed S ")
         for row in (p3, p4):
             assert row["value"] is None and row["detail"]["note"].startswith("not measured: no CUDA device (a CPU")

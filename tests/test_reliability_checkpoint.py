@@ -100,6 +100,22 @@ def test_killed_writer_leaves_the_previous_checkpoint_and_only_a_hidden_temp_fil
     assert load_checkpoint(path)["step"] == 1
     leftovers = _stray_files(tmp_path)
     assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.") and leftovers[0].endswith(".tmp")
+    (tmp_path / "notes.tmp").write_text("a user's file")  # not atomic_write's pattern: stays
+    (tmp_path / ".hidden").write_text("also stays")
+    assert [p.name for p in checkpoint.remove_stale_temporaries(tmp_path)] == leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "last.pt", "notes.tmp"]
+
+
+def test_resume_clears_the_temp_file_a_killed_writer_left(tmp_path, data_dir):
+    from cnnlab.train import resume
+
+    run = tmp_path / "run"
+    Trainer(make_config("lenet-relu", epochs=1, limit_train_batches=2, limit_val_batches=1, out=str(run)),
+            quiet=True, report=False).fit()
+    stale = run / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert len(resume(run, quiet=True, report=False)) == 1
+    assert not stale.exists() and (run / "last.pt").exists()
 
 
 def test_checkpoint_has_the_mode_of_a_plain_file(tmp_path):

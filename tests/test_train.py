@@ -164,3 +164,18 @@ def test_train_config_fields_all_become_flags():
     args = build_parser().parse_args(["train", "lenet", "--batch-size", "64", "--no-augment", "--lr", "0.5"])
     assert (args.batch_size, args.augment, args.lr, args.epochs) == (64, False, 0.5, None)
     assert {f for f in TrainConfig.__dataclass_fields__} - {"model", "recipe"} <= set(vars(args))
+
+
+def test_progress_loss_averages_only_this_intervals_steps(tmp_path, data_dir):
+    # After a resume the loss window holds zeros in the slots of steps before it; they must not count.
+    from cnnlab.train import make_config
+    from cnnlab.train.trainer import Trainer
+
+    cfg = make_config("lenet-relu", epochs=1, log_every=4, limit_train_batches=1, limit_val_batches=1,
+                      out=str(tmp_path / "run"))
+    trainer = Trainer(cfg, quiet=True, report=False)
+    trainer.step = 10  # as if resumed at step 9 and one... two steps (9, 10) were taken since
+    trainer._loss_window[9 % 4], trainer._loss_window[8 % 4] = 1.0, 3.0
+    assert trainer._interval_loss(2) == 2.0
+    trainer._loss_window.fill_(5.0)
+    assert trainer._interval_loss(4) == 5.0

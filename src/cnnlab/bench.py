@@ -217,8 +217,8 @@ class Bench:
         P3 runs one uncounted warm-up first, so that every counted run finds torch.compile's kernels in the inductor
         cache, as any run after a machine's first does; each counted time is the run's own fit wall time up to the
         evaluation that reached the target (``time_to_target_s``), compilation of its graphs included. Without a
-        CUDA device the rows say "not measured"; on the smoke budget the same commands then run on the CPU on a
-        few batches (without compiling), so that this path cannot rot, and their rows still carry no figure.
+        CUDA device the rows say "not measured"; on the smoke budget the same commands then run on the CPU for one
+        epoch of a few batches (without compiling), so that this path cannot rot, and their rows carry no figure.
         """
         b = self.budget
         probe = self.tmp / "cuda.json"
@@ -232,7 +232,7 @@ class Bench:
                 self.add(figure, None, "", "", note="not measured: no CUDA device on this machine", target=goal)
             return
         device = "cuda" if cuda else "cpu"
-        smoke = [] if cuda else [*self.limit_flags(True), "--batch-size", "8", "--no-compile"]
+        smoke = [] if cuda else ["--epochs", "1", *self.limit_flags(True), "--batch-size", "8", "--no-compile"]
         target = ["--target-acc", str(b.p3_target)]
         if cuda:
             self.train("p3-warmup", b.gpu_model, "speedrun", *target, "--epochs", "1", device=device)
@@ -242,7 +242,7 @@ class Bench:
               for s in b.p4_seeds]
         times = [r.result["time_to_target_s"] for r in p3]
         missed = [s for s, t in zip(b.p3_seeds, times, strict=True) if t is None]
-        note = "" if cuda else "not measured: no CUDA device (a CPU smoke run of the same commands, on 2 batches)"
+        note = "" if cuda else "not measured: no CUDA device (a CPU smoke run of the same commands, 1 epoch, 2 batches)"
         if cuda and missed:
             note = f"not reached by seed(s) {', '.join(map(str, missed))} within the recipe's epochs"
         self.add(p3_figure, statistics.fmean(times) if cuda and not missed else None, "s",

@@ -46,6 +46,18 @@ def atomic_write(path: str | Path, write) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` when its process died mid-write.
+
+    Only names of its own pattern (``.NAME.RANDOM.tmp``) go; call it only while no other process writes there
+    (a resumed run owns its folder). Returns what was removed.
+    """
+    stale = [p for p in Path(folder).glob(".*.*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (tensors and plain containers only) atomically to ``path``."""
     state = {"format": FORMAT, "version": VERSION, **state}

@@ -27,7 +27,7 @@ from cnnlab.errors import CheckpointError, CnnlabError, Interrupted
 from cnnlab.models import check_input_size, create_model, model_info
 from cnnlab.models.init import init_cnn
 from cnnlab.train import rundir
-from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.train.checkpoint import remove_stale_temporaries, save_checkpoint
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import (
     DistEnv,
@@ -143,6 +143,8 @@ class Trainer:
             raise refused or CnnlabError(message)
         if resume_state:
             self._load_state(resume_state)
+            if self.dist.is_main:  # a kill -9 during a checkpoint write leaves its temporary file behind
+                remove_stale_temporaries(self.run_dir)
 
     # ----------------------------------------------------------------------------------------------- setup
     def _seed_everything(self) -> None:
@@ -233,7 +235,7 @@ class Trainer:
             if self.step % cfg.log_every == 0 or stop:
                 self._check_finite(since)  # the one host sync of the interval
                 now = time.perf_counter()
-                bar.set_postfix(loss=f"{self._loss_window.mean().item():.3f}",
+                bar.set_postfix(loss=f"{self._interval_loss(since):.3f}",
                                 img_s=f"{since * x.shape[0] * self.dist.world_size / (now - t_log):,.0f}")
                 bar.update(since)
                 since, t_log = 0, now
@@ -285,6 +287,12 @@ class Trainer:
             return False
         self._stop_signal = reduce_int(self._stop_signal or 0, self.dist, self.device) or None
         return self._stop_signal is not None
+
+    def _interval_loss(self, since: int) -> float:
+        """Mean training loss of the last ``since`` steps. Not the whole window's: after a resume its other slots
+        hold zeros, not losses (a host sync: call it at a sync point)."""
+        steps = torch.arange(self.step - since, self.step, device=self.device) % self.config.log_every
+        return self._loss_window[steps].mean().item()
 
     def _check_finite(self, since: int) -> None:
         """Raise NonFiniteLoss naming the first bad step among the last ``since`` (the window's older entries
