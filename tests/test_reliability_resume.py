@@ -26,7 +26,7 @@ import torch
 
 from cnnlab.errors import Interrupted
 from cnnlab.train import make_config, resume
-from cnnlab.train import trainer as trainer_module
+from cnnlab.train import state as state_module
 from cnnlab.train.checkpoint import load_checkpoint
 from cnnlab.train.trainer import Trainer
 
@@ -198,14 +198,14 @@ def _interrupt(trainer: Trainer, where: str, at: int, monkeypatch) -> None:
 
         monkeypatch.setattr(trainer, "evaluate", interrupted_evaluate)
     elif where == "in checkpoint write":
-        save = trainer_module.save_checkpoint
+        save = state_module.save_checkpoint
 
         def interrupted_save(state, path):
             if state["epoch"] == at:  # the end-of-epoch checkpoint of epoch ``at``
                 _sigint()
             save(state, path)
 
-        monkeypatch.setattr(trainer_module, "save_checkpoint", interrupted_save)
+        monkeypatch.setattr(state_module, "save_checkpoint", interrupted_save)
 
 
 @pytest.mark.parametrize("where, at", [
@@ -253,14 +253,14 @@ def test_second_sigint_while_the_stop_checkpoint_is_written_is_ignored(tmp_path,
     out = tmp_path / "run"
     trainer = Trainer(_config(out), quiet=True, report=False)
     trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 2 else None)
-    save, writes = trainer_module.save_checkpoint, []
+    save, writes = state_module.save_checkpoint, []
 
     def impatient_save(state, path):  # the user presses Ctrl-C again while the checkpoint is being written
         writes.append(state["step"])
         _sigint()
         save(state, path)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", impatient_save)
+    monkeypatch.setattr(state_module, "save_checkpoint", impatient_save)
     with pytest.raises(Interrupted):
         trainer.fit()
     monkeypatch.undo()

@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 
 from cnnlab.data import MEAN, STD, DeviceLoader, Preprocess, load_fashion_mnist
 from cnnlab.device import resolve_device
-from cnnlab.errors import CheckpointError, CnnlabError, Interrupted
+from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.models import check_input_size, create_model, model_info
 from cnnlab.models.init import init_cnn
 from cnnlab.train import rundir
-from cnnlab.train.checkpoint import remove_stale_temporaries, save_checkpoint
+from cnnlab.train.checkpoint import remove_stale_temporaries
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import (
     DistEnv,
@@ -40,14 +40,14 @@ from cnnlab.train.distributed import (
 )
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.schedule import build_optimizer, build_scheduler
-from cnnlab.train.state import install_stop_handlers, restore_handlers, rng_state, seed_all, set_rng_state
+from cnnlab.train.state import ResumableState, install_stop_handlers, restore_handlers, seed_all
 
 
 class NonFiniteLoss(CnnlabError):
     """The training loss became NaN or infinite."""
 
 
-class Trainer:
+class Trainer(ResumableState):
     """Train one model on Fashion-MNIST as ``config`` says and keep everything in a run folder.
 
     Example:
@@ -384,70 +384,3 @@ class Trainer:
         name = signal.Signals(self._stop_signal).name
         return (f"{name}: stopped at epoch {self.epoch + 1}, step {self.step}; checkpoint written. "
                 f"Resume with: cnnlab train --resume {self.run_dir}")
-
-    # ------------------------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a bit-exact resume needs: tensors and plain containers only."""
-        cfg = self.config
-        state = {
-            "model_name": cfg.model, "num_classes": 10, "in_channels": 1, "input_size": self.input_size,
-            "normalize": self.normalize, "ops": cfg.ops, "config": asdict(cfg),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "loader": self.train_loader.state_dict(),
-            "epoch_metrics": self.epoch_metrics.state_dict(), "epoch": self.epoch, "step": self.step,
-            "history": self.history, "best_val_acc": self.best_val_acc, "elapsed": self.elapsed,
-            "target_reached": self.target_reached,
-            "world_size": self.dist.world_size, "torch_threads": torch.get_num_threads(),
-        }
-        if self.ema is not None:
-            state["ema"] = self.ema.module.state_dict()
-            state["ema_n"] = int(self.ema.n_averaged.item())
-        return state
-
-    def _checkpoint(self, name: str) -> None:
-        """Rank 0 writes RUN_DIR/``name``; every rank must call it, since the partial epoch sums it keeps are
-        summed over the ranks first (rank 0's own would lose the others' samples on a mid-epoch resume)."""
-        # The loss check cannot see an update that overflowed the weights while its own loss was finite; a
-        # checkpoint with inf/NaN weights would replace the last good one, so look at the weights themselves.
-        if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
-            self._blow_up("weights", self.step)  # identical on every rank under DDP: all raise together
-        summed = self.epoch_metrics.global_state_dict()
-        if self.dist.is_main:
-            save_checkpoint({**self.state_dict(), "epoch_metrics": summed}, self.run_dir / name)
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        saved = state.get("world_size", 1)
-        if saved != self.dist.world_size:  # the data shards, the global batch and the lr all depend on it
-            raise CnnlabError(f"this run was trained by {saved} process(es) and must resume with as many (torchrun "
-                              f"--nnodes x --nproc-per-node), got {self.dist.world_size}")
-        try:
-            self._restore(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # not a checkpoint this trainer wrote
-            if isinstance(e, CnnlabError):
-                raise
-            what = f"lacks the entry {e.args[0]!r}" if isinstance(e, KeyError) else " ".join(str(e).split())
-            raise CheckpointError(f"{self.run_dir / 'last.pt'} does not fit this run: {what[:200]}") from None
-        threads = state.get("torch_threads")
-        if self.config.deterministic and threads and threads != torch.get_num_threads():
-            # CPU kernels split their reductions by thread, so another thread count rounds differently and the
-            # resumed run drifts from the uninterrupted one; use the count the run started with.
-            self._log(f"note: using {threads} intra-op threads as the run did before (not "
-                      f"{torch.get_num_threads()}), so the deterministic resume is exact")
-            torch.set_num_threads(threads)
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and "ema" in state:
-            self.ema.module.load_state_dict(state["ema"])
-            self.ema.n_averaged.fill_(state["ema_n"])
-        self.train_loader.load_state_dict(state["loader"])
-        if self.dist.is_main:  # the saved sums are global: one rank carries them, compute() adds the others' new ones
-            self.epoch_metrics.load_state_dict(state["epoch_metrics"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        self.history, self.best_val_acc = list(state["history"]), state["best_val_acc"]
-        self.elapsed = state.get("elapsed", 0.0)
-        self.target_reached = state.get("target_reached")
-        set_rng_state(state["rng"])
-
