@@ -314,6 +314,74 @@ def test_trainer_limits_batches_and_works_without_validation():
     assert trainer.num_val_batches == 0 and trainer.val_batch_idx == 0
 
 
+class Images(d2l.DataModule):
+    """Random 1x8x8 images in 3 classes, through d2l's get_tensorloader."""
+
+    def __init__(self, batch_size=8):
+        super().__init__()
+        self.save_hyperparameters()
+        self.X, self.y = torch.rand(48, 1, 8, 8), torch.randint(0, 3, (48,))
+
+    def get_dataloader(self, train):
+        return self.get_tensorloader((self.X, self.y), train, slice(0, 32) if train else slice(32, None))
+
+
+class TinyConvNet(d2l.Classifier):
+    """Records, at every training step, whether its second conv weight (6 -> 4 channels) is channels-last."""
+
+    def __init__(self, lazy: bool, lr=0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        conv1 = nn.LazyConv2d(6, 3) if lazy else nn.Conv2d(1, 6, 3)
+        conv2 = nn.LazyConv2d(4, 3) if lazy else nn.Conv2d(6, 4, 3)
+        self.net = nn.Sequential(conv1, nn.ReLU(), conv2, nn.Flatten(), nn.LazyLinear(3))
+        self.layouts = []
+
+    def training_step(self, batch):
+        weight = self.net[2].weight
+        self.layouts.append(None if nn.parameter.is_lazy(weight) else
+                            weight.is_contiguous(memory_format=torch.channels_last))
+        return super().training_step(batch)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_trainer_holds_conv_weights_channels_last_while_fitting_and_hands_them_back(lazy):
+    torch.manual_seed(0)
+    model = TinyConvNet(lazy)
+    if not lazy:
+        model(torch.rand(1, 1, 8, 8))  # the LazyLinear head
+    d2l.Trainer(max_epochs=2).fit(model, Images())
+    # A lazy model has no shapes before its first step; it is converted right after it.
+    assert model.layouts == ([None] if lazy else [True]) + [True] * 7
+    assert all(p.is_contiguous() for p in model.parameters())  # as the user gave it (and as d2l leaves it)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_trainer_leaves_a_channels_last_model_and_a_dense_model_as_they_are():
+    model = TinyConvNet(lazy=False)
+    model(torch.rand(1, 1, 8, 8))
+    model.to(memory_format=torch.channels_last)
+    d2l.Trainer(max_epochs=1).fit(model, Images())
+    assert model.layouts == [True] * 4 and model.net[2].weight.is_contiguous(memory_format=torch.channels_last)
+    dense = Regression()
+    d2l.Trainer(max_epochs=1).fit(dense, Line())
+    assert all(p.is_contiguous() for p in dense.parameters())
+
+
+def test_trainer_hands_the_model_back_contiguous_when_fit_is_interrupted():
+    class Interrupting(TinyConvNet):
+        def training_step(self, batch):
+            if len(self.layouts) == 2:
+                raise KeyboardInterrupt
+            return super().training_step(batch)
+
+    model = Interrupting(lazy=False)
+    model(torch.rand(1, 1, 8, 8))
+    with pytest.raises(KeyboardInterrupt):
+        d2l.Trainer(max_epochs=1).fit(model, Images())
+    assert model.layouts == [True, True] and all(p.is_contiguous() for p in model.parameters())
+
+
 @pytest.mark.parametrize("kwargs", [{"limit_train_batches": 0}, {"limit_val_batches": 1.5},
                                     {"max_epochs": -1}, {"num_gpus": -1}, {"limit_train_batches": True}])
 def test_trainer_rejects_bad_arguments(kwargs):
