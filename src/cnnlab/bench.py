@@ -222,7 +222,7 @@ class Bench:
         """
         b = self.budget
         probe = self.tmp / "cuda.json"
-        self.run("cuda-probe", [sys.executable, "-c", "import json, sys, torch; json.dump(torch.cuda.is_available(),"
+        self.run("cuda-probe", [sys.executable, "-c", "import json, torch; json.dump(torch.cuda.is_available(),"
                                 f" open({str(probe)!r}, 'w'))"], result=None)
         cuda = json.loads(probe.read_text())
         p3_figure = f"P3: {b.gpu_model} --recipe speedrun, seconds to {b.p3_target:.1%} test accuracy"
