@@ -19,6 +19,7 @@ from torch.nn.parameter import is_lazy
 
 from cnnlab.d2l import devices
 from cnnlab.d2l.core import HyperParameters, Module
+from cnnlab.device import channels_last_pays
 from cnnlab.errors import CnnlabError
 
 __all__ = ["Trainer"]
@@ -107,7 +108,7 @@ class Trainer(HyperParameters):
         device other than CPU or CUDA, a 5-D weight (channels-last is 4-D only), weights already channels-last,
         or weights still lazy (then :meth:`fit_epoch` asks again once the first step has given them shapes)."""
         params = list(model.parameters())
-        if self.device.type not in ("cpu", "cuda") or any(is_lazy(p) for p in params):
+        if not channels_last_pays(self.device) or any(is_lazy(p) for p in params):
             return False
         if any(p.dim() == 5 for p in params):
             return False

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.data import MEAN, STD, DeviceLoader, Preprocess, load_fashion_mnist
-from cnnlab.device import resolve_device
+from cnnlab.device import channels_last_pays, resolve_device
 from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.models import check_input_size, create_model, model_info
 from cnnlab.models.init import init_cnn
@@ -97,12 +97,11 @@ class Trainer(ResumableState):
                 raise CnnlabError(f"--sync-bn needs CUDA devices and --ops torch (SyncBatchNorm has no CPU kernel, "
                                   f"cnnlab's BatchNorm no synced twin), got device {self.device.type}, --ops {cfg.ops}")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        # Channels-last lets oneDNN (CPU) and cuDNN (with AMP) pick their fastest conv kernels: measured 1.3-2.6x
-        # faster training for LeNet, DenseNet and GoogLeNet on 2 CPU cores, equal for ResNet-18 (docs/benchmarks.md).
-        # cnnlab's own ops are written for contiguous tensors.
+        # Channels-last by default where torch's conv kernels are fastest with it (channels_last_pays); cnnlab's
+        # own ops are written for contiguous tensors.
         channels_last = cfg.channels_last
         if channels_last is None:
-            channels_last = cfg.ops == "torch" and self.device.type in ("cpu", "cuda")
+            channels_last = cfg.ops == "torch" and channels_last_pays(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
         self.step_model: nn.Module = self.model
@@ -235,8 +234,9 @@ class Trainer(ResumableState):
             if self.step % cfg.log_every == 0 or stop:
                 self._check_finite(since)  # the one host sync of the interval
                 now = time.perf_counter()
-                bar.set_postfix(loss=f"{self._interval_loss(since):.3f}",
-                                img_s=f"{since * x.shape[0] * self.dist.world_size / (now - t_log):,.0f}")
+                if not bar.disable:  # reading the loss is a second sync: only when someone watches the bar
+                    bar.set_postfix(loss=f"{self._interval_loss(since):.3f}",
+                                    img_s=f"{since * x.shape[0] * self.dist.world_size / (now - t_log):,.0f}")
                 bar.update(since)
                 since, t_log = 0, now
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
