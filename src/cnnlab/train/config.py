@@ -32,6 +32,8 @@ class TrainConfig:
     """Everything that decides a training run. ``None`` means "the model's or recipe's default"."""
 
     model: str = _f("lenet", "registered model name (see `cnnlab models`)")
+    dataset: str = _f("fashion-mnist", "dataset name (see `cnnlab datasets`) or folder:PATH for your own images "
+                                       "(PATH/<class>/*, or PATH/train/<class> and PATH/test/<class>)")
     recipe: str = _f("book", "named set of defaults: book (the book exactly), fast, speedrun (GPU), best")
     epochs: int = _f(10, "passes over the training set")
     batch_size: int = _f(128, "samples per step, per process (the global batch is batch_size x world_size)")
@@ -41,9 +43,18 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "L2 (SGD) or decoupled (AdamW) weight decay")
     schedule: str = _f("constant", "constant | cosine | onecycle")
     warmup: float = _f(0.0, "linear warm-up length in epochs (cosine schedule)")
+    step_size: int | None = _f(None, "step schedule: epochs between learning-rate decays")
+    gamma: float = _f(0.1, "step/multistep schedules: the factor of each learning-rate decay")
+    milestones: str | None = _f(None, "multistep schedule: comma-separated epochs at which the lr decays, e.g. 30,60")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
     resize: int | None = _f(None, "input side in pixels (default: the model's input size)")
+    image_size: int | None = _f(None, "folder datasets: the side the images are decoded to once (then cached)")
+    channels: int | None = _f(None, "folder datasets: 1 (grey) or 3 (RGB); default: as the images are")
+    skip_bad_images: bool = _f(False, "folder datasets: skip unreadable image files (counted) instead of refusing")
+    val_split: float | None = _f(None, "hold out this fraction (< 1) or number (>= 1) of training images, "
+                                       "stratified and seeded, for validation; default: validate on the test set "
+                                       "as the book does")
     normalize: bool = _f(False, "normalise inputs with the training set's mean and std")
     augment: bool = _f(False, "random crop (padding 2) and horizontal flip on the device")
     ema: float = _f(0.0, "decay of an exponential moving average of the weights used for evaluation (0: off)")
@@ -51,8 +62,13 @@ class TrainConfig:
     amp: bool = _f(False, "bf16 autocast (CUDA and CPU)")
     channels_last: bool | None = _f(None, "channels-last memory format (default: on for torch ops on CPU/CUDA)")
     compile: bool = _f(False, "torch.compile the model")
-    target_acc: float | None = _f(None, "stop once the test accuracy reaches this; result.json records when "
-                                        "(time-to-accuracy runs)")
+    target_acc: float | None = _f(None, "stop once the validation accuracy (the test accuracy without "
+                                        "--val-split) reaches this; result.json records when (time-to-accuracy)")
+    early_stop: int = _f(0, "stop when the validation accuracy has not improved for this many epochs (0: off)")
+    accumulate: int = _f(1, "batches whose gradients are summed before each optimizer step")
+    init_from: str | None = _f(None, "start from the weights of another run's checkpoint (a new classifier head "
+                                     "when the classes differ: fine-tuning, d2l 14.2)")
+    freeze: bool = _f(False, "with --init-from: train only the classifier's last layer")
     init: str = _f("xavier", "xavier (the book's init_cnn) | default (torch's)")
     ops: str = _f("torch", "torch | scratch: build the model on cnnlab's own ops")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun")
@@ -63,7 +79,8 @@ class TrainConfig:
     limit_val_batches: int | None = _f(None, "validate on at most this many batches")
     checkpoint_every: int = _f(0, "also write last.pt every N steps (0: only at the end of each epoch)")
     log_every: int = _f(50, "steps between host syncs for the progress bar")
-    data_dir: str | None = _f(None, "Fashion-MNIST folder (default: $CNNLAB_DATA, then ~/.cache/cnnlab/fashion-mnist)")
+    data_dir: str | None = _f(None, "the dataset's folder (default for fashion-mnist: $CNNLAB_DATA, then "
+                                    "~/.cache/cnnlab/fashion-mnist; other datasets: ~/.cache/cnnlab/<name>)")
     out: str | None = _f(None, "run folder (default: runs/<time>-<model>)")
 
     def validate(self) -> TrainConfig:
@@ -71,16 +88,28 @@ class TrainConfig:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise CnnlabError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        positive = ["epochs", "batch_size", "log_every"] + [
-            n for n in ("limit_train_batches", "limit_val_batches", "resize") if getattr(self, n) is not None
+        positive = ["epochs", "batch_size", "log_every", "accumulate"] + [
+            n for n in ("limit_train_batches", "limit_val_batches", "resize", "image_size")
+            if getattr(self, n) is not None
         ]
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise CnnlabError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
-                or self.checkpoint_every < 0:
-            raise CnnlabError(f"checkpoint-every must be an integer >= 0, got {self.checkpoint_every!r}")
+        for name in ("checkpoint_every", "early_stop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CnnlabError(f"{name.replace('_', '-')} must be an integer >= 0, got {value!r}")
+        if self.channels not in (None, 1, 3):
+            raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
+        if self.val_split is not None:
+            v = self.val_split
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf \
+                    or (v >= 1 and v != int(v)):
+                raise CnnlabError(f"val-split must be a fraction in (0, 1) or a whole number of images >= 1, "
+                                  f"got {v!r}")
+        if self.freeze and not self.init_from:
+            raise CnnlabError("--freeze needs --init-from CHECKPOINT (there is nothing to freeze in a fresh model)")
         # isfinite too: an inf weight decay or warm-up (`--weight-decay inf` parses as a float) trains on NaN
         nonneg = ["momentum", "weight_decay", "warmup", "label_smoothing", "grad_clip", "ema"]
         for name in nonneg:
