@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
+import re
+
 import torch
 
 from cnnlab.errors import CnnlabError
@@ -18,6 +22,20 @@ def channels_last_pays(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
+# What --device takes: a name, or a CUDA device by index as torch spells it (torch.device("cuda:1")).
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device_name(name: object) -> str:
+    """Return ``name`` if it is ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``; else raise a one-line CnnlabError.
+
+    Only the spelling is checked: whether the device exists is :func:`resolve_device`'s question.
+    """
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
+        raise CnnlabError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
+    return name
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then MPS, then the CPU; an explicit device that is absent is an error.
 
@@ -25,20 +43,50 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """
     if isinstance(name, torch.device):
         return name
+    check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise CnnlabError("device cuda was asked for but torch sees no CUDA device (use --device cpu or auto)")
         if name == "cuda":
-            import os
-
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device(name)
+        device, count = torch.device(name), torch.cuda.device_count()
+        if device.index >= count:
+            raise CnnlabError(f"device {name} was asked for but torch sees {count} CUDA device(s): cuda:0 to "
+                              f"cuda:{count - 1}")
+        return device
     if name == "mps":
         if not mps_available():
             raise CnnlabError("device mps was asked for but MPS is not available here (use --device cpu or auto)")
         return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise CnnlabError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
+    return torch.device("cpu")
+
+
+def oversubscription_hint() -> str | None:
+    """One line of advice when torch's CPU threads outnumber the cores other processes leave free, else ``None``.
+
+    torch's OpenMP threads spin while they wait for each other, so on a CPU that other processes keep busy a
+    multi-threaded step can run many times slower than a single-threaded one (README, "one thread on a shared
+    CPU"; docs/benchmarks.md). The test is cheap: the 1-minute load average (``os.getloadavg``) against
+    ``os.cpu_count()`` and ``torch.get_num_threads()``. It never changes the thread count; the caller prints the
+    line. ``None`` where the load average is unknown (Windows) or a single thread is in use.
+
+    Example:
+        >>> hint = oversubscription_hint()  # e.g. on a busy 2-core machine with torch's default 2 threads:
+        >>> print(hint)  # doctest: +SKIP
+        the CPU is busy (load 1.9 on 2 cores) and torch runs 2 threads: set OMP_NUM_THREADS=1 ...
+    """
+    threads = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return None
+    # Cores the rest of the machine leaves idle; at least one, which this process can always use.
+    free = max(1, math.floor(cores - load + 0.5))
+    if threads <= free:
+        return None
+    return (f"the CPU is busy (load {load:.1f} on {cores} cores) and torch runs {threads} threads: spinning OpenMP "
+            f"threads slow each other down, so set OMP_NUM_THREADS={free} (or torch.set_num_threads({free})) "
+            "for a faster run")

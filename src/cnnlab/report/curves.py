@@ -7,19 +7,30 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+# Up to this many epochs every point gets a marker: a line needs two points, so a one-epoch run would otherwise
+# draw nothing at all, and a short run reads better with its measured epochs marked.
+MARKED_EPOCHS = 20
+
 
 def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
-    """Train loss, val loss and val accuracy against epoch (one row per epoch, as in metrics.csv)."""
+    """Train loss, val loss and val accuracy against epoch (one row per epoch, as in metrics.csv).
+
+    The x axis shows whole epochs from half an epoch before the first to half an epoch after the last, so a
+    single-epoch run is one marked point in the middle of the chart rather than an empty box.
+    """
     fig = Figure(figsize=(6.4, 3.6))
     ax = fig.add_subplot()
     epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["train_loss"] for r in rows], "-", label="train_loss")
-    ax.plot(epochs, [r["val_loss"] for r in rows], "--", label="val_loss")
-    ax.plot(epochs, [r["val_acc"] for r in rows], "-.", label="val_acc")
+    marker = "o" if len(rows) <= MARKED_EPOCHS else None
+    ax.plot(epochs, [r["train_loss"] for r in rows], "-", marker=marker, label="train_loss")
+    ax.plot(epochs, [r["val_loss"] for r in rows], "--", marker=marker, label="val_loss")
+    ax.plot(epochs, [r["val_acc"] for r in rows], "-.", marker=marker, label="val_acc")
     if rows and "train_acc" in rows[0]:
-        ax.plot(epochs, [r["train_acc"] for r in rows], ":", label="train_acc")
+        ax.plot(epochs, [r["train_acc"] for r in rows], ":", marker=marker, label="train_acc")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
     ax.legend()
     if title:

@@ -15,9 +15,8 @@ from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "recipe": ("book", "fast", "speedrun", "best"),
-    "optimizer": ("sgd", "nesterov", "adamw"),
-    "schedule": ("constant", "cosine", "onecycle"),
-    "device": ("auto", "cpu", "cuda", "mps"),
+    "optimizer": ("sgd", "nesterov", "adamw", "adam", "rmsprop"),
+    "schedule": ("constant", "cosine", "onecycle", "step", "multistep"),
     "init": ("xavier", "default"),
     "ops": ("torch", "scratch"),
 }
@@ -108,6 +107,11 @@ class TrainConfig:
                     or (v >= 1 and v != int(v)):
                 raise CnnlabError(f"val-split must be a fraction in (0, 1) or a whole number of images >= 1, "
                                   f"got {v!r}")
+        from cnnlab.device import check_device_name
+        from cnnlab.train.schedule import check_schedule
+
+        check_device_name(self.device)  # auto, cpu, mps, cuda or cuda:N (a pattern, not a list of choices)
+        check_schedule(self)
         if self.freeze and not self.init_from:
             raise CnnlabError("--freeze needs --init-from CHECKPOINT (there is nothing to freeze in a fresh model)")
         # isfinite too: an inf weight decay or warm-up (`--weight-decay inf` parses as a float) trains on NaN

@@ -7,28 +7,72 @@ import math
 import torch
 from torch import nn
 
+from cnnlab.errors import CnnlabError
 from cnnlab.train.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (the book's), Nesterov SGD or AdamW at ``cfg.lr``.
+    """SGD (the book's), Nesterov SGD, AdamW, Adam or RMSprop at ``cfg.lr``.
 
     Weight decay applies to weights of rank >= 2 only: decaying biases and batch-norm scales only hurts
     (Goyal et al. 2017, "Accurate, Large Minibatch SGD", sec. 5.1). The book uses none, so its recipe is unchanged.
+    Adam and RMSprop add it to the gradient (L2, as torch does); AdamW decouples it (Loshchilov & Hutter 2019).
+    ``cfg.momentum`` is SGD's momentum and RMSprop's (d2l 12.8 describes RMSprop without it); Adam keeps its
+    default betas (0.9, 0.999).
     """
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov")
 
 
-class LRFactor:
-    """The schedule as a picklable callable of the step (LambdaLR then keeps its state in state_dict)."""
+def parse_milestones(text: str | None) -> tuple[int, ...]:
+    """``"30,60"`` -> ``(30, 60)``: strictly increasing positive epochs; raises a one-line CnnlabError otherwise."""
+    try:
+        values = tuple(int(v) for v in (text or "").split(","))
+    except ValueError:
+        raise CnnlabError(f"milestones must be comma-separated epochs such as 30,60; got {text!r}") from None
+    if not values or min(values) < 1 or list(values) != sorted(set(values)):
+        raise CnnlabError(f"milestones must be strictly increasing positive epochs such as 30,60; got {text!r}")
+    return values
 
-    def __init__(self, schedule: str, total_steps: int, warmup_steps: int):
+
+def check_schedule(cfg: TrainConfig) -> None:
+    """The step-decay fields a schedule needs, in range (called by :meth:`TrainConfig.validate`)."""
+    gamma = cfg.gamma
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+        raise CnnlabError(f"gamma must be a decay factor in (0, 1], got {gamma!r}")
+    step_size = cfg.step_size
+    if cfg.schedule == "step" and step_size is None:
+        raise CnnlabError("schedule step needs --step-size EPOCHS (epochs between decays), got none")
+    if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1):
+        raise CnnlabError(f"step-size must be a positive number of epochs, got {step_size!r}")
+    milestones = cfg.milestones
+    if cfg.schedule == "multistep" and not milestones:
+        raise CnnlabError("schedule multistep needs --milestones EPOCHS such as 30,60, got none")
+    if milestones:
+        parse_milestones(milestones)
+
+
+class LRFactor:
+    """The schedule as a picklable callable of the step (LambdaLR then keeps its state in state_dict).
+
+    ``step`` and ``multistep`` decay by ``gamma`` at epoch boundaries, as torch's StepLR and MultiStepLR do when
+    stepped once per epoch (the ResNet paper's "divided by 10" schedule, He et al. 2016, sec. 3.4): every
+    ``step_size`` epochs, or at each epoch in ``milestones``.
+    """
+
+    def __init__(self, schedule: str, total_steps: int, warmup_steps: int, *, steps_per_epoch: int = 1,
+                 step_size: int | None = None, gamma: float = 0.1, milestones: tuple[int, ...] = ()):
         self.schedule, self.total, self.warmup = schedule, max(1, total_steps), warmup_steps
+        self.steps_per_epoch, self.step_size, self.gamma = max(1, steps_per_epoch), step_size, gamma
+        self.milestones = tuple(milestones)
 
     def __call__(self, step: int) -> float:
         if self.schedule == "onecycle":
@@ -43,11 +87,18 @@ class LRFactor:
         if self.schedule == "cosine":
             t = (step - self.warmup) / max(1, self.total - self.warmup)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        epoch = step // self.steps_per_epoch  # epochs completed before this step
+        if self.schedule == "step":
+            return self.gamma ** (epoch // self.step_size)
+        if self.schedule == "multistep":
+            return self.gamma ** sum(epoch >= m for m in self.milestones)
         return 1.0
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
     """A per-step LambdaLR for ``cfg.schedule`` over ``cfg.epochs`` epochs."""
     total = cfg.epochs * steps_per_epoch
-    factor = LRFactor(cfg.schedule, total, round(cfg.warmup * steps_per_epoch))
+    factor = LRFactor(cfg.schedule, total, round(cfg.warmup * steps_per_epoch), steps_per_epoch=steps_per_epoch,
+                      step_size=cfg.step_size, gamma=cfg.gamma,
+                      milestones=parse_milestones(cfg.milestones) if cfg.milestones else ())
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
