@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,8 +55,17 @@ def list_models(pattern: str = "*") -> list[str]:
 def model_info(name: str) -> ModelInfo:
     """The registry entry for ``name``; unknown names raise a CnnlabError listing the known ones."""
     if name not in _MODELS:
-        raise CnnlabError(f"unknown model {name!r}; expected one of: {', '.join(_MODELS)}")
+        raise CnnlabError(f"unknown model {name!r}; expected one of: {', '.join(_MODELS)}{_did_you_mean(name)}")
     return _MODELS[name]
+
+
+def _did_you_mean(name: object) -> str:
+    """``"; did you mean 'resnet18'?"`` for the closest registered name, ignoring case (difflib), or ``""``."""
+    if not isinstance(name, str):
+        return ""
+    lower = {known.lower(): known for known in _MODELS}
+    close = difflib.get_close_matches(name.lower(), lower, n=1, cutoff=0.6)
+    return f"; did you mean {lower[close[0]]!r}?" if close else ""
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, ops: str = "torch", **cfg) -> nn.Module:

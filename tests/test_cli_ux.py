@@ -1,0 +1,130 @@
+"""What a user trips over: --version, model-name suggestions, cuda:N, the one-epoch chart, busy-CPU advice."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import cnnlab
+from cnnlab import cli
+from cnnlab.device import check_device_name, oversubscription_hint, resolve_device
+from cnnlab.errors import CnnlabError
+from cnnlab.models import model_info
+from cnnlab.report.curves import curves_figure
+from cnnlab.train import make_config
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"cnnlab {cnnlab.__version__}"
+
+
+@pytest.mark.parametrize("given, suggested", [
+    ("ResNet18", "resnet18"), ("LENET", "lenet"), ("googlenet2", "googlenet"), ("lenet_relu", "lenet-relu"),
+])
+def test_unknown_model_suggests_the_closest_name(given, suggested):
+    with pytest.raises(CnnlabError, match=f"unknown model '{given}'; expected one of: .*; did you mean "
+                                          f"'{suggested}'\\?$"):
+        model_info(given)
+
+
+def test_no_suggestion_when_nothing_is_close():
+    with pytest.raises(CnnlabError) as e:
+        model_info("transformer")
+    assert "did you mean" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu", "mps", "cuda", "cuda:0", "cuda:12"])
+def test_device_names_accepted_by_train(name):
+    assert make_config("lenet", device=name).device == name
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:", "cuda:-1", "cuda:one", "CPU", "cuda:0 ", 0])
+def test_bad_device_names(name):
+    with pytest.raises(CnnlabError, match="device must be auto, cpu, cuda, cuda:N or mps"):
+        check_device_name(name)
+    with pytest.raises(CnnlabError, match="device must be"):
+        resolve_device(name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_train_on_cuda_n_without_cuda_says_so(capsys):
+    assert cli.main(["train", "lenet", "--device", "cuda:1", "--epochs", "1"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_index_beyond_the_devices():
+    n = torch.cuda.device_count()
+    assert resolve_device(f"cuda:{n - 1}") == torch.device("cuda", n - 1)
+    with pytest.raises(CnnlabError, match=f"torch sees {n} CUDA device"):
+        resolve_device(f"cuda:{n}")
+
+
+def _rows(n: int) -> list[dict[str, float]]:
+    return [{"epoch": float(e), "train_loss": 1 / e, "val_loss": 1.1 / e, "val_acc": 0.5 + e / 100,
+             "train_acc": 0.4 + e / 100} for e in range(1, n + 1)]
+
+
+def _visible_ticks(ax) -> list[float]:
+    lo, hi = ax.get_xlim()
+    return [t for t in ax.get_xticks() if lo <= t <= hi]
+
+
+def test_a_one_epoch_chart_shows_its_point_at_a_whole_epoch():
+    ax = curves_figure(_rows(1)).axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo <= 0.5 and hi >= 1.5  # the point sits well inside the box, not at the edge of a 0.1-wide axis
+    assert _visible_ticks(ax) == [1.0]
+    assert ax.lines and all(line.get_marker() not in (None, "", "None") for line in ax.lines)  # a visible point
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_longer_charts_have_integer_epoch_ticks_over_the_whole_run(n):
+    ax = curves_figure(_rows(n)).axes[0]
+    ticks = _visible_ticks(ax)
+    assert all(t == int(t) for t in ticks) and min(ticks) <= 1 + n // 5 and max(ticks) >= n - n // 5
+    assert ax.get_xlim()[1] >= n and ax.get_xlim()[0] <= 1
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Set the load average, core count and torch thread count the hint sees."""
+    def set_machine(load, cores, threads):
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+
+    return set_machine
+
+
+def test_busy_cpu_with_several_threads_gets_one_line_of_advice(machine):
+    machine(load=1.9, cores=2, threads=2)
+    hint = oversubscription_hint()
+    assert hint and "\n" not in hint and "OMP_NUM_THREADS=1" in hint and "load 1.9 on 2 cores" in hint
+    machine(load=5.0, cores=8, threads=8)
+    assert "OMP_NUM_THREADS=3" in oversubscription_hint()
+
+
+@pytest.mark.parametrize("load, cores, threads", [(0.1, 2, 2), (1.9, 2, 1), (3.0, 16, 8), (0.0, 1, 1)])
+def test_idle_cpu_or_one_thread_gets_no_advice(machine, load, cores, threads):
+    machine(load, cores, threads)
+    assert oversubscription_hint() is None
+
+
+def test_hint_never_changes_the_thread_count(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    before = torch.get_num_threads()
+    oversubscription_hint()
+    assert torch.get_num_threads() == before
+
+
+def test_no_load_average_no_advice(monkeypatch):
+    def unavailable():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", unavailable)
+    assert oversubscription_hint() is None
