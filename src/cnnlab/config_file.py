@@ -1,0 +1,77 @@
+"""Training settings from a file: ``cnnlab train --config FILE.toml`` (or ``.json``), flags overriding it.
+
+The keys are TrainConfig's field names (``batch_size``; the flag spelling ``batch-size`` works too), so a file is
+the flags written down::
+
+    model = "resnet18"
+    recipe = "fast"
+    epochs = 20
+    schedule = "multistep"
+    milestones = "10,15"
+
+A run folder's ``config.json`` (whose settings sit under ``"config"``) can be passed back to train the same run
+again; its ``out`` is dropped, so the new run gets a folder of its own unless ``--out`` names one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tomllib joined the standard library in 3.11; tomli is the same parser
+    import tomli as tomllib
+
+SUFFIXES = (".toml", ".json")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The TrainConfig settings in a TOML or JSON file, keyed by field name (``None`` values left out).
+
+    Args:
+        path: a ``.toml`` or ``.json`` file with TrainConfig field names as keys, or a run's ``config.json``.
+
+    Returns:
+        ``{field: value}``, ready as keyword arguments for :func:`cnnlab.train.train` (``model`` and ``recipe``
+        included when the file has them).
+
+    Raises:
+        CnnlabError: the file is missing, of another kind, does not parse, is not a table of settings, or has keys
+            that are not TrainConfig fields (all of them named in the one line).
+
+    Example:
+        >>> from cnnlab.train import train
+        >>> train(**read_config_file("resnet.toml"))  # doctest: +SKIP
+    """
+    from cnnlab.train.config import TrainConfig
+
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise CnnlabError(f"config file {path} must end in .toml or .json, got {path.suffix or 'no suffix'!r}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CnnlabError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise CnnlabError(f"config file {path} does not parse: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise CnnlabError(f"config file {path} must hold a table of settings, got a {type(data).__name__}")
+    from_run = isinstance(data.get("config"), dict)
+    if from_run:  # a run folder's config.json: {"config": {...}, "environment": ..., ...}
+        data = dict(data["config"])
+        data.pop("out", None)  # the earlier run's folder: a new run writes elsewhere unless --out says so
+    values = {key.replace("-", "_"): value for key, value in data.items()}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(key for key in values if key not in fields)
+    if unknown:
+        raise CnnlabError(f"config file {path} has unknown key(s) {', '.join(unknown)}; expected TrainConfig fields "
+                          "(the flags of `cnnlab train --help`, e.g. batch_size)")
+    return {key: value for key, value in values.items() if value is not None}
