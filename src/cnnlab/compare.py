@@ -1,0 +1,262 @@
+"""`cnnlab compare`: one table of several run folders' figures and one plot overlaying their curves.
+
+A run folder is read, never written: ``config.json`` (what was asked), ``metrics.csv`` (one row per epoch) and,
+once the run has ended, ``result.json``. A run still training has no result.json; its row says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from cnnlab.errors import CnnlabError
+
+FORMATS = ("md", "csv", "json")
+
+# Config keys that name a run rather than decide its figures (or that have a column of their own).
+_NOT_COMPARED = {"out", "data_dir", "model", "recipe", "dataset"}
+
+# The table's columns before and after the config keys that differ between the runs.
+_LEADING = ("run", "model", "dataset", "recipe")
+_TRAILING = ("params", "macs", "epochs", "best_val_acc", "final_val_acc", "test_acc", "wall_s", "images_per_s",
+             "status")
+
+
+@dataclass
+class Run:
+    """What one run folder holds, as read from its files.
+
+    Attributes:
+        path: the run folder.
+        config: the TrainConfig fields from config.json.
+        record: the rest of config.json (input_size, params, environment, dataset, ...).
+        metrics: the rows of metrics.csv, one per finished epoch.
+        result: result.json, or None while the run has not ended.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    record: dict[str, Any]
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``failed`` or ``stopped`` as result.json says; ``incomplete`` without a result.json."""
+        if self.result is None:
+            return "incomplete"
+        return str(self.result.get("status", "finished"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CnnlabError(f"{path} is not a readable JSON file ({' '.join(str(e).split())})") from None
+    if not isinstance(value, dict):
+        raise CnnlabError(f"{path} should hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run folder; a folder without config.json raises a CnnlabError."""
+    from cnnlab.io import read_metrics_csv
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CnnlabError(f"{path} is not a run folder: expected a config.json in it")
+    record = _read_json(path / "config.json")
+    config = record.pop("config", None)
+    if not isinstance(config, dict):
+        raise CnnlabError(f"{path / 'config.json'} has no \"config\" object: not a cnnlab run folder")
+    metrics = []
+    if (path / "metrics.csv").is_file():
+        try:
+            metrics = read_metrics_csv(path / "metrics.csv")
+        except (OSError, ValueError) as e:
+            raise CnnlabError(f"{path / 'metrics.csv'} is not a readable metrics table ({e})") from None
+    result = _read_json(path / "result.json") if (path / "result.json").is_file() else None
+    return Run(path, config, record, metrics, result)
+
+
+def find_runs(patterns: Sequence[str]) -> list[Path]:
+    """Run folders named by ``patterns``: folders, shell globs, or a folder of run folders (a study or sweep).
+
+    Raises:
+        CnnlabError: a pattern that names no run folder (nothing is silently left out of a comparison).
+    """
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        runs = []
+        for match in map(Path, matches):
+            if (match / "config.json").is_file():
+                runs.append(match)
+            elif match.is_dir():  # a study or sweep folder: the run folders anywhere below it
+                runs.extend(sorted(p.parent for p in match.rglob("config.json")))
+        if not runs:
+            raise CnnlabError(f"{pattern!r} names no run folder: expected a folder with a config.json, a glob of "
+                              f"such folders, or a folder holding them")
+        found.extend(r for r in runs if r not in found)
+    return found
+
+
+def _labels(runs: Sequence[Run]) -> list[str]:
+    """Short unique names: the folder's name, or more of its path where two runs share a name."""
+    for depth in range(1, max((len(r.path.parts) for r in runs), default=1) + 1):
+        labels = ["/".join(r.path.parts[-depth:]) for r in runs]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(r.path) for r in runs]
+
+
+def differing_keys(runs: Sequence[Run]) -> list[str]:
+    """Config keys whose values are not the same in every run (in TrainConfig's field order)."""
+    keys: list[str] = []
+    for run in runs:
+        keys.extend(k for k in run.config if k not in keys and k not in _NOT_COMPARED)
+    missing = object()
+    return [k for k in keys if len({json.dumps(r.config.get(k, missing), default=str) for r in runs}) > 1]
+
+
+def model_macs(model: str, input_size: int, in_channels: int = 1, num_classes: int = 10) -> int | None:
+    """Multiply-accumulates of one image's forward pass (counted on the meta device), None for an unknown model."""
+    import torch
+
+    from cnnlab.models import create_model
+    from cnnlab.models.summary import layer_summary
+
+    try:
+        with torch.device("meta"):
+            net = create_model(model, num_classes=num_classes, in_channels=in_channels)
+        return sum(r.macs for r in layer_summary(net, (1, in_channels, input_size, input_size)))
+    except (CnnlabError, RuntimeError, TypeError):  # a model this cnnlab does not register, or another version's
+        return None
+
+
+def _dataset(run: Run) -> dict[str, Any]:
+    info = run.record.get("dataset")
+    return info if isinstance(info, dict) else {}
+
+
+def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
+    """One row of the comparison: the run's identity, the differing config values and its figures."""
+    result = run.result or {}
+    val = [r["val_acc"] for r in run.metrics if math.isfinite(r.get("val_acc", math.nan))]
+    dataset = _dataset(run)
+    input_size = run.record.get("input_size") or result.get("input_size")
+    num_classes = len(dataset["classes"]) if isinstance(dataset.get("classes"), list) else 10
+    channels = dataset.get("channels") or run.config.get("channels") or 1
+    macs = model_macs(run.config.get("model", ""), int(input_size), int(channels), num_classes) \
+        if input_size else None
+    row: dict[str, Any] = {
+        "run": label, "model": run.config.get("model"),
+        "dataset": dataset.get("name") or run.config.get("dataset", "fashion-mnist"),
+        "recipe": run.config.get("recipe"),
+    }
+    row.update({k: run.config.get(k) for k in keys})
+    row.update({
+        "params": run.record.get("params") or result.get("params"), "macs": macs, "epochs": len(run.metrics),
+        "best_val_acc": max(val) if val else None, "final_val_acc": val[-1] if val else None,
+        "test_acc": result.get("test_acc"), "wall_s": result.get("wall_s"),
+        "images_per_s": result.get("images_per_s"), "status": run.status,
+    })
+    return row
+
+
+def compare_runs(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The comparison table: its column names and one row per run."""
+    keys = differing_keys(runs)
+    columns = [*_LEADING, *keys, *_TRAILING]
+    return columns, [run_row(run, label, keys) for run, label in zip(runs, _labels(runs), strict=True)]
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if column.endswith("_acc"):
+            return f"{value:.4f}"
+        if column in ("wall_s", "images_per_s"):
+            return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+        return f"{value:g}"
+    if isinstance(value, int) and column in ("params", "macs"):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")
+
+
+def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], fmt: str = "md") -> str:
+    """The table as a markdown table (``md``), CSV (``csv``) or a JSON list of objects (``json``)."""
+    if fmt == "json":
+        return json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    if fmt != "md":
+        raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    numeric = {c for c in columns if any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                                         for r in rows)}
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(c, row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> Figure:
+    """Validation accuracy and training loss per epoch, one line per run on two shared panels."""
+    labels = list(labels or _labels(runs))
+    fig = Figure(figsize=(11, 4))
+    acc, loss = fig.subplots(1, 2)
+    for run, label in zip(runs, labels, strict=True):
+        epochs = [r["epoch"] for r in run.metrics]
+        marker = "o" if len(epochs) <= 20 else None  # a one-epoch run is a point, not an invisible line
+        acc.plot(epochs, [r["val_acc"] for r in run.metrics], marker=marker, label=label)
+        loss.plot(epochs, [r["train_loss"] for r in run.metrics], marker=marker, label=label)
+    for ax, name in ((acc, "validation accuracy"), (loss, "training loss")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    acc.legend(fontsize="small")
+    return fig
+
+
+def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = None,
+            force: bool = False) -> str:
+    """Compare run folders: returns the table in ``fmt`` and, with ``plot``, writes the curves there (PNG).
+
+    Example:
+        >>> print(compare(["runs/*-lenet*"], plot="compare.png"))  # doctest: +SKIP
+    """
+    from cnnlab.io import save_figure
+
+    if fmt not in FORMATS:
+        raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if plot is not None and Path(plot).exists() and not force:
+        raise CnnlabError(f"plot file {plot} already exists; pass --force to overwrite it or choose another --plot")
+    _register_study_models()
+    runs = [load_run(p) for p in find_runs(patterns)]
+    columns, rows = compare_runs(runs)
+    if plot is not None:
+        save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))
+    return format_table(columns, rows, fmt)
+
+
+def _register_study_models() -> None:
+    # A study's variant models are registered when its package loads; runs made by a study name them.
+    import cnnlab.study.variants  # noqa: F401
