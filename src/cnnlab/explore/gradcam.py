@@ -1,0 +1,64 @@
+"""What a prediction looks at: Grad-CAM on the last spatial stage, and the input-gradient saliency map.
+
+Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual explanations from deep networks via gradient-based
+localization", eq. 1-2): with ``A`` the ``C x h x w`` output of a convolutional stage and ``y`` the score (logit)
+of the class, weight each channel by its spatially averaged gradient ``alpha_c = mean_ij dy/dA_cij`` and keep the
+positive part of ``sum_c alpha_c A_c``. Saliency (Simonyan et al. 2014, "Deep inside convolutional networks",
+sec. 3) is ``max_c |dy/dx_c|`` over the model input. Both come from one backward pass through the model's stages
+(:func:`cnnlab.report.features.run_rows`), so no hooks are registered on the model. The tests compare the map with
+Captum's ``LayerGradCam`` on the same stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.report.features import run_rows
+
+
+@dataclass
+class Explanation:
+    """Grad-CAM and saliency of one image for one class.
+
+    Attributes:
+        target: the class explained.
+        row: the stage whose output Grad-CAM weighs (the last one with a spatial map larger than 1 x 1).
+        cam: Grad-CAM at that stage's resolution, ``h x w``, not normalised.
+        saliency: ``max_c |d score / d input|``, ``H x W`` at the model input's resolution.
+    """
+
+    target: int
+    row: str
+    cam: torch.Tensor
+    saliency: torch.Tensor
+
+    def cam_at(self, size: int) -> torch.Tensor:
+        """Grad-CAM bilinearly resized to ``size x size`` and scaled to [0, 1] (all zero if nothing is positive)."""
+        up = F.interpolate(self.cam[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+        top = float(up.max())
+        return up / top if top > 0 else torch.zeros_like(up)
+
+
+def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Explanation:
+    """Grad-CAM and saliency of the model input ``x`` (``1 x C x H x W``, preprocessed) for class ``target``.
+
+    ``target`` defaults to the predicted class. Raises ``ValueError`` if no stage keeps a spatial map (a model
+    without convolutions).
+    """
+    x = x.detach().clone().requires_grad_(True)
+    rows = run_rows(model, x, grad=True)
+    spatial = [r for r in rows[:-1] if r.output.dim() == 4 and r.output.shape[-1] * r.output.shape[-2] > 1]
+    if not spatial:
+        raise ValueError("the model has no stage with a spatial feature map to explain")
+    feature = spatial[-1]
+    logits = rows[-1].output
+    if target is None:
+        target = int(logits[0].argmax())
+    grad_a, grad_x = torch.autograd.grad(logits[0, target], [feature.output, x])
+    weights = grad_a[0].mean((1, 2), keepdim=True)  # alpha_c
+    cam = F.relu((weights * feature.output[0]).sum(0)).detach()
+    return Explanation(target, feature.name, cam, grad_x[0].abs().amax(0).detach())

@@ -1,0 +1,396 @@
+"""The explorer's HTTP server: a Starlette app over a :class:`~cnnlab.explore.session.Session`, run by uvicorn.
+
+Routes (all ``GET`` but the upload; a run is named by ``?run=`` relative to the root, see
+:mod:`cnnlab.explore.runs`):
+
+* ``/`` and ``/static/...``: the page (files shipped in the package; no CDN, works offline);
+* ``/api/runs``: the runs table; ``/api/run``: one run's files, layer table and first-layer kernels;
+  ``/api/metrics``: its metrics rows; ``/api/stream``: server-sent events as metrics.csv grows;
+  ``/api/figure``: a PNG figure of the run folder (``curves.png``);
+* ``/api/gallery``: test images by class and the most confident mistakes; ``/api/analyze``: predictions,
+  feature maps and Grad-CAM for a test image (``&index=``) or an uploaded file (``POST``, the raw file as body);
+* ``/api/ops``: the book's cross-correlation and pooling on a small input (:mod:`cnnlab.explore.opsview`).
+
+Errors are JSON ``{"error": "<one line>"}``: 404 for a run or file that is not there (or not allowed), 400 for bad
+input, 413 for an upload that is too large. Model work runs in Starlette's thread pool, so one slow request does
+not hold up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import math
+import socket
+import sys
+import threading
+import time
+from contextlib import closing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse as StarletteJSON
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore import opsview, runs
+from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, png_url
+from cnnlab.explore.probe import analyze
+from cnnlab.explore.session import Session
+
+STATIC = Path(str(resources.files("cnnlab.explore") / "static"))
+POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
+
+
+def clean(value: Any) -> Any:
+    """``value`` with every NaN or infinity as ``None``: strict JSON, which the browser's parser requires."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+class JSONResponse(StarletteJSON):
+    """Starlette's JSON response with NaN/infinity sent as null (metrics.csv holds NaN for unmeasured cells)."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(clean(content))
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
+
+
+def _guarded(fn):
+    """Turn the library's one-line errors into JSON responses (404 for names that are not there)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except runs.NotFound as e:
+            return _error(404, str(e))
+        except CnnlabError as e:
+            return _error(400, str(e))
+
+    return endpoint
+
+
+def _int(request: Request, name: str, default: int | None = None) -> int:
+    value = request.query_params.get(name)
+    if value is None and default is not None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise CnnlabError(f"expected an integer ?{name}=, got {value!r}") from None
+
+
+def _run(request: Request) -> str:
+    return request.query_params.get("run", "")
+
+
+def create_app(root: str | Path) -> Starlette:
+    """The explorer's ASGI app serving the runs under ``root`` (a runs folder or one run folder)."""
+    session = Session(root)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def api_runs(request: Request) -> Response:
+        return JSONResponse({"root": str(session.root), "runs": await run_in_threadpool(runs.list_runs,
+                                                                                      session.root)})
+
+    def _detail(name: str) -> dict[str, Any]:
+        row = runs.summarize_run(session.root, name)
+        if "error" in row:
+            return row
+        run = runs.resolve_run(session.root, name)
+        detail = {**row, "metrics": runs.read_metrics(run), "config": runs.read_json(run / runs.MARKER)}
+        if row.get("checkpoint"):
+            try:
+                detail["model_info"] = model_info(session.model(name))
+            except CnnlabError as e:
+                detail["model_error"] = str(e)
+        return detail
+
+    async def api_run(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(_detail, _run(request)))
+
+    async def api_metrics(request: Request) -> Response:
+        run = runs.resolve_run(session.root, _run(request))
+        return JSONResponse({"metrics": runs.read_metrics(run), "finished": (run / "result.json").is_file()})
+
+    async def api_figure(request: Request) -> Response:
+        run = runs.resolve_run(session.root, _run(request))
+        name = request.query_params.get("name", "")
+        if name not in ("curves.png",):
+            raise runs.NotFound("no such figure")
+        return FileResponse(runs.run_file(run, name), media_type="image/png")
+
+    async def api_stream(request: Request) -> Response:
+        run = runs.resolve_run(session.root, _run(request))
+        return StreamingResponse(_metric_events(request, run), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def api_gallery(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(session.gallery, _run(request)))
+
+    def _analyze_test(name: str, index: int) -> dict[str, Any]:
+        loaded, image, label = session.test_image(name, index)
+        result = analyze(loaded.trained, image)
+        return {**result, "source": f"test image #{index}", "label": loaded.trained.meta.classes[label]}
+
+    def _analyze_upload(name: str, data: bytes, invert: bool) -> dict[str, Any]:
+        loaded = session.model(name)
+        meta = loaded.trained.meta
+        image = decode_upload(data, meta.channels, meta.image_size, invert=invert)
+        return {**analyze(loaded.trained, image), "source": "your image", "label": None}
+
+    async def api_analyze(request: Request) -> Response:
+        name = _run(request)
+        if request.method == "GET":
+            return JSONResponse(await run_in_threadpool(_analyze_test, name, _int(request, "index")))
+        runs.resolve_run(session.root, name)  # 404 before reading any upload for a run that is not there
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+            return _error(413, f"the upload is {int(declared) / 2**20:.1f} MiB, expected at most "
+                               f"{MAX_UPLOAD_BYTES // 2**20} MiB")
+        body = bytearray()
+        async for chunk in request.stream():  # counted as it arrives: a missing or false Content-Length is no way in
+            body += chunk
+            if len(body) > MAX_UPLOAD_BYTES:
+                return _error(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MiB, the limit")
+        invert = request.query_params.get("invert", "0") in ("1", "true", "on")
+        return JSONResponse(await run_in_threadpool(_analyze_upload, name, bytes(body), invert))
+
+    def _ops(q) -> dict[str, Any]:
+        source = q.get("input", "book")
+        if source in opsview.INPUTS:
+            x = opsview.INPUTS[source]()
+        elif source == "custom":
+            x = opsview.parse_matrix(q.get("x", ""), "input", opsview.MAX_INPUT)
+        elif source == "test":
+            loaded, image, _ = session.test_image(q.get("run", ""), int(q.get("index", "0") or 0))
+            x = image.float().mean(0) / 255  # grey, in [0, 1]
+        else:
+            raise CnnlabError(f"expected input book, edges, custom or test, got {source!r}")
+        kernel = None
+        op = q.get("op", "corr")
+        if op == "corr":
+            choice = q.get("kernel", "book")
+            if choice in opsview.KERNELS:
+                kernel = opsview.KERNELS[choice]
+            elif choice == "custom":
+                kernel = opsview.parse_matrix(q.get("k", ""), "kernel", opsview.MAX_KERNEL)
+            elif choice == "learned":
+                weights = learned_kernels(session.model(q.get("run", "")))
+                i = int(q.get("unit", "0") or 0)
+                if not 0 <= i < len(weights):
+                    raise CnnlabError(f"expected a first-layer kernel from 0 to {len(weights) - 1}, got {i}")
+                kernel = weights[i]
+            else:
+                raise CnnlabError(f"expected kernel book, edge, blur, sharpen, learned or custom, got {choice!r}")
+        return opsview.run_op(op, x, kernel, pool=int(q.get("pool", "2") or 2), stride=int(q.get("stride", "1")
+                              or 1), padding=int(q.get("padding", "0") or 0))
+
+    async def api_ops(request: Request) -> Response:
+        try:
+            return JSONResponse(await run_in_threadpool(_ops, request.query_params))
+        except ValueError as e:
+            if isinstance(e, CnnlabError):
+                raise
+            raise CnnlabError(f"expected integer settings, got {e}") from None
+
+    async def not_found(request: Request, exc) -> Response:
+        return _error(404, "not found")
+
+    async def server_error(request: Request, exc) -> Response:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+    routes = [
+        Route("/", index),
+        Route("/api/runs", _guarded(api_runs)),
+        Route("/api/run", _guarded(api_run)),
+        Route("/api/metrics", _guarded(api_metrics)),
+        Route("/api/figure", _guarded(api_figure)),
+        Route("/api/stream", _guarded(api_stream)),
+        Route("/api/gallery", _guarded(api_gallery)),
+        Route("/api/analyze", _guarded(api_analyze), methods=["GET", "POST"]),
+        Route("/api/ops", _guarded(api_ops)),
+        Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 500: server_error})
+
+
+async def _metric_events(request: Request, run: Path):
+    """Server-sent events: ``metrics`` with all rows whenever metrics.csv changes, ``done`` once result.json exists.
+
+    The file is polled (one ``stat`` a second): the training loop does no extra work for a watcher. A client that
+    goes away ends the generator at the next poll.
+    """
+    last, started, beat = None, time.monotonic(), time.monotonic()
+    while time.monotonic() - started < STREAM_MAX_S:
+        if await request.is_disconnected():
+            return
+        csv = run / "metrics.csv"
+        finished = (run / "result.json").is_file()
+        stamp = (csv.stat().st_mtime_ns, csv.stat().st_size) if csv.is_file() else None
+        if stamp != last:
+            try:
+                rows = runs.read_metrics(run)
+            except CnnlabError as e:
+                yield f"event: failure\ndata: {json.dumps({'error': str(e)})}\n\n"
+                return
+            last = stamp
+            yield f"event: metrics\ndata: {json.dumps(clean({'metrics': rows}))}\n\n"
+        if finished:
+            yield "event: done\ndata: {}\n\n"
+            return
+        if time.monotonic() - beat > HEARTBEAT_S:
+            beat = time.monotonic()
+            yield ": heartbeat\n\n"
+        await asyncio.sleep(POLL_S)
+
+
+def learned_kernels(loaded) -> list[torch.Tensor]:
+    """The first convolution's kernels, averaged over input channels (``kh x kw`` each), for the ops view."""
+    from cnnlab.report.features import first_conv
+
+    conv = first_conv(loaded.trained.model)
+    if conv is None:
+        raise CnnlabError("this model has no convolution, so it has no first-layer kernels")
+    return list(conv.weight.detach().float().mean(1))
+
+
+def model_info(loaded) -> dict[str, Any]:
+    """Layer table (shapes, parameters, MACs) and first-layer kernels of a loaded model, computed once."""
+    if "info" in loaded.extras:
+        return loaded.extras["info"]
+    from cnnlab.explore.images import colour, to_unit
+    from cnnlab.models.summary import layer_summary
+
+    trained = loaded.trained
+    meta = trained.meta
+    rows = layer_summary(trained.model, (1, meta.channels, meta.input_size, meta.input_size))
+    try:
+        kernels = learned_kernels(loaded)
+    except CnnlabError:
+        kernels = []
+    info = {
+        "model_name": meta.model_name, "dataset": meta.dataset, "classes": list(meta.classes),
+        "channels": meta.channels, "image_size": meta.image_size, "input_size": meta.input_size,
+        "params": sum(p.numel() for p in trained.model.parameters()), "checkpoint": loaded.checkpoint.name,
+        "layers": [{"name": r.name, "type": r.type, "shape": list(r.output_shape[1:]), "params": r.params,
+                    "macs": r.macs} for r in rows],
+        "kernels": [{"png": png_url(colour(to_unit(k, symmetric=True), "RdBu_r")), "shape": list(k.shape)}
+                    for k in kernels],
+    }
+    loaded.extras["info"] = info
+    return info
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free one); one-line CnnlabError when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass --port 0 for any free "
+                          "port") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+class BackgroundServer:
+    """The explorer running in a thread of this process (for tests and notebooks); ``stop()`` ends it.
+
+    Example:
+        >>> server = BackgroundServer("runs")  # doctest: +SKIP
+        >>> server.url  # doctest: +SKIP
+        'http://127.0.0.1:40123/'
+    """
+
+    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self._sock = bind(host, port)
+        self.url = url_of(self._sock)
+        config = uvicorn.Config(create_app(root), log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the explorer's server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        with closing(self._sock):
+            pass
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True) -> None:
+    """Serve the explorer until interrupted, printing its address (and opening a browser tab).
+
+    Args:
+        root: a runs folder or a single run folder.
+        host: the address to listen on; anything but loopback is reachable from the network (a warning says so).
+        port: the port (0: any free one).
+        open_browser: open the page in the default browser once the server listens.
+
+    Raises:
+        CnnlabError: ``root`` is not a folder, or the port is taken.
+    """
+    import uvicorn
+
+    app = create_app(root)
+    if not _is_loopback(host):
+        print(f"cnnlab explore: warning: listening on {host}, reachable from other machines; the explorer has no "
+              "login, and anyone who can reach it can read these runs", file=sys.stderr)
+    sock = bind(host, port)
+    url = url_of(sock)
+    print(f"cnnlab explore: serving {Path(root).resolve()} at {url} (Ctrl-C stops)", flush=True)
+    if open_browser:
+        import webbrowser
+
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+

@@ -1,0 +1,129 @@
+"""What the server keeps between requests: loaded models, test sets and per-run derived data.
+
+Models are cached by checkpoint path and modification time (a run still training replaces ``last.pt`` every
+epoch, and the next request then sees the new weights). Each entry is built once under a lock, so a burst of
+requests for a run that is not loaded yet loads it once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore import runs
+from cnnlab.explore.images import image_array, png_url
+from cnnlab.explore.trained import TestSet, load_test_set, load_trained
+
+MAX_MODELS = 4
+PICKS_PER_CLASS, MISTAKES, MISTAKE_POOL = 6, 16, 2000
+
+
+@dataclass
+class Loaded:
+    """A run's trained model and what is derived from it once."""
+
+    trained: Any
+    checkpoint: Path
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    """The explorer's state for one root folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise CnnlabError(f"{root} is not a folder (expected a runs folder or one run folder)")
+        self._models: OrderedDict[tuple[str, int], Loaded] = OrderedDict()
+        self._test_sets: dict[str, TestSet] = {}
+        self._lock = threading.Lock()
+        self._building: dict[Any, threading.Lock] = {}
+
+    def _once(self, key: Any, build):
+        """``build()`` at most once at a time per key (other callers wait for it)."""
+        with self._lock:
+            lock = self._building.setdefault(key, threading.Lock())
+        with lock:
+            return build()
+
+    def model(self, name: str) -> Loaded:
+        """The run's model from ``last.pt`` (``best.pt`` if there is none), loaded weights-only."""
+        run = runs.resolve_run(self.root, name)
+        checkpoint = next((run / n for n in ("last.pt", "best.pt") if (run / n).is_file()), None)
+        if checkpoint is None:
+            raise CnnlabError(f"run {name} has no checkpoint yet (expected last.pt or best.pt)")
+        key = (str(checkpoint), checkpoint.stat().st_mtime_ns)
+
+        def build() -> Loaded:
+            if key not in self._models:
+                loaded = Loaded(load_trained(checkpoint), checkpoint)
+                with self._lock:
+                    self._models[key] = loaded
+                    while len(self._models) > MAX_MODELS:
+                        self._models.popitem(last=False)
+            with self._lock:
+                self._models.move_to_end(key)
+                return self._models[key]
+
+        return self._once(key, build)
+
+    def test_set(self, meta) -> TestSet:
+        """The test split of a model's dataset (loaded once per dataset)."""
+        key = (meta.dataset, meta.channels)
+
+        def build() -> TestSet:
+            if key not in self._test_sets:
+                self._test_sets[key] = load_test_set(meta)
+            return self._test_sets[key]
+
+        return self._once(("data", key), build)
+
+    def test_image(self, name: str, index: int) -> tuple[Loaded, torch.Tensor, int]:
+        """A run's model, test image ``index`` (uint8 ``C x H x W``) and its label."""
+        loaded = self.model(name)
+        data = self.test_set(loaded.trained.meta)
+        if not 0 <= index < len(data.labels):
+            raise CnnlabError(f"test image index must be from 0 to {len(data.labels) - 1}, got {index}")
+        return loaded, data.images[index], int(data.labels[index])
+
+    def gallery(self, name: str) -> dict[str, Any]:
+        """Test images to pick from: the first few of each class, and the most confident mistakes.
+
+        The mistakes are searched among the first ``MISTAKE_POOL`` test images (a large model on a CPU would
+        take minutes for all of them); the result is kept until the checkpoint changes.
+        """
+        loaded = self.model(name)
+
+        def build() -> dict[str, Any]:
+            if "gallery" not in loaded.extras:
+                loaded.extras["gallery"] = self._gallery(loaded)
+            return loaded.extras["gallery"]
+
+        return self._once(("gallery", str(loaded.checkpoint)), build)
+
+    def _gallery(self, loaded: Loaded) -> dict[str, Any]:
+        meta = loaded.trained.meta
+        data = self.test_set(meta)
+
+        def item(i: int, **extra) -> dict[str, Any]:
+            return {"index": i, "label": meta.classes[int(data.labels[i])], "png": png_url(image_array(
+                data.images[i])), **extra}
+
+        by_class = []
+        for c, cls in enumerate(meta.classes):
+            picks = (data.labels == c).nonzero().flatten()[:PICKS_PER_CLASS].tolist()
+            by_class.append({"class": cls, "images": [item(i) for i in picks]})
+        pool = min(MISTAKE_POOL, len(data.labels))
+        probs = loaded.trained.logits(data.images[:pool]).softmax(1)
+        confidence, pred = probs.max(1)
+        wrong = (pred != data.labels[:pool]).nonzero().flatten()
+        worst = wrong[confidence[wrong].argsort(descending=True)[:MISTAKES]].tolist()
+        mistakes = [item(i, predicted=meta.classes[int(pred[i])], confidence=float(confidence[i])) for i in worst]
+        return {"by_class": by_class, "mistakes": mistakes, "searched": pool,
+                "accuracy": float((pred == data.labels[:pool]).float().mean())}

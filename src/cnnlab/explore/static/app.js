@@ -1,0 +1,404 @@
+// cnnlab explore: the page's own script. Plain DOM and SVG, no libraries, nothing fetched but this server's API.
+"use strict";
+
+const COLORS = ["#3b78c3", "#e4572e", "#1d8a43", "#8e44ad", "#c49000", "#16a2b8", "#d6336c", "#555555"];
+const state = {runs: [], run: null, detail: null, stream: null, ops: null, step: 0, timer: null, testIndex: 0};
+
+function el(tag, attrs = {}, ...children) {
+  const node = tag === "svg" || attrs.svg ? document.createElementNS("http://www.w3.org/2000/svg", tag)
+    : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "svg" || v === undefined || v === null) continue;
+    if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+const $ = (id) => document.getElementById(id);
+const svgEl = (tag, attrs) => el(tag, {...attrs, svg: true});
+
+function fmtNum(v, digits = 3) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  if (v === -Infinity) return "−∞";
+  if (Number.isInteger(v)) return String(v);
+  return String(Number(v.toFixed(digits)));
+}
+const pct = (v) => (v === null || v === undefined) ? "—" : (100 * v).toFixed(2) + "%";
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  let body;
+  try { body = await response.json(); } catch (e) { body = {error: `the server answered ${response.status}`}; }
+  if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
+  return body;
+}
+
+function errorCard(container, message) {
+  container.replaceChildren(message ? el("div", {class: "error-card", text: message}) : "");
+}
+
+// ------------------------------------------------------------------------------------------------------ tabs
+function showTab(name) {
+  for (const tab of ["runs", "run", "ops"]) $("tab-" + tab).hidden = tab !== name;
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.tab === name);
+  if (name === "ops" && !state.ops) runOps();
+}
+window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "runs"));
+
+// ------------------------------------------------------------------------------------------------------ charts
+// A line chart of several series [{name, color, points: [[x, y], ...]}]; points carry data-x/data-y for tests.
+function lineChart(svg, title, series) {
+  const W = 520, H = 250, L = 48, R = 12, T = 22, B = 30;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.replaceChildren();
+  const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
+  svg.append(svgEl("text", {x: L, y: 14, text: title}));
+  if (!all.length) { svg.append(svgEl("text", {x: L, y: H / 2, text: "no epochs yet"})); return; }
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  const x0 = Math.min(...xs, 0), x1 = Math.max(...xs, 1);
+  let y0 = Math.min(...ys), y1 = Math.max(...ys);
+  if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
+  const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - R), sy = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
+  svg.append(svgEl("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999"}));
+  svg.append(svgEl("line", {x1: L, y1: T, x2: L, y2: H - B, stroke: "#999"}));
+  for (let i = 0; i <= 4; i++) {
+    const y = y0 + (y1 - y0) * i / 4;
+    svg.append(svgEl("text", {x: 4, y: sy(y) + 4, text: fmtNum(y, 3)}));
+    svg.append(svgEl("line", {x1: L, y1: sy(y), x2: W - R, y2: sy(y), stroke: "#eee"}));
+  }
+  svg.append(svgEl("text", {x: W - R - 40, y: H - 8, text: "epoch"}));
+  series.forEach((s, k) => {
+    const pts = s.points.filter((p) => Number.isFinite(p[1]));
+    if (!pts.length) return;
+    svg.append(svgEl("polyline", {fill: "none", stroke: s.color, "stroke-width": 2, "stroke-dasharray": s.dash,
+      points: pts.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" ")}));
+    for (const p of pts) svg.append(svgEl("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: s.color,
+      class: "point", "data-series": s.name, "data-x": p[0], "data-y": p[1]}));
+    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: T + 14 + Math.floor(k / 2) * 14, fill: s.color,
+      text: s.name}));
+  });
+}
+
+function curveSeries(rows, key, name, color, dash) {
+  return {name, color, dash, points: rows.map((r) => [r.epoch, r[key]]).filter((p) => p[1] !== null)};
+}
+
+function drawRunCharts(accSvg, lossSvg, runs) {
+  const acc = [], loss = [];
+  runs.forEach((r, i) => {
+    const c = COLORS[i % COLORS.length], tag = runs.length > 1 ? r.name + " " : "";
+    acc.push(curveSeries(r.metrics, "val_acc", tag + "val acc", c));
+    acc.push(curveSeries(r.metrics, "train_acc", tag + "train acc", c, "4 3"));
+    loss.push(curveSeries(r.metrics, "train_loss", tag + "train loss", c, "4 3"));
+    loss.push(curveSeries(r.metrics, "val_loss", tag + "val loss", c));
+  });
+  lineChart(accSvg, "accuracy", acc);
+  lineChart(lossSvg, "loss", loss);
+}
+
+// -------------------------------------------------------------------------------------------------- runs tab
+async function loadRuns() {
+  const body = await api("/api/runs");
+  state.runs = body.runs;
+  $("root").textContent = body.root;
+  const tbody = $("runs-table").querySelector("tbody");
+  tbody.replaceChildren();
+  const errors = $("runs-errors");
+  errors.replaceChildren();
+  for (const r of body.runs) {
+    const open = el("a", {href: "#run", class: "run-link", "data-run": r.run, text: r.title,
+      onclick: (e) => { e.preventDefault(); openRun(r.run); }});
+    if (r.error) {
+      errors.append(el("div", {class: "error-card", "data-run": r.run}, el("b", {text: r.title + ": "}), r.error));
+      continue;
+    }
+    const box = el("input", {type: "checkbox", class: "compare-box", "data-run": r.run, onchange: compare});
+    tbody.append(el("tr", {"data-run": r.run}, el("td", {}, box), el("td", {}, open), el("td", {text: r.model}),
+      el("td", {text: r.dataset}), el("td", {text: r.recipe}), el("td", {class: "num", text: pct(r.test_acc)}),
+      el("td", {class: "num", text: r.images_per_s ? Math.round(r.images_per_s).toLocaleString("en") : "—"}),
+      el("td", {text: (r.date || "").replace("T", " ").slice(0, 16)}),
+      el("td", {}, el("span", {class: "badge " + r.status, text: r.status === "training"
+        ? `training (epoch ${r.epochs}${r.planned_epochs ? "/" + r.planned_epochs : ""})` : r.status}))));
+  }
+  if (!body.runs.length) tbody.append(el("tr", {}, el("td", {colspan: 9, text: "No run folders here yet."})));
+}
+
+async function compare() {
+  const names = [...document.querySelectorAll(".compare-box:checked")].map((b) => b.dataset.run);
+  $("compare").hidden = names.length === 0;
+  if (!names.length) return;
+  const runs = await Promise.all(names.map(async (n) => ({name: n, ...(await api("/api/metrics?run=" +
+    encodeURIComponent(n)))})));
+  drawRunCharts($("compare-acc"), $("compare-loss"), runs);
+  const figures = $("compare-figures");
+  figures.replaceChildren();
+  for (const n of names) {
+    const row = state.runs.find((r) => r.run === n);
+    figures.append(el("figure", {}, row && row.figures.includes("curves.png")
+      ? el("img", {src: `/api/figure?run=${encodeURIComponent(n)}&name=curves.png`, alt: "curves of " + n})
+      : el("p", {class: "muted", text: "no curves.png yet"}), el("figcaption", {text: n})));
+  }
+}
+
+// --------------------------------------------------------------------------------------------------- run tab
+async function openRun(name) {
+  state.run = name;
+  location.hash = "run";
+  $("run-empty").hidden = true;
+  $("run-view").hidden = false;
+  $("result-card").hidden = true;
+  for (const id of ["run-error", "model-error", "gallery-error"]) errorCard($(id), "");
+  if (state.stream) { state.stream.close(); state.stream = null; }
+  let d;
+  try { d = await api("/api/run?run=" + encodeURIComponent(name)); } catch (e) { errorCard($("run-error"), e.message); return; }
+  state.detail = d;
+  $("run-title").textContent = d.title;
+  if (d.error) {
+    errorCard($("run-error"), d.error);
+    $("input-card").hidden = $("model-card").hidden = true;
+    return;
+  }
+  const stat = (value, label) => el("div", {class: "stat"}, el("b", {text: value}), el("span", {text: label}));
+  $("run-stats").replaceChildren(stat(d.model || "—", "model"), stat(d.dataset || "—", "dataset"),
+    stat(pct(d.test_acc), "test accuracy"), stat(d.images_per_s ? Math.round(d.images_per_s).toLocaleString("en")
+      : "—", "images/s"), stat(d.status, "status"));
+  drawRunCharts($("run-acc"), $("run-loss"), [{name, metrics: d.metrics}]);
+  if (d.status === "training") follow(name);
+  const info = d.model_info;
+  $("input-card").hidden = $("model-card").hidden = !info;
+  if (!info) { errorCard($("run-error"), d.model_error || "this run has no checkpoint yet"); return; }
+  showModel(info);
+  loadGallery(name, info);
+}
+
+// Live curves: server-sent events whenever metrics.csv changes (the training loop does nothing extra).
+function follow(name) {
+  const source = new EventSource("/api/stream?run=" + encodeURIComponent(name));
+  state.stream = source;
+  source.addEventListener("metrics", (e) => {
+    if (state.run !== name) return;
+    state.detail.metrics = JSON.parse(e.data).metrics;
+    drawRunCharts($("run-acc"), $("run-loss"), [{name, metrics: state.detail.metrics}]);
+  });
+  source.addEventListener("done", () => { source.close(); if (state.run === name) openRun(name); });
+  source.addEventListener("failure", (e) => { source.close(); errorCard($("run-error"), JSON.parse(e.data).error); });
+}
+
+function showModel(info) {
+  $("kernels").replaceChildren(...info.kernels.map((k, i) => el("img", {src: k.png, class: "kernel",
+    title: `kernel ${i}: ${k.shape.join("×")}`, alt: `kernel ${i}`})));
+  const tbody = $("layers-table").querySelector("tbody");
+  tbody.replaceChildren(...info.layers.map((r) => el("tr", {}, el("td", {}, el("code", {text: r.name})),
+    el("td", {text: r.type}), el("td", {class: "num", text: r.shape.join(" × ")}),
+    el("td", {class: "num", text: r.params.toLocaleString("en")}),
+    el("td", {class: "num", text: r.macs.toLocaleString("en")}))));
+  tbody.append(el("tr", {}, el("td", {}, el("b", {text: "total"})), el("td"), el("td"),
+    el("td", {class: "num", text: info.params.toLocaleString("en")}),
+    el("td", {class: "num", text: info.layers.reduce((a, r) => a + r.macs, 0).toLocaleString("en")})));
+}
+
+async function loadGallery(name, info) {
+  const select = $("class-select");
+  select.replaceChildren(...info.classes.map((c, i) => el("option", {value: i, text: c})));
+  let g;
+  try { g = await api("/api/gallery?run=" + encodeURIComponent(name)); } catch (e) {
+    errorCard($("gallery-error"), "Test images: " + e.message + " (uploads and drawings still work)");
+    $("gallery").replaceChildren(); $("mistakes").replaceChildren();
+    return;
+  }
+  const thumb = (item, title) => el("img", {src: item.png, alt: title, title, class: "thumb", "data-index": item.index,
+    onclick: () => analyzeTest(item.index)});
+  const showClass = () => {
+    const group = g.by_class[Number(select.value)] || {images: []};
+    $("gallery").replaceChildren(...group.images.map((it) => thumb(it, `test #${it.index}: ${it.label}`)));
+  };
+  select.onchange = showClass;
+  showClass();
+  $("mistakes-note").textContent = `Among the first ${g.searched.toLocaleString("en")} test images (accuracy there ` +
+    `${pct(g.accuracy)}); above each: the predicted class and its probability.`;
+  $("mistakes").replaceChildren(...g.mistakes.map((it) => thumb(it,
+    `test #${it.index}: predicted ${it.predicted} (${pct(it.confidence)}), truly ${it.label}`)));
+}
+
+async function analyzeTest(index) {
+  state.testIndex = index;
+  for (const img of document.querySelectorAll(".thumbs img.thumb")) {
+    img.classList.toggle("chosen", Number(img.dataset.index) === index);
+  }
+  await showResult(api(`/api/analyze?run=${encodeURIComponent(state.run)}&index=${index}`));
+}
+
+async function analyzeBlob(blob) {
+  const invert = $("invert").checked ? 1 : 0;
+  await showResult(api(`/api/analyze?run=${encodeURIComponent(state.run)}&invert=${invert}`,
+    {method: "POST", body: blob, headers: {"Content-Type": "application/octet-stream"}}));
+}
+
+async function showResult(pending) {
+  const card = $("result-card");
+  card.hidden = false;
+  errorCard($("result-error"), "");
+  let r;
+  try { r = await pending; } catch (e) { errorCard($("result-error"), e.message); card.classList.remove("ready"); return; }
+  $("result-source").textContent = r.source;
+  $("result-input").src = r.input;
+  $("result-label").textContent = r.label ? "true class: " + r.label : "";
+  $("top-table").querySelector("tbody").replaceChildren(...r.top.map((t) => el("tr", {class: "top"},
+    el("td", {text: t.class}), el("td", {class: "num", text: pct(t.probability)}),
+    el("td", {class: "bar"}, el("span", {style: `width:${(100 * t.probability).toFixed(1)}%`})))));
+  const x = r.explanation;
+  for (const id of ["gradcam", "saliency"]) $(id).parentElement.hidden = !x;
+  if (x) {
+    $("gradcam").src = x.gradcam; $("saliency").src = x.saliency;
+    $("gradcam-target").textContent = x.target; $("gradcam-row").textContent = x.row;
+  }
+  $("maps").replaceChildren(...r.rows.filter((row) => row.maps.length).map((row) => el("div", {class: "maprow"},
+    el("div", {class: "label", text: `${row.name} ${row.kind} ${row.shape.join("×")}`}),
+    ...row.maps.map((m) => el("img", {src: m.png, class: "map", title: "channel " + m.channel,
+      alt: `${row.name} channel ${m.channel}`})))));
+  card.classList.add("ready");
+}
+
+function setupDrawing() {
+  const canvas = $("draw"), ctx = canvas.getContext("2d");
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); };
+  clear();
+  let drawing = false;
+  const at = (e) => { const b = canvas.getBoundingClientRect(); return [e.clientX - b.left, e.clientY - b.top]; };
+  canvas.addEventListener("pointerdown", (e) => { drawing = true; ctx.beginPath(); ctx.moveTo(...at(e)); });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drawing) return;
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = 18; ctx.lineCap = ctx.lineJoin = "round";
+    ctx.lineTo(...at(e)); ctx.stroke();
+  });
+  for (const ev of ["pointerup", "pointerleave"]) canvas.addEventListener(ev, () => { drawing = false; });
+  $("draw-clear").onclick = clear;
+  $("draw-go").onclick = () => canvas.toBlob((blob) => analyzeBlob(blob), "image/png");
+  $("upload").onchange = (e) => { if (e.target.files.length) analyzeBlob(e.target.files[0]); };
+}
+
+// --------------------------------------------------------------------------------------------------- ops tab
+function opsQuery() {
+  const q = new URLSearchParams();
+  for (const key of ["op", "input", "kernel", "pool", "padding", "stride", "unit"]) q.set(key, $("ops-" + key).value);
+  q.set("x", $("ops-x").value); q.set("k", $("ops-k").value);
+  if (state.run) { q.set("run", state.run); q.set("index", state.testIndex); }
+  return q;
+}
+
+function syncOpsControls() {
+  const op = $("ops-op").value;
+  $("ops-kernel-label").hidden = $("ops-kernel-box").hidden = op !== "corr";
+  $("ops-pool-label").hidden = op === "corr";
+  $("ops-x").hidden = $("ops-input").value !== "custom";
+  $("ops-k").hidden = op !== "corr" || $("ops-kernel").value !== "custom";
+  $("ops-unit-label").hidden = op !== "corr" || $("ops-kernel").value !== "learned";
+}
+
+async function runOps() {
+  syncOpsControls();
+  stopPlay();
+  errorCard($("ops-error"), "");
+  try { state.ops = await api("/api/ops?" + opsQuery().toString()); } catch (e) {
+    errorCard($("ops-error"), e.message); state.ops = null;
+    for (const id of ["ops-grid-x", "ops-grid-k", "ops-grid-y"]) $(id).replaceChildren();
+    $("ops-result").textContent = ""; $("ops-formula").textContent = ""; $("ops-now").textContent = "";
+    return;
+  }
+  state.step = 0;
+  drawOps();
+}
+
+function grid(id, rows, cls) {
+  const wide = rows.length && rows[0].length > 12;
+  const table = el("table", {class: "grid" + (wide ? " small" : ""), id: id + "-table"});
+  let lo = Infinity, hi = -Infinity;
+  for (const r of rows) for (const v of r) if (Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  rows.forEach((r, i) => table.append(el("tr", {}, ...r.map((v, j) => {
+    const cell = el("td", {"data-i": i, "data-j": j, text: v === undefined ? "" : fmtNum(v, 2)});
+    if (cls) cls(cell, i, j);
+    if (wide && Number.isFinite(v) && hi > lo) {
+      const g = Math.round(255 * (v - lo) / (hi - lo));
+      cell.style.background = `rgb(${g},${g},${g})`;
+    }
+    return cell;
+  }))));
+  return table;
+}
+
+function drawOps(picked) {
+  const o = state.ops;
+  const [kh, kw] = o.window, p = o.padding;
+  const H = o.input.length + 2 * p, W = o.input[0].length + 2 * p;
+  const padValue = o.op === "max" ? -Infinity : 0;
+  const padded = Array.from({length: H}, (_, i) => Array.from({length: W}, (_, j) => {
+    const a = i - p, b = j - p;
+    return a >= 0 && b >= 0 && a < o.input.length && b < o.input[0].length ? o.input[a][b] : padValue;
+  }));
+  const current = o.steps[Math.min(state.step, o.steps.length) - 1];
+  const focus = picked || current;
+  $("ops-grid-x").replaceChildren(grid("ops-x", padded, (cell, i, j) => {
+    if (i < p || j < p || i >= H - p || j >= W - p) cell.classList.add("pad");
+    if (focus && i >= focus[2] && i < focus[2] + kh && j >= focus[3] && j < focus[3] + kw) {
+      cell.classList.add(picked ? "field" : "win");
+    }
+  }));
+  if (o.kernel) $("ops-grid-k").replaceChildren(grid("ops-k", o.kernel));
+  const shown = new Set(o.steps.slice(0, state.step).map((s) => s[0] + "," + s[1]));
+  const out = o.output.map((r, i) => r.map((v, j) => shown.has(i + "," + j) ? v : undefined));
+  $("ops-grid-y").replaceChildren(grid("ops-y", out, (cell, i, j) => {
+    if (shown.has(i + "," + j)) cell.classList.add("done");
+    if (current && current[0] === i && current[1] === j && !picked) cell.classList.add("now");
+    if (picked && picked[0] === i && picked[1] === j) cell.classList.add("picked");
+    cell.addEventListener("click", () => drawOps(o.steps.find((s) => s[0] === i && s[1] === j)));
+  }));
+  $("ops-formula").textContent = o.formula.join("; ");
+  $("ops-progress").textContent = `step ${Math.min(state.step, o.steps.length)} of ${o.steps.length}`;
+  const name = {corr: "sum of window ⊙ kernel", max: "maximum of the window", avg: "mean of the window"}[o.op];
+  if (picked) {
+    $("ops-now").textContent = `Y[${picked[0]}, ${picked[1]}] sees input rows ${picked[2] - p}…${picked[2] - p + kh - 1}` +
+      `, columns ${picked[3] - p}…${picked[3] - p + kw - 1} (padded: green): its receptive field, ${kh}×${kw}.`;
+  } else {
+    $("ops-now").textContent = current ? `Y[${current[0]}, ${current[1]}] = ${name} = ` +
+      fmtNum(o.output[current[0]][current[1]], 4) : "Press Step to slide the window.";
+  }
+  const complete = state.step >= o.steps.length;
+  $("ops-result").textContent = complete ? "[" + o.output.map((r) => "[" + r.map((v) => fmtNum(v, 4)).join(", ") +
+    "]").join(", ") + "]" : "";
+  $("ops-result").dataset.complete = complete ? "true" : "false";
+}
+
+function stopPlay() { if (state.timer) { clearInterval(state.timer); state.timer = null; } }
+function step(n) {
+  if (!state.ops) return;
+  state.step = Math.min(state.step + n, state.ops.steps.length);
+  drawOps();
+  if (state.step >= state.ops.steps.length) stopPlay();
+}
+
+function setupOps() {
+  for (const id of ["ops-op", "ops-input", "ops-kernel", "ops-pool", "ops-padding", "ops-stride", "ops-unit"]) {
+    $(id).addEventListener("change", runOps);
+  }
+  for (const id of ["ops-x", "ops-k"]) $(id).addEventListener("change", runOps);
+  $("ops-step").onclick = () => { stopPlay(); step(1); };
+  $("ops-end").onclick = () => { stopPlay(); step(Infinity); };
+  $("ops-reset").onclick = () => { stopPlay(); state.step = 0; if (state.ops) drawOps(); };
+  $("ops-play").onclick = () => {
+    stopPlay();
+    if (state.ops && state.step >= state.ops.steps.length) state.step = 0;
+    const n = state.ops ? Math.max(1, Math.ceil(state.ops.steps.length / 120)) : 1;
+    state.timer = setInterval(() => step(n), 350 / Math.min(n, 4));
+  };
+}
+
+// ------------------------------------------------------------------------------------------------------ start
+window.addEventListener("DOMContentLoaded", async () => {
+  setupDrawing();
+  setupOps();
+  showTab(location.hash.slice(1) || "runs");
+  try { await loadRuns(); } catch (e) { errorCard($("runs-errors"), e.message); }
+  document.body.dataset.ready = "true";
+});
