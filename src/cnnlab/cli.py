@@ -155,6 +155,19 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_explore(args) -> int:
+    try:
+        from cnnlab.explore import serve
+    except ImportError as e:  # the web stack is an extra: `pip install cnnlab[explore]`
+        raise CnnlabError(f"cnnlab explore needs the explore extra (pip install 'cnnlab[explore]'), missing "
+                          f"{e.name}") from None
+    try:
+        serve(args.path, host=args.host, port=args.port, open_browser=not args.no_browser)
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on Fashion-MNIST.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -207,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("explore", help="a local web page to look inside trained runs (docs/explore.md)")
+    p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; anything "
+                   "else is reachable from the network and prints a warning)")
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free one; default 8765)")
+    p.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
+    p.set_defaults(func=_cmd_explore)
 
     from cnnlab.bench import GROUPS
 
