@@ -23,7 +23,7 @@ import torch
 
 from cnnlab.errors import DataError
 
-__all__ = ["read_idx", "parse_idx"]
+__all__ = ["read_idx", "idx_from_bytes", "parse_idx"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08  # the only element type Fashion-MNIST uses; the others (int8, int16, ...) are not needed here
@@ -51,14 +51,19 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None) -> torch.Tensor:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read IDX file ({e.strerror or e})") from e
+    return idx_from_bytes(raw, str(path), ndim)
+
+
+def idx_from_bytes(raw: bytes, name: str = "<bytes>", ndim: int | None = None) -> torch.Tensor:
+    """:func:`read_idx` on a file's contents already in memory (gzip'd or not); ``name`` is used in errors."""
     if raw[:2] == GZIP_MAGIC:
         try:
             raw = gzip.decompress(raw)
         except EOFError as e:
-            raise DataError(f"{path}: truncated gzip (the compressed stream ends early)") from e
+            raise DataError(f"{name}: truncated gzip (the compressed stream ends early)") from e
         except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError: bad header or CRC
-            raise DataError(f"{path}: corrupt gzip ({e})") from e
-    return parse_idx(raw, name=str(path), ndim=ndim)
+            raise DataError(f"{name}: corrupt gzip ({e})") from e
+    return parse_idx(raw, name=name, ndim=ndim)
 
 
 def parse_idx(data: bytes, name: str = "<bytes>", ndim: int | None = None) -> torch.Tensor:

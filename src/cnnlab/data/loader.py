@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from cnnlab.data.store import is_memory_mapped
 from cnnlab.data.transforms import augment_batch
 from cnnlab.errors import CnnlabError
 
@@ -41,7 +42,9 @@ class DeviceLoader:
         shuffle: a new permutation every epoch (``torch.randperm`` seeded with ``seed + epoch`` on the CPU, so
             every device and rank computes the same one); otherwise the stored order.
         preprocess: applied to each float [0, 1] batch after augmentation (a :class:`Preprocess`), on the device.
-        augment: random crop (padding 2) and horizontal flip per sample (:func:`augment_batch`).
+        augment: random crop (padding 2) and, with ``flip``, horizontal flip per sample (:func:`augment_batch`).
+        flip: mirror half of the augmented samples; False for data whose mirror image is another class or none
+            (digits, characters: :attr:`ImageDataset.flip`).
         device: where the data and the batches live.
         seed: seeds the order and the augmentation.
         rank: this process's index among ``world_size`` (torchrun's RANK / WORLD_SIZE).
@@ -51,6 +54,11 @@ class DeviceLoader:
             epoch to epoch when shuffling.
         drop_last: drop the last batch of the shard when it is smaller than ``batch_size``.
         limit_batches: at most this many batches per epoch (quick runs, ``--limit-train-batches``).
+        indices: use only these samples of ``images`` (e.g. the training part of :func:`stratified_split`)
+            without copying them; ``None``: all.
+        resident: True moves ``images`` to ``device`` once; False keeps them where they are and moves each
+            gathered batch instead; ``None`` (the default) chooses False for images memory-mapped from the cache
+            (:attr:`ImageDataset.memory_mapped`: a set larger than memory) and True otherwise.
 
     Example:
         >>> loader = DeviceLoader(data.train_images, data.train_labels, 128, shuffle=True)  # doctest: +SKIP
@@ -63,7 +71,8 @@ class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool = False,
                  preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None, augment: bool = False,
                  device: str | torch.device = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False, limit_batches: int | None = None):
+                 drop_last: bool = False, limit_batches: int | None = None, flip: bool = True,
+                 indices: torch.Tensor | None = None, resident: bool | None = None):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() not in (3, 4):
             got = f"{images.dim()}-d {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
             raise CnnlabError(f"images must be a uint8 tensor N x H x W or N x C x H x W, got {got}")
@@ -75,15 +84,32 @@ class DeviceLoader:
         _positive_int("limit_batches", limit_batches, allow_none=True)
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
             raise CnnlabError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
-        if len(images) < world_size:
-            raise CnnlabError(f"need at least one sample per rank, got {len(images)} samples for {world_size} ranks")
         self.device = torch.device(device)
-        self.images = images.to(self.device).contiguous()  # stays uint8: the only copy of the dataset
-        self.labels = labels.to(self.device, torch.int64)
+        if resident is None:
+            resident = not is_memory_mapped(images)
+        # Resident: stays uint8, the only copy of the dataset. Not resident: a memory-mapped file stays on disk
+        # and the page cache; only the gathered batch is copied to the device.
+        self.images = images.to(self.device).contiguous() if resident else images
+        self.resident = bool(resident)
+        self.labels = labels.to(self.images.device, torch.int64)
+        if indices is not None:
+            indices = torch.as_tensor(indices)
+            if indices.dim() != 1 or indices.is_floating_point() or indices.dtype == torch.bool:
+                raise CnnlabError(f"indices must be a 1-d integer tensor, got {indices.dtype} {tuple(indices.shape)}")
+            if len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(images):
+                raise CnnlabError(f"indices must lie in [0, {len(images)}), got values from {int(indices.min())} "
+                                  f"to {int(indices.max())}")
+            indices = indices.long().cpu()
+        self.indices = indices
+        self.num_items = len(images) if indices is None else len(indices)
+        if self.num_items < world_size:
+            raise CnnlabError(f"need at least one sample per rank, got {self.num_items} samples for {world_size} "
+                              f"ranks")
         self.batch_size, self.shuffle, self.preprocess, self.augment = batch_size, shuffle, preprocess, augment
+        self.flip = bool(flip)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last, self.limit_batches = drop_last, limit_batches
-        self.shard_size = len(images) // world_size
+        self.shard_size = self.num_items // world_size
         self._aug_gen = torch.Generator()  # CPU: the same draws whatever the device
         self._epoch, self._batch, self._resume_batch = 0, 0, 0
         self._order = self._make_order(0)
@@ -91,12 +117,14 @@ class DeviceLoader:
     # -- order -------------------------------------------------------------------------------------------------
     def _make_order(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices for ``epoch``, on the device."""
-        n = len(self.images)
+        n = self.num_items
         if self.shuffle:
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
         else:
             perm = torch.arange(n)
-        return perm[self.rank::self.world_size][: self.shard_size].to(self.device)
+        if self.indices is not None:
+            perm = self.indices[perm]
+        return perm[self.rank::self.world_size][: self.shard_size].to(self.images.device)
 
     def set_epoch(self, epoch: int) -> None:
         """Fix the order (and augmentation) of ``epoch``; call it before iterating, as with DistributedSampler.
@@ -137,14 +165,17 @@ class DeviceLoader:
         """Batch ``b`` of the current epoch (random access, no position change)."""
         idx = self._order[b * self.batch_size: (b + 1) * self.batch_size]
         x = self.images.index_select(0, idx)  # B x H x W uint8: the only per-batch copy at the stored size
+        y = self.labels.index_select(0, idx)
+        if not self.resident:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if x.dim() == 3:
             x = x.unsqueeze(1)  # B x 1 x H x W
         x = x.float().div_(255)  # as torchvision's ToTensor (d2l 4.2); in place on the fresh float copy
         if self.augment:
-            x = augment_batch(x, self._aug_gen.manual_seed(self._augment_seed(b)))
+            x = augment_batch(x, self._aug_gen.manual_seed(self._augment_seed(b)), flip=self.flip)
         if self.preprocess is not None:
             x = self.preprocess(x)
-        return x, self.labels.index_select(0, idx)
+        return x, y
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         start, self._resume_batch = self._resume_batch, 0
@@ -170,6 +201,6 @@ class DeviceLoader:
         self._batch = self._resume_batch = batch
 
     def __repr__(self) -> str:
-        return (f"DeviceLoader(samples={len(self.images)}, batch_size={self.batch_size}, batches={len(self)}, "
-                f"shuffle={self.shuffle}, augment={self.augment}, device={self.device}, "
+        return (f"DeviceLoader(samples={self.num_items}, batch_size={self.batch_size}, batches={len(self)}, "
+                f"shuffle={self.shuffle}, augment={self.augment}, flip={self.flip}, device={self.device}, "
                 f"rank={self.rank}/{self.world_size})")

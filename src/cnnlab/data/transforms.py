@@ -9,6 +9,9 @@ at most 1/255 on the first 50 training images at 96 and 224 px).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,32 +25,41 @@ class Preprocess(nn.Module):
     """Float images ``N x C x H x W`` in [0, 1] to the model's input: bilinear resize, then optional normalisation.
 
     One module serves training, evaluation, prediction and the ONNX export, so they cannot drift apart. It
-    is traceable, ONNX-exportable and scriptable (only float/int/bool attributes, no data-dependent control flow
-    beyond a static shape test).
+    is traceable, ONNX-exportable and scriptable: the statistics are non-persistent ``1 x C x 1 x 1`` buffers
+    (they follow ``.to(device)`` but stay out of the ``state_dict``, whose keys checkpoints pin), and the only
+    control flow is a static shape test.
 
     Args:
         input_size: side of the square model input; the resize is skipped when the input already has it.
-        mean: subtracted after resizing (``None``: no normalisation); give ``std`` with it.
-        std: divided by after subtracting ``mean``.
+        mean: subtracted after resizing: one float for every channel or one per channel (``None``: no
+            normalisation); give ``std`` with it.
+        std: divided by after subtracting ``mean``, in the same form.
 
     Example:
         >>> Preprocess(96, mean=0.2860, std=0.3530)(torch.rand(2, 1, 28, 28)).shape
         torch.Size([2, 1, 96, 96])
+        >>> Preprocess(32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 3, 32, 32])
     """
 
-    def __init__(self, input_size: int = 28, mean: float | None = None, std: float | None = None):
+    def __init__(self, input_size: int = 28, mean: float | Sequence[float] | None = None,
+                 std: float | Sequence[float] | None = None):
         super().__init__()
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
             raise CnnlabError(f"input_size must be a positive integer, got {input_size!r}")
         if (mean is None) != (std is None):
             raise CnnlabError(f"mean and std must be given together, got mean={mean!r}, std={std!r}")
-        if std is not None and not float(std) > 0:
-            raise CnnlabError(f"std must be positive, got {std!r}")
         self.input_size = input_size
         self.normalize = mean is not None
-        # Plain floats (not Optional) keep TorchScript and ONNX happy; identity values when normalisation is off.
-        self.mean = float(mean) if mean is not None else 0.0
-        self.std = float(std) if std is not None else 1.0
+        means, stds = (_per_channel("mean", mean), _per_channel("std", std)) if self.normalize else ((0.0,), (1.0,))
+        if len(means) != len(stds) and 1 not in (len(means), len(stds)):
+            raise CnnlabError(f"mean and std must have one value each or one per channel, got {len(means)} "
+                              f"and {len(stds)} values")
+        if not all(math.isfinite(m) for m in means) or not all(math.isfinite(s) and s > 0 for s in stds):
+            raise CnnlabError(f"mean must be finite and std positive, got mean={mean!r}, std={std!r}")
+        # Identity values when normalisation is off keep forward free of Optional (TorchScript, ONNX).
+        self.register_buffer("mean", torch.tensor(means).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(stds).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2] != self.input_size or x.shape[-1] != self.input_size:
@@ -59,8 +71,26 @@ class Preprocess(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        norm = f", mean={self.mean}, std={self.std}" if self.normalize else ""
+        def show(t: torch.Tensor) -> str:
+            values = [round(v, 4) for v in t.flatten().tolist()]
+            return str(values[0]) if len(values) == 1 else str(tuple(values))
+
+        norm = f", mean={show(self.mean)}, std={show(self.std)}" if self.normalize else ""
         return f"input_size={self.input_size}{norm}"
+
+
+def _per_channel(name: str, value: float | Sequence[float]) -> tuple[float, ...]:
+    if isinstance(value, torch.Tensor):
+        value = value.flatten().tolist()
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) == 0:
+            raise CnnlabError(f"{name} must be a number or a non-empty sequence of numbers, got {value!r}")
+        values = value
+    else:
+        values = [value]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise CnnlabError(f"{name} must be a number or a sequence of numbers, got {value!r}")
+    return tuple(float(v) for v in values)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:

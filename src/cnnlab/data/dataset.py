@@ -1,0 +1,143 @@
+"""The dataset value every source produces: uint8 images, int64 labels, class names, statistics and a flip policy.
+
+A source (IDX family, CIFAR binary, a folder of images) only has to fill an :class:`ImageDataset`; the loader, the
+trainer and the report read nothing else. Images are stored once as uint8 ``N x C x H x W`` (square) at their own
+size and turned into model inputs per batch on the device (:class:`~cnnlab.data.transforms.Preprocess`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["ImageDataset", "channel_stats", "conform"]
+
+_STATS_CHUNK = 4096  # images per float64 chunk: bounded extra memory even for a memory-mapped 15 GB set
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: identity, not elementwise tensor comparison (and hashable)
+class ImageDataset:
+    """A labelled image dataset held as uint8 tensors.
+
+    Attributes:
+        name: the registry name it was loaded under, e.g. ``"mnist"`` or ``"folder:/data/pets"``.
+        train_images: uint8 ``N x C x H x W`` with ``H == W``.
+        train_labels: int64 ``N`` in ``0..num_classes-1``.
+        test_images: uint8 ``M x C x H x W``, the same ``C, H, W``.
+        test_labels: int64 ``M``.
+        classes: one name per label.
+        mean: per-channel pixel mean of the training images in the [0, 1] scale.
+        std: per-channel standard deviation, same scale.
+        flip: whether a horizontal mirror keeps the class (clothes, objects: yes; digits, characters: no).
+        description: where the data came from and anything done to it (held-out split, skipped files).
+        memory_mapped: the images are read from a file in the cache on demand rather than held in memory.
+
+    Loads are cached per process, so instances may share storage: treat the tensors as read-only.
+    """
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    flip: bool
+    description: str = ""
+    memory_mapped: bool = False
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+                raise CnnlabError(f"{self.name}: {split}_images must be uint8 N x C x H x W with H == W, got "
+                                  f"{images.dtype} {tuple(images.shape)}")
+            if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+                raise CnnlabError(f"{self.name}: {split}_labels must be int64 of shape ({len(images)},), got "
+                                  f"{labels.dtype} {tuple(labels.shape)}")
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise CnnlabError(f"{self.name}: train and test images differ in shape: "
+                              f"{tuple(self.train_images.shape[1:])} vs {tuple(self.test_images.shape[1:])}")
+        if not len(self.mean) == len(self.std) == self.channels:
+            raise CnnlabError(f"{self.name}: mean and std need one value per channel ({self.channels}), got "
+                              f"{len(self.mean)} and {len(self.std)}")
+
+    @property
+    def channels(self) -> int:
+        """1 for grey, 3 for RGB."""
+        return int(self.train_images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Side of the stored square images."""
+        return int(self.train_images.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (f"ImageDataset({self.name!r}, train={len(self.train_images)}, test={len(self.test_images)}, "
+                f"classes={self.num_classes}, channels={self.channels}, image_size={self.image_size}, "
+                f"flip={self.flip})")
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (unbiased) standard deviation of uint8 ``N x C x H x W`` images in the [0, 1] scale.
+
+    Sums run in float64 over chunks of images, so a memory-mapped set is read once and never held as floats.
+    """
+    if images.dim() != 4 or len(images) == 0:
+        raise CnnlabError(f"channel statistics need a non-empty N x C x H x W tensor, got {tuple(images.shape)}")
+    c = images.shape[1]
+    total, squares = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    for start in range(0, len(images), _STATS_CHUNK):
+        chunk = images[start:start + _STATS_CHUNK].to(torch.float64).transpose(0, 1).reshape(c, -1)
+        total += chunk.sum(1)
+        squares += chunk.square().sum(1)
+    n = images.numel() // c
+    mean = total / n
+    var = (squares - n * mean.square()) / max(n - 1, 1)
+    return (tuple(float(m) / 255 for m in mean),
+            tuple(math.sqrt(max(float(v), 0.0)) / 255 for v in var))
+
+
+def _convert(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as TF  # deferred: importing torchvision takes ~1 s
+
+    out = torch.empty(len(images), channels, image_size, image_size, dtype=torch.uint8)
+    for start in range(0, len(images), _STATS_CHUNK):
+        x = images[start:start + _STATS_CHUNK]
+        if x.shape[1] != channels:
+            # grey -> RGB repeats the channel; RGB -> grey is ITU-R 601-2 luma, as PIL's convert("L")
+            x = x.expand(-1, 3, -1, -1) if channels == 3 else TF.rgb_to_grayscale(x, num_output_channels=1)
+        if x.shape[-1] != image_size:
+            x = TF.resize(x, [image_size, image_size], antialias=True)  # uint8 in, uint8 out (rounded)
+        out[start:start + len(x)] = x
+    return out
+
+
+def conform(data: ImageDataset, image_size: int | None = None, channels: int | None = None) -> ImageDataset:
+    """``data`` with its images resized to ``image_size`` and converted to ``channels`` (1 or 3) where asked.
+
+    Returns ``data`` itself when nothing changes; otherwise the statistics are recomputed from the new training
+    images.
+    """
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise CnnlabError(f"image_size must be a positive integer, got {image_size!r}")
+    if channels not in (None, 1, 3):
+        raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    size, chans = image_size or data.image_size, channels or data.channels
+    if (size, chans) == (data.image_size, data.channels):
+        return data
+    train, test = _convert(data.train_images, size, chans), _convert(data.test_images, size, chans)
+    mean, std = channel_stats(train)
+    note = f"; converted to {chans} channel(s) at {size} px"
+    return replace(data, train_images=train, test_images=test, mean=mean, std=std,
+                   description=data.description + note, memory_mapped=False)

@@ -1,0 +1,315 @@
+"""``folder:PATH``: a folder of the user's own images, one subfolder per class, decoded once into the cache.
+
+Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/**/<image>``, or the split
+``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``PATH/val/``, the other usual held-out name).
+Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
+Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so.
+
+Decoding (Pillow), once: every file with an image extension (:data:`IMAGE_EXTENSIONS`; other files are ignored
+and counted) is converted to grey or RGB, the shorter side resized to ``image_size`` and the centre cropped to a
+square (``ImageOps.fit``; the usual Resize + CenterCrop of ImageNet-style evaluation). Channels follow the data:
+1 when every file has a grey mode (``L``, ``1``, ``I;16``, grey palettes, ...), else 3; ``channels=`` forces it.
+Alpha is dropped, as torchvision's ``pil_loader`` does. ``image_size`` defaults to the median shorter side of
+the images, capped at 224 (the largest input the book's models take, d2l 8.1): digits at 28 px stay 28 px, photos
+are stored no larger than a model will look at. Mirrored images are assumed to keep their class (``flip=True``).
+
+The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
+every file's path, size and modification time and the decode options, and written atomically: the second load of
+an unchanged folder reads one file. Nothing is ever written into ``PATH``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.data.dataset import ImageDataset, channel_stats
+from cnnlab.data.registry import FOLDER_PREFIX, register_dataset
+from cnnlab.data.split import stratified_split
+from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, open_raw, write_raw
+from cnnlab.errors import CnnlabError, DataError
+from cnnlab.io import write_json
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "HOLDOUT", "load_folder"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+MAX_DEFAULT_SIZE = 224
+HOLDOUT = 1 / 6
+HOLDOUT_SEED = 0
+HELD_OUT_NAMES = ("test", "val")
+FORMAT = 1  # bump when the cached layout or the decoding changes, so old cache entries are not reused
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+@dataclass(frozen=True)
+class _File:
+    path: Path
+    size: int
+    mtime_ns: int
+    label: int
+
+
+def load_folder(path: Path, *, image_size: int | None = None, channels: int | None = None, skip_bad: bool = False,
+                **_options) -> ImageDataset:
+    """Load ``folder:PATH`` (see the module docstring for layouts, decoding and the cache)."""
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise CnnlabError(f"image_size must be a positive integer, got {image_size!r}")
+    if channels not in (None, 1, 3):
+        raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path} does not exist; expected a folder of class subfolders (PATH/<class>/<image>)")
+    if not path.is_dir():
+        raise DataError(f"{path} is a file; expected a folder of class subfolders (PATH/<class>/<image>)")
+    path = path.resolve()
+    cache = cache_root().expanduser().resolve() / "folders"
+    if cache.is_relative_to(path):
+        raise DataError(f"the cache folder {cache} lies inside the data folder {path}; set CNNLAB_CACHE elsewhere "
+                        f"(cnnlab never writes into a data folder)")
+    train_dir, held_dir = _layout(path)
+    classes, train_files, ignored = _scan(train_dir, None)
+    held_files: list[_File] = []
+    if held_dir is not None:
+        _, held_files, more = _scan(held_dir, classes)
+        ignored += more
+    options = {"format": FORMAT, "image_size": image_size, "channels": channels, "skip_bad": skip_bad,
+               "holdout": None if held_dir else [HOLDOUT, HOLDOUT_SEED]}
+    key = _cache_key(path, train_files + held_files, options)
+    name = FOLDER_PREFIX + str(path)
+    cached = _read_cache(cache, key, name)
+    if cached is not None:
+        return cached
+    if held_dir is None:
+        train_files, held_files, split_note = _hold_out(path, train_files)
+    else:
+        split_note = f"test split: {held_dir.name}/"
+    notes = [split_note] + ([f"ignored {ignored} non-image file(s)"] if ignored else [])
+    return _decode_all(cache, key, name, path, classes, train_files, held_files, image_size, channels, skip_bad,
+                       notes)
+
+
+def _layout(path: Path) -> tuple[Path, Path | None]:
+    """(the training folder, the held-out folder or None)."""
+    if (path / "train").is_dir():
+        held = next((path / n for n in HELD_OUT_NAMES if (path / n).is_dir()), None)
+        others = [d for d in _subfolders(path) if d.name not in ("train", *HELD_OUT_NAMES)]
+        if held is not None or not others:  # train/ + test/, or train/ alone: a split layout, not a class
+            return path / "train", held
+    return path, None
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
+
+
+def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[_File], int]:
+    """The classes of ``split_dir``, its image files (sorted by class, then path) and the count of other files."""
+    class_dirs = _subfolders(split_dir)
+    if not class_dirs:
+        loose = sum(1 for p in split_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        found = f"found {loose} image(s) directly in it" if loose else "found none"
+        raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>")
+    classes = tuple(d.name for d in class_dirs) if known is None else known
+    files, ignored = [], 0
+    for d in class_dirs:
+        if d.name not in classes:
+            raise DataError(f"{d}: class {d.name!r} is not among the training classes ({', '.join(classes)})")
+        images, other = _walk(d)
+        if not images:
+            raise DataError(f"{d}: class {d.name!r} has no images (expected files ending in "
+                            f"{', '.join(IMAGE_EXTENSIONS)})")
+        ignored += other
+        label = classes.index(d.name)
+        for p in images:
+            try:
+                st = p.stat()
+            except OSError as e:  # a dangling link, or one that points at itself (ELOOP)
+                raise DataError(f"{p}: cannot read ({e.strerror or e}); remove it or fix the link") from e
+            files.append(_File(p, st.st_size, st.st_mtime_ns, label))
+    return classes, files, ignored
+
+
+def _walk(class_dir: Path) -> tuple[list[Path], int]:
+    """Image files under ``class_dir`` (links followed, sorted) and how many other files; refuses link loops."""
+    seen, images, other = set(), [], 0
+
+    def onerror(e: OSError) -> None:
+        raise DataError(f"{e.filename}: cannot list the folder ({e.strerror or e})")
+
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True, onerror=onerror):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            raise DataError(f"{dirpath}: symlink loop (leads back to {real}); remove the link")
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(Path(dirpath, f))
+            else:
+                other += 1
+    return images, other
+
+
+def _cache_key(root: Path, files: list[_File], options: dict) -> str:
+    listing = [[str(f.path.relative_to(root)) if f.path.is_relative_to(root) else str(f.path), f.size, f.mtime_ns,
+                f.label] for f in files]
+    text = json.dumps({"root": str(root), "options": options, "files": listing}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _hold_out(root: Path, files: list[_File]) -> tuple[list[_File], list[_File], str]:
+    labels = torch.tensor([f.label for f in files])
+    try:
+        train_idx, test_idx = stratified_split(labels, HOLDOUT, seed=HOLDOUT_SEED)
+    except CnnlabError as e:
+        raise DataError(f"{root}: no test/ or val/ folder and {len(files)} images are too few to hold out a "
+                        f"test split ({e}); add images or a {root}/test/<class>/ folder") from e
+    note = f"test split: a seeded stratified 1/6 of the images held out (no {'/ or '.join(HELD_OUT_NAMES)}/ folder)"
+    return [files[i] for i in train_idx.tolist()], [files[i] for i in test_idx.tolist()], note
+
+
+# -- decoding --------------------------------------------------------------------------------------------------
+class _BadImage(Exception):
+    pass
+
+
+def _open(path: Path):
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _BadImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+
+
+def _is_grey(img) -> bool:
+    if img.mode in _GREY_MODES:
+        return True
+    if img.mode in ("P", "PA"):
+        palette = img.getpalette() or []
+        return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+    return False
+
+
+def _decode(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image as uint8 ``channels x size x size``."""
+    from PIL import Image, ImageOps
+
+    with _open(path) as img:
+        try:
+            img.load()  # the full decode: a truncated file fails here, not at open
+            if img.mode in ("P", "PA"):
+                img = img.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
+            img = img.convert("L" if channels == 1 else "RGB")
+            if img.size != (size, size):
+                img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
+            array = np.asarray(img)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise _BadImage(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _survey(files: list[_File], skip_bad: bool) -> tuple[list[_File], list[int], bool, int]:
+    """Read every header: (the files that opened, their shorter sides, all grey?, files skipped)."""
+    kept, sides, grey, skipped = [], [], True, 0
+    for f in files:
+        try:
+            with _open(f.path) as img:
+                sides.append(min(img.size))
+                grey = grey and _is_grey(img)
+            kept.append(f)
+        except _BadImage as e:
+            if not skip_bad:
+                raise DataError(f"{e} (load with skip_bad=True to skip such files)") from None
+            skipped += 1
+    return kept, sides, grey, skipped
+
+
+def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...], train: list[_File],
+                test: list[_File], image_size: int | None, channels: int | None, skip_bad: bool,
+                notes: list[str]) -> ImageDataset:
+    train, train_sides, train_grey, skipped = _survey(train, skip_bad)
+    test, test_sides, test_grey, more = _survey(test, skip_bad)
+    skipped += more
+    if not train or not test:
+        raise DataError(f"{root}: no readable images in the {'training' if not train else 'test'} split")
+    size = image_size or min(int(statistics.median_low(train_sides + test_sides)), MAX_DEFAULT_SIZE)
+    chans = channels or (1 if train_grey and test_grey else 3)
+    item = chans * size * size
+    labels: dict[str, list[int]] = {"train": [], "test": []}
+
+    def fill(array: np.ndarray) -> int:
+        nonlocal skipped
+        at = 0
+        for split, files in (("train", train), ("test", test)):
+            for f in files:
+                try:
+                    array[at:at + item] = _decode(f.path, size, chans).reshape(-1)
+                except _BadImage as e:
+                    if not skip_bad:
+                        raise DataError(f"{e} (load with skip_bad=True to skip such files)") from None
+                    skipped += 1
+                    continue
+                labels[split].append(f.label)
+                at += item
+        return at
+
+    data_file = cache / f"{key}.u8"
+    write_raw(data_file, item * (len(train) + len(test)), fill)
+    if not labels["train"] or not labels["test"]:
+        data_file.unlink(missing_ok=True)
+        raise DataError(f"{root}: no decodable images in the {'training' if not labels['train'] else 'test'} split")
+    n_train, n_test = len(labels["train"]), len(labels["test"])
+    images = open_raw(data_file, (n_train + n_test, chans, size, size))
+    mean, std = channel_stats(images[:n_train])
+    if skipped:
+        notes.append(f"skipped {skipped} unreadable file(s)")
+    meta = {"format": FORMAT, "shape": [n_train + n_test, chans, size, size], "n_train": n_train,
+            "classes": list(classes), "train_labels": labels["train"], "test_labels": labels["test"],
+            "mean": list(mean), "std": list(std), "notes": notes}
+    write_json(cache / f"{key}.json", meta)  # written last: its presence marks a complete entry
+    return _dataset(name, root, images, meta, data_file)
+
+
+def _read_cache(cache: Path, key: str, name: str) -> ImageDataset | None:
+    meta_file, data_file = cache / f"{key}.json", cache / f"{key}.u8"
+    try:
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT:
+            return None
+        images = open_raw(data_file, tuple(meta["shape"]))
+    except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
+        return None
+    return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file)
+
+
+def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file: Path) -> ImageDataset:
+    n_train = meta["n_train"]
+    notes = list(meta["notes"])
+    mapped = images.nbytes > in_memory_limit()
+    if mapped:
+        notes.append(f"memory-mapped from {data_file} ({format_bytes(images.nbytes)} decoded, over the in-memory "
+                     f"limit of {format_bytes(in_memory_limit())})")
+    description = f"{n_train} training and {len(images) - n_train} test images from {root}; " + "; ".join(notes)
+    return ImageDataset(name, images[:n_train], torch.tensor(meta["train_labels"], dtype=torch.int64),
+                        images[n_train:], torch.tensor(meta["test_labels"], dtype=torch.int64),
+                        tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]), flip=True,
+                        description=description, memory_mapped=mapped)
+
+
+register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,
+                 test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/* (any common image format; "
+                                   "without test/ or val/, a seeded stratified 1/6 is held out)", flip=True)

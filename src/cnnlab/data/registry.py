@@ -1,0 +1,153 @@
+"""A tiny dataset registry in the model registry's shape: ``load_dataset(name)`` and the `cnnlab datasets` table.
+
+Sources register themselves when :mod:`cnnlab.data` is imported: the IDX family (``fashion-mnist``, ``mnist``,
+``kmnist``), CIFAR (``cifar10``, ``cifar100``) and ``folder:PATH``, a folder of the user's own images.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnlab.data.dataset import ImageDataset, conform
+from cnnlab.errors import CnnlabError
+
+__all__ = ["DatasetInfo", "register_dataset", "list_datasets", "dataset_info", "load_dataset", "datasets_table",
+           "FOLDER_PREFIX", "DEFAULT_DATASET"]
+
+FOLDER_PREFIX = "folder:"
+DEFAULT_DATASET = "fashion-mnist"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the registry knows about a dataset before loading it (``None``: depends on the files).
+
+    Attributes:
+        name: the name ``load_dataset`` takes; ``"folder:PATH"`` stands for any folder.
+        loader: ``loader(root, *, image_size, channels, download, skip_bad) -> ImageDataset``.
+        classes: number of classes.
+        channels: 1 (grey) or 3 (RGB).
+        image_size: side of the stored images.
+        train: number of training images.
+        test: number of test images.
+        source: where the files come from (the first download mirror, or the folder).
+        flip: whether a horizontal mirror keeps the class (augmentation flips only then).
+        section: the paper or book section describing the data.
+    """
+
+    name: str
+    loader: Callable[..., ImageDataset]
+    classes: int | None
+    channels: int | None
+    image_size: int | None
+    train: int | None
+    test: int | None
+    source: str
+    flip: bool
+    section: str = ""
+
+
+_DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, loader: Callable[..., ImageDataset], **info) -> DatasetInfo:
+    """Register ``loader`` under ``name`` with the :class:`DatasetInfo` fields in ``info``; returns the entry."""
+    if name in _DATASETS:
+        raise RuntimeError(f"dataset {name!r} is registered twice")
+    _DATASETS[name] = entry = DatasetInfo(name, loader, **info)
+    return entry
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered dataset names matching a shell-style ``pattern``, in registration order."""
+    return [name for name in _DATASETS if fnmatch.fnmatch(name, pattern)]
+
+
+def _key(name: str) -> str:
+    return FOLDER_PREFIX + "PATH" if name.startswith(FOLDER_PREFIX) else name
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry for ``name`` (any ``folder:...`` gets the folder entry, its path as the source).
+
+    Raises:
+        CnnlabError: an unknown name; the message lists the known ones and the closest match.
+    """
+    if not isinstance(name, str) or _key(name) not in _DATASETS:
+        raise CnnlabError(_unknown(name))
+    info = _DATASETS[_key(name)]
+    if name.startswith(FOLDER_PREFIX):
+        path = name[len(FOLDER_PREFIX):]
+        if not path:
+            raise CnnlabError("folder: needs a path, e.g. folder:~/pets (PATH/<class>/*.jpg)")
+        info = DatasetInfo(name, info.loader, None, None, None, None, None, path, info.flip, info.section)
+    return info
+
+
+def _unknown(name: object) -> str:
+    names = list(_DATASETS)
+    message = f"unknown dataset {name!r}; expected one of: {', '.join(names)}"
+    if isinstance(name, str):
+        close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        elif os.path.isdir(os.path.expanduser(name)):  # a bare path to the user's own images
+            message += f"; did you mean '{FOLDER_PREFIX}{name}'?"
+    return message
+
+
+def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None, *,
+                 image_size: int | None = None, channels: int | None = None, download: bool = True,
+                 skip_bad: bool = False) -> ImageDataset:
+    """Load a registered dataset as an :class:`ImageDataset`.
+
+    Args:
+        name: a name from :func:`list_datasets`, or ``"folder:PATH"`` for ``PATH/<class>/*`` images.
+        root: the dataset's folder (the CLI's ``--data-dir``); default: ``$CNNLAB_DATA`` for Fashion-MNIST,
+            else ``<cache>/<name>`` (``$CNNLAB_CACHE``, else ``~/.cache/cnnlab``). A folder given here is read
+            as found and never written to. Not used with ``folder:``.
+        image_size: side of the stored square images (default: the dataset's own; folders: see
+            :mod:`cnnlab.data.folder`); other sizes are resized once at load.
+        channels: 1 or 3 to convert (default: as the data is).
+        download: fetch missing files into the cache folder.
+        skip_bad: folders only: skip undecodable image files (counted in the description) instead of refusing.
+
+    Raises:
+        CnnlabError: an unknown name or a bad option; DataError for missing, corrupt or unexpected files.
+
+    Example:
+        >>> data = load_dataset("mnist")  # doctest: +SKIP
+        >>> data.train_images.shape, data.classes[:3], data.flip  # doctest: +SKIP
+        (torch.Size([60000, 1, 28, 28]), ('0', '1', '2'), False)
+    """
+    info = dataset_info(name)
+    if name.startswith(FOLDER_PREFIX):
+        if root is not None and str(root) != "":
+            raise CnnlabError(f"{name} names its folder itself; expected no --data-dir, got {str(root)!r}")
+        path = Path(name[len(FOLDER_PREFIX):]).expanduser()
+        return info.loader(path, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad)
+    data = info.loader(root, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad)
+    return conform(data, image_size, channels)
+
+
+def datasets_table() -> str:
+    """The `cnnlab datasets` listing: name, classes, channels, image size, train/test counts, source."""
+    header = ("name", "classes", "channels", "size", "train", "test", "flip", "source")
+    rows = [header]
+    for entry in _DATASETS.values():
+        def show(value: int | None) -> str:
+            return "-" if value is None else str(value)
+
+        source = entry.source + (f" ({entry.section})" if entry.section else "")
+        rows.append((entry.name, show(entry.classes), show(entry.channels), show(entry.image_size),
+                     show(entry.train), show(entry.test), "yes" if entry.flip else "no", source))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths,
+                                                                                                 strict=False)))
+             + "  " + row[-1] for row in rows]
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,91 @@
+"""A seeded, stratified hold-out split: the validation set for ``--val-split`` and the test set of a folder without one.
+
+Stratified so that every class is held out in proportion to its size (a random split of a small or unbalanced set
+can leave a class out of validation entirely), and seeded so that a run and its resume hold out the same images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["stratified_split"]
+
+
+def _holdout_count(val: float | int, n: int) -> int:
+    if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+        raise CnnlabError(f"val must be a fraction in (0, 1) or a whole number of images >= 1, got {val!r}")
+    if 0 < val < 1:
+        return round(val * n)
+    if val >= 1 and val == int(val):
+        return int(val)
+    raise CnnlabError(f"val must be a fraction in (0, 1) or a whole number of images >= 1, got {val!r}")
+
+
+def _quotas(counts: list[int], k: int) -> list[int]:
+    """Per-class hold-out counts summing to ``k``, proportional to ``counts``, each at most ``count - 1``.
+
+    Largest-remainder rounding (Hamilton's method), with a class's remainder going to the next class when it is
+    full; ties go to the lower label.
+    """
+    n = sum(counts)
+    ideal = [k * c / n for c in counts]
+    quota = [min(math.floor(q), c - 1) for q, c in zip(ideal, counts, strict=True)]
+    while sum(quota) < k:
+        room = [i for i, c in enumerate(counts) if quota[i] < c - 1]
+        room.sort(key=lambda i: (quota[i] - ideal[i], i))  # furthest below its ideal share first
+        for i in room[: k - sum(quota)]:
+            quota[i] += 1
+    return quota
+
+
+def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split sample indices into training and held-out parts, class by class.
+
+    Args:
+        labels: integer class labels, one per sample.
+        val: the held-out share: a fraction in (0, 1) of all samples (``round(val * len(labels))`` of them) or
+            a whole number of samples.
+        seed: which samples are held out; the same ``(labels, val, seed)`` always gives the same split.
+
+    Returns:
+        ``(train_idx, val_idx)``: sorted int64 index tensors that partition ``range(len(labels))``. Each class
+        contributes in proportion to its size and keeps at least one training sample.
+
+    Raises:
+        CnnlabError: ``val`` is not a fraction or a positive count, rounds to no sample, or would leave a class
+            without training samples.
+
+    Example:
+        >>> train_idx, val_idx = stratified_split(torch.tensor([0, 0, 0, 1, 1, 1]), 2, seed=0)
+        >>> len(train_idx), len(val_idx)
+        (4, 2)
+    """
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise CnnlabError(f"labels must be a 1-d integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CnnlabError(f"seed must be an integer, got {seed!r}")
+    labels = labels.cpu().long()
+    n = len(labels)
+    k = _holdout_count(val, n)
+    classes = torch.unique(labels)
+    members = [torch.nonzero(labels == c).flatten() for c in classes]
+    counts = [len(m) for m in members]
+    most = n - len(classes)  # every class keeps one training sample
+    if k < 1:
+        raise CnnlabError(f"val={val!r} of {n} samples holds out none; expected at least one sample")
+    if k > most:
+        raise CnnlabError(f"val={val!r} holds out {k} of {n} samples, but at most {most} can be held out while "
+                          f"each of the {len(classes)} classes keeps a training sample")
+    generator = torch.Generator().manual_seed(seed)
+    held = [m[torch.randperm(len(m), generator=generator)[:q]]
+            for m, q in zip(members, _quotas(counts, k), strict=True)]
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.cat(held)] = True
+    return torch.nonzero(~mask).flatten(), torch.nonzero(mask).flatten()

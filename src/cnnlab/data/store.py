@@ -1,0 +1,117 @@
+"""cnnlab's cache folder, and decoded image arrays kept there: in memory when they fit, memory-mapped when not.
+
+The cache folder is ``$CNNLAB_CACHE``, else ``~/.cache/cnnlab``: downloads go into ``<cache>/<dataset>``, decoded
+image folders into ``<cache>/folders``. It is the only place cnnlab creates data files.
+
+Datasets larger than memory: a decoded set whose bytes exceed :func:`in_memory_limit` (half the machine's RAM) is
+written to a raw uint8 file in the cache and mapped from it (``torch.from_file``, copy-on-write), so the pages are
+read on demand and the kernel may drop them again; :class:`~cnnlab.data.loader.DeviceLoader` then gathers each
+batch on the host and moves only that batch to the device (:func:`is_memory_mapped`). 100,000 RGB images at
+224 px are 15 GB of uint8: such a set trains from the page cache instead of failing to load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.errors import DataError
+from cnnlab.io import atomic_write
+
+__all__ = ["CACHE_ENV", "cache_root", "in_memory_limit", "is_memory_mapped", "write_raw", "open_raw",
+           "format_bytes"]
+
+CACHE_ENV = "CNNLAB_CACHE"
+IN_MEMORY_BYTES: int | None = None  # None: half the physical memory (tests set a small number)
+
+_MAPPED: dict[int, int] = {}  # data_ptr of each mapped storage -> its size in bytes
+
+
+def cache_root() -> Path:
+    """``$CNNLAB_CACHE`` if set and non-empty, else ``~/.cache/cnnlab``."""
+    env = os.environ.get(CACHE_ENV, "")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "cnnlab"
+
+
+def in_memory_limit() -> int:
+    """Largest decoded dataset, in bytes, that is held in memory rather than memory-mapped from the cache."""
+    if IN_MEMORY_BYTES is not None:
+        return IN_MEMORY_BYTES
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 8 GB of RAM
+        return 4 << 30
+
+
+def format_bytes(n: int) -> str:
+    """``15.1 GB`` style (powers of 1000, as disk sizes are quoted)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def is_memory_mapped(tensor: torch.Tensor) -> bool:
+    """True for a tensor (or a view of one) that :func:`open_raw` mapped from a file."""
+    return tensor.device.type == "cpu" and tensor.untyped_storage().data_ptr() in _MAPPED
+
+
+def write_raw(path: Path, nbytes: int, fill: Callable[[np.ndarray], int]) -> int:
+    """Create ``path`` atomically as ``nbytes`` of zeros that ``fill(array)`` writes into; returns the bytes kept.
+
+    ``fill`` gets a writable uint8 memory map of the whole file and returns how many leading bytes it used; the
+    file is cut to that length before it is moved into place, so a killed write leaves no partial file behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if nbytes > free:
+        raise DataError(f"decoding needs {format_bytes(nbytes)} in the cache folder {path.parent}, which has "
+                        f"{format_bytes(free)} free; pass a smaller --image-size or set {CACHE_ENV} to a larger disk")
+    used = 0
+
+    def write(tmp: str) -> None:
+        nonlocal used
+        with open(tmp, "r+b") as f:
+            f.truncate(max(nbytes, 1))  # sparse until written; np.memmap refuses empty files
+        array = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(max(nbytes, 1),))
+        try:
+            used = fill(array)
+            array.flush()
+        finally:
+            del array
+        os.truncate(tmp, used)
+
+    atomic_write(path, write)
+    return used
+
+
+def open_raw(path: Path, shape: tuple[int, ...], *, mapped: bool | None = None) -> torch.Tensor:
+    """The uint8 tensor of ``shape`` stored in ``path``: read into memory, or mapped when it is over the limit.
+
+    Args:
+        path: a file written by :func:`write_raw`.
+        shape: its layout; the file must hold exactly ``prod(shape)`` bytes.
+        mapped: force the choice; ``None`` maps only when the size exceeds :func:`in_memory_limit`.
+    """
+    nbytes = math.prod(shape)
+    size = path.stat().st_size
+    if size != nbytes:
+        raise DataError(f"{path}: cached array has {size} bytes, expected {nbytes} for shape {shape}")
+    if mapped is None:
+        mapped = nbytes > in_memory_limit()
+    if not mapped or nbytes == 0:
+        return torch.from_numpy(np.fromfile(path, dtype=np.uint8, count=nbytes)).view(shape)
+    # shared=False maps the file copy-on-write: pages load on demand and a stray write never reaches the cache.
+    root = torch.from_file(str(path), shared=False, size=nbytes, dtype=torch.uint8)
+    key = root.untyped_storage().data_ptr()
+    _MAPPED[key] = nbytes
+    # Every view keeps its base tensor alive, so the entry goes exactly when the mapping is unmapped.
+    weakref.finalize(root, _MAPPED.pop, key, None)
+    return root.view(shape)
