@@ -7,6 +7,7 @@ import types
 import warnings
 
 import matplotlib.figure
+import matplotlib.pyplot
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import cnnlab.d2l.board as board_module
+import cnnlab.d2l.data as data_module
 import cnnlab.d2l.models as models_module
 from cnnlab import d2l
 from cnnlab.data import DeviceLoader
@@ -71,15 +73,24 @@ def test_board_rejects_bad_points():
         board.draw(0, torch.ones(2), "a")
 
 
-def test_board_in_a_script_prints_nothing_and_saves(tmp_path, capsys):
+def test_board_in_a_script_prints_one_line_per_refresh_and_saves(tmp_path, capsys):
     board = d2l.ProgressBoard(xlabel="epoch", ylim=(0, 1))
     for i in range(4):
         board.draw(i, torch.tensor(0.1 * i), "train_loss")
     board.refresh()
+    assert capsys.readouterr().out == "epoch 3: train_loss 0.15\n"  # the mean of the points since the last line
+    board.draw(4, torch.tensor(0.5), "train_loss")
+    board.draw(4, 0.75, "val_acc")
+    board.refresh()
+    board.refresh()  # nothing new: no line
+    assert capsys.readouterr().out == "epoch 4: train_loss 0.5, val_acc 0.75\n"
+    board.display = False  # d2l's switch (k-fold cells turn it off after the first fold): silent
+    board.draw(5, 0.1, "train_loss")
+    board.refresh()
     assert board.fig is None  # nothing drawn until asked
     fig = board.figure()
     assert isinstance(fig, matplotlib.figure.Figure)
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train_loss"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train_loss", "val_acc"]
     board.save(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out == ""
@@ -301,7 +312,9 @@ def test_trainer_fits_a_line_and_counts_batches(capsys):
     assert model.trainer is trainer and model.board.xlim == [0, 20]
     assert len(model.board.data["train_loss"]) == 40 and len(model.board.data["val_loss"]) == 20
     assert all(type(p.y) is float for p in model.board._lines["val_loss"])  # converted at each epoch's end
-    assert capsys.readouterr().out == ""
+    lines = capsys.readouterr().out.splitlines()  # a script gets one line per epoch, not silence
+    assert len(lines) == 20 and lines[0].startswith("epoch 1: train_loss ") and ", val_loss " in lines[0]
+    assert lines[-1].startswith("epoch 20: ")
 
 
 def test_trainer_limits_batches_and_works_without_validation():
@@ -414,9 +427,20 @@ def test_prepare_batch_keeps_cpu_batches_without_gpus():
 
 def test_get_tensorloader_shuffles_only_for_training():
     data = Line(batch_size=16)
-    assert isinstance(data.get_tensorloader((data.X, data.y), True).sampler, torch.utils.data.RandomSampler)
+    train = data.get_tensorloader((data.X, data.y), True)
+    torch.manual_seed(1)
+    first = next(iter(train))
+    torch.manual_seed(1)
+    assert torch.equal(next(iter(train))[0], first[0])  # the order comes from torch's global generator
+    assert not torch.equal(next(iter(train))[0], first[0])  # and is drawn anew each pass
+    seen = torch.cat([X for X, _ in train])
+    assert torch.equal(seen.sort(dim=0).values, data.X.sort(dim=0).values)  # a permutation of every row
     val = data.get_dataloader(False)
-    assert torch.equal(next(iter(val))[0], data.X[64:80])
+    X, y = next(iter(val))
+    assert torch.equal(X, data.X[64:80]) and torch.equal(y, data.y[64:80])
+    assert len(val) == 2 and len(val.dataset) == 32 and isinstance(next(iter(val)), list)  # as a DataLoader's
+    X[:] = 0
+    assert not torch.equal(data.X[64:80], X)  # a batch is a copy, as collating makes one
 
 
 def test_fashion_mnist_rejects_bad_arguments():
@@ -487,8 +511,19 @@ def test_fashion_mnist_resize_and_d2l_root(tmp_path):
 
 
 @needs_real_data
-def test_visualize_returns_a_figure_without_showing(fmnist, capsys):
-    fig = fmnist.visualize(next(iter(fmnist.val_dataloader())), nrows=2, ncols=4)
-    assert isinstance(fig, matplotlib.figure.Figure)
-    assert [ax.get_title() for ax in fig.axes][:2] == ["ankle boot", "pullover"]
-    assert len(fig.axes) == 8 and capsys.readouterr().out == ""
+def test_visualize_returns_nothing_so_jupyter_shows_one_figure(fmnist, capsys, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(data_module, "show_images", lambda *a, **k: drawn.append((a, k)) or ["axes"])
+    batch = next(iter(fmnist.val_dataloader()))
+    assert fmnist.visualize(batch, nrows=2, ncols=4) is None  # a returned figure is the cell's value: shown twice
+    (imgs, nrows, ncols), kwargs = drawn[0]
+    assert imgs.shape == (128, 28, 28) and (nrows, ncols) == (2, 4)
+    assert kwargs["titles"][:2] == ["ankle boot", "pullover"] and capsys.readouterr().out == ""
+
+
+def test_show_images_in_a_script_returns_the_axes_of_an_unshown_figure():
+    before = matplotlib.pyplot.get_fignums()
+    axes = d2l.show_images(torch.rand(8, 5, 5), 2, 4, titles=list("abcdefgh"))
+    assert len(axes) == 8 and [ax.get_title() for ax in axes[:2]] == ["a", "b"]
+    assert isinstance(axes[0].figure, matplotlib.figure.Figure)
+    assert matplotlib.pyplot.get_fignums() == before  # not a pyplot figure: nothing to show, freed with the axes

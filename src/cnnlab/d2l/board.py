@@ -3,8 +3,10 @@
 d2l 1.0.3 converts every plotted value to numpy (a device sync per training step), redraws a pyplot figure on
 each point and calls ``IPython.display.display(fig)``, which in a plain script prints ``Figure(350x250)`` lines.
 This board keeps the values as tensors on their device, averages them there, and reads them back only when it
-renders: in a Jupyter kernel at most once per ``refresh_s`` seconds and at the end of each epoch; in a script
-only when asked (``figure()``, ``save(path)``), and the trainer's end-of-epoch ``refresh()`` merely converts.
+renders: in a Jupyter kernel at most once per ``refresh_s`` seconds and at the end of each epoch. Outside a
+notebook d2l shows nothing at all (d2l issue 1961: the script looks hung); here the trainer's end-of-epoch
+``refresh()`` prints one line with each series' mean over the points since the previous line, and the figure is
+drawn only when asked (``figure()``, ``save(path)``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["ProgressBoard", "in_notebook"]
+__all__ = ["ProgressBoard", "in_notebook", "show_in_place"]
 
 Point = collections.namedtuple("Point", ["x", "y"])
 
@@ -35,6 +37,23 @@ def in_notebook() -> bool:
 
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show_in_place(fig: Any, handle: Any = None) -> Any:
+    """Show ``fig`` under the running Jupyter cell as a PNG, replacing what ``handle`` showed; returns the handle.
+
+    One display slot updated in place, instead of d2l's ``display`` + ``clear_output`` per point, which also
+    wipes everything else the cell printed.
+    """
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    image = Image(data=buffer.getvalue(), format="png")
+    if handle is None:
+        return display(image, display_id=True)
+    handle.update(image)
+    return handle
 
 
 def _to_floats(values: list) -> list[float]:
@@ -75,6 +94,7 @@ class ProgressBoard:
         self._lines: collections.OrderedDict[str, list] = collections.OrderedDict()  # Points; y maybe a tensor
         self._last_render = -math.inf  # the first point is drawn at once
         self._handle = None  # IPython display handle, updated in place
+        self._printed = collections.Counter()  # per series: averaged points already summarised in an epoch line
 
     def draw(self, x: float, y: torch.Tensor | float, label: str, every_n: int = 1) -> None:
         """Add the point ``(x, y)`` to series ``label``; every ``every_n`` points become one averaged point.
@@ -119,11 +139,30 @@ class ProgressBoard:
                 line[i] = Point(line[i].x, y)
 
     def refresh(self) -> None:
-        """End-of-epoch hook of the trainer: redraw when live in Jupyter, else only convert pending values."""
+        """End-of-epoch hook of the trainer: redraw when live in Jupyter; in a script print the epoch's line."""
         if self.display and in_notebook():
             self.render()
-        else:
-            self.flush()
+            return
+        self.flush()
+        if self.display:
+            line = self.epoch_line()
+            if line:
+                print(line, flush=True)
+
+    def epoch_line(self) -> str:
+        """``"epoch 3: train_loss 0.4213, val_loss 0.441, val_acc 0.8412"``: each series' mean over the averaged
+        points added since the previous line, at the largest x among them (empty when nothing is new)."""
+        self.flush()
+        xs, parts = [], []
+        for label, line in self._lines.items():
+            new = line[self._printed[label]:]
+            self._printed[label] = len(line)
+            if new:
+                xs.extend(p.x for p in new)
+                parts.append(f"{label} {sum(p.y for p in new) / len(new):.4g}")
+        if not parts:
+            return ""
+        return f"{self.xlabel or 'x'} {max(xs):g}: " + ", ".join(parts)
 
     def figure(self) -> Any:
         """The matplotlib figure with the curves drawn so far (created on first use, never shown)."""
@@ -164,15 +203,7 @@ class ProgressBoard:
         self._last_render = time.monotonic()
         if not (self.display and in_notebook()):
             return
-        from IPython.display import Image, display
-
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        image = Image(data=buffer.getvalue(), format="png")
-        if self._handle is None:
-            self._handle = display(image, display_id=True)
-        else:
-            self._handle.update(image)
+        self._handle = show_in_place(fig, self._handle)
 
     def save(self, path: str | os.PathLike, **savefig_kwargs: Any) -> None:
         """Draw the curves so far and write them to ``path`` (format from the suffix: .png, .svg, .pdf)."""

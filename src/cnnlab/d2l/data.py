@@ -1,4 +1,5 @@
-"""The book's data classes (d2l 3.2.4, 4.2): ``DataModule`` and ``FashionMNIST``, plus ``show_images``.
+"""The book's data classes (d2l 3.2.4, 4.2): ``DataModule`` and ``FashionMNIST``, plus ``show_images`` and the
+function-style API's ``load_data_fashion_mnist`` (d2l-zh 3.5), which returns the same loaders.
 
 ``FashionMNIST`` is built on ``cnnlab.data``: the files come from ``load_fashion_mnist`` (offline: the ``root``
 argument, else ``$CNNLAB_DATA``, else the cache folder; a download only when they are missing), and its loaders
@@ -15,25 +16,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils import data as torch_data
 
+from cnnlab.d2l.arrays import TensorLoader
 from cnnlab.d2l.board import in_notebook
 from cnnlab.d2l.core import HyperParameters
 from cnnlab.data import CLASSES, DeviceLoader, Preprocess, load_fashion_mnist
 from cnnlab.errors import CnnlabError
 
-__all__ = ["DataModule", "FashionMNIST", "show_images"]
+__all__ = ["DataModule", "FashionMNIST", "show_images", "load_data_fashion_mnist", "get_dataloader_workers",
+           "get_fashion_mnist_labels"]
 
 
 class DataModule(HyperParameters):
     """Base class of the book's datasets: subclasses define ``get_dataloader(train)``.
 
     Args:
-        root: data folder (d2l's ``'../data'``; here None means cnnlab's lookup: ``$CNNLAB_DATA``, then the cache).
+        root: data folder of the book's own datasets (d2l's ``'../data'``, where ``d2l.download`` saves);
+            ``FashionMNIST`` takes None there, meaning cnnlab's lookup (``$CNNLAB_DATA``, then the cache).
         num_workers: kept for d2l compatibility; cnnlab's loaders build batches in the main process.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None, num_workers: int = 4):
+    def __init__(self, root: str | os.PathLike | None = "../data", num_workers: int = 4):
         self.save_hyperparameters()
         self.device = torch.device("cpu")
 
@@ -52,13 +55,13 @@ class DataModule(HyperParameters):
         return self
 
     def get_tensorloader(self, tensors: Sequence[torch.Tensor], train: bool,
-                         indices: slice | torch.Tensor = slice(0, None)) -> torch_data.DataLoader:
-        """A shuffled (when ``train``) DataLoader over ``tensors[indices]`` in batches of ``self.batch_size``."""
+                         indices: slice | torch.Tensor = slice(0, None)) -> TensorLoader:
+        """Batches of ``tensors[indices]`` of ``self.batch_size``, shuffled anew each pass when ``train``."""
         tensors = tuple(a[indices] for a in tensors)
-        return torch_data.DataLoader(torch_data.TensorDataset(*tensors), self.batch_size, shuffle=train)
+        return TensorLoader(tensors, self.batch_size, shuffle=train)
 
 
-class _Split(torch_data.Dataset):
+class _Split(torch.utils.data.Dataset):
     """One split as a map-style dataset of ``(float 1 x H x W image in [0, 1], int label)`` pairs."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, preprocess: Preprocess):
@@ -76,15 +79,33 @@ class _BookLoader(DeviceLoader):
     """A DeviceLoader that reshuffles on every iteration, as a shuffling torch DataLoader does.
 
     Epoch ``k`` of this loader is the ``k``-th time it is iterated; the first order is ``set_epoch(0)``'s.
+    ``dataset`` is the split, as a DataLoader's (``len(train_iter.dataset)``, ``train_iter.dataset[0]``).
     """
 
     _iterations = 0
+    dataset: _Split
+    owner: FashionMNIST
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.shuffle:
             self.set_epoch(self._iterations)
             self._iterations += 1
         return super().__iter__()
+
+    def to(self, device: str | torch.device) -> _BookLoader:
+        """The same loader (split, order, passes so far) with its images resident on ``device``."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        moved = self.owner._loader(self.shuffle, device, self.seed)
+        moved._iterations, moved.limit_batches = self._iterations, self.limit_batches
+        return moved
+
+
+def on_device(loader: Any, device: str | torch.device) -> Any:
+    """``loader`` with its data on ``device`` when it is one of this module's loaders; any other loader as it is
+    (the loops then move each batch, as the book's do)."""
+    return loader.to(device) if isinstance(loader, _BookLoader) else loader
 
 
 class FashionMNIST(DataModule):
@@ -126,29 +147,33 @@ class FashionMNIST(DataModule):
 
     def get_dataloader(self, train: bool) -> DeviceLoader:
         """Batches of the training (shuffled anew each pass) or validation split, the last one possibly smaller."""
-        key = (self.device, bool(train))
-        if key not in self._resident:  # one device copy per split and device, shared by all loaders
-            split = self.train if train else self.val
-            self._resident[key] = (split.data.to(self.device), split.targets.to(self.device))
-        images, labels = self._resident[key]
         # The order's seed comes from torch's global generator, as a DataLoader's RandomSampler draws its own:
         # torch.manual_seed(s) before the loader is made fixes every epoch's order.
         seed = int(torch.randint(0, 2**31 - 1, ()).item()) if train else 0
-        return _BookLoader(images, labels, self.batch_size, shuffle=bool(train), preprocess=self.preprocess,
-                           device=self.device, seed=seed, drop_last=False)
+        return self._loader(bool(train), self.device, seed)
+
+    def _loader(self, train: bool, device: torch.device, seed: int) -> _BookLoader:
+        key = (device, train)
+        split = self.train if train else self.val
+        if key not in self._resident:  # one device copy per split and device, shared by all loaders
+            self._resident[key] = (split.data.to(device), split.targets.to(device))
+        images, labels = self._resident[key]
+        loader = _BookLoader(images, labels, self.batch_size, shuffle=train, preprocess=self.preprocess,
+                             device=device, seed=seed, drop_last=False)
+        loader.dataset, loader.owner = split, self
+        return loader
 
     def visualize(self, batch: Sequence[torch.Tensor], nrows: int = 1, ncols: int = 8,
-                  labels: Sequence[str] = ()) -> Any:
+                  labels: Sequence[str] = ()) -> None:
         """Show the first ``nrows * ncols`` images of ``batch`` titled with their labels (d2l 4.2.3).
 
-        Returns:
-            The matplotlib figure (in a script it is never shown; save it with ``fig.savefig(path)``).
+        Returns None, as d2l's does: a returned figure would be shown a second time as the cell's value in
+        Jupyter. In a script nothing is shown; ``d2l.show_images`` returns the axes (``axes[0].figure``).
         """
         X, y = batch
         if not labels:
             labels = self.text_labels(y)
-        axes = show_images(X.squeeze(1), nrows, ncols, titles=list(labels))
-        return axes[0].figure
+        show_images(X.squeeze(1), nrows, ncols, titles=list(labels))
 
 
 def _square_side(resize: int | Sequence[int]) -> int:
@@ -194,3 +219,26 @@ def show_images(imgs: Sequence[Any], num_rows: int, num_cols: int, titles: Seque
         if titles:
             ax.set_title(titles[i])
     return axes
+
+
+def get_dataloader_workers() -> int:
+    """The book's worker-process count (4); cnnlab's loaders build batches on the device, in the main process."""
+    return 4
+
+
+def get_fashion_mnist_labels(labels: Sequence[int] | torch.Tensor) -> list[str]:
+    """The Fashion-MNIST class names of label indices (d2l-zh 3.5.1)."""
+    return [CLASSES[int(i)] for i in labels]
+
+
+def load_data_fashion_mnist(batch_size: int, resize: int | Sequence[int] | None = None,
+                            ) -> tuple[DeviceLoader, DeviceLoader]:
+    """The training loader (shuffled anew each pass) and the test loader of Fashion-MNIST (d2l-zh 3.5.3).
+
+    They are ``FashionMNIST(batch_size, resize).get_dataloader(True/False)``: float ``N x 1 x H x W`` images in
+    [0, 1] resized on the device (``resize``: an int or a square pair; None keeps 28 px), int64 labels, the last
+    partial batch kept; ``len()`` counts batches and ``.dataset`` is the split, as with the book's DataLoaders.
+    The files are read offline (``$CNNLAB_DATA``, then the cache folder), not from ``'../data'``.
+    """
+    data = FashionMNIST(batch_size=batch_size, resize=resize or 28)
+    return data.get_dataloader(True), data.get_dataloader(False)

@@ -1,6 +1,7 @@
 """The networks the d2l library ships for chapters 7-8, written the book's way with Lazy layers.
 
-``LeNet`` (d2l 7.6), ``Residual`` (d2l 8.6.2) and ``ResNeXtBlock`` (d2l 8.6.5), plus ``init_cnn``. The library's
+``LeNet`` (d2l 7.6), ``Residual`` (d2l 8.6.2) and ``ResNeXtBlock`` (d2l 8.6.5), plus ``init_cnn`` and the
+multi-GPU chapter's ``resnet18`` (d2l 13.6). The library's
 own models (``cnnlab.models``) give explicit channel counts; these keep the book's Lazy layers so the book's
 cells (``layer_summary``, ``apply_init``) behave as printed.
 """
@@ -19,7 +20,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from cnnlab.d2l.core import Classifier
 from cnnlab.models.init import init_cnn as _xavier_init
 
-__all__ = ["init_cnn", "LeNet", "Residual", "ResNeXtBlock"]
+__all__ = ["init_cnn", "LeNet", "Residual", "ResNeXtBlock", "resnet18"]
 
 _warned_lazy = False  # init_cnn's warning is given once per process
 
@@ -131,3 +132,24 @@ class ResNeXtBlock(nn.Module):
         if self.conv4 is not None:
             X = self.bn4(self.conv4(X))
         return F.relu(Y + X)
+
+
+def resnet18(num_classes: int, in_channels: int = 1) -> nn.Sequential:
+    """ResNet-18 for small images (d2l 13.6): a 3x3 stride-1 stem without max-pooling, four stages of two
+    ``Residual`` blocks (64, 128, 256, 512 channels), global average pooling and a linear head.
+
+    As in d2l 1.0.3, the stem and the head have explicit sizes and the blocks are Lazy.
+    """
+
+    def stage(num_channels: int, first: bool) -> nn.Sequential:
+        blocks = [Residual(num_channels) if first else Residual(num_channels, use_1x1conv=True, strides=2),
+                  Residual(num_channels)]
+        return nn.Sequential(*blocks)
+
+    net = nn.Sequential(nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1), nn.BatchNorm2d(64),
+                        nn.ReLU())
+    for i, channels in enumerate((64, 128, 256, 512)):
+        net.add_module(f"resnet_block{i + 1}", stage(channels, first=i == 0))
+    net.add_module("global_avg_pool", nn.AdaptiveAvgPool2d((1, 1)))
+    net.add_module("fc", nn.Sequential(nn.Flatten(), nn.Linear(512, num_classes)))
+    return net

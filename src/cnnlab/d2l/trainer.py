@@ -15,11 +15,10 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 
 from cnnlab.d2l import devices
 from cnnlab.d2l.core import HyperParameters, Module
-from cnnlab.device import channels_last_pays
+from cnnlab.d2l.layout import to_channels_last
 from cnnlab.errors import CnnlabError
 
 __all__ = ["Trainer"]
@@ -68,8 +67,9 @@ class Trainer(HyperParameters):
             data.to(self.gpus[0])  # lets FashionMNIST keep its images on the GPU and resize there
         self.train_dataloader = data.train_dataloader()
         self.val_dataloader = data.val_dataloader()
-        self.num_train_batches = self._count(self.train_dataloader, self.limit_train_batches)
-        self.num_val_batches = (self._count(self.val_dataloader, self.limit_val_batches)
+        # getattr: the book's own Trainer.__init__ (d2l 6.7, set with add_to_class) knows no limits.
+        self.num_train_batches = self._count(self.train_dataloader, getattr(self, "limit_train_batches", None))
+        self.num_val_batches = (self._count(self.val_dataloader, getattr(self, "limit_val_batches", None))
                                 if self.val_dataloader is not None else 0)
         if self.num_train_batches == 0:
             raise CnnlabError("the training dataloader is empty: expected at least one batch, got 0")
@@ -94,28 +94,18 @@ class Trainer(HyperParameters):
         self.epoch = 0
         self.train_batch_idx = 0
         self.val_batch_idx = 0
-        self._channels_last = self._to_channels_last(model)
+        self._channels_last = to_channels_last(model, self.device)
         try:
             for epoch in range(self.max_epochs):
                 self.epoch = epoch
                 self.fit_epoch()
+                # Here, not in fit_epoch: the book replaces fit_epoch (d2l 3.4.4) and still gets its epoch line.
+                board = getattr(model, "board", None)
+                if hasattr(board, "refresh"):
+                    board.refresh()
         finally:  # the user's model comes back in the layout it had, even when fit is interrupted
             if self._channels_last:
                 model.to(memory_format=torch.contiguous_format)
-
-    def _to_channels_last(self, model: nn.Module) -> bool:
-        """Put 4-D (conv) weights in channels-last order; False where it does not apply: no such weights, a
-        device other than CPU or CUDA, a 5-D weight (channels-last is 4-D only), weights already channels-last,
-        or weights still lazy (then :meth:`fit_epoch` asks again once the first step has given them shapes)."""
-        params = list(model.parameters())
-        if not channels_last_pays(self.device) or any(is_lazy(p) for p in params):
-            return False
-        if any(p.dim() == 5 for p in params):
-            return False
-        if all(p.is_contiguous(memory_format=torch.channels_last) for p in params if p.dim() == 4):
-            return False  # nothing to do (no conv weights, or the user's own channels-last model: left as it is)
-        model.to(memory_format=torch.channels_last)
-        return True
 
     def prepare_batch(self, batch: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
         """Move the batch to the device in use (a no-op for tensors already there)."""
@@ -124,27 +114,25 @@ class Trainer(HyperParameters):
         return batch
 
     def fit_epoch(self) -> None:
-        """One pass of training steps, then one of validation steps, then the board's end-of-epoch refresh."""
+        """One pass of training steps, then one of validation steps (``fit`` then refreshes the board)."""
         self.model.train()
         for batch in itertools.islice(self.train_dataloader, self.num_train_batches):
             loss = self.model.training_step(self.prepare_batch(batch))
             self.optim.zero_grad()
             loss.backward()
-            if self.gradient_clip_val > 0:
-                self.clip_gradients(self.gradient_clip_val, self.model)
-            self.optim.step()
+            with torch.no_grad():  # as d2l 3.4.4: the book's own optimizers update their tensors in place
+                if self.gradient_clip_val > 0:
+                    self.clip_gradients(self.gradient_clip_val, self.model)
+                self.optim.step()
             self.train_batch_idx += 1
             if not getattr(self, "_channels_last", True) and self.train_batch_idx == 1:  # a lazy model has shapes now
-                self._channels_last = self._to_channels_last(self.model)
+                self._channels_last = to_channels_last(self.model, self.device)
         if self.val_dataloader is not None:
             self.model.eval()
             with torch.no_grad():
                 for batch in itertools.islice(self.val_dataloader, self.num_val_batches):
                     self.model.validation_step(self.prepare_batch(batch))
                     self.val_batch_idx += 1
-        board = getattr(self.model, "board", None)
-        if hasattr(board, "refresh"):
-            board.refresh()
 
     def clip_gradients(self, grad_clip_val: float, model: nn.Module) -> None:
         """Scale all gradients by ``grad_clip_val / norm`` when their global L2 norm exceeds it (d2l 9.5.3).
