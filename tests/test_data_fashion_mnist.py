@@ -1,21 +1,20 @@
-"""Fashion-MNIST: location rules, md5 checks, the download policy (mocked network), and the real files."""
+"""Fashion-MNIST: location rules, md5 checks, the download policy (a mirror on 127.0.0.1), and the real files."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
-import shutil
 import struct
-import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
-import torchvision.datasets.utils as tv_utils
+from data_support import home, listing, serve  # noqa: F401  (home is a fixture)
 
 import cnnlab.data.fashion_mnist as fm
-from cnnlab.data import CLASSES, MEAN, STD, load_fashion_mnist, resolve_data_dir
+from cnnlab.data import CLASSES, MEAN, STD, fetch, idx_family, load_fashion_mnist, resolve_data_dir
 from cnnlab.errors import DataError
 
 REAL = os.environ.get("CNNLAB_DATA", "")
@@ -26,23 +25,16 @@ needs_real_data = pytest.mark.skipif(
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """An empty HOME (so the default cache is under tmp_path) and no CNNLAB_DATA."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("CNNLAB_DATA", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def no_network(monkeypatch) -> list:
-    """download_url raises as it does offline; the list records the attempted URLs."""
+    """Every mirror is unreachable (a closed port on 127.0.0.1); the list records the URLs tried."""
     calls = []
+    real = fetch._fetch
 
-    def offline(url, root, filename=None, md5=None, **kwargs):
+    def offline(url, dest, md5):
         calls.append(url)
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+        real("http://127.0.0.1:9/" + url.rsplit("/", 1)[1], dest, md5)  # port 9 (discard): connection refused
 
-    monkeypatch.setattr(tv_utils, "download_url", offline)
+    monkeypatch.setattr(fetch, "_fetch", offline)
     return calls
 
 
@@ -52,19 +44,28 @@ def tiny_idx_gz(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def listing(folder: Path) -> list[tuple[str, int]]:
-    return sorted((p.name, p.stat().st_size) for p in folder.iterdir())
-
-
 # -- location -----------------------------------------------------------------------------------------------------
 def test_resolve_order(home, monkeypatch, tmp_path):
     assert resolve_data_dir() == home / ".cache" / "cnnlab" / "fashion-mnist"
     monkeypatch.setenv("CNNLAB_DATA", "")  # empty means unset
     assert resolve_data_dir() == home / ".cache" / "cnnlab" / "fashion-mnist"
+    for folder in (tmp_path / "env", tmp_path / "arg", home / "x"):
+        folder.mkdir(parents=True)
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "env"))
     assert resolve_data_dir() == tmp_path / "env"
     assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert resolve_data_dir("~/x") == home / "x"
+    monkeypatch.delenv("CNNLAB_DATA")
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    assert resolve_data_dir() == tmp_path / "cache" / "fashion-mnist"
+
+
+def test_a_named_folder_must_exist(home, monkeypatch, tmp_path):
+    for given, source in ((tmp_path / "typo", "--data-dir"), (None, "$CNNLAB_DATA")):
+        monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "typo"))
+        with pytest.raises(DataError, match=f"typo \\(from \\{source}\\) does not exist; expected a folder"):
+            load_fashion_mnist(given)
+    assert not (tmp_path / "typo").exists() and not (home / ".cache").exists()
 
 
 def test_tables_match_torchvision():
@@ -88,72 +89,64 @@ def test_md5_mismatch_names_file_expected_and_actual(tmp_path, no_network):
 
 
 # -- downloads ------------------------------------------------------------------------------------------------------
-def test_missing_and_offline_says_where_it_looked(home, tmp_path, no_network):
-    target = tmp_path / "empty"
+def test_missing_and_offline_says_where_it_looked(home, no_network):
+    cache = home / ".cache" / "cnnlab" / "fashion-mnist"
     with pytest.raises(DataError) as error:
-        load_fashion_mnist(target)
+        load_fashion_mnist()
     message = str(error.value)
     assert "\n" not in message
-    for part in (str(target), "--data-dir", "CNNLAB_DATA", str(home / ".cache" / "cnnlab" / "fashion-mnist"),
-                 fm.MIRRORS[0], "name resolution"):
+    for part in (str(cache), "default cache", fm.MIRRORS[0] + "train-images-idx3-ubyte.gz", "refused", "--data-dir",
+                 "CNNLAB_DATA"):
         assert part in message, part
     assert no_network == [fm.MIRRORS[0] + "train-images-idx3-ubyte.gz"]
-    assert not list(target.glob("*.gz")) and not list(target.glob("*.part"))
+    assert sorted(p.name for p in cache.iterdir()) == [fm.MARKER]  # no .gz and no .part left behind
 
 
-def test_default_cache_offline(home, no_network):
-    with pytest.raises(DataError, match="from default cache"):
-        load_fashion_mnist()
-
-
-def test_download_off(tmp_path, no_network):
+def test_download_off(home, no_network):
     with pytest.raises(DataError, match="downloads are off"):
-        load_fashion_mnist(tmp_path, download=False)
-    assert no_network == []
+        load_fashion_mnist(download=False)
+    assert no_network == [] and not (home / ".cache").exists()
 
 
-def test_never_writes_into_a_folder_holding_data(tmp_path, no_network):
-    tiny_idx_gz(tmp_path / "train-images-idx3-ubyte.gz")
+@pytest.mark.parametrize("some_files", [False, True])
+def test_never_downloads_into_a_named_folder(tmp_path, no_network, some_files):
+    """A folder the user names is read as found: with none or only some of the files, it is refused untouched."""
+    if some_files:
+        tiny_idx_gz(tmp_path / "train-images-idx3-ubyte.gz")
     before = listing(tmp_path)
     with pytest.raises(DataError) as error:
         load_fashion_mnist(tmp_path)
     assert "not writing" in str(error.value) and "t10k-labels-idx1-ubyte.gz" in str(error.value)
-    assert no_network == [] and listing(tmp_path) == before
+    assert no_network == [] and listing(tmp_path) == before and not (tmp_path / fm.MARKER).exists()
 
 
-def test_unwritable_folder(tmp_path, no_network, monkeypatch):
+def test_unwritable_cache(home, no_network, monkeypatch):
     # chmod does not stop root (CI containers), so the refusal is simulated where the write would happen.
     def refuse(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "touch", refuse)
     with pytest.raises(DataError, match="the folder is not writable \\(Permission denied\\)"):
-        load_fashion_mnist(tmp_path / "ro")
+        load_fashion_mnist()
     assert no_network == []
 
 
 @needs_real_data
 @pytest.mark.slow
-def test_download_into_empty_folder(tmp_path, monkeypatch):
-    """A mocked mirror serving the real files: files land under their names, md5-checked, no .part left over."""
-    urls = []
-
-    def serve(url, root, filename=None, md5=None, **kwargs):
-        urls.append(url)
-        name = url.rsplit("/", 1)[1]
-        shutil.copyfile(Path(REAL) / name, Path(root) / filename)
-        assert tv_utils.check_integrity(Path(root) / filename, md5)
-
-    monkeypatch.setattr(tv_utils, "download_url", serve)
-    target = tmp_path / "new" / "fmnist"
-    data = load_fashion_mnist(target)
-    assert data.train_images.shape == (60000, 28, 28)
-    assert urls == [fm.MIRRORS[0] + name for name in fm.FILES]
-    assert sorted(p.name for p in target.iterdir()) == sorted([*fm.FILES, fm.MARKER])
-    # Our marker lets an interrupted download finish later, though the folder now holds some files.
-    (target / "t10k-labels-idx1-ubyte.gz").unlink()
-    load_fashion_mnist(target)
-    assert urls[-1].endswith("t10k-labels-idx1-ubyte.gz") and len(urls) == 5
+def test_download_into_the_cache(home, monkeypatch):
+    """A mirror on 127.0.0.1 serving the real files: they land under their names, md5-checked, no .part left."""
+    with serve(Path(REAL)) as (url, requested):
+        spec = dataclasses.replace(idx_family.SPECS["fashion-mnist"], mirrors=(url,))
+        monkeypatch.setitem(idx_family.SPECS, "fashion-mnist", spec)
+        data = load_fashion_mnist()
+        target = home / ".cache" / "cnnlab" / "fashion-mnist"
+        assert data.train_images.shape == (60000, 28, 28)
+        assert requested == ["/" + name for name in fm.FILES]
+        assert sorted(p.name for p in target.iterdir()) == sorted([*fm.FILES, fm.MARKER])
+        # Our marker lets an interrupted download finish later, though the folder now holds some files.
+        (target / "t10k-labels-idx1-ubyte.gz").unlink()
+        load_fashion_mnist()
+        assert requested[-1] == "/t10k-labels-idx1-ubyte.gz" and len(requested) == 5
 
 
 # -- the real data --------------------------------------------------------------------------------------------------
