@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +16,10 @@ import report_fixtures
 from cnnlab.cli import main
 from cnnlab.data import CLASSES, load_fashion_mnist
 from cnnlab.errors import CnnlabError
-from cnnlab.predict import format_predictions, load_image, predict_files
-from cnnlab.train.checkpoint import load_model
-from cnnlab.train.evaluate import predict_logits
+from cnnlab.inference import load_trained, predict_logits
+from cnnlab.models import create_model
+from cnnlab.predict import format_predictions, image_files, load_image, predict_files
+from cnnlab.train.checkpoint import save_checkpoint
 
 trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
 
@@ -39,7 +41,8 @@ def test_pngs(tmp_path_factory):
 def test_predictions_of_test_pngs_equal_the_models_on_the_dataset(trained_run, test_pngs):
     paths, images, labels = test_pngs
     results = predict_files(trained_run / "last.pt", paths, topk=3, device="cpu")
-    model, pre, _ = load_model(trained_run / "last.pt")
+    _t = load_trained(trained_run / "last.pt")
+    model, pre, _ = _t.model, _t.preprocess, _t.checkpoint
     probs = predict_logits(model, pre, images).softmax(1)  # oracle: the evaluation path on the uint8 tensor
     assert [r["file"] for r in results] == [str(p) for p in paths]
     for r, p in zip(results, probs, strict=True):
@@ -53,7 +56,8 @@ def test_predictions_of_test_pngs_equal_the_models_on_the_dataset(trained_run, t
 def test_large_inverted_colour_photo_needs_invert(trained_run, test_pngs, tmp_path):
     """A dark garment on white, 10x larger, RGB JPEG: --invert turns it back into what the model knows."""
     paths, images, _ = test_pngs
-    model, pre, _ = load_model(trained_run / "last.pt")
+    _t = load_trained(trained_run / "last.pt")
+    model, pre, _ = _t.model, _t.preprocess, _t.checkpoint
     pred = predict_logits(model, pre, images).argmax(1)
     photo = tmp_path / "photo.jpg"
     Image.fromarray(255 - images[2].numpy()).resize((280, 280), Image.Resampling.BICUBIC).convert("RGB").save(
@@ -143,3 +147,105 @@ def test_cli_predict_json(trained_run, test_pngs, capsys):
     assert main(["predict", str(trained_run / "last.pt"), "nowhere.png", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere.png" in err
+
+
+# ----------------------------------------------------------------------------- any dataset's checkpoint
+def _checkpoint(path, channels: int, image_size: int, classes=("cat", "dog", "ship", "frog")):
+    """An untrained ReLU LeNet checkpoint for ``channels`` x ``image_size`` images of ``classes`` (inputs 28 px)."""
+    torch.manual_seed(channels * 100 + image_size)
+    model = create_model("lenet-relu", num_classes=len(classes), in_channels=channels)
+    save_checkpoint({"model_name": "lenet-relu", "num_classes": len(classes), "in_channels": channels,
+                     "input_size": 28, "normalize": None, "ops": "torch", "config": {"tta": False},
+                     "model": model.state_dict(),
+                     "dataset": {"name": "folder:somewhere", "classes": list(classes), "channels": channels,
+                                 "image_size": image_size, "mean": [0.4] * channels, "std": [0.3] * channels,
+                                 "flip": True}}, path)
+    return path
+
+
+@pytest.mark.parametrize("channels, image_size", [(3, 32), (1, 20)])
+def test_predictions_follow_the_checkpoints_channels_size_and_classes(tmp_path, channels, image_size):
+    ckpt = _checkpoint(tmp_path / "model.pt", channels, image_size)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (5, channels, image_size, image_size), dtype=torch.uint8, generator=g)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"img{i}.png")
+        array = image.permute(1, 2, 0).numpy()
+        Image.fromarray(array if channels == 3 else array[:, :, 0]).save(paths[-1])
+    results = predict_files(ckpt, paths, topk=4, device="cpu")
+    probs = load_trained(ckpt).logits(images).softmax(1)  # oracle: the inference path on the stored tensor
+    for r, p in zip(results, probs, strict=True):
+        assert [t["index"] for t in r["top"]] == p.topk(4).indices.tolist()
+        assert [t["probability"] for t in r["top"]] == pytest.approx(p.topk(4).values.tolist(), abs=1e-6)
+        assert {t["class"] for t in r["top"]} == {"cat", "dog", "ship", "frog"}
+    assert load_image(paths[0], channels=channels, size=image_size).shape == (channels, image_size, image_size)
+
+
+def test_colour_images_for_rgb_models(tmp_path):
+    # A red square on a transparent background: the background turns black (white, then inverted, with --invert).
+    rgba = np.zeros((30, 30, 4), np.uint8)
+    rgba[10:20, 10:20] = (255, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "red.png")
+    x = load_image(tmp_path / "red.png", channels=3, size=30)
+    assert x.shape == (3, 30, 30) and x[:, 0, 0].tolist() == [0, 0, 0]
+    assert x[:, 15, 15].tolist() == pytest.approx([1, 0, 0], abs=0.01)  # channel order kept: R, G, B
+    assert load_image(tmp_path / "red.png", invert=True, channels=3, size=30)[:, 0, 0].tolist() == [0, 0, 0]
+    # A wide photo on a blue background is padded with blue, not black, so it keeps its shape.
+    wide = np.zeros((10, 40, 3), np.uint8)
+    wide[:] = (0, 0, 200)
+    wide[:, 15:25] = (0, 255, 0)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    x = load_image(tmp_path / "wide.png", channels=3, size=40)
+    assert x[:, 2, 2].tolist() == pytest.approx([0, 0, 200 / 255], abs=0.01)
+    assert x[:, 20, 20].tolist() == pytest.approx([0, 1, 0], abs=0.01)
+    # A grey (16-bit) file for an RGB model: three equal channels.
+    grey = (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint16) * 257
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    x = load_image(tmp_path / "deep.png", channels=3, size=32)
+    torch.testing.assert_close(x[0], torch.from_numpy(grey / 65535.0).float(), atol=1 / 255, rtol=0)
+    assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+    with pytest.raises(CnnlabError, match="channels must be 1 .grey. or 3 .RGB., got 2"):
+        load_image(tmp_path / "deep.png", channels=2)
+
+
+@pytest.fixture
+def folder(tmp_path, test_pngs):
+    """Three test PNGs under unsorted names, a corrupt PNG, a text file and a hidden image."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name, source in zip(("c.png", "a.png", "B.PNG"), test_pngs[0], strict=False):
+        (pics / name).write_bytes(source.read_bytes())
+    (pics / "broken.png").write_bytes(test_pngs[0][0].read_bytes()[:60])
+    (pics / "notes.txt").write_text("not an image")
+    (pics / ".hidden.png").write_bytes(test_pngs[0][0].read_bytes())
+    return pics
+
+
+def test_a_folder_means_its_image_files_sorted(folder):
+    assert [p.name for p in image_files([folder])] == ["B.PNG", "a.png", "broken.png", "c.png"]
+    (folder / "sub").mkdir()
+    with pytest.raises(CnnlabError, match=f"folder {folder / 'sub'} holds no image files"):
+        image_files([folder / "sub"])
+
+
+def test_one_bad_file_does_not_stop_the_batch(folder, tmp_path):
+    ckpt = _checkpoint(tmp_path / "grey.pt", 1, 28)
+    with pytest.raises(CnnlabError, match="broken.png"):
+        predict_files(ckpt, [folder], device="cpu")
+    results = predict_files(ckpt, [folder], device="cpu", skip_bad=True)
+    assert [Path(r["file"]).name for r in results] == ["B.PNG", "a.png", "broken.png", "c.png"]
+    assert "truncated or corrupt" in results[2]["error"] and "top" not in results[2]
+    alone = predict_files(ckpt, [folder / "a.png"], device="cpu")
+    assert results[1]["top"] == alone[0]["top"]  # the batch around it changes nothing
+
+
+def test_cli_predicts_a_folder_reports_the_bad_file_and_exits_2(folder, tmp_path, capsys):
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == [str(folder / n) for n in ("B.PNG", "a.png", "c.png")]
+    assert err.count("\n") == 1 and err.startswith("cnnlab predict: error: ") and "broken.png" in err
+    (folder / "broken.png").unlink()
+    assert main(["predict", ckpt, str(folder), "--device", "cpu", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
