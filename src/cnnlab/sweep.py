@@ -219,7 +219,7 @@ def command_line(spec: SweepSpec, values: dict[str, Any], out: str | Path | None
         if isinstance(value, bool):
             parts.append(flag if value else "--no-" + flag[2:])
         elif value is not None:
-            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+            parts += [flag, str(value)]  # repr-exact floats: the command repeats the trial, not a rounding of it
     if out is not None:
         parts += ["--out", str(out)]
     return shlex.join(parts)
@@ -269,8 +269,10 @@ def open_storage(url: str, heartbeat: float):
         kwargs = {"pool_pre_ping": True}
     interval = max(1, round(heartbeat))
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=interval,
-                                          grace_period=3 * interval)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is "experimental"
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=interval,
+                                              grace_period=3 * interval)
     except db_errors() as e:
         raise StorageLost(f"cannot open the study database {_shown(url)}: {_first_line(e)}") from None
 
@@ -371,7 +373,7 @@ def progress(study) -> dict[str, int]:
     """Trials by state; ``counted`` are those toward ``--trials`` (interrupted ones are replaced by their resume)."""
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
-        key = "interrupted" if _is_interrupted(t) else t.state.name.lower()
+        key = "interrupted" if _is_interrupted(t) else {"FAIL": "failed"}.get(t.state.name, t.state.name.lower())
         counts[key] = counts.get(key, 0) + 1
     counts["counted"] = sum(v for k, v in counts.items() if k != "interrupted")
     return counts
@@ -447,7 +449,7 @@ def work(worker: Worker) -> None:
     from optuna.storages import fail_stale_trials
 
     torch.set_num_threads(worker.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is one line of ours, not Optuna's traceback
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(worker.url, worker.heartbeat)
     try:
@@ -546,7 +548,7 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
                           "or --storage URL, or MODEL and --param to start one")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(storage, sweep_dir)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     handle = open_storage(url, heartbeat)
     try:
         study_obj, spec = load_study(handle, study, spec)

@@ -1,0 +1,139 @@
+"""`cnnlab study NAME`: run every variant of a study as a normal run folder, then compare and summarise.
+
+The study folder holds ``study.json`` (the settings of every variant's run), one run folder per variant,
+``table.md``, ``curves.png`` and ``summary.md``. Running the same command again resumes: finished (and failed)
+variants are kept, an interrupted one continues from its ``last.pt``, the rest start.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+from cnnlab.study.spec import Study, check_settings, load_study
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """Where a study's outputs are, and its summary's text."""
+
+    folder: Path
+    summary: str
+    ran: tuple[str, ...]
+    kept: tuple[str, ...]
+    failed: tuple[str, ...]
+
+
+def variant_state(run_dir: Path) -> str:
+    """``new``, ``partial`` (a folder with no checkpoint yet), ``interrupted`` (a checkpoint, no result) or the
+    status result.json records (``finished``, ``failed``, ``stopped``)."""
+    if (run_dir / "result.json").is_file():
+        try:
+            return str(json.loads((run_dir / "result.json").read_text()).get("status", "finished"))
+        except (OSError, ValueError):
+            return "partial"  # a result.json that does not parse: the run did not end cleanly
+    if (run_dir / "last.pt").is_file():
+        return "interrupted"
+    return "partial" if run_dir.is_dir() and any(run_dir.iterdir()) else "new"
+
+
+def _plan(study: Study, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every variant's run settings, checked by TrainConfig before anything trains."""
+    from cnnlab.train.config import make_config
+
+    plan = {}
+    for v in study.variants:
+        settings = study.settings(v, overrides)
+        make_config(settings["model"], settings.get("recipe", "book"),
+                    **{k: s for k, s in settings.items() if k not in ("model", "recipe")})
+        plan[v.name] = settings
+    return plan
+
+
+def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
+    """Write study.json into a new folder, or check that an existing study folder was made with the same plan."""
+    from cnnlab.io import write_json
+
+    path = folder / "study.json"
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CnnlabError(f"{path} is not readable JSON ({e}); expected the study folder's own record") from None
+        if before.get("runs") != record["runs"]:
+            changed = sorted(k for k in set(before.get("runs", {})) | set(record["runs"])
+                             if before.get("runs", {}).get(k) != record["runs"].get(k))
+            raise CnnlabError(f"study folder {folder} was started with other settings (for {', '.join(changed)}); "
+                              "expected the same study and budget to resume it, or another --out")
+        return
+    if folder.is_dir() and any(folder.iterdir()):
+        raise CnnlabError(f"{folder} already holds files but no study.json; expected a new or a study folder "
+                          "(choose another --out)")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+
+
+def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool) -> str:
+    """Train (or resume) one variant; returns what happened. A variant that fails is recorded, not raised."""
+    from cnnlab.train import resume, train
+
+    state = variant_state(run_dir)
+    if state in ("finished", "failed", "stopped"):
+        return "kept"
+    settings = dict(settings)
+    model, recipe = settings.pop("model"), settings.pop("recipe", "book")
+    try:
+        if state == "interrupted":
+            resume(run_dir, quiet=quiet)
+        else:
+            train(model, recipe, force=state == "partial", quiet=quiet, out=str(run_dir), **settings)
+    except CnnlabError as e:  # a non-finite loss or another refusal: the run folder says "failed"; go on
+        print(f"cnnlab study: variant {name} failed: {' '.join(str(e).split())}", flush=True)
+        return "failed"
+    return "ran"
+
+
+def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
+              quiet: bool = False) -> StudyResult:
+    """Run (or resume) a study and write its table, plot and summary.
+
+    Args:
+        name_or_path: a shipped study's name (:func:`cnnlab.study.list_studies`) or a study TOML file.
+        out: the study folder (default ``studies/NAME``).
+        overrides: TrainConfig fields over every variant's budget (e.g. ``epochs=1, limit_train_batches=2``).
+        quiet: no per-epoch lines.
+
+    Raises:
+        CnnlabError: a bad study file or override, or a study folder made with other settings.
+        Interrupted: a signal stopped a variant (it checkpointed; the same call resumes the study).
+    """
+    from cnnlab.compare import compare_runs, curves_overlay, format_table, load_run
+    from cnnlab.io import save_figure, write_text
+    from cnnlab.study.summary import study_summary
+
+    study = load_study(name_or_path)
+    overrides = check_settings({k: v for k, v in (overrides or {}).items() if v is not None}, "the study's overrides")
+    folder = Path(out) if out else Path("studies") / study.name
+    plan = _plan(study, overrides)
+    _claim_folder(folder, {"study": study.name, "title": study.title, "runs": plan})
+    done: dict[str, list[str]] = {"ran": [], "kept": [], "failed": []}
+    for i, v in enumerate(study.variants):
+        if not quiet:
+            print(f"[{i + 1}/{len(study.variants)}] {v.name} ({v.model})", flush=True)
+        done[_run_variant(v.name, plan[v.name], folder / v.name, quiet)].append(v.name)
+
+    runs = [load_run(folder / v.name) for v in study.variants if (folder / v.name / "config.json").is_file()]
+    columns, rows = compare_runs(runs)
+    for row, run in zip(rows, runs, strict=True):
+        row["run"] = run.path.name  # the variant's name, as the summary refers to it
+    table = format_table(columns, rows, "md")
+    write_text(folder / "table.md", table + "\n")
+    save_figure(curves_overlay(runs, [r["run"] for r in rows]), folder / "curves.png")
+    budget = {**study.budget, **overrides}
+    summary = study_summary(study, budget, rows, table, "curves.png")
+    write_text(folder / "summary.md", summary)
+    failed = tuple(r["run"] for r in rows if r["status"] == "failed")
+    return StudyResult(folder, summary, tuple(done["ran"]), tuple(done["kept"]), failed)

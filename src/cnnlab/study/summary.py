@@ -1,0 +1,94 @@
+"""The short markdown account of a study: its question, budget, table, and what the numbers say.
+
+Only what the table shows is claimed: the ranking, the spread, the mean of each factor's levels over the other
+factors, and the caveats that bound what a reader may conclude (one seed; a smoke budget; failed variants).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from cnnlab.study.spec import Study
+
+
+def _pts(a: float, b: float) -> str:
+    return f"{100 * (a - b):+.1f} points"
+
+
+def _budget_line(budget: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in budget.items())
+
+
+def is_smoke(budget: dict[str, Any]) -> bool:
+    """Whether the budget cuts epochs short (``limit_*_batches``): a pipeline check, not an experiment."""
+    return any(budget.get(k) is not None for k in ("limit_train_batches", "limit_val_batches"))
+
+
+def factor_effects(study: Study, scores: dict[str, float]) -> list[str]:
+    """One line per factor: each level's mean score over the variants that have it, best level first."""
+    lines = []
+    for factor in study.factors:
+        levels: dict[str, list[float]] = {}
+        for v in study.variants:
+            if v.name in scores:
+                levels.setdefault(v.factors[factor], []).append(scores[v.name])
+        if len(levels) < 2:
+            continue
+        means = sorted(((statistics.fmean(s), level, len(s)) for level, s in levels.items()), reverse=True)
+        (top, best, _), (low, worst, _) = means[0], means[-1]
+        shown = ", ".join(f"{level} {m:.4f}" + (f" (mean of {n})" if n > 1 else "") for m, level, n in means)
+        lines.append(f"- **{factor}**: {shown}; {best} over {worst}: {_pts(top, low)}.")
+    return lines
+
+
+def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str, Any]], table: str,
+                  plot: str = "curves.png") -> str:
+    """The study's summary.md: question, budget, the comparison table, the plot and the findings.
+
+    Args:
+        study: the study that ran.
+        budget: the budget the variants trained with (the file's, with the command line's overrides).
+        rows: the comparison rows (:func:`cnnlab.compare.compare_runs`), one per variant run folder, in the
+            study's variant order; ``run`` is the variant's name.
+        table: the rows as a markdown table.
+        plot: the curves' file name, relative to the summary.
+    """
+    validated = "a held-out validation split" if budget.get("val_split") is not None else \
+        "the test set, as the book does (no val_split)"
+    lines = [f"# {study.title}" + (f" (d2l {study.section})" if study.section else ""), ""]
+    if study.question:
+        lines += [f"Question: {study.question}", ""]
+    lines += [f"Budget (every variant): {_budget_line(budget)}. Accuracies are measured on {validated}.", "",
+              table, "", f"![validation accuracy and training loss per epoch]({plot})", "", "## What the numbers say",
+              ""]
+    by_name = {r["run"]: r for r in rows}
+    scores = {name: r["final_val_acc"] for name, r in by_name.items()
+              if r["status"] != "failed" and r.get("final_val_acc") is not None}
+    findings = []
+    if scores:
+        ranked = sorted(scores, key=scores.get, reverse=True)
+        best, worst = ranked[0], ranked[-1]
+        findings.append("- Ranking by final validation accuracy: "
+                        + " > ".join(f"{n} {scores[n]:.4f}" for n in ranked) + ".")
+        if len(ranked) > 1:
+            findings.append(f"- {best} leads {worst} by {_pts(scores[best], scores[worst])[1:]}.")
+        findings += factor_effects(study, scores)
+        speed = {n: by_name[n]["images_per_s"] for n in ranked if by_name[n].get("images_per_s")}
+        if len(speed) > 1:
+            fast, slow = max(speed, key=speed.get), min(speed, key=speed.get)
+            findings.append(f"- Training speed: {fast} {speed[fast]:,.0f} images/s, {slow} {speed[slow]:,.0f} "
+                            f"images/s ({speed[fast] / speed[slow]:.2f}x).")
+    failed = [r["run"] for r in rows if r["status"] == "failed"]
+    if failed:
+        findings.append(f"- Failed (see their result.json): {', '.join(failed)}.")
+    unfinished = [v.name for v in study.variants if v.name not in by_name or by_name[v.name]["status"] == "incomplete"]
+    if unfinished:
+        findings.append(f"- Not finished yet: {', '.join(unfinished)} (run the same command again to resume).")
+    findings.append("- One seed per variant: differences of a few tenths of a point can be seed noise; rerun with "
+                    "other `--seed` values before trusting them.")
+    if is_smoke(budget):
+        findings.append("- **Smoke budget** (limit_train_batches / limit_val_batches set): this checks the pipeline; "
+                        "the numbers say nothing about the models.")
+    return "\n".join(lines + findings) + "\n"
