@@ -300,13 +300,16 @@ def model_info(loaded) -> dict[str, Any]:
     return info
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def host_warning(host: str) -> str | None:
+    """The warning to print when ``host`` is not a loopback address (``None`` for one)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        loopback = False
+    if loopback:
+        return None
+    return (f"cnnlab explore: warning: listening on {host}, reachable from other machines; the explorer has no "
+            "login, and anyone who can reach it can read these runs")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -382,9 +385,9 @@ def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
     import uvicorn
 
     app = create_app(root)
-    if not _is_loopback(host):
-        print(f"cnnlab explore: warning: listening on {host}, reachable from other machines; the explorer has no "
-              "login, and anyone who can reach it can read these runs", file=sys.stderr)
+    warning = host_warning(host)
+    if warning:
+        print(warning, file=sys.stderr)
     sock = bind(host, port)
     url = url_of(sock)
     print(f"cnnlab explore: serving {Path(root).resolve()} at {url} (Ctrl-C stops)", flush=True)

@@ -1,0 +1,545 @@
+"""cnnlab explore's server over real HTTP on a free loopback port: runs, inputs, ops, bad input and load.
+
+The run folders are made here in seconds: a Fashion-MNIST LeNet trained for a few dozen steps (so predictions and
+mistakes mean something), a random RGB model of another dataset with five named classes (so nothing may assume
+1 x 28 x 28 or ten classes), a run still training, and broken ones. The browser test imports these fixtures.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnlab.data import CLASSES
+from cnnlab.models import create_model
+from cnnlab.models.init import init_cnn
+from cnnlab.train import rundir
+from cnnlab.train.checkpoint import save_checkpoint
+
+RGB_CLASSES = ("cat", "dog", "ship", "frog", "tree")
+
+
+def make_run(folder: Path, *, model: str, classes, channels: int, size: int, dataset: str, train=None, test=None,
+             epochs: int = 2, steps: int = 0, finished: bool = True) -> Path:
+    """Write a run folder as `cnnlab train` leaves it; ``train``/``test`` are (uint8 images, labels) or None."""
+    torch.manual_seed(0)
+    net = create_model(model, num_classes=len(classes), in_channels=channels)
+    net.apply(init_cnn)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        for _ in range(steps):
+            idx = torch.randint(0, len(train[1]), (128,), generator=g)
+            loss = F.cross_entropy(net(train[0][idx].float() / 255), train[1][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            logits = net.eval()(test[0].float() / 255)
+            net.train()
+        seconds = time.perf_counter() - start
+        history.append({"epoch": epoch, "train_loss": float("nan") if not steps else loss.item(),
+                        "train_acc": float("nan"), "val_loss": F.cross_entropy(logits, test[1]).item(),
+                        "val_acc": (logits.argmax(1) == test[1]).float().mean().item(), "lr": 0.1,
+                        "seconds": seconds, "images_per_s": steps * 128 / max(seconds, 1e-9)})
+    net.eval()
+    folder.mkdir(parents=True)
+    config = {"model": model, "recipe": "book", "epochs": epochs, "dataset": dataset, "tta": False, "seed": 0}
+    data = {"name": dataset, "classes": list(classes), "channels": channels, "image_size": size, "mean": None,
+            "std": None, "flip": True}
+    save_checkpoint({"model_name": model, "num_classes": len(classes), "in_channels": channels, "input_size": size,
+                     "normalize": None, "ops": "torch", "config": config, "dataset": data, "model": net.state_dict(),
+                     "epoch": epochs, "step": epochs * steps, "history": history,
+                     "best_val_acc": max(r["val_acc"] for r in history)}, folder / "last.pt")
+    params = sum(p.numel() for p in net.parameters())
+    rundir.write_json(folder / "config.json", {"config": config, "input_size": size, "params": params,
+                                               "world_size": 1, "dataset": data,
+                                               "environment": {"date": "2026-12-01T10:00:00"}})
+    rundir.write_metrics_csv(folder / "metrics.csv", history)
+    if finished:
+        rundir.write_json(folder / "result.json", {
+            "model": model, "recipe": "book", "epochs": epochs, "test_acc": history[-1]["val_acc"],
+            "best_val_acc": max(r["val_acc"] for r in history), "images_per_s": 1234.0, "wall_s": 1.0,
+            "world_size": 1, "device": "cpu", "params": params, "input_size": size, "seed": 0, "dataset": dataset,
+            "status": "finished"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def explore_root(tmp_path_factory, data_dir) -> Path:
+    """A runs folder: lenet (trained), sweep/rgb (3 x 32 x 32, five classes), live (still training), broken ones."""
+    from cnnlab.data import load_fashion_mnist
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("explore") / "runs"
+        fm = load_fashion_mnist()
+        fashion = dict(model="lenet-relu", classes=CLASSES, channels=1, size=28, dataset="fashion-mnist",
+                       train=(fm.train_images.unsqueeze(1), fm.train_labels),
+                       test=(fm.test_images[:500].unsqueeze(1), fm.test_labels[:500]))
+        make_run(root / "lenet", steps=40, **fashion)
+        g = torch.Generator().manual_seed(1)
+        rgb = (torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g),
+               torch.randint(0, 5, (40,), generator=g))
+        make_run(root / "sweep" / "rgb", model="lenet-relu", classes=RGB_CLASSES, channels=3, size=32,
+                 dataset="cifar-like-not-on-this-machine", test=rgb)
+        live = make_run(root / "live", finished=False, epochs=2, steps=0, **fashion)
+        with open(live / "metrics.csv", "a") as f:
+            f.write("3,0.5,")  # a row still being written: no newline yet
+        (root / "broken-json").mkdir()
+        (root / "broken-json" / "config.json").write_text("{not json")
+        corrupt = Path(shutil.copytree(root / "lenet", root / "corrupt-checkpoint"))
+        (corrupt / "last.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+        outside = tmp_path_factory.mktemp("outside")
+        shutil.copytree(root / "lenet", outside / "secret-run")
+        (root / "escape").symlink_to(outside / "secret-run", target_is_directory=True)
+        (root / "lenet" / "leak.json").symlink_to(outside / "secret-run" / "config.json")
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(explore_root):
+    from cnnlab.explore import BackgroundServer
+
+    with BackgroundServer(explore_root) as s:
+        yield s
+
+
+def request(server, method: str, target: str, body: bytes | None = None, headers=None, timeout: float = 60):
+    """(status, parsed JSON or bytes) of a raw request: the target is sent exactly as given, never normalised."""
+    host, port = server.url.split("//")[1].strip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        if body is not None and "Content-Length" not in (headers or {}) and "Transfer-Encoding" not in (headers or {}):
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        if body is not None:
+            conn.send(body)
+        response = conn.getresponse()
+        data = response.read()
+        kind = response.getheader("content-type", "")
+        return response.status, json.loads(data) if "json" in kind else data
+    finally:
+        conn.close()
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+
+def test_runs_table_lists_every_run_with_status_and_errors(server):
+    status, body = request(server, "GET", "/api/runs")
+    assert status == 200
+    rows = {r["run"]: r for r in body["runs"]}
+    assert set(rows) == {"lenet", "sweep/rgb", "live", "broken-json", "corrupt-checkpoint"}, "symlink escape listed"
+    assert rows["lenet"]["status"] == "finished" and rows["lenet"]["model"] == "lenet-relu"
+    assert rows["lenet"]["test_acc"] > 0.3 and rows["lenet"]["dataset"] == "fashion-mnist"
+    assert rows["live"]["status"] == "training" and rows["live"]["epochs"] == 2, "the half-written row is left out"
+    assert "config.json: expected JSON" in rows["broken-json"]["error"]
+    assert rows["sweep/rgb"]["dataset"] == "cifar-like-not-on-this-machine"
+
+
+def test_one_run_folder_as_the_root(explore_root):
+    from cnnlab.explore.runs import find_runs, list_runs
+
+    assert find_runs(explore_root / "lenet") == ["."]
+    assert list_runs(explore_root / "lenet")[0]["model"] == "lenet-relu"
+
+
+@pytest.mark.parametrize("target", [
+    "/api/run?run=../lenet", "/api/run?run=..%2Flenet", "/api/run?run=%2e%2e%2f%2e%2e%2fetc", "/api/run?run=/etc",
+    "/api/run?run=%2Fetc%2Fpasswd", "/api/run?run=lenet%2F..%2F..", "/api/run?run=escape", "/api/run?run=",
+    "/api/run?run=lenet%00", "/api/run?run=sweep", "/api/run?run=..%5Clenet", "/api/metrics?run=escape",
+    "/api/analyze?run=escape&index=0", "/api/figure?run=lenet&name=config.json",
+    "/api/figure?run=lenet&name=..%2F..%2Fescape%2Fconfig.json", "/api/stream?run=..%2Flenet",
+    "/static/../server.py", "/static/%2e%2e/server.py", "/static/..%2f..%2fexplore%2fserver.py",
+    "/static/%2e%2e%2f%2e%2e%2f%2e%2e%2fpyproject.toml", "/etc/passwd", "/api/nothing",
+])
+def test_traversal_and_unknown_names_get_404(server, target):
+    status, body = request(server, "GET", target)
+    assert status == 404, (target, body)
+    assert isinstance(body, dict) and "error" in body and "root" not in str(body)
+
+
+def test_a_symlinked_file_inside_a_run_is_not_served(explore_root):
+    from cnnlab.explore.runs import NotFound, resolve_run, run_file
+
+    run = resolve_run(explore_root, "lenet")
+    with pytest.raises(NotFound):
+        run_file(run, "leak.json")
+    assert run_file(run, "metrics.csv").name == "metrics.csv"
+
+
+def test_the_static_page_is_served_from_the_package(server):
+    status, page = request(server, "GET", "/")
+    assert status == 200 and b"cnnlab explore" in page
+    assert b"http://" not in page and b"https://" not in page, "no CDN: the page must work offline"
+    for name in ("app.js", "style.css"):
+        status, text = request(server, "GET", f"/static/{name}")
+        assert status == 200 and b"http://" not in text.replace(b"http://www.w3.org/2000/svg", b"")
+
+
+def test_a_corrupt_run_is_an_error_and_the_rest_still_works(server):
+    status, body = request(server, "GET", "/api/run?run=broken-json")
+    assert status == 200 and "expected JSON" in body["error"]
+    status, body = request(server, "GET", "/api/run?run=corrupt-checkpoint")
+    assert status == 200 and "corrupt" in body["model_error"] and "\n" not in body["model_error"]
+    status, body = request(server, "GET", "/api/analyze?run=corrupt-checkpoint&index=0")
+    assert status == 400 and "corrupt" in body["error"]
+    status, body = request(server, "GET", "/api/analyze?run=broken-json&index=0")
+    assert status == 400 and "checkpoint" in body["error"]
+    status, body = request(server, "GET", "/api/run?run=lenet")
+    assert status == 200 and body["model_info"]["params"] == 61706
+
+
+# ------------------------------------------------------------------------------------------- one input
+
+
+def test_a_test_image_gets_the_library_s_predictions_maps_and_gradcam(server, explore_root):
+    from cnnlab.data import load_fashion_mnist
+    from cnnlab.inference import load_trained
+
+    status, r = request(server, "GET", "/api/analyze?run=lenet&index=7")
+    assert status == 200
+    trained = load_trained(explore_root / "lenet" / "last.pt")
+    image = load_fashion_mnist().test_images[7]
+    probs = trained.logits(image[None, None]).softmax(1)[0]
+    top = probs.topk(5)
+    assert [t["index"] for t in r["top"]] == top.indices.tolist()
+    assert [t["probability"] for t in r["top"]] == pytest.approx(top.values.tolist(), abs=1e-6)
+    assert r["top"][0]["class"] == CLASSES[int(top.indices[0])] and r["label"] == CLASSES[int(
+        load_fashion_mnist().test_labels[7])]
+    spatial = [row for row in r["rows"] if len(row["shape"]) == 3]
+    assert [row["shape"] for row in spatial] == [[6, 28, 28], [6, 14, 14], [16, 10, 10], [16, 5, 5]]
+    assert [len(row["maps"]) for row in spatial] == [6, 6, 8, 8]
+    assert r["explanation"]["row"] == "features.5" and r["explanation"]["target"] == r["top"][0]["class"]
+    for url in (r["input"], r["explanation"]["gradcam"], r["explanation"]["saliency"], spatial[0]["maps"][0]["png"]):
+        im = Image.open(io.BytesIO(__import__("base64").b64decode(url.split(",", 1)[1])))
+        im.verify()
+    status, body = request(server, "GET", "/api/analyze?run=lenet&index=10000")
+    assert status == 400 and "0 to 9999" in body["error"]
+    status, body = request(server, "GET", "/api/analyze?run=lenet&index=abc")
+    assert status == 400 and "integer" in body["error"]
+
+
+def test_gallery_has_every_class_and_confident_mistakes(server):
+    status, g = request(server, "GET", "/api/gallery?run=lenet")
+    assert status == 200
+    assert [c["class"] for c in g["by_class"]] == list(CLASSES)
+    assert all(len(c["images"]) == 6 for c in g["by_class"])
+    confidences = [m["confidence"] for m in g["mistakes"]]
+    assert confidences == sorted(confidences, reverse=True) and len(confidences) == 16
+    assert all(m["predicted"] != m["label"] for m in g["mistakes"])
+
+
+def test_an_rgb_run_of_another_dataset_takes_uploads_at_its_own_size(server):
+    status, g = request(server, "GET", "/api/gallery?run=sweep%2Frgb")
+    assert status == 400 and "cifar-like-not-on-this-machine" in g["error"]  # no test set here: an error card
+    photo = Image.new("RGB", (90, 60), (250, 250, 250))
+    photo.paste((200, 30, 30), (20, 10, 60, 50))
+    status, r = request(server, "POST", "/api/analyze?run=sweep%2Frgb&invert=1", png_bytes(photo))
+    assert status == 200, r
+    assert sorted(t["class"] for t in r["top"]) == sorted(RGB_CLASSES)
+    assert sum(t["probability"] for t in r["top"]) == pytest.approx(1, abs=1e-5)
+    assert r["rows"][0]["shape"] == [6, 32, 32]
+    status, info = request(server, "GET", "/api/run?run=sweep%2Frgb")
+    assert info["model_info"]["channels"] == 3 and info["model_info"]["classes"] == list(RGB_CLASSES)
+    assert info["model_info"]["layers"][0]["shape"] == [6, 32, 32]
+
+
+def test_a_drawing_is_classified(server):
+    canvas = Image.new("L", (224, 224), 0)
+    canvas.paste(255, (60, 40, 160, 190))
+    status, r = request(server, "POST", "/api/analyze?run=lenet", png_bytes(canvas))
+    assert status == 200 and len(r["top"]) == 5 and r["source"] == "your image"
+
+
+@pytest.mark.parametrize("body, headers, code, match", [
+    (b"", {}, 400, "empty"),
+    (b"GIF89a but not really", {}, 400, "not an image"),
+    (b"%PDF-1.4 a pdf is no image", {}, 400, "not an image"),
+    (png_bytes(Image.new("L", (64, 64)))[:60], {}, 400, "truncated or corrupt"),
+    (png_bytes(Image.new("1", (5000, 4000))), {}, 400, "20 megapixels"),
+    (b"x" * 100, {"Content-Length": str(9 * 2**20)}, 413, "MiB"),
+])
+def test_bad_uploads_are_refused_in_one_line(server, body, headers, code, match):
+    status, r = request(server, "POST", "/api/analyze?run=lenet", body, headers)
+    assert status == code and match in r["error"] and "\n" not in r["error"], r
+
+
+def test_an_oversized_chunked_upload_is_cut_off(server):
+    host, port = server.url.split("//")[1].strip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(b"POST /api/analyze?run=lenet HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"\x00" * 2**20
+        try:
+            for _ in range(12):
+                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before reading everything: that is the point
+        reply = b""
+        while b"MiB" not in reply:
+            data = s.recv(4096)
+            if not data:
+                break
+            reply += data
+    assert b" 413 " in reply.split(b"\r\n")[0] and b"larger than 8 MiB" in reply
+
+
+def test_the_decoder_refuses_a_bomb_before_decoding():
+    from cnnlab.errors import CnnlabError
+    from cnnlab.explore.images import decode_upload
+
+    bomb = png_bytes(Image.new("1", (20000, 20000)))  # 400 megapixels in about 50 kB
+    assert len(bomb) < 200_000
+    with pytest.raises(CnnlabError, match="expected at most 16 megapixels"):  # PIL itself refuses it first
+        decode_upload(bomb, 1, 28)
+    x = decode_upload(png_bytes(Image.new("RGBA", (50, 20), (255, 255, 255, 0))), 3, 32, invert=True)
+    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and int(x.max()) == 0  # transparent on white, inverted
+
+
+# ------------------------------------------------------------------------------------------- the book's ops
+
+
+def test_the_book_example_cross_correlates_to_the_book_s_result(server):
+    status, o = request(server, "GET", "/api/ops?op=corr&input=book&kernel=book")
+    assert status == 200
+    assert o["output"] == [[19.0, 25.0], [37.0, 43.0]]  # d2l 7.2.1
+    assert o["steps"] == [[0, 0, 0, 0], [0, 1, 0, 1], [1, 0, 1, 0], [1, 1, 1, 1]]
+    assert o["formula"][0].endswith("= 2")
+
+
+@pytest.mark.parametrize("op, source, kernel, pool, padding, stride", [
+    ("corr", "edges", "edge", 2, 0, 1), ("corr", "edges", "blur", 2, 1, 2), ("corr", "book", "sharpen", 2, 2, 1),
+    ("corr", "edges", "book", 2, 3, 3), ("max", "book", None, 2, 0, 1), ("max", "edges", None, 3, 1, 2),
+    ("avg", "edges", None, 2, 1, 1), ("avg", "book", None, 3, 1, 2),
+])
+def test_ops_match_torch(server, op, source, kernel, pool, padding, stride):
+    from cnnlab.explore.opsview import INPUTS, KERNELS
+
+    q = f"/api/ops?op={op}&input={source}&kernel={kernel}&pool={pool}&padding={padding}&stride={stride}"
+    status, o = request(server, "GET", q)
+    assert status == 200, o
+    x = INPUTS[source]().double()[None, None]
+    if op == "corr":
+        expected = F.conv2d(x, KERNELS[kernel].double()[None, None], stride=stride, padding=padding)
+    elif op == "max":
+        expected = F.max_pool2d(x, pool, stride=stride, padding=padding)
+    else:
+        expected = F.avg_pool2d(x, pool, stride=stride, padding=padding)
+    torch.testing.assert_close(torch.tensor(o["output"], dtype=torch.double), expected[0, 0])
+    assert len(o["steps"]) == expected.shape[-1] * expected.shape[-2]
+    assert o["formula"][0].endswith(f"= {expected.shape[-2]}") and o["formula"][1].endswith(f"= {expected.shape[-1]}")
+    top, left = o["steps"][-1][2:]
+    assert top + o["window"][0] <= len(o["input"]) + 2 * padding and left + o["window"][1] <= len(o["input"][0]) + \
+        2 * padding, "the last window lies inside the padded input"
+
+
+def test_ops_on_a_test_image_with_a_learned_kernel(server, explore_root):
+    from cnnlab.inference import load_trained
+
+    status, o = request(server, "GET", "/api/ops?op=corr&input=test&run=lenet&index=3&kernel=learned&unit=2")
+    assert status == 200, o
+    w = load_trained(explore_root / "lenet" / "last.pt").model.features[0].weight.detach()[2, 0].double()
+    assert torch.tensor(o["kernel"]) == pytest.approx(w, abs=1e-6)
+    assert len(o["output"]) == 24  # 28 - 5 + 1
+
+
+@pytest.mark.parametrize("query, match", [
+    ("op=corr&input=book&kernel=book&padding=-1", "padding must be"),
+    ("op=corr&input=book&kernel=book&stride=0", "stride must be"),
+    ("op=corr&input=book&kernel=book&stride=x", "integer"),
+    ("op=max&input=book&pool=2&padding=2", "at most half the kernel"),
+    ("op=corr&input=custom&x=1+2%3B3&kernel=book", "rectangle"),
+    ("op=corr&input=custom&x=a+b&kernel=book", "numbers"),
+    ("op=corr&input=book&kernel=custom&k=1+2+3+4", "at least as large as the (dilated) kernel 1x4"),
+    ("op=corr&input=book&kernel=nothing", "expected kernel"),
+    ("op=conv3d&input=book", "expected op"),
+])
+def test_bad_ops_settings_are_one_line(server, query, match):
+    status, o = request(server, "GET", "/api/ops?" + query)
+    assert status == 400 and match in o["error"], o
+
+
+# --------------------------------------------------------------------------------------------- Grad-CAM
+
+
+@pytest.mark.parametrize("name, channels, size, layer", [
+    ("lenet-relu", 1, 28, "features.5"), ("resnet18", 3, 64, "b5"), ("vgg-small", 1, 32, None),
+])
+def test_gradcam_and_saliency_match_captum(name, channels, size, layer):
+    captum = pytest.importorskip("captum.attr", reason="captum is in the dev extra")
+    from cnnlab.explore.gradcam import explain
+    from cnnlab.models.summary import stages
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_channels=channels).eval()
+    x = torch.rand(1, channels, size, size)
+    positive = 0
+    for target in range(7):
+        e = explain(model, x, target=target)
+        if layer is not None:
+            assert e.row == layer
+        module = model.get_submodule(e.row.split("-")[0].rpartition(".")[0] + "." + e.row.split("-")[-1]
+                                     if "-" in e.row else e.row)
+        assert module in stages(model)
+        theirs = captum.LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)[0, 0]
+        torch.testing.assert_close(e.cam, theirs.detach(), rtol=1e-4, atol=1e-6)
+        positive += float(e.cam.max()) > 0
+        saliency = captum.Saliency(model).attribute(x.clone().requires_grad_(True), target=target, abs=True)[0].amax(0)
+        torch.testing.assert_close(e.saliency, saliency, rtol=1e-4, atol=1e-7)
+    assert positive >= 2, "maps that are all zero would compare equal too easily"
+    assert e.cam_at(size).shape == (size, size) and float(e.cam_at(size).max()) == pytest.approx(1)
+
+
+# ------------------------------------------------------------------------------------ live runs and load
+
+
+def _sse_events(sock: socket.socket, want: int, timeout: float = 30) -> list[tuple[str, dict]]:
+    sock.settimeout(timeout)
+    buf, events = b"", []
+    while len(events) < want:
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf += data
+        while b"\n\n" in buf:
+            block, buf = buf.split(b"\n\n", 1)
+            lines = dict(line.split(": ", 1) for line in block.decode().splitlines() if ": " in line)
+            if "event" in lines:
+                events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def _open_stream(server, run: str) -> socket.socket:
+    host, port = server.url.split("//")[1].strip("/").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(f"GET /api/stream?run={run} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    return s
+
+
+def test_stream_follows_a_live_run_and_survives_clients_that_leave(server, explore_root, tmp_path):
+    live = Path(shutil.copytree(explore_root / "live", explore_root / "live-stream"))
+    try:
+        for _ in range(6):  # clients that read one event and vanish mid-stream
+            s = _open_stream(server, "live-stream")
+            assert _sse_events(s, 1)[0][0] == "metrics"
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # reset
+            s.close()
+        s = _open_stream(server, "live-stream")
+        first = _sse_events(s, 1)
+        assert len(first[0][1]["metrics"]) == 2
+        rows = list(first[0][1]["metrics"])
+        rows.append({**rows[-1], "epoch": 3, "val_acc": 0.5})
+        rundir.write_metrics_csv(live / "metrics.csv", rows)
+        grown = _sse_events(s, 1)
+        assert grown[0][0] == "metrics" and [r["epoch"] for r in grown[0][1]["metrics"]] == [1, 2, 3]
+        rundir.write_json(live / "result.json", {"model": "lenet-relu", "status": "finished", "test_acc": 0.5})
+        assert _sse_events(s, 1)[0][0] == "done"
+        s.close()
+        status, body = request(server, "GET", "/api/runs")
+        assert status == 200 and {r["run"]: r for r in body["runs"]}["live-stream"]["status"] == "finished"
+    finally:
+        shutil.rmtree(live)
+
+
+def test_a_burst_of_concurrent_requests(server):
+    targets = ["/api/runs", "/api/run?run=lenet", "/api/analyze?run=lenet&index=1", "/api/ops?op=max&input=edges",
+               "/api/gallery?run=lenet", "/api/metrics?run=live", "/api/run?run=..%2Fx", "/static/app.js"] * 6
+    expected = {t: request(server, "GET", t) for t in set(targets)}
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda t: request(server, "GET", t, timeout=120), targets))
+    for target, answer in zip(targets, answers, strict=True):
+        assert answer == expected[target], target
+    assert request(server, "GET", "/api/runs")[0] == 200
+
+
+def test_loopback_by_default_and_a_warning_otherwise(capsys):
+    from cnnlab.cli import build_parser
+    from cnnlab.explore.server import host_warning
+
+    args = build_parser().parse_args(["explore"])
+    assert (args.path, args.host, args.no_browser) == ("runs", "127.0.0.1", False)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert host_warning(host) is None
+    for host in ("0.0.0.0", "192.0.2.7", "::", "myhost.example"):
+        assert "reachable from other machines" in host_warning(host)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from cnnlab.cli import main
+
+    assert main(["explore", str(tmp_path / "missing"), "--no-browser"]) == 2
+
+
+@pytest.mark.slow
+def test_cnnlab_explore_serves_until_interrupted(explore_root):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "explore", str(explore_root), "--port", "0",
+                             "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line and "http://127.0.0.1:" in line, line + proc.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+
+        class _Server:  # what request() needs
+            pass
+
+        s = _Server()
+        s.url = url
+        status, body = request(s, "GET", "/api/runs")
+        assert status == 200 and len(body["runs"]) >= 5
+    finally:
+        proc.send_signal(__import__("signal").SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_thread_safe_model_cache_loads_once(explore_root, monkeypatch):
+    from cnnlab.explore import session as session_module
+
+    calls = []
+    real = session_module.load_trained
+
+    def counting(path):
+        calls.append(path)
+        time.sleep(0.2)
+        return real(path)
+
+    monkeypatch.setattr(session_module, "load_trained", counting)
+    s = session_module.Session(explore_root)
+    threads = [threading.Thread(target=s.model, args=("lenet",)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
