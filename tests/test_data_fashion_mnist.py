@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_support import home, listing, serve  # noqa: F401  (home is a fixture)
 
 import cnnlab.data.fashion_mnist as fm
+import data_support
 from cnnlab.data import CLASSES, MEAN, STD, fetch, idx_family, load_fashion_mnist, resolve_data_dir
 from cnnlab.errors import DataError
+from data_support import listing, serve
+
+home = data_support.home  # a fixture
 
 REAL = os.environ.get("CNNLAB_DATA", "")
 needs_real_data = pytest.mark.skipif(

@@ -95,7 +95,7 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
                 out.write(chunk)
                 bar.update(len(chunk))
         if digest.hexdigest() != md5:
-            raise _Md5Mismatch(f"md5 {digest.hexdigest()}, expected {md5}")
+            raise _Md5Mismatch(f"md5 mismatch, got {digest.hexdigest()}, expected {md5} (a corrupt or different file)")
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
@@ -138,8 +138,9 @@ def download(folder: DataFolder, name: str, title: str, files: dict[str, str], m
                 _fetch(url, folder.path / file, md5)
                 break
             except (OSError, http.client.HTTPException, _Md5Mismatch) as e:  # URLError and timeouts are OSErrors
-                reason = e.reason if isinstance(e, urllib.error.URLError) else e
-                errors.append(f"{url}: {type(e).__name__}: {reason}".replace("\n", " "))
+                reason = e if isinstance(e, _Md5Mismatch) else \
+                    f"{type(e).__name__}: {e.reason if isinstance(e, urllib.error.URLError) else e}"
+                errors.append(f"{url}: {reason}".replace("\n", " "))
         else:
             raise DataError(f"{title} missing {file} in {folder.where} and the download failed "
                             f"({'; '.join(errors)}); {hint}")
