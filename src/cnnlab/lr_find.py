@@ -1,0 +1,259 @@
+"""The learning-rate range test (``cnnlab lr-find MODEL``): which peak lr to train at, in a hundred steps.
+
+The method of Smith 2017 ("Cyclical Learning Rates for Training Neural Networks", sec. 3.3) as fastai's
+``lr_find`` and Lightning's ``Tuner.lr_find`` run it: train a fresh copy of the model for ~100 mini-batches while
+the learning rate grows exponentially from ``start_lr`` to ``end_lr``, smooth the loss with a bias-corrected
+exponential moving average, stop once it diverges (above ``diverge`` times its best), and suggest an lr from the
+curve. The model, data, preprocessing and optimizer are the ones ``cnnlab train`` would build from the same
+TrainConfig (:func:`cnnlab.train.make_config`), so the suggestion is for that run's ``--lr``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:  # torch and matplotlib load when a sweep runs, not when the CLI builds its flags from this module
+    from matplotlib.figure import Figure
+    from torch import nn
+
+# The first steps of the sweep are dominated by the random init and the smoothing's warm-up, and the very last one
+# is where the loss shot up: Lightning's suggestion skips the same ends (skip_begin=10, skip_end=1).
+SKIP_BEGIN, SKIP_END = 10, 1
+# Below this relative fall of the smoothed loss the "steepest descent" is the noise of a flat curve (the book's
+# sigmoid LeNet sits on its 2.3 plateau for the whole of a 100-step sweep), not a descent.
+MIN_DROP = 0.10
+# The TrainConfig fields the sweep reads (the CLI's lr-find flags); lr, epochs and schedules play no part.
+CONFIG_FIELDS = ("recipe", "dataset", "data_dir", "image_size", "channels", "skip_bad_images", "batch_size",
+                 "optimizer", "momentum", "weight_decay", "label_smoothing", "resize", "normalize", "augment", "init",
+                 "ops", "seed", "device")
+
+
+@dataclass
+class LRFindResult:
+    """The sweep and its suggestion.
+
+    Attributes:
+        lrs: learning rate of each step taken.
+        losses: training loss of each step.
+        smoothed: bias-corrected exponential moving average of ``losses``.
+        suggestion: the suggested peak learning rate.
+        method: ``"steepest"`` (the lr where the smoothed loss falls fastest per log-lr) or ``"min/10"`` (a tenth
+            of the lr at the smoothed loss's minimum).
+        reason: one sentence saying why that method was chosen.
+        steepest_lr, min_lr: both candidates (``steepest_lr`` is None when the curve was too short).
+        diverged: whether the sweep stopped early because the loss diverged.
+        model, dataset: what was swept.
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    suggestion: float
+    method: str
+    reason: str
+    steepest_lr: float | None
+    min_lr: float
+    diverged: bool
+    model: str = ""
+    dataset: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: the suggested lr, which method and why."""
+        return f"suggested lr {self.suggestion:.2e} ({self.method}): {self.reason}"
+
+
+def lr_schedule(start_lr: float, end_lr: float, steps: int) -> list[float]:
+    """``steps`` learning rates spaced evenly in log scale from ``start_lr`` to ``end_lr`` (both included)."""
+    if steps < 2:
+        return [start_lr]
+    ratio = end_lr / start_lr
+    return [start_lr * ratio ** (i / (steps - 1)) for i in range(steps)]
+
+
+def smooth(losses: list[float], beta: float = 0.98) -> list[float]:
+    """Exponential moving average with bias correction (Adam's, Kingma & Ba 2015, sec. 3): a constant stays itself."""
+    avg, out = 0.0, []
+    for i, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def suggest_lr(lrs: list[float], smoothed: list[float]) -> tuple[float, str, str, float | None, float]:
+    """Pick the lr to suggest from a sweep: ``(lr, method, reason, steepest_lr, min_lr)``.
+
+    The steepest descent of the smoothed loss against log lr is Lightning's default suggestion: the lr at which the
+    loss still falls fastest, safely below where it blows up. It needs enough points past the noisy start and a
+    real descent (the smoothed loss falling by at least ``MIN_DROP``, steepest before its minimum); otherwise
+    fastai's older rule is used: a tenth of the lr at the minimum, one order of magnitude before the divergence.
+    """
+    best = min(range(len(smoothed)), key=smoothed.__getitem__)
+    min_lr = lrs[best]
+    usable = range(SKIP_BEGIN, len(smoothed) - SKIP_END)
+    steepest_lr, drop = None, 0.0
+    if len(usable) >= 3:
+        drop = 1 - smoothed[best] / smoothed[usable.start] if smoothed[usable.start] > 0 else 0.0
+        logs = [math.log(lr) for lr in lrs]
+        # central differences, as numpy.gradient (Lightning's suggestion uses it over the loss array)
+        slope = {i: (smoothed[i + 1] - smoothed[i - 1]) / (logs[i + 1] - logs[i - 1]) for i in usable}
+        steep = min(slope, key=slope.__getitem__)
+        if slope[steep] < 0:
+            steepest_lr = lrs[steep]
+            if steep <= best and drop >= MIN_DROP:
+                return (steepest_lr, "steepest", "where the smoothed loss falls fastest, before its minimum at "
+                        f"{min_lr:.2e} (Lightning's default)", steepest_lr, min_lr)
+    if len(usable) < 3:
+        why = "the sweep was too short to locate the steepest descent"
+    elif drop < MIN_DROP:
+        why = f"the smoothed loss fell only {drop:.0%} (no clear descent; more --steps may find one)"
+    else:
+        why = "the smoothed loss falls fastest only after its minimum (no clear descent)"
+    return (min_lr / 10, "min/10", f"{why}, so a tenth of the lr at the minimum {min_lr:.2e} (fastai's rule)",
+            steepest_lr, min_lr)
+
+
+def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1e-6, end_lr: float = 10.0,
+            steps: int = 100, beta: float = 0.98, diverge: float = 4.0, **overrides: Any) -> LRFindResult:
+    """Run the learning-rate range test for a model as ``cnnlab train`` would set it up.
+
+    Args:
+        model: a registered model name, or a module to sweep a deep copy of (it is left untouched; pass the
+            registered name as ``model_name=`` for its input size and defaults).
+        recipe: the recipe whose optimizer, batch size and preprocessing the sweep uses.
+        start_lr, end_lr: the range, swept exponentially.
+        steps: mini-batches in the sweep (the data is cycled if it has fewer).
+        beta: smoothing of the loss (0.98 as fastai and Lightning).
+        diverge: stop once the smoothed loss exceeds this multiple of its best so far (4 as fastai and Lightning).
+        **overrides: TrainConfig fields (``dataset``, ``batch_size``, ``optimizer``, ``momentum``, ``device``,
+            ``data_dir``, ``seed``, ...), as for :func:`cnnlab.train.train`; ``lr`` and schedules are ignored.
+
+    Raises:
+        CnnlabError: a bad range, step count or TrainConfig value (one line).
+
+    Example:
+        >>> result = lr_find("lenet-relu", steps=60)  # doctest: +SKIP
+        >>> print(result.summary())  # doctest: +SKIP
+        suggested lr 1.30e-01 (steepest): where the smoothed loss falls fastest, ...
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from cnnlab.data import DeviceLoader, Preprocess, load_dataset
+    from cnnlab.device import resolve_device
+    from cnnlab.models import check_input_size, create_model, model_info
+    from cnnlab.models.init import init_cnn
+    from cnnlab.train import make_config
+    from cnnlab.train.schedule import build_optimizer
+
+    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise CnnlabError(f"{name.replace('_', '-')} must be a number > 0 (and finite), got {value!r}")
+    if not start_lr < end_lr:
+        raise CnnlabError(f"start-lr must be below end-lr, got {start_lr:g} and {end_lr:g}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise CnnlabError(f"steps must be an integer >= 2, got {steps!r}")
+    if not (isinstance(diverge, (int, float)) and diverge > 1) or not 0 <= beta < 1:
+        raise CnnlabError(f"diverge must be > 1 and beta in [0, 1), got diverge={diverge!r}, beta={beta!r}")
+
+    given = model if isinstance(model, nn.Module) else None
+    name = overrides.pop("model_name", None) if given is not None else model
+    if name is None:
+        raise CnnlabError("a module to sweep needs model_name=NAME too: the registered model whose input size and "
+                          "defaults apply, got none")
+    cfg = make_config(name, recipe, **{**overrides, "lr": start_lr})
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, channels=cfg.channels,
+                        skip_bad=cfg.skip_bad_images)
+    input_size = cfg.resize or model_info(name).input_size
+    check_input_size(name, input_size, data.channels)
+    preprocess = Preprocess(input_size, *((data.mean, data.std) if cfg.normalize else (None, None))).to(device)
+    loader = DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, preprocess=preprocess,
+                          augment=cfg.augment, flip=data.flip, device=device, seed=cfg.seed)
+
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is not advanced by the sweep
+        torch.manual_seed(cfg.seed)
+        if given is not None:
+            net = copy.deepcopy(given)
+        else:
+            net = create_model(name, num_classes=data.num_classes, in_channels=data.channels, ops=cfg.ops)
+            if cfg.init == "xavier":
+                net.apply(init_cnn)
+        net.to(device).train()
+        optimizer = build_optimizer(net, cfg)
+        lrs, losses, smoothed, diverged = [], [], [], False
+        batches, epoch = iter(()), 0
+        for lr in lr_schedule(start_lr, end_lr, steps):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                loader.set_epoch(epoch)
+                batches, epoch = iter(loader), epoch + 1
+                x, y = next(batches)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lrs.append(lr)
+            losses.append(loss.item())  # one host sync a step: a hundred steps, and the stop test needs it
+            smoothed = smooth(losses, beta)  # recomputed whole: a hundred points, and one definition of it
+            if not math.isfinite(smoothed[-1]) or smoothed[-1] > diverge * min(smoothed):
+                diverged = True
+                break
+    if diverged and len(lrs) > 1:  # the diverged point would dominate the plot and the minimum search
+        lrs, losses, smoothed = lrs[:-1], losses[:-1], smoothed[:-1]
+    suggestion, method, reason, steepest_lr, min_lr = suggest_lr(lrs, smoothed)
+    return LRFindResult(lrs, losses, smoothed, suggestion, method, reason, steepest_lr, min_lr, diverged,
+                        model=name, dataset=data.name)
+
+
+def lr_find_figure(result: LRFindResult) -> Figure:
+    """The loss against the learning rate (log scale), raw and smoothed, with the suggestion marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(result.lrs, result.losses, color="0.75", lw=0.8, label="loss")
+    ax.plot(result.lrs, result.smoothed, label="smoothed loss")
+    ax.axvline(result.suggestion, color="tab:red", ls="--", label=f"suggested {result.suggestion:.1e} "
+                                                                   f"({result.method})")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    # Up to the smoothed curve's top: the raw loss's last spikes would squash the part that matters.
+    ax.set_ylim(min(min(result.losses), min(result.smoothed)) * 0.95, max(result.smoothed) * 1.1)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    title = " on ".join(p for p in (result.model, result.dataset) if p)
+    ax.set_title(f"learning-rate range test: {title}" if title else "learning-rate range test")
+    return fig
+
+
+def check_plot_path(path: str | Path, force: bool = False) -> Path:
+    """Refuse a plot path that is not ``.png``, whose folder is missing, or that exists (unless ``force``)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise CnnlabError(f"the plot must be a .png file, got {str(path)!r}")
+    if path.exists() and not force:
+        raise CnnlabError(f"{path} already exists; pass --force (force=True in Python) to replace it")
+    if not path.parent.is_dir():
+        raise CnnlabError(f"cannot write {path}: folder {path.parent} does not exist")
+    return path
+
+
+def write_lr_find_plot(result: LRFindResult, path: str | Path, force: bool = False) -> Path:
+    """Save :func:`lr_find_figure` as a PNG (atomically); an existing file is replaced only with ``force``."""
+    from cnnlab.io import save_figure
+
+    path = check_plot_path(path, force)
+    save_figure(lr_find_figure(result), path)
+    return path
