@@ -80,7 +80,8 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
     if held_dir is not None:
         _, held_files, more = _scan(held_dir, classes)
         ignored += more
-    options = {"format": FORMAT, "image_size": image_size, "channels": channels, "skip_bad": skip_bad,
+    options = {"format": FORMAT, "image_size": image_size or f"median, at most {MAX_DEFAULT_SIZE}",
+               "channels": channels, "skip_bad": skip_bad,
                "holdout": None if held_dir else [HOLDOUT, HOLDOUT_SEED]}
     key = _cache_key(path, train_files + held_files, options)
     name = FOLDER_PREFIX + str(path)

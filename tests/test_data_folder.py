@@ -1,0 +1,305 @@
+"""folder:PATH: layouts, decoding of common formats and modes, the held-out split, the cache, bad input, memmap.
+
+Pillow is the decoder, so Pillow (ImageOps.fit) is the oracle for resized pixels; lossless formats at their own
+size must come back bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+import data_support
+from cnnlab.data import DeviceLoader, folder, load_dataset, store
+from cnnlab.errors import CnnlabError, DataError
+from data_support import listing
+
+home = data_support.home  # a fixture
+REAL = os.environ.get("CNNLAB_DATA", "")
+needs_real_data = pytest.mark.skipif(not REAL or not (Path(REAL) / "train-images-idx3-ubyte.gz").is_file(),
+                                     reason="set CNNLAB_DATA to the Fashion-MNIST folder (the Makefile and CI do)")
+
+
+def rng_image(seed: int, size: tuple[int, int], mode: str) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    array = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    return Image.fromarray(array[..., 0] if channels == 1 else array, mode)
+
+
+def write_classes(root: Path, counts: dict[str, int], size=(12, 12), mode="L", ext="png", seed=0) -> None:
+    for c, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            rng_image(seed + 100 * c + i, size, mode).save(root / name / f"{i:03d}.{ext}")
+
+
+@pytest.fixture
+def cache(home) -> Path:
+    return home / ".cache" / "cnnlab" / "folders"
+
+
+# -- layouts ------------------------------------------------------------------------------------------------------
+@needs_real_data
+def test_png_copy_of_fashion_mnist_gives_the_same_pixels_and_labels(tmp_path, home):
+    source = load_dataset("fashion-mnist", REAL)
+    root = tmp_path / "fmnist-png"
+    for split, images, labels, n in (("train", source.train_images, source.train_labels, 60),
+                                     ("test", source.test_images, source.test_labels, 30)):
+        for i in range(n):
+            label = int(labels[i])
+            (root / split / f"{label}-{source.classes[label]}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i, 0].numpy(), "L").save(root / split / f"{label}-{source.classes[label]}" /
+                                                             f"{i:05d}.png")
+    data = load_dataset(f"folder:{root}")
+    assert data.classes == tuple(f"{i}-{name}" for i, name in enumerate(source.classes)
+                                 if (root / "train" / f"{i}-{name}").is_dir())
+    assert data.channels == 1 and data.image_size == 28 and data.flip is True
+    for split, images, labels, n in (("train", source.train_images, source.train_labels, 60),
+                                     ("test", source.test_images, source.test_labels, 30)):
+        order = sorted(range(n), key=lambda i: (int(labels[i]), i))  # class folders sorted, then file names
+        got_images, got_labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        assert torch.equal(got_images, images[order])
+        names = [data.classes[int(y)] for y in got_labels]
+        assert names == [f"{int(labels[i])}-{source.classes[int(labels[i])]}" for i in order]
+    assert "test split: test/" in data.description
+
+
+def test_formats_modes_and_sizes_are_decoded_once_to_one_shape(tmp_path, home):
+    root = tmp_path / "pets"
+    (root / "cat").mkdir(parents=True)
+    (root / "dog").mkdir()
+    rng_image(1, (20, 20), "RGB").save(root / "cat" / "a.png")
+    rng_image(2, (30, 20), "RGBA").save(root / "cat" / "b.png")
+    rng_image(3, (20, 40), "L").save(root / "cat" / "c.bmp")
+    rng_image(4, (25, 25), "RGB").convert("P", palette=Image.Palette.ADAPTIVE).save(root / "dog" / "d.png")
+    rng_image(5, (50, 20), "RGB").save(root / "dog" / "e.jpg", quality=90)
+    rng_image(6, (20, 20), "L").save(root / "dog" / "f.jpeg")
+    (root / "dog" / "notes.txt").write_text("not an image: ignored and counted")
+    before = listing(root)
+    data = load_dataset(f"folder:{root}", image_size=20)
+    assert listing(root) == before  # nothing written into the data folder
+    n = len(data.train_images) + len(data.test_images)
+    assert n == 6 and data.channels == 3 and data.image_size == 20 and data.classes == ("cat", "dog")
+    assert "ignored 1 non-image file" in data.description and "1/6" in data.description
+    everything = torch.cat([data.train_images, data.test_images])
+    expected = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix == ".txt" or not path.is_file():
+            continue
+        with Image.open(path) as img:
+            img = img.convert("RGBA").convert("RGB") if img.mode == "P" else img.convert("RGB")
+            fit = img if img.size == (20, 20) else ImageOps.fit(img, (20, 20), method=Image.Resampling.BILINEAR)
+            expected[path.name] = torch.from_numpy(np.asarray(fit).transpose(2, 0, 1).copy())
+    found = [any(torch.equal(e, x) for x in everything) for e in expected.values()]
+    assert all(found), dict(zip(expected, found, strict=True))
+    # Lossless at its own size: a.png is exactly its pixels.
+    assert any(torch.equal(x, torch.from_numpy(np.asarray(rng_image(1, (20, 20), "RGB")).transpose(2, 0, 1).copy()))
+               for x in everything)
+
+
+def test_channels_follow_the_data_or_the_option(tmp_path, home):
+    write_classes(tmp_path / "grey", {"a": 6, "b": 6}, mode="L")
+    grey = load_dataset(f"folder:{tmp_path / 'grey'}")
+    assert grey.channels == 1 and len(grey.mean) == 1
+    forced = load_dataset(f"folder:{tmp_path / 'grey'}", channels=3)
+    assert forced.channels == 3 and torch.equal(forced.train_images[:, 1], grey.train_images[:, 0])
+    write_classes(tmp_path / "rgb", {"a": 6, "b": 6}, mode="RGB")
+    as_grey = load_dataset(f"folder:{tmp_path / 'rgb'}", channels=1)
+    with Image.open(sorted((tmp_path / "rgb" / "a").iterdir())[0]) as img:
+        luma = torch.from_numpy(np.asarray(img.convert("L")).copy())
+    assert as_grey.channels == 1 and any(torch.equal(x[0], luma) for x in as_grey.train_images)
+
+
+def test_default_image_size_is_the_median_shorter_side_capped(tmp_path, home, monkeypatch):
+    root = tmp_path / "sizes"
+    (root / "a").mkdir(parents=True)
+    for i, (w, h) in enumerate([(16, 30), (24, 24), (40, 18), (60, 60), (22, 90), (19, 19)]):
+        rng_image(i, (w, h), "L").save(root / "a" / f"{i}.png")
+    write_classes(root, {"b": 6}, size=(21, 21))
+    sides = sorted([16, 24, 18, 60, 22, 19] + [21] * 6)
+    median_low = sides[(len(sides) - 1) // 2]
+    assert load_dataset(f"folder:{root}").image_size == median_low
+    monkeypatch.setattr(folder, "MAX_DEFAULT_SIZE", 17)
+    assert load_dataset(f"folder:{root}").image_size == 17
+
+
+def test_hold_out_is_stratified_and_stated(tmp_path, home):
+    write_classes(tmp_path / "flat", {"a": 12, "b": 24, "c": 6})
+    data = load_dataset(f"folder:{tmp_path / 'flat'}")
+    assert torch.bincount(data.test_labels).tolist() == [2, 4, 1]  # 1/6 of each class
+    assert torch.bincount(data.train_labels).tolist() == [10, 20, 5]
+    assert "a seeded stratified 1/6" in data.description
+
+
+@pytest.mark.parametrize("held", ["test", "val"])
+def test_train_and_held_out_folders(tmp_path, home, held):
+    write_classes(tmp_path / "split" / "train", {"a": 3, "b": 2})
+    write_classes(tmp_path / "split" / held, {"a": 1, "b": 2}, seed=50)
+    data = load_dataset(f"folder:{tmp_path / 'split'}")
+    assert data.train_labels.tolist() == [0, 0, 0, 1, 1] and data.test_labels.tolist() == [0, 1, 1]
+    assert f"test split: {held}/" in data.description
+
+
+# -- the cache ----------------------------------------------------------------------------------------------------
+def test_second_load_reads_the_cache_and_a_change_invalidates_it(tmp_path, cache, monkeypatch):
+    write_classes(tmp_path / "set", {"a": 6, "b": 6})
+    first = load_dataset(f"folder:{tmp_path / 'set'}")
+    entries = sorted(p.suffix for p in cache.iterdir())
+    assert entries == [".json", ".u8"]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although nothing changed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(folder, "_decode", no_decoding)
+        second = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert torch.equal(second.train_images, first.train_images) and torch.equal(second.test_labels, first.test_labels)
+    assert second.mean == first.mean and second.description == first.description
+    rng_image(99, (12, 12), "L").save(tmp_path / "set" / "a" / "000.png")  # new content, size or mtime
+    os.utime(tmp_path / "set" / "a" / "000.png", ns=(1, 1))
+    third = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert not torch.equal(torch.cat([third.train_images, third.test_images]),
+                           torch.cat([first.train_images, first.test_images]))
+    assert len(list(cache.glob("*.u8"))) == 2  # a new entry; the old one stays valid for the old files
+
+
+def test_cache_follows_cnnlab_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "elsewhere"))
+    write_classes(tmp_path / "set", {"a": 6})
+    load_dataset(f"folder:{tmp_path / 'set'}")
+    assert len(list((tmp_path / "elsewhere" / "folders").glob("*.json"))) == 1
+
+
+def test_a_cache_inside_the_data_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "set" / "cache"))
+    write_classes(tmp_path / "set", {"a": 6})
+    with pytest.raises(DataError, match="lies inside the data folder"):
+        load_dataset(f"folder:{tmp_path / 'set'}")
+    assert not (tmp_path / "set" / "cache").exists()
+
+
+def test_damaged_cache_entry_is_decoded_again(tmp_path, cache):
+    write_classes(tmp_path / "set", {"a": 6, "b": 6})
+    first = load_dataset(f"folder:{tmp_path / 'set'}")
+    (data_file,) = cache.glob("*.u8")
+    data_file.write_bytes(data_file.read_bytes()[:-1])
+    again = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert torch.equal(again.train_images, first.train_images)
+
+
+# -- larger than memory -------------------------------------------------------------------------------------------
+def test_over_the_limit_the_images_are_memory_mapped(tmp_path, home, monkeypatch):
+    write_classes(tmp_path / "set", {"a": 12, "b": 12}, mode="RGB")
+    in_memory = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert not in_memory.memory_mapped and not store.is_memory_mapped(in_memory.train_images)
+    monkeypatch.setattr(store, "IN_MEMORY_BYTES", 1000)  # the set is 24 x 3 x 12 x 12 = 10,368 bytes
+    mapped = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert mapped.memory_mapped and store.is_memory_mapped(mapped.train_images)
+    assert store.is_memory_mapped(mapped.test_images) and "memory-mapped from" in mapped.description
+    assert "10.4 kB decoded" in mapped.description
+    assert torch.equal(mapped.train_images, in_memory.train_images)
+    loaders = [DeviceLoader(d.train_images, d.train_labels, 5, shuffle=True, augment=True, seed=1)
+               for d in (in_memory, mapped)]
+    assert loaders[0].resident and not loaders[1].resident  # the mapped set is gathered batch by batch
+    assert loaders[1].images.data_ptr() == mapped.train_images.data_ptr()
+    for (xa, ya), (xb, yb) in zip(*loaders, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_not_enough_disk_for_the_decoded_set_is_refused(tmp_path, home, monkeypatch):
+    write_classes(tmp_path / "set", {"a": 6})
+
+    class Usage:
+        free = 100
+
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: Usage)
+    with pytest.raises(DataError, match="decoding needs 864 B in the cache folder .* which has 100 B free; pass a "
+                                        "smaller --image-size"):
+        load_dataset(f"folder:{tmp_path / 'set'}")
+
+
+# -- bad input ----------------------------------------------------------------------------------------------------
+def one_line(call) -> str:
+    with pytest.raises(CnnlabError) as error:
+        call()
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_missing_path_or_a_file(tmp_path, home):
+    assert "does not exist" in one_line(lambda: load_dataset(f"folder:{tmp_path / 'nope'}"))
+    (tmp_path / "f.png").write_bytes(b"x")
+    assert "is a file" in one_line(lambda: load_dataset(f"folder:{tmp_path / 'f.png'}"))
+    assert "needs a path" in one_line(lambda: load_dataset("folder:"))
+    assert "names its folder itself" in one_line(lambda: load_dataset(f"folder:{tmp_path}", tmp_path))
+
+
+def test_no_class_subfolders(tmp_path, home):
+    (tmp_path / "loose").mkdir()
+    rng_image(0, (8, 8), "L").save(tmp_path / "loose" / "x.png")
+    message = one_line(lambda: load_dataset(f"folder:{tmp_path / 'loose'}"))
+    assert "no class subfolders, found 1 image(s) directly in it" in message
+    (tmp_path / "empty").mkdir()
+    assert "no class subfolders, found none" in one_line(lambda: load_dataset(f"folder:{tmp_path / 'empty'}"))
+
+
+def test_a_class_without_images(tmp_path, home):
+    write_classes(tmp_path / "set", {"a": 6})
+    (tmp_path / "set" / "b").mkdir()
+    (tmp_path / "set" / "b" / "readme.txt").write_text("hi")
+    message = one_line(lambda: load_dataset(f"folder:{tmp_path / 'set'}"))
+    assert str(tmp_path / "set" / "b") in message and "class 'b' has no images" in message
+
+
+def test_held_out_class_unknown_to_training(tmp_path, home):
+    write_classes(tmp_path / "s" / "train", {"a": 2})
+    write_classes(tmp_path / "s" / "test", {"a": 1, "zebra": 1})
+    message = one_line(lambda: load_dataset(f"folder:{tmp_path / 's'}"))
+    assert "class 'zebra' is not among the training classes" in message
+
+
+@pytest.mark.parametrize("damage", ["not an image", "truncated", "empty"])
+def test_bad_file_is_named_or_skipped_with_a_count(tmp_path, home, damage):
+    write_classes(tmp_path / "set", {"a": 6, "b": 6})
+    bad = tmp_path / "set" / "b" / "bad.png"
+    if damage == "not an image":
+        bad.write_text("<html>404</html>")
+    elif damage == "truncated":
+        rng_image(7, (64, 64), "RGB").save(bad)
+        bad.write_bytes(bad.read_bytes()[:-200])
+    else:
+        bad.write_bytes(b"")
+    before = listing(tmp_path / "set")
+    message = one_line(lambda: load_dataset(f"folder:{tmp_path / 'set'}"))
+    assert str(bad) in message and "skip_bad=True" in message
+    data = load_dataset(f"folder:{tmp_path / 'set'}", skip_bad=True)
+    assert len(data.train_labels) + len(data.test_labels) == 12 and "skipped 1 unreadable file(s)" in data.description
+    assert listing(tmp_path / "set") == before
+
+
+def test_symlink_loops_are_refused(tmp_path, home):
+    write_classes(tmp_path / "set", {"a": 6})
+    (tmp_path / "set" / "a" / "again").symlink_to(tmp_path / "set" / "a")
+    assert "symlink loop" in one_line(lambda: load_dataset(f"folder:{tmp_path / 'set'}"))
+    (tmp_path / "set" / "a" / "again").unlink()
+    (tmp_path / "set" / "a" / "self.png").symlink_to(tmp_path / "set" / "a" / "self.png")
+    message = one_line(lambda: load_dataset(f"folder:{tmp_path / 'set'}"))
+    assert str(tmp_path / "set" / "a" / "self.png") in message and "cannot read" in message
+
+
+def test_too_few_images_to_hold_out(tmp_path, home):
+    write_classes(tmp_path / "set", {"a": 1, "b": 1})
+    message = one_line(lambda: load_dataset(f"folder:{tmp_path / 'set'}"))
+    assert "too few to hold out a test split" in message and "test/<class>/" in message
+
+
+@pytest.mark.parametrize("kwargs", [dict(image_size=0), dict(image_size=2.5), dict(channels=2)])
+def test_bad_options(tmp_path, home, kwargs):
+    write_classes(tmp_path / "set", {"a": 6})
+    one_line(lambda: load_dataset(f"folder:{tmp_path / 'set'}", **kwargs))
