@@ -110,6 +110,42 @@ def test_rank_shards_are_disjoint_equal_and_cover(images, labels, world_size):
     assert len(covered) == world_size * (N // world_size) and N - len(covered) < world_size
 
 
+def test_flip_off_never_mirrors(images, labels):
+    """Digits and characters (flip=False datasets) get shifted crops only, as augment_batch(flip=False) makes."""
+    loaders = {flip: DeviceLoader(images, labels, 16, shuffle=True, augment=True, seed=3, flip=flip)
+               for flip in (False, True)}
+    plain = DeviceLoader(images, labels, 16, shuffle=True, seed=3)
+    differs = False
+    for b, ((x, y), (xf, _), (x0, y0)) in enumerate(zip(*(epoch_batches(loaders[f], 1) for f in (False, True)),
+                                                          epoch_batches(plain, 1), strict=True)):
+        assert torch.equal(y, y0)
+        generator = torch.Generator().manual_seed(loaders[False]._augment_seed(b))
+        assert torch.equal(x, augment_batch(x0, generator, flip=False))
+        differs = differs or not torch.equal(x, xf)
+    assert differs  # with flip=True some samples are mirrored: the flag is what changed
+
+
+def test_indices_select_samples_without_copying(images, labels):
+    keep = torch.tensor([3, 5, 8, 13, 21, 34, 44])
+    loader = DeviceLoader(images, labels, 3, shuffle=True, seed=1, indices=keep)
+    assert loader.images.data_ptr() == images.data_ptr() and len(loader) == 3 and loader.num_samples == 7
+    for epoch in (0, 1):
+        seen = torch.cat([y for _, y in epoch_batches(loader, epoch)])
+        assert sorted(seen.tolist()) == keep.tolist()
+        perm = torch.randperm(len(keep), generator=torch.Generator().manual_seed(1 + epoch))
+        assert torch.equal(seen, keep[perm])
+    for bad in (torch.tensor([0, N]), torch.tensor([0.5]), torch.tensor([-1])):
+        with pytest.raises(CnnlabError, match="indices"):
+            DeviceLoader(images, labels, 3, indices=bad)
+
+
+def test_non_resident_images_give_the_same_batches(images, labels):
+    kwargs = dict(shuffle=True, augment=True, seed=2, preprocess=Preprocess(32, 0.5, 0.25))
+    resident, streamed = (DeviceLoader(images, labels, 16, resident=r, **kwargs) for r in (True, False))
+    assert resident.resident and not streamed.resident
+    assert_same_batches(epoch_batches(resident, 0), epoch_batches(streamed, 0))
+
+
 # -- resumption ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("stop", [0, 1, 3, 4])
 def test_resume_mid_epoch_is_bitwise_identical(images, labels, stop):
@@ -210,7 +246,31 @@ def test_preprocess_equals_interpolate_then_normalise(size, norm):
         assert out is x  # nothing to do, nothing done
 
 
-@pytest.mark.parametrize("kwargs", [dict(input_size=0), dict(input_size=2.5), dict(mean=0.5), dict(mean=0.5, std=0.0)])
+def test_preprocess_per_channel_statistics():
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    x = torch.rand(4, 3, 32, 32)
+    pre = Preprocess(32, mean, std)
+    expected = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.equal(pre(x), expected)
+    assert torch.equal(Preprocess(32, [0.5], 0.25)(x), (x - 0.5) / 0.25)  # one value serves every channel
+    assert pre.state_dict() == {}  # the statistics are not weights: checkpoints' keys do not change
+    assert "mean=(0.49, 0.48, 0.45)" in repr(pre)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_per_channel_preprocess_scripts_and_exports():
+    pre = Preprocess(48, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7))
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(torch.jit.script(pre)(x), pre(x))
+    exported = torch.export.export(pre, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    y = torch.rand(5, 3, 32, 32)
+    torch.testing.assert_close(exported.module()(y), pre(y), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [dict(input_size=0), dict(input_size=2.5), dict(mean=0.5), dict(mean=0.5, std=0.0),
+                                    dict(mean=(0.5, 0.5), std=(0.2, 0.2, 0.2)), dict(mean=(), std=()),
+                                    dict(mean="0.5", std=0.2), dict(mean=float("nan"), std=1.0),
+                                    dict(mean=0.5, std=(0.2, -0.1))])
 def test_preprocess_rejects_bad_arguments(kwargs):
     with pytest.raises(CnnlabError):
         Preprocess(**kwargs)
