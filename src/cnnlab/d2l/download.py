@@ -60,7 +60,7 @@ def download(url: str, folder: str | os.PathLike = "../data", sha1_hash: str | N
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
                 shutil.copyfileobj(response, out)
         except (urllib.error.URLError, OSError) as e:  # no network, DNS, HTTP status, timeout
-            reason = getattr(e, "reason", e)
+            reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", e)
             raise CnnlabError(f"could not download {url} to {path}: {reason}; this needs the internet, or put "
                               f"the file there yourself") from e
         if sha1_hash and _sha1(Path(tmp)) != sha1_hash:
