@@ -1,4 +1,4 @@
-"""A damaged Fashion-MNIST folder ends `cnnlab train` with one line naming the file and the problem (issue 7).
+"""A damaged, mistyped or foreign data folder ends `cnnlab train` with one line naming the file and the problem.
 
 tests/test_data_idx.py and tests/test_data_fashion_mnist.py check the library's DataErrors; this file checks what
 a user of the command line sees: exit code 2, exactly one line on stderr (no traceback), the path of the bad file
@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnlab import cli
 from cnnlab.data import fashion_mnist
+from cnnlab.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = "train-labels-idx1-ubyte.gz"  # the smallest training file: cheap to damage and to re-compress
@@ -82,12 +84,12 @@ def test_file_with_a_matching_md5_but_bad_content_names_the_problem(data_dir, tm
 
 @pytest.mark.parametrize("how", ["missing", "a folder"])
 def test_missing_file_beside_the_others_is_never_downloaded_over(data_dir, tmp_path, capsys, how, monkeypatch):
-    import torchvision.datasets.utils as tv_utils
+    from cnnlab.data import fetch
 
     def no_network(*args, **kwargs):
         raise AssertionError("a download was attempted into someone's data folder")
 
-    monkeypatch.setattr(tv_utils, "download_url", no_network)
+    monkeypatch.setattr(fetch, "_fetch", no_network)
     folder, _ = _damage(data_dir, tmp_path, how)
     code, err = _train(folder, tmp_path / "run", capsys)
     assert code == 2 and len(err) == 1, err
@@ -98,7 +100,62 @@ def test_data_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     a_file = tmp_path / "data.txt"
     a_file.write_text("not a folder")
     code, err = _train(a_file, tmp_path / "run", capsys)
-    assert code == 2 and len(err) == 1 and str(a_file) in err[0], err
+    assert code == 2 and len(err) == 1 and f"{a_file} (from --data-dir) is a file; expected a folder" in err[0], err
+
+
+def test_typo_in_data_dir_is_refused_not_created(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    typo = tmp_path / "fashoin-mnist"
+    code, err = _train(typo, tmp_path / "run", capsys)
+    assert code == 2 and len(err) == 1, err
+    assert f"{typo} (from --data-dir) does not exist; expected a folder with the four Fashion-MNIST" in err[0]
+    assert not typo.exists() and not (tmp_path / "run").exists() and not (tmp_path / "home").exists()
+
+
+def test_own_images_folder_never_gets_a_download(tmp_path, capsys, monkeypatch):
+    from cnnlab.data import fetch
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a download was started into the user's folder")
+
+    monkeypatch.setattr(fetch, "_fetch", no_network)
+    photos = tmp_path / "photos"
+    (photos / "cats").mkdir(parents=True)
+    (photos / "cats" / "tom.jpg").write_bytes(b"\xff\xd8\xff")
+    before = sorted(p.name for p in photos.rglob("*"))
+    code, err = _train(photos, tmp_path / "run", capsys)
+    assert code == 2 and len(err) == 1 and "not writing into someone else's data folder" in err[0], err
+    assert sorted(p.name for p in photos.rglob("*")) == before
+
+
+@pytest.mark.parametrize("layout", ["FashionMNIST/raw", "MNIST/raw"])
+def test_torchvision_layout_is_read_as_found(data_dir, tmp_path, layout):
+    """torchvision's root (what d2l's own loader downloads into) holds <root>/FashionMNIST/raw/*.gz."""
+    from cnnlab.data import load_dataset
+
+    raw = tmp_path / layout
+    raw.mkdir(parents=True)
+    for name in fashion_mnist.FILES:
+        (raw / name).symlink_to(data_dir / name)
+    if layout == "MNIST/raw":  # Fashion-MNIST's files under MNIST's folder are not MNIST: md5 says so
+        with pytest.raises(DataError, match="md5 mismatch"):
+            load_dataset("mnist", tmp_path)
+        return
+    data = load_dataset("fashion-mnist", tmp_path)
+    assert torch.equal(data.train_images, load_dataset("fashion-mnist", data_dir).train_images)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(fashion_mnist.FILES)  # nothing added
+
+
+@pytest.mark.slow
+def test_uncompressed_files_are_read_as_found(data_dir, tmp_path):
+    from cnnlab.data import load_dataset
+
+    for name in fashion_mnist.FILES:
+        (tmp_path / name.removesuffix(".gz")).write_bytes(gzip.decompress((data_dir / name).read_bytes()))
+    data, reference = load_dataset("fashion-mnist", tmp_path), load_dataset("fashion-mnist", data_dir)
+    for split in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(data, split), getattr(reference, split))
+    assert len(list(tmp_path.iterdir())) == 4
 
 
 @pytest.mark.slow
