@@ -84,6 +84,13 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_datasets(args) -> int:
+    from cnnlab.data import datasets_table
+
+    print(datasets_table())
+    return 0
+
+
 def _parse_shape(text: str) -> tuple[int, int]:
     try:
         n, c, h, w = (int(v) for v in text.split(","))
@@ -186,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("datasets", help="list the registered datasets (train on one with --dataset NAME)")
+    p.set_defaults(func=_cmd_datasets)
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs of a model")
     p.add_argument("model")
