@@ -541,3 +541,38 @@ def test_empty_loaders_raise_one_line_errors():
         d2l.train_ch6(nn.Linear(2, 2), empty, empty, 1, 0.1, "cpu")
     with pytest.raises(CnnlabError, match="empty"):
         d2l.train_epoch_ch3(nn.Linear(2, 2), empty, nn.MSELoss(), torch.optim.SGD(nn.Linear(2, 2).parameters(), 1))
+
+
+def test_convolution_chapter_cells_on_the_tensor_names(capsys):
+    ns = run_cells([HEADER, """
+    def corr2d_multi_in(X, K):
+        return sum(d2l.corr2d(x, k) for x, k in zip(X, K))
+    def corr2d_multi_in_out(X, K):
+        return d2l.stack([corr2d_multi_in(X, k) for k in K], 0)
+    def corr2d_multi_in_out_1x1(X, K):
+        c_i, h, w = X.shape
+        Y = d2l.matmul(d2l.reshape(K, (K.shape[0], c_i)), d2l.reshape(X, (c_i, h * w)))
+        return d2l.reshape(Y, (K.shape[0], h, w))
+    X = d2l.tensor([[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]],
+                    [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]])
+    K = d2l.tensor([[[0.0, 1.0], [2.0, 3.0]], [[1.0, 2.0], [3.0, 4.0]]])
+    corr2d_multi_in(X, K)
+    """, """
+    K = d2l.stack((K, K + 1, K + 2), 0)
+    corr2d_multi_in_out(X, K).shape
+    """, """
+    X = d2l.normal(0, 1, (3, 3, 3))
+    K = d2l.normal(0, 1, (2, 3, 1, 1))
+    assert float(d2l.reduce_sum(d2l.abs(corr2d_multi_in_out_1x1(X, K) - corr2d_multi_in_out(X, K)))) < 1e-5
+    """, """
+    X = d2l.ones((6, 8))
+    X[:, 2:6] = 0
+    d2l.corr2d(d2l.transpose(X), d2l.tensor([[1.0, -1.0]]))
+    """, """
+    X = d2l.reshape(d2l.arange(16, dtype=d2l.float32), (1, 1, 4, 4))
+    X = d2l.concat((X, X + 1), 1)
+    nn.MaxPool2d(3, padding=1, stride=2)(X).shape
+    """])
+    assert torch.equal(ns["Out"][1], torch.tensor([[56.0, 72.0], [104.0, 120.0]]))  # the book's printed values
+    assert ns["Out"][2] == (3, 2, 2) and torch.equal(ns["Out"][4], torch.zeros(8, 5))
+    assert ns["Out"][5] == (1, 2, 2, 2)
