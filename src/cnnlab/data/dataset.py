@@ -7,6 +7,7 @@ size and turned into model inputs per batch on the device (:class:`~cnnlab.data.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -136,6 +137,11 @@ def conform(data: ImageDataset, image_size: int | None = None, channels: int | N
     size, chans = image_size or data.image_size, channels or data.channels
     if (size, chans) == (data.image_size, data.channels):
         return data
+    return _converted(data, size, chans)
+
+
+@functools.lru_cache(maxsize=2)  # keyed by the (cached, identity-hashed) source value: a second call is free
+def _converted(data: ImageDataset, size: int, chans: int) -> ImageDataset:
     train, test = _convert(data.train_images, size, chans), _convert(data.test_images, size, chans)
     mean, std = channel_stats(train)
     note = f"; converted to {chans} channel(s) at {size} px"

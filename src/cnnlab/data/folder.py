@@ -33,7 +33,7 @@ import torch
 from cnnlab.data.dataset import ImageDataset, channel_stats
 from cnnlab.data.registry import FOLDER_PREFIX, register_dataset
 from cnnlab.data.split import stratified_split
-from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, open_raw, write_raw
+from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import write_json
 
@@ -300,7 +300,7 @@ def _read_cache(cache: Path, key: str, name: str) -> ImageDataset | None:
 def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file: Path) -> ImageDataset:
     n_train = meta["n_train"]
     notes = list(meta["notes"])
-    mapped = images.nbytes > in_memory_limit()
+    mapped = is_memory_mapped(images)  # open_raw's choice: over in_memory_limit()
     if mapped:
         notes.append(f"memory-mapped from {data_file} ({format_bytes(images.nbytes)} decoded, over the in-memory "
                      f"limit of {format_bytes(in_memory_limit())})")
