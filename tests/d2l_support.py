@@ -4,6 +4,7 @@ for notebook cells in one namespace, and a fixture that undoes the cells' ``add_
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -55,3 +56,12 @@ def restore_d2l_classes():
         for name, value in attrs.items():
             if vars(cls).get(name, object()) is not value and name not in ("__dict__", "__weakref__"):
                 setattr(cls, name, value)
+
+
+def assert_epoch_lines(out: str, epochs: int) -> None:
+    """What a Trainer.fit prints in a script: one ``epoch N: train_loss ..., val_loss ..., val_acc ...`` per epoch
+    (d2l 1.0.3 prints a ``Figure(...)`` repr per point there instead)."""
+    lines = out.splitlines()
+    assert len(lines) == epochs, lines
+    for epoch, line in enumerate(lines, start=1):
+        assert re.fullmatch(rf"epoch {epoch}: train_loss \S+, val_loss \S+, val_acc \S+", line), line
