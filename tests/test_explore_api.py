@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnlab.data import CLASSES
+from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.models import create_model
 from cnnlab.models.init import init_cnn
-from cnnlab.train import rundir
 from cnnlab.train.checkpoint import save_checkpoint
 
 RGB_CLASSES = ("cat", "dog", "ship", "frog", "tree")
@@ -69,12 +69,12 @@ def make_run(folder: Path, *, model: str, classes, channels: int, size: int, dat
                      "epoch": epochs, "step": epochs * steps, "history": history,
                      "best_val_acc": max(r["val_acc"] for r in history)}, folder / "last.pt")
     params = sum(p.numel() for p in net.parameters())
-    rundir.write_json(folder / "config.json", {"config": config, "input_size": size, "params": params,
+    write_json(folder / "config.json", {"config": config, "input_size": size, "params": params,
                                                "world_size": 1, "dataset": data,
                                                "environment": {"date": "2026-12-01T10:00:00"}})
-    rundir.write_metrics_csv(folder / "metrics.csv", history)
+    write_metrics_csv(folder / "metrics.csv", history)
     if finished:
-        rundir.write_json(folder / "result.json", {
+        write_json(folder / "result.json", {
             "model": model, "recipe": "book", "epochs": epochs, "test_acc": history[-1]["val_acc"],
             "best_val_acc": max(r["val_acc"] for r in history), "images_per_s": 1234.0, "wall_s": 1.0,
             "world_size": 1, "device": "cpu", "params": params, "input_size": size, "seed": 0, "dataset": dataset,
@@ -459,10 +459,10 @@ def test_stream_follows_a_live_run_and_survives_clients_that_leave(server, explo
         assert len(first[0][1]["metrics"]) == 2
         rows = list(first[0][1]["metrics"])
         rows.append({**rows[-1], "epoch": 3, "val_acc": 0.5})
-        rundir.write_metrics_csv(live / "metrics.csv", rows)
+        write_metrics_csv(live / "metrics.csv", rows)
         grown = _sse_events(s, 1)
         assert grown[0][0] == "metrics" and [r["epoch"] for r in grown[0][1]["metrics"]] == [1, 2, 3]
-        rundir.write_json(live / "result.json", {"model": "lenet-relu", "status": "finished", "test_acc": 0.5})
+        write_json(live / "result.json", {"model": "lenet-relu", "status": "finished", "test_acc": 0.5})
         assert _sse_events(s, 1)[0][0] == "done"
         s.close()
         status, body = request(server, "GET", "/api/runs")

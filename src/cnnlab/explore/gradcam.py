@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.report.features import run_rows
+from cnnlab.report.features import Row, run_rows
 
 
 @dataclass
@@ -29,12 +29,15 @@ class Explanation:
         row: the stage whose output Grad-CAM weighs (the last one with a spatial map larger than 1 x 1).
         cam: Grad-CAM at that stage's resolution, ``h x w``, not normalised.
         saliency: ``max_c |d score / d input|``, ``H x W`` at the model input's resolution.
+        rows: every stage's output for the input (detached), the last one the logits: the forward pass the maps
+            were computed from, for callers that also show the feature maps and predictions.
     """
 
     target: int
     row: str
     cam: torch.Tensor
     saliency: torch.Tensor
+    rows: list[Row]
 
     def cam_at(self, size: int) -> torch.Tensor:
         """Grad-CAM bilinearly resized to ``size x size`` and scaled to [0, 1] (all zero if nothing is positive)."""
@@ -61,4 +64,5 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Exp
     grad_a, grad_x = torch.autograd.grad(logits[0, target], [feature.output, x])
     weights = grad_a[0].mean((1, 2), keepdim=True)  # alpha_c
     cam = F.relu((weights * feature.output[0]).sum(0)).detach()
-    return Explanation(target, feature.name, cam, grad_x[0].abs().amax(0).detach())
+    detached = [Row(r.name, r.kind, r.output.detach()) for r in rows]
+    return Explanation(target, feature.name, cam, grad_x[0].abs().amax(0).detach(), detached)

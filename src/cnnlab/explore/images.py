@@ -63,7 +63,7 @@ def image_array(image: torch.Tensor) -> np.ndarray:
     return x[0].numpy() if x.shape[0] == 1 else x[:3].permute(1, 2, 0).contiguous().numpy()
 
 
-def overlay(image: torch.Tensor, heat: torch.Tensor, cmap: str = "inferno", alpha: float = 0.55) -> np.ndarray:
+def overlay(image: torch.Tensor, heat: torch.Tensor, cmap: str = "jet", alpha: float = 0.5) -> np.ndarray:
     """``heat`` (``H x W`` in [0, 1], the image's size) blended over the image shown in grey: uint8 ``H x W x 3``."""
     base = image_array(image).astype(np.float32)
     grey = base if base.ndim == 2 else base.mean(2)

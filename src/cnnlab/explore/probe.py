@@ -1,8 +1,9 @@
 """One input through one trained network: top classes, every stage's feature maps, Grad-CAM and saliency.
 
-The page's "one run, one input" panel is the JSON of :func:`analyze`. Predictions come from the inference path
-every other command uses (``Trained.logits``, with the run's own preprocessing and flip-TTA); the feature maps are
-the outputs of the model's stages (:func:`cnnlab.report.features.run_rows`) for the same preprocessed input.
+The page's "one run, one input" panel is the JSON of :func:`analyze`. The input goes through the run's own
+preprocessing (``Trained.preprocess``) and then the model's stages one by one
+(:func:`cnnlab.report.features.run_rows`): their outputs are the feature maps and the last one the logits, which
+equal ``Trained.logits`` (the tests check it); a run evaluated with flip-TTA takes ``Trained.logits`` itself.
 """
 
 from __future__ import annotations
@@ -22,17 +23,31 @@ TOP = 5
 def analyze(trained, image: torch.Tensor, maps: int = MAPS_PER_ROW, with_explanation: bool = True) -> dict[str, Any]:
     """Predictions, feature maps and (optionally) Grad-CAM/saliency of one uint8 ``C x H x W`` image.
 
+    One forward pass through the model's stages gives the feature maps and the logits (and, with the explanation,
+    one backward pass its gradients); under flip-TTA the probabilities come from ``Trained.logits`` instead, so
+    they are always the ones ``cnnlab predict`` prints.
+
     Returns:
         ``{"input": PNG URL, "top": [{"class", "index", "probability"}], "rows": [{"name", "kind", "shape",
         "maps": [{"channel", "png"}]}], "explanation": {...} | None}``. Each row shows its ``maps`` channels
         of largest spatial variance for this input (the most selective responses), each on its own range.
     """
     meta = trained.meta
-    probs = trained.logits(image[None]).softmax(1)[0]
-    top = probs.topk(min(TOP, probs.numel()))
     x = trained.preprocess(image[None].float() / 255)
-    with torch.no_grad():
-        rows = run_rows(trained.model, x)
+    explanation = None
+    if with_explanation:
+        try:
+            explanation = explain(trained.model, x)
+        except ValueError:  # no spatial stage to explain
+            explanation = None
+    if explanation is not None:
+        rows = explanation.rows
+    else:
+        with torch.no_grad():
+            rows = run_rows(trained.model, x)
+    logits = trained.logits(image[None]) if meta.tta else rows[-1].output
+    probs = logits.float().softmax(1)[0]
+    top = probs.topk(min(TOP, probs.numel()))
     shown = []
     for row in rows:
         out = row.output[0]
@@ -42,26 +57,19 @@ def analyze(trained, image: torch.Tensor, maps: int = MAPS_PER_ROW, with_explana
             entry["maps"] = [{"channel": int(c), "png": png_url(colour(to_unit(out[c]), "viridis"))}
                              for c in order.tolist()]
         shown.append(entry)
-    result: dict[str, Any] = {
+    return {
         "input": png_url(image_array(image)),
         "top": [{"class": meta.classes[i], "index": i, "probability": p}
                 for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)],
-        "rows": shown, "explanation": None,
+        "rows": shown,
+        "explanation": None if explanation is None else explanation_pngs(explanation, image, meta.classes),
     }
-    if with_explanation:
-        result["explanation"] = explanation_pngs(trained, image, x, int(top.indices[0]))
-    return result
 
 
-def explanation_pngs(trained, image: torch.Tensor, x: torch.Tensor, target: int) -> dict[str, Any] | None:
-    """Grad-CAM over the image and the saliency map as PNG URLs (``None`` for a model without spatial stages)."""
-    try:
-        e = explain(trained.model, x, target)
-    except ValueError:
-        return None
+def explanation_pngs(e, image: torch.Tensor, classes) -> dict[str, Any]:
+    """Grad-CAM over the image and the saliency map, at the image's size, as PNG URLs."""
     side = image.shape[-1]
     saliency = torch.nn.functional.interpolate(e.saliency[None, None], size=(side, side), mode="bilinear",
                                                align_corners=False)[0, 0]
-    return {"target": trained.meta.classes[e.target], "row": e.row,
-            "gradcam": png_url(overlay(image, e.cam_at(side))),
+    return {"target": classes[e.target], "row": e.row, "gradcam": png_url(overlay(image, e.cam_at(side))),
             "saliency": png_url(colour(to_unit(saliency), "magma"))}

@@ -57,7 +57,8 @@ function lineChart(svg, title, series) {
   svg.append(svgEl("text", {x: L, y: 14, text: title}));
   if (!all.length) { svg.append(svgEl("text", {x: L, y: H / 2, text: "no epochs yet"})); return; }
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
-  const x0 = Math.min(...xs, 0), x1 = Math.max(...xs, 1);
+  let x0 = Math.min(...xs), x1 = Math.max(...xs);
+  if (x1 - x0 < 1) { x0 -= 0.5; x1 += 0.5; }
   let y0 = Math.min(...ys), y1 = Math.max(...ys);
   if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
   const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - R), sy = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
@@ -68,17 +69,21 @@ function lineChart(svg, title, series) {
     svg.append(svgEl("text", {x: 4, y: sy(y) + 4, text: fmtNum(y, 3)}));
     svg.append(svgEl("line", {x1: L, y1: sy(y), x2: W - R, y2: sy(y), stroke: "#eee"}));
   }
-  svg.append(svgEl("text", {x: W - R - 40, y: H - 8, text: "epoch"}));
-  series.forEach((s, k) => {
+  const every = Math.max(1, Math.ceil((x1 - x0) / 10));
+  for (let e = Math.ceil(x0); e <= x1; e += every) svg.append(svgEl("text", {x: sx(e) - 3, y: H - B + 13, text: e}));
+  svg.append(svgEl("text", {x: W - R - 34, y: H - 3, text: "epoch"}));
+  let k = 0;
+  for (const s of series) {
     const pts = s.points.filter((p) => Number.isFinite(p[1]));
-    if (!pts.length) return;
+    if (!pts.length) continue;
     svg.append(svgEl("polyline", {fill: "none", stroke: s.color, "stroke-width": 2, "stroke-dasharray": s.dash,
       points: pts.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" ")}));
     for (const p of pts) svg.append(svgEl("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: s.color,
       class: "point", "data-series": s.name, "data-x": p[0], "data-y": p[1]}));
-    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: T + 14 + Math.floor(k / 2) * 14, fill: s.color,
-      text: s.name}));
-  });
+    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: T + 12 + Math.floor(k / 2) * 14, fill: s.color,
+      text: (s.dash ? "- - " : "—— ") + s.name}));
+    k++;
+  }
 }
 
 function curveSeries(rows, key, name, color, dash) {
@@ -116,7 +121,8 @@ async function loadRuns() {
     }
     const box = el("input", {type: "checkbox", class: "compare-box", "data-run": r.run, onchange: compare});
     tbody.append(el("tr", {"data-run": r.run}, el("td", {}, box), el("td", {}, open), el("td", {text: r.model}),
-      el("td", {text: r.dataset}), el("td", {text: r.recipe}), el("td", {class: "num", text: pct(r.test_acc)}),
+      el("td", {text: r.dataset}), el("td", {text: r.recipe}), el("td", {class: "num", text: r.test_acc !== null && r.test_acc !== undefined
+        ? pct(r.test_acc) : (r.val_acc !== null && r.val_acc !== undefined ? "val " + pct(r.val_acc) : "—")}),
       el("td", {class: "num", text: r.images_per_s ? Math.round(r.images_per_s).toLocaleString("en") : "—"}),
       el("td", {text: (r.date || "").replace("T", " ").slice(0, 16)}),
       el("td", {}, el("span", {class: "badge " + r.status, text: r.status === "training"

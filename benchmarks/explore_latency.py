@@ -1,0 +1,72 @@
+"""How long `cnnlab explore` takes to answer for one input: predictions + feature maps (and with Grad-CAM).
+
+Times :func:`cnnlab.explore.probe.analyze` on one Fashion-MNIST-sized image (uint8 1 x 28 x 28) for the book's
+LeNet at 28 px and ResNet-18 at 96 px (the book's resize), in-process (no HTTP), after warm-up; weights are random
+(the time does not depend on them). Reports the median and the spread of ``--repeats`` calls, in round-robin so a
+load spike on a shared machine hits every case.
+
+    OMP_NUM_THREADS=1 python benchmarks/explore_latency.py --repeats 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cnnlab.data import CLASSES
+from cnnlab.explore.probe import analyze
+from cnnlab.inference import load_trained
+from cnnlab.models import create_model
+from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.train.rundir import environment
+
+CASES = (("lenet", 28), ("resnet18", 96))
+
+
+def trained(name: str, input_size: int, folder: Path):
+    """A checkpoint of ``name`` written and read back through the library, as the explorer reads one."""
+    model = create_model(name)
+    path = folder / f"{name}.pt"
+    data = {"name": "fashion-mnist", "classes": list(CLASSES), "channels": 1, "image_size": 28, "mean": None,
+            "std": None, "flip": True}
+    save_checkpoint({"model_name": name, "num_classes": 10, "in_channels": 1, "input_size": input_size,
+                     "normalize": None, "ops": "torch", "config": {"model": name}, "dataset": data,
+                     "model": model.state_dict(), "epoch": 0, "step": 0, "history": []}, path)
+    return load_trained(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {name: trained(name, size, Path(tmp)) for name, size in CASES}
+    variants = [(name, explain) for name, _ in CASES for explain in (False, True)]
+    times: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
+    for v in variants:  # warm-up: first-call allocations and oneDNN kernel selection
+        analyze(models[v[0]], image, with_explanation=v[1])
+    for _ in range(args.repeats):
+        for name, explain in variants:
+            start = time.perf_counter()
+            analyze(models[name], image, with_explanation=explain)
+            times[(name, explain)].append(time.perf_counter() - start)
+    env = environment(torch.device("cpu"))
+    print(f"torch {env['torch']}, {env['torch_threads']} thread(s), {env['platform']}, commit {env['git_commit']}")
+    print("| model | input | predictions + feature maps (ms) | + Grad-CAM and saliency (ms) |")
+    print("| --- | --- | --- | --- |")
+    for name, size in CASES:
+        cells = []
+        for explain in (False, True):
+            t = sorted(1000 * s for s in times[(name, explain)])
+            cells.append(f"{statistics.median(t):.1f} (min {t[0]:.1f}, max {t[-1]:.1f})")
+        print(f"| {name} | {size} px | {cells[0]} | {cells[1]} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""cnnlab explore's page in headless Chromium: runs, one input, the book's ops and a live run, with no errors.
+
+Screenshots are kept as test artifacts in ``$CNNLAB_ARTIFACTS`` (default: pytest's tmp dir); with
+``CNNLAB_EXPLORE_SCREENSHOT=docs/explore-screenshot.png`` the run view is also written there (the README's picture).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import test_explore_api
+from cnnlab.explore.runs import read_metrics
+from cnnlab.io import write_json, write_metrics_csv
+from test_report import CHROMEDRIVER, CHROMIUM, needs_chromium
+
+explore_root, server = test_explore_api.explore_root, test_explore_api.server  # shared fixtures
+
+pytestmark = [pytest.mark.slow, needs_chromium]
+
+
+@pytest.fixture()
+def driver(tmp_path, monkeypatch):
+    assert CHROMIUM and CHROMEDRIVER, "CI=true but chromium/chromedriver are missing (see .ci/run)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download a browser or driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield d
+    d.quit()
+
+
+@pytest.fixture()
+def artifacts(tmp_path) -> Path:
+    folder = Path(os.environ.get("CNNLAB_ARTIFACTS") or tmp_path / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait(driver, script: str, timeout: float = 60, what: str = ""):
+    """Poll a JavaScript expression until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script("return " + script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or script}")
+
+
+def broken_images(driver) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.images).filter(i => i.offsetParent !== null && "
+        "!(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 60))")
+
+
+def screenshot(driver, path: Path) -> None:
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(height, 800), 6000))
+    assert driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 1000)
+
+
+def test_the_page_end_to_end(server, explore_root, driver, artifacts):
+    live = Path(shutil.copytree(explore_root / "live", explore_root / "live-browser"))
+    try:
+        _drive(server, driver, artifacts, live)
+    finally:
+        shutil.rmtree(live)
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+def _drive(server, driver, artifacts: Path, live: Path) -> None:
+    click = lambda css: driver.execute_script("document.querySelector(arguments[0]).click()", css)  # noqa: E731
+    driver.get(server.url)
+    wait(driver, "document.body.dataset.ready", what="the runs table")
+    runs = driver.execute_script("return Array.from(document.querySelectorAll('#runs-table tbody tr'))"
+                                 ".map(r => r.dataset.run)")
+    assert {"lenet", "sweep/rgb", "live-browser", "corrupt-checkpoint"} <= set(runs)
+    cards = driver.find_element("id", "runs-errors").text
+    assert "broken-json" in cards and "expected JSON" in cards, "a corrupt run shows an error card"
+
+    # Compare: overlay the curves of two runs.
+    click("input.compare-box[data-run='lenet']")
+    click("input.compare-box[data-run='live-browser']")
+    overlay = "document.querySelectorAll('#compare-acc circle.point[data-series$=\"val acc\"]').length"
+    wait(driver, f"{overlay} === 4", what="the two runs' validation curves overlaid")
+    screenshot(driver, artifacts / "explore-runs.png")
+
+    # A corrupt checkpoint: an error card in the run view, the page goes on.
+    click("a.run-link[data-run='corrupt-checkpoint']")
+    wait(driver, "document.querySelector('#run-error .error-card')", what="the corrupt run's error card")
+    assert "corrupt" in driver.find_element("id", "run-error").text
+
+    # One run, one input: a test image of the class "sneaker", then its predictions, maps and Grad-CAM.
+    click("a.run-link[data-run='lenet']")
+    wait(driver, "document.querySelectorAll('#gallery img.thumb').length === 6", what="the gallery")
+    wait(driver, "document.querySelectorAll('#mistakes img.thumb').length > 0", what="the mistakes")
+    driver.execute_script("const s = document.getElementById('class-select'); s.value = '7';"
+                          "s.dispatchEvent(new Event('change'))")
+    click("#gallery img.thumb")
+    wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the analysis")
+    assert len(driver.find_elements("css selector", "#top-table tr.top")) == 5
+    assert len(driver.find_elements("css selector", "#maps img.map")) == 28  # 6 + 6 + 8 + 8 channels
+    assert driver.find_element("id", "gradcam-row").text == "features.5"
+    wait(driver, "Array.from(document.images).every(i => i.complete)", what="images to load")
+    assert broken_images(driver) == []
+    assert driver.execute_script("return document.getElementById('gradcam').naturalWidth") == 28
+    assert len(driver.find_elements("css selector", "#kernels img")) == 6
+    assert "61,706" in driver.find_element("id", "layers-table").text
+    shot = artifacts / "explore-run.png"
+    screenshot(driver, shot)
+    if os.environ.get("CNNLAB_EXPLORE_SCREENSHOT"):
+        driver.set_window_size(1280, 1000)
+        driver.execute_script("document.getElementById('result-card').scrollIntoView()")
+        driver.save_screenshot(os.environ["CNNLAB_EXPLORE_SCREENSHOT"])
+
+    # A drawing on the canvas is classified too.
+    driver.execute_script("""
+        const c = document.getElementById('draw'), b = c.getBoundingClientRect();
+        const ev = (type, x, y) => c.dispatchEvent(new PointerEvent(type, {clientX: b.left + x, clientY: b.top + y}));
+        ev('pointerdown', 60, 40); ev('pointermove', 60, 190); ev('pointermove', 160, 190); ev('pointerup', 160, 190);
+        document.getElementById('result-card').classList.remove('ready');
+        document.getElementById('draw-go').click();""")
+    wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the drawing's analysis")
+    assert driver.find_element("id", "result-source").text == "your image"
+
+    # The book's cross-correlation, step by step, to the book's result (d2l 7.2.1).
+    click("nav a[data-tab='ops']")
+    wait(driver, "document.querySelector('#ops-y-table')", what="the ops view")
+    assert driver.find_element("id", "ops-result").text == ""
+    for _ in range(4):
+        click("#ops-step")
+    assert driver.find_element("id", "ops-result").text == "[[19, 25], [37, 43]]"
+    assert "step 4 of 4" in driver.find_element("id", "ops-progress").text
+    click("#ops-reset")
+    click("#ops-end")
+    assert driver.find_element("id", "ops-result").text == "[[19, 25], [37, 43]]"
+    click("#ops-y-table td[data-i='1'][data-j='0']")
+    field = driver.execute_script("return Array.from(document.querySelectorAll('#ops-x-table td.field'))"
+                                  ".map(c => [+c.dataset.i, +c.dataset.j])")
+    assert sorted(field) == [[1, 0], [1, 1], [2, 0], [2, 1]], "Y[1, 0]'s receptive field is X[1:3, 0:2]"
+    screenshot(driver, artifacts / "explore-ops.png")
+
+    # A run still training: its curves grow as metrics.csv does, and it turns finished with result.json.
+    click("nav a[data-tab='runs']")
+    click("a.run-link[data-run='live-browser']")
+    val = "document.querySelectorAll('#run-acc circle.point[data-series=\"val acc\"]').length"
+    wait(driver, f"{val} === 2", what="the live run's two epochs")
+    rows = read_metrics(live)
+    rows.append({**rows[-1], "epoch": 3.0, "val_acc": 0.9})
+    write_metrics_csv(live / "metrics.csv", [{**r, "epoch": int(r["epoch"])} for r in rows])
+    wait(driver, f"{val} === 3", timeout=30, what="the curve to grow")
+    write_json(live / "result.json", {"model": "lenet-relu", "status": "finished", "test_acc": 0.9})
+    wait(driver, "document.getElementById('run-stats').textContent.includes('finished')", timeout=30,
+         what="the run to turn finished")
+    assert broken_images(driver) == []
