@@ -15,7 +15,6 @@ import pytest
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
-from cnnlab.train import trainer as trainer_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,14 +42,18 @@ def no_data(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the data was loaded before a bad argument was reported")
 
-    monkeypatch.setattr(trainer_module, "load_fashion_mnist", refuse)
+    import cnnlab.data
+
+    monkeypatch.setattr(cnnlab.data, "load_dataset", refuse)  # every dataset is loaded through it
 
 
 # ------------------------------------------------------------------------------------- values and choices
 @pytest.mark.parametrize("argv, needles", [
-    (["train", "lenet5"], ["unknown model 'lenet5'; expected one of: lenet, lenet-relu,", "resnet18"]),
+    (["train", "lenet5"], ["unknown model 'lenet5'; expected one of: lenet, lenet-relu,", "resnet18",
+                           "; did you mean 'lenet'?"]),
+    (["train", "ResNet18"], ["unknown model 'ResNet18'", "did you mean 'resnet18'?"]),
     (["train", "alexnet", "--resize", "28"], ["input size 28 is too small for alexnet: expected at least "]),
-    (["train", "lenet", "--resize", "96"], ["input size 96 does not fit lenet's dense head: expected 28"]),
+    (["train", "lenet", "--resize", "8"], ["input size 8 is too small for lenet: expected at least "]),
     (["train", "lenet", "--batch-size", "0"], ["batch-size must be a positive integer, got 0"]),
     (["train", "lenet", "--batch-size", "-3"], ["batch-size must be a positive integer, got -3"]),
     (["train", "lenet", "--batch-size", "x"], ["argument --batch-size: invalid int value: 'x'"]),
@@ -68,16 +71,18 @@ def no_data(monkeypatch):
     (["train", "lenet", "--seed", str(2**32)], ["seed must be an integer in [0, 2**32)"]),
     (["train", "lenet", "--checkpoint-every", "-5"], ["checkpoint-every must be an integer >= 0, got -5"]),
     (["train", "lenet", "--optimizer", "nesterov"], ["nesterov needs momentum > 0"]),
-    (["train", "lenet", "--optimizer", "adam"], ["argument --optimizer: invalid choice: 'adam'", "'adamw'"]),
-    (["train", "lenet", "--schedule", "step"], ["argument --schedule: invalid choice: 'step'"]),
-    (["train", "lenet", "--device", "tpu"], ["argument --device: invalid choice: 'tpu'"]),
+    (["train", "lenet", "--optimizer", "adagrad"], ["argument --optimizer: invalid choice: 'adagrad'", "'rmsprop'"]),
+    (["train", "lenet", "--schedule", "poly"], ["argument --schedule: invalid choice: 'poly'", "'multistep'"]),
+    (["train", "lenet", "--schedule", "step"], ["schedule step needs --step-size EPOCHS"]),
+    (["train", "lenet", "--device", "tpu"], ["device must be auto, cpu, cuda, cuda:N or mps; got 'tpu'"]),
+    (["train", "lenet", "--device", "cuda:x"], ["device must be auto, cpu, cuda, cuda:N or mps; got 'cuda:x'"]),
     (["train", "lenet", "--recipe", "turbo"], ["argument --recipe: invalid choice: 'turbo'"]),
     (["train", "lenet", "--ops", "numpy"], ["argument --ops: invalid choice: 'numpy'"]),
     (["train", "lenet", "--bogus"], ["unrecognized arguments: --bogus"]),
     (["train", "lenet", "--lr"], ["argument --lr: expected one argument"]),
-    (["train"], ["expected a model name (see `cnnlab models`) or --resume RUN_DIR, got neither"]),
+    (["train"], ["expected a model name (see `cnnlab models`), a --config file naming one, or --resume RUN_DIR"]),
     (["train", "lenet", "--resume", "somewhere"], ["--resume takes the run's own config"]),
-    (["train", "--resume", "somewhere", "--epochs", "3"], ["--resume takes the run's own config"]),
+    (["train", "--resume", "somewhere", "--lr", "3"], ["--resume takes the run's own config"]),
 ])
 def test_bad_train_arguments(argv, needles, capsys, no_data):
     assert_one_line(*run(argv, capsys), *needles)
@@ -89,7 +94,7 @@ def test_bad_train_arguments(argv, needles, capsys, no_data):
     (["summary", "lenet", "--input", "a,b,c,d"], ["--input must be N,C,H,W with four integers"]),
     (["summary", "lenet", "--input", "1,1,28,27"], ["square image (H == W), got '1,1,28,27'"]),
     (["summary", "lenet", "--input", "0,1,28,28"], ["--input must be positive"]),
-    (["summary", "lenet", "--input", "1,1,2,2"], ["input size 2 is too small for lenet: expected at least 28"]),
+    (["summary", "lenet", "--input", "1,1,2,2"], ["input size 2 is too small for lenet: expected at least "]),
     (["summary", "alexnet", "--input", "1,1,64,64"], ["too small for alexnet: expected at least "]),
     (["summary", "lenet", "--ops", "numpy"], ["argument --ops: invalid choice: 'numpy'"]),
 ])
@@ -139,9 +144,16 @@ def test_existing_run_folder_needs_force_and_force_works(tmp_path, capsys, data_
             "--out", str(out), "--no-report", "--quiet"]
     assert_one_line(*run(tiny, capsys), f"run folder {out} already holds files (notes.txt); pass --force")
     assert not (out / "last.pt").exists()
+    # What an earlier run of another model left: --force must not let it pass for this run's.
+    (out / "report.html").write_text("<h1>resnet18</h1>")
+    (out / "tb").mkdir()
+    (out / "tb" / "events.out.tfevents.1.old-run").write_bytes(b"old")
     code, err = run([*tiny, "--force"], capsys)
-    assert code == 0 and err == []
+    assert code == 0 and not [line for line in err if "error" in line], err  # notes on a 1-batch run may come
     assert (out / "last.pt").is_file() and (out / "notes.txt").read_text() == "precious"
+    assert not (out / "report.html").exists()  # --no-report: no report at all, not the old one
+    assert [p.name for p in (out / "tb").iterdir() if "old-run" in p.name] == []
+    assert len(list((out / "tb").rglob("events.out.tfevents.*"))) == 1
 
 
 def test_resume_of_a_folder_without_last_pt(tmp_path, capsys):
@@ -174,12 +186,12 @@ def test_unexpected_failure_is_one_internal_error_line_unless_debug(monkeypatch,
 
 
 def test_ctrl_c_outside_training_is_one_line_and_130(monkeypatch, capsys):
-    import cnnlab.train.evaluate
+    import cnnlab.evaluate
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cnnlab.train.evaluate, "evaluate_checkpoint", interrupted)
+    monkeypatch.setattr(cnnlab.evaluate, "evaluate_checkpoint", interrupted)
     code, err = run(["eval", "x.pt"], capsys)
     assert code == 130 and err == ["cnnlab eval: interrupted"]
 

@@ -128,3 +128,26 @@ def test_no_load_average_no_advice(monkeypatch):
 
     monkeypatch.setattr(os, "getloadavg", unavailable)
     assert oversubscription_hint() is None
+
+
+@pytest.mark.slow
+def test_training_needs_neither_the_export_nor_the_tb_extra(tmp_path, data_dir):
+    """onnx, onnxscript, onnxruntime and tensorboard are extras: a run without them still trains and reports."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "for name in ('onnx', 'onnxruntime', 'onnxscript', 'tensorboard'):\n"
+              "    sys.modules[name] = None  # as if not installed: importing it raises ModuleNotFoundError\n"
+              "from cnnlab.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "run"
+    env = {**os.environ, "CNNLAB_DATA": str(data_dir), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", script, "train", "lenet-relu", "--epochs", "1",
+                          "--limit-train-batches", "2", "--limit-val-batches", "1", "--out", str(out), "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (out / "result.json").is_file() and (out / "report.html").is_file() and not (out / "tb").exists()
+    run = subprocess.run([sys.executable, "-c", script, "export", str(out / "best.pt"), "--output",
+                          str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "pip install 'cnnlab[export]'" in run.stderr

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
+from cnnlab.io import read_metrics_csv
 from cnnlab.models import create_model
 from cnnlab.train import make_config
-from cnnlab.train.rundir import read_metrics_csv
 from cnnlab.train.schedule import LRFactor, build_optimizer, build_scheduler, parse_milestones
 
 STEPS_PER_EPOCH = 3

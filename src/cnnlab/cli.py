@@ -12,6 +12,7 @@ import sys
 import types
 from typing import Union, get_args, get_origin
 
+from cnnlab import __version__
 from cnnlab.errors import CnnlabError, Interrupted
 
 
@@ -31,12 +32,12 @@ def _field_type(annotation) -> type:
     return annotation
 
 
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
+def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("model",)) -> None:
+    """One flag per TrainConfig field (``--batch-size``), default None (= not given), but those in ``skip``."""
     from cnnlab.train.config import CHOICES, config_fields
 
-    p.add_argument("model", nargs="?", help="model name (see `cnnlab models`); omit with --resume")
     for f in config_fields():
-        if f.name == "model":
+        if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f.type)
@@ -45,8 +46,24 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             p.add_argument(flag, type=kind, default=None, choices=CHOICES.get(f.name), help=help_text)
+
+
+def _given_config(args, skip: tuple[str, ...]) -> dict:
+    """The TrainConfig flags the user gave (not None), but those in ``skip``."""
+    from cnnlab.train.config import config_fields
+
+    return {f.name: getattr(args, f.name) for f in config_fields()
+            if f.name not in skip and getattr(args, f.name, None) is not None}
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="model name (see `cnnlab models`); omit with --resume")
+    _add_config_flags(p)
+    p.add_argument("--config", metavar="FILE", help="settings from a .toml or .json file keyed by these flags' "
+                   "names (batch_size = 256; a run's config.json works too); flags given here override it")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt")
-    p.add_argument("--force", action="store_true", help="write into an existing, non-empty run folder")
+    p.add_argument("--force", action="store_true", help="reuse a non-empty run folder: remove what an earlier run "
+                   "wrote there (config.json, metrics.csv, checkpoints, tb/, report, ...); other files stay")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--no-report", action="store_true", help="skip report.html at the end")
 
@@ -57,20 +74,28 @@ def _cmd_train(args) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in config_fields() if f.name not in ("model", "recipe")}
     common = dict(quiet=args.quiet, report=not args.no_report)
+    given = {k: v for k, v in overrides.items() if v is not None}
     if args.resume:
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if args.model or args.recipe or given:
-            raise CnnlabError("--resume takes the run's own config; expected no model, recipe or other training flags")
-        result = resume(args.resume, **common)
+        if args.model or args.recipe or args.config or set(given) - {"epochs"}:
+            raise CnnlabError("--resume takes the run's own config; expected no model, recipe, --config or other "
+                              "training flags than --epochs (to train a finished run further)")
+        resume(args.resume, epochs=given.get("epochs"), **common)  # None: finished already, which is no error
+        return 0
     else:
-        if not args.model:
-            raise CnnlabError("expected a model name (see `cnnlab models`) or --resume RUN_DIR, got neither")
-        result = train(args.model, recipe=args.recipe or "book", force=args.force, **common, **overrides)
+        from cnnlab.config_file import read_config_file
+
+        settings = {**(read_config_file(args.config) if args.config else {}), **given}  # the flags win
+        model, recipe = args.model or settings.pop("model", None), args.recipe or settings.pop("recipe", "book")
+        settings.pop("model", None), settings.pop("recipe", None)
+        if not model:
+            raise CnnlabError("expected a model name (see `cnnlab models`), a --config file naming one, or --resume "
+                              "RUN_DIR, got none of them")
+        result = train(model, recipe=recipe, force=args.force, **common, **settings)
     return 0 if result is not None else 1
 
 
 def _cmd_eval(args) -> int:
-    from cnnlab.train.evaluate import evaluate_checkpoint, format_eval
+    from cnnlab.evaluate import evaluate_checkpoint, format_eval
 
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, device=args.device)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
@@ -128,37 +153,20 @@ def _cmd_predict(args) -> int:
 
     if args.top < 1:
         raise CnnlabError(f"--top must be a positive integer, got {args.top}")
-    results = predict_files(args.checkpoint, args.images, invert=args.invert, topk=args.top, device=args.device)
-    print(json.dumps(results, indent=2) if args.json else format_predictions(results))
-    return 0
+    results = predict_files(args.checkpoint, args.images, invert=args.invert, topk=args.top, device=args.device,
+                            skip_bad=True)
+    failed = [r for r in results if "error" in r]
+    if args.json or len(failed) < len(results):
+        print(json.dumps(results, indent=2) if args.json else format_predictions(results), flush=True)
+    for r in failed:  # one line each, after the good ones; the exit code says that some failed
+        print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _cmd_export(args) -> int:
     from cnnlab.export import export_checkpoint
 
     print(export_checkpoint(args.checkpoint, args.output, format=args.format, force=args.force))
-    return 0
-
-
-def _cmd_bench(args) -> int:
-    from dataclasses import replace
-    from pathlib import Path
-
-    from cnnlab.bench import QUICK, Budget, format_table, run_benchmarks
-
-    budget = QUICK if args.quick else Budget()
-    given = {k: v for k, v in dict(epochs=args.epochs, repeats=args.repeats, p2_epochs=args.p2_epochs).items()
-             if v is not None}
-    for name, value in given.items():
-        if value < 1:
-            raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    rows = run_benchmarks(replace(budget, **given), only=tuple(args.only), data_dir=args.data_dir,
-                          d2l_python=args.d2l_python)
-    if args.out:
-        from cnnlab.train.rundir import write_json
-
-        write_json(Path(args.out), rows)
-    print(format_table(rows))
     return 0
 
 
@@ -175,9 +183,81 @@ def _cmd_explore(args) -> int:
     return 0
 
 
+def _cmd_lr_find(args) -> int:
+    from cnnlab.lr_find import CONFIG_FIELDS, check_plot_path, lr_find, write_lr_find_plot
+
+    plot = check_plot_path(args.out or f"lr-find-{args.model}.png", args.force)  # before the sweep, not after it
+    skip = ("recipe", *(n for n in _config_names() if n not in CONFIG_FIELDS))
+    result = lr_find(args.model, args.recipe or "book", start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+                     **_given_config(args, skip))
+    write_lr_find_plot(result, plot, force=args.force)
+    stop = "stopped where the loss diverged" if result.diverged else "no divergence up to the end of the range"
+    print(f"swept {len(result.lrs)} steps from {result.lrs[0]:.1e} to {result.lrs[-1]:.1e} ({stop}); plot: {plot}")
+    print(result.summary())
+    return 0
+
+
+def _config_names() -> tuple[str, ...]:
+    from cnnlab.train.config import config_fields
+
+    return tuple(f.name for f in config_fields())
+
+
+def _cmd_compare(args) -> int:
+    from cnnlab.compare import compare
+
+    print(compare(args.runs, fmt=args.format, plot=None if args.no_plot else args.plot, force=args.force))
+    return 0
+
+
+def _cmd_study(args) -> int:
+    from cnnlab.study import list_studies, load_study, run_study
+
+    if args.list or not args.name:
+        if not args.list:
+            raise CnnlabError(f"expected a study name or --list; studies: {', '.join(list_studies())}")
+        for name in list_studies():
+            study = load_study(name)
+            print(f"{name:28s} d2l {study.section:16s} {study.title} ({len(study.variants)} variants)")
+        return 0
+    try:
+        result = run_study(args.name, out=args.out, overrides=_given_config(args, ("model", "out")),
+                           quiet=args.quiet)
+    except Interrupted as e:
+        print(f"{e}; the study resumes with the same command", flush=True)
+        raise
+    print(result.summary)
+    print(f"study folder: {result.folder} (summary.md, table.md, curves.png)")
+    return 1 if result.failed else 0
+
+
+def _cmd_sweep(args) -> int:
+    from cnnlab.sweep import SweepSpec, format_summary, sweep
+
+    fixed = _given_config(args, ("model", "recipe", "out"))
+    spec = None
+    if args.model:
+        spec = SweepSpec(args.model, args.param or [], trials=args.trials, recipe=args.recipe or "book",
+                         overrides=fixed, pruner=args.pruner, startup_trials=args.startup_trials,
+                         warmup_epochs=args.warmup_epochs, allow_test_objective=args.allow_test_objective,
+                         seed=args.sampler_seed, report=args.report)
+    elif args.param or fixed or args.recipe:
+        raise CnnlabError("without MODEL, cnnlab sweep joins --study NAME with its stored settings; expected no "
+                          "--param or training flags then")
+    try:
+        summary = sweep(spec, study=args.study, storage=args.storage, out=args.out, jobs=args.jobs,
+                        heartbeat=args.heartbeat)
+    except Interrupted as e:
+        print(str(e), flush=True)
+        raise
+    print(format_summary(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on Fashion-MNIST.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model on Fashion-MNIST and write a run folder")
@@ -215,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify image files with a checkpoint")
     p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files, or folders whose image files are all classified (a bad "
+                   "file is reported on stderr and skipped; the exit code is then 2)")
     p.add_argument("--invert", action="store_true",
                    help="for dark clothes on a light background (Fashion-MNIST is light on dark)")
     p.add_argument("--top", type=int, default=3)
@@ -239,18 +320,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
     p.set_defaults(func=_cmd_explore)
 
-    from cnnlab.bench import GROUPS
+    p = sub.add_parser("lr-find", help="learning-rate range test: sweep the lr exponentially for ~100 steps, plot "
+                       "the loss and suggest a --lr for train")
+    p.add_argument("model", help="model name (see `cnnlab models`)")
+    p.add_argument("--start-lr", type=float, default=1e-6, help="first learning rate (default 1e-6)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="mini-batches in the sweep (default 100)")
+    p.add_argument("--out", metavar="FILE.png", help="the plot (default lr-find-MODEL.png)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing plot file")
+    from cnnlab.lr_find import CONFIG_FIELDS
 
-    p = sub.add_parser("bench", help="measure speed, accuracy and memory figures (see docs/benchmarks.md)")
-    p.add_argument("--quick", action="store_true", help="CI smoke budget: 1 epoch of 2 batches, one repeat")
-    p.add_argument("--out", metavar="FILE.json", help="also write the result rows here as JSON")
-    p.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS), help="figure groups to measure")
-    p.add_argument("--epochs", type=int, help="LeNet epochs per program (default: the book's 10)")
-    p.add_argument("--repeats", type=int, help="runs of each LeNet program; the figure is the median (default 3)")
-    p.add_argument("--p2-epochs", type=int, help="epochs of the P2 runs (default: the fast recipe's)")
-    p.add_argument("--data-dir", help="Fashion-MNIST folder (default: $CNNLAB_DATA, then the cache)")
-    p.add_argument("--d2l-python", help="python of a d2l 1.0.3 virtualenv (default: ~/.cache/cnnlab/d2l-venv)")
-    p.set_defaults(func=_cmd_bench)
+    _add_config_flags(p, skip=tuple(n for n in _config_names() if n not in CONFIG_FIELDS))
+    p.set_defaults(func=_cmd_lr_find)
+
+    p = sub.add_parser("compare", help="one table and one curves plot of several run folders")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, globs of them, or folders holding them")
+    p.add_argument("--format", default="md", choices=("md", "csv", "json"), help="the table's format (default md)")
+    p.add_argument("--plot", default="compare.png", help="the curves' PNG file (default compare.png)")
+    p.add_argument("--no-plot", action="store_true", help="print the table only")
+    p.add_argument("--force", action="store_true", help="overwrite an existing plot file")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("study", help="run a ready-made study of a book exercise (see --list), then compare")
+    p.add_argument("name", nargs="?", help="a study name from --list, or a study .toml file")
+    p.add_argument("--list", action="store_true", help="list the studies")
+    p.add_argument("--out", help="the study folder (default studies/NAME); the same command resumes it")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    _add_config_flags(p, skip=("model", "out"))
+    p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("sweep", help="hyper-parameter search on Optuna; every trial is a run folder")
+    p.add_argument("model", nargs="?", help="the model to tune; omit to join --study NAME with its settings")
+    p.add_argument("--param", action="append", metavar="NAME=KIND:ARGS",
+                   help="a searched field: lr=loguniform:1e-3:1, momentum=uniform:0:0.99, epochs=int:2:10, "
+                        "batch_size=choice:64,128,256 (repeat for more)")
+    p.add_argument("--trials", type=int, default=20, help="trials in all, across every worker (default 20)")
+    p.add_argument("--jobs", type=int, default=1, help="trials at once on this machine, one process each")
+    p.add_argument("--study", help="the study's name (default MODEL-TIME); give it to resume or join a sweep")
+    p.add_argument("--storage", metavar="URL", help="a database URL Optuna accepts, e.g. postgresql://user@host/db "
+                   "to share the study between machines (default: SQLite study.db in the sweep folder)")
+    p.add_argument("--out", help="the sweep folder: trials' run folders, plots, summary (default sweeps/STUDY)")
+    p.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
+                   help="how bad trials are stopped early (default median)")
+    p.add_argument("--startup-trials", type=int, default=5, help="median pruner: trials before any is pruned")
+    p.add_argument("--warmup-epochs", type=int, default=1, help="median pruner: epochs before a trial is judged")
+    p.add_argument("--allow-test-objective", action="store_true",
+                   help="tune on the test set when no --val-split is given (the book's way; biased)")
+    p.add_argument("--sampler-seed", type=int, help="seed of Optuna's sampler")
+    p.add_argument("--heartbeat", type=float, default=10.0,
+                   help="seconds between a trial's heartbeats; a worker silent for 3 is failed (default 10)")
+    p.add_argument("--report", action="store_true", help="write report.html in every trial's run folder")
+    _add_config_flags(p, skip=("model", "out"))
+    p.set_defaults(func=_cmd_sweep)
+
     for command in sub.choices.values():  # `cnnlab train ... --debug` works as well as `cnnlab --debug train ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
