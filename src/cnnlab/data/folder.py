@@ -165,8 +165,8 @@ def _walk(class_dir: Path) -> tuple[list[Path], int]:
 
 
 def _cache_key(root: Path, files: list[_File], options: dict) -> str:
-    listing = [[str(f.path.relative_to(root)) if f.path.is_relative_to(root) else str(f.path), f.size, f.mtime_ns,
-                f.label] for f in files]
+    prefix = str(root) + os.sep  # string slicing: Path.relative_to costs seconds on 100,000 files
+    listing = [[str(f.path).removeprefix(prefix), f.size, f.mtime_ns, f.label] for f in files]
     text = json.dumps({"root": str(root), "options": options, "files": listing}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
