@@ -151,3 +151,16 @@ def test_training_needs_neither_the_export_nor_the_tb_extra(tmp_path, data_dir):
     run = subprocess.run([sys.executable, "-c", script, "export", str(out / "best.pt"), "--output",
                           str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "pip install 'cnnlab[export]'" in run.stderr
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("train", ["--config", "--force", "--step-size", "--milestones", "--gamma", "rmsprop", "multistep"]),
+    ("lr-find", ["--start-lr", "--end-lr", "--steps", "--out", "--optimizer", "--dataset"]),
+    ("predict", ["folders"]),
+])
+def test_help_tells_the_new_flags(command, flags, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = capsys.readouterr().out
+    for flag in flags:
+        assert flag in text, flag
