@@ -67,9 +67,13 @@ def analyze(trained, image: torch.Tensor, maps: int = MAPS_PER_ROW, with_explana
 
 
 def explanation_pngs(e, image: torch.Tensor, classes) -> dict[str, Any]:
-    """Grad-CAM over the image and the saliency map, at the image's size, as PNG URLs."""
+    """Grad-CAM over the image and the saliency map, at the image's size, as PNG URLs.
+
+    ``empty`` says that Grad-CAM is zero everywhere (no channel of the stage speaks for the class, e.g. when its
+    ReLUs are dead for this input): the overlay then shows no heat, and the page says why.
+    """
     side = image.shape[-1]
     saliency = torch.nn.functional.interpolate(e.saliency[None, None], size=(side, side), mode="bilinear",
                                                align_corners=False)[0, 0]
     return {"target": classes[e.target], "row": e.row, "gradcam": png_url(overlay(image, e.cam_at(side))),
-            "saliency": png_url(colour(to_unit(saliency), "magma"))}
+            "saliency": png_url(colour(to_unit(saliency), "magma")), "empty": not float(e.cam.max()) > 0}

@@ -259,6 +259,7 @@ async function showResult(pending) {
   if (x) {
     $("gradcam").src = x.gradcam; $("saliency").src = x.saliency;
     $("gradcam-target").textContent = x.target; $("gradcam-row").textContent = x.row;
+    $("gradcam-empty").textContent = x.empty ? " (zero everywhere: no channel there speaks for this class)" : "";
   }
   $("maps").replaceChildren(...r.rows.filter((row) => row.maps.length).map((row) => el("div", {class: "maprow"},
     el("div", {class: "label", text: `${row.name} ${row.kind} ${row.shape.join("×")}`}),
