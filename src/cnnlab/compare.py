@@ -223,6 +223,8 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
     fig = Figure(figsize=(11, 4))
     acc, loss = fig.subplots(1, 2)
     for run, label in zip(runs, labels, strict=True):
+        if not run.metrics:  # failed before its first epoch: nothing to draw (the table says so)
+            continue
         epochs = [r["epoch"] for r in run.metrics]
         marker = "o" if len(epochs) <= 20 else None  # a one-epoch run is a point, not an invisible line
         acc.plot(epochs, [r["val_acc"] for r in run.metrics], marker=marker, label=label)
@@ -247,10 +249,10 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
 
     if fmt not in FORMATS:
         raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    if plot is not None and Path(plot).exists() and not force:
-        raise CnnlabError(f"plot file {plot} already exists; pass --force to overwrite it or choose another --plot")
     _register_study_models()
     runs = [load_run(p) for p in find_runs(patterns)]
+    if plot is not None and Path(plot).exists() and not force:
+        raise CnnlabError(f"plot file {plot} already exists; pass --force to overwrite it or choose another --plot")
     columns, rows = compare_runs(runs)
     if plot is not None:
         save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))

@@ -483,11 +483,19 @@ def _worker_main(worker: Worker) -> None:
         sys.exit(3 if isinstance(e, StorageLost) else 2)
 
 
-def _cores() -> int:
+def threads_per_job(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` trials at once: the cores split between them.
+
+    An explicit ``OMP_NUM_THREADS`` caps it: on a CPU shared with other work, idle OpenMP threads spin while they
+    wait and one thread is faster (README, "Development").
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    share = max(1, cores // jobs)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(share, int(cap)) if cap.isdigit() and int(cap) > 0 else share
 
 
 def run_workers(worker: Worker, jobs: int) -> list[int]:
@@ -557,7 +565,7 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         raise StorageLost(f"the study database {_shown(url)} does not answer: {_first_line(e)}") from None
     if again:
         print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
-    worker = Worker(url, study, str(sweep_dir.resolve()), max(1, _cores() // jobs), heartbeat)
+    worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat)
     hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {_shown(storage)}" if storage else "")
     codes = [0]
     try:
@@ -616,7 +624,9 @@ def summarize(study, spec: SweepSpec, sweep_dir: Path) -> dict[str, Any]:
                            "command": command_line(spec, best.params)}
     if len(complete) >= 2:
         try:
-            summary["importance"] = get_param_importances(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "importances will be equal" when every trial is alike
+                summary["importance"] = get_param_importances(study)
         except Exception as e:
             summary["notes"].append(f"no parameter importance: {_first_line(e)}")
         for plot, name in ((plot_param_importances, "importance.png"), (plot_parallel_coordinate, "parallel.png")):

@@ -1,0 +1,117 @@
+"""`cnnlab compare`: one table and one plot of run folders of different models and recipes."""
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.cli import main
+from cnnlab.compare import compare, compare_runs, find_runs, format_table, load_run
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+from cnnlab.train import train
+
+TINY = dict(epochs=2, limit_train_batches=2, limit_val_batches=1, batch_size=32, quiet=True, report=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+    """Two finished runs (book LeNet; fast-recipe BN-LeNet-ReLU on a validation split) and one still 'training'."""
+    root = tmp_path_factory.mktemp("runs")
+    train("lenet", "book", out=str(root / "a-lenet"), data_dir=str(data_dir), **TINY)
+    train("lenet-bn-relu", "fast", out=str(root / "b-bn"), data_dir=str(data_dir), val_split=500, **TINY)
+    shutil.copytree(root / "a-lenet", root / "c-running")
+    (root / "c-running" / "result.json").unlink()  # what a run still training looks like
+    return root
+
+
+def _metrics(path):
+    with open(path / "metrics.csv", newline="") as f:
+        return [float(r["val_acc"]) for r in csv.DictReader(f)]
+
+
+def test_table_rows_hold_each_runs_own_figures(runs):
+    folders = [runs / "a-lenet", runs / "b-bn", runs / "c-running"]
+    columns, rows = compare_runs([load_run(p) for p in folders])
+    assert [r["run"] for r in rows] == ["a-lenet", "b-bn", "c-running"]
+    assert [r["model"] for r in rows] == ["lenet", "lenet-bn-relu", "lenet"]
+    assert [r["recipe"] for r in rows] == ["book", "fast", "book"]
+    for folder, row in zip(folders, rows, strict=True):
+        val = _metrics(folder)
+        assert row["best_val_acc"] == pytest.approx(max(val), abs=1e-6)
+        assert row["final_val_acc"] == pytest.approx(val[-1], abs=1e-6)
+        assert row["epochs"] == len(val) == 2
+        config = json.loads((folder / "config.json").read_text())
+        assert row["params"] == config["params"]
+    for folder, row in zip(folders[:2], rows[:2], strict=True):
+        result = json.loads((folder / "result.json").read_text())
+        assert row["test_acc"] == result["test_acc"] and row["wall_s"] == result["wall_s"]
+        assert row["status"] == "finished"
+    assert rows[2]["status"] == "incomplete" and rows[2]["test_acc"] is None
+
+
+def test_only_the_config_keys_that_differ_get_columns(runs):
+    columns, _ = compare_runs([load_run(runs / "a-lenet"), load_run(runs / "b-bn")])
+    a = json.loads((runs / "a-lenet" / "config.json").read_text())["config"]
+    b = json.loads((runs / "b-bn" / "config.json").read_text())["config"]
+    differ = {k for k in a if a[k] != b.get(k)} - {"out", "model", "recipe", "data_dir", "dataset"}
+    assert {"optimizer", "val_split", "label_smoothing"} <= differ  # the fast recipe and the split
+    assert differ <= set(columns)
+    assert "seed" not in columns and "epochs" in columns  # same seed; "epochs" is a figure column of its own
+    same_runs, _ = compare_runs([load_run(runs / "a-lenet"), load_run(runs / "c-running")])
+    assert "optimizer" not in same_runs
+
+
+def test_macs_match_torchs_flop_counter_on_the_whole_model(runs):
+    _, rows = compare_runs([load_run(runs / "a-lenet"), load_run(runs / "b-bn")])
+    for row in rows:
+        model = create_model(row["model"]).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 1, 28, 28))
+        assert row["macs"] == counter.get_total_flops() // 2 > 0
+
+
+def test_formats_round_trip(runs):
+    columns, rows = compare_runs([load_run(runs / "a-lenet"), load_run(runs / "b-bn")])
+    parsed = list(csv.DictReader(io.StringIO(format_table(columns, rows, "csv"))))
+    assert [r["model"] for r in parsed] == ["lenet", "lenet-bn-relu"]
+    assert float(parsed[1]["best_val_acc"]) == pytest.approx(rows[1]["best_val_acc"])
+    assert json.loads(format_table(columns, rows, "json")) == [{c: r[c] for c in columns} for r in rows]
+    md = format_table(columns, rows, "md").splitlines()
+    assert len(md) == 4 and md[0].startswith("| run | model |") and f"{rows[0]['best_val_acc']:.4f}" in md[2]
+    with pytest.raises(CnnlabError, match="format must be one of md, csv, json"):
+        format_table(columns, rows, "xml")
+
+
+def test_globs_and_folders_of_runs_expand(runs):
+    assert find_runs([str(runs / "*-lenet"), str(runs / "b-*")]) == [runs / "a-lenet", runs / "b-bn"]
+    assert find_runs([str(runs)]) == [runs / "a-lenet", runs / "b-bn", runs / "c-running"]  # a study/sweep folder
+    with pytest.raises(CnnlabError, match="names no run folder"):
+        find_runs([str(runs / "nothing-*")])
+
+
+def test_plot_is_written_once_and_not_overwritten_silently(runs, tmp_path):
+    plot = tmp_path / "cmp.png"
+    compare([str(runs / "a-lenet"), str(runs / "b-bn")], plot=plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = plot.read_bytes()
+    with pytest.raises(CnnlabError, match="already exists; pass --force"):
+        compare([str(runs / "a-lenet")], plot=plot)
+    assert plot.read_bytes() == before
+    compare([str(runs / "a-lenet")], plot=plot, force=True)
+    assert plot.read_bytes() != before
+
+
+def test_cli(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(runs / "a-lenet"), str(runs / "b-bn"), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in out] == ["lenet", "lenet-bn-relu"]
+    assert (tmp_path / "compare.png").is_file()
+    assert main(["compare", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab compare: error:") and "names no run folder" in err and "\n" not in err

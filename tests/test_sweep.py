@@ -1,0 +1,354 @@
+"""`cnnlab sweep` on Optuna: the search space, the refusals, and real sweeps on SQLite and PostgreSQL.
+
+The PostgreSQL tests need a server: `.ci/run` starts one on loopback and sets CNNLAB_TEST_POSTGRES; without a
+reachable one they skip, except under CI=true, where they fail.
+"""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cnnlab.cli import build_parser
+from cnnlab.errors import CnnlabError
+from cnnlab.sweep import Param, SweepSpec, command_line, load_study, open_storage, parse_param, storage_url, sweep
+from cnnlab.train import make_config
+
+# Tiny runs: a few seconds each. BN-LeNet-ReLU learns within 8 batches at lr 0.1 (and not at all at 1e-6).
+TINY = dict(epochs=2, limit_train_batches=8, limit_val_batches=2, batch_size=64, val_split=1000)
+SPACE = ["lr=loguniform:1e-6:1e4"]
+
+
+def _spec(**changes) -> SweepSpec:
+    values = dict(model="lenet-bn-relu", params=list(SPACE), trials=4, overrides=dict(TINY), startup_trials=1,
+                  warmup_epochs=0, seed=0)
+    values.update(changes)
+    return SweepSpec(**values)
+
+
+def _cli_flags(overrides: dict) -> list[str]:
+    return [part for k, v in overrides.items() for part in (f"--{k.replace('_', '-')}", str(v))]
+
+
+# ------------------------------------------------------------------------------------------ search space
+@pytest.mark.parametrize("text, expected", [
+    ("lr=loguniform:1e-3:1", Param("lr", "loguniform", 1e-3, 1.0)),
+    ("momentum=uniform:0:0.99", Param("momentum", "uniform", 0.0, 0.99)),
+    ("epochs=int:2:10", Param("epochs", "int", 2, 10)),
+    ("batch-size=intlog:16:512", Param("batch_size", "intlog", 16, 512)),
+    ("batch_size=choice:64,128,256", Param("batch_size", "choice", choices=(64, 128, 256))),
+    ("optimizer=choice:sgd,adamw", Param("optimizer", "choice", choices=("sgd", "adamw"))),
+    ("augment=choice:true,false", Param("augment", "choice", choices=(True, False))),
+    ("weight_decay=choice:0,5e-4", Param("weight_decay", "choice", choices=(0.0, 5e-4))),
+])
+def test_param_kinds(text, expected):
+    assert parse_param(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr", "--param must be NAME=KIND:ARGS"),
+    ("lr=1e-3", "--param must be NAME=KIND:ARGS"),
+    ("lr=normal:0:1", "--param must be NAME=KIND:ARGS"),
+    ("lr=loguniform:", "--param must be NAME=KIND:ARGS"),
+    ("lr=loguniform:1e-3", "expected loguniform:LOW:HIGH"),
+    ("lr=loguniform:1:1e-3", "LOW < HIGH"),
+    ("lr=loguniform:0:1", "a log scale needs LOW > 0"),
+    ("lr=uniform:a:b", "expected uniform:LOW:HIGH with float bounds"),
+    ("lr=uniform:0:inf", "expected uniform:LOW:HIGH"),
+    ("epochs=int:1.5:3", "expected int:LOW:HIGH with int bounds"),
+    ("epochs=uniform:1:3", "is a int field: expected choice:... or int:LOW:HIGH"),
+    ("optimizer=int:1:2", "is a str field: expected choice:..."),
+    ("batch_size=choice:64", "two or more different choices"),
+    ("batch_size=choice:64,64", "two or more different choices"),
+    ("batch_size=choice:64,big", "every choice must be a int"),
+    ("augment=choice:true,maybe", "every choice must be a bool"),
+    ("bogus=uniform:0:1", "bogus: not a TrainConfig field"),
+    ("val_split=uniform:0.1:0.2", "val_split cannot be searched"),
+    ("out=choice:a,b", "out cannot be searched"),
+])
+def test_malformed_params_get_one_line(text, message):
+    with pytest.raises(CnnlabError, match=None) as info:
+        parse_param(text)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_sweep_refuses_to_tune_on_the_test_set_unless_allowed():
+    without = dict(TINY)
+    del without["val_split"]
+    with pytest.raises(CnnlabError, match="tunes on a validation split, never on the test set"):
+        _spec(overrides=without).check()
+    assert _spec(overrides=without, allow_test_objective=True).check()
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(params=[]), "at least one --param"),
+    (dict(params=["lr=uniform:0.1:1", "lr=uniform:0.2:1"]), "lr given twice"),
+    (dict(overrides={**TINY, "lr": 0.1}), "lr given twice"),
+    (dict(trials=0), "--trials must be a positive integer"),
+    (dict(pruner="asha"), "--pruner must be one of"),
+    (dict(params=["momentum=uniform:0:1.5"]), "momentum must be below 1"),  # TrainConfig's own check, up front
+    (dict(model="lenet5"), "unknown model 'lenet5'"),
+])
+def test_sweep_refuses_a_sweep_that_could_not_run(changes, message):
+    with pytest.raises(CnnlabError, match=message):
+        _spec(**changes).check()
+
+
+def test_best_command_line_repeats_the_trial():
+    spec = _spec(params=SPACE + ["augment=choice:true,false"])
+    values = {"lr": 0.123456789012, "augment": False}
+    words = shlex.split(command_line(spec, values, "runs/best"))
+    assert words[:3] == ["cnnlab", "train", "lenet-bn-relu"]
+    args = build_parser().parse_args(words[1:])
+    given = {k: getattr(args, k) for k in [*TINY, "lr", "augment"]}
+    assert make_config(args.model, args.recipe, **given) == make_config("lenet-bn-relu", **TINY, **values)
+    assert args.out == "runs/best"
+
+
+def test_storage_urls(tmp_path):
+    assert storage_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'study.db'}"
+    assert storage_url("postgresql://u:p@127.0.0.1/db", tmp_path) == "postgresql+psycopg://u:p@127.0.0.1/db"
+    assert storage_url("postgresql+psycopg2://h/db", tmp_path) == "postgresql+psycopg2://h/db"  # a driver given
+    assert storage_url("sqlite:////x/y.db", tmp_path) == "sqlite:////x/y.db"
+
+
+def test_joining_needs_an_existing_study(tmp_path):
+    with pytest.raises(CnnlabError, match="no sweep folder .* with a study.db"):
+        sweep(None, study="nope", out=tmp_path / "nope")
+    with pytest.raises(CnnlabError, match="expected a MODEL and --param"):
+        sweep(None)
+
+
+# ------------------------------------------------------------------------------------------- real sweeps
+def _trials(url: str, name: str):
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def _enqueue(url: str, name: str, spec: SweepSpec, lrs) -> None:
+    """Fix the trials' learning rates, so the test knows which trial is good, hopeless and divergent."""
+    study, _ = load_study(open_storage(url, 10), name, spec)
+    for lr in lrs:
+        study.enqueue_trial({"lr": lr})
+
+
+@pytest.mark.slow
+def test_sqlite_sweep_with_two_jobs_prunes_fails_and_finishes(tmp_path, data_dir):
+    out, name = tmp_path / "sw", "two-jobs"
+    spec = _spec(overrides={**TINY, "data_dir": str(data_dir)})
+    url = storage_url(None, out.resolve())
+    out.mkdir()
+    # 0.1 twice (learns), 1e-6 (stays at chance: pruned after epoch 1 against a finished 0.1), 1e4 (NaN: failed)
+    _enqueue(url, name, spec, [0.1, 0.1, 1e-6, 1e4])
+    summary = sweep(spec, study=name, out=out, jobs=2, heartbeat=2)
+
+    trials = {t.params["lr"]: t for t in _trials(url, name) if t.params["lr"] != 0.1}
+    good = [t for t in _trials(url, name) if t.params["lr"] == 0.1]
+    assert len(_trials(url, name)) == 4
+    assert trials[1e-6].state == TrialState.PRUNED and trials[1e-6].last_step == 1  # stopped before epoch 2
+    hopeless = trials[1e-6].user_attrs["run_dir"]
+    assert len(open(os.path.join(hopeless, "metrics.csv")).read().splitlines()) == 2  # header + epoch 1 only
+    assert trials[1e4].state == TrialState.FAIL and "non-finite" in trials[1e4].user_attrs["error"]
+    assert any(t.state == TrialState.COMPLETE for t in good)
+    assert len({t.user_attrs["pid"] for t in _trials(url, name)}) == 2  # two worker processes ran trials
+    assert all(os.path.isfile(os.path.join(t.user_attrs["run_dir"], "config.json")) for t in _trials(url, name))
+
+    best = max((t for t in good if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert summary["best"]["number"] == best.number and summary["best"]["val_acc"] == best.value
+    assert summary["trials"]["counted"] == 4 and summary["trials"]["failed"] == 1
+    assert summary["best"]["command"].startswith("cnnlab train lenet-bn-relu --recipe book")
+    assert (out / "summary.json").is_file() and (out / "parallel.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _cnnlab(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cnnlab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, **kwargs)
+
+
+def _wait_for(predicate, timeout: float = 240, what: str = "the condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_and_the_same_study_resumes_the_trial(tmp_path, data_dir):
+    out = tmp_path / "sw"
+    budget = {**TINY, "epochs": 4, "limit_train_batches": 30, "data_dir": str(data_dir)}
+    first = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "2", "--study", "cc",
+                    "--out", str(out), "--pruner", "none", *_cli_flags(budget))
+    metrics = out / "trials" / "0000" / "metrics.csv"
+    _wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2, what="trial 0's epoch 1")
+    first.send_signal(signal.SIGINT)
+    stdout, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    assert f"Resume with: cnnlab sweep --study cc --out {out}" in stdout
+    url = storage_url(None, out.resolve())
+    (t0,) = _trials(url, "cc")
+    assert t0.state == TrialState.FAIL and t0.user_attrs["interrupted"]
+    assert (out / "trials" / "0000" / "last.pt").is_file()
+    epochs_before = len(metrics.read_text().splitlines()) - 1
+
+    again = _cnnlab("sweep", "--study", "cc", "--out", str(out))
+    stdout, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    assert "resuming interrupted trial(s) 0" in stdout
+    trials = _trials(url, "cc")
+    resumed = next(t for t in trials if t.user_attrs.get("resume_of") == 0)
+    assert resumed.state == TrialState.COMPLETE and resumed.params == t0.params
+    assert resumed.user_attrs["run_dir"] == t0.user_attrs["run_dir"]  # the same run folder, continued
+    rows = metrics.read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4] and epochs_before < 4
+    assert sorted(resumed.intermediate_values) == [1, 2, 3, 4]  # the pruner saw the whole curve
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # --trials 2: the interrupted one is replaced
+
+
+# ----------------------------------------------------------------------------------------------- PostgreSQL
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+POSTGRES = os.environ.get("CNNLAB_TEST_POSTGRES", "postgresql://cnnlab:cnnlab@127.0.0.1:5432/cnnlab_test")
+
+
+def _postgres_answers() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(POSTGRES, connect_timeout=3).close()
+        return True
+    except Exception:
+        return False
+
+
+needs_postgres = pytest.mark.skipif(
+    not IN_CI and not _postgres_answers(),
+    reason=f"no PostgreSQL server answers at {POSTGRES} (set CNNLAB_TEST_POSTGRES; .ci/run starts one); under "
+           "CI=true this test runs and fails instead")
+
+
+@pytest.fixture
+def pg_study():
+    """A fresh study name in the test database, deleted afterwards."""
+    assert _postgres_answers(), f"CI=true but no PostgreSQL server answers at {POSTGRES} (see .ci/run)"
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=storage_url(POSTGRES, None))
+    except KeyError:
+        pass
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_two_machines_share_a_postgres_study_and_a_killed_worker_is_failed(tmp_path, data_dir, pg_study):
+    url = storage_url(POSTGRES, None)
+    budget = {**TINY, "epochs": 6, "limit_train_batches": 20, "data_dir": str(data_dir)}
+    a = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "4", "--study", pg_study,
+                "--storage", POSTGRES, "--out", str(tmp_path / "a"), "--heartbeat", "1", "--pruner", "none",
+                *_cli_flags(budget))
+    _wait_for(lambda: pg_study in optuna.get_all_study_names(url), what="the study")
+    b = _cnnlab("sweep", "--study", pg_study, "--storage", POSTGRES, "--out", str(tmp_path / "b"),
+                "--heartbeat", "1")  # the second machine: joins with the stored settings
+    victim = _wait_for(lambda: next((t for t in _trials(url, pg_study) if t.state == TrialState.RUNNING
+                                     and t.user_attrs.get("pid") == b.pid), None), what="a trial on worker b")
+    os.kill(b.pid, signal.SIGKILL)
+    b.communicate()
+    stdout, stderr = a.communicate(timeout=400)
+    assert a.returncode == 0, stderr
+    trials = {t.number: t for t in _trials(url, pg_study)}
+    assert len(trials) == 4
+    assert trials[victim.number].state == TrialState.FAIL  # by its stale heartbeat
+    assert all(t.state == TrialState.COMPLETE for n, t in trials.items() if n != victim.number)
+    assert {t.user_attrs["host"] for t in trials.values()} == {socket.gethostname()}
+    assert (tmp_path / "b" / "trials" / f"{victim.number:04d}" / "config.json").is_file()
+    assert "best: trial" in stdout and (tmp_path / "a" / "summary.json").is_file()
+
+
+class _Proxy:
+    """A TCP relay on loopback to the test server, to make the database go away and come back."""
+
+    def __init__(self, target: tuple[str, int], port: int = 0):
+        self.target, self.sockets = target, []
+        self.server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.server.close()
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_database_going_away_is_one_clear_line_and_loses_nothing(tmp_path, data_dir, pg_study):
+    from sqlalchemy.engine import make_url
+
+    server = make_url(storage_url(POSTGRES, None))
+    proxy = _Proxy((server.host, server.port or 5432))
+    via_proxy = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    budget = {**TINY, "epochs": 3, "limit_train_batches": 20, "data_dir": str(data_dir)}
+    args = ["--study", pg_study, "--storage", via_proxy, "--out", str(tmp_path / "sw"), "--heartbeat", "1"]
+    run = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "3", "--pruner", "none",
+                  *args, *_cli_flags(budget))
+    url = storage_url(POSTGRES, None)
+    _wait_for(lambda: pg_study in optuna.get_all_study_names(url)
+              and any(t.state == TrialState.COMPLETE for t in _trials(url, pg_study)), what="a finished trial")
+    proxy.close()
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("cnnlab sweep: error:")]
+    assert len(lines) == 1 and "the study database" in lines[0] and "cnnlab:***@" in lines[0]
+    kept = [t.number for t in _trials(url, pg_study) if t.state == TrialState.COMPLETE]
+    assert kept  # what the database recorded before it went away is still there
+
+    proxy = _Proxy((server.host, server.port or 5432), port=proxy.port)  # the database is back
+    try:
+        again = _cnnlab("sweep", *args)
+        stdout, stderr = again.communicate(timeout=400)
+    finally:
+        proxy.close()
+    assert again.returncode == 0, stderr
+    trials = _trials(url, pg_study)
+    assert set(kept) <= {t.number for t in trials if t.state == TrialState.COMPLETE}
+    assert sum(t.state != TrialState.RUNNING for t in trials) == len(trials) >= 3
