@@ -116,6 +116,16 @@ def test_channels_follow_the_data_or_the_option(tmp_path, home):
     assert as_grey.channels == 1 and any(torch.equal(x[0], luma) for x in as_grey.train_images)
 
 
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path, home):
+    write_classes(tmp_path / "set", {"a": 6})
+    deep = (np.arange(144, dtype=np.uint16).reshape(12, 12) * 455)  # 0 .. 65065
+    Image.fromarray(deep).save(tmp_path / "set" / "a" / "deep.png")
+    data = load_dataset(f"folder:{tmp_path / 'set'}")
+    expected = torch.from_numpy(np.rint(deep / 257).astype(np.uint8))
+    assert data.channels == 1
+    assert any(torch.equal(x[0], expected) for x in torch.cat([data.train_images, data.test_images]))
+
+
 def test_default_image_size_is_the_median_shorter_side_capped(tmp_path, home, monkeypatch):
     root = tmp_path / "sizes"
     (root / "a").mkdir(parents=True)

@@ -9,9 +9,10 @@ Decoding (Pillow), once: every file with an image extension (:data:`IMAGE_EXTENS
 and counted) is converted to grey or RGB, the shorter side resized to ``image_size`` and the centre cropped to a
 square (``ImageOps.fit``; the usual Resize + CenterCrop of ImageNet-style evaluation). Channels follow the data:
 1 when every file has a grey mode (``L``, ``1``, ``I;16``, grey palettes, ...), else 3; ``channels=`` forces it.
-Alpha is dropped, as torchvision's ``pil_loader`` does. ``image_size`` defaults to the median shorter side of
-the images, capped at 224 (the largest input the book's models take, d2l 8.1): digits at 28 px stay 28 px, photos
-are stored no larger than a model will look at. Mirrored images are assumed to keep their class (``flip=True``).
+16-bit grey is scaled to 8 bits (Pillow's convert would clip it); alpha is dropped, as torchvision's ``pil_loader``
+does. ``image_size`` defaults to the median shorter side of the images, capped at 224 (the largest input the book's
+models take, d2l 8.1): digits at 28 px stay 28 px, photos are stored no larger than a model will look at. Mirrored
+images are assumed to keep their class (``flip=True``).
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
@@ -44,7 +45,7 @@ MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
 HOLDOUT_SEED = 0
 HELD_OUT_NAMES = ("test", "val")
-FORMAT = 1  # bump when the cached layout or the decoding changes, so old cache entries are not reused
+FORMAT = 2  # bump when the cached layout or the decoding changes, so old cache entries are not reused
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
@@ -205,6 +206,18 @@ def _is_grey(img) -> bool:
     return False
 
 
+def _to_8bit(img):
+    """16-bit grey (``I;16*``, or ``I`` holding values above 255) scaled to 8 bits; Pillow's convert would clip."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode != "I" or values.max(initial=0) > 255:
+            values = values / 257  # 65535 -> 255, as 8-bit = round(16-bit / 257) maps the ranges onto each other
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    return img
+
+
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     """One image as uint8 ``channels x size x size``."""
     from PIL import Image, ImageOps
@@ -212,6 +225,7 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     with _open(path) as img:
         try:
             img.load()  # the full decode: a truncated file fails here, not at open
+            img = _to_8bit(img)
             if img.mode in ("P", "PA"):
                 img = img.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
             img = img.convert("L" if channels == 1 else "RGB")
