@@ -11,7 +11,9 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,22 +31,55 @@ def default_run_dir(model: str) -> Path:
 
 
 def prepare_run_dir(out: str | Path | None, model: str, force: bool = False) -> Path:
-    """Create the run folder; refuse a non-empty one unless ``force``; fail early if it is not writable."""
+    """Create the run folder; refuse a non-empty one unless ``force``; fail early if it is not writable.
+
+    With ``force`` the files an earlier run wrote there (:data:`RUN_FILES`, ``tb/``, temporary files of
+    interrupted writes) are removed first, so the new run's report, curves and TensorBoard events are its own;
+    anything else in the folder (the user's files) stays.
+    """
     path = Path(out) if out else default_run_dir(model)
     if path.exists() and not path.is_dir():
         raise CnnlabError(f"--out {path} is a file, expected a folder for the run")
     if path.is_dir() and any(path.iterdir()) and not force:
         names = ", ".join(sorted(p.name for p in path.iterdir())[:4])
-        raise CnnlabError(f"run folder {path} already holds files ({names}); pass --force to write into it, "
-                          "--resume to continue it, or choose another --out")
+        raise CnnlabError(f"run folder {path} already holds files ({names}); pass --force (force=True in Python) to "
+                          "replace what an earlier run wrote there, --resume to continue it, or choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
+        if force:
+            clear_run_dir(path)
     except OSError as e:
         raise CnnlabError(f"cannot write the run folder {path}: {e.strerror or e}") from None
     return path
+
+
+# What a run writes into its folder; result.json first: it marks a finished run, so it is the first to go.
+RUN_FILES = ("result.json", "report.html", "curves.png", "metrics.csv", "config.json", "best.pt", "last.pt", "tb")
+TRASH_PREFIX = ".cnnlab-trash-"
+
+
+def clear_run_dir(path: str | Path) -> list[str]:
+    """Remove what cnnlab wrote into a run folder before, and nothing else; returns the names removed.
+
+    The entries are first renamed into one hidden folder (each rename is atomic) and that folder is deleted
+    afterwards, so a crash midway leaves the old run's files or a hidden trash folder, never half-deleted
+    TensorBoard logs or checkpoints beside a new run; a later call also removes a trash folder left that way.
+    """
+    path = Path(path)
+    own = [path / name for name in RUN_FILES if (path / name).exists() or (path / name).is_symlink()]
+    own += sorted(p for p in path.glob(".*.*.tmp") if p.is_file())  # cnnlab.io.atomic_write's temporary files
+    leftovers = sorted(p for p in path.glob(TRASH_PREFIX + "*") if p.is_dir())
+    if not own and not leftovers:
+        return []
+    trash = Path(tempfile.mkdtemp(prefix=TRASH_PREFIX, dir=path))
+    for entry in own:
+        os.replace(entry, trash / entry.name)
+    for folder in (trash, *leftovers):
+        shutil.rmtree(folder)
+    return [entry.name for entry in own]
 
 
 def write_text(path: Path, text: str) -> None:
