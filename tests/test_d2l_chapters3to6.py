@@ -422,3 +422,24 @@ def test_download_without_a_network_fails_fast_with_one_line(tmp_path, server):
     with pytest.raises(CnnlabError, match="could not download"):
         d2l.download(f"http://127.0.0.1:{port}/kaggle_house_pred_test.csv", tmp_path)
     assert time.monotonic() - start < 30 and list(tmp_path.iterdir()) == []
+
+
+def test_download_extract_unpacks_a_data_hub_archive(server, tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("hotdog/train/a.txt", "a")
+    body = buffer.getvalue()
+    _Files.files = {"/hotdog.zip": body}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notebook").mkdir()
+    monkeypatch.chdir(tmp_path / "notebook")  # d2l's default folder is ../data
+    monkeypatch.setitem(d2l.DATA_HUB, "hotdog", (server + "/hotdog.zip", hashlib.sha1(body).hexdigest()))
+    folder = d2l.download_extract("hotdog")
+    assert (tmp_path / "data" / "hotdog" / "train" / "a.txt").read_text() == "a"
+    assert folder.endswith("data/hotdog")
+    with pytest.raises(CnnlabError, match="expected a .zip, .tar or .gz archive"):
+        d2l.extract(tmp_path / "data" / "hotdog" / "train" / "a.txt")

@@ -576,3 +576,36 @@ def test_convolution_chapter_cells_on_the_tensor_names(capsys):
     assert torch.equal(ns["Out"][1], torch.tensor([[56.0, 72.0], [104.0, 120.0]]))  # the book's printed values
     assert ns["Out"][2] == (3, 2, 2) and torch.equal(ns["Out"][4], torch.zeros(8, 5))
     assert ns["Out"][5] == (1, 2, 2, 2)
+
+
+@needs_real_data
+@pytest.mark.slow
+def test_the_train_ch6_benchmark_program_runs(tmp_path):
+    """benchmarks/d2l_train_ch6.py on cnnlab.d2l for two batches (its figures are docs/benchmarks.md's)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "d2l_train_ch6.py"
+    out = tmp_path / "ch6.json"
+    subprocess.run([sys.executable, str(script), "--d2l", "cnnlab", "--epochs", "1", "--limit", "2",
+                    "--workdir", str(tmp_path / "work"), "--json-out", str(out)], check=True, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["train_images"] == 512 and result["test_samples"] == 512 and 0 <= result["test_acc"] <= 1
+    assert result["printed"][0].startswith("loss ") and result["printed"][1].endswith("examples/sec on cpu")
+
+
+def test_train_batch_ch13_is_one_sgd_step_with_summed_loss():
+    torch.manual_seed(0)
+    net, X, y = nn.Linear(3, 2), torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
+    ref = copy.deepcopy(net)
+    loss = nn.CrossEntropyLoss(reduction="none")
+    l, right = d2l.train_batch_ch13(net, X, y, loss, torch.optim.SGD(net.parameters(), lr=0.1), [torch.device("cpu")])
+    out = ref(X)
+    loss(out, y).sum().backward()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p -= 0.1 * p.grad
+    assert torch.allclose(l, loss(out, y).sum()) and int(right) == int((out.argmax(1) == y).sum())
+    assert all(torch.allclose(p, q) for p, q in zip(net.parameters(), ref.parameters(), strict=True))
