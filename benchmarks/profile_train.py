@@ -15,9 +15,8 @@ import tempfile
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from cnnlab.train import make_config
+from cnnlab.train import build_trainer, make_config
 from cnnlab.train.rundir import environment
-from cnnlab.train.trainer import Trainer
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(args.model, args.recipe, epochs=1, limit_train_batches=args.steps, limit_val_batches=1,
                           batch_size=args.batch_size, out=tmp + "/run")
-        trainer = Trainer(cfg, quiet=True, report=False)
+        trainer = build_trainer(cfg, quiet=True, report=False)
         trainer.train_epoch()  # warm-up: allocator, oneDNN primitive caches
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             trainer.train_epoch()

@@ -17,10 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data import CLASSES, load_fashion_mnist
+from cnnlab.data import CLASSES, MEAN, STD, load_fashion_mnist
+from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.models import create_model
 from cnnlab.models.init import init_cnn
-from cnnlab.train import rundir
 from cnnlab.train.checkpoint import save_checkpoint
 
 MODEL, STEPS, BATCH, LR, MOMENTUM, SEED = "lenet-relu", 100, 128, 0.1, 0.9, 0
@@ -62,15 +62,18 @@ def train_lenet(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     config = {"model": MODEL, "recipe": "book", "epochs": len(history), "batch_size": BATCH, "lr": LR,
               "optimizer": "sgd", "momentum": MOMENTUM, "tta": False, "seed": SEED}
+    dataset = {"name": "fashion-mnist", "classes": list(CLASSES), "channels": 1, "image_size": 28, "mean": [MEAN],
+               "std": [STD], "flip": True}
     save_checkpoint({"model_name": MODEL, "num_classes": len(CLASSES), "in_channels": 1, "input_size": 28,
-                     "normalize": None, "ops": "torch", "config": config, "model": model.state_dict(),
+                     "normalize": None, "ops": "torch", "dataset": dataset, "config": config,
+                     "model": model.state_dict(),
                      "epoch": len(history), "step": STEPS, "history": history,
                      "best_val_acc": max(r["val_acc"] for r in history)}, out / "last.pt")
     shutil.copy(out / "last.pt", out / "best.pt")
-    rundir.write_json(out / "config.json", {"config": config, "input_size": 28, "normalize": None,
+    write_json(out / "config.json", {"config": config, "input_size": 28, "normalize": None,
                                             "params": sum(p.numel() for p in model.parameters()), "world_size": 1})
-    rundir.write_metrics_csv(out / "metrics.csv", history)
-    rundir.write_json(out / "result.json", {
+    write_metrics_csv(out / "metrics.csv", history)
+    write_json(out / "result.json", {
         "model": MODEL, "recipe": "book", "epochs": len(history), "test_acc": history[-1]["val_acc"],
         "best_val_acc": max(r["val_acc"] for r in history), "images_per_s": STEPS * BATCH / sum(
             r["seconds"] for r in history), "wall_s": sum(r["seconds"] for r in history), "world_size": 1,

@@ -79,10 +79,9 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
     """The distributed runs, in order; each one creates and destroys its own process group."""
     import torch.distributed as dist
 
-    from cnnlab.train import TrainConfig
+    from cnnlab.train import TrainConfig, build_trainer
     from cnnlab.train import trainer as trainer_module
     from cnnlab.train.checkpoint import load_checkpoint
-    from cnnlab.train.trainer import Trainer
 
     def fit(trainer) -> dict:
         try:
@@ -102,14 +101,14 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
                 dist.destroy_process_group()
 
     def full():
-        trainer = Trainer(_config(), quiet=True, report=False)  # out=None: the default, time-named run folder
+        trainer = build_trainer(_config(), quiet=True, report=False)  # out=None: the default, time-named run folder
         initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         history = trainer.fit()
         return {"initial": initial, "weights": trainer.model.state_dict(), "history": history,
                 "run_dir": str(trainer.run_dir)}
 
     def stopped():
-        trainer = Trainer(_config(out="stopped"), quiet=True, report=False)
+        trainer = build_trainer(_config(out="stopped"), quiet=True, report=False)
         update = trainer.epoch_metrics.update
 
         def update_then_signal(*args):  # rank 1 alone gets SIGTERM at the end of its first step
@@ -124,7 +123,7 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
 
     def resumed():  # what cnnlab.train.resume does, keeping the Trainer to read its weights
         state = load_checkpoint(Path("stopped") / "last.pt")
-        trainer = Trainer(TrainConfig(**state["config"]), quiet=True, report=False, run_dir="stopped",
+        trainer = build_trainer(TrainConfig(**state["config"]), quiet=True, report=False, run_dir="stopped",
                           resume_state=state)
         history = trainer.fit()
         return {"weights": trainer.model.state_dict(), "history": history, "run_dir": str(trainer.run_dir)}
@@ -133,7 +132,7 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
         if rank == 1:
             trainer_module.F = _FunctionalWithNaN(bad=2)
         try:
-            return fit(Trainer(_config(out="nan"), quiet=True, report=False))
+            return fit(build_trainer(_config(out="nan"), quiet=True, report=False))
         finally:
             trainer_module.F = torch.nn.functional
 
@@ -141,8 +140,8 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
     run("stopped", ports[1], stopped)
     run("resumed", ports[2], resumed)
     run("nan", ports[3], nan)
-    run("sync_bn", ports[4], lambda: Trainer(_config(model="lenet-bn", sync_bn=True, out="sbn"), quiet=True))
-    run("refused", ports[5], lambda: Trainer(_config(out=record["full"]["run_dir"]), quiet=True))
+    run("sync_bn", ports[4], lambda: build_trainer(_config(model="lenet-bn", sync_bn=True, out="sbn"), quiet=True))
+    run("refused", ports[5], lambda: build_trainer(_config(out=record["full"]["run_dir"]), quiet=True))
 
 
 def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: str) -> None:
@@ -150,8 +149,8 @@ def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: st
     import cnnlab.train.checkpoint as checkpoint_module
     import cnnlab.train.rundir as rundir_module
     import cnnlab.train.trainer as trainer_module
+    from cnnlab.train import build_trainer
     from cnnlab.train.metrics import EpochMetrics
-    from cnnlab.train.trainer import Trainer
 
     torch.set_num_threads(1)
     os.chdir(Path(out) / "cwd")
@@ -183,12 +182,12 @@ def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: st
     _scenarios(rank, ports, record)
     if rank == 0:  # the reference: one process, batch 2B, the same steps (WORLD_SIZE=1 means no process group)
         os.environ["WORLD_SIZE"] = "1"
-        trainer = Trainer(_config(batch_size=2 * B, out="single"), quiet=True, report=False)
+        trainer = build_trainer(_config(batch_size=2 * B, out="single"), quiet=True, report=False)
         history = trainer.fit()
         record["single"] = {"weights": trainer.model.state_dict(), "history": history}
         state = checkpoint_module.load_checkpoint(Path("stopped") / "last.pt")  # written by two ranks
         try:
-            Trainer(trainer.config, quiet=True, report=False, run_dir="stopped", resume_state=state)
+            build_trainer(trainer.config, quiet=True, report=False, run_dir="stopped", resume_state=state)
         except Exception as e:
             record["one_rank_resume"] = _record_error(e)
     with open(Path(out) / f"rank{rank}.pkl", "wb") as f:

@@ -1,4 +1,4 @@
-"""cnnlab.train.evaluate: logits in batches, the confusion matrix, and a checkpoint's test-set numbers."""
+"""cnnlab.evaluate: logits in batches, the confusion matrix, and a checkpoint's test-set numbers."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 import report_fixtures
 from cnnlab.data import CLASSES, Preprocess, load_fashion_mnist
 from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.evaluate import EvalResult, confusion_matrix, evaluate_checkpoint, format_eval
+from cnnlab.inference import load_trained, predict_logits
 from cnnlab.models import create_model
-from cnnlab.train.checkpoint import load_checkpoint, load_model, save_checkpoint
-from cnnlab.train.evaluate import EvalResult, confusion_matrix, evaluate_checkpoint, format_eval, predict_logits
+from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 
 trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
 
@@ -69,7 +70,8 @@ def test_predict_logits_rejects_bad_input(bad, match):
 def test_evaluate_checkpoint_on_the_real_test_set(trained_run):
     result = evaluate_checkpoint(trained_run / "last.pt", device="cpu")
     data = load_fashion_mnist()
-    model, pre, _ = load_model(trained_run / "last.pt")
+    _t = load_trained(trained_run / "last.pt")
+    model, pre, _ = _t.model, _t.preprocess, _t.checkpoint
     with torch.no_grad():  # oracle: one plain forward pass over all 10,000 images
         pred = model(pre(data.test_images.unsqueeze(1).float() / 255)).argmax(1)
     assert result.n == 10_000 and int(result.confusion.sum()) == 10_000
@@ -90,7 +92,8 @@ def test_evaluate_checkpoint_follows_the_runs_tta(run_copy):
     with_tta = evaluate_checkpoint(run_copy / "last.pt", device="cpu")
     assert with_tta.tta
     data = load_fashion_mnist()
-    model, pre, _ = load_model(run_copy / "last.pt")
+    _t = load_trained(run_copy / "last.pt")
+    model, pre, _ = _t.model, _t.preprocess, _t.checkpoint
     x = pre(data.test_images.unsqueeze(1).float() / 255)
     with torch.no_grad():
         pred = ((model(x) + model(x.flip(-1))) / 2).argmax(1)

@@ -16,8 +16,9 @@ from cnnlab.cli import main
 from cnnlab.data import CLASSES, MEAN, STD, load_fashion_mnist
 from cnnlab.errors import CnnlabError
 from cnnlab.export import export_checkpoint
+from cnnlab.inference import load_trained
 from cnnlab.models import create_model
-from cnnlab.train.checkpoint import load_model, save_checkpoint
+from cnnlab.train.checkpoint import save_checkpoint
 
 trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
 
@@ -28,7 +29,8 @@ def _real_batch(n: int, start: int = 0) -> torch.Tensor:
 
 
 def _torch_logits(checkpoint, x: torch.Tensor) -> np.ndarray:
-    model, pre, _ = load_model(checkpoint)
+    _t = load_trained(checkpoint)
+    model, pre, _ = _t.model, _t.preprocess, _t.checkpoint
     with torch.no_grad():
         return model(pre(x)).numpy()
 

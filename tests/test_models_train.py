@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from cnnlab.models import list_models, model_info
-from cnnlab.train import make_config
-from cnnlab.train.trainer import Trainer
+from cnnlab.train import build_trainer, make_config
 
 
 @pytest.mark.slow
@@ -19,7 +18,7 @@ from cnnlab.train.trainer import Trainer
 def test_book_recipe_trains_every_model(tmp_path, data_dir, name):
     cfg = make_config(name, "book", epochs=1, limit_train_batches=2, limit_val_batches=1, batch_size=4,
                       out=str(tmp_path / name))
-    trainer = Trainer(cfg, quiet=True, report=False)
+    trainer = build_trainer(cfg, quiet=True, report=False)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     history = trainer.fit()
     result = json.loads((tmp_path / name / "result.json").read_text())

@@ -17,11 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
+import cnnlab.io
 from cnnlab import cli
 from cnnlab.errors import CheckpointError
-from cnnlab.train import checkpoint, make_config
-from cnnlab.train.checkpoint import load_checkpoint, load_model, save_checkpoint
-from cnnlab.train.trainer import NonFiniteLoss, Trainer
+from cnnlab.inference import load_trained
+from cnnlab.train import build_trainer, checkpoint, make_config
+from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.train.trainer import NonFiniteLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +54,7 @@ def test_failed_rename_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    monkeypatch.setattr(cnnlab.io.os, "replace", crash)
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(_state(2.0), path)
     assert load_checkpoint(path)["step"] == 1
@@ -102,7 +104,7 @@ def test_killed_writer_leaves_the_previous_checkpoint_and_only_a_hidden_temp_fil
     assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.") and leftovers[0].endswith(".tmp")
     (tmp_path / "notes.tmp").write_text("a user's file")  # not atomic_write's pattern: stays
     (tmp_path / ".hidden").write_text("also stays")
-    assert [p.name for p in checkpoint.remove_stale_temporaries(tmp_path)] == leftovers
+    assert [p.name for p in cnnlab.io.remove_stale_temporaries(tmp_path)] == leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "last.pt", "notes.tmp"]
 
 
@@ -110,11 +112,11 @@ def test_resume_clears_the_temp_file_a_killed_writer_left(tmp_path, data_dir):
     from cnnlab.train import resume
 
     run = tmp_path / "run"
-    Trainer(make_config("lenet-relu", epochs=1, limit_train_batches=2, limit_val_batches=1, out=str(run)),
+    build_trainer(make_config("lenet-relu", epochs=1, limit_train_batches=2, limit_val_batches=1, out=str(run)),
             quiet=True, report=False).fit()
     stale = run / ".last.pt.k1ll3d.tmp"
     stale.write_bytes(b"half a checkpoint")
-    assert len(resume(run, quiet=True, report=False)) == 1
+    assert resume(run, quiet=True, report=False) is None  # the run is finished, but its folder is tidied
     assert not stale.exists() and (run / "last.pt").exists()
 
 
@@ -187,10 +189,10 @@ PAYLOADS = ["zip", "legacy", "raw", "exec"]
 
 
 @pytest.mark.parametrize("kind", PAYLOADS)
-def test_pickle_payload_is_refused_by_load_checkpoint_and_load_model(tmp_path, kind):
+def test_pickle_payload_is_refused_by_load_checkpoint_and_load_trained(tmp_path, kind):
     path, marker = tmp_path / "evil.pt", tmp_path / "PWNED"
     _write_payload(path, kind, marker)
-    for load in (load_checkpoint, load_model):
+    for load in (load_checkpoint, load_trained):
         with pytest.raises(CheckpointError, match="refusing .*evil.pt: it is not a plain tensor container") as info:
             load(path)
         message = str(info.value)
@@ -238,7 +240,7 @@ def test_resume_of_a_structurally_wrong_checkpoint_is_one_line(tmp_path, edit, c
     """A checkpoint that loads but is not one this trainer wrote (another version, another model) is refused."""
     run = tmp_path / "run"
     cfg = make_config("lenet-relu", epochs=1, limit_train_batches=2, limit_val_batches=1, out=str(run))
-    Trainer(cfg, quiet=True, report=False).fit()
+    build_trainer(cfg, quiet=True, report=False).fit()
     state = load_checkpoint(run / "last.pt")
     if edit == "unknown-config-field":
         state["config"]["turbo"] = True
@@ -263,7 +265,7 @@ def test_nan_loss_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tmp_
     out = tmp_path / "run"
     cfg = make_config("lenet-relu", epochs=1, limit_train_batches=9, limit_val_batches=1, checkpoint_every=3,
                       log_every=50, out=str(out))
-    trainer = Trainer(cfg, quiet=True, report=False)
+    trainer = build_trainer(cfg, quiet=True, report=False)
     forward = trainer.model.forward
 
     def poisoned(x):
@@ -286,7 +288,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, data_dir):
     out = tmp_path / "run"
     cfg = make_config("lenet-relu", epochs=1, limit_train_batches=9, limit_val_batches=1, checkpoint_every=3,
                       out=str(out))
-    trainer = Trainer(cfg, quiet=True, report=False)
+    trainer = build_trainer(cfg, quiet=True, report=False)
 
     def overflow(optimizer, args, kwargs):
         if trainer.step + 1 == 6:  # the loss of step 6 was finite; only its update overflowed

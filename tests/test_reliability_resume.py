@@ -25,10 +25,9 @@ import pytest
 import torch
 
 from cnnlab.errors import Interrupted
-from cnnlab.train import make_config, resume
+from cnnlab.train import build_trainer, make_config, resume
 from cnnlab.train import state as state_module
 from cnnlab.train.checkpoint import load_checkpoint
-from cnnlab.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -139,11 +138,11 @@ def test_sigint_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, r
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
-    assert err == "", err  # no traceback, no KeyboardInterrupt
+    assert out == "", out
     stopped = load_checkpoint(run / "last.pt")
     hint = (f"SIGINT: stopped at epoch {stopped['epoch'] + 1}, step {stopped['step']}; checkpoint written. "
             f"Resume with: cnnlab train --resume {run}")
-    assert out.strip().splitlines() == [hint]  # printed even with --quiet
+    assert err.strip().splitlines() == [hint]  # on stderr, even with --quiet; no traceback, no KeyboardInterrupt
     _resume_in_a_fresh_process(run)
     _assert_same_weights(reference()["model"], load_checkpoint(run / "last.pt")["model"])
 
@@ -176,7 +175,7 @@ def _config(out: Path):
 @pytest.fixture(scope="module")
 def in_process_reference(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("ref") / "run"
-    Trainer(_config(out), quiet=True, report=False).fit()
+    build_trainer(_config(out), quiet=True, report=False).fit()
     return load_checkpoint(out / "last.pt")["model"]
 
 
@@ -184,7 +183,7 @@ def _sigint() -> None:
     os.kill(os.getpid(), signal.SIGINT)  # a real signal: the Trainer's handler, not a simulation of it
 
 
-def _interrupt(trainer: Trainer, where: str, at: int, monkeypatch) -> None:
+def _interrupt(trainer, where: str, at: int, monkeypatch) -> None:
     """Arrange a SIGINT ``where`` (after step ``at`` / in epoch ``at``'s evaluate or checkpoint)."""
     if where == "after step":
         trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == at else None)
@@ -219,7 +218,7 @@ def _interrupt(trainer: Trainer, where: str, at: int, monkeypatch) -> None:
 ])
 def test_sigint_anywhere_then_resume_is_bitwise_exact(tmp_path, in_process_reference, where, at, monkeypatch):
     out = tmp_path / "run"
-    trainer = Trainer(_config(out), quiet=True, report=False)
+    trainer = build_trainer(_config(out), quiet=True, report=False)
     _interrupt(trainer, where, at, monkeypatch)
     with pytest.raises(Interrupted) as info:
         trainer.fit()
@@ -236,11 +235,12 @@ def test_sigint_anywhere_then_resume_is_bitwise_exact(tmp_path, in_process_refer
 
 def test_interrupted_twice_still_bitwise_exact(tmp_path, in_process_reference):
     out = tmp_path / "run"
-    trainer = Trainer(_config(out), quiet=True, report=False)
+    trainer = build_trainer(_config(out), quiet=True, report=False)
     trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 4 else None)
     with pytest.raises(Interrupted):
         trainer.fit()
-    again = Trainer(_config(out), quiet=True, report=False, run_dir=out, resume_state=load_checkpoint(out / "last.pt"))
+    again = build_trainer(_config(out), quiet=True, report=False, run_dir=out,
+                          resume_state=load_checkpoint(out / "last.pt"))
     again.optimizer.register_step_post_hook(lambda *_: _sigint() if again.step + 1 == 9 else None)
     with pytest.raises(Interrupted):
         again.fit()
@@ -251,7 +251,7 @@ def test_interrupted_twice_still_bitwise_exact(tmp_path, in_process_reference):
 
 def test_second_sigint_while_the_stop_checkpoint_is_written_is_ignored(tmp_path, in_process_reference, monkeypatch):
     out = tmp_path / "run"
-    trainer = Trainer(_config(out), quiet=True, report=False)
+    trainer = build_trainer(_config(out), quiet=True, report=False)
     trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 2 else None)
     save, writes = state_module.save_checkpoint, []
 
@@ -274,9 +274,9 @@ def test_resume_under_another_thread_count_uses_the_runs_own(tmp_path, data_dir,
     thread count the run started with (CPU kernels split their sums by thread, so it changes the rounding)."""
     torch.set_num_threads(1)
     ref = tmp_path / "ref"
-    Trainer(_config(ref), quiet=True, report=False).fit()
+    build_trainer(_config(ref), quiet=True, report=False).fit()
     out = tmp_path / "run"
-    trainer = Trainer(_config(out), quiet=True, report=False)
+    trainer = build_trainer(_config(out), quiet=True, report=False)
     trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 2 else None)
     with pytest.raises(Interrupted):
         trainer.fit()

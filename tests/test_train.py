@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train import make_config
-from cnnlab.train.checkpoint import load_checkpoint, load_model
+from cnnlab.inference import load_trained
+from cnnlab.io import METRIC_COLUMNS, read_metrics_csv
+from cnnlab.train import build_trainer, make_config
+from cnnlab.train.checkpoint import load_checkpoint
 from cnnlab.train.config import RECIPES, TrainConfig
 from cnnlab.train.metrics import EpochMetrics
-from cnnlab.train.rundir import METRIC_COLUMNS, read_metrics_csv
 from cnnlab.train.schedule import LRFactor
-from cnnlab.train.trainer import Trainer
 
 
 def test_epoch_metrics_are_exact_over_uneven_batches():
@@ -53,7 +53,7 @@ def test_make_config_precedence():
     (dict(batch_size=0), "batch-size must be a positive integer, got 0"),
     (dict(epochs=-1), "epochs must be a positive integer"),
     (dict(lr=0.0), "lr must be a number > 0"),
-    (dict(optimizer="adam"), "optimizer must be one of sgd, nesterov, adamw; got 'adam'"),
+    (dict(optimizer="adagrad"), "optimizer must be one of sgd, nesterov, adamw, adam, rmsprop; got 'adagrad'"),
     (dict(optimizer="nesterov"), "nesterov needs momentum > 0"),
     (dict(label_smoothing=1.0), "label-smoothing must be below 1"),
     (dict(resize=0), "resize must be a positive integer"),
@@ -96,7 +96,7 @@ def tiny_run(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("runs") / "lenet"
     cfg = make_config("lenet-relu", epochs=2, limit_train_batches=8, limit_val_batches=4, out=str(out),
                       data_dir=str(data_dir), lr=0.3)
-    trainer = Trainer(cfg, quiet=True, report=False)
+    trainer = build_trainer(cfg, quiet=True, report=False)
     history = trainer.fit()
     return out, trainer, history
 
@@ -127,7 +127,8 @@ def test_epoch_counts_and_images_per_second_are_consistent(tiny_run):
 
 def test_checkpoints_rebuild_the_trained_model(tiny_run):
     out, trainer, _ = tiny_run
-    model, preprocess, ckpt = load_model(out / "last.pt")
+    _t = load_trained(out / "last.pt")
+    model, ckpt = _t.model, _t.checkpoint
     assert ckpt["epoch"] == 2 and ckpt["step"] == 16 and ckpt["loader"] == {"epoch": 1, "batch": 8}
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(model.state_dict()[key], value.cpu())
@@ -138,7 +139,7 @@ def test_same_seed_same_history(tmp_path, data_dir):
     def run(name):
         cfg = make_config("lenet", epochs=1, limit_train_batches=5, limit_val_batches=2, out=str(tmp_path / name))
         return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
-                for r in Trainer(cfg, quiet=True, report=False).fit()]
+                for r in build_trainer(cfg, quiet=True, report=False).fit()]
 
     assert run("a") == run("b")
 
@@ -147,15 +148,15 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, data_dir):
     (tmp_path / "keep.txt").write_text("precious")
     cfg = make_config("lenet", epochs=1, limit_train_batches=1, limit_val_batches=1, out=str(tmp_path))
     with pytest.raises(CnnlabError, match="already holds files .*keep.txt.*--force"):
-        Trainer(cfg, quiet=True, report=False)
-    Trainer(cfg, quiet=True, report=False, force=True).fit()
+        build_trainer(cfg, quiet=True, report=False)
+    build_trainer(cfg, quiet=True, report=False, force=True).fit()
     assert (tmp_path / "keep.txt").read_text() == "precious" and (tmp_path / "last.pt").exists()
 
 
 def test_too_small_input_names_the_minimum(tmp_path, data_dir):
     cfg = make_config("alexnet", resize=28, out=str(tmp_path / "r"))
     with pytest.raises(CnnlabError, match=r"too small for alexnet: expected at least \d+"):
-        Trainer(cfg, quiet=True, report=False)
+        build_trainer(cfg, quiet=True, report=False)
 
 
 def test_train_config_fields_all_become_flags():
@@ -168,12 +169,11 @@ def test_train_config_fields_all_become_flags():
 
 def test_progress_loss_averages_only_this_intervals_steps(tmp_path, data_dir):
     # After a resume the loss window holds zeros in the slots of steps before it; they must not count.
-    from cnnlab.train import make_config
-    from cnnlab.train.trainer import Trainer
+    from cnnlab.train import build_trainer, make_config
 
     cfg = make_config("lenet-relu", epochs=1, log_every=4, limit_train_batches=1, limit_val_batches=1,
                       out=str(tmp_path / "run"))
-    trainer = Trainer(cfg, quiet=True, report=False)
+    trainer = build_trainer(cfg, quiet=True, report=False)
     trainer.step = 10  # as if resumed at step 9 and one... two steps (9, 10) were taken since
     trainer._loss_window[9 % 4], trainer._loss_window[8 % 4] = 1.0, 3.0
     assert trainer._interval_loss(2) == 2.0

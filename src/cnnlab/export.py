@@ -1,9 +1,9 @@
 """Exporting a checkpoint for deployment (``cnnlab export CHECKPOINT --output FILE``).
 
-The exported graph is ``nn.Sequential(preprocess, model)``: its input is float ``N x 1 x 28 x 28`` in [0, 1] (a
-Fashion-MNIST image divided by 255) and the model's resize and normalisation run inside it, so a consumer needs
-nothing but the file. The batch dimension is dynamic. Every export is checked against PyTorch before it is moved
-into place; a mismatch leaves no file behind.
+The exported graph is ``nn.Sequential(preprocess, model)``: its input is float ``N x C x S x S`` in [0, 1] (an
+image of the run's dataset, C channels at its stored side S, divided by 255) and the model's resize and
+normalisation run inside it, so a consumer needs nothing but the file. The batch dimension is dynamic. Every
+export is checked against PyTorch before it is moved into place; a mismatch leaves no file behind.
 
 Formats:
 
@@ -44,14 +44,15 @@ def _batch_dim() -> dict:
     return {0: torch.export.Dim("batch", min=1)}
 
 
-def _inputs(n: int, in_channels: int) -> torch.Tensor:
-    return torch.rand(n, in_channels, 28, 28, generator=torch.Generator().manual_seed(n))
+def _inputs(n: int, shape: tuple[int, int]) -> torch.Tensor:
+    channels, side = shape
+    return torch.rand(n, channels, side, side, generator=torch.Generator().manual_seed(n))
 
 
-def _check(run, reference: nn.Module, in_channels: int, what: str) -> None:
+def _check(run, reference: nn.Module, shape: tuple[int, int], what: str) -> None:
     """Compare ``run(x)`` (numpy logits) with ``reference(x)`` at every size in CHECK_BATCHES."""
     for n in CHECK_BATCHES:
-        x = _inputs(n, in_channels)
+        x = _inputs(n, shape)
         with torch.no_grad():
             expected = reference(x).numpy()
         got = run(x)
@@ -63,24 +64,27 @@ def _check(run, reference: nn.Module, in_channels: int, what: str) -> None:
                               f"batch {n}; nothing was written")
 
 
-def _write_onnx(wrapped: nn.Module, tmp: str, in_channels: int, metadata: dict[str, str]) -> None:
-    import onnxruntime as ort
+def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str]) -> None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'") from None
 
-    program = torch.onnx.export(wrapped, (_inputs(2, in_channels),), None, dynamo=True, verbose=False,
+    program = torch.onnx.export(wrapped, (_inputs(2, shape),), None, dynamo=True, verbose=False,
                                 input_names=["images"], output_names=["logits"], dynamic_shapes=(_batch_dim(),))
     program.model.metadata_props.update(metadata)
     program.save(tmp, external_data=False)  # one self-contained file (the models here are far below 2 GB)
     session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
-    _check(lambda x: session.run(None, {"images": x.numpy()})[0], wrapped, in_channels, "the ONNX export")
+    _check(lambda x: session.run(None, {"images": x.numpy()})[0], wrapped, shape, "the ONNX export")
 
 
-def _write_pt2(wrapped: nn.Module, tmp: str, in_channels: int, metadata: dict[str, str]) -> None:
-    program = torch.export.export(wrapped, (_inputs(2, in_channels),), dynamic_shapes=(_batch_dim(),))
+def _write_pt2(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str]) -> None:
+    program = torch.export.export(wrapped, (_inputs(2, shape),), dynamic_shapes=(_batch_dim(),))
     with open(tmp, "wb") as f:
         torch.export.save(program, f, extra_files={"cnnlab.json": json.dumps(metadata)})
     with open(tmp, "rb") as f:  # a file object: torch.export.load wants a path ending in .pt2, tmp has none
         loaded = torch.export.load(f).module()
-    _check(lambda x: loaded(x).detach().numpy(), wrapped, in_channels, "the torch.export program")
+    _check(lambda x: loaded(x).detach().numpy(), wrapped, shape, "the torch.export program")
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = "onnx", force: bool = False) -> Path:
@@ -106,8 +110,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
         >>> s.run(None, {"images": np.zeros((3, 1, 28, 28), np.float32)})[0].shape  # doctest: +SKIP
         (3, 10)
     """
-    from cnnlab.data import CLASSES
-    from cnnlab.train.checkpoint import atomic_write, load_model
+    from cnnlab.inference import load_trained
+    from cnnlab.io import atomic_write
 
     if format in UNSUPPORTED:
         raise CnnlabError(f"format {format!r} is not offered: {UNSUPPORTED[format]}")
@@ -120,13 +124,15 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
         raise CnnlabError(f"output {output} already exists; pass --force (force=True) to overwrite it")
     if not output.parent.is_dir():
         raise CnnlabError(f"the folder of output {output} does not exist")
-    model, preprocess, ckpt = load_model(checkpoint, "cpu")
-    wrapped = nn.Sequential(preprocess, model).eval()
-    in_channels = int(ckpt["in_channels"])
-    classes = CLASSES if ckpt["num_classes"] == len(CLASSES) else tuple(map(str, range(ckpt["num_classes"])))
-    metadata = {"cnnlab.model": str(ckpt["model_name"]), "cnnlab.classes": json.dumps(list(classes)),
-                "cnnlab.input": f"float32 N x {in_channels} x 28 x 28 in [0, 1] (uint8 image / 255)",
-                "cnnlab.input_size": str(ckpt["input_size"])}
+    trained = load_trained(checkpoint, "cpu")
+    meta = trained.meta
+    wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
+    shape = (meta.channels, meta.image_size)
+    metadata = {"cnnlab.model": meta.model_name, "cnnlab.dataset": meta.dataset,
+                "cnnlab.classes": json.dumps(list(meta.classes)),
+                "cnnlab.input": f"float32 N x {meta.channels} x {meta.image_size} x {meta.image_size} in [0, 1] "
+                                "(uint8 image / 255)",
+                "cnnlab.input_size": str(meta.input_size)}
     write = _write_onnx if format == "onnx" else _write_pt2
-    atomic_write(output, lambda tmp: write(wrapped, tmp, in_channels, metadata))
+    atomic_write(output, lambda tmp: write(wrapped, tmp, shape, metadata))
     return output

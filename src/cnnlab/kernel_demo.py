@@ -97,7 +97,7 @@ def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 
     print(f"learned kernel: {kernel} (the edge detector is [[1, -1]])")
 
     if path is not None:
-        from cnnlab.train.rundir import save_figure  # atomic: temp file in the same folder, then os.replace
+        from cnnlab.io import save_figure  # atomic: temp file in the same folder, then os.replace
 
         path.parent.mkdir(parents=True, exist_ok=True)
         save_figure(kernel_figure(X, Y, kernel), path)

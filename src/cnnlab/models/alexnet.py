@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from cnnlab.layers import layer_set
+from cnnlab.models.head import Flatten
 from cnnlab.models.registry import register_model
 
 
@@ -12,7 +13,8 @@ class AlexNet(nn.Module):
     """Five convolutions and three dense layers (d2l 8.1.2).
 
     The book pads the first 11x11/4 convolution by 1 so a 224 input gives 54x54 maps, and the dense head is
-    sized for the resulting 256 x 5 x 5 features, so the network takes 224x224 inputs (up to 227).
+    sized for the resulting 256 x 5 x 5 features (other sizes are pooled to 5 x 5 first,
+    :class:`cnnlab.models.head.Flatten`).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, ops: str = "torch"):
@@ -29,7 +31,7 @@ class AlexNet(nn.Module):
             L.MaxPool2d(kernel_size=3, stride=2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(),
+            Flatten(5),
             nn.Linear(256 * 5 * 5, 4096), nn.ReLU(), nn.Dropout(p=0.5),
             nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=0.5),
             nn.Linear(4096, num_classes),

@@ -5,11 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 from cnnlab.layers import layer_set
+from cnnlab.models.head import Flatten
 from cnnlab.models.registry import register_model
 
 
 class LeNet(nn.Module):
-    """Two conv/pool stages and three dense layers; the dense head is sized for 28x28 inputs.
+    """Two conv/pool stages and three dense layers; the dense head is sized for 28x28 inputs (other sizes are
+    pooled to it, :class:`cnnlab.models.head.Flatten`).
 
     Args:
         num_classes: size of the output layer.
@@ -27,7 +29,7 @@ class LeNet(nn.Module):
         L = layer_set(ops)
         Pool = L.AvgPool2d if pool == "avg" else L.MaxPool2d
         padding = 0 if batch_norm else 2
-        side = ((28 + 2 * padding - 4) // 2 - 4) // 2  # 5 for LeNet, 4 for BN-LeNet
+        side = ((28 + 2 * padding - 4) // 2 - 4) // 2  # 5 for LeNet, 4 for BN-LeNet, at the book's 28 px
 
         def unit(layer: nn.Module, norm: type[nn.Module], channels: int) -> list[nn.Module]:
             # Optional BN sits between the affine layer and the activation, as in d2l 8.5.
@@ -40,7 +42,7 @@ class LeNet(nn.Module):
             Pool(kernel_size=2, stride=2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(),
+            Flatten(side),
             *unit(nn.Linear(16 * side * side, 120), L.BatchNorm1d, 120),
             *unit(nn.Linear(120, 84), L.BatchNorm1d, 84),
             nn.Linear(84, num_classes),

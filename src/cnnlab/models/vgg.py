@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from cnnlab.layers import layer_set
+from cnnlab.models.head import Flatten
 from cnnlab.models.registry import register_model
 
 VGG11_ARCH = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
@@ -51,7 +52,7 @@ class VGG(nn.Module):
         side = 224 // 2 ** len(arch)
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
-            nn.Flatten(),
+            Flatten(side),
             nn.Linear(channels * side * side, 4096), nn.ReLU(), nn.Dropout(0.5),
             nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
             nn.Linear(4096, num_classes),

@@ -38,7 +38,7 @@ class RunFiles:
 
 def read_run(run_dir: str | Path) -> RunFiles:
     """Read a run folder written by ``cnnlab train``; a missing or incomplete one raises a one-line CnnlabError."""
-    from cnnlab.train.rundir import read_metrics_csv
+    from cnnlab.io import read_metrics_csv
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -111,19 +111,20 @@ def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
     return f"{value:{spec}}{unit}" if spec else f"{value}{unit}"
 
 
-def hero(run: RunFiles, result, name: str, section_id: str) -> str:
+def hero(run: RunFiles, result, name: str, section_id: str, dataset: str = "fashion-mnist") -> str:
     """Title line and the headline numbers."""
     res = run.result
     stats = [
         (_fmt(res.get("test_acc"), ".2%"), "final test accuracy (result.json)"),
-        (_fmt(result.accuracy, ".2%"), f"re-evaluated: {result.n:,} test images, {run.checkpoint.name}"
+        (_fmt(result.accuracy, ".2%"), f"{result.n:,} test images, {run.checkpoint.name}"
          + (", flip-TTA" if result.tta else "")),
-        (_fmt(res.get("best_val_acc"), ".2%"), "best epoch's test accuracy"),
+        (_fmt(res.get("best_val_acc"), ".2%"),
+         "best epoch's " + ("validation" if res.get("val_split") else "test") + " accuracy"),
         (_fmt(res.get("images_per_s"), ",.0f"), "training images / s"),
     ]
     cards = "".join(f'<div class="stat"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in stats)
     return (f"<header><h1>{escape(name)} <span class=\"muted\">d2l {escape(section_id)}</span></h1>"
-            f"<p>cnnlab report of <code>{escape(str(run.path))}</code></p></header>"
+            f"<p>cnnlab report of <code>{escape(str(run.path))}</code>, trained on {escape(dataset)}</p></header>"
             f'<div class="hero">{cards}</div>')
 
 
@@ -196,13 +197,14 @@ def _per_class_table(result) -> str:
             f'</tr></thead><tbody>{"".join(body)}</tbody></table>')
 
 
-def _field_table(name: str, input_size: int, in_channels: int) -> str:
+def _field_table(name: str, input_size: int, in_channels: int, image_size: int) -> str:
     rows, head = [], []
     for f in receptive_fields(name, input_size, in_channels):
         if len(f.shape) != 3:  # the dense head: every unit sees the whole image
             head.append(f)
             continue
-        scaled = f" ({f.r * 28 / input_size:.1f} px of the 28-px image)" if input_size != 28 else ""
+        scaled = f" ({f.r * image_size / input_size:.1f} px of the {image_size}-px image)" \
+            if input_size != image_size else ""
         whole = ' <span class="muted">(whole input)</span>' if f.r >= input_size else ""
         rows.append(f"<tr><td><code>{escape(f.name)}</code></td><td>{escape(f.kind)}</td>"
                     f'<td class="num">{" × ".join(map(str, f.shape))}</td>'
@@ -245,7 +247,7 @@ def _feature_maps_section(model, preprocess, images, labels, classes, device) ->
         if len(picks) == N_MAPS:
             break
     with torch.no_grad():
-        batch = preprocess(images[picks].unsqueeze(1).to(device).float() / 255)
+        batch = preprocess(images[picks].to(device).float() / 255)
         rows = [r for r in run_rows(model, batch) if r.output.dim() == 4]
     figures = "".join(
         _img(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
@@ -258,27 +260,30 @@ def _feature_maps_section(model, preprocess, images, labels, classes, device) ->
                    "image, each scaled to its own range.</p>")
 
 
-def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto") -> str:
+def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto", dataset=None,
+                 test_logits: torch.Tensor | None = None) -> str:
     """Evaluate the run's checkpoint on the test set and render the page (see :func:`write_report`)."""
-    from cnnlab.data import load_fashion_mnist
-    from cnnlab.device import resolve_device
+    from cnnlab.evaluate import EvalResult
+    from cnnlab.inference import check_same_classes, dataset_of, load_trained
     from cnnlab.models import model_info
     from cnnlab.report.curves import curves_figure
-    from cnnlab.train.checkpoint import load_model
-    from cnnlab.train.evaluate import EvalResult, predict_logits
 
-    dev = resolve_device(device)
-    model, preprocess, ckpt = load_model(run.checkpoint, dev)
-    name, size, in_ch = ckpt["model_name"], int(ckpt["input_size"]), int(ckpt["in_channels"])
-    tta = bool((ckpt.get("config") or {}).get("tta", False))
-    data = load_fashion_mnist(data_dir)
+    trained = load_trained(run.checkpoint, device)
+    meta = trained.meta
+    name, size, in_ch = meta.model_name, meta.input_size, meta.channels
+    data = dataset if dataset is not None else dataset_of(trained.checkpoint.get("config") or {}, data_dir)
+    check_same_classes(meta, data.classes, f"dataset {data.name}")
     images, labels, classes = data.test_images, data.test_labels, data.classes
-    logits = predict_logits(model, preprocess, images, device=dev, tta=tta)
+    if test_logits is not None and 0 < len(test_logits) <= len(labels):
+        # the training run's own final evaluation (limited to its first images by --limit-val-batches)
+        images, labels, logits = images[:len(test_logits)], labels[:len(test_logits)], test_logits
+    else:
+        logits = trained.logits(images)
     result = EvalResult.from_logits(logits, labels, classes, model=name, checkpoint=str(run.checkpoint),
-                                    device=str(dev), tta=tta)
-    params = sum(p.numel() for p in model.parameters())
+                                    device=str(trained.device), tta=meta.tta)
+    params = trained.num_params()
     info = model_info(name)
-    conv = first_conv(model)
+    conv = first_conv(trained.model)
     sections = [
         section("Run", summary_items(run, name, params, _macs(name, size, in_ch), size)),
         section("Training curves", '<div class="pair">' + _img(_resized(curves_figure(run.metrics)), "training curves")
@@ -290,13 +295,13 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         _mistakes_section(logits, images, labels, classes),
         section("First-layer filters", _filters(conv.weight.detach().cpu()) if conv is not None
                 else "<p>The model has no convolution.</p>"),
-        _feature_maps_section(model, preprocess, images, labels, classes, dev),
-        section("Receptive fields", _field_table(name, size, in_ch) + RF_NOTE),
+        _feature_maps_section(trained.model, trained.preprocess, images, labels, classes, trained.device),
+        section("Receptive fields", _field_table(name, size, in_ch, meta.image_size) + RF_NOTE),
     ]
     env = run.config.get("environment") or {}
     footer = " · ".join(f"{k} {escape(str(env[k]))}" for k in ("cnnlab", "torch", "torchvision", "python",
                                                                    "platform", "git_commit", "date") if env.get(k))
-    return page(f"cnnlab report: {name}", hero(run, result, name, info.section), sections, footer)
+    return page(f"cnnlab report: {name}", hero(run, result, name, info.section, data.name), sections, footer)
 
 
 RF_NOTE = ("<p class=\"muted\">Computed from the layer geometry alone, walking every convolution and pooling in "
@@ -306,16 +311,20 @@ RF_NOTE = ("<p class=\"muted\">Computed from the layer geometry alone, walking e
            "input: the unit then sees all of it (padding fills the rest).</p>")
 
 
-def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "auto") -> Path:
+def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "auto", dataset=None,
+                 test_logits: torch.Tensor | None = None) -> Path:
     """Write ``RUN_DIR/report.html``: summary, curves, confusion matrix, mistakes, filters, feature maps, fields.
 
-    Evaluates the run's ``last.pt`` (``best.pt`` if there is no ``last.pt``) on the 10,000 test images with the
-    run's own preprocessing and flip-TTA setting. An existing report is replaced: it is derived from the run.
+    Evaluates the run's ``last.pt`` (``best.pt`` if there is no ``last.pt``) on its dataset's test images with
+    the run's own preprocessing and flip-TTA setting, unless the training run hands over the logits of its own
+    final test evaluation. An existing report is replaced: it is derived from the run.
 
     Args:
         run_dir: a run folder written by ``cnnlab train``.
-        data_dir: Fashion-MNIST folder (default: ``$CNNLAB_DATA``, then the download cache).
+        data_dir: the dataset's folder (default: where the run found it).
         device: where to evaluate: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        dataset: the run's dataset, when the caller has it in memory already (the Trainer does).
+        test_logits: the final model's logits on the first ``len(test_logits)`` test images, in order.
 
     Returns:
         The path of the report.
@@ -323,10 +332,10 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device
     Raises:
         CnnlabError: the run folder is missing, incomplete or unreadable (one line naming what is wrong).
     """
-    from cnnlab.train.checkpoint import atomic_write
+    from cnnlab.io import atomic_write
 
     run = read_run(run_dir)
-    text = build_report(run, data_dir=data_dir, device=device)
+    text = build_report(run, data_dir=data_dir, device=device, dataset=dataset, test_logits=test_logits)
     out = run.path / "report.html"
     atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return out

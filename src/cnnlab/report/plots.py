@@ -25,6 +25,18 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+def show_image(ax, image: torch.Tensor) -> None:
+    """Draw one dataset image: ``H x W`` or ``1 x H x W`` grey, ``3 x H x W`` RGB (uint8 or float in [0, 1])."""
+    x = image.detach().cpu()
+    if x.dim() == 3 and x.shape[0] == 1:
+        x = x[0]
+    top = 255 if x.dtype == torch.uint8 else 1
+    if x.dim() == 3:  # C x H x W colour -> H x W x C, as imshow wants it
+        ax.imshow((x.float() / top).clamp(0, 1).permute(1, 2, 0).numpy())
+    else:
+        ax.imshow(x.float().numpy(), cmap="gray", vmin=0, vmax=top)
+
+
 def _bare(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -66,7 +78,7 @@ def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequen
     """A grid of test images with the predicted class (and its probability) above the true one.
 
     Args:
-        images: ``N x 28 x 28`` (uint8 or float in [0, 1]), shown white-on-black as the dataset stores them.
+        images: ``N x H x W`` or ``N x C x H x W`` (uint8 or float in [0, 1]), shown as the dataset stores them.
         true: true class of each image.
         pred: predicted class of each image.
         confidence: the softmax probability of the predicted class.
@@ -82,7 +94,7 @@ def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequen
         if i >= n:
             ax.set_visible(False)
             continue
-        ax.imshow(images[i].float().numpy(), cmap="gray", vmin=0, vmax=255 if images.dtype == torch.uint8 else 1)
+        show_image(ax, images[i])
         p = confidence[i]
         ax.set_title(f"{classes[pred[i]]} {'≥99.9%' if p >= 0.9995 else f'{p:.1%}'}", fontsize=7.5,
                      color="#b2182b", pad=2)
@@ -119,7 +131,7 @@ def feature_maps_figure(image: torch.Tensor, rows: Sequence[tuple[str, torch.Ten
     """One test image and its feature maps at every row of the network.
 
     Args:
-        image: the input, ``28 x 28`` (uint8 or float in [0, 1]).
+        image: the input, ``H x W`` or ``C x H x W`` (uint8 or float in [0, 1]).
         rows: ``(label, maps)`` pairs, maps ``C x H x W`` for one image.
         title: shown beside the input image.
         channels: maps per row: the ``channels`` with the largest spatial variance for this image, i.e. the
@@ -139,7 +151,7 @@ def feature_maps_figure(image: torch.Tensor, rows: Sequence[tuple[str, torch.Ten
     label(0, "input")
     ax = fig.add_subplot(grid[0, 1])
     _bare(ax)
-    ax.imshow(image.float().numpy(), cmap="gray", vmin=0, vmax=255 if image.dtype == torch.uint8 else 1)
+    show_image(ax, image)
     if title:
         ax.text(1.15, 0.5, title, ha="left", va="center", fontsize=7.5, transform=ax.transAxes)
     for r, (name, maps) in enumerate(rows, start=1):

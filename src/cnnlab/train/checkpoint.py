@@ -7,55 +7,23 @@ checkpoint cnnlab writes holds only tensors, numbers, strings, lists and dicts, 
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from cnnlab.errors import CheckpointError
+from cnnlab.io import atomic_write
 
 FORMAT = "cnnlab-checkpoint"
-VERSION = 1
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the file into place, so a crash leaves the previous ``path`` intact.
-
-    The temporary file lives in the destination folder (``os.replace`` is atomic only within one file system)
-    and is fsync'ed before the rename.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)  # mkstemp makes 0600 files; give the result the mode a plain open() would
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files :func:`atomic_write` left in ``folder`` when its process died mid-write.
-
-    Only names of its own pattern (``.NAME.RANDOM.tmp``) go; call it only while no other process writes there
-    (a resumed run owns its folder). Returns what was removed.
-    """
-    stale = [p for p in Path(folder).glob(".*.*.tmp") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
+# Version 2 adds the "dataset" entry (name, classes, channels, stored image side, mean/std, flip policy) that
+# inference needs for datasets other than Fashion-MNIST; version-1 files (Fashion-MNIST only) are read as
+# version 2 by filling that entry in (:func:`upgrade`).
+VERSION = 2
+READABLE = (1, 2)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -96,32 +64,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({first[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cnnlab checkpoint (expected format {FORMAT!r})")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}, expected {VERSION}")
+    if state.get("version") not in READABLE:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}, expected one of "
+                              f"{', '.join(map(str, READABLE))}")
+    return upgrade(state)
+
+
+def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint without the "dataset" entry (version 1: every one of them trained on Fashion-MNIST) as
+    version 2, with that entry filled in."""
+    if "dataset" not in state:
+        from cnnlab.data import CLASSES, MEAN, STD
+
+        state["dataset"] = {"name": "fashion-mnist", "classes": list(CLASSES), "channels": state.get("in_channels", 1),
+                            "image_size": 28, "mean": [MEAN], "std": [STD], "flip": True}
+    state["version"] = VERSION
     return state
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """Rebuild the trained model of a checkpoint.
-
-    Returns:
-        ``(model, preprocess, checkpoint)``: the model in eval mode with the checkpoint's weights (the EMA weights
-        when the run kept them), the :class:`cnnlab.data.Preprocess` that turns N x 1 x 28 x 28 images in [0, 1]
-        into its input, and the raw checkpoint dict.
-    """
-    from cnnlab.data import Preprocess
-    from cnnlab.models import create_model
-
-    ckpt = load_checkpoint(path)
-    try:
-        model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], in_channels=ckpt["in_channels"],
-                             ops=ckpt.get("ops", "torch"))
-        model.load_state_dict(ckpt.get("ema") or ckpt["model"])
-    except KeyError as e:
-        raise CheckpointError(f"{path} lacks the entry {e.args[0]!r} every cnnlab checkpoint has") from None
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit model {ckpt['model_name']!r} ({first})") from None
-    norm = ckpt.get("normalize")
-    preprocess = Preprocess(ckpt["input_size"], *(norm if norm else (None, None)))
-    return model.to(device).eval(), preprocess.to(device), ckpt

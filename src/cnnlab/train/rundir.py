@@ -1,18 +1,17 @@
 """The run folder: what a training run leaves behind, every file written atomically.
 
-config.json (full config, versions, git commit, device), metrics.csv (a row per epoch), result.json, curves.png,
-tb/ (TensorBoard), last.pt and best.pt. Nothing already in a folder is overwritten without ``force``.
+config.json (full config, dataset, versions, git commit, device), metrics.csv (a row per epoch), result.json,
+curves.png, tb/ (TensorBoard), report.html — written by :class:`RunFolder`, an observer of the Trainer — beside
+the Trainer's own last.pt and best.pt. Nothing already in a folder is overwritten without ``force``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +20,7 @@ from typing import Any
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train.checkpoint import atomic_write
-
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+from cnnlab.io import save_figure, write_json, write_metrics_csv
 
 
 def default_run_dir(model: str) -> Path:
@@ -82,37 +79,6 @@ def clear_run_dir(path: str | Path) -> list[str]:
     return [entry.name for entry in own]
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text(path, buf.getvalue())
-
-
-def read_metrics_csv(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure atomically and free it."""
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110,
-                                               bbox_inches="tight"))
-    plt.close(fig)
-
-
 def git_commit() -> str | None:
     """The commit of the source tree cnnlab runs from, if it is a git checkout."""
     try:
@@ -138,3 +104,93 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+class RunFolder:
+    """Observer of a :class:`~cnnlab.train.trainer.Trainer` that keeps the run folder's files up to date.
+
+    config.json when the fit starts; TensorBoard scalars and metrics.csv after every epoch (after the Trainer's
+    last.pt, so a listed epoch is always resumable); result.json and curves.png at the end (result.json with
+    ``status: failed`` and the error when the fit fails); then report.html, which is derived from those files
+    and can be skipped with Ctrl-C.
+
+    Args:
+        path: the run folder (made by :func:`prepare_run_dir`).
+        report: write report.html after the fit.
+        data_dir: where the report finds the test set when it must evaluate it again.
+        quiet: no line saying the report is being written.
+    """
+
+    def __init__(self, path: str | Path, *, report: bool = True, data_dir: str | None = None, quiet: bool = False):
+        self.path, self.report, self.data_dir, self.quiet = Path(path), report, data_dir, quiet
+        self._tb = None
+
+    def on_start(self, trainer) -> None:
+        write_json(self.path / "config.json", trainer.config_record())
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is an optional extra: the run goes on without tb/
+            return
+        self._tb = SummaryWriter(log_dir=str(self.path / "tb"))
+
+    def on_epoch(self, trainer, row: dict[str, Any], is_best: bool) -> None:
+        if self._tb is not None:
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
+                self._tb.add_scalar(key, row[key], row["epoch"])
+        write_metrics_csv(self.path / "metrics.csv", trainer.history)
+
+    def on_end(self, trainer, result: dict[str, Any]) -> None:
+        write_json(self.path / "result.json", result)
+        if trainer.history:
+            from cnnlab.report.curves import curves_figure
+
+            save_figure(curves_figure(trainer.history, title=trainer.config.model), self.path / "curves.png")
+        self._close()
+
+    def on_failure(self, trainer, error: BaseException) -> None:
+        """A fit that raised (a non-finite loss, a crash, an observer's exception): say so in result.json.
+
+        A run stopped by a signal is not a failure: it has a checkpoint and no result.json until it is resumed.
+        """
+        write_json(self.path / "result.json", {
+            "model": trainer.config.model, "recipe": trainer.config.recipe, "dataset": trainer.dataset.name,
+            "status": "failed", "error": f"{type(error).__name__}: {' '.join(str(error).split())}"[:500],
+            "epochs": len(trainer.history), "best_val_acc": trainer.best_val_acc if trainer.history else None,
+            "test_acc": None, "seed": trainer.config.seed,
+        })
+        self._close()
+
+    def after_fit(self, trainer, result: dict[str, Any]) -> None:
+        if not self.report:
+            return
+        if not self.quiet:
+            print(f"writing {self.path / 'report.html'} (Ctrl-C skips it: the run's results are saved)", flush=True)
+        t0 = time.perf_counter()
+        try:
+            from cnnlab.report import write_report
+
+            write_report(self.path, data_dir=self.data_dir, device=str(trainer.device), dataset=trainer.dataset,
+                         test_logits=trainer.test_logits)
+        except KeyboardInterrupt:
+            print("cnnlab: report.html skipped (Ctrl-C); `cnnlab report RUN_DIR` writes it later", file=sys.stderr)
+        except Exception as e:  # the run's results are already safe on disk; say what failed and go on
+            print(f"cnnlab: warning: report.html not written: {e}", file=sys.stderr)
+        else:
+            if not self.quiet:
+                print(f"report written in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    def _close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+class EpochCallback:
+    """Adapts a plain ``on_epoch(row)`` function (e.g. a sweep's pruning check) to the observer interface."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_epoch(self, trainer, row: dict[str, Any], is_best: bool) -> None:
+        self.fn(dict(row))
+

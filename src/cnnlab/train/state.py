@@ -73,7 +73,8 @@ class ResumableState:
         """Everything a bit-exact resume needs: tensors and plain containers only."""
         cfg = self.config
         state = {
-            "model_name": cfg.model, "num_classes": 10, "in_channels": 1, "input_size": self.input_size,
+            "model_name": cfg.model, "num_classes": self.dataset.num_classes, "in_channels": self.dataset.channels,
+            "dataset": self.dataset_record(), "input_size": self.input_size,
             "normalize": self.normalize, "ops": cfg.ops, "config": asdict(cfg),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "loader": self.train_loader.state_dict(),
@@ -95,7 +96,7 @@ class ResumableState:
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
             self._blow_up("weights", self.step)  # identical on every rank under DDP: all raise together
         summed = self.epoch_metrics.global_state_dict()
-        if self.dist.is_main:
+        if self.dist.is_main and self.run_dir is not None:
             save_checkpoint({**self.state_dict(), "epoch_metrics": summed}, self.run_dir / name)
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -119,6 +120,11 @@ class ResumableState:
             torch.set_num_threads(threads)
 
     def _restore(self, state: dict[str, Any]) -> None:
+        saved = (state.get("dataset") or {}).get("classes")
+        if saved is not None and list(saved) != list(self.dataset.classes):
+            raise CnnlabError(f"{self.run_dir / 'last.pt'} was trained on {len(saved)} classes of "
+                              f"{state['dataset']['name']}, not the {self.dataset.num_classes} of "
+                              f"{self.dataset.name}: resume it with its own dataset")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -1,7 +1,7 @@
-"""Evaluating a trained checkpoint on the Fashion-MNIST test set: accuracy, per-class accuracy, confusion matrix.
+"""Evaluating a trained checkpoint on its dataset's test set: accuracy, per-class accuracy, confusion matrix.
 
-``cnnlab eval CHECKPOINT`` calls :func:`evaluate_checkpoint` and prints :func:`format_eval`; the HTML report and
-``cnnlab predict`` reuse :func:`predict_logits`, so every path from images to logits is the same code.
+``cnnlab eval CHECKPOINT`` calls :func:`evaluate_checkpoint` and prints :func:`format_eval`; the logits come from
+:mod:`cnnlab.inference`, the path every consumer of a checkpoint shares.
 """
 
 from __future__ import annotations
@@ -12,59 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from cnnlab.errors import CnnlabError
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor, batch_size: int = 512,
-                   device: str | torch.device | None = None, tta: bool = False) -> torch.Tensor:
-    """Logits of ``model`` for a stack of images, batch by batch, without gradients and in eval mode.
-
-    Args:
-        images: uint8 ``N x 28 x 28`` or ``N x 1 x 28 x 28`` (as the dataset stores them, scaled by 1/255 here),
-            or float ``N x 1 x H x W`` already in [0, 1]. Only one batch at a time is moved to ``device``.
-        preprocess: the checkpoint's :class:`cnnlab.data.Preprocess` (resize and normalisation).
-        batch_size: images per forward pass.
-        device: where to run (default: the device of the model's parameters).
-        tta: average the logits of each image and its left-right mirror, as training's flip-TTA does.
-
-    Returns:
-        float32 logits ``N x num_classes`` on the CPU.
-
-    Example:
-        >>> from cnnlab.data import Preprocess
-        >>> from cnnlab.models import create_model
-        >>> images = torch.zeros(3, 28, 28, dtype=torch.uint8)
-        >>> predict_logits(create_model("lenet"), Preprocess(28), images).shape
-        torch.Size([3, 10])
-    """
-    if images.dim() == 3:
-        images = images.unsqueeze(1)  # N x 1 x H x W
-    if images.dim() != 4:
-        raise CnnlabError(f"expected images N x H x W or N x C x H x W, got shape {tuple(images.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise CnnlabError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if device is None:
-        device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    chunks = []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start:start + batch_size].to(device, non_blocking=True)
-            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-            x = preprocess(x)
-            logits = model(x)
-            if tta:
-                logits = (logits + model(x.flip(-1))) / 2
-            chunks.append(logits.float().cpu())
-    finally:
-        model.train(was_training)
-    if not chunks:
-        raise CnnlabError("expected at least one image, got none")
-    return torch.cat(chunks)
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -121,32 +70,34 @@ class EvalResult:
 
 
 def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, device: str = "auto",
-                        batch_size: int = 512, tta: bool | None = None) -> EvalResult:
-    """Test accuracy, per-class accuracy and confusion matrix of a checkpoint on the 10,000 test images.
+                        batch_size: int = 512, tta: bool | None = None, dataset: str | None = None) -> EvalResult:
+    """Test accuracy, per-class accuracy and confusion matrix of a checkpoint on its dataset's test split.
 
     Args:
         path: a ``.pt`` file written by ``cnnlab train`` (its EMA weights when the run kept them).
-        data_dir: Fashion-MNIST folder (default: ``$CNNLAB_DATA``, then the download cache).
+        data_dir: the dataset's folder (default: where the run found it, else the dataset's default lookup).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: images per forward pass.
         tta: flip-TTA; ``None`` follows the run's own ``tta`` setting, so the number matches its result.json.
+        dataset: evaluate on another dataset with the same classes (default: the one the run trained on).
 
     Raises:
         CheckpointError: the file is missing, corrupt or not a cnnlab checkpoint.
         DataError: the test set cannot be loaded.
+        CnnlabError: the dataset's classes differ from the model's.
     """
-    from cnnlab.data import load_fashion_mnist
-    from cnnlab.device import resolve_device
-    from cnnlab.train.checkpoint import load_model
+    from cnnlab.inference import check_same_classes, dataset_of, load_trained
 
-    dev = resolve_device(device)
-    model, preprocess, ckpt = load_model(path, dev)
-    if tta is None:
-        tta = bool((ckpt.get("config") or {}).get("tta", False))
-    data = load_fashion_mnist(data_dir)
-    logits = predict_logits(model, preprocess, data.test_images, batch_size, dev, tta=tta)
-    return EvalResult.from_logits(logits, data.test_labels, data.classes, model=ckpt["model_name"],
-                                  checkpoint=str(path), device=str(dev), tta=tta)
+    trained = load_trained(path, device)
+    config = dict(trained.checkpoint.get("config") or {})
+    if dataset is not None:
+        config.update(dataset=dataset, data_dir=None)
+    data = dataset_of({**config, "dataset": config.get("dataset") or trained.meta.dataset}, data_dir)
+    check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
+    logits = trained.logits(data.test_images, batch_size, tta=tta)
+    return EvalResult.from_logits(logits, data.test_labels, data.classes, model=trained.meta.model_name,
+                                  checkpoint=str(path), device=str(trained.device),
+                                  tta=trained.meta.tta if tta is None else tta)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:

@@ -1,0 +1,198 @@
+"""The one path from a checkpoint to predictions: checkpoint -> model + metadata -> logits.
+
+``cnnlab eval``, ``report``, ``predict``, ``export`` and ``explore`` all go through :func:`load_trained`, so they
+agree on the weights (EMA when the run kept them), the preprocessing (resize, per-channel normalisation), the
+class names and the flip-TTA policy of the run, for every dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CheckpointError, CnnlabError
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What inference needs to know about a trained model besides its weights.
+
+    Attributes:
+        model_name: the registry name.
+        dataset: the dataset it was trained on (a registry name or ``folder:PATH``).
+        classes: the class names, in label order.
+        channels: input channels (1 grey, 3 RGB).
+        image_size: side of the dataset's stored images (what :meth:`Trained.logits` expects by default).
+        input_size: side of the model's input (the preprocessing resizes to it).
+        mean, std: the per-channel normalisation the model's input gets, or None (raw [0, 1] pixels).
+        flip: whether a horizontal flip keeps the class (decides flip-TTA).
+        tta: whether the run evaluated with flip-TTA.
+        ops: ``"torch"`` or ``"scratch"`` layers.
+    """
+
+    model_name: str
+    dataset: str
+    classes: tuple[str, ...]
+    channels: int
+    image_size: int
+    input_size: int
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    flip: bool
+    tta: bool
+    ops: str = "torch"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def meta_of(ckpt: Mapping[str, Any], path: str | Path = "checkpoint") -> Meta:
+    """The :class:`Meta` of a checkpoint dict read by :func:`cnnlab.train.checkpoint.load_checkpoint`."""
+    try:
+        data = ckpt["dataset"]
+        config = ckpt.get("config") or {}
+        norm = ckpt.get("normalize")  # [mean, std]: floats (version 1) or per-channel lists, or None
+        mean, std = (tuple(v if isinstance(v, (list, tuple)) else [v]) for v in norm) if norm else (None, None)
+        return Meta(model_name=str(ckpt["model_name"]), dataset=str(data["name"]), classes=tuple(data["classes"]),
+                    channels=int(data["channels"]), image_size=int(data["image_size"]),
+                    input_size=int(ckpt["input_size"]),
+                    mean=mean, std=std,
+                    flip=bool(data.get("flip", True)), tta=bool(config.get("tta", False)),
+                    ops=str(ckpt.get("ops", "torch")))
+    except KeyError as e:
+        raise CheckpointError(f"{path} lacks the entry {e.args[0]!r} every cnnlab checkpoint has") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has a malformed dataset entry ({e})") from None
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor, batch_size: int = 512,
+                   device: str | torch.device | None = None, tta: bool = False) -> torch.Tensor:
+    """Logits of ``model`` for a stack of images, batch by batch, without gradients and in eval mode.
+
+    Args:
+        images: uint8 ``N x H x W`` or ``N x C x H x W`` (as datasets store them, scaled by 1/255 here), or float
+            ``N x C x H x W`` already in [0, 1], at any size. Only one batch at a time is moved to ``device``.
+        preprocess: the checkpoint's :class:`cnnlab.data.Preprocess` (resize and normalisation).
+        batch_size: images per forward pass.
+        device: where to run (default: the device of the model's parameters).
+        tta: average the logits of each image and its left-right mirror, as training's flip-TTA does.
+
+    Returns:
+        float32 logits ``N x num_classes`` on the CPU.
+
+    Example:
+        >>> from cnnlab.data import Preprocess
+        >>> from cnnlab.models import create_model
+        >>> images = torch.zeros(3, 28, 28, dtype=torch.uint8)
+        >>> predict_logits(create_model("lenet"), Preprocess(28), images).shape
+        torch.Size([3, 10])
+    """
+    if images.dim() == 3:
+        images = images.unsqueeze(1)  # N x 1 x H x W
+    if images.dim() != 4:
+        raise CnnlabError(f"expected images N x H x W or N x C x H x W, got shape {tuple(images.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise CnnlabError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    chunks = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start:start + batch_size].to(device, non_blocking=True)
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            x = preprocess(x)
+            logits = model(x)
+            if tta:
+                logits = (logits + model(x.flip(-1))) / 2
+            chunks.append(logits.float().cpu())
+    finally:
+        model.train(was_training)
+    if not chunks:
+        raise CnnlabError("expected at least one image, got none")
+    return torch.cat(chunks)
+
+
+@dataclass
+class Trained:
+    """A trained model ready for inference: weights, preprocessing and metadata of one checkpoint."""
+
+    model: nn.Module
+    preprocess: nn.Module
+    meta: Meta
+    checkpoint: dict[str, Any]
+    path: Path
+    device: torch.device
+
+    def logits(self, images: torch.Tensor, batch_size: int = 512, tta: bool | None = None) -> torch.Tensor:
+        """float32 logits ``N x num_classes`` on the CPU for uint8 or [0, 1] float images ``N x C x H x W``.
+
+        ``tta`` None follows the run's own setting, so the figures match its result.json.
+        """
+        if images.dim() == 4 and images.shape[1] != self.meta.channels:
+            raise CnnlabError(f"{self.meta.model_name} from {self.path} takes {self.meta.channels}-channel images, "
+                              f"got {images.shape[1]} channels")
+        return predict_logits(self.model, self.preprocess, images, batch_size, self.device,
+                              tta=self.meta.tta if tta is None else tta)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
+    """Rebuild the trained model of a checkpoint written by ``cnnlab train`` (weights-only read).
+
+    Returns:
+        a :class:`Trained` with the model in eval mode on ``device`` (the EMA weights when the run kept them), the
+        :class:`cnnlab.data.Preprocess` that turns [0, 1] images into its input, and the metadata.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, not a cnnlab checkpoint, or its weights do not fit.
+    """
+    from cnnlab.data import Preprocess
+    from cnnlab.device import resolve_device
+    from cnnlab.models import create_model
+    from cnnlab.train.checkpoint import load_checkpoint
+
+    path, dev = Path(path), resolve_device(device)
+    ckpt = load_checkpoint(path)
+    meta = meta_of(ckpt, path)
+    try:
+        model = create_model(meta.model_name, num_classes=meta.num_classes, in_channels=meta.channels, ops=meta.ops)
+        model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    except KeyError as e:
+        raise CheckpointError(f"{path} lacks the entry {e.args[0]!r} every cnnlab checkpoint has") from None
+    except (RuntimeError, CnnlabError) as e:
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit model {meta.model_name!r} ({first[:200]})") from None
+    preprocess = Preprocess(meta.input_size, meta.mean, meta.std)
+    return Trained(model.to(dev).eval(), preprocess.to(dev), meta, ckpt, path, dev)
+
+
+def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None):
+    """The dataset a run was configured with (``config`` is a TrainConfig as a dict, e.g. a checkpoint's).
+
+    ``data_dir`` overrides the run's own ``data_dir`` (the data may live elsewhere on the machine that evaluates).
+    """
+    from cnnlab.data import load_dataset
+
+    return load_dataset(config.get("dataset") or "fashion-mnist",
+                        data_dir if data_dir is not None else config.get("data_dir"),
+                        image_size=config.get("image_size"), channels=config.get("channels"),
+                        skip_bad=bool(config.get("skip_bad_images", False)))
+
+
+def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:
+    """Refuse to evaluate or continue a model on a dataset whose classes differ from the ones it learnt."""
+    if tuple(classes) != meta.classes:
+        shown = lambda c: ", ".join(c[:5]) + (", ..." if len(c) > 5 else "")  # noqa: E731
+        raise CnnlabError(f"{what} has {len(classes)} classes ({shown(tuple(classes))}), but the model was trained "
+                          f"on {meta.num_classes} ({shown(meta.classes)}) of {meta.dataset}")

@@ -1,0 +1,87 @@
+"""Writing files so that a crash never leaves half of one: the atomic write and the JSON, text and figure
+helpers built on it, plus the metrics table every run folder holds.
+
+Every file cnnlab writes goes through :func:`atomic_write`: a reader (or a resumed run) sees the old file or the
+new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp_path)`` then move the file into place, so a crash leaves the previous ``path`` intact.
+
+    The temporary file lives in the destination folder (``os.replace`` is atomic only within one file system)
+    and is fsync'ed before the rename.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)  # mkstemp makes 0600 files; give the result the mode a plain open() would
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` when its process died mid-write.
+
+    Only names of its own pattern (``.NAME.RANDOM.tmp``) go; call it only while no other process writes there
+    (a resumed run owns its folder). Returns what was removed.
+    """
+    stale = [p for p in Path(folder).glob(".*.*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """Save a matplotlib figure atomically (the format from the suffix) and free it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110,
+                                               bbox_inches="tight"))
+    plt.close(fig)
+
+
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+
+
+def write_metrics_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """One row per epoch, the columns of METRIC_COLUMNS (other keys of a row are left out)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buf.getvalue())
+
+
+def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,242 @@
+"""The Trainer takes a dataset and a model as values: any channels, sizes and classes; a validation split that
+is not the test set; the run folder as an observer; early stopping, gradient accumulation, fine-tuning, and
+resuming a finished or extended run."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import cnnlab.inference
+from cnnlab.data import ImageDataset
+from cnnlab.errors import CnnlabError
+from cnnlab.inference import load_trained
+from cnnlab.models import create_model, list_models
+from cnnlab.train import build_trainer, make_config, resume, train
+from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.train.rundir import RunFolder
+from cnnlab.train.trainer import Trainer
+
+CLASSES = ("red", "green", "blue")
+
+
+def colour_dataset(n_train=300, n_test=90, side=32, channels=3, seed=0, name="colours") -> ImageDataset:
+    """Class k is an image whose channel k (mod channels) is bright, plus noise: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        labels = torch.arange(n) % len(CLASSES)
+        images = torch.randint(0, 90, (n, channels, side, side), generator=g, dtype=torch.int64)
+        for k in range(len(CLASSES)):
+            images[labels == k, k % channels] += 150 if channels > 1 else 50 * k
+        return images.clamp(0, 255).to(torch.uint8), labels
+
+    (tr, trl), (te, tel) = split(n_train), split(n_test)
+    mean = tuple((tr.float() / 255).mean((0, 2, 3)).tolist())
+    std = tuple((tr.float() / 255).std((0, 2, 3)).tolist())
+    return ImageDataset(name, tr, trl, te, tel, CLASSES, mean, std, flip=True)
+
+
+@pytest.fixture
+def colours(monkeypatch):
+    """Make the colour dataset what any run configured with dataset 'colours' loads."""
+    data = colour_dataset()
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None: data)
+    return data
+
+
+def quick(out, **kw):
+    base = dict(dataset="colours", epochs=1, batch_size=32, lr=0.05, optimizer="nesterov", momentum=0.9,
+                normalize=True, out=str(out), log_every=2)
+    return {**base, **kw}
+
+
+def test_trainer_fits_the_dataset_and_model_it_is_given(tmp_path):
+    data = colour_dataset()
+    model = create_model("lenet-relu", num_classes=3, in_channels=3)
+    cfg = make_config("lenet-relu", **quick(tmp_path / "r", epochs=3))
+    trainer = Trainer(cfg, data, model, run_dir=tmp_path / "r", observers=[RunFolder(tmp_path / "r", report=False)],
+                      quiet=True)
+    (tmp_path / "r").mkdir()
+    history = trainer.fit()
+    assert trainer.input_size == 32  # a 28-px book model trains at the dataset's own size
+    assert history[-1]["val_acc"] > 0.9 and trainer.result["test_acc"] > 0.9
+    ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert ckpt["version"] == 2 and ckpt["num_classes"] == 3 and ckpt["in_channels"] == 3
+    assert ckpt["dataset"]["classes"] == list(CLASSES) and ckpt["dataset"]["image_size"] == 32
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["dataset"]["name"] == "colours" and config["dataset"]["channels"] == 3
+    trained = load_trained(tmp_path / "r" / "last.pt")
+    assert trained.meta.classes == CLASSES and trained.meta.channels == 3
+    logits = trained.logits(data.test_images)
+    assert logits.shape == (90, 3)
+    assert (logits.argmax(1) == data.test_labels).float().mean() == pytest.approx(trainer.result["test_acc"])
+
+
+def test_a_trainer_without_a_run_folder_keeps_everything_in_memory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = colour_dataset()
+    cfg = make_config("lenet-relu", **quick(None))
+    trainer = Trainer(cfg, data, create_model("lenet-relu", num_classes=3, in_channels=3), quiet=True)
+    trainer.fit()
+    assert trainer.result["epochs"] == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("channels,side", [(3, 32), (1, 28)])
+def test_every_model_takes_two_steps_on_rgb_32_and_grey_28(name, channels, side, tmp_path):
+    data = colour_dataset(n_train=16, n_test=8, side=side, channels=channels)
+    cfg = make_config(name, dataset="colours", epochs=1, batch_size=8, limit_train_batches=2, limit_val_batches=1,
+                      resize=max(side, _min_side(name, channels)), out=str(tmp_path))
+    model = create_model(name, num_classes=3, in_channels=channels)
+    trainer = Trainer(cfg, data, model, quiet=True)
+    trainer.fit()
+    assert trainer.step == 2 and math.isfinite(trainer.history[0]["train_loss"])
+
+
+def _min_side(name, channels):
+    from cnnlab.models import min_input_size
+
+    return min_input_size(name, channels)
+
+
+def test_validation_split_is_held_out_of_training_and_test_is_reported_apart(colours, tmp_path):
+    history = train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "r", epochs=2, val_split=0.2))
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["val_split"] == 0.2 and result["status"] == "finished" and result["dataset"] == "colours"
+    assert result["val_acc"] == history[-1]["val_acc"]
+    assert result["test_samples"] == 90  # the final model on the whole test set, apart from validation
+    trained = load_trained(tmp_path / "r" / "last.pt")
+    test_acc = (trained.logits(colours.test_images).argmax(1) == colours.test_labels).float().mean().item()
+    assert result["test_acc"] == pytest.approx(test_acc, abs=1e-6)
+    trainer = build_trainer(make_config("lenet-relu", **quick(tmp_path / "s", val_split=60)), quiet=True)
+    assert trainer.train_loader.num_samples == 240 and trainer.val_loader.num_samples == 60
+
+
+def test_on_epoch_sees_every_epoch_and_its_exception_ends_the_run_as_failed(colours, tmp_path):
+    seen = []
+
+    def prune(row):
+        seen.append(row["epoch"])
+        if row["epoch"] == 2:
+            raise RuntimeError("pruned by the sweep")
+
+    with pytest.raises(RuntimeError, match="pruned"):
+        train("lenet-relu", quiet=True, report=False, on_epoch=prune, **quick(tmp_path / "r", epochs=4))
+    assert seen == [1, 2]
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["status"] == "failed" and "pruned by the sweep" in result["error"] and result["epochs"] == 2
+    assert len((tmp_path / "r" / "metrics.csv").read_text().splitlines()) == 3  # header + the two epochs
+
+
+def test_a_nan_run_says_so_in_result_json(colours, tmp_path):
+    with pytest.raises(CnnlabError, match="non-finite"):
+        train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "r", lr=1e30, optimizer="sgd", momentum=0))
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["status"] == "failed" and "NonFiniteLoss" in result["error"]
+
+
+def test_early_stop_ends_the_run_after_patience_epochs_without_improvement(colours, tmp_path, monkeypatch):
+    # A learning rate of ~0 keeps the accuracy flat, so patience 2 must stop after epoch 3 (best at 1).
+    history = train("lenet-relu", quiet=True, report=False,
+                    **quick(tmp_path / "r", epochs=10, early_stop=2, lr=1e-12, optimizer="sgd", momentum=0))
+    assert len(history) == 3
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["stopped_early_epoch"] == 3
+    assert resume(tmp_path / "r", quiet=True) is None  # finished: nothing to do
+
+
+def test_gradient_accumulation_matches_one_larger_batch(tmp_path):
+    """Two batches of 16 summed before one step give the step of one batch of 32 (no BN, no dropout)."""
+    data = colour_dataset(n_train=64, n_test=8)
+
+    def weights(batch_size, accumulate):
+        torch.manual_seed(0)
+        model = create_model("lenet-relu", num_classes=3, in_channels=3)
+        cfg = make_config("lenet-relu", dataset="colours", epochs=1, batch_size=batch_size, accumulate=accumulate,
+                          limit_train_batches=accumulate, out=None, lr=0.1,
+                          channels_last=False, deterministic=True)
+        Trainer(cfg, data, model, quiet=True).fit()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    # the loaders shuffle by seed, so batches 0-1 of size 16 are exactly batch 0 of size 32
+    assert torch.allclose(weights(32, 1), weights(16, 2), atol=1e-6)
+
+
+def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_path):
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "c", epochs=1))
+    assert resume(tmp_path / "c", quiet=True) is None
+    history = resume(tmp_path / "c", quiet=True, epochs=2)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert json.loads((tmp_path / "c" / "result.json").read_text())["epochs"] == 2
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "o", epochs=1, schedule="onecycle"))
+    with pytest.raises(CnnlabError, match="onecycle schedule"):
+        resume(tmp_path / "o", quiet=True, epochs=3)
+    with pytest.raises(CnnlabError, match="fewer"):
+        resume(tmp_path / "c", quiet=True, epochs=1)
+
+
+def test_fine_tuning_keeps_the_body_and_replaces_a_head_of_other_classes(tmp_path, monkeypatch):
+    data = colour_dataset()
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None: data)
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src", epochs=1))
+    two = colour_dataset(name="two")
+    keep = two.train_labels < 2
+    two = ImageDataset("two", two.train_images[keep], two.train_labels[keep], two.test_images[two.test_labels < 2],
+                       two.test_labels[two.test_labels < 2], ("red", "green"), two.mean, two.std, True)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None: two)
+    trainer = build_trainer(make_config("lenet-relu", **quick(tmp_path / "ft", dataset="two", epochs=1,
+                                                              init_from=str(tmp_path / "src" / "last.pt"),
+                                                              freeze=True)), quiet=True)
+    source = load_checkpoint(tmp_path / "src" / "last.pt")["model"]
+    body = "features.0.weight"
+    assert torch.equal(trainer.model.state_dict()[body].cpu(), source[body])
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    assert torch.equal(after[body], before[body])  # frozen
+    head = "classifier.5.weight"  # the output layer: LeNet's classifier is Flatten, Linear, act, Linear, act, Linear
+    assert not torch.equal(after[head], before[head]) and after[head].shape[0] == 2  # the new 2-class head trains
+
+
+def test_init_from_another_model_is_refused_in_one_line(colours, tmp_path):
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src"))
+    with pytest.raises(CnnlabError, match="do not fit this model") as e:
+        build_trainer(make_config("lenet-bn-relu", **quick(tmp_path / "x", init_from=str(tmp_path / "src/last.pt"))))
+    assert "\n" not in str(e.value)
+
+
+def test_resuming_against_a_dataset_with_other_classes_is_refused(colours, tmp_path, monkeypatch):
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "r", epochs=2, checkpoint_every=3))
+    ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
+    ckpt["epoch"] = 1  # pretend it was interrupted
+    from cnnlab.train.checkpoint import save_checkpoint
+
+    save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "version")}, tmp_path / "r" / "last.pt")
+    other = colour_dataset()
+    other = ImageDataset("other", other.train_images, other.train_labels, other.test_images, other.test_labels,
+                         ("a", "b", "c"), other.mean, other.std, True)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None: other)
+    with pytest.raises(CnnlabError, match="resume it with its own dataset"):
+        resume(tmp_path / "r", quiet=True)
+
+
+def test_images_per_second_after_a_resume_counts_only_this_process(colours, tmp_path):
+    """A run resumed mid-epoch trains only the rest of the epoch: its images/s must not count the images the
+    killed process trained (the first epoch after a resume once reported 2.5x the real speed)."""
+    cfg = quick(tmp_path / "r", epochs=1, checkpoint_every=5)
+    trainer = build_trainer(make_config("lenet-relu", **cfg), quiet=True, report=False)
+    trainer.train_loader.set_epoch(0)
+    # train 5 of the 10 batches and checkpoint, as a run killed after its mid-epoch checkpoint would have
+    for b, _ in enumerate(trainer.train_loader):
+        if b == 4:
+            break
+    state = trainer.state_dict()
+    assert state["loader"]["batch"] == 5
+    state["epoch_metrics"] = {"sums": torch.tensor([160 * 1.1, 50.0], dtype=torch.float64), "count": 160}
+    resumed = build_trainer(make_config("lenet-relu", **cfg), quiet=True, report=False, run_dir=tmp_path / "r",
+                            resume_state=state)
+    metrics = resumed.train_epoch()
+    assert metrics["count"] == 300  # the epoch's figures cover the whole epoch ...
+    assert metrics["images"] == 300 - 5 * 32  # ... its speed only what this process trained
