@@ -26,6 +26,9 @@ function fmtNum(v, digits = 3) {
   return String(Number(v.toFixed(digits)));
 }
 const pct = (v) => (v === null || v === undefined) ? "—" : (100 * v).toFixed(2) + "%";
+// Test accuracy when the run has finished, else the latest validation accuracy (marked "val").
+const accuracyCell = (r) => r.test_acc !== null && r.test_acc !== undefined ? pct(r.test_acc)
+  : (r.val_acc !== null && r.val_acc !== undefined ? "val " + pct(r.val_acc) : "—");
 
 async function api(path, options) {
   const response = await fetch(path, options);
@@ -121,8 +124,7 @@ async function loadRuns() {
     }
     const box = el("input", {type: "checkbox", class: "compare-box", "data-run": r.run, onchange: compare});
     tbody.append(el("tr", {"data-run": r.run}, el("td", {}, box), el("td", {}, open), el("td", {text: r.model}),
-      el("td", {text: r.dataset}), el("td", {text: r.recipe}), el("td", {class: "num", text: r.test_acc !== null && r.test_acc !== undefined
-        ? pct(r.test_acc) : (r.val_acc !== null && r.val_acc !== undefined ? "val " + pct(r.val_acc) : "—")}),
+      el("td", {text: r.dataset}), el("td", {text: r.recipe}), el("td", {class: "num", text: accuracyCell(r)}),
       el("td", {class: "num", text: r.images_per_s ? Math.round(r.images_per_s).toLocaleString("en") : "—"}),
       el("td", {text: (r.date || "").replace("T", " ").slice(0, 16)}),
       el("td", {}, el("span", {class: "badge " + r.status, text: r.status === "training"
@@ -158,7 +160,10 @@ async function openRun(name) {
   for (const id of ["run-error", "model-error", "gallery-error"]) errorCard($(id), "");
   if (state.stream) { state.stream.close(); state.stream = null; }
   let d;
-  try { d = await api("/api/run?run=" + encodeURIComponent(name)); } catch (e) { errorCard($("run-error"), e.message); return; }
+  try { d = await api("/api/run?run=" + encodeURIComponent(name)); } catch (e) {
+    errorCard($("run-error"), e.message);
+    return;
+  }
   state.detail = d;
   $("run-title").textContent = d.title;
   if (d.error) {
@@ -247,7 +252,11 @@ async function showResult(pending) {
   card.hidden = false;
   errorCard($("result-error"), "");
   let r;
-  try { r = await pending; } catch (e) { errorCard($("result-error"), e.message); card.classList.remove("ready"); return; }
+  try { r = await pending; } catch (e) {
+    errorCard($("result-error"), e.message);
+    card.classList.remove("ready");
+    return;
+  }
   $("result-source").textContent = r.source;
   $("result-input").src = r.input;
   $("result-label").textContent = r.label ? "true class: " + r.label : "";
@@ -308,7 +317,12 @@ async function runOps() {
   syncOpsControls();
   stopPlay();
   errorCard($("ops-error"), "");
-  try { state.ops = await api("/api/ops?" + opsQuery().toString()); } catch (e) {
+  const needsRun = $("ops-input").value === "test" ||
+    ($("ops-op").value === "corr" && $("ops-kernel").value === "learned");
+  try {
+    if (needsRun && !state.run) throw new Error("open a run first (its test image and first-layer kernels are used)");
+    state.ops = await api("/api/ops?" + opsQuery().toString());
+  } catch (e) {
     errorCard($("ops-error"), e.message); state.ops = null;
     for (const id of ["ops-grid-x", "ops-grid-k", "ops-grid-y"]) $(id).replaceChildren();
     $("ops-result").textContent = ""; $("ops-formula").textContent = ""; $("ops-now").textContent = "";
@@ -365,8 +379,9 @@ function drawOps(picked) {
   $("ops-progress").textContent = `step ${Math.min(state.step, o.steps.length)} of ${o.steps.length}`;
   const name = {corr: "sum of window ⊙ kernel", max: "maximum of the window", avg: "mean of the window"}[o.op];
   if (picked) {
-    $("ops-now").textContent = `Y[${picked[0]}, ${picked[1]}] sees input rows ${picked[2] - p}…${picked[2] - p + kh - 1}` +
-      `, columns ${picked[3] - p}…${picked[3] - p + kw - 1} (padded: green): its receptive field, ${kh}×${kw}.`;
+    const [i, j, top, left] = picked;
+    $("ops-now").textContent = `Y[${i}, ${j}] sees input rows ${top - p}…${top - p + kh - 1}` +
+      `, columns ${left - p}…${left - p + kw - 1} (padded: green): its receptive field, ${kh}×${kw}.`;
   } else {
     $("ops-now").textContent = current ? `Y[${current[0]}, ${current[1]}] = ${name} = ` +
       fmtNum(o.output[current[0]][current[1]], 4) : "Press Step to slide the window.";
