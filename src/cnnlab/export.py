@@ -65,8 +65,10 @@ def _check(run, reference: nn.Module, shape: tuple[int, int], what: str) -> None
 
 
 def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str]) -> None:
-    try:
+    try:  # torch.onnx.export(dynamo=True) needs onnx and onnxscript; the check needs onnxruntime
+        import onnx  # noqa: F401
         import onnxruntime as ort
+        import onnxscript  # noqa: F401
     except ImportError:
         raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'") from None
 

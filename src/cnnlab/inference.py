@@ -63,7 +63,8 @@ def meta_of(ckpt: Mapping[str, Any], path: str | Path = "checkpoint") -> Meta:
                     channels=int(data["channels"]), image_size=int(data["image_size"]),
                     input_size=int(ckpt["input_size"]),
                     mean=mean, std=std,
-                    flip=bool(data.get("flip", True)), tta=bool(config.get("tta", False)),
+                    flip=bool(data.get("flip", True)),
+                    tta=bool(config.get("tta", False)) and bool(data.get("flip", True)),  # as the Trainer does
                     ops=str(ckpt.get("ops", "torch")))
     except KeyError as e:
         raise CheckpointError(f"{path} lacks the entry {e.args[0]!r} every cnnlab checkpoint has") from None

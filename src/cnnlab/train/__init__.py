@@ -24,7 +24,7 @@ def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = Fal
     from cnnlab.device import resolve_device
     from cnnlab.errors import CnnlabError
     from cnnlab.inference import dataset_of
-    from cnnlab.models import create_model, model_info
+    from cnnlab.models import check_input_size, create_model, model_info
     from cnnlab.models.init import init_cnn
     from cnnlab.train import rundir
     from cnnlab.train.distributed import barrier, broadcast_object, init_distributed
@@ -34,6 +34,8 @@ def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = Fal
 
     config = config.validate()
     model_info(config.model)  # an unknown model name is an instant error, before any data is read
+    if config.resize:  # so is an input size the model cannot take
+        check_input_size(config.model, config.resize, config.channels or 1)
     device = resolve_device(config.device)
     dist = init_distributed(device)
     seed_all(config.seed)

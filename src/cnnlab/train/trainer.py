@@ -146,6 +146,8 @@ class Trainer(ResumableState):
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+        # Flip-TTA only where a mirror keeps the class (never for digits), as the training flips
+        self.tta = cfg.tta and dataset.flip
 
         # Counters and history; a resume overwrites them.
         self.epoch, self.step, self.history, self.best_val_acc = 0, 0, [], -1.0
@@ -360,7 +362,7 @@ class Trainer(ResumableState):
                 x = x.contiguous(memory_format=self.memory_format)
                 with torch.autocast(**self.autocast):
                     logits = net(x)
-                    if self.config.tta:  # helps only after flip augmentation: shoes all face left (docs/benchmarks.md)
+                    if self.tta:  # helps only after flip augmentation: shoes all face left (docs/benchmarks.md)
                         logits = (logits + net(x.flip(-1))) / 2
                 metrics.update(F.cross_entropy(logits.float(), y), logits, y)
                 if keep_logits:
@@ -472,7 +474,7 @@ class Trainer(ResumableState):
     def _thread_hint(self) -> None:
         from cnnlab.device import oversubscription_hint
 
-        hint = oversubscription_hint()
+        hint = oversubscription_hint() if self.device.type == "cpu" and not self.quiet else None
         if hint:
             self._warn(hint)
 

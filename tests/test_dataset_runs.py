@@ -1,0 +1,121 @@
+"""A practitioner's own images end to end: train on a folder of RGB PNGs with its own class names, then eval,
+predict, export (onnxruntime parity) and the report from the checkpoint alone; old checkpoints still load."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab import cli
+from cnnlab.inference import load_trained
+from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+
+CLASSES = ("apple", "grass", "sky")  # sorted, as folder class names are
+COLOURS = {"apple": (200, 30, 30), "grass": (30, 180, 40), "sky": (40, 80, 220)}
+
+
+def write_folder(root, per_class=(24, 8), side=20, seed=0):
+    """root/train/<class>/*.png and root/test/<class>/*.png: noisy squares of each class's colour."""
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "test"), per_class, strict=True):
+        for name in CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(rng.normal(COLOURS[name], 40, (side, side, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels, "RGB").save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("own-images")
+    data = write_folder(base / "photos")
+    run = base / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CNNLAB_CACHE", str(base / "cache"))
+    code = cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "3",
+                     "--batch-size", "16", "--lr", "0.05", "--optimizer", "nesterov", "--momentum", "0.9",
+                     "--normalize", "--out", str(run), "--quiet"])
+    yield data, run
+    mp.undo()
+    assert code == 0
+
+
+def test_training_on_a_folder_learns_its_classes(folder_run):
+    data, run = folder_run
+    result = json.loads((run / "result.json").read_text())
+    assert result["dataset"] == f"folder:{data}" and result["status"] == "finished"
+    assert result["test_acc"] > 0.9 and result["test_samples"] == 24
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset"]["classes"] == list(CLASSES) and config["dataset"]["channels"] == 3
+    assert config["dataset"]["image_size"] == 16 and len(config["dataset"]["mean"]) == 3
+    assert not any(p.name.startswith(".cnnlab") for p in data.rglob("*"))  # nothing written into the data
+
+
+def test_eval_uses_the_checkpoints_dataset_and_class_names(folder_run, capsys):
+    data, run = folder_run
+    assert cli.main(["eval", str(run / "last.pt"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["classes"] == list(CLASSES) and out["n"] == 24
+    assert out["accuracy"] == pytest.approx(json.loads((run / "result.json").read_text())["test_acc"])
+
+
+def test_predict_reads_an_rgb_file_at_the_checkpoints_size(folder_run, tmp_path, capsys):
+    data, run = folder_run
+    picture = tmp_path / "big-sky.jpg"  # another size and format than the training files
+    Image.fromarray(np.full((50, 70, 3), COLOURS["sky"], np.uint8), "RGB").save(picture)
+    assert cli.main(["predict", str(run / "last.pt"), str(picture), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"][0]
+    assert top["class"] == "sky"
+
+
+def test_onnx_export_takes_the_checkpoints_input_shape_and_matches(folder_run, tmp_path):
+    import onnxruntime as ort
+
+    data, run = folder_run
+    out = tmp_path / "own.onnx"
+    assert cli.main(["export", str(run / "last.pt"), "--output", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [3, 16, 16]
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    trained = load_trained(run / "last.pt")
+    expected = trained.logits(x, tta=False).numpy()
+    assert np.abs(session.run(None, {"images": x.numpy()})[0] - expected).max() < 1e-4
+    meta = {p.key: p.value for p in __import__("onnx").load(str(out)).metadata_props}
+    assert json.loads(meta["cnnlab.classes"]) == list(CLASSES)
+
+
+def test_report_names_the_folders_classes(folder_run):
+    data, run = folder_run
+    page = (run / "report.html").read_text()
+    assert all(name in page for name in CLASSES) and "t-shirt" not in page
+    assert f"folder:{data}" in page
+
+
+def test_a_version_1_checkpoint_still_loads_as_fashion_mnist(tmp_path):
+    """Checkpoints written before datasets were values carry no dataset entry: they are Fashion-MNIST's."""
+    from cnnlab.data import CLASSES as FASHION
+    from cnnlab.models import create_model
+
+    state = {"format": "cnnlab-checkpoint", "version": 1, "model_name": "lenet", "num_classes": 10,
+             "in_channels": 1, "input_size": 28, "normalize": [0.286, 0.353], "ops": "torch",
+             "config": {"model": "lenet", "tta": False}, "model": create_model("lenet").state_dict()}
+    torch.save(state, tmp_path / "old.pt")
+    trained = load_trained(tmp_path / "old.pt")
+    assert trained.meta.classes == FASHION and trained.meta.channels == 1 and trained.meta.image_size == 28
+    assert trained.meta.mean == (0.286,) and trained.meta.std == (0.353,)
+    assert trained.logits(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 10)
+    assert load_checkpoint(tmp_path / "old.pt")["version"] == 2
+
+
+def test_evaluating_on_a_dataset_with_other_classes_is_refused(folder_run, capsys):
+    data, run = folder_run
+    ckpt = load_checkpoint(run / "last.pt")
+    ckpt["dataset"]["classes"] = ["a", "b", "c"]
+    save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "version")}, run.parent / "renamed.pt")
+    assert cli.main(["eval", str(run.parent / "renamed.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "classes" in err and len(err.strip().splitlines()) == 1
