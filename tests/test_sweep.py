@@ -261,7 +261,9 @@ def test_two_machines_share_a_postgres_study_and_a_killed_worker_is_failed(tmp_p
     b = _cnnlab("sweep", "--study", pg_study, "--storage", POSTGRES, "--out", str(tmp_path / "b"),
                 "--heartbeat", "1")  # the second machine: joins with the stored settings
     victim = _wait_for(lambda: next((t for t in _trials(url, pg_study) if t.state == TrialState.RUNNING
-                                     and t.user_attrs.get("pid") == b.pid), None), what="a trial on worker b")
+                                     and t.user_attrs.get("pid") == b.pid
+                                     and os.path.isfile(os.path.join(t.user_attrs["run_dir"], "config.json"))), None),
+                       what="a trial training on worker b")  # killed mid-run, not while it loads the data
     os.kill(b.pid, signal.SIGKILL)
     b.communicate()
     stdout, stderr = a.communicate(timeout=400)

@@ -254,6 +254,21 @@ def db_errors() -> tuple[type[BaseException], ...]:
     return sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError
 
 
+def database_failure(error: BaseException) -> BaseException | None:
+    """The database error behind ``error``, if one is in its chain of causes, else None.
+
+    Optuna does not always pass the database's error on: when recording a trial's end fails, the trial still
+    looks running to it and it raises ``AssertionError("Should not reach.")`` with the real error as context.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, db_errors()):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def open_storage(url: str, heartbeat: float):
     """An Optuna RDBStorage with a heartbeat, so that a killed worker's trial is failed after ``3 * heartbeat``.
 
@@ -464,9 +479,12 @@ def work(worker: Worker) -> None:
                 time.sleep(worker.heartbeat)
             else:
                 return
-    except db_errors() as e:
-        raise StorageLost(f"the study database {_shown(worker.url)} stopped answering ({_first_line(e)}); what it "
-                          f"recorded is kept, and so are the run folders in {worker.sweep_dir}; run the same "
+    except Exception as e:
+        lost = database_failure(e)
+        if lost is None:
+            raise
+        raise StorageLost(f"the study database {_shown(worker.url)} stopped answering ({_first_line(lost)}); what "
+                          f"it recorded is kept, and so are the run folders in {worker.sweep_dir}; run the same "
                           f"command again once it is back") from None
 
 
@@ -585,7 +603,13 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         if code:
             print(f"cnnlab sweep: warning: worker {i} ended with exit code {code}; its trial is marked failed once "
                   f"its heartbeat is stale", file=sys.stderr, flush=True)
-    return summarize(study_obj, spec, sweep_dir)
+    try:
+        return summarize(study_obj, spec, sweep_dir)
+    except Exception as e:
+        if database_failure(e) is None:
+            raise
+        raise StorageLost(f"the study database {_shown(url)} went away before the summary; what it recorded is "
+                          f"kept. Continue with: {hint}") from None
 
 
 # ------------------------------------------------------------------------------------------- the result
