@@ -484,7 +484,7 @@ def test_a_burst_of_concurrent_requests(server):
 
 def test_loopback_by_default_and_a_warning_otherwise(capsys):
     from cnnlab.cli import build_parser
-    from cnnlab.explore.server import host_warning
+    from cnnlab.explore.launch import host_warning
 
     args = build_parser().parse_args(["explore"])
     assert (args.path, args.host, args.no_browser) == ("runs", "127.0.0.1", False)

@@ -4,6 +4,7 @@
 :func:`create_app` is the ASGI app for any server. See docs/explore.md.
 """
 
-from cnnlab.explore.server import BackgroundServer, create_app, serve
+from cnnlab.explore.launch import BackgroundServer, serve
+from cnnlab.explore.server import create_app
 
 __all__ = ["BackgroundServer", "create_app", "serve"]

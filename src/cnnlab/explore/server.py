@@ -1,4 +1,4 @@
-"""The explorer's HTTP server: a Starlette app over a :class:`~cnnlab.explore.session.Session`, run by uvicorn.
+"""The explorer's HTTP app: Starlette routes over a :class:`~cnnlab.explore.session.Session` (run by launch.py).
 
 Routes (all ``GET`` but the upload; a run is named by ``?run=`` relative to the root, see
 :mod:`cnnlab.explore.runs`):
@@ -19,19 +19,13 @@ not hold up the others.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import math
-import socket
-import sys
-import threading
 import time
-from contextlib import closing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -42,7 +36,8 @@ from starlette.staticfiles import StaticFiles
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import opsview, runs
-from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, png_url
+from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload
+from cnnlab.explore.model_card import learned_kernels, model_info
 from cnnlab.explore.probe import analyze
 from cnnlab.explore.session import Session
 
@@ -261,139 +256,3 @@ async def _metric_events(request: Request, run: Path):
             beat = time.monotonic()
             yield ": heartbeat\n\n"
         await asyncio.sleep(POLL_S)
-
-
-def learned_kernels(loaded) -> list[torch.Tensor]:
-    """The first convolution's kernels, averaged over input channels (``kh x kw`` each), for the ops view."""
-    from cnnlab.report.features import first_conv
-
-    conv = first_conv(loaded.trained.model)
-    if conv is None:
-        raise CnnlabError("this model has no convolution, so it has no first-layer kernels")
-    return list(conv.weight.detach().float().mean(1))
-
-
-def model_info(loaded) -> dict[str, Any]:
-    """Layer table (shapes, parameters, MACs) and first-layer kernels of a loaded model, computed once."""
-    if "info" in loaded.extras:
-        return loaded.extras["info"]
-    from cnnlab.explore.images import colour, to_unit
-    from cnnlab.models.summary import layer_summary
-
-    trained = loaded.trained
-    meta = trained.meta
-    rows = layer_summary(trained.model, (1, meta.channels, meta.input_size, meta.input_size))
-    try:
-        kernels = learned_kernels(loaded)
-    except CnnlabError:
-        kernels = []
-    info = {
-        "model_name": meta.model_name, "dataset": meta.dataset, "classes": list(meta.classes),
-        "channels": meta.channels, "image_size": meta.image_size, "input_size": meta.input_size,
-        "params": sum(p.numel() for p in trained.model.parameters()), "checkpoint": loaded.checkpoint.name,
-        "layers": [{"name": r.name, "type": r.type, "shape": list(r.output_shape[1:]), "params": r.params,
-                    "macs": r.macs} for r in rows],
-        "kernels": [{"png": png_url(colour(to_unit(k, symmetric=True), "RdBu_r")), "shape": list(k.shape)}
-                    for k in kernels],
-    }
-    loaded.extras["info"] = info
-    return info
-
-
-def host_warning(host: str) -> str | None:
-    """The warning to print when ``host`` is not a loopback address (``None`` for one)."""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        loopback = False
-    if loopback:
-        return None
-    return (f"cnnlab explore: warning: listening on {host}, reachable from other machines; the explorer has no "
-            "login, and anyone who can reach it can read these runs")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free one); one-line CnnlabError when it is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass --port 0 for any free "
-                          "port") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
-
-class BackgroundServer:
-    """The explorer running in a thread of this process (for tests and notebooks); ``stop()`` ends it.
-
-    Example:
-        >>> server = BackgroundServer("runs")  # doctest: +SKIP
-        >>> server.url  # doctest: +SKIP
-        'http://127.0.0.1:40123/'
-    """
-
-    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0):
-        import uvicorn
-
-        self._sock = bind(host, port)
-        self.url = url_of(self._sock)
-        config = uvicorn.Config(create_app(root), log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the explorer's server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        with closing(self._sock):
-            pass
-
-    def __enter__(self) -> BackgroundServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True) -> None:
-    """Serve the explorer until interrupted, printing its address (and opening a browser tab).
-
-    Args:
-        root: a runs folder or a single run folder.
-        host: the address to listen on; anything but loopback is reachable from the network (a warning says so).
-        port: the port (0: any free one).
-        open_browser: open the page in the default browser once the server listens.
-
-    Raises:
-        CnnlabError: ``root`` is not a folder, or the port is taken.
-    """
-    import uvicorn
-
-    app = create_app(root)
-    warning = host_warning(host)
-    if warning:
-        print(warning, file=sys.stderr)
-    sock = bind(host, port)
-    url = url_of(sock)
-    print(f"cnnlab explore: serving {Path(root).resolve()} at {url} (Ctrl-C stops)", flush=True)
-    if open_browser:
-        import webbrowser
-
-        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
-
