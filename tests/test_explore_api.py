@@ -448,6 +448,7 @@ def _open_stream(server, run: str) -> socket.socket:
 
 def test_stream_follows_a_live_run_and_survives_clients_that_leave(server, explore_root, tmp_path):
     live = Path(shutil.copytree(explore_root / "live", explore_root / "live-stream"))
+    os.utime(live / "metrics.csv")  # copytree keeps the old mtime: a run unwritten for 10 minutes counts as stopped
     try:
         for _ in range(6):  # clients that read one event and vanish mid-stream
             s = _open_stream(server, "live-stream")
