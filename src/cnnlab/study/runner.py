@@ -76,7 +76,7 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
     write_json(path, record)
 
 
-def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool) -> str:
+def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool, report: bool) -> str:
     """Train (or resume) one variant; returns what happened. A variant that fails is recorded, not raised."""
     from cnnlab.train import resume, train
 
@@ -87,9 +87,9 @@ def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool
     model, recipe = settings.pop("model"), settings.pop("recipe", "book")
     try:
         if state == "interrupted":
-            resume(run_dir, quiet=quiet)
+            resume(run_dir, quiet=quiet, report=report)
         else:
-            train(model, recipe, force=state == "partial", quiet=quiet, out=str(run_dir), **settings)
+            train(model, recipe, force=state == "partial", quiet=quiet, report=report, out=str(run_dir), **settings)
     except CnnlabError as e:  # a non-finite loss or another refusal: the run folder says "failed"; go on
         print(f"cnnlab study: variant {name} failed: {' '.join(str(e).split())}", flush=True)
         return "failed"
@@ -97,7 +97,7 @@ def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool
 
 
 def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-              quiet: bool = False) -> StudyResult:
+              quiet: bool = False, report: bool = True) -> StudyResult:
     """Run (or resume) a study and write its table, plot and summary.
 
     Args:
@@ -105,6 +105,7 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
         out: the study folder (default ``studies/NAME``).
         overrides: TrainConfig fields over every variant's budget (e.g. ``epochs=1, limit_train_batches=2``).
         quiet: no per-epoch lines.
+        report: write report.html in every variant's run folder.
 
     Raises:
         CnnlabError: a bad study file or override, or a study folder made with other settings.
@@ -123,7 +124,7 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
     for i, v in enumerate(study.variants):
         if not quiet:
             print(f"[{i + 1}/{len(study.variants)}] {v.name} ({v.model})", flush=True)
-        done[_run_variant(v.name, plan[v.name], folder / v.name, quiet)].append(v.name)
+        done[_run_variant(v.name, plan[v.name], folder / v.name, quiet, report)].append(v.name)
 
     runs = [load_run(folder / v.name) for v in study.variants if (folder / v.name / "config.json").is_file()]
     columns, rows = compare_runs(runs)

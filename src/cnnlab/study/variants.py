@@ -23,6 +23,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.layers import layer_set
+from cnnlab.models.head import Flatten
 from cnnlab.models.lenet import LeNet
 from cnnlab.models.registry import list_models, register_model
 from cnnlab.models.resnet import Residual, ResNet
@@ -43,18 +44,18 @@ def _register(name: str, section: str, input_size: int, lr: float, build: Callab
 
 
 # ---------------------------------------------------------------------------------------------------- LeNet
-def _first_dense_inputs(model: LeNet, in_channels: int, side: int = 28) -> int:
-    """Features the classifier's first Linear receives, measured by running one image (the head's own layers
-    before it, such as Flatten, included). Runs on a copy: the batch norms' running statistics stay untouched."""
+def _refit_head(model: LeNet, in_channels: int, side: int = 28) -> None:
+    """Size the head for the feature map the convolutions now produce at the book's ``side`` (measured by running
+    a copy, so the batch norms' running statistics stay untouched): its flatten pools nothing at that size, and
+    the first dense layer takes every feature."""
     probe = copy.deepcopy(model)
     x = torch.zeros(2, in_channels, side, side, device=next(probe.parameters()).device)
     with torch.no_grad():
-        x = probe.features(x)  # two images: batch norm in training mode needs more than one
-        for module in probe.classifier:
-            if isinstance(module, nn.Linear):
-                return x.shape[1]
-            x = module(x)
-    raise RuntimeError("LeNet's classifier has no Linear layer")
+        channels, _, width = probe.features(x).shape[1:]  # two images: batch norm in training mode needs two
+    flat = next(i for i, m in enumerate(model.classifier) if isinstance(m, nn.Flatten))
+    model.classifier[flat] = Flatten(width)
+    dense = next(i for i, m in enumerate(model.classifier) if isinstance(m, nn.Linear))
+    model.classifier[dense] = nn.Linear(channels * width * width, model.classifier[dense].out_features)
 
 
 def reshape_lenet(model: LeNet, *, kernel_size: int = 5, channels: Sequence[int] = (6, 16), in_channels: int = 1,
@@ -63,7 +64,7 @@ def reshape_lenet(model: LeNet, *, kernel_size: int = 5, channels: Sequence[int]
 
     The first convolution keeps its role: padded to keep the side (``kernel_size // 2``, the book's 2 for 5x5)
     when the model pads it, unpadded in BN-LeNet. The batch norms after a convolution follow its channels, and
-    the first dense layer is resized to what the new feature maps hold.
+    the head is resized to what the new feature maps hold at 28 px (not pooled to the book's 5 x 5 map).
     """
     L = layer_set(ops)
     convs = [i for i, m in enumerate(model.features) if type(m) is L.Conv2d]
@@ -73,8 +74,7 @@ def reshape_lenet(model: LeNet, *, kernel_size: int = 5, channels: Sequence[int]
         model.features[i] = L.Conv2d(c_in, c_out, kernel_size=kernel_size, padding=padding)
         if i + 1 < len(model.features) and type(model.features[i + 1]) is L.BatchNorm2d:
             model.features[i + 1] = L.BatchNorm2d(c_out)
-    dense = next(i for i, m in enumerate(model.classifier) if isinstance(m, nn.Linear))
-    model.classifier[dense] = nn.Linear(_first_dense_inputs(model, in_channels), model.classifier[dense].out_features)
+    _refit_head(model, in_channels)
     return model
 
 

@@ -1,0 +1,170 @@
+"""`cnnlab study`: the shipped study files, the variant models they name, and a study run end to end."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model, model_info
+from cnnlab.study import list_studies, load_study, run_study
+from cnnlab.study.runner import _plan
+from cnnlab.study.spec import parse_study
+
+SMOKE = dict(epochs=1, limit_train_batches=2, limit_val_batches=1, batch_size=32)
+
+
+# ------------------------------------------------------------------------------------------ the study files
+def test_the_book_exercises_ship_as_studies():
+    assert {"lenet-activation-pooling", "lenet-kernel-channels", "lenet-batch-norm", "resnet-depth-width"} <= \
+        set(list_studies())
+
+
+@pytest.mark.parametrize("name", list_studies())
+def test_every_study_is_valid_and_its_models_run(name):
+    study = load_study(name)
+    plan = _plan(study, {})  # every variant's settings through TrainConfig's checks
+    assert list(plan) == [v.name for v in study.variants] and len(plan) >= 3
+    for v in study.variants:
+        size = model_info(v.model).input_size
+        with torch.device("meta"):
+            logits = create_model(v.model)(torch.zeros(2, 1, size, size))
+        assert logits.shape == (2, 10)
+        assert set(v.factors) == set(study.factors)
+    levels = {f: {v.factors[f] for v in study.variants} for f in study.factors}
+    assert all(len(values) >= 2 for values in levels.values()), levels  # each factor varies
+
+
+@pytest.mark.parametrize("text, message", [
+    ("title = 'x'\nvariants = []\n[budget]\n", "needs one or more [[variants]]"),
+    ("title = 'x'\n[budget]\nepochs = 1\n", "lacks variants"),
+    ("title = 'x'\n[budget]\nepoch = 1\n[[variants]]\nname = 'a'\nmodel = 'lenet'\n", "unknown key(s) epoch"),
+    ("title = 'x'\n[budget]\nmodel = 'lenet'\n[[variants]]\nname = 'a'\nmodel = 'lenet'\n", "sets model"),
+    ("title = 'x'\n[budget]\n[[variants]]\nname = 'a'\n", "expected model = \"NAME\""),
+    ("title = 'x'\n[budget]\n[[variants]]\nname = '../a'\nmodel = 'lenet'\n", "usable as a folder name"),
+    ("title = 'x'\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\n[[variants]]\nname = 'a'\nmodel = 'lenet'\n",
+     "variant names must differ"),
+    ("title = 'x'\nfactors = ['f']\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\n", "expected factors f"),
+    ("title = 'x'\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\nseed = 1\n", "unknown key(s) seed"),
+    ("title = [", "does not parse"),
+])
+def test_bad_study_files_get_one_line(text, message):
+    with pytest.raises(CnnlabError) as info:
+        parse_study(text, "x", "x.toml")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_study_names_the_known_ones():
+    with pytest.raises(CnnlabError, match="unknown study 'lenet-pooling'; expected one of: lenet-activation-pooling"):
+        load_study("lenet-pooling")
+
+
+# ------------------------------------------------------------------------------------------ variant models
+def _kinds(seq: nn.Sequential) -> list[str]:
+    return [type(m).__name__ for m in seq]
+
+
+def test_activation_and_pooling_variants():
+    assert _kinds(create_model("lenet-sigmoid-max").features) == \
+        ["Conv2d", "Sigmoid", "MaxPool2d", "Conv2d", "Sigmoid", "MaxPool2d"]
+    assert _kinds(create_model("lenet-relu-avg").features) == ["Conv2d", "ReLU", "AvgPool2d", "Conv2d", "ReLU",
+                                                               "AvgPool2d"]
+
+
+def _lenet_params(k: int, c1: int, c2: int, pad: int) -> int:
+    side = ((28 + 2 * pad - k + 1) // 2 - k + 1) // 2  # conv, 2x2 pool, conv, 2x2 pool (d2l 7.6)
+    return (k * k + 1) * c1 + (c1 * k * k + 1) * c2 + (c2 * side * side + 1) * 120 + 121 * 84 + 85 * 10
+
+
+@pytest.mark.parametrize("name, k, c1, c2", [
+    ("lenet-relu", 5, 6, 16), ("lenet-relu-k3", 3, 6, 16), ("lenet-relu-k7", 7, 6, 16),
+    ("lenet-relu-c3-8", 5, 3, 8), ("lenet-relu-c12-32", 5, 12, 32), ("lenet-relu-c24-64", 5, 24, 64),
+])
+def test_kernel_and_channel_variants(name, k, c1, c2):
+    model = create_model(name)
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == \
+        [(1, c1, (k, k), (k // 2, k // 2)), (c1, c2, (k, k), (0, 0))]
+    assert sum(p.numel() for p in model.parameters()) == _lenet_params(k, c1, c2, k // 2)
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_batch_norm_placements_differ_only_in_the_normalisation():
+    before, after, none = (create_model(n) for n in ("lenet-bn", "lenet-bn-after", "lenet-bn-none"))
+    assert _kinds(after.features) == ["Conv2d", "Sigmoid", "BatchNorm2d", "AvgPool2d"] * 2
+    assert _kinds(after.classifier)[1:4] == ["Linear", "Sigmoid", "BatchNorm1d"]
+    assert not any("BatchNorm" in k for k in _kinds(none.features) + _kinds(none.classifier))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(after) == count(before)
+    bn_params = sum(p.numel() for m in before.modules() if "BatchNorm" in type(m).__name__ for p in m.parameters())
+    assert count(none) == count(before) - bn_params  # the same convolutions and dense layers (BN-LeNet's shape)
+
+
+def test_resnet_depth_and_width_variants():
+    resnet10, half = create_model("resnet10"), create_model("resnet18-w0.5")
+    assert [len(getattr(resnet10, f"b{i}")) for i in range(2, 6)] == [1, 1, 1, 1]
+    assert [getattr(half, f"b{i}")[0].conv2.out_channels for i in range(2, 6)] == [32, 64, 128, 256]
+    assert half.b2[0].conv3 is not None and half.b2[0].conv3.in_channels == 64  # the projection from the stem
+    assert half.eval()(torch.zeros(2, 1, 96, 96)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["lenet-relu-k7", "lenet-bn-after", "lenet-bn-none", "resnet18-w0.25"])
+def test_variants_on_scratch_ops_have_the_same_state_dict_keys(name):
+    torch_keys = set(create_model(name).state_dict())
+    assert set(create_model(name, ops="scratch").state_dict()) == torch_keys
+
+
+# --------------------------------------------------------------------------------------------- end to end
+def _smoke_flags() -> list[str]:
+    return [part for k, v in SMOKE.items() for part in (f"--{k.replace('_', '-')}", str(v))]
+
+
+@pytest.mark.slow
+def test_activation_pooling_study_runs_end_to_end_and_resumes(tmp_path, data_dir, capsys):
+    out = tmp_path / "study"
+    argv = ["study", "lenet-activation-pooling", "--out", str(out), "--quiet", "--no-report",
+            "--data-dir", str(data_dir), *_smoke_flags()]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    names = ["sigmoid-avg", "sigmoid-max", "relu-avg", "relu-max"]
+    for name in names:
+        result = json.loads((out / name / "result.json").read_text())
+        assert result["status"] == "finished"
+        assert json.loads((out / name / "config.json").read_text())["config"]["model"] == \
+            next(v.model for v in load_study("lenet-activation-pooling").variants if v.name == name)
+    table = (out / "table.md").read_text().splitlines()
+    assert [line.split(" | ")[0].strip("| ") for line in table[2:]] == names
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("# LeNet: activation x pooling (d2l 7.6 exercise 1)") and summary in printed
+    assert "**activation**" in summary and "**pooling**" in summary and "Smoke budget" in summary
+    assert "measured on the test set" in summary
+    for name in names:
+        assert name in summary.split("Ranking by final validation accuracy:")[1].splitlines()[0]
+
+    stamps = {n: (out / n / "result.json").stat().st_mtime_ns for n in names}
+    result = run_study("lenet-activation-pooling", out=out, overrides={**SMOKE, "data_dir": str(data_dir)},
+                       quiet=True, report=False)
+    assert result.ran == () and result.kept == tuple(names)  # finished variants are not rerun
+    assert {n: (out / n / "result.json").stat().st_mtime_ns for n in names} == stamps
+
+    with pytest.raises(CnnlabError, match="was started with other settings"):
+        run_study("lenet-activation-pooling", out=out, overrides={**SMOKE, "epochs": 2}, quiet=True)
+
+
+@pytest.mark.slow
+def test_a_failing_variant_is_recorded_and_the_study_goes_on(tmp_path, data_dir):
+    path = tmp_path / "lr.toml"
+    path.write_text("title = 'lr'\nfactors = ['lr']\n[budget]\nepochs = 1\nlimit_train_batches = 4\n"
+                    "batch_size = 32\nlimit_val_batches = 1\n"
+                    "[[variants]]\nname = 'huge'\nmodel = 'lenet-bn-relu'\nfactors = { lr = '1e4' }\n"
+                    "config = { lr = 1e4 }\n"
+                    "[[variants]]\nname = 'book'\nmodel = 'lenet-bn-relu'\nfactors = { lr = '0.1' }\n")
+    result = run_study(path, out=tmp_path / "s", overrides={"data_dir": str(data_dir)}, quiet=True, report=False)
+    assert result.failed == ("huge",) and result.ran == ("book",)
+    assert json.loads((tmp_path / "s" / "huge" / "result.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "s" / "book" / "result.json").read_text())["status"] == "finished"
+    assert "Failed (see their result.json): huge." in result.summary
+    assert "Ranking by final validation accuracy: book" in result.summary
