@@ -222,7 +222,7 @@ def _cmd_study(args) -> int:
         return 0
     try:
         result = run_study(args.name, out=args.out, overrides=_given_config(args, ("model", "out")),
-                           quiet=args.quiet)
+                           quiet=args.quiet, report=not args.no_report)
     except Interrupted as e:
         print(f"{e}; the study resumes with the same command", flush=True)
         raise
@@ -346,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the studies")
     p.add_argument("--out", help="the study folder (default studies/NAME); the same command resumes it")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--no-report", action="store_true", help="skip report.html in the variants' run folders")
     _add_config_flags(p, skip=("model", "out"))
     p.set_defaults(func=_cmd_study)
 
