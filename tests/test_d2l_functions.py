@@ -609,3 +609,16 @@ def test_train_batch_ch13_is_one_sgd_step_with_summed_loss():
             p -= 0.1 * p.grad
     assert torch.allclose(l, loss(out, y).sum()) and int(right) == int((out.argmax(1) == y).sum())
     assert all(torch.allclose(p, q) for p, q in zip(net.parameters(), ref.parameters(), strict=True))
+
+
+@needs_real_data
+def test_book_loaders_move_to_a_device_whole_and_other_loaders_stay():
+    from cnnlab.d2l.data import on_device
+
+    train_iter, test_iter = d2l.load_data_fashion_mnist(64)
+    assert on_device(train_iter, torch.device("cpu")) is train_iter  # already there: no copy
+    other = d2l.load_array((torch.zeros(4, 2), torch.zeros(4)), 2)
+    assert on_device(other, torch.device("cpu")) is other  # not ours: the loops move its batches
+    moved = train_iter.owner._loader(True, torch.device("cpu"), train_iter.seed)
+    assert moved.dataset is train_iter.dataset and len(moved) == len(train_iter) == 938
+    assert torch.equal(next(iter(moved))[1], next(iter(train_iter))[1])  # same seed, same first order
