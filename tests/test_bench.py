@@ -1,9 +1,13 @@
-"""`cnnlab bench` (issue 6): the plumbing, and a smoke run on CI's budget so the benchmarks cannot rot.
+"""benchmarks/bench.py, the benchmark driver: its plumbing, and a smoke run on CI's budget so that the
+benchmarks cannot rot.
 
-No timing is asserted anywhere: the figures are recorded in docs/benchmarks.md, not tested.
+The driver lives in benchmarks/ (it runs the scripts beside it and is not shipped in the package), so it is loaded
+from its file. No timing is asserted anywhere: the figures are recorded in docs/benchmarks.md, not tested.
 """
 
+import importlib.util
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -12,9 +16,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.bench import BENCHMARKS, D2L_PYTHON, QUICK, Bench, Budget, format_table, run_benchmarks
-from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
+
+DRIVER = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+def _load_driver():
+    spec = importlib.util.spec_from_file_location("cnnlab_bench_driver", DRIVER)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+driver = _load_driver()
+BENCHMARKS, D2L_PYTHON, QUICK, Bench, Budget, Run = (driver.BENCHMARKS, driver.D2L_PYTHON, driver.QUICK,
+                                                     driver.Bench, driver.Budget, driver.Run)
 
 ROW_KEYS = {"figure", "value", "unit", "machine", "cpu_count", "versions", "commit", "date", "command"}
 
@@ -32,7 +49,7 @@ def test_peak_rss_is_each_childs_own(bench):
     # getrusage(RUSAGE_CHILDREN) would report the big child's peak again for the small one; wait4 does not.
     # Linux carries the spawning process's peak resident size into a child's at exec (exec_mmap keeps the old
     # mm's high-water mark), so the big child must outgrow this (pytest) process's peak to be told apart.
-    # `cnnlab bench` itself stays small: it imports no torch before its programs run.
+    # The driver itself stays small: it imports no torch before its programs run.
     size = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 + 300  # Linux reports KiB
     big = bench.run("big", _python(f"b = b'x' * ({size} * 2**20)"), result=None)
     small = bench.run("small", _python("pass"), result=None)
@@ -62,9 +79,20 @@ def test_commands_are_recorded_as_a_person_types_them(bench, tmp_path):
         "OMP_NUM_THREADS=2 python benchmarks/seed_lenet.py --d2l cnnlab"
 
 
-def test_ratio_is_the_median_of_paired_repeats(bench):
-    from cnnlab.bench import Run
+def test_launched_commands_read_as_torchrun(bench, tmp_path):
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cnnlab",
+            "train", "lenet", "--out", str(tmp_path / "runs" / "x")]
+    assert bench.command(argv, {"OMP_NUM_THREADS": "1"}) == \
+        "OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m cnnlab train lenet --out $TMP/runs/x"
 
+
+def test_run_records_its_wall_time_and_the_load_at_its_start(bench):
+    run = bench.run("nap", _python("import time; time.sleep(0.3)"), result=None)
+    assert run.seconds >= 0.3
+    assert run.load_at_start >= 0
+
+
+def test_ratio_is_the_median_of_paired_repeats(bench):
     def runs(*speeds):
         return [Run({"images_per_s": s, "test_acc": 0.9}, 0.0, "cmd") for s in speeds]
 
@@ -79,70 +107,94 @@ def test_ratio_is_the_median_of_paired_repeats(bench):
 def test_table_shows_values_runs_and_missing_figures():
     rows = [
         {"figure": "speed", "value": 12345.6, "unit": "images/s", "detail": {"images_per_s": [12000.0, 12345.6]}},
-        {"figure": "P2", "value": 0.9123, "unit": "accuracy",
+        {"figure": "fast", "value": 0.9123, "unit": "accuracy",
          "detail": {"test_acc": [0.91, 0.9146], "wall_s": [58.0, 61.5], "within_60s": False, "target": ">= 0.91"}},
-        {"figure": "P3 (GPU)", "value": None, "unit": "", "detail": {"note": "not measured: needs a GPU"}},
+        {"figure": "speedrun (GPU)", "value": None, "unit": "", "detail": {"note": "not measured: needs a GPU"}},
     ]
-    lines = format_table(rows).splitlines()
+    lines = driver.format_table(rows).splitlines()
     assert lines[0] == "| figure | value | unit | runs / note |"
     assert lines[2] == "| speed | 12,346 | images/s | runs: 1.2e+04, 1.235e+04 |"
-    assert lines[3].startswith("| P2 | 0.9123 | accuracy | runs: 0.91, 0.9146; wall s: 58, 61.5; all within 60 s: NO")
-    assert lines[4] == "| P3 (GPU) | — |  | not measured: needs a GPU |"
+    assert lines[3].startswith("| fast | 0.9123 | accuracy | runs: 0.91, 0.9146; wall s: 58, 61.5; all within 60 s: NO")
+    assert lines[4] == "| speedrun (GPU) | — |  | not measured: needs a GPU |"
 
 
 def test_bad_requests_are_one_line_errors(tmp_path, capsys):
-    with pytest.raises(CnnlabError, match="--only takes some of lenet, p2, p5, gpu; got p9"):
-        run_benchmarks(only=("p9",))
+    with pytest.raises(CnnlabError, match="--only takes some of lenet, fast, memory, gpu, data-parallel; got p9"):
+        driver.run_benchmarks(only=("p9",))
     with pytest.raises(CnnlabError, match=f"expected the four Fashion-MNIST .gz files in {tmp_path}"):
-        run_benchmarks(only=("gpu",), data_dir=str(tmp_path))
-    assert main(["bench", "--epochs", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "cnnlab bench: error: --epochs must be a positive integer, got 0"
+        driver.run_benchmarks(only=("gpu",), data_dir=str(tmp_path))
+    assert driver.main(["--epochs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "bench.py: error: --epochs must be a positive integer, got 0"
+    assert driver.main(["--only", "data-parallel", "--procs", "3"]) == 2
+    assert capsys.readouterr().err.strip() == "bench.py: error: --procs must divide the book's batch of 128, got 3"
+
+
+def test_the_package_ships_no_benchmark_driver():
+    # The driver runs the scripts in benchmarks/, which exist only in a source checkout.
+    assert importlib.util.find_spec("cnnlab.bench") is None
+    from cnnlab.cli import build_parser
+
+    assert "bench" not in build_parser()._subparsers._group_actions[0].choices
 
 
 @pytest.mark.slow
-def test_quick_bench_writes_every_figure(data_dir, tmp_path, capsys):
+def test_quick_bench_writes_every_figure(data_dir, tmp_path):
     out = tmp_path / "bench.json"
-    # No d2l virtualenv on purpose: its rows must then say why they are missing instead of failing the run.
-    code = main(["bench", "--quick", "--out", str(out), "--data-dir", str(data_dir),
-                 "--d2l-python", str(tmp_path / "none" / "python")])
-    assert code == 0
+    # The script as a person runs it. No d2l virtualenv on purpose: its rows must then say why they are missing
+    # instead of failing the run.
+    done = subprocess.run([sys.executable, str(DRIVER), "--quick", "--only", *driver.GROUPS, "--out", str(out),
+                           "--data-dir", str(data_dir), "--d2l-python", str(tmp_path / "none" / "python")],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())
     assert all(ROW_KEYS <= set(row) for row in rows)
     by_name = {row["figure"]: row for row in rows}
-    figures = list(by_name)
-    for prefix in ("P1:", "issue 3:", "issue 5:", "P2:", "P5:", "P3", "P4"):
-        assert any(f.startswith(prefix) for f in figures), prefix
-    issue3 = next(row for row in rows if row["figure"].startswith("issue 3:"))
-    assert issue3["value"] > 0 and issue3["unit"] == "x"
+    for name in ("book LeNet recipe, images/s: cnnlab train / d2l 1.0.3 Trainer",
+                 "book LeNet recipe, images/s: cnnlab train / DataLoader + torchvision transforms",
+                 "seed cell, images/s: cnnlab.d2l / d2l 1.0.3",
+                 "lenet-bn-relu --recipe fast: test accuracy within 60 s on 2 cores (mean of 1 seeds)",
+                 "peak RSS, cnnlab train vgg-small 224 batch 8",
+                 "resnet18 --recipe speedrun: seconds to 94.0% test accuracy", "resnet18 --recipe best: test accuracy",
+                 "data-parallel lenet book, images/s: 2 processes / 1 process"):
+        assert name in by_name, name
+    against_loader = by_name["book LeNet recipe, images/s: cnnlab train / DataLoader + torchvision transforms"]
+    assert against_loader["value"] > 0 and against_loader["unit"] == "x"
     for row in rows:
-        if row["figure"].startswith(("P1:", "issue 5:", "lenet book: seed cell on d2l")):
+        if "d2l 1.0.3" in row["figure"]:
             assert row["value"] is None and row["detail"]["note"].startswith("not measured: no d2l 1.0.3")
-        if row["unit"] == "accuracy" and not row["figure"].startswith("P4"):  # P4's is None without CUDA
+        if row["unit"] == "accuracy" and "--recipe best" not in row["figure"]:  # best's is None without CUDA
             assert 0 <= row["value"] <= 1
         if row["unit"] == "MiB":
             assert row["value"] > 50
     trained = by_name["lenet book: cnnlab train images/s"]
     assert trained["command"].startswith("cnnlab train lenet --recipe book --epochs 1 --limit-train-batches 2 ")
     assert trained["cpu_count"] >= 1 and trained["versions"]["torch"]
-    table = capsys.readouterr().out
-    assert "| P1: cnnlab train vs d2l 1.0.3 Trainer, LeNet book recipe | — | x | not measured" in table
+    assert "| book LeNet recipe, images/s: cnnlab train / d2l 1.0.3 Trainer | — | x | not measured" in done.stdout
+    launched = by_name["data-parallel lenet book: torchrun, 2 processes x 1 thread, batch 64 each, images/s"]
+    assert launched["command"].startswith("OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m cnnlab "
+                                          "train lenet --recipe book --epochs 1 --limit-train-batches 2 ")
+    assert launched["detail"]["world_size"] == 2 and len(launched["detail"]["command_s"]) == 1
+    # Same global batch, same samples per step: the two set-ups train the same network up to float rounding.
+    single = by_name["data-parallel lenet book: cnnlab train, 1 process, images/s"]
+    assert launched["detail"]["test_acc"] == pytest.approx(single["detail"]["test_acc"], abs=0.01)
     if not torch.cuda.is_available():  # the GPU rows ran their commands as a CPU smoke run and carry no figure
-        p3 = by_name["P3: resnet18 --recipe speedrun, seconds to 94.0% test accuracy"]
-        p4 = by_name["P4: resnet18 --recipe best, test accuracy"]
-        assert p3["command"].startswith("cnnlab train resnet18 --recipe speedrun --seed S --target-acc 0.94 "
-                                        "--epochs 1 ")
-        assert p4["command"].startswith("cnnlab train resnet18 --recipe best --seed S ")
-        for row in (p3, p4):
+        speedrun = by_name["resnet18 --recipe speedrun: seconds to 94.0% test accuracy"]
+        best = by_name["resnet18 --recipe best: test accuracy"]
+        assert speedrun["command"].startswith("cnnlab train resnet18 --recipe speedrun --seed S --target-acc 0.94 "
+                                              "--epochs 1 ")
+        assert best["command"].startswith("cnnlab train resnet18 --recipe best --seed S ")
+        for row in (speedrun, best):
             assert row["value"] is None and row["detail"]["note"].startswith("not measured: no CUDA device (a CPU")
-        assert len(p3["detail"]["time_to_target_s"]) == 1 and 0 <= p3["detail"]["test_acc"][0] <= 1
+        assert len(speedrun["detail"]["time_to_target_s"]) == 1 and 0 <= speedrun["detail"]["test_acc"][0] <= 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would train for real")
 def test_gpu_rows_without_cuda_say_not_measured(bench):
     bench.gpu()
-    assert [(r["figure"][:3], r["value"], r["detail"]["note"]) for r in bench.rows] == [
-        ("P3:", None, "not measured: no CUDA device on this machine"),
-        ("P4:", None, "not measured: no CUDA device on this machine")]
+    none = "not measured: no CUDA device on this machine"
+    assert [(r["figure"], r["value"], r["detail"]["note"]) for r in bench.rows] == [
+        ("resnet18 --recipe speedrun: seconds to 94.0% test accuracy", None, none),
+        ("resnet18 --recipe best: test accuracy", None, none)]
     assert [r["detail"]["target"] for r in bench.rows] == ["<= 5 s (H100)", ">= 0.955"]
 
 

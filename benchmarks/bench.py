@@ -1,4 +1,7 @@
-"""`cnnlab bench`: the project's speed, accuracy and memory figures, measured side by side in one run.
+"""The benchmark driver: speed, accuracy and memory figures of the project, measured side by side in one run.
+
+``python benchmarks/bench.py [--quick] [--only GROUP ...] [--out FILE.json]`` (run it with the venv's python from
+a source checkout; nothing here ships in the package).
 
 Every figure comes from separate programs run as subprocesses (``cnnlab train`` and the scripts in benchmarks/),
 so each one pays its own start-up and none shares a warm process with another. The programs of one comparison
@@ -6,14 +9,16 @@ run round-robin, once per repeat, so a load spike on a shared machine hits all o
 the per-repeat ratios. Each result row records the machine, the versions, the commit, the date, the load
 average and the exact command (docs/benchmarks.md keeps the tables and says how to reproduce them).
 
-Groups (``--only``): ``lenet`` (P1, issue 3, issue 5: the book's LeNet recipe through cnnlab train, the d2l 1.0.3
-Trainer, a torchvision DataLoader loop and the seed cell on cnnlab.d2l), ``p2`` (test accuracy of a LeNet-class
-model within 60 s on 2 cores), ``p5`` (peak resident memory), ``gpu`` (P3: time to 94% with the speedrun
-recipe; P4: accuracy of the best recipe; both need a CUDA device).
+Groups (``--only``): ``lenet`` (the book's LeNet recipe through cnnlab train, the d2l 1.0.3 Trainer, a
+torchvision DataLoader loop and the seed cell on cnnlab.d2l), ``fast`` (test accuracy of the fast recipe on a
+LeNet-class model within 60 s on 2 cores), ``memory`` (peak resident memory), ``gpu`` (time to 94% with the
+speedrun recipe and accuracy of the best recipe; both need a CUDA device), ``data-parallel`` (the book's LeNet
+recipe in one process against two single-thread processes that each step half of the batch).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -24,14 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
 
-GROUPS = ("lenet", "p2", "p5", "gpu")
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # present in a source checkout only
+GROUPS = ("lenet", "fast", "memory", "gpu", "data-parallel")
+DEFAULT_GROUPS = ("lenet", "fast", "memory", "gpu")  # data-parallel is asked for by name: it is a lever study
+BENCHMARKS = Path(__file__).resolve().parent
 D2L_PYTHON = Path("~/.cache/cnnlab/d2l-venv/bin/python").expanduser()  # made by benchmarks/setup_d2l_venv.sh
 
 
@@ -42,29 +48,33 @@ class Budget:
     epochs: int = 10  # the book's LeNet recipe
     repeats: int = 3
     limit: int | None = None  # batches per split (smoke runs only)
-    p2_model: str = "lenet-bn-relu"
-    p2_epochs: int | None = None  # None: the fast recipe's own
-    p2_seeds: tuple[int, ...] = (0, 1, 2)
-    p5_batches: int = 2
-    p5_batch_size: int = 128
-    p5_probe_batch_size: int = 8  # small, so that the data, not the activations, would show in the 28/96/224 rows
-    gpu_model: str = "resnet18"  # P3 and P4
-    p3_target: float = 0.94
-    p3_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    p4_seeds: tuple[int, ...] = (0,)
+    fast_model: str = "lenet-bn-relu"
+    fast_epochs: int | None = None  # None: the fast recipe's own
+    fast_seeds: tuple[int, ...] = (0, 1, 2)
+    memory_batches: int = 2
+    memory_batch_size: int = 128
+    memory_probe_batch_size: int = 8  # small, so that the data, not the activations, would show at 28/96/224 px
+    gpu_model: str = "resnet18"  # the speedrun and best recipes
+    speedrun_target: float = 0.94
+    speedrun_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    best_seeds: tuple[int, ...] = (0,)
+    procs: int = 2  # data-parallel: processes of one thread each, splitting the book's batch of 128
 
 
-QUICK = Budget(epochs=1, repeats=1, limit=2, p2_epochs=1, p2_seeds=(0,), p5_batches=1, p5_batch_size=8,
-               p3_seeds=(0,))
+QUICK = Budget(epochs=1, repeats=1, limit=2, fast_epochs=1, fast_seeds=(0,), memory_batches=1, memory_batch_size=8,
+               speedrun_seeds=(0,))
 
 
 @dataclass
 class Run:
-    """One finished benchmark program: its result JSON (if it wrote one) and its peak resident memory."""
+    """One finished benchmark program: its result JSON (if it wrote one), its peak resident memory, its wall
+    seconds from start to exit, and the 1-minute load average when it started."""
 
     result: dict[str, Any]
     max_rss_mib: float
     command: str
+    seconds: float = 0.0
+    load_at_start: float = 0.0
 
 
 @dataclass
@@ -85,21 +95,26 @@ class Bench:
         The peak RSS is the child's own (``os.wait4``), the per-process form of getrusage(RUSAGE_CHILDREN).
         """
         log = self.tmp / f"{name}.log"
+        load, t0 = os.getloadavg()[0], time.perf_counter()
         with open(log, "wb") as out:
             child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
             _, status, usage = os.wait4(child.pid, 0)
             child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
         if child.returncode != 0:
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
             raise CnnlabError(f"benchmark program {name} failed (exit {child.returncode}): "
                               f"{lines[-1] if lines else 'no output'} (log: {log})")
         data = json.loads(result.read_text()) if result is not None else {}
-        return Run(data, usage.ru_maxrss / 1024, self.command(argv, env))  # Linux reports KiB
+        # Linux reports KiB. Under a launcher the peak is that of the largest process in the tree.
+        return Run(data, usage.ru_maxrss / 1024, self.command(argv, env), seconds, round(load, 2))
 
     def command(self, argv: list[str], env: dict[str, str] | None = None) -> str:
         """The command as a person would type it: no interpreter path, no scratch folder."""
         words = ["python" if a == sys.executable else a for a in argv]
+        if words[:3] == ["python", "-m", "torch.distributed.run"]:
+            words = ["torchrun", *words[3:]]
         if words[:3] == ["python", "-m", "cnnlab"]:
             words = ["cnnlab", *words[3:]]
         text = shlex.join(words).replace(str(self.tmp), "$TMP").replace(str(BENCHMARKS.parent) + "/", "")
@@ -112,10 +127,11 @@ class Bench:
                           "load_avg_1m": round(os.getloadavg()[0], 2), "detail": detail})
 
     def train(self, name: str, model: str, recipe: str, *flags: str, env: dict[str, str] | None = None,
-              device: str = "cpu") -> Run:
+              device: str = "cpu", launcher: list[str] | None = None) -> Run:
+        """``cnnlab train`` in its own process (under ``launcher``, e.g. torchrun, when given); its result.json."""
         out = self.tmp / "runs" / name
-        argv = [sys.executable, "-m", "cnnlab", "train", model, "--recipe", recipe, *flags, "--device", device,
-                "--data-dir", str(self.data_dir), "--out", str(out), "--quiet", "--no-report"]
+        argv = [*(launcher or [sys.executable]), "-m", "cnnlab", "train", model, "--recipe", recipe, *flags,
+                "--device", device, "--data-dir", str(self.data_dir), "--out", str(out), "--quiet", "--no-report"]
         return self.run(name, argv, result=out / "result.json", env=env)
 
     def limit_flags(self, cnnlab: bool) -> list[str]:
@@ -126,7 +142,7 @@ class Bench:
 
     # -------------------------------------------------------------------------------------- figures
     def lenet(self) -> None:
-        """P1, issue 3 and issue 5: the book's LeNet recipe through four programs, round-robin."""
+        """The book's LeNet recipe through four programs, round-robin: images/s and test accuracy, and their ratios."""
         b = self.budget
         seed, common = str(BENCHMARKS / "seed_lenet.py"), [
             "--epochs", str(b.epochs), "--workdir", str(self.tmp), "--source", str(self.data_dir),
@@ -160,11 +176,12 @@ class Bench:
                      test_acc=accs, **common)
         for name, note in missing.items():
             self.add(f"lenet book: {name} images/s", None, "images/s", "", note=note)
-        self.ratio("P1: cnnlab train vs d2l 1.0.3 Trainer, LeNet book recipe", runs, "cnnlab train",
+        self.ratio("book LeNet recipe, images/s: cnnlab train / d2l 1.0.3 Trainer", runs, "cnnlab train",
                    "seed cell on d2l 1.0.3", target=">= 4x", missing=missing)
-        self.ratio("issue 3: cnnlab train vs DataLoader + torchvision transforms", runs, "cnnlab train",
+        self.ratio("book LeNet recipe, images/s: cnnlab train / DataLoader + torchvision transforms", runs,
+                   "cnnlab train",
                    "DataLoader baseline", missing=missing)
-        self.ratio("issue 5: seed cell on cnnlab.d2l vs d2l 1.0.3", runs, "seed cell on cnnlab.d2l",
+        self.ratio("seed cell, images/s: cnnlab.d2l / d2l 1.0.3", runs, "seed cell on cnnlab.d2l",
                    "seed cell on d2l 1.0.3", target=">= 4x at the same accuracy", missing=missing)
 
     def script(self, name: str, argv: list[str]) -> Run:
@@ -182,77 +199,107 @@ class Bench:
                  ratios=ratios, target=target, test_acc={ours: [a.result["test_acc"] for a, _ in pairs],
                                                          theirs: [b.result["test_acc"] for _, b in pairs]})
 
-    def p2(self) -> None:
-        """P2: test accuracy a LeNet-class model reaches in at most 60 s of wall time on 2 cores, over seeds."""
+    def fast(self) -> None:
+        """Test accuracy a LeNet-class model reaches with the fast recipe in at most 60 s of wall time on 2 cores."""
         b = self.budget
-        flags = [*(["--epochs", str(b.p2_epochs)] if b.p2_epochs else []), *self.limit_flags(True)]
-        done = [self.train(f"p2-seed{s}", b.p2_model, "fast", "--seed", str(s), *flags, env={"OMP_NUM_THREADS": "2"})
-                for s in b.p2_seeds]
+        flags = [*(["--epochs", str(b.fast_epochs)] if b.fast_epochs else []), *self.limit_flags(True)]
+        done = [self.train(f"fast-seed{s}", b.fast_model, "fast", "--seed", str(s), *flags,
+                           env={"OMP_NUM_THREADS": "2"}) for s in b.fast_seeds]
         accs, walls = [x.result["test_acc"] for x in done], [x.result["wall_s"] for x in done]
-        self.add(f"P2: {b.p2_model} --recipe fast, test accuracy within 60 s (mean of {len(done)} seeds)",
-                 statistics.fmean(accs), "accuracy", _for_any_seed(done[0], b.p2_seeds[0]),
-                 seeds=list(b.p2_seeds), test_acc=accs, wall_s=walls, within_60s=max(walls) <= 60, target=">= 0.91",
+        self.add(f"{b.fast_model} --recipe fast: test accuracy within 60 s on 2 cores (mean of {len(done)} seeds)",
+                 statistics.fmean(accs), "accuracy", _for_any_seed(done[0], b.fast_seeds[0]),
+                 seeds=list(b.fast_seeds), test_acc=accs, wall_s=walls, within_60s=max(walls) <= 60, target=">= 0.91",
                  params=done[0].result.get("params"), epochs=done[0].result.get("epochs"))
 
-    def p5(self) -> None:
-        """P5: peak RSS of training at 224 (batch 128), and at 28/96/224 with a small batch to show the data
+    def memory(self) -> None:
+        """Peak RSS of training at 224 (batch 128), and at 28/96/224 with a small batch to show the data
         are held once as uint8: a float32 copy of the training set would add the amounts in ``float_copy_mib``."""
         b = self.budget
-        few = ["--epochs", "1", "--limit-train-batches", str(b.p5_batches), "--limit-val-batches", "1"]
-        floor = self.run("p5-import", [sys.executable, "-c", "import cnnlab.train, cnnlab.models"], result=None)
-        self.add("P5: peak RSS, python importing cnnlab.train (floor)", floor.max_rss_mib, "MiB", floor.command)
-        big = self.train("p5-vgg-small-224", "vgg-small", "book", "--batch-size", str(b.p5_batch_size), *few)
-        self.add(f"P5: peak RSS, cnnlab train vgg-small 224 batch {b.p5_batch_size}", big.max_rss_mib, "MiB",
-                 big.command, batches=b.p5_batches, float_copy_mib=_float_copy_mib(224))
+        few = ["--epochs", "1", "--limit-train-batches", str(b.memory_batches), "--limit-val-batches", "1"]
+        floor = self.run("memory-import", [sys.executable, "-c", "import cnnlab.train, cnnlab.models"], result=None)
+        self.add("peak RSS, python importing cnnlab.train (floor)", floor.max_rss_mib, "MiB", floor.command)
+        big = self.train("memory-vgg-small-224", "vgg-small", "book", "--batch-size", str(b.memory_batch_size), *few)
+        self.add(f"peak RSS, cnnlab train vgg-small 224 batch {b.memory_batch_size}", big.max_rss_mib, "MiB",
+                 big.command, batches=b.memory_batches, float_copy_mib=_float_copy_mib(224))
         for size in (28, 96, 224):
-            run = self.train(f"p5-resnet18-{size}", "resnet18", "book", "--resize", str(size), "--batch-size",
-                             str(b.p5_probe_batch_size), *few)
-            self.add(f"P5: peak RSS, cnnlab train resnet18 {size} batch {b.p5_probe_batch_size}", run.max_rss_mib,
-                     "MiB", run.command, batches=b.p5_batches, float_copy_mib=_float_copy_mib(size))
+            run = self.train(f"memory-resnet18-{size}", "resnet18", "book", "--resize", str(size), "--batch-size",
+                             str(b.memory_probe_batch_size), *few)
+            self.add(f"peak RSS, cnnlab train resnet18 {size} batch {b.memory_probe_batch_size}", run.max_rss_mib,
+                     "MiB", run.command, batches=b.memory_batches, float_copy_mib=_float_copy_mib(size))
 
     def gpu(self) -> None:
-        """P3 (time to ``p3_target`` test accuracy with the speedrun recipe, mean over seeds) and P4 (test accuracy
-        of the best recipe) on a CUDA device.
+        """On a CUDA device: the time the speedrun recipe takes to ``speedrun_target`` test accuracy (mean over
+        seeds), and the test accuracy of the best recipe.
 
-        P3 runs one uncounted warm-up first, so that every counted run finds torch.compile's kernels in the inductor
-        cache, as any run after a machine's first does; each counted time is the run's own fit wall time up to the
-        evaluation that reached the target (``time_to_target_s``), compilation of its graphs included. Without a
-        CUDA device the rows say "not measured"; on the smoke budget the same commands then run on the CPU for one
-        epoch of a few batches (without compiling), so that this path cannot rot, and their rows carry no figure.
+        The speedrun runs one uncounted warm-up first, so that every counted run finds torch.compile's kernels in
+        the inductor cache, as any run after a machine's first does; each counted time is the run's own fit wall
+        time up to the evaluation that reached the target (``time_to_target_s``), compilation of its graphs
+        included. Without a CUDA device the rows say "not measured"; on the smoke budget the same commands then run
+        on the CPU for one epoch of a few batches (without compiling), so that this path cannot rot, and their rows
+        carry no figure.
         """
         b = self.budget
         probe = self.tmp / "cuda.json"
         self.run("cuda-probe", [sys.executable, "-c", "import json, torch; json.dump(torch.cuda.is_available(),"
                                 f" open({str(probe)!r}, 'w'))"], result=None)
         cuda = json.loads(probe.read_text())
-        p3_figure = f"P3: {b.gpu_model} --recipe speedrun, seconds to {b.p3_target:.1%} test accuracy"
-        p4_figure = f"P4: {b.gpu_model} --recipe best, test accuracy"
+        speedrun_figure = f"{b.gpu_model} --recipe speedrun: seconds to {b.speedrun_target:.1%} test accuracy"
+        best_figure = f"{b.gpu_model} --recipe best: test accuracy"
         if not cuda and b.limit is None:
-            for figure, goal in ((p3_figure, "<= 5 s (H100)"), (p4_figure, ">= 0.955")):
+            for figure, goal in ((speedrun_figure, "<= 5 s (H100)"), (best_figure, ">= 0.955")):
                 self.add(figure, None, "", "", note="not measured: no CUDA device on this machine", target=goal)
             return
         device = "cuda" if cuda else "cpu"
         smoke = [] if cuda else ["--epochs", "1", *self.limit_flags(True), "--batch-size", "8", "--no-compile"]
-        target = ["--target-acc", str(b.p3_target)]
+        target = ["--target-acc", str(b.speedrun_target)]
         if cuda:
-            self.train("p3-warmup", b.gpu_model, "speedrun", *target, "--epochs", "1", device=device)
-        p3 = [self.train(f"p3-seed{s}", b.gpu_model, "speedrun", "--seed", str(s), *target, *smoke, device=device)
-              for s in b.p3_seeds]
-        p4 = [self.train(f"p4-seed{s}", b.gpu_model, "best", "--seed", str(s), *smoke, device=device)
-              for s in b.p4_seeds]
-        times = [r.result["time_to_target_s"] for r in p3]
-        missed = [s for s, t in zip(b.p3_seeds, times, strict=True) if t is None]
+            self.train("speedrun-warmup", b.gpu_model, "speedrun", *target, "--epochs", "1", device=device)
+        speedrun = [self.train(f"speedrun-seed{s}", b.gpu_model, "speedrun", "--seed", str(s), *target, *smoke,
+                               device=device) for s in b.speedrun_seeds]
+        best = [self.train(f"best-seed{s}", b.gpu_model, "best", "--seed", str(s), *smoke, device=device)
+                for s in b.best_seeds]
+        times = [r.result["time_to_target_s"] for r in speedrun]
+        missed = [s for s, t in zip(b.speedrun_seeds, times, strict=True) if t is None]
         note = "" if cuda else "not measured: no CUDA device (a CPU smoke run of the same commands, 1 epoch, 2 batches)"
         if cuda and missed:
             note = f"not reached by seed(s) {', '.join(map(str, missed))} within the recipe's epochs"
-        self.add(p3_figure, statistics.fmean(times) if cuda and not missed else None, "s",
-                 _for_any_seed(p3[0], b.p3_seeds[0]), seeds=list(b.p3_seeds), time_to_target_s=times,
-                 test_acc=[r.result["test_acc"] for r in p3], wall_s=[r.result["wall_s"] for r in p3],
-                 epochs=[r.result["epochs"] for r in p3], note=note, target="<= 5 s (H100)")
-        accs = [r.result["test_acc"] for r in p4]
-        self.add(p4_figure, statistics.fmean(accs) if cuda else None, "accuracy",
-                 _for_any_seed(p4[0], b.p4_seeds[0]), seeds=list(b.p4_seeds), test_acc=accs,
-                 wall_s=[r.result["wall_s"] for r in p4], note=note, target=">= 0.955")
+        self.add(speedrun_figure, statistics.fmean(times) if cuda and not missed else None, "s",
+                 _for_any_seed(speedrun[0], b.speedrun_seeds[0]), seeds=list(b.speedrun_seeds),
+                 time_to_target_s=times, test_acc=[r.result["test_acc"] for r in speedrun],
+                 wall_s=[r.result["wall_s"] for r in speedrun], epochs=[r.result["epochs"] for r in speedrun],
+                 note=note, target="<= 5 s (H100)")
+        accs = [r.result["test_acc"] for r in best]
+        self.add(best_figure, statistics.fmean(accs) if cuda else None, "accuracy",
+                 _for_any_seed(best[0], b.best_seeds[0]), seeds=list(b.best_seeds), test_acc=accs,
+                 wall_s=[r.result["wall_s"] for r in best], note=note, target=">= 0.955")
+
+    def data_parallel(self) -> None:
+        """The book's LeNet recipe in one process (the default threads) against ``procs`` processes of one thread
+        that each step ``128 / procs`` images of the same global batch of 128 (gloo all-reduce on loopback),
+        alternated. Rows: images/s of the fit (result.json), the whole command's wall seconds (start-up and the
+        launcher included) and the load average at each run's start, every repeat kept."""
+        b = self.budget
+        flags = ["--epochs", str(b.epochs), *self.limit_flags(True)]
+        one = "cnnlab train, 1 process"
+        many = f"torchrun, {b.procs} processes x 1 thread, batch {128 // b.procs} each"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(b.procs)]
+        programs = {
+            one: lambda r: self.train(f"dp-one-{r}", "lenet", "book", *flags),
+            many: lambda r: self.train(f"dp-many-{r}", "lenet", "book", *flags, "--batch-size", str(128 // b.procs),
+                                       env={"OMP_NUM_THREADS": "1"}, launcher=launcher),
+        }
+        runs: dict[str, list[Run]] = {name: [] for name in programs}
+        for r in range(b.repeats):
+            for name, start in programs.items():
+                runs[name].append(start(r))
+        for name, done in runs.items():
+            speeds = [x.result["images_per_s"] for x in done]
+            self.add(f"data-parallel lenet book: {name}, images/s", statistics.median(speeds), "images/s",
+                     done[0].command, images_per_s=speeds, command_s=[round(x.seconds, 1) for x in done],
+                     load_at_start=[x.load_at_start for x in done], test_acc=[x.result["test_acc"] for x in done],
+                     world_size=done[0].result["world_size"], epochs=b.epochs, limit=b.limit)
+        self.ratio(f"data-parallel lenet book, images/s: {b.procs} processes / 1 process", runs, many, one,
+                   missing={})
 
 
 def _for_any_seed(run: Run, seed: int) -> str:
@@ -287,12 +334,13 @@ def environment(d2l_python: Path) -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = GROUPS, data_dir: str | None = None,
+def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = DEFAULT_GROUPS,
+                   data_dir: str | None = None,
                    d2l_python: str | Path | None = None) -> list[dict[str, Any]]:
     """Measure the figures of the groups in ``only``; returns the result rows (see the module docstring).
 
     Example:
-        >>> rows = run_benchmarks(QUICK, only=("p5",))  # doctest: +SKIP
+        >>> rows = run_benchmarks(QUICK, only=("memory",))  # doctest: +SKIP
     """
     from cnnlab.data import resolve_data_dir
     from cnnlab.data.fashion_mnist import FILES
@@ -300,8 +348,6 @@ def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = GROU
     unknown = sorted(set(only) - set(GROUPS))
     if unknown:
         raise CnnlabError(f"--only takes some of {', '.join(GROUPS)}; got {', '.join(unknown)}")
-    if {"lenet"} & set(only) and not (BENCHMARKS / "seed_lenet.py").is_file():
-        raise CnnlabError(f"cnnlab bench needs a source checkout with benchmarks/: expected {BENCHMARKS}")
     d2l = Path(d2l_python).expanduser() if d2l_python else D2L_PYTHON
     source = Path(resolve_data_dir(data_dir))
     if not all((source / name).is_file() for name in FILES):
@@ -312,7 +358,7 @@ def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = GROU
     bench = Bench(budget or Budget(), source, d2l, tmp, context=environment(d2l))
     for group in GROUPS:
         if group in only:
-            getattr(bench, group)()
+            getattr(bench, group.replace("-", "_"))()
     shutil.rmtree(tmp, ignore_errors=True)
     return bench.rows
 
@@ -328,7 +374,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _describe(d: dict[str, Any]) -> str:
-    """The table's last column: the per-run values, the accuracies beside a ratio, the P2 and P5 context."""
+    """The table's last column: the per-run values, the accuracies beside a ratio, the fast-recipe, memory and
+    data-parallel context."""
     if d.get("note"):
         return d["note"]
     numbers = lambda values: ", ".join(f"{v:.4g}" for v in values)  # noqa: E731
@@ -339,6 +386,9 @@ def _describe(d: dict[str, Any]) -> str:
             parts.append(f"{label}: {numbers(d[key])}")
     if isinstance(d.get("test_acc"), dict):
         parts.append("test acc " + "; ".join(f"{name}: {numbers(v)}" for name, v in d["test_acc"].items()))
+    if "command_s" in d:
+        parts.append(f"whole command s: {numbers(d['command_s'])}; load average at start: "
+                     f"{numbers(d['load_at_start'])}")
     if "within_60s" in d:
         parts.append(f"wall s: {numbers(d['wall_s'])}; all within 60 s: {'yes' if d['within_60s'] else 'NO'}")
     if "float_copy_mib" in d:
@@ -346,3 +396,48 @@ def _describe(d: dict[str, Any]) -> str:
     if d.get("target"):
         parts.append(f"target {d['target']}")
     return "; ".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.py", description="Measure the speed, accuracy and memory figures "
+                                     "of docs/benchmarks.md.")
+    parser.add_argument("--quick", action="store_true", help="CI smoke budget: 1 epoch of 2 batches, one repeat")
+    parser.add_argument("--out", metavar="FILE.json", help="also write the result rows here as JSON")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(DEFAULT_GROUPS),
+                        help=f"figure groups to measure (default: {' '.join(DEFAULT_GROUPS)})")
+    parser.add_argument("--epochs", type=int, help="LeNet epochs per program (default: the book's 10)")
+    parser.add_argument("--repeats", type=int, help="runs of each LeNet program; the figure is the median (default 3)")
+    parser.add_argument("--fast-epochs", type=int, help="epochs of the fast-recipe runs (default: the recipe's)")
+    parser.add_argument("--procs", type=int, help="processes of the data-parallel group (default 2)")
+    parser.add_argument("--data-dir", help="Fashion-MNIST folder (default: $CNNLAB_DATA, then the cache)")
+    parser.add_argument("--d2l-python", help="python of a d2l 1.0.3 virtualenv (default: ~/.cache/cnnlab/d2l-venv)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the groups asked for, print the table, write the rows as JSON when asked; exit code 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        budget = QUICK if args.quick else Budget()
+        given = {k: v for k, v in dict(epochs=args.epochs, repeats=args.repeats, fast_epochs=args.fast_epochs,
+                                       procs=args.procs).items() if v is not None}
+        for name, value in given.items():
+            if value < 1:
+                raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if 128 % given.get("procs", 2):
+            raise CnnlabError(f"--procs must divide the book's batch of 128, got {given['procs']}")
+        rows = run_benchmarks(replace(budget, **given), only=tuple(args.only), data_dir=args.data_dir,
+                              d2l_python=args.d2l_python)
+    except CnnlabError as e:
+        print(f"bench.py: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, as the CLI's errors
+        return 2
+    if args.out:
+        from cnnlab.io import write_json
+
+        write_json(Path(args.out), rows)
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
