@@ -19,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from cnnlab.cli import build_parser
+from cnnlab.compare import compare_runs, find_runs, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.sweep import Param, SweepSpec, command_line, load_study, open_storage, parse_param, storage_url, sweep
 from cnnlab.train import make_config
@@ -166,6 +167,8 @@ def test_sqlite_sweep_with_two_jobs_prunes_fails_and_finishes(tmp_path, data_dir
     assert summary["trials"]["counted"] == 4 and summary["trials"]["failed"] == 1
     assert summary["best"]["command"].startswith("cnnlab train lenet-bn-relu --recipe book")
     assert (out / "summary.json").is_file() and (out / "parallel.png").read_bytes()[:4] == b"\x89PNG"
+    _, rows = compare_runs([load_run(p) for p in find_runs([str(out)])])  # the sweep folder compares as runs
+    assert {r["run"]: r["status"] for r in rows}[f"{trials[1e-6].number:04d}"] == "pruned"
 
 
 def _cnnlab(*args: str, **kwargs) -> subprocess.Popen:

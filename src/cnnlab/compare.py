@@ -50,9 +50,15 @@ class Run:
     metrics: list[dict[str, float]] = field(default_factory=list)
     result: dict[str, Any] | None = None
 
+    pruned: bool = False
+
     @property
     def status(self) -> str:
-        """``finished``, ``failed`` or ``stopped`` as result.json says; ``incomplete`` without a result.json."""
+        """``finished``, ``failed`` or ``stopped`` as result.json says, ``pruned`` for a sweep trial its pruner
+        stopped (trial.json says so; the trainer records any stop by an observer as failed), ``incomplete``
+        without a result.json."""
+        if self.pruned:
+            return "pruned"
         if self.result is None:
             return "incomplete"
         return str(self.result.get("status", "finished"))
@@ -86,7 +92,8 @@ def load_run(path: str | Path) -> Run:
         except (OSError, ValueError) as e:
             raise CnnlabError(f"{path / 'metrics.csv'} is not a readable metrics table ({e})") from None
     result = _read_json(path / "result.json") if (path / "result.json").is_file() else None
-    return Run(path, config, record, metrics, result)
+    trial = _read_json(path / "trial.json") if (path / "trial.json").is_file() else {}  # written by cnnlab sweep
+    return Run(path, config, record, metrics, result, pruned=trial.get("state") == "pruned")
 
 
 def find_runs(patterns: Sequence[str]) -> list[Path]:
