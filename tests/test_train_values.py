@@ -42,7 +42,7 @@ def colour_dataset(n_train=300, n_test=90, side=32, channels=3, seed=0, name="co
 def colours(monkeypatch):
     """Make the colour dataset what any run configured with dataset 'colours' loads."""
     data = colour_dataset()
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None: data)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
     return data
 
 
@@ -179,13 +179,13 @@ def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_
 
 def test_fine_tuning_keeps_the_body_and_replaces_a_head_of_other_classes(tmp_path, monkeypatch):
     data = colour_dataset()
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None: data)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src", epochs=1))
     two = colour_dataset(name="two")
     keep = two.train_labels < 2
     two = ImageDataset("two", two.train_images[keep], two.train_labels[keep], two.test_images[two.test_labels < 2],
                        two.test_labels[two.test_labels < 2], ("red", "green"), two.mean, two.std, True)
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None: two)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: two)
     trainer = build_trainer(make_config("lenet-relu", **quick(tmp_path / "ft", dataset="two", epochs=1,
                                                               init_from=str(tmp_path / "src" / "last.pt"),
                                                               freeze=True)), quiet=True)
@@ -217,7 +217,7 @@ def test_resuming_against_a_dataset_with_other_classes_is_refused(colours, tmp_p
     other = colour_dataset()
     other = ImageDataset("other", other.train_images, other.train_labels, other.test_images, other.test_labels,
                          ("a", "b", "c"), other.mean, other.std, True)
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None: other)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: other)
     with pytest.raises(CnnlabError, match="resume it with its own dataset"):
         resume(tmp_path / "r", quiet=True)
 

@@ -91,8 +91,8 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
     trained = load_trained(path, device)
     config = dict(trained.checkpoint.get("config") or {})
     if dataset is not None:
-        config.update(dataset=dataset, data_dir=None)
-    data = dataset_of({**config, "dataset": config.get("dataset") or trained.meta.dataset}, data_dir)
+        config.update(data_dir=None)
+    data = dataset_of(config, data_dir, name=dataset or trained.meta.dataset)
     check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
     logits = trained.logits(data.test_images, batch_size, tta=tta)
     return EvalResult.from_logits(logits, data.test_labels, data.classes, model=trained.meta.model_name,

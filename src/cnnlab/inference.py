@@ -178,14 +178,16 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     return Trained(model.to(dev).eval(), preprocess.to(dev), meta, ckpt, path, dev)
 
 
-def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None):
+def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None):
     """The dataset a run was configured with (``config`` is a TrainConfig as a dict, e.g. a checkpoint's).
 
-    ``data_dir`` overrides the run's own ``data_dir`` (the data may live elsewhere on the machine that evaluates).
+    ``data_dir`` overrides the run's own ``data_dir`` (the data may live elsewhere on the machine that evaluates);
+    ``name`` overrides its dataset (a checkpoint's ``Meta.dataset`` holds a folder's absolute path, where the config
+    holds what the user typed, perhaps relative to another working folder).
     """
     from cnnlab.data import load_dataset
 
-    return load_dataset(config.get("dataset") or "fashion-mnist",
+    return load_dataset(name or config.get("dataset") or "fashion-mnist",
                         data_dir if data_dir is not None else config.get("data_dir"),
                         image_size=config.get("image_size"), channels=config.get("channels"),
                         skip_bad=bool(config.get("skip_bad_images", False)))

@@ -108,6 +108,9 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
         config = TrainConfig(**state["config"])
     except (KeyError, TypeError) as e:  # another cnnlab version's config, or not a training checkpoint at all
         raise CheckpointError(f"{path} holds no config this cnnlab can resume ({' '.join(str(e).split())})") from None
+    saved = (state.get("dataset") or {}).get("name", "")
+    if saved.startswith("folder:") and saved != config.dataset:  # the absolute path, wherever this runs from
+        config = dataclasses.replace(config, dataset=saved)
     if epochs is not None and epochs != config.epochs:
         if epochs < config.epochs:
             raise CnnlabError(f"--epochs {epochs} is fewer than the run's {config.epochs}; a resume can only add "
