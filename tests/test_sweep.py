@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cnnlab.cli import build_parser
+from cnnlab.cli import build_parser, main
 from cnnlab.compare import compare_runs, find_runs, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.sweep import Param, SweepSpec, command_line, load_study, open_storage, parse_param, storage_url, sweep
@@ -127,6 +127,18 @@ def test_joining_needs_an_existing_study(tmp_path):
         sweep(None, study="nope", out=tmp_path / "nope")
     with pytest.raises(CnnlabError, match="expected a MODEL and --param"):
         sweep(None)
+
+
+def test_a_study_keeps_its_settings_but_each_machine_its_data_dir(tmp_path, capsys):
+    storage = open_storage(storage_url(None, tmp_path), 10)
+    load_study(storage, "s", _spec())
+    _, stored = load_study(storage, "s", _spec(overrides={**TINY, "data_dir": "/elsewhere"}))  # accepted
+    assert "data_dir" not in stored.overrides
+    with pytest.raises(CnnlabError, match=r"study 's' exists with other settings \(overrides\)"):
+        load_study(storage, "s", _spec(overrides={**TINY, "epochs": 3}))
+    assert main(["sweep", "--study", "s", "--out", str(tmp_path), "--epochs", "3"]) == 2
+    assert "expected no --param or training flags then but this machine's own --data-dir/--device" in \
+        capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- real sweeps
@@ -262,7 +274,7 @@ def test_two_machines_share_a_postgres_study_and_a_killed_worker_is_failed(tmp_p
                 *_cli_flags(budget))
     _wait_for(lambda: pg_study in optuna.get_all_study_names(url), what="the study")
     b = _cnnlab("sweep", "--study", pg_study, "--storage", POSTGRES, "--out", str(tmp_path / "b"),
-                "--heartbeat", "1")  # the second machine: joins with the stored settings
+                "--heartbeat", "1", "--data-dir", str(data_dir))  # the second machine: its own data, the settings
     victim = _wait_for(lambda: next((t for t in _trials(url, pg_study) if t.state == TrialState.RUNNING
                                      and t.user_attrs.get("pid") == b.pid
                                      and os.path.isfile(os.path.join(t.user_attrs["run_dir"], "config.json"))), None),

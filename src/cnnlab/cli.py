@@ -232,7 +232,7 @@ def _cmd_study(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from cnnlab.sweep import SweepSpec, format_summary, sweep
+    from cnnlab.sweep import LOCAL, SweepSpec, format_summary, sweep
 
     fixed = _given_config(args, ("model", "recipe", "out"))
     spec = None
@@ -241,12 +241,13 @@ def _cmd_sweep(args) -> int:
                          overrides=fixed, pruner=args.pruner, startup_trials=args.startup_trials,
                          warmup_epochs=args.warmup_epochs, allow_test_objective=args.allow_test_objective,
                          seed=args.sampler_seed, report=args.report)
-    elif args.param or fixed or args.recipe:
+    elif args.param or set(fixed) - set(LOCAL) or args.recipe:
         raise CnnlabError("without MODEL, cnnlab sweep joins --study NAME with its stored settings; expected no "
-                          "--param or training flags then")
+                          "--param or training flags then but this machine's own "
+                          + "/".join("--" + k.replace("_", "-") for k in LOCAL))
     try:
         summary = sweep(spec, study=args.study, storage=args.storage, out=args.out, jobs=args.jobs,
-                        heartbeat=args.heartbeat)
+                        heartbeat=args.heartbeat, local=None if spec else fixed)
     except Interrupted as e:
         print(str(e), flush=True)
         raise

@@ -39,6 +39,8 @@ PRUNERS = ("median", "hyperband", "none")
 SPEC_ATTR = "cnnlab_sweep"
 # Fields a sweep cannot search: they name where things go, or (val_split, dataset) what is measured.
 _NOT_SEARCHABLE = ("model", "out", "data_dir", "device", "val_split", "dataset")
+# Fields each machine sets for itself: where its data is and what it trains on; not part of the shared settings.
+LOCAL = ("data_dir", "device")
 
 
 class StorageLost(CnnlabError):
@@ -412,15 +414,14 @@ def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0):
     """
     import optuna
 
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     stored = None
-    if name in names:
+    if name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         stored = SweepSpec(**study.user_attrs[SPEC_ATTR]) if SPEC_ATTR in study.user_attrs else None
         if stored is None:
             raise CnnlabError(f"study {name!r} was not made by cnnlab sweep (it has no {SPEC_ATTR} settings)")
-        if spec is not None and asdict(spec) != asdict(stored):
-            diff = sorted(k for k, v in asdict(spec).items() if asdict(stored)[k] != v)
+        if spec is not None and _shared(spec) != _shared(stored):
+            diff = sorted(k for k, v in _shared(spec).items() if _shared(stored)[k] != v)
             raise CnnlabError(f"study {name!r} exists with other settings ({', '.join(diff)}); expected the same, "
                               f"or only --study {name} to join it, or a new --study name")
     elif spec is None:
@@ -435,9 +436,19 @@ def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0):
     return study, spec
 
 
+def _shared(spec: SweepSpec) -> dict[str, Any]:
+    """The settings every machine must agree on (all but the LOCAL fields)."""
+    values = asdict(spec)
+    values["overrides"] = {k: v for k, v in spec.overrides.items() if k not in LOCAL}
+    return values
+
+
 @dataclass
 class Worker:
-    """Everything a worker process needs (picklable for the spawn start method)."""
+    """Everything a worker process needs (picklable for the spawn start method).
+
+    ``local`` holds this machine's own LOCAL fields (``--data-dir``, ``--device``), over the stored ones.
+    """
 
     url: str
     name: str
@@ -445,6 +456,7 @@ class Worker:
     threads: int
     heartbeat: float
     index: int = 0
+    local: dict[str, Any] = field(default_factory=dict)
 
 
 def _log_trial(study, trial) -> None:
@@ -469,6 +481,7 @@ def work(worker: Worker) -> None:
     storage = open_storage(worker.url, worker.heartbeat)
     try:
         study, spec = load_study(storage, worker.name, None, worker.index)
+        spec.overrides = {**spec.overrides, **worker.local}
         while True:
             fail_stale_trials(study)
             counts = progress(study)
@@ -541,7 +554,8 @@ def run_workers(worker: Worker, jobs: int) -> list[int]:
 
 
 def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | None = None,
-          out: str | Path | None = None, jobs: int = 1, heartbeat: float = 10.0) -> dict[str, Any]:
+          out: str | Path | None = None, jobs: int = 1, heartbeat: float = 10.0,
+          local: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start, join or resume a sweep and run it to the end; returns the summary (see :func:`summarize`).
 
     Args:
@@ -551,6 +565,7 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         out: the sweep folder, for the trials' run folders, plots and summary (default: ``sweeps/STUDY``).
         jobs: trials run at once on this machine, each in its own process with ``cores // jobs`` torch threads.
         heartbeat: seconds between a running trial's heartbeats.
+        local: this machine's ``data_dir`` and ``device`` when it joins a study (default: the stored ones).
 
     Raises:
         Interrupted: a signal stopped the sweep (the trials checkpointed; the same call resumes it).
@@ -583,7 +598,10 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         raise StorageLost(f"the study database {_shown(url)} does not answer: {_first_line(e)}") from None
     if again:
         print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
-    worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat)
+    unknown = sorted(set(local or {}) - set(LOCAL))
+    if unknown:
+        raise CnnlabError(f"a joining machine sets only {', '.join(LOCAL)} for itself; got {', '.join(unknown)}")
+    worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}))
     hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {_shown(storage)}" if storage else "")
     codes = [0]
     try:
