@@ -240,3 +240,63 @@ def test_images_per_second_after_a_resume_counts_only_this_process(colours, tmp_
     metrics = resumed.train_epoch()
     assert metrics["count"] == 300  # the epoch's figures cover the whole epoch ...
     assert metrics["images"] == 300 - 5 * 32  # ... its speed only what this process trained
+
+
+def test_the_report_reuses_the_runs_own_test_logits_and_ctrl_c_skips_it(colours, tmp_path, monkeypatch, capsys):
+    """After training the report must not evaluate the test set a second time (it took minutes for big models),
+    and Ctrl-C while it is written ends only the report: the run's results are on disk already."""
+    from cnnlab.inference import Trained
+
+    def no_second_pass(self, *args, **kwargs):
+        raise AssertionError("the report evaluated the test set again")
+
+    monkeypatch.setattr(Trained, "logits", no_second_pass)
+    train("lenet-relu", **quick(tmp_path / "r"))
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "90 test images" in page
+    out = capsys.readouterr().out
+    assert "writing " in out and "report written in" in out
+
+    import cnnlab.report
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cnnlab.report, "write_report", interrupted)
+    history = train("lenet-relu", **quick(tmp_path / "s"))
+    assert len(history) == 1 and (tmp_path / "s" / "result.json").exists()
+    assert "report.html skipped (Ctrl-C)" in capsys.readouterr().err
+
+
+def test_the_progress_bar_moves_every_step_and_reads_the_loss_only_at_sync_points(colours, tmp_path, monkeypatch):
+    import cnnlab.train.trainer as trainer_module
+
+    calls = []
+
+    class Bar:
+        def __init__(self, *args, disable=False, **kwargs):
+            self.disable = False
+
+        def update(self, n):
+            calls.append(("update", n))
+
+        def set_postfix(self, **kwargs):
+            calls.append(("postfix", kwargs["loss"]))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(trainer_module, "tqdm", Bar)
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "r", log_every=4))
+    assert calls.count(("update", 1)) == 10  # 300 images in batches of 32: every step moves the bar
+    assert sum(1 for c in calls if c[0] == "postfix") == 2  # the loss is read at steps 4 and 8 only
+
+
+def test_a_busy_cpu_gets_one_hint_and_the_thread_count_is_left_alone(colours, tmp_path, monkeypatch, capsys):
+    import cnnlab.device
+
+    monkeypatch.setattr(cnnlab.device, "oversubscription_hint", lambda: "the CPU is busy: set OMP_NUM_THREADS=1")
+    threads = torch.get_num_threads()
+    train("lenet-relu", report=False, **quick(tmp_path / "r", device="cpu"))
+    err = capsys.readouterr().err
+    assert err.count("set OMP_NUM_THREADS=1") == 1 and torch.get_num_threads() == threads
