@@ -93,13 +93,20 @@ class _BookLoader(DeviceLoader):
         return super().__iter__()
 
     def to(self, device: str | torch.device) -> _BookLoader:
-        """The same loader (split, order, passes so far) with its images resident on ``device``."""
+        """The same loader (split, order, passes so far) with its images resident on ``device``.
+
+        The copy is kept, so a second ``train_ch6`` on the same loaders (d2l-zh 7.5 trains twice) continues its
+        sequence of shuffles instead of repeating the first call's.
+        """
         device = torch.device(device)
         if device == self.device:
             return self
-        moved = self.owner._loader(self.shuffle, device, self.seed)
-        moved._iterations, moved.limit_batches = self._iterations, self.limit_batches
-        return moved
+        moved = vars(self).setdefault("_moved", {})
+        if device not in moved:
+            moved[device] = self.owner._loader(self.shuffle, device, self.seed)
+            moved[device]._iterations = self._iterations
+        moved[device].limit_batches = self.limit_batches
+        return moved[device]
 
 
 def on_device(loader: Any, device: str | torch.device) -> Any:
