@@ -1,0 +1,56 @@
+"""Signs that a run is not learning, told to the user in words while it trains.
+
+A network whose learning rate blew it up early (dead ReLUs, a saturated output layer) keeps training without any
+error: its loss stays at or above that of a uniform guess and it predicts one class for every image, which on a
+balanced test set is exactly chance accuracy. Nothing crashes, so without a warning the user only finds out from
+the final figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from cnnlab.errors import CnnlabError
+
+# How far above chance still counts as "at chance", as a fraction of the distance from chance to perfect: 0.145
+# for 10 classes. A constant predictor scores exactly 1/num_classes on a balanced split; a network that is
+# learning, even slowly, is well past this after its first epoch (LeNet-class models reach 0.5-0.8 in one epoch
+# of Fashion-MNIST).
+MARGIN = 0.05
+
+
+def chance_warning(row: Mapping[str, float], num_classes: int) -> str | None:
+    """A one-line warning when an epoch's validation accuracy is no better than chance, else None.
+
+    "No better" means at most ``MARGIN`` of the way from chance (``1 / num_classes``) to a perfect score.
+
+    Args:
+        row: one epoch's metrics as the Trainer records them (``epoch``, ``val_acc``, ``train_loss``, ...;
+            only ``val_acc`` is required).
+        num_classes: classes of the dataset (chance accuracy is ``1 / num_classes``).
+
+    Example:
+        >>> chance_warning({"epoch": 1, "val_acc": 0.1, "train_loss": 2.55}, 10)[:40]
+        'epoch 1: validation accuracy 0.1000 is n'
+        >>> chance_warning({"epoch": 1, "val_acc": 0.81}, 10) is None
+        True
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise CnnlabError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    acc = row.get("val_acc")
+    if not isinstance(acc, (int, float)) or isinstance(acc, bool) or not 0 <= acc <= 1:
+        raise CnnlabError(f"row must hold an accuracy val_acc in [0, 1], got {acc!r}")
+    chance = 1 / num_classes
+    if acc > chance + MARGIN * (1 - chance):
+        return None
+    where = f"epoch {row['epoch']:g}: " if isinstance(row.get("epoch"), (int, float)) else ""
+    loss = row.get("train_loss")
+    uniform = math.log(num_classes)  # the cross-entropy of predicting 1/num_classes for every class
+    why = ""
+    if isinstance(loss, (int, float)) and math.isfinite(loss):
+        relation = "above" if loss > uniform else "near" if loss > 0.9 * uniform else "below"
+        why = f", training loss {loss:.3g} {relation} the {uniform:.3g} of a uniform guess"
+    return (f"{where}validation accuracy {acc:.4f} is no better than chance (1/{num_classes} = {chance:.4f}){why}: "
+            "the network is not learning; a smaller --lr or a longer schedule (more epochs or batches) usually "
+            "revives it")
