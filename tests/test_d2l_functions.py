@@ -619,6 +619,10 @@ def test_book_loaders_move_to_a_device_whole_and_other_loaders_stay():
     assert on_device(train_iter, torch.device("cpu")) is train_iter  # already there: no copy
     other = d2l.load_array((torch.zeros(4, 2), torch.zeros(4)), 2)
     assert on_device(other, torch.device("cpu")) is other  # not ours: the loops move its batches
-    moved = train_iter.owner._loader(True, torch.device("cpu"), train_iter.seed)
+    first = next(iter(train_iter))[1]
+    moved = on_device(train_iter, torch.device("cpu", 0))  # another device, as far as the loader can tell
+    assert moved is not train_iter and moved.device == torch.device("cpu", 0)
     assert moved.dataset is train_iter.dataset and len(moved) == len(train_iter) == 938
-    assert torch.equal(next(iter(moved))[1], next(iter(train_iter))[1])  # same seed, same first order
+    second = next(iter(moved))[1]  # continues the original's passes: its second order, not its first
+    assert not torch.equal(second, first) and torch.equal(second, next(iter(train_iter))[1])
+    assert on_device(train_iter, torch.device("cpu", 0)) is moved  # kept: a second train_ch6 goes on from there
