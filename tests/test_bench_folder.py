@@ -124,5 +124,6 @@ def test_quick_run(tmp_path, data_dir):
     assert all(0 <= r["test_acc"] <= 1 and r["images_per_s"] > 0 for r in result["runs"])
     assert result["runs"][1]["dataset"] == "folder:" + str(workdir.resolve())
     assert result["decode_s"] > 0 and len(result["cached_load_s"]["runs"]) == 3
-    # The PNGs, the decode cache and the run folders are gone; the shared data folder was only read.
-    assert not workdir.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+    # The PNGs and the scratch folder (decode cache, run folders) are gone. torch may leave its own
+    # torchinductor_<user> cache in $TMPDIR; that is not the script's.
+    assert not workdir.exists() and not list(tmp_path.glob("cnnlab-folder-vs-idx-*"))
