@@ -10,8 +10,9 @@ IDX loader. This script
    cached load (median of ``--cached-repeats``), and checks that the decoded images and labels equal the IDX ones
    exactly: the loader lists each class folder's files sorted by name, so folder image ``i`` must equal IDX image
    ``order[i]``, where ``order`` is each class's IDX indices in ascending order, class by class;
-3. trains the same recipes with ``cnnlab train`` on both (one subprocess each, the sides alternating from run to
-   run so that a load spike on a shared machine hits both) and records test accuracy, wall time and images/s;
+3. trains the same recipes with ``cnnlab train`` on both (one subprocess each; which side goes first alternates
+   with the seed and the run, so that a load spike on a shared machine hits both) and records test accuracy, wall
+   time and images/s;
 4. prints one JSON with the machine facts and writes it to ``--json-out`` (after every run, so a cut-off run keeps
    what it measured).
 
@@ -242,14 +243,13 @@ def measure(args: argparse.Namespace, runs: list[tuple[str, str]], scratch: Path
                                    "sorts by class, then file name); torch.equal on uint8 images and int64 labels"}
     out["runs"] = []
     save()
-    flip = False
     for seed in args.seeds:
-        for model, recipe in runs:
-            for side in ("folder", "idx") if flip else ("idx", "folder"):
+        for j, (model, recipe) in enumerate(runs):
+            # The side that goes first alternates with seed and run, the same in a run split over invocations.
+            for side in ("folder", "idx") if (seed + j) % 2 else ("idx", "folder"):
                 out["runs"].append(train_once(side, model, recipe, seed, args, scratch, workdir))
                 out["summary"] = summarise(out["runs"])
                 save()
-            flip = not flip
     return 0 if all(exact.values()) else 1
 
 
