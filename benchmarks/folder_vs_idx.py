@@ -108,7 +108,7 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
 def shown(argv: list[str], scratch: Path, source: Path) -> str:
     """A command as a person would type it: ``cnnlab ...``, the scratch folder as ``$TMP``."""
     text = shlex.join(argv).replace(str(scratch), "$TMP").replace(str(source), "$CNNLAB_DATA")
-    return text.replace(shlex.join([sys.executable, "-m", "cnnlab"]), "cnnlab")
+    return text.replace(shlex.join([sys.executable, "-m", "cnnlab"]), "cnnlab").replace(sys.executable, "python")
 
 
 def train_once(side: str, model: str, recipe: str, seed: int, args: argparse.Namespace, scratch: Path,
