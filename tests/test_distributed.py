@@ -45,9 +45,9 @@ def _config(**overrides):
 
 
 def _small_data(data_dir):
-    from cnnlab.data import load_fashion_mnist
+    from cnnlab.data import load_dataset
 
-    full = load_fashion_mnist(data_dir, download=False)
+    full = load_dataset("fashion-mnist", data_dir, download=False)
     return replace(full, train_images=full.train_images[:N_TRAIN], train_labels=full.train_labels[:N_TRAIN],
                    test_images=full.test_images[:N_TEST], test_labels=full.test_labels[:N_TEST])
 
@@ -146,9 +146,10 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
 
 def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: str) -> None:
     """One rank: torchrun's environment, a small dataset, the scenarios; rank 0 then runs the 1-process reference."""
+    import cnnlab.inference as inference_module
+    import cnnlab.io as io_module
     import cnnlab.train.checkpoint as checkpoint_module
     import cnnlab.train.rundir as rundir_module
-    import cnnlab.train.trainer as trainer_module
     from cnnlab.train import build_trainer
     from cnnlab.train.metrics import EpochMetrics
 
@@ -157,18 +158,18 @@ def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: st
     os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world_size))
     small = _small_data(data_dir)
-    trainer_module.load_fashion_mnist = lambda *args, **kwargs: small
+    inference_module.dataset_of = lambda *args, **kwargs: small
     # A rank that built its own run folder name would leave runs/from-rank1 behind.
     rundir_module.default_run_dir = lambda model: Path("runs") / f"from-rank{rank}"
     # Every file cnnlab writes goes through atomic_write; remember who called it.
     record: dict = {"pid": os.getpid(), "writes": [], "metrics": []}
-    real_write = checkpoint_module.atomic_write
+    real_write = io_module.atomic_write
 
     def atomic_write(path, write):
         record["writes"].append(str(path))
         real_write(path, write)
 
-    checkpoint_module.atomic_write = rundir_module.atomic_write = atomic_write
+    checkpoint_module.atomic_write = io_module.atomic_write = atomic_write
     # This rank's own sums next to the global figures compute() returns.
     real_compute = EpochMetrics.compute
 
