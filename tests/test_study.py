@@ -160,7 +160,7 @@ def test_a_failing_variant_is_recorded_and_the_study_goes_on(tmp_path, data_dir)
     path.write_text("title = 'lr'\nfactors = ['lr']\n[budget]\nepochs = 1\nlimit_train_batches = 4\n"
                     "batch_size = 32\nlimit_val_batches = 1\n"
                     "[[variants]]\nname = 'huge'\nmodel = 'lenet-bn-relu'\nfactors = { lr = '1e4' }\n"
-                    "config = { lr = 1e4 }\n"
+                    "config = { lr = 1e30 }\n"
                     "[[variants]]\nname = 'book'\nmodel = 'lenet-bn-relu'\nfactors = { lr = '0.1' }\n")
     result = run_study(path, out=tmp_path / "s", overrides={"data_dir": str(data_dir)}, quiet=True, report=False)
     assert result.failed == ("huge",) and result.ran == ("book",)

@@ -4,6 +4,7 @@ The PostgreSQL tests need a server: `.ci/run` starts one on loopback and sets CN
 reachable one they skip, except under CI=true, where they fail.
 """
 
+import functools
 import os
 import shlex
 import signal
@@ -142,8 +143,15 @@ def test_a_study_keeps_its_settings_but_each_machine_its_data_dir(tmp_path, caps
 
 
 # ------------------------------------------------------------------------------------------- real sweeps
+@functools.cache
+def _storage(url: str):
+    """One storage (one connection pool) per database for the whole test session: polling with a fresh one each
+    time left a pool behind per poll and ran PostgreSQL out of connection slots."""
+    return optuna.storages.RDBStorage(url)
+
+
 def _trials(url: str, name: str):
-    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    return optuna.load_study(study_name=name, storage=_storage(url)).get_trials(deepcopy=False)
 
 
 def _enqueue(url: str, name: str, spec: SweepSpec, lrs) -> None:
@@ -195,7 +203,7 @@ def _wait_for(predicate, timeout: float = 240, what: str = "the condition"):
         found = predicate()
         if found:
             return found
-        time.sleep(0.05)
+        time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -273,7 +281,7 @@ def test_two_machines_share_a_postgres_study_and_a_killed_worker_is_failed(tmp_p
     a = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "6", "--study", pg_study,
                 "--storage", POSTGRES, "--out", str(tmp_path / "a"), "--heartbeat", "1", "--pruner", "none",
                 *_cli_flags(budget))
-    _wait_for(lambda: pg_study in optuna.get_all_study_names(url), what="the study")
+    _wait_for(lambda: pg_study in optuna.get_all_study_names(_storage(url)), what="the study")
     b = _cnnlab("sweep", "--study", pg_study, "--storage", POSTGRES, "--out", str(tmp_path / "b"),
                 "--heartbeat", "1", "--data-dir", str(data_dir))  # the second machine: its own data, the settings
     victim = _wait_for(lambda: next((t for t in _trials(url, pg_study) if t.state == TrialState.RUNNING
@@ -350,7 +358,7 @@ def test_database_going_away_is_one_clear_line_and_loses_nothing(tmp_path, data_
     run = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "3", "--pruner", "none",
                   *args, *_cli_flags(budget))
     url = storage_url(POSTGRES, None)
-    _wait_for(lambda: pg_study in optuna.get_all_study_names(url)
+    _wait_for(lambda: pg_study in optuna.get_all_study_names(_storage(url))
               and any(t.state == TrialState.COMPLETE for t in _trials(url, pg_study)), what="a finished trial")
     proxy.close()
     stdout, stderr = run.communicate(timeout=120)
