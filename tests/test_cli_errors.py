@@ -1,4 +1,4 @@
-"""Bad command lines end with exit code 2 and ONE line on stderr, never a traceback (issue 7).
+"""Bad command lines end with exit code 2 and ONE line on stderr, never a traceback.
 
 The contract (docs/design.md, "Errors"): ``cnnlab <command>: error: <what was expected, what was given>``;
 argparse's own errors are shortened to one line too; tracebacks appear only with ``--debug``; an unexpected

@@ -1,4 +1,4 @@
-"""torch.distributed on the CPU: two gloo ranks on 127.0.0.1 (issue 8, docs/distributed.md).
+"""torch.distributed on the CPU: two gloo ranks on 127.0.0.1 (docs/distributed.md).
 
 One module-scoped harness spawns two processes with the environment torchrun would give them (MASTER_ADDR,
 MASTER_PORT, RANK, LOCAL_RANK, WORLD_SIZE) and runs several short Trainer scenarios in each; every rank saves what

@@ -1,4 +1,4 @@
-"""Fuzzing the public boundaries: the ops, the `train` command line, and the checkpoint reader (issue 7).
+"""Fuzzing the public boundaries: the ops, the `train` command line, and the checkpoint reader.
 
 Hypothesis throws arguments at them that are valid, nearly valid and absurd. The promise at each boundary:
 
@@ -175,7 +175,7 @@ def _t(*shape: int) -> torch.Tensor:
 
 
 # Tensors with a zero-sized dimension that this fuzz once found mishandled (IndexError, wrong output shapes, or a
-# result where torch refuses; issue 7): torch accepts an empty batch, and no channels in conv2d, and refuses empty
+# result where torch refuses): torch accepts an empty batch, and no channels in conv2d, and refuses empty
 # images. Kept as fixed cases so they run whatever hypothesis draws.
 @pytest.mark.parametrize("op, args, kwargs", [
     ("conv2d", lambda: (_t(0, 2, 3, 1), _t(2, 1, 2, 1)), dict(stride=3, padding=3, dilation=3, groups=2)),
@@ -189,7 +189,7 @@ def test_empty_tensors(op, args, kwargs):
     _check(_outcome(getattr(ops, op), *args(), **kwargs), _outcome(getattr(F, op), *args(), **kwargs))
 
 
-# Arguments batch_norm once accepted where torch refuses (issue 7).
+# Arguments batch_norm once accepted where torch refuses.
 @pytest.mark.parametrize("kwargs", [
     dict(eps=-1e-3),  # torch: eps must be non-negative
     dict(eps=0.0, training=True),  # torch: eps must be positive during training

@@ -1,4 +1,4 @@
-"""Every registered model trains through the real Trainer at its book input size and lr (issue 4 smoke run).
+"""Every registered model trains through the real Trainer at its book input size and lr (a smoke run).
 
 One tiny batch per model keeps this within CI's budget on 2 cores; benchmarks/models.py runs 20 full batches per
 model and records the images/s in docs/models.md.

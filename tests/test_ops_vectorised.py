@@ -251,7 +251,7 @@ def test_pools_take_an_empty_batch_like_torch(shape):
 @pytest.mark.parametrize("shape", [(0, 3, 2, 2), (0, 3), (2, 3, 0, 2), (2, 0, 2, 2)])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_of_an_empty_input_matches_torch(shape, training):
-    """torch returns the empty input, in training too, and leaves the running statistics alone (issue 7)."""
+    """torch returns the empty input, in training too, and leaves the running statistics alone."""
     gen = torch.Generator().manual_seed(4)
     c = shape[1]
     x = _randn(gen, *shape)

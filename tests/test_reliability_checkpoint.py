@@ -1,4 +1,4 @@
-"""Checkpoints survive crashes mid-write, and a hostile checkpoint never runs code (issue 7).
+"""Checkpoints survive crashes mid-write, and a hostile checkpoint never runs code.
 
 The promises (docs/reliability.md): ``last.pt`` is replaced atomically, so a crash at any point of a write leaves
 the previous file loadable; every read is ``torch.load(weights_only=True)``, so a pickle payload is refused with

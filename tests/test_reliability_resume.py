@@ -1,4 +1,4 @@
-"""A run stopped at any moment resumes to the very same weights (issue 7; docs/reliability.md, "Exact resume").
+"""A run stopped at any moment resumes to the very same weights (docs/reliability.md, "Exact resume").
 
 Two layers of evidence:
 

@@ -1,4 +1,4 @@
-"""The Trainer, its config and its run folder (issue 3)."""
+"""The Trainer, its config and its run folder."""
 
 import json
 import math

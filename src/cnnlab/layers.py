@@ -94,7 +94,7 @@ class Conv2d(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn.Conv2d's init: Kaiming-uniform with a=sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
-        weight and bias (see pytorch/pytorch issue 57109 on why that a)."""
+        weight and bias (why that a: https://github.com/pytorch/pytorch/issues/57109)."""
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]

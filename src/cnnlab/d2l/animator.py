@@ -1,7 +1,8 @@
 """``Animator``: the function-style API's live training curves (d2l 4.4.4, used by ``train_ch3``/``train_ch6``).
 
 d2l redraws a pyplot figure on every ``add`` and calls ``display`` + ``clear_output``: in a plain script that shows
-nothing and prints ``Figure(350x250)`` lines instead (d2l issue 1961). Here, in Jupyter the figure is redrawn in one
+nothing and prints ``Figure(350x250)`` lines instead
+(https://github.com/d2l-ai/d2l-en/issues/1961). Here, in Jupyter the figure is redrawn in one
 display slot; outside a notebook the figure is drawn only when read (``animator.fig``) and each epoch prints one
 line instead, ``epoch 3: train loss 0.412, train acc 0.851, test acc 0.838``. An epoch's line is printed once every
 series has a value at that integral x (``train_ch6`` adds the train values first and the test accuracy after), or

@@ -4,7 +4,8 @@ d2l 1.0.3 converts every plotted value to numpy (a device sync per training step
 each point and calls ``IPython.display.display(fig)``, which in a plain script prints ``Figure(350x250)`` lines.
 This board keeps the values as tensors on their device, averages them there, and reads them back only when it
 renders: in a Jupyter kernel at most once per ``refresh_s`` seconds and at the end of each epoch. Outside a
-notebook d2l shows nothing at all (d2l issue 1961: the script looks hung); here the trainer's end-of-epoch
+notebook d2l shows nothing at all (the script looks hung: https://github.com/d2l-ai/d2l-en/issues/1961); here the
+trainer's end-of-epoch
 ``refresh()`` prints one line with each series' mean over the points since the previous line, and the figure is
 drawn only when asked (``figure()``, ``save(path)``).
 """
