@@ -1,6 +1,6 @@
 """The idiomatic PyTorch baseline for the book's LeNet recipe: torchvision dataset + transforms + DataLoader.
 
-What a PyTorch user writes from the tutorials (issue 3's yardstick for ``cnnlab train lenet --recipe book``):
+What a PyTorch user writes from the tutorials (the yardstick ``cnnlab train lenet --recipe book`` is held to):
 ``torchvision.datasets.FashionMNIST`` with ``transforms.ToTensor()``, a shuffling ``DataLoader`` of batch 128,
 plain SGD at lr 0.1, and a validation pass over the test set after every epoch. The model is cnnlab's ``lenet``
 with the book's Xavier init, so the two programs run the same network and differ only in how batches are made

@@ -1,6 +1,6 @@
 """What is left to speed up the book's LeNet step on a CPU: layouts, torch.compile, bf16, and the per-layer floor.
 
-P1 (issue 6) asks `cnnlab train lenet --recipe book` for 4x the d2l 1.0.3 Trainer. This script measures, in one
+The performance goal asks `cnnlab train lenet --recipe book` for 4x the d2l 1.0.3 Trainer. This script measures, in one
 process and round-robin (so a load spike hits every variant), one training step (forward, cross-entropy, backward,
 SGD) of cnnlab's `lenet` at the book's batch 128 under each lever the trainer offers, then the oneDNN kernels of
 each conv and pool layer alone (what a step cannot go below without beating oneDNN), and the obvious

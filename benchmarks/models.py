@@ -1,4 +1,4 @@
-"""CPU training throughput of every registered model: one `cnnlab train` run of N batches each (issue 4).
+"""CPU training throughput of every registered model: one `cnnlab train` run of N batches each.
 
 Each model trains with its book recipe (lr, input size) through the real CLI in its own process for
 ``--batches`` steps of ``--batch-size`` images, plus one validation batch; images/s is the run's own figure

@@ -1,4 +1,4 @@
-"""Where the training time goes: torch.profiler over real Trainer steps (issue 6, "profile before optimising").
+"""Where the training time goes: torch.profiler over real Trainer steps ("profile before optimising").
 
 Runs a few warm-up steps, then profiles ``--steps`` training steps of ``cnnlab.train.Trainer`` (data path,
 forward, backward, optimizer, metrics: exactly the hot loop) and prints the top operators by self CPU time.

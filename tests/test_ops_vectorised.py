@@ -87,7 +87,7 @@ def test_conv2d_matches_torch(case):
 @settings(max_examples=60, deadline=None)
 @given(conv_cases(), st.sampled_from(["batch", "channels"]))
 def test_conv2d_empty_batch_or_channels_matches_torch(case, empty):
-    """Issue 7: F.conv2d returns an empty output (no output channels when there are no input channels) with zero
+    """F.conv2d returns an empty output (no output channels when there are no input channels) with zero
     gradients; cnnlab used to raise IndexError or return the wrong shape."""
     _compare_conv({**case, "n": 0, "unbatched": False} if empty == "batch" else {**case, "cin": 0})
 
@@ -284,7 +284,7 @@ BAD_CONV = [
     (dict(input=X4, weight=W.double()), r"expected weight of dtype torch.float32"),
     (dict(input=X4.long(), weight=W), r"expected input to be a floating-point tensor, got dtype torch.int64"),
     (dict(input=[[1.0]], weight=W), r"expected input to be a torch.Tensor, got list"),
-    # Issue 7: torch refuses these; cnnlab returned results, or raised IndexError / RuntimeError.
+    # torch refuses these; cnnlab once returned results, or raised IndexError / RuntimeError.
     (dict(input=torch.zeros(4, 5, 0, 1), weight=torch.zeros(1, 5, 1, 1), stride=2, padding=4, dilation=2),
      r"expected non-empty images \(only the batch or the channels may be empty\), got input shape \(4, 5, 0, 1\)"),
     (dict(input=torch.zeros(5, 1, 0), weight=torch.zeros(1, 5, 1, 1), padding=1), r"expected non-empty images"),
@@ -319,7 +319,7 @@ def test_conv2d_bad_input_raises_one_line(kwargs, message):
     (batch_norm, dict(input=X4, running_mean=None, running_var=None, weight=torch.ones(3).double(), training=True),
      r"expected weight of dtype torch.float32"),
     (conv_output_shape, dict(hw=(8, 8), kernel_size=3, stride=-1), r"expected stride to be positive"),
-    # Issue 7: torch refuses these; cnnlab returned results.
+    # torch refuses these; cnnlab once returned results.
     (avg_pool2d, dict(input=torch.zeros(2, 1, 4, 0), kernel_size=(3, 2), padding=1, count_include_pad=False),
      r"expected non-empty channels and images \(only the batch may be empty\), got channels x height x width 1x4x0"),
     (avg_pool2d, dict(input=torch.zeros(2, 0, 4, 4), kernel_size=2), r"got channels x height x width 0x4x4"),
