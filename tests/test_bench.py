@@ -108,7 +108,8 @@ def test_table_shows_values_runs_and_missing_figures():
     rows = [
         {"figure": "speed", "value": 12345.6, "unit": "images/s", "detail": {"images_per_s": [12000.0, 12345.6]}},
         {"figure": "fast", "value": 0.9123, "unit": "accuracy",
-         "detail": {"test_acc": [0.91, 0.9146], "wall_s": [58.0, 61.5], "within_60s": False, "target": ">= 0.91"}},
+         "detail": {"test_acc": [0.91, 0.9146], "wall_s": [58.0, 61.5], "limit_s": 60, "within_limit": False,
+                    "target": ">= 0.91"}},
         {"figure": "speedrun (GPU)", "value": None, "unit": "", "detail": {"note": "not measured: needs a GPU"}},
     ]
     lines = driver.format_table(rows).splitlines()
@@ -153,6 +154,7 @@ def test_quick_bench_writes_every_figure(data_dir, tmp_path):
                  "book LeNet recipe, images/s: cnnlab train / DataLoader + torchvision transforms",
                  "seed cell, images/s: cnnlab.d2l / d2l 1.0.3",
                  "lenet-bn-relu --recipe fast: test accuracy within 60 s on 2 cores (mean of 1 seeds)",
+                 "compact --recipe cpu10: test accuracy within 10 minutes on 2 cores (mean of 1 seeds)",
                  "peak RSS, cnnlab train vgg-small 224 batch 8",
                  "resnet18 --recipe speedrun: seconds to 94.0% test accuracy", "resnet18 --recipe best: test accuracy",
                  "data-parallel lenet book, images/s: 2 processes / 1 process"):
@@ -170,6 +172,11 @@ def test_quick_bench_writes_every_figure(data_dir, tmp_path):
     assert trained["command"].startswith("cnnlab train lenet --recipe book --epochs 1 --limit-train-batches 2 ")
     assert trained["cpu_count"] >= 1 and trained["versions"]["torch"]
     assert "| book LeNet recipe, images/s: cnnlab train / d2l 1.0.3 Trainer | — | x | not measured" in done.stdout
+    # two batches cannot reach 92%: the row says so instead of a figure
+    to_target = by_name["compact --recipe cpu10 --epochs 1: seconds to 92% test accuracy on 2 cores "
+                        "(median of 1 seeds)"]
+    assert to_target["value"] is None and to_target["detail"]["note"] == "not reached by every seed: [None]"
+    assert to_target["command"].startswith("cnnlab train compact --recipe cpu10 --seed S --epochs 1 --target-acc 0.92 ")
     launched = by_name["data-parallel lenet book: torchrun, 2 processes x 1 thread, batch 64 each, images/s"]
     assert launched["command"].startswith("OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m cnnlab "
                                           "train lenet --recipe book --epochs 1 --limit-train-batches 2 ")

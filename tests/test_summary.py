@@ -18,6 +18,8 @@ _HEAD = [("Flatten", (25088,)), ("Linear", (4096,)), ("ReLU", (4096,)), ("Dropou
 # (7.6), AlexNet (8.1), VGG-11 (8.2), NiN (8.3), GoogLeNet (8.4) and ResNet-18 (8.6); BN-LeNet, DenseNet and
 # RegNetX-32 follow from their definitions (d2l 8.5, 8.7, 8.8), which print no summary.
 GOLDEN = {
+    "compact": [("Sequential", (8, 28, 28)), ("Sequential", (24, 14, 14)), ("Sequential", (48, 7, 7)),
+                ("Sequential", (96, 3, 3)), ("AdaptiveMaxPool2d", (96, 1, 1)), ("Flatten", (96,)), ("Linear", (10,))],
     "lenet": [("Conv2d", (6, 28, 28)), ("Sigmoid", (6, 28, 28)), ("AvgPool2d", (6, 14, 14)),
               ("Conv2d", (16, 10, 10)), ("Sigmoid", (16, 10, 10)), ("AvgPool2d", (16, 5, 5)), ("Flatten", (400,)),
               ("Linear", (120,)), ("Sigmoid", (120,)), ("Linear", (84,)), ("Sigmoid", (84,)), ("Linear", (10,))],

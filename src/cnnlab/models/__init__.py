@@ -13,6 +13,8 @@ from cnnlab.models.registry import (
 # Each import registers its family's builders (the order is the order `cnnlab models` lists them in).
 from cnnlab.models import lenet  # noqa: E402,F401  isort: skip
 from cnnlab.models import alexnet, vgg, nin, googlenet, resnet, densenet, regnet  # noqa: E402,F401  isort: skip
+from cnnlab.models import compact  # noqa: E402,F401  isort: skip
+from cnnlab.models.compact import CompactNet  # noqa: E402
 from cnnlab.models.densenet import DenseBlock, conv_block, transition_block  # noqa: E402
 from cnnlab.models.googlenet import Inception  # noqa: E402
 from cnnlab.models.nin import nin_block  # noqa: E402
@@ -22,6 +24,7 @@ from cnnlab.models.vgg import vgg_block  # noqa: E402
 
 __all__ = [
     "AnyNet",
+    "CompactNet",
     "DenseBlock",
     "Inception",
     "ResNeXtBlock",
