@@ -120,7 +120,8 @@ def test_table_shows_values_runs_and_missing_figures():
 
 
 def test_bad_requests_are_one_line_errors(tmp_path, capsys):
-    with pytest.raises(CnnlabError, match="--only takes some of lenet, fast, cpu10, memory, gpu, data-parallel; got p9"):
+    with pytest.raises(CnnlabError,
+                       match="--only takes some of lenet, fast, cpu10, memory, gpu, data-parallel; got p9"):
         driver.run_benchmarks(only=("p9",))
     with pytest.raises(CnnlabError, match=f"expected the four Fashion-MNIST .gz files in {tmp_path}"):
         driver.run_benchmarks(only=("gpu",), data_dir=str(tmp_path))
