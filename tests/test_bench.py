@@ -177,7 +177,8 @@ def test_quick_bench_writes_every_figure(data_dir, tmp_path):
     to_target = by_name["compact --recipe cpu10 --epochs 1: seconds to 92% test accuracy on 2 cores "
                         "(median of 1 seeds)"]
     assert to_target["value"] is None and to_target["detail"]["note"] == "not reached by every seed: [None]"
-    assert to_target["command"].startswith("cnnlab train compact --recipe cpu10 --seed S --epochs 1 --target-acc 0.92 ")
+    assert to_target["command"].startswith("OMP_NUM_THREADS=2 cnnlab train compact --recipe cpu10 --seed S --epochs 1 "
+                                           "--target-acc 0.92 ")
     launched = by_name["data-parallel lenet book: torchrun, 2 processes x 1 thread, batch 64 each, images/s"]
     assert launched["command"].startswith("OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m cnnlab "
                                           "train lenet --recipe book --epochs 1 --limit-train-batches 2 ")
