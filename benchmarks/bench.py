@@ -209,28 +209,27 @@ class Bench:
     def fast(self) -> None:
         """Test accuracy a LeNet-class model reaches with the fast recipe in at most 60 s of wall time on 2 cores."""
         b = self.budget
-        flags = [*(["--epochs", str(b.fast_epochs)] if b.fast_epochs else []), *self.limit_flags(True)]
-        done = [self.train(f"fast-seed{s}", b.fast_model, "fast", "--seed", str(s), *flags,
-                           env={"OMP_NUM_THREADS": "2"}) for s in b.fast_seeds]
+        self.accuracy_within(b.fast_model, "fast", b.fast_epochs, b.fast_seeds, 60, "60 s", ">= 0.91")
+
+    def accuracy_within(self, model: str, recipe: str, epochs: int | None, seeds: tuple[int, ...], limit_s: int,
+                        limit: str, target: str) -> None:
+        """One run of ``recipe`` per seed on 2 threads: the mean test accuracy, and whether every fit (validation
+        included) took at most ``limit_s`` seconds."""
+        flags = [*(["--epochs", str(epochs)] if epochs else []), *self.limit_flags(True)]
+        done = [self.train(f"{recipe}-seed{s}", model, recipe, "--seed", str(s), *flags,
+                           env={"OMP_NUM_THREADS": "2"}) for s in seeds]
         accs, walls = [x.result["test_acc"] for x in done], [x.result["wall_s"] for x in done]
-        self.add(f"{b.fast_model} --recipe fast: test accuracy within 60 s on 2 cores (mean of {len(done)} seeds)",
-                 statistics.fmean(accs), "accuracy", _for_any_seed(done[0], b.fast_seeds[0]),
-                 seeds=list(b.fast_seeds), test_acc=accs, wall_s=walls, limit_s=60, within_limit=max(walls) <= 60,
-                 target=">= 0.91", params=done[0].result.get("params"), epochs=done[0].result.get("epochs"))
+        self.add(f"{model} --recipe {recipe}: test accuracy within {limit} on 2 cores (mean of {len(done)} seeds)",
+                 statistics.fmean(accs), "accuracy", _for_any_seed(done[0], seeds[0]), seeds=list(seeds),
+                 test_acc=accs, wall_s=walls, limit_s=limit_s, within_limit=max(walls) <= limit_s, target=target,
+                 params=done[0].result.get("params"), epochs=done[0].result.get("epochs"))
 
     def cpu10(self) -> None:
         """The cpu10 recipe's test accuracy, one run per seed with the whole fit (validation included) within
         10 minutes on 2 cores; then the seconds a shorter schedule of the same recipe takes to ``to_target`` test
         accuracy (``--target-acc``: the fit stops there, result.json says when)."""
         b, model = self.budget, self.budget.cpu10_model
-        flags = [*(["--epochs", str(b.cpu10_epochs)] if b.cpu10_epochs else []), *self.limit_flags(True)]
-        done = [self.train(f"cpu10-seed{s}", model, "cpu10", "--seed", str(s), *flags, env={"OMP_NUM_THREADS": "2"})
-                for s in b.cpu10_seeds]
-        accs, walls = [x.result["test_acc"] for x in done], [x.result["wall_s"] for x in done]
-        self.add(f"{model} --recipe cpu10: test accuracy within 10 minutes on 2 cores (mean of {len(done)} seeds)",
-                 statistics.fmean(accs), "accuracy", _for_any_seed(done[0], b.cpu10_seeds[0]),
-                 seeds=list(b.cpu10_seeds), test_acc=accs, wall_s=walls, limit_s=600, within_limit=max(walls) <= 600,
-                 target=">= 0.93", params=done[0].result.get("params"), epochs=done[0].result.get("epochs"))
+        self.accuracy_within(model, "cpu10", b.cpu10_epochs, b.cpu10_seeds, 600, "10 minutes", ">= 0.93")
         flags = ["--epochs", str(b.to_target_epochs), "--target-acc", str(b.to_target), *self.limit_flags(True)]
         timed = [self.train(f"to-target-seed{s}", model, "cpu10", "--seed", str(s), *flags,
                             env={"OMP_NUM_THREADS": "2"}) for s in b.cpu10_seeds]
