@@ -17,8 +17,8 @@ def mps_available() -> bool:
 
 def channels_last_pays(device: torch.device) -> bool:
     """Whether torch's conv kernels on ``device`` are fastest with channels-last tensors: oneDNN on the CPU and
-    cuDNN on CUDA (with AMP). Measured on 2 CPU cores: 1.3-2.6x faster training for LeNet, DenseNet and GoogLeNet,
-    equal for ResNet-18, and 1.19x for the book's own LeNet through cnnlab.d2l (docs/benchmarks.md)."""
+    cuDNN on CUDA (with AMP). On the CPU it trains LeNet, DenseNet and GoogLeNet faster and ResNet-18 no slower
+    (docs/benchmarks.md)."""
     return device.type in ("cpu", "cuda")
 
 

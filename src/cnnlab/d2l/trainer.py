@@ -5,9 +5,8 @@ working. What differs: no per-step host sync (the board keeps losses on the devi
 epoch), one printed line per epoch outside a notebook (the board's ``refresh``, called by ``fit`` after each
 ``fit_epoch``, also one the book redefines), validation and the optimizer step under ``torch.no_grad()``,
 ``num_gpus`` also counting MPS, Lightning's ``limit_train_batches``/``limit_val_batches`` for short runs, and conv
-weights held channels-last while ``fit`` runs on a CPU or CUDA device (oneDNN's and cuDNN's fast layout: the
-seed's LeNet cell trains 1.19x faster on a 2-core CPU, docs/benchmarks.md), handed back in the default layout
-when it returns.
+weights held channels-last while ``fit`` runs on a CPU or CUDA device (oneDNN's and cuDNN's fast layout,
+docs/benchmarks.md), handed back in the default layout when it returns.
 """
 
 from __future__ import annotations
