@@ -1,12 +1,14 @@
 """What is left to speed up the book's LeNet step on a CPU: layouts, torch.compile, bf16, and the per-layer floor.
 
-The performance goal asks `cnnlab train lenet --recipe book` for 4x the d2l 1.0.3 Trainer. This script measures, in one
-process and round-robin (so a load spike hits every variant), one training step (forward, cross-entropy, backward,
-SGD) of cnnlab's `lenet` at the book's batch 128 under each lever the trainer offers, then the oneDNN kernels of
-each conv and pool layer alone (what a step cannot go below without beating oneDNN), and the obvious
-hand-written rewrites of the costliest ones against oneDNN.
+The performance goals ask `cnnlab train lenet --recipe book` and the Chinese edition's `train_ch6` for 4x d2l
+1.0.3. This script measures, in one process and round-robin (so a load spike hits every variant), one training
+step (forward, cross-entropy, backward, SGD) of cnnlab's `lenet`, the book's layers, at the English edition's batch
+128 (``--batch 256``: ``train_ch6``'s) under each lever the trainer offers, then the oneDNN kernels of each conv and
+pool layer alone (what a step cannot go below without beating oneDNN), and the obvious hand-written rewrites of the
+costliest ones against oneDNN.
 
     python benchmarks/lenet_levers.py --repeats 7
+    python benchmarks/lenet_levers.py --repeats 7 --batch 256   # the Chinese edition's train_ch6 batch
 
 Variants: ``eager`` (contiguous), ``eager-cl`` (channels-last weights: the trainer's CPU default), ``compile-cl``
 (``torch.compile`` of forward + loss, static shapes), ``compile-cl-bf16`` (the same under bf16 autocast).
@@ -27,10 +29,10 @@ from cnnlab.models import create_model
 from cnnlab.models.init import init_cnn
 from cnnlab.train.rundir import environment
 
-BATCH = 128  # the book's
+BATCH = 128  # the English edition's (d2l-zh's train_ch6 uses 256)
 
 
-def step_variant(channels_last: bool, compile: bool, bf16: bool) -> Callable[[], None]:
+def step_variant(channels_last: bool, compile: bool, bf16: bool, batch: int) -> Callable[[], None]:
     """One training step of a freshly seeded LeNet, as a closure over its own model, optimizer and batch."""
     torch.manual_seed(0)
     model = create_model("lenet")
@@ -38,8 +40,8 @@ def step_variant(channels_last: bool, compile: bool, bf16: bool) -> Callable[[],
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    x = torch.rand(BATCH, 1, 28, 28).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (BATCH,))
+    x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,))
 
     def loss_of(x, y):
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
@@ -68,13 +70,13 @@ def median_ms(fn: Callable[[], None], calls: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def layer_floor(repeats: int) -> list[tuple[str, float, float]]:
-    """(layer, forward ms, backward ms) of LeNet's conv and pool kernels alone, channels-last, batch 128."""
+def layer_floor(repeats: int, batch: int) -> list[tuple[str, float, float]]:
+    """(layer, forward ms, backward ms) of LeNet's conv and pool kernels alone, channels-last."""
     rows = []
     cl = torch.channels_last
     for name, cin, cout, size, pad, input_grad in (("conv 5x5 1->6 @28", 1, 6, 28, 2, False),
                                                    ("conv 5x5 6->16 @14", 6, 16, 14, 0, True)):
-        x = torch.rand(BATCH, cin, size, size).contiguous(memory_format=cl)
+        x = torch.rand(batch, cin, size, size).contiguous(memory_format=cl)
         w = torch.randn(cout, cin, 5, 5).contiguous(memory_format=cl)
         b = torch.zeros(cout)
         g = torch.randn_like(F.conv2d(x, w, b, padding=pad))
@@ -84,7 +86,7 @@ def layer_floor(repeats: int) -> list[tuple[str, float, float]]:
                                 False, [0, 0], 1, mask), 50, repeats)
         rows.append((name, fwd, bwd))
     for name, channels, size in (("avg_pool 2x2 @28 (6 ch)", 6, 28), ("avg_pool 2x2 @10 (16 ch)", 16, 10)):
-        x = torch.rand(BATCH, channels, size, size).contiguous(memory_format=cl)
+        x = torch.rand(batch, channels, size, size).contiguous(memory_format=cl)
         g = torch.rand_like(F.avg_pool2d(x, 2))
         fwd = median_ms(partial(F.avg_pool2d, x, 2), 50, repeats)
         bwd = median_ms(partial(torch.ops.aten.avg_pool2d_backward, g, x, [2, 2], [2, 2], [0, 0], False, True, None),
@@ -93,19 +95,19 @@ def layer_floor(repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def alternatives(repeats: int) -> list[tuple[str, float, float]]:
+def alternatives(repeats: int, batch: int) -> list[tuple[str, float, float]]:
     """(what, oneDNN ms, hand-written ms): the obvious rewrites of LeNet's costliest kernels in plain torch ops,
     each checked against oneDNN's result before it is timed."""
-    x1 = torch.rand(BATCH, 1, 28, 28)
+    x1 = torch.rand(batch, 1, 28, 28)
     w1 = torch.randn(6, 1, 5, 5)
-    x2 = torch.rand(BATCH, 6, 14, 14)
+    x2 = torch.rand(batch, 6, 14, 14)
     w2 = torch.randn(16, 6, 5, 5)
-    g2 = torch.randn(BATCH, 16, 10, 10)
-    p1 = torch.rand(BATCH, 6, 28, 28)
+    g2 = torch.randn(batch, 16, 10, 10)
+    p1 = torch.rand(batch, 6, 28, 28)
 
     def conv1_im2col():  # (N*784, 25) patches times the (25, 6) weights
-        patches = F.pad(x1, (2, 2, 2, 2)).unfold(2, 5, 1).unfold(3, 5, 1).reshape(BATCH, 784, 25)
-        return (patches @ w1.view(6, 25).t()).transpose(1, 2).reshape(BATCH, 6, 28, 28)
+        patches = F.pad(x1, (2, 2, 2, 2)).unfold(2, 5, 1).unfold(3, 5, 1).reshape(batch, 784, 25)
+        return (patches @ w1.view(6, 25).t()).transpose(1, 2).reshape(batch, 6, 28, 28)
 
     def conv2_weight_gemm():  # gradient (16, N*100) times patches (N*100, 150)
         patches = x2.unfold(2, 5, 1).unfold(3, 5, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 150)
@@ -143,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=40, help="steps per timed repeat")
+    parser.add_argument("--batch", type=int, default=BATCH, help="images per step (default: the English edition's)")
     args = parser.parse_args()
     env = environment(torch.device("cpu"))
     print(f"torch {env['torch']}, {env['cpu_count']} CPUs, {env['torch_threads']} threads, commit {env['git_commit']}")
@@ -151,7 +154,7 @@ def main() -> None:
     steps, compile_s = {}, {}
     for name, flags in variants.items():
         start = time.perf_counter()
-        steps[name] = step_variant(*flags)
+        steps[name] = step_variant(*flags, args.batch)
         for _ in range(3):
             steps[name]()  # compiles here for the compiled variants
         compile_s[name] = time.perf_counter() - start
@@ -160,24 +163,26 @@ def main() -> None:
         for name, step in steps.items():
             times[name].append(median_ms(step, args.calls, 1))
     base = statistics.median(times["eager-cl"])
-    print(f"\nLeNet training step, batch {BATCH}, median of {args.repeats} round-robin repeats of {args.calls} steps")
+    print(f"\nLeNet training step, batch {args.batch}, median of {args.repeats} round-robin repeats of {args.calls} "
+          "steps")
     print("| variant | ms / step | images/s | vs eager-cl | first 3 steps (s, compile included) |")
     print("| --- | --: | --: | --: | --: |")
     for name, ts in times.items():
         ms = statistics.median(ts)
-        print(f"| {name} | {ms:.2f} | {BATCH / ms * 1e3:,.0f} | {base / ms:.2f}x | {compile_s[name]:.1f} |")
-    print(f"\nKernels alone (channels-last, batch {BATCH}, median of {args.repeats} x 50 calls)")
+        print(f"| {name} | {ms:.2f} | {args.batch / ms * 1e3:,.0f} | {base / ms:.2f}x | {compile_s[name]:.1f} |")
+    print(f"\nKernels alone (channels-last, batch {args.batch}, median of {args.repeats} x 50 calls)")
     print("| layer | forward ms | backward ms |")
     print("| --- | --: | --: |")
     total = 0.0
-    for name, fwd, bwd in layer_floor(args.repeats):
+    for name, fwd, bwd in layer_floor(args.repeats, args.batch):
         total += fwd + bwd
         print(f"| {name} | {fwd:.3f} | {bwd:.3f} |")
     print(f"| **sum** | | **{total:.2f}** |")
-    print(f"\nHand-written rewrites against oneDNN (contiguous, batch {BATCH}, median of {args.repeats} x 20 calls)")
+    print(f"\nHand-written rewrites against oneDNN (contiguous, batch {args.batch}, median of {args.repeats} x 20 "
+          "calls)")
     print("| kernel | oneDNN ms | rewrite ms |")
     print("| --- | --: | --: |")
-    for name, ours, theirs in alternatives(args.repeats):
+    for name, ours, theirs in alternatives(args.repeats, args.batch):
         print(f"| {name} | {ours:.3f} | {theirs:.3f} |")
 
 
