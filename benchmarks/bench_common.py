@@ -39,6 +39,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-out", type=Path, default=None, help="also write the result here as JSON")
 
 
+def check_source(source: Path | None) -> Path:
+    """``source`` if it holds the four Fashion-MNIST .gz files; else stop with one line saying what was expected."""
+    if source is None or not all((Path(source) / name).is_file() for name in FILES):
+        raise SystemExit(f"expected --source or $CNNLAB_DATA to name a folder with {', '.join(FILES)}; got {source}")
+    return Path(source)
+
+
 @contextmanager
 def scratch(workdir: Path | None, source: Path | None) -> Iterator[Path]:
     """Yield a scratch folder whose ``data/FashionMNIST/raw`` holds a copy of the four .gz files.
@@ -47,13 +54,12 @@ def scratch(workdir: Path | None, source: Path | None) -> Iterator[Path]:
     this copy (made once; a later run with the same ``workdir`` reuses it). Without ``workdir`` the folder is
     temporary and removed afterwards.
     """
-    if source is None or not all((Path(source) / name).is_file() for name in FILES):
-        raise SystemExit(f"expected --source or $CNNLAB_DATA to name a folder with {', '.join(FILES)}; got {source}")
+    source = check_source(source)
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
-            yield _copy_data(Path(tmp), Path(source))
+            yield _copy_data(Path(tmp), source)
     else:
-        yield _copy_data(Path(workdir), Path(source))
+        yield _copy_data(Path(workdir), source)
 
 
 def _copy_data(root: Path, source: Path) -> Path:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_common_args, report, result, scratch, truncate  # noqa: E402
+from bench_common import add_common_args, check_source, report, result, scratch, truncate  # noqa: E402
 from seed_lenet import import_d2l  # noqa: E402
 
 BOOK_PYTHON = Path.home() / ".cache" / "cnnlab" / "d2l-venv" / "bin" / "python"
@@ -92,6 +92,10 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
 
 def compare(args: argparse.Namespace) -> None:
     """Run both sides ``args.compare`` times as subprocesses, alternating which goes first, and print the ratios."""
+    check_source(args.source)  # here, not in the first child: one line instead of a child's failure
+    if not args.book_python.is_file():
+        raise SystemExit(f"expected d2l 1.0.3's virtualenv python at {args.book_python} (make it with "
+                         "benchmarks/setup_d2l_venv.sh, or pass --book-python); got no such file")
     sides = {"book": str(args.book_python), "cnnlab": sys.executable}
     flags = ["--epochs", str(args.epochs), "--seed", str(args.seed)]
     flags += ["--limit", str(args.limit)] if args.limit is not None else []

@@ -5,6 +5,7 @@ reachable one they skip, except under CI=true, where they fail.
 """
 
 import functools
+import json
 import os
 import shlex
 import signal
@@ -177,6 +178,9 @@ def test_sqlite_sweep_with_two_jobs_prunes_fails_and_finishes(tmp_path, data_dir
     assert trials[1e-6].state == TrialState.PRUNED and trials[1e-6].last_step == 1  # stopped before epoch 2
     hopeless = trials[1e-6].user_attrs["run_dir"]
     assert len(open(os.path.join(hopeless, "metrics.csv")).read().splitlines()) == 2  # header + epoch 1 only
+    with open(os.path.join(hopeless, "result.json")) as f:  # a pruned run is stopped, not failed
+        result = json.load(f)
+    assert result["status"] == "stopped" and result["stop_reason"].startswith("pruned by the sweep's pruner")
     assert trials[1e4].state == TrialState.FAIL and "non-finite" in trials[1e4].user_attrs["error"]
     assert any(t.state == TrialState.COMPLETE for t in good)
     assert len({t.user_attrs["pid"] for t in _trials(url, name)}) == 2  # two worker processes ran trials

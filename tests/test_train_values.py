@@ -10,7 +10,7 @@ import torch
 
 import cnnlab.inference
 from cnnlab.data import ImageDataset
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, StopRun
 from cnnlab.inference import load_trained
 from cnnlab.models import create_model, list_models
 from cnnlab.train import build_trainer, make_config, resume, train
@@ -128,6 +128,24 @@ def test_on_epoch_sees_every_epoch_and_its_exception_ends_the_run_as_failed(colo
     result = json.loads((tmp_path / "r" / "result.json").read_text())
     assert result["status"] == "failed" and "pruned by the sweep" in result["error"] and result["epochs"] == 2
     assert len((tmp_path / "r" / "metrics.csv").read_text().splitlines()) == 3  # header + the two epochs
+
+
+def test_stop_run_from_on_epoch_ends_the_run_as_stopped_not_failed(colours, tmp_path):
+    def stop(row):
+        if row["epoch"] == 2:
+            raise StopRun("enough for this test")
+
+    history = train("lenet-relu", quiet=True, report=False, on_epoch=stop, **quick(tmp_path / "r", epochs=4))
+    assert [row["epoch"] for row in history] == [1, 2]
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["status"] == "stopped" and result["stop_reason"] == "enough for this test"
+    assert result["epochs"] == 2 and result["test_acc"] == history[-1]["val_acc"]
+    assert result["stopped_early_epoch"] is None  # that key is the patience rule's
+    assert (tmp_path / "r" / "curves.png").is_file()  # ended like a finished run: its figures are written
+    # A run that ends normally says finished and has no reason
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "s", epochs=1))
+    plain = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert plain["status"] == "finished" and plain["stop_reason"] is None
 
 
 def test_a_nan_run_says_so_in_result_json(colours, tmp_path):

@@ -55,8 +55,7 @@ class Run:
     @property
     def status(self) -> str:
         """``finished``, ``failed`` or ``stopped`` as result.json says, ``pruned`` for a sweep trial its pruner
-        stopped (trial.json says so; the trainer records any stop by an observer as failed), ``incomplete``
-        without a result.json."""
+        stopped (trial.json says so; its result.json says ``stopped``), ``incomplete`` without a result.json."""
         if self.pruned:
             return "pruned"
         if self.result is None:

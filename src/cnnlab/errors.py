@@ -18,6 +18,14 @@ class CheckpointError(CnnlabError):
     """A checkpoint is missing, corrupt, not a plain tensor container, or from another model."""
 
 
+class StopRun(Exception):
+    """Raised by an observer's ``on_epoch`` (or ``train``'s ``on_epoch`` callback) to end the run after this epoch.
+
+    Not a failure: the run ends as a finished one would (test evaluation, result.json, the report), with
+    ``status: stopped`` and the exception's message as ``stop_reason``. A sweep's pruner stops trials this way.
+    """
+
+
 class Interrupted(Exception):
     """SIGINT/SIGTERM stopped training after a resumable checkpoint was written (CLI exit 128 + signal)."""
 

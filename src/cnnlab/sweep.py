@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.errors import CnnlabError, Interrupted, StopRun
 
 KINDS = ("loguniform", "uniform", "int", "intlog", "choice")
 PRUNERS = ("median", "hyperband", "none")
@@ -330,10 +330,13 @@ def run_trial(trial, spec: SweepSpec, sweep_dir: Path) -> float:
                        ("command", command_line(spec, values, run_dir))):
         trial.set_user_attr(key, value)
 
+    pruned: list[str] = []  # the pruner's reason, once it stops the trial
+
     def on_epoch(row: dict[str, float]) -> None:
         trial.report(row["val_acc"], int(row["epoch"]))
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"val_acc {row['val_acc']:.4f} after epoch {int(row['epoch'])}")
+        if trial.should_prune():  # the run ends as a stopped one (result.json, report); Optuna hears of it below
+            pruned.append(f"pruned by the sweep's pruner: val_acc {row['val_acc']:.4f} after epoch {int(row['epoch'])}")
+            raise StopRun(pruned[-1])
 
     common = dict(quiet=True, report=spec.report, on_epoch=on_epoch)
     try:
@@ -344,9 +347,6 @@ def run_trial(trial, spec: SweepSpec, sweep_dir: Path) -> float:
             settings = {**spec.overrides, **values}
             recipe = settings.pop("recipe", spec.recipe)
             history = train(spec.model, recipe, force=resume_of is not None, out=str(run_dir), **common, **settings)
-    except optuna.TrialPruned as e:
-        write_json(run_dir / "trial.json", _trial_record(trial, "pruned", reason=str(e)))
-        raise
     except (Interrupted, KeyboardInterrupt):
         trial.set_user_attr("interrupted", True)
         raise
@@ -358,6 +358,9 @@ def run_trial(trial, spec: SweepSpec, sweep_dir: Path) -> float:
             write_json(run_dir / "trial.json", _trial_record(trial, "failed", error=message))
         trial.set_user_attr("error", message)
         raise TrialFailed(message) from e
+    if pruned:
+        write_json(run_dir / "trial.json", _trial_record(trial, "pruned", reason=pruned[-1]))
+        raise optuna.TrialPruned(pruned[-1])
     accs = [row["val_acc"] for row in history if math.isfinite(row["val_acc"])]
     if not accs:
         trial.set_user_attr("error", "no finite validation accuracy")

@@ -74,8 +74,10 @@ def train(model: str, recipe: str = "book", *, force: bool = False, quiet: bool 
           on_epoch: Callable[[dict[str, float]], None] | None = None, **overrides: Any) -> list[dict[str, float]]:
     """Train ``model`` with a recipe and explicit overrides; returns the epoch history (see Trainer.fit).
 
-    ``on_epoch(row)`` is called after every epoch once it is checkpointed and in metrics.csv; an exception it
-    raises ends the run (result.json then says ``failed`` with the error) and comes out of this call.
+    ``on_epoch(row)`` is called after every epoch once it is checkpointed and in metrics.csv. Raising
+    :class:`cnnlab.errors.StopRun` there ends the run after that epoch as a finished one (result.json: ``stopped``
+    and the reason); any other exception it raises ends the run as ``failed`` with the error and comes out of this
+    call.
     """
     config = make_config(model, recipe, **overrides)
     return build_trainer(config, force=force, quiet=quiet, report=report, on_epoch=on_epoch).fit()

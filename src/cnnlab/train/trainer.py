@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, stratified_split
 from cnnlab.device import channels_last_pays, resolve_device
-from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.errors import CnnlabError, Interrupted, StopRun
 from cnnlab.io import remove_stale_temporaries
 from cnnlab.models import check_input_size, model_info
 from cnnlab.train.config import TrainConfig
@@ -152,6 +152,7 @@ class Trainer(ResumableState):
         # Counters and history; a resume overwrites them.
         self.epoch, self.step, self.history, self.best_val_acc = 0, 0, [], -1.0
         self.target_reached: dict[str, float] | None = None  # {"epoch", "seconds"} once val_acc >= target_acc
+        self.stop_reason: str | None = None  # why an observer ended the run (StopRun); not kept across a resume
         self.epoch_metrics = EpochMetrics(self.device)
         self.elapsed = 0.0  # wall seconds of fitting before this process (a resumed run carries them over)
         self.result: dict[str, Any] | None = None
@@ -209,6 +210,8 @@ class Trainer(ResumableState):
         cfg = self.config
         if self.target_reached is not None:
             return f"it reached its target accuracy {cfg.target_acc} at epoch {self.target_reached['epoch']}"
+        if self.stop_reason is not None:
+            return f"it was stopped after epoch {self.epoch}: {self.stop_reason}"
         if cfg.early_stop and self._epochs_since_best() >= cfg.early_stop:
             return f"it stopped early after {cfg.early_stop} epochs without a better {self.val_name} accuracy"
         if self.epoch >= cfg.epochs:
@@ -250,6 +253,8 @@ class Trainer(ResumableState):
                 if self.target_reached is not None:
                     self._log(f"{self.val_name} accuracy {val['acc']:.4f} reached the target {cfg.target_acc} after "
                               f"{self.elapsed:.1f}s (epoch {self.epoch}): stopping")
+                elif self.stop_reason is not None:
+                    self._log(f"stopping after epoch {self.epoch}: {self.stop_reason}")
                 elif self.finished() and self.epoch < cfg.epochs:
                     self._log(f"no better {self.val_name} accuracy for {cfg.early_stop} epochs: stopping early")
             self.result = self._result(time.perf_counter() - start)
@@ -421,7 +426,13 @@ class Trainer(ResumableState):
                   f"{row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
         if len(self.history) == 1 and self.steps_per_epoch >= CHANCE_CHECK_STEPS:
             self._chance_warning(row)
-        self._notify("on_epoch", self, row, is_best)
+        try:
+            self._notify("on_epoch", self, row, is_best)
+        except StopRun as stop:
+            self.stop_reason = str(stop) or "an observer asked to stop"
+        # Observers run on rank 0 only: every rank learns of a stop here, so all leave the loop at this epoch.
+        if reduce_int(int(self.stop_reason is not None), self.dist, self.device) and self.stop_reason is None:
+            self.stop_reason = "rank 0's observer asked to stop"
 
     def _result(self, wall: float) -> dict[str, Any]:
         """The run's figures (result.json); with a validation split, the final model is evaluated on the test set
@@ -436,10 +447,12 @@ class Trainer(ResumableState):
         if self.dist.world_size == 1 and self._val_logits:
             self.test_logits = torch.cat(self._val_logits).cpu()
         images = sum(r["images_per_s"] * r["seconds"] for r in self.history)
-        stopped_early = self.target_reached is None and bool(self.history) and self.epoch < self.config.epochs
+        stopped_early = (self.target_reached is None and self.stop_reason is None and bool(self.history)
+                         and self.epoch < self.config.epochs)
         return {
             "model": self.config.model, "recipe": self.config.recipe, "dataset": self.dataset.name,
-            "status": "finished", "epochs": len(self.history),
+            "status": "finished" if self.stop_reason is None else "stopped", "stop_reason": self.stop_reason,
+            "epochs": len(self.history),
             "test_acc": test["acc"], "test_loss": test["loss"], "test_samples": test_samples,
             "val_split": self.config.val_split,
             "val_acc": last.get("val_acc") if self.config.val_split is not None else None,
