@@ -209,6 +209,19 @@ def test_colour_images_for_rgb_models(tmp_path):
         load_image(tmp_path / "deep.png", channels=2)
 
 
+@pytest.mark.parametrize("channels, invert", [(1, False), (1, True), (3, False), (3, True)])
+def test_a_file_and_the_same_picture_uploaded_to_the_explorer_give_the_model_the_same_input(tmp_path, channels,
+                                                                                            invert):
+    from cnnlab.explore.images import decode_upload
+
+    rng = np.random.default_rng(channels + 2 * invert)
+    rgba = rng.integers(0, 256, (45, 30, 4), dtype=np.uint8)  # not square, partly transparent: every step runs
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "pic.png")
+    from_file = load_image(tmp_path / "pic.png", invert=invert, channels=channels, size=28)
+    uploaded = decode_upload((tmp_path / "pic.png").read_bytes(), channels, 28, invert=invert)
+    assert uploaded.dtype == torch.uint8 and torch.equal(from_file, uploaded.float() / 255)
+
+
 @pytest.fixture
 def folder(tmp_path, test_pngs):
     """Three test PNGs under unsorted names, a corrupt PNG, a text file and a hidden image."""

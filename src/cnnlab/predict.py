@@ -8,21 +8,20 @@ to the model's input, normalisation, flip-TTA) runs exactly as in evaluation (:m
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained
+from cnnlab.picture import read_picture
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
-# Refuse before decoding: a 50-megapixel grey image is 50 MB of pixels, far beyond any photo of one garment, while
-# a crafted PNG can claim 2^31 x 2^31 pixels in a few hundred bytes (a "decompression bomb").
+# Refused before decoding (cnnlab.picture): a 50-megapixel grey image is 50 MB of pixels, far beyond any photo of
+# one garment.
 MAX_PIXELS = 50_000_000
 MAX_BYTES = 100 * 2**20
 
@@ -30,10 +29,8 @@ MAX_BYTES = 100 * 2**20
 def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int = SIDE) -> torch.Tensor:
     """Read one image file as a float ``channels x size x size`` tensor in [0, 1], like a dataset's stored image.
 
-    Steps: EXIF orientation applied; transparent pixels laid on the background (black, or white with ``invert``);
-    converted to grey (``channels=1``) or RGB (``channels=3``); padded to a square with the colour of its corner
-    pixels (so the subject keeps its aspect ratio); resized to ``size`` x ``size`` with a Lanczos filter
-    (antialiased: every source pixel contributes when shrinking); scaled to [0, 1]; inverted (``1 - x``) if asked.
+    The decoding (EXIF orientation, transparency, grey or RGB, padding to a square, Lanczos resize, ``invert``) is
+    :func:`cnnlab.picture.read_picture`'s, the explorer's too, so both feed a model the same input.
 
     Args:
         path: the image file.
@@ -52,61 +49,9 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"image {path} does not exist or is not a file")
-    nbytes = path.stat().st_size
-    if nbytes == 0:
-        raise CnnlabError(f"image {path} is empty (0 bytes), expected a PNG or JPEG file")
-    if nbytes > MAX_BYTES:
-        raise CnnlabError(f"image {path} is {nbytes / 2**20:.0f} MiB, expected at most {MAX_BYTES // 2**20} MiB")
-    try:
-        with warnings.catch_warnings():
-            # PIL warns (not raises) between MAX_IMAGE_PIXELS and twice that; our own limit below is lower anyway.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # reads the header only
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise CnnlabError(f"image {path} is {w} x {h} = {w * h / 1e6:.0f} megapixels, expected at most "
-                                      f"{MAX_PIXELS / 1e6:.0f} (refused before decoding)")
-                im = ImageOps.exif_transpose(im)  # decodes the pixels
-                im = _to_mode(im, "L" if channels == 1 else "RGB", background=255 if invert else 0)
-    except Image.DecompressionBombError:
-        raise CnnlabError(f"image {path} claims too many pixels (a decompression bomb?); expected at most "
-                          f"{MAX_PIXELS / 1e6:.0f} megapixels") from None
-    except UnidentifiedImageError:
-        raise CnnlabError(f"{path} is not an image PIL can read (expected PNG, JPEG, BMP, GIF, TIFF or WebP)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, CnnlabError):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CnnlabError(f"cannot decode image {path}: truncated or corrupt ({first[:120]})") from None
-    pixels = np.asarray(_square(im).resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
-    x = torch.from_numpy(pixels.reshape(size, size, channels)).permute(2, 0, 1).contiguous()  # C x size x size
-    return 1 - x if invert else x
-
-
-def _to_mode(im: Image.Image, mode: str, background: int) -> Image.Image:
-    """8-bit grey ("L") or RGB, with alpha composited over ``background`` and 16-bit/float images rescaled."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if a.max() > 255 else 255.0  # 16-bit PNGs open as "I"/"I;16"
-        im = Image.fromarray(np.clip(a / top * 255, 0, 255).round().astype(np.uint8), mode="L")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        canvas = Image.new("RGBA", im.size, (background, background, background, 255))
-        im = Image.alpha_composite(canvas, im)
-    return im.convert(mode)
-
-
-def _square(im: Image.Image) -> Image.Image:
-    """Pad to a square with the median colour of the four corners (the background, for a product photo)."""
-    w, h = im.size
-    if w == h:
-        return im
-    corners = np.array([im.getpixel(p) for p in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1))])
-    colour = np.median(corners, axis=0).astype(int)  # per channel
-    side = max(w, h)
-    canvas = Image.new(im.mode, (side, side), int(colour) if colour.ndim == 0 else tuple(colour.tolist()))
-    canvas.paste(im, ((side - w) // 2, (side - h) // 2))
-    return canvas
+    image = read_picture(path, name=f"image {path}", channels=channels, size=size, invert=invert,
+                         max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    return image.float() / 255
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
