@@ -330,13 +330,14 @@ def run_trial(trial, spec: SweepSpec, sweep_dir: Path) -> float:
                        ("command", command_line(spec, values, run_dir))):
         trial.set_user_attr(key, value)
 
-    pruned: list[str] = []  # the pruner's reason, once it stops the trial
+    pruned: str | None = None  # the pruner's reason, once it stops the trial
 
     def on_epoch(row: dict[str, float]) -> None:
+        nonlocal pruned
         trial.report(row["val_acc"], int(row["epoch"]))
         if trial.should_prune():  # the run ends as a stopped one (result.json, report); Optuna hears of it below
-            pruned.append(f"pruned by the sweep's pruner: val_acc {row['val_acc']:.4f} after epoch {int(row['epoch'])}")
-            raise StopRun(pruned[-1])
+            pruned = f"pruned by the sweep's pruner: val_acc {row['val_acc']:.4f} after epoch {int(row['epoch'])}"
+            raise StopRun(pruned)
 
     common = dict(quiet=True, report=spec.report, on_epoch=on_epoch)
     try:
@@ -358,9 +359,9 @@ def run_trial(trial, spec: SweepSpec, sweep_dir: Path) -> float:
             write_json(run_dir / "trial.json", _trial_record(trial, "failed", error=message))
         trial.set_user_attr("error", message)
         raise TrialFailed(message) from e
-    if pruned:
-        write_json(run_dir / "trial.json", _trial_record(trial, "pruned", reason=pruned[-1]))
-        raise optuna.TrialPruned(pruned[-1])
+    if pruned is not None:
+        write_json(run_dir / "trial.json", _trial_record(trial, "pruned", reason=pruned))
+        raise optuna.TrialPruned(pruned)
     accs = [row["val_acc"] for row in history if math.isfinite(row["val_acc"])]
     if not accs:
         trial.set_user_attr("error", "no finite validation accuracy")
