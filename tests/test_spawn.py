@@ -33,7 +33,7 @@ def test_bad_requests_fail_before_any_process_starts(monkeypatch):
     with pytest.raises(CnnlabError, match="^procs splits the CPU's cores among processes; expected --device cpu, "
                                           "got cuda$"):
         train_in_processes(2, "lenet", device="cuda")
-    with pytest.raises(CnnlabError, match="unknown TrainConfig field"):
+    with pytest.raises(CnnlabError, match="unknown key.s. .*expected TrainConfig fields"):
         train_in_processes(2, "lenet", no_such_field=1)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(CnnlabError, match="^already one of 2 processes of a launcher"):

@@ -57,7 +57,7 @@ def test_make_config_precedence():
     (dict(optimizer="nesterov"), "nesterov needs momentum > 0"),
     (dict(label_smoothing=1.0), "label-smoothing must be below 1"),
     (dict(resize=0), "resize must be a positive integer"),
-    (dict(bogus=1), "unknown TrainConfig field"),
+    (dict(bogus=1), "unknown key.s. bogus; expected TrainConfig fields"),
 ])
 def test_bad_config_raises_one_line(overrides, message):
     with pytest.raises(CnnlabError, match=message) as info:

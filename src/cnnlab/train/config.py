@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,10 +187,7 @@ def make_config(model: str, recipe: str = "book", **overrides: Any) -> TrainConf
     info = model_info(model)
     if recipe not in RECIPES:
         raise CnnlabError(f"recipe must be one of {', '.join(RECIPES)}; got {recipe!r}")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise CnnlabError(f"unknown TrainConfig field(s) {', '.join(unknown)}; expected some of: {', '.join(names)}")
+    check_known_fields(overrides, "the overrides")
     values: dict[str, Any] = {"lr": info.lr}
     values.update(RECIPES[recipe])
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -199,3 +198,20 @@ def make_config(model: str, recipe: str = "book", **overrides: Any) -> TrainConf
 def config_fields() -> list[dataclasses.Field]:
     """The TrainConfig fields, for the CLI to build its flags from."""
     return list(dataclasses.fields(TrainConfig))
+
+
+def field_types() -> dict[str, type]:
+    """TrainConfig field name -> the type of its value (``float`` for ``float | None``)."""
+    types = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        types[name] = args[0] if args else hint
+    return types
+
+
+def check_known_fields(keys: Iterable[str], where: str) -> None:
+    """Refuse keys that are not TrainConfig fields (a config file's, a study's or a sweep's), in one line."""
+    unknown = sorted(set(keys) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise CnnlabError(f"{where} has unknown key(s) {', '.join(unknown)}; expected TrainConfig fields "
+                          "(the flags of `cnnlab train --help`, e.g. batch_size)")
