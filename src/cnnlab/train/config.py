@@ -28,9 +28,13 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a training run. ``None`` means "the model's or recipe's default"."""
+    """Everything that decides a training run. ``None`` means "the model's or recipe's default".
+
+    A config is checked where it is made (``__post_init__``, so ``dataclasses.replace`` checks too): a TrainConfig
+    that exists is a valid one.
+    """
 
     model: str = _f("lenet", "registered model name (see `cnnlab models`)")
     dataset: str = _f("fashion-mnist", "dataset name (see `cnnlab datasets`) or folder:PATH for your own images "
@@ -85,6 +89,9 @@ class TrainConfig:
                                     "~/.cache/cnnlab/fashion-mnist; other datasets: ~/.cache/cnnlab/<name>)")
     out: str | None = _f(None, "run folder (default: runs/<time>-<model>)")
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> TrainConfig:
         """Check types, ranges and combinations; raise a one-line CnnlabError on the first problem."""
         for name, choices in CHOICES.items():
@@ -110,8 +117,7 @@ class TrainConfig:
                     or (v >= 1 and v != int(v)):
                 raise CnnlabError(f"val-split must be a fraction in (0, 1) or a whole number of images >= 1, "
                                   f"got {v!r}")
-        from cnnlab.device import check_device_name
-        from cnnlab.train.schedule import check_schedule
+        from cnnlab.device import check_device_name  # torch: the CLI builds its flags from this module torch-free
 
         check_device_name(self.device)  # auto, cpu, mps, cuda or cuda:N (a pattern, not a list of choices)
         check_schedule(self)
@@ -142,6 +148,34 @@ class TrainConfig:
             # numpy's legacy seeding (np.random.seed) takes 32 bits
             raise CnnlabError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         return self
+
+
+def parse_milestones(text: str | None) -> tuple[int, ...]:
+    """``"30,60"`` -> ``(30, 60)``: strictly increasing positive epochs; raises a one-line CnnlabError otherwise."""
+    try:
+        values = tuple(int(v) for v in (text or "").split(","))
+    except ValueError:
+        raise CnnlabError(f"milestones must be comma-separated epochs such as 30,60; got {text!r}") from None
+    if not values or min(values) < 1 or list(values) != sorted(set(values)):
+        raise CnnlabError(f"milestones must be strictly increasing positive epochs such as 30,60; got {text!r}")
+    return values
+
+
+def check_schedule(cfg: TrainConfig) -> None:
+    """The step-decay fields a schedule needs, in range (part of :meth:`TrainConfig.validate`)."""
+    gamma = cfg.gamma
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+        raise CnnlabError(f"gamma must be a decay factor in (0, 1], got {gamma!r}")
+    step_size = cfg.step_size
+    if cfg.schedule == "step" and step_size is None:
+        raise CnnlabError("schedule step needs --step-size EPOCHS (epochs between decays), got none")
+    if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1):
+        raise CnnlabError(f"step-size must be a positive number of epochs, got {step_size!r}")
+    milestones = cfg.milestones
+    if cfg.schedule == "multistep" and not milestones:
+        raise CnnlabError("schedule multistep needs --milestones EPOCHS such as 30,60, got none")
+    if milestones:
+        parse_milestones(milestones)
 
 
 # Recipes: overrides applied on top of the dataclass defaults (a callable gets the model name).
@@ -192,7 +226,7 @@ def make_config(model: str, recipe: str = "book", **overrides: Any) -> TrainConf
     values.update(RECIPES[recipe])
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update(model=model, recipe=recipe)
-    return TrainConfig(**values).validate()
+    return TrainConfig(**values)
 
 
 def config_fields() -> list[dataclasses.Field]:

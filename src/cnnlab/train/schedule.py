@@ -7,8 +7,7 @@ import math
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError
-from cnnlab.train.config import TrainConfig
+from cnnlab.train.config import TrainConfig, parse_milestones
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -30,34 +29,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov")
-
-
-def parse_milestones(text: str | None) -> tuple[int, ...]:
-    """``"30,60"`` -> ``(30, 60)``: strictly increasing positive epochs; raises a one-line CnnlabError otherwise."""
-    try:
-        values = tuple(int(v) for v in (text or "").split(","))
-    except ValueError:
-        raise CnnlabError(f"milestones must be comma-separated epochs such as 30,60; got {text!r}") from None
-    if not values or min(values) < 1 or list(values) != sorted(set(values)):
-        raise CnnlabError(f"milestones must be strictly increasing positive epochs such as 30,60; got {text!r}")
-    return values
-
-
-def check_schedule(cfg: TrainConfig) -> None:
-    """The step-decay fields a schedule needs, in range (called by :meth:`TrainConfig.validate`)."""
-    gamma = cfg.gamma
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
-        raise CnnlabError(f"gamma must be a decay factor in (0, 1], got {gamma!r}")
-    step_size = cfg.step_size
-    if cfg.schedule == "step" and step_size is None:
-        raise CnnlabError("schedule step needs --step-size EPOCHS (epochs between decays), got none")
-    if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1):
-        raise CnnlabError(f"step-size must be a positive number of epochs, got {step_size!r}")
-    milestones = cfg.milestones
-    if cfg.schedule == "multistep" and not milestones:
-        raise CnnlabError("schedule multistep needs --milestones EPOCHS such as 30,60, got none")
-    if milestones:
-        parse_milestones(milestones)
 
 
 class LRFactor:
