@@ -348,7 +348,7 @@ def environment(d2l_python: Path) -> dict[str, Any]:
     import torchvision
 
     import cnnlab
-    from cnnlab.train.rundir import git_commit
+    from cnnlab.runs.folder import git_commit
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -22,8 +22,8 @@ from cnnlab.data import CLASSES
 from cnnlab.explore.probe import analyze
 from cnnlab.inference import load_trained
 from cnnlab.models import create_model
-from cnnlab.train.checkpoint import save_checkpoint
-from cnnlab.train.rundir import environment
+from cnnlab.runs.checkpoint import save_checkpoint
+from cnnlab.runs.folder import environment
 
 CASES = (("lenet", 28), ("resnet18", 96))
 

@@ -44,7 +44,7 @@ import torch
 from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.io import write_json
-from cnnlab.train.rundir import environment
+from cnnlab.runs.folder import environment
 
 SPLITS = ("train", "test")
 DEFAULT_RUNS = ("lenet-bn-relu:fast", "lenet:book")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from cnnlab.models import create_model
 from cnnlab.models.init import init_cnn
-from cnnlab.train.rundir import environment
+from cnnlab.runs.folder import environment
 
 BATCH = 128  # the English edition's (d2l-zh's train_ch6 uses 256)
 

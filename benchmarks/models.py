@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.models import list_models, model_info
-from cnnlab.train.rundir import environment
+from cnnlab.runs.folder import environment
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from cnnlab.ops import conv2d
 from cnnlab.ops.shapes import conv_output_shape
-from cnnlab.train.rundir import git_commit
+from cnnlab.runs.folder import git_commit
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import tempfile
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from cnnlab.runs.folder import environment
 from cnnlab.train import build_trainer, make_config
-from cnnlab.train.rundir import environment
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from cnnlab.data import CLASSES, MEAN, STD, load_fashion_mnist
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.models import create_model
 from cnnlab.models.init import init_cnn
-from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.runs.checkpoint import save_checkpoint
 
 MODEL, STEPS, BATCH, LR, MOMENTUM, SEED = "lenet-relu", 100, 128, 0.1, 0.9, 0
 

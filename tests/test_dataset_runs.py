@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnlab import cli
 from cnnlab.inference import load_trained
-from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 
 CLASSES = ("apple", "grass", "sky")  # sorted, as folder class names are
 COLOURS = {"apple": (200, 30, 30), "grass": (30, 180, 40), "sky": (40, 80, 220)}

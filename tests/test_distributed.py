@@ -79,16 +79,16 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
     """The distributed runs, in order; each one creates and destroys its own process group."""
     import torch.distributed as dist
 
+    from cnnlab.runs.checkpoint import load_checkpoint
     from cnnlab.train import TrainConfig, build_trainer
     from cnnlab.train import trainer as trainer_module
-    from cnnlab.train.checkpoint import load_checkpoint
 
     def fit(trainer) -> dict:
         try:
             trainer.fit()
         except Exception as e:
-            return {"error": _record_error(e), "step": trainer.step}
-        return {"step": trainer.step}
+            return {"error": _record_error(e), "step": trainer.state.step}
+        return {"step": trainer.state.step}
 
     def run(name, port, make):
         os.environ["MASTER_PORT"] = str(port)
@@ -113,7 +113,7 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
 
         def update_then_signal(*args):  # rank 1 alone gets SIGTERM at the end of its first step
             update(*args)
-            if rank == 1 and trainer.step == 0:
+            if rank == 1 and trainer.state.step == 0:
                 os.kill(os.getpid(), signal.SIGTERM)
 
         trainer.epoch_metrics.update = update_then_signal
@@ -148,8 +148,8 @@ def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: st
     """One rank: torchrun's environment, a small dataset, the scenarios; rank 0 then runs the 1-process reference."""
     import cnnlab.inference as inference_module
     import cnnlab.io as io_module
-    import cnnlab.train.checkpoint as checkpoint_module
-    import cnnlab.train.rundir as rundir_module
+    import cnnlab.runs.checkpoint as checkpoint_module
+    import cnnlab.runs.folder as rundir_module
     from cnnlab.train import build_trainer
     from cnnlab.train.metrics import EpochMetrics
 

@@ -13,7 +13,7 @@ from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.evaluate import EvalResult, confusion_matrix, evaluate_checkpoint, format_eval
 from cnnlab.inference import load_trained, predict_logits
 from cnnlab.models import create_model
-from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 
 trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
 

@@ -29,7 +29,7 @@ from cnnlab.data import CLASSES
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.models import create_model
 from cnnlab.models.init import init_cnn
-from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.runs.checkpoint import save_checkpoint
 
 RGB_CLASSES = ("cat", "dog", "ship", "frog", "tree")
 

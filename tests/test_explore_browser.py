@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import test_explore_api
-from cnnlab.explore.runs import read_metrics
 from cnnlab.io import write_json, write_metrics_csv
+from cnnlab.runs import read_metrics
 from test_report import CHROMEDRIVER, CHROMIUM, needs_chromium
 
 explore_root, server = test_explore_api.explore_root, test_explore_api.server  # shared fixtures

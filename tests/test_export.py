@@ -16,7 +16,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.export import export_checkpoint
 from cnnlab.inference import load_trained
 from cnnlab.models import create_model
-from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.runs.checkpoint import save_checkpoint
 
 # the export extra (pip install 'cnnlab[export]'); `make test` installs it, so CI never skips these
 onnx = pytest.importorskip("onnx")

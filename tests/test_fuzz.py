@@ -29,8 +29,8 @@ import cnnlab.train
 from cnnlab import cli, ops
 from cnnlab.errors import CheckpointError
 from cnnlab.models import list_models
+from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train import make_config
-from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train.config import CHOICES, TrainConfig, config_fields
 
 

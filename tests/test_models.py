@@ -65,7 +65,7 @@ def _count(model: nn.Module) -> int:
 
 
 def test_every_registered_model_has_a_pinned_count():
-    # the zoo's own families; `cnnlab study` registers its exercise variants from cnnlab.study when it loads
+    # the zoo's own families (list_models leaves out the exercise variants of cnnlab.models.variants)
     from cnnlab.models import model_info
 
     zoo = {name for name in list_models() if model_info(name).builder.__module__.startswith("cnnlab.models.")}

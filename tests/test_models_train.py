@@ -23,7 +23,7 @@ def test_book_recipe_trains_every_model(tmp_path, data_dir, name):
     history = trainer.fit()
     result = json.loads((tmp_path / name / "result.json").read_text())
     assert result["input_size"] == model_info(name).input_size and cfg.lr == model_info(name).lr
-    assert history[0]["train_loss"] > 0 and trainer.step == 2
+    assert history[0]["train_loss"] > 0 and trainer.state.step == 2
     state = trainer.model.state_dict()
     moved = [k for k, v in state.items() if v.is_floating_point() and not torch.equal(v, before[k])]
     assert moved, "no weight changed"

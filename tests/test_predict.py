@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained, predict_logits
 from cnnlab.models import create_model
 from cnnlab.predict import format_predictions, image_files, load_image, predict_files
-from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.runs.checkpoint import save_checkpoint
 
 trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
 

@@ -37,10 +37,10 @@ def test_ema_weights_are_what_gets_evaluated_and_saved(tmp_path, data_dir):
 def test_tta_averages_the_mirror(tmp_path, data_dir):
     trainer, _ = _fit(tmp_path)
     x, y = trainer.val_loader.batch(0)
-    model = trainer.step_model.eval()
+    model = trainer.parts.step_model.eval()
     with torch.no_grad():
         plain, mirrored = model(x), model(x.flip(-1))
-    trainer.tta = True  # what config.tta turns on for data a flip keeps (Fashion-MNIST's)
+    trainer.parts.tta = True  # what config.tta turns on for data a flip keeps (Fashion-MNIST's)
     got = trainer.evaluate()
     expected_acc = (((plain + mirrored) / 2).argmax(1) == y).float()
     x2, y2 = trainer.val_loader.batch(1)
@@ -78,12 +78,12 @@ def test_compile_trains(tmp_path, data_dir):
 
 def test_speedrun_compiles_and_the_compiled_model_matches_eager(tmp_path, data_dir):
     trainer, _ = _fit(tmp_path, recipe="speedrun", epochs=1, limit_train_batches=2, limit_val_batches=1)
-    assert trainer.config.compile and isinstance(trainer.step_model, torch._dynamo.eval_frame.OptimizedModule)
+    assert trainer.config.compile and isinstance(trainer.parts.step_model, torch._dynamo.eval_frame.OptimizedModule)
     x, _ = trainer.val_loader.batch(0)
-    x = x.contiguous(memory_format=trainer.memory_format)
+    x = x.contiguous(memory_format=trainer.parts.memory_format)
     trainer.model.eval()
-    with torch.no_grad(), torch.autocast(**trainer.autocast):
-        compiled, eager = trainer.step_model(x).float(), trainer.model(x).float()
+    with torch.no_grad(), torch.autocast(**trainer.parts.autocast):
+        compiled, eager = trainer.parts.step_model(x).float(), trainer.model(x).float()
     torch.testing.assert_close(compiled, eager, rtol=0.05, atol=0.05)  # bf16: both round to 8 bits of mantissa
 
 

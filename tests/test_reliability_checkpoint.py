@@ -21,8 +21,9 @@ import cnnlab.io
 from cnnlab import cli
 from cnnlab.errors import CheckpointError
 from cnnlab.inference import load_trained
-from cnnlab.train import build_trainer, checkpoint, make_config
-from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.runs import checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.train import build_trainer, make_config
 from cnnlab.train.trainer import NonFiniteLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def test_killed_writer_leaves_the_previous_checkpoint_and_only_a_hidden_temp_fil
     script = textwrap.dedent(f"""
         import os, signal, torch
         from pathlib import Path
-        from cnnlab.train import checkpoint
+        from cnnlab.runs import checkpoint
         real_save = torch.save
         def half_save(obj, f):
             real_save(obj, f)
@@ -270,7 +271,7 @@ def test_nan_loss_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tmp_
 
     def poisoned(x):
         y = forward(x)
-        return y * float("nan") if trainer.step + 1 >= 5 else y
+        return y * float("nan") if trainer.state.step + 1 >= 5 else y
 
     trainer.model.forward = poisoned
     with pytest.raises(NonFiniteLoss) as info:
@@ -291,7 +292,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, data_dir):
     trainer = build_trainer(cfg, quiet=True, report=False)
 
     def overflow(optimizer, args, kwargs):
-        if trainer.step + 1 == 6:  # the loss of step 6 was finite; only its update overflowed
+        if trainer.state.step + 1 == 6:  # the loss of step 6 was finite; only its update overflowed
             with torch.no_grad():
                 trainer.model.classifier[-1].weight.fill_(float("inf"))
 

@@ -25,9 +25,9 @@ import pytest
 import torch
 
 from cnnlab.errors import Interrupted
+from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.train import build_trainer, make_config, resume
-from cnnlab.train import state as state_module
-from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.train import trainer as trainer_module
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -186,25 +186,25 @@ def _sigint() -> None:
 def _interrupt(trainer, where: str, at: int, monkeypatch) -> None:
     """Arrange a SIGINT ``where`` (after step ``at`` / in epoch ``at``'s evaluate or checkpoint)."""
     if where == "after step":
-        trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == at else None)
+        trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.state.step + 1 == at else None)
     elif where == "in evaluate":
         evaluate = trainer.evaluate
 
         def interrupted_evaluate(*args, **kwargs):
-            if trainer.epoch + 1 == at:
+            if trainer.state.epoch + 1 == at:
                 _sigint()
             return evaluate(*args, **kwargs)
 
         monkeypatch.setattr(trainer, "evaluate", interrupted_evaluate)
     elif where == "in checkpoint write":
-        save = state_module.save_checkpoint
+        save = trainer_module.save_checkpoint
 
         def interrupted_save(state, path):
             if state["epoch"] == at:  # the end-of-epoch checkpoint of epoch ``at``
                 _sigint()
             save(state, path)
 
-        monkeypatch.setattr(state_module, "save_checkpoint", interrupted_save)
+        monkeypatch.setattr(trainer_module, "save_checkpoint", interrupted_save)
 
 
 @pytest.mark.parametrize("where, at", [
@@ -225,7 +225,7 @@ def test_sigint_anywhere_then_resume_is_bitwise_exact(tmp_path, in_process_refer
     assert info.value.signum == signal.SIGINT
     monkeypatch.undo()  # the resumed run is a plain one
     stopped = load_checkpoint(out / "last.pt")
-    assert stopped["step"] == trainer.step and stopped["step"] < 12
+    assert stopped["step"] == trainer.state.step and stopped["step"] < 12
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored after the stop
     resume(out, quiet=True, report=False)
     final = load_checkpoint(out / "last.pt")
@@ -236,12 +236,12 @@ def test_sigint_anywhere_then_resume_is_bitwise_exact(tmp_path, in_process_refer
 def test_interrupted_twice_still_bitwise_exact(tmp_path, in_process_reference):
     out = tmp_path / "run"
     trainer = build_trainer(_config(out), quiet=True, report=False)
-    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 4 else None)
+    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.state.step + 1 == 4 else None)
     with pytest.raises(Interrupted):
         trainer.fit()
     again = build_trainer(_config(out), quiet=True, report=False, run_dir=out,
                           resume_state=load_checkpoint(out / "last.pt"))
-    again.optimizer.register_step_post_hook(lambda *_: _sigint() if again.step + 1 == 9 else None)
+    again.optimizer.register_step_post_hook(lambda *_: _sigint() if again.state.step + 1 == 9 else None)
     with pytest.raises(Interrupted):
         again.fit()
     assert load_checkpoint(out / "last.pt")["step"] == 9
@@ -252,15 +252,15 @@ def test_interrupted_twice_still_bitwise_exact(tmp_path, in_process_reference):
 def test_second_sigint_while_the_stop_checkpoint_is_written_is_ignored(tmp_path, in_process_reference, monkeypatch):
     out = tmp_path / "run"
     trainer = build_trainer(_config(out), quiet=True, report=False)
-    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 2 else None)
-    save, writes = state_module.save_checkpoint, []
+    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.state.step + 1 == 2 else None)
+    save, writes = trainer_module.save_checkpoint, []
 
     def impatient_save(state, path):  # the user presses Ctrl-C again while the checkpoint is being written
         writes.append(state["step"])
         _sigint()
         save(state, path)
 
-    monkeypatch.setattr(state_module, "save_checkpoint", impatient_save)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", impatient_save)
     with pytest.raises(Interrupted):
         trainer.fit()
     monkeypatch.undo()
@@ -277,7 +277,7 @@ def test_resume_under_another_thread_count_uses_the_runs_own(tmp_path, data_dir,
     build_trainer(_config(ref), quiet=True, report=False).fit()
     out = tmp_path / "run"
     trainer = build_trainer(_config(out), quiet=True, report=False)
-    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.step + 1 == 2 else None)
+    trainer.optimizer.register_step_post_hook(lambda *_: _sigint() if trainer.state.step + 1 == 2 else None)
     with pytest.raises(Interrupted):
         trainer.fit()
     torch.set_num_threads(2)

@@ -1,4 +1,4 @@
-"""cnnlab.train.rundir.prepare_run_dir: refusing a used folder, and what ``force`` removes (only cnnlab's files)."""
+"""cnnlab.runs.prepare_run_dir: refusing a used folder, and what ``force`` removes (only cnnlab's files)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
+import cnnlab.runs.folder as rundir
 from cnnlab.errors import CnnlabError
-from cnnlab.train import rundir
-from cnnlab.train.rundir import RUN_FILES, TRASH_PREFIX, clear_run_dir, prepare_run_dir
+from cnnlab.runs.folder import RUN_FILES, TRASH_PREFIX, clear_run_dir, prepare_run_dir
 
 
 def _old_run(folder):

@@ -42,8 +42,8 @@ def test_bad_requests_fail_before_any_process_starts(monkeypatch):
 
 @pytest.mark.slow
 def test_two_processes_train_the_one_process_run(data_dir, tmp_path):
+    from cnnlab.runs.checkpoint import load_checkpoint
     from cnnlab.train import train
-    from cnnlab.train.checkpoint import load_checkpoint
 
     # lenet-relu has no batch norm, whose statistics would be per process; 4 steps of a global batch of 32.
     common = dict(epochs=1, batch_size=32, limit_train_batches=4, limit_val_batches=2, deterministic=True,

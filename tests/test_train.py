@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained
 from cnnlab.io import METRIC_COLUMNS, read_metrics_csv
+from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.train import build_trainer, make_config
-from cnnlab.train.checkpoint import load_checkpoint
 from cnnlab.train.config import RECIPES, TrainConfig
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.schedule import LRFactor
@@ -122,7 +122,7 @@ def test_epoch_counts_and_images_per_second_are_consistent(tiny_run):
     for row in history:
         assert row["images_per_s"] * row["seconds"] == pytest.approx(8 * 128)
         assert 0 <= row["train_acc"] <= 1 and math.isfinite(row["train_loss"])
-    assert trainer.step == 16
+    assert trainer.state.step == 16
 
 
 def test_checkpoints_rebuild_the_trained_model(tiny_run):
@@ -132,7 +132,7 @@ def test_checkpoints_rebuild_the_trained_model(tiny_run):
     assert ckpt["epoch"] == 2 and ckpt["step"] == 16 and ckpt["loader"] == {"epoch": 1, "batch": 8}
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(model.state_dict()[key], value.cpu())
-    assert load_checkpoint(out / "best.pt")["best_val_acc"] == trainer.best_val_acc
+    assert load_checkpoint(out / "best.pt")["best_val_acc"] == trainer.state.best_val_acc
 
 
 def test_same_seed_same_history(tmp_path, data_dir):
@@ -174,7 +174,7 @@ def test_progress_loss_averages_only_this_intervals_steps(tmp_path, data_dir):
     cfg = make_config("lenet-relu", epochs=1, log_every=4, limit_train_batches=1, limit_val_batches=1,
                       out=str(tmp_path / "run"))
     trainer = build_trainer(cfg, quiet=True, report=False)
-    trainer.step = 10  # as if resumed at step 9 and one... two steps (9, 10) were taken since
+    trainer.state.step = 10  # as if resumed at step 9 and one... two steps (9, 10) were taken since
     trainer._loss_window[9 % 4], trainer._loss_window[8 % 4] = 1.0, 3.0
     assert trainer._interval_loss(2) == 2.0
     trainer._loss_window.fill_(5.0)

@@ -12,10 +12,11 @@ import cnnlab.inference
 from cnnlab.data import ImageDataset
 from cnnlab.errors import CnnlabError, StopRun
 from cnnlab.inference import load_trained
+from cnnlab.lr_find import lr_find
 from cnnlab.models import create_model, list_models
-from cnnlab.train import build_trainer, make_config, resume, train
-from cnnlab.train.checkpoint import load_checkpoint
-from cnnlab.train.rundir import RunFolder
+from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.folder import RunFolder
+from cnnlab.train import build_run, build_trainer, make_config, resume, train
 from cnnlab.train.trainer import Trainer
 
 CLASSES = ("red", "green", "blue")
@@ -56,11 +57,11 @@ def test_trainer_fits_the_dataset_and_model_it_is_given(tmp_path):
     data = colour_dataset()
     model = create_model("lenet-relu", num_classes=3, in_channels=3)
     cfg = make_config("lenet-relu", **quick(tmp_path / "r", epochs=3))
-    trainer = Trainer(cfg, data, model, run_dir=tmp_path / "r", observers=[RunFolder(tmp_path / "r", report=False)],
-                      quiet=True)
+    trainer = Trainer(build_run(cfg, dataset=data, model=model), run_dir=tmp_path / "r",
+                      observers=[RunFolder(tmp_path / "r")], quiet=True)
     (tmp_path / "r").mkdir()
     history = trainer.fit()
-    assert trainer.input_size == 32  # a 28-px book model trains at the dataset's own size
+    assert trainer.parts.input_size == 32  # a 28-px book model trains at the dataset's own size
     assert history[-1]["val_acc"] > 0.9 and trainer.result["test_acc"] > 0.9
     ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
     assert ckpt["version"] == 2 and ckpt["num_classes"] == 3 and ckpt["in_channels"] == 3
@@ -78,7 +79,8 @@ def test_a_trainer_without_a_run_folder_keeps_everything_in_memory(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     data = colour_dataset()
     cfg = make_config("lenet-relu", **quick(None))
-    trainer = Trainer(cfg, data, create_model("lenet-relu", num_classes=3, in_channels=3), quiet=True)
+    trainer = Trainer(build_run(cfg, dataset=data, model=create_model("lenet-relu", num_classes=3, in_channels=3)),
+                      quiet=True)
     trainer.fit()
     assert trainer.result["epochs"] == 1 and list(tmp_path.iterdir()) == []
 
@@ -90,9 +92,9 @@ def test_every_model_takes_two_steps_on_rgb_32_and_grey_28(name, channels, side,
     cfg = make_config(name, dataset="colours", epochs=1, batch_size=8, limit_train_batches=2, limit_val_batches=1,
                       resize=max(side, _min_side(name, channels)), out=str(tmp_path))
     model = create_model(name, num_classes=3, in_channels=channels)
-    trainer = Trainer(cfg, data, model, quiet=True)
+    trainer = Trainer(build_run(cfg, dataset=data, model=model), quiet=True)
     trainer.fit()
-    assert trainer.step == 2 and math.isfinite(trainer.history[0]["train_loss"])
+    assert trainer.state.step == 2 and math.isfinite(trainer.state.history[0]["train_loss"])
 
 
 def _min_side(name, channels):
@@ -175,7 +177,7 @@ def test_gradient_accumulation_matches_one_larger_batch(tmp_path):
         cfg = make_config("lenet-relu", dataset="colours", epochs=1, batch_size=batch_size, accumulate=accumulate,
                           limit_train_batches=accumulate, out=None, lr=0.1,
                           channels_last=False, deterministic=True)
-        Trainer(cfg, data, model, quiet=True).fit()
+        Trainer(build_run(cfg, dataset=data, model=model), quiet=True).fit()
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     # the loaders shuffle by seed, so batches 0-1 of size 16 are exactly batch 0 of size 32
@@ -229,7 +231,7 @@ def test_resuming_against_a_dataset_with_other_classes_is_refused(colours, tmp_p
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "r", epochs=2, checkpoint_every=3))
     ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
     ckpt["epoch"] = 1  # pretend it was interrupted
-    from cnnlab.train.checkpoint import save_checkpoint
+    from cnnlab.runs.checkpoint import save_checkpoint
 
     save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "version")}, tmp_path / "r" / "last.pt")
     other = colour_dataset()
@@ -275,12 +277,12 @@ def test_the_report_reuses_the_runs_own_test_logits_and_ctrl_c_skips_it(colours,
     out = capsys.readouterr().out
     assert "writing " in out and "report written in" in out
 
-    import cnnlab.report
+    import cnnlab.report.observer
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cnnlab.report, "write_report", interrupted)
+    monkeypatch.setattr(cnnlab.report.observer, "write_report", interrupted)
     history = train("lenet-relu", **quick(tmp_path / "s"))
     assert len(history) == 1 and (tmp_path / "s" / "result.json").exists()
     assert "report.html skipped (Ctrl-C)" in capsys.readouterr().err
@@ -318,3 +320,14 @@ def test_a_busy_cpu_gets_one_hint_and_the_thread_count_is_left_alone(colours, tm
     train("lenet-relu", report=False, **quick(tmp_path / "r", device="cpu"))
     err = capsys.readouterr().err
     assert err.count("set OMP_NUM_THREADS=1") == 1 and torch.get_num_threads() == threads
+
+
+def test_lr_find_and_train_build_the_same_input_size_and_preprocessing(colours, tmp_path):
+    """LeNet is a 28-px book model: on a 32-px dataset both the range test and the run take 32 px (lr-find once
+    used the book's 28 px here), with the same normalisation."""
+    settings = quick(tmp_path / "r", normalize=True)
+    found = lr_find("lenet", steps=12, **{k: v for k, v in settings.items() if k not in ("out", "lr", "epochs",
+                                                                                       "log_every")})
+    trainer = build_trainer(make_config("lenet", **settings), quiet=True)
+    assert found.input_size == trainer.parts.input_size == 32
+    assert found.normalize == trainer.parts.normalize == [list(colours.mean), list(colours.std)]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
-from typing import Union, get_args, get_origin
+from collections.abc import Callable
+from typing import Any
 
 from cnnlab import __version__
+from cnnlab.checks import int_in_range, positive_int
 from cnnlab.errors import CnnlabError, Interrupted
 
 
@@ -22,25 +23,53 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _field_type(annotation) -> type:
-    """int for ``int | None``, float for ``float | None`` and so on (annotations are strings under PEP 563)."""
-    if isinstance(annotation, str):
-        annotation = annotation.replace(" | None", "")
-        return {"int": int, "float": float, "str": str, "bool": bool}[annotation]
-    if get_origin(annotation) in (Union, types.UnionType):
-        return next(a for a in get_args(annotation) if a is not type(None))
-    return annotation
+def _flag_type(convert: Callable[[str], Any], kind: str = "int") -> Callable[[str], Any]:
+    """An argparse ``type=`` that runs ``convert`` (a parse, then a cnnlab.checks helper) on a flag's text.
+
+    Text that does not parse (a plain ValueError) gets argparse's own "argument --top: invalid int value: 'x'", as
+    every ``type=int`` flag does. A CnnlabError is raised on as an ``ArgumentError`` with no argument, so argparse
+    prints its one line as it is ("--top must be a positive integer, got 0"); an ``ArgumentTypeError`` would put
+    "argument --top: " before a message that names the flag already.
+    """
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except CnnlabError as e:
+            raise argparse.ArgumentError(None, str(e)) from None
+
+    parse.__name__ = kind  # the "int" of "invalid int value"
+    return parse
+
+
+def _top(text: str) -> int:
+    return positive_int(int(text), "--top")
+
+
+def _port(text: str) -> int:
+    return int_in_range(int(text), "--port", 0, 65536, expected="a TCP port from 0 to 65535")
+
+
+def _input_shape(text: str) -> tuple[int, int]:
+    """``--input N,C,H,W`` as ``(C, H)`` (the model sees H == W)."""
+    try:
+        n, c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise CnnlabError(f"--input must be N,C,H,W with four integers, e.g. 1,1,28,28; got {text!r}") from None
+    if min(n, c, h, w) < 1 or h != w:
+        raise CnnlabError(f"--input must be positive with a square image (H == W), got {text!r}")
+    return c, h
 
 
 def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("model",)) -> None:
     """One flag per TrainConfig field (``--batch-size``), default None (= not given), but those in ``skip``."""
-    from cnnlab.train.config import CHOICES, config_fields
+    from cnnlab.train.config import CHOICES, config_fields, field_types
 
+    kinds = field_types()
     for f in config_fields():
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind = _field_type(f.type)
+        kind = kinds[f.name]
         help_text = f.metadata.get("help", "")
         if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -116,20 +145,10 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
-def _parse_shape(text: str) -> tuple[int, int]:
-    try:
-        n, c, h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        raise CnnlabError(f"--input must be N,C,H,W with four integers, e.g. 1,1,28,28; got {text!r}") from None
-    if min(n, c, h, w) < 1 or h != w:
-        raise CnnlabError(f"--input must be positive with a square image (H == W), got {text!r}")
-    return c, h
-
-
 def _cmd_summary(args) -> int:
     from cnnlab.models.summary import summarize
 
-    in_channels, size = _parse_shape(args.input) if args.input else (1, None)
+    in_channels, size = args.input or (1, None)
     print(summarize(args.model, input_size=size, in_channels=in_channels, ops=args.ops))
     return 0
 
@@ -151,8 +170,6 @@ def _cmd_report(args) -> int:
 def _cmd_predict(args) -> int:
     from cnnlab.predict import format_predictions, predict_files
 
-    if args.top < 1:
-        raise CnnlabError(f"--top must be a positive integer, got {args.top}")
     results = predict_files(args.checkpoint, args.images, invert=args.invert, topk=args.top, device=args.device,
                             skip_bad=True)
     failed = [r for r in results if "error" in r]
@@ -280,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs of a model")
     p.add_argument("model")
-    p.add_argument("--input", metavar="N,C,H,W", help="input shape (default: 1,1,S,S at the model's input size)")
+    p.add_argument("--input", metavar="N,C,H,W", type=_flag_type(_input_shape),
+                   help="input shape (default: 1,1,S,S at the model's input size)")
     p.add_argument("--ops", default="torch", choices=("torch", "scratch"))
     p.set_defaults(func=_cmd_summary)
 
@@ -300,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "file is reported on stderr and skipped; the exit code is then 2)")
     p.add_argument("--invert", action="store_true",
                    help="for dark clothes on a light background (Fashion-MNIST is light on dark)")
-    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--top", type=_flag_type(_top), default=3, help="the classes shown per image (default 3)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
@@ -317,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; anything "
                    "else is reachable from the network and prints a warning)")
-    p.add_argument("--port", type=int, default=8765, help="port (0: any free one; default 8765)")
+    p.add_argument("--port", type=_flag_type(_port), default=8765, help="port (0: any free one; default 8765)")
     p.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
     p.set_defaults(func=_cmd_explore)
 

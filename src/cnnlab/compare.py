@@ -1,7 +1,8 @@
 """`cnnlab compare`: one table of several run folders' figures and one plot overlaying their curves.
 
-A run folder is read, never written: ``config.json`` (what was asked), ``metrics.csv`` (one row per epoch) and,
-once the run has ended, ``result.json``. A run still training has no result.json; its row says so.
+A run folder is read, never written, through :class:`cnnlab.runs.Run`: ``config.json`` (what was asked),
+``metrics.csv`` (one row per epoch) and, once the run has ended, ``result.json``. A run that has not ended has no
+result.json; its row says ``incomplete``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
+from cnnlab.io import save_figure
+from cnnlab.models import create_model
+from cnnlab.models.summary import layer_summary
+from cnnlab.runs import Run
 
 FORMATS = ("md", "csv", "json")
 
@@ -32,67 +37,9 @@ _TRAILING = ("params", "macs", "epochs", "best_val_acc", "final_val_acc", "test_
              "status")
 
 
-@dataclass
-class Run:
-    """What one run folder holds, as read from its files.
-
-    Attributes:
-        path: the run folder.
-        config: the TrainConfig fields from config.json.
-        record: the rest of config.json (input_size, params, environment, dataset, ...).
-        metrics: the rows of metrics.csv, one per finished epoch.
-        result: result.json, or None while the run has not ended.
-    """
-
-    path: Path
-    config: dict[str, Any]
-    record: dict[str, Any]
-    metrics: list[dict[str, float]] = field(default_factory=list)
-    result: dict[str, Any] | None = None
-
-    pruned: bool = False
-
-    @property
-    def status(self) -> str:
-        """``finished``, ``failed`` or ``stopped`` as result.json says, ``pruned`` for a sweep trial its pruner
-        stopped (trial.json says so; its result.json says ``stopped``), ``incomplete`` without a result.json."""
-        if self.pruned:
-            return "pruned"
-        if self.result is None:
-            return "incomplete"
-        return str(self.result.get("status", "finished"))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CnnlabError(f"{path} is not a readable JSON file ({' '.join(str(e).split())})") from None
-    if not isinstance(value, dict):
-        raise CnnlabError(f"{path} should hold a JSON object, got {type(value).__name__}")
-    return value
-
-
 def load_run(path: str | Path) -> Run:
-    """Read one run folder; a folder without config.json raises a CnnlabError."""
-    from cnnlab.io import read_metrics_csv
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise CnnlabError(f"{path} is not a run folder: expected a config.json in it")
-    record = _read_json(path / "config.json")
-    config = record.pop("config", None)
-    if not isinstance(config, dict):
-        raise CnnlabError(f"{path / 'config.json'} has no \"config\" object: not a cnnlab run folder")
-    metrics = []
-    if (path / "metrics.csv").is_file():
-        try:
-            metrics = read_metrics_csv(path / "metrics.csv")
-        except (OSError, ValueError) as e:
-            raise CnnlabError(f"{path / 'metrics.csv'} is not a readable metrics table ({e})") from None
-    result = _read_json(path / "result.json") if (path / "result.json").is_file() else None
-    trial = _read_json(path / "trial.json") if (path / "trial.json").is_file() else {}  # written by cnnlab sweep
-    return Run(path, config, record, metrics, result, pruned=trial.get("state") == "pruned")
+    """Read one run folder (:meth:`cnnlab.runs.Run.open`); a folder without config.json raises a CnnlabError."""
+    return Run.open(path)
 
 
 def find_runs(patterns: Sequence[str]) -> list[Path]:
@@ -137,11 +84,6 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
 
 def model_macs(model: str, input_size: int, in_channels: int = 1, num_classes: int = 10) -> int | None:
     """Multiply-accumulates of one image's forward pass (counted on the meta device), None for an unknown model."""
-    import torch
-
-    from cnnlab.models import create_model
-    from cnnlab.models.summary import layer_summary
-
     try:
         with torch.device("meta"):
             net = create_model(model, num_classes=num_classes, in_channels=in_channels)
@@ -150,16 +92,11 @@ def model_macs(model: str, input_size: int, in_channels: int = 1, num_classes: i
         return None
 
 
-def _dataset(run: Run) -> dict[str, Any]:
-    info = run.record.get("dataset")
-    return info if isinstance(info, dict) else {}
-
-
 def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
     """One row of the comparison: the run's identity, the differing config values and its figures."""
     result = run.result or {}
     val = [r["val_acc"] for r in run.metrics if math.isfinite(r.get("val_acc", math.nan))]
-    dataset = _dataset(run)
+    dataset = run.dataset
     input_size = run.record.get("input_size") or result.get("input_size")
     num_classes = len(dataset["classes"]) if isinstance(dataset.get("classes"), list) else 10
     channels = dataset.get("channels") or run.config.get("channels") or 1
@@ -175,7 +112,7 @@ def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
         "params": run.record.get("params") or result.get("params"), "macs": macs, "epochs": len(run.metrics),
         "best_val_acc": max(val) if val else None, "final_val_acc": val[-1] if val else None,
         "test_acc": result.get("test_acc"), "wall_s": result.get("wall_s"),
-        "images_per_s": result.get("images_per_s"), "status": run.status,
+        "images_per_s": result.get("images_per_s"), "status": run.outcome,
     })
     return row
 
@@ -251,12 +188,9 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
     Example:
         >>> print(compare(["runs/*-lenet*"], plot="compare.png"))  # doctest: +SKIP
     """
-    from cnnlab.io import save_figure
-
     if fmt not in FORMATS:
         raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    _register_study_models()
-    runs = [load_run(p) for p in find_runs(patterns)]
+    runs = [Run.open(p) for p in find_runs(patterns)]
     if plot is not None and Path(plot).exists() and not force:
         raise CnnlabError(f"plot file {plot} already exists; pass --force to overwrite it or choose another --plot")
     columns, rows = compare_runs(runs)
@@ -264,7 +198,3 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
         save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))
     return format_table(columns, rows, fmt)
 
-
-def _register_study_models() -> None:
-    # A study's variant models are registered when its package loads; runs made by a study name them.
-    import cnnlab.study.variants  # noqa: F401

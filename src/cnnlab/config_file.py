@@ -15,13 +15,13 @@ again; its ``out`` is dropped, so the new run gets a folder of its own unless ``
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.train.config import check_known_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,8 +49,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         >>> from cnnlab.train import train
         >>> train(**read_config_file("resnet.toml"))  # doctest: +SKIP
     """
-    from cnnlab.train.config import TrainConfig
-
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise CnnlabError(f"config file {path} must end in .toml or .json, got {path.suffix or 'no suffix'!r}")
@@ -69,9 +67,5 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = dict(data["config"])
         data.pop("out", None)  # the earlier run's folder: a new run writes elsewhere unless --out says so
     values = {key.replace("-", "_"): value for key, value in data.items()}
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(key for key in values if key not in fields)
-    if unknown:
-        raise CnnlabError(f"config file {path} has unknown key(s) {', '.join(unknown)}; expected TrainConfig fields "
-                          "(the flags of `cnnlab train --help`, e.g. batch_size)")
+    check_known_fields(values, f"config file {path}")
     return {key: value for key, value in values.items() if value is not None}

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.inference import check_same_classes, dataset_of, load_trained
+from cnnlab.table import text_table
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -86,8 +88,6 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         DataError: the test set cannot be loaded.
         CnnlabError: the dataset's classes differ from the model's.
     """
-    from cnnlab.inference import check_same_classes, dataset_of, load_trained
-
     trained = load_trained(path, device)
     config = dict(trained.checkpoint.get("config") or {})
     if dataset is not None:
@@ -98,14 +98,6 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
     return EvalResult.from_logits(logits, data.test_labels, data.classes, model=trained.meta.model_name,
                                   checkpoint=str(path), device=str(trained.device),
                                   tta=trained.meta.tta if tta is None else tta)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
-    """Text table: the first ``left`` columns left-aligned, the numbers right-aligned; a rule under the header."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-    return [fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]
 
 
 def format_eval(result: EvalResult) -> str:
@@ -119,10 +111,12 @@ def format_eval(result: EvalResult) -> str:
              f"({int(result.confusion.diag().sum())}/{result.n}{tta}) on {result.device or 'cpu'}", ""]
     counts = result.confusion.sum(1).tolist()
     rows = zip(result.classes, result.per_class, counts, strict=True)
-    lines += _table(["#", "class", "accuracy", "images"],
-                    [[str(i), name, f"{acc:.4f}", str(c)] for i, (name, acc, c) in enumerate(rows)], left=2)
+    lines.append(text_table(["#", "class", "accuracy", "images"],
+                            [[i, name, f"{acc:.4f}", c] for i, (name, acc, c) in enumerate(rows)], "llrr",
+                            rule="columns"))
     lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
     k = len(result.classes)
-    lines += _table(["true \\ pred", *map(str, range(k))],
-                    [[f"{i} {result.classes[i]}", *map(str, result.confusion[i].tolist())] for i in range(k)])
+    lines.append(text_table(["true \\ pred", *range(k)],
+                            [[f"{i} {result.classes[i]}", *result.confusion[i].tolist()] for i in range(k)],
+                            "l" + "r" * k, rule="columns"))
     return "\n".join(lines)

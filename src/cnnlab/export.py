@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.inference import load_trained
+from cnnlab.io import atomic_write
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4  # max abs difference of logits, export vs PyTorch
@@ -112,9 +114,6 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
         >>> s.run(None, {"images": np.zeros((3, 1, 28, 28), np.float32)})[0].shape  # doctest: +SKIP
         (3, 10)
     """
-    from cnnlab.inference import load_trained
-    from cnnlab.io import atomic_write
-
     if format in UNSUPPORTED:
         raise CnnlabError(f"format {format!r} is not offered: {UNSUPPORTED[format]}")
     if format not in FORMATS:

@@ -15,7 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
+import cnnlab.data
+from cnnlab.checks import positive_int
+from cnnlab.data import Preprocess
+from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.models import create_model
+from cnnlab.runs.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class Meta:
 
 
 def meta_of(ckpt: Mapping[str, Any], path: str | Path = "checkpoint") -> Meta:
-    """The :class:`Meta` of a checkpoint dict read by :func:`cnnlab.train.checkpoint.load_checkpoint`."""
+    """The :class:`Meta` of a checkpoint dict read by :func:`cnnlab.runs.load_checkpoint`."""
     try:
         data = ckpt["dataset"]
         config = ckpt.get("config") or {}
@@ -99,8 +105,7 @@ def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor
         images = images.unsqueeze(1)  # N x 1 x H x W
     if images.dim() != 4:
         raise CnnlabError(f"expected images N x H x W or N x C x H x W, got shape {tuple(images.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise CnnlabError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int(batch_size, "batch_size")
     if device is None:
         device = next(model.parameters()).device
     was_training = model.training
@@ -158,11 +163,6 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     Raises:
         CheckpointError: the file is missing, corrupt, not a cnnlab checkpoint, or its weights do not fit.
     """
-    from cnnlab.data import Preprocess
-    from cnnlab.device import resolve_device
-    from cnnlab.models import create_model
-    from cnnlab.train.checkpoint import load_checkpoint
-
     path, dev = Path(path), resolve_device(device)
     ckpt = load_checkpoint(path)
     meta = meta_of(ckpt, path)
@@ -185,12 +185,12 @@ def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, na
     ``name`` overrides its dataset (a checkpoint's ``Meta.dataset`` holds a folder's absolute path, where the config
     holds what the user typed, perhaps relative to another working folder).
     """
-    from cnnlab.data import load_dataset
-
-    return load_dataset(name or config.get("dataset") or "fashion-mnist",
-                        data_dir if data_dir is not None else config.get("data_dir"),
-                        image_size=config.get("image_size"), channels=config.get("channels"),
-                        skip_bad=bool(config.get("skip_bad_images", False)))
+    # cnnlab.data.load_dataset is looked up at call time: tests replace it to prove bad arguments fail before any
+    # data is read.
+    return cnnlab.data.load_dataset(name or config.get("dataset") or "fashion-mnist",
+                                    data_dir if data_dir is not None else config.get("data_dir"),
+                                    image_size=config.get("image_size"), channels=config.get("channels"),
+                                    skip_bad=bool(config.get("skip_bad_images", False)))
 
 
 def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -83,5 +84,28 @@ def write_metrics_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    """The complete rows of a metrics table as numbers (an empty cell is NaN: a figure that was not measured).
+
+    A last line without its newline is a row still being written (a live run watched from outside) and is left
+    out. :class:`cnnlab.runs.Run` is how the rest of cnnlab reads a run's metrics.
+
+    Raises:
+        OSError, UnicodeDecodeError: the file cannot be read.
+        ValueError: a complete row that has the wrong number of fields or is not numeric (the message names its
+            line).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1]  # what follows the last newline: nothing, or a row still being written
+    if not lines:
+        return []
+    header, rows = next(csv.reader(lines[:1])), []
+    for number, cells in enumerate(csv.reader(lines[1:]), start=2):
+        if not cells:  # a blank line, as csv.DictReader skips
+            continue
+        if len(cells) != len(header):
+            raise ValueError(f"line {number} has {len(cells)} fields, expected {len(header)}")
+        try:
+            rows.append({k: float(v) if v else math.nan for k, v in zip(header, cells, strict=True)})
+        except ValueError:
+            raise ValueError(f"line {number} is not numeric: {','.join(cells)[:80]!r}") from None
+    return rows

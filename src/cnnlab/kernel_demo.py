@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
 from cnnlab.layers import Conv2d
 from cnnlab.ops import corr2d
@@ -68,7 +69,7 @@ def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 
         ``{"losses": [loss of each step], "kernel": [[k0, k1]], "transpose_is_zero": bool, "figure": path or
         None}``; the losses are the summed squared errors before each step's update, as the book prints them.
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+    if not is_int(steps) or steps < 1:  # worded as the ops word theirs (this demo sits beside them)
         raise CnnlabError(f"expected steps to be a positive int, got {steps!r}")
     path = _check_out(out) if out is not None else None
     X = edge_image()

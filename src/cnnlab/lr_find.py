@@ -49,6 +49,8 @@ class LRFindResult:
         steepest_lr, min_lr: both candidates (``steepest_lr`` is None when the curve was too short).
         diverged: whether the sweep stopped early because the loss diverged.
         model, dataset: what was swept.
+        input_size, normalize: the model's input side and normalisation, as ``cnnlab train`` builds them for the same
+            settings (:func:`cnnlab.train.build_run`).
     """
 
     lrs: list[float]
@@ -62,6 +64,8 @@ class LRFindResult:
     diverged: bool
     model: str = ""
     dataset: str = ""
+    input_size: int | None = None
+    normalize: list[list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -142,16 +146,13 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
         >>> print(result.summary())  # doctest: +SKIP
         suggested lr 1.30e-01 (steepest): where the smoothed loss falls fastest, ...
     """
+    # torch loads when a sweep runs, not when the CLI builds its flags from this module
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    from cnnlab.data import DeviceLoader, Preprocess, load_dataset
-    from cnnlab.device import resolve_device
-    from cnnlab.models import check_input_size, create_model, model_info
-    from cnnlab.models.init import init_cnn
-    from cnnlab.train import make_config
-    from cnnlab.train.schedule import build_optimizer
+    from cnnlab.train import build_run, make_config
+    from cnnlab.train.state import rng_state, set_rng_state
 
     for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -168,26 +169,15 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
     if name is None:
         raise CnnlabError("a module to sweep needs model_name=NAME too: the registered model whose input size and "
                           "defaults apply, got none")
-    cfg = make_config(name, recipe, **{**overrides, "lr": start_lr})
-    device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, channels=cfg.channels,
-                        skip_bad=cfg.skip_bad_images)
-    input_size = cfg.resize or model_info(name).input_size
-    check_input_size(name, input_size, data.channels)
-    preprocess = Preprocess(input_size, *((data.mean, data.std) if cfg.normalize else (None, None))).to(device)
-    loader = DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, preprocess=preprocess,
-                          augment=cfg.augment, flip=data.flip, device=device, seed=cfg.seed)
-
-    with torch.random.fork_rng(devices=[]):  # the caller's random state is not advanced by the sweep
-        torch.manual_seed(cfg.seed)
-        if given is not None:
-            net = copy.deepcopy(given)
-        else:
-            net = create_model(name, num_classes=data.num_classes, in_channels=data.channels, ops=cfg.ops)
-            if cfg.init == "xavier":
-                net.apply(init_cnn)
-        net.to(device).train()
-        optimizer = build_optimizer(net, cfg)
+    # The run train would build, but with a constant lr (the sweep sets each step's own) and no compile or EMA
+    # wrapper (a hundred plain steps).
+    cfg = make_config(name, recipe, **{**overrides, "lr": start_lr, "schedule": "constant", "warmup": 0.0,
+                                       "compile": False, "ema": 0.0, "out": None})
+    saved = rng_state()  # the caller's random streams are not advanced by the sweep
+    try:
+        run = build_run(cfg, model=copy.deepcopy(given) if given is not None else None, quiet=True)
+        net, loader, optimizer = run.model, run.train_loader, run.optimizer
+        net.train()
         lrs, losses, smoothed, diverged = [], [], [], False
         batches, epoch = iter(()), 0
         for lr in lr_schedule(start_lr, end_lr, steps):
@@ -199,7 +189,9 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
                 x, y = next(batches)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
+            x = x.contiguous(memory_format=run.memory_format)
+            with torch.autocast(**run.autocast):
+                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -209,11 +201,13 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
             if not math.isfinite(smoothed[-1]) or smoothed[-1] > diverge * min(smoothed):
                 diverged = True
                 break
+    finally:
+        set_rng_state(saved)
     if diverged and len(lrs) > 1:  # the diverged point would dominate the plot and the minimum search
         lrs, losses, smoothed = lrs[:-1], losses[:-1], smoothed[:-1]
     suggestion, method, reason, steepest_lr, min_lr = suggest_lr(lrs, smoothed)
     return LRFindResult(lrs, losses, smoothed, suggestion, method, reason, steepest_lr, min_lr, diverged,
-                        model=name, dataset=data.name)
+                        model=name, dataset=run.dataset.name, input_size=run.input_size, normalize=run.normalize)
 
 
 def lr_find_figure(result: LRFindResult) -> Figure:

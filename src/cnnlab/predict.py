@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained
 from cnnlab.picture import read_picture
@@ -44,8 +45,7 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
     """
     if channels not in (1, 3):
         raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise CnnlabError(f"size must be a positive integer, got {size!r}")
+    positive_int(size, "size")
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"image {path} does not exist or is not a file")
@@ -103,8 +103,7 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
         >>> predict_files("runs/lenet/best.pt", ["shirt.jpg"], invert=True)  # doctest: +SKIP
         [{'file': 'shirt.jpg', 'top': [{'class': 'shirt', 'index': 6, 'probability': 0.61}, ...]}]
     """
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise CnnlabError(f"topk must be a positive integer, got {topk!r}")
+    positive_int(topk, "topk")
     files = image_files(images)
     if not files:
         raise CnnlabError("expected at least one image file, got none")

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils import data as torch_data
 
+from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
 
 __all__ = ["TensorLoader", "load_array"]
@@ -27,8 +28,7 @@ class TensorLoader:
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, shuffle: bool = False):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise CnnlabError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int(batch_size, "batch_size")
         if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
             raise CnnlabError(f"expected one or more tensors, got {[type(t).__name__ for t in tensors]}")
         if len({len(t) for t in tensors}) != 1:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.checks import is_int, positive_int
 from cnnlab.d2l.arrays import TensorLoader
 from cnnlab.d2l.board import in_notebook
 from cnnlab.d2l.core import HyperParameters
@@ -139,8 +140,7 @@ class FashionMNIST(DataModule):
                  root: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
         super().__init__(root=root)
         self.save_hyperparameters()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise CnnlabError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int(batch_size, "batch_size")
         self.device = torch.device(device)
         self.preprocess = Preprocess(_square_side(resize))
         dataset = load_fashion_mnist(_data_dir(root))
@@ -184,7 +184,7 @@ class FashionMNIST(DataModule):
 
 
 def _square_side(resize: int | Sequence[int]) -> int:
-    if isinstance(resize, int) and not isinstance(resize, bool):
+    if is_int(resize):
         return resize
     if isinstance(resize, Sequence) and len(resize) == 2 and resize[0] == resize[1]:
         return int(resize[0])

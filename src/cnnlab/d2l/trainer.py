@@ -17,17 +17,13 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from cnnlab.checks import int_at_least, positive_int
 from cnnlab.d2l import devices
 from cnnlab.d2l.core import HyperParameters, Module
 from cnnlab.d2l.layout import to_channels_last
 from cnnlab.errors import CnnlabError
 
 __all__ = ["Trainer"]
-
-
-def _check_limit(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise CnnlabError(f"{name} must be None or a positive int (a number of batches), got {value!r}")
 
 
 class Trainer(HyperParameters):
@@ -49,12 +45,11 @@ class Trainer(HyperParameters):
     def __init__(self, max_epochs: int, num_gpus: int = 0, gradient_clip_val: float = 0, *,
                  limit_train_batches: int | None = None, limit_val_batches: int | None = None):
         self.save_hyperparameters()
-        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 0:
-            raise CnnlabError(f"max_epochs must be a non-negative int, got {max_epochs!r}")
-        if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 0:
-            raise CnnlabError(f"num_gpus must be a non-negative int, got {num_gpus!r}")
-        _check_limit("limit_train_batches", limit_train_batches)
-        _check_limit("limit_val_batches", limit_val_batches)
+        int_at_least(max_epochs, "max_epochs", 0)
+        int_at_least(num_gpus, "num_gpus", 0)
+        for name, limit in (("limit_train_batches", limit_train_batches), ("limit_val_batches", limit_val_batches)):
+            if limit is not None:  # None: every batch, as the book's Trainer does
+                positive_int(limit, name)
         self.gpus = [devices.gpu(i) for i in range(min(num_gpus, devices.num_gpus()))]
 
     @property

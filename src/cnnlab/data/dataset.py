@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
 
 __all__ = ["ImageDataset", "channel_stats", "conform"]
@@ -109,7 +110,7 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 
 def _convert(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as TF  # deferred: importing torchvision takes ~1 s
+    from torchvision.transforms.v2 import functional as TF  # deferred: importing torchvision is slow
 
     out = torch.empty(len(images), channels, image_size, image_size, dtype=torch.uint8)
     for start in range(0, len(images), _STATS_CHUNK):
@@ -129,9 +130,8 @@ def conform(data: ImageDataset, image_size: int | None = None, channels: int | N
     Returns ``data`` itself when nothing changes; otherwise the statistics are recomputed from the new training
     images.
     """
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
-                                   or image_size < 1):
-        raise CnnlabError(f"image_size must be a positive integer, got {image_size!r}")
+    if image_size is not None:
+        positive_int(image_size, "image_size")
     if channels not in (None, 1, 3):
         raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     size, chans = image_size or data.image_size, channels or data.channels

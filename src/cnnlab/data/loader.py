@@ -17,18 +17,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from cnnlab.checks import int_at_least, int_in_range, positive_int
 from cnnlab.data.store import is_memory_mapped
 from cnnlab.data.transforms import augment_batch
 from cnnlab.errors import CnnlabError
 
 __all__ = ["DeviceLoader"]
-
-
-def _positive_int(name: str, value: object, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise CnnlabError(f"{name} must be a positive integer, got {value!r}")
 
 
 class DeviceLoader:
@@ -79,11 +73,11 @@ class DeviceLoader:
         if not isinstance(labels, torch.Tensor) or labels.shape != images.shape[:1] or labels.is_floating_point():
             got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise CnnlabError(f"labels must be an integer tensor of shape ({len(images)},), got {got}")
-        _positive_int("batch_size", batch_size)
-        _positive_int("world_size", world_size)
-        _positive_int("limit_batches", limit_batches, allow_none=True)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise CnnlabError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        positive_int(batch_size, "batch_size")
+        positive_int(world_size, "world_size")
+        if limit_batches is not None:
+            positive_int(limit_batches, "limit_batches")
+        int_in_range(rank, "rank", 0, world_size)
         self.device = torch.device(device)
         if resident is None:
             resident = not is_memory_mapped(images)
@@ -131,8 +125,7 @@ class DeviceLoader:
 
         After :meth:`load_state_dict`, calling it with the restored epoch keeps the restored batch position.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise CnnlabError(f"epoch must be a non-negative integer, got {epoch!r}")
+        int_at_least(epoch, "epoch", 0)
         if epoch != self._epoch:
             self._order = self._make_order(epoch)
             self._epoch, self._resume_batch = epoch, 0
@@ -195,8 +188,7 @@ class DeviceLoader:
             epoch, batch = state["epoch"], state["batch"]
         except (KeyError, TypeError) as e:
             raise CnnlabError(f"loader state must be a dict with 'epoch' and 'batch', got {state!r}") from e
-        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch <= len(self):
-            raise CnnlabError(f"loader state batch must be an integer in [0, {len(self)}], got {batch!r}")
+        int_in_range(batch, "loader state batch", 0, len(self) + 1, expected=f"an integer in [0, {len(self)}]")
         self.set_epoch(epoch)
         self._batch = self._resume_batch = batch
 

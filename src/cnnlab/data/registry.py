@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cnnlab.data.dataset import ImageDataset, conform
 from cnnlab.errors import CnnlabError
+from cnnlab.table import text_table
 
 __all__ = ["DatasetInfo", "register_dataset", "list_datasets", "dataset_info", "load_dataset", "datasets_table",
            "FOLDER_PREFIX", "DEFAULT_DATASET"]
@@ -138,7 +139,7 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
 def datasets_table() -> str:
     """The `cnnlab datasets` listing: name, classes, channels, image size, train/test counts, source."""
     header = ("name", "classes", "channels", "size", "train", "test", "flip", "source")
-    rows = [header]
+    rows = []
     for entry in _DATASETS.values():
         def show(value: int | None) -> str:
             return "-" if value is None else str(value)
@@ -146,8 +147,4 @@ def datasets_table() -> str:
         source = entry.source + (f" ({entry.section})" if entry.section else "")
         rows.append((entry.name, show(entry.classes), show(entry.channels), show(entry.image_size),
                      show(entry.train), show(entry.test), "yes" if entry.flip else "no", source))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths,
-                                                                                                 strict=False)))
-             + "  " + row[-1] for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table(header, rows, "lrrrrrrl")

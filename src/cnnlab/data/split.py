@@ -11,19 +11,20 @@ from collections.abc import Sequence
 
 import torch
 
+from cnnlab.checks import fail, is_int, number
 from cnnlab.errors import CnnlabError
 
 __all__ = ["stratified_split"]
 
 
 def _holdout_count(val: float | int, n: int) -> int:
-    if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-        raise CnnlabError(f"val must be a fraction in (0, 1) or a whole number of images >= 1, got {val!r}")
+    expected = "a fraction in (0, 1) or a whole number of images >= 1"
+    number(val, "val", expected=expected)
     if 0 < val < 1:
         return round(val * n)
     if val >= 1 and val == int(val):
         return int(val)
-    raise CnnlabError(f"val must be a fraction in (0, 1) or a whole number of images >= 1, got {val!r}")
+    fail("val", expected, val)
 
 
 def _quotas(counts: list[int], k: int) -> list[int]:
@@ -69,8 +70,8 @@ def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
     labels = torch.as_tensor(labels)
     if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise CnnlabError(f"labels must be a 1-d integer tensor, got {labels.dtype} {tuple(labels.shape)}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise CnnlabError(f"seed must be an integer, got {seed!r}")
+    if not is_int(seed):
+        fail("seed", "an integer", seed)
     labels = labels.cpu().long()
     n = len(labels)
     k = _holdout_count(val, n)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.checks import int_at_least, is_number, positive_int
 from cnnlab.errors import CnnlabError
 
 __all__ = ["Preprocess", "augment_batch"]
@@ -45,8 +46,7 @@ class Preprocess(nn.Module):
     def __init__(self, input_size: int = 28, mean: float | Sequence[float] | None = None,
                  std: float | Sequence[float] | None = None):
         super().__init__()
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
-            raise CnnlabError(f"input_size must be a positive integer, got {input_size!r}")
+        positive_int(input_size, "input_size")
         if (mean is None) != (std is None):
             raise CnnlabError(f"mean and std must be given together, got mean={mean!r}, std={std!r}")
         self.input_size = input_size
@@ -88,7 +88,7 @@ def _per_channel(name: str, value: float | Sequence[float]) -> tuple[float, ...]
         values = value
     else:
         values = [value]
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+    if not all(is_number(v) for v in values):
         raise CnnlabError(f"{name} must be a number or a sequence of numbers, got {value!r}")
     return tuple(float(v) for v in values)
 
@@ -112,8 +112,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 2, fli
     """
     if x.dim() != 4 or not x.is_floating_point():
         raise CnnlabError(f"augment_batch expects a float N x C x H x W batch, got {x.dim()}-d {x.dtype}")
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise CnnlabError(f"pad must be a non-negative integer, got {pad!r}")
+    int_at_least(pad, "pad", 0)
     n, c, h, w = x.shape
     if (pad == 0 and not flip) or n == 0:
         return x

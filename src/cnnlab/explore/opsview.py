@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from cnnlab import ops
+from cnnlab.checks import int_in_range
 from cnnlab.errors import CnnlabError
 
 MAX_INPUT, MAX_KERNEL, MAX_STEP = 64, 9, 8
@@ -67,8 +68,7 @@ def run_op(op: str, x: torch.Tensor, kernel: torch.Tensor | None = None, pool: i
         CnnlabError: an unknown op, out-of-range settings, or a window that does not fit (one line from cnnlab.ops).
     """
     for name, value, low in (("stride", stride, 1), ("padding", padding, 0), ("pool size", pool, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_STEP:
-            raise CnnlabError(f"{name} must be an integer from {low} to {MAX_STEP}, got {value!r}")
+        int_in_range(value, name, low, MAX_STEP + 1, expected=f"an integer from {low} to {MAX_STEP}")
     if x.dim() != 2 or max(x.shape) > MAX_INPUT:
         raise CnnlabError(f"expected a 2-d input of at most {MAX_INPUT} x {MAX_INPUT}, got {tuple(x.shape)}")
     x = x.double()

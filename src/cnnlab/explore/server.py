@@ -40,6 +40,7 @@ from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload
 from cnnlab.explore.model_card import learned_kernels, model_info
 from cnnlab.explore.probe import analyze
 from cnnlab.explore.session import Session
+from cnnlab.runs import read_metrics
 
 STATIC = Path(str(resources.files("cnnlab.explore") / "static"))
 POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
@@ -107,12 +108,8 @@ def create_app(root: str | Path) -> Starlette:
                                                                                       session.root)})
 
     def _detail(name: str) -> dict[str, Any]:
-        row = runs.summarize_run(session.root, name)
-        if "error" in row:
-            return row
-        run = runs.resolve_run(session.root, name)
-        detail = {**row, "metrics": runs.read_metrics(run), "config": runs.read_json(run / runs.MARKER)}
-        if row.get("checkpoint"):
+        detail = runs.summarize_run(session.root, name, detail=True)
+        if detail.get("checkpoint"):  # an unreadable run has an error and no checkpoint
             try:
                 detail["model_info"] = model_info(session.model(name))
             except CnnlabError as e:
@@ -124,7 +121,7 @@ def create_app(root: str | Path) -> Starlette:
 
     async def api_metrics(request: Request) -> Response:
         run = runs.resolve_run(session.root, _run(request))
-        return JSONResponse({"metrics": runs.read_metrics(run), "finished": (run / "result.json").is_file()})
+        return JSONResponse({"metrics": read_metrics(run), "finished": (run / "result.json").is_file()})
 
     async def api_figure(request: Request) -> Response:
         run = runs.resolve_run(session.root, _run(request))
@@ -243,7 +240,7 @@ async def _metric_events(request: Request, run: Path):
         stamp = (csv.stat().st_mtime_ns, csv.stat().st_size) if csv.is_file() else None
         if stamp != last:
             try:
-                rows = runs.read_metrics(run)
+                rows = read_metrics(run)
             except CnnlabError as e:
                 yield f"event: failure\ndata: {json.dumps({'error': str(e)})}\n\n"
                 return

@@ -19,6 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explore import runs
 from cnnlab.explore.images import image_array, png_url
 from cnnlab.explore.trained import TestSet, load_test_set, load_trained
+from cnnlab.runs import CHECKPOINTS
 
 MAX_MODELS = 4
 PICKS_PER_CLASS, MISTAKES, MISTAKE_POOL = 6, 16, 2000
@@ -55,7 +56,7 @@ class Session:
     def model(self, name: str) -> Loaded:
         """The run's model from ``last.pt`` (``best.pt`` if there is none), loaded weights-only."""
         run = runs.resolve_run(self.root, name)
-        checkpoint = next((run / n for n in ("last.pt", "best.pt") if (run / n).is_file()), None)
+        checkpoint = next((run / n for n in CHECKPOINTS if (run / n).is_file()), None)
         if checkpoint is None:
             raise CnnlabError(f"run {name} has no checkpoint yet (expected last.pt or best.pt)")
         key = (str(checkpoint), checkpoint.stat().st_mtime_ns)

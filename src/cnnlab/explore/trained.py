@@ -12,18 +12,18 @@ from pathlib import Path
 
 import torch
 
+from cnnlab import inference
+from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 
 
-def load_trained(path: str | Path):
+def load_trained(path: str | Path) -> inference.Trained:
     """The trained model of a checkpoint on the CPU, in eval mode (a :class:`cnnlab.inference.Trained`).
 
     Raises:
         CheckpointError: the file is missing, corrupt or not a cnnlab checkpoint.
     """
-    from cnnlab.inference import load_trained as library_load
-
-    return library_load(path, device="cpu")
+    return inference.load_trained(path, device="cpu")
 
 
 @dataclass(frozen=True)
@@ -47,20 +47,8 @@ def load_test_set(meta) -> TestSet:
     Raises:
         CnnlabError: the dataset is not on this machine, or its images do not fit the model.
     """
-    try:
-        from cnnlab.data import load_dataset
-    except ImportError:  # the dataset registry is not in this cnnlab yet: Fashion-MNIST is all there is
-        load_dataset = None
-    if load_dataset is not None:
-        data = load_dataset(meta.dataset, download=False, image_size=meta.image_size, channels=meta.channels)
-        images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
-    elif meta.dataset == "fashion-mnist":
-        from cnnlab.data import load_fashion_mnist
-
-        data = load_fashion_mnist(download=False)
-        images, labels, classes = data.test_images.unsqueeze(1), data.test_labels, tuple(data.classes)
-    else:
-        raise CnnlabError(f"dataset {meta.dataset!r} cannot be loaded by this cnnlab (expected fashion-mnist)")
+    data = load_dataset(meta.dataset, download=False, image_size=meta.image_size, channels=meta.channels)
+    images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
     if tuple(images.shape[1:]) != (meta.channels, meta.image_size, meta.image_size):
         raise CnnlabError(f"the test images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "
                           f"expected {meta.channels} x {meta.image_size} x {meta.image_size} for this model")

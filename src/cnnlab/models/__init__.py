@@ -14,6 +14,7 @@ from cnnlab.models.registry import (
 from cnnlab.models import lenet  # noqa: E402,F401  isort: skip
 from cnnlab.models import alexnet, vgg, nin, googlenet, resnet, densenet, regnet  # noqa: E402,F401  isort: skip
 from cnnlab.models import compact  # noqa: E402,F401  isort: skip
+from cnnlab.models import variants  # noqa: E402,F401  isort: skip  the exercise variants, after the zoo they reshape
 from cnnlab.models.compact import CompactNet  # noqa: E402
 from cnnlab.models.densenet import DenseBlock, conv_block, transition_block  # noqa: E402
 from cnnlab.models.googlenet import Inception  # noqa: E402

@@ -23,6 +23,8 @@ class ModelInfo:
         input_size: the square input the book trains it at (Fashion-MNIST is resized to it).
         lr: the book's learning rate for plain SGD.
         section: the d2l section that builds it.
+        exercise: a variant a book exercise asks for (:mod:`cnnlab.models.variants`), built by studies; not part
+            of the zoo's listing (:func:`list_models`, ``cnnlab models``) but created like any other.
     """
 
     name: str
@@ -30,32 +32,36 @@ class ModelInfo:
     input_size: int
     lr: float
     section: str
+    exercise: bool = False
 
 
 _MODELS: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, *, input_size: int, lr: float, section: str) -> Callable:
-    """Decorator that registers ``builder`` under ``name``."""
+def register_model(name: str, *, input_size: int, lr: float, section: str, exercise: bool = False) -> Callable:
+    """Decorator that registers ``builder`` under ``name`` (``exercise``: see :class:`ModelInfo`)."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise RuntimeError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelInfo(name, builder, input_size, lr, section)
+        _MODELS[name] = ModelInfo(name, builder, input_size, lr, section, exercise)
         return builder
 
     return wrap
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, in registration order."""
-    return [name for name in _MODELS if fnmatch.fnmatch(name, pattern)]
+def list_models(pattern: str = "*", *, exercises: bool = False) -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, in registration order: the zoo, and with
+    ``exercises`` also the exercise variants studies build."""
+    return [name for name, info in _MODELS.items()
+            if fnmatch.fnmatch(name, pattern) and (exercises or not info.exercise)]
 
 
 def model_info(name: str) -> ModelInfo:
-    """The registry entry for ``name``; unknown names raise a CnnlabError listing the known ones."""
+    """The registry entry for ``name``; unknown names raise a CnnlabError listing the zoo's."""
     if name not in _MODELS:
-        raise CnnlabError(f"unknown model {name!r}; expected one of: {', '.join(_MODELS)}{_did_you_mean(name)}")
+        raise CnnlabError(f"unknown model {name!r}; expected one of: {', '.join(list_models())}"
+                          f"{_did_you_mean(name)}")
     return _MODELS[name]
 
 

@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.registry import check_input_size, create_model, list_models, model_info
+from cnnlab.table import text_table
 
 
 @dataclass(frozen=True)
@@ -76,14 +77,6 @@ def layer_summary(model: nn.Module, input_shape: Sequence[int]) -> list[SummaryR
     return rows
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)).rstrip()
-             for row in [header, *rows]]
-    lines.insert(1, "-" * max(map(len, lines)))
-    return "\n".join(lines)
-
-
 def _shape(shape: Sequence[int]) -> str:
     return " x ".join(map(str, shape))
 
@@ -114,7 +107,7 @@ def summarize(name: str, input_size: int | None = None, in_channels: int = 1, op
     total_macs = sum(r.macs for r in rows)
     body = [[r.name, r.type, _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}"] for r in rows]
     title = f"{name} (d2l {info.section}) at input {_shape((1, in_channels, size, size))}, ops={ops}"
-    table = _table(["name", "type", "output shape", "params", "MACs"], body, [False, False, True, True, True])
+    table = text_table(["name", "type", "output shape", "params", "MACs"], body, "llrrr", rule="full")
     totals = f"total: {total_params:,} parameters, {total_macs:,} MACs ({total_macs / 1e9:.3f} GMACs) per image"
     return f"{title}\n{table}\n{totals}"
 
@@ -133,4 +126,4 @@ def models_table() -> str:
         info = model_info(name)
         body.append([name, f"{count_params(name):,}", f"{info.input_size}x{info.input_size}", f"{info.lr:g}",
                      info.section])
-    return _table(["model", "params", "input", "book lr", "d2l section"], body, [False, True, True, True, False])
+    return text_table(["model", "params", "input", "book lr", "d2l section"], body, "lrrrl", rule="full")

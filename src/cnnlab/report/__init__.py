@@ -1,5 +1,7 @@
-"""What a trained network learnt: figures (plots), internals (features) and the HTML run report (html)."""
+"""What a trained network learnt: figures (plots), internals (features), the HTML run report (html) and the
+observer that writes a run's curves and report when it trains (observer)."""
 
 from cnnlab.report.html import write_report
+from cnnlab.report.observer import RunReport
 
-__all__ = ["write_report"]
+__all__ = ["RunReport", "write_report"]

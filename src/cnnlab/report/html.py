@@ -3,31 +3,41 @@
 Every image is an inline base64 PNG and the styling is one inline ``<style>`` block, so the file opens offline, can
 be mailed or attached to an issue, and needs nothing beside it. The page is a derived file: writing it again
 replaces it (atomically, so a reader never sees half a page).
+
+This module gathers the numbers (formatted) and the pictures into a context; the jinja2 template
+``templates/report.html.j2`` lays them out, with autoescape on.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.report import plots
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
+from cnnlab.runs import CHECKPOINTS, Run
 
 REQUIRED = ("config.json", "metrics.csv", "result.json")
-CHECKPOINTS = ("last.pt", "best.pt")  # last.pt first: result.json's test_acc is the final model's
 N_WRONG, N_MAPS = 16, 4
 
 
 @dataclass
 class RunFiles:
-    """The parsed files of a run folder."""
+    """The parsed files of an ended run folder, as the report uses them.
+
+    Attributes:
+        path: the run folder.
+        config: config.json as a whole (:attr:`cnnlab.runs.Run.record`).
+        result: result.json.
+        metrics: metrics.csv's epoch rows.
+        checkpoint: last.pt, or best.pt where there is no last.pt (:meth:`cnnlab.runs.Run.checkpoint`).
+    """
 
     path: Path
     config: dict[str, Any]
@@ -37,72 +47,32 @@ class RunFiles:
 
 
 def read_run(run_dir: str | Path) -> RunFiles:
-    """Read a run folder written by ``cnnlab train``; a missing or incomplete one raises a one-line CnnlabError."""
-    from cnnlab.io import read_metrics_csv
-
+    """Read a run folder written by ``cnnlab train`` (through :class:`cnnlab.runs.Run`); a missing or incomplete
+    one raises a one-line CnnlabError."""
     path = Path(run_dir)
     if not path.is_dir():
         raise CnnlabError(f"run folder {path} does not exist (expected a folder written by cnnlab train)")
     missing = [name for name in REQUIRED if not (path / name).is_file()]
-    checkpoint = next((path / name for name in CHECKPOINTS if (path / name).is_file()), None)
-    if checkpoint is None:
+    if not any((path / name).is_file() for name in CHECKPOINTS):
         missing.append(" or ".join(CHECKPOINTS))
     if missing:
         raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} (a run that is still "
                           "training or was stopped? `cnnlab train --resume` finishes it)")
-    parsed = {}
-    for name in ("config.json", "result.json"):
-        try:
-            parsed[name] = json.loads((path / name).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CnnlabError(f"cannot read {path / name}: expected JSON ({str(e).splitlines()[0]})") from None
-        if not isinstance(parsed[name], dict):
-            raise CnnlabError(f"{path / name} holds a {type(parsed[name]).__name__}, expected a JSON object")
-    try:
-        metrics = read_metrics_csv(path / "metrics.csv")
-    except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise CnnlabError(f"cannot read {path / 'metrics.csv'}: expected numeric epoch rows ({e})") from None
-    return RunFiles(path, parsed["config.json"], parsed["result.json"], metrics, checkpoint)
+    run = Run.open(path)
+    return RunFiles(run.path, run.record, run.result, run.metrics, run.checkpoint())
 
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1d2433;
-background:#f4f5f7;margin:0}
-main{max-width:1080px;margin:0 auto;padding:24px 20px 40px}
-header h1{font-size:24px;margin:0 0 2px}header p{margin:0;color:#5b6475}
-.hero{display:flex;gap:14px;flex-wrap:wrap;margin:18px 0 6px}
-.stat{background:#fff;border-radius:10px;padding:12px 18px;box-shadow:0 1px 3px rgba(0,0,0,.08);min-width:150px}
-.stat b{display:block;font-size:26px;line-height:1.2}.stat span{color:#5b6475;font-size:12.5px}
-section{background:#fff;border-radius:10px;padding:16px 20px;margin:16px 0;box-shadow:0 1px 3px rgba(0,0,0,.08);
-overflow-x:auto}
-section h2{font-size:17px;margin:0 0 12px}
-img{max-width:100%;height:auto;display:block;margin:6px 0}
-table{border-collapse:collapse;font-size:13px}
-th,td{padding:4px 10px;border-bottom:1px solid #e6e8ec;text-align:left;vertical-align:middle}
-th{color:#5b6475;font-weight:600}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#6b7385;font-size:12.5px}
-.pair{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.pair>img{flex:0 1 520px;min-width:300px}
-table.metrics th,table.metrics td{padding:3px 7px;font-size:12.5px}
-.maps{display:flex;flex-wrap:wrap;gap:10px 26px}.maps img{flex:0 1 auto;max-width:calc(50% - 13px)}
-.classes td.bar{width:140px}.classes td.bar span{display:block;height:10px;border-radius:5px;background:#3b78c3}
-dl{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:4px 14px;margin:0}
-dt{color:#5b6475}dd{margin:0}
-footer{color:#7b8394;font-size:12px;text-align:center;margin-top:24px}
-code{font-size:12.5px}
-"""
+# The page's layout lives in templates/report.html.j2 (shipped as package data); this module only gathers what it
+# shows. StrictUndefined: a name missing from the context is an error here, not a silently empty part of the page.
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("cnnlab.report"), autoescape=True,
+                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                keep_trailing_newline=True)
 
 
-def page(title: str, hero: str, sections: list[str], footer: str) -> str:
-    """The whole document: inline style, no scripts, no external resources."""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body><main>"
-            f"{hero}{''.join(sections)}<footer>{footer}</footer></main></body></html>\n")
-
-
-def section(title: str, body: str) -> str:
-    return f"<section><h2>{escape(title)}</h2>{body}</section>\n"
+def render_page(context: dict[str, Any]) -> str:
+    """The whole document from its context (see :func:`build_report`): inline style, no scripts, no external
+    resources."""
+    return _TEMPLATES.get_template("report.html.j2").render(context)
 
 
 def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
@@ -111,10 +81,10 @@ def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
     return f"{value:{spec}}{unit}" if spec else f"{value}{unit}"
 
 
-def hero(run: RunFiles, result, name: str, section_id: str, dataset: str = "fashion-mnist") -> str:
-    """Title line and the headline numbers."""
+def _stats(run: RunFiles, result) -> list[tuple[str, str]]:
+    """The headline numbers, as (value, what it is)."""
     res = run.result
-    stats = [
+    return [
         (_fmt(res.get("test_acc"), ".2%"), "final test accuracy (result.json)"),
         (_fmt(result.accuracy, ".2%"), f"{result.n:,} test images, {run.checkpoint.name}"
          + (", flip-TTA" if result.tta else "")),
@@ -122,14 +92,10 @@ def hero(run: RunFiles, result, name: str, section_id: str, dataset: str = "fash
          "best epoch's " + ("validation" if res.get("val_split") else "test") + " accuracy"),
         (_fmt(res.get("images_per_s"), ",.0f"), "training images / s"),
     ]
-    cards = "".join(f'<div class="stat"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in stats)
-    return (f"<header><h1>{escape(name)} <span class=\"muted\">d2l {escape(section_id)}</span></h1>"
-            f"<p>cnnlab report of <code>{escape(str(run.path))}</code>, trained on {escape(dataset)}</p></header>"
-            f'<div class="hero">{cards}</div>')
 
 
-def summary_items(run: RunFiles, name: str, params: int, macs: int | None, input_size: int) -> str:
-    """The run's facts as a two-column definition list."""
+def _facts(run: RunFiles, name: str, params: int, macs: int | None, input_size: int) -> list[tuple[str, str]]:
+    """The run's facts, as (name, value) for a two-column definition list."""
     res, cfg = run.result, run.config.get("config") or {}
     wall = res.get("wall_s")
     items = [
@@ -144,13 +110,13 @@ def summary_items(run: RunFiles, name: str, params: int, macs: int | None, input
         ("batch size", cfg.get("batch_size")), ("schedule", cfg.get("schedule")),
         ("seed", res.get("seed", cfg.get("seed"))),
     ]
-    cells = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(_fmt(v)))}</dd>" for k, v in items)
-    return f"<dl>{cells}</dl>"
+    return [(k, str(_fmt(v))) for k, v in items]
 
 
-def _img(fig, alt: str, dpi: int = 100) -> str:
+def _picture(fig, alt: str, dpi: int = 100) -> dict[str, str]:
+    """A figure as an inline PNG (a data URI) and its alt text."""
     data = base64.b64encode(plots.figure_png(fig, dpi)).decode("ascii")
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+    return {"alt": alt, "src": f"data:image/png;base64,{data}"}
 
 
 def _macs(name: str, input_size: int, in_channels: int) -> int | None:
@@ -175,70 +141,54 @@ def _resized(fig, width: float = 5.2, height: float = 3.3):
     return fig
 
 
-def _metrics_table(rows: list[dict[str, float]]) -> str:
+def _metrics_table(rows: list[dict[str, float]]) -> dict[str, Any]:
     """metrics.csv as a table (the last 12 epochs when there are more: the curves show the rest)."""
     keys = [k for k in METRIC_HEADERS if k in rows[0]]
     spec = {"epoch": ".0f", "lr": ".3g", "seconds": ".1f", "images_per_s": ",.0f"}
-    body = "".join("<tr>" + "".join(f'<td class="num">{escape(_fmt(r.get(k), spec.get(k, ".4f")))}</td>'
-                                    for k in keys) + "</tr>" for r in rows[-12:])
-    head = "".join(f'<th class="num">{METRIC_HEADERS[k]}</th>' for k in keys)
-    note = f'<p class="muted">last 12 of {len(rows)} epochs</p>' if len(rows) > 12 else ""
-    return f'<div><table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</div>'
+    return {"head": [METRIC_HEADERS[k] for k in keys], "total": len(rows),
+            "rows": [[_fmt(r.get(k), spec.get(k, ".4f")) for k in keys] for r in rows[-12:]]}
 
 
-def _per_class_table(result) -> str:
+def _per_class(result) -> list[dict[str, Any]]:
+    """Each class's accuracy on the test set, with its bar's width and the count behind it."""
     counts = result.confusion.sum(1).tolist()
-    body = []
-    for i, (name, acc) in enumerate(zip(result.classes, result.per_class, strict=True)):
-        body.append(f'<tr><td class="num">{i}</td><td>{escape(name)}</td><td class="num">{acc:.1%}</td>'
-                    f'<td class="bar"><span style="width:{acc * 100:.1f}%"></span></td>'
-                    f'<td class="num muted">{int(result.confusion[i, i])}/{counts[i]}</td></tr>')
-    return ('<table class="classes"><thead><tr><th>#</th><th>class</th><th>accuracy</th><th></th><th>correct</th>'
-            f'</tr></thead><tbody>{"".join(body)}</tbody></table>')
+    return [{"index": i, "name": name, "accuracy": f"{acc:.1%}", "bar": f"{acc * 100:.1f}%",
+             "correct": int(result.confusion[i, i]), "total": counts[i]}
+            for i, (name, acc) in enumerate(zip(result.classes, result.per_class, strict=True))]
 
 
-def _field_table(name: str, input_size: int, in_channels: int, image_size: int) -> str:
+def _fields(name: str, input_size: int, in_channels: int, image_size: int) -> dict[str, Any]:
+    """The receptive field of every row of the network; the dense head is one row (it sees the whole image)."""
     rows, head = [], []
     for f in receptive_fields(name, input_size, in_channels):
         if len(f.shape) != 3:  # the dense head: every unit sees the whole image
             head.append(f)
             continue
-        scaled = f" ({f.r * image_size / input_size:.1f} px of the {image_size}-px image)" \
-            if input_size != image_size else ""
-        whole = ' <span class="muted">(whole input)</span>' if f.r >= input_size else ""
-        rows.append(f"<tr><td><code>{escape(f.name)}</code></td><td>{escape(f.kind)}</td>"
-                    f'<td class="num">{" × ".join(map(str, f.shape))}</td>'
-                    f'<td class="num">{f.r}{scaled}{whole}</td><td class="num">{f.jump}</td></tr>')
-    if head:
-        rows.append(f'<tr><td><code>{escape(head[0].name)} … {escape(head[-1].name.split("-")[-1])}</code></td>'
-                    '<td>dense head</td><td class="num">vector</td><td class="num">whole image</td><td></td></tr>')
-    return ('<table><thead><tr><th>row</th><th>layers</th><th>output (C × H × W)</th>'
-            f'<th>receptive field (px of the {input_size}-px input)</th><th>jump</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+        rows.append({"name": f.name, "kind": f.kind, "shape": " × ".join(map(str, f.shape)), "r": f.r,
+                     "jump": f.jump, "whole": f.r >= input_size,
+                     "scaled": f"{f.r * image_size / input_size:.1f}" if input_size != image_size else None})
+    return {"input_size": input_size, "image_size": image_size, "rows": rows,
+            "head": f"{head[0].name} … {head[-1].name.split('-')[-1]}" if head else None}
 
 
-def _mistakes_section(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classes) -> str:
-    """The test images misclassified with the highest predicted-class probability."""
+def _mistakes(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classes) -> dict[str, Any] | None:
+    """The test images misclassified with the highest predicted-class probability (None: there are none)."""
     confidence, pred = logits.softmax(1).max(1)
     wrong = (pred != labels).nonzero().flatten()
     worst = wrong[confidence[wrong].argsort(descending=True)[:N_WRONG]]
     if len(worst) == 0:
-        return section("Misclassified test images", "<p>None: every test image is classified correctly.</p>")
+        return None
     fig = plots.misclassified_figure(images[worst], labels[worst].tolist(), pred[worst].tolist(),
                                      confidence[worst].tolist(), classes)
-    return section(f"The {len(worst)} most confidently misclassified test images", _img(fig, "misclassified images")
-                   + '<p class="muted">Above each image: the predicted class and its probability; below: the '
-                   "truth.</p>")
+    return {**_picture(fig, "misclassified images"), "count": len(worst)}
 
 
-def _filters(weight: torch.Tensor) -> str:
-    return (_img(plots.filters_figure(weight), "first-layer filters", dpi=110)
-            + f'<p class="muted">{weight.shape[0]} kernels of {weight.shape[2]}×{weight.shape[3]} (averaged over '
-            f"{weight.shape[1]} input channel(s)); red positive, blue negative, each kernel on its own symmetric "
-            "scale.</p>")
+def _filters(weight: torch.Tensor) -> dict[str, Any]:
+    return {**_picture(plots.filters_figure(weight), "first-layer filters", dpi=110), "kernels": weight.shape[0],
+            "channels": weight.shape[1], "height": weight.shape[2], "width": weight.shape[3]}
 
 
-def _feature_maps_section(model, preprocess, images, labels, classes, device) -> str:
+def _feature_maps(model, preprocess, images, labels, classes, device) -> list[dict[str, str]]:
     """Feature maps of the first test images of N_MAPS different classes, one figure per image."""
     picks: list[int] = []
     for i, label in enumerate(labels.tolist()):
@@ -249,15 +199,10 @@ def _feature_maps_section(model, preprocess, images, labels, classes, device) ->
     with torch.no_grad():
         batch = preprocess(images[picks].to(device).float() / 255)
         rows = [r for r in run_rows(model, batch) if r.output.dim() == 4]
-    figures = "".join(
-        _img(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
-                                       title=f"test #{idx}: {classes[int(labels[idx])]}"),
-             f"feature maps of test image {idx}")
-        for k, idx in enumerate(picks))
-    return section("Feature maps", f'<div class="maps">{figures}</div>'
-                   '<p class="muted">Each row is one stage of the network (activations and batch norm folded into '
-                   "the layer before them); shown are the 8 channels with the largest spatial variance for this "
-                   "image, each scaled to its own range.</p>")
+    return [_picture(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
+                                               title=f"test #{idx}: {classes[int(labels[idx])]}"),
+                     f"feature maps of test image {idx}")
+            for k, idx in enumerate(picks)]
 
 
 def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto", dataset=None,
@@ -282,34 +227,23 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         logits = trained.logits(images)
     result = EvalResult.from_logits(logits, labels, classes, model=name, checkpoint=str(run.checkpoint),
                                     device=str(trained.device), tta=meta.tta)
-    params = trained.num_params()
-    info = model_info(name)
     conv = first_conv(trained.model)
-    sections = [
-        section("Run", summary_items(run, name, params, _macs(name, size, in_ch), size)),
-        section("Training curves", '<div class="pair">' + _img(_resized(curves_figure(run.metrics)), "training curves")
-                + _metrics_table(run.metrics) + "</div>"
-                if run.metrics else '<p class="muted">metrics.csv has no epochs yet.</p>'),
-        section("Test set: confusion matrix and per-class accuracy",
-                '<div class="pair">' + _img(plots.confusion_figure(result.confusion, classes), "confusion matrix")
-                + _per_class_table(result) + "</div>"),
-        _mistakes_section(logits, images, labels, classes),
-        section("First-layer filters", _filters(conv.weight.detach().cpu()) if conv is not None
-                else "<p>The model has no convolution.</p>"),
-        _feature_maps_section(trained.model, trained.preprocess, images, labels, classes, trained.device),
-        section("Receptive fields", _field_table(name, size, in_ch, meta.image_size) + RF_NOTE),
-    ]
     env = run.config.get("environment") or {}
-    footer = " · ".join(f"{k} {escape(str(env[k]))}" for k in ("cnnlab", "torch", "torchvision", "python",
-                                                                   "platform", "git_commit", "date") if env.get(k))
-    return page(f"cnnlab report: {name}", hero(run, result, name, info.section, data.name), sections, footer)
-
-
-RF_NOTE = ("<p class=\"muted\">Computed from the layer geometry alone, walking every convolution and pooling in "
-           "forward order: <code>r += (k − 1)·dilation·jump; jump *= stride</code>, starting from r = jump = 1. "
-           "Where branches meet (Inception's concatenation, a residual sum, DenseNet's concatenation) the largest "
-           "branch counts; a global pooling or a flatten for a dense layer sees the whole map. r may exceed the "
-           "input: the unit then sees all of it (padding fills the rest).</p>")
+    return render_page({
+        "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
+        "stats": _stats(run, result),
+        "facts": _facts(run, name, trained.num_params(), _macs(name, size, in_ch), size),
+        "curves": _picture(_resized(curves_figure(run.metrics)), "training curves") if run.metrics else None,
+        "metrics": _metrics_table(run.metrics) if run.metrics else None,
+        "confusion": _picture(plots.confusion_figure(result.confusion, classes), "confusion matrix"),
+        "per_class": _per_class(result),
+        "mistakes": _mistakes(logits, images, labels, classes),
+        "filters": _filters(conv.weight.detach().cpu()) if conv is not None else None,
+        "feature_maps": _feature_maps(trained.model, trained.preprocess, images, labels, classes, trained.device),
+        "fields": _fields(name, size, in_ch, meta.image_size),
+        "footer": [(k, str(env[k])) for k in ("cnnlab", "torch", "torchvision", "python", "platform", "git_commit",
+                                              "date") if env.get(k)],
+    })
 
 
 def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "auto", dataset=None,

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnlab.compare import compare_runs, curves_overlay, format_table
 from cnnlab.errors import CnnlabError
+from cnnlab.io import save_figure, write_json, write_text
+from cnnlab.runs import ENDED, Run, folder_status
 from cnnlab.study.spec import Study, check_settings, load_study
+from cnnlab.study.summary import study_summary
+from cnnlab.train import resume, train
+from cnnlab.train.config import make_config
 
 
 @dataclass(frozen=True)
@@ -28,22 +34,17 @@ class StudyResult:
 
 
 def variant_state(run_dir: Path) -> str:
-    """``new``, ``partial`` (a folder with no checkpoint yet), ``interrupted`` (a checkpoint, no result) or the
-    status result.json records (``finished``, ``failed``, ``stopped``)."""
-    if (run_dir / "result.json").is_file():
-        try:
-            return str(json.loads((run_dir / "result.json").read_text()).get("status", "finished"))
-        except (OSError, ValueError):
-            return "partial"  # a result.json that does not parse: the run did not end cleanly
-    if (run_dir / "last.pt").is_file():
-        return "interrupted"
-    return "partial" if run_dir.is_dir() and any(run_dir.iterdir()) else "new"
+    """The status of a variant's run folder (:func:`cnnlab.runs.folder_status`): ``new``, ``partial`` (files but no
+    checkpoint, or a result.json that does not parse), ``interrupted`` (a checkpoint, no result) or the status
+    result.json records (``finished``, ``failed``, ``stopped``).
+
+    Liveness is not judged: the study is the only writer of its folders, so a run without result.json was stopped.
+    """
+    return folder_status(run_dir)
 
 
 def _plan(study: Study, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every variant's run settings, checked by TrainConfig before anything trains."""
-    from cnnlab.train.config import make_config
-
     plan = {}
     for v in study.variants:
         settings = study.settings(v, overrides)
@@ -55,8 +56,6 @@ def _plan(study: Study, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
     """Write study.json into a new folder, or check that an existing study folder was made with the same plan."""
-    from cnnlab.io import write_json
-
     path = folder / "study.json"
     if path.is_file():
         try:
@@ -78,10 +77,8 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
 
 def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool, report: bool) -> str:
     """Train (or resume) one variant; returns what happened. A variant that fails is recorded, not raised."""
-    from cnnlab.train import resume, train
-
     state = variant_state(run_dir)
-    if state in ("finished", "failed", "stopped"):
+    if state in ENDED:
         return "kept"
     settings = dict(settings)
     model, recipe = settings.pop("model"), settings.pop("recipe", "book")
@@ -111,10 +108,6 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
         CnnlabError: a bad study file or override, or a study folder made with other settings.
         Interrupted: a signal stopped a variant (it checkpointed; the same call resumes the study).
     """
-    from cnnlab.compare import compare_runs, curves_overlay, format_table, load_run
-    from cnnlab.io import save_figure, write_text
-    from cnnlab.study.summary import study_summary
-
     study = load_study(name_or_path)
     overrides = check_settings({k: v for k, v in (overrides or {}).items() if v is not None}, "the study's overrides")
     folder = Path(out) if out else Path("studies") / study.name
@@ -126,7 +119,7 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
             print(f"[{i + 1}/{len(study.variants)}] {v.name} ({v.model})", flush=True)
         done[_run_variant(v.name, plan[v.name], folder / v.name, quiet, report)].append(v.name)
 
-    runs = [load_run(folder / v.name) for v in study.variants if (folder / v.name / "config.json").is_file()]
+    runs = [Run.open(folder / v.name) for v in study.variants if (folder / v.name / "config.json").is_file()]
     columns, rows = compare_runs(runs)
     for row, run in zip(rows, runs, strict=True):
         row["run"] = run.path.name  # the variant's name, as the summary refers to it

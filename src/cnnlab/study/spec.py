@@ -14,14 +14,13 @@ shape works by path::
 
     [[variants]]
     name = "relu-max"                        # the variant's run folder inside the study folder
-    model = "lenet-relu"                     # a registered model (cnnlab.study.variants registers more)
+    model = "lenet-relu"                     # a registered model (cnnlab.models.variants adds more)
     factors = { activation = "relu", pooling = "max" }
     config = { lr = 0.5 }                    # optional: TrainConfig fields of this variant only
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -30,6 +29,7 @@ from typing import Any
 
 from cnnlab.config_file import tomllib
 from cnnlab.errors import CnnlabError
+from cnnlab.train.config import check_known_fields
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a variant's name is a folder name
 # Budget keys that would make variants share or escape their run folders.
@@ -72,12 +72,6 @@ def list_studies() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in _data().iterdir() if p.name.endswith(".toml"))
 
 
-def _fields() -> set[str]:
-    from cnnlab.train.config import TrainConfig
-
-    return {f.name for f in dataclasses.fields(TrainConfig)}
-
-
 def _table(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CnnlabError(f"{where} must be a table, got {type(value).__name__}")
@@ -86,10 +80,7 @@ def _table(value: Any, where: str) -> dict[str, Any]:
 
 def check_settings(values: dict[str, Any], where: str) -> dict[str, Any]:
     values = {k.replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - _fields())
-    if unknown:
-        raise CnnlabError(f"{where} has unknown key(s) {', '.join(unknown)}; expected TrainConfig fields "
-                          "(the flags of `cnnlab train --help`)")
+    check_known_fields(values, where)
     banned = sorted(set(values) & set(_NOT_IN_BUDGET))
     if banned:
         raise CnnlabError(f"{where} sets {', '.join(banned)}; expected these only per variant (model) or from the "
@@ -144,8 +135,6 @@ def load_study(name_or_path: str | Path) -> Study:
         >>> [v.model for v in load_study("lenet-activation-pooling").variants][:2]
         ['lenet', 'lenet-sigmoid-max']
     """
-    import cnnlab.study.variants  # noqa: F401  the variant models studies name
-
     text = str(name_or_path)
     if text.endswith(".toml"):
         path = Path(text)

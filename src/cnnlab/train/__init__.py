@@ -1,73 +1,53 @@
 """Training: TrainConfig and recipes, the Trainer, checkpoints and run folders.
 
 Anything the CLI does is one call here: ``train("lenet", recipe="book", epochs=1)`` or ``resume("runs/x")``.
-:func:`build_trainer` is where the pieces meet: it loads the dataset, builds the model for it, prepares the run
-folder and hands all three to a :class:`~cnnlab.train.trainer.Trainer` as values.
+:func:`build_run` (train/build.py) turns a config into the run's parts; :func:`build_trainer` adds the run folder
+and its observers and hands them to a :class:`~cnnlab.train.trainer.Trainer`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.io import remove_stale_temporaries
+from cnnlab.report import RunReport
+from cnnlab.runs import RunFolder, load_checkpoint, prepare_run_dir
+from cnnlab.train.build import RunParts, build_run
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
+from cnnlab.train.distributed import broadcast_object
+from cnnlab.train.observers import EpochCallback
+from cnnlab.train.trainer import Trainer
 
 
 def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = False, report: bool = True,
                   on_epoch: Callable[[dict[str, float]], None] | None = None, run_dir: str | Path | None = None,
-                  resume_state: dict[str, Any] | None = None):
-    """Dataset, model, run folder and observers for ``config``, joined in a Trainer (not yet fitted).
-
-    The seed is set before the model is built, so a run's initial weights depend on ``config.seed`` alone.
-    """
-    from cnnlab.device import resolve_device
-    from cnnlab.errors import CnnlabError
-    from cnnlab.inference import dataset_of
-    from cnnlab.models import check_input_size, create_model, model_info
-    from cnnlab.models.init import init_cnn
-    from cnnlab.train import rundir
-    from cnnlab.train.distributed import barrier, broadcast_object, init_distributed
-    from cnnlab.train.finetune import freeze_body, init_from
-    from cnnlab.train.state import seed_all
-    from cnnlab.train.trainer import Trainer
-
-    config = config.validate()
-    model_info(config.model)  # an unknown model name is an instant error, before any data is read
-    if config.resize:  # so is an input size the model cannot take
-        check_input_size(config.model, config.resize, config.channels or 1)
-    device = resolve_device(config.device)
-    dist = init_distributed(device)
-    seed_all(config.seed)
-    # One process per machine fills the download (or decode) cache before the others read it.
-    dataset = dataset_of(vars(config)) if dist.local_rank == 0 else None
-    barrier(dist)
-    dataset = dataset or dataset_of(vars(config))
-    model = create_model(config.model, num_classes=dataset.num_classes, in_channels=dataset.channels, ops=config.ops)
-    if config.init == "xavier":
-        model.apply(init_cnn)
-    if config.init_from and resume_state is None:  # a resume has the fine-tuned weights in last.pt already
-        note = init_from(model, config.init_from)
-        if note and dist.is_main and not quiet:
-            print(note, flush=True)
-    if config.freeze:
-        freeze_body(model)
-
+                  resume_state: dict[str, Any] | None = None) -> Trainer:
+    """The run ``config`` describes (:func:`build_run`), its run folder and observers, joined in a Trainer (not yet
+    fitted). A resume passes the run's folder and its last.pt as ``run_dir`` and ``resume_state``."""
+    source = Path(run_dir or ".") / "last.pt"
+    parts = build_run(config, resume_state=resume_state, source=source, quiet=quiet)
+    dist = parts.dist
     # Run folder: rank 0 makes it; the others only learn its name (and of a refusal, or they would wait forever).
     path, refused = None, None
     if dist.is_main:
         try:
-            path = Path(run_dir) if resume_state else rundir.prepare_run_dir(config.out, config.model, force)
+            path = Path(run_dir) if resume_state else prepare_run_dir(config.out, config.model, force)
         except CnnlabError as e:
             refused = e
     path, message = broadcast_object((path, refused and str(refused)), dist)
     if message:
         raise refused or CnnlabError(message)
-    observers: list[Any] = [rundir.RunFolder(path, report=report, data_dir=config.data_dir, quiet=quiet)]
+    if resume_state and dist.is_main:  # a kill -9 during a checkpoint write leaves its temporary file
+        remove_stale_temporaries(path)
+    observers: list[Any] = [RunFolder(path),
+                            RunReport(path, report=report, data_dir=config.data_dir, quiet=quiet)]
     if on_epoch is not None:
-        observers.append(rundir.EpochCallback(on_epoch))
-    return Trainer(config, dataset, model, run_dir=path, observers=observers, quiet=quiet,
-                   resume_state=resume_state, dist=dist)
+        observers.append(EpochCallback(on_epoch))
+    return Trainer(parts, run_dir=path, observers=observers, quiet=quiet)
 
 
 def train(model: str, recipe: str = "book", *, force: bool = False, quiet: bool = False, report: bool = True,
@@ -99,11 +79,6 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
     Returns:
         The epoch history, or None when the run is already finished (nothing is written then).
     """
-    import dataclasses
-
-    from cnnlab.errors import CheckpointError, CnnlabError
-    from cnnlab.train.checkpoint import load_checkpoint
-
     path = Path(run_dir) / "last.pt"
     state = load_checkpoint(path)
     try:
@@ -134,4 +109,5 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
     return trainer.fit()
 
 
-__all__ = ["RECIPES", "TrainConfig", "build_trainer", "make_config", "resume", "train"]
+__all__ = ["RECIPES", "RunParts", "TrainConfig", "Trainer", "build_run", "build_trainer", "make_config", "resume",
+           "train"]

@@ -190,7 +190,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # one epoch of 40 or of all 235 batches; clipped, it learns (docs/benchmarks.md, "Short schedules").
     "fast": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
                  batch_size=256, label_smoothing=0.1, normalize=True, augment=False, epochs=10, init="xavier",
-                 grad_clip=1.0, channels_last=False),  # BN-LeNet's small batch norms run 15% faster contiguous on a CPU
+                 grad_clip=1.0, channels_last=False),  # BN-LeNet is faster contiguous on a CPU (docs/benchmarks.md)
     # The most test accuracy two CPU cores buy in 10 minutes, for the compact model (docs/benchmarks.md, "Ten
     # minutes on two cores"; chosen on a validation split): the fast recipe's optimizer and one-cycle, with the
     # random-crop and flip augmentation and flip-TTA that beat no augmentation there (without it the net fits the

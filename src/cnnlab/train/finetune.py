@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.runs.checkpoint import load_checkpoint
 
 
 def init_from(model: nn.Module, path: str | Path) -> str:
@@ -19,8 +20,6 @@ def init_from(model: nn.Module, path: str | Path) -> str:
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
-    from cnnlab.train.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     source = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(source, dict):

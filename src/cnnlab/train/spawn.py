@@ -19,6 +19,7 @@ import sys
 import uuid
 from typing import Any
 
+from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
 
 
@@ -32,8 +33,7 @@ def cores() -> int:
 
 def split_batch(batch_size: int, procs: int) -> int:
     """The per-process batch that keeps the global batch at ``batch_size``; raise unless ``procs`` divides it."""
-    if isinstance(procs, bool) or not isinstance(procs, int) or procs < 1:
-        raise CnnlabError(f"procs must be a positive integer, got {procs!r}")
+    positive_int(procs, "procs")
     if batch_size % procs:
         raise CnnlabError(f"procs must divide the batch size so that the global batch stays {batch_size}, "
                           f"got {procs} processes")

@@ -1,6 +1,7 @@
 """What a bit-exact resume needs, and how a run is asked to stop.
 
-``rng_state`` captures every random stream a run draws from (torch, CUDA, numpy, Python) as tensors and plain
+:class:`TrainState` is where a run is (epoch, step, history, best accuracy, time spent), saved with every random
+stream. ``rng_state`` captures every random stream a run draws from (torch, CUDA, numpy, Python) as tensors and plain
 containers, so it loads with ``torch.load(weights_only=True)``. ``install_stop_handlers`` turns SIGINT and
 SIGTERM into a request the training loop answers at the end of the current step (checkpoint, then exit).
 """
@@ -11,14 +12,11 @@ import random
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-
-from cnnlab.errors import CheckpointError, CnnlabError
-from cnnlab.train.checkpoint import save_checkpoint
 
 
 def seed_all(seed: int) -> None:
@@ -65,78 +63,30 @@ def restore_handlers(previous: dict[int, Any] | None) -> None:
         signal.signal(s, handler)
 
 
-class ResumableState:
-    """The Trainer's checkpoint half: what it saves, and how a resume puts it back (mixed into ``Trainer``, whose
-    attributes it reads; kept apart so that trainer.py holds the loop and this file everything a resume needs)."""
+@dataclass
+class TrainState:
+    """Where a run is: the counters and history a resume puts back (with the RNG, saved by :meth:`state_dict`).
+
+    The Trainer holds one and advances it; the other resumable parts (weights, optimizer, schedule, loader
+    position, partial epoch sums) belong to the run's parts (:class:`cnnlab.train.build.RunParts`).
+    """
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_acc: float = -1.0
+    elapsed: float = 0.0  # wall seconds of fitting before this process (a resumed run carries them over)
+    target_reached: dict[str, float] | None = None  # {"epoch", "seconds"} once val_acc >= target_acc
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a bit-exact resume needs: tensors and plain containers only."""
-        cfg = self.config
-        state = {
-            "model_name": cfg.model, "num_classes": self.dataset.num_classes, "in_channels": self.dataset.channels,
-            "dataset": self.dataset_record(), "input_size": self.input_size,
-            "normalize": self.normalize, "ops": cfg.ops, "config": asdict(cfg),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "loader": self.train_loader.state_dict(),
-            "epoch_metrics": self.epoch_metrics.state_dict(), "epoch": self.epoch, "step": self.step,
-            "history": self.history, "best_val_acc": self.best_val_acc, "elapsed": self.elapsed,
-            "target_reached": self.target_reached,
-            "world_size": self.dist.world_size, "torch_threads": torch.get_num_threads(),
-        }
-        if self.ema is not None:
-            state["ema"] = self.ema.module.state_dict()
-            state["ema_n"] = int(self.ema.n_averaged.item())
-        return state
+        """The counters, history and every random stream, as plain containers and tensors (top-level checkpoint
+        entries since checkpoint version 1)."""
+        return {"epoch": self.epoch, "step": self.step, "history": self.history, "best_val_acc": self.best_val_acc,
+                "elapsed": self.elapsed, "target_reached": self.target_reached, "rng": rng_state()}
 
-    def _checkpoint(self, name: str) -> None:
-        """Rank 0 writes RUN_DIR/``name``; every rank must call it, since the partial epoch sums it keeps are
-        summed over the ranks first (rank 0's own would lose the others' samples on a mid-epoch resume)."""
-        # The loss check cannot see an update that overflowed the weights while its own loss was finite; a
-        # checkpoint with inf/NaN weights would replace the last good one, so look at the weights themselves.
-        if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
-            self._blow_up("weights", self.step)  # identical on every rank under DDP: all raise together
-        summed = self.epoch_metrics.global_state_dict()
-        if self.dist.is_main and self.run_dir is not None:
-            save_checkpoint({**self.state_dict(), "epoch_metrics": summed}, self.run_dir / name)
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        saved = state.get("world_size", 1)
-        if saved != self.dist.world_size:  # the data shards, the global batch and the lr all depend on it
-            raise CnnlabError(f"this run was trained by {saved} process(es) and must resume with as many (torchrun "
-                              f"--nnodes x --nproc-per-node), got {self.dist.world_size}")
-        try:
-            self._restore(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # not a checkpoint this trainer wrote
-            if isinstance(e, CnnlabError):
-                raise
-            what = f"lacks the entry {e.args[0]!r}" if isinstance(e, KeyError) else " ".join(str(e).split())
-            raise CheckpointError(f"{self.run_dir / 'last.pt'} does not fit this run: {what[:200]}") from None
-        threads = state.get("torch_threads")
-        if self.config.deterministic and threads and threads != torch.get_num_threads():
-            # CPU kernels split their reductions by thread, so another thread count rounds differently and the
-            # resumed run drifts from the uninterrupted one; use the count the run started with.
-            self._log(f"note: using {threads} intra-op threads as the run did before (not "
-                      f"{torch.get_num_threads()}), so the deterministic resume is exact")
-            torch.set_num_threads(threads)
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        saved = (state.get("dataset") or {}).get("classes")
-        if saved is not None and list(saved) != list(self.dataset.classes):
-            raise CnnlabError(f"{self.run_dir / 'last.pt'} was trained on {len(saved)} classes of "
-                              f"{state['dataset']['name']}, not the {self.dataset.num_classes} of "
-                              f"{self.dataset.name}: resume it with its own dataset")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and "ema" in state:
-            self.ema.module.load_state_dict(state["ema"])
-            self.ema.n_averaged.fill_(state["ema_n"])
-        self.train_loader.load_state_dict(state["loader"])
-        if self.dist.is_main:  # the saved sums are global: one rank carries them, compute() adds the others' new ones
-            self.epoch_metrics.load_state_dict(state["epoch_metrics"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        self.history, self.best_val_acc = list(state["history"]), state["best_val_acc"]
-        self.elapsed = state.get("elapsed", 0.0)
-        self.target_reached = state.get("target_reached")
-        set_rng_state(state["rng"])
-
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> TrainState:
+        """The counters of a checkpoint (its RNG is restored separately, last: see ``build_run``)."""
+        return cls(epoch=state["epoch"], step=state["step"], history=list(state["history"]),
+                   best_val_acc=state["best_val_acc"], elapsed=state.get("elapsed", 0.0),
+                   target_reached=state.get("target_reached"))

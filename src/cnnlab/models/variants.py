@@ -8,8 +8,9 @@ and then reshaped, so there is no second LeNet or ResNet here:
 - BN-LeNet without its batch norms, and with them after the activation instead of before (d2l 8.5 exercises);
 - ResNet of other depths, and with narrower residual stages (d2l 8.6 exercises).
 
-Importing this module registers them (``cnnlab study`` and ``cnnlab compare`` do). The names say what differs
-from the zoo model they start from.
+:mod:`cnnlab.models` imports this module, so they are always registered (``cnnlab study``, ``compare`` and
+``sweep`` name them), as exercise variants: outside the zoo's listing (``cnnlab models``, :func:`list_models`
+without ``exercises``). The names say what differs from the zoo model they start from.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.layers import layer_set
 from cnnlab.models.head import Flatten
 from cnnlab.models.lenet import LeNet
-from cnnlab.models.registry import list_models, register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.resnet import Residual, ResNet
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
@@ -33,14 +34,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReL
 
 def _register(name: str, section: str, input_size: int, lr: float, build: Callable[..., nn.Module],
               doc: str) -> None:
-    if name in list_models():  # the lead may move a variant into models/; then the zoo's builder wins
-        return
-
     def builder(num_classes: int = 10, in_channels: int = 1, ops: str = "torch") -> nn.Module:
         return build(num_classes=num_classes, in_channels=in_channels, ops=ops)
 
     builder.__doc__ = doc
-    register_model(name, input_size=input_size, lr=lr, section=section)(builder)
+    register_model(name, input_size=input_size, lr=lr, section=section, exercise=True)(builder)
 
 
 # ---------------------------------------------------------------------------------------------------- LeNet

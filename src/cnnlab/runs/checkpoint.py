@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.data import CLASSES, MEAN, STD
 from cnnlab.errors import CheckpointError
 from cnnlab.io import atomic_write
 
@@ -74,8 +75,6 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint without the "dataset" entry (version 1: every one of them trained on Fashion-MNIST) as
     version 2, with that entry filled in."""
     if "dataset" not in state:
-        from cnnlab.data import CLASSES, MEAN, STD
-
         state["dataset"] = {"name": "fashion-mnist", "classes": list(CLASSES), "channels": state.get("in_channels", 1),
                             "image_size": 28, "mean": [MEAN], "std": [STD], "flip": True}
     state["version"] = VERSION

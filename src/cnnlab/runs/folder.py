@@ -1,8 +1,10 @@
-"""The run folder: what a training run leaves behind, every file written atomically.
+"""The run folder's writer: what a training run leaves behind, every file written atomically.
 
-config.json (full config, dataset, versions, git commit, device), metrics.csv (a row per epoch), result.json,
-curves.png, tb/ (TensorBoard), report.html — written by :class:`RunFolder`, an observer of the Trainer — beside
-the Trainer's own last.pt and best.pt. Nothing already in a folder is overwritten without ``force``.
+config.json (full config, dataset, versions, git commit, device), metrics.csv (a row per epoch), result.json and
+tb/ (TensorBoard) are written by :class:`RunFolder`, an observer of the Trainer, beside the Trainer's own last.pt
+and best.pt (:mod:`cnnlab.runs.checkpoint`); curves.png and report.html by the report's observer
+(:class:`cnnlab.report.RunReport`). Nothing already in a folder is overwritten without ``force``. They are read
+back through :class:`cnnlab.runs.Run` only.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import Any
 
 import torch
 
+import cnnlab
 from cnnlab.errors import CnnlabError
-from cnnlab.io import save_figure, write_json, write_metrics_csv
+from cnnlab.io import write_json, write_metrics_csv
 
 
 def default_run_dir(model: str) -> Path:
@@ -91,9 +93,7 @@ def git_commit() -> str | None:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and machine facts recorded beside every figure."""
-    import torchvision
-
-    import cnnlab
+    import torchvision  # only for its version: not worth its import time in every process that reads runs
 
     info: dict[str, Any] = {
         "cnnlab": cnnlab.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -107,22 +107,18 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 class RunFolder:
-    """Observer of a :class:`~cnnlab.train.trainer.Trainer` that keeps the run folder's files up to date.
+    """Observer of a :class:`~cnnlab.train.trainer.Trainer` that keeps the run folder's record up to date.
 
     config.json when the fit starts; TensorBoard scalars and metrics.csv after every epoch (after the Trainer's
-    last.pt, so a listed epoch is always resumable); result.json and curves.png at the end (result.json with
-    ``status: failed`` and the error when the fit fails); then report.html, which is derived from those files
-    and can be skipped with Ctrl-C.
+    last.pt, so a listed epoch is always resumable); result.json at the end, with ``status: failed`` and the error
+    when the fit fails.
 
     Args:
         path: the run folder (made by :func:`prepare_run_dir`).
-        report: write report.html after the fit.
-        data_dir: where the report finds the test set when it must evaluate it again.
-        quiet: no line saying the report is being written.
     """
 
-    def __init__(self, path: str | Path, *, report: bool = True, data_dir: str | None = None, quiet: bool = False):
-        self.path, self.report, self.data_dir, self.quiet = Path(path), report, data_dir, quiet
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
         self._tb = None
 
     def on_start(self, trainer) -> None:
@@ -137,14 +133,10 @@ class RunFolder:
         if self._tb is not None:
             for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
                 self._tb.add_scalar(key, row[key], row["epoch"])
-        write_metrics_csv(self.path / "metrics.csv", trainer.history)
+        write_metrics_csv(self.path / "metrics.csv", trainer.state.history)
 
     def on_end(self, trainer, result: dict[str, Any]) -> None:
         write_json(self.path / "result.json", result)
-        if trainer.history:
-            from cnnlab.report.curves import curves_figure
-
-            save_figure(curves_figure(trainer.history, title=trainer.config.model), self.path / "curves.png")
         self._close()
 
     def on_failure(self, trainer, error: BaseException) -> None:
@@ -152,45 +144,16 @@ class RunFolder:
 
         A run stopped by a signal is not a failure: it has a checkpoint and no result.json until it is resumed.
         """
+        history = trainer.state.history
         write_json(self.path / "result.json", {
             "model": trainer.config.model, "recipe": trainer.config.recipe, "dataset": trainer.dataset.name,
             "status": "failed", "error": f"{type(error).__name__}: {' '.join(str(error).split())}"[:500],
-            "epochs": len(trainer.history), "best_val_acc": trainer.best_val_acc if trainer.history else None,
+            "epochs": len(history), "best_val_acc": trainer.state.best_val_acc if history else None,
             "test_acc": None, "seed": trainer.config.seed,
         })
         self._close()
-
-    def after_fit(self, trainer, result: dict[str, Any]) -> None:
-        if not self.report:
-            return
-        if not self.quiet:
-            print(f"writing {self.path / 'report.html'} (Ctrl-C skips it: the run's results are saved)", flush=True)
-        t0 = time.perf_counter()
-        try:
-            from cnnlab.report import write_report
-
-            write_report(self.path, data_dir=self.data_dir, device=str(trainer.device), dataset=trainer.dataset,
-                         test_logits=trainer.test_logits)
-        except KeyboardInterrupt:
-            print("cnnlab: report.html skipped (Ctrl-C); `cnnlab report RUN_DIR` writes it later", file=sys.stderr)
-        except Exception as e:  # the run's results are already safe on disk; say what failed and go on
-            print(f"cnnlab: warning: report.html not written: {e}", file=sys.stderr)
-        else:
-            if not self.quiet:
-                print(f"report written in {time.perf_counter() - t0:.1f}s", flush=True)
 
     def _close(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-
-
-class EpochCallback:
-    """Adapts a plain ``on_epoch(row)`` function (e.g. a sweep's pruning check) to the observer interface."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def on_epoch(self, trainer, row: dict[str, Any], is_best: bool) -> None:
-        self.fn(dict(row))
-

@@ -1,0 +1,119 @@
+"""`cnnlab sweep`: hyper-parameter search on Optuna, every trial a normal run folder.
+
+A sweep is an Optuna study whose objective trains one run (``cnnlab.train.train``) and returns its best
+validation accuracy; after every epoch the accuracy is reported to a pruner, which may stop the run early. The
+study lives in a database: SQLite in the sweep folder by default, or any URL Optuna takes (``postgresql://...``)
+so that workers on several machines can join one study. The sweep's settings are stored in the study itself, so
+``cnnlab sweep --study NAME --storage URL`` on another machine needs nothing else.
+
+The package, in the order a sweep uses it: ``space`` (what is searched: Param, SweepSpec), ``storage`` (the
+database), ``study`` (the Optuna study and its trials' states), ``trial`` (the objective: one run folder),
+``workers`` (processes running trials), ``summary`` (the outcome and its plots); :func:`sweep` ties them together.
+
+Faults, and what happens:
+
+- a trial that raises or trains into NaN is recorded as failed (the error in its ``error`` attribute and in its
+  run folder's result.json) and the sweep goes on;
+- Ctrl-C (SIGINT/SIGTERM): running trials checkpoint and stop; the next ``cnnlab sweep --study NAME`` enqueues
+  each again with the same parameters and resumes its run folder from ``last.pt``;
+- a worker killed outright stops beating its heartbeat; another worker marks its trial failed after the grace
+  period (three heartbeats), and waits for that before calling the sweep finished;
+- the database going away ends the worker with one line saying so; what the database had recorded stays there,
+  and every trial's run folder and ``trial.json`` stay on disk.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnlab.checks import number, positive_int
+from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.sweep.space import KINDS, LOCAL, PRUNERS, Param, SweepSpec, command_line, parse_param
+from cnnlab.sweep.storage import StorageLost, database_failure, db_errors, first_line, open_storage, shown, storage_url
+from cnnlab.sweep.study import SPEC_ATTR, enqueue_interrupted, load_study, progress
+from cnnlab.sweep.summary import format_summary, summarize
+from cnnlab.sweep.trial import TrialFailed, run_trial
+from cnnlab.sweep.workers import Worker, run_workers, threads_per_job, work
+
+__all__ = ["KINDS", "LOCAL", "PRUNERS", "SPEC_ATTR", "Param", "StorageLost", "SweepSpec", "TrialFailed", "Worker",
+           "command_line", "database_failure", "db_errors", "enqueue_interrupted", "format_summary", "load_study",
+           "open_storage", "parse_param", "progress", "run_trial", "run_workers", "storage_url", "summarize",
+           "sweep", "threads_per_job", "work"]
+
+
+def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | None = None,
+          out: str | Path | None = None, jobs: int = 1, heartbeat: float = 10.0,
+          local: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start, join or resume a sweep and run it to the end; returns the summary (see :func:`summarize`).
+
+    Args:
+        spec: the sweep's settings; None to join (or resume) the existing study ``study``.
+        study: the study's name (default: ``MODEL-TIME``).
+        storage: a database URL Optuna accepts (default: SQLite ``study.db`` in the sweep folder).
+        out: the sweep folder, for the trials' run folders, plots and summary (default: ``sweeps/STUDY``).
+        jobs: trials run at once on this machine, each in its own process with ``cores // jobs`` torch threads.
+        heartbeat: seconds between a running trial's heartbeats.
+        local: this machine's ``data_dir`` and ``device`` when it joins a study (default: the stored ones).
+
+    Raises:
+        Interrupted: a signal stopped the sweep (the trials checkpointed; the same call resumes it).
+        StorageLost: the database is unreachable or went away.
+    """
+    import optuna
+
+    positive_int(jobs, "--jobs")
+    number(heartbeat, "--heartbeat", low=0, low_open=True, expected="a number of seconds > 0")
+    if spec is not None:
+        spec.check()
+    if study is None:
+        if spec is None:
+            raise CnnlabError("expected a MODEL and --param to start a sweep, or --study NAME to join one; got neither")
+        study = f"{spec.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = Path(out) if out else Path("sweeps") / study
+    if storage is None and spec is None and not (sweep_dir / "study.db").is_file():
+        raise CnnlabError(f"no sweep folder {sweep_dir} with a study.db: expected --out of an existing sweep, "
+                          "or --storage URL, or MODEL and --param to start one")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    url = storage_url(storage, sweep_dir)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    handle = open_storage(url, heartbeat)
+    try:
+        study_obj, spec = load_study(handle, study, spec)
+        again = enqueue_interrupted(study_obj)
+    except db_errors() as e:
+        raise StorageLost(f"the study database {shown(url)} does not answer: {first_line(e)}") from None
+    if again:
+        print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
+    unknown = sorted(set(local or {}) - set(LOCAL))
+    if unknown:
+        raise CnnlabError(f"a joining machine sets only {', '.join(LOCAL)} for itself; got {', '.join(unknown)}")
+    worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}))
+    hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {shown(storage)}" if storage else "")
+    codes = [0]
+    try:
+        if jobs == 1:
+            work(worker)
+        else:
+            codes = run_workers(worker, jobs)
+    except (Interrupted, KeyboardInterrupt) as e:
+        raise Interrupted(getattr(e, "signum", 2), f"sweep interrupted; the running trials checkpointed. Resume "
+                                                   f"with: {hint}") from None
+    if any(c in (130, 143) for c in codes):
+        raise Interrupted(2, f"sweep interrupted; the running trials checkpointed. Resume with: {hint}")
+    if 3 in codes:
+        raise StorageLost(f"the study database {shown(url)} went away during the sweep; what it recorded is kept. "
+                          f"Continue with: {hint}")
+    for i, code in enumerate(codes):
+        if code:
+            print(f"cnnlab sweep: warning: worker {i} ended with exit code {code}; its trial is marked failed once "
+                  f"its heartbeat is stale", file=sys.stderr, flush=True)
+    try:
+        return summarize(study_obj, spec, sweep_dir)
+    except Exception as e:
+        if database_failure(e) is None:
+            raise
+        raise StorageLost(f"the study database {shown(url)} went away before the summary; what it recorded is "
+                          f"kept. Continue with: {hint}") from None

@@ -1,0 +1,90 @@
+"""Where a sweep's study lives: its database URL, opening it, and recognising the errors of a lost database.
+
+SQLite in the sweep folder by default, or any URL Optuna takes (``postgresql://...``) so that workers on several
+machines can join one study. Optuna (and SQLAlchemy, which it brings) is imported where it is used: it is an
+optional dependency (``cnnlab[sweep]``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+
+class StorageLost(CnnlabError):
+    """The study's database stopped answering (or never did)."""
+
+
+def storage_url(url: str | None, sweep_dir: Path) -> str:
+    """The database URL: SQLite in the sweep folder by default; ``postgresql://`` uses the psycopg driver."""
+    if url is None:
+        return f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
+    for plain in ("postgresql://", "postgres://"):  # SQLAlchemy's default PostgreSQL driver is psycopg2, not ours
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: Optuna will say so
+        return url
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error (the database driver's own, when SQLAlchemy wraps one), for one-line messages."""
+    cause = getattr(error, "orig", None) or error
+    return " ".join(str(cause).split("\n")[0].split())[:300]
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a lost or unreachable database raises through Optuna."""
+    import optuna
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError
+
+
+def database_failure(error: BaseException) -> BaseException | None:
+    """The database error behind ``error``, if one is in its chain of causes, else None.
+
+    Optuna does not always pass the database's error on: when recording a trial's end fails, the trial still
+    looks running to it and it raises ``AssertionError("Should not reach.")`` with the real error as context.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, db_errors()):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def open_storage(url: str, heartbeat: float):
+    """An Optuna RDBStorage with a heartbeat, so that a killed worker's trial is failed after ``3 * heartbeat``.
+
+    Raises:
+        StorageLost: the database cannot be reached or opened.
+    """
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):  # several workers on one file: wait for SQLite's lock instead of failing at once
+        kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    interval = max(1, round(heartbeat))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is "experimental"
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=interval,
+                                              grace_period=3 * interval)
+    except db_errors() as e:
+        raise StorageLost(f"cannot open the study database {shown(url)}: {first_line(e)}") from None

@@ -1,0 +1,89 @@
+"""The Optuna study behind a sweep: created from a SweepSpec or loaded with the one stored in it, its trials
+counted, and interrupted trials enqueued again to resume their run folders."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+from cnnlab.sweep.space import LOCAL, SweepSpec
+from cnnlab.sweep.storage import shown
+
+SPEC_ATTR = "cnnlab_sweep"
+
+
+def _is_interrupted(t) -> bool:
+    from optuna.trial import TrialState
+
+    return t.state == TrialState.FAIL and bool(t.user_attrs.get("interrupted"))
+
+
+def enqueue_interrupted(study) -> list[int]:
+    """Enqueue every interrupted trial not yet enqueued again, with its parameters and run folder."""
+    trials = study.get_trials(deepcopy=False)
+    taken = {t.user_attrs.get("resume_of") for t in trials}
+    again = []
+    for t in trials:
+        if _is_interrupted(t) and t.number not in taken:
+            attrs = {"resume_of": t.number, **{k: t.user_attrs[k] for k in ("run_dir", "host") if k in t.user_attrs}}
+            study.enqueue_trial(dict(t.params), user_attrs=attrs, skip_if_exists=False)
+            again.append(t.number)
+    return again
+
+
+def progress(study) -> dict[str, int]:
+    """Trials by state; ``counted`` are those toward ``--trials`` (interrupted ones are replaced by their resume)."""
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = "interrupted" if _is_interrupted(t) else {"FAIL": "failed"}.get(t.state.name, t.state.name.lower())
+        counts[key] = counts.get(key, 0) + 1
+    counts["counted"] = sum(v for k, v in counts.items() if k != "interrupted")
+    return counts
+
+
+def _pruner(spec: SweepSpec):
+    import optuna
+
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_epochs)
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.overrides.get("epochs") or "auto")
+    return optuna.pruners.NopPruner()
+
+
+def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0):
+    """The study ``name`` with its stored spec, created from ``spec`` when it does not exist yet.
+
+    Raises:
+        CnnlabError: no such study and no spec to start it, or a spec that differs from the stored one.
+    """
+    import optuna
+
+    stored = None
+    if name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        stored = SweepSpec(**study.user_attrs[SPEC_ATTR]) if SPEC_ATTR in study.user_attrs else None
+        if stored is None:
+            raise CnnlabError(f"study {name!r} was not made by cnnlab sweep (it has no {SPEC_ATTR} settings)")
+        if spec is not None and _shared(spec) != _shared(stored):
+            diff = sorted(k for k, v in _shared(spec).items() if _shared(stored)[k] != v)
+            raise CnnlabError(f"study {name!r} exists with other settings ({', '.join(diff)}); expected the same, "
+                              f"or only --study {name} to join it, or a new --study name")
+    elif spec is None:
+        raise CnnlabError(f"no study {name!r} in {shown(storage.url) if hasattr(storage, 'url') else storage}: "
+                          "give MODEL and --param to start it")
+    spec = stored or spec
+    sampler = optuna.samplers.TPESampler(seed=None if spec.seed is None else spec.seed + worker, constant_liar=True)
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                                pruner=_pruner(spec), load_if_exists=True)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, asdict(spec))
+    return study, spec
+
+
+def _shared(spec: SweepSpec) -> dict[str, Any]:
+    """The settings every machine must agree on (all but the LOCAL fields)."""
+    values = asdict(spec)
+    values["overrides"] = {k: v for k, v in spec.overrides.items() if k not in LOCAL}
+    return values

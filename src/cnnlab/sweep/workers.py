@@ -1,0 +1,128 @@
+"""The sweep's workers: each runs trials of the study until enough are counted and none is left running.
+
+One worker runs in the calling process; ``--jobs N`` starts N worker processes (spawned: torch and fork do not
+mix), each with its share of the cores as torch threads. A worker process finds its entry point,
+``cnnlab.sweep.workers._worker_main``, by this module's path.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.sweep.storage import StorageLost, database_failure, first_line, open_storage, shown
+from cnnlab.sweep.study import load_study, progress
+from cnnlab.sweep.trial import TrialFailed, run_trial
+from cnnlab.train.spawn import cores
+
+
+@dataclass
+class Worker:
+    """Everything a worker process needs (picklable for the spawn start method).
+
+    ``local`` holds this machine's own LOCAL fields (``--data-dir``, ``--device``), over the stored ones.
+    """
+
+    url: str
+    name: str
+    sweep_dir: str
+    threads: int
+    heartbeat: float
+    index: int = 0
+    local: dict[str, Any] = field(default_factory=dict)
+
+
+def threads_per_job(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` trials at once: the cores split between them.
+
+    An explicit ``OMP_NUM_THREADS`` caps it: on a CPU shared with other work, idle OpenMP threads spin while they
+    wait and one thread is faster (README, "Development").
+    """
+    share = max(1, cores() // jobs)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(share, int(cap)) if cap.isdigit() and int(cap) > 0 else share
+
+
+def _log_trial(study, trial) -> None:
+    from optuna.trial import TrialState
+
+    what = {TrialState.COMPLETE: f"val_acc {trial.value:.4f}" if trial.value is not None else "complete",
+            TrialState.PRUNED: f"pruned after epoch {trial.last_step}",
+            TrialState.FAIL: f"failed: {trial.user_attrs.get('error', 'its worker stopped')}"}
+    params = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    print(f"trial {trial.number}: {what.get(trial.state, trial.state.name.lower())}  {params}", flush=True)
+
+
+def work(worker: Worker) -> None:
+    """Run trials of the study until ``trials`` are counted and none is left running (see cnnlab.sweep's faults)."""
+    import optuna
+    import torch
+    from optuna.storages import fail_stale_trials
+
+    torch.set_num_threads(worker.threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is one line of ours, not Optuna's traceback
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = open_storage(worker.url, worker.heartbeat)
+    try:
+        study, spec = load_study(storage, worker.name, None, worker.index)
+        spec.overrides = {**spec.overrides, **worker.local}
+        while True:
+            fail_stale_trials(study)
+            counts = progress(study)
+            if counts.get("waiting") or counts["counted"] < spec.trials:
+                study.optimize(lambda t: run_trial(t, spec, Path(worker.sweep_dir)), n_trials=1,
+                               catch=(TrialFailed,), callbacks=[_log_trial])
+            elif counts.get("running"):  # another worker's trial: wait until it ends or its heartbeat goes stale
+                time.sleep(worker.heartbeat)
+            else:
+                return
+    except Exception as e:
+        lost = database_failure(e)
+        if lost is None:
+            raise
+        raise StorageLost(f"the study database {shown(worker.url)} stopped answering ({first_line(lost)}); what "
+                          f"it recorded is kept, and so are the run folders in {worker.sweep_dir}; run the same "
+                          f"command again once it is back") from None
+
+
+def _worker_main(worker: Worker) -> None:
+    """A worker process: exit 0 when the study is done, 130 on a signal, 3 when the database is lost."""
+    try:
+        work(worker)
+    except Interrupted as e:
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except CnnlabError as e:
+        print(f"cnnlab sweep: worker {worker.index}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        sys.exit(3 if isinstance(e, StorageLost) else 2)
+
+
+def run_workers(worker: Worker, jobs: int) -> list[int]:
+    """Run ``jobs`` worker processes (spawned: torch and fork do not mix) and wait; returns their exit codes.
+
+    Ctrl-C reaches the workers (the terminal signals the whole process group, and it is passed on to them here
+    too): each checkpoints its trial and stops, and this waits for them.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(Worker(**{**asdict(worker), "index": i}),), daemon=False)
+             for i in range(jobs)]
+    for p in procs:
+        p.start()
+    while any(p.is_alive() for p in procs):
+        try:
+            for p in procs:
+                p.join(timeout=0.5)
+        except KeyboardInterrupt:
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGINT)
+    return [p.exitcode for p in procs]

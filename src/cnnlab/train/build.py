@@ -1,0 +1,279 @@
+"""Building a run from a config, once: :func:`build_run` turns a TrainConfig into the run's parts.
+
+Training, resuming, the learning-rate range test, sweep trials and study variants all start here, so they agree
+on the device, the dataset, the input size and preprocessing, the model and its wrappers, the loaders, the
+optimizer and the schedule. A resume builds the same parts and puts the checkpoint back into them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from cnnlab import inference
+from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, stratified_split
+from cnnlab.device import channels_last_pays, resolve_device
+from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.models import check_input_size, create_model, model_info
+from cnnlab.models.init import init_cnn
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.distributed import DistEnv, barrier, init_distributed
+from cnnlab.train.finetune import freeze_body, init_from
+from cnnlab.train.metrics import EpochMetrics
+from cnnlab.train.schedule import build_optimizer, build_scheduler
+from cnnlab.train.state import TrainState, seed_all, set_rng_state
+
+
+def default_input_size(model: str, dataset: ImageDataset) -> int:
+    """The model's input side when ``--resize`` is not given.
+
+    Models the book trains at Fashion-MNIST's own 28 px (LeNet, the compact nets) take any dataset at its stored
+    size; models the book enlarges the images for (AlexNet and VGG at 224, the ch. 8 nets at 96) keep the book's
+    size, which is what their strides are designed around.
+    """
+    book = model_info(model).input_size
+    return book if book > 28 else dataset.image_size
+
+
+@dataclass
+class RunParts:
+    """What a run is made of, built by :func:`build_run` and handed to the Trainer.
+
+    Attributes:
+        config: the run's TrainConfig.
+        dataset: the data (training split, and the validation split when ``config.val_split`` is set).
+        device, dist: where it runs, and the torchrun environment.
+        input_size: side of the model's input; ``normalize``: the [mean, std] per-channel lists, or None.
+        preprocess: [0, 1] images -> the model's input (resize, normalisation), on the device.
+        model: the plain model on the device; ``step_model`` what the steps call (DDP and/or compiled);
+            ``ema``: the averaged copy evaluation uses, or None.
+        memory_format: channels-last or contiguous, for the model and each batch.
+        train_loader, val_loader, test_loader: the splits (``test_loader`` only with a validation split);
+            ``val_rest``/``test_rest``: on rank 0, the samples equal shards leave to no rank.
+        optimizer, scheduler: per optimizer step; ``steps_per_epoch`` optimizer steps an epoch.
+        autocast: ``torch.autocast`` arguments; ``tta``: flip-TTA at evaluation.
+        epoch_metrics: the current epoch's running sums; ``state``: counters and history.
+    """
+
+    config: TrainConfig
+    dataset: ImageDataset
+    device: torch.device
+    dist: DistEnv
+    input_size: int
+    normalize: list[list[float]] | None
+    preprocess: Preprocess
+    model: nn.Module
+    step_model: nn.Module
+    ema: AveragedModel | None
+    memory_format: torch.memory_format
+    train_loader: DeviceLoader
+    val_loader: DeviceLoader
+    val_rest: DeviceLoader | None
+    test_loader: DeviceLoader | None
+    test_rest: DeviceLoader | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+    autocast: dict[str, Any]
+    tta: bool
+    epoch_metrics: EpochMetrics
+    state: TrainState = field(default_factory=TrainState)
+
+    def record(self) -> dict[str, Any]:
+        """What every checkpoint says of the run besides its weights (what inference needs to rebuild it)."""
+        cfg, d = self.config, self.dataset
+        dataset = {"name": d.name, "classes": list(d.classes), "channels": d.channels, "image_size": d.image_size,
+                   "mean": list(d.mean), "std": list(d.std), "flip": d.flip}
+        return {"model_name": cfg.model, "num_classes": d.num_classes, "in_channels": d.channels, "dataset": dataset,
+                "input_size": self.input_size, "normalize": self.normalize, "ops": cfg.ops,
+                "config": asdict(cfg)}
+
+
+def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model: nn.Module | None = None,
+              resume_state: dict[str, Any] | None = None, source: str | Path = "the checkpoint",
+              quiet: bool = False) -> RunParts:
+    """The parts of the run ``config`` describes, ready for :class:`cnnlab.train.trainer.Trainer`.
+
+    Every random stream is seeded with ``config.seed`` first, so the initial weights depend on it alone.
+
+    Args:
+        config: the run's settings.
+        dataset: use this dataset instead of loading ``config.dataset``.
+        model: use this freshly built model (for ``dataset``'s channels and classes) instead of building
+            ``config.model``; it is neither initialised nor loaded from ``--init-from`` here.
+        resume_state: a checkpoint of this run to continue from: its weights, optimizer, schedule, loader
+            position, partial epoch sums, counters and random streams are put back (``source`` names it in
+            errors).
+        quiet: no notes on stdout.
+    """
+    model_info(config.model)  # an unknown model name is an instant error, before any data is read
+    if config.resize:  # so is an input size the model cannot take
+        check_input_size(config.model, config.resize, config.channels or 1)
+    device = resolve_device(config.device)
+    dist = init_distributed(device)
+    _set_determinism(config, device)
+    seed_all(config.seed)
+    if dataset is None:  # one process per machine fills the download (or decode) cache before the others read it
+        dataset = inference.dataset_of(vars(config)) if dist.local_rank == 0 else None
+        barrier(dist)
+        dataset = dataset or inference.dataset_of(vars(config))
+    input_size = config.resize or default_input_size(config.model, dataset)
+    check_input_size(config.model, input_size, dataset.channels)
+    if model is None:
+        model = _build_model(config, dataset, fine_tune=resume_state is None, note=dist.is_main and not quiet)
+    normalize = [list(dataset.mean), list(dataset.std)] if config.normalize else None
+    preprocess = Preprocess(input_size, *(normalize or (None, None))).to(device)
+    loaders = _loaders(config, dataset, preprocess, device, dist)
+    memory_format, step_model, ema = _place(model, config, device, dist)
+    steps_per_epoch = math.ceil(len(loaders["train_loader"]) / config.accumulate)  # optimizer steps
+    optimizer = build_optimizer(model, config)
+    parts = RunParts(
+        config=config, dataset=dataset, device=device, dist=dist, input_size=input_size, normalize=normalize,
+        preprocess=preprocess, model=model, step_model=step_model, ema=ema, memory_format=memory_format, **loaders,
+        optimizer=optimizer, scheduler=build_scheduler(optimizer, config, steps_per_epoch),
+        steps_per_epoch=steps_per_epoch, autocast=dict(device_type=device.type, dtype=torch.bfloat16,
+                                                       enabled=config.amp),
+        tta=config.tta and dataset.flip,  # flip-TTA only where a mirror keeps the class (never digits)
+        epoch_metrics=EpochMetrics(device))
+    if resume_state is not None:
+        _restore(parts, resume_state, str(source), quiet)
+    return parts
+
+
+def _set_determinism(config: TrainConfig, device: torch.device) -> None:
+    """Kernel choices (the seeding comes after, before the model is built)."""
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        if device.type == "cuda":  # cuBLAS needs a fixed workspace to be deterministic
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool, note: bool) -> nn.Module:
+    """``config.model`` for the dataset's channels and classes, initialised; with ``--init-from`` (not on a resume:
+    last.pt holds the fine-tuned weights already) another run's weights, and ``--freeze``."""
+    model = create_model(config.model, num_classes=dataset.num_classes, in_channels=dataset.channels, ops=config.ops)
+    if config.init == "xavier":
+        model.apply(init_cnn)
+    if config.init_from and fine_tune:
+        line = init_from(model, config.init_from)
+        if line and note:
+            print(line, flush=True)
+    if config.freeze:
+        freeze_body(model)
+    return model
+
+
+def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess, device: torch.device,
+             dist: DistEnv) -> dict[str, DeviceLoader | None]:
+    """The training loader and the evaluation ones: uint8 on the device once, resized, normalised and augmented
+    per batch (docs/design.md, "Data")."""
+    shard = dict(device=device, rank=dist.rank, world_size=dist.world_size)
+    train_idx = None
+    if config.val_split is not None:  # held out of the training set: tuning never looks at the test set
+        train_idx, val_idx = stratified_split(dataset.train_labels, config.val_split, config.seed)
+        val = (dataset.train_images, dataset.train_labels, val_idx)  # index views: no copy of the images
+    else:  # the book validates on the test set (d2l 7.6)
+        val = (dataset.test_images, dataset.test_labels, None)
+    train = DeviceLoader(dataset.train_images, dataset.train_labels, config.batch_size, shuffle=True,
+                         preprocess=preprocess, augment=config.augment, flip=dataset.flip, seed=config.seed,
+                         limit_batches=config.limit_train_batches, indices=train_idx, **shard)
+    val_loader, val_rest = _eval_loaders(config, preprocess, dist, *val, shard)
+    test_loader, test_rest = (_eval_loaders(config, preprocess, dist, dataset.test_images, dataset.test_labels,
+                                            None, shard) if config.val_split is not None else (None, None))
+    return dict(train_loader=train, val_loader=val_loader, val_rest=val_rest, test_loader=test_loader,
+                test_rest=test_rest)
+
+
+def _eval_loaders(config: TrainConfig, preprocess: Preprocess, dist: DistEnv, images: torch.Tensor,
+                  labels: torch.Tensor, indices: torch.Tensor | None, shard: dict[str, Any]):
+    """A sharded evaluation loader over ``images[indices]``, and on rank 0 one for the samples equal shards leave
+    to no rank: the last len % world_size (DistributedSampler pads with repeats instead), so the split is covered
+    exactly."""
+    loader = DeviceLoader(images, labels, config.batch_size, shuffle=False, preprocess=preprocess,
+                          limit_batches=config.limit_val_batches, indices=indices, **shard)
+    covered, rest = loader.shard_size * dist.world_size, None
+    if dist.is_main and covered < loader.num_items and config.limit_val_batches is None:
+        left = (indices if indices is not None else torch.arange(len(labels)))[covered:]
+        rest = DeviceLoader(images, labels, config.batch_size, preprocess=preprocess, device=shard["device"],
+                            indices=left)
+    return loader, rest
+
+
+def _place(model: nn.Module, config: TrainConfig, device: torch.device, dist: DistEnv):
+    """Move ``model`` to the device in its memory format and wrap it: SyncBN, DDP, compile, EMA.
+
+    Returns:
+        (memory_format, the module the steps call, the EMA copy or None)
+    """
+    if config.sync_bn and dist.enabled:  # before DDP wraps the model, as the SyncBatchNorm docs require
+        if device.type != "cuda" or config.ops != "torch":
+            raise CnnlabError(f"--sync-bn needs CUDA devices and --ops torch (SyncBatchNorm has no CPU kernel, "
+                              f"cnnlab's BatchNorm no synced twin), got device {device.type}, --ops {config.ops}")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # Channels-last by default where torch's conv kernels are fastest with it (channels_last_pays); cnnlab's own
+    # ops are written for contiguous tensors.
+    channels_last = config.channels_last
+    if channels_last is None:
+        channels_last = config.ops == "torch" and channels_last_pays(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    step_model: nn.Module = model
+    if dist.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if config.compile:
+        step_model = torch.compile(step_model)
+    ema = None
+    if config.ema:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    return memory_format, step_model, ema
+
+
+def _restore(parts: RunParts, state: dict[str, Any], source: str, quiet: bool) -> None:
+    """Put a checkpoint of this run back into its freshly built parts; the random streams last, so that nothing
+    built after them draws from them."""
+    saved = state.get("world_size", 1)
+    if saved != parts.dist.world_size:  # the data shards, the global batch and the lr all depend on it
+        raise CnnlabError(f"this run was trained by {saved} process(es) and must resume with as many (torchrun "
+                          f"--nnodes x --nproc-per-node), got {parts.dist.world_size}")
+    classes = (state.get("dataset") or {}).get("classes")
+    if classes is not None and list(classes) != list(parts.dataset.classes):
+        raise CnnlabError(f"{source} was trained on {len(classes)} classes of {state['dataset']['name']}, not the "
+                          f"{parts.dataset.num_classes} of {parts.dataset.name}: resume it with its own dataset")
+    try:
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        if parts.ema is not None and "ema" in state:
+            parts.ema.module.load_state_dict(state["ema"])
+            parts.ema.n_averaged.fill_(state["ema_n"])
+        parts.train_loader.load_state_dict(state["loader"])
+        if parts.dist.is_main:  # the saved sums are global: one rank carries them, compute() adds the others' new ones
+            parts.epoch_metrics.load_state_dict(state["epoch_metrics"])
+        parts.state = TrainState.from_checkpoint(state)
+        set_rng_state(state["rng"])
+    except CnnlabError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # not a checkpoint this trainer wrote
+        what = f"lacks the entry {e.args[0]!r}" if isinstance(e, KeyError) else " ".join(str(e).split())
+        raise CheckpointError(f"{source} does not fit this run: {what[:200]}") from None
+    threads = state.get("torch_threads")
+    if parts.config.deterministic and threads and threads != torch.get_num_threads():
+        # CPU kernels split their reductions by thread, so another thread count rounds differently and the resumed
+        # run drifts from the uninterrupted one; use the count the run started with.
+        if parts.dist.is_main and not quiet:
+            print(f"note: using {threads} intra-op threads as the run did before (not {torch.get_num_threads()}), "
+                  "so the deterministic resume is exact", flush=True)
+        torch.set_num_threads(threads)
