@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -179,3 +180,15 @@ def test_progress_loss_averages_only_this_intervals_steps(tmp_path, data_dir):
     assert trainer._interval_loss(2) == 2.0
     trainer._loss_window.fill_(5.0)
     assert trainer._interval_loss(4) == 5.0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("augment", "false", "augment must be true or false, got 'false'"),  # a JSON config's string: truthy
+    ("normalize", "no", "normalize must be true or false, got 'no'"),
+    ("tta", 1, "tta must be true or false, got 1"),
+    ("dataset", 7, "dataset must be a string, got 7"),
+    ("seed", True, "seed must be an integer in"),
+])
+def test_a_switch_must_be_a_bool_and_a_name_a_string(field, value, message):
+    with pytest.raises(CnnlabError, match=re.escape(message)):
+        make_config("lenet", **{field: value})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnlab.checks import int_at_least, number
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:  # torch and matplotlib load when a sweep runs, not when the CLI builds its flags from this module
@@ -154,13 +155,11 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
     from cnnlab.train import build_run, make_config
     from cnnlab.train.state import rng_state, set_rng_state
 
-    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise CnnlabError(f"{name.replace('_', '-')} must be a number > 0 (and finite), got {value!r}")
+    number(start_lr, "start-lr", low=0, low_open=True)
+    number(end_lr, "end-lr", low=0, low_open=True)
     if not start_lr < end_lr:
         raise CnnlabError(f"start-lr must be below end-lr, got {start_lr:g} and {end_lr:g}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise CnnlabError(f"steps must be an integer >= 2, got {steps!r}")
+    int_at_least(steps, "steps", 2)
     if not (isinstance(diverge, (int, float)) and diverge > 1) or not 0 <= beta < 1:
         raise CnnlabError(f"diverge must be > 1 and beta in [0, 1), got diverge={diverge!r}, beta={beta!r}")
 

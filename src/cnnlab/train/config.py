@@ -7,12 +7,12 @@ the recipe < flags the user gave explicitly.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnlab.checks import fail, int_at_least, int_in_range, number, positive_int
 from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -97,26 +97,27 @@ class TrainConfig:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise CnnlabError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        positive = ["epochs", "batch_size", "log_every", "accumulate"] + [
-            n for n in ("limit_train_batches", "limit_val_batches", "resize", "image_size")
-            if getattr(self, n) is not None
-        ]
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise CnnlabError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("epochs", "batch_size", "log_every", "accumulate"):
+            positive_int(getattr(self, name), name.replace("_", "-"))
+        for name in ("limit_train_batches", "limit_val_batches", "resize", "image_size"):
+            if getattr(self, name) is not None:
+                positive_int(getattr(self, name), name.replace("_", "-"))
         for name in ("checkpoint_every", "early_stop"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CnnlabError(f"{name.replace('_', '-')} must be an integer >= 0, got {value!r}")
+            int_at_least(getattr(self, name), name.replace("_", "-"), 0)
         if self.channels not in (None, 1, 3):
             raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
         if self.val_split is not None:
-            v = self.val_split
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf \
-                    or (v >= 1 and v != int(v)):
-                raise CnnlabError(f"val-split must be a fraction in (0, 1) or a whole number of images >= 1, "
-                                  f"got {v!r}")
+            fraction = "a fraction in (0, 1) or a whole number of images >= 1"
+            number(self.val_split, "val-split", low=0, low_open=True, expected=fraction)
+            if self.val_split >= 1 and self.val_split != int(self.val_split):
+                fail("val-split", fraction, self.val_split)
+        # A switch is a bool and a name a string: a config file's "augment": "false" is a string, and truthy.
+        for name, kind in field_types().items():
+            value = getattr(self, name)
+            if kind is bool and not isinstance(value, bool) and not (value is None and name == "channels_last"):
+                fail(name.replace("_", "-"), "true or false", value)
+            if kind is str and value is not None and not isinstance(value, str):
+                fail(name.replace("_", "-"), "a string", value)
         from cnnlab.device import check_device_name  # torch: the CLI builds its flags from this module torch-free
 
         check_device_name(self.device)  # auto, cpu, mps, cuda or cuda:N (a pattern, not a list of choices)
@@ -124,18 +125,12 @@ class TrainConfig:
         if self.freeze and not self.init_from:
             raise CnnlabError("--freeze needs --init-from CHECKPOINT (there is nothing to freeze in a fresh model)")
         # isfinite too: an inf weight decay or warm-up (`--weight-decay inf` parses as a float) trains on NaN
-        nonneg = ["momentum", "weight_decay", "warmup", "label_smoothing", "grad_clip", "ema"]
-        for name in nonneg:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise CnnlabError(f"{name.replace('_', '-')} must be a number >= 0 (and finite), got {value!r}")
-        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
-                                    or not 0 < self.lr < math.inf):
-            raise CnnlabError(f"lr must be a number > 0 (and finite), got {self.lr!r}")
-        if self.target_acc is not None and (isinstance(self.target_acc, bool)
-                                            or not isinstance(self.target_acc, (int, float))
-                                            or not 0 < self.target_acc <= 1):
-            raise CnnlabError(f"target-acc must be an accuracy in (0, 1], got {self.target_acc!r}")
+        for name in ("momentum", "weight_decay", "warmup", "label_smoothing", "grad_clip", "ema"):
+            number(getattr(self, name), name.replace("_", "-"), low=0)
+        if self.lr is not None:
+            number(self.lr, "lr", low=0, low_open=True)
+        if self.target_acc is not None:
+            number(self.target_acc, "target-acc", low=0, high=1, low_open=True, expected="an accuracy in (0, 1]")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"label-smoothing must be below 1, got {self.label_smoothing}")
         if self.ema >= 1:
@@ -144,9 +139,7 @@ class TrainConfig:
             raise CnnlabError(f"momentum must be below 1, got {self.momentum}")
         if self.optimizer == "nesterov" and self.momentum == 0:
             raise CnnlabError("optimizer nesterov needs momentum > 0 (e.g. --momentum 0.9), got 0")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
-            # numpy's legacy seeding (np.random.seed) takes 32 bits
-            raise CnnlabError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        int_in_range(self.seed, "seed", 0, 2**32, expected="an integer in [0, 2**32)")  # np.random.seed: 32 bits
         return self
 
 
@@ -163,14 +156,11 @@ def parse_milestones(text: str | None) -> tuple[int, ...]:
 
 def check_schedule(cfg: TrainConfig) -> None:
     """The step-decay fields a schedule needs, in range (part of :meth:`TrainConfig.validate`)."""
-    gamma = cfg.gamma
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
-        raise CnnlabError(f"gamma must be a decay factor in (0, 1], got {gamma!r}")
-    step_size = cfg.step_size
-    if cfg.schedule == "step" and step_size is None:
+    number(cfg.gamma, "gamma", low=0, high=1, low_open=True, expected="a decay factor in (0, 1]")
+    if cfg.schedule == "step" and cfg.step_size is None:
         raise CnnlabError("schedule step needs --step-size EPOCHS (epochs between decays), got none")
-    if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1):
-        raise CnnlabError(f"step-size must be a positive number of epochs, got {step_size!r}")
+    if cfg.step_size is not None:
+        positive_int(cfg.step_size, "step-size", expected="a positive number of epochs")
     milestones = cfg.milestones
     if cfg.schedule == "multistep" and not milestones:
         raise CnnlabError("schedule multistep needs --milestones EPOCHS such as 30,60, got none")
