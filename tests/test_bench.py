@@ -220,3 +220,17 @@ def test_seed_cell_runs_on_the_real_d2l(data_dir, tmp_path):
     assert result["images_per_s"] > 0 and 0 <= result["test_acc"] <= 1
     raw = tmp_path / "w" / "data" / "FashionMNIST" / "raw"
     assert len(list(raw.glob("*-ubyte"))) == 4  # torchvision extracted the scratch copy, not the shared folder
+
+
+def test_ab_train_runs_both_trees_alternately_and_reports_the_ratio(tmp_path, data_dir):
+    """benchmarks/ab_train.py on CI's budget: the committed HEAD against this checkout, one round of 2 batches."""
+    out = tmp_path / "ab.json"
+    env = {**os.environ, "CNNLAB_DATA": str(data_dir)}
+    subprocess.run([sys.executable, str(BENCHMARKS / "ab_train.py"), "--before", "HEAD", "--rounds", "2", "--out",
+                    str(out), "--", "lenet", "--epochs", "1", "--limit-train-batches", "2", "--limit-val-batches", "2"],
+                   check=True, env=env, capture_output=True, cwd=tmp_path)
+    summary = json.loads(out.read_text())
+    assert [(r["round"], r["side"]) for r in summary["rows"]] == [(0, "before"), (0, "after"), (1, "after"),
+                                                                 (1, "before")]
+    assert len(summary["ratios"]) == 2 and summary["median_ratio_after_before"] > 0
+    assert summary["command"].startswith("cnnlab train lenet") and "(" in summary["environment"]["machine"]

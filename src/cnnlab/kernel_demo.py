@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
+from cnnlab.io import save_figure
 from cnnlab.layers import Conv2d
 from cnnlab.ops import corr2d
 
@@ -98,8 +99,6 @@ def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 
     print(f"learned kernel: {kernel} (the edge detector is [[1, -1]])")
 
     if path is not None:
-        from cnnlab.io import save_figure  # atomic: temp file in the same folder, then os.replace
-
         path.parent.mkdir(parents=True, exist_ok=True)
         save_figure(kernel_figure(X, Y, kernel), path)
         print(f"saved {path}")

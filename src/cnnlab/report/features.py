@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from cnnlab.models import create_model
 from cnnlab.models.summary import stages
 
 aten = torch.ops.aten
@@ -179,8 +180,6 @@ def receptive_fields(name: str, input_size: int, in_channels: int = 1, **cfg) ->
         >>> [(f.name, f.r, f.jump) for f in receptive_fields("lenet", 28)][:4]
         [('features.0-1', 5, 1), ('features.2', 6, 2), ('features.3-4', 14, 2), ('features.5', 16, 4)]
     """
-    from cnnlab.models import create_model
-
     with torch.device("meta"):
         model = create_model(name, in_channels=in_channels, ops="torch", **cfg)
     return receptive_fields_of(model, (1, in_channels, input_size, input_size))

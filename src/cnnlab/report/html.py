@@ -19,7 +19,13 @@ import jinja2
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import EvalResult
+from cnnlab.inference import check_same_classes, dataset_of, load_trained
+from cnnlab.io import atomic_write
+from cnnlab.models import create_model, model_info
+from cnnlab.models.summary import layer_summary
 from cnnlab.report import plots
+from cnnlab.report.curves import curves_figure
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
 from cnnlab.runs import CHECKPOINTS, Run
 
@@ -121,9 +127,6 @@ def _picture(fig, alt: str, dpi: int = 100) -> dict[str, str]:
 
 def _macs(name: str, input_size: int, in_channels: int) -> int | None:
     """Multiply-accumulates per image, counted by FlopCounterMode on the meta device (models.summary)."""
-    from cnnlab.models import create_model
-    from cnnlab.models.summary import layer_summary
-
     try:
         with torch.device("meta"):
             model = create_model(name, in_channels=in_channels)
@@ -208,11 +211,6 @@ def _feature_maps(model, preprocess, images, labels, classes, device) -> list[di
 def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto", dataset=None,
                  test_logits: torch.Tensor | None = None) -> str:
     """Evaluate the run's checkpoint on the test set and render the page (see :func:`write_report`)."""
-    from cnnlab.evaluate import EvalResult
-    from cnnlab.inference import check_same_classes, dataset_of, load_trained
-    from cnnlab.models import model_info
-    from cnnlab.report.curves import curves_figure
-
     trained = load_trained(run.checkpoint, device)
     meta = trained.meta
     name, size, in_ch = meta.model_name, meta.input_size, meta.channels
@@ -267,8 +265,6 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device
     Raises:
         CnnlabError: the run folder is missing, incomplete or unreadable (one line naming what is wrong).
     """
-    from cnnlab.io import atomic_write
-
     run = read_run(run_dir)
     text = build_report(run, data_dir=data_dir, device=device, dataset=dataset, test_logits=test_logits)
     out = run.path / "report.html"

@@ -125,7 +125,8 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
         barrier(dist)
         dataset = dataset or inference.dataset_of(vars(config))
     input_size = config.resize or default_input_size(config.model, dataset)
-    check_input_size(config.model, input_size, dataset.channels)
+    if not config.resize or dataset.channels != (config.channels or 1):  # not checked above for these channels
+        check_input_size(config.model, input_size, dataset.channels)
     if model is None:
         model = _build_model(config, dataset, fine_tune=resume_state is None, note=dist.is_main and not quiet)
     normalize = [list(dataset.mean), list(dataset.std)] if config.normalize else None

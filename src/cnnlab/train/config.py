@@ -184,7 +184,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The most test accuracy two CPU cores buy in 10 minutes, for the compact model (docs/benchmarks.md, "Ten
     # minutes on two cores"; chosen on a validation split): the fast recipe's optimizer and one-cycle, with the
     # random-crop and flip augmentation and flip-TTA that beat no augmentation there (without it the net fits the
-    # training set almost exactly by the last epoch). 9 epochs fit the 10 minutes on the slower, AVX2-only host.
+    # training set almost exactly by the last epoch). Its epoch count fits the 10 minutes on the slower host
+    # measured (docs/benchmarks.md, "On an AVX2-only host").
     "cpu10": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
                   batch_size=256, label_smoothing=0.1, normalize=True, augment=True, tta=True, epochs=9,
                   init="default", channels_last=True),

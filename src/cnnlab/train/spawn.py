@@ -21,6 +21,7 @@ from typing import Any
 
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
+from cnnlab.train import make_config, train
 
 
 def cores() -> int:
@@ -57,8 +58,6 @@ def train_in_processes(procs: int, model: str, recipe: str = "book", *, threads:
     Example:
         >>> history = train_in_processes(2, "lenet", epochs=1, device="cpu")  # doctest: +SKIP
     """
-    from cnnlab.train import make_config, train
-
     if kwargs.get("on_epoch") is not None:
         raise CnnlabError("on_epoch cannot cross into worker processes; expected procs=1 with an on_epoch callback")
     if "WORLD_SIZE" in os.environ:
@@ -98,8 +97,6 @@ def _worker(model: str, recipe: str, overrides: dict[str, Any], options: dict[st
             threads: int) -> list[dict[str, float]]:
     """One rank: the launcher set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; the Trainer joins from there."""
     import torch
-
-    from cnnlab.train import train
 
     torch.set_num_threads(threads)
     if sys.platform == "linux":  # gloo would otherwise pick the interface the host name resolves to

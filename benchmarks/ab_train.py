@@ -1,0 +1,82 @@
+"""Before and after a change, side by side: one ``cnnlab train`` command under two source trees, alternated.
+
+``python benchmarks/ab_train.py --before COMMIT [--rounds 3] [--out FILE.json] -- lenet --epochs 3``
+
+The ``--before`` commit's ``src/`` is extracted (``git archive``) into a temporary folder and put first on
+``PYTHONPATH``, so the same interpreter, torch and data run both trees; this checkout is the "after" side. Each round
+runs both, the side that goes first alternating from round to round, so a load spike or a thermal drift hits both.
+The figures are each side's median images/s and the median of the per-round ratios (after / before), with every
+round's rows, the machine (with the vector ISA torch dispatches to), the versions and both commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from bench import environment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def extract(commit: str, into: Path) -> Path:
+    """``commit``'s src/ under ``into``; returns that src folder."""
+    archive = subprocess.run(["git", "archive", "--format=tar", commit, "src"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    tar = into / "src.tar"
+    tar.write_bytes(archive)
+    with tarfile.open(tar) as t:
+        t.extractall(into, filter="data")
+    return into / "src"
+
+
+def train_once(src: Path | None, argv: list[str], out: Path) -> dict:
+    """One ``python -m cnnlab train ARGV --out OUT`` with ``src`` first on PYTHONPATH (None: this checkout)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "cnnlab", "train", *argv, "--out", str(out), "--quiet", "--no-report"]
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    result = json.loads((out / "result.json").read_text())
+    return {k: result[k] for k in ("images_per_s", "wall_s", "test_acc", "epochs")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="the commit to compare this checkout with")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of both sides (default 3)")
+    parser.add_argument("--out", type=Path, help="write the rows and figures to this JSON file")
+    parser.add_argument("train", nargs=argparse.REMAINDER, help="cnnlab train's arguments, after --")
+    args = parser.parse_args()
+    argv = [a for a in args.train if a != "--"] or ["lenet", "--epochs", "1"]
+    commit = subprocess.run(["git", "rev-parse", args.before], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cnnlab-ab-") as tmp:
+        before_src = extract(commit, Path(tmp))
+        for r in range(args.rounds):
+            sides = [("before", before_src), ("after", None)]
+            for side, src in sides if r % 2 == 0 else sides[::-1]:
+                row = {"round": r, "side": side, **train_once(src, argv, Path(tmp) / f"{side}-{r}")}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    speed = {s: [x["images_per_s"] for x in rows if x["side"] == s] for s in ("before", "after")}
+    ratios = [a / b for a, b in zip(speed["after"], speed["before"], strict=True)]
+    summary = {"command": "cnnlab train " + " ".join(argv), "before_commit": commit,
+               "median_images_per_s": {s: statistics.median(v) for s, v in speed.items()},
+               "median_ratio_after_before": statistics.median(ratios), "ratios": ratios,
+               "environment": environment(d2l_python=Path()), "rows": rows}  # no d2l side here
+    print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
