@@ -207,7 +207,7 @@ def make_config(model: str, recipe: str = "book", **overrides: Any) -> TrainConf
         >>> make_config("lenet").lr
         0.1
     """
-    from cnnlab.models import model_info
+    from cnnlab.models import model_info  # torch: the CLI builds its flags from this module torch-free
 
     info = model_info(model)
     if recipe not in RECIPES:
