@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+import report_fixtures
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
 
 
 def run(argv: list[str], capsys) -> tuple[int, list[str]]:
@@ -161,6 +164,114 @@ def test_resume_of_a_folder_without_last_pt(tmp_path, capsys):
     assert_one_line(*run(["train", "--resume", str(tmp_path)], capsys),
                     f"checkpoint {tmp_path / 'last.pt'} does not exist")
     assert_one_line(*run(["train", "--resume", str(tmp_path / "nope")], capsys), "does not exist")
+
+
+# ------------------------------------------------------------------- output files (issue 27: exit 1 before)
+# A path under a regular file (its folder cannot exist) and /proc (no file can be made there) are unwritable for
+# root as well; a chmod'ed folder is not, so that case is skipped as root.
+@pytest.fixture
+def a_file(tmp_path) -> Path:
+    path = tmp_path / "notes.txt"
+    path.write_text("precious")
+    return path
+
+
+def _unwritable(a_file: Path, name: str) -> list[tuple[str, str]]:
+    """(output path, what the one line says) for each way an output file cannot be written."""
+    return [(f"/proc/{name}", f"cannot write /proc/{name}: folder /proc is not writable"),
+            (str(a_file / name), f"cannot write {a_file / name}: folder {a_file} is a file, not a folder")]
+
+
+def test_export_to_an_unwritable_or_missing_folder(trained_run, a_file, tmp_path, capsys):
+    cases = [*_unwritable(a_file, "m.onnx"),
+             (str(tmp_path / "no" / "m.onnx"), f"folder {tmp_path / 'no'} does not exist")]
+    for output, needle in cases:
+        assert_one_line(*run(["export", str(trained_run / "last.pt"), "--output", output], capsys), needle,
+                        command="export")
+
+
+def test_export_suffix_must_match_the_format(trained_run, tmp_path, capsys):
+    for fmt, name in (("onnx", "m.pt2"), ("pt2", "m.onnx"), ("onnx-int8", "m.pt2")):
+        argv = ["export", str(trained_run / "last.pt"), "--format", fmt, "--output", str(tmp_path / name),
+                "--calibration", "8"] if fmt == "onnx-int8" else ["export", str(trained_run / "last.pt"), "--format",
+                                                                   fmt, "--output", str(tmp_path / name)]
+        assert_one_line(*run(argv, capsys), f"--format {fmt} writes a .", f"got --output {tmp_path / name}",
+                        command="export")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_into_an_unwritable_run_folder_is_refused_before_the_work(run_copy, capsys, monkeypatch):
+    import cnnlab.io
+    import cnnlab.report.html
+
+    monkeypatch.setattr(cnnlab.report.html, "build_report", lambda *a, **k: pytest.fail("scored before checking"))
+
+    def read_only(*args, **kwargs):  # what a read-only file system answers, for root too
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(cnnlab.io.tempfile, "mkstemp", read_only)
+    assert_one_line(*run(["report", str(run_copy)], capsys),
+                    f"cannot write {run_copy / 'report.html'}: folder {run_copy} is not writable (Read-only file "
+                    "system)", command="report")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_report_into_a_read_only_run_folder(run_copy, capsys):
+    run_copy.chmod(0o555)
+    try:
+        assert_one_line(*run(["report", str(run_copy)], capsys), "is not writable (Permission denied)",
+                        command="report")
+    finally:
+        run_copy.chmod(0o755)
+
+
+def test_compare_plot_that_cannot_be_written(trained_run, a_file, tmp_path, capsys):
+    for plot, needle in [*_unwritable(a_file, "c.png"), (str(tmp_path), f"plot file {tmp_path} is a folder")]:
+        assert_one_line(*run(["compare", str(trained_run), "--plot", plot], capsys), needle, command="compare")
+
+
+def test_lr_find_out_that_cannot_be_written(a_file, capsys, monkeypatch, no_data):
+    import cnnlab.lr_find
+
+    monkeypatch.setattr(cnnlab.lr_find, "lr_find", lambda *a, **k: pytest.fail("swept before checking --out"))
+    for out, needle in _unwritable(a_file, "lr.png"):
+        assert_one_line(*run(["lr-find", "lenet", "--out", out], capsys), needle, command="lr-find")
+
+
+def test_kernel_out_that_cannot_be_written_or_exists(a_file, tmp_path, capsys):
+    figure = tmp_path / "kernel.png"
+    figure.write_bytes(b"precious")
+    cases = [*_unwritable(a_file, "k.png"), (str(tmp_path), f"--out {tmp_path} is a folder, expected a file name"),
+             (str(figure), f"--out {figure} already exists; pass --force")]
+    for out, needle in cases:
+        assert_one_line(*run(["kernel", "--out", out], capsys), needle, command="kernel")
+    assert figure.read_bytes() == b"precious"
+    assert run(["kernel", "--out", str(figure), "--force"], capsys)[0] == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+SWEEP = ["sweep", "lenet", "--param", "lr=loguniform:1e-3:1", "--val-split", "0.1"]
+
+
+def test_study_and_sweep_out_naming_a_file(a_file, capsys, no_data):
+    assert_one_line(*run(["study", "lenet-batch-norm", "--out", str(a_file)], capsys),
+                    f"--out {a_file} is a file", command="study")
+    pytest.importorskip("optuna")
+    assert_one_line(*run([*SWEEP, "--out", str(a_file)], capsys), f"--out {a_file} is a file", command="sweep")
+    assert a_file.read_text() == "precious"
+
+
+def test_sweep_without_the_sweep_extra_names_it(tmp_path, capsys, monkeypatch, no_data):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what `import optuna` meets when it is not installed
+    assert_one_line(*run([*SWEEP, "--out", str(tmp_path / "s")], capsys),
+                    'cnnlab sweep needs the sweep extra (pip install "cnnlab[sweep]"), missing optuna', command="sweep")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_explore_port_out_of_range(port, capsys):
+    assert_one_line(*run(["explore", "--port", port], capsys), "--port must be a TCP port from 0 to 65535",
+                    command="explore")
 
 
 # --------------------------------------------------------------------------------- --debug and the unexpected

@@ -114,3 +114,108 @@ def test_cli_export(trained_run, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out) and out.is_file()
     assert main(["export", str(trained_run / "last.pt"), "--output", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ int8, test-set verification, pt2 without cnnlab
+INT8_BOUND = 0.95  # top-1 agreement of the int8 LeNet with PyTorch on 500 test images (measured about 0.98)
+
+
+def test_int8_onnx_is_quantized_calibrated_and_agrees_with_pytorch(trained_run, tmp_path):
+    from sklearn.metrics import accuracy_score
+
+    out = export_checkpoint(trained_run / "last.pt", tmp_path / "lenet-int8.onnx", format="onnx-int8",
+                            calibration=128)
+    graph = onnx.load(str(out))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: the convs and matmuls read int8 tensors
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.graph.initializer)  # the weights are int8
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["cnnlab.int8_calibration"] == "128 training images of fashion-mnist"
+    assert json.loads(meta["cnnlab.classes"]) == list(CLASSES)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = _real_batch(500)
+    got, expected = session.run(None, {"images": x.numpy()})[0], _torch_logits(trained_run / "last.pt", x)
+    agreement = accuracy_score(expected.argmax(1), got.argmax(1))
+    assert agreement >= INT8_BOUND
+    assert np.abs(got - expected).max() > 1e-4  # it is not the float model under another name
+    assert export_module.verify_export(trained_run / "last.pt", out, images=500).agree == round(agreement * 500)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet-int8.onnx"], "temporary files left behind"
+
+
+def test_int8_below_the_agreement_bound_writes_nothing(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "INT8_MIN_AGREEMENT", 1.01)
+    with pytest.raises(CnnlabError, match=r"int8 export's top-1 agrees .* below the 101% required; nothing was"):
+        export_checkpoint(trained_run / "last.pt", tmp_path / "q.onnx", format="onnx-int8", calibration=16)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(format="onnx-int8"), "an int8 export needs calibration images: pass --calibration N"),
+    (dict(format="onnx-int8", calibration=0), "--calibration must be a positive number of images, got 0"),
+    (dict(format="onnx-int8", calibration=60001), "--calibration must be at most the 60000 training images"),
+    (dict(format="onnx", calibration=8), "--calibration is for --format onnx-int8"),
+])
+def test_int8_calibration_arguments(trained_run, tmp_path, kwargs, match):
+    with pytest.raises(CnnlabError, match=match):
+        export_checkpoint(trained_run / "last.pt", tmp_path / "q.onnx", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_export_float_formats_agree_on_every_test_image(trained_run, tmp_path):
+    for fmt, name in (("onnx", "m.onnx"), ("pt2", "m.pt2")):
+        out = export_checkpoint(trained_run / "last.pt", tmp_path / name, format=fmt)
+        agreement = export_module.verify_export(trained_run / "last.pt", out, images=300)
+        assert (agreement.images, agreement.agree) == (300, 300) and agreement.max_abs_diff <= 1e-4
+    with pytest.raises(CnnlabError, match="--verify must be a positive number of test images, got 0"):
+        export_module.verify_export(trained_run / "last.pt", out, images=0)
+
+
+def test_cli_export_int8_prints_the_agreement(trained_run, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    argv = ["export", str(trained_run / "last.pt"), "--format", "onnx-int8", "--output", str(out)]
+    assert main(argv) == 2
+    assert "needs calibration images" in capsys.readouterr().err and not out.exists()
+    assert main([*argv, "--calibration", "64", "--verify", "200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(out)
+    agree = int(lines[1].split(" on ")[1].split("/")[0])
+    assert lines[1].startswith("top-1 agrees with PyTorch on ") and "/200 test images" in lines[1]
+    assert agree >= INT8_BOUND * 200
+
+
+def test_pt2_loads_without_cnnlab(trained_run, tmp_path):
+    import subprocess
+    import sys
+
+    out = export_checkpoint(trained_run / "last.pt", tmp_path / "lenet.pt2", format="pt2")
+    x = _real_batch(4)
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = ("import sys; sys.modules['cnnlab'] = None\n"  # any import of cnnlab would now fail
+              "import numpy as np, torch\n"
+              f"program = torch.export.load({str(out)!r}).module()\n"
+              f"x = torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))\n"
+              f"np.save({str(tmp_path / 'y.npy')!r}, program(x).detach().numpy())\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert np.abs(np.load(tmp_path / "y.npy") - _torch_logits(trained_run / "last.pt", x)).max() <= 1e-5
+
+
+def test_export_speed_benchmark_runs_on_a_tiny_budget(trained_run, tmp_path, capsys):
+    """benchmarks/export_speed.py on a smoke budget, so that it cannot rot; no figure is asserted."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "export_speed.py"
+    spec = importlib.util.spec_from_file_location("cnnlab_export_speed", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "export.json"
+    assert bench.main([str(trained_run / "last.pt"), "--batches", "1,4", "--repeats", "1", "--images", "40",
+                       "--calibration", "16", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["format"], r["batch"]) for r in rows] == [(f, b) for b in (1, 4)
+                                                         for f in ("pytorch", "onnx", "onnx-int8", "pt2")]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert {r["format"]: r["agreement"] for r in rows if r["batch"] == 1}["onnx"] == 1.0
+    assert "| onnx-int8 | 4 |" in capsys.readouterr().out

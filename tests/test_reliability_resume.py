@@ -285,3 +285,48 @@ def test_resume_under_another_thread_count_uses_the_runs_own(tmp_path, data_dir,
     assert "using 1 intra-op threads" in capsys.readouterr().out
     assert torch.get_num_threads() == 1
     _assert_same_weights(load_checkpoint(ref / "last.pt")["model"], load_checkpoint(out / "last.pt")["model"])
+
+
+# ------------------------------------------------------------------ fine-tuning: across the unfreeze boundary
+@pytest.fixture(scope="module")
+def finetune_source(tmp_path_factory, data_dir) -> Path:
+    """A checkpoint to fine-tune from (--init-from): the unfreeze logic is the same for --pretrained."""
+    out = tmp_path_factory.mktemp("source") / "run"
+    build_trainer(make_config("lenet-relu", epochs=1, limit_train_batches=2, limit_val_batches=1, out=str(out)),
+                  quiet=True, report=False).fit()
+    return out / "last.pt"
+
+
+def _finetune_config(out: Path, source: Path):
+    # the finetune recipe: the body frozen in epoch 1 (6 steps), everything in epoch 2, body at a lower lr, AdamW
+    return make_config("lenet-relu", "finetune", epochs=2, freeze_epochs=1, init_from=str(source),
+                       limit_train_batches=6, limit_val_batches=2, log_every=3, deterministic=True, out=str(out))
+
+
+@pytest.mark.parametrize("where, at", [
+    ("after step", 5),  # inside the frozen epoch
+    ("after step", 6),  # right before the unfreeze: the frozen epoch's last step, not yet evaluated
+    ("in checkpoint write", 1),  # at the boundary: the frozen epoch's end-of-epoch checkpoint
+    ("after step", 7),  # right after the unfreeze: the first step that moves the body
+])
+def test_sigint_around_the_unfreeze_then_resume_is_bitwise_exact(tmp_path, finetune_source, where, at, monkeypatch):
+    ref = tmp_path / "ref"
+    reference = build_trainer(_finetune_config(ref, finetune_source), quiet=True, report=False)
+    reference.fit()
+    assert all(p.requires_grad for p in reference.model.parameters())  # unfrozen for epoch 2
+    out = tmp_path / "run"
+    trainer = build_trainer(_finetune_config(out, finetune_source), quiet=True, report=False)
+    _interrupt(trainer, where, at, monkeypatch)
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    monkeypatch.undo()
+    stopped = load_checkpoint(out / "last.pt")
+    assert stopped["step"] < 12
+    resume(out, quiet=True, report=False)
+    final = load_checkpoint(out / "last.pt")
+    assert final["step"] == 12 and len(final["history"]) == 2
+    _assert_same_weights(load_checkpoint(ref / "last.pt")["model"], final["model"])
+    # the optimizer's moments too: the body's appear only after the unfreeze, in the resumed run as in the reference
+    ref_opt, opt = load_checkpoint(ref / "last.pt")["optimizer"], final["optimizer"]
+    assert ref_opt["state"].keys() == opt["state"].keys()
+    assert all(torch.equal(ref_opt["state"][k][n], opt["state"][k][n]) for k in opt["state"] for n in opt["state"][k])

@@ -46,6 +46,10 @@ def _top(text: str) -> int:
     return positive_int(int(text), "--top")
 
 
+def _count(flag: str) -> Callable[[str], int]:
+    return lambda text: positive_int(int(text), flag)
+
+
 def _port(text: str) -> int:
     return int_in_range(int(text), "--port", 0, 65536, expected="a TCP port from 0 to 65535")
 
@@ -72,7 +76,11 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("mode
         flag = "--" + f.name.replace("_", "-")
         kind = kinds[f.name]
         help_text = f.metadata.get("help", "")
-        if kind is bool:
+        if f.name == "augment":  # a preset name; the old switch's --augment and --no-augment keep their meaning
+            p.add_argument(flag, nargs="?", const="crop-flip", default=None, metavar="PRESET", help=help_text)
+            p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                           help="no augmentation (--augment none)")
+        elif kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             p.add_argument(flag, type=kind, default=None, choices=CHOICES.get(f.name), help=help_text)
@@ -133,6 +141,11 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_models(args) -> int:
+    if args.pretrained:
+        from cnnlab.models.imagenet import pretrained_table
+
+        print(pretrained_table())
+        return 0
     from cnnlab.models.summary import models_table
 
     print(models_table())
@@ -157,7 +170,7 @@ def _cmd_summary(args) -> int:
 def _cmd_kernel(args) -> int:
     from cnnlab.kernel_demo import run_kernel_demo
 
-    run_kernel_demo(out=args.out)
+    run_kernel_demo(out=args.out, force=args.force)
     return 0
 
 
@@ -182,20 +195,29 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from cnnlab.export import export_checkpoint
+    from cnnlab.export import INT8_CHECK_IMAGES, export_checkpoint, verify_export
 
-    print(export_checkpoint(args.checkpoint, args.output, format=args.format, force=args.force))
+    print(export_checkpoint(args.checkpoint, args.output, format=args.format, force=args.force,
+                            calibration=args.calibration, data_dir=args.data_dir), flush=True)
+    verify = args.verify if args.verify is not None else INT8_CHECK_IMAGES if args.format == "onnx-int8" else 0
+    if verify:
+        print(verify_export(args.checkpoint, args.output, images=verify, data_dir=args.data_dir))
     return 0
 
 
 def _cmd_explore(args) -> int:
     try:
-        from cnnlab.explore import serve
+        from cnnlab.explore import explore
     except ImportError as e:  # the web stack is an extra: `pip install cnnlab[explore]`
         raise CnnlabError(f"cnnlab explore needs the explore extra (pip install 'cnnlab[explore]'), missing "
                           f"{e.name}") from None
     try:
-        serve(args.path, host=args.host, port=args.port, open_browser=not args.no_browser)
+        saved = explore(args.path, images=args.images, classes=args.classes, input_size=args.input_size,
+                        mean=args.mean, std=args.std, layout=args.layout, export=args.export, force=args.force,
+                        host=args.host, port=args.port, open_browser=not args.no_browser)
+        if saved:  # --export: the page was written, not served
+            print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
+                  f"{saved['maps_per_stage']} channels per stage", flush=True)
     except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error
         pass
     return 0
@@ -291,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("--pretrained", action="store_true", help="list the models with ImageNet weights instead (train "
+                   "one with `cnnlab train NAME --pretrained`), one a line, name first, and where their file goes")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("datasets", help="list the registered datasets (train on one with --dataset NAME)")
@@ -305,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("kernel", help="d2l 7.2.3-7.2.4: detect edges, then learn the edge kernel")
     p.add_argument("--out", help="save a figure of X, Y and the learned kernel here (PNG)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(func=_cmd_kernel)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html")
@@ -326,14 +351,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint for deployment (ONNX with preprocessing inside)")
     p.add_argument("checkpoint")
-    p.add_argument("--format", default="onnx", choices=("onnx", "pt2"),
-                   help="onnx (onnxruntime-verified) or pt2 (torch.export); TorchScript is deprecated in torch 2.14")
-    p.add_argument("--output", required=True)
+    p.add_argument("--format", default="onnx", choices=("onnx", "pt2", "onnx-int8"),
+                   help="onnx (onnxruntime-verified), onnx-int8 (onnxruntime static quantization, needs "
+                        "--calibration) or pt2 (torch.export); TorchScript is deprecated in torch 2.14")
+    p.add_argument("--output", required=True, help="the file to write: .onnx (onnx, onnx-int8) or .pt2")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--calibration", metavar="N", type=_flag_type(_count("--calibration")),
+                   help="onnx-int8: calibrate on N training images of the checkpoint's dataset (e.g. 256)")
+    p.add_argument("--verify", metavar="N", type=_flag_type(_count("--verify")),
+                   help="then print the top-1 agreement with PyTorch on the first N test images (default: 500 "
+                        "for onnx-int8, none otherwise: float exports are checked to 1e-4 on random inputs)")
+    p.add_argument("--data-dir", help="the dataset's folder for --calibration and --verify (default: the run's)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("explore", help="a local web page to look inside trained runs (docs/explore.md)")
-    p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs)")
+    p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN classifier "
+                       "(ONNX, torch.export, module:function) on your images (docs/explore.md)")
+    p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs); or "
+                   "one model: a .onnx, .pt2 (torch.export) or cnnlab .pt file, or module:function (imports and "
+                   "calls YOUR code: a function returning an nn.Module)")
+    p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
+    p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
+    p.add_argument("--input-size", type=_flag_type(int), help="a model's input side when its graph does not fix "
+                   "it (needed for module:function)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, in the "
+                   "[0, 1] pixel scale (default: none, pixels / 255)")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), help="a model's input layout when the graph does not "
+                   "tell (NHWC: Keras/TensorFlow)")
+    p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
+                   "network) with the chosen images through every stage, instead of serving")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --export file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; anything "
                    "else is reachable from the network and prints a warning)")
     p.add_argument("--port", type=_flag_type(_port), default=8765, help="port (0: any free one; default 8765)")

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io import save_figure
+from cnnlab.io import check_output_file, save_figure
 from cnnlab.models import create_model
 from cnnlab.models.summary import layer_summary
 from cnnlab.runs import Run
@@ -191,8 +191,8 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
     if fmt not in FORMATS:
         raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     runs = [Run.open(p) for p in find_runs(patterns)]
-    if plot is not None and Path(plot).exists() and not force:
-        raise CnnlabError(f"plot file {plot} already exists; pass --force to overwrite it or choose another --plot")
+    if plot is not None:  # before the table and the figure are made
+        check_output_file(plot, force, what="plot file ")
     columns, rows = compare_runs(runs)
     if plot is not None:
         save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))

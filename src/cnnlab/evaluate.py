@@ -1,4 +1,5 @@
-"""Evaluating a trained checkpoint on its dataset's test set: accuracy, per-class accuracy, confusion matrix.
+"""Evaluating a trained checkpoint on its dataset's test set: accuracy, per-class accuracy, precision, recall and F1,
+macro-F1, confusion matrix.
 
 ``cnnlab eval CHECKPOINT`` calls :func:`evaluate_checkpoint` and prints :func:`format_eval`; the logits come from
 :mod:`cnnlab.inference`, the path every consumer of a checkpoint shares.
@@ -24,6 +25,29 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
     return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
+def class_scores(confusion: torch.Tensor) -> dict[str, Any]:
+    """Per-class precision, recall, F1 and support, and their macro-F1, from a confusion matrix (rows: true class).
+
+    As scikit-learn's ``precision_recall_fscore_support(labels=range(k), zero_division=0)`` computes them: precision
+    ``tp / (tp + fp)``, recall ``tp / (tp + fn)``, F1 ``2 tp / (2 tp + fp + fn)``, each 0 where its denominator is
+    0 (a class never predicted has precision 0); macro-F1 is the unweighted mean of the k F1 scores, so every
+    class counts as much however few images it has (what accuracy hides on unbalanced classes).
+
+    Example:
+        >>> class_scores(torch.tensor([[3, 1], [0, 2]]))["macro_f1"]
+        0.8285714285714285
+    """
+    cm = confusion.double()
+    tp, predicted, actual = cm.diag(), cm.sum(0), cm.sum(1)
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > 0, num / den.clamp_min(1), torch.zeros_like(num))
+
+    f1 = ratio(2 * tp, predicted + actual)  # 2 tp + fp + fn = predicted + actual
+    return {"precision": ratio(tp, predicted).tolist(), "recall": ratio(tp, actual).tolist(), "f1": f1.tolist(),
+            "support": actual.long().tolist(), "macro_f1": float(f1.mean()) if len(f1) else 0.0}
+
+
 @dataclass
 class EvalResult:
     """What :func:`evaluate_checkpoint` measured.
@@ -38,6 +62,8 @@ class EvalResult:
         checkpoint: path of the checkpoint.
         device: where it ran.
         tta: whether flip-TTA was used.
+        precision, recall, f1: per class, in class order (:func:`class_scores`; recall is ``per_class``).
+        macro_f1: the unweighted mean of ``f1``.
     """
 
     accuracy: float
@@ -50,6 +76,10 @@ class EvalResult:
     device: str = ""
     tta: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    precision: list[float] = field(default_factory=list)
+    recall: list[float] = field(default_factory=list)
+    f1: list[float] = field(default_factory=list)
+    macro_f1: float = 0.0
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], **info: Any) -> EvalResult:
@@ -58,14 +88,20 @@ class EvalResult:
             raise CnnlabError(f"expected one label per image, got {labels.shape[0]} labels for {logits.shape[0]}")
         cm = confusion_matrix(logits.argmax(1), labels, len(classes))
         counts = cm.sum(1).clamp_min(1)
+        scores = class_scores(cm)
         return cls(accuracy=float(cm.diag().sum()) / max(int(labels.shape[0]), 1),
                    per_class=(cm.diag().double() / counts).tolist(), confusion=cm, n=int(labels.shape[0]),
-                   classes=tuple(classes), **info)
+                   classes=tuple(classes), precision=scores["precision"], recall=scores["recall"], f1=scores["f1"],
+                   macro_f1=scores["macro_f1"], **info)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the confusion matrix as nested lists, per-class accuracy keyed by class name."""
+        """JSON-ready: the confusion matrix as nested lists, per-class accuracy, precision, recall and F1 keyed by
+        class name, and the macro-F1."""
+        by_class = {name: dict(zip(self.classes, values, strict=True))
+                    for name, values in (("precision", self.precision), ("recall", self.recall), ("f1", self.f1))}
         return {
             "model": self.model, "checkpoint": self.checkpoint, "n": self.n, "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1, **by_class,
             "per_class": dict(zip(self.classes, self.per_class, strict=True)), "classes": list(self.classes),
             "confusion": self.confusion.tolist(), "device": self.device, "tta": self.tta, **self.extra,
         }
@@ -108,12 +144,13 @@ def format_eval(result: EvalResult) -> str:
     """
     tta = ", flip-TTA" if result.tta else ""
     lines = [f"{result.model or 'model'}: test accuracy {result.accuracy:.4f} "
-             f"({int(result.confusion.diag().sum())}/{result.n}{tta}) on {result.device or 'cpu'}", ""]
+             f"({int(result.confusion.diag().sum())}/{result.n}{tta}) on {result.device or 'cpu'}, "
+             f"macro-F1 {result.macro_f1:.4f}", ""]
     counts = result.confusion.sum(1).tolist()
-    rows = zip(result.classes, result.per_class, counts, strict=True)
-    lines.append(text_table(["#", "class", "accuracy", "images"],
-                            [[i, name, f"{acc:.4f}", c] for i, (name, acc, c) in enumerate(rows)], "llrr",
-                            rule="columns"))
+    rows = zip(result.classes, result.per_class, result.precision, result.f1, counts, strict=True)
+    lines.append(text_table(["#", "class", "accuracy (recall)", "precision", "F1", "images"],
+                            [[i, name, f"{acc:.4f}", f"{p:.4f}", f"{f:.4f}", c]
+                             for i, (name, acc, p, f, c) in enumerate(rows)], "llrrrr", rule="columns"))
     lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
     k = len(result.classes)
     lines.append(text_table(["true \\ pred", *range(k)],

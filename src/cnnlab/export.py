@@ -10,9 +10,18 @@ Formats:
 * ``onnx``: through ``torch.onnx.export(dynamo=True)``, the ``torch.export``-based exporter that is the default
   since PyTorch 2.9; the TorchScript-based one (``dynamo=False``) emits a DeprecationWarning in torch 2.14 and is
   being removed. Verified with onnxruntime. Class names and the model name go into the ONNX metadata.
+* ``onnx-int8``: the ONNX graph above, quantized by onnxruntime's static quantization (QDQ format, int8 weights
+  per output channel, uint8 activations) with activation ranges calibrated on ``calibration`` training images of
+  the checkpoint's dataset (a seeded sample). Rounding changes logits by more than any float tolerance, so the
+  check is top-1 agreement with PyTorch on the first INT8_CHECK_IMAGES test images: below INT8_MIN_AGREEMENT
+  nothing is written.
 * ``pt2``: a ``torch.export`` ExportedProgram (``torch.export.save``), loadable with ``torch.export.load`` and no
   cnnlab. This replaces TorchScript, which torch 2.14 deprecates (``torch.jit.trace`` and ``torch.jit.load`` raise
   FutureWarnings), so cnnlab does not offer it. ``safetensors`` is not offered either: it is not a dependency.
+
+:func:`verify_export` measures any exported file against its checkpoint on test images (top-1 agreement and the
+largest logit difference); ``cnnlab export --verify N`` prints it. The speed of each format on a CPU is measured
+by benchmarks/export_speed.py, not here.
 
 The flip-TTA that training may use for its own evaluation is not part of the graph: it is the plain model.
 """
@@ -20,19 +29,29 @@ The flip-TTA that training may use for its own evaluation is not part of the gra
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import load_trained
-from cnnlab.io import atomic_write
+from cnnlab.inference import check_same_classes, dataset_of, load_trained
+from cnnlab.io import atomic_write, check_output_file
 
-FORMATS = ("onnx", "pt2")
+FORMATS = ("onnx", "pt2", "onnx-int8")
+SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "pt2": ".pt2"}
 TOLERANCE = 1e-4  # max abs difference of logits, export vs PyTorch
 CHECK_BATCHES = (1, 5)
+# An int8 model that disagrees with its float original on more than one test image in ten is not that model any
+# more; a LeNet trained for 100 steps agrees on about 98% (docs/benchmarks.md).
+INT8_MIN_AGREEMENT = 0.9
+INT8_CHECK_IMAGES = 500
+CALIBRATION_SEED = 0
 UNSUPPORTED = {
     "torchscript": "TorchScript is deprecated in torch 2.14 (torch.jit.trace raises FutureWarning); use pt2 "
                    "(torch.export, its successor) or onnx",
@@ -82,6 +101,100 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
     _check(lambda x: session.run(None, {"images": x.numpy()})[0], wrapped, shape, "the ONNX export")
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """How an export's predictions compare with PyTorch's on the same test images.
+
+    Attributes:
+        images: test images compared (the first ones of the test split).
+        agree: images whose top-1 class is the same.
+        max_abs_diff: the largest absolute difference of a logit.
+    """
+
+    images: int
+    agree: int
+    max_abs_diff: float
+
+    @property
+    def rate(self) -> float:
+        return self.agree / self.images
+
+    def __str__(self) -> str:
+        return (f"top-1 agrees with PyTorch on {self.agree}/{self.images} test images ({self.rate:.2%}); "
+                f"largest logit difference {self.max_abs_diff:.2e}")
+
+
+def _agreement(run: Callable[[torch.Tensor], np.ndarray], reference: nn.Module, images: torch.Tensor,
+               batch_size: int = 256) -> Agreement:
+    """Top-1 agreement and largest logit difference of ``run`` against ``reference`` on uint8 ``images``."""
+    agree, diff = 0, 0.0
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].float() / 255
+        with torch.no_grad():
+            expected = reference(x).numpy()
+        got = run(x)
+        agree += int((got.argmax(1) == expected.argmax(1)).sum())
+        diff = max(diff, float(np.abs(got - expected).max()))
+    return Agreement(len(images), agree, diff)
+
+
+def _onnx_runner(path: str | Path) -> Callable[[torch.Tensor], np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"images": x.numpy()})[0]
+
+
+def _check_int8_arguments(format: str, calibration: int | None) -> None:
+    if format != "onnx-int8":
+        if calibration is not None:
+            raise CnnlabError(f"--calibration is for --format onnx-int8 (its activation ranges); got it with "
+                              f"--format {format}")
+        return
+    if calibration is None:
+        raise CnnlabError("an int8 export needs calibration images: pass --calibration N (e.g. 256) to calibrate "
+                          "on N training images of the checkpoint's dataset")
+    if not is_int(calibration) or calibration < 1:
+        raise CnnlabError(f"--calibration must be a positive number of images, got {calibration!r}")
+
+
+def _calibration_images(train_images: torch.Tensor, n: int, dataset: str) -> torch.Tensor:
+    if n > len(train_images):
+        raise CnnlabError(f"--calibration must be at most the {len(train_images)} training images of {dataset}, "
+                          f"got {n}")
+    order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
+    return train_images[order[:n].sort().values]
+
+
+def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str],
+                     calibration: torch.Tensor, test_images: torch.Tensor) -> None:
+    try:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'") from None
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration.split(64))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": (batch.float() / 255).numpy()}
+
+    with tempfile.TemporaryDirectory(prefix="cnnlab-int8-") as work:
+        fp32, prepared = f"{work}/fp32.onnx", f"{work}/prepared.onnx"
+        _write_onnx(wrapped, fp32, shape, metadata)  # checked against PyTorch to 1e-4, as a float export is
+        # onnxruntime's recommended step before quantizing: shape inference and graph fusions (Conv + BN)
+        quant_pre_process(fp32, prepared)
+        quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    agreement = _agreement(_onnx_runner(tmp), wrapped, test_images)
+    if agreement.rate < INT8_MIN_AGREEMENT:
+        raise CnnlabError(f"the int8 export's {agreement}, below the {INT8_MIN_AGREEMENT:.0%} required; nothing was "
+                          "written (more --calibration images may help)")
+
+
 def _write_pt2(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str]) -> None:
     program = torch.export.export(wrapped, (_inputs(2, shape),), dynamic_shapes=(_batch_dim(),))
     with open(tmp, "wb") as f:
@@ -91,21 +204,27 @@ def _write_pt2(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: d
     _check(lambda x: loaded(x).detach().numpy(), wrapped, shape, "the torch.export program")
 
 
-def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = "onnx", force: bool = False) -> Path:
+def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = "onnx", force: bool = False,
+                      calibration: int | None = None, data_dir: str | Path | None = None) -> Path:
     """Export a checkpoint's model, with its preprocessing inside, to one file, verified against PyTorch.
 
     Args:
         checkpoint: a ``.pt`` file written by ``cnnlab train`` (its EMA weights when the run kept them).
-        output: the file to write.
-        format: ``"onnx"`` or ``"pt2"`` (see the module docstring for why not TorchScript or safetensors).
+        output: the file to write, ending in ``.onnx`` (onnx, onnx-int8) or ``.pt2``.
+        format: ``"onnx"``, ``"onnx-int8"`` or ``"pt2"`` (see the module docstring for why not TorchScript or
+            safetensors).
         force: overwrite ``output`` if it exists.
+        calibration: onnx-int8 only, and required there: how many training images calibrate the activations.
+        data_dir: onnx-int8: the dataset's folder (default: where the run found it).
 
     Returns:
         The path written.
 
     Raises:
-        CnnlabError: unknown format, ``output`` exists without ``force``, its folder is missing, a bad checkpoint, or
-            the exported graph differs from PyTorch by more than 1e-4 at batch 1 or 5 (then nothing is written).
+        CnnlabError: unknown format, a suffix that is not the format's, ``output`` exists without ``force``, its
+            folder is missing or not writable, a bad checkpoint, an int8 export without ``calibration``, or the
+            exported graph differs from PyTorch by more than 1e-4 at batch 1 or 5 (int8: agrees on fewer than
+            INT8_MIN_AGREEMENT of INT8_CHECK_IMAGES test images); then nothing is written.
 
     Example:
         >>> export_checkpoint("runs/lenet/best.pt", "lenet.onnx")  # doctest: +SKIP
@@ -118,13 +237,14 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
         raise CnnlabError(f"format {format!r} is not offered: {UNSUPPORTED[format]}")
     if format not in FORMATS:
         raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
-    output = Path(output)
+    _check_int8_arguments(format, calibration)
+    output, suffix = Path(output), SUFFIXES[format]
     if output.is_dir():
-        raise CnnlabError(f"output {output} is a folder, expected a file name such as model.{format}")
-    if output.exists() and not force:
-        raise CnnlabError(f"output {output} already exists; pass --force (force=True) to overwrite it")
-    if not output.parent.is_dir():
-        raise CnnlabError(f"the folder of output {output} does not exist")
+        raise CnnlabError(f"output {output} is a folder, expected a file name such as model{suffix}")
+    if output.suffix.lower() != suffix:
+        raise CnnlabError(f"--format {format} writes a {suffix} file; got --output {output} (name it "
+                          f"{output.stem}{suffix}, or choose the format its suffix names)")
+    check_output_file(output, force, what="output ")
     trained = load_trained(checkpoint, "cpu")
     meta = trained.meta
     wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
@@ -134,6 +254,52 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
                 "cnnlab.input": f"float32 N x {meta.channels} x {meta.image_size} x {meta.image_size} in [0, 1] "
                                 "(uint8 image / 255)",
                 "cnnlab.input_size": str(meta.input_size)}
+    if format == "onnx-int8":
+        data = _dataset(trained, data_dir)
+        calibration_images = _calibration_images(data.train_images, calibration, data.name)
+        metadata["cnnlab.int8_calibration"] = f"{len(calibration_images)} training images of {data.name}"
+        atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
+                                                          data.test_images[:INT8_CHECK_IMAGES]))
+        return output
     write = _write_onnx if format == "onnx" else _write_pt2
     atomic_write(output, lambda tmp: write(wrapped, tmp, shape, metadata))
     return output
+
+
+def _dataset(trained, data_dir: str | Path | None):
+    """The checkpoint's own dataset (its classes checked against the model's)."""
+    data = dataset_of(dict(trained.checkpoint.get("config") or {}), data_dir, name=trained.meta.dataset)
+    check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
+    return data
+
+
+def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 1000,
+                  data_dir: str | Path | None = None) -> Agreement:
+    """Compare an exported file (``.onnx`` or ``.pt2``) with its checkpoint's PyTorch model on test images.
+
+    Both get the first ``images`` test images of the checkpoint's dataset as the export takes them (uint8 / 255);
+    the PyTorch side is the plain model without flip-TTA, as exported.
+
+    Raises:
+        CnnlabError: ``images`` is not a positive integer, the file is neither ``.onnx`` nor ``.pt2``, or the
+            checkpoint or its dataset cannot be read.
+
+    Example:
+        >>> print(verify_export("runs/lenet/best.pt", "lenet.onnx", images=500))  # doctest: +SKIP
+        top-1 agrees with PyTorch on 500/500 test images (100.00%); largest logit difference 2.38e-06
+    """
+    if not is_int(images) or images < 1:
+        raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
+    exported = Path(exported)
+    if exported.suffix.lower() not in (".onnx", ".pt2"):
+        raise CnnlabError(f"expected an exported .onnx or .pt2 file, got {str(exported)!r}")
+    trained = load_trained(checkpoint, "cpu")
+    wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
+    data = _dataset(trained, data_dir)
+    if exported.suffix.lower() == ".onnx":
+        run = _onnx_runner(exported)
+    else:
+        with open(exported, "rb") as f:
+            program = torch.export.load(f).module()
+        run = lambda x: program(x).detach().numpy()  # noqa: E731
+    return _agreement(run, wrapped, data.test_images[:images])

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cnnlab.errors import CnnlabError
+
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     """Call ``write(tmp_path)`` then move the file into place, so a crash leaves the previous ``path`` intact.
@@ -38,6 +40,50 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_file(path: str | Path, force: bool = False, what: str = "", make_folder: bool = False) -> Path:
+    """Refuse, in one line, an output file that :func:`atomic_write` could not write; call it before the work.
+
+    The commands that write one named file (export, lr-find's and compare's plots, kernel's figure) check here
+    first, so a bad path costs nothing: ``path`` must not be a folder, must not exist unless ``force``, and its
+    folder must exist (or be made, with ``make_folder``) and take a new file. Writability is probed by creating and
+    removing a temporary file there, as :func:`atomic_write` will: permission bits say nothing for root, nor for
+    a read-only file system or /proc. Suffix rules stay with each command.
+
+    Args:
+        path: the file to be written.
+        force: an existing file may be replaced.
+        what: how messages name the file, e.g. ``"output "`` or ``"plot file "`` (with its trailing space).
+        make_folder: create a missing folder (and its parents) instead of refusing it.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        CnnlabError: one of the above, naming the path and what was expected.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CnnlabError(f"{what}{path} is a folder, expected a file name")
+    if path.exists() and not force:
+        raise CnnlabError(f"{what}{path} already exists; pass --force (force=True in Python) to overwrite it")
+    folder = path.parent
+    if make_folder and not folder.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CnnlabError(f"cannot write {path}: cannot make folder {folder} ({e.strerror or e})") from None
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise CnnlabError(f"cannot write {path}: folder {folder} {problem}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise CnnlabError(f"cannot write {path}: folder {folder} is not writable ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

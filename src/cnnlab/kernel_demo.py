@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
-from cnnlab.io import save_figure
+from cnnlab.io import check_output_file, save_figure
 from cnnlab.layers import Conv2d
 from cnnlab.ops import corr2d
 
@@ -45,26 +45,29 @@ def kernel_figure(X: torch.Tensor, Y: torch.Tensor, kernel: torch.Tensor) -> Fig
     return fig
 
 
-def _check_out(out: str | Path) -> Path:
-    """The output path, if matplotlib can write its format (judged by the suffix; none means PNG)."""
+def _check_out(out: str | Path, force: bool) -> Path:
+    """The output path, if matplotlib can write its format (judged by the suffix; none means PNG) and
+    :func:`cnnlab.io.check_output_file` lets it be written (a missing folder is made, as it always was)."""
     path = Path(out)
     supported = Figure().canvas.get_supported_filetypes()
     fmt = path.suffix.lstrip(".").lower() or "png"
     if fmt not in supported:
         raise CnnlabError(f"expected an image file ending in one of {', '.join('.' + f for f in sorted(supported))}, "
                           f"got {str(out)!r}")
-    return path
+    return check_output_file(path, force, what="--out ", make_folder=True)
 
 
-def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 3e-2, seed: int = 0) -> dict:
+def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 3e-2, seed: int = 0,
+                    force: bool = False) -> dict:
     """Run d2l 7.2.3-7.2.4 and print what the book prints.
 
     Args:
         out: where to save a figure of X, Y and the learned kernel (format from the suffix, PNG by default);
-            written atomically. None saves nothing.
+            written atomically. None saves nothing. A missing folder is made; an existing file is refused.
         steps: gradient-descent steps (the book: 10).
         lr: learning rate (the book: 3e-2).
         seed: seeds the kernel's initialisation without touching the global RNG.
+        force: replace an existing ``out``.
 
     Returns:
         ``{"losses": [loss of each step], "kernel": [[k0, k1]], "transpose_is_zero": bool, "figure": path or
@@ -72,7 +75,7 @@ def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 
     """
     if not is_int(steps) or steps < 1:  # worded as the ops word theirs (this demo sits beside them)
         raise CnnlabError(f"expected steps to be a positive int, got {steps!r}")
-    path = _check_out(out) if out is not None else None
+    path = _check_out(out, force) if out is not None else None
     X = edge_image()
     K = torch.tensor([[1.0, -1.0]])
     Y = corr2d(X, K)
@@ -99,7 +102,6 @@ def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 
     print(f"learned kernel: {kernel} (the edge detector is [[1, -1]])")
 
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         save_figure(kernel_figure(X, Y, kernel), path)
         print(f"saved {path}")
     return {"losses": losses, "kernel": kernel.tolist(), "transpose_is_zero": transpose_is_zero,

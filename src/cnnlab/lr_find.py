@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.checks import int_at_least, number
 from cnnlab.errors import CnnlabError
+from cnnlab.io import check_output_file
 
 if TYPE_CHECKING:  # torch and matplotlib load when a sweep runs, not when the CLI builds its flags from this module
     from matplotlib.figure import Figure
@@ -232,15 +233,12 @@ def lr_find_figure(result: LRFindResult) -> Figure:
 
 
 def check_plot_path(path: str | Path, force: bool = False) -> Path:
-    """Refuse a plot path that is not ``.png``, whose folder is missing, or that exists (unless ``force``)."""
+    """Refuse a plot path that is not ``.png``, or that :func:`cnnlab.io.check_output_file` refuses (a folder, an
+    existing file without ``force``, a missing or unwritable folder)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise CnnlabError(f"the plot must be a .png file, got {str(path)!r}")
-    if path.exists() and not force:
-        raise CnnlabError(f"{path} already exists; pass --force (force=True in Python) to replace it")
-    if not path.parent.is_dir():
-        raise CnnlabError(f"cannot write {path}: folder {path.parent} does not exist")
-    return path
+    return check_output_file(path, force)
 
 
 def write_lr_find_plot(result: LRFindResult, path: str | Path, force: bool = False) -> Path:

@@ -19,12 +19,13 @@ from cnnlab.data.split import stratified_split
 from cnnlab.data import idx_family, cifar, folder  # noqa: E402, F401  isort: skip
 from cnnlab.data.fashion_mnist import CLASSES, MEAN, STD, FashionMNIST, load_fashion_mnist, resolve_data_dir
 from cnnlab.data.idx import read_idx
-from cnnlab.data.loader import DeviceLoader
-from cnnlab.data.transforms import Preprocess, augment_batch
+from cnnlab.data.loader import DeviceLoader, balanced_class_weights
+from cnnlab.data.transforms import AUGMENTS, BatchMix, Preprocess, augment_batch, augment_images
 
 __all__ = [
     "ImageDataset", "DatasetInfo", "load_dataset", "list_datasets", "dataset_info", "register_dataset",
     "datasets_table", "stratified_split", "channel_stats", "conform",
     "CLASSES", "MEAN", "STD", "FashionMNIST", "load_fashion_mnist", "resolve_data_dir", "read_idx",
-    "DeviceLoader", "Preprocess", "augment_batch",
+    "DeviceLoader", "Preprocess", "augment_batch", "AUGMENTS", "BatchMix", "augment_images",
+    "balanced_class_weights",
 ]

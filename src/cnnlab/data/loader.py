@@ -12,17 +12,34 @@ ranks consistent under torchrun, and resumption exact from ``{"epoch", "batch"}`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from cnnlab.checks import int_at_least, int_in_range, positive_int
 from cnnlab.data.store import is_memory_mapped
-from cnnlab.data.transforms import augment_batch
+from cnnlab.data.transforms import BatchMix, augment_images, augment_preset
 from cnnlab.errors import CnnlabError
 
-__all__ = ["DeviceLoader"]
+__all__ = ["DeviceLoader", "balanced_class_weights"]
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int,
+                           classes: Sequence[str] | None = None) -> torch.Tensor:
+    """``n / (num_classes * count[c])`` per class (float64, on the CPU): scikit-learn's ``"balanced"`` class weight,
+    under which every class weighs as much in total. Raises a one-line CnnlabError when a class has no sample (its
+    weight would be infinite), naming the class (``classes``) when the names are given."""
+    positive_int(num_classes, "num_classes")
+    labels = torch.as_tensor(labels).cpu().long()
+    counts = torch.bincount(labels, minlength=num_classes)[:num_classes]
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if empty:
+        names = [repr(classes[i]) if classes is not None else str(i) for i in empty]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise CnnlabError(f"balancing the classes needs at least one training image of each of the {num_classes} "
+                          f"classes, got none of class {shown}")
+    return len(labels) / (num_classes * counts.double())
 
 
 class DeviceLoader:
@@ -36,9 +53,18 @@ class DeviceLoader:
         shuffle: a new permutation every epoch (``torch.randperm`` seeded with ``seed + epoch`` on the CPU, so
             every device and rank computes the same one); otherwise the stored order.
         preprocess: applied to each float [0, 1] batch after augmentation (a :class:`Preprocess`), on the device.
-        augment: random crop (padding 2) and, with ``flip``, horizontal flip per sample (:func:`augment_batch`).
+        augment: an augmentation preset (:data:`~cnnlab.data.transforms.AUGMENTS`), each image drawing its own:
+            ``crop-flip`` (or True) is a random crop (padding 2) and, with ``flip``, horizontal flip
+            (:func:`~cnnlab.data.transforms.augment_batch`); ``trivial``, ``randaugment`` and ``autoaugment`` add
+            torchvision's policy after it; ``none`` (or False) nothing.
         flip: mirror half of the augmented samples; False for data whose mirror image is another class or none
             (digits, characters: :attr:`ImageDataset.flip`).
+        mixup, cutmix: MixUp / CutMix Beta parameters in [0, 1] (0: off; :class:`~cnnlab.data.transforms.BatchMix`):
+            the batches' labels become soft, float ``N x num_classes``.
+        num_classes: the class count (mixing and balancing); default ``labels.max() + 1``.
+        balance: class-balanced sampling: each epoch draws as many samples as it has, with replacement, each
+            with probability proportional to ``1 / count[its class]`` (``torch.multinomial`` seeded with
+            ``seed + epoch``, so the order stays a function of seed and epoch); needs ``shuffle``.
         device: where the data and the batches live.
         seed: seeds the order and the augmentation.
         rank: this process's index among ``world_size`` (torchrun's RANK / WORLD_SIZE).
@@ -63,10 +89,11 @@ class DeviceLoader:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool = False,
-                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None, augment: bool = False,
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None, augment: bool | str = False,
                  device: str | torch.device = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = False, limit_batches: int | None = None, flip: bool = True,
-                 indices: torch.Tensor | None = None, resident: bool | None = None):
+                 indices: torch.Tensor | None = None, resident: bool | None = None, mixup: float = 0.0,
+                 cutmix: float = 0.0, num_classes: int | None = None, balance: bool = False):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() not in (3, 4):
             got = f"{images.dim()}-d {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
             raise CnnlabError(f"images must be a uint8 tensor N x H x W or N x C x H x W, got {got}")
@@ -99,8 +126,20 @@ class DeviceLoader:
         if self.num_items < world_size:
             raise CnnlabError(f"need at least one sample per rank, got {self.num_items} samples for {world_size} "
                               f"ranks")
-        self.batch_size, self.shuffle, self.preprocess, self.augment = batch_size, shuffle, preprocess, augment
+        self.batch_size, self.shuffle, self.preprocess = batch_size, shuffle, preprocess
+        self.augment = augment_preset(augment)
         self.flip = bool(flip)
+        if num_classes is None:
+            num_classes = int(labels.max()) + 1 if len(labels) else 1
+        self.mix = BatchMix(num_classes, mixup, cutmix) if mixup or cutmix else None
+        self.balance = bool(balance)
+        self._sample_weights = None
+        if self.balance:
+            if not shuffle:
+                raise CnnlabError("balance (class-balanced sampling) needs shuffle=True, got shuffle=False")
+            kept = labels if indices is None else labels[indices]
+            weights = balanced_class_weights(kept, num_classes)
+            self._sample_weights = weights[kept.cpu().long()]  # per sample of the (indexed) training set
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last, self.limit_batches = drop_last, limit_batches
         self.shard_size = self.num_items // world_size
@@ -112,7 +151,10 @@ class DeviceLoader:
     def _make_order(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices for ``epoch``, on the device."""
         n = self.num_items
-        if self.shuffle:
+        if self.balance:
+            perm = torch.multinomial(self._sample_weights, n, replacement=True,
+                                     generator=torch.Generator().manual_seed(self.seed + epoch))
+        elif self.shuffle:
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
         else:
             perm = torch.arange(n)
@@ -155,7 +197,8 @@ class DeviceLoader:
         return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
 
     def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch ``b`` of the current epoch (random access, no position change)."""
+        """Batch ``b`` of the current epoch (random access, no position change); with mixing, its labels are soft
+        (float ``N x num_classes``)."""
         idx = self._order[b * self.batch_size: (b + 1) * self.batch_size]
         x = self.images.index_select(0, idx)  # B x H x W uint8: the only per-batch copy at the stored size
         y = self.labels.index_select(0, idx)
@@ -164,8 +207,11 @@ class DeviceLoader:
         if x.dim() == 3:
             x = x.unsqueeze(1)  # B x 1 x H x W
         x = x.float().div_(255)  # as torchvision's ToTensor (d2l 4.2); in place on the fresh float copy
-        if self.augment:
-            x = augment_batch(x, self._aug_gen.manual_seed(self._augment_seed(b)), flip=self.flip)
+        if self.augment != "none" or self.mix is not None:
+            generator = self._aug_gen.manual_seed(self._augment_seed(b))
+            x = augment_images(x, self.augment, generator, flip=self.flip)
+            if self.mix is not None:  # after the augmentation's draws, from the same stream
+                x, y = self.mix(x, y, generator)
         if self.preprocess is not None:
             x = self.preprocess(x)
         return x, y
@@ -194,5 +240,6 @@ class DeviceLoader:
 
     def __repr__(self) -> str:
         return (f"DeviceLoader(samples={self.num_items}, batch_size={self.batch_size}, batches={len(self)}, "
-                f"shuffle={self.shuffle}, augment={self.augment}, flip={self.flip}, device={self.device}, "
+                f"shuffle={self.shuffle}, augment={self.augment!r}, flip={self.flip}, mix={self.mix}, "
+                f"balance={self.balance}, device={self.device}, "
                 f"rank={self.rank}/{self.world_size})")

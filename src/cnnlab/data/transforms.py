@@ -16,10 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.checks import int_at_least, is_number, positive_int
+from cnnlab.checks import int_at_least, is_number, number, positive_int
+from cnnlab.data.autoaugment import auto_augment
 from cnnlab.errors import CnnlabError
 
-__all__ = ["Preprocess", "augment_batch"]
+__all__ = ["AUGMENTS", "BatchMix", "Preprocess", "augment_batch", "augment_images", "augment_preset"]
+
+# The --augment presets. crop-flip is augment_batch (the old `--augment`); the other three add torchvision's policy
+# of that name on top of it, per image (cnnlab.data.autoaugment), as torchvision's reference recipes put a policy
+# after the random crop and flip. train/config.py keeps the same tuple torch-free (tests/test_augment.py).
+AUGMENTS = ("none", "crop-flip", "trivial", "randaugment", "autoaugment")
 
 
 class Preprocess(nn.Module):
@@ -129,3 +135,67 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 2, fli
     index = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
     padded = F.pad(x, (pad, pad, pad, pad)) if pad else x  # N x C x (H + 2 pad) x (W + 2 pad)
     return padded.reshape(n, c, -1).gather(2, index).view(n, c, h, w)
+
+
+def augment_preset(value: bool | str) -> str:
+    """The preset name of an ``augment`` setting: ``True`` (the old switch) is crop-flip, ``False`` none."""
+    if value is True or value is False:
+        return "crop-flip" if value else "none"
+    if value not in AUGMENTS:
+        raise CnnlabError(f"augment must be one of {', '.join(AUGMENTS)} (or true or false), got {value!r}")
+    return value
+
+
+def augment_images(x: torch.Tensor, preset: str, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
+    """A float ``N x C x H x W`` batch augmented by ``preset`` (:data:`AUGMENTS`), every image with its own draw.
+
+    ``none`` returns ``x``; ``crop-flip`` is :func:`augment_batch` (its draws come first, so a crop-flip batch is
+    what it always was); ``trivial``, ``randaugment`` and ``autoaugment`` then apply torchvision's policy of that
+    name per image (:func:`cnnlab.data.autoaugment.auto_augment`). ``flip=False`` never mirrors (the policies have
+    no mirror of their own).
+    """
+    if preset == "none":
+        return x
+    x = augment_batch(x, generator, flip=flip)
+    return x if preset == "crop-flip" else auto_augment(x, augment_preset(preset), generator)
+
+
+class BatchMix:
+    """MixUp (Zhang et al. 2018) and/or CutMix (Yun et al. 2019) of a batch: torchvision.transforms.v2's, with
+    one mixing weight per batch as theirs, drawn from a given generator so that a batch's mix is a function of the
+    loader's seed, epoch, rank and batch (exact resume). With both, each batch uses one of them, chosen evenly.
+
+    The targets become soft, ``N x num_classes`` (``lambda * onehot(y) + (1 - lambda) * onehot(y rolled by one)``),
+    for a cross-entropy with probability targets.
+
+    Args:
+        num_classes: the dataset's class count.
+        mixup: MixUp's Beta(alpha, alpha) parameter in [0, 1] (0: off).
+        cutmix: CutMix's, likewise.
+    """
+
+    def __init__(self, num_classes: int, mixup: float = 0.0, cutmix: float = 0.0):
+        positive_int(num_classes, "num_classes")
+        for name, alpha in (("mixup", mixup), ("cutmix", cutmix)):
+            number(alpha, name, low=0, high=1, expected="a Beta(alpha, alpha) parameter in [0, 1] (0: off)")
+        from torchvision.transforms import v2  # only when mixing: loading v2 costs a fraction of a second
+
+        mixes = ([v2.CutMix(alpha=cutmix, num_classes=num_classes)] if cutmix else []) + \
+            ([v2.MixUp(alpha=mixup, num_classes=num_classes)] if mixup else [])
+        if not mixes:
+            raise CnnlabError("BatchMix needs mixup or cutmix above 0, got both 0")
+        self.num_classes, self.mixup, self.cutmix = num_classes, float(mixup), float(cutmix)
+        self.transform = mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor,
+                                                                                          torch.Tensor]:
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        # torchvision draws lambda, the box and the choice from torch's global CPU stream: borrow it, seeded from
+        # the batch's generator, and give it back untouched (the run's own stream, e.g. dropout's, goes on as if
+        # nothing had drawn).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(x, y)
+
+    def __repr__(self) -> str:
+        return f"BatchMix(num_classes={self.num_classes}, mixup={self.mixup}, cutmix={self.cutmix})"

@@ -52,8 +52,16 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Exp
     ``target`` defaults to the predicted class. Raises ``ValueError`` if no stage keeps a spatial map (a model
     without convolutions).
     """
+    return explain_with(lambda inp: run_rows(model, inp, grad=True), x, target)
+
+
+def explain_with(stage_pass, x: torch.Tensor, target: int | None = None) -> Explanation:
+    """:func:`explain` for any stage pass: ``stage_pass(x)`` returns the rows of one differentiable forward pass
+    (feature maps ``1 x C x h x w``, the last row the logits), e.g. forward hooks or an FX interpreter over a
+    ``torch.export`` program (:mod:`cnnlab.explore.torch_models`)."""
     x = x.detach().clone().requires_grad_(True)
-    rows = run_rows(model, x, grad=True)
+    with torch.enable_grad():
+        rows = stage_pass(x)
     spatial = [r for r in rows[:-1] if r.output.dim() == 4 and r.output.shape[-1] * r.output.shape[-2] > 1]
     if not spatial:
         raise ValueError("the model has no stage with a spatial feature map to explain")
@@ -61,7 +69,10 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Exp
     logits = rows[-1].output
     if target is None:
         target = int(logits[0].argmax())
-    grad_a, grad_x = torch.autograd.grad(logits[0, target], [feature.output, x])
+    grad_a, grad_x = torch.autograd.grad(logits[0, target], [feature.output, x], allow_unused=True)
+    if grad_a is None or grad_x is None:  # the score does not depend on that stage (or on the input)
+        grad_a = torch.zeros_like(feature.output) if grad_a is None else grad_a
+        grad_x = torch.zeros_like(x) if grad_x is None else grad_x
     weights = grad_a[0].mean((1, 2), keepdim=True)  # alpha_c
     cam = F.relu((weights * feature.output[0]).sum(0)).detach()
     detached = [Row(r.name, r.kind, r.output.detach()) for r in rows]

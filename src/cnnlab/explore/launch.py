@@ -60,12 +60,13 @@ class BackgroundServer:
         'http://127.0.0.1:40123/'
     """
 
-    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, root: str | Path | None = None, host: str = "127.0.0.1", port: int = 0, app=None):
         import uvicorn
 
+        app = create_app(root) if app is None else app  # app: e.g. create_model_app(model, images)
         self._sock = bind(host, port)
         self.url = url_of(self._sock)
-        config = uvicorn.Config(create_app(root), log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()
@@ -88,7 +89,8 @@ class BackgroundServer:
         self.stop()
 
 
-def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True) -> None:
+def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True,
+          app=None, what: str | None = None) -> None:
     """Serve the explorer until interrupted, printing its address (and opening a browser tab).
 
     Args:
@@ -96,21 +98,65 @@ def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
         host: the address to listen on; anything but loopback is reachable from the network (a warning says so).
         port: the port (0: any free one).
         open_browser: open the page in the default browser once the server listens.
+        app: serve this ASGI app instead of the runs under ``root`` (``create_model_app``: one model).
+        what: how the start line names what is served (default: ``root``'s full path).
 
     Raises:
         CnnlabError: ``root`` is not a folder, or the port is taken.
     """
     import uvicorn
 
-    app = create_app(root)
+    app = create_app(root) if app is None else app
     warning = host_warning(host)
     if warning:
         print(warning, file=sys.stderr)
     sock = bind(host, port)
     url = url_of(sock)
-    print(f"cnnlab explore: serving {Path(root).resolve()} at {url} (Ctrl-C stops)", flush=True)
+    print(f"cnnlab explore: serving {what or Path(root).resolve()} at {url} (Ctrl-C stops)", flush=True)
     if open_browser:
         import webbrowser
 
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+
+
+def explore(source: str | Path = "runs", *, images: str | Path | None = None, classes: str | Path | None = None,
+            input_size: int | None = None, mean=None, std=None, layout: str | None = None,
+            export: str | Path | None = None, force: bool = False, host: str = "127.0.0.1", port: int = 8765,
+            open_browser: bool = True) -> dict | None:
+    """``cnnlab explore``: serve a runs folder, or one model of any kind with your images, or save a static page.
+
+    A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.model.open_model`:
+    ``.onnx``, ``.pt2``, a cnnlab ``.pt`` or ``module:function``) with the images of ``images``; with ``export`` the
+    page is written to that file (:func:`cnnlab.explore.page.export_page`) and its summary returned, not served.
+
+    Raises:
+        CnnlabError: model flags given for a runs folder, a bad model, folder or flag (one line).
+    """
+    from cnnlab.explore.model import Options, open_with_images, read_classes
+
+    model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
+                   "--std": std, "--layout": layout, "--export": export}
+    if Path(source).is_dir():
+        given = [k for k, v in model_flags.items() if v is not None]
+        if given:
+            raise CnnlabError(f"{' and '.join(given)} apply to one model (a .onnx, .pt2 or .pt file, or "
+                              f"module:function); {source} is a folder, served as runs")
+        return serve(source, host=host, port=port, open_browser=open_browser)
+    options = Options(classes=read_classes(classes) if classes is not None else None, input_size=input_size,
+                      mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
+                      layout=layout)
+    if export is not None:
+        from cnnlab.explore.page import export_page
+
+        if images is None:
+            raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
+        if Path(export).exists() and not force:  # before any model work
+            raise CnnlabError(f"--export {export} already exists; pass --force to overwrite it")
+        model, found = open_with_images(source, images, options)
+        return export_page(model, found, export, force=force)
+    from cnnlab.explore.server import create_model_app
+
+    model, found = open_with_images(source, images, options)
+    return serve(host=host, port=port, open_browser=open_browser, app=create_model_app(model, found),
+                 what=f"{model.kind} model {model.name}")

@@ -47,7 +47,23 @@ def analyze(trained, image: torch.Tensor, maps: int = MAPS_PER_ROW, with_explana
             rows = run_rows(trained.model, x)
     logits = trained.logits(image[None]) if meta.tta else rows[-1].output
     probs = logits.float().softmax(1)[0]
+    return {
+        "input": png_url(image_array(image)),
+        "top": top_classes(probs, meta.classes),
+        "rows": map_rows(rows, maps),
+        "explanation": None if explanation is None else explanation_pngs(explanation, image, meta.classes),
+    }
+
+
+def top_classes(probs: torch.Tensor, classes) -> list[dict[str, Any]]:
+    """The ``TOP`` most probable classes of a probability vector, most probable first."""
     top = probs.topk(min(TOP, probs.numel()))
+    return [{"class": classes[i], "index": i, "probability": p}
+            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+
+def map_rows(rows, maps: int = MAPS_PER_ROW) -> list[dict[str, Any]]:
+    """The page's feature-map rows: each row's ``maps`` channels of largest spatial variance as PNG URLs."""
     shown = []
     for row in rows:
         out = row.output[0]
@@ -57,13 +73,7 @@ def analyze(trained, image: torch.Tensor, maps: int = MAPS_PER_ROW, with_explana
             entry["maps"] = [{"channel": int(c), "png": png_url(colour(to_unit(out[c]), "viridis"))}
                              for c in order.tolist()]
         shown.append(entry)
-    return {
-        "input": png_url(image_array(image)),
-        "top": [{"class": meta.classes[i], "index": i, "probability": p}
-                for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)],
-        "rows": shown,
-        "explanation": None if explanation is None else explanation_pngs(explanation, image, meta.classes),
-    }
+    return shown
 
 
 def explanation_pngs(e, image: torch.Tensor, classes) -> dict[str, Any]:

@@ -11,6 +11,8 @@ Routes (all ``GET`` but the upload; a run is named by ``?run=`` relative to the 
   feature maps and Grad-CAM for a test image (``&index=``) or an uploaded file (``POST``, the raw file as body);
 * ``/api/ops``: the book's cross-correlation and pooling on a small input (:mod:`cnnlab.explore.opsview`).
 
+:func:`create_model_app` serves one model of any kind (:mod:`cnnlab.explore.model`) with the same upload guards.
+
 Errors are JSON ``{"error": "<one line>"}``: 404 for a run or file that is not there (or not allowed), 400 for bad
 input, 413 for an upload that is too large. Model work runs in Starlette's thread pool, so one slow request does
 not hold up the others.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -36,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import opsview, runs
-from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload
+from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, image_array, png_url
 from cnnlab.explore.model_card import learned_kernels, model_info
 from cnnlab.explore.probe import analyze
 from cnnlab.explore.session import Session
@@ -154,17 +157,11 @@ def create_app(root: str | Path) -> Starlette:
         if request.method == "GET":
             return JSONResponse(await run_in_threadpool(_analyze_test, name, _int(request, "index")))
         runs.resolve_run(session.root, name)  # 404 before reading any upload for a run that is not there
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
-            return _error(413, f"the upload is {int(declared) / 2**20:.1f} MiB, expected at most "
-                               f"{MAX_UPLOAD_BYTES // 2**20} MiB")
-        body = bytearray()
-        async for chunk in request.stream():  # counted as it arrives: a missing or false Content-Length is no way in
-            body += chunk
-            if len(body) > MAX_UPLOAD_BYTES:
-                return _error(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MiB, the limit")
+        body = await _read_upload(request)
+        if isinstance(body, Response):
+            return body
         invert = request.query_params.get("invert", "0") in ("1", "true", "on")
-        return JSONResponse(await run_in_threadpool(_analyze_upload, name, bytes(body), invert))
+        return JSONResponse(await run_in_threadpool(_analyze_upload, name, body, invert))
 
     def _ops(q) -> dict[str, Any]:
         source = q.get("input", "book")
@@ -223,6 +220,96 @@ def create_app(root: str | Path) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 500: server_error})
+
+
+async def _read_upload(request: Request) -> bytes | Response:
+    """The request body, or a 413 response once it is over ``MAX_UPLOAD_BYTES`` (declared or counted)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+        return _error(413, f"the upload is {int(declared) / 2**20:.1f} MiB, expected at most "
+                           f"{MAX_UPLOAD_BYTES // 2**20} MiB")
+    body = bytearray()
+    async for chunk in request.stream():  # counted as it arrives: a missing or false Content-Length is no way in
+        body += chunk
+        if len(body) > MAX_UPLOAD_BYTES:
+            return _error(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MiB, the limit")
+    return bytes(body)
+
+
+def create_model_app(model, images=None) -> Starlette:
+    """The explorer's ASGI app for one model of any kind (:class:`cnnlab.explore.model.ExploreModel`).
+
+    ``images`` is an :class:`cnnlab.explore.imagefolder.ImageSet` (or None: uploads only). Routes: ``/`` (the model
+    page, ``static/model.html``), ``/api/model`` (the model card), ``/api/images`` (the folder's thumbnails),
+    ``/api/analyze?image=I`` and ``POST /api/analyze`` (an upload, the raw file as body). The routes never ask
+    which kind of model it is.
+    """
+    from cnnlab.explore.model import analyze_image, model_card
+
+    spec = model.spec
+    cache: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def _card() -> dict[str, Any]:
+        with lock:
+            if "card" not in cache:
+                cache["card"] = model_card(model)
+            return cache["card"]
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "model.html", headers={"Cache-Control": "no-store"})
+
+    async def api_model(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(_card))
+
+    async def api_images(request: Request) -> Response:
+        if images is None:
+            return JSONResponse({"images": [], "found": 0, "classes": []})
+        return JSONResponse(await run_in_threadpool(image_list, images))
+
+    def _analyze(index: int) -> dict[str, Any]:
+        if images is None or not 0 <= index < len(images.names):
+            count = 0 if images is None else len(images.names)
+            raise CnnlabError(f"expected an image index from 0 to {count - 1}, got {index}" if count else
+                              "no image folder was given (--images); upload a file instead")
+        return {**analyze_image(model, images.images[index]), "source": images.names[index],
+                "label": images.labels[index]}
+
+    def _analyze_upload(data: bytes, invert: bool) -> dict[str, Any]:
+        image = decode_upload(data, spec.channels, spec.size, invert=invert)
+        return {**analyze_image(model, image), "source": "your image", "label": None}
+
+    async def api_analyze(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(await run_in_threadpool(_analyze, _int(request, "image")))
+        body = await _read_upload(request)
+        if isinstance(body, Response):
+            return body
+        invert = request.query_params.get("invert", "0") in ("1", "true", "on")
+        return JSONResponse(await run_in_threadpool(_analyze_upload, body, invert))
+
+    async def not_found(request: Request, exc) -> Response:
+        return _error(404, "not found")
+
+    async def server_error(request: Request, exc) -> Response:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+    routes = [
+        Route("/", index),
+        Route("/api/model", _guarded(api_model)),
+        Route("/api/images", _guarded(api_images)),
+        Route("/api/analyze", _guarded(api_analyze), methods=["GET", "POST"]),
+        Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 500: server_error})
+
+
+def image_list(images) -> dict[str, Any]:
+    """The image folder as the page lists it: thumbnails (PNG URLs), names and labels."""
+    return {"images": [{"index": i, "name": n, "label": lab, "png": png_url(image_array(img))}
+                       for i, (n, lab, img) in enumerate(zip(images.names, images.labels, images.images,
+                                                             strict=True))],
+            "found": images.found, "classes": list(images.classes)}
 
 
 async def _metric_events(request: Request, run: Path):

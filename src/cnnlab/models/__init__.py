@@ -3,6 +3,7 @@
 from cnnlab.models.registry import (
     ModelInfo,
     check_input_size,
+    check_pretrained,
     create_model,
     list_models,
     min_input_size,
@@ -15,6 +16,7 @@ from cnnlab.models import lenet  # noqa: E402,F401  isort: skip
 from cnnlab.models import alexnet, vgg, nin, googlenet, resnet, densenet, regnet  # noqa: E402,F401  isort: skip
 from cnnlab.models import compact  # noqa: E402,F401  isort: skip
 from cnnlab.models import variants  # noqa: E402,F401  isort: skip  the exercise variants, after the zoo they reshape
+from cnnlab.models import imagenet  # noqa: E402,F401  isort: skip  torchvision's ImageNet backbones (not the zoo)
 from cnnlab.models.compact import CompactNet  # noqa: E402
 from cnnlab.models.densenet import DenseBlock, conv_block, transition_block  # noqa: E402
 from cnnlab.models.googlenet import Inception  # noqa: E402
@@ -36,6 +38,7 @@ __all__ = [
     "vgg_block",
     "ModelInfo",
     "check_input_size",
+    "check_pretrained",
     "create_model",
     "list_models",
     "min_input_size",

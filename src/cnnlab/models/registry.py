@@ -25,6 +25,9 @@ class ModelInfo:
         section: the d2l section that builds it.
         exercise: a variant a book exercise asks for (:mod:`cnnlab.models.variants`), built by studies; not part
             of the zoo's listing (:func:`list_models`, ``cnnlab models``) but created like any other.
+        weights: the torchvision weights enum member of a model with ImageNet weights
+            (:mod:`cnnlab.models.imagenet`, e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``), else None. Those models are
+            listed by ``list_models(pretrained=True)`` and ``cnnlab models --pretrained``, not in the book's zoo.
     """
 
     name: str
@@ -33,36 +36,51 @@ class ModelInfo:
     lr: float
     section: str
     exercise: bool = False
+    weights: str | None = None
 
 
 _MODELS: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, *, input_size: int, lr: float, section: str, exercise: bool = False) -> Callable:
-    """Decorator that registers ``builder`` under ``name`` (``exercise``: see :class:`ModelInfo`)."""
+def register_model(name: str, *, input_size: int, lr: float, section: str, exercise: bool = False,
+                   weights: str | None = None) -> Callable:
+    """Decorator that registers ``builder`` under ``name`` (``exercise``, ``weights``: see :class:`ModelInfo`)."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise RuntimeError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelInfo(name, builder, input_size, lr, section, exercise)
+        _MODELS[name] = ModelInfo(name, builder, input_size, lr, section, exercise, weights)
         return builder
 
     return wrap
 
 
-def list_models(pattern: str = "*", *, exercises: bool = False) -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, in registration order: the zoo, and with
-    ``exercises`` also the exercise variants studies build."""
+def list_models(pattern: str = "*", *, exercises: bool = False, pretrained: bool = False) -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, in registration order: the book's zoo, and with
+    ``exercises`` also the exercise variants studies build; with ``pretrained`` instead the models that have
+    ImageNet weights (the ``imagenet-`` family)."""
+    if pretrained:
+        return [name for name, info in _MODELS.items() if fnmatch.fnmatch(name, pattern) and info.weights]
     return [name for name, info in _MODELS.items()
-            if fnmatch.fnmatch(name, pattern) and (exercises or not info.exercise)]
+            if fnmatch.fnmatch(name, pattern) and (exercises or not info.exercise) and not info.weights]
 
 
 def model_info(name: str) -> ModelInfo:
-    """The registry entry for ``name``; unknown names raise a CnnlabError listing the zoo's."""
+    """The registry entry for ``name``; unknown names raise a CnnlabError listing the zoo's and the pretrained."""
     if name not in _MODELS:
-        raise CnnlabError(f"unknown model {name!r}; expected one of: {', '.join(list_models())}"
-                          f"{_did_you_mean(name)}")
+        raise CnnlabError(f"unknown model {name!r}; expected one of: {', '.join(list_models())}, or one with "
+                          f"ImageNet weights: {', '.join(list_models(pretrained=True))}{_did_you_mean(name)}")
     return _MODELS[name]
+
+
+def check_pretrained(name: str) -> ModelInfo:
+    """The registry entry of ``name`` if it has pretrained weights; a one-line CnnlabError listing those that do
+    otherwise."""
+    info = model_info(name)
+    if not info.weights:
+        raise CnnlabError(f"model {name!r} has no pretrained weights; expected one of: "
+                          f"{', '.join(list_models(pretrained=True))} (see `cnnlab models --pretrained`)")
+    return info
 
 
 def _did_you_mean(name: object) -> str:
@@ -74,14 +92,17 @@ def _did_you_mean(name: object) -> str:
     return f"; did you mean {lower[close[0]]!r}?" if close else ""
 
 
-def create_model(name: str, num_classes: int = 10, in_channels: int = 1, ops: str = "torch", **cfg) -> nn.Module:
+def create_model(name: str, num_classes: int = 10, in_channels: int = 1, ops: str = "torch", *,
+                 pretrained: bool = False, **cfg) -> nn.Module:
     """Build a registered model.
 
     Args:
-        name: a name from :func:`list_models`.
+        name: a name from :func:`list_models` (or ``list_models(pretrained=True)``).
         num_classes: size of the output layer.
         in_channels: channels of the input image (1 for Fashion-MNIST).
         ops: ``"torch"`` for torch.nn layers, ``"scratch"`` for cnnlab's own (:mod:`cnnlab.layers`).
+        pretrained: start from the model's ImageNet weights (:mod:`cnnlab.models.imagenet`: a new head for
+            ``num_classes``, the first convolution adapted to ``in_channels``).
         **cfg: builder-specific options.
 
     Example:
@@ -95,6 +116,9 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, ops: st
         raise CnnlabError(f"in_channels must be a positive integer, got {in_channels!r}")
     if ops not in ("torch", "scratch"):
         raise CnnlabError(f"ops must be 'torch' or 'scratch', got {ops!r}")
+    if pretrained:
+        check_pretrained(name)
+        cfg["pretrained"] = True
     return info.builder(num_classes=num_classes, in_channels=in_channels, ops=ops, **cfg)
 
 

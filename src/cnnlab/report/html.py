@@ -21,7 +21,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
 from cnnlab.inference import check_same_classes, dataset_of, load_trained
-from cnnlab.io import atomic_write
+from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model, model_info
 from cnnlab.models.summary import layer_summary
 from cnnlab.report import plots
@@ -153,11 +153,13 @@ def _metrics_table(rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def _per_class(result) -> list[dict[str, Any]]:
-    """Each class's accuracy on the test set, with its bar's width and the count behind it."""
+    """Each class's accuracy (its recall) on the test set, with its bar's width and the count behind it, and its
+    precision and F1 (:func:`cnnlab.evaluate.class_scores`)."""
     counts = result.confusion.sum(1).tolist()
     return [{"index": i, "name": name, "accuracy": f"{acc:.1%}", "bar": f"{acc * 100:.1f}%",
-             "correct": int(result.confusion[i, i]), "total": counts[i]}
-            for i, (name, acc) in enumerate(zip(result.classes, result.per_class, strict=True))]
+             "correct": int(result.confusion[i, i]), "total": counts[i], "precision": f"{p:.1%}", "f1": f"{f:.3f}"}
+            for i, (name, acc, p, f) in enumerate(zip(result.classes, result.per_class, result.precision, result.f1,
+                                                      strict=True))]
 
 
 def _fields(name: str, input_size: int, in_channels: int, image_size: int) -> dict[str, Any]:
@@ -234,7 +236,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         "curves": _picture(_resized(curves_figure(run.metrics)), "training curves") if run.metrics else None,
         "metrics": _metrics_table(run.metrics) if run.metrics else None,
         "confusion": _picture(plots.confusion_figure(result.confusion, classes), "confusion matrix"),
-        "per_class": _per_class(result),
+        "per_class": _per_class(result), "macro_f1": f"{result.macro_f1:.4f}",
         "mistakes": _mistakes(logits, images, labels, classes),
         "filters": _filters(conv.weight.detach().cpu()) if conv is not None else None,
         "feature_maps": _feature_maps(trained.model, trained.preprocess, images, labels, classes, trained.device),
@@ -263,10 +265,11 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device
         The path of the report.
 
     Raises:
-        CnnlabError: the run folder is missing, incomplete or unreadable (one line naming what is wrong).
+        CnnlabError: the run folder is missing, incomplete, unreadable or not writable (one line naming what is
+            wrong; checked before the test set is scored).
     """
     run = read_run(run_dir)
+    out = check_output_file(run.path / "report.html", force=True)  # an unwritable folder: say so before the work
     text = build_report(run, data_dir=data_dir, device=device, dataset=dataset, test_logits=test_logits)
-    out = run.path / "report.html"
     atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return out

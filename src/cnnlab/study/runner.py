@@ -68,10 +68,15 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
             raise CnnlabError(f"study folder {folder} was started with other settings (for {', '.join(changed)}); "
                               "expected the same study and budget to resume it, or another --out")
         return
+    if folder.exists() and not folder.is_dir():
+        raise CnnlabError(f"--out {folder} is a file; expected a new or a study folder (choose another --out)")
     if folder.is_dir() and any(folder.iterdir()):
         raise CnnlabError(f"{folder} already holds files but no study.json; expected a new or a study folder "
                           "(choose another --out)")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a path under a file, a read-only file system
+        raise CnnlabError(f"cannot make the study folder {folder}: {e.strerror or e}") from None
     write_json(path, record)
 
 

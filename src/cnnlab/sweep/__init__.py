@@ -62,7 +62,11 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         Interrupted: a signal stopped the sweep (the trials checkpointed; the same call resumes it).
         StorageLost: the database is unreachable or went away.
     """
-    import optuna
+    try:
+        import optuna
+    except ImportError as e:  # optuna is the sweep extra, not a dependency
+        raise CnnlabError(f"cnnlab sweep needs the sweep extra (pip install \"cnnlab[sweep]\"), missing "
+                          f"{e.name or 'optuna'}") from None
 
     positive_int(jobs, "--jobs")
     number(heartbeat, "--heartbeat", low=0, low_open=True, expected="a number of seconds > 0")
@@ -76,7 +80,12 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
     if storage is None and spec is None and not (sweep_dir / "study.db").is_file():
         raise CnnlabError(f"no sweep folder {sweep_dir} with a study.db: expected --out of an existing sweep, "
                           "or --storage URL, or MODEL and --param to start one")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise CnnlabError(f"--out {sweep_dir} is a file; expected a sweep folder (a new one, or an existing sweep's)")
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a path under a file, a read-only file system
+        raise CnnlabError(f"cannot make the sweep folder {sweep_dir}: {e.strerror or e}") from None
     url = storage_url(storage, sweep_dir)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     handle = open_storage(url, heartbeat)

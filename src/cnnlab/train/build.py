@@ -18,14 +18,15 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnlab import inference
-from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, stratified_split
+from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, balanced_class_weights, stratified_split
 from cnnlab.device import channels_last_pays, resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError
-from cnnlab.models import check_input_size, create_model, model_info
+from cnnlab.models import check_input_size, check_pretrained, create_model, model_info
+from cnnlab.models.imagenet import ensure_weights, pretrained_normalize
 from cnnlab.models.init import init_cnn
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import DistEnv, barrier, init_distributed
-from cnnlab.train.finetune import freeze_body, init_from
+from cnnlab.train.finetune import body_frozen, freeze_body, init_from, unfreeze
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.schedule import build_optimizer, build_scheduler
 from cnnlab.train.state import TrainState, seed_all, set_rng_state
@@ -60,6 +61,7 @@ class RunParts:
         optimizer, scheduler: per optimizer step; ``steps_per_epoch`` optimizer steps an epoch.
         autocast: ``torch.autocast`` arguments; ``tta``: flip-TTA at evaluation.
         epoch_metrics: the current epoch's running sums; ``state``: counters and history.
+        class_weights: with ``--balance loss``, the training loss's per-class weights (on the device), else None.
     """
 
     config: TrainConfig
@@ -85,6 +87,7 @@ class RunParts:
     tta: bool
     epoch_metrics: EpochMetrics
     state: TrainState = field(default_factory=TrainState)
+    class_weights: torch.Tensor | None = None
 
     def record(self) -> dict[str, Any]:
         """What every checkpoint says of the run besides its weights (what inference needs to rebuild it)."""
@@ -94,6 +97,23 @@ class RunParts:
         return {"model_name": cfg.model, "num_classes": d.num_classes, "in_channels": d.channels, "dataset": dataset,
                 "input_size": self.input_size, "normalize": self.normalize, "ops": cfg.ops,
                 "config": asdict(cfg)}
+
+    def enter_epoch(self, epoch: int) -> None:
+        """Freeze or unfreeze the body for ``epoch`` (0-based) under ``--freeze-epochs``: the Trainer calls this as
+        each epoch (or a resumed part of one) begins, so the unfreeze happens at an epoch boundary and depends on
+        the epoch alone (a resume freezes exactly what the uninterrupted run froze; see
+        :mod:`cnnlab.train.finetune` for the batch-norm policy)."""
+        if not self.config.freeze_epochs:
+            return
+        frozen = body_frozen(False, self.config.freeze_epochs, epoch)
+        if frozen == (not all(p.requires_grad for p in self.model.parameters())):
+            return
+        if frozen:
+            freeze_body(self.model)
+        else:
+            unfreeze(self.model)
+        if self.dist.enabled:  # DDP registers the parameters that require gradients when it wraps the model
+            self.step_model = _wrap(self.model, self.config, self.device, self.dist)
 
 
 def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model: nn.Module | None = None,
@@ -114,6 +134,10 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
         quiet: no notes on stdout.
     """
     model_info(config.model)  # an unknown model name is an instant error, before any data is read
+    if config.pretrained:  # and so is --pretrained on a model without weights, or without its weights file
+        check_pretrained(config.model)
+        if resume_state is None and model is None:
+            ensure_weights(config.model)
     if config.resize:  # so is an input size the model cannot take
         check_input_size(config.model, config.resize, config.channels or 1)
     device = resolve_device(config.device)
@@ -128,8 +152,12 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if not config.resize or dataset.channels != (config.channels or 1):  # not checked above for these channels
         check_input_size(config.model, input_size, dataset.channels)
     if model is None:
-        model = _build_model(config, dataset, fine_tune=resume_state is None, note=dist.is_main and not quiet)
+        start = int(resume_state.get("epoch", 0)) if resume_state is not None else 0
+        model = _build_model(config, dataset, fine_tune=resume_state is None, note=dist.is_main and not quiet,
+                             frozen=body_frozen(config.freeze, config.freeze_epochs, start))
     normalize = [list(dataset.mean), list(dataset.std)] if config.normalize else None
+    if config.pretrained:  # the input the weights were trained on: their own mean and std (torchvision's metadata)
+        normalize = pretrained_normalize(config.model, dataset.channels)
     preprocess = Preprocess(input_size, *(normalize or (None, None))).to(device)
     loaders = _loaders(config, dataset, preprocess, device, dist)
     memory_format, step_model, ema = _place(model, config, device, dist)
@@ -142,7 +170,7 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
         steps_per_epoch=steps_per_epoch, autocast=dict(device_type=device.type, dtype=torch.bfloat16,
                                                        enabled=config.amp),
         tta=config.tta and dataset.flip,  # flip-TTA only where a mirror keeps the class (never digits)
-        epoch_metrics=EpochMetrics(device))
+        epoch_metrics=EpochMetrics(device), class_weights=_loss_weights(config, dataset, loaders["train_loader"]))
     if resume_state is not None:
         _restore(parts, resume_state, str(source), quiet)
     return parts
@@ -161,17 +189,21 @@ def _set_determinism(config: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool, note: bool) -> nn.Module:
-    """``config.model`` for the dataset's channels and classes, initialised; with ``--init-from`` (not on a resume:
-    last.pt holds the fine-tuned weights already) another run's weights, and ``--freeze``."""
-    model = create_model(config.model, num_classes=dataset.num_classes, in_channels=dataset.channels, ops=config.ops)
-    if config.init == "xavier":
+def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool, note: bool,
+                 frozen: bool) -> nn.Module:
+    """``config.model`` for the dataset's channels and classes, initialised; with ``--pretrained`` its ImageNet
+    weights or with ``--init-from`` another run's (neither on a resume: last.pt holds the fine-tuned weights
+    already), and the body frozen when ``frozen`` (``--freeze``, or the first ``--freeze-epochs``)."""
+    pretrained = config.pretrained and fine_tune
+    model = create_model(config.model, num_classes=dataset.num_classes, in_channels=dataset.channels, ops=config.ops,
+                         pretrained=pretrained)
+    if config.init == "xavier" and not pretrained:  # pretrained: only the new head is fresh (torch's init)
         model.apply(init_cnn)
     if config.init_from and fine_tune:
         line = init_from(model, config.init_from)
         if line and note:
             print(line, flush=True)
-    if config.freeze:
+    if frozen:
         freeze_body(model)
     return model
 
@@ -187,14 +219,31 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
         val = (dataset.train_images, dataset.train_labels, val_idx)  # index views: no copy of the images
     else:  # the book validates on the test set (d2l 7.6)
         val = (dataset.test_images, dataset.test_labels, None)
+    if config.balance != "none":  # a class without training images has no weight: refused by name, up front
+        balanced_class_weights(_train_labels(dataset, train_idx), dataset.num_classes, dataset.classes)
     train = DeviceLoader(dataset.train_images, dataset.train_labels, config.batch_size, shuffle=True,
                          preprocess=preprocess, augment=config.augment, flip=dataset.flip, seed=config.seed,
-                         limit_batches=config.limit_train_batches, indices=train_idx, **shard)
+                         limit_batches=config.limit_train_batches, indices=train_idx, mixup=config.mixup,
+                         cutmix=config.cutmix, num_classes=dataset.num_classes,
+                         balance=config.balance == "sampler", **shard)
     val_loader, val_rest = _eval_loaders(config, preprocess, dist, *val, shard)
     test_loader, test_rest = (_eval_loaders(config, preprocess, dist, dataset.test_images, dataset.test_labels,
                                             None, shard) if config.val_split is not None else (None, None))
     return dict(train_loader=train, val_loader=val_loader, val_rest=val_rest, test_loader=test_loader,
                 test_rest=test_rest)
+
+
+def _train_labels(dataset: ImageDataset, indices: torch.Tensor | None) -> torch.Tensor:
+    return dataset.train_labels if indices is None else dataset.train_labels[indices]
+
+
+def _loss_weights(config: TrainConfig, dataset: ImageDataset, train: DeviceLoader) -> torch.Tensor | None:
+    """``--balance loss``: scikit-learn's "balanced" class weights of the training split, for the training loss
+    (the validation loss stays unweighted, comparable between runs)."""
+    if config.balance != "loss":
+        return None
+    weights = balanced_class_weights(_train_labels(dataset, train.indices), dataset.num_classes, dataset.classes)
+    return weights.float().to(train.device)
 
 
 def _eval_loaders(config: TrainConfig, preprocess: Preprocess, dist: DistEnv, images: torch.Tensor,
@@ -230,16 +279,22 @@ def _place(model: nn.Module, config: TrainConfig, device: torch.device, dist: Di
         channels_last = config.ops == "torch" and channels_last_pays(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
+    step_model = _wrap(model, config, device, dist)
+    ema = None
+    if config.ema:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    return memory_format, step_model, ema
+
+
+def _wrap(model: nn.Module, config: TrainConfig, device: torch.device, dist: DistEnv) -> nn.Module:
+    """What the steps call: ``model`` under DDP and/or torch.compile."""
     step_model: nn.Module = model
     if dist.enabled:
         ids = [device.index] if device.type == "cuda" else None
         step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if config.compile:
         step_model = torch.compile(step_model)
-    ema = None
-    if config.ema:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-    return memory_format, step_model, ema
+    return step_model
 
 
 def _restore(parts: RunParts, state: dict[str, Any], source: str, quiet: bool) -> None:

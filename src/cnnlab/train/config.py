@@ -16,12 +16,17 @@ from cnnlab.checks import fail, int_at_least, int_in_range, number, positive_int
 from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "recipe": ("book", "fast", "cpu10", "speedrun", "best"),
+    "recipe": ("book", "fast", "cpu10", "speedrun", "best", "finetune"),
     "optimizer": ("sgd", "nesterov", "adamw", "adam", "rmsprop"),
     "schedule": ("constant", "cosine", "onecycle", "step", "multistep"),
     "init": ("xavier", "default"),
     "ops": ("torch", "scratch"),
+    "balance": ("none", "sampler", "loss"),
 }
+# The --augment presets, as cnnlab.data.transforms.AUGMENTS names them (kept here torch-free for the CLI's flags).
+AUGMENTS = ("none", "crop-flip", "trivial", "randaugment", "autoaugment")
+# Strings a config file may hold where it meant the old augment switch (true/false): refused as such.
+_SWITCH_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -36,11 +41,14 @@ class TrainConfig:
     that exists is a valid one.
     """
 
-    model: str = _f("lenet", "registered model name (see `cnnlab models`)")
+    model: str = _f("lenet", "registered model name (see `cnnlab models`, and `cnnlab models --pretrained` for the "
+                             "ImageNet backbones)")
     dataset: str = _f("fashion-mnist", "dataset name (see `cnnlab datasets`) or folder:PATH for your own images "
                                        "(PATH/<class>/*, or PATH/train/<class> and PATH/test/<class>)")
     recipe: str = _f("book", "named set of defaults: book (the book exactly), fast, cpu10 (the compact model: "
-                                   "best accuracy in 10 CPU minutes), speedrun (GPU), best")
+                                   "best accuracy in 10 CPU minutes), speedrun (GPU), best, finetune (from "
+                                   "trained weights: the body frozen for --freeze-epochs, then all layers with a "
+                                   "lower lr for the body)")
     epochs: int = _f(10, "passes over the training set")
     batch_size: int = _f(128, "samples per step, per process (the global batch is batch_size x world_size)")
     lr: float | None = _f(None, "peak learning rate (default: the model's book lr for the book recipe)")
@@ -62,7 +70,18 @@ class TrainConfig:
                                        "stratified and seeded, for validation; default: validate on the test set "
                                        "as the book does")
     normalize: bool = _f(False, "normalise inputs with the training set's mean and std")
-    augment: bool = _f(False, "random crop (padding 2) and horizontal flip on the device")
+    # bool | str: the old switch (true: crop-flip, false: none; config.json and checkpoints of older runs hold it) is
+    # converted where the config is made, so the value is always a preset name; bool first keeps field_types() and
+    # the tools typed by it (sweep's choice:true,false) as they were.
+    augment: bool | str = _f("none", "per-image augmentation on the device: none | crop-flip (random crop with "
+                                     "padding 2 and horizontal flip) | trivial | randaugment | autoaugment "
+                                     "(torchvision's policy after crop-flip); --augment alone: crop-flip")
+    mixup: float = _f(0.0, "MixUp's Beta(alpha, alpha) parameter in [0, 1] (0: off): soft targets; the train "
+                           "accuracy then counts the larger of each image's two labels")
+    cutmix: float = _f(0.0, "CutMix's Beta(alpha, alpha) parameter in [0, 1] (0: off); with --mixup, each batch "
+                            "uses one of the two")
+    balance: str = _f("none", "unbalanced classes: none | sampler (class-balanced sampling with replacement) | "
+                              "loss (cross-entropy weighted by n / (classes x class count))")
     ema: float = _f(0.0, "decay of an exponential moving average of the weights used for evaluation (0: off)")
     tta: bool = _f(False, "test-time augmentation: average the logits of the image and its mirror")
     amp: bool = _f(False, "bf16 autocast (CUDA and CPU)")
@@ -74,7 +93,11 @@ class TrainConfig:
     accumulate: int = _f(1, "batches whose gradients are summed before each optimizer step")
     init_from: str | None = _f(None, "start from the weights of another run's checkpoint (a new classifier head "
                                      "when the classes differ: fine-tuning, d2l 14.2)")
-    freeze: bool = _f(False, "with --init-from: train only the classifier's last layer")
+    freeze: bool = _f(False, "with --init-from or --pretrained: train only the classifier's last layer")
+    pretrained: bool = _f(False, "start from the model's ImageNet weights (see `cnnlab models --pretrained`; read "
+                                 "from $TORCH_HOME/hub/checkpoints), with a new head and their own normalisation")
+    freeze_epochs: int = _f(0, "train only the classifier's last layer for the first N epochs, then all layers "
+                               "(the body at 1/10 of the lr); the finetune recipe's default is 1")
     init: str = _f("xavier", "xavier (the book's init_cnn) | default (torch's)")
     ops: str = _f("torch", "torch | scratch: build the model on cnnlab's own ops")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun")
@@ -90,6 +113,8 @@ class TrainConfig:
     out: str | None = _f(None, "run folder (default: runs/<time>-<model>)")
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # the old switch, from a config file or an older run's config
+            object.__setattr__(self, "augment", AUGMENTS[1] if self.augment else AUGMENTS[0])
         self.validate()
 
     def validate(self) -> TrainConfig:
@@ -102,7 +127,7 @@ class TrainConfig:
         for name in ("limit_train_batches", "limit_val_batches", "resize", "image_size"):
             if getattr(self, name) is not None:
                 positive_int(getattr(self, name), name.replace("_", "-"))
-        for name in ("checkpoint_every", "early_stop"):
+        for name in ("checkpoint_every", "early_stop", "freeze_epochs"):
             int_at_least(getattr(self, name), name.replace("_", "-"), 0)
         if self.channels not in (None, 1, 3):
             raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
@@ -111,8 +136,15 @@ class TrainConfig:
             number(self.val_split, "val-split", low=0, low_open=True, expected=fraction)
             if self.val_split >= 1 and self.val_split != int(self.val_split):
                 fail("val-split", fraction, self.val_split)
+        if self.augment not in AUGMENTS:
+            if isinstance(self.augment, str) and self.augment.lower() in _SWITCH_WORDS:  # "false" in a JSON file
+                raise CnnlabError(f"augment must be true or false, got {self.augment!r} (a string), or one of the "
+                                  f"presets {', '.join(AUGMENTS)}")
+            fail("augment", f"one of {', '.join(AUGMENTS)} (or true or false)", self.augment)
         # A switch is a bool and a name a string: a config file's "augment": "false" is a string, and truthy.
         for name, kind in field_types().items():
+            if name == "augment":  # a preset name by now (checked above)
+                continue
             value = getattr(self, name)
             if kind is bool and not isinstance(value, bool) and not (value is None and name == "channels_last"):
                 fail(name.replace("_", "-"), "true or false", value)
@@ -122,8 +154,18 @@ class TrainConfig:
 
         check_device_name(self.device)  # auto, cpu, mps, cuda or cuda:N (a pattern, not a list of choices)
         check_schedule(self)
-        if self.freeze and not self.init_from:
-            raise CnnlabError("--freeze needs --init-from CHECKPOINT (there is nothing to freeze in a fresh model)")
+        if self.freeze and not (self.init_from or self.pretrained):
+            raise CnnlabError("--freeze needs --init-from CHECKPOINT or --pretrained (there is nothing to freeze in a "
+                              "fresh model)")
+        if self.freeze_epochs > self.epochs:
+            raise CnnlabError(f"freeze-epochs must be at most --epochs ({self.epochs}): the body is frozen for the "
+                              f"first epochs of the run, got {self.freeze_epochs}")
+        if self.freeze and self.freeze_epochs:
+            raise CnnlabError(f"--freeze keeps the body frozen for the whole run, --freeze-epochs for its first "
+                              f"epochs: expected one of them, got both (--freeze-epochs {self.freeze_epochs})")
+        if self.pretrained and self.ops != "torch":
+            raise CnnlabError(f"--pretrained builds torchvision's networks, on torch ops: expected --ops torch, got "
+                              f"{self.ops!r}")
         # isfinite too: an inf weight decay or warm-up (`--weight-decay inf` parses as a float) trains on NaN
         for name in ("momentum", "weight_decay", "warmup", "label_smoothing", "grad_clip", "ema"):
             number(getattr(self, name), name.replace("_", "-"), low=0)
@@ -131,6 +173,9 @@ class TrainConfig:
             number(self.lr, "lr", low=0, low_open=True)
         if self.target_acc is not None:
             number(self.target_acc, "target-acc", low=0, high=1, low_open=True, expected="an accuracy in (0, 1]")
+        for name in ("mixup", "cutmix"):  # torchvision's MixUp/CutMix alpha; 0 is off
+            number(getattr(self, name), name, low=0, high=1, expected="a Beta(alpha, alpha) parameter in [0, 1] "
+                   "(0: off)")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"label-smoothing must be below 1, got {self.label_smoothing}")
         if self.ema >= 1:
@@ -179,7 +224,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # one-cycle reaches lr 0.2 within a few dozen steps, which left lenet-relu (no batch norm) dead at chance after
     # one epoch of 40 or of all 235 batches; clipped, it learns (docs/benchmarks.md, "Short schedules").
     "fast": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
-                 batch_size=256, label_smoothing=0.1, normalize=True, augment=False, epochs=10, init="xavier",
+                 batch_size=256, label_smoothing=0.1, normalize=True, augment="none", epochs=10, init="xavier",
                  grad_clip=1.0, channels_last=False),  # BN-LeNet is faster contiguous on a CPU (docs/benchmarks.md)
     # The most test accuracy two CPU cores buy in 10 minutes, for the compact model (docs/benchmarks.md, "Ten
     # minutes on two cores"; chosen on a validation split): the fast recipe's optimizer and one-cycle, with the
@@ -187,16 +232,22 @@ RECIPES: dict[str, dict[str, Any]] = {
     # training set almost exactly by the last epoch). Its epoch count fits the 10 minutes on the slower host
     # measured (docs/benchmarks.md, "On an AVX2-only host").
     "cpu10": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
-                  batch_size=256, label_smoothing=0.1, normalize=True, augment=True, tta=True, epochs=9,
+                  batch_size=256, label_smoothing=0.1, normalize=True, augment="crop-flip", tta=True, epochs=9,
                   init="default", channels_last=True),
     # GPU: large-batch one-cycle with bf16, channels-last, torch.compile, flips and TTA (time to 94% test accuracy).
     "speedrun": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
-                     batch_size=512, label_smoothing=0.1, normalize=True, augment=True, tta=True, amp=True,
+                     batch_size=512, label_smoothing=0.1, normalize=True, augment="crop-flip", tta=True, amp=True,
                      channels_last=True, compile=True, epochs=8, init="default"),
     # Best accuracy with no time limit.
     "best": dict(optimizer="nesterov", momentum=0.9, lr=0.1, weight_decay=5e-4, schedule="onecycle",
-                 batch_size=256, label_smoothing=0.1, normalize=True, augment=True, tta=True, ema=0.999,
+                 batch_size=256, label_smoothing=0.1, normalize=True, augment="crop-flip", tta=True, ema=0.999,
                  epochs=40, init="default"),
+    # Fine-tuning trained weights (--pretrained or --init-from) in fastai's way (Learner.fine_tune): the new head
+    # trains alone for freeze_epochs, then every layer, the body at a tenth of the head's lr (d2l 14.2's ratio),
+    # each phase on its own one-cycle, the second at half the peak (train/schedule.py). fastai's defaults: Adam(W)
+    # at 2e-3, weight decay 0.01, batch 64.
+    "finetune": dict(optimizer="adamw", lr=2e-3, weight_decay=0.01, schedule="onecycle", batch_size=64,
+                     freeze_epochs=1, epochs=5),
 }
 
 
@@ -215,6 +266,8 @@ def make_config(model: str, recipe: str = "book", **overrides: Any) -> TrainConf
     check_known_fields(overrides, "the overrides")
     values: dict[str, Any] = {"lr": info.lr}
     values.update(RECIPES[recipe])
+    if overrides.get("freeze") and overrides.get("freeze_epochs") is None:  # --freeze: frozen all along instead
+        values.pop("freeze_epochs", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update(model=model, recipe=recipe)
     return TrainConfig(**values)

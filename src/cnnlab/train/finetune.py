@@ -1,7 +1,17 @@
-"""Fine-tuning (d2l 14.2): start from another run's weights, with a fresh head when the classes differ.
+"""Fine-tuning (d2l 14.2): start from trained weights, with a fresh head when the classes differ.
 
-No pretrained weights can be downloaded here, so the source is a checkpoint of the user's own (of any dataset):
-every tensor whose name and shape fit is copied, the rest keeps its fresh initialisation.
+The source is a checkpoint of the user's own (``--init-from``, of any dataset: every tensor whose name and shape fit
+is copied, the rest keeps its fresh initialisation) or an ImageNet backbone's official weights (``--pretrained``,
+:mod:`cnnlab.models.imagenet`). Then either the body stays frozen for the whole run (``--freeze``: only the
+classifier's last layer trains) or for its first ``--freeze-epochs`` (the finetune recipe, after fastai's
+``fine_tune``): the Trainer unfreezes it at that epoch boundary (:meth:`cnnlab.train.build.RunParts.enter_epoch`),
+and from then on the body learns at a lower rate (:func:`cnnlab.train.schedule.build_optimizer`).
+
+Batch-norm policy, the same for both: a frozen body's affine parameters (weight, bias) do not change, but its
+running statistics keep following the new data, because the whole model is in training mode during training steps
+(as in d2l 14.2, where the pretrained ResNet's batch norm keeps updating; fastai also keeps them updating, and
+trains the affine parameters too, which cnnlab does not). Whether a layer is frozen depends only on the epoch, so a
+run resumed at any step freezes exactly what the uninterrupted run froze.
 """
 
 from __future__ import annotations
@@ -56,3 +66,15 @@ def freeze_body(model: nn.Module) -> int:
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def unfreeze(model: nn.Module) -> None:
+    """Train every layer again (the end of ``--freeze-epochs``)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
+def body_frozen(freeze: bool, freeze_epochs: int, epoch: int) -> bool:
+    """Whether the body is frozen during ``epoch`` (0-based): throughout with ``--freeze``, for the first
+    ``freeze_epochs`` otherwise."""
+    return freeze or epoch < freeze_epochs

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from cnnlab.data import DeviceLoader
 from cnnlab.device import oversubscription_hint
 from cnnlab.errors import CnnlabError, Interrupted, StopRun
+from cnnlab.evaluate import class_scores, confusion_matrix
 from cnnlab.runs import environment, save_checkpoint
 from cnnlab.train.build import RunParts
 from cnnlab.train.distributed import barrier, broadcast_buffers, reduce_int, shutdown
@@ -74,6 +75,7 @@ class Trainer:
         self.result: dict[str, Any] | None = None
         self.test_logits: torch.Tensor | None = None  # the final test-set logits, in test-set order (one process)
         self._val_logits: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
         self._stop_signal: int | None = None
         self._loss_window = torch.zeros(self.config.log_every, device=self.device)
 
@@ -155,6 +157,7 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         """One pass over this rank's shard of the epoch's permutation; returns the exact global metrics and the
         number of images this process stepped through (``images``: all ranks, this process's time only)."""
+        self.parts.enter_epoch(self.state.epoch)  # --freeze-epochs: the unfreeze falls on an epoch boundary
         cfg, model = self.config, self.parts.step_model
         model.train()
         self.train_loader.set_epoch(self.state.epoch)  # keeps a mid-epoch resume position if one was loaded
@@ -172,7 +175,9 @@ class Trainer:
             opens, closes = b % cfg.accumulate == 0, (b + 1) % cfg.accumulate == 0 or b == last
             with torch.autocast(**self.parts.autocast):
                 logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                # Soft targets under --mixup/--cutmix; class weights under --balance loss.
+                loss = F.cross_entropy(logits, y, weight=self.parts.class_weights,
+                                       label_smoothing=cfg.label_smoothing)
             if opens:
                 self.optimizer.zero_grad(set_to_none=True)
             if cfg.accumulate == 1:
@@ -188,7 +193,9 @@ class Trainer:
                 self.scheduler.step()
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
-            self.epoch_metrics.update(loss, logits, y)
+            # Mixed batches: a prediction counts as right when it names the image's larger share (the argmax of its
+            # soft target), so the train accuracy is of the dominant label, not of a clean image.
+            self.epoch_metrics.update(loss, logits, y if y.dim() == 1 else y.argmax(1))
             self._loss_window[self.state.step % cfg.log_every] = loss.detach()
             self.state.step += 1
             since += 1
@@ -232,7 +239,7 @@ class Trainer:
         if rest is not None:  # rank 0 only, so on the unwrapped model: no collectives
             passes.append((rest, plain))
         metrics = EpochMetrics(self.device)
-        kept = []
+        kept, labels = [], []
         for part, net in passes:
             net.eval()
             part.set_epoch(0)
@@ -245,8 +252,9 @@ class Trainer:
                 metrics.update(F.cross_entropy(logits.float(), y), logits, y)
                 if keep_logits:
                     kept.append(logits.detach().float())
+                    labels.append(y)
         if keep_logits:
-            self._val_logits = kept
+            self._val_logits, self._val_labels = kept, labels
         return metrics.compute()
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -318,8 +326,15 @@ class Trainer:
         else:
             test = {"acc": last.get("val_acc"), "loss": last.get("val_loss")}
             test_samples = self._samples(self.val_loader, self.parts.val_rest)
+        per_class = macro_f1 = None
         if self.dist.world_size == 1 and self._val_logits:
             self.test_logits = torch.cat(self._val_logits).cpu()
+            # Per-class figures of the images the test figure is of (one process: the other ranks' logits are not
+            # gathered, so a torchrun run records none).
+            scores = class_scores(confusion_matrix(self.test_logits.argmax(1), torch.cat(self._val_labels).cpu(),
+                                                   self.dataset.num_classes))
+            macro_f1 = scores.pop("macro_f1")
+            per_class = {name: {k: v[i] for k, v in scores.items()} for i, name in enumerate(self.dataset.classes)}
         images = sum(r["images_per_s"] * r["seconds"] for r in self.state.history)
         stopped_early = (self.state.target_reached is None and self.stop_reason is None and bool(self.state.history)
                          and self.state.epoch < self.config.epochs)
@@ -337,6 +352,7 @@ class Trainer:
             "time_to_target_s": self.state.target_reached and self.state.target_reached["seconds"],
             "target_epoch": self.state.target_reached and self.state.target_reached["epoch"],
             "stopped_early_epoch": self.state.epoch if stopped_early else None,
+            "macro_f1": macro_f1, "per_class": per_class,
         }
 
     def _samples(self, loader: DeviceLoader, rest: DeviceLoader | None) -> int:

@@ -1,0 +1,91 @@
+"""Your own images for the explorer: a flat folder of pictures, or class subfolders that give their labels.
+
+Each file is decoded as an upload is (:func:`cnnlab.picture.read_picture` with the upload limits of
+:mod:`cnnlab.explore.images`: 8 MiB and 16 megapixels, checked from the header before decoding, so a decompression
+bomb is refused cheaply), to the model's channels and side. At most ``MAX_IMAGES`` files are read (sorted by
+path), so a folder of a whole dataset opens in seconds; the page says how many there were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from cnnlab.picture import read_picture
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MAX_IMAGES = 200
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images of a folder at one model's input.
+
+    Attributes:
+        images: uint8 ``N x C x S x S``.
+        names: each file's path relative to the folder.
+        labels: each file's class subfolder, or None in a flat folder.
+        classes: the class subfolders (sorted), empty for a flat folder.
+        found: how many image files the folder holds (``len(names)`` is at most ``MAX_IMAGES``).
+    """
+
+    images: torch.Tensor
+    names: tuple[str, ...]
+    labels: tuple[str | None, ...]
+    classes: tuple[str, ...]
+    found: int
+
+
+def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tuple[str, ...]]:
+    """``[(file, class or None)]`` of a flat folder or of its class subfolders (one level), and the classes."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CnnlabError(f"--images {folder} is not a folder (expected a folder of images, or of class "
+                          "subfolders of images)")
+    is_image = lambda p: p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith(".")  # noqa: E731
+    flat = sorted(p for p in folder.iterdir() if is_image(p))
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    nested = [(p, d.name) for d in subfolders for p in sorted(d.iterdir()) if is_image(p)]
+    if nested and not flat:
+        classes = tuple(sorted({c for _, c in nested}))
+        return nested, classes
+    if not flat:
+        raise CnnlabError(f"--images {folder} holds no images (expected {', '.join(EXTENSIONS[:3])}, ... files, "
+                          "or class subfolders of them)")
+    return [(p, None) for p in flat], ()
+
+
+def read_image_folder(folder: str | Path, channels: int, size: int, limit: int = MAX_IMAGES) -> ImageSet:
+    """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size`` (see the module docstring).
+
+    Raises:
+        CnnlabError: not a folder, no images, or a file that is too large, a decompression bomb or not an image
+            (named, one line).
+    """
+    if channels not in (1, 3):
+        raise CnnlabError(f"images can feed models of 1 or 3 input channels, this model takes {channels}")
+    files, classes = list_images(folder)
+    chosen = files[:limit] if not classes else _balanced(files, classes, limit)
+    root = Path(folder)
+    images = [read_picture(p, name=f"image {p.relative_to(root)}", channels=channels, size=size, invert=False,
+                           max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS) for p, _ in chosen]
+    return ImageSet(torch.stack(images), tuple(p.relative_to(root).as_posix() for p, _ in chosen),
+                    tuple(c for _, c in chosen), classes, len(files))
+
+
+def _balanced(files: list[tuple[Path, str | None]], classes: tuple[str, ...], limit: int):
+    """Up to ``limit`` files taking from each class in turn, so every class is represented; in the folder's order."""
+    by_class = {c: [f for f in files if f[1] == c] for c in classes}
+    chosen: list[tuple[Path, str | None]] = []
+    depth = 0
+    while len(chosen) < limit and any(len(v) > depth for v in by_class.values()):
+        for c in classes:
+            if depth < len(by_class[c]) and len(chosen) < limit:
+                chosen.append(by_class[c][depth])
+        depth += 1
+    order = {f: i for i, f in enumerate(files)}
+    return sorted(chosen, key=lambda f: order[f])

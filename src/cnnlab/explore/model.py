@@ -1,0 +1,358 @@
+"""One model abstraction behind the explorer's page: a cnnlab run, an ONNX graph or a PyTorch model.
+
+Every kind answers the same few questions (:class:`ExploreModel`), so the routes (:mod:`cnnlab.explore.server`),
+the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`) never ask which kind it is:
+
+* ``classes``, ``spec`` (:class:`InputSpec`: layout, side, channels, scaling) and ``notes`` (what the page must
+  say about where things came from, e.g. that a ``module:function`` was imported);
+* ``logits(images)``: uint8 ``N x C x S x S`` images -> float ``N x K``;
+* ``stages(image)``: the named feature maps of one image (``1 x C x h x w`` each, the last row the logits);
+* ``kernels()``: the first convolution's weights (``out x in x kh x kw``) or None; ``layers()``: the layer table;
+* ``attribution(image, target)``: Grad-CAM and saliency where gradients exist, occlusion sensitivity otherwise.
+
+:func:`open_model` picks the kind from what the user named: a cnnlab checkpoint (``.pt``, read through
+:func:`cnnlab.inference.load_trained`), an ONNX file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export``
+program (``.pt2``) or ``package.module:function`` (:mod:`cnnlab.explore.torch_models`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.checks import fail, int_in_range, number
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.gradcam import Explanation, explain
+from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
+from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
+from cnnlab.report.features import Row, first_conv, run_rows
+
+LAYOUTS = ("NCHW", "NHWC")
+MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+OCCLUSION_GRID = 7  # 7 x 7 patches: 49 extra forward passes in one batch, a second for ResNet-18 at 224 px on a CPU
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an image becomes the model's input.
+
+    Attributes:
+        channels: 1 (grey) or 3 (RGB) or what the first convolution takes.
+        size: side of the model's input (images are read, padded to a square and resized to it).
+        layout: ``"NCHW"`` or ``"NHWC"``.
+        mean, std: per-channel normalisation in the [0, 1] scale (``(x / 255 - mean) / std``), or None.
+        origin: where each of these was read from, for the page (``"graph"``, ``"flags"``, ``"checkpoint"``).
+    """
+
+    channels: int
+    size: int
+    layout: str = "NCHW"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    origin: dict[str, str] = field(default_factory=dict)
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``N x C x S x S`` images -> the float32 model input (scaled, normalised, in ``layout``)."""
+        x = images.float() / 255
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if self.mean is not None:
+            x = x - torch.tensor(self.mean).view(1, -1, 1, 1)
+        if self.std is not None:
+            x = x / torch.tensor(self.std).view(1, -1, 1, 1)
+        return x.permute(0, 2, 3, 1).contiguous() if self.layout == "NHWC" else x
+
+    def describe(self) -> str:
+        """One line for the page: what the model is fed and where each part of that was read."""
+        axes = "N x C x H x W" if self.layout == "NCHW" else "N x H x W x C"
+        scaling = "pixels / 255"
+        if self.mean is not None or self.std is not None:
+            scaling += f", minus mean {_short(self.mean or (0.0,))}, divided by std {_short(self.std or (1.0,))}"
+        where = "; ".join(f"{k} from the {v}" for k, v in self.origin.items())
+        return (f"float32 {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.size} x "
+                f"{self.size}, {scaling}" + (f" ({where})" if where else ""))
+
+
+def _short(values) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+class ExploreModel(Protocol):
+    """What the page needs from a model, whatever its kind (see the module docstring)."""
+
+    kind: str
+    name: str
+    classes: tuple[str, ...]
+    spec: InputSpec
+    notes: tuple[str, ...]
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def stages(self, image: torch.Tensor) -> list[Row]: ...
+
+    def kernels(self) -> torch.Tensor | None: ...
+
+    def layers(self) -> list[dict[str, Any]]: ...
+
+    def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user said about a model from elsewhere (the CLI's flags); None where the graph should say it."""
+
+    classes: tuple[str, ...] | None = None
+    input_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    layout: str | None = None
+
+    def __post_init__(self):
+        if self.input_size is not None:
+            int_in_range(self.input_size, "--input-size", 8, 2049, expected="an integer from 8 to 2048")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            fail("--layout", "NCHW or NHWC", self.layout)
+        for name, values, low in (("--mean", self.mean, None), ("--std", self.std, 0)):
+            if values is not None:
+                if not 1 <= len(values) <= 4:
+                    fail(name, "1 to 4 numbers (one per channel, or one for all)", list(values))
+                for v in values:
+                    number(v, name, low=low, low_open=low is not None)
+
+    def spec(self, channels: int, size: int, layout: str, origin: dict[str, str]) -> InputSpec:
+        """The input spec with the flags' mean/std, checked against the number of channels."""
+        mean, std = (self._per_channel(v, n, channels) for v, n in ((self.mean, "--mean"), (self.std, "--std")))
+        origin = dict(origin)
+        if mean is not None or std is not None:
+            origin["normalisation"] = "flags"
+        return InputSpec(channels, size, layout, mean, std, origin)
+
+    @staticmethod
+    def _per_channel(values, name: str, channels: int) -> tuple[float, ...] | None:
+        if values is None:
+            return None
+        if len(values) == 1:
+            return tuple(float(values[0]) for _ in range(channels))
+        if len(values) != channels:
+            raise CnnlabError(f"{name} must give 1 or {channels} numbers (the model takes {channels} channels), "
+                              f"got {len(values)}")
+        return tuple(float(v) for v in values)
+
+
+def read_classes(path: str | Path) -> tuple[str, ...]:
+    """Class names from a file: one per line (blank lines skipped), or a JSON list of strings."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"--classes {path} is not a file (expected one class name per line, or a JSON list)")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except ValueError as e:
+            raise CnnlabError(f"--classes {path} is not a valid JSON list ({e})") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise CnnlabError(f"--classes {path} must be a JSON list of strings")
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) < 2:
+        raise CnnlabError(f"--classes {path} holds {len(names)} class names, expected at least 2")
+    return tuple(names)
+
+
+def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | None, count: int,
+                    folder_classes: tuple[str, ...] = ()) -> tuple[tuple[str, ...], str]:
+    """The class names of a model with ``count`` outputs, and where they came from (for the page).
+
+    In order: the ``--classes`` file, names stored in the model file, the image folder's class subfolders (when
+    there are exactly ``count``), else ``class 0`` ... ``class K-1``.
+    """
+    for names, where in ((given, "--classes"), (stored, "the model file"), (folder_classes, "the image folders")):
+        if names and len(names) == count:
+            return tuple(names), where
+        if names and where != "the image folders":
+            raise CnnlabError(f"{where} names {len(names)} classes, but the model has {count} outputs")
+    return tuple(f"class {i}" for i in range(count)), "numbered (no names given: pass --classes FILE)"
+
+
+def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler and Fergus 2014, "Visualizing and understanding convolutional networks", 4.2).
+
+    The image is covered by one patch at a time (``grid x grid`` non-overlapping patches, filled with the image's
+    own mean colour so that the patch carries no edge of its own) and the drop in the target class's probability
+    is recorded: ``grid x grid``, positive where hiding the patch hurts the prediction. Needs no gradients, so it
+    works for any model that can only be run forward (an ONNX graph).
+    """
+    side = image.shape[-1]
+    step = math.ceil(side / grid)
+    fill = image.float().mean((1, 2), keepdim=True).round().to(torch.uint8)
+    batch = [image]
+    for i in range(grid):
+        for j in range(grid):
+            covered = image.clone()
+            covered[:, i * step:(i + 1) * step, j * step:(j + 1) * step] = fill
+            batch.append(covered)
+    probs = model.logits(torch.stack(batch)).float().softmax(1)[:, target]
+    return (probs[0] - probs[1:]).view(grid, grid)
+
+
+def occlusion_pngs(model: ExploreModel, image: torch.Tensor, target: int) -> dict[str, Any]:
+    """Occlusion sensitivity as the page shows it: an overlay on the image (positive part) and the raw map."""
+    drop = occlusion(model, image, target)
+    side = image.shape[-1]
+    up = F.interpolate(drop[None, None], size=(side, side), mode="nearest")[0, 0]
+    top = float(up.clamp(min=0).max())
+    heat = up.clamp(min=0) / top if top > 0 else torch.zeros_like(up)
+    return {"method": "occlusion", "target": model.classes[target], "grid": int(drop.shape[0]),
+            "occlusion": png_url(overlay(image, heat)),
+            "map": png_url(colour(to_unit(up, symmetric=True), "RdBu_r")), "largest_drop": float(drop.max()),
+            "empty": not top > 0}
+
+
+def gradient_pngs(explanation: Explanation, image: torch.Tensor, classes) -> dict[str, Any]:
+    """Grad-CAM and saliency as the page shows them (the run view's pictures, with the method named)."""
+    return {"method": "grad-cam", **explanation_pngs(explanation, image, classes)}
+
+
+def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER_ROW) -> dict[str, Any]:
+    """Predictions, feature maps of every stage and the attribution of one uint8 ``C x S x S`` image.
+
+    The same JSON for every kind of model: ``{"input", "top", "rows", "explanation"}`` as
+    :func:`cnnlab.explore.probe.analyze` gives for a run, with ``explanation["method"]`` ``"grad-cam"`` or
+    ``"occlusion"``.
+    """
+    rows = model.stages(image)
+    probs = rows[-1].output.float().softmax(1)[0] if rows else model.logits(image[None]).softmax(1)[0]
+    target = int(probs.argmax())
+    try:
+        explanation = model.attribution(image, target)
+    except ValueError:  # no spatial stage to explain
+        explanation = None
+    return {"input": png_url(image_array(image)), "top": top_classes(probs, model.classes),
+            "rows": map_rows(rows, maps), "explanation": explanation}
+
+
+def model_card(model: ExploreModel) -> dict[str, Any]:
+    """What the page shows about a model whatever the input: kind, input spec, classes, kernels, layer table."""
+    kernels = model.kernels()
+    shown = [] if kernels is None else list(kernels.detach().float().mean(1))[:64]
+    layers = model.layers()
+    return {"kind": model.kind, "name": model.name, "classes": list(model.classes), "input": model.spec.describe(),
+            "channels": model.spec.channels, "size": model.spec.size, "layout": model.spec.layout,
+            "notes": list(model.notes), "params": sum(int(r.get("params") or 0) for r in layers),
+            "layers": layers,
+            "kernels": [{"png": png_url(colour(to_unit(k, symmetric=True), "RdBu_r")), "shape": list(k.shape)}
+                        for k in shown]}
+
+
+class RunModel:
+    """A cnnlab checkpoint (``last.pt``/``best.pt``), read weights-only by :func:`cnnlab.inference.load_trained`.
+
+    Its stages are the run view's (:func:`cnnlab.report.features.run_rows`: activations folded into the layer
+    before them); images are read at the dataset's stored side and the run's own preprocessing resizes and
+    normalises them, as ``cnnlab predict`` does.
+    """
+
+    kind = "cnnlab run"
+
+    def __init__(self, path: str | Path, options: Options | None = None):
+        from cnnlab.explore.trained import load_trained
+
+        options = options or Options()
+        if options.input_size or options.mean or options.std or options.layout:
+            raise CnnlabError("--input-size, --mean, --std and --layout are for models from elsewhere; a cnnlab "
+                              "checkpoint records its own")
+        self.trained = load_trained(path)
+        meta = self.trained.meta
+        self.name = f"{meta.model_name} ({Path(path).name})"
+        self.classes, _ = resolve_classes(options.classes, meta.classes, meta.num_classes)
+        self.spec = InputSpec(meta.channels, meta.image_size, "NCHW", meta.mean, meta.std,
+                              {"everything": "checkpoint"})
+        self.notes = (f"Images are read at the dataset's side ({meta.image_size} px) and the run's preprocessing "
+                      f"resizes them to {meta.input_size} px.",) if meta.input_size != meta.image_size else ()
+
+    def _x(self, image: torch.Tensor) -> torch.Tensor:
+        return self.trained.preprocess(image[None].float() / 255)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trained.logits(images)
+
+    def stages(self, image: torch.Tensor) -> list[Row]:
+        with torch.no_grad():
+            return run_rows(self.trained.model, self._x(image))
+
+    def kernels(self) -> torch.Tensor | None:
+        conv = first_conv(self.trained.model)
+        return None if conv is None else conv.weight.detach()
+
+    def layers(self) -> list[dict[str, Any]]:
+        from cnnlab.models.summary import layer_summary
+
+        size = self.trained.meta.input_size
+        rows = layer_summary(self.trained.model, (1, self.spec.channels, size, size))
+        return [{"name": r.name, "op": r.type, "shape": list(r.output_shape[1:]), "params": r.params}
+                for r in rows]
+
+    def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
+        return gradient_pngs(explain(self.trained.model, self._x(image), target), image, self.classes)
+
+
+def open_model(source: str | Path, options: Options | None = None,
+               folder_classes: tuple[str, ...] = ()) -> ExploreModel:
+    """The model the user named: a cnnlab checkpoint, an ``.onnx`` file, a ``.pt2`` program or ``module:function``.
+
+    Opening a file never runs code from it (checkpoints and ``.pt2`` weights-only, ONNX parsed by ``onnx`` and run
+    by onnxruntime); ``module:function`` imports and calls the code the user named, and the page says so.
+
+    Raises:
+        CnnlabError: the file is missing or not a model of the kind its name says, or the model is not an image
+            classifier this page can feed (one line).
+    """
+    options = options or Options()
+    text = str(source)
+    path = Path(text)
+    if not path.exists() and MODULE_SPEC.match(text):
+        from cnnlab.explore.torch_models import ModuleModel
+
+        return ModuleModel(text, options, folder_classes)
+    if path.is_dir():
+        raise CnnlabError(f"{path} is a folder; a model is a .onnx, .pt2 or cnnlab .pt file, or module:function")
+    if not path.is_file():
+        raise CnnlabError(f"{path} does not exist (expected a .onnx, .pt2 or cnnlab .pt file, or module:function)")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from cnnlab.explore.onnx_model import OnnxModel
+
+        return OnnxModel(path, options, folder_classes)
+    if suffix == ".pt2":
+        from cnnlab.explore.torch_models import ExportedModel
+
+        return ExportedModel(path, options, folder_classes)
+    if suffix in (".pt", ".pth", ".ckpt"):
+        return RunModel(path, options)
+    raise CnnlabError(f"{path} is not a model this explorer opens: expected .onnx, .pt2 (torch.export) or a cnnlab "
+                      f"checkpoint (.pt), or module:function; got a {suffix or 'file without extension'}")
+
+
+def open_with_images(source: str | Path, images: str | Path | None = None, options: Options | None = None):
+    """The model ``source`` names and the images of the folder ``images`` read at its input (or None).
+
+    The folder's class subfolders are listed first, so that they can name the model's classes when nothing else
+    does; the pictures are then read at the model's channels and side.
+
+    Returns:
+        ``(model, ImageSet | None)``.
+    """
+    from cnnlab.explore.imagefolder import list_images, read_image_folder
+
+    folder_classes = list_images(images)[1] if images is not None else ()
+    model = open_model(source, options, folder_classes)
+    found = None if images is None else read_image_folder(images, model.spec.channels, model.spec.size)
+    return model, found

@@ -1,0 +1,259 @@
+"""Any ONNX image classifier in the explorer: read with ``onnx``, run with onnxruntime, looked inside.
+
+The file is parsed by ``onnx.load`` (a protobuf: nothing in it is executed) and never changed on disk. A copy of
+the graph gets the outputs of its convolution, pooling, normalisation and activation nodes as extra graph
+outputs, so one onnxruntime run gives the logits and every stage's feature map. What the page shows is read from
+the graph where it says it:
+
+* the image input: the one graph input that is not an initializer, rank 4, float32; its layout is NCHW or NHWC by
+  where the channels sit (the first convolution's weight says how many there are), else ``--layout``;
+* its side: the static height/width, else ``--input-size`` (a dynamic side without it is refused);
+* scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
+  any other graph takes pixels / 255 unless ``--mean``/``--std`` say more (the page states which);
+* class names: ``--classes``, else the ``cnnlab.classes`` metadata, else the image folder's class subfolders;
+* the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen side),
+  parameters from the initializers each node reads; first-layer kernels: the first Conv's weight initializer.
+
+There are no gradients, so the attribution is occlusion sensitivity (:func:`cnnlab.explore.model.occlusion`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.model import InputSpec, Options, occlusion_pngs, resolve_classes
+from cnnlab.report.features import Row
+
+# The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
+# appear in the layer table only.
+STAGE_OPS = frozenset({
+    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
+    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization", "LRN",
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip",
+    "Gelu", "Softplus", "Mish",
+})
+FLOAT = 1  # onnx.TensorProto.FLOAT
+
+
+def _dims(value_info) -> list[int | str | None]:
+    """A value's shape: ints for static dims, the dim_param name (or None) for dynamic ones."""
+    shape = value_info.type.tensor_type.shape
+    if not value_info.type.tensor_type.HasField("shape"):
+        return []
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
+
+
+def _load(path: Path):
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # a protobuf DecodeError, a truncated file, missing external data: all one line
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise CnnlabError(f"{path} is not an ONNX model that onnx can read ({first})") from None
+
+
+class OnnxModel:
+    """An ONNX image classifier (see the module docstring)."""
+
+    kind = "ONNX"
+
+    def __init__(self, path: str | Path, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime as ort
+        except ImportError:
+            raise CnnlabError("opening an ONNX model needs onnx and onnxruntime: pip install 'cnnlab[export]'") \
+                from None
+        options = options or Options()
+        path = Path(path)
+        self.path, self.name = path, path.name
+        model = _load(path)
+        graph = model.graph
+        if not len(graph.node):
+            raise CnnlabError(f"{path} holds no ONNX graph (no nodes): expected an image classifier")
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.nodes = list(graph.node)  # the graph as read (the session's copy gets extra outputs)
+        self.input_name, self.spec = self._input_spec(graph, options)
+        first = _dims(next(i for i in graph.input if i.name == self.input_name))[0]
+        self.batch = first if isinstance(first, int) and first > 0 else None  # a fixed batch size, or None
+        self.metadata = {p.key: p.value for p in model.metadata_props}
+        self.output_name = graph.output[0].name
+        self._probabilities = any(n.op_type == "Softmax" and self.output_name in n.output for n in graph.node)
+        shapes = self._infer_shapes(model)
+        out = shapes.get(self.output_name) or _dims(graph.output[0])
+        if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 2)):
+            raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
+                              f"{' x '.join(str(d) for d in out)}, expected N x classes")
+        self.shapes = shapes
+        self.stage_nodes = [n for n in graph.node if n.op_type in STAGE_OPS and n.output and n.output[0]]
+        # Every stage's first output becomes a graph output of a copy of the model (the file is not touched).
+        known = {o.name for o in graph.output}
+        by_name = {v.name: v for v in list(graph.value_info)}
+        for node in self.stage_nodes:
+            name = node.output[0]
+            if name not in known:
+                info = by_name.get(name)
+                graph.output.append(info if info is not None else _untyped(name))
+                known.add(name)
+        options_ = ort.SessionOptions()
+        options_.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model.SerializeToString(), options_,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
+            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise CnnlabError(f"onnxruntime cannot run {path} ({first})") from None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        probe = self._run(torch.zeros(1, self.spec.channels, self.spec.size, self.spec.size, dtype=torch.uint8))
+        logits = probe[self.output_name]
+        if logits.ndim != 2 or logits.shape[1] < 2:
+            raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
+                              f"{' x '.join(map(str, logits.shape))} for one image, expected 1 x classes")
+        stored = None
+        if "cnnlab.classes" in self.metadata:
+            try:
+                stored = tuple(json.loads(self.metadata["cnnlab.classes"]))
+            except ValueError:
+                stored = None
+        self.classes, where = resolve_classes(options.classes, stored, int(logits.shape[1]), folder_classes)
+        self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
+                      f"names: {where}.",
+                      "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
+        if self._probabilities:
+            self.notes += ("The graph ends in Softmax: its outputs are taken as probabilities.",)
+
+    # ------------------------------------------------------------------------------------------------- reading
+    def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:
+        inputs = [i for i in graph.input if i.name not in self.initializers]
+        if len(inputs) != 1:
+            raise CnnlabError(f"{self.path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}), "
+                              "expected one image input")
+        value = inputs[0]
+        dims = _dims(value)
+        elem = value.type.tensor_type.elem_type
+        if len(dims) != 4 or elem != FLOAT:
+            shown = " x ".join(str(d) for d in dims) or "no shape"
+            raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of ONNX type {elem}, "
+                              "expected float32 N x C x H x W or N x H x W x C")
+        weight = self._first_conv_weight(graph.node)
+        conv_in = None if weight is None else int(weight.shape[1])
+        layout, origin = options.layout, {}
+        if layout is None:
+            fits = [name for name, c in (("NCHW", dims[1]), ("NHWC", dims[3]))
+                    if isinstance(c, int) and (c == conv_in if conv_in else c in (1, 3))]
+            if len(fits) != 1:
+                raise CnnlabError(f"{self.path}: cannot tell the layout of input {value.name!r} "
+                                  f"({' x '.join(str(d) for d in dims)}); pass --layout NCHW or NHWC")
+            layout, origin["layout"] = fits[0], "graph"
+        else:
+            origin["layout"] = "flags"
+        c_dim, h_dim, w_dim = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
+        channels = c_dim if isinstance(c_dim, int) else conv_in
+        if not channels:
+            raise CnnlabError(f"{self.path}: the channels of input {value.name!r} are dynamic and no convolution "
+                              "says how many it takes")
+        if isinstance(h_dim, int) and isinstance(w_dim, int):
+            if h_dim != w_dim:
+                raise CnnlabError(f"{self.path} takes {h_dim} x {w_dim} images, expected a square input")
+            if options.input_size is not None and options.input_size != h_dim:
+                raise CnnlabError(f"--input-size {options.input_size} differs from the {h_dim} x {w_dim} input "
+                                  f"{self.path} is fixed to")
+            size, origin["size"] = h_dim, "graph"
+        elif options.input_size is not None:
+            size, origin["size"] = options.input_size, "flags"
+        else:
+            raise CnnlabError(f"{self.path} has a dynamic input size ({' x '.join(str(d) for d in dims)}); pass "
+                              "--input-size")
+        return value.name, options.spec(channels, size, layout, origin)
+
+    def _first_conv_weight(self, nodes) -> np.ndarray | None:
+        from onnx import numpy_helper
+
+        for node in nodes:
+            if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in self.initializers:
+                weight = numpy_helper.to_array(self.initializers[node.input[1]])
+                if weight.ndim == 4:
+                    return weight
+        return None
+
+    def _infer_shapes(self, model) -> dict[str, list]:
+        """Every value's shape with the input fixed to one image at the chosen side (ONNX shape inference)."""
+        import onnx
+
+        fixed = onnx.ModelProto()
+        fixed.CopyFrom(model)
+        del fixed.graph.value_info[:]
+        value = next(i for i in fixed.graph.input if i.name == self.input_name)
+        s, c = self.spec.size, self.spec.channels
+        wanted = [1, c, s, s] if self.spec.layout == "NCHW" else [1, s, s, c]
+        for dim, v in zip(value.type.tensor_type.shape.dim, wanted, strict=True):
+            dim.Clear()
+            dim.dim_value = v
+        try:
+            inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+        except Exception:  # shape inference is best effort: the table then shows shapes from a run
+            return {}
+        graph = inferred.graph
+        return {v.name: _dims(v) for v in [*graph.value_info, *graph.output]}
+
+    # ----------------------------------------------------------------------------------------------- running
+    def _run(self, images: torch.Tensor, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = names or self.output_names
+        step = self.batch or images.shape[0]
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, images.shape[0], step):
+            chunk = images[start:start + step]
+            real = chunk.shape[0]
+            if real < step:  # a graph fixed to a batch of N takes exactly N: pad with copies, keep the real rows
+                chunk = torch.cat([chunk, chunk[:1].expand(step - real, *chunk.shape[1:])])
+            x = self.spec.to_input(chunk).numpy().astype(np.float32, copy=False)
+            parts.append([out[:real] for out in self.session.run(names, {self.input_name: x})])
+        return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
+
+    def _logits_of(self, out: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.asarray(out, dtype=np.float32))
+        return t.clamp_min(1e-12).log() if self._probabilities else t  # softmax(log p) = p
+
+    def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        chunks = [self._logits_of(self._run(images[i:i + batch_size], [self.output_name])[self.output_name])
+                  for i in range(0, images.shape[0], batch_size)]
+        return torch.cat(chunks)
+
+    def stages(self, image: torch.Tensor) -> list[Row]:
+        out = self._run(image[None])
+        rows = [Row(node.name or node.output[0], node.op_type, torch.from_numpy(np.array(out[node.output[0]])))
+                for node in self.stage_nodes if node.output[0] in out]
+        return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
+
+    def kernels(self) -> torch.Tensor | None:
+        weight = self._first_conv_weight(self.nodes)
+        return None if weight is None else torch.from_numpy(weight.astype(np.float32))
+
+    def layers(self) -> list[dict[str, Any]]:
+        rows = []
+        for node in self.nodes:
+            params = sum(int(np.prod(self.initializers[i].dims)) for i in node.input if i in self.initializers)
+            if node.op_type not in STAGE_OPS and not params:
+                continue
+            shape = self.shapes.get(node.output[0]) if node.output else None
+            rows.append({"name": node.name or node.output[0], "op": node.op_type,
+                         "shape": [d for d in (shape or [])[1:]], "params": params})
+        return rows
+
+    def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
+        return occlusion_pngs(self, image, target)
+
+
+def _untyped(name: str):
+    """A graph output for a value shape inference gave no type: float32 of unknown shape (stages are float)."""
+    from onnx import helper
+
+    return helper.make_tensor_value_info(name, FLOAT, None)

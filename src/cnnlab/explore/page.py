@@ -1,0 +1,118 @@
+"""A static explorer page: one self-contained HTML file for a course site (``cnnlab explore SOURCE --export``).
+
+The file is the served model page (``static/model.html``, ``model.js``, ``style.css``) with the stylesheet and
+script inlined and the answers the server would give (model card, thumbnails, each chosen input's analysis)
+embedded as JSON; every picture is a ``data:`` PNG. A Content-Security-Policy meta tag (``default-src 'none'``,
+images only from ``data:``) makes the browser itself refuse any request the page might try: it opens from
+``file://`` with no server, no CDN and no network.
+
+Size budget (``PAGE_BUDGET``, 8 MiB): the inputs are one image per class subfolder in the folder's order (or the
+first images of a flat folder), at most ``MAX_INPUTS``; each input shows every stage with its ``MAPS_PER_ROW``
+channels of largest spatial variance. When the page would exceed the budget, fewer channels per stage are shown
+(8, 4, 2, then 1), then fewer inputs; a page that is over the budget even with one input and one channel per
+stage is refused with its size (``budget=None`` writes it whatever its size).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.model import ExploreModel, analyze_image, model_card
+from cnnlab.explore.server import image_list
+from cnnlab.io import atomic_write
+
+PAGE_BUDGET = 8 * 2**20
+MAX_INPUTS = 6
+MAP_STEPS = (8, 4, 2, 1)
+STATIC = resources.files("cnnlab.explore") / "static"
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+       "connect-src 'none'; form-action 'none'; base-uri 'none'")
+
+
+def chosen_inputs(images, limit: int = MAX_INPUTS) -> list[int]:
+    """Indices of the inputs the page shows: one per class subfolder first, then in the folder's order."""
+    picks: list[int] = []
+    if images.classes:
+        for c in images.classes:
+            first = next((i for i, lab in enumerate(images.labels) if lab == c), None)
+            if first is not None and len(picks) < limit:
+                picks.append(first)
+    for i in range(len(images.names)):
+        if len(picks) >= limit:
+            break
+        if i not in picks:
+            picks.append(i)
+    return sorted(picks)
+
+
+def render_page(data: dict[str, Any], title: str) -> str:
+    """The self-contained HTML of a page's data (the served page's body, stylesheet and script inlined)."""
+    template = (STATIC / "model.html").read_text(encoding="utf-8")
+    body = template[template.index("<!--BODY-->"):template.index("<!--/BODY-->")]
+    css = (STATIC / "style.css").read_text(encoding="utf-8")
+    script = (STATIC / "model.js").read_text(encoding="utf-8")
+    # "</" inside a script element would end it early; JSON allows "<\/" for "</".
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{html.escape(title)}</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>\n{css}</style>\n"
+            f"</head>\n<body>\n{body}\n<script>window.CNNLAB_DATA = {payload};</script>\n"
+            f"<script>\n{script}</script>\n</body>\n</html>\n")
+
+
+def build_page(model: ExploreModel, images, budget: int | None = PAGE_BUDGET,
+               inputs: int = MAX_INPUTS) -> tuple[str, dict[str, Any]]:
+    """The page's HTML and a summary (``inputs``, ``maps_per_stage``, ``bytes``) within ``budget`` bytes."""
+    card = model_card(model)
+    listed = image_list(images)
+    title = f"cnnlab explore: {model.name}"
+    full = {i: {**analyze_image(model, images.images[i], maps=MAP_STEPS[0]), "source": images.names[i],
+                "label": images.labels[i]} for i in chosen_inputs(images, inputs)}
+
+    def page_of(picks: list[int], maps: int) -> str:
+        # A row's maps are in order of spatial variance, so its first ``maps`` are the ones a smaller page keeps.
+        analyses = {str(i): {**full[i], "rows": [{**r, "maps": r["maps"][:maps]} for r in full[i]["rows"]]}
+                    for i in picks}
+        shown = dict(listed, images=[im for im in listed["images"] if im["index"] in picks])
+        return render_page({"model": card, "images": shown, "analyses": analyses}, title)
+
+    picks = sorted(full)
+    tries = [(picks, maps) for maps in MAP_STEPS] + [(picks[:n], MAP_STEPS[-1]) for n in range(len(picks) - 1, 0, -1)]
+    for chosen, maps in tries:
+        page = page_of(chosen, maps)
+        size = len(page.encode("utf-8"))
+        if budget is None or size <= budget:
+            return page, {"inputs": chosen, "maps_per_stage": maps, "bytes": size}
+    raise CnnlabError(f"the page for {model.name} is {size / 2**20:.1f} MiB with one input and one channel per "
+                      f"stage, over the {budget / 2**20:.0f} MiB budget")
+
+
+def export_page(model: ExploreModel, images, output: str | Path, force: bool = False,
+                budget: int | None = PAGE_BUDGET) -> dict[str, Any]:
+    """Write the static page to ``output`` (atomically; an existing file only with ``force``).
+
+    Returns:
+        ``{"path", "inputs", "maps_per_stage", "bytes"}``.
+
+    Raises:
+        CnnlabError: ``output`` exists without ``force`` or its folder is missing, no images were given, or the page
+            cannot fit the budget.
+    """
+    output = Path(output)
+    if output.is_dir():
+        raise CnnlabError(f"--export {output} is a folder, expected a file name such as page.html")
+    if output.exists() and not force:
+        raise CnnlabError(f"--export {output} already exists; pass --force to overwrite it")
+    if not output.parent.is_dir():
+        raise CnnlabError(f"the folder of --export {output} does not exist")
+    if images is None or not len(images.names):
+        raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
+    page, summary = build_page(model, images, budget)
+    atomic_write(output, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return {"path": str(output), **summary}

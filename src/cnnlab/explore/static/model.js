@@ -1,0 +1,116 @@
+// cnnlab explore, one model of any kind (cnnlab run, ONNX, PyTorch): the same page served or saved as one file.
+// Served, it asks this server's API; saved (cnnlab explore --export), everything is in window.CNNLAB_DATA.
+"use strict";
+
+const DATA = window.CNNLAB_DATA || null;
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null) continue;
+    if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  let body;
+  try { body = await response.json(); } catch (e) { body = {error: `the server answered ${response.status}`}; }
+  if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
+  return body;
+}
+
+const getModel = () => DATA ? Promise.resolve(DATA.model) : api("/api/model");
+const getImages = () => DATA ? Promise.resolve(DATA.images) : api("/api/images");
+function getAnalysis(index) {
+  if (!DATA) return api("/api/analyze?image=" + index);
+  const a = DATA.analyses[String(index)];
+  return a ? Promise.resolve(a) : Promise.reject(new Error("this saved page holds no analysis of that image"));
+}
+
+function errorCard(container, message) {
+  container.replaceChildren(message ? el("div", {class: "error-card", text: message}) : "");
+}
+
+function showModel(m) {
+  $("model-title").textContent = m.name;
+  $("model-kind").textContent = `${m.kind}: ${m.classes.length} classes, ` +
+    `${Number(m.params).toLocaleString("en")} parameters`;
+  $("model-input").textContent = m.input;
+  $("model-notes").replaceChildren(...m.notes.map((n) => el("li", {text: n})));
+  $("kernels").replaceChildren(...m.kernels.map((k, i) => el("img", {class: "kernel", src: k.png,
+    alt: `kernel ${i}`, title: `kernel ${i}: ${k.shape.join(" x ")}`})));
+  if (!m.kernels.length) $("kernels").textContent = "no convolution with a weight to show";
+  $("layers-table").querySelector("tbody").replaceChildren(...m.layers.map((r) => el("tr", {},
+    el("td", {text: r.name}), el("td", {text: r.op}), el("td", {class: "num", text: r.shape.join(" x ")}),
+    el("td", {class: "num", text: Number(r.params).toLocaleString("en")}))));
+}
+
+function showImages(body) {
+  const shown = body.images;
+  $("images-note").textContent = !shown.length ? "No image folder: upload a file." :
+    `${shown.length} of ${body.found} images` + (body.classes.length ? `, labelled by their folder` : "") + ".";
+  $("images").replaceChildren(...shown.map((im) => el("img", {src: im.png, class: "thumb", alt: im.name,
+    title: im.name + (im.label ? ` (${im.label})` : ""), "data-index": im.index,
+    onclick: () => choose(im.index)})));
+}
+
+async function choose(index) {
+  $("result-card").hidden = false;
+  errorCard($("result-error"), "");
+  try { show(await getAnalysis(index)); } catch (e) { errorCard($("result-error"), e.message); }
+}
+
+function show(r) {
+  $("result-source").textContent = r.source;
+  $("result-input").src = r.input;
+  $("result-label").textContent = r.label ? "label: " + r.label : "";
+  $("top-table").querySelector("tbody").replaceChildren(...r.top.map((t) => el("tr", {},
+    el("td", {text: t.class}), el("td", {class: "num", text: (100 * t.probability).toFixed(1) + "%"}))));
+  const e = r.explanation;
+  $("attr-a-box").hidden = $("attr-b-box").hidden = !e;
+  if (e && e.method === "occlusion") {
+    $("attr-a").src = e.occlusion;
+    $("attr-a-caption").textContent = `occlusion: where hiding a patch (${e.grid} x ${e.grid} grid) lowers ` +
+      `${e.target}` + (e.empty ? " (no patch lowers it)" : "");
+    $("attr-b").src = e.map;
+    $("attr-b-caption").textContent = "the probability drop (red) or rise (blue) per patch";
+  } else if (e) {
+    $("attr-a").src = e.gradcam;
+    $("attr-a-caption").textContent = `Grad-CAM of ${e.target} at ${e.row}` +
+      (e.empty ? " (zero everywhere: no channel of that stage speaks for the class)" : "");
+    $("attr-b").src = e.saliency;
+    $("attr-b-caption").textContent = "saliency |∂score/∂input|";
+  }
+  $("maps").replaceChildren(...r.rows.filter((row) => row.maps.length).map((row) => el("div", {class: "maprow",
+    "data-stage": row.name}, el("div", {class: "label"}, el("b", {text: row.name}), el("br"),
+    row.kind + " · " + row.shape.join(" x ")), ...row.maps.map((m) => el("img", {class: "map", src: m.png,
+      alt: `${row.name} channel ${m.channel}`, title: `channel ${m.channel}`})))));
+}
+
+async function upload() {
+  const file = $("upload").files[0];
+  if (!file) return;
+  $("result-card").hidden = false;
+  errorCard($("result-error"), "");
+  try {
+    show(await api("/api/analyze?invert=" + ($("invert").checked ? 1 : 0), {method: "POST", body: file}));
+  } catch (e) { errorCard($("result-error"), e.message); }
+}
+
+async function start() {
+  if (DATA) $("upload-box").hidden = true;  // a saved page has no server to classify a new file
+  else $("upload").addEventListener("change", upload);
+  try { showModel(await getModel()); } catch (e) { errorCard($("model-error"), e.message); return; }
+  const images = await getImages();
+  showImages(images);
+  const first = DATA ? Object.keys(DATA.analyses)[0] : (images.images.length ? images.images[0].index : null);
+  if (first !== undefined && first !== null) await choose(Number(first));
+  document.body.dataset.ready = "1";
+}
+start();

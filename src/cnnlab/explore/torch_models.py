@@ -1,0 +1,330 @@
+"""Any PyTorch image classifier in the explorer: a ``torch.export`` program (``.pt2``) or ``module:function``.
+
+* ``.pt2``: read by ``torch.export.load`` (weights and a serialised graph: no pickled code runs). Its feature maps
+  are the outputs of the graph's convolution, pooling, normalisation and activation nodes, recorded by an FX
+  interpreter that runs the program node by node (an exported program has no submodules to hook: every layer is
+  an ATen call in one graph). Cnnlab's own ``.pt2`` exports carry their class names in ``cnnlab.json``.
+* ``module:function``: ``importlib`` imports the module the user named and calls the function with no arguments;
+  it must return an ``nn.Module``. This is the one path that runs the user's code, because the user asked for it,
+  and the page says so. Its feature maps come from forward hooks on the leaf modules of those kinds (in-place
+  activations are switched off first, so a ReLU does not overwrite the batch norm output recorded before it).
+
+Both record the stages inside one differentiable forward pass, so Grad-CAM and saliency come from one backward
+pass through it, as for cnnlab runs (:func:`cnnlab.explore.gradcam.explain_with`). The input is NCHW unless
+``--layout`` says otherwise; the side is the program's static one, else ``--input-size``; channels from the input
+or the first convolution.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.gradcam import explain_with
+from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_classes
+from cnnlab.report.features import Row, first_conv
+
+aten = torch.ops.aten
+STAGE_PACKETS = frozenset({
+    aten.conv2d, aten.convolution, aten._convolution, aten.conv_transpose2d,
+    aten.max_pool2d, aten.max_pool2d_with_indices, aten.avg_pool2d, aten.adaptive_avg_pool2d,
+    aten._adaptive_avg_pool2d, aten.adaptive_max_pool2d,
+    aten.batch_norm, aten._native_batch_norm_legit_no_training, aten._native_batch_norm_legit,
+    aten.native_batch_norm, aten.group_norm, aten.layer_norm, aten.instance_norm,
+    aten.relu, aten.relu_, aten.relu6, aten.hardtanh, aten.hardtanh_, aten.sigmoid, aten.sigmoid_, aten.tanh,
+    aten.hardswish, aten.hardswish_, aten.hardsigmoid, aten.hardsigmoid_, aten.silu, aten.silu_, aten.gelu,
+    aten.leaky_relu, aten.leaky_relu_, aten.elu, aten.mish,
+})
+STAGE_MODULES = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+                 nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+                 nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
+                 nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                 nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus)
+
+
+def _spec(options: Options, shape: tuple | None, conv_in: int | None, where: str) -> InputSpec:
+    """The input spec from the program's example shape (ints static, None dynamic) and the flags."""
+    layout = options.layout or "NCHW"
+    origin = {"layout": "flags" if options.layout else "default (NCHW; --layout to change)"}
+    if shape is not None and len(shape) != 4:
+        raise CnnlabError(f"{where} has no image input: its input is {' x '.join(map(str, shape))}, expected "
+                          "N x C x H x W or N x H x W x C")
+    c, h, w = (None, None, None) if shape is None else ((shape[1], shape[2], shape[3]) if layout == "NCHW"
+                                                         else (shape[3], shape[1], shape[2]))
+    channels = c or conv_in
+    if not channels:
+        raise CnnlabError(f"{where}: cannot tell how many channels the input has (no convolution says it)")
+    if h is not None and w is not None:
+        if h != w:
+            raise CnnlabError(f"{where} takes {h} x {w} images, expected a square input")
+        if options.input_size is not None and options.input_size != h:
+            raise CnnlabError(f"--input-size {options.input_size} differs from the {h} x {w} input {where} is "
+                              "fixed to")
+        size, origin["size"] = h, "program"
+    elif options.input_size is not None:
+        size, origin["size"] = options.input_size, "flags"
+    else:
+        raise CnnlabError(f"{where} has no fixed input size; pass --input-size")
+    return options.spec(channels, size, layout, origin)
+
+
+class _TorchModel:
+    """What the two PyTorch kinds share: a differentiable stage pass, Grad-CAM/saliency, logits, kernels."""
+
+    spec: InputSpec
+    classes: tuple[str, ...]
+
+    def _stage_pass(self, x: torch.Tensor) -> list[Row]:
+        raise NotImplementedError
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_classifier(self, where: str) -> int:
+        with torch.no_grad():
+            out = self._forward(self.spec.to_input(torch.zeros(2, self.spec.channels, self.spec.size,
+                                                               self.spec.size, dtype=torch.uint8)))
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
+            shape = " x ".join(map(str, out.shape)) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise CnnlabError(f"{where} is not a classifier: for 2 images it returns {shape}, expected 2 x classes")
+        return int(out.shape[1])
+
+    def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self._forward(self.spec.to_input(images[i:i + batch_size])).float()
+                              for i in range(0, images.shape[0], batch_size)])
+
+    def stages(self, image: torch.Tensor) -> list[Row]:
+        with torch.no_grad():
+            rows = self._stage_pass(self.spec.to_input(image[None]))
+        return [Row(r.name, r.kind, r.output[:1].detach()) for r in rows]
+
+    def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
+        nhwc = self.spec.layout == "NHWC"
+
+        def stage_pass(x: torch.Tensor) -> list[Row]:
+            # Grad-CAM wants feature maps C x h x w; the saliency comes out per input position either way.
+            rows = self._stage_pass(x.permute(0, 2, 3, 1) if nhwc else x)
+            return rows
+
+        x = self.spec.to_input(image[None])
+        x = x.permute(0, 3, 1, 2) if nhwc else x
+        return gradient_pngs(explain_with(stage_pass, x, target), image, self.classes)
+
+
+class ExportedModel(_TorchModel):
+    """A ``torch.export`` program saved with ``torch.export.save`` (see the module docstring)."""
+
+    kind = "torch.export"
+
+    def __init__(self, path: str | Path, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
+        options = options or Options()
+        path = Path(path)
+        self.path, self.name = path, path.name
+        extra = {"cnnlab.json": ""}
+        try:
+            with open(path, "rb") as f:  # a file object: torch.export.load checks a path's extension
+                program = torch.export.load(f, extra_files=extra)
+        except Exception as e:  # not a zip, not a program, a version it cannot read: one line
+            first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+            raise CnnlabError(f"{path} is not a torch.export program that torch.export.load can read ({first})") \
+                from None
+        self.module = program.module()
+        self.graph = self.module.graph
+        placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise CnnlabError(f"{path} takes {len(placeholders)} inputs, expected one image input")
+        val = placeholders[0].meta.get("val")
+        shape = None if val is None else tuple(d if isinstance(d, int) else None for d in val.shape)
+        if shape is not None and len(shape) != 4:
+            raise CnnlabError(f"{path} has no image input: its input is {len(shape)}-d, expected N x C x H x W")
+        self.batch = shape[0] if shape is not None and shape[0] else None  # torch.export may fix the batch
+        stored = None
+        try:
+            stored = tuple(json.loads(json.loads(extra["cnnlab.json"])["cnnlab.classes"])) if extra["cnnlab.json"] \
+                else None
+        except (ValueError, KeyError, TypeError):
+            stored = None
+        self.spec = _spec(options, shape, self._conv_in(), str(path))
+        count = self._check_classifier(str(path))
+        self.classes, where = resolve_classes(options.classes, stored, count, folder_classes)
+        self.notes = (f"Read with torch.export.load (weights and a graph; no pickled code runs). Class names: "
+                      f"{where}.",)
+
+    def _conv_in(self) -> int | None:
+        weight = self._first_conv_weight()
+        return None if weight is None else int(weight.shape[1])
+
+    def _first_conv_weight(self) -> torch.Tensor | None:
+        for node in self.graph.nodes:
+            if node.op == "call_function" and getattr(node.target, "overloadpacket", None) in (
+                    aten.conv2d, aten.convolution, aten._convolution) and len(node.args) > 1:
+                weight = self._value(node.args[1])
+                if isinstance(weight, torch.Tensor) and weight.dim() == 4:
+                    return weight.detach()
+        return None
+
+    def _value(self, arg):
+        if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+            value = self.module
+            for part in arg.target.split("."):
+                value = getattr(value, part)
+            return value
+        return None
+
+    def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``x`` padded with copies of its first image to the program's fixed batch (if any), and its real size."""
+        real = x.shape[0]
+        if self.batch is None or real == self.batch:
+            return x, real
+        if real > self.batch:
+            raise ValueError("callers pass at most one fixed batch at a time")
+        return torch.cat([x, x[:1].expand(self.batch - real, *x.shape[1:])]), real
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch is None:
+            return self.module(x)
+        outs = []
+        for start in range(0, x.shape[0], self.batch):
+            chunk, real = self._padded(x[start:start + self.batch])
+            outs.append(self.module(chunk)[:real])
+        return torch.cat(outs)
+
+    def _stage_pass(self, x: torch.Tensor) -> list[Row]:
+        x, _ = self._padded(x)
+        rows: list[Row] = []
+        names = Counter()
+
+        class Recorder(torch.fx.Interpreter):
+            def call_function(self, target, args, kwargs):
+                # An in-place activation (relu_) would overwrite the stage recorded before it (the batch norm's
+                # output): run its out-of-place twin, whose result the graph's later nodes read all the same.
+                name = getattr(getattr(target, "overloadpacket", None), "__name__", "")
+                if name.endswith("_") and target.overloadpacket in STAGE_PACKETS and hasattr(aten, name[:-1]):
+                    target = getattr(aten, name[:-1]).default
+                return super().call_function(target, args, kwargs)
+
+            def run_node(self, node):
+                out = super().run_node(node)
+                if node.op == "call_function" and getattr(node.target, "overloadpacket", None) in STAGE_PACKETS:
+                    value = out[0] if isinstance(out, (tuple, list)) else out
+                    if isinstance(value, torch.Tensor):
+                        stack = node.meta.get("nn_module_stack") or {}
+                        where = list(stack.values())[-1][0] if stack else node.name
+                        names[where] += 1
+                        label = where if names[where] == 1 else f"{where}#{names[where]}"
+                        rows.append(Row(label, node.target.overloadpacket.__name__.rstrip("_"), value))
+                return out
+
+        out = Recorder(self.module).run(x)
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        # Rows keep the padded batch: sliced, a row would be a new tensor the logits do not depend on (no gradient
+        # for Grad-CAM); every reader takes image 0.
+        return [*rows, Row("output", "output", logits)]
+
+    def kernels(self) -> torch.Tensor | None:
+        return self._first_conv_weight()
+
+    def layers(self) -> list[dict[str, Any]]:
+        rows = []
+        for node in self.graph.nodes:
+            if node.op != "call_function":
+                continue
+            params = sum(v.numel() for v in (self._value(a) for a in node.args) if isinstance(v, torch.Tensor))
+            packet = getattr(node.target, "overloadpacket", None)
+            if packet not in STAGE_PACKETS and not params:
+                continue
+            val = node.meta.get("val")
+            val = val[0] if isinstance(val, (tuple, list)) else val
+            shape = [int(d) if isinstance(d, int) else str(d) for d in val.shape[1:]] \
+                if isinstance(val, torch.Tensor) else []
+            stack = node.meta.get("nn_module_stack") or {}
+            rows.append({"name": list(stack.values())[-1][0] if stack else node.name,
+                         "op": getattr(packet, "__name__", str(node.target)), "shape": shape, "params": params})
+        return rows
+
+
+class ModuleModel(_TorchModel):
+    """``package.module:function``: the function's ``nn.Module`` (see the module docstring)."""
+
+    kind = "PyTorch module"
+
+    def __init__(self, spec: str, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
+        options = options or Options()
+        module_name, _, function = spec.partition(":")
+        self.name = spec
+        if os.getcwd() not in sys.path:  # as `python -m` does: a module beside the user's working folder
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise CnnlabError(f"cannot import {module_name!r} for {spec} ({e})") from None
+        build = getattr(module, function, None)
+        if not callable(build):
+            raise CnnlabError(f"{module_name} has no function {function!r} (expected module:function returning an "
+                              "nn.Module)")
+        model = build()
+        if not isinstance(model, nn.Module):
+            raise CnnlabError(f"{spec}() returned a {type(model).__name__}, expected an nn.Module")
+        self.model = model.eval()
+        for m in self.model.modules():  # an in-place activation would overwrite the output recorded before it
+            if getattr(m, "inplace", False) is True:
+                m.inplace = False
+        names = {id(m): n for n, m in self.model.named_modules()}
+        self._leaves = [(names[id(m)], m) for m in self.model.modules() if not list(m.children())]
+        conv = first_conv(self.model)
+        self.spec = _spec(options, None, None if conv is None else int(conv.weight.shape[1]), spec)
+        count = self._check_classifier(spec)
+        self.classes, where = resolve_classes(options.classes, None, count, folder_classes)
+        self.notes = (f"Imported {module_name} and called {function}() because you named it: this is the one way "
+                      f"the explorer runs code of yours. Class names: {where}.",)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _hooked(self, x: torch.Tensor, stages_only: bool) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
+        seen: list[tuple[str, nn.Module, Any]] = []
+        handles = [m.register_forward_hook(lambda mod, args, out, name=name: seen.append((name, mod, out)))
+                   for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
+        try:
+            out = self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return seen, out
+
+    def _stage_pass(self, x: torch.Tensor) -> list[Row]:
+        seen, out = self._hooked(x, stages_only=True)
+        counts = Counter()
+        rows = []
+        for name, mod, value in seen:
+            if isinstance(value, torch.Tensor):
+                counts[name] += 1
+                rows.append(Row(name if counts[name] == 1 else f"{name}#{counts[name]}", type(mod).__name__, value))
+        return [*rows, Row("output", "output", out)]
+
+    def kernels(self) -> torch.Tensor | None:
+        conv = first_conv(self.model)
+        return None if conv is None else conv.weight.detach()
+
+    def layers(self) -> list[dict[str, Any]]:
+        x = self.spec.to_input(torch.zeros(1, self.spec.channels, self.spec.size, self.spec.size,
+                                           dtype=torch.uint8))
+        with torch.no_grad():
+            seen, _ = self._hooked(x, stages_only=False)
+        rows, done = [], set()
+        for name, mod, value in seen:
+            params = sum(p.numel() for p in mod.parameters()) if id(mod) not in done else 0
+            done.add(id(mod))
+            shape = list(value.shape[1:]) if isinstance(value, torch.Tensor) else []
+            rows.append({"name": name, "op": type(mod).__name__, "shape": shape, "params": params})
+        return rows

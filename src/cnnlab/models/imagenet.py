@@ -1,0 +1,276 @@
+"""ImageNet backbones with their official weights: torchvision's builders and weights API (d2l 14.2).
+
+The family is named ``imagenet-<torchvision name>`` (``imagenet-resnet18``), so the book's own ``resnet18`` (d2l
+8.6, 96 px, a 1-channel stem) keeps its name and meaning. The table below is the whole family as data: cnnlab's
+name, torchvision's builder, and the weights enum member whose URL, hash and preprocessing are used. Importing
+torchvision is slow, so it happens only when a model is built or its weights are read.
+
+What ``create_model("imagenet-resnet18", num_classes=..., in_channels=..., pretrained=True)`` does:
+
+1. builds torchvision's architecture with 1000 classes and 3 input channels, unweighted (``weights=None``: no
+   download);
+2. with ``pretrained``, loads the weights file from torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<the file name
+   of the weights URL>`` (``torch.hub.get_dir()``), where torchvision itself keeps it; the file is read with
+   ``torch.load(weights_only=True)`` and must fit the architecture exactly (strict ``load_state_dict``). When it is
+   absent, one download is tried with a short timeout, checked against the hash prefix in its file name (as
+   torch.hub does) and written atomically into the cache; offline, the error names the file and where to put it;
+3. adapts the first convolution to ``in_channels`` the usual way (timm's ``adapt_input_conv``, fastai's
+   ``_load_pretrained_weights``): for grey images the RGB kernels are summed (a grey image is R = G = B, so the
+   summed kernel gives the response the RGB kernels give to that grey image), for other counts the RGB kernels are
+   repeated and scaled by 3 / channels;
+4. replaces the classifier's last linear layer by a fresh one with ``num_classes`` outputs (torch's default init).
+
+Without ``pretrained`` steps 1, 3 and 4 build the same module tree, which is how
+:func:`cnnlab.inference.load_trained` rebuilds a fine-tuned model from its checkpoint without the weights file.
+The preprocessing the weights expect (per-channel mean/std, input side) comes from the weights' own metadata:
+:func:`pretrained_normalize`; for grey images the RGB means and stds are averaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.io import atomic_write
+from cnnlab.models.registry import register_model
+from cnnlab.table import text_table
+
+# Seconds a download may wait for the server (connect and each read): offline, the answer comes within seconds.
+DOWNLOAD_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One ImageNet model: ``builder`` (torchvision.models' function name) and ``weights`` (the enum member, e.g.
+    ``"ResNet18_Weights.IMAGENET1K_V1"``: the DEFAULT of torchvision 0.29, pinned here so that it cannot change
+    under a saved run)."""
+
+    builder: str
+    weights: str
+    flattens: bool = True  # its forward flattens the pooled features before the classifier (ConvNeXt's does not)
+
+
+# cnnlab name -> torchvision builder and weights. Every crop size is 224 (tests/test_imagenet.py checks this table
+# against torchvision's metadata).
+BACKBONES: dict[str, Backbone] = {
+    "imagenet-resnet18": Backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
+    "imagenet-resnet34": Backbone("resnet34", "ResNet34_Weights.IMAGENET1K_V1"),
+    "imagenet-resnet50": Backbone("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
+    "imagenet-mobilenet_v3_small": Backbone("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
+    "imagenet-mobilenet_v3_large": Backbone("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
+    "imagenet-efficientnet_b0": Backbone("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1"),
+    "imagenet-convnext_tiny": Backbone("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", flattens=False),
+    "imagenet-regnet_y_400mf": Backbone("regnet_y_400mf", "RegNet_Y_400MF_Weights.IMAGENET1K_V2"),
+}
+INPUT_SIZE = 224
+# A learning rate for plain SGD when no recipe sets one (the registry's "book lr"); the finetune recipe sets its own.
+SGD_LR = 0.01
+
+
+def weights_enum(name: str):
+    """The torchvision weights enum member of ImageNet model ``name`` (``ResNet18_Weights.IMAGENET1K_V1``)."""
+    import torchvision.models  # deferred: importing torchvision is slow
+
+    enum_name, member = BACKBONES[name].weights.split(".")
+    return getattr(torchvision.models, enum_name)[member]
+
+
+def weights_file(name: str) -> Path:
+    """Where the weights of ``name`` are read from: torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<file name
+    of the weights URL>`` (torchvision's own place for them)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights_url(name)).path)
+
+
+def weights_url(name: str) -> str:
+    """The URL of ``name``'s weights, from torchvision's weights enum."""
+    return weights_enum(name).url
+
+
+def pretrained_normalize(name: str, channels: int) -> list[list[float]]:
+    """``[mean, std]`` per channel that the weights of ``name`` expect, from their own metadata; grey images (and
+    other channel counts) get the average over R, G and B, matching the adapted first convolution."""
+    transform = weights_enum(name).transforms()
+    mean, std = [float(v) for v in transform.mean], [float(v) for v in transform.std]
+    if channels != 3:
+        mean, std = [sum(mean) / 3] * channels, [sum(std) / 3] * channels
+    return [mean, std]
+
+
+def _modules_named(model: nn.Module, kind: type) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, kind)]
+
+
+def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, child = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Give the model's first convolution ``in_channels`` inputs, keeping what it learnt (timm's
+    ``adapt_input_conv``): grey sums the RGB kernels; other counts repeat them, scaled by 3 / in_channels."""
+    if in_channels == 3:
+        return
+    path = _modules_named(model, nn.Conv2d)[0]
+    conv = model.get_submodule(path)
+    weight = conv.weight.detach()  # out x 3 x k x k
+    if in_channels == 1:
+        new = weight.sum(dim=1, keepdim=True)
+    else:
+        new = weight.repeat(1, (in_channels + 2) // 3, 1, 1)[:, :in_channels] * (3 / in_channels)
+    adapted = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                        conv.groups, conv.bias is not None, conv.padding_mode, device=weight.device,
+                        dtype=weight.dtype)
+    with torch.no_grad():
+        adapted.weight.copy_(new)
+        if conv.bias is not None:
+            adapted.bias.copy_(conv.bias)
+    _replace(model, path, adapted)
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """A fresh classifier layer: the model's last ``nn.Linear`` with ``num_classes`` outputs (torch's init)."""
+    path = _modules_named(model, nn.Linear)[-1]
+    old = model.get_submodule(path)
+    _replace(model, path, nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype))
+
+
+def load_imagenet_weights(model: nn.Module, name: str) -> None:
+    """Put ``name``'s ImageNet weights from the cache (downloaded there if absent) into torchvision's 1000-class,
+    RGB ``model``.
+
+    Raises:
+        CnnlabError: one line: the file is absent and cannot be downloaded (naming it and where to put it), it is
+            not a weights-only state dict (or truncated), or it does not fit the architecture.
+    """
+    path = ensure_weights(name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  torch.load raises many kinds, and every one means "not this file":
+        # weights_only refuses pickled code (UnpicklingError); a truncated zip raises RuntimeError or EOFError
+        first = " ".join(str(e).split())[:160]
+        raise CnnlabError(f"{path} is not a readable weights-only state dict for {name} (truncated, or not "
+                          f"torchvision's file: {type(e).__name__}: {first}); delete it to download it again, "
+                          f"or put the file from {weights_url(name)} there") from None
+    if not isinstance(state, dict):
+        raise CnnlabError(f"{path} holds a {type(state).__name__}, not a state dict of {name}; expected the file "
+                          f"from {weights_url(name)}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
+        detail = " ".join(str(e).split())
+        detail = detail.split(": ", 1)[-1][:200]
+        raise CnnlabError(f"{path} does not fit {name} (torchvision {BACKBONES[name].builder}): {detail}; expected "
+                          f"the file from {weights_url(name)}") from None
+
+
+def ensure_weights(name: str) -> Path:
+    """The weights file of ``name`` in the cache, downloaded first when absent (one line when that fails)."""
+    path = weights_file(name)
+    if not path.is_file():
+        _download(name, path)
+    return path
+
+
+def _download(name: str, path: Path) -> None:
+    """Fetch the weights into the cache, checked against the hash prefix in their file name, written atomically;
+    one line naming the file and where to put it when that fails."""
+    url = weights_url(name)
+    where = (f"{name}'s weights {path.name} are not in {path.parent} and could not be downloaded from {url}")
+    hint = f"download that file on a connected machine and put it at {path} (or set TORCH_HOME)"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            def write(tmp: str) -> None:
+                digest = hashlib.sha256()
+                with open(tmp, "wb") as f:
+                    while chunk := response.read(1 << 20):
+                        digest.update(chunk)
+                        f.write(chunk)
+                expected = re.search(r"-([a-f0-9]+)\.", path.name)  # torch.hub's convention: resnet18-f37072fd.pth
+                if expected and not digest.hexdigest().startswith(expected.group(1)):
+                    raise CnnlabError(f"{where}: the download's sha256 {digest.hexdigest()[:12]}... does not start "
+                                      f"with {expected.group(1)}; {hint}")
+
+            atomic_write(path, write)
+    except CnnlabError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as e:  # offline, refused, timed out, unwritable cache
+        reason = getattr(e, "reason", None) or e
+        raise CnnlabError(f"{where} ({' '.join(str(reason).split())[:120]}); {hint}") from None
+
+
+def _stages(self: nn.Module) -> list[nn.Module]:
+    """The forward pass as a sequence of modules (:func:`cnnlab.models.summary.stages`, used by summaries, the report
+    and the explorer): torchvision's children in order, with the flatten its forward does before the classifier."""
+    children = [m for n, m in self.named_children() if n != "flatten"]
+    return [*children[:-1], self.flatten, children[-1]] if hasattr(self, "flatten") else children
+
+
+_STAGED: dict[type, type] = {}
+
+
+def with_stages(model: nn.Module, flattens: bool) -> nn.Module:
+    """Give torchvision's ``model`` a ``stages()`` method (a subclass of its own class with the same name, forward
+    and state_dict keys); ``flattens`` registers the flatten its forward does as a parameter-free ``flatten``."""
+    cls = type(model)
+    if cls not in _STAGED:
+        _STAGED[cls] = type(cls.__name__, (cls,), {"stages": _stages, "__doc__": cls.__doc__})
+    model.__class__ = _STAGED[cls]
+    if flattens:
+        model.flatten = nn.Flatten(1)
+    return model
+
+
+def pretrained_table() -> str:
+    """``cnnlab models --pretrained``: one model a line, its name first (no header, so ``cut -d' ' -f1`` gives the
+    names), then torchvision's weights, their ImageNet top-1, parameters with the 1000-class head, input side, and
+    whether the weights file is in the cache (its path)."""
+    rows = []
+    for name in BACKBONES:
+        weights = weights_enum(name)
+        top1 = weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+        path = weights_file(name)
+        rows.append([name, BACKBONES[name].weights, f"top-1 {top1:.1f}%", f"{weights.meta['num_params']:,} params",
+                     f"{INPUT_SIZE}x{INPUT_SIZE}", f"{'cached' if path.is_file() else 'not cached'}: {path}"])
+    return "\n".join(text_table([""] * 6, rows, "lllrll").splitlines()[1:])
+
+
+def _builder(name: str):
+    def build(num_classes: int = 10, in_channels: int = 1, ops: str = "torch", pretrained: bool = False) -> nn.Module:
+        if ops != "torch":
+            raise CnnlabError(f"{name} is torchvision's network, built on torch ops only: expected ops 'torch', "
+                              f"got {ops!r}")
+        import torchvision.models  # deferred: importing torchvision is slow
+
+        build = lambda: torchvision.models.get_model(BACKBONES[name].builder, weights=None, num_classes=1000)  # noqa: E731
+        try:
+            model = build()
+        except NotImplementedError:  # RegNet computes its widths from tensors, which the meta device (where
+            device = torch.get_default_device()  # min_input_size and summaries build models) cannot read
+            with torch.device("cpu"):
+                model = build()
+            model = model.to(device)
+        if pretrained:
+            load_imagenet_weights(model, name)
+        adapt_first_conv(model, in_channels)
+        replace_head(model, num_classes)
+        return with_stages(model, BACKBONES[name].flattens)
+
+    build.__name__ = build.__qualname__ = name.replace("-", "_")
+    build.__doc__ = f"torchvision's {BACKBONES[name].builder} ({BACKBONES[name].weights} with ``pretrained``)."
+    return build
+
+
+for _name, _backbone in BACKBONES.items():
+    register_model(_name, input_size=INPUT_SIZE, lr=SGD_LR, section="14.2", weights=_backbone.weights)(
+        _builder(_name))

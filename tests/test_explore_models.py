@@ -1,0 +1,347 @@
+"""cnnlab explore for any CNN: one model abstraction over cnnlab runs, ONNX graphs and PyTorch models.
+
+The models are made here: a cnnlab LeNet trained a few steps and exported by cnnlab's own export (ONNX and .pt2),
+torchvision's mobilenet_v3_small and resnet18 with seeded random weights exported by the test, an NHWC graph built
+with onnx.helper, and bad files of every kind. Torch is the oracle for every number.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import re
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.gradcam import explain_with
+from cnnlab.explore.model import Options, analyze_image, model_card, open_model, open_with_images
+from test_explore_api import make_run
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+CLASSES = ("zero", "one", "two", "three")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def grey_folder(tmp_path_factory):
+    """Class subfolders of 28 x 28 grey pictures with a bright square (so the maps are not flat)."""
+    root = tmp_path_factory.mktemp("grey")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for i in range(2):
+            a = rng.integers(0, 60, (28, 28), dtype=np.uint8)
+            a[4 + 4 * c:14 + 4 * c, 6:20] = 230
+            (root / name / f"{i}.png").write_bytes(_png(a))
+    return root
+
+
+@pytest.fixture(scope="module")
+def rgb_folder(tmp_path_factory):
+    """A flat folder of RGB pictures of different shapes (padded and resized when read)."""
+    root = tmp_path_factory.mktemp("rgb")
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate([(40, 50), (64, 64), (30, 20)]):
+        (root / f"p{i}.png").write_bytes(_png(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
+    (root / "notes.txt").write_text("not an image, not read")
+    return root
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    """A cnnlab LeNet trained a few steps, its checkpoint, and cnnlab's own ONNX and .pt2 exports of it."""
+    from cnnlab.export import export_checkpoint
+
+    root = tmp_path_factory.mktemp("lenet")
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, len(CLASSES), (64,), generator=g)
+    run = make_run(root / "run", model="lenet", classes=CLASSES, channels=1, size=28, dataset="fashion-mnist",
+                   train=(images, labels), test=(images[:16], labels[:16]), epochs=1, steps=3)
+    files = {"run": run / "last.pt"}
+    for fmt in ("onnx", "pt2"):
+        files[fmt] = export_checkpoint(run / "last.pt", root / f"lenet.{fmt}", format=fmt)
+    return files
+
+
+def test_feature_maps_agree_across_kinds(lenet, grey_folder):
+    """The run, its ONNX export and its .pt2 show the same feature maps and probabilities for the same image."""
+    models = {kind: open_with_images(path, grey_folder)[0] for kind, path in lenet.items()}
+    assert [models[k].kind for k in ("run", "onnx", "pt2")] == ["cnnlab run", "ONNX", "torch.export"]
+    assert all(m.classes == CLASSES for m in models.values())  # the exports carry the class names
+    _, images = open_with_images(lenet["run"], grey_folder)
+    for image in images.images[:3]:
+        rows = {kind: m.stages(image) for kind, m in models.items()}
+        spatial = [r for r in rows["run"] if r.output.dim() == 4]
+        assert len(spatial) == 4  # LeNet: conv+sigmoid, pool, conv+sigmoid, pool
+        for row in spatial:
+            for kind in ("onnx", "pt2"):
+                same = [r for r in rows[kind] if r.output.shape == row.output.shape
+                        and torch.allclose(r.output.float(), row.output.float(), atol=1e-4)]
+                assert same, f"{kind} has no stage equal to the run's {row.name} {tuple(row.output.shape)}"
+        probs = {k: r[-1].output.softmax(1) for k, r in rows.items()}
+        assert torch.allclose(probs["onnx"], probs["run"], atol=1e-5)
+        assert torch.allclose(probs["pt2"], probs["run"], atol=1e-5)
+    kernels = {k: m.kernels() for k, m in models.items()}
+    assert torch.equal(kernels["onnx"], kernels["run"]) and torch.equal(kernels["pt2"], kernels["run"])
+    # Grad-CAM through the .pt2 program's interpreter equals Grad-CAM through the run's own stages.
+    image = images.images[0]
+    a_run, a_pt2 = (analyze_image(models[k], image) for k in ("run", "pt2"))
+    assert a_run["explanation"]["method"] == a_pt2["explanation"]["method"] == "grad-cam"
+    assert [t["class"] for t in a_run["top"]] == [t["class"] for t in a_pt2["top"]]
+    occ = analyze_image(models["onnx"], image)["explanation"]
+    assert occ["method"] == "occlusion" and occ["grid"] == 7 and occ["occlusion"].startswith("data:image/png")
+
+
+def _torchvision(name: str, size: int, tmp_path):
+    """A seeded torchvision model, exported by the test to ONNX (dynamic batch) and .pt2 (fixed batch 2)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(num_classes=5).eval()
+    x = torch.rand(2, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (x,), None, dynamo=True, verbose=False, input_names=["images"],
+                                    output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        program.save(str(tmp_path / f"{name}.onnx"), external_data=False)
+        torch.export.save(torch.export.export(model, (x,)), str(tmp_path / f"{name}.pt2"))
+    (tmp_path / f"tv_{name}.py").write_text(
+        f"import torch, torchvision\n\ndef build():\n    torch.manual_seed(0)\n"
+        f"    return torchvision.models.{name}(num_classes=5)\n")
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, convs", [("mobilenet_v3_small", (16, 3, 3, 3)), ("resnet18", (64, 3, 7, 7))])
+def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch):
+    size = 64
+    reference = _torchvision(name, size, tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    options = Options(input_size=size)
+    models = {"onnx": open_with_images(tmp_path / f"{name}.onnx", rgb_folder)[0],
+              "pt2": open_with_images(tmp_path / f"{name}.pt2", rgb_folder)[0],
+              "module": open_with_images(f"tv_{name}:build", rgb_folder, options)[0]}
+    _, images = open_with_images(tmp_path / f"{name}.onnx", rgb_folder)
+    assert images.images.shape == (3, 3, size, size) and images.found == 3
+    expected = reference(images.images.float() / 255)
+    for kind, model in models.items():
+        assert model.spec.size == size and model.spec.layout == "NCHW" and model.spec.channels == 3, kind
+        assert torch.allclose(model.logits(images.images), expected, atol=1e-4), kind
+        assert tuple(model.kernels().shape) == convs, kind
+        card = model_card(model)
+        assert len(card["layers"]) > 20 and card["params"] > 0, kind
+        result = analyze_image(model, images.images[1])
+        assert sum(1 for r in result["rows"] if r["maps"]) > 15, kind
+        assert result["explanation"]["method"] == ("occlusion" if kind == "onnx" else "grad-cam"), kind
+    assert "called build() because you named it" in models["module"].notes[0]
+    # Every feature map of the ONNX graph and of the exported program is one that forward hooks see on the module
+    # (the ONNX exporter folds batch norm into the convolution before it: its Conv output is the module's BN one).
+    rows = {k: m.stages(images.images[0]) for k, m in models.items()}
+    for kind in ("onnx", "pt2"):
+        for row in rows[kind][:-1]:
+            assert any(r.output.shape == row.output.shape and torch.allclose(r.output, row.output, atol=1e-4)
+                       for r in rows["module"]), (kind, row.name)
+    assert len(rows["pt2"]) == len(rows["module"])
+    # Grad-CAM through the program's interpreter and through hooks on the module agree.
+    x = models["module"].spec.to_input(images.images[:1])
+    pt2, hooks = (explain_with(models[k]._stage_pass, x, target=2) for k in ("pt2", "module"))
+    assert pt2.cam.shape == hooks.cam.shape and pt2.cam.dim() == 2
+    assert torch.allclose(pt2.cam, hooks.cam, atol=1e-5 + 1e-4 * float(hooks.cam.abs().max()))
+    assert torch.allclose(pt2.saliency, hooks.saliency, atol=1e-5 + 1e-4 * float(hooks.saliency.abs().max()))
+    assert float(hooks.saliency.abs().max()) > 0
+
+
+def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4):
+    """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    fc = rng.standard_normal((3, 4)).astype(np.float32)
+    shape = ["N", "H", "W", 3] if dynamic else ["N", side, side, 3]
+    if input_rank != 4:
+        shape = ["N", side * side * 3]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    out = helper.make_tensor_value_info("p" if output_4d else "y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [out],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+                               numpy_helper.from_array(fc, "fc")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return torch.from_numpy(w), torch.from_numpy(b), torch.from_numpy(fc)
+
+
+def test_an_nhwc_graph(tmp_path, rgb_folder):
+    w, b, fc = _nhwc_graph(tmp_path / "nhwc.onnx")
+    model, images = open_with_images(tmp_path / "nhwc.onnx", rgb_folder, Options(mean=(0.5,), std=(0.25,)))
+    assert (model.spec.layout, model.spec.size, model.spec.channels) == ("NHWC", 16, 3)
+    assert "layout from the graph" in model.spec.describe() and "normalisation from the flags" in model.spec.describe()
+    x = (images.images.float() / 255 - 0.5) / 0.25
+    conv = F.conv2d(x, w, b, padding=1)
+    expected = F.max_pool2d(conv.relu(), 2).mean((2, 3)) @ fc.T
+    assert torch.allclose(model.logits(images.images), expected, atol=1e-4)
+    rows = model.stages(images.images[0])
+    assert [r.kind for r in rows] == ["Conv", "Relu", "MaxPool", "GlobalAveragePool", "output"]
+    assert torch.allclose(rows[0].output, conv[:1], atol=1e-4)
+    assert torch.equal(model.kernels(), w)
+    layers = {r["name"]: r for r in model.layers()}
+    assert layers["conv"]["shape"] == [4, 16, 16] and layers["conv"]["params"] == 4 * 27 + 4
+    assert layers["pool"]["shape"] == [4, 8, 8]
+
+
+def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
+    _nhwc_graph(tmp_path / "dyn.onnx", dynamic=True)
+    with pytest.raises(CnnlabError, match="dynamic input size.*pass --input-size"):
+        open_model(tmp_path / "dyn.onnx")
+    model, images = open_with_images(tmp_path / "dyn.onnx", rgb_folder, Options(input_size=24))
+    assert model.spec.size == 24 and images.images.shape[-1] == 24 and "size from the flags" in model.spec.describe()
+    with pytest.raises(CnnlabError, match="no fixed input size; pass --input-size"):
+        open_model("torchvision.models:resnet18")  # a module has no graph to read the side from
+    with pytest.raises(CnnlabError, match="cannot import 'no_such_module_here'"):
+        open_model("no_such_module_here:build")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"\x08\x01garbage, not a protobuf" * 10), "is not an ONNX model"),
+    (lambda p: _nhwc_graph(p, input_rank=2), "has no image input"),
+    (lambda p: _nhwc_graph(p, output_4d=True), "is not a classifier"),
+])
+def test_bad_onnx_files(tmp_path, make, message):
+    path = tmp_path / "bad.onnx"
+    make(path)
+    with pytest.raises(CnnlabError, match=message) as e:
+        open_model(path)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_sources_and_folders(tmp_path, lenet):
+    (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a program")
+    with pytest.raises(CnnlabError, match="is not a torch.export program"):
+        open_model(tmp_path / "junk.pt2")
+    (tmp_path / "model.h5").write_bytes(b"\x89HDF")
+    with pytest.raises(CnnlabError, match="not a model this explorer opens"):
+        open_model(tmp_path / "model.h5")
+    with pytest.raises(CnnlabError, match="does not exist"):
+        open_model(tmp_path / "missing.onnx")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no pictures")
+    with pytest.raises(CnnlabError, match="holds no images"):
+        open_with_images(lenet["onnx"], tmp_path / "empty")
+    bomb = tmp_path / "bomb"
+    bomb.mkdir()
+    Image.new("L", (5000, 4000)).save(bomb / "huge.png")  # 20 megapixels in a few kilobytes
+    with pytest.raises(CnnlabError, match="huge.png is 5000 x 4000.*refused before decoding"):
+        open_with_images(lenet["onnx"], bomb)
+    with pytest.raises(CnnlabError, match="--mean must give 1 or 1 numbers"):
+        open_model(lenet["onnx"], Options(mean=(0.1, 0.2, 0.3)))
+
+
+def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):
+    from cnnlab.cli import main
+
+    (tmp_path / "junk.onnx").write_bytes(b"not a model at all")
+    code = main(["explore", str(tmp_path / "junk.onnx"), "--images", str(grey_folder), "--export",
+                 str(tmp_path / "page.html")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "is not an ONNX model" in err
+    code = main(["explore", str(tmp_path), "--images", str(grey_folder)])  # a folder is served as runs
+    assert code == 2 and "apply to one model" in capsys.readouterr().err
+    assert not (tmp_path / "page.html").exists()
+
+
+def test_static_page(lenet, grey_folder, tmp_path, capsys):
+    from cnnlab.cli import main
+    from cnnlab.explore.page import PAGE_BUDGET, build_page
+
+    out = tmp_path / "page.html"
+    assert main(["explore", str(lenet["onnx"]), "--images", str(grey_folder), "--export", str(out)]) == 0
+    assert "6 inputs, 8 channels per stage" in capsys.readouterr().out
+    page = out.read_text()
+    assert len(page.encode()) <= PAGE_BUDGET
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)  # nothing fetched from anywhere
+    data = json.loads(re.search(r"window.CNNLAB_DATA = (.*?);</script>", page).group(1).replace("<\\/", "</"))
+    assert data["model"]["kind"] == "ONNX" and {"0", "2", "4", "6"} <= set(data["analyses"])  # each class
+    assert main(["explore", str(lenet["onnx"]), "--images", str(grey_folder), "--export", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    # A small budget keeps every stage but shows fewer channels, then fewer inputs.
+    model, images = open_with_images(lenet["onnx"], grey_folder)
+    full, summary = build_page(model, images, budget=None)
+    small, shrunk = build_page(model, images, budget=len(full.encode()) * 2 // 3)
+    assert shrunk["maps_per_stage"] < summary["maps_per_stage"] and shrunk["bytes"] <= len(full.encode()) * 2 // 3
+    with pytest.raises(CnnlabError, match="over the 0 MiB budget"):
+        build_page(model, images, budget=1000)
+
+
+def _request(url: str, method: str, target: str, body: bytes | None = None):
+    host, port = url.split("//")[1].strip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.request(method, target, body=body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_model_server(lenet, grey_folder):
+    from cnnlab.explore import BackgroundServer, create_model_app
+
+    model, images = open_with_images(lenet["onnx"], grey_folder)
+    with BackgroundServer(app=create_model_app(model, images)) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        status, card = _request(server.url, "GET", "/api/model")
+        assert status == 200 and card["kind"] == "ONNX" and card["classes"] == list(CLASSES)
+        status, listed = _request(server.url, "GET", "/api/images")
+        assert status == 200 and len(listed["images"]) == 8 and listed["classes"] == sorted(CLASSES)
+        status, result = _request(server.url, "GET", "/api/analyze?image=3")
+        assert status == 200 and result["label"] == listed["images"][3]["label"] == "three"
+        assert result["explanation"]["method"] == "occlusion"
+        assert _request(server.url, "GET", "/api/analyze?image=99")[0] == 400
+        assert _request(server.url, "GET", "/api/analyze?image=x")[0] == 400
+        status, result = _request(server.url, "POST", "/api/analyze", _png(np.full((40, 30), 200, np.uint8)))
+        assert status == 200 and result["source"] == "your image" and len(result["top"]) == 4
+        bomb = io.BytesIO()
+        Image.new("L", (5000, 4000)).save(bomb, format="PNG")
+        status, body = _request(server.url, "POST", "/api/analyze", bomb.getvalue())
+        assert status == 400 and "refused before decoding" in body["error"]
+        status, body = _request(server.url, "POST", "/api/analyze", b"x" * (8 * 2**20 + 1))
+        assert status == 413
+        status, body = _request(server.url, "POST", "/api/analyze", b"not an image")
+        assert status == 400 and "\n" not in body["error"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

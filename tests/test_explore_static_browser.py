@@ -1,0 +1,66 @@
+"""The one-model page in headless Chromium: an ONNX mobilenet served, and a saved page opened from file://.
+
+With ``CNNLAB_EXPLORE_ONNX_SCREENSHOT=docs/explore-onnx-screenshot.png`` the served ONNX page is also written
+there (the docs' picture).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from test_explore_browser import artifacts, broken_images, driver, screenshot, wait  # noqa: F401  (fixtures)
+from test_explore_models import _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
+from test_report import needs_chromium
+
+pytestmark = [pytest.mark.slow, needs_chromium]
+
+
+def _errors(browser) -> list[str]:
+    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, driver, artifacts):  # noqa: F811
+    from cnnlab.explore.model import open_with_images
+    from cnnlab.explore.page import export_page
+
+    model, images = open_with_images(lenet["onnx"], grey_folder)
+    page = tmp_path / "page.html"
+    export_page(model, images, page)
+    driver.get(page.as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    rows = driver.execute_script("return document.querySelectorAll('#maps .maprow').length")
+    assert rows == 6  # LeNet's conv, sigmoid and pool, twice
+    assert driver.execute_script("return document.querySelectorAll('#layers-table tbody tr').length") > 4
+    assert driver.find_element("id", "upload-box").is_displayed() is False  # no server to classify a new file
+    # Another input from the saved ones, then: every picture decoded, nothing requested from anywhere.
+    driver.execute_script("document.querySelectorAll('#images img')[1].click()")
+    wait(driver, "document.getElementById('result-source').textContent.includes('/1.png')", what="input 2")
+    assert broken_images(driver) == []
+    requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert [r for r in requested if not r.startswith("data:")] == []
+    assert _errors(driver) == []
+    screenshot(driver, artifacts / "explore-static-page.png")
+
+
+def test_served_onnx_model_page(tmp_path, rgb_folder, driver, artifacts):  # noqa: F811
+    from cnnlab.explore import BackgroundServer, create_model_app
+    from cnnlab.explore.model import open_with_images
+
+    _torchvision("mobilenet_v3_small", 64, tmp_path)
+    model, images = open_with_images(tmp_path / "mobilenet_v3_small.onnx", rgb_folder)
+    with BackgroundServer(app=create_model_app(model, images)) as server:
+        driver.get(server.url)
+        wait(driver, "document.body.dataset.ready === '1'", what="the model page to render")
+        assert "ONNX" in driver.find_element("id", "model-kind").text
+        assert "layout from the graph" in driver.find_element("id", "model-input").text
+        rows = driver.execute_script("return document.querySelectorAll('#maps .maprow').length")
+        assert rows > 15  # every stage of mobilenet_v3_small with a spatial map
+        assert driver.find_element("id", "attr-a-caption").text.startswith("occlusion")
+        assert broken_images(driver) == [] and _errors(driver) == []
+        screenshot(driver, artifacts / "explore-onnx-page.png")
+        target = os.environ.get("CNNLAB_EXPLORE_ONNX_SCREENSHOT")
+        if target:
+            screenshot(driver, Path(target))

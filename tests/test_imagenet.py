@@ -1,0 +1,309 @@
+"""ImageNet backbones with their official weights (cnnlab.models.imagenet) and the finetune recipe.
+
+No test downloads anything: each writes its own weights file (torchvision's builder with seeded random weights,
+saved under the exact file name of torchvision's weights URL) into a temporary TORCH_HOME, or serves one from
+127.0.0.1. The small backbones at 32 px keep every test to seconds.
+"""
+
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.data import ImageDataset
+from cnnlab.errors import CnnlabError
+from cnnlab.inference import load_trained
+from cnnlab.models import create_model, imagenet, list_models, model_info
+from cnnlab.models.summary import stages
+from cnnlab.train import build_run, make_config
+from cnnlab.train.schedule import BODY_LR_FACTOR, LRFactor
+from cnnlab.train.trainer import Trainer
+from data_support import serve
+
+SMALL = "imagenet-mobilenet_v3_small"
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch) -> Path:
+    """An empty TORCH_HOME under tmp_path (torch.hub.get_dir() reads it at each call)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "torch"
+
+
+def _write_weights(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random ImageNet-shaped weights of ``name`` at the path torchvision's URL names; returns them.
+
+    The batch-norm running statistics are randomised too, so that loading them is checked as well."""
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(imagenet.BACKBONES[name].builder, weights=None)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2)
+    state = model.state_dict()
+    path = imagenet.weights_file(name)
+    assert path.name == Path(imagenet.weights_url(name)).name  # the exact file name of torchvision's URL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+def _head_and_stem(model: torch.nn.Module) -> tuple[str, str]:
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    return linears[-1], convs[0]
+
+
+# ------------------------------------------------------------------------------------------------ the family
+def test_family_table_agrees_with_torchvision_metadata():
+    assert list_models(pretrained=True) == list(imagenet.BACKBONES)
+    assert not set(list_models(pretrained=True)) & set(list_models(exercises=True))  # beside the book's zoo
+    assert model_info("resnet18").weights is None and model_info("resnet18").section == "8.6"  # the book's kept
+    for name, backbone in imagenet.BACKBONES.items():
+        weights = imagenet.weights_enum(name)
+        assert str(weights) == backbone.weights
+        assert weights.transforms().crop_size == [imagenet.INPUT_SIZE] == [model_info(name).input_size]
+        assert imagenet.weights_file(name).name == weights.url.rsplit("/", 1)[1]
+        with torch.device("meta"):  # every architecture takes the new head and the grey stem, without compute
+            model = create_model(name, num_classes=7, in_channels=1)
+            assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 7)
+            x = torch.zeros(2, 1, 64, 64)
+            for stage in stages(model):  # the report's and explorer's view: the stages compute the forward pass
+                x = stage(x)
+            assert x.shape == (2, 7)
+
+
+def test_models_pretrained_lists_one_name_first_on_each_line(torch_home, capsys):
+    _write_weights(SMALL)
+    assert main(["models", "--pretrained"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_models(pretrained=True)
+    small = next(line for line in lines if line.startswith(SMALL + " "))
+    assert f"cached: {imagenet.weights_file(SMALL)}" in small and "not cached" not in small
+    assert "not cached" in lines[0]
+
+
+@pytest.mark.parametrize("name", [SMALL, "imagenet-resnet18", "imagenet-regnet_y_400mf"])
+def test_pretrained_loads_exactly_the_files_tensors(torch_home, name):
+    saved = _write_weights(name)
+    model = create_model(name, pretrained=True, num_classes=5, in_channels=3)
+    head, _ = _head_and_stem(model)
+    state = model.state_dict()
+    body = [k for k in saved if not k.startswith(head + ".")]
+    assert body and all(torch.equal(state[k], saved[k]) for k in body), [k for k in body if not
+                                                                           torch.equal(state[k], saved[k])][:3]
+    assert state[head + ".weight"].shape[0] == 5 and set(state) == set(saved)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_grey_images_get_the_summed_rgb_kernels(torch_home):
+    saved = _write_weights(SMALL)
+    model = create_model(SMALL, pretrained=True, num_classes=3, in_channels=1)
+    head, stem = _head_and_stem(model)
+    state = model.state_dict()
+    assert torch.equal(state[stem + ".weight"], saved[stem + ".weight"].sum(1, keepdim=True))
+    # a grey image through the summed kernel is the RGB model on that image repeated in R, G and B
+    rgb = create_model(SMALL, pretrained=True, num_classes=3, in_channels=3).eval()
+    rgb.get_submodule(head).load_state_dict(model.get_submodule(head).state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(model.eval()(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(state[k], saved[k]) for k in saved if not k.startswith((head + ".", stem + ".")))
+
+
+def test_pretrained_on_a_book_model_or_an_unknown_name_is_refused():
+    with pytest.raises(CnnlabError, match="model 'resnet18' has no pretrained weights; expected one of: "
+                                          "imagenet-resnet18, "):
+        create_model("resnet18", pretrained=True)
+    with pytest.raises(CnnlabError, match=r"unknown model 'imagenet-resnet19'.*ImageNet weights: imagenet-resnet18.*"
+                                          r"did you mean 'imagenet-resnet18'\?"):
+        create_model("imagenet-resnet19")
+
+
+# ------------------------------------------------------------------------------------- missing and bad files
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_without_the_file_fails_in_one_line_within_seconds(torch_home, monkeypatch, capsys):
+    url = f"http://127.0.0.1:{_closed_port()}/{Path(imagenet.weights_url(SMALL)).name}"
+    monkeypatch.setattr(imagenet, "weights_url", lambda name: url)
+    start = time.monotonic()
+    code = main(["train", SMALL, "--pretrained", "--epochs", "1"])  # refused before any data is read
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    path = imagenet.weights_file(SMALL)
+    assert f"{SMALL}'s weights {path.name} are not in {path.parent} and could not be downloaded from {url}" in err
+    assert f"put it at {path}" in err
+    assert not path.parent.exists() or list(path.parent.iterdir()) == []  # nothing half-written
+
+
+def test_download_from_a_server_is_hash_checked_and_written_into_the_cache(torch_home, tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    served = tmp_path / "served"
+    served.mkdir()
+    data_file = served / "x.pth"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), data_file)
+    digest = hashlib.sha256(data_file.read_bytes()).hexdigest()
+    good = served / f"mobilenet_v3_small-{digest[:8]}.pth"
+    bad = served / "mobilenet_v3_small-00000000.pth"
+    os.link(data_file, good)
+    os.link(data_file, bad)
+    with serve(served) as (prefix, requested):
+        monkeypatch.setattr(imagenet, "weights_url", lambda name: prefix + bad.name)
+        with pytest.raises(CnnlabError, match=r"sha256 [0-9a-f]{12}\.\.\. does not start with 00000000"):
+            create_model(SMALL, pretrained=True)
+        assert list(imagenet.weights_file(SMALL).parent.iterdir()) == []  # the temporary file went too
+        monkeypatch.setattr(imagenet, "weights_url", lambda name: prefix + good.name)
+        model = create_model(SMALL, pretrained=True, num_classes=10, in_channels=3)
+        assert requested == ["/" + bad.name, "/" + good.name]
+    assert (torch_home / "hub" / "checkpoints" / good.name).read_bytes() == data_file.read_bytes()
+    saved = torch.load(data_file, weights_only=True)
+    assert torch.equal(model.state_dict()["features.0.0.weight"], saved["features.0.0.weight"])
+
+
+class NotWeights:  # a pickled object: torch's weights-only load refuses it (it would run code to build it)
+    pass
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("truncated", "is not a readable weights-only state dict"),
+    ("pickled object", "is not a readable weights-only state dict"),
+    ("another architecture", r"does not fit imagenet-mobilenet_v3_small \(torchvision mobilenet_v3_small\)"),
+    ("a tensor", "holds a Tensor, not a state dict"),
+])
+def test_a_bad_weights_file_is_refused_in_one_line(torch_home, damage, match):
+    path = imagenet.weights_file(SMALL)
+    path.parent.mkdir(parents=True)
+    if damage == "truncated":
+        _write_weights(SMALL)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "pickled object":
+        torch.save({"features.0.0.weight": NotWeights()}, path)
+    elif damage == "another architecture":
+        torch.save(torchvision.models.resnet18().state_dict(), path)
+    else:
+        torch.save(torch.zeros(3), path)
+    with pytest.raises(CnnlabError, match=match) as info:
+        create_model(SMALL, pretrained=True)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------ training and inference
+def _dataset(channels: int = 3, side: int = 24, n: int = 24) -> ImageDataset:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, channels, side, side), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % 3
+    return ImageDataset("tiny", images, labels, images[:9], labels[:9], ("a", "b", "c"), (0.5,) * channels,
+                        (0.25,) * channels, flip=True)
+
+
+def _body(state: dict[str, torch.Tensor], head: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(head + ".") and v.is_floating_point()}
+
+
+@pytest.mark.parametrize("name", [SMALL, "imagenet-resnet18"])
+def test_freeze_leaves_every_body_parameter_unchanged(torch_home, name):
+    saved = _write_weights(name)
+    cfg = make_config(name, pretrained=True, freeze=True, epochs=1, batch_size=8, resize=32, limit_train_batches=2,
+                      lr=0.1)
+    trainer = Trainer(build_run(cfg, dataset=_dataset(3), quiet=True), quiet=True)
+    assert trainer.parts.normalize == [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]  # the weights' own metadata
+    head, _ = _head_and_stem(trainer.model)
+    fresh_head = trainer.model.get_submodule(head).weight.detach().clone()
+    trainer.fit()
+    state = trainer.model.state_dict()
+    params = {n for n, _ in trainer.model.named_parameters()}
+    assert all(torch.equal(state[k], saved[k]) for k in _body(saved, head) if k in params)
+    assert not torch.equal(state[head + ".weight"], fresh_head) and trainer.state.step == 2
+    # the batch-norm policy: statistics of the frozen body follow the new data (finetune.py's docstring)
+    buffers = [k for k in _body(saved, head) if k.endswith("running_mean")]
+    assert buffers and not all(torch.equal(state[k], saved[k]) for k in buffers)
+
+
+def test_freeze_epochs_trains_the_head_alone_then_everything_at_a_lower_lr(torch_home):
+    saved = _write_weights(SMALL)
+    cfg = make_config(SMALL, "finetune", pretrained=True, epochs=2, batch_size=8, resize=32, limit_train_batches=2)
+    assert (cfg.freeze_epochs, cfg.optimizer, cfg.schedule) == (1, "adamw", "onecycle")
+    trainer = Trainer(build_run(cfg, dataset=_dataset(1), quiet=True), quiet=True)
+    head, stem = _head_and_stem(trainer.model)
+    params = {n for n, _ in trainer.model.named_parameters()} - {stem + ".weight"}  # the stem is the summed one
+    snapshots = []
+
+    class Snapshot:
+        def on_epoch(self, trainer, row, is_best):
+            snapshots.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    trainer.observers.append(Snapshot())
+    trainer.fit()
+    frozen, unfrozen = snapshots
+    body = [k for k in _body(saved, head) if k in params]
+    assert all(torch.equal(frozen[k], saved[k]) for k in body)  # epoch 1: the body is exactly the file's
+    assert not torch.equal(frozen[head + ".weight"], unfrozen[head + ".weight"])
+    assert sum(not torch.equal(unfrozen[k], saved[k]) for k in body) > len(body) // 2  # epoch 2: it learns
+    head_lr, body_lr = trainer.optimizer.param_groups[0]["initial_lr"], trainer.optimizer.param_groups[2]["initial_lr"]
+    assert (head_lr, body_lr) == (cfg.lr, pytest.approx(cfg.lr * BODY_LR_FACTOR))
+    assert all(p.requires_grad for p in trainer.model.parameters())
+
+
+def test_finetune_schedule_is_two_one_cycles():
+    factor = LRFactor("onecycle", 40, 0, steps_per_epoch=10, restart=10)
+    values = [factor(s) for s in range(40)]
+    assert values[0] == pytest.approx(0.04) and max(values[:10]) == 1.0
+    assert values[10] == pytest.approx(0.5 * 0.04) and max(values[10:]) == pytest.approx(0.5)
+    assert values[9] > values[10] and values[-1] < 0.05
+    assert LRFactor("onecycle", 40, 0)(10) == LRFactor("onecycle", 40, 0, restart=0)(10)  # no restart: as before
+
+
+def test_freeze_epochs_beyond_epochs_and_freeze_with_freeze_epochs_are_refused(capsys):
+    assert main(["train", "lenet", "--epochs", "2", "--freeze-epochs", "3"]) == 2
+    assert capsys.readouterr().err.strip() == ("cnnlab train: error: freeze-epochs must be at most --epochs (2): the "
+                                               "body is frozen for the first epochs of the run, got 3")
+    with pytest.raises(CnnlabError, match="expected one of them, got both"):
+        make_config(SMALL, pretrained=True, freeze=True, freeze_epochs=1)
+    assert make_config(SMALL, "finetune", pretrained=True, freeze=True).freeze_epochs == 0  # --freeze: all along
+    assert main(["train", "lenet", "--pretrained"]) == 2
+    assert "model 'lenet' has no pretrained weights; expected one of: imagenet-resnet18" in capsys.readouterr().err
+
+
+def _photo_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog", "owl"):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(root / c / f"{i}.png")
+    return root
+
+
+def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, tmp_path, capsys):
+    """The practitioner's path on grey photos: train with --pretrained, then eval, predict, report and export from
+    the checkpoint alone (the weights file deleted): its preprocessing came from the weights' metadata into it."""
+    _write_weights(SMALL)
+    photos, run = _photo_folder(tmp_path / "photos"), tmp_path / "run"
+    assert main(["train", SMALL, "--pretrained", "--recipe", "finetune", "--epochs", "2", "--dataset",
+                 f"folder:{photos}", "--resize", "32", "--batch-size", "4", "--limit-train-batches", "2",
+                 "--out", str(run), "--no-report", "--quiet"]) == 0, capsys.readouterr().err
+    imagenet.weights_file(SMALL).unlink()
+    trained = load_trained(run / "last.pt")
+    assert trained.meta.input_size == 32 and trained.meta.channels == 1
+    assert trained.meta.mean == pytest.approx((0.449,), abs=1e-3) and trained.meta.std == pytest.approx((0.226,),
+                                                                                                      abs=1e-3)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in trained.model.state_dict().items())
+    capsys.readouterr()
+    assert main(["eval", str(run / "last.pt"), "--json"]) == 0
+    assert main(["predict", str(run / "last.pt"), str(photos / "cat" / "0.png")]) == 0
+    assert main(["report", str(run)]) == 0  # feature maps walk the model's stages (torchvision's flatten included)
+    assert main(["export", str(run / "last.pt"), "--output", str(tmp_path / "photos.onnx")]) == 0
