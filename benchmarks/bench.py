@@ -14,7 +14,10 @@ torchvision DataLoader loop and the seed cell on cnnlab.d2l), ``fast`` (test acc
 LeNet-class model within 60 s on 2 cores), ``cpu10`` (test accuracy of the cpu10 recipe within 10 minutes on 2
 cores, and the seconds a shorter schedule takes to 92%), ``memory`` (peak resident memory), ``gpu`` (time to 94%
 with the speedrun recipe and accuracy of the best recipe; both need a CUDA device), ``data-parallel`` (the book's LeNet
-recipe in one process against two single-thread processes that each step half of the batch).
+recipe in one process against two single-thread processes that each step half of the batch), ``peers`` (the book's
+LeNet recipe through cnnlab train and through PyTorch Lightning, fastai and Keras 3 written as their docs show, then
+the fast recipe's test accuracy against each peer's own best documented recipe in the same wall time; the peers run
+in the virtualenv benchmarks/setup_peers_venv.sh makes).
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ from typing import Any
 
 from cnnlab.errors import CnnlabError
 
-GROUPS = ("lenet", "fast", "cpu10", "memory", "gpu", "data-parallel")
-# cpu10 (half an hour) and data-parallel (a lever study) are asked for by name
+GROUPS = ("lenet", "fast", "cpu10", "memory", "gpu", "data-parallel", "peers")
+# cpu10 (half an hour), data-parallel (a lever study) and peers (half an hour, another virtualenv) are asked for by name
 DEFAULT_GROUPS = ("lenet", "fast", "memory", "gpu")
 BENCHMARKS = Path(__file__).resolve().parent
 D2L_PYTHON = Path("~/.cache/cnnlab/d2l-venv/bin/python").expanduser()  # made by benchmarks/setup_d2l_venv.sh
+PEERS_PYTHON = Path("~/.cache/cnnlab/peers-venv/bin/python").expanduser()  # made by benchmarks/setup_peers_venv.sh
+# The peers group's programs: the tool a user would pick instead of cnnlab, and its script in benchmarks/.
+PEERS = {"PyTorch Lightning": "peer_lightning.py", "fastai": "peer_fastai.py", "Keras 3 on torch": "peer_keras.py"}
 
 
 @dataclass
@@ -66,10 +72,11 @@ class Budget:
     speedrun_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     best_seeds: tuple[int, ...] = (0,)
     procs: int = 2  # data-parallel: processes of one thread each, splitting the book's batch of 128
+    peer_max_epochs: int | None = None  # peers: a cap on the epochs a peer's best recipe is given (smoke runs)
 
 
 QUICK = Budget(epochs=1, repeats=1, limit=2, fast_epochs=1, fast_seeds=(0,), cpu10_epochs=1, cpu10_seeds=(0,),
-               to_target_epochs=1, memory_batches=1, memory_batch_size=8, speedrun_seeds=(0,))
+               to_target_epochs=1, memory_batches=1, memory_batch_size=8, speedrun_seeds=(0,), peer_max_epochs=1)
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Bench:
     tmp: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
+    peers_python: Path = PEERS_PYTHON
 
     # ----------------------------------------------------------------------------------------- plumbing
     def run(self, name: str, argv: list[str], *, result: Path | None, env: dict[str, str] | None = None) -> Run:
@@ -169,20 +177,8 @@ class Bench:
         else:
             missing["seed cell on d2l 1.0.3"] = (f"not measured: no d2l 1.0.3 virtualenv at {self.d2l_python} "
                                                  "(make one with benchmarks/setup_d2l_venv.sh)")
-        runs: dict[str, list[Run]] = {name: [] for name in programs}
-        for r in range(b.repeats):
-            for name, start in programs.items():
-                runs[name].append(start(r))
-        for name, done in runs.items():
-            speeds = [x.result["images_per_s"] for x in done]
-            accs = [x.result["test_acc"] for x in done]
-            common = dict(epochs=b.epochs, limit=b.limit, runs=len(done), wall_s=[x.result["wall_s"] for x in done])
-            self.add(f"lenet book: {name} images/s", statistics.median(speeds), "images/s", done[0].command,
-                     images_per_s=speeds, **common)
-            self.add(f"lenet book: {name} test accuracy", statistics.median(accs), "accuracy", done[0].command,
-                     test_acc=accs, **common)
-        for name, note in missing.items():
-            self.add(f"lenet book: {name} images/s", None, "images/s", "", note=note)
+        runs = self.round_robin(programs)
+        self.program_rows("lenet book", runs, missing)
         self.ratio("book LeNet recipe, images/s: cnnlab train / d2l 1.0.3 Trainer", runs, "cnnlab train",
                    "seed cell on d2l 1.0.3", target=">= 4x", missing=missing)
         self.ratio("book LeNet recipe, images/s: cnnlab train / DataLoader + torchvision transforms", runs,
@@ -190,6 +186,31 @@ class Bench:
                    "DataLoader baseline", missing=missing)
         self.ratio("seed cell, images/s: cnnlab.d2l / d2l 1.0.3", runs, "seed cell on cnnlab.d2l",
                    "seed cell on d2l 1.0.3", target=">= 4x at the same accuracy", missing=missing)
+
+    def round_robin(self, programs: dict[str, Any]) -> dict[str, list[Run]]:
+        """Each program once per repeat, in turn, so that a load spike hits all of them; their runs by name."""
+        runs: dict[str, list[Run]] = {name: [] for name in programs}
+        for r in range(self.budget.repeats):
+            for name, start in programs.items():
+                runs[name].append(start(r))
+        return runs
+
+    def program_rows(self, prefix: str, runs: dict[str, list[Run]], missing: dict[str, str]) -> None:
+        """Per program, the median images/s and test accuracy of its runs (every run kept); a note for each missing
+        one."""
+        b = self.budget
+        for name, done in runs.items():
+            speeds = [x.result["images_per_s"] for x in done]
+            accs = [x.result["test_acc"] for x in done]
+            common = dict(epochs=b.epochs, limit=b.limit, runs=len(done), wall_s=[x.result["wall_s"] for x in done])
+            if "version" in done[0].result:
+                common["version"] = done[0].result["version"]
+            self.add(f"{prefix}: {name} images/s", statistics.median(speeds), "images/s", done[0].command,
+                     images_per_s=speeds, **common)
+            self.add(f"{prefix}: {name} test accuracy", statistics.median(accs), "accuracy", done[0].command,
+                     test_acc=accs, **common)
+        for name, note in missing.items():
+            self.add(f"{prefix}: {name} images/s", None, "images/s", "", note=note)
 
     def script(self, name: str, argv: list[str]) -> Run:
         out = self.tmp / f"{name}.json"
@@ -318,10 +339,7 @@ class Bench:
             many: lambda r: self.train(f"dp-many-{r}", "lenet", "book", *flags, "--batch-size", str(128 // b.procs),
                                        env={"OMP_NUM_THREADS": "1"}, launcher=launcher),
         }
-        runs: dict[str, list[Run]] = {name: [] for name in programs}
-        for r in range(b.repeats):
-            for name, start in programs.items():
-                runs[name].append(start(r))
+        runs = self.round_robin(programs)
         for name, done in runs.items():
             speeds = [x.result["images_per_s"] for x in done]
             self.add(f"data-parallel lenet book: {name}, images/s", statistics.median(speeds), "images/s",
@@ -331,10 +349,84 @@ class Bench:
         self.ratio(f"data-parallel lenet book, images/s: {b.procs} processes / 1 process", runs, many, one,
                    missing={})
 
+    def peers(self) -> None:
+        """The book's LeNet recipe through ``cnnlab train`` and through the peers' programs (benchmarks/peer_*.py,
+        in the peers' virtualenv), round-robin: images/s and test accuracy, and cnnlab's ratio to each peer. Then
+        the fast recipe against each peer's own best documented recipe in the same wall time
+        (:meth:`peers_best`). Without the virtualenv the peers' rows say "not measured" and nothing else runs."""
+        b = self.budget
+        ours = "cnnlab train"
+        programs: dict[str, Any] = {ours: lambda r: self.train(f"peers-cnnlab-{r}", "lenet", "book", "--epochs",
+                                                               str(b.epochs), *self.limit_flags(True))}
+        if not self.peers_python.is_file():
+            note = (f"not measured: no peers virtualenv at {self.peers_python} "
+                    "(make one with benchmarks/setup_peers_venv.sh)")
+            for name in PEERS:
+                self.add(f"peers, lenet book: {name} images/s", None, "images/s", "", note=note)
+                self.ratio(f"peers, book LeNet recipe, images/s: cnnlab train / {name}", {}, ours, name,
+                           missing={name: note})
+                self.add(f"peers, test accuracy in the fast recipe's wall time: {name} (its best recipe)", None,
+                         "accuracy", "", note=note)
+            return
+        for name in PEERS:
+            programs[name] = lambda r, name=name: self.peer(name, f"book-{r}", "book", b.epochs, 0)
+        runs = self.round_robin(programs)
+        self.program_rows("peers, lenet book", runs, missing={})
+        for name in PEERS:
+            self.ratio(f"peers, book LeNet recipe, images/s: cnnlab train / {name}", runs, ours, name, missing={})
+        self.peers_best()
+
+    def peer(self, name: str, tag: str, recipe: str, epochs: int, seed: int,
+             env: dict[str, str] | None = None) -> Run:
+        """One peer program (``PEERS[name]``) with the peers' python; its result JSON."""
+        script = Path(PEERS[name]).stem
+        out = self.tmp / f"{script}-{tag}.json"
+        argv = [str(self.peers_python), str(BENCHMARKS / PEERS[name]), "--recipe", recipe, "--epochs", str(epochs),
+                "--seed", str(seed), "--workdir", str(self.tmp), "--source", str(self.data_dir),
+                *self.limit_flags(False), "--json-out", str(out)]
+        return self.run(f"{script}-{tag}", argv, result=out, env=env)
+
+    def peers_best(self) -> None:
+        """Per seed, ``cnnlab train`` with the fast recipe (as the fast group runs it, on 2 threads), then each
+        peer's best documented recipe (``--recipe best``, peer_common.py) for as many epochs as fit in the wall time
+        that fast run took: a 2-epoch calibration run of the peer times its first epoch and its second, and the
+        peer gets ``1 + floor((budget - first) / second)`` epochs (:func:`_epochs_within`), as a user with a time
+        budget would size a fixed schedule such as one-cycle. Rows: the mean test accuracy per program over the
+        seeds, with each run's accuracy, wall seconds, epochs and budget."""
+        b, env = self.budget, {"OMP_NUM_THREADS": "2"}
+        fast = f"cnnlab train {b.fast_model} --recipe fast"
+        done: dict[str, list[Run]] = {fast: [], **{name: [] for name in PEERS}}
+        budgets, epochs = [], {name: [] for name in PEERS}
+        flags = [*(["--epochs", str(b.fast_epochs)] if b.fast_epochs else []), *self.limit_flags(True)]
+        for seed in b.fast_seeds:
+            ours = self.train(f"peers-fast-seed{seed}", b.fast_model, "fast", "--seed", str(seed), *flags, env=env)
+            done[fast].append(ours)
+            budgets.append(ours.result["wall_s"])
+            for name in PEERS:
+                laps = self.peer(name, f"calibrate-seed{seed}", "best", 2, seed, env).result["epoch_end_s"]
+                epochs[name].append(_epochs_within(ours.result["wall_s"], laps, b.peer_max_epochs))
+                done[name].append(self.peer(name, f"best-seed{seed}", "best", epochs[name][-1], seed, env))
+        for name, runs in done.items():
+            accs, walls = [x.result["test_acc"] for x in runs], [x.result["wall_s"] for x in runs]
+            label = name if name == fast else f"{name} (its best recipe)"
+            self.add(f"peers, test accuracy in the fast recipe's wall time: {label}", statistics.fmean(accs),
+                     "accuracy", _for_any_seed(runs[0], b.fast_seeds[0]), seeds=list(b.fast_seeds), test_acc=accs,
+                     wall_s=walls, budget_s=budgets, epochs=[x.result["epochs"] for x in runs],
+                     **({"version": runs[0].result["version"]} if "version" in runs[0].result else {}))
+
 
 def _for_any_seed(run: Run, seed: int) -> str:
     """The command of a row measured over seeds, with its seed written as S."""
     return run.command.replace(f"--seed {seed}", "--seed S")
+
+
+def _epochs_within(budget_s: float, laps: list[float], cap: int | None = None) -> int:
+    """Epochs that fit in ``budget_s`` seconds, judged from a calibration run's epoch ends ``laps`` (seconds from
+    the fit's start): the first epoch as it took (it pays the warm-up), each further one as the second took; at
+    least 1, at most ``cap``."""
+    first, each = laps[0], max(laps[1] - laps[0], 1e-9)
+    epochs = max(1, 1 + int((budget_s - first) // each))
+    return min(epochs, cap) if cap else epochs
 
 
 def _float_copy_mib(size: int) -> float:
@@ -369,7 +461,8 @@ def environment(d2l_python: Path) -> dict[str, Any]:
 
 def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = DEFAULT_GROUPS,
                    data_dir: str | None = None,
-                   d2l_python: str | Path | None = None) -> list[dict[str, Any]]:
+                   d2l_python: str | Path | None = None,
+                   peers_python: str | Path | None = None) -> list[dict[str, Any]]:
     """Measure the figures of the groups in ``only``; returns the result rows (see the module docstring).
 
     Example:
@@ -388,7 +481,8 @@ def run_benchmarks(budget: Budget | None = None, *, only: tuple[str, ...] = DEFA
     # The scratch folder (data copy, run folders, logs) is removed on success and kept when a program fails,
     # so that the log the error names is still there.
     tmp = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
-    bench = Bench(budget or Budget(), source, d2l, tmp, context=environment(d2l))
+    bench = Bench(budget or Budget(), source, d2l, tmp, context=environment(d2l),
+                  peers_python=Path(peers_python).expanduser() if peers_python else PEERS_PYTHON)
     for group in GROUPS:
         if group in only:
             getattr(bench, group.replace("-", "_"))()
@@ -422,6 +516,9 @@ def _describe(d: dict[str, Any]) -> str:
     if "command_s" in d:
         parts.append(f"whole command s: {numbers(d['command_s'])}; load average at start: "
                      f"{numbers(d['load_at_start'])}")
+    if "budget_s" in d:
+        parts.append(f"wall s: {numbers(d['wall_s'])}; epochs: {', '.join(map(str, d['epochs']))}; the fast run's "
+                     f"wall s (the budget): {numbers(d['budget_s'])}")
     if "within_limit" in d:
         parts.append(f"wall s: {numbers(d['wall_s'])}; all within {d['limit_s']} s: "
                      f"{'yes' if d['within_limit'] else 'NO'}")
@@ -445,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--procs", type=int, help="processes of the data-parallel group (default 2)")
     parser.add_argument("--data-dir", help="Fashion-MNIST folder (default: $CNNLAB_DATA, then the cache)")
     parser.add_argument("--d2l-python", help="python of a d2l 1.0.3 virtualenv (default: ~/.cache/cnnlab/d2l-venv)")
+    parser.add_argument("--peers-python", help="python of the peers' virtualenv, made by "
+                        "benchmarks/setup_peers_venv.sh (default: ~/.cache/cnnlab/peers-venv)")
     return parser
 
 
@@ -461,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         if 128 % given.get("procs", 2):
             raise CnnlabError(f"--procs must divide the book's batch of 128, got {given['procs']}")
         rows = run_benchmarks(replace(budget, **given), only=tuple(args.only), data_dir=args.data_dir,
-                              d2l_python=args.d2l_python)
+                              d2l_python=args.d2l_python, peers_python=args.peers_python)
     except CnnlabError as e:
         print(f"bench.py: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, as the CLI's errors
         return 2

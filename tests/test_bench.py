@@ -120,8 +120,7 @@ def test_table_shows_values_runs_and_missing_figures():
 
 
 def test_bad_requests_are_one_line_errors(tmp_path, capsys):
-    with pytest.raises(CnnlabError,
-                       match="--only takes some of lenet, fast, cpu10, memory, gpu, data-parallel; got p9"):
+    with pytest.raises(CnnlabError, match=f"--only takes some of {', '.join(driver.GROUPS)}; got p9"):
         driver.run_benchmarks(only=("p9",))
     with pytest.raises(CnnlabError, match=f"expected the four Fashion-MNIST .gz files in {tmp_path}"):
         driver.run_benchmarks(only=("gpu",), data_dir=str(tmp_path))
@@ -142,10 +141,11 @@ def test_the_package_ships_no_benchmark_driver():
 @pytest.mark.slow
 def test_quick_bench_writes_every_figure(data_dir, tmp_path):
     out = tmp_path / "bench.json"
-    # The script as a person runs it. No d2l virtualenv on purpose: its rows must then say why they are missing
-    # instead of failing the run.
+    # The script as a person runs it. No d2l or peers virtualenv on purpose: their rows must then say why they are
+    # missing instead of failing the run (test_quick_bench_measures_the_peers runs the peers).
     done = subprocess.run([sys.executable, str(DRIVER), "--quick", "--only", *driver.GROUPS, "--out", str(out),
-                           "--data-dir", str(data_dir), "--d2l-python", str(tmp_path / "none" / "python")],
+                           "--data-dir", str(data_dir), "--d2l-python", str(tmp_path / "none" / "python"),
+                           "--peers-python", str(tmp_path / "none" / "python")],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())
@@ -165,7 +165,9 @@ def test_quick_bench_writes_every_figure(data_dir, tmp_path):
     for row in rows:
         if "d2l 1.0.3" in row["figure"]:
             assert row["value"] is None and row["detail"]["note"].startswith("not measured: no d2l 1.0.3")
-        if row["unit"] == "accuracy" and "--recipe best" not in row["figure"]:  # best's is None without CUDA
+        if row["figure"].startswith("peers"):
+            assert row["value"] is None and row["detail"]["note"].startswith("not measured: no peers virtualenv")
+        elif row["unit"] == "accuracy" and "--recipe best" not in row["figure"]:  # best's is None without CUDA
             assert 0 <= row["value"] <= 1
         if row["unit"] == "MiB":
             assert row["value"] > 50
@@ -234,3 +236,78 @@ def test_ab_train_runs_both_trees_alternately_and_reports_the_ratio(tmp_path, da
                                                                  (1, "before")]
     assert len(summary["ratios"]) == 2 and summary["median_ratio_after_before"] > 0
     assert summary["command"].startswith("cnnlab train lenet") and "(" in summary["environment"]["machine"]
+
+
+# ------------------------------------------------------------------------------------------------------------ peers
+# The peers group (issue 26): the book's LeNet recipe in PyTorch Lightning, fastai and Keras 3, run by
+# benchmarks/peer_*.py in the virtualenv benchmarks/setup_peers_venv.sh makes.
+PEERS_PYTHON, PEERS = driver.PEERS_PYTHON, driver.PEERS
+NO_PEERS_VENV = f"no peers virtualenv at {PEERS_PYTHON} (make one with bash benchmarks/setup_peers_venv.sh)"
+
+
+def test_peers_rows_without_their_virtualenv_say_not_measured(bench, tmp_path):
+    bench.peers_python = tmp_path / "none" / "python"
+    bench.peers()  # runs nothing: not even cnnlab train, whose figures the lenet group has
+    note = f"not measured: no peers virtualenv at {bench.peers_python} (make one with benchmarks/setup_peers_venv.sh)"
+    assert {(r["value"], r["detail"]["note"], r["command"]) for r in bench.rows} == {(None, note, "")}
+    assert [r["figure"] for r in bench.rows] == [figure for name in PEERS for figure in (
+        f"peers, lenet book: {name} images/s", f"peers, book LeNet recipe, images/s: cnnlab train / {name}",
+        f"peers, test accuracy in the fast recipe's wall time: {name} (its best recipe)")]
+    assert "| peers, book LeNet recipe, images/s: cnnlab train / fastai | — | x | not measured: no peers" in \
+        driver.format_table(bench.rows)
+
+
+def test_peers_get_the_epochs_that_fit_the_fast_runs_wall_time():
+    # The first epoch as the calibration run took it (warm-up included), each further one as its second did.
+    assert driver._epochs_within(35.0, [5.0, 8.0]) == 11  # 5 + 10 x 3 = 35
+    assert driver._epochs_within(34.9, [5.0, 8.0]) == 10
+    assert driver._epochs_within(3.0, [5.0, 8.0]) == 1  # never none
+    assert driver._epochs_within(35.0, [5.0, 8.0], cap=1) == 1  # the smoke budget's cap
+    assert driver._epochs_within(35.0, [5.0, 5.0]) >= 10**6  # a zero-length second epoch does not divide by zero
+
+
+def test_peers_python_is_a_driver_flag():
+    assert driver.build_parser().parse_args(["--only", "peers", "--peers-python", "p/python"]).peers_python == \
+        "p/python"
+    assert "peers" in driver.GROUPS and "peers" not in driver.DEFAULT_GROUPS  # asked for by name, as cpu10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEERS_PYTHON.is_file(), reason=NO_PEERS_VENV)
+@pytest.mark.parametrize("name", list(PEERS))
+def test_peers_program_runs_the_book_recipe(name, data_dir, tmp_path):
+    out, work = tmp_path / "peer.json", tmp_path / "w"
+    subprocess.run([str(PEERS_PYTHON), str(BENCHMARKS / PEERS[name]), "--epochs", "1", "--limit", str(QUICK.limit),
+                    "--source", str(data_dir), "--workdir", str(work), "--json-out", str(out)],
+                   check=True, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["recipe"] == "book" and result["batch_size"] == 128 and result["version"]
+    assert result["train_images"] == result["test_samples"] == QUICK.limit * 128
+    assert result["images_per_s"] > 0 and 0 <= result["test_acc"] <= 1
+    assert len(result["epoch_end_s"]) == 1 and 0 < result["epoch_end_s"][0] <= result["wall_s"]
+    assert len(list((work / "data" / "FashionMNIST" / "raw").glob("*.gz"))) == 4  # the scratch copy it read
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEERS_PYTHON.is_file(), reason=NO_PEERS_VENV)
+def test_quick_bench_measures_the_peers(data_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(DRIVER), "--quick", "--only", "peers", "--out", str(out),
+                           "--data-dir", str(data_dir), "--peers-python", str(PEERS_PYTHON)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())
+    assert all(ROW_KEYS <= set(row) for row in rows)
+    by_name = {row["figure"]: row for row in rows}
+    fast = "peers, test accuracy in the fast recipe's wall time: cnnlab train lenet-bn-relu --recipe fast"
+    assert by_name[fast]["command"].startswith("OMP_NUM_THREADS=2 cnnlab train lenet-bn-relu --recipe fast --seed S")
+    for name, script in PEERS.items():
+        ratio = by_name[f"peers, book LeNet recipe, images/s: cnnlab train / {name}"]
+        assert ratio["value"] > 0 and ratio["detail"]["ratios"] == [ratio["value"]]
+        book = by_name[f"peers, lenet book: {name} images/s"]
+        assert f"benchmarks/{script} --recipe book --epochs 1 --seed 0 " in book["command"]
+        assert book["detail"]["version"] and book["value"] > 0
+        best = by_name[f"peers, test accuracy in the fast recipe's wall time: {name} (its best recipe)"]
+        assert f"benchmarks/{script} --recipe best --epochs 1 --seed S " in best["command"]
+        assert best["detail"]["epochs"] == [1] and 0 <= best["value"] <= 1  # the smoke budget's cap: 1 epoch
+        assert best["detail"]["budget_s"] == by_name[fast]["detail"]["wall_s"]

@@ -307,3 +307,26 @@ def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, t
     assert main(["predict", str(run / "last.pt"), str(photos / "cat" / "0.png")]) == 0
     assert main(["report", str(run)]) == 0  # feature maps walk the model's stages (torchvision's flatten included)
     assert main(["export", str(run / "last.pt"), "--output", str(tmp_path / "photos.onnx")]) == 0
+
+
+def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preprocessing(torch_home):
+    """`cnnlab explore imagenet-mobilenet_v3_small`: the cached weights, the 1,000 class names and the input the
+    weights' metadata gives; the logits are torchvision's model's on the normalised input."""
+    from cnnlab.explore.model import open_model
+
+    state = _write_weights(SMALL)
+    explored = open_model(SMALL)
+    weights = imagenet.weights_enum(SMALL)
+    transform = weights.transforms()
+    assert explored.classes == tuple(weights.meta["categories"]) and explored.classes[0] == "tench"
+    assert explored.spec.size == 224 and explored.spec.channels == 3
+    assert explored.spec.mean == pytest.approx(tuple(transform.mean))
+    assert explored.spec.origin["normalisation"] == explored.spec.origin["size"] == "the weights' metadata"
+    reference = torchvision.models.get_model("mobilenet_v3_small", weights=None)
+    reference.load_state_dict(state)
+    images = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    mean, std = torch.tensor(transform.mean).view(1, 3, 1, 1), torch.tensor(transform.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = reference.eval()((images.float() / 255 - mean) / std)
+    assert torch.allclose(explored.logits(images), expected, atol=1e-4)
+    assert any(row.kind == "Conv2d" for row in explored.stages(images[0]))

@@ -367,8 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN classifier "
                        "(ONNX, torch.export, module:function) on your images (docs/explore.md)")
     p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs); or "
-                   "one model: a .onnx, .pt2 (torch.export) or cnnlab .pt file, or module:function (imports and "
-                   "calls YOUR code: a function returning an nn.Module)")
+                   "one model: a .onnx, .pt2 (torch.export) or cnnlab .pt file, an ImageNet backbone's name "
+                   "(imagenet-resnet18: its weights and class names), or module:function (imports and calls YOUR "
+                   "code: a function returning an nn.Module)")
     p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
     p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
     p.add_argument("--input-size", type=_flag_type(int), help="a model's input side when its graph does not fix "

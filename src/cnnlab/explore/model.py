@@ -31,6 +31,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import Explanation, explain
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
+from cnnlab.models.imagenet import BACKBONES
 from cnnlab.report.features import Row, first_conv, run_rows
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -306,7 +307,9 @@ class RunModel:
 
 def open_model(source: str | Path, options: Options | None = None,
                folder_classes: tuple[str, ...] = ()) -> ExploreModel:
-    """The model the user named: a cnnlab checkpoint, an ``.onnx`` file, a ``.pt2`` program or ``module:function``.
+    """The model the user named: a cnnlab checkpoint, an ``.onnx`` file, a ``.pt2`` program, ``module:function``, or
+    the name of an ImageNet backbone of the zoo (``imagenet-resnet18``: its weights from torch.hub's cache and its
+    1,000 class names).
 
     Opening a file never runs code from it (checkpoints and ``.pt2`` weights-only, ONNX parsed by ``onnx`` and run
     by onnxruntime); ``module:function`` imports and calls the code the user named, and the page says so.
@@ -318,10 +321,12 @@ def open_model(source: str | Path, options: Options | None = None,
     options = options or Options()
     text = str(source)
     path = Path(text)
-    if not path.exists() and MODULE_SPEC.match(text):
+    if not path.exists() and (MODULE_SPEC.match(text) or text in BACKBONES):
         from cnnlab.explore.torch_models import ModuleModel
 
-        return ModuleModel(text, options, folder_classes)
+        if text in BACKBONES:
+            return ModuleModel.imagenet(text, options, folder_classes)
+        return ModuleModel.from_spec(text, options, folder_classes)
     if path.is_dir():
         raise CnnlabError(f"{path} is a folder; a model is a .onnx, .pt2 or cnnlab .pt file, or module:function")
     if not path.is_file():

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_classes
+from cnnlab.models import create_model
+from cnnlab.models.imagenet import BACKBONES, INPUT_SIZE, pretrained_normalize, weights_enum, weights_file
 from cnnlab.report.features import Row, first_conv
 
 aten = torch.ops.aten
@@ -254,14 +257,31 @@ class ExportedModel(_TorchModel):
 
 
 class ModuleModel(_TorchModel):
-    """``package.module:function``: the function's ``nn.Module`` (see the module docstring)."""
+    """An ``nn.Module`` seen through forward hooks: ``module:function`` (:meth:`from_spec`) or an ImageNet backbone
+    of the zoo with its weights and class names (:meth:`imagenet`); see the module docstring."""
 
     kind = "PyTorch module"
 
-    def __init__(self, spec: str, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
-        options = options or Options()
+    def __init__(self, model: nn.Module, name: str, options: Options, folder_classes: tuple[str, ...] = (), *,
+                 stored: tuple[str, ...] | None = None, note: str = ""):
+        self.name = name
+        self.model = model.eval()
+        for m in self.model.modules():  # an in-place activation would overwrite the output recorded before it
+            if getattr(m, "inplace", False) is True:
+                m.inplace = False
+        names = {id(m): n for n, m in self.model.named_modules()}
+        self._leaves = [(names[id(m)], m) for m in self.model.modules() if not list(m.children())]
+        conv = first_conv(self.model)
+        self.spec = _spec(options, None, None if conv is None else int(conv.weight.shape[1]), name)
+        count = self._check_classifier(name)
+        self.classes, where = resolve_classes(options.classes, stored, count, folder_classes)
+        self.notes = (f"{note} Class names: {where}.",)
+
+    @classmethod
+    def from_spec(cls, spec: str, options: Options | None = None,
+                  folder_classes: tuple[str, ...] = ()) -> ModuleModel:
+        """``package.module:function``: import the module, call the function, explore the module it returns."""
         module_name, _, function = spec.partition(":")
-        self.name = spec
         if os.getcwd() not in sys.path:  # as `python -m` does: a module beside the user's working folder
             sys.path.insert(0, os.getcwd())
         try:
@@ -275,18 +295,32 @@ class ModuleModel(_TorchModel):
         model = build()
         if not isinstance(model, nn.Module):
             raise CnnlabError(f"{spec}() returned a {type(model).__name__}, expected an nn.Module")
-        self.model = model.eval()
-        for m in self.model.modules():  # an in-place activation would overwrite the output recorded before it
-            if getattr(m, "inplace", False) is True:
-                m.inplace = False
-        names = {id(m): n for n, m in self.model.named_modules()}
-        self._leaves = [(names[id(m)], m) for m in self.model.modules() if not list(m.children())]
-        conv = first_conv(self.model)
-        self.spec = _spec(options, None, None if conv is None else int(conv.weight.shape[1]), spec)
-        count = self._check_classifier(spec)
-        self.classes, where = resolve_classes(options.classes, None, count, folder_classes)
-        self.notes = (f"Imported {module_name} and called {function}() because you named it: this is the one way "
-                      f"the explorer runs code of yours. Class names: {where}.",)
+        return cls(model, spec, options or Options(), folder_classes,
+                   note=f"Imported {module_name} and called {function}() because you named it: this is the one way "
+                        "the explorer runs code of yours.")
+
+    @classmethod
+    def imagenet(cls, name: str, options: Options | None = None,
+                 folder_classes: tuple[str, ...] = ()) -> ModuleModel:
+        """An ImageNet backbone of the zoo (``imagenet-resnet18``) with its weights from torch.hub's cache, at the
+        input size, normalisation and 1,000 class names of the weights' own metadata (flags override the first
+        two)."""
+        weights = weights_enum(name)
+        model = create_model(name, num_classes=len(weights.meta["categories"]), in_channels=3, pretrained=True)
+        mean, std = pretrained_normalize(name, 3)
+        given = options or Options()
+        options = replace(given, input_size=given.input_size or INPUT_SIZE, mean=given.mean or tuple(mean),
+                          std=given.std or tuple(std))
+        explored = cls(model, name, options, folder_classes, stored=tuple(weights.meta["categories"]),
+                       note=f"torchvision's {BACKBONES[name].builder} with its {BACKBONES[name].weights} weights "
+                            f"(read weights-only from {weights_file(name)}).")
+        origin = dict(explored.spec.origin)
+        if given.input_size is None:
+            origin["size"] = "the weights' metadata"
+        if given.mean is None and given.std is None:
+            origin["normalisation"] = "the weights' metadata"
+        explored.spec = replace(explored.spec, origin=origin)
+        return explored
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

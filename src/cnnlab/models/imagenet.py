@@ -138,9 +138,12 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
 
 
 def replace_head(model: nn.Module, num_classes: int) -> None:
-    """A fresh classifier layer: the model's last ``nn.Linear`` with ``num_classes`` outputs (torch's init)."""
+    """A fresh classifier layer: the model's last ``nn.Linear`` with ``num_classes`` outputs (torch's init); the
+    ImageNet head itself stays where ``num_classes`` is its 1,000 (the explorer shows the backbone as trained)."""
     path = _modules_named(model, nn.Linear)[-1]
     old = model.get_submodule(path)
+    if old.out_features == num_classes:
+        return
     _replace(model, path, nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype))
 
 
