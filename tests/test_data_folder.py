@@ -287,7 +287,7 @@ def test_bad_file_is_named_or_skipped_with_a_count(tmp_path, home, damage):
         bad.write_bytes(b"")
     before = listing(tmp_path / "set")
     message = one_line(lambda: load_dataset(f"folder:{tmp_path / 'set'}"))
-    assert str(bad) in message and "skip_bad=True" in message
+    assert str(bad) in message and "skip_bad=True" in message and "pass --skip-bad-images" in message
     data = load_dataset(f"folder:{tmp_path / 'set'}", skip_bad=True)
     assert len(data.train_labels) + len(data.test_labels) == 12 and "skipped 1 unreadable file(s)" in data.description
     assert listing(tmp_path / "set") == before

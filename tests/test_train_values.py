@@ -331,3 +331,37 @@ def test_lr_find_and_train_build_the_same_input_size_and_preprocessing(colours, 
     trainer = build_trainer(make_config("lenet", **settings), quiet=True)
     assert found.input_size == trainer.parts.input_size == 32
     assert found.normalize == trainer.parts.normalize == [list(colours.mean), list(colours.std)]
+
+
+def test_init_from_other_classes_of_the_same_count_starts_a_fresh_head(tmp_path, monkeypatch):
+    """A 3-class checkpoint into another 3-class dataset: the body comes along, the output layer does not (it
+    meant other classes), and the note says so."""
+    data = colour_dataset()
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src", epochs=1))
+    other = colour_dataset(name="other")
+    other = ImageDataset("other", other.train_images, other.train_labels, other.test_images, other.test_labels,
+                         ("cyan", "magenta", "yellow"), other.mean, other.std, True)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: other)
+    source = load_checkpoint(tmp_path / "src" / "last.pt")["model"]
+    run = build_run(make_config("lenet-relu", **quick(None, dataset="other", init_from=str(tmp_path / "src" /
+                                                                                          "last.pt"))))
+    state = run.model.state_dict()
+    assert torch.equal(state["features.0.weight"], source["features.0.weight"])
+    assert not torch.equal(state["classifier.5.weight"], source["classifier.5.weight"])  # a fresh head
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
+    same = build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "src" / "last.pt"))))
+    assert torch.equal(same.model.state_dict()["classifier.5.weight"], source["classifier.5.weight"])
+
+
+def test_a_dataset_of_one_class_is_refused_before_training(tmp_path, monkeypatch):
+    data = colour_dataset()
+    keep, held = data.train_labels == 0, data.test_labels == 0
+    one = ImageDataset("one", data.train_images[keep], data.train_labels[keep], data.test_images[held],
+                       data.test_labels[held], ("red",), data.mean, data.std, True)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: one)
+    with pytest.raises(CnnlabError, match=r"^one has 1 class \(red\); a classifier needs at least 2"):
+        build_trainer(make_config("lenet-relu", **quick(tmp_path / "r")), quiet=True)
+    with pytest.raises(CnnlabError, match="a classifier needs at least 2"):
+        lr_find("lenet-relu", steps=12, dataset="one")
+    assert not (tmp_path / "r").exists()  # refused before the run folder was made

@@ -58,6 +58,9 @@ class _File:
     label: int
 
 
+# How to get past an undecodable file, in the one line that names it.
+SKIP_HINT = "pass --skip-bad-images (skip_bad=True in Python) to skip such files"
+
 def load_folder(path: Path, *, image_size: int | None = None, channels: int | None = None, skip_bad: bool = False,
                 **_options) -> ImageDataset:
     """Load ``folder:PATH`` (see the module docstring for layouts, decoding and the cache)."""
@@ -248,7 +251,7 @@ def _survey(files: list[_File], skip_bad: bool) -> tuple[list[_File], list[int],
             kept.append(f)
         except _BadImage as e:
             if not skip_bad:
-                raise DataError(f"{e} (load with skip_bad=True to skip such files)") from None
+                raise DataError(f"{e} ({SKIP_HINT})") from None
             skipped += 1
     return kept, sides, grey, skipped
 
@@ -275,7 +278,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
                     array[at:at + item] = _decode(f.path, size, chans).reshape(-1)
                 except _BadImage as e:
                     if not skip_bad:
-                        raise DataError(f"{e} (load with skip_bad=True to skip such files)") from None
+                        raise DataError(f"{e} ({SKIP_HINT})") from None
                     skipped += 1
                     continue
                 labels[split].append(f.label)

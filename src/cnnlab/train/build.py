@@ -148,6 +148,9 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
         dataset = inference.dataset_of(vars(config)) if dist.local_rank == 0 else None
         barrier(dist)
         dataset = dataset or inference.dataset_of(vars(config))
+    if dataset.num_classes < 2:  # one class: every prediction is right and nothing is learnt
+        raise CnnlabError(f"{dataset.name} has {dataset.num_classes} class ({', '.join(dataset.classes)}); a "
+                          "classifier needs at least 2 (a folder dataset: one subfolder per class)")
     input_size = config.resize or default_input_size(config.model, dataset)
     if not config.resize or dataset.channels != (config.channels or 1):  # not checked above for these channels
         check_input_size(config.model, input_size, dataset.channels)
@@ -200,7 +203,7 @@ def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool,
     if config.init == "xavier" and not pretrained:  # pretrained: only the new head is fresh (torch's init)
         model.apply(init_cnn)
     if config.init_from and fine_tune:
-        line = init_from(model, config.init_from)
+        line = init_from(model, config.init_from, dataset.classes)
         if line and note:
             print(line, flush=True)
     if frozen:

@@ -16,6 +16,7 @@ run resumed at any step freezes exactly what the uninterrupted run froze.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -24,8 +25,11 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs.checkpoint import load_checkpoint
 
 
-def init_from(model: nn.Module, path: str | Path) -> str:
+def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None) -> str:
     """Copy the fitting weights of checkpoint ``path`` into ``model``; returns one line saying what was kept.
+
+    The output layer is copied only when it means the same classes: with ``classes`` (the new run's) differing from
+    the checkpoint's, it starts fresh even where the counts match (a 10-class digits head is no Fashion-MNIST head).
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
@@ -36,8 +40,11 @@ def init_from(model: nn.Module, path: str | Path) -> str:
         raise CnnlabError(f"--init-from {path}: the checkpoint holds no model weights")
     own = model.state_dict()
     fitting = {k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    fresh = [k for k in own if k not in fitting]
     head = {name for name, m in model.named_modules() if m is last_layer(model)}
+    saved = (ckpt.get("dataset") or {}).get("classes")
+    if classes is not None and saved is not None and list(saved) != list(classes):
+        fitting = {k: v for k, v in fitting.items() if k.rsplit(".", 1)[0] not in head}
+    fresh = [k for k in own if k not in fitting]
     body = [k for k in fresh if k.rsplit(".", 1)[0] not in head]
     if body:  # only the output layer may start afresh: anything else means another model or other input channels
         raise CnnlabError(f"--init-from {path}: its weights (model {ckpt.get('model_name')!r}, "
