@@ -1,7 +1,8 @@
 """How long `cnnlab explore` takes to answer for one input: predictions + feature maps (and with Grad-CAM).
 
-Times :func:`cnnlab.explore.probe.analyze` on one Fashion-MNIST-sized image (uint8 1 x 28 x 28) for the book's
-LeNet at 28 px and ResNet-18 at 96 px (the book's resize), in-process (no HTTP), after warm-up; weights are random
+Times :func:`cnnlab.explore.model.analyze_image` of a :class:`~cnnlab.explore.model.RunModel` (the runs page's
+answer) on one Fashion-MNIST-sized image (uint8 1 x 28 x 28) for the book's LeNet at 28 px and ResNet-18 at 96 px
+(the book's resize), in-process (no HTTP), after warm-up; weights are random
 (the time does not depend on them). Reports the median and the spread of ``--repeats`` calls, in round-robin so a
 load spike on a shared machine hits every case.
 
@@ -24,7 +25,8 @@ from pathlib import Path
 import torch
 
 from cnnlab.data import CLASSES
-from cnnlab.explore.probe import analyze
+from cnnlab.explore.model import RunModel, analyze_image
+from cnnlab.explore.probe import map_rows
 from cnnlab.inference import load_trained
 from cnnlab.models import create_model
 from cnnlab.runs.checkpoint import save_checkpoint
@@ -42,7 +44,15 @@ def trained(name: str, input_size: int, folder: Path):
     save_checkpoint({"model_name": name, "num_classes": 10, "in_channels": 1, "input_size": input_size,
                      "normalize": None, "ops": "torch", "config": {"model": name}, "dataset": data,
                      "model": model.state_dict(), "epoch": 0, "step": 0, "history": []}, path)
-    return load_trained(path)
+    return RunModel(load_trained(path))
+
+
+def answer(model: RunModel, image: torch.Tensor, explain: bool) -> None:
+    """What the runs page computes for one input: the whole answer, or only the predictions and feature maps."""
+    if explain:
+        analyze_image(model, image)
+    else:
+        map_rows(model.stages(image))
 
 
 def other_kinds(folder: Path):
@@ -112,11 +122,11 @@ def main() -> None:
     variants = [(name, explain) for name, _ in CASES for explain in (False, True)]
     times: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
     for v in variants:  # warm-up: first-call allocations and oneDNN kernel selection
-        analyze(models[v[0]], image, with_explanation=v[1])
+        answer(models[v[0]], image, v[1])
     for _ in range(args.repeats):
         for name, explain in variants:
             start = time.perf_counter()
-            analyze(models[name], image, with_explanation=explain)
+            answer(models[name], image, explain)
             times[(name, explain)].append(time.perf_counter() - start)
     env = environment(torch.device("cpu"))
     print(f"torch {env['torch']}, {env['torch_threads']} thread(s), {env['platform']}, commit {env['git_commit']}")

@@ -223,6 +223,19 @@ def test_a_corrupt_run_is_an_error_and_the_rest_still_works(server):
 # ------------------------------------------------------------------------------------------- one input
 
 
+def test_the_runs_page_and_the_one_model_page_answer_alike_for_a_run(server, explore_root):
+    """One path for every kind: the runs page's answer for a test image is the one-model page's for the same
+    checkpoint and image (cnnlab.explore.model.analyze_image of a RunModel), byte for byte."""
+    from cnnlab.data import load_fashion_mnist
+    from cnnlab.explore.model import analyze_image, open_model
+
+    status, r = request(server, "GET", "/api/analyze?run=lenet&index=7")
+    assert status == 200
+    direct = analyze_image(open_model(explore_root / "lenet" / "last.pt"), load_fashion_mnist().test_images[7][None])
+    assert {k: r[k] for k in direct} == json.loads(json.dumps(direct))
+    assert r["explanation"]["method"] == "grad-cam"
+
+
 def test_a_test_image_gets_the_library_s_predictions_maps_and_gradcam(server, explore_root):
     from cnnlab.data import load_fashion_mnist
     from cnnlab.inference import load_trained

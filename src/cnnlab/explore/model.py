@@ -92,6 +92,7 @@ class ExploreModel(Protocol):
     classes: tuple[str, ...]
     spec: InputSpec
     notes: tuple[str, ...]
+    tta: bool  # its probabilities average the image and its mirror (a cnnlab run trained so); others: False
 
     def logits(self, images: torch.Tensor) -> torch.Tensor: ...
 
@@ -225,12 +226,15 @@ def gradient_pngs(explanation: Explanation, image: torch.Tensor, classes) -> dic
 def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER_ROW) -> dict[str, Any]:
     """Predictions, feature maps of every stage and the attribution of one uint8 ``C x S x S`` image.
 
-    The same JSON for every kind of model: ``{"input", "top", "rows", "explanation"}`` as
-    :func:`cnnlab.explore.probe.analyze` gives for a run, with ``explanation["method"]`` ``"grad-cam"`` or
-    ``"occlusion"``.
+    The same JSON for every kind of model, the runs page's and the one-model page's: ``{"input", "top": [{"class",
+    "index", "probability"}], "rows": [{"name", "kind", "shape", "maps": [{"channel", "png"}]}], "explanation"}``,
+    with ``explanation["method"]`` ``"grad-cam"`` or ``"occlusion"`` (None where no stage is spatial).
     """
     rows = model.stages(image)
-    probs = rows[-1].output.float().softmax(1)[0] if rows else model.logits(image[None]).softmax(1)[0]
+    if model.tta or not rows:
+        probs = model.logits(image[None]).float().softmax(1)[0]
+    else:
+        probs = rows[-1].output.float().softmax(1)[0]
     target = int(probs.argmax())
     try:
         explanation = model.attribution(image, target)
@@ -263,21 +267,27 @@ class RunModel:
 
     kind = "cnnlab run"
 
-    def __init__(self, path: str | Path, options: Options | None = None):
+    def __init__(self, trained, classes: tuple[str, ...] | None = None):
+        self.trained = trained
+        meta = trained.meta
+        self.tta = meta.tta  # the probabilities are the run's own, flip-TTA included, as `cnnlab predict` prints
+        self.name = f"{meta.model_name} ({trained.path.name})"
+        self.classes, _ = resolve_classes(classes, meta.classes, meta.num_classes)
+        self.spec = InputSpec(meta.channels, meta.image_size, "NCHW", meta.mean, meta.std,
+                              {"everything": "checkpoint"})
+        self.notes = (f"Images are read at the dataset's side ({meta.image_size} px) and the run's preprocessing "
+                      f"resizes them to {meta.input_size} px.",) if meta.input_size != meta.image_size else ()
+
+    @classmethod
+    def open(cls, path: str | Path, options: Options | None = None) -> RunModel:
+        """The checkpoint at ``path`` (the flags for models from elsewhere are refused: it records its own)."""
         from cnnlab.explore.trained import load_trained
 
         options = options or Options()
         if options.input_size or options.mean or options.std or options.layout:
             raise CnnlabError("--input-size, --mean, --std and --layout are for models from elsewhere; a cnnlab "
                               "checkpoint records its own")
-        self.trained = load_trained(path)
-        meta = self.trained.meta
-        self.name = f"{meta.model_name} ({Path(path).name})"
-        self.classes, _ = resolve_classes(options.classes, meta.classes, meta.num_classes)
-        self.spec = InputSpec(meta.channels, meta.image_size, "NCHW", meta.mean, meta.std,
-                              {"everything": "checkpoint"})
-        self.notes = (f"Images are read at the dataset's side ({meta.image_size} px) and the run's preprocessing "
-                      f"resizes them to {meta.input_size} px.",) if meta.input_size != meta.image_size else ()
+        return cls(load_trained(path), options.classes)
 
     def _x(self, image: torch.Tensor) -> torch.Tensor:
         return self.trained.preprocess(image[None].float() / 255)
@@ -341,7 +351,7 @@ def open_model(source: str | Path, options: Options | None = None,
 
         return ExportedModel(path, options, folder_classes)
     if suffix in (".pt", ".pth", ".ckpt"):
-        return RunModel(path, options)
+        return RunModel.open(path, options)
     raise CnnlabError(f"{path} is not a model this explorer opens: expected .onnx, .pt2 (torch.export) or a cnnlab "
                       f"checkpoint (.pt), or module:function; got a {suffix or 'file without extension'}")
 

@@ -64,6 +64,7 @@ class OnnxModel:
     """An ONNX image classifier (see the module docstring)."""
 
     kind = "ONNX"
+    tta = False
 
     def __init__(self, path: str | Path, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
         try:

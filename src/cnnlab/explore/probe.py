@@ -1,9 +1,7 @@
-"""One input through one trained network: top classes, every stage's feature maps, Grad-CAM and saliency.
+"""The pictures and tables of one input's answer, as both explorer pages show them: the top classes, each stage's
+feature maps (the channels of largest spatial variance), Grad-CAM over the image and the saliency map.
 
-The page's "one run, one input" panel is the JSON of :func:`analyze`. The input goes through the run's own
-preprocessing (``Trained.preprocess``) and then the model's stages one by one
-(:func:`cnnlab.report.features.run_rows`): their outputs are the feature maps and the last one the logits, which
-equal ``Trained.logits`` (the tests check it); a run evaluated with flip-TTA takes ``Trained.logits`` itself.
+:func:`cnnlab.explore.model.analyze_image` puts them together for any model, a cnnlab run included.
 """
 
 from __future__ import annotations
@@ -12,47 +10,10 @@ from typing import Any
 
 import torch
 
-from cnnlab.explore.gradcam import explain
-from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
-from cnnlab.report.features import run_rows
+from cnnlab.explore.images import colour, overlay, png_url, to_unit
 
 MAPS_PER_ROW = 8
 TOP = 5
-
-
-def analyze(trained, image: torch.Tensor, maps: int = MAPS_PER_ROW, with_explanation: bool = True) -> dict[str, Any]:
-    """Predictions, feature maps and (optionally) Grad-CAM/saliency of one uint8 ``C x H x W`` image.
-
-    One forward pass through the model's stages gives the feature maps and the logits (and, with the explanation,
-    one backward pass its gradients); under flip-TTA the probabilities come from ``Trained.logits`` instead, so
-    they are always the ones ``cnnlab predict`` prints.
-
-    Returns:
-        ``{"input": PNG URL, "top": [{"class", "index", "probability"}], "rows": [{"name", "kind", "shape",
-        "maps": [{"channel", "png"}]}], "explanation": {...} | None}``. Each row shows its ``maps`` channels
-        of largest spatial variance for this input (the most selective responses), each on its own range.
-    """
-    meta = trained.meta
-    x = trained.preprocess(image[None].float() / 255)
-    explanation = None
-    if with_explanation:
-        try:
-            explanation = explain(trained.model, x)
-        except ValueError:  # no spatial stage to explain
-            explanation = None
-    if explanation is not None:
-        rows = explanation.rows
-    else:
-        with torch.no_grad():
-            rows = run_rows(trained.model, x)
-    logits = trained.logits(image[None]) if meta.tta else rows[-1].output
-    probs = logits.float().softmax(1)[0]
-    return {
-        "input": png_url(image_array(image)),
-        "top": top_classes(probs, meta.classes),
-        "rows": map_rows(rows, maps),
-        "explanation": None if explanation is None else explanation_pngs(explanation, image, meta.classes),
-    }
 
 
 def top_classes(probs: torch.Tensor, classes) -> list[dict[str, Any]]:

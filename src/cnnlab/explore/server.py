@@ -40,8 +40,8 @@ from starlette.staticfiles import StaticFiles
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import opsview, runs
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, image_array, png_url
+from cnnlab.explore.model import RunModel, analyze_image, model_card
 from cnnlab.explore.model_card import learned_kernels, model_info
-from cnnlab.explore.probe import analyze
 from cnnlab.explore.session import Session
 from cnnlab.runs import read_metrics
 
@@ -143,14 +143,14 @@ def create_app(root: str | Path) -> Starlette:
 
     def _analyze_test(name: str, index: int) -> dict[str, Any]:
         loaded, image, label = session.test_image(name, index)
-        result = analyze(loaded.trained, image)
+        result = analyze_image(RunModel(loaded.trained), image)
         return {**result, "source": f"test image #{index}", "label": loaded.trained.meta.classes[label]}
 
     def _analyze_upload(name: str, data: bytes, invert: bool) -> dict[str, Any]:
         loaded = session.model(name)
         meta = loaded.trained.meta
         image = decode_upload(data, meta.channels, meta.image_size, invert=invert)
-        return {**analyze(loaded.trained, image), "source": "your image", "label": None}
+        return {**analyze_image(RunModel(loaded.trained), image), "source": "your image", "label": None}
 
     async def api_analyze(request: Request) -> Response:
         name = _run(request)
@@ -244,8 +244,6 @@ def create_model_app(model, images=None) -> Starlette:
     ``/api/analyze?image=I`` and ``POST /api/analyze`` (an upload, the raw file as body). The routes never ask
     which kind of model it is.
     """
-    from cnnlab.explore.model import analyze_image, model_card
-
     spec = model.spec
     cache: dict[str, Any] = {}
     lock = threading.Lock()

@@ -85,6 +85,7 @@ class _TorchModel:
 
     spec: InputSpec
     classes: tuple[str, ...]
+    tta = False
 
     def _stage_pass(self, x: torch.Tensor) -> list[Row]:
         raise NotImplementedError
