@@ -51,6 +51,7 @@ def _cli_flags(overrides: dict) -> list[str]:
     ("batch_size=choice:64,128,256", Param("batch_size", "choice", choices=(64, 128, 256))),
     ("optimizer=choice:sgd,adamw", Param("optimizer", "choice", choices=("sgd", "adamw"))),
     ("augment=choice:true,false", Param("augment", "choice", choices=(True, False))),
+    ("augment=choice:none,trivial,randaugment", Param("augment", "choice", choices=("none", "trivial", "randaugment"))),
     ("weight_decay=choice:0,5e-4", Param("weight_decay", "choice", choices=(0.0, 5e-4))),
 ])
 def test_param_kinds(text, expected):

@@ -14,7 +14,7 @@ from typing import Any
 
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
-from cnnlab.train.config import field_types, make_config
+from cnnlab.train.config import AUGMENTS, field_types, make_config
 
 KINDS = ("loguniform", "uniform", "int", "intlog", "choice")
 PRUNERS = ("median", "hyperband", "none")
@@ -31,6 +31,8 @@ def _convert(name: str, kind: type, text: str) -> Any:
             return True
         if lowered in ("false", "no", "0", "off"):
             return False
+        if name == "augment" and text.strip() in AUGMENTS:  # the old switch, or a preset's name
+            return text.strip()
         raise ValueError(f"expected true or false for {name}, got {text!r}")
     return kind(text)
 
