@@ -239,7 +239,7 @@ def test_ab_train_runs_both_trees_alternately_and_reports_the_ratio(tmp_path, da
 
 
 # ------------------------------------------------------------------------------------------------------------ peers
-# The peers group (issue 26): the book's LeNet recipe in PyTorch Lightning, fastai and Keras 3, run by
+# The peers group: the book's LeNet recipe in PyTorch Lightning, fastai and Keras 3, run by
 # benchmarks/peer_*.py in the virtualenv benchmarks/setup_peers_venv.sh makes.
 PEERS_PYTHON, PEERS = driver.PEERS_PYTHON, driver.PEERS
 NO_PEERS_VENV = f"no peers virtualenv at {PEERS_PYTHON} (make one with bash benchmarks/setup_peers_venv.sh)"

@@ -166,7 +166,7 @@ def test_resume_of_a_folder_without_last_pt(tmp_path, capsys):
     assert_one_line(*run(["train", "--resume", str(tmp_path / "nope")], capsys), "does not exist")
 
 
-# ------------------------------------------------------------------- output files (issue 27: exit 1 before)
+# ------------------------------------ output files (each was an internal error, exit 1, before the one-line check)
 # A path under a regular file (its folder cannot exist) and /proc (no file can be made there) are unwritable for
 # root as well; a chmod'ed folder is not, so that case is skipped as root.
 @pytest.fixture

@@ -71,6 +71,18 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(message.split())}, status_code=status)
 
 
+async def _not_found(request: Request, exc) -> Response:
+    return _error(404, "not found")
+
+
+async def _server_error(request: Request, exc) -> Response:
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+
+# Both apps answer an unknown path or an unexpected failure in JSON, as every route does.
+ERROR_HANDLERS = {404: _not_found, 500: _server_error}
+
+
 def _guarded(fn):
     """Turn the library's one-line errors into JSON responses (404 for names that are not there)."""
 
@@ -201,12 +213,6 @@ def create_app(root: str | Path) -> Starlette:
                 raise
             raise CnnlabError(f"expected integer settings, got {e}") from None
 
-    async def not_found(request: Request, exc) -> Response:
-        return _error(404, "not found")
-
-    async def server_error(request: Request, exc) -> Response:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}"[:300])
-
     routes = [
         Route("/", index),
         Route("/api/runs", _guarded(api_runs)),
@@ -219,7 +225,7 @@ def create_app(root: str | Path) -> Starlette:
         Route("/api/ops", _guarded(api_ops)),
         Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 500: server_error})
+    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
 
 
 async def _read_upload(request: Request) -> bytes | Response:
@@ -286,12 +292,6 @@ def create_model_app(model, images=None) -> Starlette:
         invert = request.query_params.get("invert", "0") in ("1", "true", "on")
         return JSONResponse(await run_in_threadpool(_analyze_upload, body, invert))
 
-    async def not_found(request: Request, exc) -> Response:
-        return _error(404, "not found")
-
-    async def server_error(request: Request, exc) -> Response:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}"[:300])
-
     routes = [
         Route("/", index),
         Route("/api/model", _guarded(api_model)),
@@ -299,7 +299,7 @@ def create_model_app(model, images=None) -> Starlette:
         Route("/api/analyze", _guarded(api_analyze), methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 500: server_error})
+    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
 
 
 def image_list(images) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
         steps_per_epoch=steps_per_epoch, autocast=dict(device_type=device.type, dtype=torch.bfloat16,
                                                        enabled=config.amp),
         tta=config.tta and dataset.flip,  # flip-TTA only where a mirror keeps the class (never digits)
-        epoch_metrics=EpochMetrics(device), class_weights=_loss_weights(config, dataset, loaders["train_loader"]))
+        epoch_metrics=EpochMetrics(device))
     if resume_state is not None:
         _restore(parts, resume_state, str(source), quiet)
     return parts
@@ -212,9 +212,9 @@ def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool,
 
 
 def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess, device: torch.device,
-             dist: DistEnv) -> dict[str, DeviceLoader | None]:
-    """The training loader and the evaluation ones: uint8 on the device once, resized, normalised and augmented
-    per batch (docs/design.md, "Data")."""
+             dist: DistEnv) -> dict[str, Any]:
+    """The training loader and the evaluation ones, uint8 on the device once, resized, normalised and augmented per
+    batch (docs/design.md, "Data"); and the training loss's class weights under ``--balance loss`` (else None)."""
     shard = dict(device=device, rank=dist.rank, world_size=dist.world_size)
     train_idx = None
     if config.val_split is not None:  # held out of the training set: tuning never looks at the test set
@@ -222,8 +222,10 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
         val = (dataset.train_images, dataset.train_labels, val_idx)  # index views: no copy of the images
     else:  # the book validates on the test set (d2l 7.6)
         val = (dataset.test_images, dataset.test_labels, None)
+    class_weights = None
     if config.balance != "none":  # a class without training images has no weight: refused by name, up front
-        balanced_class_weights(_train_labels(dataset, train_idx), dataset.num_classes, dataset.classes)
+        labels = dataset.train_labels if train_idx is None else dataset.train_labels[train_idx]
+        class_weights = balanced_class_weights(labels, dataset.num_classes, dataset.classes)
     train = DeviceLoader(dataset.train_images, dataset.train_labels, config.batch_size, shuffle=True,
                          preprocess=preprocess, augment=config.augment, flip=dataset.flip, seed=config.seed,
                          limit_batches=config.limit_train_batches, indices=train_idx, mixup=config.mixup,
@@ -232,21 +234,11 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
     val_loader, val_rest = _eval_loaders(config, preprocess, dist, *val, shard)
     test_loader, test_rest = (_eval_loaders(config, preprocess, dist, dataset.test_images, dataset.test_labels,
                                             None, shard) if config.val_split is not None else (None, None))
+    # --balance loss: scikit-learn's "balanced" weights of the training split weigh the training loss (the
+    # validation loss stays unweighted, comparable between runs).
+    loss_weights = class_weights.float().to(device) if config.balance == "loss" else None
     return dict(train_loader=train, val_loader=val_loader, val_rest=val_rest, test_loader=test_loader,
-                test_rest=test_rest)
-
-
-def _train_labels(dataset: ImageDataset, indices: torch.Tensor | None) -> torch.Tensor:
-    return dataset.train_labels if indices is None else dataset.train_labels[indices]
-
-
-def _loss_weights(config: TrainConfig, dataset: ImageDataset, train: DeviceLoader) -> torch.Tensor | None:
-    """``--balance loss``: scikit-learn's "balanced" class weights of the training split, for the training loss
-    (the validation loss stays unweighted, comparable between runs)."""
-    if config.balance != "loss":
-        return None
-    weights = balanced_class_weights(_train_labels(dataset, train.indices), dataset.num_classes, dataset.classes)
-    return weights.float().to(train.device)
+                test_rest=test_rest, class_weights=loss_weights)
 
 
 def _eval_loaders(config: TrainConfig, preprocess: Preprocess, dist: DistEnv, images: torch.Tensor,
