@@ -18,8 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# On a CPU other processes keep busy, torch's OpenMP threads spin while they wait for each other and a run takes
+# several times longer (README, "Development"). The library only advises (it never changes a process's thread
+# count); `make train` follows that advice, cnnlab.device.advised_threads, unless OMP_NUM_THREADS is set already.
+ADVISED_THREADS = $(PY) -c "from cnnlab.device import advised_threads; print(advised_threads() or '')"
+
 train: setup
-	$(VENV)/bin/cnnlab train lenet
+	@threads="$${OMP_NUM_THREADS:-$$($(ADVISED_THREADS))}"; \
+	echo "$${threads:+OMP_NUM_THREADS=$$threads }$(VENV)/bin/cnnlab train lenet"; \
+	env $${threads:+OMP_NUM_THREADS=$$threads} $(VENV)/bin/cnnlab train lenet
 
 test: setup
 	$(PY) -m pytest

@@ -37,15 +37,15 @@ def extract(commit: str, into: Path) -> Path:
     return into / "src"
 
 
-def train_once(src: Path | None, argv: list[str], out: Path) -> dict:
-    """One ``python -m cnnlab train ARGV --out OUT`` with ``src`` first on PYTHONPATH (None: this checkout)."""
-    env = dict(os.environ)
+def train_once(src: Path | None, argv: list[str], out: Path, env: dict[str, str] | None = None) -> dict:
+    """One ``python -m cnnlab train ARGV --out OUT`` with ``src`` first on PYTHONPATH (None: this checkout), with
+    ``env`` added to the environment; returns its result.json."""
+    env = {**os.environ, **(env or {})}
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "cnnlab", "train", *argv, "--out", str(out), "--quiet", "--no-report"]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    result = json.loads((out / "result.json").read_text())
-    return {k: result[k] for k in ("images_per_s", "wall_s", "test_acc", "epochs")}
+    return json.loads((out / "result.json").read_text())
 
 
 def main() -> None:
@@ -64,7 +64,9 @@ def main() -> None:
         for r in range(args.rounds):
             sides = [("before", before_src), ("after", None)]
             for side, src in sides if r % 2 == 0 else sides[::-1]:
-                row = {"round": r, "side": side, **train_once(src, argv, Path(tmp) / f"{side}-{r}")}
+                result = train_once(src, argv, Path(tmp) / f"{side}-{r}")
+                row = {"round": r, "side": side,
+                       **{k: result[k] for k in ("images_per_s", "wall_s", "test_acc", "epochs")}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     speed = {s: [x["images_per_s"] for x in rows if x["side"] == s] for s in ("before", "after")}

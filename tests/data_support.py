@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz")
@@ -130,6 +131,22 @@ def serve(folder: Path) -> Iterator[tuple[str, list[str]]]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def rng_image(seed: int, size: tuple[int, int], mode: str) -> Image.Image:
+    """A random image of ``size`` (width, height) in mode L, RGB or RGBA."""
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    array = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    return Image.fromarray(array[..., 0] if channels == 1 else array, mode)
+
+
+def write_classes(root: Path, counts: dict[str, int], size=(12, 12), mode="L", ext="png", seed=0) -> None:
+    """A folder dataset: ``root/<class>/NNN.<ext>``, ``counts[class]`` random images each."""
+    for c, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            rng_image(seed + 100 * c + i, size, mode).save(root / name / f"{i:03d}.{ext}")
 
 
 def listing(folder: Path) -> list[tuple[str, int, int]]:

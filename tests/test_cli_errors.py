@@ -6,16 +6,23 @@ failure (a bug, memory or disk running out) is one ``internal error`` line with 
 Most cases run ``cli.main`` in-process (cheap); a few run the real executable to see its whole stderr.
 """
 
+import dataclasses
+import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+import cnnlab.device
+import cnnlab.train
 import report_fixtures
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
+from cnnlab.train import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,6 +173,64 @@ def test_resume_of_a_folder_without_last_pt(tmp_path, capsys):
     assert_one_line(*run(["train", "--resume", str(tmp_path / "nope")], capsys), "does not exist")
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_started_again_not_resumed(tmp_path, capsys, monkeypatch):
+    """What `kill -9` in the first epoch leaves (RunFolder's config.json and tb/, no last.pt): the report's line
+    advised `cnnlab train --resume`, which then failed for want of last.pt without saying why."""
+    run_dir = tmp_path / "run"
+    (run_dir / "tb").mkdir(parents=True)
+    config = make_config("lenet", "fast", epochs=3, seed=7, out=str(run_dir))
+    (run_dir / "config.json").write_text(json.dumps({"config": dataclasses.asdict(config), "world_size": 1}))
+    restart = shlex.join(["cnnlab", "train", "--config", str(run_dir / "config.json"), "--out", str(run_dir),
+                          "--force"])
+    for argv, needles in ((["train", "--resume", str(run_dir)], ["stopped before it wrote its first checkpoint"]),
+                          (["report", str(run_dir)], ["before its first checkpoint, which cannot be resumed"])):
+        code, err = run(argv, capsys)
+        assert_one_line(code, err, *needles, f"start it again with {restart}", command=argv[0])
+        assert "--resume" not in err[0], err[0]
+    # The command given starts the same run again.
+    started = []
+    monkeypatch.setattr(cnnlab.train, "train", lambda model, recipe, **kw: started.append((model, recipe, kw)) or [])
+    assert run(shlex.split(restart)[1:], capsys) == (0, [])
+    (model, recipe, kw), = started
+    assert kw.pop("force") is True
+    settings = {k: v for k, v in kw.items() if k not in ("quiet", "report")}
+    assert make_config(model, recipe, **settings) == config
+
+
+def test_a_run_refused_by_a_check_of_the_data_leaves_no_folder_behind(tmp_path, capsys, data_dir):
+    """More held-out images than the training set has, an input too small for the model, a study whose every
+    variant is refused (it left a study folder with an empty table and exit 0): nothing new in the runs folder."""
+    runs = tmp_path / "runs"
+    cases = [(["train", "lenet", "--val-split", "60000", "--out", str(runs / "a" / "run")], "train",
+              "holds out 60000 of 60000 samples, but at most 59990 can be held out"),
+             (["train", "alexnet", "--resize", "28", "--out", str(runs / "run")], "train",
+              "input size 28 is too small for alexnet"),
+             (["study", "lenet-batch-norm", "--val-split", "60000", "--quiet", "--out", str(runs / "study")], "study",
+              "every variant was refused before training, so the study has no results; variant none-lr0.1: val=")]
+    for argv, command, needle in cases:
+        assert_one_line(*run(argv, capsys), needle, command=command)
+        assert not runs.exists(), sorted(p.relative_to(tmp_path) for p in runs.rglob("*"))
+
+
+def test_the_speedrun_recipe_without_cuda_names_the_cpu_recipes(capsys, monkeypatch, no_data):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cnnlab.device, "mps_available", lambda: False)
+    assert_one_line(*run(["train", "lenet", "--recipe", "speedrun"], capsys),
+                    "the speedrun recipe is made for a CUDA GPU", "so it would run on the cpu: expected --recipe fast "
+                    "or cpu10 there (or --device cpu to run speedrun on it anyway)")
+
+
+def test_the_speedrun_recipe_on_an_explicit_cpu_runs_after_one_warning(tmp_path, capsys, data_dir):
+    argv = ["train", "lenet", "--recipe", "speedrun", "--device", "cpu", "--no-compile", "--epochs", "1",
+            "--limit-train-batches", "1", "--limit-val-batches", "1", "--out", str(tmp_path / "r"), "--no-report",
+            "--quiet"]
+    code, err = run(argv, capsys)
+    assert code == 0 and (tmp_path / "r" / "last.pt").is_file(), err
+    assert [line for line in err if "speedrun" in line] == [
+        "cnnlab: warning: the speedrun recipe is made for a CUDA GPU (bf16 autocast, torch.compile); on the cpu it is "
+        "far slower than --recipe fast or cpu10, which are made for a CPU"]
+
+
 # ------------------------------------ output files (each was an internal error, exit 1, before the one-line check)
 # A path under a regular file (its folder cannot exist) and /proc (no file can be made there) are unwritable for
 # root as well; a chmod'ed folder is not, so that case is skipped as root.
@@ -266,6 +331,26 @@ def test_sweep_without_the_sweep_extra_names_it(tmp_path, capsys, monkeypatch, n
     assert_one_line(*run([*SWEEP, "--out", str(tmp_path / "s")], capsys),
                     'cnnlab sweep needs the sweep extra (pip install "cnnlab[sweep]"), missing optuna', command="sweep")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("storage, needle", [
+    ("bogus://x", "cannot open the study database bogus://x: Can't load plugin"),
+    ("sqlite:////nonexistent-cnnlab-folder/x.db", "cannot open the study database sqlite:////nonexistent-cnnlab-folder"),
+])
+def test_a_sweep_refused_by_its_storage_leaves_no_folder_behind(storage, needle, tmp_path, capsys, no_data):
+    pytest.importorskip("optuna")
+    out = tmp_path / "sweeps" / "s"
+    assert_one_line(*run([*SWEEP, "--out", str(out), "--storage", storage], capsys), needle, command="sweep")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_joining_a_sweep_the_storage_does_not_hold_leaves_no_folder_behind(tmp_path, capsys, no_data):
+    pytest.importorskip("optuna")
+    (tmp_path / "db").mkdir()
+    url = f"sqlite:///{tmp_path / 'db' / 'studies.db'}"
+    assert_one_line(*run(["sweep", "--study", "nosuch", "--storage", url, "--out", str(tmp_path / "sweeps" / "j")],
+                         capsys), f"no study 'nosuch' in {url}", command="sweep")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
 
 
 @pytest.mark.parametrize("port", ["99999", "65536", "-1"])

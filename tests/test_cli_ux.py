@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import cnnlab
 from cnnlab import cli
-from cnnlab.device import check_device_name, oversubscription_hint, resolve_device
+from cnnlab.device import advised_threads, check_device_name, oversubscription_hint, resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.models import model_info
 from cnnlab.report.curves import curves_figure
@@ -113,6 +117,45 @@ def test_busy_cpu_with_several_threads_gets_one_line_of_advice(machine):
 def test_idle_cpu_or_one_thread_gets_no_advice(machine, load, cores, threads):
     machine(load, cores, threads)
     assert oversubscription_hint() is None
+
+
+def test_the_advised_thread_count_is_the_one_the_hint_names(machine):
+    machine(load=1.9, cores=2, threads=2)
+    assert advised_threads() == 1 and "OMP_NUM_THREADS=1 " in oversubscription_hint()
+    machine(load=5.0, cores=8, threads=8)
+    assert advised_threads() == 3 and "OMP_NUM_THREADS=3 " in oversubscription_hint()
+    for load, cores, threads in [(0.1, 2, 2), (1.9, 2, 1), (3.0, 16, 8)]:
+        machine(load, cores, threads)
+        assert advised_threads() is None and oversubscription_hint() is None
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_train_follows_the_thread_advice(tmp_path):
+    """`make train` printed the advice and trained with torch's own thread count anyway (5x slower on a shared CPU).
+    A stand-in venv: its python answers the advice, its cnnlab says what it was started with."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text('#!/bin/sh\necho "$ADVICE"\n')
+    (venv / "bin" / "cnnlab").write_text('#!/bin/sh\necho "cnnlab $* OMP_NUM_THREADS=${OMP_NUM_THREADS-unset}"\n')
+    for exe in (venv / "bin").iterdir():
+        exe.chmod(0o755)
+    (venv / ".installed").touch()  # newer than pyproject.toml: `make setup` has nothing to do
+
+    def make_train(advice: str, **env: str) -> str:
+        shell = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        proc = subprocess.run(["make", "-s", "-C", str(Path(__file__).resolve().parents[1]), "train",
+                               f"VENV={venv}"], env={**shell, "ADVICE": advice, **env}, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()[-1]
+
+    assert make_train("1") == "cnnlab train lenet OMP_NUM_THREADS=1"
+    assert make_train("") == "cnnlab train lenet OMP_NUM_THREADS=unset"  # an idle CPU: torch's own count
+    assert make_train("1", OMP_NUM_THREADS="3") == "cnnlab train lenet OMP_NUM_THREADS=3"  # the user's count wins
+    # The Makefile's question, asked of the real library: a count, or nothing.
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    threads = make_train("").rsplit("=", 1)[1]
+    assert threads == "unset" or int(threads) >= 1
 
 
 def test_hint_never_changes_the_thread_count(monkeypatch):

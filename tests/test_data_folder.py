@@ -17,26 +17,12 @@ from PIL import Image, ImageOps
 import data_support
 from cnnlab.data import DeviceLoader, folder, load_dataset, store
 from cnnlab.errors import CnnlabError, DataError
-from data_support import listing
+from data_support import listing, rng_image, write_classes
 
 home = data_support.home  # a fixture
 REAL = os.environ.get("CNNLAB_DATA", "")
 needs_real_data = pytest.mark.skipif(not REAL or not (Path(REAL) / "train-images-idx3-ubyte.gz").is_file(),
                                      reason="set CNNLAB_DATA to the Fashion-MNIST folder (the Makefile and CI do)")
-
-
-def rng_image(seed: int, size: tuple[int, int], mode: str) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
-    array = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
-    return Image.fromarray(array[..., 0] if channels == 1 else array, mode)
-
-
-def write_classes(root: Path, counts: dict[str, int], size=(12, 12), mode="L", ext="png", seed=0) -> None:
-    for c, (name, n) in enumerate(counts.items()):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            rng_image(seed + 100 * c + i, size, mode).save(root / name / f"{i:03d}.{ext}")
 
 
 @pytest.fixture

@@ -136,12 +136,44 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
         finally:
             trainer_module.F = torch.nn.functional
 
+    def reported():  # with its report: rank 0 spies on the report's scoring and on the figures the page shows
+        import cnnlab.report.html as html
+        from cnnlab.inference import Trained
+
+        seen: dict = {"scored": [], "page": None}
+        real_logits, real_stats = Trained.logits, html._stats
+
+        def logits(self, images, *args, **kwargs):
+            seen["scored"].append(len(images))
+            return real_logits(self, images, *args, **kwargs)
+
+        def stats(run, result):
+            seen["page"] = {"accuracy": result.accuracy, "n": result.n, "per_class": list(result.per_class)}
+            return real_stats(run, result)
+
+        Trained.logits, html._stats = logits, stats
+        try:
+            trainer = build_trainer(_config(epochs=1, out="reported"), quiet=True)
+            trainer.fit()
+        finally:
+            Trained.logits, html._stats = real_logits, real_stats
+        return {**seen, "test_logits": trainer.test_logits, "result": trainer.result}
+
+    def budgeted():  # a time budget: the ranks time their steps apart, yet plan, stop and evaluate together
+        trainer = build_trainer(_config(out="budgeted", time_budget=4.0, epochs=None, limit_train_batches=None),
+                                quiet=True, report=False)
+        result = fit(trainer)
+        return {**result, "budget_steps": trainer.state.budget_steps, "weights": trainer.model.state_dict(),
+                "result": trainer.result}
+
     run("full", ports[0], full)
     run("stopped", ports[1], stopped)
     run("resumed", ports[2], resumed)
     run("nan", ports[3], nan)
     run("sync_bn", ports[4], lambda: build_trainer(_config(model="lenet-bn", sync_bn=True, out="sbn"), quiet=True))
     run("refused", ports[5], lambda: build_trainer(_config(out=record["full"]["run_dir"]), quiet=True))
+    run("reported", ports[6], reported)
+    run("budgeted", ports[7], budgeted)
 
 
 def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: str) -> None:
@@ -227,7 +259,7 @@ def ranks(tmp_path_factory, data_dir) -> tuple[dict, dict, Path]:
 
     out = tmp_path_factory.mktemp("dist")
     (out / "cwd").mkdir()
-    context = mp.start_processes(_worker, args=(2, _free_ports(6), str(data_dir), str(out)), nprocs=2, join=False,
+    context = mp.start_processes(_worker, args=(2, _free_ports(8), str(data_dir), str(out)), nprocs=2, join=False,
                                  start_method="spawn")
     deadline = time.monotonic() + DEADLINE_S
     try:
@@ -365,6 +397,25 @@ def test_setup_errors_reach_every_rank_as_one_line(ranks):
         assert "\n" not in r["refused"]["error"]["message"]
 
 
+@pytest.mark.slow
+def test_the_report_of_a_torchrun_run_reuses_the_ranks_gathered_test_logits(ranks, data_dir):
+    """Rank 0 once scored the whole test set again for report.html, alone (207 s after 22 s of training)."""
+    from cnnlab.inference import load_trained
+
+    r0, r1, cwd = ranks
+    seen, result = r0["reported"], r0["reported"].get("result")
+    assert "error" not in seen and (cwd / "reported" / "report.html").is_file(), seen.get("error")
+    assert seen["scored"] == []  # no pass over the test set of its own
+    assert r1["reported"]["test_logits"] is None  # rank 1 sent its shard; rank 0 holds the whole split
+    assert seen["page"]["n"] == len(seen["test_logits"]) == result["test_samples"] == N_TEST
+    assert seen["page"]["accuracy"] == pytest.approx(result["test_acc"], abs=1e-12)
+    assert seen["page"]["per_class"] == [result["per_class"][c]["recall"] for c in _small_data(data_dir).classes]
+    # The two ranks' shards are put back in the test set's order: the checkpoint's own logits, image by image.
+    trained = load_trained(cwd / "reported" / "last.pt", "cpu")
+    expected = trained.logits(_small_data(data_dir).test_images)
+    torch.testing.assert_close(seen["test_logits"], expected, rtol=1e-4, atol=1e-5)
+
+
 def test_helpers_are_identities_in_one_process():
     env = DistEnv()
     assert not env.enabled and env.is_main
@@ -397,3 +448,13 @@ def test_torchrun_cli_two_cpu_ranks(tmp_path, data_dir):
     assert (result["world_size"], result["global_batch_size"], result["test_samples"]) == (2, 64, 2 * 2 * 32)
     ckpt = torch.load(runs[0] / "last.pt", weights_only=True)
     assert ckpt["step"] == 3 and ckpt["history"][0]["epoch"] == 1
+
+
+def test_a_time_budget_is_planned_and_ended_by_the_ranks_together(ranks):
+    r0, r1, _ = ranks
+    a, b = r0["budgeted"], r1["budgeted"]
+    assert "error" not in a and "error" not in b, (a, b)
+    assert a["step"] == b["step"] == a["budget_steps"] == b["budget_steps"] > 0  # one plan, one last step
+    _assert_same_weights(a["weights"], b["weights"])
+    result = a["result"]
+    assert result["time_budget_s"] == 4.0 and result["steps"] == a["step"]

@@ -3,9 +3,15 @@
 import math
 
 import pytest
+import torch
+from torch import nn
 
+from cnnlab import layers
+from cnnlab.data import ImageDataset
 from cnnlab.errors import CnnlabError
-from cnnlab.train.health import MARGIN, chance_warning
+from cnnlab.train import build_run, make_config
+from cnnlab.train.health import BN_SETTLED, MARGIN, batch_norm_updates, chance_warning
+from cnnlab.train.trainer import Trainer
 
 
 def test_a_network_at_chance_is_named_with_its_figures():
@@ -40,6 +46,80 @@ def test_the_loss_is_left_out_when_it_says_nothing():
     assert message == "epoch 3: validation accuracy 0.1000 is no better than chance (1/10 = 0.1000): the network is " \
                       "not learning"
     assert chance_warning({"val_acc": 0.1}, 10).startswith("validation accuracy 0.1000")
+
+
+def test_a_network_that_learned_but_is_at_chance_in_evaluation_is_told_apart():
+    row = {"epoch": 3, "val_acc": 0.1067, "train_acc": 0.9295, "train_loss": 0.514}
+    head = ("epoch 3: validation accuracy 0.1067 is no better than chance (1/10 = 0.1000) while training accuracy is "
+            "0.9295: ")
+    assert chance_warning(row, 10, bn_updates=18) == head + (
+        "evaluation uses BatchNorm's running statistics, which have had only 18 updates (one a training batch) and "
+        "are still far from the batches' own; train more --epochs or use a smaller --batch-size")
+    other = head + ("the network predicts differently in evaluation mode, or the validation images differ from the "
+                    "training images")
+    assert chance_warning(row, 10, bn_updates=BN_SETTLED) == other  # settled statistics are not the likely cause
+    assert chance_warning(row, 10) == other  # no BatchNorm layer
+    # A training accuracy short of LEARNED keeps the advice about the loss (a slow start or too large steps).
+    assert "BatchNorm" not in chance_warning({**row, "train_acc": 0.5}, 10, bn_updates=18)
+
+
+def test_batch_norm_updates_is_the_least_updated_layer_that_keeps_a_moving_average():
+    scratch = layers.BatchNorm2d(3)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3), scratch,
+                        nn.BatchNorm2d(3, momentum=None))
+    assert batch_norm_updates(net) == 0
+    net.train()
+    for _ in range(3):
+        net(torch.randn(4, 1, 8, 8))
+    scratch.num_batches_tracked.zero_()  # cnnlab's own layer counts too
+    assert batch_norm_updates(net) == 0
+    net(torch.randn(4, 1, 8, 8))
+    assert batch_norm_updates(net) == 1
+    # A cumulative average (momentum=None) holds nothing of its start after one update; no BatchNorm at all: None.
+    assert batch_norm_updates(nn.Sequential(nn.BatchNorm2d(3, momentum=None), nn.Conv2d(3, 3, 1))) is None
+    assert batch_norm_updates(nn.Linear(2, 2)) is None
+
+
+def _quadrants(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four classes, each a dim square in its own quadrant (pixel value 2 of 255: batch variances far below the
+    running variance's starting 1)."""
+    labels = torch.arange(n) % 4
+    images = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+    for k in range(4):
+        row, col = divmod(k, 2)
+        images[labels == k, :, 14 * row:14 * row + 14, 14 * col:14 * col + 14] = 2
+    return images, labels
+
+
+def test_a_short_run_that_fits_its_images_but_evaluates_at_chance_names_batch_norm(capsys):
+    # A small dataset at a large batch: 8 steps an epoch, too few for the first-epoch check, and too few for
+    # BatchNorm's running statistics to leave their start (mean 0 / variance 1), which evaluation uses. Training
+    # accuracy reaches 1.0 while every test image is predicted as one class; the run said nothing.
+    data = ImageDataset("quadrants", *_quadrants(256), *_quadrants(64), ("a", "b", "c", "d"), (0.5,), (0.25,),
+                        flip=False)
+    parts = build_run(make_config("lenet-bn-relu", epochs=3, batch_size=32, device="cpu"), dataset=data, quiet=True)
+    trainer = Trainer(parts, quiet=True)
+    history = trainer.fit()
+    assert parts.steps_per_epoch == 8 and history[-1]["train_acc"] == 1.0 and history[-1]["val_acc"] == 0.25
+    notes = [line for line in capsys.readouterr().err.splitlines() if "chance" in line]
+    assert len(notes) == 1, notes  # once a run, at the first epoch it applies to (epoch 1: training accuracy 0.80)
+    assert notes[0].startswith("cnnlab: note: epoch 1: validation accuracy 0.2500 is no better than chance (1/4 = "
+                               "0.2500) while training accuracy is 0.")
+    assert notes[0].endswith(": evaluation uses BatchNorm's running statistics, which have had only 8 updates (one a "
+                             "training batch) and are still far from the batches' own; train more --epochs or use a "
+                             "smaller --batch-size")
+    # The statistics are the cause: recomputed over the training set (an exact average), the same weights are right
+    # on every test image.
+    model = trainer.model
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        for x, _ in parts.train_loader:
+            model(x)
+    assert trainer.evaluate()["acc"] == 1.0
 
 
 @pytest.mark.parametrize("row, classes, expected", [

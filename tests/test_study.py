@@ -12,6 +12,7 @@ from cnnlab.models import create_model, model_info
 from cnnlab.study import list_studies, load_study, run_study
 from cnnlab.study.runner import _plan
 from cnnlab.study.spec import parse_study
+from cnnlab.study.summary import study_summary
 
 SMOKE = dict(epochs=1, limit_train_batches=2, limit_val_batches=1, batch_size=32)
 
@@ -168,3 +169,30 @@ def test_a_failing_variant_is_recorded_and_the_study_goes_on(tmp_path, data_dir)
     assert json.loads((tmp_path / "s" / "book" / "result.json").read_text())["status"] == "finished"
     assert "Failed (see their result.json): huge." in result.summary
     assert "Ranking by final validation accuracy: book" in result.summary
+
+
+def _findings(scores: list[float]) -> list[str]:
+    """The summary's findings for lenet-activation-pooling's variants with these final validation accuracies."""
+    study = load_study("lenet-activation-pooling")
+    rows = [{"run": v.name, "status": "finished", "final_val_acc": a} for v, a in zip(study.variants, scores,
+                                                                                      strict=True)]
+    text = study_summary(study, {"epochs": 1}, rows, "| run |")
+    return text.split("## What the numbers say")[1].strip().splitlines()
+
+
+def test_the_summary_never_calls_one_of_two_equal_figures_greater():
+    """Variants at chance read "0.1000 > 0.1000 > 0.1000" and "... leads ... by 0.0 points" before."""
+    findings = _findings([0.1, 0.1 + 1e-7, 0.1 - 1e-7, 0.1])
+    ranking = next(line for line in findings if line.startswith("- Ranking"))
+    assert ranking.count(" = ") == 3 and ">" not in ranking, ranking
+    assert "- No variant leads: all score 0.1000." in findings
+    assert not [line for line in findings if "leads" in line and "No variant" not in line]
+    for factor in ("activation", "pooling"):
+        line = next(line for line in findings if line.startswith(f"- **{factor}**"))
+        assert line.endswith("; the levels tie.") and " over " not in line, line
+    # Ties and leads side by side, and a lead below 0.05 points is not printed as "+0.0".
+    findings = _findings([0.84127, 0.84103, 0.84103, 0.841])
+    ranking = next(line for line in findings if line.startswith("- Ranking"))
+    assert ranking.count(" 0.8413 > ") == 1 and ranking.count(" 0.8410 = ") == 2, ranking
+    assert "- sigmoid-avg leads relu-max by 0.03 points." in findings
+    assert not [line for line in findings if "0.0 points" in line], findings

@@ -65,6 +65,17 @@ def _input_shape(text: str) -> tuple[int, int]:
     return c, h
 
 
+def _share_or_count(text: str) -> int | float:
+    """An integer's text as an int, anything else as a float (TrainConfig tells a count from a share by type)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+_share_or_count.__name__ = "float"  # argparse's "invalid float value: 'x'", as before
+
+
 def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("model",)) -> None:
     """One flag per TrainConfig field (``--batch-size``), default None (= not given), but those in ``skip``."""
     from cnnlab.train.config import CHOICES, config_fields, field_types
@@ -82,6 +93,8 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("mode
                            help="no augmentation (--augment none)")
         elif kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.name == "val_split":  # 0.1 a share, 5000 a count: the count's text stays an int (1 is not 1.0)
+            p.add_argument(flag, type=_share_or_count, default=None, help=help_text)
         else:
             p.add_argument(flag, type=kind, default=None, choices=CHOICES.get(f.name), help=help_text)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train.config import check_known_fields
+from cnnlab.train.config import check_known_fields, nullable_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,4 +68,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data.pop("out", None)  # the earlier run's folder: a new run writes elsewhere unless --out says so
     values = {key.replace("-", "_"): value for key, value in data.items()}
     check_known_fields(values, f"config file {path}")
+    # null means "not set" only where the field has an unset value (lr, resize, ...); elsewhere ("epochs": null)
+    # dropping it would run with the default without a word.
+    nulls = sorted(key for key, value in values.items() if value is None and key not in nullable_fields())
+    if nulls:
+        raise CnnlabError(f"config file {path} sets {', '.join(nulls)} to null; expected a value (or the key left "
+                          "out, for the default)")
     return {key: value for key, value in values.items() if value is not None}

@@ -63,6 +63,30 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def advised_threads() -> int | None:
+    """The intra-op thread count a run should use now, when torch's own is more than the cores other processes
+    leave free (see :func:`oversubscription_hint`); None where torch's count is fine or the load is unknown.
+
+    ``make train`` passes it on as ``OMP_NUM_THREADS`` (the Makefile); the library never changes the count itself:
+    a Python user's process and a deterministic run's thread count are theirs to set.
+    """
+    busy = _busy_cpu()
+    return busy[2] if busy else None
+
+
+def _busy_cpu() -> tuple[float, int, int] | None:
+    """(load, cores, free cores) when torch's threads outnumber the cores other processes leave free, else None."""
+    threads = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return None
+    # Cores the rest of the machine leaves idle; at least one, which this process can always use.
+    free = max(1, math.floor(cores - load + 0.5))
+    return (load, cores, free) if threads > free else None
+
+
 def oversubscription_hint() -> str | None:
     """One line of advice when torch's CPU threads outnumber the cores other processes leave free, else ``None``.
 
@@ -77,16 +101,10 @@ def oversubscription_hint() -> str | None:
         >>> print(hint)  # doctest: +SKIP
         the CPU is busy (load 1.9 on 2 cores) and torch runs 2 threads: set OMP_NUM_THREADS=1 ...
     """
-    threads = torch.get_num_threads()
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform
+    busy = _busy_cpu()
+    if busy is None:
         return None
-    # Cores the rest of the machine leaves idle; at least one, which this process can always use.
-    free = max(1, math.floor(cores - load + 0.5))
-    if threads <= free:
-        return None
-    return (f"the CPU is busy (load {load:.1f} on {cores} cores) and torch runs {threads} threads: spinning OpenMP "
-            f"threads slow each other down, so set OMP_NUM_THREADS={free} (or torch.set_num_threads({free})) "
-            "for a faster run")
+    load, cores, free = busy
+    return (f"the CPU is busy (load {load:.1f} on {cores} cores) and torch runs {torch.get_num_threads()} threads: "
+            f"spinning OpenMP threads slow each other down, so set OMP_NUM_THREADS={free} (or "
+            f"torch.set_num_threads({free})) for a faster run")

@@ -199,3 +199,29 @@ def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:
         shown = lambda c: ", ".join(c[:5]) + (", ..." if len(c) > 5 else "")  # noqa: E731
         raise CnnlabError(f"{what} has {len(classes)} classes ({shown(tuple(classes))}), but the model was trained "
                           f"on {meta.num_classes} ({shown(meta.classes)}) of {meta.dataset}")
+
+
+def check_same_test_split(recorded: Mapping[str, Any], data: cnnlab.data.ImageDataset) -> None:
+    """Refuse ``data`` when its drawn test split is not the one the run held out when it trained.
+
+    A folder without ``test/`` gets its test split drawn by the loader from the files present; a file deleted or
+    added since the run trained draws another split, whose test images the model partly trained on (about 1 in 11
+    of them after one deletion), so the accuracy would be silently inflated. ``recorded`` is the run's "dataset"
+    entry (checkpoint or config.json); runs from before this record, and other datasets, are not checked.
+    """
+    then = recorded.get("held_out")
+    if not then or recorded.get("name") != data.name:
+        return
+    now = data.held_out
+    if now is not None and [int(now[0]), str(now[1])] == [int(then[0]), str(then[1])]:
+        return
+    if now is None:
+        change = f"{then[0]} files drawn then, a test/ or val/ folder now"
+    elif now[0] != then[0]:
+        change = f"{then[0]} files then, {now[0]} now"
+    else:
+        change = f"{then[0]} files then and now, but other ones"
+    raise CnnlabError(f"the held-out test split of {data.name} changed since the run trained ({change}): its test "
+                      "images would include images the model trained on; put the folder back as it was when the run "
+                      "trained, or train a new run on the folder as it is (a PATH/test/<class>/ folder keeps the "
+                      "split fixed)")

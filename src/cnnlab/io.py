@@ -98,6 +98,38 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return stale
 
 
+def missing_folders(path: str | Path) -> list[Path]:
+    """The folders ``Path(path).mkdir(parents=True)`` would create, outermost first ([] when ``path`` exists).
+
+    Taken before a command makes its output folder, so that a refusal after it can undo exactly that
+    (:func:`remove_made_folders`).
+    """
+    missing: list[Path] = []
+    for folder in (Path(path), *Path(path).parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing[::-1]
+
+
+def remove_made_folders(made: list[Path], own: tuple[str, ...] = ()) -> None:
+    """Undo the folders a refused command made (``made``: :func:`missing_folders` before it made them).
+
+    The files named in ``own`` (what the command itself wrote into the innermost folder before it was refused) go
+    first; then each folder, innermost first, as long as it is empty: a file anything else put there stays, and
+    so do the folders holding it.
+    """
+    if not made:
+        return
+    for name in own:
+        (made[-1] / name).unlink(missing_ok=True)
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): leave it and what holds it
+            return
+
+
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

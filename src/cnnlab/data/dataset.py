@@ -37,6 +37,12 @@ class ImageDataset:
         flip: whether a horizontal mirror keeps the class (clothes, objects: yes; digits, characters: no).
         description: where the data came from and anything done to it (held-out split, skipped files).
         memory_mapped: the images are read from a file in the cache on demand rather than held in memory.
+        held_out: ``(count, hash of the files' sorted relative paths)`` of a test split the loader drew out of the
+            training images itself (a folder without ``test/``), else None. A run records it, so that a later
+            load drawing another split (a file deleted or added since) is refused rather than tested on images
+            the model trained on.
+        notices: lines to show whoever trains on the data: choices the loader made about the files on its own
+            (unreadable files skipped, colour files read as grey).
 
     Loads are cached per process, so instances may share storage: treat the tensors as read-only.
     """
@@ -52,6 +58,8 @@ class ImageDataset:
     flip: bool
     description: str = ""
     memory_mapped: bool = False
+    held_out: tuple[int, str] | None = None
+    notices: tuple[str, ...] = ()
 
     def __post_init__(self):
         for split in ("train", "test"):

@@ -3,16 +3,24 @@
 Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/**/<image>``, or the split
 ``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``PATH/val/``, the other usual held-out name).
 Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
-Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so.
+Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. Which files were
+drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
+refuse a folder whose draw has changed since it trained.
 
 Decoding (Pillow), once: every file with an image extension (:data:`IMAGE_EXTENSIONS`; other files are ignored
 and counted) is converted to grey or RGB, the shorter side resized to ``image_size`` and the centre cropped to a
-square (``ImageOps.fit``; the usual Resize + CenterCrop of ImageNet-style evaluation). Channels follow the data:
-1 when every file has a grey mode (``L``, ``1``, ``I;16``, grey palettes, ...), else 3; ``channels=`` forces it.
-16-bit grey is scaled to 8 bits (Pillow's convert would clip it); alpha is dropped, as torchvision's ``pil_loader``
-does. ``image_size`` defaults to the median shorter side of the images, capped at 224 (the largest input the book's
-models take, d2l 8.1): digits at 28 px stay 28 px, photos are stored no larger than a model will look at. Mirrored
-images are assumed to keep their class (``flip=True``).
+square (``ImageOps.fit``; the usual Resize + CenterCrop of ImageNet-style evaluation). Channels follow the majority
+of the files, ``channels=`` forces them: a file is grey when its mode is (``L``, ``LA``, ``1``, ``I;16``, grey
+palettes, ...) or when it is ``RGBA`` with equal red, green and blue everywhere (grey saved with an alpha channel);
+every other mode (``RGB``, ``CMYK``, ...) is colour. More than half grey: 1 channel, and any colour files are
+converted to grey, which :attr:`ImageDataset.notices` says with their count and an example (so one stray colour
+or CMYK file no longer turns a grey set into 3 channels); otherwise 3. 16-bit grey is scaled to 8 bits (Pillow's
+convert would clip it); alpha is dropped, as torchvision's ``pil_loader`` does. ``image_size`` defaults to the
+median shorter side of the images, capped at 224 (the largest input the book's models take, d2l 8.1): digits at
+28 px stay 28 px, photos are stored no larger than a model will look at. An ``image_size`` above the median
+shorter side whose decoded set would exceed :data:`MAX_ENLARGED_BYTES` is refused before anything is decoded.
+Unreadable files are refused by name, or skipped with ``skip_bad=True`` (counted, the first one named, in the
+notices). Mirrored images are assumed to keep their class (``flip=True``; a run's ``flip`` setting overrides it).
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import statistics
 from dataclasses import dataclass
@@ -39,15 +48,19 @@ from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memo
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import write_json
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "HOLDOUT", "load_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "load_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
 HOLDOUT_SEED = 0
 HELD_OUT_NAMES = ("test", "val")
-FORMAT = 2  # bump when the cached layout or the decoding changes, so old cache entries are not reused
+FORMAT = 3  # bump when the cached layout or the decoding changes, so old cache entries are not reused
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+# The largest decoded set an image_size above the images' own size may make. Enlarging on the way into the cache
+# gains nothing the device-side --resize does not give per batch, so past this a typo (--image-size 4000 on 8-px
+# digits: 28.7 GB) is far likelier than intent; a set at or below the images' own size is limited only by the disk.
+MAX_ENLARGED_BYTES = 16 * 10**9
 
 
 @dataclass(frozen=True)
@@ -89,16 +102,18 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
                "holdout": None if held_dir else [HOLDOUT, HOLDOUT_SEED]}
     key = _cache_key(path, train_files + held_files, options)
     name = FOLDER_PREFIX + str(path)
-    cached = _read_cache(cache, key, name)
-    if cached is not None:
-        return cached
-    if held_dir is None:
+    held_out = None
+    if held_dir is None:  # drawn on every load (a cached set too), so that its identity always comes with it
         train_files, held_files, split_note = _hold_out(path, train_files)
+        held_out = _identity(path, held_files)
     else:
         split_note = f"test split: {held_dir.name}/"
+    cached = _read_cache(cache, key, name, held_out)
+    if cached is not None:
+        return cached
     notes = [split_note] + ([f"ignored {ignored} non-image file(s)"] if ignored else [])
     return _decode_all(cache, key, name, path, classes, train_files, held_files, image_size, channels, skip_bad,
-                       notes)
+                       notes, held_out)
 
 
 def _layout(path: Path) -> tuple[Path, Path | None]:
@@ -186,6 +201,13 @@ def _hold_out(root: Path, files: list[_File]) -> tuple[list[_File], list[_File],
     return [files[i] for i in train_idx.tolist()], [files[i] for i in test_idx.tolist()], note
 
 
+def _identity(root: Path, files: list[_File]) -> tuple[int, str]:
+    """(count, a hash of the sorted paths relative to ``root``): which files a drawn test split holds."""
+    prefix = str(root) + os.sep
+    text = "\n".join(sorted(str(f.path).removeprefix(prefix) for f in files))
+    return len(files), hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 # -- decoding --------------------------------------------------------------------------------------------------
 class _BadImage(Exception):
     pass
@@ -200,12 +222,23 @@ def _open(path: Path):
         raise _BadImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
 
-def _is_grey(img) -> bool:
+def _is_grey(img, path: Path) -> bool:
+    """Whether ``img`` holds grey pixels: a grey mode or palette, or RGBA with R == G == B everywhere.
+
+    Only RGBA files are decoded here (grey saved with an alpha channel is common, and its mode says RGB); RGB,
+    CMYK and the other colour modes are judged by their mode, so a set of photos is not decoded twice.
+    """
     if img.mode in _GREY_MODES:
         return True
     if img.mode in ("P", "PA"):
         palette = img.getpalette() or []
         return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+    if img.mode == "RGBA":
+        try:
+            pixels = np.asarray(img)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise _BadImage(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+        return bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
     return False
 
 
@@ -240,37 +273,64 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def _survey(files: list[_File], skip_bad: bool) -> tuple[list[_File], list[int], bool, int]:
-    """Read every header: (the files that opened, their shorter sides, all grey?, files skipped)."""
-    kept, sides, grey, skipped = [], [], True, 0
+def _survey(files: list[_File], skip_bad: bool, bad: list[str]) -> tuple[list[_File], list[int], list[_File]]:
+    """Read every header: (the files that opened, their shorter sides, the colour ones); why each file that did not
+    open was skipped is appended to ``bad``."""
+    kept, sides, colour = [], [], []
     for f in files:
         try:
             with _open(f.path) as img:
-                sides.append(min(img.size))
-                grey = grey and _is_grey(img)
-            kept.append(f)
+                side, grey = min(img.size), _is_grey(img, f.path)
         except _BadImage as e:
             if not skip_bad:
                 raise DataError(f"{e} ({SKIP_HINT})") from None
-            skipped += 1
-    return kept, sides, grey, skipped
+            bad.append(str(e))
+            continue
+        kept.append(f)
+        sides.append(side)
+        if not grey:
+            colour.append(f)
+    return kept, sides, colour
+
+
+def _channels(colour: list[_File], n: int, notices: list[str]) -> int:
+    """1 when more than half of the ``n`` files are grey (the colour ones converted, which a notice says), else 3."""
+    if 2 * len(colour) >= n:
+        return 3
+    if colour:
+        notices.append(f"read as grey (1 channel): {len(colour)} of {n} images are in colour (e.g. {colour[0].path}) "
+                       "and are converted to grey, as the other images are grey; pass --channels 3 to keep colour")
+    return 1
+
+
+def _check_enlarged(root: Path, n: int, chans: int, size: int, own: int) -> None:
+    """Refuse an ``image_size`` above the images' own (median) size whose decoded set exceeds the cap."""
+    nbytes = n * chans * size * size
+    if size <= own or nbytes <= MAX_ENLARGED_BYTES:
+        return
+    fits = math.isqrt(MAX_ENLARGED_BYTES // (n * chans))
+    raise DataError(f"--image-size {size} enlarges the {n} images of {root} (median shorter side {own} px) to a "
+                    f"decoded cache of {format_bytes(nbytes)} ({n} x {chans} x {size} x {size} bytes), over the "
+                    f"limit of {format_bytes(MAX_ENLARGED_BYTES)} for enlarged images; pass a smaller --image-size "
+                    f"(at most {fits}), or --resize {size} to enlarge each batch on the device instead")
 
 
 def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...], train: list[_File],
                 test: list[_File], image_size: int | None, channels: int | None, skip_bad: bool,
-                notes: list[str]) -> ImageDataset:
-    train, train_sides, train_grey, skipped = _survey(train, skip_bad)
-    test, test_sides, test_grey, more = _survey(test, skip_bad)
-    skipped += more
+                notes: list[str], held_out: tuple[int, str] | None) -> ImageDataset:
+    total, bad, notices = len(train) + len(test), [], []
+    train, train_sides, train_colour = _survey(train, skip_bad, bad)
+    test, test_sides, test_colour = _survey(test, skip_bad, bad)
     if not train or not test:
         raise DataError(f"{root}: no readable images in the {'training' if not train else 'test'} split")
-    size = image_size or min(int(statistics.median_low(train_sides + test_sides)), MAX_DEFAULT_SIZE)
-    chans = channels or (1 if train_grey and test_grey else 3)
+    own = int(statistics.median_low(train_sides + test_sides))
+    size = image_size or min(own, MAX_DEFAULT_SIZE)
+    chans = channels or _channels(train_colour + test_colour, len(train) + len(test), notices)
+    _check_enlarged(root, len(train) + len(test), chans, size, own)
     item = chans * size * size
     labels: dict[str, list[int]] = {"train": [], "test": []}
 
     def fill(array: np.ndarray) -> int:
-        nonlocal skipped
         at = 0
         for split, files in (("train", train), ("test", test)):
             for f in files:
@@ -279,7 +339,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
                 except _BadImage as e:
                     if not skip_bad:
                         raise DataError(f"{e} ({SKIP_HINT})") from None
-                    skipped += 1
+                    bad.append(str(e))
                     continue
                 labels[split].append(f.label)
                 at += item
@@ -293,16 +353,17 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
     n_train, n_test = len(labels["train"]), len(labels["test"])
     images = open_raw(data_file, (n_train + n_test, chans, size, size))
     mean, std = channel_stats(images[:n_train])
-    if skipped:
-        notes.append(f"skipped {skipped} unreadable file(s)")
+    if bad:
+        notes.append(f"skipped {len(bad)} unreadable file(s)")
+        notices.append(f"skipped {len(bad)} unreadable image(s) of {total} (first: {bad[0]})")
     meta = {"format": FORMAT, "shape": [n_train + n_test, chans, size, size], "n_train": n_train,
             "classes": list(classes), "train_labels": labels["train"], "test_labels": labels["test"],
-            "mean": list(mean), "std": list(std), "notes": notes}
+            "mean": list(mean), "std": list(std), "notes": notes, "notices": notices}
     write_json(cache / f"{key}.json", meta)  # written last: its presence marks a complete entry
-    return _dataset(name, root, images, meta, data_file)
+    return _dataset(name, root, images, meta, data_file, held_out)
 
 
-def _read_cache(cache: Path, key: str, name: str) -> ImageDataset | None:
+def _read_cache(cache: Path, key: str, name: str, held_out: tuple[int, str] | None) -> ImageDataset | None:
     meta_file, data_file = cache / f"{key}.json", cache / f"{key}.u8"
     try:
         meta = json.loads(meta_file.read_text())
@@ -311,10 +372,11 @@ def _read_cache(cache: Path, key: str, name: str) -> ImageDataset | None:
         images = open_raw(data_file, tuple(meta["shape"]))
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
-    return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file)
+    return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file, held_out)
 
 
-def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file: Path) -> ImageDataset:
+def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file: Path,
+             held_out: tuple[int, str] | None) -> ImageDataset:
     n_train = meta["n_train"]
     notes = list(meta["notes"])
     mapped = is_memory_mapped(images)  # open_raw's choice: over in_memory_limit()
@@ -325,7 +387,8 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
     return ImageDataset(name, images[:n_train], torch.tensor(meta["train_labels"], dtype=torch.int64),
                         images[n_train:], torch.tensor(meta["test_labels"], dtype=torch.int64),
                         tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]), flip=True,
-                        description=description, memory_mapped=mapped)
+                        description=description, memory_mapped=mapped, held_out=held_out,
+                        notices=tuple(meta.get("notices", ())))
 
 
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,

@@ -20,14 +20,14 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
-from cnnlab.inference import check_same_classes, dataset_of, load_trained
+from cnnlab.inference import check_same_classes, check_same_test_split, dataset_of, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model, model_info
 from cnnlab.models.summary import layer_summary
 from cnnlab.report import plots
 from cnnlab.report.curves import curves_figure
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
-from cnnlab.runs import CHECKPOINTS, Run
+from cnnlab.runs import CHECKPOINTS, Run, restart_command
 
 REQUIRED = ("config.json", "metrics.csv", "result.json")
 N_WRONG, N_MAPS = 16, 4
@@ -59,11 +59,15 @@ def read_run(run_dir: str | Path) -> RunFiles:
     if not path.is_dir():
         raise CnnlabError(f"run folder {path} does not exist (expected a folder written by cnnlab train)")
     missing = [name for name in REQUIRED if not (path / name).is_file()]
-    if not any((path / name).is_file() for name in CHECKPOINTS):
+    checkpointed = any((path / name).is_file() for name in CHECKPOINTS)
+    if not checkpointed:
         missing.append(" or ".join(CHECKPOINTS))
     if missing:
-        raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} (a run that is still "
-                          "training or was stopped? `cnnlab train --resume` finishes it)")
+        # Without a checkpoint --resume has nothing to continue from: advising it would only lead to a second refusal.
+        why = "a run that is still training or was stopped? `cnnlab train --resume` finishes it" if checkpointed else \
+            ("a run still in its first epoch, or stopped before its first checkpoint, which cannot be resumed: start "
+             f"it again with {restart_command(path)}")
+        raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} ({why})")
     run = Run.open(path)
     return RunFiles(run.path, run.record, run.result, run.metrics, run.checkpoint())
 
@@ -219,6 +223,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     data = dataset if dataset is not None else dataset_of(trained.checkpoint.get("config") or {}, data_dir,
                                                           name=meta.dataset)
     check_same_classes(meta, data.classes, f"dataset {data.name}")
+    check_same_test_split(trained.checkpoint["dataset"], data)
     images, labels, classes = data.test_images, data.test_labels, data.classes
     if test_logits is not None and 0 < len(test_logits) <= len(labels):
         # the training run's own final evaluation (limited to its first images by --limit-val-batches)

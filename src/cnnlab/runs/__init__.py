@@ -30,6 +30,7 @@ from cnnlab.runs.record import (
     folder_status,
     read_json,
     read_metrics,
+    restart_command,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "prepare_run_dir",
     "read_json",
     "read_metrics",
+    "restart_command",
     "save_checkpoint",
     "upgrade",
 ]

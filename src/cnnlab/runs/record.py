@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,23 @@ def decide_status(folder: Path, result: dict[str, Any] | None, trial: dict[str, 
     if any((folder / name).is_file() for name in CHECKPOINTS):
         return "interrupted"
     return "partial" if folder.is_dir() and any(folder.iterdir()) else "new"
+
+
+def restart_command(folder: str | Path) -> str:
+    """The command that starts the run in ``folder`` again from its first step, for a run that never wrote a
+    checkpoint (killed in its first epoch: ``--resume`` has no last.pt to continue from).
+
+    Its own config.json holds every setting, and ``cnnlab train --config`` reads one back; ``--force`` replaces
+    what the stopped run wrote. A folder without a readable config gets the general form.
+    """
+    folder = Path(folder)
+    try:
+        known = isinstance(read_json(folder / "config.json").get("config"), dict)
+    except CnnlabError:
+        known = False
+    if not known:
+        return f"cnnlab train MODEL ... --out {shlex.quote(str(folder))} --force"
+    return shlex.join(["cnnlab", "train", "--config", str(folder / "config.json"), "--out", str(folder), "--force"])
 
 
 def folder_status(folder: str | Path, now: float | None = None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from cnnlab.compare import compare_runs, curves_overlay, format_table
 from cnnlab.errors import CnnlabError
-from cnnlab.io import save_figure, write_json, write_text
+from cnnlab.io import missing_folders, remove_made_folders, save_figure, write_json, write_text
 from cnnlab.runs import ENDED, Run, folder_status
 from cnnlab.study.spec import Study, check_settings, load_study
 from cnnlab.study.summary import study_summary
@@ -80,11 +80,13 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
     write_json(path, record)
 
 
-def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool, report: bool) -> str:
-    """Train (or resume) one variant; returns what happened. A variant that fails is recorded, not raised."""
+def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool,
+                 report: bool) -> tuple[str, str | None]:
+    """Train (or resume) one variant; returns what happened (ran, kept, failed, or refused: before its run folder
+    was made) and the error's line. A variant that fails is recorded, not raised."""
     state = variant_state(run_dir)
     if state in ENDED:
-        return "kept"
+        return "kept", None
     settings = dict(settings)
     model, recipe = settings.pop("model"), settings.pop("recipe", "book")
     try:
@@ -93,9 +95,10 @@ def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool
         else:
             train(model, recipe, force=state == "partial", quiet=quiet, report=report, out=str(run_dir), **settings)
     except CnnlabError as e:  # a non-finite loss or another refusal: the run folder says "failed"; go on
-        print(f"cnnlab study: variant {name} failed: {' '.join(str(e).split())}", flush=True)
-        return "failed"
-    return "ran"
+        line = " ".join(str(e).split())
+        print(f"cnnlab study: variant {name} failed: {line}", flush=True)
+        return ("failed" if run_dir.is_dir() else "refused"), line
+    return "ran", None
 
 
 def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -117,12 +120,22 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
     overrides = check_settings({k: v for k, v in (overrides or {}).items() if v is not None}, "the study's overrides")
     folder = Path(out) if out else Path("studies") / study.name
     plan = _plan(study, overrides)
+    made = missing_folders(folder)
     _claim_folder(folder, {"study": study.name, "title": study.title, "runs": plan})
-    done: dict[str, list[str]] = {"ran": [], "kept": [], "failed": []}
+    done: dict[str, list[str]] = {"ran": [], "kept": [], "failed": [], "refused": []}
+    first_refusal = None
     for i, v in enumerate(study.variants):
         if not quiet:
             print(f"[{i + 1}/{len(study.variants)}] {v.name} ({v.model})", flush=True)
-        done[_run_variant(v.name, plan[v.name], folder / v.name, quiet, report)].append(v.name)
+        outcome, line = _run_variant(v.name, plan[v.name], folder / v.name, quiet, report)
+        done[outcome].append(v.name)
+        if outcome == "refused" and first_refusal is None:
+            first_refusal = f"variant {v.name}: {line}"
+    if first_refusal and len(done["refused"]) == len(study.variants):
+        # Checks that need the data (a --val-split larger than the training set, ...) refused every variant:
+        # a bad input, not a study with results; the study folder this call made goes again.
+        remove_made_folders(made, own=("study.json",))
+        raise CnnlabError(f"every variant was refused before training, so the study has no results; {first_refusal}")
 
     runs = [Run.open(folder / v.name) for v in study.variants if (folder / v.name / "config.json").is_file()]
     columns, rows = compare_runs(runs)

@@ -8,13 +8,32 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 from cnnlab.study.spec import Study
 
 
 def _pts(a: float, b: float) -> str:
-    return f"{100 * (a - b):+.1f} points"
+    """``a - b`` in accuracy points, with a second decimal where one would show 0.0 of figures that differ."""
+    text = f"{100 * (a - b):+.1f}"
+    if float(text) == 0 and not _tie(a, b):  # e.g. 0.8413 and 0.8410: the figures differ, so must the points
+        text = f"{100 * (float(f'{a:.4f}') - float(f'{b:.4f}')):+.2f}"
+    return f"{text} points"
+
+
+def _tie(a: float, b: float) -> bool:
+    """Whether two accuracies print the same (4 decimals, as the summary shows them): neither may be called
+    ahead of the other, or it reads "0.1000 > 0.1000"."""
+    return f"{a:.4f}" == f"{b:.4f}"
+
+
+def _ranking(scores: dict[str, float], ranked: list[str]) -> str:
+    """``a 0.9 > b 0.8 = c 0.8``: '=' between figures that print the same."""
+    text = f"{ranked[0]} {scores[ranked[0]]:.4f}"
+    for before, name in pairwise(ranked):
+        text += f" {'=' if _tie(scores[before], scores[name]) else '>'} {name} {scores[name]:.4f}"
+    return text
 
 
 def _budget_line(budget: dict[str, Any]) -> str:
@@ -39,7 +58,8 @@ def factor_effects(study: Study, scores: dict[str, float]) -> list[str]:
         means = sorted(((statistics.fmean(s), level, len(s)) for level, s in levels.items()), reverse=True)
         (top, best, _), (low, worst, _) = means[0], means[-1]
         shown = ", ".join(f"{level} {m:.4f}" + (f" (mean of {n})" if n > 1 else "") for m, level, n in means)
-        lines.append(f"- **{factor}**: {shown}; {best} over {worst}: {_pts(top, low)}.")
+        verdict = "the levels tie" if _tie(top, low) else f"{best} over {worst}: {_pts(top, low)}"
+        lines.append(f"- **{factor}**: {shown}; {verdict}.")
     return lines
 
 
@@ -70,9 +90,10 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
     if scores:
         ranked = sorted(scores, key=scores.get, reverse=True)
         best, worst = ranked[0], ranked[-1]
-        findings.append("- Ranking by final validation accuracy: "
-                        + " > ".join(f"{n} {scores[n]:.4f}" for n in ranked) + ".")
-        if len(ranked) > 1:
+        findings.append(f"- Ranking by final validation accuracy: {_ranking(scores, ranked)}.")
+        if len(ranked) > 1 and _tie(scores[best], scores[worst]):
+            findings.append(f"- No variant leads: all score {scores[best]:.4f}.")
+        elif len(ranked) > 1:
             findings.append(f"- {best} leads {worst} by {_pts(scores[best], scores[worst])[1:]}.")
         findings += factor_effects(study, scores)
         speed = {n: by_name[n]["images_per_s"] for n in ranked if by_name[n].get("images_per_s")}

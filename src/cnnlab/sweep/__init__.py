@@ -31,6 +31,7 @@ from typing import Any
 
 from cnnlab.checks import number, positive_int
 from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.io import missing_folders, remove_made_folders
 from cnnlab.sweep.space import KINDS, LOCAL, PRUNERS, Param, SweepSpec, command_line, parse_param
 from cnnlab.sweep.storage import StorageLost, database_failure, db_errors, first_line, open_storage, shown, storage_url
 from cnnlab.sweep.study import SPEC_ATTR, enqueue_interrupted, load_study, progress
@@ -82,23 +83,28 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
                           "or --storage URL, or MODEL and --param to start one")
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise CnnlabError(f"--out {sweep_dir} is a file; expected a sweep folder (a new one, or an existing sweep's)")
+    unknown = sorted(set(local or {}) - set(LOCAL))
+    if unknown:
+        raise CnnlabError(f"a joining machine sets only {', '.join(LOCAL)} for itself; got {', '.join(unknown)}")
+    made = missing_folders(sweep_dir)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a path under a file, a read-only file system
         raise CnnlabError(f"cannot make the sweep folder {sweep_dir}: {e.strerror or e}") from None
     url = storage_url(storage, sweep_dir)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    handle = open_storage(url, heartbeat)
     try:
-        study_obj, spec = load_study(handle, study, spec)
-        again = enqueue_interrupted(study_obj)
-    except db_errors() as e:
-        raise StorageLost(f"the study database {shown(url)} does not answer: {first_line(e)}") from None
+        handle = open_storage(url, heartbeat)
+        try:
+            study_obj, spec = load_study(handle, study, spec)
+            again = enqueue_interrupted(study_obj)
+        except db_errors() as e:
+            raise StorageLost(f"the study database {shown(url)} does not answer: {first_line(e)}") from None
+    except CnnlabError:  # refused before any trial ran: the sweep folder made for it goes again (and its study.db)
+        remove_made_folders(made, own=() if storage else ("study.db",))
+        raise
     if again:
         print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
-    unknown = sorted(set(local or {}) - set(LOCAL))
-    if unknown:
-        raise CnnlabError(f"a joining machine sets only {', '.join(LOCAL)} for itself; got {', '.join(unknown)}")
     worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}))
     hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {shown(storage)}" if storage else "")
     codes = [0]

@@ -15,7 +15,7 @@ from typing import Any
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.io import remove_stale_temporaries
 from cnnlab.report import RunReport
-from cnnlab.runs import RunFolder, load_checkpoint, prepare_run_dir
+from cnnlab.runs import RunFolder, load_checkpoint, prepare_run_dir, restart_command
 from cnnlab.train.build import RunParts, build_run
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
 from cnnlab.train.distributed import broadcast_object
@@ -80,14 +80,24 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
         The epoch history, or None when the run is already finished (nothing is written then).
     """
     path = Path(run_dir) / "last.pt"
+    if Path(run_dir).is_dir() and not path.exists():  # killed before its first checkpoint: only a restart helps
+        raise CnnlabError(f"checkpoint {path} does not exist: the run stopped before it wrote its first checkpoint, "
+                          f"so there is nothing to resume; start it again with {restart_command(run_dir)}")
     state = load_checkpoint(path)
     try:
-        config = TrainConfig(**state["config"])
+        saved_config = dict(state["config"])
+        if saved_config.get("val_split") == 1 and isinstance(saved_config["val_split"], float):
+            saved_config["val_split"] = 1  # the CLI once read `--val-split 1` as 1.0: one image, as that run held out
+        config = TrainConfig(**saved_config)
     except (KeyError, TypeError) as e:  # another cnnlab version's config, or not a training checkpoint at all
         raise CheckpointError(f"{path} holds no config this cnnlab can resume ({' '.join(str(e).split())})") from None
     saved = (state.get("dataset") or {}).get("name", "")
     if saved.startswith("folder:") and saved != config.dataset:  # the absolute path, wherever this runs from
         config = dataclasses.replace(config, dataset=saved)
+    if epochs is not None and config.time_budget is not None:
+        raise CnnlabError(f"this run's length is its time budget of {config.time_budget:g}s, which --epochs cannot "
+                          f"change; expected a resume without --epochs (start a new run with --init-from "
+                          f"{Path(run_dir) / 'last.pt'} to train it further)")
     if epochs is not None and epochs != config.epochs:
         if epochs < config.epochs:
             raise CnnlabError(f"--epochs {epochs} is fewer than the run's {config.epochs}; a resume can only add "
@@ -103,8 +113,9 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                             resume_state=state)
     done = trainer.finished()
     if done:
-        print(f"{run_dir} is finished: {done}; nothing to do (pass --epochs N to train it further"
-              + (")" if config.schedule in EXTENSIBLE_SCHEDULES else "; not possible with its schedule)"), flush=True)
+        further = ("" if config.time_budget is not None else " (pass --epochs N to train it further"
+                   + (")" if config.schedule in EXTENSIBLE_SCHEDULES else "; not possible with its schedule)"))
+        print(f"{run_dir} is finished: {done}; nothing to do{further}", flush=True)
         return None
     return trainer.fit()
 

@@ -7,8 +7,10 @@ optimizer and the schedule. A resume builds the same parts and puts the checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnlab import inference
 from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, balanced_class_weights, stratified_split
+from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import channels_last_pays, resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError
-from cnnlab.models import check_input_size, check_pretrained, create_model, model_info
+from cnnlab.models import check_input_size, check_pretrained, create_model, min_input_size, model_info
 from cnnlab.models.imagenet import ensure_weights, pretrained_normalize
 from cnnlab.models.init import init_cnn
 from cnnlab.train.config import TrainConfig
@@ -94,6 +97,8 @@ class RunParts:
         cfg, d = self.config, self.dataset
         dataset = {"name": d.name, "classes": list(d.classes), "channels": d.channels, "image_size": d.image_size,
                    "mean": list(d.mean), "std": list(d.std), "flip": d.flip}
+        if d.held_out is not None:  # which test split the loader drew: eval, report and resume refuse another
+            dataset["held_out"] = list(d.held_out)
         return {"model_name": cfg.model, "num_classes": d.num_classes, "in_channels": d.channels, "dataset": dataset,
                 "input_size": self.input_size, "normalize": self.normalize, "ops": cfg.ops,
                 "config": asdict(cfg)}
@@ -142,6 +147,7 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
         check_input_size(config.model, config.resize, config.channels or 1)
     device = resolve_device(config.device)
     dist = init_distributed(device)
+    _check_recipe_device(config, device, warn=dist.is_main)
     _set_determinism(config, device)
     seed_all(config.seed)
     if dataset is None:  # one process per machine fills the download (or decode) cache before the others read it
@@ -151,9 +157,14 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if dataset.num_classes < 2:  # one class: every prediction is right and nothing is learnt
         raise CnnlabError(f"{dataset.name} has {dataset.num_classes} class ({', '.join(dataset.classes)}); a "
                           "classifier needs at least 2 (a folder dataset: one subfolder per class)")
+    if config.flip is not None and config.flip != dataset.flip:  # the run's own flip policy over the dataset's
+        dataset = dataclasses.replace(dataset, flip=config.flip)
+    if dist.is_main and not quiet:
+        for line in dataset.notices:
+            print(f"note: {line}", flush=True)
     input_size = config.resize or default_input_size(config.model, dataset)
     if not config.resize or dataset.channels != (config.channels or 1):  # not checked above for these channels
-        check_input_size(config.model, input_size, dataset.channels)
+        _check_dataset_size(config, dataset, input_size)
     if model is None:
         start = int(resume_state.get("epoch", 0)) if resume_state is not None else 0
         model = _build_model(config, dataset, fine_tune=resume_state is None, note=dist.is_main and not quiet,
@@ -177,6 +188,36 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if resume_state is not None:
         _restore(parts, resume_state, str(source), quiet)
     return parts
+
+
+def _check_dataset_size(config: TrainConfig, dataset: ImageDataset, input_size: int) -> None:
+    """check_input_size for the size the dataset gives, naming the flag that changes it when it is the images'."""
+    try:
+        check_input_size(config.model, input_size, dataset.channels)
+    except CnnlabError as e:
+        if config.resize:
+            raise
+        fits = max(min_input_size(config.model, dataset.channels), model_info(config.model).input_size)
+        folder = f", or --image-size {fits} to decode the folder at that size" \
+            if dataset.name.startswith(FOLDER_PREFIX) else ""
+        raise CnnlabError(f"{e} (the images of {dataset.name} are {dataset.image_size} px); pass --resize {fits} to "
+                          f"enlarge them on the device{folder}") from None
+
+
+def _check_recipe_device(config: TrainConfig, device: torch.device, warn: bool) -> None:
+    """The speedrun recipe (bf16 autocast, torch.compile, batch 512) is made for a CUDA GPU; on a CPU it crawls
+    where the fast and cpu10 recipes are made for it. So where ``--device auto`` found no CUDA device it is
+    refused, naming those; an explicit other device runs it after one warning (on rank 0 when ``warn``)."""
+    if config.recipe != "speedrun" or device.type == "cuda":
+        return
+    if config.device == "auto":
+        raise CnnlabError(f"the speedrun recipe is made for a CUDA GPU (bf16 autocast, torch.compile, batch 512) and "
+                          f"torch sees none here, so it would run on the {device.type}: expected --recipe fast or "
+                          f"cpu10 there (or --device {device.type} to run speedrun on it anyway)")
+    if warn:
+        print(f"cnnlab: warning: the speedrun recipe is made for a CUDA GPU (bf16 autocast, torch.compile); on the "
+              f"{device.type} it is far slower than --recipe fast or cpu10, which are made for a CPU",
+              file=sys.stderr, flush=True)
 
 
 def _set_determinism(config: TrainConfig, device: torch.device) -> None:
@@ -303,6 +344,7 @@ def _restore(parts: RunParts, state: dict[str, Any], source: str, quiet: bool) -
     if classes is not None and list(classes) != list(parts.dataset.classes):
         raise CnnlabError(f"{source} was trained on {len(classes)} classes of {state['dataset']['name']}, not the "
                           f"{parts.dataset.num_classes} of {parts.dataset.name}: resume it with its own dataset")
+    inference.check_same_test_split(state.get("dataset") or {}, parts.dataset)
     try:
         parts.model.load_state_dict(state["model"])
         parts.optimizer.load_state_dict(state["optimizer"])

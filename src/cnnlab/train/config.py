@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnlab.checks import fail, int_at_least, int_in_range, number, positive_int
+from cnnlab.checks import fail, int_at_least, int_in_range, is_int, is_number, number, positive_int
 from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -27,6 +27,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 AUGMENTS = ("none", "crop-flip", "trivial", "randaugment", "autoaugment")
 # Strings a config file may hold where it meant the old augment switch (true/false): refused as such.
 _SWITCH_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
+# How a field's type is named in the line refusing a value of another type.
+_EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+# Switches whose None means "not set: the device's or the dataset's own default".
+_UNSET_SWITCHES = ("channels_last", "flip")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -50,6 +54,9 @@ class TrainConfig:
                                    "trained weights: the body frozen for --freeze-epochs, then all layers with a "
                                    "lower lr for the body)")
     epochs: int = _f(10, "passes over the training set")
+    time_budget: float | None = _f(None, "the run's length in wall seconds of fitting instead of --epochs: the "
+                                         "schedule is planned by the measured speed to end, final evaluation "
+                                         "included, within it (the fast and cpu10 recipes' default: 60 and 600)")
     batch_size: int = _f(128, "samples per step, per process (the global batch is batch_size x world_size)")
     lr: float | None = _f(None, "peak learning rate (default: the model's book lr for the book recipe)")
     optimizer: str = _f("sgd", "sgd | nesterov | adamw | adam | rmsprop")
@@ -84,6 +91,9 @@ class TrainConfig:
                               "loss (cross-entropy weighted by n / (classes x class count))")
     ema: float = _f(0.0, "decay of an exponential moving average of the weights used for evaluation (0: off)")
     tta: bool = _f(False, "test-time augmentation: average the logits of the image and its mirror")
+    flip: bool | None = _f(None, "override the dataset's flip policy: --no-flip never mirrors in augmentation or "
+                                 "TTA (digits, text in a folder dataset), --flip always may; default: the dataset's "
+                                 "own (`cnnlab datasets`; folders: flip)")
     amp: bool = _f(False, "bf16 autocast (CUDA and CPU)")
     channels_last: bool | None = _f(None, "channels-last memory format (default: on for torch ops on CPU/CUDA)")
     compile: bool = _f(False, "torch.compile the model")
@@ -127,15 +137,21 @@ class TrainConfig:
         for name in ("limit_train_batches", "limit_val_batches", "resize", "image_size"):
             if getattr(self, name) is not None:
                 positive_int(getattr(self, name), name.replace("_", "-"))
+        if self.time_budget is not None:
+            number(self.time_budget, "time-budget", low=0, low_open=True, expected="a positive number of seconds")
         for name in ("checkpoint_every", "early_stop", "freeze_epochs"):
             int_at_least(getattr(self, name), name.replace("_", "-"), 0)
-        if self.channels not in (None, 1, 3):
+        if self.channels is not None and (not is_int(self.channels) or self.channels not in (1, 3)):  # True == 1
             raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
         if self.val_split is not None:
             fraction = "a fraction in (0, 1) or a whole number of images >= 1"
             number(self.val_split, "val-split", low=0, low_open=True, expected=fraction)
             if self.val_split >= 1 and self.val_split != int(self.val_split):
                 fail("val-split", fraction, self.val_split)
+            if isinstance(self.val_split, float) and self.val_split == 1:  # reads as "all", yet held out one image
+                raise CnnlabError("val-split must be a fraction in (0, 1) or a whole number of images, got 1.0: a "
+                                  "fraction must be below 1; for a number of images give an integer (--val-split 1 "
+                                  "holds out one image)")
         if self.augment not in AUGMENTS:
             if isinstance(self.augment, str) and self.augment.lower() in _SWITCH_WORDS:  # "false" in a JSON file
                 raise CnnlabError(f"augment must be true or false, got {self.augment!r} (a string), or one of the "
@@ -146,7 +162,7 @@ class TrainConfig:
             if name == "augment":  # a preset name by now (checked above)
                 continue
             value = getattr(self, name)
-            if kind is bool and not isinstance(value, bool) and not (value is None and name == "channels_last"):
+            if kind is bool and not isinstance(value, bool) and not (value is None and name in _UNSET_SWITCHES):
                 fail(name.replace("_", "-"), "true or false", value)
             if kind is str and value is not None and not isinstance(value, str):
                 fail(name.replace("_", "-"), "a string", value)
@@ -185,6 +201,15 @@ class TrainConfig:
         if self.optimizer == "nesterov" and self.momentum == 0:
             raise CnnlabError("optimizer nesterov needs momentum > 0 (e.g. --momentum 0.9), got 0")
         int_in_range(self.seed, "seed", 0, 2**32, expected="an integer in [0, 2**32)")  # np.random.seed: 32 bits
+        # Last, after every field's own check: a field without one of its own still refuses a value of another
+        # type (a config file's "3" for a number, [3] or null), so a new field is never silently accepted.
+        nullable = nullable_fields()
+        for name, kind in field_types().items():
+            value = getattr(self, name)
+            if value is None and name in nullable:
+                continue
+            if value is None or (kind is int and not is_int(value)) or (kind is float and not is_number(value)):
+                fail(name.replace("_", "-"), _EXPECTED.get(kind, f"a {kind.__name__}"), value)
         return self
 
 
@@ -225,15 +250,16 @@ RECIPES: dict[str, dict[str, Any]] = {
     # one epoch of 40 or of all 235 batches; clipped, it learns (docs/benchmarks.md, "Short schedules").
     "fast": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
                  batch_size=256, label_smoothing=0.1, normalize=True, augment="none", epochs=10, init="xavier",
-                 grad_clip=1.0, channels_last=False),  # BN-LeNet is faster contiguous on a CPU (docs/benchmarks.md)
+                 grad_clip=1.0, channels_last=False,  # BN-LeNet is faster contiguous on a CPU (docs/benchmarks.md)
+                 time_budget=60.0),  # a minute on any host; the 10 epochs are the schedule until the speed is known
     # The most test accuracy two CPU cores buy in 10 minutes, for the compact model (docs/benchmarks.md, "Ten
     # minutes on two cores"; chosen on a validation split): the fast recipe's optimizer and one-cycle, with the
     # random-crop and flip augmentation and flip-TTA that beat no augmentation there (without it the net fits the
-    # training set almost exactly by the last epoch). Its epoch count fits the 10 minutes on the slower host
-    # measured (docs/benchmarks.md, "On an AVX2-only host").
+    # training set almost exactly by the last epoch). Ten minutes as a time budget: 9 epochs fit them on the slower
+    # host measured and use under half of them on the faster one (docs/benchmarks.md, "A time budget").
     "cpu10": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
                   batch_size=256, label_smoothing=0.1, normalize=True, augment="crop-flip", tta=True, epochs=9,
-                  init="default", channels_last=True),
+                  init="default", channels_last=True, time_budget=600.0),
     # GPU: large-batch one-cycle with bf16, channels-last, torch.compile, flips and TTA (time to 94% test accuracy).
     "speedrun": dict(optimizer="nesterov", momentum=0.9, lr=0.2, weight_decay=5e-4, schedule="onecycle",
                      batch_size=512, label_smoothing=0.1, normalize=True, augment="crop-flip", tta=True, amp=True,
@@ -260,15 +286,23 @@ def make_config(model: str, recipe: str = "book", **overrides: Any) -> TrainConf
     """
     from cnnlab.models import model_info  # torch: the CLI builds its flags from this module torch-free
 
+    if not isinstance(model, str):  # a config file's "model": ["lenet"] would reach the registry's dict unhashable
+        fail("model", "a model name (a string; see `cnnlab models`)", model)
     info = model_info(model)
-    if recipe not in RECIPES:
+    if not isinstance(recipe, str) or recipe not in RECIPES:
         raise CnnlabError(f"recipe must be one of {', '.join(RECIPES)}; got {recipe!r}")
     check_known_fields(overrides, "the overrides")
     values: dict[str, Any] = {"lr": info.lr}
     values.update(RECIPES[recipe])
     if overrides.get("freeze") and overrides.get("freeze_epochs") is None:  # --freeze: frozen all along instead
         values.pop("freeze_epochs", None)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "epochs" in given and "time_budget" in given:
+        raise CnnlabError(f"--epochs and --time-budget both set the run's length; expected one of them, got "
+                          f"{given['epochs']} epochs and {given['time_budget']} seconds")
+    if "epochs" in given:  # an epoch count replaces a budget recipe's time budget
+        values.pop("time_budget", None)
+    values.update(given)
     values.update(model=model, recipe=recipe)
     return TrainConfig(**values)
 
@@ -285,6 +319,12 @@ def field_types() -> dict[str, type]:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         types[name] = args[0] if args else hint
     return types
+
+
+def nullable_fields() -> frozenset[str]:
+    """The TrainConfig fields that may be None ("not set": ``lr``, ``resize``, ...); the others always hold a value."""
+    return frozenset(name for name, hint in typing.get_type_hints(TrainConfig).items()
+                     if type(None) in typing.get_args(hint))
 
 
 def check_known_fields(keys: Iterable[str], where: str) -> None:

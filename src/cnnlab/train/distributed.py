@@ -80,3 +80,16 @@ def barrier(env: DistEnv) -> None:
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_in_shard_order(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Every rank's ``tensor`` back in the order of the split the ranks shared, on every rank (a collective).
+
+    Without shuffling, rank ``r`` holds items ``r, r + world_size, r + 2 * world_size, ...`` of the split, as many
+    on every rank (:class:`cnnlab.data.DeviceLoader`): interleaving the ranks' rows restores the split's order.
+    """
+    if not env.enabled:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(env.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts, dim=1).flatten(0, 1)

@@ -4,12 +4,20 @@ A network whose learning rate blew it up early (dead ReLUs, a saturated output l
 error: its loss stays at or above that of a uniform guess and it predicts one class for every image, which on a
 balanced test set is exactly chance accuracy. Nothing crashes, so without a warning the user only finds out from
 the final figure.
+
+A network that has learned its training images yet is at chance on the validation split is another case: it
+predicts differently in evaluation mode. With BatchNorm and few steps (a small dataset at a large batch) that is
+the running statistics evaluation uses: they start at mean 0 / variance 1 and after a few dozen updates still
+hold much of it, far from the batches' own (docs/reliability.md, "Image folders", has the measurements).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+
+import torch
+from torch import nn
 
 from cnnlab.checks import int_at_least, is_number
 from cnnlab.errors import CnnlabError
@@ -23,17 +31,32 @@ MARGIN = 0.05
 # epoch well above the uniform guess, the book's sigmoid LeNet after its first epoch just at it (the same section of
 # docs/benchmarks.md has the figures).
 STALL = 1.02
+# A training accuracy this far from chance to perfect (0.55 for 10 classes) says the network has learned its
+# training images, so a validation accuracy at chance beside it is no slow start: the network predicts differently
+# in evaluation mode, or the validation images are unlike the training ones.
+LEARNED = 0.5
+# BatchNorm's running statistics move 10% (torch's momentum 0.1) from their start, mean 0 / variance 1, towards
+# each training batch's, so 0.9**n of the start is left after n updates: 0.15 after 18, 3e-5 after 100. Batch
+# variances can be far below 1: ResNet-18 on sklearn's 8x8 digits (Xavier init, raw pixels) has 0.005-0.07, and
+# after 18 updates its running variances were 8-28 times those and its validation accuracy 0.11 in evaluation
+# mode, 0.97 with batch statistics and 0.97 with the running statistics recomputed over the training set. Under
+# 100 updates the start can still outweigh such variances, so the statistics are the likely cause; past it, not.
+BN_SETTLED = 100
 
 
-def chance_warning(row: Mapping[str, float], num_classes: int) -> str | None:
+def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int | None = None) -> str | None:
     """A one-line warning when an epoch's validation accuracy is no better than chance, else None.
 
-    "No better" means at most ``MARGIN`` of the way from chance (``1 / num_classes``) to a perfect score.
+    "No better" means at most ``MARGIN`` of the way from chance (``1 / num_classes``) to a perfect score. When the
+    training accuracy is well above chance (:func:`learned_but_at_chance`) the line names the gap, and BatchNorm's
+    running statistics when they have had fewer than ``BN_SETTLED`` updates.
 
     Args:
-        row: one epoch's metrics as the Trainer records them (``epoch``, ``val_acc``, ``train_loss``, ...;
-            only ``val_acc`` is required).
+        row: one epoch's metrics as the Trainer records them (``epoch``, ``val_acc``, ``train_loss``,
+            ``train_acc``, ...; only ``val_acc`` is required).
         num_classes: classes of the dataset (chance accuracy is ``1 / num_classes``).
+        bn_updates: updates of the model's BatchNorm running statistics so far (:func:`batch_norm_updates`; None:
+            no BatchNorm layer keeps them).
 
     Example:
         >>> chance_warning({"epoch": 1, "val_acc": 0.1, "train_loss": 2.55}, 10)[:40]
@@ -50,6 +73,14 @@ def chance_warning(row: Mapping[str, float], num_classes: int) -> str | None:
         return None
     where = f"epoch {row['epoch']:g}: " if isinstance(row.get("epoch"), (int, float)) else ""
     head = f"{where}validation accuracy {acc:.4f} is no better than chance (1/{num_classes} = {chance:.4f})"
+    if learned_but_at_chance(row, num_classes):
+        head = f"{head} while training accuracy is {row['train_acc']:.4f}"
+        if bn_updates is not None and bn_updates < BN_SETTLED:
+            return (f"{head}: evaluation uses BatchNorm's running statistics, which have had only {bn_updates} "
+                    "updates (one a training batch) and are still far from the batches' own; train more --epochs or "
+                    "use a smaller --batch-size")
+        return (f"{head}: the network predicts differently in evaluation mode, or the validation images differ "
+                "from the training images")
     loss = row.get("train_loss")
     uniform = math.log(num_classes)  # the cross-entropy of predicting 1/num_classes for every class
     if not isinstance(loss, (int, float)) or not math.isfinite(loss):
@@ -61,3 +92,27 @@ def chance_warning(row: Mapping[str, float], num_classes: int) -> str | None:
                 "(the book's sigmoid LeNet takes 1-2 epochs to start); if it stays at chance, change --lr")
     return (f"{head}, training loss {loss:.3g} above the {uniform:.3g} of a uniform guess: the steps are too large "
             "for the network (try a smaller --lr, a longer schedule or --grad-clip 1)")
+
+
+def learned_but_at_chance(row: Mapping[str, float], num_classes: int) -> bool:
+    """Whether an epoch's training accuracy is at least ``LEARNED`` of the way from chance to perfect while its
+    validation accuracy is at chance (as :func:`chance_warning` judges it): never a slow start, at any epoch.
+
+    Example:
+        >>> learned_but_at_chance({"train_acc": 0.93, "val_acc": 0.1}, 10)
+        True
+    """
+    chance, acc, train_acc = 1 / num_classes, row.get("val_acc"), row.get("train_acc")
+    return (is_number(acc) and is_number(train_acc) and acc <= chance + MARGIN * (1 - chance)
+            and train_acc >= chance + LEARNED * (1 - chance))
+
+
+def batch_norm_updates(model: nn.Module) -> int | None:
+    """The fewest updates any of ``model``'s BatchNorm layers has made to its running statistics (torch's and
+    cnnlab's own layers: ``num_batches_tracked``), or None when no layer keeps an exponential moving average of
+    them (``momentum=None`` keeps an exact cumulative one, right after its first update). One host sync.
+    """
+    counts = [m.num_batches_tracked for m in model.modules()
+              if isinstance(getattr(m, "num_batches_tracked", None), torch.Tensor)
+              and getattr(m, "momentum", None) is not None]
+    return int(torch.stack(counts).min()) if counts else None

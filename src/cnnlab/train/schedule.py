@@ -66,6 +66,10 @@ class LRFactor:
         self.milestones = tuple(milestones)
         self.restart = restart if schedule == "onecycle" and 0 < restart < total_steps else 0
 
+    def set_total(self, total_steps: int) -> None:
+        """Change the schedule's length from here on (a time budget's plan: cnnlab.train.budget)."""
+        self.total = max(1, total_steps)
+
     def __call__(self, step: int) -> float:
         if self.restart:  # two cycles: the frozen phase's, then the unfrozen phase's at a lower peak
             if step < self.restart:
@@ -98,7 +102,8 @@ class LRFactor:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """A per-step LambdaLR for ``cfg.schedule`` over ``cfg.epochs`` epochs."""
+    """A per-step LambdaLR for ``cfg.schedule`` over ``cfg.epochs`` epochs (with ``--time-budget``, a provisional
+    length until the budget's plan sets it)."""
     total = cfg.epochs * steps_per_epoch
     factor = LRFactor(cfg.schedule, total, round(cfg.warmup * steps_per_epoch), steps_per_epoch=steps_per_epoch,
                       step_size=cfg.step_size, gamma=cfg.gamma,

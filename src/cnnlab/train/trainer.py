@@ -32,13 +32,15 @@ from cnnlab.device import oversubscription_hint
 from cnnlab.errors import CnnlabError, Interrupted, StopRun
 from cnnlab.evaluate import class_scores, confusion_matrix
 from cnnlab.runs import environment, save_checkpoint
+from cnnlab.train.budget import TimeBudget
 from cnnlab.train.build import RunParts
-from cnnlab.train.distributed import barrier, broadcast_buffers, reduce_int, shutdown
-from cnnlab.train.health import chance_warning
+from cnnlab.train.distributed import barrier, broadcast_buffers, gather_in_shard_order, reduce_int, shutdown
+from cnnlab.train.health import batch_norm_updates, chance_warning, learned_but_at_chance
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.state import install_stop_handlers, restore_handlers
 
-# A first epoch this long must leave a learning network above chance; after a handful of steps chance is normal.
+# A first epoch this long must leave a learning network above chance; after a handful of steps chance is normal
+# (unless the training accuracy says it has learned: that is checked at every epoch, however short).
 CHANCE_CHECK_STEPS = 20
 
 
@@ -77,7 +79,10 @@ class Trainer:
         self._val_logits: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         self._stop_signal: int | None = None
+        self._told_eval_gap = False  # learned but at chance in evaluation: said once a run, not at every epoch
+        self._fit_start: float | None = None  # perf_counter() at the start of the fit, less a resumed run's elapsed
         self._loss_window = torch.zeros(self.config.log_every, device=self.device)
+        self.budget = self._time_budget() if self.config.time_budget is not None else None
 
     # ------------------------------------------------------------------------------------------ the loop
     def finished(self) -> str | None:
@@ -89,7 +94,11 @@ class Trainer:
             return f"it was stopped after epoch {self.state.epoch}: {self.stop_reason}"
         if cfg.early_stop and self._epochs_since_best() >= cfg.early_stop:
             return f"it stopped early after {cfg.early_stop} epochs without a better {self.val_name} accuracy"
-        if self.state.epoch >= cfg.epochs:
+        if self.budget is not None:
+            if self.budget.spent():
+                return (f"it used its time budget of {cfg.time_budget:g}s ({self.state.step} steps, "
+                        f"{self.state.step / len(self.train_loader):.2f} epochs)")
+        elif self.state.epoch >= cfg.epochs:
             return f"it trained all {cfg.epochs} epochs"
         return None
 
@@ -98,16 +107,20 @@ class Trainer:
         return len(accs) - 1 - max(range(len(accs)), key=accs.__getitem__) if accs else 0
 
     def fit(self) -> list[dict[str, float]]:
-        """Train until ``config.epochs`` (from where a resumed run left off), the target accuracy or early stop.
+        """Train until ``config.epochs`` or the time budget is used (from where a resumed run left off), the target
+        accuracy or early stop.
 
         Returns:
             The epoch history (``self.result`` holds the run's result).
         """
-        cfg, start = self.config, time.perf_counter() - self.state.elapsed
+        cfg = self.config
+        start = self._fit_start = time.perf_counter() - self.state.elapsed
         previous = install_stop_handlers(self._on_signal)
         try:
             self._notify("on_start", self)
             self._thread_hint()
+            if self.budget is not None:
+                self.budget.begin(start)
             while self.finished() is None:
                 t0 = time.perf_counter()
                 train = self.train_epoch()
@@ -130,8 +143,11 @@ class Trainer:
                               f"{self.state.elapsed:.1f}s (epoch {self.state.epoch}): stopping")
                 elif self.stop_reason is not None:
                     self._log(f"stopping after epoch {self.state.epoch}: {self.stop_reason}")
-                elif self.finished() and self.state.epoch < cfg.epochs:
+                elif (cfg.early_stop and self._epochs_since_best() >= cfg.early_stop
+                      and (self.budget is not None or self.state.epoch < cfg.epochs)):
                     self._log(f"no better {self.val_name} accuracy for {cfg.early_stop} epochs: stopping early")
+                if self.budget is not None:
+                    self.budget.epoch_ended()
             self.result = self._result(time.perf_counter() - start)
             self._notify("on_end", self, self.result)
         except Interrupted as stop:
@@ -165,7 +181,7 @@ class Trainer:
         # The bar advances every step (tqdm redraws at most 4 times a second, and advancing it reads nothing
         # from the device); the loss and img/s beside it are read only at the log interval's sync point.
         bar = tqdm(total=len(self.train_loader), initial=first, leave=False, mininterval=0.25,
-                   desc=f"epoch {self.state.epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
+                   desc=f"epoch {self.state.epoch + 1}{self._of_epochs()}", unit="batch", dynamic_ncols=True,
                    disable=self.quiet or not self.dist.is_main or not sys.stderr.isatty())
         since, t_log, images, last = 0, time.perf_counter(), 0, len(self.train_loader) - 1
         pending_checkpoint = False
@@ -217,6 +233,8 @@ class Trainer:
                 pending_checkpoint = False
             if stop:
                 raise Interrupted(self._stop_signal, self._resume_hint())
+            if self.budget is not None and self.budget.step_done(at_sync, closes):
+                break  # the time budget's last step: the epoch ends here, with its evaluation
         self._check_finite(since)
         if self.dist.enabled and self._stop_requested(at_sync_point=True):  # came after the epoch's last sync point
             raise Interrupted(self._stop_signal, self._resume_hint())
@@ -303,10 +321,12 @@ class Trainer:
         self._checkpoint("last.pt")  # on every rank: a collective under torchrun
         if is_best:  # the same on every rank: val_acc is the global figure
             self._checkpoint("best.pt")
-        self._log(f"epoch {row['epoch']}/{self.config.epochs}  train_loss {row['train_loss']:.4f}  "
+        self._log(f"epoch {row['epoch']}{self._of_epochs()}  train_loss {row['train_loss']:.4f}  "
                   f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
                   f"{row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
-        if len(self.state.history) == 1 and self.parts.steps_per_epoch >= CHANCE_CHECK_STEPS:
+        gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes)
+        if gap or (len(self.state.history) == 1 and self.parts.steps_per_epoch >= CHANCE_CHECK_STEPS):
+            self._told_eval_gap |= gap
             self._chance_warning(row)
         try:
             self._notify("on_epoch", self, row, is_best)
@@ -323,16 +343,17 @@ class Trainer:
         if self.test_loader is not None and self.state.history:
             test = self.evaluate(self.test_loader, keep_logits=True)
             test_samples = self._samples(self.test_loader, self.parts.test_rest)
+            final = self._final_logits(self.test_loader)
         else:
             test = {"acc": last.get("val_acc"), "loss": last.get("val_loss")}
             test_samples = self._samples(self.val_loader, self.parts.val_rest)
+            final = self._final_logits(self.val_loader)
         per_class = macro_f1 = None
-        if self.dist.world_size == 1 and self._val_logits:
-            self.test_logits = torch.cat(self._val_logits).cpu()
-            # Per-class figures of the images the test figure is of (one process: the other ranks' logits are not
-            # gathered, so a torchrun run records none).
-            scores = class_scores(confusion_matrix(self.test_logits.argmax(1), torch.cat(self._val_labels).cpu(),
-                                                   self.dataset.num_classes))
+        if final is not None:
+            # Per-class figures of the images the test figure is of; the report reuses the logits, so it does not
+            # score the test set again (under torchrun rank 0 alone would, at world_size times the run's cost).
+            self.test_logits, labels = final
+            scores = class_scores(confusion_matrix(self.test_logits.argmax(1), labels, self.dataset.num_classes))
             macro_f1 = scores.pop("macro_f1")
             per_class = {name: {k: v[i] for k, v in scores.items()} for i, name in enumerate(self.dataset.classes)}
         images = sum(r["images_per_s"] * r["seconds"] for r in self.state.history)
@@ -352,8 +373,39 @@ class Trainer:
             "time_to_target_s": self.state.target_reached and self.state.target_reached["seconds"],
             "target_epoch": self.state.target_reached and self.state.target_reached["epoch"],
             "stopped_early_epoch": self.state.epoch if stopped_early else None,
-            "macro_f1": macro_f1, "per_class": per_class,
+            "macro_f1": macro_f1, "per_class": per_class, "steps": self.state.step,
+            "epochs_trained": self.state.step / len(self.train_loader),
+            **(self.budget.record() if self.budget is not None else
+               {"time_budget_s": None, "budget_steps": None, "budget_cut": None}),
         }
+
+    def _of_epochs(self) -> str:
+        """What the epoch number is out of: the epoch count, or the budget's seconds used so far."""
+        if self.budget is None:
+            return f"/{self.config.epochs}"
+        return f" ({self.budget.used():.0f}/{self.config.time_budget:g}s)"
+
+    def _time_budget(self) -> TimeBudget:
+        val = self.parts.val_loader.num_samples * self.dist.world_size + (
+            self.parts.val_rest.num_samples if self.parts.val_rest else 0)
+        test = self._samples(self.test_loader, self.parts.test_rest) if self.test_loader is not None else 0
+        return TimeBudget(self.config.time_budget, self.state, self.scheduler.lr_lambdas[0],
+                          batches_per_epoch=len(self.train_loader), batch_size=self.config.batch_size,
+                          accumulate=self.config.accumulate, eval_images=val,
+                          final_images=val + test, tta=self.parts.tta, dist=self.dist, device=self.device,
+                          log_every=self.config.log_every)
+
+    def _final_logits(self, loader: DeviceLoader) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The last evaluation's logits and labels (of ``loader``'s split) on the CPU in the split's order, on rank 0;
+        None on the other ranks and where none were kept. Under torchrun each rank kept its own shard: the shards are
+        gathered (a collective: every rank calls this), then rank 0's pass over the samples equal shards leave over,
+        which are the split's last."""
+        if not self._val_logits:
+            return None
+        logits, labels, n = torch.cat(self._val_logits), torch.cat(self._val_labels), loader.num_samples
+        logits = torch.cat([gather_in_shard_order(logits[:n], self.dist), logits[n:]])
+        labels = torch.cat([gather_in_shard_order(labels[:n], self.dist), labels[n:]])
+        return (logits.cpu(), labels.cpu()) if self.dist.is_main else None
 
     def _samples(self, loader: DeviceLoader, rest: DeviceLoader | None) -> int:
         return loader.num_samples * self.dist.world_size + (rest.num_samples if rest else 0)
@@ -380,7 +432,7 @@ class Trainer:
             self._warn(hint)
 
     def _chance_warning(self, row: dict[str, float]) -> None:
-        warning = chance_warning(row, self.dataset.num_classes)
+        warning = chance_warning(row, self.dataset.num_classes, bn_updates=batch_norm_updates(self.model))
         if warning:
             self._warn(warning)
 
@@ -416,6 +468,8 @@ class Trainer:
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
             self._blow_up("weights", self.state.step)  # identical on every rank under DDP: all raise together
         summed = self.epoch_metrics.global_state_dict()
+        if self._fit_start is not None:  # a mid-epoch checkpoint's steps are kept, so is their time (a budget's)
+            self.state.elapsed = time.perf_counter() - self._fit_start
         if self.dist.is_main and self.run_dir is not None:
             save_checkpoint({**self.state_dict(), "epoch_metrics": summed}, self.run_dir / name)
 

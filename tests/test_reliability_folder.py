@@ -1,0 +1,241 @@
+"""Bad inputs around the user's own image folders (`--dataset folder:PATH`) that once gave silent wrong results.
+
+Each case goes through the real command where a user meets it (exit code 2 and one `cnnlab CMD: error: ...` line,
+or the note a training run prints), on small folders of PNGs written here. Each test failed on the code before its
+fix (docs/reliability.md, "Image folders").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnlab.train
+import data_support
+from cnnlab import cli
+from cnnlab.data import folder, load_dataset
+from cnnlab.errors import CnnlabError
+from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.train import build_run, make_config
+from cnnlab.train.config import TrainConfig
+from data_support import rng_image, write_classes
+
+home = data_support.home  # a fixture: every cache under tmp_path
+TINY = ["--epochs", "1", "--batch-size", "8", "--limit-train-batches", "2", "--no-report"]
+
+
+def run(argv: list[str], capsys) -> tuple[int, list[str], list[str]]:
+    """Exit code, stdout lines and stderr lines of ``cnnlab argv`` run in-process."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's errors exit from inside parse_args
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err.splitlines()
+
+
+def one_error(argv: list[str], capsys, *needles: str, command: str = "train") -> str:
+    """Run ``argv``, expect exit 2 and exactly one error line holding every needle; returns the line."""
+    code, _, err = run(argv, capsys)
+    assert code == 2 and len(err) == 1, (code, err)
+    assert err[0].startswith(f"cnnlab {command}: error: "), err[0]
+    for needle in needles:
+        assert needle in err[0], (needle, err[0])
+    return err[0]
+
+
+# -- the held-out split a run used is fixed by the run --------------------------------------------------------
+def test_a_changed_held_out_split_is_refused_by_eval_report_and_resume(tmp_path, home, capsys):
+    data = tmp_path / "digits"
+    write_classes(data, {"a": 14, "b": 14})  # no test/: the loader holds out 5 of the 28 images
+    out = tmp_path / "run"
+    assert run(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
+               capsys)[0] == 0
+    assert run(["eval", str(out / "last.pt")], capsys)[0] == 0  # the folder as it was: evaluated as before
+
+    (data / "a" / "000.png").unlink()  # one image deleted after training: 27 images, 4 held out now
+    change = f"the held-out test split of folder:{data} changed since the run trained (5 files then, 4 now)"
+    one_error(["eval", str(out / "last.pt")], capsys, change, "put the folder back", command="eval")
+    one_error(["report", str(out)], capsys, change, command="report")
+    one_error(["train", "--resume", str(out), "--epochs", "2"], capsys, change)
+    recorded = load_checkpoint(out / "last.pt")["dataset"]["held_out"]  # count and hash, in both records
+    assert recorded[0] == 5 and json.loads((out / "config.json").read_text())["dataset"]["held_out"] == recorded
+
+    # A checkpoint from before the record (none of them drew a held-out split knowingly) is evaluated as before.
+    state = load_checkpoint(out / "last.pt")
+    del state["dataset"]["held_out"]
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, out / "old.pt")
+    assert run(["eval", str(out / "old.pt")], capsys)[0] == 0
+
+
+def test_a_fixed_test_folder_records_no_drawn_split(tmp_path, home):
+    write_classes(tmp_path / "split" / "train", {"a": 3, "b": 3})
+    write_classes(tmp_path / "split" / "test", {"a": 1, "b": 1}, seed=50)
+    assert load_dataset(f"folder:{tmp_path / 'split'}").held_out is None  # the user's own test/ is the split
+    write_classes(tmp_path / "flat", {"a": 6, "b": 6})
+    first = load_dataset(f"folder:{tmp_path / 'flat'}")
+    assert first.held_out is not None and load_dataset(f"folder:{tmp_path / 'flat'}").held_out == first.held_out
+
+
+# -- --val-split 1.0 ------------------------------------------------------------------------------------------
+def captured_configs(monkeypatch) -> list[TrainConfig]:
+    configs = []
+
+    def fake_train(model, recipe="book", *, force=False, quiet=False, report=True, **overrides):
+        configs.append(make_config(model, recipe, **overrides))
+        return []  # an epoch history
+
+    monkeypatch.setattr(cnnlab.train, "train", fake_train)
+    return configs
+
+
+def test_val_split_one_as_a_float_is_refused_and_one_as_an_integer_is_one_image(tmp_path, capsys, monkeypatch):
+    configs = captured_configs(monkeypatch)
+    message = one_error(["train", "lenet", "--val-split", "1.0"], capsys, "val-split must be a fraction in (0, 1)",
+                        "got 1.0: a fraction must be below 1; for a number of images give an integer")
+    assert configs == [] and "--val-split 1" in message
+    with pytest.raises(CnnlabError, match="a fraction must be below 1"):
+        make_config("lenet", val_split=1.0)
+    config_file = tmp_path / "c.json"
+    config_file.write_text(json.dumps({"model": "lenet", "val_split": 1.0}))
+    one_error(["train", "--config", str(config_file)], capsys, "a fraction must be below 1")
+    for text, value in (("1", 1), ("5000", 5000), ("0.1", 0.1), ("2.0", 2.0)):  # as documented: < 1 a share
+        assert run(["train", "lenet", "--val-split", text], capsys)[0] == 0
+        assert configs[-1].val_split == value and type(configs[-1].val_split) is type(value)
+
+
+def test_a_run_that_recorded_val_split_1_0_still_resumes(tmp_path, home, capsys):
+    """The CLI once stored `--val-split 1` as 1.0: such a run resumes holding out its one image, as it trained."""
+    data, out = tmp_path / "set", tmp_path / "run"
+    write_classes(data, {"a": 6, "b": 6})
+    assert run(["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "1", *TINY, "--out", str(out),
+                "--quiet"], capsys)[0] == 0
+    state = load_checkpoint(out / "last.pt")
+    state["config"]["val_split"] = 1.0
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, out / "last.pt")
+    assert run(["train", "--resume", str(out), "--epochs", "2", "--quiet"], capsys)[0] == 0
+    assert json.loads((out / "result.json").read_text())["val_split"] == 1
+
+
+# -- --skip-bad-images says what it skipped -------------------------------------------------------------------
+def test_skip_bad_images_prints_how_many_and_the_first(tmp_path, home, capsys):
+    data = tmp_path / "set"
+    write_classes(data, {"a": 6, "b": 6})
+    (data / "a" / "broken.png").write_text("<html>404</html>")
+    (data / "b" / "empty.png").write_bytes(b"")
+    argv = ["train", "lenet-relu", "--dataset", f"folder:{data}", "--skip-bad-images", *TINY]
+    code, out, _ = run([*argv, "--out", str(tmp_path / "run")], capsys)
+    lines = [line for line in out if "skipped" in line]
+    assert code == 0 and len(lines) == 1, out
+    assert lines[0].startswith(f"note: skipped 2 unreadable image(s) of 14 (first: {data / 'a' / 'broken.png'}: ")
+    code, out, _ = run([*argv, "--out", str(tmp_path / "quiet"), "--quiet"], capsys)  # the decoded set is cached
+    assert code == 0 and not any("skipped" in line for line in out)
+
+
+# -- the run's flip policy over the dataset's -----------------------------------------------------------------
+def left_bright(root: Path) -> None:
+    """Two classes of 12-px images bright in their three left columns: a mirror puts the light on the right."""
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = np.zeros((12, 12), np.uint8)
+            pixels[:, :3] = 200 + 10 * c + i
+            Image.fromarray(pixels, "L").save(root / name / f"{i}.png")
+
+
+def mirrored(parts) -> int:
+    """How many augmented training images of three epochs have more light on the right than on the left."""
+    count = 0
+    for epoch in range(3):
+        parts.train_loader.set_epoch(epoch)
+        for x, _ in parts.train_loader:
+            count += int((x[..., 6:].sum((1, 2, 3)) > x[..., :6].sum((1, 2, 3))).sum())
+    return count
+
+
+def test_no_flip_keeps_a_folder_run_from_mirroring_and_is_recorded(tmp_path, home, capsys):
+    data = tmp_path / "marks"
+    left_bright(data)
+    settings = dict(dataset=f"folder:{data}", augment="crop-flip", batch_size=4, device="cpu")
+    assert mirrored(build_run(make_config("lenet-relu", **settings), quiet=True)) > 0  # the folder's own: flips
+    parts = build_run(make_config("lenet-relu", flip=False, **settings), quiet=True)
+    assert parts.train_loader.flip is False and mirrored(parts) == 0
+    out = tmp_path / "run"
+    assert run(["train", "lenet-relu", "--dataset", f"folder:{data}", "--augment", "crop-flip", "--no-flip",
+                "--tta", *TINY, "--out", str(out), "--quiet"], capsys)[0] == 0
+    state = load_checkpoint(out / "last.pt")
+    assert state["config"]["flip"] is False and state["dataset"]["flip"] is False  # eval: no flip-TTA either
+    assert json.loads((out / "config.json").read_text())["dataset"]["flip"] is False
+    assert run(["train", "--resume", str(out), "--epochs", "2", "--quiet"], capsys)[0] == 0
+    assert load_checkpoint(out / "last.pt")["dataset"]["flip"] is False
+
+
+# -- one colour file in a grey set ----------------------------------------------------------------------------
+def test_a_grey_set_stays_grey_past_an_rgba_grey_file_and_a_colour_one(tmp_path, home, capsys):
+    data = tmp_path / "grey"
+    write_classes(data, {"a": 6, "b": 6})
+    grey = rng_image(7, (12, 12), "L")
+    Image.merge("RGBA", (grey, grey, grey, Image.new("L", (12, 12), 255))).save(data / "a" / "alpha.png")
+    rng_image(8, (12, 12), "RGB").save(data / "b" / "colour.png")
+    rng_image(9, (12, 12), "RGB").convert("CMYK").save(data / "b" / "print.jpg")
+    loaded = load_dataset(f"folder:{data}")
+    assert loaded.channels == 1
+    (notice,) = loaded.notices
+    assert notice.startswith("read as grey (1 channel): 2 of 15 images are in colour (e.g. ") and "colour.png" in notice
+    everything = torch.cat([loaded.train_images, loaded.test_images])
+    assert any(torch.equal(x[0], torch.from_numpy(np.asarray(grey).copy())) for x in everything)  # exactly its grey
+    code, out, _ = run(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(tmp_path / "r")],
+                       capsys)
+    assert code == 0 and f"note: {notice}" in out
+    assert load_dataset(f"folder:{data}", channels=3).channels == 3  # --channels still decides
+    rgba = tmp_path / "all-rgba"
+    for name in ("a", "b"):  # every file grey with alpha: 1 channel, nothing converted, nothing to say
+        (rgba / name).mkdir(parents=True)
+        for i in range(6):
+            grey = rng_image(10 * i + len(name), (12, 12), "L")
+            Image.merge("RGBA", (grey, grey, grey, grey)).save(rgba / name / f"{i}.png")
+    loaded = load_dataset(f"folder:{rgba}")
+    assert loaded.channels == 1 and loaded.notices == ()
+
+
+def test_a_colour_set_stays_colour(tmp_path, home):
+    write_classes(tmp_path / "rgb", {"a": 6, "b": 6}, mode="RGB")
+    rng_image(1, (12, 12), "L").save(tmp_path / "rgb" / "a" / "grey.png")
+    loaded = load_dataset(f"folder:{tmp_path / 'rgb'}")
+    assert loaded.channels == 3 and loaded.notices == ()
+
+
+# -- the decoded cache's size is checked first ----------------------------------------------------------------
+def test_an_image_size_enlarging_past_the_cap_is_refused_before_decoding(tmp_path, home, capsys, monkeypatch):
+    data = tmp_path / "tiny"
+    write_classes(data, {"a": 6, "b": 6}, size=(8, 8))
+    monkeypatch.setattr(folder, "MAX_ENLARGED_BYTES", 10**6)  # 12 x 1 x 400 x 400 = 1.9 MB is over it
+    one_error(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "400", *TINY, "--out",
+               str(tmp_path / "run")], capsys,
+              f"--image-size 400 enlarges the 12 images of {data} (median shorter side 8 px) to a decoded cache of "
+              "1.9 MB (12 x 1 x 400 x 400 bytes), over the limit of 1.0 MB for enlarged images; pass a smaller "
+              "--image-size (at most 288), or --resize 400")
+    cache = home / ".cache" / "cnnlab" / "folders"
+    assert not cache.exists() or not any(cache.glob("*.u8"))
+    assert not (tmp_path / "run").exists()
+    assert load_dataset(f"folder:{data}", image_size=288).image_size == 288  # under the cap
+    monkeypatch.setattr(folder, "MAX_ENLARGED_BYTES", 10)  # the images' own size is never capped (only the disk)
+    assert load_dataset(f"folder:{data}", image_size=8).image_size == 8
+
+
+# -- an input too small for the model names the flag ----------------------------------------------------------
+def test_images_too_small_for_the_model_name_resize_and_image_size(tmp_path, home, capsys):
+    data = tmp_path / "small"
+    write_classes(data, {"a": 6, "b": 6}, size=(8, 8))
+    one_error(["train", "lenet", "--dataset", f"folder:{data}", *TINY, "--out", str(tmp_path / "run")], capsys,
+              "input size 8 is too small for lenet: expected at least 12",
+              f"(the images of folder:{data} are 8 px); pass --resize 28 to enlarge them on the device, or "
+              "--image-size 28 to decode the folder at that size")
+    assert not (tmp_path / "run").exists()
+    assert run(["train", "lenet", "--dataset", f"folder:{data}", "--resize", "28", *TINY, "--out",
+                str(tmp_path / "run"), "--quiet"], capsys)[0] == 0  # the flag named works
