@@ -9,6 +9,9 @@
   stops once the test accuracy reaches 92% (``time_to_target_s``), so "seconds to 92% within 180 s" holds on a
   host exactly when the run gets there.
 
+``--env ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` runs every command with oneDNN's and ATen's kernels held
+to AVX2 (recorded with the rows): a slower machine's instruction set on this one, not that machine.
+
 Every run is a fresh ``cnnlab train`` process with ``OMP_NUM_THREADS=2``; each row keeps its result.json figures
 (test accuracy, the fit's wall seconds, epochs and steps reached, the planned steps, whether the budget was cut
 short). Nothing else should run on the machine meanwhile.
@@ -41,7 +44,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=tuple(GROUPS), default=list(GROUPS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, help="write the rows to this JSON file")
+    parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE", help="extra environment of every run")
     args = parser.parse_args()
+    env = {"OMP_NUM_THREADS": "2", **dict(item.split("=", 1) for item in args.env)}
     rows = []
     with tempfile.TemporaryDirectory(prefix="cnnlab-budget-") as tmp:
         for group in args.only:
@@ -50,13 +55,14 @@ def main() -> None:
                 for name, argv in variants:
                     argv = [*argv, "--seed", str(seed)]
                     result = train_once(None, argv, Path(tmp) / f"{group}-{name}-{seed}".replace(" ", "_"),
-                                        env={"OMP_NUM_THREADS": "2"})
+                                        env=env)
                     row = {"group": group, "variant": name, "seed": seed, "command": "cnnlab train " + " ".join(argv),
                            **{k: result.get(k) for k in KEPT}}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"environment": environment(d2l_python=Path()), "rows": rows}, indent=2) + "\n")
+        record = {"environment": environment(d2l_python=Path()), "run_env": env, "rows": rows}
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

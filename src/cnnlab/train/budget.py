@@ -24,7 +24,9 @@ interruption count (the checkpoint holds them), the work lost since the last che
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 from typing import Any
 
 import torch
@@ -44,6 +46,9 @@ FINAL_SAFETY = 1.5
 # An evaluation image costs about a third of a training image (forward only); half, to err on the safe side
 # until an epoch's end has been timed (and twice that with flip-TTA's second forward pass).
 EVAL_COST = 0.5
+# The pace the cut judges by: the median of the last few steps, so that one step the OS delayed does not end a run
+# a few steps before its plan, while a lasting slowdown is seen within a few steps.
+RECENT_STEPS = 5
 
 
 class TimeBudget:
@@ -75,9 +80,10 @@ class TimeBudget:
         self.check_every = log_every if dist.enabled else 1  # steps until the next chance to stop
         self.start = time.perf_counter()
         self.cut = False  # stopped before the planned step because time ran out
+        self.planned_before_cut: int | None = None
         self._train_seconds, self._timed_steps, self._seen_steps = 0.0, 0, 0
         self._last: float | None = None  # when the last step (or the epoch's start) ended
-        self._last_step = 0.0  # how long the last step took
+        self._recent: deque[float] = deque(maxlen=RECENT_STEPS)  # how long the last steps took
         self._epoch_end: float | None = None  # measured cost of an epoch's end (evaluation, checkpoints, observers)
 
     def begin(self, start: float) -> None:
@@ -109,20 +115,22 @@ class TimeBudget:
         now = time.perf_counter()
         self._seen_steps += 1
         if self._last is not None:
-            self._last_step = now - self._last
+            self._recent.append(now - self._last)
             if self._seen_steps > WARMUP_STEPS:
-                self._train_seconds += self._last_step
+                self._train_seconds += self._recent[-1]
                 self._timed_steps += 1
         self._last = now
         if not closes:
             return False
         if self.dist.enabled and not at_sync:  # the plan is the same on every rank: reaching it needs no collective
             return self.spent()
-        # Late: the steps until the next chance to stop, at the last step's pace, would eat into the final evaluation.
-        late = now - self.start + self.check_every * self._last_step + self._final_seconds() > self.seconds
+        # Late: the steps until the next chance to stop, at the recent pace, would eat into the final evaluation.
+        pace = statistics.median(self._recent) if self._recent else 0.0
+        late = now - self.start + self.check_every * pace + self._final_seconds() > self.seconds
         early_plan = self.state.budget_steps is None and now - self.start >= EARLY_PLAN * self.seconds
         late, early_plan = (reduce_int(int(flag), self.dist, self.device) for flag in (late, early_plan))
         if late and not self.spent():
+            self.planned_before_cut = self.state.budget_steps
             self.state.budget_steps, self.cut = self.state.step, True
         elif early_plan and self.state.budget_steps is None:
             self._plan(now)
@@ -130,7 +138,8 @@ class TimeBudget:
 
     def record(self) -> dict[str, Any]:
         """result.json's figures of the budget."""
-        return {"time_budget_s": self.seconds, "budget_steps": self.state.budget_steps, "budget_cut": self.cut}
+        return {"time_budget_s": self.seconds, "budget_steps": self.state.budget_steps, "budget_cut": self.cut,
+                "budget_planned_before_cut": self.planned_before_cut}
 
     # ------------------------------------------------------------------------------------------ planning
     def _step_seconds(self) -> float | None:

@@ -376,7 +376,8 @@ class Trainer:
             "macro_f1": macro_f1, "per_class": per_class, "steps": self.state.step,
             "epochs_trained": self.state.step / len(self.train_loader),
             **(self.budget.record() if self.budget is not None else
-               {"time_budget_s": None, "budget_steps": None, "budget_cut": None}),
+               {"time_budget_s": None, "budget_steps": None, "budget_cut": None,
+                "budget_planned_before_cut": None}),
         }
 
     def _of_epochs(self) -> str:
