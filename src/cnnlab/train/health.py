@@ -8,7 +8,7 @@ the final figure.
 A network that has learned its training images yet is at chance on the validation split is another case: it
 predicts differently in evaluation mode. With BatchNorm and few steps (a small dataset at a large batch) that is
 the running statistics evaluation uses: they start at mean 0 / variance 1 and after a few dozen updates still
-hold much of it, far from the batches' own (docs/reliability.md, "Image folders", has the measurements).
+hold much of it, far from the batches' own (docs/benchmarks.md, "BatchNorm's running statistics in a short run").
 """
 
 from __future__ import annotations
@@ -36,11 +36,10 @@ STALL = 1.02
 # in evaluation mode, or the validation images are unlike the training ones.
 LEARNED = 0.5
 # BatchNorm's running statistics move 10% (torch's momentum 0.1) from their start, mean 0 / variance 1, towards
-# each training batch's, so 0.9**n of the start is left after n updates: 0.15 after 18, 3e-5 after 100. Batch
-# variances can be far below 1: ResNet-18 on sklearn's 8x8 digits (Xavier init, raw pixels) has 0.005-0.07, and
-# after 18 updates its running variances were 8-28 times those and its validation accuracy 0.11 in evaluation
-# mode, 0.97 with batch statistics and 0.97 with the running statistics recomputed over the training set. Under
-# 100 updates the start can still outweigh such variances, so the statistics are the likely cause; past it, not.
+# each training batch's, so 0.9**n of the start is left after n updates: 0.2 after 15, 3e-5 after 100. Batch
+# variances can be far below 1 (ResNet-18 on sklearn's 8x8 digits: about 0.005-0.05), so under 100 updates the
+# start can still outweigh them; the running statistics are then the likely cause, past it not (measured:
+# docs/benchmarks.md, "BatchNorm's running statistics in a short run").
 BN_SETTLED = 100
 
 
