@@ -74,7 +74,7 @@ def main() -> None:
     summary = {"command": "cnnlab train " + " ".join(argv), "before_commit": commit,
                "median_images_per_s": {s: statistics.median(v) for s, v in speed.items()},
                "median_ratio_after_before": statistics.median(ratios), "ratios": ratios,
-               "environment": environment(d2l_python=Path()), "rows": rows}  # no d2l side here
+               "environment": environment(), "rows": rows}
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -434,7 +434,7 @@ def _float_copy_mib(size: int) -> float:
     return 60_000 * size * size * 4 / 2**20
 
 
-def environment(d2l_python: Path) -> dict[str, Any]:
+def environment(d2l_python: Path | None = None) -> dict[str, Any]:
     """The machine, versions, commit and date recorded beside every figure."""
     import torch
     import torchvision
@@ -452,7 +452,7 @@ def environment(d2l_python: Path) -> dict[str, Any]:
     cpu += f" ({torch.backends.cpu.get_cpu_capability()})"
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "cnnlab": cnnlab.__version__}
-    if d2l_python.is_file():
+    if d2l_python is not None and d2l_python.is_file():
         versions["d2l"] = "1.0.3 (" + str(d2l_python).replace(str(Path.home()), "~") + ")"
     return {"machine": f"{cpu}, {platform.machine()}, {platform.system()} {platform.release()}",
             "cpu_count": os.cpu_count(), "versions": versions, "commit": git_commit(),

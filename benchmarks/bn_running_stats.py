@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args()
-    print(environment(d2l_python=Path()))
+    print(environment())
     with tempfile.TemporaryDirectory(prefix="cnnlab-bn-") as tmp:
         config = make_config(args.model, dataset=f"folder:{digits_folder() / 'train'}", image_size=args.image_size,
                              batch_size=args.batch_size, epochs=args.epochs, val_split=0.1, device="cpu",

@@ -25,8 +25,8 @@ on the 10,000 test images.
 
 Every run goes through the library in this process, the path ``cnnlab train`` takes (``make_config`` ->
 ``build_run(config, dataset=...)`` -> ``Trainer`` with the ``RunFolder`` observer, then the run folder's
-result.json read back through ``cnnlab.runs.Run``), because both datasets are values the command line could
-not name when this was written: the cut, and digits with flips off (``--no-flip`` came later; see NO_FLIP). Each
+result.json read back through ``cnnlab.runs.Run``), because the Fashion-MNIST cut is a dataset value the command
+line cannot name; the digits runs set ``flip=False`` (``--no-flip``: digits are not mirror-symmetric). Each
 row records the ``cnnlab train`` command it corresponds to. Accuracy is measured, not time: wall seconds are kept in
 the JSON only as the compute used. On a shared machine run it with one thread (``OMP_NUM_THREADS=1``): a digits run
 of 23 steps an epoch took several times as long on two threads whose cores other processes were also using.
@@ -54,7 +54,7 @@ from cnnlab.data.store import cache_root
 from cnnlab.errors import CnnlabError
 from cnnlab.io import write_json
 from cnnlab.runs import Run, RunFolder, prepare_run_dir, read_json
-from cnnlab.train import TrainConfig, Trainer, build_run, make_config, train
+from cnnlab.train import Trainer, build_run, make_config, train
 from folder_vs_idx import export_pngs
 
 PARTS = ("digits", "unbalanced")
@@ -78,12 +78,9 @@ BALANCES = ("none", "sampler", "loss")
 # budget would), since these runs measure accuracy.
 FAST_EPOCHS = 10
 QUICK = dict(limit_train_batches=2, limit_val_batches=2)  # and 1 epoch
-# Digits are not mirror-symmetric (a mirrored 2 is no digit), so flips stay off for them. A folder dataset
-# assumes flips keep the class (cnnlab.data.folder); the dataset value is given flip=False here, which is what
-# crop-flip and the policies after it read (DeviceLoader's flip), and where TrainConfig has the `--no-flip` switch
-# (flip=False: the same replacement, made by build_run) the runs set it too, so that their commands name it.
+# Digits are not mirror-symmetric (a mirrored 2 is no digit), while a folder dataset assumes flips keep the class
+# (cnnlab.data.folder): the runs set --no-flip, so that crop-flip and the policies after it never mirror.
 NO_FLIP = dict(flip=False)
-FLIP_SWITCH = NO_FLIP if "flip" in {f.name for f in dataclasses.fields(TrainConfig)} else {}
 
 
 # -- data --------------------------------------------------------------------------------------------------------
@@ -108,8 +105,7 @@ def digits_folder() -> Path:
 
 
 def load_digits_dataset(image_size: int = DIGITS_SIZE) -> ImageDataset:
-    data = load_dataset(f"folder:{digits_folder()}", image_size=image_size)
-    return dataclasses.replace(data, **NO_FLIP)
+    return load_dataset(f"folder:{digits_folder()}", image_size=image_size)  # flips: off by the runs' --no-flip
 
 
 def rare_cut(data: ImageDataset, rare: tuple[str, ...] = RARE, share: float = RARE_SHARE,
@@ -188,12 +184,13 @@ def run_digits(seeds: list[int], args: argparse.Namespace, scratch: Path, record
     for seed in seeds:
         for v in variants:
             overrides = {**DIGITS_RECIPE, "image_size": DIGITS_SIZE, "epochs": v["epochs"], "augment": v["augment"],
-                         **FLIP_SWITCH, **STARTS[v["start"]], "seed": seed, **(QUICK if args.quick else {})}
+                         **NO_FLIP, **STARTS[v["start"]], "seed": seed, **(QUICK if args.quick else {})}
             shown_cmd = command(overrides, shown).replace("--init-from SOURCE", "--init-from SOURCE/last.pt")
             if "init_from" in overrides:
                 overrides["init_from"] = str(source)
             result = fit(data, scratch / "run", **overrides)
-            record("digits", {**v, "seed": seed, **figures(result, ()), "flip": data.flip, "command": shown_cmd})
+            record("digits", {**v, "seed": seed, **figures(result, ()), "flip": overrides["flip"],
+                              "command": shown_cmd})
 
 
 def run_unbalanced(seeds: list[int], args: argparse.Namespace, scratch: Path, record) -> None:
@@ -305,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     args.data_dir = str(resolve_data_dir(args.data_dir))
     seeds = args.seeds[:1] if args.quick else args.seeds
     result: dict[str, Any] = {"script": "benchmarks/practitioner_demo.py " + " ".join(argv or sys.argv[1:]),
-                              "environment": environment(d2l_python=Path()),  # no d2l side here
+                              "environment": environment(),
                               "cnnlab_source": str(Path(cnnlab.__file__).parent).replace(str(Path.home()), "~"),
                               "torch_threads": torch.get_num_threads(), "seeds": seeds, "runs": []}
     started = time.perf_counter()

@@ -61,7 +61,7 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     if args.out:
-        record = {"environment": environment(d2l_python=Path()), "run_env": env, "rows": rows}
+        record = {"environment": environment(), "run_env": env, "rows": rows}
         args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 

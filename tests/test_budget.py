@@ -13,12 +13,12 @@ import time
 import pytest
 import torch
 
-from cnnlab.cli import main
+from cli_support import assert_one_line, run
 from cnnlab.data import ImageDataset
 from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.runs import RunFolder, load_checkpoint
 from cnnlab.train import build_run, make_config
-from cnnlab.train.budget import TimeBudget
+from cnnlab.train.budget import WARMUP_STEPS, TimeBudget
 from cnnlab.train.distributed import DistEnv
 from cnnlab.train.schedule import LRFactor
 from cnnlab.train.state import TrainState
@@ -80,6 +80,7 @@ def test_the_fit_ends_within_the_budget_with_the_schedule_run_out(clock, tmp_pat
     # 10 batches an epoch at 0.25 s: about 3.5 epochs fit; the run stopped inside an epoch and evaluated it.
     assert result["epochs"] == len(trainer.state.history) and result["epochs_trained"] == result["steps"] / 10
     assert 3 <= result["epochs_trained"] < 4
+    assert result["stopped_early_epoch"] is None  # fewer epochs than the provisional 10: the budget, not early stop
     # The one-cycle was planned to end at the budget's last step: its learning rate there is zero.
     assert trainer.optimizer.param_groups[0]["lr"] == 0.0
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -142,7 +143,8 @@ def test_plan_counts_the_epoch_ends_it_crosses():
     factor = LRFactor("onecycle", 100, 0)
     budget = TimeBudget(10.0, state, factor, batches_per_epoch=10, batch_size=1, accumulate=1, eval_images=1,
                         final_images=1, tta=False, dist=DistEnv(), device=torch.device("cpu"))
-    budget.start, budget._train_seconds, budget._timed_steps, budget._epoch_end = 0.0, 1.0, 10, 1.0
+    budget.start, budget._train_seconds, budget._epoch_end = 0.0, 1.0, 1.0
+    budget._seen_steps = 10 + WARMUP_STEPS  # 10 timed steps in 1 s
     budget._plan(now=2.0)  # 2 s used; the final evaluation reserves 1.5 x 1 s + 1% of 10 s: 6.4 s left
 
     def cost(n):  # n steps from step 10, and the epoch ends strictly inside them (the last one is the final's)
@@ -166,18 +168,11 @@ def test_recipes_are_budgets_and_an_epoch_count_replaces_the_budget():
 
 @pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "soon"])
 def test_bad_time_budget_is_one_line_and_exit_2(value, capsys, tmp_path):
-    try:
-        code = main(["train", "lenet", f"--time-budget={value}", "--out", str(tmp_path / "r")])
-    except SystemExit as e:  # argparse's own type errors exit from inside parse_args
-        code = e.code
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "time-budget" in err
+    assert_one_line(*run(["train", "lenet", f"--time-budget={value}", "--out", str(tmp_path / "r")], capsys),
+                    "time-budget")
     assert not (tmp_path / "r").exists()
 
 
 def test_resume_with_epochs_of_a_budgeted_run_is_refused(clock, tmp_path, capsys):
     _fit(clock, tmp_path / "run")
-    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "20"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "time budget of 10s" in err
+    assert_one_line(*run(["train", "--resume", str(tmp_path / "run"), "--epochs", "20"], capsys), "time budget of 10s")

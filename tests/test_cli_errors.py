@@ -20,6 +20,7 @@ import torch
 import cnnlab.device
 import cnnlab.train
 import report_fixtures
+from cli_support import assert_one_line, run
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.train import make_config
@@ -27,23 +28,6 @@ from cnnlab.train import make_config
 ROOT = Path(__file__).resolve().parents[1]
 
 trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy  # shared fixtures
-
-
-def run(argv: list[str], capsys) -> tuple[int, list[str]]:
-    """Exit code and stderr lines of ``cnnlab argv`` run in-process."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:  # argparse's errors exit from inside parse_args
-        code = e.code
-    return code, capsys.readouterr().err.splitlines()
-
-
-def assert_one_line(code: int, err: list[str], *needles: str, command: str = "train") -> None:
-    assert code == 2, (code, err)
-    assert len(err) == 1, err
-    assert err[0].startswith(f"cnnlab {command}: error: ") or err[0].startswith("cnnlab: error: "), err[0]
-    for needle in needles:
-        assert needle in err[0], (needle, err[0])
 
 
 @pytest.fixture

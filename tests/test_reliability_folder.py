@@ -17,7 +17,7 @@ from PIL import Image
 
 import cnnlab.train
 import data_support
-from cnnlab import cli
+from cli_support import assert_one_line, run_with_output
 from cnnlab.data import folder, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
@@ -29,23 +29,10 @@ home = data_support.home  # a fixture: every cache under tmp_path
 TINY = ["--epochs", "1", "--batch-size", "8", "--limit-train-batches", "2", "--no-report"]
 
 
-def run(argv: list[str], capsys) -> tuple[int, list[str], list[str]]:
-    """Exit code, stdout lines and stderr lines of ``cnnlab argv`` run in-process."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:  # argparse's errors exit from inside parse_args
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out.splitlines(), captured.err.splitlines()
-
-
 def one_error(argv: list[str], capsys, *needles: str, command: str = "train") -> str:
     """Run ``argv``, expect exit 2 and exactly one error line holding every needle; returns the line."""
-    code, _, err = run(argv, capsys)
-    assert code == 2 and len(err) == 1, (code, err)
-    assert err[0].startswith(f"cnnlab {command}: error: "), err[0]
-    for needle in needles:
-        assert needle in err[0], (needle, err[0])
+    code, _, err = run_with_output(argv, capsys)
+    assert_one_line(code, err, *needles, command=command)
     return err[0]
 
 
@@ -54,9 +41,9 @@ def test_a_changed_held_out_split_is_refused_by_eval_report_and_resume(tmp_path,
     data = tmp_path / "digits"
     write_classes(data, {"a": 14, "b": 14})  # no test/: the loader holds out 5 of the 28 images
     out = tmp_path / "run"
-    assert run(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
                capsys)[0] == 0
-    assert run(["eval", str(out / "last.pt")], capsys)[0] == 0  # the folder as it was: evaluated as before
+    assert run_with_output(["eval", str(out / "last.pt")], capsys)[0] == 0  # the folder as it was: evaluated as before
 
     (data / "a" / "000.png").unlink()  # one image deleted after training: 27 images, 4 held out now
     change = f"the held-out test split of folder:{data} changed since the run trained (5 files then, 4 now)"
@@ -70,7 +57,7 @@ def test_a_changed_held_out_split_is_refused_by_eval_report_and_resume(tmp_path,
     state = load_checkpoint(out / "last.pt")
     del state["dataset"]["held_out"]
     save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, out / "old.pt")
-    assert run(["eval", str(out / "old.pt")], capsys)[0] == 0
+    assert run_with_output(["eval", str(out / "old.pt")], capsys)[0] == 0
 
 
 def test_a_fixed_test_folder_records_no_drawn_split(tmp_path, home):
@@ -105,7 +92,7 @@ def test_val_split_one_as_a_float_is_refused_and_one_as_an_integer_is_one_image(
     config_file.write_text(json.dumps({"model": "lenet", "val_split": 1.0}))
     one_error(["train", "--config", str(config_file)], capsys, "a fraction must be below 1")
     for text, value in (("1", 1), ("5000", 5000), ("0.1", 0.1), ("2.0", 2.0)):  # as documented: < 1 a share
-        assert run(["train", "lenet", "--val-split", text], capsys)[0] == 0
+        assert run_with_output(["train", "lenet", "--val-split", text], capsys)[0] == 0
         assert configs[-1].val_split == value and type(configs[-1].val_split) is type(value)
 
 
@@ -113,12 +100,12 @@ def test_a_run_that_recorded_val_split_1_0_still_resumes(tmp_path, home, capsys)
     """The CLI once stored `--val-split 1` as 1.0: such a run resumes holding out its one image, as it trained."""
     data, out = tmp_path / "set", tmp_path / "run"
     write_classes(data, {"a": 6, "b": 6})
-    assert run(["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "1", *TINY, "--out", str(out),
-                "--quiet"], capsys)[0] == 0
+    argv = ["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "1", *TINY, "--out", str(out)]
+    assert run_with_output([*argv, "--quiet"], capsys)[0] == 0
     state = load_checkpoint(out / "last.pt")
     state["config"]["val_split"] = 1.0
     save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, out / "last.pt")
-    assert run(["train", "--resume", str(out), "--epochs", "2", "--quiet"], capsys)[0] == 0
+    assert run_with_output(["train", "--resume", str(out), "--epochs", "2", "--quiet"], capsys)[0] == 0
     assert json.loads((out / "result.json").read_text())["val_split"] == 1
 
 
@@ -129,11 +116,12 @@ def test_skip_bad_images_prints_how_many_and_the_first(tmp_path, home, capsys):
     (data / "a" / "broken.png").write_text("<html>404</html>")
     (data / "b" / "empty.png").write_bytes(b"")
     argv = ["train", "lenet-relu", "--dataset", f"folder:{data}", "--skip-bad-images", *TINY]
-    code, out, _ = run([*argv, "--out", str(tmp_path / "run")], capsys)
+    code, out, _ = run_with_output([*argv, "--out", str(tmp_path / "run")], capsys)
     lines = [line for line in out if "skipped" in line]
     assert code == 0 and len(lines) == 1, out
     assert lines[0].startswith(f"note: skipped 2 unreadable image(s) of 14 (first: {data / 'a' / 'broken.png'}: ")
-    code, out, _ = run([*argv, "--out", str(tmp_path / "quiet"), "--quiet"], capsys)  # the decoded set is cached
+    # the decoded set is cached now
+    code, out, _ = run_with_output([*argv, "--out", str(tmp_path / "quiet"), "--quiet"], capsys)
     assert code == 0 and not any("skipped" in line for line in out)
 
 
@@ -166,12 +154,12 @@ def test_no_flip_keeps_a_folder_run_from_mirroring_and_is_recorded(tmp_path, hom
     parts = build_run(make_config("lenet-relu", flip=False, **settings), quiet=True)
     assert parts.train_loader.flip is False and mirrored(parts) == 0
     out = tmp_path / "run"
-    assert run(["train", "lenet-relu", "--dataset", f"folder:{data}", "--augment", "crop-flip", "--no-flip",
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", "--augment", "crop-flip", "--no-flip",
                 "--tta", *TINY, "--out", str(out), "--quiet"], capsys)[0] == 0
     state = load_checkpoint(out / "last.pt")
     assert state["config"]["flip"] is False and state["dataset"]["flip"] is False  # eval: no flip-TTA either
     assert json.loads((out / "config.json").read_text())["dataset"]["flip"] is False
-    assert run(["train", "--resume", str(out), "--epochs", "2", "--quiet"], capsys)[0] == 0
+    assert run_with_output(["train", "--resume", str(out), "--epochs", "2", "--quiet"], capsys)[0] == 0
     assert load_checkpoint(out / "last.pt")["dataset"]["flip"] is False
 
 
@@ -189,8 +177,8 @@ def test_a_grey_set_stays_grey_past_an_rgba_grey_file_and_a_colour_one(tmp_path,
     assert notice.startswith("read as grey (1 channel): 2 of 15 images are in colour (e.g. ") and "colour.png" in notice
     everything = torch.cat([loaded.train_images, loaded.test_images])
     assert any(torch.equal(x[0], torch.from_numpy(np.asarray(grey).copy())) for x in everything)  # exactly its grey
-    code, out, _ = run(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(tmp_path / "r")],
-                       capsys)
+    code, out, _ = run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out",
+                                    str(tmp_path / "r")], capsys)
     assert code == 0 and f"note: {notice}" in out
     assert load_dataset(f"folder:{data}", channels=3).channels == 3  # --channels still decides
     rgba = tmp_path / "all-rgba"
@@ -237,5 +225,5 @@ def test_images_too_small_for_the_model_name_resize_and_image_size(tmp_path, hom
               f"(the images of folder:{data} are 8 px); pass --resize 28 to enlarge them on the device, or "
               "--image-size 28 to decode the folder at that size")
     assert not (tmp_path / "run").exists()
-    assert run(["train", "lenet", "--dataset", f"folder:{data}", "--resize", "28", *TINY, "--out",
+    assert run_with_output(["train", "lenet", "--dataset", f"folder:{data}", "--resize", "28", *TINY, "--out",
                 str(tmp_path / "run"), "--quiet"], capsys)[0] == 0  # the flag named works

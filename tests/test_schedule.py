@@ -129,3 +129,13 @@ def test_cli_trains_with_adam_and_a_step_decay(tmp_path, data_dir):
     rows = read_metrics_csv(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] * 0.5)
+
+
+def test_a_plan_shorter_than_the_frozen_phase_still_ends_annealed():
+    """A time budget's plan (set_total) ending inside --freeze-epochs' first cycle: one cycle over the whole plan."""
+    factor = LRFactor("onecycle", 100, 0, restart=50)
+    factor.set_total(40)
+    assert factor(39) < 0.05 and factor(40) == 0.0  # annealed at the plan's end, not mid-way up the first cycle
+    kept = LRFactor("onecycle", 100, 0, restart=50)
+    kept.set_total(80)  # past the frozen phase: the two cycles stay
+    assert kept(49) < 0.05 and kept(50) == pytest.approx(0.5 * 0.04)

@@ -42,10 +42,6 @@ def _flag_type(convert: Callable[[str], Any], kind: str = "int") -> Callable[[st
     return parse
 
 
-def _top(text: str) -> int:
-    return positive_int(int(text), "--top")
-
-
 def _count(flag: str) -> Callable[[str], int]:
     return lambda text: positive_int(int(text), flag)
 
@@ -357,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "file is reported on stderr and skipped; the exit code is then 2)")
     p.add_argument("--invert", action="store_true",
                    help="for dark clothes on a light background (Fashion-MNIST is light on dark)")
-    p.add_argument("--top", type=_flag_type(_top), default=3, help="the classes shown per image (default 3)")
+    p.add_argument("--top", type=_flag_type(_count("--top")), default=3, help="the classes shown per image (default 3)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)

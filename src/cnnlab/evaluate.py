@@ -87,10 +87,9 @@ class EvalResult:
         if logits.shape[0] != labels.shape[0]:
             raise CnnlabError(f"expected one label per image, got {labels.shape[0]} labels for {logits.shape[0]}")
         cm = confusion_matrix(logits.argmax(1), labels, len(classes))
-        counts = cm.sum(1).clamp_min(1)
         scores = class_scores(cm)
         return cls(accuracy=float(cm.diag().sum()) / max(int(labels.shape[0]), 1),
-                   per_class=(cm.diag().double() / counts).tolist(), confusion=cm, n=int(labels.shape[0]),
+                   per_class=scores["recall"], confusion=cm, n=int(labels.shape[0]),  # a class's accuracy: its recall
                    classes=tuple(classes), precision=scores["precision"], recall=scores["recall"], f1=scores["f1"],
                    macro_f1=scores["macro_f1"], **info)
 

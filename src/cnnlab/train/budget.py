@@ -78,11 +78,11 @@ class TimeBudget:
         self.eval_factor = EVAL_COST * (2 if tta else 1)
         self.dist, self.device = dist, device
         self.check_every = log_every if dist.enabled else 1  # steps until the next chance to stop
-        self.start = time.perf_counter()
+        self.start = 0.0  # the fit's clock origin, set by begin()
         self.cut = False  # stopped before the planned step because time ran out
         self.planned_before_cut: int | None = None
-        self._train_seconds, self._timed_steps, self._seen_steps = 0.0, 0, 0
-        self._last: float | None = None  # when the last step (or the epoch's start) ended
+        self._train_seconds, self._seen_steps = 0.0, 0  # training seconds of this process's steps past the warm-up
+        self._last = 0.0  # when the last step (or the last epoch's end, or the fit's start) ended
         self._recent: deque[float] = deque(maxlen=RECENT_STEPS)  # how long the last steps took
         self._epoch_end: float | None = None  # measured cost of an epoch's end (evaluation, checkpoints, observers)
 
@@ -102,7 +102,7 @@ class TimeBudget:
     def epoch_ended(self) -> None:
         """After an epoch's end (its evaluation, checkpoints and observers): time it, and plan the rest again."""
         now = time.perf_counter()
-        if self._last is not None and self._seen_steps:
+        if self._seen_steps:
             self._epoch_end = now - self._last
             if not self.spent():  # a finished plan stays: the time left over is the margin's, not more steps'
                 self._plan(now)
@@ -114,11 +114,9 @@ class TimeBudget:
         together."""
         now = time.perf_counter()
         self._seen_steps += 1
-        if self._last is not None:
-            self._recent.append(now - self._last)
-            if self._seen_steps > WARMUP_STEPS:
-                self._train_seconds += self._recent[-1]
-                self._timed_steps += 1
+        self._recent.append(now - self._last)
+        if self._seen_steps > WARMUP_STEPS:
+            self._train_seconds += self._recent[-1]
         self._last = now
         if not closes:
             return False
@@ -128,7 +126,8 @@ class TimeBudget:
         pace = statistics.median(self._recent) if self._recent else 0.0
         late = now - self.start + self.check_every * pace + self._final_seconds() > self.seconds
         early_plan = self.state.budget_steps is None and now - self.start >= EARLY_PLAN * self.seconds
-        late, early_plan = (reduce_int(int(flag), self.dist, self.device) for flag in (late, early_plan))
+        both = reduce_int(2 * late + early_plan, self.dist, self.device)  # one collective for the two decisions
+        late, early_plan = both >= 2, both == 1
         if late and not self.spent():
             self.planned_before_cut = self.state.budget_steps
             self.state.budget_steps, self.cut = self.state.step, True
@@ -143,7 +142,8 @@ class TimeBudget:
 
     # ------------------------------------------------------------------------------------------ planning
     def _step_seconds(self) -> float | None:
-        return self._train_seconds / self._timed_steps if self._timed_steps else None
+        timed = self._seen_steps - WARMUP_STEPS
+        return self._train_seconds / timed if timed > 0 else None
 
     def _epoch_end_seconds(self) -> float:
         if self._epoch_end is not None:

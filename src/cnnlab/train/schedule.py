@@ -67,8 +67,11 @@ class LRFactor:
         self.restart = restart if schedule == "onecycle" and 0 < restart < total_steps else 0
 
     def set_total(self, total_steps: int) -> None:
-        """Change the schedule's length from here on (a time budget's plan: cnnlab.train.budget)."""
+        """Change the schedule's length from here on (a time budget's plan: cnnlab.train.budget). A plan that ends
+        inside the frozen phase gets one cycle over all of it, so that the run still ends annealed."""
         self.total = max(1, total_steps)
+        if self.restart >= self.total:
+            self.restart = 0
 
     def __call__(self, step: int) -> float:
         if self.restart:  # two cycles: the frozen phase's, then the unfrozen phase's at a lower peak
@@ -76,12 +79,7 @@ class LRFactor:
                 return self._onecycle(step, self.restart)
             return UNFROZEN_PEAK * self._onecycle(step - self.restart, self.total - self.restart)
         if self.schedule == "onecycle":
-            # Linear up from 1/25 of the peak, then linear down to zero (the triangular one-cycle of
-            # Smith & Topin 2018 that airbench uses; simpler and as good as OneCycleLR's cosine legs here).
-            peak = self.warmup or max(1, round(0.25 * self.total))
-            if step < peak:
-                return 0.04 + 0.96 * step / peak
-            return max(0.0, (self.total - step) / max(1, self.total - peak))
+            return self._onecycle(step, self.total, self.warmup)
         if step < self.warmup:
             return (step + 1) / self.warmup
         if self.schedule == "cosine":
@@ -94,8 +92,12 @@ class LRFactor:
             return self.gamma ** sum(epoch >= m for m in self.milestones)
         return 1.0
 
-    def _onecycle(self, step: int, total: int) -> float:
-        peak = max(1, round(0.25 * total))  # the triangular one-cycle above, over ``total`` steps
+    @staticmethod
+    def _onecycle(step: int, total: int, warmup: int = 0) -> float:
+        # Linear up from 1/25 of the peak (at ``warmup`` steps, or a quarter of ``total``), then linear down to zero
+        # at ``total``: the triangular one-cycle of Smith & Topin 2018 that airbench uses (simpler and as good as
+        # OneCycleLR's cosine legs here).
+        peak = warmup or max(1, round(0.25 * total))
         if step < peak:
             return 0.04 + 0.96 * step / peak
         return max(0.0, (total - step) / max(1, total - peak))

@@ -92,7 +92,7 @@ class Trainer:
             return f"it reached its target accuracy {cfg.target_acc} at epoch {self.state.target_reached['epoch']}"
         if self.stop_reason is not None:
             return f"it was stopped after epoch {self.state.epoch}: {self.stop_reason}"
-        if cfg.early_stop and self._epochs_since_best() >= cfg.early_stop:
+        if self._early_stop_due():
             return f"it stopped early after {cfg.early_stop} epochs without a better {self.val_name} accuracy"
         if self.budget is not None:
             if self.budget.spent():
@@ -101,6 +101,14 @@ class Trainer:
         elif self.state.epoch >= cfg.epochs:
             return f"it trained all {cfg.epochs} epochs"
         return None
+
+    def _early_stop_due(self) -> bool:
+        return bool(self.config.early_stop) and self._epochs_since_best() >= self.config.early_stop
+
+    def _stopped_early(self) -> bool:
+        """Early stopping ended the run, before its last epoch (or, with a time budget, before the budget's end)."""
+        return (self.state.target_reached is None and self.stop_reason is None and self._early_stop_due()
+                and (self.budget is not None or self.state.epoch < self.config.epochs))
 
     def _epochs_since_best(self) -> int:
         accs = [r["val_acc"] for r in self.state.history]
@@ -143,8 +151,7 @@ class Trainer:
                               f"{self.state.elapsed:.1f}s (epoch {self.state.epoch}): stopping")
                 elif self.stop_reason is not None:
                     self._log(f"stopping after epoch {self.state.epoch}: {self.stop_reason}")
-                elif (cfg.early_stop and self._epochs_since_best() >= cfg.early_stop
-                      and (self.budget is not None or self.state.epoch < cfg.epochs)):
+                elif self._stopped_early():
                     self._log(f"no better {self.val_name} accuracy for {cfg.early_stop} epochs: stopping early")
                 if self.budget is not None:
                     self.budget.epoch_ended()
@@ -357,8 +364,6 @@ class Trainer:
             macro_f1 = scores.pop("macro_f1")
             per_class = {name: {k: v[i] for k, v in scores.items()} for i, name in enumerate(self.dataset.classes)}
         images = sum(r["images_per_s"] * r["seconds"] for r in self.state.history)
-        stopped_early = (self.state.target_reached is None and self.stop_reason is None and bool(self.state.history)
-                         and self.state.epoch < self.config.epochs)
         return {
             "model": self.config.model, "recipe": self.config.recipe, "dataset": self.dataset.name,
             "status": "finished" if self.stop_reason is None else "stopped", "stop_reason": self.stop_reason,
@@ -372,7 +377,7 @@ class Trainer:
             "seed": self.config.seed, "target_acc": self.config.target_acc,
             "time_to_target_s": self.state.target_reached and self.state.target_reached["seconds"],
             "target_epoch": self.state.target_reached and self.state.target_reached["epoch"],
-            "stopped_early_epoch": self.state.epoch if stopped_early else None,
+            "stopped_early_epoch": self.state.epoch if self._stopped_early() else None,
             "macro_f1": macro_f1, "per_class": per_class, "steps": self.state.step,
             "epochs_trained": self.state.step / len(self.train_loader),
             **(self.budget.record() if self.budget is not None else
@@ -387,8 +392,7 @@ class Trainer:
         return f" ({self.budget.used():.0f}/{self.config.time_budget:g}s)"
 
     def _time_budget(self) -> TimeBudget:
-        val = self.parts.val_loader.num_samples * self.dist.world_size + (
-            self.parts.val_rest.num_samples if self.parts.val_rest else 0)
+        val = self._samples(self.val_loader, self.parts.val_rest)
         test = self._samples(self.test_loader, self.parts.test_rest) if self.test_loader is not None else 0
         return TimeBudget(self.config.time_budget, self.state, self.scheduler.lr_lambdas[0],
                           batches_per_epoch=len(self.train_loader), batch_size=self.config.batch_size,

@@ -1,0 +1,30 @@
+"""The command line run in-process, for the tests of its exit codes and what it prints."""
+
+from __future__ import annotations
+
+from cnnlab import cli
+
+
+def run_with_output(argv: list[str], capsys) -> tuple[int, list[str], list[str]]:
+    """Exit code, stdout lines and stderr lines of ``cnnlab argv`` run in-process."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's errors exit from inside parse_args
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err.splitlines()
+
+
+def run(argv: list[str], capsys) -> tuple[int, list[str]]:
+    """Exit code and stderr lines of ``cnnlab argv`` run in-process."""
+    code, _, err = run_with_output(argv, capsys)
+    return code, err
+
+
+def assert_one_line(code: int, err: list[str], *needles: str, command: str = "train") -> None:
+    """Exit code 2 and exactly one ``cnnlab CMD: error: ...`` line holding every needle."""
+    assert code == 2, (code, err)
+    assert len(err) == 1, err
+    assert err[0].startswith(f"cnnlab {command}: error: ") or err[0].startswith("cnnlab: error: "), err[0]
+    for needle in needles:
+        assert needle in err[0], (needle, err[0])
