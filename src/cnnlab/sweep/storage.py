@@ -84,7 +84,32 @@ def open_storage(url: str, heartbeat: float):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is "experimental"
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=interval,
-                                              grace_period=3 * interval)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=interval,
+                                                 grace_period=3 * interval)
     except db_errors() as e:
         raise StorageLost(f"cannot open the study database {shown(url)}: {first_line(e)}") from None
+    if url.startswith("sqlite"):
+        _lock_sqlite_on_begin(storage.engine)
+    return storage
+
+
+def _lock_sqlite_on_begin(engine) -> None:
+    """Make every transaction on this SQLite engine take the database's write lock as it begins.
+
+    Optuna gives an enqueued trial to one worker by reading it as waiting and then marking it running, in one
+    transaction locked by ``SELECT ... FOR UPDATE``, which SQLite ignores; and Python's sqlite3 module opens the
+    transaction only at the UPDATE. So two workers could both read "waiting" and both run the trial (Optuna
+    issues 4002 and 4621; here it happened in a two-worker sweep). With the lock taken at BEGIN the read and the
+    write are one step; SQLite then serialises the workers' database calls, which are short beside a trial.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # the "begin" listener opens each transaction instead
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed (Optuna's own, while opening) are dropped
