@@ -23,7 +23,17 @@ from optuna.trial import TrialState
 from cnnlab.cli import build_parser, main
 from cnnlab.compare import compare_runs, find_runs, load_run
 from cnnlab.errors import CnnlabError
-from cnnlab.sweep import Param, SweepSpec, command_line, load_study, open_storage, parse_param, storage_url, sweep
+from cnnlab.sweep import (
+    Param,
+    SweepSpec,
+    TrialFailed,
+    command_line,
+    load_study,
+    open_storage,
+    parse_param,
+    storage_url,
+    sweep,
+)
 from cnnlab.train import make_config
 
 # Tiny runs: a few seconds each. BN-LeNet-ReLU learns within 8 batches at lr 0.1 (and not at all at 1e-6).
@@ -189,6 +199,30 @@ def test_two_workers_on_sqlite_never_run_the_same_enqueued_trial(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
     first, second = (json.loads(out) for out, _ in outs)
     assert not set(first) & set(second) and sorted(first + second) == list(range(trials))
+
+
+@pytest.mark.parametrize("ends", ["with a value", "failing"])
+def test_a_trial_failed_by_another_worker_meanwhile_is_one_line_and_the_worker_goes_on(tmp_path, monkeypatch,
+                                                                                       capsys, ends):
+    # A worker paused past the grace period finds, when its trial ends, that another worker failed it
+    url = storage_url(None, tmp_path)
+
+    def run_trial_while_paused(trial, spec, sweep_dir):
+        trial.set_user_attr("run_dir", str(sweep_dir / "trials" / "0000"))
+        other = open_storage(url, 10)  # the other worker, through its own connection
+        other.set_trial_state_values(other.get_trial_id_from_study_id_trial_number(
+            other.get_study_id_from_name("paused"), trial.number), TrialState.FAIL)
+        if ends == "failing":
+            raise TrialFailed("NonFiniteLoss: loss became non-finite")
+        return 0.5
+
+    monkeypatch.setattr("cnnlab.sweep.workers.run_trial", run_trial_while_paused)
+    summary = sweep(_spec(trials=1), study="paused", out=tmp_path, heartbeat=2)
+    assert summary["trials"]["counted"] == 1 and summary["trials"]["failed"] == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"cnnlab sweep: worker 0: trial 0 was marked failed by another worker while this one ran it (its "
+                   f"heartbeat was over 6 s late: was the machine paused or overloaded?); its run folder "
+                   f"{tmp_path / 'trials' / '0000'} is kept"]
 
 
 @pytest.mark.slow

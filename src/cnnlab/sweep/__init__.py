@@ -17,7 +17,8 @@ Faults, and what happens:
 - Ctrl-C (SIGINT/SIGTERM): running trials checkpoint and stop; the next ``cnnlab sweep --study NAME`` enqueues
   each again with the same parameters and resumes its run folder from ``last.pt``;
 - a worker killed outright stops beating its heartbeat; another worker marks its trial failed after the grace
-  period (three heartbeats), and waits for that before calling the sweep finished;
+  period (three heartbeats), and waits for that before calling the sweep finished; a worker only paused that long
+  finds its trial failed when it ends, says so in one line and goes on;
 - the database going away ends the worker with one line saying so; what the database had recorded stays there,
   and every trial's run folder and ``trial.json`` stay on disk.
 """

@@ -67,8 +67,13 @@ def database_failure(error: BaseException) -> BaseException | None:
     return None
 
 
+def grace_period(heartbeat: float) -> int:
+    """Seconds without a heartbeat after which a running trial is failed: three heartbeats (whole seconds)."""
+    return 3 * max(1, round(heartbeat))
+
+
 def open_storage(url: str, heartbeat: float):
-    """An Optuna RDBStorage with a heartbeat, so that a killed worker's trial is failed after ``3 * heartbeat``.
+    """An Optuna RDBStorage with a heartbeat, so that a killed worker's trial is failed after :func:`grace_period`.
 
     Raises:
         StorageLost: the database cannot be reached or opened.
@@ -80,12 +85,12 @@ def open_storage(url: str, heartbeat: float):
         kwargs = {"connect_args": {"timeout": 120}}
     else:
         kwargs = {"pool_pre_ping": True}
-    interval = max(1, round(heartbeat))
+    grace = grace_period(heartbeat)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is "experimental"
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=interval,
-                                                 grace_period=3 * interval)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=grace // 3,
+                                                 grace_period=grace)
     except db_errors() as e:
         raise StorageLost(f"cannot open the study database {shown(url)}: {first_line(e)}") from None
     if url.startswith("sqlite"):

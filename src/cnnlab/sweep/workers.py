@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError, Interrupted
-from cnnlab.sweep.storage import StorageLost, database_failure, first_line, open_storage, shown
+from cnnlab.sweep.storage import StorageLost, database_failure, first_line, grace_period, open_storage, shown
 from cnnlab.sweep.study import load_study, progress
 from cnnlab.sweep.trial import TrialFailed, run_trial
 from cnnlab.train.spawn import cores
@@ -61,6 +61,30 @@ def _log_trial(study, trial) -> None:
     print(f"trial {trial.number}: {what.get(trial.state, trial.state.name.lower())}  {params}", flush=True)
 
 
+def _run_one_trial(study, spec, worker: Worker) -> None:
+    """One trial through Optuna; one that another worker failed meanwhile (its heartbeat late) is said and left."""
+    from optuna.trial import TrialState
+
+    started = []
+
+    def objective(trial):
+        started.append(trial)
+        return run_trial(trial, spec, Path(worker.sweep_dir))
+
+    try:
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[_log_trial])
+    except (ValueError, AssertionError):  # Optuna cannot record the end of a trial that has ended meanwhile
+        if not started:  # (ValueError, or "Should not reach." when the objective returned a value)
+            raise
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == started[0].number)
+        if trial.state != TrialState.FAIL:
+            raise
+        print(f"cnnlab sweep: worker {worker.index}: trial {trial.number} was marked failed by another worker while "
+              f"this one ran it (its heartbeat was over {grace_period(worker.heartbeat)} s late: was the "
+              f"machine paused or overloaded?); its run folder {trial.user_attrs.get('run_dir')} is kept",
+              file=sys.stderr, flush=True)
+
+
 def work(worker: Worker) -> None:
     """Run trials of the study until ``trials`` are counted and none is left running (see cnnlab.sweep's faults)."""
     import optuna
@@ -78,8 +102,7 @@ def work(worker: Worker) -> None:
             fail_stale_trials(study)
             counts = progress(study)
             if counts.get("waiting") or counts["counted"] < spec.trials:
-                study.optimize(lambda t: run_trial(t, spec, Path(worker.sweep_dir)), n_trials=1,
-                               catch=(TrialFailed,), callbacks=[_log_trial])
+                _run_one_trial(study, spec, worker)
             elif counts.get("running"):  # another worker's trial: wait until it ends or its heartbeat goes stale
                 time.sleep(worker.heartbeat)
             else:
