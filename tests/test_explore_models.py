@@ -296,6 +296,8 @@ def test_static_page(lenet, grey_folder, tmp_path, capsys):
     assert data["model"]["kind"] == "ONNX" and {"0", "2", "4", "6"} <= set(data["analyses"])  # each class
     assert main(["explore", str(lenet["onnx"]), "--images", str(grey_folder), "--export", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert main(["explore", str(lenet["onnx"]), "--images", str(grey_folder), "--export", "/proc/page.html"]) == 2
+    assert "cannot write /proc/page.html: folder /proc is not writable" in capsys.readouterr().err
     # A small budget keeps every stage but shows fewer channels, then fewer inputs.
     model, images = open_with_images(lenet["onnx"], grey_folder)
     full, summary = build_page(model, images, budget=None)

@@ -24,7 +24,7 @@ from typing import Any
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import ExploreModel, analyze_image, model_card
 from cnnlab.explore.server import image_list
-from cnnlab.io import atomic_write
+from cnnlab.io import atomic_write, check_output_file
 
 PAGE_BUDGET = 8 * 2**20
 MAX_INPUTS = 6
@@ -101,16 +101,10 @@ def export_page(model: ExploreModel, images, output: str | Path, force: bool = F
         ``{"path", "inputs", "maps_per_stage", "bytes"}``.
 
     Raises:
-        CnnlabError: ``output`` exists without ``force`` or its folder is missing, no images were given, or the page
-            cannot fit the budget.
+        CnnlabError: ``output`` cannot be written (:func:`cnnlab.io.check_output_file`), no images were given, or
+            the page cannot fit the budget.
     """
-    output = Path(output)
-    if output.is_dir():
-        raise CnnlabError(f"--export {output} is a folder, expected a file name such as page.html")
-    if output.exists() and not force:
-        raise CnnlabError(f"--export {output} already exists; pass --force to overwrite it")
-    if not output.parent.is_dir():
-        raise CnnlabError(f"the folder of --export {output} does not exist")
+    output = check_output_file(output, force, what="--export ")
     if images is None or not len(images.names):
         raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
     page, summary = build_page(model, images, budget)
