@@ -202,7 +202,7 @@ def test_the_static_page_is_served_from_the_package(server):
     status, page = request(server, "GET", "/")
     assert status == 200 and b"cnnlab explore" in page
     assert b"http://" not in page and b"https://" not in page, "no CDN: the page must work offline"
-    for name in ("app.js", "style.css"):
+    for name in ("dom.js", "app.js", "style.css"):
         status, text = request(server, "GET", f"/static/{name}")
         assert status == 200 and b"http://" not in text.replace(b"http://www.w3.org/2000/svg", b"")
 

@@ -1,10 +1,10 @@
 """A static explorer page: one self-contained HTML file for a course site (``cnnlab explore SOURCE --export``).
 
-The file is the served model page (``static/model.html``, ``model.js``, ``style.css``) with the stylesheet and
-script inlined and the answers the server would give (model card, thumbnails, each chosen input's analysis)
-embedded as JSON; every picture is a ``data:`` PNG. A Content-Security-Policy meta tag (``default-src 'none'``,
-images only from ``data:``) makes the browser itself refuse any request the page might try: it opens from
-``file://`` with no server, no CDN and no network.
+The file is the served model page (``static/model.html``, ``dom.js``, ``model.js``, ``style.css``) with the
+stylesheet and scripts inlined and the answers the server would give (model card, thumbnails, each chosen input's
+analysis) embedded as JSON; every picture is a ``data:`` PNG. A Content-Security-Policy meta tag
+(``default-src 'none'``, images only from ``data:``) makes the browser itself refuse any request the page might try:
+it opens from ``file://`` with no server, no CDN and no network.
 
 Size budget (``PAGE_BUDGET``, 8 MiB): the inputs are one image per class subfolder in the folder's order (or the
 first images of a flat folder), at most ``MAX_INPUTS``; each input shows every stage with its ``MAPS_PER_ROW``
@@ -55,7 +55,7 @@ def render_page(data: dict[str, Any], title: str) -> str:
     template = (STATIC / "model.html").read_text(encoding="utf-8")
     body = template[template.index("<!--BODY-->"):template.index("<!--/BODY-->")]
     css = (STATIC / "style.css").read_text(encoding="utf-8")
-    script = (STATIC / "model.js").read_text(encoding="utf-8")
+    script = "".join((STATIC / name).read_text(encoding="utf-8") for name in ("dom.js", "model.js"))
     # "</" inside a script element would end it early; JSON allows "<\/" for "</".
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

@@ -4,19 +4,6 @@
 const COLORS = ["#3b78c3", "#e4572e", "#1d8a43", "#8e44ad", "#c49000", "#16a2b8", "#d6336c", "#555555"];
 const state = {runs: [], run: null, detail: null, stream: null, ops: null, step: 0, timer: null, testIndex: 0};
 
-function el(tag, attrs = {}, ...children) {
-  const node = tag === "svg" || attrs.svg ? document.createElementNS("http://www.w3.org/2000/svg", tag)
-    : document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "svg" || v === undefined || v === null) continue;
-    if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
-const $ = (id) => document.getElementById(id);
 const svgEl = (tag, attrs) => el(tag, {...attrs, svg: true});
 
 function fmtNum(v, digits = 3) {
@@ -29,18 +16,6 @@ const pct = (v) => (v === null || v === undefined) ? "—" : (100 * v).toFixed(2
 // Test accuracy when the run has finished, else the latest validation accuracy (marked "val").
 const accuracyCell = (r) => r.test_acc !== null && r.test_acc !== undefined ? pct(r.test_acc)
   : (r.val_acc !== null && r.val_acc !== undefined ? "val " + pct(r.val_acc) : "—");
-
-async function api(path, options) {
-  const response = await fetch(path, options);
-  let body;
-  try { body = await response.json(); } catch (e) { body = {error: `the server answered ${response.status}`}; }
-  if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
-  return body;
-}
-
-function errorCard(container, message) {
-  container.replaceChildren(message ? el("div", {class: "error-card", text: message}) : "");
-}
 
 // ------------------------------------------------------------------------------------------------------ tabs
 function showTab(name) {

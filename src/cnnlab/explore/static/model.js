@@ -3,27 +3,6 @@
 "use strict";
 
 const DATA = window.CNNLAB_DATA || null;
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null) continue;
-    if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
-
-async function api(path, options) {
-  const response = await fetch(path, options);
-  let body;
-  try { body = await response.json(); } catch (e) { body = {error: `the server answered ${response.status}`}; }
-  if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
-  return body;
-}
 
 const getModel = () => DATA ? Promise.resolve(DATA.model) : api("/api/model");
 const getImages = () => DATA ? Promise.resolve(DATA.images) : api("/api/images");
@@ -31,10 +10,6 @@ function getAnalysis(index) {
   if (!DATA) return api("/api/analyze?image=" + index);
   const a = DATA.analyses[String(index)];
   return a ? Promise.resolve(a) : Promise.reject(new Error("this saved page holds no analysis of that image"));
-}
-
-function errorCard(container, message) {
-  container.replaceChildren(message ? el("div", {class: "error-card", text: message}) : "");
 }
 
 function showModel(m) {

@@ -1,0 +1,29 @@
+// cnnlab explore: the DOM and API helpers both pages use (index.html with app.js, model.html with model.js,
+// and the saved page, which inlines this file before model.js).
+"use strict";
+
+function el(tag, attrs = {}, ...children) {
+  const node = tag === "svg" || attrs.svg ? document.createElementNS("http://www.w3.org/2000/svg", tag)
+    : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "svg" || v === undefined || v === null) continue;
+    if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+const $ = (id) => document.getElementById(id);
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  let body;
+  try { body = await response.json(); } catch (e) { body = {error: `the server answered ${response.status}`}; }
+  if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
+  return body;
+}
+
+function errorCard(container, message) {
+  container.replaceChildren(message ? el("div", {class: "error-card", text: message}) : "");
+}
