@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 from cnnlab import cli
 
 
@@ -13,6 +16,18 @@ def run_with_output(argv: list[str], capsys) -> tuple[int, list[str], list[str]]
         code = e.code
     captured = capsys.readouterr()
     return code, captured.out.splitlines(), captured.err.splitlines()
+
+
+def run_redirected(argv: list[str]) -> tuple[int, list[str], list[str]]:
+    """Exit code, stdout and stderr lines of ``cnnlab argv``, captured without pytest's capsys: hypothesis runs many
+    examples in one test, and a function-scoped fixture would be shared between them."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue().splitlines(), err.getvalue().splitlines()
 
 
 def run(argv: list[str], capsys) -> tuple[int, list[str]]:

@@ -15,12 +15,15 @@ import io
 import struct
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from cnnlab.data import ImageDataset
 
 IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz")
@@ -33,6 +36,16 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("CNNLAB_DATA", raising=False)
     monkeypatch.delenv("CNNLAB_CACHE", raising=False)
     return tmp_path / "home"
+
+
+def noise_dataset(labels: torch.Tensor, classes: Sequence[str], channels: int = 1, side: int = 28, test: int = 12,
+                  flip: bool = False) -> ImageDataset:
+    """Seeded uniform-noise uint8 images with these labels, the first ``test`` of them also the test split: for tests
+    of the loop's mechanics (budget, balance, fine-tuning), where what the images show does not matter."""
+    images = torch.randint(0, 256, (len(labels), channels, side, side), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    return ImageDataset("tiny", images, labels, images[:test], labels[:test], tuple(classes), (0.5,) * channels,
+                        (0.25,) * channels, flip=flip)
 
 
 def md5(data: bytes) -> str:

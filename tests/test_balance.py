@@ -12,6 +12,7 @@ from cnnlab.data import DeviceLoader, ImageDataset, balanced_class_weights
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult, class_scores, confusion_matrix, format_eval
 from cnnlab.train import build_run, build_trainer, make_config
+from data_support import noise_dataset
 
 
 def test_class_weights_are_scikit_learns_balanced_weights():
@@ -48,10 +49,7 @@ def test_balanced_sampling_evens_the_classes_and_is_a_function_of_seed_and_epoch
 
 
 def _tiny_dataset(labels: torch.Tensor, classes=("a", "b", "c")) -> ImageDataset:
-    n = len(labels)
-    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    return ImageDataset(name="tiny", train_images=images, train_labels=labels, test_images=images[:12],
-                        test_labels=labels[:12], classes=classes, mean=(0.5,), std=(0.25,), flip=False)
+    return noise_dataset(labels, classes)
 
 
 @pytest.mark.parametrize("balance", ["sampler", "loss"])

@@ -23,6 +23,7 @@ from cnnlab.train.distributed import DistEnv
 from cnnlab.train.schedule import LRFactor
 from cnnlab.train.state import TrainState
 from cnnlab.train.trainer import Trainer
+from data_support import noise_dataset
 
 TRAIN_COST = 2.0**-7  # simulated seconds per training image (a batch of 32: 0.25 s)
 EVAL_COST = 2.0**-9  # per evaluation image
@@ -49,11 +50,7 @@ def clock(monkeypatch) -> Clock:
 
 
 def _dataset() -> ImageDataset:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (320, 1, 28, 28), generator=g, dtype=torch.uint8)
-    labels = torch.arange(320) % 4
-    return ImageDataset("tiny", images, labels, images[:64], labels[:64], ("a", "b", "c", "d"), (0.5,), (0.25,),
-                        flip=False)
+    return noise_dataset(torch.arange(320) % 4, "abcd", test=64)
 
 
 def _trainer(clock: Clock, run_dir, dataset: ImageDataset, resume_state=None, **overrides) -> Trainer:

@@ -10,9 +10,7 @@ is read from its annotation here, independently of TrainConfig's own checks. Abo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import typing
 from datetime import timedelta
@@ -23,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnnlab.train
-from cnnlab import cli
+from cli_support import run_redirected
 from cnnlab.train.config import TrainConfig
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -67,15 +65,10 @@ def _run_config(path: Path, body: dict) -> tuple[int, list[str], list]:
         started.append(config)
         return type("NotTrained", (), {"fit": lambda self: []})()
 
-    err = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err), \
-            contextlib.redirect_stdout(io.StringIO()):
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cnnlab.train, "build_trainer", record)  # train() makes the config, then would build the run
-        try:
-            code = cli.main(["train", "--config", str(path)])
-        except SystemExit as e:  # argparse's errors
-            code = e.code
-    return code, err.getvalue().splitlines(), started
+        code, _, err = run_redirected(["train", "--config", str(path)])
+    return code, err, started
 
 
 def _assert_refused_naming(name: str, value: object, code: int, err: list[str], started: list) -> None:

@@ -14,8 +14,6 @@ file is about the edges. About 1,300 cases run, in about half a minute on one th
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from datetime import timedelta
 
@@ -26,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnnlab.train
-from cnnlab import cli, ops
+from cli_support import run_redirected
+from cnnlab import ops
 from cnnlab.errors import CheckpointError
 from cnnlab.models import list_models
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
@@ -265,16 +264,11 @@ def test_train_command_line_fuzz(argv):
         calls.append(("resume", run_dir))
         return []
 
-    err, out = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cnnlab.train, "train", fake_train)
         mp.setattr(cnnlab.train, "resume", fake_resume)
-        try:
-            code = cli.main(["train", *argv])
-        except SystemExit as e:
-            code = e.code
-    lines = err.getvalue().splitlines()
-    if code == 0 and "usage:" in out.getvalue():  # -h/--help (or an abbreviation of it) among the tokens
+        code, out, lines = run_redirected(["train", *argv])
+    if code == 0 and any("usage:" in line for line in out):  # -h/--help (or an abbreviation of it) among the tokens
         return
     if code == 0:
         assert len(calls) == 1 and lines == [], (calls, lines)

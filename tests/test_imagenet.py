@@ -26,7 +26,7 @@ from cnnlab.models.summary import stages
 from cnnlab.train import build_run, make_config
 from cnnlab.train.schedule import BODY_LR_FACTOR, LRFactor
 from cnnlab.train.trainer import Trainer
-from data_support import serve
+from data_support import noise_dataset, serve
 
 SMALL = "imagenet-mobilenet_v3_small"
 
@@ -203,11 +203,7 @@ def test_a_bad_weights_file_is_refused_in_one_line(torch_home, damage, match):
 
 # ------------------------------------------------------------------------------------ training and inference
 def _dataset(channels: int = 3, side: int = 24, n: int = 24) -> ImageDataset:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, channels, side, side), generator=g, dtype=torch.uint8)
-    labels = torch.arange(n) % 3
-    return ImageDataset("tiny", images, labels, images[:9], labels[:9], ("a", "b", "c"), (0.5,) * channels,
-                        (0.25,) * channels, flip=True)
+    return noise_dataset(torch.arange(n) % 3, "abc", channels, side, test=9, flip=True)
 
 
 def _body(state: dict[str, torch.Tensor], head: str) -> dict[str, torch.Tensor]:
