@@ -225,6 +225,25 @@ def test_a_trial_failed_by_another_worker_meanwhile_is_one_line_and_the_worker_g
                    f"{tmp_path / 'trials' / '0000'} is kept"]
 
 
+def test_a_trial_whose_worker_stopped_before_it_began_is_failed_not_waited_for(tmp_path):
+    # Optuna marks a trial running before its worker's heartbeat starts, and never fails one without a heartbeat:
+    # a worker cut off from the database in between (as in the test of the database going away) left the next
+    # sweep waiting for that trial forever.
+    out = tmp_path / "sw"
+    out.mkdir()
+    study, _ = load_study(open_storage(storage_url(None, out.resolve()), 10), "orphan", _spec(trials=1))
+    with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna: ask() starts no heartbeat, which is the point
+        orphan = study.ask()  # running, no heartbeat, and no worker
+    joined = _cnnlab("sweep", "--study", "orphan", "--out", str(out), "--heartbeat", "1")
+    try:
+        stdout, stderr = joined.communicate(timeout=90)
+    finally:
+        joined.kill()
+    assert joined.returncode == 0, stderr
+    assert f"trial {orphan.number}: failed: its worker stopped before the trial began" in stdout
+    assert study.get_trials(deepcopy=False)[orphan.number].state == TrialState.FAIL
+
+
 @pytest.mark.slow
 def test_sqlite_sweep_with_two_jobs_prunes_fails_and_finishes(tmp_path, data_dir):
     out, name = tmp_path / "sw", "two-jobs"
@@ -352,7 +371,7 @@ def test_two_machines_share_a_postgres_study_and_a_killed_worker_is_failed(tmp_p
     b = _cnnlab("sweep", "--study", pg_study, "--storage", POSTGRES, "--out", str(tmp_path / "b"),
                 "--heartbeat", "1", "--data-dir", str(data_dir))  # the second machine: its own data, the settings
     victim = _wait_for(lambda: next((t for t in _trials(url, pg_study) if t.state == TrialState.RUNNING
-                                     and t.user_attrs.get("pid") == b.pid
+                                     and t.user_attrs.get("pid") == b.pid and "run_dir" in t.user_attrs
                                      and os.path.isfile(os.path.join(t.user_attrs["run_dir"], "config.json"))), None),
                        what="a trial training on worker b")  # killed mid-run, not while it loads the data
     os.kill(b.pid, signal.SIGKILL)

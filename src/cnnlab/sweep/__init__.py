@@ -18,7 +18,8 @@ Faults, and what happens:
   each again with the same parameters and resumes its run folder from ``last.pt``;
 - a worker killed outright stops beating its heartbeat; another worker marks its trial failed after the grace
   period (three heartbeats), and waits for that before calling the sweep finished; a worker only paused that long
-  finds its trial failed when it ends, says so in one line and goes on;
+  finds its trial failed when it ends, says so in one line and goes on; a trial whose worker stopped before it
+  began (Optuna marks it running first, and has no heartbeat to go stale) is failed after the same grace period;
 - the database going away ends the worker with one line saying so; what the database had recorded stays there,
   and every trial's run folder and ``trial.json`` stay on disk.
 """

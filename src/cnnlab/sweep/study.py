@@ -1,9 +1,10 @@
 """The Optuna study behind a sweep: created from a SweepSpec or loaded with the one stored in it, its trials
-counted, and interrupted trials enqueued again to resume their run folders."""
+counted, interrupted trials enqueued again to resume their run folders, and trials that never began failed."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from cnnlab.errors import CnnlabError
@@ -30,6 +31,31 @@ def enqueue_interrupted(study) -> list[int]:
             study.enqueue_trial(dict(t.params), user_attrs=attrs, skip_if_exists=False)
             again.append(t.number)
     return again
+
+
+def fail_orphaned_trials(study, grace: float) -> list[int]:
+    """Fail the running trials whose worker stopped before the trial began; returns their numbers.
+
+    Optuna marks a trial running before its worker's heartbeat starts, and its stale check passes over a running
+    trial that has no heartbeat yet. A worker killed, or cut off from the database, in between leaves a trial that
+    nothing would ever fail, and every worker waits for it. The objective (:func:`cnnlab.sweep.trial.run_trial`)
+    records its worker's ``pid`` first thing, so a running trial without one that started over ``grace`` seconds
+    ago never began. Optuna stores the start in the starting machine's local time: a machine whose clock is behind
+    this one's is only waited for longer.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    now, failed = datetime.now(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "pid" in t.user_attrs or t.datetime_start is None or (now - t.datetime_start).total_seconds() <= grace:
+            continue
+        try:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        except UpdateFinishedTrialError:  # another worker failed it first
+            continue
+        failed.append(t.number)
+    return failed
 
 
 def progress(study) -> dict[str, int]:

@@ -39,14 +39,14 @@ def run_trial(trial, spec: SweepSpec, sweep_dir: Path) -> float:
     """The objective: train one run folder for ``trial``; returns its best validation accuracy."""
     import optuna
 
+    trial.set_user_attr("pid", os.getpid())  # first: a running trial without it never began (fail_orphaned_trials)
     values = {p.name: p.suggest(trial) for p in spec.space()}
     resume_of = trial.user_attrs.get("resume_of")
     host = socket.gethostname()
     earlier = trial.user_attrs.get("run_dir")
     run_dir = Path(earlier) if earlier and trial.user_attrs.get("host") == host \
         else (sweep_dir / "trials" / f"{trial.number:04d}").resolve()
-    for key, value in (("run_dir", str(run_dir)), ("host", host), ("pid", os.getpid()),
-                       ("command", command_line(spec, values, run_dir))):
+    for key, value in (("run_dir", str(run_dir)), ("host", host), ("command", command_line(spec, values, run_dir))):
         trial.set_user_attr(key, value)
 
     pruned: str | None = None  # the pruner's reason, once it stops the trial

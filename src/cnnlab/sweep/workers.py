@@ -19,7 +19,7 @@ from typing import Any
 
 from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.sweep.storage import StorageLost, database_failure, first_line, grace_period, open_storage, shown
-from cnnlab.sweep.study import load_study, progress
+from cnnlab.sweep.study import fail_orphaned_trials, load_study, progress
 from cnnlab.sweep.trial import TrialFailed, run_trial
 from cnnlab.train.spawn import cores
 
@@ -100,6 +100,8 @@ def work(worker: Worker) -> None:
         spec.overrides = {**spec.overrides, **worker.local}
         while True:
             fail_stale_trials(study)
+            for number in fail_orphaned_trials(study, grace_period(worker.heartbeat)):
+                print(f"trial {number}: failed: its worker stopped before the trial began", flush=True)
             counts = progress(study)
             if counts.get("waiting") or counts["counted"] < spec.trials:
                 _run_one_trial(study, spec, worker)
