@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from cli_support import run_with_output
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, model_info
@@ -169,6 +170,31 @@ def test_a_failing_variant_is_recorded_and_the_study_goes_on(tmp_path, data_dir)
     assert json.loads((tmp_path / "s" / "book" / "result.json").read_text())["status"] == "finished"
     assert "Failed (see their result.json): huge." in result.summary
     assert "Ranking by final validation accuracy: book" in result.summary
+
+
+@pytest.mark.slow
+def test_a_variant_refused_before_training_makes_the_study_exit_2(tmp_path, data_dir, capsys):
+    """One variant's settings refused by a check (AlexNet at 28 px) while the other ran: the study exited 0 and its
+    summary called the refused one "not finished yet (run the same command again to resume)", which would only be
+    refused again."""
+    path = tmp_path / "size.toml"
+    path.write_text("title = 'size'\nfactors = ['model']\n[budget]\nepochs = 1\nlimit_train_batches = 2\n"
+                    "batch_size = 32\nlimit_val_batches = 1\n"
+                    "[[variants]]\nname = 'alexnet-28'\nmodel = 'alexnet'\nfactors = { model = 'alexnet' }\n"
+                    "config = { resize = 28 }\n"
+                    "[[variants]]\nname = 'lenet'\nmodel = 'lenet'\nfactors = { model = 'lenet' }\n")
+    out = tmp_path / "s"
+    code, printed, err = run_with_output(["study", str(path), "--out", str(out), "--quiet", "--no-report",
+                                          "--data-dir", str(data_dir)], capsys)
+    assert code == 2, (code, err)
+    assert err == ["cnnlab study: error: 1 of the study's variants were refused before training (alexnet-28); see "
+                   "their lines above"]
+    assert "cnnlab study: variant alexnet-28 refused: input size 28 is too small for alexnet" in "\n".join(printed)
+    assert not (out / "alexnet-28").exists()
+    assert json.loads((out / "lenet" / "result.json").read_text())["status"] == "finished"
+    summary = (out / "summary.md").read_text()
+    assert "- Refused before training (change its settings): alexnet-28: input size 28 is too small" in summary
+    assert "Not finished yet" not in summary
 
 
 def _findings(scores: list[float]) -> list[str]:

@@ -277,6 +277,10 @@ def _cmd_study(args) -> int:
         raise
     print(result.summary)
     print(f"study folder: {result.folder} (summary.md, table.md, curves.png)")
+    if result.refused:  # bad settings for some variants: the same command would be refused again
+        print(f"cnnlab study: error: {len(result.refused)} of the study's variants were refused before training "
+              f"({', '.join(result.refused)}); see their lines above", file=sys.stderr)
+        return 2
     return 1 if result.failed else 0
 
 

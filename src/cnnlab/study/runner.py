@@ -31,6 +31,7 @@ class StudyResult:
     ran: tuple[str, ...]
     kept: tuple[str, ...]
     failed: tuple[str, ...]
+    refused: tuple[str, ...] = ()  # stopped by a check before their run folder was made (bad settings)
 
 
 def variant_state(run_dir: Path) -> str:
@@ -81,12 +82,12 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
 
 
 def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool,
-                 report: bool) -> tuple[str, str | None]:
+                 report: bool) -> tuple[str, str]:
     """Train (or resume) one variant; returns what happened (ran, kept, failed, or refused: before its run folder
-    was made) and the error's line. A variant that fails is recorded, not raised."""
+    was made) and the error's line ("" when none). A variant that fails is recorded, not raised."""
     state = variant_state(run_dir)
     if state in ENDED:
-        return "kept", None
+        return "kept", ""
     settings = dict(settings)
     model, recipe = settings.pop("model"), settings.pop("recipe", "book")
     try:
@@ -96,9 +97,10 @@ def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool
             train(model, recipe, force=state == "partial", quiet=quiet, report=report, out=str(run_dir), **settings)
     except CnnlabError as e:  # a non-finite loss or another refusal: the run folder says "failed"; go on
         line = " ".join(str(e).split())
-        print(f"cnnlab study: variant {name} failed: {line}", flush=True)
-        return ("failed" if run_dir.is_dir() else "refused"), line
-    return "ran", None
+        outcome = "failed" if run_dir.is_dir() else "refused"
+        print(f"cnnlab study: variant {name} {outcome}: {line}", flush=True)
+        return outcome, line
+    return "ran", ""
 
 
 def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -122,20 +124,23 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
     plan = _plan(study, overrides)
     made = missing_folders(folder)
     _claim_folder(folder, {"study": study.name, "title": study.title, "runs": plan})
-    done: dict[str, list[str]] = {"ran": [], "kept": [], "failed": [], "refused": []}
-    first_refusal = None
+    done: dict[str, list[str]] = {"ran": [], "kept": [], "failed": []}
+    refused: dict[str, str] = {}
     for i, v in enumerate(study.variants):
         if not quiet:
             print(f"[{i + 1}/{len(study.variants)}] {v.name} ({v.model})", flush=True)
         outcome, line = _run_variant(v.name, plan[v.name], folder / v.name, quiet, report)
-        done[outcome].append(v.name)
-        if outcome == "refused" and first_refusal is None:
-            first_refusal = f"variant {v.name}: {line}"
-    if first_refusal and len(done["refused"]) == len(study.variants):
+        if outcome == "refused":
+            refused[v.name] = line
+        else:
+            done[outcome].append(v.name)
+    if len(refused) == len(study.variants):
         # Checks that need the data (a --val-split larger than the training set, ...) refused every variant:
         # a bad input, not a study with results; the study folder this call made goes again.
         remove_made_folders(made, own=("study.json",))
-        raise CnnlabError(f"every variant was refused before training, so the study has no results; {first_refusal}")
+        name, line = next(iter(refused.items()))
+        raise CnnlabError(f"every variant was refused before training, so the study has no results; "
+                          f"variant {name}: {line}")
 
     runs = [Run.open(folder / v.name) for v in study.variants if (folder / v.name / "config.json").is_file()]
     columns, rows = compare_runs(runs)
@@ -145,7 +150,7 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
     write_text(folder / "table.md", table + "\n")
     save_figure(curves_overlay(runs, [r["run"] for r in rows]), folder / "curves.png")
     budget = {**study.budget, **overrides}
-    summary = study_summary(study, budget, rows, table, "curves.png")
+    summary = study_summary(study, budget, rows, table, "curves.png", refused)
     write_text(folder / "summary.md", summary)
     failed = tuple(r["run"] for r in rows if r["status"] == "failed")
-    return StudyResult(folder, summary, tuple(done["ran"]), tuple(done["kept"]), failed)
+    return StudyResult(folder, summary, tuple(done["ran"]), tuple(done["kept"]), failed, tuple(refused))

@@ -7,7 +7,7 @@ factors, and the caveats that bound what a reader may conclude (one seed; a smok
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -64,7 +64,7 @@ def factor_effects(study: Study, scores: dict[str, float]) -> list[str]:
 
 
 def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str, Any]], table: str,
-                  plot: str = "curves.png") -> str:
+                  plot: str = "curves.png", refused: Mapping[str, str] | None = None) -> str:
     """The study's summary.md: question, budget, the comparison table, the plot and the findings.
 
     Args:
@@ -74,6 +74,7 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
             study's variant order; ``run`` is the variant's name.
         table: the rows as a markdown table.
         plot: the curves' file name, relative to the summary.
+        refused: variants a check refused before their run folder was made, each with its error's line.
     """
     validated = "a held-out validation split" if budget.get("val_split") is not None else \
         "the test set, as the book does (no val_split)"
@@ -104,7 +105,11 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
     failed = [r["run"] for r in rows if r["status"] == "failed"]
     if failed:
         findings.append(f"- Failed (see their result.json): {', '.join(failed)}.")
-    unfinished = [v.name for v in study.variants if v.name not in by_name or by_name[v.name]["status"] == "incomplete"]
+    refused = refused or {}
+    for name, line in refused.items():  # running the command again would only be refused again
+        findings.append(f"- Refused before training (change its settings): {name}: {line}")
+    unfinished = [v.name for v in study.variants if v.name not in refused
+                  and (v.name not in by_name or by_name[v.name]["status"] == "incomplete")]
     if unfinished:
         findings.append(f"- Not finished yet: {', '.join(unfinished)} (run the same command again to resume).")
     findings.append("- One seed per variant: differences of a few tenths of a point can be seed noise; rerun with "
