@@ -20,7 +20,7 @@ from torch import nn
 from cnnlab.checks import int_at_least, positive_int
 from cnnlab.d2l import devices
 from cnnlab.d2l.core import HyperParameters, Module
-from cnnlab.d2l.layout import to_channels_last
+from cnnlab.d2l.layout import to_channels_last, to_contiguous
 from cnnlab.errors import CnnlabError
 
 __all__ = ["Trainer"]
@@ -101,7 +101,7 @@ class Trainer(HyperParameters):
                     board.refresh()
         finally:  # the user's model comes back in the layout it had, even when fit is interrupted
             if self._channels_last:
-                model.to(memory_format=torch.contiguous_format)
+                to_contiguous(model)
 
     def prepare_batch(self, batch: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
         """Move the batch to the device in use (a no-op for tensors already there)."""

@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cnnlab import inference
 from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, balanced_class_weights, stratified_split
 from cnnlab.data.registry import FOLDER_PREFIX
-from cnnlab.device import channels_last_pays, resolve_device
+from cnnlab.device import channels_last_pays, resolve_device, train_small_batch_norms_contiguous
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.models import check_input_size, check_pretrained, create_model, min_input_size, model_info
 from cnnlab.models.imagenet import ensure_weights, pretrained_normalize
@@ -315,6 +315,8 @@ def _place(model: nn.Module, config: TrainConfig, device: torch.device, dist: Di
         channels_last = config.ops == "torch" and channels_last_pays(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
+    if channels_last and device.type == "cpu":
+        train_small_batch_norms_contiguous(model)  # for the run's lifetime: the model is the run's own
     step_model = _wrap(model, config, device, dist)
     ema = None
     if config.ema:
