@@ -28,8 +28,8 @@ from pathlib import Path
 from ab_train import train_once
 from bench import environment
 
-KEPT = ("test_acc", "wall_s", "epochs", "epochs_trained", "steps", "budget_steps", "budget_cut", "time_to_target_s",
-        "images_per_s")
+KEPT = ("test_acc", "wall_s", "epochs", "epochs_trained", "steps", "budget_steps", "budget_cut",
+        "budget_planned_before_cut", "time_to_target_s", "images_per_s")
 GROUPS = {
     "fast": [("budget 60 s", ["lenet-bn-relu", "--recipe", "fast"]),
              ("10 epochs", ["lenet-bn-relu", "--recipe", "fast", "--epochs", "10"])],

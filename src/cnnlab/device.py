@@ -24,9 +24,9 @@ def channels_last_pays(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
-# ATen's channels-last BatchNorm backward on the CPU is 4-5 times slower than the contiguous one for layers of 6 or
-# 8 channels (and slower for 24, where the layout change would cost more than it saves); from 16 channels up it is
-# as fast or faster (docs/benchmarks.md, "Channels-last BatchNorm with few channels on the CPU").
+# ATen's channels-last BatchNorm backward on the CPU is several times slower than the contiguous one for layers of
+# 6 or 8 channels (and slower for 24, where the layout change would cost more than it saves); from 16 channels up it
+# is as fast or faster (docs/benchmarks.md, "Channels-last BatchNorm with few channels on the CPU").
 SMALL_BATCH_NORM = 16
 
 
@@ -43,7 +43,7 @@ def train_small_batch_norms_contiguous(model: nn.Module) -> list[RemovableHandle
 
     For a model held channels-last on the CPU: the layer then normalises, and its backward runs, on the contiguous
     tensor, and the next convolution takes its input back to channels-last itself. Evaluation is left alone (the
-    channels-last forward is fast). Compact's training step is about 11% faster with it, BN-LeNet's 2.4 times.
+    channels-last forward is fast). It speeds up the compact net's and BN-LeNet's training (docs/benchmarks.md).
     """
     return [m.register_forward_pre_hook(_contiguous_training_input) for m in model.modules()
             if isinstance(m, nn.BatchNorm2d) and 0 < m.num_features < SMALL_BATCH_NORM]
