@@ -25,11 +25,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import data_support
+from cli_support import run_with_output
 from cnnlab.data import CLASSES
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.models import create_model
 from cnnlab.models.init import init_cnn
 from cnnlab.runs.checkpoint import save_checkpoint
+from data_support import write_classes
+
+home = data_support.home  # a fixture: every cache under tmp_path, no $CNNLAB_DATA
+TINY = ["--epochs", "1", "--batch-size", "8", "--limit-train-batches", "2", "--no-report", "--quiet"]
 
 RGB_CLASSES = ("cat", "dog", "ship", "frog", "tree")
 
@@ -557,3 +563,27 @@ def test_thread_safe_model_cache_loads_once(explore_root, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1
+
+
+# -- a run's test images are read as the run read them ---------------------------------------------------------
+def test_a_run_trained_with_data_dir_shows_its_test_images_without_cnnlab_data(tmp_path, home, data_dir, capsys):
+    from cnnlab.explore.session import Session
+
+    runs = tmp_path / "runs"
+    argv = ["train", "lenet-relu", "--data-dir", str(data_dir), *TINY, "--out", str(runs / "run")]
+    assert run_with_output(argv, capsys)[0] == 0
+    gallery = Session(runs).gallery("run")  # the run's --data-dir, as cnnlab eval reads it; no download
+    assert [c["class"] for c in gallery["by_class"]] == list(CLASSES) and gallery["searched"] == 2000
+
+
+def test_a_run_trained_with_skip_bad_images_shows_its_test_images(tmp_path, home, capsys):
+    from cnnlab.explore.session import Session
+
+    data, runs = tmp_path / "set", tmp_path / "runs"
+    write_classes(data, {"a": 6, "b": 6})
+    (data / "a" / "broken.png").write_text("<html>404</html>")
+    argv = ["train", "lenet-relu", "--dataset", f"folder:{data}", "--skip-bad-images", *TINY, "--out",
+            str(runs / "run")]
+    assert run_with_output(argv, capsys)[0] == 0
+    gallery = Session(runs).gallery("run")
+    assert [len(c["images"]) for c in gallery["by_class"]] == [1, 1]  # a stratified sixth of the 12 readable

@@ -8,6 +8,7 @@ fix (docs/reliability.md, "Image folders").
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import data_support
 from cli_support import assert_one_line, run_with_output
 from cnnlab.data import folder, load_dataset
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.session import Session
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train import build_run, make_config
 from cnnlab.train.config import TrainConfig
@@ -37,19 +39,22 @@ def one_error(argv: list[str], capsys, *needles: str, command: str = "train") ->
 
 
 # -- the held-out split a run used is fixed by the run --------------------------------------------------------
-def test_a_changed_held_out_split_is_refused_by_eval_report_and_resume(tmp_path, home, capsys):
+def test_a_changed_held_out_split_is_refused_by_eval_report_resume_and_explore(tmp_path, home, capsys):
     data = tmp_path / "digits"
     write_classes(data, {"a": 14, "b": 14})  # no test/: the loader holds out 5 of the 28 images
     out = tmp_path / "run"
     assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
                capsys)[0] == 0
     assert run_with_output(["eval", str(out / "last.pt")], capsys)[0] == 0  # the folder as it was: evaluated as before
+    assert sum(len(c["images"]) for c in Session(tmp_path).gallery("run")["by_class"]) == 5
 
     (data / "a" / "000.png").unlink()  # one image deleted after training: 27 images, 4 held out now
     change = f"the held-out test split of folder:{data} changed since the run trained (5 files then, 4 now)"
     one_error(["eval", str(out / "last.pt")], capsys, change, "put the folder back", command="eval")
     one_error(["report", str(out)], capsys, change, command="report")
     one_error(["train", "--resume", str(out), "--epochs", "2"], capsys, change)
+    with pytest.raises(CnnlabError, match=re.escape(change)):  # the gallery's test images and its accuracy
+        Session(tmp_path).gallery("run")
     recorded = load_checkpoint(out / "last.pt")["dataset"]["held_out"]  # count and hash, in both records
     assert recorded[0] == 5 and json.loads((out / "config.json").read_text())["dataset"]["held_out"] == recorded
 

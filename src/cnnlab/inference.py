@@ -178,19 +178,21 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     return Trained(model.to(dev).eval(), preprocess.to(dev), meta, ckpt, path, dev)
 
 
-def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None):
+def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None,
+               download: bool = True):
     """The dataset a run was configured with (``config`` is a TrainConfig as a dict, e.g. a checkpoint's).
 
     ``data_dir`` overrides the run's own ``data_dir`` (the data may live elsewhere on the machine that evaluates);
     ``name`` overrides its dataset (a checkpoint's ``Meta.dataset`` holds a folder's absolute path, where the config
-    holds what the user typed, perhaps relative to another working folder).
+    holds what the user typed, perhaps relative to another working folder); ``download=False`` only reads what is
+    on disk.
     """
     # cnnlab.data.load_dataset is looked up at call time: tests replace it to prove bad arguments fail before any
     # data is read.
     return cnnlab.data.load_dataset(name or config.get("dataset") or "fashion-mnist",
                                     data_dir if data_dir is not None else config.get("data_dir"),
                                     image_size=config.get("image_size"), channels=config.get("channels"),
-                                    skip_bad=bool(config.get("skip_bad_images", False)))
+                                    skip_bad=bool(config.get("skip_bad_images", False)), download=download)
 
 
 def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:
@@ -201,13 +203,14 @@ def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:
                           f"on {meta.num_classes} ({shown(meta.classes)}) of {meta.dataset}")
 
 
-def check_same_test_split(recorded: Mapping[str, Any], data: cnnlab.data.ImageDataset) -> None:
+def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
     """Refuse ``data`` when its drawn test split is not the one the run held out when it trained.
 
     A folder without ``test/`` gets its test split drawn by the loader from the files present; a file deleted or
     added since the run trained draws another split, whose test images the model partly trained on (about 1 in 11
     of them after one deletion), so the accuracy would be silently inflated. ``recorded`` is the run's "dataset"
-    entry (checkpoint or config.json); runs from before this record, and other datasets, are not checked.
+    entry (checkpoint or config.json); ``data`` has the ``name`` and ``held_out`` of a
+    :class:`cnnlab.data.ImageDataset`. Runs from before this record, and other datasets, are not checked.
     """
     then = recorded.get("held_out")
     if not then or recorded.get("name") != data.name:

@@ -18,7 +18,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import runs
 from cnnlab.explore.images import image_array, png_url
-from cnnlab.explore.trained import TestSet, load_test_set, load_trained
+from cnnlab.explore.trained import TestSet, check_test_set, load_test_set, load_trained, test_set_key
 from cnnlab.runs import CHECKPOINTS
 
 MAX_MODELS = 4
@@ -42,7 +42,7 @@ class Session:
         if not self.root.is_dir():
             raise CnnlabError(f"{root} is not a folder (expected a runs folder or one run folder)")
         self._models: OrderedDict[tuple[str, int], Loaded] = OrderedDict()
-        self._test_sets: dict[str, TestSet] = {}
+        self._test_sets: dict[tuple, TestSet] = {}
         self._lock = threading.Lock()
         self._building: dict[Any, threading.Lock] = {}
 
@@ -74,21 +74,24 @@ class Session:
 
         return self._once(key, build)
 
-    def test_set(self, meta) -> TestSet:
-        """The test split of a model's dataset (loaded once per dataset)."""
-        key = (meta.dataset, meta.channels)
+    def test_set(self, loaded: Loaded) -> TestSet:
+        """The test split of the dataset a run trained on (loaded once per dataset and settings), checked against
+        the run: the same classes, and the same drawn split."""
+        key = test_set_key(loaded.trained)
 
         def build() -> TestSet:
             if key not in self._test_sets:
-                self._test_sets[key] = load_test_set(meta)
+                self._test_sets[key] = load_test_set(loaded.trained)
             return self._test_sets[key]
 
-        return self._once(("data", key), build)
+        data = self._once(("data", key), build)
+        check_test_set(loaded.trained, data)
+        return data
 
     def test_image(self, name: str, index: int) -> tuple[Loaded, torch.Tensor, int]:
         """A run's model, test image ``index`` (uint8 ``C x H x W``) and its label."""
         loaded = self.model(name)
-        data = self.test_set(loaded.trained.meta)
+        data = self.test_set(loaded)
         if not 0 <= index < len(data.labels):
             raise CnnlabError(f"test image index must be from 0 to {len(data.labels) - 1}, got {index}")
         return loaded, data.images[index], int(data.labels[index])
@@ -110,7 +113,7 @@ class Session:
 
     def _gallery(self, loaded: Loaded) -> dict[str, Any]:
         meta = loaded.trained.meta
-        data = self.test_set(meta)
+        data = self.test_set(loaded)
 
         def item(i: int, **extra) -> dict[str, Any]:
             return {"index": i, "label": meta.classes[int(data.labels[i])], "png": png_url(image_array(

@@ -1,8 +1,9 @@
 """The one place the explorer turns a checkpoint into a model and a run into its test images.
 
 Models come from :func:`cnnlab.inference.load_trained` (weights-only read; ``.model``, ``.preprocess``, ``.meta``,
-``.logits``), the path every other command shares. Test images come from the dataset registry by the name the
-checkpoint records (``meta.dataset``), read from disk only: the explorer never starts a download inside a request.
+``.logits``), the path every other command shares. Test images come from the dataset the checkpoint records
+(``meta.dataset``) with the run's own settings, as ``cnnlab eval`` reads them, from disk only: the explorer never
+starts a download inside a request.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 import torch
 
 from cnnlab import inference
-from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 
 
@@ -34,22 +34,53 @@ class TestSet:
         images: uint8 ``N x C x H x W``.
         labels: int64 ``N``.
         classes: class names.
+        name: the dataset's name, as :class:`cnnlab.data.ImageDataset` has it.
+        held_out: the identity of a test split the loader drew out of the files (``ImageDataset.held_out``).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: tuple[str, ...]
+    name: str
+    held_out: tuple[int, str] | None
 
 
-def load_test_set(meta) -> TestSet:
-    """The test images of a model's dataset (``meta`` is a :class:`cnnlab.inference.Meta`).
+def _config(trained: inference.Trained) -> dict:
+    return dict(trained.checkpoint.get("config") or {})
+
+
+def test_set_key(trained: inference.Trained) -> tuple:
+    """What decides which test images a run's dataset gives: the settings :func:`load_test_set` reads."""
+    config = _config(trained)
+    return (trained.meta.dataset, config.get("data_dir"), config.get("image_size"), config.get("channels"),
+            bool(config.get("skip_bad_images", False)))
+
+
+def load_test_set(trained: inference.Trained) -> TestSet:
+    """The test images of the dataset a run trained on, read as the run read it.
+
+    The run's own ``--data-dir``, image size, channels and ``--skip-bad-images`` apply, as in ``cnnlab eval``; the
+    folder is only read (the explorer never starts a download inside a request). Check a run against the result
+    with :func:`check_test_set`: runs with the same :func:`test_set_key` share it.
 
     Raises:
         CnnlabError: the dataset is not on this machine, or its images do not fit the model.
     """
-    data = load_dataset(meta.dataset, download=False, image_size=meta.image_size, channels=meta.channels)
+    meta = trained.meta
+    data = inference.dataset_of(_config(trained), name=meta.dataset, download=False)
     images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
     if tuple(images.shape[1:]) != (meta.channels, meta.image_size, meta.image_size):
         raise CnnlabError(f"the test images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "
                           f"expected {meta.channels} x {meta.image_size} x {meta.image_size} for this model")
-    return TestSet(images, labels, classes)
+    return TestSet(images, labels, classes, data.name, data.held_out)
+
+
+def check_test_set(trained: inference.Trained, data: TestSet) -> None:
+    """Refuse a test set whose classes are not the model's, or whose drawn split is not the one the run held out
+    (its "test" images would include training images, and the gallery's accuracy would be inflated).
+
+    Raises:
+        CnnlabError: as :func:`cnnlab.inference.check_same_classes` and ``check_same_test_split`` do.
+    """
+    inference.check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
+    inference.check_same_test_split(trained.checkpoint.get("dataset") or {}, data)
