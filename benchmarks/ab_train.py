@@ -65,11 +65,11 @@ def main() -> None:
     extra = {"before": shlex.split(args.before_args), "after": shlex.split(args.after_args)}
     if args.before is None and extra["before"] == extra["after"]:
         parser.error("nothing differs between the sides: give --before COMMIT, or --before-args/--after-args")
-    commit = subprocess.run(["git", "rev-parse", args.before or "HEAD"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", args.before], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip() if args.before else "this checkout"
     rows = []
     with tempfile.TemporaryDirectory(prefix="cnnlab-ab-") as tmp:
-        before_src = extract(commit, Path(tmp)) if args.before else None
+        before_src = extract(commit, Path(tmp)) if args.before else None  # None: this checkout
         for r in range(args.rounds):
             sides = [("before", before_src), ("after", None)]
             for side, src in sides if r % 2 == 0 else sides[::-1]:
@@ -81,7 +81,7 @@ def main() -> None:
     speed = {s: [x["images_per_s"] for x in rows if x["side"] == s] for s in ("before", "after")}
     ratios = [a / b for a, b in zip(speed["after"], speed["before"], strict=True)]
     summary = {"command": "cnnlab train " + " ".join(argv),
-               "before_commit": commit if args.before else "this checkout",
+               "before_commit": commit,
                "before_args": extra["before"], "after_args": extra["after"],
                "median_images_per_s": {s: statistics.median(v) for s, v in speed.items()},
                "median_ratio_after_before": statistics.median(ratios), "ratios": ratios,

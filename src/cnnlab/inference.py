@@ -178,21 +178,28 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     return Trained(model.to(dev).eval(), preprocess.to(dev), meta, ckpt, path, dev)
 
 
-def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None,
-               download: bool = True):
-    """The dataset a run was configured with (``config`` is a TrainConfig as a dict, e.g. a checkpoint's).
+def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
+                 name: str | None = None) -> dict[str, Any]:
+    """The :func:`cnnlab.data.load_dataset` arguments of the dataset a run was configured with (``config`` is a
+    TrainConfig as a dict, e.g. a checkpoint's): what decides which images it loads, short of ``download``.
 
     ``data_dir`` overrides the run's own ``data_dir`` (the data may live elsewhere on the machine that evaluates);
     ``name`` overrides its dataset (a checkpoint's ``Meta.dataset`` holds a folder's absolute path, where the config
-    holds what the user typed, perhaps relative to another working folder); ``download=False`` only reads what is
-    on disk.
+    holds what the user typed, perhaps relative to another working folder).
     """
+    return {"name": name or config.get("dataset") or "fashion-mnist",
+            "root": data_dir if data_dir is not None else config.get("data_dir"),
+            "image_size": config.get("image_size"), "channels": config.get("channels"),
+            "skip_bad": bool(config.get("skip_bad_images", False))}
+
+
+def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None,
+               download: bool = True):
+    """The dataset a run was configured with (arguments as :func:`dataset_args`); ``download=False`` only reads
+    what is on disk."""
     # cnnlab.data.load_dataset is looked up at call time: tests replace it to prove bad arguments fail before any
     # data is read.
-    return cnnlab.data.load_dataset(name or config.get("dataset") or "fashion-mnist",
-                                    data_dir if data_dir is not None else config.get("data_dir"),
-                                    image_size=config.get("image_size"), channels=config.get("channels"),
-                                    skip_bad=bool(config.get("skip_bad_images", False)), download=download)
+    return cnnlab.data.load_dataset(**dataset_args(config, data_dir, name), download=download)
 
 
 def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:

@@ -50,10 +50,8 @@ def _config(trained: inference.Trained) -> dict:
 
 
 def test_set_key(trained: inference.Trained) -> tuple:
-    """What decides which test images a run's dataset gives: the settings :func:`load_test_set` reads."""
-    config = _config(trained)
-    return (trained.meta.dataset, config.get("data_dir"), config.get("image_size"), config.get("channels"),
-            bool(config.get("skip_bad_images", False)))
+    """What decides which test images a run's dataset gives: the arguments :func:`load_test_set` loads it with."""
+    return tuple(inference.dataset_args(_config(trained), name=trained.meta.dataset).items())
 
 
 def load_test_set(trained: inference.Trained) -> TestSet:
