@@ -8,10 +8,17 @@ See docs/distributed.md.
 from __future__ import annotations
 
 import os
+import pickle
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.distributed as dist
+
+# A bound, not a typical wait: gloo lets go of a collective's tensors microseconds after it wakes the caller.
+RELEASE_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,13 +50,47 @@ def init_distributed(device: torch.device) -> DistEnv:
     return env
 
 
+def _collective(call: Callable[[], object], tensors: Sequence[torch.Tensor]) -> None:
+    """Run ``call`` (a blocking collective on ``tensors``); under gloo, return only once gloo holds none of them.
+
+    Why wait: a gloo worker thread lets go of a collective's tensors just after it wakes the caller, and letting go
+    of a tensor that Python also knows takes the GIL. If the process is exiting by then, the worker asks for the GIL
+    during interpreter finalization and the process aborts ("terminate called without an active exception",
+    SIGABRT after a run that finished; torch issue 190489). About one 2-rank CPU torchrun run in 12 ended so. A
+    sleep hands the GIL over; the use count tells when the worker has let go. nccl's watchdog keeps a work until
+    its kernels finish and is stopped by destroy_process_group, so nccl collectives are not waited for.
+    """
+    use_count = getattr(torch.Tensor, "_use_count", None)
+    before = [use_count(t) for t in tensors] if use_count else []
+    call()
+    if not before or dist.get_backend() != "gloo":
+        return
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while any(use_count(t) > n for t, n in zip(tensors, before, strict=True)) and time.monotonic() < deadline:
+        time.sleep(1e-4)
+
+
+def _box_device() -> torch.device:
+    """Where a collective's scratch tensors live: nccl reduces device tensors, gloo CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def broadcast_object(obj, env: DistEnv):
-    """Rank 0's ``obj`` on every rank."""
+    """Rank 0's ``obj`` (picklable: it is this run's own data) on every rank.
+
+    Not torch's broadcast_object_list: its tensors are made inside it, out of :func:`_collective`'s sight, and a
+    refused run folder ends every rank right after this call.
+    """
     if not env.enabled:
         return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    device = _box_device()
+    data = pickle.dumps(obj) if env.is_main else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    _collective(lambda: dist.broadcast(size, src=0), [size])
+    payload = (torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if env.is_main
+               else torch.empty(int(size.item()), dtype=torch.uint8, device=device))
+    _collective(lambda: dist.broadcast(payload, src=0), [payload])
+    return obj if env.is_main else pickle.loads(payload.cpu().numpy().tobytes())
 
 
 def reduce_int(value: int, env: DistEnv, device: torch.device, op: str = "max") -> int:
@@ -61,15 +102,21 @@ def reduce_int(value: int, env: DistEnv, device: torch.device, op: str = "max") 
     if not env.enabled:
         return value
     box = torch.tensor([value], dtype=torch.int64, device=device)  # nccl reduces device tensors, gloo CPU ones
-    dist.all_reduce(box, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.MIN)
+    _collective(lambda: dist.all_reduce(box, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.MIN), [box])
     return int(box.item())
+
+
+def sum_over_ranks(tensor: torch.Tensor) -> None:
+    """Sum ``tensor`` over all ranks, in place, where a process group is up (a collective: every rank calls it)."""
+    if dist.is_available() and dist.is_initialized():
+        _collective(lambda: dist.all_reduce(tensor), [tensor])
 
 
 def broadcast_buffers(module: torch.nn.Module, env: DistEnv) -> None:
     """Copy rank 0's buffers (e.g. BatchNorm running statistics) into ``module`` on every rank, in place."""
     if env.enabled:
         for buffer in module.buffers():
-            dist.broadcast(buffer, src=0)
+            _collective(partial(dist.broadcast, buffer, src=0), [buffer])
 
 
 def barrier(env: DistEnv) -> None:
@@ -90,6 +137,6 @@ def gather_in_shard_order(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     """
     if not env.enabled:
         return tensor
-    parts = [torch.empty_like(tensor) for _ in range(env.world_size)]
-    dist.all_gather(parts, tensor.contiguous())
+    parts, tensor = [torch.empty_like(tensor) for _ in range(env.world_size)], tensor.contiguous()
+    _collective(lambda: dist.all_gather(parts, tensor), [tensor, *parts])
     return torch.stack(parts, dim=1).flatten(0, 1)

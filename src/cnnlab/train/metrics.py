@@ -8,7 +8,8 @@ then once, after summing over all ranks, so the epoch figures are exact global n
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
+
+from cnnlab.train.distributed import sum_over_ranks
 
 
 class EpochMetrics:
@@ -32,12 +33,9 @@ class EpochMetrics:
 
     def _summed(self) -> tuple[torch.Tensor, int]:
         """The sums and count over all ranks (a collective under torchrun: every rank calls it at the same point)."""
-        sums, count = self.sums.clone(), self.count
-        if dist.is_available() and dist.is_initialized():
-            packed = torch.cat((sums, torch.tensor([count], dtype=sums.dtype, device=sums.device)))
-            dist.all_reduce(packed)
-            sums, count = packed[:2], int(packed[2].item())
-        return sums, count
+        packed = torch.cat((self.sums, torch.tensor([self.count], dtype=self.sums.dtype, device=self.sums.device)))
+        sum_over_ranks(packed)
+        return packed[:2], int(packed[2].item())
 
     def compute(self) -> dict[str, float]:
         """Global mean loss and accuracy over every sample seen by every rank (one host sync)."""
