@@ -57,8 +57,8 @@ def _collective(call: Callable[[], object], tensors: Sequence[torch.Tensor]) -> 
     of a tensor that Python also knows takes the GIL. If the process is exiting by then, the worker asks for the GIL
     during interpreter finalization and the process aborts ("terminate called without an active exception",
     SIGABRT after a run that finished; torch issue 190489). About one 2-rank CPU torchrun run in 12 ended so. A
-    sleep hands the GIL over; the use count tells when the worker has let go. nccl's watchdog keeps a work until
-    its kernels finish and is stopped by destroy_process_group, so nccl collectives are not waited for.
+    sleep hands the GIL over; the use count tells when the worker has let go. Only gloo is waited for: the abort
+    was seen there, while nccl's watchdog may hold a work until its kernels have run (untested on a GPU).
     """
     use_count = getattr(torch.Tensor, "_use_count", None)
     before = [use_count(t) for t in tensors] if use_count else []
