@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import check_same_classes, check_same_test_split, dataset_of, load_trained
+from cnnlab.inference import dataset_of, load_trained
 from cnnlab.table import text_table
 
 
@@ -124,12 +124,11 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         CnnlabError: the dataset's classes differ from the model's.
     """
     trained = load_trained(path, device)
-    config = dict(trained.checkpoint.get("config") or {})
+    config = trained.config
     if dataset is not None:
         config.update(data_dir=None)
     data = dataset_of(config, data_dir, name=dataset or trained.meta.dataset)
-    check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
-    check_same_test_split(trained.checkpoint["dataset"], data)
+    trained.check_dataset(data)
     logits = trained.logits(data.test_images, batch_size, tta=tta)
     return EvalResult.from_logits(logits, data.test_labels, data.classes, model=trained.meta.model_name,
                                   checkpoint=str(path), device=str(trained.device),

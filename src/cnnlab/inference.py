@@ -152,6 +152,18 @@ class Trained:
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's TrainConfig as a dict, a copy (empty where the checkpoint kept none)."""
+        return dict(self.checkpoint.get("config") or {})
+
+    def check_dataset(self, data: Any) -> None:
+        """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are
+        not the model's, or its drawn test split is not the one the run held out (see :func:`check_same_test_split`).
+        """
+        check_same_classes(self.meta, data.classes, f"dataset {data.name}")
+        check_same_test_split(self.checkpoint.get("dataset") or {}, data)
+
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
     """Rebuild the trained model of a checkpoint written by ``cnnlab train`` (weights-only read).

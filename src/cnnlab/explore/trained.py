@@ -45,13 +45,9 @@ class TestSet:
     held_out: tuple[int, str] | None
 
 
-def _config(trained: inference.Trained) -> dict:
-    return dict(trained.checkpoint.get("config") or {})
-
-
 def test_set_key(trained: inference.Trained) -> tuple:
     """What decides which test images a run's dataset gives: the arguments :func:`load_test_set` loads it with."""
-    return tuple(inference.dataset_args(_config(trained), name=trained.meta.dataset).items())
+    return tuple(inference.dataset_args(trained.config, name=trained.meta.dataset).items())
 
 
 def load_test_set(trained: inference.Trained) -> TestSet:
@@ -59,26 +55,15 @@ def load_test_set(trained: inference.Trained) -> TestSet:
 
     The run's own ``--data-dir``, image size, channels and ``--skip-bad-images`` apply, as in ``cnnlab eval``; the
     folder is only read (the explorer never starts a download inside a request). Check a run against the result
-    with :func:`check_test_set`: runs with the same :func:`test_set_key` share it.
+    with :meth:`cnnlab.inference.Trained.check_dataset`: runs with the same :func:`test_set_key` share it.
 
     Raises:
         CnnlabError: the dataset is not on this machine, or its images do not fit the model.
     """
     meta = trained.meta
-    data = inference.dataset_of(_config(trained), name=meta.dataset, download=False)
+    data = inference.dataset_of(trained.config, name=meta.dataset, download=False)
     images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
     if tuple(images.shape[1:]) != (meta.channels, meta.image_size, meta.image_size):
         raise CnnlabError(f"the test images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "
                           f"expected {meta.channels} x {meta.image_size} x {meta.image_size} for this model")
     return TestSet(images, labels, classes, data.name, data.held_out)
-
-
-def check_test_set(trained: inference.Trained, data: TestSet) -> None:
-    """Refuse a test set whose classes are not the model's, or whose drawn split is not the one the run held out
-    (its "test" images would include training images, and the gallery's accuracy would be inflated).
-
-    Raises:
-        CnnlabError: as :func:`cnnlab.inference.check_same_classes` and ``check_same_test_split`` do.
-    """
-    inference.check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
-    inference.check_same_test_split(trained.checkpoint.get("dataset") or {}, data)

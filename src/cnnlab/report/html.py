@@ -20,7 +20,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
-from cnnlab.inference import check_same_classes, check_same_test_split, dataset_of, load_trained
+from cnnlab.inference import dataset_of, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model, model_info
 from cnnlab.models.summary import layer_summary
@@ -220,10 +220,8 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     trained = load_trained(run.checkpoint, device)
     meta = trained.meta
     name, size, in_ch = meta.model_name, meta.input_size, meta.channels
-    data = dataset if dataset is not None else dataset_of(trained.checkpoint.get("config") or {}, data_dir,
-                                                          name=meta.dataset)
-    check_same_classes(meta, data.classes, f"dataset {data.name}")
-    check_same_test_split(trained.checkpoint["dataset"], data)
+    data = dataset if dataset is not None else dataset_of(trained.config, data_dir, name=meta.dataset)
+    trained.check_dataset(data)
     images, labels, classes = data.test_images, data.test_labels, data.classes
     if test_logits is not None and 0 < len(test_logits) <= len(labels):
         # the training run's own final evaluation (limited to its first images by --limit-val-batches)
