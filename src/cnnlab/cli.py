@@ -309,12 +309,15 @@ def _cmd_sweep(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on Fashion-MNIST.")
+    parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on "
+                     "Fashion-MNIST, another registered dataset or a folder of your images; "
+                     "look inside any CNN classifier with explore.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a model on Fashion-MNIST and write a run folder")
+    p = sub.add_parser("train", help="train a model (on Fashion-MNIST unless --dataset says otherwise) and "
+                                     "write a run folder")
     _add_train_flags(p)
     p.set_defaults(func=_cmd_train)
 
