@@ -444,6 +444,33 @@ def test_no_collective_returns_while_gloo_still_holds_its_tensors(ranks):
     assert r0["released"] == zero and r1["released"] == zero
 
 
+def test_a_tensor_held_beyond_gloo_costs_one_bounded_wait_and_no_more(monkeypatch):
+    """The wait after a gloo collective ends at RELEASE_WAIT_S; after one such ending, later collectives do not
+    wait (another torch might keep its works: one bound in all, not one per collective)."""
+    import torch.distributed as dist
+
+    import cnnlab.train.distributed as distributed
+
+    sleeps = []
+    monkeypatch.setattr(distributed, "RELEASE_WAIT_S", 0.2)
+    monkeypatch.setattr(distributed, "_waits_ran_out", False)
+    monkeypatch.setattr(distributed.time, "sleep", lambda s: (sleeps.append(s), time.monotonic()))
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+    try:
+        plain, kept = torch.ones(2), []
+        distributed.sum_over_ranks(plain)  # gloo lets go of it: no bound reached
+        assert not distributed._waits_ran_out and torch.equal(plain, torch.ones(2))
+        held = torch.ones(2)
+        # A view made during the collective keeps its base: a hold that is not gloo's and does not end.
+        distributed._collective(lambda: (dist.all_reduce(held), kept.append(held[:1])), [held])
+        assert distributed._waits_ran_out and len(sleeps) > 0
+        waited = len(sleeps)
+        distributed._collective(lambda: (dist.all_reduce(held), kept.append(held[:1])), [held])
+        assert len(sleeps) == waited
+    finally:
+        dist.destroy_process_group()
+
+
 def test_helpers_are_identities_in_one_process():
     env = DistEnv()
     assert not env.enabled and env.is_main

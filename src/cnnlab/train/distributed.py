@@ -19,6 +19,8 @@ import torch.distributed as dist
 
 # A bound, not a typical wait: gloo lets go of a collective's tensors microseconds after it wakes the caller.
 RELEASE_WAIT_S = 5.0
+# Set once a wait has run out: the holder was then not gloo's worker, and later collectives do not wait.
+_waits_ran_out = False
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,17 @@ def _collective(call: Callable[[], object], tensors: Sequence[torch.Tensor]) -> 
     sleep hands the GIL over; the use count tells when the worker has let go. Only gloo is waited for: the abort
     was seen there, while nccl's watchdog may hold a work until its kernels have run (untested on a GPU).
     """
+    global _waits_ran_out
     use_count = getattr(torch.Tensor, "_use_count", None)
     before = [use_count(t) for t in tensors] if use_count else []
     call()
-    if not before or dist.get_backend() != "gloo":
+    if not before or _waits_ran_out or dist.get_backend() != "gloo":
         return
     deadline = time.monotonic() + RELEASE_WAIT_S
-    while any(use_count(t) > n for t, n in zip(tensors, before, strict=True)) and time.monotonic() < deadline:
+    while any(use_count(t) > n for t, n in zip(tensors, before, strict=True)):
+        if time.monotonic() > deadline:  # another torch may keep works longer: cost one bound, not one per call
+            _waits_ran_out = True
+            return
         time.sleep(1e-4)
 
 
