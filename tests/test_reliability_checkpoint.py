@@ -6,6 +6,7 @@ one line and its code never runs; a non-finite loss stops training before a bad 
 """
 
 import builtins
+import json
 import os
 import pickle
 import subprocess
@@ -153,6 +154,22 @@ def test_damaged_checkpoint_is_one_line_checkpoint_error(tmp_path, damage):
 def test_missing_checkpoint_says_so(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("other", ["config.json", "model.onnx"])
+def test_another_kind_of_file_is_named_as_not_a_checkpoint(tmp_path, other, capsys):
+    """A run's config.json or an ONNX export passed where a checkpoint goes: one line saying what was expected,
+    not the unpickler's "Unsupported operand 123"."""
+    path = tmp_path / other
+    if other == "config.json":
+        path.write_text(json.dumps({"model": "lenet", "epochs": 10}))
+    else:
+        path.write_bytes(b"\x08\x08\x12\x07pytorch")  # an ONNX ModelProto's first fields
+    with pytest.raises(CheckpointError, match=f"{other} is not a PyTorch checkpoint .*expected a .pt file") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
+    code, err = _cli_in_process(["eval", str(path)], capsys)
+    assert code == 2 and len(err) == 1 and "is not a PyTorch checkpoint" in err[0], err
 
 
 # ------------------------------------------------------------------------------------------ pickle payloads

@@ -53,6 +53,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file written by cnnlab train)")
     try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
+    # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
+    # call an unsupported operand.
+    if head and head != b"PK" and head[:1] != b"\x80":
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
+                              "torch.save writes); expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
+    try:
         with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             state = torch.load(path, map_location=map_location, weights_only=True)
