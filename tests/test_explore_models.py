@@ -221,6 +221,15 @@ def test_an_nhwc_graph(tmp_path, rgb_folder):
     assert layers["pool"]["shape"] == [4, 8, 8]
 
 
+def test_a_layout_flag_the_graph_contradicts_is_named(tmp_path):
+    """An NHWC graph opened with --layout NCHW: its 16 x 16 x 3 input would read as 16 channels of 16 x 3 pixels."""
+    _nhwc_graph(tmp_path / "nhwc.onnx")
+    with pytest.raises(CnnlabError, match=r"--layout NCHW reads input 'x' \(N x 16 x 16 x 3\) as 16 channels, but its "
+                                          r"first convolution takes 3; expected --layout NHWC, or no --layout"):
+        open_model(tmp_path / "nhwc.onnx", Options(layout="NCHW"))
+    assert open_model(tmp_path / "nhwc.onnx", Options(layout="NHWC")).spec.layout == "NHWC"
+
+
 def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
     _nhwc_graph(tmp_path / "dyn.onnx", dynamic=True)
     with pytest.raises(CnnlabError, match="dynamic input size.*pass --input-size"):
@@ -264,7 +273,7 @@ def test_bad_sources_and_folders(tmp_path, lenet):
     Image.new("L", (5000, 4000)).save(bomb / "huge.png")  # 20 megapixels in a few kilobytes
     with pytest.raises(CnnlabError, match="huge.png is 5000 x 4000.*refused before decoding"):
         open_with_images(lenet["onnx"], bomb)
-    with pytest.raises(CnnlabError, match="--mean must give 1 or 1 numbers"):
+    with pytest.raises(CnnlabError, match=r"--mean must give 1 number \(the model takes 1 channel\), got 3"):
         open_model(lenet["onnx"], Options(mean=(0.1, 0.2, 0.3)))
 
 
@@ -277,7 +286,7 @@ def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "is not an ONNX model" in err
     code = main(["explore", str(tmp_path), "--images", str(grey_folder)])  # a folder is served as runs
-    assert code == 2 and "apply to one model" in capsys.readouterr().err
+    assert code == 2 and "--images applies to one model" in capsys.readouterr().err
     assert not (tmp_path / "page.html").exists()
 
 

@@ -140,7 +140,8 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
     if Path(source).is_dir():
         given = [k for k, v in model_flags.items() if v is not None]
         if given:
-            raise CnnlabError(f"{' and '.join(given)} apply to one model (a .onnx, .pt2 or .pt file, or "
+            raise CnnlabError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to one model "
+                              "(a .onnx, .pt2 or .pt file, or "
                               f"module:function); {source} is a folder, served as runs")
         return serve(source, host=host, port=port, open_browser=open_browser)
     options = Options(classes=read_classes(classes) if classes is not None else None, input_size=input_size,

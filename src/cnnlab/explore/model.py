@@ -142,8 +142,9 @@ class Options:
         if len(values) == 1:
             return tuple(float(values[0]) for _ in range(channels))
         if len(values) != channels:
-            raise CnnlabError(f"{name} must give 1 or {channels} numbers (the model takes {channels} channels), "
-                              f"got {len(values)}")
+            wanted = "1 number (the model takes 1 channel)" if channels == 1 else \
+                f"1 or {channels} numbers (the model takes {channels} channels)"
+            raise CnnlabError(f"{name} must give {wanted}, got {len(values)}")
         return tuple(float(v) for v in values)
 
 

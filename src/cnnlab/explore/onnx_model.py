@@ -157,6 +157,11 @@ class OnnxModel:
         else:
             origin["layout"] = "flags"
         c_dim, h_dim, w_dim = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
+        if origin["layout"] == "flags" and conv_in and isinstance(c_dim, int) and c_dim != conv_in:
+            other = "NHWC" if layout == "NCHW" else "NCHW"
+            raise CnnlabError(f"--layout {layout} reads input {value.name!r} ({' x '.join(str(d) for d in dims)}) as "
+                              f"{c_dim} channels, but its first convolution takes {conv_in}; expected --layout "
+                              f"{other}, or no --layout (the graph tells)")
         channels = c_dim if isinstance(c_dim, int) else conv_in
         if not channels:
             raise CnnlabError(f"{self.path}: the channels of input {value.name!r} are dynamic and no convolution "
