@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import cnnlab
+import cnnlab.device
 from cnnlab import cli
 from cnnlab.device import advised_threads, check_device_name, oversubscription_hint, resolve_device
 from cnnlab.errors import CnnlabError
@@ -96,9 +98,11 @@ def test_longer_charts_have_integer_epoch_ticks_over_the_whole_run(n):
 
 @pytest.fixture
 def machine(monkeypatch):
-    """Set the load average, core count and torch thread count the hint sees."""
-    def set_machine(load, cores, threads):
+    """Set the load average, the cores in use now (by default the same), core count and torch thread count the hint
+    sees."""
+    def set_machine(load, cores, threads, now=None):
         monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(cnnlab.device, "cores_in_use", lambda: load if now is None else now)
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
 
@@ -117,6 +121,27 @@ def test_busy_cpu_with_several_threads_gets_one_line_of_advice(machine):
 def test_idle_cpu_or_one_thread_gets_no_advice(machine, load, cores, threads):
     machine(load, cores, threads)
     assert oversubscription_hint() is None
+
+
+def test_a_load_average_left_by_a_run_that_ended_gets_no_advice(machine):
+    """The 1-minute average still counts the run before this one; the cores in use now say the CPU is idle."""
+    machine(load=0.8, cores=2, threads=2, now=0.05)
+    assert oversubscription_hint() is None and advised_threads() is None
+    machine(load=1.9, cores=2, threads=2, now=1.0)  # busy now too: one core free
+    assert advised_threads() == 1 and "load 1.0 on 2 cores" in oversubscription_hint()
+
+
+def test_cores_in_use_counts_a_busy_process(tmp_path):
+    """The real /proc/stat: a process spinning on one core shows as about one core in use."""
+    if not Path("/proc/stat").exists():
+        pytest.skip("no /proc/stat (not Linux)")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert 0.7 <= cnnlab.device.cores_in_use(0.3) <= (os.cpu_count() or 1)
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_the_advised_thread_count_is_the_one_the_hint_names(machine):

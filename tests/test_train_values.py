@@ -313,9 +313,10 @@ def test_the_progress_bar_moves_every_step_and_reads_the_loss_only_at_sync_point
 
 
 def test_a_busy_cpu_gets_one_hint_and_the_thread_count_is_left_alone(colours, tmp_path, monkeypatch, capsys):
-    import cnnlab.device
+    import cnnlab.train.trainer as trainer_module
 
-    monkeypatch.setattr(cnnlab.device, "oversubscription_hint", lambda: "the CPU is busy: set OMP_NUM_THREADS=1")
+    # the name the Trainer calls (patching cnnlab.device's would leave the real load to decide)
+    monkeypatch.setattr(trainer_module, "oversubscription_hint", lambda: "the CPU is busy: set OMP_NUM_THREADS=1")
     threads = torch.get_num_threads()
     train("lenet-relu", report=False, **quick(tmp_path / "r", device="cpu"))
     err = capsys.readouterr().err

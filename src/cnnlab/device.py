@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 
 import torch
 from torch import nn
@@ -101,17 +102,51 @@ def advised_threads() -> int | None:
     return busy[2] if busy else None
 
 
+# How long the CPU's busy time is sampled for: long enough to see a process that keeps a core busy.
+BUSY_SAMPLE_S = 0.1
+
+
+def cores_in_use(interval: float = BUSY_SAMPLE_S) -> float | None:
+    """How many cores the machine's processes keep busy now: /proc/stat's busy share of CPU time over ``interval``
+    seconds, times the cores (Linux; None elsewhere). This process sleeps meanwhile, so it counts the others."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(fields), fields[3] + fields[4]
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return (total - (idle1 - idle0)) / total * (os.cpu_count() or 1) if total > 0 else None
+
+
 def _busy_cpu() -> tuple[float, int, int] | None:
-    """(load, cores, free cores) when torch's threads outnumber the cores other processes leave free, else None."""
+    """(load, cores, free cores) when torch's threads outnumber the cores other processes leave free, else None.
+
+    The load is the smaller of the 1-minute load average and the cores in use now. The average alone still counts
+    a run that ended a minute ago, and advised one thread on an idle CPU, where two are much faster
+    (docs/benchmarks.md, "Threads on an idle CPU"); the instant alone would count a passing spike.
+    """
     threads = torch.get_num_threads()
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this platform
         return None
-    # Cores the rest of the machine leaves idle; at least one, which this process can always use.
-    free = max(1, math.floor(cores - load + 0.5))
-    return (load, cores, free) if threads > free else None
+
+    def free(load: float) -> int:  # cores the rest of the machine leaves idle; at least the one this process uses
+        return max(1, math.floor(cores - load + 0.5))
+
+    if threads <= free(load):
+        return None
+    now = cores_in_use()  # sampled only when the average says busy: it costs BUSY_SAMPLE_S
+    if now is not None:
+        load = min(load, now)
+    return (load, cores, free(load)) if threads > free(load) else None
 
 
 def oversubscription_hint() -> str | None:
@@ -119,9 +154,10 @@ def oversubscription_hint() -> str | None:
 
     torch's OpenMP threads spin while they wait for each other, so on a CPU that other processes keep busy a
     multi-threaded step can run many times slower than a single-threaded one (README, "one thread on a shared
-    CPU"; docs/benchmarks.md). The test is cheap: the 1-minute load average (``os.getloadavg``) against
-    ``os.cpu_count()`` and ``torch.get_num_threads()``. It never changes the thread count; the caller prints the
-    line. ``None`` where the load average is unknown (Windows) or a single thread is in use.
+    CPU"; docs/benchmarks.md). The test is cheap: the load (the 1-minute average, and when that says busy, the
+    cores in use now: :func:`_busy_cpu`) against ``os.cpu_count()`` and ``torch.get_num_threads()``. It never
+    changes the thread count; the caller prints the line. ``None`` where the load average is unknown (Windows) or
+    a single thread is in use.
 
     Example:
         >>> hint = oversubscription_hint()  # e.g. on a busy 2-core machine with torch's default 2 threads:
