@@ -57,10 +57,10 @@ def _collective(call: Callable[[], object], tensors: Sequence[torch.Tensor]) -> 
 
     Why wait: a gloo worker thread lets go of a collective's tensors just after it wakes the caller, and letting go
     of a tensor that Python also knows takes the GIL. If the process is exiting by then, the worker asks for the GIL
-    during interpreter finalization and the process aborts ("terminate called without an active exception",
-    SIGABRT after a run that finished; torch issue 190489; docs/distributed.md says how often). A sleep hands the
-    GIL over; the use count tells when the worker has let go. Only gloo is waited for: the abort
-    was seen there, while nccl's watchdog may hold a work until its kernels have run (untested on a GPU).
+    during interpreter finalization (torch does not check for it) and the process aborts ("terminate called without
+    an active exception", SIGABRT after a run that finished; docs/distributed.md says how often). A sleep hands the
+    GIL over; the use count tells when the worker has let go. Only gloo is waited for: the abort was seen there,
+    while nccl's watchdog may hold a work until its kernels have run (untested on a GPU).
     """
     global _waits_ran_out
     use_count = getattr(torch.Tensor, "_use_count", None)
