@@ -1,10 +1,11 @@
 """What the wait after a gloo collective costs: how often a collective's call slept until gloo let go of its tensors.
 
-    python benchmarks/collective_wait.py --calls 500 --passes 2 --out benchmarks/results/collective-wait.json
+    cd benchmarks && python collective_wait.py --calls 500 --passes 3 --out results/collective-wait-avx512.json
 
-Two ranks on 127.0.0.1 (spawned here, torchrun's environment), one thread each; each pass makes ``--calls``
+Two ranks on 127.0.0.1 (spawned here, torchrun's environment), one thread each. Each pass makes ``--calls``
 ``cnnlab.train.distributed.reduce_int`` calls and counts the 0.1-ms sleeps of ``_collective`` (docs/distributed.md,
-"Testing on a CPU with gloo", says why it waits). Rank 0 prints one line per pass, and the JSON keeps both ranks.
+"Testing on a CPU with gloo", says why it waits); the passes alternate with passes that skip the wait, for its
+cost side by side. Rank 0 prints one line per pass, and the JSON keeps both ranks.
 """
 
 from __future__ import annotations
@@ -39,13 +40,16 @@ def _rank(rank: int, port: int, calls: int, passes: int, out: str) -> None:
 
     distributed.time.sleep = counted
     rows = []
-    for p in range(passes):
+    for p in range(2 * passes):
+        wait = p % 2 == 0
+        distributed._waits_ran_out = not wait  # what the flag does after a bound ran out: no wait at all
         sleeps[0] = 0
         start = time.perf_counter()
         for i in range(calls):
             distributed.reduce_int(i, env, torch.device("cpu"))
         seconds = time.perf_counter() - start
-        rows.append({"pass": p + 1, "calls": calls, "sleeps": sleeps[0], "us_per_call": seconds / calls * 1e6})
+        rows.append({"pass": p // 2 + 1, "wait": wait, "calls": calls, "sleeps": sleeps[0],
+                     "us_per_call": seconds / calls * 1e6})
     distributed.shutdown(env)
     Path(out, f"rank{rank}.json").write_text(json.dumps(rows))
 
@@ -53,7 +57,7 @@ def _rank(rank: int, port: int, calls: int, passes: int, out: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500, help="reduce_int calls per pass (default 500)")
-    parser.add_argument("--passes", type=int, default=2, help="passes (default 2)")
+    parser.add_argument("--passes", type=int, default=3, help="pairs of passes, with and without (default 3)")
     parser.add_argument("--out", type=Path, help="write the figures and the machine here as JSON")
     args = parser.parse_args(argv)
     with socket.socket() as s:
@@ -63,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         mp.start_processes(_rank, args=(port, args.calls, args.passes, work), nprocs=2, start_method="spawn")
         ranks = [json.loads(Path(work, f"rank{r}.json").read_text()) for r in (0, 1)]
     for row in ranks[0]:
-        print(f"pass {row['pass']}: {row['sleeps']} sleeps in {row['calls']} reduce_int calls, "
-              f"{row['us_per_call']:.0f} us per call (rank 0)")
+        print(f"pass {row['pass']} {'with' if row['wait'] else 'without'} the wait: {row['sleeps']} sleeps in "
+              f"{row['calls']} reduce_int calls, {row['us_per_call']:.0f} us per call (rank 0)")
     if args.out:
         args.out.write_text(json.dumps({"environment": environment(), "ranks": ranks}, indent=2) + "\n")
     return 0
