@@ -238,6 +238,16 @@ def test_ab_train_runs_both_trees_alternately_and_reports_the_ratio(tmp_path, da
     assert summary["command"].startswith("cnnlab train lenet") and "(" in summary["environment"]["machine"]
 
 
+def test_collective_wait_counts_both_kinds_of_pass_on_two_ranks(tmp_path):
+    """benchmarks/collective_wait.py on CI's budget: two gloo ranks, a pass with the wait and one without."""
+    out = tmp_path / "wait.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "collective_wait.py"), "--calls", "20", "--passes", "1",
+                           "--out", str(out)], check=True, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert "pass 1 with the wait" in proc.stdout and "pass 1 without the wait: 0 sleeps" in proc.stdout
+    ranks = json.loads(out.read_text())["ranks"]
+    assert [[(r["wait"], r["calls"]) for r in rank] for rank in ranks] == [[(True, 20), (False, 20)]] * 2
+
+
 # ------------------------------------------------------------------------------------------------------------ peers
 # The peers group: the book's LeNet recipe in PyTorch Lightning, fastai and Keras 3, run by
 # benchmarks/peer_*.py in the virtualenv benchmarks/setup_peers_venv.sh makes.
