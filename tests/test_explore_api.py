@@ -233,7 +233,8 @@ def test_the_runs_page_and_the_one_model_page_answer_alike_for_a_run(server, exp
     """One path for every kind: the runs page's answer for a test image is the one-model page's for the same
     checkpoint and image (cnnlab.explore.model.analyze_image of a RunModel), byte for byte."""
     from cnnlab.data import load_fashion_mnist
-    from cnnlab.explore.model import analyze_image, open_model
+    from cnnlab.explore.model import analyze_image
+    from cnnlab.explore.sources import open_model
 
     status, r = request(server, "GET", "/api/analyze?run=lenet&index=7")
     assert status == 200

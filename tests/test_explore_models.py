@@ -22,7 +22,8 @@ from PIL import Image
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import Options, analyze_image, model_card, open_model, open_with_images
+from cnnlab.explore.model import Options, analyze_image, model_card
+from cnnlab.explore.sources import open_model, open_with_images
 from test_explore_api import make_run
 
 onnx = pytest.importorskip("onnx")

@@ -23,8 +23,8 @@ def _errors(browser) -> list[str]:
 
 
 def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, driver, artifacts):  # noqa: F811
-    from cnnlab.explore.model import open_with_images
     from cnnlab.explore.page import export_page
+    from cnnlab.explore.sources import open_with_images
 
     model, images = open_with_images(lenet["onnx"], grey_folder)
     page = tmp_path / "page.html"
@@ -47,7 +47,7 @@ def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, driver, artifact
 
 def test_served_onnx_model_page(tmp_path, rgb_folder, driver, artifacts):  # noqa: F811
     from cnnlab.explore import BackgroundServer, create_model_app
-    from cnnlab.explore.model import open_with_images
+    from cnnlab.explore.sources import open_with_images
 
     _torchvision("mobilenet_v3_small", 64, tmp_path)
     model, images = open_with_images(tmp_path / "mobilenet_v3_small.onnx", rgb_folder)

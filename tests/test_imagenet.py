@@ -308,7 +308,7 @@ def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, t
 def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preprocessing(torch_home):
     """`cnnlab explore imagenet-mobilenet_v3_small`: the cached weights, the 1,000 class names and the input the
     weights' metadata gives; the logits are torchvision's model's on the normalised input."""
-    from cnnlab.explore.model import open_model
+    from cnnlab.explore.sources import open_model
 
     state = _write_weights(SMALL)
     explored = open_model(SMALL)

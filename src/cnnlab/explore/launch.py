@@ -15,7 +15,10 @@ from contextlib import closing
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
-from cnnlab.explore.server import create_app
+from cnnlab.explore.model import Options, read_classes
+from cnnlab.explore.page import export_page
+from cnnlab.explore.server import create_app, create_model_app
+from cnnlab.explore.sources import open_with_images
 
 
 def host_warning(host: str) -> str | None:
@@ -126,15 +129,13 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
             open_browser: bool = True) -> dict | None:
     """``cnnlab explore``: serve a runs folder, or one model of any kind with your images, or save a static page.
 
-    A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.model.open_model`:
+    A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.sources.open_model`:
     ``.onnx``, ``.pt2``, a cnnlab ``.pt`` or ``module:function``) with the images of ``images``; with ``export`` the
     page is written to that file (:func:`cnnlab.explore.page.export_page`) and its summary returned, not served.
 
     Raises:
         CnnlabError: model flags given for a runs folder, a bad model, folder or flag (one line).
     """
-    from cnnlab.explore.model import Options, open_with_images, read_classes
-
     model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
                    "--std": std, "--layout": layout, "--export": export}
     if Path(source).is_dir():
@@ -148,16 +149,12 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
                       mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
                       layout=layout)
     if export is not None:
-        from cnnlab.explore.page import export_page
-
         if images is None:
             raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
         if Path(export).exists() and not force:  # before any model work
             raise CnnlabError(f"--export {export} already exists; pass --force to overwrite it")
         model, found = open_with_images(source, images, options)
         return export_page(model, found, export, force=force)
-    from cnnlab.explore.server import create_model_app
-
     model, found = open_with_images(source, images, options)
     return serve(host=host, port=port, open_browser=open_browser, app=create_model_app(model, found),
                  what=f"{model.kind} model {model.name}")

@@ -10,15 +10,15 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
 * ``kernels()``: the first convolution's weights (``out x in x kh x kw``) or None; ``layers()``: the layer table;
 * ``attribution(image, target)``: Grad-CAM and saliency where gradients exist, occlusion sensitivity otherwise.
 
-:func:`open_model` picks the kind from what the user named: a cnnlab checkpoint (``.pt``, read through
-:func:`cnnlab.inference.load_trained`), an ONNX file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export``
-program (``.pt2``) or ``package.module:function`` (:mod:`cnnlab.explore.torch_models`).
+The kinds: a cnnlab checkpoint (:class:`RunModel`, read through :func:`cnnlab.inference.load_trained`), an ONNX
+file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export`` program (``.pt2``) or ``package.module:function``
+(:mod:`cnnlab.explore.torch_models`); :func:`cnnlab.explore.sources.open_model` picks one from what the user named.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,11 +31,11 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import Explanation, explain
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
-from cnnlab.models.imagenet import BACKBONES
+from cnnlab.explore.trained import load_trained
+from cnnlab.models.summary import layer_summary
 from cnnlab.report.features import Row, first_conv, run_rows
 
 LAYOUTS = ("NCHW", "NHWC")
-MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 OCCLUSION_GRID = 7  # 7 x 7 patches: 49 extra forward passes in one batch, a second for ResNet-18 at 224 px on a CPU
 
 
@@ -150,8 +150,6 @@ class Options:
 
 def read_classes(path: str | Path) -> tuple[str, ...]:
     """Class names from a file: one per line (blank lines skipped), or a JSON list of strings."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"--classes {path} is not a file (expected one class name per line, or a JSON list)")
@@ -282,8 +280,6 @@ class RunModel:
     @classmethod
     def open(cls, path: str | Path, options: Options | None = None) -> RunModel:
         """The checkpoint at ``path`` (the flags for models from elsewhere are refused: it records its own)."""
-        from cnnlab.explore.trained import load_trained
-
         options = options or Options()
         if options.input_size or options.mean or options.std or options.layout:
             raise CnnlabError("--input-size, --mean, --std and --layout are for models from elsewhere; a cnnlab "
@@ -305,8 +301,6 @@ class RunModel:
         return None if conv is None else conv.weight.detach()
 
     def layers(self) -> list[dict[str, Any]]:
-        from cnnlab.models.summary import layer_summary
-
         size = self.trained.meta.input_size
         rows = layer_summary(self.trained.model, (1, self.spec.channels, size, size))
         return [{"name": r.name, "op": r.type, "shape": list(r.output_shape[1:]), "params": r.params}
@@ -314,61 +308,3 @@ class RunModel:
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         return gradient_pngs(explain(self.trained.model, self._x(image), target), image, self.classes)
-
-
-def open_model(source: str | Path, options: Options | None = None,
-               folder_classes: tuple[str, ...] = ()) -> ExploreModel:
-    """The model the user named: a cnnlab checkpoint, an ``.onnx`` file, a ``.pt2`` program, ``module:function``, or
-    the name of an ImageNet backbone of the zoo (``imagenet-resnet18``: its weights from torch.hub's cache and its
-    1,000 class names).
-
-    Opening a file never runs code from it (checkpoints and ``.pt2`` weights-only, ONNX parsed by ``onnx`` and run
-    by onnxruntime); ``module:function`` imports and calls the code the user named, and the page says so.
-
-    Raises:
-        CnnlabError: the file is missing or not a model of the kind its name says, or the model is not an image
-            classifier this page can feed (one line).
-    """
-    options = options or Options()
-    text = str(source)
-    path = Path(text)
-    if not path.exists() and (MODULE_SPEC.match(text) or text in BACKBONES):
-        from cnnlab.explore.torch_models import ModuleModel
-
-        if text in BACKBONES:
-            return ModuleModel.imagenet(text, options, folder_classes)
-        return ModuleModel.from_spec(text, options, folder_classes)
-    if path.is_dir():
-        raise CnnlabError(f"{path} is a folder; a model is a .onnx, .pt2 or cnnlab .pt file, or module:function")
-    if not path.is_file():
-        raise CnnlabError(f"{path} does not exist (expected a .onnx, .pt2 or cnnlab .pt file, or module:function)")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from cnnlab.explore.onnx_model import OnnxModel
-
-        return OnnxModel(path, options, folder_classes)
-    if suffix == ".pt2":
-        from cnnlab.explore.torch_models import ExportedModel
-
-        return ExportedModel(path, options, folder_classes)
-    if suffix in (".pt", ".pth", ".ckpt"):
-        return RunModel.open(path, options)
-    raise CnnlabError(f"{path} is not a model this explorer opens: expected .onnx, .pt2 (torch.export) or a cnnlab "
-                      f"checkpoint (.pt), or module:function; got a {suffix or 'file without extension'}")
-
-
-def open_with_images(source: str | Path, images: str | Path | None = None, options: Options | None = None):
-    """The model ``source`` names and the images of the folder ``images`` read at its input (or None).
-
-    The folder's class subfolders are listed first, so that they can name the model's classes when nothing else
-    does; the pictures are then read at the model's channels and side.
-
-    Returns:
-        ``(model, ImageSet | None)``.
-    """
-    from cnnlab.explore.imagefolder import list_images, read_image_folder
-
-    folder_classes = list_images(images)[1] if images is not None else ()
-    model = open_model(source, options, folder_classes)
-    found = None if images is None else read_image_folder(images, model.spec.channels, model.spec.size)
-    return model, found

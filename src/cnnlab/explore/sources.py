@@ -1,0 +1,72 @@
+"""What the user named on the command line, opened as an explorer model: a cnnlab checkpoint (``.pt``), an ONNX
+file, a ``torch.export`` program (``.pt2``), ``package.module:function``, or an ImageNet backbone of the zoo by name.
+
+Each kind is a class of its own module (:class:`cnnlab.explore.model.RunModel`,
+:class:`cnnlab.explore.onnx_model.OnnxModel`, :mod:`cnnlab.explore.torch_models`); this module only tells them apart
+and reads the user's images at the input of the model it opened.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.imagefolder import ImageSet, list_images, read_image_folder
+from cnnlab.explore.model import ExploreModel, Options, RunModel
+from cnnlab.explore.onnx_model import OnnxModel
+from cnnlab.explore.torch_models import ExportedModel, ModuleModel
+from cnnlab.models.imagenet import BACKBONES
+
+MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def open_model(source: str | Path, options: Options | None = None,
+               folder_classes: tuple[str, ...] = ()) -> ExploreModel:
+    """The model the user named: a cnnlab checkpoint, an ``.onnx`` file, a ``.pt2`` program, ``module:function``, or
+    the name of an ImageNet backbone of the zoo (``imagenet-resnet18``: its weights from torch.hub's cache and its
+    1,000 class names).
+
+    Opening a file never runs code from it (checkpoints and ``.pt2`` weights-only, ONNX parsed by ``onnx`` and run
+    by onnxruntime); ``module:function`` imports and calls the code the user named, and the page says so.
+
+    Raises:
+        CnnlabError: the file is missing or not a model of the kind its name says, or the model is not an image
+            classifier this page can feed (one line).
+    """
+    options = options or Options()
+    text = str(source)
+    path = Path(text)
+    if not path.exists() and (MODULE_SPEC.match(text) or text in BACKBONES):
+        if text in BACKBONES:
+            return ModuleModel.imagenet(text, options, folder_classes)
+        return ModuleModel.from_spec(text, options, folder_classes)
+    if path.is_dir():
+        raise CnnlabError(f"{path} is a folder; a model is a .onnx, .pt2 or cnnlab .pt file, or module:function")
+    if not path.is_file():
+        raise CnnlabError(f"{path} does not exist (expected a .onnx, .pt2 or cnnlab .pt file, or module:function)")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return OnnxModel(path, options, folder_classes)
+    if suffix == ".pt2":
+        return ExportedModel(path, options, folder_classes)
+    if suffix in (".pt", ".pth", ".ckpt"):
+        return RunModel.open(path, options)
+    raise CnnlabError(f"{path} is not a model this explorer opens: expected .onnx, .pt2 (torch.export) or a cnnlab "
+                      f"checkpoint (.pt), or module:function; got a {suffix or 'file without extension'}")
+
+
+def open_with_images(source: str | Path, images: str | Path | None = None,
+                     options: Options | None = None) -> tuple[ExploreModel, ImageSet | None]:
+    """The model ``source`` names and the images of the folder ``images`` read at its input (or None).
+
+    The folder's class subfolders are listed first, so that they can name the model's classes when nothing else
+    does; the pictures are then read at the model's channels and side.
+
+    Returns:
+        ``(model, ImageSet | None)``.
+    """
+    folder_classes = list_images(images)[1] if images is not None else ()
+    model = open_model(source, options, folder_classes)
+    found = None if images is None else read_image_folder(images, model.spec.channels, model.spec.size)
+    return model, found
