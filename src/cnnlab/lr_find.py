@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.checks import int_at_least, number
 from cnnlab.errors import CnnlabError
-from cnnlab.io import check_output_file
+from cnnlab.io import check_output_file, save_figure
 
-if TYPE_CHECKING:  # torch and matplotlib load when a sweep runs, not when the CLI builds its flags from this module
+if TYPE_CHECKING:  # torch and matplotlib load when a range test runs, not when the CLI reads this module
     from matplotlib.figure import Figure
     from torch import nn
 
@@ -148,7 +148,7 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
         >>> print(result.summary())  # doctest: +SKIP
         suggested lr 1.30e-01 (steepest): where the smoothed loss falls fastest, ...
     """
-    # torch loads when a sweep runs, not when the CLI builds its flags from this module
+    # torch loads when a range test runs, not when the CLI builds its flags from this module
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -243,8 +243,6 @@ def check_plot_path(path: str | Path, force: bool = False) -> Path:
 
 def write_lr_find_plot(result: LRFindResult, path: str | Path, force: bool = False) -> Path:
     """Save :func:`lr_find_figure` as a PNG (atomically); an existing file is replaced only with ``force``."""
-    from cnnlab.io import save_figure
-
     path = check_plot_path(path, force)
     save_figure(lr_find_figure(result), path)
     return path
