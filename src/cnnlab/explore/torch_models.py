@@ -1,6 +1,7 @@
 """Any PyTorch image classifier in the explorer: a ``torch.export`` program (``.pt2``) or ``module:function``.
 
-* ``.pt2``: read by ``torch.export.load`` (weights and a serialised graph: no pickled code runs). Its feature maps
+* ``.pt2``: read by ``torch.export.load`` once :mod:`cnnlab.explore.pt2_check` has refused what would make it run
+  code from the file (pickles, native code, shape expressions and guards that are not plain). Its feature maps
   are the outputs of the graph's convolution, pooling, normalisation and activation nodes, recorded by an FX
   interpreter that runs the program node by node (an exported program has no submodules to hook: every layer is
   an ATen call in one graph). Cnnlab's own ``.pt2`` exports carry their class names in ``cnnlab.json``.
@@ -18,10 +19,13 @@ or the first convolution.
 from __future__ import annotations
 
 import importlib
+import io
 import json
+import logging
 import os
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_classes
+from cnnlab.explore.pt2_check import checked_pt2
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import BACKBONES, INPUT_SIZE, pretrained_normalize, weights_enum, weights_file
 from cnnlab.report.features import Row, first_conv
@@ -125,6 +130,20 @@ class _TorchModel:
         return gradient_pngs(explain_with(stage_pass, x, target), image, self.classes)
 
 
+@contextmanager
+def _quiet_export_logs():
+    """torch.export logs a traceback of warnings before it raises on a file it cannot read; the user gets one line."""
+    loggers = [logging.getLogger(name) for name in ("torch.export", "torch._export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 class ExportedModel(_TorchModel):
     """A ``torch.export`` program saved with ``torch.export.save`` (see the module docstring)."""
 
@@ -135,10 +154,11 @@ class ExportedModel(_TorchModel):
         path = Path(path)
         self.path, self.name = path, path.name
         extra = {"cnnlab.json": ""}
+        data = checked_pt2(path)  # refuses what would make torch.export.load run code from the file
         try:
-            with open(path, "rb") as f:  # a file object: torch.export.load checks a path's extension
-                program = torch.export.load(f, extra_files=extra)
-        except Exception as e:  # not a zip, not a program, a version it cannot read: one line
+            with _quiet_export_logs():
+                program = torch.export.load(io.BytesIO(data), extra_files=extra)
+        except Exception as e:  # not a program, a version it cannot read: one line
             first = (str(e).splitlines() or [type(e).__name__])[0][:160]
             raise CnnlabError(f"{path} is not a torch.export program that torch.export.load can read ({first})") \
                 from None
@@ -161,8 +181,8 @@ class ExportedModel(_TorchModel):
         self.spec = _spec(options, shape, self._conv_in(), str(path))
         count = self._check_classifier(str(path))
         self.classes, where = resolve_classes(options.classes, stored, count, folder_classes)
-        self.notes = (f"Read with torch.export.load (weights and a graph; no pickled code runs). Class names: "
-                      f"{where}.",)
+        self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
+                      f"(no pickles or code). Class names: {where}.",)
 
     def _conv_in(self) -> int | None:
         weight = self._first_conv_weight()

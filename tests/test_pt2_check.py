@@ -1,0 +1,231 @@
+"""A .pt2 from elsewhere never runs code in the explorer (cnnlab.explore.pt2_check).
+
+Each crafted file below holds one of the ways a .pt2's content becomes code in torch.export.load or in the module it
+returns. Where a bare torch.export.load (+ .module() and one forward pass) of the file is shown to run its payload
+here, the test proves the danger before it proves the refusal: those checks fail on code that hands the file to torch
+unchecked. Plain programs, with fixed and dynamic shapes, still open.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.model import Options
+from cnnlab.explore.pt2_check import checked_pt2
+from cnnlab.explore.sources import open_model
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """A small CNN saved by torch.export.save with a fixed shape and with a dynamic batch and side."""
+    folder = tmp_path_factory.mktemp("pt2")
+    torch.manual_seed(0)
+    model = _Net().eval()
+    x = torch.randn(2, 1, 28, 28)
+    torch.export.save(torch.export.export(model, (x,)), folder / "fixed.pt2")
+    batch, side = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("side", min=8, max=64)
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: batch, 2: side, 3: side},)),
+                      folder / "dynamic.pt2")
+    return folder
+
+
+class _Payload:
+    """Writes its marker file when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def _pickled(marker: Path, *, with_torch: bool = True) -> bytes:
+    if not with_torch:
+        return pickle.dumps(_Payload(marker))
+    buffer = io.BytesIO()
+    torch.save(_Payload(marker), buffer)
+    return buffer.getvalue()
+
+
+def _rewrite(source: Path, target: Path, change) -> Path:
+    """A copy of the archive ``source`` in which ``change(name, bytes)`` replaces entries (None drops one) and may
+    return extra entries as a dict."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
+        root = src.namelist()[0].split("/", 1)[0] + "/"
+        extra = {}
+        for name in src.namelist():
+            data = change(name[len(root):], src.read(name), extra)
+            if data is not None:
+                out.writestr(name, data)
+        for name, data in extra.items():
+            out.writestr(root + name, data)
+    return target
+
+
+def _json_edit(edit):
+    def change(name, data, extra):
+        if name == "models/model.json":
+            program = json.loads(data)
+            edit(program)
+            return json.dumps(program).encode()
+        return data
+    return change
+
+
+def _sample_inputs(marker):
+    return lambda name, data, extra: _pickled(marker) if name == "data/sample_inputs/model.pt" else data
+
+
+def _pickled_weight(marker):
+    def change(name, data, extra):
+        if name == "data/weights/model_weights_config.json":
+            config = json.loads(data)
+            config["config"]["conv.weight"]["use_pickle"] = True
+            config["config"]["conv.weight"]["path_name"] = "weight_99"
+            extra["data/weights/weight_99"] = _pickled(marker)
+            return json.dumps(config).encode()
+        return data
+    return change
+
+
+def _opaque_constant(marker):
+    def change(name, data, extra):
+        if name == "data/constants/model_constants_config.json":
+            config = json.loads(data)
+            config["config"]["evil"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True,
+                                        "tensor_meta": None}
+            extra["data/constants/opaque_obj_0"] = _pickled(marker, with_torch=False)
+            return json.dumps(config).encode()
+        return data
+    return change
+
+
+def _shape_expression(marker):
+    """A symbolic size replaced by a call sympify evaluates: open(<marker>, 'w') spelled with chr()."""
+    call = "open(" + "+".join(f"chr({ord(c)})" for c in str(marker)) + ",chr(119))"
+
+    def change(name, data, extra):
+        if name == "models/model.json":
+            text = data.decode()
+            symbol = text[text.index("Symbol("):text.index(")", text.index("Symbol(")) + 1]
+            return text.replace(symbol, call, 1).encode()
+        return data
+    return change
+
+
+def _guard(marker):
+    def edit(program):
+        program["guards_code"] = [f"open({str(marker)!r}, 'w').write('ran') > 0"]
+    return _json_edit(edit)
+
+
+def _target(marker):
+    def edit(program):
+        node = next(n for n in program["graph_module"]["graph"]["nodes"] if n["target"].endswith("relu.default"))
+        node["target"] = "torch.serialization.os.system"
+    return _json_edit(edit)
+
+
+def _quoted_name(marker):
+    def edit(program):
+        spec = program["graph_module"]["signature"]["input_specs"][0]
+        spec["parameter"]["parameter_name"] = 'conv")+open("x'
+    return _json_edit(edit)
+
+
+def _enum_spec(marker):
+    def edit(program):
+        call = program["graph_module"]["module_call_graph"][0]["signature"]
+        call["in_spec"] = call["in_spec"].replace('"null"', '"{\\"__enum__\\": true, \\"fqn\\": \\"antigravity:x\\"}"',
+                                                  1)
+    return _json_edit(edit)
+
+
+def _native_code(marker):
+    def change(name, data, extra):
+        extra["data/aotinductor/model/model.so"] = b"\x7fELF"
+        return data
+    return change
+
+
+def _legacy_format(marker):
+    return lambda name, data, extra: None if name == "archive_format" else data
+
+
+# (make, source program, whether a bare torch.export.load + .module() + forward runs the payload here)
+CRAFTED = {
+    "pickled sample inputs": (_sample_inputs, "fixed", True),
+    "a weight stored as a pickle": (_pickled_weight, "fixed", True),
+    "an opaque-object constant": (_opaque_constant, "fixed", True),
+    "a shape expression sympify evaluates": (_shape_expression, "dynamic", True),
+    "guard code": (_guard, "dynamic", True),
+    "a node target outside the operators": (_target, "fixed", False),
+    "a name with quotes": (_quoted_name, "fixed", False),
+    "an enum in a pytree spec": (_enum_spec, "fixed", False),
+    "compiled native code": (_native_code, "fixed", False),
+    "no archive_format (the legacy reader)": (_legacy_format, "fixed", False),
+}
+
+
+def _bare_torch(path: Path) -> None:
+    logging.disable(logging.CRITICAL)
+    try:
+        module = torch.export.load(io.BytesIO(path.read_bytes())).module()
+        module(torch.randn(2, 1, 28, 28))
+    except Exception:  # noqa: BLE001 - many crafted files also break torch after their payload ran
+        pass
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@pytest.mark.parametrize("kind", list(CRAFTED))
+def test_a_crafted_pt2_is_refused_before_torch_reads_it(kind, programs, tmp_path):
+    make, source, runs_in_torch = CRAFTED[kind]
+    marker = tmp_path / "payload-ran"
+    crafted = _rewrite(programs / f"{source}.pt2", tmp_path / "crafted.pt2", make(marker))
+    if runs_in_torch:
+        _bare_torch(crafted)
+        assert marker.exists(), f"{kind}: the crafted file should run its payload under a bare torch.export.load"
+        marker.unlink()
+    with pytest.raises(CnnlabError) as e:
+        open_model(crafted)
+    message = str(e.value)
+    assert "\n" not in message and str(crafted) in message
+    assert "not a torch.export program" in message or "would run code from it" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("source", ["fixed", "dynamic"])
+def test_plain_programs_pass_and_open(source, programs):
+    path = programs / f"{source}.pt2"
+    assert checked_pt2(path) == path.read_bytes()
+    model = open_model(path, Options(input_size=24 if source == "dynamic" else None))
+    assert model.kind == "torch.export" and model.spec.size == (24 if source == "dynamic" else 28)
+    assert model.logits(torch.zeros(3, 1, model.spec.size, model.spec.size, dtype=torch.uint8)).shape == (3, 3)
+
+
+def test_a_file_that_is_no_archive_gets_one_line(tmp_path):
+    (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a program")
+    with pytest.raises(CnnlabError, match="not a zip archive"):
+        open_model(tmp_path / "junk.pt2")
