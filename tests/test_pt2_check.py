@@ -1,4 +1,4 @@
-"""A .pt2 from elsewhere never runs code in the explorer (cnnlab.explore.pt2_check).
+"""A .pt2 from elsewhere never runs code in the explorer (cnnlab.pt2_check).
 
 Each crafted file below holds one of the ways a .pt2's content becomes code in torch.export.load or in the module it
 returns. Where a bare torch.export.load (+ .module() and one forward pass) of the file is shown to run its payload
@@ -21,8 +21,8 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options
-from cnnlab.explore.pt2_check import checked_pt2
 from cnnlab.explore.sources import open_model
+from cnnlab.pt2_check import checked_pt2
 
 
 class _Net(nn.Module):

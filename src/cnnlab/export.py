@@ -28,6 +28,7 @@ The flip-TTA that training may use for its own evaluation is not part of the gra
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import check_same_classes, dataset_of, load_trained
 from cnnlab.io import atomic_write, check_output_file
+from cnnlab.pt2_check import checked_pt2
 
 FORMATS = ("onnx", "pt2", "onnx-int8")
 SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "pt2": ".pt2"}
@@ -299,7 +301,6 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
     if exported.suffix.lower() == ".onnx":
         run = _onnx_runner(exported)
     else:
-        with open(exported, "rb") as f:
-            program = torch.export.load(f).module()
+        program = torch.export.load(io.BytesIO(checked_pt2(exported))).module()  # any file: checked first
         run = lambda x: program(x).detach().numpy()  # noqa: E731
     return _agreement(run, wrapped, data.test_images[:images])

@@ -1,6 +1,6 @@
 """Any PyTorch image classifier in the explorer: a ``torch.export`` program (``.pt2``) or ``module:function``.
 
-* ``.pt2``: read by ``torch.export.load`` once :mod:`cnnlab.explore.pt2_check` has refused what would make it run
+* ``.pt2``: read by ``torch.export.load`` once :mod:`cnnlab.pt2_check` has refused what would make it run
   code from the file (pickles, native code, shape expressions and guards that are not plain). Its feature maps
   are the outputs of the graph's convolution, pooling, normalisation and activation nodes, recorded by an FX
   interpreter that runs the program node by node (an exported program has no submodules to hook: every layer is
@@ -36,9 +36,9 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_classes
-from cnnlab.explore.pt2_check import checked_pt2
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import BACKBONES, INPUT_SIZE, pretrained_normalize, weights_enum, weights_file
+from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row, first_conv
 
 aten = torch.ops.aten

@@ -126,7 +126,8 @@ def checked_pt2(path: Path) -> bytes:
 def _refuser(path: Path):
     def refuse(what: str):
         raise CnnlabError(f"{path} holds {what}; torch.export.load would run code from it, so cnnlab does not open "
-                          "it (export the model as ONNX to share it, or open your own program as module:function)")
+                          "it (ONNX is the format to share a model in; cnnlab explore opens your own code as "
+                          "module:function)")
     return refuse
 
 
