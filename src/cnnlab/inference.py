@@ -58,13 +58,22 @@ class Meta:
         return len(self.classes)
 
 
+def stored_normalize(ckpt: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]] | tuple[None, None]:
+    """The per-channel (mean, std) a checkpoint's model input was normalised with, or (None, None) for [0, 1]
+    pixels; the first checkpoints stored one float each."""
+    norm = ckpt.get("normalize")
+    if not norm:
+        return None, None
+    mean, std = (tuple(v if isinstance(v, (list, tuple)) else [v]) for v in norm)
+    return mean, std
+
+
 def meta_of(ckpt: Mapping[str, Any], path: str | Path = "checkpoint") -> Meta:
     """The :class:`Meta` of a checkpoint dict read by :func:`cnnlab.runs.load_checkpoint`."""
     try:
         data = ckpt["dataset"]
         config = ckpt.get("config") or {}
-        norm = ckpt.get("normalize")  # [mean, std]: floats (version 1) or per-channel lists, or None
-        mean, std = (tuple(v if isinstance(v, (list, tuple)) else [v]) for v in norm) if norm else (None, None)
+        mean, std = stored_normalize(ckpt)
         return Meta(model_name=str(ckpt["model_name"]), dataset=str(data["name"]), classes=tuple(data["classes"]),
                     channels=int(data["channels"]), image_size=int(data["image_size"]),
                     input_size=int(ckpt["input_size"]),

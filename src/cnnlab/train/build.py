@@ -29,7 +29,7 @@ from cnnlab.models.imagenet import ensure_weights, pretrained_normalize
 from cnnlab.models.init import init_cnn
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import DistEnv, barrier, init_distributed
-from cnnlab.train.finetune import body_frozen, freeze_body, init_from, unfreeze
+from cnnlab.train.finetune import Initialised, body_frozen, freeze_body, init_from, unfreeze
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.schedule import build_optimizer, build_scheduler
 from cnnlab.train.state import TrainState, seed_all, set_rng_state
@@ -165,13 +165,13 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     input_size = config.resize or default_input_size(config.model, dataset)
     if not config.resize or dataset.channels != (config.channels or 1):  # not checked above for these channels
         _check_dataset_size(config, dataset, input_size)
+    note = dist.is_main and not quiet
+    initialised = None
     if model is None:
         start = int(resume_state.get("epoch", 0)) if resume_state is not None else 0
-        model = _build_model(config, dataset, fine_tune=resume_state is None, note=dist.is_main and not quiet,
-                             frozen=body_frozen(config.freeze, config.freeze_epochs, start))
-    normalize = [list(dataset.mean), list(dataset.std)] if config.normalize else None
-    if config.pretrained:  # the input the weights were trained on: their own mean and std (torchvision's metadata)
-        normalize = pretrained_normalize(config.model, dataset.channels)
+        model, initialised = _build_model(config, dataset, fine_tune=resume_state is None, note=note,
+                                          frozen=body_frozen(config.freeze, config.freeze_epochs, start))
+    normalize = _normalize(config, dataset, resume_state, initialised, note)
     preprocess = Preprocess(input_size, *(normalize or (None, None))).to(device)
     loaders = _loaders(config, dataset, preprocess, device, dist)
     memory_format, step_model, ema = _place(model, config, device, dist)
@@ -233,23 +233,51 @@ def _set_determinism(config: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def _normalize(config: TrainConfig, dataset: ImageDataset, resume_state: dict[str, Any] | None,
+               initialised: Initialised | None, note: bool) -> list[list[float]] | None:
+    """The [mean, std] per channel the model's input gets, or None for [0, 1] pixels: the input the starting
+    weights were trained on (:mod:`cnnlab.train.finetune`), else the dataset's statistics under ``--normalize``."""
+    own = [list(dataset.mean), list(dataset.std)] if config.normalize else None
+    if config.pretrained:  # the ImageNet weights' own mean and std (torchvision's metadata)
+        return pretrained_normalize(config.model, dataset.channels)
+    if not config.init_from:
+        return own
+    if resume_state is not None:  # the run's own record: what it started with (the source may be gone)
+        return resume_state.get("normalize")
+    if initialised is None:  # a model handed in is not loaded from --init-from
+        return own
+    if note and initialised.normalize != own:
+        source = f"normalised with the --init-from run's {_describe(initialised.normalize)}" \
+            if initialised.normalize else "left as [0, 1] pixels, as the --init-from run had them"
+        instead = f"this dataset's {_describe(own)} that --normalize asks for" if own else "raw [0, 1] pixels"
+        print(f"note: inputs {source} (its weights were trained on that input), not {instead}", flush=True)
+    return initialised.normalize
+
+
+def _describe(normalize: list[list[float]]) -> str:
+    mean, std = (", ".join(f"{v:.3g}" for v in values) for values in normalize)
+    return f"mean {mean}, std {std}"
+
+
 def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool, note: bool,
-                 frozen: bool) -> nn.Module:
+                 frozen: bool) -> tuple[nn.Module, Initialised | None]:
     """``config.model`` for the dataset's channels and classes, initialised; with ``--pretrained`` its ImageNet
     weights or with ``--init-from`` another run's (neither on a resume: last.pt holds the fine-tuned weights
-    already), and the body frozen when ``frozen`` (``--freeze``, or the first ``--freeze-epochs``)."""
+    already), and the body frozen when ``frozen`` (``--freeze``, or the first ``--freeze-epochs``). Also what
+    ``--init-from`` did, when it did."""
     pretrained = config.pretrained and fine_tune
     model = create_model(config.model, num_classes=dataset.num_classes, in_channels=dataset.channels, ops=config.ops,
                          pretrained=pretrained)
     if config.init == "xavier" and not pretrained:  # pretrained: only the new head is fresh (torch's init)
         model.apply(init_cnn)
+    initialised = None
     if config.init_from and fine_tune:
-        line = init_from(model, config.init_from, dataset.classes)
-        if line and note:
-            print(line, flush=True)
+        initialised = init_from(model, config.init_from, dataset.classes)
+        if note:
+            print(initialised.line, flush=True)
     if frozen:
         freeze_body(model)
-    return model
+    return model, initialised
 
 
 def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess, device: torch.device,

@@ -12,21 +12,37 @@ running statistics keep following the new data, because the whole model is in tr
 (as in d2l 14.2, where the pretrained ResNet's batch norm keeps updating; fastai also keeps them updating, and
 trains the affine parameters too, which cnnlab does not). Whether a layer is frozen depends only on the epoch, so a
 run resumed at any step freezes exactly what the uninterrupted run froze.
+
+The weights expect the input they were trained on: a run from ``--pretrained`` normalises with the ImageNet weights'
+mean and std, and one from ``--init-from`` as the source run did (its recorded normalisation, or none), whatever
+``--normalize`` says; fastai's ``fine_tune`` normalises with the pretrained statistics for the same reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.inference import stored_normalize
 from cnnlab.runs.checkpoint import load_checkpoint
 
 
-def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None) -> str:
-    """Copy the fitting weights of checkpoint ``path`` into ``model``; returns one line saying what was kept.
+@dataclass(frozen=True)
+class Initialised:
+    """What :func:`init_from` did: ``line`` says what was kept; ``normalize`` is the source run's [mean, std] per
+    channel (None: it fed [0, 1] pixels), the input its weights were trained on."""
+
+    line: str
+    normalize: list[list[float]] | None
+
+
+def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None) -> Initialised:
+    """Copy the fitting weights of checkpoint ``path`` into ``model``; returns what was kept and the source's
+    normalisation.
 
     The output layer is copied only when it means the same classes: with ``classes`` (the new run's) differing from
     the checkpoint's, it starts fresh even where the counts match (a 10-class digits head is no Fashion-MNIST head).
@@ -53,7 +69,13 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
                           "only the number of classes may change)")
     model.load_state_dict(fitting, strict=False)
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
-    return f"initialised {kept}" + (f"; new: {', '.join(fresh)}" if fresh else "")
+    try:
+        mean, std = stored_normalize(ckpt)
+    except (TypeError, ValueError):
+        raise CnnlabError(f"--init-from {path}: its normalisation entry is malformed, expected [mean, std] per "
+                          f"channel, got {ckpt.get('normalize')!r}") from None
+    return Initialised(f"initialised {kept}" + (f"; new: {', '.join(fresh)}" if fresh else ""),
+                       None if mean is None else [list(mean), list(std)])
 
 
 def last_layer(model: nn.Module) -> nn.Module:
