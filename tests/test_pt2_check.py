@@ -229,3 +229,10 @@ def test_a_file_that_is_no_archive_gets_one_line(tmp_path):
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a program")
     with pytest.raises(CnnlabError, match="not a zip archive"):
         open_model(tmp_path / "junk.pt2")
+
+
+def test_a_size_outside_the_programs_range_is_one_line(programs):
+    with pytest.raises(CnnlabError, match=r"failed on a 2 x 1 x 128 x 128 NCHW input \(AssertionError: Guard failed: "
+                                          r".*\); pass an --input-size the program allows") as e:
+        open_model(programs / "dynamic.pt2", Options(input_size=128))
+    assert "\n" not in str(e.value)

@@ -99,9 +99,20 @@ class _TorchModel:
         raise NotImplementedError
 
     def _check_classifier(self, where: str) -> int:
-        with torch.no_grad():
-            out = self._forward(self.spec.to_input(torch.zeros(2, self.spec.channels, self.spec.size,
-                                                               self.spec.size, dtype=torch.uint8)))
+        spec = self.spec
+        try:
+            with torch.no_grad():
+                out = self._forward(spec.to_input(torch.zeros(2, spec.channels, spec.size, spec.size,
+                                                              dtype=torch.uint8)))
+        except Exception as e:  # the model's own error on the input the flags describe: say which input that was
+            shape = f"2 x {spec.channels} x {spec.size} x {spec.size}" if spec.layout == "NCHW" else \
+                f"2 x {spec.size} x {spec.size} x {spec.channels}"
+            if "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
+                hint = "; pass an --input-size the program allows"
+            else:
+                hint = "; if it takes N x H x W x C images, pass --layout NHWC" if spec.layout == "NCHW" else ""
+            raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; expected "
+                              "a classifier of one image batch") from e
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
             shape = " x ".join(map(str, out.shape)) if isinstance(out, torch.Tensor) else type(out).__name__
             raise CnnlabError(f"{where} is not a classifier: for 2 images it returns {shape}, expected 2 x classes")
@@ -128,6 +139,12 @@ class _TorchModel:
         x = self.spec.to_input(image[None])
         x = x.permute(0, 3, 1, 2) if nhwc else x
         return gradient_pngs(explain_with(stage_pass, x, target), image, self.classes)
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: first line of the message``, at most 200 characters: enough to recognise, one line."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text}"[:200] if text else type(e).__name__
 
 
 @contextmanager
@@ -159,9 +176,8 @@ class ExportedModel(_TorchModel):
             with _quiet_export_logs():
                 program = torch.export.load(io.BytesIO(data), extra_files=extra)
         except Exception as e:  # not a program, a version it cannot read: one line
-            first = (str(e).splitlines() or [type(e).__name__])[0][:160]
-            raise CnnlabError(f"{path} is not a torch.export program that torch.export.load can read ({first})") \
-                from None
+            raise CnnlabError(f"{path} is not a torch.export program that torch.export.load can read "
+                              f"({_first_line(e)})") from None
         self.module = program.module()
         self.graph = self.module.graph
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
@@ -309,11 +325,17 @@ class ModuleModel(_TorchModel):
             module = importlib.import_module(module_name)
         except ImportError as e:
             raise CnnlabError(f"cannot import {module_name!r} for {spec} ({e})") from None
+        except Exception as e:  # the user's module failed as it ran (a SyntaxError is an Exception too)
+            raise CnnlabError(f"importing {module_name!r} for {spec} failed ({_first_line(e)})") from e
         build = getattr(module, function, None)
         if not callable(build):
             raise CnnlabError(f"{module_name} has no function {function!r} (expected module:function returning an "
                               "nn.Module)")
-        model = build()
+        try:
+            model = build()
+        except Exception as e:
+            raise CnnlabError(f"{spec}() failed ({_first_line(e)}); expected a function that takes no arguments and "
+                              "returns an nn.Module") from e
         if not isinstance(model, nn.Module):
             raise CnnlabError(f"{spec}() returned a {type(model).__name__}, expected an nn.Module")
         return cls(model, spec, options or Options(), folder_classes,
