@@ -223,6 +223,8 @@ def test_plain_programs_pass_and_open(source, programs):
     model = open_model(path, Options(input_size=24 if source == "dynamic" else None))
     assert model.kind == "torch.export" and model.spec.size == (24 if source == "dynamic" else 28)
     assert model.logits(torch.zeros(3, 1, model.spec.size, model.spec.size, dtype=torch.uint8)).shape == (3, 3)
+    # the layer table counts parameters as the module does: batch norm's running statistics are not parameters
+    assert sum(row["params"] for row in model.layers()) == sum(p.numel() for p in _Net().parameters())
 
 
 def test_a_file_that_is_no_archive_gets_one_line(tmp_path):

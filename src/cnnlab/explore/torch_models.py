@@ -275,11 +275,15 @@ class ExportedModel(_TorchModel):
         return self._first_conv_weight()
 
     def layers(self) -> list[dict[str, Any]]:
-        rows = []
+        rows, counted = [], set()
         for node in self.graph.nodes:
             if node.op != "call_function":
                 continue
-            params = sum(v.numel() for v in (self._value(a) for a in node.args) if isinstance(v, torch.Tensor))
+            # Parameters only, each once: batch norm's running statistics are buffers, as a module counts them.
+            weights = [v for v in (self._value(a) for a in node.args)
+                       if isinstance(v, nn.Parameter) and id(v) not in counted]
+            counted.update(id(v) for v in weights)
+            params = sum(v.numel() for v in weights)
             packet = getattr(node.target, "overloadpacket", None)
             if packet not in STAGE_PACKETS and not params:
                 continue
