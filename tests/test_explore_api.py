@@ -28,6 +28,8 @@ from PIL import Image
 import data_support
 from cli_support import run_with_output
 from cnnlab.data import CLASSES
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.launch import bind
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.models import create_model
 from cnnlab.models.init import init_cnn
@@ -519,6 +521,21 @@ def test_cli_errors_are_one_line(tmp_path):
     from cnnlab.cli import main
 
     assert main(["explore", str(tmp_path / "missing"), "--no-browser"]) == 2
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.7"])  # no address at all; an address of another machine
+def test_a_host_that_cannot_be_bound_is_not_called_a_port_problem(host, tmp_path, capsys):
+    code, out, err = run_with_output(["explore", str(tmp_path), "--host", host, "--port", "0", "--no-browser"],
+                                     capsys)
+    assert code == 2 and out == [] and len(err) == 1, err  # no "listening on" warning for a host never listened on
+    assert err[0].startswith(f"cnnlab explore: error: cannot listen on {host}:0: --host {host} could not be bound (")
+    assert "--port" not in err[0]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CnnlabError, match=rf"cannot listen on 127.0.0.1:{port} \(.*\); pass --port 0 for any"):
+            bind("127.0.0.1", port)
 
 
 @pytest.mark.slow

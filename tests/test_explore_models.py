@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import re
+import shutil
 import sys
 import warnings
 
@@ -22,7 +23,8 @@ from PIL import Image
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import Options, analyze_image, model_card
+from cnnlab.explore.imagefolder import list_images
+from cnnlab.explore.model import Options, analyze_image, model_card, read_classes
 from cnnlab.explore.sources import open_model, open_with_images
 from test_explore_api import make_run
 
@@ -278,6 +280,55 @@ def test_bad_sources_and_folders(tmp_path, lenet):
         open_model(lenet["onnx"], Options(mean=(0.1, 0.2, 0.3)))
 
 
+def test_a_folder_of_loose_images_and_class_subfolders_is_refused(tmp_path, grey_folder, rgb_folder):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(grey_folder, mixed)
+    for name in ("a.png", "b.png"):
+        shutil.copy(grey_folder / "one" / "0.png", mixed / name)
+    with pytest.raises(CnnlabError) as e:
+        list_images(mixed)
+    assert str(e.value) == (f"--images {mixed} mixes 2 images at the top with 4 class subfolders of images; expected "
+                            "either a flat folder of images or class subfolders only (move the loose images into a "
+                            "subfolder, or point --images at one of the two)")
+    (mixed / "b.png").unlink()
+    with pytest.raises(CnnlabError, match="mixes 1 image at the top with 4 class subfolders"):
+        list_images(mixed)
+    flat = tmp_path / "flat"
+    shutil.copytree(rgb_folder, flat)
+    (flat / "thumbnails").mkdir()  # a subfolder without images holds no class: the folder is still a flat one
+    files, classes = list_images(flat)
+    assert len(files) == 3 and classes == ()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("\ufeffzero\none\ntwo\n", ("zero", "one", "two")),  # a byte-order mark (Windows editors) is not in the name
+    ('\ufeff["zero", "one", "two"]', ("zero", "one", "two")),  # nor does it make a JSON list lines
+    ('\n  ["zero", "one"]\n', ("zero", "one")),
+])
+def test_class_files(tmp_path, text, expected):
+    path = tmp_path / "classes.txt"
+    path.write_text(text, encoding="utf-8")
+    assert read_classes(path) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"]}',
+     'is a JSON object of 2 entries; expected a JSON list of strings in output order (["tench", "goldfish", ...]), '
+     "or one class name per line"),
+    ("zero\none\ntwo\none\nzero\n", "names 'one' twice (class 1 and class 3); expected each class name once"),
+    ('["a", "b", "a"]', "names 'a' twice (class 0 and class 2)"),
+    ("zero\n", "holds 1 class name, expected at least 2"),
+    ('["a", 1]', "must be a JSON list of strings"),
+    ('["a", "b"', "is not valid JSON"),
+])
+def test_bad_class_files_are_one_line(tmp_path, text, message):
+    path = tmp_path / "classes.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CnnlabError) as e:
+        read_classes(path)
+    assert str(e.value).startswith(f"--classes {path} ") and message in str(e.value) and "\n" not in str(e.value)
+
+
 def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):
     from cnnlab.cli import main
 
@@ -287,7 +338,15 @@ def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "is not an ONNX model" in err
     code = main(["explore", str(tmp_path), "--images", str(grey_folder)])  # a folder is served as runs
-    assert code == 2 and "--images applies to one model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "--images applies to one model" in err and "best.pt" not in err
+    (tmp_path / "last.pt").write_bytes(b"")  # a run folder: its model is the checkpoint inside
+    assert main(["explore", str(tmp_path), "--images", str(grey_folder)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path} is a folder, served as runs (for the model of "
+                                                    f"this run, pass {tmp_path / 'last.pt'})")
+    (tmp_path / "best.pt").write_bytes(b"")
+    assert main(["explore", str(tmp_path), "--images", str(grey_folder)]) == 2
+    assert f"(for the model of this run, pass {tmp_path / 'best.pt'})" in capsys.readouterr().err
     assert not (tmp_path / "page.html").exists()
 
 
@@ -357,3 +416,52 @@ def test_model_server(lenet, grey_folder):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+USER_CODE = '''
+import torch
+from torch import nn
+
+
+class Nhwc(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(self.conv(x.permute(0, 3, 1, 2)).mean((2, 3)))
+
+
+def nhwc():
+    return Nhwc()
+
+
+def needs_an_argument(width):
+    return Nhwc()
+
+
+def raises():
+    raise RuntimeError("boom in the user's code")
+'''
+
+
+@pytest.mark.parametrize("source, message", [
+    ("user_models:nhwc", r"user_models:nhwc failed on a 2 x 3 x 32 x 32 NCHW input \(RuntimeError: .*\); if it "
+                         r"takes N x H x W x C images, pass --layout NHWC"),
+    ("user_models:needs_an_argument", r"user_models:needs_an_argument\(\) failed \(TypeError: .*missing 1 required "
+                                      r"positional argument: 'width'\); expected a function that takes no arguments"),
+    ("user_models:raises", r"user_models:raises\(\) failed \(RuntimeError: boom in the user's code\)"),
+    ("user_broken:build", r"importing 'user_broken' for user_broken:build failed \(SyntaxError: "),
+    ("user_raising:build", r"importing 'user_raising' for user_raising:build failed \(ValueError: at import\)"),
+])
+def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, monkeypatch):
+    """module:function runs the user's code; what that code raises (or a model that fails on the input the flags
+    describe) is one line naming the source, the input tried and the error, never an internal error."""
+    (tmp_path / "user_models.py").write_text(USER_CODE)
+    (tmp_path / "user_broken.py").write_text("def build(:\n")
+    (tmp_path / "user_raising.py").write_text("raise ValueError('at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CnnlabError, match=message) as e:
+        open_model(source, Options(input_size=32))
+    assert "\n" not in str(e.value)
+    assert open_model("user_models:nhwc", Options(input_size=32, layout="NHWC")).spec.layout == "NHWC"

@@ -41,7 +41,11 @@ class ImageSet:
 
 
 def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tuple[str, ...]]:
-    """``[(file, class or None)]`` of a flat folder or of its class subfolders (one level), and the classes."""
+    """``[(file, class or None)]`` of a flat folder or of its class subfolders (one level), and the classes.
+
+    Raises:
+        CnnlabError: not a folder, no images, or images both at the top and in class subfolders (one line).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CnnlabError(f"--images {folder} is not a folder (expected a folder of images, or of class "
@@ -50,7 +54,15 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
     flat = sorted(p for p in folder.iterdir() if is_image(p))
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     nested = [(p, d.name) for d in subfolders for p in sorted(d.iterdir()) if is_image(p)]
-    if nested and not flat:
+    if nested and flat:
+        # Either layout alone is unambiguous; mixed, one of the two sets would be dropped without a word (the loose
+        # images have no class), so the user says which one is meant.
+        n_classes = len({c for _, c in nested})
+        raise CnnlabError(f"--images {folder} mixes {len(flat)} image{'s' if len(flat) != 1 else ''} at the top with "
+                          f"{n_classes} class subfolder{'s' if n_classes != 1 else ''} of images; expected either a "
+                          "flat folder of images or class subfolders only (move the loose images into a subfolder, "
+                          "or point --images at one of the two)")
+    if nested:
         classes = tuple(sorted({c for _, c in nested}))
         return nested, classes
     if not flat:
@@ -63,8 +75,8 @@ def read_image_folder(folder: str | Path, channels: int, size: int, limit: int =
     """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size`` (see the module docstring).
 
     Raises:
-        CnnlabError: not a folder, no images, or a file that is too large, a decompression bomb or not an image
-            (named, one line).
+        CnnlabError: not a folder, no images, images both at the top and in class subfolders, or a file that is too
+            large, a decompression bomb or not an image (named, one line).
     """
     if channels not in (1, 3):
         raise CnnlabError(f"images can feed models of 1 or 3 input channels, this model takes {channels}")

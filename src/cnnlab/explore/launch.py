@@ -6,6 +6,7 @@ the one actually listened on, and so that a taken port is one CnnlabError line i
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import sys
@@ -19,6 +20,7 @@ from cnnlab.explore.model import Options, read_classes
 from cnnlab.explore.page import export_page
 from cnnlab.explore.server import create_app, create_model_app
 from cnnlab.explore.sources import open_with_images
+from cnnlab.runs.checkpoint import checkpoint_in
 
 
 def host_warning(host: str) -> str | None:
@@ -34,7 +36,8 @@ def host_warning(host: str) -> str | None:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free one); one-line CnnlabError when it is taken."""
+    """A listening TCP socket on ``host:port`` (port 0: any free one); one-line CnnlabError when the port is taken
+    or the host cannot be bound (it does not resolve, or is not an address of this machine)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,8 +45,13 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass --port 0 for any free "
-                          "port") from None
+        reason = e.strerror or str(e)
+        # Only a taken or privileged port is cured by another port; a host that does not resolve (socket.gaierror)
+        # or is no address of this machine (EADDRNOTAVAIL) fails on every port, --port 0 included.
+        if port and e.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise CnnlabError(f"cannot listen on {host}:{port} ({reason}); pass --port 0 for any free port") from None
+        raise CnnlabError(f"cannot listen on {host}:{port}: --host {host} could not be bound ({reason}); expected "
+                          "127.0.0.1, 0.0.0.0 (every interface) or another address or name of this machine") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
@@ -105,15 +113,15 @@ def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
         what: how the start line names what is served (default: ``root``'s full path).
 
     Raises:
-        CnnlabError: ``root`` is not a folder, or the port is taken.
+        CnnlabError: ``root`` is not a folder, the port is taken or the host cannot be bound.
     """
     import uvicorn
 
     app = create_app(root) if app is None else app
+    sock = bind(host, port)  # first: the warning says it listens on host, so a host that fails gets no warning
     warning = host_warning(host)
     if warning:
         print(warning, file=sys.stderr)
-    sock = bind(host, port)
     url = url_of(sock)
     print(f"cnnlab explore: serving {what or Path(root).resolve()} at {url} (Ctrl-C stops)", flush=True)
     if open_browser:
@@ -141,9 +149,11 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
     if Path(source).is_dir():
         given = [k for k, v in model_flags.items() if v is not None]
         if given:
+            checkpoint = checkpoint_in(source)
+            hint = f" (for the model of this run, pass {checkpoint})" if checkpoint else ""
             raise CnnlabError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to one model "
                               "(a .onnx, .pt2 or .pt file, or "
-                              f"module:function); {source} is a folder, served as runs")
+                              f"module:function); {source} is a folder, served as runs{hint}")
         return serve(source, host=host, port=port, open_browser=open_browser)
     options = Options(classes=read_classes(classes) if classes is not None else None, input_size=input_size,
                       mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),

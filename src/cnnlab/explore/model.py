@@ -149,22 +149,35 @@ class Options:
 
 
 def read_classes(path: str | Path) -> tuple[str, ...]:
-    """Class names from a file: one per line (blank lines skipped), or a JSON list of strings."""
+    """Class names from a file: one per line (blank lines skipped), or a JSON list of strings; each name once."""
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"--classes {path} is not a file (expected one class name per line, or a JSON list)")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if text.lstrip().startswith("["):
+    # utf-8-sig: the byte-order mark Windows editors write would otherwise stay in the first name, and hide the "["
+    # of a JSON list, which would then be read as lines.
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    if text.lstrip().startswith(("[", "{")):
         try:
             names = json.loads(text)
         except ValueError as e:
-            raise CnnlabError(f"--classes {path} is not a valid JSON list ({e})") from None
+            raise CnnlabError(f"--classes {path} is not valid JSON ({e}); expected a JSON list of strings, or one "
+                              "class name per line") from None
+        if isinstance(names, dict):  # e.g. imagenet_class_index.json: {"0": ["n01440764", "tench"], ...}
+            raise CnnlabError(f"--classes {path} is a JSON object of {len(names)} entries; expected a JSON list of "
+                              'strings in output order (["tench", "goldfish", ...]), or one class name per line')
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise CnnlabError(f"--classes {path} must be a JSON list of strings")
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) < 2:
-        raise CnnlabError(f"--classes {path} holds {len(names)} class names, expected at least 2")
+        raise CnnlabError(f"--classes {path} holds {len(names)} class name{'' if len(names) == 1 else 's'}, expected "
+                          "at least 2")
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:  # two outputs with one name would make the page's predictions ambiguous
+            raise CnnlabError(f"--classes {path} names {name!r} twice (class {first[name]} and class {i}); expected "
+                              "each class name once")
+        first[name] = i
     return tuple(names)
 
 
