@@ -156,6 +156,22 @@ def test_missing_checkpoint_says_so(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
+def test_a_run_folder_given_for_a_checkpoint_names_the_checkpoint_in_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=f"checkpoint {run} is a folder holding no best.pt or last.pt"):
+        load_checkpoint(run)
+    save_checkpoint(_state(1.0), run / "last.pt")
+    with pytest.raises(CheckpointError, match=f"checkpoint {run} is a folder; pass {run / 'last.pt'} "):
+        load_checkpoint(run)
+    save_checkpoint(_state(2.0), run / "best.pt")  # best.pt first, as eval, predict and export are documented with
+    for argv in (["eval", str(run)], ["predict", str(run), "a.png"], ["export", str(run), "--output", "x.onnx"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"cnnlab {argv[0]}: error: checkpoint {run} is a folder; pass {run / 'best.pt'} (expected a "
+                       ".pt file written by cnnlab train)")
+
+
 @pytest.mark.parametrize("other", ["config.json", "model.onnx"])
 def test_another_kind_of_file_is_named_as_not_a_checkpoint(tmp_path, other, capsys):
     """A run's config.json or an ONNX export passed where a checkpoint goes: one line saying what was expected,

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 import report_fixtures
+from cnnlab.cli import main
 from cnnlab.data import CLASSES
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models, model_info
@@ -204,6 +205,19 @@ def test_report_of_a_broken_run_folder_is_one_line(run_copy, damage, match):
     with pytest.raises(CnnlabError, match=match) as e:
         write_report(run_copy, device="cpu")
     assert "\n" not in str(e.value)
+
+
+def test_a_checkpoint_given_for_the_run_folder_names_its_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"PK")
+    assert main(["report", str(run / "best.pt")]) == 2  # no config.json: not a run folder, so none is suggested
+    assert capsys.readouterr().err.strip() == (f"cnnlab report: error: run folder {run / 'best.pt'} is a file "
+                                               "(expected a folder written by cnnlab train)")
+    (run / "config.json").write_text("{}")  # the first file cnnlab train writes into a run folder
+    assert main(["report", str(run / "best.pt")]) == 2
+    assert capsys.readouterr().err.strip() == (f"cnnlab report: error: run folder {run / 'best.pt'} is a file; "
+                                               f"pass its folder {run} (expected a folder written by cnnlab train)")
 
 
 # ---------------------------------------------------------------------------------------- headless Chromium

@@ -56,6 +56,9 @@ def read_run(run_dir: str | Path) -> RunFiles:
     """Read a run folder written by ``cnnlab train`` (through :class:`cnnlab.runs.Run`); a missing or incomplete
     one raises a one-line CnnlabError."""
     path = Path(run_dir)
+    if path.is_file():  # a checkpoint (RUN_DIR/best.pt) most likely: point at its folder when that is a run
+        hint = f"; pass its folder {path.parent}" if (path.parent / "config.json").is_file() else ""
+        raise CnnlabError(f"run folder {path} is a file{hint} (expected a folder written by cnnlab train)")
     if not path.is_dir():
         raise CnnlabError(f"run folder {path} does not exist (expected a folder written by cnnlab train)")
     missing = [name for name in REQUIRED if not (path / name).is_file()]

@@ -47,9 +47,18 @@ def _refusal_reason(error: Exception) -> str:
     return fact.split(". ")[0].rstrip(".")[:160]  # the first sentence; the rest is allow-listing advice
 
 
+def checkpoint_in(folder: str | Path) -> Path | None:
+    """The checkpoint to suggest for a run folder given where a checkpoint goes: best.pt, else last.pt, else None."""
+    return next((Path(folder) / name for name in ("best.pt", "last.pt") if (Path(folder) / name).is_file()), None)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a cnnlab checkpoint safely; anything but a plain tensor container raises a one-line CheckpointError."""
     path = Path(path)
+    if path.is_dir():  # a run folder, most likely: name the checkpoint in it rather than say nothing is there
+        inside = checkpoint_in(path)
+        hint = f"; pass {inside}" if inside else " holding no best.pt or last.pt"
+        raise CheckpointError(f"checkpoint {path} is a folder{hint} (expected a .pt file written by cnnlab train)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file written by cnnlab train)")
     try:
