@@ -70,11 +70,12 @@ def test_single_sample_classes_stay_in_training():
 @pytest.mark.parametrize("val, message", [
     (0, "fraction in \\(0, 1\\) or a whole number"), (1.0001, "whole number"), (-3, "whole number"),
     (float("nan"), "whole number"), (True, "whole number"), ("0.1", "whole number"),
-    (0.001, "holds out none"), (8, "at most 7 can be held out"),
+    (0.001, "val=0.001 of 10 samples holds out none"), (8, "at most 7 can be held out"),
+    (1 / 6, "^val=0.167 of 2 samples holds out none"),  # a folder's test split: rounded, not 0.16666666666666666
 ])
 def test_bad_values_are_one_line(val, message):
     with pytest.raises(CnnlabError, match=message) as error:
-        stratified_split(torch.arange(10) % 3, val)
+        stratified_split(torch.arange(2 if val == 1 / 6 else 10) % 3, val)
     assert "\n" not in str(error.value)
 
 

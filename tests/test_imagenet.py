@@ -265,8 +265,8 @@ def test_finetune_schedule_is_two_one_cycles():
 
 def test_freeze_epochs_beyond_epochs_and_freeze_with_freeze_epochs_are_refused(capsys):
     assert main(["train", "lenet", "--epochs", "2", "--freeze-epochs", "3"]) == 2
-    assert capsys.readouterr().err.strip() == ("cnnlab train: error: freeze-epochs must be at most --epochs (2): the "
-                                               "body is frozen for the first epochs of the run, got 3")
+    assert capsys.readouterr().err.strip() == ("cnnlab train: error: --freeze-epochs must be at most --epochs (2): "
+                                               "the body is frozen for the first epochs of the run, got 3")
     with pytest.raises(CnnlabError, match="expected one of them, got both"):
         make_config(SMALL, pretrained=True, freeze=True, freeze_epochs=1)
     assert make_config(SMALL, "finetune", pretrained=True, freeze=True).freeze_epochs == 0  # --freeze: all along

@@ -184,15 +184,27 @@ def test_gradient_accumulation_matches_one_larger_batch(tmp_path):
     assert torch.allclose(weights(32, 1), weights(16, 2), atol=1e-6)
 
 
-def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_path):
+def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_path, capsys):
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "c", epochs=1))
+    capsys.readouterr()
     assert resume(tmp_path / "c", quiet=True) is None
+    assert capsys.readouterr().out.strip() == (f"{tmp_path / 'c'} is finished: it trained its 1 epoch; nothing to do "
+                                               "(pass --epochs N to train it further)")
     history = resume(tmp_path / "c", quiet=True, epochs=2)
     assert [r["epoch"] for r in history] == [1, 2]
     assert json.loads((tmp_path / "c" / "result.json").read_text())["epochs"] == 2
+    capsys.readouterr()
+    assert resume(tmp_path / "c", quiet=True) is None
+    assert "it trained all 2 epochs; nothing to do (pass --epochs N" in capsys.readouterr().out
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "o", epochs=1, schedule="onecycle"))
-    with pytest.raises(CnnlabError, match="onecycle schedule"):
+    with pytest.raises(CnnlabError, match="onecycle schedule of this run was shaped for 1 epoch, so"):
         resume(tmp_path / "o", quiet=True, epochs=3)
+    capsys.readouterr()
+    assert resume(tmp_path / "o", quiet=True) is None  # finished, and a one-cycle run cannot be given more epochs
+    assert capsys.readouterr().out.strip() == (
+        f"{tmp_path / 'o'} is finished: it trained its 1 epoch; nothing to do (its onecycle schedule was shaped for "
+        f"1 epoch and cannot be extended; start a new run with --init-from {tmp_path / 'o' / 'last.pt'} to train it "
+        "further)")
     with pytest.raises(CnnlabError, match="fewer"):
         resume(tmp_path / "c", quiet=True, epochs=1)
 

@@ -27,6 +27,11 @@ def _holdout_count(val: float | int, n: int) -> int:
     fail("val", expected, val)
 
 
+def _shown(val: float | int) -> str:
+    """``val`` as a message prints it: a fraction rounded (a folder's 1/6 is 0.167, not 0.16666666666666666)."""
+    return f"{val:.3g}" if isinstance(val, float) and val < 1 else str(val)
+
+
 def _quotas(counts: list[int], k: int) -> list[int]:
     """Per-class hold-out counts summing to ``k``, proportional to ``counts``, each at most ``count - 1``.
 
@@ -80,9 +85,9 @@ def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
     counts = [len(m) for m in members]
     most = n - len(classes)  # every class keeps one training sample
     if k < 1:
-        raise CnnlabError(f"val={val!r} of {n} samples holds out none; expected at least one sample")
+        raise CnnlabError(f"val={_shown(val)} of {n} samples holds out none; expected at least one sample")
     if k > most:
-        raise CnnlabError(f"val={val!r} holds out {k} of {n} samples, but at most {most} can be held out while "
+        raise CnnlabError(f"val={_shown(val)} holds out {k} of {n} samples, but at most {most} can be held out while "
                           f"each of the {len(classes)} classes keeps a training sample")
     generator = torch.Generator().manual_seed(seed)
     held = [m[torch.randperm(len(m), generator=generator)[:q]]

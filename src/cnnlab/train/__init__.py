@@ -20,7 +20,7 @@ from cnnlab.train.build import RunParts, build_run
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
 from cnnlab.train.distributed import broadcast_object
 from cnnlab.train.observers import EpochCallback
-from cnnlab.train.trainer import Trainer
+from cnnlab.train.trainer import Trainer, epochs_text
 
 
 def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = False, report: bool = True,
@@ -103,18 +103,23 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
             raise CnnlabError(f"--epochs {epochs} is fewer than the run's {config.epochs}; a resume can only add "
                               "epochs")
         if config.schedule not in EXTENSIBLE_SCHEDULES:
-            raise CnnlabError(f"the {config.schedule} schedule of this run was shaped for {config.epochs} epochs, so "
-                              f"it cannot be extended to {epochs}; expected a run with a "
-                              f"{'/'.join(EXTENSIBLE_SCHEDULES)} schedule (start a new run, e.g. with --init-from "
-                              f"{Path(run_dir) / 'last.pt'})")
+            raise CnnlabError(f"the {config.schedule} schedule of this run was shaped for "
+                              f"{epochs_text(config.epochs)}, so it cannot be extended to {epochs}; expected a run "
+                              f"with a {'/'.join(EXTENSIBLE_SCHEDULES)} schedule (start a new run, e.g. with "
+                              f"--init-from {Path(run_dir) / 'last.pt'})")
         config = dataclasses.replace(config, epochs=epochs)
         state = {**state, "config": dataclasses.asdict(config)}
     trainer = build_trainer(config, quiet=quiet, report=report, on_epoch=on_epoch, run_dir=run_dir,
                             resume_state=state)
     done = trainer.finished()
     if done:
-        further = ("" if config.time_budget is not None else " (pass --epochs N to train it further"
-                   + (")" if config.schedule in EXTENSIBLE_SCHEDULES else "; not possible with its schedule)"))
+        if config.time_budget is not None:
+            further = ""
+        elif config.schedule in EXTENSIBLE_SCHEDULES:
+            further = " (pass --epochs N to train it further)"
+        else:  # --epochs would only be refused (above): say why, and what does train it further
+            further = (f" (its {config.schedule} schedule was shaped for {epochs_text(config.epochs)} and cannot be "
+                       f"extended; start a new run with --init-from {Path(run_dir) / 'last.pt'} to train it further)")
         print(f"{run_dir} is finished: {done}; nothing to do{further}", flush=True)
         return None
     return trainer.fit()

@@ -174,7 +174,7 @@ class TrainConfig:
             raise CnnlabError("--freeze needs --init-from CHECKPOINT or --pretrained (there is nothing to freeze in a "
                               "fresh model)")
         if self.freeze_epochs > self.epochs:
-            raise CnnlabError(f"freeze-epochs must be at most --epochs ({self.epochs}): the body is frozen for the "
+            raise CnnlabError(f"--freeze-epochs must be at most --epochs ({self.epochs}): the body is frozen for the "
                               f"first epochs of the run, got {self.freeze_epochs}")
         if self.freeze and self.freeze_epochs:
             raise CnnlabError(f"--freeze keeps the body frozen for the whole run, --freeze-epochs for its first "

@@ -44,6 +44,11 @@ from cnnlab.train.state import install_stop_handlers, restore_handlers
 CHANCE_CHECK_STEPS = 20
 
 
+def epochs_text(n: int) -> str:
+    """``1 epoch``, ``3 epochs``: the count as the run's messages print it."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 class NonFiniteLoss(CnnlabError):
     """The training loss became NaN or infinite."""
 
@@ -93,13 +98,13 @@ class Trainer:
         if self.stop_reason is not None:
             return f"it was stopped after epoch {self.state.epoch}: {self.stop_reason}"
         if self._early_stop_due():
-            return f"it stopped early after {cfg.early_stop} epochs without a better {self.val_name} accuracy"
+            return f"it stopped early after {epochs_text(cfg.early_stop)} without a better {self.val_name} accuracy"
         if self.budget is not None:
             if self.budget.spent():
                 return (f"it used its time budget of {cfg.time_budget:g}s ({self.state.step} steps, "
                         f"{self.state.step / len(self.train_loader):.2f} epochs)")
         elif self.state.epoch >= cfg.epochs:
-            return f"it trained all {cfg.epochs} epochs"
+            return f"it trained all {cfg.epochs} epochs" if cfg.epochs > 1 else "it trained its 1 epoch"
         return None
 
     def _early_stop_due(self) -> bool:
@@ -152,7 +157,7 @@ class Trainer:
                 elif self.stop_reason is not None:
                     self._log(f"stopping after epoch {self.state.epoch}: {self.stop_reason}")
                 elif self._stopped_early():
-                    self._log(f"no better {self.val_name} accuracy for {cfg.early_stop} epochs: stopping early")
+                    self._log(f"no better {self.val_name} accuracy for {epochs_text(cfg.early_stop)}: stopping early")
                 if self.budget is not None:
                     self.budget.epoch_ended()
             self.result = self._result(time.perf_counter() - start)
