@@ -108,6 +108,21 @@ def test_bad_commands(argv, needles, capsys):
     assert_one_line(code, err, *needles, command=argv[0] if argv and argv[0] != "frobnicate" else "")
 
 
+# What each subcommand needs besides flags, so that the unknown flag is the only thing wrong with its command line.
+POSITIONALS = {"train": ["lenet"], "eval": ["x.pt"], "summary": ["lenet"], "report": ["run"],
+               "predict": ["x.pt", "a.png"], "export": ["x.pt", "--output", "x.onnx"], "explore": ["runs"],
+               "lr-find": ["lenet"], "compare": ["run"], "study": ["name"], "sweep": ["lenet"]}
+
+
+@pytest.mark.parametrize("command", sorted(cli.build_parser()._subparsers._group_actions[0].choices))
+def test_an_unknown_flag_is_named_by_its_subcommand(command, capsys):
+    # lr-find takes fewer training flags than train: `--epochs` is unknown to it, and is lr-find's error to report.
+    unknown = ["--epochs", "3"] if command == "lr-find" else ["--bogus"]
+    code, err = run([command, *POSITIONALS.get(command, []), *unknown], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == f"cnnlab {command}: error: unrecognized arguments: {' '.join(unknown)} (see --help)"
+
+
 # ------------------------------------------------------------------------------------------- run folders
 def test_out_that_is_a_file(tmp_path, capsys, data_dir):
     a_file = tmp_path / "notes.txt"

@@ -24,6 +24,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: it refuses the arguments it does not know itself.
+
+    argparse hands a subcommand's unknown arguments back to the top-level parser, whose error would begin "cnnlab:"
+    where every other error of the subcommand begins "cnnlab train:"; nothing after the subcommand's name is the
+    top-level parser's to read (its own flags come before it).
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def _flag_type(convert: Callable[[str], Any], kind: str = "int") -> Callable[[str], Any]:
     """An argparse ``type=`` that runs ``convert`` (a parse, then a cnnlab.checks helper) on a flag's text.
 
@@ -314,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "look inside any CNN classifier with explore.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     p = sub.add_parser("train", help="train a model (on Fashion-MNIST unless --dataset says otherwise) and "
                                      "write a run folder")
