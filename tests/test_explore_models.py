@@ -465,3 +465,13 @@ def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, mo
         open_model(source, Options(input_size=32))
     assert "\n" not in str(e.value)
     assert open_model("user_models:nhwc", Options(input_size=32, layout="NHWC")).spec.layout == "NHWC"
+
+
+@pytest.mark.parametrize("kind", ["onnx", "pt2"])
+def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
+    """A cnnlab export normalises inside its graph: the flags would apply it twice and shift every answer."""
+    with pytest.raises(CnnlabError, match=r"--mean and --std would normalise .* a second time: it is a cnnlab "
+                                          r"export, with its normalisation inside the graph \(it takes float32") as e:
+        open_model(lenet[kind], Options(mean=(0.5,), std=(0.25,)))
+    assert "\n" not in str(e.value)
+    assert open_model(lenet[kind]).spec.mean is None  # and without them it opens, taking pixels / 255

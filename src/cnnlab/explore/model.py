@@ -127,6 +127,15 @@ class Options:
                 for v in values:
                     number(v, name, low=low, low_open=low is not None)
 
+    def check_no_scaling_for(self, metadata: dict[str, Any], where: str) -> None:
+        """A cnnlab export normalises inside its graph (its ``cnnlab.input`` metadata says it takes pixels / 255):
+        ``--mean``/``--std`` would normalise a second time, silently shifting every answer, so they are refused."""
+        given = [flag for flag, v in (("--mean", self.mean), ("--std", self.std)) if v is not None]
+        if given and "cnnlab.input" in metadata:
+            raise CnnlabError(f"{' and '.join(given)} would normalise {where} a second time: it is a cnnlab export, "
+                              f"with its normalisation inside the graph (it takes {metadata['cnnlab.input']}); "
+                              "expected no --mean/--std for it")
+
     def spec(self, channels: int, size: int, layout: str, origin: dict[str, str]) -> InputSpec:
         """The input spec with the flags' mean/std, checked against the number of channels."""
         mean, std = (self._per_channel(v, n, channels) for v, n in ((self.mean, "--mean"), (self.std, "--std")))

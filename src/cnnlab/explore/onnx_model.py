@@ -86,6 +86,7 @@ class OnnxModel:
         first = _dims(next(i for i in graph.input if i.name == self.input_name))[0]
         self.batch = first if isinstance(first, int) and first > 0 else None  # a fixed batch size, or None
         self.metadata = {p.key: p.value for p in model.metadata_props}
+        options.check_no_scaling_for(self.metadata, str(path))
         self.output_name = graph.output[0].name
         self._probabilities = any(n.op_type == "Softmax" and self.output_name in n.output for n in graph.node)
         shapes = self._infer_shapes(model)

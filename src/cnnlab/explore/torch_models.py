@@ -188,12 +188,12 @@ class ExportedModel(_TorchModel):
         if shape is not None and len(shape) != 4:
             raise CnnlabError(f"{path} has no image input: its input is {len(shape)}-d, expected N x C x H x W")
         self.batch = shape[0] if shape is not None and shape[0] else None  # torch.export may fix the batch
-        stored = None
         try:
-            stored = tuple(json.loads(json.loads(extra["cnnlab.json"])["cnnlab.classes"])) if extra["cnnlab.json"] \
-                else None
+            metadata = json.loads(extra["cnnlab.json"]) if extra["cnnlab.json"] else {}
+            stored = tuple(json.loads(metadata["cnnlab.classes"])) if "cnnlab.classes" in metadata else None
         except (ValueError, KeyError, TypeError):
-            stored = None
+            metadata, stored = {}, None
+        options.check_no_scaling_for(metadata if isinstance(metadata, dict) else {}, str(path))
         self.spec = _spec(options, shape, self._conv_in(), str(path))
         count = self._check_classifier(str(path))
         self.classes, where = resolve_classes(options.classes, stored, count, folder_classes)
