@@ -22,7 +22,7 @@ import cnnlab.train
 import report_fixtures
 from cli_support import assert_one_line, run
 from cnnlab import cli
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 from cnnlab.train import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -413,3 +413,13 @@ def test_real_process_stderr_is_exactly_one_line(argv, needle):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(needle), proc.stderr
     assert proc.stdout == ""
+
+
+def test_another_librarys_message_is_shortened_at_a_sentence_or_a_word():
+    """cnnlab.errors.summary: a message never ends mid-word, as torch's truncated-zip advice once did."""
+    miniz = ("PytorchStreamReader failed reading zip archive: failed finding central directory. This is an internal "
+             "miniz error. If you are seeing this error, there is a high chance that your file is corrupted.")
+    assert summary(RuntimeError(miniz)) == ("PytorchStreamReader failed reading zip archive: failed finding central "
+                                            "directory. This is an internal miniz error.")
+    assert summary("one two three four five six", 15) == "one two three..."
+    assert summary(KeyError()) == "KeyError" and summary("a\n  b") == "a b"

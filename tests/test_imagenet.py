@@ -180,7 +180,8 @@ class NotWeights:  # a pickled object: torch's weights-only load refuses it (it 
 
 @pytest.mark.parametrize("damage, match", [
     ("truncated", "is not a readable weights-only state dict"),
-    ("pickled object", "is not a readable weights-only state dict"),
+    ("pickled object", r"it is not a plain state dict \(Unsupported global: GLOBAL test_imagenet.NotWeights was "
+                       r"not an allowed global by default\), and cnnlab never unpickles code"),
     ("another architecture", r"does not fit imagenet-mobilenet_v3_small \(torchvision mobilenet_v3_small\)"),
     ("a tensor", "holds a Tensor, not a state dict"),
 ])
@@ -199,6 +200,7 @@ def test_a_bad_weights_file_is_refused_in_one_line(torch_home, damage, match):
     with pytest.raises(CnnlabError, match=match) as info:
         create_model(SMALL, pretrained=True)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+    assert "\x1b" not in str(info.value) and "weights_only=False" not in str(info.value)  # none of torch's advice
 
 
 # ------------------------------------------------------------------------------------ training and inference

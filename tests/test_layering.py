@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("study", "sweep", "explore", "compare", "lr_find", "config_file", "d2l", "kernel_demo"),
     ("train",),
     ("report", "evaluate", "predict", "export"),
-    ("runs", "inference"),
+    ("runs", "inference", "pt2_check"),
     ("models", "data"),
     ("layers",),
     ("ops",),

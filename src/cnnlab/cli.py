@@ -15,7 +15,7 @@ from typing import Any
 
 from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
-from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.errors import CnnlabError, Interrupted, summary
 
 
 class _Parser(argparse.ArgumentParser):
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, or the machine failing (out of memory, disk full): tracebacks need --debug
         if args.debug:
             raise
-        print(f"cnnlab {args.command}: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+        print(f"cnnlab {args.command}: internal error: {type(e).__name__}: {summary(e, 300)} "
               f"(`cnnlab --debug {args.command} ...` shows the traceback)", file=sys.stderr)
         return 1
 

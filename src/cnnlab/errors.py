@@ -2,8 +2,47 @@
 
 Every check at the public API and CLI boundary raises :class:`CnnlabError` with a single line that says what was
 expected and what was given. It subclasses ``ValueError`` so library users can catch the usual type; the CLI turns
-it into that one line on stderr and exit code 2 (tracebacks only with ``--debug``).
+it into that one line on stderr and exit code 2 (tracebacks only with ``--debug``). :func:`summary` and
+:func:`weights_only_refusal` shorten other libraries' messages for that one line.
 """
+
+from __future__ import annotations
+
+import re
+
+
+def summary(error: BaseException | str, limit: int = 160) -> str:
+    """Another library's error message shortened for one of cnnlab's one-line messages.
+
+    Its lines joined and spaces collapsed, then cut at the last sentence that fits in ``limit`` characters, else at
+    the last word (``...`` marks that cut), so that a message never ends mid-word; an exception without a message
+    gives its type's name.
+    """
+    text = " ".join(str(error).split())
+    if not text:
+        return type(error).__name__
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    sentence = cut.rfind(". ")
+    if sentence >= limit // 2:
+        return cut[:sentence + 1]
+    word = cut.rfind(" ")
+    return (cut[:word] if word > 0 else cut).rstrip(",;:(") + "..."
+
+
+def weights_only_refusal(error: BaseException) -> str:
+    """The line of torch's weights_only refusal that names the offending global or opcode.
+
+    torch's message is several lines of advice (including re-running with ``weights_only=False``, which is
+    exactly what must not be done with a stranger's file) around one line of fact, sometimes with ANSI colours.
+    """
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    facts = [line for line in lines if re.search(r"GLOBAL|[Uu]nsupported", line) and "weights_only" not in line]
+    if not facts:
+        return "unsupported object"
+    fact = facts[0].removeprefix("WeightsUnpickler error:").strip()
+    return fact.split(". ")[0].rstrip(".")[:160]  # the first sentence; the rest is allow-listing advice
 
 
 class CnnlabError(ValueError):

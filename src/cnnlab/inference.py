@@ -19,7 +19,7 @@ import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import Preprocess
 from cnnlab.device import resolve_device
-from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.errors import CheckpointError, CnnlabError, summary
 from cnnlab.models import create_model
 from cnnlab.runs.checkpoint import load_checkpoint
 
@@ -193,8 +193,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     except KeyError as e:
         raise CheckpointError(f"{path} lacks the entry {e.args[0]!r} every cnnlab checkpoint has") from None
     except (RuntimeError, CnnlabError) as e:
-        first = str(e).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit model {meta.model_name!r} ({first[:200]})") from None
+        raise CheckpointError(f"{path}: weights do not fit model {meta.model_name!r} ({summary(e, 200)})") from None
     preprocess = Preprocess(meta.input_size, meta.mean, meta.std)
     return Trained(model.to(dev).eval(), preprocess.to(dev), meta, ckpt, path, dev)
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 
 __all__ = ["read_picture"]
 
@@ -62,8 +62,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, CnnlabError):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CnnlabError(f"cannot decode {name}: truncated or corrupt ({first[:120]})") from None
+        raise CnnlabError(f"cannot decode {name}: truncated or corrupt ({summary(e, 120)})") from None
     pixels = np.asarray(_square(im).resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
     x = torch.from_numpy(pixels.copy())
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.model import InputSpec, Options, occlusion_pngs, resolve_classes
 from cnnlab.report.features import Row
 
@@ -56,8 +56,7 @@ def _load(path: Path):
     try:
         return onnx.load(str(path))
     except Exception as e:  # a protobuf DecodeError, a truncated file, missing external data: all one line
-        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
-        raise CnnlabError(f"{path} is not an ONNX model that onnx can read ({first})") from None
+        raise CnnlabError(f"{path} is not an ONNX model that onnx can read ({summary(e)})") from None
 
 
 class OnnxModel:
@@ -111,8 +110,7 @@ class OnnxModel:
             self.session = ort.InferenceSession(model.SerializeToString(), options_,
                                                 providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
-            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-            raise CnnlabError(f"onnxruntime cannot run {path} ({first})") from None
+            raise CnnlabError(f"onnxruntime cannot run {path} ({summary(e, 200)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         probe = self._run(torch.zeros(1, self.spec.channels, self.spec.size, self.spec.size, dtype=torch.uint8))
         logits = probe[self.output_name]

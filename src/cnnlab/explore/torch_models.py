@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_classes
 from cnnlab.models import create_model
@@ -142,9 +142,8 @@ class _TorchModel:
 
 
 def _first_line(e: BaseException) -> str:
-    """``Type: first line of the message``, at most 200 characters: enough to recognise, one line."""
-    text = (str(e).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {text}"[:200] if text else type(e).__name__
+    """``Type: message``, the message shortened by :func:`cnnlab.errors.summary`: enough to recognise, one line."""
+    return f"{type(e).__name__}: {summary(e, 200)}" if str(e).strip() else type(e).__name__
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import urllib.error
 import urllib.request
@@ -40,7 +41,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
 from cnnlab.models.registry import register_model
 from cnnlab.table import text_table
@@ -158,11 +159,13 @@ def load_imagenet_weights(model: nn.Module, name: str) -> None:
     path = ensure_weights(name)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to build Python objects
+        raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
+                          f"never unpickles code; expected the file from {weights_url(name)}") from None
     except Exception as e:  # noqa: BLE001  torch.load raises many kinds, and every one means "not this file":
         # weights_only refuses pickled code (UnpicklingError); a truncated zip raises RuntimeError or EOFError
-        first = " ".join(str(e).split())[:160]
         raise CnnlabError(f"{path} is not a readable weights-only state dict for {name} (truncated, or not "
-                          f"torchvision's file: {type(e).__name__}: {first}); delete it to download it again, "
+                          f"torchvision's file: {type(e).__name__}: {summary(e)}); delete it to download it again, "
                           f"or put the file from {weights_url(name)} there") from None
     if not isinstance(state, dict):
         raise CnnlabError(f"{path} holds a {type(state).__name__}, not a state dict of {name}; expected the file "
@@ -170,8 +173,7 @@ def load_imagenet_weights(model: nn.Module, name: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
-        detail = " ".join(str(e).split())
-        detail = detail.split(": ", 1)[-1][:200]
+        detail = summary(" ".join(str(e).split()).split(": ", 1)[-1], 200)  # past "Error(s) in loading ...:"
         raise CnnlabError(f"{path} does not fit {name} (torchvision {BACKBONES[name].builder}): {detail}; expected "
                           f"the file from {weights_url(name)}") from None
 
@@ -209,7 +211,7 @@ def _download(name: str, path: Path) -> None:
         raise
     except (urllib.error.URLError, OSError, ValueError) as e:  # offline, refused, timed out, unwritable cache
         reason = getattr(e, "reason", None) or e
-        raise CnnlabError(f"{where} ({' '.join(str(reason).split())[:120]}); {hint}") from None
+        raise CnnlabError(f"{where} ({summary(reason, 120)}); {hint}") from None
 
 
 def _stages(self: nn.Module) -> list[nn.Module]:

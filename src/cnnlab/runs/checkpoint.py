@@ -8,7 +8,6 @@ checkpoint cnnlab writes holds only tensors, numbers, strings, lists and dicts, 
 from __future__ import annotations
 
 import pickle
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from cnnlab.data import CLASSES, MEAN, STD
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
 
 FORMAT = "cnnlab-checkpoint"
@@ -31,20 +30,6 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (tensors and plain containers only) atomically to ``path``."""
     state = {"format": FORMAT, "version": VERSION, **state}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _refusal_reason(error: Exception) -> str:
-    """The line of torch's weights_only refusal that names the offending global or opcode.
-
-    torch's message is several lines of advice (including re-running with ``weights_only=False``, which is
-    exactly what must not be done with a stranger's file) around one line of fact, sometimes with ANSI colours.
-    """
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
-    facts = [line for line in lines if re.search(r"GLOBAL|[Uu]nsupported", line) and "weights_only" not in line]
-    if not facts:
-        return "unsupported object"
-    fact = facts[0].removeprefix("WeightsUnpickler error:").strip()
-    return fact.split(". ")[0].rstrip(".")[:160]  # the first sentence; the rest is allow-listing advice
 
 
 def checkpoint_in(folder: str | Path) -> Path | None:
@@ -78,11 +63,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refused a global: the file wants to build arbitrary Python objects (it may carry code).
-        raise CheckpointError(f"refusing {path}: it is not a plain tensor container ({_refusal_reason(e)}); "
+        raise CheckpointError(f"refusing {path}: it is not a plain tensor container ({weights_only_refusal(e)}); "
                               "cnnlab never unpickles code") from None
     except Exception as e:  # a damaged pickle can fail in any way (IndexError, KeyError, struct.error, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({first[:160]})") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({summary(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cnnlab checkpoint (expected format {FORMAT!r})")
     if state.get("version") not in READABLE:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 from cnnlab.io import read_metrics_csv
 
 # A run's status is one of these words. The first four are final: result.json says how the run ended (finished,
@@ -45,8 +45,7 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        first = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
-        raise CnnlabError(f"cannot read {path}: expected JSON ({first})") from None
+        raise CnnlabError(f"cannot read {path}: expected JSON ({summary(e, 100)})") from None
     if not isinstance(value, dict):
         raise CnnlabError(f"{path} holds a {type(value).__name__}, expected a JSON object")
     return value

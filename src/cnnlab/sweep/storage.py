@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 
 
 class StorageLost(CnnlabError):
@@ -41,7 +41,7 @@ def shown(url: str) -> str:
 def first_line(error: BaseException) -> str:
     """The first line of an error (the database driver's own, when SQLAlchemy wraps one), for one-line messages."""
     cause = getattr(error, "orig", None) or error
-    return " ".join(str(cause).split("\n")[0].split())[:300]
+    return summary(str(cause).split("\n")[0], 300)
 
 
 def db_errors() -> tuple[type[BaseException], ...]:
