@@ -9,9 +9,9 @@ from torch import nn
 from cnnlab import layers
 from cnnlab.data import ImageDataset
 from cnnlab.errors import CnnlabError
-from cnnlab.train import build_run, make_config
+from cnnlab.train import build_run, build_trainer, make_config
 from cnnlab.train.health import BN_SETTLED, MARGIN, batch_norm_updates, chance_warning
-from cnnlab.train.trainer import Trainer
+from cnnlab.train.trainer import CHANCE_CHECK_STEPS, Trainer
 
 
 def test_a_network_at_chance_is_named_with_its_figures():
@@ -26,6 +26,30 @@ def test_a_network_that_has_not_started_is_told_apart_from_a_diverged_one():
     message = chance_warning({"epoch": 1, "val_acc": 0.1, "train_loss": 2.30829}, 10)
     assert message.endswith("training loss 2.31 (a uniform guess: 2.3): the network is not learning yet (the book's "
                             "sigmoid LeNet takes 1-2 epochs to start); if it stays at chance, change --lr")
+
+
+def test_a_frozen_body_is_not_told_its_steps_are_too_large():
+    """Fine-tuning's frozen phase: only the fresh head trained, whose first logits are not uniform; a smaller lr
+    would make it worse, so the advice names the frozen phase (docs/benchmarks.md, "A misleading note")."""
+    message = chance_warning({"epoch": 1, "val_acc": 0.1365, "train_loss": 2.72}, 10, frozen=True)
+    assert message == ("epoch 1: validation accuracy 0.1365 is no better than chance (1/10 = 0.1000), training loss "
+                       "2.72: only the new head trained, on a frozen body; a frozen phase of few steps (a small "
+                       "dataset's epoch) leaves it near chance, and --freeze-epochs 0 trains every layer from the "
+                       "start")
+    assert "smaller --lr" in chance_warning({"epoch": 2, "val_acc": 0.1365, "train_loss": 2.72}, 10)
+
+
+def test_the_trainer_says_which_epochs_were_frozen(tmp_path, data_dir, capsys):
+    source = tmp_path / "source"
+    build_trainer(make_config("lenet-relu", epochs=1, limit_train_batches=2, limit_val_batches=1, out=str(source)),
+                  quiet=True, report=False).fit()
+    trainer = build_trainer(make_config("lenet-relu", "finetune", init_from=str(source / "last.pt"), epochs=2,
+                                        freeze_epochs=1, lr=1e-7, batch_size=16, limit_train_batches=CHANCE_CHECK_STEPS,
+                                        limit_val_batches=1, out=str(tmp_path / "ft")), quiet=True, report=False)
+    trainer.fit()
+    notes = [line for line in capsys.readouterr().err.splitlines() if "no better than chance" in line]
+    assert notes and "epoch 1:" in notes[0] and "only the new head trained" in notes[0]
+    assert all("only the new head trained" not in line for line in notes if line.startswith("cnnlab: note: epoch 2"))
 
 
 @pytest.mark.parametrize("classes", [2, 10, 100])

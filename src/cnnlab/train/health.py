@@ -43,7 +43,8 @@ LEARNED = 0.5
 BN_SETTLED = 100
 
 
-def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int | None = None) -> str | None:
+def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int | None = None,
+                   frozen: bool = False) -> str | None:
     """A one-line warning when an epoch's validation accuracy is no better than chance, else None.
 
     "No better" means at most ``MARGIN`` of the way from chance (``1 / num_classes``) to a perfect score. When the
@@ -56,6 +57,8 @@ def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int |
         num_classes: classes of the dataset (chance accuracy is ``1 / num_classes``).
         bn_updates: updates of the model's BatchNorm running statistics so far (:func:`batch_norm_updates`; None:
             no BatchNorm layer keeps them).
+        frozen: the body was frozen for the epoch (fine-tuning): only the new head trained, so a smaller lr is not
+            the cure for a loss above a uniform guess.
 
     Example:
         >>> chance_warning({"epoch": 1, "val_acc": 0.1, "train_loss": 2.55}, 10)[:40]
@@ -84,6 +87,10 @@ def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int |
     uniform = math.log(num_classes)  # the cross-entropy of predicting 1/num_classes for every class
     if not isinstance(loss, (int, float)) or not math.isfinite(loss):
         return f"{head}: the network is not learning"
+    if frozen:  # a fresh head's first logits are not uniform, and its few steps move it little (docs/benchmarks.md)
+        return (f"{head}, training loss {loss:.3g}: only the new head trained, on a frozen body; a frozen phase of "
+                "few steps (a small dataset's epoch) leaves it near chance, and --freeze-epochs 0 trains every layer "
+                "from the start")
     if loss <= STALL * uniform:
         # The book's sigmoid LeNet at lr 0.1 sits here for its first 1-2 epochs (d2l 7.6's loss curve), then learns;
         # a network that died mid-epoch can end its epoch here too, so the advice names both.

@@ -35,6 +35,7 @@ from cnnlab.runs import environment, save_checkpoint
 from cnnlab.train.budget import TimeBudget
 from cnnlab.train.build import RunParts
 from cnnlab.train.distributed import barrier, broadcast_buffers, gather_in_shard_order, reduce_int, shutdown
+from cnnlab.train.finetune import body_frozen
 from cnnlab.train.health import batch_norm_updates, chance_warning, learned_but_at_chance
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.state import install_stop_handlers, restore_handlers
@@ -442,7 +443,10 @@ class Trainer:
             self._warn(hint)
 
     def _chance_warning(self, row: dict[str, float]) -> None:
-        warning = chance_warning(row, self.dataset.num_classes, bn_updates=batch_norm_updates(self.model))
+        cfg = self.config
+        frozen = body_frozen(cfg.freeze, cfg.freeze_epochs, int(row["epoch"]) - 1)  # the epoch just ended
+        warning = chance_warning(row, self.dataset.num_classes, bn_updates=batch_norm_updates(self.model),
+                                 frozen=frozen)
         if warning:
             self._warn(warning)
 
