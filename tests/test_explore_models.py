@@ -180,7 +180,7 @@ def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch
     assert float(hooks.saliency.abs().max()) > 0
 
 
-def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4):
+def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, input_type=TensorProto.FLOAT):
     """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm."""
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -197,7 +197,7 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4):
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
     out = helper.make_tensor_value_info("p" if output_4d else "y", TensorProto.FLOAT, None)
-    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [out],
+    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", input_type, shape)], [out],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
                                numpy_helper.from_array(fc, "fc")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -248,6 +248,7 @@ def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b"\x08\x01garbage, not a protobuf" * 10), "is not an ONNX model"),
     (lambda p: _nhwc_graph(p, input_rank=2), "has no image input"),
+    (lambda p: _nhwc_graph(p, input_type=TensorProto.DOUBLE), "'x' is N x 16 x 16 x 3 of double, expected float32"),
     (lambda p: _nhwc_graph(p, output_4d=True), "is not a classifier"),
 ])
 def test_bad_onnx_files(tmp_path, make, message):
@@ -475,3 +476,22 @@ def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
         open_model(lenet[kind], Options(mean=(0.5,), std=(0.25,)))
     assert "\n" not in str(e.value)
     assert open_model(lenet[kind]).spec.mean is None  # and without them it opens, taking pixels / 255
+
+
+def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(tmp_path):
+    class Nhwc(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(self.conv(x.permute(0, 3, 1, 2)).mean((2, 3)))
+
+    torch.export.save(torch.export.export(Nhwc().eval(), (torch.randn(2, 16, 16, 3),)), tmp_path / "nhwc.pt2")
+    with pytest.raises(CnnlabError, match=r"takes 16 x 3 images, expected a square input; its input 2 x 16 x 16 x 3 "
+                                          r"looks like N x H x W x C: pass --layout NHWC"):
+        open_model(tmp_path / "nhwc.pt2")
+    assert open_model(tmp_path / "nhwc.pt2", Options(layout="NHWC")).spec.size == 16
+    with pytest.raises(CnnlabError, match=r"imagenet-resnet19 does not exist \(.*or an ImageNet backbone: "
+                                          r"imagenet-resnet18, "):
+        open_model("imagenet-resnet19")

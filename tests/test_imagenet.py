@@ -319,7 +319,9 @@ def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preproces
     assert explored.classes == tuple(weights.meta["categories"]) and explored.classes[0] == "tench"
     assert explored.spec.size == 224 and explored.spec.channels == 3
     assert explored.spec.mean == pytest.approx(tuple(transform.mean))
-    assert explored.spec.origin["normalisation"] == explored.spec.origin["size"] == "the weights' metadata"
+    assert explored.spec.origin["normalisation"] == explored.spec.origin["size"] == "weights' metadata"
+    assert "size from the weights' metadata" in explored.spec.describe()  # once "from the the weights'"
+    assert explored.notes[0].endswith("Class names: the weights' metadata.")  # not "the model file"
     reference = torchvision.models.get_model("mobilenet_v3_small", weights=None)
     reference.load_state_dict(state)
     images = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)

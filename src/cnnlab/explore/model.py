@@ -191,13 +191,14 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
 
 
 def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | None, count: int,
-                    folder_classes: tuple[str, ...] = ()) -> tuple[tuple[str, ...], str]:
+                    folder_classes: tuple[str, ...] = (),
+                    stored_in: str = "the model file") -> tuple[tuple[str, ...], str]:
     """The class names of a model with ``count`` outputs, and where they came from (for the page).
 
-    In order: the ``--classes`` file, names stored in the model file, the image folder's class subfolders (when
-    there are exactly ``count``), else ``class 0`` ... ``class K-1``.
+    In order: the ``--classes`` file, names stored with the model (``stored_in`` says where), the image folder's
+    class subfolders (when there are exactly ``count``), else ``class 0`` ... ``class K-1``.
     """
-    for names, where in ((given, "--classes"), (stored, "the model file"), (folder_classes, "the image folders")):
+    for names, where in ((given, "--classes"), (stored, stored_in), (folder_classes, "the image folders")):
         if names and len(names) == count:
             return tuple(names), where
         if names and where != "the image folders":

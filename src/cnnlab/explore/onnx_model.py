@@ -141,7 +141,11 @@ class OnnxModel:
         elem = value.type.tensor_type.elem_type
         if len(dims) != 4 or elem != FLOAT:
             shown = " x ".join(str(d) for d in dims) or "no shape"
-            raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of ONNX type {elem}, "
+            import onnx  # loaded already: this module read the graph with it
+
+            kind = onnx.TensorProto.DataType.Name(elem).lower() if elem in onnx.TensorProto.DataType.values() \
+                else f"ONNX type {elem}"
+            raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {kind}, "
                               "expected float32 N x C x H x W or N x H x W x C")
         weight = self._first_conv_weight(graph.node)
         conv_in = None if weight is None else int(weight.shape[1])

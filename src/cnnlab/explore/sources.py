@@ -44,7 +44,9 @@ def open_model(source: str | Path, options: Options | None = None,
     if path.is_dir():
         raise CnnlabError(f"{path} is a folder; a model is a .onnx, .pt2 or cnnlab .pt file, or module:function")
     if not path.is_file():
-        raise CnnlabError(f"{path} does not exist (expected a .onnx, .pt2 or cnnlab .pt file, or module:function)")
+        backbone = f", or an ImageNet backbone: {', '.join(BACKBONES)}" if text.startswith("imagenet-") else ""
+        raise CnnlabError(f"{path} does not exist (expected a .onnx, .pt2 or cnnlab .pt file, or "
+                          f"module:function{backbone})")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return OnnxModel(path, options, folder_classes)

@@ -73,7 +73,10 @@ def _spec(options: Options, shape: tuple | None, conv_in: int | None, where: str
         raise CnnlabError(f"{where}: cannot tell how many channels the input has (no convolution says it)")
     if h is not None and w is not None:
         if h != w:
-            raise CnnlabError(f"{where} takes {h} x {w} images, expected a square input")
+            nhwc = options.layout is None and w in (1, 3) and c == h  # N x H x W x C read as N x C x H x W
+            hint = f"; its input {' x '.join(map(str, shape))} looks like N x H x W x C: pass --layout NHWC" \
+                if nhwc else ""
+            raise CnnlabError(f"{where} takes {h} x {w} images, expected a square input{hint}")
         if options.input_size is not None and options.input_size != h:
             raise CnnlabError(f"--input-size {options.input_size} differs from the {h} x {w} input {where} is "
                               "fixed to")
@@ -303,7 +306,7 @@ class ModuleModel(_TorchModel):
     kind = "PyTorch module"
 
     def __init__(self, model: nn.Module, name: str, options: Options, folder_classes: tuple[str, ...] = (), *,
-                 stored: tuple[str, ...] | None = None, note: str = ""):
+                 stored: tuple[str, ...] | None = None, stored_in: str = "the model file", note: str = ""):
         self.name = name
         self.model = model.eval()
         for m in self.model.modules():  # an in-place activation would overwrite the output recorded before it
@@ -314,7 +317,7 @@ class ModuleModel(_TorchModel):
         conv = first_conv(self.model)
         self.spec = _spec(options, None, None if conv is None else int(conv.weight.shape[1]), name)
         count = self._check_classifier(name)
-        self.classes, where = resolve_classes(options.classes, stored, count, folder_classes)
+        self.classes, where = resolve_classes(options.classes, stored, count, folder_classes, stored_in)
         self.notes = (f"{note} Class names: {where}.",)
 
     @classmethod
@@ -358,13 +361,14 @@ class ModuleModel(_TorchModel):
         options = replace(given, input_size=given.input_size or INPUT_SIZE, mean=given.mean or tuple(mean),
                           std=given.std or tuple(std))
         explored = cls(model, name, options, folder_classes, stored=tuple(weights.meta["categories"]),
+                       stored_in="the weights' metadata",
                        note=f"torchvision's {BACKBONES[name].builder} with its {BACKBONES[name].weights} weights "
                             f"(read weights-only from {weights_file(name)}).")
         origin = dict(explored.spec.origin)
         if given.input_size is None:
-            origin["size"] = "the weights' metadata"
+            origin["size"] = "weights' metadata"  # the page reads "size from the weights' metadata"
         if given.mean is None and given.std is None:
-            origin["normalisation"] = "the weights' metadata"
+            origin["normalisation"] = "weights' metadata"
         explored.spec = replace(explored.spec, origin=origin)
         return explored
 
