@@ -236,7 +236,17 @@ def test_init_from_another_model_is_refused_in_one_line(colours, tmp_path):
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src"))
     with pytest.raises(CnnlabError, match="do not fit this model") as e:
         build_trainer(make_config("lenet-bn-relu", **quick(tmp_path / "x", init_from=str(tmp_path / "src/last.pt"))))
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "--channels" not in str(e.value)
+
+
+def test_init_from_a_colour_checkpoint_onto_grey_images_names_the_channels_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: colour_dataset())
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src"))
+    grey = colour_dataset(channels=1)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: grey)
+    with pytest.raises(CnnlabError, match=r"3 input channel\(s\)\) do not fit this model: .*; pass --channels 3 to "
+                                          r"read this dataset as the checkpoint's input$"):
+        build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "src" / "last.pt"))))
 
 
 def test_resuming_against_a_dataset_with_other_classes_is_refused(colours, tmp_path, monkeypatch):

@@ -272,7 +272,7 @@ def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool,
         model.apply(init_cnn)
     initialised = None
     if config.init_from and fine_tune:
-        initialised = init_from(model, config.init_from, dataset.classes)
+        initialised = init_from(model, config.init_from, dataset.classes, dataset.channels)
         if note:
             print(initialised.line, flush=True)
     if frozen:

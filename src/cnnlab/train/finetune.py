@@ -40,7 +40,8 @@ class Initialised:
     normalize: list[list[float]] | None
 
 
-def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None) -> Initialised:
+def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None,
+              channels: int | None = None) -> Initialised:
     """Copy the fitting weights of checkpoint ``path`` into ``model``; returns what was kept and the source's
     normalisation.
 
@@ -63,10 +64,13 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     fresh = [k for k in own if k not in fitting]
     body = [k for k in fresh if k.rsplit(".", 1)[0] not in head]
     if body:  # only the output layer may start afresh: anything else means another model or other input channels
+        theirs = ckpt.get("in_channels")
+        hint = f"; pass --channels {theirs} to read this dataset as the checkpoint's input" \
+            if channels is not None and theirs in (1, 3) and theirs != channels else ""
         raise CnnlabError(f"--init-from {path}: its weights (model {ckpt.get('model_name')!r}, "
-                          f"{ckpt.get('in_channels')} input channel(s)) do not fit this model: {len(body)} tensors "
+                          f"{theirs} input channel(s)) do not fit this model: {len(body)} tensors "
                           f"besides the output layer differ, first {body[0]} (expected the same model and channels; "
-                          "only the number of classes may change)")
+                          f"only the number of classes may change){hint}")
     model.load_state_dict(fitting, strict=False)
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
     try:
