@@ -131,9 +131,9 @@ def checked_pt2(path: Path) -> bytes:
 
 def _refuser(path: Path):
     def refuse(what: str):
-        raise CnnlabError(f"{path} holds {what}; torch.export.load would run code from it, so cnnlab does not open "
-                          "it (ONNX is the format to share a model in; cnnlab explore opens your own code as "
-                          "module:function)")
+        raise CnnlabError(f"{path} holds {what}; cnnlab opens a .pt2 only when nothing in it could make "
+                          "torch.export.load run code, so not this one (ONNX is the format to share a model in; "
+                          "cnnlab explore opens your own code as module:function)")
     return refuse
 
 
