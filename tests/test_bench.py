@@ -248,6 +248,15 @@ def test_collective_wait_counts_both_kinds_of_pass_on_two_ranks(tmp_path):
     assert [[(r["wait"], r["calls"]) for r in rank] for rank in ranks] == [[(True, 20), (False, 20)]] * 2
 
 
+def test_pt2_check_torchvision_records_each_models_result(tmp_path):
+    """benchmarks/pt2_check_torchvision.py on one small model: exported, checked, recorded."""
+    out = tmp_path / "pt2.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "pt2_check_torchvision.py"), "--only", "squeezenet1_0",
+                           "--out", str(out)], check=True, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.stdout.strip().endswith("1 passed, 0 refused [], 0 not exportable by torch.export")
+    assert [(m["model"], m["result"]) for m in json.loads(out.read_text())["models"]] == [("squeezenet1_0", "passed")]
+
+
 # ------------------------------------------------------------------------------------------------------------ peers
 # The peers group: the book's LeNet recipe in PyTorch Lightning, fastai and Keras 3, run by
 # benchmarks/peer_*.py in the virtualenv benchmarks/setup_peers_venv.sh makes.
