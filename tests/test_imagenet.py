@@ -17,6 +17,7 @@ import torch
 import torchvision
 from PIL import Image
 
+import cnnlab.train
 from cnnlab.cli import main
 from cnnlab.data import ImageDataset
 from cnnlab.errors import CnnlabError
@@ -305,6 +306,26 @@ def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, t
     assert main(["predict", str(run / "last.pt"), str(photos / "cat" / "0.png")]) == 0
     assert main(["report", str(run)]) == 0  # feature maps walk the model's stages (torchvision's flatten included)
     assert main(["export", str(run / "last.pt"), "--output", str(tmp_path / "photos.onnx")]) == 0
+
+
+def test_lr_find_sweeps_the_run_fine_tuning_would_start(torch_home, tmp_path, capsys, monkeypatch):
+    """`cnnlab lr-find MODEL --pretrained --recipe finetune`: the weights and their normalisation, the body frozen
+    as the run's first epoch has it (fastai's lr_find on a fresh pretrained learner)."""
+    saved = _write_weights(SMALL)
+    photos = _photo_folder(tmp_path / "photos")
+    built = []
+    monkeypatch.setattr(cnnlab.train, "build_run", lambda *a, **k: built.append(build_run(*a, **k)) or built[-1])
+    assert main(["lr-find", SMALL, "--pretrained", "--recipe", "finetune", "--dataset", f"folder:{photos}",
+                 "--resize", "32", "--batch-size", "4", "--steps", "6", "--out", str(tmp_path / "lr.png")]) == 0, \
+        capsys.readouterr().err
+    assert "suggested lr" in capsys.readouterr().out and (tmp_path / "lr.png").is_file()
+    run = built[0]
+    assert run.normalize == [[pytest.approx(0.449, abs=1e-3)], [pytest.approx(0.226, abs=1e-3)]]  # the weights'
+    head, stem = _head_and_stem(run.model)
+    body = [n for n, p in run.model.named_parameters() if not n.startswith(head + ".")]
+    assert body and not any(p.requires_grad for n, p in run.model.named_parameters() if n in body)
+    state = run.model.state_dict()
+    assert all(torch.equal(state[k], saved[k]) for k in body if k != stem + ".weight")  # swept, not moved
 
 
 def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preprocessing(torch_home):

@@ -30,10 +30,13 @@ SKIP_BEGIN, SKIP_END = 10, 1
 # Below this relative fall of the smoothed loss the "steepest descent" is the noise of a flat curve (the book's
 # sigmoid LeNet sits on its 2.3 plateau for the whole of a 100-step sweep), not a descent.
 MIN_DROP = 0.10
-# The TrainConfig fields the sweep reads (the CLI's lr-find flags); lr, epochs and schedules play no part.
+# The TrainConfig fields the sweep reads (the CLI's lr-find flags); lr, epochs and schedules play no part. The
+# starting weights count: a fine-tuning run's sweep starts where that run starts, from --pretrained or --init-from,
+# with the body frozen as its first epoch has it (--freeze, or the finetune recipe's --freeze-epochs), as fastai's
+# lr_find runs on a freshly made, frozen pretrained learner.
 CONFIG_FIELDS = ("recipe", "dataset", "data_dir", "image_size", "channels", "skip_bad_images", "batch_size",
                  "optimizer", "momentum", "weight_decay", "label_smoothing", "resize", "normalize", "augment", "init",
-                 "ops", "seed", "device")
+                 "ops", "seed", "device", "pretrained", "init_from", "freeze", "freeze_epochs")
 
 
 @dataclass
