@@ -227,6 +227,13 @@ def test_plain_programs_pass_and_open(source, programs):
     assert sum(row["params"] for row in model.layers()) == sum(p.numel() for p in _Net().parameters())
 
 
+def test_a_missing_or_unreadable_file_gets_one_line(tmp_path):
+    with pytest.raises(CnnlabError, match=r"cannot read .*missing.pt2: No such file or directory"):
+        checked_pt2(tmp_path / "missing.pt2")
+    with pytest.raises(CnnlabError, match=r"cannot read .*: Is a directory"):
+        checked_pt2(tmp_path)
+
+
 def test_a_file_that_is_no_archive_gets_one_line(tmp_path):
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a program")
     with pytest.raises(CnnlabError, match="not a zip archive"):

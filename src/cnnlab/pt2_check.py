@@ -77,7 +77,11 @@ def checked_pt2(path: Path) -> bytes:
         CnnlabError: the file is not a ``torch.export.save`` archive, or holds something that would make
             ``torch.export.load`` run code (one line naming it).
     """
-    data = path.read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CnnlabError(f"cannot read {path}: {e.strerror or e} (expected a .pt2 file written by "
+                          "torch.export.save)") from None
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         names = archive.namelist()
