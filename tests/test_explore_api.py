@@ -175,6 +175,36 @@ def test_runs_table_lists_every_run_with_status_and_errors(server):
     assert rows["sweep/rgb"]["dataset"] == "cifar-like-not-on-this-machine"
 
 
+def test_a_folder_the_page_cannot_open_does_not_take_the_table_down(server, explore_root):
+    """A name with a backslash, or a config.json linked from another run: listed by the walk, refused by
+    resolve_run; the table leaves them out and lists the rest (it answered 404 "no such run" for the whole table)."""
+    odd = [explore_root / "back\\slash", explore_root / "linked-config"]
+    try:
+        for folder in odd:
+            folder.mkdir()
+        (odd[0] / "config.json").write_bytes((explore_root / "lenet" / "config.json").read_bytes())
+        (odd[1] / "config.json").symlink_to(explore_root / "lenet" / "config.json")
+        status, body = request(server, "GET", "/api/runs")
+        assert status == 200
+        names = {r["run"] for r in body["runs"]}
+        assert "lenet" in names and not names & {"back\\slash", "linked-config"}
+    finally:
+        for folder in odd:
+            shutil.rmtree(folder)
+
+
+def test_a_time_budgeted_run_in_training_shows_no_planned_epochs(explore_root, tmp_path):
+    """A budget plans its steps by the clock: "epoch 5/10" from its config's epochs was wrong (it ended at 7)."""
+    from cnnlab.explore.runs import summarize_run
+
+    budgeted = Path(shutil.copytree(explore_root / "live", tmp_path / "runs" / "budgeted"))
+    record = json.loads((budgeted / "config.json").read_text())
+    record["config"]["time_budget"] = 40.0
+    (budgeted / "config.json").write_text(json.dumps(record))
+    assert summarize_run(tmp_path / "runs", "budgeted")["planned_epochs"] is None
+    assert summarize_run(explore_root, "live")["planned_epochs"] == record["config"]["epochs"]
+
+
 def test_one_run_folder_as_the_root(explore_root):
     from cnnlab.explore.runs import find_runs, list_runs
 
@@ -492,6 +522,20 @@ def test_stream_follows_a_live_run_and_survives_clients_that_leave(server, explo
         assert status == 200 and {r["run"]: r for r in body["runs"]}["live-stream"]["status"] == "finished"
     finally:
         shutil.rmtree(live)
+
+
+def test_a_watched_run_that_is_deleted_ends_its_stream_with_a_failure(server, explore_root):
+    live = Path(shutil.copytree(explore_root / "live", explore_root / "live-gone"))
+    os.utime(live / "metrics.csv")
+    try:
+        s = _open_stream(server, "live-gone")
+        assert _sse_events(s, 1)[0][0] == "metrics"
+        shutil.rmtree(live)  # the page used to show empty curves under "training" and poll for hours
+        event, data = _sse_events(s, 1)[0]
+        assert event == "failure" and data["error"] == "the run folder is gone (deleted or moved)"
+        s.close()
+    finally:
+        shutil.rmtree(live, ignore_errors=True)
 
 
 def test_a_burst_of_concurrent_requests(server):

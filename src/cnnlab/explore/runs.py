@@ -89,7 +89,9 @@ def summarize_run(root: Path, name: str, detail: bool = False) -> dict[str, Any]
             "test_acc": result.get("test_acc"),
             "val_acc": metrics[-1].get("val_acc") if metrics else None,
             "images_per_s": result.get("images_per_s") or (metrics[-1].get("images_per_s") if metrics else None),
-            "epochs": len(metrics), "planned_epochs": run.config.get("epochs"),
+            "epochs": len(metrics),
+            # a time budget plans its steps by the clock as it runs: its config's epochs are not its plan
+            "planned_epochs": None if run.config.get("time_budget") else run.config.get("epochs"),
             "date": (run.record.get("environment") or {}).get("date") or time.strftime(
                 "%Y-%m-%dT%H:%M:%S", time.localtime((folder / MARKER).stat().st_mtime)),
             "status": run.status,
@@ -106,6 +108,16 @@ def summarize_run(root: Path, name: str, detail: bool = False) -> dict[str, Any]
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
-    """Every run's summary row, newest first."""
-    rows = [summarize_run(root, name) for name in find_runs(root)]
+    """Every run's summary row, newest first.
+
+    A folder the listing found but :func:`resolve_run` refuses (a name holding a backslash, a config.json that links
+    elsewhere, a folder removed since the listing) is left out: it could not be opened from the page either, and one
+    such folder must not take the whole table down.
+    """
+    rows = []
+    for name in find_runs(root):
+        try:
+            rows.append(summarize_run(root, name))
+        except NotFound:
+            continue
     return sorted(rows, key=lambda r: str(r.get("date") or ""), reverse=True)

@@ -320,6 +320,9 @@ async def _metric_events(request: Request, run: Path):
     while time.monotonic() - started < STREAM_MAX_S:
         if await request.is_disconnected():
             return
+        if not (run / "config.json").is_file():  # removed (or being rewritten by --force) while watched
+            yield f"event: failure\ndata: {json.dumps({'error': 'the run folder is gone (deleted or moved)'})}\n\n"
+            return
         csv = run / "metrics.csv"
         finished = (run / "result.json").is_file()
         stamp = (csv.stat().st_mtime_ns, csv.stat().st_size) if csv.is_file() else None
