@@ -169,3 +169,44 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
     wait(driver, "document.getElementById('run-stats').textContent.includes('finished')", timeout=30,
          what="the run to turn finished")
     assert broken_images(driver) == []
+
+
+def test_the_page_keeps_what_it_shows_straight(server, explore_root, driver, tmp_path):
+    """Things the page once got wrong: a click right after typing a number acted on the old ops data; a ticked run
+    deleted since the page loaded broke Compare with an uncaught error; a refused upload left the earlier answer
+    on screen under the new heading."""
+    click = lambda css: driver.execute_script("document.querySelector(arguments[0]).click()", css)  # noqa: E731
+    gone = Path(shutil.copytree(explore_root / "lenet", explore_root / "gone-browser"))
+    try:
+        driver.get(server.url)
+        wait(driver, "document.body.dataset.ready", what="the runs table")
+        shutil.rmtree(gone)
+        click("input.compare-box[data-run='gone-browser']")
+        wait(driver, "document.querySelector('#compare-figures .error-card')", what="the deleted run's error")
+        assert "no such run" in driver.find_element("id", "compare-figures").text
+        click("input.compare-box[data-run='lenet']")
+        points = "document.querySelectorAll('#compare-acc circle.point[data-series$=\"val acc\"]').length"
+        wait(driver, f"{points} === 2", what="the remaining run's curve")
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert all("Failed to load resource" in m for m in errors), errors  # the 404 itself, nothing uncaught
+    finally:
+        shutil.rmtree(gone, ignore_errors=True)
+
+    click("nav a[data-tab='ops']")
+    wait(driver, "document.querySelector('#ops-y-table')", what="the ops view")
+    padding = driver.find_element("id", "ops-padding")
+    padding.clear()
+    padding.send_keys("1")
+    driver.find_element("id", "ops-end").click()  # a real click: the field's change fires first, as for a user
+    wait(driver, "document.getElementById('ops-result').dataset.complete === 'true'", what="the output")
+    assert driver.find_element("id", "ops-progress").text == "step 16 of 16"
+
+    click("a.run-link[data-run='lenet']")
+    wait(driver, "document.querySelector('#gallery img')", what="the test images")
+    click("#gallery img")
+    wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the first answer")
+    (tmp_path / "not-an-image.png").write_bytes(b"plain text, not a picture")
+    driver.find_element("id", "upload").send_keys(str(tmp_path / "not-an-image.png"))
+    wait(driver, "document.querySelector('#result-error .error-card')", what="the refusal")
+    assert driver.execute_script("return document.getElementById('result-body').hidden")
+    assert driver.find_element("id", "result-source").text == "this input"

@@ -108,37 +108,56 @@ async function loadRuns() {
   if (!body.runs.length) tbody.append(el("tr", {}, el("td", {colspan: 9, text: "No run folders here yet."})));
 }
 
+let compareCalls = 0;
 async function compare() {
+  const call = ++compareCalls;
   const names = [...document.querySelectorAll(".compare-box:checked")].map((b) => b.dataset.run);
   $("compare").hidden = names.length === 0;
   if (!names.length) return;
-  const runs = await Promise.all(names.map(async (n) => ({name: n, ...(await api("/api/metrics?run=" +
-    encodeURIComponent(n)))})));
-  drawRunCharts($("compare-acc"), $("compare-loss"), runs);
+  // one run that cannot be read (deleted since the page loaded) is named; the others are still drawn
+  const runs = await Promise.all(names.map(async (n) => {
+    try { return {name: n, ...(await api("/api/metrics?run=" + encodeURIComponent(n)))}; } catch (e) {
+      return {name: n, metrics: [], error: e.message};
+    }
+  }));
+  if (call !== compareCalls) return;  // the ticks changed while these loaded: a newer call draws
+  drawRunCharts($("compare-acc"), $("compare-loss"), runs.filter((r) => !r.error));
   const figures = $("compare-figures");
   figures.replaceChildren();
-  for (const n of names) {
-    const row = state.runs.find((r) => r.run === n);
-    figures.append(el("figure", {}, row && row.figures.includes("curves.png")
-      ? el("img", {src: `/api/figure?run=${encodeURIComponent(n)}&name=curves.png`, alt: "curves of " + n})
-      : el("p", {class: "muted", text: "no curves.png yet"}), el("figcaption", {text: n})));
+  for (const r of runs) {
+    const row = state.runs.find((x) => x.run === r.name);
+    figures.append(el("figure", {}, r.error ? el("p", {class: "error-card", text: r.error})
+      : row && row.figures.includes("curves.png")
+        ? el("img", {src: `/api/figure?run=${encodeURIComponent(r.name)}&name=curves.png`, alt: "curves of " + r.name})
+        : el("p", {class: "muted", text: "no curves.png yet"}), el("figcaption", {text: r.name})));
   }
 }
 
 // --------------------------------------------------------------------------------------------------- run tab
-async function openRun(name) {
+// refresh: the same run again once it finished training, in place (the tab, the result and the gallery stay).
+async function openRun(name, refresh = false) {
   state.run = name;
-  location.hash = "run";
-  $("run-empty").hidden = true;
-  $("run-view").hidden = false;
-  $("result-card").hidden = true;
-  for (const id of ["run-error", "model-error", "gallery-error"]) errorCard($(id), "");
+  if (!refresh) {
+    location.hash = "run";
+    $("run-empty").hidden = true;
+    $("run-view").hidden = false;
+    $("result-card").hidden = true;
+    state.ops = null;  // the ops tab's test image and learned kernels are this run's now
+    for (const id of ["run-error", "model-error", "gallery-error"]) errorCard($(id), "");
+  }
   if (state.stream) { state.stream.close(); state.stream = null; }
   let d;
   try { d = await api("/api/run?run=" + encodeURIComponent(name)); } catch (e) {
+    if (state.run !== name) return;
+    // nothing of the run shown before may stay under this one's name
+    $("run-title").textContent = name;
+    $("run-stats").replaceChildren();
+    drawRunCharts($("run-acc"), $("run-loss"), []);
+    $("input-card").hidden = $("model-card").hidden = true;
     errorCard($("run-error"), e.message);
     return;
   }
+  if (state.run !== name) return;  // another run was opened while this one loaded
   state.detail = d;
   $("run-title").textContent = d.title;
   if (d.error) {
@@ -156,7 +175,7 @@ async function openRun(name) {
   $("input-card").hidden = $("model-card").hidden = !info;
   if (!info) { errorCard($("run-error"), d.model_error || "this run has no checkpoint yet"); return; }
   showModel(info);
-  loadGallery(name, info);
+  if (!refresh) loadGallery(name, info);
 }
 
 // Live curves: server-sent events whenever metrics.csv changes (the training loop does nothing extra).
@@ -168,7 +187,7 @@ function follow(name) {
     state.detail.metrics = JSON.parse(e.data).metrics;
     drawRunCharts($("run-acc"), $("run-loss"), [{name, metrics: state.detail.metrics}]);
   });
-  source.addEventListener("done", () => { source.close(); if (state.run === name) openRun(name); });
+  source.addEventListener("done", () => { source.close(); if (state.run === name) openRun(name, true); });
   source.addEventListener("failure", (e) => { source.close(); errorCard($("run-error"), JSON.parse(e.data).error); });
 }
 
@@ -190,10 +209,12 @@ async function loadGallery(name, info) {
   select.replaceChildren(...info.classes.map((c, i) => el("option", {value: i, text: c})));
   let g;
   try { g = await api("/api/gallery?run=" + encodeURIComponent(name)); } catch (e) {
+    if (state.run !== name) return;
     errorCard($("gallery-error"), "Test images: " + e.message + " (uploads and drawings still work)");
     $("gallery").replaceChildren(); $("mistakes").replaceChildren();
     return;
   }
+  if (state.run !== name) return;  // a slower gallery of a run left behind must not replace this one's
   const thumb = (item, title) => el("img", {src: item.png, alt: title, title, class: "thumb", "data-index": item.index,
     onclick: () => analyzeTest(item.index)});
   const showClass = () => {
@@ -210,6 +231,7 @@ async function loadGallery(name, info) {
 
 async function analyzeTest(index) {
   state.testIndex = index;
+  state.ops = null;  // the ops tab's "chosen test image" is this one now
   for (const img of document.querySelectorAll(".thumbs img.thumb")) {
     img.classList.toggle("chosen", Number(img.dataset.index) === index);
   }
@@ -217,6 +239,7 @@ async function analyzeTest(index) {
 }
 
 async function analyzeBlob(blob) {
+  for (const img of document.querySelectorAll(".thumbs img.thumb.chosen")) img.classList.remove("chosen");
   const invert = $("invert").checked ? 1 : 0;
   await showResult(api(`/api/analyze?run=${encodeURIComponent(state.run)}&invert=${invert}`,
     {method: "POST", body: blob, headers: {"Content-Type": "application/octet-stream"}}));
@@ -226,12 +249,17 @@ async function showResult(pending) {
   const card = $("result-card");
   card.hidden = false;
   errorCard($("result-error"), "");
+  $("result-body").hidden = true;  // no earlier answer under the new input's heading, while waiting or after an error
+  $("result-source").textContent = "…";
+  card.classList.remove("ready");
+  card.scrollIntoView({block: "nearest"});
   let r;
   try { r = await pending; } catch (e) {
+    $("result-source").textContent = "this input";
     errorCard($("result-error"), e.message);
-    card.classList.remove("ready");
     return;
   }
+  $("result-body").hidden = false;
   $("result-source").textContent = r.source;
   $("result-input").src = r.input;
   $("result-label").textContent = r.label ? "true class: " + r.label : "";
@@ -288,7 +316,12 @@ function syncOpsControls() {
   $("ops-unit-label").hidden = op !== "corr" || $("ops-kernel").value !== "learned";
 }
 
-async function runOps() {
+function runOps() {
+  state.opsPending = loadOps();  // Step and To the end wait for it: a click right after typing acts on the new data
+  return state.opsPending;
+}
+
+async function loadOps() {
   syncOpsControls();
   stopPlay();
   errorCard($("ops-error"), "");
@@ -380,10 +413,11 @@ function setupOps() {
     $(id).addEventListener("change", runOps);
   }
   for (const id of ["ops-x", "ops-k"]) $(id).addEventListener("change", runOps);
-  $("ops-step").onclick = () => { stopPlay(); step(1); };
-  $("ops-end").onclick = () => { stopPlay(); step(Infinity); };
-  $("ops-reset").onclick = () => { stopPlay(); state.step = 0; if (state.ops) drawOps(); };
-  $("ops-play").onclick = () => {
+  $("ops-step").onclick = async () => { await state.opsPending; stopPlay(); step(1); };
+  $("ops-end").onclick = async () => { await state.opsPending; stopPlay(); step(Infinity); };
+  $("ops-reset").onclick = async () => { await state.opsPending; stopPlay(); state.step = 0; if (state.ops) drawOps(); };
+  $("ops-play").onclick = async () => {
+    await state.opsPending;
     stopPlay();
     if (state.ops && state.step >= state.ops.steps.length) state.step = 0;
     const n = state.ops ? Math.max(1, Math.ceil(state.ops.steps.length / 120)) : 1;

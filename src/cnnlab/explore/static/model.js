@@ -36,9 +36,26 @@ function showImages(body) {
 }
 
 async function choose(index) {
+  for (const img of document.querySelectorAll("#images img.thumb")) {
+    img.classList.toggle("chosen", Number(img.dataset.index) === index);
+  }
+  await answer(getAnalysis(index));
+}
+
+// No earlier answer under a new input's heading: the body is hidden while waiting and after an error.
+async function answer(pending) {
   $("result-card").hidden = false;
   errorCard($("result-error"), "");
-  try { show(await getAnalysis(index)); } catch (e) { errorCard($("result-error"), e.message); }
+  $("result-body").hidden = true;
+  $("result-source").textContent = "…";
+  try {
+    const r = await pending;
+    $("result-body").hidden = false;
+    show(r);
+  } catch (e) {
+    $("result-source").textContent = "this input";
+    errorCard($("result-error"), e.message);
+  }
 }
 
 function show(r) {
@@ -71,11 +88,8 @@ function show(r) {
 async function upload() {
   const file = $("upload").files[0];
   if (!file) return;
-  $("result-card").hidden = false;
-  errorCard($("result-error"), "");
-  try {
-    show(await api("/api/analyze?invert=" + ($("invert").checked ? 1 : 0), {method: "POST", body: file}));
-  } catch (e) { errorCard($("result-error"), e.message); }
+  for (const img of document.querySelectorAll("#images img.thumb.chosen")) img.classList.remove("chosen");
+  await answer(api("/api/analyze?invert=" + ($("invert").checked ? 1 : 0), {method: "POST", body: file}));
 }
 
 async function start() {
