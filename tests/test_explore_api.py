@@ -524,6 +524,24 @@ def test_stream_follows_a_live_run_and_survives_clients_that_leave(server, explo
         shutil.rmtree(live)
 
 
+def test_a_watched_run_nobody_writes_any_more_ends_its_stream(server, explore_root):
+    """Killed or interrupted (a checkpoint, no result.json): once quiet for STALE_S the stream says done, and the
+    page shows the run's final status; it stayed "training" for as long as the page was open."""
+    from cnnlab.runs.record import LIVE_FILES, STALE_S
+
+    quiet = Path(shutil.copytree(explore_root / "live", explore_root / "live-quiet"))
+    try:
+        old = time.time() - STALE_S - 60
+        for name in LIVE_FILES:
+            if (quiet / name).is_file():
+                os.utime(quiet / name, (old, old))
+        s = _open_stream(server, "live-quiet")
+        assert [event for event, _ in _sse_events(s, 2)] == ["metrics", "done"]
+        s.close()
+    finally:
+        shutil.rmtree(quiet)
+
+
 def test_a_watched_run_that_is_deleted_ends_its_stream_with_a_failure(server, explore_root):
     live = Path(shutil.copytree(explore_root / "live", explore_root / "live-gone"))
     os.utime(live / "metrics.csv")

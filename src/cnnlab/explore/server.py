@@ -43,7 +43,7 @@ from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, image_array, 
 from cnnlab.explore.model import RunModel, analyze_image, model_card
 from cnnlab.explore.model_card import learned_kernels, model_info
 from cnnlab.explore.session import Session
-from cnnlab.runs import read_metrics
+from cnnlab.runs import decide_status, read_metrics
 
 STATIC = Path(str(resources.files("cnnlab.explore") / "static"))
 POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
@@ -311,30 +311,38 @@ def image_list(images) -> dict[str, Any]:
 
 
 async def _metric_events(request: Request, run: Path):
-    """Server-sent events: ``metrics`` with all rows whenever metrics.csv changes, ``done`` once result.json exists.
+    """Server-sent events: ``metrics`` with all rows whenever metrics.csv changes, ``done`` once result.json exists
+    or the run stops being written to (killed or interrupted: :func:`cnnlab.runs.decide_status` says so once it has
+    been quiet for ``STALE_S``), ``failure`` when its folder is gone.
 
     The file is polled (one ``stat`` a second): the training loop does no extra work for a watcher. A client that
     goes away ends the generator at the next poll.
     """
+    gone = f"event: failure\ndata: {json.dumps({'error': 'the run folder is gone (deleted or moved)'})}\n\n"
     last, started, beat = None, time.monotonic(), time.monotonic()
     while time.monotonic() - started < STREAM_MAX_S:
         if await request.is_disconnected():
             return
-        if not (run / "config.json").is_file():  # removed (or being rewritten by --force) while watched
-            yield f"event: failure\ndata: {json.dumps({'error': 'the run folder is gone (deleted or moved)'})}\n\n"
-            return
         csv = run / "metrics.csv"
-        finished = (run / "result.json").is_file()
-        stamp = (csv.stat().st_mtime_ns, csv.stat().st_size) if csv.is_file() else None
-        if stamp != last:
-            try:
-                rows = read_metrics(run)
-            except CnnlabError as e:
-                yield f"event: failure\ndata: {json.dumps({'error': str(e)})}\n\n"
+        try:  # every file may vanish between two looks at it: the folder removed (or --force) while watched
+            if not (run / "config.json").is_file():
+                yield gone
                 return
+            finished = (run / "result.json").is_file()
+            stamp = (csv.stat().st_mtime_ns, csv.stat().st_size) if csv.is_file() else None
+            rows = read_metrics(run) if stamp != last else None
+            ended = finished or decide_status(run, None, {}, now=time.time()) != "training"
+        except FileNotFoundError:
+            yield gone
+            return
+        except CnnlabError as e:  # (a file half gone reads as damaged: say what really happened)
+            yield gone if not (run / "config.json").is_file() else \
+                f"event: failure\ndata: {json.dumps({'error': str(e)})}\n\n"
+            return
+        if rows is not None:
             last = stamp
             yield f"event: metrics\ndata: {json.dumps(clean({'metrics': rows}))}\n\n"
-        if finished:
+        if ended:
             yield "event: done\ndata: {}\n\n"
             return
         if time.monotonic() - beat > HEARTBEAT_S:
