@@ -210,3 +210,28 @@ def test_the_page_keeps_what_it_shows_straight(server, explore_root, driver, tmp
     wait(driver, "document.querySelector('#result-error .error-card')", what="the refusal")
     assert driver.execute_script("return document.getElementById('result-body').hidden")
     assert driver.find_element("id", "result-source").text == "this input"
+
+
+def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(server, explore_root, driver):
+    """Test images are picked with Enter as with a click (they could not be reached with Tab); the runs table lists
+    a run that appears after the page loaded and keeps the ticks (it never refreshed)."""
+    from selenium.webdriver.common.keys import Keys
+
+    click = lambda css: driver.execute_script("document.querySelector(arguments[0]).click()", css)  # noqa: E731
+    driver.get(server.url)
+    wait(driver, "document.body.dataset.ready", what="the runs table")
+    click("input.compare-box[data-run='lenet']")
+    late = Path(shutil.copytree(explore_root / "lenet", explore_root / "late-browser"))
+    try:
+        driver.execute_script("refreshRuns()")  # what the page does every RUNS_REFRESH_MS while the table is shown
+        wait(driver, "document.querySelector(\"a.run-link[data-run='late-browser']\")", what="the new run's row")
+        assert driver.execute_script("return document.querySelector(\"input.compare-box[data-run='lenet']\").checked")
+    finally:
+        shutil.rmtree(late)
+    click("a.run-link[data-run='lenet']")
+    wait(driver, "document.querySelector('#mistakes figure.mistake figcaption')", what="the mistakes' captions")
+    thumb = driver.find_element("css selector", "#gallery img.thumb")
+    assert (thumb.get_attribute("tabindex"), thumb.get_attribute("role")) == ("0", "button")
+    thumb.send_keys(Keys.ENTER)
+    wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the answer to Enter")
+    assert driver.find_element("id", "result-source").text.startswith("test image")

@@ -84,6 +84,7 @@ function drawRunCharts(accSvg, lossSvg, runs) {
 // -------------------------------------------------------------------------------------------------- runs tab
 async function loadRuns() {
   const body = await api("/api/runs");
+  const ticked = new Set([...document.querySelectorAll(".compare-box:checked")].map((b) => b.dataset.run));
   state.runs = body.runs;
   $("root").textContent = body.root;
   const tbody = $("runs-table").querySelector("tbody");
@@ -97,7 +98,8 @@ async function loadRuns() {
       errors.append(el("div", {class: "error-card", "data-run": r.run}, el("b", {text: r.title + ": "}), r.error));
       continue;
     }
-    const box = el("input", {type: "checkbox", class: "compare-box", "data-run": r.run, onchange: compare});
+    const box = el("input", {type: "checkbox", class: "compare-box", "data-run": r.run, onchange: compare,
+      "aria-label": "compare " + r.title});
     tbody.append(el("tr", {"data-run": r.run}, el("td", {}, box), el("td", {}, open), el("td", {text: r.model}),
       el("td", {text: r.dataset}), el("td", {text: r.recipe}), el("td", {class: "num", text: accuracyCell(r)}),
       el("td", {class: "num", text: r.images_per_s ? Math.round(r.images_per_s).toLocaleString("en") : "—"}),
@@ -106,6 +108,15 @@ async function loadRuns() {
         ? `training (epoch ${r.epochs}${r.planned_epochs ? "/" + r.planned_epochs : ""})` : r.status}))));
   }
   if (!body.runs.length) tbody.append(el("tr", {}, el("td", {colspan: 9, text: "No run folders here yet."})));
+  for (const box of document.querySelectorAll(".compare-box")) box.checked = ticked.has(box.dataset.run);
+  if (ticked.size) compare();  // the ticked runs' curves as they are now (a run gone since is named there)
+}
+
+// The table follows the folder while it is looked at: new runs appear, live ones move on (one listing a while).
+const RUNS_REFRESH_MS = 15000;
+function refreshRuns() {
+  const onRuns = (location.hash.slice(1) || "runs") === "runs";
+  if (onRuns && document.visibilityState === "visible") loadRuns().catch((e) => errorCard($("runs-errors"), e.message));
 }
 
 let compareCalls = 0;
@@ -215,8 +226,8 @@ async function loadGallery(name, info) {
     return;
   }
   if (state.run !== name) return;  // a slower gallery of a run left behind must not replace this one's
-  const thumb = (item, title) => el("img", {src: item.png, alt: title, title, class: "thumb", "data-index": item.index,
-    onclick: () => analyzeTest(item.index)});
+  const thumb = (item, title) => pickable(el("img", {src: item.png, alt: title, title, class: "thumb",
+    "data-index": item.index}), () => analyzeTest(item.index));
   const showClass = () => {
     const group = g.by_class[Number(select.value)] || {images: []};
     $("gallery").replaceChildren(...group.images.map((it) => thumb(it, `test #${it.index}: ${it.label}`)));
@@ -224,9 +235,10 @@ async function loadGallery(name, info) {
   select.onchange = showClass;
   showClass();
   $("mistakes-note").textContent = `Among the first ${g.searched.toLocaleString("en")} test images (accuracy there ` +
-    `${pct(g.accuracy)}); above each: the predicted class and its probability.`;
-  $("mistakes").replaceChildren(...g.mistakes.map((it) => thumb(it,
-    `test #${it.index}: predicted ${it.predicted} (${pct(it.confidence)}), truly ${it.label}`)));
+    `${pct(g.accuracy)}); under each: the predicted class and its probability.`;
+  $("mistakes").replaceChildren(...g.mistakes.map((it) => el("figure", {class: "mistake"},
+    thumb(it, `test #${it.index}: predicted ${it.predicted} (${pct(it.confidence)}), truly ${it.label}`),
+    el("figcaption", {text: `${it.predicted} ${pct(it.confidence)}`}))));
 }
 
 async function analyzeTest(index) {
@@ -381,7 +393,12 @@ function drawOps(picked) {
     if (shown.has(i + "," + j)) cell.classList.add("done");
     if (current && current[0] === i && current[1] === j && !picked) cell.classList.add("now");
     if (picked && picked[0] === i && picked[1] === j) cell.classList.add("picked");
-    cell.addEventListener("click", () => drawOps(o.steps.find((s) => s[0] === i && s[1] === j)));
+    if (shown.has(i + "," + j) && o.output[0].length <= 12) {  // a tab stop per cell only where they are few
+      pickable(cell, () => drawOps(o.steps.find((s) => s[0] === i && s[1] === j)));
+      cell.setAttribute("aria-label", `Y[${i}, ${j}]: show its receptive field`);
+    } else {
+      cell.addEventListener("click", () => drawOps(o.steps.find((s) => s[0] === i && s[1] === j)));
+    }
   }));
   $("ops-formula").textContent = o.formula.join("; ");
   $("ops-progress").textContent = `step ${Math.min(state.step, o.steps.length)} of ${o.steps.length}`;
@@ -431,5 +448,6 @@ window.addEventListener("DOMContentLoaded", async () => {
   setupOps();
   showTab(location.hash.slice(1) || "runs");
   try { await loadRuns(); } catch (e) { errorCard($("runs-errors"), e.message); }
+  setInterval(refreshRuns, RUNS_REFRESH_MS);
   document.body.dataset.ready = "true";
 });

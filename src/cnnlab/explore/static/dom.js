@@ -24,6 +24,17 @@ async function api(path, options) {
   return body;
 }
 
+// A picture or cell the user picks: reachable with Tab and chosen with Enter or Space, as a button is.
+function pickable(node, onPick) {
+  node.setAttribute("tabindex", "0");
+  node.setAttribute("role", "button");
+  node.addEventListener("click", onPick);
+  node.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onPick(); }
+  });
+  return node;
+}
+
 function errorCard(container, message) {
   container.replaceChildren(message ? el("div", {class: "error-card", text: message}) : "");
 }

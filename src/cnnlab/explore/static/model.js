@@ -30,9 +30,8 @@ function showImages(body) {
   const shown = body.images;
   $("images-note").textContent = !shown.length ? "No image folder: upload a file." :
     `${shown.length} of ${body.found} images` + (body.classes.length ? `, labelled by their folder` : "") + ".";
-  $("images").replaceChildren(...shown.map((im) => el("img", {src: im.png, class: "thumb", alt: im.name,
-    title: im.name + (im.label ? ` (${im.label})` : ""), "data-index": im.index,
-    onclick: () => choose(im.index)})));
+  $("images").replaceChildren(...shown.map((im) => pickable(el("img", {src: im.png, class: "thumb", alt: im.name,
+    title: im.name + (im.label ? ` (${im.label})` : ""), "data-index": im.index}), () => choose(im.index))));
 }
 
 async function choose(index) {
