@@ -25,7 +25,9 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.imagefolder import list_images
 from cnnlab.explore.model import Options, analyze_image, model_card, read_classes
+from cnnlab.explore.probe import map_rows
 from cnnlab.explore.sources import open_model, open_with_images
+from cnnlab.report.features import Row
 from test_explore_api import make_run
 
 onnx = pytest.importorskip("onnx")
@@ -495,3 +497,10 @@ def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(
     with pytest.raises(CnnlabError, match=r"imagenet-resnet19 does not exist \(.*or an ImageNet backbone: "
                                           r"imagenet-resnet18, "):
         open_model("imagenet-resnet19")
+
+
+def test_a_stage_of_1_x_1_maps_shows_no_pictures():
+    """A global pooling's 1 x 1 maps are numbers, each drawn on its own range as the same black square: no maps."""
+    rows = map_rows([Row("pool", "AdaptiveAvgPool2d", torch.rand(1, 16, 1, 1)),
+                     Row("conv", "Conv2d", torch.rand(1, 4, 3, 3))])
+    assert [(r["name"], r["shape"], len(r["maps"])) for r in rows] == [("pool", [16, 1, 1], 0), ("conv", [4, 3, 3], 4)]

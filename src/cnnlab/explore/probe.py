@@ -29,7 +29,7 @@ def map_rows(rows, maps: int = MAPS_PER_ROW) -> list[dict[str, Any]]:
     for row in rows:
         out = row.output[0]
         entry: dict[str, Any] = {"name": row.name, "kind": row.kind, "shape": list(out.shape), "maps": []}
-        if out.dim() == 3:
+        if out.dim() == 3 and out.shape[1] * out.shape[2] > 1:  # a 1 x 1 map is a number, not a picture
             order = out.flatten(1).var(1, correction=0).argsort(descending=True)[:maps]
             entry["maps"] = [{"channel": int(c), "png": png_url(colour(to_unit(out[c]), "viridis"))}
                              for c in order.tolist()]

@@ -28,8 +28,10 @@ window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "r
 // ------------------------------------------------------------------------------------------------------ charts
 // A line chart of several series [{name, color, points: [[x, y], ...]}]; points carry data-x/data-y for tests.
 function lineChart(svg, title, series) {
-  const W = 520, H = 250, L = 48, R = 12, T = 22, B = 30;
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  // The legend goes under the plot, two entries a line, where it hides no point.
+  const legendRows = Math.ceil(series.filter((s) => s.points.some((p) => Number.isFinite(p[1]))).length / 2);
+  const W = 520, H = 250, L = 48, R = 12, T = 22, B = 30, LEG = legendRows * 14 + (legendRows ? 6 : 0);
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + LEG}`);
   svg.replaceChildren();
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
   svg.append(svgEl("text", {x: L, y: 14, text: title}));
@@ -58,7 +60,7 @@ function lineChart(svg, title, series) {
       points: pts.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" ")}));
     for (const p of pts) svg.append(svgEl("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: s.color,
       class: "point", "data-series": s.name, "data-x": p[0], "data-y": p[1]}));
-    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: T + 12 + Math.floor(k / 2) * 14, fill: s.color,
+    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: H + 8 + Math.floor(k / 2) * 14, fill: s.color,
       text: (s.dash ? "- - " : "—— ") + s.name}));
     k++;
   }
@@ -68,10 +70,11 @@ function curveSeries(rows, key, name, color, dash) {
   return {name, color, dash, points: rows.map((r) => [r.epoch, r[key]]).filter((p) => p[1] !== null)};
 }
 
-function drawRunCharts(accSvg, lossSvg, runs) {
+// named: the legend names each run (Compare, even with one run ticked; a run's own page needs no name).
+function drawRunCharts(accSvg, lossSvg, runs, named = false) {
   const acc = [], loss = [];
   runs.forEach((r, i) => {
-    const c = COLORS[i % COLORS.length], tag = runs.length > 1 ? r.name + " " : "";
+    const c = COLORS[i % COLORS.length], tag = named || runs.length > 1 ? r.name + " " : "";
     acc.push(curveSeries(r.metrics, "val_acc", tag + "val acc", c));
     acc.push(curveSeries(r.metrics, "train_acc", tag + "train acc", c, "4 3"));
     loss.push(curveSeries(r.metrics, "train_loss", tag + "train loss", c, "4 3"));
@@ -132,7 +135,7 @@ async function compare() {
     }
   }));
   if (call !== compareCalls) return;  // the ticks changed while these loaded: a newer call draws
-  drawRunCharts($("compare-acc"), $("compare-loss"), runs.filter((r) => !r.error));
+  drawRunCharts($("compare-acc"), $("compare-loss"), runs.filter((r) => !r.error), true);
   const figures = $("compare-figures");
   figures.replaceChildren();
   for (const r of runs) {
@@ -243,6 +246,7 @@ async function loadGallery(name, info) {
 
 async function analyzeTest(index) {
   state.testIndex = index;
+  state.blob = null;
   state.ops = null;  // the ops tab's "chosen test image" is this one now
   for (const img of document.querySelectorAll(".thumbs img.thumb")) {
     img.classList.toggle("chosen", Number(img.dataset.index) === index);
@@ -251,6 +255,7 @@ async function analyzeTest(index) {
 }
 
 async function analyzeBlob(blob) {
+  state.blob = blob;  // ticking "invert" afterwards answers for this input again
   for (const img of document.querySelectorAll(".thumbs img.thumb.chosen")) img.classList.remove("chosen");
   const invert = $("invert").checked ? 1 : 0;
   await showResult(api(`/api/analyze?run=${encodeURIComponent(state.run)}&invert=${invert}`,
@@ -293,6 +298,7 @@ async function showResult(pending) {
 }
 
 function setupDrawing() {
+  $("invert").addEventListener("change", () => { if (state.blob) analyzeBlob(state.blob); });
   const canvas = $("draw"), ctx = canvas.getContext("2d");
   const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); };
   clear();
@@ -339,13 +345,23 @@ async function loadOps() {
   errorCard($("ops-error"), "");
   const needsRun = $("ops-input").value === "test" ||
     ($("ops-op").value === "corr" && $("ops-kernel").value === "learned");
+  const clear = () => {
+    state.ops = null;
+    for (const id of ["ops-grid-x", "ops-grid-k", "ops-grid-y"]) $(id).replaceChildren();
+    for (const id of ["ops-result", "ops-formula", "ops-now", "ops-progress"]) $(id).textContent = "";
+  };
+  const blank = (id) => !$(id).hidden && !$(id).value.trim();
+  if (blank("ops-x") || blank("ops-k")) {  // just chosen "your numbers": nothing typed yet is no error
+    clear();
+    $("ops-now").textContent = "Type your numbers: rows separated by ; (0 1 2; 3 4 5), then press Enter.";
+    return;
+  }
   try {
     if (needsRun && !state.run) throw new Error("open a run first (its test image and first-layer kernels are used)");
     state.ops = await api("/api/ops?" + opsQuery().toString());
   } catch (e) {
-    errorCard($("ops-error"), e.message); state.ops = null;
-    for (const id of ["ops-grid-x", "ops-grid-k", "ops-grid-y"]) $(id).replaceChildren();
-    $("ops-result").textContent = ""; $("ops-formula").textContent = ""; $("ops-now").textContent = "";
+    clear();
+    errorCard($("ops-error"), e.message);
     return;
   }
   state.step = 0;

@@ -35,6 +35,7 @@ function showImages(body) {
 }
 
 async function choose(index) {
+  uploaded = false;
   for (const img of document.querySelectorAll("#images img.thumb")) {
     img.classList.toggle("chosen", Number(img.dataset.index) === index);
   }
@@ -84,16 +85,21 @@ function show(r) {
       alt: `${row.name} channel ${m.channel}`, title: `channel ${m.channel}`})))));
 }
 
+let uploaded = false;  // the answer shown is the upload's: ticking "invert" answers for it again
 async function upload() {
   const file = $("upload").files[0];
   if (!file) return;
+  uploaded = true;
   for (const img of document.querySelectorAll("#images img.thumb.chosen")) img.classList.remove("chosen");
   await answer(api("/api/analyze?invert=" + ($("invert").checked ? 1 : 0), {method: "POST", body: file}));
 }
 
 async function start() {
   if (DATA) $("upload-box").hidden = true;  // a saved page has no server to classify a new file
-  else $("upload").addEventListener("change", upload);
+  else {
+    $("upload").addEventListener("change", upload);
+    $("invert").addEventListener("change", () => { if (uploaded) upload(); });
+  }
   try { showModel(await getModel()); } catch (e) { errorCard($("model-error"), e.message); return; }
   const images = await getImages();
   showImages(images);
