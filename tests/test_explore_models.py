@@ -504,3 +504,25 @@ def test_a_stage_of_1_x_1_maps_shows_no_pictures():
     rows = map_rows([Row("pool", "AdaptiveAvgPool2d", torch.rand(1, 16, 1, 1)),
                      Row("conv", "Conv2d", torch.rand(1, 4, 3, 3))])
     assert [(r["name"], r["shape"], len(r["maps"])) for r in rows] == [("pool", [16, 1, 1], 0), ("conv", [4, 3, 3], 4)]
+
+
+def test_skip_bad_images_leaves_an_unreadable_file_out_and_says_so(lenet, grey_folder, tmp_path, capsys):
+    """One corrupt file stopped the whole page; --skip-bad-images (train's flag) shows the rest and names it."""
+    from cnnlab.cli import main
+
+    folder = shutil.copytree(grey_folder, tmp_path / "photos")
+    first_class = sorted(p.name for p in folder.iterdir())[0]
+    (folder / first_class / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    with pytest.raises(CnnlabError, match="broken.png"):
+        open_with_images(lenet["onnx"], folder)
+    model, images = open_with_images(lenet["onnx"], folder, skip_bad=True)
+    assert len(images.names) == 2 * len(CLASSES) and not any("broken" in n for n in images.names)
+    assert len(images.skipped) == 1 and f"{first_class}/broken.png" in images.skipped[0]
+    page = tmp_path / "page.html"
+    assert main(["explore", str(lenet["onnx"]), "--images", str(folder), "--skip-bad-images", "--export",
+                 str(page)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cnnlab explore: skipped image {first_class}/broken.png")
+    assert "broken.png" in page.read_text(encoding="utf-8")  # the page's note names it too
+    assert main(["explore", str(tmp_path), "--skip-bad-images"]) == 2  # a flag for a model's images, not for runs
+    assert "--skip-bad-images applies to one model" in capsys.readouterr().err

@@ -238,7 +238,8 @@ def _cmd_explore(args) -> int:
     try:
         saved = explore(args.path, images=args.images, classes=args.classes, input_size=args.input_size,
                         mean=args.mean, std=args.std, layout=args.layout, export=args.export, force=args.force,
-                        host=args.host, port=args.port, open_browser=not args.no_browser)
+                        host=args.host, port=args.port, open_browser=not args.no_browser,
+                        skip_bad_images=args.skip_bad_images)
         if saved:  # --export: the page was written, not served
             print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
                   f"{saved['maps_per_stage']} channels per stage", flush=True)
@@ -413,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
                    "network) with the chosen images through every stage, instead of serving")
     p.add_argument("--force", action="store_true", help="overwrite an existing --export file")
+    p.add_argument("--skip-bad-images", action="store_true", help="leave out the --images files that cannot be "
+                   "read (each named on stderr and on the page) instead of refusing the folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; anything "
                    "else is reachable from the network and prints a warning)")
     p.add_argument("--port", type=_flag_type(_port), default=8765, help="port (0: any free one; default 8765)")

@@ -31,6 +31,7 @@ class ImageSet:
         labels: each file's class subfolder, or None in a flat folder.
         classes: the class subfolders (sorted), empty for a flat folder.
         found: how many image files the folder holds (``len(names)`` is at most ``MAX_IMAGES``).
+        skipped: ``"name: reason"`` of each file left out as unreadable (``skip_bad``).
     """
 
     images: torch.Tensor
@@ -38,6 +39,7 @@ class ImageSet:
     labels: tuple[str | None, ...]
     classes: tuple[str, ...]
     found: int
+    skipped: tuple[str, ...] = ()
 
 
 def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tuple[str, ...]]:
@@ -71,22 +73,40 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
     return [(p, None) for p in flat], ()
 
 
-def read_image_folder(folder: str | Path, channels: int, size: int, limit: int = MAX_IMAGES) -> ImageSet:
+def read_image_folder(folder: str | Path, channels: int, size: int, limit: int = MAX_IMAGES,
+                      skip_bad: bool = False) -> ImageSet:
     """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size`` (see the module docstring).
+
+    With ``skip_bad`` (``--skip-bad-images``, as for ``cnnlab train``), a file that cannot be read is left out and
+    named in ``skipped``, and the rest are shown.
 
     Raises:
         CnnlabError: not a folder, no images, images both at the top and in class subfolders, or a file that is too
-            large, a decompression bomb or not an image (named, one line).
+            large, a decompression bomb or not an image (named, one line; with ``skip_bad``, only when no file of
+            the chosen ones can be read).
     """
     if channels not in (1, 3):
         raise CnnlabError(f"images can feed models of 1 or 3 input channels, this model takes {channels}")
     files, classes = list_images(folder)
     chosen = files[:limit] if not classes else _balanced(files, classes, limit)
     root = Path(folder)
-    images = [read_picture(p, name=f"image {p.relative_to(root)}", channels=channels, size=size, invert=False,
-                           max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS) for p, _ in chosen]
-    return ImageSet(torch.stack(images), tuple(p.relative_to(root).as_posix() for p, _ in chosen),
-                    tuple(c for _, c in chosen), classes, len(files))
+    kept, images, skipped = [], [], []
+    for p, label in chosen:
+        name = p.relative_to(root).as_posix()
+        try:
+            images.append(read_picture(p, name=f"image {name}", channels=channels, size=size, invert=False,
+                                       max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS))
+        except CnnlabError as e:
+            if not skip_bad:
+                raise
+            skipped.append(str(e))
+            continue
+        kept.append((name, label))
+    if not images:
+        raise CnnlabError(f"--images {folder}: none of its {len(chosen)} images could be read (first: "
+                          f"{skipped[0]})")
+    return ImageSet(torch.stack(images), tuple(n for n, _ in kept), tuple(c for _, c in kept), classes, len(files),
+                    tuple(skipped))
 
 
 def _balanced(files: list[tuple[Path, str | None]], classes: tuple[str, ...], limit: int):

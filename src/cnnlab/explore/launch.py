@@ -131,10 +131,18 @@ def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
     uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
 
 
+def _open(source, images, options: Options, skip_bad: bool):
+    """:func:`open_with_images`, saying on stderr which files ``--skip-bad-images`` left out, one line each."""
+    model, found = open_with_images(source, images, options, skip_bad=skip_bad)
+    for line in found.skipped if found is not None else ():
+        print(f"cnnlab explore: skipped {line}", file=sys.stderr)
+    return model, found
+
+
 def explore(source: str | Path = "runs", *, images: str | Path | None = None, classes: str | Path | None = None,
             input_size: int | None = None, mean=None, std=None, layout: str | None = None,
             export: str | Path | None = None, force: bool = False, host: str = "127.0.0.1", port: int = 8765,
-            open_browser: bool = True) -> dict | None:
+            open_browser: bool = True, skip_bad_images: bool = False) -> dict | None:
     """``cnnlab explore``: serve a runs folder, or one model of any kind with your images, or save a static page.
 
     A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.sources.open_model`:
@@ -145,7 +153,8 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
         CnnlabError: model flags given for a runs folder, a bad model, folder or flag (one line).
     """
     model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
-                   "--std": std, "--layout": layout, "--export": export}
+                   "--std": std, "--layout": layout, "--export": export,
+                   "--skip-bad-images": skip_bad_images or None}
     if Path(source).is_dir():
         given = [k for k, v in model_flags.items() if v is not None]
         if given:
@@ -163,8 +172,8 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
             raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
         if Path(export).exists() and not force:  # before any model work
             raise CnnlabError(f"--export {export} already exists; pass --force to overwrite it")
-        model, found = open_with_images(source, images, options)
+        model, found = _open(source, images, options, skip_bad_images)
         return export_page(model, found, export, force=force)
-    model, found = open_with_images(source, images, options)
+    model, found = _open(source, images, options, skip_bad_images)
     return serve(host=host, port=port, open_browser=open_browser, app=create_model_app(model, found),
                  what=f"{model.kind} model {model.name}")

@@ -307,7 +307,7 @@ def image_list(images) -> dict[str, Any]:
     return {"images": [{"index": i, "name": n, "label": lab, "png": png_url(image_array(img))}
                        for i, (n, lab, img) in enumerate(zip(images.names, images.labels, images.images,
                                                              strict=True))],
-            "found": images.found, "classes": list(images.classes)}
+            "found": images.found, "classes": list(images.classes), "skipped": list(images.skipped)}
 
 
 async def _metric_events(request: Request, run: Path):

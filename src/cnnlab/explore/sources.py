@@ -58,8 +58,8 @@ def open_model(source: str | Path, options: Options | None = None,
                       f"checkpoint (.pt), or module:function; got a {suffix or 'file without extension'}")
 
 
-def open_with_images(source: str | Path, images: str | Path | None = None,
-                     options: Options | None = None) -> tuple[ExploreModel, ImageSet | None]:
+def open_with_images(source: str | Path, images: str | Path | None = None, options: Options | None = None,
+                     skip_bad: bool = False) -> tuple[ExploreModel, ImageSet | None]:
     """The model ``source`` names and the images of the folder ``images`` read at its input (or None).
 
     The folder's class subfolders are listed first, so that they can name the model's classes when nothing else
@@ -70,5 +70,6 @@ def open_with_images(source: str | Path, images: str | Path | None = None,
     """
     folder_classes = list_images(images)[1] if images is not None else ()
     model = open_model(source, options, folder_classes)
-    found = None if images is None else read_image_folder(images, model.spec.channels, model.spec.size)
+    found = None if images is None else read_image_folder(images, model.spec.channels, model.spec.size,
+                                                          skip_bad=skip_bad)
     return model, found

@@ -28,8 +28,10 @@ function showModel(m) {
 
 function showImages(body) {
   const shown = body.images;
+  const skipped = body.skipped || [];
   $("images-note").textContent = !shown.length ? "No image folder: upload a file." :
-    `${shown.length} of ${body.found} images` + (body.classes.length ? `, labelled by their folder` : "") + ".";
+    `${shown.length} of ${body.found} images` + (body.classes.length ? `, labelled by their folder` : "") +
+    (skipped.length ? `; ${skipped.length} unreadable, left out (${skipped.join("; ")})` : "") + ".";
   $("images").replaceChildren(...shown.map((im) => pickable(el("img", {src: im.png, class: "thumb", alt: im.name,
     title: im.name + (im.label ? ` (${im.label})` : ""), "data-index": im.index}), () => choose(im.index))));
 }
