@@ -189,7 +189,7 @@ async function openRun(name, refresh = false) {
   $("input-card").hidden = $("model-card").hidden = !info;
   if (!info) { errorCard($("run-error"), d.model_error || "this run has no checkpoint yet"); return; }
   showModel(info);
-  if (!refresh) loadGallery(name, info);
+  if (!refresh || !$("gallery").children.length) loadGallery(name, info);  // (opened before its first checkpoint)
 }
 
 // Live curves: server-sent events whenever metrics.csv changes (the training loop does nothing extra).
