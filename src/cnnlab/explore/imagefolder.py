@@ -74,11 +74,11 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int, limit: int = MAX_IMAGES,
-                      skip_bad: bool = False) -> ImageSet:
+                      skip_bad: bool = False, listing=None) -> ImageSet:
     """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size`` (see the module docstring).
 
     With ``skip_bad`` (``--skip-bad-images``, as for ``cnnlab train``), a file that cannot be read is left out and
-    named in ``skipped``, and the rest are shown.
+    named in ``skipped``, and the rest are shown. ``listing``: what :func:`list_images` gave for ``folder`` already.
 
     Raises:
         CnnlabError: not a folder, no images, images both at the top and in class subfolders, or a file that is too
@@ -87,7 +87,7 @@ def read_image_folder(folder: str | Path, channels: int, size: int, limit: int =
     """
     if channels not in (1, 3):
         raise CnnlabError(f"images can feed models of 1 or 3 input channels, this model takes {channels}")
-    files, classes = list_images(folder)
+    files, classes = listing if listing is not None else list_images(folder)
     chosen = files[:limit] if not classes else _balanced(files, classes, limit)
     root = Path(folder)
     kept, images, skipped = [], [], []

@@ -68,8 +68,9 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
     Returns:
         ``(model, ImageSet | None)``.
     """
-    folder_classes = list_images(images)[1] if images is not None else ()
-    model = open_model(source, options, folder_classes)
-    found = None if images is None else read_image_folder(images, model.spec.channels, model.spec.size,
-                                                          skip_bad=skip_bad)
-    return model, found
+    if images is None:
+        return open_model(source, options), None
+    listing = list_images(images)
+    model = open_model(source, options, listing[1])
+    return model, read_image_folder(images, model.spec.channels, model.spec.size, skip_bad=skip_bad,
+                                    listing=listing)

@@ -144,6 +144,18 @@ class _TorchModel:
         return gradient_pngs(explain_with(stage_pass, x, target), image, self.classes)
 
 
+def _cnnlab_metadata(text: str) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+    """The ``cnnlab.json`` a cnnlab export stores beside its program, and the class names in it; ``{}`` and None for
+    a program from elsewhere (or metadata that does not parse: it only ever adds names)."""
+    try:
+        metadata = json.loads(text) if text else {}
+        if not isinstance(metadata, dict):
+            return {}, None
+        return metadata, tuple(json.loads(metadata["cnnlab.classes"])) if "cnnlab.classes" in metadata else None
+    except (ValueError, TypeError):
+        return {}, None
+
+
 def _first_line(e: BaseException) -> str:
     """``Type: message``, the message shortened by :func:`cnnlab.errors.summary`: enough to recognise, one line."""
     return f"{type(e).__name__}: {summary(e, 200)}" if str(e).strip() else type(e).__name__
@@ -190,12 +202,8 @@ class ExportedModel(_TorchModel):
         if shape is not None and len(shape) != 4:
             raise CnnlabError(f"{path} has no image input: its input is {len(shape)}-d, expected N x C x H x W")
         self.batch = shape[0] if shape is not None and shape[0] else None  # torch.export may fix the batch
-        try:
-            metadata = json.loads(extra["cnnlab.json"]) if extra["cnnlab.json"] else {}
-            stored = tuple(json.loads(metadata["cnnlab.classes"])) if "cnnlab.classes" in metadata else None
-        except (ValueError, KeyError, TypeError):
-            metadata, stored = {}, None
-        options.check_no_scaling_for(metadata if isinstance(metadata, dict) else {}, str(path))
+        metadata, stored = _cnnlab_metadata(extra["cnnlab.json"])
+        options.check_no_scaling_for(metadata, str(path))
         self.spec = _spec(options, shape, self._conv_in(), str(path))
         count = self._check_classifier(str(path))
         self.classes, where = resolve_classes(options.classes, stored, count, folder_classes)

@@ -163,7 +163,7 @@ def load_imagenet_weights(model: nn.Module, name: str) -> None:
         raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
                           f"never unpickles code; expected the file from {weights_url(name)}") from None
     except Exception as e:  # noqa: BLE001  torch.load raises many kinds, and every one means "not this file":
-        # weights_only refuses pickled code (UnpicklingError); a truncated zip raises RuntimeError or EOFError
+        # a truncated zip raises RuntimeError or EOFError, a file of another kind anything else
         raise CnnlabError(f"{path} is not a readable weights-only state dict for {name} (truncated, or not "
                           f"torchvision's file: {type(e).__name__}: {summary(e)}); delete it to download it again, "
                           f"or put the file from {weights_url(name)} there") from None

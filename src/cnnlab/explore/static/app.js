@@ -263,21 +263,12 @@ async function analyzeBlob(blob) {
 }
 
 async function showResult(pending) {
-  const card = $("result-card");
-  card.hidden = false;
-  errorCard($("result-error"), "");
-  $("result-body").hidden = true;  // no earlier answer under the new input's heading, while waiting or after an error
-  $("result-source").textContent = "…";
-  card.classList.remove("ready");
-  card.scrollIntoView({block: "nearest"});
-  let r;
-  try { r = await pending; } catch (e) {
-    $("result-source").textContent = "this input";
-    errorCard($("result-error"), e.message);
-    return;
-  }
-  $("result-body").hidden = false;
-  $("result-source").textContent = r.source;
+  const shown = showAnswer(pending, renderAnswer);
+  $("result-card").scrollIntoView({block: "nearest"});  // below the fold otherwise: nothing would seem to happen
+  await shown;
+}
+
+function renderAnswer(r) {
   $("result-input").src = r.input;
   $("result-label").textContent = r.label ? "true class: " + r.label : "";
   $("top-table").querySelector("tbody").replaceChildren(...r.top.map((t) => el("tr", {class: "top"},
@@ -294,7 +285,6 @@ async function showResult(pending) {
     el("div", {class: "label", text: `${row.name} ${row.kind} ${row.shape.join("×")}`}),
     ...row.maps.map((m) => el("img", {src: m.png, class: "map", title: "channel " + m.channel,
       alt: `${row.name} channel ${m.channel}`})))));
-  card.classList.add("ready");
 }
 
 function setupDrawing() {

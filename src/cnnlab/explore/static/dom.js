@@ -35,6 +35,27 @@ function pickable(node, onPick) {
   return node;
 }
 
+// The result card of either page: no earlier answer stays under a new input's heading, while waiting or after an
+// error; render(r) fills the card's body once the answer has come.
+async function showAnswer(pending, render) {
+  const card = $("result-card");
+  card.hidden = false;
+  card.classList.remove("ready");
+  errorCard($("result-error"), "");
+  $("result-body").hidden = true;
+  $("result-source").textContent = "…";
+  let r;
+  try { r = await pending; } catch (e) {
+    $("result-source").textContent = "this input";
+    errorCard($("result-error"), e.message);
+    return;
+  }
+  $("result-body").hidden = false;
+  $("result-source").textContent = r.source;
+  render(r);
+  card.classList.add("ready");
+}
+
 function errorCard(container, message) {
   container.replaceChildren(message ? el("div", {class: "error-card", text: message}) : "");
 }

@@ -41,27 +41,10 @@ async function choose(index) {
   for (const img of document.querySelectorAll("#images img.thumb")) {
     img.classList.toggle("chosen", Number(img.dataset.index) === index);
   }
-  await answer(getAnalysis(index));
-}
-
-// No earlier answer under a new input's heading: the body is hidden while waiting and after an error.
-async function answer(pending) {
-  $("result-card").hidden = false;
-  errorCard($("result-error"), "");
-  $("result-body").hidden = true;
-  $("result-source").textContent = "…";
-  try {
-    const r = await pending;
-    $("result-body").hidden = false;
-    show(r);
-  } catch (e) {
-    $("result-source").textContent = "this input";
-    errorCard($("result-error"), e.message);
-  }
+  await showAnswer(getAnalysis(index), show);
 }
 
 function show(r) {
-  $("result-source").textContent = r.source;
   $("result-input").src = r.input;
   $("result-label").textContent = r.label ? "label: " + r.label : "";
   $("top-table").querySelector("tbody").replaceChildren(...r.top.map((t) => el("tr", {},
@@ -93,7 +76,7 @@ async function upload() {
   if (!file) return;
   uploaded = true;
   for (const img of document.querySelectorAll("#images img.thumb.chosen")) img.classList.remove("chosen");
-  await answer(api("/api/analyze?invert=" + ($("invert").checked ? 1 : 0), {method: "POST", body: file}));
+  await showAnswer(api("/api/analyze?invert=" + ($("invert").checked ? 1 : 0), {method: "POST", body: file}));
 }
 
 async function start() {
