@@ -209,6 +209,17 @@ def test_gpu_rows_without_cuda_say_not_measured(bench):
     assert [r["detail"]["target"] for r in bench.rows] == ["<= 5 s (H100)", ">= 0.955"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would train for real")
+def test_gpu_seeds_choose_the_runs_and_none_leaves_a_figure_out(data_dir, tmp_path, capsys):
+    # A GPU lease too short for both figures measures one at a time; the seeds given are the runs made.
+    out = tmp_path / "rows.json"
+    assert driver.main(["--quick", "--only", "gpu", "--speedrun-seeds", "--best-seeds", "3", "--data-dir",
+                        str(data_dir), "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["figure"] == "resnet18 --recipe best: test accuracy" and row["detail"]["seeds"] == [3]
+    assert len(row["detail"]["test_acc"]) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not D2L_PYTHON.is_file(), reason="no d2l 1.0.3 virtualenv (benchmarks/setup_d2l_venv.sh)")
 def test_seed_cell_runs_on_the_real_d2l(data_dir, tmp_path):

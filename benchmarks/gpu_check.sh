@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The checks and figures that need a CUDA GPU, in one go on a machine that has one:
+#   1. benchmarks/bench.py --only gpu (the speedrun and best recipes; flags after OUTDIR go to bench.py),
+#   2. the test suite with CUDA present (device auto picks it; the CUDA-only tests run instead of skipping).
+# Usage, from a source checkout: CNNLAB_DATA=FOLDER bash benchmarks/gpu_check.sh OUTDIR [bench.py flags ...]
+# It installs nothing: src/ goes on PYTHONPATH and the python3 that holds torch runs everything, so it also works on
+# a machine with no package index. Test modules whose optional dependency is missing there fail to collect and are
+# counted in the summary, not hidden. BENCH_TIMEOUT and TEST_TIMEOUT (seconds) bound the two steps (TEST_TIMEOUT=0
+# skips the tests). The logs, the bench rows (bench.json) and the scratch folder of a failed bench run
+# (bench-scratch.tgz) land in OUTDIR.
+set -u
+out=${1:?usage: gpu_check.sh OUTDIR [bench.py flags ...]}
+shift
+mkdir -p "$out"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg TMPDIR=${TMPDIR:-/tmp}
+py=${PYTHON:-python3}
+
+{
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    $py -c "import platform, torch, torchvision; print('python', platform.python_version(), 'torch', torch.__version__,
+'cuda', torch.version.cuda, 'torchvision', torchvision.__version__, 'gpu', torch.cuda.get_device_name())"
+    echo "cpus: $(nproc)"
+} >"$out/env.txt" 2>&1
+cat "$out/env.txt"
+
+start=$(date +%s)
+timeout "${BENCH_TIMEOUT:-420}" $py benchmarks/bench.py --only gpu --out "$out/bench.json" "$@" >"$out/bench.txt" 2>&1
+echo "bench.py --only gpu $*: exit $? after $(($(date +%s) - start)) s"
+cat "$out/bench.txt"
+# bench.py keeps its scratch folder when a program fails (or is killed): its logs and result.json files, not weights
+scratch=$(ls -d "$TMPDIR"/cnnlab-bench-* 2>/dev/null | tail -n 1)
+if [ -n "$scratch" ]; then
+    tar -czf "$out/bench-scratch.tgz" -C "$scratch" --exclude='*.pt' --exclude='*.pt.tmp' . && echo "kept $scratch"
+fi
+
+[ "${TEST_TIMEOUT:-150}" = 0 ] && exit 0  # TEST_TIMEOUT=0: the figures only
+start=$(date +%s)
+workers=$(($(nproc) / 2))
+timeout "${TEST_TIMEOUT:-150}" $py -m pytest -q -p no:cacheprovider -v --tb=short -n "$workers" \
+    --continue-on-collection-errors --ignore tests/test_explore_browser.py \
+    --ignore tests/test_explore_static_browser.py tests >"$out/tests.txt" 2>&1
+echo "tests: exit $? after $(($(date +%s) - start)) s"
+grep -E "FAILED|ERROR" "$out/tests.txt" | grep -v "^\[gw" | head -n 60
+tail -n 3 "$out/tests.txt"
