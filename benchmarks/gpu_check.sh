@@ -5,8 +5,8 @@
 # Usage, from a source checkout: CNNLAB_DATA=FOLDER bash benchmarks/gpu_check.sh OUTDIR [bench.py flags ...]
 # It installs nothing: src/ goes on PYTHONPATH and the python3 that holds torch runs everything, so it also works on
 # a machine with no package index. Test modules whose optional dependency is missing there fail to collect and are
-# counted in the summary, not hidden. BENCH_TIMEOUT and TEST_TIMEOUT (seconds) bound the two steps (TEST_TIMEOUT=0
-# skips the tests). The logs, the bench rows (bench.json) and the scratch folder of a failed bench run
+# counted in the summary, not hidden. BENCH_TIMEOUT and TEST_TIMEOUT (seconds) bound the two steps (0 skips
+# that step). The logs, the bench rows (bench.json) and the scratch folder of a failed bench run
 # (bench-scratch.tgz) land in OUTDIR.
 set -u
 out=${1:?usage: gpu_check.sh OUTDIR [bench.py flags ...]}
@@ -23,20 +23,24 @@ py=${PYTHON:-python3}
 } >"$out/env.txt" 2>&1
 cat "$out/env.txt"
 
-start=$(date +%s)
-timeout "${BENCH_TIMEOUT:-420}" $py benchmarks/bench.py --only gpu --out "$out/bench.json" "$@" >"$out/bench.txt" 2>&1
-echo "bench.py --only gpu $*: exit $? after $(($(date +%s) - start)) s"
-cat "$out/bench.txt"
-# bench.py keeps its scratch folder when a program fails (or is killed): its logs and result.json files, not weights
-scratch=$(ls -d "$TMPDIR"/cnnlab-bench-* 2>/dev/null | tail -n 1)
-if [ -n "$scratch" ]; then
-    tar -czf "$out/bench-scratch.tgz" -C "$scratch" --exclude='*.pt' --exclude='*.pt.tmp' . && echo "kept $scratch"
+if [ "${BENCH_TIMEOUT:-420}" != 0 ]; then  # BENCH_TIMEOUT=0: the tests only
+    start=$(date +%s)
+    timeout "${BENCH_TIMEOUT:-420}" $py benchmarks/bench.py --only gpu --out "$out/bench.json" "$@" >"$out/bench.txt" 2>&1
+    echo "bench.py --only gpu $*: exit $? after $(($(date +%s) - start)) s"
+    cat "$out/bench.txt"
+    # bench.py keeps its scratch folder when a program fails (or is killed): its logs and result.json files, not weights
+    scratch=$(ls -d "$TMPDIR"/cnnlab-bench-* 2>/dev/null | tail -n 1)
+    if [ -n "$scratch" ]; then
+        tar -czf "$out/bench-scratch.tgz" -C "$scratch" --exclude='*.pt' --exclude='*.pt.tmp' . && echo "kept $scratch"
+    fi
 fi
 
 [ "${TEST_TIMEOUT:-150}" = 0 ] && exit 0  # TEST_TIMEOUT=0: the figures only
 start=$(date +%s)
+# Two threads a worker fill the cores without oversubscribing them. SIGINT at the limit makes pytest print the
+# failures it has seen so far (a kill would lose them).
 workers=$(($(nproc) / 2))
-timeout "${TEST_TIMEOUT:-150}" $py -m pytest -q -p no:cacheprovider -v --tb=short -n "$workers" \
+OMP_NUM_THREADS=2 timeout -s INT -k 20 "${TEST_TIMEOUT:-150}" $py -m pytest -p no:cacheprovider -p no:benchmark -v --tb=short -n "$workers" \
     --continue-on-collection-errors --ignore tests/test_explore_browser.py \
     --ignore tests/test_explore_static_browser.py tests >"$out/tests.txt" 2>&1
 echo "tests: exit $? after $(($(date +%s) - start)) s"
