@@ -37,9 +37,10 @@ def import_d2l(which: str):
         from d2l import torch as d2l
 
         return d2l, importlib.metadata.version("d2l")
+    import cnnlab
     from cnnlab import d2l
 
-    return d2l, importlib.metadata.version("cnnlab")
+    return d2l, cnnlab.__version__  # the source's own: a checkout on PYTHONPATH has no package metadata
 
 
 def seed_cells(d2l, epochs: int, limit: int | None) -> dict:

@@ -1,9 +1,11 @@
-"""Shared test set-up: find the read-only Fashion-MNIST copy beside the checkout when CNNLAB_DATA is unset."""
+"""Shared test set-up: find the read-only Fashion-MNIST copy beside the checkout when CNNLAB_DATA is unset, and put
+torch's process-wide kernel switches back after each test."""
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 if not os.environ.get("CNNLAB_DATA") and _SHARED.is_dir():
@@ -17,3 +19,15 @@ def data_dir() -> Path:
     if not path or not Path(path, "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not found: set CNNLAB_DATA to a folder with the four .gz files")
     return Path(path)
+
+
+@pytest.fixture(autouse=True)
+def _torch_global_flags():
+    """Put back the process-wide kernel switches a test changed: a deterministic run turns on
+    torch.use_deterministic_algorithms and a CUDA run TF32 and cuDNN's autotuner, which would otherwise carry
+    over into every later test of the same worker."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) = saved[2:]

@@ -225,7 +225,7 @@ def test_freeze_leaves_every_body_parameter_unchanged(torch_home, name):
     trainer.fit()
     state = trainer.model.state_dict()
     params = {n for n, _ in trainer.model.named_parameters()}
-    assert all(torch.equal(state[k], saved[k]) for k in _body(saved, head) if k in params)
+    assert all(torch.equal(state[k].cpu(), saved[k]) for k in _body(saved, head) if k in params)
     assert not torch.equal(state[head + ".weight"], fresh_head) and trainer.state.step == 2
     # the batch-norm policy: statistics of the frozen body follow the new data (finetune.py's docstring)
     buffers = [k for k in _body(saved, head) if k.endswith("running_mean")]
@@ -243,7 +243,7 @@ def test_freeze_epochs_trains_the_head_alone_then_everything_at_a_lower_lr(torch
 
     class Snapshot:
         def on_epoch(self, trainer, row, is_best):
-            snapshots.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+            snapshots.append({k: v.cpu().clone() for k, v in trainer.model.state_dict().items()})
 
     trainer.observers.append(Snapshot())
     trainer.fit()
@@ -300,7 +300,7 @@ def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, t
     assert trained.meta.mean == pytest.approx((0.449,), abs=1e-3) and trained.meta.std == pytest.approx((0.226,),
                                                                                                       abs=1e-3)
     ckpt = torch.load(run / "last.pt", weights_only=True)
-    assert all(torch.equal(v, ckpt["model"][k]) for k, v in trained.model.state_dict().items())
+    assert all(torch.equal(v.cpu(), ckpt["model"][k]) for k, v in trained.model.state_dict().items())
     capsys.readouterr()
     assert main(["eval", str(run / "last.pt"), "--json"]) == 0
     assert main(["predict", str(run / "last.pt"), str(photos / "cat" / "0.png")]) == 0
@@ -325,7 +325,7 @@ def test_lr_find_sweeps_the_run_fine_tuning_would_start(torch_home, tmp_path, ca
     body = [n for n, p in run.model.named_parameters() if not n.startswith(head + ".")]
     assert body and not any(p.requires_grad for n, p in run.model.named_parameters() if n in body)
     state = run.model.state_dict()
-    assert all(torch.equal(state[k], saved[k]) for k in body if k != stem + ".weight")  # swept, not moved
+    assert all(torch.equal(state[k].cpu(), saved[k]) for k in body if k != stem + ".weight")  # swept, not moved
 
 
 def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preprocessing(torch_home):

@@ -4,6 +4,7 @@ resuming a finished or extended run."""
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from cnnlab.models import create_model, list_models
 from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.runs.folder import RunFolder
 from cnnlab.train import build_run, build_trainer, make_config, resume, train
+from cnnlab.train.build import _set_determinism
 from cnnlab.train.trainer import Trainer
 
 CLASSES = ("red", "green", "blue")
@@ -182,6 +184,19 @@ def test_gradient_accumulation_matches_one_larger_batch(tmp_path):
 
     # the loaders shuffle by seed, so batches 0-1 of size 16 are exactly batch 0 of size 32
     assert torch.allclose(weights(32, 1), weights(16, 2), atol=1e-6)
+
+
+def test_deterministic_mode_warns_on_cuda_where_torch_has_no_deterministic_kernel(monkeypatch):
+    """torch has no deterministic CUDA kernel for adaptive average pooling's backward (lenet-relu, ResNet, NiN, ...):
+    strict mode stopped such a run at its first step on a GPU. There it warns; on a CPU it stays strict. The switch
+    is set before any CUDA work, so it is checked here on the flags (conftest.py puts them back)."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own choice is kept
+    config = make_config("lenet-relu", deterministic=True)
+    _set_determinism(config, torch.device("cuda"))
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    _set_determinism(config, torch.device("cpu"))
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
 
 
 def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_path, capsys):

@@ -52,7 +52,8 @@ class DeviceLoader:
         batch_size: samples per batch on this rank.
         shuffle: a new permutation every epoch (``torch.randperm`` seeded with ``seed + epoch`` on the CPU, so
             every device and rank computes the same one); otherwise the stored order.
-        preprocess: applied to each float [0, 1] batch after augmentation (a :class:`Preprocess`), on the device.
+        preprocess: applied to each float [0, 1] batch after augmentation (a :class:`Preprocess`), on the device
+            (a module is moved there).
         augment: an augmentation preset (:data:`~cnnlab.data.transforms.AUGMENTS`), each image drawing its own:
             ``crop-flip`` (or True) is a random crop (padding 2) and, with ``flip``, horizontal flip
             (:func:`~cnnlab.data.transforms.augment_batch`); ``trivial``, ``randaugment`` and ``autoaugment`` add
@@ -126,6 +127,8 @@ class DeviceLoader:
         if self.num_items < world_size:
             raise CnnlabError(f"need at least one sample per rank, got {self.num_items} samples for {world_size} "
                               f"ranks")
+        if isinstance(preprocess, torch.nn.Module):  # its mean and std meet the batch on the device
+            preprocess = preprocess.to(self.device)
         self.batch_size, self.shuffle, self.preprocess = batch_size, shuffle, preprocess
         self.augment = augment_preset(augment)
         self.flip = bool(flip)

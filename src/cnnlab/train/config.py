@@ -112,7 +112,8 @@ class TrainConfig:
     ops: str = _f("torch", "torch | scratch: build the model on cnnlab's own ops")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun")
     seed: int = _f(0, "seed of the weights, the data order and the augmentation")
-    deterministic: bool = _f(False, "deterministic algorithms (bitwise-reproducible on CPU)")
+    deterministic: bool = _f(False, "deterministic algorithms (bitwise-reproducible on CPU; on CUDA, torch warns of "
+                                    "each op that has no deterministic kernel there)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps")
     limit_train_batches: int | None = _f(None, "train on at most this many batches per epoch")
     limit_val_batches: int | None = _f(None, "validate on at most this many batches")
