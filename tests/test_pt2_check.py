@@ -240,6 +240,25 @@ def test_a_file_that_is_no_archive_gets_one_line(tmp_path):
         open_model(tmp_path / "junk.pt2")
 
 
+def test_a_compressed_part_is_not_inflated(programs, tmp_path):
+    # torch stores every part as is: a deflated one is refused unread, so a JSON part that inflates to gigabytes
+    # (a zip bomb) cannot stall the check. Here model.json is padded with 64 MiB of spaces, 64 KiB deflated.
+    def pad(name, data, extra):
+        return data + b" " * (64 << 20) if name == "models/model.json" else data
+
+    plain = _rewrite(programs / "fixed.pt2", tmp_path / "padded.pt2", pad)
+    bomb = tmp_path / "bomb.pt2"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w") as out:
+        for name in src.namelist():
+            deflate = name.endswith("models/model.json")
+            out.writestr(name, src.read(name), zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(CnnlabError, match=r"models/model.json is compressed, and torch stores every part "
+                                          r"uncompressed") as e:
+        checked_pt2(bomb)
+    assert "\n" not in str(e.value)
+
+
 def test_a_size_outside_the_programs_range_is_one_line(programs):
     with pytest.raises(CnnlabError, match=r"failed on a 2 x 1 x 128 x 128 NCHW input \(AssertionError: Guard failed: "
                                           r".*\); pass an --input-size the program allows") as e:

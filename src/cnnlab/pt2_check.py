@@ -88,6 +88,12 @@ def checked_pt2(path: Path) -> bytes:
     except (zipfile.BadZipFile, OSError, ValueError):
         raise CnnlabError(f"{path} is not a torch.export program: not a zip archive (expected a .pt2 file written "
                           "by torch.export.save)") from None
+    # torch.export.save stores every part as is. A compressed part could inflate far beyond the file (a zip bomb
+    # in a JSON part would stall the check), so none is read.
+    packed = next((i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED), None)
+    if packed is not None:
+        raise CnnlabError(f"{path} is not a torch.export program as torch.export.save writes it: {packed} is "
+                          "compressed, and torch stores every part uncompressed (save it again with torch.export.save)")
     root = names[0].split("/", 1)[0] + "/" if names else ""
     if not names or any(not n.startswith(root) for n in names):
         raise CnnlabError(f"{path} is not a torch.export program: expected the one top folder that "
