@@ -14,6 +14,7 @@ here runs with OMP_NUM_THREADS=1 — which is also ~10x faster than two threads 
 """
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import torch
 
 from cnnlab.errors import Interrupted
 from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.record import decide_status
 from cnnlab.train import build_trainer, make_config, resume
 from cnnlab.train import trainer as trainer_module
 
@@ -143,8 +145,14 @@ def test_sigint_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, r
     hint = (f"SIGINT: stopped at epoch {stopped['epoch'] + 1}, step {stopped['step']}; checkpoint written. "
             f"Resume with: cnnlab train --resume {run}")
     assert err.strip().splitlines() == [hint]  # on stderr, even with --quiet; no traceback, no KeyboardInterrupt
+    # a reader (the explorer, `cnnlab runs`) sees it stopped at once, not as training for ten quiet minutes
+    marker = json.loads((run / "interrupted.json").read_text())
+    assert marker["signal"] == "SIGINT" and marker["step"] == stopped["step"]
+    assert decide_status(run, None, {}, now=time.time()) == "interrupted"
     _resume_in_a_fresh_process(run)
     _assert_same_weights(reference()["model"], load_checkpoint(run / "last.pt")["model"])
+    assert not (run / "interrupted.json").exists()
+    assert decide_status(run, json.loads((run / "result.json").read_text()), {}, now=time.time()) == "finished"
 
 
 # ------------------------------------------------------------------------ in-process: every delicate moment

@@ -66,7 +66,8 @@ def test_a_crash_while_deleting_leaves_only_a_hidden_trash_that_the_next_force_r
 
 
 def test_a_crash_while_moving_never_leaves_an_old_result_beside_missing_files(tmp_path, monkeypatch):
-    """result.json marks a finished run, so it goes first: a half-cleared folder never looks finished."""
+    """result.json and interrupted.json say how a run ended, so they go first: a half-cleared folder never looks
+    finished, or stopped by a signal."""
     folder = _old_run(tmp_path / "run")
     moves, real_replace = [], os.replace
 
@@ -79,4 +80,4 @@ def test_a_crash_while_moving_never_leaves_an_old_result_beside_missing_files(tm
     monkeypatch.setattr(rundir.os, "replace", replace_then_crash)
     with pytest.raises(CnnlabError):
         prepare_run_dir(folder, "lenet", force=True)
-    assert moves == ["result.json", "report.html"] and not (folder / "result.json").exists()
+    assert moves == ["result.json", "interrupted.json"] and not (folder / "result.json").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,8 +22,9 @@ from typing import Any
 import torch
 
 import cnnlab
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.io import write_json, write_metrics_csv
+from cnnlab.runs.record import INTERRUPTED_FILE
 
 
 def default_run_dir(model: str) -> Path:
@@ -55,8 +57,10 @@ def prepare_run_dir(out: str | Path | None, model: str, force: bool = False) -> 
     return path
 
 
-# What a run writes into its folder; result.json first: it marks a finished run, so it is the first to go.
-RUN_FILES = ("result.json", "report.html", "curves.png", "metrics.csv", "config.json", "best.pt", "last.pt", "tb")
+# What a run writes into its folder; result.json and interrupted.json first: they say how the run ended, so they
+# are the first to go.
+RUN_FILES = ("result.json", INTERRUPTED_FILE, "report.html", "curves.png", "metrics.csv", "config.json", "best.pt",
+             "last.pt", "tb")
 TRASH_PREFIX = ".cnnlab-trash-"
 
 
@@ -111,7 +115,8 @@ class RunFolder:
 
     config.json when the fit starts; TensorBoard scalars and metrics.csv after every epoch (after the Trainer's
     last.pt, so a listed epoch is always resumable); result.json at the end, with ``status: failed`` and the error
-    when the fit fails.
+    when the fit fails; interrupted.json when a signal stopped it (a reader sees the run as interrupted at once,
+    not after minutes of silence), removed when it is resumed.
 
     Args:
         path: the run folder (made by :func:`prepare_run_dir`).
@@ -123,6 +128,7 @@ class RunFolder:
 
     def on_start(self, trainer) -> None:
         write_json(self.path / "config.json", trainer.config_record())
+        (self.path / INTERRUPTED_FILE).unlink(missing_ok=True)  # resumed: it trains again
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is an optional extra: the run goes on without tb/
@@ -137,6 +143,13 @@ class RunFolder:
 
     def on_end(self, trainer, result: dict[str, Any]) -> None:
         write_json(self.path / "result.json", result)
+        self._close()
+
+    def on_interrupt(self, trainer, stop: Interrupted) -> None:
+        """SIGINT or SIGTERM stopped the fit after its checkpoint: no result.json, since it can be resumed."""
+        write_json(self.path / INTERRUPTED_FILE, {
+            "signal": signal.Signals(stop.signum).name, "epoch": trainer.state.epoch, "step": trainer.state.step,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self._close()
 
     def on_failure(self, trainer, error: BaseException) -> None:

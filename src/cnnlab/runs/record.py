@@ -27,7 +27,8 @@ from cnnlab.io import read_metrics_csv
 # stopped early by an observer, failed), or a sweep's trial.json says its pruner stopped it (pruned; its
 # result.json says stopped). The others describe a run without result.json: still being written to (training,
 # judged only by a reader that passes the time, such as the explorer), killed with a checkpoint to resume from
-# (interrupted), started without one (partial), or not started (new). ``incomplete`` is any of those four, for a
+# (interrupted: a signal's interrupted.json says so at once, a kill after STALE_S), started without one (partial),
+# or not started (new). ``incomplete`` is any of those four, for a
 # reader that does not tell them apart (the comparison table).
 ENDED = ("finished", "stopped", "failed", "pruned")
 NOT_ENDED = ("training", "interrupted", "partial", "new")
@@ -38,6 +39,8 @@ STATUSES = (*ENDED, *NOT_ENDED, INCOMPLETE)
 STALE_S = 600
 LIVE_FILES = ("metrics.csv", "last.pt", "config.json")
 CHECKPOINTS = ("last.pt", "best.pt")  # last.pt first: result.json's test_acc is the final model's
+# Written by a run that SIGINT or SIGTERM stopped after its checkpoint; removed when the run is resumed.
+INTERRUPTED_FILE = "interrupted.json"
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -81,6 +84,8 @@ def decide_status(folder: Path, result: dict[str, Any] | None, trial: dict[str, 
         return "pruned"
     if result is not None:
         return str(result.get("status") or "finished")
+    if (folder / INTERRUPTED_FILE).is_file():
+        return "interrupted"
     if now is not None:
         newest = max(((folder / name).stat().st_mtime for name in LIVE_FILES if (folder / name).is_file()),
                      default=None)

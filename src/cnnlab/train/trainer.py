@@ -165,6 +165,7 @@ class Trainer:
             self._notify("on_end", self, self.result)
         except Interrupted as stop:
             self._checkpoint("last.pt")
+            self._notify("on_interrupt", self, stop)
             barrier(self.dist)  # no rank exits before rank 0 has written it: a launcher may tear down the rest then
             if self.dist.is_main:  # even with --quiet: without this line nobody knows the run can be resumed
                 print(str(stop), file=sys.stderr, flush=True)
