@@ -312,8 +312,8 @@ def image_list(images) -> dict[str, Any]:
 
 async def _metric_events(request: Request, run: Path):
     """Server-sent events: ``metrics`` with all rows whenever metrics.csv changes, ``done`` once result.json exists
-    or the run stops being written to (killed or interrupted: :func:`cnnlab.runs.decide_status` says so once it has
-    been quiet for ``STALE_S``), ``failure`` when its folder is gone.
+    or the run stops (:func:`cnnlab.runs.decide_status`: at once after a signal's stop, which writes
+    interrupted.json; after ``STALE_S`` of quiet for a killed one), ``failure`` when its folder is gone.
 
     The file is polled (one ``stat`` a second): the training loop does no extra work for a watcher. A client that
     goes away ends the generator at the next poll.
