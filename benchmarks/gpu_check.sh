@@ -25,13 +25,15 @@ cat "$out/env.txt"
 
 if [ "${BENCH_TIMEOUT:-420}" != 0 ]; then  # BENCH_TIMEOUT=0: the tests only
     start=$(date +%s)
-    timeout "${BENCH_TIMEOUT:-420}" $py benchmarks/bench.py --only gpu --out "$out/bench.json" "$@" >"$out/bench.txt" 2>&1
+    timeout "${BENCH_TIMEOUT:-420}" $py benchmarks/bench.py --only gpu --out "$out/bench.json" "$@" \
+        >"$out/bench.txt" 2>&1
     echo "bench.py --only gpu $*: exit $? after $(($(date +%s) - start)) s"
     cat "$out/bench.txt"
-    # bench.py keeps its scratch folder when a program fails (or is killed): its logs and result.json files, not weights
+    # bench.py keeps its scratch folder when a program fails or is killed: its logs and run records, not weights
     scratch=$(ls -d "$TMPDIR"/cnnlab-bench-* 2>/dev/null | tail -n 1)
     if [ -n "$scratch" ]; then
-        tar -czf "$out/bench-scratch.tgz" -C "$scratch" --exclude='*.pt' --exclude='*.pt.tmp' . && echo "kept $scratch"
+        tar -czf "$out/bench-scratch.tgz" -C "$scratch" --exclude='*.pt' --exclude='*.pt.tmp' . &&
+            echo "kept $scratch"
     fi
 fi
 
@@ -39,9 +41,10 @@ fi
 start=$(date +%s)
 # Two threads a worker fill the cores without oversubscribing them. SIGINT at the limit makes pytest print the
 # failures it has seen so far (a kill would lose them).
-workers=$(($(nproc) / 2))
-OMP_NUM_THREADS=2 timeout -s INT -k 20 "${TEST_TIMEOUT:-150}" $py -m pytest -p no:cacheprovider -p no:benchmark -v --tb=short -n "$workers" \
-    --continue-on-collection-errors --ignore tests/test_explore_browser.py \
+parallel=()
+$py -c "import xdist" 2>/dev/null && parallel=(-n "$(($(nproc) / 2))")  # pytest-xdist, where it is installed
+OMP_NUM_THREADS=2 timeout -s INT -k 20 "${TEST_TIMEOUT:-150}" $py -m pytest -p no:cacheprovider -p no:benchmark -v \
+    --tb=short "${parallel[@]}" --continue-on-collection-errors --ignore tests/test_explore_browser.py \
     --ignore tests/test_explore_static_browser.py tests >"$out/tests.txt" 2>&1
 echo "tests: exit $? after $(($(date +%s) - start)) s"
 grep -E "FAILED|ERROR" "$out/tests.txt" | grep -v "^\[gw" | head -n 60
