@@ -165,6 +165,9 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
     rows.append({**rows[-1], "epoch": 3.0, "val_acc": 0.9})
     write_metrics_csv(live / "metrics.csv", [{**r, "epoch": int(r["epoch"])} for r in rows])
     wait(driver, f"{val} === 3", timeout=30, what="the curve to grow")
+    # the chart's text alternative follows it: a screen reader hears the curve's ends
+    label = driver.execute_script("return document.getElementById('run-acc').getAttribute('aria-label')")
+    assert label.startswith("accuracy per epoch: ") and "val acc from " in label and "to 0.9 at epoch 3" in label, label
     write_json(live / "result.json", {"model": "lenet-relu", "status": "finished", "test_acc": 0.9})
     wait(driver, "document.getElementById('run-stats').textContent.includes('finished')", timeout=30,
          what="the run to turn finished")

@@ -35,6 +35,8 @@ function lineChart(svg, title, series) {
   svg.replaceChildren();
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
   svg.append(svgEl("text", {x: L, y: 14, text: title}));
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", chartSummary(title, series));
   if (!all.length) { svg.append(svgEl("text", {x: L, y: H / 2, text: "no epochs yet"})); return; }
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
   let x0 = Math.min(...xs), x1 = Math.max(...xs);
@@ -64,6 +66,21 @@ function lineChart(svg, title, series) {
       text: (s.dash ? "- - " : "—— ") + s.name}));
     k++;
   }
+}
+
+// What a screen reader says for a chart: each curve's first and last point, and its extreme when that lies between.
+function chartSummary(title, series) {
+  const curves = series.map((s) => [s.name, s.points.filter((p) => Number.isFinite(p[1]))])
+    .filter(([, pts]) => pts.length).map(([name, pts]) => {
+      const first = pts[0], last = pts[pts.length - 1], ys = pts.map((p) => p[1]);
+      const best = title === "loss" ? Math.min(...ys) : Math.max(...ys);
+      const extreme = best !== first[1] && best !== last[1] ? `, ${title === "loss" ? "lowest" : "highest"} ${
+        fmtNum(best, 4)}` : "";
+      return pts.length === 1 ? `${name} ${fmtNum(last[1], 4)} at epoch ${last[0]}`
+        : `${name} from ${fmtNum(first[1], 4)} at epoch ${first[0]} to ${fmtNum(last[1], 4)} at epoch ${last[0]}${
+          extreme}`;
+    });
+  return `${title} per epoch: ${curves.length ? curves.join("; ") : "no epochs yet"}`;
 }
 
 function curveSeries(rows, key, name, color, dash) {
