@@ -155,6 +155,24 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
                                   ".map(c => [+c.dataset.i, +c.dataset.j])")
     assert sorted(field) == [[1, 0], [1, 1], [2, 0], [2, 1]], "Y[1, 0]'s receptive field is X[1:3, 0:2]"
     screenshot(driver, artifacts / "explore-ops.png")
+    # A large output (the test image's 27 x 27) is one tab stop: the arrow keys move, Enter picks, focus follows.
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("const s = document.getElementById('ops-input'); s.value = 'test';"
+                          "s.dispatchEvent(new Event('change'))")
+    wait(driver, "document.querySelectorAll('#ops-y-table tr').length === 27", what="the test image's ops")
+    click("#ops-end")
+    wait(driver, "document.getElementById('ops-result').dataset.complete === 'true'", what="every step")
+    stops = "return Array.from(document.querySelectorAll('#ops-y-table td[tabindex=\"0\"]'))" \
+            ".map(c => [+c.dataset.i, +c.dataset.j])"
+    assert driver.execute_script(stops) == [[26, 26]]  # the newest cell, of 729
+    focused = "return [+document.activeElement.dataset.i, +document.activeElement.dataset.j]"
+    driver.find_element("css selector", "#ops-y-table td[tabindex='0']").send_keys(Keys.ARROW_LEFT)
+    assert driver.execute_script(focused) == [26, 25]
+    driver.switch_to.active_element.send_keys(Keys.ARROW_UP, Keys.ENTER)
+    assert driver.execute_script(focused) == [25, 25] and driver.execute_script(stops) == [[25, 25]]
+    assert driver.find_element("css selector", "#ops-y-table td.picked").get_attribute("data-i") == "25"
+    assert "Y[25, 25] sees input rows 25…26" in driver.find_element("id", "ops-now").text
 
     # A run still training: its curves grow as metrics.csv does, and it turns finished with result.json.
     click("nav a[data-tab='runs']")

@@ -392,6 +392,28 @@ function grid(id, rows, cls) {
   return table;
 }
 
+// The output grid is one tab stop, however many cells it has (a roving tabindex, as in WAI-ARIA's grid pattern):
+// Tab reaches the picked or newest cell, the arrow keys move among the computed ones, Enter or Space picks one.
+// A pick redraws the grid, so the focus moves on to the new picked cell when the grid held it.
+function rovingFocus(table, shown, at, hadFocus, pick) {
+  const cell = (i, j) => shown.has(i + "," + j) ? table.querySelector(`td[data-i="${i}"][data-j="${j}"]`) : null;
+  const active = at && cell(at[0], at[1]);
+  if (!active) return;
+  active.tabIndex = 0;
+  if (hadFocus) active.focus();
+  const moves = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]};
+  table.addEventListener("keydown", (e) => {
+    const td = e.target.closest("td[role=button]");
+    if (!td) return;
+    const i = +td.dataset.i, j = +td.dataset.j;
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(i, j); return; }
+    if (!(e.key in moves)) return;
+    e.preventDefault();
+    const next = cell(i + moves[e.key][0], j + moves[e.key][1]);
+    if (next) { td.tabIndex = -1; next.tabIndex = 0; next.focus(); }
+  });
+}
+
 function drawOps(picked) {
   const o = state.ops;
   const [kh, kw] = o.window, p = o.padding;
@@ -412,17 +434,20 @@ function drawOps(picked) {
   if (o.kernel) $("ops-grid-k").replaceChildren(grid("ops-k", o.kernel));
   const shown = new Set(o.steps.slice(0, state.step).map((s) => s[0] + "," + s[1]));
   const out = o.output.map((r, i) => r.map((v, j) => shown.has(i + "," + j) ? v : undefined));
-  $("ops-grid-y").replaceChildren(grid("ops-y", out, (cell, i, j) => {
-    if (shown.has(i + "," + j)) cell.classList.add("done");
+  const pick = (i, j) => drawOps(o.steps.find((s) => s[0] === i && s[1] === j));
+  const hadFocus = $("ops-grid-y").contains(document.activeElement);
+  const table = grid("ops-y", out, (cell, i, j) => {
     if (current && current[0] === i && current[1] === j && !picked) cell.classList.add("now");
     if (picked && picked[0] === i && picked[1] === j) cell.classList.add("picked");
-    if (shown.has(i + "," + j) && o.output[0].length <= 12) {  // a tab stop per cell only where they are few
-      pickable(cell, () => drawOps(o.steps.find((s) => s[0] === i && s[1] === j)));
-      cell.setAttribute("aria-label", `Y[${i}, ${j}]: show its receptive field`);
-    } else {
-      cell.addEventListener("click", () => drawOps(o.steps.find((s) => s[0] === i && s[1] === j)));
-    }
-  }));
+    if (!shown.has(i + "," + j)) return;
+    cell.classList.add("done");
+    cell.addEventListener("click", () => pick(i, j));
+    cell.tabIndex = -1;  // rovingFocus makes one cell the tab stop
+    cell.setAttribute("role", "button");
+    cell.setAttribute("aria-label", `Y[${i}, ${j}]: show its receptive field`);
+  });
+  $("ops-grid-y").replaceChildren(table);
+  rovingFocus(table, shown, picked || current, hadFocus, pick);
   $("ops-formula").textContent = o.formula.join("; ");
   $("ops-progress").textContent = `step ${Math.min(state.step, o.steps.length)} of ${o.steps.length}`;
   const name = {corr: "sum of window ⊙ kernel", max: "maximum of the window", avg: "mean of the window"}[o.op];
