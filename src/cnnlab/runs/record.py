@@ -28,8 +28,8 @@ from cnnlab.io import read_metrics_csv
 # result.json says stopped). The others describe a run without result.json: still being written to (training,
 # judged only by a reader that passes the time, such as the explorer), killed with a checkpoint to resume from
 # (interrupted: a signal's interrupted.json says so at once, a kill after STALE_S), started without one (partial),
-# or not started (new). ``incomplete`` is any of those four, for a
-# reader that does not tell them apart (the comparison table).
+# or not started (new). ``incomplete`` is any of those four, for a reader that does not tell them apart (the
+# comparison table).
 ENDED = ("finished", "stopped", "failed", "pruned")
 NOT_ENDED = ("training", "interrupted", "partial", "new")
 INCOMPLETE = "incomplete"

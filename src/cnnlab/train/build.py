@@ -361,7 +361,8 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
     A fixed 0.999 keeps 0.999^n of the random initial weights: 79% after a 235-step epoch. The best recipe's
     averaged ResNet-18 evaluated at chance (0.10) for its first three epochs on a GPU while the trained weights were
     at 0.81-0.91 on the training images; early stopping and --target-acc judge that averaged model. With the
-    warm-up the average spans the last few dozen steps at first and reaches ``decay`` after about 9,000.
+    warm-up the average spans the last few dozen steps at first and reaches ``decay`` after ``9 / (1 - decay)``
+    updates (9,000 for 0.999).
 
     ``n_averaged`` arrives as a tensor on the parameters' device: the decay is computed there, without a sync.
     """
