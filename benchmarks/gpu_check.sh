@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks and figures that need a CUDA GPU, in one go on a machine that has one:
 #   1. benchmarks/bench.py --only gpu (the speedrun and best recipes; flags after OUTDIR go to bench.py),
-#   2. the test suite with CUDA present (device auto picks it; the CUDA-only tests run instead of skipping).
+#   2. the test suite with CUDA present (device auto picks it): the CUDA-only tests first, then the rest.
 # Usage, from a source checkout: CNNLAB_DATA=FOLDER bash benchmarks/gpu_check.sh OUTDIR [bench.py flags ...]
 # It installs nothing: src/ goes on PYTHONPATH and the python3 that holds torch runs everything, so it also works on
 # a machine with no package index. Test modules whose optional dependency is missing there fail to collect and are
@@ -38,13 +38,19 @@ if [ "${BENCH_TIMEOUT:-420}" != 0 ]; then  # BENCH_TIMEOUT=0: the tests only
 fi
 
 [ "${TEST_TIMEOUT:-150}" = 0 ] && exit 0  # TEST_TIMEOUT=0: the figures only
+# The CUDA-only tests (marker gpu) first and alone, so that a suite cut short by its limit still says how they did.
+timeout 120 $py -m pytest -p no:cacheprovider -p no:benchmark -q --tb=short -m gpu --continue-on-collection-errors \
+    --ignore tests/test_explore_browser.py --ignore tests/test_explore_static_browser.py tests \
+    >"$out/tests-gpu.txt" 2>&1
+echo "CUDA-only tests: exit $?"
+tail -n 3 "$out/tests-gpu.txt"
 start=$(date +%s)
 # Two threads a worker fill the cores without oversubscribing them. SIGINT at the limit makes pytest print the
 # failures it has seen so far (a kill would lose them).
 parallel=()
 $py -c "import xdist" 2>/dev/null && parallel=(-n "$(($(nproc) / 2))")  # pytest-xdist, where it is installed
 OMP_NUM_THREADS=2 timeout -s INT -k 20 "${TEST_TIMEOUT:-150}" $py -m pytest -p no:cacheprovider -p no:benchmark -v \
-    --tb=short "${parallel[@]}" --continue-on-collection-errors --ignore tests/test_explore_browser.py \
+    --tb=short "${parallel[@]}" -m "not gpu" --continue-on-collection-errors --ignore tests/test_explore_browser.py \
     --ignore tests/test_explore_static_browser.py tests >"$out/tests.txt" 2>&1
 echo "tests: exit $? after $(($(date +%s) - start)) s"
 grep -E "FAILED|ERROR" "$out/tests.txt" | grep -v "^\[gw" | head -n 60

@@ -62,6 +62,7 @@ def test_train_on_cuda_n_without_cuda_says_so(capsys):
     assert "torch sees no CUDA device" in capsys.readouterr().err
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_index_beyond_the_devices():
     n = torch.cuda.device_count()
