@@ -5,10 +5,9 @@ import json
 import pytest
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from cnnlab.train import build_trainer, make_config
-from cnnlab.train.build import ema_with_warmup
+from cnnlab.train.build import averaged_model
 from cnnlab.train.config import RECIPES
 
 # The speedrun recipe is made for a GPU: without CUDA, --device auto refuses it and an explicit cpu runs it.
@@ -43,27 +42,31 @@ def test_ema_weights_are_what_gets_evaluated_and_saved(tmp_path, data_dir):
 def test_the_weight_average_warms_up_and_leaves_the_initialisation_behind():
     # A fixed decay of 0.999 left 79% of the initial weights in the average after a 235-step epoch: the best
     # recipe's ResNet-18 evaluated at chance for its first three epochs. The decay now warms up to its value.
-    update = ema_with_warmup(0.999)
-    averaged, current = [torch.zeros(2, dtype=torch.float64)], [torch.ones(2, dtype=torch.float64)]
-    update(averaged, current, torch.tensor(1))
-    torch.testing.assert_close(averaged[0], torch.full((2,), 1 - 2 / 11, dtype=torch.float64))
-    update(averaged, [torch.zeros(2, dtype=torch.float64)], torch.tensor(20_000))  # warmed up: the decay itself
-    torch.testing.assert_close(averaged[0], torch.full((2,), 0.999 * (1 - 2 / 11), dtype=torch.float64))
+    one = nn.Linear(2, 1, bias=False).double()
+    with torch.no_grad():
+        one.weight.zero_()
+        ema = averaged_model(one, 0.999)
+        ema.update_parameters(one)  # the first update copies
+        one.weight.fill_(1.0)
+        ema.update_parameters(one)  # the update after 1: decay 2/11
+        torch.testing.assert_close(ema.module.weight, torch.full((1, 2), 1 - 2 / 11, dtype=torch.float64))
+        ema.n_averaged.fill_(20_000)  # warmed up: the decay itself
+        one.weight.zero_()
+        ema.update_parameters(one)
+        torch.testing.assert_close(ema.module.weight, torch.full((1, 2), 0.999 * (1 - 2 / 11), dtype=torch.float64))
 
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
-    ema = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    ema = averaged_model(model, 0.999)
     ema.update_parameters(model)  # the first update copies
-    left = 1.0
-    for n in range(1, 235):
+    for _ in range(1, 235):
         with torch.no_grad():
             model[0].weight.add_(1.0)
             model(torch.randn(4, 3))  # the batch norm counts a batch
         ema.update_parameters(model)
-        left *= (1 + n) / (10 + n)
-    assert left < 1e-9  # the share of the initial weights in the average (0.79 with a fixed decay)
     assert torch.equal(ema.module[1].num_batches_tracked, model[1].num_batches_tracked)
     trained = model[0].weight.detach()
-    # the weights moved by 1 a step: the average lags 23.5 steps behind them (208.5 with a fixed decay)
+    # the weights moved by 1 a step: the average lags 23.5 steps behind them (208.5 with a fixed decay, which also
+    # kept 79% of the initial weights)
     assert (trained - ema.module[0].weight).abs().max() < 30
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,13 +349,13 @@ def _place(model: nn.Module, config: TrainConfig, device: torch.device, dist: Di
     if channels_last and device.type == "cpu":
         train_small_batch_norms_contiguous(model)  # for the run's lifetime: the model is the run's own
     step_model = _wrap(model, config, device, dist)
-    ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True) if config.ema else None
+    ema = averaged_model(model, config.ema) if config.ema else None
     return memory_format, step_model, ema
 
 
-def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
-    """The update of an exponential moving average of the weights whose decay warms up as TensorFlow's
-    ExponentialMovingAverage(num_updates) does: ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates.
+def averaged_model(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers whose decay warms up as TensorFlow's
+    ExponentialMovingAverage(num_updates) does: ``min(decay, (1 + n) / (10 + n))`` for the update after ``n``.
 
     A fixed 0.999 keeps 0.999^n of the random initial weights: 79% after a 235-step epoch. The best recipe's
     averaged ResNet-18 evaluated at chance (0.10) for its first three epochs on a GPU while the trained weights were
@@ -364,19 +363,23 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
     warm-up the average spans the last few dozen steps at first and reaches ``decay`` after ``9 / (1 - decay)``
     updates (9,000 for 0.999).
 
-    ``n_averaged`` arrives as a tensor on the parameters' device: the decay is computed there, without a sync.
+    Each update is one fused lerp, as torch's own EMA is. Its decay is a host number made from the update count that
+    AveragedModel keeps on the CPU; the copy of it that the update is handed lives on the parameters' device, where
+    reading it would wait for the GPU.
     """
+    ema = AveragedModel(model, use_buffers=True)
+
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        keep = ((1 + n_averaged) / (10 + n_averaged)).clamp(max=decay)
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], _: torch.Tensor) -> None:
+        n = int(ema.n_averaged)
         if averaged[0].is_floating_point():
-            torch._foreach_mul_(averaged, keep)
-            torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - keep))
+            torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
         else:  # a batch norm's step count: the trained model's own
             for a, c in zip(averaged, current, strict=True):
                 a.copy_(c)
 
-    return update
+    ema.multi_avg_fn = update
+    return ema
 
 
 def _wrap(model: nn.Module, config: TrainConfig, device: torch.device, dist: DistEnv) -> nn.Module:
