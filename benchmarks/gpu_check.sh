@@ -38,10 +38,10 @@ if [ "${BENCH_TIMEOUT:-420}" != 0 ]; then  # BENCH_TIMEOUT=0: the tests only
 fi
 
 [ "${TEST_TIMEOUT:-150}" = 0 ] && exit 0  # TEST_TIMEOUT=0: the figures only
+pytest=($py -m pytest -p no:cacheprovider -p no:benchmark --tb=short --continue-on-collection-errors
+        --ignore tests/test_explore_browser.py --ignore tests/test_explore_static_browser.py)  # no browser there
 # The CUDA-only tests (marker gpu) first and alone, so that a suite cut short by its limit still says how they did.
-timeout 120 $py -m pytest -p no:cacheprovider -p no:benchmark -q --tb=short -m gpu --continue-on-collection-errors \
-    --ignore tests/test_explore_browser.py --ignore tests/test_explore_static_browser.py tests \
-    >"$out/tests-gpu.txt" 2>&1
+timeout 120 "${pytest[@]}" -q -m gpu tests >"$out/tests-gpu.txt" 2>&1
 echo "CUDA-only tests: exit $?"
 tail -n 3 "$out/tests-gpu.txt"
 start=$(date +%s)
@@ -49,9 +49,8 @@ start=$(date +%s)
 # failures it has seen so far (a kill would lose them).
 parallel=()
 $py -c "import xdist" 2>/dev/null && parallel=(-n "$(($(nproc) / 2))")  # pytest-xdist, where it is installed
-OMP_NUM_THREADS=2 timeout -s INT -k 20 "${TEST_TIMEOUT:-150}" $py -m pytest -p no:cacheprovider -p no:benchmark -v \
-    --tb=short "${parallel[@]}" -m "not gpu" --continue-on-collection-errors --ignore tests/test_explore_browser.py \
-    --ignore tests/test_explore_static_browser.py tests >"$out/tests.txt" 2>&1
+OMP_NUM_THREADS=2 timeout -s INT -k 20 "${TEST_TIMEOUT:-150}" "${pytest[@]}" -v "${parallel[@]}" -m "not gpu" tests \
+    >"$out/tests.txt" 2>&1
 echo "tests: exit $? after $(($(date +%s) - start)) s"
 grep -E "FAILED|ERROR" "$out/tests.txt" | grep -v "^\[gw" | head -n 60
 tail -n 3 "$out/tests.txt"

@@ -165,12 +165,11 @@ def test_cli_flags(capsys):
 
 # ------------------------------------------------------------------------------------------ training
 @pytest.fixture
-def _one_thread():
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+def _one_thread():  # conftest.py puts back the deterministic mode a run turns on
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 def test_a_run_with_a_policy_and_mixing_trains(tmp_path, data_dir, _one_thread):

@@ -115,7 +115,7 @@ def test_state_dicts_load_both_ways(name, args, kwargs, shape):
 ])
 def test_repr_matches_torch(name, args, kwargs):
     ours, theirs = build_pair(name, args, kwargs)
-    # cnnlab's batch norm shows bias= as torch does from 2.12 on
+    # cnnlab's batch norm shows bias= as torch 2.14 does
     shown = repr(ours) if BATCH_NORM_TAKES_BIAS else re.sub(r", bias=(True|False)", "", repr(ours))
     assert shown == repr(theirs)
 

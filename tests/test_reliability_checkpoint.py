@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """The small training runs here are faster on one thread on a loaded machine; restore torch's globals after."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    """The small training runs here are faster on one thread on a loaded machine (conftest.py puts back the
+    deterministic mode a run turns on)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 def _state(value: float) -> dict:

@@ -159,13 +159,12 @@ def test_sigint_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, r
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """One thread for every in-process run, the references included (a reference computed on two threads differs
-    from a run on one: the very effect test_resume_under_another_thread_count_uses_the_runs_own is about); then
-    restore what the Trainer changes process-wide."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    from a run on one: the very effect test_resume_under_another_thread_count_uses_the_runs_own is about).
+    conftest.py puts back the deterministic mode each run turns on."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# batch norm's bias=False (weight without bias) arrived in torch 2.12.
+# batch norm's bias=False (a weight without a bias): torch 2.14 has it, 2.11 does not.
 BATCH_NORM_TAKES_BIAS = "bias" in inspect.signature(nn.BatchNorm1d).parameters
 
 
