@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from cnnlab.device import torch_switches_restored
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 if not os.environ.get("CNNLAB_DATA") and _SHARED.is_dir():
@@ -23,11 +24,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _torch_global_flags():
-    """Put back the process-wide kernel switches a test changed: a deterministic run turns on
-    torch.use_deterministic_algorithms and a CUDA run TF32 and cuDNN's autotuner, which would otherwise carry
-    over into every later test of the same worker."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) = saved[2:]
+    """Put back the process-wide kernel switches a test changed (a test that builds a run without train() or
+    resume(), or sets them itself), which would otherwise carry over into every later test of the same worker."""
+    with torch_switches_restored():
+        yield

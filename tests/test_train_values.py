@@ -199,6 +199,27 @@ def test_deterministic_mode_warns_on_cuda_where_torch_has_no_deterministic_kerne
     assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
 
 
+def test_train_resume_and_lr_find_leave_torchs_switches_as_they_found_them(colours, tmp_path):
+    """--deterministic turns on torch's deterministic algorithms, and its resume the thread count the run started
+    with, for that run only: a notebook's next cell, a study's next variant or a sweep's next trial in the same
+    process runs as it would have."""
+    seen = []
+
+    def during(row):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()))
+
+    torch.set_num_threads(2)  # the run records 2; its resume starts from 1 (conftest.py restores the count)
+    train("lenet-relu", quiet=True, report=False, on_epoch=during, **quick(tmp_path / "d", epochs=1,
+                                                                          deterministic=True))
+    assert not torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    resume(tmp_path / "d", quiet=True, report=False, epochs=2, on_epoch=during)
+    assert seen == [(True, 2), (True, 2)]  # what the run itself had
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+    lr_find("lenet-relu", steps=3, dataset="colours", batch_size=32, deterministic=True)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_path, capsys):
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "c", epochs=1))
     capsys.readouterr()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import time
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -48,6 +50,28 @@ def train_small_batch_norms_contiguous(model: nn.Module) -> list[RemovableHandle
     """
     return [m.register_forward_pre_hook(_contiguous_training_input) for m in model.modules()
             if isinstance(m, nn.BatchNorm2d) and 0 < m.num_features < SMALL_BATCH_NORM]
+
+
+@contextlib.contextmanager
+def torch_switches_restored() -> Iterator[None]:
+    """Put torch's process-wide kernel switches back as they were when the block ends, however it ends.
+
+    A run sets them for itself (``--deterministic``: deterministic algorithms, and on resume the thread count the
+    run started with; on CUDA otherwise: TF32 and cuDNN's autotuner). Without this they would stay set for
+    whatever the process does next: the user's own code in a notebook, a study's next variant, a sweep's next
+    trial in the same worker.
+    """
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+         torch.backends.cuda.matmul.allow_tf32) = saved[2:]
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 # What --device takes: a name, or a CUDA device by index as torch spells it (torch.device("cuda:1")).

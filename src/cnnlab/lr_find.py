@@ -156,6 +156,7 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
     import torch.nn.functional as F
     from torch import nn
 
+    from cnnlab.device import torch_switches_restored
     from cnnlab.train import build_run, make_config
     from cnnlab.train.state import rng_state, set_rng_state
 
@@ -177,35 +178,36 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
     cfg = make_config(name, recipe, **{**overrides, "lr": start_lr, "schedule": "constant", "warmup": 0.0,
                                        "compile": False, "ema": 0.0, "out": None})
     saved = rng_state()  # the caller's random streams are not advanced by the sweep
-    try:
-        run = build_run(cfg, model=copy.deepcopy(given) if given is not None else None, quiet=True)
-        net, loader, optimizer = run.model, run.train_loader, run.optimizer
-        net.train()
-        lrs, losses, smoothed, diverged = [], [], [], False
-        batches, epoch = iter(()), 0
-        for lr in lr_schedule(start_lr, end_lr, steps):
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                loader.set_epoch(epoch)
-                batches, epoch = iter(loader), epoch + 1
-                x, y = next(batches)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = x.contiguous(memory_format=run.memory_format)
-            with torch.autocast(**run.autocast):
-                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lrs.append(lr)
-            losses.append(loss.item())  # one host sync a step: a hundred steps, and the stop test needs it
-            smoothed = smooth(losses, beta)  # recomputed whole: a hundred points, and one definition of it
-            if not math.isfinite(smoothed[-1]) or smoothed[-1] > diverge * min(smoothed):
-                diverged = True
-                break
-    finally:
-        set_rng_state(saved)
+    with torch_switches_restored():  # and its process-wide kernel switches (--deterministic) not kept
+        try:
+            run = build_run(cfg, model=copy.deepcopy(given) if given is not None else None, quiet=True)
+            net, loader, optimizer = run.model, run.train_loader, run.optimizer
+            net.train()
+            lrs, losses, smoothed, diverged = [], [], [], False
+            batches, epoch = iter(()), 0
+            for lr in lr_schedule(start_lr, end_lr, steps):
+                try:
+                    x, y = next(batches)
+                except StopIteration:
+                    loader.set_epoch(epoch)
+                    batches, epoch = iter(loader), epoch + 1
+                    x, y = next(batches)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = x.contiguous(memory_format=run.memory_format)
+                with torch.autocast(**run.autocast):
+                    loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                lrs.append(lr)
+                losses.append(loss.item())  # one host sync a step: a hundred steps, and the stop test needs it
+                smoothed = smooth(losses, beta)  # recomputed whole: a hundred points, and one definition of it
+                if not math.isfinite(smoothed[-1]) or smoothed[-1] > diverge * min(smoothed):
+                    diverged = True
+                    break
+        finally:
+            set_rng_state(saved)
     if diverged and len(lrs) > 1:  # the diverged point would dominate the plot and the minimum search
         lrs, losses, smoothed = lrs[:-1], losses[:-1], smoothed[:-1]
     suggestion, method, reason, steepest_lr, min_lr = suggest_lr(lrs, smoothed)

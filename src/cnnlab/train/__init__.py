@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cnnlab.device import torch_switches_restored
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.io import remove_stale_temporaries
 from cnnlab.report import RunReport
@@ -60,7 +61,8 @@ def train(model: str, recipe: str = "book", *, force: bool = False, quiet: bool 
     call.
     """
     config = make_config(model, recipe, **overrides)
-    return build_trainer(config, force=force, quiet=quiet, report=report, on_epoch=on_epoch).fit()
+    with torch_switches_restored():
+        return build_trainer(config, force=force, quiet=quiet, report=report, on_epoch=on_epoch).fit()
 
 
 # Schedules whose shape does not depend on the run's length: only these can be given more epochs on resume.
@@ -109,20 +111,22 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                               f"--init-from {Path(run_dir) / 'last.pt'})")
         config = dataclasses.replace(config, epochs=epochs)
         state = {**state, "config": dataclasses.asdict(config)}
-    trainer = build_trainer(config, quiet=quiet, report=report, on_epoch=on_epoch, run_dir=run_dir,
-                            resume_state=state)
-    done = trainer.finished()
-    if done:
-        if config.time_budget is not None:
-            further = ""
-        elif config.schedule in EXTENSIBLE_SCHEDULES:
-            further = " (pass --epochs N to train it further)"
-        else:  # --epochs would only be refused (above): say why, and what does train it further
-            further = (f" (its {config.schedule} schedule was shaped for {epochs_text(config.epochs)} and cannot be "
-                       f"extended; start a new run with --init-from {Path(run_dir) / 'last.pt'} to train it further)")
-        print(f"{run_dir} is finished: {done}; nothing to do{further}", flush=True)
-        return None
-    return trainer.fit()
+    with torch_switches_restored():
+        trainer = build_trainer(config, quiet=quiet, report=report, on_epoch=on_epoch, run_dir=run_dir,
+                                resume_state=state)
+        done = trainer.finished()
+        if done:
+            if config.time_budget is not None:
+                further = ""
+            elif config.schedule in EXTENSIBLE_SCHEDULES:
+                further = " (pass --epochs N to train it further)"
+            else:  # --epochs would only be refused (above): say why, and what does train it further
+                further = (f" (its {config.schedule} schedule was shaped for {epochs_text(config.epochs)} and cannot "
+                           f"be extended; start a new run with --init-from {Path(run_dir) / 'last.pt'} to train it "
+                           "further)")
+            print(f"{run_dir} is finished: {done}; nothing to do{further}", flush=True)
+            return None
+        return trainer.fit()
 
 
 __all__ = ["RECIPES", "RunParts", "TrainConfig", "Trainer", "build_run", "build_trainer", "make_config", "resume",
