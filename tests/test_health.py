@@ -146,6 +146,30 @@ def test_a_short_run_that_fits_its_images_but_evaluates_at_chance_names_batch_no
     assert trainer.evaluate()["acc"] == 1.0
 
 
+def test_a_run_of_few_steps_is_not_told_its_steps_are_too_large(tmp_path, data_dir, capsys):
+    """20 steps of the compact net: a healthy run (40 reach 0.62-0.70), whose loss after so few steps is still
+    mostly the starting weights', above a uniform guess's. The chance check read that as a divergence and advised
+    a smaller --lr (docs/benchmarks.md, "Short schedules")."""
+    config = make_config("compact", "cpu10", epochs=1, limit_train_batches=20, limit_val_batches=8, seed=2,
+                         data_dir=str(data_dir), out=str(tmp_path / "run"))
+    row = build_trainer(config, quiet=True, report=False).fit()[-1]
+    assert "steps are too large" in chance_warning(row, 10)  # what the check would have said of this epoch
+    assert "no better than chance" not in capsys.readouterr().err
+
+
+def test_a_small_dataset_is_checked_at_the_first_epoch_end_after_enough_steps(capsys):
+    """8 steps an epoch: the check waits for CHANCE_CHECK_STEPS steps in all (epoch 5 here) and is made once; it
+    was never made for a dataset this small, whatever its loss said."""
+    data = ImageDataset("quadrants", *_quadrants(256), *_quadrants(64), ("a", "b", "c", "d"), (0.5,), (0.25,),
+                        flip=False)
+    parts = build_run(make_config("lenet", epochs=7, batch_size=32, lr=1e-6, device="cpu"), dataset=data, quiet=True)
+    assert parts.steps_per_epoch == 8 and CHANCE_CHECK_STEPS == 40  # so it is epoch 5's end that reaches it
+    history = Trainer(parts, quiet=True).fit()
+    assert all(row["val_acc"] == 0.25 for row in history)  # at chance throughout: every epoch could be told
+    notes = [line for line in capsys.readouterr().err.splitlines() if "no better than chance" in line]
+    assert len(notes) == 1 and notes[0].startswith("cnnlab: note: epoch 5: "), notes
+
+
 @pytest.mark.parametrize("row, classes, expected", [
     ({"val_acc": 0.1}, 1, "num_classes must be an integer >= 2, got 1"),
     ({"val_acc": 0.1}, 10.0, "num_classes must be an integer >= 2, got 10.0"),

@@ -40,9 +40,13 @@ from cnnlab.train.health import batch_norm_updates, chance_warning, learned_but_
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.state import install_stop_handlers, restore_handlers
 
-# A first epoch this long must leave a learning network above chance; after a handful of steps chance is normal
-# (unless the training accuracy says it has learned: that is checked at every epoch, however short).
-CHANCE_CHECK_STEPS = 20
+# After this many training steps in all a learning network is above chance, and the mean loss of the last epoch
+# tells a slow start from a divergence; before it, chance is normal and that loss is mostly the starting weights',
+# above a uniform guess's whatever the lr: healthy runs of 20 steps read 2.35 (the book's LeNet) and 2.6-2.9 (the
+# compact net), the figures of a divergence (docs/benchmarks.md, "Short schedules"). So the check is made once, at
+# the first epoch end that reaches it: epoch 1 of a full dataset, a later one of a small dataset, none in a run cut
+# shorter (a training accuracy that says the network has learned is checked at every epoch, however short).
+CHANCE_CHECK_STEPS = 40
 
 
 def epochs_text(n: int) -> str:
@@ -339,7 +343,8 @@ class Trainer:
                   f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
                   f"{row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
         gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes)
-        if gap or (len(self.state.history) == 1 and self.parts.steps_per_epoch >= CHANCE_CHECK_STEPS):
+        before = (len(self.state.history) - 1) * len(self.train_loader)  # steps before this epoch (all whole)
+        if gap or before < CHANCE_CHECK_STEPS <= self.state.step:
             self._told_eval_gap |= gap
             self._chance_warning(row)
         try:
