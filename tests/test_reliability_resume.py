@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab.device import torch_switches_restored
 from cnnlab.errors import Interrupted
 from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.runs.record import decide_status
@@ -182,7 +183,8 @@ def _config(out: Path):
 @pytest.fixture(scope="module")
 def in_process_reference(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("ref") / "run"
-    build_trainer(_config(out), quiet=True, report=False).fit()
+    with torch_switches_restored():  # a module fixture's run is outside conftest.py's restore after each test
+        build_trainer(_config(out), quiet=True, report=False).fit()
     return load_checkpoint(out / "last.pt")["model"]
 
 
@@ -288,9 +290,10 @@ def test_resume_under_another_thread_count_uses_the_runs_own(tmp_path, data_dir,
     with pytest.raises(Interrupted):
         trainer.fit()
     torch.set_num_threads(2)
-    resume(out, report=False)
+    during = []
+    resume(out, report=False, on_epoch=lambda row: during.append(torch.get_num_threads()))
     assert "using 1 intra-op threads" in capsys.readouterr().out
-    assert torch.get_num_threads() == 1
+    assert during == [1, 1] and torch.get_num_threads() == 2  # the run's own count while it ran, the caller's after
     _assert_same_weights(load_checkpoint(ref / "last.pt")["model"], load_checkpoint(out / "last.pt")["model"])
 
 
