@@ -53,13 +53,13 @@ def _dataset() -> ImageDataset:
     return noise_dataset(torch.arange(320) % 4, "abcd", test=64)
 
 
-def _trainer(clock: Clock, run_dir, dataset: ImageDataset, resume_state=None, **overrides) -> Trainer:
+def _trainer(clock: Clock, run_dir, dataset: ImageDataset, resume_state=None, quiet=True, **overrides) -> Trainer:
     settings = dict(recipe="fast", time_budget=10.0, batch_size=32, device="cpu", log_every=4, **overrides)
     config = make_config("lenet-bn-relu", **settings)
     parts = build_run(config, dataset=dataset, resume_state=resume_state, quiet=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     parts.model.register_forward_hook(clock.hook)
-    return Trainer(parts, run_dir=run_dir, observers=[RunFolder(run_dir)], quiet=True)
+    return Trainer(parts, run_dir=run_dir, observers=[RunFolder(run_dir)], quiet=quiet)
 
 
 def _fit(clock, run_dir, **overrides) -> Trainer:
@@ -82,6 +82,15 @@ def test_the_fit_ends_within_the_budget_with_the_schedule_run_out(clock, tmp_pat
     assert trainer.optimizer.param_groups[0]["lr"] == 0.0
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["budget_steps"] == result["budget_steps"] and saved["steps"] == result["steps"]
+
+
+def test_a_budgeted_run_says_what_its_budget_bought(clock, tmp_path, capsys):
+    trainer = _trainer(clock, tmp_path / "run", _dataset(), quiet=False)
+    trainer.fit()
+    done = capsys.readouterr().out.splitlines()[-1]
+    steps = trainer.result["steps"]
+    assert done.startswith("done: lenet-bn-relu test_acc ")
+    assert done.endswith(f"img/s, {steps} steps ({steps / 10:.2f} epochs) in its 10s budget -> {tmp_path / 'run'}")
 
 
 def test_a_slower_machine_gets_fewer_steps_in_the_same_budget(clock, tmp_path):

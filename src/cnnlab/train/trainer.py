@@ -183,9 +183,12 @@ class Trainer:
         # Outside the stop handlers: what comes now (the report) is derived from files already on disk, and
         # Ctrl-C simply ends it.
         self._notify("after_fit", self, self.result)
+        # A budgeted run's length is an outcome, not a setting: say what the budget bought (a short one, little)
+        bought = (f", {self.state.step} steps ({self.state.step / len(self.train_loader):.2f} epochs) in its "
+                  f"{cfg.time_budget:g}s budget" if self.budget is not None else "")
         self._log(f"done: {cfg.model} test_acc {self.result['test_acc']:.4f} (best {self.val_name} "
                   f"{self.state.best_val_acc:.4f}) in {self.result['wall_s']:.1f}s, "
-                  f"{self.result['images_per_s']:,.0f} img/s -> {self.run_dir or 'memory'}")
+                  f"{self.result['images_per_s']:,.0f} img/s{bought} -> {self.run_dir or 'memory'}")
         return self.state.history
 
     def train_epoch(self) -> dict[str, float]:
