@@ -28,7 +28,12 @@ def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = Fal
                   on_epoch: Callable[[dict[str, float]], None] | None = None, run_dir: str | Path | None = None,
                   resume_state: dict[str, Any] | None = None) -> Trainer:
     """The run ``config`` describes (:func:`build_run`), its run folder and observers, joined in a Trainer (not yet
-    fitted). A resume passes the run's folder and its last.pt as ``run_dir`` and ``resume_state``."""
+    fitted). A resume passes the run's folder and its last.pt as ``run_dir`` and ``resume_state``.
+
+    Building the run sets torch's process-wide switches it needs (``--deterministic``), and they stay set after its
+    fit; :func:`train` and :func:`resume` put them back when they end, as ``with
+    cnnlab.device.torch_switches_restored():`` around the build and the fit does.
+    """
     source = Path(run_dir or ".") / "last.pt"
     parts = build_run(config, resume_state=resume_state, source=source, quiet=quiet)
     dist = parts.dist
