@@ -305,9 +305,8 @@ class Bench:
         # The smoke run keeps this path from rotting on either kind of machine; a CUDA one still compiles.
         smoke = ["--epochs", "1", *self.limit_flags(True), "--batch-size", "8",
                  *([] if cuda else ["--no-compile"])] if quick else []
-        note = "" if measured else ("not measured: the smoke budget (a CUDA smoke run of the same commands, 1 epoch, "
-                                    "2 batches)" if cuda else "not measured: no CUDA device (a CPU smoke run of the "
-                                    "same commands, 1 epoch, 2 batches)")
+        why = "the smoke budget (a CUDA" if cuda else "no CUDA device (a CPU"
+        note = "" if measured else f"not measured: {why} smoke run of the same commands, 1 epoch, 2 batches)"
         if b.speedrun_seeds:  # an empty tuple leaves the figure out (a GPU lease too short for both)
             target = ["--target-acc", str(b.speedrun_target)]
             if measured:

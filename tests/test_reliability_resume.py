@@ -161,17 +161,11 @@ def test_sigint_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, r
 def _one_thread():
     """One thread for every in-process run, the references included (a reference computed on two threads differs
     from a run on one: the very effect test_resume_under_another_thread_count_uses_the_runs_own is about).
-    conftest.py puts back the deterministic mode each run turns on."""
+    conftest.py puts back, after each test, the deterministic mode and the thread count a test changed."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _back_to_one_thread():
-    yield
-    torch.set_num_threads(1)
 
 
 def _config(out: Path):

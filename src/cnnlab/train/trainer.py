@@ -184,7 +184,7 @@ class Trainer:
         # Ctrl-C simply ends it.
         self._notify("after_fit", self, self.result)
         # A budgeted run's length is an outcome, not a setting: say what the budget bought (a short one, little)
-        bought = (f", {self.state.step} steps ({self.state.step / len(self.train_loader):.2f} epochs) in its "
+        bought = (f", {self.result['steps']} steps ({self.result['epochs_trained']:.2f} epochs) in its "
                   f"{cfg.time_budget:g}s budget" if self.budget is not None else "")
         self._log(f"done: {cfg.model} test_acc {self.result['test_acc']:.4f} (best {self.val_name} "
                   f"{self.state.best_val_acc:.4f}) in {self.result['wall_s']:.1f}s, "
