@@ -388,11 +388,15 @@ def test_two_machines_share_a_postgres_study_and_a_killed_worker_is_failed(tmp_p
 
 
 class _Proxy:
-    """A TCP relay on loopback to the test server, to make the database go away and come back."""
+    """A TCP relay on loopback to the test server, to make the database go away and come back.
 
-    def __init__(self, target: tuple[str, int], port: int = 0):
-        self.target, self.sockets = target, []
-        self.server = socket.create_server(("127.0.0.1", port), reuse_port=False)
+    It keeps its listening port for its whole life: closing the port and binding it again can fail, because the port
+    comes from the ephemeral range and any outgoing connection may take it in between. While the database is away,
+    the relay accepts and at once closes each connection, as a server that went down would look."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target, self.sockets, self.up, self.lock = target, [], True, threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -402,8 +406,12 @@ class _Proxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
+            with self.lock:
+                if not self.up:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(self.target)
+                self.sockets += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
@@ -421,14 +429,22 @@ class _Proxy:
                 except OSError:
                     pass
 
-    def close(self):
-        self.server.close()
-        for s in self.sockets:
+    def go_away(self):
+        with self.lock:
+            self.up, sockets, self.sockets = False, self.sockets, []
+        for s in sockets:
             try:
                 s.shutdown(socket.SHUT_RDWR)
                 s.close()
             except OSError:
                 pass
+
+    def come_back(self):
+        self.up = True
+
+    def close(self):
+        self.go_away()
+        self.server.close()
 
 
 @pytest.mark.slow
@@ -441,21 +457,21 @@ def test_database_going_away_is_one_clear_line_and_loses_nothing(tmp_path, data_
     via_proxy = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     budget = {**TINY, "epochs": 3, "limit_train_batches": 20, "data_dir": str(data_dir)}
     args = ["--study", pg_study, "--storage", via_proxy, "--out", str(tmp_path / "sw"), "--heartbeat", "1"]
-    run = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "3", "--pruner", "none",
-                  *args, *_cli_flags(budget))
     url = storage_url(POSTGRES, None)
-    _wait_for(lambda: pg_study in optuna.get_all_study_names(_storage(url))
-              and any(t.state == TrialState.COMPLETE for t in _trials(url, pg_study)), what="a finished trial")
-    proxy.close()
-    stdout, stderr = run.communicate(timeout=120)
-    assert run.returncode == 2, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("cnnlab sweep: error:")]
-    assert len(lines) == 1 and "the study database" in lines[0] and "cnnlab:***@" in lines[0]
-    kept = [t.number for t in _trials(url, pg_study) if t.state == TrialState.COMPLETE]
-    assert kept  # what the database recorded before it went away is still there
-
-    proxy = _Proxy((server.host, server.port or 5432), port=proxy.port)  # the database is back
     try:
+        run = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "3", "--pruner", "none",
+                      *args, *_cli_flags(budget))
+        _wait_for(lambda: pg_study in optuna.get_all_study_names(_storage(url))
+                  and any(t.state == TrialState.COMPLETE for t in _trials(url, pg_study)), what="a finished trial")
+        proxy.go_away()
+        stdout, stderr = run.communicate(timeout=120)
+        assert run.returncode == 2, stderr
+        lines = [line for line in stderr.splitlines() if line.startswith("cnnlab sweep: error:")]
+        assert len(lines) == 1 and "the study database" in lines[0] and "cnnlab:***@" in lines[0]
+        kept = [t.number for t in _trials(url, pg_study) if t.state == TrialState.COMPLETE]
+        assert kept  # what the database recorded before it went away is still there
+
+        proxy.come_back()
         again = _cnnlab("sweep", *args)
         stdout, stderr = again.communicate(timeout=400)
     finally:
