@@ -14,8 +14,10 @@ from PIL import Image, ImageFile
 
 import report_fixtures
 from cnnlab.cli import main
-from cnnlab.data import CLASSES, load_fashion_mnist
+from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.images import decode_upload
+from cnnlab.explore.sources import open_with_images
 from cnnlab.inference import load_trained, predict_logits
 from cnnlab.models import create_model
 from cnnlab.predict import format_predictions, image_files, load_image, predict_files
@@ -150,14 +152,15 @@ def test_cli_predict_json(trained_run, test_pngs, capsys):
 
 
 # ----------------------------------------------------------------------------- any dataset's checkpoint
-def _checkpoint(path, channels: int, image_size: int, classes=("cat", "dog", "ship", "frog")):
+def _checkpoint(path, channels: int, image_size: int, classes=("cat", "dog", "ship", "frog"),
+                dataset: str = "folder:somewhere"):
     """An untrained ReLU LeNet checkpoint for ``channels`` x ``image_size`` images of ``classes`` (inputs 28 px)."""
     torch.manual_seed(channels * 100 + image_size)
     model = create_model("lenet-relu", num_classes=len(classes), in_channels=channels)
     save_checkpoint({"model_name": "lenet-relu", "num_classes": len(classes), "in_channels": channels,
                      "input_size": 28, "normalize": None, "ops": "torch", "config": {"tta": False},
                      "model": model.state_dict(),
-                     "dataset": {"name": "folder:somewhere", "classes": list(classes), "channels": channels,
+                     "dataset": {"name": dataset, "classes": list(classes), "channels": channels,
                                  "image_size": image_size, "mean": [0.4] * channels, "std": [0.3] * channels,
                                  "flip": True}}, path)
     return path
@@ -180,6 +183,47 @@ def test_predictions_follow_the_checkpoints_channels_size_and_classes(tmp_path, 
         assert [t["probability"] for t in r["top"]] == pytest.approx(p.topk(4).values.tolist(), abs=1e-6)
         assert {t["class"] for t in r["top"]} == {"cat", "dog", "ship", "frog"}
     assert load_image(paths[0], channels=channels, size=image_size).shape == (channels, image_size, image_size)
+
+
+def test_a_folder_models_pictures_are_decoded_as_its_training_images_were(tmp_path, monkeypatch):
+    # A picture of its own training set must be the image the model trained on, in predict and in the explorer
+    # (its --images folder and its uploads): cropped to the centre (not padded), alpha dropped, EXIF orientation not
+    # applied, as the folder loader decoded it. Padding gave a wide picture's sides to a model that had only seen
+    # its centre.
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data, g = tmp_path / "data", np.random.default_rng(0)
+    files = {"a/wide.png": ("RGB", (48, 24)), "a/tall.png": ("RGBA", (20, 40)), "a/turned.jpg": ("RGB", (40, 30)),
+             "a/palette.png": ("P", (30, 18)), "b/square.png": ("RGB", (16, 16))}
+    for split in ("train", "test"):
+        for name, (mode, size) in files.items():
+            path = data / split / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            array = g.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+            image = Image.fromarray(array, "RGBA").convert(mode) if mode != "P" else \
+                Image.fromarray(array[..., :3], "RGB").quantize(16)
+            if name.endswith(".jpg"):
+                exif = Image.Exif()
+                exif[0x0112] = 6  # orientation: rotated; the folder loader does not turn it
+                image.save(path, exif=exif)
+            else:
+                image.save(path, **({"transparency": 0} if mode == "P" else {}))
+    dataset = load_dataset(f"folder:{data}", image_size=16)
+    stored = dict(zip(sorted(files), dataset.train_images, strict=True))  # the train/ files, in scan order
+    ckpt = _checkpoint(tmp_path / "model.pt", 3, 16, classes=("a", "b"), dataset=f"folder:{data}")
+    assert load_trained(ckpt).meta.crops_pictures
+    paths = [data / "train" / name for name in sorted(files)]
+    for name, path in zip(sorted(files), paths, strict=True):
+        assert torch.equal(load_image(path, channels=3, size=16, crop=True), stored[name].float() / 255), name
+    padded = load_image(data / "train" / "a/wide.png", channels=3, size=16)  # as for the other datasets' models
+    assert not torch.equal(padded, stored["a/wide.png"].float() / 255)
+    results = predict_files(ckpt, paths, topk=2, device="cpu")
+    probs = load_trained(ckpt).logits(torch.stack([stored[n] for n in sorted(files)])).softmax(1)
+    for r, p in zip(results, probs, strict=True):
+        assert [t["probability"] for t in r["top"]] == pytest.approx(p.topk(2).values.tolist(), abs=1e-6)
+    model, shown = open_with_images(ckpt, data / "train")
+    assert shown.names == tuple(sorted(files)) and torch.equal(shown.images, torch.stack(list(stored.values())))
+    upload = decode_upload((data / "train" / "a/wide.png").read_bytes(), 3, 16, crop=model.spec.crop)
+    assert torch.equal(upload, stored["a/wide.png"])
 
 
 def test_colour_images_for_rgb_models(tmp_path):

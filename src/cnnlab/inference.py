@@ -18,6 +18,7 @@ from torch import nn
 import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import Preprocess
+from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, summary
 from cnnlab.models import create_model
@@ -56,6 +57,12 @@ class Meta:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def crops_pictures(self) -> bool:
+        """Whether a picture shown to the model is centre-cropped, as its folder of training images was
+        (:func:`cnnlab.picture.crop_square`), rather than padded to a square."""
+        return self.dataset.startswith(FOLDER_PREFIX)
 
 
 def stored_normalize(ckpt: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]] | tuple[None, None]:
@@ -105,6 +112,7 @@ def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor
 
     Example:
         >>> from cnnlab.data import Preprocess
+from cnnlab.data.registry import FOLDER_PREFIX
         >>> from cnnlab.models import create_model
         >>> images = torch.zeros(3, 28, 28, dtype=torch.uint8)
         >>> predict_logits(create_model("lenet"), Preprocess(28), images).shape

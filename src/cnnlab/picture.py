@@ -3,6 +3,11 @@
 ``cnnlab predict`` and the explorer's uploads both come through here, so a picture gives a model the same input
 whichever way it arrives. The size limits are checked before any pixel is decoded: a crafted PNG can claim
 2^31 x 2^31 pixels in a few hundred bytes (a "decompression bomb").
+
+Two ways to make it square. A model of a folder of images learnt from pictures decoded by :func:`crop_square` (the
+folder loader's own decode), so its pictures are decoded by that function too: a picture it is shown is the image it
+would have stored. The other datasets store images already square, so a picture is padded instead
+(:func:`read_picture` without ``crop``): a garment photographed wider than tall keeps its sleeves.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["read_picture"]
+__all__ = ["crop_square", "read_picture"]
 
 
 def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, invert: bool, max_bytes: int,
-                 max_pixels: int) -> torch.Tensor:
+                 max_pixels: int, crop: bool = False) -> torch.Tensor:
     """Decode ``source`` (the file's bytes or its path) as a uint8 ``channels x size x size`` image.
 
     Steps: size checks (bytes, then the header's pixel count); EXIF orientation applied; transparent pixels laid
@@ -33,6 +38,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
 
     Args:
         name: how the one-line errors name the picture (``"image shirt.png"``, ``"the upload"``).
+        crop: after the size checks, decode as a folder of images decodes its files (:func:`crop_square`), for a
+            model trained on one, instead of the steps above (``invert`` still applies).
 
     Raises:
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt.
@@ -51,8 +58,12 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
                 if w * h > max_pixels:
                     raise CnnlabError(f"{name} is {w} x {h} = {w * h / 1e6:.0f} megapixels, expected at most "
                                       f"{max_pixels / 1e6:.0f} (refused before decoding)")
-                im = ImageOps.exif_transpose(im)  # decodes the pixels
-                im = _flatten(im, background=255 if invert else 0, rgb=channels == 3)
+                if crop:
+                    pixels = crop_square(im, size, channels)
+                else:
+                    im = ImageOps.exif_transpose(im)  # decodes the pixels
+                    im = _flatten(im, background=255 if invert else 0, rgb=channels == 3)
+                    pixels = np.asarray(_square(im).resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
     except Image.DecompressionBombError:
         raise CnnlabError(f"{name} claims too many pixels (a decompression bomb?); expected at most "
                           f"{max_pixels / 1e6:.0f} megapixels") from None
@@ -63,10 +74,40 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
         if isinstance(e, CnnlabError):
             raise
         raise CnnlabError(f"cannot decode {name}: truncated or corrupt ({summary(e, 120)})") from None
-    pixels = np.asarray(_square(im).resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
     x = torch.from_numpy(pixels.copy())
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
     return 255 - x if invert else x
+
+
+def crop_square(im: Image.Image, size: int, channels: int) -> np.ndarray:
+    """An opened image decoded as a folder of images stores it: uint8 ``size x size`` (grey) or ``size x size x 3``.
+
+    16-bit grey scaled to 8 bits (Pillow's convert would clip it); grey or RGB, alpha dropped and EXIF orientation
+    not applied, as torchvision's ``pil_loader`` reads a file; the shorter side resized to ``size`` (bilinear,
+    antialiased when shrinking) and the centre cropped to a square (``ImageOps.fit``: the usual Resize + CenterCrop
+    of ImageNet-style evaluation).
+
+    Raises:
+        OSError, ValueError, SyntaxError, Image.DecompressionBombError: Pillow's, for a truncated or corrupt file.
+    """
+    im.load()  # the full decode: a truncated file fails here, not at open
+    im = _to_8bit(im)
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
+    im = im.convert("L" if channels == 1 else "RGB")
+    if im.size != (size, size):
+        im = ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
+    return np.asarray(im)
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit grey (``I;16*``, or ``I`` holding values above 255) scaled to 8 bits; Pillow's convert would clip."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode != "I" or values.max(initial=0) > 255:
+            values = values / 257  # 65535 -> 255, as 8-bit = round(16-bit / 257) maps the ranges onto each other
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    return im
 
 
 def _flatten(im: Image.Image, background: int, rgb: bool) -> Image.Image:

@@ -1,8 +1,9 @@
 """Classifying image files with a trained checkpoint (``cnnlab predict CHECKPOINT IMAGE_OR_FOLDER...``).
 
 Any PNG/JPEG/... that PIL reads, of any size, colour or grey, becomes an image like the checkpoint's dataset
-stored: grey for a 1-channel model, RGB for a 3-channel one, centred on a square canvas, resized with an
-antialiasing filter to the dataset's image side, values in [0, 1]; then the checkpoint's own preprocessing (resize
+stored: grey for a 1-channel model, RGB for a 3-channel one, centred on a square canvas (centre-cropped instead for a
+model of a folder of images, as its training images were), resized with an antialiasing filter to the dataset's image
+side, values in [0, 1]; then the checkpoint's own preprocessing (resize
 to the model's input, normalisation, flip-TTA) runs exactly as in evaluation (:meth:`cnnlab.inference.Trained.logits`).
 """
 
@@ -27,7 +28,8 @@ MAX_PIXELS = 50_000_000
 MAX_BYTES = 100 * 2**20
 
 
-def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int = SIDE) -> torch.Tensor:
+def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int = SIDE,
+               crop: bool = False) -> torch.Tensor:
     """Read one image file as a float ``channels x size x size`` tensor in [0, 1], like a dataset's stored image.
 
     The decoding (EXIF orientation, transparency, grey or RGB, padding to a square, Lanczos resize, ``invert``) is
@@ -38,6 +40,7 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
         invert: for dark subjects on a light background (Fashion-MNIST's garments are light on black).
         channels: 1 or 3, as the model was trained.
         size: side of the dataset's stored images (a checkpoint's ``meta.image_size``).
+        crop: decode as a folder of images decodes its files (a checkpoint's ``meta.crops_pictures``).
 
     Raises:
         CnnlabError: the file is missing, empty, not an image, truncated, or above ``MAX_PIXELS`` (checked from the
@@ -50,7 +53,7 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
     if not path.is_file():
         raise CnnlabError(f"image {path} does not exist or is not a file")
     image = read_picture(path, name=f"image {path}", channels=channels, size=size, invert=invert,
-                         max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+                         max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, crop=crop)
     return image.float() / 255
 
 
@@ -113,7 +116,8 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
     results: list[dict[str, Any]] = [{"file": str(path)} for path in files]
     for i, path in enumerate(files):
         try:
-            loaded[i] = load_image(path, invert=invert, channels=meta.channels, size=meta.image_size)
+            loaded[i] = load_image(path, invert=invert, channels=meta.channels, size=meta.image_size,
+                                   crop=meta.crops_pictures)
         except CnnlabError as e:
             if not skip_bad:
                 raise

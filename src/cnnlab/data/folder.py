@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from cnnlab.checks import positive_int
 from cnnlab.data.dataset import ImageDataset, channel_stats
@@ -47,6 +48,7 @@ from cnnlab.data.split import stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import write_json
+from cnnlab.picture import crop_square
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "load_folder"]
 
@@ -214,8 +216,6 @@ class _BadImage(Exception):
 
 
 def _open(path: Path):
-    from PIL import Image
-
     try:
         return Image.open(path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -242,32 +242,11 @@ def _is_grey(img, path: Path) -> bool:
     return False
 
 
-def _to_8bit(img):
-    """16-bit grey (``I;16*``, or ``I`` holding values above 255) scaled to 8 bits; Pillow's convert would clip."""
-    from PIL import Image
-
-    if img.mode.startswith("I;16") or img.mode == "I":
-        values = np.asarray(img, dtype=np.float64)
-        if img.mode != "I" or values.max(initial=0) > 255:
-            values = values / 257  # 65535 -> 255, as 8-bit = round(16-bit / 257) maps the ranges onto each other
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-    return img
-
-
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     """One image as uint8 ``channels x size x size``."""
-    from PIL import Image, ImageOps
-
     with _open(path) as img:
         try:
-            img.load()  # the full decode: a truncated file fails here, not at open
-            img = _to_8bit(img)
-            if img.mode in ("P", "PA"):
-                img = img.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
-            img = img.convert("L" if channels == 1 else "RGB")
-            if img.size != (size, size):
-                img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
-            array = np.asarray(img)
+            array = crop_square(img, size, channels)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise _BadImage(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
     return array[None] if channels == 1 else array.transpose(2, 0, 1)

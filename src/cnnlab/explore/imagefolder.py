@@ -74,11 +74,12 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int, limit: int = MAX_IMAGES,
-                      skip_bad: bool = False, listing=None) -> ImageSet:
+                      skip_bad: bool = False, listing=None, crop: bool = False) -> ImageSet:
     """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size`` (see the module docstring).
 
     With ``skip_bad`` (``--skip-bad-images``, as for ``cnnlab train``), a file that cannot be read is left out and
     named in ``skipped``, and the rest are shown. ``listing``: what :func:`list_images` gave for ``folder`` already.
+``crop``: centre-crop each picture as a folder of training images was (:func:`cnnlab.picture.read_picture`).
 
     Raises:
         CnnlabError: not a folder, no images, images both at the top and in class subfolders, or a file that is too
@@ -95,7 +96,7 @@ def read_image_folder(folder: str | Path, channels: int, size: int, limit: int =
         name = p.relative_to(root).as_posix()
         try:
             images.append(read_picture(p, name=f"image {name}", channels=channels, size=size, invert=False,
-                                       max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS))
+                                       max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS, crop=crop))
         except CnnlabError as e:
             if not skip_bad:
                 raise

@@ -70,7 +70,7 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, cmap: str = "jet", alpha: f
     return blended.clip(0, 255).round().astype(np.uint8)
 
 
-def decode_upload(data: bytes, channels: int, size: int, invert: bool = False) -> torch.Tensor:
+def decode_upload(data: bytes, channels: int, size: int, invert: bool = False, crop: bool = False) -> torch.Tensor:
     """An uploaded image file as the uint8 ``channels x size x size`` image a model of that dataset takes.
 
     Decoded as ``cnnlab predict`` decodes a file (:func:`cnnlab.picture.read_picture`), within the upload limits.
@@ -82,4 +82,4 @@ def decode_upload(data: bytes, channels: int, size: int, invert: bool = False) -
     if channels not in (1, 3):
         raise CnnlabError(f"uploads can feed models of 1 or 3 input channels, this model takes {channels}")
     return read_picture(data, name="the upload", channels=channels, size=size, invert=invert,
-                        max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS)
+                        max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS, crop=crop)

@@ -46,6 +46,8 @@ class InputSpec:
     Attributes:
         channels: 1 (grey) or 3 (RGB) or what the first convolution takes.
         size: side of the model's input (images are read, padded to a square and resized to it).
+        crop: centre-crop pictures instead of padding them (:func:`cnnlab.picture.read_picture`): a cnnlab run on a
+            folder of images, whose training images were cropped so.
         layout: ``"NCHW"`` or ``"NHWC"``.
         mean, std: per-channel normalisation in the [0, 1] scale (``(x / 255 - mean) / std``), or None.
         origin: where each of these was read from, for the page (``"graph"``, ``"flags"``, ``"checkpoint"``).
@@ -57,6 +59,7 @@ class InputSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     origin: dict[str, str] = field(default_factory=dict)
+    crop: bool = False
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``N x C x S x S`` images -> the float32 model input (scaled, normalised, in ``layout``)."""
@@ -296,7 +299,7 @@ class RunModel:
         self.name = f"{meta.model_name} ({trained.path.name})"
         self.classes, _ = resolve_classes(classes, meta.classes, meta.num_classes)
         self.spec = InputSpec(meta.channels, meta.image_size, "NCHW", meta.mean, meta.std,
-                              {"everything": "checkpoint"})
+                              {"everything": "checkpoint"}, crop=meta.crops_pictures)
         self.notes = (f"Images are read at the dataset's side ({meta.image_size} px) and the run's preprocessing "
                       f"resizes them to {meta.input_size} px.",) if meta.input_size != meta.image_size else ()
 

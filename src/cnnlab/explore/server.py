@@ -161,7 +161,7 @@ def create_app(root: str | Path) -> Starlette:
     def _analyze_upload(name: str, data: bytes, invert: bool) -> dict[str, Any]:
         loaded = session.model(name)
         meta = loaded.trained.meta
-        image = decode_upload(data, meta.channels, meta.image_size, invert=invert)
+        image = decode_upload(data, meta.channels, meta.image_size, invert=invert, crop=meta.crops_pictures)
         return {**analyze_image(RunModel(loaded.trained), image), "source": "your image", "label": None}
 
     async def api_analyze(request: Request) -> Response:
@@ -280,7 +280,7 @@ def create_model_app(model, images=None) -> Starlette:
                 "label": images.labels[index]}
 
     def _analyze_upload(data: bytes, invert: bool) -> dict[str, Any]:
-        image = decode_upload(data, spec.channels, spec.size, invert=invert)
+        image = decode_upload(data, spec.channels, spec.size, invert=invert, crop=spec.crop)
         return {**analyze_image(model, image), "source": "your image", "label": None}
 
     async def api_analyze(request: Request) -> Response:

@@ -73,4 +73,4 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
     listing = list_images(images)
     model = open_model(source, options, listing[1])
     return model, read_image_folder(images, model.spec.channels, model.spec.size, skip_bad=skip_bad,
-                                    listing=listing)
+                                    listing=listing, crop=model.spec.crop)
