@@ -119,3 +119,18 @@ def test_evaluating_on_a_dataset_with_other_classes_is_refused(folder_run, capsy
     assert cli.main(["eval", str(run.parent / "renamed.pt")]) == 2
     err = capsys.readouterr().err
     assert "classes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_last_batch_of_one_image_is_left_out_so_batch_norm_can_train(tmp_path, monkeypatch):
+    # 9 training images at batch 4: a last batch of 1, which every BatchNorm1d in training mode refuses (the variance
+    # of one value). BN-LeNet's head has two; the epoch trains on 2 batches of 4 instead.
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(3, 2))
+    run = tmp_path / "run"
+    assert cli.main(["train", "lenet-bn", "--dataset", f"folder:{data}", "--batch-size", "4", "--epochs", "2",
+                     "--out", str(run), "--quiet", "--no-report"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "finished" and result["steps"] == 4
+    assert cli.main(["train", "lenet-bn", "--dataset", f"folder:{data}", "--batch-size", "3", "--epochs", "1",
+                     "--out", str(tmp_path / "whole"), "--quiet", "--no-report"]) == 0  # no remainder: all 9 train
+    assert json.loads((tmp_path / "whole" / "result.json").read_text())["steps"] == 3

@@ -298,11 +298,15 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
     if config.balance != "none":  # a class without training images has no weight: refused by name, up front
         labels = dataset.train_labels if train_idx is None else dataset.train_labels[train_idx]
         class_weights = balanced_class_weights(labels, dataset.num_classes, dataset.classes)
+    # A last batch of one image would fail every BatchNorm1d in training mode (the variance of one value), so it is
+    # left out of its epoch: another image each epoch, as the order is shuffled.
+    per_rank = len(dataset.train_labels if train_idx is None else train_idx) // dist.world_size
     train = DeviceLoader(dataset.train_images, dataset.train_labels, config.batch_size, shuffle=True,
                          preprocess=preprocess, augment=config.augment, flip=dataset.flip, seed=config.seed,
                          limit_batches=config.limit_train_batches, indices=train_idx, mixup=config.mixup,
                          cutmix=config.cutmix, num_classes=dataset.num_classes,
-                         balance=config.balance == "sampler", **shard)
+                         balance=config.balance == "sampler",
+                         drop_last=per_rank > config.batch_size and per_rank % config.batch_size == 1, **shard)
     val_loader, val_rest = _eval_loaders(config, preprocess, dist, *val, shard)
     test_loader, test_rest = (_eval_loaders(config, preprocess, dist, dataset.test_images, dataset.test_labels,
                                             None, shard) if config.val_split is not None else (None, None))
