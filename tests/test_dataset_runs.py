@@ -134,3 +134,26 @@ def test_a_last_batch_of_one_image_is_left_out_so_batch_norm_can_train(tmp_path,
     assert cli.main(["train", "lenet-bn", "--dataset", f"folder:{data}", "--batch-size", "3", "--epochs", "1",
                      "--out", str(tmp_path / "whole"), "--quiet", "--no-report"]) == 0  # no remainder: all 9 train
     assert json.loads((tmp_path / "whole" / "result.json").read_text())["steps"] == 3
+
+
+def test_a_resume_refuses_a_folder_whose_training_images_changed_and_keeps_the_runs_normalisation(tmp_path,
+                                                                                                   monkeypatch, capsys):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(6, 2))
+    run = tmp_path / "run"
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "1",
+                     "--normalize", "--out", str(run), "--quiet", "--no-report"]) == 0
+    normalize = load_checkpoint(run / "last.pt")["normalize"]
+    added = data / "train" / "sky" / "new.png"
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(added)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training images" in err and "18 files then, 19 now" in err
+    added.unlink()
+    # The same files with other pixels are not told apart; the run keeps the input it started with, not the
+    # statistics of the images as they are now.
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(data / "train" / "sky" / "0.png")
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--quiet", "--no-report"]) == 0
+    assert load_checkpoint(run / "last.pt")["normalize"] == normalize
+    assert json.loads((run / "result.json").read_text())["epochs_trained"] == 2

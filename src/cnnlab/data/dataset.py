@@ -43,6 +43,9 @@ class ImageDataset:
             the model trained on.
         notices: lines to show whoever trains on the data: choices the loader made about the files on its own
             (unreadable files skipped, colour files read as grey).
+        training_files: ``(count, hash of the files' sorted relative paths)`` of a folder's training images (before
+            any ``--val-split``), else None. A run records it, so that its resume refuses a folder whose training
+            images were added to or removed since it started (the same names with other pixels are not seen).
 
     Loads are cached per process, so instances may share storage: treat the tensors as read-only.
     """
@@ -60,6 +63,7 @@ class ImageDataset:
     memory_mapped: bool = False
     held_out: tuple[int, str] | None = None
     notices: tuple[str, ...] = ()
+    training_files: tuple[int, str] | None = None
 
     def __post_init__(self):
         for split in ("train", "test"):

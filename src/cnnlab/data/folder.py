@@ -5,7 +5,8 @@ Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/*
 Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
 Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. Which files were
 drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
-refuse a folder whose draw has changed since it trained.
+refuse a folder whose draw has changed since it trained; the training files are recorded the same way
+(:attr:`ImageDataset.training_files`), so that a resume refuses a folder whose training images have changed.
 
 Decoding (Pillow), once: every file with an image extension (:data:`IMAGE_EXTENSIONS`; other files are ignored
 and counted) is converted to grey or RGB, the shorter side resized to ``image_size`` and the centre cropped to a
@@ -110,12 +111,13 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
         held_out = _identity(path, held_files)
     else:
         split_note = f"test split: {held_dir.name}/"
-    cached = _read_cache(cache, key, name, held_out)
+    identity = (held_out, _identity(path, train_files))
+    cached = _read_cache(cache, key, name, identity)
     if cached is not None:
         return cached
     notes = [split_note] + ([f"ignored {ignored} non-image file(s)"] if ignored else [])
     return _decode_all(cache, key, name, path, classes, train_files, held_files, image_size, channels, skip_bad,
-                       notes, held_out)
+                       notes, identity)
 
 
 def _layout(path: Path) -> tuple[Path, Path | None]:
@@ -204,7 +206,7 @@ def _hold_out(root: Path, files: list[_File]) -> tuple[list[_File], list[_File],
 
 
 def _identity(root: Path, files: list[_File]) -> tuple[int, str]:
-    """(count, a hash of the sorted paths relative to ``root``): which files a drawn test split holds."""
+    """(count, a hash of the sorted paths relative to ``root``): which files a split holds."""
     prefix = str(root) + os.sep
     text = "\n".join(sorted(str(f.path).removeprefix(prefix) for f in files))
     return len(files), hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -296,7 +298,7 @@ def _check_enlarged(root: Path, n: int, chans: int, size: int, own: int) -> None
 
 def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...], train: list[_File],
                 test: list[_File], image_size: int | None, channels: int | None, skip_bad: bool,
-                notes: list[str], held_out: tuple[int, str] | None) -> ImageDataset:
+                notes: list[str], identity: tuple) -> ImageDataset:
     total, bad, notices = len(train) + len(test), [], []
     train, train_sides, train_colour = _survey(train, skip_bad, bad)
     test, test_sides, test_colour = _survey(test, skip_bad, bad)
@@ -339,10 +341,10 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
             "classes": list(classes), "train_labels": labels["train"], "test_labels": labels["test"],
             "mean": list(mean), "std": list(std), "notes": notes, "notices": notices}
     write_json(cache / f"{key}.json", meta)  # written last: its presence marks a complete entry
-    return _dataset(name, root, images, meta, data_file, held_out)
+    return _dataset(name, root, images, meta, data_file, identity)
 
 
-def _read_cache(cache: Path, key: str, name: str, held_out: tuple[int, str] | None) -> ImageDataset | None:
+def _read_cache(cache: Path, key: str, name: str, identity: tuple) -> ImageDataset | None:
     meta_file, data_file = cache / f"{key}.json", cache / f"{key}.u8"
     try:
         meta = json.loads(meta_file.read_text())
@@ -351,11 +353,12 @@ def _read_cache(cache: Path, key: str, name: str, held_out: tuple[int, str] | No
         images = open_raw(data_file, tuple(meta["shape"]))
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
-    return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file, held_out)
+    return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file, identity)
 
 
 def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file: Path,
-             held_out: tuple[int, str] | None) -> ImageDataset:
+             identity: tuple) -> ImageDataset:
+    """``identity``: (:attr:`ImageDataset.held_out`, :attr:`ImageDataset.training_files`)."""
     n_train = meta["n_train"]
     notes = list(meta["notes"])
     mapped = is_memory_mapped(images)  # open_raw's choice: over in_memory_limit()
@@ -366,7 +369,8 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
     return ImageDataset(name, images[:n_train], torch.tensor(meta["train_labels"], dtype=torch.int64),
                         images[n_train:], torch.tensor(meta["test_labels"], dtype=torch.int64),
                         tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]), flip=True,
-                        description=description, memory_mapped=mapped, held_out=held_out,
+                        description=description, memory_mapped=mapped, held_out=identity[0],
+                        training_files=identity[1],
                         notices=tuple(meta.get("notices", ())))
 
 

@@ -99,6 +99,8 @@ class RunParts:
                    "mean": list(d.mean), "std": list(d.std), "flip": d.flip}
         if d.held_out is not None:  # which test split the loader drew: eval, report and resume refuse another
             dataset["held_out"] = list(d.held_out)
+        if d.training_files is not None:  # which files it trained on: resume refuses others
+            dataset["training_files"] = list(d.training_files)
         return {"model_name": cfg.model, "num_classes": d.num_classes, "in_channels": d.channels, "dataset": dataset,
                 "input_size": self.input_size, "normalize": self.normalize, "ops": cfg.ops,
                 "config": asdict(cfg)}
@@ -241,12 +243,12 @@ def _normalize(config: TrainConfig, dataset: ImageDataset, resume_state: dict[st
     """The [mean, std] per channel the model's input gets, or None for [0, 1] pixels: the input the starting
     weights were trained on (:mod:`cnnlab.train.finetune`), else the dataset's statistics under ``--normalize``."""
     own = [list(dataset.mean), list(dataset.std)] if config.normalize else None
+    if resume_state is not None and "normalize" in resume_state:
+        return resume_state["normalize"]  # the run's own record: what it started with (the data may have changed)
     if config.pretrained:  # the ImageNet weights' own mean and std (torchvision's metadata)
         return pretrained_normalize(config.model, dataset.channels)
     if not config.init_from:
         return own
-    if resume_state is not None:  # the run's own record: what it started with (the source may be gone)
-        return resume_state.get("normalize")
     if initialised is None:  # a model handed in is not loaded from --init-from
         return own
     if note and initialised.normalize != own:
@@ -397,6 +399,18 @@ def _wrap(model: nn.Module, config: TrainConfig, device: torch.device, dist: Dis
     return step_model
 
 
+def _check_same_training_files(recorded: dict[str, Any], dataset: ImageDataset) -> None:
+    """Refuse to resume on a folder whose training files are not the ones the run started on: its epochs would
+    continue on other images, under a schedule planned for the old count."""
+    then, now = recorded.get("training_files"), dataset.training_files
+    if not then or recorded.get("name") != dataset.name or (now is not None and list(now) == list(then)):
+        return
+    change = (f"{then[0]} files then, {now[0]} now" if now is not None and now[0] != then[0] else
+              f"{then[0]} files then and now, but other ones" if now is not None else "not recorded now")
+    raise CnnlabError(f"the training images of {dataset.name} changed since the run started ({change}); put the "
+                      f"folder back as it was to resume, or train a new run on the folder as it is")
+
+
 def _restore(parts: RunParts, state: dict[str, Any], source: str, quiet: bool) -> None:
     """Put a checkpoint of this run back into its freshly built parts; the random streams last, so that nothing
     built after them draws from them."""
@@ -409,6 +423,7 @@ def _restore(parts: RunParts, state: dict[str, Any], source: str, quiet: bool) -
         raise CnnlabError(f"{source} was trained on {len(classes)} classes of {state['dataset']['name']}, not the "
                           f"{parts.dataset.num_classes} of {parts.dataset.name}: resume it with its own dataset")
     inference.check_same_test_split(state.get("dataset") or {}, parts.dataset)
+    _check_same_training_files(state.get("dataset") or {}, parts.dataset)
     try:
         parts.model.load_state_dict(state["model"])
         parts.optimizer.load_state_dict(state["optimizer"])
