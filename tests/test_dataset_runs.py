@@ -157,3 +157,19 @@ def test_a_resume_refuses_a_folder_whose_training_images_changed_and_keeps_the_r
     assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--quiet", "--no-report"]) == 0
     assert load_checkpoint(run / "last.pt")["normalize"] == normalize
     assert json.loads((run / "result.json").read_text())["epochs_trained"] == 2
+
+
+def test_a_run_folder_inside_the_image_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    # Its next load would have taken the run folder for a class of its own, the run's curves.png for its image.
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(4, 2))
+    before = sorted(data.rglob("*"))
+    capsys.readouterr()
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--out", str(data / "train" / "run"),
+                     "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lies inside the data folder" in err and "--out" in err
+    monkeypatch.chdir(data)
+    assert cli.main(["train", "lenet-relu", "--dataset", "folder:.", "--epochs", "1"]) == 2
+    assert "the default run folder" in capsys.readouterr().err
+    assert sorted(data.rglob("*")) == before
