@@ -159,14 +159,18 @@ def test_a_nan_run_says_so_in_result_json(colours, tmp_path):
     assert result["status"] == "failed" and "NonFiniteLoss" in result["error"]
 
 
-def test_early_stop_ends_the_run_after_patience_epochs_without_improvement(colours, tmp_path, monkeypatch):
+def test_early_stop_ends_the_run_after_patience_epochs_without_improvement(colours, tmp_path, capsys):
     # A learning rate of ~0 keeps the accuracy flat, so patience 2 must stop after epoch 3 (best at 1).
     history = train("lenet-relu", quiet=True, report=False,
                     **quick(tmp_path / "r", epochs=10, early_stop=2, lr=1e-12, optimizer="sgd", momentum=0))
     assert len(history) == 3
     result = json.loads((tmp_path / "r" / "result.json").read_text())
     assert result["stopped_early_epoch"] == 3
-    assert resume(tmp_path / "r", quiet=True) is None  # finished: nothing to do
+    capsys.readouterr()
+    assert resume(tmp_path / "r", quiet=True, epochs=12) is None  # finished: more epochs would stop again at once
+    said = capsys.readouterr().out
+    assert "it stopped early after 2 epochs" in said and "--epochs" not in said  # not the advice that did nothing
+    assert f"start a new run with --init-from {tmp_path / 'r' / 'last.pt'}" in said
 
 
 def test_gradient_accumulation_matches_one_larger_batch(tmp_path):

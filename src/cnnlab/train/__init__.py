@@ -139,6 +139,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
         if done:
             if config.time_budget is not None:
                 further = ""
+            elif trainer.ended_by_its_own_rule():
+                further = f" (start a new run with --init-from {Path(run_dir) / 'last.pt'} to train it further)"
             elif config.schedule in EXTENSIBLE_SCHEDULES:
                 further = " (pass --epochs N to train it further)"
             else:  # --epochs would only be refused (above): say why, and what does train it further

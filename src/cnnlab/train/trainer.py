@@ -112,6 +112,11 @@ class Trainer:
             return f"it trained all {cfg.epochs} epochs" if cfg.epochs > 1 else "it trained its 1 epoch"
         return None
 
+    def ended_by_its_own_rule(self) -> bool:
+        """Whether the run ended on its target accuracy, a stop (a divergence) or early stopping: more epochs would
+        not train it, as it would end again at once."""
+        return self.state.target_reached is not None or self.stop_reason is not None or self._early_stop_due()
+
     def _early_stop_due(self) -> bool:
         return bool(self.config.early_stop) and self._epochs_since_best() >= self.config.early_stop
 
