@@ -44,7 +44,7 @@ def test_table_rows_hold_each_runs_own_figures(runs):
         val = _metrics(folder)
         assert row["best_val_acc"] == pytest.approx(max(val), abs=1e-6)
         assert row["final_val_acc"] == pytest.approx(val[-1], abs=1e-6)
-        assert row["epochs"] == len(val) == 2
+        assert row["epochs_done"] == len(val) == 2
         config = json.loads((folder / "config.json").read_text())
         assert row["params"] == config["params"]
     for folder, row in zip(folders[:2], rows[:2], strict=True):
@@ -54,6 +54,20 @@ def test_table_rows_hold_each_runs_own_figures(runs):
     assert rows[2]["status"] == "incomplete" and rows[2]["test_acc"] is None
 
 
+def test_the_epochs_a_run_was_set_for_and_the_epochs_it_trained_are_two_columns(runs, tmp_path):
+    # A run set for 200 epochs and stopped after 2: its "epochs" setting once showed 2, and the CSV had two
+    # "epochs" columns, the JSON one key.
+    long = tmp_path / "long"
+    shutil.copytree(runs / "a-lenet", long)
+    record = json.loads((long / "config.json").read_text())
+    record["config"]["epochs"] = 200
+    (long / "config.json").write_text(json.dumps(record))
+    columns, rows = compare_runs([load_run(runs / "a-lenet"), load_run(long)])
+    assert len(set(columns)) == len(columns) and {"epochs", "epochs_done"} <= set(columns)
+    assert [(r["epochs"], r["epochs_done"]) for r in rows] == [(2, 2), (200, 2)]
+    assert next(csv.reader(io.StringIO(format_table(columns, rows, "csv")))) == columns
+
+
 def test_only_the_config_keys_that_differ_get_columns(runs):
     columns, _ = compare_runs([load_run(runs / "a-lenet"), load_run(runs / "b-bn")])
     a = json.loads((runs / "a-lenet" / "config.json").read_text())["config"]
@@ -61,7 +75,8 @@ def test_only_the_config_keys_that_differ_get_columns(runs):
     differ = {k for k in a if a[k] != b.get(k)} - {"out", "model", "recipe", "data_dir", "dataset"}
     assert {"optimizer", "val_split", "label_smoothing"} <= differ  # the fast recipe and the split
     assert differ <= set(columns)
-    assert "seed" not in columns and "epochs" in columns  # same seed; "epochs" is a figure column of its own
+    assert "seed" not in columns and "epochs" not in columns  # same seed, same epochs set
+    assert "epochs_done" in columns  # a figure column of its own
     same_runs, _ = compare_runs([load_run(runs / "a-lenet"), load_run(runs / "c-running")])
     assert "optimizer" not in same_runs
 

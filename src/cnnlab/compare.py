@@ -33,7 +33,7 @@ _NOT_COMPARED = {"out", "data_dir", "model", "recipe", "dataset"}
 
 # The table's columns before and after the config keys that differ between the runs.
 _LEADING = ("run", "model", "dataset", "recipe")
-_TRAILING = ("params", "macs", "epochs", "best_val_acc", "final_val_acc", "test_acc", "wall_s", "images_per_s",
+_TRAILING = ("params", "macs", "epochs_done", "best_val_acc", "final_val_acc", "test_acc", "wall_s", "images_per_s",
              "status")
 
 
@@ -109,7 +109,7 @@ def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
     }
     row.update({k: run.config.get(k) for k in keys})
     row.update({
-        "params": run.record.get("params") or result.get("params"), "macs": macs, "epochs": len(run.metrics),
+        "params": run.record.get("params") or result.get("params"), "macs": macs, "epochs_done": len(run.metrics),
         "best_val_acc": max(val) if val else None, "final_val_acc": val[-1] if val else None,
         "test_acc": result.get("test_acc"), "wall_s": result.get("wall_s"),
         "images_per_s": result.get("images_per_s"), "status": run.outcome,
