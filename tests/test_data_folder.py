@@ -142,6 +142,15 @@ def test_train_and_held_out_folders(tmp_path, home, held):
     assert f"test split: {held}/" in data.description
 
 
+def test_a_val_folder_beside_test_is_named_as_unused_on_every_load(tmp_path, home):
+    for split, seed in (("train", 0), ("test", 50), ("val", 90)):
+        write_classes(tmp_path / "split" / split, {"a": 2, "b": 2}, seed=seed)
+    for _ in range(2):  # decoded, then from the cache
+        data = load_dataset(f"folder:{tmp_path / 'split'}")
+        assert len(data.train_labels) == len(data.test_labels) == 4
+        assert [n for n in data.notices if n.startswith("val/ is not used")], data.notices
+
+
 # -- the cache ----------------------------------------------------------------------------------------------------
 def test_second_load_reads_the_cache_and_a_change_invalidates_it(tmp_path, cache, monkeypatch):
     write_classes(tmp_path / "set", {"a": 6, "b": 6})

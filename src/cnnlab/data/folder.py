@@ -1,7 +1,8 @@
 """``folder:PATH``: a folder of the user's own images, one subfolder per class, decoded once into the cache.
 
 Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/**/<image>``, or the split
-``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``PATH/val/``, the other usual held-out name).
+``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``PATH/val/``, the other usual held-out name; with both,
+``test/`` is held out and ``val/`` is left out, which :attr:`ImageDataset.notices` says).
 Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
 Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. Which files were
 drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
@@ -30,6 +31,7 @@ an unchanged folder reads one file. Nothing is ever written into ``PATH``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -112,12 +114,18 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
     else:
         split_note = f"test split: {held_dir.name}/"
     identity = (held_out, _identity(path, train_files))
-    cached = _read_cache(cache, key, name, identity)
-    if cached is not None:
-        return cached
-    notes = [split_note] + ([f"ignored {ignored} non-image file(s)"] if ignored else [])
-    return _decode_all(cache, key, name, path, classes, train_files, held_files, image_size, channels, skip_bad,
-                       notes, identity)
+    dataset = _read_cache(cache, key, name, identity)
+    if dataset is None:
+        notes = [split_note] + ([f"ignored {ignored} non-image file(s)"] if ignored else [])
+        dataset = _decode_all(cache, key, name, path, classes, train_files, held_files, image_size, channels,
+                              skip_bad, notes, identity)
+    unused = [n for n in HELD_OUT_NAMES if held_dir is not None and n != held_dir.name and (path / n).is_dir()]
+    if unused:  # told on every load, as the cache entry does not depend on the folder left out
+        dataset = dataclasses.replace(dataset, notices=(
+            *dataset.notices, f"{unused[0]}/ is not used: the run validates on {held_dir.name}/ (or, with "
+            f"--val-split, on a share of train/) and tests on {held_dir.name}/; move its images into train/ to train "
+            f"on them"))
+    return dataset
 
 
 def _layout(path: Path) -> tuple[Path, Path | None]:
