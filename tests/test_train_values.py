@@ -287,6 +287,9 @@ def test_init_from_a_colour_checkpoint_onto_grey_images_names_the_channels_flag(
     with pytest.raises(CnnlabError, match=r"3 input channel\(s\)\) do not fit this model: .*; pass --channels 3 to "
                                           r"read this dataset as the checkpoint's input$"):
         build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "src" / "last.pt"))))
+    with pytest.raises(CnnlabError, match="do not fit this model") as e:  # another model: other channels or not
+        build_run(make_config("lenet-bn-relu", **quick(None, init_from=str(tmp_path / "src" / "last.pt"))))
+    assert "--channels" not in str(e.value)
 
 
 def test_resuming_against_a_dataset_with_other_classes_is_refused(colours, tmp_path, monkeypatch):

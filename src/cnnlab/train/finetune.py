@@ -65,8 +65,10 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     body = [k for k in fresh if k.rsplit(".", 1)[0] not in head]
     if body:  # only the output layer may start afresh: anything else means another model or other input channels
         theirs = ckpt.get("in_channels")
+        # Other channels alone change only the first layer's weight; more than that is another model
+        first = body == [next(iter(own))]
         hint = f"; pass --channels {theirs} to read this dataset as the checkpoint's input" \
-            if channels is not None and theirs in (1, 3) and theirs != channels else ""
+            if first and channels is not None and theirs in (1, 3) and theirs != channels else ""
         raise CnnlabError(f"--init-from {path}: its weights (model {ckpt.get('model_name')!r}, "
                           f"{theirs} input channel(s)) do not fit this model: {len(body)} tensors "
                           f"besides the output layer differ, first {body[0]} (expected the same model and channels; "
