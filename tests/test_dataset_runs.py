@@ -173,3 +173,18 @@ def test_a_run_folder_inside_the_image_folder_is_refused_before_anything_is_writ
     assert cli.main(["train", "lenet-relu", "--dataset", "folder:.", "--epochs", "1"]) == 2
     assert "the default run folder" in capsys.readouterr().err
     assert sorted(data.rglob("*")) == before
+
+
+def test_a_moved_image_folder_is_evaluated_where_data_dir_says_it_is_now(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(4, 3))
+    run = tmp_path / "run"
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "1",
+                     "--out", str(run), "--quiet", "--no-report"]) == 0
+    data.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert cli.main(["eval", str(run / "last.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["eval", str(run / "last.pt"), "--data-dir", str(tmp_path / "moved"), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["accuracy"] == json.loads((run / "result.json").read_text())["test_acc"]

@@ -17,6 +17,7 @@ from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
 from cnnlab.errors import CnnlabError, Interrupted, summary
 
+DATA_DIR_HELP = "the dataset's folder (default: the run's); for a folder: dataset, where its images are now"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage block by default)
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("checkpoint")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html")
     p.add_argument("run_dir")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_report)
 
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", metavar="N", type=_flag_type(_count("--verify")),
                    help="then print the top-1 agreement with PyTorch on the first N test images (default: 500 "
                         "for onnx-int8, none otherwise: float exports are checked to 1e-4 on random inputs)")
-    p.add_argument("--data-dir", help="the dataset's folder for --calibration and --verify (default: the run's)")
+    p.add_argument("--data-dir", help=f"for --calibration and --verify: {DATA_DIR_HELP}")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN classifier "

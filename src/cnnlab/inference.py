@@ -212,11 +212,14 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
     TrainConfig as a dict, e.g. a checkpoint's): what decides which images it loads, short of ``download``.
 
     ``data_dir`` overrides the run's own ``data_dir`` (the data may live elsewhere on the machine that evaluates);
-    ``name`` overrides its dataset (a checkpoint's ``Meta.dataset`` holds a folder's absolute path, where the config
-    holds what the user typed, perhaps relative to another working folder).
+    for a ``folder:`` dataset it is where the folder is now (moved or copied since the run trained). ``name``
+    overrides its dataset (a checkpoint's ``Meta.dataset`` holds a folder's absolute path, where the config holds
+    what the user typed, perhaps relative to another working folder).
     """
-    return {"name": name or config.get("dataset") or "fashion-mnist",
-            "root": data_dir if data_dir is not None else config.get("data_dir"),
+    name = name or config.get("dataset") or "fashion-mnist"
+    if name.startswith(FOLDER_PREFIX) and data_dir is not None:
+        name, data_dir = FOLDER_PREFIX + str(data_dir), ""  # a folder names itself: no root beside it
+    return {"name": name, "root": data_dir if data_dir is not None else config.get("data_dir"),
             "image_size": config.get("image_size"), "channels": config.get("channels"),
             "skip_bad": bool(config.get("skip_bad_images", False))}
 
