@@ -142,13 +142,17 @@ def test_train_and_held_out_folders(tmp_path, home, held):
     assert f"test split: {held}/" in data.description
 
 
-def test_a_val_folder_beside_test_is_named_as_unused_on_every_load(tmp_path, home):
-    for split, seed in (("train", 0), ("test", 50), ("val", 90)):
-        write_classes(tmp_path / "split" / split, {"a": 2, "b": 2}, seed=seed)
+def test_train_val_and_test_folders_make_three_splits(tmp_path, home):
+    for split, n, seed in (("train", 3, 0), ("test", 2, 50), ("val", 1, 90)):
+        write_classes(tmp_path / "split" / split, {"a": n, "b": n}, seed=seed)
     for _ in range(2):  # decoded, then from the cache
         data = load_dataset(f"folder:{tmp_path / 'split'}")
-        assert len(data.train_labels) == len(data.test_labels) == 4
-        assert [n for n in data.notices if n.startswith("val/ is not used")], data.notices
+        assert data.train_labels.tolist() == [0, 0, 0, 1, 1, 1] and data.test_labels.tolist() == [0, 0, 1, 1]
+        assert data.val_labels.tolist() == [0, 1] and data.val_images.shape == (2, *data.train_images.shape[1:])
+        assert "validation split: val/" in data.description
+    files = sorted((tmp_path / "split" / "val").rglob("*.png"))  # class a's, then class b's
+    decoded = [torch.tensor(folder._decode(f, data.image_size, data.channels)) for f in files]
+    assert torch.equal(data.val_images, torch.stack(decoded))
 
 
 # -- the cache ----------------------------------------------------------------------------------------------------

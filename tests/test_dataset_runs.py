@@ -16,10 +16,11 @@ CLASSES = ("apple", "grass", "sky")  # sorted, as folder class names are
 COLOURS = {"apple": (200, 30, 30), "grass": (30, 180, 40), "sky": (40, 80, 220)}
 
 
-def write_folder(root, per_class=(24, 8), side=20, seed=0):
-    """root/train/<class>/*.png and root/test/<class>/*.png: noisy squares of each class's colour."""
+def write_folder(root, per_class=(24, 8), side=20, seed=0, splits=("train", "test")):
+    """root/train/<class>/*.png and root/test/<class>/*.png (each of ``splits``, ``per_class`` images of each class):
+    noisy squares of each class's colour."""
     rng = np.random.default_rng(seed)
-    for split, n in zip(("train", "test"), per_class, strict=True):
+    for split, n in zip(splits, per_class, strict=True):
         for name in CLASSES:
             folder = root / split / name
             folder.mkdir(parents=True)
@@ -188,3 +189,22 @@ def test_a_moved_image_folder_is_evaluated_where_data_dir_says_it_is_now(tmp_pat
     assert cli.main(["eval", str(run / "last.pt"), "--data-dir", str(tmp_path / "moved"), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["accuracy"] == json.loads((run / "result.json").read_text())["test_acc"]
+
+
+def test_a_val_folder_beside_train_and_test_is_the_validation_split(tmp_path, monkeypatch, capsys):
+    # The layout of Ultralytics' classification sets and many Kaggle ones: val/ validates (best.pt, early stopping,
+    # a sweep's objective), test/ gives the final test accuracy; val/ was left out, with no word.
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(6, 3, 2), splits=("train", "test", "val"))
+    run = tmp_path / "run"
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "2",
+                     "--out", str(run), "--no-report"]) == 0
+    assert "best validation" in capsys.readouterr().out
+    result = json.loads((run / "result.json").read_text())
+    assert result["test_samples"] == 9 and result["val_acc"] is not None
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
+    assert float(rows[-1][rows[0].index("val_acc")]) == pytest.approx(result["val_acc"], abs=1e-6)
+    assert result["val_acc"] * 6 == pytest.approx(round(result["val_acc"] * 6))  # a share of the 6 val/ images
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "0.2", "--epochs", "1",
+                     "--out", str(tmp_path / "both")]) == 2
+    assert "brings its own validation split" in capsys.readouterr().err

@@ -103,6 +103,17 @@ def test_sweep_refuses_to_tune_on_the_test_set_unless_allowed():
     assert _spec(overrides=without, allow_test_objective=True).check()
 
 
+def test_a_folder_with_its_own_val_folder_is_tuned_on_it_without_val_split(tmp_path):
+    for split in ("train", "val", "test"):
+        (tmp_path / "data" / split / "a").mkdir(parents=True)
+    without = {k: v for k, v in TINY.items() if k != "val_split"}
+    assert _spec(overrides={**without, "dataset": f"folder:{tmp_path / 'data'}"}).check()
+    (tmp_path / "data" / "val" / "a").rmdir()
+    (tmp_path / "data" / "val").rmdir()  # train/ and test/ only: the test set would be the objective
+    with pytest.raises(CnnlabError, match="never on the test set"):
+        _spec(overrides={**without, "dataset": f"folder:{tmp_path / 'data'}"}).check()
+
+
 @pytest.mark.parametrize("changes, message", [
     (dict(params=[]), "at least one --param"),
     (dict(params=["lr=uniform:0.1:1", "lr=uniform:0.2:1"]), "lr given twice"),

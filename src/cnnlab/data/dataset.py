@@ -46,6 +46,8 @@ class ImageDataset:
         training_files: ``(count, hash of the files' sorted relative paths)`` of a folder's training images (before
             any ``--val-split``), else None. A run records it, so that its resume refuses a folder whose training
             images were added to or removed since it started (the same names with other pixels are not seen).
+        val_images, val_labels: a validation split the data brings itself (a folder's ``val/`` beside ``train/``
+            and ``test/``), else None: a run validates on it and tests on the test split.
 
     Loads are cached per process, so instances may share storage: treat the tensors as read-only.
     """
@@ -64,9 +66,11 @@ class ImageDataset:
     held_out: tuple[int, str] | None = None
     notices: tuple[str, ...] = ()
     training_files: tuple[int, str] | None = None
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
     def __post_init__(self):
-        for split in ("train", "test"):
+        for split in ("train", "test") + (("val",) if self.val_images is not None else ()):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
             if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != images.shape[-2]:
                 raise CnnlabError(f"{self.name}: {split}_images must be uint8 N x C x H x W with H == W, got "
@@ -74,9 +78,11 @@ class ImageDataset:
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise CnnlabError(f"{self.name}: {split}_labels must be int64 of shape ({len(images)},), got "
                                   f"{labels.dtype} {tuple(labels.shape)}")
-        if self.train_images.shape[1:] != self.test_images.shape[1:]:
-            raise CnnlabError(f"{self.name}: train and test images differ in shape: "
-                              f"{tuple(self.train_images.shape[1:])} vs {tuple(self.test_images.shape[1:])}")
+        for other in ("test",) + (("val",) if self.val_images is not None else ()):
+            if self.train_images.shape[1:] != getattr(self, f"{other}_images").shape[1:]:
+                raise CnnlabError(f"{self.name}: train and {other} images differ in shape: "
+                                  f"{tuple(self.train_images.shape[1:])} vs "
+                                  f"{tuple(getattr(self, f'{other}_images').shape[1:])}")
         if not len(self.mean) == len(self.std) == self.channels:
             raise CnnlabError(f"{self.name}: mean and std need one value per channel ({self.channels}), got "
                               f"{len(self.mean)} and {len(self.std)}")
@@ -155,7 +161,8 @@ def conform(data: ImageDataset, image_size: int | None = None, channels: int | N
 @functools.lru_cache(maxsize=2)  # keyed by the (cached, identity-hashed) source value: a second call is free
 def _converted(data: ImageDataset, size: int, chans: int) -> ImageDataset:
     train, test = _convert(data.train_images, size, chans), _convert(data.test_images, size, chans)
+    val = None if data.val_images is None else _convert(data.val_images, size, chans)
     mean, std = channel_stats(train)
     note = f"; converted to {chans} channel(s) at {size} px"
-    return replace(data, train_images=train, test_images=test, mean=mean, std=std,
+    return replace(data, train_images=train, test_images=test, val_images=val, mean=mean, std=std,
                    description=data.description + note, memory_mapped=False)

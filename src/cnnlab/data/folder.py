@@ -2,7 +2,7 @@
 
 Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/**/<image>``, or the split
 ``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``PATH/val/``, the other usual held-out name; with both,
-``test/`` is held out and ``val/`` is left out, which :attr:`ImageDataset.notices` says).
+``test/`` is the test split and ``val/`` the validation split, :attr:`ImageDataset.val_images`).
 Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
 Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. Which files were
 drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
@@ -31,7 +31,6 @@ an unchanged folder reads one file. Nothing is ever written into ``PATH``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -53,14 +52,15 @@ from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import write_json
 from cnnlab.picture import crop_square
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "load_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
+           "load_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
 HOLDOUT_SEED = 0
 HELD_OUT_NAMES = ("test", "val")
-FORMAT = 3  # bump when the cached layout or the decoding changes, so old cache entries are not reused
+FORMAT = 4  # bump when the cached layout or the decoding changes, so old cache entries are not reused
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 # The largest decoded set an image_size above the images' own size may make. Enlarging on the way into the cache
 # gains nothing the device-side --resize does not give per batch, so past this a typo (--image-size 4000 on 8-px
@@ -96,46 +96,51 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
     if cache.is_relative_to(path):
         raise DataError(f"the cache folder {cache} lies inside the data folder {path}; set CNNLAB_CACHE elsewhere "
                         f"(cnnlab never writes into a data folder)")
-    train_dir, held_dir = _layout(path)
+    train_dir, held_dir, val_dir = _layout(path)
     classes, train_files, ignored = _scan(train_dir, None)
     held_files: list[_File] = []
+    val_files: list[_File] = []
     if held_dir is not None:
         _, held_files, more = _scan(held_dir, classes)
         ignored += more
+    if val_dir is not None:
+        _, val_files, more = _scan(val_dir, classes)
+        ignored += more
     options = {"format": FORMAT, "image_size": image_size or f"median, at most {MAX_DEFAULT_SIZE}",
                "channels": channels, "skip_bad": skip_bad,
-               "holdout": None if held_dir else [HOLDOUT, HOLDOUT_SEED]}
-    key = _cache_key(path, train_files + held_files, options)
+               "holdout": None if held_dir else [HOLDOUT, HOLDOUT_SEED], "val": val_dir is not None}
+    key = _cache_key(path, train_files + held_files + val_files, options)
     name = FOLDER_PREFIX + str(path)
     held_out = None
     if held_dir is None:  # drawn on every load (a cached set too), so that its identity always comes with it
         train_files, held_files, split_note = _hold_out(path, train_files)
         held_out = _identity(path, held_files)
     else:
-        split_note = f"test split: {held_dir.name}/"
+        split_note = f"test split: {held_dir.name}/" + (f"; validation split: {val_dir.name}/" if val_dir else "")
     identity = (held_out, _identity(path, train_files))
-    dataset = _read_cache(cache, key, name, identity)
-    if dataset is None:
-        notes = [split_note] + ([f"ignored {ignored} non-image file(s)"] if ignored else [])
-        dataset = _decode_all(cache, key, name, path, classes, train_files, held_files, image_size, channels,
-                              skip_bad, notes, identity)
-    unused = [n for n in HELD_OUT_NAMES if held_dir is not None and n != held_dir.name and (path / n).is_dir()]
-    if unused:  # told on every load, as the cache entry does not depend on the folder left out
-        dataset = dataclasses.replace(dataset, notices=(
-            *dataset.notices, f"{unused[0]}/ is not used: the run validates on {held_dir.name}/ (or, with "
-            f"--val-split, on a share of train/) and tests on {held_dir.name}/; move its images into train/ to train "
-            f"on them"))
-    return dataset
+    cached = _read_cache(cache, key, name, identity)
+    if cached is not None:
+        return cached
+    notes = [split_note] + ([f"ignored {ignored} non-image file(s)"] if ignored else [])
+    return _decode_all(cache, key, name, path, classes, {"train": train_files, "test": held_files, "val": val_files},
+                       image_size, channels, skip_bad, notes, identity)
 
 
-def _layout(path: Path) -> tuple[Path, Path | None]:
-    """(the training folder, the held-out folder or None)."""
+def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
+    """(the training folder, the held-out folder or None, the validation folder or None)."""
     if (path / "train").is_dir():
-        held = next((path / n for n in HELD_OUT_NAMES if (path / n).is_dir()), None)
+        present = [path / n for n in HELD_OUT_NAMES if (path / n).is_dir()]
         others = [d for d in _subfolders(path) if d.name not in ("train", *HELD_OUT_NAMES)]
-        if held is not None or not others:  # train/ + test/, or train/ alone: a split layout, not a class
-            return path / "train", held
-    return path, None
+        if present or not others:  # train/ + test/, or train/ alone: a split layout, not a class
+            # test/ and val/ both: the one tests, the other validates (Ultralytics' and many Kaggle sets' layout)
+            return path / "train", present[0] if present else None, present[1] if len(present) == 2 else None
+    return path, None, None
+
+
+def has_validation_folder(path: str | Path) -> bool:
+    """Whether the folder dataset at ``path`` brings its own validation split (``train/``, ``val/`` and ``test/``)."""
+    path = Path(path).expanduser()
+    return path.is_dir() and _layout(path)[2] is not None
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -304,24 +309,30 @@ def _check_enlarged(root: Path, n: int, chans: int, size: int, own: int) -> None
                     f"(at most {fits}), or --resize {size} to enlarge each batch on the device instead")
 
 
-def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...], train: list[_File],
-                test: list[_File], image_size: int | None, channels: int | None, skip_bad: bool,
+def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...],
+                splits: dict[str, list[_File]], image_size: int | None, channels: int | None, skip_bad: bool,
                 notes: list[str], identity: tuple) -> ImageDataset:
-    total, bad, notices = len(train) + len(test), [], []
-    train, train_sides, train_colour = _survey(train, skip_bad, bad)
-    test, test_sides, test_colour = _survey(test, skip_bad, bad)
-    if not train or not test:
-        raise DataError(f"{root}: no readable images in the {'training' if not train else 'test'} split")
-    own = int(statistics.median_low(train_sides + test_sides))
+    """Decode the ``splits`` ("train", "test", "val": stored in that order, "val" possibly empty) into the cache."""
+    total, bad, notices = sum(map(len, splits.values())), [], []
+    sides, colour = [], []
+    for split, files in splits.items():
+        splits[split], more_sides, more_colour = _survey(files, skip_bad, bad)
+        sides += more_sides
+        colour += more_colour
+    for split, what in (("train", "training"), ("test", "test")):
+        if not splits[split]:
+            raise DataError(f"{root}: no readable images in the {what} split")
+    count = sum(map(len, splits.values()))
+    own = int(statistics.median_low(sides))
     size = image_size or min(own, MAX_DEFAULT_SIZE)
-    chans = channels or _channels(train_colour + test_colour, len(train) + len(test), notices)
-    _check_enlarged(root, len(train) + len(test), chans, size, own)
+    chans = channels or _channels(colour, count, notices)
+    _check_enlarged(root, count, chans, size, own)
     item = chans * size * size
-    labels: dict[str, list[int]] = {"train": [], "test": []}
+    labels: dict[str, list[int]] = {split: [] for split in splits}
 
     def fill(array: np.ndarray) -> int:
         at = 0
-        for split, files in (("train", train), ("test", test)):
+        for split, files in splits.items():
             for f in files:
                 try:
                     array[at:at + item] = _decode(f.path, size, chans).reshape(-1)
@@ -335,18 +346,20 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
         return at
 
     data_file = cache / f"{key}.u8"
-    write_raw(data_file, item * (len(train) + len(test)), fill)
-    if not labels["train"] or not labels["test"]:
-        data_file.unlink(missing_ok=True)
-        raise DataError(f"{root}: no decodable images in the {'training' if not labels['train'] else 'test'} split")
-    n_train, n_test = len(labels["train"]), len(labels["test"])
-    images = open_raw(data_file, (n_train + n_test, chans, size, size))
+    write_raw(data_file, item * count, fill)
+    for split, what in (("train", "training"), ("test", "test"), ("val", "validation")):
+        if splits[split] and not labels[split]:
+            data_file.unlink(missing_ok=True)
+            raise DataError(f"{root}: no decodable images in the {what} split")
+    n_train, decoded = len(labels["train"]), sum(map(len, labels.values()))
+    images = open_raw(data_file, (decoded, chans, size, size))
     mean, std = channel_stats(images[:n_train])
     if bad:
         notes.append(f"skipped {len(bad)} unreadable file(s)")
         notices.append(f"skipped {len(bad)} unreadable image(s) of {total} (first: {bad[0]})")
-    meta = {"format": FORMAT, "shape": [n_train + n_test, chans, size, size], "n_train": n_train,
+    meta = {"format": FORMAT, "shape": [decoded, chans, size, size], "n_train": n_train,
             "classes": list(classes), "train_labels": labels["train"], "test_labels": labels["test"],
+            "val_labels": labels["val"] if splits["val"] else None,
             "mean": list(mean), "std": list(std), "notes": notes, "notices": notices}
     write_json(cache / f"{key}.json", meta)  # written last: its presence marks a complete entry
     return _dataset(name, root, images, meta, data_file, identity)
@@ -367,18 +380,22 @@ def _read_cache(cache: Path, key: str, name: str, identity: tuple) -> ImageDatas
 def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file: Path,
              identity: tuple) -> ImageDataset:
     """``identity``: (:attr:`ImageDataset.held_out`, :attr:`ImageDataset.training_files`)."""
-    n_train = meta["n_train"]
+    n_train, n_test, val = meta["n_train"], len(meta["test_labels"]), meta.get("val_labels")
     notes = list(meta["notes"])
     mapped = is_memory_mapped(images)  # open_raw's choice: over in_memory_limit()
     if mapped:
         notes.append(f"memory-mapped from {data_file} ({format_bytes(images.nbytes)} decoded, over the in-memory "
                      f"limit of {format_bytes(in_memory_limit())})")
-    description = f"{n_train} training and {len(images) - n_train} test images from {root}; " + "; ".join(notes)
+    counts = f"{n_train} training, {len(val)} validation and {n_test} test" if val is not None else \
+        f"{n_train} training and {n_test} test"
+    description = f"{counts} images from {root}; " + "; ".join(notes)
     return ImageDataset(name, images[:n_train], torch.tensor(meta["train_labels"], dtype=torch.int64),
-                        images[n_train:], torch.tensor(meta["test_labels"], dtype=torch.int64),
+                        images[n_train:n_train + n_test], torch.tensor(meta["test_labels"], dtype=torch.int64),
                         tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]), flip=True,
                         description=description, memory_mapped=mapped, held_out=identity[0],
                         training_files=identity[1],
+                        val_images=None if val is None else images[n_train + n_test:],
+                        val_labels=None if val is None else torch.tensor(val, dtype=torch.int64),
                         notices=tuple(meta.get("notices", ())))
 
 

@@ -102,7 +102,7 @@ def _stats(run: RunFiles, result) -> list[tuple[str, str]]:
         (_fmt(result.accuracy, ".2%"), f"{result.n:,} test images, {run.checkpoint.name}"
          + (", flip-TTA" if result.tta else "")),
         (_fmt(res.get("best_val_acc"), ".2%"),
-         "best epoch's " + ("validation" if res.get("val_split") else "test") + " accuracy"),
+         "best epoch's " + ("validation" if res.get("val_acc") is not None else "test") + " accuracy"),
         (_fmt(res.get("images_per_s"), ",.0f"), "training images / s"),
     ]
 

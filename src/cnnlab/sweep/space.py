@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.checks import positive_int
+from cnnlab.data.folder import has_validation_folder
+from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.errors import CnnlabError
 from cnnlab.train.config import AUGMENTS, field_types, make_config
 
@@ -125,7 +127,8 @@ class SweepSpec:
             ``hyperband`` or ``none``.
         startup_trials: trials that run to the end before the median pruner stops any.
         warmup_epochs: epochs of each trial before the median pruner looks at it.
-        allow_test_objective: tune on the test set when no ``val_split`` is set (the book validates on it).
+        allow_test_objective: tune on the test set when no ``val_split`` is set and the data brings no validation
+            split of its own (the book validates on the test set).
         seed: the sampler's seed (each worker adds its index), None for a fresh one.
         report: write report.html in every trial's run folder.
     """
@@ -157,10 +160,12 @@ class SweepSpec:
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(self.overrides)))
         if clash:
             raise CnnlabError(f"{', '.join(clash)} given twice (searched and fixed, or searched twice); expected once")
-        if self.overrides.get("val_split") is None and not self.allow_test_objective:
+        dataset = str(self.overrides.get("dataset", ""))
+        own_val = dataset.startswith(FOLDER_PREFIX) and has_validation_folder(dataset[len(FOLDER_PREFIX):])
+        if self.overrides.get("val_split") is None and not own_val and not self.allow_test_objective:
             raise CnnlabError("a sweep tunes on a validation split, never on the test set: expected --val-split "
-                              "(e.g. 0.1 or 5000), or --allow-test-objective to tune on the test set as the book's "
-                              "exercises do")
+                              "(e.g. 0.1 or 5000), a folder dataset with its own val/ beside train/ and test/, or "
+                              "--allow-test-objective to tune on the test set as the book's exercises do")
         make_config(self.model, self.recipe, **self.overrides)
         for param in space:  # each bound and choice through TrainConfig's own checks: a value it refuses fails now
             for value in param.extremes():

@@ -52,7 +52,8 @@ class RunParts:
 
     Attributes:
         config: the run's TrainConfig.
-        dataset: the data (training split, and the validation split when ``config.val_split`` is set).
+        dataset: the data (training split, and the validation split when ``config.val_split`` is set or the data
+            brings its own, :attr:`~cnnlab.data.ImageDataset.val_images`).
         device, dist: where it runs, and the torchrun environment.
         input_size: side of the model's input; ``normalize``: the [mean, std] per-channel lists, or None.
         preprocess: [0, 1] images -> the model's input (resize, normalisation), on the device.
@@ -156,6 +157,9 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
         dataset = inference.dataset_of(vars(config)) if dist.local_rank == 0 else None
         barrier(dist)
         dataset = dataset or inference.dataset_of(vars(config))
+    if config.val_split is not None and dataset.val_images is not None:
+        raise CnnlabError(f"{dataset.name} brings its own validation split (val/ beside train/ and test/); expected "
+                          f"no --val-split, got {config.val_split}")
     if dataset.num_classes < 2:  # one class: every prediction is right and nothing is learnt
         raise CnnlabError(f"{dataset.name} has {dataset.num_classes} class ({', '.join(dataset.classes)}); a "
                           "classifier needs at least 2 (a folder dataset: one subfolder per class)")
@@ -291,9 +295,12 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
     batch (docs/design.md, "Data"); and the training loss's class weights under ``--balance loss`` (else None)."""
     shard = dict(device=device, rank=dist.rank, world_size=dist.world_size)
     train_idx = None
+    apart = config.val_split is not None or dataset.val_images is not None  # validation apart from the test set
     if config.val_split is not None:  # held out of the training set: tuning never looks at the test set
         train_idx, val_idx = stratified_split(dataset.train_labels, config.val_split, config.seed)
         val = (dataset.train_images, dataset.train_labels, val_idx)  # index views: no copy of the images
+    elif dataset.val_images is not None:  # the data's own validation split (a folder's val/)
+        val = (dataset.val_images, dataset.val_labels, None)
     else:  # the book validates on the test set (d2l 7.6)
         val = (dataset.test_images, dataset.test_labels, None)
     class_weights = None
@@ -311,7 +318,7 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
                          drop_last=per_rank > config.batch_size and per_rank % config.batch_size == 1, **shard)
     val_loader, val_rest = _eval_loaders(config, preprocess, dist, *val, shard)
     test_loader, test_rest = (_eval_loaders(config, preprocess, dist, dataset.test_images, dataset.test_labels,
-                                            None, shard) if config.val_split is not None else (None, None))
+                                            None, shard) if apart else (None, None))
     # --balance loss: scikit-learn's "balanced" weights of the training split weigh the training loss (the
     # validation loss stays unweighted, comparable between runs).
     loss_weights = class_weights.float().to(device) if config.balance == "loss" else None

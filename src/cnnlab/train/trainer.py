@@ -82,7 +82,7 @@ class Trainer:
         self.optimizer, self.scheduler, self.epoch_metrics = parts.optimizer, parts.scheduler, parts.epoch_metrics
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.observers, self.quiet = list(observers), quiet
-        self.val_name = "validation" if self.config.val_split is not None else "test"
+        self.val_name = "validation" if self.test_loader is not None else "test"  # a split apart from the test set
         self.stop_reason: str | None = None  # why an observer ended the run (StopRun); not kept across a resume
         self.result: dict[str, Any] | None = None
         self.test_logits: torch.Tensor | None = None  # the final test-set logits, in test-set order (one process)
@@ -390,7 +390,7 @@ class Trainer:
             "epochs": len(self.state.history),
             "test_acc": test["acc"], "test_loss": test["loss"], "test_samples": test_samples,
             "val_split": self.config.val_split,
-            "val_acc": last.get("val_acc") if self.config.val_split is not None else None,
+            "val_acc": last.get("val_acc") if self.test_loader is not None else None,
             "best_val_acc": self.state.best_val_acc, "images_per_s": images / wall if wall else None, "wall_s": wall,
             "world_size": self.dist.world_size, "global_batch_size": self.config.batch_size * self.dist.world_size,
             "device": str(self.device), "params": self.params, "input_size": self.parts.input_size,
