@@ -353,6 +353,15 @@ def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):
     assert not (tmp_path / "page.html").exists()
 
 
+def test_a_static_pages_data_holds_no_character_that_ends_its_script_element():
+    from cnnlab.explore.page import render_page
+
+    names = ["<!--<script>", "</script><b>", "a & b > c", "é \u2028"]  # class folders, node names, --classes
+    page = render_page({"classes": names}, "t")
+    payload = re.search(r"window.CNNLAB_DATA = (.*?);</script>", page).group(1)
+    assert not set("<>&") & set(payload) and json.loads(payload) == {"classes": names}
+
+
 def test_static_page(lenet, grey_folder, tmp_path, capsys):
     from cnnlab.cli import main
     from cnnlab.explore.page import PAGE_BUDGET, build_page
@@ -364,7 +373,7 @@ def test_static_page(lenet, grey_folder, tmp_path, capsys):
     assert len(page.encode()) <= PAGE_BUDGET
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)  # nothing fetched from anywhere
-    data = json.loads(re.search(r"window.CNNLAB_DATA = (.*?);</script>", page).group(1).replace("<\\/", "</"))
+    data = json.loads(re.search(r"window.CNNLAB_DATA = (.*?);</script>", page).group(1))
     assert data["model"]["kind"] == "ONNX" and {"0", "2", "4", "6"} <= set(data["analyses"])  # each class
     assert main(["explore", str(lenet["onnx"]), "--images", str(grey_folder), "--export", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

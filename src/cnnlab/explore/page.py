@@ -56,8 +56,12 @@ def render_page(data: dict[str, Any], title: str) -> str:
     body = template[template.index("<!--BODY-->"):template.index("<!--/BODY-->")]
     css = (STATIC / "style.css").read_text(encoding="utf-8")
     script = "".join((STATIC / name).read_text(encoding="utf-8") for name in ("dom.js", "model.js"))
-    # "</" inside a script element would end it early; JSON allows "<\/" for "</".
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    # No "<" may reach a script element's text: "</" would end it early, and "<!--" followed by "<script" puts the
+    # HTML parser in a state where the closing tag is not seen (a class folder so named broke the page). JSON
+    # spells them as \u escapes inside its strings, and outside strings it has none of these characters.
+    payload = json.dumps(data, separators=(",", ":"))
+    for char in "<>&":
+        payload = payload.replace(char, f"\\u{ord(char):04x}")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
