@@ -353,6 +353,20 @@ def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):
     assert not (tmp_path / "page.html").exists()
 
 
+def test_ctrl_c_during_export_is_an_interruption_not_success(lenet, grey_folder, tmp_path, capsys, monkeypatch):
+    # `cnnlab explore --export p.html && publish p.html` must not go on to publish a page that was never written
+    from cnnlab.cli import main
+    from cnnlab.explore import launch
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch, "export_page", interrupted)
+    assert main(["explore", str(lenet["onnx"]), "--images", str(grey_folder), "--export",
+                 str(tmp_path / "p.html")]) == 130
+    assert capsys.readouterr().err == "cnnlab explore: interrupted\n"
+
+
 def test_a_static_pages_data_holds_no_character_that_ends_its_script_element():
     from cnnlab.explore.page import render_page
 

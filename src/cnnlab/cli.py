@@ -236,16 +236,13 @@ def _cmd_explore(args) -> int:
     except ImportError as e:  # the web stack is an extra: `pip install cnnlab[explore]`
         raise CnnlabError(f"cnnlab explore needs the explore extra (pip install 'cnnlab[explore]'), missing "
                           f"{e.name}") from None
-    try:
-        saved = explore(args.path, images=args.images, classes=args.classes, input_size=args.input_size,
-                        mean=args.mean, std=args.std, layout=args.layout, export=args.export, force=args.force,
-                        host=args.host, port=args.port, open_browser=not args.no_browser,
-                        skip_bad_images=args.skip_bad_images)
-        if saved:  # --export: the page was written, not served
-            print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
-                  f"{saved['maps_per_stage']} channels per stage", flush=True)
-    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error
-        pass
+    # Ctrl-C while it serves stops the server (exit 0); before that, or during --export, it is an interruption
+    saved = explore(args.path, images=args.images, classes=args.classes, input_size=args.input_size, mean=args.mean,
+                    std=args.std, layout=args.layout, export=args.export, force=args.force, host=args.host,
+                    port=args.port, open_browser=not args.no_browser, skip_bad_images=args.skip_bad_images)
+    if saved:  # --export: the page was written, not served
+        print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
+              f"{saved['maps_per_stage']} channels per stage", flush=True)
     return 0
 
 

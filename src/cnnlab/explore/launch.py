@@ -128,7 +128,10 @@ def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
         import webbrowser
 
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error (uvicorn raises it again after)
+        pass
 
 
 def _open(source, images, options: Options, skip_bad: bool):
