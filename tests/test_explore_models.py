@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
@@ -140,6 +141,43 @@ def _torchvision(name: str, size: int, tmp_path):
         f"import torch, torchvision\n\ndef build():\n    torch.manual_seed(0)\n"
         f"    return torchvision.models.{name}(num_classes=5)\n")
     return model
+
+
+def test_two_requests_at_once_each_get_their_own_images_stages():
+    # The server analyses in a thread pool, and a module's forward hooks see every pass through it: another
+    # request's pass while one's hooks were on mixed its outputs into that one's stages.
+    import threading
+    import time
+
+    from cnnlab.explore.torch_models import ModuleModel
+
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pool, self.fc = nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            time.sleep(0.05)  # long enough for the other request's pass to overlap
+            return self.fc(self.pool(y).flatten(1))
+
+    torch.manual_seed(0)
+    model = ModuleModel(Slow(), "slow", Options(input_size=12))
+    images = [torch.full((1, 12, 12), v, dtype=torch.uint8) for v in (30, 220)]
+    alone = [analyze_image(model, image) for image in images]
+    together: list = [None, None]
+
+    def run(i):
+        together[i] = analyze_image(model, images[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together, strict=True):
+        assert [r["name"] for r in b["rows"]] == [r["name"] for r in a["rows"]] == ["conv", "pool", "output"]
+        assert b == a
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
@@ -317,6 +318,9 @@ class ModuleModel(_TorchModel):
                  stored: tuple[str, ...] | None = None, stored_in: str = "the model file", note: str = ""):
         self.name = name
         self.model = model.eval()
+        # The server analyses in a thread pool; a forward hook sees every pass through its module, so a pass of
+        # one request while another's hooks are on would add its outputs to the other's stages.
+        self._passes = threading.Lock()
         for m in self.model.modules():  # an in-place activation would overwrite the output recorded before it
             if getattr(m, "inplace", False) is True:
                 m.inplace = False
@@ -381,17 +385,19 @@ class ModuleModel(_TorchModel):
         return explored
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        with self._passes:
+            return self.model(x)
 
     def _hooked(self, x: torch.Tensor, stages_only: bool) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
         seen: list[tuple[str, nn.Module, Any]] = []
-        handles = [m.register_forward_hook(lambda mod, args, out, name=name: seen.append((name, mod, out)))
-                   for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
-        try:
-            out = self.model(x)
-        finally:
-            for h in handles:
-                h.remove()
+        with self._passes:
+            handles = [m.register_forward_hook(lambda mod, args, out, name=name: seen.append((name, mod, out)))
+                       for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
+            try:
+                out = self.model(x)
+            finally:
+                for h in handles:
+                    h.remove()
         return seen, out
 
     def _stage_pass(self, x: torch.Tensor) -> list[Row]:
