@@ -506,6 +506,15 @@ def needs_an_argument(width):
 
 def raises():
     raise RuntimeError("boom in the user's code")
+
+
+def scripted():
+    import warnings
+
+    with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript
+        warnings.simplefilter("ignore")
+        return torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1),
+                                              nn.Flatten(), nn.Linear(4, 5)))
 '''
 
 
@@ -515,6 +524,8 @@ def raises():
     ("user_models:needs_an_argument", r"user_models:needs_an_argument\(\) failed \(TypeError: .*missing 1 required "
                                       r"positional argument: 'width'\); expected a function that takes no arguments"),
     ("user_models:raises", r"user_models:raises\(\) failed \(RuntimeError: boom in the user's code\)"),
+    ("user_models:scripted", r"user_models:scripted\(\) returned a TorchScript module, whose layers the explorer "
+                             r"cannot watch; expected a plain nn.Module"),
     ("user_broken:build", r"importing 'user_broken' for user_broken:build failed \(SyntaxError: "),
     ("user_raising:build", r"importing 'user_raising' for user_raising:build failed \(ValueError: at import\)"),
 ])

@@ -356,6 +356,9 @@ class ModuleModel(_TorchModel):
                               "returns an nn.Module") from e
         if not isinstance(model, nn.Module):
             raise CnnlabError(f"{spec}() returned a {type(model).__name__}, expected an nn.Module")
+        if isinstance(model, torch.jit.ScriptModule):  # its compiled graph runs no forward hooks of its layers
+            raise CnnlabError(f"{spec}() returned a TorchScript module, whose layers the explorer cannot watch; "
+                              "expected a plain nn.Module (or its torch.export .pt2 or ONNX export)")
         return cls(model, spec, options or Options(), folder_classes,
                    note=f"Imported {module_name} and called {function}() because you named it: this is the one way "
                         "the explorer runs code of yours.")
