@@ -552,6 +552,25 @@ def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
     assert open_model(lenet[kind]).spec.mean is None  # and without them it opens, taking pixels / 255
 
 
+@pytest.mark.parametrize("batch", [1, None])  # a program exported at one fixed batch, or at any
+def test_a_program_that_returns_two_tensors_is_not_a_classifier(tmp_path, batch):
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3)
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            return y, y
+
+    x = torch.zeros(1 if batch else 2, 1, 8, 8)
+    dynamic = None if batch else ({0: torch.export.Dim("batch", min=1)},)
+    torch.export.save(torch.export.export(Two().eval(), (x,), dynamic_shapes=dynamic), tmp_path / "two.pt2")
+    with pytest.raises(CnnlabError, match=r"two.pt2 is not a classifier: for 2 images it returns tuple, expected 2 x "
+                                          r"classes$"):
+        open_model(tmp_path / "two.pt2")
+
+
 def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(tmp_path):
     class Nhwc(torch.nn.Module):
         def __init__(self):

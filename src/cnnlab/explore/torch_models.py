@@ -247,7 +247,10 @@ class ExportedModel(_TorchModel):
         outs = []
         for start in range(0, x.shape[0], self.batch):
             chunk, real = self._padded(x[start:start + self.batch])
-            outs.append(self.module(chunk)[:real])
+            out = self.module(chunk)
+            if not isinstance(out, torch.Tensor):  # not one tensor of logits: the classifier check says what it is
+                return out
+            outs.append(out[:real])
         return torch.cat(outs)
 
     def _stage_pass(self, x: torch.Tensor) -> list[Row]:
