@@ -246,6 +246,72 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
     return torch.from_numpy(w), torch.from_numpy(b), torch.from_numpy(fc)
 
 
+def _graph_of_others(path, tail: str):
+    """A grey 8 x 8 classifier of 3 classes, Conv -> Relu -> ... -> logits, as graphs from other tools end:
+    ``"reshape-1"`` flattens with a Reshape to [1, -1] (batch axis declared free, fixed inside); ``"softmax"``
+    ends in Softmax -> Reshape -> Identity; ``"float16"`` computes in float16 between Casts; ``"qlinear"`` runs a
+    quantized QLinearConv (uint8 maps)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    fc = rng.standard_normal((3, 4)).astype(np.float32)
+    inits = [numpy_helper.from_array(fc, "fc")]
+    if tail == "float16":
+        conv = [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+                helper.make_node("Conv", ["h", "w"], ["c"], name="conv"),
+                helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                helper.make_node("Cast", ["r"], ["r32"], to=TensorProto.FLOAT)]
+        inits.append(numpy_helper.from_array(w.astype(np.float16), "w"))
+    elif tail == "qlinear":
+        conv = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                helper.make_node("QLinearConv", ["q", "s", "z", "wq", "ws", "z", "s", "z"], ["qc"], name="conv"),
+                helper.make_node("DequantizeLinear", ["qc", "s", "z"], ["c"]),
+                helper.make_node("Relu", ["c"], ["r32"], name="relu")]
+        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                  numpy_helper.from_array(np.array(128, np.uint8), "z"),
+                  numpy_helper.from_array(np.clip(w * 40 + 128, 0, 255).astype(np.uint8), "wq"),
+                  numpy_helper.from_array(np.array(0.025, np.float32), "ws")]
+    else:
+        conv = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                helper.make_node("Relu", ["c"], ["r32"], name="relu")]
+        inits.append(numpy_helper.from_array(w, "w"))
+    nodes = [*conv, helper.make_node("GlobalAveragePool", ["r32"], ["g"])]
+    if tail == "reshape-1":
+        nodes.append(helper.make_node("Reshape", ["g", "flat"], ["f"]))
+        inits.append(numpy_helper.from_array(np.array([1, -1], np.int64), "flat"))
+    else:
+        nodes.append(helper.make_node("Flatten", ["g"], ["f"]))
+    nodes.append(helper.make_node("Gemm", ["f", "fc"], ["logits" if tail == "softmax" else "y"], transB=1))
+    if tail == "softmax":
+        nodes += [helper.make_node("Softmax", ["logits"], ["p"], axis=1),
+                  helper.make_node("Reshape", ["p", "shape"], ["pr"]), helper.make_node("Identity", ["pr"], ["y"])]
+        inits.append(numpy_helper.from_array(np.array([-1, 3], np.int64), "shape"))
+    graph = helper.make_graph(nodes, tail, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("tail", ["reshape-1", "softmax", "float16", "qlinear"])
+def test_graphs_as_other_tools_write_them(tail, tmp_path):
+    # Each was refused, failed on every image, or showed softmax applied twice.
+    import onnxruntime as ort
+
+    _graph_of_others(tmp_path / "m.onnx", tail)
+    model = open_model(tmp_path / "m.onnx")
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    own = np.concatenate([session.run(None, {"x": (im[None].float() / 255).numpy()})[0] for im in images])
+    probs = own if tail == "softmax" else torch.from_numpy(own).softmax(1).numpy()
+    assert np.allclose(model.logits(images).softmax(1).numpy(), probs, atol=1e-3)  # the model's own answers
+    result = analyze_image(model, images[0])
+    assert result["top"][0]["probability"] == pytest.approx(float(probs[0].max()), abs=1e-3)
+    assert result["explanation"] is not None  # occlusion ran its batches of patched images
+    names = [r["name"] for r in result["rows"]]
+    assert names == (["relu", "g", "y"] if tail == "qlinear" else ["conv", "relu", "g", "y"])  # int8: the table's
+    assert ("one at a time" in " ".join(model.notes)) == (tail == "reshape-1")
+
+
 def test_an_nhwc_graph(tmp_path, rgb_folder):
     w, b, fc = _nhwc_graph(tmp_path / "nhwc.onnx")
     model, images = open_with_images(tmp_path / "nhwc.onnx", rgb_folder, Options(mean=(0.5,), std=(0.25,)))

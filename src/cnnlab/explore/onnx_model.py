@@ -40,6 +40,11 @@ STAGE_OPS = frozenset({
     "Gelu", "Softplus", "Mish",
 })
 FLOAT = 1  # onnx.TensorProto.FLOAT
+# onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: stage outputs shown as feature maps. A quantized graph's
+# int8 maps (QLinearConv's) are left to the layer table.
+FLOAT_TYPES = frozenset({1, 10, 11, 16})
+# Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"})
 
 
 def _dims(value_info) -> list[int | str | None]:
@@ -67,8 +72,8 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
         try:
-            import onnx  # noqa: F401
             import onnxruntime as ort
+            from onnx import helper
         except ImportError:
             raise CnnlabError("opening an ONNX model needs onnx and onnxruntime: pip install 'cnnlab[export]'") \
                 from None
@@ -87,25 +92,25 @@ class OnnxModel:
         self.metadata = {p.key: p.value for p in model.metadata_props}
         options.check_no_scaling_for(self.metadata, str(path))
         self.output_name = graph.output[0].name
-        self._probabilities = any(n.op_type == "Softmax" and self.output_name in n.output for n in graph.node)
-        shapes = self._infer_shapes(model)
+        self._probabilities = _ends_in_softmax(graph.node, self.output_name)
+        shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 2)):
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes")
         self.shapes = shapes
-        self.stage_nodes = [n for n in graph.node if n.op_type in STAGE_OPS and n.output and n.output[0]]
-        # Every stage's first output becomes a graph output of a copy of the model (the file is not touched).
+        self.stage_nodes = [n for n in graph.node if n.op_type in STAGE_OPS and n.output and n.output[0]
+                            and types.get(n.output[0], FLOAT) in FLOAT_TYPES]
+        # Every stage's first output becomes a graph output of a copy of the model (the file is not touched), of
+        # the type shape inference gave it (float32 where it gave none).
         known = {o.name for o in graph.output}
-        by_name = {v.name: v for v in list(graph.value_info)}
         for node in self.stage_nodes:
             name = node.output[0]
             if name not in known:
-                info = by_name.get(name)
-                graph.output.append(info if info is not None else _untyped(name))
+                graph.output.append(helper.make_tensor_value_info(name, types.get(name, FLOAT), None))
                 known.add(name)
         options_ = ort.SessionOptions()
-        options_.log_severity_level = 3
+        options_.log_severity_level = 4  # its errors are raised, and said in one line; its log would repeat them
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), options_,
                                                 providers=["CPUExecutionProvider"])
@@ -117,6 +122,9 @@ class OnnxModel:
         if logits.ndim != 2 or logits.shape[1] < 2:
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(map(str, logits.shape))} for one image, expected 1 x classes")
+        one_at_a_time = self.batch is None and not self._runs_two()
+        if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
+            self.batch = 1
         stored = None
         if "cnnlab.classes" in self.metadata:
             try:
@@ -129,6 +137,9 @@ class OnnxModel:
                       "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
         if self._probabilities:
             self.notes += ("The graph ends in Softmax: its outputs are taken as probabilities.",)
+        if one_at_a_time:
+            self.notes += ("The graph's batch axis is free, but it fails on two images at once: images are run one "
+                           "at a time.",)
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:
@@ -193,8 +204,9 @@ class OnnxModel:
                     return weight
         return None
 
-    def _infer_shapes(self, model) -> dict[str, list]:
-        """Every value's shape with the input fixed to one image at the chosen side (ONNX shape inference)."""
+    def _infer_shapes(self, model) -> tuple[dict[str, list], dict[str, int]]:
+        """Every value's shape with the input fixed to one image at the chosen side (ONNX shape inference), and its
+        element type (``onnx.TensorProto`` numbering) where inference gave one."""
         import onnx
 
         fixed = onnx.ModelProto()
@@ -209,9 +221,10 @@ class OnnxModel:
         try:
             inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
         except Exception:  # shape inference is best effort: the table then shows shapes from a run
-            return {}
-        graph = inferred.graph
-        return {v.name: _dims(v) for v in [*graph.value_info, *graph.output]}
+            return {}, {}
+        values = [*inferred.graph.value_info, *inferred.graph.output]
+        return ({v.name: _dims(v) for v in values},
+                {v.name: v.type.tensor_type.elem_type for v in values if v.type.tensor_type.elem_type})
 
     # ----------------------------------------------------------------------------------------------- running
     def _run(self, images: torch.Tensor, names: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -227,6 +240,15 @@ class OnnxModel:
             parts.append([out[:real] for out in self.session.run(names, {self.input_name: x})])
         return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
 
+    def _runs_two(self) -> bool:
+        """Whether two images at once give two rows of output."""
+        try:
+            pair = self._run(torch.zeros(2, self.spec.channels, self.spec.size, self.spec.size, dtype=torch.uint8),
+                             [self.output_name])[self.output_name]
+        except Exception:  # onnxruntime's own error classes: the graph cannot take a batch of two
+            return False
+        return pair.shape[:1] == (2,)
+
     def _logits_of(self, out: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.asarray(out, dtype=np.float32))
         return t.clamp_min(1e-12).log() if self._probabilities else t  # softmax(log p) = p
@@ -238,7 +260,8 @@ class OnnxModel:
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         out = self._run(image[None])
-        rows = [Row(node.name or node.output[0], node.op_type, torch.from_numpy(np.array(out[node.output[0]])))
+        rows = [Row(node.name or node.output[0], node.op_type,
+                    torch.from_numpy(np.array(out[node.output[0]], dtype=np.float32)))
                 for node in self.stage_nodes if node.output[0] in out]
         return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
 
@@ -261,8 +284,10 @@ class OnnxModel:
         return occlusion_pngs(self, image, target)
 
 
-def _untyped(name: str):
-    """A graph output for a value shape inference gave no type: float32 of unknown shape (stages are float)."""
-    from onnx import helper
-
-    return helper.make_tensor_value_info(name, FLOAT, None)
+def _ends_in_softmax(nodes, output: str) -> bool:
+    """Whether ``output`` is a Softmax's, perhaps reshaped or renamed after it (:data:`PASS_THROUGH`)."""
+    producers = {name: node for node in nodes for name in node.output}
+    node = producers.get(output)
+    while node is not None and node.op_type in PASS_THROUGH and node.input:
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type == "Softmax"
