@@ -283,3 +283,24 @@ def test_names_and_strings_that_torchvision_models_hold_pass(tmp_path):
     torch.export.save(torch.export.export(Local().eval(), (torch.randn(2, 1, 16, 16),)), tmp_path / "local.pt2")
     checked_pt2(tmp_path / "local.pt2")
     assert open_model(tmp_path / "local.pt2").spec.size == 16
+
+
+def test_a_float_in_a_dynamic_size_expression_passes(tmp_path):
+    # An interpolation by 0.5 on a dynamic side: srepr writes Float('0.5', precision=53) into the expression.
+    class Half(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = nn.functional.interpolate(self.conv(x), scale_factor=0.5)
+            return self.fc(y.mean((2, 3)))
+
+    side = torch.export.Dim("side", min=2, max=64) * 4
+    program = torch.export.export(Half().eval(), (torch.randn(2, 1, 16, 16),),
+                                  dynamic_shapes=({2: side, 3: side},))
+    torch.export.save(program, tmp_path / "half.pt2")
+    assert "Float('0.5'" in zipfile.ZipFile(tmp_path / "half.pt2").read(
+        next(n for n in zipfile.ZipFile(tmp_path / "half.pt2").namelist() if n.endswith("models/model.json"))).decode()
+    checked_pt2(tmp_path / "half.pt2")
+    assert open_model(tmp_path / "half.pt2", Options(input_size=24)).spec.size == 24

@@ -24,7 +24,8 @@ about each before torch sees the file:
   other string of the graph must be identifier characters, dots and dashes (a few metadata fields may also hold
   ``,;@<>+``, and an op's string argument any printable text without quotes or backslashes;
   a stack trace, which FX reduces to a one-line comment, must not hold a carriage return or other control
-  characters).
+  characters). The keys of ``range_constraints`` are sizes' expressions (``4*s14``), which torch only looks up:
+  names, numbers and arithmetic, without quotes.
 * pytree specs, whose enum contexts make torch import a module by name: refused when they hold one.
 
 Files that pass are ordinary ``torch.export.save`` output of a CNN; anything else gets one line naming what was
@@ -56,8 +57,11 @@ _METADATA = {"nn_module_stack": re.compile(r"[\w.,;@<>\-]*"), "torch_fn": re.com
              # between quotes into the guard code, so no quote or backslash may end that string early
              "as_string": re.compile(r"[^'\"\\\x00-\x1f\x7f]*"), "as_strings": re.compile(r"[^'\"\\\x00-\x1f\x7f]*")}
 _MODEL_NAME = re.compile(r"\w+")
+_RANGE_KEY = re.compile(r"[\w*+\-/%(). ]+")
 _TARGET = re.compile(r"torch\.ops(\.\w+){2,3}|_operator\.\w+|math\.\w+|torch\.sym_\w+")
-_SYMBOL = re.compile(r"'[A-Za-z]+\d*'")
+# Quoted symbol names, and the decimal text of a sympy Float (srepr writes Float('0.5', precision=53), as for an
+# interpolation's scale factor on a dynamic size): neither is parsed as code.
+_SYMBOL = re.compile(r"'[A-Za-z]+\d*'|'-?\d+(\.\d*)?([eE][-+]?\d+)?'")
 # What srepr writes for the shape expressions of a CNN, and the shape functions torch itself offers sympify.
 _SYMPY_NAMES = frozenset("""Symbol Integer Rational Float Add Mul Pow Mod Max Min Abs Eq Ne Lt Le Gt Ge
     StrictLessThan LessThan StrictGreaterThan GreaterThan Equality Unequality And Or Not true false oo zoo nan
@@ -176,7 +180,9 @@ def _check_program(program: Any, refuse, key: str = "") -> None:
     """Walk a model's JSON: each string by the rule of the field that holds it (module docstring)."""
     if isinstance(program, dict):
         for k, v in program.items():
-            if not _PLAIN.fullmatch(k):
+            # range_constraints is keyed by each size's str(): a derived one is an expression ("4*s14"), which
+            # torch only looks up, never parses
+            if not (_RANGE_KEY if key == "range_constraints" else _PLAIN).fullmatch(k):
                 refuse(f"a graph field named {k[:60]!r}")
             _check_program(v, refuse, k)
     elif isinstance(program, list):
