@@ -457,6 +457,15 @@ def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):
     assert not (tmp_path / "page.html").exists()
 
 
+def test_explore_without_a_runs_folder_says_what_it_serves_by_default(tmp_path, monkeypatch, capsys):
+    from cnnlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["explore", "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"there is no runs folder in {tmp_path}, which cnnlab explore serves" in err
+
+
 def test_ctrl_c_during_export_is_an_interruption_not_success(lenet, grey_folder, tmp_path, capsys, monkeypatch):
     # `cnnlab explore --export p.html && publish p.html` must not go on to publish a page that was never written
     from cnnlab.cli import main
@@ -574,6 +583,10 @@ def raises():
     raise RuntimeError("boom in the user's code")
 
 
+def exits():
+    raise SystemExit(4)
+
+
 def scripted():
     import warnings
 
@@ -594,6 +607,10 @@ def scripted():
                              r"cannot watch; expected a plain nn.Module"),
     ("user_broken:build", r"importing 'user_broken' for user_broken:build failed \(SyntaxError: "),
     ("user_raising:build", r"importing 'user_raising' for user_raising:build failed \(ValueError: at import\)"),
+    ("user_exiting:build", r"importing 'user_exiting' for user_exiting:build called sys.exit\(3\); expected a module "
+                           r"that defines the function"),
+    ("user_models:exits", r"user_models:exits\(\) called sys.exit\(4\); expected a function that returns an "
+                          r"nn.Module"),
 ])
 def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, monkeypatch):
     """module:function runs the user's code; what that code raises (or a model that fails on the input the flags
@@ -601,6 +618,7 @@ def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, mo
     (tmp_path / "user_models.py").write_text(USER_CODE)
     (tmp_path / "user_broken.py").write_text("def build(:\n")
     (tmp_path / "user_raising.py").write_text("raise ValueError('at import')\n")
+    (tmp_path / "user_exiting.py").write_text("import sys\n\nsys.exit(3)\n")  # a script run on import
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(CnnlabError, match=message) as e:
         open_model(source, Options(input_size=32))

@@ -155,6 +155,10 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
     Raises:
         CnnlabError: model flags given for a runs folder, a bad model, folder or flag (one line).
     """
+    if str(source) == "runs" and not Path(source).exists():
+        raise CnnlabError(f"there is no runs folder in {Path.cwd()}, which cnnlab explore serves by default; expected "
+                          "a runs folder, or one model: a .onnx, .pt2 or cnnlab .pt file, module:function or an "
+                          "ImageNet backbone (imagenet-resnet18, ...)")
     model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
                    "--std": std, "--layout": layout, "--export": export,
                    "--skip-bad-images": skip_bad_images or None}

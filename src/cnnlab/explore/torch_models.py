@@ -346,6 +346,10 @@ class ModuleModel(_TorchModel):
             module = importlib.import_module(module_name)
         except ImportError as e:
             raise CnnlabError(f"cannot import {module_name!r} for {spec} ({e})") from None
+        except SystemExit as e:  # a script's own exit when imported: it would end cnnlab with its code, silently
+            raise CnnlabError(f"importing {module_name!r} for {spec} called sys.exit({e.code!r}); expected a module "
+                              "that defines the function (guard a script's own run with if __name__ == "
+                              "'__main__':)") from None
         except Exception as e:  # the user's module failed as it ran (a SyntaxError is an Exception too)
             raise CnnlabError(f"importing {module_name!r} for {spec} failed ({_first_line(e)})") from e
         build = getattr(module, function, None)
@@ -354,6 +358,9 @@ class ModuleModel(_TorchModel):
                               "nn.Module)")
         try:
             model = build()
+        except SystemExit as e:
+            raise CnnlabError(f"{spec}() called sys.exit({e.code!r}); expected a function that returns an "
+                              "nn.Module") from None
         except Exception as e:
             raise CnnlabError(f"{spec}() failed ({_first_line(e)}); expected a function that takes no arguments and "
                               "returns an nn.Module") from e
