@@ -327,6 +327,13 @@ def test_an_rgb_run_of_another_dataset_takes_uploads_at_its_own_size(server):
     assert info["model_info"]["layers"][0]["shape"] == [6, 32, 32]
 
 
+def test_a_wrong_method_is_answered_in_json_as_every_error_is(server):
+    status, body = request(server, "DELETE", "/api/runs")
+    assert status == 405 and body["error"] == "DELETE is not allowed here, expected GET, HEAD"
+    status, body = request(server, "GET", "/api/nothing-here")
+    assert status == 404 and body["error"] == "not found"
+
+
 def test_a_drawing_is_classified(server):
     canvas = Image.new("L", (224, 224), 0)
     canvas.paste(255, (60, 40, 160, 190))

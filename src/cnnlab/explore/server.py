@@ -31,6 +31,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.responses import JSONResponse as StarletteJSON
@@ -79,8 +80,15 @@ async def _server_error(request: Request, exc) -> Response:
     return _error(500, f"internal error: {type(exc).__name__}: {exc}"[:300])
 
 
-# Both apps answer an unknown path or an unexpected failure in JSON, as every route does.
-ERROR_HANDLERS = {404: _not_found, 500: _server_error}
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 405:  # a route that is there, asked with a method it does not answer
+        allowed = ", ".join(sorted(m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()))
+        return _error(405, f"{request.method} is not allowed here, expected {allowed or 'another method'}")
+    return _error(exc.status_code, exc.detail)
+
+
+# Both apps answer an unknown path, a wrong method, or an unexpected failure in JSON, as every route does.
+ERROR_HANDLERS = {404: _not_found, 500: _server_error, HTTPException: _http_error}
 
 
 def _guarded(fn):
