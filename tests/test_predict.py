@@ -284,6 +284,10 @@ def test_a_folder_means_its_image_files_sorted(folder):
     (folder / "sub").mkdir()
     with pytest.raises(CnnlabError, match=f"folder {folder / 'sub'} holds no image files"):
         image_files([folder / "sub"])
+    (folder / "gone.png").symlink_to(folder / "moved-away.png")  # a link to a missing file: reported, not skipped
+    assert "gone.png" in [p.name for p in image_files([folder])]
+    with pytest.raises(CnnlabError, match=r"image .*gone.png does not exist"):
+        load_image(folder / "gone.png")
 
 
 def test_one_bad_file_does_not_stop_the_batch(folder, tmp_path):

@@ -70,8 +70,10 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
         if not path.is_dir():
             files.append(path)
             continue
+        # a link to a missing file is kept, so that it is reported like any bad file rather than silently left out
         found = sorted(p for p in path.iterdir()
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
+                       if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
+                       and p.suffix.lower() in suffixes)
         if not found:
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)")
         files += found
