@@ -222,3 +222,15 @@ def test_the_summary_never_calls_one_of_two_equal_figures_greater():
     assert ranking.count(" 0.8413 > ") == 1 and ranking.count(" 0.8410 = ") == 2, ranking
     assert "- sigmoid-avg leads relu-max by 0.03 points." in findings
     assert not [line for line in findings if "0.0 points" in line], findings
+
+
+def test_the_summary_says_which_split_the_accuracies_come_from(tmp_path):
+    study = load_study("lenet-activation-pooling")
+    rows = [{"run": v.name, "status": "finished", "final_val_acc": 0.5} for v in study.variants]
+    for split in ("train", "val", "test"):
+        (tmp_path / split).mkdir()
+    said = {what: study_summary(study, budget, rows, "| run |").split("Accuracies are measured on ")[1].split(".")[0]
+            for what, budget in (("book", {"epochs": 1}), ("split", {"epochs": 1, "val_split": 0.1}),
+                                 ("val/", {"epochs": 1, "dataset": f"folder:{tmp_path}"}))}
+    assert said == {"book": "the test set, as the book does (no val_split)", "split": "a held-out validation split",
+                    "val/": "the folder's own validation split (val/)"}

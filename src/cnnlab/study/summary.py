@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
+from cnnlab.data.folder import has_validation_folder
+from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.study.spec import Study
 
 
@@ -76,8 +78,13 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
         plot: the curves' file name, relative to the summary.
         refused: variants a check refused before their run folder was made, each with its error's line.
     """
-    validated = "a held-out validation split" if budget.get("val_split") is not None else \
-        "the test set, as the book does (no val_split)"
+    dataset = str(budget.get("dataset") or "")
+    if budget.get("val_split") is not None:
+        validated = "a held-out validation split"
+    elif dataset.startswith(FOLDER_PREFIX) and has_validation_folder(dataset[len(FOLDER_PREFIX):]):
+        validated = "the folder's own validation split (val/)"
+    else:
+        validated = "the test set, as the book does (no val_split)"
     lines = [f"# {study.title}" + (f" (d2l {study.section})" if study.section else ""), ""]
     if study.question:
         lines += [f"Question: {study.question}", ""]
