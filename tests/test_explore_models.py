@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from PIL import Image
+from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
@@ -247,10 +247,12 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
 
 
 def _graph_of_others(path, tail: str):
-    """A grey 8 x 8 classifier of 3 classes, Conv -> Relu -> ... -> logits, as graphs from other tools end:
+    """A grey 8 x 8 classifier of 3 classes, Conv -> Relu -> ... -> logits, as graphs from other tools end; returns
+    its first-layer kernels in float32 (None for "qlinear"):
     ``"reshape-1"`` flattens with a Reshape to [1, -1] (batch axis declared free, fixed inside); ``"softmax"``
     ends in Softmax -> Reshape -> Identity; ``"float16"`` computes in float16 between Casts; ``"qlinear"`` runs a
-    quantized QLinearConv (uint8 maps)."""
+    quantized QLinearConv (uint8 maps); ``"qdq"`` reads its weight through DequantizeLinear (per channel), as
+    onnxruntime's QDQ quantization (cnnlab's onnx-int8 export) writes it."""
     rng = np.random.default_rng(3)
     w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     fc = rng.standard_normal((3, 4)).astype(np.float32)
@@ -270,6 +272,14 @@ def _graph_of_others(path, tail: str):
                   numpy_helper.from_array(np.array(128, np.uint8), "z"),
                   numpy_helper.from_array(np.clip(w * 40 + 128, 0, 255).astype(np.uint8), "wq"),
                   numpy_helper.from_array(np.array(0.025, np.float32), "ws")]
+    elif tail == "qdq":
+        scale = np.abs(w).reshape(4, -1).max(1) / 127
+        conv = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+                helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                helper.make_node("Relu", ["c"], ["r32"], name="relu")]
+        inits += [numpy_helper.from_array(np.round(w / scale[:, None, None, None]).astype(np.int8), "wq"),
+                  numpy_helper.from_array(scale.astype(np.float32), "ws"),
+                  numpy_helper.from_array(np.zeros(4, np.int8), "wz")]
     else:
         conv = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
                 helper.make_node("Relu", ["c"], ["r32"], name="relu")]
@@ -290,14 +300,17 @@ def _graph_of_others(path, tail: str):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
+    if tail == "qdq":
+        return np.round(w / scale[:, None, None, None]) * scale[:, None, None, None]  # the kernels it shows
+    return None if tail == "qlinear" else w.astype(np.float16).astype(np.float32) if tail == "float16" else w
 
 
-@pytest.mark.parametrize("tail", ["reshape-1", "softmax", "float16", "qlinear"])
+@pytest.mark.parametrize("tail", ["reshape-1", "softmax", "float16", "qlinear", "qdq"])
 def test_graphs_as_other_tools_write_them(tail, tmp_path):
     # Each was refused, failed on every image, or showed softmax applied twice.
     import onnxruntime as ort
 
-    _graph_of_others(tmp_path / "m.onnx", tail)
+    kernels = _graph_of_others(tmp_path / "m.onnx", tail)
     model = open_model(tmp_path / "m.onnx")
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
@@ -310,6 +323,8 @@ def test_graphs_as_other_tools_write_them(tail, tmp_path):
     names = [r["name"] for r in result["rows"]]
     assert names == (["relu", "g", "y"] if tail == "qlinear" else ["conv", "relu", "g", "y"])  # int8: the table's
     assert ("one at a time" in " ".join(model.notes)) == (tail == "reshape-1")
+    if kernels is not None:  # the first layer's, a quantized weight dequantized (QLinearConv's are not shown)
+        assert np.allclose(model.kernels().numpy(), kernels, atol=1e-6)
 
 
 def test_an_nhwc_graph(tmp_path, rgb_folder):

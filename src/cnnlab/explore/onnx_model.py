@@ -195,14 +195,32 @@ class OnnxModel:
         return value.name, options.spec(channels, size, layout, origin)
 
     def _first_conv_weight(self, nodes) -> np.ndarray | None:
-        from onnx import numpy_helper
-
+        producers = {name: node for node in nodes for name in node.output}
         for node in nodes:
-            if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in self.initializers:
-                weight = numpy_helper.to_array(self.initializers[node.input[1]])
-                if weight.ndim == 4:
+            if node.op_type == "Conv" and len(node.input) > 1:
+                weight = self._constant(node.input[1], producers)
+                if weight is not None and weight.ndim == 4:
                     return weight
         return None
+
+    def _constant(self, name: str, producers: dict) -> np.ndarray | None:
+        """An initializer's value, or the float value of a quantized one a DequantizeLinear node reads (a QDQ graph,
+        as cnnlab's onnx-int8 export: ``(q - zero_point) * scale``, per tensor or per channel of ``axis``)."""
+        from onnx import helper, numpy_helper
+
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = producers.get(name)
+        if node is None or node.op_type != "DequantizeLinear" or not all(i in self.initializers for i in node.input):
+            return None
+        q, scale, *zero = (numpy_helper.to_array(self.initializers[i]).astype(np.float32) for i in node.input)
+        zero = zero[0] if zero else np.zeros_like(scale)
+        if scale.ndim == 1 and q.ndim > 1:  # per channel of the axis
+            axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return (q - zero) * scale
 
     def _infer_shapes(self, model) -> tuple[dict[str, list], dict[str, int]]:
         """Every value's shape with the input fixed to one image at the chosen side (ONNX shape inference), and its
