@@ -325,6 +325,9 @@ def test_graphs_as_other_tools_write_them(tail, tmp_path):
     assert ("one at a time" in " ".join(model.notes)) == (tail == "reshape-1")
     if kernels is not None:  # the first layer's, a quantized weight dequantized (QLinearConv's are not shown)
         assert np.allclose(model.kernels().numpy(), kernels, atol=1e-6)
+    table = {row["name"]: row for row in model.layers()}
+    assert table["conv"]["params"] == 36 and table["conv"]["shape"] == [4, 6, 6]  # 4 x 1 x 3 x 3, quantized or not
+    assert not any(row["op"].endswith("QuantizeLinear") for row in table.values())  # scales are not layers
 
 
 def test_an_nhwc_graph(tmp_path, rgb_folder):

@@ -43,6 +43,8 @@ FLOAT = 1  # onnx.TensorProto.FLOAT
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: stage outputs shown as feature maps. A quantized graph's
 # int8 maps (QLinearConv's) are left to the layer table.
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
+# The inputs of quantized ops that are weights and biases; the others are scales and zero points.
+QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,)}
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
 PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"})
 
@@ -288,9 +290,21 @@ class OnnxModel:
         return None if weight is None else torch.from_numpy(weight.astype(np.float32))
 
     def layers(self) -> list[dict[str, Any]]:
+        def size(name: str) -> int:
+            return int(np.prod(self.initializers[name].dims))
+
+        # A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers: that row is left out and
+        # the quantized weight counted with its layer; scales and zero points are not parameters.
+        dequantized = {n.output[0]: n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"
+                       and n.output and all(i in self.initializers for i in n.input)}
         rows = []
         for node in self.nodes:
-            params = sum(int(np.prod(self.initializers[i].dims)) for i in node.input if i in self.initializers)
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            inputs = [node.input[k] for k in QUANTIZED_WEIGHTS[node.op_type] if k < len(node.input)] \
+                if node.op_type in QUANTIZED_WEIGHTS else node.input
+            params = sum(size(i) if i in self.initializers else size(dequantized[i]) if i in dequantized else 0
+                         for i in inputs)
             if node.op_type not in STAGE_OPS and not params:
                 continue
             shape = self.shapes.get(node.output[0]) if node.output else None
