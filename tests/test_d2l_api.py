@@ -370,6 +370,37 @@ def test_trainer_holds_conv_weights_channels_last_while_fitting_and_hands_them_b
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+class ViewFlattened(d2l.Classifier):
+    """Two convolutions, then ``x.view(n, -1)``: a view of a channels-last map fails (d2l trains it as it is)."""
+
+    def __init__(self, lr=0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.conv1, self.conv2, self.fc = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 4, 3, padding=1), \
+            nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_model_that_flattens_with_view_trains_in_the_default_layout_with_a_warning():
+    torch.manual_seed(0)
+    model = ViewFlattened()
+    with pytest.warns(UserWarning, match=r"ViewFlattened trains in the default memory layout, not channels-last: its "
+                                         r"forward fails on channels-last feature maps \(view size is not compatible"):
+        d2l.Trainer(max_epochs=2).fit(model, Images())
+    assert all(p.is_contiguous() and torch.isfinite(p).all() for p in model.parameters())
+    net = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Flatten(), nn.Linear(64, 3))
+    train_iter = d2l.load_array((Images().X, Images().y), batch_size=8)
+    with pytest.warns(UserWarning, match="ViewFlattened trains in the default memory layout") as caught:
+        d2l.train_ch6(model, train_iter, train_iter, 1, 0.1, torch.device("cpu"))
+    assert len(caught) == 1 and all(p.is_contiguous() for p in model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d2l.train_ch6(net, train_iter, train_iter, 1, 0.1, torch.device("cpu"))  # nn.Flatten reshapes: no warning
+
+
 def test_trainer_leaves_a_channels_last_model_and_a_dense_model_as_they_are():
     model = TinyConvNet(lazy=False)
     model(torch.rand(1, 1, 8, 8))

@@ -112,7 +112,6 @@ def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor
 
     Example:
         >>> from cnnlab.data import Preprocess
-from cnnlab.data.registry import FOLDER_PREFIX
         >>> from cnnlab.models import create_model
         >>> images = torch.zeros(3, 28, 28, dtype=torch.uint8)
         >>> predict_logits(create_model("lenet"), Preprocess(28), images).shape

@@ -1,17 +1,20 @@
 """Conv weights held channels-last while the book's training loops run (``Trainer.fit`` and ``train_ch6``).
 
 oneDNN (CPU) and cuDNN (CUDA) run convolutions fastest on channels-last tensors; the book's models are built in
-the default layout. Both loops convert a model's 4-D weights before training and hand them back in the default
-layout when they return, so code that inspects the weights afterwards sees what d2l would give it. On the CPU the
+the default layout. Both loops convert a model's 4-D weights at its first step (a lazy model's at its second, once
+it has shapes) and hand them back in the default layout when they return, so code that inspects the weights
+afterwards sees what d2l would give it. A forward that cannot take channels-last maps (``x.view(n, -1)`` on them, a
+common way to flatten in the user's own models) is found by one forward of that first batch's first two examples
+before the step, and the model then trains in the default layout, as under d2l, with a warning. On the CPU the
 BatchNorm layers with few channels (BN-LeNet's first, of 6) train on contiguous inputs meanwhile
 (:func:`cnnlab.device.train_small_batch_norms_contiguous`); those hooks go when the weights go back.
 """
 
 from __future__ import annotations
 
-import contextlib
+import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -19,8 +22,9 @@ from torch.nn.parameter import is_lazy
 from torch.utils.hooks import RemovableHandle
 
 from cnnlab.device import channels_last_pays, train_small_batch_norms_contiguous
+from cnnlab.errors import summary
 
-__all__ = ["to_channels_last", "to_contiguous", "channels_last_while"]
+__all__ = ["to_channels_last", "to_contiguous", "channels_last_checked"]
 
 # The BatchNorm hooks each converted model carries until it is handed back (a weak key: a model dropped mid-fit
 # takes its entry with it).
@@ -54,13 +58,25 @@ def to_contiguous(model: nn.Module) -> None:
         handle.remove()
 
 
-@contextlib.contextmanager
-def channels_last_while(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """Hold ``model``'s conv weights channels-last inside the block; back to the default layout on leaving it,
-    also when the block raises (an interrupted ``train_ch6`` leaves the model as the user built it)."""
-    converted = to_channels_last(model, device)
+def channels_last_checked(model: nn.Module, device: torch.device, inputs: Sequence[torch.Tensor]) -> bool | None:
+    """:func:`to_channels_last`, then a forward of the first two examples of ``inputs`` (the model's arguments) in
+    evaluation mode without gradients; a forward that fails there puts the weights back and warns once. True when
+    the weights stay channels-last, False when they do not, None while the model is lazy (ask at the next step)."""
+    if any(is_lazy(p) for p in model.parameters()):
+        return None
+    if not to_channels_last(model, device):
+        return False
+    was_training = model.training
     try:
-        yield
+        model.eval()
+        with torch.no_grad():
+            model(*(x[:2] if isinstance(x, torch.Tensor) else x for x in inputs))
+    except RuntimeError as e:
+        to_contiguous(model)
+        warnings.warn(f"{type(model).__name__} trains in the default memory layout, not channels-last: its forward "
+                      f"fails on channels-last feature maps ({summary(e, 160)}); flattening with .reshape or "
+                      f".flatten rather than .view lets it train channels-last, faster", stacklevel=3)
+        return False
     finally:
-        if converted:
-            to_contiguous(model)
+        model.train(was_training)
+    return True

@@ -20,7 +20,7 @@ from torch import nn
 from cnnlab.d2l.animator import Animator
 from cnnlab.d2l.data import get_fashion_mnist_labels, on_device, show_images
 from cnnlab.d2l.devices import try_all_gpus
-from cnnlab.d2l.layout import channels_last_while
+from cnnlab.d2l.layout import channels_last_checked, to_contiguous
 from cnnlab.d2l.utils import Timer
 from cnnlab.errors import CnnlabError
 
@@ -170,7 +170,8 @@ def train_ch6(net: nn.Module, train_iter: Iterable, test_iter: Iterable, num_epo
     every = max(1, num_batches // 5)
     train_l = train_acc = test_acc = float("nan")
     count = 0
-    with channels_last_while(net, dev):
+    channels_last = None  # decided at the first step (a lazy net's: at its second)
+    try:
         for epoch in range(num_epochs):
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), device=dev, dtype=torch.int64)
@@ -180,6 +181,8 @@ def train_ch6(net: nn.Module, train_iter: Iterable, test_iter: Iterable, num_epo
             for i, (X, y) in enumerate(train_iter):
                 optimizer.zero_grad()
                 X, y = X.to(dev), y.to(dev)
+                if channels_last is None:
+                    channels_last = channels_last_checked(net, dev, [X])
                 y_hat = net(X)
                 l = loss(y_hat, y)
                 l.backward()
@@ -194,6 +197,9 @@ def train_ch6(net: nn.Module, train_iter: Iterable, test_iter: Iterable, num_epo
             timer.stop()
             test_acc = evaluate_accuracy_gpu(net, test_iter, dev)
             animator.add(epoch + 1, (None, None, test_acc))
+    finally:  # the net goes back as the user built it, also when training is interrupted
+        if channels_last:
+            to_contiguous(net)
     print(f"loss {train_l:.3f}, train acc {train_acc:.3f}, test acc {test_acc:.3f}")
     # As the book: the last epoch's example count times the epochs, over the training time.
     print(f"{count * num_epochs / timer.sum():.1f} examples/sec on {str(device)}")

@@ -20,7 +20,7 @@ from torch import nn
 from cnnlab.checks import int_at_least, positive_int
 from cnnlab.d2l import devices
 from cnnlab.d2l.core import HyperParameters, Module
-from cnnlab.d2l.layout import to_channels_last, to_contiguous
+from cnnlab.d2l.layout import channels_last_checked, to_contiguous
 from cnnlab.errors import CnnlabError
 
 __all__ = ["Trainer"]
@@ -90,7 +90,7 @@ class Trainer(HyperParameters):
         self.epoch = 0
         self.train_batch_idx = 0
         self.val_batch_idx = 0
-        self._channels_last = to_channels_last(model, self.device)
+        self._channels_last = None  # decided at the first training step (a lazy model's: at its second)
         try:
             for epoch in range(self.max_epochs):
                 self.epoch = epoch
@@ -113,7 +113,10 @@ class Trainer(HyperParameters):
         """One pass of training steps, then one of validation steps (``fit`` then refreshes the board)."""
         self.model.train()
         for batch in itertools.islice(self.train_dataloader, self.num_train_batches):
-            loss = self.model.training_step(self.prepare_batch(batch))
+            batch = self.prepare_batch(batch)
+            if self._channels_last is None:  # the model's arguments: all but the labels (d2l's training_step)
+                self._channels_last = channels_last_checked(self.model, self.device, batch[:-1])
+            loss = self.model.training_step(batch)
             self.optim.zero_grad()
             loss.backward()
             with torch.no_grad():  # as d2l 3.4.4: the book's own optimizers update their tensors in place
@@ -121,8 +124,6 @@ class Trainer(HyperParameters):
                     self.clip_gradients(self.gradient_clip_val, self.model)
                 self.optim.step()
             self.train_batch_idx += 1
-            if not getattr(self, "_channels_last", True) and self.train_batch_idx == 1:  # a lazy model has shapes now
-                self._channels_last = to_channels_last(self.model, self.device)
         if self.val_dataloader is not None:
             self.model.eval()
             with torch.no_grad():
