@@ -5,16 +5,18 @@ resuming a finished or extended run."""
 import json
 import math
 import os
+import signal
 
 import pytest
 import torch
 
 import cnnlab.inference
 from cnnlab.data import ImageDataset
-from cnnlab.errors import CnnlabError, StopRun
+from cnnlab.errors import CnnlabError, Interrupted, StopRun
 from cnnlab.inference import load_trained
 from cnnlab.lr_find import lr_find
 from cnnlab.models import create_model, list_models
+from cnnlab.runs import Run
 from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.runs.folder import RunFolder
 from cnnlab.train import build_run, build_trainer, make_config, resume, train
@@ -247,6 +249,23 @@ def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_
         "further)")
     with pytest.raises(CnnlabError, match="fewer"):
         resume(tmp_path / "c", quiet=True, epochs=1)
+
+
+def test_a_finished_run_given_more_epochs_and_interrupted_reads_as_interrupted(colours, tmp_path):
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "c", epochs=1))
+    assert Run.open(tmp_path / "c").status == "finished"
+
+    def ctrl_c_after_epoch_2(row):
+        if row["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the next step checkpoints and stops
+
+    with pytest.raises(Interrupted):
+        resume(tmp_path / "c", quiet=True, report=False, epochs=3, on_epoch=ctrl_c_after_epoch_2)
+    run = Run.open(tmp_path / "c")  # not "finished" with epoch 1's figures, as its old result.json said
+    assert run.status == "interrupted" and not (tmp_path / "c" / "result.json").exists()
+    resume(tmp_path / "c", quiet=True, report=False)
+    assert Run.open(tmp_path / "c").status == "finished"
+    assert json.loads((tmp_path / "c" / "result.json").read_text())["epochs"] == 3
 
 
 def test_fine_tuning_keeps_the_body_and_replaces_a_head_of_other_classes(tmp_path, monkeypatch):

@@ -128,7 +128,10 @@ class RunFolder:
 
     def on_start(self, trainer) -> None:
         write_json(self.path / "config.json", trainer.config_record())
-        (self.path / INTERRUPTED_FILE).unlink(missing_ok=True)  # resumed: it trains again
+        # Resumed (interrupted, or finished and given more epochs): it trains again, and how it ended before is
+        # no longer how it ended; a result.json left here would show it finished, with its old figures
+        for name in (INTERRUPTED_FILE, "result.json"):
+            (self.path / name).unlink(missing_ok=True)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is an optional extra: the run goes on without tb/
