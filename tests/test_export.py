@@ -72,6 +72,26 @@ def test_onnx_carries_resize_and_normalisation_inside(tmp_path):
         assert np.abs(got - model(torch.nn.functional.interpolate(x, size=96, mode="bilinear")).numpy()).max() > 1e-3
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_a_from_scratch_checkpoint_exports_with_a_dynamic_batch(fmt, tmp_path):
+    # cnnlab's own layers loop over the batch in Python: traced as they are, the program took one batch size only
+    # (an internal error); the export runs the same weights in torch's layers.
+    torch.manual_seed(0)
+    model = create_model("lenet-bn", ops="scratch").eval()
+    ckpt = tmp_path / "scratch.pt"
+    save_checkpoint({"model_name": "lenet-bn", "num_classes": 10, "in_channels": 1, "input_size": 28,
+                     "normalize": None, "ops": "scratch", "config": {}, "model": model.state_dict(),
+                     "epoch": 0, "step": 0, "history": [], "best_val_acc": 0.0}, ckpt)
+    out = export_checkpoint(ckpt, tmp_path / f"scratch.{fmt}", format=fmt)
+    for n in (1, 5):
+        x = _real_batch(n)
+        if fmt == "onnx":
+            got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+        else:
+            got = torch.export.load(out).module()(x).detach().numpy()
+        assert np.abs(got - _torch_logits(ckpt, x)).max() <= 1e-4  # the from-scratch model's own logits
+
+
 def test_pt2_program_matches_pytorch(trained_run, tmp_path):
     out = export_checkpoint(trained_run / "last.pt", tmp_path / "lenet.pt2", format="pt2")
     program = torch.export.load(out).module()

@@ -43,6 +43,7 @@ from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import check_same_classes, dataset_of, load_trained
 from cnnlab.io import atomic_write, check_output_file
+from cnnlab.models import create_model
 from cnnlab.pt2_check import checked_pt2
 
 FORMATS = ("onnx", "pt2", "onnx-int8")
@@ -249,7 +250,13 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
     check_output_file(output, force, what="output ")
     trained = load_trained(checkpoint, "cpu")
     meta = trained.meta
-    wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
+    model = trained.model
+    if meta.ops == "scratch":
+        # The from-scratch layers loop over the batch in Python, which tracing would fix to the example's size; the
+        # same weights in torch's layers (the same state_dict keys) compute the same function for any batch.
+        model = create_model(meta.model_name, num_classes=meta.num_classes, in_channels=meta.channels, ops="torch")
+        model.load_state_dict(trained.model.state_dict())
+    wrapped = nn.Sequential(trained.preprocess, model).eval()
     shape = (meta.channels, meta.image_size)
     metadata = {"cnnlab.model": meta.model_name, "cnnlab.dataset": meta.dataset,
                 "cnnlab.classes": json.dumps(list(meta.classes)),
