@@ -96,6 +96,14 @@ def test_a_sweep_stops_once_the_loss_diverges(data_dir):
     assert max(result.smoothed) <= 4 * min(result.smoothed)  # the diverged point itself is left out
 
 
+def test_a_sweep_that_diverges_at_once_suggests_nothing(data_dir):
+    # It suggested a tenth of the only lr it had tried, one that diverged (a lenet-relu trained at 100 ended at chance)
+    with pytest.raises(CnnlabError, match=r"the loss diverged after \d step\(s\), at lr .* before the sweep could "
+                                          r"see it fall; expected a --start-lr low enough to train \(got 1.00e\+03; "
+                                          r"try 1e\+00\)"):
+        lr_find("lenet-relu", start_lr=1e3, end_lr=1e5, steps=50, batch_size=64, data_dir=str(data_dir), device="cpu")
+
+
 def test_cli_lr_find_writes_the_plot_and_prints_the_suggestion(tmp_path, data_dir, capsys, monkeypatch):
     plot = tmp_path / "lr.png"
     argv = ["lr-find", "lenet-relu", "--optimizer", "adam", "--steps", "20", "--batch-size", "64", "--out", str(plot),

@@ -208,7 +208,11 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
                     break
         finally:
             set_rng_state(saved)
-    if diverged and len(lrs) > 1:  # the diverged point would dominate the plot and the minimum search
+    if diverged and len(lrs) <= SKIP_BEGIN:  # within the noisy start: the sweep never saw the loss fall
+        raise CnnlabError(f"the loss diverged after {len(lrs)} step(s), at lr {lrs[-1]:.2e}, before the sweep could "
+                          f"see it fall; expected a --start-lr low enough to train (got {start_lr:.2e}; try "
+                          f"{start_lr / 1000:.0e})")
+    if diverged:  # the diverged point would dominate the plot and the minimum search
         lrs, losses, smoothed = lrs[:-1], losses[:-1], smoothed[:-1]
     suggestion, method, reason, steepest_lr, min_lr = suggest_lr(lrs, smoothed)
     return LRFindResult(lrs, losses, smoothed, suggestion, method, reason, steepest_lr, min_lr, diverged,
