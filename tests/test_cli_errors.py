@@ -57,7 +57,9 @@ def no_data(monkeypatch):
     (["train", "lenet", "--lr", "0"], ["lr must be a number > 0"]),
     (["train", "lenet", "--lr", "-1"], ["lr must be a number > 0"]),
     (["train", "lenet", "--lr", "nan"], ["lr must be a number > 0", "nan"]),
-    (["train", "lenet", "--lr", "inf"], ["lr must be a number > 0 (and finite), got inf"]),
+    (["train", "lenet", "--lr", "inf"], ["lr must be a number > 0 (and finite) that float32 holds", "got inf"]),
+    (["train", "lenet", "--lr", "1e300"], ["lr must be a number > 0 (and finite) that float32 holds (at most "
+                                           "3.4e+38), got 1e+300"]),
     (["train", "lenet", "--weight-decay", "inf"], ["weight-decay must be a number >= 0 (and finite), got inf"]),
     (["train", "lenet", "--momentum", "1"], ["momentum must be below 1"]),
     (["train", "lenet", "--label-smoothing", "-0.1"], ["label-smoothing must be a number >= 0"]),

@@ -59,6 +59,7 @@ def test_a_flat_or_short_curve_falls_back_to_a_tenth_of_the_minimum():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(start_lr=0), "start-lr must be a number > 0"),
+    (dict(start_lr=1e39, end_lr=1e40), r"start-lr must be a number > 0 \(and finite\) that float32 holds"),
     (dict(start_lr=1.0, end_lr=0.5), "start-lr must be below end-lr"),
     (dict(steps=1), "steps must be an integer >= 2"),
     (dict(end_lr=math.inf), "end-lr must be a number > 0 .and finite."),

@@ -15,6 +15,12 @@ from typing import NoReturn
 
 from cnnlab.errors import CnnlabError
 
+# The largest float32: a learning rate above it cannot be held by the optimizers' float32 tensors (torch raises
+# "value cannot be converted to type float without overflow" at the first step). torch.finfo(torch.float32).max,
+# written out so that checking arguments does not import torch.
+FLOAT32_MAX = 3.4028234663852886e38
+LR_EXPECTED = "a number > 0 (and finite) that float32 holds (at most 3.4e+38)"
+
 __all__ = ["fail", "int_at_least", "int_in_range", "is_int", "is_number", "number", "positive_int"]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.checks import int_at_least, number
+from cnnlab.checks import FLOAT32_MAX, LR_EXPECTED, int_at_least, number
 from cnnlab.errors import CnnlabError
 from cnnlab.io import check_output_file, save_figure
 
@@ -160,8 +160,8 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
     from cnnlab.train import build_run, make_config
     from cnnlab.train.state import rng_state, set_rng_state
 
-    number(start_lr, "start-lr", low=0, low_open=True)
-    number(end_lr, "end-lr", low=0, low_open=True)
+    number(start_lr, "start-lr", low=0, high=FLOAT32_MAX, low_open=True, expected=LR_EXPECTED)
+    number(end_lr, "end-lr", low=0, high=FLOAT32_MAX, low_open=True, expected=LR_EXPECTED)
     if not start_lr < end_lr:
         raise CnnlabError(f"start-lr must be below end-lr, got {start_lr:g} and {end_lr:g}")
     int_at_least(steps, "steps", 2)

@@ -12,7 +12,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnlab.checks import fail, int_at_least, int_in_range, is_int, is_number, number, positive_int
+from cnnlab.checks import (
+    FLOAT32_MAX,
+    LR_EXPECTED,
+    fail,
+    int_at_least,
+    int_in_range,
+    is_int,
+    is_number,
+    number,
+    positive_int,
+)
 from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -187,7 +197,7 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "warmup", "label_smoothing", "grad_clip", "ema"):
             number(getattr(self, name), name.replace("_", "-"), low=0)
         if self.lr is not None:
-            number(self.lr, "lr", low=0, low_open=True)
+            number(self.lr, "lr", low=0, high=FLOAT32_MAX, low_open=True, expected=LR_EXPECTED)
         if self.target_acc is not None:
             number(self.target_acc, "target-acc", low=0, high=1, low_open=True, expected="an accuracy in (0, 1]")
         for name in ("mixup", "cutmix"):  # torchvision's MixUp/CutMix alpha; 0 is off
