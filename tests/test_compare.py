@@ -68,6 +68,16 @@ def test_the_epochs_a_run_was_set_for_and_the_epochs_it_trained_are_two_columns(
     assert next(csv.reader(io.StringIO(format_table(columns, rows, "csv")))) == columns
 
 
+def test_the_current_folder_is_named_and_a_run_given_twice_is_one_row(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(runs / "b-bn")
+    columns, rows = compare_runs([load_run(p) for p in find_runs([".", "../a-lenet", "../b-bn/../a-lenet"])])
+    assert [r["run"] for r in rows] == ["b-bn", "a-lenet"]  # "." was a blank name, and had no line in the plot
+    assert compare([".", "../a-lenet"], plot=str(tmp_path / "c.png")) and (tmp_path / "c.png").is_file()
+    with pytest.raises(CnnlabError, match=r"plot file expected an image file ending in one of .*\.png.*, got "
+                                          r"'c.xyz'"):
+        compare(["."], plot="c.xyz")  # matplotlib's own error, an internal error, came after the table's work
+
+
 def test_only_the_config_keys_that_differ_get_columns(runs):
     columns, _ = compare_runs([load_run(runs / "a-lenet"), load_run(runs / "b-bn")])
     a = json.loads((runs / "a-lenet" / "config.json").read_text())["config"]

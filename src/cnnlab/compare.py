@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io import check_output_file, save_figure
+from cnnlab.io import check_figure_file, save_figure
 from cnnlab.models import create_model
 from cnnlab.models.summary import layer_summary
 from cnnlab.runs import Run
@@ -60,17 +60,19 @@ def find_runs(patterns: Sequence[str]) -> list[Path]:
         if not runs:
             raise CnnlabError(f"{pattern!r} names no run folder: expected a folder with a config.json, a glob of "
                               f"such folders, or a folder holding them")
-        found.extend(r for r in runs if r not in found)
+        found.extend(r for r in runs if r.resolve() not in {f.resolve() for f in found})  # a/../b is b
     return found
 
 
 def _labels(runs: Sequence[Run]) -> list[str]:
-    """Short unique names: the folder's name, or more of its path where two runs share a name."""
-    for depth in range(1, max((len(r.path.parts) for r in runs), default=1) + 1):
-        labels = ["/".join(r.path.parts[-depth:]) for r in runs]
+    """Short unique names: the folder's name, or more of its path where two runs share a name (paths resolved:
+    ``.`` is named by the folder it is)."""
+    paths = [r.path.resolve() for r in runs]
+    for depth in range(1, max((len(p.parts) for p in paths), default=1) + 1):
+        labels = ["/".join(p.parts[-depth:]) for p in paths]
         if len(set(labels)) == len(labels):
             return labels
-    return [str(r.path) for r in runs]
+    return [str(p) for p in paths]
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
@@ -192,7 +194,7 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
         raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     runs = [Run.open(p) for p in find_runs(patterns)]
     if plot is not None:  # before the table and the figure are made
-        check_output_file(plot, force, what="plot file ")
+        check_figure_file(plot, force, what="plot file ")
     columns, rows = compare_runs(runs)
     if plot is not None:
         save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))

@@ -138,6 +138,17 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def check_figure_file(path: str | Path, force: bool = False, what: str = "", make_folder: bool = False) -> Path:
+    """:func:`check_output_file` for a figure, which must also end in a suffix matplotlib writes (none: PNG)."""
+    from matplotlib.figure import Figure
+
+    supported = Figure().canvas.get_supported_filetypes()
+    if Path(path).suffix.lstrip(".").lower() not in ("", *supported):
+        raise CnnlabError(f"{what}expected an image file ending in one of "
+                          f"{', '.join('.' + f for f in sorted(supported))}, got {str(path)!r}")
+    return check_output_file(path, force, what=what, make_folder=make_folder)
+
+
 def save_figure(fig, path: str | Path) -> None:
     """Save a matplotlib figure atomically (the format from the suffix) and free it."""
     import matplotlib.pyplot as plt

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
-from cnnlab.io import check_output_file, save_figure
+from cnnlab.io import check_figure_file, save_figure
 from cnnlab.layers import Conv2d
 from cnnlab.ops import corr2d
 
@@ -45,18 +45,6 @@ def kernel_figure(X: torch.Tensor, Y: torch.Tensor, kernel: torch.Tensor) -> Fig
     return fig
 
 
-def _check_out(out: str | Path, force: bool) -> Path:
-    """The output path, if matplotlib can write its format (judged by the suffix; none means PNG) and
-    :func:`cnnlab.io.check_output_file` lets it be written (a missing folder is made, as it always was)."""
-    path = Path(out)
-    supported = Figure().canvas.get_supported_filetypes()
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    if fmt not in supported:
-        raise CnnlabError(f"expected an image file ending in one of {', '.join('.' + f for f in sorted(supported))}, "
-                          f"got {str(out)!r}")
-    return check_output_file(path, force, what="--out ", make_folder=True)
-
-
 def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 3e-2, seed: int = 0,
                     force: bool = False) -> dict:
     """Run d2l 7.2.3-7.2.4 and print what the book prints.
@@ -75,7 +63,7 @@ def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 
     """
     if not is_int(steps) or steps < 1:  # worded as the ops word theirs (this demo sits beside them)
         raise CnnlabError(f"expected steps to be a positive int, got {steps!r}")
-    path = _check_out(out, force) if out is not None else None
+    path = check_figure_file(out, force, what="--out ", make_folder=True) if out is not None else None
     X = edge_image()
     K = torch.tensor([[1.0, -1.0]])
     Y = corr2d(X, K)
