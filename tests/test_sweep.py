@@ -161,8 +161,11 @@ def test_a_study_keeps_its_settings_but_each_machine_its_data_dir(tmp_path, caps
     with pytest.raises(CnnlabError, match=r"study 's' exists with other settings \(overrides\)"):
         load_study(storage, "s", _spec(overrides={**TINY, "epochs": 3}))
     assert main(["sweep", "--study", "s", "--out", str(tmp_path), "--epochs", "3"]) == 2
-    assert "expected no --param or training flags then but this machine's own --data-dir/--device" in \
+    assert "expected no --param, training or study flags then but this machine's own --data-dir/--device" in \
         capsys.readouterr().err
+    # A worker joining cannot change the study's trials or pruner: these were silently ignored
+    assert main(["sweep", "--study", "s", "--out", str(tmp_path), "--trials", "40", "--pruner", "none"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("--data-dir/--device, got --trials --pruner")
 
 
 # ------------------------------------------------------------------------------------------- real sweeps

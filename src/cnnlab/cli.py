@@ -302,16 +302,21 @@ def _cmd_sweep(args) -> int:
     from cnnlab.sweep import LOCAL, SweepSpec, format_summary, sweep
 
     fixed = _given_config(args, ("model", "recipe", "out"))
+    # The study's own settings: None or False when not given (SweepSpec's defaults then), so that a worker joining
+    # a study can be told it does not set them
+    settings = {"trials": args.trials, "pruner": args.pruner, "startup_trials": args.startup_trials,
+                "warmup_epochs": args.warmup_epochs, "allow_test_objective": args.allow_test_objective,
+                "seed": args.sampler_seed, "report": args.report}
+    given = {k: v for k, v in settings.items() if v not in (None, False)}
     spec = None
     if args.model:
-        spec = SweepSpec(args.model, args.param or [], trials=args.trials, recipe=args.recipe or "book",
-                         overrides=fixed, pruner=args.pruner, startup_trials=args.startup_trials,
-                         warmup_epochs=args.warmup_epochs, allow_test_objective=args.allow_test_objective,
-                         seed=args.sampler_seed, report=args.report)
-    elif args.param or set(fixed) - set(LOCAL) or args.recipe:
-        raise CnnlabError("without MODEL, cnnlab sweep joins --study NAME with its stored settings; expected no "
-                          "--param or training flags then but this machine's own "
-                          + "/".join("--" + k.replace("_", "-") for k in LOCAL))
+        spec = SweepSpec(args.model, args.param or [], recipe=args.recipe or "book", overrides=fixed, **given)
+    elif args.param or set(fixed) - set(LOCAL) or args.recipe or given:
+        flags = ["--" + ("sampler-seed" if k == "seed" else k.replace("_", "-")) for k in given]
+        raise CnnlabError("without MODEL, cnnlab sweep joins --study NAME with its stored settings (its search, "
+                          "training flags, trials and pruner); expected no --param, training or study flags then "
+                          "but this machine's own " + "/".join("--" + k.replace("_", "-") for k in LOCAL)
+                          + (f", got {' '.join(flags)}" if flags else ""))
     try:
         summary = sweep(spec, study=args.study, storage=args.storage, out=args.out, jobs=args.jobs,
                         heartbeat=args.heartbeat, local=None if spec else fixed)
@@ -455,16 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="NAME=KIND:ARGS",
                    help="a searched field: lr=loguniform:1e-3:1, momentum=uniform:0:0.99, epochs=int:2:10, "
                         "batch_size=choice:64,128,256 (repeat for more)")
-    p.add_argument("--trials", type=int, default=20, help="trials in all, across every worker (default 20)")
+    p.add_argument("--trials", type=int, help="trials in all, across every worker (default 20)")
     p.add_argument("--jobs", type=int, default=1, help="trials at once on this machine, one process each")
     p.add_argument("--study", help="the study's name (default MODEL-TIME); give it to resume or join a sweep")
     p.add_argument("--storage", metavar="URL", help="a database URL Optuna accepts, e.g. postgresql://user@host/db "
                    "to share the study between machines (default: SQLite study.db in the sweep folder)")
     p.add_argument("--out", help="the sweep folder: trials' run folders, plots, summary (default sweeps/STUDY)")
-    p.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"),
                    help="how bad trials are stopped early (default median)")
-    p.add_argument("--startup-trials", type=int, default=5, help="median pruner: trials before any is pruned")
-    p.add_argument("--warmup-epochs", type=int, default=1, help="median pruner: epochs before a trial is judged")
+    p.add_argument("--startup-trials", type=int, help="median pruner: trials before any is pruned (default 5)")
+    p.add_argument("--warmup-epochs", type=int, help="median pruner: epochs before a trial is judged (default 1)")
     p.add_argument("--allow-test-objective", action="store_true",
                    help="tune on the test set when no --val-split is given (the book's way; biased)")
     p.add_argument("--sampler-seed", type=int, help="seed of Optuna's sampler")
