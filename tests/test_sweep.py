@@ -153,6 +153,27 @@ def test_joining_needs_an_existing_study(tmp_path):
         sweep(None)
 
 
+def test_a_database_error_under_optunas_own_is_named_by_the_drivers_line():
+    # A study.db in a read-only folder: Optuna's StorageInternalError ("An exception is raised during the commit")
+    # wraps SQLAlchemy's error, which holds sqlite's own; the message named only Optuna's guess.
+    import sqlite3
+
+    import sqlalchemy.exc
+    from optuna.exceptions import StorageInternalError
+
+    from cnnlab.sweep.storage import first_line
+
+    driver = sqlite3.OperationalError("attempt to write a readonly database")
+    try:
+        try:
+            raise sqlalchemy.exc.OperationalError("INSERT INTO studies ...", {}, driver)
+        except sqlalchemy.exc.OperationalError as e:
+            raise StorageInternalError("An exception is raised during the commit. This typically happens ...") from e
+    except StorageInternalError as e:
+        assert first_line(e) == "attempt to write a readonly database"
+    assert first_line(ValueError("one\ntwo")) == "one"
+
+
 def test_a_study_keeps_its_settings_but_each_machine_its_data_dir(tmp_path, capsys):
     storage = open_storage(storage_url(None, tmp_path), 10)
     load_study(storage, "s", _spec())

@@ -39,9 +39,15 @@ def shown(url: str) -> str:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an error (the database driver's own, when SQLAlchemy wraps one), for one-line messages."""
-    cause = getattr(error, "orig", None) or error
-    return summary(str(cause).split("\n")[0], 300)
+    """The first line of an error (the database driver's own, when SQLAlchemy wraps one, also under an error of
+    Optuna's that only says a commit failed), for one-line messages."""
+    seen, cause = set(), error
+    while cause is not None and id(cause) not in seen:  # down the chain to the driver's error
+        seen.add(id(cause))
+        if getattr(cause, "orig", None) is not None:
+            return summary(str(cause.orig).split("\n")[0], 300)
+        cause = cause.__cause__ or cause.__context__
+    return summary(str(error).split("\n")[0], 300)
 
 
 def db_errors() -> tuple[type[BaseException], ...]:
