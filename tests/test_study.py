@@ -234,3 +234,19 @@ def test_the_summary_says_which_split_the_accuracies_come_from(tmp_path):
                                  ("val/", {"epochs": 1, "dataset": f"folder:{tmp_path}"}))}
     assert said == {"book": "the test set, as the book does (no val_split)", "split": "a held-out validation split",
                     "val/": "the folder's own validation split (val/)"}
+
+
+def test_an_interrupted_study_says_once_how_it_resumes(monkeypatch, capsys):
+    # The variant's trainer prints where the run stopped (stderr); the study added that same line again on stdout
+    import signal
+
+    import cnnlab.study
+    from cnnlab.errors import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGINT, "SIGINT: stopped after epoch 1 of lenet")
+
+    monkeypatch.setattr(cnnlab.study, "run_study", interrupted)
+    assert main(["study", "lenet-activation-pooling"]) == 128 + signal.SIGINT
+    out = capsys.readouterr().out
+    assert out == "cnnlab study: the study resumes with the same command\n"

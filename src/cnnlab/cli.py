@@ -286,8 +286,8 @@ def _cmd_study(args) -> int:
     try:
         result = run_study(args.name, out=args.out, overrides=_given_config(args, ("model", "out")),
                            quiet=args.quiet, report=not args.no_report)
-    except Interrupted as e:
-        print(f"{e}; the study resumes with the same command", flush=True)
+    except Interrupted:  # the variant's trainer said where it stopped; what resumes is the study, not the run
+        print("cnnlab study: the study resumes with the same command", flush=True)
         raise
     print(result.summary)
     print(f"study folder: {result.folder} (summary.md, table.md, curves.png)")
