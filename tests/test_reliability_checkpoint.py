@@ -188,6 +188,17 @@ def test_another_kind_of_file_is_named_as_not_a_checkpoint(tmp_path, other, caps
     assert code == 2 and len(err) == 1 and "is not a PyTorch checkpoint" in err[0], err
 
 
+def test_a_torch_export_program_is_named_as_one(tmp_path, capsys):
+    # A zip archive like a checkpoint: torch's failure on it read "corrupt or truncated (... miniz error ...)"
+    program = torch.export.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),))
+    torch.export.save(program, tmp_path / "model.pt2")
+    with pytest.raises(CheckpointError, match=r"model.pt2 is a torch.export program \(.pt2\), not a cnnlab "
+                                              r"checkpoint: cnnlab explore opens it"):
+        load_checkpoint(tmp_path / "model.pt2")
+    code, err = _cli_in_process(["eval", str(tmp_path / "model.pt2")], capsys)
+    assert code == 2 and len(err) == 1 and "torch.export program" in err[0], err
+
+
 # ------------------------------------------------------------------------------------------ pickle payloads
 class _System:
     """Unpickling this calls os.system: what a malicious 'checkpoint' from the internet would carry."""

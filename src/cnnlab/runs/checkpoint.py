@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ def checkpoint_in(folder: str | Path) -> Path | None:
     return next((Path(folder) / name for name in ("best.pt", "last.pt") if (Path(folder) / name).is_file()), None)
 
 
+def _is_pt2(path: Path) -> bool:
+    """Whether ``path`` is a torch.export archive (it names its format in an ``archive_format`` entry)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/archive_format") or name == "archive_format" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a cnnlab checkpoint safely; anything but a plain tensor container raises a one-line CheckpointError."""
     path = Path(path)
@@ -57,6 +67,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if head and head != b"PK" and head[:1] != b"\x80":
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
                               "torch.save writes); expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
+    if head == b"PK" and _is_pt2(path):  # a zip archive too, whose failure torch would call corrupt
+        raise CheckpointError(f"{path} is a torch.export program (.pt2), not a cnnlab checkpoint: cnnlab explore opens "
+                              "it; expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
     try:
         with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
