@@ -108,6 +108,7 @@ def test_the_books_trainer_hooks_small_batch_norms_while_it_fits_and_removes_the
     images.get_dataloader = lambda train: images.get_tensorloader(
         (images.X, images.y), train, slice(0, 32) if train else slice(32, None))
     d2l.Trainer(max_epochs=1).fit(model, images)
-    assert model.seen[3] == ["contiguous"] * 4 + ["channels_last"] * 2  # 4 training steps, 2 validation ones
+    # the layout check's forward before the first step (evaluation mode: not hooked), 4 training steps, 2 validation
+    assert model.seen[3] == ["channels_last"] + ["contiguous"] * 4 + ["channels_last"] * 2
     assert not model.net[3]._forward_pre_hooks  # handed back as the user built it
     assert all(p.is_contiguous() for p in model.parameters())
