@@ -236,6 +236,22 @@ def test_sigint_anywhere_then_resume_is_bitwise_exact(tmp_path, in_process_refer
     _assert_same_weights(in_process_reference, final["model"])
 
 
+def test_a_resumed_epochs_row_counts_the_whole_epoch(tmp_path, monkeypatch):
+    # Its images/s counted only the batches after the resume, against all of its time: a third of a normal epoch's
+    out = tmp_path / "run"
+    trainer = build_trainer(_config(out), quiet=True, report=False)
+    _interrupt(trainer, "after step", 4, monkeypatch)
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    monkeypatch.undo()
+    stopped = load_checkpoint(out / "last.pt")
+    assert stopped["epoch_images"] == 4 * 128 and stopped["epoch_seconds"] > 0  # 4 of epoch 1's 6 batches
+    resume(out, quiet=True, report=False)
+    rows = load_checkpoint(out / "last.pt")["history"]
+    assert [round(r["images_per_s"] * r["seconds"]) for r in rows] == [6 * 128, 6 * 128]
+    assert rows[0]["seconds"] > stopped["epoch_seconds"]  # the time before the stop, and after it
+
+
 def test_interrupted_twice_still_bitwise_exact(tmp_path, in_process_reference):
     out = tmp_path / "run"
     trainer = build_trainer(_config(out), quiet=True, report=False)

@@ -78,17 +78,22 @@ class TrainState:
     elapsed: float = 0.0  # wall seconds of fitting before this process (a resumed run carries them over)
     target_reached: dict[str, float] | None = None  # {"epoch", "seconds"} once val_acc >= target_acc
     budget_steps: int | None = None  # with --time-budget: the step count planned (cnnlab.train.budget)
+    # A checkpoint taken mid-epoch: the images this process trained in that epoch and its seconds so far, so that
+    # the resumed epoch's row counts the whole epoch (it counted the part after the resume against all its time)
+    epoch_images: int = 0
+    epoch_seconds: float = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         """The counters, history and every random stream, as plain containers and tensors (top-level checkpoint
         entries since checkpoint version 1)."""
         return {"epoch": self.epoch, "step": self.step, "history": self.history, "best_val_acc": self.best_val_acc,
                 "elapsed": self.elapsed, "target_reached": self.target_reached, "budget_steps": self.budget_steps,
-                "rng": rng_state()}
+                "epoch_images": self.epoch_images, "epoch_seconds": self.epoch_seconds, "rng": rng_state()}
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> TrainState:
         """The counters of a checkpoint (its RNG is restored separately, last: see ``build_run``)."""
         return cls(epoch=state["epoch"], step=state["step"], history=list(state["history"]),
                    best_val_acc=state["best_val_acc"], elapsed=state.get("elapsed", 0.0),
-                   target_reached=state.get("target_reached"), budget_steps=state.get("budget_steps"))
+                   target_reached=state.get("target_reached"), budget_steps=state.get("budget_steps"),
+                   epoch_images=state.get("epoch_images", 0), epoch_seconds=state.get("epoch_seconds", 0.0))

@@ -145,15 +145,15 @@ class Trainer:
             if self.budget is not None:
                 self.budget.begin(start)
             while self.finished() is None:
-                t0 = time.perf_counter()
                 train = self.train_epoch()
                 val = self.evaluate(keep_logits=True)
-                seconds = time.perf_counter() - t0
+                seconds = time.perf_counter() - self._epoch_t0
                 row = {"epoch": self.state.epoch + 1, "train_loss": train["loss"], "train_acc": train["acc"],
                        "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
                        "seconds": seconds, "images_per_s": train["images"] / seconds}
                 self.state.history.append(row)
                 self.state.epoch += 1
+                self.state.epoch_images, self.state.epoch_seconds = 0, 0.0
                 self.epoch_metrics = EpochMetrics(self.device)
                 self.state.elapsed = time.perf_counter() - start
                 is_best = val["acc"] > self.state.best_val_acc
@@ -209,7 +209,9 @@ class Trainer:
         bar = tqdm(total=len(self.train_loader), initial=first, leave=False, mininterval=0.25,
                    desc=f"epoch {self.state.epoch + 1}{self._of_epochs()}", unit="batch", dynamic_ncols=True,
                    disable=self.quiet or not self.dist.is_main or not sys.stderr.isatty())
-        since, t_log, images, last = 0, time.perf_counter(), 0, len(self.train_loader) - 1
+        # A resumed epoch goes on counting from what its checkpoint kept
+        self._epoch_t0 = time.perf_counter() - self.state.epoch_seconds
+        since, t_log, images, last = 0, time.perf_counter(), self.state.epoch_images, len(self.train_loader) - 1
         pending_checkpoint = False
         for b, (x, y) in enumerate(self.train_loader, start=first):
             x = x.contiguous(memory_format=self.parts.memory_format)
@@ -253,6 +255,8 @@ class Trainer:
                                     img_s=f"{since * x.shape[0] * self.dist.world_size / (now - t_log):,.0f}")
                 since, t_log = 0, now
             pending_checkpoint |= bool(cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0)
+            if (pending_checkpoint and closes) or stop:  # what the epoch did so far, for the checkpoint to keep
+                self.state.epoch_images, self.state.epoch_seconds = images, time.perf_counter() - self._epoch_t0
             if pending_checkpoint and closes:  # only between optimizer steps: gradients are not checkpointed
                 self._check_finite(since)
                 self._checkpoint("last.pt")
@@ -263,6 +267,7 @@ class Trainer:
                 break  # the time budget's last step: the epoch ends here, with its evaluation
         self._check_finite(since)
         if self.dist.enabled and self._stop_requested(at_sync_point=True):  # came after the epoch's last sync point
+            self.state.epoch_images, self.state.epoch_seconds = images, time.perf_counter() - self._epoch_t0
             raise Interrupted(self._stop_signal, self._resume_hint())
         bar.close()
         metrics = self.epoch_metrics.compute()
