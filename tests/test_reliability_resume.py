@@ -149,6 +149,7 @@ def test_sigint_writes_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, r
     # a reader (the explorer, `cnnlab runs`) sees it stopped at once, not as training for ten quiet minutes
     marker = json.loads((run / "interrupted.json").read_text())
     assert marker["signal"] == "SIGINT" and marker["step"] == stopped["step"]
+    assert (marker["epoch"], marker["epochs_done"]) == (stopped["epoch"] + 1, stopped["epoch"])  # as the line says
     assert decide_status(run, None, {}, now=time.time()) == "interrupted"
     _resume_in_a_fresh_process(run)
     _assert_same_weights(reference()["model"], load_checkpoint(run / "last.pt")["model"])

@@ -150,8 +150,10 @@ class RunFolder:
 
     def on_interrupt(self, trainer, stop: Interrupted) -> None:
         """SIGINT or SIGTERM stopped the fit after its checkpoint: no result.json, since it can be resumed."""
+        # "epoch": the one it stopped in, counted from 1 as the stop's own line says; "epochs_done": the whole ones
         write_json(self.path / INTERRUPTED_FILE, {
-            "signal": signal.Signals(stop.signum).name, "epoch": trainer.state.epoch, "step": trainer.state.step,
+            "signal": signal.Signals(stop.signum).name, "epoch": trainer.state.epoch + 1,
+            "epochs_done": trainer.state.epoch, "step": trainer.state.step,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self._close()
 
