@@ -19,6 +19,7 @@ from cnnlab.errors import CnnlabError, Interrupted, summary
 
 DATA_DIR_HELP = "the dataset's folder (default: the run's); for a folder: dataset, where its images are now"
 
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage block by default)
         message = " ".join(message.split())  # an argument with a newline in it must not break the one line

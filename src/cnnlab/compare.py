@@ -49,6 +49,7 @@ def find_runs(patterns: Sequence[str]) -> list[Path]:
         CnnlabError: a pattern that names no run folder (nothing is silently left out of a comparison).
     """
     found: list[Path] = []
+    seen: set[Path] = set()  # resolved: the same folder named two ways is one run
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         runs = []
@@ -60,7 +61,10 @@ def find_runs(patterns: Sequence[str]) -> list[Path]:
         if not runs:
             raise CnnlabError(f"{pattern!r} names no run folder: expected a folder with a config.json, a glob of "
                               f"such folders, or a folder holding them")
-        found.extend(r for r in runs if r.resolve() not in {f.resolve() for f in found})  # a/../b is b
+        for run in runs:
+            if (resolved := run.resolve()) not in seen:
+                seen.add(resolved)
+                found.append(run)
     return found
 
 

@@ -70,7 +70,8 @@ class ImageDataset:
     val_labels: torch.Tensor | None = None
 
     def __post_init__(self):
-        for split in ("train", "test") + (("val",) if self.val_images is not None else ()):
+        others = ("test",) + (("val",) if self.val_images is not None else ())
+        for split in ("train", *others):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
             if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != images.shape[-2]:
                 raise CnnlabError(f"{self.name}: {split}_images must be uint8 N x C x H x W with H == W, got "
@@ -78,11 +79,11 @@ class ImageDataset:
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise CnnlabError(f"{self.name}: {split}_labels must be int64 of shape ({len(images)},), got "
                                   f"{labels.dtype} {tuple(labels.shape)}")
-        for other in ("test",) + (("val",) if self.val_images is not None else ()):
-            if self.train_images.shape[1:] != getattr(self, f"{other}_images").shape[1:]:
+        for other in others:
+            shape = getattr(self, f"{other}_images").shape[1:]
+            if self.train_images.shape[1:] != shape:
                 raise CnnlabError(f"{self.name}: train and {other} images differ in shape: "
-                                  f"{tuple(self.train_images.shape[1:])} vs "
-                                  f"{tuple(getattr(self, f'{other}_images').shape[1:])}")
+                                  f"{tuple(self.train_images.shape[1:])} vs {tuple(shape)}")
         if not len(self.mean) == len(self.std) == self.channels:
             raise CnnlabError(f"{self.name}: mean and std need one value per channel ({self.channels}), got "
                               f"{len(self.mean)} and {len(self.std)}")

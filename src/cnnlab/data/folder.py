@@ -137,9 +137,12 @@ def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
     return path, None, None
 
 
-def has_validation_folder(path: str | Path) -> bool:
-    """Whether the folder dataset at ``path`` brings its own validation split (``train/``, ``val/`` and ``test/``)."""
-    path = Path(path).expanduser()
+def has_validation_folder(dataset: str) -> bool:
+    """Whether the dataset named ``dataset`` brings its own validation split: a ``folder:PATH`` holding ``train/``,
+    ``val/`` and ``test/`` (any other name: False)."""
+    if not dataset.startswith(FOLDER_PREFIX):
+        return False
+    path = Path(dataset[len(FOLDER_PREFIX):]).expanduser()
     return path.is_dir() and _layout(path)[2] is not None
 
 

@@ -79,7 +79,7 @@ def read_image_folder(folder: str | Path, channels: int, size: int, limit: int =
 
     With ``skip_bad`` (``--skip-bad-images``, as for ``cnnlab train``), a file that cannot be read is left out and
     named in ``skipped``, and the rest are shown. ``listing``: what :func:`list_images` gave for ``folder`` already.
-``crop``: centre-crop each picture as a folder of training images was (:func:`cnnlab.picture.read_picture`).
+    ``crop``: centre-crop each picture as a folder of training images was (:func:`cnnlab.picture.read_picture`).
 
     Raises:
         CnnlabError: not a folder, no images, images both at the top and in class subfolders, or a file that is too

@@ -88,13 +88,14 @@ class OnnxModel:
             raise CnnlabError(f"{path} holds no ONNX graph (no nodes): expected an image classifier")
         self.initializers = {t.name: t for t in graph.initializer}
         self.nodes = list(graph.node)  # the graph as read (the session's copy gets extra outputs)
+        self.producers = {name: node for node in self.nodes for name in node.output}  # each value's node
         self.input_name, self.spec = self._input_spec(graph, options)
         first = _dims(next(i for i in graph.input if i.name == self.input_name))[0]
         self.batch = first if isinstance(first, int) and first > 0 else None  # a fixed batch size, or None
         self.metadata = {p.key: p.value for p in model.metadata_props}
         options.check_no_scaling_for(self.metadata, str(path))
         self.output_name = graph.output[0].name
-        self._probabilities = _ends_in_softmax(graph.node, self.output_name)
+        self._probabilities = _ends_in_softmax(self.producers, self.output_name)
         shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 2)):
@@ -160,7 +161,7 @@ class OnnxModel:
                 else f"ONNX type {elem}"
             raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {kind}, "
                               "expected float32 N x C x H x W or N x H x W x C")
-        weight = self._first_conv_weight(graph.node)
+        weight = self._first_conv_weight()
         conv_in = None if weight is None else int(weight.shape[1])
         layout, origin = options.layout, {}
         if layout is None:
@@ -196,23 +197,22 @@ class OnnxModel:
                               "--input-size")
         return value.name, options.spec(channels, size, layout, origin)
 
-    def _first_conv_weight(self, nodes) -> np.ndarray | None:
-        producers = {name: node for node in nodes for name in node.output}
-        for node in nodes:
+    def _first_conv_weight(self) -> np.ndarray | None:
+        for node in self.nodes:
             if node.op_type == "Conv" and len(node.input) > 1:
-                weight = self._constant(node.input[1], producers)
+                weight = self._constant(node.input[1])
                 if weight is not None and weight.ndim == 4:
                     return weight
         return None
 
-    def _constant(self, name: str, producers: dict) -> np.ndarray | None:
+    def _constant(self, name: str) -> np.ndarray | None:
         """An initializer's value, or the float value of a quantized one a DequantizeLinear node reads (a QDQ graph,
         as cnnlab's onnx-int8 export: ``(q - zero_point) * scale``, per tensor or per channel of ``axis``)."""
         from onnx import helper, numpy_helper
 
         if name in self.initializers:
             return numpy_helper.to_array(self.initializers[name])
-        node = producers.get(name)
+        node = self.producers.get(name)
         if node is None or node.op_type != "DequantizeLinear" or not all(i in self.initializers for i in node.input):
             return None
         q, scale, *zero = (numpy_helper.to_array(self.initializers[i]).astype(np.float32) for i in node.input)
@@ -286,7 +286,7 @@ class OnnxModel:
         return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
 
     def kernels(self) -> torch.Tensor | None:
-        weight = self._first_conv_weight(self.nodes)
+        weight = self._first_conv_weight()
         return None if weight is None else torch.from_numpy(weight.astype(np.float32))
 
     def layers(self) -> list[dict[str, Any]]:
@@ -316,9 +316,9 @@ class OnnxModel:
         return occlusion_pngs(self, image, target)
 
 
-def _ends_in_softmax(nodes, output: str) -> bool:
-    """Whether ``output`` is a Softmax's, perhaps reshaped or renamed after it (:data:`PASS_THROUGH`)."""
-    producers = {name: node for node in nodes for name in node.output}
+def _ends_in_softmax(producers: dict, output: str) -> bool:
+    """Whether ``output`` is a Softmax's, perhaps reshaped or renamed after it (:data:`PASS_THROUGH`); ``producers``
+    maps each value to the node that computes it."""
     node = producers.get(output)
     while node is not None and node.op_type in PASS_THROUGH and node.input:
         node = producers.get(node.input[0])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.export.pt2_archive import constants as pt2
 
 from cnnlab.data import CLASSES, MEAN, STD
 from cnnlab.errors import CheckpointError, summary, weights_only_refusal
@@ -42,7 +43,7 @@ def _is_pt2(path: Path) -> bool:
     """Whether ``path`` is a torch.export archive (it names its format in an ``archive_format`` entry)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/archive_format") or name == "archive_format" for name in archive.namelist())
+            return any(name.split("/", 1)[-1] == pt2.ARCHIVE_FORMAT_PATH for name in archive.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
 

@@ -12,7 +12,6 @@ from itertools import pairwise
 from typing import Any
 
 from cnnlab.data.folder import has_validation_folder
-from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.study.spec import Study
 
 
@@ -78,10 +77,9 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
         plot: the curves' file name, relative to the summary.
         refused: variants a check refused before their run folder was made, each with its error's line.
     """
-    dataset = str(budget.get("dataset") or "")
     if budget.get("val_split") is not None:
         validated = "a held-out validation split"
-    elif dataset.startswith(FOLDER_PREFIX) and has_validation_folder(dataset[len(FOLDER_PREFIX):]):
+    elif has_validation_folder(str(budget.get("dataset") or "")):
         validated = "the folder's own validation split (val/)"
     else:
         validated = "the test set, as the book does (no val_split)"

@@ -14,7 +14,6 @@ from typing import Any
 
 from cnnlab.checks import positive_int
 from cnnlab.data.folder import has_validation_folder
-from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.errors import CnnlabError
 from cnnlab.train.config import AUGMENTS, field_types, make_config
 
@@ -160,8 +159,7 @@ class SweepSpec:
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(self.overrides)))
         if clash:
             raise CnnlabError(f"{', '.join(clash)} given twice (searched and fixed, or searched twice); expected once")
-        dataset = str(self.overrides.get("dataset", ""))
-        own_val = dataset.startswith(FOLDER_PREFIX) and has_validation_folder(dataset[len(FOLDER_PREFIX):])
+        own_val = has_validation_folder(str(self.overrides.get("dataset", "")))
         if self.overrides.get("val_split") is None and not own_val and not self.allow_test_objective:
             raise CnnlabError("a sweep tunes on a validation split, never on the test set: expected --val-split "
                               "(e.g. 0.1 or 5000), a folder dataset with its own val/ beside train/ and test/, or "

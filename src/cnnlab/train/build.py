@@ -410,10 +410,10 @@ def _check_same_training_files(recorded: dict[str, Any], dataset: ImageDataset) 
     """Refuse to resume on a folder whose training files are not the ones the run started on: its epochs would
     continue on other images, under a schedule planned for the old count."""
     then, now = recorded.get("training_files"), dataset.training_files
-    if not then or recorded.get("name") != dataset.name or (now is not None and list(now) == list(then)):
+    if not then or now is None or recorded.get("name") != dataset.name or list(now) == list(then):
         return
-    change = (f"{then[0]} files then, {now[0]} now" if now is not None and now[0] != then[0] else
-              f"{then[0]} files then and now, but other ones" if now is not None else "not recorded now")
+    change = f"{then[0]} files then, {now[0]} now" if now[0] != then[0] else \
+        f"{then[0]} files then and now, but other ones"
     raise CnnlabError(f"the training images of {dataset.name} changed since the run started ({change}); put the "
                       f"folder back as it was to resume, or train a new run on the folder as it is")
 
