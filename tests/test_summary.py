@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from cnnlab import layers
+from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.models import check_input_size, create_model, list_models, min_input_size, model_info
 from cnnlab.models.summary import layer_summary, models_table, summarize
@@ -137,6 +138,17 @@ def test_summarize_prints_rows_and_totals():
     assert "1 x 512 x 2 x 2" in summarize("resnet18", input_size=64)
     b1 = next(line for line in summarize("googlenet", in_channels=3).splitlines() if line.startswith("b1 "))
     assert b1.split()[-2] == f"{3 * 64 * 7 * 7 + 64:,}"  # the stem conv's weights grow with the input channels
+
+
+def test_summarize_shows_the_batch_it_is_given(capsys):
+    one, seven = summarize("lenet").splitlines(), summarize("lenet", batch=7).splitlines()
+    assert "7 x 1 x 28 x 28" in seven[0]
+    conv_one, conv_seven = (next(line.split() for line in t if line.startswith("features.0")) for t in (one, seven))
+    assert conv_seven[2] == "7" and int(conv_seven[-1].replace(",", "")) == 7 * int(conv_one[-1].replace(",", ""))
+    per_image = one[-1].split(" MACs")[0].split()[-1]
+    assert seven[-1].startswith(one[-1]) and f"{7 * int(per_image.replace(',', '')):,} for the batch of 7" in seven[-1]
+    assert main(["summary", "lenet", "--input", "7,1,28,28"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == seven[0]
 
 
 def test_summarize_vgg11_at_224_is_cheap():

@@ -67,15 +67,15 @@ def _port(text: str) -> int:
     return int_in_range(int(text), "--port", 0, 65536, expected="a TCP port from 0 to 65535")
 
 
-def _input_shape(text: str) -> tuple[int, int]:
-    """``--input N,C,H,W`` as ``(C, H)`` (the model sees H == W)."""
+def _input_shape(text: str) -> tuple[int, int, int]:
+    """``--input N,C,H,W`` as ``(N, C, H)`` (the model sees H == W)."""
     try:
         n, c, h, w = (int(v) for v in text.split(","))
     except ValueError:
         raise CnnlabError(f"--input must be N,C,H,W with four integers, e.g. 1,1,28,28; got {text!r}") from None
     if min(n, c, h, w) < 1 or h != w:
         raise CnnlabError(f"--input must be positive with a square image (H == W), got {text!r}")
-    return c, h
+    return n, c, h
 
 
 def _share_or_count(text: str) -> int | float:
@@ -188,8 +188,8 @@ def _cmd_datasets(args) -> int:
 def _cmd_summary(args) -> int:
     from cnnlab.models.summary import summarize
 
-    in_channels, size = args.input or (1, None)
-    print(summarize(args.model, input_size=size, in_channels=in_channels, ops=args.ops))
+    batch, in_channels, size = args.input or (1, 1, None)
+    print(summarize(args.model, input_size=size, in_channels=in_channels, ops=args.ops, batch=batch))
     return 0
 
 

@@ -81,14 +81,16 @@ def _shape(shape: Sequence[int]) -> str:
     return " x ".join(map(str, shape))
 
 
-def summarize(name: str, input_size: int | None = None, in_channels: int = 1, ops: str = "torch") -> str:
-    """A printable layer table of a registered model at a batch of one: name, type, output shape, params, MACs.
+def summarize(name: str, input_size: int | None = None, in_channels: int = 1, ops: str = "torch",
+              batch: int = 1) -> str:
+    """A printable layer table of a registered model: name, type, output shape, params, MACs.
 
     Args:
         name: a registered model name.
         input_size: side of the square input; the model's default (the book's) if None.
         in_channels: channels of the input image.
         ops: ``"torch"`` or ``"scratch"`` layers.
+        batch: images in the batch; the shapes and the MACs column are the batch's, the total is also per image.
 
     Raises:
         CnnlabError: unknown model, or an input the model cannot take (the message names the accepted size).
@@ -99,16 +101,22 @@ def summarize(name: str, input_size: int | None = None, in_channels: int = 1, op
     size = info.input_size if input_size is None else input_size
     if not (isinstance(size, int) and size >= 1):
         raise CnnlabError(f"input_size must be a positive integer, got {size!r}")
+    if not (isinstance(batch, int) and batch >= 1):
+        raise CnnlabError(f"batch must be a positive integer, got {batch!r}")
     check_input_size(name, size, in_channels)
     with torch.device("meta"):
         model = create_model(name, in_channels=in_channels, ops=ops)
-    rows = layer_summary(model, (1, in_channels, size, size))
+    shape = (batch, in_channels, size, size)
+    rows = layer_summary(model, shape)
     total_params = sum(p.numel() for p in model.parameters())
     total_macs = sum(r.macs for r in rows)
     body = [[r.name, r.type, _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}"] for r in rows]
-    title = f"{name} (d2l {info.section}) at input {_shape((1, in_channels, size, size))}, ops={ops}"
+    title = f"{name} (d2l {info.section}) at input {_shape(shape)}, ops={ops}"
     table = text_table(["name", "type", "output shape", "params", "MACs"], body, "llrrr", rule="full")
-    totals = f"total: {total_params:,} parameters, {total_macs:,} MACs ({total_macs / 1e9:.3f} GMACs) per image"
+    per_image = total_macs // batch
+    totals = f"total: {total_params:,} parameters, {per_image:,} MACs ({per_image / 1e9:.3f} GMACs) per image"
+    if batch > 1:
+        totals += f", {total_macs:,} for the batch of {batch}"
     return f"{title}\n{table}\n{totals}"
 
 
