@@ -190,6 +190,21 @@ def test_verify_export_float_formats_agree_on_every_test_image(trained_run, tmp_
         export_module.verify_export(trained_run / "last.pt", out, images=0)
 
 
+def test_cli_export_verify_says_when_the_test_split_has_fewer_images(trained_run, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(trained_run / "last.pt"), "--output", str(out), "--verify", "20000"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert "on 10000/10000 test images (100.00%; all the test split has, 20000 asked)" in line
+
+
+def test_cli_export_verify_without_its_dataset_writes_nothing(trained_run, tmp_path, capsys):
+    out, empty = tmp_path / "m.onnx", tmp_path / "empty"
+    empty.mkdir()
+    argv = ["export", str(trained_run / "last.pt"), "--output", str(out), "--verify", "5", "--data-dir", str(empty)]
+    assert main(argv) == 2
+    assert "lacks train-images-idx3-ubyte.gz" in capsys.readouterr().err and not out.exists()
+
+
 def test_cli_export_int8_prints_the_agreement(trained_run, tmp_path, capsys):
     out = tmp_path / "q.onnx"
     argv = ["export", str(trained_run / "last.pt"), "--format", "onnx-int8", "--output", str(out)]

@@ -221,11 +221,13 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from cnnlab.export import INT8_CHECK_IMAGES, export_checkpoint, verify_export
+    from cnnlab.export import INT8_CHECK_IMAGES, export_checkpoint, verification_images, verify_export
 
+    verify = args.verify if args.verify is not None else INT8_CHECK_IMAGES if args.format == "onnx-int8" else 0
+    if verify:  # a dataset it cannot read is one line before anything is written
+        verification_images(args.checkpoint, verify, data_dir=args.data_dir)
     print(export_checkpoint(args.checkpoint, args.output, format=args.format, force=args.force,
                             calibration=args.calibration, data_dir=args.data_dir), flush=True)
-    verify = args.verify if args.verify is not None else INT8_CHECK_IMAGES if args.format == "onnx-int8" else 0
     if verify:
         print(verify_export(args.checkpoint, args.output, images=verify, data_dir=args.data_dir))
     return 0

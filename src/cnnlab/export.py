@@ -32,7 +32,7 @@ import io
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,18 +112,21 @@ class Agreement:
         images: test images compared (the first ones of the test split).
         agree: images whose top-1 class is the same.
         max_abs_diff: the largest absolute difference of a logit.
+        asked: images asked for, when more than the test split has (0 otherwise).
     """
 
     images: int
     agree: int
     max_abs_diff: float
+    asked: int = 0
 
     @property
     def rate(self) -> float:
         return self.agree / self.images
 
     def __str__(self) -> str:
-        return (f"top-1 agrees with PyTorch on {self.agree}/{self.images} test images ({self.rate:.2%}); "
+        every = f"; all the test split has, {self.asked} asked" if self.asked > self.images else ""
+        return (f"top-1 agrees with PyTorch on {self.agree}/{self.images} test images ({self.rate:.2%}{every}); "
                 f"largest logit difference {self.max_abs_diff:.2e}")
 
 
@@ -297,17 +300,30 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
         >>> print(verify_export("runs/lenet/best.pt", "lenet.onnx", images=500))  # doctest: +SKIP
         top-1 agrees with PyTorch on 500/500 test images (100.00%); largest logit difference 2.38e-06
     """
-    if not is_int(images) or images < 1:
-        raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
     exported = Path(exported)
     if exported.suffix.lower() not in (".onnx", ".pt2"):
         raise CnnlabError(f"expected an exported .onnx or .pt2 file, got {str(exported)!r}")
+    test_images = verification_images(checkpoint, images, data_dir)
     trained = load_trained(checkpoint, "cpu")
     wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
-    data = _dataset(trained, data_dir)
     if exported.suffix.lower() == ".onnx":
         run = _onnx_runner(exported)
     else:
         program = torch.export.load(io.BytesIO(checked_pt2(exported))).module()  # any file: checked first
         run = lambda x: program(x).detach().numpy()  # noqa: E731
-    return _agreement(run, wrapped, data.test_images[:images])
+    agreement = _agreement(run, wrapped, test_images)
+    return replace(agreement, asked=images) if images > agreement.images else agreement
+
+
+def verification_images(checkpoint: str | Path, images: int, data_dir: str | Path | None = None) -> torch.Tensor:
+    """The first ``images`` test images of the checkpoint's dataset (fewer when the split has fewer), uint8.
+
+    ``cnnlab export --verify`` calls it before writing, so that a dataset it cannot read is one line with nothing
+    written; loads are cached per process, so :func:`verify_export` reads them again for free.
+
+    Raises:
+        CnnlabError: ``images`` is not a positive integer, or the checkpoint or its dataset cannot be read.
+    """
+    if not is_int(images) or images < 1:
+        raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
+    return _dataset(load_trained(checkpoint, "cpu"), data_dir).test_images[:images]
