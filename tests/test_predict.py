@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -311,3 +314,18 @@ def test_cli_predicts_a_folder_reports_the_bad_file_and_exits_2(folder, tmp_path
     (folder / "broken.png").unlink()
     assert main(["predict", ckpt, str(folder), "--device", "cpu", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_a_reader_that_leaves_early_does_not_hide_a_bad_file(folder, tmp_path):
+    # `cnnlab predict ... | head -1` with more lines than head reads: the failure still reaches stderr and the exit code
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line: every write to stdout is a broken pipe
+    try:
+        done = subprocess.run([sys.executable, "-m", "cnnlab", "predict", ckpt, str(folder), "--device", "cpu"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 2 and "broken.png" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+

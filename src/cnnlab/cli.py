@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -214,7 +215,10 @@ def _cmd_predict(args) -> int:
                             skip_bad=True)
     failed = [r for r in results if "error" in r]
     if args.json or len(failed) < len(results):
-        print(json.dumps(results, indent=2) if args.json else format_predictions(results), flush=True)
+        try:
+            print(json.dumps(results, indent=2) if args.json else format_predictions(results), flush=True)
+        except BrokenPipeError:  # `predict ... | head`: the failures below still go to stderr, and the exit code
+            _reader_left()
     for r in failed:  # one line each, after the good ones; the exit code says that some failed
         print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
     return 2 if failed else 0
@@ -487,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_left() -> None:
+    """Point stdout at /dev/null once its reader has gone, so that Python's flush at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -499,9 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:  # the trainer already printed where the checkpoint is and how to resume
         return 128 + e.signum
     except BrokenPipeError:  # `cnnlab models | head`: the reader left; stop quietly as Unix tools do
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _reader_left()
         return 0
     except KeyboardInterrupt:  # Ctrl-C outside a training loop (eval, export, data loading)
         if args.debug:
