@@ -2,6 +2,7 @@
 predict, export (onnxruntime parity) and the report from the checkpoint alone; old checkpoints still load."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,8 +10,11 @@ import torch
 from PIL import Image
 
 from cnnlab import cli
+from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.train import build
+from cnnlab.train.config import TrainConfig
 
 CLASSES = ("apple", "grass", "sky")  # sorted, as folder class names are
 COLOURS = {"apple": (200, 30, 30), "grass": (30, 180, 40), "sky": (40, 80, 220)}
@@ -135,6 +139,24 @@ def test_a_last_batch_of_one_image_is_left_out_so_batch_norm_can_train(tmp_path,
     assert cli.main(["train", "lenet-bn", "--dataset", f"folder:{data}", "--batch-size", "3", "--epochs", "1",
                      "--out", str(tmp_path / "whole"), "--quiet", "--no-report"]) == 0  # no remainder: all 9 train
     assert json.loads((tmp_path / "whole" / "result.json").read_text())["steps"] == 3
+
+
+def test_batches_of_one_image_are_refused_only_where_batch_norm_sees_one_value(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(2, 1))
+    argv = ["--dataset", f"folder:{data}", "--batch-size", "1", "--epochs", "1", "--quiet", "--no-report"]
+    assert cli.main(["train", "lenet-bn", *argv, "--out", str(tmp_path / "bn")]) == 2  # BatchNorm1d: one value
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lenet-bn normalises over each training batch" in err
+    assert "expected at least 2 images per batch, got --batch-size 1" in err
+    # ResNet's BatchNorm2d sees a whole feature map per channel, and a model without batch norm sees none: both train
+    for model in ("resnet18", "lenet-relu"):
+        assert cli.main(["train", model, *argv, "--limit-train-batches", "2", "--out", str(tmp_path / model)]) == 0
+        assert json.loads((tmp_path / model / "result.json").read_text())["status"] == "finished"
+    # under torchrun, 3 images on 2 processes leave one per process: every batch is one image, whatever --batch-size
+    one_each = SimpleNamespace(num_classes=2, channels=1)
+    with pytest.raises(CnnlabError, match=r"got a training split of one image per process \(2 processes\)$"):
+        build._check_batches_of_one(TrainConfig(model="lenet-bn"), one_each, 28, world_size=2)
 
 
 def test_a_resume_refuses_a_folder_whose_training_images_changed_and_keeps_the_runs_normalisation(tmp_path,

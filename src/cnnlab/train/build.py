@@ -310,6 +310,8 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
     # A last batch of one image would fail every BatchNorm1d in training mode (the variance of one value), so it is
     # left out of its epoch: another image each epoch, as the order is shuffled.
     per_rank = len(dataset.train_labels if train_idx is None else train_idx) // dist.world_size
+    if config.batch_size == 1 or per_rank == 1:  # then every batch is one image: nothing left to leave out
+        _check_batches_of_one(config, dataset, preprocess.input_size, dist.world_size)
     train = DeviceLoader(dataset.train_images, dataset.train_labels, config.batch_size, shuffle=True,
                          preprocess=preprocess, augment=config.augment, flip=dataset.flip, seed=config.seed,
                          limit_batches=config.limit_train_batches, indices=train_idx, mixup=config.mixup,
@@ -324,6 +326,22 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
     loss_weights = class_weights.float().to(device) if config.balance == "loss" else None
     return dict(train_loader=train, val_loader=val_loader, val_rest=val_rest, test_loader=test_loader,
                 test_rest=test_rest, class_weights=loss_weights)
+
+
+def _check_batches_of_one(config: TrainConfig, dataset: ImageDataset, input_size: int, world_size: int) -> None:
+    """Refuse training batches of one image for a model whose batch norm sees one value per channel then (a
+    BatchNorm1d, or a BatchNorm2d on a 1 x 1 map), which torch fails at the first step. The model is tried on the
+    meta device, so nothing is computed."""
+    with torch.device("meta"):
+        probe = create_model(config.model, num_classes=dataset.num_classes, in_channels=dataset.channels,
+                             ops=config.ops)
+    try:
+        probe.train()(torch.empty(1, dataset.channels, input_size, input_size, device="meta"))
+    except ValueError:  # torch's "Expected more than 1 value per channel when training"
+        given = "--batch-size 1" if config.batch_size == 1 else \
+            f"a training split of one image{f' per process ({world_size} processes)' if world_size > 1 else ''}"
+        raise CnnlabError(f"{config.model} normalises over each training batch (batch norm) and cannot train on "
+                          f"batches of one image: expected at least 2 images per batch, got {given}") from None
 
 
 def _eval_loaders(config: TrainConfig, preprocess: Preprocess, dist: DistEnv, images: torch.Tensor,
