@@ -17,7 +17,6 @@ import json
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -207,7 +206,7 @@ def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: st
     torch.set_num_threads(1)
     os.chdir(Path(out) / "cwd")
     os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world_size))
+                      WORLD_SIZE=str(world_size), TORCHELASTIC_USE_AGENT_STORE="True")  # the stores: _stores()
     small = _small_data(data_dir)
     inference_module.dataset_of = lambda *args, **kwargs: small
     # A rank that built its own run folder name would leave runs/from-rank1 behind.
@@ -263,12 +262,17 @@ def _kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
 
 
-def _free_ports(n: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+def _stores(n: int) -> list:
+    """``n`` rendezvous stores served by this process on ports the system picks, listening until they are dropped.
+
+    A port found free and closed again may be taken by anything before a rank binds it, minutes later for the last
+    scenario; these are never let go. The ranks find them as torchrun's ranks find its agent's
+    store: ``TORCHELASTIC_USE_AGENT_STORE=True`` with the store at ``MASTER_ADDR:MASTER_PORT``, so that every rank,
+    rank 0 too, connects as a client.
+    """
+    import torch.distributed as dist
+
+    return [dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -278,8 +282,9 @@ def ranks(tmp_path_factory, data_dir) -> tuple[dict, dict, Path]:
 
     out = tmp_path_factory.mktemp("dist")
     (out / "cwd").mkdir()
-    context = mp.start_processes(_worker, args=(2, _free_ports(9), str(data_dir), str(out)), nprocs=2, join=False,
-                                 start_method="spawn")
+    stores = _stores(9)  # one per scenario: a store keeps its keys, and each scenario is a new process group
+    context = mp.start_processes(_worker, args=(2, [s.port for s in stores], str(data_dir), str(out)), nprocs=2,
+                                 join=False, start_method="spawn")
     deadline = time.monotonic() + DEADLINE_S
     try:
         while not context.join(timeout=2):
@@ -481,11 +486,10 @@ def test_helpers_are_identities_in_one_process():
 @pytest.mark.slow
 def test_torchrun_cli_two_cpu_ranks(tmp_path, data_dir):
     """The real launcher, on loopback only: `python -m torch.distributed.run ... -m cnnlab train`."""
-    port = _free_ports(1)[0]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", "--rdzv-backend=c10d",
-           f"--rdzv-endpoint=127.0.0.1:{port}", "-m", "cnnlab", "train", "lenet-relu", "--device", "cpu",
-           "--deterministic", "--epochs", "1", "--limit-train-batches", "3", "--limit-val-batches", "2",
-           "--batch-size", "32", "--no-report", "--quiet"]
+    # --standalone: the launcher's store takes a port the system picks, and keeps it
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cnnlab",
+           "train", "lenet-relu", "--device", "cpu", "--deterministic", "--epochs", "1", "--limit-train-batches", "3",
+           "--limit-val-batches", "2", "--batch-size", "32", "--no-report", "--quiet"]
     env = {**os.environ, "CNNLAB_DATA": str(data_dir), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
