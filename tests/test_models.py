@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnlab import layers
 from cnnlab.models import (
     AnyNet,
     DenseBlock,
@@ -137,8 +136,6 @@ def test_stages_compose_to_forward(name):
     assert sum(_count(stage) for stage in stages(model)) == _count(model)
 
 
-@pytest.mark.skipif(not all(hasattr(layers, c) for c in ("Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d")),
-                    reason="cnnlab.layers has no scratch Conv2d/MaxPool2d/... classes yet")
 @pytest.mark.parametrize("name", ["lenet", "lenet-bn", "resnet18"])
 def test_scratch_layers_match_torch_layers(name):
     torch.manual_seed(0)
@@ -164,8 +161,6 @@ def test_scratch_layers_match_torch_layers(name):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not all(hasattr(layers, c) for c in ("Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d")),
-                    reason="cnnlab.layers has no scratch Conv2d/MaxPool2d/... classes yet")
 @pytest.mark.parametrize("name", [n for n in list_models() if n != "vgg11"])  # vgg-small runs VGG's code
 def test_every_model_builds_from_scratch_layers(name):
     """Grouped convs (ResNeXt), padded max pools (GoogLeNet), average pools (DenseNet) all match, in float64."""
