@@ -65,6 +65,22 @@ def test_a_changed_held_out_split_is_refused_by_eval_report_resume_and_explore(t
     assert run_with_output(["eval", str(out / "old.pt")], capsys)[0] == 0
 
 
+def test_a_moved_folder_is_held_to_the_split_the_run_drew(tmp_path, home, capsys):
+    data, out = tmp_path / "digits", tmp_path / "run"
+    write_classes(data, {"a": 14, "b": 14})
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
+                           capsys)[0] == 0
+    moved = data.rename(tmp_path / "moved")
+    assert run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(moved)], capsys)[0] == 0  # moved as is
+    (moved / "a" / "000.png").unlink()  # the moved folder lost an image: its drawn test split holds trained-on images
+    one_error(["eval", str(out / "last.pt"), "--data-dir", str(moved)], capsys,
+              f"the test split drawn from folder:{moved} is not the one the run drew from folder:{data} (5 files then, "
+              "4 now)", "put it back as it was", "give it a PATH/test/<class>/ folder", command="eval")
+    write_classes(tmp_path / "other" / "train", {"a": 3, "b": 3})  # another folder with a test set of its own
+    write_classes(tmp_path / "other" / "test", {"a": 2, "b": 2}, seed=50)
+    assert run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(tmp_path / "other")], capsys)[0] == 0
+
+
 def test_a_fixed_test_folder_records_no_drawn_split(tmp_path, home):
     write_classes(tmp_path / "split" / "train", {"a": 3, "b": 3})
     write_classes(tmp_path / "split" / "test", {"a": 1, "b": 1}, seed=50)

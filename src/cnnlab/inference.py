@@ -248,11 +248,15 @@ def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
     of them after one deletion), so the accuracy would be silently inflated. ``recorded`` is the run's "dataset"
     entry (checkpoint or config.json); ``data`` has the ``name`` and ``held_out`` of a
     :class:`cnnlab.data.ImageDataset`. Runs from before this record, and other datasets, are not checked.
+
+    A folder at another path (``--data-dir``: the folder moved, or another one) is checked when it draws its test
+    split too, since the hash is of paths relative to the folder: a moved folder that lost a file is refused as
+    it would be in place. One with its own ``test/`` there is a test set of its own, and accepted.
     """
     then = recorded.get("held_out")
-    if not then or recorded.get("name") != data.name:
+    now, moved = data.held_out, recorded.get("name") != data.name
+    if not then or (moved and now is None):
         return
-    now = data.held_out
     if now is not None and [int(now[0]), str(now[1])] == [int(then[0]), str(then[1])]:
         return
     if now is None:
@@ -261,6 +265,11 @@ def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
         change = f"{then[0]} files then, {now[0]} now"
     else:
         change = f"{then[0]} files then and now, but other ones"
+    if moved:
+        raise CnnlabError(f"the test split drawn from {data.name} is not the one the run drew from "
+                          f"{recorded.get('name')} ({change}): if this is the run's folder, moved, its test images "
+                          "would include images the model trained on, so put it back as it was when the run trained; "
+                          "if it is another folder, give it a PATH/test/<class>/ folder of its own")
     raise CnnlabError(f"the held-out test split of {data.name} changed since the run trained ({change}): its test "
                       "images would include images the model trained on; put the folder back as it was when the run "
                       "trained, or train a new run on the folder as it is (a PATH/test/<class>/ folder keeps the "
