@@ -292,6 +292,16 @@ def checkpoint_bytes(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
+def test_a_name_that_is_not_utf8_in_the_archive_is_a_checkpoint_error(checkpoint_bytes, tmp_path):
+    # Found by the fuzzing below: torch marks its entry names UTF-8, so one bad byte in the central directory's copy
+    # of a name made zipfile raise UnicodeDecodeError, an internal error, while checking for a torch.export archive.
+    at = bytes(checkpoint_bytes).rindex(b"data.pkl")
+    path = tmp_path / "bad-name.pt"
+    path.write_bytes(checkpoint_bytes[:at] + b"\x96" + checkpoint_bytes[at + 1:])
+    with pytest.raises(CheckpointError, match="bad-name.pt"):
+        load_checkpoint(path)
+
+
 @fuzz(120)
 @given(st.data())
 def test_damaged_checkpoint_fuzz(checkpoint_bytes, tmp_path, data):
