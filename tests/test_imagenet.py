@@ -277,6 +277,20 @@ def test_freeze_epochs_beyond_epochs_and_freeze_with_freeze_epochs_are_refused(c
     assert "model 'lenet' has no pretrained weights; expected one of: imagenet-resnet18" in capsys.readouterr().err
 
 
+def test_a_frozen_phase_without_trained_weights_and_two_sources_of_weights_are_refused(capsys):
+    # the finetune recipe froze a random body for its first epoch when --pretrained was forgotten
+    assert main(["train", "lenet", "--recipe", "finetune"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "cnnlab train: error: the finetune recipe's --freeze-epochs 1 keeps the body frozen, which needs trained "
+        "weights: expected --pretrained or --init-from CHECKPOINT (a fresh model's body is random), or --freeze-epochs 0")
+    with pytest.raises(CnnlabError, match="^--freeze-epochs 2 keeps the body frozen"):
+        make_config("lenet", epochs=3, freeze_epochs=2)
+    assert make_config("lenet", "finetune", freeze_epochs=0).freeze_epochs == 0  # the recipe from scratch
+    # --init-from's weights replaced every ImageNet tensor while the input was normalised for ImageNet's
+    with pytest.raises(CnnlabError, match="^--pretrained and --init-from both give the starting weights"):
+        make_config(SMALL, pretrained=True, init_from="run/last.pt")
+
+
 def _photo_folder(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for c in ("cat", "dog", "owl"):

@@ -190,6 +190,16 @@ class TrainConfig:
         if self.freeze and self.freeze_epochs:
             raise CnnlabError(f"--freeze keeps the body frozen for the whole run, --freeze-epochs for its first "
                               f"epochs: expected one of them, got both (--freeze-epochs {self.freeze_epochs})")
+        if self.freeze_epochs and not (self.init_from or self.pretrained):  # the finetune recipe sets 1
+            given = f"the {self.recipe} recipe's --freeze-epochs {self.freeze_epochs}" if \
+                RECIPES.get(self.recipe, {}).get("freeze_epochs") == self.freeze_epochs else \
+                f"--freeze-epochs {self.freeze_epochs}"
+            raise CnnlabError(f"{given} keeps the body frozen, which needs trained weights: expected --pretrained or "
+                              "--init-from CHECKPOINT (a fresh model's body is random), or --freeze-epochs 0")
+        if self.pretrained and self.init_from:
+            raise CnnlabError(f"--pretrained and --init-from both give the starting weights: expected one of them, got "
+                              f"both (--init-from {self.init_from}; a run that started from ImageNet weights passes "
+                              "them on, with their input normalisation)")
         if self.pretrained and self.ops != "torch":
             raise CnnlabError(f"--pretrained builds torchvision's networks, on torch ops: expected --ops torch, got "
                               f"{self.ops!r}")
