@@ -524,6 +524,11 @@ def test_static_page(lenet, grey_folder, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["explore", str(lenet["onnx"]), "--images", str(grey_folder), "--export", "/proc/page.html"]) == 2
     assert "cannot write /proc/page.html: folder /proc is not writable" in capsys.readouterr().err
+    copy = tmp_path / "copy.onnx"  # --export naming the model it reads, --force too: refused, the model kept
+    copy.write_bytes(lenet["onnx"].read_bytes())
+    assert main(["explore", str(copy), "--images", str(grey_folder), "--export", str(copy), "--force"]) == 2
+    assert "expected a file name ending in .html, got" in capsys.readouterr().err
+    assert copy.read_bytes() == lenet["onnx"].read_bytes()
     # A small budget keeps every stage but shows fewer channels, then fewer inputs.
     model, images = open_with_images(lenet["onnx"], grey_folder)
     full, summary = build_page(model, images, budget=None)

@@ -105,9 +105,11 @@ def export_page(model: ExploreModel, images, output: str | Path, force: bool = F
         ``{"path", "inputs", "maps_per_stage", "bytes"}``.
 
     Raises:
-        CnnlabError: ``output`` cannot be written (:func:`cnnlab.io.check_output_file`), no images were given, or
-            the page cannot fit the budget.
+        CnnlabError: ``output`` does not end in ``.html`` (or ``.htm``), cannot be written
+            (:func:`cnnlab.io.check_output_file`), no images were given, or the page cannot fit the budget.
     """
+    if Path(output).suffix.lower() not in (".html", ".htm"):  # never a model or image it reads (--force too)
+        raise CnnlabError(f"--export writes an HTML page: expected a file name ending in .html, got {str(output)!r}")
     output = check_output_file(output, force, what="--export ")
     if images is None or not len(images.names):
         raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
