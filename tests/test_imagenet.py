@@ -79,9 +79,24 @@ def test_family_table_agrees_with_torchvision_metadata():
             model = create_model(name, num_classes=7, in_channels=1)
             assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 7)
             x = torch.zeros(2, 1, 64, 64)
+            maps = 0
             for stage in stages(model):  # the report's and explorer's view: the stages compute the forward pass
                 x = stage(x)
+                maps += x.dim() == 4
             assert x.shape == (2, 7)
+            assert maps >= 5, name  # the body's stages one by one: MobileNet's features were once a single row
+
+
+def test_the_stages_of_a_body_kept_in_one_sequential_compute_the_forward_pass():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    for name in ("imagenet-mobilenet_v3_small", "imagenet-efficientnet_b0", "imagenet-regnet_y_400mf"):
+        model = create_model(name, num_classes=5, in_channels=3).eval()
+        y = x
+        with torch.no_grad():
+            for stage in stages(model):
+                y = stage(y)
+            torch.testing.assert_close(y, model(x), rtol=0, atol=0)
 
 
 def test_models_pretrained_lists_one_name_first_on_each_line(torch_home, capsys):

@@ -106,6 +106,52 @@ def test_receptive_fields_take_the_largest_branch_and_match_autograd():
         assert _gradient_extent(model, torch.rand(1, 1, 64, 64), i) == f.r
 
 
+class _Gate(nn.Module):
+    """A squeeze-excitation gate (MobileNet-v3, EfficientNet): a map times a per-channel gate of the pooled map."""
+
+    def __init__(self):
+        super().__init__()
+        self.squeeze = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.squeeze(nn.functional.adaptive_avg_pool2d(x, 1)))
+
+
+def _gated() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 2, 3), _Gate(), nn.Conv2d(2, 2, 3))
+
+
+def _positive(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(0.01, 0.1)
+    return model.eval()
+
+
+def test_a_gate_brings_the_whole_map_but_keeps_the_maps_jump():
+    torch.manual_seed(0)
+    model = _positive(_gated())
+    fields = receptive_fields_of(model, (1, 1, 64, 64))
+    # stem 3x3 -> 3; the gate pools the 62 x 62 map: 3 + 61 = 64, the whole input, at the map's jump of 1 (the
+    # pooled cell's jump of 62 made every later layer's field explode: 10^20 px within EfficientNet's body); 3x3 -> 66
+    assert [(f.r, f.jump) for f in fields] == [(3, 1), (64, 1), (66, 1)]
+    for i, f in enumerate(fields):
+        assert _gradient_extent(model, torch.rand(1, 1, 64, 64), i) == min(f.r, 64)
+
+
+def test_channels_last_layers_keep_their_fields():
+    # ConvNeXt's blocks permute to channels-last for the layer norm and run Linear layers on rows of positions: each
+    # was read as a pooling over the whole map (the stem's 4 x 4 patch had a field of 21,504 px).
+    torch.manual_seed(0)
+    convnext = _positive(create_model("imagenet-convnext_tiny", num_classes=3, in_channels=1))
+    stem_and_stage = nn.Sequential(convnext.features[0], convnext.features[1])
+    fields = receptive_fields_of(stem_and_stage, (1, 1, 128, 128))
+    assert [(f.r, f.jump) for f in fields] == [(4, 4), (76, 4)]  # 4x4/4; three 7x7 depthwise at jump 4: 4 + 3*6*4
+    assert _gradient_extent(stem_and_stage, torch.rand(1, 1, 128, 128), 1) == 76
+    fields = receptive_fields("imagenet-convnext_tiny", 224, 3)
+    assert [f.r for f in fields] == sorted(f.r for f in fields) and fields[2].r == 80 and fields[2].jump == 8
+
+
 def test_receptive_fields_of_book_models_by_hand():
     # GoogLeNet b1: 7x7/2 -> 7, jump 2; 3x3/2 max-pool -> 11, jump 4. b2: 1x1, 3x3 -> 19; pool -> 27 (d2l 8.4).
     assert [(f.r, f.jump) for f in receptive_fields("googlenet", 96)[:2]] == [(11, 4), (27, 8)]

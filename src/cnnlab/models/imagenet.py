@@ -214,10 +214,18 @@ def _download(name: str, path: Path) -> None:
         raise CnnlabError(f"{where} ({summary(reason, 120)}); {hint}") from None
 
 
+# Where torchvision keeps a network's whole body in one Sequential (MobileNet, EfficientNet, ConvNeXt: features;
+# RegNet: trunk_output), its items are the stages: one row for the body would show no feature map between input and
+# head. ResNet's layer1-4 are stages already.
+_BODIES = ("features", "trunk_output")
+
+
 def _stages(self: nn.Module) -> list[nn.Module]:
     """The forward pass as a sequence of modules (:func:`cnnlab.models.summary.stages`, used by summaries, the report
-    and the explorer): torchvision's children in order, with the flatten its forward does before the classifier."""
-    children = [m for n, m in self.named_children() if n != "flatten"]
+    and the explorer): torchvision's children in order, a body Sequential's items in its place, with the flatten its
+    forward does before the classifier."""
+    children = [part for n, m in self.named_children() if n != "flatten"
+                for part in (m.children() if n in _BODIES else [m])]
     return [*children[:-1], self.flatten, children[-1]] if hasattr(self, "flatten") else children
 
 

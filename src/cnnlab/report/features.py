@@ -12,8 +12,11 @@ neighbouring units), every convolution or pooling of kernel ``k``, stride ``s`` 
 ``r += (k - 1) * d * jump; jump *= s``. Padding does not change ``r`` (it only shifts the window). Rules beyond a
 chain:
 
-* branches that meet again (Inception's concatenation, a residual addition, DenseNet's concatenation) take the
-  largest receptive field among their inputs: the union of the branches' windows is the widest one;
+* branches that meet again (Inception's concatenation, a residual addition, DenseNet's concatenation, a
+  squeeze-excitation gate multiplying its map) take the largest receptive field among their inputs: the union of
+  the branches' windows is the widest one; the jump is that of the input laid out as the output is;
+* a permutation (ConvNeXt's channels-last layer norm and linear layers), and a view that turns positions into rows
+  for a linear layer, keep the units and their fields;
 * adaptive pooling to ``o`` cells over ``H`` acts as kernel ``ceil(H / o)`` and stride ``floor(H / o)``; a mean
   over the spatial axes, and flattening a map for a dense layer, act as a kernel the size of the whole map.
 
@@ -117,12 +120,17 @@ class _ReceptiveFieldMode(TorchDispatchMode):
         tagged = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and id(t) in self.fields]
         if not tagged:  # weights, constants
             return out
-        source = max(tagged, key=lambda t: self.fields[id(t)])  # the largest branch (then the largest jump)
-        r, jump = self.fields[id(source)]
-        spatial = source.shape[-2:] if source.dim() == 4 else None
         outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        # Branches meeting: the widest field; the jump of the map the output is laid on (a squeeze-excitation gate
+        # of one cell per channel, broadcast over the map, brings its whole-map field but not its jump).
+        same = [t for t in tagged if outputs and t.shape == outputs[0].shape]
+        source = max(same or tagged, key=lambda t: self.fields[id(t)])
+        r, jump = max(self.fields[id(t)][0] for t in tagged), self.fields[id(source)][1]
+        spatial = source.shape[-2:] if source.dim() == 4 else None
         packet = func.overloadpacket
-        if packet is aten.convolution:
+        if packet is aten.permute or (packet in _VIEWS and outputs and outputs[0].shape[0] != source.shape[0]):
+            pass  # the same units in another layout: channels last (ConvNeXt), or one row per position for a Linear
+        elif packet is aten.convolution:
             kernel, stride, dilation = args[1].shape[2:], args[3], args[5]
             r, jump = _apply(r, jump, kernel, stride, dilation)
         elif packet in (aten.max_pool2d_with_indices, aten.max_pool2d, aten.avg_pool2d):
@@ -141,6 +149,9 @@ class _ReceptiveFieldMode(TorchDispatchMode):
         for t in outputs:
             self.tag(t, (r, jump))
         return out
+
+
+_VIEWS = (aten.view, aten.reshape, aten._unsafe_view)
 
 
 def _pair(v) -> tuple[int, int]:
