@@ -297,7 +297,8 @@ def test_a_frozen_phase_without_trained_weights_and_two_sources_of_weights_are_r
     assert main(["train", "lenet", "--recipe", "finetune"]) == 2
     assert capsys.readouterr().err.strip() == (
         "cnnlab train: error: the finetune recipe's --freeze-epochs 1 keeps the body frozen, which needs trained "
-        "weights: expected --pretrained or --init-from CHECKPOINT (a fresh model's body is random), or --freeze-epochs 0")
+        "weights: expected --pretrained or --init-from CHECKPOINT (a fresh model's body is random), or "
+        "--freeze-epochs 0")
     with pytest.raises(CnnlabError, match="^--freeze-epochs 2 keeps the body frozen"):
         make_config("lenet", epochs=3, freeze_epochs=2)
     assert make_config("lenet", "finetune", freeze_epochs=0).freeze_epochs == 0  # the recipe from scratch
