@@ -21,6 +21,7 @@ from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import decode_upload
 from cnnlab.explore.sources import open_with_images
+from cnnlab.export import export_checkpoint
 from cnnlab.inference import load_trained, predict_logits
 from cnnlab.models import create_model
 from cnnlab.predict import format_predictions, image_files, load_image, predict_files
@@ -227,6 +228,16 @@ def test_a_folder_models_pictures_are_decoded_as_its_training_images_were(tmp_pa
     assert shown.names == tuple(sorted(files)) and torch.equal(shown.images, torch.stack(list(stored.values())))
     upload = decode_upload((data / "train" / "a/wide.png").read_bytes(), 3, 16, crop=model.spec.crop)
     assert torch.equal(upload, stored["a/wide.png"])
+    # Its exports say so in their metadata, and the explorer follows it: an ONNX or torch.export file of this model
+    # was shown padded pictures, and answered otherwise than the checkpoint on the same files.
+    for fmt in ("onnx", "pt2"):
+        exported = export_checkpoint(ckpt, tmp_path / f"model.{fmt}", format=fmt)
+        model, shown = open_with_images(exported, data / "train")
+        assert model.spec.crop and "centre-crop from the metadata" in model.spec.describe()
+        assert torch.equal(shown.images, torch.stack(list(stored.values()))), fmt
+    fashion = _checkpoint(tmp_path / "fashion.pt", 1, 28, classes=tuple(CLASSES), dataset="fashion-mnist")
+    padded_model, _ = open_with_images(export_checkpoint(fashion, tmp_path / "fashion.onnx"), data / "train")
+    assert not padded_model.spec.crop
 
 
 def test_colour_images_for_rgb_models(tmp_path):

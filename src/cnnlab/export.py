@@ -24,6 +24,9 @@ largest logit difference); ``cnnlab export --verify N`` prints it. The speed of 
 by benchmarks/export_speed.py, not here.
 
 The flip-TTA that training may use for its own evaluation is not part of the graph: it is the plain model.
+
+The metadata says how a picture that is not square became a training image (``cnnlab.to_square``: ``centre-crop``
+for a folder of images, whose pictures were cropped so, else ``pad``); ``cnnlab explore`` follows it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.inference import check_same_classes, dataset_of, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
+from cnnlab.picture import CENTRE_CROP, SQUARE_KEY
 from cnnlab.pt2_check import checked_pt2
 
 FORMATS = ("onnx", "pt2", "onnx-int8")
@@ -265,7 +269,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
                 "cnnlab.classes": json.dumps(list(meta.classes)),
                 "cnnlab.input": f"float32 N x {meta.channels} x {meta.image_size} x {meta.image_size} in [0, 1] "
                                 "(uint8 image / 255)",
-                "cnnlab.input_size": str(meta.input_size)}
+                "cnnlab.input_size": str(meta.input_size),
+                # a wider picture becomes the square input as the training images did: cropped or padded
+                SQUARE_KEY: CENTRE_CROP if meta.crops_pictures else "pad"}
     if format == "onnx-int8":
         data = _dataset(trained, data_dir)
         calibration_images = _calibration_images(data.train_images, calibration, data.name)

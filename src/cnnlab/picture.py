@@ -22,7 +22,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["crop_square", "read_picture"]
+__all__ = ["CENTRE_CROP", "SQUARE_KEY", "crop_square", "read_picture"]
+
+# An export's metadata entry saying which of the two ways its model's pictures take, so that whoever feeds it can
+# follow: CENTRE_CROP or "pad".
+SQUARE_KEY, CENTRE_CROP = "cnnlab.to_square", "centre-crop"
 
 
 def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, invert: bool, max_bytes: int,

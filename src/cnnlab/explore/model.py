@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
+from cnnlab.picture import CENTRE_CROP, SQUARE_KEY
 from cnnlab.report.features import Row, first_conv, run_rows
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -81,6 +82,14 @@ class InputSpec:
         where = "; ".join(f"{k} from the {v}" for k, v in self.origin.items())
         return (f"float32 {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.size} x "
                 f"{self.size}, {scaling}" + (f" ({where})" if where else ""))
+
+
+def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
+    """``spec`` cropping pictures where a cnnlab export's metadata says its training pictures were cropped (a folder
+    of images): padded, the model would see another image than in training, and answer otherwise."""
+    if metadata.get(SQUARE_KEY) != CENTRE_CROP:
+        return spec
+    return replace(spec, crop=True, origin={**spec.origin, "centre-crop": "metadata"})
 
 
 def _short(values) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, summary
-from cnnlab.explore.model import InputSpec, Options, occlusion_pngs, resolve_classes
+from cnnlab.explore.model import InputSpec, Options, occlusion_pngs, resolve_classes, square_as_exported
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -94,6 +94,7 @@ class OnnxModel:
         self.batch = first if isinstance(first, int) and first > 0 else None  # a fixed batch size, or None
         self.metadata = {p.key: p.value for p in model.metadata_props}
         options.check_no_scaling_for(self.metadata, str(path))
+        self.spec = square_as_exported(self.spec, self.metadata)
         self.output_name = graph.output[0].name
         self._probabilities = _ends_in_softmax(self.producers, self.output_name)
         shapes, types = self._infer_shapes(model)

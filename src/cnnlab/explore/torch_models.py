@@ -36,7 +36,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_classes
+from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_classes, square_as_exported
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import BACKBONES, INPUT_SIZE, pretrained_normalize, weights_enum, weights_file
 from cnnlab.pt2_check import checked_pt2
@@ -205,7 +205,7 @@ class ExportedModel(_TorchModel):
         self.batch = shape[0] if shape is not None and shape[0] else None  # torch.export may fix the batch
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"])
         options.check_no_scaling_for(metadata, str(path))
-        self.spec = _spec(options, shape, self._conv_in(), str(path))
+        self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
         count = self._check_classifier(str(path))
         self.classes, where = resolve_classes(options.classes, stored, count, folder_classes)
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
