@@ -234,6 +234,7 @@ def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_
                                                "(pass --epochs N to train it further)")
     history = resume(tmp_path / "c", quiet=True, epochs=2)
     assert [r["epoch"] for r in history] == [1, 2]
+    assert not (tmp_path / "c" / "report.html").exists()  # started with --no-report: its resume writes none either
     assert json.loads((tmp_path / "c" / "result.json").read_text())["epochs"] == 2
     capsys.readouterr()
     assert resume(tmp_path / "c", quiet=True) is None
@@ -249,6 +250,13 @@ def test_resume_can_extend_a_constant_schedule_but_not_a_one_cycle(colours, tmp_
         "further)")
     with pytest.raises(CnnlabError, match="fewer"):
         resume(tmp_path / "c", quiet=True, epochs=1)
+
+
+def test_a_resume_writes_the_report_a_run_was_started_with(colours, tmp_path):
+    train("lenet-relu", quiet=True, **quick(tmp_path / "r", epochs=1))
+    (tmp_path / "r" / "report.html").unlink()
+    resume(tmp_path / "r", quiet=True, epochs=2)
+    assert (tmp_path / "r" / "report.html").is_file()
 
 
 def test_a_finished_run_given_more_epochs_and_interrupted_reads_as_interrupted(colours, tmp_path):

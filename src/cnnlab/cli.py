@@ -130,7 +130,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="reuse a non-empty run folder: remove what an earlier run "
                    "wrote there (config.json, metrics.csv, checkpoints, tb/, report, ...); other files stay")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+    p.add_argument("--no-report", action="store_true", help="skip report.html at the end (a --resume keeps the run's "
+                   "own choice; `cnnlab report RUN_DIR` writes it any time)")
 
 
 def _cmd_train(args) -> int:

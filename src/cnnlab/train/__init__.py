@@ -56,7 +56,7 @@ def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = Fal
                             RunReport(path, report=report, data_dir=config.data_dir, quiet=quiet)]
     if on_epoch is not None:
         observers.append(EpochCallback(on_epoch))
-    return Trainer(parts, run_dir=path, observers=observers, quiet=quiet)
+    return Trainer(parts, run_dir=path, observers=observers, quiet=quiet, report=report)
 
 
 def _refuse_a_run_folder_among_the_images(config: TrainConfig) -> None:
@@ -95,6 +95,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
     """Continue an interrupted run from ``run_dir/last.pt`` with the run's own config.
 
     Args:
+        report: write report.html after the fit, unless the run was started without it (its checkpoint says).
         epochs: train to this many epochs instead of the run's own count (more, never fewer); only for schedules
             that do not depend on the run's length (constant, step, multistep): a one-cycle or cosine schedule
             has already been shaped for the original length, and stretching it midway is a different run.
@@ -133,8 +134,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
         config = dataclasses.replace(config, epochs=epochs)
         state = {**state, "config": dataclasses.asdict(config)}
     with torch_switches_restored():
-        trainer = build_trainer(config, quiet=quiet, report=report, on_epoch=on_epoch, run_dir=run_dir,
-                                resume_state=state)
+        trainer = build_trainer(config, quiet=quiet, report=report and state.get("report", True), on_epoch=on_epoch,
+                                run_dir=run_dir, resume_state=state)
         done = trainer.finished()
         if done:
             if config.time_budget is not None:

@@ -68,6 +68,8 @@ class Trainer:
             ``after_fit``; each optional), on the main process only: :class:`cnnlab.runs.RunFolder` writes the
             run folder's files.
         quiet: no progress bar or per-epoch lines.
+        report: whether the observers write report.html after the fit; kept in the checkpoint, so that a resume
+            does as the run was asked to (``--no-report``).
 
     Example:
         >>> from cnnlab.train import build_trainer, make_config
@@ -75,13 +77,13 @@ class Trainer:
     """
 
     def __init__(self, parts: RunParts, *, run_dir: str | Path | None = None, observers: Sequence[Any] = (),
-                 quiet: bool = False):
+                 quiet: bool = False, report: bool = True):
         self.parts, self.config, self.dataset, self.state = parts, parts.config, parts.dataset, parts.state
         self.device, self.dist, self.model, self.ema = parts.device, parts.dist, parts.model, parts.ema
         self.train_loader, self.val_loader, self.test_loader = parts.train_loader, parts.val_loader, parts.test_loader
         self.optimizer, self.scheduler, self.epoch_metrics = parts.optimizer, parts.scheduler, parts.epoch_metrics
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.observers, self.quiet = list(observers), quiet
+        self.observers, self.quiet, self.report = list(observers), quiet, report
         self.val_name = "validation" if self.test_loader is not None else "test"  # a split apart from the test set
         self.stop_reason: str | None = None  # why an observer ended the run (StopRun); not kept across a resume
         self.result: dict[str, Any] | None = None
@@ -487,7 +489,7 @@ class Trainer:
         state = {**self.parts.record(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "loader": self.train_loader.state_dict(),
                  "epoch_metrics": self.epoch_metrics.state_dict(), **self.state.state_dict(),
-                 "world_size": self.dist.world_size, "torch_threads": torch.get_num_threads()}
+                 "world_size": self.dist.world_size, "torch_threads": torch.get_num_threads(), "report": self.report}
         if self.ema is not None:
             state["ema"] = self.ema.module.state_dict()
             state["ema_n"] = int(self.ema.n_averaged.item())
