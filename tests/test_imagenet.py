@@ -190,6 +190,40 @@ def test_download_from_a_server_is_hash_checked_and_written_into_the_cache(torch
     assert torch.equal(model.state_dict()["features.0.0.weight"], saved["features.0.0.weight"])
 
 
+def test_a_mirror_or_a_folder_of_weights_files_stands_in_for_torchvisions_server(torch_home, tmp_path, monkeypatch):
+    torch.manual_seed(4)
+    name = Path(imagenet.weights_url(SMALL)).name
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    raw = folder / "raw.pth"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), raw)
+    digest = name.rsplit("-", 1)[1].split(".")[0]  # torchvision's hash prefix: a file of other bytes is refused
+    monkeypatch.setenv("CNNLAB_WEIGHTS_MIRROR", str(folder))  # a plain path: the file with torchvision's name there
+    os.link(raw, folder / name)
+    assert imagenet.download_url(SMALL) == (folder / name).as_uri()
+    with pytest.raises(CnnlabError, match=f"does not start with {digest}"):
+        create_model(SMALL, pretrained=True)
+    served = tmp_path / "served"  # an http mirror: the same file name under its address
+    served.mkdir()
+    with serve(served) as (prefix, requested):
+        monkeypatch.setenv("CNNLAB_WEIGHTS_MIRROR", prefix)
+        with pytest.raises(CnnlabError, match=f"could not be downloaded from {prefix}{name}.*or set "
+                                              "CNNLAB_WEIGHTS_MIRROR to a mirror URL or a folder that has it"):
+            create_model(SMALL, pretrained=True)
+        assert requested == ["/" + name]
+    # weights whose hash prefix matches (a name made for them, as torch.hub names its files) load from the folder
+    ours = f"mobilenet_v3_small-{hashlib.sha256(raw.read_bytes()).hexdigest()[:8]}.pth"
+    os.link(raw, folder / ours)
+    monkeypatch.setattr(imagenet, "weights_url", lambda name: f"https://download.pytorch.org/models/{ours}")
+    monkeypatch.setenv("CNNLAB_WEIGHTS_MIRROR", folder.as_uri())
+    model = create_model(SMALL, pretrained=True, num_classes=10, in_channels=3)
+    assert (torch_home / "hub" / "checkpoints" / ours).read_bytes() == raw.read_bytes()
+    saved = torch.load(raw, weights_only=True)
+    assert torch.equal(model.state_dict()["features.0.0.weight"], saved["features.0.0.weight"])
+    monkeypatch.delenv("CNNLAB_WEIGHTS_MIRROR")
+    assert imagenet.download_url(SMALL) == imagenet.weights_url(SMALL)
+
+
 class NotWeights:  # a pickled object: torch's weights-only load refuses it (it would run code to build it)
     pass
 

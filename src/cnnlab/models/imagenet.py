@@ -48,6 +48,8 @@ from cnnlab.table import text_table
 
 # Seconds a download may wait for the server (connect and each read): offline, the answer comes within seconds.
 DOWNLOAD_TIMEOUT_S = 10.0
+# A mirror or a folder to fetch weights files from instead of download.pytorch.org (download_url).
+WEIGHTS_MIRROR_ENV = "CNNLAB_WEIGHTS_MIRROR"
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,18 @@ def weights_file(name: str) -> Path:
 def weights_url(name: str) -> str:
     """The URL of ``name``'s weights, from torchvision's weights enum."""
     return weights_enum(name).url
+
+
+def download_url(name: str) -> str:
+    """Where :func:`ensure_weights` fetches ``name``'s weights from: torchvision's URL, or the same file name under
+    ``$CNNLAB_WEIGHTS_MIRROR`` (a mirror's ``https://`` address, or a folder of weights files on this machine, as a
+    path or ``file://`` URL), for machines that cannot reach download.pytorch.org. The hash check is the same."""
+    url, mirror = weights_url(name), os.environ.get(WEIGHTS_MIRROR_ENV, "").strip()
+    if not mirror:
+        return url
+    if not urlparse(mirror).scheme:  # a folder
+        mirror = Path(mirror).expanduser().resolve().as_uri()
+    return f"{mirror.rstrip('/')}/{os.path.basename(urlparse(url).path)}"
 
 
 def pretrained_normalize(name: str, channels: int) -> list[list[float]]:
@@ -189,9 +203,10 @@ def ensure_weights(name: str) -> Path:
 def _download(name: str, path: Path) -> None:
     """Fetch the weights into the cache, checked against the hash prefix in their file name, written atomically;
     one line naming the file and where to put it when that fails."""
-    url = weights_url(name)
+    url = download_url(name)
     where = (f"{name}'s weights {path.name} are not in {path.parent} and could not be downloaded from {url}")
-    hint = f"download that file on a connected machine and put it at {path} (or set TORCH_HOME)"
+    hint = (f"download that file on a connected machine and put it at {path} (or set TORCH_HOME), or set "
+            f"{WEIGHTS_MIRROR_ENV} to a mirror URL or a folder that has it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
