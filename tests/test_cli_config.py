@@ -50,7 +50,26 @@ def test_a_runs_config_json_is_read_from_its_config_entry_without_its_folder(tmp
     assert read_config_file(tmp_path / "config.json") == {"model": "lenet", "epochs": 2, "seed": 3}
 
 
+def test_a_budgeted_runs_config_json_is_its_budget_and_a_length_flag_replaces_it(tmp_path, calls):
+    # The restart command cnnlab prints for a run that cannot be resumed is `--config RUN/config.json`: a budgeted
+    # run's record holds its budget and the default epoch count, which were refused together.
+    record = {"config": {"model": "lenet", "recipe": "fast", "epochs": 10, "time_budget": 60.0, "out": "runs/old"},
+              "dataset": {"name": "fashion-mnist"}, "normalize": [[0.286], [0.353]], "input_size": 28}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    assert read_config_file(tmp_path / "config.json") == {"model": "lenet", "recipe": "fast", "time_budget": 60.0}
+    for flags, length in (([], {"time_budget": 60.0}), (["--epochs", "2"], {"epochs": 2}),
+                          (["--time-budget", "9"], {"time_budget": 9.0})):
+        assert cli.main(["train", "--config", str(tmp_path / "config.json"), *flags]) == 0
+        assert {k: calls[-1][k] for k in ("epochs", "time_budget") if k in calls[-1]} == length, flags
+    (tmp_path / "own.toml").write_text('model = "lenet"\nepochs = 3\n')  # a file of settings: a flag replaces it too
+    assert cli.main(["train", "--config", str(tmp_path / "own.toml"), "--time-budget", "30"]) == 0
+    assert "epochs" not in calls[-1] and calls[-1]["time_budget"] == 30.0
+
+
 @pytest.mark.parametrize("name, text, message", [
+    ("beside.json", '{"model": "lenet", "lr": 0.5, "config": {"model": "lenet"}}',
+     "has a 'config' table, as a run's config.json does, and settings beside it .lr, model.; expected one or"),
+    ("twice.json", '{"batch_size": 64, "batch-size": 32}', "sets batch_size twice .as batch_size and batch-size."),
     ("bad.toml", 'epochs = 3\nlearning_rate = 0.1\nbatchsize = 2\n',
      "has unknown key.s. batchsize, learning_rate; expected TrainConfig fields"),
     ("bad.toml", "epochs = \n", "does not parse"),

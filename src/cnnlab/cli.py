@@ -150,7 +150,11 @@ def _cmd_train(args) -> int:
     else:
         from cnnlab.config_file import read_config_file
 
-        settings = {**(read_config_file(args.config) if args.config else {}), **given}  # the flags win
+        from_file = read_config_file(args.config) if args.config else {}
+        for flag, other in (("epochs", "time_budget"), ("time_budget", "epochs")):
+            if flag in given:  # a flag for the run's length replaces the file's, in either form
+                from_file.pop(other, None)
+        settings = {**from_file, **given}  # the flags win
         model, recipe = args.model or settings.pop("model", None), args.recipe or settings.pop("recipe", "book")
         settings.pop("model", None), settings.pop("recipe", None)
         if not model:

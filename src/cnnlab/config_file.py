@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train.config import check_known_fields, nullable_fields
+from cnnlab.train.config import check_known_fields, field_types, nullable_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,9 +64,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise CnnlabError(f"config file {path} must hold a table of settings, got a {type(data).__name__}")
     from_run = isinstance(data.get("config"), dict)
     if from_run:  # a run folder's config.json: {"config": {...}, "environment": ..., ...}
+        # A setting next to a run's record would be dropped without a word. The record's own entries that share a
+        # field's name hold what the run derived (its dataset's description, the normalisation as lists), not values.
+        beside = sorted(key for key, value in data.items() if key != "config" and key.replace("-", "_") in
+                        field_types() and isinstance(value, (str, int, float, bool)))
+        if beside:
+            raise CnnlabError(f"config file {path} has a 'config' table, as a run's config.json does, and settings "
+                              f"beside it ({', '.join(beside)}); expected one or the other")
         data = dict(data["config"])
         data.pop("out", None)  # the earlier run's folder: a new run writes elsewhere unless --out says so
+        if data.get("time_budget") is not None:  # the budget set the run's length; epochs is only the default
+            data.pop("epochs", None)
     values = {key.replace("-", "_"): value for key, value in data.items()}
+    twice = sorted(key for key in values if key in data and key.replace("_", "-") in data and "_" in key)
+    if twice:
+        raise CnnlabError(f"config file {path} sets {', '.join(twice)} twice (as {twice[0]} and "
+                          f"{twice[0].replace('_', '-')}); expected one spelling of each")
     check_known_fields(values, f"config file {path}")
     # null means "not set" only where the field has an unset value (lr, resize, ...); elsewhere ("epochs": null)
     # dropping it would run with the default without a word.
