@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from cnnlab.cli import build_parser, main
 from cnnlab.compare import compare_runs, find_runs, load_run
 from cnnlab.errors import CnnlabError
+from cnnlab.runs import Run
 from cnnlab.sweep import (
     Param,
     SweepSpec,
@@ -34,7 +35,8 @@ from cnnlab.sweep import (
     storage_url,
     sweep,
 )
-from cnnlab.train import make_config
+from cnnlab.sweep.trial import run_trial
+from cnnlab.train import make_config, train
 
 # Tiny runs: a few seconds each. BN-LeNet-ReLU learns within 8 batches at lr 0.1 (and not at all at 1e-6).
 TINY = dict(epochs=2, limit_train_batches=8, limit_val_batches=2, batch_size=64, val_split=1000)
@@ -358,6 +360,21 @@ def test_ctrl_c_checkpoints_and_the_same_study_resumes_the_trial(tmp_path, data_
     assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4] and epochs_before < 4
     assert sorted(resumed.intermediate_values) == [1, 2, 3, 4]  # the pruner saw the whole curve
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # --trials 2: the interrupted one is replaced
+
+
+def test_a_trial_finished_by_train_resume_before_the_sweep_resumed_keeps_its_result(tmp_path, data_dir):
+    # A trial interrupted by Ctrl-C prints the trainer's "Resume with: cnnlab train --resume RUN" too; a user who
+    # followed it finished the run, and the sweep's resume of that trial then failed it: "no finite validation
+    # accuracy", its result lost.
+    run_dir = tmp_path / "sw" / "trials" / "0000"
+    spec = _spec(trials=1, overrides={**TINY, "data_dir": str(data_dir)})
+    train(spec.model, out=str(run_dir), quiet=True, report=False, lr=0.1, **spec.overrides)
+    trial = optuna.trial.FixedTrial({"lr": 0.1}, number=1)
+    for key, value in (("resume_of", 0), ("run_dir", str(run_dir)), ("host", socket.gethostname())):
+        trial.set_user_attr(key, value)
+    value = run_trial(trial, spec, tmp_path / "sw")
+    assert value == max(row["val_acc"] for row in Run.open(run_dir).metrics)
+    assert json.loads((run_dir / "trial.json").read_text())["state"] == "complete"
 
 
 # ----------------------------------------------------------------------------------------------- PostgreSQL

@@ -62,7 +62,9 @@ def run_trial(trial, spec: SweepSpec, sweep_dir: Path) -> float:
     try:
         if resume_of is not None and (run_dir / "last.pt").is_file():
             _pre_report(trial, run_dir)
-            history = resume(run_dir, **common) or []
+            history = resume(run_dir, **common)
+            if history is None:  # finished meanwhile by `cnnlab train --resume` (the line its interruption printed)
+                history = Run.open(run_dir).metrics
         else:
             settings = {**spec.overrides, **values}
             recipe = settings.pop("recipe", spec.recipe)
