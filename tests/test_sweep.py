@@ -191,6 +191,25 @@ def test_a_study_keeps_its_settings_but_each_machine_its_data_dir(tmp_path, caps
     assert capsys.readouterr().err.rstrip().endswith("--data-dir/--device, got --trials --pruner")
 
 
+def test_a_sweep_folder_takes_one_study_and_no_run_folder(tmp_path, capsys):
+    # A second study in a sweep folder numbered its trials from 0000 again, over the first study's run folders.
+    folder = tmp_path / "sw"
+    folder.mkdir()
+    (folder / "study.txt").write_text("s3\n")
+    argv = ["sweep", "lenet-relu", "--param", "lr=loguniform:1e-2:0.5", "--val-split", "100", "--trials", "1"]
+    assert main([*argv, "--study", "s3x", "--out", str(folder)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"cnnlab sweep: error: sweep folder {folder} holds study 's3', whose trials' run folders a second study would "
+        f"write over; expected --study s3 to continue or join it, or another --out for study 's3x'")
+    assert sorted(p.name for p in folder.iterdir()) == ["study.txt"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert main([*argv, "--out", str(run)]) == 2
+    assert f"--out {run} is a run folder; expected a sweep folder" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
 # ------------------------------------------------------------------------------------------- real sweeps
 @functools.cache
 def _storage(url: str):
@@ -345,7 +364,7 @@ def test_ctrl_c_checkpoints_and_the_same_study_resumes_the_trial(tmp_path, data_
     url = storage_url(None, out.resolve())
     (t0,) = _trials(url, "cc")
     assert t0.state == TrialState.FAIL and t0.user_attrs["interrupted"]
-    assert (out / "trials" / "0000" / "last.pt").is_file()
+    assert (out / "trials" / "0000" / "last.pt").is_file() and (out / "study.txt").read_text() == "cc\n"
     epochs_before = len(metrics.read_text().splitlines()) - 1
 
     again = _cnnlab("sweep", "--study", "cc", "--out", str(out))

@@ -33,7 +33,7 @@ from typing import Any
 
 from cnnlab.checks import number, positive_int
 from cnnlab.errors import CnnlabError, Interrupted
-from cnnlab.io import missing_folders, remove_made_folders
+from cnnlab.io import atomic_write, missing_folders, remove_made_folders
 from cnnlab.sweep.space import KINDS, LOCAL, PRUNERS, Param, SweepSpec, command_line, parse_param
 from cnnlab.sweep.storage import StorageLost, database_failure, db_errors, first_line, open_storage, shown, storage_url
 from cnnlab.sweep.study import SPEC_ATTR, enqueue_interrupted, load_study, progress
@@ -45,6 +45,24 @@ __all__ = ["KINDS", "LOCAL", "PRUNERS", "SPEC_ATTR", "Param", "StorageLost", "Sw
            "command_line", "database_failure", "db_errors", "enqueue_interrupted", "format_summary", "load_study",
            "open_storage", "parse_param", "progress", "run_trial", "run_workers", "storage_url", "summarize",
            "sweep", "threads_per_job", "work"]
+
+
+# The study a sweep folder belongs to: its trials' run folders are numbered per study (trials/0000, ...), so a
+# second study there would write into the first one's.
+STUDY_MARKER = "study.txt"
+
+
+def _check_folder_is_the_studys(sweep_dir: Path, study: str) -> None:
+    """Refuse a sweep folder of another study, or a run folder, before anything is written."""
+    if (sweep_dir / "config.json").is_file() or (sweep_dir / "last.pt").is_file():
+        raise CnnlabError(f"--out {sweep_dir} is a run folder; expected a sweep folder (a new one, or an existing "
+                          "sweep's)")
+    marker = sweep_dir / STUDY_MARKER
+    owner = marker.read_text(encoding="utf-8").strip() if marker.is_file() else study
+    if owner != study:
+        raise CnnlabError(f"sweep folder {sweep_dir} holds study {owner!r}, whose trials' run folders a second "
+                          f"study would write over; expected --study {owner} to continue or join it, or another "
+                          f"--out for study {study!r}")
 
 
 def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | None = None,
@@ -88,6 +106,7 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
     unknown = sorted(set(local or {}) - set(LOCAL))
     if unknown:
         raise CnnlabError(f"a joining machine sets only {', '.join(LOCAL)} for itself; got {', '.join(unknown)}")
+    _check_folder_is_the_studys(sweep_dir, study)
     made = missing_folders(sweep_dir)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +124,8 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
     except CnnlabError:  # refused before any trial ran: the sweep folder made for it goes again (and its study.db)
         remove_made_folders(made, own=() if storage else ("study.db",))
         raise
+    if not (sweep_dir / STUDY_MARKER).is_file():
+        atomic_write(sweep_dir / STUDY_MARKER, lambda tmp: Path(tmp).write_text(study + "\n", encoding="utf-8"))
     if again:
         print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
     worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}))
