@@ -425,3 +425,13 @@ def test_another_librarys_message_is_shortened_at_a_sentence_or_a_word():
                                             "directory. This is an internal miniz error.")
     assert summary("one two three four five six", 15) == "one two three..."
     assert summary(KeyError()) == "KeyError" and summary("a\n  b") == "a b"
+
+
+@pytest.mark.parametrize("argv", [["sweep", "lenet", "--param", "lr=uniform:0.1:1"], ["study", "lenet-batch-norm"],
+                                  ["lr-find", "lenet"], ["eval", "x.pt"]])
+def test_commands_other_than_train_are_refused_under_torchrun(argv, capsys, monkeypatch):
+    # Each of torchrun's processes ran the whole command: two sweeps' workers on one folder, a study whose second
+    # variant found the process group gone, an lr-find per shard with two answers.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert_one_line(*run(argv, capsys), "only cnnlab train runs across processes, and torchrun started 2 of them",
+                    f"expected cnnlab {argv[0]} without torchrun", command=argv[0])

@@ -501,9 +501,21 @@ def _reader_left() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _launched_processes() -> int:
+    """How many processes a launcher (torchrun) started this one among; 1 outside one."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "train" and _launched_processes() > 1:  # each process would do the whole command
+            raise CnnlabError(f"only cnnlab train runs across processes, and torchrun started "
+                              f"{_launched_processes()} of them (WORLD_SIZE); expected cnnlab {args.command} "
+                              f"without torchrun")
         return args.func(args)
     except CnnlabError as e:
         if args.debug:
