@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab.errors import CnnlabError
 from cnnlab.train.distributed import DistEnv, broadcast_object, reduce_int
 
 B = 16  # per-rank batch; the one-process reference uses 2 * B
@@ -183,6 +184,20 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
             held["buffers"] += [b._use_count() for b in norm.buffers()] != counts
         return held
 
+    def unreadable():  # rank 0 alone loads the data, and finds none: every rank ends with its line
+        import cnnlab.inference as inference
+
+        def no_data(*args, **kwargs):
+            raise CnnlabError("no data here")
+
+        loaded = inference.dataset_of
+        if rank == 0:
+            inference.dataset_of = no_data
+        try:
+            return build_trainer(_config(out="unreadable"), quiet=True)
+        finally:
+            inference.dataset_of = loaded
+
     run("full", ports[0], full)
     run("stopped", ports[1], stopped)
     run("resumed", ports[2], resumed)
@@ -192,6 +207,7 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
     run("reported", ports[6], reported)
     run("budgeted", ports[7], budgeted)
     run("released", ports[8], released)
+    run("unreadable", ports[9], unreadable)
 
 
 def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: str) -> None:
@@ -282,7 +298,7 @@ def ranks(tmp_path_factory, data_dir) -> tuple[dict, dict, Path]:
 
     out = tmp_path_factory.mktemp("dist")
     (out / "cwd").mkdir()
-    stores = _stores(9)  # one per scenario: a store keeps its keys, and each scenario is a new process group
+    stores = _stores(10)  # one per scenario: a store keeps its keys, and each scenario is a new process group
     context = mp.start_processes(_worker, args=(2, [s.port for s in stores], str(data_dir), str(out)), nprocs=2,
                                  join=False, start_method="spawn")
     deadline = time.monotonic() + DEADLINE_S
@@ -300,6 +316,14 @@ def ranks(tmp_path_factory, data_dir) -> tuple[dict, dict, Path]:
         with open(out / f"rank{r}.pkl", "rb") as f:
             records.append(pickle.load(f))
     return records[0], records[1], out / "cwd"
+
+
+def test_a_refusal_on_the_rank_that_loads_the_data_ends_every_rank_with_its_line(ranks):
+    # rank 1 waited for rank 0's data at a barrier, and ended with gloo's "Connection closed by peer" as an
+    # internal error when rank 0 stopped on its own line
+    for record in ranks[:2]:
+        assert record["unreadable"]["error"]["type"] == "CnnlabError"
+        assert record["unreadable"]["error"]["message"] == "no data here"
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:

@@ -28,7 +28,7 @@ from cnnlab.models import check_input_size, check_pretrained, create_model, min_
 from cnnlab.models.imagenet import ensure_weights, pretrained_normalize
 from cnnlab.models.init import init_cnn
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.distributed import DistEnv, barrier, init_distributed
+from cnnlab.train.distributed import DistEnv, broadcast_object, init_distributed, reduce_int
 from cnnlab.train.finetune import Initialised, body_frozen, freeze_body, init_from, unfreeze
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.schedule import build_optimizer, build_scheduler
@@ -154,9 +154,7 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     _set_determinism(config, device)
     seed_all(config.seed)
     if dataset is None:  # one process per machine fills the download (or decode) cache before the others read it
-        dataset = inference.dataset_of(vars(config)) if dist.local_rank == 0 else None
-        barrier(dist)
-        dataset = dataset or inference.dataset_of(vars(config))
+        dataset = _load_once_per_machine(config, dist, device)
     if config.val_split is not None and dataset.val_images is not None:
         raise CnnlabError(f"{dataset.name} brings its own validation split (val/ beside train/ and test/); expected "
                           f"no --val-split, got {config.val_split}")
@@ -194,6 +192,22 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if resume_state is not None:
         _restore(parts, resume_state, str(source), quiet)
     return parts
+
+
+def _load_once_per_machine(config: TrainConfig, dist: DistEnv, device: torch.device) -> ImageDataset:
+    """The run's dataset, loaded by each machine's first process before the others read it from the cache; a
+    refusal there (no data, a bad folder) ends every process with its line, not with a lost peer's error."""
+    error = None
+    if dist.local_rank == 0:
+        try:
+            dataset = inference.dataset_of(vars(config))
+        except CnnlabError as e:
+            error = e
+    if reduce_int(int(error is not None), dist, device):  # every process waits here, as at a barrier
+        message = broadcast_object(str(error) if error else None, dist)  # rank 0's line, when it was rank 0's
+        raise error or CnnlabError(message or "another machine's first process could not load the dataset (its "
+                                              "console says why)")
+    return dataset if dist.local_rank == 0 else inference.dataset_of(vars(config))
 
 
 def _check_dataset_size(config: TrainConfig, dataset: ImageDataset, input_size: int) -> None:
