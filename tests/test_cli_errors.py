@@ -23,6 +23,7 @@ import report_fixtures
 from cli_support import assert_one_line, run
 from cnnlab import cli
 from cnnlab.errors import CnnlabError, summary
+from cnnlab.runs import resume_command
 from cnnlab.train import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,6 +166,22 @@ def test_existing_run_folder_needs_force_and_force_works(tmp_path, capsys, data_
     assert not (out / "report.html").exists()  # --no-report: no report at all, not the old one
     assert [p.name for p in (out / "tb").iterdir() if "old-run" in p.name] == []
     assert len(list((out / "tb").rglob("events.out.tfevents.*"))) == 1
+
+
+def test_the_commands_given_for_a_torchrun_run_start_as_many_processes(tmp_path, capsys):
+    # A resume with another process count is refused, yet every hint said `cnnlab train --resume RUN`.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = make_config("lenet", epochs=3, out=str(run_dir))
+    (run_dir / "config.json").write_text(json.dumps({"config": dataclasses.asdict(config), "world_size": 2}))
+    torchrun = ["torchrun", "--nproc-per-node", "2", "-m", "cnnlab", "train"]
+    assert_one_line(*run(["report", str(run_dir)], capsys), "start it again with " + shlex.join(
+        [*torchrun, "--config", str(run_dir / "config.json"), "--out", str(run_dir), "--force"]), command="report")
+    (run_dir / "last.pt").write_bytes(b"")
+    assert_one_line(*run(["report", str(run_dir)], capsys), f"`{shlex.join([*torchrun, '--resume', str(run_dir)])}` "
+                    "finishes it", command="report")
+    assert resume_command(run_dir, 1) == f"cnnlab train --resume {run_dir}"  # the trainer's line gives its count
+    assert resume_command(tmp_path / "elsewhere", 2) == shlex.join([*torchrun, "--resume", str(tmp_path / "elsewhere")])
 
 
 def test_resume_of_a_folder_without_last_pt(tmp_path, capsys):

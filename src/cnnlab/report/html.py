@@ -27,7 +27,7 @@ from cnnlab.models.summary import layer_summary
 from cnnlab.report import plots
 from cnnlab.report.curves import curves_figure
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
-from cnnlab.runs import CHECKPOINTS, Run, restart_command
+from cnnlab.runs import CHECKPOINTS, Run, restart_command, resume_command
 
 REQUIRED = ("config.json", "metrics.csv", "result.json")
 N_WRONG, N_MAPS = 16, 4
@@ -67,9 +67,11 @@ def read_run(run_dir: str | Path) -> RunFiles:
         missing.append(" or ".join(CHECKPOINTS))
     if missing:
         # Without a checkpoint --resume has nothing to continue from: advising it would only lead to a second refusal.
-        why = "a run that is still training or was stopped? `cnnlab train --resume` finishes it" if checkpointed else \
-            ("a run still in its first epoch, or stopped before its first checkpoint, which cannot be resumed: start "
-             f"it again with {restart_command(path)}")
+        if checkpointed:
+            why = f"a run that is still training or was stopped? `{resume_command(path)}` finishes it"
+        else:
+            why = ("a run still in its first epoch, or stopped before its first checkpoint, which cannot be resumed: "
+                   f"start it again with {restart_command(path)}")
         raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} ({why})")
     run = Run.open(path)
     return RunFiles(run.path, run.record, run.result, run.metrics, run.checkpoint())

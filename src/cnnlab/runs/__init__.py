@@ -31,6 +31,7 @@ from cnnlab.runs.record import (
     read_json,
     read_metrics,
     restart_command,
+    resume_command,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "read_json",
     "read_metrics",
     "restart_command",
+    "resume_command",
     "save_checkpoint",
     "upgrade",
 ]

@@ -96,6 +96,26 @@ def decide_status(folder: Path, result: dict[str, Any] | None, trial: dict[str, 
     return "partial" if folder.is_dir() and any(folder.iterdir()) else "new"
 
 
+def _cnnlab(processes: int) -> list[str]:
+    """How a command reaches cnnlab in a run of ``processes`` processes: a resume needs as many as the run had."""
+    return ["cnnlab"] if processes <= 1 else ["torchrun", "--nproc-per-node", str(processes), "-m", "cnnlab"]
+
+
+def _processes(folder: Path) -> int:
+    """The processes a run trained with (its config.json's ``world_size``; 1 where it does not say)."""
+    try:
+        return int(read_json(folder / "config.json").get("world_size") or 1)
+    except (CnnlabError, TypeError, ValueError):
+        return 1
+
+
+def resume_command(folder: str | Path, processes: int | None = None) -> str:
+    """``cnnlab train --resume FOLDER``, under torchrun with as many processes for a run that trained with several
+    (``processes``, else its config.json says): a resume with another count is refused."""
+    processes = _processes(Path(folder)) if processes is None else processes
+    return shlex.join([*_cnnlab(processes), "train", "--resume", str(folder)])
+
+
 def restart_command(folder: str | Path) -> str:
     """The command that starts the run in ``folder`` again from its first step, for a run that never wrote a
     checkpoint (killed in its first epoch: ``--resume`` has no last.pt to continue from).
@@ -110,7 +130,8 @@ def restart_command(folder: str | Path) -> str:
         known = False
     if not known:
         return f"cnnlab train MODEL ... --out {shlex.quote(str(folder))} --force"
-    return shlex.join(["cnnlab", "train", "--config", str(folder / "config.json"), "--out", str(folder), "--force"])
+    return shlex.join([*_cnnlab(_processes(folder)), "train", "--config", str(folder / "config.json"), "--out",
+                       str(folder), "--force"])
 
 
 def folder_status(folder: str | Path, now: float | None = None) -> str:

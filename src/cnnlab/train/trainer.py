@@ -31,7 +31,7 @@ from cnnlab.data import DeviceLoader
 from cnnlab.device import oversubscription_hint
 from cnnlab.errors import CnnlabError, Interrupted, StopRun
 from cnnlab.evaluate import class_scores, confusion_matrix
-from cnnlab.runs import environment, save_checkpoint
+from cnnlab.runs import environment, resume_command, save_checkpoint
 from cnnlab.train.budget import TimeBudget
 from cnnlab.train.build import RunParts
 from cnnlab.train.distributed import barrier, broadcast_buffers, gather_in_shard_order, reduce_int, shutdown
@@ -513,5 +513,6 @@ class Trainer:
 
     def _resume_hint(self) -> str:
         name = signal.Signals(self._stop_signal).name
-        where = f"Resume with: cnnlab train --resume {self.run_dir}" if self.run_dir else "no run folder to resume"
+        where = f"Resume with: {resume_command(self.run_dir, self.dist.world_size)}" if self.run_dir else \
+            "no run folder to resume"
         return f"{name}: stopped at epoch {self.state.epoch + 1}, step {self.state.step}; checkpoint written. {where}"
