@@ -90,7 +90,9 @@ def parse_param(text: str) -> Param:
         try:
             values = tuple(_convert(name, ftype, v) for v in args.split(","))
         except ValueError:
-            raise CnnlabError(f"--param {name}: every choice must be a {ftype.__name__}; got {args!r}") from None
+            kind_text = f"a preset ({', '.join(AUGMENTS)}) or true or false" if name == "augment" else \
+                {int: "an integer", float: "a number", bool: "true or false"}.get(ftype, f"a {ftype.__name__}")
+            raise CnnlabError(f"--param {name}: every choice must be {kind_text}; got {args!r}") from None
         if len(values) < 2 or len(set(values)) != len(values):
             raise CnnlabError(f"--param {name}: expected two or more different choices, got {args!r}")
         return Param(name, kind, choices=values)
