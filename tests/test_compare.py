@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -129,6 +130,16 @@ def test_plot_is_written_once_and_not_overwritten_silently(runs, tmp_path):
     assert plot.read_bytes() == before
     compare([str(runs / "a-lenet")], plot=plot, force=True)
     assert plot.read_bytes() != before
+
+
+def test_a_plot_of_runs_without_an_epoch_warns_of_nothing(runs, tmp_path):
+    empty = shutil.copytree(runs / "a-lenet", tmp_path / "no-epoch")
+    header = (empty / "metrics.csv").read_text().splitlines()[0]
+    (empty / "metrics.csv").write_text(header + "\n")  # stopped before its first epoch ended
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found" reached the user's stderr
+        compare([str(empty)], plot=tmp_path / "cmp.png")
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli(runs, tmp_path, capsys, monkeypatch):

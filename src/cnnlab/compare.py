@@ -183,7 +183,8 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
         ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    acc.legend(fontsize="small")
+    if acc.lines:  # runs without an epoch draw nothing, and an empty legend is a matplotlib warning
+        acc.legend(fontsize="small")
     return fig
 
 

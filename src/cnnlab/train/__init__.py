@@ -148,7 +148,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                 further = (f" (its {config.schedule} schedule was shaped for {epochs_text(config.epochs)} and cannot "
                            f"be extended; start a new run with --init-from {Path(run_dir) / 'last.pt'} to train it "
                            "further)")
-            print(f"{run_dir} is finished: {done}; nothing to do{further}", flush=True)
+            if trainer.dist.is_main:  # once, not by each of torchrun's processes
+                print(f"{run_dir} is finished: {done}; nothing to do{further}", flush=True)
             return None
         return trainer.fit()
 
