@@ -240,6 +240,8 @@ def test_report_is_one_self_contained_file(run_copy):
 
 @pytest.mark.parametrize("damage, match", [
     (lambda run: shutil.rmtree(run), "does not exist"),
+    (lambda run: [p.unlink() for p in run.iterdir() if p.is_file()], "is not a run folder: it has none of "
+     "config.json, metrics.csv, result.json or a checkpoint"),  # it advised training a run into the folder
     (lambda run: (run / "result.json").unlink(), "incomplete: missing result.json"),
     (lambda run: [(run / n).unlink() for n in ("last.pt", "best.pt")], "missing last.pt or best.pt"),
     (lambda run: (run / "config.json").write_text("{not json"), "config.json: expected JSON"),

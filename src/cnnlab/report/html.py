@@ -63,6 +63,9 @@ def read_run(run_dir: str | Path) -> RunFiles:
         raise CnnlabError(f"run folder {path} does not exist (expected a folder written by cnnlab train)")
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     checkpointed = any((path / name).is_file() for name in CHECKPOINTS)
+    if len(missing) == len(REQUIRED) and not checkpointed:  # not a run at all: no advice to train into it
+        raise CnnlabError(f"{path} is not a run folder: it has none of {', '.join(REQUIRED)} or a checkpoint "
+                          "(expected a folder written by cnnlab train)")
     if not checkpointed:
         missing.append(" or ".join(CHECKPOINTS))
     if missing:
