@@ -75,7 +75,7 @@ def _input_grad(grad_out: torch.Tensor, g2: torch.Tensor, weight: torch.Tensor, 
         # 'fully' padded output, input and output channels swapping roles within each group. Reusing the forward
         # path avoids scattering the column gradient back (col2im), which was slower here for the 3x3 layers of
         # ResNet; it is used when its im2col matrix is no larger than the column gradient (not for LeNet's 6->16).
-        flipped = weight.flip(2, 3).view(groups, o // groups, c // groups, kh, kw).transpose(1, 2)
+        flipped = weight.flip(2, 3).reshape(groups, o // groups, c // groups, kh, kw).transpose(1, 2)
         adjoint = _Geometry(geo.kernel, (1, 1), (dh * (kh - 1) - top, dh * (kh - 1) - bottom, dw * (kw - 1) - left,
                             dw * (kw - 1) - right), geo.dilation, groups, geo.out_hw, geo.in_hw)
         return _forward(grad_out, flipped.reshape(c, o // groups, kh, kw), None, adjoint)
@@ -150,7 +150,8 @@ class _Conv2dFunction(torch.autograd.Function):
         x, cols, weight = ctx.saved_tensors
         geo, groups, o = ctx.geo, ctx.geo.groups, weight.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_w = torch.zeros_like(weight) if need_w else None
+        # contiguous whatever the weight's layout (channels-last, as the book's loop sets it): filled through views
+        grad_w = weight.new_zeros(weight.shape) if need_w else None
         grad_b = grad_out.sum((0, 2, 3)) if need_b else None
 
         def chunk_grads(x_chunk, chunk):
