@@ -192,3 +192,11 @@ def test_progress_loss_averages_only_this_intervals_steps(tmp_path, data_dir):
 def test_a_switch_must_be_a_bool_and_a_name_a_string(field, value, message):
     with pytest.raises(CnnlabError, match=re.escape(message)):
         make_config("lenet", **{field: value})
+
+
+def test_amp_with_the_from_scratch_layers_is_refused():
+    # autocast ran the scratch conv's matrix products in bfloat16, and the next layer refused bf16 input beside its
+    # float32 weights: every model stopped at its first step
+    with pytest.raises(CnnlabError, match="expected --ops torch with --amp, or --no-amp with --ops scratch"):
+        make_config("lenet", ops="scratch", amp=True)
+    assert make_config("lenet", ops="scratch").ops == "scratch" and make_config("lenet", amp=True).amp

@@ -200,6 +200,9 @@ class TrainConfig:
             raise CnnlabError(f"--pretrained and --init-from both give the starting weights: expected one of them, got "
                               f"both (--init-from {self.init_from}; a run that started from ImageNet weights passes "
                               "them on, with their input normalisation)")
+        if self.amp and self.ops == "scratch":  # autocast reaches inside them: bf16 activations meet fp32 weights
+            raise CnnlabError("--amp runs torch's layers in bfloat16; the from-scratch layers compute in float32: "
+                              "expected --ops torch with --amp, or --no-amp with --ops scratch")
         if self.pretrained and self.ops != "torch":
             raise CnnlabError(f"--pretrained builds torchvision's networks, on torch ops: expected --ops torch, got "
                               f"{self.ops!r}")
