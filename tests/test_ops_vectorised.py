@@ -234,6 +234,19 @@ def test_conv2d_input_without_grad_gives_weight_grad_only():
     _assert_same(conv2d(x, w, stride=2, padding=3), F.conv2d(x, w, stride=2, padding=3), [w], gen)
 
 
+def test_max_pool2d_of_a_window_of_minus_infinity_points_inside_it_like_torch():
+    # The window of output 0 reads a padding row and the -inf pixel 1 (dilation 2): its index was the padding tap
+    # clamped into the plane, pixel 0, outside the window, and with a gradient its value became pixel 0's 1.0.
+    x = torch.tensor([[[[1.0], [float("-inf")], [2.0]]]], dtype=DT)
+    args = dict(kernel_size=(2, 1), stride=1, padding=(1, 0), dilation=(2, 1), return_indices=True)
+    for grad in (False, True):
+        ours, theirs = max_pool2d(x.clone().requires_grad_(grad), **args), F.max_pool2d(x, **args)
+        assert torch.equal(ours[0].detach(), theirs[0]) and torch.equal(ours[1], theirs[1])
+    leaf = x.clone().requires_grad_()
+    (got,) = torch.autograd.grad(max_pool2d(leaf, **args)[0].sum(), leaf)
+    assert got.flatten().tolist() == [0.0, 2.0, 1.0]  # torch's: the -inf pixel 1 is both -inf windows' maximum
+
+
 def test_max_pool2d_ties_pick_the_first_maximum_like_torch():
     x = torch.zeros(1, 1, 4, 4, dtype=DT, requires_grad=True)
     _assert_same(max_pool2d(x, 2, 1, 1), F.max_pool2d(x, 2, 1, 1), [x], torch.Generator().manual_seed(0))

@@ -96,14 +96,19 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None
     windows = window_view(padded, kernel, strides, dilations, out_hw).flatten(4)  # N, C, OH, OW, kh*kw
     values, tap = windows.max(dim=4)
     needs_grad = torch.is_grad_enabled() and x.requires_grad
+    if (needs_grad or return_indices) and any(view_pads):
+        # A window whose real pixels are all -inf may find its first maximum on a padding tap; torch then points at
+        # the window's first real pixel (a tap of the window: with a dilation, clamping a padding tap's position
+        # into the plane can leave the window, and the value and the gradient would come from outside it).
+        real = pad_value(torch.ones(1, 1, h, w, device=x.device), view_pads, 0.0)
+        first_real = window_view(real, kernel, strides, dilations, out_hw).flatten(4).argmax(dim=4)
+        tap = torch.where(values == float("-inf"), first_real, tap)
     if needs_grad or return_indices:
         ar_h = torch.arange(out_hw[0], device=x.device).view(-1, 1) * strides[0] - pad[0]
         ar_w = torch.arange(out_hw[1], device=x.device) * strides[1] - pad[1]
         rows = ar_h + torch.div(tap, kernel[1], rounding_mode="floor") * dilations[0]
         cols = ar_w + (tap % kernel[1]) * dilations[1]
-        # A window whose real pixels are all -inf may pick a padding tap; clamping keeps the index in bounds
-        # and points at an equal (-inf) pixel of the same window.
-        index = rows.clamp_(0, h - 1) * w + cols.clamp_(0, w - 1)
+        index = rows * w + cols
         if needs_grad:
             values = x.flatten(2).gather(2, index.flatten(2)).view(values.shape)
     if unbatched:
