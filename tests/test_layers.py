@@ -105,6 +105,20 @@ def test_state_dicts_load_both_ways(name, args, kwargs, shape):
         torch.testing.assert_close(ours.eval()(x), theirs.eval()(x), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["BatchNorm1d", "BatchNorm2d"])
+def test_a_batch_norm_state_dict_of_version_1_loads_as_into_torch(name):
+    # torch's layers load a state_dict from before num_batches_tracked (version 1), keeping their own count; ours
+    # refused it as a missing key
+    old = nn.Sequential(getattr(nn, name)(3)).state_dict()
+    del old["0.num_batches_tracked"]
+    old._metadata["0"]["version"] = 1
+    ours, theirs = nn.Sequential(getattr(layers, name)(3)), nn.Sequential(getattr(nn, name)(3))
+    for model in (ours, theirs):
+        model[0].num_batches_tracked.fill_(5)
+        model.load_state_dict(old)
+    assert ours[0].num_batches_tracked.item() == theirs[0].num_batches_tracked.item() == 5
+
+
 @pytest.mark.parametrize(("name", "args", "kwargs"), [
     ("Conv2d", (1, 6, 5), dict(padding=2)),
     ("Conv2d", (4, 6, (3, 1)), dict(padding="same", dilation=2, groups=2, bias=False, padding_mode="circular")),

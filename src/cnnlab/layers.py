@@ -212,6 +212,15 @@ class _BatchNorm(nn.Module):
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args) -> None:
+        # A state_dict of version 1 (before num_batches_tracked) loads into torch's layers keeping the layer's own
+        # count (0 on the meta device, which holds no value)
+        key = prefix + "num_batches_tracked"
+        if local_metadata.get("version", 1) < 2 and self.track_running_stats and key not in state_dict:
+            own = self.num_batches_tracked
+            state_dict[key] = own if own.device.type != "meta" else torch.zeros((), dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
     def reset_parameters(self) -> None:
         self.reset_running_stats()
         if self.weight is not None:
