@@ -8,6 +8,7 @@ fix (docs/reliability.md, "Image folders").
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -79,6 +80,17 @@ def test_a_moved_folder_is_held_to_the_split_the_run_drew(tmp_path, home, capsys
     write_classes(tmp_path / "other" / "train", {"a": 3, "b": 3})  # another folder with a test set of its own
     write_classes(tmp_path / "other" / "test", {"a": 2, "b": 2}, seed=50)
     assert run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(tmp_path / "other")], capsys)[0] == 0
+
+
+def test_a_file_name_that_is_not_utf8_trains_and_evaluates(tmp_path, home, capsys):
+    # Latin-1 names from an old archive: Python holds them as lone surrogates, and hashing the split's paths for its
+    # record ended train, eval and report in an internal error
+    data, out = tmp_path / "latin1", tmp_path / "run"
+    write_classes(data, {"a": 8, "b": 8})
+    os.rename(data / "a" / "000.png", os.path.join(os.fsencode(data / "a"), b"caf\xe9.png"))
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
+                           capsys)[0] == 0
+    assert run_with_output(["eval", str(out / "last.pt")], capsys)[0] == 0
 
 
 def test_a_fixed_test_folder_records_no_drawn_split(tmp_path, home):

@@ -225,7 +225,8 @@ def _identity(root: Path, files: list[_File]) -> tuple[int, str]:
     """(count, a hash of the sorted paths relative to ``root``): which files a split holds."""
     prefix = str(root) + os.sep
     text = "\n".join(sorted(str(f.path).removeprefix(prefix) for f in files))
-    return len(files), hashlib.sha256(text.encode()).hexdigest()[:16]
+    # surrogateescape: a name that is not UTF-8 (Latin-1 from an old archive) is held by Python as lone surrogates
+    return len(files), hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 # -- decoding --------------------------------------------------------------------------------------------------
