@@ -192,9 +192,27 @@ def test_a_run_folder_inside_the_image_folder_is_refused_before_anything_is_writ
                      "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lies inside the data folder" in err and "--out" in err
+    # A class folder linked from elsewhere holds images too: a run written there became an image of that class
+    linked = tmp_path / "elsewhere"
+    linked.mkdir()
+    write_folder(linked, per_class=(3, 0))
+    (data / "train" / "linked").symlink_to(linked / "train" / "sky")
+    (data / "test" / "linked").symlink_to(linked / "train" / "sky")
+    before = sorted(data.rglob("*"))
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--out",
+                     str(linked / "train" / "sky" / "run"), "--epochs", "1"]) == 2
+    assert "lies inside the data folder" in capsys.readouterr().err
+    # lr-find's plot and a sweep's folder too (both wrote there; the sweep then failed every trial with exit 0)
     monkeypatch.chdir(data)
     assert cli.main(["train", "lenet-relu", "--dataset", "folder:.", "--epochs", "1"]) == 2
     assert "the default run folder" in capsys.readouterr().err
+    assert cli.main(["lr-find", "lenet-relu", "--dataset", "folder:.", "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "the default plot (here)" in err and "lies inside the data folder" in err
+    assert cli.main(["sweep", "lenet-relu", "--dataset", "folder:.", "--val-split", "2", "--param",
+                     "lr=loguniform:1e-3:1", "--trials", "1", "--out", "sw"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {data / 'sw'} lies inside the data folder" in err
     assert sorted(data.rglob("*")) == before
 
 

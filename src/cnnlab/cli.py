@@ -259,9 +259,11 @@ def _cmd_explore(args) -> int:
 
 
 def _cmd_lr_find(args) -> int:
+    from cnnlab.data.folder import refuse_writing_into
     from cnnlab.lr_find import CONFIG_FIELDS, check_plot_path, lr_find, write_lr_find_plot
 
     plot = check_plot_path(args.out or f"lr-find-{args.model}.png", args.force)  # before the sweep, not after it
+    refuse_writing_into(args.dataset or "", plot, "--out" if args.out else "the default plot (here)")
     skip = ("recipe", *(n for n in _config_names() if n not in CONFIG_FIELDS))
     result = lr_find(args.model, args.recipe or "book", start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
                      **_given_config(args, skip))

@@ -53,7 +53,7 @@ from cnnlab.io import write_json
 from cnnlab.picture import crop_square
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
-           "load_folder"]
+           "load_folder", "refuse_writing_into"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 MAX_DEFAULT_SIZE = 224
@@ -144,6 +144,35 @@ def has_validation_folder(dataset: str) -> bool:
         return False
     path = Path(dataset[len(FOLDER_PREFIX):]).expanduser()
     return path.is_dir() and _layout(path)[2] is not None
+
+
+def refuse_writing_into(dataset: str, path: str | Path, what: str) -> None:
+    """Refuse ``path`` (a run or sweep folder, a plot) inside a ``folder:`` dataset's images, before anything is
+    written: the folder itself or any folder a class reaches through a link. Its next load would take the files
+    for images of a class (a run folder for a class of its own), and cnnlab never writes into a data folder.
+
+    Args:
+        what: how the line names ``path``, e.g. ``"--out"``.
+    """
+    if not dataset.startswith(FOLDER_PREFIX):
+        return
+    root = Path(dataset[len(FOLDER_PREFIX):]).expanduser().resolve()
+    target = Path(path).expanduser().resolve()
+    inside = target.is_relative_to(root)
+    if not inside and root.is_dir():  # class folders linked from elsewhere hold images too
+        seen = set()
+        for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:  # a link loop: the loader refuses it in its own words
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            if target.is_relative_to(real):
+                inside = True
+                break
+    if inside:
+        raise CnnlabError(f"{what} {target} lies inside the data folder {root}, where its files would become images "
+                          f"of a class; expected a path outside it (cnnlab never writes into a data folder)")
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnlab.data.registry import FOLDER_PREFIX
+from cnnlab.data.folder import refuse_writing_into
 from cnnlab.device import torch_switches_restored
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.io import remove_stale_temporaries
@@ -36,7 +36,8 @@ def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = Fal
     cnnlab.device.torch_switches_restored():`` around the build and the fit does.
     """
     if resume_state is None:
-        _refuse_a_run_folder_among_the_images(config)
+        refuse_writing_into(config.dataset, config.out or default_run_dir(config.model),
+                            "--out" if config.out else "the default run folder (runs/ here)")
     source = Path(run_dir or ".") / "last.pt"
     parts = build_run(config, resume_state=resume_state, source=source, quiet=quiet)
     dist = parts.dist
@@ -57,19 +58,6 @@ def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = Fal
     if on_epoch is not None:
         observers.append(EpochCallback(on_epoch))
     return Trainer(parts, run_dir=path, observers=observers, quiet=quiet, report=report)
-
-
-def _refuse_a_run_folder_among_the_images(config: TrainConfig) -> None:
-    """Refuse a run folder inside a ``folder:`` dataset, before any image is read: its next load would take the run
-    folder for a class of its own (its curves.png an image of it)."""
-    if not config.dataset.startswith(FOLDER_PREFIX):
-        return
-    data = Path(config.dataset[len(FOLDER_PREFIX):]).expanduser().resolve()
-    out = Path(config.out or default_run_dir(config.model)).expanduser().resolve()
-    if out.is_relative_to(data):
-        where = "--out" if config.out else "the default run folder (runs/ here)"
-        raise CnnlabError(f"{where} {out} lies inside the data folder {data}, where the run's files would become "
-                          f"images of a class; expected an --out outside it (cnnlab never writes into a data folder)")
 
 
 def train(model: str, recipe: str = "book", *, force: bool = False, quiet: bool = False, report: bool = True,
