@@ -93,6 +93,21 @@ def test_a_file_name_that_is_not_utf8_trains_and_evaluates(tmp_path, home, capsy
     assert run_with_output(["eval", str(out / "last.pt")], capsys)[0] == 0
 
 
+def test_eval_decodes_a_grown_folder_as_the_model_was_trained(tmp_path, home, capsys):
+    # The folder chose the run's image size and channels (median size, colour majority). Training images added since
+    # made it choose others: eval decoded the unchanged test/ at another size, or refused it as 3-channel.
+    data, out = tmp_path / "split", tmp_path / "run"
+    write_classes(data / "train", {"a": 6, "b": 6}, size=(20, 20))
+    write_classes(data / "test", {"a": 2, "b": 2}, size=(20, 20), seed=50)
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
+                           capsys)[0] == 0
+    before = run_with_output(["eval", str(out / "last.pt"), "--json"], capsys)[1]
+    write_classes(data / "train" / "a" / "more", {"big": 20}, size=(64, 64), mode="RGB", seed=90)  # larger, colour
+    code, after, err = run_with_output(["eval", str(out / "last.pt"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads("".join(after))["accuracy"] == json.loads("".join(before))["accuracy"]
+
+
 def test_a_fixed_test_folder_records_no_drawn_split(tmp_path, home):
     write_classes(tmp_path / "split" / "train", {"a": 3, "b": 3})
     write_classes(tmp_path / "split" / "test", {"a": 1, "b": 1}, seed=50)

@@ -127,7 +127,8 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
     config = trained.config
     if dataset is not None:
         config.update(data_dir=None)
-    data = dataset_of(config, data_dir, name=dataset or trained.meta.dataset)
+    meta = trained.meta
+    data = dataset_of(config, data_dir, name=dataset or meta.dataset, decoded=(meta.image_size, meta.channels))
     trained.check_dataset(data)
     logits = trained.logits(data.test_images, batch_size, tta=tta)
     return EvalResult.from_logits(logits, data.test_labels, data.classes, model=trained.meta.model_name,

@@ -286,7 +286,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
 
 def _dataset(trained, data_dir: str | Path | None):
     """The checkpoint's own dataset (its classes checked against the model's)."""
-    data = dataset_of(trained.config, data_dir, name=trained.meta.dataset)
+    meta = trained.meta
+    data = dataset_of(trained.config, data_dir, name=meta.dataset, decoded=(meta.image_size, meta.channels))
     check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
     return data
 

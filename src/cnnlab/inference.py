@@ -224,12 +224,23 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
 
 
 def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None,
-               download: bool = True):
+               download: bool = True, decoded: tuple[int, int] | None = None):
     """The dataset a run was configured with (arguments as :func:`dataset_args`); ``download=False`` only reads
-    what is on disk."""
+    what is on disk.
+
+    ``decoded``: the (image size, channels) a trained model's images had. A folder of images that chooses its own
+    (the run gave no ``--image-size``/``--channels``) and now chooses others (larger or colour training images
+    added since) is decoded again at the model's, so its test images are the model's kind of image.
+    """
     # cnnlab.data.load_dataset is looked up at call time: tests replace it to prove bad arguments fail before any
     # data is read.
-    return cnnlab.data.load_dataset(**dataset_args(config, data_dir, name), download=download)
+    args = dataset_args(config, data_dir, name)
+    data = cnnlab.data.load_dataset(**args, download=download)
+    if decoded is not None and data.name.startswith(FOLDER_PREFIX) and \
+            (data.image_size, data.channels) != tuple(decoded):
+        data = cnnlab.data.load_dataset(**{**args, "image_size": decoded[0], "channels": decoded[1]},
+                                        download=download)
+    return data
 
 
 def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:

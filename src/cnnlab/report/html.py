@@ -228,7 +228,9 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     trained = load_trained(run.checkpoint, device)
     meta = trained.meta
     name, size, in_ch = meta.model_name, meta.input_size, meta.channels
-    data = dataset if dataset is not None else dataset_of(trained.config, data_dir, name=meta.dataset)
+    if dataset is None:
+        dataset = dataset_of(trained.config, data_dir, name=meta.dataset, decoded=(meta.image_size, meta.channels))
+    data = dataset
     trained.check_dataset(data)
     images, labels, classes = data.test_images, data.test_labels, data.classes
     if test_logits is not None and 0 < len(test_logits) <= len(labels):
