@@ -178,6 +178,20 @@ def test_second_load_reads_the_cache_and_a_change_invalidates_it(tmp_path, cache
     assert len(list(cache.glob("*.u8"))) == 2  # a new entry; the old one stays valid for the old files
 
 
+def test_a_file_rewritten_at_the_same_size_with_its_mtime_put_back_is_decoded_again(tmp_path, cache):
+    # what cp -p, rsync -a, tar x or touch -r leave: the size and mtime of the old file, which keyed the cache alone
+    write_classes(tmp_path / "set", {"a": 6, "b": 6}, ext="bmp")  # uncompressed: the same size for any pixels
+    first = load_dataset(f"folder:{tmp_path / 'set'}")
+    path = tmp_path / "set" / "a" / "000.bmp"
+    stat, old = path.stat(), path.read_bytes()
+    rng_image(99, (12, 12), "L").save(path)
+    assert path.stat().st_size == stat.st_size and path.read_bytes() != old
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert not torch.equal(torch.cat([again.train_images, again.test_images]),
+                           torch.cat([first.train_images, first.test_images]))
+
+
 def test_cache_follows_cnnlab_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "elsewhere"))
     write_classes(tmp_path / "set", {"a": 6})

@@ -74,6 +74,9 @@ class _File:
     size: int
     mtime_ns: int
     label: int
+    # The inode's change time too: `cp -p`, `rsync -a`, `tar x` and `touch -r` put back a rewritten file's mtime,
+    # and a file of the same size then read as unchanged; no one can set the change time
+    ctime_ns: int
 
 
 # How to get past an undecodable file, in the one line that names it.
@@ -205,7 +208,7 @@ def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ..
                 st = p.stat()
             except OSError as e:  # a dangling link, or one that points at itself (ELOOP)
                 raise DataError(f"{p}: cannot read ({e.strerror or e}); remove it or fix the link") from e
-            files.append(_File(p, st.st_size, st.st_mtime_ns, label))
+            files.append(_File(p, st.st_size, st.st_mtime_ns, label, st.st_ctime_ns))
     return classes, files, ignored
 
 
@@ -234,7 +237,7 @@ def _walk(class_dir: Path) -> tuple[list[Path], int]:
 
 def _cache_key(root: Path, files: list[_File], options: dict) -> str:
     prefix = str(root) + os.sep  # string slicing: Path.relative_to is slow over 100,000 files
-    listing = [[str(f.path).removeprefix(prefix), f.size, f.mtime_ns, f.label] for f in files]
+    listing = [[str(f.path).removeprefix(prefix), f.size, f.mtime_ns, f.ctime_ns, f.label] for f in files]
     text = json.dumps({"root": str(root), "options": options, "files": listing}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
