@@ -142,6 +142,17 @@ def test_train_and_held_out_folders(tmp_path, home, held):
     assert f"test split: {held}/" in data.description
 
 
+@pytest.mark.parametrize("names", [("Train", "Test", "Valid"), ("training", "testing", "validation"),
+                                   ("train", "test", "valid")])
+def test_split_folders_go_by_any_case_and_their_usual_names(tmp_path, home, names):
+    # Train/ + Test/ were two classes, a "train vs test" classifier at 0.83; Roboflow's valid/ was dropped unsaid
+    for name, n, seed in zip(names, (3, 2, 1), (0, 50, 90), strict=True):
+        write_classes(tmp_path / "split" / name, {"a": n, "b": n}, seed=seed)
+    data = load_dataset(f"folder:{tmp_path / 'split'}")
+    assert data.classes == ("a", "b") and len(data.train_labels) == 6 and len(data.test_labels) == 4
+    assert len(data.val_labels) == 2 and f"test split: {names[1]}/; validation split: {names[2]}/" in data.description
+
+
 def test_train_val_and_test_folders_make_three_splits(tmp_path, home):
     for split, n, seed in (("train", 3, 0), ("test", 2, 50), ("val", 1, 90)):
         write_classes(tmp_path / "split" / split, {"a": n, "b": n}, seed=seed)

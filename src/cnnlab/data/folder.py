@@ -2,7 +2,8 @@
 
 Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/**/<image>``, or the split
 ``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``PATH/val/``, the other usual held-out name; with both,
-``test/`` is the test split and ``val/`` the validation split, :attr:`ImageDataset.val_images`).
+``test/`` is the test split and ``val/`` the validation split, :attr:`ImageDataset.val_images`). Split folders go
+by any case and by their other usual names (:data:`SPLIT_NAMES`: ``training/``, ``testing/``, ``valid/``, ...).
 Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
 Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. Which files were
 drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
@@ -60,6 +61,9 @@ MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
 HOLDOUT_SEED = 0
 HELD_OUT_NAMES = ("test", "val")
+# The names a split folder goes by (any case: Train/ and Test/ were two classes): Roboflow exports valid/, others
+# training/, testing/ or validation/.
+SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing"), "val": ("val", "valid", "validation")}
 FORMAT = 4  # bump when the cached layout or the decoding changes, so old cache entries are not reused
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 # The largest decoded set an image_size above the images' own size may make. Enlarging on the way into the cache
@@ -131,12 +135,17 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
 
 def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
     """(the training folder, the held-out folder or None, the validation folder or None)."""
-    if (path / "train").is_dir():
-        present = [path / n for n in HELD_OUT_NAMES if (path / n).is_dir()]
-        others = [d for d in _subfolders(path) if d.name not in ("train", *HELD_OUT_NAMES)]
+    splits: dict[str, Path] = {}
+    for d in _subfolders(path):
+        role = next((r for r, names in SPLIT_NAMES.items() if d.name.lower() in names), None)
+        if role is not None and role not in splits:
+            splits[role] = d
+    if "train" in splits:
+        present = [splits[r] for r in HELD_OUT_NAMES if r in splits]
+        others = [d for d in _subfolders(path) if d not in splits.values()]
         if present or not others:  # train/ + test/, or train/ alone: a split layout, not a class
             # test/ and val/ both: the one tests, the other validates (Ultralytics' and many Kaggle sets' layout)
-            return path / "train", present[0] if present else None, present[1] if len(present) == 2 else None
+            return splits["train"], present[0] if present else None, present[1] if len(present) == 2 else None
     return path, None, None
 
 
