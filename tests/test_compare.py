@@ -132,6 +132,21 @@ def test_plot_is_written_once_and_not_overwritten_silently(runs, tmp_path):
     assert plot.read_bytes() != before
 
 
+def test_an_older_runs_augment_switch_reads_as_its_preset(runs, tmp_path):
+    # config.json of runs from before the presets holds "augment": false; beside today's "none" it made a column
+    older = shutil.copytree(runs / "a-lenet", tmp_path / "older")
+    record = json.loads((older / "config.json").read_text())
+    assert record["config"]["augment"] == "none"
+    record["config"]["augment"] = False
+    (older / "config.json").write_text(json.dumps(record))
+    keys, rows = compare_runs([load_run(runs / "a-lenet"), load_run(older)])
+    assert "augment" not in keys
+    record["config"]["augment"] = True  # the old switch on: crop-flip, which differs
+    (older / "config.json").write_text(json.dumps(record))
+    keys, rows = compare_runs([load_run(runs / "a-lenet"), load_run(older)])
+    assert [row["augment"] for row in rows] == ["none", "crop-flip"]
+
+
 def test_a_plot_of_runs_without_an_epoch_warns_of_nothing(runs, tmp_path):
     empty = shutil.copytree(runs / "a-lenet", tmp_path / "no-epoch")
     header = (empty / "metrics.csv").read_text().splitlines()[0]

@@ -25,6 +25,7 @@ from cnnlab.io import check_figure_file, save_figure
 from cnnlab.models import create_model
 from cnnlab.models.summary import layer_summary
 from cnnlab.runs import Run
+from cnnlab.train.config import augment_name
 
 FORMATS = ("md", "csv", "json")
 
@@ -84,8 +85,16 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
     keys: list[str] = []
     for run in runs:
         keys.extend(k for k in run.config if k not in keys and k not in _NOT_COMPARED)
-    missing = object()
-    return [k for k in keys if len({json.dumps(r.config.get(k, missing), default=str) for r in runs}) > 1]
+    return [k for k in keys if len({json.dumps(_setting(r, k), default=str) for r in runs}) > 1]
+
+
+_MISSING = object()
+
+
+def _setting(run: Run, key: str) -> Any:
+    """A run's setting as today's runs record it (an older run's augment switch as its preset's name)."""
+    value = run.config.get(key, _MISSING)
+    return augment_name(value) if key == "augment" else value
 
 
 def model_macs(model: str, input_size: int, in_channels: int = 1, num_classes: int = 10) -> int | None:
@@ -113,7 +122,7 @@ def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
         "dataset": dataset.get("name") or run.config.get("dataset", "fashion-mnist"),
         "recipe": run.config.get("recipe"),
     }
-    row.update({k: run.config.get(k) for k in keys})
+    row.update({k: None if (v := _setting(run, k)) is _MISSING else v for k in keys})
     row.update({
         "params": run.record.get("params") or result.get("params"), "macs": macs, "epochs_done": len(run.metrics),
         "best_val_acc": max(val) if val else None, "final_val_acc": val[-1] if val else None,

@@ -35,6 +35,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 # The --augment presets, as cnnlab.data.transforms.AUGMENTS names them (kept here torch-free for the CLI's flags).
 AUGMENTS = ("none", "crop-flip", "trivial", "randaugment", "autoaugment")
+
+
+def augment_name(value: Any) -> Any:
+    """An ``augment`` setting as a preset's name: the old switch (a config file's, an older run's config.json)
+    true is crop-flip and false none; anything else as given (validation judges it)."""
+    return (AUGMENTS[1] if value else AUGMENTS[0]) if isinstance(value, bool) else value
 # Strings a config file may hold where it meant the old augment switch (true/false): refused as such.
 _SWITCH_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 # How a field's type is named in the line refusing a value of another type.
@@ -134,8 +140,7 @@ class TrainConfig:
     out: str | None = _f(None, "run folder (default: runs/<time>-<model>)")
 
     def __post_init__(self) -> None:
-        if isinstance(self.augment, bool):  # the old switch, from a config file or an older run's config
-            object.__setattr__(self, "augment", AUGMENTS[1] if self.augment else AUGMENTS[0])
+        object.__setattr__(self, "augment", augment_name(self.augment))
         self.validate()
 
     def validate(self) -> TrainConfig:
