@@ -169,6 +169,36 @@ def test_int8_below_the_agreement_bound_writes_nothing(trained_run, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_int8_export_of_the_compact_model(tmp_path, monkeypatch, data_dir):
+    # cpu10's model: onnxruntime's symbolic shape inference failed on its adaptive max pool (a ReduceMax, then a
+    # Reshape) with "'NoneType' object is not iterable", an internal error
+    torch.manual_seed(0)
+    ckpt = tmp_path / "compact.pt"
+    save_checkpoint({"model_name": "compact", "num_classes": 10, "in_channels": 1, "input_size": 28,
+                     "normalize": None, "ops": "torch", "config": {}, "model": create_model("compact").state_dict(),
+                     "epoch": 0, "step": 0, "history": [], "best_val_acc": 0.0}, ckpt)
+    monkeypatch.setattr(export_module, "INT8_MIN_AGREEMENT", 0.0)  # untrained weights: any agreement will do here
+    out = export_checkpoint(ckpt, tmp_path / "compact-int8.onnx", format="onnx-int8", calibration=64)
+    assert "QuantizeLinear" in {node.op_type for node in onnx.load(str(out)).graph.node}
+
+
+def test_the_check_scales_with_the_logits_and_names_a_diverged_model(tmp_path):
+    # A briefly trained ResNet-34 or RegNet has logits in the hundreds or thousands, and float32 rounds them
+    # otherwise in each runtime: a fixed 1e-4 refused correct exports (1.8e-3 at a largest logit of 1,404)
+    reference = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        reference[1].weight.fill_(300.0)
+    shape = (1, 2)
+    expected = lambda x: reference(x).detach().numpy()  # noqa: E731
+    export_module._check(lambda x: expected(x) + 1e-3, reference, shape, "the export")  # within 1e-4 + 1e-5 x ~1000
+    with pytest.raises(CnnlabError, match=r"max abs difference 1.00e-01 > .* \(0.0001 \+ 1e-05 x the largest logit"):
+        export_module._check(lambda x: expected(x) + 0.1, reference, shape, "the export")
+    with torch.no_grad():
+        reference[1].bias.fill_(float("nan"))
+    with pytest.raises(CnnlabError, match="the model's own logits are not finite .* its weights diverged in training"):
+        export_module._check(expected, reference, shape, "the export")
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(format="onnx-int8"), "an int8 export needs calibration images: pass --calibration N"),
     (dict(format="onnx-int8", calibration=0), "--calibration must be a positive number of images, got 0"),

@@ -52,7 +52,11 @@ from cnnlab.pt2_check import checked_pt2
 
 FORMATS = ("onnx", "pt2", "onnx-int8")
 SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "pt2": ".pt2"}
-TOLERANCE = 1e-4  # max abs difference of logits, export vs PyTorch
+# Largest difference of logits, export vs PyTorch: TOLERANCE plus RELATIVE_TOLERANCE of the largest logit. float32
+# rounds in another order in each runtime, and a model with logits in the hundreds or thousands (a ResNet-34 or a
+# RegNet trained briefly) differs by more than 1e-4 absolutely, as eager PyTorch does with itself between batch sizes.
+TOLERANCE = 1e-4
+RELATIVE_TOLERANCE = 1e-5
 CHECK_BATCHES = (1, 5)
 # An int8 model that disagrees with its float original on more than one test image in ten is not that model any
 # more; a LeNet trained for 100 steps agrees on about 98% (docs/benchmarks.md).
@@ -86,10 +90,15 @@ def _check(run, reference: nn.Module, shape: tuple[int, int], what: str) -> None
         got = run(x)
         if got.shape != expected.shape:
             raise CnnlabError(f"{what} gives logits of shape {got.shape} at batch {n}, expected {expected.shape}")
-        diff = float(np.abs(got - expected).max())
-        if not diff <= TOLERANCE:
-            raise CnnlabError(f"{what} does not match PyTorch: max abs difference {diff:.2e} > {TOLERANCE:g} at "
-                              f"batch {n}; nothing was written")
+        if not np.isfinite(expected).all():  # the exporter is not to blame for this
+            raise CnnlabError(f"the model's own logits are not finite (NaN or infinity) at batch {n}: its weights "
+                              "diverged in training; nothing was written")
+        diff, largest = float(np.abs(got - expected).max()), float(np.abs(expected).max())
+        bound = TOLERANCE + RELATIVE_TOLERANCE * largest
+        if not diff <= bound:
+            raise CnnlabError(f"{what} does not match PyTorch: max abs difference {diff:.2e} > {bound:.2g} "
+                              f"({TOLERANCE:g} + {RELATIVE_TOLERANCE:g} x the largest logit, {largest:.3g}) at batch "
+                              f"{n}; nothing was written")
 
 
 def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str]) -> None:
@@ -195,8 +204,14 @@ def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metad
     with tempfile.TemporaryDirectory(prefix="cnnlab-int8-") as work:
         fp32, prepared = f"{work}/fp32.onnx", f"{work}/prepared.onnx"
         _write_onnx(wrapped, fp32, shape, metadata)  # checked against PyTorch to 1e-4, as a float export is
-        # onnxruntime's recommended step before quantizing: shape inference and graph fusions (Conv + BN)
-        quant_pre_process(fp32, prepared)
+        # onnxruntime's recommended step before quantizing: shape inference and graph fusions (Conv + BN). Its
+        # symbolic shape inference fails on some graphs the exporter writes (compact's adaptive max pool: a
+        # ReduceMax with its axes as an input, then a Reshape, gave "'NoneType' object is not iterable"); ONNX's
+        # own shape inference is enough for quantizing then.
+        try:
+            quant_pre_process(fp32, prepared)
+        except Exception:
+            quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
         quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     agreement = _agreement(_onnx_runner(tmp), wrapped, test_images)
