@@ -128,6 +128,26 @@ def test_unsupported_formats_and_bad_outputs(trained_run, tmp_path, fmt, match):
         export_checkpoint(trained_run / "last.pt", tmp_path)
 
 
+def test_sigterm_during_an_export_leaves_no_file_behind(trained_run, tmp_path, capsys, monkeypatch):
+    # SIGTERM killed the process mid-write: an 85 MB hidden .tmp stayed in the output folder (int8: its work folder
+    # in /tmp too). It now unwinds as Ctrl-C does.
+    import os
+    import signal
+
+    write = export_module._write_onnx
+
+    def write_then_terminated(wrapped, tmp, *args):
+        write(wrapped, tmp, *args)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises at the next bytecode, mid-export
+
+    monkeypatch.setattr(export_module, "_write_onnx", write_then_terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["export", str(trained_run / "last.pt"), "--output", str(tmp_path / "m.onnx")]) == 143
+    assert capsys.readouterr().err.strip() == "cnnlab export: terminated"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler lasts as long as the command
+
+
 def test_cli_export(trained_run, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     assert main(["export", str(trained_run / "last.pt"), "--output", str(out)]) == 0

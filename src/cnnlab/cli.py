@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -511,8 +512,35 @@ def _launched_processes() -> int:
         return 1
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside a training loop (which checkpoints on it): it unwinds as Ctrl-C does, so that a file being
+    written (an export's temporary file, int8's work folder) is removed on the way out."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
+# Commands with their own answer to SIGTERM: a run checkpoints, a sweep passes it on to its workers and waits.
+_OWN_SIGNALS = ("train", "study", "sweep")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = None
+    if args.command not in _OWN_SIGNALS:
+        try:
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread: signals are not ours to take
+            pass
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         if args.command != "train" and _launched_processes() > 1:  # each process would do the whole command
             raise CnnlabError(f"only cnnlab train runs across processes, and torchrun started "
@@ -534,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"cnnlab {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as e:  # a bug, or the machine failing (out of memory, disk full): tracebacks need --debug
         if args.debug:
             raise
