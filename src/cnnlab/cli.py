@@ -542,10 +542,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     try:
-        if args.command != "train" and _launched_processes() > 1:  # each process would do the whole command
-            raise CnnlabError(f"only cnnlab train runs across processes, and torchrun started "
-                              f"{_launched_processes()} of them (WORLD_SIZE); expected cnnlab {args.command} "
-                              f"without torchrun")
+        processes = _launched_processes()
+        if args.command != "train" and processes > 1:  # each process would do the whole command
+            raise CnnlabError(f"only cnnlab train runs across processes, and torchrun started {processes} of them "
+                              f"(WORLD_SIZE); expected cnnlab {args.command} without torchrun")
         return args.func(args)
     except CnnlabError as e:
         if args.debug:

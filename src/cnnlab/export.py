@@ -325,8 +325,8 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
     exported = Path(exported)
     if exported.suffix.lower() not in (".onnx", ".pt2"):
         raise CnnlabError(f"expected an exported .onnx or .pt2 file, got {str(exported)!r}")
-    test_images = verification_images(checkpoint, images, data_dir)
     trained = load_trained(checkpoint, "cpu")
+    test_images = _test_images(trained, images, data_dir)
     wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
     if exported.suffix.lower() == ".onnx":
         run = _onnx_runner(exported)
@@ -346,6 +346,10 @@ def verification_images(checkpoint: str | Path, images: int, data_dir: str | Pat
     Raises:
         CnnlabError: ``images`` is not a positive integer, or the checkpoint or its dataset cannot be read.
     """
+    return _test_images(load_trained(checkpoint, "cpu"), images, data_dir)
+
+
+def _test_images(trained, images: int, data_dir: str | Path | None) -> torch.Tensor:
     if not is_int(images) or images < 1:
         raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
-    return _dataset(load_trained(checkpoint, "cpu"), data_dir).test_images[:images]
+    return _dataset(trained, data_dir).test_images[:images]

@@ -136,13 +136,14 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
 def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
     """(the training folder, the held-out folder or None, the validation folder or None)."""
     splits: dict[str, Path] = {}
-    for d in _subfolders(path):
+    subfolders = _subfolders(path)
+    for d in subfolders:
         role = next((r for r, names in SPLIT_NAMES.items() if d.name.lower() in names), None)
         if role is not None and role not in splits:
             splits[role] = d
     if "train" in splits:
         present = [splits[r] for r in HELD_OUT_NAMES if r in splits]
-        others = [d for d in _subfolders(path) if d not in splits.values()]
+        others = [d for d in subfolders if d not in splits.values()]
         if present or not others:  # train/ + test/, or train/ alone: a split layout, not a class
             # test/ and val/ both: the one tests, the other validates (Ultralytics' and many Kaggle sets' layout)
             return splits["train"], present[0] if present else None, present[1] if len(present) == 2 else None

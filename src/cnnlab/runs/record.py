@@ -101,18 +101,27 @@ def _cnnlab(processes: int) -> list[str]:
     return ["cnnlab"] if processes <= 1 else ["torchrun", "--nproc-per-node", str(processes), "-m", "cnnlab"]
 
 
-def _processes(folder: Path) -> int:
-    """The processes a run trained with (its config.json's ``world_size``; 1 where it does not say)."""
+def _record(folder: Path) -> dict[str, Any]:
+    """A run folder's config.json, or ``{}`` where it is missing or unreadable (the commands then take the general
+    form)."""
     try:
-        return int(read_json(folder / "config.json").get("world_size") or 1)
-    except (CnnlabError, TypeError, ValueError):
+        return read_json(folder / "config.json")
+    except CnnlabError:
+        return {}
+
+
+def _processes(record: dict[str, Any]) -> int:
+    """The processes a run trained with (its record's ``world_size``; 1 where it does not say)."""
+    try:
+        return int(record.get("world_size") or 1)
+    except (TypeError, ValueError):
         return 1
 
 
 def resume_command(folder: str | Path, processes: int | None = None) -> str:
     """``cnnlab train --resume FOLDER``, under torchrun with as many processes for a run that trained with several
     (``processes``, else its config.json says): a resume with another count is refused."""
-    processes = _processes(Path(folder)) if processes is None else processes
+    processes = _processes(_record(Path(folder))) if processes is None else processes
     return shlex.join([*_cnnlab(processes), "train", "--resume", str(folder)])
 
 
@@ -124,13 +133,10 @@ def restart_command(folder: str | Path) -> str:
     what the stopped run wrote. A folder without a readable config gets the general form.
     """
     folder = Path(folder)
-    try:
-        known = isinstance(read_json(folder / "config.json").get("config"), dict)
-    except CnnlabError:
-        known = False
-    if not known:
+    record = _record(folder)
+    if not isinstance(record.get("config"), dict):
         return f"cnnlab train MODEL ... --out {shlex.quote(str(folder))} --force"
-    return shlex.join([*_cnnlab(_processes(folder)), "train", "--config", str(folder / "config.json"), "--out",
+    return shlex.join([*_cnnlab(_processes(record)), "train", "--config", str(folder / "config.json"), "--out",
                        str(folder), "--force"])
 
 

@@ -108,7 +108,8 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
     if unknown:
         raise CnnlabError(f"a joining machine sets only {', '.join(LOCAL)} for itself; got {', '.join(unknown)}")
     _check_folder_is_the_studys(sweep_dir, study)
-    if spec is not None:  # a joining worker's study is read below, before any trial
+    joining = spec is None
+    if not joining:  # a joining worker's settings are read from the study below, before any trial
         refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir, "--out" if out else "the sweep folder")
     made = missing_folders(sweep_dir)
     try:
@@ -121,7 +122,9 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         handle = open_storage(url, heartbeat)
         try:
             study_obj, spec = load_study(handle, study, spec)
-            refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir, "--out" if out else "the sweep folder")
+            if joining:
+                refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir,
+                                    "--out" if out else "the sweep folder")
             again = enqueue_interrupted(study_obj)
         except db_errors() as e:
             raise StorageLost(f"the study database {shown(url)} does not answer: {first_line(e)}") from None
