@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import dataset_of, load_trained
+from cnnlab.inference import load_trained
 from cnnlab.table import text_table
 
 
@@ -124,11 +124,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         CnnlabError: the dataset's classes differ from the model's.
     """
     trained = load_trained(path, device)
-    config = trained.config
-    if dataset is not None:
-        config.update(data_dir=None)
-    meta = trained.meta
-    data = dataset_of(config, data_dir, name=dataset or meta.dataset, decoded=(meta.image_size, meta.channels))
+    data = trained.dataset(data_dir, other=dataset)
     trained.check_dataset(data)
     logits = trained.logits(data.test_images, batch_size, tta=tta)
     return EvalResult.from_logits(logits, data.test_labels, data.classes, model=trained.meta.model_name,

@@ -44,7 +44,7 @@ from torch import nn
 
 from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import check_same_classes, dataset_of, load_trained
+from cnnlab.inference import check_same_classes, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
 from cnnlab.picture import CENTRE_CROP, SQUARE_KEY
@@ -301,8 +301,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
 
 def _dataset(trained, data_dir: str | Path | None):
     """The checkpoint's own dataset (its classes checked against the model's)."""
-    meta = trained.meta
-    data = dataset_of(trained.config, data_dir, name=meta.dataset, decoded=(meta.image_size, meta.channels))
+    data = trained.dataset(data_dir)
     check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
     return data
 

@@ -173,6 +173,17 @@ class Trained:
         """The run's TrainConfig as a dict, a copy (empty where the checkpoint kept none)."""
         return dict(self.checkpoint.get("config") or {})
 
+    def dataset(self, data_dir: str | Path | None = None, other: str | None = None, download: bool = True):
+        """The run's own dataset, read as the run read it (its ``--data-dir`` unless ``data_dir`` is given), or
+        ``other``, another dataset name to score the model on; either decoded at the model's image size and
+        channels (see :func:`dataset_of`). Check the result with :meth:`check_dataset`.
+        """
+        config = self.config
+        if other is not None:
+            config.update(data_dir=None)
+        return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
+                          decoded=(self.meta.image_size, self.meta.channels))
+
     def check_dataset(self, data: Any) -> None:
         """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are
         not the model's, or its drawn test split is not the one the run held out (see :func:`check_same_test_split`).

@@ -61,8 +61,7 @@ def load_test_set(trained: inference.Trained) -> TestSet:
         CnnlabError: the dataset is not on this machine, or its images do not fit the model.
     """
     meta = trained.meta
-    data = inference.dataset_of(trained.config, name=meta.dataset, download=False,
-                                decoded=(meta.image_size, meta.channels))
+    data = trained.dataset(download=False)
     images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
     if tuple(images.shape[1:]) != (meta.channels, meta.image_size, meta.image_size):
         raise CnnlabError(f"the test images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "

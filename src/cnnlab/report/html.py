@@ -20,7 +20,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
-from cnnlab.inference import dataset_of, load_trained
+from cnnlab.inference import load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model, model_info
 from cnnlab.models.summary import layer_summary
@@ -229,7 +229,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     meta = trained.meta
     name, size, in_ch = meta.model_name, meta.input_size, meta.channels
     if dataset is None:
-        dataset = dataset_of(trained.config, data_dir, name=meta.dataset, decoded=(meta.image_size, meta.channels))
+        dataset = trained.dataset(data_dir)
     data = dataset
     trained.check_dataset(data)
     images, labels, classes = data.test_images, data.test_labels, data.classes
