@@ -112,6 +112,34 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path, home):
     assert any(torch.equal(x[0], expected) for x in torch.cat([data.train_images, data.test_images]))
 
 
+def _tiff(path: Path, values: np.ndarray, mode: str) -> None:
+    Image.fromarray(values, mode).save(path)
+
+
+@pytest.mark.parametrize("dtype, mode, scale", [(np.float32, "F", 1.0), (np.float32, "F", 255.0),
+                                                (np.int32, "I", 255.0), (np.int32, "I", 65535.0)])
+def test_32_bit_grey_is_read_in_the_range_its_values_fit(tmp_path, home, dtype, mode, scale):
+    # Pillow's convert("L") clips: a [0, 1] float image became black, a 16-bit one held as 32-bit integers white.
+    write_classes(tmp_path / "set", {"a": 6})
+    eight = (np.arange(144).reshape(12, 12) * 255 // 143).astype(np.uint8)  # 0 .. 255
+    _tiff(tmp_path / "set" / "a" / "deep.tiff", (eight / 255 * scale).astype(dtype), mode)
+    data = load_dataset(f"folder:{tmp_path / 'set'}")
+    expected = torch.from_numpy(eight).int()
+    assert any((x[0].int() - expected).abs().max() <= 1 for x in torch.cat([data.train_images, data.test_images]))
+
+
+@pytest.mark.parametrize("values, found", [(np.array([[-1.0, 0.5]]), r"values in \[-1, 0.5\]"),
+                                           (np.array([[0.0, 70000.0]]), r"values in \[0, 70000\]"),
+                                           (np.array([[np.nan, 0.5]]), "NaN")])
+def test_32_bit_grey_of_no_known_range_is_refused_by_name(tmp_path, home, values, found):
+    write_classes(tmp_path / "set", {"a": 6})
+    _tiff(tmp_path / "set" / "a" / "odd.tiff", np.tile(values, (8, 4)).astype(np.float32), "F")
+    with pytest.raises(DataError, match=rf"odd.tiff: a 32-bit float grey image with {found}: expected values in"):
+        load_dataset(f"folder:{tmp_path / 'set'}")
+    data = load_dataset(f"folder:{tmp_path / 'set'}", skip_bad=True)
+    assert len(data.train_images) + len(data.test_images) == 6
+
+
 def test_default_image_size_is_the_median_shorter_side_capped(tmp_path, home, monkeypatch):
     root = tmp_path / "sizes"
     (root / "a").mkdir(parents=True)

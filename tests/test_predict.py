@@ -97,6 +97,20 @@ def test_non_square_transparent_and_16_bit_images(tmp_path):
                                atol=1 / 255, rtol=0)
 
 
+def test_32_bit_grey_pictures_are_read_in_the_range_their_values_fit(tmp_path):
+    # A [0, 1] float TIFF was black; one at 0..255 as floats, or as 32-bit integers, is the 8-bit picture.
+    grey = (np.arange(28 * 28).reshape(28, 28) % 256).astype(np.uint8)
+    for name, values, mode in [("unit.tiff", grey / 255, "F"), ("bytes.tiff", grey, "F"), ("int.tiff", grey, "I"),
+                               ("deep.tiff", grey.astype(np.int32) * 257, "I")]:
+        Image.fromarray(values.astype(np.float32 if mode == "F" else np.int32), mode).save(tmp_path / name)
+        torch.testing.assert_close(load_image(tmp_path / name)[0], torch.from_numpy(grey / 255.0).float(),
+                                   atol=1 / 255, rtol=0)
+    Image.fromarray(np.full((8, 8), -2.0, np.float32), "F").save(tmp_path / "negative.tiff")
+    with pytest.raises(CnnlabError, match=r"^image \S*negative.tiff is a 32-bit float grey image with values in "
+                                          r"\[-2, -2\]: expected values in \[0, 1\] \(float\)"):
+        load_image(tmp_path / "negative.tiff")
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height grey pixels but that holds almost no data."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -13,6 +13,7 @@ would have stored. The other datasets store images already square, so a picture 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -22,11 +23,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "SQUARE_KEY", "crop_square", "read_picture"]
+__all__ = ["CENTRE_CROP", "SQUARE_KEY", "PixelRangeError", "crop_square", "read_picture"]
 
 # An export's metadata entry saying which of the two ways its model's pictures take, so that whoever feeds it can
 # follow: CENTRE_CROP or "pad".
 SQUARE_KEY, CENTRE_CROP = "cnnlab.to_square", "centre-crop"
+
+
+class PixelRangeError(ValueError):
+    """A 32-bit grey image whose values fit no range it could be read in (the message names the picture's values)."""
 
 
 def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, invert: bool, max_bytes: int,
@@ -46,7 +51,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
             model trained on one, instead of the steps above (``invert`` still applies).
 
     Raises:
-        CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt.
+        CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
+            grey with values of no known range.
     """
     nbytes = len(source) if isinstance(source, bytes) else source.stat().st_size
     if nbytes == 0:
@@ -71,6 +77,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
     except Image.DecompressionBombError:
         raise CnnlabError(f"{name} claims too many pixels (a decompression bomb?); expected at most "
                           f"{max_pixels / 1e6:.0f} megapixels") from None
+    except PixelRangeError as e:
+        raise CnnlabError(f"{name} is {e}") from None
     except UnidentifiedImageError:
         raise CnnlabError(f"{name} is not an image Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF or WebP)") \
             from None
@@ -92,6 +100,7 @@ def crop_square(im: Image.Image, size: int, channels: int) -> np.ndarray:
     of ImageNet-style evaluation).
 
     Raises:
+        PixelRangeError: a 32-bit grey image with values of no known range (see :func:`_to_8bit`).
         OSError, ValueError, SyntaxError, Image.DecompressionBombError: Pillow's, for a truncated or corrupt file.
     """
     im.load()  # the full decode: a truncated file fails here, not at open
@@ -105,21 +114,36 @@ def crop_square(im: Image.Image, size: int, channels: int) -> np.ndarray:
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
-    """16-bit grey (``I;16*``, or ``I`` holding values above 255) scaled to 8 bits; Pillow's convert would clip."""
-    if im.mode.startswith("I;16") or im.mode == "I":
-        values = np.asarray(im, dtype=np.float64)
-        if im.mode != "I" or values.max(initial=0) > 255:
-            values = values / 257  # 65535 -> 255, as 8-bit = round(16-bit / 257) maps the ranges onto each other
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-    return im
+    """Grey of more than 8 bits as 8-bit ``L``, scaled (Pillow's convert clips); other modes unchanged.
+
+    ``I;16*`` is 16-bit. ``I`` (32-bit integers) and ``F`` (32-bit floats) do not say their range, so the values
+    do: a float image whose values are all in [0, 1] is a [0, 1] image (the float convention, as torchvision's
+    ``to_dtype(scale=True)`` and scikit-image read one); otherwise values up to 255 are 8-bit and up to 65535 16-bit.
+    A negative, NaN or larger value has no range to read it in, and is refused.
+
+    Raises:
+        PixelRangeError: an ``I`` or ``F`` image with values outside [0, 65535] or NaN.
+    """
+    if not (im.mode.startswith("I;16") or im.mode in ("I", "F")):
+        return im
+    values = np.asarray(im, dtype=np.float64)
+    if im.mode in ("I", "F") and values.size:
+        low, high = float(values.min()), float(values.max())
+        kind = "32-bit float" if im.mode == "F" else "32-bit integer"
+        if math.isnan(low) or math.isnan(high) or low < 0 or high > 65535:
+            found = "NaN" if math.isnan(low) or math.isnan(high) else f"values in [{low:g}, {high:g}]"
+            raise PixelRangeError(f"a {kind} grey image with {found}: expected values in [0, 1] (float), "
+                                  f"[0, 255] (8-bit) or [0, 65535] (16-bit); convert it to an 8- or 16-bit image")
+        top = 1.0 if im.mode == "F" and high <= 1 else 255.0 if high <= 255 else 65535.0
+    else:
+        top = 65535.0
+    # 8-bit = round(16-bit / 257) maps the two ranges onto each other (65535 -> 255)
+    return Image.fromarray(np.clip(np.rint(values * (255 / top)), 0, 255).astype(np.uint8), "L")
 
 
 def _flatten(im: Image.Image, background: int, rgb: bool) -> Image.Image:
-    """8-bit "L" or "RGB": alpha composited over ``background``, 16-bit and float images rescaled."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if a.max() > 255 else 255.0  # 16-bit PNGs open as "I"/"I;16"
-        im = Image.fromarray(np.clip(a / top * 255, 0, 255).round().astype(np.uint8), mode="L")
+    """8-bit "L" or "RGB": alpha composited over ``background``, 16-bit and float images rescaled (:func:`_to_8bit`)."""
+    im = _to_8bit(im)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", im.size, (background, background, background, 255)), im)

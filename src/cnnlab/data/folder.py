@@ -18,11 +18,12 @@ palettes, ...) or when it is ``RGBA`` with equal red, green and blue everywhere 
 every other mode (``RGB``, ``CMYK``, ...) is colour. More than half grey: 1 channel, and any colour files are
 converted to grey, which :attr:`ImageDataset.notices` says with their count and an example (so one stray colour
 or CMYK file no longer turns a grey set into 3 channels); otherwise 3. 16-bit grey is scaled to 8 bits (Pillow's
-convert would clip it); alpha is dropped, as torchvision's ``pil_loader`` does. ``image_size`` defaults to the
-median shorter side of the images, capped at 224 (the largest input the book's models take, d2l 8.1): digits at
-28 px stay 28 px, photos are stored no larger than a model will look at. An ``image_size`` above the median
-shorter side whose decoded set would exceed :data:`MAX_ENLARGED_BYTES` is refused before anything is decoded.
-Unreadable files are refused by name, or skipped with ``skip_bad=True`` (counted, the first one named, in the
+convert would clip it), and 32-bit grey (``I``, ``F``) is read as [0, 1] floats, 8-bit or 16-bit by its values
+(:func:`cnnlab.picture.crop_square`); alpha is dropped, as torchvision's ``pil_loader`` does. ``image_size``
+defaults to the median shorter side of the images, capped at 224 (the largest input the book's models take, d2l
+8.1): digits at 28 px stay 28 px, photos are stored no larger than a model will look at. An ``image_size`` above
+the median shorter side whose decoded set would exceed :data:`MAX_ENLARGED_BYTES` is refused before anything is
+decoded. Unreadable files are refused by name, or skipped with ``skip_bad=True`` (counted, the first one named, in the
 notices). Mirrored images are assumed to keep their class (``flip=True``; a run's ``flip`` setting overrides it).
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
@@ -51,7 +52,7 @@ from cnnlab.data.split import stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import write_json
-from cnnlab.picture import crop_square
+from cnnlab.picture import PixelRangeError, crop_square
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
            "load_folder", "refuse_writing_into"]
@@ -64,7 +65,7 @@ HELD_OUT_NAMES = ("test", "val")
 # The names a split folder goes by (any case: Train/ and Test/ were two classes): Roboflow exports valid/, others
 # training/, testing/ or validation/.
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing"), "val": ("val", "valid", "validation")}
-FORMAT = 4  # bump when the cached layout or the decoding changes, so old cache entries are not reused
+FORMAT = 5  # bump when the cached layout or the decoding changes, so old cache entries are not reused
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 # The largest decoded set an image_size above the images' own size may make. Enlarging on the way into the cache
 # gains nothing the device-side --resize does not give per batch, so past this a typo (--image-size 4000 on 8-px
@@ -308,6 +309,8 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     with _open(path) as img:
         try:
             array = crop_square(img, size, channels)
+        except PixelRangeError as e:
+            raise _BadImage(f"{path}: {e}") from e
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise _BadImage(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
