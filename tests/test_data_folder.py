@@ -7,6 +7,7 @@ size must come back bit for bit.
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image, ImageOps
 import data_support
 from cnnlab.data import DeviceLoader, folder, load_dataset, store
 from cnnlab.errors import CnnlabError, DataError
+from cnnlab.inference import Meta, check_same_classes
 from data_support import listing, rng_image, write_classes
 
 home = data_support.home  # a fixture
@@ -168,6 +170,19 @@ def test_train_and_held_out_folders(tmp_path, home, held):
     data = load_dataset(f"folder:{tmp_path / 'split'}")
     assert data.train_labels.tolist() == [0, 0, 0, 1, 1] and data.test_labels.tolist() == [0, 1, 1]
     assert f"test split: {held}/" in data.description
+
+
+def test_class_names_match_across_splits_in_either_unicode_form(tmp_path, home):
+    # macOS writes "é" decomposed: a train/ made there and a test/ made elsewhere name the same class differently.
+    nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")
+    write_classes(tmp_path / "set" / "train", {nfd: 6, "tea": 6})
+    write_classes(tmp_path / "set" / "test", {nfc: 3, "tea": 2})
+    data = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert data.classes == (nfd, "tea")
+    assert sorted(data.test_labels.tolist()) == [0, 0, 0, 1, 1]
+    write_classes(tmp_path / "two", {nfd: 6, nfc: 6})
+    with pytest.raises(DataError, match="are one name written in two Unicode forms"):
+        load_dataset(f"folder:{tmp_path / 'two'}")
 
 
 @pytest.mark.parametrize("names", [("Train", "Test", "Valid"), ("training", "testing", "validation"),
@@ -365,3 +380,11 @@ def test_too_few_images_to_hold_out(tmp_path, home):
 def test_bad_options(tmp_path, home, kwargs):
     write_classes(tmp_path / "set", {"a": 6})
     one_line(lambda: load_dataset(f"folder:{tmp_path / 'set'}", **kwargs))
+
+
+def test_a_model_takes_its_classes_in_either_unicode_form():
+    nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")
+    meta = Meta("lenet", "folder:/x", (nfd, "tea"), 1, 12, 12, None, None, True, False)
+    check_same_classes(meta, (nfc, "tea"), "dataset folder:/y")
+    with pytest.raises(CnnlabError, match=r"dataset folder:/y has 2 classes \(tea, café\)"):
+        check_same_classes(meta, ("tea", nfc), "dataset folder:/y")

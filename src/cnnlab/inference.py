@@ -7,6 +7,7 @@ class names and the flip-TTA policy of the run, for every dataset.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,8 +256,9 @@ def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, na
 
 
 def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:
-    """Refuse to evaluate or continue a model on a dataset whose classes differ from the ones it learnt."""
-    if tuple(classes) != meta.classes:
+    """Refuse to evaluate or continue a model on a dataset whose classes differ from the ones it learnt (names
+    compared in their composed Unicode form, as a folder's class folders are matched)."""
+    if [unicodedata.normalize("NFC", c) for c in classes] != [unicodedata.normalize("NFC", c) for c in meta.classes]:
         shown = lambda c: ", ".join(c[:5]) + (", ..." if len(c) > 5 else "")  # noqa: E731
         raise CnnlabError(f"{what} has {len(classes)} classes ({shown(tuple(classes))}), but the model was trained "
                           f"on {meta.num_classes} ({shown(meta.classes)}) of {meta.dataset}")

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import statistics
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,16 +205,24 @@ def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ..
         found = f"found {loose} image(s) directly in it" if loose else "found none"
         raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>")
     classes = tuple(d.name for d in class_dirs) if known is None else known
+    # Names match in their composed Unicode form: macOS writes "é" decomposed (NFD), most other systems composed, so
+    # a test/ copied from elsewhere names the same classes with other code points.
+    labels: dict[str, int] = {}
+    for i, c in enumerate(classes):
+        first = labels.setdefault(unicodedata.normalize("NFC", c), i)
+        if first != i:
+            raise DataError(f"{split_dir}: class folders {classes[first]!r} and {c!r} are one name written in two "
+                            f"Unicode forms (composed and decomposed); expected one folder per class")
     files, ignored = [], 0
     for d in class_dirs:
-        if d.name not in classes:
+        label = labels.get(unicodedata.normalize("NFC", d.name))
+        if label is None:
             raise DataError(f"{d}: class {d.name!r} is not among the training classes ({', '.join(classes)})")
         images, other = _walk(d)
         if not images:
             raise DataError(f"{d}: class {d.name!r} has no images (expected files ending in "
                             f"{', '.join(IMAGE_EXTENSIONS)})")
         ignored += other
-        label = classes.index(d.name)
         for p in images:
             try:
                 st = p.stat()
