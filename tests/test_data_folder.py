@@ -7,6 +7,7 @@ size must come back bit for bit.
 from __future__ import annotations
 
 import os
+import shutil
 import unicodedata
 from pathlib import Path
 
@@ -170,6 +171,19 @@ def test_train_and_held_out_folders(tmp_path, home, held):
     data = load_dataset(f"folder:{tmp_path / 'split'}")
     assert data.train_labels.tolist() == [0, 0, 0, 1, 1] and data.test_labels.tolist() == [0, 1, 1]
     assert f"test split: {held}/" in data.description
+
+
+def test_held_out_copies_of_training_images_are_counted_in_a_notice(tmp_path, home):
+    root = tmp_path / "set"
+    write_classes(root / "train", {"a": 6, "b": 6})
+    write_classes(root / "test", {"a": 3, "b": 3}, seed=50)
+    assert not [n for n in load_dataset(f"folder:{root}").notices if "pixel for pixel" in n]
+    shutil.copy(root / "train" / "b" / "002.png", root / "test" / "a" / "copy.png")  # a copy, even under another class
+    shutil.copy(root / "train" / "a" / "001.png", root / "test" / "a" / "again.png")
+    for _ in range(2):  # decoded, then from the cache
+        [notice] = [n for n in load_dataset(f"folder:{root}").notices if "pixel for pixel" in n]
+        assert notice.startswith("2 of 8 test images are pixel for pixel a training image as decoded (first: "
+                                 "test/a/again.png = train/a/001.png)")
 
 
 def test_class_names_match_across_splits_in_either_unicode_form(tmp_path, home):

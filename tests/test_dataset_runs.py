@@ -2,6 +2,7 @@
 predict, export (onnxruntime parity) and the report from the checkpoint alone; old checkpoints still load."""
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -98,6 +99,20 @@ def test_report_names_the_folders_classes(folder_run):
     page = (run / "report.html").read_text()
     assert all(name in page for name in CLASSES) and "t-shirt" not in page
     assert f"folder:{data}" in page
+
+
+def test_a_run_on_a_folder_with_test_copies_of_training_images_says_so_in_training_and_report(tmp_path, capsys,
+                                                                                               monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(6, 2))
+    shutil.copy(data / "train" / "sky" / "3.png", data / "test" / "sky" / "copy.png")
+    run = tmp_path / "run"
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--epochs", "1", "--batch-size", "6",
+                     "--out", str(run)]) == 0
+    line = "1 of 7 test images are pixel for pixel a training image as decoded (first: test/sky/copy.png = " \
+           "train/sky/3.png)"
+    assert f"note: {line}" in capsys.readouterr().out
+    assert line in (run / "report.html").read_text()
 
 
 def test_a_version_1_checkpoint_still_loads_as_fashion_mnist(tmp_path):

@@ -233,7 +233,7 @@ def test_a_grey_set_stays_grey_past_an_rgba_grey_file_and_a_colour_one(tmp_path,
     for name in ("a", "b"):  # every file grey with alpha: 1 channel, nothing converted, nothing to say
         (rgba / name).mkdir(parents=True)
         for i in range(6):
-            grey = rng_image(10 * i + len(name), (12, 12), "L")
+            grey = rng_image(10 * i + ord(name), (12, 12), "L")  # no picture in both classes
             Image.merge("RGBA", (grey, grey, grey, grey)).save(rgba / name / f"{i}.png")
     loaded = load_dataset(f"folder:{rgba}")
     assert loaded.channels == 1 and loaded.notices == ()

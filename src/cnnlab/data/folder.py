@@ -24,7 +24,8 @@ defaults to the median shorter side of the images, capped at 224 (the largest in
 8.1): digits at 28 px stay 28 px, photos are stored no larger than a model will look at. An ``image_size`` above
 the median shorter side whose decoded set would exceed :data:`MAX_ENLARGED_BYTES` is refused before anything is
 decoded. Unreadable files are refused by name, or skipped with ``skip_bad=True`` (counted, the first one named, in the
-notices). Mirrored images are assumed to keep their class (``flip=True``; a run's ``flip`` setting overrides it).
+notices). A held-out image whose decoded pixels are a training image's (a copy in both splits) is counted in the
+notices too. Mirrored images are assumed to keep their class (``flip=True``; a run's ``flip`` setting overrides it).
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
@@ -66,7 +67,7 @@ HELD_OUT_NAMES = ("test", "val")
 # The names a split folder goes by (any case: Train/ and Test/ were two classes): Roboflow exports valid/, others
 # training/, testing/ or validation/.
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing"), "val": ("val", "valid", "validation")}
-FORMAT = 5  # bump when the cached layout or the decoding changes, so old cache entries are not reused
+FORMAT = 6  # bump when the cached layout or the decoding changes, so old cache entries are not reused
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 # The largest decoded set an image_size above the images' own size may make. Enlarging on the way into the cache
 # gains nothing the device-side --resize does not give per batch, so past this a typo (--image-size 4000 on 8-px
@@ -387,18 +388,21 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
     _check_enlarged(root, count, chans, size, own)
     item = chans * size * size
     labels: dict[str, list[int]] = {split: [] for split in splits}
+    digests: dict[str, list[tuple[bytes, Path]]] = {split: [] for split in splits}
 
     def fill(array: np.ndarray) -> int:
         at = 0
         for split, files in splits.items():
             for f in files:
                 try:
-                    array[at:at + item] = _decode(f.path, size, chans).reshape(-1)
+                    pixels = _decode(f.path, size, chans)
                 except _BadImage as e:
                     if not skip_bad:
                         raise DataError(f"{e} ({SKIP_HINT})") from None
                     bad.append(str(e))
                     continue
+                array[at:at + item] = pixels.reshape(-1)
+                digests[split].append((hashlib.blake2b(pixels.tobytes(), digest_size=16).digest(), f.path))
                 labels[split].append(f.label)
                 at += item
         return at
@@ -415,12 +419,28 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
     if bad:
         notes.append(f"skipped {len(bad)} unreadable file(s)")
         notices.append(f"skipped {len(bad)} unreadable image(s) of {total} (first: {bad[0]})")
+    notices += _seen_in_training(root, digests)
     meta = {"format": FORMAT, "shape": [decoded, chans, size, size], "n_train": n_train,
             "classes": list(classes), "train_labels": labels["train"], "test_labels": labels["test"],
             "val_labels": labels["val"] if splits["val"] else None,
             "mean": list(mean), "std": list(std), "notes": notes, "notices": notices}
     write_json(cache / f"{key}.json", meta)  # written last: its presence marks a complete entry
     return _dataset(name, root, images, meta, data_file, identity)
+
+
+def _seen_in_training(root: Path, digests: dict[str, list[tuple[bytes, Path]]]) -> list[str]:
+    """A notice for each held-out split with images whose decoded pixels are a training image's: a picture copied
+    into both splits (or a test/ linked to train/) is scored as unseen though the model trained on it."""
+    training = {digest: path for digest, path in digests["train"]}
+    notices = []
+    for split, what in (("test", "test"), ("val", "validation")):
+        same = [(path, training[digest]) for digest, path in digests[split] if digest in training]
+        if same:
+            held, twin = (os.path.relpath(p, root) for p in same[0])
+            notices.append(f"{len(same)} of {len(digests[split])} {what} images are pixel for pixel a training image "
+                           f"as decoded (first: {held} = {twin}); the {what} accuracy scores them as unseen, though "
+                           f"the model trains on them")
+    return notices
 
 
 def _read_cache(cache: Path, key: str, name: str, identity: tuple) -> ImageDataset | None:

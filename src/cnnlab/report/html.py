@@ -244,6 +244,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     env = run.config.get("environment") or {}
     return render_page({
         "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
+        "notices": list(data.notices),
         "stats": _stats(run, result),
         "facts": _facts(run, name, trained.num_params(), _macs(name, size, in_ch), size),
         "curves": _picture(_resized(curves_figure(run.metrics)), "training curves") if run.metrics else None,
