@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import classification_report, precision_recall_fscore_support
+from sklearn.metrics import classification_report, f1_score, precision_recall_fscore_support
 from sklearn.utils.class_weight import compute_class_weight
 
 from cnnlab.data import DeviceLoader, ImageDataset, balanced_class_weights
@@ -90,6 +90,25 @@ def test_class_scores_match_scikit_learn():
     assert scores["support"] == s.tolist()
     report = classification_report(labels, pred, labels=range(5), zero_division=0, output_dict=True)
     assert scores["macro_f1"] == pytest.approx(report["macro avg"]["f1-score"])
+
+
+def test_a_class_with_no_test_images_has_no_recall_and_is_not_a_failure_in_macro_f1():
+    # Classes 3 and 4 have no test images (a folder whose test/ lacks them); 4 is predicted once, 3 never.
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 0])
+    pred = torch.tensor([0, 1, 1, 1, 2, 0, 2, 4])
+    result = EvalResult.from_logits(torch.nn.functional.one_hot(pred, 5).float(), labels, ("a", "b", "c", "d", "e"))
+    assert result.recall[3] is None and result.recall[4] is None and result.per_class[3] is None
+    assert result.f1[3] is None and result.f1[4] == 0.0  # predicted without being there: a failure
+    p, r, f, _ = precision_recall_fscore_support(labels, pred, zero_division=0)  # over the labels present: 0-2, 4
+    assert [v for v in result.f1 if v is not None] == pytest.approx(f.tolist())
+    assert result.macro_f1 == pytest.approx(f1_score(labels, pred, average="macro", zero_division=0))
+    assert [result.recall[i] for i in (0, 1, 2)] == pytest.approx(r[:3].tolist())
+    text = format_eval(result)
+    assert "macro-F1 leaves such a class out" in text
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("3 "))  # the table's, before the matrix
+    assert row.split()[2:5] == ["–", "0.0000", "–"]
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["recall"]["d"] is None and data["per_class"]["d"] is None
 
 
 def test_eval_result_carries_them():

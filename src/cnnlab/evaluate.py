@@ -28,10 +28,12 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
 def class_scores(confusion: torch.Tensor) -> dict[str, Any]:
     """Per-class precision, recall, F1 and support, and their macro-F1, from a confusion matrix (rows: true class).
 
-    As scikit-learn's ``precision_recall_fscore_support(labels=range(k), zero_division=0)`` computes them: precision
-    ``tp / (tp + fp)``, recall ``tp / (tp + fn)``, F1 ``2 tp / (2 tp + fp + fn)``, each 0 where its denominator is
-    0 (a class never predicted has precision 0); macro-F1 is the unweighted mean of the k F1 scores, so every
-    class counts as much however few images it has (what accuracy hides on unbalanced classes).
+    As scikit-learn's ``precision_recall_fscore_support(zero_division=0)`` computes them: precision ``tp / (tp +
+    fp)``, recall ``tp / (tp + fn)``, F1 ``2 tp / (2 tp + fp + fn)``; a class never predicted has precision 0. A
+    class with no test images has no recall (None), and if it is never predicted either, no F1 (None): it is not
+    in the test at all. Macro-F1 is the unweighted mean of the F1 scores there are (scikit-learn's, over the
+    labels in the truth or the predictions), so every class counts as much however few images it has (what
+    accuracy hides on unbalanced classes), and a class without test images does not count as a failure.
 
     Example:
         >>> class_scores(torch.tensor([[3, 1], [0, 2]]))["macro_f1"]
@@ -44,8 +46,11 @@ def class_scores(confusion: torch.Tensor) -> dict[str, Any]:
         return torch.where(den > 0, num / den.clamp_min(1), torch.zeros_like(num))
 
     f1 = ratio(2 * tp, predicted + actual)  # 2 tp + fp + fn = predicted + actual
-    return {"precision": ratio(tp, predicted).tolist(), "recall": ratio(tp, actual).tolist(), "f1": f1.tolist(),
-            "support": actual.long().tolist(), "macro_f1": float(f1.mean()) if len(f1) else 0.0}
+    scored = (predicted + actual) > 0
+    recall = [value if n > 0 else None for value, n in zip(ratio(tp, actual).tolist(), actual.tolist(), strict=True)]
+    return {"precision": ratio(tp, predicted).tolist(), "recall": recall,
+            "f1": [value if seen else None for value, seen in zip(f1.tolist(), scored.tolist(), strict=True)],
+            "support": actual.long().tolist(), "macro_f1": float(f1[scored].mean()) if scored.any() else 0.0}
 
 
 @dataclass
@@ -54,7 +59,7 @@ class EvalResult:
 
     Attributes:
         accuracy: fraction of test images classified correctly.
-        per_class: accuracy (recall) of each true class, in class order.
+        per_class: accuracy (recall) of each true class, in class order; None for a class with no test images.
         confusion: int64 ``num_classes x num_classes``; rows are true classes, columns predictions.
         n: number of images evaluated.
         classes: the class names.
@@ -62,12 +67,13 @@ class EvalResult:
         checkpoint: path of the checkpoint.
         device: where it ran.
         tta: whether flip-TTA was used.
-        precision, recall, f1: per class, in class order (:func:`class_scores`; recall is ``per_class``).
-        macro_f1: the unweighted mean of ``f1``.
+        precision, recall, f1: per class, in class order (:func:`class_scores`; recall is ``per_class``); recall
+            and F1 are None where a class is not in the test (no images, for F1 no predictions either).
+        macro_f1: the unweighted mean of the F1 scores that are not None.
     """
 
     accuracy: float
-    per_class: list[float]
+    per_class: list[float | None]
     confusion: torch.Tensor
     n: int
     classes: tuple[str, ...]
@@ -77,8 +83,8 @@ class EvalResult:
     tta: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     precision: list[float] = field(default_factory=list)
-    recall: list[float] = field(default_factory=list)
-    f1: list[float] = field(default_factory=list)
+    recall: list[float | None] = field(default_factory=list)
+    f1: list[float | None] = field(default_factory=list)
     macro_f1: float = 0.0
 
     @classmethod
@@ -145,11 +151,17 @@ def format_eval(result: EvalResult) -> str:
     counts = result.confusion.sum(1).tolist()
     rows = zip(result.classes, result.per_class, result.precision, result.f1, counts, strict=True)
     lines.append(text_table(["#", "class", "accuracy (recall)", "precision", "F1", "images"],
-                            [[i, name, f"{acc:.4f}", f"{p:.4f}", f"{f:.4f}", c]
+                            [[i, name, _figure(acc), f"{p:.4f}", _figure(f), c]
                              for i, (name, acc, p, f, c) in enumerate(rows)], "llrrrr", rule="columns"))
+    if None in result.per_class:
+        lines.append("–: the class has no test images (its F1: and no predictions); macro-F1 leaves such a class out")
     lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
     k = len(result.classes)
     lines.append(text_table(["true \\ pred", *range(k)],
                             [[f"{i} {result.classes[i]}", *result.confusion[i].tolist()] for i in range(k)],
                             "l" + "r" * k, rule="columns"))
     return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"

@@ -168,8 +168,9 @@ def _per_class(result) -> list[dict[str, Any]]:
     """Each class's accuracy (its recall) on the test set, with its bar's width and the count behind it, and its
     precision and F1 (:func:`cnnlab.evaluate.class_scores`)."""
     counts = result.confusion.sum(1).tolist()
-    return [{"index": i, "name": name, "accuracy": f"{acc:.1%}", "bar": f"{acc * 100:.1f}%",
-             "correct": int(result.confusion[i, i]), "total": counts[i], "precision": f"{p:.1%}", "f1": f"{f:.3f}"}
+    return [{"index": i, "name": name, "accuracy": "–" if acc is None else f"{acc:.1%}",
+             "bar": f"{(acc or 0) * 100:.1f}%", "correct": int(result.confusion[i, i]), "total": counts[i],
+             "precision": f"{p:.1%}", "f1": "–" if f is None else f"{f:.3f}"}
             for i, (name, acc, p, f) in enumerate(zip(result.classes, result.per_class, result.precision, result.f1,
                                                       strict=True))]
 
