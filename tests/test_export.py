@@ -16,7 +16,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.export import export_checkpoint
 from cnnlab.inference import load_trained
 from cnnlab.models import create_model
-from cnnlab.runs.checkpoint import save_checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 
 # the export extra (pip install 'cnnlab[export]'); `make test` installs it, so CI never skips these
 onnx = pytest.importorskip("onnx")
@@ -154,6 +154,23 @@ def test_cli_export(trained_run, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out) and out.is_file()
     assert main(["export", str(trained_run / "last.pt"), "--output", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_a_flip_tta_run_says_the_graph_is_the_plain_model(run_copy, tmp_path, capsys):
+    plain = tmp_path / "plain.onnx"
+    assert main(["export", str(run_copy / "last.pt"), "--output", str(plain)]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert {p.key: p.value for p in onnx.load(str(plain)).metadata_props}["cnnlab.flip_tta"] == "none"
+    state = load_checkpoint(run_copy / "last.pt")
+    state["config"]["tta"] = True
+    save_checkpoint(state, run_copy / "last.pt")
+    mirrored = tmp_path / "tta.pt2"
+    assert main(["export", str(run_copy / "last.pt"), "--output", str(mirrored), "--format", "pt2"]) == 0
+    assert "note: the run's figures average the logits of each image and of its left-right mirror; this graph is " \
+           "the plain model" in capsys.readouterr().out
+    extra = {"cnnlab.json": ""}
+    torch.export.load(str(mirrored), extra_files=extra)
+    assert json.loads(extra["cnnlab.json"])["cnnlab.flip_tta"].startswith("the run's figures average the logits")
 
 
 # ------------------------------------------------------------------ int8, test-set verification, pt2 without cnnlab

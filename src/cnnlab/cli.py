@@ -231,15 +231,19 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from cnnlab.export import INT8_CHECK_IMAGES, export_checkpoint, verification_images, verify_export
+    from cnnlab import export
+    from cnnlab.inference import load_trained
 
-    verify = args.verify if args.verify is not None else INT8_CHECK_IMAGES if args.format == "onnx-int8" else 0
+    verify = args.verify if args.verify is not None else export.INT8_CHECK_IMAGES if args.format == "onnx-int8" else 0
     if verify:  # a dataset it cannot read is one line before anything is written
-        verification_images(args.checkpoint, verify, data_dir=args.data_dir)
-    print(export_checkpoint(args.checkpoint, args.output, format=args.format, force=args.force,
-                            calibration=args.calibration, data_dir=args.data_dir), flush=True)
+        export.verification_images(args.checkpoint, verify, data_dir=args.data_dir)
+    trained = load_trained(args.checkpoint, "cpu")
+    print(export.export_checkpoint(trained, args.output, format=args.format, force=args.force,
+                                   calibration=args.calibration, data_dir=args.data_dir), flush=True)
+    if trained.meta.tta:
+        print(f"note: {export.TTA_NOTE} ({export.TTA_KEY} in its metadata)", flush=True)
     if verify:
-        print(verify_export(args.checkpoint, args.output, images=verify, data_dir=args.data_dir))
+        print(export.verify_export(args.checkpoint, args.output, images=verify, data_dir=args.data_dir))
     return 0
 
 

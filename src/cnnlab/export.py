@@ -23,7 +23,8 @@ Formats:
 largest logit difference); ``cnnlab export --verify N`` prints it. The speed of each format on a CPU is measured
 by benchmarks/export_speed.py, not here.
 
-The flip-TTA that training may use for its own evaluation is not part of the graph: it is the plain model.
+The flip-TTA that training may use for its own evaluation is not part of the graph: it is the plain model. The
+metadata says whether the run's figures used it (``cnnlab.flip_tta``: ``none``, or how to do the same outside).
 
 The metadata says how a picture that is not square became a training image (``cnnlab.to_square``: ``centre-crop``
 for a folder of images, whose pictures were cropped so, else ``pad``); ``cnnlab explore`` follows it.
@@ -44,7 +45,7 @@ from torch import nn
 
 from cnnlab.checks import is_int
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import check_same_classes, load_trained
+from cnnlab.inference import Trained, check_same_classes, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
 from cnnlab.picture import CENTRE_CROP, SQUARE_KEY
@@ -63,6 +64,11 @@ CHECK_BATCHES = (1, 5)
 INT8_MIN_AGREEMENT = 0.9
 INT8_CHECK_IMAGES = 500
 CALIBRATION_SEED = 0
+# The run's test figures may average each image with its mirror; the graph does not, so whoever matches the figures
+# with the file needs to know.
+TTA_KEY = "cnnlab.flip_tta"
+TTA_NOTE = ("the run's figures average the logits of each image and of its left-right mirror; this graph is the "
+            "plain model: run it on both and average to match them")
 UNSUPPORTED = {
     "torchscript": "TorchScript is deprecated in torch 2.14 (torch.jit.trace raises FutureWarning); use pt2 "
                    "(torch.export, its successor) or onnx",
@@ -229,12 +235,13 @@ def _write_pt2(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: d
     _check(lambda x: loaded(x).detach().numpy(), wrapped, shape, "the torch.export program")
 
 
-def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = "onnx", force: bool = False,
+def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, format: str = "onnx", force: bool = False,
                       calibration: int | None = None, data_dir: str | Path | None = None) -> Path:
     """Export a checkpoint's model, with its preprocessing inside, to one file, verified against PyTorch.
 
     Args:
-        checkpoint: a ``.pt`` file written by ``cnnlab train`` (its EMA weights when the run kept them).
+        checkpoint: a ``.pt`` file written by ``cnnlab train`` (its EMA weights when the run kept them), or one
+            loaded already by :func:`cnnlab.inference.load_trained` (on the CPU).
         output: the file to write, ending in ``.onnx`` (onnx, onnx-int8) or ``.pt2``.
         format: ``"onnx"``, ``"onnx-int8"`` or ``"pt2"`` (see the module docstring for why not TorchScript or
             safetensors).
@@ -270,7 +277,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
         raise CnnlabError(f"--format {format} writes a {suffix} file; got --output {output} (name it "
                           f"{output.stem}{suffix}, or choose the format its suffix names)")
     check_output_file(output, force, what="output ")
-    trained = load_trained(checkpoint, "cpu")
+    trained = checkpoint if isinstance(checkpoint, Trained) else load_trained(checkpoint, "cpu")
     meta = trained.meta
     model = trained.model
     if meta.ops == "scratch":
@@ -286,7 +293,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, format: str = 
                                 "(uint8 image / 255)",
                 "cnnlab.input_size": str(meta.input_size),
                 # a wider picture becomes the square input as the training images did: cropped or padded
-                SQUARE_KEY: CENTRE_CROP if meta.crops_pictures else "pad"}
+                SQUARE_KEY: CENTRE_CROP if meta.crops_pictures else "pad",
+                TTA_KEY: TTA_NOTE if meta.tta else "none"}
     if format == "onnx-int8":
         data = _dataset(trained, data_dir)
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
