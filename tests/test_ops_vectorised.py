@@ -105,6 +105,43 @@ def _compare_conv(case):
     _assert_same(conv2d(x, w, b, *args), F.conv2d(x, w, b, *args), inputs, gen)
 
 
+def _second_order(conv, x, w, b, args, upstream, probes):
+    """The gradients of <first-order gradients of x and w, probes>: what a gradient penalty differentiates."""
+    out = conv(x, w, b, *args)
+    first = torch.autograd.grad(out, [x, w], upstream, create_graph=True)
+    scalar = sum((g * v).sum() for g, v in zip(first, probes, strict=True))
+    inputs = [x, w, upstream] + ([b] if b is not None else [])
+    grads = torch.autograd.grad(scalar, inputs, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs, strict=True)]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@settings(max_examples=80, deadline=None)
+@given(conv_cases())
+def test_conv2d_second_order_gradients_match_torch(case):
+    # The backward was first-order only: a gradient penalty's gradient came back None (allow_unused) or raised.
+    gen = torch.Generator().manual_seed(case["seed"])
+    shape = (case["cin"], *case["hw"]) if case["unbatched"] else (case["n"], case["cin"], *case["hw"])
+    x = _randn(gen, *shape, layout=case["layout"])
+    w = _randn(gen, case["cout"], case["cin"] // case["groups"], *case["kernel"], layout=case["weight_layout"])
+    b = _randn(gen, case["cout"]) if case["bias"] else None
+    args = (case["stride"], case["padding"], case["dilation"], case["groups"])
+    out_shape = F.conv2d(x, w, b, *args).shape
+    upstream = torch.randn(out_shape, generator=gen, dtype=DT).requires_grad_()
+    probes = [torch.randn(x.shape, generator=gen, dtype=DT), torch.randn(w.shape, generator=gen, dtype=DT)]
+    ours = _second_order(conv2d, x, w, b, args, upstream, probes)
+    theirs = _second_order(F.conv2d, x, w, b, args, upstream, probes)
+    for a, c in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, c, **TOL)
+
+
+def test_conv2d_gradgradcheck_chunked(monkeypatch):
+    gen = torch.Generator().manual_seed(3)
+    x, w, b = _randn(gen, 3, 2, 5, 4), _randn(gen, 4, 1, 2, 3), _randn(gen, 4)
+    monkeypatch.setattr(conv_module, "COLS_BUDGET", 2 * 6 * 4 * 2)  # one image per chunk in the forward
+    assert torch.autograd.gradgradcheck(lambda *t: conv2d(*t, stride=(2, 1), padding=(1, 0), groups=2), (x, w, b))
+
+
 @st.composite
 def pool_cases(draw, dilated: bool):
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))

@@ -12,8 +12,10 @@ to that case). The same layout makes both backward products single GEMMs without
 
 For stride 1 the input gradient is instead computed as a forward conv of the output gradient with the flipped
 kernel, which needs no scatter. Autograd through unfold/as_strided gives the same numbers, but its generic
-as_strided backward was 2-6x slower here, hence the custom autograd.Function (first-order only). Groups turn
-each product into one batched matmul over the groups (ResNeXt, d2l 8.6.5).
+as_strided backward was 2-6x slower here, hence the custom autograd.Function. Groups turn each product into one
+batched matmul over the groups (ResNeXt, d2l 8.6.5). A backward whose gradients are differentiated again
+(``create_graph=True``: a gradient penalty, a Hessian-vector product) computes the same products out of place from
+the saved input, so autograd can go through them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from cnnlab.errors import CnnlabError
 from cnnlab.ops._checks import check_image_batch, check_like, check_vector, empty_result, pair
@@ -137,19 +138,21 @@ class _Conv2dFunction(torch.autograd.Function):
         if len(chunks) == 1:
             cols = _im2col(x, geo)
             out = _forward(x, weight, bias, geo, cols)
-            ctx.save_for_backward(None, cols, weight)
         else:  # too big to keep: the backward rebuilds each chunk's matrix from the input
+            cols = None
             out = _run_chunked(x, geo, lambda xc, _: _forward(xc, weight, bias, geo))
-            ctx.save_for_backward(x, None, weight)
+        # x as well as its columns, as F.conv2d saves its input: a second-order backward needs the columns' graph
+        ctx.save_for_backward(x, cols, weight)
         ctx.geo = geo
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         x, cols, weight = ctx.saved_tensors
         geo, groups, o = ctx.geo, ctx.geo.groups, weight.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph=True: these gradients will be differentiated in turn
+            return (*_differentiable_grads(x, weight, grad_out, geo, need_x, need_w, need_b), None)
         # contiguous whatever the weight's layout (channels-last, as the book's loop sets it): filled through views
         grad_w = weight.new_zeros(weight.shape) if need_w else None
         grad_b = grad_out.sum((0, 2, 3)) if need_b else None
@@ -168,6 +171,23 @@ class _Conv2dFunction(torch.autograd.Function):
 
         grad_x = chunk_grads(None, slice(None)) if cols is not None else _run_chunked(x, geo, chunk_grads)
         return grad_x, grad_w, grad_b, None
+
+
+def _differentiable_grads(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, geo: _Geometry,
+                          need_x: bool, need_w: bool, need_b: bool) -> tuple[torch.Tensor | None, ...]:
+    """The backward's three products, out of place and from columns rebuilt from ``x``, so that autograd records
+    them (the first-order backward accumulates in place into buffers it made, and reuses columns without a graph)."""
+    o, groups = weight.shape[0], geo.groups
+    g2 = grad_out.transpose(0, 1).reshape(o, -1)
+    grad_w = None
+    if need_w:
+        cols = _im2col(x, geo)
+        if groups == 1:
+            grad_w = (g2 @ cols.t()).view(weight.shape)
+        else:
+            grad_w = torch.bmm(_grouped(g2, groups), _grouped(cols, groups).transpose(1, 2)).reshape(weight.shape)
+    grad_x = _input_grad(grad_out, g2, weight, geo) if need_x else None
+    return grad_x, grad_w, grad_out.sum((0, 2, 3)) if need_b else None
 
 
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
