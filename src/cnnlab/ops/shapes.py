@@ -18,15 +18,15 @@ def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after:
                 ceil_mode: bool = False) -> int:
     """Number of windows along one side; may be < 1 when the kernel does not fit (the caller reports that)."""
     span = size + pad_before + pad_after - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     if not ceil_mode:
-        return span // stride + 1
+        return span // stride + 1 if span >= 0 else 0
+    # Rounding up, a kernel a little larger than the padded input still gives one window that overhangs its end,
+    # as PyTorch's pooling_output_shape computes it.
     out = -(-span // stride) + 1
     # Like PyTorch's pooling_output_shape: the last window must start inside the input or the left padding.
-    if (out - 1) * stride >= size + pad_before:
+    if out > 0 and (out - 1) * stride >= size + pad_before:
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def resolve_padding(padding: Padding, kernel: tuple[int, int], stride: tuple[int, int],
