@@ -141,13 +141,18 @@ def test_avg_pool2d_fuzz(x, kernel, stride, padding, ceil_mode, count_include_pa
 @given(tensors(min_dims=1), st.data())
 def test_batch_norm_fuzz(x, data):
     c = x.shape[1] if x.dim() >= 2 else 1
+    if x.is_floating_point() and data.draw(st.integers(0, 3), label="half precision") == 0:
+        x = x.to(data.draw(st.sampled_from([torch.float16, torch.bfloat16]), label="input dtype"))
+    own = x.dtype if x.is_floating_point() else torch.float64
 
     def vector(name, choices=("right", "right", "none", "short", "matrix")):
         choice = data.draw(st.sampled_from(choices), label=name)
         if choice == "none":
             return None
         shape = {"right": (c,), "short": (c + 1,), "matrix": (c, 1)}[choice]
-        return torch.rand(shape, dtype=torch.float64).to(x.dtype if x.is_floating_point() else torch.float64) + 0.5
+        # mostly the input's dtype; float32 beside a half-precision input is mixed precision, which torch takes
+        dtype = data.draw(st.sampled_from([own] * 3 + [torch.float32, torch.float64]), label=f"{name} dtype")
+        return torch.rand(shape, dtype=torch.float64).to(dtype) + 0.5
 
     mean, weight, bias = vector("mean"), vector("weight"), vector("bias")
     var = None if mean is None else vector("var", ("right", "right", "short", "none"))  # "none": torch refuses

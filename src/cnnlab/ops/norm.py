@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.ops._checks import check_like, check_tensor, check_vector, empty_result
+from cnnlab.ops._checks import check_tensor, check_vector, empty_result
 
 
 def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
@@ -35,14 +35,21 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_v
     if input.dim() < 2:
         raise CnnlabError(f"{op}: expected input of shape (N, C) or (N, C, ...), got shape {tuple(input.shape)}")
     c = input.shape[1]
-    check_like(input, weight, "weight", op)
-    check_like(input, bias, "bias", op)
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                    ("bias", bias)):
+    given = [(name, t) for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                                       ("weight", weight), ("bias", bias)) if t is not None]
+    for name, t in given:
         check_vector(t, c, name, op)
-        # Running statistics may keep another float dtype (as in mixed precision) but must share the device.
-        if t is not None and t.device != input.device:
+        if t.device != input.device:
             raise CnnlabError(f"{op}: expected {name} on {input.device} like the input, got {t.device}")
+    # PyTorch's rule: everything in the input's dtype, or, for a float16 or bfloat16 input, every parameter and
+    # statistic in float32 (mixed precision). Half-precision input is normalised in float32, as PyTorch's kernels
+    # accumulate: its batch statistics in its own precision are off by more than its rounding.
+    reduced = input.dtype in (torch.float16, torch.bfloat16)
+    if not (reduced and given and all(t.dtype == torch.float32 for _, t in given)):
+        for name, t in given:
+            if t.dtype != input.dtype:
+                also = " (or all float32 for a float16 or bfloat16 input)" if reduced else ""
+                raise CnnlabError(f"{op}: expected {name} of dtype {input.dtype} like the input{also}, got {t.dtype}")
     if (running_mean is None) != (running_var is None):
         given = "running_mean" if running_var is None else "running_var"
         raise CnnlabError(f"{op}: expected running_mean and running_var both given or both None, got only {given}")
@@ -57,13 +64,14 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_v
                               f"got input shape {tuple(input.shape)}")
         return empty_result(input.shape, input, weight, bias)
     shape = (1, c) + (1,) * (input.dim() - 2)  # broadcasts a per-channel vector over the input
+    x = input.float() if reduced else input
     if training:
         count = input.numel() // c
         if count < 2:
             raise CnnlabError(f"{op}: expected more than 1 value per channel when training, "
                               f"got input shape {tuple(input.shape)}")
         dims = [0] + list(range(2, input.dim()))
-        var, mean = torch.var_mean(input, dim=dims, correction=0)
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
         if running_mean is not None or running_var is not None:
             with torch.no_grad():
                 if running_mean is not None:
@@ -74,13 +82,14 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_v
     else:
         if running_mean is None:  # both None: the check above refused one without the other
             raise CnnlabError(f"{op}: expected running_mean and running_var in evaluation mode, got None")
-        mean, var = running_mean.to(input.dtype), running_var.to(input.dtype)
+        mean, var = running_mean.to(x.dtype), running_var.to(x.dtype)
     # y = (x - mean) * rstd * weight + bias, folded into one per-channel scale and shift so the big tensor is
     # read once (addcmul) instead of four times.
     scale = torch.rsqrt(var + eps)
     if weight is not None:
-        scale = scale * weight
+        scale = scale * weight.to(x.dtype)
     shift = -mean * scale
     if bias is not None:
-        shift = shift + bias
-    return torch.addcmul(shift.view(shape), input, scale.view(shape))
+        shift = shift + bias.to(x.dtype)
+    out = torch.addcmul(shift.view(shape), x, scale.view(shape))
+    return out.to(input.dtype) if reduced else out
