@@ -94,13 +94,18 @@ def test_conv2d_empty_batch_or_channels_matches_torch(case, empty):
     _compare_conv({**case, "n": 0, "unbatched": False} if empty == "batch" else {**case, "cin": 0})
 
 
-def _compare_conv(case):
-    gen = torch.Generator().manual_seed(case["seed"])
+def _conv_inputs(case, gen):
+    """(x, weight, bias or None, the positional arguments after them) of a drawn conv case."""
     shape = (case["cin"], *case["hw"]) if case["unbatched"] else (case["n"], case["cin"], *case["hw"])
     x = _randn(gen, *shape, layout=case["layout"])
     w = _randn(gen, case["cout"], case["cin"] // case["groups"], *case["kernel"], layout=case["weight_layout"])
     b = _randn(gen, case["cout"]) if case["bias"] else None
-    args = (case["stride"], case["padding"], case["dilation"], case["groups"])
+    return x, w, b, (case["stride"], case["padding"], case["dilation"], case["groups"])
+
+
+def _compare_conv(case):
+    gen = torch.Generator().manual_seed(case["seed"])
+    x, w, b, args = _conv_inputs(case, gen)
     inputs = [x, w] + ([b] if b is not None else [])
     _assert_same(conv2d(x, w, b, *args), F.conv2d(x, w, b, *args), inputs, gen)
 
@@ -121,11 +126,7 @@ def _second_order(conv, x, w, b, args, upstream, probes):
 def test_conv2d_second_order_gradients_match_torch(case):
     # The backward was first-order only: a gradient penalty's gradient came back None (allow_unused) or raised.
     gen = torch.Generator().manual_seed(case["seed"])
-    shape = (case["cin"], *case["hw"]) if case["unbatched"] else (case["n"], case["cin"], *case["hw"])
-    x = _randn(gen, *shape, layout=case["layout"])
-    w = _randn(gen, case["cout"], case["cin"] // case["groups"], *case["kernel"], layout=case["weight_layout"])
-    b = _randn(gen, case["cout"]) if case["bias"] else None
-    args = (case["stride"], case["padding"], case["dilation"], case["groups"])
+    x, w, b, args = _conv_inputs(case, gen)
     out_shape = F.conv2d(x, w, b, *args).shape
     upstream = torch.randn(out_shape, generator=gen, dtype=DT).requires_grad_()
     probes = [torch.randn(x.shape, generator=gen, dtype=DT), torch.randn(w.shape, generator=gen, dtype=DT)]
