@@ -8,10 +8,12 @@ import json
 import os
 import re
 import shutil
+import warnings
 
 import matplotlib
 import pytest
 import torch
+from matplotlib import font_manager
 from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
@@ -310,3 +312,32 @@ def test_report_renders_in_headless_chromium(run_copy, tmp_path, monkeypatch):
     finally:
         driver.quit()
     assert Image.open(shot).size[0] >= 1000
+
+
+# ------------------------------------------------------------------------------------------ CJK class names
+
+# A font with Chinese glyphs on this machine (.ci/run installs fonts-wqy-microhei)
+CJK_FILE = next((p for p in font_manager.findSystemFonts()
+                 if any(k in p.lower() for k in ("wqy", "notosanscjk", "sourcehansans"))), None)
+
+
+@pytest.mark.skipif(CJK_FILE is None and not IN_CI,
+                    reason="no CJK font installed (apt-get install fonts-wqy-microhei); under CI=true this test runs "
+                           "and fails instead")
+def test_chinese_class_names_are_drawn_with_a_cjk_font_not_as_boxes(monkeypatch):
+    assert CJK_FILE, "CI=true but no CJK font is installed (see .ci/run)"
+    font_manager.fontManager.addfont(CJK_FILE)  # matplotlib's font cache may be older than the font
+    names = ["猫", "狗", "t-shirt"]
+    confusion = torch.tensor([[5, 1, 0], [0, 6, 0], [2, 0, 4]])
+    images = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+
+    def draw():
+        plots.figure_png(plots.confusion_figure(confusion, names))
+        plots.figure_png(plots.misclassified_figure(images, [0, 1], [1, 2], [0.9, 0.6], names))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "Glyph 29483 ... missing from font(s) DejaVu Sans."
+        draw()
+    monkeypatch.setattr(plots, "CJK_FONTS", ())  # as before: boxes, and the warning
+    with pytest.warns(UserWarning, match="missing from font"):
+        draw()

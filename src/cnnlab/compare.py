@@ -24,6 +24,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.io import check_figure_file, save_figure
 from cnnlab.models import create_model
 from cnnlab.models.summary import layer_summary
+from cnnlab.report.plots import name_fonts
 from cnnlab.runs import Run
 from cnnlab.train.config import augment_name
 
@@ -211,6 +212,7 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
         check_figure_file(plot, force, what="plot file ")
     columns, rows = compare_runs(runs)
     if plot is not None:
-        save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))
+        with name_fonts():  # run folder names in any script
+            save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))
     return format_table(columns, rows, fmt)
 

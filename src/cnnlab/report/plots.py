@@ -6,18 +6,53 @@ memory in a long training process, no backend to choose (saving to PNG uses Agg)
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import matplotlib
 import torch
+from matplotlib import font_manager
 from matplotlib.figure import Figure
 
 from cnnlab.errors import CnnlabError
 
 MAPS_CMAP = "viridis"
 FILTER_CMAP = "RdBu_r"  # diverging: red excites, blue inhibits, white is zero
+# Class and run names may be Chinese, Japanese or Korean (d2l-zh's readers name their own classes so), and
+# matplotlib's DejaVu Sans has none of those glyphs: each drew as a box, with a warning. Text falls back, glyph by
+# glyph, to the first of these fonts that matplotlib knows on the machine (Linux, Windows and macOS families).
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK JP", "Noto Sans CJK KR", "Source Han Sans SC",
+             "Source Han Sans", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback", "Microsoft YaHei",
+             "SimHei", "Yu Gothic", "Malgun Gothic", "PingFang SC", "Hiragino Sans GB", "Hiragino Sans",
+             "Apple SD Gothic Neo")
 
 
+@contextlib.contextmanager
+def name_fonts() -> Iterator[None]:
+    """Matplotlib's fonts with a CJK fallback (:data:`CJK_FONTS`) for the figures built and saved inside.
+
+    Both: a text takes its font family when it is made, and tick labels are made only when the figure is drawn.
+    """
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    fallback = next((name for name in CJK_FONTS if name in known), None)
+    if fallback is None:
+        yield
+        return
+    with matplotlib.rc_context({"font.family": [*matplotlib.rcParams["font.family"], fallback]}):
+        yield
+
+
+def _with_name_fonts(build):
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        with name_fonts():
+            return build(*args, **kwargs)
+    return wrapper
+
+
+@_with_name_fonts
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     """The figure as PNG bytes, cropped to its content."""
     buf = io.BytesIO()
@@ -45,6 +80,7 @@ def _bare(ax) -> None:
         spine.set_color("#999999")
 
 
+@_with_name_fonts
 def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
     """Row-normalised confusion matrix: cell ``(i, j)`` is the share of class ``i`` predicted as ``j`` (in %).
 
@@ -73,6 +109,7 @@ def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
     return fig
 
 
+@_with_name_fonts
 def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequence[int], confidence: Sequence[float],
                          classes: Sequence[str], cols: int = 8) -> Figure:
     """A grid of test images with the predicted class (and its probability) above the true one.
@@ -126,6 +163,7 @@ def filters_figure(weight: torch.Tensor, cols: int = 16) -> Figure:
     return fig
 
 
+@_with_name_fonts
 def feature_maps_figure(image: torch.Tensor, rows: Sequence[tuple[str, torch.Tensor]], title: str = "",
                         channels: int = 8) -> Figure:
     """One test image and its feature maps at every row of the network.
