@@ -25,7 +25,15 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.imagefolder import list_images
-from cnnlab.explore.model import Options, analyze_image, model_card, read_classes
+from cnnlab.explore.model import (
+    Options,
+    analyze_image,
+    model_card,
+    occlusion,
+    occlusion_pngs,
+    patch_pixels,
+    read_classes,
+)
 from cnnlab.explore.probe import map_rows
 from cnnlab.explore.sources import open_model, open_with_images
 from cnnlab.report.features import Row
@@ -114,6 +122,9 @@ def test_feature_maps_agree_across_kinds(lenet, grey_folder):
         assert torch.allclose(probs["pt2"], probs["run"], atol=1e-5)
     kernels = {k: m.kernels() for k, m in models.items()}
     assert torch.equal(kernels["onnx"], kernels["run"]) and torch.equal(kernels["pt2"], kernels["run"])
+    # ONNX counted the Reshape's target shape too (2 more than the module's parameters)
+    params = {k: model_card(m)["params"] for k, m in models.items()}
+    assert params["onnx"] == params["pt2"] == params["run"] > 0, params
     # Grad-CAM through the .pt2 program's interpreter equals Grad-CAM through the run's own stages.
     image = images.images[0]
     a_run, a_pt2 = (analyze_image(models[k], image) for k in ("run", "pt2"))
@@ -121,6 +132,31 @@ def test_feature_maps_agree_across_kinds(lenet, grey_folder):
     assert [t["class"] for t in a_run["top"]] == [t["class"] for t in a_pt2["top"]]
     occ = analyze_image(models["onnx"], image)["explanation"]
     assert occ["method"] == "occlusion" and occ["grid"] == 7 and occ["occlusion"].startswith("data:image/png")
+
+
+@pytest.mark.parametrize("side", [64, 32, 10, 28])
+def test_occlusion_paints_each_patch_on_the_pixels_it_hid(side):
+    # The map was stretched over the image as if patches were side / 7 wide; they are ceil(side / 7) pixels, so at
+    # 64 px the patch hiding rows 50..59 was painted on 46..54 (and at 10 px, 7 x 7 cells ran past the image).
+    step = -(-side // 7)
+    cells = -(-side // step)
+    lo, hi = (cells - 2) * step, (cells - 1) * step  # one patch: the next to last along each side
+
+    class Spot:  # class 0 scores the brightness of that patch alone
+        classes = ("spot", "none")
+
+        def logits(self, images):
+            score = images[:, :, lo:hi, lo:hi].float().mean((1, 2, 3)) / 255 * 10
+            return torch.stack([score, torch.zeros_like(score)], 1)
+
+    image = torch.zeros(1, side, side, dtype=torch.uint8)
+    image[:, lo:hi, lo:hi] = 255
+    drop = occlusion(Spot(), image, 0)
+    assert drop.shape == (cells, cells) and divmod(int(drop.argmax()), cells) == (cells - 2, cells - 2)
+    hidden = patch_pixels(drop, side) > 0
+    rows, cols = torch.where(hidden)
+    assert (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1) == (lo, hi, lo, hi)
+    assert occlusion_pngs(Spot(), image, 0)["grid"] == cells
 
 
 def _torchvision(name: str, size: int, tmp_path):
@@ -141,6 +177,63 @@ def _torchvision(name: str, size: int, tmp_path):
         f"import torch, torchvision\n\ndef build():\n    torch.manual_seed(0)\n"
         f"    return torchvision.models.{name}(num_classes=5)\n")
     return model
+
+
+FIRST_CONVS = '''
+import torch
+from torch import nn
+
+
+class HeadFirst(nn.Module):  # the 1 x 1 head is registered before the stem that reads the image
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = nn.Conv2d(16, 5, 1)
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return self.head(self.stem(x)).mean((2, 3))
+
+
+class Depthwise(nn.Module):  # the first conv is depthwise: its weight is 3 x 1 x 3 x 3 for 3 channels
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, groups=3), nn.ReLU(), nn.Conv2d(3, 8, 1))
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def head_first():
+    return HeadFirst()
+
+
+def depthwise():
+    return Depthwise()
+'''
+
+
+def test_the_input_channels_are_those_of_the_convolution_that_reads_the_image(tmp_path, monkeypatch):
+    # The channels came from the first conv's weight.shape[1] (in_channels / groups: 1 for a depthwise stem) and,
+    # for module:function, from the first conv registered (a head): each model was refused, with no flag to help.
+    (tmp_path / "first_convs.py").write_text(FIRST_CONVS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    head_first = open_model("first_convs:head_first", Options(input_size=16))
+    assert head_first.spec.channels == 3 and tuple(head_first.kernels().shape) == (16, 3, 3, 3)
+    model = open_model("first_convs:depthwise", Options(input_size=16))
+    assert model.spec.channels == 3 and tuple(model.kernels().shape) == (3, 1, 3, 3)
+    x = torch.rand(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.model, (x,), str(tmp_path / "depthwise.onnx"), dynamo=False,
+                          input_names=["images"])
+        torch.export.save(torch.export.export(model.model, (x,)), str(tmp_path / "depthwise.pt2"))
+    for path, options in ((tmp_path / "depthwise.onnx", Options()), (tmp_path / "depthwise.onnx",
+                                                                     Options(layout="NCHW")),
+                          (tmp_path / "depthwise.pt2", Options())):
+        assert open_model(path, options).spec.channels == 3, (path, options)
 
 
 def test_two_requests_at_once_each_get_their_own_images_stages():
@@ -199,6 +292,8 @@ def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch
         assert tuple(model.kernels().shape) == convs, kind
         card = model_card(model)
         assert len(card["layers"]) > 20 and card["params"] > 0, kind
+        if kind != "onnx":  # the ONNX exporter folds batch norm into the convolutions: fewer parameters
+            assert card["params"] == sum(p.numel() for p in reference.parameters()), kind
         result = analyze_image(model, images.images[1])
         assert sum(1 for r in result["rows"] if r["maps"]) > 15, kind
         assert result["explanation"]["method"] == ("occlusion" if kind == "onnx" else "grad-cam"), kind
@@ -211,6 +306,19 @@ def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch
             assert any(r.output.shape == row.output.shape and torch.allclose(r.output, row.output, atol=1e-4)
                        for r in rows["module"]), (kind, row.name)
     assert len(rows["pt2"]) == len(rows["module"])
+    if name == "resnet18":  # each block's `out += identity` overwrote the bn2 output recorded before it
+        bn2 = {}
+
+        def keep(module, args, out) -> None:  # returns None: the block goes on with its own output
+            bn2.setdefault("out", out.clone())
+
+        hook = reference.layer1[0].bn2.register_forward_hook(keep)
+        with torch.no_grad():
+            reference(images.images[:1].float() / 255)
+        hook.remove()
+        for kind in ("module", "pt2"):
+            [row] = [r for r in rows[kind] if r.name == "layer1.0.bn2"]
+            assert torch.allclose(row.output[:1], bn2["out"], atol=1e-5), kind
     # Grad-CAM through the program's interpreter and through hooks on the module agree.
     x = models["module"].spec.to_input(images.images[:1])
     pt2, hooks = (explain_with(models[k]._stage_pass, x, target=2) for k in ("pt2", "module"))
@@ -602,6 +710,28 @@ def needs_an_argument(width):
     return Nhwc()
 
 
+class Squeezed(nn.Module):  # ends as many do, in squeeze(): one image gives 5 scores, not 1 x 5
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean((2, 3), keepdim=True)).squeeze()
+
+
+def squeezed():
+    return Squeezed()
+
+
+class Rounded(nn.Module):
+    def forward(self, x):
+        return (x * 100).long()
+
+
+def integer():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5), Rounded())
+
+
 def raises():
     raise RuntimeError("boom in the user's code")
 
@@ -634,6 +764,11 @@ def scripted():
                            r"that defines the function"),
     ("user_models:exits", r"user_models:exits\(\) called sys.exit\(4\); expected a function that returns an "
                           r"nn.Module"),
+    # every analysis of one image failed on these with an internal error (the server: a 500 per request)
+    ("user_models:squeezed", r"^user_models:squeezed is not a classifier: for 1 image it returns 5, expected 1 x "
+                             r"classes of float logits$"),
+    ("user_models:integer", r"^user_models:integer is not a classifier: for 2 images it returns 2 x 5 of int64, "
+                            r"expected 2 x classes of float logits$"),
 ])
 def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, monkeypatch):
     """module:function runs the user's code; what that code raises (or a model that fails on the input the flags
@@ -674,7 +809,7 @@ def test_a_program_that_returns_two_tensors_is_not_a_classifier(tmp_path, batch)
     dynamic = None if batch else ({0: torch.export.Dim("batch", min=1)},)
     torch.export.save(torch.export.export(Two().eval(), (x,), dynamic_shapes=dynamic), tmp_path / "two.pt2")
     with pytest.raises(CnnlabError, match=r"two.pt2 is not a classifier: for 2 images it returns tuple, expected 2 x "
-                                          r"classes$"):
+                                          r"classes of float logits$"):
         open_model(tmp_path / "two.pt2")
 
 

@@ -221,29 +221,38 @@ def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | Non
 def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler and Fergus 2014, "Visualizing and understanding convolutional networks", 4.2).
 
-    The image is covered by one patch at a time (``grid x grid`` non-overlapping patches, filled with the image's
-    own mean colour so that the patch carries no edge of its own) and the drop in the target class's probability
-    is recorded: ``grid x grid``, positive where hiding the patch hurts the prediction. Needs no gradients, so it
-    works for any model that can only be run forward (an ONNX graph).
+    The image is covered by one patch at a time (non-overlapping squares of ``ceil(side / grid)`` pixels, the last
+    row and column cut by the image's edge, filled with the image's own mean colour so that the patch carries no
+    edge of its own) and the drop in the target class's probability is recorded: ``cells x cells``, where cells
+    is the number of patches that reach the image (``grid``, or fewer for a side below ``grid**2``), positive where
+    hiding the patch hurts the prediction. Needs no gradients, so it works for any model that can only be run
+    forward (an ONNX graph). :func:`patch_pixels` lays the map back onto the image's pixels.
     """
     side = image.shape[-1]
     step = math.ceil(side / grid)
+    cells = math.ceil(side / step)
     fill = image.float().mean((1, 2), keepdim=True).round().to(torch.uint8)
     batch = [image]
-    for i in range(grid):
-        for j in range(grid):
+    for i in range(cells):
+        for j in range(cells):
             covered = image.clone()
             covered[:, i * step:(i + 1) * step, j * step:(j + 1) * step] = fill
             batch.append(covered)
     probs = model.logits(torch.stack(batch)).float().softmax(1)[:, target]
-    return (probs[0] - probs[1:]).view(grid, grid)
+    return (probs[0] - probs[1:]).view(cells, cells)
+
+
+def patch_pixels(drop: torch.Tensor, side: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:
+    """The ``side x side`` picture of an occlusion map made with ``grid``: each pixel takes the value of the patch
+    that covered it (patches of ``ceil(side / grid)`` pixels, so a stretch of the map to the side shifted them)."""
+    step = math.ceil(side / grid)
+    return drop.repeat_interleave(step, 0).repeat_interleave(step, 1)[:side, :side]
 
 
 def occlusion_pngs(model: ExploreModel, image: torch.Tensor, target: int) -> dict[str, Any]:
     """Occlusion sensitivity as the page shows it: an overlay on the image (positive part) and the raw map."""
     drop = occlusion(model, image, target)
-    side = image.shape[-1]
-    up = F.interpolate(drop[None, None], size=(side, side), mode="nearest")[0, 0]
+    up = patch_pixels(drop, image.shape[-1])
     top = float(up.clamp(min=0).max())
     heat = up.clamp(min=0) / top if top > 0 else torch.zeros_like(up)
     return {"method": "occlusion", "target": model.classes[target], "grid": int(drop.shape[0]),

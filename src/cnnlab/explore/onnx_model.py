@@ -43,6 +43,8 @@ FLOAT = 1  # onnx.TensorProto.FLOAT
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: stage outputs shown as feature maps. A quantized graph's
 # int8 maps (QLinearConv's) are left to the layer table.
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
+# onnx.TensorProto's FLOAT, FLOAT16, DOUBLE and BFLOAT16: the types a trained weight has
+FLOAT_TYPES = frozenset({1, 10, 11, 16})
 # The inputs of quantized ops that are weights and biases; the others are scales and zero points.
 QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,)}
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
@@ -162,8 +164,7 @@ class OnnxModel:
                 else f"ONNX type {elem}"
             raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {kind}, "
                               "expected float32 N x C x H x W or N x H x W x C")
-        weight = self._first_conv_weight()
-        conv_in = None if weight is None else int(weight.shape[1])
+        conv_in = self._first_conv_channels()
         layout, origin = options.layout, {}
         if layout is None:
             fits = [name for name, c in (("NCHW", dims[1]), ("NHWC", dims[3]))
@@ -198,13 +199,27 @@ class OnnxModel:
                               "--input-size")
         return value.name, options.spec(channels, size, layout, origin)
 
-    def _first_conv_weight(self) -> np.ndarray | None:
+    def _first_conv(self) -> tuple[Any, np.ndarray] | tuple[None, None]:
+        """The first Conv node with a constant 4-d weight, and that weight."""
         for node in self.nodes:
             if node.op_type == "Conv" and len(node.input) > 1:
                 weight = self._constant(node.input[1])
                 if weight is not None and weight.ndim == 4:
-                    return weight
-        return None
+                    return node, weight
+        return None, None
+
+    def _first_conv_weight(self) -> np.ndarray | None:
+        return self._first_conv()[1]
+
+    def _first_conv_channels(self) -> int | None:
+        """The input channels of the first Conv: its weight holds in_channels / group of them."""
+        from onnx import helper
+
+        node, weight = self._first_conv()
+        if node is None:
+            return None
+        group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
+        return int(weight.shape[1]) * int(group)
 
     def _constant(self, name: str) -> np.ndarray | None:
         """An initializer's value, or the float value of a quantized one a DequantizeLinear node reads (a QDQ graph,
@@ -291,21 +306,40 @@ class OnnxModel:
         return None if weight is None else torch.from_numpy(weight.astype(np.float32))
 
     def layers(self) -> list[dict[str, Any]]:
-        def size(name: str) -> int:
-            return int(np.prod(self.initializers[name].dims))
-
         # A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers: that row is left out and
         # the quantized weight counted with its layer; scales and zero points are not parameters.
         dequantized = {n.output[0]: n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"
                        and n.output and all(i in self.initializers for i in n.input)}
+        counted: set[str] = set()
+
+        def params_of(node) -> int:
+            """The parameters a node reads, each initializer once, as a module counts them: not the integer
+            constants of shapes and axes, scalars, batch norm's running statistics, or the normalisation constants
+            an input is shifted and divided by (buffers in PyTorch)."""
+            if node.op_type in QUANTIZED_WEIGHTS:
+                inputs = [node.input[k] for k in QUANTIZED_WEIGHTS[node.op_type] if k < len(node.input)]
+            elif node.op_type in ("Sub", "Div"):
+                return 0
+            else:
+                inputs = node.input[:3] if node.op_type == "BatchNormalization" else node.input
+            total = 0
+            for name in inputs:
+                source = name if name in self.initializers else dequantized.get(name)
+                if source is None or source in counted:
+                    continue
+                tensor = self.initializers[source]
+                quantized = name != source or node.op_type in QUANTIZED_WEIGHTS  # integer weights
+                if not tensor.dims or (tensor.data_type not in FLOAT_TYPES and not quantized):
+                    continue  # a scalar, or integers: shapes, axes, indices
+                counted.add(source)
+                total += int(np.prod(tensor.dims))
+            return total
+
         rows = []
         for node in self.nodes:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
                 continue
-            inputs = [node.input[k] for k in QUANTIZED_WEIGHTS[node.op_type] if k < len(node.input)] \
-                if node.op_type in QUANTIZED_WEIGHTS else node.input
-            params = sum(size(i) if i in self.initializers else size(dequantized[i]) if i in dequantized else 0
-                         for i in inputs)
+            params = params_of(node)
             if node.op_type not in STAGE_OPS and not params:
                 continue
             shape = self.shapes.get(node.output[0]) if node.output else None

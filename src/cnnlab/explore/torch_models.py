@@ -40,7 +40,7 @@ from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_clas
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import BACKBONES, INPUT_SIZE, pretrained_normalize, weights_enum, weights_file
 from cnnlab.pt2_check import checked_pt2
-from cnnlab.report.features import Row, first_conv
+from cnnlab.report.features import Row
 
 aten = torch.ops.aten
 STAGE_PACKETS = frozenset({
@@ -89,6 +89,14 @@ def _spec(options: Options, shape: tuple | None, conv_in: int | None, where: str
     return options.spec(channels, size, layout, origin)
 
 
+def _in_channels(module: nn.Module) -> int | None:
+    """The input channels of a 2-d convolution (its 4-d weight holds in_channels / groups of them), else None."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        return None
+    return int(weight.shape[1]) * int(getattr(module, "groups", 1))
+
+
 class _TorchModel:
     """What the two PyTorch kinds share: a differentiable stage pass, Grad-CAM/saliency, logits, kernels."""
 
@@ -103,24 +111,33 @@ class _TorchModel:
         raise NotImplementedError
 
     def _check_classifier(self, where: str) -> int:
+        """The class count, from passes of 2 images and of 1 (a final ``squeeze()`` drops the batch of one, which
+        every analysis of one image runs); refuses what is not float logits ``N x classes``."""
         spec = self.spec
-        try:
-            with torch.no_grad():
-                out = self._forward(spec.to_input(torch.zeros(2, spec.channels, spec.size, spec.size,
-                                                              dtype=torch.uint8)))
-        except Exception as e:  # the model's own error on the input the flags describe: say which input that was
-            shape = f"2 x {spec.channels} x {spec.size} x {spec.size}" if spec.layout == "NCHW" else \
-                f"2 x {spec.size} x {spec.size} x {spec.channels}"
-            if "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
-                hint = "; pass an --input-size the program allows"
-            else:
-                hint = "; if it takes N x H x W x C images, pass --layout NHWC" if spec.layout == "NCHW" else ""
-            raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; expected "
-                              "a classifier of one image batch") from e
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
-            shape = " x ".join(map(str, out.shape)) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise CnnlabError(f"{where} is not a classifier: for 2 images it returns {shape}, expected 2 x classes")
-        return int(out.shape[1])
+        classes = None
+        for n in (2, 1):
+            try:
+                with torch.no_grad():
+                    out = self._forward(spec.to_input(torch.zeros(n, spec.channels, spec.size, spec.size,
+                                                                  dtype=torch.uint8)))
+            except Exception as e:  # the model's own error on the input the flags describe: say which input
+                shape = f"{n} x {spec.channels} x {spec.size} x {spec.size}" if spec.layout == "NCHW" else \
+                    f"{n} x {spec.size} x {spec.size} x {spec.channels}"
+                if "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
+                    hint = "; pass an --input-size the program allows"
+                else:
+                    hint = "; if it takes N x H x W x C images, pass --layout NHWC" if spec.layout == "NCHW" else ""
+                raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; "
+                                  "expected a classifier of one image batch") from e
+            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n or out.shape[1] < 2 or \
+                    out.shape[1] != (classes or out.shape[1]) or not out.is_floating_point():
+                shape = " x ".join(map(str, out.shape)) if isinstance(out, torch.Tensor) else type(out).__name__
+                kind = f" of {str(out.dtype).removeprefix('torch.')}" if isinstance(out, torch.Tensor) and \
+                    not out.is_floating_point() else ""
+                raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shape}"
+                                  f"{kind}, expected {n} x classes of float logits")
+            classes = int(out.shape[1])
+        return classes
 
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         with torch.no_grad():
@@ -212,17 +229,26 @@ class ExportedModel(_TorchModel):
                       f"(no pickles or code). Class names: {where}.",)
 
     def _conv_in(self) -> int | None:
-        weight = self._first_conv_weight()
-        return None if weight is None else int(weight.shape[1])
+        """The input channels of the first convolution: its weight holds in_channels / groups of them."""
+        node, weight = self._first_conv()
+        if node is None:
+            return None
+        # groups is conv2d's 7th argument, convolution's and _convolution's 9th
+        at = 6 if node.target.overloadpacket is aten.conv2d else 8
+        groups = node.args[at] if len(node.args) > at else node.kwargs.get("groups", 1)
+        return int(weight.shape[1]) * int(groups)
 
-    def _first_conv_weight(self) -> torch.Tensor | None:
+    def _first_conv(self) -> tuple[torch.fx.Node, torch.Tensor] | tuple[None, None]:
         for node in self.graph.nodes:
             if node.op == "call_function" and getattr(node.target, "overloadpacket", None) in (
                     aten.conv2d, aten.convolution, aten._convolution) and len(node.args) > 1:
                 weight = self._value(node.args[1])
                 if isinstance(weight, torch.Tensor) and weight.dim() == 4:
-                    return weight.detach()
-        return None
+                    return node, weight.detach()
+        return None, None
+
+    def _first_conv_weight(self) -> torch.Tensor | None:
+        return self._first_conv()[1]
 
     def _value(self, arg):
         if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
@@ -277,6 +303,9 @@ class ExportedModel(_TorchModel):
                         names[where] += 1
                         label = where if names[where] == 1 else f"{where}#{names[where]}"
                         rows.append(Row(label, node.target.overloadpacket.__name__.rstrip("_"), value))
+                        # later nodes read a copy: an in-place add_ of a residual would change the row recorded
+                        copy = value.clone()
+                        out = (type(out)([copy, *out[1:]]) if isinstance(out, (tuple, list)) else copy)
                 return out
 
         out = Recorder(self.module).run(x)
@@ -329,9 +358,20 @@ class ModuleModel(_TorchModel):
                 m.inplace = False
         names = {id(m): n for n, m in self.model.named_modules()}
         self._leaves = [(names[id(m)], m) for m in self.model.modules() if not list(m.children())]
-        conv = first_conv(self.model)
-        self.spec = _spec(options, None, None if conv is None else int(conv.weight.shape[1]), name)
-        count = self._check_classifier(name)
+        # The input's channels are those of the convolution that reads it, which need not be the first one
+        # registered (a head assigned before the stem): each conv's in_channels is tried in turn, then grey and
+        # RGB for a network without one, and the first the model runs on is taken.
+        tried = dict.fromkeys([*(_in_channels(m) for m in self.model.modules() if _in_channels(m)), 3, 1])
+        refusals = []
+        for channels in tried:
+            self.spec = _spec(options, None, channels, name)
+            try:
+                count = self._check_classifier(name)
+                break
+            except CnnlabError as e:
+                refusals.append(e)
+        else:
+            raise refusals[0]
         self.classes, where = resolve_classes(options.classes, stored, count, folder_classes, stored_in)
         self.notes = (f"{note} Class names: {where}.",)
 
@@ -403,8 +443,16 @@ class ModuleModel(_TorchModel):
 
     def _hooked(self, x: torch.Tensor, stages_only: bool) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
         seen: list[tuple[str, nn.Module, Any]] = []
+
+        def record(mod, args, out, name):
+            seen.append((name, mod, out))
+            # The rest of the network gets a copy: an in-place op after the module (torchvision's ResNet adds the
+            # shortcut to bn2's output with +=) would otherwise change the output recorded. Gradients reach the
+            # recorded output through the copy, for Grad-CAM.
+            return out.clone() if isinstance(out, torch.Tensor) else None
+
         with self._passes:
-            handles = [m.register_forward_hook(lambda mod, args, out, name=name: seen.append((name, mod, out)))
+            handles = [m.register_forward_hook(lambda mod, args, out, name=name: record(mod, args, out, name))
                        for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
             try:
                 out = self.model(x)
@@ -424,14 +472,20 @@ class ModuleModel(_TorchModel):
         return [*rows, Row("output", "output", out)]
 
     def kernels(self) -> torch.Tensor | None:
-        conv = first_conv(self.model)
+        """The weights of the first convolution the input goes through (not the first one registered)."""
+        convs = (mod for _, mod, _ in self._leaf_pass() if _in_channels(mod))
+        conv = next(convs, None)
         return None if conv is None else conv.weight.detach()
 
-    def layers(self) -> list[dict[str, Any]]:
+    def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:
+        """Every leaf module's output for one blank image, in the order they ran."""
         x = self.spec.to_input(torch.zeros(1, self.spec.channels, self.spec.size, self.spec.size,
                                            dtype=torch.uint8))
         with torch.no_grad():
-            seen, _ = self._hooked(x, stages_only=False)
+            return self._hooked(x, stages_only=False)[0]
+
+    def layers(self) -> list[dict[str, Any]]:
+        seen = self._leaf_pass()
         rows, done = [], set()
         for name, mod, value in seen:
             params = sum(p.numel() for p in mod.parameters()) if id(mod) not in done else 0
