@@ -634,6 +634,9 @@ def test_static_page(lenet, grey_folder, tmp_path, capsys):
     assert "cannot write /proc/page.html: folder /proc is not writable" in capsys.readouterr().err
     copy = tmp_path / "copy.onnx"  # --export naming the model it reads, --force too: refused, the model kept
     copy.write_bytes(lenet["onnx"].read_bytes())
+    # the name first: "already exists; pass --force" sent the user to a flag that was refused next
+    assert main(["explore", str(copy), "--images", str(grey_folder), "--export", str(copy)]) == 2
+    assert "expected a file name ending in .html, got" in capsys.readouterr().err
     assert main(["explore", str(copy), "--images", str(grey_folder), "--export", str(copy), "--force"]) == 2
     assert "expected a file name ending in .html, got" in capsys.readouterr().err
     assert copy.read_bytes() == lenet["onnx"].read_bytes()

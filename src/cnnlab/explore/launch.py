@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options, read_classes
-from cnnlab.explore.page import export_page
+from cnnlab.explore.page import check_export_file, export_page
 from cnnlab.explore.server import create_app, create_model_app
 from cnnlab.explore.sources import open_with_images
 from cnnlab.runs.checkpoint import checkpoint_in
@@ -177,8 +177,7 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
     if export is not None:
         if images is None:
             raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
-        if Path(export).exists() and not force:  # before any model work
-            raise CnnlabError(f"--export {export} already exists; pass --force to overwrite it")
+        check_export_file(export, force)  # before any model work
         model, found = _open(source, images, options, skip_bad_images)
         return export_page(model, found, export, force=force)
     model, found = _open(source, images, options, skip_bad_images)

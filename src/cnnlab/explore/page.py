@@ -97,6 +97,14 @@ def build_page(model: ExploreModel, images, budget: int | None = PAGE_BUDGET,
                       f"stage, over the {budget / 2**20:.0f} MiB budget")
 
 
+def check_export_file(output: str | Path, force: bool = False) -> Path:
+    """``output`` as a page may be written there: an ``.html`` (or ``.htm``) name, so never a model or image the
+    explorer reads, ``--force`` or not; then :func:`cnnlab.io.check_output_file`."""
+    if Path(output).suffix.lower() not in (".html", ".htm"):
+        raise CnnlabError(f"--export writes an HTML page: expected a file name ending in .html, got {str(output)!r}")
+    return check_output_file(output, force, what="--export ")
+
+
 def export_page(model: ExploreModel, images, output: str | Path, force: bool = False,
                 budget: int | None = PAGE_BUDGET) -> dict[str, Any]:
     """Write the static page to ``output`` (atomically; an existing file only with ``force``).
@@ -108,9 +116,7 @@ def export_page(model: ExploreModel, images, output: str | Path, force: bool = F
         CnnlabError: ``output`` does not end in ``.html`` (or ``.htm``), cannot be written
             (:func:`cnnlab.io.check_output_file`), no images were given, or the page cannot fit the budget.
     """
-    if Path(output).suffix.lower() not in (".html", ".htm"):  # never a model or image it reads (--force too)
-        raise CnnlabError(f"--export writes an HTML page: expected a file name ending in .html, got {str(output)!r}")
-    output = check_output_file(output, force, what="--export ")
+    output = check_export_file(output, force)
     if images is None or not len(images.names):
         raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
     page, summary = build_page(model, images, budget)
