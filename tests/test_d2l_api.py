@@ -20,6 +20,7 @@ import cnnlab.d2l.models as models_module
 from cnnlab import d2l
 from cnnlab.data import DeviceLoader
 from cnnlab.errors import CnnlabError
+from cnnlab.layers import Conv2d
 from d2l_support import needs_real_data, summary_lines
 
 # --- HyperParameters and add_to_class ----------------------------------------------------------------------------
@@ -212,6 +213,28 @@ def test_init_cnn_is_xavier_on_materialised_layers():
     bound = (6 / (300 + 200)) ** 0.5
     assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
     assert layer.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+
+
+def test_init_cnn_takes_the_types_d2l_takes_exactly():
+    # d2l tests type(m) == nn.Conv2d / nn.Linear: a subclass keeps its own init, and a student's own class named
+    # Linear (with self.W, no weight) was re-initialised, or failed with an AttributeError.
+    class WSConv2d(nn.Conv2d):
+        pass
+
+    class Linear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W = nn.Parameter(torch.ones(3, 2))
+
+    torch.manual_seed(0)
+    own, student = WSConv2d(2, 4, 3), Linear()
+    before = own.weight.detach().clone()
+    nn.Sequential(own, student).apply(d2l.init_cnn)
+    assert torch.equal(own.weight, before) and torch.equal(student.W, torch.ones(3, 2))
+    scratch = Conv2d(2, 4, 3)  # cnnlab's from-scratch twin of nn.Conv2d is initialised as torch's
+    before = scratch.weight.detach().clone()
+    d2l.init_cnn(scratch)
+    assert not torch.equal(scratch.weight, before)
 
 
 def test_init_cnn_on_lazy_layers_skips_and_warns_once(monkeypatch):

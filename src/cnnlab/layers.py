@@ -4,7 +4,7 @@
 arguments, initialise their parameters exactly as torch.nn does (same calls, same order, so the same seed gives
 the same weights), and hold the same parameters and buffers under the same names, so state_dicts move between a
 model built on torch.nn and one built on these both ways. They are plain nn.Module subclasses (not subclasses of
-torch's layers); their class names are torch's, which is what ``cnnlab.models.init.init_cnn`` matches on.
+torch's layers); ``cnnlab.models.init.init_cnn`` initialises their Conv2d as torch's.
 ``Conv2D`` is the book's own learnable layer over the reference loop (d2l 7.2.2).
 """
 
