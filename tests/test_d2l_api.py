@@ -18,7 +18,7 @@ import cnnlab.d2l.board as board_module
 import cnnlab.d2l.data as data_module
 import cnnlab.d2l.models as models_module
 from cnnlab import d2l
-from cnnlab.data import DeviceLoader
+from cnnlab.data import DeviceLoader, load_fashion_mnist
 from cnnlab.errors import CnnlabError
 from cnnlab.layers import Conv2d
 from d2l_support import needs_real_data, summary_lines
@@ -424,6 +424,47 @@ def test_a_model_that_flattens_with_view_trains_in_the_default_layout_with_a_war
         d2l.train_ch6(net, train_iter, train_iter, 1, 0.1, torch.device("cpu"))  # nn.Flatten reshapes: no warning
 
 
+class Checking(TinyConvNet):
+    """A student's forward: asserts its batch size, and prints."""
+
+    def forward(self, X):
+        assert X.shape[0] == 8, X.shape
+        print("forward")
+        return super().forward(X)
+
+
+def test_the_layout_check_runs_the_users_forward_as_training_does(capsys):
+    # The check ran the first two examples: an assert on the batch size stopped training (d2l trains), left the
+    # weights channels-last, and its print showed once more than under d2l.
+    torch.manual_seed(0)
+    model = Checking(lazy=False)
+    model(torch.rand(8, 1, 8, 8))
+    capsys.readouterr()
+    weight, state = model.net[2].weight.data, model.state_dict()  # taken before training, as the book does
+    before = weight.clone()
+    d2l.Trainer(max_epochs=1).fit(model, Images())
+    assert capsys.readouterr().out.count("forward") == 4 + 2  # the epoch's 4 training and 2 validation batches
+    assert model.layouts == [True] * 4 and all(p.is_contiguous() for p in model.parameters())
+    # what was taken from the weights before shares their storage again, trained, as under d2l
+    assert not torch.equal(weight, before)
+    assert torch.equal(weight, model.net[2].weight) and torch.equal(state["net.2.weight"], model.net[2].weight)
+
+
+def test_a_forward_that_fails_in_any_layout_fails_with_its_own_error_and_the_model_handed_back():
+    class Broken(TinyConvNet):
+        def forward(self, X):
+            raise ValueError("the student's own mistake")
+
+    model = Broken(lazy=False)
+    model.net(torch.rand(1, 1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not blamed on channels-last
+        with pytest.raises(ValueError, match="the student's own mistake"):
+            d2l.Trainer(max_epochs=1).fit(model, Images())
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert all(not m._forward_pre_hooks for m in model.modules())  # the small-BatchNorm hooks went too
+
+
 def test_trainer_leaves_a_channels_last_model_and_a_dense_model_as_they_are():
     model = TinyConvNet(lazy=False)
     model(torch.rand(1, 1, 8, 8))
@@ -562,6 +603,20 @@ def test_fashion_mnist_resize_and_d2l_root(tmp_path):
     assert X.shape == (32, 1, 64, 64) and 0 <= X.min() and X.max() <= 1
     assert data.val[0][0].shape == (1, 64, 64)
     assert torch.allclose(data.val[0][0], X[0])
+
+
+@needs_real_data
+@pytest.mark.parametrize("side", [20, 64])
+def test_resize_is_within_one_level_of_torchvisions_pil_resize_shrinking_too(side):
+    # The book's loader resizes each PIL image (transforms.Resize, antialiased); shrinking without antialiasing
+    # was up to 0.34 off at 20 px.
+    from PIL import Image
+    from torchvision import transforms
+
+    X, _ = next(iter(d2l.FashionMNIST(batch_size=16, resize=side).val_dataloader()))
+    raw = load_fashion_mnist().test_images[:16]
+    book = torch.stack([transforms.ToTensor()(transforms.Resize(side)(Image.fromarray(x.numpy()))) for x in raw])
+    assert (X - book).abs().max() <= 1 / 255 + 1e-6
 
 
 @needs_real_data

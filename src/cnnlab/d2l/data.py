@@ -142,7 +142,7 @@ class FashionMNIST(DataModule):
         self.save_hyperparameters()
         positive_int(batch_size, "batch_size")
         self.device = torch.device(device)
-        self.preprocess = Preprocess(_square_side(resize))
+        self.preprocess = Preprocess(_square_side(resize), antialias=True)  # torchvision's Resize, shrinking too
         dataset = load_fashion_mnist(_data_dir(root))
         self.train = _Split(dataset.train_images, dataset.train_labels, self.preprocess)
         self.val = _Split(dataset.test_images, dataset.test_labels, self.preprocess)

@@ -41,6 +41,9 @@ class Preprocess(nn.Module):
         mean: subtracted after resizing: one float for every channel or one per channel (``None``: no
             normalisation); give ``std`` with it.
         std: divided by after subtracting ``mean``, in the same form.
+        antialias: shrink with an antialiasing filter, as torchvision's ``Resize`` does (the book's loaders, whose
+            ``resize`` may go below 28 px). Off for cnnlab's runs: their checkpoints and exports were trained on
+            the plain bilinear shrink, and enlarging, the usual case, is the same either way.
 
     Example:
         >>> Preprocess(96, mean=0.2860, std=0.3530)(torch.rand(2, 1, 28, 28)).shape
@@ -50,9 +53,10 @@ class Preprocess(nn.Module):
     """
 
     def __init__(self, input_size: int = 28, mean: float | Sequence[float] | None = None,
-                 std: float | Sequence[float] | None = None):
+                 std: float | Sequence[float] | None = None, antialias: bool = False):
         super().__init__()
         positive_int(input_size, "input_size")
+        self.antialias = antialias
         if (mean is None) != (std is None):
             raise CnnlabError(f"mean and std must be given together, got mean={mean!r}, std={std!r}")
         self.input_size = input_size
@@ -69,9 +73,10 @@ class Preprocess(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2] != self.input_size or x.shape[-1] != self.input_size:
-            # antialias only matters when shrinking; the book only ever enlarges 28 px (d2l 8.1-8.8).
+            # antialias only matters when shrinking (where it is slower, enlarging too, so it is asked only then)
+            shrink = self.antialias and self.input_size < min(x.shape[-2], x.shape[-1])
             x = F.interpolate(x, size=[self.input_size, self.input_size], mode="bilinear",
-                              align_corners=False, antialias=False)  # N x C x input_size x input_size
+                              align_corners=False, antialias=shrink)  # N x C x input_size x input_size
         if self.normalize:
             x = (x - self.mean) / self.std  # not in place: x may be the caller's tensor
         return x
