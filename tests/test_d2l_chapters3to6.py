@@ -441,5 +441,14 @@ def test_download_extract_unpacks_a_data_hub_archive(server, tmp_path, monkeypat
     folder = d2l.download_extract("hotdog")
     assert (tmp_path / "data" / "hotdog" / "train" / "a.txt").read_text() == "a"
     assert folder.endswith("data/hotdog")
+    # d2l strips one extension: glove.6B.50d.zip unpacks to glove.6B.50d (two made it glove.6B, not a folder)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("glove.6B.50d/vec.txt", "the 0.1")
+    _Files.files = {"/glove.6B.50d.zip": buffer.getvalue()}
+    monkeypatch.setitem(d2l.DATA_HUB, "glove.6b.50d", (server + "/glove.6B.50d.zip",
+                                                       hashlib.sha1(buffer.getvalue()).hexdigest()))
+    folder = d2l.download_extract("glove.6b.50d")
+    assert folder.endswith("data/glove.6B.50d") and (tmp_path / "data" / "glove.6B.50d" / "vec.txt").is_file()
     with pytest.raises(CnnlabError, match="expected a .zip, .tar or .gz archive"):
         d2l.extract(tmp_path / "data" / "hotdog" / "train" / "a.txt")

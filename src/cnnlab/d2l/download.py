@@ -90,4 +90,5 @@ def download_extract(name: str, folder: str | None = None) -> str:
     """Download the ``DATA_HUB`` archive ``name``, unpack it beside itself, and return the unpacked folder."""
     path = Path(download(name))
     extract(path)
-    return str(path.parent / folder) if folder else str(path.with_suffix("").with_suffix(""))
+    # d2l's own rule, os.path.splitext once: glove.6B.50d.zip -> glove.6B.50d, and x.tar.gz -> x.tar
+    return str(path.parent / folder) if folder else str(path.with_suffix(""))
