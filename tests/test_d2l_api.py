@@ -599,6 +599,9 @@ def test_fashion_mnist_resize_and_d2l_root(tmp_path):
     for name in os.listdir(os.environ["CNNLAB_DATA"]):
         (raw / name).symlink_to(os.path.join(os.environ["CNNLAB_DATA"], name))
     data = d2l.FashionMNIST(batch_size=32, resize=64, root=tmp_path)  # where d2l 1.0.3 downloads to
+    with pytest.raises(CnnlabError, match=r"^FashionMNIST\(root='.*/nowhere'\): .*/nowhere is not a folder; "
+                                          r"expected one with the four Fashion-MNIST .gz files"):
+        d2l.FashionMNIST(root=tmp_path / "nowhere")  # the line named --data-dir, a flag of the command line
     X, y = next(iter(data.val_dataloader()))
     assert X.shape == (32, 1, 64, 64) and 0 <= X.min() and X.max() <= 1
     assert data.val[0][0].shape == (1, 64, 64)

@@ -22,7 +22,7 @@ from cnnlab.d2l.arrays import TensorLoader
 from cnnlab.d2l.board import in_notebook
 from cnnlab.d2l.core import HyperParameters
 from cnnlab.data import CLASSES, DeviceLoader, Preprocess, load_fashion_mnist
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, DataError
 
 __all__ = ["DataModule", "FashionMNIST", "show_images", "load_data_fashion_mnist", "get_dataloader_workers",
            "get_fashion_mnist_labels"]
@@ -196,6 +196,10 @@ def _data_dir(root: str | os.PathLike | None) -> Path | None:
     """``root`` itself, or ``root/FashionMNIST/raw`` where torchvision (d2l 1.0.3's loader) downloaded to."""
     if root is None:
         return None
+    if not Path(root).expanduser().is_dir():  # said here: cnnlab.data's own line names --data-dir, not root=
+        raise DataError(f"FashionMNIST(root={str(root)!r}): {root} is not a folder; expected one with the four "
+                        f"Fashion-MNIST .gz files, or with FashionMNIST/raw/ holding them (without root, cnnlab "
+                        f"reads $CNNLAB_DATA, else its cache folder)")
     raw = Path(root).expanduser() / "FashionMNIST" / "raw"
     return raw if (raw / "train-images-idx3-ubyte.gz").is_file() else Path(root).expanduser()
 
