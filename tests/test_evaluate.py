@@ -107,3 +107,31 @@ def test_evaluate_checkpoint_missing_or_corrupt_is_one_line(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="bad.pt"):
         evaluate_checkpoint(tmp_path / "bad.pt", device="cpu")
+
+
+def test_a_run_trained_with_a_relative_data_dir_is_evaluated_from_any_folder(tmp_path, monkeypatch, data_dir,
+                                                                               capsys):
+    # config.json kept "data/fm" as typed: eval, report and resume from another folder said the folder did not
+    # exist "(from --data-dir)", a flag nobody had given them.
+    from cnnlab.cli import main
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "fm").symlink_to(data_dir)
+    monkeypatch.chdir(project)
+    assert main(["train", "lenet", "--data-dir", "data/fm", "--epochs", "1", "--limit-train-batches", "2",
+                 "--limit-val-batches", "1", "--no-report", "--quiet", "--out", "run"]) == 0
+    config = json.loads((project / "run" / "config.json").read_text())
+    assert config["config"]["data_dir"] == str(project / "data" / "fm")
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(project / "run" / "last.pt")]) == 0
+    # a run from before, with the folder as typed: one line saying whose folder it is and what to pass
+    state = load_checkpoint(project / "run" / "last.pt")
+    state["config"]["data_dir"] = "data/fm"
+    save_checkpoint(state, project / "run" / "last.pt")
+    capsys.readouterr()
+    assert main(["eval", str(project / "run" / "last.pt")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "cnnlab eval: error: the run's data folder data/fm (its config's data_dir, relative to the folder the run "
+        "trained in) is not a folder here; expected --data-dir with the folder its files are in now")
+    assert main(["eval", str(project / "run" / "last.pt"), "--data-dir", str(data_dir)]) == 0

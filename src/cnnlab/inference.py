@@ -21,7 +21,7 @@ from cnnlab.checks import positive_int
 from cnnlab.data import Preprocess
 from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import resolve_device
-from cnnlab.errors import CheckpointError, CnnlabError, summary
+from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
 from cnnlab.models import create_model
 from cnnlab.runs.checkpoint import load_checkpoint
 
@@ -247,6 +247,12 @@ def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, na
     # cnnlab.data.load_dataset is looked up at call time: tests replace it to prove bad arguments fail before any
     # data is read.
     args = dataset_args(config, data_dir, name)
+    stored = config.get("data_dir")
+    if data_dir is None and stored and args["root"] == stored and not Path(stored).expanduser().is_dir():
+        # the run's own folder, not one the caller named: a run once kept it as typed (relative to where it trained)
+        where = "" if Path(stored).is_absolute() else ", relative to the folder the run trained in"
+        raise DataError(f"the run's data folder {stored} (its config's data_dir{where}) is not a folder here; "
+                        "expected --data-dir with the folder its files are in now")
     data = cnnlab.data.load_dataset(**args, download=download)
     if decoded is not None and data.name.startswith(FOLDER_PREFIX) and \
             (data.image_size, data.channels) != tuple(decoded):

@@ -7,6 +7,7 @@ the recipe < flags the user gave explicitly.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", augment_name(self.augment))
         self.validate()
+        if self.data_dir:  # absolute: eval, report and resume read the run's data from any working folder
+            object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))
 
     def validate(self) -> TrainConfig:
         """Check types, ranges and combinations; raise a one-line CnnlabError on the first problem."""
