@@ -13,6 +13,7 @@ from PIL import Image
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained
+from cnnlab.models.summary import model_macs
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train import build
 from cnnlab.train.config import TrainConfig
@@ -99,6 +100,9 @@ def test_report_names_the_folders_classes(folder_run):
     page = (run / "report.html").read_text()
     assert all(name in page for name in CLASSES) and "t-shirt" not in page
     assert f"folder:{data}" in page
+    # the MACs of the run's own 3-class head (the report counted a 10-class one, unlike compare)
+    own, ten = model_macs("lenet-relu", 16, 3, num_classes=3), model_macs("lenet-relu", 16, 3)
+    assert own != ten and f"{own:,}" in page and f"{ten:,}" not in page
 
 
 def test_a_run_on_a_folder_with_test_copies_of_training_images_says_so_in_training_and_report(tmp_path, capsys,

@@ -16,14 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io import check_figure_file, save_figure
-from cnnlab.models import create_model
-from cnnlab.models.summary import layer_summary
+from cnnlab.models.summary import model_macs
 from cnnlab.report.plots import name_fonts
 from cnnlab.runs import Run
 from cnnlab.train.config import augment_name
@@ -96,16 +94,6 @@ def _setting(run: Run, key: str) -> Any:
     """A run's setting as today's runs record it (an older run's augment switch as its preset's name)."""
     value = run.config.get(key, _MISSING)
     return augment_name(value) if key == "augment" else value
-
-
-def model_macs(model: str, input_size: int, in_channels: int = 1, num_classes: int = 10) -> int | None:
-    """Multiply-accumulates of one image's forward pass (counted on the meta device), None for an unknown model."""
-    try:
-        with torch.device("meta"):
-            net = create_model(model, num_classes=num_classes, in_channels=in_channels)
-        return sum(r.macs for r in layer_summary(net, (1, in_channels, input_size, input_size)))
-    except (CnnlabError, RuntimeError, TypeError):  # a model this cnnlab does not register, or another version's
-        return None
 
 
 def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:

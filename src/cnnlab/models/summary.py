@@ -127,6 +127,17 @@ def count_params(name: str, in_channels: int = 1, num_classes: int = 10) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def model_macs(name: str, input_size: int, in_channels: int = 1, num_classes: int = 10) -> int | None:
+    """Multiply-accumulates of one image's forward pass (counted on the meta device); None for a model this cnnlab
+    does not register or cannot run at that size (another version's run)."""
+    try:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=num_classes, in_channels=in_channels)
+        return sum(row.macs for row in layer_summary(model, (1, in_channels, input_size, input_size)))
+    except (CnnlabError, RuntimeError, TypeError):
+        return None
+
+
 def models_table() -> str:
     """The registered models with their parameters, default input size, book learning rate and d2l section."""
     body = []

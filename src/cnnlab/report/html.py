@@ -22,8 +22,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
 from cnnlab.inference import load_trained
 from cnnlab.io import atomic_write, check_output_file
-from cnnlab.models import create_model, model_info
-from cnnlab.models.summary import layer_summary
+from cnnlab.models import model_info
+from cnnlab.models.summary import model_macs
 from cnnlab.report import plots
 from cnnlab.report.curves import curves_figure
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
@@ -137,16 +137,6 @@ def _picture(fig, alt: str, dpi: int = 100) -> dict[str, str]:
     return {"alt": alt, "src": f"data:image/png;base64,{data}"}
 
 
-def _macs(name: str, input_size: int, in_channels: int) -> int | None:
-    """Multiply-accumulates per image, counted by FlopCounterMode on the meta device (models.summary)."""
-    try:
-        with torch.device("meta"):
-            model = create_model(name, in_channels=in_channels)
-        return sum(row.macs for row in layer_summary(model, (1, in_channels, input_size, input_size)))
-    except (CnnlabError, RuntimeError):
-        return None
-
-
 METRIC_HEADERS = {"epoch": "epoch", "train_loss": "train loss", "train_acc": "train acc", "val_loss": "val loss",
                   "val_acc": "val acc", "lr": "lr", "seconds": "s", "images_per_s": "img/s"}
 
@@ -247,7 +237,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
         "notices": list(data.notices),
         "stats": _stats(run, result),
-        "facts": _facts(run, name, trained.num_params(), _macs(name, size, in_ch), size),
+        "facts": _facts(run, name, trained.num_params(), model_macs(name, size, in_ch, meta.num_classes), size),
         "curves": _picture(_resized(curves_figure(run.metrics)), "training curves") if run.metrics else None,
         "metrics": _metrics_table(run.metrics) if run.metrics else None,
         "confusion": _picture(plots.confusion_figure(result.confusion, classes), "confusion matrix"),
