@@ -257,6 +257,20 @@ def test_report_of_a_broken_run_folder_is_one_line(run_copy, damage, match):
     assert "\n" not in str(e.value)
 
 
+def test_a_hand_edited_run_is_reported_and_compared_not_an_internal_error(run_copy, tmp_path, capsys):
+    # A metrics.csv with fewer columns (KeyError: 'val_loss') and a result.json with a figure as a string
+    # (ValueError: Unknown format code '%') were internal errors, exit 1.
+    from cnnlab.compare import compare
+
+    (run_copy / "metrics.csv").write_text("epoch,train_loss\n1,2.3\n2,1.1\n")
+    result = json.loads((run_copy / "result.json").read_text())
+    (run_copy / "result.json").write_text(json.dumps({**result, "test_acc": "0.9"}))
+    page = write_report(run_copy, device="cpu").read_text()
+    assert "0.9" in page and "training curves" in page
+    table = compare([str(run_copy)], plot=tmp_path / "compare.png")
+    assert "| 0.9 |" in table and (tmp_path / "compare.png").is_file()
+
+
 def test_a_checkpoint_given_for_the_run_folder_names_its_folder(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -173,7 +173,9 @@ def write_metrics_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
-    """The complete rows of a metrics table as numbers (an empty cell is NaN: a figure that was not measured).
+    """The complete rows of a metrics table as numbers (an empty cell is NaN: a figure that was not measured, and so
+    is a column of :data:`METRIC_COLUMNS` the file lacks, a hand-edited or another tool's file: every reader of a
+    run can take each of them).
 
     A last line without its newline is a row still being written (a live run watched from outside) and is left
     out. :class:`cnnlab.runs.Run` is how the rest of cnnlab reads a run's metrics.
@@ -194,7 +196,8 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
         if len(cells) != len(header):
             raise ValueError(f"line {number} has {len(cells)} fields, expected {len(header)}")
         try:
-            rows.append({k: float(v) if v else math.nan for k, v in zip(header, cells, strict=True)})
+            rows.append(dict.fromkeys(METRIC_COLUMNS, math.nan) |
+                        {k: float(v) if v else math.nan for k, v in zip(header, cells, strict=True)})
         except ValueError:
             raise ValueError(f"line {number} is not numeric: {','.join(cells)[:80]!r}") from None
     return rows

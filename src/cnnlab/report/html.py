@@ -96,6 +96,8 @@ def render_page(context: dict[str, Any]) -> str:
 def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
     if value is None or (isinstance(value, float) and value != value):  # missing or NaN
         return "—"
+    if spec and (isinstance(value, bool) or not isinstance(value, (int, float))):  # a hand-edited result.json
+        return f"{value}{unit}"
     return f"{value:{spec}}{unit}" if spec else f"{value}{unit}"
 
 
