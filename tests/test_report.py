@@ -249,6 +249,11 @@ def test_report_is_one_self_contained_file(run_copy):
     (lambda run: (run / "config.json").write_text("{not json"), "config.json: expected JSON"),
     (lambda run: (run / "result.json").write_text("[1, 2]"), "expected a JSON object"),
     (lambda run: (run / "metrics.csv").write_text("epoch,val_acc\n1,abc\n"), "metrics.csv"),
+    # a run whose loss blew up at its third step: no model (it was called "still in its first epoch")
+    (lambda run: [(run / n).unlink() for n in ("last.pt", "best.pt", "metrics.csv")] and (run / "result.json")
+     .write_text(json.dumps({"status": "failed", "error": "NonFiniteLoss: loss became non-finite at step 3"})),
+     r"failed before its first checkpoint: NonFiniteLoss: loss became non-finite at step 3; there is no model to "
+     r"report on"),
 ])
 def test_report_of_a_broken_run_folder_is_one_line(run_copy, damage, match):
     damage(run_copy)

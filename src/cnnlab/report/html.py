@@ -27,7 +27,7 @@ from cnnlab.models.summary import model_macs
 from cnnlab.report import plots
 from cnnlab.report.curves import curves_figure
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
-from cnnlab.runs import CHECKPOINTS, Run, restart_command, resume_command
+from cnnlab.runs import CHECKPOINTS, Run, read_json, restart_command, resume_command
 
 REQUIRED = ("config.json", "metrics.csv", "result.json")
 N_WRONG, N_MAPS = 16, 4
@@ -68,6 +68,11 @@ def read_run(run_dir: str | Path) -> RunFiles:
                           "(expected a folder written by cnnlab train)")
     if not checkpointed:
         missing.append(" or ".join(CHECKPOINTS))
+        ended = read_json(path / "result.json") if (path / "result.json").is_file() else {}
+        if ended.get("status") == "failed":  # ended before a checkpoint: there is no model, and the same run fails
+            why = f": {' '.join(str(ended['error']).split())}" if ended.get("error") else ""
+            raise CnnlabError(f"run folder {path} failed before its first checkpoint{why}; there is no model to "
+                              "report on (expected a run that trained at least one epoch)")
     if missing:
         # Without a checkpoint --resume has nothing to continue from: advising it would only lead to a second refusal.
         if checkpointed:
