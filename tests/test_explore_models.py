@@ -236,6 +236,26 @@ def test_the_input_channels_are_those_of_the_convolution_that_reads_the_image(tm
         assert open_model(path, options).spec.channels == 3, (path, options)
 
 
+def test_an_onnx_graph_of_several_outputs_says_which_it_reads(tmp_path):
+    class Two(nn.Module):  # logits and the features before them, as some exports give both
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            features = self.conv(x).mean((2, 3))
+            return self.fc(features), features
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Two().eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "two.onnx"), dynamo=False,
+                          input_names=["images"], output_names=["logits", "features"])
+    model = open_model(tmp_path / "two.onnx")
+    assert len(model.classes) == 3  # silently the first output before, now with a line on the page
+    assert "The graph has 2 outputs: its first, 'logits', is read as the class scores (not 'features')." in \
+        model.notes
+
+
 def test_two_requests_at_once_each_get_their_own_images_stages():
     # The server analyses in a thread pool, and a module's forward hooks see every pass through it: another
     # request's pass while one's hooks were on mixed its outputs into that one's stages.

@@ -98,6 +98,7 @@ class OnnxModel:
         options.check_no_scaling_for(self.metadata, str(path))
         self.spec = square_as_exported(self.spec, self.metadata)
         self.output_name = graph.output[0].name
+        others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
         self._probabilities = _ends_in_softmax(self.producers, self.output_name)
         shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
@@ -146,6 +147,9 @@ class OnnxModel:
         if one_at_a_time:
             self.notes += ("The graph's batch axis is free, but it fails on two images at once: images are run one "
                            "at a time.",)
+        if others:
+            self.notes += (f"The graph has {len(others) + 1} outputs: its first, {self.output_name!r}, is read as the "
+                           f"class scores (not {', '.join(map(repr, others))}).",)
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:
