@@ -144,6 +144,7 @@ def test_batch_norm_fuzz(x, data):
     if x.is_floating_point() and data.draw(st.integers(0, 3), label="half precision") == 0:
         x = x.to(data.draw(st.sampled_from([torch.float16, torch.bfloat16]), label="input dtype"))
     own = x.dtype if x.is_floating_point() else torch.float64
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31), label="seed"))  # a replay draws the same
 
     def vector(name, choices=("right", "right", "none", "short", "matrix")):
         choice = data.draw(st.sampled_from(choices), label=name)
@@ -152,7 +153,7 @@ def test_batch_norm_fuzz(x, data):
         shape = {"right": (c,), "short": (c + 1,), "matrix": (c, 1)}[choice]
         # mostly the input's dtype; float32 beside a half-precision input is mixed precision, which torch takes
         dtype = data.draw(st.sampled_from([own] * 3 + [torch.float32, torch.float64]), label=f"{name} dtype")
-        return torch.rand(shape, dtype=torch.float64).to(dtype) + 0.5
+        return torch.rand(shape, dtype=torch.float64, generator=gen).to(dtype) + 0.5
 
     mean, weight, bias = vector("mean"), vector("weight"), vector("bias")
     var = None if mean is None else vector("var", ("right", "right", "short", "none"))  # "none": torch refuses
@@ -161,16 +162,27 @@ def test_batch_norm_fuzz(x, data):
     eps = data.draw(st.sampled_from([1e-5, 1e-3, 1.0, -1e-3] + [0.0] * BATCH_NORM_TAKES_EPS_0),
                     label="eps")  # torch refuses some
 
-    def call(fn):  # each implementation updates its own copy of the running statistics
-        m, v = (None if t is None else t.clone() for t in (mean, var))
-        kind, out = _outcome(fn, x, m, v, weight, bias, training=training, momentum=momentum, eps=eps)
+    def call(fn, cast=lambda t: t):  # each implementation updates its own copy of the running statistics
+        m, v = (None if t is None else cast(t.clone()) for t in (mean, var))
+        w, b = (None if t is None else cast(t) for t in (weight, bias))
+        kind, out = _outcome(fn, cast(x), m, v, w, b, training=training, momentum=momentum, eps=eps)
         return kind, ((out, m, v) if kind == "ok" else out)
 
     ours, theirs = call(ops.batch_norm), call(F.batch_norm)
     if ours[0] == "ok" and theirs[0] == "ok":
+        half = x.dtype in (torch.float16, torch.bfloat16)
+        if half:
+            # torch's own half-precision kernel rounds on the way, off the exact result by many times the
+            # dtype's rounding (measured: bfloat16 relative errors of 50x); the oracle is torch in float64 on the
+            # same values, which ours must meet within a few roundings of each result's own dtype
+            theirs = call(F.batch_norm, lambda t: t.double())
         for a, b in zip(ours[1], theirs[1], strict=True):
             assert (a is None) == (b is None)
-            if a is not None:
+            if a is not None and half:
+                ulp = torch.finfo(a.dtype).eps
+                largest = float(b.nan_to_num(posinf=0, neginf=0).abs().amax()) if b.numel() else 0.0
+                torch.testing.assert_close(a.double(), b, equal_nan=True, rtol=4 * ulp, atol=4 * ulp * max(1, largest))
+            elif a is not None:
                 torch.testing.assert_close(a, b, equal_nan=True)
     else:
         _check(ours if ours[0] == "raised" else (ours[0], ours[1][0]), theirs)
