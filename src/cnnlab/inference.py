@@ -178,10 +178,21 @@ class Trained:
         """The run's own dataset, read as the run read it (its ``--data-dir`` unless ``data_dir`` is given), or
         ``other``, another dataset name to score the model on; either decoded at the model's image size and
         channels (see :func:`dataset_of`). Check the result with :meth:`check_dataset`.
+
+        Raises:
+            DataError: the run's own data folder (no ``data_dir`` given) is not a folder on this machine.
         """
         config = self.config
         if other is not None:
             config.update(data_dir=None)
+        stored = config.get("data_dir")
+        if data_dir is None and stored and not Path(stored).expanduser().is_dir() and \
+                not str(other or self.meta.dataset).startswith(FOLDER_PREFIX):
+            # the run's own folder, not one the caller named: a run once kept it as typed (relative to where it
+            # trained), and the data may have moved since
+            where = "" if Path(stored).is_absolute() else ", relative to the folder the run trained in"
+            raise DataError(f"the run's data folder {stored} (its config's data_dir{where}) is not a folder here; "
+                            "expected --data-dir with the folder its files are in now")
         return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
                           decoded=(self.meta.image_size, self.meta.channels))
 
@@ -247,12 +258,6 @@ def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, na
     # cnnlab.data.load_dataset is looked up at call time: tests replace it to prove bad arguments fail before any
     # data is read.
     args = dataset_args(config, data_dir, name)
-    stored = config.get("data_dir")
-    if data_dir is None and stored and args["root"] == stored and not Path(stored).expanduser().is_dir():
-        # the run's own folder, not one the caller named: a run once kept it as typed (relative to where it trained)
-        where = "" if Path(stored).is_absolute() else ", relative to the folder the run trained in"
-        raise DataError(f"the run's data folder {stored} (its config's data_dir{where}) is not a folder here; "
-                        "expected --data-dir with the folder its files are in now")
     data = cnnlab.data.load_dataset(**args, download=download)
     if decoded is not None and data.name.startswith(FOLDER_PREFIX) and \
             (data.image_size, data.channels) != tuple(decoded):
