@@ -147,6 +147,18 @@ def test_an_older_runs_augment_switch_reads_as_its_preset(runs, tmp_path):
     assert [row["augment"] for row in rows] == ["none", "crop-flip"]
 
 
+def test_settings_an_older_run_lacks_read_as_todays_defaults(runs, tmp_path):
+    # a run from before --mixup and --time-budget made a "differing" column of each, "-" beside 0 and beside "-"
+    older = shutil.copytree(runs / "a-lenet", tmp_path / "older")
+    record = json.loads((older / "config.json").read_text())
+    assert record["config"]["mixup"] == 0 and record["config"]["time_budget"] is None
+    for key in ("mixup", "time_budget"):
+        del record["config"][key]
+    (older / "config.json").write_text(json.dumps(record))
+    keys, rows = compare_runs([load_run(runs / "a-lenet"), load_run(older)])
+    assert "mixup" not in keys and "time_budget" not in keys
+
+
 def test_a_plot_of_runs_without_an_epoch_warns_of_nothing(runs, tmp_path):
     empty = shutil.copytree(runs / "a-lenet", tmp_path / "no-epoch")
     header = (empty / "metrics.csv").read_text().splitlines()[0]

@@ -8,6 +8,7 @@ result.json; its row says ``incomplete``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import io
 import json
@@ -24,7 +25,7 @@ from cnnlab.io import check_figure_file, save_figure
 from cnnlab.models.summary import model_macs
 from cnnlab.report.plots import name_fonts
 from cnnlab.runs import Run
-from cnnlab.train.config import augment_name
+from cnnlab.train.config import augment_name, config_fields
 
 FORMATS = ("md", "csv", "json")
 
@@ -88,11 +89,15 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
 
 
 _MISSING = object()
+# A setting an older run's config.json lacks is one that run's cnnlab did not have yet: it trained as today's
+# default does (no mixup, no time budget), and reads as that default, not as a difference.
+_DEFAULTS = {f.name: f.default for f in config_fields() if f.default is not dataclasses.MISSING}
 
 
 def _setting(run: Run, key: str) -> Any:
-    """A run's setting as today's runs record it (an older run's augment switch as its preset's name)."""
-    value = run.config.get(key, _MISSING)
+    """A run's setting as today's runs record it (an older run's augment switch as its preset's name, a setting it
+    lacks as today's default)."""
+    value = run.config.get(key, _DEFAULTS.get(key, _MISSING))
     return augment_name(value) if key == "augment" else value
 
 
