@@ -256,6 +256,24 @@ def test_an_onnx_graph_of_several_outputs_says_which_it_reads(tmp_path):
         model.notes
 
 
+def test_a_diverged_models_probabilities_are_none_on_both_pages():
+    # NaN went out as null from the server (0.0% on its page) and as NaN into the static page (NaN%)
+    from cnnlab.explore.torch_models import ModuleModel
+
+    class Diverged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((2, 3))) * float("nan")
+
+    model = ModuleModel(Diverged(), "diverged", Options(input_size=8))
+    result = analyze_image(model, torch.zeros(1, 8, 8, dtype=torch.uint8))
+    assert [t["probability"] for t in result["top"]] == [None] * 3
+    json.dumps(result["top"], allow_nan=False)  # the same JSON for the server and the static page
+
+
 def test_two_requests_at_once_each_get_their_own_images_stages():
     # The server analyses in a thread pool, and a module's forward hooks see every pass through it: another
     # request's pass while one's hooks were on mixed its outputs into that one's stages.

@@ -6,6 +6,7 @@ feature maps (the channels of largest spatial variance), Grad-CAM over the image
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -17,9 +18,11 @@ TOP = 5
 
 
 def top_classes(probs: torch.Tensor, classes) -> list[dict[str, Any]]:
-    """The ``TOP`` most probable classes of a probability vector, most probable first."""
+    """The ``TOP`` most probable classes of a probability vector, most probable first; a probability that is not a
+    number (a diverged model's NaN) is None, which both pages show as a dash (JSON has no NaN: the server sent null,
+    the static page NaN, and they showed 0.0% and NaN%)."""
     top = probs.topk(min(TOP, probs.numel()))
-    return [{"class": classes[i], "index": i, "probability": p}
+    return [{"class": classes[i], "index": i, "probability": p if math.isfinite(p) else None}
             for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
 
 

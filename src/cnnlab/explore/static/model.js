@@ -48,7 +48,8 @@ function show(r) {
   $("result-input").src = r.input;
   $("result-label").textContent = r.label ? "label: " + r.label : "";
   $("top-table").querySelector("tbody").replaceChildren(...r.top.map((t) => el("tr", {},
-    el("td", {text: t.class}), el("td", {class: "num", text: (100 * t.probability).toFixed(1) + "%"}))));
+    el("td", {text: t.class}),
+    el("td", {class: "num", text: t.probability === null ? "—" : (100 * t.probability).toFixed(1) + "%"}))));
   const e = r.explanation;
   $("attr-a-box").hidden = $("attr-b-box").hidden = !e;
   if (e && e.method === "occlusion") {
