@@ -377,6 +377,21 @@ def test_explore_port_out_of_range(port, capsys):
                     command="explore")
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (["--export", "page.html", "--port", "9000"], "--port says where to serve the page, and --export page.html "
+                                                  "writes it to a file instead"),
+    (["--export", "page.html", "--host", "0.0.0.0", "--port", "0"], "--host and --port say where to serve"),
+    (["--force"], "--force lets --export overwrite its file, and no --export was given"),
+])
+def test_explore_flags_that_would_do_nothing_are_refused(extra, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "images").mkdir()
+    assert_one_line(*run(["explore", "model.onnx", "--images", "images", *extra], capsys), needle,
+                    command="explore")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "runs"]  # nothing opened, nothing written
+
+
 # --------------------------------------------------------------------------------- --debug and the unexpected
 def test_debug_shows_the_real_exception(capsys):
     for argv in (["--debug", "train", "lenet5"], ["train", "lenet5", "--debug"]):

@@ -438,9 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --export file")
     p.add_argument("--skip-bad-images", action="store_true", help="leave out the --images files that cannot be "
                    "read (each named on stderr and on the page) instead of refusing the folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; anything "
-                   "else is reachable from the network and prints a warning)")
-    p.add_argument("--port", type=_flag_type(_port), default=8765, help="port (0: any free one; default 8765)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1, loopback only; anything else is "
+                   "reachable from the network and prints a warning)")
+    p.add_argument("--port", type=_flag_type(_port), help="port (0: any free one; default 8765)")
     p.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
     p.set_defaults(func=_cmd_explore)
 

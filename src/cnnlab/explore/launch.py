@@ -144,13 +144,15 @@ def _open(source, images, options: Options, skip_bad: bool):
 
 def explore(source: str | Path = "runs", *, images: str | Path | None = None, classes: str | Path | None = None,
             input_size: int | None = None, mean=None, std=None, layout: str | None = None,
-            export: str | Path | None = None, force: bool = False, host: str = "127.0.0.1", port: int = 8765,
+            export: str | Path | None = None, force: bool = False, host: str | None = None, port: int | None = None,
             open_browser: bool = True, skip_bad_images: bool = False) -> dict | None:
     """``cnnlab explore``: serve a runs folder, or one model of any kind with your images, or save a static page.
 
     A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.sources.open_model`:
     ``.onnx``, ``.pt2``, a cnnlab ``.pt`` or ``module:function``) with the images of ``images``; with ``export`` the
     page is written to that file (:func:`cnnlab.explore.page.export_page`) and its summary returned, not served.
+    ``host`` and ``port`` (default 127.0.0.1 and 8765) say where to serve, so they are refused beside ``export``, as
+    ``force`` is without it: a flag that would do nothing is a mistake to name, not to ignore.
 
     Raises:
         CnnlabError: model flags given for a runs folder, a bad model, folder or flag (one line).
@@ -159,6 +161,16 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
         raise CnnlabError(f"there is no runs folder in {Path.cwd()}, which cnnlab explore serves by default; expected "
                           "a runs folder, or one model: a .onnx, .pt2 or cnnlab .pt file, module:function or an "
                           "ImageNet backbone (imagenet-resnet18, ...)")
+    if export is not None:
+        served = [k for k, v in (("--host", host), ("--port", port)) if v is not None]
+        if served:
+            raise CnnlabError(f"{' and '.join(served)} say{'s' * (len(served) == 1)} where to serve the page, and "
+                              f"--export {export} writes it to a file instead; expected one or the other")
+    elif force:
+        raise CnnlabError("--force lets --export overwrite its file, and no --export was given; expected --export "
+                          "PAGE.html with it, or no --force")
+    host = "127.0.0.1" if host is None else host
+    port = 8765 if port is None else port
     model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
                    "--std": std, "--layout": layout, "--export": export,
                    "--skip-bad-images": skip_bad_images or None}
