@@ -574,12 +574,16 @@ def test_a_burst_of_concurrent_requests(server):
     assert request(server, "GET", "/api/runs")[0] == 200
 
 
-def test_loopback_by_default_and_a_warning_otherwise(capsys):
-    from cnnlab.cli import build_parser
-    from cnnlab.explore.launch import host_warning
+def test_loopback_by_default_and_a_warning_otherwise(tmp_path, monkeypatch):
+    import cnnlab.explore.launch as launch
+    from cnnlab.cli import main
 
-    args = build_parser().parse_args(["explore"])
-    assert (args.path, args.host, args.no_browser) == ("runs", "127.0.0.1", False)
+    served = []
+    monkeypatch.setattr(launch, "serve", lambda root, host, port, open_browser: served.append((host, port)))
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["explore"]) == 0 and served == [("127.0.0.1", 8765)]  # the runs folder, on loopback
+    host_warning = launch.host_warning
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         assert host_warning(host) is None
     for host in ("0.0.0.0", "192.0.2.7", "::", "myhost.example"):

@@ -27,6 +27,7 @@ from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.imagefolder import list_images
 from cnnlab.explore.model import (
     Options,
+    Scoring,
     analyze_image,
     model_card,
     occlusion,
@@ -144,6 +145,7 @@ def test_occlusion_paints_each_patch_on_the_pixels_it_hid(side):
 
     class Spot:  # class 0 scores the brightness of that patch alone
         classes = ("spot", "none")
+        scoring = Scoring(2)
 
         def logits(self, images):
             score = images[:, :, lo:hi, lo:hi].float().mean((1, 2, 3)) / 255 * 10
@@ -272,6 +274,103 @@ def test_a_diverged_models_probabilities_are_none_on_both_pages():
     result = analyze_image(model, torch.zeros(1, 8, 8, dtype=torch.uint8))
     assert [t["probability"] for t in result["top"]] == [None] * 3
     json.dumps(result["top"], allow_nan=False)  # the same JSON for the server and the static page
+
+
+class Scorer(nn.Module):
+    """A grey 8 x 8 classifier of ``outputs`` scores, optionally ending in a sigmoid (probabilities)."""
+
+    def __init__(self, outputs: int, sigmoid: bool = False, fc: torch.Tensor | None = None):
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, outputs)
+        if fc is not None:
+            self.fc.weight.data, self.fc.bias.data = fc[:, :4].clone(), fc[:, 4].clone()
+        self.sigmoid = sigmoid
+
+    def forward(self, x):
+        y = self.fc(F.relu(self.conv(x)).mean((2, 3)))
+        return y.sigmoid() if self.sigmoid else y
+
+
+def _onnx_of(module: nn.Module, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    return path
+
+
+def test_a_binary_classifier_of_one_output_is_two_classes(tmp_path):
+    # A model of one output (a logit, trained with BCEWithLogitsLoss) was refused as "not a classifier".
+    from cnnlab.explore.torch_models import ModuleModel
+
+    one = Scorer(1)
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        p1 = one(images.float() / 255)[:, 0].sigmoid()  # torch: class 1's probability
+    # The oracle for everything else: the same network written as two classes, scores -z/2 and z/2.
+    fc = torch.cat([one.fc.weight.data, one.fc.bias.data[:, None]], 1)
+    two = ModuleModel(Scorer(2, fc=torch.cat([-fc / 2, fc / 2])), "two", Options(input_size=8))
+    models = {"module": ModuleModel(one, "one", Options(input_size=8)),
+              "onnx": open_model(_onnx_of(one, tmp_path / "one.onnx")),
+              "onnx, ending in Sigmoid": open_model(_onnx_of(Scorer(1, sigmoid=True), tmp_path / "sig.onnx"))}
+    for kind, model in models.items():
+        assert model.classes == ("class 0", "class 1"), kind
+        assert any(n.startswith("One output: read as a binary classifier's logit z") for n in model.notes), kind
+        probs = model.scoring.probabilities(model.logits(images))
+        assert torch.allclose(probs, torch.stack([1 - p1, p1], 1), atol=1e-5), kind
+        result, oracle = analyze_image(model, images[0]), analyze_image(two, images[0])
+        assert [t["class"] for t in result["top"]] == [t["class"] for t in oracle["top"]], kind
+        assert [t["probability"] for t in result["top"]] == pytest.approx(
+            [t["probability"] for t in oracle["top"]], abs=1e-5), kind
+    for target in (0, 1):  # Grad-CAM of either class: the two-class network's, map for map
+        got, want = models["module"].attribution(images[0], target), two.attribution(images[0], target)
+        assert got == want
+    names = tmp_path / "names.txt"
+    names.write_text("dog\n")
+    with pytest.raises(CnnlabError, match=r"^--classes names 1 classes, but the model has 1 output, read as a "
+                                          r"binary classifier of 2 classes$"):
+        ModuleModel(one, "one", Options(input_size=8, classes=("dog",)))
+    assert ModuleModel(one, "one", Options(input_size=8, classes=("cat", "dog"))).classes == ("cat", "dog")
+
+
+def test_a_multi_label_model_gives_each_class_its_own_probability(tmp_path):
+    # Its sigmoid outputs were read as logits: a softmax over probabilities, every figure on the page wrong.
+    import onnxruntime as ort
+
+    from cnnlab.explore.torch_models import ModuleModel
+
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    logits = Scorer(3)
+    with torch.no_grad():
+        want = logits(images.float() / 255).sigmoid()
+    path = _onnx_of(Scorer(3, sigmoid=True), tmp_path / "multi.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    own = torch.from_numpy(session.run(None, {"x": (images.float() / 255).numpy()})[0])
+    assert torch.allclose(own, want, atol=1e-6)
+    models = {"module --multi-label": ModuleModel(logits, "m", Options(input_size=8, multi_label=True)),
+              "onnx ending in Sigmoid": open_model(path),
+              "onnx of logits --multi-label": open_model(_onnx_of(logits, tmp_path / "logits.onnx"),
+                                                         Options(multi_label=True))}
+    for kind, model in models.items():
+        assert model.classes == ("class 0", "class 1", "class 2"), kind
+        assert torch.allclose(model.scoring.probabilities(model.logits(images)), want, atol=1e-5), kind
+        top = analyze_image(model, images[0])["top"]
+        assert [t["probability"] for t in top] == pytest.approx(want[0].sort(descending=True).values.tolist(),
+                                                                abs=1e-5), kind
+        source = "the graph ends in Sigmoid" if kind == "onnx ending in Sigmoid" else "--multi-label"
+        assert f"Multi-label ({source}): each output is its own class's probability" in " ".join(model.notes), kind
+        drop = occlusion(model, images[0], 0)  # the first patch's drop, in the sigmoid's terms
+        covered = images[0].clone()
+        step = 2  # ceil(8 / 7)
+        covered[:, :step, :step] = images[0].float().mean().round().to(torch.uint8)
+        with torch.no_grad():
+            hidden = logits(covered[None].float() / 255).sigmoid()[0, 0]
+        assert float(drop[0, 0]) == pytest.approx(float(want[0, 0] - hidden), abs=1e-5), kind
+    _graph_of_others(tmp_path / "softmax.onnx", "softmax")
+    with pytest.raises(CnnlabError, match=r"softmax.onnx ends in Softmax, one distribution over its classes, and "
+                                          r"--multi-label reads each output as a class's own probability"):
+        open_model(tmp_path / "softmax.onnx", Options(multi_label=True))
 
 
 def test_two_requests_at_once_each_get_their_own_images_stages():
@@ -833,6 +932,15 @@ def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
         open_model(lenet[kind], Options(mean=(0.5,), std=(0.25,)))
     assert "\n" not in str(e.value)
     assert open_model(lenet[kind]).spec.mean is None  # and without them it opens, taking pixels / 255
+    with pytest.raises(CnnlabError, match=r"^--multi-label would read .* as a probability per class: it is a cnnlab "
+                                          r"export, of a softmax classifier"):
+        open_model(lenet[kind], Options(multi_label=True))
+
+
+def test_a_cnnlab_checkpoint_refuses_the_flags_of_models_from_elsewhere(lenet):
+    with pytest.raises(CnnlabError, match=r"^--input-size, --mean, --std, --layout and --multi-label are for models "
+                                          r"from elsewhere; a cnnlab checkpoint records its own$"):
+        open_model(lenet["run"], Options(multi_label=True))
 
 
 @pytest.mark.parametrize("batch", [1, None])  # a program exported at one fixed batch, or at any

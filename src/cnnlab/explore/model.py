@@ -3,9 +3,10 @@
 Every kind answers the same few questions (:class:`ExploreModel`), so the routes (:mod:`cnnlab.explore.server`),
 the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`) never ask which kind it is:
 
-* ``classes``, ``spec`` (:class:`InputSpec`: layout, side, channels, scaling) and ``notes`` (what the page must
+* ``classes``, ``spec`` (:class:`InputSpec`: layout, side, channels, scaling), ``scoring`` (:class:`Scoring`: softmax
+  over the classes, a binary classifier's one output, or a probability per class) and ``notes`` (what the page must
   say about where things came from, e.g. that a ``module:function`` was imported);
-* ``logits(images)``: uint8 ``N x C x S x S`` images -> float ``N x K``;
+* ``logits(images)``: uint8 ``N x C x S x S`` images -> float ``N x K`` class scores;
 * ``stages(image)``: the named feature maps of one image (``1 x C x h x w`` each, the last row the logits);
 * ``kernels()``: the first convolution's weights (``out x in x kh x kw``) or None; ``layers()``: the layer table;
 * ``attribution(image, target)``: Grad-CAM and saliency where gradients exist, occlusion sensitivity otherwise.
@@ -92,6 +93,61 @@ def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
     return replace(spec, crop=True, origin={**spec.origin, "centre-crop": "metadata"})
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a model's ``outputs`` scores become the probabilities of its classes.
+
+    By default the scores are logits and the probabilities their softmax. A model of one output is a binary
+    classifier (trained with a sigmoid, as ``BCEWithLogitsLoss`` does): its logit z is shown as two classes, class 1
+    with probability sigmoid(z) and class 0 with the rest; their scores are -z/2 and z/2, whose softmax is exactly
+    that, and whose gradients are z's, with its sign, so Grad-CAM explains either class. A multi-label model gives
+    each class a probability of its own, the sigmoid of its score; they need not sum to 1.
+
+    Attributes:
+        outputs: the model's own output count.
+        multi_label: each output is its own class's sigmoid (``--multi-label``, or a graph that ends in Sigmoid).
+        source: what said it is multi-label, for the page (``"--multi-label"``, ``"the graph ends in Sigmoid"``).
+    """
+
+    outputs: int
+    multi_label: bool = False
+    source: str = ""
+
+    @property
+    def binary(self) -> bool:
+        return self.outputs == 1 and not self.multi_label
+
+    @property
+    def classes(self) -> int:
+        """The class count the page shows: the outputs, or two for a binary classifier's one."""
+        return 2 if self.binary else self.outputs
+
+    def scores(self, out: torch.Tensor) -> torch.Tensor:
+        """The model's ``N x outputs`` -> the ``N x classes`` scores :meth:`probabilities` reads."""
+        return torch.cat([-out / 2, out / 2], 1) if self.binary else out
+
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float()
+        return scores.sigmoid() if self.multi_label else scores.softmax(1)
+
+    def describe(self) -> str:
+        """How the classes of :func:`resolve_classes`'s error are counted."""
+        if self.binary:
+            return "1 output, read as a binary classifier of 2 classes"
+        return f"{self.outputs} output{'s' * (self.outputs != 1)}"
+
+    def note(self) -> str | None:
+        """What the page says about it (None for plain softmax)."""
+        if self.binary:
+            return ("One output: read as a binary classifier's logit z, so that class 1's probability is sigmoid(z) "
+                    "and class 0's the rest (the class scores shown are -z/2 and z/2). For a multi-label model of one "
+                    "class, pass --multi-label.")
+        if self.multi_label:
+            return (f"Multi-label ({self.source}): each output is its own class's probability, the sigmoid of its "
+                    "score, so they need not sum to 100%.")
+        return None
+
+
 def _short(values) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
@@ -103,6 +159,7 @@ class ExploreModel(Protocol):
     name: str
     classes: tuple[str, ...]
     spec: InputSpec
+    scoring: Scoring
     notes: tuple[str, ...]
     tta: bool  # its probabilities average the image and its mirror (a cnnlab run trained so); others: False
 
@@ -126,6 +183,7 @@ class Options:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     layout: str | None = None
+    multi_label: bool = False
 
     def __post_init__(self):
         if self.input_size is not None:
@@ -141,12 +199,16 @@ class Options:
 
     def check_no_scaling_for(self, metadata: dict[str, Any], where: str) -> None:
         """A cnnlab export normalises inside its graph (its ``cnnlab.input`` metadata says it takes pixels / 255):
-        ``--mean``/``--std`` would normalise a second time, silently shifting every answer, so they are refused."""
+        ``--mean``/``--std`` would normalise a second time, silently shifting every answer, so they are refused; as
+        is ``--multi-label``: cnnlab trains softmax classifiers."""
         given = [flag for flag, v in (("--mean", self.mean), ("--std", self.std)) if v is not None]
         if given and "cnnlab.input" in metadata:
             raise CnnlabError(f"{' and '.join(given)} would normalise {where} a second time: it is a cnnlab export, "
                               f"with its normalisation inside the graph (it takes {metadata['cnnlab.input']}); "
                               "expected no --mean/--std for it")
+        if self.multi_label and "cnnlab.classes" in metadata:
+            raise CnnlabError(f"--multi-label would read {where} as a probability per class: it is a cnnlab export, "
+                              "of a softmax classifier (trained with cross-entropy); expected no --multi-label for it")
 
     def spec(self, channels: int, size: int, layout: str, origin: dict[str, str]) -> InputSpec:
         """The input spec with the flags' mean/std, checked against the number of channels."""
@@ -202,19 +264,20 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | None, count: int,
+def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | None, scoring: Scoring,
                     folder_classes: tuple[str, ...] = (),
                     stored_in: str = "the model file") -> tuple[tuple[str, ...], str]:
-    """The class names of a model with ``count`` outputs, and where they came from (for the page).
+    """The class names of a model scored so (``scoring.classes`` of them), and where they came from (for the page).
 
     In order: the ``--classes`` file, names stored with the model (``stored_in`` says where), the image folder's
-    class subfolders (when there are exactly ``count``), else ``class 0`` ... ``class K-1``.
+    class subfolders (when there are exactly as many), else ``class 0`` ... ``class K-1``.
     """
+    count = scoring.classes
     for names, where in ((given, "--classes"), (stored, stored_in), (folder_classes, "the image folders")):
         if names and len(names) == count:
             return tuple(names), where
         if names and where != "the image folders":
-            raise CnnlabError(f"{where} names {len(names)} classes, but the model has {count} outputs")
+            raise CnnlabError(f"{where} names {len(names)} classes, but the model has {scoring.describe()}")
     return tuple(f"class {i}" for i in range(count)), "numbered (no names given: pass --classes FILE)"
 
 
@@ -238,7 +301,7 @@ def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int =
             covered = image.clone()
             covered[:, i * step:(i + 1) * step, j * step:(j + 1) * step] = fill
             batch.append(covered)
-    probs = model.logits(torch.stack(batch)).float().softmax(1)[:, target]
+    probs = model.scoring.probabilities(model.logits(torch.stack(batch)))[:, target]
     return (probs[0] - probs[1:]).view(cells, cells)
 
 
@@ -275,9 +338,9 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
     """
     rows = model.stages(image)
     if model.tta or not rows:
-        probs = model.logits(image[None]).float().softmax(1)[0]
+        probs = model.scoring.probabilities(model.logits(image[None]))[0]
     else:
-        probs = rows[-1].output.float().softmax(1)[0]
+        probs = model.scoring.probabilities(rows[-1].output)[0]
     target = int(probs.argmax())
     try:
         explanation = model.attribution(image, target)
@@ -315,7 +378,8 @@ class RunModel:
         meta = trained.meta
         self.tta = meta.tta  # the probabilities are the run's own, flip-TTA included, as `cnnlab predict` prints
         self.name = f"{meta.model_name} ({trained.path.name})"
-        self.classes, _ = resolve_classes(classes, meta.classes, meta.num_classes)
+        self.scoring = Scoring(meta.num_classes)  # cnnlab trains with cross-entropy: softmax
+        self.classes, _ = resolve_classes(classes, meta.classes, self.scoring)
         self.spec = InputSpec(meta.channels, meta.image_size, "NCHW", meta.mean, meta.std,
                               {"everything": "checkpoint"}, crop=meta.crops_pictures)
         self.notes = (f"Images are read at the dataset's side ({meta.image_size} px) and the run's preprocessing "
@@ -325,9 +389,9 @@ class RunModel:
     def open(cls, path: str | Path, options: Options | None = None) -> RunModel:
         """The checkpoint at ``path`` (the flags for models from elsewhere are refused: it records its own)."""
         options = options or Options()
-        if options.input_size or options.mean or options.std or options.layout:
-            raise CnnlabError("--input-size, --mean, --std and --layout are for models from elsewhere; a cnnlab "
-                              "checkpoint records its own")
+        if options.input_size or options.mean or options.std or options.layout or options.multi_label:
+            raise CnnlabError("--input-size, --mean, --std, --layout and --multi-label are for models from elsewhere; "
+                              "a cnnlab checkpoint records its own")
         return cls(load_trained(path), options.classes)
 
     def _x(self, image: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, summary
-from cnnlab.explore.model import InputSpec, Options, occlusion_pngs, resolve_classes, square_as_exported
+from cnnlab.explore.model import InputSpec, Options, Scoring, occlusion_pngs, resolve_classes, square_as_exported
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -99,10 +99,10 @@ class OnnxModel:
         self.spec = square_as_exported(self.spec, self.metadata)
         self.output_name = graph.output[0].name
         others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
-        self._probabilities = _ends_in_softmax(self.producers, self.output_name)
+        self._ends_in = _final_op(self.producers, self.output_name)  # Softmax or Sigmoid: already probabilities
         shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
-        if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 2)):
+        if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 1)):
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes")
         self.shapes = shapes
@@ -126,7 +126,7 @@ class OnnxModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         probe = self._run(torch.zeros(1, self.spec.channels, self.spec.size, self.spec.size, dtype=torch.uint8))
         logits = probe[self.output_name]
-        if logits.ndim != 2 or logits.shape[1] < 2:
+        if logits.ndim != 2 or logits.shape[1] < 1:
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(map(str, logits.shape))} for one image, expected 1 x classes")
         one_at_a_time = self.batch is None and not self._runs_two()
@@ -138,12 +138,22 @@ class OnnxModel:
                 stored = tuple(json.loads(self.metadata["cnnlab.classes"]))
             except ValueError:
                 stored = None
-        self.classes, where = resolve_classes(options.classes, stored, int(logits.shape[1]), folder_classes)
+        if options.multi_label and self._ends_in == "Softmax":
+            raise CnnlabError(f"{path} ends in Softmax, one distribution over its classes, and --multi-label reads "
+                              "each output as a class's own probability; expected no --multi-label for it")
+        outputs = int(logits.shape[1])
+        if options.multi_label:
+            self.scoring = Scoring(outputs, True, "--multi-label")
+        else:  # a Sigmoid over one output is a binary classifier's probability, over several a probability each
+            self.scoring = Scoring(outputs, self._ends_in == "Sigmoid" and outputs > 1, "the graph ends in Sigmoid")
+        self.classes, where = resolve_classes(options.classes, stored, self.scoring, folder_classes)
         self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
                       f"names: {where}.",
                       "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
-        if self._probabilities:
-            self.notes += ("The graph ends in Softmax: its outputs are taken as probabilities.",)
+        if self._ends_in:
+            self.notes += (f"The graph ends in {self._ends_in}: its outputs are taken as probabilities.",)
+        if self.scoring.note():
+            self.notes += (self.scoring.note(),)
         if one_at_a_time:
             self.notes += ("The graph's batch axis is free, but it fails on two images at once: images are run one "
                            "at a time.",)
@@ -291,7 +301,11 @@ class OnnxModel:
 
     def _logits_of(self, out: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.asarray(out, dtype=np.float32))
-        return t.clamp_min(1e-12).log() if self._probabilities else t  # softmax(log p) = p
+        if self._ends_in == "Softmax":
+            t = t.clamp_min(1e-12).log()  # softmax(log p) = p
+        elif self._ends_in == "Sigmoid":
+            t = torch.logit(t, eps=1e-7)  # sigmoid(logit p) = p
+        return self.scoring.scores(t)
 
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         chunks = [self._logits_of(self._run(images[i:i + batch_size], [self.output_name])[self.output_name])
@@ -355,10 +369,10 @@ class OnnxModel:
         return occlusion_pngs(self, image, target)
 
 
-def _ends_in_softmax(producers: dict, output: str) -> bool:
-    """Whether ``output`` is a Softmax's, perhaps reshaped or renamed after it (:data:`PASS_THROUGH`); ``producers``
-    maps each value to the node that computes it."""
+def _final_op(producers: dict, output: str) -> str | None:
+    """``"Softmax"`` or ``"Sigmoid"`` where ``output`` is one's, perhaps reshaped or renamed after it
+    (:data:`PASS_THROUGH`), else None; ``producers`` maps each value to the node that computes it."""
     node = producers.get(output)
     while node is not None and node.op_type in PASS_THROUGH and node.input:
         node = producers.get(node.input[0])
-    return node is not None and node.op_type == "Softmax"
+    return node.op_type if node is not None and node.op_type in ("Softmax", "Sigmoid") else None

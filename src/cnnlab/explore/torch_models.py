@@ -36,7 +36,14 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import InputSpec, Options, gradient_pngs, resolve_classes, square_as_exported
+from cnnlab.explore.model import (
+    InputSpec,
+    Options,
+    Scoring,
+    gradient_pngs,
+    resolve_classes,
+    square_as_exported,
+)
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import BACKBONES, INPUT_SIZE, pretrained_normalize, weights_enum, weights_file
 from cnnlab.pt2_check import checked_pt2
@@ -102,6 +109,7 @@ class _TorchModel:
 
     spec: InputSpec
     classes: tuple[str, ...]
+    scoring: Scoring
     tta = False
 
     def _stage_pass(self, x: torch.Tensor) -> list[Row]:
@@ -129,7 +137,7 @@ class _TorchModel:
                     hint = "; if it takes N x H x W x C images, pass --layout NHWC" if spec.layout == "NCHW" else ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; "
                                   "expected a classifier of one image batch") from e
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n or out.shape[1] < 2 or \
+            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n or out.shape[1] < 1 or \
                     out.shape[1] != (classes or out.shape[1]) or not out.is_floating_point():
                 shape = " x ".join(map(str, out.shape)) if isinstance(out, torch.Tensor) else type(out).__name__
                 kind = f" of {str(out.dtype).removeprefix('torch.')}" if isinstance(out, torch.Tensor) and \
@@ -139,14 +147,27 @@ class _TorchModel:
             classes = int(out.shape[1])
         return classes
 
+    def _read_scoring(self, count: int, options: Options, stored: tuple[str, ...] | None,
+                      folder_classes: tuple[str, ...], stored_in: str = "the model file") -> str:
+        """Set ``scoring`` and ``classes`` for a model of ``count`` outputs; returns where the names came from."""
+        self.scoring = Scoring(count, options.multi_label, "--multi-label")
+        self.classes, where = resolve_classes(options.classes, stored, self.scoring, folder_classes, stored_in)
+        return where
+
+    def _scored_pass(self, x: torch.Tensor) -> list[Row]:
+        """:meth:`_stage_pass` with its last row, the model's output, as the class scores (:class:`Scoring`)."""
+        rows = self._stage_pass(x)
+        last = rows[-1]
+        return [*rows[:-1], Row(last.name, last.kind, self.scoring.scores(last.output))]
+
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([self._forward(self.spec.to_input(images[i:i + batch_size])).float()
+            return torch.cat([self.scoring.scores(self._forward(self.spec.to_input(images[i:i + batch_size])).float())
                               for i in range(0, images.shape[0], batch_size)])
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         with torch.no_grad():
-            rows = self._stage_pass(self.spec.to_input(image[None]))
+            rows = self._scored_pass(self.spec.to_input(image[None]))
         return [Row(r.name, r.kind, r.output[:1].detach()) for r in rows]
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
@@ -154,8 +175,7 @@ class _TorchModel:
 
         def stage_pass(x: torch.Tensor) -> list[Row]:
             # Grad-CAM wants feature maps C x h x w; the saliency comes out per input position either way.
-            rows = self._stage_pass(x.permute(0, 2, 3, 1) if nhwc else x)
-            return rows
+            return self._scored_pass(x.permute(0, 2, 3, 1) if nhwc else x)
 
         x = self.spec.to_input(image[None])
         x = x.permute(0, 3, 1, 2) if nhwc else x
@@ -223,10 +243,9 @@ class ExportedModel(_TorchModel):
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"])
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
-        count = self._check_classifier(str(path))
-        self.classes, where = resolve_classes(options.classes, stored, count, folder_classes)
+        where = self._read_scoring(self._check_classifier(str(path)), options, stored, folder_classes)
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
-                      f"(no pickles or code). Class names: {where}.",)
+                      f"(no pickles or code). Class names: {where}.", *filter(None, [self.scoring.note()]))
 
     def _conv_in(self) -> int | None:
         """The input channels of the first convolution: its weight holds in_channels / groups of them."""
@@ -372,8 +391,8 @@ class ModuleModel(_TorchModel):
                 refusals.append(e)
         else:
             raise refusals[0]
-        self.classes, where = resolve_classes(options.classes, stored, count, folder_classes, stored_in)
-        self.notes = (f"{note} Class names: {where}.",)
+        where = self._read_scoring(count, options, stored, folder_classes, stored_in)
+        self.notes = (f"{note} Class names: {where}.", *filter(None, [self.scoring.note()]))
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
