@@ -19,7 +19,6 @@ import torch
 
 from cnnlab.checks import is_int, positive_int
 from cnnlab.d2l.arrays import TensorLoader
-from cnnlab.d2l.board import in_notebook
 from cnnlab.d2l.core import HyperParameters
 from cnnlab.data import CLASSES, DeviceLoader, Preprocess, load_fashion_mnist
 from cnnlab.errors import CnnlabError, DataError
@@ -208,18 +207,13 @@ def show_images(imgs: Sequence[Any], num_rows: int, num_cols: int, titles: Seque
                 scale: float = 1.5) -> Any:
     """Plot images on a ``num_rows x num_cols`` grid without axes (d2l 4.2.3); returns the flat array of axes.
 
-    In Jupyter the figure comes from pyplot, so it appears under the cell as in the book; in a script it is a
-    bare matplotlib Figure that is never shown and is freed with its axes.
+    The figure is pyplot's, as in the book: in Jupyter it appears under the cell, and a script shows or saves it
+    with ``d2l.plt.show()`` or ``d2l.plt.savefig(...)`` (a bare Figure, as the training boards draw on in a
+    script, left both blank).
     """
-    figsize = (num_cols * scale, num_rows * scale)
-    if in_notebook():
-        from matplotlib import pyplot as plt
+    from matplotlib import pyplot as plt
 
-        fig = plt.figure(figsize=figsize)
-    else:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=figsize)
+    fig = plt.figure(figsize=(num_cols * scale, num_rows * scale))
     axes = fig.subplots(num_rows, num_cols, squeeze=False).flatten()
     for i, (ax, img) in enumerate(zip(axes, imgs, strict=False)):
         if isinstance(img, torch.Tensor):
