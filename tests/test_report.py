@@ -244,7 +244,8 @@ def test_report_is_one_self_contained_file(run_copy):
     (lambda run: shutil.rmtree(run), "does not exist"),
     (lambda run: [p.unlink() for p in run.iterdir() if p.is_file()], "is not a run folder: it has none of "
      "config.json, metrics.csv, result.json or a checkpoint"),  # it advised training a run into the folder
-    (lambda run: (run / "result.json").unlink(), "incomplete: missing result.json"),
+    (lambda run: (run / "config.json").unlink(), r"incomplete: missing config.json \(expected the config.json "
+                                                 r"that cnnlab train writes first\)"),
     (lambda run: [(run / n).unlink() for n in ("last.pt", "best.pt")], "missing last.pt or best.pt"),
     (lambda run: (run / "config.json").write_text("{not json"), "config.json: expected JSON"),
     (lambda run: (run / "result.json").write_text("[1, 2]"), "expected a JSON object"),
@@ -260,6 +261,30 @@ def test_report_of_a_broken_run_folder_is_one_line(run_copy, damage, match):
     with pytest.raises(CnnlabError, match=match) as e:
         write_report(run_copy, device="cpu")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("stopped", [True, False])
+def test_a_run_that_has_not_finished_is_reported_from_its_last_checkpoint(run_copy, stopped, capsys):
+    # It was refused ("incomplete: missing result.json"): a run stopped by hand, as users stop one that is good
+    # enough, or a run still training, had no report until resumed to its end.
+    record = json.loads((run_copy / "config.json").read_text())
+    epochs = len((run_copy / "metrics.csv").read_text().splitlines()) - 1
+    record["config"]["epochs"] = 10
+    (run_copy / "config.json").write_text(json.dumps(record))
+    (run_copy / "result.json").unlink()
+    if stopped:  # what a SIGINT leaves; without it, files written a moment ago say the run is still training
+        (run_copy / "interrupted.json").write_text(json.dumps({"epoch": epochs}))
+    assert main(["report", str(run_copy)]) == 0
+    state = "was stopped" if stopped else "is still training"
+    said = (f"this run has not finished: it {state} after {epochs} epochs of 10, so what follows is its last "
+            f"checkpoint, last.pt, and it has no final figures yet; `cnnlab train --resume {run_copy}` "
+            + ("finishes it" if stopped else "continues it once stopped"))
+    out, err = capsys.readouterr()
+    assert err == f"cnnlab report: note: {said}\n" and out == f"{run_copy / 'report.html'}\n"
+    html = (run_copy / "report.html").read_text(encoding="utf-8")
+    assert f'<p class="notice">Note: {said}.</p>' in html.replace("&#39;", "'")
+    assert "Training curves" in html and "confusion matrix" in html and "final test accuracy" in html
+    assert "<dt>epochs</dt><dd>" + str(epochs) + "</dd>" in html
 
 
 def test_a_hand_edited_run_is_reported_and_compared_not_an_internal_error(run_copy, tmp_path, capsys):

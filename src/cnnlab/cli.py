@@ -208,8 +208,11 @@ def _cmd_kernel(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from cnnlab.report import write_report
+    from cnnlab.report import read_run, write_report
 
+    unfinished = read_run(args.run_dir).unfinished()
+    if unfinished:  # said here as well as on the page, which the user may not open at once
+        print(f"cnnlab report: note: {unfinished}", file=sys.stderr)
     print(write_report(args.run_dir, data_dir=args.data_dir, device=args.device))
     return 0
 
@@ -387,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(func=_cmd_kernel)
 
-    p = sub.add_parser("report", help="write RUN_DIR/report.html")
+    p = sub.add_parser("report", help="write RUN_DIR/report.html (of a run not finished yet: of its last "
+                       "checkpoint)")
     p.add_argument("run_dir")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--device", default="auto")

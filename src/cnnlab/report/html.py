@@ -11,6 +11,7 @@ This module gathers the numbers (formatted) and the pictures into a context; the
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from cnnlab.models.summary import model_macs
 from cnnlab.report import plots
 from cnnlab.report.curves import curves_figure
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
-from cnnlab.runs import CHECKPOINTS, Run, read_json, restart_command, resume_command
+from cnnlab.runs import CHECKPOINTS, ENDED, Run, read_json, restart_command, resume_command
 
 REQUIRED = ("config.json", "metrics.csv", "result.json")
 N_WRONG, N_MAPS = 16, 4
@@ -35,7 +36,8 @@ N_WRONG, N_MAPS = 16, 4
 
 @dataclass
 class RunFiles:
-    """The parsed files of an ended run folder, as the report uses them.
+    """The parsed files of a run folder, as the report uses them: an ended run's, or an unfinished one's with a
+    checkpoint (interrupted, or still training), whose report is its last checkpoint's.
 
     Attributes:
         path: the run folder.
@@ -43,6 +45,7 @@ class RunFiles:
         result: result.json.
         metrics: metrics.csv's epoch rows.
         checkpoint: last.pt, or best.pt where there is no last.pt (:meth:`cnnlab.runs.Run.checkpoint`).
+        status: the run's status word (:func:`cnnlab.runs.decide_status`): ``finished``, ``interrupted``, ...
     """
 
     path: Path
@@ -50,11 +53,24 @@ class RunFiles:
     result: dict[str, Any]
     metrics: list[dict[str, float]]
     checkpoint: Path
+    status: str = "finished"
+
+    def unfinished(self) -> str | None:
+        """What the page and the command say of a run that has not ended (None for one that has)."""
+        if self.status in ENDED:
+            return None
+        planned = (self.config.get("config") or {}).get("epochs")
+        done = f"{len(self.metrics)} epoch{'s' * (len(self.metrics) != 1)}" + (f" of {planned}" if planned else "")
+        state = "is still training" if self.status == "training" else "was stopped"
+        return (f"this run has not finished: it {state} after {done}, so what follows is its last checkpoint, "
+                f"{self.checkpoint.name}, and it has no final figures yet; `{resume_command(self.path)}` "
+                f"{'finishes it' if self.status != 'training' else 'continues it once stopped'}")
 
 
 def read_run(run_dir: str | Path) -> RunFiles:
-    """Read a run folder written by ``cnnlab train`` (through :class:`cnnlab.runs.Run`); a missing or incomplete
-    one raises a one-line CnnlabError."""
+    """Read a run folder written by ``cnnlab train`` (through :class:`cnnlab.runs.Run`): an ended run, or one
+    stopped or still training with a checkpoint to report on (:meth:`RunFiles.unfinished`); a missing one, or one
+    without a model, raises a one-line CnnlabError."""
     path = Path(run_dir)
     if path.is_file():  # a checkpoint (RUN_DIR/best.pt) most likely: point at its folder when that is a run
         hint = f"; pass its folder {path.parent}" if (path.parent / "config.json").is_file() else ""
@@ -73,16 +89,16 @@ def read_run(run_dir: str | Path) -> RunFiles:
             why = f": {' '.join(str(ended['error']).split())}" if ended.get("error") else ""
             raise CnnlabError(f"run folder {path} failed before its first checkpoint{why}; there is no model to "
                               "report on (expected a run that trained at least one epoch)")
-    if missing:
+    if missing and not (checkpointed and "config.json" not in missing):
         # Without a checkpoint --resume has nothing to continue from: advising it would only lead to a second refusal.
         if checkpointed:
-            why = f"a run that is still training or was stopped? `{resume_command(path)}` finishes it"
+            why = "expected the config.json that cnnlab train writes first"
         else:
             why = ("a run still in its first epoch, or stopped before its first checkpoint, which cannot be resumed: "
                    f"start it again with {restart_command(path)}")
         raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} ({why})")
-    run = Run.open(path)
-    return RunFiles(run.path, run.record, run.result, run.metrics, run.checkpoint())
+    run = Run.open(path, now=time.time())  # the time tells a run still training from one that was stopped
+    return RunFiles(run.path, run.record, run.result or {}, run.metrics, run.checkpoint(), run.status)
 
 
 # The page's layout lives in templates/report.html.j2 (shipped as package data); this module only gathers what it
@@ -127,7 +143,7 @@ def _facts(run: RunFiles, name: str, params: int, macs: int | None, input_size: 
         ("model", name), ("recipe", res.get("recipe", cfg.get("recipe"))),
         ("parameters", _fmt(params, ",")),
         ("MACs / image", _fmt(macs, ",") + (f" ({macs / 1e6:,.1f} M)" if macs else "")),
-        ("input", f"{input_size} × {input_size}"), ("epochs", res.get("epochs")),
+        ("input", f"{input_size} × {input_size}"), ("epochs", res.get("epochs", len(run.metrics) or None)),
         ("device", res.get("device")), ("processes", res.get("world_size")),
         ("wall time", _fmt(wall, ".1f", " s") + (f" ({wall / 60:.1f} min)" if wall and wall >= 120 else "")),
         ("images / s", _fmt(res.get("images_per_s"), ",.0f")),
@@ -242,7 +258,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     env = run.config.get("environment") or {}
     return render_page({
         "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
-        "notices": list(data.notices),
+        "notices": list(data.notices), "unfinished": run.unfinished(),
         "stats": _stats(run, result),
         "facts": _facts(run, name, trained.num_params(), model_macs(name, size, in_ch, meta.num_classes), size),
         "curves": _picture(_resized(curves_figure(run.metrics)), "training curves") if run.metrics else None,
