@@ -23,6 +23,7 @@ import report_fixtures
 from cli_support import assert_one_line, run
 from cnnlab import cli
 from cnnlab.errors import CnnlabError, summary
+from cnnlab.report import read_run
 from cnnlab.runs import resume_command
 from cnnlab.train import make_config
 
@@ -178,8 +179,11 @@ def test_the_commands_given_for_a_torchrun_run_start_as_many_processes(tmp_path,
     assert_one_line(*run(["report", str(run_dir)], capsys), "start it again with " + shlex.join(
         [*torchrun, "--config", str(run_dir / "config.json"), "--out", str(run_dir), "--force"]), command="report")
     (run_dir / "last.pt").write_bytes(b"")
-    assert_one_line(*run(["report", str(run_dir)], capsys), f"`{shlex.join([*torchrun, '--resume', str(run_dir)])}` "
-                    "finishes it", command="report")
+    (run_dir / "interrupted.json").write_text("{}")
+    assert read_run(run_dir).unfinished().endswith(f"`{shlex.join([*torchrun, '--resume', str(run_dir)])}` "
+                                                   "finishes it")
+    assert_one_line(*run(["report", str(run_dir)], capsys), f"cannot read checkpoint {run_dir / 'last.pt'}: corrupt "
+                    "or truncated", command="report")  # one line: the note on an unfinished run comes after success
     assert resume_command(run_dir, 1) == f"cnnlab train --resume {run_dir}"  # the trainer's line gives its count
     assert resume_command(tmp_path / "elsewhere", 2) == shlex.join([*torchrun, "--resume", str(tmp_path / "elsewhere")])
 
@@ -375,6 +379,25 @@ def test_joining_a_sweep_the_storage_does_not_hold_leaves_no_folder_behind(tmp_p
 def test_explore_port_out_of_range(port, capsys):
     assert_one_line(*run(["explore", "--port", port], capsys), "--port must be a TCP port from 0 to 65535",
                     command="explore")
+
+
+@pytest.mark.parametrize("size, needle", [
+    ("16x", "argument --input-size: invalid size value: '16x'"),
+    ("16x32x3", "argument --input-size: invalid size value: '16x32x3'"),
+    ("4x300", "--input-size must be sides from 8 to 2048, got 4"),
+    ("3000", "--input-size must be sides from 8 to 2048, got 3000"),
+])
+def test_explore_input_size_is_a_side_or_height_x_width(size, needle, capsys):
+    assert_one_line(*run(["explore", "model.onnx", "--input-size", size], capsys), needle, command="explore")
+
+
+def test_explore_passes_a_height_and_width_on(monkeypatch):
+    import cnnlab.explore
+
+    seen = {}
+    monkeypatch.setattr(cnnlab.explore, "explore", lambda *a, **k: seen.update(k))
+    assert cli.main(["explore", "model.onnx", "--input-size", "16X40"]) == 0 and seen["input_size"] == (16, 40)
+    assert cli.main(["explore", "model.onnx", "--input-size", "24"]) == 0 and seen["input_size"] == 24
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -476,7 +476,7 @@ def test_gradcam_and_saliency_match_captum(name, channels, size, layer):
         saliency = captum.Saliency(model).attribute(x.clone().requires_grad_(True), target=target, abs=True)[0].amax(0)
         torch.testing.assert_close(e.saliency, saliency, rtol=1e-4, atol=1e-7)
     assert positive >= 2, "maps that are all zero would compare equal too easily"
-    assert e.cam_at(size).shape == (size, size) and float(e.cam_at(size).max()) == pytest.approx(1)
+    assert e.cam_at((size, size)).shape == (size, size) and float(e.cam_at((size, size)).max()) == pytest.approx(1)
 
 
 # ------------------------------------------------------------------------------------ live runs and load

@@ -132,32 +132,33 @@ def test_feature_maps_agree_across_kinds(lenet, grey_folder):
     assert a_run["explanation"]["method"] == a_pt2["explanation"]["method"] == "grad-cam"
     assert [t["class"] for t in a_run["top"]] == [t["class"] for t in a_pt2["top"]]
     occ = analyze_image(models["onnx"], image)["explanation"]
-    assert occ["method"] == "occlusion" and occ["grid"] == 7 and occ["occlusion"].startswith("data:image/png")
+    assert occ["method"] == "occlusion" and occ["grid"] == [7, 7] and occ["occlusion"].startswith("data:image/png")
 
 
-@pytest.mark.parametrize("side", [64, 32, 10, 28])
-def test_occlusion_paints_each_patch_on_the_pixels_it_hid(side):
+@pytest.mark.parametrize("hw", [(64, 64), (32, 32), (10, 10), (28, 28), (16, 40), (40, 12)])
+def test_occlusion_paints_each_patch_on_the_pixels_it_hid(hw):
     # The map was stretched over the image as if patches were side / 7 wide; they are ceil(side / 7) pixels, so at
     # 64 px the patch hiding rows 50..59 was painted on 46..54 (and at 10 px, 7 x 7 cells ran past the image).
-    step = -(-side // 7)
-    cells = -(-side // step)
-    lo, hi = (cells - 2) * step, (cells - 1) * step  # one patch: the next to last along each side
+    # A rectangle has patches of its own length along each side.
+    steps = [-(-side // 7) for side in hw]
+    cells = [-(-side // step) for side, step in zip(hw, steps, strict=True)]
+    (lo_h, hi_h), (lo_w, hi_w) = (((n - 2) * step, (n - 1) * step) for n, step in zip(cells, steps, strict=True))
 
-    class Spot:  # class 0 scores the brightness of that patch alone
+    class Spot:  # class 0 scores the brightness of one patch alone: the next to last along each side
         classes = ("spot", "none")
         scoring = Scoring(2)
 
         def logits(self, images):
-            score = images[:, :, lo:hi, lo:hi].float().mean((1, 2, 3)) / 255 * 10
+            score = images[:, :, lo_h:hi_h, lo_w:hi_w].float().mean((1, 2, 3)) / 255 * 10
             return torch.stack([score, torch.zeros_like(score)], 1)
 
-    image = torch.zeros(1, side, side, dtype=torch.uint8)
-    image[:, lo:hi, lo:hi] = 255
+    image = torch.zeros(1, *hw, dtype=torch.uint8)
+    image[:, lo_h:hi_h, lo_w:hi_w] = 255
     drop = occlusion(Spot(), image, 0)
-    assert drop.shape == (cells, cells) and divmod(int(drop.argmax()), cells) == (cells - 2, cells - 2)
-    hidden = patch_pixels(drop, side) > 0
+    assert tuple(drop.shape) == tuple(cells) and divmod(int(drop.argmax()), cells[1]) == (cells[0] - 2, cells[1] - 2)
+    hidden = patch_pixels(drop, hw) > 0
     rows, cols = torch.where(hidden)
-    assert (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1) == (lo, hi, lo, hi)
+    assert (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1) == (lo_h, hi_h, lo_w, hi_w)
     assert occlusion_pngs(Spot(), image, 0)["grid"] == cells
 
 
@@ -373,6 +374,62 @@ def test_a_multi_label_model_gives_each_class_its_own_probability(tmp_path):
         open_model(tmp_path / "softmax.onnx", Options(multi_label=True))
 
 
+def test_a_model_of_non_square_input(tmp_path, rgb_folder):
+    # Refused: "takes 16 x 32 images, expected a square input"; and --input-size took one side only.
+    import onnxruntime as ort
+
+    from cnnlab.explore.page import export_page
+    from cnnlab.explore.torch_models import ModuleModel
+
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(4, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 32),), str(tmp_path / "wide.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 32),), str(tmp_path / "free.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N", 3: "W"}, "y": {0: "N"}})
+        torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 16, 32),)), tmp_path / "wide.pt2")
+    session = ort.InferenceSession(str(tmp_path / "wide.onnx"), providers=["CPUExecutionProvider"])
+    models = {"onnx": open_with_images(tmp_path / "wide.onnx", rgb_folder),
+              "pt2": open_with_images(tmp_path / "wide.pt2", rgb_folder),
+              "module --input-size 16x32": (ModuleModel(net, "net", Options(input_size=(16, 32))), None)}
+    for kind, (model, images) in models.items():
+        assert model.spec.hw == (16, 32) and "3 channels at 16 x 32" in model.spec.describe(), kind
+        if images is not None:
+            assert images.images.shape[1:] == (3, 16, 32), kind  # every picture read at the model's shape
+        batch = torch.randint(0, 256, (2, 3, 16, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
+        own = session.run(None, {"x": (batch.float() / 255).numpy()})[0]
+        assert np.allclose(model.logits(batch).numpy(), own, atol=1e-5), kind  # its own answers, nothing resized
+        result = analyze_image(model, batch[0])
+        maps = {r["name"]: r for r in result["rows"]}
+        assert any(r["shape"][-2:] == [8, 16] for r in maps.values()), kind  # the pooled maps keep the aspect
+        explanation = result["explanation"]
+        pictures = [explanation[k] for k in ("occlusion", "map", "gradcam", "saliency") if k in explanation]
+        for url in pictures:  # every picture over the image is the image's shape, width 32 and height 16
+            assert Image.open(io.BytesIO(base64_png(url))).size == (32, 16), kind
+        if explanation["method"] == "occlusion":
+            assert explanation["grid"] == [6, 7], kind  # patches of 3 x 5 pixels
+    saved = export_page(*models["onnx"], tmp_path / "wide.html")
+    assert saved["bytes"] > 0 and len(saved["inputs"]) > 0
+    with pytest.raises(CnnlabError, match=r"^--input-size 16 differs from the 16 x 32 input .*wide.onnx is fixed to$"):
+        open_model(tmp_path / "wide.onnx", Options(input_size=16))
+    with pytest.raises(CnnlabError, match=r"free.onnx has a dynamic input size \(height x width 16 x W\); pass "
+                                          r"--input-size SIDE or HEIGHTxWIDTH"):
+        open_model(tmp_path / "free.onnx")
+    with pytest.raises(CnnlabError, match=r"^--input-size 24 gives a height of 24, but .*free.onnx fixes its height "
+                                          r"to 16$"):
+        open_model(tmp_path / "free.onnx", Options(input_size=24))
+    assert open_model(tmp_path / "free.onnx", Options(input_size=(16, 40))).spec.hw == (16, 40)
+
+
+def base64_png(url: str) -> bytes:
+    import base64
+
+    return base64.b64decode(url.split(",", 1)[1])
+
+
 def test_two_requests_at_once_each_get_their_own_images_stages():
     # The server analyses in a thread pool, and a module's forward hooks see every pass through it: another
     # request's pass while one's hooks were on mixed its outputs into that one's stages.
@@ -424,7 +481,7 @@ def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch
     assert images.images.shape == (3, 3, size, size) and images.found == 3
     expected = reference(images.images.float() / 255)
     for kind, model in models.items():
-        assert model.spec.size == size and model.spec.layout == "NCHW" and model.spec.channels == 3, kind
+        assert model.spec.hw == (size, size) and model.spec.layout == "NCHW" and model.spec.channels == 3, kind
         assert torch.allclose(model.logits(images.images), expected, atol=1e-4), kind
         assert tuple(model.kernels().shape) == convs, kind
         card = model_card(model)
@@ -578,7 +635,7 @@ def test_graphs_as_other_tools_write_them(tail, tmp_path):
 def test_an_nhwc_graph(tmp_path, rgb_folder):
     w, b, fc = _nhwc_graph(tmp_path / "nhwc.onnx")
     model, images = open_with_images(tmp_path / "nhwc.onnx", rgb_folder, Options(mean=(0.5,), std=(0.25,)))
-    assert (model.spec.layout, model.spec.size, model.spec.channels) == ("NHWC", 16, 3)
+    assert (model.spec.layout, model.spec.hw, model.spec.channels) == ("NHWC", (16, 16), 3)
     assert "layout from the graph" in model.spec.describe() and "normalisation from the flags" in model.spec.describe()
     x = (images.images.float() / 255 - 0.5) / 0.25
     conv = F.conv2d(x, w, b, padding=1)
@@ -607,7 +664,8 @@ def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
     with pytest.raises(CnnlabError, match="dynamic input size.*pass --input-size"):
         open_model(tmp_path / "dyn.onnx")
     model, images = open_with_images(tmp_path / "dyn.onnx", rgb_folder, Options(input_size=24))
-    assert model.spec.size == 24 and images.images.shape[-1] == 24 and "size from the flags" in model.spec.describe()
+    assert model.spec.hw == (24, 24) and images.images.shape[-2:] == (24, 24)
+    assert "size from the flags" in model.spec.describe()
     with pytest.raises(CnnlabError, match="no fixed input size; pass --input-size"):
         open_model("torchvision.models:resnet18")  # a module has no graph to read the side from
     with pytest.raises(CnnlabError, match="cannot import 'no_such_module_here'"):
@@ -972,10 +1030,10 @@ def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(
             return self.fc(self.conv(x.permute(0, 3, 1, 2)).mean((2, 3)))
 
     torch.export.save(torch.export.export(Nhwc().eval(), (torch.randn(2, 16, 16, 3),)), tmp_path / "nhwc.pt2")
-    with pytest.raises(CnnlabError, match=r"takes 16 x 3 images, expected a square input; its input 2 x 16 x 16 x 3 "
-                                          r"looks like N x H x W x C: pass --layout NHWC"):
+    with pytest.raises(CnnlabError, match=r"nhwc.pt2: its input 2 x 16 x 16 x 3 looks like N x H x W x C \(C = 3\), "
+                                          r"not N x C x H x W; pass --layout NHWC$"):
         open_model(tmp_path / "nhwc.pt2")
-    assert open_model(tmp_path / "nhwc.pt2", Options(layout="NHWC")).spec.size == 16
+    assert open_model(tmp_path / "nhwc.pt2", Options(layout="NHWC")).spec.hw == (16, 16)
     with pytest.raises(CnnlabError, match=r"imagenet-resnet19 does not exist \(.*or an ImageNet backbone: "
                                           r"imagenet-resnet18, "):
         open_model("imagenet-resnet19")

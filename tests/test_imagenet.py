@@ -402,7 +402,7 @@ def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preproces
     weights = imagenet.weights_enum(SMALL)
     transform = weights.transforms()
     assert explored.classes == tuple(weights.meta["categories"]) and explored.classes[0] == "tench"
-    assert explored.spec.size == 224 and explored.spec.channels == 3
+    assert explored.spec.hw == (224, 224) and explored.spec.channels == 3
     assert explored.spec.mean == pytest.approx(tuple(transform.mean))
     assert explored.spec.origin["normalisation"] == explored.spec.origin["size"] == "weights' metadata"
     assert "size from the weights' metadata" in explored.spec.describe()  # once "from the the weights'"

@@ -271,6 +271,16 @@ def test_colour_images_for_rgb_models(tmp_path):
     x = load_image(tmp_path / "wide.png", channels=3, size=40)
     assert x[:, 2, 2].tolist() == pytest.approx([0, 0, 200 / 255], abs=0.01)
     assert x[:, 20, 20].tolist() == pytest.approx([0, 1, 0], abs=0.01)
+    # For a model of another shape (the explorer's non-square inputs) it is padded to that shape's aspect ratio:
+    # 10 x 40 into 20 x 40 gets 5 blue rows above and below; into 10 x 40 it is only resized; cropped, the green
+    # middle fills a 20 x 10 input and no blue is left.
+    for hw, blue, green in (((20, 40), (2, 20), (10, 20)), ((10, 40), None, (5, 20))):
+        x = decode_upload((tmp_path / "wide.png").read_bytes(), 3, hw)
+        assert tuple(x.shape) == (3, *hw) and x[:, green[0], green[1]].tolist() == [0, 255, 0]
+        if blue:
+            assert x[:, blue[0], blue[1]].tolist() == [0, 0, 200]
+    cropped = decode_upload((tmp_path / "wide.png").read_bytes(), 3, (20, 10), crop=True)
+    assert tuple(cropped.shape) == (3, 20, 10) and cropped[2].max() < 40 and cropped[1].min() > 200
     # A grey (16-bit) file for an RGB model: three equal channels.
     grey = (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint16) * 257
     Image.fromarray(grey).save(tmp_path / "deep.png")

@@ -221,8 +221,8 @@ def test_plain_programs_pass_and_open(source, programs):
     path = programs / f"{source}.pt2"
     assert checked_pt2(path) == path.read_bytes()
     model = open_model(path, Options(input_size=24 if source == "dynamic" else None))
-    assert model.kind == "torch.export" and model.spec.size == (24 if source == "dynamic" else 28)
-    assert model.logits(torch.zeros(3, 1, model.spec.size, model.spec.size, dtype=torch.uint8)).shape == (3, 3)
+    assert model.kind == "torch.export" and model.spec.hw == ((24, 24) if source == "dynamic" else (28, 28))
+    assert model.logits(model.spec.zeros(3)).shape == (3, 3)
     # the layer table counts parameters as the module does: batch norm's running statistics are not parameters
     assert sum(row["params"] for row in model.layers()) == sum(p.numel() for p in _Net().parameters())
 
@@ -282,7 +282,7 @@ def test_names_and_strings_that_torchvision_models_hold_pass(tmp_path):
 
     torch.export.save(torch.export.export(Local().eval(), (torch.randn(2, 1, 16, 16),)), tmp_path / "local.pt2")
     checked_pt2(tmp_path / "local.pt2")
-    assert open_model(tmp_path / "local.pt2").spec.size == 16
+    assert open_model(tmp_path / "local.pt2").spec.hw == (16, 16)
 
 
 def test_a_float_in_a_dynamic_size_expression_passes(tmp_path):
@@ -303,4 +303,4 @@ def test_a_float_in_a_dynamic_size_expression_passes(tmp_path):
     assert "Float('0.5'" in zipfile.ZipFile(tmp_path / "half.pt2").read(
         next(n for n in zipfile.ZipFile(tmp_path / "half.pt2").namelist() if n.endswith("models/model.json"))).decode()
     checked_pt2(tmp_path / "half.pt2")
-    assert open_model(tmp_path / "half.pt2", Options(input_size=24)).spec.size == 24
+    assert open_model(tmp_path / "half.pt2", Options(input_size=24)).spec.hw == (24, 24)

@@ -69,6 +69,15 @@ def _port(text: str) -> int:
     return int_in_range(int(text), "--port", 0, 65536, expected="a TCP port from 0 to 65535")
 
 
+def _input_size(text: str) -> int | tuple[int, int]:
+    """``--input-size`` as a side (``224``) or ``HEIGHTxWIDTH`` (``256x128``)."""
+    sides = text.lower().split("x")
+    if len(sides) > 2:
+        raise ValueError(text)
+    values = tuple(int(v) for v in sides)  # a ValueError: argparse's "invalid size value: '...'"
+    return values[0] if len(values) == 1 else values
+
+
 def _input_shape(text: str) -> tuple[int, int, int]:
     """``--input N,C,H,W`` as ``(N, C, H)`` (the model sees H == W)."""
     try:
@@ -211,9 +220,9 @@ def _cmd_report(args) -> int:
     from cnnlab.report import read_run, write_report
 
     unfinished = read_run(args.run_dir).unfinished()
+    print(write_report(args.run_dir, data_dir=args.data_dir, device=args.device), flush=True)
     if unfinished:  # said here as well as on the page, which the user may not open at once
         print(f"cnnlab report: note: {unfinished}", file=sys.stderr)
-    print(write_report(args.run_dir, data_dir=args.data_dir, device=args.device))
     return 0
 
 
@@ -431,8 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "code: a function returning an nn.Module)")
     p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
     p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
-    p.add_argument("--input-size", type=_flag_type(int), help="a model's input side when its graph does not fix "
-                   "it (needed for module:function)")
+    p.add_argument("--input-size", type=_flag_type(_input_size, "size"), help="a model's input size when its "
+                   "graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH (256x128)")
     p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, in the "
                    "[0, 1] pixel scale (default: none, pixels / 255)")
     p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")

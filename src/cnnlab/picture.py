@@ -4,10 +4,11 @@
 whichever way it arrives. The size limits are checked before any pixel is decoded: a crafted PNG can claim
 2^31 x 2^31 pixels in a few hundred bytes (a "decompression bomb").
 
-Two ways to make it square. A model of a folder of images learnt from pictures decoded by :func:`crop_square` (the
-folder loader's own decode), so its pictures are decoded by that function too: a picture it is shown is the image it
-would have stored. The other datasets store images already square, so a picture is padded instead
-(:func:`read_picture` without ``crop``): a garment photographed wider than tall keeps its sleeves.
+Two ways to give it the model's shape (square, or for a model from elsewhere any height x width). A model of a folder
+of images learnt from pictures decoded by :func:`crop_square` (the folder loader's own decode), so its pictures are
+decoded by that function too: a picture it is shown is the image it would have stored. The other datasets store
+images already square, so a picture is padded instead (:func:`read_picture` without ``crop``): a garment
+photographed wider than tall keeps its sleeves.
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ class PixelRangeError(ValueError):
     """A 32-bit grey image whose values fit no range it could be read in (the message names the picture's values)."""
 
 
-def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, invert: bool, max_bytes: int,
-                 max_pixels: int, crop: bool = False) -> torch.Tensor:
-    """Decode ``source`` (the file's bytes or its path) as a uint8 ``channels x size x size`` image.
+def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | tuple[int, int], invert: bool,
+                 max_bytes: int, max_pixels: int, crop: bool = False) -> torch.Tensor:
+    """Decode ``source`` (the file's bytes or its path) as a uint8 ``channels x size x size`` image (``channels x
+    height x width`` for a ``size`` of ``(height, width)``).
 
     Steps: size checks (bytes, then the header's pixel count); EXIF orientation applied; transparent pixels laid
     on the background (black, or white with ``invert``); 16-bit and float images rescaled to 8 bits; grey
-    (``channels=1``) or RGB (``channels=3``); padded to a square with the median colour of its corners (the
-    background, for a product photo), so the subject keeps its aspect ratio; resized with a Lanczos filter
+    (``channels=1``) or RGB (``channels=3``); padded to the output's aspect ratio (a square, as a rule) with the
+    median colour of its corners (the background, for a product photo), so the subject keeps its aspect ratio;
+    resized with a Lanczos filter
     (antialiased: every source pixel counts when shrinking); inverted (``255 - x``) if asked, for dark subjects on a
     light background (Fashion-MNIST's garments are light on black).
 
@@ -54,6 +57,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
             grey with values of no known range.
     """
+    height, width = (size, size) if isinstance(size, int) else size
     nbytes = len(source) if isinstance(source, bytes) else source.stat().st_size
     if nbytes == 0:
         raise CnnlabError(f"{name} is empty (0 bytes), expected a PNG or JPEG file")
@@ -69,11 +73,12 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
                     raise CnnlabError(f"{name} is {w} x {h} = {w * h / 1e6:.0f} megapixels, expected at most "
                                       f"{max_pixels / 1e6:.0f} (refused before decoding)")
                 if crop:
-                    pixels = crop_square(im, size, channels)
+                    pixels = crop_square(im, (height, width), channels)
                 else:
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
                     im = _flatten(im, background=255 if invert else 0, rgb=channels == 3)
-                    pixels = np.asarray(_square(im).resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+                    pixels = np.asarray(_pad_to(im, height, width).resize((width, height), Image.Resampling.LANCZOS),
+                                        dtype=np.uint8)
     except Image.DecompressionBombError:
         raise CnnlabError(f"{name} claims too many pixels (a decompression bomb?); expected at most "
                           f"{max_pixels / 1e6:.0f} megapixels") from None
@@ -91,13 +96,14 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int, i
     return 255 - x if invert else x
 
 
-def crop_square(im: Image.Image, size: int, channels: int) -> np.ndarray:
-    """An opened image decoded as a folder of images stores it: uint8 ``size x size`` (grey) or ``size x size x 3``.
+def crop_square(im: Image.Image, size: int | tuple[int, int], channels: int) -> np.ndarray:
+    """An opened image decoded as a folder of images stores it: uint8 ``size x size`` (grey) or ``size x size x 3``
+    (``height x width`` for a ``size`` of ``(height, width)``).
 
     16-bit grey scaled to 8 bits (Pillow's convert would clip it); grey or RGB, alpha dropped and EXIF orientation
-    not applied, as torchvision's ``pil_loader`` reads a file; the shorter side resized to ``size`` (bilinear,
-    antialiased when shrinking) and the centre cropped to a square (``ImageOps.fit``: the usual Resize + CenterCrop
-    of ImageNet-style evaluation).
+    not applied, as torchvision's ``pil_loader`` reads a file; resized to cover ``size`` (bilinear, antialiased when
+    shrinking) and the centre cropped to it (``ImageOps.fit``: the usual Resize + CenterCrop of ImageNet-style
+    evaluation).
 
     Raises:
         PixelRangeError: a 32-bit grey image with values of no known range (see :func:`_to_8bit`).
@@ -108,8 +114,9 @@ def crop_square(im: Image.Image, size: int, channels: int) -> np.ndarray:
     if im.mode in ("P", "PA"):
         im = im.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
     im = im.convert("L" if channels == 1 else "RGB")
-    if im.size != (size, size):
-        im = ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
+    height, width = (size, size) if isinstance(size, int) else size
+    if im.size != (width, height):
+        im = ImageOps.fit(im, (width, height), method=Image.Resampling.BILINEAR)
     return np.asarray(im)
 
 
@@ -150,14 +157,15 @@ def _flatten(im: Image.Image, background: int, rgb: bool) -> Image.Image:
     return im.convert("RGB" if rgb else "L")
 
 
-def _square(im: Image.Image) -> Image.Image:
-    """Pad to a square with the median colour of the four corners."""
+def _pad_to(im: Image.Image, height: int, width: int) -> Image.Image:
+    """Pad to the aspect ratio of ``height x width`` (a square for equal sides) with the median colour of the four
+    corners, the picture in the middle."""
     w, h = im.size
-    if w == h:
+    canvas_w, canvas_h = max(w, round(h * width / height)), max(h, round(w * height / width))
+    if (canvas_w, canvas_h) == (w, h):
         return im
     corners = np.array([im.getpixel(p) for p in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1))])
     colour = np.median(corners, axis=0).astype(int)  # per channel
-    side = max(w, h)
-    canvas = Image.new(im.mode, (side, side), int(colour) if colour.ndim == 0 else tuple(colour.tolist()))
-    canvas.paste(im, ((side - w) // 2, (side - h) // 2))
+    canvas = Image.new(im.mode, (canvas_w, canvas_h), int(colour) if colour.ndim == 0 else tuple(colour.tolist()))
+    canvas.paste(im, ((canvas_w - w) // 2, (canvas_h - h) // 2))
     return canvas

@@ -39,9 +39,10 @@ class Explanation:
     saliency: torch.Tensor
     rows: list[Row]
 
-    def cam_at(self, size: int) -> torch.Tensor:
-        """Grad-CAM bilinearly resized to ``size x size`` and scaled to [0, 1] (all zero if nothing is positive)."""
-        up = F.interpolate(self.cam[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    def cam_at(self, hw: tuple[int, int]) -> torch.Tensor:
+        """Grad-CAM bilinearly resized to ``height x width`` and scaled to [0, 1] (all zero if nothing is
+        positive)."""
+        up = F.interpolate(self.cam[None, None], size=hw, mode="bilinear", align_corners=False)[0, 0]
         top = float(up.max())
         return up / top if top > 0 else torch.zeros_like(up)
 

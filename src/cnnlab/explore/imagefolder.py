@@ -2,7 +2,7 @@
 
 Each file is decoded as an upload is (:func:`cnnlab.picture.read_picture` with the upload limits of
 :mod:`cnnlab.explore.images`: 8 MiB and 16 megapixels, checked from the header before decoding, so a decompression
-bomb is refused cheaply), to the model's channels and side. At most ``MAX_IMAGES`` files are read (sorted by
+bomb is refused cheaply), to the model's channels, height and width. At most ``MAX_IMAGES`` files are read (sorted by
 path), so a folder of a whole dataset opens in seconds; the page says how many there were.
 """
 
@@ -73,9 +73,10 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
     return [(p, None) for p in flat], ()
 
 
-def read_image_folder(folder: str | Path, channels: int, size: int, limit: int = MAX_IMAGES,
+def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,
                       skip_bad: bool = False, listing=None, crop: bool = False) -> ImageSet:
-    """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size`` (see the module docstring).
+    """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size``, or ``channels x height x width``
+    for a ``size`` of ``(height, width)`` (see the module docstring).
 
     With ``skip_bad`` (``--skip-bad-images``, as for ``cnnlab train``), a file that cannot be read is left out and
     named in ``skipped``, and the rest are shown. ``listing``: what :func:`list_images` gave for ``folder`` already.

@@ -70,8 +70,10 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, cmap: str = "jet", alpha: f
     return blended.clip(0, 255).round().astype(np.uint8)
 
 
-def decode_upload(data: bytes, channels: int, size: int, invert: bool = False, crop: bool = False) -> torch.Tensor:
-    """An uploaded image file as the uint8 ``channels x size x size`` image a model of that dataset takes.
+def decode_upload(data: bytes, channels: int, size: int | tuple[int, int], invert: bool = False,
+                  crop: bool = False) -> torch.Tensor:
+    """An uploaded image file as the uint8 ``channels x size x size`` image a model of that dataset takes
+    (``channels x height x width`` for a ``size`` of ``(height, width)``).
 
     Decoded as ``cnnlab predict`` decodes a file (:func:`cnnlab.picture.read_picture`), within the upload limits.
 

@@ -143,9 +143,9 @@ def _open(source, images, options: Options, skip_bad: bool):
 
 
 def explore(source: str | Path = "runs", *, images: str | Path | None = None, classes: str | Path | None = None,
-            input_size: int | None = None, mean=None, std=None, layout: str | None = None, multi_label: bool = False,
-            export: str | Path | None = None, force: bool = False, host: str | None = None, port: int | None = None,
-            open_browser: bool = True, skip_bad_images: bool = False) -> dict | None:
+            input_size: int | tuple[int, int] | None = None, mean=None, std=None, layout: str | None = None,
+            multi_label: bool = False, export: str | Path | None = None, force: bool = False, host: str | None = None,
+            port: int | None = None, open_browser: bool = True, skip_bad_images: bool = False) -> dict | None:
     """``cnnlab explore``: serve a runs folder, or one model of any kind with your images, or save a static page.
 
     A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.sources.open_model`:

@@ -3,10 +3,10 @@
 Every kind answers the same few questions (:class:`ExploreModel`), so the routes (:mod:`cnnlab.explore.server`),
 the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`) never ask which kind it is:
 
-* ``classes``, ``spec`` (:class:`InputSpec`: layout, side, channels, scaling), ``scoring`` (:class:`Scoring`: softmax
-  over the classes, a binary classifier's one output, or a probability per class) and ``notes`` (what the page must
-  say about where things came from, e.g. that a ``module:function`` was imported);
-* ``logits(images)``: uint8 ``N x C x S x S`` images -> float ``N x K`` class scores;
+* ``classes``, ``spec`` (:class:`InputSpec`: layout, height and width, channels, scaling), ``scoring``
+  (:class:`Scoring`: softmax over the classes, a binary classifier's one output, or a probability per class) and
+  ``notes`` (what the page must say about where things came from, e.g. that a ``module:function`` was imported);
+* ``logits(images)``: uint8 ``N x C x H x W`` images -> float ``N x K`` class scores;
 * ``stages(image)``: the named feature maps of one image (``1 x C x h x w`` each, the last row the logits);
 * ``kernels()``: the first convolution's weights (``out x in x kh x kw``) or None; ``layers()``: the layer table;
 * ``attribution(image, target)``: Grad-CAM and saliency where gradients exist, occlusion sensitivity otherwise.
@@ -47,7 +47,8 @@ class InputSpec:
 
     Attributes:
         channels: 1 (grey) or 3 (RGB) or what the first convolution takes.
-        size: side of the model's input (images are read, padded to a square and resized to it).
+        height, width: the model's input (images are read, padded to its aspect ratio, a square as a rule, and
+            resized to it).
         crop: centre-crop pictures instead of padding them (:func:`cnnlab.picture.read_picture`): a cnnlab run on a
             folder of images, whose training images were cropped so.
         layout: ``"NCHW"`` or ``"NHWC"``.
@@ -56,7 +57,8 @@ class InputSpec:
     """
 
     channels: int
-    size: int
+    height: int
+    width: int
     layout: str = "NCHW"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -64,15 +66,29 @@ class InputSpec:
     crop: bool = False
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``N x C x S x S`` images -> the float32 model input (scaled, normalised, in ``layout``)."""
+        """uint8 ``N x C x H x W`` images -> the float32 model input (scaled, normalised, in ``layout``)."""
         x = images.float() / 255
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if tuple(x.shape[-2:]) != self.hw:
+            x = F.interpolate(x, size=self.hw, mode="bilinear", align_corners=False)
         if self.mean is not None:
             x = x - torch.tensor(self.mean).view(1, -1, 1, 1)
         if self.std is not None:
             x = x / torch.tensor(self.std).view(1, -1, 1, 1)
         return x.permute(0, 2, 3, 1).contiguous() if self.layout == "NHWC" else x
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def zeros(self, n: int) -> torch.Tensor:
+        """``n`` black uint8 images of this input, to try the model on."""
+        return torch.zeros(n, self.channels, self.height, self.width, dtype=torch.uint8)
+
+    def shape_text(self, n: int) -> str:
+        """``n x C x H x W`` (or ``n x H x W x C``): the shape the model is fed, for an error line."""
+        dims = (n, self.channels, self.height, self.width) if self.layout == "NCHW" else \
+            (n, self.height, self.width, self.channels)
+        return " x ".join(map(str, dims))
 
     def describe(self) -> str:
         """One line for the page: what the model is fed and where each part of that was read."""
@@ -81,8 +97,8 @@ class InputSpec:
         if self.mean is not None or self.std is not None:
             scaling += f", minus mean {_short(self.mean or (0.0,))}, divided by std {_short(self.std or (1.0,))}"
         where = "; ".join(f"{k} from the {v}" for k, v in self.origin.items())
-        return (f"float32 {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.size} x "
-                f"{self.size}, {scaling}" + (f" ({where})" if where else ""))
+        return (f"float32 {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.height} x "
+                f"{self.width}, {scaling}" + (f" ({where})" if where else ""))
 
 
 def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
@@ -179,7 +195,7 @@ class Options:
     """What the user said about a model from elsewhere (the CLI's flags); None where the graph should say it."""
 
     classes: tuple[str, ...] | None = None
-    input_size: int | None = None
+    input_size: int | tuple[int, int] | None = None  # a side, or (height, width); kept as (height, width)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     layout: str | None = None
@@ -187,7 +203,12 @@ class Options:
 
     def __post_init__(self):
         if self.input_size is not None:
-            int_in_range(self.input_size, "--input-size", 8, 2049, expected="an integer from 8 to 2048")
+            hw = (self.input_size,) * 2 if not isinstance(self.input_size, (tuple, list)) else tuple(self.input_size)
+            if len(hw) != 2:
+                fail("--input-size", "a side, or a height and a width", self.input_size)
+            for side in hw:
+                int_in_range(side, "--input-size", 8, 2049, expected="sides from 8 to 2048")
+            object.__setattr__(self, "input_size", hw)
         if self.layout is not None and self.layout not in LAYOUTS:
             fail("--layout", "NCHW or NHWC", self.layout)
         for name, values, low in (("--mean", self.mean, None), ("--std", self.std, 0)):
@@ -210,13 +231,35 @@ class Options:
             raise CnnlabError(f"--multi-label would read {where} as a probability per class: it is a cnnlab export, "
                               "of a softmax classifier (trained with cross-entropy); expected no --multi-label for it")
 
-    def spec(self, channels: int, size: int, layout: str, origin: dict[str, str]) -> InputSpec:
-        """The input spec with the flags' mean/std, checked against the number of channels."""
+    def spec(self, channels: int, height, width, layout: str, origin: dict[str, str], where: str,
+             fixed_by: str) -> InputSpec:
+        """The input spec: the flags' mean/std, checked against the number of channels, and the model's height and
+        width (``fixed_by`` the graph where both are static, else ``--input-size``, which must agree with a static
+        one; None or a name is a dynamic side)."""
         mean, std = (self._per_channel(v, n, channels) for v, n in ((self.mean, "--mean"), (self.std, "--std")))
         origin = dict(origin)
+        static = (height, width)
+        given = self.input_size
+        if all(isinstance(d, int) for d in static):
+            if given is not None and given != static:
+                raise CnnlabError(f"--input-size {size_text(given)} differs from the {height} x {width} input {where} "
+                                  "is fixed to")
+            hw, origin["size"] = static, fixed_by
+        elif given is not None:
+            for name, side, fixed in zip(("height", "width"), given, static, strict=True):
+                if isinstance(fixed, int) and fixed != side:
+                    raise CnnlabError(f"--input-size {size_text(given)} gives a {name} of {side}, but {where} fixes "
+                                      f"its {name} to {fixed}")
+            hw, origin["size"] = given, "flags"
+        elif all(d is None for d in static):
+            raise CnnlabError(f"{where} has no fixed input size; pass --input-size SIDE or HEIGHTxWIDTH")
+        else:
+            shown = " x ".join(str(d) if d is not None else "?" for d in static)
+            raise CnnlabError(f"{where} has a dynamic input size (height x width {shown}); pass --input-size SIDE or "
+                              "HEIGHTxWIDTH")
         if mean is not None or std is not None:
             origin["normalisation"] = "flags"
-        return InputSpec(channels, size, layout, mean, std, origin)
+        return InputSpec(channels, *hw, layout, mean, std, origin)
 
     @staticmethod
     def _per_channel(values, name: str, channels: int) -> tuple[float, ...] | None:
@@ -229,6 +272,11 @@ class Options:
                 f"1 or {channels} numbers (the model takes {channels} channels)"
             raise CnnlabError(f"{name} must give {wanted}, got {len(values)}")
         return tuple(float(v) for v in values)
+
+
+def size_text(hw: tuple[int, int]) -> str:
+    """``--input-size`` as the user writes it: ``224``, or ``256x128`` for another height and width."""
+    return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
 def read_classes(path: str | Path) -> tuple[str, ...]:
@@ -284,41 +332,46 @@ def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | Non
 def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler and Fergus 2014, "Visualizing and understanding convolutional networks", 4.2).
 
-    The image is covered by one patch at a time (non-overlapping squares of ``ceil(side / grid)`` pixels, the last
-    row and column cut by the image's edge, filled with the image's own mean colour so that the patch carries no
-    edge of its own) and the drop in the target class's probability is recorded: ``cells x cells``, where cells
-    is the number of patches that reach the image (``grid``, or fewer for a side below ``grid**2``), positive where
-    hiding the patch hurts the prediction. Needs no gradients, so it works for any model that can only be run
-    forward (an ONNX graph). :func:`patch_pixels` lays the map back onto the image's pixels.
+    The image is covered by one patch at a time (non-overlapping patches of ``ceil(side / grid)`` pixels along each
+    side, squares for a square image, the last row and column cut by the image's edge, filled with the image's own
+    mean colour so that the patch carries no edge of its own) and the drop in the target class's probability is
+    recorded: ``rows x cols``, the number of patches that reach the image along each side (``grid``, or fewer for a
+    side below ``grid**2``), positive where hiding the patch hurts the prediction. Needs no gradients, so it works
+    for any model that can only be run forward (an ONNX graph). :func:`patch_pixels` lays the map back onto the
+    image's pixels.
     """
-    side = image.shape[-1]
-    step = math.ceil(side / grid)
-    cells = math.ceil(side / step)
+    (step_h, rows), (step_w, cols) = (_patches(side, grid) for side in image.shape[-2:])
     fill = image.float().mean((1, 2), keepdim=True).round().to(torch.uint8)
     batch = [image]
-    for i in range(cells):
-        for j in range(cells):
+    for i in range(rows):
+        for j in range(cols):
             covered = image.clone()
-            covered[:, i * step:(i + 1) * step, j * step:(j + 1) * step] = fill
+            covered[:, i * step_h:(i + 1) * step_h, j * step_w:(j + 1) * step_w] = fill
             batch.append(covered)
     probs = model.scoring.probabilities(model.logits(torch.stack(batch)))[:, target]
-    return (probs[0] - probs[1:]).view(cells, cells)
+    return (probs[0] - probs[1:]).view(rows, cols)
 
 
-def patch_pixels(drop: torch.Tensor, side: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:
-    """The ``side x side`` picture of an occlusion map made with ``grid``: each pixel takes the value of the patch
-    that covered it (patches of ``ceil(side / grid)`` pixels, so a stretch of the map to the side shifted them)."""
+def _patches(side: int, grid: int) -> tuple[int, int]:
+    """The patch length along a side of ``side`` pixels, and how many patches reach it."""
     step = math.ceil(side / grid)
-    return drop.repeat_interleave(step, 0).repeat_interleave(step, 1)[:side, :side]
+    return step, math.ceil(side / step)
+
+
+def patch_pixels(drop: torch.Tensor, hw: tuple[int, int], grid: int = OCCLUSION_GRID) -> torch.Tensor:
+    """The ``height x width`` picture of an occlusion map made with ``grid``: each pixel takes the value of the patch
+    that covered it (patches of ``ceil(side / grid)`` pixels, so a stretch of the map to the side shifted them)."""
+    (step_h, _), (step_w, _) = (_patches(side, grid) for side in hw)
+    return drop.repeat_interleave(step_h, 0).repeat_interleave(step_w, 1)[:hw[0], :hw[1]]
 
 
 def occlusion_pngs(model: ExploreModel, image: torch.Tensor, target: int) -> dict[str, Any]:
     """Occlusion sensitivity as the page shows it: an overlay on the image (positive part) and the raw map."""
     drop = occlusion(model, image, target)
-    up = patch_pixels(drop, image.shape[-1])
+    up = patch_pixels(drop, tuple(image.shape[-2:]))
     top = float(up.clamp(min=0).max())
     heat = up.clamp(min=0) / top if top > 0 else torch.zeros_like(up)
-    return {"method": "occlusion", "target": model.classes[target], "grid": int(drop.shape[0]),
+    return {"method": "occlusion", "target": model.classes[target], "grid": list(drop.shape),
             "occlusion": png_url(overlay(image, heat)),
             "map": png_url(colour(to_unit(up, symmetric=True), "RdBu_r")), "largest_drop": float(drop.max()),
             "empty": not top > 0}
@@ -356,7 +409,8 @@ def model_card(model: ExploreModel) -> dict[str, Any]:
     shown = [] if kernels is None else list(kernels.detach().float().mean(1))[:64]
     layers = model.layers()
     return {"kind": model.kind, "name": model.name, "classes": list(model.classes), "input": model.spec.describe(),
-            "channels": model.spec.channels, "size": model.spec.size, "layout": model.spec.layout,
+            "channels": model.spec.channels, "height": model.spec.height, "width": model.spec.width,
+            "layout": model.spec.layout,
             "notes": list(model.notes), "params": sum(int(r.get("params") or 0) for r in layers),
             "layers": layers,
             "kernels": [{"png": png_url(colour(to_unit(k, symmetric=True), "RdBu_r")), "shape": list(k.shape)}
@@ -380,7 +434,7 @@ class RunModel:
         self.name = f"{meta.model_name} ({trained.path.name})"
         self.scoring = Scoring(meta.num_classes)  # cnnlab trains with cross-entropy: softmax
         self.classes, _ = resolve_classes(classes, meta.classes, self.scoring)
-        self.spec = InputSpec(meta.channels, meta.image_size, "NCHW", meta.mean, meta.std,
+        self.spec = InputSpec(meta.channels, meta.image_size, meta.image_size, "NCHW", meta.mean, meta.std,
                               {"everything": "checkpoint"}, crop=meta.crops_pictures)
         self.notes = (f"Images are read at the dataset's side ({meta.image_size} px) and the run's preprocessing "
                       f"resizes them to {meta.input_size} px.",) if meta.input_size != meta.image_size else ()

@@ -7,11 +7,12 @@ the graph where it says it:
 
 * the image input: the one graph input that is not an initializer, rank 4, float32; its layout is NCHW or NHWC by
   where the channels sit (the first convolution's weight says how many there are), else ``--layout``;
-* its side: the static height/width, else ``--input-size`` (a dynamic side without it is refused);
+* its height and width: the static ones, square or not, else ``--input-size`` (a dynamic side without it is
+  refused);
 * scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
   any other graph takes pixels / 255 unless ``--mean``/``--std`` say more (the page states which);
 * class names: ``--classes``, else the ``cnnlab.classes`` metadata, else the image folder's class subfolders;
-* the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen side),
+* the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen size),
   parameters from the initializers each node reads; first-layer kernels: the first Conv's weight initializer.
 
 There are no gradients, so the attribution is occlusion sensitivity (:func:`cnnlab.explore.model.occlusion`).
@@ -124,7 +125,7 @@ class OnnxModel:
         except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
             raise CnnlabError(f"onnxruntime cannot run {path} ({summary(e, 200)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
-        probe = self._run(torch.zeros(1, self.spec.channels, self.spec.size, self.spec.size, dtype=torch.uint8))
+        probe = self._run(self.spec.zeros(1))
         logits = probe[self.output_name]
         if logits.ndim != 2 or logits.shape[1] < 1:
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
@@ -199,19 +200,7 @@ class OnnxModel:
         if not channels:
             raise CnnlabError(f"{self.path}: the channels of input {value.name!r} are dynamic and no convolution "
                               "says how many it takes")
-        if isinstance(h_dim, int) and isinstance(w_dim, int):
-            if h_dim != w_dim:
-                raise CnnlabError(f"{self.path} takes {h_dim} x {w_dim} images, expected a square input")
-            if options.input_size is not None and options.input_size != h_dim:
-                raise CnnlabError(f"--input-size {options.input_size} differs from the {h_dim} x {w_dim} input "
-                                  f"{self.path} is fixed to")
-            size, origin["size"] = h_dim, "graph"
-        elif options.input_size is not None:
-            size, origin["size"] = options.input_size, "flags"
-        else:
-            raise CnnlabError(f"{self.path} has a dynamic input size ({' x '.join(str(d) for d in dims)}); pass "
-                              "--input-size")
-        return value.name, options.spec(channels, size, layout, origin)
+        return value.name, options.spec(channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
 
     def _first_conv(self) -> tuple[Any, np.ndarray] | tuple[None, None]:
         """The first Conv node with a constant 4-d weight, and that weight."""
@@ -263,8 +252,8 @@ class OnnxModel:
         fixed.CopyFrom(model)
         del fixed.graph.value_info[:]
         value = next(i for i in fixed.graph.input if i.name == self.input_name)
-        s, c = self.spec.size, self.spec.channels
-        wanted = [1, c, s, s] if self.spec.layout == "NCHW" else [1, s, s, c]
+        (h, w), c = self.spec.hw, self.spec.channels
+        wanted = [1, c, h, w] if self.spec.layout == "NCHW" else [1, h, w, c]
         for dim, v in zip(value.type.tensor_type.shape.dim, wanted, strict=True):
             dim.Clear()
             dim.dim_value = v
@@ -293,8 +282,7 @@ class OnnxModel:
     def _runs_two(self) -> bool:
         """Whether two images at once give two rows of output."""
         try:
-            pair = self._run(torch.zeros(2, self.spec.channels, self.spec.size, self.spec.size, dtype=torch.uint8),
-                             [self.output_name])[self.output_name]
+            pair = self._run(self.spec.zeros(2), [self.output_name])[self.output_name]
         except Exception:  # onnxruntime's own error classes: the graph cannot take a batch of two
             return False
         return pair.shape[:1] == (2,)

@@ -46,8 +46,8 @@ def explanation_pngs(e, image: torch.Tensor, classes) -> dict[str, Any]:
     ``empty`` says that Grad-CAM is zero everywhere (no channel of the stage speaks for the class, e.g. when its
     ReLUs are dead for this input): the overlay then shows no heat, and the page says why.
     """
-    side = image.shape[-1]
-    saliency = torch.nn.functional.interpolate(e.saliency[None, None], size=(side, side), mode="bilinear",
+    hw = tuple(image.shape[-2:])
+    saliency = torch.nn.functional.interpolate(e.saliency[None, None], size=hw, mode="bilinear",
                                                align_corners=False)[0, 0]
-    return {"target": classes[e.target], "row": e.row, "gradcam": png_url(overlay(image, e.cam_at(side))),
+    return {"target": classes[e.target], "row": e.row, "gradcam": png_url(overlay(image, e.cam_at(hw))),
             "saliency": png_url(colour(to_unit(saliency), "magma")), "empty": not float(e.cam.max()) > 0}

@@ -63,7 +63,7 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
     """The model ``source`` names and the images of the folder ``images`` read at its input (or None).
 
     The folder's class subfolders are listed first, so that they can name the model's classes when nothing else
-    does; the pictures are then read at the model's channels and side.
+    does; the pictures are then read at the model's channels, height and width.
 
     Returns:
         ``(model, ImageSet | None)``.
@@ -72,5 +72,5 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
         return open_model(source, options), None
     listing = list_images(images)
     model = open_model(source, options, listing[1])
-    return model, read_image_folder(images, model.spec.channels, model.spec.size, skip_bad=skip_bad,
+    return model, read_image_folder(images, model.spec.channels, model.spec.hw, skip_bad=skip_bad,
                                     listing=listing, crop=model.spec.crop)

@@ -76,24 +76,15 @@ def _spec(options: Options, shape: tuple | None, conv_in: int | None, where: str
                           "N x C x H x W or N x H x W x C")
     c, h, w = (None, None, None) if shape is None else ((shape[1], shape[2], shape[3]) if layout == "NCHW"
                                                          else (shape[3], shape[1], shape[2]))
+    if options.layout is None and c is not None and shape[3] is not None and shape[3] != c and \
+            (shape[3] == conv_in if conv_in else shape[3] in (1, 3) and c not in (1, 3)):
+        # N x H x W x C read as N x C x H x W: C channels of H x W pixels would not be what it takes
+        raise CnnlabError(f"{where}: its input {' x '.join(map(str, shape))} looks like N x H x W x C (C = "
+                          f"{shape[3]}), not N x C x H x W; pass --layout NHWC")
     channels = c or conv_in
     if not channels:
         raise CnnlabError(f"{where}: cannot tell how many channels the input has (no convolution says it)")
-    if h is not None and w is not None:
-        if h != w:
-            nhwc = options.layout is None and w in (1, 3) and c == h  # N x H x W x C read as N x C x H x W
-            hint = f"; its input {' x '.join(map(str, shape))} looks like N x H x W x C: pass --layout NHWC" \
-                if nhwc else ""
-            raise CnnlabError(f"{where} takes {h} x {w} images, expected a square input{hint}")
-        if options.input_size is not None and options.input_size != h:
-            raise CnnlabError(f"--input-size {options.input_size} differs from the {h} x {w} input {where} is "
-                              "fixed to")
-        size, origin["size"] = h, "program"
-    elif options.input_size is not None:
-        size, origin["size"] = options.input_size, "flags"
-    else:
-        raise CnnlabError(f"{where} has no fixed input size; pass --input-size")
-    return options.spec(channels, size, layout, origin)
+    return options.spec(channels, h, w, layout, origin, where, "program")
 
 
 def _in_channels(module: nn.Module) -> int | None:
@@ -126,11 +117,9 @@ class _TorchModel:
         for n in (2, 1):
             try:
                 with torch.no_grad():
-                    out = self._forward(spec.to_input(torch.zeros(n, spec.channels, spec.size, spec.size,
-                                                                  dtype=torch.uint8)))
+                    out = self._forward(spec.to_input(spec.zeros(n)))
             except Exception as e:  # the model's own error on the input the flags describe: say which input
-                shape = f"{n} x {spec.channels} x {spec.size} x {spec.size}" if spec.layout == "NCHW" else \
-                    f"{n} x {spec.size} x {spec.size} x {spec.channels}"
+                shape = spec.shape_text(n)
                 if "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
                     hint = "; pass an --input-size the program allows"
                 else:
@@ -498,8 +487,7 @@ class ModuleModel(_TorchModel):
 
     def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:
         """Every leaf module's output for one blank image, in the order they ran."""
-        x = self.spec.to_input(torch.zeros(1, self.spec.channels, self.spec.size, self.spec.size,
-                                           dtype=torch.uint8))
+        x = self.spec.to_input(self.spec.zeros(1))
         with torch.no_grad():
             return self._hooked(x, stages_only=False)[0]
 

@@ -60,9 +60,11 @@ class RunFiles:
         if self.status in ENDED:
             return None
         planned = (self.config.get("config") or {}).get("epochs")
-        done = f"{len(self.metrics)} epoch{'s' * (len(self.metrics) != 1)}" + (f" of {planned}" if planned else "")
+        epochs = len(self.metrics)
+        done = (f"after {epochs} epoch{'s' * (epochs != 1)}" if epochs else "before its first epoch ended") + \
+            (f" of {planned}" if planned else "")
         state = "is still training" if self.status == "training" else "was stopped"
-        return (f"this run has not finished: it {state} after {done}, so what follows is its last checkpoint, "
+        return (f"this run has not finished: it {state} {done}, so what follows is its last checkpoint, "
                 f"{self.checkpoint.name}, and it has no final figures yet; `{resume_command(self.path)}` "
                 f"{'finishes it' if self.status != 'training' else 'continues it once stopped'}")
 

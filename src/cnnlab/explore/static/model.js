@@ -54,7 +54,7 @@ function show(r) {
   $("attr-a-box").hidden = $("attr-b-box").hidden = !e;
   if (e && e.method === "occlusion") {
     $("attr-a").src = e.occlusion;
-    $("attr-a-caption").textContent = `occlusion: where hiding a patch (${e.grid} x ${e.grid} grid) lowers ` +
+    $("attr-a-caption").textContent = `occlusion: where hiding a patch (${e.grid[0]} x ${e.grid[1]} grid) lowers ` +
       `${e.target}` + (e.empty ? " (no patch lowers it)" : "");
     $("attr-b").src = e.map;
     $("attr-b-caption").textContent = "the probability drop (red) or rise (blue) per patch";
