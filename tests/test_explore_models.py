@@ -278,19 +278,26 @@ def test_a_diverged_models_probabilities_are_none_on_both_pages():
 
 
 class Scorer(nn.Module):
-    """A grey 8 x 8 classifier of ``outputs`` scores, optionally ending in a sigmoid (probabilities)."""
+    """A grey 8 x 8 classifier of ``outputs`` scores, optionally ending in a sigmoid or a softmax (probabilities),
+    then a Flatten (changes nothing, as such tails do)."""
 
-    def __init__(self, outputs: int, sigmoid: bool = False, fc: torch.Tensor | None = None):
+    def __init__(self, outputs: int, sigmoid: bool = False, fc: torch.Tensor | None = None, softmax: bool = False):
         super().__init__()
         torch.manual_seed(4)
         self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, outputs)
         if fc is not None:
             self.fc.weight.data, self.fc.bias.data = fc[:, :4].clone(), fc[:, 4].clone()
-        self.sigmoid = sigmoid
+        self.final = nn.Sigmoid() if sigmoid else nn.Softmax(1) if softmax else nn.Identity()
+        self.flat = nn.Flatten()
 
     def forward(self, x):
-        y = self.fc(F.relu(self.conv(x)).mean((2, 3)))
-        return y.sigmoid() if self.sigmoid else y
+        return self.flat(self.final(self.fc(F.relu(self.conv(x)).mean((2, 3)))))
+
+
+def _pt2_of(module: nn.Module, path):
+    torch.export.save(torch.export.export(module.eval(), (torch.zeros(2, 1, 8, 8),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)), path)
+    return path
 
 
 def _onnx_of(module: nn.Module, path):
@@ -314,7 +321,9 @@ def test_a_binary_classifier_of_one_output_is_two_classes(tmp_path):
     two = ModuleModel(Scorer(2, fc=torch.cat([-fc / 2, fc / 2])), "two", Options(input_size=8))
     models = {"module": ModuleModel(one, "one", Options(input_size=8)),
               "onnx": open_model(_onnx_of(one, tmp_path / "one.onnx")),
-              "onnx, ending in Sigmoid": open_model(_onnx_of(Scorer(1, sigmoid=True), tmp_path / "sig.onnx"))}
+              "onnx, ending in Sigmoid": open_model(_onnx_of(Scorer(1, sigmoid=True), tmp_path / "sig.onnx")),
+              "module ending in Sigmoid": ModuleModel(Scorer(1, sigmoid=True), "sig", Options(input_size=8)),
+              "pt2 ending in Sigmoid": open_model(_pt2_of(Scorer(1, sigmoid=True), tmp_path / "sig.pt2"))}
     for kind, model in models.items():
         assert model.classes == ("class 0", "class 1"), kind
         assert any(n.startswith("One output: read as a binary classifier's logit z") for n in model.notes), kind
@@ -352,14 +361,17 @@ def test_a_multi_label_model_gives_each_class_its_own_probability(tmp_path):
     models = {"module --multi-label": ModuleModel(logits, "m", Options(input_size=8, multi_label=True)),
               "onnx ending in Sigmoid": open_model(path),
               "onnx of logits --multi-label": open_model(_onnx_of(logits, tmp_path / "logits.onnx"),
-                                                         Options(multi_label=True))}
+                                                         Options(multi_label=True)),
+              "module ending in Sigmoid": ModuleModel(Scorer(3, sigmoid=True), "s", Options(input_size=8)),
+              "pt2 ending in Sigmoid": open_model(_pt2_of(Scorer(3, sigmoid=True), tmp_path / "multi.pt2"))}
     for kind, model in models.items():
         assert model.classes == ("class 0", "class 1", "class 2"), kind
         assert torch.allclose(model.scoring.probabilities(model.logits(images)), want, atol=1e-5), kind
         top = analyze_image(model, images[0])["top"]
         assert [t["probability"] for t in top] == pytest.approx(want[0].sort(descending=True).values.tolist(),
                                                                 abs=1e-5), kind
-        source = "the graph ends in Sigmoid" if kind == "onnx ending in Sigmoid" else "--multi-label"
+        source = {"onnx ending in Sigmoid": "the graph ends in Sigmoid", "module ending in Sigmoid": "the module "
+                  "ends in Sigmoid", "pt2 ending in Sigmoid": "the program ends in Sigmoid"}.get(kind, "--multi-label")
         assert f"Multi-label ({source}): each output is its own class's probability" in " ".join(model.notes), kind
         drop = occlusion(model, images[0], 0)  # the first patch's drop, in the sigmoid's terms
         covered = images[0].clone()
@@ -369,9 +381,30 @@ def test_a_multi_label_model_gives_each_class_its_own_probability(tmp_path):
             hidden = logits(covered[None].float() / 255).sigmoid()[0, 0]
         assert float(drop[0, 0]) == pytest.approx(float(want[0, 0] - hidden), abs=1e-5), kind
     _graph_of_others(tmp_path / "softmax.onnx", "softmax")
-    with pytest.raises(CnnlabError, match=r"softmax.onnx ends in Softmax, one distribution over its classes, and "
-                                          r"--multi-label reads each output as a class's own probability"):
-        open_model(tmp_path / "softmax.onnx", Options(multi_label=True))
+    softmax = {"softmax.onnx": tmp_path / "softmax.onnx",
+               "softmax.pt2": _pt2_of(Scorer(3, softmax=True), tmp_path / "softmax.pt2")}
+    for name, path in softmax.items():
+        with pytest.raises(CnnlabError, match=rf"{name} ends in Softmax, one distribution over its classes, and "
+                                              r"--multi-label reads each output as a class's own probability"):
+            open_model(path, Options(multi_label=True))
+
+
+def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_path):
+    # A module or program ending in nn.Softmax had a softmax taken over its probabilities: every figure flattened
+    # towards 1 / classes. (ONNX graphs ending in Softmax were read so already.)
+    from cnnlab.explore.torch_models import ModuleModel
+
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    net = Scorer(3, softmax=True)
+    with torch.no_grad():
+        want = net(images.float() / 255)
+    for kind, model in {"module": ModuleModel(net, "soft", Options(input_size=8)),
+                        "pt2": open_model(_pt2_of(net, tmp_path / "soft.pt2"))}.items():
+        assert torch.allclose(model.scoring.probabilities(model.logits(images)), want, atol=1e-5), kind
+        noun = "module" if kind == "module" else "program"
+        assert f"The {noun} ends in Softmax: its outputs are taken as probabilities." in model.notes, kind
+        top = analyze_image(model, images[0])["top"]
+        assert top[0]["probability"] == pytest.approx(float(want[0].max()), abs=1e-5), kind
 
 
 def test_a_model_of_non_square_input(tmp_path, rgb_folder):

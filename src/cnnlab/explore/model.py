@@ -113,21 +113,35 @@ def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
 class Scoring:
     """How a model's ``outputs`` scores become the probabilities of its classes.
 
-    By default the scores are logits and the probabilities their softmax. A model of one output is a binary
-    classifier (trained with a sigmoid, as ``BCEWithLogitsLoss`` does): its logit z is shown as two classes, class 1
-    with probability sigmoid(z) and class 0 with the rest; their scores are -z/2 and z/2, whose softmax is exactly
-    that, and whose gradients are z's, with its sign, so Grad-CAM explains either class. A multi-label model gives
-    each class a probability of its own, the sigmoid of its score; they need not sum to 1.
+    By default the scores are logits and the probabilities their softmax. A model that ends in Softmax or Sigmoid
+    gives probabilities already: they are taken back to logits first (log p, logit p), so that the page shows the
+    model's own figures and not a softmax of them. A model of one output is a binary classifier (trained with a
+    sigmoid, as ``BCEWithLogitsLoss`` does): its logit z is shown as two classes, class 1 with probability
+    sigmoid(z) and class 0 with the rest; their scores are -z/2 and z/2, whose softmax is exactly that, and whose
+    gradients are z's, with its sign, so Grad-CAM explains either class. A multi-label model gives each class a
+    probability of its own, the sigmoid of its score; they need not sum to 1.
 
     Attributes:
         outputs: the model's own output count.
-        multi_label: each output is its own class's sigmoid (``--multi-label``, or a graph that ends in Sigmoid).
-        source: what said it is multi-label, for the page (``"--multi-label"``, ``"the graph ends in Sigmoid"``).
+        multi_label: each output is its own class's sigmoid (``--multi-label``, or a model that ends in Sigmoid).
+        ends_in: ``"Softmax"`` or ``"Sigmoid"`` where the model's last operation is one, else None.
+        noun: what the page calls the model (``"graph"``, ``"program"``, ``"module"``).
     """
 
     outputs: int
     multi_label: bool = False
-    source: str = ""
+    ends_in: str | None = None
+    noun: str = "model"
+
+    @classmethod
+    def read(cls, outputs: int, multi_label: bool, ends_in: str | None, where: str, noun: str) -> Scoring:
+        """The scoring of a model of ``outputs`` outputs that ``ends_in`` Softmax, Sigmoid or neither (None), with
+        ``--multi-label`` or not; ``where`` names the model in the refusal of a Softmax read as multi-label."""
+        if multi_label and ends_in == "Softmax":
+            raise CnnlabError(f"{where} ends in Softmax, one distribution over its classes, and --multi-label reads "
+                              "each output as a class's own probability; expected no --multi-label for it")
+        # a Sigmoid over one output is a binary classifier's probability, over several a probability each
+        return cls(outputs, multi_label or (ends_in == "Sigmoid" and outputs > 1), ends_in, noun)
 
     @property
     def binary(self) -> bool:
@@ -140,6 +154,10 @@ class Scoring:
 
     def scores(self, out: torch.Tensor) -> torch.Tensor:
         """The model's ``N x outputs`` -> the ``N x classes`` scores :meth:`probabilities` reads."""
+        if self.ends_in == "Softmax":
+            out = out.float().clamp_min(1e-12).log()  # softmax(log p) = p
+        elif self.ends_in == "Sigmoid":
+            out = torch.logit(out.float(), eps=1e-7)  # sigmoid(logit p) = p
         return torch.cat([-out / 2, out / 2], 1) if self.binary else out
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
@@ -152,16 +170,19 @@ class Scoring:
             return "1 output, read as a binary classifier of 2 classes"
         return f"{self.outputs} output{'s' * (self.outputs != 1)}"
 
-    def note(self) -> str | None:
-        """What the page says about it (None for plain softmax)."""
+    def notes(self) -> tuple[str, ...]:
+        """What the page says about it (nothing for plain logits and a softmax)."""
+        said = (f"The {self.noun} ends in {self.ends_in}: its outputs are taken as probabilities.",) \
+            if self.ends_in else ()
         if self.binary:
-            return ("One output: read as a binary classifier's logit z, so that class 1's probability is sigmoid(z) "
-                    "and class 0's the rest (the class scores shown are -z/2 and z/2). For a multi-label model of one "
-                    "class, pass --multi-label.")
+            return (*said, "One output: read as a binary classifier's logit z, so that class 1's probability is "
+                    "sigmoid(z) and class 0's the rest (the class scores shown are -z/2 and z/2). For a multi-label "
+                    "model of one class, pass --multi-label.")
         if self.multi_label:
-            return (f"Multi-label ({self.source}): each output is its own class's probability, the sigmoid of its "
+            source = f"the {self.noun} ends in Sigmoid" if self.ends_in == "Sigmoid" else "--multi-label"
+            return (*said, f"Multi-label ({source}): each output is its own class's probability, the sigmoid of its "
                     "score, so they need not sum to 100%.")
-        return None
+        return said
 
 
 def _short(values) -> str:

@@ -100,7 +100,6 @@ class OnnxModel:
         self.spec = square_as_exported(self.spec, self.metadata)
         self.output_name = graph.output[0].name
         others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
-        self._ends_in = _final_op(self.producers, self.output_name)  # Softmax or Sigmoid: already probabilities
         shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 1)):
@@ -139,22 +138,13 @@ class OnnxModel:
                 stored = tuple(json.loads(self.metadata["cnnlab.classes"]))
             except ValueError:
                 stored = None
-        if options.multi_label and self._ends_in == "Softmax":
-            raise CnnlabError(f"{path} ends in Softmax, one distribution over its classes, and --multi-label reads "
-                              "each output as a class's own probability; expected no --multi-label for it")
-        outputs = int(logits.shape[1])
-        if options.multi_label:
-            self.scoring = Scoring(outputs, True, "--multi-label")
-        else:  # a Sigmoid over one output is a binary classifier's probability, over several a probability each
-            self.scoring = Scoring(outputs, self._ends_in == "Sigmoid" and outputs > 1, "the graph ends in Sigmoid")
+        self.scoring = Scoring.read(int(logits.shape[1]), options.multi_label,
+                                    _final_op(self.producers, self.output_name), str(path), "graph")
         self.classes, where = resolve_classes(options.classes, stored, self.scoring, folder_classes)
         self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
                       f"names: {where}.",
                       "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
-        if self._ends_in:
-            self.notes += (f"The graph ends in {self._ends_in}: its outputs are taken as probabilities.",)
-        if self.scoring.note():
-            self.notes += (self.scoring.note(),)
+        self.notes += self.scoring.notes()
         if one_at_a_time:
             self.notes += ("The graph's batch axis is free, but it fails on two images at once: images are run one "
                            "at a time.",)
@@ -288,12 +278,7 @@ class OnnxModel:
         return pair.shape[:1] == (2,)
 
     def _logits_of(self, out: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.asarray(out, dtype=np.float32))
-        if self._ends_in == "Softmax":
-            t = t.clamp_min(1e-12).log()  # softmax(log p) = p
-        elif self._ends_in == "Sigmoid":
-            t = torch.logit(t, eps=1e-7)  # sigmoid(logit p) = p
-        return self.scoring.scores(t)
+        return self.scoring.scores(torch.from_numpy(np.asarray(out, dtype=np.float32)))
 
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         chunks = [self._logits_of(self._run(images[i:i + batch_size], [self.output_name])[self.output_name])

@@ -60,11 +60,24 @@ STAGE_PACKETS = frozenset({
     aten.hardswish, aten.hardswish_, aten.hardsigmoid, aten.hardsigmoid_, aten.silu, aten.silu_, aten.gelu,
     aten.leaky_relu, aten.leaky_relu_, aten.elu, aten.mish,
 })
+# A program whose output is one of these gives probabilities (Scoring reads them back as logits); reshapes and
+# copies after it change nothing.
+FINAL_OPS = {aten.softmax: "Softmax", aten._softmax: "Softmax", aten.sigmoid: "Sigmoid"}
+PASS_THROUGH = frozenset({aten.flatten, aten.view, aten.reshape, aten.squeeze, aten.unsqueeze, aten.clone,
+                          aten.contiguous, aten.alias, aten.detach})
+FINAL_MODULES = {nn.Softmax: "Softmax", nn.Sigmoid: "Sigmoid"}
+PASS_THROUGH_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity)
 STAGE_MODULES = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
                  nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
                  nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
                  nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                  nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus)
+
+
+def _packet(node) -> Any:
+    """The ATen operator (overload packet) an FX node calls, else None."""
+    return getattr(node.target, "overloadpacket", None) if isinstance(node, torch.fx.Node) and \
+        node.op == "call_function" else None
 
 
 def _spec(options: Options, shape: tuple | None, conv_in: int | None, where: str) -> InputSpec:
@@ -136,10 +149,15 @@ class _TorchModel:
             classes = int(out.shape[1])
         return classes
 
+    def _final_op(self) -> str | None:
+        """``"Softmax"`` or ``"Sigmoid"`` where the model's output is one's (probabilities already), else None."""
+        raise NotImplementedError
+
     def _read_scoring(self, count: int, options: Options, stored: tuple[str, ...] | None,
-                      folder_classes: tuple[str, ...], stored_in: str = "the model file") -> str:
+                      folder_classes: tuple[str, ...], where: str, noun: str,
+                      stored_in: str = "the model file") -> str:
         """Set ``scoring`` and ``classes`` for a model of ``count`` outputs; returns where the names came from."""
-        self.scoring = Scoring(count, options.multi_label, "--multi-label")
+        self.scoring = Scoring.read(count, options.multi_label, self._final_op(), where, noun)
         self.classes, where = resolve_classes(options.classes, stored, self.scoring, folder_classes, stored_in)
         return where
 
@@ -232,9 +250,10 @@ class ExportedModel(_TorchModel):
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"])
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
-        where = self._read_scoring(self._check_classifier(str(path)), options, stored, folder_classes)
+        where = self._read_scoring(self._check_classifier(str(path)), options, stored, folder_classes, str(path),
+                                   "program")
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
-                      f"(no pickles or code). Class names: {where}.", *filter(None, [self.scoring.note()]))
+                      f"(no pickles or code). Class names: {where}.", *self.scoring.notes())
 
     def _conv_in(self) -> int | None:
         """The input channels of the first convolution: its weight holds in_channels / groups of them."""
@@ -325,6 +344,14 @@ class ExportedModel(_TorchModel):
     def kernels(self) -> torch.Tensor | None:
         return self._first_conv_weight()
 
+    def _final_op(self) -> str | None:
+        output = next(n for n in self.graph.nodes if n.op == "output")
+        node = output.args[0]
+        node = node[0] if isinstance(node, (tuple, list)) and node else node
+        while isinstance(node, torch.fx.Node) and _packet(node) in PASS_THROUGH and node.args:
+            node = node.args[0]
+        return FINAL_OPS.get(_packet(node))
+
     def layers(self) -> list[dict[str, Any]]:
         rows, counted = [], set()
         for node in self.graph.nodes:
@@ -380,8 +407,8 @@ class ModuleModel(_TorchModel):
                 refusals.append(e)
         else:
             raise refusals[0]
-        where = self._read_scoring(count, options, stored, folder_classes, stored_in)
-        self.notes = (f"{note} Class names: {where}.", *filter(None, [self.scoring.note()]))
+        where = self._read_scoring(count, options, stored, folder_classes, name, "module", stored_in)
+        self.notes = (f"{note} Class names: {where}.", *self.scoring.notes())
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
@@ -484,6 +511,19 @@ class ModuleModel(_TorchModel):
         convs = (mod for _, mod, _ in self._leaf_pass() if _in_channels(mod))
         conv = next(convs, None)
         return None if conv is None else conv.weight.detach()
+
+    def _final_op(self) -> str | None:
+        x = self.spec.to_input(self.spec.zeros(2))
+        with torch.no_grad():
+            seen, out = self._hooked(x, stages_only=False)
+        while seen and isinstance(seen[-1][1], PASS_THROUGH_MODULES):
+            seen.pop()
+        if not seen or not isinstance(out, torch.Tensor):
+            return None
+        _, module, last = seen[-1]  # the last leaf module to run: its output is the model's unless code follows it
+        same = isinstance(last, torch.Tensor) and last.numel() == out.numel() and torch.equal(last.reshape(out.shape),
+                                                                                           out)
+        return FINAL_MODULES.get(type(module)) if same else None
 
     def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:
         """Every leaf module's output for one blank image, in the order they ran."""
