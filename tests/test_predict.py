@@ -111,6 +111,22 @@ def test_32_bit_grey_pictures_are_read_in_the_range_their_values_fit(tmp_path):
         load_image(tmp_path / "negative.tiff")
 
 
+def test_a_cielab_tiff_is_read_for_grey_and_rgb_models(tmp_path):
+    # Pillow converts LAB to RGB only: for a grey model it was refused as "truncated or corrupt".
+    from PIL import ImageCms
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
+    ImageCms.applyTransform(rgb, to_lab).save(tmp_path / "lab.tiff")
+    with Image.open(tmp_path / "lab.tiff") as im:
+        assert im.mode == "LAB"
+        as_rgb = im.convert("RGB")
+    colour = load_image(tmp_path / "lab.tiff", channels=3, size=12)
+    assert torch.equal(colour, torch.from_numpy(np.array(as_rgb)).permute(2, 0, 1).float() / 255)
+    grey = load_image(tmp_path / "lab.tiff", channels=1, size=12)
+    assert torch.equal(grey[0], torch.from_numpy(np.array(as_rgb.convert("L"))).float() / 255)
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height grey pixels but that holds almost no data."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -113,7 +113,7 @@ def crop_square(im: Image.Image, size: int | tuple[int, int], channels: int) -> 
     im = _to_8bit(im)
     if im.mode in ("P", "PA"):
         im = im.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
-    im = im.convert("L" if channels == 1 else "RGB")
+    im = _grey_or_rgb(im, channels == 3)
     height, width = (size, size) if isinstance(size, int) else size
     if im.size != (width, height):
         im = ImageOps.fit(im, (width, height), method=Image.Resampling.BILINEAR)
@@ -154,6 +154,14 @@ def _flatten(im: Image.Image, background: int, rgb: bool) -> Image.Image:
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", im.size, (background, background, background, 255)), im)
+    return _grey_or_rgb(im, rgb)
+
+
+def _grey_or_rgb(im: Image.Image, rgb: bool) -> Image.Image:
+    """``im`` as 8-bit RGB or grey ``L``; a CIELAB picture (a LAB TIFF) reaches grey through RGB, the one mode Pillow
+    converts it to."""
+    if not rgb and im.mode == "LAB":
+        im = im.convert("RGB")
     return im.convert("RGB" if rgb else "L")
 
 
