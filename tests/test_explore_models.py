@@ -406,6 +406,32 @@ def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_pa
         top = analyze_image(model, images[0])["top"]
         assert top[0]["probability"] == pytest.approx(float(want[0].max()), abs=1e-5), kind
 
+    class Tail(nn.Module):  # Softmax or Sigmoid, then an evaluation's dropout and a cast, as deployed models end
+        def __init__(self, final: nn.Module, dtype: torch.dtype):
+            super().__init__()
+            self.net, self.final, self.drop, self.dtype = Scorer(3), final, nn.Dropout(0.2), dtype
+
+        def forward(self, x):
+            return self.drop(self.final(self.net(x))).to(self.dtype)
+
+    for final in (nn.Softmax(1), nn.Sigmoid()):
+        for dtype in (torch.float16, torch.float64):
+            tail = Tail(final, dtype).eval()
+            with torch.no_grad():
+                want = tail(images.float() / 255).float()
+            path = tmp_path / f"tail-{type(final).__name__}-{dtype}.pt2"
+            for kind, model in {"module": ModuleModel(tail, "tail", Options(input_size=8)),
+                                "pt2": open_model(_pt2_of(tail, path))}.items():
+                assert model.scoring.ends_in == type(final).__name__, (kind, final, dtype)
+                got = model.scoring.probabilities(model.logits(images))
+                assert torch.allclose(got, want, atol=2e-3), (kind, final, dtype)  # float16's rounding
+    one = nn.Sequential(Scorer(1), nn.Softmax(1))
+    for model in (lambda: ModuleModel(one, "one", Options(input_size=8)),
+                  lambda: open_model(_onnx_of(one, tmp_path / "one.onnx"))):
+        with pytest.raises(CnnlabError, match=r"ends in Softmax over one output, which is 1 for every image; "
+                                              r"expected a Softmax over two or more classes, or a Sigmoid"):
+            model()
+
 
 def test_a_model_of_non_square_input(tmp_path, rgb_folder):
     # Refused: "takes 16 x 32 images, expected a square input"; and --input-size took one side only.

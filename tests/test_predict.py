@@ -111,6 +111,29 @@ def test_32_bit_grey_pictures_are_read_in_the_range_their_values_fit(tmp_path):
         load_image(tmp_path / "negative.tiff")
 
 
+def test_a_strip_shaped_picture_is_resized_before_it_is_padded(tmp_path, monkeypatch):
+    # A 1 x 60000 PNG (a few hundred bytes, within the pixel limit) was padded to 60000 x 60000 before the resize:
+    # gigabytes for one upload (MemoryError, an internal error from the explorer's server).
+    strip = np.zeros((1, 60000), np.uint8)
+    strip[0, 20000:40000] = 255
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    made = []
+
+    def new(mode, size, *args, **kwargs):
+        made.append(tuple(size))
+        if size[0] * size[1] > 10**6:  # the old canvas: refused here rather than allocated
+            raise MemoryError(f"a {size[0]} x {size[1]} canvas")
+        return real_new(mode, size, *args, **kwargs)
+
+    real_new = Image.new
+    monkeypatch.setattr(Image, "new", new)
+    x = decode_upload((tmp_path / "strip.png").read_bytes(), 1, 28)
+    assert made and max(w * h for w, h in made) <= 28 * 28
+    # The strip fills one row in the middle (Lanczos: the bright middle third), the rest is its corners' colour.
+    assert x.shape == (1, 28, 28) and int(x[0, :13].max()) == 0 and int(x[0, 14:].max()) == 0
+    assert x[0, 13, 10:18].min() > 200 and x[0, 13, :7].max() < 30
+
+
 def test_a_cielab_tiff_is_read_for_grey_and_rgb_models(tmp_path):
     # Pillow converts LAB to RGB only: for a grey model it was refused as "truncated or corrupt".
     from PIL import ImageCms

@@ -140,6 +140,13 @@ def _guard(marker):
     return _json_edit(edit)
 
 
+def _torch_guard(marker):
+    """Guard code that reaches further into torch than its size functions (torch.sym_max is allowed)."""
+    def edit(program):
+        program["guards_code"] = [f"torch.sym_max(1, 2) > 0 and torch.save(1, {str(marker)!r}) is None"]
+    return _json_edit(edit)
+
+
 def _target(marker):
     def edit(program):
         node = next(n for n in program["graph_module"]["graph"]["nodes"] if n["target"].endswith("relu.default"))
@@ -180,6 +187,7 @@ CRAFTED = {
     "an opaque-object constant": (_opaque_constant, "fixed", True),
     "a shape expression sympify evaluates": (_shape_expression, "dynamic", True),
     "guard code": (_guard, "dynamic", True),
+    "guard code through torch": (_torch_guard, "dynamic", True),
     "a node target outside the operators": (_target, "fixed", False),
     "a name with quotes": (_quoted_name, "fixed", False),
     "an enum in a pytree spec": (_enum_spec, "fixed", False),
@@ -283,6 +291,33 @@ def test_names_and_strings_that_torchvision_models_hold_pass(tmp_path):
     torch.export.save(torch.export.export(Local().eval(), (torch.randn(2, 1, 16, 16),)), tmp_path / "local.pt2")
     checked_pt2(tmp_path / "local.pt2")
     assert open_model(tmp_path / "local.pt2").spec.hw == (16, 16)
+
+
+def test_a_channels_last_program_of_dynamic_size_opens(tmp_path):
+    # torch.export.save writes torch.sym_max(...) into its guards for this one, which the check refused as "not what
+    # torch.export.save writes".
+    class Nhwc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
+                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+        def forward(self, x):
+            return self.f(x.permute(0, 3, 1, 2))
+
+    torch.manual_seed(0)
+    net = Nhwc().eval()
+    dims = {0: torch.export.Dim("n"), 1: torch.export.Dim("h", min=8, max=64), 2: torch.export.Dim("w", min=8, max=64)}
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 16, 32, 3),), dynamic_shapes=(dims,)),
+                      tmp_path / "nhwc.pt2")
+    guards = json.loads(zipfile.ZipFile(tmp_path / "nhwc.pt2").read(next(
+        n for n in zipfile.ZipFile(tmp_path / "nhwc.pt2").namelist() if n.endswith("models/model.json"))))
+    assert any("torch.sym_max(" in g for g in guards["guards_code"])  # what the check now lets through
+    model = open_model(tmp_path / "nhwc.pt2", Options(input_size=(16, 32), layout="NHWC"))
+    images = torch.randint(0, 256, (2, 3, 16, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = net((images.float() / 255).permute(0, 2, 3, 1))
+    assert torch.allclose(model.logits(images), want, atol=1e-5)
 
 
 def test_a_float_in_a_dynamic_size_expression_passes(tmp_path):

@@ -287,6 +287,21 @@ def test_a_run_that_has_not_finished_is_reported_from_its_last_checkpoint(run_co
     assert "<dt>epochs</dt><dd>" + str(epochs) + "</dd>" in html
 
 
+@pytest.mark.parametrize("planned, said", [(10, "before the first of its 10 epochs ended"),
+                                           (1, "before its first epoch ended")])
+def test_the_note_on_a_run_stopped_in_its_first_epoch(run_copy, planned, said):
+    # It read "it was stopped before its first epoch ended of 2".
+    from cnnlab.report import read_run
+
+    record = json.loads((run_copy / "config.json").read_text())
+    record["config"]["epochs"] = planned
+    (run_copy / "config.json").write_text(json.dumps(record))
+    for name in ("result.json", "metrics.csv"):
+        (run_copy / name).unlink()
+    (run_copy / "interrupted.json").write_text("{}")
+    assert read_run(run_copy).unfinished().startswith(f"this run has not finished: it was stopped {said}, so ")
+
+
 def test_a_hand_edited_run_is_reported_and_compared_not_an_internal_error(run_copy, tmp_path, capsys):
     # A metrics.csv with fewer columns (KeyError: 'val_loss') and a result.json with a figure as a string
     # (ValueError: Unknown format code '%') were internal errors, exit 1.

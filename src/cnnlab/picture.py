@@ -42,9 +42,10 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
 
     Steps: size checks (bytes, then the header's pixel count); EXIF orientation applied; transparent pixels laid
     on the background (black, or white with ``invert``); 16-bit and float images rescaled to 8 bits; grey
-    (``channels=1``) or RGB (``channels=3``); padded to the output's aspect ratio (a square, as a rule) with the
-    median colour of its corners (the background, for a product photo), so the subject keeps its aspect ratio;
-    resized with a Lanczos filter
+    (``channels=1``) or RGB (``channels=3``); resized with a Lanczos filter to fit the output (a square, as a
+    rule) and centred on it, the rest filled with the median colour of its corners (the background, for a product
+    photo), so the subject keeps its aspect ratio; resizing before padding keeps a strip-shaped picture (1 x 16M
+    pixels passes the pixel limit) from asking for a canvas of its long side squared
     (antialiased: every source pixel counts when shrinking); inverted (``255 - x``) if asked, for dark subjects on a
     light background (Fashion-MNIST's garments are light on black).
 
@@ -77,8 +78,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                 else:
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
                     im = _flatten(im, background=255 if invert else 0, rgb=channels == 3)
-                    pixels = np.asarray(_pad_to(im, height, width).resize((width, height), Image.Resampling.LANCZOS),
-                                        dtype=np.uint8)
+                    pixels = np.asarray(_fit_and_pad(im, height, width), dtype=np.uint8)
     except Image.DecompressionBombError:
         raise CnnlabError(f"{name} claims too many pixels (a decompression bomb?); expected at most "
                           f"{max_pixels / 1e6:.0f} megapixels") from None
@@ -165,15 +165,17 @@ def _grey_or_rgb(im: Image.Image, rgb: bool) -> Image.Image:
     return im.convert("RGB" if rgb else "L")
 
 
-def _pad_to(im: Image.Image, height: int, width: int) -> Image.Image:
-    """Pad to the aspect ratio of ``height x width`` (a square for equal sides) with the median colour of the four
-    corners, the picture in the middle."""
+def _fit_and_pad(im: Image.Image, height: int, width: int) -> Image.Image:
+    """``height x width``: ``im`` resized (Lanczos) to fit inside it with its aspect ratio kept, in the middle of a
+    canvas of the median colour of its four corners."""
     w, h = im.size
-    canvas_w, canvas_h = max(w, round(h * width / height)), max(h, round(w * height / width))
-    if (canvas_w, canvas_h) == (w, h):
-        return im
+    scale = min(width / w, height / h)
+    fitted = (min(width, max(1, round(w * scale))), min(height, max(1, round(h * scale))))
+    resized = im.resize(fitted, Image.Resampling.LANCZOS) if fitted != (w, h) else im
+    if fitted == (width, height):
+        return resized
     corners = np.array([im.getpixel(p) for p in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1))])
     colour = np.median(corners, axis=0).astype(int)  # per channel
-    canvas = Image.new(im.mode, (canvas_w, canvas_h), int(colour) if colour.ndim == 0 else tuple(colour.tolist()))
-    canvas.paste(im, ((canvas_w - w) // 2, (canvas_h - h) // 2))
+    canvas = Image.new(im.mode, (width, height), int(colour) if colour.ndim == 0 else tuple(colour.tolist()))
+    canvas.paste(resized, ((width - fitted[0]) // 2, (height - fitted[1]) // 2))
     return canvas

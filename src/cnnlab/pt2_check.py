@@ -16,7 +16,8 @@ about each before torch sees the file:
   ``eval``: each must be calls of sympy's and torch's shape functions on quoted symbol names, numbers and
   keyword flags, nothing else.
 * ``guards_code``, which ``ExportedProgram.module()`` passes to ``exec``: each guard must compare sizes and
-  strides of the inputs (``L['x'].size()[2] == L['x'].size()[3]``) with numbers, nothing else.
+  strides of the inputs (``L['x'].size()[2] == L['x'].size()[3]``) with numbers, with no function but torch's
+  size arithmetic (``torch.sym_max``, as torch writes for a channels-last input pooled at a dynamic size).
 * node targets, which torch resolves by ``getattr`` from ``torch``, ``math`` or ``operator`` and then calls: each
   must be an operator (``torch.ops.<namespace>.<op>[.<overload>]``), an ``operator``/``math`` function or a
   ``torch.sym_*`` function, without dunder names.
@@ -71,6 +72,8 @@ _SYMPY_NAMES = frozenset("""Symbol Integer Rational Float Add Mul Pow Mod Max Mi
     IsNonOverlappingAndDenseIndicator TruncToFloat TruncToInt RoundToInt RoundDecimal ToFloat FloatPow
     PowByNatural IntTrueDiv FloatTrueDiv Identity""".split())
 _GUARD_NAMES = frozenset({"L", "size", "stride", "storage_offset", "math", "isnan", "inf", "and", "or", "not"})
+# Names a guard may reach only through their module: torch.sym_max(...), never torch.<anything else>.
+_GUARD_QUALIFIED = {"torch": frozenset({"sym_max", "sym_min", "sym_not", "sym_int", "sym_float"})}
 _OPS = frozenset("( ) [ ] , = == != >= <= > < + - * / // % **".split())
 
 
@@ -200,7 +203,8 @@ def _check_string(key: str, text: str, refuse) -> None:
     elif key == "expr_str":
         ok = _only_tokens(text, _SYMPY_NAMES, strings=_SYMBOL)
     elif key == "guards_code":
-        ok = _only_tokens(text, _GUARD_NAMES, strings=re.compile(r"'\w+'"), attributes=True)
+        ok = _only_tokens(text, _GUARD_NAMES, strings=re.compile(r"'\w+'"), attributes=True,
+                          qualified=_GUARD_QUALIFIED)
     elif key == "target":
         ok = bool(_TARGET.fullmatch(text)) and "__" not in text
     elif key in ("in_spec", "out_spec"):
@@ -211,17 +215,25 @@ def _check_string(key: str, text: str, refuse) -> None:
         refuse(f"a {key or 'graph'} field that is not what torch.export.save writes: {text[:80]!r}")
 
 
-def _only_tokens(text: str, names: frozenset[str], strings: re.Pattern, attributes: bool = False) -> bool:
+def _only_tokens(text: str, names: frozenset[str], strings: re.Pattern, attributes: bool = False,
+                 qualified: dict[str, frozenset[str]] | None = None) -> bool:
     """Whether ``text`` is one line of Python made of ``names``, numbers, ``strings`` and a few operators (and
-    ``.`` before a name only when ``attributes``): no other name, no dunder, so no way to reach a builtin."""
+    ``.`` before a name only when ``attributes``): no other name, no dunder, so no way to reach a builtin.
+    ``qualified`` maps a module name to the names that may follow it, and only it, after a ``.``."""
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
     except (tokenize.TokenError, SyntaxError):
         return False
-    for t in tokens:
+    qualified = qualified or {}
+    for i, t in enumerate(tokens):
         if t.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
             continue
-        if t.type == tokenize.NAME:
+        if t.type == tokenize.NAME and t.string in qualified:
+            following = [u.string for u in tokens[i + 1:i + 3]]
+            ok = len(following) == 2 and following[0] == "." and following[1] in qualified[t.string]
+        elif t.type == tokenize.NAME and i >= 2 and tokens[i - 1].string == "." and tokens[i - 2].string in qualified:
+            ok = t.string in qualified[tokens[i - 2].string]
+        elif t.type == tokenize.NAME:
             ok = t.string in names
         elif t.type == tokenize.NUMBER:
             ok = True

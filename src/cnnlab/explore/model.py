@@ -140,6 +140,9 @@ class Scoring:
         if multi_label and ends_in == "Softmax":
             raise CnnlabError(f"{where} ends in Softmax, one distribution over its classes, and --multi-label reads "
                               "each output as a class's own probability; expected no --multi-label for it")
+        if outputs == 1 and ends_in == "Softmax":
+            raise CnnlabError(f"{where} ends in Softmax over one output, which is 1 for every image; expected a "
+                              "Softmax over two or more classes, or a Sigmoid for a binary classifier")
         # a Sigmoid over one output is a binary classifier's probability, over several a probability each
         return cls(outputs, multi_label or (ends_in == "Sigmoid" and outputs > 1), ends_in, noun)
 

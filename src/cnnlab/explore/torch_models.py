@@ -60,13 +60,13 @@ STAGE_PACKETS = frozenset({
     aten.hardswish, aten.hardswish_, aten.hardsigmoid, aten.hardsigmoid_, aten.silu, aten.silu_, aten.gelu,
     aten.leaky_relu, aten.leaky_relu_, aten.elu, aten.mish,
 })
-# A program whose output is one of these gives probabilities (Scoring reads them back as logits); reshapes and
-# copies after it change nothing.
+# A program whose output is one of these gives probabilities (Scoring reads them back as logits); reshapes, copies,
+# casts to another float type and an evaluation's dropout after it change nothing.
 FINAL_OPS = {aten.softmax: "Softmax", aten._softmax: "Softmax", aten.sigmoid: "Sigmoid"}
 PASS_THROUGH = frozenset({aten.flatten, aten.view, aten.reshape, aten.squeeze, aten.unsqueeze, aten.clone,
-                          aten.contiguous, aten.alias, aten.detach})
+                          aten.contiguous, aten.alias, aten.detach, aten.to, aten._to_copy, aten.dropout})
 FINAL_MODULES = {nn.Softmax: "Softmax", nn.Sigmoid: "Sigmoid"}
-PASS_THROUGH_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity)
+PASS_THROUGH_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)
 STAGE_MODULES = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
                  nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
                  nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
@@ -521,8 +521,8 @@ class ModuleModel(_TorchModel):
         if not seen or not isinstance(out, torch.Tensor):
             return None
         _, module, last = seen[-1]  # the last leaf module to run: its output is the model's unless code follows it
-        same = isinstance(last, torch.Tensor) and last.numel() == out.numel() and torch.equal(last.reshape(out.shape),
-                                                                                           out)
+        same = isinstance(last, torch.Tensor) and last.numel() == out.numel() and \
+            torch.equal(last.reshape(out.shape).to(out.dtype), out)  # perhaps cast after it (.half())
         return FINAL_MODULES.get(type(module)) if same else None
 
     def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:

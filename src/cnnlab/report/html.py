@@ -61,8 +61,11 @@ class RunFiles:
             return None
         planned = (self.config.get("config") or {}).get("epochs")
         epochs = len(self.metrics)
-        done = (f"after {epochs} epoch{'s' * (epochs != 1)}" if epochs else "before its first epoch ended") + \
-            (f" of {planned}" if planned else "")
+        if epochs:
+            done = f"after {epochs} epoch{'s' * (epochs != 1)}" + (f" of {planned}" if planned else "")
+        else:
+            done = f"before the first of its {planned} epochs ended" if (planned or 0) > 1 else \
+                "before its first epoch ended"
         state = "is still training" if self.status == "training" else "was stopped"
         return (f"this run has not finished: it {state} {done}, so what follows is its last checkpoint, "
                 f"{self.checkpoint.name}, and it has no final figures yet; `{resume_command(self.path)}` "
