@@ -384,8 +384,8 @@ def test_explore_port_out_of_range(port, capsys):
 @pytest.mark.parametrize("size, needle", [
     ("16x", "argument --input-size: invalid size value: '16x'"),
     ("16x32x3", "argument --input-size: invalid size value: '16x32x3'"),
-    ("4x300", "--input-size must be sides from 8 to 2048, got 4"),
-    ("3000", "--input-size must be sides from 8 to 2048, got 3000"),
+    ("4x300", "--input-size must be a side (or a height and a width) from 8 to 2048, got 4"),
+    ("3000", "--input-size must be a side (or a height and a width) from 8 to 2048, got 3000"),
 ])
 def test_explore_input_size_is_a_side_or_height_x_width(size, needle, capsys):
     assert_one_line(*run(["explore", "model.onnx", "--input-size", size], capsys), needle, command="explore")
@@ -401,9 +401,10 @@ def test_explore_passes_a_height_and_width_on(monkeypatch):
 
 
 @pytest.mark.parametrize("extra, needle", [
-    (["--export", "page.html", "--port", "9000"], "--port says where to serve the page, and --export page.html "
+    (["--export", "page.html", "--port", "9000"], "--port says how to serve the page, and --export page.html "
                                                   "writes it to a file instead"),
-    (["--export", "page.html", "--host", "0.0.0.0", "--port", "0"], "--host and --port say where to serve"),
+    (["--export", "page.html", "--host", "0.0.0.0", "--port", "0"], "--host and --port say how to serve"),
+    (["--export", "page.html", "--no-browser"], "--no-browser says how to serve the page"),
     (["--force"], "--force lets --export overwrite its file, and no --export was given"),
 ])
 def test_explore_flags_that_would_do_nothing_are_refused(extra, needle, tmp_path, capsys, monkeypatch):

@@ -312,7 +312,9 @@ def test_a_channels_last_program_of_dynamic_size_opens(tmp_path):
                       tmp_path / "nhwc.pt2")
     guards = json.loads(zipfile.ZipFile(tmp_path / "nhwc.pt2").read(next(
         n for n in zipfile.ZipFile(tmp_path / "nhwc.pt2").namelist() if n.endswith("models/model.json"))))
-    assert any("torch.sym_max(" in g for g in guards["guards_code"])  # what the check now lets through
+    # What the check now lets through, as torch 2.14 writes it; a torch that writes other guards for this program
+    # fails here, and the test should then find another program that needs torch.sym_max.
+    assert any("torch.sym_max(" in g for g in guards["guards_code"])
     model = open_model(tmp_path / "nhwc.pt2", Options(input_size=(16, 32), layout="NHWC"))
     images = torch.randint(0, 256, (2, 3, 16, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -244,8 +244,13 @@ def test_report_is_one_self_contained_file(run_copy):
     (lambda run: shutil.rmtree(run), "does not exist"),
     (lambda run: [p.unlink() for p in run.iterdir() if p.is_file()], "is not a run folder: it has none of "
      "config.json, metrics.csv, result.json or a checkpoint"),  # it advised training a run into the folder
-    (lambda run: (run / "config.json").unlink(), r"incomplete: missing config.json \(expected the config.json "
-                                                 r"that cnnlab train writes first\)"),
+    (lambda run: (run / "config.json").unlink(), r"incomplete: missing config.json \(expected config.json, which "
+                                                 r"cnnlab train writes first, and metrics.csv beside the result.json"),
+    # a finished run that lost its metrics is damaged, not unfinished (it was reported with no curves, unsaid)
+    (lambda run: (run / "metrics.csv").unlink(), r"incomplete: missing metrics.csv \(expected config.json"),
+    # a checkpoint alone: only config.json is what it lacks (it listed metrics.csv and result.json too)
+    (lambda run: [(run / n).unlink() for n in ("config.json", "metrics.csv", "result.json")],
+     r"incomplete: missing config.json \("),
     (lambda run: [(run / n).unlink() for n in ("last.pt", "best.pt")], "missing last.pt or best.pt"),
     (lambda run: (run / "config.json").write_text("{not json"), "config.json: expected JSON"),
     (lambda run: (run / "result.json").write_text("[1, 2]"), "expected a JSON object"),

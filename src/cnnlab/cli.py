@@ -219,10 +219,10 @@ def _cmd_kernel(args) -> int:
 def _cmd_report(args) -> int:
     from cnnlab.report import read_run, write_report
 
-    unfinished = read_run(args.run_dir).unfinished()
-    print(write_report(args.run_dir, data_dir=args.data_dir, device=args.device), flush=True)
-    if unfinished:  # said here as well as on the page, which the user may not open at once
-        print(f"cnnlab report: note: {unfinished}", file=sys.stderr)
+    run = read_run(args.run_dir)
+    print(write_report(run, data_dir=args.data_dir, device=args.device), flush=True)
+    if run.unfinished():  # said here as well as on the page, which the user may not open at once
+        print(f"cnnlab report: note: {run.unfinished()}", file=sys.stderr)
     return 0
 
 

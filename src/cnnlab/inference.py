@@ -62,7 +62,7 @@ class Meta:
     @property
     def crops_pictures(self) -> bool:
         """Whether a picture shown to the model is centre-cropped, as its folder of training images was
-        (:func:`cnnlab.picture.crop_square`), rather than padded to a square."""
+        (:func:`cnnlab.picture.centre_crop`), rather than padded to a square."""
         return self.dataset.startswith(FOLDER_PREFIX)
 
 

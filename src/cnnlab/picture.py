@@ -5,7 +5,7 @@ whichever way it arrives. The size limits are checked before any pixel is decode
 2^31 x 2^31 pixels in a few hundred bytes (a "decompression bomb").
 
 Two ways to give it the model's shape (square, or for a model from elsewhere any height x width). A model of a folder
-of images learnt from pictures decoded by :func:`crop_square` (the folder loader's own decode), so its pictures are
+of images learnt from pictures decoded by :func:`centre_crop` (the folder loader's own decode), so its pictures are
 decoded by that function too: a picture it is shown is the image it would have stored. The other datasets store
 images already square, so a picture is padded instead (:func:`read_picture` without ``crop``): a garment
 photographed wider than tall keeps its sleeves.
@@ -24,11 +24,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "SQUARE_KEY", "PixelRangeError", "crop_square", "read_picture"]
+__all__ = ["CENTRE_CROP", "SQUARE_KEY", "PixelRangeError", "as_hw", "centre_crop", "read_picture"]
 
 # An export's metadata entry saying which of the two ways its model's pictures take, so that whoever feeds it can
 # follow: CENTRE_CROP or "pad".
 SQUARE_KEY, CENTRE_CROP = "cnnlab.to_square", "centre-crop"
+
+
+def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """A side, or a height and a width, as ``(height, width)``."""
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 class PixelRangeError(ValueError):
@@ -42,23 +47,23 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
 
     Steps: size checks (bytes, then the header's pixel count); EXIF orientation applied; transparent pixels laid
     on the background (black, or white with ``invert``); 16-bit and float images rescaled to 8 bits; grey
-    (``channels=1``) or RGB (``channels=3``); resized with a Lanczos filter to fit the output (a square, as a
-    rule) and centred on it, the rest filled with the median colour of its corners (the background, for a product
-    photo), so the subject keeps its aspect ratio; resizing before padding keeps a strip-shaped picture (1 x 16M
-    pixels passes the pixel limit) from asking for a canvas of its long side squared
-    (antialiased: every source pixel counts when shrinking); inverted (``255 - x``) if asked, for dark subjects on a
-    light background (Fashion-MNIST's garments are light on black).
+    (``channels=1``) or RGB (``channels=3``); resized with a Lanczos filter (antialiased: every source pixel counts
+    when shrinking) to fit the output (a square, as a rule) and centred on it, the rest filled with the median colour
+    of its corners (the background, for a product photo), so the subject keeps its aspect ratio; inverted
+    (``255 - x``) if asked, for dark subjects on a light background (Fashion-MNIST's garments are light on black).
+    Resizing before padding keeps a strip-shaped picture (1 x 16M pixels passes the pixel limit) from asking for a
+    canvas of its long side squared.
 
     Args:
         name: how the one-line errors name the picture (``"image shirt.png"``, ``"the upload"``).
-        crop: after the size checks, decode as a folder of images decodes its files (:func:`crop_square`), for a
+        crop: after the size checks, decode as a folder of images decodes its files (:func:`centre_crop`), for a
             model trained on one, instead of the steps above (``invert`` still applies).
 
     Raises:
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
             grey with values of no known range.
     """
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = as_hw(size)
     nbytes = len(source) if isinstance(source, bytes) else source.stat().st_size
     if nbytes == 0:
         raise CnnlabError(f"{name} is empty (0 bytes), expected a PNG or JPEG file")
@@ -74,7 +79,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                     raise CnnlabError(f"{name} is {w} x {h} = {w * h / 1e6:.0f} megapixels, expected at most "
                                       f"{max_pixels / 1e6:.0f} (refused before decoding)")
                 if crop:
-                    pixels = crop_square(im, (height, width), channels)
+                    pixels = centre_crop(im, (height, width), channels)
                 else:
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
                     im = _flatten(im, background=255 if invert else 0, rgb=channels == 3)
@@ -96,7 +101,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     return 255 - x if invert else x
 
 
-def crop_square(im: Image.Image, size: int | tuple[int, int], channels: int) -> np.ndarray:
+def centre_crop(im: Image.Image, size: int | tuple[int, int], channels: int) -> np.ndarray:
     """An opened image decoded as a folder of images stores it: uint8 ``size x size`` (grey) or ``size x size x 3``
     (``height x width`` for a ``size`` of ``(height, width)``).
 
@@ -114,7 +119,7 @@ def crop_square(im: Image.Image, size: int | tuple[int, int], channels: int) -> 
     if im.mode in ("P", "PA"):
         im = im.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
     im = _grey_or_rgb(im, channels == 3)
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = as_hw(size)
     if im.size != (width, height):
         im = ImageOps.fit(im, (width, height), method=Image.Resampling.BILINEAR)
     return np.asarray(im)

@@ -208,8 +208,8 @@ def show_images(imgs: Sequence[Any], num_rows: int, num_cols: int, titles: Seque
     """Plot images on a ``num_rows x num_cols`` grid without axes (d2l 4.2.3); returns the flat array of axes.
 
     The figure is pyplot's, as in the book: in Jupyter it appears under the cell, and a script shows or saves it
-    with ``d2l.plt.show()`` or ``d2l.plt.savefig(...)`` (a bare Figure, as the training boards draw on in a
-    script, left both blank).
+    with ``d2l.plt.show()`` or ``d2l.plt.savefig(...)``, which a bare Figure (what the training boards draw on in a
+    script) would leave blank.
     """
     from matplotlib import pyplot as plt
 

@@ -19,7 +19,7 @@ every other mode (``RGB``, ``CMYK``, ...) is colour. More than half grey: 1 chan
 converted to grey, which :attr:`ImageDataset.notices` says with their count and an example (so one stray colour
 or CMYK file no longer turns a grey set into 3 channels); otherwise 3. 16-bit grey is scaled to 8 bits (Pillow's
 convert would clip it), and 32-bit grey (``I``, ``F``) is read as [0, 1] floats, 8-bit or 16-bit by its values
-(:func:`cnnlab.picture.crop_square`); alpha is dropped, as torchvision's ``pil_loader`` does. ``image_size``
+(:func:`cnnlab.picture.centre_crop`); alpha is dropped, as torchvision's ``pil_loader`` does. ``image_size``
 defaults to the median shorter side of the images, capped at 224 (the largest input the book's models take, d2l
 8.1): digits at 28 px stay 28 px, photos are stored no larger than a model will look at. An ``image_size`` above
 the median shorter side whose decoded set would exceed :data:`MAX_ENLARGED_BYTES` is refused before anything is
@@ -54,7 +54,7 @@ from cnnlab.data.split import stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import write_json
-from cnnlab.picture import PixelRangeError, crop_square
+from cnnlab.picture import PixelRangeError, centre_crop
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
            "load_folder", "refuse_writing_into"]
@@ -318,7 +318,7 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     """One image as uint8 ``channels x size x size``."""
     with _open(path) as img:
         try:
-            array = crop_square(img, size, channels)
+            array = centre_crop(img, size, channels)
         except PixelRangeError as e:
             raise _BadImage(f"{path}: {e}") from e
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

@@ -22,6 +22,8 @@ from cnnlab.explore.server import create_app, create_model_app
 from cnnlab.explore.sources import open_with_images
 from cnnlab.runs.checkpoint import checkpoint_in
 
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765  # loopback only, unless the user names another address
+
 
 def host_warning(host: str) -> str | None:
     """The warning to print when ``host`` is not a loopback address (``None`` for one)."""
@@ -100,7 +102,7 @@ class BackgroundServer:
         self.stop()
 
 
-def serve(root: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True,
+def serve(root: str | Path = "runs", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_browser: bool = True,
           app=None, what: str | None = None) -> None:
     """Serve the explorer until interrupted, printing its address (and opening a browser tab).
 
@@ -151,8 +153,9 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
     A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.sources.open_model`:
     ``.onnx``, ``.pt2``, a cnnlab ``.pt`` or ``module:function``) with the images of ``images``; with ``export`` the
     page is written to that file (:func:`cnnlab.explore.page.export_page`) and its summary returned, not served.
-    ``host`` and ``port`` (default 127.0.0.1 and 8765) say where to serve, so they are refused beside ``export``, as
-    ``force`` is without it: a flag that would do nothing is a mistake to name, not to ignore.
+    ``host``, ``port`` (default :data:`DEFAULT_HOST` and :data:`DEFAULT_PORT`) and ``open_browser=False`` say how
+    to serve, so they are refused beside ``export``, as ``force`` is without it: a flag that would do nothing is a
+    mistake to name, not to ignore.
 
     Raises:
         CnnlabError: model flags given for a runs folder, a bad model, folder or flag (one line).
@@ -162,15 +165,16 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
                           "a runs folder, or one model: a .onnx, .pt2 or cnnlab .pt file, module:function or an "
                           "ImageNet backbone (imagenet-resnet18, ...)")
     if export is not None:
-        served = [k for k, v in (("--host", host), ("--port", port)) if v is not None]
+        served = [k for k, v in (("--host", host), ("--port", port), ("--no-browser", None if open_browser else 1))
+                  if v is not None]
         if served:
-            raise CnnlabError(f"{' and '.join(served)} say{'s' * (len(served) == 1)} where to serve the page, and "
+            raise CnnlabError(f"{' and '.join(served)} say{'s' * (len(served) == 1)} how to serve the page, and "
                               f"--export {export} writes it to a file instead; expected one or the other")
     elif force:
         raise CnnlabError("--force lets --export overwrite its file, and no --export was given; expected --export "
                           "PAGE.html with it, or no --force")
-    host = "127.0.0.1" if host is None else host
-    port = 8765 if port is None else port
+    host = DEFAULT_HOST if host is None else host
+    port = DEFAULT_PORT if port is None else port
     model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
                    "--std": std, "--layout": layout, "--multi-label": multi_label or None, "--export": export,
                    "--skip-bad-images": skip_bad_images or None}

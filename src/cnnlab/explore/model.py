@@ -34,7 +34,7 @@ from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
-from cnnlab.picture import CENTRE_CROP, SQUARE_KEY
+from cnnlab.picture import CENTRE_CROP, SQUARE_KEY, as_hw
 from cnnlab.report.features import Row, first_conv, run_rows
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -47,8 +47,8 @@ class InputSpec:
 
     Attributes:
         channels: 1 (grey) or 3 (RGB) or what the first convolution takes.
-        height, width: the model's input (images are read, padded to its aspect ratio, a square as a rule, and
-            resized to it).
+        height, width: the model's input (images are read resized to fit it and padded to its shape, a square as a
+            rule).
         crop: centre-crop pictures instead of padding them (:func:`cnnlab.picture.read_picture`): a cnnlab run on a
             folder of images, whose training images were cropped so.
         layout: ``"NCHW"`` or ``"NHWC"``.
@@ -157,10 +157,14 @@ class Scoring:
 
     def scores(self, out: torch.Tensor) -> torch.Tensor:
         """The model's ``N x outputs`` -> the ``N x classes`` scores :meth:`probabilities` reads."""
+        # float32's smallest normal number as the floor: a confident answer (p = 2e-9 for a logit of -20) keeps its
+        # value and its gradient (torch.logit's eps would clamp it, and Grad-CAM would go blank)
+        tiny = torch.finfo(torch.float32).tiny
         if self.ends_in == "Softmax":
-            out = out.float().clamp_min(1e-12).log()  # softmax(log p) = p
+            out = out.float().clamp_min(tiny).log()  # softmax(log p) = p
         elif self.ends_in == "Sigmoid":
-            out = torch.logit(out.float(), eps=1e-7)  # sigmoid(logit p) = p
+            p = out.float()
+            out = p.clamp_min(tiny).log() - (1 - p).clamp_min(tiny).log()  # sigmoid(logit p) = p
         return torch.cat([-out / 2, out / 2], 1) if self.binary else out
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
@@ -227,11 +231,11 @@ class Options:
 
     def __post_init__(self):
         if self.input_size is not None:
-            hw = (self.input_size,) * 2 if not isinstance(self.input_size, (tuple, list)) else tuple(self.input_size)
+            hw = as_hw(self.input_size)
             if len(hw) != 2:
                 fail("--input-size", "a side, or a height and a width", self.input_size)
             for side in hw:
-                int_in_range(side, "--input-size", 8, 2049, expected="sides from 8 to 2048")
+                int_in_range(side, "--input-size", 8, 2049, expected="a side (or a height and a width) from 8 to 2048")
             object.__setattr__(self, "input_size", hw)
         if self.layout is not None and self.layout not in LAYOUTS:
             fail("--layout", "NCHW or NHWC", self.layout)
@@ -255,8 +259,8 @@ class Options:
             raise CnnlabError(f"--multi-label would read {where} as a probability per class: it is a cnnlab export, "
                               "of a softmax classifier (trained with cross-entropy); expected no --multi-label for it")
 
-    def spec(self, channels: int, height, width, layout: str, origin: dict[str, str], where: str,
-             fixed_by: str) -> InputSpec:
+    def spec(self, channels: int, height: int | str | None, width: int | str | None, layout: str,
+             origin: dict[str, str], where: str, fixed_by: str) -> InputSpec:
         """The input spec: the flags' mean/std, checked against the number of channels, and the model's height and
         width (``fixed_by`` the graph where both are static, else ``--input-size``, which must agree with a static
         one; None or a name is a dynamic side)."""
@@ -266,14 +270,14 @@ class Options:
         given = self.input_size
         if all(isinstance(d, int) for d in static):
             if given is not None and given != static:
-                raise CnnlabError(f"--input-size {size_text(given)} differs from the {height} x {width} input {where} "
-                                  "is fixed to")
+                raise CnnlabError(f"--input-size {_size_text(given)} differs from the {height} x {width} input "
+                                  f"{where} is fixed to; expected --input-size {_size_text(static)} or none")
             hw, origin["size"] = static, fixed_by
         elif given is not None:
             for name, side, fixed in zip(("height", "width"), given, static, strict=True):
                 if isinstance(fixed, int) and fixed != side:
-                    raise CnnlabError(f"--input-size {size_text(given)} gives a {name} of {side}, but {where} fixes "
-                                      f"its {name} to {fixed}")
+                    raise CnnlabError(f"--input-size {_size_text(given)} gives a {name} of {side}, but {where} fixes "
+                                      f"its {name} to {fixed}; expected a {name} of {fixed}")
             hw, origin["size"] = given, "flags"
         elif all(d is None for d in static):
             raise CnnlabError(f"{where} has no fixed input size; pass --input-size SIDE or HEIGHTxWIDTH")
@@ -298,7 +302,7 @@ class Options:
         return tuple(float(v) for v in values)
 
 
-def size_text(hw: tuple[int, int]) -> str:
+def _size_text(hw: tuple[int, int]) -> str:
     """``--input-size`` as the user writes it: ``224``, or ``256x128`` for another height and width."""
     return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
@@ -334,6 +338,16 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
                               "each class name once")
         first[name] = i
     return tuple(names)
+
+
+def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,
+                 folder_classes: tuple[str, ...], where: str, noun: str,
+                 stored_in: str = "the model file") -> tuple[Scoring, tuple[str, ...], str]:
+    """How a model from elsewhere of ``outputs`` outputs is read (:meth:`Scoring.read`), its class names and where
+    they came from (:func:`resolve_classes`): what every kind does once it knows its output count."""
+    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun)
+    classes, named_by = resolve_classes(options.classes, stored, scoring, folder_classes, stored_in)
+    return scoring, classes, named_by
 
 
 def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | None, scoring: Scoring,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, summary
-from cnnlab.explore.model import InputSpec, Options, Scoring, occlusion_pngs, resolve_classes, square_as_exported
+from cnnlab.explore.model import InputSpec, Options, occlusion_pngs, read_outputs, square_as_exported
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -49,7 +49,7 @@ FLOAT_TYPES = frozenset({1, 10, 11, 16})
 # The inputs of quantized ops that are weights and biases; the others are scales and zero points.
 QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,)}
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
-PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"})
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
 
 
 def _dims(value_info) -> list[int | str | None]:
@@ -138,9 +138,9 @@ class OnnxModel:
                 stored = tuple(json.loads(self.metadata["cnnlab.classes"]))
             except ValueError:
                 stored = None
-        self.scoring = Scoring.read(int(logits.shape[1]), options.multi_label,
-                                    _final_op(self.producers, self.output_name), str(path), "graph")
-        self.classes, where = resolve_classes(options.classes, stored, self.scoring, folder_classes)
+        self.scoring, self.classes, where = read_outputs(int(logits.shape[1]), options,
+                                                         _final_op(self.producers, self.output_name), stored,
+                                                         folder_classes, str(path), "graph")
         self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
                       f"names: {where}.",
                       "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
@@ -41,7 +42,7 @@ from cnnlab.explore.model import (
     Options,
     Scoring,
     gradient_pngs,
-    resolve_classes,
+    read_outputs,
     square_as_exported,
 )
 from cnnlab.models import create_model
@@ -65,13 +66,44 @@ STAGE_PACKETS = frozenset({
 FINAL_OPS = {aten.softmax: "Softmax", aten._softmax: "Softmax", aten.sigmoid: "Sigmoid"}
 PASS_THROUGH = frozenset({aten.flatten, aten.view, aten.reshape, aten.squeeze, aten.unsqueeze, aten.clone,
                           aten.contiguous, aten.alias, aten.detach, aten.to, aten._to_copy, aten.dropout})
-FINAL_MODULES = {nn.Softmax: "Softmax", nn.Sigmoid: "Sigmoid"}
-PASS_THROUGH_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)
+# The same, by the name of the torch function a module's forward calls (F.softmax, torch.sigmoid, x.softmax(1), the
+# functions nn.Softmax and nn.Sigmoid call, ...).
+FINAL_FUNCTIONS = {"softmax": "Softmax", "sigmoid": "Sigmoid", "expit": "Sigmoid"}
+PASS_THROUGH_FUNCTIONS = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueeze", "to", "float", "half",
+                                    "double", "bfloat16", "type", "contiguous", "clone", "detach", "dropout"})
 STAGE_MODULES = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
                  nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
                  nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
                  nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                  nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus)
+
+
+class _Producers(TorchFunctionMode):
+    """Records, during a forward pass, which torch function made each tensor and from which input, so that
+    :meth:`final_op` can tell what the output last went through, whether in a module or in ``forward``'s own code."""
+
+    def __init__(self):
+        super().__init__()
+        self.made: dict[int, tuple[str, torch.Tensor | None, torch.Tensor]] = {}  # id -> (name, source, the tensor)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            source = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            if source is not out:  # an evaluation's dropout returns its input itself
+                self.made[id(out)] = (getattr(func, "__name__", ""), source, out)  # the tensor kept: its id stays
+        return out
+
+    def final_op(self, out: Any) -> str | None:
+        """``"Softmax"`` or ``"Sigmoid"`` where ``out`` came from one, perhaps reshaped, cast or copied after it."""
+        while isinstance(out, torch.Tensor) and id(out) in self.made:
+            name, source, _ = self.made[id(out)]
+            if name in FINAL_FUNCTIONS:
+                return FINAL_FUNCTIONS[name]
+            if name not in PASS_THROUGH_FUNCTIONS:
+                return None
+            out = source
+        return None
 
 
 def _packet(node) -> Any:
@@ -152,14 +184,6 @@ class _TorchModel:
     def _final_op(self) -> str | None:
         """``"Softmax"`` or ``"Sigmoid"`` where the model's output is one's (probabilities already), else None."""
         raise NotImplementedError
-
-    def _read_scoring(self, count: int, options: Options, stored: tuple[str, ...] | None,
-                      folder_classes: tuple[str, ...], where: str, noun: str,
-                      stored_in: str = "the model file") -> str:
-        """Set ``scoring`` and ``classes`` for a model of ``count`` outputs; returns where the names came from."""
-        self.scoring = Scoring.read(count, options.multi_label, self._final_op(), where, noun)
-        self.classes, where = resolve_classes(options.classes, stored, self.scoring, folder_classes, stored_in)
-        return where
 
     def _scored_pass(self, x: torch.Tensor) -> list[Row]:
         """:meth:`_stage_pass` with its last row, the model's output, as the class scores (:class:`Scoring`)."""
@@ -250,8 +274,9 @@ class ExportedModel(_TorchModel):
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"])
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
-        where = self._read_scoring(self._check_classifier(str(path)), options, stored, folder_classes, str(path),
-                                   "program")
+        self.scoring, self.classes, where = read_outputs(self._check_classifier(str(path)), options,
+                                                         self._final_op(), stored, folder_classes, str(path),
+                                                         "program")
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
                       f"(no pickles or code). Class names: {where}.", *self.scoring.notes())
 
@@ -407,7 +432,8 @@ class ModuleModel(_TorchModel):
                 refusals.append(e)
         else:
             raise refusals[0]
-        where = self._read_scoring(count, options, stored, folder_classes, name, "module", stored_in)
+        self.scoring, self.classes, where = read_outputs(count, options, self._final_op(), stored, folder_classes,
+                                                         name, "module", stored_in)
         self.notes = (f"{note} Class names: {where}.", *self.scoring.notes())
 
     @classmethod
@@ -513,17 +539,11 @@ class ModuleModel(_TorchModel):
         return None if conv is None else conv.weight.detach()
 
     def _final_op(self) -> str | None:
+        producers = _Producers()
         x = self.spec.to_input(self.spec.zeros(2))
-        with torch.no_grad():
-            seen, out = self._hooked(x, stages_only=False)
-        while seen and isinstance(seen[-1][1], PASS_THROUGH_MODULES):
-            seen.pop()
-        if not seen or not isinstance(out, torch.Tensor):
-            return None
-        _, module, last = seen[-1]  # the last leaf module to run: its output is the model's unless code follows it
-        same = isinstance(last, torch.Tensor) and last.numel() == out.numel() and \
-            torch.equal(last.reshape(out.shape).to(out.dtype), out)  # perhaps cast after it (.half())
-        return FINAL_MODULES.get(type(module)) if same else None
+        with self._passes, torch.no_grad(), producers:
+            out = self.model(x)
+        return producers.final_op(out)
 
     def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:
         """Every leaf module's output for one blank image, in the order they ran."""

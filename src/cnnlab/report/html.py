@@ -30,7 +30,7 @@ from cnnlab.report.curves import curves_figure
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
 from cnnlab.runs import CHECKPOINTS, ENDED, Run, read_json, restart_command, resume_command
 
-REQUIRED = ("config.json", "metrics.csv", "result.json")
+RUN_FILES = ("config.json", "metrics.csv", "result.json")  # what cnnlab train writes beside its checkpoints
 N_WRONG, N_MAPS = 16, 4
 
 
@@ -82,10 +82,10 @@ def read_run(run_dir: str | Path) -> RunFiles:
         raise CnnlabError(f"run folder {path} is a file{hint} (expected a folder written by cnnlab train)")
     if not path.is_dir():
         raise CnnlabError(f"run folder {path} does not exist (expected a folder written by cnnlab train)")
-    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    missing = [name for name in RUN_FILES if not (path / name).is_file()]
     checkpointed = any((path / name).is_file() for name in CHECKPOINTS)
-    if len(missing) == len(REQUIRED) and not checkpointed:  # not a run at all: no advice to train into it
-        raise CnnlabError(f"{path} is not a run folder: it has none of {', '.join(REQUIRED)} or a checkpoint "
+    if len(missing) == len(RUN_FILES) and not checkpointed:  # not a run at all: no advice to train into it
+        raise CnnlabError(f"{path} is not a run folder: it has none of {', '.join(RUN_FILES)} or a checkpoint "
                           "(expected a folder written by cnnlab train)")
     if not checkpointed:
         missing.append(" or ".join(CHECKPOINTS))
@@ -94,14 +94,18 @@ def read_run(run_dir: str | Path) -> RunFiles:
             why = f": {' '.join(str(ended['error']).split())}" if ended.get("error") else ""
             raise CnnlabError(f"run folder {path} failed before its first checkpoint{why}; there is no model to "
                               "report on (expected a run that trained at least one epoch)")
-    if missing and not (checkpointed and "config.json" not in missing):
+    if not checkpointed:
         # Without a checkpoint --resume has nothing to continue from: advising it would only lead to a second refusal.
-        if checkpointed:
-            why = "expected the config.json that cnnlab train writes first"
-        else:
-            why = ("a run still in its first epoch, or stopped before its first checkpoint, which cannot be resumed: "
-                   f"start it again with {restart_command(path)}")
-        raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} ({why})")
+        raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} (a run still in its first "
+                          "epoch, or stopped before its first checkpoint, which cannot be resumed: start it again "
+                          f"with {restart_command(path)})")
+    # A checkpoint without result.json is an unfinished run, whose report is the checkpoint's; it may have no
+    # metrics.csv yet (stopped in its first epoch). A run that has ended has both.
+    needed = [n for n in missing if n == "config.json" or (n == "metrics.csv" and "result.json" not in missing)]
+    if needed:
+        raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(needed)} (expected config.json, "
+                          "which cnnlab train writes first, and metrics.csv beside the result.json of a run that "
+                          "has ended)")
     run = Run.open(path, now=time.time())  # the time tells a run still training from one that was stopped
     return RunFiles(run.path, run.record, run.result or {}, run.metrics, run.checkpoint(), run.status)
 
@@ -279,8 +283,8 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     })
 
 
-def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device: str = "auto", dataset=None,
-                 test_logits: torch.Tensor | None = None) -> Path:
+def write_report(run_dir: str | Path | RunFiles, data_dir: str | Path | None = None, device: str = "auto",
+                 dataset=None, test_logits: torch.Tensor | None = None) -> Path:
     """Write ``RUN_DIR/report.html``: summary, curves, confusion matrix, mistakes, filters, feature maps, fields.
 
     Evaluates the run's ``last.pt`` (``best.pt`` if there is no ``last.pt``) on its dataset's test images with
@@ -288,7 +292,7 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device
     final test evaluation. An existing report is replaced: it is derived from the run.
 
     Args:
-        run_dir: a run folder written by ``cnnlab train``.
+        run_dir: a run folder written by ``cnnlab train``, or what :func:`read_run` read of one.
         data_dir: the dataset's folder (default: where the run found it).
         device: where to evaluate: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         dataset: the run's dataset, when the caller has it in memory already (the Trainer does).
@@ -301,7 +305,7 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None, device
         CnnlabError: the run folder is missing, incomplete, unreadable or not writable (one line naming what is
             wrong; checked before the test set is scored).
     """
-    run = read_run(run_dir)
+    run = run_dir if isinstance(run_dir, RunFiles) else read_run(run_dir)
     out = check_output_file(run.path / "report.html", force=True)  # an unwritable folder: say so before the work
     text = build_report(run, data_dir=data_dir, device=device, dataset=dataset, test_logits=test_logits)
     atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
