@@ -159,15 +159,17 @@ def test_cli_export(trained_run, tmp_path, capsys):
 def test_a_flip_tta_run_says_the_graph_is_the_plain_model(run_copy, tmp_path, capsys):
     plain = tmp_path / "plain.onnx"
     assert main(["export", str(run_copy / "last.pt"), "--output", str(plain)]) == 0
-    assert "note:" not in capsys.readouterr().out
+    assert "note:" not in capsys.readouterr().err
     assert {p.key: p.value for p in onnx.load(str(plain)).metadata_props}["cnnlab.flip_tta"] == "none"
     state = load_checkpoint(run_copy / "last.pt")
     state["config"]["tta"] = True
     save_checkpoint(state, run_copy / "last.pt")
     mirrored = tmp_path / "tta.pt2"
     assert main(["export", str(run_copy / "last.pt"), "--output", str(mirrored), "--format", "pt2"]) == 0
-    assert "note: the run's figures average the logits of each image and of its left-right mirror; this graph is " \
-           "the plain model" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert out == f"{mirrored}\n"  # only the file's path, for a script to read
+    assert err.startswith("cnnlab export: note: the run's figures average the logits of each image and of its "
+                          "left-right mirror; this graph is the plain model")
     extra = {"cnnlab.json": ""}
     torch.export.load(str(mirrored), extra_files=extra)
     assert json.loads(extra["cnnlab.json"])["cnnlab.flip_tta"].startswith("the run's figures average the logits")

@@ -253,7 +253,8 @@ def _cmd_export(args) -> int:
     print(export.export_checkpoint(trained, args.output, format=args.format, force=args.force,
                                    calibration=args.calibration, data_dir=args.data_dir), flush=True)
     if trained.meta.tta:
-        print(f"note: {export.TTA_NOTE} ({export.TTA_KEY} in its metadata)", flush=True)
+        # stderr, as every command's notes: stdout keeps only what the command makes (the file's path)
+        print(f"cnnlab export: note: {export.TTA_NOTE} ({export.TTA_KEY} in its metadata)", file=sys.stderr, flush=True)
     if verify:
         print(export.verify_export(args.checkpoint, args.output, images=verify, data_dir=args.data_dir))
     return 0
