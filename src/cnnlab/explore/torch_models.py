@@ -539,8 +539,8 @@ class ModuleModel(_TorchModel):
         return None if conv is None else conv.weight.detach()
 
     def _final_op(self) -> str | None:
-        producers = _Producers()
-        x = self.spec.to_input(self.spec.zeros(2))
+        producers = _Producers()  # holds every tensor of one image's pass, as a stage pass does
+        x = self.spec.to_input(self.spec.zeros(1))
         with self._passes, torch.no_grad(), producers:
             out = self.model(x)
         return producers.final_op(out)
