@@ -448,6 +448,7 @@ def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_pa
     for name, end, reading in (("F.softmax", lambda y: F.softmax(y, dim=1), "Softmax"),
                                ("Tensor.softmax", lambda y: y.softmax(1).flatten(1), "Softmax"),
                                ("torch.sigmoid", torch.sigmoid, "Sigmoid"),
+                               ("Tensor.sigmoid_, in place", lambda y: y.sigmoid_(), "Sigmoid"),
                                ("log_softmax, logits already", lambda y: F.log_softmax(y, 1), None)):
         net = Functional(end).eval()
         with torch.no_grad():

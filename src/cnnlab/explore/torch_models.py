@@ -89,9 +89,12 @@ class _Producers(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if isinstance(out, torch.Tensor):
+            name = getattr(func, "__name__", "")
             source = next((a for a in args if isinstance(a, torch.Tensor)), None)
-            if source is not out:  # an evaluation's dropout returns its input itself
-                self.made[id(out)] = (getattr(func, "__name__", ""), source, out)  # the tensor kept: its id stays
+            if source is not out:  # (an evaluation's dropout returns its input itself)
+                self.made[id(out)] = (name, source, out)  # the tensor kept: its id stays its own
+            elif name.endswith("_") and name[:-1] in FINAL_FUNCTIONS:  # x.sigmoid_(): now probabilities
+                self.made[id(out)] = (name[:-1], None, out)
         return out
 
     def final_op(self, out: Any) -> str | None:
