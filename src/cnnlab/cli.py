@@ -441,16 +441,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "code: a function returning an nn.Module)")
     p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
     p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
-    p.add_argument("--input-size", type=_flag_type(_input_size, "size"), help="a model's input size when its "
-                   "graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH (256x128)")
+    p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
+                   "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
+                   "(256x128)")
     p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, in the "
                    "[0, 1] pixel scale (default: none, pixels / 255)")
     p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), help="a model's input layout when the graph does not "
                    "tell (NHWC: Keras/TensorFlow)")
     p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own class's "
-                   "probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a graph that "
-                   "ends in Sigmoid is read so anyway, and a model of one output is a binary classifier")
+                   "probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a model that "
+                   "ends in Sigmoid is read so anyway, and without it a model of one output is a binary classifier")
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
                    "network) with the chosen images through every stage, instead of serving")
     p.add_argument("--force", action="store_true", help="overwrite an existing --export file")
