@@ -475,6 +475,37 @@ def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_pa
             model()
 
 
+def test_a_module_returning_an_output_object_is_read_through_its_logits():
+    # Hugging Face's image classifiers return ImageClassifierOutput(logits=...): "is not a classifier: it returns
+    # ImageClassifierOutput". transformers is not needed to check it: any object with a logits tensor.
+    from dataclasses import dataclass
+
+    from cnnlab.explore.torch_models import ModuleModel
+
+    @dataclass
+    class ImageClassifierOutput:
+        logits: torch.Tensor
+        loss: torch.Tensor | None = None
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = Scorer(3)
+
+        def forward(self, pixel_values):
+            return ImageClassifierOutput(logits=self.net(pixel_values))
+
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    wrapped, plain = ModuleModel(Wrapped(), "hf", Options(input_size=8)), ModuleModel(Scorer(3), "plain",
+                                                                                       Options(input_size=8))
+    assert "Its forward returns ImageClassifierOutput: its logits are read as the class scores." in wrapped.notes
+    assert torch.equal(wrapped.logits(images), plain.logits(images))
+    got, want = analyze_image(wrapped, images[0]), analyze_image(plain, images[0])
+    assert got["top"] == want["top"] and [r["maps"] for r in got["rows"]] == [r["maps"] for r in want["rows"]]
+    assert {k: v for k, v in got["explanation"].items() if k != "row"} == \
+        {k: v for k, v in want["explanation"].items() if k != "row"}  # the row is named net.conv there, conv here
+
+
 def test_a_model_of_non_square_input(tmp_path, rgb_folder):
     # Refused: "takes 16 x 32 images, expected a square input"; and --input-size took one side only.
     import onnxruntime as ort

@@ -424,6 +424,7 @@ class ModuleModel(_TorchModel):
         # The input's channels are those of the convolution that reads it, which need not be the first one
         # registered (a head assigned before the stem): each conv's in_channels is tried in turn, then grey and
         # RGB for a network without one, and the first the model runs on is taken.
+        self._wrapped_in: str | None = None  # the type of output object the logits come in, if any
         tried = dict.fromkeys([*(_in_channels(m) for m in self.model.modules() if _in_channels(m)), 3, 1])
         refusals = []
         for channels in tried:
@@ -437,7 +438,9 @@ class ModuleModel(_TorchModel):
             raise refusals[0]
         self.scoring, self.classes, where = read_outputs(count, options, self._final_op(), stored, folder_classes,
                                                          name, "module", stored_in)
-        self.notes = (f"{note} Class names: {where}.", *self.scoring.notes())
+        wrapped = (f"Its forward returns {self._wrapped_in}: its logits are read as the class scores.",) \
+            if self._wrapped_in else ()
+        self.notes = (f"{note} Class names: {where}.", *wrapped, *self.scoring.notes())
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
@@ -501,9 +504,19 @@ class ModuleModel(_TorchModel):
         explored.spec = replace(explored.spec, origin=origin)
         return explored
 
+    def _run(self, x: torch.Tensor) -> Any:
+        """The model on ``x`` (under ``_passes``), its output as class scores: a tensor, or the ``logits`` tensor of
+        an output object, as Hugging Face's image classifiers return (``ImageClassifierOutput``), named on the page."""
+        out = self.model(x)
+        logits = getattr(out, "logits", None)
+        if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor):
+            self._wrapped_in = type(out).__name__
+            return logits
+        return out
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._passes:
-            return self.model(x)
+            return self._run(x)
 
     def _hooked(self, x: torch.Tensor, stages_only: bool) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
         seen: list[tuple[str, nn.Module, Any]] = []
@@ -519,7 +532,7 @@ class ModuleModel(_TorchModel):
             handles = [m.register_forward_hook(lambda mod, args, out, name=name: record(mod, args, out, name))
                        for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
             try:
-                out = self.model(x)
+                out = self._run(x)
             finally:
                 for h in handles:
                     h.remove()
@@ -545,7 +558,7 @@ class ModuleModel(_TorchModel):
         producers = _Producers()  # holds every tensor of one image's pass, as a stage pass does
         x = self.spec.to_input(self.spec.zeros(1))
         with self._passes, torch.no_grad(), producers:
-            out = self.model(x)
+            out = self._run(x)
         return producers.final_op(out)
 
     def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:
