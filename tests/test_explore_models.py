@@ -467,6 +467,18 @@ def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_pa
     with torch.no_grad():
         want = Scorer(3, softmax=True)(images.float() / 255)
     assert torch.allclose(model.scoring.probabilities(model.logits(images)), want, atol=1e-5)
+    class NoModes(nn.Module):  # as an extension's op that fails under a TorchFunctionMode
+        def __init__(self):
+            super().__init__()
+            self.net = Scorer(3, softmax=True)
+
+        def forward(self, x):
+            if torch._C._is_torch_function_mode_enabled():
+                raise RuntimeError("this op does not run under a function mode")
+            return self.net(x)
+
+    model = ModuleModel(NoModes(), "no-modes", Options(input_size=8))  # opens (it was an internal error)
+    assert model.scoring.ends_in is None and model.classes == ("class 0", "class 1", "class 2")
     one = nn.Sequential(Scorer(1), nn.Softmax(1))
     for model in (lambda: ModuleModel(one, "one", Options(input_size=8)),
                   lambda: open_model(_onnx_of(one, tmp_path / "one.onnx"))):

@@ -557,8 +557,11 @@ class ModuleModel(_TorchModel):
     def _final_op(self) -> str | None:
         producers = _Producers()  # holds every tensor of one image's pass, as a stage pass does
         x = self.spec.to_input(self.spec.zeros(1))
-        with self._passes, torch.no_grad(), producers:
-            out = self._run(x)
+        try:
+            with self._passes, torch.no_grad(), producers:
+                out = self._run(x)
+        except Exception:  # code that cannot run under a function mode (an extension's op): it ran without one,
+            return None  # and its outputs are read as logits, as before this probe
         return producers.final_op(out)
 
     def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:
