@@ -477,7 +477,7 @@ def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_pa
                 raise RuntimeError("this op does not run under a function mode")
             return self.net(x)
 
-    model = ModuleModel(NoModes(), "no-modes", Options(input_size=8))  # opens (it was an internal error)
+    model = ModuleModel(NoModes(), "no-modes", Options(input_size=8))  # opens: the probe gives way
     assert model.scoring.ends_in is None and model.classes == ("class 0", "class 1", "class 2")
     one = nn.Sequential(Scorer(1), nn.Softmax(1))
     for model in (lambda: ModuleModel(one, "one", Options(input_size=8)),
