@@ -300,6 +300,9 @@ def test_a_test_image_gets_the_library_s_predictions_maps_and_gradcam(server, ex
     assert status == 400 and "0 to 9999" in body["error"]
     status, body = request(server, "GET", "/api/analyze?run=lenet&index=abc")
     assert status == 400 and "integer" in body["error"]
+    # A parameter given twice: which was meant? The last one was read, without a word.
+    status, body = request(server, "GET", "/api/analyze?run=lenet&index=0&index=1")
+    assert status == 400 and body["error"] == "?index= is given 2 times ('0', '1'); expected it once"
 
 
 def test_gallery_has_every_class_and_confident_mistakes(server):

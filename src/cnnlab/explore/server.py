@@ -92,9 +92,16 @@ ERROR_HANDLERS = {404: _not_found, 500: _server_error, HTTPException: _http_erro
 
 
 def _guarded(fn):
-    """Turn the library's one-line errors into JSON responses (404 for names that are not there)."""
+    """Turn the library's one-line errors into JSON responses (404 for names that are not there); a query parameter
+    given twice is refused, since only one of its values would be read."""
 
     async def endpoint(request: Request) -> Response:
+        keys = [k for k, _ in request.query_params.multi_items()]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            values = ", ".join(repr(v) for v in request.query_params.getlist(repeated[0]))
+            return _error(400, f"?{repeated[0]}= is given {keys.count(repeated[0])} times ({values}); expected it "
+                               "once")
         try:
             return await fn(request)
         except runs.NotFound as e:
