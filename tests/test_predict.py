@@ -206,6 +206,12 @@ def test_cli_predict_json(trained_run, test_pngs, capsys):
     assert main(["predict", str(trained_run / "last.pt"), "nowhere.png", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere.png" in err
+    # --top above the class count showed every class without a word
+    assert main(["predict", str(trained_run / "last.pt"), str(test_pngs[0][1]), "--top", "25", "--json",
+                 "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)[0]["top"]) == 10
+    assert err == "cnnlab predict: note: --top 25 asks for more classes than the model's 10; all 10 are shown\n"
 
 
 # ----------------------------------------------------------------------------- any dataset's checkpoint

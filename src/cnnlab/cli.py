@@ -237,6 +237,10 @@ def _cmd_predict(args) -> int:
             print(json.dumps(results, indent=2) if args.json else format_predictions(results), flush=True)
         except BrokenPipeError:  # `predict ... | head`: the failures below still go to stderr, and the exit code
             _reader_left()
+    shown = max((len(r["top"]) for r in results if "top" in r), default=args.top)
+    if shown < args.top:  # the model has fewer classes than asked for: every one is shown
+        print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {shown}; all "
+              f"{shown} are shown", file=sys.stderr)
     for r in failed:  # one line each, after the good ones; the exit code says that some failed
         print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
     return 2 if failed else 0
