@@ -440,7 +440,7 @@ class ModuleModel(_TorchModel):
                                                          name, "module", stored_in)
         wrapped = (f"Its forward returns {self._wrapped_in}: its logits are read as the class scores.",) \
             if self._wrapped_in else ()
-        self.notes = (f"{note} Class names: {where}.", *wrapped, *self.scoring.notes())
+        self.notes = (f"{note} Class names: {where}.".lstrip(), *wrapped, *self.scoring.notes())
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
