@@ -1076,6 +1076,20 @@ def integer():
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5), Rounded())
 
 
+class FixedSize(nn.Module):  # as torchvision's ViT checks its input
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
+
+    def forward(self, x):
+        assert x.shape[2] == 48, f"Wrong image height! Expected 48 but got {x.shape[2]}!"
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def fixed_size():
+    return FixedSize()
+
+
 def raises():
     raise RuntimeError("boom in the user's code")
 
@@ -1100,6 +1114,10 @@ def scripted():
     ("user_models:needs_an_argument", r"user_models:needs_an_argument\(\) failed \(TypeError: .*missing 1 required "
                                       r"positional argument: 'width'\); expected a function that takes no arguments"),
     ("user_models:raises", r"user_models:raises\(\) failed \(RuntimeError: boom in the user's code\)"),
+    # a model of another size (a ViT: "Wrong image height! Expected 224") was told to try --layout NHWC
+    ("user_models:fixed_size", r"^user_models:fixed_size failed on a 2 x 3 x 32 x 32 NCHW input \(AssertionError: "
+                               r"Wrong image height! Expected 48 but got 32!\); if it takes another size, pass that "
+                               r"--input-size; expected a classifier of one image batch$"),
     ("user_models:scripted", r"user_models:scripted\(\) returned a TorchScript module, whose layers the explorer "
                              r"cannot watch; expected a plain nn.Module"),
     ("user_broken:build", r"importing 'user_broken' for user_broken:build failed \(SyntaxError: "),

@@ -170,8 +170,12 @@ class _TorchModel:
                 shape = spec.shape_text(n)
                 if "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
                     hint = "; pass an --input-size the program allows"
+                elif spec.layout == "NCHW" and "channels" in str(e):  # a conv given H or W as its channels
+                    hint = "; if it takes N x H x W x C images, pass --layout NHWC"
+                elif spec.origin.get("size") == "flags":  # a ViT's "Wrong image height! Expected 224"
+                    hint = "; if it takes another size, pass that --input-size"
                 else:
-                    hint = "; if it takes N x H x W x C images, pass --layout NHWC" if spec.layout == "NCHW" else ""
+                    hint = ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; "
                                   "expected a classifier of one image batch") from e
             if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n or out.shape[1] < 1 or \
