@@ -518,6 +518,54 @@ def test_a_module_returning_an_output_object_is_read_through_its_logits():
         {k: v for k, v in want["explanation"].items() if k != "row"}  # the row is named net.conv there, conv here
 
 
+class ChannelsLast(nn.Module):
+    """A ConvNeXt-like block on a 12 x 20 input: conv, then LayerNorm and an MLP on N x H x W x C, a concatenation
+    along the channels there (as Swin's patch merging), and back."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(8)
+        self.conv, self.norm = nn.Conv2d(3, 8, 3, padding=1), nn.LayerNorm(8)
+        self.fc, self.act, self.fc2, self.head = nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.fc2(self.act(self.fc(self.norm(y.permute(0, 2, 3, 1)))))
+        z = torch.cat([z[..., :4], z[..., 4:]], -1)
+        return self.head((y + z.permute(0, 3, 1, 2)).mean((2, 3)))
+
+
+def test_channels_last_stages_are_shown_and_explained_as_channels_by_height_by_width(tmp_path):
+    # ConvNeXt's and Swin's LayerNorm and GELU outputs (N x H x W x C) were read as N x C x H x W: their "maps" were
+    # W x C pictures of H channels, and Grad-CAM (imagenet-convnext_tiny's, on a GELU) a map of the wrong axes.
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = ChannelsLast().eval()
+    image = torch.randint(0, 256, (3, 12, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
+    x = image[None].float() / 255
+    with torch.no_grad():
+        norm = net.norm(net.conv(x).permute(0, 2, 3, 1))
+        want = {"norm": norm.permute(0, 3, 1, 2), "act": net.act(net.fc(norm)).permute(0, 3, 1, 2)}
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 12, 20),)), tmp_path / "last.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 12, 20),), str(tmp_path / "last.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"], opset_version=17)
+    models = {"module": ModuleModel(net, "last", Options(input_size=(12, 20))),
+              "pt2": open_model(tmp_path / "last.pt2"), "onnx": open_model(tmp_path / "last.onnx")}
+    for kind, model in models.items():
+        rows = model.stages(image)
+        four = [r for r in rows if r.output.dim() == 4]
+        assert four and all(tuple(r.output.shape[-2:]) == (12, 20) for r in four), \
+            (kind, [(r.name, tuple(r.output.shape)) for r in four])
+        if kind != "onnx":  # torch's own modules and operators: the rows are torch's values, turned round
+            by_kind = {r.kind.lower(): r.output for r in four}
+            assert torch.allclose(by_kind["layernorm" if kind == "module" else "layer_norm"], want["norm"], atol=1e-5)
+            assert torch.allclose(by_kind["gelu"], want["act"], atol=1e-5)
+            e = explain_with(model._scored_pass, model.spec.to_input(image[None]), 0)
+            assert tuple(e.cam.shape) == (12, 20) and float(e.cam.max()) > 0, kind  # a map over the image
+
+
 def test_a_model_of_non_square_input(tmp_path, rgb_folder):
     # Refused: "takes 16 x 32 images, expected a square input"; and --input-size took one side only.
     import onnxruntime as ort

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, summary
+from cnnlab.explore.layouts import after, as_nchw
 from cnnlab.explore.model import InputSpec, Options, occlusion_pngs, read_outputs, square_as_exported
 from cnnlab.report.features import Row
 
@@ -285,10 +286,21 @@ class OnnxModel:
                   for i in range(0, images.shape[0], batch_size)]
         return torch.cat(chunks)
 
+    def _layouts(self) -> dict[str, str | None]:
+        """Each value's layout (:mod:`cnnlab.explore.layouts`), from the input's through the graph's nodes."""
+        tags = {self.input_name: self.spec.layout}
+        for node in self.nodes:  # in the order they run: an ONNX graph is sorted so
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            tag = after(node.op_type, tags.get(node.input[0]) if node.input else None, perm)
+            tags.update(dict.fromkeys(node.output, tag))
+        return tags
+
     def stages(self, image: torch.Tensor) -> list[Row]:
         out = self._run(image[None])
+        layouts = self._layouts()
         rows = [Row(node.name or node.output[0], node.op_type,
-                    torch.from_numpy(np.array(out[node.output[0]], dtype=np.float32)))
+                    as_nchw(torch.from_numpy(np.array(out[node.output[0]], dtype=np.float32)),
+                            layouts.get(node.output[0])))
                 for node in self.stage_nodes if node.output[0] in out]
         return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
 

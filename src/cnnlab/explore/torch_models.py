@@ -37,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
+from cnnlab.explore.layouts import TO_END, Layouts, after, as_nchw
 from cnnlab.explore.model import (
     InputSpec,
     Options,
@@ -342,6 +343,8 @@ class ExportedModel(_TorchModel):
         x, _ = self._padded(x)
         rows: list[Row] = []
         names = Counter()
+        layouts: dict[torch.fx.Node, str | None] = {}  # each node's layout (cnnlab.explore.layouts)
+        input_layout = self.spec.layout
 
         class Recorder(torch.fx.Interpreter):
             def call_function(self, target, args, kwargs):
@@ -354,16 +357,22 @@ class ExportedModel(_TorchModel):
 
             def run_node(self, node):
                 out = super().run_node(node)
-                if node.op == "call_function" and getattr(node.target, "overloadpacket", None) in STAGE_PACKETS:
+                op = getattr(_packet(node), "__name__", "")
+                first = next((a for a in node.args if isinstance(a, torch.fx.Node)), None)
+                layouts[node] = input_layout if node.op == "placeholder" else \
+                    after(op, layouts.get(first), node.args[1] if op == "permute" and len(node.args) > 1 else None)
+                if node.op == "call_function" and _packet(node) in STAGE_PACKETS:
                     value = out[0] if isinstance(out, (tuple, list)) else out
                     if isinstance(value, torch.Tensor):
                         stack = node.meta.get("nn_module_stack") or {}
                         where = list(stack.values())[-1][0] if stack else node.name
                         names[where] += 1
                         label = where if names[where] == 1 else f"{where}#{names[where]}"
-                        rows.append(Row(label, node.target.overloadpacket.__name__.rstrip("_"), value))
-                        # later nodes read a copy: an in-place add_ of a residual would change the row recorded
-                        copy = value.clone()
+                        shown = as_nchw(value, layouts[node])  # a channels-last stage as C x h x w
+                        rows.append(Row(label, op.rstrip("_"), shown))
+                        # later nodes read a copy (of the row's view, for Grad-CAM's gradients to reach it): an
+                        # in-place add_ of a residual would change the row recorded
+                        copy = shown.permute(*TO_END).clone() if shown is not value else value.clone()
                         out = (type(out)([copy, *out[1:]]) if isinstance(out, (tuple, list)) else copy)
                 return out
 
@@ -525,14 +534,22 @@ class ModuleModel(_TorchModel):
     def _hooked(self, x: torch.Tensor, stages_only: bool) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
         seen: list[tuple[str, nn.Module, Any]] = []
 
+        layouts = Layouts(x, self.spec.layout)
+
         def record(mod, args, out, name):
-            seen.append((name, mod, out))
+            # A channels-last output (a ConvNeXt block's LayerNorm) is recorded as C x h x w, and the rest of the
+            # network reads it through that view, so that Grad-CAM's gradients reach the row recorded.
+            layout = layouts.of(out)
+            shown = as_nchw(out, layout)
+            seen.append((name, mod, shown))
             # The rest of the network gets a copy: an in-place op after the module (torchvision's ResNet adds the
             # shortcut to bn2's output with +=) would otherwise change the output recorded. Gradients reach the
             # recorded output through the copy, for Grad-CAM.
-            return out.clone() if isinstance(out, torch.Tensor) else None
+            if not isinstance(out, torch.Tensor):
+                return None
+            return shown.permute(*TO_END).clone() if shown is not out else out.clone()
 
-        with self._passes:
+        with self._passes, layouts:
             handles = [m.register_forward_hook(lambda mod, args, out, name=name: record(mod, args, out, name))
                        for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
             try:

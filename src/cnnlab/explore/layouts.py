@@ -1,0 +1,85 @@
+"""Which of a network's 4-d values are channels-last, so that every stage is shown and explained as C x h x w.
+
+Convolutions and poolings work on N x C x H x W, but some networks move the channels to the end between them:
+ConvNeXt's blocks permute to N x H x W x C for their LayerNorm and MLP and back, Swin works channels-last
+throughout, and a Keras graph converted to ONNX transposes around each Conv. Read as N x C x H x W, such a value
+is W x C "maps" of H channels, and Grad-CAM on it is a map of the wrong axes. The layout of each value follows from
+what made it: NCHW after a convolution, pooling or batch norm; swapped by a permute that moves the channels to the
+end (0, 2, 3, 1) or back (0, 3, 1, 2); else its first input's. The three kinds of model walk their own graphs with
+:func:`after` (a module's forward pass under :class:`Layouts`, a ``torch.export`` program's FX nodes, an ONNX
+graph's nodes), and :func:`as_nchw` turns a channels-last stage around.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from weakref import ref
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+NCHW, NHWC = "NCHW", "NHWC"
+# Operators that take and give N x C x H x W: torch's functions and ATen operators, and ONNX's node types.
+SPATIAL_OPS = frozenset({
+    "conv2d", "convolution", "_convolution", "conv_transpose2d", "max_pool2d", "max_pool2d_with_indices",
+    "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d", "batch_norm",
+    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm", "instance_norm",
+    "group_norm",
+    "Conv", "ConvTranspose", "QLinearConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "BatchNormalization", "InstanceNormalization",
+})
+PERMUTES = frozenset({"permute", "Transpose"})
+TO_END, TO_FRONT = (0, 2, 3, 1), (0, 3, 1, 2)
+
+
+def after(op: str, source: str | None, perm: Sequence[int] | None = None) -> str | None:
+    """The layout of what ``op`` makes from a value of layout ``source`` (None: not known); ``perm``: a permute's
+    dimensions."""
+    if op in SPATIAL_OPS:
+        return NCHW
+    if op in PERMUTES:
+        dims = tuple(perm or ())
+        if dims == TO_END and source == NCHW:
+            return NHWC
+        if dims == TO_FRONT and source == NHWC:
+            return NCHW
+        return None
+    return source
+
+
+def as_nchw(value: Any, layout: str | None) -> Any:
+    """A 4-d channels-last ``value`` as N x C x H x W (a view: gradients flow through it); anything else as it is."""
+    if layout == NHWC and isinstance(value, torch.Tensor) and value.dim() == 4:
+        return value.permute(*TO_FRONT)
+    return value
+
+
+class Layouts(TorchFunctionMode):
+    """A module's forward pass under this mode tags each tensor made with its layout (:func:`after`), starting from
+    the input ``x``'s ``layout``; :meth:`of` reads a tag. Tensors are held weakly: a tag is read only for the
+    very tensor it was written for."""
+
+    def __init__(self, x: torch.Tensor, layout: str):
+        super().__init__()
+        self.tags: dict[int, tuple[str | None, ref]] = {id(x): (layout, ref(x))}
+
+    def of(self, value: Any) -> str | None:
+        tag, alive = self.tags.get(id(value), (None, None))
+        return tag if alive is not None and alive() is value else None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            name = getattr(func, "__name__", "")
+            flat = (b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,)))  # torch.cat([x, y])
+            source = next((a for a in flat if isinstance(a, torch.Tensor)), None)
+            perm = kwargs.get("dims")
+            if name == "permute" and perm is None:  # x.permute(0, 2, 3, 1), torch.permute(x, (0, 2, 3, 1))
+                rest = args[1:]
+                perm = rest[0] if len(rest) == 1 and isinstance(rest[0], Sequence) else rest
+            tag = after(name, self.of(source), perm if name == "permute" else None)
+            if source is not out or tag != self.of(out):  # an in-place op keeps its tensor, and the layout
+                self.tags[id(out)] = (tag, ref(out))
+        return out
