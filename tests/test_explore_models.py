@@ -479,6 +479,8 @@ def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_pa
 
     model = ModuleModel(NoModes(), "no-modes", Options(input_size=8))  # opens: the probe gives way
     assert model.scoring.ends_in is None and model.classes == ("class 0", "class 1", "class 2")
+    result = analyze_image(model, images[0])  # and its stages are taken as they come, without following layouts
+    assert result["explanation"]["method"] == "grad-cam" and [r["name"] for r in result["rows"]][:1] == ["net.conv"]
     one = nn.Sequential(Scorer(1), nn.Softmax(1))
     for model in (lambda: ModuleModel(one, "one", Options(input_size=8)),
                   lambda: open_model(_onnx_of(one, tmp_path / "one.onnx"))):

@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -438,6 +438,7 @@ class ModuleModel(_TorchModel):
         # registered (a head assigned before the stem): each conv's in_channels is tried in turn, then grey and
         # RGB for a network without one, and the first the model runs on is taken.
         self._wrapped_in: str | None = None  # the type of output object the logits come in, if any
+        self._modes = True  # whether its forward runs under a TorchFunctionMode (the probes of layouts and output)
         tried = dict.fromkeys([*(_in_channels(m) for m in self.model.modules() if _in_channels(m)), 3, 1])
         refusals = []
         for channels in tried:
@@ -532,14 +533,22 @@ class ModuleModel(_TorchModel):
             return self._run(x)
 
     def _hooked(self, x: torch.Tensor, stages_only: bool) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
-        seen: list[tuple[str, nn.Module, Any]] = []
+        """Every leaf module's (or every stage's) output and the model's, from one pass over ``x``."""
+        if self._modes:
+            try:
+                return self._hooked_under(x, stages_only, Layouts(x, self.spec.layout))
+            except Exception:  # code that cannot run under a function mode (an extension's op): its stages are
+                self._modes = False  # taken as they come, channels first, as before layouts were followed
+        return self._hooked_under(x, stages_only, None)
 
-        layouts = Layouts(x, self.spec.layout)
+    def _hooked_under(self, x: torch.Tensor, stages_only: bool,
+                      layouts: Layouts | None) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
+        seen: list[tuple[str, nn.Module, Any]] = []
 
         def record(mod, args, out, name):
             # A channels-last output (a ConvNeXt block's LayerNorm) is recorded as C x h x w, and the rest of the
             # network reads it through that view, so that Grad-CAM's gradients reach the row recorded.
-            layout = layouts.of(out)
+            layout = layouts.of(out) if layouts is not None else None
             shown = as_nchw(out, layout)
             seen.append((name, mod, shown))
             # The rest of the network gets a copy: an in-place op after the module (torchvision's ResNet adds the
@@ -549,7 +558,7 @@ class ModuleModel(_TorchModel):
                 return None
             return shown.permute(*TO_END).clone() if shown is not out else out.clone()
 
-        with self._passes, layouts:
+        with self._passes, layouts if layouts is not None else nullcontext():
             handles = [m.register_forward_hook(lambda mod, args, out, name=name: record(mod, args, out, name))
                        for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
             try:
@@ -582,7 +591,8 @@ class ModuleModel(_TorchModel):
             with self._passes, torch.no_grad(), producers:
                 out = self._run(x)
         except Exception:  # code that cannot run under a function mode (an extension's op): it ran without one,
-            return None  # and its outputs are read as logits, as before this probe
+            self._modes = False  # and its outputs are read as logits, as before this probe
+            return None
         return producers.final_op(out)
 
     def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:
