@@ -221,8 +221,9 @@ def _cmd_report(args) -> int:
 
     run = read_run(args.run_dir)
     print(write_report(run, data_dir=args.data_dir, device=args.device), flush=True)
-    if run.unfinished():  # said here as well as on the page, which the user may not open at once
-        print(f"cnnlab report: note: {run.unfinished()}", file=sys.stderr)
+    unfinished = run.unfinished()
+    if unfinished:  # said here as well as on the page, which the user may not open at once
+        print(f"cnnlab report: note: {unfinished}", file=sys.stderr)
     return 0
 
 

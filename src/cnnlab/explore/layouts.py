@@ -48,6 +48,19 @@ def after(op: str, source: str | None, perm: Sequence[int] | None = None) -> str
     return source
 
 
+def first_tensor(args: Sequence[Any]) -> torch.Tensor | None:
+    """The first tensor among a torch function's arguments, inside a list too (``torch.cat([x, y], -1)``)."""
+    flat = (b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,)))
+    return next((a for a in flat if isinstance(a, torch.Tensor)), None)
+
+
+def passed_on(shown: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """What the rest of the network reads in place of a stage's ``value`` recorded as ``shown``: a copy, so that an
+    in-place op after the stage (a residual's ``+=``) cannot change the row recorded, made from ``shown`` (turned
+    back) where :func:`as_nchw` turned it round, so that Grad-CAM's gradients reach the row."""
+    return shown.permute(*TO_END).clone() if shown is not value else value.clone()
+
+
 def as_nchw(value: Any, layout: str | None) -> Any:
     """A 4-d channels-last ``value`` as N x C x H x W (a view: gradients flow through it); anything else as it is."""
     if layout == NHWC and isinstance(value, torch.Tensor) and value.dim() == 4:
@@ -73,8 +86,7 @@ class Layouts(TorchFunctionMode):
         out = func(*args, **kwargs)
         if isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "")
-            flat = (b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,)))  # torch.cat([x, y])
-            source = next((a for a in flat if isinstance(a, torch.Tensor)), None)
+            source = first_tensor(args)
             perm = kwargs.get("dims")
             if name == "permute" and perm is None:  # x.permute(0, 2, 3, 1), torch.permute(x, (0, 2, 3, 1))
                 rest = args[1:]

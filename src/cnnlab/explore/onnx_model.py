@@ -107,6 +107,7 @@ class OnnxModel:
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes")
         self.shapes = shapes
+        self.layouts = self._read_layouts()  # each value's, read once: the graph does not change
         self.stage_nodes = [n for n in graph.node if n.op_type in STAGE_OPS and n.output and n.output[0]
                             and types.get(n.output[0], FLOAT) in FLOAT_TYPES]
         # Every stage's first output becomes a graph output of a copy of the model (the file is not touched), of
@@ -286,7 +287,7 @@ class OnnxModel:
                   for i in range(0, images.shape[0], batch_size)]
         return torch.cat(chunks)
 
-    def _layouts(self) -> dict[str, str | None]:
+    def _read_layouts(self) -> dict[str, str | None]:
         """Each value's layout (:mod:`cnnlab.explore.layouts`), from the input's through the graph's nodes."""
         tags = {self.input_name: self.spec.layout}
         for node in self.nodes:  # in the order they run: an ONNX graph is sorted so
@@ -297,10 +298,9 @@ class OnnxModel:
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         out = self._run(image[None])
-        layouts = self._layouts()
         rows = [Row(node.name or node.output[0], node.op_type,
                     as_nchw(torch.from_numpy(np.array(out[node.output[0]], dtype=np.float32)),
-                            layouts.get(node.output[0])))
+                            self.layouts.get(node.output[0])))
                 for node in self.stage_nodes if node.output[0] in out]
         return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
 

@@ -37,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.layouts import TO_END, Layouts, after, as_nchw
+from cnnlab.explore.layouts import Layouts, after, as_nchw, first_tensor, passed_on
 from cnnlab.explore.model import (
     InputSpec,
     Options,
@@ -91,7 +91,7 @@ class _Producers(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         if isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "")
-            source = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            source = first_tensor(args)
             if source is not out:  # (an evaluation's dropout returns its input itself)
                 self.made[id(out)] = (name, source, out)  # the tensor kept: its id stays its own
             elif name.endswith("_") and name[:-1] in FINAL_FUNCTIONS:  # x.sigmoid_(): now probabilities
@@ -370,9 +370,7 @@ class ExportedModel(_TorchModel):
                         label = where if names[where] == 1 else f"{where}#{names[where]}"
                         shown = as_nchw(value, layouts[node])  # a channels-last stage as C x h x w
                         rows.append(Row(label, op.rstrip("_"), shown))
-                        # later nodes read a copy (of the row's view, for Grad-CAM's gradients to reach it): an
-                        # in-place add_ of a residual would change the row recorded
-                        copy = shown.permute(*TO_END).clone() if shown is not value else value.clone()
+                        copy = passed_on(shown, value)
                         out = (type(out)([copy, *out[1:]]) if isinstance(out, (tuple, list)) else copy)
                 return out
 
@@ -551,12 +549,8 @@ class ModuleModel(_TorchModel):
             layout = layouts.of(out) if layouts is not None else None
             shown = as_nchw(out, layout)
             seen.append((name, mod, shown))
-            # The rest of the network gets a copy: an in-place op after the module (torchvision's ResNet adds the
-            # shortcut to bn2's output with +=) would otherwise change the output recorded. Gradients reach the
-            # recorded output through the copy, for Grad-CAM.
-            if not isinstance(out, torch.Tensor):
-                return None
-            return shown.permute(*TO_END).clone() if shown is not out else out.clone()
+            # the rest of the network reads a copy (torchvision's ResNet adds its shortcut to bn2's output with +=)
+            return passed_on(shown, out) if isinstance(out, torch.Tensor) else None
 
         with self._passes, layouts if layouts is not None else nullcontext():
             handles = [m.register_forward_hook(lambda mod, args, out, name=name: record(mod, args, out, name))

@@ -94,7 +94,6 @@ def read_run(run_dir: str | Path) -> RunFiles:
             why = f": {' '.join(str(ended['error']).split())}" if ended.get("error") else ""
             raise CnnlabError(f"run folder {path} failed before its first checkpoint{why}; there is no model to "
                               "report on (expected a run that trained at least one epoch)")
-    if not checkpointed:
         # Without a checkpoint --resume has nothing to continue from: advising it would only lead to a second refusal.
         raise CnnlabError(f"run folder {path} is incomplete: missing {', '.join(missing)} (a run still in its first "
                           "epoch, or stopped before its first checkpoint, which cannot be resumed: start it again "
