@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -846,6 +847,48 @@ def test_an_nhwc_graph(tmp_path, rgb_folder):
     assert layers["pool"]["shape"] == [4, 8, 8]
 
 
+CAFFE_MEAN = (103.939, 116.779, 123.68)  # Caffe's ImageNet mean, in its B, G, R order and 0-255 pixels
+
+
+def test_a_caffe_style_model_takes_bgr_pixels_from_0_to_255(tmp_path, rgb_folder):
+    """A model converted from Caffe (or preprocessed the Keras "caffe" way) takes B, G, R channels of 0-255 pixels
+    minus a mean: ``--bgr --pixel-range 0-255 --mean ...`` feeds it so; without --bgr its answers differ."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "caffe.onnx"), dynamo=False,
+                          input_names=["data"])
+    caffe = Options(pixel_range="0-255", bgr=True, mean=CAFFE_MEAN)
+    model, images = open_with_images(tmp_path / "caffe.onnx", rgb_folder, caffe)
+    with torch.no_grad():
+        expected = net(images.images.float().flip(1) - torch.tensor(CAFFE_MEAN).view(1, 3, 1, 1))
+    assert torch.allclose(model.logits(images.images), expected, rtol=1e-4, atol=1e-3)
+    assert "pixels 0-255 in B, G, R order, minus mean [103.9, 116.8, 123.7]" in model.spec.describe()
+    assert "normalisation from the flags" in model.spec.describe()
+    rgb, _ = open_with_images(tmp_path / "caffe.onnx", rgb_folder, replace(caffe, bgr=False))
+    assert not torch.allclose(rgb.logits(images.images), expected, rtol=1e-4, atol=1e-3)
+    unit = Options(bgr=True, mean=tuple(m / 255 for m in CAFFE_MEAN), std=(1 / 255,))  # the same input, 0-1 scale
+    assert torch.allclose(open_model(tmp_path / "caffe.onnx", unit).logits(images.images), expected, rtol=1e-4,
+                          atol=1e-3)
+
+
+def test_bgr_and_pixel_range_are_refused_where_they_cannot_apply(tmp_path, lenet, grey_folder, capsys):
+    from cnnlab.cli import main
+
+    grey = _onnx_of(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2)), tmp_path / "grey.onnx")
+    with pytest.raises(CnnlabError, match=r"^--bgr turns an RGB picture's three channels round, but .*grey.onnx "
+                                          r"takes 1 channel; expected no --bgr for it$"):
+        open_model(grey, Options(bgr=True))
+    with pytest.raises(CnnlabError, match=r"^--pixel-range must be 0-1 or 0-255"):
+        Options(pixel_range="0-65535")
+    with pytest.raises(CnnlabError, match=r"--pixel-range, --bgr, --layout and --multi-label are for models from "
+                                          r"elsewhere; a cnnlab checkpoint records its own"):
+        open_model(lenet["run"], Options(bgr=True))
+    code = main(["explore", str(tmp_path), "--bgr", "--pixel-range", "0-255"])  # a folder is served as runs
+    assert code == 2 and "--pixel-range and --bgr apply to one model" in capsys.readouterr().err
+
+
 def test_a_layout_flag_the_graph_contradicts_is_named(tmp_path):
     """An NHWC graph opened with --layout NCHW: its 16 x 16 x 3 input would read as 16 channels of 16 x 3 pixels."""
     _nhwc_graph(tmp_path / "nhwc.onnx")
@@ -1199,10 +1242,13 @@ def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, mo
 @pytest.mark.parametrize("kind", ["onnx", "pt2"])
 def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
     """A cnnlab export normalises inside its graph: the flags would apply it twice and shift every answer."""
-    with pytest.raises(CnnlabError, match=r"--mean and --std would normalise .* a second time: it is a cnnlab "
-                                          r"export, with its normalisation inside the graph \(it takes float32") as e:
+    with pytest.raises(CnnlabError, match=r"--mean and --std would change the input of .*: it is a cnnlab export, "
+                                          r"with its normalisation inside the graph \(it takes float32") as e:
         open_model(lenet[kind], Options(mean=(0.5,), std=(0.25,)))
     assert "\n" not in str(e.value)
+    with pytest.raises(CnnlabError, match=r"^--pixel-range would change the input of .* expected no --pixel-range "
+                                          r"for it$"):
+        open_model(lenet[kind], Options(pixel_range="0-255"))
     assert open_model(lenet[kind]).spec.mean is None  # and without them it opens, taking pixels / 255
     with pytest.raises(CnnlabError, match=r"^--multi-label would read .* as a probability per class: it is a cnnlab "
                                           r"export, of a softmax classifier"):

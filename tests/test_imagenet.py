@@ -395,6 +395,7 @@ def test_lr_find_sweeps_the_run_fine_tuning_would_start(torch_home, tmp_path, ca
 def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preprocessing(torch_home):
     """`cnnlab explore imagenet-mobilenet_v3_small`: the cached weights, the 1,000 class names and the input the
     weights' metadata gives; the logits are torchvision's model's on the normalised input."""
+    from cnnlab.explore.model import Options
     from cnnlab.explore.sources import open_model
 
     state = _write_weights(SMALL)
@@ -415,3 +416,6 @@ def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preproces
         expected = reference.eval()((images.float() / 255 - mean) / std)
     assert torch.allclose(explored.logits(images), expected, atol=1e-4)
     assert any(row.kind == "Conv2d" for row in explored.stages(images[0]))
+    with pytest.raises(CnnlabError, match=r"^--pixel-range and --bgr describe a model from elsewhere; "
+                                          r"imagenet-mobilenet_v3_small takes RGB pixels / 255"):
+        open_model(SMALL, Options(pixel_range="0-255", bgr=True))

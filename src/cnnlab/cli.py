@@ -273,9 +273,9 @@ def _cmd_explore(args) -> int:
                           f"{e.name}") from None
     # Ctrl-C while it serves stops the server (exit 0); before that, or during --export, it is an interruption
     saved = explore(args.path, images=args.images, classes=args.classes, input_size=args.input_size, mean=args.mean,
-                    std=args.std, layout=args.layout, multi_label=args.multi_label, export=args.export,
-                    force=args.force, host=args.host, port=args.port, open_browser=not args.no_browser,
-                    skip_bad_images=args.skip_bad_images)
+                    std=args.std, pixel_range=args.pixel_range, bgr=args.bgr, layout=args.layout,
+                    multi_label=args.multi_label, export=args.export, force=args.force, host=args.host, port=args.port,
+                    open_browser=not args.no_browser, skip_bad_images=args.skip_bad_images)
     if saved:  # --export: the page was written, not served
         print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
               f"{saved['maps_per_stage']} channels per stage", flush=True)
@@ -449,9 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
                    "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
                    "(256x128)")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, in the "
-                   "[0, 1] pixel scale (default: none, pixels / 255)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, on the "
+                   "scale of --pixel-range and in the model's channel order (default: none)")
     p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
+    p.add_argument("--pixel-range", choices=("0-1", "0-255"), help="the range of a model's input pixels before "
+                   "--mean/--std: 0-1 (pixels / 255, the default, as torchvision's models) or 0-255 (the values "
+                   "themselves, as Caffe-converted models and Keras's 'caffe' preprocessing)")
+    p.add_argument("--bgr", action="store_true", help="the model takes blue, green, red channels (OpenCV's and "
+                   "Caffe's order) instead of RGB")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), help="a model's input layout when the graph does not "
                    "tell (NHWC: Keras/TensorFlow)")
     p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own class's "

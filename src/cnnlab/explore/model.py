@@ -38,6 +38,7 @@ from cnnlab.picture import CENTRE_CROP, SQUARE_KEY, as_hw
 from cnnlab.report.features import Row, first_conv, run_rows
 
 LAYOUTS = ("NCHW", "NHWC")
+PIXEL_RANGES = {"0-1": 1, "0-255": 255}  # --pixel-range: the largest value a pixel takes in the model's input
 OCCLUSION_GRID = 7  # 7 x 7 patches: 49 extra forward passes in one batch, a second for ResNet-18 at 224 px on a CPU
 
 
@@ -52,7 +53,11 @@ class InputSpec:
         crop: centre-crop pictures instead of padding them (:func:`cnnlab.picture.read_picture`): a cnnlab run on a
             folder of images, whose training images were cropped so.
         layout: ``"NCHW"`` or ``"NHWC"``.
-        mean, std: per-channel normalisation in the [0, 1] scale (``(x / 255 - mean) / std``), or None.
+        pixel_max: 1 (pixels / 255, as torchvision's models take them) or 255 (the pixel values themselves, as
+            Caffe-converted models and Keras's ``caffe`` preprocessing take them).
+        bgr: the model takes its three channels in blue, green, red order (OpenCV's and Caffe's).
+        mean, std: per-channel normalisation on the ``pixel_max`` scale and in the model's channel order
+            (``(x - mean) / std``), or None.
         origin: where each of these was read from, for the page (``"graph"``, ``"flags"``, ``"checkpoint"``).
     """
 
@@ -64,12 +69,17 @@ class InputSpec:
     std: tuple[float, ...] | None = None
     origin: dict[str, str] = field(default_factory=dict)
     crop: bool = False
+    pixel_max: int = 1
+    bgr: bool = False
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``N x C x H x W`` images -> the float32 model input (scaled, normalised, in ``layout``)."""
-        x = images.float() / 255
+        """uint8 RGB ``N x C x H x W`` images -> the float32 model input (scaled, in the model's channel order,
+        normalised, in ``layout``)."""
+        x = images.float() if self.pixel_max == 255 else images.float() / 255
         if tuple(x.shape[-2:]) != self.hw:
             x = F.interpolate(x, size=self.hw, mode="bilinear", align_corners=False)
+        if self.bgr:
+            x = x.flip(1)
         if self.mean is not None:
             x = x - torch.tensor(self.mean).view(1, -1, 1, 1)
         if self.std is not None:
@@ -93,7 +103,9 @@ class InputSpec:
     def describe(self) -> str:
         """One line for the page: what the model is fed and where each part of that was read."""
         axes = "N x C x H x W" if self.layout == "NCHW" else "N x H x W x C"
-        scaling = "pixels / 255"
+        scaling = "pixels 0-255" if self.pixel_max == 255 else "pixels / 255"
+        if self.bgr:
+            scaling += " in B, G, R order"
         if self.mean is not None or self.std is not None:
             scaling += f", minus mean {_short(self.mean or (0.0,))}, divided by std {_short(self.std or (1.0,))}"
         where = "; ".join(f"{k} from the {v}" for k, v in self.origin.items())
@@ -228,6 +240,8 @@ class Options:
     std: tuple[float, ...] | None = None
     layout: str | None = None
     multi_label: bool = False
+    pixel_range: str | None = None  # a key of PIXEL_RANGES; None: 0-1
+    bgr: bool = False
 
     def __post_init__(self):
         if self.input_size is not None:
@@ -239,6 +253,8 @@ class Options:
             object.__setattr__(self, "input_size", hw)
         if self.layout is not None and self.layout not in LAYOUTS:
             fail("--layout", "NCHW or NHWC", self.layout)
+        if self.pixel_range is not None and self.pixel_range not in PIXEL_RANGES:
+            fail("--pixel-range", " or ".join(PIXEL_RANGES), self.pixel_range)
         for name, values, low in (("--mean", self.mean, None), ("--std", self.std, 0)):
             if values is not None:
                 if not 1 <= len(values) <= 4:
@@ -246,15 +262,20 @@ class Options:
                 for v in values:
                     number(v, name, low=low, low_open=low is not None)
 
+    def scaling_flags(self) -> list[str]:
+        """The flags given that say how pixels become the model's input."""
+        return [flag for flag, v in (("--mean", self.mean), ("--std", self.std), ("--pixel-range", self.pixel_range),
+                                     ("--bgr", self.bgr or None)) if v is not None]
+
     def check_no_scaling_for(self, metadata: dict[str, Any], where: str) -> None:
-        """A cnnlab export normalises inside its graph (its ``cnnlab.input`` metadata says it takes pixels / 255):
-        ``--mean``/``--std`` would normalise a second time, silently shifting every answer, so they are refused; as
-        is ``--multi-label``: cnnlab trains softmax classifiers."""
-        given = [flag for flag, v in (("--mean", self.mean), ("--std", self.std)) if v is not None]
+        """A cnnlab export normalises inside its graph (its ``cnnlab.input`` metadata says it takes RGB pixels /
+        255): ``--mean``/``--std``/``--pixel-range``/``--bgr`` would change its input a second time, silently
+        shifting every answer, so they are refused; as is ``--multi-label``: cnnlab trains softmax classifiers."""
+        given = self.scaling_flags()
         if given and "cnnlab.input" in metadata:
-            raise CnnlabError(f"{' and '.join(given)} would normalise {where} a second time: it is a cnnlab export, "
-                              f"with its normalisation inside the graph (it takes {metadata['cnnlab.input']}); "
-                              "expected no --mean/--std for it")
+            raise CnnlabError(f"{' and '.join(given)} would change the input of {where}: it is a cnnlab export, with "
+                              f"its normalisation inside the graph (it takes {metadata['cnnlab.input']}); expected "
+                              f"no {'/'.join(given)} for it")
         if self.multi_label and "cnnlab.classes" in metadata:
             raise CnnlabError(f"--multi-label would read {where} as a probability per class: it is a cnnlab export, "
                               "of a softmax classifier (trained with cross-entropy); expected no --multi-label for it")
@@ -265,6 +286,9 @@ class Options:
         width (``fixed_by`` the graph where both are static, else ``--input-size``, which must agree with a static
         one; None or a name is a dynamic side)."""
         mean, std = (self._per_channel(v, n, channels) for v, n in ((self.mean, "--mean"), (self.std, "--std")))
+        if self.bgr and channels != 3:
+            raise CnnlabError(f"--bgr turns an RGB picture's three channels round, but {where} takes {channels} "
+                              f"channel{'s' * (channels != 1)}; expected no --bgr for it")
         origin = dict(origin)
         static = (height, width)
         given = self.input_size
@@ -285,9 +309,10 @@ class Options:
             shown = " x ".join(str(d) if d is not None else "?" for d in static)
             raise CnnlabError(f"{where} has a dynamic input size (height x width {shown}); pass --input-size SIDE or "
                               "HEIGHTxWIDTH")
-        if mean is not None or std is not None:
+        if self.scaling_flags():
             origin["normalisation"] = "flags"
-        return InputSpec(channels, *hw, layout, mean, std, origin)
+        return InputSpec(channels, *hw, layout, mean, std, origin, pixel_max=PIXEL_RANGES[self.pixel_range or "0-1"],
+                         bgr=self.bgr)
 
     @staticmethod
     def _per_channel(values, name: str, channels: int) -> tuple[float, ...] | None:
@@ -481,9 +506,9 @@ class RunModel:
     def open(cls, path: str | Path, options: Options | None = None) -> RunModel:
         """The checkpoint at ``path`` (the flags for models from elsewhere are refused: it records its own)."""
         options = options or Options()
-        if options.input_size or options.mean or options.std or options.layout or options.multi_label:
-            raise CnnlabError("--input-size, --mean, --std, --layout and --multi-label are for models from elsewhere; "
-                              "a cnnlab checkpoint records its own")
+        if options.input_size or options.scaling_flags() or options.layout or options.multi_label:
+            raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout and --multi-label are for "
+                              "models from elsewhere; a cnnlab checkpoint records its own")
         return cls(load_trained(path), options.classes)
 
     def _x(self, image: torch.Tensor) -> torch.Tensor:

@@ -498,10 +498,15 @@ class ModuleModel(_TorchModel):
         """An ImageNet backbone of the zoo (``imagenet-resnet18``) with its weights from torch.hub's cache, at the
         input size, normalisation and 1,000 class names of the weights' own metadata (flags override the first
         two)."""
+        given = options or Options()
+        if given.pixel_range or given.bgr:
+            flags = " and ".join(f for f in given.scaling_flags() if f in ("--pixel-range", "--bgr"))
+            raise CnnlabError(f"{flags} describe{'s' * (' and ' not in flags)} a model from elsewhere; {name} takes "
+                              "RGB pixels / 255, as its weights were trained (--mean and --std may change their "
+                              f"normalisation); expected no {flags.replace(' and ', '/')} for it")
         weights = weights_enum(name)
         model = create_model(name, num_classes=len(weights.meta["categories"]), in_channels=3, pretrained=True)
         mean, std = pretrained_normalize(name, 3)
-        given = options or Options()
         options = replace(given, input_size=given.input_size or INPUT_SIZE, mean=given.mean or tuple(mean),
                           std=given.std or tuple(std))
         explored = cls(model, name, options, folder_classes, stored=tuple(weights.meta["categories"]),
