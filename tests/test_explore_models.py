@@ -1326,3 +1326,23 @@ def test_skip_bad_images_leaves_an_unreadable_file_out_and_says_so(lenet, grey_f
     assert "broken.png" in page.read_text(encoding="utf-8")  # the page's note names it too
     assert main(["explore", str(tmp_path), "--skip-bad-images"]) == 2  # a flag for a model's images, not for runs
     assert "--skip-bad-images applies to one model" in capsys.readouterr().err
+
+
+def test_bgr_tries_the_rgb_convolution_of_a_module_whose_first_conv_is_grey(tmp_path, monkeypatch):
+    """The input's channels are the first that the module runs on, each conv's tried in turn: --bgr, which refuses
+    a grey input, moves on to the RGB stem instead of stopping at a grey head registered first."""
+    (tmp_path / "late_stem.py").write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.head = nn.Conv2d(1, 2, 1)\n"
+        "        self.stem = nn.Conv2d(3, 1, 3, padding=1)\n"
+        "        self.fc = nn.Linear(2, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.head(self.stem(x)).mean((2, 3)))\n"
+        "def build():\n"
+        "    return Net()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = open_model("late_stem:build", Options(input_size=8, bgr=True))
+    assert model.spec.channels == 3 and model.spec.bgr

@@ -440,8 +440,8 @@ class ModuleModel(_TorchModel):
         tried = dict.fromkeys([*(_in_channels(m) for m in self.model.modules() if _in_channels(m)), 3, 1])
         refusals = []
         for channels in tried:
-            self.spec = _spec(options, None, channels, name)
             try:
+                self.spec = _spec(options, None, channels, name)  # --bgr refuses a grey one
                 count = self._check_classifier(name)
                 break
             except CnnlabError as e:
