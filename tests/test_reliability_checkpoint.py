@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,20 @@ def test_a_torch_export_program_is_named_as_one(tmp_path, capsys):
         load_checkpoint(tmp_path / "model.pt2")
     code, err = _cli_in_process(["eval", str(tmp_path / "model.pt2")], capsys)
     assert code == 2 and len(err) == 1 and "torch.export program" in err[0], err
+
+
+def test_a_torchscript_archive_is_named_as_one_and_never_loaded(tmp_path, capsys, monkeypatch):
+    # It read "corrupt or truncated (Cannot use weights_only=True with TorchScript archives ...)" after a warning
+    # from torch.load on stderr; its forward is code from the file, so it is named and not handed to torch.jit.load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated
+        torch.jit.script(torch.nn.Linear(3, 2)).save(str(tmp_path / "scripted.pt"))
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load was called"))
+    with pytest.raises(CheckpointError, match=r"scripted.pt is a TorchScript archive \(torch.jit.save\), not a "
+                                              r"cnnlab checkpoint, and its code is not run from a file; expected"):
+        load_checkpoint(tmp_path / "scripted.pt")
+    code, err = _cli_in_process(["eval", str(tmp_path / "scripted.pt")], capsys)
+    assert code == 2 and len(err) == 1 and "TorchScript archive" in err[0], err
 
 
 # ------------------------------------------------------------------------------------------ pickle payloads

@@ -39,13 +39,16 @@ def checkpoint_in(folder: str | Path) -> Path | None:
     return next((Path(folder) / name for name in ("best.pt", "last.pt") if (Path(folder) / name).is_file()), None)
 
 
-def _is_pt2(path: Path) -> bool:
-    """Whether ``path`` is a torch.export archive (it names its format in an ``archive_format`` entry)."""
+def _zip_kind(path: Path) -> str | None:
+    """What other zip archive of torch's ``path`` is: ``"pt2"`` (torch.export names its format in an
+    ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``, as torch.load tells
+    it), or None."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.split("/", 1)[-1] == pt2.ARCHIVE_FORMAT_PATH for name in archive.namelist())
+            records = {name.split("/", 1)[-1] for name in archive.namelist()}
     except Exception:  # a damaged archive fails in many ways (a flipped bit in a name: UnicodeDecodeError); the
-        return False  # checkpoint read that follows names the damage
+        return None  # checkpoint read that follows names the damage
+    return "pt2" if pt2.ARCHIVE_FORMAT_PATH in records else "torchscript" if "constants.pkl" in records else None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -68,9 +71,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if head and head != b"PK" and head[:1] != b"\x80":
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
                               "torch.save writes); expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
-    if head == b"PK" and _is_pt2(path):  # a zip archive too, whose failure torch would call corrupt
+    kind = _zip_kind(path) if head == b"PK" else None  # zip archives too, whose failure torch would call corrupt
+    if kind == "pt2":
         raise CheckpointError(f"{path} is a torch.export program (.pt2), not a cnnlab checkpoint: cnnlab explore opens "
                               "it; expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
+    if kind == "torchscript":  # its forward is code from the file, which cnnlab does not run (and torch deprecates)
+        raise CheckpointError(f"{path} is a TorchScript archive (torch.jit.save), not a cnnlab checkpoint, and its "
+                              "code is not run from a file; expected a .pt file written by cnnlab train, or for "
+                              "cnnlab explore the model saved with torch.export.save (.pt2) or torch.onnx.export")
     try:
         with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
