@@ -1346,3 +1346,21 @@ def test_bgr_tries_the_rgb_convolution_of_a_module_whose_first_conv_is_grey(tmp_
     monkeypatch.syspath_prepend(str(tmp_path))
     model = open_model("late_stem:build", Options(input_size=8, bgr=True))
     assert model.spec.channels == 3 and model.spec.bgr
+
+
+def test_a_program_saved_as_pt_opens_and_a_state_dict_is_told_how_to_be_explored(tmp_path, rgb_folder):
+    """A torch.export program saved under a checkpoint's name (``model.pt``) was refused as not a cnnlab
+    checkpoint; it opens as the program it is. A state dict (weights without their network) says how a network from
+    elsewhere is explored."""
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 14 * 14, 2)).eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 16, 16),)), tmp_path / "model.pt2")
+    (tmp_path / "model.pt2").rename(tmp_path / "model.pt")
+    model, images = open_with_images(tmp_path / "model.pt", rgb_folder)
+    assert model.kind == open_model(tmp_path / "model.pt").kind != "cnnlab run"
+    with torch.no_grad():
+        assert torch.allclose(model.logits(images.images), net(images.images.float() / 255), atol=1e-5)
+    torch.save(net.state_dict(), tmp_path / "weights.pth")
+    with pytest.raises(CnnlabError, match=r"weights.pth is not a cnnlab checkpoint: it holds a state dict of 4 "
+                                          r"tensors .*; a network from elsewhere is explored as .onnx, as .pt2 "
+                                          r"\(torch.export.save\) or as module:function"):
+        open_model(tmp_path / "weights.pth")

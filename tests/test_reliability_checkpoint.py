@@ -214,6 +214,22 @@ def test_a_torchscript_archive_is_named_as_one_and_never_loaded(tmp_path, capsys
     assert code == 2 and len(err) == 1 and "TorchScript archive" in err[0], err
 
 
+@pytest.mark.parametrize("content, holds", [
+    ({"conv1.weight": torch.zeros(2, 1, 3, 3), "conv1.bias": torch.zeros(2)},
+     "a state dict of 2 tensors \\(the first 'conv1.weight'\\), weights without a network"),
+    ({"model": {"w": torch.zeros(1)}, "epoch": 3, "optimizer": {}, "lr": 0.1, "seed": 0}, "a dict of 'model', 'epoch', "
+     "'optimizer', 'lr', ..."),
+    ([torch.zeros(1)], "a list"),
+])
+def test_a_file_from_elsewhere_says_what_it_holds(tmp_path, capsys, content, holds):
+    # It read only "is not a cnnlab checkpoint (expected format 'cnnlab-checkpoint')": torchvision's weights file
+    # and a training script's checkpoint told nothing of what they were.
+    torch.save(content, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=f"other.pth is not a cnnlab checkpoint: it holds {holds}; expected "
+                                              "format 'cnnlab-checkpoint', as cnnlab train writes$"):
+        load_checkpoint(tmp_path / "other.pth")
+
+
 # ------------------------------------------------------------------------------------------ pickle payloads
 class _System:
     """Unpickling this calls os.system: what a malicious 'checkpoint' from the internet would carry."""

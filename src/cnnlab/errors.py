@@ -57,6 +57,11 @@ class CheckpointError(CnnlabError):
     """A checkpoint is missing, corrupt, not a plain tensor container, or from another model."""
 
 
+class ForeignCheckpointError(CheckpointError):
+    """A file read whole that is not cnnlab's record of a run: another tool's weights (a state dict), a pickled
+    module, a TorchScript archive."""
+
+
 class StopRun(Exception):
     """Raised by an observer's ``on_epoch`` (or ``train``'s ``on_epoch`` callback) to end the run after this epoch.
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.checks import fail, int_in_range, number
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.explore.gradcam import Explanation, explain
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
@@ -509,7 +509,12 @@ class RunModel:
         if options.input_size or options.scaling_flags() or options.layout or options.multi_label:
             raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout and --multi-label are for "
                               "models from elsewhere; a cnnlab checkpoint records its own")
-        return cls(load_trained(path), options.classes)
+        try:
+            trained = load_trained(path)
+        except ForeignCheckpointError as e:
+            raise CnnlabError(f"{e}; a network from elsewhere is explored as .onnx, as .pt2 (torch.export.save) or as "
+                              "module:function (a function of yours that builds it and loads its weights)") from None
+        return cls(trained, options.classes)
 
     def _x(self, image: torch.Tensor) -> torch.Tensor:
         return self.trained.preprocess(image[None].float() / 255)

@@ -17,7 +17,9 @@ from cnnlab.explore.model import ExploreModel, Options, RunModel
 from cnnlab.explore.onnx_model import OnnxModel
 from cnnlab.explore.torch_models import ExportedModel, ModuleModel
 from cnnlab.models.imagenet import BACKBONES
+from cnnlab.runs import zip_kind
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -50,9 +52,9 @@ def open_model(source: str | Path, options: Options | None = None,
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return OnnxModel(path, options, folder_classes)
-    if suffix == ".pt2":
+    if suffix == ".pt2" or suffix in CHECKPOINT_SUFFIXES and zip_kind(path) == "pt2":  # saved under another name
         return ExportedModel(path, options, folder_classes)
-    if suffix in (".pt", ".pth", ".ckpt"):
+    if suffix in CHECKPOINT_SUFFIXES:
         return RunModel.open(path, options)
     raise CnnlabError(f"{path} is not a model this explorer opens: expected .onnx, .pt2 (torch.export) or a cnnlab "
                       f"checkpoint (.pt), or module:function; got a {suffix or 'file without extension'}")

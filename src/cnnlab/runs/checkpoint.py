@@ -17,7 +17,7 @@ import torch
 from torch.export.pt2_archive import constants as pt2
 
 from cnnlab.data import CLASSES, MEAN, STD
-from cnnlab.errors import CheckpointError, summary, weights_only_refusal
+from cnnlab.errors import CheckpointError, ForeignCheckpointError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
 
 FORMAT = "cnnlab-checkpoint"
@@ -39,7 +39,7 @@ def checkpoint_in(folder: str | Path) -> Path | None:
     return next((Path(folder) / name for name in ("best.pt", "last.pt") if (Path(folder) / name).is_file()), None)
 
 
-def _zip_kind(path: Path) -> str | None:
+def zip_kind(path: Path) -> str | None:
     """What other zip archive of torch's ``path`` is: ``"pt2"`` (torch.export names its format in an
     ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``, as torch.load tells
     it), or None."""
@@ -49,6 +49,17 @@ def _zip_kind(path: Path) -> str | None:
     except Exception:  # a damaged archive fails in many ways (a flipped bit in a name: UnicodeDecodeError); the
         return None  # checkpoint read that follows names the damage
     return "pt2" if pt2.ARCHIVE_FORMAT_PATH in records else "torchscript" if "constants.pkl" in records else None
+
+
+def _contents(state: Any) -> str:
+    """What a file torch.load read holds, in a few words: a state dict (weights without their network) is the
+    usual stranger."""
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return f"a state dict of {len(state)} tensors (the first {next(iter(state))!r}), weights without a network"
+    if isinstance(state, dict):
+        keys = ", ".join(repr(k) for k in list(state)[:4]) + (", ..." if len(state) > 4 else "")
+        return f"a dict of {keys}" if state else "an empty dict"
+    return f"a {type(state).__name__}"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -71,26 +82,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if head and head != b"PK" and head[:1] != b"\x80":
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
                               "torch.save writes); expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
-    kind = _zip_kind(path) if head == b"PK" else None  # zip archives too, whose failure torch would call corrupt
+    kind = zip_kind(path) if head == b"PK" else None  # zip archives too, whose failure torch would call corrupt
     if kind == "pt2":
         raise CheckpointError(f"{path} is a torch.export program (.pt2), not a cnnlab checkpoint: cnnlab explore opens "
                               "it; expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
     if kind == "torchscript":  # its forward is code from the file, which cnnlab does not run (and torch deprecates)
-        raise CheckpointError(f"{path} is a TorchScript archive (torch.jit.save), not a cnnlab checkpoint, and its "
-                              "code is not run from a file; expected a .pt file written by cnnlab train, or for "
-                              "cnnlab explore the model saved with torch.export.save (.pt2) or torch.onnx.export")
+        raise ForeignCheckpointError(f"{path} is a TorchScript archive (torch.jit.save), not a cnnlab checkpoint, "
+                                     "and its code is not run from a file; expected a .pt file written by cnnlab "
+                                     "train, e.g. RUN_DIR/best.pt")
     try:
         with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refused a global: the file wants to build arbitrary Python objects (it may carry code).
-        raise CheckpointError(f"refusing {path}: it is not a plain tensor container ({weights_only_refusal(e)}); "
-                              "cnnlab never unpickles code") from None
+        raise ForeignCheckpointError(f"refusing {path}: it is not a plain tensor container "
+                                     f"({weights_only_refusal(e)}); cnnlab never unpickles code") from None
     except Exception as e:  # a damaged pickle can fail in any way (IndexError, KeyError, struct.error, ...)
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({summary(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a cnnlab checkpoint (expected format {FORMAT!r})")
+        raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {_contents(state)}; expected "
+                                     f"format {FORMAT!r}, as cnnlab train writes")
     if state.get("version") not in READABLE:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}, expected one of "
                               f"{', '.join(map(str, READABLE))}")
