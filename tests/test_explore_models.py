@@ -1256,8 +1256,9 @@ def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
 
 
 def test_a_cnnlab_checkpoint_refuses_the_flags_of_models_from_elsewhere(lenet):
-    with pytest.raises(CnnlabError, match=r"^--input-size, --mean, --std, --layout and --multi-label are for models "
-                                          r"from elsewhere; a cnnlab checkpoint records its own$"):
+    with pytest.raises(CnnlabError, match=r"^--input-size, --mean, --std, --pixel-range, --bgr, --layout and "
+                                          r"--multi-label are for models from elsewhere; a cnnlab checkpoint records "
+                                          r"its own$"):
         open_model(lenet["run"], Options(multi_label=True))
 
 
@@ -1362,5 +1363,39 @@ def test_a_program_saved_as_pt_opens_and_a_state_dict_is_told_how_to_be_explored
     torch.save(net.state_dict(), tmp_path / "weights.pth")
     with pytest.raises(CnnlabError, match=r"weights.pth is not a cnnlab checkpoint: it holds a state dict of 4 "
                                           r"tensors .*; a network from elsewhere is explored as .onnx, as .pt2 "
-                                          r"\(torch.export.save\) or as module:function"):
+                                          r"\(torch.export.save\), or built by name \(imagenet-resnet18\) or by "
+                                          r"module:function with a state dict as --weights FILE$"):
         open_model(tmp_path / "weights.pth")
+
+
+def test_weights_go_into_the_network_module_function_builds_and_nowhere_else(tmp_path, monkeypatch, rgb_folder,
+                                                                              capsys):
+    """`cnnlab explore mynet:build --weights net.pth`: a class and its state dict, the way PyTorch code is shared;
+    a file that holds its own weights, or a runs folder, refuses --weights in one line."""
+    from cnnlab.cli import main
+
+    (tmp_path / "mynet.py").write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), "
+        "nn.Linear(4, 3))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(1)
+    trained = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    torch.save(trained.state_dict(), tmp_path / "net.pth")
+    model, images = open_with_images("mynet:build", rgb_folder, Options(input_size=16, weights=tmp_path / "net.pth"))
+    with torch.no_grad():
+        expected = trained.eval()(images.images.float() / 255)
+    assert torch.allclose(model.logits(images.images), expected, atol=1e-5)
+    assert f"Its weights: {tmp_path / 'net.pth'} (read weights-only)." in model.notes[0]
+    torch.save({"0.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "part.pth")
+    with pytest.raises(CnnlabError, match=r"part.pth does not fit the network mynet:build\(\) builds: Missing "
+                                          r"key\(s\) in state_dict: \"0.bias\""):
+        open_model("mynet:build", Options(input_size=16, weights=tmp_path / "part.pth"))
+    onnx_file = _onnx_of(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2)), tmp_path / "m.onnx")
+    with pytest.raises(CnnlabError, match=r"^--weights puts a state dict into a network built by name "
+                                          r"\(imagenet-resnet18, ...\) or by module:function; .*m.onnx is no such "
+                                          r"name, and a file holds its own weights; expected no --weights for it$"):
+        open_model(onnx_file, Options(weights=tmp_path / "net.pth"))
+    assert main(["explore", str(tmp_path), "--weights", str(tmp_path / "net.pth")]) == 2
+    assert "--weights applies to one model" in capsys.readouterr().err

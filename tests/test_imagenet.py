@@ -392,6 +392,35 @@ def test_lr_find_sweeps_the_run_fine_tuning_would_start(torch_home, tmp_path, ca
     assert all(torch.equal(state[k].cpu(), saved[k]) for k in body if k != stem + ".weight")  # swept, not moved
 
 
+def test_explore_opens_a_backbone_fine_tuned_elsewhere_from_its_state_dict(torch_home, tmp_path):
+    """`cnnlab explore imagenet-mobilenet_v3_small --weights mine.ckpt`: the architecture shaped as the state dict
+    has it (grey input, 4 classes), its weights read through a training script's wrapper and DataParallel's
+    ``module.`` prefix, the ImageNet normalisation for one channel; no ImageNet weights file is needed."""
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.sources import open_model
+
+    torch.manual_seed(0)
+    mine = create_model(SMALL, num_classes=4, in_channels=1).eval()
+    torch.save({"epoch": 9, "state_dict": {f"module.{k}": v for k, v in mine.state_dict().items()}},
+               tmp_path / "mine.ckpt")
+    explored = open_model(SMALL, Options(weights=tmp_path / "mine.ckpt"))
+    assert explored.spec.channels == 1 and len(explored.classes) == 4 and explored.classes[0] != "tench"
+    assert "with the weights of" in explored.notes[0] and "without their 'module.' prefix" in explored.notes[0]
+    assert explored.spec.origin["normalisation"] == "ImageNet weights' metadata"
+    mean, std = imagenet.pretrained_normalize(SMALL, 1)
+    images = torch.randint(0, 256, (2, 1, 224, 224), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = mine((images.float() / 255 - mean[0]) / std[0])
+    assert torch.allclose(explored.logits(images), expected, atol=1e-4)
+    assert not imagenet.weights_file(SMALL).exists()  # the ImageNet file was neither needed nor fetched
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(CnnlabError, match=r"^.*other.pth does not fit torchvision's mobilenet_v3_small: Missing "
+                                          r"key\(s\) in state_dict: .*; expected a state dict of torchvision's "
+                                          r"mobilenet_v3_small") as e:
+        open_model(SMALL, Options(weights=tmp_path / "other.pth"))
+    assert "\n" not in str(e.value)
+
+
 def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preprocessing(torch_home):
     """`cnnlab explore imagenet-mobilenet_v3_small`: the cached weights, the 1,000 class names and the input the
     weights' metadata gives; the logits are torchvision's model's on the normalised input."""

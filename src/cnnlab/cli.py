@@ -274,8 +274,9 @@ def _cmd_explore(args) -> int:
     # Ctrl-C while it serves stops the server (exit 0); before that, or during --export, it is an interruption
     saved = explore(args.path, images=args.images, classes=args.classes, input_size=args.input_size, mean=args.mean,
                     std=args.std, pixel_range=args.pixel_range, bgr=args.bgr, layout=args.layout,
-                    multi_label=args.multi_label, export=args.export, force=args.force, host=args.host, port=args.port,
-                    open_browser=not args.no_browser, skip_bad_images=args.skip_bad_images)
+                    multi_label=args.multi_label, weights=args.weights, export=args.export, force=args.force,
+                    host=args.host, port=args.port, open_browser=not args.no_browser,
+                    skip_bad_images=args.skip_bad_images)
     if saved:  # --export: the page was written, not served
         print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
               f"{saved['maps_per_stage']} channels per stage", flush=True)
@@ -462,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own class's "
                    "probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a model that "
                    "ends in Sigmoid is read so anyway, and without it a model of one output is a binary classifier")
+    p.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict(), FILE), read "
+                   "weights-only) for the network named: an ImageNet backbone's architecture fine-tuned elsewhere "
+                   "(imagenet-resnet18 --weights mine.pth: its classes and input channels read from the file) or "
+                   "what module:function builds")
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
                    "network) with the chosen images through every stage, instead of serving")
     p.add_argument("--force", action="store_true", help="overwrite an existing --export file")

@@ -146,7 +146,7 @@ def _open(source, images, options: Options, skip_bad: bool):
 
 def explore(source: str | Path = "runs", *, images: str | Path | None = None, classes: str | Path | None = None,
             input_size: int | tuple[int, int] | None = None, mean=None, std=None, pixel_range: str | None = None,
-            bgr: bool = False, layout: str | None = None, multi_label: bool = False,
+            bgr: bool = False, layout: str | None = None, multi_label: bool = False, weights: str | Path | None = None,
             export: str | Path | None = None, force: bool = False, host: str | None = None, port: int | None = None,
             open_browser: bool = True, skip_bad_images: bool = False) -> dict | None:
     """``cnnlab explore``: serve a runs folder, or one model of any kind with your images, or save a static page.
@@ -178,7 +178,7 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
     port = DEFAULT_PORT if port is None else port
     model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
                    "--std": std, "--pixel-range": pixel_range, "--bgr": bgr or None, "--layout": layout,
-                   "--multi-label": multi_label or None, "--export": export,
+                   "--multi-label": multi_label or None, "--weights": weights, "--export": export,
                    "--skip-bad-images": skip_bad_images or None}
     if Path(source).is_dir():
         given = [k for k, v in model_flags.items() if v is not None]
@@ -191,7 +191,7 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
         return serve(source, host=host, port=port, open_browser=open_browser)
     options = Options(classes=read_classes(classes) if classes is not None else None, input_size=input_size,
                       mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
-                      pixel_range=pixel_range, bgr=bgr, layout=layout, multi_label=multi_label)
+                      pixel_range=pixel_range, bgr=bgr, layout=layout, multi_label=multi_label, weights=weights)
     if export is not None:
         if images is None:
             raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")

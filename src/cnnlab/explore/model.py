@@ -242,6 +242,7 @@ class Options:
     multi_label: bool = False
     pixel_range: str | None = None  # a key of PIXEL_RANGES; None: 0-1
     bgr: bool = False
+    weights: str | Path | None = None  # a state dict for a network built by name or by module:function
 
     def __post_init__(self):
         if self.input_size is not None:
@@ -512,8 +513,9 @@ class RunModel:
         try:
             trained = load_trained(path)
         except ForeignCheckpointError as e:
-            raise CnnlabError(f"{e}; a network from elsewhere is explored as .onnx, as .pt2 (torch.export.save) or as "
-                              "module:function (a function of yours that builds it and loads its weights)") from None
+            raise CnnlabError(f"{e}; a network from elsewhere is explored as .onnx, as .pt2 (torch.export.save), or "
+                              "built by name (imagenet-resnet18) or by module:function with a state dict as --weights "
+                              "FILE") from None
         return cls(trained, options.classes)
 
     def _x(self, image: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,10 @@ def open_model(source: str | Path, options: Options | None = None,
         if text in BACKBONES:
             return ModuleModel.imagenet(text, options, folder_classes)
         return ModuleModel.from_spec(text, options, folder_classes)
+    if options.weights is not None:
+        raise CnnlabError(f"--weights puts a state dict into a network built by name (imagenet-resnet18, ...) or by "
+                          f"module:function; {text} is no such name, and a file holds its own weights; expected no "
+                          "--weights for it")
     if path.is_dir():
         raise CnnlabError(f"{path} is a folder; a model is a .onnx, .pt2 or cnnlab .pt file, or module:function")
     if not path.is_file():

@@ -47,7 +47,15 @@ from cnnlab.explore.model import (
     square_as_exported,
 )
 from cnnlab.models import create_model
-from cnnlab.models.imagenet import BACKBONES, INPUT_SIZE, pretrained_normalize, weights_enum, weights_file
+from cnnlab.models.imagenet import (
+    BACKBONES,
+    INPUT_SIZE,
+    backbone_for,
+    pretrained_normalize,
+    weights_enum,
+    weights_file,
+)
+from cnnlab.models.state_dict import load_state_dict_into, read_state_dict
 from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row
 
@@ -488,9 +496,16 @@ class ModuleModel(_TorchModel):
         if isinstance(model, torch.jit.ScriptModule):  # its compiled graph runs no forward hooks of its layers
             raise CnnlabError(f"{spec}() returned a TorchScript module, whose layers the explorer cannot watch; "
                               "expected a plain nn.Module (or its torch.export .pt2 or ONNX export)")
-        return cls(model, spec, options or Options(), folder_classes,
-                   note=f"Imported {module_name} and called {function}() because you named it: this is the one way "
-                        "the explorer runs code of yours.")
+        options = options or Options()
+        note = f"Imported {module_name} and called {function}() because you named it: this is the one way the " \
+               "explorer runs code of yours."
+        if options.weights is not None:
+            expected = f"a state dict of the network {spec}() builds (its state_dict(), saved by torch.save)"
+            dropped = load_state_dict_into(model, read_state_dict(options.weights, expected), options.weights,
+                                           f"the network {spec}() builds", expected)
+            note += f" Its weights: {options.weights} (read weights-only" + \
+                (f", its keys without their {dropped!r} prefix)." if dropped else ").")
+        return cls(model, spec, options, folder_classes, note=note)
 
     @classmethod
     def imagenet(cls, name: str, options: Options | None = None,
@@ -504,20 +519,31 @@ class ModuleModel(_TorchModel):
             raise CnnlabError(f"{flags} describe{'s' * (' and ' not in flags)} a model from elsewhere; {name} takes "
                               "RGB pixels / 255, as its weights were trained (--mean and --std may change their "
                               f"normalisation); expected no {flags.replace(' and ', '/')} for it")
-        weights = weights_enum(name)
-        model = create_model(name, num_classes=len(weights.meta["categories"]), in_channels=3, pretrained=True)
-        mean, std = pretrained_normalize(name, 3)
+        categories = tuple(weights_enum(name).meta["categories"])
+        builder = BACKBONES[name].builder
+        if given.weights is None:
+            model = create_model(name, num_classes=len(categories), in_channels=3, pretrained=True)
+            channels, classes = 3, len(categories)
+            note = f"torchvision's {builder} with its {BACKBONES[name].weights} weights (read weights-only from " \
+                   f"{weights_file(name)})."
+        else:  # the architecture, with a state dict of it from elsewhere (fine-tuned on other classes, perhaps)
+            expected = f"a state dict of torchvision's {builder} (its model.state_dict(), saved by torch.save)"
+            state = read_state_dict(given.weights, expected)
+            model, channels, classes = backbone_for(name, state)
+            dropped = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)
+            note = f"torchvision's {builder} with the weights of {given.weights} (read weights-only" + \
+                   (f", its keys without their {dropped!r} prefix)." if dropped else ").")
+        mean, std = pretrained_normalize(name, channels)
         options = replace(given, input_size=given.input_size or INPUT_SIZE, mean=given.mean or tuple(mean),
                           std=given.std or tuple(std))
-        explored = cls(model, name, options, folder_classes, stored=tuple(weights.meta["categories"]),
-                       stored_in="the weights' metadata",
-                       note=f"torchvision's {BACKBONES[name].builder} with its {BACKBONES[name].weights} weights "
-                            f"(read weights-only from {weights_file(name)}).")
+        explored = cls(model, name, options, folder_classes, stored=categories if classes == len(categories) else None,
+                       stored_in="the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs",
+                       note=note)
         origin = dict(explored.spec.origin)
         if given.input_size is None:
             origin["size"] = "weights' metadata"  # the page reads "size from the weights' metadata"
         if given.mean is None and given.std is None:
-            origin["normalisation"] = "weights' metadata"
+            origin["normalisation"] = "weights' metadata" if given.weights is None else "ImageNet weights' metadata"
         explored.spec = replace(explored.spec, origin=origin)
         return explored
 

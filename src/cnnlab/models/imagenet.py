@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import re
 import urllib.error
 import urllib.request
@@ -41,9 +40,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError, summary, weights_only_refusal
+from cnnlab.errors import CnnlabError, summary
 from cnnlab.io import atomic_write
 from cnnlab.models.registry import register_model
+from cnnlab.models.state_dict import load_state_dict_into, read_state_dict
 from cnnlab.table import text_table
 
 # Seconds a download may wait for the server (connect and each read): offline, the answer comes within seconds.
@@ -171,25 +171,27 @@ def load_imagenet_weights(model: nn.Module, name: str) -> None:
             not a weights-only state dict (or truncated), or it does not fit the architecture.
     """
     path = ensure_weights(name)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to build Python objects
-        raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
-                          f"never unpickles code; expected the file from {weights_url(name)}") from None
-    except Exception as e:  # noqa: BLE001  torch.load raises many kinds, and every one means "not this file":
-        # a truncated zip raises RuntimeError or EOFError, a file of another kind anything else
-        raise CnnlabError(f"{path} is not a readable weights-only state dict for {name} (truncated, or not "
-                          f"torchvision's file: {type(e).__name__}: {summary(e)}); delete it to download it again, "
-                          f"or put the file from {weights_url(name)} there") from None
-    if not isinstance(state, dict):
-        raise CnnlabError(f"{path} holds a {type(state).__name__}, not a state dict of {name}; expected the file "
-                          f"from {weights_url(name)}")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
-        detail = summary(" ".join(str(e).split()).split(": ", 1)[-1], 200)  # past "Error(s) in loading ...:"
-        raise CnnlabError(f"{path} does not fit {name} (torchvision {BACKBONES[name].builder}): {detail}; expected "
-                          f"the file from {weights_url(name)}") from None
+    expected = f"the file from {weights_url(name)}"
+    state = read_state_dict(path, expected, unreadable_hint="; delete it to download it again")
+    load_state_dict_into(model, state, path, f"{name} (torchvision {BACKBONES[name].builder})", expected)
+
+
+def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, int, int]:
+    """``name``'s architecture (without weights) shaped as a state dict of it from elsewhere has it: its first
+    convolution's input channels and its head's classes (a backbone fine-tuned on grey pictures, or on other
+    classes); a key under a prefix (``module.``) counts. Returns the model, its input channels and its classes.
+
+    What else does not fit is left for :func:`cnnlab.models.state_dict.load_state_dict_into` to name."""
+    model = _builder(name)(num_classes=1000, in_channels=3)
+    shapes = {}
+    for kind, index in ((nn.Conv2d, 0), (nn.Linear, -1)):
+        key = _modules_named(model, kind)[index] + ".weight"
+        shapes[kind] = next((v.shape for k, v in state.items() if k == key or k.endswith("." + key)), None)
+    channels = shapes[nn.Conv2d][1] if shapes[nn.Conv2d] is not None and len(shapes[nn.Conv2d]) == 4 else 3
+    classes = shapes[nn.Linear][0] if shapes[nn.Linear] is not None and len(shapes[nn.Linear]) == 2 else 1000
+    adapt_first_conv(model, channels)
+    replace_head(model, classes)
+    return model, channels, classes
 
 
 def ensure_weights(name: str) -> Path:

@@ -1,0 +1,82 @@
+"""A network's weights from a file: a state dict read weights-only, and put into a network exactly.
+
+The file is read by ``torch.load(weights_only=True)``, so a file that wants to build Python objects is refused and
+its code never runs. What other tools save around a state dict is read through: a dict holding one under
+``state_dict`` or ``model`` (a training script's or PyTorch Lightning's checkpoint), and keys that all carry one
+prefix the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, a Lightning module's
+attribute name), which is dropped only when the keys then fit the network exactly.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError, summary, weights_only_refusal
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
+
+
+def _is_state_dict(value) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of the state dict in ``path`` (or under ``state_dict``/``model``/``model_state_dict`` in it).
+
+    Args:
+        expected: what the file should have been, ending each error line ("expected {expected}").
+        unreadable_hint: what to do about a file torch cannot read, for that one line.
+
+    Raises:
+        CnnlabError: one line: no such file, not readable, a pickle of Python objects (refused unread), or no
+            state dict in it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; expected {expected}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to build Python objects
+        raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
+                          f"never unpickles code; expected {expected}") from None
+    except Exception as e:  # noqa: BLE001  torch.load raises many kinds, and every one means "not this file":
+        # a truncated zip raises RuntimeError or EOFError, a file of another kind anything else
+        raise CnnlabError(f"{path} is not a readable weights-only state dict (truncated, or another kind of file: "
+                          f"{type(e).__name__}: {summary(e)}){unreadable_hint}; expected {expected}") from None
+    if isinstance(state, dict) and not _is_state_dict(state):
+        state = next((state[k] for k in WRAPPER_KEYS if _is_state_dict(state.get(k))), state)
+    if not _is_state_dict(state):
+        held = f"a {type(state).__name__}" if not isinstance(state, dict) else \
+            "an empty dict" if not state else f"a dict of {', '.join(repr(k) for k in list(state)[:4])}" + \
+            (", ..." if len(state) > 4 else "")
+        raise CnnlabError(f"{path} holds {held}, not a state dict; expected {expected}")
+    return state
+
+
+def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
+                         expected: str) -> str:
+    """Put ``state`` into ``model`` exactly (strict: every key, every shape), reading keys under one prefix the
+    model lacks without it when they then fit.
+
+    Returns:
+        The prefix dropped (``"module."``), or ``""``.
+
+    Raises:
+        CnnlabError: one line naming what does not fit (missing or unexpected keys, another shape).
+    """
+    keys = set(model.state_dict())
+    prefix = ""
+    if not keys <= set(state) and state:
+        head = next(iter(state)).split(".", 1)[0] + "."
+        if all(k.startswith(head) for k in state) and {k[len(head):] for k in state} == keys:
+            prefix, state = head, {k[len(head):]: v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
+        detail = summary(" ".join(str(e).split()).split(": ", 1)[-1], 200)  # past "Error(s) in loading ...:"
+        raise CnnlabError(f"{path} does not fit {what}: {detail}; expected {expected}") from None
+    return prefix
