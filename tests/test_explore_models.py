@@ -1399,3 +1399,73 @@ def test_weights_go_into_the_network_module_function_builds_and_nowhere_else(tmp
         open_model(onnx_file, Options(weights=tmp_path / "net.pth"))
     assert main(["explore", str(tmp_path), "--weights", str(tmp_path / "net.pth")]) == 2
     assert "--weights applies to one model" in capsys.readouterr().err
+
+
+GATED = """
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class Gated(nn.Module):
+    '''A learnt scalar gate through a sigmoid (SkipInit-style), and a TensorFlow-style "SAME" convolution whose
+    padding is worked out from the input's size (timm's Conv2dSame): values of the network's own, not per image.'''
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, 2)
+        self.fc = nn.Linear(8, 5)
+        self.g = nn.Parameter(torch.tensor(0.3))
+        self.act = nn.Sigmoid()
+
+    def forward(self, x):
+        h = x.shape[-2]
+        if isinstance(h, torch.Tensor):
+            pad = torch.clamp(((h / 2).ceil() - 1) * 2 + 3 - h, min=0)
+        else:
+            pad = max((-(-h // 2) - 1) * 2 + 3 - h, 0)
+        x = F.pad(x, [pad // 2, pad - pad // 2, pad // 2, pad - pad // 2])
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3))) * self.act(self.g)
+
+
+def build():
+    torch.manual_seed(0)
+    return Gated().eval()
+"""
+
+
+@pytest.mark.parametrize("kind", ["module", "pt2", "onnx"])
+def test_values_of_the_networks_own_are_no_stages(tmp_path, monkeypatch, rgb_folder, kind):
+    """A scalar gate through nn.Sigmoid, and the padding a "SAME" convolution computes (a Clip of a 0-d number in
+    ONNX), are computed once for a batch, not per image: each kind failed with an internal error (IndexError) on
+    them, the ONNX one as the file was opened; they are left out of the stages."""
+    (tmp_path / "gated.py").write_text(GATED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gated
+
+    net = gated.build()
+    source = "gated:build"
+    if kind == "pt2":
+        program = torch.export.export(net, (torch.zeros(2, 3, 32, 32),),
+                                      dynamic_shapes=({0: torch.export.Dim("N", min=1, max=64)},))
+        torch.export.save(program, tmp_path / "gated.pt2")
+        source = tmp_path / "gated.pt2"
+    elif kind == "onnx":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "gated.onnx"), dynamo=False,
+                              do_constant_folding=False, input_names=["x"],
+                              dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+        source = tmp_path / "gated.onnx"
+    model, images = open_with_images(source, rgb_folder, Options(input_size=32))
+    with torch.no_grad():
+        expected = net(images.images.float() / 255)
+    assert torch.allclose(model.logits(images.images), expected, atol=1e-5)
+    rows = model.stages(images.images[0])
+    assert all(r.output.ndim >= 1 and r.output.shape[0] == 1 for r in rows)
+    assert not any(r.kind.lower() in ("sigmoid", "clip", "clamp") for r in rows)
+    assert any(r.kind.lower() in ("relu", "conv2d", "conv") for r in rows)
+    result = analyze_image(model, images.images[0])
+    assert result["top"] and result["rows"]
+    if kind == "module":  # the layer table shows the gate whole
+        assert {"name": "act", "op": "Sigmoid", "shape": [], "params": 0} in model.layers()

@@ -204,6 +204,13 @@ class Scoring:
         return said
 
 
+def per_image(value: Any, batch: int) -> bool:
+    """Whether ``value``, computed for a batch of ``batch`` images, holds one entry per image along its first axis:
+    a stage to show. A value of the network's own, computed once for the batch (a learnt scalar gate through a
+    sigmoid, the padding a TensorFlow-style "SAME" convolution works out), is not one."""
+    return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
+
+
 def _short(values) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 

@@ -29,7 +29,14 @@ import torch
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.layouts import after, as_nchw
-from cnnlab.explore.model import InputSpec, Options, occlusion_pngs, read_outputs, square_as_exported
+from cnnlab.explore.model import (
+    InputSpec,
+    Options,
+    occlusion_pngs,
+    per_image,
+    read_outputs,
+    square_as_exported,
+)
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -268,8 +275,13 @@ class OnnxModel:
             if real < step:  # a graph fixed to a batch of N takes exactly N: pad with copies, keep the real rows
                 chunk = torch.cat([chunk, chunk[:1].expand(step - real, *chunk.shape[1:])])
             x = self.spec.to_input(chunk).numpy().astype(np.float32, copy=False)
-            parts.append([out[:real] for out in self.session.run(names, {self.input_name: x})])
-        return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
+            outs = self.session.run(names, {self.input_name: x})
+            # A value of the graph's own (not one per image) is no stage, and is left out; the output is kept as
+            # it is, for the classifier check to name.
+            parts.append([out[:real] if per_image(out, step) else out if name == self.output_name else None
+                          for name, out in zip(names, outs, strict=True)])
+        return {name: parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts])
+                for k, name in enumerate(names) if parts[0][k] is not None}
 
     def _runs_two(self) -> bool:
         """Whether two images at once give two rows of output."""

@@ -43,6 +43,7 @@ from cnnlab.explore.model import (
     Options,
     Scoring,
     gradient_pngs,
+    per_image,
     read_outputs,
     square_as_exported,
 )
@@ -371,7 +372,7 @@ class ExportedModel(_TorchModel):
                     after(op, layouts.get(first), node.args[1] if op == "permute" and len(node.args) > 1 else None)
                 if node.op == "call_function" and _packet(node) in STAGE_PACKETS:
                     value = out[0] if isinstance(out, (tuple, list)) else out
-                    if isinstance(value, torch.Tensor):
+                    if isinstance(value, torch.Tensor) and per_image(value, x.shape[0]):
                         stack = node.meta.get("nn_module_stack") or {}
                         where = list(stack.values())[-1][0] if stack else node.name
                         names[where] += 1
@@ -598,7 +599,7 @@ class ModuleModel(_TorchModel):
         counts = Counter()
         rows = []
         for name, mod, value in seen:
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and per_image(value, x.shape[0]):
                 counts[name] += 1
                 rows.append(Row(name if counts[name] == 1 else f"{name}#{counts[name]}", type(mod).__name__, value))
         return [*rows, Row("output", "output", out)]
@@ -632,6 +633,8 @@ class ModuleModel(_TorchModel):
         for name, mod, value in seen:
             params = sum(p.numel() for p in mod.parameters()) if id(mod) not in done else 0
             done.add(id(mod))
-            shape = list(value.shape[1:]) if isinstance(value, torch.Tensor) else []
+            # one image's: without the batch axis, unless the value is the network's own (a learnt gate)
+            shape = list(value.shape[1:] if per_image(value, 1) else value.shape) \
+                if isinstance(value, torch.Tensor) else []
             rows.append({"name": name, "op": type(mod).__name__, "shape": shape, "params": params})
         return rows
