@@ -569,6 +569,55 @@ def test_channels_last_stages_are_shown_and_explained_as_channels_by_height_by_w
             assert tuple(e.cam.shape) == (12, 20) and float(e.cam.max()) > 0, kind  # a map over the image
 
 
+class PatchMerged(nn.Module):
+    """Channels-last through a rearrangement of higher rank: timm's Swin patch merging (N x H x W x C reshaped to
+    N x H/2 x 2 x W/2 x 2 x C, permuted, flattened to 4C), then ViT-style tokens N x L x C by transpose and back."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(10)
+        self.embed, self.norm0, self.norm1 = nn.Conv2d(3, 8, 2, 2), nn.LayerNorm(8), nn.LayerNorm(32)
+        self.tokens, self.head = nn.LayerNorm(32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        x = self.norm0(self.embed(x).permute(0, 2, 3, 1))  # N x 8 x 12 x 8
+        n, h, w, c = x.shape
+        x = x.reshape(n, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)  # N x 4 x 6 x 32
+        x = self.norm1(x).permute(0, 3, 1, 2)  # N x 32 x 4 x 6
+        t = self.tokens(x.flatten(2).transpose(1, 2))  # N x 24 x 32
+        x = t.transpose(1, 2).reshape(n, 4 * c, h // 2, w // 2)
+        return self.head(x.mean((2, 3)))
+
+
+def test_channels_last_through_a_patch_merge_and_tokens_is_turned_round(tmp_path):
+    # A Swin patch merge's 6-d permute left its LayerNorm's N x h x w x 4C read as N x C x H x W (a 4 x 6 map
+    # of 32 channels shown as 4 channels of 6 x 32), in all three kinds; a permute of any rank now moves the
+    # channel axis where it goes, and a reshape keeps it last where the last axis holds whole channels.
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = PatchMerged().eval()
+    image = torch.randint(0, 256, (3, 16, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(11))
+    x = image[None].float() / 255
+    with torch.no_grad():
+        y = net.norm0(net.embed(x).permute(0, 2, 3, 1))
+        merged = net.norm1(y.reshape(1, 4, 2, 6, 2, 8).permute(0, 1, 3, 4, 2, 5).flatten(3))
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 16, 24),)), tmp_path / "merge.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 24),), str(tmp_path / "merge.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"], opset_version=17)
+    models = {"module": ModuleModel(net, "merge", Options(input_size=(16, 24))),
+              "pt2": open_model(tmp_path / "merge.pt2"), "onnx": open_model(tmp_path / "merge.onnx")}
+    for kind, model in models.items():
+        shapes = [tuple(r.output.shape[1:]) for r in model.stages(image) if r.output.dim() == 4]
+        assert shapes == [(8, 8, 12), (8, 8, 12), (32, 4, 6)], (kind, shapes)
+        norm1 = [r.output for r in model.stages(image) if r.output.dim() == 4][-1]
+        assert torch.allclose(norm1, merged.permute(0, 3, 1, 2), atol=1e-5), kind
+        if kind != "onnx":
+            e = explain_with(model._scored_pass, model.spec.to_input(image[None]), 0)
+            assert tuple(e.cam.shape) == (4, 6) and e.row.endswith("norm1"), (kind, e.row)  # h x w, not 6 x 32
+
+
 def test_a_model_of_non_square_input(tmp_path, rgb_folder):
     # Refused: "takes 16 x 32 images, expected a square input"; and --input-size took one side only.
     import onnxruntime as ort
@@ -1469,3 +1518,54 @@ def test_values_of_the_networks_own_are_no_stages(tmp_path, monkeypatch, rgb_fol
     assert result["top"] and result["rows"]
     if kind == "module":  # the layer table shows the gate whole
         assert {"name": "act", "op": "Sigmoid", "shape": [], "params": 0} in model.layers()
+
+
+def test_ops_of_a_programs_own_forward_are_named(tmp_path):
+    """A .pt2 whose forward calls F.relu and F.max_pool2d itself named those rows '', '#2', '#3' (Grad-CAM's row
+    '#3') and the layer table's ''; they take the node's name, as ONNX's rows take /Relu."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.c2(F.relu(self.c1(x)))), 2)
+            return self.fc(x.mean((2, 3)))
+
+    torch.export.save(torch.export.export(Net().eval(), (torch.zeros(1, 3, 16, 16),)), tmp_path / "net.pt2")
+    model = open_model(tmp_path / "net.pt2")
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    assert [r.name for r in model.stages(image)] == ["c1", "relu", "c2", "relu_1", "max_pool2d", "output"]
+    assert [row["name"] for row in model.layers()] == ["c1", "relu", "c2", "relu_1", "max_pool2d", "fc"]
+    assert analyze_image(model, image)["explanation"]["row"] == "max_pool2d"
+
+
+def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
+    """onnxruntime's static quantization (QOperator format) makes a Linear a com.microsoft QGemm, whose int8
+    weight and int32 bias were left out of the parameter count (1392 for the float graph's 1477)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    torch.manual_seed(12)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "f.onnx"), dynamo=False,
+                          opset_version=17, input_names=["x"])
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Calibration(),
+                        quant_format=QuantFormat.QOperator)
+    assert any(n.op_type == "QGemm" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+    params = sum(p.numel() for p in net.parameters())
+    assert model_card(open_model(tmp_path / "q.onnx"))["params"] == model_card(open_model(tmp_path / "f.onnx"))[
+        "params"] == params

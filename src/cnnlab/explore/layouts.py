@@ -4,10 +4,13 @@ Convolutions and poolings work on N x C x H x W, but some networks move the chan
 ConvNeXt's blocks permute to N x H x W x C for their LayerNorm and MLP and back, Swin works channels-last
 throughout, and a Keras graph converted to ONNX transposes around each Conv. Read as N x C x H x W, such a value
 is W x C "maps" of H channels, and Grad-CAM on it is a map of the wrong axes. The layout of each value follows from
-what made it: NCHW after a convolution, pooling or batch norm; swapped by a permute that moves the channels to the
-end (0, 2, 3, 1) or back (0, 3, 1, 2); else its first input's. The three kinds of model walk their own graphs with
-:func:`after` (a module's forward pass under :class:`Layouts`, a ``torch.export`` program's FX nodes, an ONNX
-graph's nodes), and :func:`as_nchw` turns a channels-last stage around.
+what made it: NCHW after a convolution, pooling or batch norm; after a permute or transpose, wherever it moved the
+channel axis (to the end: channels-last; to axis 1: NCHW; of a value of any rank, so a Swin patch merge's 6-d
+rearrangement keeps the channels last); after an op that changes the shape, a channels-last value stays so where
+its last axis holds a whole number of the channels it had (tokens N x L x C, a merge of 2 x 2 patches into 4C);
+else its first input's. The three kinds of model walk their own graphs with :func:`after` (a module's forward
+pass under :class:`Layouts`, a ``torch.export`` program's FX nodes, an ONNX graph's nodes), and :func:`as_nchw`
+turns a channels-last stage around.
 """
 
 from __future__ import annotations
@@ -29,22 +32,43 @@ SPATIAL_OPS = frozenset({
     "Conv", "ConvTranspose", "QLinearConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
     "BatchNormalization", "InstanceNormalization",
 })
-PERMUTES = frozenset({"permute", "Transpose"})
+PERMUTES = frozenset({"permute", "Transpose"})  # every axis placed anew (ONNX's Transpose without perm reverses)
+SWAPS = frozenset({"transpose", "swapaxes", "swapdims"})  # two axes swapped
 TO_END, TO_FRONT = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
-def after(op: str, source: str | None, perm: Sequence[int] | None = None) -> str | None:
+def permutation(op: str, dims: Sequence[int] | None, rank: int | None) -> tuple[int, ...] | None:
+    """Where a permute (``dims``: its order) or a swap (``dims``: the two axes) of a value of ``rank`` axes puts
+    each axis, as a permute's order; None when it cannot be told."""
+    if rank is None:
+        return tuple(dims) if op in PERMUTES and dims is not None else None
+    if op in PERMUTES:
+        order = tuple(range(rank))[::-1] if dims is None else tuple(int(d) % rank for d in dims)
+        return order if sorted(order) == list(range(rank)) else None
+    if op in SWAPS and dims is not None and len(dims) == 2:
+        order = list(range(rank))
+        a, b = (int(d) % rank for d in dims)
+        order[a], order[b] = order[b], order[a]
+        return tuple(order)
+    return None
+
+
+def after(op: str, source: str | None, perm: Sequence[int] | None = None,
+          shapes: tuple[Sequence[int], Sequence[int]] | None = None) -> str | None:
     """The layout of what ``op`` makes from a value of layout ``source`` (None: not known); ``perm``: a permute's
-    dimensions."""
+    or swap's order (:func:`permutation`); ``shapes``: the value's shape and the result's, where known."""
     if op in SPATIAL_OPS:
         return NCHW
-    if op in PERMUTES:
-        dims = tuple(perm or ())
-        if dims == TO_END and source == NCHW:
-            return NHWC
-        if dims == TO_FRONT and source == NHWC:
-            return NCHW
-        return None
+    if op in PERMUTES or op in SWAPS:
+        if source is None or perm is None:
+            return None
+        channels = 1 if source == NCHW else len(perm) - 1
+        moved = list(perm).index(channels)
+        return NCHW if moved == 1 and len(perm) > 2 else NHWC if moved == len(perm) - 1 else None
+    if source == NHWC and shapes is not None:
+        before, now = (tuple(shape) for shape in shapes)
+        if before != now and before and now and isinstance(before[-1], int) and isinstance(now[-1], int):
+            return NHWC if before[-1] and now[-1] % before[-1] == 0 else None
     return source
 
 
@@ -87,11 +111,14 @@ class Layouts(TorchFunctionMode):
         if isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "")
             source = first_tensor(args)
-            perm = kwargs.get("dims")
-            if name == "permute" and perm is None:  # x.permute(0, 2, 3, 1), torch.permute(x, (0, 2, 3, 1))
-                rest = args[1:]
-                perm = rest[0] if len(rest) == 1 and isinstance(rest[0], Sequence) else rest
-            tag = after(name, self.of(source), perm if name == "permute" else None)
+            perm = None
+            if name in PERMUTES or name in SWAPS:  # x.permute(0, 2, 3, 1), torch.permute(x, (0, 2, 3, 1)),
+                rest = list(args[1:])  # x.transpose(1, 2), or their dims as keywords
+                dims = kwargs.get("dims") or (rest[0] if len(rest) == 1 and isinstance(rest[0], Sequence) else
+                                              rest or [kwargs.get(k) for k in ("dim0", "dim1") if k in kwargs])
+                perm = permutation(name, dims, source.dim() if source is not None else None)
+            shapes = (source.shape, out.shape) if source is not None else None
+            tag = after(name, self.of(source), perm, shapes)
             if source is not out or tag != self.of(out):  # an in-place op keeps its tensor, and the layout
                 self.tags[id(out)] = (tag, ref(out))
         return out

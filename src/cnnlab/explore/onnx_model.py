@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, summary
-from cnnlab.explore.layouts import after, as_nchw
+from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
     InputSpec,
     Options,
@@ -55,7 +55,8 @@ FLOAT_TYPES = frozenset({1, 10, 11, 16})
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE and BFLOAT16: the types a trained weight has
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
 # The inputs of quantized ops that are weights and biases; the others are scales and zero points.
-QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,)}
+QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,),
+                     "QGemm": (3, 6)}  # com.microsoft's, for a Linear quantized by onnxruntime (QOperator format)
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
 PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
 
@@ -303,8 +304,12 @@ class OnnxModel:
         """Each value's layout (:mod:`cnnlab.explore.layouts`), from the input's through the graph's nodes."""
         tags = {self.input_name: self.spec.layout}
         for node in self.nodes:  # in the order they run: an ONNX graph is sorted so
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            tag = after(node.op_type, tags.get(node.input[0]) if node.input else None, perm)
+            source = node.input[0] if node.input else None
+            before, now = self.shapes.get(source), self.shapes.get(node.output[0]) if node.output else None
+            known = before is not None and now is not None and all(isinstance(d, int) for d in (*before, *now))
+            dims = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            perm = permutation(node.op_type, dims, len(before) if before is not None else None)
+            tag = after(node.op_type, tags.get(source), perm, (before, now) if known else None)
             tags.update(dict.fromkeys(node.output, tag))
         return tags
 

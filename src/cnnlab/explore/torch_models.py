@@ -37,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.layouts import Layouts, after, as_nchw, first_tensor, passed_on
+from cnnlab.explore.layouts import SWAPS, Layouts, after, as_nchw, first_tensor, passed_on, permutation
 from cnnlab.explore.model import (
     InputSpec,
     Options,
@@ -123,6 +123,13 @@ def _packet(node) -> Any:
     """The ATen operator (overload packet) an FX node calls, else None."""
     return getattr(node.target, "overloadpacket", None) if isinstance(node, torch.fx.Node) and \
         node.op == "call_function" else None
+
+
+def _where(node: torch.fx.Node) -> str:
+    """The module an FX node ran in (its path), or the node's own name (``relu_1``) for an op that the root
+    module's forward calls itself, whose path is empty."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return (list(stack.values())[-1][0] if stack else "") or node.name
 
 
 def _spec(options: Options, shape: tuple | None, conv_in: int | None, where: str) -> InputSpec:
@@ -368,13 +375,18 @@ class ExportedModel(_TorchModel):
                 out = super().run_node(node)
                 op = getattr(_packet(node), "__name__", "")
                 first = next((a for a in node.args if isinstance(a, torch.fx.Node)), None)
+                source = self.env.get(first) if first is not None else None
+                source = source if isinstance(source, torch.Tensor) else None
+                dims = node.args[1] if op == "permute" and len(node.args) > 1 else node.args[1:3] \
+                    if op in SWAPS and len(node.args) > 2 else None
+                shapes = (source.shape, out.shape) if source is not None and isinstance(out, torch.Tensor) else None
                 layouts[node] = input_layout if node.op == "placeholder" else \
-                    after(op, layouts.get(first), node.args[1] if op == "permute" and len(node.args) > 1 else None)
+                    after(op, layouts.get(first), permutation(op, dims, source.dim() if source is not None else None),
+                          shapes)
                 if node.op == "call_function" and _packet(node) in STAGE_PACKETS:
                     value = out[0] if isinstance(out, (tuple, list)) else out
                     if isinstance(value, torch.Tensor) and per_image(value, x.shape[0]):
-                        stack = node.meta.get("nn_module_stack") or {}
-                        where = list(stack.values())[-1][0] if stack else node.name
+                        where = _where(node)
                         names[where] += 1
                         label = where if names[where] == 1 else f"{where}#{names[where]}"
                         shown = as_nchw(value, layouts[node])  # a channels-last stage as C x h x w
@@ -417,8 +429,7 @@ class ExportedModel(_TorchModel):
             val = val[0] if isinstance(val, (tuple, list)) else val
             shape = [int(d) if isinstance(d, int) else str(d) for d in val.shape[1:]] \
                 if isinstance(val, torch.Tensor) else []
-            stack = node.meta.get("nn_module_stack") or {}
-            rows.append({"name": list(stack.values())[-1][0] if stack else node.name,
+            rows.append({"name": _where(node),
                          "op": getattr(packet, "__name__", str(node.target)), "shape": shape, "params": params})
         return rows
 
