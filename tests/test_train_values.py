@@ -447,6 +447,38 @@ def test_init_from_other_classes_of_the_same_count_starts_a_fresh_head(tmp_path,
     assert torch.equal(same.model.state_dict()["classifier.5.weight"], source["classifier.5.weight"])
 
 
+class Opaque:  # a pickled object: a weights-only read refuses it (building it could run code)
+    pass
+
+
+def test_init_from_a_state_dict_saved_elsewhere(tmp_path, monkeypatch):
+    """`--init-from weights.pth`: a state dict of the model's network from another script (inside a Lightning-style
+    checkpoint, keys under DataParallel's ``module.``) starts the run; its output layer comes along where its
+    shape fits (it names no classes), the input is normalised as --normalize says (it records none), and a pickle
+    of objects is still refused unread. It was refused as "not a cnnlab checkpoint"."""
+    data = colour_dataset()
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
+    torch.manual_seed(3)
+    theirs = create_model("lenet-relu", num_classes=3, in_channels=3).state_dict()
+    torch.save({"epoch": 4, "state_dict": {f"module.{k}": v for k, v in theirs.items()}}, tmp_path / "w.ckpt")
+    run = build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "w.ckpt"), normalize=False)))
+    state = run.model.state_dict()
+    assert all(torch.equal(state[k].cpu(), v) for k, v in theirs.items())
+    assert run.normalize is None
+    torch.save({k: v for k, v in create_model("lenet-relu", num_classes=7, in_channels=3).state_dict().items()},
+               tmp_path / "seven.pth")
+    run = build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "seven.pth"), normalize=True)))
+    assert run.model.state_dict()["classifier.5.weight"].shape[0] == 3  # a fresh head for 3 classes
+    assert run.normalize == [list(data.mean), list(data.std)]  # --normalize's, the dataset's statistics
+    torch.save(create_model("lenet-bn-relu", num_classes=3, in_channels=3).state_dict(), tmp_path / "bn.pth")
+    with pytest.raises(CnnlabError, match=r"--init-from .*bn.pth: its weights \(a state dict from elsewhere\) do "
+                                          r"not fit this model"):
+        build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "bn.pth"))))
+    torch.save({"features.0.weight": Opaque()}, tmp_path / "pickled.pth")
+    with pytest.raises(CnnlabError, match=r"^refusing .*pickled.pth: it is not a plain tensor container"):
+        build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "pickled.pth"))))
+
+
 def test_a_dataset_of_one_class_is_refused_before_training(tmp_path, monkeypatch):
     data = colour_dataset()
     keep, held = data.train_labels == 0, data.test_labels == 0

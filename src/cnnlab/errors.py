@@ -58,8 +58,13 @@ class CheckpointError(CnnlabError):
 
 
 class ForeignCheckpointError(CheckpointError):
-    """A file read whole that is not cnnlab's record of a run: another tool's weights (a state dict), a pickled
-    module, a TorchScript archive."""
+    """A file that is not cnnlab's record of a run: another tool's weights (a state dict), a pickled module, a
+    TorchScript archive. ``held`` is what a weights-only read gave (a state dict, perhaps), or None where the file
+    was not read."""
+
+    def __init__(self, message: str, held: object = None):
+        super().__init__(message)
+        self.held = held
 
 
 class StopRun(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ def _is_state_dict(value) -> bool:
 
 
 def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "") -> dict[str, torch.Tensor]:
-    """The tensors of the state dict in ``path`` (or under ``state_dict``/``model``/``model_state_dict`` in it).
+    """The tensors of the state dict in ``path`` (:func:`state_dict_in` what a weights-only read gives).
 
     Args:
         expected: what the file should have been, ending each error line ("expected {expected}").
@@ -39,7 +40,7 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
     if not path.is_file():
         raise CnnlabError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; expected {expected}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        held = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to build Python objects
         raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
                           f"never unpickles code; expected {expected}") from None
@@ -47,14 +48,36 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
         # a truncated zip raises RuntimeError or EOFError, a file of another kind anything else
         raise CnnlabError(f"{path} is not a readable weights-only state dict (truncated, or another kind of file: "
                           f"{type(e).__name__}: {summary(e)}){unreadable_hint}; expected {expected}") from None
-    if isinstance(state, dict) and not _is_state_dict(state):
-        state = next((state[k] for k in WRAPPER_KEYS if _is_state_dict(state.get(k))), state)
-    if not _is_state_dict(state):
-        held = f"a {type(state).__name__}" if not isinstance(state, dict) else \
-            "an empty dict" if not state else f"a dict of {', '.join(repr(k) for k in list(state)[:4])}" + \
-            (", ..." if len(state) > 4 else "")
-        raise CnnlabError(f"{path} holds {held}, not a state dict; expected {expected}")
-    return state
+    return state_dict_in(held, path, expected)
+
+
+def state_dict_in(held: Any, path: str | Path, expected: str) -> dict[str, torch.Tensor]:
+    """The state dict that ``held`` (what a weights-only read of ``path`` gave) is, or keeps under ``state_dict``,
+    ``model`` or ``model_state_dict``.
+
+    Raises:
+        CnnlabError: one line saying what it holds instead.
+    """
+    if isinstance(held, dict) and not _is_state_dict(held):
+        held = next((held[k] for k in WRAPPER_KEYS if _is_state_dict(held.get(k))), held)
+    if not _is_state_dict(held):
+        what = f"a {type(held).__name__}" if not isinstance(held, dict) else \
+            "an empty dict" if not held else f"a dict of {', '.join(repr(k) for k in list(held)[:4])}" + \
+            (", ..." if len(held) > 4 else "")
+        raise CnnlabError(f"{path} holds {what}, not a state dict; expected {expected}")
+    return held
+
+
+def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """``state`` with its keys read without the one prefix they all carry (``module.``) where the network's
+    ``keys`` lack it and the keys then are exactly those; else as it is. Returns it and the prefix dropped (or
+    ``""``)."""
+    if not state or keys <= set(state):
+        return state, ""
+    head = next(iter(state)).split(".", 1)[0] + "."
+    if all(k.startswith(head) for k in state) and {k[len(head):] for k in state} == keys:
+        return {k[len(head):]: v for k, v in state.items()}, head
+    return state, ""
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
@@ -68,12 +91,7 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path:
     Raises:
         CnnlabError: one line naming what does not fit (missing or unexpected keys, another shape).
     """
-    keys = set(model.state_dict())
-    prefix = ""
-    if not keys <= set(state) and state:
-        head = next(iter(state)).split(".", 1)[0] + "."
-        if all(k.startswith(head) for k in state) and {k[len(head):] for k in state} == keys:
-            prefix, state = head, {k[len(head):]: v for k, v in state.items()}
+    state, prefix = without_prefix(state, set(model.state_dict()))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture

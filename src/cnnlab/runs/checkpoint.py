@@ -102,7 +102,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({summary(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {_contents(state)}; expected "
-                                     f"format {FORMAT!r}, as cnnlab train writes")
+                                     f"format {FORMAT!r}, as cnnlab train writes", state)
     if state.get("version") not in READABLE:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}, expected one of "
                               f"{', '.join(map(str, READABLE))}")

@@ -25,7 +25,7 @@ from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import channels_last_pays, resolve_device, train_small_batch_norms_contiguous
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.models import check_input_size, check_pretrained, create_model, min_input_size, model_info
-from cnnlab.models.imagenet import ensure_weights, pretrained_normalize
+from cnnlab.models.imagenet import BACKBONES, ensure_weights, pretrained_normalize
 from cnnlab.models.init import init_cnn
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import DistEnv, broadcast_object, init_distributed, reduce_int
@@ -269,6 +269,8 @@ def _normalize(config: TrainConfig, dataset: ImageDataset, resume_state: dict[st
         return own
     if initialised is None:  # a model handed in is not loaded from --init-from
         return own
+    if not initialised.recorded:  # a state dict from elsewhere: a torchvision backbone's weights expect ImageNet's
+        return pretrained_normalize(config.model, dataset.channels) if config.model in BACKBONES else own
     if note and initialised.normalize != own:
         source = f"normalised with the --init-from run's {_describe(initialised.normalize)}" \
             if initialised.normalize else "left as [0, 1] pixels, as the --init-from run had them"

@@ -119,7 +119,8 @@ class TrainConfig:
     early_stop: int = _f(0, "stop when the validation accuracy has not improved for this many epochs (0: off)")
     accumulate: int = _f(1, "batches whose gradients are summed before each optimizer step")
     init_from: str | None = _f(None, "start from the weights of another run's checkpoint (a new classifier head "
-                                     "when the classes differ: fine-tuning, d2l 14.2)")
+                                     "when the classes differ: fine-tuning, d2l 14.2), or of a state dict of the "
+                                     "model's network saved elsewhere (torch.save(model.state_dict(), FILE))")
     freeze: bool = _f(False, "with --init-from or --pretrained: train only the classifier's last layer")
     pretrained: bool = _f(False, "start from the model's ImageNet weights (see `cnnlab models --pretrained`; read "
                                  "from $TORCH_HOME/hub/checkpoints), with a new head and their own normalisation")

@@ -26,18 +26,21 @@ from pathlib import Path
 
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import stored_normalize
+from cnnlab.models.state_dict import state_dict_in, without_prefix
 from cnnlab.runs.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
 class Initialised:
     """What :func:`init_from` did: ``line`` says what was kept; ``normalize`` is the source run's [mean, std] per
-    channel (None: it fed [0, 1] pixels), the input its weights were trained on."""
+    channel (None: it fed [0, 1] pixels), the input its weights were trained on; ``recorded``: whether the source
+    said so (a state dict from elsewhere does not, and the run's own ``--normalize`` decides)."""
 
     line: str
     normalize: list[list[float]] | None
+    recorded: bool = True
 
 
 def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None,
@@ -48,14 +51,25 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     The output layer is copied only when it means the same classes: with ``classes`` (the new run's) differing from
     the checkpoint's, it starts fresh even where the counts match (a 10-class digits head is no Fashion-MNIST head).
 
+    ``path`` may also hold a state dict of the model's network from elsewhere (``torch.save(model.state_dict())``,
+    perhaps inside a training script's or Lightning's checkpoint, keys perhaps under DataParallel's ``module.``):
+    it names no classes and no normalisation, so its output layer is kept only where its shape fits, and the input
+    is normalised as the run's ``--normalize`` says.
+
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
-    ckpt = load_checkpoint(path)
+    own = model.state_dict()
+    try:
+        ckpt = load_checkpoint(path)
+    except ForeignCheckpointError as e:
+        if e.held is None:  # not read at all (a pickle of objects, a TorchScript archive): its line says why
+            raise
+        expected = "a cnnlab checkpoint, or a state dict of this model's network"
+        ckpt = {"model": without_prefix(state_dict_in(e.held, path, expected), set(own))[0], "from elsewhere": True}
     source = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(source, dict):
         raise CnnlabError(f"--init-from {path}: the checkpoint holds no model weights")
-    own = model.state_dict()
     fitting = {k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     head = {name for name, m in model.named_modules() if m is last_layer(model)}
     saved = (ckpt.get("dataset") or {}).get("classes")
@@ -69,12 +83,16 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         first = body == [next(iter(own))]
         hint = f"; pass --channels {theirs} to read this dataset as the checkpoint's input" \
             if first and channels is not None and theirs in (1, 3) and theirs != channels else ""
-        raise CnnlabError(f"--init-from {path}: its weights (model {ckpt.get('model_name')!r}, "
-                          f"{theirs} input channel(s)) do not fit this model: {len(body)} tensors "
+        whose = "a state dict from elsewhere" if "from elsewhere" in ckpt else \
+            f"model {ckpt.get('model_name')!r}, {theirs} input channel(s)"
+        raise CnnlabError(f"--init-from {path}: its weights ({whose}) do not fit this model: {len(body)} tensors "
                           f"besides the output layer differ, first {body[0]} (expected the same model and channels; "
                           f"only the number of classes may change){hint}")
     model.load_state_dict(fitting, strict=False)
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
+    if "from elsewhere" in ckpt:
+        return Initialised(f"initialised {kept} (a state dict: no classes or normalisation recorded)"
+                           + (f"; new: {', '.join(fresh)}" if fresh else ""), None, recorded=False)
     try:
         mean, std = stored_normalize(ckpt)
     except (TypeError, ValueError):
