@@ -474,6 +474,11 @@ def test_init_from_a_state_dict_saved_elsewhere(tmp_path, monkeypatch):
     with pytest.raises(CnnlabError, match=r"--init-from .*bn.pth: its weights \(a state dict from elsewhere\) do "
                                           r"not fit this model"):
         build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "bn.pth"))))
+    torch.save(create_model("lenet-relu", num_classes=3, in_channels=1).state_dict(), tmp_path / "grey.pth")
+    with pytest.raises(CnnlabError, match=r"grey.pth: its weights \(a state dict from elsewhere\) do not fit this "
+                                          r"model: 1 tensors .*; pass --channels 1 to read this dataset as the "
+                                          r"checkpoint's input$"):
+        build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "grey.pth"))))
     torch.save({"features.0.weight": Opaque()}, tmp_path / "pickled.pth")
     with pytest.raises(CnnlabError, match=r"^refusing .*pickled.pth: it is not a plain tensor container"):
         build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "pickled.pth"))))

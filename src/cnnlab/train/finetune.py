@@ -78,9 +78,10 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     fresh = [k for k in own if k not in fitting]
     body = [k for k in fresh if k.rsplit(".", 1)[0] not in head]
     if body:  # only the output layer may start afresh: anything else means another model or other input channels
-        theirs = ckpt.get("in_channels")
         # Other channels alone change only the first layer's weight; more than that is another model
         first = body == [next(iter(own))]
+        stem = source.get(body[0])  # a state dict records no channels: its first weight's second axis tells
+        theirs = ckpt.get("in_channels", stem.shape[1] if first and stem is not None and stem.dim() == 4 else None)
         hint = f"; pass --channels {theirs} to read this dataset as the checkpoint's input" \
             if first and channels is not None and theirs in (1, 3) and theirs != channels else ""
         whose = "a state dict from elsewhere" if "from elsewhere" in ckpt else \
