@@ -491,3 +491,17 @@ def test_commands_other_than_train_are_refused_under_torchrun(argv, capsys, monk
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert_one_line(*run(argv, capsys), "only cnnlab train runs across processes, and torchrun started 2 of them",
                     f"expected cnnlab {argv[0]} without torchrun", command=argv[0])
+
+
+def test_explore_without_its_web_stack_names_the_extra_and_only_then(monkeypatch, capsys):
+    """Without Starlette the explore command names the extra to install; an import of cnnlab's own failing is not
+    passed off as a missing extra (it read "missing cnnlab.errors" once, while a file was half written)."""
+    for name in [m for m in sys.modules if m == "cnnlab.explore" or m.startswith("cnnlab.explore.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "starlette", None)  # `import starlette` raises ImportError naming it
+    assert cli.main(["explore", "model.onnx"]) == 2
+    assert "needs the explore extra (pip install 'cnnlab[explore]'), missing starlette" in capsys.readouterr().err
+    monkeypatch.delitem(sys.modules, "starlette")
+    monkeypatch.setitem(sys.modules, "cnnlab.explore", None)
+    assert cli.main(["explore", "model.onnx"]) == 1
+    assert "explore extra" not in capsys.readouterr().err

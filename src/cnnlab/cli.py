@@ -269,6 +269,8 @@ def _cmd_explore(args) -> int:
     try:
         from cnnlab.explore import explore
     except ImportError as e:  # the web stack is an extra: `pip install cnnlab[explore]`
+        if (e.name or "cnnlab").split(".")[0] == "cnnlab":  # cnnlab's own import failing is no missing extra
+            raise
         raise CnnlabError(f"cnnlab explore needs the explore extra (pip install 'cnnlab[explore]'), missing "
                           f"{e.name}") from None
     # Ctrl-C while it serves stops the server (exit 0); before that, or during --export, it is an interruption
