@@ -553,3 +553,28 @@ def test_database_going_away_is_one_clear_line_and_loses_nothing(tmp_path, data_
     trials = _trials(url, pg_study)
     assert set(kept) <= {t.number for t in trials if t.state == TrialState.COMPLETE}
     assert sum(t.state != TrialState.RUNNING for t in trials) == len(trials) >= 3
+
+
+def test_zeros_given_to_the_sweeps_own_flags_are_kept(monkeypatch, tmp_path, capsys):
+    """`--trials 0`, `--sampler-seed 0`, `--startup-trials 0`, `--warmup-epochs 0` were dropped as not given
+    (0 == False): --trials 0 ran the default 20 trials, seed 0 gave an unseeded sampler. Negative pruner settings
+    were an internal error from optuna after the study's folder was made."""
+    import cnnlab.sweep
+
+    seen = []
+
+    def capture(spec, **kwargs):
+        seen.append(spec.check())
+        raise CnnlabError("captured")
+
+    monkeypatch.setattr(cnnlab.sweep, "sweep", capture)
+    base = ["sweep", "lenet", "--param", "lr=loguniform:0.01:0.1", "--epochs", "1", "--allow-test-objective",
+            "--out", str(tmp_path / "sw")]
+    assert main([*base, "--sampler-seed", "0", "--startup-trials", "0", "--warmup-epochs", "0"]) == 2
+    assert "captured" in capsys.readouterr().err
+    assert (seen[-1].seed, seen[-1].startup_trials, seen[-1].warmup_epochs) == (0, 0, 0)
+    for flag, value in (("--trials", "0"), ("--startup-trials", "-1"), ("--warmup-epochs", "-1")):
+        assert main([*base, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} must be" in err and "captured" not in err, err
+    assert not (tmp_path / "sw").exists()

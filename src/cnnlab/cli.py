@@ -348,7 +348,7 @@ def _cmd_sweep(args) -> int:
     settings = {"trials": args.trials, "pruner": args.pruner, "startup_trials": args.startup_trials,
                 "warmup_epochs": args.warmup_epochs, "allow_test_objective": args.allow_test_objective,
                 "seed": args.sampler_seed, "report": args.report}
-    given = {k: v for k, v in settings.items() if v not in (None, False)}
+    given = {k: v for k, v in settings.items() if v is not None and v is not False}  # a 0 is given (0 == False)
     spec = None
     if args.model:
         spec = SweepSpec(args.model, args.param or [], recipe=args.recipe or "book", overrides=fixed, **given)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.checks import positive_int
+from cnnlab.checks import int_in_range, positive_int
 from cnnlab.data.folder import has_validation_folder
 from cnnlab.errors import CnnlabError
 from cnnlab.train.config import AUGMENTS, field_types, make_config
@@ -152,6 +152,8 @@ class SweepSpec:
     def check(self) -> SweepSpec:
         """Refuse a sweep that could not run, before any trial starts (one-line CnnlabError)."""
         positive_int(self.trials, "--trials")
+        for value, flag in ((self.startup_trials, "--startup-trials"), (self.warmup_epochs, "--warmup-epochs")):
+            int_in_range(value, flag, 0, 2**31, expected="a whole number from 0")  # optuna's pruner refuses less
         if self.pruner not in PRUNERS:
             raise CnnlabError(f"--pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
         space = self.space()
