@@ -267,3 +267,23 @@ def test_a_val_folder_beside_train_and_test_is_the_validation_split(tmp_path, mo
     assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "0.2", "--epochs", "1",
                      "--out", str(tmp_path / "both")]) == 2
     assert "brings its own validation split" in capsys.readouterr().err
+
+
+def test_a_runs_config_with_a_relative_folder_trains_on_the_same_images_from_another_folder(tmp_path, monkeypatch):
+    # config.json kept "folder:photos" as typed: `cnnlab train --config ../a/run/config.json` from another project
+    # trained on that project's own photos/ (other classes, exit 0), or said photos does not exist.
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    write_folder(tmp_path / "a" / "photos", per_class=(4, 3))
+    (tmp_path / "b" / "photos" / "train" / "cat").mkdir(parents=True)  # another project's folder of that name
+    monkeypatch.chdir(tmp_path / "a")
+    assert cli.main(["train", "lenet-relu", "--dataset", "folder:photos", "--image-size", "16", "--epochs", "1",
+                     "--out", "run", "--quiet", "--no-report"]) == 0
+    config = json.loads((tmp_path / "a" / "run" / "config.json").read_text())["config"]
+    assert config["dataset"] == f"folder:{tmp_path / 'a' / 'photos'}"
+    monkeypatch.chdir(tmp_path / "b")
+    assert cli.main(["train", "--config", "../a/run/config.json", "--out", "run", "--quiet", "--no-report"]) == 0
+    again = json.loads((tmp_path / "b" / "run" / "result.json").read_text())
+    assert again["dataset"] == f"folder:{tmp_path / 'a' / 'photos'}"
+    assert load_trained(tmp_path / "b" / "run" / "last.pt").meta.classes == tuple(CLASSES)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert TrainConfig(dataset="folder:~/a/photos").dataset == f"folder:{tmp_path / 'a' / 'photos'}"

@@ -24,6 +24,7 @@ from cnnlab.checks import (
     number,
     positive_int,
 )
+from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -144,8 +145,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", augment_name(self.augment))
         self.validate()
-        if self.data_dir:  # absolute: eval, report and resume read the run's data from any working folder
+        # Absolute: eval, report and resume read the run's data from any working folder, and its config.json, given
+        # to --config from another folder, trains on the same images (a relative folder: read those of that folder)
+        if self.data_dir:
             object.__setattr__(self, "data_dir", os.path.abspath(os.path.expanduser(self.data_dir)))
+        folder = self.dataset[len(FOLDER_PREFIX):] if self.dataset.startswith(FOLDER_PREFIX) else ""
+        if folder:
+            object.__setattr__(self, "dataset", FOLDER_PREFIX + os.path.abspath(os.path.expanduser(folder)))
 
     def validate(self) -> TrainConfig:
         """Check types, ranges and combinations; raise a one-line CnnlabError on the first problem."""
