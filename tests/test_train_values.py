@@ -495,3 +495,34 @@ def test_a_dataset_of_one_class_is_refused_before_training(tmp_path, monkeypatch
     with pytest.raises(CnnlabError, match="a classifier needs at least 2"):
         lr_find("lenet-relu", steps=12, dataset="one")
     assert not (tmp_path / "r").exists()  # refused before the run folder was made
+
+
+def test_flags_typed_that_the_run_would_not_use_are_refused_and_a_recipes_are_not(tmp_path, monkeypatch, capsys):
+    """--gamma/--step-size/--milestones under another schedule, --momentum with Adam(W), --tta with --no-flip
+    trained with no effect and no word (exit 0); typed, they are refused in one line before any folder is made. A
+    recipe's or a config file's values are no typing: a run's config.json (holding every field) still repeats it,
+    and flip-TTA that a run cannot use gets a note."""
+    from cnnlab.cli import main
+
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: colour_dataset())
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "lenet-relu", "--dataset", "colours", "--epochs", "1", "--quiet", "--no-report"]
+    for flags, message in (
+            (["--gamma", "0.5"], "--gamma applies to the step and multistep schedules, and this run's is constant; "
+                                 "expected --schedule step with it, or no --gamma"),
+            (["--schedule", "cosine", "--step-size", "2"], "--step-size applies to the step schedule, and this "
+                                                           "run's is cosine"),
+            (["--schedule", "step", "--step-size", "1", "--milestones", "2"], "--milestones applies to the "
+                                                                              "multistep schedule"),
+            (["--optimizer", "adamw", "--momentum", "0.9"], "--momentum is SGD's and RMSprop's, and adamw keeps "
+                                                            "its own running moments"),
+            (["--tta", "--no-flip"], "--tta averages each test image with its mirror, and --no-flip says"),
+    ):
+        assert main([*base, *flags, "--out", "refused"]) == 2, flags
+        assert message in capsys.readouterr().err, flags
+    assert not (tmp_path / "refused").exists()
+    assert main([*base, "--recipe", "cpu10", "--epochs", "1", "--optimizer", "adamw", "--no-flip", "--out", "r1"]) == 0
+    config = json.loads((tmp_path / "r1" / "config.json").read_text())["config"]
+    assert config["momentum"] == 0.9 and config["optimizer"] == "adamw" and config["tta"] and not config["flip"]
+    assert main(["train", "--config", "r1/config.json", "--out", "r2", "--no-report"]) == 0
+    assert "note: no flip-TTA in this run: colours is not mirrored" in capsys.readouterr().out

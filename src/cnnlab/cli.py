@@ -145,8 +145,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args) -> int:
-    from cnnlab.train import resume, train
-    from cnnlab.train.config import config_fields
+    from cnnlab.train import make_config, resume, train
+    from cnnlab.train.config import check_given_flags_apply, config_fields
 
     overrides = {f.name: getattr(args, f.name) for f in config_fields() if f.name not in ("model", "recipe")}
     common = dict(quiet=args.quiet, report=not args.no_report)
@@ -170,6 +170,7 @@ def _cmd_train(args) -> int:
         if not model:
             raise CnnlabError("expected a model name (see `cnnlab models`), a --config file naming one, or --resume "
                               "RUN_DIR, got none of them")
+        check_given_flags_apply(given, make_config(model, recipe, **settings))
         result = train(model, recipe=recipe, force=args.force, **common, **settings)
     return 0 if result is not None else 1
 

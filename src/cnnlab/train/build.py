@@ -166,6 +166,9 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if dist.is_main and not quiet:
         for line in dataset.notices:
             print(f"note: {line}", flush=True)
+        if config.tta and not dataset.flip:
+            print(f"note: no flip-TTA in this run: {dataset.name} is not mirrored (a mirror is not of the same "
+                  "class), and flip-TTA averages each test image with its mirror", flush=True)
     input_size = config.resize or default_input_size(config.model, dataset)
     if not config.resize or dataset.channels != (config.channels or 1):  # not checked above for these channels
         _check_dataset_size(config, dataset, input_size)

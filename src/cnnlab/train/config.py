@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,6 +344,23 @@ def make_config(model: str, recipe: str = "book", **overrides: Any) -> TrainConf
     values.update(given)
     values.update(model=model, recipe=recipe)
     return TrainConfig(**values)
+
+
+def check_given_flags_apply(given: Mapping[str, Any], config: TrainConfig) -> None:
+    """Refuse a flag the user typed that ``config`` would not use, in one line: a no-op flag is a mistake to name,
+    not to ignore. Recipes and config files set such fields freely (a run's config.json holds every field)."""
+    for key, schedules in (("step_size", ("step",)), ("milestones", ("multistep",)), ("gamma", ("step", "multistep"))):
+        if key in given and config.schedule not in schedules:
+            flag = "--" + key.replace("_", "-")
+            raise CnnlabError(f"{flag} applies to the {' and '.join(schedules)} schedule{'s' * (len(schedules) > 1)}, "
+                              f"and this run's is {config.schedule}; expected --schedule {schedules[0]} with it, or "
+                              f"no {flag}")
+    if "momentum" in given and config.optimizer in ("adam", "adamw"):
+        raise CnnlabError(f"--momentum is SGD's and RMSprop's, and {config.optimizer} keeps its own running moments; "
+                          f"expected no --momentum with --optimizer {config.optimizer}")
+    if given.get("tta") and given.get("flip") is False:
+        raise CnnlabError("--tta averages each test image with its mirror, and --no-flip says a mirror is not of the "
+                          "same class; expected one of them")
 
 
 def config_fields() -> list[dataclasses.Field]:
