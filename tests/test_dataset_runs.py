@@ -287,3 +287,26 @@ def test_a_runs_config_with_a_relative_folder_trains_on_the_same_images_from_ano
     assert load_trained(tmp_path / "b" / "run" / "last.pt").meta.classes == tuple(CLASSES)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert TrainConfig(dataset="folder:~/a/photos").dataset == f"folder:{tmp_path / 'a' / 'photos'}"
+
+
+def test_a_run_whose_image_folder_moved_resumes_with_data_dir(tmp_path, monkeypatch, capsys):
+    # `--resume` refused --data-dir, and the folder's absence read "... does not exist; expected a folder of class
+    # subfolders", with nothing to do about it; eval, report and export took --data-dir already.
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(6, 2))
+    run = tmp_path / "run"
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "1",
+                     "--out", str(run), "--quiet", "--no-report"]) == 0
+    data.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (f"cnnlab train: error: the run's image folder {data} is not a folder "
+                                               "here; expected --data-dir with the folder its files are in now")
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--data-dir", str(tmp_path / "moved"),
+                     "--quiet", "--no-report"]) == 0
+    assert json.loads((run / "result.json").read_text())["epochs_trained"] == 2
+    assert load_checkpoint(run / "last.pt")["dataset"]["name"] == f"folder:{tmp_path / 'moved'}"
+    assert cli.main(["eval", str(run / "last.pt")]) == 0  # the run now knows where its images are
+    write_folder(tmp_path / "other", per_class=(5, 2))  # other images are not the run's: refused as changed
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3", "--data-dir", str(tmp_path / "other")]) == 2
+    assert "training images" in capsys.readouterr().err

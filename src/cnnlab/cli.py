@@ -152,10 +152,12 @@ def _cmd_train(args) -> int:
     common = dict(quiet=args.quiet, report=not args.no_report)
     given = {k: v for k, v in overrides.items() if v is not None}
     if args.resume:
-        if args.model or args.recipe or args.config or set(given) - {"epochs"}:
+        if args.model or args.recipe or args.config or set(given) - {"epochs", "data_dir"}:
             raise CnnlabError("--resume takes the run's own config; expected no model, recipe, --config or other "
-                              "training flags than --epochs (to train a finished run further)")
-        resume(args.resume, epochs=given.get("epochs"), **common)  # None: finished already, which is no error
+                              "training flags than --epochs (to train a finished run further) and --data-dir (where "
+                              "its data is now, if it moved)")
+        # None: finished already, which is no error
+        resume(args.resume, epochs=given.get("epochs"), data_dir=given.get("data_dir"), **common)
         return 0
     else:
         from cnnlab.config_file import read_config_file

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.data.folder import refuse_writing_into
+from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import torch_switches_restored
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.io import remove_stale_temporaries
@@ -79,6 +80,7 @@ EXTENSIBLE_SCHEDULES = ("constant", "step", "multistep")
 
 
 def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epochs: int | None = None,
+           data_dir: str | Path | None = None,
            on_epoch: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]] | None:
     """Continue an interrupted run from ``run_dir/last.pt`` with the run's own config.
 
@@ -87,6 +89,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
         epochs: train to this many epochs instead of the run's own count (more, never fewer); only for schedules
             that do not depend on the run's length (constant, step, multistep): a one-cycle or cosine schedule
             has already been shaped for the original length, and stretching it midway is a different run.
+        data_dir: where the run's data is now (its image folder, or a registered dataset's files), when it moved;
+            the run goes on only if its training images are the ones it started with.
 
     Returns:
         The epoch history, or None when the run is already finished (nothing is written then).
@@ -104,8 +108,17 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
     except (KeyError, TypeError) as e:  # another cnnlab version's config, or not a training checkpoint at all
         raise CheckpointError(f"{path} holds no config this cnnlab can resume ({' '.join(str(e).split())})") from None
     saved = (state.get("dataset") or {}).get("name", "")
-    if saved.startswith("folder:") and saved != config.dataset:  # the absolute path, wherever this runs from
+    if saved.startswith(FOLDER_PREFIX) and saved != config.dataset:  # the absolute path, wherever this runs from
         config = dataclasses.replace(config, dataset=saved)
+    folder = config.dataset.startswith(FOLDER_PREFIX)
+    if data_dir is not None:  # moved: the same run on its data's new place (build_run checks they are the same)
+        config = dataclasses.replace(config, **({"dataset": f"{FOLDER_PREFIX}{data_dir}"} if folder else
+                                                {"data_dir": str(data_dir)}))
+    else:
+        where = config.dataset[len(FOLDER_PREFIX):] if folder else config.data_dir
+        if where and not Path(where).is_dir():
+            raise CnnlabError(f"the run's {'image' if folder else 'data'} folder {where} is not a folder here; "
+                              "expected --data-dir with the folder its files are in now")
     if epochs is not None and config.time_budget is not None:
         raise CnnlabError(f"this run's length is its time budget of {config.time_budget:g}s, which --epochs cannot "
                           f"change; expected a resume without --epochs (start a new run with --init-from "
@@ -120,6 +133,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                               f"with a {'/'.join(EXTENSIBLE_SCHEDULES)} schedule (start a new run, e.g. with "
                               f"--init-from {Path(run_dir) / 'last.pt'})")
         config = dataclasses.replace(config, epochs=epochs)
+    if config != TrainConfig(**saved_config):
         state = {**state, "config": dataclasses.asdict(config)}
     with torch_switches_restored():
         trainer = build_trainer(config, quiet=quiet, report=report and state.get("report", True), on_epoch=on_epoch,

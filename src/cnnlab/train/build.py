@@ -445,9 +445,10 @@ def _wrap(model: nn.Module, config: TrainConfig, device: torch.device, dist: Dis
 
 def _check_same_training_files(recorded: dict[str, Any], dataset: ImageDataset) -> None:
     """Refuse to resume on a folder whose training files are not the ones the run started on: its epochs would
-    continue on other images, under a schedule planned for the old count."""
+    continue on other images, under a schedule planned for the old count. The files are named relative to the
+    folder, which may have moved (``--resume --data-dir``)."""
     then, now = recorded.get("training_files"), dataset.training_files
-    if not then or now is None or recorded.get("name") != dataset.name or list(now) == list(then):
+    if not then or now is None or list(now) == list(then):
         return
     change = f"{then[0]} files then, {now[0]} now" if now[0] != then[0] else \
         f"{then[0]} files then and now, but other ones"
