@@ -135,7 +135,8 @@ class TrainConfig:
                                     "each op that has no deterministic kernel there)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps")
     limit_train_batches: int | None = _f(None, "train on at most this many batches per epoch")
-    limit_val_batches: int | None = _f(None, "validate on at most this many batches")
+    limit_val_batches: int | None = _f(None, "validate, and test at the end, on at most this many batches (a quick "
+                                                   "check; result.json's test_samples says how many)")
     checkpoint_every: int = _f(0, "also write last.pt every N steps (0: only at the end of each epoch)")
     log_every: int = _f(50, "steps between host syncs for the progress bar")
     data_dir: str | None = _f(None, "the dataset's folder (default for fashion-mnist: $CNNLAB_DATA, then "
