@@ -78,7 +78,7 @@ class TrainConfig:
     batch_size: int = _f(128, "samples per step, per process (the global batch is batch_size x world_size)")
     lr: float | None = _f(None, "peak learning rate (default: the model's book lr for the book recipe)")
     optimizer: str = _f("sgd", "sgd | nesterov | adamw | adam | rmsprop")
-    momentum: float = _f(0.0, "SGD momentum")
+    momentum: float = _f(0.0, "SGD's and RMSprop's momentum")
     weight_decay: float = _f(0.0, "L2 (SGD) or decoupled (AdamW) weight decay")
     schedule: str = _f("constant", "constant | cosine | onecycle | step | multistep")
     warmup: float = _f(0.0, "linear warm-up length in epochs (cosine, step and multistep schedules)")
