@@ -279,7 +279,7 @@ def test_train_command_line_fuzz(argv):
         calls.append(("train", cfg))
         return []
 
-    def fake_resume(run_dir, *, quiet=False, report=True, epochs=None):
+    def fake_resume(run_dir, *, quiet=False, report=True, epochs=None, data_dir=None):
         calls.append(("resume", run_dir))
         return []
 
