@@ -89,10 +89,11 @@ def test_board_in_a_script_prints_one_line_per_refresh_and_saves(tmp_path, capsy
     board.display = False  # d2l's switch (k-fold cells turn it off after the first fold): silent
     board.draw(5, 0.1, "train_loss")
     board.refresh()
-    assert board.fig is None  # nothing drawn until asked
-    fig = board.figure()
-    assert isinstance(fig, matplotlib.figure.Figure)
+    assert board._fig is None  # nothing drawn until asked
+    fig = board.fig  # d2l's attribute after training (model.board.fig.savefig in a script): it was None
+    assert isinstance(fig, matplotlib.figure.Figure) and board.figure() is fig
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train_loss", "val_acc"]
+    assert len(fig.axes[0].lines[0].get_xdata()) == 6  # every train_loss point drawn so far
     board.save(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out == ""
@@ -589,6 +590,39 @@ def test_fashion_mnist_shuffle_follows_torch_manual_seed(fmnist):
     a = next(iter(fmnist.train_dataloader()))[1]
     torch.manual_seed(3)
     assert torch.equal(next(iter(fmnist.train_dataloader()))[1], a)
+
+
+@needs_real_data
+def test_a_pass_is_shuffled_as_a_torch_dataloaders_and_passes_do_not_disturb_each_other(fmnist):
+    """Each pass draws its order from torch's generator as a DataLoader's iterator and RandomSampler do: the book's
+    own order for a seed, whenever the seed is set (the loader's seed was drawn once, when it was made, so a
+    `torch.manual_seed` before each run of d2l-zh's reused loaders changed nothing), the generator left as a
+    DataLoader leaves it, and a second pass started mid-way (evaluate_accuracy_gpu on train_iter inside the batch
+    loop) no longer reshuffles the rest of the first (a quarter of the epoch's images came twice, as many never).
+    Batches are [X, y] lists, as the DataLoader's collate makes them."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    train = fmnist.train_dataloader()
+    book = DataLoader(TensorDataset(fmnist.train.targets), batch_size=128, shuffle=True)
+    for seed in (0, 7):
+        torch.manual_seed(seed)
+        ours = [y for _, y in train]
+        after_ours = torch.rand(3)
+        torch.manual_seed(seed)
+        theirs = [y for (y,) in book]
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)), seed
+        assert torch.equal(torch.rand(3), after_ours)  # the same draws from the global generator
+    torch.manual_seed(1)
+    reference = [y for _, y in train]
+    torch.manual_seed(1)
+    first = iter(train)
+    seen = [next(first)[1] for _ in range(3)]
+    sum(len(y) for _, y in train)  # a whole second pass, begun and ended inside the first
+    seen += [y for _, y in first]
+    assert all(torch.equal(a, b) for a, b in zip(seen, reference, strict=True))
+    batch = next(iter(train))
+    assert type(batch) is list and type(next(iter(fmnist.val_dataloader()))) is list
+    batch[0] = batch[0] * 2  # the book's cells may assign into a batch
 
 
 @needs_real_data

@@ -240,17 +240,17 @@ def test_softmax_regression_from_scratch_cells(capsys):
 
 @needs_real_data
 def test_train_epoch_ch3_matches_a_plain_torch_loop():
-    torch.manual_seed(1)
     train_iter, _ = d2l.load_data_fashion_mnist(64)
-    torch.manual_seed(1)
-    same_iter, _ = d2l.load_data_fashion_mnist(64)  # the same seed: the same shuffle
+    same_iter, _ = d2l.load_data_fashion_mnist(64)
     _limit(train_iter, same_iter, batches=4)
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     ref = copy.deepcopy(net)
     loss = nn.CrossEntropyLoss(reduction="none")
+    torch.manual_seed(1)  # the same seed before each pass: the same shuffle, as with DataLoaders
     train_l, train_acc = d2l.train_epoch_ch3(net, train_iter, loss, torch.optim.SGD(net.parameters(), lr=0.1))
     opt = torch.optim.SGD(ref.parameters(), lr=0.1)
     total = right = count = 0.0
+    torch.manual_seed(1)
     for X, y in same_iter:
         out = ref(X)
         l = loss(out, y)
@@ -620,10 +620,12 @@ def test_book_loaders_move_to_a_device_whole_and_other_loaders_stay():
     assert on_device(train_iter, torch.device("cpu")) is train_iter  # already there: no copy
     other = d2l.load_array((torch.zeros(4, 2), torch.zeros(4)), 2)
     assert on_device(other, torch.device("cpu")) is other  # not ours: the loops move its batches
+    torch.manual_seed(0)
     first = next(iter(train_iter))[1]
     moved = on_device(train_iter, torch.device("cpu", 0))  # another device, as far as the loader can tell
     assert moved is not train_iter and moved.device == torch.device("cpu", 0)
     assert moved.dataset is train_iter.dataset and len(moved) == len(train_iter) == 938
-    second = next(iter(moved))[1]  # continues the original's passes: its second order, not its first
-    assert not torch.equal(second, first) and torch.equal(second, next(iter(train_iter))[1])
-    assert on_device(train_iter, torch.device("cpu", 0)) is moved  # kept: a second train_ch6 goes on from there
+    second = next(iter(moved))[1]  # a pass of its own, from torch's generator as it is now
+    torch.manual_seed(0)
+    assert not torch.equal(second, first) and torch.equal(next(iter(moved))[1], first)  # the seed's order
+    assert on_device(train_iter, torch.device("cpu", 0)) is moved  # kept: a second train_ch6 reuses the copy

@@ -90,7 +90,7 @@ class ProgressBoard:
         # Plain assignments, not save_hyperparameters: the board is built once per model, keep it cheap.
         self.xlabel, self.ylabel, self.xlim, self.ylim = xlabel, ylabel, xlim, ylim
         self.xscale, self.yscale, self.ls, self.colors = xscale, yscale, ls, colors
-        self.fig, self.axes, self.figsize, self.display, self.refresh_s = fig, axes, figsize, display, refresh_s
+        self._fig, self.axes, self.figsize, self.display, self.refresh_s = fig, axes, figsize, display, refresh_s
         self.raw_points: collections.OrderedDict[str, list] = collections.OrderedDict()
         self._lines: collections.OrderedDict[str, list] = collections.OrderedDict()  # Points; y maybe a tensor
         self._last_render = -math.inf  # the first point is drawn at once
@@ -165,21 +165,31 @@ class ProgressBoard:
             return ""
         return f"{self.xlabel or 'x'} {max(xs):g}: " + ", ".join(parts)
 
+    @property
+    def fig(self) -> Any:
+        """The matplotlib figure with the curves drawn so far, as d2l's board holds one after training
+        (``model.board.fig.savefig(...)`` in a script)."""
+        return self.figure()
+
+    @fig.setter
+    def fig(self, value: Any) -> None:
+        self._fig = value
+
     def figure(self) -> Any:
         """The matplotlib figure with the curves drawn so far (created on first use, never shown)."""
         self.flush()
-        if self.fig is None:
+        if self._fig is None:
             if self.axes is not None:
-                self.fig = self.axes.figure
+                self._fig = self.axes.figure
             else:
                 # A bare Figure, not pyplot: pyplot would keep it alive and Jupyter's inline backend would show
                 # it a second time at the end of the cell.
                 from matplotlib.figure import Figure
 
-                self.fig = Figure(figsize=self.figsize)
+                self._fig = Figure(figsize=self.figsize)
         axes = self.axes
         if axes is None:
-            axes = self.fig.axes[0] if self.fig.axes else self.fig.add_subplot()
+            axes = self._fig.axes[0] if self._fig.axes else self._fig.add_subplot()
         axes.cla()
         handles, labels = [], []
         # Series beyond the styles given are not drawn, as in d2l.
@@ -196,7 +206,7 @@ class ProgressBoard:
         axes.set_yscale(self.yscale)
         if handles:
             axes.legend(handles, labels)
-        return self.fig
+        return self._fig
 
     def render(self) -> None:
         """Redraw the figure and, in Jupyter, show it in place of the previous drawing."""

@@ -76,35 +76,38 @@ class _Split(torch.utils.data.Dataset):
 
 
 class _BookLoader(DeviceLoader):
-    """A DeviceLoader that reshuffles on every iteration, as a shuffling torch DataLoader does.
+    """A DeviceLoader iterated as a torch DataLoader is: each iteration has an order of its own, shuffled (for the
+    training split) from a seed drawn from torch's global generator when its first batch is asked for, after the
+    draw of the iterator's base seed when it is made; the same two draws, and the same ``randperm``, as a
+    DataLoader's iterator and its RandomSampler. So ``torch.manual_seed(s)`` before a pass fixes that pass's order,
+    which is the book's own for that seed, and two iterations at once do not disturb each other. Batches are
+    ``[X, y]`` lists, as the DataLoader's default collate gives them.
 
-    Epoch ``k`` of this loader is the ``k``-th time it is iterated; the first order is ``set_epoch(0)``'s.
     ``dataset`` is the split, as a DataLoader's (``len(train_iter.dataset)``, ``train_iter.dataset[0]``).
     """
 
-    _iterations = 0
     dataset: _Split
     owner: FashionMNIST
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.shuffle:
-            self.set_epoch(self._iterations)
-            self._iterations += 1
-        return super().__iter__()
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        torch.empty((), dtype=torch.int64).random_()  # the iterator's base seed (its workers'), drawn as it is made
+        return self._pass()
+
+    def _pass(self) -> Iterator[list[torch.Tensor]]:
+        order = self._order
+        if self.shuffle:  # RandomSampler draws its seed when asked for the first index
+            order = self._make_order(0, seed=int(torch.empty((), dtype=torch.int64).random_().item()))
+        for b in range(len(self)):
+            yield list(self._batch_in(order, b))
 
     def to(self, device: str | torch.device) -> _BookLoader:
-        """The same loader (split, order, passes so far) with its images resident on ``device``.
-
-        The copy is kept, so a second ``train_ch6`` on the same loaders (d2l-zh 7.5 trains twice) continues its
-        sequence of shuffles instead of repeating the first call's.
-        """
+        """The same loader (split, batches) with its images resident on ``device``, made once per device."""
         device = torch.device(device)
         if device == self.device:
             return self
         moved = vars(self).setdefault("_moved", {})
         if device not in moved:
-            moved[device] = self.owner._loader(self.shuffle, device, self.seed)
-            moved[device]._iterations = self._iterations
+            moved[device] = self.owner._loader(self.shuffle, device)
         moved[device].limit_batches = self.limit_batches
         return moved[device]
 
@@ -153,19 +156,16 @@ class FashionMNIST(DataModule):
 
     def get_dataloader(self, train: bool) -> DeviceLoader:
         """Batches of the training (shuffled anew each pass) or validation split, the last one possibly smaller."""
-        # The order's seed comes from torch's global generator, as a DataLoader's RandomSampler draws its own:
-        # torch.manual_seed(s) before the loader is made fixes every epoch's order.
-        seed = int(torch.randint(0, 2**31 - 1, ()).item()) if train else 0
-        return self._loader(bool(train), self.device, seed)
+        return self._loader(bool(train), self.device)
 
-    def _loader(self, train: bool, device: torch.device, seed: int) -> _BookLoader:
+    def _loader(self, train: bool, device: torch.device) -> _BookLoader:
         key = (device, train)
         split = self.train if train else self.val
         if key not in self._resident:  # one device copy per split and device, shared by all loaders
             self._resident[key] = (split.data.to(device), split.targets.to(device))
         images, labels = self._resident[key]
         loader = _BookLoader(images, labels, self.batch_size, shuffle=train, preprocess=self.preprocess,
-                             device=device, seed=seed, drop_last=False)
+                             device=device, drop_last=False)
         loader.dataset, loader.owner = split, self
         return loader
 

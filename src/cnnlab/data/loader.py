@@ -151,14 +151,14 @@ class DeviceLoader:
         self._order = self._make_order(0)
 
     # -- order -------------------------------------------------------------------------------------------------
-    def _make_order(self, epoch: int) -> torch.Tensor:
-        """This rank's sample indices for ``epoch``, on the device."""
+    def _make_order(self, epoch: int, seed: int | None = None) -> torch.Tensor:
+        """This rank's sample indices for ``epoch`` (shuffled from ``seed`` instead, when given), on the device."""
         n = self.num_items
+        generator = torch.Generator().manual_seed(self.seed + epoch if seed is None else seed)
         if self.balance:
-            perm = torch.multinomial(self._sample_weights, n, replacement=True,
-                                     generator=torch.Generator().manual_seed(self.seed + epoch))
+            perm = torch.multinomial(self._sample_weights, n, replacement=True, generator=generator)
         elif self.shuffle:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
+            perm = torch.randperm(n, generator=generator)  # as torch's RandomSampler draws from its generator
         else:
             perm = torch.arange(n)
         if self.indices is not None:
@@ -202,7 +202,11 @@ class DeviceLoader:
     def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``b`` of the current epoch (random access, no position change); with mixing, its labels are soft
         (float ``N x num_classes``)."""
-        idx = self._order[b * self.batch_size: (b + 1) * self.batch_size]
+        return self._batch_in(self._order, b)
+
+    def _batch_in(self, order: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``b`` of the sample indices ``order``."""
+        idx = order[b * self.batch_size: (b + 1) * self.batch_size]
         x = self.images.index_select(0, idx)  # B x H x W uint8: the only per-batch copy at the stored size
         y = self.labels.index_select(0, idx)
         if not self.resident:
