@@ -203,7 +203,9 @@ def test_no_flip_keeps_a_folder_run_from_mirroring_and_is_recorded(tmp_path, hom
     assert parts.train_loader.flip is False and mirrored(parts) == 0
     out = tmp_path / "run"
     assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", "--augment", "crop-flip", "--no-flip",
-                "--tta", *TINY, "--out", str(out), "--quiet"], capsys)[0] == 0
+                "--tta", *TINY, "--out", str(out), "--quiet"], capsys)[0] == 2  # flip-TTA would undo --no-flip
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", "--augment", "crop-flip", "--no-flip",
+                *TINY, "--out", str(out), "--quiet"], capsys)[0] == 0
     state = load_checkpoint(out / "last.pt")
     assert state["config"]["flip"] is False and state["dataset"]["flip"] is False  # eval: no flip-TTA either
     assert json.loads((out / "config.json").read_text())["dataset"]["flip"] is False
