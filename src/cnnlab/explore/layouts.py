@@ -1,4 +1,4 @@
-"""Which of a network's 4-d values are channels-last, so that every stage is shown and explained as C x h x w.
+"""Which of a network's values are channels-last, so that every 4-d stage is shown and explained as C x h x w.
 
 Convolutions and poolings work on N x C x H x W, but some networks move the channels to the end between them:
 ConvNeXt's blocks permute to N x H x W x C for their LayerNorm and MLP and back, Swin works channels-last
@@ -6,11 +6,12 @@ throughout, and a Keras graph converted to ONNX transposes around each Conv. Rea
 is W x C "maps" of H channels, and Grad-CAM on it is a map of the wrong axes. The layout of each value follows from
 what made it: NCHW after a convolution, pooling or batch norm; after a permute or transpose, wherever it moved the
 channel axis (to the end: channels-last; to axis 1: NCHW; of a value of any rank, so a Swin patch merge's 6-d
-rearrangement keeps the channels last); after an op that changes the shape, a channels-last value stays so where
-its last axis holds a whole number of the channels it had (tokens N x L x C, a merge of 2 x 2 patches into 4C);
-else its first input's. The three kinds of model walk their own graphs with :func:`after` (a module's forward
-pass under :class:`Layouts`, a ``torch.export`` program's FX nodes, an ONNX graph's nodes), and :func:`as_nchw`
-turns a channels-last stage around.
+rearrangement keeps the channels last); after an op that changes only the last axis of a channels-last value (an
+MLP's Linear, a split or concatenation of channels), channels-last; after one that rearranges the other axes too,
+channels-last where the last axis holds a whole number of the channels it had (tokens N x L x C, a merge of 2 x 2
+patches into 4C); else its first input's. The three kinds of model walk their own graphs with :func:`after` (a
+module's forward pass under :class:`Layouts`, a ``torch.export`` program's FX nodes, an ONNX graph's nodes), and
+:func:`as_nchw` turns a channels-last stage around.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def after(op: str, source: str | None, perm: Sequence[int] | None = None,
         return NCHW if moved == 1 and len(perm) > 2 else NHWC if moved == len(perm) - 1 else None
     if source == NHWC and shapes is not None:
         before, now = (tuple(shape) for shape in shapes)
-        if before != now and before and now and isinstance(before[-1], int) and isinstance(now[-1], int):
+        # Only the channels changed (an MLP's Linear, a split or concatenation of channels): still channels-last.
+        # The rest rearranged too: channels-last where the last axis holds whole channels (a patch merge's 4C).
+        if before[:-1] != now[:-1] and before and now and isinstance(before[-1], int) and isinstance(now[-1], int):
             return NHWC if before[-1] and now[-1] % before[-1] == 0 else None
     return source
 

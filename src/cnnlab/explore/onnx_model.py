@@ -304,7 +304,8 @@ class OnnxModel:
         """Each value's layout (:mod:`cnnlab.explore.layouts`), from the input's through the graph's nodes."""
         tags = {self.input_name: self.spec.layout}
         for node in self.nodes:  # in the order they run: an ONNX graph is sorted so
-            source = node.input[0] if node.input else None
+            # the first input of a known layout: a Linear's bias Add reads its initializer first (Add(bias, x))
+            source = next((name for name in node.input if tags.get(name) is not None), None)
             before, now = self.shapes.get(source), self.shapes.get(node.output[0]) if node.output else None
             known = before is not None and now is not None and all(isinstance(d, int) for d in (*before, *now))
             dims = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
