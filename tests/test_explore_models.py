@@ -1440,6 +1440,14 @@ def test_weights_go_into_the_network_module_function_builds_and_nowhere_else(tmp
     with pytest.raises(CnnlabError, match=r"part.pth does not fit the network mynet:build\(\) builds: Missing "
                                           r"key\(s\) in state_dict: \"0.bias\""):
         open_model("mynet:build", Options(input_size=16, weights=tmp_path / "part.pth"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated
+        torch.jit.script(trained).save(str(tmp_path / "scripted.pt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.load's "dispatching to torch.jit.load" warning came first
+        with pytest.raises(CnnlabError, match=r"scripted.pt is a TorchScript archive \(torch.jit.save\), not a state "
+                                              r"dict; expected a state dict of the network mynet:build\(\) builds"):
+            open_model("mynet:build", Options(input_size=16, weights=tmp_path / "scripted.pt"))
     onnx_file = _onnx_of(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2)), tmp_path / "m.onnx")
     with pytest.raises(CnnlabError, match=r"^--weights puts a state dict into a network built by name "
                                           r"\(imagenet-resnet18, ...\) or by module:function; .*m.onnx is no such "

@@ -17,7 +17,7 @@ from cnnlab.explore.model import ExploreModel, Options, RunModel
 from cnnlab.explore.onnx_model import OnnxModel
 from cnnlab.explore.torch_models import ExportedModel, ModuleModel
 from cnnlab.models.imagenet import BACKBONES
-from cnnlab.runs import zip_kind
+from cnnlab.models.state_dict import zip_kind
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -10,19 +10,45 @@ attribute name), which is dropped only when the keys then fit the network exactl
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.export.pt2_archive import constants as pt2
 
 from cnnlab.errors import CnnlabError, summary, weights_only_refusal
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
 
 
-def _is_state_dict(value) -> bool:
+def is_state_dict(value: Any) -> bool:
+    """Whether ``value`` is a state dict: a non-empty dict of tensors."""
     return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def held(value: Any) -> str:
+    """What a weights-only read gave, in a few words for an error line: a state dict (weights without their
+    network) is the usual stranger."""
+    if is_state_dict(value):
+        return f"a state dict of {len(value)} tensors (the first {next(iter(value))!r}), weights without a network"
+    if isinstance(value, dict):
+        keys = ", ".join(repr(k) for k in list(value)[:4]) + (", ..." if len(value) > 4 else "")
+        return f"a dict of {keys}" if value else "an empty dict"
+    return f"a {type(value).__name__}"
+
+
+def zip_kind(path: str | Path) -> str | None:
+    """What other zip archive of torch's ``path`` is: ``"pt2"`` (torch.export names its format in an
+    ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``, as torch.load tells
+    it), or None (a torch.save archive, or no zip archive at all)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = {name.split("/", 1)[-1] for name in archive.namelist()}
+    except Exception:  # a damaged archive fails in many ways (a flipped bit in a name: UnicodeDecodeError); the
+        return None  # read that follows names the damage
+    return "pt2" if pt2.ARCHIVE_FORMAT_PATH in records else "torchscript" if "constants.pkl" in records else None
 
 
 def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "") -> dict[str, torch.Tensor]:
@@ -39,8 +65,12 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; expected {expected}")
+    kind = zip_kind(path)  # torch.load would warn, then fail on these
+    if kind is not None:
+        what = "a torch.export program (.pt2)" if kind == "pt2" else "a TorchScript archive (torch.jit.save)"
+        raise CnnlabError(f"{path} is {what}, not a state dict; expected {expected}")
     try:
-        held = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to build Python objects
         raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
                           f"never unpickles code; expected {expected}") from None
@@ -48,24 +78,21 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
         # a truncated zip raises RuntimeError or EOFError, a file of another kind anything else
         raise CnnlabError(f"{path} is not a readable weights-only state dict (truncated, or another kind of file: "
                           f"{type(e).__name__}: {summary(e)}){unreadable_hint}; expected {expected}") from None
-    return state_dict_in(held, path, expected)
+    return state_dict_in(loaded, path, expected)
 
 
-def state_dict_in(held: Any, path: str | Path, expected: str) -> dict[str, torch.Tensor]:
-    """The state dict that ``held`` (what a weights-only read of ``path`` gave) is, or keeps under ``state_dict``,
-    ``model`` or ``model_state_dict``.
+def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torch.Tensor]:
+    """The state dict that ``value`` (what a weights-only read of ``path`` gave) is, or keeps under
+    ``state_dict``, ``model`` or ``model_state_dict``.
 
     Raises:
         CnnlabError: one line saying what it holds instead.
     """
-    if isinstance(held, dict) and not _is_state_dict(held):
-        held = next((held[k] for k in WRAPPER_KEYS if _is_state_dict(held.get(k))), held)
-    if not _is_state_dict(held):
-        what = f"a {type(held).__name__}" if not isinstance(held, dict) else \
-            "an empty dict" if not held else f"a dict of {', '.join(repr(k) for k in list(held)[:4])}" + \
-            (", ..." if len(held) > 4 else "")
-        raise CnnlabError(f"{path} holds {what}, not a state dict; expected {expected}")
-    return held
+    if isinstance(value, dict) and not is_state_dict(value):
+        value = next((value[k] for k in WRAPPER_KEYS if is_state_dict(value.get(k))), value)
+    if not is_state_dict(value):
+        raise CnnlabError(f"{path} holds {held(value)}, not a state dict; expected {expected}")
+    return value
 
 
 def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:

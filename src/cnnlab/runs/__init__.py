@@ -7,7 +7,7 @@ best.pt (weights-only); :mod:`~cnnlab.runs.record` reads a folder back (:class:`
 inference: it imports nothing of either.
 """
 
-from cnnlab.runs.checkpoint import FORMAT, READABLE, VERSION, load_checkpoint, save_checkpoint, upgrade, zip_kind
+from cnnlab.runs.checkpoint import FORMAT, READABLE, VERSION, load_checkpoint, save_checkpoint, upgrade
 from cnnlab.runs.folder import (
     RUN_FILES,
     TRASH_PREFIX,
@@ -62,5 +62,4 @@ __all__ = [
     "resume_command",
     "save_checkpoint",
     "upgrade",
-    "zip_kind",
 ]

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import pickle
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.export.pt2_archive import constants as pt2
 
 from cnnlab.data import CLASSES, MEAN, STD
 from cnnlab.errors import CheckpointError, ForeignCheckpointError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
+from cnnlab.models.state_dict import held, zip_kind
 
 FORMAT = "cnnlab-checkpoint"
 # Version 2 adds the "dataset" entry (name, classes, channels, stored image side, mean/std, flip policy) that
@@ -37,29 +36,6 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 def checkpoint_in(folder: str | Path) -> Path | None:
     """The checkpoint to suggest for a run folder given where a checkpoint goes: best.pt, else last.pt, else None."""
     return next((Path(folder) / name for name in ("best.pt", "last.pt") if (Path(folder) / name).is_file()), None)
-
-
-def zip_kind(path: Path) -> str | None:
-    """What other zip archive of torch's ``path`` is: ``"pt2"`` (torch.export names its format in an
-    ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``, as torch.load tells
-    it), or None."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            records = {name.split("/", 1)[-1] for name in archive.namelist()}
-    except Exception:  # a damaged archive fails in many ways (a flipped bit in a name: UnicodeDecodeError); the
-        return None  # checkpoint read that follows names the damage
-    return "pt2" if pt2.ARCHIVE_FORMAT_PATH in records else "torchscript" if "constants.pkl" in records else None
-
-
-def _contents(state: Any) -> str:
-    """What a file torch.load read holds, in a few words: a state dict (weights without their network) is the
-    usual stranger."""
-    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        return f"a state dict of {len(state)} tensors (the first {next(iter(state))!r}), weights without a network"
-    if isinstance(state, dict):
-        keys = ", ".join(repr(k) for k in list(state)[:4]) + (", ..." if len(state) > 4 else "")
-        return f"a dict of {keys}" if state else "an empty dict"
-    return f"a {type(state).__name__}"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -101,7 +77,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as e:  # a damaged pickle can fail in any way (IndexError, KeyError, struct.error, ...)
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({summary(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {_contents(state)}; expected "
+        raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {held(state)}; expected "
                                      f"format {FORMAT!r}, as cnnlab train writes", state)
     if state.get("version") not in READABLE:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}, expected one of "
