@@ -281,6 +281,24 @@ def test_freeze_leaves_every_body_parameter_unchanged(torch_home, name):
     assert buffers and not all(torch.equal(state[k], saved[k]) for k in buffers)
 
 
+def test_init_from_a_backbones_state_dict_feeds_it_imagenets_input(torch_home, tmp_path, capsys):
+    """`--init-from finetuned.pth` of an ImageNet backbone: the body's weights come along (a fresh head for other
+    classes) and, as the state dict records no input, it is normalised as the ImageNet weights' metadata says, with
+    a note, whatever --normalize says; no ImageNet weights file is needed."""
+    torch.manual_seed(4)
+    theirs = create_model(SMALL, num_classes=1000, in_channels=3).state_dict()
+    torch.save(theirs, tmp_path / "finetuned.pth")
+    cfg = make_config(SMALL, init_from=str(tmp_path / "finetuned.pth"), epochs=1, batch_size=8, resize=32)
+    parts = build_run(cfg, dataset=_dataset(3))
+    assert parts.normalize == imagenet.pretrained_normalize(SMALL, 3)
+    out = capsys.readouterr().out
+    assert "note: inputs normalised with the ImageNet weights' mean 0.485, 0.456, 0.406" in out
+    assert "(a state dict: no classes or normalisation recorded)" in out
+    body = "features.0.0.weight"
+    assert torch.equal(parts.model.state_dict()[body].cpu(), theirs[body])
+    assert not imagenet.weights_file(SMALL).exists()
+
+
 def test_freeze_epochs_trains_the_head_alone_then_everything_at_a_lower_lr(torch_home):
     saved = _write_weights(SMALL)
     cfg = make_config(SMALL, "finetune", pretrained=True, epochs=2, batch_size=8, resize=32, limit_train_batches=2)

@@ -273,13 +273,20 @@ def _normalize(config: TrainConfig, dataset: ImageDataset, resume_state: dict[st
     if initialised is None:  # a model handed in is not loaded from --init-from
         return own
     if not initialised.recorded:  # a state dict from elsewhere: a torchvision backbone's weights expect ImageNet's
-        return pretrained_normalize(config.model, dataset.channels) if config.model in BACKBONES else own
-    if note and initialised.normalize != own:
-        source = f"normalised with the --init-from run's {_describe(initialised.normalize)}" \
-            if initialised.normalize else "left as [0, 1] pixels, as the --init-from run had them"
+        if config.model not in BACKBONES:
+            return own
+        theirs = pretrained_normalize(config.model, dataset.channels)
+        source = f"normalised with the ImageNet weights' {_describe(theirs)} (a state dict records no input, and " \
+                 f"{config.model}'s weights are trained on that one)"
+    else:
+        theirs = initialised.normalize
+        source = f"normalised with the --init-from run's {_describe(theirs)}" if theirs else \
+            "left as [0, 1] pixels, as the --init-from run had them"
+        source += " (its weights were trained on that input)"
+    if note and theirs != own:
         instead = f"this dataset's {_describe(own)} that --normalize asks for" if own else "raw [0, 1] pixels"
-        print(f"note: inputs {source} (its weights were trained on that input), not {instead}", flush=True)
-    return initialised.normalize
+        print(f"note: inputs {source}, not {instead}", flush=True)
+    return theirs
 
 
 def _describe(normalize: list[list[float]]) -> str:

@@ -36,7 +36,8 @@ from cnnlab.runs.checkpoint import load_checkpoint
 class Initialised:
     """What :func:`init_from` did: ``line`` says what was kept; ``normalize`` is the source run's [mean, std] per
     channel (None: it fed [0, 1] pixels), the input its weights were trained on; ``recorded``: whether the source
-    said so (a state dict from elsewhere does not, and the run's own ``--normalize`` decides)."""
+    said so (a state dict from elsewhere does not: an ImageNet backbone's input is then normalised as the ImageNet
+    weights', a book model's as the run's ``--normalize`` says: ``_normalize`` in :mod:`cnnlab.train.build`)."""
 
     line: str
     normalize: list[list[float]] | None
@@ -54,19 +55,20 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     ``path`` may also hold a state dict of the model's network from elsewhere (``torch.save(model.state_dict())``,
     perhaps inside a training script's or Lightning's checkpoint, keys perhaps under DataParallel's ``module.``):
     it names no classes and no normalisation, so its output layer is kept only where its shape fits, and the input
-    is normalised as the run's ``--normalize`` says.
+    is normalised as :class:`Initialised` says.
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
     own = model.state_dict()
+    foreign = False  # a state dict from elsewhere, not a cnnlab checkpoint
     try:
         ckpt = load_checkpoint(path)
     except ForeignCheckpointError as e:
         if e.held is None:  # not read at all (a pickle of objects, a TorchScript archive): its line says why
             raise
         expected = "a cnnlab checkpoint, or a state dict of this model's network"
-        ckpt = {"model": without_prefix(state_dict_in(e.held, path, expected), set(own))[0], "from elsewhere": True}
+        ckpt, foreign = {"model": without_prefix(state_dict_in(e.held, path, expected), set(own))[0]}, True
     source = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(source, dict):
         raise CnnlabError(f"--init-from {path}: the checkpoint holds no model weights")
@@ -84,14 +86,14 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         theirs = ckpt.get("in_channels", stem.shape[1] if first and stem is not None and stem.dim() == 4 else None)
         hint = f"; pass --channels {theirs} to read this dataset as the checkpoint's input" \
             if first and channels is not None and theirs in (1, 3) and theirs != channels else ""
-        whose = "a state dict from elsewhere" if "from elsewhere" in ckpt else \
+        whose = "a state dict from elsewhere" if foreign else \
             f"model {ckpt.get('model_name')!r}, {theirs} input channel(s)"
         raise CnnlabError(f"--init-from {path}: its weights ({whose}) do not fit this model: {len(body)} tensors "
                           f"besides the output layer differ, first {body[0]} (expected the same model and channels; "
                           f"only the number of classes may change){hint}")
     model.load_state_dict(fitting, strict=False)
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
-    if "from elsewhere" in ckpt:
+    if foreign:
         return Initialised(f"initialised {kept} (a state dict: no classes or normalisation recorded)"
                            + (f"; new: {', '.join(fresh)}" if fresh else ""), None, recorded=False)
     try:
