@@ -10,7 +10,8 @@ the graph where it says it:
 * its height and width: the static ones, square or not, else ``--input-size`` (a dynamic side without it is
   refused);
 * scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
-  any other graph takes pixels / 255 unless ``--mean``/``--std`` say more (the page states which);
+  any other graph takes RGB pixels / 255 unless ``--pixel-range``, ``--bgr``, ``--mean`` and ``--std`` say more
+  (the page states which);
 * class names: ``--classes``, else the ``cnnlab.classes`` metadata, else the image folder's class subfolders;
 * the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen size),
   parameters from the initializers each node reads; first-layer kernels: the first Conv's weight initializer.

@@ -524,7 +524,8 @@ class ModuleModel(_TorchModel):
                  folder_classes: tuple[str, ...] = ()) -> ModuleModel:
         """An ImageNet backbone of the zoo (``imagenet-resnet18``) with its weights from torch.hub's cache, at the
         input size, normalisation and 1,000 class names of the weights' own metadata (flags override the first
-        two)."""
+        two); with ``options.weights``, the same architecture shaped as that state dict has it (input channels,
+        classes: ImageNet's names only for 1,000 outputs) with its weights, fed as the ImageNet weights are."""
         given = options or Options()
         if given.pixel_range or given.bgr:
             flags = " and ".join(f for f in given.scaling_flags() if f in ("--pixel-range", "--bgr"))

@@ -90,7 +90,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
             that do not depend on the run's length (constant, step, multistep): a one-cycle or cosine schedule
             has already been shaped for the original length, and stretching it midway is a different run.
         data_dir: where the run's data is now (its image folder, or a registered dataset's files), when it moved;
-            the run goes on only if its training images are the ones it started with.
+            an image folder must hold the training files the run started with (named relative to it), and a
+            registered dataset's ``.gz`` files are md5-checked as always.
 
     Returns:
         The epoch history, or None when the run is already finished (nothing is written then).
