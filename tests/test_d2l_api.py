@@ -94,6 +94,10 @@ def test_board_in_a_script_prints_one_line_per_refresh_and_saves(tmp_path, capsy
     assert isinstance(fig, matplotlib.figure.Figure) and board.figure() is fig
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train_loss", "val_acc"]
     assert len(fig.axes[0].lines[0].get_xdata()) == 6  # every train_loss point drawn so far
+    fig.axes[0].set_title("my run")
+    assert board.fig.axes[0].get_title() == "my run"  # nothing new: not redrawn over the cell's changes
+    board.draw(6, 0.05, "train_loss")
+    assert len(board.fig.axes[0].lines[0].get_xdata()) == 7
     board.save(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out == ""

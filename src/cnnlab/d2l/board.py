@@ -96,6 +96,7 @@ class ProgressBoard:
         self._last_render = -math.inf  # the first point is drawn at once
         self._handle = None  # IPython display handle, updated in place
         self._printed = collections.Counter()  # per series: averaged points already summarised in an epoch line
+        self._drawn = 0  # averaged points in the figure as last drawn
 
     def draw(self, x: float, y: torch.Tensor | float, label: str, every_n: int = 1) -> None:
         """Add the point ``(x, y)`` to series ``label``; every ``every_n`` points become one averaged point.
@@ -168,8 +169,12 @@ class ProgressBoard:
     @property
     def fig(self) -> Any:
         """The matplotlib figure with the curves drawn so far, as d2l's board holds one after training
-        (``model.board.fig.savefig(...)`` in a script)."""
-        return self.figure()
+        (``model.board.fig.savefig(...)`` in a script); redrawn only when points were added since, so that what a
+        cell changed on it (a title, limits) stays."""
+        points = sum(len(line) for line in self._lines.values())
+        if self._fig is None or points != self._drawn:
+            self.figure()
+        return self._fig
 
     @fig.setter
     def fig(self, value: Any) -> None:
@@ -206,6 +211,7 @@ class ProgressBoard:
         axes.set_yscale(self.yscale)
         if handles:
             axes.legend(handles, labels)
+        self._drawn = sum(len(line) for line in self._lines.values())
         return self._fig
 
     def render(self) -> None:
