@@ -96,7 +96,8 @@ class _BookLoader(DeviceLoader):
     def _pass(self) -> Iterator[list[torch.Tensor]]:
         order = self._order
         if self.shuffle:  # RandomSampler draws its seed when asked for the first index
-            order = self._make_order(0, seed=int(torch.empty((), dtype=torch.int64).random_().item()))
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            order = self._order_from(torch.Generator().manual_seed(seed))
         for b in range(len(self)):
             yield list(self._batch_in(order, b))
 

@@ -151,10 +151,13 @@ class DeviceLoader:
         self._order = self._make_order(0)
 
     # -- order -------------------------------------------------------------------------------------------------
-    def _make_order(self, epoch: int, seed: int | None = None) -> torch.Tensor:
-        """This rank's sample indices for ``epoch`` (shuffled from ``seed`` instead, when given), on the device."""
+    def _make_order(self, epoch: int) -> torch.Tensor:
+        """This rank's sample indices for ``epoch``, on the device."""
+        return self._order_from(torch.Generator().manual_seed(self.seed + epoch))
+
+    def _order_from(self, generator: torch.Generator) -> torch.Tensor:
+        """This rank's sample indices, shuffled (or balanced) with ``generator``, else in order; on the device."""
         n = self.num_items
-        generator = torch.Generator().manual_seed(self.seed + epoch if seed is None else seed)
         if self.balance:
             perm = torch.multinomial(self._sample_weights, n, replacement=True, generator=generator)
         elif self.shuffle:
