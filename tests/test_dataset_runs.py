@@ -235,13 +235,19 @@ def test_a_run_folder_inside_the_image_folder_is_refused_before_anything_is_writ
     assert sorted(data.rglob("*")) == before
 
 
-def test_a_moved_image_folder_is_evaluated_where_data_dir_says_it_is_now(tmp_path, monkeypatch, capsys):
+def _run_then_move_its_folder(tmp_path, monkeypatch, per_class):
+    """A one-epoch run on tmp_path/photos, the folder then renamed to tmp_path/moved; returns (photos, run)."""
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    data = write_folder(tmp_path / "photos", per_class=(4, 3))
+    data = write_folder(tmp_path / "photos", per_class=per_class)
     run = tmp_path / "run"
     assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "1",
                      "--out", str(run), "--quiet", "--no-report"]) == 0
     data.rename(tmp_path / "moved")
+    return data, run
+
+
+def test_a_moved_image_folder_is_evaluated_where_data_dir_says_it_is_now(tmp_path, monkeypatch, capsys):
+    _, run = _run_then_move_its_folder(tmp_path, monkeypatch, (4, 3))
     capsys.readouterr()
     assert cli.main(["eval", str(run / "last.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -292,12 +298,7 @@ def test_a_runs_config_with_a_relative_folder_trains_on_the_same_images_from_ano
 def test_a_run_whose_image_folder_moved_resumes_with_data_dir(tmp_path, monkeypatch, capsys):
     # `--resume` refused --data-dir, and the folder's absence read "... does not exist; expected a folder of class
     # subfolders", with nothing to do about it; eval, report and export took --data-dir already.
-    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    data = write_folder(tmp_path / "photos", per_class=(6, 2))
-    run = tmp_path / "run"
-    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "1",
-                     "--out", str(run), "--quiet", "--no-report"]) == 0
-    data.rename(tmp_path / "moved")
+    data, run = _run_then_move_its_folder(tmp_path, monkeypatch, (6, 2))
     capsys.readouterr()
     assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 2
     assert capsys.readouterr().err.strip() == (f"cnnlab train: error: the run's image folder {data} is not a folder "

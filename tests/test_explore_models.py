@@ -1491,10 +1491,11 @@ def build():
 
 
 @pytest.mark.parametrize("kind", ["module", "pt2", "onnx"])
-def test_values_of_the_networks_own_are_no_stages(tmp_path, monkeypatch, rgb_folder, kind):
+def test_values_of_the_networks_own_without_a_batch_axis_are_no_stages(tmp_path, monkeypatch, rgb_folder, kind):
     """A scalar gate through nn.Sigmoid, and the padding a "SAME" convolution computes (a Clip of a 0-d number in
     ONNX), are computed once for a batch, not per image: each kind failed with an internal error (IndexError) on
-    them, the ONNX one as the file was opened; they are left out of the stages."""
+    them, the ONNX one as the file was opened; they are left out of the stages. (One of leading axis 1, a learnt
+    1 x C x 1 x 1 gate, cannot be told from one image's value by a pass of one image, and is shown.)"""
     (tmp_path / "gated.py").write_text(GATED)
     monkeypatch.syspath_prepend(str(tmp_path))
     import gated
