@@ -539,8 +539,9 @@ class ChannelsLast(nn.Module):
         return self.head((y + z.permute(0, 3, 1, 2)).mean((2, 3)))
 
 
-def _as_three_kinds(net: nn.Module, hw: tuple[int, int], stem) -> dict:
-    """``net`` explored as a module (forward hooks), as its ``.pt2`` and as its ONNX export (at ``stem``)."""
+def _as_three_kinds(net: nn.Module, hw: tuple[int, int], stem, seed: int) -> tuple[dict, torch.Tensor]:
+    """``net`` explored as a module (forward hooks), as its ``.pt2`` and as its ONNX export (at ``stem``); and a
+    random RGB picture of its input size (uint8, seeded)."""
     from cnnlab.explore.torch_models import ModuleModel
 
     x = torch.zeros(1, 3, *hw)
@@ -549,20 +550,19 @@ def _as_three_kinds(net: nn.Module, hw: tuple[int, int], stem) -> dict:
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (x,), str(stem.with_suffix(".onnx")), dynamo=False, input_names=["x"],
                           output_names=["y"], opset_version=17)
-    return {"module": ModuleModel(net, stem.name, Options(input_size=hw)), "pt2": open_model(stem.with_suffix(".pt2")),
-            "onnx": open_model(stem.with_suffix(".onnx"))}
+    models = {"module": ModuleModel(net, stem.name, Options(input_size=hw)),
+              "pt2": open_model(stem.with_suffix(".pt2")), "onnx": open_model(stem.with_suffix(".onnx"))}
+    return models, torch.randint(0, 256, (3, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 def test_channels_last_stages_are_shown_and_explained_as_channels_by_height_by_width(tmp_path):
     # ConvNeXt's and Swin's LayerNorm and GELU outputs (N x H x W x C) were read as N x C x H x W: their "maps" were
     # W x C pictures of H channels, and Grad-CAM (imagenet-convnext_tiny's, on a GELU) a map of the wrong axes.
     net = ChannelsLast().eval()
-    image = torch.randint(0, 256, (3, 12, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
-    x = image[None].float() / 255
+    models, image = _as_three_kinds(net, (12, 20), tmp_path / "last", seed=9)
     with torch.no_grad():
-        norm = net.norm(net.conv(x).permute(0, 2, 3, 1))
+        norm = net.norm(net.conv(image[None] / 255).permute(0, 2, 3, 1))
         want = {"norm": norm.permute(0, 3, 1, 2), "act": net.act(net.fc(norm)).permute(0, 3, 1, 2)}
-    models = _as_three_kinds(net, (12, 20), tmp_path / "last")
     for kind, model in models.items():
         rows = model.stages(image)
         four = [r for r in rows if r.output.dim() == 4]
@@ -601,12 +601,10 @@ def test_channels_last_through_a_patch_merge_and_tokens_is_turned_round(tmp_path
     # of 32 channels shown as 4 channels of 6 x 32), in all three kinds; a permute of any rank now moves the
     # channel axis where it goes, and a reshape keeps it last where the last axis holds whole channels.
     net = PatchMerged().eval()
-    image = torch.randint(0, 256, (3, 16, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(11))
-    x = image[None].float() / 255
+    models, image = _as_three_kinds(net, (16, 24), tmp_path / "merge", seed=11)
     with torch.no_grad():
-        y = net.norm0(net.embed(x).permute(0, 2, 3, 1))
+        y = net.norm0(net.embed(image[None] / 255).permute(0, 2, 3, 1))
         merged = net.norm1(y.reshape(1, 4, 2, 6, 2, 8).permute(0, 1, 3, 4, 2, 5).flatten(3))
-    models = _as_three_kinds(net, (16, 24), tmp_path / "merge")
     for kind, model in models.items():
         shapes = [tuple(r.output.shape[1:]) for r in model.stages(image) if r.output.dim() == 4]
         assert shapes == [(8, 8, 12), (8, 8, 12), (32, 4, 6)], (kind, shapes)
