@@ -56,7 +56,7 @@ from cnnlab.models.imagenet import (
     weights_enum,
     weights_file,
 )
-from cnnlab.models.state_dict import load_state_dict_into, read_state_dict
+from cnnlab.models.state_dict import load_state_dict_into, loaded_note, read_state_dict
 from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row
 
@@ -515,8 +515,7 @@ class ModuleModel(_TorchModel):
             expected = f"a state dict of the network {spec}() builds (its state_dict(), saved by torch.save)"
             dropped = load_state_dict_into(model, read_state_dict(options.weights, expected), options.weights,
                                            f"the network {spec}() builds", expected)
-            note += f" Its weights: {options.weights} (read weights-only" + \
-                (f", its keys without their {dropped!r} prefix)." if dropped else ").")
+            note += f" Its weights: {loaded_note(options.weights, dropped)}"
         return cls(model, spec, options, folder_classes, note=note)
 
     @classmethod
@@ -544,8 +543,7 @@ class ModuleModel(_TorchModel):
             state = read_state_dict(given.weights, expected)
             model, channels, classes = backbone_for(name, state)
             dropped = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)
-            note = f"torchvision's {builder} with the weights of {given.weights} (read weights-only" + \
-                   (f", its keys without their {dropped!r} prefix)." if dropped else ").")
+            note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, dropped)}"
         mean, std = pretrained_normalize(name, channels)
         options = replace(given, input_size=given.input_size or INPUT_SIZE, mean=given.mean or tuple(mean),
                           std=given.std or tuple(std))

@@ -21,6 +21,7 @@ from torch.export.pt2_archive import constants as pt2
 from cnnlab.errors import CnnlabError, summary, weights_only_refusal
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
+ARCHIVES = {"pt2": "a torch.export program (.pt2)", "torchscript": "a TorchScript archive (torch.jit.save)"}
 
 
 def is_state_dict(value: Any) -> bool:
@@ -40,9 +41,9 @@ def held(value: Any) -> str:
 
 
 def zip_kind(path: str | Path) -> str | None:
-    """What other zip archive of torch's ``path`` is: ``"pt2"`` (torch.export names its format in an
-    ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``, as torch.load tells
-    it), or None (a torch.save archive, or no zip archive at all)."""
+    """What other zip archive of torch's ``path`` is, a key of :data:`ARCHIVES`: ``"pt2"`` (torch.export names its
+    format in an ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``, as
+    torch.load tells it), or None (a torch.save archive, or no zip archive at all)."""
     try:
         with zipfile.ZipFile(path) as archive:
             records = {name.split("/", 1)[-1] for name in archive.namelist()}
@@ -67,8 +68,7 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
         raise CnnlabError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; expected {expected}")
     kind = zip_kind(path)  # torch.load would warn, then fail on these
     if kind is not None:
-        what = "a torch.export program (.pt2)" if kind == "pt2" else "a TorchScript archive (torch.jit.save)"
-        raise CnnlabError(f"{path} is {what}, not a state dict; expected {expected}")
+        raise CnnlabError(f"{path} is {ARCHIVES[kind]}, not a state dict; expected {expected}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to build Python objects
@@ -105,6 +105,11 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict
     if all(k.startswith(head) for k in state) and {k[len(head):] for k in state} == keys:
         return {k[len(head):]: v for k, v in state.items()}, head
     return state, ""
+
+
+def loaded_note(path: str | Path, dropped: str) -> str:
+    """The page's words for weights :func:`load_state_dict_into` put in from ``path``, ``dropped`` its return."""
+    return f"{path} (read weights-only" + (f", its keys without their {dropped!r} prefix)." if dropped else ").")
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,

@@ -17,7 +17,7 @@ import torch
 from cnnlab.data import CLASSES, MEAN, STD
 from cnnlab.errors import CheckpointError, ForeignCheckpointError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
-from cnnlab.models.state_dict import held, zip_kind
+from cnnlab.models.state_dict import ARCHIVES, held, zip_kind
 
 FORMAT = "cnnlab-checkpoint"
 # Version 2 adds the "dataset" entry (name, classes, channels, stored image side, mean/std, flip policy) that
@@ -60,12 +60,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               "torch.save writes); expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
     kind = zip_kind(path) if head == b"PK" else None  # zip archives too, whose failure torch would call corrupt
     if kind == "pt2":
-        raise CheckpointError(f"{path} is a torch.export program (.pt2), not a cnnlab checkpoint: cnnlab explore opens "
-                              "it; expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
+        raise CheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint: cnnlab explore opens it; "
+                              "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
     if kind == "torchscript":  # its forward is code from the file, which cnnlab does not run (and torch deprecates)
-        raise ForeignCheckpointError(f"{path} is a TorchScript archive (torch.jit.save), not a cnnlab checkpoint, "
-                                     "and its code is not run from a file; expected a .pt file written by cnnlab "
-                                     "train, e.g. RUN_DIR/best.pt")
+        raise ForeignCheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint, and its code is not run "
+                                     "from a file; expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
     try:
         with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)

@@ -134,7 +134,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                               f"with a {'/'.join(EXTENSIBLE_SCHEDULES)} schedule (start a new run, e.g. with "
                               f"--init-from {Path(run_dir) / 'last.pt'})")
         config = dataclasses.replace(config, epochs=epochs)
-    if config != TrainConfig(**saved_config):
+    if dataclasses.asdict(config) != state["config"]:  # moved data or more epochs: the checkpoints record them
         state = {**state, "config": dataclasses.asdict(config)}
     with torch_switches_restored():
         trainer = build_trainer(config, quiet=quiet, report=report and state.get("report", True), on_epoch=on_epoch,
