@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import save_file
 from torch import nn
 
 from cnnlab.errors import CnnlabError
@@ -1412,6 +1413,11 @@ def test_a_program_saved_as_pt_opens_and_a_state_dict_is_told_how_to_be_explored
                                           r"\(torch.export.save\), or built by name \(imagenet-resnet18\) or by "
                                           r"module:function with a state dict as --weights FILE$"):
         open_model(tmp_path / "weights.pth")
+    save_file(net.state_dict(), tmp_path / "weights.safetensors")  # it read "no model this explorer opens"
+    with pytest.raises(CnnlabError, match=r"weights.safetensors is not a cnnlab checkpoint: it holds a state dict of "
+                                          r"4 tensors .* \(safetensors\); .*; a network from elsewhere is explored "
+                                          r"as .onnx, .* with a state dict as --weights FILE$"):
+        open_model(tmp_path / "weights.safetensors")
 
 
 def test_weights_go_into_the_network_module_function_builds_and_nowhere_else(tmp_path, monkeypatch, rgb_folder,

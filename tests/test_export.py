@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 import report_fixtures
 from cnnlab import export as export_module
 from cnnlab.cli import main
-from cnnlab.data import CLASSES, MEAN, STD, load_fashion_mnist
+from cnnlab.data import CLASSES, MEAN, STD, Preprocess, load_fashion_mnist
 from cnnlab.errors import CnnlabError
 from cnnlab.export import export_checkpoint
 from cnnlab.inference import load_trained
@@ -117,8 +119,7 @@ def test_a_failed_check_leaves_no_file(trained_run, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("fmt, match", [("torchscript", "deprecated"), ("safetensors", "not a cnnlab dependency"),
-                                        ("tflite", "one of onnx, pt2")])
+@pytest.mark.parametrize("fmt, match", [("torchscript", "deprecated"), ("tflite", "one of onnx, pt2")])
 def test_unsupported_formats_and_bad_outputs(trained_run, tmp_path, fmt, match):
     with pytest.raises(CnnlabError, match=match):
         export_checkpoint(trained_run / "last.pt", tmp_path / "m", format=fmt)
@@ -251,7 +252,7 @@ def test_int8_calibration_arguments(trained_run, tmp_path, kwargs, match):
 
 
 def test_verify_export_float_formats_agree_on_every_test_image(trained_run, tmp_path):
-    for fmt, name in (("onnx", "m.onnx"), ("pt2", "m.pt2")):
+    for fmt, name in (("onnx", "m.onnx"), ("pt2", "m.pt2"), ("safetensors", "m.safetensors")):
         out = export_checkpoint(trained_run / "last.pt", tmp_path / name, format=fmt)
         agreement = export_module.verify_export(trained_run / "last.pt", out, images=300)
         assert (agreement.images, agreement.agree) == (300, 300) and agreement.max_abs_diff <= 1e-4
@@ -285,6 +286,26 @@ def test_cli_export_int8_prints_the_agreement(trained_run, tmp_path, capsys):
     agree = int(lines[1].split(" on ")[1].split("/")[0])
     assert lines[1].startswith("top-1 agrees with PyTorch on ") and "/200 test images" in lines[1]
     assert agree >= INT8_BOUND * 200
+
+
+def test_safetensors_holds_the_network_and_says_how_to_feed_it(trained_run, tmp_path):
+    """The network's weights alone, as the Hub and timm publish them: they load into a network built afresh, which
+    fed as the metadata says gives the checkpoint's logits; nothing else is in the file."""
+    out = export_checkpoint(trained_run / "last.pt", tmp_path / "lenet.safetensors", format="safetensors")
+    with safe_open(out, "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pt" and json.loads(meta["cnnlab.classes"]) == list(CLASSES)
+    network = create_model(meta["cnnlab.model"], num_classes=len(CLASSES), in_channels=1)
+    network.load_state_dict(load_file(out))  # strict: every key of the network, nothing more
+    mean, std = (None, None) if meta["cnnlab.mean"] == "none" else (json.loads(meta["cnnlab.mean"]),
+                                                                     json.loads(meta["cnnlab.std"]))
+    assert (mean is None) == (load_trained(trained_run / "last.pt").meta.mean is None)
+    x = _real_batch(6)
+    with torch.no_grad():
+        got = network.eval()(Preprocess(int(meta["cnnlab.input_size"]), mean, std)(x)).numpy()
+    assert np.abs(got - _torch_logits(trained_run / "last.pt", x)).max() <= 1e-5
+    with pytest.raises(CnnlabError, match=r"--format safetensors writes a .safetensors file; got --output"):
+        export_checkpoint(trained_run / "last.pt", tmp_path / "lenet.pt", format="safetensors")
 
 
 def test_pt2_loads_without_cnnlab(trained_run, tmp_path):

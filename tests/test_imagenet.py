@@ -16,6 +16,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from safetensors.torch import save_file
 
 import cnnlab.train
 from cnnlab.cli import main
@@ -371,6 +372,9 @@ def _photo_folder(root: Path) -> Path:
 def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, tmp_path, capsys):
     """The practitioner's path on grey photos: train with --pretrained, then eval, predict, report and export from
     the checkpoint alone (the weights file deleted): its preprocessing came from the weights' metadata into it."""
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.sources import open_model
+
     _write_weights(SMALL)
     photos, run = _photo_folder(tmp_path / "photos"), tmp_path / "run"
     assert main(["train", SMALL, "--pretrained", "--recipe", "finetune", "--epochs", "2", "--dataset",
@@ -388,6 +392,15 @@ def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, t
     assert main(["predict", str(run / "last.pt"), str(photos / "cat" / "0.png")]) == 0
     assert main(["report", str(run)]) == 0  # feature maps walk the model's stages (torchvision's flatten included)
     assert main(["export", str(run / "last.pt"), "--output", str(tmp_path / "photos.onnx")]) == 0
+    # the network's weights alone, for a program that builds torchvision's architecture: the explorer is one
+    assert main(["export", str(run / "last.pt"), "--format", "safetensors", "--output",
+                 str(tmp_path / "photos.safetensors")]) == 0
+    explored = open_model(SMALL, Options(input_size=32, weights=tmp_path / "photos.safetensors"))
+    assert explored.spec.channels == 1 and len(explored.classes) == 3
+    images = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = trained.model(trained.preprocess(images.float() / 255))
+    assert torch.allclose(explored.logits(images), expected, atol=1e-4)
 
 
 def test_lr_find_sweeps_the_run_fine_tuning_would_start(torch_home, tmp_path, capsys, monkeypatch):
@@ -437,6 +450,32 @@ def test_explore_opens_a_backbone_fine_tuned_elsewhere_from_its_state_dict(torch
                                           r"mobilenet_v3_small") as e:
         open_model(SMALL, Options(weights=tmp_path / "other.pth"))
     assert "\n" not in str(e.value)
+
+
+def test_a_backbones_safetensors_file_is_explored_and_starts_a_run(torch_home, tmp_path):
+    """Weights from the Hugging Face Hub or timm come as ``model.safetensors`` (timm's ResNets keep torchvision's
+    key names): `explore imagenet-resnet18 --weights model.safetensors` and `train --init-from` read them as the
+    tensors they are; they were refused ("not a PyTorch checkpoint", "not a readable weights-only state dict")."""
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.sources import open_model
+
+    torch.manual_seed(2)
+    theirs = torchvision.models.resnet18(num_classes=5).eval()
+    save_file(theirs.state_dict(), tmp_path / "model.safetensors", metadata={"format": "pt"})
+    explored = open_model("imagenet-resnet18", Options(input_size=32, weights=tmp_path / "model.safetensors"))
+    assert len(explored.classes) == 5 and "model.safetensors (read weights-only)" in explored.notes[0]
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in imagenet.pretrained_normalize("imagenet-resnet18", 3))
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(explored.logits(images), theirs((images.float() / 255 - mean) / std), atol=1e-4)
+    cfg = make_config("imagenet-resnet18", init_from=str(tmp_path / "model.safetensors"), epochs=1, batch_size=8,
+                      resize=32)
+    body = build_run(cfg, dataset=_dataset(3)).model.state_dict()
+    assert torch.equal(body["layer4.1.conv2.weight"].cpu(), theirs.state_dict()["layer4.1.conv2.weight"])
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:4096])
+    with pytest.raises(CnnlabError, match=r"^.*cut.safetensors is not a readable safetensors file \(truncated or "
+                                          r"damaged: .*\); expected a state dict of torchvision's resnet18"):
+        open_model("imagenet-resnet18", Options(weights=tmp_path / "cut.safetensors"))
 
 
 def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preprocessing(torch_home):

@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 import cnnlab.io
 from cnnlab import cli
 from cnnlab.errors import CheckpointError
 from cnnlab.inference import load_trained
+from cnnlab.models.state_dict import is_safetensors
 from cnnlab.runs import checkpoint
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train import build_trainer, make_config
@@ -228,6 +230,35 @@ def test_a_file_from_elsewhere_says_what_it_holds(tmp_path, capsys, content, hol
     with pytest.raises(CheckpointError, match=f"other.pth is not a cnnlab checkpoint: it holds {holds}; expected "
                                               "format 'cnnlab-checkpoint', as cnnlab train writes$"):
         load_checkpoint(tmp_path / "other.pth")
+
+
+def test_a_safetensors_file_says_what_it_holds_and_a_damaged_one_is_one_line(tmp_path, capsys):
+    # Weights from the Hugging Face Hub or timm come as .safetensors; it read "not a PyTorch checkpoint".
+    weights = {"conv1.weight": torch.ones(2, 1, 3, 3), "conv1.bias": torch.zeros(2)}
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"model.safetensors is not a cnnlab checkpoint: it holds a state dict "
+                                              r"of 2 tensors \(the first 'conv1.bias'\), weights without a network "
+                                              r"\(safetensors\); expected a .pt file") as info:
+        load_checkpoint(tmp_path / "model.safetensors")
+    assert torch.equal(info.value.held["conv1.weight"], weights["conv1.weight"])  # what --init-from takes up
+    whole = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(whole[:-8])
+    with pytest.raises(CheckpointError, match=r"cut.safetensors is not a readable safetensors file \(truncated or "
+                                              r"damaged: .*\); expected a .pt file written by cnnlab train$"):
+        load_checkpoint(tmp_path / "cut.safetensors")
+    for argv in (["eval", str(tmp_path / "cut.safetensors")], ["predict", str(tmp_path / "model.safetensors"), "x"]):
+        code, err = _cli_in_process(argv, capsys)
+        assert code == 2 and len(err) == 1 and "safetensors" in err[0], err
+
+
+@pytest.mark.parametrize("head", [b"", b"\x07\x00\x00\x00\x00\x00\x00\x00{", b"\x02\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_only_a_file_laid_out_as_safetensors_is_read_as_one(tmp_path, head):
+    # the header's length must lie within the file: a stray '{' at byte 8 of a short file is no safetensors file
+    (tmp_path / "f").write_bytes(head)
+    assert is_safetensors(tmp_path / "f") == (head.endswith(b"{}"))
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+    assert not is_safetensors(tmp_path / "w.pt") and not is_safetensors(tmp_path / "missing")
+    assert is_safetensors(tmp_path / "cut.SafeTensors")  # by its name: a damaged one is read to say the damage
 
 
 # ------------------------------------------------------------------------------------------ pickle payloads

@@ -431,10 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint for deployment (ONNX with preprocessing inside)")
     p.add_argument("checkpoint")
-    p.add_argument("--format", default="onnx", choices=("onnx", "pt2", "onnx-int8"),
+    p.add_argument("--format", default="onnx", choices=("onnx", "pt2", "onnx-int8", "safetensors"),
                    help="onnx (onnxruntime-verified), onnx-int8 (onnxruntime static quantization, needs "
-                        "--calibration) or pt2 (torch.export); TorchScript is deprecated in torch 2.14")
-    p.add_argument("--output", required=True, help="the file to write: .onnx (onnx, onnx-int8) or .pt2")
+                        "--calibration), pt2 (torch.export) or safetensors (the network's weights alone, for a "
+                        "program that builds it: torchvision's architecture for an ImageNet backbone); TorchScript "
+                        "is deprecated in torch 2.14")
+    p.add_argument("--output", required=True, help="the file to write: .onnx (onnx, onnx-int8), .pt2 or "
+                   ".safetensors")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--calibration", metavar="N", type=_flag_type(_count("--calibration")),
                    help="onnx-int8: calibrate on N training images of the checkpoint's dataset (e.g. 256)")
@@ -469,9 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a model that "
                    "ends in Sigmoid is read so anyway, and without it a model of one output is a binary classifier")
     p.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict(), FILE), read "
-                   "weights-only) for the network named: an ImageNet backbone's architecture fine-tuned elsewhere "
-                   "(imagenet-resnet18 --weights mine.pth: its classes and input channels read from the file) or "
-                   "what module:function builds")
+                   "weights-only, or a .safetensors file) for the network named: an ImageNet backbone's architecture "
+                   "fine-tuned elsewhere (imagenet-resnet18 --weights mine.pth: its classes and input channels read "
+                   "from the file) or what module:function builds")
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
                    "network) with the chosen images through every stage, instead of serving")
     p.add_argument("--force", action="store_true", help="overwrite an existing --export file")

@@ -17,7 +17,13 @@ Formats:
   nothing is written.
 * ``pt2``: a ``torch.export`` ExportedProgram (``torch.export.save``), loadable with ``torch.export.load`` and no
   cnnlab. This replaces TorchScript, which torch 2.14 deprecates (``torch.jit.trace`` and ``torch.jit.load`` raise
-  FutureWarnings), so cnnlab does not offer it. ``safetensors`` is not offered either: it is not a dependency.
+  FutureWarnings), so cnnlab does not offer it.
+* ``safetensors``: the network's weights alone, its own ``state_dict`` without the preprocessing, in the format the
+  Hugging Face Hub and timm publish weights in (tensors and a JSON header, nothing that runs). The metadata adds what
+  a program that builds the network needs to feed it: ``cnnlab.mean`` and ``cnnlab.std`` (or ``none``), the input
+  side, the classes. An ImageNet backbone's weights load into torchvision's architecture of that name (a grey run's
+  first convolution takes one channel), a book model's into ``cnnlab.models.create_model``; ``cnnlab explore
+  imagenet-NAME --weights FILE`` opens the former. Checked by loading the file into a network built afresh.
 
 :func:`verify_export` measures any exported file against its checkpoint on test images (top-1 agreement and the
 largest logit difference); ``cnnlab export --verify N`` prints it. The speed of each format on a CPU is measured
@@ -41,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 from torch import nn
 
 from cnnlab.checks import is_int
@@ -48,11 +56,12 @@ from cnnlab.errors import CnnlabError
 from cnnlab.inference import Trained, check_same_classes, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
+from cnnlab.models.state_dict import load_state_dict_into, read_safetensors
 from cnnlab.picture import CENTRE_CROP, SQUARE_KEY
 from cnnlab.pt2_check import checked_pt2
 
-FORMATS = ("onnx", "pt2", "onnx-int8")
-SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "pt2": ".pt2"}
+FORMATS = ("onnx", "pt2", "onnx-int8", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 # Largest difference of logits, export vs PyTorch: TOLERANCE plus RELATIVE_TOLERANCE of the largest logit. float32
 # rounds in another order in each runtime, and a model with logits in the hundreds or thousands (a ResNet-34 or a
 # RegNet trained briefly) differs by more than 1e-4 absolutely, as eager PyTorch does with itself between batch sizes.
@@ -72,8 +81,6 @@ TTA_NOTE = ("the run's figures average the logits of each image and of its left-
 UNSUPPORTED = {
     "torchscript": "TorchScript is deprecated in torch 2.14 (torch.jit.trace raises FutureWarning); use pt2 "
                    "(torch.export, its successor) or onnx",
-    "safetensors": "the safetensors package is not a cnnlab dependency; use pt2 or onnx (or save "
-                   "checkpoint['model'] with safetensors.torch.save_file yourself)",
 }
 
 
@@ -235,6 +242,39 @@ def _write_pt2(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: d
     _check(lambda x: loaded(x).detach().numpy(), wrapped, shape, "the torch.export program")
 
 
+def _network(meta) -> nn.Module:
+    """A new network of the checkpoint's build in torch's layers, the same ``state_dict`` keys as either ops'."""
+    return create_model(meta.model_name, num_classes=meta.num_classes, in_channels=meta.channels, ops="torch")
+
+
+def _network_from(path: str | Path, trained: Trained) -> nn.Module:
+    """The network of ``trained``'s build with the weights of the safetensors file ``path``, in eval mode."""
+    expected = f"a .safetensors file that cnnlab export wrote of a {trained.meta.model_name}"
+    network = _network(trained.meta)
+    load_state_dict_into(network, read_safetensors(path, expected), path, f"a {trained.meta.model_name}", expected)
+    return network.eval()
+
+
+def _write_safetensors(trained: Trained, model: nn.Module, tmp: str, shape: tuple[int, int],
+                       metadata: dict[str, str]) -> None:
+    meta = trained.meta
+    normalised = meta.mean is not None
+    metadata = {**metadata, "format": "pt",  # what Hugging Face's loaders look for: PyTorch tensors
+                "cnnlab.input": f"float32 N x {meta.channels} x {meta.input_size} x {meta.input_size}: the image in "
+                                f"[0, 1] resized (bilinear) to {meta.input_size} px"
+                                + (", minus cnnlab.mean, divided by cnnlab.std, per channel" if normalised else ""),
+                "cnnlab.mean": json.dumps(list(meta.mean)) if normalised else "none",
+                "cnnlab.std": json.dumps(list(meta.std)) if normalised else "none"}
+    try:  # contiguous copies: a view (a transposed weight) is refused, as are two names for one tensor
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp, metadata=metadata)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CnnlabError(f"safetensors cannot hold this network's weights ({' '.join(str(e).split())[:200]}); use "
+                          "onnx or pt2") from None
+    loaded = nn.Sequential(trained.preprocess, _network_from(tmp, trained))
+    _check(lambda x: loaded(x).detach().numpy(), nn.Sequential(trained.preprocess, model).eval(), shape,
+           "the safetensors weights in a new network")
+
+
 def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, format: str = "onnx", force: bool = False,
                       calibration: int | None = None, data_dir: str | Path | None = None) -> Path:
     """Export a checkpoint's model, with its preprocessing inside, to one file, verified against PyTorch.
@@ -242,9 +282,9 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
     Args:
         checkpoint: a ``.pt`` file written by ``cnnlab train`` (its EMA weights when the run kept them), or one
             loaded already by :func:`cnnlab.inference.load_trained` (on the CPU).
-        output: the file to write, ending in ``.onnx`` (onnx, onnx-int8) or ``.pt2``.
-        format: ``"onnx"``, ``"onnx-int8"`` or ``"pt2"`` (see the module docstring for why not TorchScript or
-            safetensors).
+        output: the file to write, ending in ``.onnx`` (onnx, onnx-int8), ``.pt2`` or ``.safetensors``.
+        format: ``"onnx"``, ``"onnx-int8"``, ``"pt2"`` or ``"safetensors"`` (see the module docstring for why not
+            TorchScript).
         force: overwrite ``output`` if it exists.
         calibration: onnx-int8 only, and required there: how many training images calibrate the activations.
         data_dir: onnx-int8: the dataset's folder (default: where the run found it).
@@ -283,7 +323,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
     if meta.ops == "scratch":
         # The from-scratch layers loop over the batch in Python, which tracing would fix to the example's size; the
         # same weights in torch's layers (the same state_dict keys) compute the same function for any batch.
-        model = create_model(meta.model_name, num_classes=meta.num_classes, in_channels=meta.channels, ops="torch")
+        model = _network(meta)
         model.load_state_dict(trained.model.state_dict())
     wrapped = nn.Sequential(trained.preprocess, model).eval()
     shape = (meta.channels, meta.image_size)
@@ -302,6 +342,9 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
                                                           data.test_images[:INT8_CHECK_IMAGES]))
         return output
+    if format == "safetensors":
+        atomic_write(output, lambda tmp: _write_safetensors(trained, model.eval(), tmp, shape, metadata))
+        return output
     write = _write_onnx if format == "onnx" else _write_pt2
     atomic_write(output, lambda tmp: write(wrapped, tmp, shape, metadata))
     return output
@@ -316,27 +359,31 @@ def _dataset(trained, data_dir: str | Path | None):
 
 def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 1000,
                   data_dir: str | Path | None = None) -> Agreement:
-    """Compare an exported file (``.onnx`` or ``.pt2``) with its checkpoint's PyTorch model on test images.
+    """Compare an exported file (``.onnx``, ``.pt2`` or ``.safetensors``) with its checkpoint's PyTorch model on
+    test images.
 
     Both get the first ``images`` test images of the checkpoint's dataset as the export takes them (uint8 / 255);
     the PyTorch side is the plain model without flip-TTA, as exported.
 
     Raises:
-        CnnlabError: ``images`` is not a positive integer, the file is neither ``.onnx`` nor ``.pt2``, or the
-            checkpoint or its dataset cannot be read.
+        CnnlabError: ``images`` is not a positive integer, the file is not ``.onnx``, ``.pt2`` or ``.safetensors``, or
+            the checkpoint or its dataset cannot be read.
 
     Example:
         >>> print(verify_export("runs/lenet/best.pt", "lenet.onnx", images=500))  # doctest: +SKIP
         top-1 agrees with PyTorch on 500/500 test images (100.00%); largest logit difference 2.38e-06
     """
     exported = Path(exported)
-    if exported.suffix.lower() not in (".onnx", ".pt2"):
-        raise CnnlabError(f"expected an exported .onnx or .pt2 file, got {str(exported)!r}")
+    if exported.suffix.lower() not in (".onnx", ".pt2", ".safetensors"):
+        raise CnnlabError(f"expected an exported .onnx, .pt2 or .safetensors file, got {str(exported)!r}")
     trained = load_trained(checkpoint, "cpu")
     test_images = _test_images(trained, images, data_dir)
     wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
     if exported.suffix.lower() == ".onnx":
         run = _onnx_runner(exported)
+    elif exported.suffix.lower() == ".safetensors":
+        loaded = nn.Sequential(trained.preprocess, _network_from(exported, trained))
+        run = lambda x: loaded(x).detach().numpy()  # noqa: E731
     else:
         program = torch.export.load(io.BytesIO(checked_pt2(exported))).module()  # any file: checked first
         run = lambda x: program(x).detach().numpy()  # noqa: E731

@@ -19,7 +19,7 @@ from cnnlab.explore.torch_models import ExportedModel, ModuleModel
 from cnnlab.models.imagenet import BACKBONES
 from cnnlab.models.state_dict import zip_kind
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")  # read as cnnlab checkpoints; weights alone are named
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 

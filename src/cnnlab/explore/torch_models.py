@@ -56,7 +56,7 @@ from cnnlab.models.imagenet import (
     weights_enum,
     weights_file,
 )
-from cnnlab.models.state_dict import load_state_dict_into, loaded_note, read_state_dict
+from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_state_dict
 from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row
 
@@ -512,7 +512,7 @@ class ModuleModel(_TorchModel):
         note = f"Imported {module_name} and called {function}() because you named it: this is the one way the " \
                "explorer runs code of yours."
         if options.weights is not None:
-            expected = f"a state dict of the network {spec}() builds (its state_dict(), saved by torch.save)"
+            expected = f"a state dict of the network {spec}() builds (its state_dict(), {SAVED})"
             dropped = load_state_dict_into(model, read_state_dict(options.weights, expected), options.weights,
                                            f"the network {spec}() builds", expected)
             note += f" Its weights: {loaded_note(options.weights, dropped)}"
@@ -539,7 +539,7 @@ class ModuleModel(_TorchModel):
             note = f"torchvision's {builder} with its {BACKBONES[name].weights} weights (read weights-only from " \
                    f"{weights_file(name)})."
         else:  # the architecture, with a state dict of it from elsewhere (fine-tuned on other classes, perhaps)
-            expected = f"a state dict of torchvision's {builder} (its model.state_dict(), saved by torch.save)"
+            expected = f"a state dict of torchvision's {builder} (its model.state_dict(), {SAVED})"
             state = read_state_dict(given.weights, expected)
             model, channels, classes = backbone_for(name, state)
             dropped = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)

@@ -1,10 +1,11 @@
 """A network's weights from a file: a state dict read weights-only, and put into a network exactly.
 
-The file is read by ``torch.load(weights_only=True)``, so a file that wants to build Python objects is refused and
-its code never runs. What other tools save around a state dict is read through: a dict holding one under
-``state_dict`` or ``model`` (a training script's or PyTorch Lightning's checkpoint), and keys that all carry one
-prefix the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, a Lightning module's
-attribute name), which is dropped only when the keys then fit the network exactly.
+The file is read by ``torch.load(weights_only=True)``, so a file that wants to build Python objects is refused and its
+code never runs; a ``.safetensors`` file (Hugging Face's format, which timm's and the Hub's weights come in) by the
+safetensors library, whose format holds tensors and nothing else. What other tools save around a state dict is read
+through: a dict holding one under ``state_dict`` or ``model`` (a training script's or PyTorch Lightning's checkpoint),
+and keys that all carry one prefix the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, a
+Lightning module's attribute name), which is dropped only when the keys then fit the network exactly.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 from torch.export.pt2_archive import constants as pt2
 
 from cnnlab.errors import CnnlabError, summary, weights_only_refusal
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
+SAVED = "saved by torch.save or as .safetensors"  # the two ways a state dict comes, for "expected ..." lines
 ARCHIVES = {"pt2": "a torch.export program (.pt2)", "torchscript": "a TorchScript archive (torch.jit.save)"}
 
 
@@ -52,6 +56,35 @@ def zip_kind(path: str | Path) -> str | None:
     return "pt2" if pt2.ARCHIVE_FORMAT_PATH in records else "torchscript" if "constants.pkl" in records else None
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` is a safetensors file: named ``.safetensors`` (read as one even when damaged, so that the
+    damage is what its error line names), or laid out as one under any name: the length of its JSON header (8 bytes,
+    little-endian) within the file, then the header's ``{``."""
+    if Path(path).suffix.lower() == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = f.seek(0, 2)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
+
+
+def read_safetensors(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``path``, on the CPU.
+
+    Raises:
+        CnnlabError: one line: the file is damaged (its header or its data).
+    """
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, TypeError) as e:  # a header the library cannot parse, or a dtype
+        # this torch lacks
+        raise CnnlabError(f"{path} is not a readable safetensors file (truncated or damaged: {summary(e)}); expected "
+                          f"{expected}") from None
+
+
 def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "") -> dict[str, torch.Tensor]:
     """The tensors of the state dict in ``path`` (:func:`state_dict_in` what a weights-only read gives).
 
@@ -66,6 +99,8 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; expected {expected}")
+    if is_safetensors(path):
+        return state_dict_in(read_safetensors(path, expected), path, expected)
     kind = zip_kind(path)  # torch.load would warn, then fail on these
     if kind is not None:
         raise CnnlabError(f"{path} is {ARCHIVES[kind]}, not a state dict; expected {expected}")

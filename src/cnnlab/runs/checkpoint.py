@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from cnnlab.data import CLASSES, MEAN, STD
-from cnnlab.errors import CheckpointError, ForeignCheckpointError, summary, weights_only_refusal
+from cnnlab.errors import CheckpointError, CnnlabError, ForeignCheckpointError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
-from cnnlab.models.state_dict import ARCHIVES, held, zip_kind
+from cnnlab.models.state_dict import ARCHIVES, held, is_safetensors, read_safetensors, zip_kind
 
 FORMAT = "cnnlab-checkpoint"
 # Version 2 adds the "dataset" entry (name, classes, channels, stored image side, mean/std, flip policy) that
@@ -52,6 +52,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             head = f.read(2)
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if is_safetensors(path):  # weights from elsewhere (timm's, the Hub's): tensors only, so reading them is safe
+        try:
+            state = read_safetensors(path, "a .pt file written by cnnlab train")
+        except CnnlabError as e:
+            raise CheckpointError(str(e)) from None
+        raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {held(state)} (safetensors); "
+                                     "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt", state)
     # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
     # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
     # call an unsupported operand.

@@ -121,7 +121,8 @@ class TrainConfig:
     accumulate: int = _f(1, "batches whose gradients are summed before each optimizer step")
     init_from: str | None = _f(None, "start from the weights of another run's checkpoint (a new classifier head "
                                      "when the classes differ: fine-tuning, d2l 14.2), or of a state dict of the "
-                                     "model's network saved elsewhere (torch.save(model.state_dict(), FILE))")
+                                     "model's network saved elsewhere (torch.save(model.state_dict(), FILE), or "
+                                     "a .safetensors file)")
     freeze: bool = _f(False, "with --init-from or --pretrained: train only the classifier's last layer")
     pretrained: bool = _f(False, "start from the model's ImageNet weights (see `cnnlab models --pretrained`; read "
                                  "from $TORCH_HOME/hub/checkpoints), with a new head and their own normalisation")

@@ -53,9 +53,9 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     the checkpoint's, it starts fresh even where the counts match (a 10-class digits head is no Fashion-MNIST head).
 
     ``path`` may also hold a state dict of the model's network from elsewhere (``torch.save(model.state_dict())``,
-    perhaps inside a training script's or Lightning's checkpoint, keys perhaps under DataParallel's ``module.``):
-    it names no classes and no normalisation, so its output layer is kept only where its shape fits, and the input
-    is normalised as :class:`Initialised` says.
+    perhaps inside a training script's or Lightning's checkpoint, or a ``.safetensors`` file; keys perhaps under
+    DataParallel's ``module.``): it names no classes and no normalisation, so its output layer is kept only where its
+    shape fits, and the input is normalised as :class:`Initialised` says.
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
