@@ -149,7 +149,7 @@ def request(server, method: str, target: str, body: bytes | None = None, headers
         response = conn.getresponse()
         data = response.read()
         kind = response.getheader("content-type", "")
-        return response.status, json.loads(data) if "json" in kind else data
+        return response.status, json.loads(data) if "json" in kind and method != "HEAD" else data
     finally:
         conn.close()
 
@@ -191,6 +191,18 @@ def test_a_folder_the_page_cannot_open_does_not_take_the_table_down(server, expl
     finally:
         for folder in odd:
             shutil.rmtree(folder)
+
+
+def test_a_folder_named_in_another_encoding_is_listed_with_a_replacement_character(server, explore_root):
+    """A run folder whose name is not UTF-8 (Latin-1 from an old archive): encoding the JSON failed, and the whole
+    runs table answered 500. The name is listed with U+FFFD where its byte was."""
+    latin = explore_root / os.fsdecode(b"caf\xe9-run")
+    shutil.copytree(explore_root / "lenet", latin)
+    try:
+        status, body = request(server, "GET", "/api/runs")
+        assert status == 200 and "caf\ufffd-run" in {r["run"] for r in body["runs"]}
+    finally:
+        shutil.rmtree(latin)
 
 
 def test_a_time_budgeted_run_in_training_shows_no_planned_epochs(explore_root, tmp_path):
@@ -357,6 +369,25 @@ def test_bad_uploads_are_refused_in_one_line(server, body, headers, code, match)
     assert status == code and match in r["error"] and "\n" not in r["error"], r
 
 
+def test_a_post_is_the_file_alone_and_queries_are_read_strictly(server):
+    """A POST that also names a test image (the body won unsaid), a form instead of the file's bytes ("not an
+    image"), integers int() reads but no page sends (1_0 as 10, other scripts' digits), and HEAD, which took the
+    upload branch (400 where GET gives 200)."""
+    png = png_bytes(Image.new("L", (28, 28), 128))
+    status, r = request(server, "POST", "/api/analyze?run=lenet&index=0", png)
+    assert status == 400 and r["error"].startswith("a POST analyses the image file in its body; ?index= picks")
+    form = b"--b\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n\r\n" + png + b"\r\n--b--\r\n"
+    status, r = request(server, "POST", "/api/analyze?run=lenet", form,
+                        {"Content-Type": "multipart/form-data; boundary=b"})
+    assert status == 400 and "expected the image file's bytes as the request body" in r["error"]
+    for value in ("1_0", "%D9%A1", "+1"):
+        status, r = request(server, "GET", f"/api/analyze?run=lenet&index={value}")
+        assert status == 400 and r["error"].startswith("expected an integer ?index=, got"), (value, r)
+    status, r = request(server, "GET", "/api/ops?op=corr&input=book&kernel=book&stride=1_0")
+    assert status == 400 and r["error"] == "expected an integer ?stride=, got '1_0'"
+    assert request(server, "HEAD", "/api/analyze?run=lenet&index=0", timeout=120)[0] == 200
+
+
 def test_an_oversized_chunked_upload_is_cut_off(server):
     host, port = server.url.split("//")[1].strip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
@@ -374,6 +405,21 @@ def test_an_oversized_chunked_upload_is_cut_off(server):
                 break
             reply += data
     assert b" 413 " in reply.split(b"\r\n")[0] and b"larger than 8 MiB" in reply
+
+
+def test_an_icon_is_refused_without_decoding_the_picture_inside(monkeypatch):
+    """Pillow decodes an ICO while opening it, its largest frame whatever the icon's directory says: a 650 KB icon
+    holding a 13000 x 13000 PNG took 0.5 GB before the pixel limit was checked."""
+    from PIL import IcoImagePlugin
+
+    from cnnlab.explore.images import decode_upload
+
+    inner = png_bytes(Image.new("L", (5000, 4000)))
+    icon = (b"\x00\x00\x01\x00\x01\x00" + bytes([1, 1, 0, 0]) + (1).to_bytes(2, "little") + (32).to_bytes(2, "little")
+            + len(inner).to_bytes(4, "little") + (22).to_bytes(4, "little") + inner)  # its directory says 1 x 1
+    monkeypatch.setattr(IcoImagePlugin.IcoImageFile, "load", lambda self: pytest.fail("the icon was decoded"))
+    with pytest.raises(CnnlabError, match=r"^the upload is not an image of a format read here \(expected PNG, JPEG"):
+        decode_upload(icon, 1, 28)
 
 
 def test_the_decoder_refuses_a_bomb_before_decoding():

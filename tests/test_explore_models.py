@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import re
 import shutil
 import sys
@@ -1130,6 +1131,17 @@ def test_static_page(lenet, grey_folder, tmp_path, capsys):
         build_page(model, images, budget=1000)
 
 
+def test_the_page_of_a_model_named_in_another_encoding_is_written(tmp_path, lenet, grey_folder):
+    """A file name that is not UTF-8 (Latin-1 from an old archive) went into the page's title as it was, and writing
+    the page failed with an internal UnicodeEncodeError; the title shows U+FFFD where its byte was."""
+    from cnnlab.cli import main
+
+    latin = tmp_path / os.fsdecode(b"mod\xe8le.onnx")
+    shutil.copy(lenet["onnx"], latin)
+    assert main(["explore", str(latin), "--images", str(grey_folder), "--export", str(tmp_path / "p.html")]) == 0
+    assert "<title>cnnlab explore: mod\ufffdle.onnx</title>" in (tmp_path / "p.html").read_text(encoding="utf-8")
+
+
 def _request(url: str, method: str, target: str, body: bytes | None = None):
     host, port = url.split("//")[1].strip("/").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
@@ -1166,10 +1178,6 @@ def test_model_server(lenet, grey_folder):
         assert status == 413
         status, body = _request(server.url, "POST", "/api/analyze", b"not an image")
         assert status == 400 and "\n" not in body["error"]
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
 
 
 USER_CODE = '''
@@ -1581,3 +1589,7 @@ def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
     params = sum(p.numel() for p in net.parameters())
     assert model_card(open_model(tmp_path / "q.onnx"))["params"] == model_card(open_model(tmp_path / "f.onnx"))[
         "params"] == params
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -130,6 +130,12 @@ def remove_made_folders(made: list[Path], own: tuple[str, ...] = ()) -> None:
             return
 
 
+def writable_text(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD. Python holds a file name that is not UTF-8 (Latin-1 from an old
+    archive) with lone surrogates in it, which no UTF-8 page, response or file can carry."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

@@ -36,6 +36,13 @@ def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
+# What read_picture opens: formats whose header Pillow reads without decoding the pixels, so that the pixel limit
+# comes first. Pillow decodes an ICO or ICNS file while opening it (its largest frame, whatever the icon's directory
+# says: a 650 KB icon holding a 13000 x 13000 PNG took 0.5 GB and 1.5 s before the limit was checked) and renders
+# EPS with Ghostscript, another program. (A camera's MPO is opened as the JPEG it starts with.)
+PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "PCX")
+
+
 class PixelRangeError(ValueError):
     """A 32-bit grey image whose values fit no range it could be read in (the message names the picture's values)."""
 
@@ -73,7 +80,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
         with warnings.catch_warnings():
             # Pillow warns (not raises) between its own MAX_IMAGE_PIXELS and twice that; our limit below is lower.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:  # the header only
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,  # the header only
+                            formats=PICTURE_FORMATS) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise CnnlabError(f"{name} is {w} x {h} = {w * h / 1e6:.0f} megapixels, expected at most "
@@ -90,8 +98,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     except PixelRangeError as e:
         raise CnnlabError(f"{name} is {e}") from None
     except UnidentifiedImageError:
-        raise CnnlabError(f"{name} is not an image Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF or WebP)") \
-            from None
+        raise CnnlabError(f"{name} is not an image of a format read here (expected PNG, JPEG, BMP, GIF, TIFF or "
+                          "WebP)") from None
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, CnnlabError):
             raise

@@ -24,7 +24,7 @@ from typing import Any
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import ExploreModel, analyze_image, model_card
 from cnnlab.explore.server import image_list
-from cnnlab.io import atomic_write, check_output_file
+from cnnlab.io import atomic_write, check_output_file, writable_text
 
 PAGE_BUDGET = 8 * 2**20
 MAX_INPUTS = 6
@@ -65,7 +65,8 @@ def render_page(data: dict[str, Any], title: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{html.escape(title)}</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>\n{css}</style>\n"
+            f"<title>{html.escape(writable_text(title))}</title>\n<link rel=\"icon\" href=\"data:,\">\n"
+            f"<style>\n{css}</style>\n"
             f"</head>\n<body>\n{body}\n<script>window.CNNLAB_DATA = {payload};</script>\n"
             f"<script>\n{script}</script>\n</body>\n</html>\n")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import threading
 import time
 from importlib import resources
@@ -44,9 +45,11 @@ from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, image_array, 
 from cnnlab.explore.model import RunModel, analyze_image, model_card
 from cnnlab.explore.model_card import learned_kernels, model_info
 from cnnlab.explore.session import Session
+from cnnlab.io import writable_text
 from cnnlab.runs import decide_status, read_metrics
 
 STATIC = Path(str(resources.files("cnnlab.explore") / "static"))
+INTEGER = re.compile(r"-?[0-9]+")  # a query's integer
 POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
 
 
@@ -62,10 +65,13 @@ def clean(value: Any) -> Any:
 
 
 class JSONResponse(StarletteJSON):
-    """Starlette's JSON response with NaN/infinity sent as null (metrics.csv holds NaN for unmeasured cells)."""
+    """Starlette's JSON response with NaN/infinity sent as null (metrics.csv holds NaN for unmeasured cells), and a
+    name that is not UTF-8 (an image's, a run folder's) with U+FFFD where its undecodable bytes were: encoding it
+    failed, and every route that names it answered 500."""
 
     def render(self, content: Any) -> bytes:
-        return super().render(clean(content))
+        return writable_text(json.dumps(clean(content), ensure_ascii=False, allow_nan=False,
+                                        separators=(",", ":"))).encode("utf-8")
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -112,14 +118,14 @@ def _guarded(fn):
     return endpoint
 
 
-def _int(request: Request, name: str, default: int | None = None) -> int:
-    value = request.query_params.get(name)
-    if value is None and default is not None:
+def _int(query, name: str, default: int | None = None) -> int:
+    """The integer ``?name=`` of the request's ``query`` (``default`` when absent or empty, if there is one)."""
+    value = query.get(name)
+    if not value and default is not None:
         return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise CnnlabError(f"expected an integer ?{name}=, got {value!r}") from None
+    if value is None or not INTEGER.fullmatch(value):  # int() also reads "1_0" as 10, and other scripts' digits
+        raise CnnlabError(f"expected an integer ?{name}=, got {value!r}")
+    return int(value)
 
 
 def _run(request: Request) -> str:
@@ -181,8 +187,8 @@ def create_app(root: str | Path) -> Starlette:
 
     async def api_analyze(request: Request) -> Response:
         name = _run(request)
-        if request.method == "GET":
-            return JSONResponse(await run_in_threadpool(_analyze_test, name, _int(request, "index")))
+        if request.method in ("GET", "HEAD"):  # Starlette answers HEAD wherever GET is
+            return JSONResponse(await run_in_threadpool(_analyze_test, name, _int(request.query_params, "index")))
         runs.resolve_run(session.root, name)  # 404 before reading any upload for a run that is not there
         body = await _read_upload(request)
         if isinstance(body, Response):
@@ -197,7 +203,7 @@ def create_app(root: str | Path) -> Starlette:
         elif source == "custom":
             x = opsview.parse_matrix(q.get("x", ""), "input", opsview.MAX_INPUT)
         elif source == "test":
-            loaded, image, _ = session.test_image(q.get("run", ""), int(q.get("index", "0") or 0))
+            loaded, image, _ = session.test_image(q.get("run", ""), _int(q, "index", 0))
             x = image.float().mean(0) / 255  # grey, in [0, 1]
         else:
             raise CnnlabError(f"expected input book, edges, custom or test, got {source!r}")
@@ -211,14 +217,14 @@ def create_app(root: str | Path) -> Starlette:
                 kernel = opsview.parse_matrix(q.get("k", ""), "kernel", opsview.MAX_KERNEL)
             elif choice == "learned":
                 weights = learned_kernels(session.model(q.get("run", "")))
-                i = int(q.get("unit", "0") or 0)
+                i = _int(q, "unit", 0)
                 if not 0 <= i < len(weights):
                     raise CnnlabError(f"expected a first-layer kernel from 0 to {len(weights) - 1}, got {i}")
                 kernel = weights[i]
             else:
                 raise CnnlabError(f"expected kernel book, edge, blur, sharpen, learned or custom, got {choice!r}")
-        return opsview.run_op(op, x, kernel, pool=int(q.get("pool", "2") or 2), stride=int(q.get("stride", "1")
-                              or 1), padding=int(q.get("padding", "0") or 0))
+        return opsview.run_op(op, x, kernel, pool=_int(q, "pool", 2), stride=_int(q, "stride", 1),
+                              padding=_int(q, "padding", 0))
 
     async def api_ops(request: Request) -> Response:
         try:
@@ -244,7 +250,16 @@ def create_app(root: str | Path) -> Starlette:
 
 
 async def _read_upload(request: Request) -> bytes | Response:
-    """The request body, or a 413 response once it is over ``MAX_UPLOAD_BYTES`` (declared or counted)."""
+    """The request body, or a 413 response once it is over ``MAX_UPLOAD_BYTES`` (declared or counted); a 400 for a
+    POST that also names a listed image (``?image=``, ``?index=``: the body would win unsaid) or sends a form (the
+    body is the file's own bytes, as the page sends it)."""
+    picked = [k for k in ("image", "index") if k in request.query_params]
+    if picked:
+        return _error(400, f"a POST analyses the image file in its body; ?{picked[0]}= picks a listed image with a "
+                           "GET: expected one or the other")
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return _error(400, "expected the image file's bytes as the request body (curl --data-binary @FILE), got a "
+                           "multipart/form-data form")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         return _error(413, f"the upload is {int(declared) / 2**20:.1f} MiB, expected at most "
@@ -299,8 +314,8 @@ def create_model_app(model, images=None) -> Starlette:
         return {**analyze_image(model, image), "source": "your image", "label": None}
 
     async def api_analyze(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse(await run_in_threadpool(_analyze, _int(request, "image")))
+        if request.method in ("GET", "HEAD"):
+            return JSONResponse(await run_in_threadpool(_analyze, _int(request.query_params, "image")))
         body = await _read_upload(request)
         if isinstance(body, Response):
             return body
