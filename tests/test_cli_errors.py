@@ -195,6 +195,27 @@ def test_resume_of_a_folder_without_last_pt(tmp_path, capsys):
     assert_one_line(*run(["train", "--resume", str(tmp_path / "nope")], capsys), "does not exist")
 
 
+def test_resume_of_a_checkpoint_file_or_a_read_only_run_folder_is_one_line(tmp_path, capsys, monkeypatch, data_dir):
+    """`--resume RUN/last.pt` named "RUN/last.pt/last.pt", which does not exist; a run folder that cannot be written
+    (a read-only mount) was an internal OSError once the data was loaded and the model built."""
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "lenet", "--epochs", "2", "--limit-train-batches", "1", "--limit-val-batches", "1",
+                     "--out", str(run_dir), "--no-report", "--quiet"]) == 0
+    assert_one_line(*run(["train", "--resume", str(run_dir / "last.pt")], capsys),
+                    f"--resume takes a run folder; got the file {run_dir / 'last.pt'}, expected its folder {run_dir}")
+    write_bytes = Path.write_bytes
+
+    def read_only(path, data):
+        if path.parent == run_dir:
+            raise OSError(30, "Read-only file system")
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    monkeypatch.setattr(cnnlab.train, "build_run", lambda *a, **k: pytest.fail("the run was built"))
+    assert_one_line(*run(["train", "--resume", str(run_dir)], capsys),
+                    f"cannot write the run folder {run_dir}: Read-only file system")
+
+
 def test_a_run_killed_before_its_first_checkpoint_is_started_again_not_resumed(tmp_path, capsys, monkeypatch):
     """What `kill -9` in the first epoch leaves (RunFolder's config.json and tb/, no last.pt): the report's line
     advised `cnnlab train --resume`, which then failed for want of last.pt without saying why."""

@@ -289,6 +289,65 @@ def test_second_sigint_while_the_stop_checkpoint_is_written_is_ignored(tmp_path,
     _assert_same_weights(in_process_reference, load_checkpoint(out / "last.pt")["model"])
 
 
+class _Killed(BaseException):
+    """A kill -9 where it is raised: the test catches it where the process would have ended."""
+
+
+def _killed_after_a_checkpoint(trainer, epoch: int, name: str | None, monkeypatch) -> None:
+    """End the fit as a kill -9 would, right after the end-of-epoch checkpoint ``name`` of ``epoch`` is written
+    (``None``: after the first of them, whichever it is); a killed process writes nothing more, so no observer
+    hears of a failure either."""
+    save = trainer_module.save_checkpoint
+
+    def killed(state, path):
+        save(state, path)
+        if state["epoch"] == epoch and (name is None or Path(path).name == name):
+            raise _Killed
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", killed)
+    notify = trainer._notify
+    monkeypatch.setattr(trainer, "_notify", lambda event, *a: None if event == "on_failure" else notify(event, *a))
+
+
+def test_a_kill_between_an_epochs_two_checkpoints_keeps_best_pt_the_best_epochs(tmp_path, monkeypatch):
+    """last.pt was written before best.pt: a kill between the two left last.pt holding the epoch's best accuracy,
+    so the resumed run never found that epoch best again and best.pt stayed an older epoch's for good."""
+    ref = tmp_path / "ref"
+    build_trainer(_config(ref), quiet=True, report=False).fit()
+    best = load_checkpoint(ref / "best.pt")
+    assert best["epoch"] == 2, "the scenario needs a run whose last epoch is its best"
+    out = tmp_path / "run"
+    trainer = build_trainer(_config(out), quiet=True, report=False)
+    _killed_after_a_checkpoint(trainer, 2, None, monkeypatch)
+    with pytest.raises(_Killed):
+        trainer.fit()
+    monkeypatch.undo()
+    resume(out, quiet=True, report=False)
+    assert load_checkpoint(out / "best.pt")["epoch"] == 2
+    _assert_same_weights(best["model"], load_checkpoint(out / "best.pt")["model"])
+
+
+def test_a_run_killed_after_its_last_checkpoint_gets_its_final_figures_on_resume(tmp_path, monkeypatch, capsys):
+    """Killed after the last epoch's last.pt but before metrics.csv and result.json: the resume said "finished;
+    nothing to do", and the run stayed without its test figures for good (its report: "still training")."""
+    ref = tmp_path / "ref"
+    build_trainer(_config(ref), quiet=True, report=False).fit()
+    out = tmp_path / "run"
+    trainer = build_trainer(_config(out), quiet=True, report=False)
+    _killed_after_a_checkpoint(trainer, 2, "last.pt", monkeypatch)
+    with pytest.raises(_Killed):
+        trainer.fit()
+    monkeypatch.undo()
+    assert not (out / "result.json").exists() and _epochs_done(out) == 1
+    capsys.readouterr()
+    resume(out, quiet=True, report=False)
+    assert "was stopped before its final figures; writing them" in capsys.readouterr().out
+    assert _epochs_done(out) == 2
+    result, expected = (json.loads((run / "result.json").read_text()) for run in (out, ref))
+    assert result["status"] == "finished" and result["test_acc"] == expected["test_acc"]
+    assert result["epochs"] == 2 and result["per_class"] == expected["per_class"]
+
+
 def test_resume_under_another_thread_count_uses_the_runs_own(tmp_path, data_dir, capsys):
     """A shell with another OMP_NUM_THREADS must not change a deterministic run's result: the resume pins the
     thread count the run started with (CPU kernels split their sums by thread, so it changes the rounding)."""

@@ -47,14 +47,27 @@ def prepare_run_dir(out: str | Path | None, model: str, force: bool = False) -> 
                           "replace what an earlier run wrote there, --resume to continue it, or choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        check_writable(path)
         if force:
             clear_run_dir(path)
     except OSError as e:
-        raise CnnlabError(f"cannot write the run folder {path}: {e.strerror or e}") from None
+        raise _unwritable(path, e) from None
     return path
+
+
+def check_writable(path: Path) -> None:
+    """Fail early, in one line, when the run folder ``path`` cannot be written (read-only, another user's): before
+    the data is read and the model built, not at the first file the run writes."""
+    try:
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise _unwritable(path, e) from None
+
+
+def _unwritable(path: Path, error: OSError) -> CnnlabError:
+    return CnnlabError(f"cannot write the run folder {path}: {error.strerror or error}")
 
 
 # What a run writes into its folder; result.json and interrupted.json first: they say how the run ended, so they
@@ -132,6 +145,8 @@ class RunFolder:
         # no longer how it ended; a result.json left here would show it finished, with its old figures
         for name in (INTERRUPTED_FILE, "result.json"):
             (self.path / name).unlink(missing_ok=True)
+        if trainer.state.history:  # the checkpoint's epochs: a kill just after last.pt left metrics.csv one short
+            write_metrics_csv(self.path / "metrics.csv", trainer.state.history)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is an optional extra: the run goes on without tb/

@@ -18,7 +18,14 @@ from cnnlab.device import torch_switches_restored
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.io import remove_stale_temporaries
 from cnnlab.report import RunReport
-from cnnlab.runs import RunFolder, default_run_dir, load_checkpoint, prepare_run_dir, restart_command
+from cnnlab.runs import (
+    RunFolder,
+    check_writable,
+    default_run_dir,
+    load_checkpoint,
+    prepare_run_dir,
+    restart_command,
+)
 from cnnlab.train.build import RunParts, build_run
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
 from cnnlab.train.distributed import broadcast_object
@@ -96,6 +103,9 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
     Returns:
         The epoch history, or None when the run is already finished (nothing is written then).
     """
+    if Path(run_dir).is_file():  # the checkpoint, given for its folder
+        raise CnnlabError(f"--resume takes a run folder; got the file {run_dir}, expected its folder "
+                          f"{Path(run_dir).parent}")
     path = Path(run_dir) / "last.pt"
     if Path(run_dir).is_dir() and not path.exists():  # killed before its first checkpoint: only a restart helps
         raise CnnlabError(f"checkpoint {path} does not exist: the run stopped before it wrote its first checkpoint, "
@@ -134,12 +144,20 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                               f"with a {'/'.join(EXTENSIBLE_SCHEDULES)} schedule (start a new run, e.g. with "
                               f"--init-from {Path(run_dir) / 'last.pt'})")
         config = dataclasses.replace(config, epochs=epochs)
+    check_writable(Path(run_dir))  # before the data is read: every resume writes there
     if dataclasses.asdict(config) != state["config"]:  # moved data or more epochs: the checkpoints record them
         state = {**state, "config": dataclasses.asdict(config)}
     with torch_switches_restored():
         trainer = build_trainer(config, quiet=quiet, report=report and state.get("report", True), on_epoch=on_epoch,
                                 run_dir=run_dir, resume_state=state)
         done = trainer.finished()
+        if done and not (Path(run_dir) / "result.json").exists():
+            # killed after its last checkpoint but before its figures (the final test pass, result.json): a fit
+            # with nothing left to train writes them
+            if trainer.dist.is_main:
+                print(f"{run_dir} has trained ({done}) but was stopped before its final figures; writing them",
+                      flush=True)
+            return trainer.fit()
         if done:
             if config.time_budget is not None:
                 further = ""

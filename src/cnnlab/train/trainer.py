@@ -349,11 +349,13 @@ class Trainer:
                             f"rate {self.config.lr} is probably too high, lower --lr or set --grad-clip{kept}")
 
     def _end_of_epoch(self, row: dict[str, float], is_best: bool) -> None:
-        # last.pt before the observers write metrics.csv: once metrics.csv shows an epoch, a kill at any later
-        # moment resumes after it
-        self._checkpoint("last.pt")  # on every rank: a collective under torchrun
+        # best.pt, then last.pt, then the observers' metrics.csv: a kill between the two checkpoints resumes from
+        # the epoch before, which trains this one again and finds it best again (last.pt first, it would hold this
+        # epoch's best_val_acc, and best.pt would stay an older epoch's for good); once metrics.csv shows an epoch,
+        # a kill at any later moment resumes after it
         if is_best:  # the same on every rank: val_acc is the global figure
             self._checkpoint("best.pt")
+        self._checkpoint("last.pt")  # on every rank: a collective under torchrun
         self._log(f"epoch {row['epoch']}{self._of_epochs()}  train_loss {row['train_loss']:.4f}  "
                   f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
                   f"{row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
@@ -379,6 +381,8 @@ class Trainer:
             test_samples = self._samples(self.test_loader, self.parts.test_rest)
             final = self._final_logits(self.test_loader)
         else:
+            if not self._val_logits and self.state.history:  # a resume that had nothing left to train: its last
+                self.evaluate(keep_logits=True)  # evaluation again, for the per-class figures
             test = {"acc": last.get("val_acc"), "loss": last.get("val_loss")}
             test_samples = self._samples(self.val_loader, self.parts.val_rest)
             final = self._final_logits(self.val_loader)
