@@ -69,13 +69,18 @@ def test_formats_modes_and_sizes_are_decoded_once_to_one_shape(tmp_path, home):
     rng_image(4, (25, 25), "RGB").convert("P", palette=Image.Palette.ADAPTIVE).save(root / "dog" / "d.png")
     rng_image(5, (50, 20), "RGB").save(root / "dog" / "e.jpg", quality=90)
     rng_image(6, (20, 20), "L").save(root / "dog" / "f.jpeg")
-    (root / "dog" / "notes.txt").write_text("not an image: ignored and counted")
+    # JPEG's other endings (Windows saves web pictures as .jfif) were left out without a word; predict read them
+    rng_image(7, (20, 20), "RGB").save(root / "cat" / "g.jfif", format="JPEG", quality=90)
+    rng_image(8, (20, 20), "RGB").save(root / "dog" / "h.jpe", format="JPEG", quality=90)
+    (root / "dog" / "notes.txt").write_text("not an image: ignored, counted and named")
     before = listing(root)
     data = load_dataset(f"folder:{root}", image_size=20)
     assert listing(root) == before  # nothing written into the data folder
     n = len(data.train_images) + len(data.test_images)
-    assert n == 6 and data.channels == 3 and data.image_size == 20 and data.classes == ("cat", "dog")
+    assert n == 8 and data.channels == 3 and data.image_size == 20 and data.classes == ("cat", "dog")
     assert "ignored 1 non-image file" in data.description and "1/6" in data.description
+    assert f"ignored 1 file(s) not of an image format read here (first: {root / 'dog' / 'notes.txt'}; " in \
+        data.notices[0]
     everything = torch.cat([data.train_images, data.test_images])
     expected = {}
     for path in sorted(root.rglob("*")):

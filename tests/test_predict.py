@@ -163,7 +163,8 @@ def _png_header(width: int, height: int) -> bytes:
     ("empty.png", b"", "is empty"),
     ("notes.png", b"these are not pixels", "not an image"),
     ("truncated.png", None, "truncated or corrupt"),
-    ("huge.png", _png_header(10_000, 6_000), "60 megapixels, expected at most 50 .refused before decoding"),
+    ("huge.png", _png_header(15_000, 12_000), "claims too many pixels .a decompression bomb..; expected at most 179 "
+                                              "megapixels"),
     ("bomb.png", _png_header(100_000, 100_000), "decompression bomb"),
     ("missing.png", "absent", "does not exist"),
 ])
@@ -180,6 +181,14 @@ def test_bad_files_are_refused_in_one_line_naming_the_file(trained_run, test_png
     with pytest.raises(CnnlabError, match=match) as e:
         predict_files(trained_run / "last.pt", [path, test_pngs[0][0]], device="cpu")
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_a_camera_sized_picture_is_read_as_a_folder_of_them_would_be(trained_run, tmp_path):
+    """A model trained on a folder of 61-megapixel photos (which the folder loader reads) could not be asked about
+    one: predict refused pictures over 50 megapixels."""
+    Image.new("L", (9_000, 7_000), 40).save(tmp_path / "camera.png")
+    [result] = predict_files(trained_run / "last.pt", [tmp_path / "camera.png"], device="cpu")
+    assert result["file"] == str(tmp_path / "camera.png") and len(result["top"]) == 3
 
 
 def test_topk_and_formatting(trained_run, test_pngs):

@@ -13,6 +13,7 @@ photographed wider than tall keeps its sleeves.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
@@ -41,6 +42,14 @@ def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
 # says: a 650 KB icon holding a 13000 x 13000 PNG took 0.5 GB and 1.5 s before the limit was checked) and renders
 # EPS with Ghostscript, another program. (A camera's MPO is opened as the JPEG it starts with.)
 PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "PCX")
+
+
+@functools.cache
+def picture_extensions() -> tuple[str, ...]:
+    """The file name endings of :data:`PICTURE_FORMATS` as Pillow registers them (``.jfif``, ``.jpe`` and ``.avif``
+    among them), lower case: the files a folder of images, ``predict`` and the explorer's ``--images`` read. Asked
+    for, not computed at import: Pillow imports all its format plugins to list them."""
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in PICTURE_FORMATS))
 
 
 class PixelRangeError(ValueError):

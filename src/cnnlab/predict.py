@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained
-from cnnlab.picture import read_picture
+from cnnlab.picture import picture_extensions, read_picture
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
-# Refused before decoding (cnnlab.picture): a 50-megapixel grey image is 50 MB of pixels, far beyond any photo of
-# one garment.
-MAX_PIXELS = 50_000_000
-MAX_BYTES = 100 * 2**20
+# Refused before decoding (cnnlab.picture): the pictures a folder of images is read up to, so that a model trained on
+# a camera's 61-megapixel photos or large scans can be asked about more of them. Pillow refuses larger ones itself
+# (twice its MAX_IMAGE_PIXELS); a folder's files have no byte limit, and a file is read from disk, not into memory.
+MAX_PIXELS = 178_956_970
+MAX_BYTES = 4 * 2**30
 
 
 def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int = SIDE,
@@ -60,11 +60,11 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
     """``paths`` with every folder replaced by the image files directly inside it, sorted by name.
 
-    An image file is one whose suffix PIL can open (``.png``, ``.jpg``, ...); hidden files are skipped. A folder
-    without any is an error (a typo'd folder should not pass as an empty batch); a listed file is kept whatever
-    its suffix, so a bad one is reported by :func:`load_image`.
+    An image file ends in one of :func:`cnnlab.picture.picture_extensions` (``.png``, ``.jpg``, ...); hidden files
+    are skipped. A folder without any is an error (a typo'd folder should not pass as an empty batch); a listed file
+    is kept whatever its suffix, so a bad one is reported by :func:`load_image`.
     """
-    suffixes = {s.lower() for s in Image.registered_extensions()}
+    suffixes = set(picture_extensions())
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():

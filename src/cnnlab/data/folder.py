@@ -10,22 +10,23 @@ drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of th
 refuse a folder whose draw has changed since it trained; the training files are recorded the same way
 (:attr:`ImageDataset.training_files`), so that a resume refuses a folder whose training images have changed.
 
-Decoding (Pillow), once: every file with an image extension (:data:`IMAGE_EXTENSIONS`; other files are ignored
-and counted) is converted to grey or RGB, the shorter side resized to ``image_size`` and the centre cropped to a
-square (``ImageOps.fit``; the usual Resize + CenterCrop of ImageNet-style evaluation). Channels follow the majority
-of the files, ``channels=`` forces them: a file is grey when its mode is (``L``, ``LA``, ``1``, ``I;16``, grey
-palettes, ...) or when it is ``RGBA`` with equal red, green and blue everywhere (grey saved with an alpha channel);
-every other mode (``RGB``, ``CMYK``, ...) is colour. More than half grey: 1 channel, and any colour files are
-converted to grey, which :attr:`ImageDataset.notices` says with their count and an example (so one stray colour
-or CMYK file no longer turns a grey set into 3 channels); otherwise 3. 16-bit grey is scaled to 8 bits (Pillow's
-convert would clip it), and 32-bit grey (``I``, ``F``) is read as [0, 1] floats, 8-bit or 16-bit by its values
-(:func:`cnnlab.picture.centre_crop`); alpha is dropped, as torchvision's ``pil_loader`` does. ``image_size``
-defaults to the median shorter side of the images, capped at 224 (the largest input the book's models take, d2l
-8.1): digits at 28 px stay 28 px, photos are stored no larger than a model will look at. An ``image_size`` above
-the median shorter side whose decoded set would exceed :data:`MAX_ENLARGED_BYTES` is refused before anything is
-decoded. Unreadable files are refused by name, or skipped with ``skip_bad=True`` (counted, the first one named, in the
-notices). A held-out image whose decoded pixels are a training image's (a copy in both splits) is counted in the
-notices too. Mirrored images are assumed to keep their class (``flip=True``; a run's ``flip`` setting overrides it).
+Decoding (Pillow), once: every file with an image extension (:func:`cnnlab.picture.picture_extensions`, those of the
+formats read without decoding to open; other files are ignored, counted and named in a notice) is converted to grey or
+RGB, the shorter side resized to ``image_size`` and the centre cropped to a square (``ImageOps.fit``; the usual Resize +
+CenterCrop of ImageNet-style evaluation). Channels follow the majority of the files, ``channels=`` forces them: a file
+is grey when its mode is (``L``, ``LA``, ``1``, ``I;16``, grey palettes, ...) or when it is ``RGBA`` with equal red,
+green and blue everywhere (grey saved with an alpha channel); every other mode (``RGB``, ``CMYK``, ...) is colour. More
+than half grey: 1 channel, and any colour files are converted to grey, which :attr:`ImageDataset.notices` says with
+their count and an example (so one stray colour or CMYK file no longer turns a grey set into 3 channels); otherwise 3.
+16-bit grey is scaled to 8 bits (Pillow's convert would clip it), and 32-bit grey (``I``, ``F``) is read as [0, 1]
+floats, 8-bit or 16-bit by its values (:func:`cnnlab.picture.centre_crop`); alpha is dropped, as torchvision's
+``pil_loader`` does. ``image_size`` defaults to the median shorter side of the images, capped at 224 (the largest input
+the book's models take, d2l 8.1): digits at 28 px stay 28 px, photos are stored no larger than a model will look at. An
+``image_size`` above the median shorter side whose decoded set would exceed :data:`MAX_ENLARGED_BYTES` is refused before
+anything is decoded. Unreadable files are refused by name, or skipped with ``skip_bad=True`` (counted, the first one
+named, in the notices). A held-out image whose decoded pixels are a training image's (a copy in both splits) is counted
+in the notices too. Mirrored images are assumed to keep their class (``flip=True``; a run's ``flip`` setting overrides
+it).
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
@@ -54,12 +55,11 @@ from cnnlab.data.split import stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import write_json
-from cnnlab.picture import PixelRangeError, centre_crop
+from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, centre_crop, picture_extensions
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
+__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
            "load_folder", "refuse_writing_into"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
 HOLDOUT_SEED = 0
@@ -131,9 +131,12 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
     cached = _read_cache(cache, key, name, identity)
     if cached is not None:
         return cached
-    notes = [split_note] + ([f"ignored {ignored} non-image file(s)"] if ignored else [])
+    notes = [split_note] + ([f"ignored {len(ignored)} non-image file(s)"] if ignored else [])
+    # said at every start: a class folder of pictures in a format not read here loses them without a word otherwise
+    notices = [f"ignored {len(ignored)} file(s) not of an image format read here (first: {ignored[0]}; the formats: "
+               f"{' '.join(picture_extensions())})"] if ignored else []
     return _decode_all(cache, key, name, path, classes, {"train": train_files, "test": held_files, "val": val_files},
-                       image_size, channels, skip_bad, notes, identity)
+                       image_size, channels, skip_bad, notes, notices, identity)
 
 
 def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
@@ -198,11 +201,11 @@ def _subfolders(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
 
 
-def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[_File], int]:
-    """The classes of ``split_dir``, its image files (sorted by class, then path) and the count of other files."""
+def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[_File], list[Path]]:
+    """The classes of ``split_dir``, its image files (sorted by class, then path) and the other files."""
     class_dirs = _subfolders(split_dir)
     if not class_dirs:
-        loose = sum(1 for p in split_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        loose = sum(1 for p in split_dir.iterdir() if p.suffix.lower() in picture_extensions())
         found = f"found {loose} image(s) directly in it" if loose else "found none"
         raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>")
     classes = tuple(d.name for d in class_dirs) if known is None else known
@@ -214,7 +217,7 @@ def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ..
         if first != i:
             raise DataError(f"{split_dir}: class folders {classes[first]!r} and {c!r} are one name written in two "
                             f"Unicode forms (composed and decomposed); expected one folder per class")
-    files, ignored = [], 0
+    files, ignored = [], []
     for d in class_dirs:
         label = labels.get(unicodedata.normalize("NFC", d.name))
         if label is None:
@@ -222,7 +225,7 @@ def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ..
         images, other = _walk(d)
         if not images:
             raise DataError(f"{d}: class {d.name!r} has no images (expected files ending in "
-                            f"{', '.join(IMAGE_EXTENSIONS)})")
+                            f"{', '.join(picture_extensions())})")
         ignored += other
         for p in images:
             try:
@@ -233,9 +236,9 @@ def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ..
     return classes, files, ignored
 
 
-def _walk(class_dir: Path) -> tuple[list[Path], int]:
-    """Image files under ``class_dir`` (links followed, sorted) and how many other files; refuses link loops."""
-    seen, images, other = set(), [], 0
+def _walk(class_dir: Path) -> tuple[list[Path], list[Path]]:
+    """Image files under ``class_dir`` (links followed, sorted) and the other files; refuses link loops."""
+    seen, images, other = set(), [], []
 
     def onerror(e: OSError) -> None:
         raise DataError(f"{e.filename}: cannot list the folder ({e.strerror or e})")
@@ -249,10 +252,10 @@ def _walk(class_dir: Path) -> tuple[list[Path], int]:
         for f in sorted(filenames):
             if f.startswith("."):
                 continue
-            if f.lower().endswith(IMAGE_EXTENSIONS):
+            if f.lower().endswith(picture_extensions()):
                 images.append(Path(dirpath, f))
             else:
-                other += 1
+                other.append(Path(dirpath, f))
     return images, other
 
 
@@ -289,7 +292,7 @@ class _BadImage(Exception):
 
 def _open(path: Path):
     try:
-        return Image.open(path)
+        return Image.open(path, formats=PICTURE_FORMATS)  # a .png that is an icon is not decoded to be opened
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise _BadImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
@@ -370,9 +373,9 @@ def _check_enlarged(root: Path, n: int, chans: int, size: int, own: int) -> None
 
 def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...],
                 splits: dict[str, list[_File]], image_size: int | None, channels: int | None, skip_bad: bool,
-                notes: list[str], identity: tuple) -> ImageDataset:
+                notes: list[str], notices: list[str], identity: tuple) -> ImageDataset:
     """Decode the ``splits`` ("train", "test", "val": stored in that order, "val" possibly empty) into the cache."""
-    total, bad, notices = sum(map(len, splits.values())), [], []
+    total, bad = sum(map(len, splits.values())), []
     sides, colour = [], []
     for split, files in splits.items():
         splits[split], more_sides, more_colour = _survey(files, skip_bad, bad)

@@ -15,9 +15,8 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from cnnlab.picture import read_picture
+from cnnlab.picture import picture_extensions, read_picture
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_IMAGES = 200
 
 
@@ -52,7 +51,7 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
     if not folder.is_dir():
         raise CnnlabError(f"--images {folder} is not a folder (expected a folder of images, or of class "
                           "subfolders of images)")
-    is_image = lambda p: p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith(".")  # noqa: E731
+    is_image = lambda p: p.is_file() and p.suffix.lower() in picture_extensions() and not p.name.startswith(".")  # noqa: E731
     flat = sorted(p for p in folder.iterdir() if is_image(p))
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     nested = [(p, d.name) for d in subfolders for p in sorted(d.iterdir()) if is_image(p)]
@@ -68,7 +67,7 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
         classes = tuple(sorted({c for _, c in nested}))
         return nested, classes
     if not flat:
-        raise CnnlabError(f"--images {folder} holds no images (expected {', '.join(EXTENSIONS[:3])}, ... files, "
+        raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
                           "or class subfolders of them)")
     return [(p, None) for p in flat], ()
 
