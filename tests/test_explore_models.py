@@ -972,6 +972,78 @@ def test_bad_onnx_files(tmp_path, make, message):
     assert "\n" not in str(e.value)
 
 
+def _graph_adding(path, tensor: str, holder: str) -> None:
+    """A grey 8 x 8 classifier of 4 classes whose logits are 0 * Gemm(...) + ``tensor``, a 1 x 4 tensor that the
+    ``holder`` gives: ``"sparse initializer"``, ``"Constant"`` (its sparse_value), ``"If branch"`` (a Constant in a
+    subgraph) or ``"initializer"`` (a dense one); the values are external, in ``secret.bin`` as the file names it."""
+    values = helper.make_tensor(tensor if holder == "sparse initializer" else "s_values", TensorProto.FLOAT, [4],
+                                vals=np.zeros(4, np.float32))
+    values.ClearField("float_data")
+    values.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "secret.bin"), ("offset", "0"), ("length", "16")):
+        entry = values.external_data.add()
+        entry.key, entry.value = key, value
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.arange(4, dtype=np.int64), "s_idx"), [1, 4])
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["z"]), helper.make_node("Mul", ["z", "zero"], ["z0"]),
+             helper.make_node("Add", ["z0", tensor], ["y"])]
+    sparse_initializers = []
+    if holder == "sparse initializer":
+        sparse_initializers.append(sparse)
+    elif holder == "Constant":
+        nodes.insert(0, helper.make_node("Constant", [], [tensor], sparse_value=sparse))
+    elif holder == "If branch":
+        branch = helper.make_graph([helper.make_node("Constant", [], ["b"], sparse_value=sparse)], "branch", [],
+                                   [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])])
+        nodes.insert(0, helper.make_node("If", ["yes"], [tensor], then_branch=branch, else_branch=branch))
+        inits.append(numpy_helper.from_array(np.array(True), "yes"))
+    else:
+        values.name = tensor
+        values.dims[:] = [1, 4]
+        inits.append(values)
+    graph = helper.make_graph(nodes, holder, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits,
+                              sparse_initializer=sparse_initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())  # as it is: onnx.save would write the external data itself
+
+
+@pytest.mark.parametrize("holder", ["sparse initializer", "Constant", "If branch"])
+def test_a_sparse_tensors_external_data_is_refused_not_read_from_the_working_folder(holder, tmp_path, monkeypatch):
+    """onnx.load checks the external data paths of dense tensors only: onnxruntime, handed the model, read a sparse
+    tensor's relative to the folder cnnlab ran in, and the page showed that file's bytes as the logits."""
+    import onnxruntime as ort
+
+    secret = np.array([1, 5, 2, 3], np.float32).tobytes()
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "secret.bin").write_bytes(secret)
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    sessions = []
+    session = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: sessions.append(a) or session(*a, **k))
+    _graph_adding(tmp_path / "model" / "m.onnx", "s", holder)
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "model" / "m.onnx")
+    name = "s" if holder == "sparse initializer" else "s_values"  # a sparse initializer is named by its values
+    assert str(e.value) == (f"{tmp_path / 'model' / 'm.onnx'}: sparse tensor {name!r} "
+                            "keeps its data in another file ('secret.bin'), which cnnlab does not read; it reads "
+                            "external data only for dense tensors, from the model's folder: expected that tensor's "
+                            "data inside the model file")
+    assert not sessions  # refused before onnxruntime saw it: the working folder's file was never read
+    # A dense tensor's external data is read, from the model's folder and not the working one.
+    _graph_adding(tmp_path / "model" / "dense.onnx", "s", "initializer")
+    (tmp_path / "model" / "secret.bin").write_bytes(np.array([4, 3, 2, 1], np.float32).tobytes())
+    model = open_model(tmp_path / "model" / "dense.onnx")
+    assert model.logits(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)).tolist() == [[4, 3, 2, 1]]
+
+
 def test_bad_sources_and_folders(tmp_path, lenet):
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a program")
     with pytest.raises(CnnlabError, match="is not a torch.export program"):

@@ -1,6 +1,7 @@
 """Any ONNX image classifier in the explorer: read with ``onnx``, run with onnxruntime, looked inside.
 
-The file is parsed by ``onnx.load`` (a protobuf: nothing in it is executed) and never changed on disk. A copy of
+The file is parsed by ``onnx.load`` (a protobuf: nothing in it is executed) and never changed on disk; external
+data is read for dense tensors only, from the model's folder (a sparse tensor's is refused). A copy of
 the graph gets the outputs of its convolution, pooling, normalisation and activation nodes as extra graph
 outputs, so one onnxruntime run gives the logits and every stage's feature map. What the page shows is read from
 the graph where it says it:
@@ -22,6 +23,7 @@ There are no gradients, so the attribution is occlusion sensitivity (:func:`cnnl
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +76,37 @@ def _load(path: Path):
     import onnx
 
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as e:  # a protobuf DecodeError, a truncated file, missing external data: all one line
         raise CnnlabError(f"{path} is not an ONNX model that onnx can read ({summary(e)})") from None
+    # onnx.load reads the external data of dense tensors (initializers, attribute tensors) from the model's folder,
+    # checking each path; it leaves a sparse tensor's where it is. onnxruntime, handed the model as bytes, would read
+    # what is left relative to the working directory: a file of the user's (a key, a token) shown on the page.
+    for tensor, sparse in _tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            raise CnnlabError(f"{path}: {'sparse ' * sparse}tensor {tensor.name!r} keeps its data in another file "
+                              f"({location!r}), which cnnlab does not read; it reads external data only for dense "
+                              "tensors, from the model's folder: expected that tensor's data inside the model file")
+    return model
+
+
+def _tensors(message) -> Iterator[tuple[Any, bool]]:
+    """Every ``TensorProto`` an ONNX protobuf message holds, however deep, and whether a sparse tensor holds it:
+    initializers and sparse initializers (values and indices), node attributes (``t``, ``tensors``,
+    ``sparse_tensor``, ``sparse_tensors``), the subgraphs of If, Loop and Scan, functions. Walked by the message's
+    own fields, so that none is missed."""
+    from google.protobuf.message import Message
+    from onnx import SparseTensorProto, TensorProto
+
+    for field, value in message.ListFields():
+        if field.message_type is None:  # numbers, strings, bytes
+            continue
+        for item in (value,) if isinstance(value, Message) else value:
+            if isinstance(item, TensorProto):
+                yield item, isinstance(message, SparseTensorProto)
+            else:
+                yield from _tensors(item)
 
 
 class OnnxModel:
