@@ -137,6 +137,35 @@ def test_feature_maps_agree_across_kinds(lenet, grey_folder):
     assert occ["method"] == "occlusion" and occ["grid"] == [7, 7] and occ["occlusion"].startswith("data:image/png")
 
 
+def test_occlusion_runs_a_large_image_in_batches_of_a_bounded_pixel_count(monkeypatch):
+    # All 50 images went to the model in one batch: a 124-parameter ONNX graph took 10.5 GB at 1024 px, and at
+    # 2048 px the kernel killed it.
+    import cnnlab.explore.model as explore_model
+
+    batches = []
+
+    class Corner:  # class 0 scores the brightness of the top-left corner
+        classes = ("corner", "none")
+        scoring = Scoring(2)
+
+        def logits(self, images):
+            batches.append(images.shape[0])
+            score = images[:, :, :300, :300].float().mean((1, 2, 3)) / 255 * 10
+            return torch.stack([score, -score], 1)
+
+    image = torch.randint(0, 256, (1, 1024, 1024), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    drop = occlusion(Corner(), image, 0)
+    assert batches == [2] * 25  # the image and its 49 covered copies, two at a time
+    assert 2 * 1024 * 1024 <= explore_model.OCCLUSION_PIXELS < 3 * 1024 * 1024
+    monkeypatch.setattr(explore_model, "OCCLUSION_PIXELS", 10 ** 12)
+    batches.clear()
+    assert torch.equal(occlusion(Corner(), image, 0), drop) and batches == [50]  # the same map, in one batch
+    monkeypatch.undo()
+    batches.clear()
+    occlusion(Corner(), image[:, :224, :224], 0)
+    assert batches == [50]  # at 224 px, one batch still
+
+
 @pytest.mark.parametrize("hw", [(64, 64), (32, 32), (10, 10), (28, 28), (16, 40), (40, 12)])
 def test_occlusion_paints_each_patch_on_the_pixels_it_hid(hw):
     # The map was stretched over the image as if patches were side / 7 wide; they are ceil(side / 7) pixels, so at
@@ -766,13 +795,14 @@ def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch
     assert float(hooks.saliency.abs().max()) > 0
 
 
-def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, input_type=TensorProto.FLOAT):
+def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, input_type=TensorProto.FLOAT,
+                batch="N"):
     """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm."""
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     fc = rng.standard_normal((3, 4)).astype(np.float32)
-    shape = ["N", "H", "W", 3] if dynamic else ["N", side, side, 3]
+    shape = [batch, "H", "W", 3] if dynamic else [batch, side, side, 3]
     if input_rank != 4:
         shape = ["N", side * side * 3]
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
@@ -963,6 +993,12 @@ def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
     (lambda p: _nhwc_graph(p, input_rank=2), "has no image input"),
     (lambda p: _nhwc_graph(p, input_type=TensorProto.DOUBLE), "'x' is N x 16 x 16 x 3 of double, expected float32"),
     (lambda p: _nhwc_graph(p, output_4d=True), "is not a classifier"),
+    # onnxruntime's internal errors, or 30 GB asked for a first black image, before these were read as they are
+    (lambda p: _nhwc_graph(p, side=100000), "fixes its input's height x width to 100000 x 100000; expected sides "
+                                            "from 8 to 2048 pixels, as --input-size takes"),
+    (lambda p: _nhwc_graph(p, side=0), "fixes its input's height x width to 0 x 0; expected sides from 8 to 2048"),
+    (lambda p: _nhwc_graph(p, batch=0), r"fixes the batch of input 'x' \(0 x 16 x 16 x 3\) to 0 images; expected 1 or "
+                                        "more, or a free batch"),
 ])
 def test_bad_onnx_files(tmp_path, make, message):
     path = tmp_path / "bad.onnx"

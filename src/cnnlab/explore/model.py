@@ -39,7 +39,12 @@ from cnnlab.report.features import Row, first_conv, run_rows
 
 LAYOUTS = ("NCHW", "NHWC")
 PIXEL_RANGES = {"0-1": 1, "0-255": 255}  # --pixel-range: the largest value a pixel takes in the model's input
+SIDES = (8, 2048)  # the input's height and width, from --input-size or the model: images are read and run at it
 OCCLUSION_GRID = 7  # 7 x 7 patches: 49 extra forward passes in one batch, a second for ResNet-18 at 224 px on a CPU
+# The pixels occlusion runs a model on at once: its 50 images at 224 x 224 in one batch, fewer above (2 at 1024 px, 1
+# at 2048). All 50 at 1024 px took a 124-parameter ONNX graph to 10.5 GB (onnxruntime's im2col buffers and maps are
+# per pixel), and at 2048 px the kernel killed it.
+OCCLUSION_PIXELS = (OCCLUSION_GRID ** 2 + 1) * 224 * 224
 
 
 @dataclass(frozen=True)
@@ -257,7 +262,8 @@ class Options:
             if len(hw) != 2:
                 fail("--input-size", "a side, or a height and a width", self.input_size)
             for side in hw:
-                int_in_range(side, "--input-size", 8, 2049, expected="a side (or a height and a width) from 8 to 2048")
+                int_in_range(side, "--input-size", SIDES[0], SIDES[1] + 1,
+                             expected=f"a side (or a height and a width) from {SIDES[0]} to {SIDES[1]}")
             object.__setattr__(self, "input_size", hw)
         if self.layout is not None and self.layout not in LAYOUTS:
             fail("--layout", "NCHW or NHWC", self.layout)
@@ -300,6 +306,11 @@ class Options:
         origin = dict(origin)
         static = (height, width)
         given = self.input_size
+        # bounded as --input-size is: a graph fixed to 100000 x 100000 asked for 30 GB for its first black image
+        if not all(SIDES[0] <= side <= SIDES[1] for side in static if isinstance(side, int)):
+            shown = " x ".join(str(d) if isinstance(d, int) else "?" for d in static)
+            raise CnnlabError(f"{where} fixes its input's height x width to {shown}; expected sides from {SIDES[0]} "
+                              f"to {SIDES[1]} pixels, as --input-size takes")
         if all(isinstance(d, int) for d in static):
             if given is not None and given != static:
                 raise CnnlabError(f"--input-size {_size_text(given)} differs from the {height} x {width} input "
@@ -408,18 +419,26 @@ def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int =
     mean colour so that the patch carries no edge of its own) and the drop in the target class's probability is
     recorded: ``rows x cols``, the number of patches that reach the image along each side (``grid``, or fewer for a
     side below ``grid**2``), positive where hiding the patch hurts the prediction. Needs no gradients, so it works
-    for any model that can only be run forward (an ONNX graph). :func:`patch_pixels` lays the map back onto the
-    image's pixels.
+    for any model that can only be run forward (an ONNX graph). The model sees the images in batches of at most
+    :data:`OCCLUSION_PIXELS` pixels (at least one image). :func:`patch_pixels` lays the map back onto the image's
+    pixels.
     """
     (step_h, rows), (step_w, cols) = (_patches(side, grid) for side in image.shape[-2:])
     fill = image.float().mean((1, 2), keepdim=True).round().to(torch.uint8)
-    batch = [image]
-    for i in range(rows):
-        for j in range(cols):
-            covered = image.clone()
-            covered[:, i * step_h:(i + 1) * step_h, j * step_w:(j + 1) * step_w] = fill
-            batch.append(covered)
-    probs = model.scoring.probabilities(model.logits(torch.stack(batch)))[:, target]
+
+    def covered(k: int) -> torch.Tensor:  # the image itself (k = 0), then with patch k - 1 hidden, row by row
+        if k == 0:
+            return image
+        (i, j), hidden = divmod(k - 1, cols), image.clone()
+        hidden[:, i * step_h:(i + 1) * step_h, j * step_w:(j + 1) * step_w] = fill
+        return hidden
+
+    count, per_run = rows * cols + 1, max(1, OCCLUSION_PIXELS // (image.shape[-2] * image.shape[-1]))
+    parts = []
+    for start in range(0, count, per_run):  # made batch by batch: 50 copies at 2048 px are 630 MB of pixels alone
+        batch = torch.stack([covered(k) for k in range(start, min(start + per_run, count))])
+        parts.append(model.scoring.probabilities(model.logits(batch))[:, target])
+    probs = torch.cat(parts)
     return (probs[0] - probs[1:]).view(rows, cols)
 
 

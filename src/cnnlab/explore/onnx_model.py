@@ -133,8 +133,11 @@ class OnnxModel:
         self.nodes = list(graph.node)  # the graph as read (the session's copy gets extra outputs)
         self.producers = {name: node for node in self.nodes for name in node.output}  # each value's node
         self.input_name, self.spec = self._input_spec(graph, options)
-        first = _dims(next(i for i in graph.input if i.name == self.input_name))[0]
-        self.batch = first if isinstance(first, int) and first > 0 else None  # a fixed batch size, or None
+        dims = _dims(next(i for i in graph.input if i.name == self.input_name))
+        if dims[0] == 0:  # onnxruntime takes no image at all
+            raise CnnlabError(f"{path} fixes the batch of input {self.input_name!r} "
+                              f"({' x '.join(str(d) for d in dims)}) to 0 images; expected 1 or more, or a free batch")
+        self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None  # a fixed batch size, or None
         self.metadata = {p.key: p.value for p in model.metadata_props}
         options.check_no_scaling_for(self.metadata, str(path))
         self.spec = square_as_exported(self.spec, self.metadata)
