@@ -796,8 +796,9 @@ def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch
 
 
 def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, input_type=TensorProto.FLOAT,
-                batch="N"):
-    """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm."""
+                batch="N", tail=None):
+    """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm;
+    ``tail`` ("ArgMax", "Greater", "Transpose") is an op its logits go through last."""
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
@@ -811,11 +812,16 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
              helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
              helper.make_node("GlobalAveragePool", ["p"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
-    out = helper.make_tensor_value_info("p" if output_4d else "y", TensorProto.FLOAT, None)
-    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", input_type, shape)], [out],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-                               numpy_helper.from_array(fc, "fc")])
+             helper.make_node("Gemm", ["f", "fc"], ["z" if tail else "y"], transB=1)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(fc, "fc")]
+    out_type = {"ArgMax": TensorProto.INT64, "Greater": TensorProto.BOOL}.get(tail, TensorProto.FLOAT)
+    if tail:
+        inputs, attributes = {"ArgMax": (["z"], {"axis": 1}), "Greater": (["z", "zero"], {}),
+                              "Transpose": (["z"], {"perm": [1, 0]})}[tail]
+        nodes.append(helper.make_node(tail, inputs, ["y"], **attributes))
+        inits.append(numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
+    out = helper.make_tensor_value_info("p" if output_4d else "y", out_type, None)
+    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", input_type, shape)], [out], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -1006,6 +1012,18 @@ def test_bad_onnx_files(tmp_path, make, message):
     with pytest.raises(CnnlabError, match=message) as e:
         open_model(path)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("tail, returns", [("ArgMax", "1 x 1 of int64"), ("Greater", "1 x 3 of bool"),
+                                           ("Transpose", "3 x 1")])
+def test_an_onnx_output_that_is_not_float_logits_per_image_is_refused_as_a_programs_is(tail, returns, tmp_path):
+    # An ArgMax's indices and a comparison's booleans were read as logits (a page of wrong answers, exit 0), and
+    # logits transposed to classes x N failed later with an internal error.
+    _nhwc_graph(tmp_path / "m.onnx", tail=tail)
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "m.onnx")
+    assert str(e.value) == (f"{tmp_path / 'm.onnx'} (output 'y') is not a classifier: for 1 image it returns "
+                            f"{returns}, expected 1 x classes of float logits")
 
 
 def _graph_adding(path, tensor: str, holder: str) -> None:

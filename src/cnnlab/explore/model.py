@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -214,6 +215,23 @@ def per_image(value: Any, batch: int) -> bool:
     a stage to show. A value of the network's own, computed once for the batch (a learnt scalar gate through a
     sigmoid, the padding a TensorFlow-style "SAME" convolution works out), is not one."""
     return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
+
+
+def logits_count(out: Any, n: int, where: str, classes: int | None = None) -> int:
+    """The class count of ``out``, a model's output for ``n`` images (a tensor, an array, or whatever it returned);
+    refuses anything but float logits ``n x classes`` (``classes`` of them where another batch gave that many): an
+    integer output (an ArgMax, a comparison) would be read as scores, and one whose first axis is not the images
+    (the logits transposed) would be cut into rows of the wrong numbers."""
+    shape = tuple(out.shape) if isinstance(out, (torch.Tensor, np.ndarray)) else None
+    floats = out.is_floating_point() if isinstance(out, torch.Tensor) else \
+        isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
+    if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
+            not floats:
+        shown = " x ".join(map(str, shape)) if shape is not None else type(out).__name__
+        kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
+        raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shown}{kind}, "
+                          f"expected {n} x classes of float logits")
+    return int(shape[1])
 
 
 def _short(values) -> str:

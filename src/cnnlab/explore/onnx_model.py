@@ -35,6 +35,7 @@ from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
     InputSpec,
     Options,
+    logits_count,
     occlusion_pngs,
     per_image,
     read_outputs,
@@ -169,10 +170,7 @@ class OnnxModel:
             raise CnnlabError(f"onnxruntime cannot run {path} ({summary(e, 200)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         probe = self._run(self.spec.zeros(1))
-        logits = probe[self.output_name]
-        if logits.ndim != 2 or logits.shape[1] < 1:
-            raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
-                              f"{' x '.join(map(str, logits.shape))} for one image, expected 1 x classes")
+        count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
         one_at_a_time = self.batch is None and not self._runs_two()
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
@@ -182,7 +180,7 @@ class OnnxModel:
                 stored = tuple(json.loads(self.metadata["cnnlab.classes"]))
             except ValueError:
                 stored = None
-        self.scoring, self.classes, where = read_outputs(int(logits.shape[1]), options,
+        self.scoring, self.classes, where = read_outputs(count, options,
                                                          _final_op(self.producers, self.output_name), stored,
                                                          folder_classes, str(path), "graph")
         self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "

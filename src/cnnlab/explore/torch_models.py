@@ -43,6 +43,7 @@ from cnnlab.explore.model import (
     Options,
     Scoring,
     gradient_pngs,
+    logits_count,
     per_image,
     read_outputs,
     square_as_exported,
@@ -195,14 +196,7 @@ class _TorchModel:
                     hint = ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; "
                                   "expected a classifier of one image batch") from e
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n or out.shape[1] < 1 or \
-                    out.shape[1] != (classes or out.shape[1]) or not out.is_floating_point():
-                shape = " x ".join(map(str, out.shape)) if isinstance(out, torch.Tensor) else type(out).__name__
-                kind = f" of {str(out.dtype).removeprefix('torch.')}" if isinstance(out, torch.Tensor) and \
-                    not out.is_floating_point() else ""
-                raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shape}"
-                                  f"{kind}, expected {n} x classes of float logits")
-            classes = int(out.shape[1])
+            classes = logits_count(out, n, where, classes)
         return classes
 
     def _final_op(self) -> str | None:
