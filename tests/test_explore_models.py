@@ -1026,6 +1026,27 @@ def test_an_onnx_output_that_is_not_float_logits_per_image_is_refused_as_a_progr
                             f"{returns}, expected 1 x classes of float logits")
 
 
+@pytest.mark.parametrize("tail, damage, message", [
+    ("plain", "short", "initializer 'w' does not hold the 4 x 1 x 3 x 3 float values it declares (buffer size must be "
+                       "a multiple of element size); expected its data to fill its dims"),
+    ("plain", "empty", "initializer 'w' does not hold the 4 x 1 x 3 x 3 float values it declares (cannot reshape "
+                       "array of size 0 into shape (4,1,3,3)); expected its data to fill its dims"),
+    ("qdq", "scales", "the DequantizeLinear of 'wq' (4 x 1 x 3 x 3) cannot apply its scale (3) and zero point"),
+])
+def test_a_first_convolution_weight_that_is_not_what_it_declares_is_one_line(tail, damage, message, tmp_path):
+    # numpy's errors reading it (ValueError) were internal errors, exit 1.
+    _graph_of_others(tmp_path / "m.onnx", tail)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    weight = next(t for t in model.graph.initializer if t.name == ("ws" if damage == "scales" else "w"))
+    weight.raw_data = weight.raw_data[:{"short": 10, "empty": 0, "scales": 12}[damage]]
+    if damage == "scales":
+        weight.dims[:] = [3]
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "m.onnx")
+    assert str(e.value).startswith(f"{tmp_path / 'm.onnx'}: {message}") and "\n" not in str(e.value)
+
+
 def _graph_adding(path, tensor: str, holder: str) -> None:
     """A grey 8 x 8 classifier of 4 classes whose logits are 0 * Gemm(...) + ``tensor``, a 1 x 4 tensor that the
     ``holder`` gives: ``"sparse initializer"``, ``"Constant"`` (its sparse_value), ``"If branch"`` (a Constant in a

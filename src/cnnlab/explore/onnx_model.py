@@ -73,6 +73,17 @@ def _dims(value_info) -> list[int | str | None]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
 
 
+def _type_name(elem: int) -> str:
+    """An ``onnx.TensorProto`` element type as the user reads it: ``"double"``, ``"int64"``."""
+    from onnx import TensorProto
+
+    return TensorProto.DataType.Name(elem).lower() if elem in TensorProto.DataType.values() else f"ONNX type {elem}"
+
+
+def _shape(dims) -> str:
+    return " x ".join(map(str, dims))
+
+
 def _load(path: Path):
     import onnx
 
@@ -205,11 +216,7 @@ class OnnxModel:
         elem = value.type.tensor_type.elem_type
         if len(dims) != 4 or elem != FLOAT:
             shown = " x ".join(str(d) for d in dims) or "no shape"
-            import onnx  # loaded already: this module read the graph with it
-
-            kind = onnx.TensorProto.DataType.Name(elem).lower() if elem in onnx.TensorProto.DataType.values() \
-                else f"ONNX type {elem}"
-            raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {kind}, "
+            raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {_type_name(elem)}, "
                               "expected float32 N x C x H x W or N x H x W x C")
         conv_in = self._first_conv_channels()
         layout, origin = options.layout, {}
@@ -259,21 +266,39 @@ class OnnxModel:
     def _constant(self, name: str) -> np.ndarray | None:
         """An initializer's value, or the float value of a quantized one a DequantizeLinear node reads (a QDQ graph,
         as cnnlab's onnx-int8 export: ``(q - zero_point) * scale``, per tensor or per channel of ``axis``)."""
-        from onnx import helper, numpy_helper
+        from onnx import helper
 
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            return self._array(name)
         node = self.producers.get(name)
         if node is None or node.op_type != "DequantizeLinear" or not all(i in self.initializers for i in node.input):
             return None
-        q, scale, *zero = (numpy_helper.to_array(self.initializers[i]).astype(np.float32) for i in node.input)
+        q, scale, *zero = (self._array(i).astype(np.float32) for i in node.input)
         zero = zero[0] if zero else np.zeros_like(scale)
-        if scale.ndim == 1 and q.ndim > 1:  # per channel of the axis
-            axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        return (q - zero) * scale
+        scales = scale.shape
+        try:
+            if scale.ndim == 1 and q.ndim > 1:  # per channel of the axis
+                axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            return (q - zero) * scale
+        except (ValueError, IndexError) as e:  # numpy's: shapes that do not broadcast, an axis q does not have
+            raise CnnlabError(f"{self.path}: the DequantizeLinear of {node.input[0]!r} ({_shape(q.shape)}) cannot "
+                              f"apply its scale ({_shape(scales)}) and zero point ({summary(e)}); expected one "
+                              "per tensor or one per channel of its axis") from None
+
+    def _array(self, name: str) -> np.ndarray:
+        """An initializer's value; one whose data does not fill the dims it declares is refused in one line."""
+        from onnx import numpy_helper
+
+        tensor = self.initializers[name]
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception as e:  # numpy's "buffer size must be a multiple of element size", "cannot reshape array"
+            raise CnnlabError(f"{self.path}: initializer {name!r} does not hold the {_shape(tensor.dims)} "
+                              f"{_type_name(tensor.data_type)} values it declares ({summary(e)}); expected its data "
+                              "to fill its dims") from None
 
     def _infer_shapes(self, model) -> tuple[dict[str, list], dict[str, int]]:
         """Every value's shape with the input fixed to one image at the chosen side (ONNX shape inference), and its
