@@ -1190,6 +1190,35 @@ def test_bad_class_files_are_one_line(tmp_path, text, message):
     assert str(e.value).startswith(f"--classes {path} ") and message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("stored, message", [
+    ("null", "must be a JSON list of strings, got null"),
+    ("5", "must be a JSON list of strings, got 5"),
+    ('"abc"', 'must be a JSON list of strings, got "abc"'),  # read as the classes a, b and c
+    ('{"a": 1, "b": 2, "c": 3}', "is a JSON object of 3 entries; expected a JSON list of strings in output order"),
+    ('["a", "a", "b"]', "names 'a' twice (class 0 and class 1); expected each class name once"),
+    ('["a", 1, null]', 'must be a JSON list of strings, got ["a", 1, null]'),
+    ('["a", "b"', "is not valid JSON"),
+])
+@pytest.mark.parametrize("kind", ["onnx", "pt2"])
+def test_class_names_stored_in_a_model_are_checked_as_a_classes_files_are(kind, stored, message, tmp_path):
+    # null and 5 were internal errors (TypeError); a string's letters, a dict's keys, repeated names and names that
+    # are no strings were the page's classes.
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3))
+    path = tmp_path / f"m.{kind}"
+    if kind == "onnx":
+        model = onnx.load(str(_onnx_of(net, path)))
+        model.metadata_props.append(onnx.StringStringEntryProto(key="cnnlab.classes", value=stored))
+        onnx.save(model, str(path))
+        source = f"{path}'s metadata cnnlab.classes"
+    else:
+        program = torch.export.export(net.eval(), (torch.zeros(1, 1, 8, 8),))
+        torch.export.save(program, path, extra_files={"cnnlab.json": json.dumps({"cnnlab.classes": stored})})
+        source = f"{path}'s cnnlab.json cnnlab.classes"
+    with pytest.raises(CnnlabError) as e:
+        open_model(path)
+    assert str(e.value).startswith(f"{source} {message}") and "\n" not in str(e.value)
+
+
 def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):
     from cnnlab.cli import main
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.checks import fail, int_in_range, number
-from cnnlab.errors import CnnlabError, ForeignCheckpointError
+from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, explain
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
@@ -377,27 +377,43 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
     # utf-8-sig: the byte-order mark Windows editors write would otherwise stay in the first name, and hide the "["
     # of a JSON list, which would then be read as lines.
     text = path.read_text(encoding="utf-8-sig", errors="replace")
-    if text.lstrip().startswith(("[", "{")):
-        try:
-            names = json.loads(text)
-        except ValueError as e:
-            raise CnnlabError(f"--classes {path} is not valid JSON ({e}); expected a JSON list of strings, or one "
-                              "class name per line") from None
-        if isinstance(names, dict):  # e.g. imagenet_class_index.json: {"0": ["n01440764", "tench"], ...}
-            raise CnnlabError(f"--classes {path} is a JSON object of {len(names)} entries; expected a JSON list of "
-                              'strings in output order (["tench", "goldfish", ...]), or one class name per line')
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise CnnlabError(f"--classes {path} must be a JSON list of strings")
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not text.lstrip().startswith(("[", "{")):
+        return class_names([line.strip() for line in text.splitlines() if line.strip()], f"--classes {path}")
+    try:
+        names = json.loads(text)
+    except ValueError as e:
+        raise CnnlabError(f"--classes {path} is not valid JSON ({e}); expected a JSON list of strings, or one "
+                          "class name per line") from None
+    return class_names(names, f"--classes {path}", ", or one class name per line")
+
+
+def stored_classes(text: Any, source: str) -> tuple[str, ...]:
+    """Class names stored with a model (a cnnlab export's ``cnnlab.classes``: a JSON list as text), checked as a
+    ``--classes`` file's are; ``source`` names the file and the key, for the refusal."""
+    try:
+        names = json.loads(text)
+    except (ValueError, TypeError) as e:
+        raise CnnlabError(f"{source} is not valid JSON ({summary(e)}); expected a JSON list of strings") from None
+    return class_names(names, source)
+
+
+def class_names(names: Any, source: str, otherwise: str = "") -> tuple[str, ...]:
+    """``names`` (parsed JSON, or a file's lines) as class names: a list of at least 2 strings, each once. Refusals
+    name ``source`` (``--classes FILE``, or a model's metadata key) and end with ``otherwise``, another form it
+    takes."""
+    if isinstance(names, dict):  # e.g. imagenet_class_index.json: {"0": ["n01440764", "tench"], ...}
+        raise CnnlabError(f"{source} is a JSON object of {len(names)} entries; expected a JSON list of strings in "
+                          f'output order (["tench", "goldfish", ...]){otherwise}')
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CnnlabError(f"{source} must be a JSON list of strings{otherwise}, got {summary(json.dumps(names), 60)}")
     if len(names) < 2:
-        raise CnnlabError(f"--classes {path} holds {len(names)} class name{'' if len(names) == 1 else 's'}, expected "
-                          "at least 2")
+        raise CnnlabError(f"{source} holds {len(names)} class name{'' if len(names) == 1 else 's'}, expected at "
+                          "least 2")
     first: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in first:  # two outputs with one name would make the page's predictions ambiguous
-            raise CnnlabError(f"--classes {path} names {name!r} twice (class {first[name]} and class {i}); expected "
-                              "each class name once")
+            raise CnnlabError(f"{source} names {name!r} twice (class {first[name]} and class {i}); expected each "
+                              "class name once")
         first[name] = i
     return tuple(names)
 

@@ -22,7 +22,6 @@ There are no gradients, so the attribution is occlusion sensitivity (:func:`cnnl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from cnnlab.explore.model import (
     per_image,
     read_outputs,
     square_as_exported,
+    stored_classes,
 )
 from cnnlab.report.features import Row
 
@@ -185,12 +185,8 @@ class OnnxModel:
         one_at_a_time = self.batch is None and not self._runs_two()
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
-        stored = None
-        if "cnnlab.classes" in self.metadata:
-            try:
-                stored = tuple(json.loads(self.metadata["cnnlab.classes"]))
-            except ValueError:
-                stored = None
+        stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes") \
+            if "cnnlab.classes" in self.metadata else None
         self.scoring, self.classes, where = read_outputs(count, options,
                                                          _final_op(self.producers, self.output_name), stored,
                                                          folder_classes, str(path), "graph")
