@@ -138,6 +138,35 @@ def test_feature_maps_agree_across_kinds(lenet, grey_folder):
     assert occ["method"] == "occlusion" and occ["grid"] == [7, 7] and occ["occlusion"].startswith("data:image/png")
 
 
+def test_occlusion_runs_a_large_image_in_batches_of_a_bounded_pixel_count(monkeypatch):
+    # All 50 images went to the model in one batch: a 124-parameter ONNX graph took 10.5 GB at 1024 px, and at
+    # 2048 px the kernel killed it.
+    import cnnlab.explore.model as explore_model
+
+    batches = []
+
+    class Corner:  # class 0 scores the brightness of the top-left corner
+        classes = ("corner", "none")
+        scoring = Scoring(2)
+
+        def logits(self, images):
+            batches.append(images.shape[0])
+            score = images[:, :, :300, :300].float().mean((1, 2, 3)) / 255 * 10
+            return torch.stack([score, -score], 1)
+
+    image = torch.randint(0, 256, (1, 1024, 1024), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    drop = occlusion(Corner(), image, 0)
+    assert batches == [2] * 25  # the image and its 49 covered copies, two at a time
+    assert 2 * 1024 * 1024 <= explore_model.OCCLUSION_PIXELS < 3 * 1024 * 1024
+    monkeypatch.setattr(explore_model, "OCCLUSION_PIXELS", 10 ** 12)
+    batches.clear()
+    assert torch.equal(occlusion(Corner(), image, 0), drop) and batches == [50]  # the same map, in one batch
+    monkeypatch.undo()
+    batches.clear()
+    occlusion(Corner(), image[:, :224, :224], 0)
+    assert batches == [50]  # at 224 px, one batch still
+
+
 @pytest.mark.parametrize("hw", [(64, 64), (32, 32), (10, 10), (28, 28), (16, 40), (40, 12)])
 def test_occlusion_paints_each_patch_on_the_pixels_it_hid(hw):
     # The map was stretched over the image as if patches were side / 7 wide; they are ceil(side / 7) pixels, so at
@@ -767,13 +796,15 @@ def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch
     assert float(hooks.saliency.abs().max()) > 0
 
 
-def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, input_type=TensorProto.FLOAT):
-    """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm."""
+def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, input_type=TensorProto.FLOAT,
+                batch="N", tail=None):
+    """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm;
+    ``tail`` ("ArgMax", "Greater", "Transpose") is an op its logits go through last."""
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     fc = rng.standard_normal((3, 4)).astype(np.float32)
-    shape = ["N", "H", "W", 3] if dynamic else ["N", side, side, 3]
+    shape = [batch, "H", "W", 3] if dynamic else [batch, side, side, 3]
     if input_rank != 4:
         shape = ["N", side * side * 3]
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
@@ -782,11 +813,16 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
              helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
              helper.make_node("GlobalAveragePool", ["p"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
-    out = helper.make_tensor_value_info("p" if output_4d else "y", TensorProto.FLOAT, None)
-    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", input_type, shape)], [out],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-                               numpy_helper.from_array(fc, "fc")])
+             helper.make_node("Gemm", ["f", "fc"], ["z" if tail else "y"], transB=1)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(fc, "fc")]
+    out_type = {"ArgMax": TensorProto.INT64, "Greater": TensorProto.BOOL}.get(tail, TensorProto.FLOAT)
+    if tail:
+        inputs, attributes = {"ArgMax": (["z"], {"axis": 1}), "Greater": (["z", "zero"], {}),
+                              "Transpose": (["z"], {"perm": [1, 0]})}[tail]
+        nodes.append(helper.make_node(tail, inputs, ["y"], **attributes))
+        inits.append(numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
+    out = helper.make_tensor_value_info("p" if output_4d else "y", out_type, None)
+    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", input_type, shape)], [out], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -964,6 +1000,12 @@ def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
     (lambda p: _nhwc_graph(p, input_rank=2), "has no image input"),
     (lambda p: _nhwc_graph(p, input_type=TensorProto.DOUBLE), "'x' is N x 16 x 16 x 3 of double, expected float32"),
     (lambda p: _nhwc_graph(p, output_4d=True), "is not a classifier"),
+    # onnxruntime's internal errors, or 30 GB asked for a first black image, before these were read as they are
+    (lambda p: _nhwc_graph(p, side=100000), "fixes its input's height x width to 100000 x 100000; expected sides "
+                                            "from 8 to 2048 pixels, as --input-size takes"),
+    (lambda p: _nhwc_graph(p, side=0), "fixes its input's height x width to 0 x 0; expected sides from 8 to 2048"),
+    (lambda p: _nhwc_graph(p, batch=0), r"fixes the batch of input 'x' \(0 x 16 x 16 x 3\) to 0 images; expected 1 or "
+                                        "more, or a free batch"),
 ])
 def test_bad_onnx_files(tmp_path, make, message):
     path = tmp_path / "bad.onnx"
@@ -971,6 +1013,111 @@ def test_bad_onnx_files(tmp_path, make, message):
     with pytest.raises(CnnlabError, match=message) as e:
         open_model(path)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("tail, returns", [("ArgMax", "1 x 1 of int64"), ("Greater", "1 x 3 of bool"),
+                                           ("Transpose", "3 x 1")])
+def test_an_onnx_output_that_is_not_float_logits_per_image_is_refused_as_a_programs_is(tail, returns, tmp_path):
+    # An ArgMax's indices and a comparison's booleans were read as logits (a page of wrong answers, exit 0), and
+    # logits transposed to classes x N failed later with an internal error.
+    _nhwc_graph(tmp_path / "m.onnx", tail=tail)
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "m.onnx")
+    assert str(e.value) == (f"{tmp_path / 'm.onnx'} (output 'y') is not a classifier: for 1 image it returns "
+                            f"{returns}, expected 1 x classes of float logits")
+
+
+@pytest.mark.parametrize("tail, damage, message", [
+    ("plain", "short", "initializer 'w' does not hold the 4 x 1 x 3 x 3 float values it declares (buffer size must be "
+                       "a multiple of element size); expected its data to fill its dims"),
+    ("plain", "empty", "initializer 'w' does not hold the 4 x 1 x 3 x 3 float values it declares (cannot reshape "
+                       "array of size 0 into shape (4,1,3,3)); expected its data to fill its dims"),
+    ("qdq", "scales", "the DequantizeLinear of 'wq' (4 x 1 x 3 x 3) cannot apply its scale (3) and zero point"),
+])
+def test_a_first_convolution_weight_that_is_not_what_it_declares_is_one_line(tail, damage, message, tmp_path):
+    # numpy's errors reading it (ValueError) were internal errors, exit 1.
+    _graph_of_others(tmp_path / "m.onnx", tail)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    weight = next(t for t in model.graph.initializer if t.name == ("ws" if damage == "scales" else "w"))
+    weight.raw_data = weight.raw_data[:{"short": 10, "empty": 0, "scales": 12}[damage]]
+    if damage == "scales":
+        weight.dims[:] = [3]
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "m.onnx")
+    assert str(e.value).startswith(f"{tmp_path / 'm.onnx'}: {message}") and "\n" not in str(e.value)
+
+
+def _graph_adding(path, tensor: str, holder: str) -> None:
+    """A grey 8 x 8 classifier of 4 classes whose logits are 0 * Gemm(...) + ``tensor``, a 1 x 4 tensor that the
+    ``holder`` gives: ``"sparse initializer"``, ``"Constant"`` (its sparse_value), ``"If branch"`` (a Constant in a
+    subgraph) or ``"initializer"`` (a dense one); the values are external, in ``secret.bin`` as the file names it."""
+    values = helper.make_tensor(tensor if holder == "sparse initializer" else "s_values", TensorProto.FLOAT, [4],
+                                vals=np.zeros(4, np.float32))
+    values.ClearField("float_data")
+    values.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "secret.bin"), ("offset", "0"), ("length", "16")):
+        entry = values.external_data.add()
+        entry.key, entry.value = key, value
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.arange(4, dtype=np.int64), "s_idx"), [1, 4])
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["z"]), helper.make_node("Mul", ["z", "zero"], ["z0"]),
+             helper.make_node("Add", ["z0", tensor], ["y"])]
+    sparse_initializers = []
+    if holder == "sparse initializer":
+        sparse_initializers.append(sparse)
+    elif holder == "Constant":
+        nodes.insert(0, helper.make_node("Constant", [], [tensor], sparse_value=sparse))
+    elif holder == "If branch":
+        branch = helper.make_graph([helper.make_node("Constant", [], ["b"], sparse_value=sparse)], "branch", [],
+                                   [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])])
+        nodes.insert(0, helper.make_node("If", ["yes"], [tensor], then_branch=branch, else_branch=branch))
+        inits.append(numpy_helper.from_array(np.array(True), "yes"))
+    else:
+        values.name = tensor
+        values.dims[:] = [1, 4]
+        inits.append(values)
+    graph = helper.make_graph(nodes, holder, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits,
+                              sparse_initializer=sparse_initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())  # as it is: onnx.save would write the external data itself
+
+
+@pytest.mark.parametrize("holder", ["sparse initializer", "Constant", "If branch"])
+def test_a_sparse_tensors_external_data_is_refused_not_read_from_the_working_folder(holder, tmp_path, monkeypatch):
+    """onnx.load checks the external data paths of dense tensors only: onnxruntime, handed the model, read a sparse
+    tensor's relative to the folder cnnlab ran in, and the page showed that file's bytes as the logits."""
+    import onnxruntime as ort
+
+    secret = np.array([1, 5, 2, 3], np.float32).tobytes()
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "secret.bin").write_bytes(secret)
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    sessions = []
+    session = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: sessions.append(a) or session(*a, **k))
+    _graph_adding(tmp_path / "model" / "m.onnx", "s", holder)
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "model" / "m.onnx")
+    name = "s" if holder == "sparse initializer" else "s_values"  # a sparse initializer is named by its values
+    assert str(e.value) == (f"{tmp_path / 'model' / 'm.onnx'}: sparse tensor {name!r} "
+                            "keeps its data in another file ('secret.bin'), which cnnlab does not read; it reads "
+                            "external data only for dense tensors, from the model's folder: expected that tensor's "
+                            "data inside the model file")
+    assert not sessions  # refused before onnxruntime saw it: the working folder's file was never read
+    # A dense tensor's external data is read, from the model's folder and not the working one.
+    _graph_adding(tmp_path / "model" / "dense.onnx", "s", "initializer")
+    (tmp_path / "model" / "secret.bin").write_bytes(np.array([4, 3, 2, 1], np.float32).tobytes())
+    model = open_model(tmp_path / "model" / "dense.onnx")
+    assert model.logits(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)).tolist() == [[4, 3, 2, 1]]
 
 
 def test_bad_sources_and_folders(tmp_path, lenet):
@@ -1042,6 +1189,35 @@ def test_bad_class_files_are_one_line(tmp_path, text, message):
     with pytest.raises(CnnlabError) as e:
         read_classes(path)
     assert str(e.value).startswith(f"--classes {path} ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("stored, message", [
+    ("null", "must be a JSON list of strings, got null"),
+    ("5", "must be a JSON list of strings, got 5"),
+    ('"abc"', 'must be a JSON list of strings, got "abc"'),  # read as the classes a, b and c
+    ('{"a": 1, "b": 2, "c": 3}', "is a JSON object of 3 entries; expected a JSON list of strings in output order"),
+    ('["a", "a", "b"]', "names 'a' twice (class 0 and class 1); expected each class name once"),
+    ('["a", 1, null]', 'must be a JSON list of strings, got ["a", 1, null]'),
+    ('["a", "b"', "is not valid JSON"),
+])
+@pytest.mark.parametrize("kind", ["onnx", "pt2"])
+def test_class_names_stored_in_a_model_are_checked_as_a_classes_files_are(kind, stored, message, tmp_path):
+    # null and 5 were internal errors (TypeError); a string's letters, a dict's keys, repeated names and names that
+    # are no strings were the page's classes.
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3))
+    path = tmp_path / f"m.{kind}"
+    if kind == "onnx":
+        model = onnx.load(str(_onnx_of(net, path)))
+        model.metadata_props.append(onnx.StringStringEntryProto(key="cnnlab.classes", value=stored))
+        onnx.save(model, str(path))
+        source = f"{path}'s metadata cnnlab.classes"
+    else:
+        program = torch.export.export(net.eval(), (torch.zeros(1, 1, 8, 8),))
+        torch.export.save(program, path, extra_files={"cnnlab.json": json.dumps({"cnnlab.classes": stored})})
+        source = f"{path}'s cnnlab.json cnnlab.classes"
+    with pytest.raises(CnnlabError) as e:
+        open_model(path)
+    assert str(e.value).startswith(f"{source} {message}") and "\n" not in str(e.value)
 
 
 def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cnnlab.checks import fail, int_in_range, number
-from cnnlab.errors import CnnlabError, ForeignCheckpointError
+from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, explain
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
@@ -39,7 +40,12 @@ from cnnlab.report.features import Row, first_conv, run_rows
 
 LAYOUTS = ("NCHW", "NHWC")
 PIXEL_RANGES = {"0-1": 1, "0-255": 255}  # --pixel-range: the largest value a pixel takes in the model's input
+SIDES = (8, 2048)  # the input's height and width, from --input-size or the model: images are read and run at it
 OCCLUSION_GRID = 7  # 7 x 7 patches: 49 extra forward passes in one batch, a second for ResNet-18 at 224 px on a CPU
+# The pixels occlusion runs a model on at once: its 50 images at 224 x 224 in one batch, fewer above (2 at 1024 px, 1
+# at 2048). All 50 at 1024 px took a 124-parameter ONNX graph to 10.5 GB (onnxruntime's im2col buffers and maps are
+# per pixel), and at 2048 px the kernel killed it.
+OCCLUSION_PIXELS = (OCCLUSION_GRID ** 2 + 1) * 224 * 224
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,23 @@ def per_image(value: Any, batch: int) -> bool:
     return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
 
 
+def logits_count(out: Any, n: int, where: str, classes: int | None = None) -> int:
+    """The class count of ``out``, a model's output for ``n`` images (a tensor, an array, or whatever it returned);
+    refuses anything but float logits ``n x classes`` (``classes`` of them where another batch gave that many): an
+    integer output (an ArgMax, a comparison) would be read as scores, and one whose first axis is not the images
+    (the logits transposed) would be cut into rows of the wrong numbers."""
+    shape = tuple(out.shape) if isinstance(out, (torch.Tensor, np.ndarray)) else None
+    floats = out.is_floating_point() if isinstance(out, torch.Tensor) else \
+        isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
+    if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
+            not floats:
+        shown = " x ".join(map(str, shape)) if shape is not None else type(out).__name__
+        kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
+        raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shown}{kind}, "
+                          f"expected {n} x classes of float logits")
+    return int(shape[1])
+
+
 def _short(values) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
@@ -257,7 +280,8 @@ class Options:
             if len(hw) != 2:
                 fail("--input-size", "a side, or a height and a width", self.input_size)
             for side in hw:
-                int_in_range(side, "--input-size", 8, 2049, expected="a side (or a height and a width) from 8 to 2048")
+                int_in_range(side, "--input-size", SIDES[0], SIDES[1] + 1,
+                             expected=f"a side (or a height and a width) from {SIDES[0]} to {SIDES[1]}")
             object.__setattr__(self, "input_size", hw)
         if self.layout is not None and self.layout not in LAYOUTS:
             fail("--layout", "NCHW or NHWC", self.layout)
@@ -300,6 +324,11 @@ class Options:
         origin = dict(origin)
         static = (height, width)
         given = self.input_size
+        # bounded as --input-size is: a graph fixed to 100000 x 100000 asked for 30 GB for its first black image
+        if not all(SIDES[0] <= side <= SIDES[1] for side in static if isinstance(side, int)):
+            shown = " x ".join(str(d) if isinstance(d, int) else "?" for d in static)
+            raise CnnlabError(f"{where} fixes its input's height x width to {shown}; expected sides from {SIDES[0]} "
+                              f"to {SIDES[1]} pixels, as --input-size takes")
         if all(isinstance(d, int) for d in static):
             if given is not None and given != static:
                 raise CnnlabError(f"--input-size {_size_text(given)} differs from the {height} x {width} input "
@@ -348,27 +377,43 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
     # utf-8-sig: the byte-order mark Windows editors write would otherwise stay in the first name, and hide the "["
     # of a JSON list, which would then be read as lines.
     text = path.read_text(encoding="utf-8-sig", errors="replace")
-    if text.lstrip().startswith(("[", "{")):
-        try:
-            names = json.loads(text)
-        except ValueError as e:
-            raise CnnlabError(f"--classes {path} is not valid JSON ({e}); expected a JSON list of strings, or one "
-                              "class name per line") from None
-        if isinstance(names, dict):  # e.g. imagenet_class_index.json: {"0": ["n01440764", "tench"], ...}
-            raise CnnlabError(f"--classes {path} is a JSON object of {len(names)} entries; expected a JSON list of "
-                              'strings in output order (["tench", "goldfish", ...]), or one class name per line')
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise CnnlabError(f"--classes {path} must be a JSON list of strings")
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not text.lstrip().startswith(("[", "{")):
+        return class_names([line.strip() for line in text.splitlines() if line.strip()], f"--classes {path}")
+    try:
+        names = json.loads(text)
+    except ValueError as e:
+        raise CnnlabError(f"--classes {path} is not valid JSON ({e}); expected a JSON list of strings, or one "
+                          "class name per line") from None
+    return class_names(names, f"--classes {path}", ", or one class name per line")
+
+
+def stored_classes(text: Any, source: str) -> tuple[str, ...]:
+    """Class names stored with a model (a cnnlab export's ``cnnlab.classes``: a JSON list as text), checked as a
+    ``--classes`` file's are; ``source`` names the file and the key, for the refusal."""
+    try:
+        names = json.loads(text)
+    except (ValueError, TypeError) as e:
+        raise CnnlabError(f"{source} is not valid JSON ({summary(e)}); expected a JSON list of strings") from None
+    return class_names(names, source)
+
+
+def class_names(names: Any, source: str, otherwise: str = "") -> tuple[str, ...]:
+    """``names`` (parsed JSON, or a file's lines) as class names: a list of at least 2 strings, each once. Refusals
+    name ``source`` (``--classes FILE``, or a model's metadata key) and end with ``otherwise``, another form it
+    takes."""
+    if isinstance(names, dict):  # e.g. imagenet_class_index.json: {"0": ["n01440764", "tench"], ...}
+        raise CnnlabError(f"{source} is a JSON object of {len(names)} entries; expected a JSON list of strings in "
+                          f'output order (["tench", "goldfish", ...]){otherwise}')
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CnnlabError(f"{source} must be a JSON list of strings{otherwise}, got {summary(json.dumps(names), 60)}")
     if len(names) < 2:
-        raise CnnlabError(f"--classes {path} holds {len(names)} class name{'' if len(names) == 1 else 's'}, expected "
-                          "at least 2")
+        raise CnnlabError(f"{source} holds {len(names)} class name{'' if len(names) == 1 else 's'}, expected at "
+                          "least 2")
     first: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in first:  # two outputs with one name would make the page's predictions ambiguous
-            raise CnnlabError(f"--classes {path} names {name!r} twice (class {first[name]} and class {i}); expected "
-                              "each class name once")
+            raise CnnlabError(f"{source} names {name!r} twice (class {first[name]} and class {i}); expected each "
+                              "class name once")
         first[name] = i
     return tuple(names)
 
@@ -408,18 +453,26 @@ def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int =
     mean colour so that the patch carries no edge of its own) and the drop in the target class's probability is
     recorded: ``rows x cols``, the number of patches that reach the image along each side (``grid``, or fewer for a
     side below ``grid**2``), positive where hiding the patch hurts the prediction. Needs no gradients, so it works
-    for any model that can only be run forward (an ONNX graph). :func:`patch_pixels` lays the map back onto the
-    image's pixels.
+    for any model that can only be run forward (an ONNX graph). The model sees the images in batches of at most
+    :data:`OCCLUSION_PIXELS` pixels (at least one image). :func:`patch_pixels` lays the map back onto the image's
+    pixels.
     """
     (step_h, rows), (step_w, cols) = (_patches(side, grid) for side in image.shape[-2:])
     fill = image.float().mean((1, 2), keepdim=True).round().to(torch.uint8)
-    batch = [image]
-    for i in range(rows):
-        for j in range(cols):
-            covered = image.clone()
-            covered[:, i * step_h:(i + 1) * step_h, j * step_w:(j + 1) * step_w] = fill
-            batch.append(covered)
-    probs = model.scoring.probabilities(model.logits(torch.stack(batch)))[:, target]
+
+    def covered(k: int) -> torch.Tensor:  # the image itself (k = 0), then with patch k - 1 hidden, row by row
+        if k == 0:
+            return image
+        (i, j), hidden = divmod(k - 1, cols), image.clone()
+        hidden[:, i * step_h:(i + 1) * step_h, j * step_w:(j + 1) * step_w] = fill
+        return hidden
+
+    count, per_run = rows * cols + 1, max(1, OCCLUSION_PIXELS // (image.shape[-2] * image.shape[-1]))
+    parts = []
+    for start in range(0, count, per_run):  # made batch by batch: 50 copies at 2048 px are 630 MB of pixels alone
+        batch = torch.stack([covered(k) for k in range(start, min(start + per_run, count))])
+        parts.append(model.scoring.probabilities(model.logits(batch))[:, target])
+    probs = torch.cat(parts)
     return (probs[0] - probs[1:]).view(rows, cols)
 
 

@@ -1,6 +1,7 @@
 """Any ONNX image classifier in the explorer: read with ``onnx``, run with onnxruntime, looked inside.
 
-The file is parsed by ``onnx.load`` (a protobuf: nothing in it is executed) and never changed on disk. A copy of
+The file is parsed by ``onnx.load`` (a protobuf: nothing in it is executed) and never changed on disk; external
+data is read for dense tensors only, from the model's folder (a sparse tensor's is refused). A copy of
 the graph gets the outputs of its convolution, pooling, normalisation and activation nodes as extra graph
 outputs, so one onnxruntime run gives the logits and every stage's feature map. What the page shows is read from
 the graph where it says it:
@@ -21,7 +22,7 @@ There are no gradients, so the attribution is occlusion sensitivity (:func:`cnnl
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,12 @@ from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
     InputSpec,
     Options,
+    logits_count,
     occlusion_pngs,
     per_image,
     read_outputs,
     square_as_exported,
+    stored_classes,
 )
 from cnnlab.report.features import Row
 
@@ -70,13 +73,52 @@ def _dims(value_info) -> list[int | str | None]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
 
 
+def _type_name(elem: int) -> str:
+    """An ``onnx.TensorProto`` element type as the user reads it: ``"double"``, ``"int64"``."""
+    from onnx import TensorProto
+
+    return TensorProto.DataType.Name(elem).lower() if elem in TensorProto.DataType.values() else f"ONNX type {elem}"
+
+
+def _shape(dims) -> str:
+    return " x ".join(map(str, dims))
+
+
 def _load(path: Path):
     import onnx
 
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as e:  # a protobuf DecodeError, a truncated file, missing external data: all one line
         raise CnnlabError(f"{path} is not an ONNX model that onnx can read ({summary(e)})") from None
+    # onnx.load reads the external data of dense tensors (initializers, attribute tensors) from the model's folder,
+    # checking each path; it leaves a sparse tensor's where it is. onnxruntime, handed the model as bytes, would read
+    # what is left relative to the working directory: a file of the user's (a key, a token) shown on the page.
+    for tensor, sparse in _tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            raise CnnlabError(f"{path}: {'sparse ' * sparse}tensor {tensor.name!r} keeps its data in another file "
+                              f"({location!r}), which cnnlab does not read; it reads external data only for dense "
+                              "tensors, from the model's folder: expected that tensor's data inside the model file")
+    return model
+
+
+def _tensors(message) -> Iterator[tuple[Any, bool]]:
+    """Every ``TensorProto`` an ONNX protobuf message holds, however deep, and whether a sparse tensor holds it:
+    initializers and sparse initializers (values and indices), node attributes (``t``, ``tensors``,
+    ``sparse_tensor``, ``sparse_tensors``), the subgraphs of If, Loop and Scan, functions. Walked by the message's
+    own fields, so that none is missed."""
+    from google.protobuf.message import Message
+    from onnx import SparseTensorProto, TensorProto
+
+    for field, value in message.ListFields():
+        if field.message_type is None:  # numbers, strings, bytes
+            continue
+        for item in (value,) if isinstance(value, Message) else value:
+            if isinstance(item, TensorProto):
+                yield item, isinstance(message, SparseTensorProto)
+            else:
+                yield from _tensors(item)
 
 
 class OnnxModel:
@@ -103,8 +145,11 @@ class OnnxModel:
         self.nodes = list(graph.node)  # the graph as read (the session's copy gets extra outputs)
         self.producers = {name: node for node in self.nodes for name in node.output}  # each value's node
         self.input_name, self.spec = self._input_spec(graph, options)
-        first = _dims(next(i for i in graph.input if i.name == self.input_name))[0]
-        self.batch = first if isinstance(first, int) and first > 0 else None  # a fixed batch size, or None
+        dims = _dims(next(i for i in graph.input if i.name == self.input_name))
+        if dims[0] == 0:  # onnxruntime takes no image at all
+            raise CnnlabError(f"{path} fixes the batch of input {self.input_name!r} "
+                              f"({' x '.join(str(d) for d in dims)}) to 0 images; expected 1 or more, or a free batch")
+        self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None  # a fixed batch size, or None
         self.metadata = {p.key: p.value for p in model.metadata_props}
         options.check_no_scaling_for(self.metadata, str(path))
         self.spec = square_as_exported(self.spec, self.metadata)
@@ -136,20 +181,13 @@ class OnnxModel:
             raise CnnlabError(f"onnxruntime cannot run {path} ({summary(e, 200)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         probe = self._run(self.spec.zeros(1))
-        logits = probe[self.output_name]
-        if logits.ndim != 2 or logits.shape[1] < 1:
-            raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
-                              f"{' x '.join(map(str, logits.shape))} for one image, expected 1 x classes")
+        count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
         one_at_a_time = self.batch is None and not self._runs_two()
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
-        stored = None
-        if "cnnlab.classes" in self.metadata:
-            try:
-                stored = tuple(json.loads(self.metadata["cnnlab.classes"]))
-            except ValueError:
-                stored = None
-        self.scoring, self.classes, where = read_outputs(int(logits.shape[1]), options,
+        stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes") \
+            if "cnnlab.classes" in self.metadata else None
+        self.scoring, self.classes, where = read_outputs(count, options,
                                                          _final_op(self.producers, self.output_name), stored,
                                                          folder_classes, str(path), "graph")
         self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
@@ -174,11 +212,7 @@ class OnnxModel:
         elem = value.type.tensor_type.elem_type
         if len(dims) != 4 or elem != FLOAT:
             shown = " x ".join(str(d) for d in dims) or "no shape"
-            import onnx  # loaded already: this module read the graph with it
-
-            kind = onnx.TensorProto.DataType.Name(elem).lower() if elem in onnx.TensorProto.DataType.values() \
-                else f"ONNX type {elem}"
-            raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {kind}, "
+            raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {_type_name(elem)}, "
                               "expected float32 N x C x H x W or N x H x W x C")
         conv_in = self._first_conv_channels()
         layout, origin = options.layout, {}
@@ -228,21 +262,39 @@ class OnnxModel:
     def _constant(self, name: str) -> np.ndarray | None:
         """An initializer's value, or the float value of a quantized one a DequantizeLinear node reads (a QDQ graph,
         as cnnlab's onnx-int8 export: ``(q - zero_point) * scale``, per tensor or per channel of ``axis``)."""
-        from onnx import helper, numpy_helper
+        from onnx import helper
 
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            return self._array(name)
         node = self.producers.get(name)
         if node is None or node.op_type != "DequantizeLinear" or not all(i in self.initializers for i in node.input):
             return None
-        q, scale, *zero = (numpy_helper.to_array(self.initializers[i]).astype(np.float32) for i in node.input)
+        q, scale, *zero = (self._array(i).astype(np.float32) for i in node.input)
         zero = zero[0] if zero else np.zeros_like(scale)
-        if scale.ndim == 1 and q.ndim > 1:  # per channel of the axis
-            axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        return (q - zero) * scale
+        scales = scale.shape
+        try:
+            if scale.ndim == 1 and q.ndim > 1:  # per channel of the axis
+                axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            return (q - zero) * scale
+        except (ValueError, IndexError) as e:  # numpy's: shapes that do not broadcast, an axis q does not have
+            raise CnnlabError(f"{self.path}: the DequantizeLinear of {node.input[0]!r} ({_shape(q.shape)}) cannot "
+                              f"apply its scale ({_shape(scales)}) and zero point ({summary(e)}); expected one "
+                              "per tensor or one per channel of its axis") from None
+
+    def _array(self, name: str) -> np.ndarray:
+        """An initializer's value; one whose data does not fill the dims it declares is refused in one line."""
+        from onnx import numpy_helper
+
+        tensor = self.initializers[name]
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception as e:  # numpy's "buffer size must be a multiple of element size", "cannot reshape array"
+            raise CnnlabError(f"{self.path}: initializer {name!r} does not hold the {_shape(tensor.dims)} "
+                              f"{_type_name(tensor.data_type)} values it declares ({summary(e)}); expected its data "
+                              "to fill its dims") from None
 
     def _infer_shapes(self, model) -> tuple[dict[str, list], dict[str, int]]:
         """Every value's shape with the input fixed to one image at the chosen side (ONNX shape inference), and its

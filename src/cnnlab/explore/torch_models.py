@@ -43,9 +43,11 @@ from cnnlab.explore.model import (
     Options,
     Scoring,
     gradient_pngs,
+    logits_count,
     per_image,
     read_outputs,
     square_as_exported,
+    stored_classes,
 )
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
@@ -195,14 +197,7 @@ class _TorchModel:
                     hint = ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; "
                                   "expected a classifier of one image batch") from e
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n or out.shape[1] < 1 or \
-                    out.shape[1] != (classes or out.shape[1]) or not out.is_floating_point():
-                shape = " x ".join(map(str, out.shape)) if isinstance(out, torch.Tensor) else type(out).__name__
-                kind = f" of {str(out.dtype).removeprefix('torch.')}" if isinstance(out, torch.Tensor) and \
-                    not out.is_floating_point() else ""
-                raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shape}"
-                                  f"{kind}, expected {n} x classes of float logits")
-            classes = int(out.shape[1])
+            classes = logits_count(out, n, where, classes)
         return classes
 
     def _final_op(self) -> str | None:
@@ -237,16 +232,19 @@ class _TorchModel:
         return gradient_pngs(explain_with(stage_pass, x, target), image, self.classes)
 
 
-def _cnnlab_metadata(text: str) -> tuple[dict[str, Any], tuple[str, ...] | None]:
-    """The ``cnnlab.json`` a cnnlab export stores beside its program, and the class names in it; ``{}`` and None for
-    a program from elsewhere (or metadata that does not parse: it only ever adds names)."""
+def _cnnlab_metadata(text: str, where: str) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+    """The ``cnnlab.json`` a cnnlab export stores beside its program (of the program at ``where``), and the class
+    names in it, checked as a ``--classes`` file's are; ``{}`` and None for a program from elsewhere (or a
+    ``cnnlab.json`` that does not parse: it only ever adds names)."""
     try:
         metadata = json.loads(text) if text else {}
-        if not isinstance(metadata, dict):
-            return {}, None
-        return metadata, tuple(json.loads(metadata["cnnlab.classes"])) if "cnnlab.classes" in metadata else None
-    except (ValueError, TypeError):
+    except ValueError:
         return {}, None
+    if not isinstance(metadata, dict):
+        return {}, None
+    if "cnnlab.classes" not in metadata:
+        return metadata, None
+    return metadata, stored_classes(metadata["cnnlab.classes"], f"{where}'s cnnlab.json cnnlab.classes")
 
 
 def _first_line(e: BaseException) -> str:
@@ -295,7 +293,7 @@ class ExportedModel(_TorchModel):
         if shape is not None and len(shape) != 4:
             raise CnnlabError(f"{path} has no image input: its input is {len(shape)}-d, expected N x C x H x W")
         self.batch = shape[0] if shape is not None and shape[0] else None  # torch.export may fix the batch
-        metadata, stored = _cnnlab_metadata(extra["cnnlab.json"])
+        metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path))
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
         self.scoring, self.classes, where = read_outputs(self._check_classifier(str(path)), options,
