@@ -247,10 +247,11 @@ def _run_then_move_its_folder(tmp_path, monkeypatch, per_class):
 
 
 def test_a_moved_image_folder_is_evaluated_where_data_dir_says_it_is_now(tmp_path, monkeypatch, capsys):
-    _, run = _run_then_move_its_folder(tmp_path, monkeypatch, (4, 3))
+    data, run = _run_then_move_its_folder(tmp_path, monkeypatch, (4, 3))
     capsys.readouterr()
-    assert cli.main(["eval", str(run / "last.pt")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["eval", str(run / "last.pt")]) == 2  # "... does not exist", as if the user had typed it
+    assert capsys.readouterr().err.strip() == (f"cnnlab eval: error: the run's image folder {data} is not a folder "
+                                               "here; expected --data-dir with the folder its files are in now")
     assert cli.main(["eval", str(run / "last.pt"), "--data-dir", str(tmp_path / "moved"), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["accuracy"] == json.loads((run / "result.json").read_text())["test_acc"]

@@ -191,6 +191,18 @@ def test_a_camera_sized_picture_is_read_as_a_folder_of_them_would_be(trained_run
     assert result["file"] == str(tmp_path / "camera.png") and len(result["top"]) == 3
 
 
+def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(trained_run, test_pngs, tmp_path):
+    """Under a strict UTF-8 stdout (en_US.UTF-8's; PYTHONIOENCODING=utf-8 here) a Latin-1 file name was an internal
+    UnicodeEncodeError, as was every note naming one (train --skip-bad-images); it is printed as the bytes it is."""
+    name = os.fsdecode(b"caf\xe9.png")
+    (tmp_path / name).write_bytes(test_pngs[0][0].read_bytes())
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(trained_run / "last.pt"), str(tmp_path)],
+                          capture_output=True, timeout=300, env={**os.environ, "PYTHONIOENCODING": "utf-8",
+                                                                 "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(os.fsencode(str(tmp_path)) + b"/caf\xe9.png: ")
+
+
 def test_topk_and_formatting(trained_run, test_pngs):
     paths = test_pngs[0][:2]
     results = predict_files(trained_run / "last.pt", paths, topk=50, device="cpu")

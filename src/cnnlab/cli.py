@@ -579,11 +579,19 @@ def main(argv: list[str] | None = None) -> int:
             previous = signal.signal(signal.SIGTERM, _terminate)
         except ValueError:  # not the main thread: signals are not ours to take
             pass
+    # Python holds a file name that is not UTF-8 (Latin-1 from an old archive) with lone surrogates, which a strict
+    # stdout (en_US.UTF-8's) cannot print: every line naming one was an internal error. They are written back as the
+    # bytes they were, as ls writes them.
+    errors = getattr(sys.stdout, "errors", None)
+    if errors == "strict":
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         return _run(args)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if errors == "strict":
+            sys.stdout.reconfigure(errors=errors)
 
 
 def _run(args) -> int:

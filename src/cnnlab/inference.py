@@ -186,13 +186,17 @@ class Trained:
         if other is not None:
             config.update(data_dir=None)
         stored = config.get("data_dir")
-        if data_dir is None and stored and not Path(stored).expanduser().is_dir() and \
-                not str(other or self.meta.dataset).startswith(FOLDER_PREFIX):
+        name = str(other or self.meta.dataset)
+        if data_dir is None and name.startswith(FOLDER_PREFIX) and other is None:
+            images = name[len(FOLDER_PREFIX):]  # the run's own image folder (absolute), which may have moved since
+            if not Path(images).expanduser().is_dir():
+                raise moved_data(f"the run's image folder {images}")
+        elif data_dir is None and stored and not Path(stored).expanduser().is_dir() and \
+                not name.startswith(FOLDER_PREFIX):
             # the run's own folder, not one the caller named: a run once kept it as typed (relative to where it
             # trained), and the data may have moved since
             where = "" if Path(stored).is_absolute() else ", relative to the folder the run trained in"
-            raise DataError(f"the run's data folder {stored} (its config's data_dir{where}) is not a folder here; "
-                            "expected --data-dir with the folder its files are in now")
+            raise moved_data(f"the run's data folder {stored} (its config's data_dir{where})")
         return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
                           decoded=(self.meta.image_size, self.meta.channels))
 
@@ -202,6 +206,11 @@ class Trained:
         """
         check_same_classes(self.meta, data.classes, f"dataset {data.name}")
         check_same_test_split(self.checkpoint.get("dataset") or {}, data)
+
+
+def moved_data(folder: str) -> DataError:
+    """The error for a run's data that is not where the run found it, ``folder`` naming the folder it was in."""
+    return DataError(f"{folder} is not a folder here; expected --data-dir with the folder its files are in now")
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:

@@ -16,6 +16,7 @@ from cnnlab.data.folder import refuse_writing_into
 from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import torch_switches_restored
 from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.inference import moved_data
 from cnnlab.io import remove_stale_temporaries
 from cnnlab.report import RunReport
 from cnnlab.runs import (
@@ -128,8 +129,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
     else:
         where = config.dataset[len(FOLDER_PREFIX):] if folder else config.data_dir
         if where and not Path(where).is_dir():
-            raise CnnlabError(f"the run's {'image' if folder else 'data'} folder {where} is not a folder here; "
-                              "expected --data-dir with the folder its files are in now")
+            raise moved_data(f"the run's {'image' if folder else 'data'} folder {where}")
     if epochs is not None and config.time_budget is not None:
         raise CnnlabError(f"this run's length is its time budget of {config.time_budget:g}s, which --epochs cannot "
                           f"change; expected a resume without --epochs (start a new run with --init-from "
