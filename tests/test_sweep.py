@@ -481,6 +481,32 @@ def test_sigterm_while_the_workers_start_reaches_every_worker(tmp_path, monkeypa
     assert not any(t.state == TrialState.RUNNING for t in _trials(storage_url(None, out.resolve()), "start"))
 
 
+def test_a_seeded_sweep_continued_draws_new_points_and_a_new_one_the_same_as_before(tmp_path, monkeypatch):
+    # Every sweep seeded its sampler with --sampler-seed again, so the study resumed after an interruption drew its
+    # first points over: trial 3 had trial 0's lr
+    def interrupt(call: int) -> None:
+        if call == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _quick_train([], interrupt))
+    out = tmp_path / "sw"
+    with pytest.raises(Interrupted):
+        sweep(_spec(trials=3, pruner="none"), study="seeded", out=out)
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _quick_train([]))
+    sweep(None, study="seeded", out=out)
+    trials = _trials(storage_url(None, out.resolve()), "seeded")
+    assert [t.user_attrs.get("resume_of") for t in trials] == [None, None, 1, None]
+    drawn = [trials[n].params["lr"] for n in (0, 1, 3)]
+    assert len(set(drawn)) == 3, drawn
+
+    # A new study with the seed draws what it drew before this change: the sampler seeded with it
+    sweep(_spec(trials=2, pruner="none"), study="again", out=tmp_path / "again")
+    again = [t.params["lr"] for t in _trials(storage_url(None, (tmp_path / "again").resolve()), "again")]
+    assert again == drawn[:2]
+    alone = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True))
+    assert alone.ask().suggest_float("lr", 1e-6, 1e4, log=True) == drawn[0]
+
+
 @pytest.mark.slow
 def test_sigterm_to_a_sweep_with_two_jobs_stops_every_worker_and_waits_for_them(tmp_path, data_dir):
     # SIGTERM to a sweep with --jobs 2: it exited 143 at once with no word, and both workers trained on, alone

@@ -125,6 +125,7 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
             if joining:
                 refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir,
                                     "--out" if out else "the sweep folder")
+            held = len(study_obj.get_trials(deepcopy=False))
             again = enqueue_interrupted(study_obj)
         except db_errors() as e:
             raise StorageLost(f"the study database {shown(url)} does not answer: {first_line(e)}") from None
@@ -135,7 +136,8 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         atomic_write(sweep_dir / STUDY_MARKER, lambda tmp: Path(tmp).write_text(study + "\n", encoding="utf-8"))
     if again:
         print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
-    worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}))
+    worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}),
+                    held=held)
     hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {shown(storage)}" if storage else "")
     codes = [0]
     try:

@@ -67,6 +67,7 @@ class Worker:
     heartbeat: float
     index: int = 0
     local: dict[str, Any] = field(default_factory=dict)
+    held: int = 0  # trials the study held when this sweep began (its samplers' seeds: load_study)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -125,7 +126,7 @@ def work(worker: Worker) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(worker.url, worker.heartbeat)
     try:
-        study, spec = load_study(storage, worker.name, None, worker.index)
+        study, spec = load_study(storage, worker.name, None, worker.index, worker.held)
         spec.overrides = {**spec.overrides, **worker.local}
         while True:
             fail_stale_trials(study)
