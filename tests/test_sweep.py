@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from cnnlab.cli import build_parser, main
 from cnnlab.compare import compare_runs, find_runs, load_run
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.runs import Run
 from cnnlab.sweep import (
     Param,
@@ -381,6 +381,165 @@ def test_ctrl_c_checkpoints_and_the_same_study_resumes_the_trial(tmp_path, data_
     assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4] and epochs_before < 4
     assert sorted(resumed.intermediate_values) == [1, 2, 3, 4]  # the pruner saw the whole curve
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # --trials 2: the interrupted one is replaced
+
+
+def _quick_train(calls: list, stop=None):
+    """`train` for trials that need no training: one epoch at val_acc 0.5; ``stop(call)`` runs first."""
+
+    def fake(model, recipe=None, *, out, on_epoch, **settings):
+        calls.append(out)
+        if stop is not None:
+            stop(len(calls))
+        os.makedirs(out, exist_ok=True)
+        row = {"epoch": 1.0, "val_acc": 0.5}
+        on_epoch(row)
+        return [row]
+
+    return fake
+
+
+def _sigterm_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)  # interrupted by the signal's handler, if it has one
+
+
+@pytest.fixture
+def sigterm_ignored():
+    """SIGTERM ignored around the test: a sweep that does not take it as Ctrl-C goes on (and pytest lives)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("when", ["while a trial loads its data", "between trials"])
+def test_sigterm_outside_a_training_loop_stops_the_sweep_as_ctrl_c_does(tmp_path, monkeypatch, capsys,
+                                                                        sigterm_ignored, when):
+    # Nothing took SIGTERM outside a training loop: the sweep died (143) without its resume line, and a trial it
+    # came in stayed running in the study, failed (not resumed) by the next sweep once its heartbeat was stale.
+    calls, progressed = [], []
+    if when == "between trials":
+        import cnnlab.sweep.workers as workers
+
+        real_progress = workers.progress
+
+        def progress(study):
+            progressed.append(study)
+            if len(progressed) == 2:  # trial 0 has ended, trial 1 is not asked for yet
+                _sigterm_self()
+            return real_progress(study)
+
+        monkeypatch.setattr(workers, "progress", progress)
+
+    def stop(call: int) -> None:
+        if when == "while a trial loads its data" and call == 2:
+            _sigterm_self()
+
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _quick_train(calls, stop))
+    out = tmp_path / "sw"
+    with pytest.raises(Interrupted) as info:
+        sweep(_spec(trials=2, pruner="none"), study="term", out=out)
+    assert info.value.signum == signal.SIGTERM
+    assert str(info.value) == (f"sweep interrupted; the running trials checkpointed. Resume with: cnnlab sweep "
+                               f"--study term --out {out}")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the caller's handler, back
+    url = storage_url(None, out.resolve())
+    trials = _trials(url, "term")
+    assert trials[0].state == TrialState.COMPLETE and not any(t.state == TrialState.RUNNING for t in trials)
+    if when == "while a trial loads its data":
+        assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["interrupted"]
+
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _quick_train(calls))
+    summary = sweep(None, study="term", out=out)
+    assert summary["trials"]["counted"] == 2 and "failed" not in summary["trials"]
+    if when == "while a trial loads its data":
+        assert "resuming interrupted trial(s) 1" in capsys.readouterr().out
+        resumed = next(t for t in _trials(url, "term") if t.user_attrs.get("resume_of") == 1)
+        assert resumed.state == TrialState.COMPLETE and resumed.params == trials[1].params
+
+
+def test_sigterm_while_the_workers_start_reaches_every_worker(tmp_path, monkeypatch, sigterm_ignored, data_dir):
+    # A signal while the sweep started its workers must reach each of them, the ones started after it came too
+    import multiprocessing.context
+
+    started = []
+    real_start = multiprocessing.context.SpawnProcess.start
+
+    def start(process):
+        real_start(process)
+        started.append(process.pid)
+        if len(started) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    out = tmp_path / "sw"
+    with pytest.raises(Interrupted) as info:
+        sweep(_spec(trials=2, overrides={**TINY, "data_dir": str(data_dir)}), study="start", out=out, jobs=2)
+    assert info.value.signum == signal.SIGTERM and len(started) == 2
+    for pid in started:  # each ended (and was waited for) before the sweep did
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not any(t.state == TrialState.RUNNING for t in _trials(storage_url(None, out.resolve()), "start"))
+
+
+def test_a_seeded_sweep_continued_draws_new_points_and_a_new_one_the_same_as_before(tmp_path, monkeypatch):
+    # Every sweep seeded its sampler with --sampler-seed again, so the study resumed after an interruption drew its
+    # first points over: trial 3 had trial 0's lr
+    def interrupt(call: int) -> None:
+        if call == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _quick_train([], interrupt))
+    out = tmp_path / "sw"
+    with pytest.raises(Interrupted):
+        sweep(_spec(trials=3, pruner="none"), study="seeded", out=out)
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _quick_train([]))
+    sweep(None, study="seeded", out=out)
+    trials = _trials(storage_url(None, out.resolve()), "seeded")
+    assert [t.user_attrs.get("resume_of") for t in trials] == [None, None, 1, None]
+    drawn = [trials[n].params["lr"] for n in (0, 1, 3)]
+    assert len(set(drawn)) == 3, drawn
+
+    # A new study with the seed draws what it drew before this change: the sampler seeded with it
+    sweep(_spec(trials=2, pruner="none"), study="again", out=tmp_path / "again")
+    again = [t.params["lr"] for t in _trials(storage_url(None, (tmp_path / "again").resolve()), "again")]
+    assert again == drawn[:2]
+    alone = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True))
+    assert alone.ask().suggest_float("lr", 1e-6, 1e4, log=True) == drawn[0]
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_with_two_jobs_stops_every_worker_and_waits_for_them(tmp_path, data_dir):
+    # SIGTERM to a sweep with --jobs 2: it exited 143 at once with no word, and both workers trained on, alone
+    out = tmp_path / "sw"
+    budget = {**TINY, "epochs": 5, "limit_train_batches": 30, "data_dir": str(data_dir)}
+    first = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "4", "--study", "tt",
+                    "--out", str(out), "--pruner", "none", "--jobs", "2", *_cli_flags(budget))
+    url = storage_url(None, out.resolve())
+
+    def training() -> list:
+        metrics = [out / "trials" / f"{n:04d}" / "metrics.csv" for n in (0, 1)]
+        return all(m.is_file() and len(m.read_text().splitlines()) >= 2 for m in metrics) and \
+            [t.user_attrs["pid"] for t in _trials(url, "tt") if t.state == TrialState.RUNNING]
+
+    workers = _wait_for(training, what="two trials in their second epoch")
+    try:
+        first.send_signal(signal.SIGTERM)
+        stdout, stderr = first.communicate(timeout=120)
+        assert first.returncode == 143, stderr
+        assert f"sweep interrupted; the running trials checkpointed. Resume with: cnnlab sweep --study tt --out " \
+               f"{out}" in stdout
+        for pid in workers:  # each checkpointed and ended before the sweep did
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    trials = _trials(url, "tt")
+    assert len(trials) == 2 and all(t.state == TrialState.FAIL and t.user_attrs["interrupted"] for t in trials)
+    assert all((out / "trials" / f"{n:04d}" / "last.pt").is_file() for n in (0, 1))
 
 
 def test_a_trial_finished_by_train_resume_before_the_sweep_resumed_keeps_its_result(tmp_path, data_dir):

@@ -40,7 +40,7 @@ from cnnlab.sweep.storage import StorageLost, database_failure, db_errors, first
 from cnnlab.sweep.study import SPEC_ATTR, enqueue_interrupted, load_study, progress
 from cnnlab.sweep.summary import format_summary, summarize
 from cnnlab.sweep.trial import TrialFailed, run_trial
-from cnnlab.sweep.workers import Worker, run_workers, threads_per_job, work
+from cnnlab.sweep.workers import Worker, run_workers, sigterm_as_ctrl_c, threads_per_job, work
 
 __all__ = ["KINDS", "LOCAL", "PRUNERS", "SPEC_ATTR", "Param", "StorageLost", "SweepSpec", "TrialFailed", "Worker",
            "command_line", "database_failure", "db_errors", "enqueue_interrupted", "format_summary", "load_study",
@@ -125,6 +125,7 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
             if joining:
                 refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir,
                                     "--out" if out else "the sweep folder")
+            held = len(study_obj.get_trials(deepcopy=False))
             again = enqueue_interrupted(study_obj)
         except db_errors() as e:
             raise StorageLost(f"the study database {shown(url)} does not answer: {first_line(e)}") from None
@@ -135,19 +136,22 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         atomic_write(sweep_dir / STUDY_MARKER, lambda tmp: Path(tmp).write_text(study + "\n", encoding="utf-8"))
     if again:
         print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
-    worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}))
+    worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}),
+                    held=held)
     hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {shown(storage)}" if storage else "")
     codes = [0]
     try:
-        if jobs == 1:
-            work(worker)
-        else:
-            codes = run_workers(worker, jobs)
+        with sigterm_as_ctrl_c():  # SIGTERM takes Ctrl-C's path, at any moment: in a trial, between them, in workers
+            if jobs == 1:
+                work(worker)
+            else:
+                codes = run_workers(worker, jobs)
     except (Interrupted, KeyboardInterrupt) as e:
         raise Interrupted(getattr(e, "signum", 2), f"sweep interrupted; the running trials checkpointed. Resume "
                                                    f"with: {hint}") from None
-    if any(c in (130, 143) for c in codes):
-        raise Interrupted(2, f"sweep interrupted; the running trials checkpointed. Resume with: {hint}")
+    stopped = [c - 128 for c in codes if c in (130, 143)]  # a worker signalled alone
+    if stopped:
+        raise Interrupted(stopped[0], f"sweep interrupted; the running trials checkpointed. Resume with: {hint}")
     if 3 in codes:
         raise StorageLost(f"the study database {shown(url)} went away during the sweep; what it recorded is kept. "
                           f"Continue with: {hint}")

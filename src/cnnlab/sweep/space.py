@@ -130,7 +130,8 @@ class SweepSpec:
         warmup_epochs: epochs of each trial before the median pruner looks at it.
         allow_test_objective: tune on the test set when no ``val_split`` is set and the data brings no validation
             split of its own (the book validates on the test set).
-        seed: the sampler's seed (each worker adds its index), None for a fresh one.
+        seed: the sampler's seed (each worker adds its index; a sweep continuing the study mixes in the trials it
+            holds, so as not to draw its first points again), None for a fresh one.
         report: write report.html in every trial's run folder.
     """
 

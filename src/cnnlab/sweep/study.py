@@ -7,6 +7,8 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from cnnlab.errors import CnnlabError
 from cnnlab.sweep.space import LOCAL, SweepSpec
 from cnnlab.sweep.storage import shown
@@ -78,8 +80,24 @@ def _pruner(spec: SweepSpec):
     return optuna.pruners.NopPruner()
 
 
-def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0):
-    """The study ``name`` with its stored spec, created from ``spec`` when it does not exist yet.
+def _sampler_seed(seed: int | None, worker: int, held: int) -> int | None:
+    """The seed of worker ``worker``'s sampler in a sweep that began with ``held`` trials in the study.
+
+    A sampler seeded as another was draws the same points (Optuna's ``BaseSampler.reseed_rng`` says so of its
+    threads): seeded again as the first sweep's, a resumed or joined study tried its first points again. A sweep
+    that drew any point left a trial for it, so the next one holds more; mixing that count in (numpy's SeedSequence)
+    gives every sweep of a study its own streams, while a new study keeps ``seed + worker`` and its points.
+    """
+    if seed is None:
+        return None
+    if held == 0:
+        return seed + worker
+    return int(np.random.SeedSequence((seed, held, worker)).generate_state(1)[0])
+
+
+def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0, held: int = 0):
+    """The study ``name`` with its stored spec, created from ``spec`` when it does not exist yet; ``worker`` and
+    ``held`` (the trials the study held when this sweep began) make its sampler's seed (:func:`_sampler_seed`).
 
     Raises:
         CnnlabError: no such study and no spec to start it, or a spec that differs from the stored one.
@@ -100,7 +118,7 @@ def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0):
         raise CnnlabError(f"no study {name!r} in {shown(storage.url) if hasattr(storage, 'url') else storage}: "
                           "give MODEL and --param to start it")
     spec = stored or spec
-    sampler = optuna.samplers.TPESampler(seed=None if spec.seed is None else spec.seed + worker, constant_liar=True)
+    sampler = optuna.samplers.TPESampler(seed=_sampler_seed(spec.seed, worker, held), constant_liar=True)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                 pruner=_pruner(spec), load_if_exists=True)
     if stored is None:

@@ -13,6 +13,8 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,33 @@ from cnnlab.sweep.storage import StorageLost, database_failure, first_line, grac
 from cnnlab.sweep.study import fail_orphaned_trials, load_study, progress
 from cnnlab.sweep.trial import TrialFailed, run_trial
 from cnnlab.train.spawn import cores
+from cnnlab.train.state import install_stop_handlers, restore_handlers
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised where Ctrl-C raises KeyboardInterrupt, so that it takes Ctrl-C's path through a sweep: the
+    running trial marked interrupted (the next sweep resumes it), the workers told, the one resume line. A training
+    loop answers SIGTERM itself (a checkpoint, then :class:`~cnnlab.errors.Interrupted`)."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in this block; off the main thread, signals are not ours to take."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -38,6 +67,7 @@ class Worker:
     heartbeat: float
     index: int = 0
     local: dict[str, Any] = field(default_factory=dict)
+    held: int = 0  # trials the study held when this sweep began (its samplers' seeds: load_study)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -96,7 +126,7 @@ def work(worker: Worker) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(worker.url, worker.heartbeat)
     try:
-        study, spec = load_study(storage, worker.name, None, worker.index)
+        study, spec = load_study(storage, worker.name, None, worker.index, worker.held)
         spec.overrides = {**spec.overrides, **worker.local}
         while True:
             fail_stale_trials(study)
@@ -119,13 +149,14 @@ def work(worker: Worker) -> None:
 
 
 def _worker_main(worker: Worker) -> None:
-    """A worker process: exit 0 when the study is done, 130 on a signal, 3 when the database is lost."""
+    """A worker process: exit 0 when the study is done, 128 + the signal on one, 3 when the database is lost."""
     try:
-        work(worker)
+        with sigterm_as_ctrl_c():
+            work(worker)
     except Interrupted as e:
         sys.exit(128 + e.signum)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        sys.exit(128 + getattr(e, "signum", signal.SIGINT))
     except CnnlabError as e:
         print(f"cnnlab sweep: worker {worker.index}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         sys.exit(3 if isinstance(e, StorageLost) else 2)
@@ -134,20 +165,38 @@ def _worker_main(worker: Worker) -> None:
 def run_workers(worker: Worker, jobs: int) -> list[int]:
     """Run ``jobs`` worker processes (spawned: torch and fork do not mix) and wait; returns their exit codes.
 
-    Ctrl-C reaches the workers (the terminal signals the whole process group, and it is passed on to them here
-    too): each checkpoints its trial and stops, and this waits for them.
+    Ctrl-C and SIGTERM reach the workers (the terminal signals the whole process group, and a signal raised here as
+    KeyboardInterrupt, or :class:`Terminated` under :func:`sigterm_as_ctrl_c`, is passed on to them): each
+    checkpoints its trial and stops; this waits for them, then raises it again.
     """
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(Worker(**{**asdict(worker), "index": i}),), daemon=False)
              for i in range(jobs)]
-    for p in procs:
-        p.start()
-    while any(p.is_alive() for p in procs):
+    # A signal while the workers start is held until all have started, so that it is passed on to every one (a
+    # worker being started when it came would not be told, and would run its trials alone)
+    held: list[int] = []
+    previous = install_stop_handlers(held.append)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        restore_handlers(previous)
+    stop: KeyboardInterrupt | None = None
+    while True:
         try:
+            if held:  # now to the handler it was held from
+                signum = held[0]
+                held.clear()
+                signal.raise_signal(signum)
             for p in procs:
                 p.join(timeout=0.5)
-        except KeyboardInterrupt:
+            if not any(p.is_alive() for p in procs):
+                break
+        except KeyboardInterrupt as e:
+            stop = e
             for p in procs:
                 if p.is_alive():
-                    os.kill(p.pid, signal.SIGINT)
+                    os.kill(p.pid, getattr(e, "signum", signal.SIGINT))
+    if stop is not None:
+        raise stop
     return [p.exitcode for p in procs]
