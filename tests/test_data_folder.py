@@ -81,6 +81,12 @@ def test_formats_modes_and_sizes_are_decoded_once_to_one_shape(tmp_path, home):
     assert "ignored 1 non-image file" in data.description and "1/6" in data.description
     assert f"ignored 1 file(s) not of an image format read here (first: {root / 'dog' / 'notes.txt'}; " in \
         data.notices[0]
+    (root / "dog" / "notes.txt").unlink()  # the decoded images come from the cache; the notice is of the folder now
+    (root / "cat" / "LICENSE.txt").write_text("x")
+    (root / "cat" / "README.txt").write_text("x")
+    again = load_dataset(f"folder:{root}", image_size=20)
+    assert f"ignored 2 file(s) not of an image format read here (first: {root / 'cat' / 'LICENSE.txt'}; " in \
+        again.notices[0] and len(again.notices) == len(data.notices)
     everything = torch.cat([data.train_images, data.test_images])
     expected = {}
     for path in sorted(root.rglob("*")):

@@ -195,12 +195,14 @@ def test_a_folder_the_page_cannot_open_does_not_take_the_table_down(server, expl
 
 def test_a_folder_named_in_another_encoding_is_listed_with_a_replacement_character(server, explore_root):
     """A run folder whose name is not UTF-8 (Latin-1 from an old archive): encoding the JSON failed, and the whole
-    runs table answered 500. The name is listed with U+FFFD where its byte was."""
+    runs table answered 500. The name is listed with U+FFFD where its byte was, and opens by that name."""
     latin = explore_root / os.fsdecode(b"caf\xe9-run")
     shutil.copytree(explore_root / "lenet", latin)
     try:
         status, body = request(server, "GET", "/api/runs")
         assert status == 200 and "caf\ufffd-run" in {r["run"] for r in body["runs"]}
+        status, body = request(server, "GET", "/api/run?run=caf%EF%BF%BD-run")  # the name as listed opens it
+        assert status == 200 and body["run"] == "caf\ufffd-run", body
     finally:
         shutil.rmtree(latin)
 

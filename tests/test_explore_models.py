@@ -1218,6 +1218,8 @@ def test_class_names_stored_in_a_model_are_checked_as_a_classes_files_are(kind, 
     with pytest.raises(CnnlabError) as e:
         open_model(path)
     assert str(e.value).startswith(f"{source} {message}") and "\n" not in str(e.value)
+    assert str(e.value).endswith("; or pass --classes FILE to name the classes instead")
+    assert open_model(path, Options(classes=("x", "y", "z"))).classes == ("x", "y", "z")  # --classes comes first
 
 
 def test_cli_one_line_exit_2(tmp_path, capsys, grey_folder):

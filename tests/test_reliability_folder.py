@@ -93,6 +93,19 @@ def test_a_file_name_that_is_not_utf8_trains_and_evaluates(tmp_path, home, capsy
     assert run_with_output(["eval", str(out / "last.pt")], capsys)[0] == 0
 
 
+def test_a_stray_file_named_in_another_encoding_is_named_in_the_report(tmp_path, home, capsys):
+    # The notice of the files a folder leaves out names the first; report.html, written as strict UTF-8, failed
+    # ("report.html not written") and `cnnlab report` was an internal error
+    data, out = tmp_path / "latin1", tmp_path / "run"
+    write_classes(data, {"a": 8, "b": 8})
+    Path(os.fsdecode(os.path.join(os.fsencode(data / "a"), b"caf\xe9.txt"))).write_text("notes")
+    reported = [a for a in TINY if a != "--no-report"]
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *reported, "--out", str(out),
+                            "--quiet"], capsys)[0] == 0
+    assert "caf\ufffd.txt" in (out / "report.html").read_text(encoding="utf-8")
+    assert run_with_output(["report", str(out)], capsys)[0] == 0
+
+
 def test_eval_decodes_a_grown_folder_as_the_model_was_trained(tmp_path, home, capsys):
     # The folder chose the run's image size and channels (median size, colour majority). Training images added since
     # made it choose others: eval decoded the unchanged test/ at another size, or refused it as 3-channel.

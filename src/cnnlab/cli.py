@@ -8,6 +8,7 @@ argument answer at once, without importing torch.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -582,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     # Python holds a file name that is not UTF-8 (Latin-1 from an old archive) with lone surrogates, which a strict
     # stdout (en_US.UTF-8's) cannot print: every line naming one was an internal error. They are written back as the
     # bytes they were, as ls writes them.
-    errors = getattr(sys.stdout, "errors", None)
+    errors = getattr(sys.stdout, "errors", None) if isinstance(sys.stdout, io.TextIOWrapper) else None
     if errors == "strict":
         sys.stdout.reconfigure(errors="surrogateescape")
     try:

@@ -52,7 +52,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cnnlab.checks import is_int
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 from cnnlab.inference import Trained, check_same_classes, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
@@ -255,7 +255,7 @@ def _network_from(path: str | Path, trained: Trained) -> nn.Module:
     return network.eval()
 
 
-def _write_safetensors(trained: Trained, model: nn.Module, tmp: str, shape: tuple[int, int],
+def _write_safetensors(trained: Trained, wrapped: nn.Sequential, tmp: str, shape: tuple[int, int],
                        metadata: dict[str, str]) -> None:
     meta = trained.meta
     normalised = meta.mean is not None
@@ -265,14 +265,14 @@ def _write_safetensors(trained: Trained, model: nn.Module, tmp: str, shape: tupl
                                 + (", minus cnnlab.mean, divided by cnnlab.std, per channel" if normalised else ""),
                 "cnnlab.mean": json.dumps(list(meta.mean)) if normalised else "none",
                 "cnnlab.std": json.dumps(list(meta.std)) if normalised else "none"}
+    network = wrapped[1]  # the network alone, without the preprocessing
     try:  # contiguous copies: a view (a transposed weight) is refused, as are two names for one tensor
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp, metadata=metadata)
+        save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()}, tmp, metadata=metadata)
     except (SafetensorError, ValueError, RuntimeError) as e:
-        raise CnnlabError(f"safetensors cannot hold this network's weights ({' '.join(str(e).split())[:200]}); use "
-                          "onnx or pt2") from None
+        raise CnnlabError(f"safetensors cannot hold this network's weights ({summary(e, 200)}); use onnx or pt2") \
+            from None
     loaded = nn.Sequential(trained.preprocess, _network_from(tmp, trained))
-    _check(lambda x: loaded(x).detach().numpy(), nn.Sequential(trained.preprocess, model).eval(), shape,
-           "the safetensors weights in a new network")
+    _check(lambda x: loaded(x).detach().numpy(), wrapped, shape, "the safetensors weights in a new network")
 
 
 def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, format: str = "onnx", force: bool = False,
@@ -343,7 +343,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
                                                           data.test_images[:INT8_CHECK_IMAGES]))
         return output
     if format == "safetensors":
-        atomic_write(output, lambda tmp: _write_safetensors(trained, model.eval(), tmp, shape, metadata))
+        atomic_write(output, lambda tmp: _write_safetensors(trained, wrapped, tmp, shape, metadata))
         return output
     write = _write_onnx if format == "onnx" else _write_pt2
     atomic_write(output, lambda tmp: write(wrapped, tmp, shape, metadata))

@@ -41,7 +41,8 @@ def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
 # comes first. Pillow decodes an ICO or ICNS file while opening it (its largest frame, whatever the icon's directory
 # says: a 650 KB icon holding a 13000 x 13000 PNG took 0.5 GB and 1.5 s before the limit was checked) and renders
 # EPS with Ghostscript, another program. (A camera's MPO is opened as the JPEG it starts with.)
-PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "PCX")
+PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "AVIF", "JPEG2000", "PPM", "TGA", "PCX", "QOI",
+                   "SGI")
 
 
 @functools.cache
@@ -107,8 +108,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     except PixelRangeError as e:
         raise CnnlabError(f"{name} is {e}") from None
     except UnidentifiedImageError:
-        raise CnnlabError(f"{name} is not an image of a format read here (expected PNG, JPEG, BMP, GIF, TIFF or "
-                          "WebP)") from None
+        raise CnnlabError(f"{name} is not an image of a format read here (expected {', '.join(PICTURE_FORMATS)})") \
+            from None
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, CnnlabError):
             raise

@@ -41,7 +41,7 @@ import math
 import os
 import statistics
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,15 +128,17 @@ def load_folder(path: Path, *, image_size: int | None = None, channels: int | No
     else:
         split_note = f"test split: {held_dir.name}/" + (f"; validation split: {val_dir.name}/" if val_dir else "")
     identity = (held_out, _identity(path, train_files))
-    cached = _read_cache(cache, key, name, identity)
-    if cached is not None:
-        return cached
-    notes = [split_note] + ([f"ignored {len(ignored)} non-image file(s)"] if ignored else [])
-    # said at every start: a class folder of pictures in a format not read here loses them without a word otherwise
-    notices = [f"ignored {len(ignored)} file(s) not of an image format read here (first: {ignored[0]}; the formats: "
-               f"{' '.join(picture_extensions())})"] if ignored else []
-    return _decode_all(cache, key, name, path, classes, {"train": train_files, "test": held_files, "val": val_files},
-                       image_size, channels, skip_bad, notes, notices, identity)
+    data = _read_cache(cache, key, name, identity)
+    if data is None:
+        notes = [split_note] + ([f"ignored {len(ignored)} non-image file(s)"] if ignored else [])
+        data = _decode_all(cache, key, name, path, classes,
+                           {"train": train_files, "test": held_files, "val": val_files}, image_size, channels,
+                           skip_bad, notes, identity)
+    if ignored:  # said at every start, of the folder as it is (the cache's key holds only the images): a class
+        # folder of pictures in a format not read here lost them without a word
+        data = replace(data, notices=(f"ignored {len(ignored)} file(s) not of an image format read here (first: "
+                                      f"{ignored[0]}; the formats: {' '.join(picture_extensions())})", *data.notices))
+    return data
 
 
 def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
@@ -373,9 +375,9 @@ def _check_enlarged(root: Path, n: int, chans: int, size: int, own: int) -> None
 
 def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...],
                 splits: dict[str, list[_File]], image_size: int | None, channels: int | None, skip_bad: bool,
-                notes: list[str], notices: list[str], identity: tuple) -> ImageDataset:
+                notes: list[str], identity: tuple) -> ImageDataset:
     """Decode the ``splits`` ("train", "test", "val": stored in that order, "val" possibly empty) into the cache."""
-    total, bad = sum(map(len, splits.values())), []
+    total, bad, notices = sum(map(len, splits.values())), [], []
     sides, colour = [], []
     for split, files in splits.items():
         splits[split], more_sides, more_colour = _survey(files, skip_bad, bad)

@@ -51,7 +51,8 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
     if not folder.is_dir():
         raise CnnlabError(f"--images {folder} is not a folder (expected a folder of images, or of class "
                           "subfolders of images)")
-    is_image = lambda p: p.is_file() and p.suffix.lower() in picture_extensions() and not p.name.startswith(".")  # noqa: E731
+    endings = picture_extensions()
+    is_image = lambda p: p.is_file() and p.suffix.lower() in endings and not p.name.startswith(".")  # noqa: E731
     flat = sorted(p for p in folder.iterdir() if is_image(p))
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     nested = [(p, d.name) for d in subfolders for p in sorted(d.iterdir()) if is_image(p)]

@@ -389,12 +389,16 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
 
 def stored_classes(text: Any, source: str) -> tuple[str, ...]:
     """Class names stored with a model (a cnnlab export's ``cnnlab.classes``: a JSON list as text), checked as a
-    ``--classes`` file's are; ``source`` names the file and the key, for the refusal."""
+    ``--classes`` file's are; ``source`` names the file and the key, for the refusal, which says how to name them
+    instead."""
+    instead = "or pass --classes FILE to name the classes instead"
     try:
-        names = json.loads(text)
+        return class_names(json.loads(text), source)
+    except CnnlabError as e:  # a ValueError too: first
+        raise CnnlabError(f"{e}; {instead}") from None
     except (ValueError, TypeError) as e:
-        raise CnnlabError(f"{source} is not valid JSON ({summary(e)}); expected a JSON list of strings") from None
-    return class_names(names, source)
+        raise CnnlabError(f"{source} is not valid JSON ({summary(e)}); expected a JSON list of strings; {instead}") \
+            from None
 
 
 def class_names(names: Any, source: str, otherwise: str = "") -> tuple[str, ...]:

@@ -148,7 +148,7 @@ class OnnxModel:
         dims = _dims(next(i for i in graph.input if i.name == self.input_name))
         if dims[0] == 0:  # onnxruntime takes no image at all
             raise CnnlabError(f"{path} fixes the batch of input {self.input_name!r} "
-                              f"({' x '.join(str(d) for d in dims)}) to 0 images; expected 1 or more, or a free batch")
+                              f"({_shape(dims)}) to 0 images; expected 1 or more, or a free batch")
         self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None  # a fixed batch size, or None
         self.metadata = {p.key: p.value for p in model.metadata_props}
         options.check_no_scaling_for(self.metadata, str(path))
@@ -186,7 +186,7 @@ class OnnxModel:
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
         stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes") \
-            if "cnnlab.classes" in self.metadata else None
+            if "cnnlab.classes" in self.metadata and options.classes is None else None  # --classes comes first
         self.scoring, self.classes, where = read_outputs(count, options,
                                                          _final_op(self.producers, self.output_name), stored,
                                                          folder_classes, str(path), "graph")

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.io import writable_text
 from cnnlab.runs import Run
 
 MARKER = "config.json"  # every run folder starts with it (a run still training has no result.json yet)
@@ -55,12 +56,24 @@ def resolve_run(root: Path, name: str) -> Path:
     if rel.is_absolute() or any(part in ("..", "") for part in rel.parts) or len(rel.parts) > MAX_DEPTH:
         raise NotFound("no such run")
     base = Path(root).resolve()
-    path = (base / rel).resolve()
+    path = base
+    for part in rel.parts:
+        path = path / _on_disk(path, part)
+    path = path.resolve()
     if path != base and base not in path.parents:  # a symlink out of the root
         raise NotFound("no such run")
     if not (path / MARKER).is_file() or (path / MARKER).resolve().parent != path:
         raise NotFound("no such run")
     return path
+
+
+def _on_disk(folder: Path, part: str) -> str:
+    """``part`` of a run's name as ``folder`` names it on disk. A name that is not UTF-8 was listed with U+FFFD where
+    its undecodable bytes are (no JSON carries them), and comes back so: it is the one entry that reads so."""
+    if "\ufffd" not in part or (folder / part).exists() or not folder.is_dir():
+        return part
+    same = [p.name for p in folder.iterdir() if writable_text(p.name) == part]
+    return same[0] if len(same) == 1 else part
 
 
 def run_file(run: Path, filename: str) -> Path:

@@ -49,7 +49,7 @@ from cnnlab.io import writable_text
 from cnnlab.runs import decide_status, read_metrics
 
 STATIC = Path(str(resources.files("cnnlab.explore") / "static"))
-INTEGER = re.compile(r"-?[0-9]+")  # a query's integer
+INTEGER = re.compile(r"-?[0-9]{1,18}")  # a query's integer (int() refuses more than 4,300 digits with ValueError)
 POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
 
 

@@ -19,7 +19,8 @@ from cnnlab.explore.torch_models import ExportedModel, ModuleModel
 from cnnlab.models.imagenet import BACKBONES
 from cnnlab.models.state_dict import zip_kind
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")  # read as cnnlab checkpoints; weights alone are named
+# Read by the checkpoint reader: weights alone (a state dict, a .safetensors file) are told how to name their network
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 

@@ -232,17 +232,17 @@ class _TorchModel:
         return gradient_pngs(explain_with(stage_pass, x, target), image, self.classes)
 
 
-def _cnnlab_metadata(text: str, where: str) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+def _cnnlab_metadata(text: str, where: str, classes_given: bool) -> tuple[dict[str, Any], tuple[str, ...] | None]:
     """The ``cnnlab.json`` a cnnlab export stores beside its program (of the program at ``where``), and the class
-    names in it, checked as a ``--classes`` file's are; ``{}`` and None for a program from elsewhere (or a
-    ``cnnlab.json`` that does not parse: it only ever adds names)."""
+    names in it, checked as a ``--classes`` file's are (not read when ``--classes`` names them instead); ``{}`` and
+    None for a program from elsewhere (or a ``cnnlab.json`` that does not parse: it only ever adds names)."""
     try:
         metadata = json.loads(text) if text else {}
     except ValueError:
         return {}, None
     if not isinstance(metadata, dict):
         return {}, None
-    if "cnnlab.classes" not in metadata:
+    if "cnnlab.classes" not in metadata or classes_given:
         return metadata, None
     return metadata, stored_classes(metadata["cnnlab.classes"], f"{where}'s cnnlab.json cnnlab.classes")
 
@@ -293,7 +293,7 @@ class ExportedModel(_TorchModel):
         if shape is not None and len(shape) != 4:
             raise CnnlabError(f"{path} has no image input: its input is {len(shape)}-d, expected N x C x H x W")
         self.batch = shape[0] if shape is not None and shape[0] else None  # torch.export may fix the batch
-        metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path))
+        metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path), options.classes is not None)
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
         self.scoring, self.classes, where = read_outputs(self._check_classifier(str(path)), options,

@@ -22,7 +22,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
 from cnnlab.inference import load_trained
-from cnnlab.io import atomic_write, check_output_file
+from cnnlab.io import atomic_write, check_output_file, writable_text
 from cnnlab.models import model_info
 from cnnlab.models.summary import model_macs
 from cnnlab.report import plots
@@ -307,5 +307,6 @@ def write_report(run_dir: str | Path | RunFiles, data_dir: str | Path | None = N
     run = run_dir if isinstance(run_dir, RunFiles) else read_run(run_dir)
     out = check_output_file(run.path / "report.html", force=True)  # an unwritable folder: say so before the work
     text = build_report(run, data_dir=data_dir, device=device, dataset=dataset, test_logits=test_logits)
-    atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    # a notice may name a file whose name is not UTF-8 (a stray file left out of a folder of images)
+    atomic_write(out, lambda tmp: Path(tmp).write_text(writable_text(text), encoding="utf-8"))
     return out

@@ -126,10 +126,10 @@ def environment(device: torch.device) -> dict[str, Any]:
 class RunFolder:
     """Observer of a :class:`~cnnlab.train.trainer.Trainer` that keeps the run folder's record up to date.
 
-    config.json when the fit starts; TensorBoard scalars and metrics.csv after every epoch (after the Trainer's
-    last.pt, so a listed epoch is always resumable); result.json at the end, with ``status: failed`` and the error
-    when the fit fails; interrupted.json when a signal stopped it (a reader sees the run as interrupted at once,
-    not after minutes of silence), removed when it is resumed.
+    config.json when the fit starts, and metrics.csv from a resumed run's epochs; TensorBoard scalars and
+    metrics.csv after every epoch (after the Trainer's last.pt, so a listed epoch is always resumable); result.json
+    at the end, with ``status: failed`` and the error when the fit fails; interrupted.json when a signal stopped it
+    (a reader sees the run as interrupted at once, not after minutes of silence), removed when it is resumed.
 
     Args:
         path: the run folder (made by :func:`prepare_run_dir`).

@@ -25,6 +25,7 @@ from cnnlab.runs import (
     default_run_dir,
     load_checkpoint,
     prepare_run_dir,
+    read_json,
     restart_command,
 )
 from cnnlab.train.build import RunParts, build_run
@@ -87,6 +88,15 @@ def train(model: str, recipe: str = "book", *, force: bool = False, quiet: bool 
 EXTENSIBLE_SCHEDULES = ("constant", "step", "multistep")
 
 
+def _ended(run_dir: Path) -> bool:
+    """Whether the run's result.json says it ended with its figures (finished, or stopped by its own rule): a resume
+    of it writes nothing."""
+    try:
+        return read_json(run_dir / "result.json").get("status") in ("finished", "stopped")
+    except CnnlabError:  # none yet, or damaged: the resume writes one
+        return False
+
+
 def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epochs: int | None = None,
            data_dir: str | Path | None = None,
            on_epoch: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]] | None:
@@ -102,7 +112,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
             registered dataset's ``.gz`` files are md5-checked as always.
 
     Returns:
-        The epoch history, or None when the run is already finished (nothing is written then).
+        The epoch history, or None when the run is already finished (nothing is written then). A run that trained
+        to its end but was stopped before its final figures (the final test pass, result.json) gets them.
     """
     if Path(run_dir).is_file():  # the checkpoint, given for its folder
         raise CnnlabError(f"--resume takes a run folder; got the file {run_dir}, expected its folder "
@@ -144,7 +155,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                               f"with a {'/'.join(EXTENSIBLE_SCHEDULES)} schedule (start a new run, e.g. with "
                               f"--init-from {Path(run_dir) / 'last.pt'})")
         config = dataclasses.replace(config, epochs=epochs)
-    check_writable(Path(run_dir))  # before the data is read: every resume writes there
+    if not _ended(Path(run_dir)):  # before the data is read: any other resume writes there
+        check_writable(Path(run_dir))
     if dataclasses.asdict(config) != state["config"]:  # moved data or more epochs: the checkpoints record them
         state = {**state, "config": dataclasses.asdict(config)}
     with torch_switches_restored():
