@@ -174,8 +174,8 @@ def run_workers(worker: Worker, jobs: int) -> list[int]:
              for i in range(jobs)]
     # A signal while the workers start is held until all have started, so that it is passed on to every one (a
     # worker being started when it came would not be told, and would run its trials alone)
-    held: list[int] = []
-    previous = install_stop_handlers(held.append)
+    pending: list[int] = []
+    previous = install_stop_handlers(pending.append)
     try:
         for p in procs:
             p.start()
@@ -184,9 +184,9 @@ def run_workers(worker: Worker, jobs: int) -> list[int]:
     stop: KeyboardInterrupt | None = None
     while True:
         try:
-            if held:  # now to the handler it was held from
-                signum = held[0]
-                held.clear()
+            if pending:  # now to the handler it was held from
+                signum = pending[0]
+                pending.clear()
                 signal.raise_signal(signum)
             for p in procs:
                 p.join(timeout=0.5)
