@@ -511,15 +511,19 @@ def test_a_seeded_sweep_continued_draws_new_points_and_a_new_one_the_same_as_bef
 def test_sigterm_to_a_sweep_with_two_jobs_stops_every_worker_and_waits_for_them(tmp_path, data_dir):
     # SIGTERM to a sweep with --jobs 2: it exited 143 at once with no word, and both workers trained on, alone
     out = tmp_path / "sw"
-    budget = {**TINY, "epochs": 5, "limit_train_batches": 30, "data_dir": str(data_dir)}
+    # epochs enough that the first trial is still training when the second worker (started, then reading its data,
+    # seconds later) is in its second epoch: the signal ends both long before
+    budget = {**TINY, "epochs": 200, "limit_train_batches": 30, "data_dir": str(data_dir)}
     first = _cnnlab("sweep", "lenet-bn-relu", "--param", "lr=uniform:0.05:0.2", "--trials", "4", "--study", "tt",
                     "--out", str(out), "--pruner", "none", "--jobs", "2", *_cli_flags(budget))
     url = storage_url(None, out.resolve())
 
     def training() -> list:
         metrics = [out / "trials" / f"{n:04d}" / "metrics.csv" for n in (0, 1)]
-        return all(m.is_file() and len(m.read_text().splitlines()) >= 2 for m in metrics) and \
-            [t.user_attrs["pid"] for t in _trials(url, "tt") if t.state == TrialState.RUNNING]
+        if not all(m.is_file() and len(m.read_text().splitlines()) >= 2 for m in metrics):
+            return []
+        running = [t.user_attrs["pid"] for t in _trials(url, "tt") if t.state == TrialState.RUNNING]
+        return running if len(running) == 2 else []
 
     workers = _wait_for(training, what="two trials in their second epoch")
     try:
