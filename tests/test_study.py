@@ -51,6 +51,11 @@ def test_every_study_is_valid_and_its_models_run(name):
     ("title = 'x'\nfactors = ['f']\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\n", "expected factors f"),
     ("title = 'x'\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\nseed = 1\n", "unknown key(s) seed"),
     ("title = [", "does not parse"),
+    # A number among the factors was an internal error (TypeError joining them), a string was split into letters
+    ("title = 'x'\nfactors = ['f', 3]\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\nfactors = { f = '1' }\n",
+     "study file x.toml: factors must be a list of strings such as [\"activation\", \"pooling\"], got ['f', 3]"),
+    ("title = 'x'\nfactors = 'act'\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\nfactors = { act = '1' }\n",
+     "study file x.toml: factors must be a list of strings such as [\"activation\", \"pooling\"], got 'act'"),
 ])
 def test_bad_study_files_get_one_line(text, message):
     with pytest.raises(CnnlabError) as info:
