@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cli_support import run_with_output
+import cnnlab.study.runner
+from cli_support import assert_one_line, run, run_with_output
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, model_info
@@ -66,6 +67,20 @@ def test_bad_study_files_get_one_line(text, message):
 def test_unknown_study_names_the_known_ones():
     with pytest.raises(CnnlabError, match="unknown study 'lenet-pooling'; expected one of: lenet-activation-pooling"):
         load_study("lenet-pooling")
+
+
+def test_a_flag_that_sets_what_the_study_varies_is_refused(tmp_path, capsys, monkeypatch):
+    """--lr over lenet-batch-norm, whose variants set lr themselves, trained all six at the flag's lr, exit 0, and the
+    summary said of lr "the levels tie". Budget flags (--epochs, --limit-*), which no variant sets, stay allowed."""
+    monkeypatch.setattr(cnnlab.study.runner, "train", lambda *a, **k: pytest.fail("trained a refused study"))
+    out = tmp_path / "s"
+    assert_one_line(*run(["study", "lenet-batch-norm", "--epochs", "1", "--limit-train-batches", "2", "--lr", "0.5",
+                          "--quiet", "--no-report", "--out", str(out)], capsys),
+                    "--lr is what study lenet-batch-norm varies (1.0, 0.1 by variant), and would train every variant "
+                    "at 0.5; expected no --lr", command="study")
+    assert not out.exists()
+    plan = _plan(load_study("lenet-batch-norm"), {"epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1})
+    assert {s["epochs"] for s in plan.values()} == {1}
 
 
 # ------------------------------------------------------------------------------------------ variant models

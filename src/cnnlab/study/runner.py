@@ -19,7 +19,7 @@ from cnnlab.runs import ENDED, Run, folder_status
 from cnnlab.study.spec import Study, check_settings, load_study
 from cnnlab.study.summary import study_summary
 from cnnlab.train import resume, train
-from cnnlab.train.config import make_config
+from cnnlab.train.config import TrainConfig, make_config
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,34 @@ def variant_state(run_dir: Path) -> str:
     return folder_status(run_dir)
 
 
+def _config(settings: dict[str, Any]) -> TrainConfig:
+    return make_config(settings["model"], settings.get("recipe", "book"),
+                       **{k: s for k, s in settings.items() if k not in ("model", "recipe")})
+
+
+def _check_not_varied(study: Study, overrides: dict[str, Any]) -> None:
+    """Refuse an override of a setting some variant sets itself: it beats the variant's own value, so every variant
+    would train alike while the summary still reported that factor's effect (a tie that says nothing)."""
+    varied = sorted(set(overrides) & {k for v in study.variants for k in v.config})
+    if not varied:
+        return
+    key, flag = varied[0], "--" + varied[0].replace("_", "-")
+    # The variants' own values first, then what the others train with (the budget's or the model's default)
+    values = dict.fromkeys([*(v.config[key] for v in study.variants if key in v.config),
+                            *(getattr(_config(study.settings(v)), key) for v in study.variants if key not in v.config)])
+    shown = ", ".join("default" if value is None else str(value) for value in values)
+    raise CnnlabError(f"{flag} is what study {study.name} varies ({shown} by variant), and would train every variant "
+                      f"at {overrides[key]}; expected no {flag}")
+
+
 def _plan(study: Study, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every variant's run settings, checked by TrainConfig before anything trains."""
+    """Every variant's run settings, checked by TrainConfig before anything trains; ``overrides`` are the caller's
+    own settings (the flags typed), so one that cancels a factor of the study is refused too."""
+    _check_not_varied(study, overrides)
     plan = {}
     for v in study.variants:
         settings = study.settings(v, overrides)
-        make_config(settings["model"], settings.get("recipe", "book"),
-                    **{k: s for k, s in settings.items() if k not in ("model", "recipe")})
+        _config(settings)
         plan[v.name] = settings
     return plan
 

@@ -59,7 +59,8 @@ class Study:
     factors: tuple[str, ...] = ()
 
     def settings(self, variant: Variant, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The TrainConfig fields of one variant's run: budget < the variant's own < ``overrides`` (the CLI's)."""
+        """The TrainConfig fields of one variant's run: budget < the variant's own < ``overrides`` (the CLI's;
+        ``run_study`` refuses one of a field a variant sets itself, which would cancel what the study varies)."""
         return {**self.budget, **variant.config, **(overrides or {}), "model": variant.model}
 
 
