@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from cli_support import assert_one_line, run
 from cnnlab import cli
 from cnnlab import lr_find as lr_find_module
 from cnnlab.errors import CnnlabError
@@ -120,3 +121,14 @@ def test_cli_lr_find_writes_the_plot_and_prints_the_suggestion(tmp_path, data_di
     assert "already exists; pass --force (force=True in Python)" in capsys.readouterr().err
     assert cli.main([*argv[:-4], "--out", str(tmp_path / "lr.svg")]) == 2
     assert "must be a .png file" in capsys.readouterr().err
+
+
+def test_cli_lr_find_refuses_a_flag_the_sweep_would_not_use(tmp_path, capsys, monkeypatch):
+    # `cnnlab train` refuses --momentum with Adam, which keeps its own moments; lr-find swept with it, exit 0
+    monkeypatch.setattr(lr_find_module, "lr_find", lambda *a, **k: pytest.fail("swept with a flag that does nothing"))
+    plot = tmp_path / "lr.png"
+    assert_one_line(*run(["lr-find", "lenet-relu", "--optimizer", "adam", "--momentum", "0.9", "--steps", "12",
+                          "--out", str(plot)], capsys),
+                    "--momentum is SGD's and RMSprop's, and adam keeps its own running moments; expected no "
+                    "--momentum with --optimizer adam", command="lr-find")
+    assert not plot.exists()

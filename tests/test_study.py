@@ -83,6 +83,28 @@ def test_a_flag_that_sets_what_the_study_varies_is_refused(tmp_path, capsys, mon
     assert {s["epochs"] for s in plan.values()} == {1}
 
 
+def test_flags_a_variant_would_not_use_are_refused_naming_the_variants(tmp_path, capsys, monkeypatch):
+    """`cnnlab train` refuses --milestones under another schedule and --momentum with Adam (they do nothing); a study
+    trained every variant with them, exit 0. A flag may do nothing for some variants only: they are named."""
+    monkeypatch.setattr(cnnlab.study.runner, "train", lambda *a, **k: pytest.fail("trained a refused study"))
+    out = tmp_path / "s"
+    assert_one_line(*run(["study", "lenet-activation-pooling", "--milestones", "1,2", "--epochs", "1", "--quiet",
+                          "--out", str(out)], capsys),
+                    "study lenet-activation-pooling, every variant: --milestones applies to the multistep schedule, "
+                    "and this run's is constant; expected --schedule multistep with it, or no --milestones",
+                    command="study")
+    path = tmp_path / "opt.toml"
+    path.write_text("title = 'optimizer'\nfactors = ['optimizer']\n[budget]\nepochs = 1\n"
+                    "[[variants]]\nname = 'sgd'\nmodel = 'lenet'\nfactors = { optimizer = 'sgd' }\n"
+                    "[[variants]]\nname = 'adam'\nmodel = 'lenet'\nfactors = { optimizer = 'adam' }\n"
+                    "config = { optimizer = 'adam', lr = 0.001 }\n")
+    assert_one_line(*run(["study", str(path), "--momentum", "0.9", "--quiet", "--out", str(out)], capsys),
+                    "study opt, variant adam: --momentum is SGD's and RMSprop's, and adam keeps its own running "
+                    "moments", command="study")
+    assert not out.exists()
+    assert _plan(load_study(path), {"schedule": "multistep", "milestones": "1"})  # they apply to every variant
+
+
 # ------------------------------------------------------------------------------------------ variant models
 def _kinds(seq: nn.Sequential) -> list[str]:
     return [type(m).__name__ for m in seq]

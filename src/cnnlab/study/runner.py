@@ -19,7 +19,7 @@ from cnnlab.runs import ENDED, Run, folder_status
 from cnnlab.study.spec import Study, check_settings, load_study
 from cnnlab.study.summary import study_summary
 from cnnlab.train import resume, train
-from cnnlab.train.config import TrainConfig, make_config
+from cnnlab.train.config import TrainConfig, check_given_flags_apply, make_config
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,24 @@ def _check_not_varied(study: Study, overrides: dict[str, Any]) -> None:
 
 def _plan(study: Study, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every variant's run settings, checked by TrainConfig before anything trains; ``overrides`` are the caller's
-    own settings (the flags typed), so one that cancels a factor of the study is refused too."""
+    own settings (the flags typed), so one that cancels a factor of the study or that a variant would not use (as
+    ``cnnlab train`` refuses it) is refused too."""
     _check_not_varied(study, overrides)
-    plan = {}
+    plan: dict[str, dict[str, Any]] = {}
+    unused: dict[str, list[str]] = {}  # the refusal's line -> the variants it is for
     for v in study.variants:
         settings = study.settings(v, overrides)
-        _config(settings)
+        config = _config(settings)  # a value TrainConfig refuses is refused as it is, not as one that does nothing
+        try:
+            check_given_flags_apply(overrides, config)
+        except CnnlabError as e:  # a flag may apply to one variant and not another: say for which
+            unused.setdefault(str(e), []).append(v.name)
         plan[v.name] = settings
+    if unused:
+        line, names = next(iter(unused.items()))
+        which = "every variant" if len(names) == len(study.variants) else \
+            f"variant{'s' * (len(names) > 1)} {', '.join(names)}"
+        raise CnnlabError(f"study {study.name}, {which}: {line}")
     return plan
 
 
