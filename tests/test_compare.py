@@ -178,3 +178,17 @@ def test_cli(runs, tmp_path, capsys, monkeypatch):
     assert main(["compare", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab compare: error:") and "names no run folder" in err and "\n" not in err
+
+
+def test_a_plot_format_whose_program_is_missing_is_refused_before_the_work(runs, tmp_path, capsys, monkeypatch):
+    # Matplotlib writes PGF by running LaTeX: "internal error: RuntimeError: 'xelatex' not found", exit 1, after
+    # the table's work
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda program: None)
+    assert main(["compare", str(runs / "a-lenet"), "--plot", "c.pgf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith("got 'c.pgf' (.pgf needs xelatex, which is not installed)")
+    assert ".png" in err and ".pgf" not in err.split("got")[0] and not (tmp_path / "c.pgf").exists()
+    monkeypatch.setattr(shutil, "which", lambda program: f"/usr/bin/{program}")
+    assert main(["compare", str(runs / "a-lenet"), "--plot", "c.pdf"]) == 0  # what needs no program is written
+    assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"
