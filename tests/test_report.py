@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
 import re
@@ -208,6 +209,54 @@ def test_figures_are_plain_figures_and_never_touch_pyplot():
         plots.confusion_figure(torch.zeros(3, 3), CLASSES)
     with pytest.raises(CnnlabError, match="out x in x kh x kw"):
         plots.filters_figure(torch.zeros(6, 5, 5))
+
+
+def _overlap(boxes) -> bool:
+    return any(a.overlaps(b) for a, b in itertools.pairwise(boxes))
+
+
+def _drawn(fig: Figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # lays the text out, as saving does
+    return fig.canvas.get_renderer()
+
+
+def test_a_confusion_matrix_of_many_classes_is_readable():
+    # 100 and 150 classes drew every cell's number and every name in the 6.6 x 5.6 in of ten: a smear
+    sizes = {}
+    for k in (10, 25, 100, 150, 1000):
+        names = [f"class_{i}" for i in range(k)] if k != 10 else CLASSES
+        fig = plots.confusion_figure(torch.eye(k, dtype=torch.long) * 90 + 1, names)
+        ax = fig.axes[0]
+        renderer = _drawn(fig)
+        sizes[k] = tuple(fig.get_size_inches())
+        assert (len(ax.texts) == k * k) == (k <= 25)  # the cells' numbers while they fit, none beyond
+        assert all(t.get_window_extent(renderer).width < 72 * fig.get_size_inches()[0] / k for t in ax.texts)
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            named = [t for t in labels if t.get_text()]
+            assert len(named) == k if k <= 150 else 0 < len(named) < k / 2  # every name, or every n-th of 1000
+            assert min(t.get_fontsize() for t in named) >= 5
+        assert not _overlap([t.get_window_extent(renderer) for t in ax.get_yticklabels() if t.get_text()])
+        assert not _overlap(sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()),
+                                   key=lambda box: box.x0)) or k <= 25  # slanted names lean over one another
+    assert sizes[10] == (6.6, 5.6)  # ten classes as before
+    assert sizes[10] < sizes[25] < sizes[100] < sizes[150] == sizes[1000]  # grows with the classes, to a cap
+
+
+def test_misclassified_captions_of_long_class_names_do_not_run_into_each_other():
+    names = ["aquarium_fish", "sweet_pepper", "a_class_name_from_a_folder_of_150_classes"]
+    images = torch.zeros(8, 1, 8, 8, dtype=torch.uint8)
+    fig = plots.misclassified_figure(images, [0, 1, 2, 0, 1, 2, 0, 1], [2, 2, 0, 1, 0, 1, 1, 2], [0.5] * 8, names,
+                                     cols=4)
+    renderer = _drawn(fig)
+    for row in (fig.axes[:4], fig.axes[4:]):
+        for text in ("title", "xaxis.label"):
+            parts = [ax.title if text == "title" else ax.xaxis.label for ax in row]
+            assert not _overlap([t.get_window_extent(renderer) for t in parts])
+    assert fig.axes[2].title.get_text().startswith("aquarium_fish")
+    assert "…" in fig.axes[0].title.get_text()  # the longest name shortened in the middle, its ends kept
+    assert fig.axes[0].title.get_text().endswith("classes 50.0%")
 
 
 # -------------------------------------------------------------------------------------------------- report
