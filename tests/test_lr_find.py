@@ -58,6 +58,16 @@ def test_a_flat_or_short_curve_falls_back_to_a_tenth_of_the_minimum():
     assert method == "min/10" and "too short" in reason and minimum == short[-1]
 
 
+def test_a_loss_that_only_rises_is_not_said_to_have_fallen():
+    # It read "the smoothed loss fell only 1%", measured from past its lowest point (the sweep's start), and gave
+    # no word that the lr it suggested lay below the range swept.
+    lrs = lr_schedule(1e-4, 1e-3, 15)
+    lr, method, reason, _, minimum = suggest_lr(lrs, [2.33 + 0.002 * i for i in range(15)])
+    assert method == "min/10" and minimum == lrs[0] and lr == pytest.approx(lrs[0] / 10)
+    assert reason.startswith("the smoothed loss did not fall over the sweep (it is lowest at its start, 1.00e-04; a "
+                             "smaller --start-lr sweeps where it falls)") and reason.endswith(", below the range swept")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(start_lr=0), "start-lr must be a number > 0"),
     (dict(start_lr=1e39, end_lr=1e40), r"start-lr must be a number > 0 \(and finite\) that float32 holds"),

@@ -434,6 +434,30 @@ CJK_FILE = next((p for p in font_manager.findSystemFonts()
                  if any(k in p.lower() for k in ("wqy", "notosanscjk", "sourcehansans"))), None)
 
 
+def test_a_resumed_run_keeps_no_report_of_the_run_as_it_was(tmp_path, data_dir, capsys):
+    """`train --resume RUN --epochs 2 --no-report` left the first epoch's report.html beside a result.json of two:
+    "epochs 1" and the old test accuracy, for good."""
+    run = tmp_path / "run"
+    tiny = ["--limit-train-batches", "2", "--limit-val-batches", "1", "--quiet"]
+    assert main(["train", "lenet-relu", "--epochs", "1", "--out", str(run), *tiny]) == 0
+    assert (run / "report.html").is_file()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-report", "--quiet"]) == 0
+    assert json.loads((run / "result.json").read_text())["epochs"] == 2 and not (run / "report.html").exists()
+    assert main(["report", str(run)]) == 0 and "<dt>epochs</dt><dd>2</dd>" in (run / "report.html").read_text()
+
+
+def test_a_dollar_in_a_class_or_run_name_is_drawn_as_written(tmp_path, monkeypatch):
+    """matplotlib read a name between dollars as math: "cost $5 to $10" lost its dollars to italics, and "$\\x$ marks"
+    failed the figure ("Unknown symbol"), so report.html was not written and `cnnlab compare --plot` was an internal
+    error."""
+    names = ["cost $5 to $10", r"$\x$ marks"]
+    figure = plots.confusion_figure(torch.tensor([[3, 1], [0, 4]]), names)
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == names
+    assert all(not t.get_parse_math() for t in figure.axes[0].get_xticklabels())
+    plots.figure_png(figure)  # drawn: no math parsed
+    plots.figure_png(plots.misclassified_figure(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), [0], [1], [0.9], names))
+
+
 @pytest.mark.skipif(CJK_FILE is None and not IN_CI,
                     reason="no CJK font installed (apt-get install fonts-wqy-microhei); under CI=true this test runs "
                            "and fails instead")

@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from cnnlab.errors import CnnlabError
 from cnnlab.io import check_figure_file, save_figure
 from cnnlab.models.summary import model_macs
-from cnnlab.report.plots import name_fonts
+from cnnlab.report.plots import name_text
 from cnnlab.runs import Run
 from cnnlab.train.config import augment_name, config_fields
 
@@ -250,7 +250,7 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
         check_figure_file(plot, force, what="plot file ")
     columns, rows = compare_runs(runs)
     if plot is not None:
-        with name_fonts():  # run folder names in any script
+        with name_text():  # run folder names in any script
             save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))
     return format_table(columns, rows, fmt)
 

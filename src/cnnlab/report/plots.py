@@ -31,29 +31,30 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK JP", "Noto S
 
 
 @contextlib.contextmanager
-def name_fonts() -> Iterator[None]:
-    """Matplotlib's fonts with a CJK fallback (:data:`CJK_FONTS`) for the figures built and saved inside.
+def name_text() -> Iterator[None]:
+    """Matplotlib's settings for the figures built and saved inside, which show names (classes, runs) as they are
+    written: a CJK fallback font (:data:`CJK_FONTS`), and no math text: a name with ``$`` in it ("cost $5 to $10")
+    was set as math, in italics without its dollars, or failed the figure ("Unknown symbol" for ``$\\x$``).
 
-    Both: a text takes its font family when it is made, and tick labels are made only when the figure is drawn.
+    Both when built and when saved: a text takes its settings when it is made, and tick labels are made only when
+    the figure is drawn.
     """
     known = {f.name for f in font_manager.fontManager.ttflist}
     fallback = next((name for name in CJK_FONTS if name in known), None)
-    if fallback is None:
-        yield
-        return
-    with matplotlib.rc_context({"font.family": [*matplotlib.rcParams["font.family"], fallback]}):
+    fonts = {"font.family": [*matplotlib.rcParams["font.family"], fallback]} if fallback else {}
+    with matplotlib.rc_context({**fonts, "text.parse_math": False}):
         yield
 
 
-def _with_name_fonts(build):
+def _with_name_text(build):
     @functools.wraps(build)
     def wrapper(*args, **kwargs):
-        with name_fonts():
+        with name_text():
             return build(*args, **kwargs)
     return wrapper
 
 
-@_with_name_fonts
+@_with_name_text
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     """The figure as PNG bytes, cropped to its content."""
     buf = io.BytesIO()
@@ -101,7 +102,7 @@ def confusion_layout(k: int) -> dict[str, float]:
             "labels": labels, "step": max(1, math.ceil(labels * 1.15 / cell))}
 
 
-@_with_name_fonts
+@_with_name_text
 def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
     """Row-normalised confusion matrix: cell ``(i, j)`` is the share of class ``i`` predicted as ``j`` (in %).
 
@@ -144,7 +145,7 @@ def _shortened(name: str, chars: int) -> str:
     return name if len(name) <= chars else f"{name[:(chars - 1) // 2]}…{name[len(name) - chars // 2:]}"
 
 
-@_with_name_fonts
+@_with_name_text
 def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequence[int], confidence: Sequence[float],
                          classes: Sequence[str], cols: int = 8) -> Figure:
     """A grid of test images with the predicted class (and its probability) above the true one.
@@ -202,7 +203,7 @@ def filters_figure(weight: torch.Tensor, cols: int = 16) -> Figure:
     return fig
 
 
-@_with_name_fonts
+@_with_name_text
 def feature_maps_figure(image: torch.Tensor, rows: Sequence[tuple[str, torch.Tensor]], title: str = "",
                         channels: int = 8) -> Figure:
     """One test image and its feature maps at every row of the network.
