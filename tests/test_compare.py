@@ -178,3 +178,69 @@ def test_cli(runs, tmp_path, capsys, monkeypatch):
     assert main(["compare", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab compare: error:") and "names no run folder" in err and "\n" not in err
+
+
+def _edit(path, config=(), **values):
+    """Change a run's JSON file as another cnnlab would have written it: ``config`` updates its settings."""
+    record = json.loads(path.read_text())
+    record.update(values)
+    record.get("config", {}).update(config)
+    path.write_text(json.dumps(record))
+
+
+def test_the_processes_a_run_trained_with_and_so_its_global_batch_and_test_images_are_columns(runs, tmp_path):
+    # A torchrun run of two processes: twice the global batch, tested on twice the images; compare showed no column
+    # that differed, beside figures that did.
+    ddp = shutil.copytree(runs / "a-lenet", tmp_path / "ddp")
+    one = json.loads((runs / "a-lenet" / "result.json").read_text())
+    _edit(ddp / "config.json", world_size=2)
+    _edit(ddp / "result.json", world_size=2, global_batch_size=64, test_samples=2 * one["test_samples"])
+    columns, rows = compare_runs([load_run(runs / "a-lenet"), load_run(ddp)])
+    assert [(r["processes"], r["global_batch"], r["test_samples"]) for r in rows] == \
+        [(1, 32, one["test_samples"]), (2, 64, 2 * one["test_samples"])]
+    assert columns.index("test_samples") == columns.index("test_acc") + 1  # beside the figure it counts
+    assert "| 2 | 64 |" in format_table(columns, rows, "md")
+    # Runs of one process: a batch_size column says it all; a run still training has no test images yet
+    bigger = shutil.copytree(runs / "a-lenet", tmp_path / "bigger")
+    _edit(bigger / "config.json", config={"batch_size": 64})
+    columns, _ = compare_runs([load_run(runs / "a-lenet"), load_run(bigger), load_run(runs / "c-running")])
+    assert "batch_size" in columns and not {"processes", "global_batch", "test_samples"} & set(columns)
+
+
+def test_a_time_budgeted_run_shows_its_budget_and_the_epochs_it_trained(runs, tmp_path):
+    # A budget cut the second epoch: metrics.csv has two rows, result.json 1.37 epochs. The row showed the unused
+    # epochs setting (10) and 2 epochs done.
+    budget = shutil.copytree(runs / "a-lenet", tmp_path / "budget")
+    _edit(budget / "config.json", config={"epochs": 10, "time_budget": 6.0})
+    _edit(budget / "result.json", time_budget_s=6.0, epochs_trained=1.37)
+    columns, rows = compare_runs([load_run(runs / "a-lenet"), load_run(budget)])
+    assert {"epochs", "time_budget"} <= set(columns)
+    assert [(r["epochs"], r["time_budget"], r["epochs_done"]) for r in rows] == [(2, None, 2), (None, 6.0, 1.37)]
+    assert "| - | 6 |" in format_table(columns, rows, "md") and "| 1.37 |" in format_table(columns, rows, "md")
+    other = shutil.copytree(budget, tmp_path / "other")  # two budgets alike: no epochs column of two unused 10s
+    assert "epochs" not in compare_runs([load_run(budget), load_run(other)])[0]
+
+
+def test_run_names_are_escaped_in_the_markdown_table(runs, tmp_path):
+    # A line break in a folder's name split its row; <i> and & were HTML to a markdown renderer
+    names = ["two\nlines", "<i>x & y|z"]
+    folders = [shutil.copytree(runs / "a-lenet", tmp_path / name) for name in names]
+    columns, rows = compare_runs([load_run(f) for f in folders])
+    md = format_table(columns, rows, "md").splitlines()
+    assert len(md) == 4
+    assert md[2].startswith("| two lines |") and md[3].startswith("| &lt;i&gt;x &amp; y\\|z |")
+    assert [r["run"] for r in json.loads(format_table(columns, rows, "json"))] == names  # data formats keep them
+
+
+def test_a_plot_format_whose_program_is_missing_is_refused_before_the_work(runs, tmp_path, capsys, monkeypatch):
+    # Matplotlib writes PGF by running LaTeX: "internal error: RuntimeError: 'xelatex' not found", exit 1, after
+    # the table's work
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda program: None)
+    assert main(["compare", str(runs / "a-lenet"), "--plot", "c.pgf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith("got 'c.pgf' (.pgf needs xelatex, which is not installed)")
+    assert ".png" in err and ".pgf" not in err.split("got")[0] and not (tmp_path / "c.pgf").exists()
+    monkeypatch.setattr(shutil, "which", lambda program: f"/usr/bin/{program}")
+    assert main(["compare", str(runs / "a-lenet"), "--plot", "c.pdf"]) == 0  # what needs no program is written
+    assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"

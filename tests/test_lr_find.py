@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from cli_support import assert_one_line, run
 from cnnlab import cli
 from cnnlab import lr_find as lr_find_module
 from cnnlab.errors import CnnlabError
@@ -55,6 +56,16 @@ def test_a_flat_or_short_curve_falls_back_to_a_tenth_of_the_minimum():
     short = lr_schedule(1e-3, 1.0, SKIP_BEGIN + 2)
     lr, method, reason, _, minimum = suggest_lr(short, [2.0 - 0.1 * i for i in range(len(short))])
     assert method == "min/10" and "too short" in reason and minimum == short[-1]
+
+
+def test_a_loss_that_only_rises_is_not_said_to_have_fallen():
+    # It read "the smoothed loss fell only 1%", measured from past its lowest point (the sweep's start), and gave
+    # no word that the lr it suggested lay below the range swept.
+    lrs = lr_schedule(1e-4, 1e-3, 15)
+    lr, method, reason, _, minimum = suggest_lr(lrs, [2.33 + 0.002 * i for i in range(15)])
+    assert method == "min/10" and minimum == lrs[0] and lr == pytest.approx(lrs[0] / 10)
+    assert reason.startswith("the smoothed loss did not fall over the sweep (it is lowest at its start, 1.00e-04; a "
+                             "smaller --start-lr sweeps where it falls)") and reason.endswith(", below the range swept")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -120,3 +131,14 @@ def test_cli_lr_find_writes_the_plot_and_prints_the_suggestion(tmp_path, data_di
     assert "already exists; pass --force (force=True in Python)" in capsys.readouterr().err
     assert cli.main([*argv[:-4], "--out", str(tmp_path / "lr.svg")]) == 2
     assert "must be a .png file" in capsys.readouterr().err
+
+
+def test_cli_lr_find_refuses_a_flag_the_sweep_would_not_use(tmp_path, capsys, monkeypatch):
+    # `cnnlab train` refuses --momentum with Adam, which keeps its own moments; lr-find swept with it, exit 0
+    monkeypatch.setattr(lr_find_module, "lr_find", lambda *a, **k: pytest.fail("swept with a flag that does nothing"))
+    plot = tmp_path / "lr.png"
+    assert_one_line(*run(["lr-find", "lenet-relu", "--optimizer", "adam", "--momentum", "0.9", "--steps", "12",
+                          "--out", str(plot)], capsys),
+                    "--momentum is SGD's and RMSprop's, and adam keeps its own running moments; expected no "
+                    "--momentum with --optimizer adam", command="lr-find")
+    assert not plot.exists()

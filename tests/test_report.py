@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
 import re
@@ -210,6 +211,54 @@ def test_figures_are_plain_figures_and_never_touch_pyplot():
         plots.filters_figure(torch.zeros(6, 5, 5))
 
 
+def _overlap(boxes) -> bool:
+    return any(a.overlaps(b) for a, b in itertools.pairwise(boxes))
+
+
+def _drawn(fig: Figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # lays the text out, as saving does
+    return fig.canvas.get_renderer()
+
+
+def test_a_confusion_matrix_of_many_classes_is_readable():
+    # 100 and 150 classes drew every cell's number and every name in the 6.6 x 5.6 in of ten: a smear
+    sizes = {}
+    for k in (10, 25, 100, 150, 1000):
+        names = [f"class_{i}" for i in range(k)] if k != 10 else CLASSES
+        fig = plots.confusion_figure(torch.eye(k, dtype=torch.long) * 90 + 1, names)
+        ax = fig.axes[0]
+        renderer = _drawn(fig)
+        sizes[k] = tuple(fig.get_size_inches())
+        assert (len(ax.texts) == k * k) == (k <= 25)  # the cells' numbers while they fit, none beyond
+        assert all(t.get_window_extent(renderer).width < 72 * fig.get_size_inches()[0] / k for t in ax.texts)
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            named = [t for t in labels if t.get_text()]
+            assert len(named) == k if k <= 150 else 0 < len(named) < k / 2  # every name, or every n-th of 1000
+            assert min(t.get_fontsize() for t in named) >= 5
+        assert not _overlap([t.get_window_extent(renderer) for t in ax.get_yticklabels() if t.get_text()])
+        assert not _overlap(sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()),
+                                   key=lambda box: box.x0)) or k <= 25  # slanted names lean over one another
+    assert sizes[10] == (6.6, 5.6)  # ten classes as before
+    assert sizes[10] < sizes[25] < sizes[100] < sizes[150] == sizes[1000]  # grows with the classes, to a cap
+
+
+def test_misclassified_captions_of_long_class_names_do_not_run_into_each_other():
+    names = ["aquarium_fish", "sweet_pepper", "a_class_name_from_a_folder_of_150_classes"]
+    images = torch.zeros(8, 1, 8, 8, dtype=torch.uint8)
+    fig = plots.misclassified_figure(images, [0, 1, 2, 0, 1, 2, 0, 1], [2, 2, 0, 1, 0, 1, 1, 2], [0.5] * 8, names,
+                                     cols=4)
+    renderer = _drawn(fig)
+    for row in (fig.axes[:4], fig.axes[4:]):
+        for text in ("title", "xaxis.label"):
+            parts = [ax.title if text == "title" else ax.xaxis.label for ax in row]
+            assert not _overlap([t.get_window_extent(renderer) for t in parts])
+    assert fig.axes[2].title.get_text().startswith("aquarium_fish")
+    assert "…" in fig.axes[0].title.get_text()  # the longest name shortened in the middle, its ends kept
+    assert fig.axes[0].title.get_text().endswith("classes 50.0%")
+
+
 # -------------------------------------------------------------------------------------------------- report
 
 
@@ -383,6 +432,30 @@ def test_report_renders_in_headless_chromium(run_copy, tmp_path, monkeypatch):
 # A font with Chinese glyphs on this machine (.ci/run installs fonts-wqy-microhei)
 CJK_FILE = next((p for p in font_manager.findSystemFonts()
                  if any(k in p.lower() for k in ("wqy", "notosanscjk", "sourcehansans"))), None)
+
+
+def test_a_resumed_run_keeps_no_report_of_the_run_as_it_was(tmp_path, data_dir, capsys):
+    """`train --resume RUN --epochs 2 --no-report` left the first epoch's report.html beside a result.json of two:
+    "epochs 1" and the old test accuracy, for good."""
+    run = tmp_path / "run"
+    tiny = ["--limit-train-batches", "2", "--limit-val-batches", "1", "--quiet"]
+    assert main(["train", "lenet-relu", "--epochs", "1", "--out", str(run), *tiny]) == 0
+    assert (run / "report.html").is_file()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-report", "--quiet"]) == 0
+    assert json.loads((run / "result.json").read_text())["epochs"] == 2 and not (run / "report.html").exists()
+    assert main(["report", str(run)]) == 0 and "<dt>epochs</dt><dd>2</dd>" in (run / "report.html").read_text()
+
+
+def test_a_dollar_in_a_class_or_run_name_is_drawn_as_written(tmp_path, monkeypatch):
+    """matplotlib read a name between dollars as math: "cost $5 to $10" lost its dollars to italics, and "$\\x$ marks"
+    failed the figure ("Unknown symbol"), so report.html was not written and `cnnlab compare --plot` was an internal
+    error."""
+    names = ["cost $5 to $10", r"$\x$ marks"]
+    figure = plots.confusion_figure(torch.tensor([[3, 1], [0, 4]]), names)
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == names
+    assert all(not t.get_parse_math() for t in figure.axes[0].get_xticklabels())
+    plots.figure_png(figure)  # drawn: no math parsed
+    plots.figure_png(plots.misclassified_figure(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), [0], [1], [0.9], names))
 
 
 @pytest.mark.skipif(CJK_FILE is None and not IN_CI,

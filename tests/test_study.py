@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cli_support import run_with_output
+import cnnlab.study.runner
+from cli_support import assert_one_line, run, run_with_output
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, model_info
@@ -51,6 +52,11 @@ def test_every_study_is_valid_and_its_models_run(name):
     ("title = 'x'\nfactors = ['f']\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\n", "expected factors f"),
     ("title = 'x'\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\nseed = 1\n", "unknown key(s) seed"),
     ("title = [", "does not parse"),
+    # A number among the factors was an internal error (TypeError joining them), a string was split into letters
+    ("title = 'x'\nfactors = ['f', 3]\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\nfactors = { f = '1' }\n",
+     "study file x.toml: factors must be a list of strings such as [\"activation\", \"pooling\"], got ['f', 3]"),
+    ("title = 'x'\nfactors = 'act'\n[budget]\n[[variants]]\nname = 'a'\nmodel = 'lenet'\nfactors = { act = '1' }\n",
+     "study file x.toml: factors must be a list of strings such as [\"activation\", \"pooling\"], got 'act'"),
 ])
 def test_bad_study_files_get_one_line(text, message):
     with pytest.raises(CnnlabError) as info:
@@ -61,6 +67,42 @@ def test_bad_study_files_get_one_line(text, message):
 def test_unknown_study_names_the_known_ones():
     with pytest.raises(CnnlabError, match="unknown study 'lenet-pooling'; expected one of: lenet-activation-pooling"):
         load_study("lenet-pooling")
+
+
+def test_a_flag_that_sets_what_the_study_varies_is_refused(tmp_path, capsys, monkeypatch):
+    """--lr over lenet-batch-norm, whose variants set lr themselves, trained all six at the flag's lr, exit 0, and the
+    summary said of lr "the levels tie". Budget flags (--epochs, --limit-*), which no variant sets, stay allowed."""
+    monkeypatch.setattr(cnnlab.study.runner, "train", lambda *a, **k: pytest.fail("trained a refused study"))
+    out = tmp_path / "s"
+    assert_one_line(*run(["study", "lenet-batch-norm", "--epochs", "1", "--limit-train-batches", "2", "--lr", "0.5",
+                          "--quiet", "--no-report", "--out", str(out)], capsys),
+                    "--lr is what study lenet-batch-norm varies (1.0, 0.1 by variant), and would train every variant "
+                    "at 0.5; expected no --lr", command="study")
+    assert not out.exists()
+    plan = _plan(load_study("lenet-batch-norm"), {"epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1})
+    assert {s["epochs"] for s in plan.values()} == {1}
+
+
+def test_flags_a_variant_would_not_use_are_refused_naming_the_variants(tmp_path, capsys, monkeypatch):
+    """`cnnlab train` refuses --milestones under another schedule and --momentum with Adam (they do nothing); a study
+    trained every variant with them, exit 0. A flag may do nothing for some variants only: they are named."""
+    monkeypatch.setattr(cnnlab.study.runner, "train", lambda *a, **k: pytest.fail("trained a refused study"))
+    out = tmp_path / "s"
+    assert_one_line(*run(["study", "lenet-activation-pooling", "--milestones", "1,2", "--epochs", "1", "--quiet",
+                          "--out", str(out)], capsys),
+                    "study lenet-activation-pooling, every variant: --milestones applies to the multistep schedule, "
+                    "and this run's is constant; expected --schedule multistep with it, or no --milestones",
+                    command="study")
+    path = tmp_path / "opt.toml"
+    path.write_text("title = 'optimizer'\nfactors = ['optimizer']\n[budget]\nepochs = 1\n"
+                    "[[variants]]\nname = 'sgd'\nmodel = 'lenet'\nfactors = { optimizer = 'sgd' }\n"
+                    "[[variants]]\nname = 'adam'\nmodel = 'lenet'\nfactors = { optimizer = 'adam' }\n"
+                    "config = { optimizer = 'adam', lr = 0.001 }\n")
+    assert_one_line(*run(["study", str(path), "--momentum", "0.9", "--quiet", "--out", str(out)], capsys),
+                    "study opt, variant adam: --momentum is SGD's and RMSprop's, and adam keeps its own running "
+                    "moments", command="study")
+    assert not out.exists()
+    assert _plan(load_study(path), {"schedule": "multistep", "milestones": "1"})  # they apply to every variant
 
 
 # ------------------------------------------------------------------------------------------ variant models

@@ -292,12 +292,17 @@ def _cmd_explore(args) -> int:
 def _cmd_lr_find(args) -> int:
     from cnnlab.data.folder import refuse_writing_into
     from cnnlab.lr_find import CONFIG_FIELDS, check_plot_path, lr_find, write_lr_find_plot
+    from cnnlab.train import make_config
+    from cnnlab.train.config import check_given_flags_apply
 
     plot = check_plot_path(args.out or f"lr-find-{args.model}.png", args.force)  # before the sweep, not after it
     refuse_writing_into(args.dataset or "", plot, "--out" if args.out else "the default plot (here)")
     skip = ("recipe", *(n for n in _config_names() if n not in CONFIG_FIELDS))
+    given = _given_config(args, skip)
+    # As train refuses them: the sweep builds the optimizer train would, so --momentum with Adam does nothing here too
+    check_given_flags_apply(given, make_config(args.model, args.recipe or "book", **given))
     result = lr_find(args.model, args.recipe or "book", start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
-                     **_given_config(args, skip))
+                     **given)
     write_lr_find_plot(result, plot, force=args.force)
     stop = "stopped where the loss diverged" if result.diverged else "no divergence up to the end of the range"
     print(f"swept {len(result.lrs)} steps from {result.lrs[0]:.1e} to {result.lrs[-1]:.1e} ({stop}); plot: {plot}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import html
 import io
 import json
 import math
@@ -23,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from cnnlab.errors import CnnlabError
 from cnnlab.io import check_figure_file, save_figure
 from cnnlab.models.summary import model_macs
-from cnnlab.report.plots import name_fonts
+from cnnlab.report.plots import name_text
 from cnnlab.runs import Run
 from cnnlab.train.config import augment_name, config_fields
 
@@ -80,12 +81,42 @@ def _labels(runs: Sequence[Run]) -> list[str]:
     return [str(p) for p in paths]
 
 
+def _processes(run: Run) -> int:
+    """The processes a run trained with (torchrun's world size; a record that does not say is of one process)."""
+    value = run.record.get("world_size") or (run.result or {}).get("world_size") or 1
+    return value if isinstance(value, int) else 1  # hand-edited: compared as it trained by default, not an error
+
+
+def _global_batch(run: Run) -> Any:
+    """The images a step of the whole run took: result.json's figure, else batch_size x processes."""
+    batch = _setting(run, "batch_size")
+    return (run.result or {}).get("global_batch_size") or (batch * _processes(run) if isinstance(batch, int) else None)
+
+
+# What decides a run's figures besides its config: the processes it trained with under torchrun. Each takes
+# batch_size images a step and scores its shard of the test set, so a run of two processes trained at twice the
+# global batch and was tested on twice the images: beside a run of one its figures differed with no column saying
+# why. A column each where the runs differ.
+_RUN_SETTINGS = {"processes": _processes, "global_batch": _global_batch}
+
+
 def differing_keys(runs: Sequence[Run]) -> list[str]:
-    """Config keys whose values are not the same in every run (in TrainConfig's field order)."""
+    """Config keys whose values are not the same in every run (in TrainConfig's field order), then ``processes``
+    and ``global_batch`` where those differ (the global batch only where some run had several processes: with one
+    it is ``batch_size``)."""
     keys: list[str] = []
     for run in runs:
         keys.extend(k for k in run.config if k not in keys and k not in _NOT_COMPARED)
-    return [k for k in keys if len({json.dumps(_setting(r, k), default=str) for r in runs}) > 1]
+    keys = [k for k in keys if len({json.dumps(_setting(r, k), default=str) for r in runs}) > 1]
+    several = any(_processes(r) > 1 for r in runs)
+    return keys + [k for k in _RUN_SETTINGS if (several or k == "processes")
+                   and len({json.dumps(_setting(r, k), default=str) for r in runs}) > 1]
+
+
+def _test_samples_differ(runs: Sequence[Run]) -> bool:
+    """Whether the ended runs were tested on different numbers of images (a run still training has no count yet:
+    that is no difference)."""
+    return len({r.result.get("test_samples") for r in runs if r.result and r.result.get("test_samples")}) > 1
 
 
 _MISSING = object()
@@ -96,7 +127,11 @@ _DEFAULTS = {f.name: f.default for f in config_fields() if f.default is not data
 
 def _setting(run: Run, key: str) -> Any:
     """A run's setting as today's runs record it (an older run's augment switch as its preset's name, a setting it
-    lacks as today's default)."""
+    lacks as today's default, a time-budgeted run's epochs as None)."""
+    if key in _RUN_SETTINGS:
+        return _RUN_SETTINGS[key](run)
+    if key == "epochs" and _setting(run, "time_budget") is not None:
+        return None  # a budget sets the run's length; its epochs were only the schedule until the speed was known
     value = run.config.get(key, _DEFAULTS.get(key, _MISSING))
     return augment_name(value) if key == "augment" else value
 
@@ -117,10 +152,14 @@ def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
         "recipe": run.config.get("recipe"),
     }
     row.update({k: None if (v := _setting(run, k)) is _MISSING else v for k in keys})
+    # A time budget ends a run inside an epoch, and that part epoch has a row of metrics.csv as a whole one does:
+    # what it trained is result.json's epochs_trained (steps over an epoch's steps).
+    budgeted = result.get("time_budget_s") is not None and isinstance(result.get("epochs_trained"), (int, float))
     row.update({
-        "params": run.record.get("params") or result.get("params"), "macs": macs, "epochs_done": len(run.metrics),
+        "params": run.record.get("params") or result.get("params"), "macs": macs,
+        "epochs_done": result["epochs_trained"] if budgeted else len(run.metrics),
         "best_val_acc": max(val) if val else None, "final_val_acc": val[-1] if val else None,
-        "test_acc": result.get("test_acc"), "wall_s": result.get("wall_s"),
+        "test_acc": result.get("test_acc"), "test_samples": result.get("test_samples"), "wall_s": result.get("wall_s"),
         "images_per_s": result.get("images_per_s"), "status": run.outcome,
     })
     return row
@@ -130,6 +169,8 @@ def compare_runs(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     """The comparison table: its column names and one row per run."""
     keys = differing_keys(runs)
     columns = [*_LEADING, *keys, *_TRAILING]
+    if _test_samples_differ(runs):  # beside the figure it counts
+        columns.insert(columns.index("test_acc") + 1, "test_samples")
     return columns, [run_row(run, label, keys) for run, label in zip(runs, _labels(runs), strict=True)]
 
 
@@ -141,12 +182,16 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         if column.endswith("_acc"):
             return f"{value:.4f}"
+        if column == "epochs_done":  # a time-budgeted run's part epoch
+            return f"{value:.2f}"
         if column in ("wall_s", "images_per_s"):
             return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
         return f"{value:g}"
     if isinstance(value, int) and column in ("params", "macs"):
         return f"{value:,}"
-    return str(value).replace("|", "\\|")
+    # A run folder's name is anything a file system allows: a line break ended the table's row, and <i> or &amp; in
+    # it were read as HTML by markdown renderers. Line breaks read as spaces; <, > and & as HTML's entities.
+    return html.escape(" ".join(str(value).splitlines()), quote=False).replace("|", "\\|")
 
 
 def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], fmt: str = "md") -> str:
@@ -205,7 +250,7 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
         check_figure_file(plot, force, what="plot file ")
     columns, rows = compare_runs(runs)
     if plot is not None:
-        with name_fonts():  # run folder names in any script
+        with name_text():  # run folder names in any script
             save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))
     return format_table(columns, rows, fmt)
 

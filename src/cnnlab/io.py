@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -145,13 +146,22 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def check_figure_file(path: str | Path, force: bool = False, what: str = "", make_folder: bool = False) -> Path:
-    """:func:`check_output_file` for a figure, which must also end in a suffix matplotlib writes (none: PNG)."""
+    """:func:`check_output_file` for a figure, which must also end in a suffix matplotlib writes on this machine
+    (none: PNG)."""
+    import matplotlib
     from matplotlib.figure import Figure
 
-    supported = Figure().canvas.get_supported_filetypes()
-    if Path(path).suffix.lstrip(".").lower() not in ("", *supported):
+    supported = set(Figure().canvas.get_supported_filetypes())
+    # Matplotlib lists PGF, but writes it by running LaTeX (to measure the text): without that program a .pgf passed
+    # this check and failed after the work with "'xelatex' not found", an internal error. Every other format it
+    # writes by itself.
+    latex = matplotlib.rcParams["pgf.texsystem"]
+    needs = {"pgf": latex} if shutil.which(latex) is None else {}
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in ("", *supported) or suffix in needs:
+        missing = f" (.{suffix} needs {needs[suffix]}, which is not installed)" if suffix in needs else ""
         raise CnnlabError(f"{what}expected an image file ending in one of "
-                          f"{', '.join('.' + f for f in sorted(supported))}, got {str(path)!r}")
+                          f"{', '.join('.' + f for f in sorted(supported - set(needs)))}, got {str(path)!r}{missing}")
     return check_output_file(path, force, what=what, make_folder=make_folder)
 
 

@@ -120,11 +120,15 @@ def suggest_lr(lrs: list[float], smoothed: list[float]) -> tuple[float, str, str
                         f"{min_lr:.2e} (Lightning's default)", steepest_lr, min_lr)
     if len(usable) < 3:
         why = "the sweep was too short to locate the steepest descent"
+    elif best < usable.start:  # it rose from the start: "fell by" would have measured from past the lowest point
+        why = (f"the smoothed loss did not fall over the sweep (it is lowest at its start, {min_lr:.2e}; a smaller "
+               "--start-lr sweeps where it falls)")
     elif drop < MIN_DROP:
         why = f"the smoothed loss fell only {drop:.0%} (no clear descent; more --steps may find one)"
     else:
         why = "the smoothed loss falls fastest only after its minimum (no clear descent)"
-    return (min_lr / 10, "min/10", f"{why}, so a tenth of the lr at the minimum {min_lr:.2e} (fastai's rule)",
+    below = ", below the range swept" if min_lr / 10 < lrs[0] else ""
+    return (min_lr / 10, "min/10", f"{why}, so a tenth of the lr at the minimum {min_lr:.2e} (fastai's rule){below}",
             steepest_lr, min_lr)
 
 

@@ -20,7 +20,8 @@ class RunReport:
     """Observer of a :class:`~cnnlab.train.trainer.Trainer` that draws a run's curves and writes its report.
 
     curves.png when the fit ends (also without ``report``: it is cheap and every run folder has it); then
-    report.html, which evaluates the test set again where the run kept no logits and can be skipped with Ctrl-C.
+    report.html, which evaluates the test set again where the run kept no logits and can be skipped with Ctrl-C. A
+    resumed run's report.html, of the run as it was, goes when the fit starts.
 
     Args:
         path: the run folder.
@@ -31,6 +32,11 @@ class RunReport:
 
     def __init__(self, path: str | Path, *, report: bool = True, data_dir: str | None = None, quiet: bool = False):
         self.path, self.report, self.data_dir, self.quiet = Path(path), report, data_dir, quiet
+
+    def on_start(self, trainer) -> None:
+        # resumed: it trains again (more epochs, perhaps), and a report of the run as it was would stand beside
+        # figures it no longer matches, for good under --no-report
+        (self.path / "report.html").unlink(missing_ok=True)
 
     def on_end(self, trainer, result: dict[str, Any]) -> None:
         if trainer.state.history:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 from collections.abc import Iterator, Sequence
 
 import matplotlib
@@ -30,29 +31,30 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK JP", "Noto S
 
 
 @contextlib.contextmanager
-def name_fonts() -> Iterator[None]:
-    """Matplotlib's fonts with a CJK fallback (:data:`CJK_FONTS`) for the figures built and saved inside.
+def name_text() -> Iterator[None]:
+    """Matplotlib's settings for the figures built and saved inside, which show names (classes, runs) as they are
+    written: a CJK fallback font (:data:`CJK_FONTS`), and no math text: a name with ``$`` in it ("cost $5 to $10")
+    was set as math, in italics without its dollars, or failed the figure ("Unknown symbol" for ``$\\x$``).
 
-    Both: a text takes its font family when it is made, and tick labels are made only when the figure is drawn.
+    Both when built and when saved: a text takes its settings when it is made, and tick labels are made only when
+    the figure is drawn.
     """
     known = {f.name for f in font_manager.fontManager.ttflist}
     fallback = next((name for name in CJK_FONTS if name in known), None)
-    if fallback is None:
-        yield
-        return
-    with matplotlib.rc_context({"font.family": [*matplotlib.rcParams["font.family"], fallback]}):
+    fonts = {"font.family": [*matplotlib.rcParams["font.family"], fallback]} if fallback else {}
+    with matplotlib.rc_context({**fonts, "text.parse_math": False}):
         yield
 
 
-def _with_name_fonts(build):
+def _with_name_text(build):
     @functools.wraps(build)
     def wrapper(*args, **kwargs):
-        with name_fonts():
+        with name_text():
             return build(*args, **kwargs)
     return wrapper
 
 
-@_with_name_fonts
+@_with_name_text
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     """The figure as PNG bytes, cropped to its content."""
     buf = io.BytesIO()
@@ -80,27 +82,52 @@ def _bare(ax) -> None:
         spine.set_color("#999999")
 
 
-@_with_name_fonts
+# A confusion matrix of many classes (CIFAR-100; a folder of 150) drew every cell's number and every class name in
+# the 6.6 x 5.6 in of ten classes: a black smear. The grid grows with the classes up to a cap (a page shows the
+# image scaled to its width), a cell's number is drawn while it fits (the colour says the rest), and the class
+# names shrink to the cell, then every n-th is named.
+CONFUSION_NUMBERS_UP_TO = 25  # classes whose cells still hold "100" at a readable size
+CONFUSION_GRID_IN = (4.0, 14.0)  # the grid's side in inches: ten classes or fewer, and the most
+LABEL_PT = (5.0, 8.5)  # the class names' font sizes: the smallest readable, and the size of ten classes
+
+
+def confusion_layout(k: int) -> dict[str, float]:
+    """How a confusion matrix of ``k`` classes is drawn: the figure's ``width`` and ``height`` (inches), the cell
+    numbers' font size (``numbers``, 0: none), the class names' (``labels``), and every ``step``-th class named."""
+    side = min(CONFUSION_GRID_IN[0] + 0.1 * max(k - 10, 0), CONFUSION_GRID_IN[1])
+    cell = side * 72 / k  # points
+    labels = min(max(cell * 0.8, LABEL_PT[0]), LABEL_PT[1])
+    return {"width": side + 2.6, "height": side + 1.6,
+            "numbers": min(8.0, cell * 0.45) if k <= CONFUSION_NUMBERS_UP_TO else 0.0,
+            "labels": labels, "step": max(1, math.ceil(labels * 1.15 / cell))}
+
+
+@_with_name_text
 def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
     """Row-normalised confusion matrix: cell ``(i, j)`` is the share of class ``i`` predicted as ``j`` (in %).
 
-    The diagonal is each class's accuracy (recall); a row sums to 100%.
+    The diagonal is each class's accuracy (recall); a row sums to 100%. Its size, and whether the cells hold their
+    numbers, follow the number of classes (:func:`confusion_layout`).
     """
     k = len(classes)
     if tuple(confusion.shape) != (k, k):
         raise CnnlabError(f"expected a {k} x {k} confusion matrix for {k} classes, got {tuple(confusion.shape)}")
     share = (confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1) * 100).numpy()
-    fig = Figure(figsize=(6.6, 5.6))
+    layout = confusion_layout(k)
+    fig = Figure(figsize=(layout["width"], layout["height"]))
     ax = fig.add_subplot()
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
-    for i in range(k):
+    for i in range(k if layout["numbers"] else 0):
         for j in range(k):
             value = share[i, j]
             if value >= 0.5 or i == j:
-                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=layout["numbers"],
                         color="white" if value > 55 else "#222222", fontweight="bold" if i == j else "normal")
-    ax.set_xticks(range(k), classes, rotation=40, ha="right", fontsize=8.5)
-    ax.set_yticks(range(k), classes, fontsize=8.5)
+    named = range(0, k, int(layout["step"]))
+    # Slanted names are easier to read, but lean over one another in narrow cells; upright ones stand a cell apart.
+    slant = {"rotation": 40, "ha": "right"} if k <= CONFUSION_NUMBERS_UP_TO else {"rotation": 90, "ha": "center"}
+    ax.set_xticks(named, [classes[i] for i in named], fontsize=layout["labels"], **slant)
+    ax.set_yticks(named, [classes[i] for i in named], fontsize=layout["labels"])
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title("test images per true class (%)", fontsize=10)
@@ -109,7 +136,16 @@ def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
     return fig
 
 
-@_with_name_fonts
+CAPTION_CHAR_IN = 0.07  # a character of a 7.5 pt caption, in inches (with room: DejaVu Sans averages 0.6 em)
+MISCLASSIFIED_CHARS = 32  # a caption's characters at the widest an image gets (2.4 in)
+
+
+def _shortened(name: str, chars: int) -> str:
+    """``name`` in at most ``chars`` characters: cut in the middle, where an ellipsis stands."""
+    return name if len(name) <= chars else f"{name[:(chars - 1) // 2]}…{name[len(name) - chars // 2:]}"
+
+
+@_with_name_text
 def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequence[int], confidence: Sequence[float],
                          classes: Sequence[str], cols: int = 8) -> Figure:
     """A grid of test images with the predicted class (and its probability) above the true one.
@@ -124,7 +160,11 @@ def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequen
     """
     n = images.shape[0]
     rows = max(1, -(-n // cols))
-    fig = Figure(figsize=(cols * 1.2, rows * 1.55))
+    # Each image is as wide as its longest caption (CIFAR-100's "aquarium_fish 99.9%" ran into its neighbour's) up
+    # to a cap; names longer than the cap holds are shortened in the middle, keeping the ends that tell them apart.
+    chars = min(max([len(classes[c]) for c in (*pred[:n], *true[:n])] + [0]) + 6, MISCLASSIFIED_CHARS)
+    name = functools.partial(_shortened, chars=chars - 6)
+    fig = Figure(figsize=(cols * max(1.2, chars * CAPTION_CHAR_IN + 0.25), rows * 1.55))
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         _bare(ax)
@@ -133,9 +173,9 @@ def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequen
             continue
         show_image(ax, images[i])
         p = confidence[i]
-        ax.set_title(f"{classes[pred[i]]} {'≥99.9%' if p >= 0.9995 else f'{p:.1%}'}", fontsize=7.5,
+        ax.set_title(f"{name(classes[pred[i]])} {'≥99.9%' if p >= 0.9995 else f'{p:.1%}'}", fontsize=7.5,
                      color="#b2182b", pad=2)
-        ax.set_xlabel(f"true: {classes[true[i]]}", fontsize=7.5, labelpad=2)
+        ax.set_xlabel(f"true: {name(classes[true[i]])}", fontsize=7.5, labelpad=2)
     fig.subplots_adjust(wspace=0.08, hspace=0.55)
     return fig
 
@@ -163,7 +203,7 @@ def filters_figure(weight: torch.Tensor, cols: int = 16) -> Figure:
     return fig
 
 
-@_with_name_fonts
+@_with_name_text
 def feature_maps_figure(image: torch.Tensor, rows: Sequence[tuple[str, torch.Tensor]], title: str = "",
                         channels: int = 8) -> Figure:
     """One test image and its feature maps at every row of the network.

@@ -19,7 +19,7 @@ from cnnlab.runs import ENDED, Run, folder_status
 from cnnlab.study.spec import Study, check_settings, load_study
 from cnnlab.study.summary import study_summary
 from cnnlab.train import resume, train
-from cnnlab.train.config import make_config
+from cnnlab.train.config import TrainConfig, check_given_flags_apply, make_config
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,46 @@ def variant_state(run_dir: Path) -> str:
     return folder_status(run_dir)
 
 
+def _config(settings: dict[str, Any]) -> TrainConfig:
+    return make_config(settings["model"], settings.get("recipe", "book"),
+                       **{k: s for k, s in settings.items() if k not in ("model", "recipe")})
+
+
+def _check_not_varied(study: Study, overrides: dict[str, Any]) -> None:
+    """Refuse an override of a setting some variant sets itself: it beats the variant's own value, so every variant
+    would train alike while the summary still reported that factor's effect (a tie that says nothing)."""
+    varied = sorted(set(overrides) & {k for v in study.variants for k in v.config})
+    if not varied:
+        return
+    key, flag = varied[0], "--" + varied[0].replace("_", "-")
+    # The variants' own values first, then what the others train with (the budget's or the model's default)
+    values = dict.fromkeys([*(v.config[key] for v in study.variants if key in v.config),
+                            *(getattr(_config(study.settings(v)), key) for v in study.variants if key not in v.config)])
+    shown = ", ".join("default" if value is None else str(value) for value in values)
+    raise CnnlabError(f"{flag} is what study {study.name} varies ({shown} by variant), and would train every variant "
+                      f"at {overrides[key]}; expected no {flag}")
+
+
 def _plan(study: Study, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every variant's run settings, checked by TrainConfig before anything trains."""
-    plan = {}
+    """Every variant's run settings, checked by TrainConfig before anything trains; ``overrides`` are the caller's
+    own settings (the flags typed), so one that cancels a factor of the study or that a variant would not use (as
+    ``cnnlab train`` refuses it) is refused too."""
+    _check_not_varied(study, overrides)
+    plan: dict[str, dict[str, Any]] = {}
+    unused: dict[str, list[str]] = {}  # the refusal's line -> the variants it is for
     for v in study.variants:
         settings = study.settings(v, overrides)
-        make_config(settings["model"], settings.get("recipe", "book"),
-                    **{k: s for k, s in settings.items() if k not in ("model", "recipe")})
+        config = _config(settings)  # a value TrainConfig refuses is refused as it is, not as one that does nothing
+        try:
+            check_given_flags_apply(overrides, config)
+        except CnnlabError as e:  # a flag may apply to one variant and not another: say for which
+            unused.setdefault(str(e), []).append(v.name)
         plan[v.name] = settings
+    if unused:
+        line, names = next(iter(unused.items()))
+        which = "every variant" if len(names) == len(study.variants) else \
+            f"variant{'s' * (len(names) > 1)} {', '.join(names)}"
+        raise CnnlabError(f"study {study.name}, {which}: {line}")
     return plan
 
 

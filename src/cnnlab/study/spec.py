@@ -59,7 +59,8 @@ class Study:
     factors: tuple[str, ...] = ()
 
     def settings(self, variant: Variant, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The TrainConfig fields of one variant's run: budget < the variant's own < ``overrides`` (the CLI's)."""
+        """The TrainConfig fields of one variant's run: budget < the variant's own < ``overrides`` (the CLI's;
+        ``run_study`` refuses one of a field a variant sets itself, which would cancel what the study varies)."""
         return {**self.budget, **variant.config, **(overrides or {}), "model": variant.model}
 
 
@@ -119,7 +120,11 @@ def parse_study(text: str, name: str, origin: str) -> Study:
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise CnnlabError(f"study file {origin}: variant names must differ, got {', '.join(names)}")
-    factors = tuple(data.get("factors", ()))
+    factors = data.get("factors", [])
+    if not isinstance(factors, list) or not all(isinstance(f, str) for f in factors):  # a string is no list of names
+        raise CnnlabError(f"study file {origin}: factors must be a list of strings such as [\"activation\", "
+                          f"\"pooling\"], got {factors!r}")
+    factors = tuple(factors)
     for v in variants:
         if factors and set(v.factors) != set(factors):
             raise CnnlabError(f"{origin} variant {v.name}: expected factors {', '.join(factors)}, got "
