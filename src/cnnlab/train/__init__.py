@@ -23,9 +23,9 @@ from cnnlab.runs import (
     RunFolder,
     check_writable,
     default_run_dir,
+    folder_status,
     load_checkpoint,
     prepare_run_dir,
-    read_json,
     restart_command,
 )
 from cnnlab.train.build import RunParts, build_run
@@ -88,15 +88,6 @@ def train(model: str, recipe: str = "book", *, force: bool = False, quiet: bool 
 EXTENSIBLE_SCHEDULES = ("constant", "step", "multistep")
 
 
-def _ended(run_dir: Path) -> bool:
-    """Whether the run's result.json says it ended with its figures (finished, or stopped by its own rule): a resume
-    of it writes nothing."""
-    try:
-        return read_json(run_dir / "result.json").get("status") in ("finished", "stopped")
-    except CnnlabError:  # none yet, or damaged: the resume writes one
-        return False
-
-
 def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epochs: int | None = None,
            data_dir: str | Path | None = None,
            on_epoch: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]] | None:
@@ -155,7 +146,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                               f"with a {'/'.join(EXTENSIBLE_SCHEDULES)} schedule (start a new run, e.g. with "
                               f"--init-from {Path(run_dir) / 'last.pt'})")
         config = dataclasses.replace(config, epochs=epochs)
-    if not _ended(Path(run_dir)):  # before the data is read: any other resume writes there
+    # before the data is read: a run that ended with its figures writes nothing, any other resume writes there
+    if folder_status(run_dir) not in ("finished", "stopped"):
         check_writable(Path(run_dir))
     if dataclasses.asdict(config) != state["config"]:  # moved data or more epochs: the checkpoints record them
         state = {**state, "config": dataclasses.asdict(config)}
