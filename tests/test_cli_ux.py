@@ -222,6 +222,22 @@ def test_training_needs_neither_the_export_nor_the_tb_extra(tmp_path, data_dir):
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "pip install 'cnnlab[export]'" in run.stderr
 
 
+def test_a_command_that_runs_no_network_starts_without_torchs_compiler():
+    """torch._dynamo takes about as long to import as torch itself; `cnnlab models`, `--help` and the checkpoint
+    reader's look at an archive need none of it (only torch.export's file-name constants, which torch._C holds)."""
+    script = ("import sys, torch\n"
+              "before = 'torch._dynamo' in sys.modules\n"
+              "from cnnlab import cli\n"
+              "from cnnlab.models.state_dict import zip_kind\n"
+              "import cnnlab.pt2_check\n"
+              "code = cli.main(['models'])\n"
+              "zip_kind(sys.argv[1])\n"
+              "print('dynamo', before, 'torch._dynamo' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", script, __file__], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "dynamo False False"
+
+
 @pytest.mark.parametrize("command, flags", [
     ("train", ["--config", "--force", "--step-size", "--milestones", "--gamma", "rmsprop", "multistep"]),
     ("lr-find", ["--start-lr", "--end-lr", "--steps", "--out", "--optimizer", "--dataset"]),

@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.export.pt2_archive import constants as pt2
+
+# torch._C's constants, not torch.export.pt2_archive's copy of them, for the reason cnnlab.models.state_dict gives
+from torch._C._export import pt2_archive_constants as pt2
 
 from cnnlab.errors import CnnlabError
 
