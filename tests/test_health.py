@@ -9,6 +9,7 @@ from torch import nn
 from cnnlab import layers
 from cnnlab.data import ImageDataset
 from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
 from cnnlab.train import build_run, build_trainer, make_config
 from cnnlab.train.health import BN_SETTLED, MARGIN, batch_norm_updates, chance_warning
 from cnnlab.train.trainer import CHANCE_CHECK_STEPS, Trainer
@@ -168,6 +169,63 @@ def test_a_small_dataset_is_checked_at_the_first_epoch_end_after_enough_steps(ca
     assert all(row["val_acc"] == 0.25 for row in history)  # at chance throughout: every epoch could be told
     notes = [line for line in capsys.readouterr().err.splitlines() if "no better than chance" in line]
     assert len(notes) == 1 and notes[0].startswith("cnnlab: note: epoch 5: "), notes
+
+
+def test_unbalanced_classes_are_judged_by_their_balanced_accuracy():
+    """On unbalanced validation classes a network that names one class for every image scores that class's share
+    (0.8919 for 33 of 37 images), far above 1/classes, and was never told; the mean of the classes' recalls (the
+    balanced accuracy) is 1/classes for any such network, whatever the shares."""
+    row = {"epoch": 6, "val_acc": 0.8919, "train_loss": 0.42}
+    assert chance_warning(row, 3) is None  # accuracy alone cannot see it
+    message = chance_warning(row, 3, recalls=[1.0, 0.0, 0.0])
+    assert message == ("epoch 6: validation accuracy 0.8919, balanced accuracy 0.3333 (the mean of the 3 classes' "
+                       "recalls, as the validation classes are unbalanced), is no better than chance (1/3 = 0.3333), "
+                       "training loss 0.42 (a uniform guess: 1.1): the network is not learning yet (the book's "
+                       "sigmoid LeNet takes 1-2 epochs to start); if it stays at chance, change --lr")
+    # Chance is of the classes the split holds: one without validation images is not counted.
+    assert "(1/2 = 0.5000)" in chance_warning(row, 3, recalls=[1.0, 0.0, None])
+    # A network that learned every class is not at chance, though its accuracy is below the largest class's share
+    # (what --balance trades for the small classes' recall).
+    assert chance_warning({**row, "val_acc": 0.80}, 3, recalls=[0.78, 1.0, 1.0]) is None
+    # The same recalls for a network that learned its training images: told as the evaluation gap; but a training
+    # accuracy that is the largest class's share of the training images is one class named for every image too.
+    gap = chance_warning({**row, "train_acc": 0.99}, 3, recalls=[1.0, 0.0, 0.0], train_share=0.8867)
+    assert gap.endswith("while training accuracy is 0.9900: the network predicts differently in evaluation mode, or "
+                        "the validation images differ from the training images")
+    same = chance_warning({**row, "train_acc": 0.8867}, 3, recalls=[1.0, 0.0, 0.0], train_share=0.8867)
+    assert "while training accuracy" not in same and same.endswith("if it stays at chance, change --lr")
+
+
+def test_a_run_that_names_the_largest_class_for_every_image_is_told(capsys):
+    """A network that predicts the most frequent class for every image (here by its output bias) scores 0.9375 on
+    test classes of 60 and 4 images, far above 1/2: the run said nothing; it is now told, and a balanced test
+    split is still judged by its accuracy alone."""
+    def images(n_a: int, n_b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.zeros(n_a + n_b, 1, 28, 28, dtype=torch.uint8)
+        x[n_a:, :, 8:20, 8:20] = 200
+        return x, torch.tensor([0] * n_a + [1] * n_b)
+
+    def run(test: tuple[int, int]) -> list[str]:
+        data = ImageDataset("skewed", *images(230, 26), *images(*test), ("common", "rare"), (0.1,), (0.3,),
+                            flip=False)
+        model = create_model("lenet-relu", num_classes=2, in_channels=1)
+        head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        with torch.no_grad():  # names "common" whatever the image, and the tiny lr keeps it so
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([4.0, -4.0]))
+        parts = build_run(make_config("lenet-relu", epochs=5, batch_size=32, lr=1e-9, device="cpu"), dataset=data,
+                          model=model, quiet=True)
+        history = Trainer(parts, quiet=True).fit()
+        assert history[-1]["val_acc"] == test[0] / sum(test)
+        return [line for line in capsys.readouterr().err.splitlines() if "no better than chance" in line]
+
+    notes = run((60, 4))
+    assert len(notes) == 1 and notes[0].startswith(
+        "cnnlab: note: epoch 5: validation accuracy 0.9375, balanced accuracy 0.5000 (the mean of the 2 classes' "
+        "recalls, as the validation classes are unbalanced), is no better than chance (1/2 = 0.5000)"), notes
+    notes = run((32, 32))
+    assert len(notes) == 1 and notes[0].startswith(
+        "cnnlab: note: epoch 5: validation accuracy 0.5000 is no better than chance (1/2 = 0.5000)"), notes
 
 
 @pytest.mark.parametrize("row, classes, expected", [

@@ -3,7 +3,9 @@
 A network whose learning rate blew it up early (dead ReLUs, a saturated output layer) keeps training without any
 error: its loss stays at or above that of a uniform guess and it predicts one class for every image, which on a
 balanced test set is exactly chance accuracy. Nothing crashes, so without a warning the user only finds out from
-the final figure.
+the final figure. On unbalanced classes (a folder of 200, 20 and 5 images) such a network scores its class's share,
+up to the largest one's (0.89 there), so there the check judges the balanced accuracy, the mean of the classes'
+recalls, which is 1/classes for any network that names one class for every image, whatever the shares.
 
 A network that has learned its training images yet is at chance on the validation split is another case: it
 predicts differently in evaluation mode. With BatchNorm and few steps (a small dataset at a large batch) that is
@@ -14,7 +16,7 @@ hold much of it, far from the batches' own (docs/benchmarks.md, "BatchNorm's run
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -44,12 +46,14 @@ BN_SETTLED = 100
 
 
 def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int | None = None,
-                   frozen: bool = False) -> str | None:
+                   frozen: bool = False, recalls: Sequence[float | None] | None = None,
+                   train_share: float | None = None) -> str | None:
     """A one-line warning when an epoch's validation accuracy is no better than chance, else None.
 
-    "No better" means at most ``MARGIN`` of the way from chance (``1 / num_classes``) to a perfect score. When the
-    training accuracy is well above chance (:func:`learned_but_at_chance`) the line names the gap, and BatchNorm's
-    running statistics when they have had fewer than ``BN_SETTLED`` updates.
+    "No better" means at most ``MARGIN`` of the way from chance (``1 / num_classes``; of the balanced accuracy on
+    unbalanced classes, given ``recalls``) to a perfect score. When the training accuracy is well above chance
+    (:func:`learned_but_at_chance`) the line names the gap, and BatchNorm's running statistics when they have had
+    fewer than ``BN_SETTLED`` updates.
 
     Args:
         row: one epoch's metrics as the Trainer records them (``epoch``, ``val_acc``, ``train_loss``,
@@ -59,6 +63,12 @@ def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int |
             no BatchNorm layer keeps them).
         frozen: the body was frozen for the epoch (fine-tuning): only the new head trained, so a smaller lr is not
             the cure for a loss above a uniform guess.
+        recalls: each class's recall on the validation split (None for a class without validation images), given
+            where its classes are unbalanced: the check then judges their mean, the balanced accuracy, against
+            ``1 / classes with images`` (:func:`judged`).
+        train_share: the largest class's share of the training images as drawn (None: ``1 / num_classes``), the
+            training accuracy of a network naming one class for every image: the one it must be well above to have
+            learned its training images (:func:`learned_but_at_chance`).
 
     Example:
         >>> chance_warning({"epoch": 1, "val_acc": 0.1, "train_loss": 2.55}, 10)[:40]
@@ -70,12 +80,15 @@ def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int |
     acc = row.get("val_acc")
     if not is_number(acc) or not 0 <= acc <= 1:  # worded for the row: the check's "X must be" does not fit
         raise CnnlabError(f"row must hold an accuracy val_acc in [0, 1], got {acc!r}")
-    chance = 1 / num_classes
-    if acc > chance + MARGIN * (1 - chance):
+    figure, classes, balanced = judged(acc, num_classes, recalls)
+    chance = 1 / classes
+    if figure > chance + MARGIN * (1 - chance):
         return None
     where = f"epoch {row['epoch']:g}: " if isinstance(row.get("epoch"), (int, float)) else ""
-    head = f"{where}validation accuracy {acc:.4f} is no better than chance (1/{num_classes} = {chance:.4f})"
-    if learned_but_at_chance(row, num_classes):
+    mean = (f", balanced accuracy {figure:.4f} (the mean of the {classes} classes' recalls, as the validation "
+            "classes are unbalanced),") if balanced else ""
+    head = f"{where}validation accuracy {acc:.4f}{mean} is no better than chance (1/{classes} = {chance:.4f})"
+    if learned_but_at_chance(row, num_classes, recalls, train_share):
         head = f"{head} while training accuracy is {row['train_acc']:.4f}"
         if bn_updates is not None and bn_updates < BN_SETTLED:
             return (f"{head}: evaluation uses BatchNorm's running statistics, which have had only {bn_updates} "
@@ -100,17 +113,34 @@ def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int |
             "for the network (try a smaller --lr, a longer schedule or --grad-clip 1)")
 
 
-def learned_but_at_chance(row: Mapping[str, float], num_classes: int) -> bool:
-    """Whether an epoch's training accuracy is at least ``LEARNED`` of the way from chance to perfect while its
-    validation accuracy is at chance (as :func:`chance_warning` judges it): never a slow start, at any epoch.
+def learned_but_at_chance(row: Mapping[str, float], num_classes: int,
+                          recalls: Sequence[float | None] | None = None, train_share: float | None = None) -> bool:
+    """Whether an epoch's training accuracy is at least ``LEARNED`` of the way from chance (``train_share``, else
+    ``1 / num_classes``) to perfect while its validation accuracy (its balanced accuracy, given ``recalls``) is at
+    chance (as :func:`chance_warning` judges them): never a slow start, at any epoch.
 
     Example:
         >>> learned_but_at_chance({"train_acc": 0.93, "val_acc": 0.1}, 10)
         True
     """
-    chance, acc, train_acc = 1 / num_classes, row.get("val_acc"), row.get("train_acc")
-    return (is_number(acc) and is_number(train_acc) and acc <= chance + MARGIN * (1 - chance)
-            and train_acc >= chance + LEARNED * (1 - chance))
+    acc, train_acc = row.get("val_acc"), row.get("train_acc")
+    if not is_number(acc) or not is_number(train_acc):
+        return False
+    figure, classes, _ = judged(acc, num_classes, recalls)
+    chance, trained = 1 / classes, train_share if train_share is not None else 1 / num_classes
+    return figure <= chance + MARGIN * (1 - chance) and train_acc >= trained + LEARNED * (1 - trained)
+
+
+def judged(acc: float, num_classes: int, recalls: Sequence[float | None] | None) -> tuple[float, int, bool]:
+    """(the figure the chance check judges, the classes its chance is one over, whether it is the balanced
+    accuracy): the accuracy ``acc`` and ``num_classes``; given ``recalls`` (unbalanced validation classes) of at
+    least two classes with images, their mean and their count. A network naming one class for every image has a
+    recall of 1 for that class and 0 for the others, so its balanced accuracy is exactly chance, where its accuracy
+    is that class's share."""
+    present = [r for r in recalls if r is not None] if recalls is not None else []
+    if len(present) < 2:  # one class in the split: every constant guess of it is right, nothing to judge by
+        return acc, num_classes, False
+    return sum(present) / len(present), len(present), True
 
 
 def batch_norm_updates(model: nn.Module) -> int | None:

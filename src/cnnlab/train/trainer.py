@@ -34,7 +34,14 @@ from cnnlab.evaluate import class_scores, confusion_matrix
 from cnnlab.runs import environment, resume_command, save_checkpoint
 from cnnlab.train.budget import TimeBudget
 from cnnlab.train.build import RunParts
-from cnnlab.train.distributed import barrier, broadcast_buffers, gather_in_shard_order, reduce_int, shutdown
+from cnnlab.train.distributed import (
+    barrier,
+    broadcast_buffers,
+    gather_in_shard_order,
+    reduce_int,
+    shutdown,
+    sum_over_ranks,
+)
 from cnnlab.train.finetune import body_frozen
 from cnnlab.train.health import batch_norm_updates, chance_warning, learned_but_at_chance
 from cnnlab.train.metrics import EpochMetrics
@@ -95,6 +102,12 @@ class Trainer:
         self._fit_start: float | None = None  # perf_counter() at the start of the fit, less a resumed run's elapsed
         self._loss_window = torch.zeros(self.config.log_every, device=self.device)
         self.budget = self._time_budget() if self.config.time_budget is not None else None
+        # The training accuracy of a network naming one class for every image: the largest class's share of the
+        # training images as drawn (every class's alike under --balance sampler), not 1/classes on unbalanced data.
+        loader = self.train_loader
+        drawn = loader.labels if loader.indices is None else loader.labels[loader.indices.to(loader.labels.device)]
+        counts = torch.bincount(drawn, minlength=self.dataset.num_classes)
+        self._train_share = 1 / int((counts > 0).sum()) if loader.balance else int(counts.max()) / len(drawn)
 
     # ------------------------------------------------------------------------------------------ the loop
     def finished(self) -> str | None:
@@ -359,11 +372,13 @@ class Trainer:
         self._log(f"epoch {row['epoch']}{self._of_epochs()}  train_loss {row['train_loss']:.4f}  "
                   f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
                   f"{row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
-        gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes)
+        recalls = self._unbalanced_recalls()  # a collective under torchrun: every rank, every epoch
+        gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes, recalls,
+                                                                self._train_share)
         before = (len(self.state.history) - 1) * len(self.train_loader)  # steps before this epoch (all whole)
         if gap or before < CHANCE_CHECK_STEPS <= self.state.step:
             self._told_eval_gap |= gap
-            self._chance_warning(row)
+            self._chance_warning(row, recalls)
         try:
             self._notify("on_epoch", self, row, is_best)
         except StopRun as stop:
@@ -467,11 +482,27 @@ class Trainer:
         if hint:
             self._warn(hint)
 
-    def _chance_warning(self, row: dict[str, float]) -> None:
+    def _unbalanced_recalls(self) -> list[float | None] | None:
+        """Each class's recall in the last evaluation (None for a class without images there) where the split's
+        classes are unbalanced, else None: a network naming one class for every image scores that class's share in
+        accuracy (up to the largest one's), and the chance check judges the mean recall instead (health.judged).
+        A collective under torchrun: the counts are summed over the ranks."""
+        k = self.dataset.num_classes
+        counts = torch.zeros(2, k, dtype=torch.int64, device=self.device)
+        for logits, labels in zip(self._val_logits, self._val_labels, strict=True):
+            counts[0] += torch.bincount(labels, minlength=k)
+            counts[1] += torch.bincount(labels[logits.argmax(1) == labels], minlength=k)
+        sum_over_ranks(counts)
+        images, right = counts.tolist()
+        if len(set(images)) == 1:  # balanced: the accuracy is the mean recall
+            return None
+        return [r / n if n else None for r, n in zip(right, images, strict=True)]
+
+    def _chance_warning(self, row: dict[str, float], recalls: list[float | None] | None) -> None:
         cfg = self.config
         frozen = body_frozen(cfg.freeze, cfg.freeze_epochs, int(row["epoch"]) - 1)  # the epoch just ended
         warning = chance_warning(row, self.dataset.num_classes, bn_updates=batch_norm_updates(self.model),
-                                 frozen=frozen)
+                                 frozen=frozen, recalls=recalls, train_share=self._train_share)
         if warning:
             self._warn(warning)
 
