@@ -256,6 +256,7 @@ def _cmd_export(args) -> int:
     from cnnlab.inference import load_trained
 
     verify = args.verify if args.verify is not None else export.INT8_CHECK_IMAGES if args.format == "onnx-int8" else 0
+    export.check_export_arguments(args.output, args.format, args.force, args.calibration)  # before any data is read
     if verify:  # a dataset it cannot read is one line before anything is written
         export.verification_images(args.checkpoint, verify, data_dir=args.data_dir)
     trained = load_trained(args.checkpoint, "cpu")
