@@ -1,8 +1,8 @@
 """The `cnnlab` command: argparse subcommands that call library functions and nothing more.
 
 Every bad input ends as one line on stderr and exit code 2 (argparse's own errors included); ``--debug`` shows the
-traceback instead. Each command imports its library module inside its function: ``cnnlab --help`` and a refused
-argument answer at once, without importing torch.
+traceback instead. Each command imports its library module inside its function, so that it imports only what it
+runs (building the flags from TrainConfig still imports torch: docs/design.md).
 """
 
 from __future__ import annotations
