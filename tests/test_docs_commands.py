@@ -60,6 +60,18 @@ def shell_lines(path: Path) -> list[tuple[int, str]]:
     return lines
 
 
+def unchecked_command_lines(path: Path) -> list[str]:
+    """Lines of fenced blocks that are not shell blocks (no language, text) but begin as a cnnlab command would."""
+    found, fence = [], None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        opening = re.match(r"\s*```\s*(\w*)", line)
+        if opening:
+            fence = None if fence is not None else opening.group(1)
+        elif fence is not None and fence not in SHELL_BLOCKS and re.match(r"\s*(cnnlab|torchrun) ", line):
+            found.append(f"{path.name}: {line.strip()}")
+    return found
+
+
 def _command_words(segment: list[str]) -> list[str] | None:
     """The arguments after `cnnlab` in one simple command, or None when it does not run cnnlab."""
     words = list(segment)
@@ -165,6 +177,8 @@ def test_the_docs_hold_the_commands_this_test_reads():
     assert any(a.startswith("sweep lenet-bn-relu --val-split 5000 --epochs 5 --param") for a in by_text)  # `\`
     assert any(a.startswith("study lenet-activation-pooling --out /tmp/studies") for a in by_text)  # env, nice
     assert any(a.startswith("train lenet --epochs 2 --out") for a in by_text)  # inside a for loop
+    # a command in a block without a shell language would not be read above
+    assert not [line for path in DOCS for line in unchecked_command_lines(path)]
 
 
 @pytest.mark.parametrize(("place", "argv"), COMMANDS, ids=[place for place, _ in COMMANDS])
