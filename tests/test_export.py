@@ -251,6 +251,31 @@ def test_int8_calibration_arguments(trained_run, tmp_path, kwargs, match):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--format", "onnx-int8", "--output", "q.onnx"], "an int8 export needs calibration images"),
+    (["--output", "m.onnx", "--calibration", "8", "--verify", "5"], "--calibration is for --format onnx-int8"),
+    (["--format", "onnx-int8", "--calibration", "8", "--output", "q.pt2"], "--format onnx-int8 writes a .onnx file"),
+    (["--format", "onnx-int8", "--calibration", "8", "--output", "taken.onnx"], "already exists; pass --force"),
+    (["--format", "pt2", "--output", "m.pt2", "--verify", "5", "--calibration", "8"], "--calibration is for"),
+])
+def test_cli_export_refuses_its_arguments_before_reading_the_dataset(tmp_path, capsys, monkeypatch, args, needle):
+    # --verify (500 images by default for onnx-int8) read the test set before the arguments were checked: a missing
+    # --calibration, a wrong suffix or an existing output waited for the dataset, and without one was refused for
+    # the dataset, as if that were what was wrong
+    checkpoint, empty = tmp_path / "lenet.pt", tmp_path / "empty"
+    save_checkpoint({"model_name": "lenet-relu", "num_classes": 10, "in_channels": 1, "input_size": 28,
+                     "normalize": None, "ops": "torch", "config": {}, "model": create_model("lenet-relu").state_dict(),
+                     "epoch": 0, "step": 0, "history": [], "best_val_acc": 0.0}, checkpoint)
+    empty.mkdir()
+    (tmp_path / "taken.onnx").write_bytes(b"precious")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(checkpoint), *args, "--data-dir", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "lacks" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "lenet.pt", "taken.onnx"]
+    assert (tmp_path / "taken.onnx").read_bytes() == b"precious"
+
+
 def test_verify_export_float_formats_agree_on_every_test_image(trained_run, tmp_path):
     for fmt, name in (("onnx", "m.onnx"), ("pt2", "m.pt2"), ("safetensors", "m.safetensors")):
         out = export_checkpoint(trained_run / "last.pt", tmp_path / name, format=fmt)

@@ -1,8 +1,8 @@
 """The `cnnlab` command: argparse subcommands that call library functions and nothing more.
 
 Every bad input ends as one line on stderr and exit code 2 (argparse's own errors included); ``--debug`` shows the
-traceback instead. Each command imports its library module inside its function: ``cnnlab --help`` and a refused
-argument answer at once, without importing torch.
+traceback instead. Each command imports its library module inside its function, so that it imports only what it
+runs (building the flags from TrainConfig still imports torch: docs/design.md).
 """
 
 from __future__ import annotations
@@ -256,6 +256,7 @@ def _cmd_export(args) -> int:
     from cnnlab.inference import load_trained
 
     verify = args.verify if args.verify is not None else export.INT8_CHECK_IMAGES if args.format == "onnx-int8" else 0
+    export.check_export_arguments(args.output, args.format, args.force, args.calibration)  # before any data is read
     if verify:  # a dataset it cannot read is one line before anything is written
         export.verification_images(args.checkpoint, verify, data_dir=args.data_dir)
     trained = load_trained(args.checkpoint, "cpu")

@@ -275,6 +275,31 @@ def _write_safetensors(trained: Trained, wrapped: nn.Sequential, tmp: str, shape
     _check(lambda x: loaded(x).detach().numpy(), wrapped, shape, "the safetensors weights in a new network")
 
 
+def check_export_arguments(output: str | Path, format: str = "onnx", force: bool = False,
+                           calibration: int | None = None) -> Path:
+    """The checks of :func:`export_checkpoint` that need neither the checkpoint nor its dataset; returns ``output``.
+
+    ``cnnlab export`` makes them before ``--verify`` reads the test images, so that a missing ``--calibration``, a
+    suffix that is not the format's or an existing output is said at once, not after (or instead of) the dataset.
+
+    Raises:
+        CnnlabError: as :func:`export_checkpoint` for these arguments.
+    """
+    if format in UNSUPPORTED:
+        raise CnnlabError(f"format {format!r} is not offered: {UNSUPPORTED[format]}")
+    if format not in FORMATS:
+        raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    _check_int8_arguments(format, calibration)
+    output, suffix = Path(output), SUFFIXES[format]
+    if output.is_dir():
+        raise CnnlabError(f"output {output} is a folder, expected a file name such as model{suffix}")
+    if output.suffix.lower() != suffix:
+        raise CnnlabError(f"--format {format} writes a {suffix} file; got --output {output} (name it "
+                          f"{output.stem}{suffix}, or choose the format its suffix names)")
+    check_output_file(output, force, what="output ")
+    return output
+
+
 def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, format: str = "onnx", force: bool = False,
                       calibration: int | None = None, data_dir: str | Path | None = None) -> Path:
     """Export a checkpoint's model, with its preprocessing inside, to one file, verified against PyTorch.
@@ -305,18 +330,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         >>> s.run(None, {"images": np.zeros((3, 1, 28, 28), np.float32)})[0].shape  # doctest: +SKIP
         (3, 10)
     """
-    if format in UNSUPPORTED:
-        raise CnnlabError(f"format {format!r} is not offered: {UNSUPPORTED[format]}")
-    if format not in FORMATS:
-        raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
-    _check_int8_arguments(format, calibration)
-    output, suffix = Path(output), SUFFIXES[format]
-    if output.is_dir():
-        raise CnnlabError(f"output {output} is a folder, expected a file name such as model{suffix}")
-    if output.suffix.lower() != suffix:
-        raise CnnlabError(f"--format {format} writes a {suffix} file; got --output {output} (name it "
-                          f"{output.stem}{suffix}, or choose the format its suffix names)")
-    check_output_file(output, force, what="output ")
+    output = check_export_arguments(output, format, force, calibration)
     trained = checkpoint if isinstance(checkpoint, Trained) else load_trained(checkpoint, "cpu")
     meta = trained.meta
     model = trained.model

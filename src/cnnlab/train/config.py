@@ -81,7 +81,8 @@ class TrainConfig:
     momentum: float = _f(0.0, "SGD's and RMSprop's momentum")
     weight_decay: float = _f(0.0, "L2 (SGD) or decoupled (AdamW) weight decay")
     schedule: str = _f("constant", "constant | cosine | onecycle | step | multistep")
-    warmup: float = _f(0.0, "linear warm-up length in epochs (cosine, step and multistep schedules)")
+    warmup: float = _f(0.0, "linear warm-up length in epochs (constant, cosine, step and multistep schedules; "
+                                  "onecycle: where it peaks)")
     step_size: int | None = _f(None, "step schedule: epochs between learning-rate decays")
     gamma: float = _f(0.1, "step/multistep schedules: the factor of each learning-rate decay")
     milestones: str | None = _f(None, "multistep schedule: comma-separated epochs at which the lr decays, e.g. 30,60")
