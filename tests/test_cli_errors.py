@@ -169,6 +169,25 @@ def test_existing_run_folder_needs_force_and_force_works(tmp_path, capsys, data_
     assert len(list((out / "tb").rglob("events.out.tfevents.*"))) == 1
 
 
+def test_a_taken_out_folder_or_a_missing_init_from_is_said_before_the_data_is_read(tmp_path, capsys):
+    # A folder of images can take minutes to decode; a data folder that cannot be read shows whether it was read.
+    taken = tmp_path / "run"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("precious")
+    unread = ["train", "lenet", "--data-dir", str(tmp_path / "no-data-here")]
+    assert_one_line(*run([*unread, "--out", str(taken)], capsys), f"run folder {taken} already holds files")
+    (tmp_path / "out-file").write_text("")
+    assert_one_line(*run([*unread, "--out", str(tmp_path / "out-file")], capsys), "is a file, expected a folder")
+    missing = tmp_path / "best.pt"
+    assert_one_line(*run([*unread, "--init-from", str(missing)], capsys),
+                    f"--init-from {missing} does not exist; expected a checkpoint or weights file")
+    (taken / "best.pt").write_bytes(b"")
+    assert_one_line(*run([*unread, "--init-from", str(taken)], capsys),
+                    f"--init-from {taken} is a folder; expected a checkpoint or weights file, such as "
+                    f"{taken / 'best.pt'}")
+    assert sorted(os.listdir(taken)) == ["best.pt", "notes.txt"]
+
+
 def test_the_commands_given_for_a_torchrun_run_start_as_many_processes(tmp_path, capsys):
     # A resume with another process count is refused, yet every hint said `cnnlab train --resume RUN`.
     run_dir = tmp_path / "run"

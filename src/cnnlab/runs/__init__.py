@@ -18,6 +18,7 @@ from cnnlab.runs.folder import (
     environment,
     git_commit,
     prepare_run_dir,
+    refuse_run_dir,
 )
 from cnnlab.runs.record import (
     CHECKPOINTS,
@@ -58,6 +59,7 @@ __all__ = [
     "git_commit",
     "load_checkpoint",
     "prepare_run_dir",
+    "refuse_run_dir",
     "read_json",
     "read_metrics",
     "restart_command",

@@ -39,12 +39,7 @@ def prepare_run_dir(out: str | Path | None, model: str, force: bool = False) -> 
     anything else in the folder (the user's files) stays.
     """
     path = Path(out) if out else default_run_dir(model)
-    if path.exists() and not path.is_dir():
-        raise CnnlabError(f"--out {path} is a file, expected a folder for the run")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        names = ", ".join(sorted(p.name for p in path.iterdir())[:4])
-        raise CnnlabError(f"run folder {path} already holds files ({names}); pass --force (force=True in Python) to "
-                          "replace what an earlier run wrote there, --resume to continue it, or choose another --out")
+    refuse_run_dir(path, force)
     try:
         path.mkdir(parents=True, exist_ok=True)
         check_writable(path)
@@ -53,6 +48,18 @@ def prepare_run_dir(out: str | Path | None, model: str, force: bool = False) -> 
     except OSError as e:
         raise _unwritable(path, e) from None
     return path
+
+
+def refuse_run_dir(path: Path, force: bool = False) -> None:
+    """The refusals of :func:`prepare_run_dir` that need nothing made: a file where the run folder would be, or a
+    folder that already holds files (unless ``force``). A new run makes them before its data is read too, so that a
+    folder of images is not decoded only to be told ``--out`` is taken."""
+    if path.exists() and not path.is_dir():
+        raise CnnlabError(f"--out {path} is a file, expected a folder for the run")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        names = ", ".join(sorted(p.name for p in path.iterdir())[:4])
+        raise CnnlabError(f"run folder {path} already holds files ({names}); pass --force (force=True in Python) to "
+                          "replace what an earlier run wrote there, --resume to continue it, or choose another --out")
 
 
 def check_writable(path: Path) -> None:

@@ -26,11 +26,12 @@ from cnnlab.runs import (
     folder_status,
     load_checkpoint,
     prepare_run_dir,
+    refuse_run_dir,
     restart_command,
 )
 from cnnlab.train.build import RunParts, build_run
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
-from cnnlab.train.distributed import broadcast_object
+from cnnlab.train.distributed import broadcast_object, launched_alone
 from cnnlab.train.observers import EpochCallback
 from cnnlab.train.trainer import Trainer, epochs_text
 
@@ -48,6 +49,8 @@ def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = Fal
     if resume_state is None:
         refuse_writing_into(config.dataset, config.out or default_run_dir(config.model),
                             "--out" if config.out else "the default run folder (runs/ here)")
+        if config.out and launched_alone():  # under torchrun rank 0 alone decides, once the processes have joined
+            refuse_run_dir(Path(config.out), force)  # before the data is read, not after
     source = Path(run_dir or ".") / "last.pt"
     parts = build_run(config, resume_state=resume_state, source=source, quiet=quiet)
     dist = parts.dist

@@ -124,6 +124,16 @@ class RunParts:
             self.step_model = _wrap(self.model, self.config, self.device, self.dist)
 
 
+def _check_init_from(path: Path) -> None:
+    if path.is_dir():
+        best = path / "best.pt"
+        raise CnnlabError(f"--init-from {path} is a folder; expected a checkpoint or weights file"
+                          + (f", such as {best}" if best.is_file() else ""))
+    if not path.exists():
+        raise CnnlabError(f"--init-from {path} does not exist; expected a checkpoint or weights file (a cnnlab run's "
+                          "best.pt, a state dict's .pt or a .safetensors file)")
+
+
 def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model: nn.Module | None = None,
               resume_state: dict[str, Any] | None = None, source: str | Path = "the checkpoint",
               quiet: bool = False) -> RunParts:
@@ -148,6 +158,8 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
             ensure_weights(config.model)
     if config.resize:  # so is an input size the model cannot take
         check_input_size(config.model, config.resize, config.channels or 1)
+    if config.init_from and resume_state is None and model is None:  # and a weights file that is not there
+        _check_init_from(Path(config.init_from))
     device = resolve_device(config.device)
     dist = init_distributed(device)
     _check_recipe_device(config, device, warn=dist.is_main)

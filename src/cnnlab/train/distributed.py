@@ -38,6 +38,11 @@ class DistEnv:
         return self.world_size > 1
 
 
+def launched_alone() -> bool:
+    """Whether this process runs alone: not one of several a launcher (torchrun) started, as its WORLD_SIZE says."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
 def init_distributed(device: torch.device) -> DistEnv:
     """Join the process group torchrun describes in the environment; a plain run gets a one-process DistEnv."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
