@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 # torch.export.pt2_archive.constants re-exports these names from torch._C; importing it runs its package's __init__,
-# which imports torch._dynamo: about as long again as `import torch`, at every start of every command.
+# which imports torch._dynamo, the compiler's front end: a large import that no command needs to read a file.
 from torch._C._export import pt2_archive_constants as pt2
 
 from cnnlab.errors import CnnlabError, summary, weights_only_refusal
