@@ -223,8 +223,8 @@ def test_training_needs_neither_the_export_nor_the_tb_extra(tmp_path, data_dir):
 
 
 def test_a_command_that_runs_no_network_starts_without_torchs_compiler():
-    """torch._dynamo takes about as long to import as torch itself; `cnnlab models`, `--help` and the checkpoint
-    reader's look at an archive need none of it (only torch.export's file-name constants, which torch._C holds)."""
+    """torch._dynamo is a large import; `cnnlab models`, `--help` and the checkpoint reader's look at an archive
+    need none of it (only torch.export's file-name constants, which torch._C holds)."""
     script = ("import sys, torch\n"
               "before = 'torch._dynamo' in sys.modules\n"
               "from cnnlab import cli\n"
