@@ -118,6 +118,8 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
         saved_config = dict(state["config"])
         if saved_config.get("val_split") == 1 and isinstance(saved_config["val_split"], float):
             saved_config["val_split"] = 1  # the CLI once read `--val-split 1` as 1.0: one image, as that run held out
+        # A run from before --best-by judged its best epoch by accuracy, whatever its --balance: it goes on so
+        saved_config.setdefault("best_by", "accuracy")
         config = TrainConfig(**saved_config)
     except (KeyError, TypeError) as e:  # another cnnlab version's config, or not a training checkpoint at all
         raise CheckpointError(f"{path} holds no config this cnnlab can resume ({' '.join(str(e).split())})") from None
