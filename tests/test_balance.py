@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -328,6 +329,11 @@ def test_a_run_from_before_the_balanced_accuracy_is_read_and_resumes_judging_acc
 
     assert math.isnan(read_everywhere()[0]["val_bal_acc"])
     assert "val bal acc" not in (out / "report.html").read_text()  # no column of empty cells
+    # Beside a run that records judging accuracy it judged the same: no best_by column in the comparison
+    shutil.copytree(out, tmp_path / "new")
+    record = read_json(tmp_path / "new" / "config.json")
+    write_json(tmp_path / "new" / "config.json", {**record, "config": {**record["config"], "best_by": "accuracy"}})
+    assert "best_by" not in compare_runs([Run.open(out), Run.open(tmp_path / "new")])[0]
     resume(out, epochs=2, quiet=True, report=False)
     assert read_json(out / "config.json")["config"]["best_by"] == "accuracy"
     result = read_json(out / "result.json")

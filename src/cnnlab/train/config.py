@@ -44,19 +44,24 @@ def augment_name(value: Any) -> Any:
     """An ``augment`` setting as a preset's name: the old switch (a config file's, an older run's config.json)
     true is crop-flip and false none; anything else as given (validation judges it)."""
     return (AUGMENTS[1] if value else AUGMENTS[0]) if isinstance(value, bool) else value
-def default_best_by(balance: Any) -> str:
-    """What picks the best epoch when ``best_by`` is not given: the balanced accuracy where the run was asked to
-    weigh the classes alike (``--balance sampler|loss``), which plain accuracy would undo by picking the epoch that
-    favours the largest class; the accuracy otherwise."""
-    return CHOICES["best_by"][0] if balance == "none" else CHOICES["best_by"][1]
-
-
 # Strings a config file may hold where it meant the old augment switch (true/false): refused as such.
 _SWITCH_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 # How a field's type is named in the line refusing a value of another type.
 _EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 # Switches whose None means "not set: the device's or the dataset's own default".
 _UNSET_SWITCHES = ("channels_last", "flip")
+
+
+# What a run recorded before a setting existed did, where today's default differs: every run judged its best epoch
+# by accuracy before --best-by made the balanced accuracy --balance's default. Resume and compare read them so.
+BEFORE_THE_SETTING = {"best_by": "accuracy"}
+
+
+def default_best_by(balance: Any) -> str:
+    """What picks the best epoch when ``best_by`` is not given: the balanced accuracy where the run was asked to
+    weigh the classes alike (``--balance sampler|loss``), which plain accuracy would undo by picking the epoch that
+    favours the largest class; the accuracy otherwise."""
+    return CHOICES["best_by"][0] if balance == "none" else CHOICES["best_by"][1]
 
 
 def _f(default: Any, help: str) -> Any:
