@@ -254,6 +254,23 @@ def test_best_pt_is_the_epoch_of_the_figure_best_by_names(tmp_path, capsys, bala
     assert f"(best test {name} {figure:.4f} at epoch {epoch})" in capsys.readouterr().out
 
 
+def test_a_failed_runs_result_names_the_best_epoch_as_best_pt_holds_it(tmp_path):
+    class Crash:
+        def on_epoch(self, trainer, row, is_best):
+            if row["epoch"] == 3:
+                raise RuntimeError("crash")
+
+    trainer = _scripted_trainer(tmp_path, _unbalanced_split(VAL_LABELS), Scripted(PLANS), epochs=3, batch_size=6,
+                                balance="loss")
+    trainer.observers.append(Crash())
+    with pytest.raises(RuntimeError):
+        trainer.fit()
+    result = read_json(tmp_path / "run" / "result.json")
+    assert result["status"] == "failed" and result["best_by"] == "balanced-accuracy" and result["best_epoch"] == 2
+    assert result["best_val_acc"] == 0.75  # best.pt's epoch's accuracy, not epoch 3's higher one
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 2
+
+
 @pytest.mark.parametrize("best_by, stopped", [("balanced-accuracy", 4), ("accuracy", 5)])
 def test_early_stop_judges_the_figure_best_by_names(tmp_path, capsys, best_by, stopped):
     # Epochs 4-6 as epoch 3: two epochs after the best one, epoch 2 by balanced accuracy and 3 by accuracy
@@ -292,6 +309,9 @@ def test_a_resume_judges_the_best_epoch_as_the_run_began(tmp_path, monkeypatch, 
     key = "val_bal_acc" if best_by == "balanced-accuracy" else "val_acc"
     figures = [r[key] for r in rows]
     assert result["best_by"] == best_by and result["best_epoch"] == 1 + figures.index(max(figures))
+    name = "balanced accuracy" if best_by == "balanced-accuracy" else "accuracy"
+    page = write_report(out).read_text()  # the report says which figure picked best.pt, and its epoch
+    assert f"best epoch&#39;s test {name} (epoch {result['best_epoch']}, best.pt)" in page
 
 
 def _as_before_best_by(out) -> None:
