@@ -66,6 +66,18 @@ def test_a_budgeted_runs_config_json_is_its_budget_and_a_length_flag_replaces_it
     assert "epochs" not in calls[-1] and calls[-1]["time_budget"] == 30.0
 
 
+def test_a_balance_flag_over_a_runs_config_json_chooses_best_by_afresh(tmp_path, calls):
+    # A run's record holds best_by as its own --balance resolved it: accuracy for --balance none. Passed back with
+    # --balance loss, that judged the new run's best epoch by the accuracy the balancing works against.
+    record = {"config": {"model": "lenet", "balance": "none", "best_by": "accuracy", "out": "runs/old"}}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    for flags, best_by in (([], "accuracy"), (["--balance", "loss"], None),
+                           (["--balance", "loss", "--best-by", "accuracy"], "accuracy")):
+        assert cli.main(["train", "--config", str(tmp_path / "config.json"), *flags]) == 0
+        assert calls[-1].get("best_by") == best_by, flags
+    assert cnnlab.train.make_config("lenet", balance="loss").best_by == "balanced-accuracy"
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("beside.json", '{"model": "lenet", "lr": 0.5, "config": {"model": "lenet"}}',
      "has a 'config' table, as a run's config.json does, and settings beside it .lr, model.; expected one or"),

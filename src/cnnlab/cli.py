@@ -167,6 +167,8 @@ def _cmd_train(args) -> int:
         for flag, other in (("epochs", "time_budget"), ("time_budget", "epochs")):
             if flag in given:  # a flag for the run's length replaces the file's, in either form
                 from_file.pop(other, None)
+        if "balance" in given and "best_by" not in given:  # a run's config.json holds the one its --balance chose
+            from_file.pop("best_by", None)
         settings = {**from_file, **given}  # the flags win
         model, recipe = args.model or settings.pop("model", None), args.recipe or settings.pop("recipe", "book")
         settings.pop("model", None), settings.pop("recipe", None)

@@ -26,7 +26,7 @@ from cnnlab.io import check_figure_file, save_figure
 from cnnlab.models.summary import model_macs
 from cnnlab.report.plots import name_text
 from cnnlab.runs import Run
-from cnnlab.train.config import augment_name, config_fields
+from cnnlab.train.config import BEFORE_THE_SETTING, augment_name, config_fields
 
 FORMATS = ("md", "csv", "json")
 
@@ -127,12 +127,12 @@ _DEFAULTS = {f.name: f.default for f in config_fields() if f.default is not data
 
 def _setting(run: Run, key: str) -> Any:
     """A run's setting as today's runs record it (an older run's augment switch as its preset's name, a setting it
-    lacks as today's default, a time-budgeted run's epochs as None)."""
+    lacks as what it did then, else today's default, a time-budgeted run's epochs as None)."""
     if key in _RUN_SETTINGS:
         return _RUN_SETTINGS[key](run)
     if key == "epochs" and _setting(run, "time_budget") is not None:
         return None  # a budget sets the run's length; its epochs were only the schedule until the speed was known
-    value = run.config.get(key, _DEFAULTS.get(key, _MISSING))
+    value = run.config.get(key, BEFORE_THE_SETTING.get(key, _DEFAULTS.get(key, _MISSING)))
     return augment_name(value) if key == "augment" else value
 
 

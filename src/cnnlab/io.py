@@ -175,7 +175,10 @@ def save_figure(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+# val_bal_acc: the validation balanced accuracy (the mean of the classes' recalls); empty in the rows of a run from
+# before it was recorded, which read as NaN like any other unmeasured cell
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "lr", "seconds",
+                  "images_per_s")
 
 
 def write_metrics_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
@@ -13,7 +14,8 @@ MARKED_EPOCHS = 20
 
 
 def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
-    """Train loss, val loss and val accuracy against epoch (one row per epoch, as in metrics.csv).
+    """Train loss, val loss and val accuracy (and balanced accuracy, where the validation classes are unbalanced)
+    against epoch (one row per epoch, as in metrics.csv).
 
     The x axis shows whole epochs from half an epoch before the first to half an epoch after the last, so a
     single-epoch run is one marked point in the middle of the chart rather than an empty box.
@@ -25,6 +27,10 @@ def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
     ax.plot(epochs, [r["train_loss"] for r in rows], "-", marker=marker, label="train_loss")
     ax.plot(epochs, [r["val_loss"] for r in rows], "--", marker=marker, label="val_loss")
     ax.plot(epochs, [r["val_acc"] for r in rows], "-.", marker=marker, label="val_acc")
+    balanced = [r.get("val_bal_acc", math.nan) for r in rows]
+    # Only where it tells something: on balanced classes it is the accuracy, and a run from before it has none
+    if any(b == b and abs(b - r["val_acc"]) > 1e-9 for b, r in zip(balanced, rows, strict=True)):
+        ax.plot(epochs, balanced, "-.", marker=marker, label="val_bal_acc")
     if rows and "train_acc" in rows[0]:
         ax.plot(epochs, [r["train_acc"] for r in rows], ":", marker=marker, label="train_acc")
     ax.set_xlabel("epoch")

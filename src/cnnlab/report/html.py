@@ -11,6 +11,7 @@ This module gathers the numbers (formatted) and the pictures into a context; the
 from __future__ import annotations
 
 import base64
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,14 +134,21 @@ def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
 def _stats(run: RunFiles, result) -> list[tuple[str, str]]:
     """The headline numbers, as (value, what it is)."""
     res = run.result
-    return [
+    # The figure that picked best.pt (result.json's best_by; a run from before it was there judged accuracy)
+    balanced = res.get("best_by") == "balanced-accuracy"
+    split = "validation" if res.get("val_acc") is not None else "test"
+    epoch = f" (epoch {res['best_epoch']:g}, best.pt)" if isinstance(res.get("best_epoch"), (int, float)) else ""
+    stats = [
         (_fmt(res.get("test_acc"), ".2%"), "final test accuracy (result.json)"),
         (_fmt(result.accuracy, ".2%"), f"{result.n:,} test images, {run.checkpoint.name}"
          + (", flip-TTA" if result.tta else "")),
-        (_fmt(res.get("best_val_acc"), ".2%"),
-         "best epoch's " + ("validation" if res.get("val_acc") is not None else "test") + " accuracy"),
+        (_fmt(res.get("best_val_bal_acc" if balanced else "best_val_acc"), ".2%"),
+         f"best epoch's {split} {'balanced accuracy' if balanced else 'accuracy'}{epoch}"),
         (_fmt(res.get("images_per_s"), ",.0f"), "training images / s"),
     ]
+    if balanced:  # beside the final test accuracy: the figure the run was asked to weigh the classes by
+        stats.insert(1, (_fmt(res.get("test_bal_acc"), ".2%"), "final test balanced accuracy (result.json)"))
+    return stats
 
 
 def _facts(run: RunFiles, name: str, params: int, macs: int | None, input_size: int) -> list[tuple[str, str]]:
@@ -169,7 +177,8 @@ def _picture(fig, alt: str, dpi: int = 100) -> dict[str, str]:
 
 
 METRIC_HEADERS = {"epoch": "epoch", "train_loss": "train loss", "train_acc": "train acc", "val_loss": "val loss",
-                  "val_acc": "val acc", "lr": "lr", "seconds": "s", "images_per_s": "img/s"}
+                  "val_acc": "val acc", "val_bal_acc": "val bal acc", "lr": "lr", "seconds": "s",
+                  "images_per_s": "img/s"}
 
 
 def _resized(fig, width: float = 5.2, height: float = 3.3):
@@ -179,7 +188,9 @@ def _resized(fig, width: float = 5.2, height: float = 3.3):
 
 def _metrics_table(rows: list[dict[str, float]]) -> dict[str, Any]:
     """metrics.csv as a table (the last 12 epochs when there are more: the curves show the rest)."""
-    keys = [k for k in METRIC_HEADERS if k in rows[0]]
+    # The balanced accuracy is left out where no row has it: a run from before it was recorded
+    keys = [k for k in METRIC_HEADERS if k in rows[0] and (k != "val_bal_acc" or any(
+        math.isfinite(r.get(k, math.nan)) for r in rows))]
     spec = {"epoch": ".0f", "lr": ".3g", "seconds": ".1f", "images_per_s": ",.0f"}
     return {"head": [METRIC_HEADERS[k] for k in keys], "total": len(rows),
             "rows": [[_fmt(r.get(k), spec.get(k, ".4f")) for k in keys] for r in rows[-12:]]}

@@ -162,7 +162,7 @@ class RunFolder:
 
     def on_epoch(self, trainer, row: dict[str, Any], is_best: bool) -> None:
         if self._tb is not None:
-            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "lr", "images_per_s"):
                 self._tb.add_scalar(key, row[key], row["epoch"])
         write_metrics_csv(self.path / "metrics.csv", trainer.state.history)
 
@@ -184,11 +184,12 @@ class RunFolder:
 
         A run stopped by a signal is not a failure: it has a checkpoint and no result.json until it is resumed.
         """
-        history = trainer.state.history
+        history, best = trainer.state.history, trainer.best_row() or {}
         write_json(self.path / "result.json", {
             "model": trainer.config.model, "recipe": trainer.config.recipe, "dataset": trainer.dataset.name,
             "status": "failed", "error": f"{type(error).__name__}: {' '.join(str(error).split())}"[:500],
-            "epochs": len(history), "best_val_acc": trainer.state.best_val_acc if history else None,
+            "epochs": len(history), "best_by": trainer.config.best_by, "best_epoch": best.get("epoch"),
+            "best_val_acc": best.get("val_acc"), "best_val_bal_acc": best.get("val_bal_acc"),
             "test_acc": None, "seed": trainer.config.seed,
         })
         self._close()

@@ -30,7 +30,7 @@ from cnnlab.runs import (
     restart_command,
 )
 from cnnlab.train.build import RunParts, build_run
-from cnnlab.train.config import RECIPES, TrainConfig, make_config
+from cnnlab.train.config import BEFORE_THE_SETTING, RECIPES, TrainConfig, make_config
 from cnnlab.train.distributed import broadcast_object, launched_alone
 from cnnlab.train.observers import EpochCallback
 from cnnlab.train.trainer import Trainer, epochs_text
@@ -118,7 +118,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
                           f"so there is nothing to resume; start it again with {restart_command(run_dir)}")
     state = load_checkpoint(path)
     try:
-        saved_config = dict(state["config"])
+        saved_config = {**BEFORE_THE_SETTING, **state["config"]}  # a run goes on judging as it began
         if saved_config.get("val_split") == 1 and isinstance(saved_config["val_split"], float):
             saved_config["val_split"] = 1  # the CLI once read `--val-split 1` as 1.0: one image, as that run held out
         config = TrainConfig(**saved_config)

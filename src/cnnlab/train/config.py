@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "init": ("xavier", "default"),
     "ops": ("torch", "scratch"),
     "balance": ("none", "sampler", "loss"),
+    "best_by": ("accuracy", "balanced-accuracy"),
 }
 # The --augment presets, as cnnlab.data.transforms.AUGMENTS names them (kept here torch-free for the CLI's flags).
 AUGMENTS = ("none", "crop-flip", "trivial", "randaugment", "autoaugment")
@@ -49,6 +50,18 @@ _SWITCH_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 _EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 # Switches whose None means "not set: the device's or the dataset's own default".
 _UNSET_SWITCHES = ("channels_last", "flip")
+
+
+# What a run recorded before a setting existed did, where today's default differs: every run judged its best epoch
+# by accuracy before --best-by made the balanced accuracy --balance's default. Resume and compare read them so.
+BEFORE_THE_SETTING = {"best_by": "accuracy"}
+
+
+def default_best_by(balance: Any) -> str:
+    """What picks the best epoch when ``best_by`` is not given: the balanced accuracy where the run was asked to
+    weigh the classes alike (``--balance sampler|loss``), which plain accuracy would undo by picking the epoch that
+    favours the largest class; the accuracy otherwise."""
+    return CHOICES["best_by"][0] if balance == "none" else CHOICES["best_by"][1]
 
 
 def _f(default: Any, help: str) -> Any:
@@ -116,9 +129,15 @@ class TrainConfig:
     amp: bool = _f(False, "bf16 autocast (CUDA and CPU)")
     channels_last: bool | None = _f(None, "channels-last memory format (default: on for torch ops on CPU/CUDA)")
     compile: bool = _f(False, "torch.compile the model")
-    target_acc: float | None = _f(None, "stop once the validation accuracy (the test accuracy without "
-                                        "--val-split) reaches this; result.json records when (time-to-accuracy)")
-    early_stop: int = _f(0, "stop when the validation accuracy has not improved for this many epochs (0: off)")
+    best_by: str | None = _f(None, "the validation figure that picks the best epoch (best.pt) and that --early-stop "
+                                   "and --target-acc judge: accuracy | balanced-accuracy (the mean of the classes' "
+                                   "recalls, scikit-learn's balanced_accuracy_score); default: balanced-accuracy "
+                                   "with --balance sampler or loss, accuracy otherwise")
+    target_acc: float | None = _f(None, "stop once the validation figure --best-by names (accuracy or balanced "
+                                        "accuracy; the test set's without --val-split) reaches this; result.json "
+                                        "records when (time-to-accuracy)")
+    early_stop: int = _f(0, "stop when the validation figure --best-by names has not improved for this many epochs "
+                            "(0: off)")
     accumulate: int = _f(1, "batches whose gradients are summed before each optimizer step")
     init_from: str | None = _f(None, "start from the weights of another run's checkpoint (a new classifier head "
                                      "when the classes differ: fine-tuning, d2l 14.2), or of a state dict of the "
@@ -147,6 +166,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", augment_name(self.augment))
+        if self.best_by is None:  # resolved once, here: config.json records it, so a resume judges as the run began
+            object.__setattr__(self, "best_by", default_best_by(self.balance))
         self.validate()
         # Absolute: eval, report and resume read the run's data from any working folder, and its config.json, given
         # to --config from another folder, trains on the same images (a relative folder: read those of that folder)

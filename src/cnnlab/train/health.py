@@ -23,6 +23,7 @@ from torch import nn
 
 from cnnlab.checks import int_at_least, is_number
 from cnnlab.errors import CnnlabError
+from cnnlab.train.metrics import balanced_accuracy
 
 # How far above chance still counts as "at chance", as a fraction of the distance from chance to perfect: 0.145
 # for 10 classes. A constant predictor scores exactly 1/num_classes on a balanced split; a network that is
@@ -137,10 +138,10 @@ def judged(acc: float, num_classes: int, recalls: Sequence[float | None] | None)
     least two classes with images, their mean and their count. A network naming one class for every image has a
     recall of 1 for that class and 0 for the others, so its balanced accuracy is exactly chance, where its accuracy
     is that class's share."""
-    present = [r for r in recalls if r is not None] if recalls is not None else []
-    if len(present) < 2:  # one class in the split: every constant guess of it is right, nothing to judge by
+    present = sum(r is not None for r in recalls) if recalls is not None else 0
+    if present < 2:  # one class in the split: every constant guess of it is right, nothing to judge by
         return acc, num_classes, False
-    return sum(present) / len(present), len(present), True
+    return balanced_accuracy(recalls), present, True
 
 
 def batch_norm_updates(model: nn.Module) -> int | None:

@@ -74,9 +74,11 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # The best validation figure so far of those config.best_by judges (named when it was always the accuracy,
+    # and so named in every checkpoint)
     best_val_acc: float = -1.0
     elapsed: float = 0.0  # wall seconds of fitting before this process (a resumed run carries them over)
-    target_reached: dict[str, float] | None = None  # {"epoch", "seconds"} once val_acc >= target_acc
+    target_reached: dict[str, float] | None = None  # {"epoch", "seconds"} once that figure >= target_acc
     budget_steps: int | None = None  # with --time-budget: the step count planned (cnnlab.train.budget)
     # A checkpoint taken mid-epoch: the images this process trained in that epoch and its seconds so far, so that
     # the resumed epoch's row counts the whole epoch (it counted the part after the resume against all its time)

@@ -44,7 +44,7 @@ from cnnlab.train.distributed import (
 )
 from cnnlab.train.finetune import body_frozen
 from cnnlab.train.health import batch_norm_updates, chance_warning, learned_but_at_chance
-from cnnlab.train.metrics import EpochMetrics
+from cnnlab.train.metrics import EpochMetrics, balanced_accuracy
 from cnnlab.train.state import install_stop_handlers, restore_handlers
 
 # After this many training steps in all a learning network is above chance, and the mean loss of the last epoch
@@ -54,6 +54,10 @@ from cnnlab.train.state import install_stop_handlers, restore_handlers
 # the first epoch end that reaches it: epoch 1 of a full dataset, a later one of a small dataset, none in a run cut
 # shorter (a training accuracy that says the network has learned is checked at every epoch, however short).
 CHANCE_CHECK_STEPS = 40
+
+
+# The epoch history's key of each figure --best-by can judge, and how the run's lines name it.
+JUDGED = {"accuracy": ("val_acc", "accuracy"), "balanced-accuracy": ("val_bal_acc", "balanced accuracy")}
 
 
 def epochs_text(n: int) -> str:
@@ -92,6 +96,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.observers, self.quiet, self.report = list(observers), quiet, report
         self.val_name = "validation" if self.test_loader is not None else "test"  # a split apart from the test set
+        # The figure that picks best.pt and that --early-stop and --target-acc judge: a history key, and its name
+        self.judged_key, self.judged_name = JUDGED[self.config.best_by]
         self.stop_reason: str | None = None  # why an observer ended the run (StopRun); not kept across a resume
         self.result: dict[str, Any] | None = None
         self.test_logits: torch.Tensor | None = None  # the final test-set logits, in test-set order (one process)
@@ -114,11 +120,13 @@ class Trainer:
         """Why this run has nothing left to train (None while it has)."""
         cfg = self.config
         if self.state.target_reached is not None:
-            return f"it reached its target accuracy {cfg.target_acc} at epoch {self.state.target_reached['epoch']}"
+            return (f"it reached its target {self.judged_name} {cfg.target_acc} at epoch "
+                    f"{self.state.target_reached['epoch']}")
         if self.stop_reason is not None:
             return f"it was stopped after epoch {self.state.epoch}: {self.stop_reason}"
         if self._early_stop_due():
-            return f"it stopped early after {epochs_text(cfg.early_stop)} without a better {self.val_name} accuracy"
+            return (f"it stopped early after {epochs_text(cfg.early_stop)} without a better {self.val_name} "
+                    f"{self.judged_name}")
         if self.budget is not None:
             if self.budget.spent():
                 return (f"it used its time budget of {cfg.time_budget:g}s ({self.state.step} steps, "
@@ -141,8 +149,16 @@ class Trainer:
                 and (self.budget is not None or self.state.epoch < self.config.epochs))
 
     def _epochs_since_best(self) -> int:
-        accs = [r["val_acc"] for r in self.state.history]
-        return len(accs) - 1 - max(range(len(accs)), key=accs.__getitem__) if accs else 0
+        best = self.best_row()
+        return int(self.state.history[-1]["epoch"] - best["epoch"]) if best is not None else 0
+
+    def best_row(self) -> dict[str, float] | None:
+        """The history row of the epoch best.pt holds: the first with the highest figure ``config.best_by`` judges
+        (None before any epoch). A row from before that figure was recorded (a resumed older run, which judges
+        accuracy) has none."""
+        figures = [r.get(self.judged_key, math.nan) for r in self.state.history]
+        ranked = [i for i, figure in enumerate(figures) if figure == figure]  # NaN is never best (nor is best.pt)
+        return self.state.history[max(ranked, key=figures.__getitem__)] if ranked else None
 
     def fit(self) -> list[dict[str, float]]:
         """Train until ``config.epochs`` or the time budget is used (from where a resumed run left off), the target
@@ -163,26 +179,30 @@ class Trainer:
                 train = self.train_epoch()
                 val = self.evaluate(keep_logits=True)
                 seconds = time.perf_counter() - self._epoch_t0
+                recalls, unbalanced = self._val_recalls()  # a collective under torchrun: every rank, every epoch
                 row = {"epoch": self.state.epoch + 1, "train_loss": train["loss"], "train_acc": train["acc"],
-                       "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.optimizer.param_groups[0]["lr"],
-                       "seconds": seconds, "images_per_s": train["images"] / seconds}
+                       "val_loss": val["loss"], "val_acc": val["acc"], "val_bal_acc": balanced_accuracy(recalls),
+                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
+                       "images_per_s": train["images"] / seconds}
                 self.state.history.append(row)
                 self.state.epoch += 1
                 self.state.epoch_images, self.state.epoch_seconds = 0, 0.0
                 self.epoch_metrics = EpochMetrics(self.device)
                 self.state.elapsed = time.perf_counter() - start
-                is_best = val["acc"] > self.state.best_val_acc
-                if cfg.target_acc is not None and val["acc"] >= cfg.target_acc:  # global: every rank stops here
+                figure = row[self.judged_key]  # global, as both figures are: every rank decides alike
+                is_best = figure > self.state.best_val_acc
+                if cfg.target_acc is not None and figure >= cfg.target_acc:
                     self.state.target_reached = {"epoch": self.state.epoch, "seconds": self.state.elapsed}
-                self.state.best_val_acc = max(self.state.best_val_acc, val["acc"])
-                self._end_of_epoch(row, is_best)
+                self.state.best_val_acc = max(self.state.best_val_acc, figure)
+                self._end_of_epoch(row, is_best, recalls if unbalanced else None)
                 if self.state.target_reached is not None:
-                    self._log(f"{self.val_name} accuracy {val['acc']:.4f} reached the target {cfg.target_acc} after "
-                              f"{self.state.elapsed:.1f}s (epoch {self.state.epoch}): stopping")
+                    self._log(f"{self.val_name} {self.judged_name} {figure:.4f} reached the target {cfg.target_acc} "
+                              f"after {self.state.elapsed:.1f}s (epoch {self.state.epoch}): stopping")
                 elif self.stop_reason is not None:
                     self._log(f"stopping after epoch {self.state.epoch}: {self.stop_reason}")
                 elif self._stopped_early():
-                    self._log(f"no better {self.val_name} accuracy for {epochs_text(cfg.early_stop)}: stopping early")
+                    self._log(f"no better {self.val_name} {self.judged_name} for {epochs_text(cfg.early_stop)}: "
+                              "stopping early")
                 if self.budget is not None:
                     self.budget.epoch_ended()
             self.result = self._result(time.perf_counter() - start)
@@ -206,8 +226,11 @@ class Trainer:
         # A budgeted run's length is an outcome, not a setting: say what the budget bought (a short one, little)
         bought = (f", {self.result['steps']} steps ({self.result['epochs_trained']:.2f} epochs) in its "
                   f"{cfg.time_budget:g}s budget" if self.budget is not None else "")
-        self._log(f"done: {cfg.model} test_acc {self.result['test_acc']:.4f} (best {self.val_name} "
-                  f"{self.state.best_val_acc:.4f}) in {self.result['wall_s']:.1f}s, "
+        best = self.best_row()
+        picked = f"best {self.val_name} {self.judged_name} {best[self.judged_key]:.4f} at epoch {best['epoch']:g}" \
+            if best is not None else f"no best {self.val_name} {self.judged_name}"
+        self._log(f"done: {cfg.model} test_acc {self.result['test_acc']:.4f} ({picked}) in "
+                  f"{self.result['wall_s']:.1f}s, "
                   f"{self.result['images_per_s']:,.0f} img/s{bought} -> {self.run_dir or 'memory'}")
         return self.state.history
 
@@ -361,18 +384,18 @@ class Trainer:
         raise NonFiniteLoss(f"{what} became non-finite at step {step} (epoch {self.state.epoch + 1}): the learning "
                             f"rate {self.config.lr} is probably too high, lower --lr or set --grad-clip{kept}")
 
-    def _end_of_epoch(self, row: dict[str, float], is_best: bool) -> None:
+    def _end_of_epoch(self, row: dict[str, float], is_best: bool, recalls: list[float | None] | None) -> None:
         # best.pt, then last.pt, then the observers' metrics.csv: a kill between the two checkpoints resumes from
         # the epoch before, which trains this one again and finds it best again (last.pt first, it would hold this
         # epoch's best_val_acc, and best.pt would stay an older epoch's for good); once metrics.csv shows an epoch,
         # a kill at any later moment resumes after it
-        if is_best:  # the same on every rank: val_acc is the global figure
+        if is_best:  # the same on every rank: the judged figure is a global one
             self._checkpoint("best.pt")
         self._checkpoint("last.pt")  # on every rank: a collective under torchrun
+        judged = f"  val_bal_acc {row['val_bal_acc']:.4f}" if self.judged_key == "val_bal_acc" else ""
         self._log(f"epoch {row['epoch']}{self._of_epochs()}  train_loss {row['train_loss']:.4f}  "
-                  f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
-                  f"{row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
-        recalls = self._unbalanced_recalls()  # a collective under torchrun: every rank, every epoch
+                  f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}"
+                  f"{judged}  {row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
         gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes, recalls,
                                                                 self._train_share)
         before = (len(self.state.history) - 1) * len(self.train_loader)  # steps before this epoch (all whole)
@@ -401,23 +424,29 @@ class Trainer:
             test = {"acc": last.get("val_acc"), "loss": last.get("val_loss")}
             test_samples = self._samples(self.val_loader, self.parts.val_rest)
             final = self._final_logits(self.val_loader)
-        per_class = macro_f1 = None
+        per_class = macro_f1 = balanced = None
         if final is not None:
             # Per-class figures of the images the test figure is of; the report reuses the logits, so it does not
             # score the test set again (under torchrun rank 0 alone would, at world_size times the run's cost).
             self.test_logits, labels = final
             scores = class_scores(confusion_matrix(self.test_logits.argmax(1), labels, self.dataset.num_classes))
             macro_f1 = scores.pop("macro_f1")
+            balanced = balanced_accuracy(scores["recall"])
             per_class = {name: {k: v[i] for k, v in scores.items()} for i, name in enumerate(self.dataset.classes)}
         images = sum(r["images_per_s"] * r["seconds"] for r in self.state.history)
+        best = self.best_row() or {}
         return {
             "model": self.config.model, "recipe": self.config.recipe, "dataset": self.dataset.name,
             "status": "finished" if self.stop_reason is None else "stopped", "stop_reason": self.stop_reason,
             "epochs": len(self.state.history),
-            "test_acc": test["acc"], "test_loss": test["loss"], "test_samples": test_samples,
-            "val_split": self.config.val_split,
+            "test_acc": test["acc"], "test_bal_acc": balanced, "test_loss": test["loss"],
+            "test_samples": test_samples, "val_split": self.config.val_split,
             "val_acc": last.get("val_acc") if self.test_loader is not None else None,
-            "best_val_acc": self.state.best_val_acc, "images_per_s": images / wall if wall else None, "wall_s": wall,
+            "val_bal_acc": last.get("val_bal_acc") if self.test_loader is not None else None,
+            # best.pt's epoch, the figure that picked it, and its two figures
+            "best_by": self.config.best_by, "best_epoch": best.get("epoch"), "best_val_acc": best.get("val_acc"),
+            "best_val_bal_acc": best.get("val_bal_acc"),
+            "images_per_s": images / wall if wall else None, "wall_s": wall,
             "world_size": self.dist.world_size, "global_batch_size": self.config.batch_size * self.dist.world_size,
             "device": str(self.device), "params": self.params, "input_size": self.parts.input_size,
             "seed": self.config.seed, "target_acc": self.config.target_acc,
@@ -482,11 +511,12 @@ class Trainer:
         if hint:
             self._warn(hint)
 
-    def _unbalanced_recalls(self) -> list[float | None] | None:
-        """Each class's recall in the last evaluation (None for a class without images there) where the split's
-        classes are unbalanced, else None: a network naming one class for every image scores that class's share in
-        accuracy (up to the largest one's), and the chance check judges the mean recall instead (health.judged).
-        A collective under torchrun: the counts are summed over the ranks."""
+    def _val_recalls(self) -> tuple[list[float | None], bool]:
+        """Each class's recall in the last evaluation (None for a class without images there), whose mean is the
+        balanced accuracy (:func:`~cnnlab.train.metrics.balanced_accuracy`), and whether the split's classes are
+        unbalanced: there a network naming one class for every image scores that class's share in accuracy (up to
+        the largest one's), and the chance check judges the mean recall instead (health.judged). A collective under
+        torchrun: the counts are summed over the ranks."""
         k = self.dataset.num_classes
         counts = torch.zeros(2, k, dtype=torch.int64, device=self.device)
         for logits, labels in zip(self._val_logits, self._val_labels, strict=True):
@@ -494,9 +524,8 @@ class Trainer:
             counts[1] += torch.bincount(labels[logits.argmax(1) == labels], minlength=k)
         sum_over_ranks(counts)
         images, right = counts.tolist()
-        if len(set(images)) == 1:  # balanced: the accuracy is the mean recall
-            return None
-        return [r / n if n else None for r, n in zip(right, images, strict=True)]
+        # balanced: the accuracy is the mean recall
+        return [r / n if n else None for r, n in zip(right, images, strict=True)], len(set(images)) > 1
 
     def _chance_warning(self, row: dict[str, float], recalls: list[float | None] | None) -> None:
         cfg = self.config
