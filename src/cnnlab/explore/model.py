@@ -246,6 +246,31 @@ def sums_to_one(out: Any) -> bool:
     return bool((out >= 0).all()) and bool(((out.sum(1) - 1).abs() <= 2e-3).all())
 
 
+def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
+    """What the page says of a network whose stages work on tokens (``N x L x C``, a vision transformer's) rather
+    than feature maps: those stages have no maps to show, and Grad-CAM, where there is one, is taken at the last map
+    before them (a ViT's patch embedding), which is not where the network decides. Read from one blank image's
+    stages; nothing for a convolutional network."""
+    try:
+        rows = model.stages(model.spec.zeros(1)[0])[:-1]
+    except Exception:  # it answered for blank images already; a note is not worth a refusal
+        return ()
+    maps = [k for k, r in enumerate(rows) if r.output.dim() == 4 and r.output.shape[-1] * r.output.shape[-2] > 1]
+    after = rows[maps[-1] + 1:] if maps else rows
+    tokens = [r for r in after if r.output.dim() == 3]
+    if not tokens:
+        return ()
+    length, width = tokens[-1].output.shape[1:]
+    said = f"{len(tokens)} of its stages work on tokens (N x {length} x {width}, as a vision transformer's do), " \
+           "not on feature maps: they have no maps to show"
+    if not maps:
+        return (f"Not a convolutional network: {said}, and no stage has one.",)
+    attribution = ", and Grad-CAM is taken at the last map, before the layers that mix the tokens and decide" \
+        if model.kind != "ONNX" else ""
+    return (f"Not a convolutional network throughout: after {rows[maps[-1]].name} the {noun} turns its map into "
+            f"tokens; {said}{attribution}.",)
+
+
 def per_image(value: Any, batch: int) -> bool:
     """Whether ``value``, computed for a batch of ``batch`` images, holds one entry per image along its first axis:
     a stage to show. A value of the network's own, computed once for the batch (a learnt scalar gate through a
@@ -263,11 +288,52 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None) -> in
         isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
     if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
             not floats:
-        shown = " x ".join(map(str, shape)) if shape is not None else type(out).__name__
+        shown = " x ".join(map(str, shape)) if shape is not None else _structure(out)
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
         raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shown}{kind}, "
-                          f"expected {n} x classes of float logits")
+                          f"expected {n} x classes of float logits{_what_it_is(out, n)}")
     return int(shape[1])
+
+
+def _shape_of(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return " x ".join(map(str, shape)) if shape is not None else type(value).__name__
+
+
+def _structure(out: Any) -> str:
+    """What a model returned that is not one tensor, in a few words: ``a tuple of 2 (2 x 5, 2 x 16)``, ``a dict of
+    'out' (2 x 4 x 64 x 64)``, ``a list of 2 dicts of 'boxes', 'labels', 'scores'``."""
+    if isinstance(out, dict):
+        items = list(out.items())[:4]
+        shown = ", ".join(f"{k!r} ({_shape_of(v)})" for k, v in items)
+        return f"{_a(type(out).__name__)} of {shown}{', ...' * (len(out) > 4)}"
+    if isinstance(out, (list, tuple)):
+        if out and all(isinstance(o, dict) for o in out):
+            keys = ", ".join(map(repr, list(out[0])[:4]))
+            return f"{_a(type(out).__name__)} of {len(out)} dicts of {keys}"
+        shown = ", ".join(_shape_of(o) for o in out[:4])
+        return f"{_a(type(out).__name__)} of {len(out)} ({shown}{', ...' * (len(out) > 4)})"
+    return type(out).__name__
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _what_it_is(out: Any, n: int) -> str:
+    """A hint after the refusal: a detector's boxes or a segmentation model's per-pixel scores are no class scores;
+    a tuple whose first tensor is the logits can be returned alone."""
+    values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
+    if values and all(isinstance(v, dict) for v in values) and any("boxes" in v for v in values):
+        return " (these are a detector's boxes: the explorer explains image classifiers)"
+    if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4 or \
+            isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values):
+        return " (a map of scores per pixel is a segmentation model's: the explorer explains image classifiers)"
+    first = values[0] if values and isinstance(out, (list, tuple)) else None
+    if first is not None and getattr(first, "ndim", 0) == 2 and first.shape[0] == n:
+        return (f" (if its first, {_shape_of(first)}, is the logits, explore a module:function that returns "
+                "them alone)")
+    return ""
 
 
 def _short(values) -> str:

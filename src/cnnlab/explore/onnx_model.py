@@ -40,6 +40,7 @@ from cnnlab.explore.model import (
     read_outputs,
     square_as_exported,
     stored_classes,
+    token_notes,
 )
 from cnnlab.report.features import Row
 
@@ -201,6 +202,7 @@ class OnnxModel:
         if others:
             self.notes += (f"The graph has {len(others) + 1} outputs: its first, {self.output_name!r}, is read as the "
                            f"class scores (not {', '.join(map(repr, others))}).",)
+        self.notes += token_notes(self, "graph")
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:

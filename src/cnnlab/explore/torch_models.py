@@ -49,6 +49,7 @@ from cnnlab.explore.model import (
     read_outputs,
     square_as_exported,
     stored_classes,
+    token_notes,
 )
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
@@ -399,6 +400,7 @@ class ExportedModel(_TorchModel):
                                                          "program", sample=self._sample())
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
                       f"(no pickles or code). Class names: {where}.", *self.scoring.notes())
+        self.notes += token_notes(self, "program")
 
     def _conv_in(self) -> int | None:
         """The input channels of the first convolution: its weight holds in_channels / groups of them."""
@@ -588,6 +590,7 @@ class ModuleModel(_TorchModel):
         wrapped = (f"Its forward returns {self._wrapped_in}: its logits are read as the class scores.",) \
             if self._wrapped_in else ()
         self.notes = (f"{note} Class names: {where}.".lstrip(), *wrapped, *self.scoring.notes())
+        self.notes += token_notes(self, "module")
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
