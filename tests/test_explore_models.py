@@ -1994,6 +1994,34 @@ def test_a_transformers_parameters_are_all_counted_and_the_page_says_it_works_on
     assert not [n for n in ModuleModel(Scorer(3), "cnn", Options(input_size=8)).notes if "tokens" in n]
 
 
+class _Aux(nn.Module):  # an auxiliary head that runs in training only, as GoogLeNet's and Inception v3's
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(10)
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+        self.aux = nn.Sequential(nn.Conv2d(4, 2, 1), nn.Flatten(), nn.LazyLinear(3))
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        logits = self.fc(y.mean((2, 3)))
+        return (logits, self.aux(y)) if self.training else logits
+
+
+def test_parameters_the_forward_pass_never_reads_are_named():
+    """GoogLeNet's page said 5,610,154 parameters of a module holding 9,960,638, without a word: its auxiliary
+    heads run in training only. The count stays the pass's (the .pt2 and ONNX exports hold no more), and the page
+    names what it leaves out."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _Aux()
+    net.train()(torch.zeros(1, 3, 8, 8))  # the lazy layer takes its shape
+    model = ModuleModel(net.eval(), "aux", Options(input_size=8))
+    idle = sum(p.numel() for p in net.aux.parameters())
+    assert model_card(model)["params"] == sum(p.numel() for p in net.parameters()) - idle
+    assert f"{idle:,} of its parameters are not read by its forward pass in evaluation (aux): they are left out of " \
+        "the layer table and its total." in model.notes
+    assert not [n for n in ModuleModel(Scorer(3), "all", Options(input_size=8)).notes if "not read" in n]
+
 def test_an_onnx_transpose_of_a_value_of_no_inferred_shape_opens(tmp_path):
     """vit_b_16's ONNX export transposes a value whose shape ONNX shape inference leaves unknown (an Unsqueeze by
     axes it cannot compute): the layouts read its rank as 0, and opening the file failed with ZeroDivisionError."""

@@ -590,7 +590,7 @@ class ModuleModel(_TorchModel):
         wrapped = (f"Its forward returns {self._wrapped_in}: its logits are read as the class scores.",) \
             if self._wrapped_in else ()
         self.notes = (f"{note} Class names: {where}.".lstrip(), *wrapped, *self.scoring.notes())
-        self.notes += token_notes(self, "module")
+        self.notes += (*token_notes(self, "module"), *self._unused())
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
@@ -791,6 +791,31 @@ class ModuleModel(_TorchModel):
             return self._hooked(x, stages_only=False)
 
     def layers(self) -> list[dict[str, Any]]:
+        return self._layers()[0]
+
+    def _unused(self) -> tuple[str, ...]:
+        """A note naming the modules whose parameters the forward pass never reads (GoogLeNet's and Inception
+        v3's auxiliary heads, which run in training only): the layer table and its total leave them out."""
+        try:
+            counted = self._layers()[1]
+        except Exception:  # it answered for blank images already; a note is not worth a refusal
+            return ()
+        idle = {id(p) for p in self.model.parameters()} - counted
+        if not idle:
+            return ()
+        chosen: list[tuple[str, int]] = []
+        for name, mod in self._modules:  # the outermost modules all of whose parameters are idle
+            params = list(mod.parameters())
+            if name and params and all(id(p) in idle for p in params) and \
+                    not any(name.startswith(f"{c}.") for c, _ in chosen):
+                chosen.append((name, sum(p.numel() for p in params)))
+        total = sum(p.numel() for p in self.model.parameters() if id(p) in idle)
+        shown = ", ".join(name for name, _ in chosen[:6]) + (", ..." if len(chosen) > 6 else "")
+        return (f"{total:,} of its parameters are not read by its forward pass in evaluation"
+                f"{f' ({shown})' if shown else ''}: they are left out of the layer table and its total.",)
+
+    def _layers(self) -> tuple[list[dict[str, Any]], set[int]]:
+        """The layer table, and the ids of the parameters it counts."""
         done = self._leaf_pass()
         ran = {id(mod) for _, mod, _ in done.seen}
         rows, counted = [], set()
@@ -820,4 +845,4 @@ class ModuleModel(_TorchModel):
                 if isinstance(value, torch.Tensor) else []
             rows.append({"name": name or type(mod).__name__, "op": type(mod).__name__, "shape": shape,
                          "params": count})
-        return rows
+        return rows, counted
