@@ -1974,7 +1974,9 @@ def test_a_transformers_parameters_are_all_counted_and_the_page_says_it_works_on
     from cnnlab.explore.torch_models import ModuleModel
 
     net = _TinyViT().eval()
-    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 8, 8),)), tmp_path / "vit.pt2")
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 8, 8),),  # a free batch: views by sym sizes
+                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)),
+                      tmp_path / "vit.pt2")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(tmp_path / "vit.onnx"), dynamo=False,
@@ -1988,6 +1990,8 @@ def test_a_transformers_parameters_are_all_counted_and_the_page_says_it_works_on
         [said] = [n for n in model.notes if "tokens" in n]
         assert said.startswith("Not a convolutional network throughout: after ") and "N x 5 x 8" in said, kind
         assert ("Grad-CAM" in said) == (kind != "onnx"), kind
+        if kind != "onnx":  # at the patch embedding's map, not at the heads x tokens x width inside the attention
+            assert analyze_image(model, torch.zeros(3, 8, 8, dtype=torch.uint8))["explanation"]["row"] == "embed"
     rows = {r["name"]: r for r in models["module"].layers()}
     assert rows["attention"]["params"] == sum(p.numel() for p in net.attention.parameters())
     assert rows["_TinyViT"]["params"] == 8 + 40 + 8  # the token, the position embedding, the layer scale

@@ -474,9 +474,10 @@ class ExportedModel(_TorchModel):
             def run_node(self, node):
                 out = super().run_node(node)
                 op = getattr(_packet(node), "__name__", "")
-                # the first input of a known layout (a layer scale's parameter may come before the map it scales)
-                # (a concatenation's are in a list)
-                inputs = node.all_input_nodes
+                # the first tensor input of a known layout: a layer scale's parameter may come before the map it
+                # scales, a concatenation's are in a list, and a view's sizes (a dynamic batch's sym_size) are no
+                # tensors whose layout it takes
+                inputs = [a for a in node.all_input_nodes if isinstance(self.env.get(a), torch.Tensor)]
                 first = next((a for a in inputs if layouts.get(a) is not None), inputs[0] if inputs else None)
                 source = self.env.get(first) if first is not None else None
                 source = source if isinstance(source, torch.Tensor) else None
