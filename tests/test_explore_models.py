@@ -1002,7 +1002,8 @@ def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
     (lambda p: p.write_bytes(b"\x08\x01garbage, not a protobuf" * 10), "is not an ONNX model"),
     (lambda p: _nhwc_graph(p, input_rank=2), "has no image input"),
     (lambda p: _nhwc_graph(p, input_type=TensorProto.DOUBLE), "'x' is N x 16 x 16 x 3 of double, expected float32"),
-    (lambda p: _nhwc_graph(p, output_4d=True), "is not a classifier"),
+    (lambda p: _nhwc_graph(p, output_4d=True), r"is not a classifier: its output 'p' has shape .*, expected N x "
+                                                r"classes \(a map of scores per pixel is a segmentation model's"),
     # onnxruntime's internal errors, or 30 GB asked for a first black image, before these were read as they are
     (lambda p: _nhwc_graph(p, side=100000), "fixes its input's height x width to 100000 x 100000; expected sides "
                                             "from 8 to 2048 pixels, as --input-size takes"),
