@@ -509,8 +509,10 @@ def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_pa
                 raise RuntimeError("this op does not run under a function mode")
             return self.net(x)
 
-    model = ModuleModel(NoModes(), "no-modes", Options(input_size=8))  # opens: the probe gives way
-    assert model.scoring.ends_in is None and model.classes == ("class 0", "class 1", "class 2")
+    model = ModuleModel(NoModes(), "no-modes", Options(input_size=8))  # opens: the probe gives way, and its
+    # outputs, distributions, say what its last operation could not
+    assert model.scoring.ends_in == "Softmax" and model.scoring.from_values
+    assert model.classes == ("class 0", "class 1", "class 2")
     result = analyze_image(model, images[0])  # and its stages are taken as they come, without following layouts
     assert result["explanation"]["method"] == "grad-cam" and [r["name"] for r in result["rows"]][:1] == ["net.conv"]
     one = nn.Sequential(Scorer(1), nn.Softmax(1))
@@ -643,7 +645,8 @@ def test_channels_last_through_a_patch_merge_and_tokens_is_turned_round(tmp_path
         assert torch.allclose(norm1, merged.permute(0, 3, 1, 2), atol=1e-5), kind
         if kind != "onnx":
             e = explain_with(model._scored_pass, model.spec.to_input(image[None]), 0)
-            assert tuple(e.cam.shape) == (4, 6) and e.row.endswith("norm1"), (kind, e.row)  # h x w, not 6 x 32
+            # h x w, not 6 x 32; at the last map the head pools: the tokens' LayerNorm turned back into one
+            assert tuple(e.cam.shape) == (4, 6) and e.row.startswith(("reshape", "view")), (kind, e.row)
 
 
 def test_a_model_of_non_square_input(tmp_path, rgb_folder):
@@ -999,7 +1002,8 @@ def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
     (lambda p: p.write_bytes(b"\x08\x01garbage, not a protobuf" * 10), "is not an ONNX model"),
     (lambda p: _nhwc_graph(p, input_rank=2), "has no image input"),
     (lambda p: _nhwc_graph(p, input_type=TensorProto.DOUBLE), "'x' is N x 16 x 16 x 3 of double, expected float32"),
-    (lambda p: _nhwc_graph(p, output_4d=True), "is not a classifier"),
+    (lambda p: _nhwc_graph(p, output_4d=True), r"is not a classifier: its output 'p' has shape .*, expected N x "
+                                                r"classes \(a map of scores per pixel is a segmentation model's"),
     # onnxruntime's internal errors, or 30 GB asked for a first black image, before these were read as they are
     (lambda p: _nhwc_graph(p, side=100000), "fixes its input's height x width to 100000 x 100000; expected sides "
                                             "from 8 to 2048 pixels, as --input-size takes"),
@@ -1509,8 +1513,11 @@ def test_a_program_that_returns_two_tensors_is_not_a_classifier(tmp_path, batch)
     x = torch.zeros(1 if batch else 2, 1, 8, 8)
     dynamic = None if batch else ({0: torch.export.Dim("batch", min=1)},)
     torch.export.save(torch.export.export(Two().eval(), (x,), dynamic_shapes=dynamic), tmp_path / "two.pt2")
-    with pytest.raises(CnnlabError, match=r"two.pt2 is not a classifier: for 2 images it returns tuple, expected 2 x "
-                                          r"classes of float logits$"):
+    rows = 1 if batch else 2  # a program fixed to one image runs two as two batches of one: the first one's answer
+    hint = "" if batch else \
+        r" \(if its first, 2 x 3, is the logits, explore a module:function that returns them alone\)"
+    with pytest.raises(CnnlabError, match=rf"two.pt2 is not a classifier: for 2 images it returns a tuple of 2 "
+                                          rf"\({rows} x 3, {rows} x 3\), expected 2 x classes of float logits{hint}$"):
         open_model(tmp_path / "two.pt2")
 
 
@@ -1685,7 +1692,7 @@ def test_values_of_the_networks_own_without_a_batch_axis_are_no_stages(tmp_path,
     """A scalar gate through nn.Sigmoid, and the padding a "SAME" convolution computes (a Clip of a 0-d number in
     ONNX), are computed once for a batch, not per image: each kind failed with an internal error (IndexError) on
     them, the ONNX one as the file was opened; they are left out of the stages. (One of leading axis 1, a learnt
-    1 x C x 1 x 1 gate, cannot be told from one image's value by a pass of one image, and is shown.)"""
+    1 x C x 1 x 1 gate: test_a_learnt_gate_of_leading_axis_1_is_no_stage.)"""
     (tmp_path / "gated.py").write_text(GATED)
     monkeypatch.syspath_prepend(str(tmp_path))
     import gated
@@ -1767,6 +1774,322 @@ def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
     params = sum(p.numel() for p in net.parameters())
     assert model_card(open_model(tmp_path / "q.onnx"))["params"] == model_card(open_model(tmp_path / "f.onnx"))[
         "params"] == params
+
+
+class _Inception(nn.Module):  # branches concatenated along the channels, as GoogLeNet's and Inception v3's blocks
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(4, 6, 1), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(4, 2, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
+class _ConvNeXtBlock(nn.Module):  # a layer scale (a parameter, before the map it scales) and a residual sum
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.scale = nn.Parameter(torch.full((4, 1, 1), 0.5))
+
+    def forward(self, x):
+        out = self.scale * self.dw(x)
+        out += x
+        return out
+
+
+class _Ends(nn.Module):
+    """The end of a network nobody here wrote, in small: ``map(x)`` is the map its head pools."""
+
+    def __init__(self, end: str):
+        super().__init__()
+        torch.manual_seed(21)
+        self.end = end
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.block = {"inception": _Inception, "convnext": _ConvNeXtBlock,
+                      "densenet": lambda: nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))}[end]()
+        self.fc = nn.Linear(8 if end == "inception" else 4, 3)
+
+    def map(self, x):
+        y = self.block(self.stem(x))
+        return F.relu(y, inplace=True) if self.end == "densenet" else y  # DenseNet's forward, as torchvision's
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.map(x), 1).flatten(1))
+
+
+@pytest.mark.parametrize("end, row", [("inception", "block"), ("convnext", "block"), ("densenet", "relu")])
+def test_grad_cam_weighs_the_map_the_head_pools(end, row, tmp_path):
+    """Grad-CAM took the last stage that ran: the last branch of the last Inception block (192 of Inception v3's
+    2,048 channels, and zero everywhere for most images), the depthwise convolution inside ConvNeXt's last block
+    rather than the block's output, DenseNet's last batch norm before the F.relu of its own forward. It now weighs
+    the last map the pass made that the class score reads, in the module and its .pt2 alike."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _Ends(end).eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 12, 12),)), tmp_path / "net.pt2")
+    models = {"module": ModuleModel(net, "net", Options(input_size=12)), "pt2": open_model(tmp_path / "net.pt2")}
+    image = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    x = models["module"].spec.to_input(image[None])
+    for target in range(3):
+        a = net.map(x).detach().requires_grad_(True)
+        [grad] = torch.autograd.grad(net.fc(F.adaptive_avg_pool2d(a, 1).flatten(1))[0, target], [a])
+        want = F.relu((grad[0].mean((1, 2), keepdim=True) * a[0]).sum(0)).detach()
+        for kind, model in models.items():
+            e = explain_with(model._scored_pass, x, target)
+            assert e.row.startswith(row), (kind, e.row)
+            assert torch.allclose(e.cam, want, atol=1e-6), (kind, target)
+    assert analyze_image(models["module"], image)["explanation"]["row"] == row
+
+
+GATES = '''
+import torch
+from torch import nn
+
+
+class Gates(nn.Module):
+    """Learnt gates of leading axis 1 through nn.Sigmoid: one per channel (1 x C x 1 x 1), and one per position
+    (1 x C x H x W): the network's own values, whatever their shape."""
+
+    def __init__(self, spatial):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.g = nn.Parameter(torch.randn(1, 4, 12, 12) if spatial else torch.randn(1, 4, 1, 1))
+        self.gate = nn.Sigmoid()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc((torch.relu(self.conv(x)) * self.gate(self.g)).mean((2, 3)))
+
+
+def channels():
+    return Gates(False).eval()
+
+
+def positions():
+    return Gates(True).eval()
+'''
+
+
+@pytest.mark.parametrize("gate, whole", [("channels", [1, 4, 1, 1]), ("positions", [1, 4, 12, 12])])
+@pytest.mark.parametrize("kind", ["module", "pt2", "onnx"])
+def test_a_learnt_gate_of_leading_axis_1_is_no_stage(gate, whole, kind, tmp_path, monkeypatch):
+    """A gate computed from a parameter alone was shown as a stage whenever its leading axis was 1 (one image's
+    pass cannot tell it from one image's value), and a gate of 1 x C x H x W, the last map, took Grad-CAM. A value
+    is a stage only where it comes from the image: the module's pass follows each value from the parameters, the
+    program's and the graph's nodes from their input."""
+    (tmp_path / "gates.py").write_text(GATES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gates
+
+    net = getattr(gates, gate)()
+    source = f"gates:{gate}"
+    if kind == "pt2":
+        torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 12, 12),)), tmp_path / "g.pt2")
+        source = tmp_path / "g.pt2"
+    elif kind == "onnx":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(1, 3, 12, 12),), str(tmp_path / "g.onnx"), dynamo=False,
+                              do_constant_folding=False, input_names=["x"])
+        source = tmp_path / "g.onnx"
+    model = open_model(source, Options(input_size=12 if kind == "module" else None))
+    image = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
+    rows = model.stages(image)
+    # (torch.relu in forward's own code is no module: hooks see the convolution only)
+    assert [r.kind.lower() for r in rows] == {"module": ["conv2d", "output"], "pt2": ["conv2d", "relu", "output"],
+                                              "onnx": ["conv", "relu", "output"]}[kind]
+    with torch.no_grad():
+        want = net(image[None].float() / 255).softmax(1)
+    assert torch.allclose(model.scoring.probabilities(rows[-1].output), want, atol=1e-5)
+    result = analyze_image(model, image)
+    if kind != "onnx":  # Grad-CAM on the gated map, not on the gate
+        assert result["explanation"]["row"] == "mul"
+    [table] = [r for r in model.layers() if r["op"].lower() == "sigmoid"]  # the layer table shows the gate whole
+    assert table["shape"] == whole
+    assert model_card(model)["params"] == sum(p.numel() for p in net.parameters())  # the gate's parameter too
+
+
+class _Arithmetic(nn.Module):
+    def __init__(self, end: str):
+        super().__init__()
+        self.a, self.end = Scorer(4), end
+        self.b = Scorer(4, fc=torch.randn(4, 5, generator=torch.Generator().manual_seed(7)))
+
+    def forward(self, x):
+        if self.end == "scaled":
+            return F.softmax(self.a(x) * 3, 1) * 1.0
+        if self.end == "ensemble":  # an average of two softmaxes
+            return (self.a(x).softmax(1) + self.b(x).softmax(1)) / 2
+        return F.log_softmax(self.a(x), 1) * 1.0  # log-probabilities: logits as good as any
+
+
+@pytest.mark.parametrize("end", ["scaled", "ensemble", "log"])
+def test_probabilities_after_arithmetic_are_not_softmaxed_again(end, tmp_path):
+    """A model ending in softmax(x) * 1.0, or averaging two softmaxes, was read as logits: its probabilities were
+    softmaxed a second time, every figure flattened towards 1 / classes. Outputs that are at least 0 and sum to 1
+    for every image tried are read as probabilities, in all three kinds, and the page says why."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _Arithmetic(end).eval()
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        out = net(images.float() / 255)
+    want = out.exp() if end == "log" else out
+    for kind, model in {"module": ModuleModel(net, end, Options(input_size=8)),
+                        "pt2": open_model(_pt2_of(net, tmp_path / "a.pt2")),
+                        "onnx": open_model(_onnx_of(net, tmp_path / "a.onnx"))}.items():
+        assert torch.allclose(model.scoring.probabilities(model.logits(images)), want, atol=1e-5), kind
+        said = [n for n in model.notes if "sum to 1" in n]
+        assert model.scoring.from_values == (end != "log") and len(said) == (end != "log"), kind
+        top = analyze_image(model, images[0])["top"][0]["probability"]
+        assert top == pytest.approx(float(want[0].max()), abs=1e-5), kind
+
+
+class _TinyViT(nn.Module):
+    """A vision transformer in small: a patch embedding, a class token and position embedding (parameters of the
+    model itself), nn.MultiheadAttention (which reads its out_proj's weight without calling it), a layer scale."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(9)
+        self.embed = nn.Conv2d(3, 8, 4, 4)
+        self.token, self.position = nn.Parameter(torch.randn(1, 1, 8)), nn.Parameter(torch.randn(1, 5, 8))
+        self.attention, self.norm = nn.MultiheadAttention(8, 2, batch_first=True), nn.LayerNorm(8)
+        self.scale = nn.Parameter(torch.ones(8))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.token.expand(x.shape[0], -1, -1), t], 1) + self.position
+        t = t + self.scale * self.attention(t, t, t, need_weights=False)[0]
+        return self.head(self.norm(t)[:, 0])
+
+
+def test_a_transformers_parameters_are_all_counted_and_the_page_says_it_works_on_tokens(tmp_path):
+    """The layer table of a module counted the parameters of the leaf modules that ran: a ViT's class token,
+    position embedding and attention projections (parameters read by modules around others) were left out,
+    vit_b_16's 86 million parameters shown as 57 million. And the page showed one row of maps and said nothing of
+    the tokens the network works on after it."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _TinyViT().eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 8, 8),),  # a free batch: views by sym sizes
+                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)),
+                      tmp_path / "vit.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(tmp_path / "vit.onnx"), dynamo=False,
+                          input_names=["x"])
+    total = sum(p.numel() for p in net.parameters())
+    models = {"module": ModuleModel(net, "vit", Options(input_size=8)), "pt2": open_model(tmp_path / "vit.pt2"),
+              "onnx": open_model(tmp_path / "vit.onnx")}
+    for kind, model in models.items():
+        if kind != "onnx":  # (the ONNX exporter folds and merges initializers)
+            assert model_card(model)["params"] == total, kind
+        [said] = [n for n in model.notes if "tokens" in n]
+        assert said.startswith("Not a convolutional network throughout: after ") and "N x 5 x 8" in said, kind
+        assert ("Grad-CAM" in said) == (kind != "onnx"), kind
+        if kind != "onnx":  # at the patch embedding's map, not at the heads x tokens x width inside the attention
+            assert analyze_image(model, torch.zeros(3, 8, 8, dtype=torch.uint8))["explanation"]["row"] == "embed"
+    rows = {r["name"]: r for r in models["module"].layers()}
+    assert rows["attention"]["params"] == sum(p.numel() for p in net.attention.parameters())
+    assert rows["_TinyViT"]["params"] == 8 + 40 + 8  # the token, the position embedding, the layer scale
+    assert not [n for n in ModuleModel(Scorer(3), "cnn", Options(input_size=8)).notes if "tokens" in n]
+
+
+class _Aux(nn.Module):  # an auxiliary head that runs in training only, as GoogLeNet's and Inception v3's
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(10)
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+        self.aux = nn.Sequential(nn.Conv2d(4, 2, 1), nn.Flatten(), nn.LazyLinear(3))
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        logits = self.fc(y.mean((2, 3)))
+        return (logits, self.aux(y)) if self.training else logits
+
+
+def test_parameters_the_forward_pass_never_reads_are_named():
+    """GoogLeNet's page said 5,610,154 parameters of a module holding 9,960,638, without a word: its auxiliary
+    heads run in training only. The count stays the pass's (the .pt2 and ONNX exports hold no more), and the page
+    names what it leaves out."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _Aux()
+    net.train()(torch.zeros(1, 3, 8, 8))  # the lazy layer takes its shape
+    model = ModuleModel(net.eval(), "aux", Options(input_size=8))
+    idle = sum(p.numel() for p in net.aux.parameters())
+    assert model_card(model)["params"] == sum(p.numel() for p in net.parameters()) - idle
+    assert f"{idle:,} of its parameters are not read by its forward pass in evaluation (aux): they are left out of " \
+        "the layer table and its total." in model.notes
+    assert not [n for n in ModuleModel(Scorer(3), "all", Options(input_size=8)).notes if "not read" in n]
+
+def test_an_onnx_transpose_of_a_value_of_no_inferred_shape_opens(tmp_path):
+    """vit_b_16's ONNX export transposes a value whose shape ONNX shape inference leaves unknown (an Unsqueeze by
+    axes it cannot compute): the layouts read its rank as 0, and opening the file failed with ZeroDivisionError."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).random((4, 3, 3, 3), dtype=np.float32), "w")
+    fc = numpy_helper.from_array(np.random.default_rng(1).random((4, 5), dtype=np.float32), "fc")
+    axes = numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes")
+    one = numpy_helper.from_array(np.array([1], dtype=np.int64), "one")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ReduceMean", ["r", "axes"], ["m"], keepdims=0),  # N x 4
+             helper.make_node("ReduceMax", ["axes"], ["top"], keepdims=1),  # [3], computed
+             helper.make_node("Sub", ["top", "one"], ["at"]),  # [2]
+             helper.make_node("Unsqueeze", ["m", "at"], ["u"]),  # N x 4 x 1, of a rank shape inference cannot tell
+             helper.make_node("Transpose", ["u"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("Flatten", ["t"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                              [weight, fc, axes, one])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "u.onnx"))
+    model = open_model(tmp_path / "u.onnx")
+    assert len(model.classes) == 5
+    result = analyze_image(model, torch.zeros(3, 8, 8, dtype=torch.uint8))
+    assert [r["kind"] for r in result["rows"]] == ["Conv", "Relu", "output"]
+
+
+class _Returns(nn.Module):
+    def __init__(self, what: str):
+        super().__init__()
+        self.conv, self.what = nn.Conv2d(3, 4, 3, padding=1), what
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.what == "boxes":  # as torchvision's detectors return, one dict per image
+            return [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0), "scores": torch.zeros(0)}
+                    for _ in range(x.shape[0])]
+        if self.what == "segments":  # as torchvision's segmentation models return
+            return {"out": y}
+        return y.mean((2, 3)), y  # logits and features
+
+
+@pytest.mark.parametrize("what, said", [
+    ("boxes", r"returns a list of 2 dicts of 'boxes', 'labels', 'scores', expected 2 x classes of float logits "
+              r"\(these are a detector's boxes: the explorer explains image classifiers\)$"),
+    ("segments", r"returns a dict of 'out' \(2 x 4 x 8 x 8\), expected 2 x classes of float logits \(a map of "
+                 r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
+    ("two", r"returns a tuple of 2 \(2 x 4, 2 x 4 x 8 x 8\), expected 2 x classes of float logits \(if its first, "
+            r"2 x 4, is the logits, explore a module:function that returns them alone\)$")])
+def test_a_detector_a_segmentation_model_and_two_outputs_are_told_what_they_return(what, said):
+    """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it " + said):
+        ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
+
+
+def test_an_imagenet_name_cnnlab_does_not_build_is_told_how_to_bring_it(tmp_path):
+    torch.save({}, tmp_path / "w.pth")
+    with pytest.raises(CnnlabError, match=r"^imagenet-densenet121 is not an ImageNet backbone cnnlab builds by name "
+                                          r"\(imagenet-resnet18, .*\); for another network, name a module:function "
+                                          r"that builds it \(torchvision.models.densenet121\(weights=None\), say\) "
+                                          r"with --weights FILE$"):
+        open_model("imagenet-densenet121", Options(weights=tmp_path / "w.pth"))
 
 
 if __name__ == "__main__":

@@ -59,18 +59,31 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Exp
 def explain_with(stage_pass, x: torch.Tensor, target: int | None = None) -> Explanation:
     """:func:`explain` for any stage pass: ``stage_pass(x)`` returns the rows of one differentiable forward pass
     (feature maps ``1 x C x h x w``, the last row the logits), e.g. forward hooks or an FX interpreter over a
-    ``torch.export`` program (:mod:`cnnlab.explore.torch_models`)."""
+    ``torch.export`` program (:mod:`cnnlab.explore.torch_models`).
+
+    It may return ``(rows, tail)`` instead: ``tail`` the last spatial values the pass made, in the order it made
+    them, whether a stage's or not (the concatenation that ends an Inception block, a residual sum, a ConvNeXt block's
+    output). Grad-CAM then weighs the last of them that the class score reads: the whole map the network's head
+    pools, not the last branch that happened to run before the concatenation (Inception's pooling branch, 192 of
+    its 2,048 channels) or the hidden layer of a block's MLP. Without a tail, or where the score reads none of it,
+    the last spatial stage is taken."""
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         rows = stage_pass(x)
-    spatial = [r for r in rows[:-1] if r.output.dim() == 4 and r.output.shape[-1] * r.output.shape[-2] > 1]
-    if not spatial:
+    rows, tail = rows if isinstance(rows, tuple) else (rows, None)
+    spatial = [r for r in rows[:-1] if is_spatial(r.output)]
+    # the last spatial stage first: taken where the score reads nothing of the tail
+    candidates = [*spatial[-1:], *(r for r in tail or () if is_spatial(r.output))]
+    if not candidates:
         raise ValueError("the model has no stage with a spatial feature map to explain")
-    feature = spatial[-1]
     logits = rows[-1].output
     if target is None:
         target = int(logits[0].argmax())
-    grad_a, grad_x = torch.autograd.grad(logits[0, target], [feature.output, x], allow_unused=True)
+    *grads, grad_x = torch.autograd.grad(logits[0, target], [*(c.output for c in candidates), x], allow_unused=True)
+    # the last candidate the score depends on (an auxiliary head's map, run after the main one, is not read)
+    read = [i for i, g in enumerate(grads) if g is not None]
+    k = read[-1] if read else 0
+    feature, grad_a = candidates[k], grads[k]
     if grad_a is None or grad_x is None:  # the score does not depend on that stage (or on the input)
         grad_a = torch.zeros_like(feature.output) if grad_a is None else grad_a
         grad_x = torch.zeros_like(x) if grad_x is None else grad_x
@@ -78,3 +91,8 @@ def explain_with(stage_pass, x: torch.Tensor, target: int | None = None) -> Expl
     cam = F.relu((weights * feature.output[0]).sum(0)).detach()
     detached = [Row(r.name, r.kind, r.output.detach()) for r in rows]
     return Explanation(target, feature.name, cam, grad_x[0].abs().amax(0).detach(), detached)
+
+
+def is_spatial(value: torch.Tensor) -> bool:
+    """A ``N x C x h x w`` map of more than one position (a 1 x 1 map is a number per channel)."""
+    return value.dim() == 4 and value.shape[-1] * value.shape[-2] > 1

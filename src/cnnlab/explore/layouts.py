@@ -41,7 +41,7 @@ TO_END, TO_FRONT = (0, 2, 3, 1), (0, 3, 1, 2)
 def permutation(op: str, dims: Sequence[int] | None, rank: int | None) -> tuple[int, ...] | None:
     """Where a permute (``dims``: its order) or a swap (``dims``: the two axes) of a value of ``rank`` axes puts
     each axis, as a permute's order; None when it cannot be told."""
-    if rank is None:
+    if not rank:  # not known (an ONNX value shape inference gave no shape), or a 0-d value, which has no axes
         return tuple(dims) if op in PERMUTES and dims is not None else None
     if op in PERMUTES:
         order = tuple(range(rank))[::-1] if dims is None else tuple(int(d) % rank for d in dims)
@@ -81,6 +81,11 @@ def first_tensor(args: Sequence[Any]) -> torch.Tensor | None:
     return next((a for a in flat if isinstance(a, torch.Tensor)), None)
 
 
+def _tensors(args: Sequence[Any]):
+    """The tensors among a torch function's arguments, inside a list too, in order."""
+    return (b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,)) if isinstance(b, torch.Tensor))
+
+
 def passed_on(shown: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """What the rest of the network reads in place of a stage's ``value`` recorded as ``shown``: a copy, so that an
     in-place op after the stage (a residual's ``+=``) cannot change the row recorded, made from ``shown`` (turned
@@ -113,7 +118,10 @@ class Layouts(TorchFunctionMode):
         out = func(*args, **kwargs)
         if isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "")
-            source = first_tensor(args)
+            # the first input of a known layout: a ConvNeXt block's layer scale, a parameter, comes before its map
+            source = next((t for t in _tensors(args) if self.of(t) is not None), None) if name not in PERMUTES \
+                and name not in SWAPS else None
+            source = source if source is not None else first_tensor(args)
             perm = None
             if name in PERMUTES or name in SWAPS:  # x.permute(0, 2, 3, 1), torch.permute(x, (0, 2, 3, 1)),
                 rest = list(args[1:])  # x.transpose(1, 2), or their dims as keywords

@@ -100,6 +100,12 @@ class InputSpec:
         """``n`` black uint8 images of this input, to try the model on."""
         return torch.zeros(n, self.channels, self.height, self.width, dtype=torch.uint8)
 
+    def probe(self, n: int = 3) -> torch.Tensor:
+        """``n`` uint8 images of random pixels (the same every time), to see what the model's outputs are."""
+        generator = torch.Generator().manual_seed(0)
+        return torch.randint(0, 256, (n, self.channels, self.height, self.width), dtype=torch.uint8,
+                             generator=generator)
+
     def shape_text(self, n: int) -> str:
         """``n x C x H x W`` (or ``n x H x W x C``): the shape the model is fed, for an error line."""
         dims = (n, self.channels, self.height, self.width) if self.layout == "NCHW" else \
@@ -139,22 +145,37 @@ class Scoring:
     gradients are z's, with its sign, so Grad-CAM explains either class. A multi-label model gives each class a
     probability of its own, the sigmoid of its score; they need not sum to 1.
 
+    A model whose last operation is no Softmax may still give probabilities: arithmetic after one
+    (``softmax(x) * 1.0``, a temperature's rescaling done before it but a cast or a scale after), or an ensemble's
+    average of several. Its outputs are at least 0 and sum to 1 for every image; read as logits, they would be
+    softmaxed a second time and every figure flattened towards 1 / classes. Such outputs are read as a Softmax's,
+    and the page says why (``from_values``).
+
     Attributes:
         outputs: the model's own output count.
         multi_label: each output is its own class's sigmoid (``--multi-label``, or a model that ends in Sigmoid).
-        ends_in: ``"Softmax"`` or ``"Sigmoid"`` where the model's last operation is one, else None.
+        ends_in: ``"Softmax"`` or ``"Sigmoid"`` where the model's last operation is one (or where its outputs are
+            a distribution, ``from_values``), else None.
         noun: what the page calls the model (``"graph"``, ``"program"``, ``"module"``).
+        from_values: read as a Softmax's because its outputs sum to 1 (:func:`sums_to_one`), not because its last
+            operation is one.
     """
 
     outputs: int
     multi_label: bool = False
     ends_in: str | None = None
     noun: str = "model"
+    from_values: bool = False
 
     @classmethod
-    def read(cls, outputs: int, multi_label: bool, ends_in: str | None, where: str, noun: str) -> Scoring:
+    def read(cls, outputs: int, multi_label: bool, ends_in: str | None, where: str, noun: str,
+             distributions: bool = False) -> Scoring:
         """The scoring of a model of ``outputs`` outputs that ``ends_in`` Softmax, Sigmoid or neither (None), with
-        ``--multi-label`` or not; ``where`` names the model in the refusal of a Softmax read as multi-label."""
+        ``--multi-label`` or not; ``where`` names the model in the refusal of a Softmax read as multi-label.
+        ``distributions``: its outputs for the images tried are probability distributions (:func:`sums_to_one`),
+        read as a Softmax's where its last operation says nothing."""
+        if ends_in is None and distributions and outputs > 1 and not multi_label:
+            return cls(outputs, False, "Softmax", noun, from_values=True)
         if multi_label and ends_in == "Softmax":
             raise CnnlabError(f"{where} ends in Softmax, one distribution over its classes, and --multi-label reads "
                               "each output as a class's own probability; expected no --multi-label for it")
@@ -197,8 +218,13 @@ class Scoring:
 
     def notes(self) -> tuple[str, ...]:
         """What the page says about it (nothing for plain logits and a softmax)."""
-        said = (f"The {self.noun} ends in {self.ends_in}: its outputs are taken as probabilities.",) \
-            if self.ends_in else ()
+        if self.from_values:
+            said = (f"The {self.noun}'s outputs are probabilities already: for every image tried they are at least "
+                    "0 and sum to 1, though its last operation is no Softmax (arithmetic after one, or an average of "
+                    "several). They are shown as they are, not softmaxed again.",)
+        else:
+            said = (f"The {self.noun} ends in {self.ends_in}: its outputs are taken as probabilities.",) \
+                if self.ends_in else ()
         if self.binary:
             return (*said, "One output: read as a binary classifier's logit z, so that class 1's probability is "
                     "sigmoid(z) and class 0's the rest (the class scores shown are -z/2 and z/2). For a multi-label "
@@ -208,6 +234,41 @@ class Scoring:
             return (*said, f"Multi-label ({source}): each output is its own class's probability, the sigmoid of its "
                     "score, so they need not sum to 100%.")
         return said
+
+
+def sums_to_one(out: Any) -> bool:
+    """Whether a model's outputs for a few images (``N x K``, a tensor or an array) are probability distributions:
+    two or more classes, every value finite and at least 0, each image's summing to 1 (within float16's rounding).
+    Logits do so for no image but by construction."""
+    out = torch.as_tensor(out).detach().double() if out is not None else None
+    if out is None or out.dim() != 2 or out.shape[0] < 1 or out.shape[1] < 2 or not bool(out.isfinite().all()):
+        return False
+    return bool((out >= 0).all()) and bool(((out.sum(1) - 1).abs() <= 2e-3).all())
+
+
+def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
+    """What the page says of a network whose stages work on tokens (``N x L x C``, a vision transformer's) rather
+    than feature maps: those stages have no maps to show, and Grad-CAM, where there is one, is taken at the last map
+    before them (a ViT's patch embedding), which is not where the network decides. Read from one blank image's
+    stages; nothing for a convolutional network."""
+    try:
+        rows = model.stages(model.spec.zeros(1)[0])[:-1]
+    except Exception:  # it answered for blank images already; a note is not worth a refusal
+        return ()
+    maps = [k for k, r in enumerate(rows) if r.output.dim() == 4 and r.output.shape[-1] * r.output.shape[-2] > 1]
+    after = rows[maps[-1] + 1:] if maps else rows
+    tokens = [r for r in after if r.output.dim() == 3]
+    if not tokens:
+        return ()
+    length, width = tokens[-1].output.shape[1:]
+    said = f"{len(tokens)} of its stages work on tokens (N x {length} x {width}, as a vision transformer's do), " \
+           "not on feature maps: they have no maps to show"
+    if not maps:
+        return (f"Not a convolutional network: {said}, and no stage has one.",)
+    attribution = ", and Grad-CAM is taken at the last map, before the layers that mix the tokens and decide" \
+        if model.kind != "ONNX" else ""
+    return (f"Not a convolutional network throughout: after {rows[maps[-1]].name} the {noun} turns its map into "
+            f"tokens; {said}{attribution}.",)
 
 
 def per_image(value: Any, batch: int) -> bool:
@@ -227,11 +288,52 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None) -> in
         isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
     if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
             not floats:
-        shown = " x ".join(map(str, shape)) if shape is not None else type(out).__name__
+        shown = " x ".join(map(str, shape)) if shape is not None else _structure(out)
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
         raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shown}{kind}, "
-                          f"expected {n} x classes of float logits")
+                          f"expected {n} x classes of float logits{_what_it_is(out, n)}")
     return int(shape[1])
+
+
+def _shape_of(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return " x ".join(map(str, shape)) if shape is not None else type(value).__name__
+
+
+def _structure(out: Any) -> str:
+    """What a model returned that is not one tensor, in a few words: ``a tuple of 2 (2 x 5, 2 x 16)``, ``a dict of
+    'out' (2 x 4 x 64 x 64)``, ``a list of 2 dicts of 'boxes', 'labels', 'scores'``."""
+    if isinstance(out, dict):
+        items = list(out.items())[:4]
+        shown = ", ".join(f"{k!r} ({_shape_of(v)})" for k, v in items)
+        return f"{_a(type(out).__name__)} of {shown}{', ...' * (len(out) > 4)}"
+    if isinstance(out, (list, tuple)):
+        if out and all(isinstance(o, dict) for o in out):
+            keys = ", ".join(map(repr, list(out[0])[:4]))
+            return f"{_a(type(out).__name__)} of {len(out)} dicts of {keys}"
+        shown = ", ".join(_shape_of(o) for o in out[:4])
+        return f"{_a(type(out).__name__)} of {len(out)} ({shown}{', ...' * (len(out) > 4)})"
+    return type(out).__name__
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _what_it_is(out: Any, n: int) -> str:
+    """A hint after the refusal: a detector's boxes or a segmentation model's per-pixel scores are no class scores;
+    a tuple whose first tensor is the logits can be returned alone."""
+    values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
+    if values and all(isinstance(v, dict) for v in values) and any("boxes" in v for v in values):
+        return " (these are a detector's boxes: the explorer explains image classifiers)"
+    if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4 or \
+            isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values):
+        return " (a map of scores per pixel is a segmentation model's: the explorer explains image classifiers)"
+    first = values[0] if values and isinstance(out, (list, tuple)) else None
+    if first is not None and getattr(first, "ndim", 0) == 2 and first.shape[0] == n:
+        return (f" (if its first, {_shape_of(first)}, is the logits, explore a module:function that returns "
+                "them alone)")
+    return ""
 
 
 def _short(values) -> str:
@@ -424,10 +526,11 @@ def class_names(names: Any, source: str, otherwise: str = "") -> tuple[str, ...]
 
 def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,
                  folder_classes: tuple[str, ...], where: str, noun: str,
-                 stored_in: str = "the model file") -> tuple[Scoring, tuple[str, ...], str]:
+                 stored_in: str = "the model file", sample: Any = None) -> tuple[Scoring, tuple[str, ...], str]:
     """How a model from elsewhere of ``outputs`` outputs is read (:meth:`Scoring.read`), its class names and where
-    they came from (:func:`resolve_classes`): what every kind does once it knows its output count."""
-    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun)
+    they came from (:func:`resolve_classes`): what every kind does once it knows its output count. ``sample``: its
+    outputs for :meth:`InputSpec.probe`'s images, which say whether they are probabilities already."""
+    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, sums_to_one(sample))
     classes, named_by = resolve_classes(options.classes, stored, scoring, folder_classes, stored_in)
     return scoring, classes, named_by
 

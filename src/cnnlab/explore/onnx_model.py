@@ -40,6 +40,7 @@ from cnnlab.explore.model import (
     read_outputs,
     square_as_exported,
     stored_classes,
+    token_notes,
 )
 from cnnlab.report.features import Row
 
@@ -158,12 +159,15 @@ class OnnxModel:
         shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 1)):
+            pixels = " (a map of scores per pixel is a segmentation model's: the explorer explains image " \
+                "classifiers)" if len(out) == 4 else ""
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
-                              f"{' x '.join(str(d) for d in out)}, expected N x classes")
+                              f"{' x '.join(str(d) for d in out)}, expected N x classes{pixels}")
         self.shapes = shapes
         self.layouts = self._read_layouts()  # each value's, read once: the graph does not change
+        self.from_image = self._from_image()
         self.stage_nodes = [n for n in graph.node if n.op_type in STAGE_OPS and n.output and n.output[0]
-                            and types.get(n.output[0], FLOAT) in FLOAT_TYPES]
+                            and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image]
         # Every stage's first output becomes a graph output of a copy of the model (the file is not touched), of
         # the type shape inference gave it (float32 where it gave none).
         known = {o.name for o in graph.output}
@@ -189,7 +193,7 @@ class OnnxModel:
             if "cnnlab.classes" in self.metadata and options.classes is None else None  # --classes comes first
         self.scoring, self.classes, where = read_outputs(count, options,
                                                          _final_op(self.producers, self.output_name), stored,
-                                                         folder_classes, str(path), "graph")
+                                                         folder_classes, str(path), "graph", sample=self._sample())
         self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
                       f"names: {where}.",
                       "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
@@ -200,6 +204,7 @@ class OnnxModel:
         if others:
             self.notes += (f"The graph has {len(others) + 1} outputs: its first, {self.output_name!r}, is read as the "
                            f"class scores (not {', '.join(map(repr, others))}).",)
+        self.notes += token_notes(self, "graph")
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:
@@ -337,6 +342,14 @@ class OnnxModel:
         return {name: parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts])
                 for k, name in enumerate(names) if parts[0][k] is not None}
 
+    def _sample(self) -> np.ndarray | None:
+        """The graph's outputs for :meth:`InputSpec.probe`'s images (None where it fails on them): whether they are
+        probabilities already (:func:`cnnlab.explore.model.sums_to_one`)."""
+        try:
+            return self._run(self.spec.probe(), [self.output_name])[self.output_name]
+        except Exception:  # onnxruntime's own error classes: it ran on blank images; its last node says
+            return None
+
     def _runs_two(self) -> bool:
         """Whether two images at once give two rows of output."""
         try:
@@ -362,10 +375,20 @@ class OnnxModel:
             before, now = self.shapes.get(source), self.shapes.get(node.output[0]) if node.output else None
             known = before is not None and now is not None and all(isinstance(d, int) for d in (*before, *now))
             dims = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            perm = permutation(node.op_type, dims, len(before) if before is not None else None)
+            perm = permutation(node.op_type, dims, len(before) if before else None)  # [] : no shape inferred
             tag = after(node.op_type, tags.get(source), perm, (before, now) if known else None)
             tags.update(dict.fromkeys(node.output, tag))
         return tags
+
+    def _from_image(self) -> set[str]:
+        """The values computed from the image; the others are the network's own (a learnt gate computed from its
+        initializers alone), no stages whatever their shape. A node with a subgraph (If, Loop, Scan) may read the
+        image inside it: its outputs are counted as the image's."""
+        values = {self.input_name}
+        for node in self.nodes:
+            if any(name in values for name in node.input) or any(a.type in (5, 10) for a in node.attribute):
+                values.update(node.output)  # (onnx.AttributeProto's GRAPH and GRAPHS)
+        return values
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         out = self._run(image[None])
@@ -417,8 +440,10 @@ class OnnxModel:
             if node.op_type not in STAGE_OPS and not params:
                 continue
             shape = self.shapes.get(node.output[0]) if node.output else None
+            # one image's: without the batch axis, unless the value is the network's own (a learnt gate)
+            mine = node.output and node.output[0] not in self.from_image
             rows.append({"name": node.name or node.output[0], "op": node.op_type,
-                         "shape": [d for d in (shape or [])[1:]], "params": params})
+                         "shape": list(shape or []) if mine else [d for d in (shape or [])[1:]], "params": params})
         return rows
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:

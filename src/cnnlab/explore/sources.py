@@ -44,6 +44,10 @@ def open_model(source: str | Path, options: Options | None = None,
         if text in BACKBONES:
             return ModuleModel.imagenet(text, options, folder_classes)
         return ModuleModel.from_spec(text, options, folder_classes)
+    if options.weights is not None and text.startswith("imagenet-") and not path.exists():
+        raise CnnlabError(f"{text} is not an ImageNet backbone cnnlab builds by name ({', '.join(BACKBONES)}); for "
+                          f"another network, name a module:function that builds it (torchvision.models."
+                          f"{text.removeprefix('imagenet-')}(weights=None), say) with --weights FILE")
     if options.weights is not None:
         raise CnnlabError(f"--weights puts a state dict into a network built by name (imagenet-resnet18, ...) or by "
                           f"module:function; {text} is no such name, and a file holds its own weights; expected no "

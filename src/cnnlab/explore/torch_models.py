@@ -25,19 +25,20 @@ import logging
 import os
 import sys
 import threading
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from weakref import ref
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
-from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.layouts import SWAPS, Layouts, after, as_nchw, first_tensor, passed_on, permutation
+from cnnlab.explore.gradcam import explain_with, is_spatial
+from cnnlab.explore.layouts import NCHW, SWAPS, Layouts, after, as_nchw, first_tensor, passed_on, permutation
 from cnnlab.explore.model import (
     InputSpec,
     Options,
@@ -48,6 +49,7 @@ from cnnlab.explore.model import (
     read_outputs,
     square_as_exported,
     stored_classes,
+    token_notes,
 )
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
@@ -121,6 +123,85 @@ class _Producers(TorchFunctionMode):
         return None
 
 
+TAIL = 8  # the spatial values a stage pass keeps for Grad-CAM, the last ones made (explain_with takes the last read)
+
+
+def _tensors_in(values) -> list[torch.Tensor]:
+    """The tensors among a torch function's arguments, inside lists and tuples too (``torch.cat([x, y])``)."""
+    flat = (b for a in values for b in (a if isinstance(a, (list, tuple)) else (a,)))
+    return [a for a in flat if isinstance(a, torch.Tensor)]
+
+
+class _Watch(TorchFunctionMode):
+    """During a module's forward pass (inside :class:`Layouts`, which tags each tensor's layout first): which values
+    are the network's own, made from its parameters and buffers alone and not from the image (a learnt gate, a
+    ``sigmoid`` of a ``1 x C x 1 x 1`` parameter: no stage, whatever its shape), and the last :data:`TAIL` spatial
+    values made, each named by the module whose forward made it (``where``, the module stack the hooks keep), for
+    Grad-CAM (:func:`cnnlab.explore.gradcam.explain_with`).
+
+    A value made by a function of no tensor (``torch.zeros``, ``torch.arange``) is not counted the network's own:
+    the image may be written into it later, and only what is known to come from the weights alone is left out."""
+
+    def __init__(self, model: nn.Module, layouts: Layouts | None, batch: int, where: list[str]):
+        super().__init__()
+        self.own: dict[int, ref] = {id(t): ref(t) for t in (*model.parameters(), *model.buffers())}
+        self.layouts, self.batch, self.where = layouts, batch, where
+        self.tail: deque[tuple[str, str, torch.Tensor]] = deque(maxlen=TAIL)  # (module, function, value)
+
+    def is_own(self, value: Any) -> bool:
+        alive = self.own.get(id(value))
+        return alive is not None and alive() is value
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = _tensors_in((*args, *kwargs.values()))
+        own = bool(inputs) and all(self.is_own(t) for t in inputs)
+        outs = _tensors_in((out,))
+        if out is None and args and isinstance(args[0], torch.Tensor):  # x[i] = v, in place: x is written
+            outs = [args[0]]
+        name = getattr(func, "__name__", "")
+        for value in outs:
+            if own:
+                self.own[id(value)] = ref(value)
+            else:
+                self.own.pop(id(value), None)  # made, or written in place, from the image's values
+                self._spatial(value, name)
+        return out
+
+    def _spatial(self, value: torch.Tensor, function: str) -> None:
+        # only C x h x w maps: not a channels-last value, nor one of no known layout (a transformer's attention
+        # weights, heads x tokens x tokens)
+        if not is_spatial(value) or not per_image(value, self.batch) or self.layouts is None or \
+                self.layouts.of(value) != NCHW:
+            return
+        for k, (_, _, seen) in enumerate(self.tail):  # changed in place (a residual's +=): made anew, here
+            if seen is value:
+                del self.tail[k]
+                break
+        self.tail.append((self.where[-1] if self.where else "", function.strip("_"), value))
+
+
+def _pop(where: list[str]) -> None:
+    """Leave the module that ran last (a forward hook: returns None, so the module's output stays its own)."""
+    if where:
+        where.pop()
+
+
+@dataclass
+class _Pass:
+    """What a hooked forward pass saw: each hooked module's output in the order they ran (leaf modules; with
+    ``containers``, also the modules around them, flagged), the model's output, and, under the function modes, the
+    last spatial values (:class:`_Watch`) with, for each stage recorded, the copy the rest of the network read."""
+
+    seen: list[tuple[str, nn.Module, Any]]
+    out: Any
+    watch: _Watch | None = None
+    # id(copy) -> (copy, the row's value, the copy's version then)
+    copies: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = field(default_factory=dict)
+    containers: set[int] = field(default_factory=set)  # ids of the modules in seen that are not leaves
+
+
 def _packet(node) -> Any:
     """The ATen operator (overload packet) an FX node calls, else None."""
     return getattr(node.target, "overloadpacket", None) if isinstance(node, torch.fx.Node) and \
@@ -170,7 +251,9 @@ class _TorchModel:
     scoring: Scoring
     tta = False
 
-    def _stage_pass(self, x: torch.Tensor) -> list[Row]:
+    def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
+        """The stages of one pass over ``x`` (the last row the model's output) and the last spatial values it made
+        (for Grad-CAM: :func:`cnnlab.explore.gradcam.explain_with`)."""
         raise NotImplementedError
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,11 +287,21 @@ class _TorchModel:
         """``"Softmax"`` or ``"Sigmoid"`` where the model's output is one's (probabilities already), else None."""
         raise NotImplementedError
 
-    def _scored_pass(self, x: torch.Tensor) -> list[Row]:
+    def _sample(self) -> torch.Tensor | None:
+        """The model's outputs for :meth:`InputSpec.probe`'s images (None where it fails on them): whether they are
+        probabilities already (:func:`cnnlab.explore.model.sums_to_one`)."""
+        try:
+            with torch.no_grad():
+                out = self._forward(self.spec.to_input(self.spec.probe()))
+        except Exception:  # it ran on blank images: read its outputs as its last operation says
+            return None
+        return out if isinstance(out, torch.Tensor) else None
+
+    def _scored_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
         """:meth:`_stage_pass` with its last row, the model's output, as the class scores (:class:`Scoring`)."""
-        rows = self._stage_pass(x)
+        rows, tail = self._stage_pass(x)
         last = rows[-1]
-        return [*rows[:-1], Row(last.name, last.kind, self.scoring.scores(last.output))]
+        return [*rows[:-1], Row(last.name, last.kind, self.scoring.scores(last.output))], tail
 
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         with torch.no_grad():
@@ -217,13 +310,13 @@ class _TorchModel:
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         with torch.no_grad():
-            rows = self._scored_pass(self.spec.to_input(image[None]))
+            rows, _ = self._scored_pass(self.spec.to_input(image[None]))
         return [Row(r.name, r.kind, r.output[:1].detach()) for r in rows]
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         nhwc = self.spec.layout == "NHWC"
 
-        def stage_pass(x: torch.Tensor) -> list[Row]:
+        def stage_pass(x: torch.Tensor) -> tuple[list[Row], list[Row]]:
             # Grad-CAM wants feature maps C x h x w; the saliency comes out per input position either way.
             return self._scored_pass(x.permute(0, 2, 3, 1) if nhwc else x)
 
@@ -288,6 +381,12 @@ class ExportedModel(_TorchModel):
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             raise CnnlabError(f"{path} takes {len(placeholders)} inputs, expected one image input")
+        # the nodes whose values come from the image; the others compute the network's own values (a learnt gate
+        # from its parameters alone), no stages whatever their shape
+        self.from_image: set[torch.fx.Node] = set()
+        for node in self.graph.nodes:
+            if node.op == "placeholder" or any(n in self.from_image for n in node.all_input_nodes):
+                self.from_image.add(node)
         val = placeholders[0].meta.get("val")
         shape = None if val is None else tuple(d if isinstance(d, int) else None for d in val.shape)
         if shape is not None and len(shape) != 4:
@@ -298,9 +397,10 @@ class ExportedModel(_TorchModel):
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
         self.scoring, self.classes, where = read_outputs(self._check_classifier(str(path)), options,
                                                          self._final_op(), stored, folder_classes, str(path),
-                                                         "program")
+                                                         "program", sample=self._sample())
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
                       f"(no pickles or code). Class names: {where}.", *self.scoring.notes())
+        self.notes += token_notes(self, "program")
 
     def _conv_in(self) -> int | None:
         """The input channels of the first convolution: its weight holds in_channels / groups of them."""
@@ -353,9 +453,11 @@ class ExportedModel(_TorchModel):
             outs.append(out[:real])
         return torch.cat(outs)
 
-    def _stage_pass(self, x: torch.Tensor) -> list[Row]:
+    def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
         x, _ = self._padded(x)
         rows: list[Row] = []
+        tail: deque[Row] = deque(maxlen=TAIL)  # the last spatial values made, for Grad-CAM
+        from_image = self.from_image
         names = Counter()
         layouts: dict[torch.fx.Node, str | None] = {}  # each node's layout (cnnlab.explore.layouts)
         input_layout = self.spec.layout
@@ -372,7 +474,11 @@ class ExportedModel(_TorchModel):
             def run_node(self, node):
                 out = super().run_node(node)
                 op = getattr(_packet(node), "__name__", "")
-                first = next((a for a in node.args if isinstance(a, torch.fx.Node)), None)
+                # the first tensor input of a known layout: a layer scale's parameter may come before the map it
+                # scales, a concatenation's are in a list, and a view's sizes (a dynamic batch's sym_size) are no
+                # tensors whose layout it takes
+                inputs = [a for a in node.all_input_nodes if isinstance(self.env.get(a), torch.Tensor)]
+                first = next((a for a in inputs if layouts.get(a) is not None), inputs[0] if inputs else None)
                 source = self.env.get(first) if first is not None else None
                 source = source if isinstance(source, torch.Tensor) else None
                 dims = node.args[1] if op == "permute" and len(node.args) > 1 else node.args[1:3] \
@@ -381,23 +487,30 @@ class ExportedModel(_TorchModel):
                 layouts[node] = input_layout if node.op == "placeholder" else \
                     after(op, layouts.get(first), permutation(op, dims, source.dim() if source is not None else None),
                           shapes)
-                if node.op == "call_function" and _packet(node) in STAGE_PACKETS:
-                    value = out[0] if isinstance(out, (tuple, list)) else out
-                    if isinstance(value, torch.Tensor) and per_image(value, x.shape[0]):
-                        where = _where(node)
-                        names[where] += 1
-                        label = where if names[where] == 1 else f"{where}#{names[where]}"
-                        shown = as_nchw(value, layouts[node])  # a channels-last stage as C x h x w
-                        rows.append(Row(label, op.rstrip("_"), shown))
-                        copy = passed_on(shown, value)
-                        out = (type(out)([copy, *out[1:]]) if isinstance(out, (tuple, list)) else copy)
+                if node.op != "call_function" or node not in from_image:
+                    return out
+                value = out[0] if isinstance(out, (tuple, list)) else out
+                if not isinstance(value, torch.Tensor) or not per_image(value, x.shape[0]):
+                    return out
+                if _packet(node) in STAGE_PACKETS:
+                    where = _where(node)
+                    names[where] += 1
+                    label = where if names[where] == 1 else f"{where}#{names[where]}"
+                    shown = as_nchw(value, layouts[node])  # a channels-last stage as C x h x w
+                    rows.append(Row(label, op.rstrip("_"), shown))
+                    if is_spatial(shown):
+                        tail.append(rows[-1])
+                    copy = passed_on(shown, value)
+                    out = (type(out)([copy, *out[1:]]) if isinstance(out, (tuple, list)) else copy)
+                elif layouts[node] == NCHW and is_spatial(value):  # a concatenation, a residual sum: no stage,
+                    tail.append(Row(_where(node), op, value))  # but perhaps the map Grad-CAM is to weigh
                 return out
 
         out = Recorder(self.module).run(x)
         logits = out[0] if isinstance(out, (tuple, list)) else out
         # Rows keep the padded batch: sliced, a row would be a new tensor the logits do not depend on (no gradient
         # for Grad-CAM); every reader takes image 0.
-        return [*rows, Row("output", "output", logits)]
+        return [*rows, Row("output", "output", logits)], list(tail)
 
     def kernels(self) -> torch.Tensor | None:
         return self._first_conv_weight()
@@ -425,7 +538,9 @@ class ExportedModel(_TorchModel):
                 continue
             val = node.meta.get("val")
             val = val[0] if isinstance(val, (tuple, list)) else val
-            shape = [int(d) if isinstance(d, int) else str(d) for d in val.shape[1:]] \
+            # one image's: without the batch axis, unless the value is the network's own (a learnt gate)
+            shape = [int(d) if isinstance(d, int) else str(d)
+                     for d in (val.shape[1:] if node in self.from_image else val.shape)] \
                 if isinstance(val, torch.Tensor) else []
             rows.append({"name": _where(node),
                          "op": getattr(packet, "__name__", str(node.target)), "shape": shape, "params": params})
@@ -449,7 +564,12 @@ class ModuleModel(_TorchModel):
             if getattr(m, "inplace", False) is True:
                 m.inplace = False
         names = {id(m): n for n, m in self.model.named_modules()}
-        self._leaves = [(names[id(m)], m) for m in self.model.modules() if not list(m.children())]
+        self._modules = [(names[id(m)], m) for m in self.model.modules()]
+        self._leaves = [(n, m) for n, m in self._modules if not list(m.children())]
+        # the modules around others that read parameters themselves, or may (a leaf inside them that never runs)
+        self._holders = [(n, m) for n, m in self._modules if list(m.children()) and (
+            list(m.parameters(recurse=False)) or any(not list(c.children()) and list(c.parameters())
+                                                     for c in m.children()))]
         # The input's channels are those of the convolution that reads it, which need not be the first one
         # registered (a head assigned before the stem): each conv's in_channels is tried in turn, then grey and
         # RGB for a network without one, and the first the model runs on is taken.
@@ -467,10 +587,11 @@ class ModuleModel(_TorchModel):
         else:
             raise refusals[0]
         self.scoring, self.classes, where = read_outputs(count, options, self._final_op(), stored, folder_classes,
-                                                         name, "module", stored_in)
+                                                         name, "module", stored_in, self._sample())
         wrapped = (f"Its forward returns {self._wrapped_in}: its logits are read as the class scores.",) \
             if self._wrapped_in else ()
         self.notes = (f"{note} Class names: {where}.".lstrip(), *wrapped, *self.scoring.notes())
+        self.notes += (*token_notes(self, "module"), *self._unused())
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
@@ -570,51 +691,85 @@ class ModuleModel(_TorchModel):
         with self._passes:
             return self._run(x)
 
-    def _hooked(self, x: torch.Tensor, stages_only: bool) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
-        """Every leaf module's (or every stage's) output and the model's, from one pass over ``x``."""
+    def _hooked(self, x: torch.Tensor, stages_only: bool) -> _Pass:
+        """Every leaf module's (or every stage's) output and the model's, from one pass over ``x``; for the layer
+        table (not ``stages_only``), also the outputs of the modules that hold parameters of their own."""
         if self._modes:
             try:
-                return self._hooked_under(x, stages_only, Layouts(x, self.spec.layout))
+                layouts = Layouts(x, self.spec.layout)
+                return self._hooked_under(x, stages_only, layouts)
             except Exception:  # code that cannot run under a function mode (an extension's op): its stages are
                 self._modes = False  # taken as they come, channels first, as before layouts were followed
         return self._hooked_under(x, stages_only, None)
 
-    def _hooked_under(self, x: torch.Tensor, stages_only: bool,
-                      layouts: Layouts | None) -> tuple[list[tuple[str, nn.Module, Any]], Any]:
-        seen: list[tuple[str, nn.Module, Any]] = []
+    def _hooked_under(self, x: torch.Tensor, stages_only: bool, layouts: Layouts | None) -> _Pass:
+        where: list[str] = []  # the modules running, innermost last
+        watch = _Watch(self.model, layouts, x.shape[0], where) if layouts is not None else None
+        done = _Pass([], None, watch)
 
         def record(mod, args, out, name):
+            if watch is not None and watch.is_own(out):  # the network's own value (a learnt gate): no stage
+                done.seen.append((name, mod, out))
+                return None
             # A channels-last output (a ConvNeXt block's LayerNorm) is recorded as C x h x w, and the rest of the
             # network reads it through that view, so that Grad-CAM's gradients reach the row recorded.
             layout = layouts.of(out) if layouts is not None else None
             shown = as_nchw(out, layout)
-            seen.append((name, mod, shown))
+            done.seen.append((name, mod, shown))
+            if not isinstance(out, torch.Tensor):
+                return None
             # the rest of the network reads a copy (torchvision's ResNet adds its shortcut to bn2's output with +=)
-            return passed_on(shown, out) if isinstance(out, torch.Tensor) else None
+            copy = passed_on(shown, out)
+            done.copies[id(copy)] = (copy, shown, copy._version)
+            return copy
 
-        with self._passes, layouts if layouts is not None else nullcontext():
-            handles = [m.register_forward_hook(lambda mod, args, out, name=name: record(mod, args, out, name))
-                       for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
+        def contained(mod, args, out, name):
+            done.containers.add(id(mod))
+            done.seen.append((name, mod, out))
+
+        hooked = [(name, m, record) for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
+        if not stages_only:
+            hooked += [(name, m, contained) for name, m in self._holders]
+        with self._passes, layouts if layouts is not None else nullcontext(), watch or nullcontext():
+            handles = []
+            if watch is not None:  # the module stack, for naming the values Grad-CAM may weigh
+                for name, m in self._modules:
+                    handles.append(m.register_forward_pre_hook(lambda mod, args, name=name: where.append(name)))
+                    handles.append(m.register_forward_hook(lambda mod, args, out: _pop(where)))
+            handles += [m.register_forward_hook(lambda mod, args, out, name=name, hook=hook: hook(mod, args, out, name))
+                        for name, m, hook in hooked]
             try:
-                out = self._run(x)
+                done.out = self._run(x)
             finally:
                 for h in handles:
                     h.remove()
-        return seen, out
+        return done
 
-    def _stage_pass(self, x: torch.Tensor) -> list[Row]:
-        seen, out = self._hooked(x, stages_only=True)
+    def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
+        """The stages and the output of one pass over ``x``, and the last spatial values it made, for Grad-CAM: a
+        stage's under its row's name, another value under the module that made it (an Inception block's
+        concatenation, a residual sum)."""
+        done = self._hooked(x, stages_only=True)
         counts = Counter()
-        rows = []
-        for name, mod, value in seen:
-            if isinstance(value, torch.Tensor) and per_image(value, x.shape[0]):
+        rows, row_of = [], {}
+        for name, mod, value in done.seen:
+            if isinstance(value, torch.Tensor) and per_image(value, x.shape[0]) and \
+                    not (done.watch is not None and done.watch.is_own(value)):
                 counts[name] += 1
                 rows.append(Row(name if counts[name] == 1 else f"{name}#{counts[name]}", type(mod).__name__, value))
-        return [*rows, Row("output", "output", out)]
+                row_of[id(value)] = rows[-1]
+        tail = []
+        for module, function, value in done.watch.tail if done.watch is not None else ():
+            copy, shown, version = done.copies.get(id(value), (None, None, None))
+            if copy is not None and copy._version == version:  # the copy a stage passed on, as it was: its row
+                value = shown  # (one changed in place since, by DenseNet's last F.relu(inplace=True), is not)
+            tail.append(row_of.get(id(value)) or Row(module or function, function, value))
+        return [*rows, Row("output", "output", done.out)], tail
 
     def kernels(self) -> torch.Tensor | None:
         """The weights of the first convolution the input goes through (not the first one registered)."""
-        convs = (mod for _, mod, _ in self._leaf_pass() if _in_channels(mod))
+        done = self._leaf_pass()
+        convs = (mod for _, mod, _ in done.seen if id(mod) not in done.containers and _in_channels(mod))
         conv = next(convs, None)
         return None if conv is None else conv.weight.detach()
 
@@ -629,20 +784,66 @@ class ModuleModel(_TorchModel):
             return None
         return producers.final_op(out)
 
-    def _leaf_pass(self) -> list[tuple[str, nn.Module, Any]]:
-        """Every leaf module's output for one blank image, in the order they ran."""
+    def _leaf_pass(self) -> _Pass:
+        """Every leaf module's output for one blank image, in the order they ran, and the outputs of the modules
+        that hold parameters of their own (flagged in ``containers``)."""
         x = self.spec.to_input(self.spec.zeros(1))
         with torch.no_grad():
-            return self._hooked(x, stages_only=False)[0]
+            return self._hooked(x, stages_only=False)
 
     def layers(self) -> list[dict[str, Any]]:
-        seen = self._leaf_pass()
-        rows, done = [], set()
-        for name, mod, value in seen:
-            params = sum(p.numel() for p in mod.parameters()) if id(mod) not in done else 0
-            done.add(id(mod))
+        return self._layers()[0]
+
+    def _unused(self) -> tuple[str, ...]:
+        """A note naming the modules whose parameters the forward pass never reads (GoogLeNet's and Inception
+        v3's auxiliary heads, which run in training only): the layer table and its total leave them out."""
+        try:
+            counted = self._layers()[1]
+        except Exception:  # it answered for blank images already; a note is not worth a refusal
+            return ()
+        idle = {id(p) for p in self.model.parameters()} - counted
+        if not idle:
+            return ()
+        chosen: list[tuple[str, int]] = []
+        for name, mod in self._modules:  # the outermost modules all of whose parameters are idle
+            params = list(mod.parameters())
+            if name and params and all(id(p) in idle for p in params) and \
+                    not any(name.startswith(f"{c}.") for c, _ in chosen):
+                chosen.append((name, sum(p.numel() for p in params)))
+        total = sum(p.numel() for p in self.model.parameters() if id(p) in idle)
+        shown = ", ".join(name for name, _ in chosen[:6]) + (", ..." if len(chosen) > 6 else "")
+        return (f"{total:,} of its parameters are not read by its forward pass in evaluation"
+                f"{f' ({shown})' if shown else ''}: they are left out of the layer table and its total.",)
+
+    def _layers(self) -> tuple[list[dict[str, Any]], set[int]]:
+        """The layer table, and the ids of the parameters it counts."""
+        done = self._leaf_pass()
+        ran = {id(mod) for _, mod, _ in done.seen}
+        rows, counted = [], set()
+
+        def params(tensors) -> int:  # each parameter once, as the model counts it
+            new = [p for p in tensors if id(p) not in counted]
+            counted.update(id(p) for p in new)
+            return sum(p.numel() for p in new)
+
+        for name, mod, value in done.seen:
+            if id(mod) in done.containers:
+                # what a module reads itself: its own parameters (a ViT's class token and position embedding, a
+                # ConvNeXt block's layer scale) and those of its leaf modules that never ran (nn.MultiheadAttention
+                # reads its out_proj's weight without calling it)
+                idle = [p for child in mod.children() if not list(child.children()) and id(child) not in ran
+                        for p in child.parameters()]
+                count = params([*mod.parameters(recurse=False), *idle])
+                if not count:
+                    continue
+            else:
+                count = params(mod.parameters())
+            if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+                value = value[0]  # nn.MultiheadAttention's (output, weights)
             # one image's: without the batch axis, unless the value is the network's own (a learnt gate)
-            shape = list(value.shape[1:] if per_image(value, 1) else value.shape) \
+            own = done.watch is not None and done.watch.is_own(value)
+            shape = list(value.shape[1:] if per_image(value, 1) and not own else value.shape) \
                 if isinstance(value, torch.Tensor) else []
-            rows.append({"name": name, "op": type(mod).__name__, "shape": shape, "params": params})
-        return rows
+            rows.append({"name": name or type(mod).__name__, "op": type(mod).__name__, "shape": shape,
+                         "params": count})
+        return rows, counted
