@@ -559,14 +559,6 @@ def _reader_left() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _launched_processes() -> int:
-    """How many processes a launcher (torchrun) started this one among; 1 outside one."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
-
-
 class _Terminated(BaseException):
     """SIGTERM outside a training loop (which checkpoints on it): it unwinds as Ctrl-C does, so that a file being
     written (an export's temporary file, int8's work folder) is removed on the way out."""
@@ -604,8 +596,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    from cnnlab.train.distributed import launched_processes
+
     try:
-        processes = _launched_processes()
+        processes = launched_processes()
         if args.command != "train" and processes > 1:  # each process would do the whole command
             raise CnnlabError(f"only cnnlab train runs across processes, and torchrun started {processes} of them "
                               f"(WORLD_SIZE); expected cnnlab {args.command} without torchrun")

@@ -31,7 +31,7 @@ from cnnlab.runs import (
 )
 from cnnlab.train.build import RunParts, build_run
 from cnnlab.train.config import BEFORE_THE_SETTING, RECIPES, TrainConfig, make_config
-from cnnlab.train.distributed import broadcast_object, launched_alone
+from cnnlab.train.distributed import broadcast_object, launched_processes
 from cnnlab.train.observers import EpochCallback
 from cnnlab.train.trainer import Trainer, epochs_text
 
@@ -49,7 +49,8 @@ def build_trainer(config: TrainConfig, *, force: bool = False, quiet: bool = Fal
     if resume_state is None:
         refuse_writing_into(config.dataset, config.out or default_run_dir(config.model),
                             "--out" if config.out else "the default run folder (runs/ here)")
-        if config.out and launched_alone():  # under torchrun rank 0 alone decides, once the processes have joined
+        # under torchrun rank 0 alone decides, once the processes have joined
+        if config.out and launched_processes() <= 1:
             refuse_run_dir(Path(config.out), force)  # before the data is read, not after
     source = Path(run_dir or ".") / "last.pt"
     parts = build_run(config, resume_state=resume_state, source=source, quiet=quiet)

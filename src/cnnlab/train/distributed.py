@@ -38,9 +38,12 @@ class DistEnv:
         return self.world_size > 1
 
 
-def launched_alone() -> bool:
-    """Whether this process runs alone: not one of several a launcher (torchrun) started, as its WORLD_SIZE says."""
-    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
+def launched_processes() -> int:
+    """How many processes a launcher (torchrun) started this one among, as its WORLD_SIZE says; 1 outside one."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
 
 
 def init_distributed(device: torch.device) -> DistEnv:
