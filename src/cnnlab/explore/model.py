@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
-from cnnlab.explore.gradcam import Explanation, explain
+from cnnlab.explore.gradcam import Explanation, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
 from cnnlab.explore.trained import load_trained
@@ -255,7 +255,7 @@ def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
         rows = model.stages(model.spec.zeros(1)[0])[:-1]
     except Exception:  # it answered for blank images already; a note is not worth a refusal
         return ()
-    maps = [k for k, r in enumerate(rows) if r.output.dim() == 4 and r.output.shape[-1] * r.output.shape[-2] > 1]
+    maps = [k for k, r in enumerate(rows) if is_spatial(r.output)]
     after = rows[maps[-1] + 1:] if maps else rows
     tokens = [r for r in after if r.output.dim() == 3]
     if not tokens:
