@@ -75,15 +75,15 @@ def after(op: str, source: str | None, perm: Sequence[int] | None = None,
     return source
 
 
+def tensors_in(args: Sequence[Any]) -> list[torch.Tensor]:
+    """The tensors among a torch function's arguments, inside a list or tuple too (``torch.cat([x, y], -1)``), in
+    order."""
+    return [b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,)) if isinstance(b, torch.Tensor)]
+
+
 def first_tensor(args: Sequence[Any]) -> torch.Tensor | None:
-    """The first tensor among a torch function's arguments, inside a list too (``torch.cat([x, y], -1)``)."""
-    flat = (b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,)))
-    return next((a for a in flat if isinstance(a, torch.Tensor)), None)
-
-
-def _tensors(args: Sequence[Any]):
-    """The tensors among a torch function's arguments, inside a list too, in order."""
-    return (b for a in args for b in (a if isinstance(a, (list, tuple)) else (a,)) if isinstance(b, torch.Tensor))
+    """The first tensor among a torch function's arguments (:func:`tensors_in`)."""
+    return next(iter(tensors_in(args)), None)
 
 
 def passed_on(shown: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -119,7 +119,7 @@ class Layouts(TorchFunctionMode):
         if isinstance(out, torch.Tensor):
             name = getattr(func, "__name__", "")
             # the first input of a known layout: a ConvNeXt block's layer scale, a parameter, comes before its map
-            source = next((t for t in _tensors(args) if self.of(t) is not None), None) if name not in PERMUTES \
+            source = next((t for t in tensors_in(args) if self.of(t) is not None), None) if name not in PERMUTES \
                 and name not in SWAPS else None
             source = source if source is not None else first_tensor(args)
             perm = None

@@ -38,7 +38,17 @@ from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with, is_spatial
-from cnnlab.explore.layouts import NCHW, SWAPS, Layouts, after, as_nchw, first_tensor, passed_on, permutation
+from cnnlab.explore.layouts import (
+    NCHW,
+    SWAPS,
+    Layouts,
+    after,
+    as_nchw,
+    first_tensor,
+    passed_on,
+    permutation,
+    tensors_in,
+)
 from cnnlab.explore.model import (
     InputSpec,
     Options,
@@ -126,12 +136,6 @@ class _Producers(TorchFunctionMode):
 TAIL = 8  # the spatial values a stage pass keeps for Grad-CAM, the last ones made (explain_with takes the last read)
 
 
-def _tensors_in(values) -> list[torch.Tensor]:
-    """The tensors among a torch function's arguments, inside lists and tuples too (``torch.cat([x, y])``)."""
-    flat = (b for a in values for b in (a if isinstance(a, (list, tuple)) else (a,)))
-    return [a for a in flat if isinstance(a, torch.Tensor)]
-
-
 class _Watch(TorchFunctionMode):
     """During a module's forward pass (inside :class:`Layouts`, which tags each tensor's layout first): which values
     are the network's own, made from its parameters and buffers alone and not from the image (a learnt gate, a
@@ -155,9 +159,9 @@ class _Watch(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        inputs = _tensors_in((*args, *kwargs.values()))
+        inputs = tensors_in((*args, *kwargs.values()))
         own = bool(inputs) and all(self.is_own(t) for t in inputs)
-        outs = _tensors_in((out,))
+        outs = tensors_in((out,))
         if out is None and args and isinstance(args[0], torch.Tensor):  # x[i] = v, in place: x is written
             outs = [args[0]]
         name = getattr(func, "__name__", "")
