@@ -18,6 +18,7 @@ or the first convolution.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import json
@@ -796,13 +797,13 @@ class ModuleModel(_TorchModel):
             return self._hooked(x, stages_only=False)
 
     def layers(self) -> list[dict[str, Any]]:
-        return self._layers()[0]
+        return self._layer_table[0]
 
     def _unused(self) -> tuple[str, ...]:
         """A note naming the modules whose parameters the forward pass never reads (GoogLeNet's and Inception
         v3's auxiliary heads, which run in training only): the layer table and its total leave them out."""
         try:
-            counted = self._layers()[1]
+            counted = self._layer_table[1]
         except Exception:  # it answered for blank images already; a note is not worth a refusal
             return ()
         idle = {id(p) for p in self.model.parameters()} - counted
@@ -819,8 +820,10 @@ class ModuleModel(_TorchModel):
         return (f"{total:,} of its parameters are not read by its forward pass in evaluation"
                 f"{f' ({shown})' if shown else ''}: they are left out of the layer table and its total.",)
 
-    def _layers(self) -> tuple[list[dict[str, Any]], set[int]]:
-        """The layer table, and the ids of the parameters it counts."""
+    @functools.cached_property
+    def _layer_table(self) -> tuple[list[dict[str, Any]], set[int]]:
+        """The layer table, and the ids of the parameters it counts: one pass over a blank image, made once (the
+        note on unused parameters reads it when the model opens, the page's card when it is shown)."""
         done = self._leaf_pass()
         ran = {id(mod) for _, mod, _ in done.seen}
         rows, counted = [], set()
