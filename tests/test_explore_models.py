@@ -2176,7 +2176,7 @@ class _Returns(nn.Module):
                  r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
     ("segments first", r"returns a tuple of 2 \(2 x 4 x 8 x 8, 2 x 4\), expected 2 x classes of float logits \(a map "
                        r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$")])
-def test_a_detector_a_segmentation_model_and_two_outputs_are_told_what_they_return(what, said):
+def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
     """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why."""
     from cnnlab.explore.torch_models import ModuleModel
 
