@@ -121,6 +121,8 @@ def test_feature_maps_agree_across_kinds(lenet, grey_folder):
                 same = [r for r in rows[kind] if r.output.shape == row.output.shape
                         and torch.allclose(r.output.float(), row.output.float(), atol=1e-4)]
                 assert same, f"{kind} has no stage equal to the run's {row.name} {tuple(row.output.shape)}"
+        # cnnlab's ONNX export names its stages by module path, as its .pt2 does (its nodes: node_Conv_0, ...)
+        assert [r.name for r in rows["onnx"][:-1]] == [r.name for r in rows["pt2"][:-1]]
         probs = {k: r[-1].output.softmax(1) for k, r in rows.items()}
         assert torch.allclose(probs["onnx"], probs["run"], atol=1e-5)
         assert torch.allclose(probs["pt2"], probs["run"], atol=1e-5)
