@@ -121,6 +121,8 @@ def test_feature_maps_agree_across_kinds(lenet, grey_folder):
                 same = [r for r in rows[kind] if r.output.shape == row.output.shape
                         and torch.allclose(r.output.float(), row.output.float(), atol=1e-4)]
                 assert same, f"{kind} has no stage equal to the run's {row.name} {tuple(row.output.shape)}"
+        # cnnlab's ONNX export names its stages by module path, as its .pt2 does (its nodes: node_Conv_0, ...)
+        assert [r.name for r in rows["onnx"][:-1]] == [r.name for r in rows["pt2"][:-1]]
         probs = {k: r[-1].output.softmax(1) for k, r in rows.items()}
         assert torch.allclose(probs["onnx"], probs["run"], atol=1e-5)
         assert torch.allclose(probs["pt2"], probs["run"], atol=1e-5)
@@ -289,6 +291,106 @@ def test_an_onnx_graph_of_several_outputs_says_which_it_reads(tmp_path):
     assert len(model.classes) == 3  # silently the first output before, now with a line on the page
     assert "The graph has 2 outputs: its first, 'logits', is read as the class scores (not 'features')." in \
         model.notes
+
+
+class _Twice(nn.Module):
+    """A residual block whose one ReLU runs twice, as torchvision's BasicBlock's does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.relu = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv2(self.relu(self.conv1(x)))) + x
+
+
+class Named(nn.Module):
+    """Stages in modules, one module run twice, and a max pool of the network's own forward."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.stem, self.block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), _Twice()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(F.max_pool2d(self.block(self.stem(x)), 2).mean((2, 3)))
+
+
+def test_an_onnx_graph_of_torchs_exporter_names_its_layers_by_module(tmp_path):
+    """torch.onnx.export(dynamo=True) names its nodes by their op (node_conv2d, node_Conv_11), and the page showed
+    those; each node's metadata holds the module path it ran in, which the module's own page shows."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net, x = Named().eval(), torch.zeros(1, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), None, dynamo=True, verbose=False, input_names=["images"],
+                          output_names=["logits"]).save(str(tmp_path / "new.onnx"), external_data=False)
+        torch.onnx.export(net, (x,), str(tmp_path / "old.onnx"), dynamo=False, input_names=["images"],
+                          output_names=["logits"])
+    image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    hooked = [r.name for r in ModuleModel(net, "named", Options(input_size=8)).stages(image)][:-1]
+    assert hooked == ["stem.0", "stem.1", "block.conv1", "block.relu", "block.conv2", "block.relu#2"]
+    new = onnx.load(str(tmp_path / "new.onnx"))
+    [pool] = [n.name for n in new.graph.node if n.op_type == "MaxPool"]  # the root's own op: its node's name
+
+    def names(path) -> tuple[list[str], list[str]]:
+        model = open_model(path)
+        return [r.name for r in model.stages(image)], [row["name"] for row in model.layers()]
+
+    assert names(tmp_path / "new.onnx") == ([*hooked, pool, "logits"], [*hooked, pool, "fc"])
+    old = onnx.load(str(tmp_path / "old.onnx")).graph.node  # the older exporter's node names are module paths
+    assert names(tmp_path / "old.onnx")[0] == [*(n.name for n in old if n.op_type in ("Conv", "Relu", "MaxPool")),
+                                               "logits"]
+    # A file with the path in its namespace line alone; a path that is the output's name is numbered, not shared.
+    for node in new.graph.node:
+        kept = [(p.key, p.value) for p in node.metadata_props if p.key != "pkg.torch.onnx.name_scopes"]
+        del node.metadata_props[:]
+        for key, value in kept:
+            node.metadata_props.add(key=key, value=value)
+    first = next(n for n in new.graph.node if n.op_type == "Conv")
+    first.metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'logits', 'conv2d']")
+    onnx.save(new, str(tmp_path / "namespace.onnx"))
+    assert names(tmp_path / "namespace.onnx") == (["logits#2", *hooked[1:], pool, "logits"],
+                                                  ["logits#2", *hooked[1:], pool, "fc"])
+
+
+class TwoHeads(nn.Module):
+    """Logits of 6 classes and an auxiliary head's 3 scores, as GoogLeNet returns them in training."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+        self.fc, self.aux = nn.Linear(4, 6), nn.Linear(4, 3)
+
+    def forward(self, x):
+        features = self.features(x).mean((2, 3))
+        return self.fc(features), self.aux(features)
+
+
+def test_a_model_of_two_outputs_is_read_by_its_first_in_every_kind(tmp_path):
+    # The module and the .pt2 were refused ("returns a tuple of 2"), while the ONNX graph was read by its first.
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = TwoHeads().eval()
+    models = {"module": ModuleModel(net, "two", Options(input_size=8)),
+              "pt2": open_model(_pt2_of(net, tmp_path / "two.pt2")),
+              "onnx": open_model(_onnx_of(net, tmp_path / "two.onnx"))}
+    images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = net(images.float() / 255)[0]
+    for kind, model in models.items():
+        assert len(model.classes) == 6, kind
+        assert torch.allclose(model.logits(images), logits, atol=1e-5), kind
+        for image, own in zip(images, logits, strict=True):
+            assert [t["index"] for t in analyze_image(model, image)["top"]] == own.topk(5).indices.tolist(), kind
+        [note] = [n for n in model.notes if "outputs:" in n]
+        assert note.startswith(f"The {model.scoring.noun} has 2 outputs: its first, ") and \
+            "is read as the class scores (not " in note, kind
+    assert "The module has 2 outputs: its first, N x 6, is read as the class scores (not N x 3)." in \
+        models["module"].notes
 
 
 def test_a_diverged_models_probabilities_are_none_on_both_pages():
@@ -1500,25 +1602,26 @@ def test_a_cnnlab_checkpoint_refuses_the_flags_of_models_from_elsewhere(lenet):
 
 
 @pytest.mark.parametrize("batch", [1, None])  # a program exported at one fixed batch, or at any
-def test_a_program_that_returns_two_tensors_is_not_a_classifier(tmp_path, batch):
+def test_a_program_that_returns_two_tensors_is_read_by_its_first(tmp_path, batch):
+    # It was refused as "not a classifier: ... returns a tuple of 2".
     class Two(nn.Module):
         def __init__(self):
             super().__init__()
+            torch.manual_seed(6)
             self.conv = nn.Conv2d(1, 3, 3)
 
         def forward(self, x):
             y = self.conv(x).mean((2, 3))
-            return y, y
+            return y, y * 2
 
     x = torch.zeros(1 if batch else 2, 1, 8, 8)
     dynamic = None if batch else ({0: torch.export.Dim("batch", min=1)},)
     torch.export.save(torch.export.export(Two().eval(), (x,), dynamic_shapes=dynamic), tmp_path / "two.pt2")
-    rows = 1 if batch else 2  # a program fixed to one image runs two as two batches of one: the first one's answer
-    hint = "" if batch else \
-        r" \(if its first, 2 x 3, is the logits, explore a module:function that returns them alone\)"
-    with pytest.raises(CnnlabError, match=rf"two.pt2 is not a classifier: for 2 images it returns a tuple of 2 "
-                                          rf"\({rows} x 3, {rows} x 3\), expected 2 x classes of float logits{hint}$"):
-        open_model(tmp_path / "two.pt2")
+    model = open_model(tmp_path / "two.pt2")
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():  # a program fixed to one image runs three as three batches of one
+        assert torch.allclose(model.logits(images), Two()(images.float() / 255)[0], atol=1e-6)
+    assert "The program has 2 outputs: its first, N x 3, is read as the class scores (not N x 3)." in model.notes
 
 
 def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(tmp_path):
@@ -2065,7 +2168,7 @@ class _Returns(nn.Module):
                     for _ in range(x.shape[0])]
         if self.what == "segments":  # as torchvision's segmentation models return
             return {"out": y}
-        return y.mean((2, 3)), y  # logits and features
+        return y, y.mean((2, 3))  # per-pixel scores first, then an image's
 
 
 @pytest.mark.parametrize("what, said", [
@@ -2073,9 +2176,9 @@ class _Returns(nn.Module):
               r"\(these are a detector's boxes: the explorer explains image classifiers\)$"),
     ("segments", r"returns a dict of 'out' \(2 x 4 x 8 x 8\), expected 2 x classes of float logits \(a map of "
                  r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
-    ("two", r"returns a tuple of 2 \(2 x 4, 2 x 4 x 8 x 8\), expected 2 x classes of float logits \(if its first, "
-            r"2 x 4, is the logits, explore a module:function that returns them alone\)$")])
-def test_a_detector_a_segmentation_model_and_two_outputs_are_told_what_they_return(what, said):
+    ("segments first", r"returns a tuple of 2 \(2 x 4 x 8 x 8, 2 x 4\), expected 2 x classes of float logits \(a map "
+                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$")])
+def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
     """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why."""
     from cnnlab.explore.torch_models import ModuleModel
 

@@ -291,8 +291,34 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None) -> in
         shown = " x ".join(map(str, shape)) if shape is not None else _structure(out)
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
         raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shown}{kind}, "
-                          f"expected {n} x classes of float logits{_what_it_is(out, n)}")
+                          f"expected {n} x classes of float logits{_what_it_is(out)}")
     return int(shape[1])
+
+
+def first_output(out: Any) -> tuple[Any, tuple[Any, ...]]:
+    """A model's class scores among what it returned, and its other outputs: ``out`` itself and none, or, for a tuple
+    or list whose first item is a float 2-d tensor (logits with an auxiliary head's, or with the features before
+    them), that item and the rest. A detector's list of dicts or a segmentation model's maps come back whole, for
+    :func:`logits_count` to refuse by what they are."""
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) and out[0].dim() == 2 and \
+            out[0].is_floating_point():
+        return out[0], tuple(out[1:])
+    return out, ()
+
+
+def outputs_note(noun: str, first: str, others: list[str]) -> tuple[str, ...]:
+    """What the page says of a model of several outputs (none for one): how many, and that its first, named
+    ``first``, is read as the class scores and not the ``others``. Every kind says it in these words."""
+    if not others:
+        return ()
+    return (f"The {noun} has {len(others) + 1} outputs: its first, {first}, is read as the class scores (not "
+            f"{', '.join(others)}).",)
+
+
+def per_image_shape(value: Any) -> str:
+    """One output of a model as the page names it, whatever the batch: ``N x 1000``, or its type if no tensor."""
+    shape = getattr(value, "shape", None)
+    return " x ".join(["N", *map(str, shape[1:])]) if shape is not None and len(shape) else type(value).__name__
 
 
 def _shape_of(value: Any) -> str:
@@ -320,19 +346,16 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
-def _what_it_is(out: Any, n: int) -> str:
-    """A hint after the refusal: a detector's boxes or a segmentation model's per-pixel scores are no class scores;
-    a tuple whose first tensor is the logits can be returned alone."""
+def _what_it_is(out: Any) -> str:
+    """A hint after the refusal: a detector's boxes or a segmentation model's per-pixel scores (alone, in a dict, or
+    first of several outputs) are no class scores."""
     values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
     if values and all(isinstance(v, dict) for v in values) and any("boxes" in v for v in values):
         return " (these are a detector's boxes: the explorer explains image classifiers)"
     if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4 or \
-            isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values):
+            isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values) or \
+            isinstance(out, (list, tuple)) and values and getattr(values[0], "ndim", 0) == 4:
         return " (a map of scores per pixel is a segmentation model's: the explorer explains image classifiers)"
-    first = values[0] if values and isinstance(out, (list, tuple)) else None
-    if first is not None and getattr(first, "ndim", 0) == 2 and first.shape[0] == n:
-        return (f" (if its first, {_shape_of(first)}, is the logits, explore a module:function that returns "
-                "them alone)")
     return ""
 
 

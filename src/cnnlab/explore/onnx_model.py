@@ -15,14 +15,21 @@ the graph where it says it:
   (the page states which);
 * class names: ``--classes``, else the ``cnnlab.classes`` metadata, else the image folder's class subfolders;
 * the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen size),
-  parameters from the initializers each node reads; first-layer kernels: the first Conv's weight initializer.
+  parameters from the initializers each node reads; first-layer kernels: the first Conv's weight initializer;
+* each layer's name: the path of the module it ran in, where torch's exporter wrote it into the node's metadata
+  (``layer1.0.conv2``; ``torch.onnx.export(dynamo=True)`` names the nodes themselves by their op, ``node_Conv_292``),
+  else the node's name (the older exporter's ``/layer1/layer1.0/conv2/Conv``), numbered ``#2``, ``#3`` where several
+  share one.
 
 There are no gradients, so the attribution is occlusion sensitivity (:func:`cnnlab.explore.model.occlusion`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ast
+import functools
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,7 @@ from cnnlab.explore.model import (
     Options,
     logits_count,
     occlusion_pngs,
+    outputs_note,
     per_image,
     read_outputs,
     square_as_exported,
@@ -64,6 +72,10 @@ QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul"
                      "QGemm": (3, 6)}  # com.microsoft's, for a Linear quantized by onnxruntime (QOperator format)
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
 PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
+# Where torch.onnx.export(dynamo=True) writes the modules a node ran in, outermost first, then the FX node's own
+# name: name_scopes as a list's repr, "['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']", and namespace as
+# "path: class" parts, ": torchvision.models.resnet.ResNet/layer1: ...Sequential/.../relu_1: aten.relu.default".
+NAME_SCOPES, NAMESPACE = "pkg.torch.onnx.name_scopes", "namespace"
 
 
 def _dims(value_info) -> list[int | str | None]:
@@ -166,7 +178,7 @@ class OnnxModel:
         self.shapes = shapes
         self.layouts = self._read_layouts()  # each value's, read once: the graph does not change
         self.from_image = self._from_image()
-        self.stage_nodes = [n for n in graph.node if n.op_type in STAGE_OPS and n.output and n.output[0]
+        self.stage_nodes = [n for n in self.nodes if n.op_type in STAGE_OPS and n.output and n.output[0]
                             and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image]
         # Every stage's first output becomes a graph output of a copy of the model (the file is not touched), of
         # the type shape inference gave it (float32 where it gave none).
@@ -201,9 +213,7 @@ class OnnxModel:
         if one_at_a_time:
             self.notes += ("The graph's batch axis is free, but it fails on two images at once: images are run one "
                            "at a time.",)
-        if others:
-            self.notes += (f"The graph has {len(others) + 1} outputs: its first, {self.output_name!r}, is read as the "
-                           f"class scores (not {', '.join(map(repr, others))}).",)
+        self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
 
     # ------------------------------------------------------------------------------------------------- reading
@@ -392,7 +402,7 @@ class OnnxModel:
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         out = self._run(image[None])
-        rows = [Row(node.name or node.output[0], node.op_type,
+        rows = [Row(self._names[id(node)], node.op_type,
                     as_nchw(torch.from_numpy(np.array(out[node.output[0]], dtype=np.float32)),
                             self.layouts.get(node.output[0])))
                 for node in self.stage_nodes if node.output[0] in out]
@@ -402,9 +412,12 @@ class OnnxModel:
         weight = self._first_conv_weight()
         return None if weight is None else torch.from_numpy(weight.astype(np.float32))
 
-    def layers(self) -> list[dict[str, Any]]:
-        # A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers: that row is left out and
-        # the quantized weight counted with its layer; scales and zero points are not parameters.
+    @functools.cached_property
+    def _table(self) -> list[tuple[Any, int]]:
+        """The nodes of the layer table, in the order they run (the stages among them), and the parameters of each.
+
+        A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers: that row is left out and
+        the quantized weight counted with its layer; scales and zero points are not parameters."""
         dequantized = {n.output[0]: n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"
                        and n.output and all(i in self.initializers for i in n.input)}
         counted: set[str] = set()
@@ -432,22 +445,66 @@ class OnnxModel:
                 total += int(np.prod(tensor.dims))
             return total
 
-        rows = []
+        table = []
         for node in self.nodes:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
                 continue
             params = params_of(node)
-            if node.op_type not in STAGE_OPS and not params:
-                continue
+            if node.op_type in STAGE_OPS or params:
+                table.append((node, params))
+        return table
+
+    @functools.cached_property
+    def _names(self) -> dict[int, str]:
+        """Each layer's name on the page (:func:`_layer_name`), by ``id`` of its node: one per row of the layer
+        table and of the stages (which are among them), none the output row's."""
+        nodes = [node for node, _ in self._table]
+        names = _unique((_layer_name(node) for node in nodes), taken={self.output_name})
+        return {id(node): name for node, name in zip(nodes, names, strict=True)}
+
+    def layers(self) -> list[dict[str, Any]]:
+        rows = []
+        for node, params in self._table:
             shape = self.shapes.get(node.output[0]) if node.output else None
             # one image's: without the batch axis, unless the value is the network's own (a learnt gate)
             mine = node.output and node.output[0] not in self.from_image
-            rows.append({"name": node.name or node.output[0], "op": node.op_type,
+            rows.append({"name": self._names[id(node)], "op": node.op_type,
                          "shape": list(shape or []) if mine else [d for d in (shape or [])[1:]], "params": params})
         return rows
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         return occlusion_pngs(self, image, target)
+
+
+def _layer_name(node) -> str:
+    """A node's name on the page: the path of the module it ran in, where torch's exporter recorded one in its
+    metadata (:data:`NAME_SCOPES`, else :data:`NAMESPACE`), else its own name, else its first output's."""
+    props = {p.key: p.value for p in node.metadata_props}
+    try:  # a list's repr; literal_eval builds literals and runs nothing
+        scopes = ast.literal_eval(props[NAME_SCOPES]) if NAME_SCOPES in props else None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        scopes = None
+    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+        scopes = [part.partition(": ")[0] for part in props.get(NAMESPACE, "").split("/")]
+    # the innermost module's path, before the FX node's own name; '' for an op of the root module's own forward
+    path = scopes[-2] if len(scopes) > 1 else ""
+    return path or node.name or (node.output[0] if node.output else node.op_type)
+
+
+def _unique(names: Iterable[str], taken: set[str]) -> list[str]:
+    """``names`` made unique, as the PyTorch kinds number theirs: the second ``relu`` is ``relu#2`` (a module called
+    twice, or an op that the exporter wrote as several nodes); none is one of ``taken``."""
+    counts: Counter[str] = Counter()
+    seen, unique = set(taken), []
+    for name in names:
+        counts[name] += 1
+        label = name if counts[name] == 1 else f"{name}#{counts[name]}"
+        while label in seen:
+            counts[name] += 1
+            label = f"{name}#{counts[name]}"
+        seen.add(label)
+        unique.append(label)
+    return unique
 
 
 def _final_op(producers: dict, output: str) -> str | None:

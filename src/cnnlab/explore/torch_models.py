@@ -54,9 +54,12 @@ from cnnlab.explore.model import (
     InputSpec,
     Options,
     Scoring,
+    first_output,
     gradient_pngs,
     logits_count,
+    outputs_note,
     per_image,
+    per_image_shape,
     read_outputs,
     square_as_exported,
     stored_classes,
@@ -255,6 +258,19 @@ class _TorchModel:
     classes: tuple[str, ...]
     scoring: Scoring
     tta = False
+    _outputs: tuple[str, ...] = ()  # a model of several outputs: each one's shape (N x classes first), for the note
+
+    def _scores_of(self, out: Any) -> Any:
+        """The class scores among what the model returned (:func:`cnnlab.explore.model.first_output`): the first of
+        a tuple of outputs, as the ONNX kind reads a graph's first output; the others are named on the page."""
+        scores, others = first_output(out)
+        if others:
+            self._outputs = tuple(per_image_shape(o) for o in (scores, *others))
+        return scores
+
+    def _outputs_note(self, noun: str) -> tuple[str, ...]:
+        """What the page says of a model of several outputs: which one it reads (nothing for one output)."""
+        return outputs_note(noun, self._outputs[0], list(self._outputs[1:])) if self._outputs else ()
 
     def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
         """The stages of one pass over ``x`` (the last row the model's output) and the last spatial values it made
@@ -404,7 +420,8 @@ class ExportedModel(_TorchModel):
                                                          self._final_op(), stored, folder_classes, str(path),
                                                          "program", sample=self._sample())
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
-                      f"(no pickles or code). Class names: {where}.", *self.scoring.notes())
+                      f"(no pickles or code). Class names: {where}.", *self._outputs_note("program"),
+                      *self.scoring.notes())
         self.notes += token_notes(self, "program")
 
     def _conv_in(self) -> int | None:
@@ -448,11 +465,11 @@ class ExportedModel(_TorchModel):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.batch is None:
-            return self.module(x)
+            return self._scores_of(self.module(x))
         outs = []
         for start in range(0, x.shape[0], self.batch):
             chunk, real = self._padded(x[start:start + self.batch])
-            out = self.module(chunk)
+            out = self._scores_of(self.module(chunk))
             if not isinstance(out, torch.Tensor):  # not one tensor of logits: the classifier check says what it is
                 return out
             outs.append(out[:real])
@@ -595,7 +612,8 @@ class ModuleModel(_TorchModel):
                                                          name, "module", stored_in, self._sample())
         wrapped = (f"Its forward returns {self._wrapped_in}: its logits are read as the class scores.",) \
             if self._wrapped_in else ()
-        self.notes = (f"{note} Class names: {where}.".lstrip(), *wrapped, *self.scoring.notes())
+        self.notes = (f"{note} Class names: {where}.".lstrip(), *wrapped, *self._outputs_note("module"),
+                      *self.scoring.notes())
         self.notes += (*token_notes(self, "module"), *self._unused())
 
     @classmethod
@@ -683,14 +701,15 @@ class ModuleModel(_TorchModel):
         return explored
 
     def _run(self, x: torch.Tensor) -> Any:
-        """The model on ``x`` (under ``_passes``), its output as class scores: a tensor, or the ``logits`` tensor of
-        an output object, as Hugging Face's image classifiers return (``ImageClassifierOutput``), named on the page."""
+        """The model on ``x`` (under ``_passes``), its output as class scores: a tensor, the ``logits`` tensor of
+        an output object, as Hugging Face's image classifiers return (``ImageClassifierOutput``), or the first of a
+        tuple of outputs (:meth:`_scores_of`), each named on the page."""
         out = self.model(x)
         logits = getattr(out, "logits", None)
         if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor):
             self._wrapped_in = type(out).__name__
             return logits
-        return out
+        return self._scores_of(out)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._passes:
