@@ -137,7 +137,7 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
     files = image_files(images)
     if not files:
         raise CnnlabError("expected at least one image file, got none")
-    if names_a_checkpoint(checkpoint):
+    if names_a_checkpoint(checkpoint) or Path(checkpoint).is_dir():  # a run folder: told its best.pt
         trained = load_trained(checkpoint, device)
         meta = trained.meta
         read = dict(channels=meta.channels, size=meta.image_size, crop=meta.crops_pictures)
