@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from cnnlab.cli import main
 from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import decode_upload
+from cnnlab.explore.model import Options
 from cnnlab.explore.sources import open_with_images
 from cnnlab.export import export_checkpoint
 from cnnlab.inference import load_trained, predict_logits
@@ -430,3 +432,121 @@ def test_a_reader_that_leaves_early_does_not_hide_a_bad_file(folder, tmp_path):
     assert done.returncode == 2 and "broken.png" in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
 
+
+
+# ----------------------------------------------------------------------------- a model from elsewhere
+def _pictures(folder: Path, channels: int, n: int = 4) -> list[Path]:
+    """``n`` random pictures of different sizes (not the model's), as PNG files."""
+    g = np.random.default_rng(7)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        shape = (17 + 9 * i, 41 - 5 * i) + ((3,) if channels == 3 else ())
+        paths.append(folder / f"p{i}.png")
+        Image.fromarray(g.integers(0, 256, shape, dtype=np.uint8)).save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_an_export_predicts_what_its_checkpoint_does(tmp_path, fmt, capsys):
+    # The file a deployment loads, asked about the same pictures by the same command as its checkpoint: predict
+    # refused it as "not a PyTorch checkpoint", so an export could only be checked on the test set (--verify).
+    ckpt = _checkpoint(tmp_path / "model.pt", 3, 32)
+    exported = export_checkpoint(ckpt, tmp_path / f"model.{fmt}", format=fmt)
+    paths = _pictures(tmp_path / "pictures", 3)
+    want = predict_files(ckpt, paths, topk=4, device="cpu")
+    got = predict_files(exported, paths, topk=4)
+    for w, g in zip(want, got, strict=True):
+        assert [t["class"] for t in g["top"]] == [t["class"] for t in w["top"]]
+        assert [t["probability"] for t in g["top"]] == pytest.approx([t["probability"] for t in w["top"]], abs=1e-5)
+    assert main(["predict", str(exported), str(tmp_path / "pictures"), "--json"]) == 0
+    assert [r["top"][0]["class"] for r in json.loads(capsys.readouterr().out)] == \
+        [r["top"][0]["class"] for r in want]
+
+
+def _tiny_net():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+
+
+def test_anyones_onnx_file_is_read_as_the_flags_say(tmp_path):
+    # An ONNX file of a network nobody here trained, with its preprocessing outside (ImageNet-style mean/std): the
+    # probabilities are the softmax of the network run by torch on the picture decoded at its input and normalised.
+    net = _tiny_net()
+    with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation: a file as older tools wrote it
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 24, 24),), str(tmp_path / "net.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    (tmp_path / "classes.txt").write_text("ant\nbee\nwasp\n")
+    paths = _pictures(tmp_path / "pictures", 3)
+    options = Options.from_flags(classes=tmp_path / "classes.txt", mean=[0.5, 0.4, 0.3], std=[0.2])
+    results = predict_files(tmp_path / "net.onnx", paths, topk=3, options=options)
+    x = torch.stack([load_image(p, channels=3, size=24) for p in paths])
+    x = (x - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / 0.2
+    with torch.no_grad():
+        probs = net(x).softmax(1)
+    for r, p in zip(results, probs, strict=True):
+        assert [t["class"] for t in r["top"]] == [("ant", "bee", "wasp")[i] for i in p.topk(3).indices.tolist()]
+        assert [t["probability"] for t in r["top"]] == pytest.approx(p.topk(3).values.tolist(), abs=1e-5)
+
+
+def tiny_net():
+    """``module:function`` for the test below."""
+    return _tiny_net()
+
+
+def test_a_module_function_model_needs_its_input_size_and_is_run_as_torch_runs_it(tmp_path, capsys):
+    paths = _pictures(tmp_path / "pictures", 3, n=2)
+    spec = "test_predict:tiny_net"
+    assert main(["predict", spec, *map(str, paths)]) == 2
+    assert "has no fixed input size; pass --input-size" in capsys.readouterr().err
+    assert main(["predict", spec, *map(str, paths), "--input-size", "20", "--json", "--top", "1"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    x = torch.stack([load_image(p, channels=3, size=20) for p in paths])
+    with torch.no_grad():
+        probs = _tiny_net()(x).softmax(1)
+    assert [r["top"][0]["index"] for r in results] == probs.argmax(1).tolist()
+    assert [r["top"][0]["class"] for r in results] == [f"class {i}" for i in probs.argmax(1).tolist()]
+    assert [r["top"][0]["probability"] for r in results] == pytest.approx(probs.max(1).values.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--input-size", "40"], "--input-size, --mean, --std, --pixel-range, --bgr, --layout and --multi-label are for "
+                             "models from elsewhere; a cnnlab checkpoint records its own"),
+    (["--mean", "0.5"], "are for models from elsewhere; a cnnlab checkpoint records its own"),
+])
+def test_a_checkpoint_refuses_the_flags_of_a_model_from_elsewhere(tmp_path, flags, needle, capsys):
+    ckpt = _checkpoint(tmp_path / "model.pt", 3, 32)
+    paths = _pictures(tmp_path / "pictures", 3, n=1)
+    assert main(["predict", str(ckpt), str(paths[0]), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+
+
+def test_a_checkpoint_takes_class_names_and_an_export_no_device(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "model.pt", 3, 32)
+    paths = _pictures(tmp_path / "pictures", 3, n=1)
+    (tmp_path / "names.txt").write_text("a\nb\nc\nd\n")
+    assert main(["predict", str(ckpt), str(paths[0]), "--classes", str(tmp_path / "names.txt"), "--json"]) == 0
+    assert {t["class"] for t in json.loads(capsys.readouterr().out)[0]["top"]} <= set("abcd")
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    assert main(["predict", str(ckpt), str(paths[0]), "--classes", str(tmp_path / "three.txt")]) == 2
+    assert "--classes names 3 classes, but" in capsys.readouterr().err
+    exported = export_checkpoint(ckpt, tmp_path / "model.onnx")
+    assert main(["predict", str(exported), str(paths[0]), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device cuda applies to a cnnlab checkpoint" in err
+
+
+def test_predicting_with_an_onnx_file_needs_no_web_stack(tmp_path):
+    # The explorer's models are opened without its server: Starlette and uvicorn (the explore extra) stay out.
+    ckpt = _checkpoint(tmp_path / "model.pt", 1, 20)
+    exported = export_checkpoint(ckpt, tmp_path / "model.onnx")
+    paths = _pictures(tmp_path / "pictures", 1, n=1)
+    code = ("import sys; from cnnlab.cli import main; code = main(['predict', sys.argv[1], sys.argv[2]]); "
+            "print(sorted(m for m in ('starlette', 'uvicorn') if m in sys.modules)); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, str(exported), str(paths[0])], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]" and done.stdout.startswith(f"{paths[0]}: ")

@@ -237,7 +237,7 @@ def _cmd_predict(args) -> int:
     from cnnlab.predict import format_predictions, predict_files
 
     results = predict_files(args.checkpoint, args.images, invert=args.invert, topk=args.top, device=args.device,
-                            skip_bad=True)
+                            skip_bad=True, options=_model_options(args))
     failed = [r for r in results if "error" in r]
     if args.json or len(failed) < len(results):
         try:
@@ -251,6 +251,18 @@ def _cmd_predict(args) -> int:
     for r in failed:  # one line each, after the good ones; the exit code says that some failed
         print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def _model_options(args):
+    """The model flags as :class:`cnnlab.explore.model.Options`, or None where none was given (a checkpoint's
+    prediction then needs nothing of the explorer)."""
+    flags = ("classes", "input_size", "mean", "std", "pixel_range", "bgr", "layout", "multi_label", "weights")
+    given = {name: getattr(args, name) for name in flags}
+    if not any(v not in (None, False) for v in given.values()):
+        return None
+    from cnnlab.explore.model import Options
+
+    return Options.from_flags(**given)
 
 
 def _cmd_export(args) -> int:
@@ -380,6 +392,32 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that say how to feed a model from elsewhere (its classes, input size, normalisation, layout), for
+    ``explore`` and ``predict``: read by :meth:`cnnlab.explore.model.Options.from_flags`."""
+    p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
+    p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
+                   "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
+                   "(256x128)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, on the "
+                   "scale of --pixel-range and in the model's channel order (default: none)")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
+    p.add_argument("--pixel-range", choices=("0-1", "0-255"), help="the range of a model's input pixels before "
+                   "--mean/--std: 0-1 (pixels / 255, the default, as torchvision's models) or 0-255 (the values "
+                   "themselves, as Caffe-converted models and Keras's 'caffe' preprocessing)")
+    p.add_argument("--bgr", action="store_true", help="the model takes blue, green, red channels (OpenCV's and "
+                   "Caffe's order) instead of RGB")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), help="a model's input layout when the graph does not "
+                   "tell (NHWC: Keras/TensorFlow)")
+    p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own class's "
+                   "probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a model that "
+                   "ends in Sigmoid is read so anyway, and without it a model of one output is a binary classifier")
+    p.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict(), FILE), read "
+                   "weights-only, or a .safetensors file) for the network named: an ImageNet backbone's architecture "
+                   "fine-tuned elsewhere (imagenet-resnet18 --weights mine.pth: its classes and input channels read "
+                   "from the file) or what module:function builds")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on "
                      "Fashion-MNIST, another registered dataset or a folder of your images; "
@@ -427,8 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("predict", help="classify image files with a checkpoint")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("predict", help="classify image files with a checkpoint, or any classifier explore opens")
+    p.add_argument("checkpoint", metavar="model", help="a cnnlab checkpoint (.pt), or a model from elsewhere as "
+                   "explore takes it: a .onnx or .pt2 file (a cnnlab export, or anyone's), an ImageNet backbone's "
+                   "name (imagenet-resnet18) or module:function (imports and calls YOUR code)")
     p.add_argument("images", nargs="+", help="image files, or folders whose image files are all classified (a bad "
                    "file is reported on stderr and skipped; the exit code is then 2)")
     p.add_argument("--invert", action="store_true",
@@ -436,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_flag_type(_count("--top")), default=3, help="the classes shown per image (default 3)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    _add_model_flags(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint for deployment (ONNX with preprocessing inside)")
@@ -463,27 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(imagenet-resnet18: its weights and class names), or module:function (imports and calls YOUR "
                    "code: a function returning an nn.Module)")
     p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
-    p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
-    p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
-                   "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
-                   "(256x128)")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, on the "
-                   "scale of --pixel-range and in the model's channel order (default: none)")
-    p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
-    p.add_argument("--pixel-range", choices=("0-1", "0-255"), help="the range of a model's input pixels before "
-                   "--mean/--std: 0-1 (pixels / 255, the default, as torchvision's models) or 0-255 (the values "
-                   "themselves, as Caffe-converted models and Keras's 'caffe' preprocessing)")
-    p.add_argument("--bgr", action="store_true", help="the model takes blue, green, red channels (OpenCV's and "
-                   "Caffe's order) instead of RGB")
-    p.add_argument("--layout", choices=("NCHW", "NHWC"), help="a model's input layout when the graph does not "
-                   "tell (NHWC: Keras/TensorFlow)")
-    p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own class's "
-                   "probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a model that "
-                   "ends in Sigmoid is read so anyway, and without it a model of one output is a binary classifier")
-    p.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict(), FILE), read "
-                   "weights-only, or a .safetensors file) for the network named: an ImageNet backbone's architecture "
-                   "fine-tuned elsewhere (imagenet-resnet18 --weights mine.pth: its classes and input channels read "
-                   "from the file) or what module:function builds")
+    _add_model_flags(p)
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
                    "network) with the chosen images through every stage, instead of serving")
     p.add_argument("--force", action="store_true", help="overwrite an existing --export file")

@@ -1,24 +1,35 @@
-"""Classifying image files with a trained checkpoint (``cnnlab predict CHECKPOINT IMAGE_OR_FOLDER...``).
+"""Classifying image files (``cnnlab predict MODEL IMAGE_OR_FOLDER...``) with a trained checkpoint, or with any
+classifier the explorer opens.
 
 Any PNG/JPEG/... that PIL reads, of any size, colour or grey, becomes an image like the checkpoint's dataset
 stored: grey for a 1-channel model, RGB for a 3-channel one, centred on a square canvas (centre-cropped instead for a
 model of a folder of images, as its training images were), resized with an antialiasing filter to the dataset's image
 side, values in [0, 1]; then the checkpoint's own preprocessing (resize
 to the model's input, normalisation, flip-TTA) runs exactly as in evaluation (:meth:`cnnlab.inference.Trained.logits`).
+
+A model from elsewhere (a cnnlab export as ONNX or ``.pt2``, anyone's ONNX file or ``torch.export`` program, an
+ImageNet backbone by name, ``module:function``) is opened as ``cnnlab explore`` opens it
+(:func:`cnnlab.explore.sources.open_model`, with the same flags for what its file does not say): each picture is
+decoded the same way at the model's input, and the probabilities are the ones the explorer's page shows. So an
+export can be checked on the files it will meet in deployment with the command that checked its checkpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained
-from cnnlab.picture import picture_extensions, read_picture
+from cnnlab.picture import as_hw, picture_extensions, read_picture
+from cnnlab.runs.checkpoint import names_a_checkpoint
+
+if TYPE_CHECKING:  # the explorer's models are opened only for a model from elsewhere
+    from cnnlab.explore.model import Options
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
 # Refused before decoding (cnnlab.picture): the pictures a folder of images is read up to, so that a model trained on
@@ -30,7 +41,15 @@ MAX_BYTES = 4 * 2**30
 
 def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int = SIDE,
                crop: bool = False) -> torch.Tensor:
-    """Read one image file as a float ``channels x size x size`` tensor in [0, 1], like a dataset's stored image.
+    """Read one image file as a float ``channels x size x size`` tensor in [0, 1], like a dataset's stored image
+    (:func:`read_image`'s pixels divided by 255)."""
+    return read_image(path, invert, channels=channels, size=size, crop=crop).float() / 255
+
+
+def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int | tuple[int, int] = SIDE,
+               crop: bool = False) -> torch.Tensor:
+    """Read one image file as a uint8 ``channels x size x size`` tensor (``channels x height x width`` for a
+    ``size`` of ``(height, width)``), like a dataset's stored image.
 
     The decoding (EXIF orientation, transparency, grey or RGB, padding to a square, Lanczos resize, ``invert``) is
     :func:`cnnlab.picture.read_picture`'s, the explorer's too, so both feed a model the same input.
@@ -39,7 +58,8 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
         path: the image file.
         invert: for dark subjects on a light background (Fashion-MNIST's garments are light on black).
         channels: 1 or 3, as the model was trained.
-        size: side of the dataset's stored images (a checkpoint's ``meta.image_size``).
+        size: side of the dataset's stored images (a checkpoint's ``meta.image_size``), or a model's input height
+            and width.
         crop: decode as a folder of images decodes its files (a checkpoint's ``meta.crops_pictures``).
 
     Raises:
@@ -48,13 +68,13 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
     """
     if channels not in (1, 3):
         raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
-    positive_int(size, "size")
+    for side in as_hw(size):
+        positive_int(side, "size")
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"image {path} does not exist or is not a file")
-    image = read_picture(path, name=f"image {path}", channels=channels, size=size, invert=invert,
-                         max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, crop=crop)
-    return image.float() / 255
+    return read_picture(path, name=f"image {path}", channels=channels, size=size, invert=invert,
+                        max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, crop=crop)
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -81,8 +101,8 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: bool = False, topk: int = 3,
-                  device: str = "auto", skip_bad: bool = False) -> list[dict[str, Any]]:
-    """Classify image files (and the image files in folders) with a trained checkpoint.
+                  device: str = "auto", skip_bad: bool = False, options: Options | None = None) -> list[dict[str, Any]]:
+    """Classify image files (and the image files in folders) with a trained checkpoint, or a model from elsewhere.
 
     Each image is read as the checkpoint's dataset stores images (:func:`load_image` with its channels and image
     size). Fashion-MNIST garments are light on a black background: photos of clothes on a light background (most
@@ -90,19 +110,24 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
     garment on white, which it never met in training, and its answers are meaningless.
 
     Args:
-        checkpoint: a ``.pt`` file written by ``cnnlab train``.
+        checkpoint: a ``.pt`` file written by ``cnnlab train``; or any model ``cnnlab explore`` opens: a ``.onnx``
+            or ``.pt2`` file (a cnnlab export, or anyone's), an ImageNet backbone's name (``imagenet-resnet18``) or
+            ``module:function`` (which imports and calls that code), run on the CPU.
         images: paths of PNG/JPEG/... files of any size, colour or grey, or folders of them (sorted by name).
         invert: invert the pixel values (for dark-on-light pictures).
         topk: how many classes to return per image (at most the number of classes).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (a checkpoint's; other models run on the CPU).
         skip_bad: an unreadable image becomes ``{"file", "error"}`` in the results instead of raising.
+        options: a :class:`cnnlab.explore.model.Options`, what the user says about a model from elsewhere
+            (``--classes``, ``--input-size``, ``--mean``, ...), as ``cnnlab explore`` takes it.
 
     Returns:
         One dict per image, in order: ``{"file", "top": [{"class", "index", "probability"}, ...]}``, or
         ``{"file", "error"}`` for a bad image when ``skip_bad``.
 
     Raises:
-        CnnlabError: a bad checkpoint or argument, or (unless ``skip_bad``) a bad image, in one line naming it.
+        CnnlabError: a bad checkpoint, model or argument, or (unless ``skip_bad``) a bad image, in one line naming
+            it.
 
     Example:
         >>> predict_files("runs/lenet/best.pt", ["shirt.jpg"], invert=True)  # doctest: +SKIP
@@ -112,23 +137,48 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
     files = image_files(images)
     if not files:
         raise CnnlabError("expected at least one image file, got none")
-    trained = load_trained(checkpoint, device)
-    meta = trained.meta
+    if names_a_checkpoint(checkpoint) or Path(checkpoint).is_dir():  # a run folder: told its best.pt
+        trained = load_trained(checkpoint, device)
+        meta = trained.meta
+        read = dict(channels=meta.channels, size=meta.image_size, crop=meta.crops_pictures)
+        classes = meta.classes
+        if options is not None:
+            options.check_records_its_own()
+            classes = options.classes or classes
+            if len(classes) != meta.num_classes:
+                raise CnnlabError(f"--classes names {len(classes)} classes, but {checkpoint} has {meta.num_classes}")
+
+        def probabilities(batch: torch.Tensor) -> torch.Tensor:
+            # the one call into the inference path (preprocessing, model, TTA as the run evaluated)
+            return trained.logits(batch).softmax(1)
+    else:
+        if device not in ("auto", "cpu"):
+            raise CnnlabError(f"--device {device} applies to a cnnlab checkpoint; {checkpoint} is a model from "
+                              "elsewhere, run on the CPU; expected no --device for it")
+        # A model from elsewhere goes through the explorer's opening of it (onnx, onnxruntime or the user's code).
+        from cnnlab.explore.sources import open_model
+
+        model = open_model(checkpoint, options)
+        spec = model.spec
+        read = dict(channels=spec.channels, size=spec.hw, crop=spec.crop)
+        classes = model.classes
+
+        def probabilities(batch: torch.Tensor) -> torch.Tensor:
+            return model.scoring.probabilities(model.logits(batch))
     loaded: dict[int, torch.Tensor] = {}
     results: list[dict[str, Any]] = [{"file": str(path)} for path in files]
     for i, path in enumerate(files):
         try:
-            loaded[i] = load_image(path, invert=invert, channels=meta.channels, size=meta.image_size,
-                                   crop=meta.crops_pictures)
+            loaded[i] = read_image(path, invert, **read)
         except CnnlabError as e:
             if not skip_bad:
                 raise
             results[i]["error"] = str(e)
-    if loaded:  # the one call into the inference path (preprocessing, model, TTA as the run evaluated)
-        probs = trained.logits(torch.stack(list(loaded.values()))).softmax(1)  # N x classes
+    if loaded:
+        probs = probabilities(torch.stack(list(loaded.values())))  # uint8 pictures -> N x classes
         top = probs.topk(min(topk, probs.shape[1]), dim=1)
         for i, values, indices in zip(loaded, top.values.tolist(), top.indices.tolist(), strict=True):
-            results[i]["top"] = [{"class": meta.classes[k], "index": k, "probability": p}
+            results[i]["top"] = [{"class": classes[k], "index": k, "probability": p}
                                  for p, k in zip(values, indices, strict=True)]
     return results
 

@@ -16,7 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
-from cnnlab.explore.model import Options, read_classes
+from cnnlab.explore.model import Options
 from cnnlab.explore.page import check_export_file, export_page
 from cnnlab.explore.server import create_app, create_model_app
 from cnnlab.explore.sources import open_with_images
@@ -189,9 +189,7 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
                               "(a .onnx, .pt2 or .pt file, or "
                               f"module:function); {source} is a folder, served as runs{hint}")
         return serve(source, host=host, port=port, open_browser=open_browser)
-    options = Options(classes=read_classes(classes) if classes is not None else None, input_size=input_size,
-                      mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
-                      pixel_range=pixel_range, bgr=bgr, layout=layout, multi_label=multi_label, weights=weights)
+    options = Options.from_flags(classes, input_size, mean, std, pixel_range, bgr, layout, multi_label, weights)
     if export is not None:
         if images is None:
             raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")

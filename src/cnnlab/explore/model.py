@@ -419,6 +419,23 @@ class Options:
                 for v in values:
                     number(v, name, low=low, low_open=low is not None)
 
+    @classmethod
+    def from_flags(cls, classes: str | Path | None = None, input_size: int | tuple[int, int] | None = None,
+                   mean: Any = None, std: Any = None, pixel_range: str | None = None, bgr: bool = False,
+                   layout: str | None = None, multi_label: bool = False,
+                   weights: str | Path | None = None) -> Options:
+        """The options of the CLI's model flags as given (``classes``: the ``--classes`` file, read here)."""
+        return cls(classes=read_classes(classes) if classes is not None else None, input_size=input_size,
+                   mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
+                   pixel_range=pixel_range, bgr=bgr, layout=layout, multi_label=multi_label, weights=weights)
+
+    def check_records_its_own(self) -> None:
+        """Refuse the flags that say how to feed a model from elsewhere for a cnnlab checkpoint, which records its
+        input size, normalisation and scoring itself (``--classes`` may still rename its classes)."""
+        if self.input_size or self.scaling_flags() or self.layout or self.multi_label:
+            raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout and --multi-label are for "
+                              "models from elsewhere; a cnnlab checkpoint records its own")
+
     def scaling_flags(self) -> list[str]:
         """The flags given that say how pixels become the model's input."""
         return [flag for flag, v in (("--mean", self.mean), ("--std", self.std), ("--pixel-range", self.pixel_range),
@@ -697,9 +714,7 @@ class RunModel:
     def open(cls, path: str | Path, options: Options | None = None) -> RunModel:
         """The checkpoint at ``path`` (the flags for models from elsewhere are refused: it records its own)."""
         options = options or Options()
-        if options.input_size or options.scaling_flags() or options.layout or options.multi_label:
-            raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout and --multi-label are for "
-                              "models from elsewhere; a cnnlab checkpoint records its own")
+        options.check_records_its_own()
         try:
             trained = load_trained(path)
         except ForeignCheckpointError as e:

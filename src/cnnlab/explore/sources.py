@@ -17,10 +17,8 @@ from cnnlab.explore.model import ExploreModel, Options, RunModel
 from cnnlab.explore.onnx_model import OnnxModel
 from cnnlab.explore.torch_models import ExportedModel, ModuleModel
 from cnnlab.models.imagenet import BACKBONES
-from cnnlab.models.state_dict import zip_kind
+from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, names_a_checkpoint
 
-# Read by the checkpoint reader: weights alone (a state dict, a .safetensors file) are told how to name their network
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -61,10 +59,10 @@ def open_model(source: str | Path, options: Options | None = None,
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return OnnxModel(path, options, folder_classes)
-    if suffix == ".pt2" or suffix in CHECKPOINT_SUFFIXES and zip_kind(path) == "pt2":  # saved under another name
-        return ExportedModel(path, options, folder_classes)
-    if suffix in CHECKPOINT_SUFFIXES:
+    if names_a_checkpoint(path):
         return RunModel.open(path, options)
+    if suffix == ".pt2" or suffix in CHECKPOINT_SUFFIXES:  # a torch.export program, or one saved under another name
+        return ExportedModel(path, options, folder_classes)
     raise CnnlabError(f"{path} is not a model this explorer opens: expected .onnx, .pt2 (torch.export) or a cnnlab "
                       f"checkpoint (.pt), or module:function; got a {suffix or 'file without extension'}")
 

@@ -20,12 +20,22 @@ from cnnlab.io import atomic_write
 from cnnlab.models.state_dict import ARCHIVES, held, is_safetensors, read_safetensors, zip_kind
 
 FORMAT = "cnnlab-checkpoint"
+# The names the checkpoint reader is given a file by; weights alone (a state dict, a .safetensors file) are told how to
+# name their network, and a torch.export program saved under one of them is told apart by its archive
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 # Version 2 adds the "dataset" entry (name, classes, channels, stored image side, mean/std, flip policy) that
 # inference needs for datasets other than Fashion-MNIST; version-1 files (Fashion-MNIST only) are read as
 # version 2 by filling that entry in (:func:`upgrade`).
 VERSION = 2
 READABLE = (1, 2)
 
+
+
+def names_a_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is for the checkpoint reader (:func:`load_checkpoint`) by its name, rather than a model file
+    of another kind: a :data:`CHECKPOINT_SUFFIXES` name that holds no ``torch.export`` program."""
+    path = Path(path)
+    return path.suffix.lower() in CHECKPOINT_SUFFIXES and not (path.is_file() and zip_kind(path) == "pt2")
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (tensors and plain containers only) atomically to ``path``."""
