@@ -87,25 +87,39 @@ def test_a_moved_folder_is_held_to_the_split_the_run_drew(tmp_path, home, capsys
     assert run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(tmp_path / "other")], capsys)[0] == 0
 
 
-def test_eval_names_the_images_it_scores_and_scores_another_folder_without_test_whole(tmp_path, home, capsys):
-    # Another folder without test/ was scored on a seeded sixth of it, drawn as if the model had trained on the rest,
-    # and nothing said which images were scored
-    data, out, other = tmp_path / "split", tmp_path / "run", tmp_path / "new"
+def split_folder_run(tmp_path: Path, capsys) -> tuple[Path, Path]:
+    """A folder with its own train/ and test/ (4 test images), and a run trained on it: (the folder, the run)."""
+    data, out = tmp_path / "split", tmp_path / "run"
     write_classes(data / "train", {"a": 6, "b": 6})
     write_classes(data / "test", {"a": 2, "b": 2}, seed=50)
-    write_classes(other, {"a": 9, "b": 9}, seed=70)  # images the run never saw, in no test/ folder
     assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
                            capsys)[0] == 0
-    code, lines, err = run_with_output(["eval", str(out / "last.pt")], capsys)
-    assert code == 0, err
-    assert lines[1] == f"scored: the 4 test images of folder:{data}"
+    return data, out
+
+
+def test_eval_and_report_score_another_folder_without_test_whole_and_eval_says_which_images(tmp_path, home, capsys):
+    # Another folder without test/ was scored on a seeded sixth of it, drawn as if the model had trained on the rest,
+    # and nothing said which images were scored
+    data, out = split_folder_run(tmp_path, capsys)
+    other = tmp_path / "new"
+    write_classes(other, {"a": 9, "b": 9}, seed=70)  # images the run never saw, in no test/ folder
     code, lines, err = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(other), "--json"], capsys)
     assert code == 0, err
     result = json.loads("\n".join(lines))
     assert result["n"] == 18 and sum(map(sum, result["confusion"])) == 18
     assert result["scored"] == f"all 18 images of folder:{other}: it has no test/ folder and the run did not train " \
         "on it"
-    shutil.rmtree(data / "test")  # the run's own folder without its test split: a drawn one holds trained-on images
+    code, lines, err = run_with_output(["eval", str(out / "last.pt")], capsys)
+    assert code == 0, err
+    assert lines[1] == f"scored: the 4 test images of folder:{data}"
+    assert run_with_output(["report", str(out), "--data-dir", str(other)], capsys)[0] == 0  # the report agrees
+    assert "18 test images, last.pt" in (out / "report.html").read_text()
+
+
+def test_eval_refuses_the_runs_folder_that_lost_its_test_folder(tmp_path, home, capsys):
+    # Its drawn sixth is images the model trained on: it was scored quietly
+    data, out = split_folder_run(tmp_path, capsys)
+    shutil.rmtree(data / "test")
     one_error(["eval", str(out / "last.pt")], capsys, f"folder:{data} had its own test split (a test/ folder) when the "
               f"run trained and has none now", f"expected {data}/test/<class>/<image> back", command="eval")
 
