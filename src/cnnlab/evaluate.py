@@ -121,7 +121,9 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
 
     Args:
         path: a ``.pt`` file written by ``cnnlab train`` (its EMA weights when the run kept them).
-        data_dir: the dataset's folder (default: where the run found it, else the dataset's default lookup).
+        data_dir: the dataset's folder (default: where the run found it, else the dataset's default lookup). A
+            folder without ``test/`` that the run did not train on is scored whole; the result's ``scored`` says
+            which images were (:func:`cnnlab.inference.scored_images`).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: images per forward pass.
         tta: flip-TTA; ``None`` follows the run's own ``tta`` setting, so the number matches its result.json.
@@ -143,7 +145,8 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
 
 
 def format_eval(result: EvalResult) -> str:
-    """Human-readable evaluation: the accuracy line, a per-class table, the confusion matrix as text.
+    """Human-readable evaluation: the accuracy line, which images were scored, a per-class table, the confusion
+    matrix as text.
 
     Confusion-matrix columns are labelled by class index (the per-class table maps index to name) so the
     table fits in 100 columns.
