@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnlab.data import stratified_split
+import cnnlab.data.dataset
+from cnnlab.data import channel_stats, stratified_split
 from cnnlab.errors import CnnlabError
 
 
@@ -82,3 +83,15 @@ def test_bad_values_are_one_line(val, message):
 def test_bad_labels():
     with pytest.raises(CnnlabError, match="1-d integer tensor"):
         stratified_split(torch.rand(10), 0.5)
+
+
+def test_channel_stats_of_a_split_part_are_those_of_its_images_across_chunks(monkeypatch):
+    # --normalize under --val-split takes the training part's statistics, gathered chunk by chunk
+    monkeypatch.setattr(cnnlab.data.dataset, "_STATS_CHUNK", 7)  # several chunks, the last one short
+    images = torch.randint(0, 256, (40, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    train_idx, _ = stratified_split(torch.arange(40) % 4, 0.25, seed=1)
+    part = images[train_idx].double() / 255
+    mean, std = channel_stats(images, train_idx)
+    assert mean == pytest.approx(part.mean((0, 2, 3)).tolist(), rel=1e-12)
+    assert std == pytest.approx(part.std((0, 2, 3)).tolist(), rel=1e-12)
+    assert channel_stats(images) == channel_stats(images, torch.arange(40))

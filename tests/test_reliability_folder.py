@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,10 @@ def test_a_changed_held_out_split_is_refused_by_eval_report_resume_and_explore(t
     recorded = load_checkpoint(out / "last.pt")["dataset"]["held_out"]  # count and hash, in both records
     assert recorded[0] == 5 and json.loads((out / "config.json").read_text())["dataset"]["held_out"] == recorded
 
-    # A checkpoint from before the record (none of them drew a held-out split knowingly) is evaluated as before.
+    # A checkpoint from before the record (none of them drew a held-out split knowingly) is evaluated as before. It
+    # records no training files either (recorded since later): with them and no drawn split, the run had a test/.
     state = load_checkpoint(out / "last.pt")
-    del state["dataset"]["held_out"]
+    del state["dataset"]["held_out"], state["dataset"]["training_files"]
     save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, out / "old.pt")
     assert run_with_output(["eval", str(out / "old.pt")], capsys)[0] == 0
 
@@ -72,7 +74,10 @@ def test_a_moved_folder_is_held_to_the_split_the_run_drew(tmp_path, home, capsys
     assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
                            capsys)[0] == 0
     moved = data.rename(tmp_path / "moved")
-    assert run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(moved)], capsys)[0] == 0  # moved as is
+    code, lines, _ = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(moved)], capsys)  # moved as is
+    assert code == 0
+    assert lines[1] == f"scored: the 5 test images drawn from folder:{moved} (no test/ folder): the 1/6 the run " \
+        "held out"
     (moved / "a" / "000.png").unlink()  # the moved folder lost an image: its drawn test split holds trained-on images
     one_error(["eval", str(out / "last.pt"), "--data-dir", str(moved)], capsys,
               f"the test split drawn from folder:{moved} is not the one the run drew from folder:{data} (5 files then, "
@@ -80,6 +85,43 @@ def test_a_moved_folder_is_held_to_the_split_the_run_drew(tmp_path, home, capsys
     write_classes(tmp_path / "other" / "train", {"a": 3, "b": 3})  # another folder with a test set of its own
     write_classes(tmp_path / "other" / "test", {"a": 2, "b": 2}, seed=50)
     assert run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(tmp_path / "other")], capsys)[0] == 0
+
+
+def split_folder_run(tmp_path: Path, capsys) -> tuple[Path, Path]:
+    """A folder with its own train/ and test/ (4 test images), and a run trained on it: (the folder, the run)."""
+    data, out = tmp_path / "split", tmp_path / "run"
+    write_classes(data / "train", {"a": 6, "b": 6})
+    write_classes(data / "test", {"a": 2, "b": 2}, seed=50)
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
+                           capsys)[0] == 0
+    return data, out
+
+
+def test_eval_and_report_score_another_folder_without_test_whole_and_eval_says_which_images(tmp_path, home, capsys):
+    # Another folder without test/ was scored on a seeded sixth of it, drawn as if the model had trained on the rest,
+    # and nothing said which images were scored
+    data, out = split_folder_run(tmp_path, capsys)
+    other = tmp_path / "new"
+    write_classes(other, {"a": 9, "b": 9}, seed=70)  # images the run never saw, in no test/ folder
+    code, lines, err = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(other), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads("\n".join(lines))
+    assert result["n"] == 18 and sum(map(sum, result["confusion"])) == 18
+    assert result["scored"] == f"all 18 images of folder:{other}: it has no test/ folder and the run did not train " \
+        "on it"
+    code, lines, err = run_with_output(["eval", str(out / "last.pt")], capsys)
+    assert code == 0, err
+    assert lines[1] == f"scored: the 4 test images of folder:{data}"
+    assert run_with_output(["report", str(out), "--data-dir", str(other)], capsys)[0] == 0  # the report agrees
+    assert "18 test images, last.pt" in (out / "report.html").read_text()
+
+
+def test_eval_refuses_the_runs_folder_that_lost_its_test_folder(tmp_path, home, capsys):
+    # Its drawn sixth is images the model trained on: it was scored quietly
+    data, out = split_folder_run(tmp_path, capsys)
+    shutil.rmtree(data / "test")
+    one_error(["eval", str(out / "last.pt")], capsys, f"folder:{data} had its own test split (a test/ folder) when the "
+              f"run trained and has none now", f"expected {data}/test/<class>/<image> back", command="eval")
 
 
 def test_a_file_name_that_is_not_utf8_trains_and_evaluates(tmp_path, home, capsys):

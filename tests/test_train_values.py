@@ -2,6 +2,7 @@
 is not the test set; the run folder as an observer; early stopping, gradient accumulation, fine-tuning, and
 resuming a finished or extended run."""
 
+import dataclasses
 import json
 import math
 import os
@@ -11,13 +12,13 @@ import pytest
 import torch
 
 import cnnlab.inference
-from cnnlab.data import ImageDataset
+from cnnlab.data import ImageDataset, stratified_split
 from cnnlab.errors import CnnlabError, Interrupted, StopRun
 from cnnlab.inference import load_trained
 from cnnlab.lr_find import lr_find
 from cnnlab.models import create_model, list_models
 from cnnlab.runs import Run
-from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.runs.folder import RunFolder
 from cnnlab.train import build_run, build_trainer, make_config, resume, train
 from cnnlab.train.build import _set_determinism
@@ -118,6 +119,61 @@ def test_validation_split_is_held_out_of_training_and_test_is_reported_apart(col
     assert result["test_acc"] == pytest.approx(test_acc, abs=1e-6)
     trainer = build_trainer(make_config("lenet-relu", **quick(tmp_path / "s", val_split=60)), quiet=True)
     assert trainer.train_loader.num_samples == 240 and trainer.val_loader.num_samples == 60
+
+
+def split_stats(images: torch.Tensor, idx: torch.Tensor) -> list[list[float]]:
+    """[mean, std] per channel of ``images[idx]`` in [0, 1], computed here apart from cnnlab's channel_stats."""
+    part = images[idx].double() / 255
+    return [part.mean((0, 2, 3)).tolist(), part.std((0, 2, 3)).tolist()]
+
+
+def test_normalize_takes_the_training_part_of_a_val_split_and_every_record_agrees(colours, tmp_path):
+    # The statistics included the held-out validation images, which the model is not fit on
+    train_idx, _ = stratified_split(colours.train_labels, 0.2, 0)
+    part, whole = split_stats(colours.train_images, train_idx), split_stats(colours.train_images, slice(None))
+    assert abs(part[1][0] - whole[1][0]) > 1e-6  # the two differ, far past the tolerance below
+    train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "r", val_split=0.2, seed=0))
+    ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
+    for got, want in zip(ckpt["normalize"], part, strict=True):
+        assert got == pytest.approx(want, rel=1e-9)
+    recorded = json.loads((tmp_path / "r" / "config.json").read_text())["dataset"]
+    assert [ckpt["dataset"]["mean"], ckpt["dataset"]["std"]] == [recorded["mean"], recorded["std"]] == \
+        ckpt["normalize"]
+    trained = load_trained(tmp_path / "r" / "last.pt")  # what predict, eval and export feed the model
+    assert [trained.meta.mean, trained.meta.std] == [tuple(v) for v in ckpt["normalize"]]
+
+
+def test_a_resume_keeps_the_statistics_its_run_recorded(colours, tmp_path):
+    # A run started before the validation images were left out recorded all the training images' statistics, and its
+    # weights were fit on inputs normalised with them: its resume goes on with those, not the training part's.
+    run = tmp_path / "r"
+    train("lenet-relu", quiet=True, report=False, **quick(run, val_split=0.2, seed=0))
+    state = load_checkpoint(run / "last.pt")
+    whole = split_stats(colours.train_images, slice(None))
+    state["normalize"], state["dataset"]["mean"], state["dataset"]["std"] = whole, *whole
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, run / "last.pt")
+    resume(run, quiet=True, report=False, epochs=2)
+    resumed = load_checkpoint(run / "last.pt")
+    assert resumed["epoch"] == 2 and resumed["normalize"] == whole
+    assert [resumed["dataset"]["mean"], resumed["dataset"]["std"]] == whole
+
+
+def test_validation_images_that_are_training_images_are_counted_in_a_notice(colours, capsys):
+    # The test split's copies of training images were flagged, --val-split's were not
+    train_idx, val_idx = stratified_split(colours.train_labels, 0.2, 0)
+    config = make_config("lenet-relu", **quick("unused", val_split=0.2, seed=0))
+    build_run(config, dataset=colours)
+    assert "pixel for pixel" not in capsys.readouterr().out
+    images = colours.train_images.clone()
+    twin, held = int(train_idx[3]), int(val_idx[1])
+    images[held] = images[twin]
+    images[int(val_idx[4])] = images[int(train_idx[0])]
+    parts = build_run(config, dataset=dataclasses.replace(colours, train_images=images))
+    notice = (f"2 of {len(val_idx)} validation images are pixel for pixel a training image as decoded (first: "
+              f"training image {held} = training image {twin}); the validation accuracy scores them as unseen, "
+              "though the model trains on them")
+    assert f"note: {notice}" in capsys.readouterr().out.splitlines()
+    assert notice in parts.dataset.notices  # the run's report shows the dataset's notices
 
 
 def test_on_epoch_sees_every_epoch_and_its_exception_ends_the_run_as_failed(colours, tmp_path):

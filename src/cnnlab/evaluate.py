@@ -67,6 +67,7 @@ class EvalResult:
         checkpoint: path of the checkpoint.
         device: where it ran.
         tta: whether flip-TTA was used.
+        scored: which images were scored, in words (:func:`cnnlab.inference.scored_images`), or "".
         precision, recall, f1: per class, in class order (:func:`class_scores`; recall is ``per_class``); recall
             and F1 are None where a class is not in the test (no images, for F1 no predictions either).
         macro_f1: the unweighted mean of the F1 scores that are not None.
@@ -81,6 +82,7 @@ class EvalResult:
     checkpoint: str = ""
     device: str = ""
     tta: bool = False
+    scored: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     precision: list[float] = field(default_factory=list)
     recall: list[float | None] = field(default_factory=list)
@@ -108,7 +110,8 @@ class EvalResult:
             "model": self.model, "checkpoint": self.checkpoint, "n": self.n, "accuracy": self.accuracy,
             "macro_f1": self.macro_f1, **by_class,
             "per_class": dict(zip(self.classes, self.per_class, strict=True)), "classes": list(self.classes),
-            "confusion": self.confusion.tolist(), "device": self.device, "tta": self.tta, **self.extra,
+            "confusion": self.confusion.tolist(), "device": self.device, "tta": self.tta, "scored": self.scored,
+            **self.extra,
         }
 
 
@@ -118,7 +121,9 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
 
     Args:
         path: a ``.pt`` file written by ``cnnlab train`` (its EMA weights when the run kept them).
-        data_dir: the dataset's folder (default: where the run found it, else the dataset's default lookup).
+        data_dir: the dataset's folder (default: where the run found it, else the dataset's default lookup). A
+            folder without ``test/`` that the run did not train on is scored whole; the result's ``scored`` says
+            which images were (:func:`cnnlab.inference.scored_images`).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: images per forward pass.
         tta: flip-TTA; ``None`` follows the run's own ``tta`` setting, so the number matches its result.json.
@@ -132,14 +137,16 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
     trained = load_trained(path, device)
     data = trained.dataset(data_dir, other=dataset)
     trained.check_dataset(data)
-    logits = trained.logits(data.test_images, batch_size, tta=tta)
-    return EvalResult.from_logits(logits, data.test_labels, data.classes, model=trained.meta.model_name,
+    images, labels, scored = trained.scored_images(data)
+    logits = trained.logits(images, batch_size, tta=tta)
+    return EvalResult.from_logits(logits, labels, data.classes, model=trained.meta.model_name,
                                   checkpoint=str(path), device=str(trained.device),
-                                  tta=trained.meta.tta if tta is None else tta)
+                                  tta=trained.meta.tta if tta is None else tta, scored=scored)
 
 
 def format_eval(result: EvalResult) -> str:
-    """Human-readable evaluation: the accuracy line, a per-class table, the confusion matrix as text.
+    """Human-readable evaluation: the accuracy line, which images were scored, a per-class table, the confusion
+    matrix as text.
 
     Confusion-matrix columns are labelled by class index (the per-class table maps index to name) so the
     table fits in 100 columns.
@@ -147,7 +154,7 @@ def format_eval(result: EvalResult) -> str:
     tta = ", flip-TTA" if result.tta else ""
     lines = [f"{result.model or 'model'}: test accuracy {result.accuracy:.4f} "
              f"({int(result.confusion.diag().sum())}/{result.n}{tta}) on {result.device or 'cpu'}, "
-             f"macro-F1 {result.macro_f1:.4f}", ""]
+             f"macro-F1 {result.macro_f1:.4f}"] + ([f"scored: {result.scored}"] if result.scored else []) + [""]
     counts = result.confusion.sum(1).tolist()
     rows = zip(result.classes, result.per_class, result.precision, result.f1, counts, strict=True)
     lines.append(text_table(["#", "class", "accuracy (recall)", "precision", "F1", "images"],

@@ -207,6 +207,11 @@ class Trained:
         check_same_classes(self.meta, data.classes, f"dataset {data.name}")
         check_same_test_split(self.checkpoint.get("dataset") or {}, data)
 
+    def scored_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """The images an evaluation of this model on ``data`` (checked by :meth:`check_dataset`) scores, their
+        labels, and which they are in words (:func:`scored_images`)."""
+        return scored_images(self.checkpoint.get("dataset") or {}, data)
+
 
 def moved_data(folder: str) -> DataError:
     """The error for a run's data that is not where the run found it, ``folder`` naming the folder it was in."""
@@ -282,6 +287,39 @@ def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:
         shown = lambda c: ", ".join(c[:5]) + (", ..." if len(c) > 5 else "")  # noqa: E731
         raise CnnlabError(f"{what} has {len(classes)} classes ({shown(tuple(classes))}), but the model was trained "
                           f"on {meta.num_classes} ({shown(meta.classes)}) of {meta.dataset}")
+
+
+def scored_images(recorded: Mapping[str, Any], data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The images to score a run's model on in ``data``, their labels, and which they are, in words for the user.
+
+    The test split, except where a folder without ``test/`` draws its own: a seeded 1/6 of it is the test split of
+    the run's own folder (the model trained on the rest), but of another folder (``--data-dir`` naming a set the run
+    did not train on) it would score a random sixth of images the model never saw and leave the rest out, so that
+    folder is scored whole. ``recorded`` is the run's "dataset" entry, already held to ``data`` by
+    :func:`check_same_test_split`; ``data`` an :class:`cnnlab.data.ImageDataset`.
+
+    Raises:
+        CnnlabError: the run's own folder had a ``test/`` folder when it trained and has none now: its drawn split
+            would be images the model trained on.
+    """
+    n = len(data.test_labels)
+    if data.held_out is None:
+        return data.test_images, data.test_labels, f"the {n} test images of {data.name}"
+    if recorded.get("held_out"):  # the same draw (check_same_test_split refuses another): the run's folder, moved
+        return data.test_images, data.test_labels, \
+            f"the {n} test images drawn from {data.name} (no test/ folder): the 1/6 the run held out"
+    if not recorded.get("training_files") and recorded.get("name", "").startswith(FOLDER_PREFIX):
+        # a folder run from before the records: it drew its test split as this folder does, or had a test/ folder
+        return data.test_images, data.test_labels, \
+            f"the {n} test images drawn from {data.name} (no test/ folder): a seeded 1/6, as the run would draw it"
+    if data.name == recorded.get("name"):
+        raise CnnlabError(f"{data.name} had its own test split (a test/ folder) when the run trained and has none now, "
+                          f"so a drawn one would hold images the model trained on; expected "
+                          f"{data.name.removeprefix(FOLDER_PREFIX)}/test/<class>/<image> back")
+    whole = len(data.train_labels) + n
+    # cat copies: another folder scored by eval is an evaluation set, not a memory-mapped training set
+    return torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels]), \
+        f"all {whole} images of {data.name}: it has no test/ folder and the run did not train on it"
 
 
 def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:

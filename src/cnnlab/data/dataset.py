@@ -108,20 +108,28 @@ class ImageDataset:
                 f"flip={self.flip})")
 
 
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: torch.Tensor,
+                  indices: torch.Tensor | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (unbiased) standard deviation of uint8 ``N x C x H x W`` images in the [0, 1] scale.
 
     Sums run in float64 over chunks of images, so a memory-mapped set is read once and never held as floats.
+
+    Args:
+        images: the images.
+        indices: only these of them (the training part of a ``--val-split``), gathered chunk by chunk.
     """
-    if images.dim() != 4 or len(images) == 0:
-        raise CnnlabError(f"channel statistics need a non-empty N x C x H x W tensor, got {tuple(images.shape)}")
+    count = len(images) if indices is None else len(indices)
+    if images.dim() != 4 or count == 0:
+        raise CnnlabError(f"channel statistics need a non-empty N x C x H x W tensor, got {tuple(images.shape)}"
+                          + ("" if indices is None else f" and {count} indices"))
     c = images.shape[1]
     total, squares = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
-    for start in range(0, len(images), _STATS_CHUNK):
-        chunk = images[start:start + _STATS_CHUNK].to(torch.float64).transpose(0, 1).reshape(c, -1)
+    for start in range(0, count, _STATS_CHUNK):
+        chunk = images[start:start + _STATS_CHUNK] if indices is None else images[indices[start:start + _STATS_CHUNK]]
+        chunk = chunk.to(torch.float64).transpose(0, 1).reshape(c, -1)
         total += chunk.sum(1)
         squares += chunk.square().sum(1)
-    n = images.numel() // c
+    n = count * images[0].numel() // c
     mean = total / n
     var = (squares - n * mean.square()) / max(n - 1, 1)
     return (tuple(float(m) / 255 for m in mean),

@@ -265,7 +265,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         dataset = trained.dataset(data_dir)
     data = dataset
     trained.check_dataset(data)
-    images, labels, classes = data.test_images, data.test_labels, data.classes
+    (images, labels, _), classes = trained.scored_images(data), data.classes
     if test_logits is not None and 0 < len(test_logits) <= len(labels):
         # the training run's own final evaluation (limited to its first images by --limit-val-batches)
         images, labels, logits = images[:len(test_logits)], labels[:len(test_logits)], test_logits

@@ -20,7 +20,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from cnnlab import inference
-from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, balanced_class_weights, stratified_split
+from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, balanced_class_weights, channel_stats, stratified_split
+from cnnlab.data.duplicates import split_seen_in_training
 from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import channels_last_pays, resolve_device, train_small_batch_norms_contiguous
 from cnnlab.errors import CheckpointError, CnnlabError
@@ -175,6 +176,10 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
                           "classifier needs at least 2 (a folder dataset: one subfolder per class)")
     if config.flip is not None and config.flip != dataset.flip:  # the run's own flip policy over the dataset's
         dataset = dataclasses.replace(dataset, flip=config.flip)
+    split = None
+    if config.val_split is not None:  # held out of the training set: tuning never looks at the test set
+        split = stratified_split(dataset.train_labels, config.val_split, config.seed)
+        dataset = _held_out_of_training(dataset, *split, resume_state)
     if dist.is_main and not quiet:
         for line in dataset.notices:
             print(f"note: {line}", flush=True)
@@ -192,7 +197,7 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
                                           frozen=body_frozen(config.freeze, config.freeze_epochs, start))
     normalize = _normalize(config, dataset, resume_state, initialised, note)
     preprocess = Preprocess(input_size, *(normalize or (None, None))).to(device)
-    loaders = _loaders(config, dataset, preprocess, device, dist)
+    loaders = _loaders(config, dataset, preprocess, device, dist, split)
     memory_format, step_model, ema = _place(model, config, device, dist)
     steps_per_epoch = math.ceil(len(loaders["train_loader"]) / config.accumulate)  # optimizer steps
     optimizer = build_optimizer(model, config)
@@ -327,15 +332,34 @@ def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool,
     return model, initialised
 
 
+def _held_out_of_training(dataset: ImageDataset, train_idx: torch.Tensor, val_idx: torch.Tensor,
+                          resume_state: dict[str, Any] | None) -> ImageDataset:
+    """``dataset`` as a ``--val-split`` run sees it: with the statistics of the training part alone (what the model
+    is fit on; ``--normalize`` and the run's record take them), and a notice of the validation images that are
+    pixel for pixel training images, as a folder's test split has.
+
+    A resume keeps the statistics its checkpoint records: a run started before they left the validation images out
+    recorded those of all the training images, and its inputs are normalised with them to the end.
+    """
+    recorded = (resume_state or {}).get("dataset") or {}
+    if resume_state is not None and all(len(recorded.get(k) or ()) == dataset.channels for k in ("mean", "std")):
+        mean, std = tuple(recorded["mean"]), tuple(recorded["std"])
+    else:
+        mean, std = channel_stats(dataset.train_images, train_idx)
+    seen = split_seen_in_training(dataset.train_images, train_idx, val_idx, "validation")
+    return dataclasses.replace(dataset, mean=mean, std=std, notices=dataset.notices + ((seen,) if seen else ()))
+
+
 def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess, device: torch.device,
-             dist: DistEnv) -> dict[str, Any]:
+             dist: DistEnv, split: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, Any]:
     """The training loader and the evaluation ones, uint8 on the device once, resized, normalised and augmented per
-    batch (docs/design.md, "Data"); and the training loss's class weights under ``--balance loss`` (else None)."""
+    batch (docs/design.md, "Data"); and the training loss's class weights under ``--balance loss`` (else None).
+    ``split``: the (training, validation) indices of a ``--val-split`` into the training images, else None."""
     shard = dict(device=device, rank=dist.rank, world_size=dist.world_size)
     train_idx = None
-    apart = config.val_split is not None or dataset.val_images is not None  # validation apart from the test set
-    if config.val_split is not None:  # held out of the training set: tuning never looks at the test set
-        train_idx, val_idx = stratified_split(dataset.train_labels, config.val_split, config.seed)
+    apart = split is not None or dataset.val_images is not None  # validation apart from the test set
+    if split is not None:
+        train_idx, val_idx = split
         val = (dataset.train_images, dataset.train_labels, val_idx)  # index views: no copy of the images
     elif dataset.val_images is not None:  # the data's own validation split (a folder's val/)
         val = (dataset.val_images, dataset.val_labels, None)

@@ -1,0 +1,50 @@
+"""Held-out images that are pixel for pixel a training image: a picture copied into both splits is scored as unseen
+though the model trains on it, so the held-out accuracy flatters the model.
+
+One notice for every such split, in one wording: a folder's ``test/`` and ``val/`` (:mod:`cnnlab.data.folder`, from
+the pixels as decoded) and the part ``--val-split`` holds out of the training images (:mod:`cnnlab.train.build`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["image_digest", "seen_in_training", "split_seen_in_training"]
+
+
+def image_digest(pixels: np.ndarray) -> bytes:
+    """A short hash of one image's pixels: equal digests, equal pixels (up to a 128-bit collision)."""
+    return hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest()
+
+
+def seen_in_training(training: Sequence[tuple[bytes, str]], held: Sequence[tuple[bytes, str]],
+                     what: str) -> str | None:
+    """The notice for the ``held`` images whose digest is a ``training`` image's, or None when there are none.
+
+    Args:
+        training, held: ``(digest, name)`` of each image (:func:`image_digest`; the name the notice shows).
+        what: the held-out split as the notice names it, e.g. ``"test"`` or ``"validation"``.
+    """
+    names = {digest: name for digest, name in training}
+    same = [(name, names[digest]) for digest, name in held if digest in names]
+    if not same:
+        return None
+    held_name, twin = same[0]
+    return (f"{len(same)} of {len(held)} {what} images are pixel for pixel a training image as decoded (first: "
+            f"{held_name} = {twin}); the {what} accuracy scores them as unseen, though the model trains on them")
+
+
+def split_seen_in_training(images: torch.Tensor, train_idx: torch.Tensor, held_idx: torch.Tensor,
+                           what: str) -> str | None:
+    """:func:`seen_in_training` for a split of one set of uint8 images by index (``--val-split``), the images named
+    by their index among ``images`` (``training image 12``)."""
+    pixels = images.numpy()  # a view: a memory-mapped set is read image by image, never copied whole
+
+    def digests(idx: torch.Tensor) -> list[tuple[bytes, str]]:
+        return [(image_digest(pixels[i]), f"training image {i}") for i in idx.tolist()]
+
+    return seen_in_training(digests(train_idx), digests(held_idx), what)
