@@ -22,7 +22,7 @@ from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options
-from cnnlab.explore.sources import open_with_images
+from cnnlab.explore.sources import open_with_images, predict_any
 from cnnlab.export import export_checkpoint
 from cnnlab.inference import load_trained, predict_logits
 from cnnlab.models import create_model
@@ -455,7 +455,7 @@ def test_an_export_predicts_what_its_checkpoint_does(tmp_path, fmt, capsys):
     exported = export_checkpoint(ckpt, tmp_path / f"model.{fmt}", format=fmt)
     paths = _pictures(tmp_path / "pictures", 3)
     want = predict_files(ckpt, paths, topk=4, device="cpu")
-    got = predict_files(exported, paths, topk=4)
+    got = predict_any(exported, paths, topk=4)
     for w, g in zip(want, got, strict=True):
         assert [t["class"] for t in g["top"]] == [t["class"] for t in w["top"]]
         assert [t["probability"] for t in g["top"]] == pytest.approx([t["probability"] for t in w["top"]], abs=1e-5)
@@ -481,7 +481,7 @@ def test_anyones_onnx_file_is_read_as_the_flags_say(tmp_path):
     (tmp_path / "classes.txt").write_text("ant\nbee\nwasp\n")
     paths = _pictures(tmp_path / "pictures", 3)
     options = Options.from_flags(classes=tmp_path / "classes.txt", mean=[0.5, 0.4, 0.3], std=[0.2])
-    results = predict_files(tmp_path / "net.onnx", paths, topk=3, options=options)
+    results = predict_any(tmp_path / "net.onnx", paths, options, topk=3)
     x = torch.stack([load_image(p, channels=3, size=24) for p in paths])
     x = (x - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / 0.2
     with torch.no_grad():

@@ -234,10 +234,11 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from cnnlab.predict import format_predictions, predict_files
+    from cnnlab.explore.sources import predict_any
+    from cnnlab.predict import format_predictions
 
-    results = predict_files(args.checkpoint, args.images, invert=args.invert, topk=args.top, device=args.device,
-                            skip_bad=True, options=_model_options(args))
+    results = predict_any(args.checkpoint, args.images, _model_options(args), invert=args.invert, topk=args.top,
+                          device=args.device, skip_bad=True)
     failed = [r for r in results if "error" in r]
     if args.json or len(failed) < len(results):
         try:
@@ -254,15 +255,11 @@ def _cmd_predict(args) -> int:
 
 
 def _model_options(args):
-    """The model flags as :class:`cnnlab.explore.model.Options`, or None where none was given (a checkpoint's
-    prediction then needs nothing of the explorer)."""
-    flags = ("classes", "input_size", "mean", "std", "pixel_range", "bgr", "layout", "multi_label", "weights")
-    given = {name: getattr(args, name) for name in flags}
-    if not any(v not in (None, False) for v in given.values()):
-        return None
+    """The model flags (:func:`_add_model_flags`) as :class:`cnnlab.explore.model.Options`."""
     from cnnlab.explore.model import Options
 
-    return Options.from_flags(**given)
+    return Options.from_flags(args.classes, args.input_size, args.mean, args.std, args.pixel_range, args.bgr,
+                              args.layout, args.multi_label, args.weights)
 
 
 def _cmd_export(args) -> int:

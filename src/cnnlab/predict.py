@@ -8,17 +8,18 @@ side, values in [0, 1]; then the checkpoint's own preprocessing (resize
 to the model's input, normalisation, flip-TTA) runs exactly as in evaluation (:meth:`cnnlab.inference.Trained.logits`).
 
 A model from elsewhere (a cnnlab export as ONNX or ``.pt2``, anyone's ONNX file or ``torch.export`` program, an
-ImageNet backbone by name, ``module:function``) is opened as ``cnnlab explore`` opens it
-(:func:`cnnlab.explore.sources.open_model`, with the same flags for what its file does not say): each picture is
-decoded the same way at the model's input, and the probabilities are the ones the explorer's page shows. So an
-export can be checked on the files it will meet in deployment with the command that checked its checkpoint.
+ImageNet backbone by name, ``module:function``) is opened as ``cnnlab explore`` opens it and its pictures are
+classified by :func:`classify_files` (:func:`cnnlab.explore.sources.predict_any`, the explorer's layer above this
+one): each picture is decoded the same way at the model's input, and the probabilities are the ones the explorer's
+page shows. So an export can be checked on the files it will meet in deployment with the command that checked its
+checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -26,10 +27,6 @@ from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_trained
 from cnnlab.picture import as_hw, picture_extensions, read_picture
-from cnnlab.runs.checkpoint import names_a_checkpoint
-
-if TYPE_CHECKING:  # the explorer's models are opened only for a model from elsewhere
-    from cnnlab.explore.model import Options
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
 # Refused before decoding (cnnlab.picture): the pictures a folder of images is read up to, so that a model trained on
@@ -101,81 +98,77 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: bool = False, topk: int = 3,
-                  device: str = "auto", skip_bad: bool = False, options: Options | None = None) -> list[dict[str, Any]]:
-    """Classify image files (and the image files in folders) with a trained checkpoint, or a model from elsewhere.
+                  device: str = "auto", skip_bad: bool = False,
+                  classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Classify image files (and the image files in folders) with a trained checkpoint.
 
     Each image is read as the checkpoint's dataset stores images (:func:`load_image` with its channels and image
     size). Fashion-MNIST garments are light on a black background: photos of clothes on a light background (most
     product photos and scans) must be inverted first, ``invert=True`` (``--invert``), or the network sees a dark
-    garment on white, which it never met in training, and its answers are meaningless.
+    garment on white, which it never met in training, and its answers are meaningless. A model from elsewhere (an
+    ONNX or ``.pt2`` export, ``module:function``, ...) is classified by :func:`cnnlab.explore.sources.predict_any`.
 
     Args:
-        checkpoint: a ``.pt`` file written by ``cnnlab train``; or any model ``cnnlab explore`` opens: a ``.onnx``
-            or ``.pt2`` file (a cnnlab export, or anyone's), an ImageNet backbone's name (``imagenet-resnet18``) or
-            ``module:function`` (which imports and calls that code), run on the CPU.
+        checkpoint: a ``.pt`` file written by ``cnnlab train``.
         images: paths of PNG/JPEG/... files of any size, colour or grey, or folders of them (sorted by name).
         invert: invert the pixel values (for dark-on-light pictures).
         topk: how many classes to return per image (at most the number of classes).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (a checkpoint's; other models run on the CPU).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         skip_bad: an unreadable image becomes ``{"file", "error"}`` in the results instead of raising.
-        options: a :class:`cnnlab.explore.model.Options`, what the user says about a model from elsewhere
-            (``--classes``, ``--input-size``, ``--mean``, ...), as ``cnnlab explore`` takes it.
+        classes: names for the checkpoint's classes instead of its own (``--classes``), as many as it has.
 
     Returns:
         One dict per image, in order: ``{"file", "top": [{"class", "index", "probability"}, ...]}``, or
         ``{"file", "error"}`` for a bad image when ``skip_bad``.
 
     Raises:
-        CnnlabError: a bad checkpoint, model or argument, or (unless ``skip_bad``) a bad image, in one line naming
-            it.
+        CnnlabError: a bad checkpoint or argument, or (unless ``skip_bad``) a bad image, in one line naming it.
 
     Example:
         >>> predict_files("runs/lenet/best.pt", ["shirt.jpg"], invert=True)  # doctest: +SKIP
         [{'file': 'shirt.jpg', 'top': [{'class': 'shirt', 'index': 6, 'probability': 0.61}, ...]}]
     """
+    files = listed_images(images, topk)
+    trained = load_trained(checkpoint, device)
+    meta = trained.meta
+    if classes and len(classes) != meta.num_classes:
+        raise CnnlabError(f"--classes names {len(classes)} classes, but {checkpoint} has {meta.num_classes}")
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:
+        # the one call into the inference path (preprocessing, model, TTA as the run evaluated)
+        return trained.logits(batch).softmax(1)
+
+    return classify_files(files, probabilities, tuple(classes or meta.classes), invert=invert, topk=topk,
+                          skip_bad=skip_bad, channels=meta.channels, size=meta.image_size, crop=meta.crops_pictures)
+
+
+def listed_images(images: Sequence[str | Path], topk: int = 3) -> list[Path]:
+    """The image files ``images`` names (:func:`image_files`), checked to be some, and ``topk`` checked: what a
+    prediction refuses before any model is opened."""
     positive_int(topk, "topk")
     files = image_files(images)
     if not files:
         raise CnnlabError("expected at least one image file, got none")
-    if names_a_checkpoint(checkpoint) or Path(checkpoint).is_dir():  # a run folder: told its best.pt
-        trained = load_trained(checkpoint, device)
-        meta = trained.meta
-        read = dict(channels=meta.channels, size=meta.image_size, crop=meta.crops_pictures)
-        classes = meta.classes
-        if options is not None:
-            options.check_records_its_own()
-            classes = options.classes or classes
-            if len(classes) != meta.num_classes:
-                raise CnnlabError(f"--classes names {len(classes)} classes, but {checkpoint} has {meta.num_classes}")
+    return files
 
-        def probabilities(batch: torch.Tensor) -> torch.Tensor:
-            # the one call into the inference path (preprocessing, model, TTA as the run evaluated)
-            return trained.logits(batch).softmax(1)
-    else:
-        if device not in ("auto", "cpu"):
-            raise CnnlabError(f"--device {device} applies to a cnnlab checkpoint; {checkpoint} is a model from "
-                              "elsewhere, run on the CPU; expected no --device for it")
-        # A model from elsewhere goes through the explorer's opening of it (onnx, onnxruntime or the user's code).
-        from cnnlab.explore.sources import open_model
 
-        model = open_model(checkpoint, options)
-        spec = model.spec
-        read = dict(channels=spec.channels, size=spec.hw, crop=spec.crop)
-        classes = model.classes
-
-        def probabilities(batch: torch.Tensor) -> torch.Tensor:
-            return model.scoring.probabilities(model.logits(batch))
+def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor], torch.Tensor],
+                   classes: Sequence[str], *, invert: bool = False, topk: int = 3, skip_bad: bool = False,
+                   channels: int, size: int | tuple[int, int], crop: bool = False) -> list[dict[str, Any]]:
+    """The ``topk`` classes of each file by ``probabilities`` (uint8 ``N x C x H x W`` pictures -> ``N x classes``),
+    each file read by :func:`read_image` at ``channels``, ``size`` and ``crop``; the results of
+    :func:`predict_files`."""
     loaded: dict[int, torch.Tensor] = {}
     results: list[dict[str, Any]] = [{"file": str(path)} for path in files]
     for i, path in enumerate(files):
         try:
-            loaded[i] = read_image(path, invert, **read)
+            loaded[i] = read_image(path, invert, channels=channels, size=size, crop=crop)
         except CnnlabError as e:
             if not skip_bad:
                 raise
             results[i]["error"] = str(e)
     if loaded:
-        probs = probabilities(torch.stack(list(loaded.values())))  # uint8 pictures -> N x classes
+        probs = probabilities(torch.stack(list(loaded.values())))
         top = probs.topk(min(topk, probs.shape[1]), dim=1)
         for i, values, indices in zip(loaded, top.values.tolist(), top.indices.tolist(), strict=True):
             results[i]["top"] = [{"class": classes[k], "index": k, "probability": p}

@@ -3,13 +3,18 @@ file, a ``torch.export`` program (``.pt2``), ``package.module:function``, or an 
 
 Each kind is a class of its own module (:class:`cnnlab.explore.model.RunModel`,
 :class:`cnnlab.explore.onnx_model.OnnxModel`, :mod:`cnnlab.explore.torch_models`); this module only tells them apart
-and reads the user's images at the input of the model it opened.
+and reads the user's images at the input of the model it opened, for the page or for ``cnnlab predict``
+(:func:`predict_any`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.imagefolder import ImageSet, list_images, read_image_folder
@@ -17,6 +22,7 @@ from cnnlab.explore.model import ExploreModel, Options, RunModel
 from cnnlab.explore.onnx_model import OnnxModel
 from cnnlab.explore.torch_models import ExportedModel, ModuleModel
 from cnnlab.models.imagenet import BACKBONES
+from cnnlab.predict import classify_files, listed_images, predict_files
 from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, names_a_checkpoint
 
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -83,3 +89,36 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
     model = open_model(source, options, listing[1])
     return model, read_image_folder(images, model.spec.channels, model.spec.hw, skip_bad=skip_bad,
                                     listing=listing, crop=model.spec.crop)
+
+
+def predict_any(source: str | Path, images: Sequence[str | Path], options: Options | None = None,
+                invert: bool = False, topk: int = 3, device: str = "auto",
+                skip_bad: bool = False) -> list[dict[str, Any]]:
+    """``cnnlab predict`` with any model this explorer opens: the top classes of each image file (and of each image
+    file in a folder), as :func:`cnnlab.predict.predict_files` gives them for a checkpoint.
+
+    A cnnlab checkpoint (or a run folder, told its ``best.pt``) is :func:`cnnlab.predict.predict_files`'s, on
+    ``device``, with ``--classes`` as the only option it takes; any other model is opened by :func:`open_model` with
+    ``options`` and run on the CPU, each picture decoded at its input as the page decodes it, with the probabilities
+    the page shows.
+
+    Raises:
+        CnnlabError: a bad model, option or argument (``device`` other than the CPU for a model from elsewhere), or
+            (unless ``skip_bad``) a bad image, in one line.
+    """
+    options = options or Options()
+    if names_a_checkpoint(source) or Path(source).is_dir():
+        options.check_records_its_own()
+        return predict_files(source, images, invert, topk, device, skip_bad, classes=options.classes)
+    files = listed_images(images, topk)
+    if device not in ("auto", "cpu"):
+        raise CnnlabError(f"--device {device} applies to a cnnlab checkpoint; {source} is a model from elsewhere, run "
+                          "on the CPU; expected no --device for it")
+    model = open_model(source, options)
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:
+        return model.scoring.probabilities(model.logits(batch))
+
+    spec = model.spec
+    return classify_files(files, probabilities, model.classes, invert=invert, topk=topk, skip_bad=skip_bad,
+                          channels=spec.channels, size=spec.hw, crop=spec.crop)
