@@ -328,6 +328,31 @@ def test_a_resume_judges_the_best_epoch_as_the_run_began(tmp_path, monkeypatch, 
     assert f"best epoch&#39;s test {name} (epoch {result['best_epoch']}, best.pt)" in page
 
 
+@pytest.mark.parametrize("balance, label", [("loss", "train_loss (class-weighted)"),
+                                            ("sampler", "train_loss (on class-balanced batches)"),
+                                            ("none", "train_loss")])
+def test_the_curves_say_what_the_training_loss_is_under_balance(tmp_path, monkeypatch, balance, label):
+    # Under --balance loss the training loss is class-weighted and the validation loss is not; the curves drew them
+    # on one axis as "train_loss" and "val_loss", as if one measure
+    import cnnlab.report.curves
+
+    drawn = []
+
+    def spy(*args, **kwargs):
+        drawn.append(cnnlab.report.curves.curves_figure(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr("cnnlab.report.observer.curves_figure", spy)  # curves.png, as the run ends
+    monkeypatch.setattr("cnnlab.report.html.curves_figure", spy)  # report.html's curves
+    out = _folder_run(tmp_path, monkeypatch, balance=balance)
+    page = write_report(out).read_text()
+    assert len(drawn) == 2
+    for figure in drawn:
+        legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+        assert legend[:2] == [label, "val_loss"]
+    assert f'<th class="num">{label.replace("_", " ")}</th>' in page  # the metrics table's header says it too
+
+
 def _as_before_best_by(out) -> None:
     """Make a run folder what cnnlab wrote before best_by and the balanced accuracy were recorded."""
     for name in ("last.pt", "best.pt"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -11,11 +12,21 @@ from matplotlib.ticker import MaxNLocator
 # Up to this many epochs every point gets a marker: a line needs two points, so a one-epoch run would otherwise
 # draw nothing at all, and a short run reads better with its measured epochs marked.
 MARKED_EPOCHS = 20
+# What the training loss is under --balance, beside the validation loss drawn with it (unweighted, on the data as it
+# falls): not the same measure, so the legend says so.
+TRAIN_LOSS_UNDER = {"loss": "class-weighted", "sampler": "on class-balanced batches"}
 
 
-def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
+def train_loss_label(balance: Any) -> str:
+    """The training loss's legend entry for a run of ``balance`` (its config's; None for a run that does not say)."""
+    note = TRAIN_LOSS_UNDER.get(balance) if isinstance(balance, str) else None  # a hand-edited config's anything
+    return f"train_loss ({note})" if note else "train_loss"
+
+
+def curves_figure(rows: Sequence[dict[str, float]], title: str = "", balance: Any = None) -> Figure:
     """Train loss, val loss and val accuracy (and balanced accuracy, where the validation classes are unbalanced)
-    against epoch (one row per epoch, as in metrics.csv).
+    against epoch (one row per epoch, as in metrics.csv); ``balance`` is the run's ``--balance``, which the training
+    loss's legend names where it makes that loss another measure than the validation loss.
 
     The x axis shows whole epochs from half an epoch before the first to half an epoch after the last, so a
     single-epoch run is one marked point in the middle of the chart rather than an empty box.
@@ -24,7 +35,7 @@ def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
     ax = fig.add_subplot()
     epochs = [r["epoch"] for r in rows]
     marker = "o" if len(rows) <= MARKED_EPOCHS else None
-    ax.plot(epochs, [r["train_loss"] for r in rows], "-", marker=marker, label="train_loss")
+    ax.plot(epochs, [r["train_loss"] for r in rows], "-", marker=marker, label=train_loss_label(balance))
     ax.plot(epochs, [r["val_loss"] for r in rows], "--", marker=marker, label="val_loss")
     ax.plot(epochs, [r["val_acc"] for r in rows], "-.", marker=marker, label="val_acc")
     balanced = [r.get("val_bal_acc", math.nan) for r in rows]
