@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, classification_report, f1_score, precision_recall_fscore_support
 from sklearn.utils.class_weight import compute_class_weight
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnlab.compare import compare_runs
 from cnnlab.data import DeviceLoader, ImageDataset, balanced_class_weights
@@ -328,10 +329,9 @@ def test_a_resume_judges_the_best_epoch_as_the_run_began(tmp_path, monkeypatch, 
     assert f"best epoch&#39;s test {name} (epoch {result['best_epoch']}, best.pt)" in page
 
 
-@pytest.mark.parametrize("balance, label", [("loss", "train_loss (class-weighted)"),
-                                            ("sampler", "train_loss (on class-balanced batches)"),
-                                            ("none", "train_loss")])
-def test_the_curves_say_what_the_training_loss_is_under_balance(tmp_path, monkeypatch, balance, label):
+@pytest.mark.parametrize("balance, note", [("loss", "class-weighted"), ("sampler", "on class-balanced batches"),
+                                           ("none", None)])
+def test_the_curves_say_what_the_training_loss_is_under_balance(tmp_path, monkeypatch, balance, note):
     # Under --balance loss the training loss is class-weighted and the validation loss is not; the curves drew them
     # on one axis as "train_loss" and "val_loss", as if one measure
     import cnnlab.report.curves
@@ -346,11 +346,18 @@ def test_the_curves_say_what_the_training_loss_is_under_balance(tmp_path, monkey
     monkeypatch.setattr("cnnlab.report.html.curves_figure", spy)  # report.html's curves
     out = _folder_run(tmp_path, monkeypatch, balance=balance)
     page = write_report(out).read_text()
+    label = f"train_loss ({note})" if note else "train_loss"
     assert len(drawn) == 2
     for figure in drawn:
         legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
         assert legend[:2] == [label, "val_loss"]
     assert f'<th class="num">{label.replace("_", " ")}</th>' in page  # the metrics table's header says it too
+    # and TensorBoard's text beside its scalars
+    events = EventAccumulator(str(out / "tb"), size_guidance={"tensors": 0}).Reload()
+    notes = [t.tensor_proto.string_val[0].decode() for t in events.Tensors("train_loss/text_summary")] \
+        if "train_loss/text_summary" in events.Tags()["tensors"] else []
+    assert notes == ([f"train_loss is {note} (--balance {balance}); val_loss is not"] if note else [])
+    assert "train_loss" in events.Tags()["scalars"]  # the scalars' tags are as they were
 
 
 def _as_before_best_by(out) -> None:

@@ -9,18 +9,11 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from cnnlab.io import train_loss_label
+
 # Up to this many epochs every point gets a marker: a line needs two points, so a one-epoch run would otherwise
 # draw nothing at all, and a short run reads better with its measured epochs marked.
 MARKED_EPOCHS = 20
-# What the training loss is under --balance, beside the validation loss drawn with it (unweighted, on the data as it
-# falls): not the same measure, so the legend says so.
-TRAIN_LOSS_UNDER = {"loss": "class-weighted", "sampler": "on class-balanced batches"}
-
-
-def train_loss_label(balance: Any) -> str:
-    """The training loss's legend entry for a run of ``balance`` (its config's; None for a run that does not say)."""
-    note = TRAIN_LOSS_UNDER.get(balance) if isinstance(balance, str) else None  # a hand-edited config's anything
-    return f"train_loss ({note})" if note else "train_loss"
 
 
 def curves_figure(rows: Sequence[dict[str, float]], title: str = "", balance: Any = None) -> Figure:

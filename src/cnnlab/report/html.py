@@ -23,11 +23,11 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
 from cnnlab.inference import load_trained
-from cnnlab.io import atomic_write, check_output_file, writable_text
+from cnnlab.io import atomic_write, check_output_file, train_loss_label, writable_text
 from cnnlab.models import model_info
 from cnnlab.models.summary import model_macs
 from cnnlab.report import plots
-from cnnlab.report.curves import curves_figure, train_loss_label
+from cnnlab.report.curves import curves_figure
 from cnnlab.report.features import first_conv, receptive_fields, run_rows
 from cnnlab.runs import CHECKPOINTS, ENDED, Run, read_json, restart_command, resume_command
 
