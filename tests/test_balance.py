@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, classification_report, f1_score, precision_recall_fscore_support
 from sklearn.utils.class_weight import compute_class_weight
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnlab.compare import compare_runs
 from cnnlab.data import DeviceLoader, ImageDataset, balanced_class_weights
@@ -254,6 +255,20 @@ def test_best_pt_is_the_epoch_of_the_figure_best_by_names(tmp_path, capsys, bala
     assert f"(best test {name} {figure:.4f} at epoch {epoch})" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("balance, shown", [("loss", True), ("none", False)])
+def test_compare_shows_the_balanced_accuracy_where_a_run_judges_it(tmp_path, balance, shown):
+    # A study ranks its variants by the figure they judge: the table it shows must hold that figure
+    trainer, _ = _fit(tmp_path, balance=balance)
+    columns, [row] = compare_runs([Run.open(tmp_path / "run")])
+    figures = [r["val_bal_acc"] for r in trainer.state.history]
+    assert row["best_by"] == trainer.config.best_by
+    assert row["best_val_bal_acc"] == pytest.approx(max(figures), abs=1e-6)  # metrics.csv's six decimals
+    assert row["final_val_bal_acc"] == pytest.approx(figures[-1], abs=1e-6)
+    balanced = ["best_val_bal_acc", "final_val_bal_acc"]
+    at = columns.index("final_val_acc") + 1
+    assert (columns[at:at + 2] == balanced) == shown and (set(balanced) <= set(columns)) == shown
+
+
 def test_a_failed_runs_result_names_the_best_epoch_as_best_pt_holds_it(tmp_path):
     class Crash:
         def on_epoch(self, trainer, row, is_best):
@@ -312,6 +327,37 @@ def test_a_resume_judges_the_best_epoch_as_the_run_began(tmp_path, monkeypatch, 
     name = "balanced accuracy" if best_by == "balanced-accuracy" else "accuracy"
     page = write_report(out).read_text()  # the report says which figure picked best.pt, and its epoch
     assert f"best epoch&#39;s test {name} (epoch {result['best_epoch']}, best.pt)" in page
+
+
+@pytest.mark.parametrize("balance, note", [("loss", "class-weighted"), ("sampler", "on class-balanced batches"),
+                                           ("none", None)])
+def test_the_curves_say_what_the_training_loss_is_under_balance(tmp_path, monkeypatch, balance, note):
+    # Under --balance loss the training loss is class-weighted and the validation loss is not; the curves drew them
+    # on one axis as "train_loss" and "val_loss", as if one measure
+    import cnnlab.report.curves
+
+    drawn = []
+
+    def spy(*args, **kwargs):
+        drawn.append(cnnlab.report.curves.curves_figure(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr("cnnlab.report.observer.curves_figure", spy)  # curves.png, as the run ends
+    monkeypatch.setattr("cnnlab.report.html.curves_figure", spy)  # report.html's curves
+    out = _folder_run(tmp_path, monkeypatch, balance=balance)
+    page = write_report(out).read_text()
+    label = f"train_loss ({note})" if note else "train_loss"
+    assert len(drawn) == 2
+    for figure in drawn:
+        legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+        assert legend[:2] == [label, "val_loss"]
+    assert f'<th class="num">{label.replace("_", " ")}</th>' in page  # the metrics table's header says it too
+    # and TensorBoard's text beside its scalars
+    events = EventAccumulator(str(out / "tb"), size_guidance={"tensors": 0}).Reload()
+    notes = [t.tensor_proto.string_val[0].decode() for t in events.Tensors("train_loss/text_summary")] \
+        if "train_loss/text_summary" in events.Tags()["tensors"] else []
+    assert notes == ([f"train_loss is {note} (--balance {balance}); val_loss is not"] if note else [])
+    assert "train_loss" in events.Tags()["scalars"]  # the scalars' tags are as they were
 
 
 def _as_before_best_by(out) -> None:

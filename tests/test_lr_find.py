@@ -14,6 +14,7 @@ from cnnlab import lr_find as lr_find_module
 from cnnlab.errors import CnnlabError
 from cnnlab.lr_find import SKIP_BEGIN, lr_find, lr_schedule, smooth, suggest_lr
 from cnnlab.models import create_model
+from test_dataset_runs import write_folder
 
 
 def test_the_schedule_is_exponential_between_both_ends():
@@ -142,3 +143,35 @@ def test_cli_lr_find_refuses_a_flag_the_sweep_would_not_use(tmp_path, capsys, mo
                     "--momentum is SGD's and RMSprop's, and adam keeps its own running moments; expected no "
                     "--momentum with --optimizer adam", command="lr-find")
     assert not plot.exists()
+
+
+@pytest.fixture
+def unbalanced_folder(tmp_path, monkeypatch):
+    """A folder of 12 training images of one class and 4 of each other (noisy squares of each class's colour)."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(12, 3))
+    for name in ("grass", "sky"):
+        for image in sorted((data / "train" / name).iterdir())[4:]:
+            image.unlink()
+    return data
+
+
+def test_a_sweep_under_balance_loss_weighs_the_loss_as_the_run_does(unbalanced_folder):
+    # lr-find had no --balance, and its loss no class weights: a run trained with --balance loss was given an lr
+    # swept on another loss
+    sweep = dict(dataset=f"folder:{unbalanced_folder}", image_size=16, batch_size=8, start_lr=1e-4, end_lr=1e-2,
+                 steps=12, device="cpu")
+    plain = lr_find("lenet-relu", **sweep)
+    weighted = lr_find("lenet-relu", balance="loss", **sweep)
+    # the same weights and first batch (the sampler is not balanced): only the loss's class weights differ
+    assert weighted.losses[0] != pytest.approx(plain.losses[0], rel=1e-4)
+    assert lr_find("lenet-relu", balance="loss", **sweep).losses == weighted.losses  # seeded, as a run is
+
+
+@pytest.mark.parametrize("balance", ["loss", "sampler"])
+def test_cli_lr_find_takes_balance(tmp_path, unbalanced_folder, capsys, balance):
+    plot = tmp_path / "lr.png"
+    argv = ["lr-find", "lenet-relu", "--balance", balance, "--dataset", f"folder:{unbalanced_folder}", "--image-size",
+            "16", "--batch-size", "8", "--steps", "12", "--out", str(plot), "--device", "cpu"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert plot.read_bytes()[:4] == b"\x89PNG"

@@ -248,6 +248,38 @@ def _findings(scores: list[float]) -> list[str]:
     return text.split("## What the numbers say")[1].strip().splitlines()
 
 
+def _judged_findings(best_by: list[str]) -> list[str]:
+    """The findings for variants judged by ``best_by`` each, whose accuracy and balanced accuracy rank them in
+    opposite orders (as under --balance: what the balancing gains for the small classes it costs the large one)."""
+    study = load_study("lenet-activation-pooling")
+    rows = [{"run": v.name, "status": "finished", "best_by": b, "final_val_acc": 0.9 - 0.1 * i,
+             "final_val_bal_acc": 0.5 + 0.1 * i} for i, (v, b) in enumerate(zip(study.variants, best_by, strict=True))]
+    text = study_summary(study, {"epochs": 1}, rows, "| run |")
+    return text.split("## What the numbers say")[1].strip().splitlines()
+
+
+@pytest.mark.parametrize("best_by, ranking", [
+    (["balanced-accuracy"] * 4, "balanced accuracy: relu-max 0.8000 > relu-avg 0.7000 > sigmoid-max 0.6000 > "
+                                "sigmoid-avg 0.5000."),
+    (["accuracy"] * 4, "accuracy: sigmoid-avg 0.9000 > sigmoid-max 0.8000 > relu-avg 0.7000 > relu-max 0.6000."),
+    ([None] * 4, "accuracy: sigmoid-avg 0.9000 > sigmoid-max 0.8000 > relu-avg 0.7000 > relu-max 0.6000.")])
+def test_the_summary_ranks_by_the_figure_the_variants_judge(best_by, ranking):
+    # Under --balance the variants' best.pt judge the balanced accuracy, and the summary ranked them by accuracy; a
+    # row without best_by is of a run from before it, which judged accuracy
+    findings = _judged_findings(best_by)
+    assert f"- Ranking by final validation {ranking}" in findings
+    assert not [line for line in findings if line.startswith("- Note")]
+
+
+def test_variants_that_judge_different_figures_are_ranked_by_the_balanced_accuracy_and_told():
+    findings = _judged_findings(["accuracy", "accuracy", "balanced-accuracy", "balanced-accuracy"])
+    assert ("- Note: the variants judge their epochs by different figures (sigmoid-avg, sigmoid-max by accuracy; "
+            "relu-avg, relu-max by balanced accuracy): ranked by the balanced accuracy, which accuracy would tilt "
+            "toward the variants that do not balance their classes.") in findings
+    assert "- Ranking by final validation balanced accuracy: relu-max 0.8000 > relu-avg 0.7000 > sigmoid-max " \
+           "0.6000 > sigmoid-avg 0.5000." in findings
+
+
 def test_the_summary_never_calls_one_of_two_equal_figures_greater():
     """Variants at chance read "0.1000 > 0.1000 > 0.1000" and "... leads ... by 0.0 points" before."""
     findings = _findings([0.1, 0.1 + 1e-7, 0.1 - 1e-7, 0.1])

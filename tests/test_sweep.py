@@ -25,10 +25,12 @@ from cnnlab.compare import compare_runs, find_runs, load_run
 from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.runs import Run
 from cnnlab.sweep import (
+    SPEC_ATTR,
     Param,
     SweepSpec,
     TrialFailed,
     command_line,
+    format_summary,
     load_study,
     open_storage,
     parse_param,
@@ -130,6 +132,34 @@ def test_a_folder_with_its_own_val_folder_is_tuned_on_it_without_val_split(tmp_p
 def test_sweep_refuses_a_sweep_that_could_not_run(changes, message):
     with pytest.raises(CnnlabError, match=message):
         _spec(**changes).check()
+
+
+@pytest.mark.parametrize("changes, searched", [
+    (dict(params=[*SPACE, "balance=choice:none,loss"]), "val_bal_acc with balance=loss"),
+    (dict(params=[*SPACE, "balance=choice:sampler,none"]), "val_bal_acc with balance=sampler, val_acc with "
+                                                            "balance=none"),
+    (dict(params=[*SPACE, "best_by=choice:accuracy,balanced-accuracy"]), "val_bal_acc with best_by=balanced-accuracy"),
+])
+def test_a_space_whose_trials_would_judge_different_figures_is_refused(changes, searched):
+    # A sweep over --balance ranked a trial judged by balanced accuracy (its best.pt's) beside one judged by accuracy
+    with pytest.raises(CnnlabError, match="the trials would judge different figures") as info:
+        _spec(**changes).check()
+    assert searched in str(info.value) and "expected --best-by accuracy or --best-by balanced-accuracy" in \
+        str(info.value)
+
+
+@pytest.mark.parametrize("overrides, objective", [
+    ({}, "accuracy"), ({"balance": "loss"}, "balanced-accuracy"), ({"balance": "sampler"}, "balanced-accuracy"),
+    ({"balance": "loss", "best_by": "accuracy"}, "accuracy"), ({"best_by": "balanced-accuracy"}, "balanced-accuracy")])
+def test_the_objective_is_the_figure_the_trials_runs_judge(overrides, objective):
+    assert _spec(overrides={**TINY, **overrides}).check().objective == objective
+    # balance searched, with the figure fixed: every trial judges it alike
+    spec = _spec(params=[*SPACE, "balance=choice:none,loss,sampler"], overrides={**TINY, "best_by": objective})
+    assert spec.check().objective == objective
+    assert _spec(params=[*SPACE, "balance=choice:sampler,loss"]).check().objective == "balanced-accuracy"
+    other = "accuracy" if objective == "balanced-accuracy" else "balanced-accuracy"
+    with pytest.raises(CnnlabError, match=f"objective '{other}' is not the figure the trials' runs judge"):
+        _spec(overrides={**TINY, **overrides}, objective=other).check()
 
 
 def test_best_command_line_repeats_the_trial():
@@ -396,6 +426,70 @@ def _quick_train(calls: list, stop=None):
         return [row]
 
     return fake
+
+
+def _judged_train(calls: list):
+    """`train` for trials judged by either figure: epoch 1 has the higher accuracy, epoch 2 the higher balanced
+    accuracy (as under --balance, where the balancing costs the largest class some images)."""
+    rows = [{"epoch": 1.0, "val_acc": 0.9, "val_bal_acc": 0.5}, {"epoch": 2.0, "val_acc": 0.8, "val_bal_acc": 0.7}]
+
+    def fake(model, recipe=None, *, out, on_epoch, **settings):
+        calls.append(settings)
+        os.makedirs(out, exist_ok=True)
+        for row in rows:
+            on_epoch(row)
+        return rows
+
+    return fake
+
+
+@pytest.mark.parametrize("overrides, key, value, epoch", [
+    ({}, "val_acc", 0.9, 1), ({"balance": "loss"}, "val_bal_acc", 0.7, 2),
+    ({"balance": "sampler", "best_by": "accuracy"}, "val_acc", 0.9, 1)])
+def test_a_trial_is_judged_by_the_figure_its_runs_best_pt_judges(tmp_path, monkeypatch, capsys, overrides, key,
+                                                                 value, epoch):
+    # Under --balance a trial reported, was pruned on and was valued by the accuracy while its best.pt judged the
+    # balanced accuracy: the sweep's best trial was the one the balancing worked against
+    calls = []
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _judged_train(calls))
+    out = tmp_path / "sw"
+    summary = sweep(_spec(trials=1, overrides={**TINY, **overrides}), study="judged", out=out)
+    assert {k: calls[0].get(k) for k in overrides} == overrides  # the trial's run was asked what the sweep was
+    trial = _trials(storage_url(None, out.resolve()), "judged")[0]
+    assert trial.state == TrialState.COMPLETE and trial.value == value
+    assert trial.intermediate_values == {1: (0.9, 0.5)[key == "val_bal_acc"], 2: (0.8, 0.7)[key == "val_bal_acc"]}
+    assert f"trial 0: {key} {value:.4f}" in capsys.readouterr().out
+    record = json.loads((out / "trials" / "0000" / "trial.json").read_text())
+    assert record["objective"] == key and record["value"] == value and record["epoch"] == epoch
+    assert summary["objective"] == key and summary["best"]["objective"] == key and summary["best"]["value"] == value
+    assert summary["best"]["epoch"] == epoch  # the old key keeps its meaning: the best epoch's accuracy
+    assert summary["best"]["val_acc"] == (0.9, 0.8)[epoch - 1] and summary["best"]["val_bal_acc"] == (0.5, 0.7)[
+        epoch - 1]
+    assert json.loads((out / "summary.json").read_text())["objective"] == key
+    line = format_summary(summary).splitlines()[1]
+    assert line.startswith(f"best: trial 0, {key} {value:.4f}")
+    assert ("val_acc 0.8000" in line) == (key == "val_bal_acc")  # the accuracy beside the balanced figure
+
+
+def test_a_study_from_before_the_objective_goes_on_judging_accuracy(tmp_path, monkeypatch, capsys):
+    # Its stored settings have no objective: its trials were judged by the accuracy, and so are the next ones
+    out = tmp_path / "sw"
+    out.mkdir()
+    spec = _spec(trials=2, pruner="none", overrides={**TINY, "balance": "loss"})
+    study, _ = load_study(open_storage(storage_url(None, out.resolve()), 10), "old", spec)
+    stored = {k: v for k, v in study.user_attrs[SPEC_ATTR].items() if k != "objective"}
+    study.set_user_attr(SPEC_ATTR, stored)
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _judged_train([]))
+    summary = sweep(None, study="old", out=out)  # joined, as the resume line says
+    assert summary["objective"] == "val_acc" and summary["best"]["value"] == 0.9
+    assert "trial 0: val_acc 0.9000" in capsys.readouterr().out
+    # The whole command again is not refused as other settings, and says what it judges
+    summary = sweep(_spec(trials=2, pruner="none", overrides={**TINY, "balance": "loss"}), study="old", out=out)
+    assert summary["objective"] == "val_acc" and summary["trials"]["counted"] == 2
+    assert ("study old judges its trials by val_acc, as it began (it was started before sweeps judged the figure "
+            "their runs' best.pt judges, val_bal_acc here)") in capsys.readouterr().out
+    kept = optuna.load_study(study_name="old", storage=_storage(storage_url(None, out.resolve())))
+    assert kept.user_attrs[SPEC_ATTR] == stored  # as it was stored: every later worker reads it so too
 
 
 def _sigterm_self() -> None:

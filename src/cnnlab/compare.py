@@ -37,6 +37,9 @@ _NOT_COMPARED = {"out", "data_dir", "model", "recipe", "dataset"}
 _LEADING = ("run", "model", "dataset", "recipe")
 _TRAILING = ("params", "macs", "epochs_done", "best_val_acc", "final_val_acc", "test_acc", "wall_s", "images_per_s",
              "status")
+# Columns after final_val_acc where some run judges its epochs by the balanced accuracy (--best-by, --balance's
+# default): the figure its best.pt, and a study's ranking, go by.
+_BALANCED = ("best_val_bal_acc", "final_val_bal_acc")
 
 
 def load_run(path: str | Path) -> Run:
@@ -140,6 +143,7 @@ def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
     """One row of the comparison: the run's identity, the differing config values and its figures."""
     result = run.result or {}
     val = [r["val_acc"] for r in run.metrics if math.isfinite(r.get("val_acc", math.nan))]
+    balanced = [r["val_bal_acc"] for r in run.metrics if math.isfinite(r.get("val_bal_acc", math.nan))]
     dataset = run.dataset
     input_size = run.record.get("input_size") or result.get("input_size")
     num_classes = len(dataset["classes"]) if isinstance(dataset.get("classes"), list) else 10
@@ -159,6 +163,9 @@ def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
         "params": run.record.get("params") or result.get("params"), "macs": macs,
         "epochs_done": result["epochs_trained"] if budgeted else len(run.metrics),
         "best_val_acc": max(val) if val else None, "final_val_acc": val[-1] if val else None,
+        "best_by": _setting(run, "best_by"),  # what its best.pt judges (a run from before it: the accuracy)
+        "best_val_bal_acc": max(balanced) if balanced else None,
+        "final_val_bal_acc": balanced[-1] if balanced else None,
         "test_acc": result.get("test_acc"), "test_samples": result.get("test_samples"), "wall_s": result.get("wall_s"),
         "images_per_s": result.get("images_per_s"), "status": run.outcome,
     })
@@ -169,6 +176,9 @@ def compare_runs(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     """The comparison table: its column names and one row per run."""
     keys = differing_keys(runs)
     columns = [*_LEADING, *keys, *_TRAILING]
+    if any(_setting(r, "best_by") == "balanced-accuracy" for r in runs):
+        at = columns.index("final_val_acc") + 1
+        columns[at:at] = _BALANCED
     if _test_samples_differ(runs):  # beside the figure it counts
         columns.insert(columns.index("test_acc") + 1, "test_samples")
     return columns, [run_row(run, label, keys) for run, label in zip(runs, _labels(runs), strict=True)]

@@ -180,6 +180,17 @@ def save_figure(fig, path: str | Path) -> None:
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "lr", "seconds",
                   "images_per_s")
 
+# What the train_loss column is under --balance, beside val_loss (unweighted, on the data as it falls): another
+# measure, so a plot or table that shows the two together says so.
+TRAIN_LOSS_UNDER = {"loss": "class-weighted", "sampler": "on class-balanced batches"}
+
+
+def train_loss_label(balance: Any) -> str:
+    """``train_loss``, with what it is under ``balance`` (a run's --balance; anything else, as a hand-edited config
+    may hold, reads as no balancing): ``train_loss (class-weighted)``."""
+    note = TRAIN_LOSS_UNDER.get(balance) if isinstance(balance, str) else None
+    return f"train_loss ({note})" if note else "train_loss"
+
 
 def write_metrics_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """One row per epoch, the columns of METRIC_COLUMNS (other keys of a row are left out)."""

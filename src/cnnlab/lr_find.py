@@ -4,8 +4,9 @@ The method of Smith 2017 ("Cyclical Learning Rates for Training Neural Networks"
 ``lr_find`` and Lightning's ``Tuner.lr_find`` run it: train a fresh copy of the model for ~100 mini-batches while
 the learning rate grows exponentially from ``start_lr`` to ``end_lr``, smooth the loss with a bias-corrected
 exponential moving average, stop once it diverges (above ``diverge`` times its best), and suggest an lr from the
-curve. The model, data, preprocessing and optimizer are the ones ``cnnlab train`` would build from the same
-TrainConfig (:func:`cnnlab.train.make_config`), so the suggestion is for that run's ``--lr``.
+curve. The model, data, preprocessing, optimizer and loss (class-weighted, or on class-balanced batches, under
+``--balance``) are the ones ``cnnlab train`` would build from the same TrainConfig (:func:`cnnlab.train.make_config`),
+so the suggestion is for that run's ``--lr``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ MIN_DROP = 0.10
 # The TrainConfig fields the sweep reads (the CLI's lr-find flags); lr, epochs and schedules play no part. The
 # starting weights count: a fine-tuning run's sweep starts where that run starts, from --pretrained or --init-from,
 # with the body frozen as its first epoch has it (--freeze, or the finetune recipe's --freeze-epochs), as fastai's
-# lr_find runs on a freshly made, frozen pretrained learner.
+# lr_find runs on a freshly made, frozen pretrained learner. So does the loss: --balance loss weighs it by class, and
+# --balance sampler draws the batches class-balanced, as the run's training steps are.
 CONFIG_FIELDS = ("recipe", "dataset", "data_dir", "image_size", "channels", "skip_bad_images", "batch_size",
-                 "optimizer", "momentum", "weight_decay", "label_smoothing", "resize", "normalize", "augment", "init",
-                 "ops", "seed", "device", "pretrained", "init_from", "freeze", "freeze_epochs")
+                 "optimizer", "momentum", "weight_decay", "label_smoothing", "balance", "resize", "normalize",
+                 "augment", "init", "ops", "seed", "device", "pretrained", "init_from", "freeze", "freeze_epochs")
 
 
 @dataclass
@@ -200,7 +202,7 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
                     group["lr"] = lr
                 x = x.contiguous(memory_format=run.memory_format)
                 with torch.autocast(**run.autocast):
-                    loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
+                    loss = F.cross_entropy(net(x), y, weight=run.class_weights, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

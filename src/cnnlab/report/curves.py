@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from cnnlab.io import train_loss_label
 
 # Up to this many epochs every point gets a marker: a line needs two points, so a one-epoch run would otherwise
 # draw nothing at all, and a short run reads better with its measured epochs marked.
 MARKED_EPOCHS = 20
 
 
-def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
+def curves_figure(rows: Sequence[dict[str, float]], title: str = "", balance: Any = None) -> Figure:
     """Train loss, val loss and val accuracy (and balanced accuracy, where the validation classes are unbalanced)
-    against epoch (one row per epoch, as in metrics.csv).
+    against epoch (one row per epoch, as in metrics.csv); ``balance`` is the run's ``--balance``, which the training
+    loss's legend names where it makes that loss another measure than the validation loss.
 
     The x axis shows whole epochs from half an epoch before the first to half an epoch after the last, so a
     single-epoch run is one marked point in the middle of the chart rather than an empty box.
@@ -24,7 +28,7 @@ def curves_figure(rows: Sequence[dict[str, float]], title: str = "") -> Figure:
     ax = fig.add_subplot()
     epochs = [r["epoch"] for r in rows]
     marker = "o" if len(rows) <= MARKED_EPOCHS else None
-    ax.plot(epochs, [r["train_loss"] for r in rows], "-", marker=marker, label="train_loss")
+    ax.plot(epochs, [r["train_loss"] for r in rows], "-", marker=marker, label=train_loss_label(balance))
     ax.plot(epochs, [r["val_loss"] for r in rows], "--", marker=marker, label="val_loss")
     ax.plot(epochs, [r["val_acc"] for r in rows], "-.", marker=marker, label="val_acc")
     balanced = [r.get("val_bal_acc", math.nan) for r in rows]

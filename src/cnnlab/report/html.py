@@ -23,7 +23,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
 from cnnlab.inference import load_trained
-from cnnlab.io import atomic_write, check_output_file, writable_text
+from cnnlab.io import atomic_write, check_output_file, train_loss_label, writable_text
 from cnnlab.models import model_info
 from cnnlab.models.summary import model_macs
 from cnnlab.report import plots
@@ -186,13 +186,15 @@ def _resized(fig, width: float = 5.2, height: float = 3.3):
     return fig
 
 
-def _metrics_table(rows: list[dict[str, float]]) -> dict[str, Any]:
-    """metrics.csv as a table (the last 12 epochs when there are more: the curves show the rest)."""
+def _metrics_table(rows: list[dict[str, float]], balance: Any = None) -> dict[str, Any]:
+    """metrics.csv as a table (the last 12 epochs when there are more: the curves show the rest); the training
+    loss's header says what it is under the run's ``balance``, as the curves' legend does."""
     # The balanced accuracy is left out where no row has it: a run from before it was recorded
     keys = [k for k in METRIC_HEADERS if k in rows[0] and (k != "val_bal_acc" or any(
         math.isfinite(r.get(k, math.nan)) for r in rows))]
     spec = {"epoch": ".0f", "lr": ".3g", "seconds": ".1f", "images_per_s": ",.0f"}
-    return {"head": [METRIC_HEADERS[k] for k in keys], "total": len(rows),
+    headers = {**METRIC_HEADERS, "train_loss": train_loss_label(balance).replace("_", " ")}
+    return {"head": [headers[k] for k in keys], "total": len(rows),
             "rows": [[_fmt(r.get(k), spec.get(k, ".4f")) for k in keys] for r in rows[-12:]]}
 
 
@@ -275,13 +277,15 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
                                     device=str(trained.device), tta=meta.tta)
     conv = first_conv(trained.model)
     env = run.config.get("environment") or {}
+    balance = (run.config.get("config") or {}).get("balance")  # what the training loss was (curves, table)
     return render_page({
         "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
         "notices": list(data.notices), "unfinished": run.unfinished(),
         "stats": _stats(run, result),
         "facts": _facts(run, name, trained.num_params(), model_macs(name, size, in_ch, meta.num_classes), size),
-        "curves": _picture(_resized(curves_figure(run.metrics)), "training curves") if run.metrics else None,
-        "metrics": _metrics_table(run.metrics) if run.metrics else None,
+        "curves": _picture(_resized(curves_figure(run.metrics, balance=balance)), "training curves")
+        if run.metrics else None,
+        "metrics": _metrics_table(run.metrics, balance) if run.metrics else None,
         "confusion": _picture(plots.confusion_figure(result.confusion, classes), "confusion matrix"),
         "per_class": _per_class(result), "macro_f1": f"{result.macro_f1:.4f}",
         "mistakes": _mistakes(logits, images, labels, classes),

@@ -40,7 +40,8 @@ class RunReport:
 
     def on_end(self, trainer, result: dict[str, Any]) -> None:
         if trainer.state.history:
-            save_figure(curves_figure(trainer.state.history, title=trainer.config.model), self.path / "curves.png")
+            save_figure(curves_figure(trainer.state.history, title=trainer.config.model,
+                                      balance=trainer.config.balance), self.path / "curves.png")
 
     def after_fit(self, trainer, result: dict[str, Any]) -> None:
         if not self.report:

@@ -23,7 +23,7 @@ import torch
 
 import cnnlab
 from cnnlab.errors import CnnlabError, Interrupted
-from cnnlab.io import write_json, write_metrics_csv
+from cnnlab.io import TRAIN_LOSS_UNDER, write_json, write_metrics_csv
 from cnnlab.runs.record import INTERRUPTED_FILE
 
 
@@ -159,6 +159,10 @@ class RunFolder:
         except ImportError:  # tensorboard is an optional extra: the run goes on without tb/
             return
         self._tb = SummaryWriter(log_dir=str(self.path / "tb"))
+        balance = trainer.config.balance
+        if balance in TRAIN_LOSS_UNDER:  # its scalars draw train_loss as val_loss's kind of figure, which it is not
+            self._tb.add_text("train_loss", f"train_loss is {TRAIN_LOSS_UNDER[balance]} (--balance {balance}); "
+                              "val_loss is not", trainer.state.epoch)
 
     def on_epoch(self, trainer, row: dict[str, Any], is_best: bool) -> None:
         if self._tb is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from cnnlab.data.folder import has_validation_folder
 from cnnlab.study.spec import Study
+from cnnlab.train.config import BEFORE_THE_SETTING, JUDGED
 
 
 def _pts(a: float, b: float) -> str:
@@ -64,6 +65,25 @@ def factor_effects(study: Study, scores: dict[str, float]) -> list[str]:
     return lines
 
 
+def judged_figure(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """The figure a study's variants are ranked by, as ``(best_by, why)``: the one their runs judge (``best_by``,
+    the balanced accuracy under ``--balance``; a row without it is of a run from before it, which judged accuracy),
+    and where they judge different ones the balanced accuracy, with ``why`` saying so ("" otherwise).
+
+    Ranked by plain accuracy, a variant that balances its classes would lose to one that does not for the very
+    images the balancing moved toward the small classes; every run records the balanced accuracy beside it.
+    """
+    judged = {r.get("best_by") or BEFORE_THE_SETTING["best_by"]: None for r in rows}
+    if len(judged) <= 1:
+        return next(iter(judged), BEFORE_THE_SETTING["best_by"]), ""
+    by = {figure: [r["run"] for r in rows if (r.get("best_by") or BEFORE_THE_SETTING["best_by"]) == figure]
+          for figure in judged}
+    shown = "; ".join(f"{', '.join(names)} by {JUDGED[figure][1]}" for figure, names in by.items())
+    return "balanced-accuracy", (f"the variants judge their epochs by different figures ({shown}): ranked by the "
+                                 "balanced accuracy, which accuracy would tilt toward the variants that do not "
+                                 "balance their classes")
+
+
 def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str, Any]], table: str,
                   plot: str = "curves.png", refused: Mapping[str, str] | None = None) -> str:
     """The study's summary.md: question, budget, the comparison table, the plot and the findings.
@@ -90,13 +110,21 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
               table, "", f"![validation accuracy and training loss per epoch]({plot})", "", "## What the numbers say",
               ""]
     by_name = {r["run"]: r for r in rows}
-    scores = {name: r["final_val_acc"] for name, r in by_name.items()
-              if r["status"] != "failed" and r.get("final_val_acc") is not None}
+    ranked_rows = [r for r in rows if r["status"] != "failed"]
+    judged, why = judged_figure(ranked_rows)
+    key, name = f"final_{JUDGED[judged][0]}", JUDGED[judged][1]
+    scores = {r["run"]: r[key] for r in ranked_rows if r.get(key) is not None}
     findings = []
+    if why:
+        findings.append(f"- Note: {why}.")
+    unscored = [r["run"] for r in ranked_rows if r.get(key) is None and r.get("final_val_acc") is not None]
+    if unscored:  # trained before cnnlab recorded the balanced accuracy
+        findings.append(f"- Not ranked (no {key} recorded: a run from before cnnlab recorded it): "
+                        f"{', '.join(unscored)}.")
     if scores:
         ranked = sorted(scores, key=scores.get, reverse=True)
         best, worst = ranked[0], ranked[-1]
-        findings.append(f"- Ranking by final validation accuracy: {_ranking(scores, ranked)}.")
+        findings.append(f"- Ranking by final validation {name}: {_ranking(scores, ranked)}.")
         if len(ranked) > 1 and _tie(scores[best], scores[worst]):
             findings.append(f"- No variant leads: all score {scores[best]:.4f}.")
         elif len(ranked) > 1:

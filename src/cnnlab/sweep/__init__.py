@@ -1,7 +1,9 @@
 """`cnnlab sweep`: hyper-parameter search on Optuna, every trial a normal run folder.
 
 A sweep is an Optuna study whose objective trains one run (``cnnlab.train.train``) and returns its best
-validation accuracy; after every epoch the accuracy is reported to a pruner, which may stop the run early. The
+validation figure, the one the run's best.pt judges (``--best-by``: the balanced accuracy under ``--balance``, else
+the accuracy; one for every trial, named ``val_acc`` or ``val_bal_acc`` in its lines and summary); after every epoch
+the figure is reported to a pruner, which may stop the run early. The
 study lives in a database: SQLite in the sweep folder by default, or any URL Optuna takes (``postgresql://...``)
 so that workers on several machines can join one study. The sweep's settings are stored in the study itself, so
 ``cnnlab sweep --study NAME --storage URL`` on another machine needs nothing else.
@@ -41,6 +43,7 @@ from cnnlab.sweep.study import SPEC_ATTR, enqueue_interrupted, load_study, progr
 from cnnlab.sweep.summary import format_summary, summarize
 from cnnlab.sweep.trial import TrialFailed, run_trial
 from cnnlab.sweep.workers import Worker, run_workers, sigterm_as_ctrl_c, threads_per_job, work
+from cnnlab.train.config import JUDGED
 
 __all__ = ["KINDS", "LOCAL", "PRUNERS", "SPEC_ATTR", "Param", "StorageLost", "SweepSpec", "TrialFailed", "Worker",
            "command_line", "database_failure", "db_errors", "enqueue_interrupted", "format_summary", "load_study",
@@ -121,6 +124,7 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
     try:
         handle = open_storage(url, heartbeat)
         try:
+            asked = spec.objective if spec is not None else None
             study_obj, spec = load_study(handle, study, spec)
             if joining:
                 refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir,
@@ -134,6 +138,9 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         raise
     if not (sweep_dir / STUDY_MARKER).is_file():
         atomic_write(sweep_dir / STUDY_MARKER, lambda tmp: Path(tmp).write_text(study + "\n", encoding="utf-8"))
+    if asked is not None and asked != spec.objective:  # the same settings: a study from before the objective
+        print(f"study {study} judges its trials by {JUDGED[spec.objective][0]}, as it began (it was started before "
+              f"sweeps judged the figure their runs' best.pt judges, {JUDGED[asked][0]} here)", flush=True)
     if again:
         print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
     worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}),

@@ -6,6 +6,7 @@ whose bounds TrainConfig would refuse fails at once, as one line.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -15,12 +16,15 @@ from typing import Any
 from cnnlab.checks import int_in_range, positive_int
 from cnnlab.data.folder import has_validation_folder
 from cnnlab.errors import CnnlabError
-from cnnlab.train.config import AUGMENTS, field_types, make_config
+from cnnlab.train.config import AUGMENTS, JUDGED, field_types, make_config
 
 KINDS = ("loguniform", "uniform", "int", "intlog", "choice")
 PRUNERS = ("median", "hyperband", "none")
 # Fields a sweep cannot search: they name where things go, or (val_split, dataset) what is measured.
 _NOT_SEARCHABLE = ("model", "out", "data_dir", "device", "val_split", "dataset")
+# Fields that decide the figure a trial's run judges (its config's best_by): searched, they may give trials different
+# ones.
+_DECIDE_THE_FIGURE = ("best_by", "balance", "recipe")
 # Fields each machine sets for itself: where its data is and what it trains on; not part of the shared settings.
 LOCAL = ("data_dir", "device")
 
@@ -133,6 +137,10 @@ class SweepSpec:
         seed: the sampler's seed (each worker adds its index; a sweep continuing the study mixes in the trials it
             holds, so as not to draw its first points again), None for a fresh one.
         report: write report.html in every trial's run folder.
+        objective: the validation figure the trials are judged by (the pruner's reports, the trial's value, the
+            best trial), as ``--best-by`` names it: the one every trial's run picks its best.pt by (its config's
+            ``best_by``: balanced-accuracy under ``--balance``); None until :meth:`trial_figure` fixes it. A study
+            stored before sweeps judged it judged accuracy, and goes on doing so (``load_study``).
     """
 
     model: str
@@ -146,6 +154,7 @@ class SweepSpec:
     allow_test_objective: bool = False
     seed: int | None = None
     report: bool = False
+    objective: str | None = None
 
     def space(self) -> list[Param]:
         return [parse_param(p) for p in self.params]
@@ -169,12 +178,51 @@ class SweepSpec:
             raise CnnlabError("a sweep tunes on a validation split, never on the test set: expected --val-split "
                               "(e.g. 0.1 or 5000), a folder dataset with its own val/ beside train/ and test/, or "
                               "--allow-test-objective to tune on the test set as the book's exercises do")
+        self.objective = self.trial_figure()
+        return self
+
+    def judged(self) -> tuple[str, str]:
+        """The objective's metrics.csv key and its name (``val_bal_acc``, ``balanced accuracy``); a spec not yet
+        checked nor stored (one given to :func:`cnnlab.sweep.run_trial` directly) has it from its settings."""
+        return JUDGED[self.objective or self.trial_figure()]
+
+    def trial_figure(self) -> str:
+        """The figure every trial's run judges its epochs by (its config's resolved ``best_by``), checking every
+        bound and choice of the space through TrainConfig's own checks on the way: a value it refuses fails now.
+
+        One figure for the whole sweep, so that one ranks the trials: a space that changes it (``balance`` searched
+        without a fixed ``--best-by``, or ``best_by`` itself) would rank a trial by accuracy beside one by balanced
+        accuracy, and is refused. A set ``objective`` must be that figure (the trials' best.pt judge it).
+
+        Raises:
+            CnnlabError: a value TrainConfig refuses, trials that would judge different figures, or an objective
+                that is not theirs.
+        """
         make_config(self.model, self.recipe, **self.overrides)
-        for param in space:  # each bound and choice through TrainConfig's own checks: a value it refuses fails now
+        space = self.space()
+        for param in space:
             for value in param.extremes():
                 make_config(self.model, value if param.name == "recipe" else self.recipe, **self.overrides,
                             **({} if param.name == "recipe" else {param.name: value}))
-        return self
+        # TrainConfig resolves best_by from best_by and balance, and a recipe may set either: every combination of
+        # the choices searched among them is some trial's (these fields are strings: only choice: searches them)
+        deciding = [p for p in space if p.name in _DECIDE_THE_FIGURE]
+        figures: dict[str, str] = {}
+        for values in itertools.product(*(p.choices for p in deciding)):
+            settings = dict(zip((p.name for p in deciding), values, strict=True))
+            where = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the fixed settings"
+            recipe = settings.pop("recipe", self.recipe)
+            figures.setdefault(make_config(self.model, recipe, **self.overrides, **settings).best_by, where)
+        if len(figures) > 1:
+            shown = ", ".join(f"{JUDGED[f][0]} with {where}" for f, where in figures.items())
+            raise CnnlabError(f"the trials would judge different figures ({shown}: a run's best.pt judges --best-by, "
+                              f"whose default --balance sets), and one figure must rank them; expected --best-by "
+                              f"{' or --best-by '.join(sorted(figures))} fixed for every trial")
+        figure = next(iter(figures))
+        if self.objective is not None and self.objective != figure:
+            raise CnnlabError(f"objective {self.objective!r} is not the figure the trials' runs judge ({figure}, "
+                              f"their --best-by); expected {figure}, or --best-by {self.objective} fixed")
+        return figure
 
 
 def command_line(spec: SweepSpec, values: dict[str, Any], out: str | Path | None = None) -> str:

@@ -3,7 +3,7 @@ counted, interrupted trials enqueued again to resume their run folders, and tria
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 from cnnlab.errors import CnnlabError
 from cnnlab.sweep.space import LOCAL, SweepSpec
 from cnnlab.sweep.storage import shown
+from cnnlab.train.config import BEFORE_THE_SETTING
 
 SPEC_ATTR = "cnnlab_sweep"
 
@@ -107,7 +108,9 @@ def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0, held
     stored = None
     if name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        stored = SweepSpec(**study.user_attrs[SPEC_ATTR]) if SPEC_ATTR in study.user_attrs else None
+        # A study stored before sweeps judged their runs' own figure judged accuracy: it goes on as it began
+        stored = SweepSpec(**{"objective": BEFORE_THE_SETTING["best_by"], **study.user_attrs[SPEC_ATTR]}) \
+            if SPEC_ATTR in study.user_attrs else None
         if stored is None:
             raise CnnlabError(f"study {name!r} was not made by cnnlab sweep (it has no {SPEC_ATTR} settings)")
         if spec is not None and _shared(spec) != _shared(stored):
@@ -117,6 +120,8 @@ def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0, held
     elif spec is None:
         raise CnnlabError(f"no study {name!r} in {shown(storage.url) if hasattr(storage, 'url') else storage}: "
                           "give MODEL and --param to start it")
+    if stored is None and spec.objective is None:  # fixed once, as it is stored: every worker judges alike
+        spec = replace(spec, objective=spec.trial_figure())
     spec = stored or spec
     sampler = optuna.samplers.TPESampler(seed=_sampler_seed(spec.seed, worker, held), constant_liar=True)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
@@ -127,7 +132,9 @@ def load_study(storage, name: str, spec: SweepSpec | None, worker: int = 0, held
 
 
 def _shared(spec: SweepSpec) -> dict[str, Any]:
-    """The settings every machine must agree on (all but the LOCAL fields)."""
+    """The settings every machine must agree on (all but the LOCAL fields; and the objective, which the others
+    decide, and which a study stored before it existed keeps as it began)."""
     values = asdict(spec)
+    values.pop("objective")
     values["overrides"] = {k: v for k, v in spec.overrides.items() if k not in LOCAL}
     return values

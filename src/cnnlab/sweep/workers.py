@@ -7,6 +7,7 @@ mix), each with its share of the cores as torch threads. A worker process finds 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -81,10 +82,11 @@ def threads_per_job(jobs: int) -> int:
     return min(share, int(cap)) if cap.isdigit() and int(cap) > 0 else share
 
 
-def _log_trial(study, trial) -> None:
+def _log_trial(key: str, study, trial) -> None:
+    """The trial's line: its value named as the figure ``key`` it is (the sweep's objective)."""
     from optuna.trial import TrialState
 
-    what = {TrialState.COMPLETE: f"val_acc {trial.value:.4f}" if trial.value is not None else "complete",
+    what = {TrialState.COMPLETE: f"{key} {trial.value:.4f}" if trial.value is not None else "complete",
             TrialState.PRUNED: f"pruned after epoch {trial.last_step}",
             TrialState.FAIL: f"failed: {trial.user_attrs.get('error', 'its worker stopped')}"}
     params = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
@@ -102,7 +104,8 @@ def _run_one_trial(study, spec, worker: Worker) -> None:
         return run_trial(trial, spec, Path(worker.sweep_dir))
 
     try:
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[_log_trial])
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,),
+                       callbacks=[functools.partial(_log_trial, spec.judged()[0])])
     except (ValueError, AssertionError):  # Optuna cannot record the end of a trial that has ended meanwhile
         if not started:  # (ValueError, or "Should not reach." when the objective returned a value)
             raise

@@ -57,6 +57,10 @@ _UNSET_SWITCHES = ("channels_last", "flip")
 BEFORE_THE_SETTING = {"best_by": "accuracy"}
 
 
+# The epoch history's key of each figure --best-by can judge, and how lines name it (a run's, a sweep's, a study's).
+JUDGED = {"accuracy": ("val_acc", "accuracy"), "balanced-accuracy": ("val_bal_acc", "balanced accuracy")}
+
+
 def default_best_by(balance: Any) -> str:
     """What picks the best epoch when ``best_by`` is not given: the balanced accuracy where the run was asked to
     weigh the classes alike (``--balance sampler|loss``), which plain accuracy would undo by picking the epoch that

@@ -34,6 +34,7 @@ from cnnlab.evaluate import class_scores, confusion_matrix
 from cnnlab.runs import environment, resume_command, save_checkpoint
 from cnnlab.train.budget import TimeBudget
 from cnnlab.train.build import RunParts
+from cnnlab.train.config import JUDGED
 from cnnlab.train.distributed import (
     barrier,
     broadcast_buffers,
@@ -56,8 +57,13 @@ from cnnlab.train.state import install_stop_handlers, restore_handlers
 CHANCE_CHECK_STEPS = 40
 
 
-# The epoch history's key of each figure --best-by can judge, and how the run's lines name it.
-JUDGED = {"accuracy": ("val_acc", "accuracy"), "balanced-accuracy": ("val_bal_acc", "balanced accuracy")}
+def best_row(history: Sequence[dict[str, float]], key: str) -> dict[str, float] | None:
+    """The row of ``history`` that best.pt holds when ``key`` is judged: the first with the highest figure (None
+    before any epoch). A row from before that figure was recorded (a resumed older run, which judges accuracy) has
+    none."""
+    figures = [r.get(key, math.nan) for r in history]
+    ranked = [i for i, figure in enumerate(figures) if figure == figure]  # NaN is never best (nor is best.pt)
+    return history[max(ranked, key=figures.__getitem__)] if ranked else None
 
 
 def epochs_text(n: int) -> str:
@@ -153,12 +159,8 @@ class Trainer:
         return int(self.state.history[-1]["epoch"] - best["epoch"]) if best is not None else 0
 
     def best_row(self) -> dict[str, float] | None:
-        """The history row of the epoch best.pt holds: the first with the highest figure ``config.best_by`` judges
-        (None before any epoch). A row from before that figure was recorded (a resumed older run, which judges
-        accuracy) has none."""
-        figures = [r.get(self.judged_key, math.nan) for r in self.state.history]
-        ranked = [i for i, figure in enumerate(figures) if figure == figure]  # NaN is never best (nor is best.pt)
-        return self.state.history[max(ranked, key=figures.__getitem__)] if ranked else None
+        """The history row of the epoch best.pt holds: :func:`best_row` of the figure ``config.best_by`` judges."""
+        return best_row(self.state.history, self.judged_key)
 
     def fit(self) -> list[dict[str, float]]:
         """Train until ``config.epochs`` or the time budget is used (from where a resumed run left off), the target
