@@ -257,6 +257,11 @@ def test_int8_calibration_arguments(trained_run, tmp_path, kwargs, match):
     (["--format", "onnx-int8", "--calibration", "8", "--output", "q.pt2"], "--format onnx-int8 writes a .onnx file"),
     (["--format", "onnx-int8", "--calibration", "8", "--output", "taken.onnx"], "already exists; pass --force"),
     (["--format", "pt2", "--output", "m.pt2", "--verify", "5", "--calibration", "8"], "--calibration is for"),
+    (["--output", "m.onnx", "--verify", "5", "--opset", "17"], "--opset must be an operator set from 18 (the lowest "
+                                                              "torch's exporter writes) to"),
+    (["--output", "m.onnx", "--verify", "5", "--opset", "999"], "the newest onnx"),
+    (["--format", "pt2", "--output", "m.pt2", "--verify", "5", "--opset", "18"], "--opset is the operator set of an "
+                                                                                "ONNX file"),
 ])
 def test_cli_export_refuses_its_arguments_before_reading_the_dataset(tmp_path, capsys, monkeypatch, args, needle):
     # --verify (500 images by default for onnx-int8) read the test set before the arguments were checked: a missing
@@ -369,3 +374,42 @@ def test_export_speed_benchmark_runs_on_a_tiny_budget(trained_run, tmp_path, cap
     assert all(r["images_per_s"] > 0 for r in rows)
     assert {r["format"]: r["agreement"] for r in rows if r["batch"] == 1}["onnx"] == 1.0
     assert "| onnx-int8 | 4 |" in capsys.readouterr().out
+
+
+def _domains(model) -> dict[str, int]:
+    return {o.domain or "ai.onnx": o.version for o in model.opset_import}
+
+
+@pytest.mark.parametrize("opset", [None, 18, 21])
+def test_an_onnx_export_is_stamped_for_the_oldest_runtimes_that_run_it(trained_run, tmp_path, opset):
+    # torch's exporter stamped IR version 10 (onnx 1.23's newest) on every file, which onnxruntime 1.17 refuses
+    # ("Unsupported model IR version: 10, max supported IR version: 9") although it runs operator set 20; and --opset
+    # lets a runtime that knows only older operator sets load the file.
+    out = export_checkpoint(trained_run / "last.pt", tmp_path / "m.onnx", **({} if opset is None else {"opset": opset}))
+    model = onnx.load(str(out))
+    domains = _domains(model)
+    assert set(domains) == {"ai.onnx"} and (opset is None or domains["ai.onnx"] == opset)
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import))  # onnx's own table
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = _real_batch(8)
+    assert np.abs(session.run(None, {"images": x.numpy()})[0] - _torch_logits(trained_run / "last.pt", x)).max() <= 1e-4
+
+
+def test_an_int8_export_imports_only_the_domains_its_nodes_use(trained_run, tmp_path):
+    # onnxruntime's quantizer imported eight domains the graph never uses, ai.onnx.ml at version 5 among them, which
+    # onnxruntime 1.17 refuses to load ("Current official support for domain ai.onnx.ml is till opset 4")
+    out = export_checkpoint(trained_run / "last.pt", tmp_path / "q.onnx", format="onnx-int8", calibration=32,
+                            opset=18)
+    model = onnx.load(str(out))
+    assert _domains(model) == {"ai.onnx": 18} == {(n.domain or "ai.onnx"): 18 for n in model.graph.node}
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_a_file_of_another_operator_set_than_asked_is_refused(trained_run, tmp_path):
+    # the exporter, asked for an operator set below 18, tried onnx's converter and wrote 18 all the same: a file must
+    # not be named what it is not
+    out = export_checkpoint(trained_run / "last.pt", tmp_path / "m.onnx", opset=18)
+    with pytest.raises(CnnlabError, match="the exporter wrote operator set 18 where --opset 19 asked"):
+        export_module._for_older_runtimes(str(out), opset=19)

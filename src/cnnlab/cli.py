@@ -267,12 +267,13 @@ def _cmd_export(args) -> int:
     from cnnlab.inference import load_trained
 
     verify = args.verify if args.verify is not None else export.INT8_CHECK_IMAGES if args.format == "onnx-int8" else 0
-    export.check_export_arguments(args.output, args.format, args.force, args.calibration)  # before any data is read
+    export.check_export_arguments(args.output, args.format, args.force, args.calibration,  # before data is read
+                                  args.opset)
     if verify:  # a dataset it cannot read is one line before anything is written
         export.verification_images(args.checkpoint, verify, data_dir=args.data_dir)
     trained = load_trained(args.checkpoint, "cpu")
     print(export.export_checkpoint(trained, args.output, format=args.format, force=args.force,
-                                   calibration=args.calibration, data_dir=args.data_dir), flush=True)
+                                   calibration=args.calibration, data_dir=args.data_dir, opset=args.opset), flush=True)
     if trained.meta.tta:
         # stderr, as every command's notes: stdout keeps only what the command makes (the file's path)
         print(f"cnnlab export: note: {export.TTA_NOTE} ({export.TTA_KEY} in its metadata)", file=sys.stderr, flush=True)
@@ -492,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then print the top-1 agreement with PyTorch on the first N test images (default: 500 "
                         "for onnx-int8, none otherwise: float exports are checked to 1e-4 on random inputs)")
     p.add_argument("--data-dir", help=f"for --calibration and --verify: {DATA_DIR_HELP}")
+    p.add_argument("--opset", metavar="N", type=_flag_type(_count("--opset")),
+                   help="onnx, onnx-int8: the ONNX operator set, for a runtime that knows only older ones (18 and "
+                        "above; default: the exporter's, 20 with torch 2.14)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN classifier "

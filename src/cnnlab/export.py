@@ -10,6 +10,10 @@ Formats:
 * ``onnx``: through ``torch.onnx.export(dynamo=True)``, the ``torch.export``-based exporter that is the default
   since PyTorch 2.9; the TorchScript-based one (``dynamo=False``) emits a DeprecationWarning in torch 2.14 and is
   being removed. Verified with onnxruntime. Class names and the model name go into the ONNX metadata.
+  ``opset`` picks the ONNX operator set (from MIN_OPSET, the lowest this exporter writes, to the newest the installed
+  onnx knows; default the exporter's own) for a runtime that knows only older ones, and the file's IR version is the
+  lowest that holds its operator set (the exporter writes its onnx's newest, which older runtimes refuse even where
+  they run the operators).
 * ``onnx-int8``: the ONNX graph above, quantized by onnxruntime's static quantization (QDQ format, int8 weights
   per output channel, uint8 activations) with activation ranges calibrated on ``calibration`` training images of
   the checkpoint's dataset (a seeded sample). Rounding changes logits by more than any float tolerance, so the
@@ -68,6 +72,10 @@ SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "pt2": ".pt2", "safetensors":
 TOLERANCE = 1e-4
 RELATIVE_TOLERANCE = 1e-5
 CHECK_BATCHES = (1, 5)
+# torch.onnx.export(dynamo=True) writes operator set 18 and above: asked for a lower one, it tries onnx's version
+# converter, which fails on a ResNet's graph, and then writes 18 all the same (measured with torch 2.14), so a
+# lower --opset would name a file it is not.
+MIN_OPSET = 18
 # An int8 model that disagrees with its float original on more than one test image in ten is not that model any
 # more; a LeNet trained for 100 steps agrees on about 98% (docs/benchmarks.md).
 INT8_MIN_AGREEMENT = 0.9
@@ -114,7 +122,8 @@ def _check(run, reference: nn.Module, shape: tuple[int, int], what: str) -> None
                               f"{n}; nothing was written")
 
 
-def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str]) -> None:
+def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str],
+                opset: int | None = None) -> None:
     try:  # torch.onnx.export(dynamo=True) needs onnx and onnxscript; the check needs onnxruntime
         import onnx  # noqa: F401
         import onnxruntime as ort
@@ -122,12 +131,50 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
     except ImportError:
         raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'") from None
 
-    program = torch.onnx.export(wrapped, (_inputs(2, shape),), None, dynamo=True, verbose=False,
+    program = torch.onnx.export(wrapped, (_inputs(2, shape),), None, dynamo=True, verbose=False, opset_version=opset,
                                 input_names=["images"], output_names=["logits"], dynamic_shapes=(_batch_dim(),))
     program.model.metadata_props.update(metadata)
     program.save(tmp, external_data=False)  # one self-contained file (the models here are far below 2 GB)
-    session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+    _for_older_runtimes(tmp, opset)
+    try:
+        session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+    except Exception as e:  # an operator set newer than this onnxruntime runs
+        raise CnnlabError(f"onnxruntime {ort.__version__} cannot run the ONNX export ({summary(e)}); nothing was "
+                          "written (a lower --opset may do)") from None
     _check(lambda x: session.run(None, {"images": x.numpy()})[0], wrapped, shape, "the ONNX export")
+
+
+def _for_older_runtimes(path: str, opset: int | None = None) -> None:
+    """Make the ONNX file at ``path`` loadable by the oldest runtimes that run its operators: drop the operator sets
+    of domains no node uses, and set the IR version to the lowest that holds the rest, where ONNX's checker passes
+    the file so. With ``opset`` given, check that the file has that operator set.
+
+    The exporter writes the IR version of the newest onnx it runs with (10 with onnx 1.23), which a runtime older
+    than that refuses ("Unsupported model IR version: 10, max supported IR version: 9", onnxruntime 1.17) although
+    it runs operator set 20; and onnxruntime's quantizer imports eight domains it does not use, among them
+    ``ai.onnx.ml`` at a version that onnxruntime 1.17 refuses to load.
+    """
+    import onnx
+
+    model = onnx.load(path)
+    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and written != opset:
+        raise CnnlabError(f"the exporter wrote operator set {written} where --opset {opset} asked; nothing was written")
+    used = {node.domain or "" for node in model.graph.node}
+    kept = [o for o in model.opset_import if (o.domain or "") in used | {"", "ai.onnx"}]
+    lowest = onnx.helper.find_min_ir_version_for(kept, ignore_unknown=True)
+    if len(kept) == len(model.opset_import) and lowest >= model.ir_version:
+        return
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    del changed.opset_import[:]
+    changed.opset_import.extend(kept)
+    changed.ir_version = min(lowest, model.ir_version)
+    try:
+        onnx.checker.check_model(changed, full_check=True)
+    except onnx.checker.ValidationError:  # the graph holds something of a newer IR (a 4-bit type, say): keep it
+        return
+    onnx.save(changed, path)
 
 
 @dataclass(frozen=True)
@@ -199,7 +246,7 @@ def _calibration_images(train_images: torch.Tensor, n: int, dataset: str) -> tor
 
 
 def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str],
-                     calibration: torch.Tensor, test_images: torch.Tensor) -> None:
+                     calibration: torch.Tensor, test_images: torch.Tensor, opset: int | None = None) -> None:
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -216,7 +263,7 @@ def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metad
 
     with tempfile.TemporaryDirectory(prefix="cnnlab-int8-") as work:
         fp32, prepared = f"{work}/fp32.onnx", f"{work}/prepared.onnx"
-        _write_onnx(wrapped, fp32, shape, metadata)  # checked against PyTorch to 1e-4, as a float export is
+        _write_onnx(wrapped, fp32, shape, metadata, opset)  # checked against PyTorch to 1e-4, as a float export is
         # onnxruntime's recommended step before quantizing: shape inference and graph fusions (Conv + BN). Its
         # symbolic shape inference fails on some graphs the exporter writes (compact's adaptive max pool: a
         # ReduceMax with its axes as an input, then a Reshape, gave "'NoneType' object is not iterable"); ONNX's
@@ -227,6 +274,7 @@ def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metad
             quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
         quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    _for_older_runtimes(tmp, opset)
     agreement = _agreement(_onnx_runner(tmp), wrapped, test_images)
     if agreement.rate < INT8_MIN_AGREEMENT:
         raise CnnlabError(f"the int8 export's {agreement}, below the {INT8_MIN_AGREEMENT:.0%} required; nothing was "
@@ -275,8 +323,24 @@ def _write_safetensors(trained: Trained, wrapped: nn.Sequential, tmp: str, shape
     _check(lambda x: loaded(x).detach().numpy(), wrapped, shape, "the safetensors weights in a new network")
 
 
+def _check_opset(format: str, opset: int | None) -> None:
+    if opset is None:
+        return
+    if format not in ("onnx", "onnx-int8"):
+        raise CnnlabError(f"--opset is the operator set of an ONNX file (--format onnx or onnx-int8); got it with "
+                          f"--format {format}")
+    try:
+        import onnx
+    except ImportError:
+        raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'") from None
+    newest = onnx.defs.onnx_opset_version()
+    if not is_int(opset) or not MIN_OPSET <= opset <= newest:
+        raise CnnlabError(f"--opset must be an operator set from {MIN_OPSET} (the lowest torch's exporter writes) to "
+                          f"{newest} (the newest onnx {onnx.__version__} knows), got {opset!r}")
+
+
 def check_export_arguments(output: str | Path, format: str = "onnx", force: bool = False,
-                           calibration: int | None = None) -> Path:
+                           calibration: int | None = None, opset: int | None = None) -> Path:
     """The checks of :func:`export_checkpoint` that need neither the checkpoint nor its dataset; returns ``output``.
 
     ``cnnlab export`` makes them before ``--verify`` reads the test images, so that a missing ``--calibration``, a
@@ -290,6 +354,7 @@ def check_export_arguments(output: str | Path, format: str = "onnx", force: bool
     if format not in FORMATS:
         raise CnnlabError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     _check_int8_arguments(format, calibration)
+    _check_opset(format, opset)
     output, suffix = Path(output), SUFFIXES[format]
     if output.is_dir():
         raise CnnlabError(f"output {output} is a folder, expected a file name such as model{suffix}")
@@ -301,7 +366,8 @@ def check_export_arguments(output: str | Path, format: str = "onnx", force: bool
 
 
 def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, format: str = "onnx", force: bool = False,
-                      calibration: int | None = None, data_dir: str | Path | None = None) -> Path:
+                      calibration: int | None = None, data_dir: str | Path | None = None,
+                      opset: int | None = None) -> Path:
     """Export a checkpoint's model, with its preprocessing inside, to one file, verified against PyTorch.
 
     Args:
@@ -313,6 +379,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         force: overwrite ``output`` if it exists.
         calibration: onnx-int8 only, and required there: how many training images calibrate the activations.
         data_dir: onnx-int8: the dataset's folder (default: where the run found it).
+        opset: onnx and onnx-int8: the ONNX operator set (MIN_OPSET and above; default: the exporter's).
 
     Returns:
         The path written.
@@ -330,7 +397,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         >>> s.run(None, {"images": np.zeros((3, 1, 28, 28), np.float32)})[0].shape  # doctest: +SKIP
         (3, 10)
     """
-    output = check_export_arguments(output, format, force, calibration)
+    output = check_export_arguments(output, format, force, calibration, opset)
     trained = checkpoint if isinstance(checkpoint, Trained) else load_trained(checkpoint, "cpu")
     meta = trained.meta
     model = trained.model
@@ -354,13 +421,15 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
         metadata["cnnlab.int8_calibration"] = f"{len(calibration_images)} training images of {data.name}"
         atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
-                                                          data.test_images[:INT8_CHECK_IMAGES]))
+                                                          data.test_images[:INT8_CHECK_IMAGES], opset))
         return output
     if format == "safetensors":
         atomic_write(output, lambda tmp: _write_safetensors(trained, wrapped, tmp, shape, metadata))
         return output
-    write = _write_onnx if format == "onnx" else _write_pt2
-    atomic_write(output, lambda tmp: write(wrapped, tmp, shape, metadata))
+    if format == "onnx":
+        atomic_write(output, lambda tmp: _write_onnx(wrapped, tmp, shape, metadata, opset))
+    else:
+        atomic_write(output, lambda tmp: _write_pt2(wrapped, tmp, shape, metadata))
     return output
 
 
