@@ -30,12 +30,12 @@ VERSION = 2
 READABLE = (1, 2)
 
 
-
 def names_a_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is for the checkpoint reader (:func:`load_checkpoint`) by its name, rather than a model file
     of another kind: a :data:`CHECKPOINT_SUFFIXES` name that holds no ``torch.export`` program."""
     path = Path(path)
     return path.suffix.lower() in CHECKPOINT_SUFFIXES and not (path.is_file() and zip_kind(path) == "pt2")
+
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (tensors and plain containers only) atomically to ``path``."""
