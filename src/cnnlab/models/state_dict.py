@@ -3,14 +3,17 @@
 The file is read by ``torch.load(weights_only=True)``, so a file that wants to build Python objects is refused and its
 code never runs; a ``.safetensors`` file (Hugging Face's format, which timm's and the Hub's weights come in) by the
 safetensors library, whose format holds tensors and nothing else. What other tools save around a state dict is read
-through: a dict holding one under ``state_dict`` or ``model`` (a training script's or PyTorch Lightning's checkpoint),
-and keys that all carry one prefix the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, a
-Lightning module's attribute name), which is dropped only when the keys then fit the network exactly.
-"""
+through: a dict holding one under ``state_dict`` or ``model`` (a training script's or PyTorch Lightning's checkpoint,
+fastai's ``learn.save``), Python objects beside it that the weights-only read refuses (Lightning's hyper-parameters,
+fastai's optimizer state: read as nothing, :func:`load_weights_only`), and keys that all carry a prefix of whole names
+the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, ``_orig_mod.`` from torch.compile, a
+Lightning module's attribute name, or several of them), which is dropped only when the keys then fit the network
+exactly."""
 
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -108,8 +111,9 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
     if kind is not None:
         raise CnnlabError(f"{path} is {ARCHIVES[kind]}, not a state dict; expected {expected}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to build Python objects
+        loaded = load_weights_only(path)
+    except pickle.UnpicklingError as e:  # a file of Python objects, no state dict (torch.save(model), a fastai
+        # Learner's export): ``expected`` says what to save instead
         raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
                           f"never unpickles code; expected {expected}") from None
     except Exception as e:  # noqa: BLE001  torch.load raises many kinds, and every one means "not this file":
@@ -117,6 +121,61 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
         raise CnnlabError(f"{path} is not a readable weights-only state dict (truncated, or another kind of file: "
                           f"{type(e).__name__}: {summary(e)}){unreadable_hint}; expected {expected}") from None
     return state_dict_in(loaded, path, expected)
+
+
+class Unbuilt(list):
+    """What a Python object that a weights-only read refuses is read as, beside a state dict: nothing. Its class is
+    never looked up and its arguments and state are dropped, so no code of the file's runs. (A list, because
+    torch's weights-only unpickler appends items only to lists: a pickled list subclass's items are then dropped
+    here too.)"""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Unbuilt:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    __hash__ = object.__hash__  # a dict key, perhaps
+
+
+def load_weights_only(path: str | Path, map_location: Any = "cpu") -> Any:
+    """What ``torch.load(path, weights_only=True)`` gives; where it refuses a Python object and the file keeps a
+    state dict beside such objects, that value with each of them read as an :class:`Unbuilt` (nothing).
+
+    Other tools save weights beside objects that a weights-only read refuses: PyTorch Lightning's checkpoint keeps
+    the module's hyper-parameters (a ``pathlib.Path``, a numpy number, a module passed in), fastai's ``learn.save``
+    its optimizer's state (fastcore's ``L``). torch's own weights-only unpickler still reads the file, allowed
+    these names only as :class:`Unbuilt`; the objects are lost, the tensors kept.
+
+    Raises:
+        pickle.UnpicklingError: torch's refusal, where no state dict is kept beside the objects it refuses (the
+            file is a pickled module or Learner), or this torch cannot list a file's objects (before 2.5).
+        Exception: whatever torch.load raises for a damaged file or one of another kind.
+    """
+    try:
+        with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        listed = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+        try:
+            names = listed(path) if listed is not None else []
+        except Exception:  # noqa: BLE001  a file it cannot list (an old pickle stream): the refusal stands
+            names = []
+        if not names:
+            raise
+        with torch.serialization.safe_globals([(Unbuilt, name) for name in names]):
+            try:
+                loaded = torch.load(path, map_location=map_location, weights_only=True)
+            except pickle.UnpicklingError:  # an object in a form the unpickler refuses anyway (a dict subclass's
+                loaded = None  # items): the first refusal names it
+        if not is_state_dict(loaded) and not (isinstance(loaded, dict) and any(
+                is_state_dict(loaded.get(k)) for k in WRAPPER_KEYS)):
+            raise
+        return loaded
 
 
 def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torch.Tensor]:
@@ -134,14 +193,23 @@ def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torc
 
 
 def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """``state`` with its keys read without the one prefix they all carry (``module.``) where the network's
-    ``keys`` lack it and the keys then are exactly those; else as it is. Returns it and the prefix dropped (or
-    ``""``)."""
+    """``state`` with its keys read without the leading name(s) they all carry where the network's ``keys`` lack
+    them and the keys then are exactly those; else as it is. Returns it and the prefix dropped (or ``""``).
+
+    The prefix is whole dotted names, the fewest that make the keys fit: ``module.`` (``DataParallel``),
+    ``_orig_mod.`` (a ``torch.compile``d model), ``model.`` (a Lightning module's attribute), or several of them
+    (``module._orig_mod.``: a compiled model wrapped in ``DataParallel``). Exact fit is the test, so no key is ever
+    matched to a tensor of another name.
+    """
     if not state or keys <= set(state):
         return state, ""
-    head = next(iter(state)).split(".", 1)[0] + "."
-    if all(k.startswith(head) for k in state) and {k[len(head):] for k in state} == keys:
-        return {k[len(head):]: v for k, v in state.items()}, head
+    names = next(iter(state)).split(".")[:-1]  # a key's last name is the tensor's own: never part of a prefix
+    for depth in range(1, len(names) + 1):
+        head = ".".join(names[:depth]) + "."
+        if not all(k.startswith(head) for k in state):
+            break
+        if {k[len(head):] for k in state} == keys:
+            return {k[len(head):]: v for k, v in state.items()}, head
     return state, ""
 
 

@@ -8,7 +8,6 @@ checkpoint cnnlab writes holds only tensors, numbers, strings, lists and dicts, 
 from __future__ import annotations
 
 import pickle
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 from cnnlab.data import CLASSES, MEAN, STD
 from cnnlab.errors import CheckpointError, CnnlabError, ForeignCheckpointError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
-from cnnlab.models.state_dict import ARCHIVES, held, is_safetensors, read_safetensors, zip_kind
+from cnnlab.models.state_dict import ARCHIVES, held, is_safetensors, load_weights_only, read_safetensors, zip_kind
 
 FORMAT = "cnnlab-checkpoint"
 # The names the checkpoint reader is given a file by; weights alone (a state dict, a .safetensors file) are told how to
@@ -83,9 +82,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ForeignCheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint, and its code is not run "
                                      "from a file; expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
     try:
-        with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            state = torch.load(path, map_location=map_location, weights_only=True)
+        state = load_weights_only(path, map_location)
     except pickle.UnpicklingError as e:
         # weights_only refused a global: the file wants to build arbitrary Python objects (it may carry code).
         raise ForeignCheckpointError(f"refusing {path}: it is not a plain tensor container "
