@@ -4,8 +4,11 @@ with the weights loaded by torch directly is the oracle."""
 
 from __future__ import annotations
 
+import json
 import pickle
+import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from cnnlab.explore.model import Options
 from cnnlab.explore.sources import open_model
 from cnnlab.train.finetune import init_from
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of every HDF5 file (h5py's, so Keras's .h5)
 NET = ("from torch import nn\n"
        "def build():\n"
        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), "
@@ -149,3 +153,32 @@ def test_a_pickled_module_is_refused_with_what_to_save_instead(mynet, tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(CnnlabError, match=r"^refusing .*raw.pkl: it is not a plain state dict"):
             open_model("mynet:build", Options(input_size=8, weights=tmp_path / "raw.pkl"))
+
+
+def _keras_files(folder: Path) -> list[Path]:
+    """A Keras 3 ``model.save("m.keras")`` zip (its three entries) and a ``model.save_weights("m.weights.h5")`` file
+    (HDF5: its signature, then the rest of a file)."""
+    with zipfile.ZipFile(folder / "m.keras", "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        z.writestr("config.json", json.dumps({"class_name": "Sequential"}))
+        z.writestr("model.weights.h5", HDF5_SIGNATURE + bytes(64))
+    (folder / "m.weights.h5").write_bytes(HDF5_SIGNATURE + bytes(64))
+    return [folder / "m.keras", folder / "m.weights.h5"]
+
+
+def test_a_keras_file_is_refused_saying_to_export_it_to_onnx(mynet, tmp_path):
+    """Keras's files, as --weights, as the model, or to start a run from: one line naming Keras and the way in
+    (its ONNX export). --weights read a .keras zip as a damaged torch archive ("file in archive is not in a
+    subdirectory") and an .h5 as a pickle ("Unsupported operand 72")."""
+    for path, what in zip(_keras_files(tmp_path), ("a Keras model", "an HDF5 file"), strict=True):
+        way = (r"cnnlab does not build Keras networks \(export the model to ONNX, model.export\('model.onnx', "
+               r"format='onnx'\), and open the .onnx\)")
+        with pytest.raises(CnnlabError, match=rf"^{re.escape(str(path))} is {what} .*, not a state dict: {way}; "
+                                              r"expected a state dict of the network mynet:build\(\) builds"):
+            open_model("mynet:build", Options(input_size=8, weights=path))
+        with pytest.raises(CnnlabError, match=rf"^{re.escape(str(path))} is {what} .*, not a model this explorer "
+                                              rf"opens: {way}; expected .onnx"):
+            open_model(path)
+        with pytest.raises(CnnlabError, match=rf"^{re.escape(str(path))} is {what} .*, not a cnnlab checkpoint: "
+                                              rf"{way}; expected a .pt file"):
+            init_from(_net(), path)

@@ -31,7 +31,12 @@ from cnnlab.errors import CnnlabError, summary, weights_only_refusal
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
 SAVED = "saved by torch.save or as .safetensors"  # the two ways a state dict comes, for "expected ..." lines
-ARCHIVES = {"pt2": "a torch.export program (.pt2)", "torchscript": "a TorchScript archive (torch.jit.save)"}
+ARCHIVES = {"pt2": "a torch.export program (.pt2)", "torchscript": "a TorchScript archive (torch.jit.save)",
+            "keras": "a Keras model (model.save's .keras)", "hdf5": "an HDF5 file (Keras's .h5 or .weights.h5)"}
+KERAS = ("keras", "hdf5")  # the kinds :data:`KERAS_WAY` is said for
+KERAS_WAY = "cnnlab does not build Keras networks (export the model to ONNX, model.export('model.onnx', " \
+            "format='onnx'), and open the .onnx)"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def is_state_dict(value: Any) -> bool:
@@ -51,15 +56,29 @@ def held(value: Any) -> str:
 
 
 def zip_kind(path: str | Path) -> str | None:
-    """What other zip archive of torch's ``path`` is, a key of :data:`ARCHIVES`: ``"pt2"`` (torch.export names its
-    format in an ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``, as
-    torch.load tells it), or None (a torch.save archive, or no zip archive at all)."""
+    """What file of another kind than torch.save's ``path`` is, a key of :data:`ARCHIVES`: ``"pt2"`` (torch.export
+    names its format in an ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``,
+    as torch.load tells it), ``"keras"`` (Keras 3's zip of ``metadata.json``, ``config.json`` and the weights),
+    ``"hdf5"`` (Keras's ``.h5`` files, by HDF5's signature), or None (a torch.save archive, or another file)."""
     try:
+        with open(path, "rb") as f:
+            if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return "hdf5"
         with zipfile.ZipFile(path) as archive:
             records = {name.split("/", 1)[-1] for name in archive.namelist()}
     except Exception:  # a damaged archive fails in many ways (a flipped bit in a name: UnicodeDecodeError); the
         return None  # read that follows names the damage
-    return "pt2" if pt2.ARCHIVE_FORMAT_PATH in records else "torchscript" if "constants.pkl" in records else None
+    if pt2.ARCHIVE_FORMAT_PATH in records:
+        return "pt2"
+    if "constants.pkl" in records:
+        return "torchscript"
+    return "keras" if {"metadata.json", "config.json"} <= records else None
+
+
+def refusal(path: str | Path, kind: str, instead: str) -> str:
+    """The line refusing ``path``, a file of ``kind`` (:func:`zip_kind`), as not ``instead`` ("a state dict"), with
+    what to do for a Keras model."""
+    return f"{path} is {ARCHIVES[kind]}, not {instead}" + (f": {KERAS_WAY}" if kind in KERAS else "")
 
 
 def is_safetensors(path: str | Path) -> bool:
@@ -109,7 +128,7 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
         return state_dict_in(read_safetensors(path, expected), path, expected)
     kind = zip_kind(path)  # torch.load would warn, then fail on these
     if kind is not None:
-        raise CnnlabError(f"{path} is {ARCHIVES[kind]}, not a state dict; expected {expected}")
+        raise CnnlabError(f"{refusal(path, kind, 'a state dict')}; expected {expected}")
     try:
         loaded = load_weights_only(path)
     except pickle.UnpicklingError as e:  # a file of Python objects, no state dict (torch.save(model), a fastai

@@ -16,7 +16,16 @@ import torch
 from cnnlab.data import CLASSES, MEAN, STD
 from cnnlab.errors import CheckpointError, CnnlabError, ForeignCheckpointError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
-from cnnlab.models.state_dict import ARCHIVES, held, is_safetensors, load_weights_only, read_safetensors, zip_kind
+from cnnlab.models.state_dict import (
+    ARCHIVES,
+    KERAS,
+    held,
+    is_safetensors,
+    load_weights_only,
+    read_safetensors,
+    refusal,
+    zip_kind,
+)
 
 FORMAT = "cnnlab-checkpoint"
 # The names the checkpoint reader is given a file by; weights alone (a state dict, a .safetensors file) are told how to
@@ -68,13 +77,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(str(e)) from None
         raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {held(state)} (safetensors); "
                                      "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt", state)
+    kind = zip_kind(path)  # zip archives too, whose failure torch would call corrupt
+    if kind in KERAS:
+        raise CheckpointError(f"{refusal(path, kind, 'a cnnlab checkpoint')}; expected a .pt file written by cnnlab "
+                              "train, e.g. RUN_DIR/best.pt")
     # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
     # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
     # call an unsupported operand.
     if head and head != b"PK" and head[:1] != b"\x80":
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
                               "torch.save writes); expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
-    kind = zip_kind(path) if head == b"PK" else None  # zip archives too, whose failure torch would call corrupt
     if kind == "pt2":
         raise CheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint: cnnlab explore opens it; "
                               "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
