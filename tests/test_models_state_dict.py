@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from cnnlab.errors import CnnlabError
@@ -182,3 +183,21 @@ def test_a_keras_file_is_refused_saying_to_export_it_to_onnx(mynet, tmp_path):
         with pytest.raises(CnnlabError, match=rf"^{re.escape(str(path))} is {what} .*, not a cnnlab checkpoint: "
                                               rf"{way}; expected a .pt file"):
             init_from(_net(), path)
+
+
+def test_a_lightning_checkpoint_named_as_the_model_says_what_it_holds_and_how_it_opens(mynet, tmp_path, capsys):
+    """`cnnlab predict lit.ckpt IMAGE` (a checkpoint's name, so read as cnnlab's): the line names the state dict
+    inside and the way in (--weights FILE), as explore says it. It read "a dict of 'epoch', 'global_step', ..."
+    and, from predict, nothing of how to open it."""
+    from cnnlab.cli import main
+
+    torch.save(_lightning({f"model.{k}": v for k, v in mynet.state_dict().items()}, {"lr": 0.01}),
+               tmp_path / "lit.ckpt")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path / "lit.ckpt"), str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(r"lit.ckpt is not a cnnlab checkpoint: it holds a state dict of 9 tensors "
+                                         r"under 'state_dict' \(the first 'model.0.weight'\) beside 'epoch', "
+                                         r"'global_step', 'pytorch-lightning_version', 'loops', ..., weights without "
+                                         r"a network; expected .*; a network from elsewhere is explored as .onnx, .* "
+                                         r"by module:function with a state dict as --weights FILE$", err), err

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cnnlab.checks import positive_int
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import load_trained
 from cnnlab.picture import as_hw, picture_extensions, read_picture
-from cnnlab.runs.checkpoint import names_a_checkpoint
+from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 if TYPE_CHECKING:  # the explorer's models are opened only for a model from elsewhere
     from cnnlab.explore.model import Options
@@ -138,7 +138,10 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
     if not files:
         raise CnnlabError("expected at least one image file, got none")
     if names_a_checkpoint(checkpoint) or Path(checkpoint).is_dir():  # a run folder: told its best.pt
-        trained = load_trained(checkpoint, device)
+        try:
+            trained = load_trained(checkpoint, device)
+        except ForeignCheckpointError as e:  # another tool's weights: said how they open, as explore says it
+            raise CnnlabError(f"{e}; {ELSEWHERE}") from None
         meta = trained.meta
         read = dict(channels=meta.channels, size=meta.image_size, crop=meta.crops_pictures)
         classes = meta.classes

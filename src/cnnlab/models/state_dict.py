@@ -46,13 +46,22 @@ def is_state_dict(value: Any) -> bool:
 
 def held(value: Any) -> str:
     """What a weights-only read gave, in a few words for an error line: a state dict (weights without their
-    network) is the usual stranger."""
+    network) is the usual stranger, alone or in a training script's, Lightning's or fastai's checkpoint."""
     if is_state_dict(value):
         return f"a state dict of {len(value)} tensors (the first {next(iter(value))!r}), weights without a network"
+    inner = next((k for k in WRAPPER_KEYS if is_state_dict(value.get(k))), None) if isinstance(value, dict) else None
+    if inner is not None:
+        state = value[inner]
+        return (f"a state dict of {len(state)} tensors under {inner!r} (the first {next(iter(state))!r}) beside "
+                f"{_names([k for k in value if k != inner])}, weights without a network")
     if isinstance(value, dict):
-        keys = ", ".join(repr(k) for k in list(value)[:4]) + (", ..." if len(value) > 4 else "")
-        return f"a dict of {keys}" if value else "an empty dict"
+        return f"a dict of {_names(list(value))}" if value else "an empty dict"
     return f"a {type(value).__name__}"
+
+
+def _names(keys: list) -> str:
+    """A dict's first four keys, for an error line."""
+    return ", ".join(repr(k) for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
 
 
 def zip_kind(path: str | Path) -> str | None:

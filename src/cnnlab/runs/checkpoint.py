@@ -36,8 +36,9 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 # version 2 by filling that entry in (:func:`upgrade`).
 VERSION = 2
 READABLE = (1, 2)
-
-
+# How the one-line refusals of a file from elsewhere (a state dict, a pickled module) go on: what opens its network
+ELSEWHERE = ("a network from elsewhere is explored as .onnx, as .pt2 (torch.export.save), or built by name "
+             "(imagenet-resnet18) or by module:function with a state dict as --weights FILE")
 
 def names_a_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is for the checkpoint reader (:func:`load_checkpoint`) by its name, rather than a model file
