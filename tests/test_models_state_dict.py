@@ -201,3 +201,20 @@ def test_a_lightning_checkpoint_named_as_the_model_says_what_it_holds_and_how_it
                                          r"'global_step', 'pytorch-lightning_version', 'loops', ..., weights without "
                                          r"a network; expected .*; a network from elsewhere is explored as .onnx, .* "
                                          r"by module:function with a state dict as --weights FILE$", err), err
+
+
+def test_the_network_among_other_modules_of_a_lightning_module_is_taken_by_its_prefix(mynet, tmp_path):
+    """A LightningModule keeps its loss's class weights (``loss.weight``) beside ``self.model``: the keys under
+    ``model.`` alone fit, and are taken, the page saying what was left out. A student and a teacher of one
+    architecture both fit: neither is chosen, and the file does not fit."""
+    state = {f"model.{k}": v for k, v in mynet.state_dict().items()}
+    torch.save(_lightning({**state, "loss.weight": torch.ones(3)}, {}), tmp_path / "lit.ckpt")
+    _check_opens(mynet, tmp_path / "lit.ckpt")
+    explored = open_model("mynet:build", Options(input_size=8, weights=tmp_path / "lit.ckpt"))
+    assert "its keys under 'model.' without that prefix, leaving out 1 other tensor(s) (the first 'loss.weight')" \
+        in explored.notes[0]
+    both = {**{f"student.{k}": v for k, v in mynet.state_dict().items()},
+            **{f"teacher.{k}": v for k, v in mynet.state_dict().items()}}
+    torch.save(_lightning(both, {}), tmp_path / "two.ckpt")
+    with pytest.raises(CnnlabError, match=r"two.ckpt does not fit the network mynet:build\(\) builds: Missing"):
+        open_model("mynet:build", Options(input_size=8, weights=tmp_path / "two.ckpt"))

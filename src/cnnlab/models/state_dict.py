@@ -221,46 +221,51 @@ def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torc
 
 
 def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """``state`` with its keys read without the leading name(s) they all carry where the network's ``keys`` lack
-    them and the keys then are exactly those; else as it is. Returns it and the prefix dropped (or ``""``).
+    """``state`` with its keys read without the leading names the network's ``keys`` lack, where the keys then are
+    exactly those; else as it is. Returns it and what was done, in words for the page (``""``: nothing).
 
     The prefix is whole dotted names, the fewest that make the keys fit: ``module.`` (``DataParallel``),
     ``_orig_mod.`` (a ``torch.compile``d model), ``model.`` (a Lightning module's attribute), or several of them
-    (``module._orig_mod.``: a compiled model wrapped in ``DataParallel``). Exact fit is the test, so no key is ever
+    (``module._orig_mod.``: a compiled model wrapped in ``DataParallel``). Where the keys do not all carry it, those
+    under one prefix are taken if they alone fit: the network among other modules that keep tensors (a Lightning
+    module's class-weighted loss, ``loss.weight``), the rest left out and said so. Two prefixes that fit (a student
+    and its teacher of one architecture) are ambiguous and none is taken. Exact fit is the test, so no key is ever
     matched to a tensor of another name.
     """
     if not state or keys <= set(state):
         return state, ""
-    names = next(iter(state)).split(".")[:-1]  # a key's last name is the tensor's own: never part of a prefix
-    for depth in range(1, len(names) + 1):
-        head = ".".join(names[:depth]) + "."
-        if not all(k.startswith(head) for k in state):
-            break
-        if {k[len(head):] for k in state} == keys:
-            return {k[len(head):]: v for k, v in state.items()}, head
-    return state, ""
+    heads = {".".join(k.split(".")[:depth]) + "." for k in state for depth in range(1, k.count(".") + 1)}
+    fits = [head for head in heads if {k[len(head):] for k in state if k.startswith(head)} == keys]
+    if len(fits) != 1:  # none, or ambiguous
+        return state, ""
+    head = fits[0]
+    rest = [k for k in state if not k.startswith(head)]
+    how = f"its keys without their {head!r} prefix" if not rest else \
+        f"its keys under {head!r} without that prefix, leaving out {len(rest)} other tensor(s) (the first {rest[0]!r})"
+    return {k[len(head):]: v for k, v in state.items() if k.startswith(head)}, how
 
 
-def loaded_note(path: str | Path, dropped: str) -> str:
-    """The page's words for weights :func:`load_state_dict_into` put in from ``path``, ``dropped`` its return."""
-    return f"{path} (read weights-only" + (f", its keys without their {dropped!r} prefix)." if dropped else ").")
+def loaded_note(path: str | Path, how: str) -> str:
+    """The page's words for weights :func:`load_state_dict_into` put in from ``path``, ``how`` its return."""
+    return f"{path} (read weights-only" + (f", {how})." if how else ").")
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
                          expected: str) -> str:
-    """Put ``state`` into ``model`` exactly (strict: every key, every shape), reading keys under one prefix the
-    model lacks without it when they then fit.
+    """Put ``state`` into ``model`` exactly (strict: every key, every shape), reading keys under a prefix the
+    model lacks without it when they then fit (:func:`without_prefix`).
 
     Returns:
-        The prefix dropped (``"module."``), or ``""``.
+        What was done to the keys, in words for the page (``"its keys without their 'module.' prefix"``), or
+        ``""``.
 
     Raises:
         CnnlabError: one line naming what does not fit (missing or unexpected keys, another shape).
     """
-    state, prefix = without_prefix(state, set(model.state_dict()))
+    state, how = without_prefix(state, set(model.state_dict()))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
         detail = summary(" ".join(str(e).split()).split(": ", 1)[-1], 200)  # past "Error(s) in loading ...:"
         raise CnnlabError(f"{path} does not fit {what}: {detail}; expected {expected}") from None
-    return prefix
+    return how
