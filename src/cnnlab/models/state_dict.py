@@ -8,7 +8,8 @@ fastai's ``learn.save``), Python objects beside it that the weights-only read re
 fastai's optimizer state: read as nothing, :func:`load_weights_only`), and keys that all carry a prefix of whole names
 the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, ``_orig_mod.`` from torch.compile, a
 Lightning module's attribute name, or several of them), which is dropped only when the keys then fit the network
-exactly."""
+exactly (or the keys under one prefix alone do: :func:`without_prefix`). Keras's files are told by their contents and
+refused with the way in (their ONNX export)."""
 
 from __future__ import annotations
 
