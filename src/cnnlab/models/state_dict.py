@@ -50,7 +50,7 @@ def held(value: Any) -> str:
     network) is the usual stranger, alone or in a training script's, Lightning's or fastai's checkpoint."""
     if is_state_dict(value):
         return f"a state dict of {len(value)} tensors (the first {next(iter(value))!r}), weights without a network"
-    inner = next((k for k in WRAPPER_KEYS if is_state_dict(value.get(k))), None) if isinstance(value, dict) else None
+    inner = wrapper_key(value)
     if inner is not None:
         state = value[inner]
         return (f"a state dict of {len(state)} tensors under {inner!r} (the first {next(iter(state))!r}) beside "
@@ -184,27 +184,33 @@ def load_weights_only(path: str | Path, map_location: Any = "cpu") -> Any:
             file is a pickled module or Learner), or this torch cannot list a file's objects (before 2.5).
         Exception: whatever torch.load raises for a damaged file or one of another kind.
     """
-    try:
-        with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        listed = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         try:
-            names = listed(path) if listed is not None else []
-        except Exception:  # noqa: BLE001  a file it cannot list (an old pickle stream): the refusal stands
-            names = []
-        if not names:
-            raise
-        with torch.serialization.safe_globals([(Unbuilt, name) for name in names]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            listed = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
             try:
-                loaded = torch.load(path, map_location=map_location, weights_only=True)
-            except pickle.UnpicklingError:  # an object in a form the unpickler refuses anyway (a dict subclass's
-                loaded = None  # items): the first refusal names it
-        if not is_state_dict(loaded) and not (isinstance(loaded, dict) and any(
-                is_state_dict(loaded.get(k)) for k in WRAPPER_KEYS)):
-            raise
-        return loaded
+                names = listed(path) if listed is not None else []
+            except Exception:  # noqa: BLE001  a file it cannot list (an old pickle stream): the refusal stands
+                names = []
+            if not names:
+                raise
+            with torch.serialization.safe_globals([(Unbuilt, name) for name in names]):
+                try:
+                    loaded = torch.load(path, map_location=map_location, weights_only=True)
+                except Exception:  # noqa: BLE001  an object in a form the unpickler refuses anyway (a dict
+                    loaded = None  # subclass's items), or nothing a tensor can be rebuilt from: the refusal stands
+            if not is_state_dict(loaded) and wrapper_key(loaded) is None:
+                raise
+            return loaded
+
+
+def wrapper_key(value: Any) -> str | None:
+    """The key of :data:`WRAPPER_KEYS` under which the dict ``value`` keeps a state dict, or None."""
+    if not isinstance(value, dict):
+        return None
+    return next((k for k in WRAPPER_KEYS if is_state_dict(value.get(k))), None)
 
 
 def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torch.Tensor]:
@@ -214,8 +220,8 @@ def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torc
     Raises:
         CnnlabError: one line saying what it holds instead.
     """
-    if isinstance(value, dict) and not is_state_dict(value):
-        value = next((value[k] for k in WRAPPER_KEYS if is_state_dict(value.get(k))), value)
+    if not is_state_dict(value) and wrapper_key(value) is not None:
+        value = value[wrapper_key(value)]
     if not is_state_dict(value):
         raise CnnlabError(f"{path} holds {held(value)}, not a state dict; expected {expected}")
     return value
