@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +242,11 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict
     """
     if not state or keys <= set(state):
         return state, ""
-    heads = {".".join(k.split(".")[:depth]) + "." for k in state for depth in range(1, k.count(".") + 1)}
-    fits = [head for head in heads if {k[len(head):] for k in state if k.startswith(head)} == keys]
+    # the prefixes that as many keys carry as the network has, the only ones that can fit (a network of thousands
+    # of tensors is not searched once per prefix)
+    under = Counter(".".join(k.split(".")[:depth]) + "." for k in state for depth in range(1, k.count(".") + 1))
+    fits = [head for head, count in under.items() if count == len(keys)
+            and {k[len(head):] for k in state if k.startswith(head)} == keys]
     if len(fits) != 1:  # none, or ambiguous
         return state, ""
     head = fits[0]
