@@ -219,8 +219,9 @@ def test_a_torchscript_archive_is_named_as_one_and_never_loaded(tmp_path, capsys
 @pytest.mark.parametrize("content, holds", [
     ({"conv1.weight": torch.zeros(2, 1, 3, 3), "conv1.bias": torch.zeros(2)},
      "a state dict of 2 tensors \\(the first 'conv1.weight'\\), weights without a network"),
-    ({"model": {"w": torch.zeros(1)}, "epoch": 3, "optimizer": {}, "lr": 0.1, "seed": 0}, "a dict of 'model', 'epoch', "
-     "'optimizer', 'lr', ..."),
+    ({"model": {"w": torch.zeros(1)}, "epoch": 3, "optimizer": {}, "lr": 0.1, "seed": 0}, "a state dict of 1 tensors "
+     "under 'model' \\(the first 'w'\\) beside 'epoch', 'optimizer', 'lr', 'seed', weights without a network"),
+    ({"model": {"w": torch.zeros(1), "step": 3}, "epoch": 3}, "a dict of 'model', 'epoch'"),
     ([torch.zeros(1)], "a list"),
 ])
 def test_a_file_from_elsewhere_says_what_it_holds(tmp_path, capsys, content, holds):

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 
 from cnnlab.checks import positive_int
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import load_trained
 from cnnlab.picture import as_hw, picture_extensions, read_picture
+from cnnlab.runs.checkpoint import ELSEWHERE
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
 # Refused before decoding (cnnlab.picture): the pictures a folder of images is read up to, so that a model trained on
@@ -129,7 +130,10 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
         [{'file': 'shirt.jpg', 'top': [{'class': 'shirt', 'index': 6, 'probability': 0.61}, ...]}]
     """
     files = listed_images(images, topk)
-    trained = load_trained(checkpoint, device)
+    try:
+        trained = load_trained(checkpoint, device)
+    except ForeignCheckpointError as e:  # another tool's weights: said how they open, as explore says it
+        raise CnnlabError(f"{e}; {ELSEWHERE}") from None
     meta = trained.meta
     if classes and len(classes) != meta.num_classes:
         raise CnnlabError(f"--classes names {len(classes)} classes, but {checkpoint} has {meta.num_classes}")

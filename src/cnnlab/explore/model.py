@@ -37,6 +37,7 @@ from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
 from cnnlab.picture import CENTRE_CROP, SQUARE_KEY, as_hw
 from cnnlab.report.features import Row, first_conv, run_rows
+from cnnlab.runs.checkpoint import ELSEWHERE
 
 LAYOUTS = ("NCHW", "NHWC")
 PIXEL_RANGES = {"0-1": 1, "0-255": 255}  # --pixel-range: the largest value a pixel takes in the model's input
@@ -718,9 +719,7 @@ class RunModel:
         try:
             trained = load_trained(path)
         except ForeignCheckpointError as e:
-            raise CnnlabError(f"{e}; a network from elsewhere is explored as .onnx, as .pt2 (torch.export.save), or "
-                              "built by name (imagenet-resnet18) or by module:function with a state dict as --weights "
-                              "FILE") from None
+            raise CnnlabError(f"{e}; {ELSEWHERE}") from None
         return cls(trained, options.classes)
 
     def _x(self, image: torch.Tensor) -> torch.Tensor:

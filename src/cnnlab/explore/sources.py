@@ -22,6 +22,7 @@ from cnnlab.explore.model import ExploreModel, Options, RunModel
 from cnnlab.explore.onnx_model import OnnxModel
 from cnnlab.explore.torch_models import ExportedModel, ModuleModel
 from cnnlab.models.imagenet import BACKBONES
+from cnnlab.models.state_dict import KERAS, refusal, zip_kind
 from cnnlab.predict import classify_files, listed_images, predict_files
 from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, names_a_checkpoint
 
@@ -69,6 +70,10 @@ def open_model(source: str | Path, options: Options | None = None,
         return RunModel.open(path, options)
     if suffix == ".pt2" or suffix in CHECKPOINT_SUFFIXES:  # a torch.export program, or one saved under another name
         return ExportedModel(path, options, folder_classes)
+    kind = zip_kind(path)
+    if kind in KERAS:
+        raise CnnlabError(f"{refusal(path, kind, 'a model this explorer opens')}; expected .onnx, .pt2 (torch.export) "
+                          "or a cnnlab checkpoint (.pt), or module:function")
     raise CnnlabError(f"{path} is not a model this explorer opens: expected .onnx, .pt2 (torch.export) or a cnnlab "
                       f"checkpoint (.pt), or module:function; got a {suffix or 'file without extension'}")
 

@@ -655,9 +655,9 @@ class ModuleModel(_TorchModel):
                "explorer runs code of yours."
         if options.weights is not None:
             expected = f"a state dict of the network {spec}() builds (its state_dict(), {SAVED})"
-            dropped = load_state_dict_into(model, read_state_dict(options.weights, expected), options.weights,
-                                           f"the network {spec}() builds", expected)
-            note += f" Its weights: {loaded_note(options.weights, dropped)}"
+            how = load_state_dict_into(model, read_state_dict(options.weights, expected), options.weights,
+                                       f"the network {spec}() builds", expected)
+            note += f" Its weights: {loaded_note(options.weights, how)}"
         return cls(model, spec, options, folder_classes, note=note)
 
     @classmethod
@@ -684,8 +684,8 @@ class ModuleModel(_TorchModel):
             expected = f"a state dict of torchvision's {builder} (its model.state_dict(), {SAVED})"
             state = read_state_dict(given.weights, expected)
             model, channels, classes = backbone_for(name, state)
-            dropped = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)
-            note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, dropped)}"
+            how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)
+            note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how)}"
         mean, std = pretrained_normalize(name, channels)
         options = replace(given, input_size=given.input_size or INPUT_SIZE, mean=given.mean or tuple(mean),
                           std=given.std or tuple(std))

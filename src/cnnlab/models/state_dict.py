@@ -3,15 +3,20 @@
 The file is read by ``torch.load(weights_only=True)``, so a file that wants to build Python objects is refused and its
 code never runs; a ``.safetensors`` file (Hugging Face's format, which timm's and the Hub's weights come in) by the
 safetensors library, whose format holds tensors and nothing else. What other tools save around a state dict is read
-through: a dict holding one under ``state_dict`` or ``model`` (a training script's or PyTorch Lightning's checkpoint),
-and keys that all carry one prefix the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, a
-Lightning module's attribute name), which is dropped only when the keys then fit the network exactly.
-"""
+through: a dict holding one under ``state_dict`` or ``model`` (a training script's or PyTorch Lightning's checkpoint,
+fastai's ``learn.save``), Python objects beside it that the weights-only read refuses (Lightning's hyper-parameters,
+fastai's optimizer state: read as nothing, :func:`load_weights_only`), and keys that all carry a prefix of whole names
+the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, ``_orig_mod.`` from torch.compile, a
+Lightning module's attribute name, or several of them), which is dropped only when the keys then fit the network
+exactly (or the keys under one prefix alone do: :func:`without_prefix`). Keras's files are told by their contents and
+refused with the way in (their ONNX export)."""
 
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,12 @@ from cnnlab.errors import CnnlabError, summary, weights_only_refusal
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
 SAVED = "saved by torch.save or as .safetensors"  # the two ways a state dict comes, for "expected ..." lines
-ARCHIVES = {"pt2": "a torch.export program (.pt2)", "torchscript": "a TorchScript archive (torch.jit.save)"}
+ARCHIVES = {"pt2": "a torch.export program (.pt2)", "torchscript": "a TorchScript archive (torch.jit.save)",
+            "keras": "a Keras model (model.save's .keras)", "hdf5": "an HDF5 file (Keras's .h5 or .weights.h5)"}
+KERAS = ("keras", "hdf5")  # the kinds :data:`KERAS_WAY` is said for
+KERAS_WAY = "cnnlab does not build Keras networks (export the model to ONNX, model.export('model.onnx', " \
+            "format='onnx'), and open the .onnx)"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def is_state_dict(value: Any) -> bool:
@@ -38,25 +48,48 @@ def is_state_dict(value: Any) -> bool:
 
 def held(value: Any) -> str:
     """What a weights-only read gave, in a few words for an error line: a state dict (weights without their
-    network) is the usual stranger."""
+    network) is the usual stranger, alone or in a training script's, Lightning's or fastai's checkpoint."""
     if is_state_dict(value):
         return f"a state dict of {len(value)} tensors (the first {next(iter(value))!r}), weights without a network"
+    inner = wrapper_key(value)
+    if inner is not None:
+        state = value[inner]
+        return (f"a state dict of {len(state)} tensors under {inner!r} (the first {next(iter(state))!r}) beside "
+                f"{_names([k for k in value if k != inner])}, weights without a network")
     if isinstance(value, dict):
-        keys = ", ".join(repr(k) for k in list(value)[:4]) + (", ..." if len(value) > 4 else "")
-        return f"a dict of {keys}" if value else "an empty dict"
+        return f"a dict of {_names(list(value))}" if value else "an empty dict"
     return f"a {type(value).__name__}"
 
 
+def _names(keys: list) -> str:
+    """A dict's first four keys, for an error line."""
+    return ", ".join(repr(k) for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
+
+
 def zip_kind(path: str | Path) -> str | None:
-    """What other zip archive of torch's ``path`` is, a key of :data:`ARCHIVES`: ``"pt2"`` (torch.export names its
-    format in an ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``, as
-    torch.load tells it), or None (a torch.save archive, or no zip archive at all)."""
+    """What file of another kind than torch.save's ``path`` is, a key of :data:`ARCHIVES`: ``"pt2"`` (torch.export
+    names its format in an ``archive_format`` entry), ``"torchscript"`` (torch.jit.save's holds a ``constants.pkl``,
+    as torch.load tells it), ``"keras"`` (Keras 3's zip of ``metadata.json``, ``config.json`` and the weights),
+    ``"hdf5"`` (Keras's ``.h5`` files, by HDF5's signature), or None (a torch.save archive, or another file)."""
     try:
+        with open(path, "rb") as f:
+            if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return "hdf5"
         with zipfile.ZipFile(path) as archive:
             records = {name.split("/", 1)[-1] for name in archive.namelist()}
     except Exception:  # a damaged archive fails in many ways (a flipped bit in a name: UnicodeDecodeError); the
         return None  # read that follows names the damage
-    return "pt2" if pt2.ARCHIVE_FORMAT_PATH in records else "torchscript" if "constants.pkl" in records else None
+    if pt2.ARCHIVE_FORMAT_PATH in records:
+        return "pt2"
+    if "constants.pkl" in records:
+        return "torchscript"
+    return "keras" if {"metadata.json", "config.json"} <= records else None
+
+
+def refusal(path: str | Path, kind: str, instead: str) -> str:
+    """The line refusing ``path``, a file of ``kind`` (:func:`zip_kind`), as not ``instead`` ("a state dict"), with
+    what to do for a Keras model."""
+    return f"{path} is {ARCHIVES[kind]}, not {instead}" + (f": {KERAS_WAY}" if kind in KERAS else "")
 
 
 def is_safetensors(path: str | Path) -> bool:
@@ -106,10 +139,11 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
         return state_dict_in(read_safetensors(path, expected), path, expected)
     kind = zip_kind(path)  # torch.load would warn, then fail on these
     if kind is not None:
-        raise CnnlabError(f"{path} is {ARCHIVES[kind]}, not a state dict; expected {expected}")
+        raise CnnlabError(f"{refusal(path, kind, 'a state dict')}; expected {expected}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to build Python objects
+        loaded = load_weights_only(path)
+    except pickle.UnpicklingError as e:  # a file of Python objects, no state dict (torch.save(model), a fastai
+        # Learner's export): ``expected`` says what to save instead
         raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
                           f"never unpickles code; expected {expected}") from None
     except Exception as e:  # noqa: BLE001  torch.load raises many kinds, and every one means "not this file":
@@ -119,6 +153,67 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
     return state_dict_in(loaded, path, expected)
 
 
+class Unbuilt(list):
+    """What a Python object that a weights-only read refuses is read as, beside a state dict: nothing. Its class is
+    never looked up and its arguments and state are dropped, so no code of the file's runs. (A list, because
+    torch's weights-only unpickler appends items only to lists: a pickled list subclass's items are then dropped
+    here too.)"""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Unbuilt:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    __hash__ = object.__hash__  # a dict key, perhaps
+
+
+def load_weights_only(path: str | Path, map_location: Any = "cpu") -> Any:
+    """What ``torch.load(path, weights_only=True)`` gives; where it refuses a Python object and the file keeps a
+    state dict beside such objects, that value with each of them read as an :class:`Unbuilt` (nothing).
+
+    Other tools save weights beside objects that a weights-only read refuses: PyTorch Lightning's checkpoint keeps
+    the module's hyper-parameters (a ``pathlib.Path``, a numpy number, a module passed in), fastai's ``learn.save``
+    its optimizer's state (fastcore's ``L``). torch's own weights-only unpickler still reads the file, allowed
+    these names only as :class:`Unbuilt`; the objects are lost, the tensors kept.
+
+    Raises:
+        pickle.UnpicklingError: torch's refusal, where no state dict is kept beside the objects it refuses (the
+            file is a pickled module or Learner), or this torch cannot list a file's objects (before 2.5).
+        Exception: whatever torch.load raises for a damaged file or one of another kind.
+    """
+    with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            listed = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+            try:
+                names = listed(path) if listed is not None else []
+            except Exception:  # noqa: BLE001  a file it cannot list (an old pickle stream): the refusal stands
+                names = []
+            if not names:
+                raise
+            with torch.serialization.safe_globals([(Unbuilt, name) for name in names]):
+                try:
+                    loaded = torch.load(path, map_location=map_location, weights_only=True)
+                except Exception:  # noqa: BLE001  an object in a form the unpickler refuses anyway (a dict
+                    loaded = None  # subclass's items), or nothing a tensor can be rebuilt from: the refusal stands
+            if not is_state_dict(loaded) and wrapper_key(loaded) is None:
+                raise
+            return loaded
+
+
+def wrapper_key(value: Any) -> str | None:
+    """The key of :data:`WRAPPER_KEYS` under which the dict ``value`` keeps a state dict, or None."""
+    if not isinstance(value, dict):
+        return None
+    return next((k for k in WRAPPER_KEYS if is_state_dict(value.get(k))), None)
+
+
 def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torch.Tensor]:
     """The state dict that ``value`` (what a weights-only read of ``path`` gave) is, or keeps under
     ``state_dict``, ``model`` or ``model_state_dict``.
@@ -126,45 +221,62 @@ def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torc
     Raises:
         CnnlabError: one line saying what it holds instead.
     """
-    if isinstance(value, dict) and not is_state_dict(value):
-        value = next((value[k] for k in WRAPPER_KEYS if is_state_dict(value.get(k))), value)
+    if not is_state_dict(value) and wrapper_key(value) is not None:
+        value = value[wrapper_key(value)]
     if not is_state_dict(value):
         raise CnnlabError(f"{path} holds {held(value)}, not a state dict; expected {expected}")
     return value
 
 
 def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """``state`` with its keys read without the one prefix they all carry (``module.``) where the network's
-    ``keys`` lack it and the keys then are exactly those; else as it is. Returns it and the prefix dropped (or
-    ``""``)."""
+    """``state`` with its keys read without the leading names the network's ``keys`` lack, where the keys then are
+    exactly those; else as it is. Returns it and what was done, in words for the page (``""``: nothing).
+
+    The prefix is whole dotted names, the fewest that make the keys fit: ``module.`` (``DataParallel``),
+    ``_orig_mod.`` (a ``torch.compile``d model), ``model.`` (a Lightning module's attribute), or several of them
+    (``module._orig_mod.``: a compiled model wrapped in ``DataParallel``). Where the keys do not all carry it, those
+    under one prefix are taken if they alone fit: the network among other modules that keep tensors (a Lightning
+    module's class-weighted loss, ``loss.weight``), the rest left out and said so. Two prefixes that fit (a student
+    and its teacher of one architecture) are ambiguous and none is taken. Exact fit is the test, so no key is ever
+    matched to a tensor of another name.
+    """
     if not state or keys <= set(state):
         return state, ""
-    head = next(iter(state)).split(".", 1)[0] + "."
-    if all(k.startswith(head) for k in state) and {k[len(head):] for k in state} == keys:
-        return {k[len(head):]: v for k, v in state.items()}, head
-    return state, ""
+    # the prefixes that as many keys carry as the network has, the only ones that can fit (a network of thousands
+    # of tensors is not searched once per prefix)
+    under = Counter(".".join(k.split(".")[:depth]) + "." for k in state for depth in range(1, k.count(".") + 1))
+    fits = [head for head, count in under.items() if count == len(keys)
+            and {k[len(head):] for k in state if k.startswith(head)} == keys]
+    if len(fits) != 1:  # none, or ambiguous
+        return state, ""
+    head = fits[0]
+    rest = [k for k in state if not k.startswith(head)]
+    how = f"its keys without their {head!r} prefix" if not rest else \
+        f"its keys under {head!r} without that prefix, leaving out {len(rest)} other tensor(s) (the first {rest[0]!r})"
+    return {k[len(head):]: v for k, v in state.items() if k.startswith(head)}, how
 
 
-def loaded_note(path: str | Path, dropped: str) -> str:
-    """The page's words for weights :func:`load_state_dict_into` put in from ``path``, ``dropped`` its return."""
-    return f"{path} (read weights-only" + (f", its keys without their {dropped!r} prefix)." if dropped else ").")
+def loaded_note(path: str | Path, how: str) -> str:
+    """The page's words for weights :func:`load_state_dict_into` put in from ``path``, ``how`` its return."""
+    return f"{path} (read weights-only" + (f", {how})." if how else ").")
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
                          expected: str) -> str:
-    """Put ``state`` into ``model`` exactly (strict: every key, every shape), reading keys under one prefix the
-    model lacks without it when they then fit.
+    """Put ``state`` into ``model`` exactly (strict: every key, every shape), reading keys under a prefix the
+    model lacks without it when they then fit (:func:`without_prefix`).
 
     Returns:
-        The prefix dropped (``"module."``), or ``""``.
+        What was done to the keys, in words for the page (``"its keys without their 'module.' prefix"``), or
+        ``""``.
 
     Raises:
         CnnlabError: one line naming what does not fit (missing or unexpected keys, another shape).
     """
-    state, prefix = without_prefix(state, set(model.state_dict()))
+    state, how = without_prefix(state, set(model.state_dict()))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
         detail = summary(" ".join(str(e).split()).split(": ", 1)[-1], 200)  # past "Error(s) in loading ...:"
         raise CnnlabError(f"{path} does not fit {what}: {detail}; expected {expected}") from None
-    return prefix
+    return how

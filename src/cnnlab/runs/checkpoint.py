@@ -8,7 +8,6 @@ checkpoint cnnlab writes holds only tensors, numbers, strings, lists and dicts, 
 from __future__ import annotations
 
 import pickle
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,16 @@ import torch
 from cnnlab.data import CLASSES, MEAN, STD
 from cnnlab.errors import CheckpointError, CnnlabError, ForeignCheckpointError, summary, weights_only_refusal
 from cnnlab.io import atomic_write
-from cnnlab.models.state_dict import ARCHIVES, held, is_safetensors, read_safetensors, zip_kind
+from cnnlab.models.state_dict import (
+    ARCHIVES,
+    KERAS,
+    held,
+    is_safetensors,
+    load_weights_only,
+    read_safetensors,
+    refusal,
+    zip_kind,
+)
 
 FORMAT = "cnnlab-checkpoint"
 # The names the checkpoint reader is given a file by; weights alone (a state dict, a .safetensors file) are told how to
@@ -28,6 +36,9 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 # version 2 by filling that entry in (:func:`upgrade`).
 VERSION = 2
 READABLE = (1, 2)
+# How the one-line refusals of a file from elsewhere (a state dict, a pickled module) go on: what opens its network
+ELSEWHERE = ("a network from elsewhere is explored as .onnx, as .pt2 (torch.export.save), or built by name "
+             "(imagenet-resnet18) or by module:function with a state dict as --weights FILE")
 
 
 def names_a_checkpoint(path: str | Path) -> bool:
@@ -69,13 +80,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(str(e)) from None
         raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {held(state)} (safetensors); "
                                      "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt", state)
+    kind = zip_kind(path)  # zip archives too, whose failure torch would call corrupt
+    if kind in KERAS:
+        raise CheckpointError(f"{refusal(path, kind, 'a cnnlab checkpoint')}; expected a .pt file written by cnnlab "
+                              "train, e.g. RUN_DIR/best.pt")
     # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
     # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
     # call an unsupported operand.
     if head and head != b"PK" and head[:1] != b"\x80":
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
                               "torch.save writes); expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
-    kind = zip_kind(path) if head == b"PK" else None  # zip archives too, whose failure torch would call corrupt
     if kind == "pt2":
         raise CheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint: cnnlab explore opens it; "
                               "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
@@ -83,9 +97,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ForeignCheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint, and its code is not run "
                                      "from a file; expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
     try:
-        with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            state = torch.load(path, map_location=map_location, weights_only=True)
+        state = load_weights_only(path, map_location)
     except pickle.UnpicklingError as e:
         # weights_only refused a global: the file wants to build arbitrary Python objects (it may carry code).
         raise ForeignCheckpointError(f"refusing {path}: it is not a plain tensor container "
