@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import cnnlab.device
+import cnnlab.explore
 import cnnlab.train
 import report_fixtures
 from cli_support import assert_one_line, run
@@ -539,6 +540,8 @@ def test_commands_other_than_train_are_refused_under_torchrun(argv, capsys, monk
 def test_explore_without_its_web_stack_names_the_extra_and_only_then(monkeypatch, capsys):
     """Without Starlette the explore command names the extra to install; an import of cnnlab's own failing is not
     passed off as a missing extra (it read "missing cnnlab.errors" once, while a file was half written)."""
+    # the package imported afresh below becomes cnnlab's attribute; put the one every other test holds back after
+    monkeypatch.setattr(cnnlab, "explore", cnnlab.explore)
     for name in [m for m in sys.modules if m == "cnnlab.explore" or m.startswith("cnnlab.explore.")]:
         monkeypatch.delitem(sys.modules, name)
     starlette = [m for m in sys.modules if m.split(".")[0] == "starlette"] or ["starlette"]

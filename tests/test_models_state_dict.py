@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -68,12 +69,16 @@ def mynet(tmp_path, monkeypatch):
     """``mynet:build`` importable, and the trained network whose weights the files hold."""
     (tmp_path / "mynet.py").write_text(NET)
     monkeypatch.syspath_prepend(str(tmp_path))
+    # imported afresh from this file and forgotten after: another test's mynet.py (test_explore_models writes one)
+    # is another network, which a cached module would give in its place
+    sys.modules.pop("mynet", None)
     torch.manual_seed(3)
     net = _net()
     with torch.no_grad():
         net[1].running_mean.normal_()
         net[1].running_var.uniform_(0.5, 1.5)
-    return net.eval()
+    yield net.eval()
+    sys.modules.pop("mynet", None)
 
 
 def _check_opens(net: nn.Module, path: Path) -> None:
