@@ -301,7 +301,7 @@ class _TorchModel:
                     hint = ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; "
                                   "expected a classifier of one image batch") from e
-            classes = logits_count(out, n, where, classes)
+            classes = logits_count(out, n, where, classes, outputs=len(self._outputs) or 1)
         return classes
 
     def _final_op(self) -> str | None:
