@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.cli import main
-from cnnlab.compare import compare, compare_runs, find_runs, format_table, load_run
+from cnnlab.compare import compare, compare_runs, curves_overlay, find_runs, format_table, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.train import train
@@ -244,3 +244,20 @@ def test_a_plot_format_whose_program_is_missing_is_refused_before_the_work(runs,
     monkeypatch.setattr(shutil, "which", lambda program: f"/usr/bin/{program}")
     assert main(["compare", str(runs / "a-lenet"), "--plot", "c.pdf"]) == 0  # what needs no program is written
     assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_the_plot_draws_the_figure_the_runs_judge_and_names_it(runs, tmp_path):
+    # Under --balance a run's best.pt judges the balanced accuracy (val_bal_acc), and the plot drew only val_acc
+    judged = shutil.copytree(runs / "a-lenet", tmp_path / "balanced")
+    _edit(judged / "config.json", config={"best_by": "balanced-accuracy"})
+    plain, balanced = load_run(runs / "a-lenet"), load_run(judged)
+    fig = curves_overlay([plain, balanced], ["plain", "balanced"])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["validation balanced accuracy (judged)", "validation accuracy", "training loss"]
+    judged_panel, accuracy_panel, _ = fig.axes
+    assert [list(line.get_ydata()) for line in judged_panel.lines] == \
+        [[r["val_bal_acc"] for r in run.metrics] for run in (plain, balanced)]
+    assert [list(line.get_ydata()) for line in accuracy_panel.lines] == \
+        [[r["val_acc"] for r in run.metrics] for run in (plain, balanced)]
+    # runs that all judge accuracy keep the two panels they had
+    assert [ax.get_title() for ax in curves_overlay([plain]).axes] == ["validation accuracy", "training loss"]

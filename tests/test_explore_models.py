@@ -393,6 +393,24 @@ def test_a_model_of_two_outputs_is_read_by_its_first_in_every_kind(tmp_path):
         models["module"].notes
 
 
+class FirstOfTwoTransposed(TwoHeads):
+    """Two outputs whose first, a float 2-d tensor, is not one row an image: the logits averaged over the batch."""
+
+    def forward(self, x):
+        logits, aux = super().forward(x)
+        return logits.mean(0, keepdim=True), aux
+
+
+def test_a_first_of_several_outputs_with_the_wrong_rows_is_refused_as_the_first_of_them():
+    # The refusal read "returns 1 x 6" of a model that returned a tuple: the shape shown was of its first output
+    from cnnlab.explore.torch_models import ModuleModel
+
+    with pytest.raises(CnnlabError) as e:
+        ModuleModel(FirstOfTwoTransposed().eval(), "two", Options(input_size=8))
+    assert "is not a classifier: for 2 images its first of 2 outputs, read as the class scores, is 1 x 6, expected " \
+        "2 x classes of float logits" in str(e.value)
+
+
 def test_a_diverged_models_probabilities_are_none_on_both_pages():
     # NaN went out as null from the server (0.0% on its page) and as NaN into the static page (NaN%)
     from cnnlab.explore.torch_models import ModuleModel

@@ -8,12 +8,15 @@ import re
 import pytest
 import torch
 
+import cnnlab.train
 from cli_support import assert_one_line, run
 from cnnlab import cli
 from cnnlab import lr_find as lr_find_module
+from cnnlab.data import balanced_class_weights
 from cnnlab.errors import CnnlabError
 from cnnlab.lr_find import SKIP_BEGIN, lr_find, lr_schedule, smooth, suggest_lr
 from cnnlab.models import create_model
+from cnnlab.train import build_run
 from test_dataset_runs import write_folder
 
 
@@ -175,3 +178,27 @@ def test_cli_lr_find_takes_balance(tmp_path, unbalanced_folder, capsys, balance)
             "16", "--batch-size", "8", "--steps", "12", "--out", str(plot), "--device", "cpu"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_lr_find_sweeps_the_training_part_of_a_val_split(tmp_path, unbalanced_folder, capsys, monkeypatch):
+    # lr-find took --balance but not --val-split: its class weights came from all the training images, where a run
+    # with --val-split weighs (and trains on) its training part only
+    built = []
+
+    def spy(*args, **kwargs):
+        built.append(build_run(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(cnnlab.train, "build_run", spy)
+    argv = ["lr-find", "lenet-relu", "--balance", "loss", "--val-split", "6", "--dataset",
+            f"folder:{unbalanced_folder}", "--image-size", "16", "--batch-size", "8", "--steps", "12", "--out",
+            str(tmp_path / "lr.png"), "--device", "cpu"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    (run,) = built
+    loader, images = run.train_loader, sum(1 for _ in (unbalanced_folder / "train").rglob("*.png"))
+    assert loader.indices is not None and len(loader.indices) == images - 6  # the steps draw from these only
+    assert not set(loader.indices.tolist()) & set(run.val_loader.indices.tolist())
+    kept = loader.labels[loader.indices]
+    weights = run.class_weights.cpu()  # float32, as the loss takes them
+    assert torch.equal(weights, balanced_class_weights(kept, run.dataset.num_classes).float())
+    assert not torch.equal(weights, balanced_class_weights(loader.labels, run.dataset.num_classes).float())

@@ -117,6 +117,20 @@ def test_a_lightning_checkpoint_is_read_past_its_hyper_parameters(mynet, tmp_pat
     _check_opens(mynet, tmp_path / "lit.ckpt")
 
 
+def test_the_page_says_the_objects_beside_the_weights_were_left_unread(mynet, tmp_path):
+    """The objects read as nothing (Lightning's hyper-parameters, fastai's optimizer state) went unsaid: the note
+    read "(read weights-only)." as for a plain state dict, and a reader took the file as read whole."""
+    torch.save(_lightning({f"model.{k}": v for k, v in mynet.state_dict().items()},
+                          {"lr": 0.01, "data": Path("/data/photos"), "opt": FastcoreL([])}), tmp_path / "lit.ckpt")
+    explored = open_model("mynet:build", Options(input_size=8, weights=tmp_path / "lit.ckpt"))
+    assert f"Its weights: {tmp_path / 'lit.ckpt'} (read weights-only, its keys without their 'model.' prefix; " \
+           "2 kinds of Python object beside the weights left unread, never run: pathlib.PosixPath, " \
+           "test_models_state_dict.FastcoreL)." in explored.notes[0]
+    torch.save(mynet.state_dict(), tmp_path / "plain.pth")  # nothing beside the weights: nothing said
+    explored = open_model("mynet:build", Options(input_size=8, weights=tmp_path / "plain.pth"))
+    assert f"Its weights: {tmp_path / 'plain.pth'} (read weights-only)." in explored.notes[0]
+
+
 def test_fastais_learn_save_starts_a_run_past_its_optimizer_state(mynet, tmp_path):
     """fastai's ``learn.save(name)`` writes {'model': state dict, 'opt': its optimizer's state}, the state in
     fastcore's classes: `--weights` and `train --init-from` read the model's weights and leave the rest."""

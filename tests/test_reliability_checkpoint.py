@@ -331,6 +331,25 @@ def test_pickle_payload_is_refused_by_every_cli_command(tmp_path, kind, capsys, 
     assert not marker.exists()
 
 
+def test_a_pickled_module_is_refused_by_every_command_saying_what_to_save_instead(tmp_path, capsys, data_dir):
+    # torch.save(model) was refused with "cnnlab never unpickles code" and no word of what to save instead
+    whole = tmp_path / "whole.pt"
+    torch.save(torch.nn.Linear(2, 2), whole)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(torch.nn.Linear(2, 2), run / "last.pt")
+    image = tmp_path / "shirt.png"
+    Image.new("L", (28, 28), 128).save(image)
+    commands = [["train", "lenet", "--init-from", str(whole), "--data-dir", str(data_dir), "--epochs", "1",
+                 "--out", str(tmp_path / "new")], ["train", "--resume", str(run)], ["eval", str(whole)],
+                ["predict", str(whole), str(image)], ["export", str(whole), "--output", str(tmp_path / "m.onnx")]]
+    for argv in commands:
+        code, err = _cli_in_process(argv, capsys)
+        assert code == 2 and len(err) == 1 and "cnnlab never unpickles code; expected a .pt file written by cnnlab " \
+            "train, or a network's weights alone: torch.save(model.state_dict(), FILE)" in err[0], (argv, err)
+    assert not (tmp_path / "new" / "metrics.csv").exists()
+
+
 def test_pickle_payload_resume_in_a_fresh_process_prints_exactly_one_line(tmp_path):
     """The whole stderr of a real `cnnlab train --resume` (warnings included) is the one refusal line."""
     run, marker = tmp_path / "run", tmp_path / "PWNED"

@@ -271,6 +271,16 @@ def test_the_summary_ranks_by_the_figure_the_variants_judge(best_by, ranking):
     assert not [line for line in findings if line.startswith("- Note")]
 
 
+@pytest.mark.parametrize("best_by, figure", [("balanced-accuracy", "balanced accuracy"), ("accuracy", "accuracy")])
+def test_the_summary_names_the_figure_its_curves_draw(best_by, figure):
+    # curves.png draws the figure the variants judge (compare.curves_overlay); the summary's picture said accuracy
+    study = load_study("lenet-activation-pooling")
+    rows = [{"run": v.name, "status": "finished", "best_by": best_by, "final_val_acc": 0.5, "final_val_bal_acc": 0.5}
+            for v in study.variants]
+    text = study_summary(study, {"epochs": 1}, rows, "| run |")
+    assert f"![validation {figure} and training loss per epoch](curves.png)" in text
+
+
 def test_variants_that_judge_different_figures_are_ranked_by_the_balanced_accuracy_and_told():
     findings = _judged_findings(["accuracy", "accuracy", "balanced-accuracy", "balanced-accuracy"])
     assert ("- Note: the variants judge their epochs by different figures (sigmoid-avg, sigmoid-max by accuracy; "

@@ -26,7 +26,7 @@ from cnnlab.io import check_figure_file, save_figure
 from cnnlab.models.summary import model_macs
 from cnnlab.report.plots import name_text
 from cnnlab.runs import Run
-from cnnlab.train.config import BEFORE_THE_SETTING, augment_name, config_fields
+from cnnlab.train.config import BEFORE_THE_SETTING, JUDGED, augment_name, config_fields
 
 FORMATS = ("md", "csv", "json")
 
@@ -224,25 +224,57 @@ def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], fmt: st
     return "\n".join(lines)
 
 
+def judged_figure(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """The figure runs compared together are judged by (a study's ranking, the curves' accuracy panel), as
+    ``(best_by, why)``: the one their runs judge (``best_by``, the balanced accuracy under ``--balance``; a row without
+    it is of a run from before it, which judged accuracy), and where they judge different ones the balanced accuracy,
+    with ``why`` saying so ("" otherwise).
+
+    Ranked by plain accuracy, a variant that balances its classes would lose to one that does not for the very
+    images the balancing moved toward the small classes; every run records the balanced accuracy beside it.
+    """
+    judged = {r.get("best_by") or BEFORE_THE_SETTING["best_by"]: None for r in rows}
+    if len(judged) <= 1:
+        return next(iter(judged), BEFORE_THE_SETTING["best_by"]), ""
+    by = {figure: [r["run"] for r in rows if (r.get("best_by") or BEFORE_THE_SETTING["best_by"]) == figure]
+          for figure in judged}
+    shown = "; ".join(f"{', '.join(names)} by {JUDGED[figure][1]}" for figure, names in by.items())
+    return "balanced-accuracy", (f"the variants judge their epochs by different figures ({shown}): ranked by the "
+                                 "balanced accuracy, which accuracy would tilt toward the variants that do not "
+                                 "balance their classes")
+
+
 def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> Figure:
-    """Validation accuracy and training loss per epoch, one line per run on two shared panels."""
+    """The validation figure the runs judge (:func:`judged_figure`) and training loss per epoch, one line per run on
+    shared panels; where that figure is the balanced accuracy, the accuracy beside it on a third."""
     labels = list(labels or _labels(runs))
-    fig = Figure(figsize=(11, 4))
-    acc, loss = fig.subplots(1, 2)
+    judged, _ = judged_figure([{"run": label, "best_by": _setting(run, "best_by")}
+                               for run, label in zip(runs, labels, strict=True)])
+    # Under --balance the runs' best.pt (and a study's ranking) go by the balanced accuracy: the plot drew only the
+    # accuracy, which the balancing moves away from
+    figures = [(JUDGED[judged][0], f"validation {JUDGED[judged][1]}" + (" (judged)" if judged != "accuracy" else ""))]
+    if judged != "accuracy":
+        figures.append(("val_acc", "validation accuracy"))
+    fig = Figure(figsize=(5.5 * (len(figures) + 1), 4))
+    *panels, loss = fig.subplots(1, len(figures) + 1)
     for run, label in zip(runs, labels, strict=True):
         if not run.metrics:  # failed before its first epoch: nothing to draw (the table says so)
             continue
         epochs = [r["epoch"] for r in run.metrics]
         marker = "o" if len(epochs) <= 20 else None  # a one-epoch run is a point, not an invisible line
-        acc.plot(epochs, [r["val_acc"] for r in run.metrics], marker=marker, label=label)
+        for ax, (key, _) in zip(panels, figures, strict=True):
+            values = [r.get(key, math.nan) for r in run.metrics]
+            if any(math.isfinite(v) for v in values):  # a run from before val_bal_acc was recorded has none
+                ax.plot(epochs, values, marker=marker, label=label)
         loss.plot(epochs, [r["train_loss"] for r in run.metrics], marker=marker, label=label)
-    for ax, name in ((acc, "validation accuracy"), (loss, "training loss")):
+    for ax, name in (*zip(panels, (name for _, name in figures), strict=True), (loss, "training loss")):
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    if acc.lines:  # runs without an epoch draw nothing, and an empty legend is a matplotlib warning
-        acc.legend(fontsize="small")
+    # Runs without an epoch draw nothing, and an empty legend is a matplotlib warning
+    if drawn := next((ax for ax in (*panels, loss) if ax.lines), None):
+        drawn.legend(fontsize="small")
     return fig
 
 

@@ -35,10 +35,12 @@ MIN_DROP = 0.10
 # starting weights count: a fine-tuning run's sweep starts where that run starts, from --pretrained or --init-from,
 # with the body frozen as its first epoch has it (--freeze, or the finetune recipe's --freeze-epochs), as fastai's
 # lr_find runs on a freshly made, frozen pretrained learner. So does the loss: --balance loss weighs it by class, and
-# --balance sampler draws the batches class-balanced, as the run's training steps are.
-CONFIG_FIELDS = ("recipe", "dataset", "data_dir", "image_size", "channels", "skip_bad_images", "batch_size",
-                 "optimizer", "momentum", "weight_decay", "label_smoothing", "balance", "resize", "normalize",
-                 "augment", "init", "ops", "seed", "device", "pretrained", "init_from", "freeze", "freeze_epochs")
+# --balance sampler draws the batches class-balanced, as the run's training steps are; and both, and the steps, go by
+# the training part alone where --val-split holds some images out, as the run's do.
+CONFIG_FIELDS = ("recipe", "dataset", "data_dir", "image_size", "channels", "skip_bad_images", "val_split",
+                 "batch_size", "optimizer", "momentum", "weight_decay", "label_smoothing", "balance", "resize",
+                 "normalize", "augment", "init", "ops", "seed", "device", "pretrained", "init_from", "freeze",
+                 "freeze_epochs")
 
 
 @dataclass

@@ -279,11 +279,12 @@ def per_image(value: Any, batch: int) -> bool:
     return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
 
 
-def logits_count(out: Any, n: int, where: str, classes: int | None = None) -> int:
-    """The class count of ``out``, a model's output for ``n`` images (a tensor, an array, or whatever it returned);
-    refuses anything but float logits ``n x classes`` (``classes`` of them where another batch gave that many): an
-    integer output (an ArgMax, a comparison) would be read as scores, and one whose first axis is not the images
-    (the logits transposed) would be cut into rows of the wrong numbers."""
+def logits_count(out: Any, n: int, where: str, classes: int | None = None, outputs: int = 1) -> int:
+    """The class count of ``out``, a model's output for ``n`` images (a tensor, an array, or whatever it returned;
+    the first of ``outputs`` where it returned several, :func:`first_output`); refuses anything but float logits
+    ``n x classes`` (``classes`` of them where another batch gave that many): an integer output (an ArgMax, a
+    comparison) would be read as scores, and one whose first axis is not the images (the logits transposed) would be
+    cut into rows of the wrong numbers."""
     shape = tuple(out.shape) if isinstance(out, (torch.Tensor, np.ndarray)) else None
     floats = out.is_floating_point() if isinstance(out, torch.Tensor) else \
         isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
@@ -291,7 +292,9 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None) -> in
             not floats:
         shown = " x ".join(map(str, shape)) if shape is not None else _structure(out)
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
-        raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} it returns {shown}{kind}, "
+        # the shape shown is of one output among several: said so, or it reads as all the model returned
+        returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
+        raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} {returns} {shown}{kind}, "
                           f"expected {n} x classes of float logits{_what_it_is(out)}")
     return int(shape[1])
 

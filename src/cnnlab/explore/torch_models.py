@@ -74,7 +74,7 @@ from cnnlab.models.imagenet import (
     weights_enum,
     weights_file,
 )
-from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_state_dict
+from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights
 from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row
 
@@ -301,7 +301,7 @@ class _TorchModel:
                     hint = ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; "
                                   "expected a classifier of one image batch") from e
-            classes = logits_count(out, n, where, classes)
+            classes = logits_count(out, n, where, classes, outputs=len(self._outputs) or 1)
         return classes
 
     def _final_op(self) -> str | None:
@@ -655,9 +655,9 @@ class ModuleModel(_TorchModel):
                "explorer runs code of yours."
         if options.weights is not None:
             expected = f"a state dict of the network {spec}() builds (its state_dict(), {SAVED})"
-            how = load_state_dict_into(model, read_state_dict(options.weights, expected), options.weights,
-                                       f"the network {spec}() builds", expected)
-            note += f" Its weights: {loaded_note(options.weights, how)}"
+            state, unread = read_weights(options.weights, expected)
+            how = load_state_dict_into(model, state, options.weights, f"the network {spec}() builds", expected)
+            note += f" Its weights: {loaded_note(options.weights, how, unread)}"
         return cls(model, spec, options, folder_classes, note=note)
 
     @classmethod
@@ -682,10 +682,10 @@ class ModuleModel(_TorchModel):
                    f"{weights_file(name)})."
         else:  # the architecture, with a state dict of it from elsewhere (fine-tuned on other classes, perhaps)
             expected = f"a state dict of torchvision's {builder} (its model.state_dict(), {SAVED})"
-            state = read_state_dict(given.weights, expected)
+            state, unread = read_weights(given.weights, expected)
             model, channels, classes = backbone_for(name, state)
             how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)
-            note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how)}"
+            note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how, unread)}"
         mean, std = pretrained_normalize(name, channels)
         options = replace(given, input_size=given.input_size or INPUT_SIZE, mean=given.mean or tuple(mean),
                           std=given.std or tuple(std))

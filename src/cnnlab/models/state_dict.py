@@ -122,7 +122,14 @@ def read_safetensors(path: str | Path, expected: str) -> dict[str, torch.Tensor]
 
 
 def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "") -> dict[str, torch.Tensor]:
-    """The tensors of the state dict in ``path`` (:func:`state_dict_in` what a weights-only read gives).
+    """The tensors of the state dict in ``path`` (:func:`read_weights` without what it left unread)."""
+    return read_weights(path, expected, unreadable_hint=unreadable_hint)[0]
+
+
+def read_weights(path: str | Path, expected: str, *,
+                 unreadable_hint: str = "") -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """The tensors of the state dict in ``path`` (:func:`state_dict_in` what a weights-only read gives), and the
+    names of the Python objects beside them read as nothing (:func:`load_weights_and_unread`; none for most files).
 
     Args:
         expected: what the file should have been, ending each error line ("expected {expected}").
@@ -136,12 +143,12 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
     if not path.is_file():
         raise CnnlabError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; expected {expected}")
     if is_safetensors(path):
-        return state_dict_in(read_safetensors(path, expected), path, expected)
+        return state_dict_in(read_safetensors(path, expected), path, expected), ()
     kind = zip_kind(path)  # torch.load would warn, then fail on these
     if kind is not None:
         raise CnnlabError(f"{refusal(path, kind, 'a state dict')}; expected {expected}")
     try:
-        loaded = load_weights_only(path)
+        loaded, unread = load_weights_and_unread(path)
     except pickle.UnpicklingError as e:  # a file of Python objects, no state dict (torch.save(model), a fastai
         # Learner's export): ``expected`` says what to save instead
         raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
@@ -150,7 +157,7 @@ def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "
         # a truncated zip raises RuntimeError or EOFError, a file of another kind anything else
         raise CnnlabError(f"{path} is not a readable weights-only state dict (truncated, or another kind of file: "
                           f"{type(e).__name__}: {summary(e)}){unreadable_hint}; expected {expected}") from None
-    return state_dict_in(loaded, path, expected)
+    return state_dict_in(loaded, path, expected), unread
 
 
 class Unbuilt(list):
@@ -172,8 +179,15 @@ class Unbuilt(list):
 
 
 def load_weights_only(path: str | Path, map_location: Any = "cpu") -> Any:
-    """What ``torch.load(path, weights_only=True)`` gives; where it refuses a Python object and the file keeps a
-    state dict beside such objects, that value with each of them read as an :class:`Unbuilt` (nothing).
+    """What ``torch.load(path, weights_only=True)`` gives, objects beside a state dict read as nothing
+    (:func:`load_weights_and_unread` without their names)."""
+    return load_weights_and_unread(path, map_location)[0]
+
+
+def load_weights_and_unread(path: str | Path, map_location: Any = "cpu") -> tuple[Any, tuple[str, ...]]:
+    """What ``torch.load(path, weights_only=True)`` gives, and none; where it refuses a Python object and the file
+    keeps a state dict beside such objects, that value with each of them read as an :class:`Unbuilt` (nothing), and
+    the names (sorted) of the classes and functions they were to be built by, for the page to say what was left.
 
     Other tools save weights beside objects that a weights-only read refuses: PyTorch Lightning's checkpoint keeps
     the module's hyper-parameters (a ``pathlib.Path``, a numpy number, a module passed in), fastai's ``learn.save``
@@ -188,7 +202,7 @@ def load_weights_only(path: str | Path, map_location: Any = "cpu") -> Any:
     with warnings.catch_warnings():  # a bare pickle stream warns about its protocol before being refused
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True), ()
         except pickle.UnpicklingError:
             listed = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
             try:
@@ -204,7 +218,7 @@ def load_weights_only(path: str | Path, map_location: Any = "cpu") -> Any:
                     loaded = None  # subclass's items), or nothing a tensor can be rebuilt from: the refusal stands
             if not is_state_dict(loaded) and wrapper_key(loaded) is None:
                 raise
-            return loaded
+            return loaded, tuple(sorted(names))
 
 
 def wrapper_key(value: Any) -> str | None:
@@ -256,9 +270,12 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict
     return {k[len(head):]: v for k, v in state.items() if k.startswith(head)}, how
 
 
-def loaded_note(path: str | Path, how: str) -> str:
-    """The page's words for weights :func:`load_state_dict_into` put in from ``path``, ``how`` its return."""
-    return f"{path} (read weights-only" + (f", {how})." if how else ").")
+def loaded_note(path: str | Path, how: str, unread: tuple[str, ...] = ()) -> str:
+    """The page's words for weights :func:`load_state_dict_into` put in from ``path``, ``how`` its return, and the
+    objects beside them left unread (:func:`read_weights`), so the file is not taken as read whole."""
+    left = f"; {len(unread)} kind{'s' * (len(unread) > 1)} of Python object beside the weights left unread, never " \
+        f"run: {', '.join(unread[:3])}{', ...' * (len(unread) > 3)}" if unread else ""
+    return f"{path} (read weights-only" + (f", {how}" if how else "") + f"{left})."
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,

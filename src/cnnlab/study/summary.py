@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
+from cnnlab.compare import judged_figure
 from cnnlab.data.folder import has_validation_folder
 from cnnlab.study.spec import Study
-from cnnlab.train.config import BEFORE_THE_SETTING, JUDGED
+from cnnlab.train.config import JUDGED
 
 
 def _pts(a: float, b: float) -> str:
@@ -65,25 +66,6 @@ def factor_effects(study: Study, scores: dict[str, float]) -> list[str]:
     return lines
 
 
-def judged_figure(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
-    """The figure a study's variants are ranked by, as ``(best_by, why)``: the one their runs judge (``best_by``,
-    the balanced accuracy under ``--balance``; a row without it is of a run from before it, which judged accuracy),
-    and where they judge different ones the balanced accuracy, with ``why`` saying so ("" otherwise).
-
-    Ranked by plain accuracy, a variant that balances its classes would lose to one that does not for the very
-    images the balancing moved toward the small classes; every run records the balanced accuracy beside it.
-    """
-    judged = {r.get("best_by") or BEFORE_THE_SETTING["best_by"]: None for r in rows}
-    if len(judged) <= 1:
-        return next(iter(judged), BEFORE_THE_SETTING["best_by"]), ""
-    by = {figure: [r["run"] for r in rows if (r.get("best_by") or BEFORE_THE_SETTING["best_by"]) == figure]
-          for figure in judged}
-    shown = "; ".join(f"{', '.join(names)} by {JUDGED[figure][1]}" for figure, names in by.items())
-    return "balanced-accuracy", (f"the variants judge their epochs by different figures ({shown}): ranked by the "
-                                 "balanced accuracy, which accuracy would tilt toward the variants that do not "
-                                 "balance their classes")
-
-
 def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str, Any]], table: str,
                   plot: str = "curves.png", refused: Mapping[str, str] | None = None) -> str:
     """The study's summary.md: question, budget, the comparison table, the plot and the findings.
@@ -103,11 +85,12 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
         validated = "the folder's own validation split (val/)"
     else:
         validated = "the test set, as the book does (no val_split)"
+    drawn = JUDGED[judged_figure(rows)[0]][1]  # the figure curves.png draws (compare.curves_overlay)
     lines = [f"# {study.title}" + (f" (d2l {study.section})" if study.section else ""), ""]
     if study.question:
         lines += [f"Question: {study.question}", ""]
     lines += [f"Budget (every variant): {_budget_line(budget)}. Accuracies are measured on {validated}.", "",
-              table, "", f"![validation accuracy and training loss per epoch]({plot})", "", "## What the numbers say",
+              table, "", f"![validation {drawn} and training loss per epoch]({plot})", "", "## What the numbers say",
               ""]
     by_name = {r["run"]: r for r in rows}
     ranked_rows = [r for r in rows if r["status"] != "failed"]
