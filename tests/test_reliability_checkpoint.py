@@ -345,8 +345,9 @@ def test_a_pickled_module_is_refused_by_every_command_saying_what_to_save_instea
                 ["predict", str(whole), str(image)], ["export", str(whole), "--output", str(tmp_path / "m.onnx")]]
     for argv in commands:
         code, err = _cli_in_process(argv, capsys)
-        assert code == 2 and len(err) == 1 and "cnnlab never unpickles code; expected a .pt file written by cnnlab " \
-            "train, or a network's weights alone: torch.save(model.state_dict(), FILE)" in err[0], (argv, err)
+        said = ("cnnlab never unpickles code; expected a .pt file written by cnnlab train (a network of your own: save "
+                "its weights alone, torch.save(model.state_dict(), FILE), for --init-from or --weights)")
+        assert code == 2 and len(err) == 1 and said in err[0], (argv, err)
     assert not (tmp_path / "new" / "metrics.csv").exists()
 
 

@@ -103,8 +103,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # torch.save(model) most often: what to save instead, for every command that reads a checkpoint
         raise ForeignCheckpointError(f"refusing {path}: it is not a plain tensor container "
                                      f"({weights_only_refusal(e)}); cnnlab never unpickles code; expected a .pt file "
-                                     "written by cnnlab train, or a network's weights alone: "
-                                     "torch.save(model.state_dict(), FILE)") from None
+                                     "written by cnnlab train (a network of your own: save its weights alone, "
+                                     "torch.save(model.state_dict(), FILE), for --init-from or --weights)") from None
     except Exception as e:  # a damaged pickle can fail in any way (IndexError, KeyError, struct.error, ...)
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({summary(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
