@@ -76,6 +76,7 @@ CHECK_BATCHES = (1, 5)
 # converter, which fails on a ResNet's graph, and then writes 18 all the same (measured with torch 2.14), so a
 # lower --opset would name a file it is not.
 MIN_OPSET = 18
+NEEDS_EXPORT_EXTRA = "ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'"
 # An int8 model that disagrees with its float original on more than one test image in ten is not that model any
 # more; a LeNet trained for 100 steps agrees on about 98% (docs/benchmarks.md).
 INT8_MIN_AGREEMENT = 0.9
@@ -125,17 +126,17 @@ def _check(run, reference: nn.Module, shape: tuple[int, int], what: str) -> None
 def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str],
                 opset: int | None = None) -> None:
     try:  # torch.onnx.export(dynamo=True) needs onnx and onnxscript; the check needs onnxruntime
-        import onnx  # noqa: F401
+        import onnx
         import onnxruntime as ort
         import onnxscript  # noqa: F401
     except ImportError:
-        raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'") from None
+        raise CnnlabError(NEEDS_EXPORT_EXTRA) from None
 
     program = torch.onnx.export(wrapped, (_inputs(2, shape),), None, dynamo=True, verbose=False, opset_version=opset,
                                 input_names=["images"], output_names=["logits"], dynamic_shapes=(_batch_dim(),))
     program.model.metadata_props.update(metadata)
-    program.save(tmp, external_data=False)  # one self-contained file (the models here are far below 2 GB)
-    _for_older_runtimes(tmp, opset)
+    # one self-contained file (the models here are far below protobuf's 2 GB), written once
+    onnx.save(_for_older_runtimes(program.model_proto, opset), tmp)
     try:
         session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
     except Exception as e:  # an operator set newer than this onnxruntime runs
@@ -144,10 +145,10 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
     _check(lambda x: session.run(None, {"images": x.numpy()})[0], wrapped, shape, "the ONNX export")
 
 
-def _for_older_runtimes(path: str, opset: int | None = None) -> None:
-    """Make the ONNX file at ``path`` loadable by the oldest runtimes that run its operators: drop the operator sets
-    of domains no node uses, and set the IR version to the lowest that holds the rest, where ONNX's checker passes
-    the file so. With ``opset`` given, check that the file has that operator set.
+def _for_older_runtimes(model, opset: int | None = None):
+    """The ONNX ``model`` (a ModelProto) loadable by the oldest runtimes that run its operators: without the operator
+    sets of domains no node uses, and at the lowest IR version that holds the rest, where ONNX's checker passes it
+    so (else ``model`` as it is). With ``opset`` given, check that it has that operator set.
 
     The exporter writes the IR version of the newest onnx it runs with (10 with onnx 1.23), which a runtime older
     than that refuses ("Unsupported model IR version: 10, max supported IR version: 9", onnxruntime 1.17) although
@@ -156,7 +157,6 @@ def _for_older_runtimes(path: str, opset: int | None = None) -> None:
     """
     import onnx
 
-    model = onnx.load(path)
     written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and written != opset:
         raise CnnlabError(f"the exporter wrote operator set {written} where --opset {opset} asked; nothing was written")
@@ -164,7 +164,7 @@ def _for_older_runtimes(path: str, opset: int | None = None) -> None:
     kept = [o for o in model.opset_import if (o.domain or "") in used | {"", "ai.onnx"}]
     lowest = onnx.helper.find_min_ir_version_for(kept, ignore_unknown=True)
     if len(kept) == len(model.opset_import) and lowest >= model.ir_version:
-        return
+        return model
     changed = onnx.ModelProto()
     changed.CopyFrom(model)
     del changed.opset_import[:]
@@ -173,8 +173,8 @@ def _for_older_runtimes(path: str, opset: int | None = None) -> None:
     try:
         onnx.checker.check_model(changed, full_check=True)
     except onnx.checker.ValidationError:  # the graph holds something of a newer IR (a 4-bit type, say): keep it
-        return
-    onnx.save(changed, path)
+        return model
+    return changed
 
 
 @dataclass(frozen=True)
@@ -248,10 +248,11 @@ def _calibration_images(train_images: torch.Tensor, n: int, dataset: str) -> tor
 def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str],
                      calibration: torch.Tensor, test_images: torch.Tensor, opset: int | None = None) -> None:
     try:
+        import onnx
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
-        raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'") from None
+        raise CnnlabError(NEEDS_EXPORT_EXTRA) from None
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
@@ -274,7 +275,9 @@ def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metad
             quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
         quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    _for_older_runtimes(tmp, opset)
+    quantized = onnx.load(tmp)
+    if (stamped := _for_older_runtimes(quantized, opset)) is not quantized:
+        onnx.save(stamped, tmp)
     agreement = _agreement(_onnx_runner(tmp), wrapped, test_images)
     if agreement.rate < INT8_MIN_AGREEMENT:
         raise CnnlabError(f"the int8 export's {agreement}, below the {INT8_MIN_AGREEMENT:.0%} required; nothing was "
@@ -332,7 +335,7 @@ def _check_opset(format: str, opset: int | None) -> None:
     try:
         import onnx
     except ImportError:
-        raise CnnlabError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'") from None
+        raise CnnlabError(NEEDS_EXPORT_EXTRA) from None
     newest = onnx.defs.onnx_opset_version()
     if not is_int(opset) or not MIN_OPSET <= opset <= newest:
         raise CnnlabError(f"--opset must be an operator set from {MIN_OPSET} (the lowest torch's exporter writes) to "
