@@ -36,6 +36,8 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 # version 2 by filling that entry in (:func:`upgrade`).
 VERSION = 2
 READABLE = (1, 2)
+# How the one-line refusals of another kind of file end
+EXPECTED = "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt"
 # How the one-line refusals of a file from elsewhere (a state dict, a pickled module) go on: what opens its network
 ELSEWHERE = ("a network from elsewhere is explored as .onnx, as .pt2 (torch.export.save), or built by name "
              "(imagenet-resnet18) or by module:function with a state dict as --weights FILE")
@@ -79,23 +81,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         except CnnlabError as e:
             raise CheckpointError(str(e)) from None
         raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {held(state)} (safetensors); "
-                                     "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt", state)
+                                     f"{EXPECTED}", state)
     kind = zip_kind(path)  # zip archives too, whose failure torch would call corrupt
     if kind in KERAS:
-        raise CheckpointError(f"{refusal(path, kind, 'a cnnlab checkpoint')}; expected a .pt file written by cnnlab "
-                              "train, e.g. RUN_DIR/best.pt")
+        raise CheckpointError(f"{refusal(path, kind, 'a cnnlab checkpoint')}; {EXPECTED}")
     # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
     # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
     # call an unsupported operand.
     if head and head != b"PK" and head[:1] != b"\x80":
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
-                              "torch.save writes); expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
+                              f"torch.save writes); {EXPECTED}")
     if kind == "pt2":
         raise CheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint: cnnlab explore opens it; "
-                              "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
+                              f"{EXPECTED}")
     if kind == "torchscript":  # its forward is code from the file, which cnnlab does not run (and torch deprecates)
         raise ForeignCheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint, and its code is not run "
-                                     "from a file; expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt")
+                                     f"from a file; {EXPECTED}")
     try:
         state = load_weights_only(path, map_location)
     except pickle.UnpicklingError as e:
