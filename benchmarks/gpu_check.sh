@@ -6,7 +6,8 @@
 # It installs nothing: src/ goes on PYTHONPATH and the python3 that holds torch runs everything, so it also works on
 # a machine with no package index. Test modules whose optional dependency is missing there fail to collect and are
 # counted in the summary, not hidden. BENCH_TIMEOUT and TEST_TIMEOUT (seconds) bound the two steps (0 skips
-# that step). The logs, the bench rows (bench.json) and the scratch folder of a failed bench run
+# that step); TEST_WORKERS sets the suite's pytest-xdist workers (half the cores, two threads each, unless set: then one
+# thread each). The logs, the bench rows (bench.json) and the scratch folder of a failed bench run
 # (bench-scratch.tgz) land in OUTDIR.
 set -u
 out=${1:?usage: gpu_check.sh OUTDIR [bench.py flags ...]}
@@ -47,9 +48,10 @@ tail -n 3 "$out/tests-gpu.txt"
 start=$(date +%s)
 # Two threads a worker fill the cores without oversubscribing them. SIGINT at the limit makes pytest print the
 # failures it has seen so far (a kill would lose them).
-parallel=()
-$py -c "import xdist" 2>/dev/null && parallel=(-n "$(($(nproc) / 2))")  # pytest-xdist, where it is installed
-OMP_NUM_THREADS=2 timeout -s INT -k 20 "${TEST_TIMEOUT:-150}" "${pytest[@]}" -v "${parallel[@]}" -m "not gpu" tests \
+parallel=() threads=2
+[ -n "${TEST_WORKERS:-}" ] && threads=1
+$py -c "import xdist" 2>/dev/null && parallel=(-n "${TEST_WORKERS:-$(($(nproc) / 2))}")  # pytest-xdist, where installed
+OMP_NUM_THREADS=$threads timeout -s INT -k 20 "${TEST_TIMEOUT:-150}" "${pytest[@]}" -v "${parallel[@]}" -m "not gpu" tests \
     >"$out/tests.txt" 2>&1
 echo "tests: exit $? after $(($(date +%s) - start)) s"
 grep -E "FAILED|ERROR" "$out/tests.txt" | grep -v "^\[gw" | head -n 60
