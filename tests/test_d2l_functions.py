@@ -298,7 +298,7 @@ def test_lenet_train_ch6_prints_the_books_lines_and_trains_as_torch_does(capsys)
     assert out[12] == f"training on {d2l.try_gpu()}"  # the book trains on its first GPU
     assert re.fullmatch(r"epoch 1: train loss [\d.]+, train acc [\d.]+, test acc [\d.]+", out[13])
     assert re.fullmatch(r"loss \d\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}", out[15])
-    assert re.fullmatch(r"\d+\.\d examples/sec on cpu", out[16]) and len(out) == 17
+    assert re.fullmatch(rf"\d+\.\d examples/sec on {d2l.try_gpu()}", out[16]) and len(out) == 17
     net = ns["net"]
     assert all(p.is_contiguous() for p in net.parameters())  # handed back in the default layout
     test_acc = d2l.evaluate_accuracy_gpu(net, ns["test_iter"])

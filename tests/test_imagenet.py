@@ -279,7 +279,7 @@ def test_freeze_leaves_every_body_parameter_unchanged(torch_home, name):
     assert not torch.equal(state[head + ".weight"], fresh_head) and trainer.state.step == 2
     # the batch-norm policy: statistics of the frozen body follow the new data (finetune.py's docstring)
     buffers = [k for k in _body(saved, head) if k.endswith("running_mean")]
-    assert buffers and not all(torch.equal(state[k], saved[k]) for k in buffers)
+    assert buffers and not all(torch.equal(state[k].cpu(), saved[k]) for k in buffers)
 
 
 def test_init_from_a_backbones_state_dict_feeds_it_imagenets_input(torch_home, tmp_path, capsys):
@@ -385,7 +385,7 @@ def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, t
     assert trained.meta.input_size == 32 and trained.meta.channels == 1
     assert trained.meta.mean == pytest.approx((0.449,), abs=1e-3) and trained.meta.std == pytest.approx((0.226,),
                                                                                                       abs=1e-3)
-    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt = torch.load(run / "last.pt", weights_only=True, map_location="cpu")
     assert all(torch.equal(v.cpu(), ckpt["model"][k]) for k, v in trained.model.state_dict().items())
     capsys.readouterr()
     assert main(["eval", str(run / "last.pt"), "--json"]) == 0

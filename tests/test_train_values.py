@@ -495,12 +495,12 @@ def test_init_from_other_classes_of_the_same_count_starts_a_fresh_head(tmp_path,
     source = load_checkpoint(tmp_path / "src" / "last.pt")["model"]
     run = build_run(make_config("lenet-relu", **quick(None, dataset="other", init_from=str(tmp_path / "src" /
                                                                                           "last.pt"))))
-    state = run.model.state_dict()
+    state = {k: v.cpu() for k, v in run.model.state_dict().items()}  # the run's device: CUDA where there is one
     assert torch.equal(state["features.0.weight"], source["features.0.weight"])
     assert not torch.equal(state["classifier.5.weight"], source["classifier.5.weight"])  # a fresh head
     monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
     same = build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "src" / "last.pt"))))
-    assert torch.equal(same.model.state_dict()["classifier.5.weight"], source["classifier.5.weight"])
+    assert torch.equal(same.model.state_dict()["classifier.5.weight"].cpu(), source["classifier.5.weight"])
 
 
 class Opaque:  # a pickled object: a weights-only read refuses it (building it could run code)
