@@ -527,6 +527,20 @@ def test_another_librarys_message_is_shortened_at_a_sentence_or_a_word():
     assert summary(KeyError()) == "KeyError" and summary("a\n  b") == "a b"
 
 
+def test_a_c_plus_plus_source_location_is_left_out_of_the_summary():
+    """onnxruntime's file, line and function signature filled the 200 characters its refusal was given, and the
+    reason after them was cut off (seen with onnxruntime 1.30 and a file of a newer IR version)."""
+    ort = ("[ONNXRuntimeError] : 1 : FAIL : /onnxruntime_src/onnxruntime/core/graph/model.cc:202 onnxruntime::Model::"
+           "Model(onnx::ModelProto&&, const onnxruntime::PathString&, const onnxruntime::IOnnxRuntimeOpSchemaRegistry"
+           "List*, const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) Unsupported model IR "
+           "version: 14, max supported IR version: 13\n")
+    assert summary(ort, 200) == ("[ONNXRuntimeError] : 1 : FAIL : Unsupported model IR version: 14, max supported IR "
+                                 "version: 13")
+    nested = "x.cc:1 f(std::function<void(int)>) bad (really)"  # the signature's own parentheses, then the reason's
+    assert summary(nested) == "bad (really)"
+    assert summary("see file.cc:3 for why (it is a comment)") == "see file.cc:3 for why (it is a comment)"
+
+
 @pytest.mark.parametrize("argv", [["sweep", "lenet", "--param", "lr=uniform:0.1:1"], ["study", "lenet-batch-norm"],
                                   ["lr-find", "lenet"], ["eval", "x.pt"]])
 def test_commands_other_than_train_are_refused_under_torchrun(argv, capsys, monkeypatch):

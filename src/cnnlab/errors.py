@@ -10,15 +10,33 @@ from __future__ import annotations
 
 import re
 
+# A C++ source location and the signature of the function it names, as onnxruntime puts them before its reason
+# ("... : FAIL : /onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, ...) Unsupported
+# model IR version: 14, max supported IR version: 13").
+_SOURCE_LOCATION = re.compile(r"\S+\.(?:cc|cpp|cxx|h|hpp):\d+ [\w:<>~]+\(")
+
+
+def _without_source_location(text: str) -> str:
+    """``text`` without a C++ file, line and function signature: the signature alone filled a message's 200
+    characters before onnxruntime said why it refused a file."""
+    found = _SOURCE_LOCATION.search(text)
+    if not found:
+        return text
+    depth, end = 1, found.end()
+    while end < len(text) and depth:  # to the parenthesis that closes the signature's (nested ones included)
+        depth += {"(": 1, ")": -1}.get(text[end], 0)
+        end += 1
+    return text if depth else f"{text[:found.start()]}{text[end:].lstrip()}".strip()
+
 
 def summary(error: BaseException | str, limit: int = 160) -> str:
     """Another library's error message shortened for one of cnnlab's one-line messages.
 
-    Its lines joined and spaces collapsed, then cut at the last sentence that fits in ``limit`` characters, else at
-    the last word (``...`` marks that cut), so that a message never ends mid-word; an exception without a message
-    gives its type's name.
+    Its lines joined and spaces collapsed, a C++ source location dropped, then cut at the last sentence that fits in
+    ``limit`` characters, else at the last word (``...`` marks that cut), so that a message never ends mid-word; an
+    exception without a message gives its type's name.
     """
-    text = " ".join(str(error).split())
+    text = _without_source_location(" ".join(str(error).split()))
     if not text:
         return type(error).__name__
     if len(text) <= limit:

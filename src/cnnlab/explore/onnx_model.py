@@ -194,7 +194,7 @@ class OnnxModel:
             self.session = ort.InferenceSession(model.SerializeToString(), options_,
                                                 providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
-            raise CnnlabError(f"onnxruntime cannot run {path} ({summary(e, 200)})") from None
+            raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {path} ({summary(e, 200)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         probe = self._run(self.spec.zeros(1))
         count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
