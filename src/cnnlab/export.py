@@ -42,6 +42,7 @@ for a folder of images, whose pictures were cropped so, else ``pad``); ``cnnlab 
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import tempfile
@@ -132,8 +133,14 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
     except ImportError:
         raise CnnlabError(NEEDS_EXPORT_EXTRA) from None
 
-    program = torch.onnx.export(wrapped, (_inputs(2, shape),), None, dynamo=True, verbose=False, opset_version=opset,
-                                input_names=["images"], output_names=["logits"], dynamic_shapes=(_batch_dim(),))
+    try:
+        program = torch.onnx.export(_with_global_max_as_amax(wrapped), (_inputs(2, shape),), None, dynamo=True,
+                                    verbose=False, opset_version=opset, input_names=["images"],
+                                    output_names=["logits"], dynamic_shapes=(_batch_dim(),))
+    except torch.onnx.OnnxExporterError as e:  # an operator this torch's exporter has no ONNX function for
+        raise CnnlabError(f"torch {torch.__version__}'s ONNX exporter cannot convert this network "
+                          f"({summary(_first_cause(e), 200)}); nothing was written (--format pt2 takes any torch "
+                          "operator)") from None
     program.model.metadata_props.update(metadata)
     # one self-contained file (the models here are far below protobuf's 2 GB), written once
     onnx.save(_for_older_runtimes(program.model_proto, opset), tmp)
@@ -143,6 +150,36 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
         raise CnnlabError(f"onnxruntime {ort.__version__} cannot run the ONNX export ({summary(e)}); nothing was "
                           "written (a lower --opset may do)") from None
     _check(lambda x: session.run(None, {"images": x.numpy()})[0], wrapped, shape, "the ONNX export")
+
+
+class _GlobalMax(nn.Module):
+    """``AdaptiveMaxPool2d(1)`` as the maximum over height and width: the same values, and a plain ONNX ReduceMax in
+    every torch's exporter (torch 2.11's has no ONNX function for ``aten.adaptive_max_pool2d``: compact, cpu10's
+    network, did not export there)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax((-2, -1), keepdim=True)
+
+
+def _with_global_max_as_amax(module: nn.Module) -> nn.Module:
+    """``module``, or a copy of it whose adaptive max pools to 1 x 1 are :class:`_GlobalMax` under the same names."""
+    pools = [name for name, m in module.named_modules() if isinstance(m, nn.AdaptiveMaxPool2d)
+             and not m.return_indices and m.output_size in (1, (1, 1))]
+    if not pools:
+        return module
+    module = copy.deepcopy(module)
+    for name in pools:
+        parent, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent), child, _GlobalMax())
+    return module
+
+
+def _first_cause(error: BaseException) -> BaseException:
+    """The exception at the bottom of ``error``'s chain: torch's exporter wraps the operator it could not convert
+    in two layers of advice."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def _for_older_runtimes(model, opset: int | None = None):
