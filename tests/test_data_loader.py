@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.data import DeviceLoader, Preprocess, augment_batch
+from cnnlab.data.loader import order_seed
 from cnnlab.errors import CnnlabError
 
 N = 50
@@ -67,11 +68,22 @@ def test_unshuffled_order_is_the_stored_order(images, labels):
     assert torch.cat([y for _, y in epoch_batches(loader, 5)]).tolist() == list(range(N))
 
 
-def test_permutation_is_randperm_seeded_with_seed_plus_epoch(images, labels):
+def test_permutation_is_randperm_seeded_with_seed_and_epoch_mixed(images, labels):
     loader = DeviceLoader(images, labels, 16, shuffle=True, seed=10)
     for epoch in (0, 4):
         order = torch.cat([y for _, y in epoch_batches(loader, epoch)])
-        assert torch.equal(order, torch.randperm(N, generator=torch.Generator().manual_seed(10 + epoch)))
+        assert torch.equal(order, torch.randperm(N, generator=torch.Generator().manual_seed(order_seed(10, epoch))))
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_neighbouring_seeds_share_no_orders(balance):
+    """Seeded with seed + epoch, seed 1's epoch e drew seed 0's epoch e + 1 (the same orders, one epoch later)."""
+    images, labels = torch.zeros(64, 4, 4, dtype=torch.uint8), torch.arange(64)  # a label per sample: y is the order
+    drawn = []
+    for seed in (0, 1, 2):
+        loader = DeviceLoader(images, labels, 16, shuffle=True, balance=balance, num_classes=64, seed=seed)
+        drawn += [tuple(torch.cat([y for _, y in epoch_batches(loader, e)]).tolist()) for e in range(4)]
+    assert len(set(drawn)) == len(drawn) == 12
 
 
 def test_shuffle_is_seeded_and_changes_every_epoch(images, labels):
@@ -104,7 +116,7 @@ def test_rank_shards_are_disjoint_equal_and_cover(images, labels, world_size):
         loader = DeviceLoader(images, labels, 4, shuffle=True, seed=2, rank=rank, world_size=world_size)
         shards.append(torch.cat([y for _, y in epoch_batches(loader, 1)]).tolist())
         assert loader.num_samples == N // world_size and len(loader) == -(-(N // world_size) // 4)
-    perm = torch.randperm(N, generator=torch.Generator().manual_seed(2 + 1))
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(order_seed(2, 1)))
     assert shards == [perm[r::world_size][: N // world_size].tolist() for r in range(world_size)]
     covered = {i for shard in shards for i in shard}
     assert len(covered) == world_size * (N // world_size) and N - len(covered) < world_size
@@ -132,7 +144,7 @@ def test_indices_select_samples_without_copying(images, labels):
     for epoch in (0, 1):
         seen = torch.cat([y for _, y in epoch_batches(loader, epoch)])
         assert sorted(seen.tolist()) == keep.tolist()
-        perm = torch.randperm(len(keep), generator=torch.Generator().manual_seed(1 + epoch))
+        perm = torch.randperm(len(keep), generator=torch.Generator().manual_seed(order_seed(1, epoch)))
         assert torch.equal(seen, keep[perm])
     for bad in (torch.tensor([0, N]), torch.tensor([0.5]), torch.tensor([-1])):
         with pytest.raises(CnnlabError, match="indices"):

@@ -42,6 +42,22 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int,
     return len(labels) / (num_classes * counts.double())
 
 
+def _mixed_seed(*words: int, spawn_key: tuple[int, ...] = ()) -> int:
+    """A generator seed (63 bits) of ``words`` mixed by numpy's SeedSequence: well spread and version-stable (its
+    documented algorithm); streams of the same words differ by ``spawn_key``."""
+    return int(np.random.SeedSequence(list(words), spawn_key=spawn_key).generate_state(1, np.uint64)[0]) >> 1
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s order for a loader seeded with ``seed`` (its permutation, or its balanced draw).
+
+    Seeded with seed + epoch, seed s + 1 drew seed s's orders one epoch later, so runs of different seeds were not
+    independent draws of the data order (what a spread over seeds assumes); the two are mixed instead, in a stream
+    of their own (the spawn key keeps it apart from the augmentation's).
+    """
+    return _mixed_seed(seed % 2**64, epoch, spawn_key=(1,))
+
+
 class DeviceLoader:
     """Batches ``(x float N x C x H x W in the model's input space, y int64 N)`` from a device-resident dataset.
 
@@ -50,8 +66,9 @@ class DeviceLoader:
             once and kept as uint8.
         labels: int labels ``N``.
         batch_size: samples per batch on this rank.
-        shuffle: a new permutation every epoch (``torch.randperm`` seeded with ``seed + epoch`` on the CPU, so
-            every device and rank computes the same one); otherwise the stored order.
+        shuffle: a new permutation every epoch (``torch.randperm`` on the CPU, seeded from ``seed`` and the epoch
+            mixed, so that every device and rank computes the same one and no two seeds share orders); otherwise the
+            stored order.
         preprocess: applied to each float [0, 1] batch after augmentation (a :class:`Preprocess`), on the device
             (a module is moved there).
         augment: an augmentation preset (:data:`~cnnlab.data.transforms.AUGMENTS`), each image drawing its own:
@@ -64,8 +81,8 @@ class DeviceLoader:
             the batches' labels become soft, float ``N x num_classes``.
         num_classes: the class count (mixing and balancing); default ``labels.max() + 1``.
         balance: class-balanced sampling: each epoch draws as many samples as it has, with replacement, each
-            with probability proportional to ``1 / count[its class]`` (``torch.multinomial`` seeded with
-            ``seed + epoch``, so the order stays a function of seed and epoch); needs ``shuffle``.
+            with probability proportional to ``1 / count[its class]`` (``torch.multinomial``, seeded as the
+            permutation is, so the order stays a function of seed and epoch); needs ``shuffle``.
         device: where the data and the batches live.
         seed: seeds the order and the augmentation.
         rank: this process's index among ``world_size`` (torchrun's RANK / WORLD_SIZE).
@@ -153,7 +170,7 @@ class DeviceLoader:
     # -- order -------------------------------------------------------------------------------------------------
     def _make_order(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices for ``epoch``, on the device."""
-        return self._order_from(torch.Generator().manual_seed(self.seed + epoch))
+        return self._order_from(torch.Generator().manual_seed(order_seed(self.seed, epoch)))
 
     def _order_from(self, generator: torch.Generator) -> torch.Tensor:
         """This rank's sample indices, shuffled (or balanced) with ``generator``, else in order; on the device."""
@@ -197,10 +214,8 @@ class DeviceLoader:
 
     # -- batches -----------------------------------------------------------------------------------------------
     def _augment_seed(self, batch: int) -> int:
-        # SeedSequence mixes the four integers into a well-spread, version-stable seed (numpy's documented
-        # algorithm), so batch b of epoch e gets the same randomness whether or not the run was resumed.
-        words = [self.seed % 2**64, self._epoch, self.rank, batch]
-        return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
+        # batch b of epoch e gets the same randomness whether or not the run was resumed
+        return _mixed_seed(self.seed % 2**64, self._epoch, self.rank, batch)
 
     def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``b`` of the current epoch (random access, no position change); with mixing, its labels are soft
