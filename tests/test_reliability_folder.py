@@ -107,13 +107,31 @@ def test_eval_and_report_score_another_folder_without_test_whole_and_eval_says_w
     assert code == 0, err
     result = json.loads("\n".join(lines))
     assert result["n"] == 18 and sum(map(sum, result["confusion"])) == 18
-    assert result["scored"] == f"all 18 images of folder:{other}: it has no test/ folder and the run did not train " \
-        "on it"
+    assert result["scored"] == f"all 18 images of folder:{other}: it has no test/ folder and is not the folder the " \
+        "run trained on"  # none of them a training image: nothing more is said
     code, lines, err = run_with_output(["eval", str(out / "last.pt")], capsys)
     assert code == 0, err
     assert lines[1] == f"scored: the 4 test images of folder:{data}"
     assert run_with_output(["report", str(out), "--data-dir", str(other)], capsys)[0] == 0  # the report agrees
     assert "18 test images, last.pt" in (out / "report.html").read_text()
+
+
+def test_eval_of_the_runs_own_training_images_elsewhere_says_they_are_training_images(tmp_path, home, capsys):
+    """eval --data-dir pointed at the run's training images (its folder's train/, or a copy of some of them beside
+    new ones) scored them whole as if unseen, and said the run did not train on them."""
+    data, out = split_folder_run(tmp_path, capsys)
+    code, lines, err = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(data / "train")], capsys)
+    assert code == 0, err
+    assert re.fullmatch(rf"scored: all 12 images of folder:{re.escape(str(data / 'train'))}: it has no test/ folder "
+                        r"and is not the folder the run trained on; 12 of 12 evaluation images are pixel for pixel a "
+                        r"training image as decoded \(first: evaluation image \d+ = training image \d+\); the "
+                        r"evaluation accuracy scores them as unseen, though the model trains on them", lines[1])
+    mixed = tmp_path / "mixed"
+    write_classes(mixed, {"a": 9, "b": 9}, seed=70)
+    shutil.copy(data / "train" / "a" / sorted(os.listdir(data / "train" / "a"))[0], mixed / "a" / "copied.png")
+    code, lines, err = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(mixed), "--json"], capsys)
+    assert code == 0, err
+    assert "; 1 of 19 evaluation images are pixel for pixel a training image" in json.loads("\n".join(lines))["scored"]
 
 
 def test_eval_refuses_the_runs_folder_that_lost_its_test_folder(tmp_path, home, capsys):

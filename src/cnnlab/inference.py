@@ -19,6 +19,7 @@ from torch import nn
 import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import Preprocess
+from cnnlab.data.duplicates import images_seen_in_training
 from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
@@ -209,8 +210,25 @@ class Trained:
 
     def scored_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
         """The images an evaluation of this model on ``data`` (checked by :meth:`check_dataset`) scores, their
-        labels, and which they are in words (:func:`scored_images`)."""
-        return scored_images(self.checkpoint.get("dataset") or {}, data)
+        labels, and which they are in words (:func:`scored_images`).
+
+        Images of another dataset or folder than the run's are held against the run's own training images, where
+        those are still at hand: ``eval --data-dir pets/train`` scored the images the model trained on as if unseen.
+        The words then say how many are training images.
+        """
+        images, labels, scored = scored_images(self.checkpoint.get("dataset") or {}, data)
+        if data.name != self.meta.dataset and (seen := self._seen_in_training(images)):
+            scored = f"{scored}; {seen}"
+        return images, labels, scored
+
+    def _seen_in_training(self, images: torch.Tensor) -> str | None:
+        try:
+            own = self.dataset()
+        except (CnnlabError, OSError):  # the run's own images moved or gone: nothing to hold these against
+            return None
+        if own.train_images.shape[1:] != images.shape[1:]:  # decoded otherwise: no image can be the same
+            return None
+        return images_seen_in_training(own.train_images, images, "evaluation")
 
 
 def moved_data(folder: str) -> DataError:
@@ -319,7 +337,7 @@ def scored_images(recorded: Mapping[str, Any], data: Any) -> tuple[torch.Tensor,
     whole = len(data.train_labels) + n
     # cat copies: another folder scored by eval is an evaluation set, not a memory-mapped training set
     return torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels]), \
-        f"all {whole} images of {data.name}: it has no test/ folder and the run did not train on it"
+        f"all {whole} images of {data.name}: it has no test/ folder and is not the folder the run trained on"
 
 
 def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["image_digest", "seen_in_training", "split_seen_in_training"]
+__all__ = ["image_digest", "images_seen_in_training", "seen_in_training", "split_seen_in_training"]
 
 
 def image_digest(pixels: np.ndarray) -> bytes:
@@ -42,9 +42,17 @@ def split_seen_in_training(images: torch.Tensor, train_idx: torch.Tensor, held_i
                            what: str) -> str | None:
     """:func:`seen_in_training` for a split of one set of uint8 images by index (``--val-split``), the images named
     by their index among ``images`` (``training image 12``)."""
+    return seen_in_training(_digests(images, "training image", train_idx), _digests(images, "training image",
+                                                                                       held_idx), what)
+
+
+def images_seen_in_training(training: torch.Tensor, held: torch.Tensor, what: str) -> str | None:
+    """:func:`seen_in_training` for two sets of uint8 images (a run's training images, the images it is scored on
+    elsewhere), each image named by its index (``training image 12``, ``evaluation image 3``)."""
+    return seen_in_training(_digests(training, "training image"), _digests(held, f"{what} image"), what)
+
+
+def _digests(images: torch.Tensor, name: str, idx: torch.Tensor | None = None) -> list[tuple[bytes, str]]:
     pixels = images.numpy()  # a view: a memory-mapped set is read image by image, never copied whole
-
-    def digests(idx: torch.Tensor) -> list[tuple[bytes, str]]:
-        return [(image_digest(pixels[i]), f"training image {i}") for i in idx.tolist()]
-
-    return seen_in_training(digests(train_idx), digests(held_idx), what)
+    order = range(len(pixels)) if idx is None else idx.tolist()
+    return [(image_digest(pixels[i]), f"{name} {i}") for i in order]
