@@ -223,7 +223,7 @@ class Trained:
 
     def _seen_in_training(self, images: torch.Tensor) -> str | None:
         try:
-            own = self.dataset()
+            own = self.dataset(download=False)  # a check is no reason to fetch a training set
         except (CnnlabError, OSError):  # the run's own images moved or gone: nothing to hold these against
             return None
         if own.train_images.shape[1:] != images.shape[1:]:  # decoded otherwise: no image can be the same
