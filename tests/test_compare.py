@@ -261,3 +261,15 @@ def test_the_plot_draws_the_figure_the_runs_judge_and_names_it(runs, tmp_path):
         [[r["val_acc"] for r in run.metrics] for run in (plain, balanced)]
     # runs that all judge accuracy keep the two panels they had
     assert [ax.get_title() for ax in curves_overlay([plain]).axes] == ["validation accuracy", "training loss"]
+
+
+def test_the_loss_panel_says_what_each_runs_training_loss_is(runs, tmp_path):
+    """Under --balance loss a run's training loss is class-weighted (higher than a plain run's on the same data): the
+    panel drew the two as one quantity."""
+    weighted = shutil.copytree(runs / "a-lenet", tmp_path / "weighted")
+    _edit(weighted / "config.json", config={"balance": "loss"})
+    plain, balanced = load_run(runs / "a-lenet"), load_run(weighted)
+    assert curves_overlay([balanced]).axes[-1].get_title() == "training loss (class-weighted)"
+    loss = curves_overlay([plain, balanced], ["plain", "weighted"]).axes[-1]
+    assert loss.get_title() == "training loss"
+    assert [text.get_text() for text in loss.get_legend().get_texts()] == ["plain", "weighted (class-weighted)"]

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io import check_figure_file, save_figure
+from cnnlab.io import TRAIN_LOSS_UNDER, check_figure_file, save_figure
 from cnnlab.models.summary import model_macs
 from cnnlab.report.plots import name_text
 from cnnlab.runs import Run
@@ -255,6 +255,12 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
     figures = [(JUDGED[judged][0], f"validation {JUDGED[judged][1]}" + (" (judged)" if judged != "accuracy" else ""))]
     if judged != "accuracy":
         figures.append(("val_acc", "validation accuracy"))
+    # What each run's training loss is (class-weighted, on balanced batches): said in the panel's title where the
+    # runs agree, beside each run's name in the panel's own legend where they differ
+    under = {label: TRAIN_LOSS_UNDER.get(_setting(run, "balance")) for run, label in zip(runs, labels, strict=True)}
+    mixed = len(set(under.values())) > 1
+    only = next(iter(under.values()), None)
+    loss_title = "training loss" + (f" ({only})" if only and not mixed else "")
     fig = Figure(figsize=(5.5 * (len(figures) + 1), 4))
     *panels, loss = fig.subplots(1, len(figures) + 1)
     for run, label in zip(runs, labels, strict=True):
@@ -266,8 +272,9 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
             values = [r.get(key, math.nan) for r in run.metrics]
             if any(math.isfinite(v) for v in values):  # a run from before val_bal_acc was recorded has none
                 ax.plot(epochs, values, marker=marker, label=label)
-        loss.plot(epochs, [r["train_loss"] for r in run.metrics], marker=marker, label=label)
-    for ax, name in (*zip(panels, (name for _, name in figures), strict=True), (loss, "training loss")):
+        loss.plot(epochs, [r["train_loss"] for r in run.metrics], marker=marker,
+                  label=f"{label} ({under[label]})" if mixed and under[label] else label)
+    for ax, name in (*zip(panels, (name for _, name in figures), strict=True), (loss, loss_title)):
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -275,6 +282,8 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
     # Runs without an epoch draw nothing, and an empty legend is a matplotlib warning
     if drawn := next((ax for ax in (*panels, loss) if ax.lines), None):
         drawn.legend(fontsize="small")
+    if mixed and loss.lines and drawn is not loss:
+        loss.legend(fontsize="small")
     return fig
 
 
