@@ -7,6 +7,7 @@ fix (docs/reliability.md, "Image folders").
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -126,6 +127,10 @@ def test_eval_of_the_runs_own_training_images_elsewhere_says_they_are_training_i
                         r"and is not the folder the run trained on; 12 of 12 evaluation images are pixel for pixel a "
                         r"training image as decoded \(first: evaluation image \d+ = training image \d+\); the "
                         r"evaluation accuracy scores them as unseen, though the model trains on them", lines[1])
+    assert run_with_output(["report", str(out), "--data-dir", str(data / "train")], capsys)[0] == 0  # so does report
+    page = html.unescape((out / "report.html").read_text())
+    assert re.search(r"Note on the data: the figures below score all 12 images of folder:[^<]*; 12 of 12 evaluation "
+                     r"images are pixel for pixel a training image", page)
     mixed = tmp_path / "mixed"
     write_classes(mixed, {"a": 9, "b": 9}, seed=70)
     shutil.copy(data / "train" / "a" / sorted(os.listdir(data / "train" / "a"))[0], mixed / "a" / "copied.png")

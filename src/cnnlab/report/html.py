@@ -267,7 +267,9 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         dataset = trained.dataset(data_dir)
     data = dataset
     trained.check_dataset(data)
-    (images, labels, _), classes = trained.scored_images(data), data.classes
+    (images, labels, scored), classes = trained.scored_images(data), data.classes
+    # another set than the run's: which images the page's figures are of (and how many the run trained on)
+    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset else []
     if test_logits is not None and 0 < len(test_logits) <= len(labels):
         # the training run's own final evaluation (limited to its first images by --limit-val-batches)
         images, labels, logits = images[:len(test_logits)], labels[:len(test_logits)], test_logits
@@ -280,7 +282,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     balance = (run.config.get("config") or {}).get("balance")  # what the training loss was (curves, table)
     return render_page({
         "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
-        "notices": list(data.notices), "unfinished": run.unfinished(),
+        "notices": [*data.notices, *elsewhere], "unfinished": run.unfinished(),
         "stats": _stats(run, result),
         "facts": _facts(run, name, trained.num_params(), model_macs(name, size, in_ch, meta.num_classes), size),
         "curves": _picture(_resized(curves_figure(run.metrics, balance=balance)), "training curves")
