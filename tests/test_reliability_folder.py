@@ -139,6 +139,25 @@ def test_eval_of_the_runs_own_training_images_elsewhere_says_they_are_training_i
     assert "; 1 of 19 evaluation images are pixel for pixel a training image" in json.loads("\n".join(lines))["scored"]
 
 
+def test_a_later_report_of_a_val_split_run_keeps_its_duplicate_validation_notice(tmp_path, home, capsys):
+    """The notice of validation images that are training images was printed by the run and shown by the report it
+    wrote at its end, and left out of a later `cnnlab report RUN`, which read the data afresh."""
+    data, out = tmp_path / "twins", tmp_path / "run"
+    write_classes(data / "train", {"a": 6, "b": 6})
+    for image in sorted((data / "train").rglob("*.png")):  # every image twice: the split parts them
+        shutil.copy(image, image.with_name(f"twin-{image.name}"))
+    write_classes(data / "test", {"a": 2, "b": 2}, seed=50)
+    code, lines, err = run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", "--epochs", "1",
+                                        "--batch-size", "8", "--val-split", "8", "--out", str(out)], capsys)
+    assert code == 0, err
+    said = next(line for line in lines if "validation images are pixel for pixel" in line).removeprefix("note: ")
+    first = html.unescape((out / "report.html").read_text())
+    assert f"Note on the data: {said}" in first
+    (out / "report.html").unlink()
+    assert run_with_output(["report", str(out)], capsys)[0] == 0
+    assert f"Note on the data: {said}" in html.unescape((out / "report.html").read_text())
+
+
 def test_eval_refuses_the_runs_folder_that_lost_its_test_folder(tmp_path, home, capsys):
     # Its drawn sixth is images the model trained on: it was scored quietly
     data, out = split_folder_run(tmp_path, capsys)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import base64
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import torch
 
+from cnnlab.data.duplicates import split_seen_in_training
+from cnnlab.data.split import stratified_split
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
 from cnnlab.inference import load_trained
@@ -257,14 +259,26 @@ def _feature_maps(model, preprocess, images, labels, classes, device) -> list[di
             for k, idx in enumerate(picks)]
 
 
+def _as_split_by(data, config: dict[str, Any], trained_on: str):
+    """``data`` with the notice of the validation images that are training images, which its ``--val-split`` run
+    printed and its report at the end of training showed, and a later ``cnnlab report RUN`` left out: the same split
+    drawn again (:func:`~cnnlab.data.split.stratified_split` of the run's ``val_split`` and seed), on the run's own
+    data only."""
+    if config.get("val_split") is None or data.name != trained_on:
+        return data
+    train_idx, val_idx = stratified_split(data.train_labels, config["val_split"], config.get("seed", 0))
+    seen = split_seen_in_training(data.train_images, train_idx, val_idx, "validation")
+    return replace(data, notices=(*data.notices, seen)) if seen else data
+
+
 def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto", dataset=None,
                  test_logits: torch.Tensor | None = None) -> str:
     """Evaluate the run's checkpoint on the test set and render the page (see :func:`write_report`)."""
     trained = load_trained(run.checkpoint, device)
     meta = trained.meta
     name, size, in_ch = meta.model_name, meta.input_size, meta.channels
-    if dataset is None:
-        dataset = trained.dataset(data_dir)
+    if dataset is None:  # read afresh, without the split a --val-split run drew (training hands its own over)
+        dataset = _as_split_by(trained.dataset(data_dir), run.config.get("config") or {}, meta.dataset)
     data = dataset
     trained.check_dataset(data)
     (images, labels, scored), classes = trained.scored_images(data), data.classes
