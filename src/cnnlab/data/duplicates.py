@@ -42,8 +42,8 @@ def split_seen_in_training(images: torch.Tensor, train_idx: torch.Tensor, held_i
                            what: str) -> str | None:
     """:func:`seen_in_training` for a split of one set of uint8 images by index (``--val-split``), the images named
     by their index among ``images`` (``training image 12``)."""
-    return seen_in_training(_digests(images, "training image", train_idx), _digests(images, "training image",
-                                                                                       held_idx), what)
+    return seen_in_training(_digests(images, "training image", train_idx),
+                            _digests(images, "training image", held_idx), what)
 
 
 def images_seen_in_training(training: torch.Tensor, held: torch.Tensor, what: str) -> str | None:
