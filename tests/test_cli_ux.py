@@ -59,7 +59,7 @@ def test_bad_device_names(name):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_train_on_cuda_n_without_cuda_says_so(capsys):
     assert cli.main(["train", "lenet", "--device", "cuda:1", "--epochs", "1"]) == 2
-    assert "torch sees no CUDA device" in capsys.readouterr().err
+    assert "device cuda:1 was asked for but torch sees no CUDA device" in capsys.readouterr().err  # it said "cuda"
 
 
 @pytest.mark.gpu

@@ -100,7 +100,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise CnnlabError("device cuda was asked for but torch sees no CUDA device (use --device cpu or auto)")
+            raise CnnlabError(f"device {name} was asked for but torch sees no CUDA device (use --device cpu or auto)")
         if name == "cuda":
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         device, count = torch.device(name), torch.cuda.device_count()
