@@ -551,6 +551,36 @@ def test_sigterm_outside_a_training_loop_stops_the_sweep_as_ctrl_c_does(tmp_path
         assert resumed.state == TrialState.COMPLETE and resumed.params == trials[1].params
 
 
+@pytest.mark.parametrize("when", ["while the study opens", "in the summary"])
+def test_sigterm_before_or_after_the_trials_stops_the_sweep_with_its_resume_line(tmp_path, monkeypatch, capsys,
+                                                                                 sigterm_ignored, when):
+    """Outside the trials' span nothing took SIGTERM: the sweep ended at once (exit 143), without the line that says
+    how to go on, and SIGTERM's handler was not the caller's."""
+    import cnnlab.sweep as sweep_module
+
+    calls, out = [], tmp_path / "sw"
+    monkeypatch.setattr("cnnlab.sweep.trial.train", _quick_train(calls))
+    name = "open_storage" if when == "while the study opens" else "summarize"
+    real = getattr(sweep_module, name)
+    signalled = []
+
+    def signal_first(*args, **kwargs):
+        if not signalled:
+            signalled.append(name)
+            _sigterm_self()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, name, signal_first)
+    with pytest.raises(Interrupted) as info:
+        sweep(_spec(trials=2, pruner="none"), study="term", out=out)
+    assert info.value.signum == signal.SIGTERM
+    assert str(info.value) == (f"sweep interrupted; the running trials checkpointed. Resume with: cnnlab sweep "
+                               f"--study term --out {out}")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the caller's handler, back
+    summary = sweep(_spec(trials=2, pruner="none"), study="term", out=out)  # the same command goes on
+    assert summary["trials"]["counted"] == 2 and (out / "summary.json").is_file()
+
+
 def test_sigterm_while_the_workers_start_reaches_every_worker(tmp_path, monkeypatch, sigterm_ignored, data_dir):
     # A signal while the sweep started its workers must reach each of them, the ones started after it came too
     import multiprocessing.context

@@ -114,21 +114,36 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
     joining = spec is None
     if not joining:  # a joining worker's settings are read from the study below, before any trial
         refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir, "--out" if out else "the sweep folder")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {shown(storage)}" if storage else "")
+    try:
+        # SIGTERM takes Ctrl-C's path at any moment from here to the summary: in a trial, between trials, in the
+        # workers, and also while the study opens and in the summary, where it ended the process without a word
+        with sigterm_as_ctrl_c():
+            return _open_and_run(spec, study, storage, sweep_dir, out is not None, jobs, heartbeat, local, hint)
+    except (Interrupted, KeyboardInterrupt) as e:
+        raise Interrupted(getattr(e, "signum", 2), f"sweep interrupted; the running trials checkpointed. Resume "
+                                                   f"with: {hint}") from None
+
+
+def _open_and_run(spec_given: SweepSpec | None, study: str, storage: str | None, sweep_dir: Path, out_given: bool,
+                  jobs: int, heartbeat: float, local: dict[str, Any] | None, hint: str) -> dict[str, Any]:
+    """:func:`sweep` from the sweep folder's making to the summary, once its arguments are checked."""
+    spec = spec_given
     made = missing_folders(sweep_dir)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a path under a file, a read-only file system
         raise CnnlabError(f"cannot make the sweep folder {sweep_dir}: {e.strerror or e}") from None
     url = storage_url(storage, sweep_dir)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         handle = open_storage(url, heartbeat)
         try:
             asked = spec.objective if spec is not None else None
             study_obj, spec = load_study(handle, study, spec)
-            if joining:
+            if spec_given is None:  # joining: the settings read from the study are held to the folder too
                 refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir,
-                                    "--out" if out else "the sweep folder")
+                                    "--out" if out_given else "the sweep folder")
             held = len(study_obj.get_trials(deepcopy=False))
             again = enqueue_interrupted(study_obj)
         except db_errors() as e:
@@ -145,20 +160,14 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
         print(f"resuming interrupted trial(s) {', '.join(map(str, again))}", flush=True)
     worker = Worker(url, study, str(sweep_dir.resolve()), threads_per_job(jobs), heartbeat, local=dict(local or {}),
                     held=held)
-    hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {shown(storage)}" if storage else "")
     codes = [0]
-    try:
-        with sigterm_as_ctrl_c():  # SIGTERM takes Ctrl-C's path, at any moment: in a trial, between them, in workers
-            if jobs == 1:
-                work(worker)
-            else:
-                codes = run_workers(worker, jobs)
-    except (Interrupted, KeyboardInterrupt) as e:
-        raise Interrupted(getattr(e, "signum", 2), f"sweep interrupted; the running trials checkpointed. Resume "
-                                                   f"with: {hint}") from None
+    if jobs == 1:
+        work(worker)
+    else:
+        codes = run_workers(worker, jobs)
     stopped = [c - 128 for c in codes if c in (130, 143)]  # a worker signalled alone
     if stopped:
-        raise Interrupted(stopped[0], f"sweep interrupted; the running trials checkpointed. Resume with: {hint}")
+        raise Interrupted(stopped[0], "a worker was signalled")  # said by sweep, with the resume line
     if 3 in codes:
         raise StorageLost(f"the study database {shown(url)} went away during the sweep; what it recorded is kept. "
                           f"Continue with: {hint}")
