@@ -333,13 +333,17 @@ def test_an_onnx_graph_of_torchs_exporter_names_its_layers_by_module(tmp_path):
     hooked = [r.name for r in ModuleModel(net, "named", Options(input_size=8)).stages(image)][:-1]
     assert hooked == ["stem.0", "stem.1", "block.conv1", "block.relu", "block.conv2", "block.relu#2"]
     new = onnx.load(str(tmp_path / "new.onnx"))
-    [pool] = [n.name for n in new.graph.node if n.op_type == "MaxPool"]  # the root's own op: its node's name
+    [node] = [n.name for n in new.graph.node if n.op_type == "MaxPool"]
+    pool = "max_pool2d"  # the root's own op, named as the .pt2 program names it (its node: node_max_pool2d)
+    assert node == f"node_{pool}"
 
     def names(path) -> tuple[list[str], list[str]]:
         model = open_model(path)
         return [r.name for r in model.stages(image)], [row["name"] for row in model.layers()]
 
     assert names(tmp_path / "new.onnx") == ([*hooked, pool, "logits"], [*hooked, pool, "fc"])
+    torch.export.save(torch.export.export(net, (x,)), str(tmp_path / "named.pt2"))
+    assert pool in names(tmp_path / "named.pt2")[0]  # the same name on the program's page
     old = onnx.load(str(tmp_path / "old.onnx")).graph.node  # the older exporter's node names are module paths
     assert names(tmp_path / "old.onnx")[0] == [*(n.name for n in old if n.op_type in ("Conv", "Relu", "MaxPool")),
                                                "logits"]

@@ -486,9 +486,10 @@ def _layer_name(node) -> str:
         scopes = None
     if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
         scopes = [part.partition(": ")[0] for part in props.get(NAMESPACE, "").split("/")]
-    # the innermost module's path, before the FX node's own name; '' for an op of the root module's own forward
-    path = scopes[-2] if len(scopes) > 1 else ""
-    return path or node.name or (node.output[0] if node.output else node.op_type)
+    # the innermost module's path, before the FX node's own name; '' for an op of the root module's own forward,
+    # which is then named as its torch.export program names it (max_pool2d, where the node is node_max_pool2d)
+    path, own = (scopes[-2], scopes[-1]) if len(scopes) > 1 else ("", "")
+    return path or own or node.name or (node.output[0] if node.output else node.op_type)
 
 
 def _unique(names: Iterable[str], taken: set[str]) -> list[str]:
