@@ -379,8 +379,8 @@ def test_batch_norm_from_scratch_in_a_function_style_net(capsys):
     assert capsys.readouterr().out.splitlines()[0] == f"training on {d2l.try_gpu()}"
 
 
-MODERN = {
-    "resnet": """
+# The Chinese edition's own Residual (7.6.1), the oracle for d2l.Residual's Chinese form below.
+ZH_RESIDUAL = """
     class Residual(nn.Module):
         def __init__(self, input_channels, num_channels, use_1x1conv=False, strides=1):
             super().__init__()
@@ -392,6 +392,10 @@ MODERN = {
         def forward(self, X):
             Y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(X)))))
             return torch.relu(Y + (self.conv3(X) if self.conv3 else X))
+"""
+
+MODERN = {
+    "resnet": ZH_RESIDUAL + """
     b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU(),
                        nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
     def resnet_block(input_channels, num_channels, num_residuals, first_block=False):
@@ -418,6 +422,42 @@ MODERN = {
     train_iter, test_iter = d2l.load_data_fashion_mnist(batch_size, resize=224)
     """,
 }
+
+
+def test_residual_takes_the_chinese_signature_with_ordinary_layers():
+    # d2l-zh saves its Residual(input_channels, num_channels, ...) into d2l (7.6.1) and its multi-GPU chapter
+    # builds ResNet-18 from it, initialising the convs before any forward.
+    ns = run_cells([HEADER, ZH_RESIDUAL, """
+    def resnet_block(in_channels, out_channels, num_residuals, first_block=False):
+        blk = []
+        for i in range(num_residuals):
+            if i == 0 and not first_block:
+                blk.append(d2l.Residual(in_channels, out_channels, use_1x1conv=True, strides=2))
+            else:
+                blk.append(d2l.Residual(out_channels, out_channels))
+        return nn.Sequential(*blk)
+    net = nn.Sequential(resnet_block(3, 3, 2, first_block=True), resnet_block(3, 6, 2))
+    def init_weights(m):
+        if type(m) in [nn.Linear, nn.Conv2d]:
+            nn.init.normal_(m.weight, std=0.01)
+    net.apply(init_weights)
+    X = torch.rand(4, 3, 6, 6)
+    net(X).shape
+    """])
+    assert ns["_"] == (4, 6, 3, 3)
+    convs = [m for m in ns["net"].modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 9 and all(float(c.weight.detach().std()) < 0.02 for c in convs)  # the book's init reached them
+    for args, kwargs in [((3, 3), {}), ((3, 6), {"use_1x1conv": True, "strides": 2}),
+                         ((), {"input_channels": 3, "num_channels": 6, "use_1x1conv": True})]:
+        torch.manual_seed(1)
+        ours = d2l.Residual(*args, **kwargs)
+        torch.manual_seed(1)
+        book = ns["Residual"](*args, **kwargs)
+        assert ours.state_dict().keys() == book.state_dict().keys()
+        for name, value in book.state_dict().items():
+            assert torch.equal(ours.state_dict()[name], value), name
+        torch.testing.assert_close(ours(ns["X"]), book(ns["X"]), rtol=0, atol=0)
+    assert d2l.Residual(6, use_1x1conv=True, strides=2)(ns["X"]).shape == (4, 6, 3, 3)  # the English form
 
 
 @needs_real_data

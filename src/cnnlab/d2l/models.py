@@ -1,22 +1,25 @@
 """The networks the d2l library ships for chapters 7-8, written the book's way with Lazy layers.
 
-``LeNet`` (d2l 7.6), ``Residual`` (d2l 8.6.2) and ``ResNeXtBlock`` (d2l 8.6.5), plus ``init_cnn`` and the
-multi-GPU chapter's ``resnet18`` (d2l 13.6). The library's
-own models (``cnnlab.models``) give explicit channel counts; these keep the book's Lazy layers so the book's
-cells (``layer_summary``, ``apply_init``) behave as printed.
+``LeNet`` (d2l 7.6), ``Residual`` (d2l 8.6.2, also in d2l-zh 7.6.1's form) and ``ResNeXtBlock`` (d2l 8.6.5),
+plus ``init_cnn`` and the multi-GPU chapter's ``resnet18`` (d2l 13.6). The library's own models
+(``cnnlab.models``) give explicit channel counts; these keep the book's Lazy layers so the book's cells
+(``layer_summary``, ``apply_init``) behave as printed.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.lazy import LazyModuleMixin
 
+from cnnlab.checks import is_int
 from cnnlab.d2l.core import Classifier
 from cnnlab.models.init import init_cnn as _xavier_init
 
@@ -70,17 +73,52 @@ class LeNet(Classifier):
             nn.LazyLinear(num_classes))
 
 
+def _en_residual(num_channels: int, use_1x1conv: bool = False, strides: int = 1) -> None:
+    """d2l 1.0.3's signature of ``Residual`` (English edition 8.6.2)."""
+
+
+def _zh_residual(input_channels: int, num_channels: int, use_1x1conv: bool = False, strides: int = 1) -> None:
+    """d2l-zh v2's signature of ``Residual`` (Chinese edition 7.6.1, saved into its ``d2l.torch``)."""
+
+
+_EN_RESIDUAL, _ZH_RESIDUAL = inspect.signature(_en_residual), inspect.signature(_zh_residual)
+
+
 class Residual(nn.Module):
     """The residual block of ResNet (d2l 8.6.2): two 3x3 conv-BN stages plus a shortcut.
 
+    The two editions save different signatures under this name, and both are taken:
+
+    - ``Residual(num_channels, use_1x1conv=False, strides=1)`` (d2l 1.0.3, English): Lazy layers.
+    - ``Residual(input_channels, num_channels, use_1x1conv=False, strides=1)`` (d2l-zh v2, Chinese: its
+      multi-GPU chapter builds ResNet-18 from ``d2l.Residual(in_channels, out_channels, ...)``): ordinary layers,
+      so an ``init_weights`` applied before the first forward finds ``nn.Conv2d`` s, as in that book.
+
+    The Chinese form is the one whose second positional argument is an int (the English one's is the bool
+    ``use_1x1conv``) or that names ``input_channels``.
+
     Args:
+        input_channels: input channels (Chinese form only).
         num_channels: output channels.
         use_1x1conv: put a 1x1 convolution on the shortcut (needed when the channels or the stride change).
         strides: stride of the first convolution and of the shortcut.
     """
 
-    def __init__(self, num_channels: int, use_1x1conv: bool = False, strides: int = 1):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__()
+        chinese = "input_channels" in kwargs or (len(args) >= 2 and is_int(args[1]))
+        bound = (_ZH_RESIDUAL if chinese else _EN_RESIDUAL).bind(*args, **kwargs)  # a bad call: the usual TypeError
+        bound.apply_defaults()
+        num_channels, use_1x1conv, strides = (bound.arguments[name] for name in ("num_channels", "use_1x1conv",
+                                                                                 "strides"))
+        if chinese:
+            c_in = bound.arguments["input_channels"]
+            self.conv1 = nn.Conv2d(c_in, num_channels, kernel_size=3, padding=1, stride=strides)
+            self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
+            self.conv3 = nn.Conv2d(c_in, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
+            self.bn1 = nn.BatchNorm2d(num_channels)
+            self.bn2 = nn.BatchNorm2d(num_channels)
+            return
         self.conv1 = nn.LazyConv2d(num_channels, kernel_size=3, padding=1, stride=strides)
         self.conv2 = nn.LazyConv2d(num_channels, kernel_size=3, padding=1)
         self.conv3 = nn.LazyConv2d(num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
