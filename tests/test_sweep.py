@@ -505,6 +505,16 @@ def sigterm_ignored():
     signal.signal(signal.SIGTERM, previous)
 
 
+def _stopped_by_sigterm(out) -> None:
+    """Run the two-trial sweep "term" into ``out``: SIGTERM stops it with its resume line, the caller's handler back."""
+    with pytest.raises(Interrupted) as info:
+        sweep(_spec(trials=2, pruner="none"), study="term", out=out)
+    assert info.value.signum == signal.SIGTERM
+    assert str(info.value) == (f"sweep interrupted; the running trials checkpointed. Resume with: cnnlab sweep "
+                               f"--study term --out {out}")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the caller's handler, back
+
+
 @pytest.mark.parametrize("when", ["while a trial loads its data", "between trials"])
 def test_sigterm_outside_a_training_loop_stops_the_sweep_as_ctrl_c_does(tmp_path, monkeypatch, capsys,
                                                                         sigterm_ignored, when):
@@ -530,12 +540,7 @@ def test_sigterm_outside_a_training_loop_stops_the_sweep_as_ctrl_c_does(tmp_path
 
     monkeypatch.setattr("cnnlab.sweep.trial.train", _quick_train(calls, stop))
     out = tmp_path / "sw"
-    with pytest.raises(Interrupted) as info:
-        sweep(_spec(trials=2, pruner="none"), study="term", out=out)
-    assert info.value.signum == signal.SIGTERM
-    assert str(info.value) == (f"sweep interrupted; the running trials checkpointed. Resume with: cnnlab sweep "
-                               f"--study term --out {out}")
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the caller's handler, back
+    _stopped_by_sigterm(out)
     url = storage_url(None, out.resolve())
     trials = _trials(url, "term")
     assert trials[0].state == TrialState.COMPLETE and not any(t.state == TrialState.RUNNING for t in trials)
@@ -571,12 +576,7 @@ def test_sigterm_before_or_after_the_trials_stops_the_sweep_with_its_resume_line
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sweep_module, name, signal_first)
-    with pytest.raises(Interrupted) as info:
-        sweep(_spec(trials=2, pruner="none"), study="term", out=out)
-    assert info.value.signum == signal.SIGTERM
-    assert str(info.value) == (f"sweep interrupted; the running trials checkpointed. Resume with: cnnlab sweep "
-                               f"--study term --out {out}")
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the caller's handler, back
+    _stopped_by_sigterm(out)
     summary = sweep(_spec(trials=2, pruner="none"), study="term", out=out)  # the same command goes on
     assert summary["trials"]["counted"] == 2 and (out / "summary.json").is_file()
 
