@@ -273,3 +273,5 @@ def test_the_loss_panel_says_what_each_runs_training_loss_is(runs, tmp_path):
     loss = curves_overlay([plain, balanced], ["plain", "weighted"]).axes[-1]
     assert loss.get_title() == "training loss"
     assert [text.get_text() for text in loss.get_legend().get_texts()] == ["plain", "weighted (class-weighted)"]
+    _edit(weighted / "config.json", config={"balance": ["loss"]})  # hand-edited: read as no balancing, as elsewhere
+    assert curves_overlay([load_run(weighted)]).axes[-1].get_title() == "training loss"

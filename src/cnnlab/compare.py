@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io import TRAIN_LOSS_UNDER, check_figure_file, save_figure
+from cnnlab.io import check_figure_file, save_figure, train_loss_under
 from cnnlab.models.summary import model_macs
 from cnnlab.report.plots import name_text
 from cnnlab.runs import Run
@@ -257,7 +257,7 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
         figures.append(("val_acc", "validation accuracy"))
     # What each run's training loss is (class-weighted, on balanced batches): said in the panel's title where the
     # runs agree, beside each run's name in the panel's own legend where they differ
-    under = {label: TRAIN_LOSS_UNDER.get(_setting(run, "balance")) for run, label in zip(runs, labels, strict=True)}
+    under = {label: train_loss_under(_setting(run, "balance")) for run, label in zip(runs, labels, strict=True)}
     mixed = len(set(under.values())) > 1
     only = next(iter(under.values()), None)
     loss_title = "training loss" + (f" ({only})" if only and not mixed else "")

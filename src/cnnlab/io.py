@@ -185,10 +185,15 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "va
 TRAIN_LOSS_UNDER = {"loss": "class-weighted", "sampler": "on class-balanced batches"}
 
 
+def train_loss_under(balance: Any) -> str | None:
+    """What the training loss is under ``balance`` (a run's --balance): ``class-weighted``, ..., or None for plain
+    (also for anything else a hand-edited config may hold, a list among them)."""
+    return TRAIN_LOSS_UNDER.get(balance) if isinstance(balance, str) else None
+
+
 def train_loss_label(balance: Any) -> str:
-    """``train_loss``, with what it is under ``balance`` (a run's --balance; anything else, as a hand-edited config
-    may hold, reads as no balancing): ``train_loss (class-weighted)``."""
-    note = TRAIN_LOSS_UNDER.get(balance) if isinstance(balance, str) else None
+    """``train_loss``, with what it is under ``balance`` (:func:`train_loss_under`): ``train_loss (class-weighted)``."""
+    note = train_loss_under(balance)
     return f"train_loss ({note})" if note else "train_loss"
 
 
