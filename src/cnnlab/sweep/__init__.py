@@ -111,8 +111,7 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
     if unknown:
         raise CnnlabError(f"a joining machine sets only {', '.join(LOCAL)} for itself; got {', '.join(unknown)}")
     _check_folder_is_the_studys(sweep_dir, study)
-    joining = spec is None
-    if not joining:  # a joining worker's settings are read from the study below, before any trial
+    if spec is not None:  # a joining worker's settings are read from the study below, before any trial
         refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir, "--out" if out else "the sweep folder")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     hint = f"cnnlab sweep --study {study} --out {sweep_dir}" + (f" --storage {shown(storage)}" if storage else "")
@@ -126,10 +125,10 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
                                                    f"with: {hint}") from None
 
 
-def _open_and_run(spec_given: SweepSpec | None, study: str, storage: str | None, sweep_dir: Path, out_given: bool,
+def _open_and_run(spec: SweepSpec | None, study: str, storage: str | None, sweep_dir: Path, out_given: bool,
                   jobs: int, heartbeat: float, local: dict[str, Any] | None, hint: str) -> dict[str, Any]:
     """:func:`sweep` from the sweep folder's making to the summary, once its arguments are checked."""
-    spec = spec_given
+    joining = spec is None  # the settings are read from the study
     made = missing_folders(sweep_dir)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +140,7 @@ def _open_and_run(spec_given: SweepSpec | None, study: str, storage: str | None,
         try:
             asked = spec.objective if spec is not None else None
             study_obj, spec = load_study(handle, study, spec)
-            if spec_given is None:  # joining: the settings read from the study are held to the folder too
+            if joining:  # the settings read from the study are held to the folder too
                 refuse_writing_into(spec.overrides.get("dataset", ""), sweep_dir,
                                     "--out" if out_given else "the sweep folder")
             held = len(study_obj.get_trials(deepcopy=False))
