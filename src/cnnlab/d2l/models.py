@@ -22,6 +22,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from cnnlab.checks import is_int
 from cnnlab.d2l.core import Classifier
 from cnnlab.models.init import init_cnn as _xavier_init
+from cnnlab.models.resnet import Residual as ResNetBlock
 
 __all__ = ["init_cnn", "LeNet", "Residual", "ResNeXtBlock", "resnet18"]
 
@@ -73,52 +74,42 @@ class LeNet(Classifier):
             nn.LazyLinear(num_classes))
 
 
-def _en_residual(num_channels: int, use_1x1conv: bool = False, strides: int = 1) -> None:
-    """d2l 1.0.3's signature of ``Residual`` (English edition 8.6.2)."""
-
-
 def _zh_residual(input_channels: int, num_channels: int, use_1x1conv: bool = False, strides: int = 1) -> None:
     """d2l-zh v2's signature of ``Residual`` (Chinese edition 7.6.1, saved into its ``d2l.torch``)."""
 
 
-_EN_RESIDUAL, _ZH_RESIDUAL = inspect.signature(_en_residual), inspect.signature(_zh_residual)
+_ZH_RESIDUAL = inspect.signature(_zh_residual)
 
 
 class Residual(nn.Module):
-    """The residual block of ResNet (d2l 8.6.2): two 3x3 conv-BN stages plus a shortcut.
+    """The residual block of ResNet (d2l 8.6.2): two 3x3 conv-BN stages plus a shortcut, in Lazy layers.
 
     The two editions save different signatures under this name, and both are taken:
 
-    - ``Residual(num_channels, use_1x1conv=False, strides=1)`` (d2l 1.0.3, English): Lazy layers.
+    - ``Residual(num_channels, use_1x1conv=False, strides=1)`` (d2l 1.0.3, English): this class.
     - ``Residual(input_channels, num_channels, use_1x1conv=False, strides=1)`` (d2l-zh v2, Chinese: its
-      multi-GPU chapter builds ResNet-18 from ``d2l.Residual(in_channels, out_channels, ...)``): ordinary layers,
-      so an ``init_weights`` applied before the first forward finds ``nn.Conv2d`` s, as in that book.
+      multi-GPU chapter builds ResNet-18 from ``d2l.Residual(in_channels, out_channels, ...)``): cnnlab's own
+      :class:`cnnlab.models.Residual`, the same block in ordinary layers, so that an ``init_weights`` applied
+      before the first forward finds ``nn.Conv2d`` s, as in that book.
 
     The Chinese form is the one whose second positional argument is an int (the English one's is the bool
     ``use_1x1conv``) or that names ``input_channels``.
 
     Args:
-        input_channels: input channels (Chinese form only).
         num_channels: output channels.
         use_1x1conv: put a 1x1 convolution on the shortcut (needed when the channels or the stride change).
         strides: stride of the first convolution and of the shortcut.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __new__(cls, *args: Any, **kwargs: Any) -> nn.Module:
+        if "input_channels" in kwargs or (len(args) >= 2 and is_int(args[1])):
+            chinese = _ZH_RESIDUAL.bind(*args, **kwargs)  # a bad call: the usual TypeError
+            chinese.apply_defaults()
+            return ResNetBlock(*chinese.arguments.values())  # not a Residual: __init__ is not called again
+        return super().__new__(cls)
+
+    def __init__(self, num_channels: int, use_1x1conv: bool = False, strides: int = 1):
         super().__init__()
-        chinese = "input_channels" in kwargs or (len(args) >= 2 and is_int(args[1]))
-        bound = (_ZH_RESIDUAL if chinese else _EN_RESIDUAL).bind(*args, **kwargs)  # a bad call: the usual TypeError
-        bound.apply_defaults()
-        num_channels, use_1x1conv, strides = (bound.arguments[name] for name in ("num_channels", "use_1x1conv",
-                                                                                 "strides"))
-        if chinese:
-            c_in = bound.arguments["input_channels"]
-            self.conv1 = nn.Conv2d(c_in, num_channels, kernel_size=3, padding=1, stride=strides)
-            self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
-            self.conv3 = nn.Conv2d(c_in, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
-            self.bn1 = nn.BatchNorm2d(num_channels)
-            self.bn2 = nn.BatchNorm2d(num_channels)
-            return
         self.conv1 = nn.LazyConv2d(num_channels, kernel_size=3, padding=1, stride=strides)
         self.conv2 = nn.LazyConv2d(num_channels, kernel_size=3, padding=1)
         self.conv3 = nn.LazyConv2d(num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
