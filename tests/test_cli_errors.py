@@ -20,6 +20,7 @@ import torch
 import cnnlab.device
 import cnnlab.explore
 import cnnlab.train
+import cnnlab.train.launch
 import report_fixtures
 from cli_support import assert_one_line, run
 from cnnlab import cli
@@ -234,7 +235,7 @@ def test_resume_of_a_checkpoint_file_or_a_read_only_run_folder_is_one_line(tmp_p
     code, err = run(["train", "--resume", str(run_dir)], capsys)  # finished: nothing to write, so nothing refused
     assert code == 0 and not err, err
     (run_dir / "result.json").unlink()  # as if killed before its final figures: this resume would write
-    monkeypatch.setattr(cnnlab.train, "build_run", lambda *a, **k: pytest.fail("the run was built"))
+    monkeypatch.setattr(cnnlab.train.launch, "build_run", lambda *a, **k: pytest.fail("the run was built"))
     assert_one_line(*run(["train", "--resume", str(run_dir)], capsys),
                     f"cannot write the run folder {run_dir}: Read-only file system")
 

@@ -222,6 +222,29 @@ def test_training_needs_neither_the_export_nor_the_tb_extra(tmp_path, data_dir):
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "pip install 'cnnlab[export]'" in run.stderr
 
 
+def test_help_and_argument_errors_answer_without_loading_torch():
+    """`cnnlab --help`, every command's --help and an argument error only parse flags: loading torch (and the
+    report's matplotlib) for them made each take about 2 s. A command that runs still loads what it needs."""
+    script = ("import sys\n"
+              "from cnnlab import cli\n"
+              "commands = cli.build_parser()._subparsers._group_actions[0].choices\n"
+              "for argv in [['--help'], ['train', '--epochs', 'x']] + [[name, '--help'] for name in commands]:\n"
+              "    try:\n"
+              "        cli.main(argv)\n"
+              "    except SystemExit as e:\n"
+              "        assert e.code in (0, 2), (argv, e.code)\n"
+              "    loaded = [name for name in ('torch', 'matplotlib', 'numpy') if name in sys.modules]\n"
+              "    print(' '.join(argv), loaded, file=sys.stderr)\n"
+              "print('=', len(commands), 'torch' in sys.modules)\n"
+              "cli.main(['datasets'])\n"
+              "print('=', 'torch' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    verdicts = [line for line in run.stdout.splitlines() if line.startswith("= ")]
+    assert verdicts == ["= 14 False", "= True"], run.stderr  # all fourteen asked, torch loaded for `datasets` only
+    assert "fashion-mnist" in run.stdout
+
+
 def test_a_command_that_runs_no_network_starts_without_torchs_compiler():
     """torch._dynamo is a large import; `cnnlab models`, `--help` and the checkpoint reader's look at an archive
     need none of it (only torch.export's file-name constants, which torch._C holds)."""

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cnnlab.train
+import cnnlab.train.launch
 from cli_support import run_redirected
 from cnnlab.train.config import TrainConfig
 
@@ -66,7 +66,7 @@ def _run_config(path: Path, body: dict) -> tuple[int, list[str], list]:
         return type("NotTrained", (), {"fit": lambda self: []})()
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cnnlab.train, "build_trainer", record)  # train() makes the config, then would build the run
+        mp.setattr(cnnlab.train.launch, "build_trainer", record)  # train() makes the config, then would build the run
         code, _, err = run_redirected(["train", "--config", str(path)])
     return code, err, started
 

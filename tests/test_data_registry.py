@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -18,10 +21,26 @@ from cnnlab.data import (
 )
 from cnnlab.errors import CnnlabError
 
+OWN = ["fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100", "folder:PATH"]
+
 
 def test_names_in_registration_order():
-    assert list_datasets() == ["fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100", "folder:PATH"]
+    assert list_datasets() == OWN
     assert list_datasets("*mnist") == ["fashion-mnist", "mnist", "kmnist"]
+
+
+@pytest.mark.parametrize("first", ["cnnlab.data.cifar", "cnnlab.data.folder", "cnnlab.data.fashion_mnist",
+                                   "cnnlab.d2l", "cnnlab.data.registry"])
+def test_the_listing_keeps_its_order_whichever_source_is_imported_first(first):
+    """The package loads its modules on first use, so a source may register before the ones listed above it."""
+    script = (f"import {first}\n"
+              "from cnnlab.data import list_datasets, register_dataset\n"
+              "register_dataset('mine', lambda root, **options: None, classes=2, channels=1, image_size=8, train=1, "
+              "test=1, source='here', flip=False)\n"
+              "print(','.join(list_datasets()))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [",".join([*OWN, "mine"])]
 
 
 def test_info_comes_from_the_sources_tables():

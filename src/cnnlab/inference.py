@@ -18,9 +18,8 @@ from torch import nn
 
 import cnnlab.data
 from cnnlab.checks import positive_int
-from cnnlab.data import Preprocess
+from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
-from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
 from cnnlab.models import create_model

@@ -49,9 +49,10 @@ import torch
 from PIL import Image
 
 from cnnlab.checks import positive_int
+from cnnlab.data import FOLDER_PREFIX
 from cnnlab.data.dataset import ImageDataset, channel_stats
 from cnnlab.data.duplicates import image_digest, seen_in_training
-from cnnlab.data.registry import FOLDER_PREFIX, register_dataset
+from cnnlab.data.registry import register_dataset
 from cnnlab.data.split import stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError

@@ -1,7 +1,8 @@
 """A tiny dataset registry in the model registry's shape: ``load_dataset(name)`` and the `cnnlab datasets` table.
 
-Sources register themselves when :mod:`cnnlab.data` is imported: the IDX family (``fashion-mnist``, ``mnist``,
-``kmnist``), CIFAR (``cifar10``, ``cifar100``) and ``folder:PATH``, a folder of the user's own images.
+cnnlab's sources register themselves when this module is imported (at its end): the IDX family
+(``fashion-mnist``, ``mnist``, ``kmnist``), CIFAR (``cifar10``, ``cifar100``) and ``folder:PATH``, a folder of the
+user's own images.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnlab.data import DEFAULT_DATASET, FOLDER_PREFIX
 from cnnlab.data.dataset import ImageDataset, conform
 from cnnlab.errors import CnnlabError
 from cnnlab.table import text_table
 
-__all__ = ["DatasetInfo", "register_dataset", "list_datasets", "dataset_info", "load_dataset", "datasets_table",
-           "FOLDER_PREFIX", "DEFAULT_DATASET"]
-
-FOLDER_PREFIX = "folder:"
-DEFAULT_DATASET = "fashion-mnist"
+__all__ = ["DatasetInfo", "register_dataset", "list_datasets", "dataset_info", "load_dataset", "datasets_table"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,9 @@ class DatasetInfo:
 
 
 _DATASETS: dict[str, DatasetInfo] = {}
+# cnnlab's own sources, in the order `cnnlab datasets` lists them (then any a user registers, as registered): each
+# registers its datasets when first imported, which may be before this module finishes (when it imports this one).
+_SOURCES = ("cnnlab.data.idx_family", "cnnlab.data.cifar", "cnnlab.data.folder")
 
 
 def register_dataset(name: str, loader: Callable[..., ImageDataset], **info) -> DatasetInfo:
@@ -65,8 +66,14 @@ def register_dataset(name: str, loader: Callable[..., ImageDataset], **info) -> 
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
-    """Registered dataset names matching a shell-style ``pattern``, in registration order."""
-    return [name for name in _DATASETS if fnmatch.fnmatch(name, pattern)]
+    """Registered dataset names matching a shell-style ``pattern``: cnnlab's own, then others in registration
+    order."""
+    return [entry.name for entry in _listed() if fnmatch.fnmatch(entry.name, pattern)]
+
+
+def _listed() -> list[DatasetInfo]:
+    rank = {module: i for i, module in enumerate(_SOURCES)}
+    return sorted(_DATASETS.values(), key=lambda entry: rank.get(entry.loader.__module__, len(rank)))
 
 
 def _key(name: str) -> str:
@@ -91,7 +98,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def _unknown(name: object) -> str:
-    names = list(_DATASETS)
+    names = list_datasets()
     message = f"unknown dataset {name!r}; expected one of: {', '.join(names)}"
     if isinstance(name, str):
         close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
@@ -140,7 +147,7 @@ def datasets_table() -> str:
     """The `cnnlab datasets` listing: name, classes, channels, image size, train/test counts, source."""
     header = ("name", "classes", "channels", "size", "train", "test", "flip", "source")
     rows = []
-    for entry in _DATASETS.values():
+    for entry in _listed():
         def show(value: int | None) -> str:
             return "-" if value is None else str(value)
 
@@ -148,3 +155,8 @@ def datasets_table() -> str:
         rows.append((entry.name, show(entry.classes), show(entry.channels), show(entry.image_size),
                      show(entry.train), show(entry.test), "yes" if entry.flip else "no", source))
     return text_table(header, rows, "lrrrrrrl")
+
+
+# After the names the sources use from here: a source imported first reaches this line while it is half-imported
+# itself, and registers its datasets when it goes on.
+from cnnlab.data import cifar, folder, idx_family  # noqa: E402, F401

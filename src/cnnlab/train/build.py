@@ -20,9 +20,16 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from cnnlab import inference
-from cnnlab.data import DeviceLoader, ImageDataset, Preprocess, balanced_class_weights, channel_stats, stratified_split
+from cnnlab.data import (
+    FOLDER_PREFIX,
+    DeviceLoader,
+    ImageDataset,
+    Preprocess,
+    balanced_class_weights,
+    channel_stats,
+    stratified_split,
+)
 from cnnlab.data.duplicates import split_seen_in_training
-from cnnlab.data.registry import FOLDER_PREFIX
 from cnnlab.device import channels_last_pays, resolve_device, train_small_batch_norms_contiguous
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.models import check_input_size, check_pretrained, create_model, min_input_size, model_info

@@ -24,7 +24,7 @@ from cnnlab.checks import (
     number,
     positive_int,
 )
-from cnnlab.data.registry import FOLDER_PREFIX
+from cnnlab.data import FOLDER_PREFIX
 from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
