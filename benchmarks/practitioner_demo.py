@@ -123,7 +123,8 @@ def rare_cut(data: ImageDataset, rare: tuple[str, ...] = RARE, share: float = RA
     mean, std = channel_stats(images)
     note = f"; {', '.join(rare)} cut to {share:.0%} of their training images (seed {seed})"
     return dataclasses.replace(data, name=f"{data.name}-cut", train_images=images, train_labels=data.train_labels[kept],
-                               mean=mean, std=std, description=data.description + note)
+                               mean=mean, std=std, description=data.description + note,
+                               train_digests=None if data.train_digests is None else data.train_digests[kept])
 
 
 # -- runs ---------------------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import torch
 from PIL import Image, ImageOps
 
 import data_support
-from cnnlab.data import DeviceLoader, folder, load_dataset, store
+from cnnlab.data import DeviceLoader, conform, folder, load_dataset, store
+from cnnlab.data.duplicates import image_digest
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference import Meta, check_same_classes
 from data_support import listing, rng_image, write_classes
@@ -239,7 +240,7 @@ def test_second_load_reads_the_cache_and_a_change_invalidates_it(tmp_path, cache
     write_classes(tmp_path / "set", {"a": 6, "b": 6})
     first = load_dataset(f"folder:{tmp_path / 'set'}")
     entries = sorted(p.suffix for p in cache.iterdir())
-    assert entries == [".json", ".u8"]
+    assert entries == [".digests", ".json", ".u8"]
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although nothing changed")
@@ -293,6 +294,42 @@ def test_damaged_cache_entry_is_decoded_again(tmp_path, cache):
     data_file.write_bytes(data_file.read_bytes()[:-1])
     again = load_dataset(f"folder:{tmp_path / 'set'}")
     assert torch.equal(again.train_images, first.train_images)
+
+
+def digests_of(images: torch.Tensor) -> torch.Tensor:
+    """The digest of each image, hashed from its pixels (the oracle for the ones the cache keeps)."""
+    return torch.tensor(np.array([np.frombuffer(image_digest(x), np.uint8) for x in images.numpy()]))
+
+
+def test_the_cache_keeps_every_images_digest_and_a_reload_gives_the_same(tmp_path, cache):
+    write_classes(tmp_path / "set" / "train", {"a": 6, "b": 6})
+    write_classes(tmp_path / "set" / "test", {"a": 2, "b": 2}, seed=50)
+    write_classes(tmp_path / "set" / "val", {"a": 2, "b": 1}, seed=90)
+    shutil.copy(tmp_path / "set" / "train" / "a" / "001.png", tmp_path / "set" / "test" / "b" / "copy.png")
+    for _ in range(2):  # decoded, then from the cache
+        data = load_dataset(f"folder:{tmp_path / 'set'}")
+        for split in ("train", "test", "val"):
+            assert torch.equal(getattr(data, f"{split}_digests"), digests_of(getattr(data, f"{split}_images")))
+    (stored,) = cache.glob("*.digests")
+    assert stored.stat().st_size == 16 * (12 + 5 + 3)
+    assert conform(data, image_size=6).train_digests is None  # other pixels: hashed again where needed
+
+
+def test_an_entry_without_its_digests_as_the_format_before_wrote_it_is_decoded_again(tmp_path, cache, monkeypatch):
+    write_classes(tmp_path / "set", {"a": 6, "b": 6})
+    with monkeypatch.context() as patch:  # the entry the format before wrote: no digests beside it
+        patch.setattr(folder, "FORMAT", 6)
+        load_dataset(f"folder:{tmp_path / 'set'}")
+    for stored in cache.glob("*.digests"):
+        stored.unlink()
+    decoded = []
+    monkeypatch.setattr(folder, "_decode", lambda *args, real=folder._decode: decoded.append(1) or real(*args))
+    data = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert len(decoded) == 12 and torch.equal(data.train_digests, digests_of(data.train_images))
+    (stored,) = cache.glob("*.digests")
+    stored.write_bytes(stored.read_bytes()[:-16])  # cut short: rows would pair digests with the wrong images
+    data = load_dataset(f"folder:{tmp_path / 'set'}")
+    assert len(decoded) == 24 and torch.equal(data.test_digests, digests_of(data.test_images))
 
 
 # -- larger than memory -------------------------------------------------------------------------------------------

@@ -121,6 +121,9 @@ def images(n: int, c: int = 1, size: int = 4) -> torch.Tensor:
     (dict(test_labels=torch.zeros(2, dtype=torch.int32)), "int64"),
     (dict(test_images=images(2, size=5)), "differ in shape"),
     (dict(mean=(0.5, 0.5)), "one value per channel"),
+    # a subset of the images with the digests of all of them: the training-image check would pair the wrong ones
+    (dict(train_digests=torch.zeros(4, 16, dtype=torch.uint8)), "train_digests must be uint8 of shape \\(3, 16\\)"),
+    (dict(test_digests=torch.zeros(2, 8, dtype=torch.uint8)), "test_digests must be uint8 of shape \\(2, 16\\)"),
 ])
 def test_image_dataset_checks_its_fields(change, message):
     fields = dict(name="t", train_images=images(3), train_labels=torch.zeros(3, dtype=torch.int64),

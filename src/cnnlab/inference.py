@@ -216,18 +216,30 @@ class Trained:
         The words then say how many are training images.
         """
         images, labels, scored = scored_images(self.checkpoint.get("dataset") or {}, data)
-        if data.name != self.meta.dataset and (seen := self._seen_in_training(images)):
+        if data.name != self.meta.dataset and \
+                (seen := self._seen_in_training(images, _scored_digests(data, images))):
             scored = f"{scored}; {seen}"
         return images, labels, scored
 
-    def _seen_in_training(self, images: torch.Tensor) -> str | None:
+    def _seen_in_training(self, images: torch.Tensor, digests: torch.Tensor | None) -> str | None:
         try:
             own = self.dataset(download=False)  # a check is no reason to fetch a training set
         except (CnnlabError, OSError):  # the run's own images moved or gone: nothing to hold these against
             return None
         if own.train_images.shape[1:] != images.shape[1:]:  # decoded otherwise: no image can be the same
             return None
-        return images_seen_in_training(own.train_images, images, "evaluation")
+        # a folder's cache keeps its images' digests: 100,000 training images are not hashed again on every call
+        return images_seen_in_training(own.train_images, images, "evaluation", own.train_digests, digests)
+
+
+def _scored_digests(data: Any, images: torch.Tensor) -> torch.Tensor | None:
+    """The loader's digests of the ``images`` :func:`scored_images` picked from ``data`` (its test split, or its
+    training and test images in that order), or None where it keeps none."""
+    parts = [data.test_digests] if images is data.test_images else [data.train_digests, data.test_digests]
+    if any(part is None for part in parts):
+        return None
+    digests = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return digests if len(digests) == len(images) else None
 
 
 def moved_data(folder: str) -> DataError:

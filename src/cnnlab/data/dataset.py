@@ -48,6 +48,11 @@ class ImageDataset:
             images were added to or removed since it started (the same names with other pixels are not seen).
         val_images, val_labels: a validation split the data brings itself (a folder's ``val/`` beside ``train/``
             and ``test/``), else None: a run validates on it and tests on the test split.
+        train_digests, test_digests, val_digests: uint8 ``N x 16``, the
+            :func:`~cnnlab.data.duplicates.image_digest` of each image of the split in order, where the loader
+            keeps them (a folder's cache computes them as it decodes), else None: the check for images that are a
+            run's training images reads them rather than hashing every image again. A copy with other images
+            (``dataclasses.replace``) takes their rows too, or None.
 
     Loads are cached per process, so instances may share storage: treat the tensors as read-only.
     """
@@ -68,6 +73,9 @@ class ImageDataset:
     training_files: tuple[int, str] | None = None
     val_images: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
+    train_digests: torch.Tensor | None = None
+    test_digests: torch.Tensor | None = None
+    val_digests: torch.Tensor | None = None
 
     def __post_init__(self):
         others = ("test",) + (("val",) if self.val_images is not None else ())
@@ -79,6 +87,11 @@ class ImageDataset:
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise CnnlabError(f"{self.name}: {split}_labels must be int64 of shape ({len(images)},), got "
                                   f"{labels.dtype} {tuple(labels.shape)}")
+            digests = getattr(self, f"{split}_digests")
+            if digests is not None and (digests.dtype != torch.uint8 or digests.shape != (len(images), 16)):
+                # another image's digest would name a wrong twin, or miss one, without a word
+                raise CnnlabError(f"{self.name}: {split}_digests must be uint8 of shape ({len(images)}, 16), got "
+                                  f"{digests.dtype} {tuple(digests.shape)}")
         for other in others:
             shape = getattr(self, f"{other}_images").shape[1:]
             if self.train_images.shape[1:] != shape:
@@ -174,4 +187,5 @@ def _converted(data: ImageDataset, size: int, chans: int) -> ImageDataset:
     mean, std = channel_stats(train)
     note = f"; converted to {chans} channel(s) at {size} px"
     return replace(data, train_images=train, test_images=test, val_images=val, mean=mean, std=std,
-                   description=data.description + note, memory_mapped=False)
+                   description=data.description + note, memory_mapped=False,
+                   train_digests=None, test_digests=None, val_digests=None)  # of the pixels before converting

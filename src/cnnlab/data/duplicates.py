@@ -39,20 +39,29 @@ def seen_in_training(training: Sequence[tuple[bytes, str]], held: Sequence[tuple
 
 
 def split_seen_in_training(images: torch.Tensor, train_idx: torch.Tensor, held_idx: torch.Tensor,
-                           what: str) -> str | None:
+                           what: str, digests: torch.Tensor | None = None) -> str | None:
     """:func:`seen_in_training` for a split of one set of uint8 images by index (``--val-split``), the images named
-    by their index among ``images`` (``training image 12``)."""
-    return seen_in_training(_digests(images, "training image", train_idx),
-                            _digests(images, "training image", held_idx), what)
+    by their index among ``images`` (``training image 12``). ``digests``: the images' own, where the loader keeps
+    them (:attr:`~cnnlab.data.ImageDataset.train_digests`); else each image is hashed here."""
+    return seen_in_training(_digests(images, "training image", train_idx, digests),
+                            _digests(images, "training image", held_idx, digests), what)
 
 
-def images_seen_in_training(training: torch.Tensor, held: torch.Tensor, what: str) -> str | None:
+def images_seen_in_training(training: torch.Tensor, held: torch.Tensor, what: str,
+                            training_digests: torch.Tensor | None = None,
+                            held_digests: torch.Tensor | None = None) -> str | None:
     """:func:`seen_in_training` for two sets of uint8 images (a run's training images, the images it is scored on
-    elsewhere), each image named by its index (``training image 12``, ``evaluation image 3``)."""
-    return seen_in_training(_digests(training, "training image"), _digests(held, f"{what} image"), what)
+    elsewhere), each image named by its index (``training image 12``, ``evaluation image 3``). The digests, where
+    given, are the images' own (a folder's cache keeps them), and those images are not hashed again."""
+    return seen_in_training(_digests(training, "training image", stored=training_digests),
+                            _digests(held, f"{what} image", stored=held_digests), what)
 
 
-def _digests(images: torch.Tensor, name: str, idx: torch.Tensor | None = None) -> list[tuple[bytes, str]]:
+def _digests(images: torch.Tensor, name: str, idx: torch.Tensor | None = None,
+             stored: torch.Tensor | None = None) -> list[tuple[bytes, str]]:
+    order = range(len(images)) if idx is None else idx.tolist()
+    if stored is not None:  # the loader's digests of these images, one row each
+        rows = stored.numpy()
+        return [(rows[i].tobytes(), f"{name} {i}") for i in order]
     pixels = images.numpy()  # a view: a memory-mapped set is read image by image, never copied whole
-    order = range(len(pixels)) if idx is None else idx.tolist()
     return [(image_digest(pixels[i]), f"{name} {i}") for i in order]

@@ -30,7 +30,10 @@ it).
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
-an unchanged folder reads one file. Nothing is ever written into ``PATH``.
+an unchanged folder reads the cache, not the images. Beside the array, the
+:func:`~cnnlab.data.duplicates.image_digest` of every decoded image (16 bytes each, in the array's order), computed
+while decoding: the loaded set carries them (:attr:`ImageDataset.train_digests`, ...), so that holding another set
+against its training images hashes none of them again. Nothing is ever written into ``PATH``.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from cnnlab.data.registry import register_dataset
 from cnnlab.data.split import stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
-from cnnlab.io import write_json
+from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, centre_crop, picture_extensions
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
@@ -69,7 +72,7 @@ HELD_OUT_NAMES = ("test", "val")
 # The names a split folder goes by (any case: Train/ and Test/ were two classes): Roboflow exports valid/, others
 # training/, testing/ or validation/.
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing"), "val": ("val", "valid", "validation")}
-FORMAT = 6  # bump when the cached layout or the decoding changes, so old cache entries are not reused
+FORMAT = 7  # bump when the cached layout or the decoding changes, so old cache entries are not reused
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 # The largest decoded set an image_size above the images' own size may make. Enlarging on the way into the cache
 # gains nothing the device-side --resize does not give per batch, so past this a typo (--image-size 4000 on 8-px
@@ -420,6 +423,8 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
         if splits[split] and not labels[split]:
             data_file.unlink(missing_ok=True)
             raise DataError(f"{root}: no decodable images in the {what} split")
+    stored = b"".join(digest for pairs in digests.values() for digest, _ in pairs)  # train, test, val, as the array
+    atomic_write(cache / f"{key}.digests", lambda tmp: Path(tmp).write_bytes(stored))
     n_train, decoded = len(labels["train"]), sum(map(len, labels.values()))
     images = open_raw(data_file, (decoded, chans, size, size))
     mean, std = channel_stats(images[:n_train])
@@ -432,7 +437,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
             "val_labels": labels["val"] if splits["val"] else None,
             "mean": list(mean), "std": list(std), "notes": notes, "notices": notices}
     write_json(cache / f"{key}.json", meta)  # written last: its presence marks a complete entry
-    return _dataset(name, root, images, meta, data_file, identity)
+    return _dataset(name, root, images, meta, data_file, identity, _digest_rows(stored, decoded))
 
 
 def _seen_in_training(root: Path, digests: dict[str, list[tuple[bytes, Path]]]) -> list[str]:
@@ -453,14 +458,23 @@ def _read_cache(cache: Path, key: str, name: str, identity: tuple) -> ImageDatas
         if meta.get("format") != FORMAT:
             return None
         images = open_raw(data_file, tuple(meta["shape"]))
+        digests = _digest_rows((cache / f"{key}.digests").read_bytes(), meta["shape"][0])
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
-    return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file, identity)
+    return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file, identity, digests)
+
+
+def _digest_rows(stored: bytes, count: int) -> torch.Tensor:
+    """The ``count`` x 16 digests of an entry's images from their stored bytes."""
+    if len(stored) != 16 * count:  # a file cut short, or of another entry: names would pair the wrong images
+        raise ValueError(f"{len(stored)} bytes of digests for {count} images")
+    return torch.frombuffer(bytearray(stored), dtype=torch.uint8).view(count, 16)
 
 
 def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file: Path,
-             identity: tuple) -> ImageDataset:
-    """``identity``: (:attr:`ImageDataset.held_out`, :attr:`ImageDataset.training_files`)."""
+             identity: tuple, digests: torch.Tensor) -> ImageDataset:
+    """``identity``: (:attr:`ImageDataset.held_out`, :attr:`ImageDataset.training_files`); ``digests``: one row per
+    image of ``images``."""
     n_train, n_test, val = meta["n_train"], len(meta["test_labels"]), meta.get("val_labels")
     notes = list(meta["notes"])
     mapped = is_memory_mapped(images)  # open_raw's choice: over in_memory_limit()
@@ -477,7 +491,9 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
                         training_files=identity[1],
                         val_images=None if val is None else images[n_train + n_test:],
                         val_labels=None if val is None else torch.tensor(val, dtype=torch.int64),
-                        notices=tuple(meta.get("notices", ())))
+                        notices=tuple(meta.get("notices", ())), train_digests=digests[:n_train],
+                        test_digests=digests[n_train:n_train + n_test],
+                        val_digests=None if val is None else digests[n_train + n_test:])
 
 
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,

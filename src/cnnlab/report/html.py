@@ -267,7 +267,7 @@ def _as_split_by(data, config: dict[str, Any], trained_on: str):
     if config.get("val_split") is None or data.name != trained_on:
         return data
     train_idx, val_idx = stratified_split(data.train_labels, config["val_split"], config.get("seed", 0))
-    seen = split_seen_in_training(data.train_images, train_idx, val_idx, "validation")
+    seen = split_seen_in_training(data.train_images, train_idx, val_idx, "validation", data.train_digests)
     return replace(data, notices=(*data.notices, seen)) if seen else data
 
 
