@@ -1,9 +1,12 @@
-"""The command line run in-process, for the tests of its exit codes and what it prints."""
+"""The command line run in-process, for the tests of its exit codes and what it prints; and a script run by a
+fresh interpreter, for what a new process imports (this one has imported everything already)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 
 from cnnlab import cli
 
@@ -43,3 +46,10 @@ def assert_one_line(code: int, err: list[str], *needles: str, command: str = "tr
     assert err[0].startswith(f"cnnlab {command}: error: ") or err[0].startswith("cnnlab: error: "), err[0]
     for needle in needles:
         assert needle in err[0], (needle, err[0])
+
+
+def fresh_python(script: str) -> subprocess.CompletedProcess:
+    """``python -c script`` in a new process, which must succeed; its stdout and stderr as text."""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return run

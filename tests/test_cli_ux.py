@@ -14,6 +14,7 @@ import torch
 
 import cnnlab
 import cnnlab.device
+from cli_support import fresh_python
 from cnnlab import cli
 from cnnlab.device import advised_threads, check_device_name, oversubscription_hint, resolve_device
 from cnnlab.errors import CnnlabError
@@ -238,8 +239,7 @@ def test_help_and_argument_errors_answer_without_loading_torch():
               "print('=', len(commands), 'torch' in sys.modules)\n"
               "cli.main(['datasets'])\n"
               "print('=', 'torch' in sys.modules)\n")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    run = fresh_python(script)
     verdicts = [line for line in run.stdout.splitlines() if line.startswith("= ")]
     assert verdicts == ["= 14 False", "= True"], run.stderr  # all fourteen asked, torch loaded for `datasets` only
     assert "fashion-mnist" in run.stdout

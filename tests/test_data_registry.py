@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
+from cli_support import fresh_python
 from cnnlab import cli
 from cnnlab.data import (
     ImageDataset,
@@ -38,9 +36,7 @@ def test_the_listing_keeps_its_order_whichever_source_is_imported_first(first):
               "register_dataset('mine', lambda root, **options: None, classes=2, channels=1, image_size=8, train=1, "
               "test=1, source='here', flip=False)\n"
               "print(','.join(list_datasets()))\n")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == [",".join([*OWN, "mine"])]
+    assert fresh_python(script).stdout.split() == [",".join([*OWN, "mine"])]
 
 
 def test_info_comes_from_the_sources_tables():
