@@ -11,11 +11,27 @@ The names below are imported on first use, so that what only names a dataset (th
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # How datasets are named: a registered name, or this prefix and the path of a folder of the user's own images.
 FOLDER_PREFIX = "folder:"
 DEFAULT_DATASET = "fashion-mnist"
+
+if TYPE_CHECKING:  # what type checkers and editors see (the package is typed): the same names, eagerly
+    from cnnlab.data.dataset import ImageDataset, channel_stats, conform
+    from cnnlab.data.fashion_mnist import CLASSES, MEAN, STD, FashionMNIST, load_fashion_mnist, resolve_data_dir
+    from cnnlab.data.idx import read_idx
+    from cnnlab.data.loader import DeviceLoader, balanced_class_weights
+    from cnnlab.data.registry import (
+        DatasetInfo,
+        dataset_info,
+        datasets_table,
+        list_datasets,
+        load_dataset,
+        register_dataset,
+    )
+    from cnnlab.data.split import stratified_split
+    from cnnlab.data.transforms import AUGMENTS, BatchMix, Preprocess, augment_batch, augment_images
 
 _WHERE = {
     "ImageDataset": "dataset", "channel_stats": "dataset", "conform": "dataset",
@@ -27,7 +43,12 @@ _WHERE = {
     "augment_batch": "transforms", "AUGMENTS": "transforms", "BatchMix": "transforms", "augment_images": "transforms",
 }
 
-__all__ = ["FOLDER_PREFIX", "DEFAULT_DATASET", *_WHERE]
+__all__ = [
+    "FOLDER_PREFIX", "DEFAULT_DATASET", "ImageDataset", "DatasetInfo", "load_dataset", "list_datasets", "dataset_info",
+    "register_dataset", "datasets_table", "stratified_split", "channel_stats", "conform", "CLASSES", "MEAN", "STD",
+    "FashionMNIST", "load_fashion_mnist", "resolve_data_dir", "read_idx", "DeviceLoader", "Preprocess",
+    "augment_batch", "AUGMENTS", "BatchMix", "augment_images", "balanced_class_weights",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,11 @@ models of any kind (:mod:`cnnlab.explore.sources`), which ``cnnlab predict`` ope
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and editors see (the package is typed): the same names, eagerly
+    from cnnlab.explore.launch import BackgroundServer, explore, serve
+    from cnnlab.explore.server import create_app, create_model_app
 
 _WHERE = {"BackgroundServer": "launch", "explore": "launch", "serve": "launch", "create_app": "server",
           "create_model_app": "server"}

@@ -11,7 +11,13 @@ this package must not load torch for that, or ``cnnlab --help`` and every argume
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and editors see (the package is typed): the same names, eagerly
+    from cnnlab.train.build import RunParts, build_run
+    from cnnlab.train.config import RECIPES, TrainConfig, make_config
+    from cnnlab.train.launch import build_trainer, resume, train
+    from cnnlab.train.trainer import Trainer
 
 _WHERE = {"RECIPES": "config", "TrainConfig": "config", "make_config": "config", "RunParts": "build",
           "build_run": "build", "Trainer": "trainer", "build_trainer": "launch", "resume": "launch",
