@@ -213,6 +213,29 @@ def test_int8_below_the_agreement_bound_writes_nothing(trained_run, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+
+def test_an_int8_export_that_onnxruntime_cannot_run_is_one_line(trained_run, tmp_path, capsys, monkeypatch):
+    # --opset 28 (onnx 1.23's newest): onnxruntime 1.32 calibrates on the float graph, then has no QuantizeLinear of
+    # that operator set, and the int8 export ended in an internal error where the float one says this in one line.
+    # The runtime's refusal is played here so that the test does not depend on the versions installed.
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as RuntimeLacksIt
+
+    session = ort.InferenceSession
+
+    def without_quantize_linear(model, *args, **kwargs):
+        if "QuantizeLinear" in {node.op_type for node in onnx.load(str(model)).graph.node}:
+            raise RuntimeLacksIt("Could not find an implementation for QuantizeLinear(28) node")
+        return session(model, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", without_quantize_linear)
+    out = tmp_path / "q.onnx"
+    assert main(["export", str(trained_run / "last.pt"), "--format", "onnx-int8", "--calibration", "16",
+                 "--verify", "10", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"cnnlab export: error: onnxruntime {re.escape(ort.__version__)} cannot run the int8 ONNX "
+                        r"export \(.*QuantizeLinear\(28\).*\); nothing was written \(a lower --opset may do\)\n", err)
+    assert list(tmp_path.iterdir()) == []
+
 def _untrained_compact(folder) -> Path:
     torch.manual_seed(0)
     ckpt = folder / "compact.pt"
