@@ -116,6 +116,25 @@ def test_never_overwrites_without_force(trained_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"], "temporary files left behind"
 
 
+
+def test_a_file_that_appears_while_exporting_is_kept_without_force(trained_run, tmp_path, monkeypatch):
+    # the output is looked at before the work, seconds to minutes before the file is moved into place: a file that
+    # another program wrote there meanwhile (a second export to the same name) was replaced without a word
+    target, write = tmp_path / "m.pt2", export_module._write_pt2
+
+    def another_writes_the_same_name(*args):
+        write(*args)
+        target.write_bytes(b"precious")
+
+    monkeypatch.setattr(export_module, "_write_pt2", another_writes_the_same_name)
+    with pytest.raises(CnnlabError, match=r"m\.pt2 appeared while it was being written .* nothing was written: pass "
+                                          r"--force"):
+        export_checkpoint(trained_run / "last.pt", target, format="pt2")
+    assert target.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt2"], "temporary files left behind"
+    export_checkpoint(trained_run / "last.pt", target, format="pt2", force=True)  # what --force is for
+    assert torch.export.load(target).module()(_real_batch(2)).shape == (2, 10)
+
 def test_a_failed_check_leaves_no_file(trained_run, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # no export can pass: the check must refuse it
     with pytest.raises(CnnlabError, match="does not match PyTorch.*nothing was written"):

@@ -427,7 +427,8 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         The path written.
 
     Raises:
-        CnnlabError: unknown format, a suffix that is not the format's, ``output`` exists without ``force``, its
+        CnnlabError: unknown format, a suffix that is not the format's, ``output`` exists (or appears while the
+            export runs: it is kept) without ``force``, its
             folder is missing or not writable, a bad checkpoint, an int8 export without ``calibration``, or the
             exported graph differs from PyTorch by more than 1e-4 at batch 1 or 5 (int8: agrees on fewer than
             INT8_MIN_AGREEMENT of INT8_CHECK_IMAGES test images); then nothing is written.
@@ -463,15 +464,16 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
         metadata["cnnlab.int8_calibration"] = f"{len(calibration_images)} training images of {data.name}"
         atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
-                                                          data.test_images[:INT8_CHECK_IMAGES], opset))
+                                                          data.test_images[:INT8_CHECK_IMAGES], opset),
+                     overwrite=force)
         return output
     if format == "safetensors":
-        atomic_write(output, lambda tmp: _write_safetensors(trained, wrapped, tmp, shape, metadata))
+        atomic_write(output, lambda tmp: _write_safetensors(trained, wrapped, tmp, shape, metadata), overwrite=force)
         return output
     if format == "onnx":
-        atomic_write(output, lambda tmp: _write_onnx(wrapped, tmp, shape, metadata, opset))
+        atomic_write(output, lambda tmp: _write_onnx(wrapped, tmp, shape, metadata, opset), overwrite=force)
     else:
-        atomic_write(output, lambda tmp: _write_pt2(wrapped, tmp, shape, metadata))
+        atomic_write(output, lambda tmp: _write_pt2(wrapped, tmp, shape, metadata), overwrite=force)
     return output
 
 
