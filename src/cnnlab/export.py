@@ -427,9 +427,9 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         The path written.
 
     Raises:
-        CnnlabError: unknown format, a suffix that is not the format's, ``output`` exists (or appears while the
-            export runs: it is kept) without ``force``, its
-            folder is missing or not writable, a bad checkpoint, an int8 export without ``calibration``, or the
+        CnnlabError: unknown format, a suffix that is not the format's, ``output`` exists without ``force`` (or
+            appears while the export runs: it is kept), its folder is missing or not writable, a bad checkpoint, an
+            int8 export without ``calibration``, onnxruntime cannot run the ONNX file, or the
             exported graph differs from PyTorch by more than 1e-4 at batch 1 or 5 (int8: agrees on fewer than
             INT8_MIN_AGREEMENT of INT8_CHECK_IMAGES test images); then nothing is written.
 
