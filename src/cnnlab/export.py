@@ -88,6 +88,8 @@ CALIBRATION_SEED = 0
 TTA_KEY = "cnnlab.flip_tta"
 TTA_NOTE = ("the run's figures average the logits of each image and of its left-right mirror; this graph is the "
             "plain model: run it on both and average to match them")
+# How a file that onnxruntime cannot open is refused while it is being written.
+WRITES_NOTHING = "; nothing was written (a lower --opset may do)"
 UNSUPPORTED = {
     "torchscript": "TorchScript is deprecated in torch 2.14 (torch.jit.trace raises FutureWarning); use pt2 "
                    "(torch.export, its successor) or onnx",
@@ -128,7 +130,7 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
                 opset: int | None = None) -> None:
     try:  # torch.onnx.export(dynamo=True) needs onnx and onnxscript; the check needs onnxruntime
         import onnx
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
         raise CnnlabError(NEEDS_EXPORT_EXTRA) from None
@@ -144,12 +146,7 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
     program.model.metadata_props.update(metadata)
     # one self-contained file (the models here are far below protobuf's 2 GB), written once
     onnx.save(_for_older_runtimes(program.model_proto, opset), tmp)
-    try:
-        session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
-    except Exception as e:  # an operator set newer than this onnxruntime runs
-        raise CnnlabError(f"onnxruntime {ort.__version__} cannot run the ONNX export ({summary(e)}); nothing was "
-                          "written (a lower --opset may do)") from None
-    _check(lambda x: session.run(None, {"images": x.numpy()})[0], wrapped, shape, "the ONNX export")
+    _check(_onnx_runner(tmp, "the ONNX export", WRITES_NOTHING), wrapped, shape, "the ONNX export")
 
 
 class _GlobalMax(nn.Module):
@@ -254,10 +251,15 @@ def _agreement(run: Callable[[torch.Tensor], np.ndarray], reference: nn.Module, 
     return Agreement(len(images), agree, diff)
 
 
-def _onnx_runner(path: str | Path) -> Callable[[torch.Tensor], np.ndarray]:
+def _onnx_runner(path: str | Path, what: str, after: str = "") -> Callable[[torch.Tensor], np.ndarray]:
+    """``x -> logits`` of the ONNX file ``path`` in onnxruntime; one line naming ``what`` (then ``after``) where
+    onnxruntime cannot open it."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # an operator set newer than this onnxruntime runs: QuantizeLinear 28 in onnxruntime 1.32
+        raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {what} ({summary(e)}){after}") from None
     return lambda x: session.run(None, {"images": x.numpy()})[0]
 
 
@@ -315,7 +317,7 @@ def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metad
     quantized = onnx.load(tmp)
     if (stamped := _for_older_runtimes(quantized, opset)) is not quantized:
         onnx.save(stamped, tmp)
-    agreement = _agreement(_onnx_runner(tmp), wrapped, test_images)
+    agreement = _agreement(_onnx_runner(tmp, "the int8 ONNX export", WRITES_NOTHING), wrapped, test_images)
     if agreement.rate < INT8_MIN_AGREEMENT:
         raise CnnlabError(f"the int8 export's {agreement}, below the {INT8_MIN_AGREEMENT:.0%} required; nothing was "
                           "written (more --calibration images may help)")
@@ -425,8 +427,9 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         The path written.
 
     Raises:
-        CnnlabError: unknown format, a suffix that is not the format's, ``output`` exists without ``force``, its
-            folder is missing or not writable, a bad checkpoint, an int8 export without ``calibration``, or the
+        CnnlabError: unknown format, a suffix that is not the format's, ``output`` exists without ``force`` (or
+            appears while the export runs: it is kept), its folder is missing or not writable, a bad checkpoint, an
+            int8 export without ``calibration``, onnxruntime cannot run the ONNX file, or the
             exported graph differs from PyTorch by more than 1e-4 at batch 1 or 5 (int8: agrees on fewer than
             INT8_MIN_AGREEMENT of INT8_CHECK_IMAGES test images); then nothing is written.
 
@@ -461,15 +464,16 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
         metadata["cnnlab.int8_calibration"] = f"{len(calibration_images)} training images of {data.name}"
         atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
-                                                          data.test_images[:INT8_CHECK_IMAGES], opset))
+                                                          data.test_images[:INT8_CHECK_IMAGES], opset),
+                     overwrite=force)
         return output
     if format == "safetensors":
-        atomic_write(output, lambda tmp: _write_safetensors(trained, wrapped, tmp, shape, metadata))
+        atomic_write(output, lambda tmp: _write_safetensors(trained, wrapped, tmp, shape, metadata), overwrite=force)
         return output
     if format == "onnx":
-        atomic_write(output, lambda tmp: _write_onnx(wrapped, tmp, shape, metadata, opset))
+        atomic_write(output, lambda tmp: _write_onnx(wrapped, tmp, shape, metadata, opset), overwrite=force)
     else:
-        atomic_write(output, lambda tmp: _write_pt2(wrapped, tmp, shape, metadata))
+        atomic_write(output, lambda tmp: _write_pt2(wrapped, tmp, shape, metadata), overwrite=force)
     return output
 
 
@@ -503,7 +507,7 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
     test_images = _test_images(trained, images, data_dir)
     wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
     if exported.suffix.lower() == ".onnx":
-        run = _onnx_runner(exported)
+        run = _onnx_runner(exported, str(exported))
     elif exported.suffix.lower() == ".safetensors":
         loaded = nn.Sequential(trained.preprocess, _network_from(exported, trained))
         run = lambda x: loaded(x).detach().numpy()  # noqa: E731

@@ -21,11 +21,15 @@ from typing import Any
 from cnnlab.errors import CnnlabError
 
 
-def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], Any], overwrite: bool = True) -> None:
     """Call ``write(tmp_path)`` then move the file into place, so a crash leaves the previous ``path`` intact.
 
     The temporary file lives in the destination folder (``os.replace`` is atomic only within one file system)
     and is fsync'ed before the rename.
+
+    ``overwrite=False`` never replaces a file: :func:`check_output_file` looked before the work, and a file that
+    another program (a second export to the same name) put at ``path`` while ``write`` ran is kept, with a
+    CnnlabError and nothing written.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -37,10 +41,31 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _move_unless_taken(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _move_unless_taken(tmp: str, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless a file has that name; a hard link is made only where none has, so the look
+    and the move are one step."""
+    taken = CnnlabError(f"{path} appeared while it was being written (another program writing the same name?); "
+                        "it is left as it is and nothing was written: pass --force (force=True in Python) to replace "
+                        "it")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise taken from None
+    except OSError:  # a file system without hard links (FAT, some network shares): look, then move
+        if os.path.lexists(path):
+            raise taken from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def check_output_file(path: str | Path, force: bool = False, what: str = "", make_folder: bool = False) -> Path:
