@@ -14,15 +14,19 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+import data_support
 import report_fixtures
 from cnnlab import export as export_module
 from cnnlab.cli import main
-from cnnlab.data import CLASSES, MEAN, STD, Preprocess, load_fashion_mnist
+from cnnlab.data import CLASSES, MEAN, STD, Preprocess, load_dataset, load_fashion_mnist
 from cnnlab.errors import CnnlabError
 from cnnlab.export import export_checkpoint
 from cnnlab.inference import load_trained
 from cnnlab.models import create_model
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
+from data_support import write_classes
+
+home = data_support.home  # a fixture: every cache under tmp_path
 
 # the export extra (pip install 'cnnlab[export]'); `make test` installs it, so CI never skips these
 onnx = pytest.importorskip("onnx")
@@ -216,7 +220,7 @@ def test_int8_onnx_is_quantized_calibrated_and_agrees_with_pytorch(trained_run, 
     assert meta["cnnlab.int8_calibration"] == "128 training images of fashion-mnist"
     assert json.loads(meta["cnnlab.classes"]) == list(CLASSES)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    x = _real_batch(500)
+    x = export_module.verification_images(trained_run / "last.pt", 500).float() / 255  # the images verify takes
     got, expected = session.run(None, {"images": x.numpy()})[0], _torch_logits(trained_run / "last.pt", x)
     agreement = accuracy_score(expected.argmax(1), got.argmax(1))
     assert agreement >= INT8_BOUND
@@ -376,6 +380,22 @@ def test_cli_export_verify_says_when_the_test_split_has_fewer_images(trained_run
     assert main(["export", str(trained_run / "last.pt"), "--output", str(out), "--verify", "20000"]) == 0
     line = capsys.readouterr().out.splitlines()[1]
     assert "on 10000/10000 test images (100.00%; all the test split has, 20000 asked)" in line
+
+
+def test_the_test_images_an_export_is_checked_on_stand_for_every_class(tmp_path, home, capsys):
+    """A folder's test split is sorted by class: its first images, which --verify and the int8 check took, were its
+    first class alone. They take a seeded sample of the whole split, the same on every call."""
+    write_classes(tmp_path / "photos" / "train", {"a": 4, "b": 4, "c": 4}, size=(28, 28))
+    write_classes(tmp_path / "photos" / "test", {"a": 10, "b": 10, "c": 10}, size=(28, 28), seed=50)
+    run = tmp_path / "run"
+    assert main(["train", "lenet-relu", "--dataset", f"folder:{tmp_path / 'photos'}", "--epochs", "1", "--out",
+                 str(run), "--quiet", "--no-report"]) == 0, capsys.readouterr().err
+    test = load_dataset(f"folder:{tmp_path / 'photos'}")
+    checked = export_module.verification_images(run / "best.pt", 10)
+    drawn = [next(i for i, image in enumerate(test.test_images) if torch.equal(image, one)) for one in checked]
+    assert drawn == sorted(drawn) and {test.classes[test.test_labels[i]] for i in drawn} == {"a", "b", "c"}
+    assert torch.equal(export_module.verification_images(run / "best.pt", 10), checked)
+    assert len(export_module.verification_images(run / "best.pt", 50)) == 30  # all the split has
 
 
 def test_cli_export_verify_without_its_dataset_writes_nothing(trained_run, tmp_path, capsys):

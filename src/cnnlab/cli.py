@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", metavar="N", type=_flag_type(_count("--calibration")),
                    help="onnx-int8: calibrate on N training images of the checkpoint's dataset (e.g. 256)")
     p.add_argument("--verify", metavar="N", type=_flag_type(_count("--verify")),
-                   help="then print the top-1 agreement with PyTorch on the first N test images (default: 500 "
+                   help="then print the top-1 agreement with PyTorch on N test images, a seeded sample (default: 500 "
                         "for onnx-int8, none otherwise: float exports are checked to 1e-4 on random inputs)")
     p.add_argument("--data-dir", help=f"for --calibration and --verify: {DATA_DIR_HELP}")
     p.add_argument("--opset", metavar="N", type=_flag_type(_count("--opset")),

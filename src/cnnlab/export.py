@@ -17,8 +17,8 @@ Formats:
 * ``onnx-int8``: the ONNX graph above, quantized by onnxruntime's static quantization (QDQ format, int8 weights
   per output channel, uint8 activations) with activation ranges calibrated on ``calibration`` training images of
   the checkpoint's dataset (a seeded sample). Rounding changes logits by more than any float tolerance, so the
-  check is top-1 agreement with PyTorch on the first INT8_CHECK_IMAGES test images: below INT8_MIN_AGREEMENT
-  nothing is written.
+  check is top-1 agreement with PyTorch on INT8_CHECK_IMAGES test images (a seeded sample: a folder's test split is
+  sorted by class, and its first images would be its first classes): below INT8_MIN_AGREEMENT nothing is written.
 * ``pt2``: a ``torch.export`` ExportedProgram (``torch.export.save``), loadable with ``torch.export.load`` and no
   cnnlab. This replaces TorchScript, which torch 2.14 deprecates (``torch.jit.trace`` and ``torch.jit.load`` raise
   FutureWarnings), so cnnlab does not offer it.
@@ -82,7 +82,7 @@ NEEDS_EXPORT_EXTRA = "ONNX export needs onnx, onnxscript and onnxruntime: pip in
 # more; a LeNet trained for 100 steps agrees on about 98% (docs/benchmarks.md).
 INT8_MIN_AGREEMENT = 0.9
 INT8_CHECK_IMAGES = 500
-CALIBRATION_SEED = 0
+SAMPLE_SEED = 0  # of the calibration images and of the test images an export is checked on
 # The run's test figures may average each image with its mirror; the graph does not, so whoever matches the figures
 # with the file needs to know.
 TTA_KEY = "cnnlab.flip_tta"
@@ -216,7 +216,7 @@ class Agreement:
     """How an export's predictions compare with PyTorch's on the same test images.
 
     Attributes:
-        images: test images compared (the first ones of the test split).
+        images: test images compared (a seeded sample of the test split, :func:`_sample`).
         agree: images whose top-1 class is the same.
         max_abs_diff: the largest absolute difference of a logit.
         asked: images asked for, when more than the test split has (0 otherwise).
@@ -276,12 +276,20 @@ def _check_int8_arguments(format: str, calibration: int | None) -> None:
         raise CnnlabError(f"--calibration must be a positive number of images, got {calibration!r}")
 
 
+def _sample(images: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` of ``images`` drawn with SAMPLE_SEED, in their order (all of them where there are no more): a folder's
+    splits are sorted by class, so the first ``n`` would stand for its first classes alone."""
+    if n >= len(images):
+        return images
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SAMPLE_SEED))
+    return images[order[:n].sort().values]
+
+
 def _calibration_images(train_images: torch.Tensor, n: int, dataset: str) -> torch.Tensor:
     if n > len(train_images):
         raise CnnlabError(f"--calibration must be at most the {len(train_images)} training images of {dataset}, "
                           f"got {n}")
-    order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
-    return train_images[order[:n].sort().values]
+    return _sample(train_images, n)
 
 
 def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: dict[str, str],
@@ -431,7 +439,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
             appears while the export runs: it is kept), its folder is missing or not writable, a bad checkpoint, an
             int8 export without ``calibration``, onnxruntime cannot run the ONNX file, or the
             exported graph differs from PyTorch by more than 1e-4 at batch 1 or 5 (int8: agrees on fewer than
-            INT8_MIN_AGREEMENT of INT8_CHECK_IMAGES test images); then nothing is written.
+            INT8_MIN_AGREEMENT of INT8_CHECK_IMAGES test images, :func:`_sample`); then nothing is written.
 
     Example:
         >>> export_checkpoint("runs/lenet/best.pt", "lenet.onnx")  # doctest: +SKIP
@@ -464,7 +472,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
         metadata["cnnlab.int8_calibration"] = f"{len(calibration_images)} training images of {data.name}"
         atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
-                                                          data.test_images[:INT8_CHECK_IMAGES], opset),
+                                                          _sample(data.test_images, INT8_CHECK_IMAGES), opset),
                      overwrite=force)
         return output
     if format == "safetensors":
@@ -489,8 +497,8 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
     """Compare an exported file (``.onnx``, ``.pt2`` or ``.safetensors``) with its checkpoint's PyTorch model on
     test images.
 
-    Both get the first ``images`` test images of the checkpoint's dataset as the export takes them (uint8 / 255);
-    the PyTorch side is the plain model without flip-TTA, as exported.
+    Both get ``images`` test images of the checkpoint's dataset (a seeded sample of its test split, :func:`_sample`)
+    as the export takes them (uint8 / 255); the PyTorch side is the plain model without flip-TTA, as exported.
 
     Raises:
         CnnlabError: ``images`` is not a positive integer, the file is not ``.onnx``, ``.pt2`` or ``.safetensors``, or
@@ -519,7 +527,8 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
 
 
 def verification_images(checkpoint: str | Path, images: int, data_dir: str | Path | None = None) -> torch.Tensor:
-    """The first ``images`` test images of the checkpoint's dataset (fewer when the split has fewer), uint8.
+    """``images`` test images of the checkpoint's dataset (all of them when the split has fewer; :func:`_sample`),
+    uint8.
 
     ``cnnlab export --verify`` calls it before writing, so that a dataset it cannot read is one line with nothing
     written; loads are cached per process, so :func:`verify_export` reads them again for free.
@@ -533,4 +542,4 @@ def verification_images(checkpoint: str | Path, images: int, data_dir: str | Pat
 def _test_images(trained, images: int, data_dir: str | Path | None) -> torch.Tensor:
     if not is_int(images) or images < 1:
         raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
-    return _dataset(trained, data_dir).test_images[:images]
+    return _sample(_dataset(trained, data_dir).test_images, images)
