@@ -1,5 +1,6 @@
-"""The command line run in-process, for the tests of its exit codes and what it prints; and a script run by a
-fresh interpreter, for what a new process imports (this one has imported everything already)."""
+"""The command line run in-process, for the tests of its exit codes and what it prints; a script run by a fresh
+interpreter, for what a new process imports (this one has imported everything already); another program's file
+put where a command is writing its figure."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import contextlib
 import io
 import subprocess
 import sys
+from pathlib import Path
+
+from matplotlib.figure import Figure
 
 from cnnlab import cli
 
@@ -53,3 +57,15 @@ def fresh_python(script: str) -> subprocess.CompletedProcess:
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     return run
+
+
+def file_appears_while_saving(monkeypatch, path: Path, text: str = "another program's") -> None:
+    """Make every figure saved from now on find ``path`` written with ``text`` by someone else meanwhile (after the
+    command's look before the work, before its file is moved into place)."""
+    savefig = Figure.savefig
+
+    def save_while_another_writes(self, *args, **kwargs):
+        path.write_text(text)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", save_while_another_writes)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cli_support import file_appears_while_saving
 from cnnlab.cli import main
 from cnnlab.compare import compare, compare_runs, curves_overlay, find_runs, format_table, load_run
 from cnnlab.errors import CnnlabError
@@ -275,3 +276,13 @@ def test_the_loss_panel_says_what_each_runs_training_loss_is(runs, tmp_path):
     assert [text.get_text() for text in loss.get_legend().get_texts()] == ["plain", "weighted (class-weighted)"]
     _edit(weighted / "config.json", config={"balance": ["loss"]})  # hand-edited: read as no balancing, as elsewhere
     assert curves_overlay([load_run(weighted)]).axes[-1].get_title() == "training loss"
+
+
+def test_a_file_that_appears_at_the_plot_while_it_is_drawn_is_kept_without_force(runs, tmp_path, monkeypatch):
+    plot = tmp_path / "compare.png"
+    file_appears_while_saving(monkeypatch, plot)
+    with pytest.raises(CnnlabError, match="compare.png appeared while it was being written"):
+        compare([str(runs / "a-lenet")], plot=str(plot))
+    assert plot.read_text() == "another program's"
+    compare([str(runs / "a-lenet")], plot=str(plot), force=True)
+    assert plot.read_bytes().startswith(b"\x89PNG")

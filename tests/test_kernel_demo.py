@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 
+from cli_support import assert_one_line, file_appears_while_saving, run
 from cnnlab.errors import CnnlabError
 from cnnlab.kernel_demo import edge_image, kernel_figure, run_kernel_demo
 
@@ -61,3 +62,17 @@ def test_figure_has_the_three_panels():
 def test_bad_arguments(kwargs, message, tmp_path):
     with pytest.raises(CnnlabError, match=message):
         run_kernel_demo(**kwargs)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_file_that_appears_at_out_while_the_figure_is_drawn_is_kept_without_force(force, tmp_path, capsys,
+                                                                                      monkeypatch):
+    out = tmp_path / "kernel.png"
+    file_appears_while_saving(monkeypatch, out)
+    code, err = run(["kernel", "--out", str(out), *(["--force"] if force else [])], capsys)
+    if force:
+        assert code == 0 and out.read_bytes().startswith(b"\x89PNG")
+    else:
+        assert_one_line(code, err, f"{out} appeared while it was being written", command="kernel")
+        assert out.read_text() == "another program's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kernel.png"]  # no temporary file left

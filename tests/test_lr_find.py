@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import cnnlab.train
-from cli_support import assert_one_line, run
+from cli_support import assert_one_line, file_appears_while_saving, run
 from cnnlab import cli
 from cnnlab import lr_find as lr_find_module
 from cnnlab.data import balanced_class_weights
@@ -146,6 +146,15 @@ def test_cli_lr_find_refuses_a_flag_the_sweep_would_not_use(tmp_path, capsys, mo
                     "--momentum is SGD's and RMSprop's, and adam keeps its own running moments; expected no "
                     "--momentum with --optimizer adam", command="lr-find")
     assert not plot.exists()
+
+
+def test_cli_lr_find_keeps_a_plot_that_appears_while_it_sweeps(tmp_path, unbalanced_folder, capsys, monkeypatch):
+    plot = tmp_path / "lr.png"
+    file_appears_while_saving(monkeypatch, plot)  # a second lr-find to the same name, say, ending first
+    assert_one_line(*run(["lr-find", "lenet-relu", "--dataset", f"folder:{unbalanced_folder}", "--image-size", "16",
+                          "--batch-size", "8", "--steps", "12", "--out", str(plot), "--device", "cpu"], capsys),
+                    f"{plot} appeared while it was being written", command="lr-find")
+    assert plot.read_text() == "another program's"
 
 
 @pytest.fixture

@@ -302,6 +302,6 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
     columns, rows = compare_runs(runs)
     if plot is not None:
         with name_text():  # run folder names in any script
-            save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot))
+            save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot), overwrite=force)
     return format_table(columns, rows, fmt)
 

@@ -28,7 +28,7 @@ def atomic_write(path: str | Path, write: Callable[[str], Any], overwrite: bool 
     and is fsync'ed before the rename.
 
     ``overwrite=False`` never replaces a file: :func:`check_output_file` looked before the work, and a file that
-    another program (a second export to the same name) put at ``path`` while ``write`` ran is kept, with a
+    another program (a second export or plot to the same name) put at ``path`` while ``write`` ran is kept, with a
     CnnlabError and nothing written.
     """
     path = Path(path)
@@ -190,14 +190,17 @@ def check_figure_file(path: str | Path, force: bool = False, what: str = "", mak
     return check_output_file(path, force, what=what, make_folder=make_folder)
 
 
-def save_figure(fig, path: str | Path) -> None:
-    """Save a matplotlib figure atomically (the format from the suffix) and free it."""
+def save_figure(fig, path: str | Path, overwrite: bool = True) -> None:
+    """Save a matplotlib figure atomically (the format from the suffix) and free it; ``overwrite``: as
+    :func:`atomic_write` takes it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110,
-                                               bbox_inches="tight"))
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110,
+                                                   bbox_inches="tight"), overwrite)
+    finally:
+        plt.close(fig)
 
 
 # val_bal_acc: the validation balanced accuracy (the mean of the classes' recalls); empty in the rows of a run from

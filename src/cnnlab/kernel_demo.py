@@ -90,7 +90,7 @@ def run_kernel_demo(out: str | Path | None = None, steps: int = 10, lr: float = 
     print(f"learned kernel: {kernel} (the edge detector is [[1, -1]])")
 
     if path is not None:
-        save_figure(kernel_figure(X, Y, kernel), path)
+        save_figure(kernel_figure(X, Y, kernel), path, overwrite=force)
         print(f"saved {path}")
     return {"losses": losses, "kernel": kernel.tolist(), "transpose_is_zero": transpose_is_zero,
             "figure": str(path) if path is not None else None}

@@ -261,5 +261,5 @@ def check_plot_path(path: str | Path, force: bool = False) -> Path:
 def write_lr_find_plot(result: LRFindResult, path: str | Path, force: bool = False) -> Path:
     """Save :func:`lr_find_figure` as a PNG (atomically); an existing file is replaced only with ``force``."""
     path = check_plot_path(path, force)
-    save_figure(lr_find_figure(result), path)
+    save_figure(lr_find_figure(result), path, overwrite=force)
     return path
