@@ -273,6 +273,38 @@ def test_the_input_channels_are_those_of_the_convolution_that_reads_the_image(tm
         assert open_model(path, options).spec.channels == 3, (path, options)
 
 
+class GreyToRgb(nn.Module):
+    """A grey-picture model on an RGB backbone: the picture repeated to three channels before the first conv."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x.repeat(1, 3, 1, 1))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("layout", [None, "NCHW"])
+def test_an_onnx_graph_whose_first_convolution_reads_the_image_repeated_takes_the_inputs_channels(layout, tmp_path):
+    # The layout was told by the axis holding the first convolution's 3 input channels; a 1 x 1 x 16 x 16 input
+    # repeated to 3 has none, so the graph was refused ("cannot tell the layout"), and with --layout NCHW refused
+    # again with a hint of --layout NHWC. The .pt2 and module kinds opened it.
+    net = GreyToRgb().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 1, 16, 16),), str(tmp_path / "grey.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    model = open_model(tmp_path / "grey.onnx", Options(layout=layout))
+    assert (model.spec.layout, model.spec.channels, model.spec.hw) == ("NCHW", 1, (16, 16))
+    images = torch.randint(0, 256, (3, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(images.float() / 255)
+    assert torch.allclose(model.logits(images), expected, atol=1e-5)
+    assert tuple(model.kernels().shape) == (4, 3, 3, 3)
+
+
 def test_an_onnx_graph_of_several_outputs_says_which_it_reads(tmp_path):
     class Two(nn.Module):  # logits and the features before them, as some exports give both
         def __init__(self):

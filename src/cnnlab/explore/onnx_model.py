@@ -7,7 +7,8 @@ outputs, so one onnxruntime run gives the logits and every stage's feature map. 
 the graph where it says it:
 
 * the image input: the one graph input that is not an initializer, rank 4, float32; its layout is NCHW or NHWC by
-  where the channels sit (the first convolution's weight says how many there are), else ``--layout``;
+  where the channels sit (the first convolution's weight says how many there are; where no axis holds
+  that many, the axis of 1 or 3), else ``--layout``;
 * its height and width: the static ones, square or not, else ``--input-size`` (a dynamic side without it is
   refused);
 * scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
@@ -230,10 +231,15 @@ class OnnxModel:
             raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {_type_name(elem)}, "
                               "expected float32 N x C x H x W or N x H x W x C")
         conv_in = self._first_conv_channels()
+        axes = {"NCHW": dims[1], "NHWC": dims[3]}  # where each layout keeps the channels
         layout, origin = options.layout, {}
         if layout is None:
-            fits = [name for name, c in (("NCHW", dims[1]), ("NHWC", dims[3]))
-                    if isinstance(c, int) and (c == conv_in if conv_in else c in (1, 3))]
+            fits = [name for name, c in axes.items() if isinstance(c, int) and c == conv_in]
+            if not fits:
+                # No axis holds the channels of the first convolution (or there is none): it reads what the graph
+                # made of the image (a grey picture repeated to an RGB backbone's three channels), so the axis of
+                # a grey or RGB picture's channels tells
+                fits = [name for name, c in axes.items() if isinstance(c, int) and c in (1, 3)]
             if len(fits) != 1:
                 raise CnnlabError(f"{self.path}: cannot tell the layout of input {value.name!r} "
                                   f"({' x '.join(str(d) for d in dims)}); pass --layout NCHW or NHWC")
@@ -241,8 +247,10 @@ class OnnxModel:
         else:
             origin["layout"] = "flags"
         c_dim, h_dim, w_dim = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
-        if origin["layout"] == "flags" and conv_in and isinstance(c_dim, int) and c_dim != conv_in:
-            other = "NHWC" if layout == "NCHW" else "NCHW"
+        other = "NHWC" if layout == "NCHW" else "NCHW"
+        # refused where the other layout's axis holds the first convolution's channels: the graph says otherwise
+        if origin["layout"] == "flags" and conv_in and isinstance(c_dim, int) and c_dim != conv_in and \
+                axes[other] == conv_in:
             raise CnnlabError(f"--layout {layout} reads input {value.name!r} ({' x '.join(str(d) for d in dims)}) as "
                               f"{c_dim} channels, but its first convolution takes {conv_in}; expected --layout "
                               f"{other}, or no --layout (the graph tells)")
