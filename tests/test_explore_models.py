@@ -1632,6 +1632,40 @@ def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, mo
     assert open_model("user_models:nhwc", Options(input_size=32, layout="NHWC")).spec.layout == "NHWC"
 
 
+LAZY_CODE = """
+import torch
+from torch import nn
+
+
+def lenet():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.LazyConv2d(6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.LazyLinear(10))
+"""
+
+
+def test_a_network_of_lazy_layers_is_one_line_without_weights_and_opens_with_them(tmp_path, monkeypatch):
+    # The book's nets (nn.LazyConv2d, nn.LazyLinear) have no weights until a first forward pass: module:function
+    # returning one was an internal error (ValueError: "Attempted to use an uninitialized parameter").
+    (tmp_path / "book_nets.py").write_text(LAZY_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CnnlabError, match=r"^book_nets:lenet\(\) returned a network whose lazy layers have no weights "
+                                          r"yet \(0 \(LazyConv2d\), 4 \(LazyLinear\): .*; expected its weights: pass "
+                                          r"--weights FILE") as e:
+        open_model("book_nets:lenet", Options(input_size=28))
+    assert "\n" not in str(e.value)
+    import book_nets
+
+    net = book_nets.lenet()
+    net(torch.zeros(1, 1, 28, 28))  # as trained on Fashion-MNIST: grey pictures
+    torch.save(net.state_dict(), tmp_path / "lenet.pth")
+    model = open_model("book_nets:lenet", Options(input_size=28, weights=str(tmp_path / "lenet.pth")))
+    assert model.spec.channels == 1
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.logits(images), net.eval()(images.float() / 255), atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["onnx", "pt2"])
 def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
     """A cnnlab export normalises inside its graph: the flags would apply it twice and shift every answer."""

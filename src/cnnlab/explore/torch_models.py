@@ -35,6 +35,7 @@ from weakref import ref
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
@@ -658,6 +659,16 @@ class ModuleModel(_TorchModel):
             state, unread = read_weights(options.weights, expected)
             how = load_state_dict_into(model, state, options.weights, f"the network {spec}() builds", expected)
             note += f" Its weights: {loaded_note(options.weights, how, unread)}"
+        # The book's nets (nn.LazyConv2d, nn.LazyLinear) make their weights at the first forward pass, of the shape
+        # its input has: none exist yet to explore, and the first image tried would fix the input channels
+        lazy = [f"{name} ({type(m).__name__})" for name, m in model.named_modules()
+                if any(map(is_lazy, (*m.parameters(recurse=False), *m.buffers(recurse=False))))]
+        if lazy:
+            raise CnnlabError(f"{spec}() returned a network whose lazy layers have no weights yet "
+                              f"({', '.join(lazy[:3])}{', ...' if len(lazy) > 3 else ''}: nn.LazyConv2d, nn.LazyLinear "
+                              "and the like make theirs at the first forward pass); expected its weights: pass "
+                              "--weights FILE (a state dict of the trained network), or run it once on an input of "
+                              "its shape before returning it (net(torch.zeros(1, 1, 28, 28)))")
         return cls(model, spec, options, folder_classes, note=note)
 
     @classmethod
