@@ -1072,6 +1072,40 @@ def test_graphs_as_other_tools_write_them(tail, tmp_path):
     assert not any(row["op"].endswith("QuantizeLinear") for row in table.values())  # scales are not layers
 
 
+def test_a_quantized_graphs_scores_are_onnxruntimes_for_the_file_as_it_is(tmp_path):
+    # The stages' outputs added to the graph keep onnxruntime from fusing DequantizeLinear -> Conv -> QuantizeLinear
+    # into its integer QLinearConv, and the float Conv rounds otherwise: the scores shown were another computation's
+    # than the file's (for mobilenet_v3_small quantized by onnxruntime, a logit 1.1 away on a photo). Here every
+    # picture is a tie for one of the two (pixel * 0.1 / 0.2), which the float Conv's rounding breaks either way.
+    def scale(name, value, zero_type=np.uint8):
+        return [numpy_helper.from_array(np.array(value, np.float32), name),
+                numpy_helper.from_array(np.array(0, zero_type), name + "_zero")]
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "sx_zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "sx_zero"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "sw", "sw_zero"], ["w"]),
+             helper.make_node("Conv", ["xd", "w"], ["conv"]),
+             helper.make_node("QuantizeLinear", ["conv", "sy", "sy_zero"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "sy_zero"], ["yd"]),
+             helper.make_node("GlobalAveragePool", ["yd"], ["pool"]),
+             helper.make_node("Flatten", ["pool"], ["y"])]
+    weights = [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.int8), "wq"), *scale("sx", 1.0),
+               *scale("sw", 0.1, np.int8), *scale("sy", 0.2)]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, tmp_path / "int8.onnx")
+    images = torch.arange(1, 256, 2, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 8, 8).contiguous()
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    expected = torch.from_numpy(session.run(None, {"x": images.float().numpy()})[0])
+    opened = open_model(tmp_path / "int8.onnx", Options(pixel_range="0-255"))
+    assert torch.allclose(opened.logits(images), expected, atol=1e-6)
+    rows = opened.stages(images[1])
+    assert [r.kind for r in rows] == ["Conv", "GlobalAveragePool", "output"]  # the maps are still shown
+    assert torch.allclose(rows[-1].output, expected[1:2], atol=1e-6)
+    assert any("quantized graph" in note for note in opened.notes)
+
+
 def test_an_nhwc_graph(tmp_path, rgb_folder):
     w, b, fc = _nhwc_graph(tmp_path / "nhwc.onnx")
     model, images = open_with_images(tmp_path / "nhwc.onnx", rgb_folder, Options(mean=(0.5,), std=(0.25,)))

@@ -71,6 +71,11 @@ FLOAT_TYPES = frozenset({1, 10, 11, 16})
 # The inputs of quantized ops that are weights and biases; the others are scales and zero points.
 QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,),
                      "QGemm": (3, 6)}  # com.microsoft's, for a Linear quantized by onnxruntime (QOperator format)
+# The ops of a quantized graph (QDQ, as onnxruntime's static quantization and cnnlab's onnx-int8 export write it; the
+# QOperator format; dynamic quantization): onnxruntime fuses a DequantizeLinear -> Conv -> QuantizeLinear into one
+# integer QLinearConv, which rounds otherwise than the float Conv it runs where that Conv's output is a graph output.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+                           "MatMulInteger", *QUANTIZED_WEIGHTS})
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
 PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
 # Where torch.onnx.export(dynamo=True) writes the modules a node ran in, outermost first, then the FX node's own
@@ -181,6 +186,11 @@ class OnnxModel:
         self.from_image = self._from_image()
         self.stage_nodes = [n for n in self.nodes if n.op_type in STAGE_OPS and n.output and n.output[0]
                             and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image]
+        # A quantized graph's class scores come from a session of the graph as it is: the stages' outputs added
+        # below keep onnxruntime from fusing its quantized ops, and the scores would be another computation's
+        # (a logit 1.1 away for mobilenet_v3_small quantized by onnxruntime), not what the file gives deployed.
+        quantized = any(node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear") for node in self.nodes)
+        as_is = model.SerializeToString() if quantized else None
         # Every stage's first output becomes a graph output of a copy of the model (the file is not touched), of
         # the type shape inference gave it (float32 where it gave none).
         known = {o.name for o in graph.output}
@@ -194,6 +204,9 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), options_,
                                                 providers=["CPUExecutionProvider"])
+            # the graph as it is, for the class scores (the same session where the outputs added change nothing)
+            self.scorer = self.session if as_is is None else \
+                ort.InferenceSession(as_is, options_, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
             raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {path} ({summary(e, 200)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -214,6 +227,10 @@ class OnnxModel:
         if one_at_a_time:
             self.notes += ("The graph's batch axis is free, but it fails on two images at once: images are run one "
                            "at a time.",)
+        if self.scorer is not self.session:
+            self.notes += ("A quantized graph: its class scores are onnxruntime's for the file as it is; its feature "
+                           "maps come from a run that returns them, in which onnxruntime does not fuse the quantized "
+                           "ops, so they are the unfused ops' values.",)
         self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
 
@@ -352,7 +369,8 @@ class OnnxModel:
             if real < step:  # a graph fixed to a batch of N takes exactly N: pad with copies, keep the real rows
                 chunk = torch.cat([chunk, chunk[:1].expand(step - real, *chunk.shape[1:])])
             x = self.spec.to_input(chunk).numpy().astype(np.float32, copy=False)
-            outs = self.session.run(names, {self.input_name: x})
+            session = self.scorer if names == [self.output_name] else self.session
+            outs = session.run(names, {self.input_name: x})
             # A value of the graph's own (not one per image) is no stage, and is left out; the output is kept as
             # it is, for the classifier check to name.
             parts.append([out[:real] if per_image(out, step) else out if name == self.output_name else None
@@ -410,6 +428,8 @@ class OnnxModel:
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         out = self._run(image[None])
+        if self.scorer is not self.session:  # the scores the graph gives as it is (see __init__)
+            out.update(self._run(image[None], [self.output_name]))
         rows = [Row(self._names[id(node)], node.op_type,
                     as_nchw(torch.from_numpy(np.array(out[node.output[0]], dtype=np.float32)),
                             self.layouts.get(node.output[0])))
