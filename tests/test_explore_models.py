@@ -1106,6 +1106,31 @@ def test_a_quantized_graphs_scores_are_onnxruntimes_for_the_file_as_it_is(tmp_pa
     assert any("quantized graph" in note for note in opened.notes)
 
 
+def test_a_graph_whose_answer_depends_on_the_batch_is_run_one_image_at_a_time(tmp_path):
+    # Dynamic quantization takes one scale for the whole batch's values: predict on a folder ran its pictures in
+    # one batch, and each picture's answer depended on the others beside it (another top class than the page's,
+    # which analyses one image, and than the file's for that picture alone).
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(tmp_path / "float.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "dynamic.onnx"), weight_type=QuantType.QInt8)
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[0] //= 16  # a dark picture beside bright ones: the batch's scale is not its own
+    session = ort.InferenceSession(str(tmp_path / "dynamic.onnx"), providers=["CPUExecutionProvider"])
+    alone = torch.cat([torch.from_numpy(session.run(None, {"x": images[k:k + 1].float().numpy() / 255})[0])
+                       for k in range(4)])
+    model = open_model(tmp_path / "dynamic.onnx")
+    assert torch.allclose(model.logits(images), alone, atol=1e-6)
+    assert any("depends on the others run with it" in note for note in model.notes)
+    float_model = open_model(tmp_path / "float.onnx")  # a float graph is still run in batches
+    assert float_model.batch is None and not any("one at a time" in note for note in float_model.notes)
+
+
 def test_an_nhwc_graph(tmp_path, rgb_folder):
     w, b, fc = _nhwc_graph(tmp_path / "nhwc.onnx")
     model, images = open_with_images(tmp_path / "nhwc.onnx", rgb_folder, Options(mean=(0.5,), std=(0.25,)))

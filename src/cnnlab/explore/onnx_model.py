@@ -212,7 +212,7 @@ class OnnxModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         probe = self._run(self.spec.zeros(1))
         count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
-        one_at_a_time = self.batch is None and not self._runs_two()
+        one_at_a_time = self._batch_trouble() if self.batch is None else None
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
         stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes") \
@@ -225,8 +225,7 @@ class OnnxModel:
                       "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
         self.notes += self.scoring.notes()
         if one_at_a_time:
-            self.notes += ("The graph's batch axis is free, but it fails on two images at once: images are run one "
-                           "at a time.",)
+            self.notes += (f"The graph's batch axis is free, but {one_at_a_time}: images are run one at a time.",)
         if self.scorer is not self.session:
             self.notes += ("A quantized graph: its class scores are onnxruntime's for the file as it is; its feature "
                            "maps come from a run that returns them, in which onnxruntime does not fuse the quantized "
@@ -386,13 +385,26 @@ class OnnxModel:
         except Exception:  # onnxruntime's own error classes: it ran on blank images; its last node says
             return None
 
-    def _runs_two(self) -> bool:
-        """Whether two images at once give two rows of output."""
+    def _batch_trouble(self) -> str | None:
+        """Why the images must be run one at a time (for the page's note), or None: two images at once do not give
+        two rows of output, or do not give each image's own (dynamic quantization takes one scale for the whole
+        batch's values: an image's answer would depend on the others beside it, and ``predict`` on a folder would
+        answer otherwise than the page and than the deployed file for that image alone)."""
+        pictures = self.spec.probe(2)
+        pictures[1] //= 8  # a dark picture beside a bright one: a scale of the batch's is neither's own
         try:
-            pair = self._run(self.spec.zeros(2), [self.output_name])[self.output_name]
+            pair = self._run(pictures, [self.output_name])[self.output_name]
+            alone = [self._run(pictures[k:k + 1], [self.output_name])[self.output_name] for k in range(2)]
         except Exception:  # onnxruntime's own error classes: the graph cannot take a batch of two
-            return False
-        return pair.shape[:1] == (2,)
+            return "it fails on two images at once"
+        if pair.shape[:1] != (2,):
+            return "it fails on two images at once"
+        alone = np.concatenate(alone).astype(np.float64)
+        # rounding of another summation order stays far below a thousandth of the outputs' scale
+        if np.abs(pair - alone).max() > 1e-3 * float(np.abs(alone).max()):
+            return ("each image's output depends on the others run with it (as under dynamic quantization, whose "
+                    "scale is the whole batch's)")
+        return None
 
     def _logits_of(self, out: np.ndarray) -> torch.Tensor:
         return self.scoring.scores(torch.from_numpy(np.asarray(out, dtype=np.float32)))
