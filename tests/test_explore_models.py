@@ -2335,6 +2335,8 @@ class _Returns(nn.Module):
                     for _ in range(x.shape[0])]
         if self.what == "segments":  # as torchvision's segmentation models return
             return {"out": y}
+        if self.what == "pooled":  # a convolutional head's class scores, not flattened (SqueezeNet's without it)
+            return y.mean((2, 3), keepdim=True)
         return y, y.mean((2, 3))  # per-pixel scores first, then an image's
 
 
@@ -2344,13 +2346,27 @@ class _Returns(nn.Module):
     ("segments", r"returns a dict of 'out' \(2 x 4 x 8 x 8\), expected 2 x classes of float logits \(a map of "
                  r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
     ("segments first", r"returns a tuple of 2 \(2 x 4 x 8 x 8, 2 x 4\), expected 2 x classes of float logits \(a map "
-                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$")])
+                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
+    # class scores on a 1 x 1 map were called a segmentation model's, in every kind
+    ("pooled", r"returns 2 x 4 x 1 x 1, expected 2 x classes of float logits \(class scores on a 1 x 1 map, as a "
+               r"convolutional head gives them before a flatten: the model must flatten them to N x 4\)$")])
 def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
     """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why."""
     from cnnlab.explore.torch_models import ModuleModel
 
     with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it " + said):
         ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
+
+
+def test_an_onnx_graph_of_class_scores_on_a_1_by_1_map_is_not_called_a_segmentation_model(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Returns("pooled").eval(), (torch.zeros(1, 3, 8, 8),), str(tmp_path / "head.onnx"),
+                          dynamo=False, input_names=["x"], output_names=["scores"])
+    with pytest.raises(CnnlabError, match=r"its output 'scores' has shape 1 x 4 x 1 x 1, expected N x classes \(class "
+                                          r"scores on a 1 x 1 map, as a convolutional head gives them before a "
+                                          r"flatten: the model must flatten them to N x 4\)$"):
+        open_model(tmp_path / "head.onnx")
 
 
 def test_an_imagenet_name_cnnlab_does_not_build_is_told_how_to_bring_it(tmp_path):

@@ -43,6 +43,7 @@ from cnnlab.explore.model import (
     InputSpec,
     Options,
     logits_count,
+    map_hint,
     occlusion_pngs,
     outputs_note,
     per_image,
@@ -177,8 +178,7 @@ class OnnxModel:
         shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 1)):
-            pixels = " (a map of scores per pixel is a segmentation model's: the explorer explains image " \
-                "classifiers)" if len(out) == 4 else ""
+            pixels = map_hint(out) if len(out) == 4 else ""
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes{pixels}")
         self.shapes = shapes
