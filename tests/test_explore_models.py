@@ -1785,6 +1785,11 @@ def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(
                                           r"not N x C x H x W; pass --layout NHWC$"):
         open_model(tmp_path / "nhwc.pt2")
     assert open_model(tmp_path / "nhwc.pt2", Options(layout="NHWC")).spec.hw == (16, 16)
+    # a free batch was shown as "None x 16 x 16 x 3"
+    torch.export.save(torch.export.export(Nhwc().eval(), (torch.randn(2, 16, 16, 3),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), tmp_path / "free.pt2")
+    with pytest.raises(CnnlabError, match=r"free.pt2: its input N x 16 x 16 x 3 looks like N x H x W x C \(C = 3\)"):
+        open_model(tmp_path / "free.pt2")
     with pytest.raises(CnnlabError, match=r"imagenet-resnet19 does not exist \(.*or an ImageNet backbone: "
                                           r"imagenet-resnet18, "):
         open_model("imagenet-resnet19")

@@ -236,7 +236,8 @@ def _spec(options: Options, shape: tuple | None, conv_in: int | None, where: str
     if options.layout is None and c is not None and shape[3] is not None and shape[3] != c and \
             (shape[3] == conv_in if conv_in else shape[3] in (1, 3) and c not in (1, 3)):
         # N x H x W x C read as N x C x H x W: C channels of H x W pixels would not be what it takes
-        raise CnnlabError(f"{where}: its input {' x '.join(map(str, shape))} looks like N x H x W x C (C = "
+        shown = " x ".join("N" if k == 0 and d is None else "?" if d is None else str(d) for k, d in enumerate(shape))
+        raise CnnlabError(f"{where}: its input {shown} looks like N x H x W x C (C = "
                           f"{shape[3]}), not N x C x H x W; pass --layout NHWC")
     channels = c or conv_in
     if not channels:
