@@ -511,6 +511,37 @@ def test_a_module_function_model_needs_its_input_size_and_is_run_as_torch_runs_i
     assert [r["top"][0]["probability"] for r in results] == pytest.approx(probs.max(1).values.tolist(), abs=1e-5)
 
 
+class _Diverged(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _tiny_net()
+
+    def forward(self, x):
+        return self.net(x) * float("nan")
+
+
+def diverged_net():
+    """``module:function`` for the test below: a model whose training diverged (NaN logits)."""
+    return _Diverged()
+
+
+def test_a_diverged_models_probabilities_are_null_in_json_and_a_dash_in_text(tmp_path, capsys):
+    # --json wrote NaN, which is no JSON (jq and JSON.parse refuse the whole output), and the text "nan%"; the
+    # explorer's pages show such a probability as a dash (null in their JSON)
+    paths = _pictures(tmp_path / "pictures", 3, n=2)
+    assert main(["predict", "test_predict:diverged_net", *map(str, paths), "--input-size", "20", "--json"]) == 0
+    captured = capsys.readouterr()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    results = json.loads(captured.out, parse_constant=refuse)
+    assert [t["probability"] for r in results for t in r["top"]] == [None] * 6
+    assert "outputs for 2 of the images are not numbers" in captured.err
+    assert main(["predict", "test_predict:diverged_net", str(paths[0]), "--input-size", "20"]) == 0
+    assert capsys.readouterr().out == f"{paths[0]}: class 0 -, class 1 -, class 2 -\n"
+
+
 @pytest.mark.parametrize("flags, needle", [
     (["--input-size", "40"], "--input-size, --mean, --std, --pixel-range, --bgr, --layout and --multi-label are for "
                              "models from elsewhere; a cnnlab checkpoint records its own"),

@@ -249,6 +249,10 @@ def _cmd_predict(args) -> int:
     if shown < args.top:  # the model has fewer classes than asked for: every one is shown
         print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {shown}; all "
               f"{shown} are shown", file=sys.stderr)
+    diverged = sum(any(t["probability"] is None for t in r["top"]) for r in results if "top" in r)
+    if diverged:  # NaN or infinite outputs: a diverged model, whose figures mean nothing
+        print(f"cnnlab predict: note: the model's outputs for {diverged} of the images are not numbers (NaN or "
+              "infinite: a diverged model?); their probabilities are shown as -", file=sys.stderr)
     for r in failed:  # one line each, after the good ones; the exit code says that some failed
         print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
     return 2 if failed else 0
