@@ -1748,6 +1748,24 @@ def test_a_cnnlab_checkpoint_refuses_the_flags_of_models_from_elsewhere(lenet):
         open_model(lenet["run"], Options(multi_label=True))
 
 
+def test_a_program_of_a_bounded_batch_is_given_as_many_images_at_once_as_it_takes(tmp_path):
+    # torch.export.Dim("batch", min=3, max=5): fewer than 3 images failed the program's guard at opening (refused
+    # with the hint to pass another --input-size), and more than 5 (predict of a folder, occlusion's 50) were an
+    # internal error. Images now go in chunks of at most 5, padded to 3 with copies.
+    net = Scorer(4).eval()
+    program = torch.export.export(net, (torch.zeros(4, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=3, max=5)},))
+    torch.export.save(program, tmp_path / "bounded.pt2")
+    model = open_model(tmp_path / "bounded.pt2")
+    images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(images.float() / 255)
+    assert torch.allclose(model.logits(images), expected, atol=1e-5)
+    rows = model.stages(images[0])
+    assert torch.allclose(rows[-1].output[:1], expected[:1], atol=1e-5)
+    assert model.attribution(images[0], 0)["method"] == "grad-cam"
+
+
 @pytest.mark.parametrize("batch", [1, None])  # a program exported at one fixed batch, or at any
 def test_a_program_that_returns_two_tensors_is_read_by_its_first(tmp_path, batch):
     # It was refused as "not a classifier: ... returns a tuple of 2".

@@ -382,6 +382,22 @@ def _quiet_export_logs():
             lg.setLevel(level)
 
 
+def _batch_bounds(program, value) -> tuple[int, int | None]:
+    """The fewest (at least 1) and the most (None: no bound) images a program of free batch takes at once, read
+    from its range constraints on the batch size of its input ``value`` (the placeholder's example tensor)."""
+    size = value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
+    bound = program.range_constraints.get(size.node.expr) if isinstance(size, torch.SymInt) else None
+
+    def whole(limit) -> int | None:  # sympy's integers, or torch's unbounded int_oo (no int() of it)
+        try:
+            return int(limit)
+        except (TypeError, ValueError, AttributeError, OverflowError):
+            return None
+
+    lower, upper = (whole(bound.lower), whole(bound.upper)) if bound is not None else (None, None)
+    return max(1, lower or 1), upper if upper is not None and upper >= max(1, lower or 1) else None
+
+
 class ExportedModel(_TorchModel):
     """A ``torch.export`` program saved with ``torch.export.save`` (see the module docstring)."""
 
@@ -415,6 +431,9 @@ class ExportedModel(_TorchModel):
         if shape is not None and len(shape) != 4:
             raise CnnlabError(f"{path} has no image input: its input is {len(shape)}-d, expected N x C x H x W")
         self.batch = shape[0] if shape is not None and shape[0] else None  # torch.export may fix the batch
+        # the fewest and the most images the program takes at once: its fixed batch, or a free batch's bounds
+        # (torch.export.Dim("batch", min=2, max=16)), outside which its guard fails
+        self.batches = (self.batch, self.batch) if self.batch else _batch_bounds(program, val)
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path), options.classes is not None)
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
@@ -457,20 +476,24 @@ class ExportedModel(_TorchModel):
         return None
 
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``x`` padded with copies of its first image to the program's fixed batch (if any), and its real size."""
+        """``x`` padded with copies of its first image to the fewest images the program takes at once (its fixed
+        batch, or a free batch's lower bound), and its real size."""
         real = x.shape[0]
-        if self.batch is None or real == self.batch:
+        fewest, most = self.batches
+        if most is not None and real > most:
+            raise ValueError("callers pass at most the program's largest batch at a time")
+        if real >= fewest:
             return x, real
-        if real > self.batch:
-            raise ValueError("callers pass at most one fixed batch at a time")
-        return torch.cat([x, x[:1].expand(self.batch - real, *x.shape[1:])]), real
+        return torch.cat([x, x[:1].expand(fewest - real, *x.shape[1:])]), real
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.batch is None:
+        fewest, most = self.batches
+        if fewest == 1 and most is None:
             return self._scores_of(self.module(x))
         outs = []
-        for start in range(0, x.shape[0], self.batch):
-            chunk, real = self._padded(x[start:start + self.batch])
+        step = most or x.shape[0]
+        for start in range(0, x.shape[0], step):
+            chunk, real = self._padded(x[start:start + step])
             out = self._scores_of(self.module(chunk))
             if not isinstance(out, torch.Tensor):  # not one tensor of logits: the classifier check says what it is
                 return out
