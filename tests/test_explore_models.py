@@ -1200,6 +1200,21 @@ def test_a_layout_flag_the_graph_contradicts_is_named(tmp_path):
     assert open_model(tmp_path / "nhwc.onnx", Options(layout="NHWC")).spec.layout == "NHWC"
 
 
+def test_an_input_size_a_graph_of_dynamic_sides_cannot_take_is_one_line(tmp_path):
+    # A graph of dynamic height and width that takes one size only (a Linear of a fixed width after a Flatten),
+    # opened with another --input-size: onnxruntime's InvalidArgument was an internal error.
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 14 * 14, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "flat.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    with pytest.raises(CnnlabError, match=r"flat.onnx failed on a 1 x 3 x 24 x 24 input in onnxruntime \(.*Gemm.*\); "
+                                          r"pass an --input-size the graph allows; expected a classifier") as e:
+        open_model(tmp_path / "flat.onnx", Options(input_size=24))
+    assert "\n" not in str(e.value)
+    assert open_model(tmp_path / "flat.onnx", Options(input_size=16)).spec.hw == (16, 16)
+
+
 def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
     _nhwc_graph(tmp_path / "dyn.onnx", dynamic=True)
     with pytest.raises(CnnlabError, match="dynamic input size.*pass --input-size"):

@@ -210,7 +210,13 @@ class OnnxModel:
         except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
             raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {path} ({summary(e, 200)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
-        probe = self._run(self.spec.zeros(1))
+        try:
+            probe = self._run(self.spec.zeros(1))
+        except Exception as e:  # onnxruntime's own error classes: a graph that takes only some sizes (a Gemm of a
+            # fixed width after a Flatten) given another by --input-size, or one that fails on any input
+            hint = "; pass an --input-size the graph allows" if self.spec.origin.get("size") == "flags" else ""
+            raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
+                              f"({summary(e, 200)}){hint}; expected a classifier of one image batch") from None
         count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
         one_at_a_time = self._batch_trouble() if self.batch is None else None
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
