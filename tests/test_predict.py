@@ -542,6 +542,31 @@ def test_a_diverged_models_probabilities_are_null_in_json_and_a_dash_in_text(tmp
     assert capsys.readouterr().out == f"{paths[0]}: class 0 -, class 1 -, class 2 -\n"
 
 
+class _Chatty(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        print("building the network")  # research code says what it does, on stdout
+        self.net = _tiny_net()
+
+    def forward(self, x):
+        print("forward", tuple(x.shape))
+        return self.net(x)
+
+
+def chatty_net():
+    """``module:function`` for the test below: a model whose code prints."""
+    return _Chatty()
+
+
+def test_what_the_models_own_code_prints_goes_to_stderr_and_json_stays_json(tmp_path, capsys):
+    # The prints of module:function's code came out on stdout before the JSON: `predict --json | jq` failed
+    paths = _pictures(tmp_path / "pictures", 3, n=2)
+    assert main(["predict", "test_predict:chatty_net", *map(str, paths), "--input-size", "20", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [r["file"] for r in json.loads(captured.out)] == list(map(str, paths))
+    assert "building the network" in captured.err and "forward (1, 3, 20, 20)" in captured.err
+
+
 @pytest.mark.parametrize("flags, needle", [
     (["--input-size", "40"], "--input-size, --mean, --std, --pixel-range, --bgr, --layout and --multi-label are for "
                              "models from elsewhere; a cnnlab checkpoint records its own"),

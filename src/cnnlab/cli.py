@@ -8,6 +8,7 @@ runs (building the flags from TrainConfig still imports torch: docs/design.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -237,8 +238,11 @@ def _cmd_predict(args) -> int:
     from cnnlab.explore.sources import predict_any
     from cnnlab.predict import format_predictions
 
-    results = predict_any(args.checkpoint, args.images, _model_options(args), invert=args.invert, topk=args.top,
-                          device=args.device, skip_bad=True)
+    # What the model's own code prints (module:function's import, build and forward) goes to stderr: stdout holds
+    # the predictions alone, which --json promises a reader (jq) as one JSON document
+    with contextlib.redirect_stdout(sys.stderr):
+        results = predict_any(args.checkpoint, args.images, _model_options(args), invert=args.invert,
+                              topk=args.top, device=args.device, skip_bad=True)
     failed = [r for r in results if "error" in r]
     if args.json or len(failed) < len(results):
         try:
