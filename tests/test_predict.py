@@ -491,6 +491,21 @@ def test_anyones_onnx_file_is_read_as_the_flags_say(tmp_path):
         assert [t["probability"] for t in r["top"]] == pytest.approx(p.topk(3).values.tolist(), abs=1e-5)
 
 
+def test_a_model_of_other_than_1_or_3_channels_is_refused_once_not_per_picture(tmp_path, capsys):
+    # A 4-channel model (RGB and depth, RGBA) gave every picture the error "channels must be 1 (grey) or 3 (RGB),
+    # got 4", as if each file were at fault, one line per file
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 4, 8, 8),), str(tmp_path / "rgbd.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    paths = _pictures(tmp_path / "pictures", 3, n=3)
+    assert main(["predict", str(tmp_path / "rgbd.onnx"), *map(str, paths)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cnnlab predict: error: pictures can feed models of 1 or 3 input "
+                                                    "channels (grey or RGB); ") and err.endswith("rgbd.onnx takes 4\n")
+
+
 def tiny_net():
     """``module:function`` for the test below."""
     return _tiny_net()
