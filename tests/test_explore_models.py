@@ -1407,6 +1407,15 @@ def test_class_files(tmp_path, text, expected):
     assert read_classes(path) == expected
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_class_file_with_its_byte_order_mark_is_read_as_utf16(tmp_path, encoding):
+    # Notepad's "Unicode" saves UTF-16 after a byte-order mark: read as UTF-8, every name held NULs ("\x00h")
+    path = tmp_path / "classes.txt"
+    mark = "" if encoding == "utf-16" else "\ufeff"  # Python's utf-16 writes the mark itself
+    path.write_bytes(f"{mark}café\r\nzero\r\none\r\n".encode(encoding))
+    assert read_classes(path) == ("café", "zero", "one")
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"]}',
      'is a JSON object of 2 entries; expected a JSON list of strings in output order (["tench", "goldfish", ...]), '

@@ -18,6 +18,7 @@ file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export`` program (``.pt2``) o
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -532,8 +533,11 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
     if not path.is_file():
         raise CnnlabError(f"--classes {path} is not a file (expected one class name per line, or a JSON list)")
     # utf-8-sig: the byte-order mark Windows editors write would otherwise stay in the first name, and hide the "["
-    # of a JSON list, which would then be read as lines.
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    # of a JSON list, which would then be read as lines. UTF-16 (Notepad's "Unicode") starts with its own mark: read
+    # as UTF-8, each of its names held NULs.
+    data = path.read_bytes()
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    text = data.decode("utf-16" if utf16 else "utf-8-sig", errors="replace")
     if not text.lstrip().startswith(("[", "{")):
         return class_names([line.strip() for line in text.splitlines() if line.strip()], f"--classes {path}")
     try:
