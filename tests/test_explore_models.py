@@ -1215,6 +1215,29 @@ def test_an_input_size_a_graph_of_dynamic_sides_cannot_take_is_one_line(tmp_path
     assert open_model(tmp_path / "flat.onnx", Options(input_size=16)).spec.hw == (16, 16)
 
 
+def test_dims_of_minus_one_are_dynamic_as_paddle2onnx_writes_them(tmp_path):
+    # paddle2onnx (and older converters) write -1 for a dynamic side; the graph was refused as fixing its input to
+    # -1 x -1, even with --input-size
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "net.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    graph = onnx.load(tmp_path / "net.onnx")
+    for k in (0, 2, 3):
+        dim = graph.graph.input[0].type.tensor_type.shape.dim[k]
+        dim.Clear()
+        dim.dim_value = -1
+    onnx.save(graph, tmp_path / "paddle.onnx")
+    with pytest.raises(CnnlabError, match=r"paddle.onnx has no fixed input size; pass --input-size"):
+        open_model(tmp_path / "paddle.onnx")
+    model = open_model(tmp_path / "paddle.onnx", Options(input_size=(20, 24)))
+    assert model.spec.hw == (20, 24) and model.batch is None
+    images = torch.randint(0, 256, (3, 3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.logits(images), net(images.float() / 255), atol=1e-5)
+
+
 def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
     _nhwc_graph(tmp_path / "dyn.onnx", dynamic=True)
     with pytest.raises(CnnlabError, match="dynamic input size.*pass --input-size"):

@@ -86,11 +86,12 @@ NAME_SCOPES, NAMESPACE = "pkg.torch.onnx.name_scopes", "namespace"
 
 
 def _dims(value_info) -> list[int | str | None]:
-    """A value's shape: ints for static dims, the dim_param name (or None) for dynamic ones."""
+    """A value's shape: ints for static dims, the dim_param name (or None) for dynamic ones. A negative dim_value is
+    a dynamic one (paddle2onnx and older converters write -1 for "any"; onnxruntime reads it so)."""
     shape = value_info.type.tensor_type.shape
     if not value_info.type.tensor_type.HasField("shape"):
         return []
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None) for d in shape.dim]
 
 
 def _type_name(elem: int) -> str:
