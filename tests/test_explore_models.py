@@ -2410,6 +2410,25 @@ class _Returns(nn.Module):
         return y, y.mean((2, 3))  # per-pixel scores first, then an image's
 
 
+@pytest.mark.parametrize("kind", ["module", "pt2"])
+def test_a_half_precision_model_is_told_to_be_float32_not_another_input_size(kind, tmp_path):
+    # Fed float32, a float16 model fails on its first layer; the line ended "if it takes another size, pass that
+    # --input-size", which no size would have mended
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = Scorer(3).eval().half()
+    with pytest.raises(CnnlabError, match=r"failed on a 2 x 1 x 8 x 8 NCHW input \(RuntimeError: .*\); it holds "
+                                          r"float16 weights and is fed float32: convert it with .float\(\); expected "
+                                          r"a classifier") as e:
+        if kind == "module":
+            ModuleModel(net, "half", Options(input_size=8))
+        else:
+            program = torch.export.export(net, (torch.zeros(2, 1, 8, 8, dtype=torch.float16),))
+            torch.export.save(program, tmp_path / "half.pt2")
+            open_model(tmp_path / "half.pt2")
+    assert "--input-size" not in str(e.value)
+
+
 @pytest.mark.parametrize("what, said", [
     ("boxes", r"returns a list of 2 dicts of 'boxes', 'labels', 'scores', expected 2 x classes of float logits "
               r"\(these are a detector's boxes: the explorer explains image classifiers\)$"),

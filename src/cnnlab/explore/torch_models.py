@@ -262,6 +262,10 @@ class _TorchModel:
     tta = False
     _outputs: tuple[str, ...] = ()  # a model of several outputs: each one's shape (N x classes first), for the note
 
+    def _network(self) -> nn.Module:
+        """The module that runs: the user's, or the program's."""
+        raise NotImplementedError
+
     def _scores_of(self, out: Any) -> Any:
         """The class scores among what the model returned (:func:`cnnlab.explore.model.first_output`): the first of
         a tuple of outputs, as the ONNX kind reads a graph's first output; the others are named on the page."""
@@ -293,7 +297,11 @@ class _TorchModel:
                     out = self._forward(spec.to_input(spec.zeros(n)))
             except Exception as e:  # the model's own error on the input the flags describe: say which input
                 shape = spec.shape_text(n)
-                if "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
+                other = sorted({str(p.dtype).removeprefix("torch.") for p in self._network().parameters()
+                                if p.is_floating_point() and p.dtype != torch.float32})
+                if other:  # fed float32, as every kind is: a half or double model fails on its first layer
+                    hint = f"; it holds {', '.join(other)} weights and is fed float32: convert it with .float()"
+                elif "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
                     hint = "; pass an --input-size the program allows"
                 elif spec.layout == "NCHW" and "channels" in str(e):  # a conv given H or W as its channels
                     hint = "; if it takes N x H x W x C images, pass --layout NHWC"
@@ -474,6 +482,9 @@ class ExportedModel(_TorchModel):
                 value = getattr(value, part)
             return value
         return None
+
+    def _network(self) -> nn.Module:
+        return self.module
 
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``x`` padded with copies of its first image to the fewest images the program takes at once (its fixed
@@ -745,6 +756,9 @@ class ModuleModel(_TorchModel):
             self._wrapped_in = type(out).__name__
             return logits
         return self._scores_of(out)
+
+    def _network(self) -> nn.Module:
+        return self.model
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._passes:
