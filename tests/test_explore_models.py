@@ -273,6 +273,38 @@ def test_the_input_channels_are_those_of_the_convolution_that_reads_the_image(tm
         assert open_model(path, options).spec.channels == 3, (path, options)
 
 
+class GreyToRgb(nn.Module):
+    """A grey-picture model on an RGB backbone: the picture repeated to three channels before the first conv."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x.repeat(1, 3, 1, 1))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("layout", [None, "NCHW"])
+def test_an_onnx_graph_whose_first_convolution_reads_the_image_repeated_takes_the_inputs_channels(layout, tmp_path):
+    # The layout was told by the axis holding the first convolution's 3 input channels; a 1 x 1 x 16 x 16 input
+    # repeated to 3 has none, so the graph was refused ("cannot tell the layout"), and with --layout NCHW refused
+    # again with a hint of --layout NHWC. The .pt2 and module kinds opened it.
+    net = GreyToRgb().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 1, 16, 16),), str(tmp_path / "grey.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    model = open_model(tmp_path / "grey.onnx", Options(layout=layout))
+    assert (model.spec.layout, model.spec.channels, model.spec.hw) == ("NCHW", 1, (16, 16))
+    images = torch.randint(0, 256, (3, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(images.float() / 255)
+    assert torch.allclose(model.logits(images), expected, atol=1e-5)
+    assert tuple(model.kernels().shape) == (4, 3, 3, 3)
+
+
 def test_an_onnx_graph_of_several_outputs_says_which_it_reads(tmp_path):
     class Two(nn.Module):  # logits and the features before them, as some exports give both
         def __init__(self):
@@ -1040,6 +1072,65 @@ def test_graphs_as_other_tools_write_them(tail, tmp_path):
     assert not any(row["op"].endswith("QuantizeLinear") for row in table.values())  # scales are not layers
 
 
+def test_a_quantized_graphs_scores_are_onnxruntimes_for_the_file_as_it_is(tmp_path):
+    # The stages' outputs added to the graph keep onnxruntime from fusing DequantizeLinear -> Conv -> QuantizeLinear
+    # into its integer QLinearConv, and the float Conv rounds otherwise: the scores shown were another computation's
+    # than the file's (for mobilenet_v3_small quantized by onnxruntime, a logit 1.1 away on a photo). Here every
+    # picture is a tie for one of the two (pixel * 0.1 / 0.2), which the float Conv's rounding breaks either way.
+    def scale(name, value, zero_type=np.uint8):
+        return [numpy_helper.from_array(np.array(value, np.float32), name),
+                numpy_helper.from_array(np.array(0, zero_type), name + "_zero")]
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "sx_zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "sx_zero"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "sw", "sw_zero"], ["w"]),
+             helper.make_node("Conv", ["xd", "w"], ["conv"]),
+             helper.make_node("QuantizeLinear", ["conv", "sy", "sy_zero"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "sy_zero"], ["yd"]),
+             helper.make_node("GlobalAveragePool", ["yd"], ["pool"]),
+             helper.make_node("Flatten", ["pool"], ["y"])]
+    weights = [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.int8), "wq"), *scale("sx", 1.0),
+               *scale("sw", 0.1, np.int8), *scale("sy", 0.2)]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, tmp_path / "int8.onnx")
+    images = torch.arange(1, 256, 2, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 8, 8).contiguous()
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    expected = torch.from_numpy(session.run(None, {"x": images.float().numpy()})[0])
+    opened = open_model(tmp_path / "int8.onnx", Options(pixel_range="0-255"))
+    assert torch.allclose(opened.logits(images), expected, atol=1e-6)
+    rows = opened.stages(images[1])
+    assert [r.kind for r in rows] == ["Conv", "GlobalAveragePool", "output"]  # the maps are still shown
+    assert torch.allclose(rows[-1].output, expected[1:2], atol=1e-6)
+    assert any("quantized graph" in note for note in opened.notes)
+
+
+def test_a_graph_whose_answer_depends_on_the_batch_is_run_one_image_at_a_time(tmp_path):
+    # Dynamic quantization takes one scale for the whole batch's values: predict on a folder ran its pictures in
+    # one batch, and each picture's answer depended on the others beside it (another top class than the page's,
+    # which analyses one image, and than the file's for that picture alone).
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(tmp_path / "float.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "dynamic.onnx"), weight_type=QuantType.QInt8)
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[0] //= 16  # a dark picture beside bright ones: the batch's scale is not its own
+    session = ort.InferenceSession(str(tmp_path / "dynamic.onnx"), providers=["CPUExecutionProvider"])
+    alone = torch.cat([torch.from_numpy(session.run(None, {"x": images[k:k + 1].float().numpy() / 255})[0])
+                       for k in range(4)])
+    model = open_model(tmp_path / "dynamic.onnx")
+    assert torch.allclose(model.logits(images), alone, atol=1e-6)
+    assert any("depends on the others run with it" in note for note in model.notes)
+    float_model = open_model(tmp_path / "float.onnx")  # a float graph is still run in batches
+    assert float_model.batch is None and not any("one at a time" in note for note in float_model.notes)
+
+
 def test_an_nhwc_graph(tmp_path, rgb_folder):
     w, b, fc = _nhwc_graph(tmp_path / "nhwc.onnx")
     model, images = open_with_images(tmp_path / "nhwc.onnx", rgb_folder, Options(mean=(0.5,), std=(0.25,)))
@@ -1107,6 +1198,44 @@ def test_a_layout_flag_the_graph_contradicts_is_named(tmp_path):
                                           r"first convolution takes 3; expected --layout NHWC, or no --layout"):
         open_model(tmp_path / "nhwc.onnx", Options(layout="NCHW"))
     assert open_model(tmp_path / "nhwc.onnx", Options(layout="NHWC")).spec.layout == "NHWC"
+
+
+def test_an_input_size_a_graph_of_dynamic_sides_cannot_take_is_one_line(tmp_path):
+    # A graph of dynamic height and width that takes one size only (a Linear of a fixed width after a Flatten),
+    # opened with another --input-size: onnxruntime's InvalidArgument was an internal error.
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 14 * 14, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "flat.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    with pytest.raises(CnnlabError, match=r"flat.onnx failed on a 1 x 3 x 24 x 24 input in onnxruntime \(.*Gemm.*\); "
+                                          r"pass an --input-size the graph allows; expected a classifier") as e:
+        open_model(tmp_path / "flat.onnx", Options(input_size=24))
+    assert "\n" not in str(e.value)
+    assert open_model(tmp_path / "flat.onnx", Options(input_size=16)).spec.hw == (16, 16)
+
+
+def test_dims_of_minus_one_are_dynamic_as_paddle2onnx_writes_them(tmp_path):
+    # paddle2onnx (and older converters) write -1 for a dynamic side; the graph was refused as fixing its input to
+    # -1 x -1, even with --input-size
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "net.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    graph = onnx.load(tmp_path / "net.onnx")
+    for k in (0, 2, 3):
+        dim = graph.graph.input[0].type.tensor_type.shape.dim[k]
+        dim.Clear()
+        dim.dim_value = -1
+    onnx.save(graph, tmp_path / "paddle.onnx")
+    with pytest.raises(CnnlabError, match=r"paddle.onnx has no fixed input size; pass --input-size"):
+        open_model(tmp_path / "paddle.onnx")
+    model = open_model(tmp_path / "paddle.onnx", Options(input_size=(20, 24)))
+    assert model.spec.hw == (20, 24) and model.batch is None
+    images = torch.randint(0, 256, (3, 3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.logits(images), net(images.float() / 255), atol=1e-5)
 
 
 def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
@@ -1299,6 +1428,15 @@ def test_class_files(tmp_path, text, expected):
     path = tmp_path / "classes.txt"
     path.write_text(text, encoding="utf-8")
     assert read_classes(path) == expected
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_class_file_with_its_byte_order_mark_is_read_as_utf16(tmp_path, encoding):
+    # Notepad's "Unicode" saves UTF-16 after a byte-order mark: read as UTF-8, every name held NULs ("\x00h")
+    path = tmp_path / "classes.txt"
+    mark = "" if encoding == "utf-16" else "\ufeff"  # Python's utf-16 writes the mark itself
+    path.write_bytes(f"{mark}café\r\nzero\r\none\r\n".encode(encoding))
+    assert read_classes(path) == ("café", "zero", "one")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -1600,6 +1738,40 @@ def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, mo
     assert open_model("user_models:nhwc", Options(input_size=32, layout="NHWC")).spec.layout == "NHWC"
 
 
+LAZY_CODE = """
+import torch
+from torch import nn
+
+
+def lenet():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.LazyConv2d(6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.LazyLinear(10))
+"""
+
+
+def test_a_network_of_lazy_layers_is_one_line_without_weights_and_opens_with_them(tmp_path, monkeypatch):
+    # The book's nets (nn.LazyConv2d, nn.LazyLinear) have no weights until a first forward pass: module:function
+    # returning one was an internal error (ValueError: "Attempted to use an uninitialized parameter").
+    (tmp_path / "book_nets.py").write_text(LAZY_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CnnlabError, match=r"^book_nets:lenet\(\) returned a network whose lazy layers have no weights "
+                                          r"yet \(0 \(LazyConv2d\), 4 \(LazyLinear\): .*; expected its weights: pass "
+                                          r"--weights FILE") as e:
+        open_model("book_nets:lenet", Options(input_size=28))
+    assert "\n" not in str(e.value)
+    import book_nets
+
+    net = book_nets.lenet()
+    net(torch.zeros(1, 1, 28, 28))  # as trained on Fashion-MNIST: grey pictures
+    torch.save(net.state_dict(), tmp_path / "lenet.pth")
+    model = open_model("book_nets:lenet", Options(input_size=28, weights=str(tmp_path / "lenet.pth")))
+    assert model.spec.channels == 1
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.logits(images), net.eval()(images.float() / 255), atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["onnx", "pt2"])
 def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
     """A cnnlab export normalises inside its graph: the flags would apply it twice and shift every answer."""
@@ -1621,6 +1793,24 @@ def test_a_cnnlab_checkpoint_refuses_the_flags_of_models_from_elsewhere(lenet):
                                           r"--multi-label are for models from elsewhere; a cnnlab checkpoint records "
                                           r"its own$"):
         open_model(lenet["run"], Options(multi_label=True))
+
+
+def test_a_program_of_a_bounded_batch_is_given_as_many_images_at_once_as_it_takes(tmp_path):
+    # torch.export.Dim("batch", min=3, max=5): fewer than 3 images failed the program's guard at opening (refused
+    # with the hint to pass another --input-size), and more than 5 (predict of a folder, occlusion's 50) were an
+    # internal error. Images now go in chunks of at most 5, padded to 3 with copies.
+    net = Scorer(4).eval()
+    program = torch.export.export(net, (torch.zeros(4, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=3, max=5)},))
+    torch.export.save(program, tmp_path / "bounded.pt2")
+    model = open_model(tmp_path / "bounded.pt2")
+    images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(images.float() / 255)
+    assert torch.allclose(model.logits(images), expected, atol=1e-5)
+    rows = model.stages(images[0])
+    assert torch.allclose(rows[-1].output[:1], expected[:1], atol=1e-5)
+    assert model.attribution(images[0], 0)["method"] == "grad-cam"
 
 
 @pytest.mark.parametrize("batch", [1, None])  # a program exported at one fixed batch, or at any
@@ -1660,6 +1850,11 @@ def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(
                                           r"not N x C x H x W; pass --layout NHWC$"):
         open_model(tmp_path / "nhwc.pt2")
     assert open_model(tmp_path / "nhwc.pt2", Options(layout="NHWC")).spec.hw == (16, 16)
+    # a free batch was shown as "None x 16 x 16 x 3"
+    torch.export.save(torch.export.export(Nhwc().eval(), (torch.randn(2, 16, 16, 3),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), tmp_path / "free.pt2")
+    with pytest.raises(CnnlabError, match=r"free.pt2: its input N x 16 x 16 x 3 looks like N x H x W x C \(C = 3\)"):
+        open_model(tmp_path / "free.pt2")
     with pytest.raises(CnnlabError, match=r"imagenet-resnet19 does not exist \(.*or an ImageNet backbone: "
                                           r"imagenet-resnet18, "):
         open_model("imagenet-resnet19")
@@ -2210,7 +2405,28 @@ class _Returns(nn.Module):
                     for _ in range(x.shape[0])]
         if self.what == "segments":  # as torchvision's segmentation models return
             return {"out": y}
+        if self.what == "pooled":  # a convolutional head's class scores, not flattened (SqueezeNet's without it)
+            return y.mean((2, 3), keepdim=True)
         return y, y.mean((2, 3))  # per-pixel scores first, then an image's
+
+
+@pytest.mark.parametrize("kind", ["module", "pt2"])
+def test_a_half_precision_model_is_told_to_be_float32_not_another_input_size(kind, tmp_path):
+    # Fed float32, a float16 model fails on its first layer; the line ended "if it takes another size, pass that
+    # --input-size", which no size would have mended
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = Scorer(3).eval().half()
+    with pytest.raises(CnnlabError, match=r"failed on a 2 x 1 x 8 x 8 NCHW input \(RuntimeError: .*\); it holds "
+                                          r"float16 weights and is fed float32: convert it with .float\(\); expected "
+                                          r"a classifier") as e:
+        if kind == "module":
+            ModuleModel(net, "half", Options(input_size=8))
+        else:
+            program = torch.export.export(net, (torch.zeros(2, 1, 8, 8, dtype=torch.float16),))
+            torch.export.save(program, tmp_path / "half.pt2")
+            open_model(tmp_path / "half.pt2")
+    assert "--input-size" not in str(e.value)
 
 
 @pytest.mark.parametrize("what, said", [
@@ -2219,13 +2435,27 @@ class _Returns(nn.Module):
     ("segments", r"returns a dict of 'out' \(2 x 4 x 8 x 8\), expected 2 x classes of float logits \(a map of "
                  r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
     ("segments first", r"returns a tuple of 2 \(2 x 4 x 8 x 8, 2 x 4\), expected 2 x classes of float logits \(a map "
-                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$")])
+                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
+    # class scores on a 1 x 1 map were called a segmentation model's, in every kind
+    ("pooled", r"returns 2 x 4 x 1 x 1, expected 2 x classes of float logits \(class scores on a 1 x 1 map, as a "
+               r"convolutional head gives them before a flatten: the model must flatten them to N x 4\)$")])
 def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
     """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why."""
     from cnnlab.explore.torch_models import ModuleModel
 
     with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it " + said):
         ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
+
+
+def test_an_onnx_graph_of_class_scores_on_a_1_by_1_map_is_not_called_a_segmentation_model(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Returns("pooled").eval(), (torch.zeros(1, 3, 8, 8),), str(tmp_path / "head.onnx"),
+                          dynamo=False, input_names=["x"], output_names=["scores"])
+    with pytest.raises(CnnlabError, match=r"its output 'scores' has shape 1 x 4 x 1 x 1, expected N x classes \(class "
+                                          r"scores on a 1 x 1 map, as a convolutional head gives them before a "
+                                          r"flatten: the model must flatten them to N x 4\)$"):
+        open_model(tmp_path / "head.onnx")
 
 
 def test_an_imagenet_name_cnnlab_does_not_build_is_told_how_to_bring_it(tmp_path):

@@ -491,6 +491,21 @@ def test_anyones_onnx_file_is_read_as_the_flags_say(tmp_path):
         assert [t["probability"] for t in r["top"]] == pytest.approx(p.topk(3).values.tolist(), abs=1e-5)
 
 
+def test_a_model_of_other_than_1_or_3_channels_is_refused_once_not_per_picture(tmp_path, capsys):
+    # A 4-channel model (RGB and depth, RGBA) gave every picture the error "channels must be 1 (grey) or 3 (RGB),
+    # got 4", as if each file were at fault, one line per file
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 4, 8, 8),), str(tmp_path / "rgbd.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    paths = _pictures(tmp_path / "pictures", 3, n=3)
+    assert main(["predict", str(tmp_path / "rgbd.onnx"), *map(str, paths)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cnnlab predict: error: pictures can feed models of 1 or 3 input "
+                                                    "channels (grey or RGB); ") and err.endswith("rgbd.onnx takes 4\n")
+
+
 def tiny_net():
     """``module:function`` for the test below."""
     return _tiny_net()
@@ -509,6 +524,62 @@ def test_a_module_function_model_needs_its_input_size_and_is_run_as_torch_runs_i
     assert [r["top"][0]["index"] for r in results] == probs.argmax(1).tolist()
     assert [r["top"][0]["class"] for r in results] == [f"class {i}" for i in probs.argmax(1).tolist()]
     assert [r["top"][0]["probability"] for r in results] == pytest.approx(probs.max(1).values.tolist(), abs=1e-5)
+
+
+class _Diverged(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _tiny_net()
+
+    def forward(self, x):
+        return self.net(x) * float("nan")
+
+
+def diverged_net():
+    """``module:function`` for the test below: a model whose training diverged (NaN logits)."""
+    return _Diverged()
+
+
+def test_a_diverged_models_probabilities_are_null_in_json_and_a_dash_in_text(tmp_path, capsys):
+    # --json wrote NaN, which is no JSON (jq and JSON.parse refuse the whole output), and the text "nan%"; the
+    # explorer's pages show such a probability as a dash (null in their JSON)
+    paths = _pictures(tmp_path / "pictures", 3, n=2)
+    assert main(["predict", "test_predict:diverged_net", *map(str, paths), "--input-size", "20", "--json"]) == 0
+    captured = capsys.readouterr()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    results = json.loads(captured.out, parse_constant=refuse)
+    assert [t["probability"] for r in results for t in r["top"]] == [None] * 6
+    assert "outputs for 2 of the images are not numbers" in captured.err
+    assert main(["predict", "test_predict:diverged_net", str(paths[0]), "--input-size", "20"]) == 0
+    assert capsys.readouterr().out == f"{paths[0]}: class 0 -, class 1 -, class 2 -\n"
+
+
+class _Chatty(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        print("building the network")  # research code says what it does, on stdout
+        self.net = _tiny_net()
+
+    def forward(self, x):
+        print("forward", tuple(x.shape))
+        return self.net(x)
+
+
+def chatty_net():
+    """``module:function`` for the test below: a model whose code prints."""
+    return _Chatty()
+
+
+def test_what_the_models_own_code_prints_goes_to_stderr_and_json_stays_json(tmp_path, capsys):
+    # The prints of module:function's code came out on stdout before the JSON: `predict --json | jq` failed
+    paths = _pictures(tmp_path / "pictures", 3, n=2)
+    assert main(["predict", "test_predict:chatty_net", *map(str, paths), "--input-size", "20", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [r["file"] for r in json.loads(captured.out)] == list(map(str, paths))
+    assert "building the network" in captured.err and "forward (1, 3, 20, 20)" in captured.err
 
 
 @pytest.mark.parametrize("flags, needle", [

@@ -8,6 +8,7 @@ runs (building the flags from TrainConfig still imports torch: docs/design.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -237,8 +238,11 @@ def _cmd_predict(args) -> int:
     from cnnlab.explore.sources import predict_any
     from cnnlab.predict import format_predictions
 
-    results = predict_any(args.checkpoint, args.images, _model_options(args), invert=args.invert, topk=args.top,
-                          device=args.device, skip_bad=True)
+    # What the model's own code prints (module:function's import, build and forward) goes to stderr: stdout holds
+    # the predictions alone, which --json promises a reader (jq) as one JSON document
+    with contextlib.redirect_stdout(sys.stderr):
+        results = predict_any(args.checkpoint, args.images, _model_options(args), invert=args.invert,
+                              topk=args.top, device=args.device, skip_bad=True)
     failed = [r for r in results if "error" in r]
     if args.json or len(failed) < len(results):
         try:
@@ -249,6 +253,10 @@ def _cmd_predict(args) -> int:
     if shown < args.top:  # the model has fewer classes than asked for: every one is shown
         print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {shown}; all "
               f"{shown} are shown", file=sys.stderr)
+    diverged = sum(any(t["probability"] is None for t in r["top"]) for r in results if "top" in r)
+    if diverged:  # NaN or infinite outputs: a diverged model, whose figures mean nothing
+        print(f"cnnlab predict: note: the model's outputs for {diverged} of the images are not numbers (NaN or "
+              "infinite: a diverged model?); their probabilities are shown as -", file=sys.stderr)
     for r in failed:  # one line each, after the good ones; the exit code says that some failed
         print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
     return 2 if failed else 0

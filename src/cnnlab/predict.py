@@ -17,6 +17,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -175,16 +176,20 @@ def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor]
         probs = probabilities(torch.stack(list(loaded.values())))
         top = probs.topk(min(topk, probs.shape[1]), dim=1)
         for i, values, indices in zip(loaded, top.values.tolist(), top.indices.tolist(), strict=True):
-            results[i]["top"] = [{"class": classes[k], "index": k, "probability": p}
+            # a diverged model's NaN is None, as the explorer's pages give it: JSON has no NaN, and a reader of
+            # --json (jq, JSON.parse) would refuse the whole output
+            results[i]["top"] = [{"class": classes[k], "index": k, "probability": p if math.isfinite(p) else None}
                                  for p, k in zip(values, indices, strict=True)]
     return results
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:
-    """One line per classified image: ``file: class 91.2%, class 5.1%, ...`` (failed images are left out)."""
+    """One line per classified image: ``file: class 91.2%, class 5.1%, ...`` (failed images are left out; a
+    probability that is not a number, a diverged model's, is ``-``)."""
     lines = []
     for r in results:
         if "top" in r:
-            guesses = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"])
+            guesses = ", ".join(f"{t['class']} " + ("-" if t["probability"] is None else f"{t['probability']:.1%}")
+                                for t in r["top"])
             lines.append(f"{r['file']}: {guesses}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export`` program (``.pt2``) o
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -356,11 +357,22 @@ def _what_it_is(out: Any) -> str:
     values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
     if values and all(isinstance(v, dict) for v in values) and any("boxes" in v for v in values):
         return " (these are a detector's boxes: the explorer explains image classifiers)"
-    if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4 or \
-            isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values) or \
-            isinstance(out, (list, tuple)) and values and getattr(values[0], "ndim", 0) == 4:
-        return " (a map of scores per pixel is a segmentation model's: the explorer explains image classifiers)"
+    if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4:
+        return map_hint(out.shape)
+    if isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values):
+        return map_hint(next(v for v in values if getattr(v, "ndim", 0) == 4).shape)
+    if isinstance(out, (list, tuple)) and values and getattr(values[0], "ndim", 0) == 4:
+        return map_hint(values[0].shape)
     return ""
+
+
+def map_hint(shape) -> str:
+    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel, or, on a
+    1 x 1 map, a classifier's scores that its convolutional head (SqueezeNet's, a Caffe model's) left unflattened."""
+    if tuple(shape[2:]) == (1, 1):
+        return (f" (class scores on a 1 x 1 map, as a convolutional head gives them before a flatten: the model "
+                f"must flatten them to N x {shape[1]})")
+    return " (a map of scores per pixel is a segmentation model's: the explorer explains image classifiers)"
 
 
 def _short(values) -> str:
@@ -521,8 +533,11 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
     if not path.is_file():
         raise CnnlabError(f"--classes {path} is not a file (expected one class name per line, or a JSON list)")
     # utf-8-sig: the byte-order mark Windows editors write would otherwise stay in the first name, and hide the "["
-    # of a JSON list, which would then be read as lines.
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    # of a JSON list, which would then be read as lines. UTF-16 (Notepad's "Unicode") starts with its own mark: read
+    # as UTF-8, each of its names held NULs.
+    data = path.read_bytes()
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    text = data.decode("utf-16" if utf16 else "utf-8-sig", errors="replace")
     if not text.lstrip().startswith(("[", "{")):
         return class_names([line.strip() for line in text.splitlines() if line.strip()], f"--classes {path}")
     try:

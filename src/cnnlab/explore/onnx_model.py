@@ -7,7 +7,8 @@ outputs, so one onnxruntime run gives the logits and every stage's feature map. 
 the graph where it says it:
 
 * the image input: the one graph input that is not an initializer, rank 4, float32; its layout is NCHW or NHWC by
-  where the channels sit (the first convolution's weight says how many there are), else ``--layout``;
+  where the channels sit (the first convolution's weight says how many there are; where no axis holds
+  that many, the axis of 1 or 3), else ``--layout``;
 * its height and width: the static ones, square or not, else ``--input-size`` (a dynamic side without it is
   refused);
 * scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
@@ -42,6 +43,7 @@ from cnnlab.explore.model import (
     InputSpec,
     Options,
     logits_count,
+    map_hint,
     occlusion_pngs,
     outputs_note,
     per_image,
@@ -70,6 +72,11 @@ FLOAT_TYPES = frozenset({1, 10, 11, 16})
 # The inputs of quantized ops that are weights and biases; the others are scales and zero points.
 QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,),
                      "QGemm": (3, 6)}  # com.microsoft's, for a Linear quantized by onnxruntime (QOperator format)
+# The ops of a quantized graph (QDQ, as onnxruntime's static quantization and cnnlab's onnx-int8 export write it; the
+# QOperator format; dynamic quantization): onnxruntime fuses a DequantizeLinear -> Conv -> QuantizeLinear into one
+# integer QLinearConv, which rounds otherwise than the float Conv it runs where that Conv's output is a graph output.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+                           "MatMulInteger", *QUANTIZED_WEIGHTS})
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
 PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
 # Where torch.onnx.export(dynamo=True) writes the modules a node ran in, outermost first, then the FX node's own
@@ -79,11 +86,12 @@ NAME_SCOPES, NAMESPACE = "pkg.torch.onnx.name_scopes", "namespace"
 
 
 def _dims(value_info) -> list[int | str | None]:
-    """A value's shape: ints for static dims, the dim_param name (or None) for dynamic ones."""
+    """A value's shape: ints for static dims, the dim_param name (or None) for dynamic ones. A negative dim_value is
+    a dynamic one (paddle2onnx and older converters write -1 for "any"; onnxruntime reads it so)."""
     shape = value_info.type.tensor_type.shape
     if not value_info.type.tensor_type.HasField("shape"):
         return []
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None) for d in shape.dim]
 
 
 def _type_name(elem: int) -> str:
@@ -171,8 +179,7 @@ class OnnxModel:
         shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 1)):
-            pixels = " (a map of scores per pixel is a segmentation model's: the explorer explains image " \
-                "classifiers)" if len(out) == 4 else ""
+            pixels = map_hint(out) if len(out) == 4 else ""
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes{pixels}")
         self.shapes = shapes
@@ -180,6 +187,11 @@ class OnnxModel:
         self.from_image = self._from_image()
         self.stage_nodes = [n for n in self.nodes if n.op_type in STAGE_OPS and n.output and n.output[0]
                             and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image]
+        # A quantized graph's class scores come from a session of the graph as it is: the stages' outputs added
+        # below keep onnxruntime from fusing its quantized ops, and the scores would be another computation's
+        # (a logit 1.1 away for mobilenet_v3_small quantized by onnxruntime), not what the file gives deployed.
+        quantized = any(node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear") for node in self.nodes)
+        as_is = model.SerializeToString() if quantized else None
         # Every stage's first output becomes a graph output of a copy of the model (the file is not touched), of
         # the type shape inference gave it (float32 where it gave none).
         known = {o.name for o in graph.output}
@@ -193,12 +205,21 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), options_,
                                                 providers=["CPUExecutionProvider"])
+            # the graph as it is, for the class scores (the same session where the outputs added change nothing)
+            self.scorer = self.session if as_is is None else \
+                ort.InferenceSession(as_is, options_, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
             raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {path} ({summary(e, 200)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
-        probe = self._run(self.spec.zeros(1))
+        try:
+            probe = self._run(self.spec.zeros(1))
+        except Exception as e:  # onnxruntime's own error classes: a graph that takes only some sizes (a Gemm of a
+            # fixed width after a Flatten) given another by --input-size, or one that fails on any input
+            hint = "; pass an --input-size the graph allows" if self.spec.origin.get("size") == "flags" else ""
+            raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
+                              f"({summary(e, 200)}){hint}; expected a classifier of one image batch") from None
         count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
-        one_at_a_time = self.batch is None and not self._runs_two()
+        one_at_a_time = self._batch_trouble() if self.batch is None else None
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
         stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes") \
@@ -211,8 +232,11 @@ class OnnxModel:
                       "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
         self.notes += self.scoring.notes()
         if one_at_a_time:
-            self.notes += ("The graph's batch axis is free, but it fails on two images at once: images are run one "
-                           "at a time.",)
+            self.notes += (f"The graph's batch axis is free, but {one_at_a_time}: images are run one at a time.",)
+        if self.scorer is not self.session:
+            self.notes += ("A quantized graph: its class scores are onnxruntime's for the file as it is; its feature "
+                           "maps come from a run that returns them, in which onnxruntime does not fuse the quantized "
+                           "ops, so they are the unfused ops' values.",)
         self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
 
@@ -230,10 +254,15 @@ class OnnxModel:
             raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {_type_name(elem)}, "
                               "expected float32 N x C x H x W or N x H x W x C")
         conv_in = self._first_conv_channels()
+        axes = {"NCHW": dims[1], "NHWC": dims[3]}  # where each layout keeps the channels
         layout, origin = options.layout, {}
         if layout is None:
-            fits = [name for name, c in (("NCHW", dims[1]), ("NHWC", dims[3]))
-                    if isinstance(c, int) and (c == conv_in if conv_in else c in (1, 3))]
+            fits = [name for name, c in axes.items() if isinstance(c, int) and c == conv_in]
+            if not fits:
+                # No axis holds the channels of the first convolution (or there is none): it reads what the graph
+                # made of the image (a grey picture repeated to an RGB backbone's three channels), so the axis of
+                # a grey or RGB picture's channels tells
+                fits = [name for name, c in axes.items() if isinstance(c, int) and c in (1, 3)]
             if len(fits) != 1:
                 raise CnnlabError(f"{self.path}: cannot tell the layout of input {value.name!r} "
                                   f"({' x '.join(str(d) for d in dims)}); pass --layout NCHW or NHWC")
@@ -241,8 +270,10 @@ class OnnxModel:
         else:
             origin["layout"] = "flags"
         c_dim, h_dim, w_dim = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
-        if origin["layout"] == "flags" and conv_in and isinstance(c_dim, int) and c_dim != conv_in:
-            other = "NHWC" if layout == "NCHW" else "NCHW"
+        other = "NHWC" if layout == "NCHW" else "NCHW"
+        # refused where the other layout's axis holds the first convolution's channels: the graph says otherwise
+        if origin["layout"] == "flags" and conv_in and isinstance(c_dim, int) and c_dim != conv_in and \
+                axes[other] == conv_in:
             raise CnnlabError(f"--layout {layout} reads input {value.name!r} ({' x '.join(str(d) for d in dims)}) as "
                               f"{c_dim} channels, but its first convolution takes {conv_in}; expected --layout "
                               f"{other}, or no --layout (the graph tells)")
@@ -344,7 +375,8 @@ class OnnxModel:
             if real < step:  # a graph fixed to a batch of N takes exactly N: pad with copies, keep the real rows
                 chunk = torch.cat([chunk, chunk[:1].expand(step - real, *chunk.shape[1:])])
             x = self.spec.to_input(chunk).numpy().astype(np.float32, copy=False)
-            outs = self.session.run(names, {self.input_name: x})
+            session = self.scorer if names == [self.output_name] else self.session
+            outs = session.run(names, {self.input_name: x})
             # A value of the graph's own (not one per image) is no stage, and is left out; the output is kept as
             # it is, for the classifier check to name.
             parts.append([out[:real] if per_image(out, step) else out if name == self.output_name else None
@@ -360,13 +392,26 @@ class OnnxModel:
         except Exception:  # onnxruntime's own error classes: it ran on blank images; its last node says
             return None
 
-    def _runs_two(self) -> bool:
-        """Whether two images at once give two rows of output."""
+    def _batch_trouble(self) -> str | None:
+        """Why the images must be run one at a time (for the page's note), or None: two images at once do not give
+        two rows of output, or do not give each image's own (dynamic quantization takes one scale for the whole
+        batch's values: an image's answer would depend on the others beside it, and ``predict`` on a folder would
+        answer otherwise than the page and than the deployed file for that image alone)."""
+        pictures = self.spec.probe(2)
+        pictures[1] //= 8  # a dark picture beside a bright one: a scale of the batch's is neither's own
         try:
-            pair = self._run(self.spec.zeros(2), [self.output_name])[self.output_name]
+            pair = self._run(pictures, [self.output_name])[self.output_name]
+            alone = [self._run(pictures[k:k + 1], [self.output_name])[self.output_name] for k in range(2)]
         except Exception:  # onnxruntime's own error classes: the graph cannot take a batch of two
-            return False
-        return pair.shape[:1] == (2,)
+            return "it fails on two images at once"
+        if pair.shape[:1] != (2,):
+            return "it fails on two images at once"
+        alone = np.concatenate(alone).astype(np.float64)
+        # rounding of another summation order stays far below a thousandth of the outputs' scale
+        if np.abs(pair - alone).max() > 1e-3 * float(np.abs(alone).max()):
+            return ("each image's output depends on the others run with it (as under dynamic quantization, whose "
+                    "scale is the whole batch's)")
+        return None
 
     def _logits_of(self, out: np.ndarray) -> torch.Tensor:
         return self.scoring.scores(torch.from_numpy(np.asarray(out, dtype=np.float32)))
@@ -402,6 +447,8 @@ class OnnxModel:
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         out = self._run(image[None])
+        if self.scorer is not self.session:  # the scores the graph gives as it is (see __init__)
+            out.update(self._run(image[None], [self.output_name]))
         rows = [Row(self._names[id(node)], node.op_type,
                     as_nchw(torch.from_numpy(np.array(out[node.output[0]], dtype=np.float32)),
                             self.layouts.get(node.output[0])))

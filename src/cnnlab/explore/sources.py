@@ -125,5 +125,8 @@ def predict_any(source: str | Path, images: Sequence[str | Path], options: Optio
         return model.scoring.probabilities(model.logits(batch))
 
     spec = model.spec
+    if spec.channels not in (1, 3):  # said once, of the model, rather than as each picture's error
+        raise CnnlabError(f"pictures can feed models of 1 or 3 input channels (grey or RGB); {source} takes "
+                          f"{spec.channels}")
     return classify_files(files, probabilities, model.classes, invert=invert, topk=topk, skip_bad=skip_bad,
                           channels=spec.channels, size=spec.hw, crop=spec.crop)

@@ -35,6 +35,7 @@ from weakref import ref
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
@@ -235,7 +236,8 @@ def _spec(options: Options, shape: tuple | None, conv_in: int | None, where: str
     if options.layout is None and c is not None and shape[3] is not None and shape[3] != c and \
             (shape[3] == conv_in if conv_in else shape[3] in (1, 3) and c not in (1, 3)):
         # N x H x W x C read as N x C x H x W: C channels of H x W pixels would not be what it takes
-        raise CnnlabError(f"{where}: its input {' x '.join(map(str, shape))} looks like N x H x W x C (C = "
+        shown = " x ".join("N" if k == 0 and d is None else "?" if d is None else str(d) for k, d in enumerate(shape))
+        raise CnnlabError(f"{where}: its input {shown} looks like N x H x W x C (C = "
                           f"{shape[3]}), not N x C x H x W; pass --layout NHWC")
     channels = c or conv_in
     if not channels:
@@ -259,6 +261,10 @@ class _TorchModel:
     scoring: Scoring
     tta = False
     _outputs: tuple[str, ...] = ()  # a model of several outputs: each one's shape (N x classes first), for the note
+
+    def _network(self) -> nn.Module:
+        """The module that runs: the user's, or the program's."""
+        raise NotImplementedError
 
     def _scores_of(self, out: Any) -> Any:
         """The class scores among what the model returned (:func:`cnnlab.explore.model.first_output`): the first of
@@ -291,7 +297,11 @@ class _TorchModel:
                     out = self._forward(spec.to_input(spec.zeros(n)))
             except Exception as e:  # the model's own error on the input the flags describe: say which input
                 shape = spec.shape_text(n)
-                if "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
+                other = sorted({str(p.dtype).removeprefix("torch.") for p in self._network().parameters()
+                                if p.is_floating_point() and p.dtype != torch.float32})
+                if other:  # fed float32, as every kind is: a half or double model fails on its first layer
+                    hint = f"; it holds {', '.join(other)} weights and is fed float32: convert it with .float()"
+                elif "Guard failed" in str(e):  # a torch.export program's own check of its dynamic sizes
                     hint = "; pass an --input-size the program allows"
                 elif spec.layout == "NCHW" and "channels" in str(e):  # a conv given H or W as its channels
                     hint = "; if it takes N x H x W x C images, pass --layout NHWC"
@@ -380,6 +390,22 @@ def _quiet_export_logs():
             lg.setLevel(level)
 
 
+def _batch_bounds(program, value) -> tuple[int, int | None]:
+    """The fewest (at least 1) and the most (None: no bound) images a program of free batch takes at once, read
+    from its range constraints on the batch size of its input ``value`` (the placeholder's example tensor)."""
+    size = value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
+    bound = program.range_constraints.get(size.node.expr) if isinstance(size, torch.SymInt) else None
+
+    def whole(limit) -> int | None:  # sympy's integers, or torch's unbounded int_oo (no int() of it)
+        try:
+            return int(limit)
+        except (TypeError, ValueError, AttributeError, OverflowError):
+            return None
+
+    lower, upper = (whole(bound.lower), whole(bound.upper)) if bound is not None else (None, None)
+    return max(1, lower or 1), upper if upper is not None and upper >= max(1, lower or 1) else None
+
+
 class ExportedModel(_TorchModel):
     """A ``torch.export`` program saved with ``torch.export.save`` (see the module docstring)."""
 
@@ -413,6 +439,9 @@ class ExportedModel(_TorchModel):
         if shape is not None and len(shape) != 4:
             raise CnnlabError(f"{path} has no image input: its input is {len(shape)}-d, expected N x C x H x W")
         self.batch = shape[0] if shape is not None and shape[0] else None  # torch.export may fix the batch
+        # the fewest and the most images the program takes at once: its fixed batch, or a free batch's bounds
+        # (torch.export.Dim("batch", min=2, max=16)), outside which its guard fails
+        self.batches = (self.batch, self.batch) if self.batch else _batch_bounds(program, val)
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path), options.classes is not None)
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
@@ -454,21 +483,28 @@ class ExportedModel(_TorchModel):
             return value
         return None
 
+    def _network(self) -> nn.Module:
+        return self.module
+
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``x`` padded with copies of its first image to the program's fixed batch (if any), and its real size."""
+        """``x`` padded with copies of its first image to the fewest images the program takes at once (its fixed
+        batch, or a free batch's lower bound), and its real size."""
         real = x.shape[0]
-        if self.batch is None or real == self.batch:
+        fewest, most = self.batches
+        if most is not None and real > most:
+            raise ValueError("callers pass at most the program's largest batch at a time")
+        if real >= fewest:
             return x, real
-        if real > self.batch:
-            raise ValueError("callers pass at most one fixed batch at a time")
-        return torch.cat([x, x[:1].expand(self.batch - real, *x.shape[1:])]), real
+        return torch.cat([x, x[:1].expand(fewest - real, *x.shape[1:])]), real
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.batch is None:
+        fewest, most = self.batches
+        if fewest == 1 and most is None:
             return self._scores_of(self.module(x))
         outs = []
-        for start in range(0, x.shape[0], self.batch):
-            chunk, real = self._padded(x[start:start + self.batch])
+        step = most or x.shape[0]
+        for start in range(0, x.shape[0], step):
+            chunk, real = self._padded(x[start:start + step])
             out = self._scores_of(self.module(chunk))
             if not isinstance(out, torch.Tensor):  # not one tensor of logits: the classifier check says what it is
                 return out
@@ -658,6 +694,16 @@ class ModuleModel(_TorchModel):
             state, unread = read_weights(options.weights, expected)
             how = load_state_dict_into(model, state, options.weights, f"the network {spec}() builds", expected)
             note += f" Its weights: {loaded_note(options.weights, how, unread)}"
+        # The book's nets (nn.LazyConv2d, nn.LazyLinear) make their weights at the first forward pass, of the shape
+        # its input has: none exist yet to explore, and the first image tried would fix the input channels
+        lazy = [f"{name} ({type(m).__name__})" for name, m in model.named_modules()
+                if any(map(is_lazy, (*m.parameters(recurse=False), *m.buffers(recurse=False))))]
+        if lazy:
+            raise CnnlabError(f"{spec}() returned a network whose lazy layers have no weights yet "
+                              f"({', '.join(lazy[:3])}{', ...' if len(lazy) > 3 else ''}: nn.LazyConv2d, nn.LazyLinear "
+                              "and the like make theirs at the first forward pass); expected its weights: pass "
+                              "--weights FILE (a state dict of the trained network), or run it once on an input of "
+                              "its shape before returning it (net(torch.zeros(1, 1, 28, 28)))")
         return cls(model, spec, options, folder_classes, note=note)
 
     @classmethod
@@ -710,6 +756,9 @@ class ModuleModel(_TorchModel):
             self._wrapped_in = type(out).__name__
             return logits
         return self._scores_of(out)
+
+    def _network(self) -> nn.Module:
+        return self.model
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._passes:
