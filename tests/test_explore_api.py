@@ -729,3 +729,22 @@ def test_a_run_trained_with_skip_bad_images_shows_its_test_images(tmp_path, home
     assert run_with_output(argv, capsys)[0] == 0
     gallery = Session(runs).gallery("run")
     assert [len(c["images"]) for c in gallery["by_class"]] == [1, 1]  # a stratified sixth of the 12 readable
+
+
+def test_the_mistakes_are_searched_among_a_sample_of_the_whole_test_split(tmp_path, home, capsys, monkeypatch):
+    """A folder's test split is sorted by class: searched among its first images, a model that always answers the
+    first class was shown no mistake, at 100% accuracy."""
+    from cnnlab.explore import session as session_module
+    from cnnlab.inference import Trained
+
+    data, runs = tmp_path / "set", tmp_path / "runs"
+    write_classes(data / "train", {"a": 4, "b": 4, "c": 4}, size=(28, 28))
+    write_classes(data / "test", {"a": 10, "b": 10, "c": 10}, size=(28, 28), seed=50)
+    argv = ["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(runs / "run")]
+    assert run_with_output(argv, capsys)[0] == 0
+    monkeypatch.setattr(session_module, "MISTAKE_POOL", 10)
+    monkeypatch.setattr(Trained, "logits", lambda self, x: torch.tensor([[9.0, 0.0, 0.0]]).repeat(len(x), 1))
+    g = session_module.Session(runs).gallery("run")
+    assert {m["label"] for m in g["mistakes"]} == {"b", "c"} and {m["predicted"] for m in g["mistakes"]} == {"a"}
+    assert g["accuracy"] == pytest.approx(1 - len(g["mistakes"]) / 10)
+    assert (g["searched"], g["of"]) == (10, 30)  # the page says "a sample of 10 of the 30 test images"

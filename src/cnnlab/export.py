@@ -57,6 +57,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cnnlab.checks import is_int
+from cnnlab.data.split import sample_indices
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.inference import Trained, check_same_classes, load_trained
 from cnnlab.io import atomic_write, check_output_file
@@ -277,12 +278,8 @@ def _check_int8_arguments(format: str, calibration: int | None) -> None:
 
 
 def _sample(images: torch.Tensor, n: int) -> torch.Tensor:
-    """``n`` of ``images`` drawn with SAMPLE_SEED, in their order (all of them where there are no more): a folder's
-    splits are sorted by class, so the first ``n`` would stand for its first classes alone."""
-    if n >= len(images):
-        return images
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SAMPLE_SEED))
-    return images[order[:n].sort().values]
+    """``n`` of ``images`` drawn with SAMPLE_SEED, in their order (:func:`cnnlab.data.split.sample_indices`)."""
+    return images[sample_indices(len(images), n, SAMPLE_SEED)]
 
 
 def _calibration_images(train_images: torch.Tensor, n: int, dataset: str) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 Stratified so that every class is held out in proportion to its size (a random split of a small or unbalanced set
 can leave a class out of validation entirely), and seeded so that a run and its resume hold out the same images.
+And a seeded sample of a split, for what looks at only part of one (:func:`sample_indices`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from cnnlab.checks import fail, is_int, number
 from cnnlab.errors import CnnlabError
 
-__all__ = ["stratified_split"]
+__all__ = ["sample_indices", "stratified_split"]
 
 
 def _holdout_count(val: float | int, n: int) -> int:
@@ -95,3 +96,14 @@ def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.cat(held)] = True
     return torch.nonzero(~mask).flatten(), torch.nonzero(mask).flatten()
+
+
+def sample_indices(count: int, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` indices of ``range(count)`` drawn with ``seed``, sorted (all of them where there are no more).
+
+    For what can look at only ``n`` images of a split (an export's check, the explorer's search for mistakes): a
+    folder's splits are sorted by class, so their first ``n`` images would stand for their first classes alone.
+    """
+    if n >= count:
+        return torch.arange(count)
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].sort().values

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.data.split import sample_indices
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import runs
 from cnnlab.explore.images import image_array, png_url
@@ -100,8 +101,9 @@ class Session:
     def gallery(self, name: str) -> dict[str, Any]:
         """Test images to pick from: the first few of each class, and the most confident mistakes.
 
-        The mistakes are searched among the first ``MISTAKE_POOL`` test images (a large model on a CPU would
-        take minutes for all of them); the result is kept until the checkpoint changes.
+        The mistakes are searched among ``MISTAKE_POOL`` test images, a seeded sample of the split (a large model
+        on a CPU would take minutes for all of them; a folder's split is sorted by class, so its first images would
+        be its first classes alone); the result is kept until the checkpoint changes.
         """
         loaded = self.model(name)
 
@@ -124,11 +126,12 @@ class Session:
         for c, cls in enumerate(meta.classes):
             picks = (data.labels == c).nonzero().flatten()[:PICKS_PER_CLASS].tolist()
             by_class.append({"class": cls, "images": [item(i) for i in picks]})
-        pool = min(MISTAKE_POOL, len(data.labels))
-        probs = loaded.trained.logits(data.images[:pool]).softmax(1)
+        pool = sample_indices(len(data.labels), MISTAKE_POOL)
+        probs = loaded.trained.logits(data.images[pool]).softmax(1)
         confidence, pred = probs.max(1)
-        wrong = (pred != data.labels[:pool]).nonzero().flatten()
+        wrong = (pred != data.labels[pool]).nonzero().flatten()
         worst = wrong[confidence[wrong].argsort(descending=True)[:MISTAKES]].tolist()
-        mistakes = [item(i, predicted=meta.classes[int(pred[i])], confidence=float(confidence[i])) for i in worst]
-        return {"by_class": by_class, "mistakes": mistakes, "searched": pool,
-                "accuracy": float((pred == data.labels[:pool]).float().mean())}
+        mistakes = [item(int(pool[i]), predicted=meta.classes[int(pred[i])], confidence=float(confidence[i]))
+                    for i in worst]
+        return {"by_class": by_class, "mistakes": mistakes, "searched": len(pool), "of": len(data.labels),
+                "accuracy": float((pred == data.labels[pool]).float().mean())}

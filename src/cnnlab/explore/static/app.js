@@ -254,8 +254,10 @@ async function loadGallery(name, info) {
   };
   select.onchange = showClass;
   showClass();
-  $("mistakes-note").textContent = `Among the first ${g.searched.toLocaleString("en")} test images (accuracy there ` +
-    `${pct(g.accuracy)}); under each: the predicted class and its probability.`;
+  const among = g.searched < g.of ? `a sample of ${g.searched.toLocaleString("en")} of the ` +
+    `${g.of.toLocaleString("en")} test images` : `the ${g.searched.toLocaleString("en")} test images`;
+  $("mistakes-note").textContent = `Among ${among} (accuracy there ${pct(g.accuracy)}); under each: the predicted ` +
+    `class and its probability.`;
   $("mistakes").replaceChildren(...g.mistakes.map((it) => el("figure", {class: "mistake"},
     thumb(it, `test #${it.index}: predicted ${it.predicted} (${pct(it.confidence)}), truly ${it.label}`),
     el("figcaption", {text: `${it.predicted} ${pct(it.confidence)}`}))));
