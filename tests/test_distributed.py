@@ -231,9 +231,9 @@ def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: st
     record: dict = {"pid": os.getpid(), "writes": [], "metrics": []}
     real_write = io_module.atomic_write
 
-    def atomic_write(path, write):
+    def atomic_write(path, write, *args, **kwargs):  # as atomic_write takes them (overwrite)
         record["writes"].append(str(path))
-        real_write(path, write)
+        real_write(path, write, *args, **kwargs)
 
     checkpoint_module.atomic_write = io_module.atomic_write = atomic_write
     # This rank's own sums next to the global figures compute() returns.
