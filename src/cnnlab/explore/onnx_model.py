@@ -75,8 +75,7 @@ QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul"
 # The ops of a quantized graph (QDQ, as onnxruntime's static quantization and cnnlab's onnx-int8 export write it; the
 # QOperator format; dynamic quantization): onnxruntime fuses a DequantizeLinear -> Conv -> QuantizeLinear into one
 # integer QLinearConv, which rounds otherwise than the float Conv it runs where that Conv's output is a graph output.
-QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
-                           "MatMulInteger", *QUANTIZED_WEIGHTS})
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", *QUANTIZED_WEIGHTS})
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
 PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
 # Where torch.onnx.export(dynamo=True) writes the modules a node ran in, outermost first, then the FX node's own
