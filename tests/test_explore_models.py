@@ -710,6 +710,34 @@ def test_a_module_returning_an_output_object_is_read_through_its_logits():
         {k: v for k, v in want["explanation"].items() if k != "row"}  # the row is named net.conv there, conv here
 
 
+class _LogitsInADict(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = Scorer(3)
+
+    def forward(self, pixel_values):
+        return {"logits": self.net(pixel_values), "features": pixel_values.mean((2, 3))}
+
+
+@pytest.mark.parametrize("kind", ["module", "pt2"])
+def test_a_model_returning_a_dict_of_logits_is_read_through_them(kind, tmp_path):
+    """A forward that returns {"logits": ...} (a Hugging Face classifier through torch.export returns its output so,
+    and forwards are written so) was refused as "a dict of 'logits' (...)"; its logits are the class scores."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    torch.manual_seed(0)
+    net = _LogitsInADict().eval()
+    model = ModuleModel(net, "net", Options(input_size=8)) if kind == "module" else \
+        open_model(_pt2_of(net, tmp_path / "dict.pt2"))
+    noun = "forward" if kind == "module" else "program"
+    assert f"Its {noun} returns a dict: its logits are read as the class scores." in model.notes
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want = net.net(images.float() / 255)
+    torch.testing.assert_close(model.logits(images), want, atol=1e-5, rtol=1e-5)
+    assert analyze_image(model, images[0])["explanation"]["method"] == "grad-cam"
+
+
 class ChannelsLast(nn.Module):
     """A ConvNeXt-like block on a 12 x 20 input: conv, then LayerNorm and an MLP on N x H x W x C, a concatenation
     along the channels there (as Swin's patch merging), and back."""
@@ -958,7 +986,8 @@ def test_models_nobody_here_wrote(name, convs, tmp_path, rgb_folder, monkeypatch
 def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, input_type=TensorProto.FLOAT,
                 batch="N", tail=None):
     """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm;
-    ``tail`` ("ArgMax", "Greater", "Transpose") is an op its logits go through last."""
+    ``tail`` ("ArgMax", "Greater", "Transpose") is an op its logits go through last. An input of float16 or double
+    is cast to float first, one of uint8 also divided by 255 (pixel values scaled inside, as deployed graphs do)."""
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
@@ -966,14 +995,20 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
     shape = [batch, "H", "W", 3] if dynamic else [batch, side, side, 3]
     if input_rank != 4:
         shape = ["N", side * side * 3]
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+    first = []
+    if input_type in (TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.UINT8):
+        first.append(helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT))
+    if input_type == TensorProto.UINT8:
+        first.append(helper.make_node("Div", ["xf", "byte"], ["xs"]))
+    nodes = [*first, helper.make_node("Transpose", [first[-1].output[0] if first else "x"], ["t"], perm=[0, 3, 1, 2]),
              helper.make_node("Conv", ["t", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
              helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
              helper.make_node("GlobalAveragePool", ["p"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "fc"], ["z" if tail else "y"], transB=1)]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(fc, "fc")]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(fc, "fc"),
+             numpy_helper.from_array(np.array(255, np.float32), "byte")]
     out_type = {"ArgMax": TensorProto.INT64, "Greater": TensorProto.BOOL}.get(tail, TensorProto.FLOAT)
     if tail:
         inputs, attributes = {"ArgMax": (["z"], {"axis": 1}), "Greater": (["z", "zero"], {}),
@@ -1254,7 +1289,8 @@ def test_dynamic_sizes_need_input_size(tmp_path, rgb_folder):
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b"\x08\x01garbage, not a protobuf" * 10), "is not an ONNX model"),
     (lambda p: _nhwc_graph(p, input_rank=2), "has no image input"),
-    (lambda p: _nhwc_graph(p, input_type=TensorProto.DOUBLE), "'x' is N x 16 x 16 x 3 of double, expected float32"),
+    (lambda p: _nhwc_graph(p, input_type=TensorProto.INT64), "'x' is N x 16 x 16 x 3 of int64, expected N x C x H x "
+                                                             "W or N x H x W x C of float32, float16, float64, uint8"),
     (lambda p: _nhwc_graph(p, output_4d=True), r"is not a classifier: its output 'p' has shape .*, expected N x "
                                                 r"classes \(a map of scores per pixel is a segmentation model's"),
     # onnxruntime's internal errors, or 30 GB asked for a first black image, before these were read as they are
@@ -1270,6 +1306,37 @@ def test_bad_onnx_files(tmp_path, make, message):
     with pytest.raises(CnnlabError, match=message) as e:
         open_model(path)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("input_type, name, tolerance", [(TensorProto.FLOAT16, "float16", 5e-3),
+                                                        (TensorProto.DOUBLE, "float64", 1e-6),
+                                                        (TensorProto.UINT8, "uint8", 1e-6)])
+def test_an_onnx_graph_of_another_input_type_is_fed_that_type(tmp_path, input_type, name, tolerance):
+    """A graph converted to float16 whole, or one that takes the pixel values themselves (uint8) and scales them
+    inside, was refused as having no image input; it is fed its own type, and scores as its float twin does."""
+    _nhwc_graph(tmp_path / "float.onnx")
+    _nhwc_graph(tmp_path / "other.onnx", input_type=input_type)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    other, float_ = open_model(tmp_path / "other.onnx"), open_model(tmp_path / "float.onnx")
+    assert other.spec.describe().startswith(f"{name} N x H x W x C, 3 channels at 16 x 16, pixels ")
+    # the uint8 graph divides by 255 itself: it is given the bytes, and scores as the float graph given pixels / 255
+    if name == "uint8":
+        assert "pixels 0-255" in other.spec.describe() and "pixel range from the graph's uint8 input" in \
+            other.spec.describe()
+    torch.testing.assert_close(other.logits(images), float_.logits(images), atol=tolerance, rtol=tolerance)
+    page = analyze_image(other, images[0])
+    assert page["explanation"]["method"] == "occlusion" and len(page["rows"]) > 1
+
+
+@pytest.mark.parametrize("flags, said", [(dict(pixel_range="0-1"), "--pixel-range"),
+                                         (dict(mean=[0.5], std=[0.25]), "--mean/--std")])
+def test_a_graph_of_uint8_input_refuses_scaling_flags(tmp_path, flags, said):
+    _nhwc_graph(tmp_path / "bytes.onnx", input_type=TensorProto.UINT8)
+    with pytest.raises(CnnlabError, match=rf"bytes.onnx takes uint8 pixels \(input 'x'\), the values themselves, and "
+                                          rf"scales them inside; expected no {said} for it$"):
+        open_model(tmp_path / "bytes.onnx", Options(**flags))
+    # what says nothing against bytes is taken
+    assert open_model(tmp_path / "bytes.onnx", Options(pixel_range="0-255", bgr=True)).spec.bgr
 
 
 @pytest.mark.parametrize("tail, returns", [("ArgMax", "1 x 1 of int64"), ("Greater", "1 x 3 of bool"),
@@ -2435,10 +2502,7 @@ def test_a_half_precision_model_is_told_to_be_float32_not_another_input_size(kin
     ("segments", r"returns a dict of 'out' \(2 x 4 x 8 x 8\), expected 2 x classes of float logits \(a map of "
                  r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
     ("segments first", r"returns a tuple of 2 \(2 x 4 x 8 x 8, 2 x 4\), expected 2 x classes of float logits \(a map "
-                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
-    # class scores on a 1 x 1 map were called a segmentation model's, in every kind
-    ("pooled", r"returns 2 x 4 x 1 x 1, expected 2 x classes of float logits \(class scores on a 1 x 1 map, as a "
-               r"convolutional head gives them before a flatten: the model must flatten them to N x 4\)$")])
+                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$")])
 def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
     """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why."""
     from cnnlab.explore.torch_models import ModuleModel
@@ -2447,15 +2511,53 @@ def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, sai
         ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
 
 
-def test_an_onnx_graph_of_class_scores_on_a_1_by_1_map_is_not_called_a_segmentation_model(tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_Returns("pooled").eval(), (torch.zeros(1, 3, 8, 8),), str(tmp_path / "head.onnx"),
-                          dynamo=False, input_names=["x"], output_names=["scores"])
-    with pytest.raises(CnnlabError, match=r"its output 'scores' has shape 1 x 4 x 1 x 1, expected N x classes \(class "
-                                          r"scores on a 1 x 1 map, as a convolutional head gives them before a "
-                                          r"flatten: the model must flatten them to N x 4\)$"):
-        open_model(tmp_path / "head.onnx")
+@pytest.mark.parametrize("kind", ["module", "pt2", "onnx"])
+def test_class_scores_on_a_1_by_1_map_are_read_as_the_class_scores(kind, tmp_path):
+    """A convolutional head's scores left unflattened (N x K x 1 x 1: SqueezeNet's without its flatten, the ONNX
+    model zoo's Caffe-converted classifiers) were refused in every kind; they are the class scores, and the page
+    says how they were read."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    torch.manual_seed(0)
+    net = _Returns("pooled").eval()
+    x = torch.zeros(1, 3, 8, 8)
+    if kind == "module":
+        model = ModuleModel(net, "net", Options(input_size=8))
+    elif kind == "pt2":
+        batch = torch.export.Dim("batch", min=1, max=64)
+        torch.export.save(torch.export.export(net, (x.expand(2, -1, -1, -1),), dynamic_shapes=({0: batch},)),
+                          str(tmp_path / "head.pt2"))
+        model = open_model(tmp_path / "head.pt2")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(tmp_path / "head.onnx"), dynamo=False, input_names=["x"],
+                              output_names=["scores"], dynamic_axes={"x": {0: "n"}, "scores": {0: "n"}})
+        model = open_model(tmp_path / "head.onnx")
+    assert model.classes == ("class 0", "class 1", "class 2", "class 3")
+    assert any("class scores as N x 4 x 1 x 1" in note and "read as N x 4" in note for note in model.notes)
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = net(images.float() / 255).flatten(1)
+    torch.testing.assert_close(model.logits(images), expected, atol=1e-5, rtol=1e-5)
+    page = analyze_image(model, images[0])
+    assert page["rows"][-1]["shape"] == [4]
+    assert [t["index"] for t in page["top"]] == expected[0].softmax(0).argsort(descending=True)[:len(page["top"])] \
+        .tolist()
+    assert page["explanation"] is not None
+
+
+def test_a_1_by_1_map_that_is_no_class_scores_is_refused_for_what_it_is():
+    """Read as class scores, a 1 x 1 map still has to be float scores of one row per image."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    class Votes(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3), keepdim=True).argmax(1, keepdim=True).expand(-1, 3, -1, -1)
+
+    with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it returns 2 x 3 x 1 x 1 of int64, "
+                                          r"expected 2 x classes of float logits$"):
+        ModuleModel(Votes(), "net", Options(input_size=8))
 
 
 def test_an_imagenet_name_cnnlab_does_not_build_is_told_how_to_bring_it(tmp_path):

@@ -67,6 +67,8 @@ class InputSpec:
         mean, std: per-channel normalisation on the ``pixel_max`` scale and in the model's channel order
             (``(x - mean) / std``), or None.
         origin: where each of these was read from, for the page (``"graph"``, ``"flags"``, ``"checkpoint"``).
+        dtype: the element type the model takes (an ONNX graph's input may be float16, double, or uint8: the pixel
+            values themselves, rounded); :meth:`to_input` gives float32 either way, and the kind casts it.
     """
 
     channels: int
@@ -79,6 +81,7 @@ class InputSpec:
     crop: bool = False
     pixel_max: int = 1
     bgr: bool = False
+    dtype: str = "float32"
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 RGB ``N x C x H x W`` images -> the float32 model input (scaled, in the model's channel order,
@@ -123,7 +126,7 @@ class InputSpec:
         if self.mean is not None or self.std is not None:
             scaling += f", minus mean {_short(self.mean or (0.0,))}, divided by std {_short(self.std or (1.0,))}"
         where = "; ".join(f"{k} from the {v}" for k, v in self.origin.items())
-        return (f"float32 {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.height} x "
+        return (f"{self.dtype} {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.height} x "
                 f"{self.width}, {scaling}" + (f" ({where})" if where else ""))
 
 
@@ -161,6 +164,7 @@ class Scoring:
         noun: what the page calls the model (``"graph"``, ``"program"``, ``"module"``).
         from_values: read as a Softmax's because its outputs sum to 1 (:func:`sums_to_one`), not because its last
             operation is one.
+        on_map: its outputs come as ``N x K x 1 x 1`` and are read as ``N x K`` (:func:`class_rows`).
     """
 
     outputs: int
@@ -168,16 +172,17 @@ class Scoring:
     ends_in: str | None = None
     noun: str = "model"
     from_values: bool = False
+    on_map: bool = False
 
     @classmethod
     def read(cls, outputs: int, multi_label: bool, ends_in: str | None, where: str, noun: str,
-             distributions: bool = False) -> Scoring:
+             distributions: bool = False, on_map: bool = False) -> Scoring:
         """The scoring of a model of ``outputs`` outputs that ``ends_in`` Softmax, Sigmoid or neither (None), with
         ``--multi-label`` or not; ``where`` names the model in the refusal of a Softmax read as multi-label.
         ``distributions``: its outputs for the images tried are probability distributions (:func:`sums_to_one`),
-        read as a Softmax's where its last operation says nothing."""
+        read as a Softmax's where its last operation says nothing. ``on_map``: they come on a 1 x 1 map."""
         if ends_in is None and distributions and outputs > 1 and not multi_label:
-            return cls(outputs, False, "Softmax", noun, from_values=True)
+            return cls(outputs, False, "Softmax", noun, from_values=True, on_map=on_map)
         if multi_label and ends_in == "Softmax":
             raise CnnlabError(f"{where} ends in Softmax, one distribution over its classes, and --multi-label reads "
                               "each output as a class's own probability; expected no --multi-label for it")
@@ -185,7 +190,7 @@ class Scoring:
             raise CnnlabError(f"{where} ends in Softmax over one output, which is 1 for every image; expected a "
                               "Softmax over two or more classes, or a Sigmoid for a binary classifier")
         # a Sigmoid over one output is a binary classifier's probability, over several a probability each
-        return cls(outputs, multi_label or (ends_in == "Sigmoid" and outputs > 1), ends_in, noun)
+        return cls(outputs, multi_label or (ends_in == "Sigmoid" and outputs > 1), ends_in, noun, on_map=on_map)
 
     @property
     def binary(self) -> bool:
@@ -197,7 +202,9 @@ class Scoring:
         return 2 if self.binary else self.outputs
 
     def scores(self, out: torch.Tensor) -> torch.Tensor:
-        """The model's ``N x outputs`` -> the ``N x classes`` scores :meth:`probabilities` reads."""
+        """The model's ``N x outputs`` (or ``N x outputs x 1 x 1``) -> the ``N x classes`` scores
+        :meth:`probabilities` reads."""
+        out = class_rows(out)
         # float32's smallest normal number as the floor: a confident answer (p = 2e-9 for a logit of -20) keeps its
         # value and its gradient (torch.logit's eps would clamp it, and Grad-CAM would go blank)
         tiny = torch.finfo(torch.float32).tiny
@@ -220,6 +227,12 @@ class Scoring:
 
     def notes(self) -> tuple[str, ...]:
         """What the page says about it (nothing for plain logits and a softmax)."""
+        shape = (f"The {self.noun} gives its class scores as N x {self.outputs} x 1 x 1, on a 1 x 1 map (a "
+                 f"convolutional head's, left unflattened): they are read as N x {self.outputs}.",) \
+            if self.on_map else ()
+        return shape + self._reading_notes()
+
+    def _reading_notes(self) -> tuple[str, ...]:
         if self.from_values:
             said = (f"The {self.noun}'s outputs are probabilities already: for every image tried they are at least "
                     "0 and sum to 1, though its last operation is no Softmax (arithmetic after one, or an average of "
@@ -242,7 +255,7 @@ def sums_to_one(out: Any) -> bool:
     """Whether a model's outputs for a few images (``N x K``, a tensor or an array) are probability distributions:
     two or more classes, every value finite and at least 0, each image's summing to 1 (within float16's rounding).
     Logits do so for no image but by construction."""
-    out = torch.as_tensor(out).detach().double() if out is not None else None
+    out = torch.as_tensor(class_rows(out)).detach().double() if out is not None else None
     if out is None or out.dim() != 2 or out.shape[0] < 1 or out.shape[1] < 2 or not bool(out.isfinite().all()):
         return False
     return bool((out >= 0).all()) and bool(((out.sum(1) - 1).abs() <= 2e-3).all())
@@ -280,18 +293,33 @@ def per_image(value: Any, batch: int) -> bool:
     return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
 
 
+def class_rows(out: Any) -> Any:
+    """A model's class scores as rows: ``N x K`` as it is, and ``N x K x 1 x 1`` (the scores of a convolutional
+    head left unflattened, as SqueezeNet's and Caffe-converted models give them) as ``N x K``; anything else as it
+    is, for :func:`logits_count` to refuse."""
+    if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4 and tuple(out.shape[2:]) == (1, 1):
+        return out.reshape(out.shape[0], out.shape[1])
+    return out
+
+
+def on_a_map(out: Any) -> bool:
+    """Whether ``out``'s class scores come on a 1 x 1 map (:func:`class_rows`), for the page's note."""
+    return getattr(out, "ndim", 0) == 4
+
+
 def logits_count(out: Any, n: int, where: str, classes: int | None = None, outputs: int = 1) -> int:
     """The class count of ``out``, a model's output for ``n`` images (a tensor, an array, or whatever it returned;
     the first of ``outputs`` where it returned several, :func:`first_output`); refuses anything but float logits
     ``n x classes`` (``classes`` of them where another batch gave that many): an integer output (an ArgMax, a
     comparison) would be read as scores, and one whose first axis is not the images (the logits transposed) would be
     cut into rows of the wrong numbers."""
-    shape = tuple(out.shape) if isinstance(out, (torch.Tensor, np.ndarray)) else None
+    rows = class_rows(out)
+    shape = tuple(rows.shape) if isinstance(rows, (torch.Tensor, np.ndarray)) else None
     floats = out.is_floating_point() if isinstance(out, torch.Tensor) else \
         isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
     if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
             not floats:
-        shown = " x ".join(map(str, shape)) if shape is not None else _structure(out)
+        shown = " x ".join(map(str, out.shape)) if shape is not None else _structure(out)
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
         # the shape shown is of one output among several: said so, or it reads as all the model returned
         returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
@@ -305,8 +333,8 @@ def first_output(out: Any) -> tuple[Any, tuple[Any, ...]]:
     or list whose first item is a float 2-d tensor (logits with an auxiliary head's, or with the features before
     them), that item and the rest. A detector's list of dicts or a segmentation model's maps come back whole, for
     :func:`logits_count` to refuse by what they are."""
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) and out[0].dim() == 2 and \
-            out[0].is_floating_point():
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) and \
+            class_rows(out[0]).dim() == 2 and out[0].is_floating_point():
         return out[0], tuple(out[1:])
     return out, ()
 
@@ -367,11 +395,10 @@ def _what_it_is(out: Any) -> str:
 
 
 def map_hint(shape) -> str:
-    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel, or, on a
-    1 x 1 map, a classifier's scores that its convolutional head (SqueezeNet's, a Caffe model's) left unflattened."""
+    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel (none for a
+    1 x 1 map: class scores, read as such, :func:`class_rows`; refused for another reason, which the line says)."""
     if tuple(shape[2:]) == (1, 1):
-        return (f" (class scores on a 1 x 1 map, as a convolutional head gives them before a flatten: the model "
-                f"must flatten them to N x {shape[1]})")
+        return ""
     return " (a map of scores per pixel is a segmentation model's: the explorer explains image classifiers)"
 
 
@@ -585,11 +612,13 @@ def class_names(names: Any, source: str, otherwise: str = "") -> tuple[str, ...]
 
 def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,
                  folder_classes: tuple[str, ...], where: str, noun: str,
-                 stored_in: str = "the model file", sample: Any = None) -> tuple[Scoring, tuple[str, ...], str]:
+                 stored_in: str = "the model file", sample: Any = None,
+                 on_map: bool = False) -> tuple[Scoring, tuple[str, ...], str]:
     """How a model from elsewhere of ``outputs`` outputs is read (:meth:`Scoring.read`), its class names and where
     they came from (:func:`resolve_classes`): what every kind does once it knows its output count. ``sample``: its
-    outputs for :meth:`InputSpec.probe`'s images, which say whether they are probabilities already."""
-    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, sums_to_one(sample))
+    outputs for :meth:`InputSpec.probe`'s images, which say whether they are probabilities already; ``on_map``:
+    they come as ``N x K x 1 x 1``."""
+    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, sums_to_one(sample), on_map)
     classes, named_by = resolve_classes(options.classes, stored, scoring, folder_classes, stored_in)
     return scoring, classes, named_by
 

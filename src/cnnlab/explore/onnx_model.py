@@ -31,6 +31,7 @@ import ast
 import functools
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from cnnlab.explore.model import (
     logits_count,
     map_hint,
     occlusion_pngs,
+    on_a_map,
     outputs_note,
     per_image,
     read_outputs,
@@ -64,11 +66,12 @@ STAGE_OPS = frozenset({
     "Gelu", "Softplus", "Mish",
 })
 FLOAT = 1  # onnx.TensorProto.FLOAT
-# onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: stage outputs shown as feature maps. A quantized graph's
-# int8 maps (QLinearConv's) are left to the layer table.
+# onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: the types a trained weight has, and the stage outputs shown as
+# feature maps (a quantized graph's int8 maps, QLinearConv's, are left to the layer table)
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
-# onnx.TensorProto's FLOAT, FLOAT16, DOUBLE and BFLOAT16: the types a trained weight has
-FLOAT_TYPES = frozenset({1, 10, 11, 16})
+# The image inputs a graph may take (onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, UINT8), as numpy names them: a
+# graph converted to float16 whole, or one that takes the pixel values themselves and scales them inside
+INPUT_TYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8"}
 # The inputs of quantized ops that are weights and biases; the others are scales and zero points.
 QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,),
                      "QGemm": (3, 6)}  # com.microsoft's, for a Linear quantized by onnxruntime (QOperator format)
@@ -177,7 +180,9 @@ class OnnxModel:
         others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
         shapes, types = self._infer_shapes(model)
         out = shapes.get(self.output_name) or _dims(graph.output[0])
-        if out and (len(out) != 2 or (isinstance(out[1], int) and out[1] < 1)):
+        # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
+        if out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
+                    (isinstance(out[1], int) and out[1] < 1)):
             pixels = map_hint(out) if len(out) == 4 else ""
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes{pixels}")
@@ -225,7 +230,8 @@ class OnnxModel:
             if "cnnlab.classes" in self.metadata and options.classes is None else None  # --classes comes first
         self.scoring, self.classes, where = read_outputs(count, options,
                                                          _final_op(self.producers, self.output_name), stored,
-                                                         folder_classes, str(path), "graph", sample=self._sample())
+                                                         folder_classes, str(path), "graph", sample=self._sample(),
+                                                         on_map=on_a_map(probe[self.output_name]))
         self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
                       f"names: {where}.",
                       "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
@@ -248,10 +254,17 @@ class OnnxModel:
         value = inputs[0]
         dims = _dims(value)
         elem = value.type.tensor_type.elem_type
-        if len(dims) != 4 or elem != FLOAT:
+        if len(dims) != 4 or elem not in INPUT_TYPES:
             shown = " x ".join(str(d) for d in dims) or "no shape"
             raise CnnlabError(f"{self.path} has no image input: {value.name!r} is {shown} of {_type_name(elem)}, "
-                              "expected float32 N x C x H x W or N x H x W x C")
+                              f"expected N x C x H x W or N x H x W x C of {', '.join(INPUT_TYPES.values())}")
+        dtype = INPUT_TYPES[elem]
+        # normalised or scaled pixels are no bytes (--bgr and --pixel-range 0-255 say nothing against them)
+        given = [flag for flag in options.scaling_flags() if flag != "--bgr" and
+                 (flag, options.pixel_range) != ("--pixel-range", "0-255")]
+        if dtype == "uint8" and given:
+            raise CnnlabError(f"{self.path} takes uint8 pixels (input {value.name!r}), the values themselves, and "
+                              f"scales them inside; expected no {'/'.join(given)} for it")
         conv_in = self._first_conv_channels()
         axes = {"NCHW": dims[1], "NHWC": dims[3]}  # where each layout keeps the channels
         layout, origin = options.layout, {}
@@ -280,7 +293,10 @@ class OnnxModel:
         if not channels:
             raise CnnlabError(f"{self.path}: the channels of input {value.name!r} are dynamic and no convolution "
                               "says how many it takes")
-        return value.name, options.spec(channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
+        spec = options.spec(channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
+        if dtype == "uint8":  # the pixel values themselves, rounded after a resize
+            spec = replace(spec, pixel_max=255, origin={**spec.origin, "pixel range": "graph's uint8 input"})
+        return value.name, replace(spec, dtype=dtype)
 
     def _first_conv(self) -> tuple[Any, np.ndarray] | tuple[None, None]:
         """The first Conv node with a constant 4-d weight, and that weight."""
@@ -373,7 +389,10 @@ class OnnxModel:
             real = chunk.shape[0]
             if real < step:  # a graph fixed to a batch of N takes exactly N: pad with copies, keep the real rows
                 chunk = torch.cat([chunk, chunk[:1].expand(step - real, *chunk.shape[1:])])
-            x = self.spec.to_input(chunk).numpy().astype(np.float32, copy=False)
+            x = self.spec.to_input(chunk).numpy()
+            # the graph's own input type: uint8 pixels are rounded back from a resize's blend of them
+            x = x.round().clip(0, 255).astype(np.uint8) if self.spec.dtype == "uint8" else \
+                x.astype(self.spec.dtype, copy=False)
             session = self.scorer if names == [self.output_name] else self.session
             outs = session.run(names, {self.input_name: x})
             # A value of the graph's own (not one per image) is no stage, and is left out; the output is kept as

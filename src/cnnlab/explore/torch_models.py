@@ -58,6 +58,7 @@ from cnnlab.explore.model import (
     first_output,
     gradient_pngs,
     logits_count,
+    on_a_map,
     outputs_note,
     per_image,
     per_image_shape,
@@ -261,21 +262,34 @@ class _TorchModel:
     scoring: Scoring
     tta = False
     _outputs: tuple[str, ...] = ()  # a model of several outputs: each one's shape (N x classes first), for the note
+    _on_map = False  # its class scores come as N x K x 1 x 1 (:func:`cnnlab.explore.model.class_rows`)
+    _wrapped_in: str | None = None  # the type of output object (or "a dict") the logits come in, if any
 
     def _network(self) -> nn.Module:
         """The module that runs: the user's, or the program's."""
         raise NotImplementedError
 
     def _scores_of(self, out: Any) -> Any:
-        """The class scores among what the model returned (:func:`cnnlab.explore.model.first_output`): the first of
-        a tuple of outputs, as the ONNX kind reads a graph's first output; the others are named on the page."""
+        """The class scores among what the model returned: a tensor; the ``logits`` tensor of an output object (as
+        Hugging Face's image classifiers return, ``ImageClassifierOutput``) or of a dict (as such a model exported
+        with torch.export returns it, or a forward written so); or the first of a tuple of outputs
+        (:func:`cnnlab.explore.model.first_output`), as the ONNX kind reads a graph's first output, the others
+        named on the page."""
+        logits = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
+        if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor):
+            self._wrapped_in = "a dict" if type(out) is dict else type(out).__name__
+            return logits
         scores, others = first_output(out)
         if others:
             self._outputs = tuple(per_image_shape(o) for o in (scores, *others))
         return scores
 
     def _outputs_note(self, noun: str) -> tuple[str, ...]:
-        """What the page says of a model of several outputs: which one it reads (nothing for one output)."""
+        """What the page says of a model whose class scores come among other things: in an output object or a
+        dict, or first of several outputs (nothing for one tensor)."""
+        if self._wrapped_in:
+            forward = "forward" if noun == "module" else noun
+            return (f"Its {forward} returns {self._wrapped_in}: its logits are read as the class scores.",)
         return outputs_note(noun, self._outputs[0], list(self._outputs[1:])) if self._outputs else ()
 
     def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
@@ -312,6 +326,7 @@ class _TorchModel:
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({_first_line(e)}){hint}; "
                                   "expected a classifier of one image batch") from e
             classes = logits_count(out, n, where, classes, outputs=len(self._outputs) or 1)
+            self._on_map = on_a_map(out)
         return classes
 
     def _final_op(self) -> str | None:
@@ -447,7 +462,7 @@ class ExportedModel(_TorchModel):
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
         self.scoring, self.classes, where = read_outputs(self._check_classifier(str(path)), options,
                                                          self._final_op(), stored, folder_classes, str(path),
-                                                         "program", sample=self._sample())
+                                                         "program", sample=self._sample(), on_map=self._on_map)
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
                       f"(no pickles or code). Class names: {where}.", *self._outputs_note("program"),
                       *self.scoring.notes())
@@ -564,8 +579,7 @@ class ExportedModel(_TorchModel):
                     tail.append(Row(_where(node), op, value))  # but perhaps the map Grad-CAM is to weigh
                 return out
 
-        out = Recorder(self.module).run(x)
-        logits = out[0] if isinstance(out, (tuple, list)) else out
+        logits = self._scores_of(Recorder(self.module).run(x))
         # Rows keep the padded batch: sliced, a row would be a new tensor the logits do not depend on (no gradient
         # for Grad-CAM); every reader takes image 0.
         return [*rows, Row("output", "output", logits)], list(tail)
@@ -576,7 +590,8 @@ class ExportedModel(_TorchModel):
     def _final_op(self) -> str | None:
         output = next(n for n in self.graph.nodes if n.op == "output")
         node = output.args[0]
-        node = node[0] if isinstance(node, (tuple, list)) and node else node
+        node = node[0] if isinstance(node, (tuple, list)) and node else node.get("logits") \
+            if isinstance(node, dict) else node
         while isinstance(node, torch.fx.Node) and _packet(node) in PASS_THROUGH and node.args:
             node = node.args[0]
         return FINAL_OPS.get(_packet(node))
@@ -631,7 +646,6 @@ class ModuleModel(_TorchModel):
         # The input's channels are those of the convolution that reads it, which need not be the first one
         # registered (a head assigned before the stem): each conv's in_channels is tried in turn, then grey and
         # RGB for a network without one, and the first the model runs on is taken.
-        self._wrapped_in: str | None = None  # the type of output object the logits come in, if any
         self._modes = True  # whether its forward runs under a TorchFunctionMode (the probes of layouts and output)
         tried = dict.fromkeys([*(_in_channels(m) for m in self.model.modules() if _in_channels(m)), 3, 1])
         refusals = []
@@ -645,10 +659,8 @@ class ModuleModel(_TorchModel):
         else:
             raise refusals[0]
         self.scoring, self.classes, where = read_outputs(count, options, self._final_op(), stored, folder_classes,
-                                                         name, "module", stored_in, self._sample())
-        wrapped = (f"Its forward returns {self._wrapped_in}: its logits are read as the class scores.",) \
-            if self._wrapped_in else ()
-        self.notes = (f"{note} Class names: {where}.".lstrip(), *wrapped, *self._outputs_note("module"),
+                                                         name, "module", stored_in, self._sample(), self._on_map)
+        self.notes = (f"{note} Class names: {where}.".lstrip(), *self._outputs_note("module"),
                       *self.scoring.notes())
         self.notes += (*token_notes(self, "module"), *self._unused())
 
@@ -747,15 +759,8 @@ class ModuleModel(_TorchModel):
         return explored
 
     def _run(self, x: torch.Tensor) -> Any:
-        """The model on ``x`` (under ``_passes``), its output as class scores: a tensor, the ``logits`` tensor of
-        an output object, as Hugging Face's image classifiers return (``ImageClassifierOutput``), or the first of a
-        tuple of outputs (:meth:`_scores_of`), each named on the page."""
-        out = self.model(x)
-        logits = getattr(out, "logits", None)
-        if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor):
-            self._wrapped_in = type(out).__name__
-            return logits
-        return self._scores_of(out)
+        """The model on ``x`` (under ``_passes``), its output as class scores (:meth:`_scores_of`)."""
+        return self._scores_of(self.model(x))
 
     def _network(self) -> nn.Module:
         return self.model
