@@ -7,6 +7,7 @@ with onnx.helper, and bad files of every kind. Torch is the oracle for every num
 
 from __future__ import annotations
 
+import copy
 import http.client
 import io
 import json
@@ -2477,8 +2478,7 @@ class _Returns(nn.Module):
         return y, y.mean((2, 3))  # per-pixel scores first, then an image's
 
 
-@pytest.mark.parametrize("kind", ["module", "pt2"])
-def test_a_half_precision_model_is_told_to_be_float32_not_another_input_size(kind, tmp_path):
+def test_a_half_precision_module_is_told_to_be_float32_not_another_input_size():
     # Fed float32, a float16 model fails on its first layer; the line ended "if it takes another size, pass that
     # --input-size", which no size would have mended
     from cnnlab.explore.torch_models import ModuleModel
@@ -2487,13 +2487,28 @@ def test_a_half_precision_model_is_told_to_be_float32_not_another_input_size(kin
     with pytest.raises(CnnlabError, match=r"failed on a 2 x 1 x 8 x 8 NCHW input \(RuntimeError: .*\); it holds "
                                           r"float16 weights and is fed float32: convert it with .float\(\); expected "
                                           r"a classifier") as e:
-        if kind == "module":
-            ModuleModel(net, "half", Options(input_size=8))
-        else:
-            program = torch.export.export(net, (torch.zeros(2, 1, 8, 8, dtype=torch.float16),))
-            torch.export.save(program, tmp_path / "half.pt2")
-            open_model(tmp_path / "half.pt2")
+        ModuleModel(net, "half", Options(input_size=8))
     assert "--input-size" not in str(e.value)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float16, 5e-3), (torch.float64, 1e-6)])
+def test_a_program_exported_in_another_precision_is_fed_its_own_type(tmp_path, dtype, tolerance):
+    """A .pt2 exported in half precision was told to "convert it with .float()", which a program file cannot be:
+    it is fed its own type, and scores as its float32 twin does, Grad-CAM included."""
+    torch.manual_seed(0)
+    net = Scorer(3).eval()
+    _pt2_of(net, tmp_path / "float.pt2")
+    torch.export.save(torch.export.export(copy.deepcopy(net).to(dtype), (torch.zeros(2, 1, 8, 8, dtype=dtype),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)),
+                      tmp_path / "other.pt2")
+    other, float_ = open_model(tmp_path / "other.pt2"), open_model(tmp_path / "float.pt2")
+    assert other.spec.describe().startswith(f"{str(dtype).removeprefix('torch.')} N x C x H x W, 1 channel at 8 x 8")
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(other.logits(images), float_.logits(images), atol=tolerance, rtol=tolerance)
+    got = analyze_image(other, images[0])
+    assert got["explanation"]["method"] == "grad-cam" and got["top"][0]["index"] == \
+        analyze_image(float_, images[0])["top"][0]["index"]
+
 
 
 @pytest.mark.parametrize("what, said", [

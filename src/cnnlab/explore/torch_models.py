@@ -460,6 +460,11 @@ class ExportedModel(_TorchModel):
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path), options.classes is not None)
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
+        # a program exported in half precision (or double) takes images of that type: fed float32, its first
+        # layer fails, and a .pt2 has no .float() to mend it
+        self.dtype = val.dtype if isinstance(val, torch.Tensor) and val.is_floating_point() else torch.float32
+        if self.dtype != torch.float32:
+            self.spec = replace(self.spec, dtype=str(self.dtype).removeprefix("torch."))
         self.scoring, self.classes, where = read_outputs(self._check_classifier(str(path)), options,
                                                          self._final_op(), stored, folder_classes, str(path),
                                                          "program", sample=self._sample(), on_map=self._on_map)
@@ -514,6 +519,7 @@ class ExportedModel(_TorchModel):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         fewest, most = self.batches
+        x = x.to(self.dtype)
         if fewest == 1 and most is None:
             return self._scores_of(self.module(x))
         outs = []
@@ -527,7 +533,7 @@ class ExportedModel(_TorchModel):
         return torch.cat(outs)
 
     def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
-        x, _ = self._padded(x)
+        x, _ = self._padded(x.to(self.dtype))
         rows: list[Row] = []
         tail: deque[Row] = deque(maxlen=TAIL)  # the last spatial values made, for Grad-CAM
         from_image = self.from_image
