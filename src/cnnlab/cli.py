@@ -182,9 +182,11 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from cnnlab.evaluate import evaluate_checkpoint, format_eval
+    from cnnlab.evaluate import format_eval
+    from cnnlab.explore.evaluation import evaluate_any
 
-    result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, device=args.device)
+    result = evaluate_any(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, options=_model_options(args),
+                          device=args.device)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
     return 0
 
@@ -400,7 +402,7 @@ def _cmd_sweep(args) -> int:
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     """The flags that say how to feed a model from elsewhere (its classes, input size, normalisation, layout), for
-    ``explore`` and ``predict``: read by :meth:`cnnlab.explore.model.Options.from_flags`."""
+    ``explore``, ``predict`` and ``eval``: read by :meth:`cnnlab.explore.model.Options.from_flags`."""
     p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
     p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
                    "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
@@ -437,11 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p = sub.add_parser("eval", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint, or of "
+                       "any classifier explore opens on a labelled dataset")
+    p.add_argument("checkpoint", metavar="model", help="a cnnlab checkpoint (.pt), or a model from elsewhere as "
+                   "explore takes it (a .onnx or .pt2 file, an ImageNet backbone's name, module:function), scored on "
+                   "--data-dir or --dataset")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP + "; for a model from elsewhere: a folder of class subfolders "
+                   "(its test/ split if it has one, else all of it), or --dataset's folder")
+    p.add_argument("--dataset", metavar="NAME", help="a registered dataset to score on (cnnlab datasets): for a "
+                   "checkpoint, another of its classes than the run's")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_model_flags(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("models", help="list the registered models")

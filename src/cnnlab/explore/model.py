@@ -637,7 +637,12 @@ def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | Non
             return tuple(names), where
         if names and where != "the image folders":
             raise CnnlabError(f"{where} names {len(names)} classes, but the model has {scoring.describe()}")
-    return tuple(f"class {i}" for i in range(count)), "numbered (no names given: pass --classes FILE)"
+    return numbered_classes(count), "numbered (no names given: pass --classes FILE)"
+
+
+def numbered_classes(count: int) -> tuple[str, ...]:
+    """The names of a model's classes where nothing names them: ``class 0`` ... ``class K-1``."""
+    return tuple(f"class {i}" for i in range(count))
 
 
 def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:

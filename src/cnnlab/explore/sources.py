@@ -96,6 +96,13 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
                                     listing=listing, crop=model.spec.crop)
 
 
+def cpu_only(device: str, source: str | Path) -> None:
+    """Refuse a ``--device`` other than the CPU for a model from elsewhere, which runs on the CPU."""
+    if device not in ("auto", "cpu"):
+        raise CnnlabError(f"--device {device} applies to a cnnlab checkpoint; {source} is a model from elsewhere, run "
+                          "on the CPU; expected no --device for it")
+
+
 def predict_any(source: str | Path, images: Sequence[str | Path], options: Options | None = None,
                 invert: bool = False, topk: int = 3, device: str = "auto",
                 skip_bad: bool = False) -> list[dict[str, Any]]:
@@ -116,9 +123,7 @@ def predict_any(source: str | Path, images: Sequence[str | Path], options: Optio
         options.check_records_its_own()
         return predict_files(source, images, invert, topk, device, skip_bad, classes=options.classes)
     files = listed_images(images, topk)
-    if device not in ("auto", "cpu"):
-        raise CnnlabError(f"--device {device} applies to a cnnlab checkpoint; {source} is a model from elsewhere, run "
-                          "on the CPU; expected no --device for it")
+    cpu_only(device, source)
     model = open_model(source, options)
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:
