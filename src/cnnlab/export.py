@@ -308,7 +308,7 @@ def _write_onnx_int8(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metad
 
     with tempfile.TemporaryDirectory(prefix="cnnlab-int8-") as work:
         fp32, prepared = f"{work}/fp32.onnx", f"{work}/prepared.onnx"
-        _write_onnx(wrapped, fp32, shape, metadata, opset)  # checked against PyTorch to 1e-4, as a float export is
+        _write_onnx(wrapped, fp32, shape, metadata, opset)  # checked against PyTorch as a float export is
         # onnxruntime's recommended step before quantizing: shape inference and graph fusions (Conv + BN). Its
         # symbolic shape inference fails on some graphs the exporter writes (compact's adaptive max pool: a
         # ReduceMax with its axes as an input, then a Reshape, gave "'NoneType' object is not iterable"); ONNX's
@@ -435,7 +435,8 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         CnnlabError: unknown format, a suffix that is not the format's, ``output`` exists without ``force`` (or
             appears while the export runs: it is kept), its folder is missing or not writable, a bad checkpoint, an
             int8 export without ``calibration``, onnxruntime cannot run the ONNX file, or the
-            exported graph differs from PyTorch by more than 1e-4 at batch 1 or 5 (int8: agrees on fewer than
+            exported graph's logits differ from PyTorch's by more than TOLERANCE + RELATIVE_TOLERANCE x the largest
+            logit at batch 1 or 5 (int8: agrees on fewer than
             INT8_MIN_AGREEMENT of INT8_CHECK_IMAGES test images, :func:`_sample`); then nothing is written.
 
     Example:
