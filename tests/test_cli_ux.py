@@ -18,6 +18,7 @@ from cli_support import fresh_python
 from cnnlab import cli
 from cnnlab.device import advised_threads, check_device_name, oversubscription_hint, resolve_device
 from cnnlab.errors import CnnlabError
+from cnnlab.export import RELATIVE_TOLERANCE, TOLERANCE
 from cnnlab.models import model_info
 from cnnlab.report.curves import curves_figure
 from cnnlab.train import make_config
@@ -265,10 +266,13 @@ def test_a_command_that_runs_no_network_starts_without_torchs_compiler():
     ("train", ["--config", "--force", "--step-size", "--milestones", "--gamma", "rmsprop", "multistep"]),
     ("lr-find", ["--start-lr", "--end-lr", "--steps", "--out", "--optimizer", "--dataset"]),
     ("predict", ["folders"]),
+    ("export", [f"checked on random inputs to {TOLERANCE:.0e} + {RELATIVE_TOLERANCE:.0e} x the largest logit"
+                .replace("e-0", "e-")]),  # export's own bound, as 1e-4 + 1e-5
 ])
-def test_help_tells_the_new_flags(command, flags, capsys):
+def test_help_tells_the_new_flags(command, flags, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal's width, and breaks "1e-5" at its hyphen
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
-    text = capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())
     for flag in flags:
         assert flag in text, flag

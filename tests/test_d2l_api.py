@@ -67,6 +67,26 @@ def test_board_averages_every_n_points_and_keeps_tensors_until_read():
     assert board.data["acc"] == [(6.0, 7.0)]
 
 
+def test_the_board_is_a_hyperparameters_as_the_books():
+    # d2l 1.0.3: class ProgressBoard(d2l.HyperParameters), whose __init__ saves its arguments; a board of one's own
+    # that saved its own (a subclass calling self.save_hyperparameters()) was an AttributeError
+    board = d2l.ProgressBoard("x", ylim=(0, 1))
+    assert isinstance(board, d2l.HyperParameters)
+    assert board.hparams["xlabel"] == "x" and board.hparams["ylim"] == (0, 1) and board.hparams["display"] is True
+    assert (board.xlabel, board.ylim, board.xscale) == ("x", (0, 1), "linear")
+
+    class SmoothBoard(d2l.ProgressBoard):
+        def __init__(self, xlabel="step", smooth=3, _private=1, skipped=2):
+            super().__init__(xlabel=xlabel)
+            self.save_hyperparameters(ignore=["skipped"])
+
+    smooth = SmoothBoard(smooth=5)
+    assert smooth.hparams == {"xlabel": "step", "smooth": 5} and smooth.smooth == 5
+    assert not hasattr(smooth, "skipped") and not hasattr(smooth, "_private")
+    smooth.draw(0, torch.tensor(2.0), "loss")
+    assert smooth.data["loss"] == [(0.0, 2.0)] and smooth.epoch_line() == "step 0: loss 2"
+
+
 def test_board_rejects_bad_points():
     board = d2l.ProgressBoard()
     with pytest.raises(CnnlabError, match="every_n"):

@@ -1491,6 +1491,7 @@ def test_a_folder_of_loose_images_and_class_subfolders_is_refused(tmp_path, grey
     ("\ufeffzero\none\ntwo\n", ("zero", "one", "two")),  # a byte-order mark (Windows editors) is not in the name
     ('\ufeff["zero", "one", "two"]', ("zero", "one", "two")),  # nor does it make a JSON list lines
     ('\n  ["zero", "one"]\n', ("zero", "one")),
+    ("zero\r\none\r\n\r\n  \n", ("zero", "one")),  # blank lines after the last name shift no name
 ])
 def test_class_files(tmp_path, text, expected):
     path = tmp_path / "classes.txt"
@@ -1516,6 +1517,10 @@ def test_a_utf16_class_file_with_its_byte_order_mark_is_read_as_utf16(tmp_path, 
     ("zero\n", "holds 1 class name, expected at least 2"),
     ('["a", 1]', "must be a JSON list of strings"),
     ('["a", "b"', "is not valid JSON"),
+    # a blank line before a name moved every later name onto the class before its own, without a word
+    ("cat\n\ndog\nbird\n", "line 2 is blank; expected one class name per line (blank lines only after the last name)"),
+    ("cat\r\ndog\r\n \t\r\nbird\r\n\r\n", "line 3 is blank; expected one class name per line"),
+    ("\ncat\ndog\n", "line 1 is blank; expected one class name per line"),
 ])
 def test_bad_class_files_are_one_line(tmp_path, text, message):
     path = tmp_path / "classes.json"

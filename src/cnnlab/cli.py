@@ -508,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx-int8: calibrate on N training images of the checkpoint's dataset (e.g. 256)")
     p.add_argument("--verify", metavar="N", type=_flag_type(_count("--verify")),
                    help="then print the top-1 agreement with PyTorch on N test images, a seeded sample (default: 500 "
-                        "for onnx-int8, none otherwise: float exports are checked to 1e-4 on random inputs)")
+                        "for onnx-int8, none otherwise: float exports are checked on random inputs to 1e-4 + 1e-5 x "
+                        "the largest logit)")
     p.add_argument("--data-dir", help=f"for --calibration and --verify: {DATA_DIR_HELP}")
     p.add_argument("--opset", metavar="N", type=_flag_type(_count("--opset")),
                    help="onnx, onnx-int8: the ONNX operator set, for a runtime that knows only older ones (18 and "

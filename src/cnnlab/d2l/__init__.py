@@ -7,10 +7,10 @@ book's APIs: the object-style one of the English edition (d2l 1.0.3: ``Module``,
 ``cnnlab.data`` (offline, device-resident), ``corr2d`` and ``init_cnn`` from ``cnnlab.ops`` and ``cnnlab.models``.
 docs/d2l.md lists every name and every deliberate difference from the book's library.
 
-Layout: ``core`` (HyperParameters, Module, Classifier), ``board`` (ProgressBoard), ``data`` (DataModule,
-FashionMNIST, load_data_fashion_mnist), ``arrays`` (tensor loaders), ``trainer`` (Trainer), ``regression``
-(chapters 3-4's models and data), ``scratch`` (the function-style linear regression), ``loops`` (train_ch3,
-train_ch6, train_ch13, evaluation), ``animator``, ``utils`` (Timer, Accumulator, Benchmark), ``plotting``,
+Layout: ``hyperparameters`` (HyperParameters), ``core`` (Module, Classifier), ``board`` (ProgressBoard),
+``data`` (DataModule, FashionMNIST, load_data_fashion_mnist), ``arrays`` (tensor loaders), ``trainer`` (Trainer),
+``regression`` (chapters 3-4's models and data), ``scratch`` (the function-style linear regression), ``loops``
+(train_ch3, train_ch6, train_ch13, evaluation), ``animator``, ``utils`` (Timer, Accumulator, Benchmark), ``plotting``,
 ``download``, ``models`` (LeNet, Residual, ResNeXtBlock, resnet18, init_cnn), ``devices``, ``tensors`` (the
 framework-neutral aliases: tensor, reshape, reduce_sum, ...).
 """

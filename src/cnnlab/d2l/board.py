@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.d2l.hyperparameters import HyperParameters
 from cnnlab.errors import CnnlabError
 
 __all__ = ["ProgressBoard", "in_notebook", "show_in_place"]
@@ -70,8 +71,9 @@ def _to_floats(values: list) -> list[float]:
     return [float(v) for v in out]
 
 
-class ProgressBoard:
-    """Curves of named series against x, drawn point by point (d2l's ``ProgressBoard`` API).
+class ProgressBoard(HyperParameters):
+    """Curves of named series against x, drawn point by point (d2l's ``ProgressBoard`` API, a ``HyperParameters``
+    as the book's: its arguments are its attributes and ``hparams``).
 
     Args:
         xlabel, ylabel, xlim, ylim, xscale, yscale: axis settings, as matplotlib names them.
@@ -87,10 +89,7 @@ class ProgressBoard:
                  ls: Sequence[str] = ("-", "--", "-.", ":"), colors: Sequence[str] = ("C0", "C1", "C2", "C3"),
                  fig: Any = None, axes: Any = None, figsize: tuple[float, float] = (3.5, 2.5),
                  display: bool = True, *, refresh_s: float = 1.0):
-        # Plain assignments, not save_hyperparameters: the board is built once per model, keep it cheap.
-        self.xlabel, self.ylabel, self.xlim, self.ylim = xlabel, ylabel, xlim, ylim
-        self.xscale, self.yscale, self.ls, self.colors = xscale, yscale, ls, colors
-        self._fig, self.axes, self.figsize, self.display, self.refresh_s = fig, axes, figsize, display, refresh_s
+        self.save_hyperparameters()  # as the book's board: the arguments as attributes (fig: the setter) and hparams
         self.raw_points: collections.OrderedDict[str, list] = collections.OrderedDict()
         self._lines: collections.OrderedDict[str, list] = collections.OrderedDict()  # Points; y maybe a tensor
         self._last_render = -math.inf  # the first point is drawn at once

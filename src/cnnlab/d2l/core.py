@@ -1,4 +1,5 @@
-"""The book's object-oriented design (d2l 3.2): ``HyperParameters``, ``add_to_class``, ``Module``, ``Classifier``.
+"""The book's object-oriented design (d2l 3.2): ``add_to_class``, ``Module``, ``Classifier``, and
+``HyperParameters`` (from ``hyperparameters``, which ``board`` derives from too).
 
 Names, signatures and results follow d2l 1.0.3 so that book code runs unchanged. What differs is speed: a
 ``Module`` hands the loss and accuracy to its board as device tensors (``Tensor.detach()``), so a training step
@@ -7,7 +8,6 @@ never waits for the device; d2l converts every value to numpy, a host sync per s
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnlab.d2l.board import ProgressBoard
+from cnnlab.d2l.hyperparameters import HyperParameters
 from cnnlab.errors import CnnlabError
 
 __all__ = ["add_to_class", "HyperParameters", "Module", "Classifier"]
@@ -37,31 +38,6 @@ def add_to_class(Class: type) -> Callable[[Callable], None]:
         setattr(Class, obj.__name__, obj)
 
     return wrapper
-
-
-class HyperParameters:
-    """Base class whose ``save_hyperparameters`` turns the caller's arguments into attributes (d2l 3.2.2)."""
-
-    def save_hyperparameters(self, ignore: Sequence[str] = ()) -> None:
-        """Set every argument of the calling function (``__init__`` as a rule) as an attribute of ``self``.
-
-        Arguments named ``self``, listed in ``ignore`` or starting with ``_`` are skipped; the rest are also kept
-        in the dict ``self.hparams``. d2l takes every local variable of the caller; we take only its arguments
-        (``*args``/``**kwargs`` included), so a helper variable computed before the call is not saved by accident.
-        """
-        frame = inspect.currentframe().f_back
-        try:
-            code = frame.f_code
-            count = code.co_argcount + code.co_kwonlyargcount
-            count += bool(code.co_flags & inspect.CO_VARARGS) + bool(code.co_flags & inspect.CO_VARKEYWORDS)
-            local_vars = frame.f_locals
-            skip = {"self", *ignore}
-            self.hparams = {name: local_vars[name] for name in code.co_varnames[:count]
-                            if name in local_vars and name not in skip and not name.startswith("_")}
-        finally:
-            del frame  # a frame held in a local makes a reference cycle (inspect docs, "The interpreter stack")
-        for name, value in self.hparams.items():
-            setattr(self, name, value)
 
 
 class Module(nn.Module, HyperParameters):

@@ -555,7 +555,8 @@ def _size_text(hw: tuple[int, int]) -> str:
 
 
 def read_classes(path: str | Path) -> tuple[str, ...]:
-    """Class names from a file: one per line (blank lines skipped), or a JSON list of strings; each name once."""
+    """Class names from a file: one per line (blank lines only after the last), or a JSON list of strings; each
+    name once."""
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"--classes {path} is not a file (expected one class name per line, or a JSON list)")
@@ -566,7 +567,13 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
     utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     text = data.decode("utf-16" if utf16 else "utf-8-sig", errors="replace")
     if not text.lstrip().startswith(("[", "{")):
-        return class_names([line.strip() for line in text.splitlines() if line.strip()], f"--classes {path}")
+        names = [line.strip() for line in text.splitlines()]
+        while names and not names[-1]:  # a final newline, or a few empty lines after the last name, name nothing
+            names.pop()
+        if "" in names:  # skipped, it moved every later name onto the class before its own
+            raise CnnlabError(f"--classes {path} line {names.index('') + 1} is blank; expected one class name per "
+                              "line (blank lines only after the last name)")
+        return class_names(names, f"--classes {path}")
     try:
         names = json.loads(text)
     except ValueError as e:
