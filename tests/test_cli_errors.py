@@ -484,12 +484,12 @@ def test_unexpected_failure_is_one_internal_error_line_unless_debug(monkeypatch,
 
 
 def test_ctrl_c_outside_training_is_one_line_and_130(monkeypatch, capsys):
-    import cnnlab.evaluate
+    import cnnlab.explore.evaluation
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cnnlab.evaluate, "evaluate_checkpoint", interrupted)
+    monkeypatch.setattr(cnnlab.explore.evaluation, "evaluate_any", interrupted)
     code, err = run(["eval", "x.pt"], capsys)
     assert code == 130 and err == ["cnnlab eval: interrupted"]
 

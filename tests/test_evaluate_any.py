@@ -18,8 +18,12 @@ from torch import nn
 from cli_support import assert_one_line, run_with_output
 from cnnlab.data import FOLDER_PREFIX, load_dataset
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import evaluate_checkpoint
 from cnnlab.explore.evaluation import evaluate_any
 from cnnlab.explore.model import Options
+from cnnlab.export import export_checkpoint
+from cnnlab.inference import load_trained
+from cnnlab.train import train
 
 FOLDER_CLASSES = ("cat", "dog", "fox")  # as the folder sorts them
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
@@ -48,13 +52,13 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
 
 
-def _folder(root, split: bool = False):
+def _folder(root, split: bool = False, per_class: int = 4):
     """Class subfolders of 20 x 24 pictures tinted by class (with train/ and test/ splits if ``split``)."""
     rng = np.random.default_rng(0)
     for part in ("train", "test") if split else ("",):
         for name in FOLDER_CLASSES:
             (root / part / name).mkdir(parents=True)
-            for i in range(4):
+            for i in range(per_class):
                 noise = rng.integers(0, 120, (20, 24, 3))
                 picture = np.clip(noise + np.array(COLOURS[name]) * rng.uniform(0.3, 1.0), 0, 255).astype(np.uint8)
                 (root / part / name / f"{i}.png").write_bytes(_png(picture))
@@ -166,6 +170,33 @@ def test_cli_eval_of_an_onnx_file(tmp_path, cache, capsys):
     assert code == 0 and out[0].startswith("tiny.onnx: test accuracy ") and out[1].startswith("scored: all 12 images")
     code, _, err = run_with_output(["eval", str(model)], capsys)
     assert_one_line(code, err, "with no dataset of its own", command="eval")
+
+
+@pytest.mark.parametrize("format", ["onnx", "pt2"])
+def test_a_cnnlab_export_is_scored_on_the_split_its_run_held_out_as_its_checkpoint(tmp_path, cache, format):
+    """Scored whole, the run's own folder (no test/) would have counted the images the model trained on: the export
+    records which split its run drew, and is scored on it, as its checkpoint is; a folder changed since is refused."""
+    folder = _folder(tmp_path / "pets", per_class=12)
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    exported = export_checkpoint(load_trained(out / "best.pt", "cpu"), tmp_path / f"lenet.{format}", format=format)
+    by_export, by_checkpoint = evaluate_any(exported, data_dir=folder), evaluate_checkpoint(out / "best.pt")
+    assert by_export.n == by_checkpoint.n == 6 and by_export.scored == by_checkpoint.scored
+    assert torch.equal(by_export.confusion, by_checkpoint.confusion)
+    moved = tmp_path / "moved"
+    folder.rename(moved)  # the run's folder, moved: the same drawn split, by its files
+    assert evaluate_any(exported, data_dir=moved).n == 6
+    next((moved / "cat").iterdir()).unlink()
+    with pytest.raises(CnnlabError, match=r"is not the one the run drew from folder:.*pets \(") as e:
+        evaluate_any(exported, data_dir=moved)
+    assert str(e.value) == _refusal(lambda: evaluate_checkpoint(out / "best.pt", data_dir=moved))
+
+
+def _refusal(call) -> str:
+    with pytest.raises(CnnlabError) as e:
+        call()
+    return str(e.value)
 
 
 def test_a_pt2_program_is_scored_on_fashion_mnist_as_torch_scores_it(tmp_path, data_dir):

@@ -89,6 +89,8 @@ SAMPLE_SEED = 0  # of the calibration images and of the test images an export is
 # The run's test figures may average each image with its mirror; the graph does not, so whoever matches the figures
 # with the file needs to know.
 TTA_KEY = "cnnlab.flip_tta"
+# The run's records of its folder's files (a count and a hash each), kept in an export's metadata as cnnlab.<key>
+SPLIT_KEYS = ("held_out", "training_files")
 TTA_NOTE = ("the run's figures average the logits of each image and of its left-right mirror; this graph is the "
             "plain model: run it on both and average to match them")
 # How a file that onnxruntime cannot open is refused while it is being written.
@@ -479,6 +481,10 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
                 # a wider picture becomes the square input as the training images did: cropped or padded
                 SQUARE_KEY: CENTRE_CROP if meta.crops_pictures else "pad",
                 TTA_KEY: TTA_NOTE if meta.tta else "none"}
+    recorded = trained.checkpoint.get("dataset") or {}
+    for key in SPLIT_KEYS:  # which test split the run drew: `cnnlab eval EXPORT` of its own folder scores that one
+        if recorded.get(key) is not None:
+            metadata[f"cnnlab.{key}"] = json.dumps(list(recorded[key]))
     if format == "onnx-int8":
         data = _dataset(trained, data_dir)
         calibration_images = _calibration_images(data.train_images, calibration, data.name)

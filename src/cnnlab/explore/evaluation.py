@@ -9,6 +9,11 @@ centre; a registered dataset at its own size) in the model's channels, and score
 scored_images` picks them for a model that did not train on them: the test split where the dataset has one, else a
 folder whole.
 
+A cnnlab export names the dataset its run trained on, and the records of its folder's files: it is scored as its
+checkpoint would be, on the test split its run held out where that is the dataset (or its folder, moved), and
+refused where a folder draws another split than the run did (:func:`cnnlab.inference.check_same_test_split`);
+scored whole, the run's own folder without ``test/`` would count the images the model trained on.
+
 Which output is which class goes by name: the dataset's classes must be among the model's (from ``--classes``, the
 file's own metadata, ...), in any order; a model of more classes is scored over the dataset's alone (the likeliest of
 those), and the result says so. A model that names no classes is read in the dataset's class order where the counts
@@ -17,15 +22,18 @@ agree, which the result says too; otherwise ``--classes`` must name them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from cnnlab.data import FOLDER_PREFIX
 from cnnlab.data.registry import load_dataset
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint
 from cnnlab.explore.model import Options, numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model
-from cnnlab.inference import scored_images
+from cnnlab.export import SPLIT_KEYS, TTA_KEY
+from cnnlab.inference import check_same_test_split, scored_images
 from cnnlab.runs.checkpoint import names_a_checkpoint
 
 
@@ -65,10 +73,34 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     else:
         data = load_dataset(dataset, data_dir, channels=spec.channels, download=False)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name)
-    images, labels, scored = scored_images({}, data)
+    stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
+    recorded = _run_record(stored, str(source))
+    check_same_test_split(recorded, data)
+    images, labels, scored = scored_images(recorded, data)
+    if stored.get(TTA_KEY, "none") != "none":
+        said.append("its run scored with flip-TTA, which the export does not do: the figures can differ from the "
+                    "run's")
     logits = model.logits(images, batch_size)[:, columns]
     return EvalResult.from_logits(logits, labels, data.classes, model=model.name, checkpoint=str(source),
                                   device="cpu", tta=False, scored="; ".join([scored, *said]))
+
+
+def _run_record(stored: dict[str, str], source: str) -> dict[str, Any]:
+    """The dataset record of the run a cnnlab export comes from, as its checkpoint keeps it (for
+    :func:`cnnlab.inference.check_same_test_split` and :func:`cnnlab.inference.scored_images`, which hold any
+    dataset to it as they hold it to the checkpoint's); none for a model that is no cnnlab export."""
+    record: dict[str, Any] = {"name": stored.get("cnnlab.dataset")}
+    for key in SPLIT_KEYS:
+        if f"cnnlab.{key}" in stored:
+            try:
+                value = json.loads(stored[f"cnnlab.{key}"])
+                if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], str):
+                    raise ValueError(value)
+                record[key] = [int(value[0]), value[1]]
+            except (ValueError, TypeError):
+                raise CnnlabError(f"{source}'s metadata cnnlab.{key} is {summary(stored[f'cnnlab.{key}'], 60)}; "
+                                  "expected a [count, hash] pair, as cnnlab's exports write it") from None
+    return record if record["name"] is not None else {}
 
 
 def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str,

@@ -458,6 +458,7 @@ class ExportedModel(_TorchModel):
         # (torch.export.Dim("batch", min=2, max=16)), outside which its guard fails
         self.batches = (self.batch, self.batch) if self.batch else _batch_bounds(program, val)
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path), options.classes is not None)
+        self.metadata = metadata  # a cnnlab export's: its run's classes, input, dataset and split records
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(_spec(options, shape, self._conv_in(), str(path)), metadata)
         # a program exported in half precision (or double) takes images of that type: fed float32, its first
