@@ -78,17 +78,22 @@ def _expected(net: nn.Module, images: torch.Tensor, columns: list[int]) -> torch
         return net(images.float() / 255)[:, columns].argmax(1)
 
 
-def test_an_onnx_model_is_scored_on_a_folder_as_scikit_learn_scores_its_answers(tmp_path, cache):
-    """The model's classes in another order than the folder's: matched by name, not by position."""
-    folder = _folder(tmp_path / "pets")
-    order = ("dog", "fox", "cat")
+def _scored_with_names(tmp_path, folder, order: tuple[str, ...]):
+    """An ONNX model of ``order``'s classes (named by --classes) scored on ``folder``, which has no test/; the
+    folder's labels, and the answers torch gives for its images as the loader decodes them."""
     (tmp_path / "classes.txt").write_text("\n".join(order) + "\n")
-    net = Tiny(3)
+    net = Tiny(len(order))
     result = evaluate_any(_onnx(net, tmp_path / "tiny.onnx"), data_dir=folder,
                           options=Options.from_flags(classes=tmp_path / "classes.txt"))
     data = load_dataset(FOLDER_PREFIX + str(folder), image_size=16, channels=3)
     images, labels = torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
-    predicted = _expected(net, images, [order.index(c) for c in FOLDER_CLASSES])
+    return result, labels, _expected(net, images, [order.index(c) for c in FOLDER_CLASSES])
+
+
+def test_an_onnx_model_is_scored_on_a_folder_as_scikit_learn_scores_its_answers(tmp_path, cache):
+    """The model's classes in another order than the folder's: matched by name, not by position."""
+    folder = _folder(tmp_path / "pets")
+    result, labels, predicted = _scored_with_names(tmp_path, folder, ("dog", "fox", "cat"))
     assert result.classes == FOLDER_CLASSES and result.n == 12
     assert result.accuracy == pytest.approx(accuracy_score(labels, predicted))
     np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1, 2]))
@@ -106,14 +111,7 @@ def test_a_folder_with_a_test_split_is_scored_on_it_alone(tmp_path, cache):
 def test_a_model_of_more_classes_is_scored_over_the_datasets(tmp_path, cache):
     """An ImageNet-style model on a folder of some of its classes: the likeliest of the folder's classes."""
     folder = _folder(tmp_path / "pets")
-    order = ("ant", "fox", "cat", "eel", "dog")
-    (tmp_path / "classes.txt").write_text("\n".join(order))
-    net = Tiny(5)
-    result = evaluate_any(_onnx(net, tmp_path / "five.onnx"), data_dir=folder,
-                          options=Options.from_flags(classes=tmp_path / "classes.txt"))
-    data = load_dataset(FOLDER_PREFIX + str(folder), image_size=16, channels=3)
-    images, labels = torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
-    predicted = _expected(net, images, [order.index(c) for c in FOLDER_CLASSES])
+    result, labels, predicted = _scored_with_names(tmp_path, folder, ("ant", "fox", "cat", "eel", "dog"))
     assert result.accuracy == pytest.approx(accuracy_score(labels, predicted))
     assert "scored over the dataset's 3 classes among the model's 5" in result.scored
 
