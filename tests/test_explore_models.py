@@ -2531,7 +2531,7 @@ def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, sai
         ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
 
 
-@pytest.mark.parametrize("kind", ["module", "pt2", "onnx"])
+@pytest.mark.parametrize("kind", ["module", "pt2", "onnx", "onnx of dynamic sides"])
 def test_class_scores_on_a_1_by_1_map_are_read_as_the_class_scores(kind, tmp_path):
     """A convolutional head's scores left unflattened (N x K x 1 x 1: SqueezeNet's without its flatten, the ONNX
     model zoo's Caffe-converted classifiers) were refused in every kind; they are the class scores, and the page
@@ -2539,7 +2539,9 @@ def test_class_scores_on_a_1_by_1_map_are_read_as_the_class_scores(kind, tmp_pat
     from cnnlab.explore.torch_models import ModuleModel
 
     torch.manual_seed(0)
-    net = _Returns("pooled").eval()
+    # of dynamic sides: a head whose kernel spans the 8-px input (a fully convolutional classifier, VGG's in Caffe),
+    # whose map's sides shape inference cannot know; the graph's output at 8 px tells
+    net = (nn.Conv2d(3, 4, 8) if kind == "onnx of dynamic sides" else _Returns("pooled")).eval()
     x = torch.zeros(1, 3, 8, 8)
     if kind == "module":
         model = ModuleModel(net, "net", Options(input_size=8))
@@ -2549,11 +2551,14 @@ def test_class_scores_on_a_1_by_1_map_are_read_as_the_class_scores(kind, tmp_pat
                           str(tmp_path / "head.pt2"))
         model = open_model(tmp_path / "head.pt2")
     else:
+        sides = kind == "onnx of dynamic sides"
+        axes = {"x": {0: "n", 2: "h", 3: "w"}, "scores": {0: "n", 2: "a", 3: "b"}} if sides else \
+            {"x": {0: "n"}, "scores": {0: "n"}}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(net, (x,), str(tmp_path / "head.onnx"), dynamo=False, input_names=["x"],
-                              output_names=["scores"], dynamic_axes={"x": {0: "n"}, "scores": {0: "n"}})
-        model = open_model(tmp_path / "head.onnx")
+                              output_names=["scores"], dynamic_axes=axes)
+        model = open_model(tmp_path / "head.onnx", Options(input_size=8) if sides else None)
     assert model.classes == ("class 0", "class 1", "class 2", "class 3")
     assert any("class scores as N x 4 x 1 x 1" in note and "read as N x 4" in note for note in model.notes)
     images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
