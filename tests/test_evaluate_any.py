@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -125,6 +126,20 @@ def test_a_model_that_names_no_classes_is_read_in_the_datasets_order_only_where_
     with pytest.raises(CnnlabError, match=r"four.onnx names no classes and has 4 outputs, folder:.*pets has 3 "
                                           r"classes; expected --classes FILE naming the model's classes$"):
         evaluate_any(_onnx(Tiny(4), tmp_path / "four.onnx"), data_dir=folder)
+
+
+def test_a_dataset_of_one_class_is_refused(tmp_path, cache):
+    """Scored over the dataset's one class among the model's three, every answer was that class: a folder of cats
+    gave accuracy 1.0 whatever the model answered."""
+    folder = _folder(tmp_path / "pets")
+    for name in ("dog", "fox"):
+        shutil.rmtree(folder / name)
+    (tmp_path / "classes.txt").write_text("\n".join(FOLDER_CLASSES))
+    with pytest.raises(CnnlabError, match=r"^folder:.*pets has one class \('cat'\): scored over it alone, every "
+                                          r"answer would be right whatever the model; expected a dataset of 2 classes "
+                                          r"or more$"):
+        evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=folder,
+                     options=Options.from_flags(classes=tmp_path / "classes.txt"))
 
 
 def test_a_module_function_model_is_scored_as_the_onnx_one(tmp_path, cache, monkeypatch):

@@ -107,6 +107,9 @@ def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str,
                    name: str) -> tuple[list[int], list[str]]:
     """The model's output for each of the dataset's classes, in the dataset's order, and what the result says of
     how they were matched (nothing where the model has exactly the dataset's classes)."""
+    if len(data) < 2:  # its one output column would be every answer, right whatever the model said
+        raise CnnlabError(f"{name} has one class ({data[0]!r}): scored over it alone, every answer would be right "
+                          "whatever the model; expected a dataset of 2 classes or more")
     if model == numbered_classes(len(model)):  # no names: only the order can tell
         if len(model) != len(data):
             raise CnnlabError(f"{source} names no classes and has {len(model)} outputs, {name} has {len(data)} "
