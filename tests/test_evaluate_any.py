@@ -208,6 +208,20 @@ def test_a_cnnlab_export_is_scored_on_the_split_its_run_held_out_as_its_checkpoi
     assert str(e.value) == _refusal(lambda: evaluate_checkpoint(out / "best.pt", data_dir=moved))
 
 
+def test_a_checkpoint_refuses_weights_named_for_it(tmp_path, cache, capsys):
+    """--weights was passed over for a cnnlab checkpoint: eval printed the checkpoint's own figures, as if they were
+    those of the weights named."""
+    folder = _folder(tmp_path / "pets", per_class=12)
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    torch.save(Tiny(3).state_dict(), tmp_path / "other.pth")
+    code, _, err = run_with_output(["eval", str(out / "best.pt"), "--data-dir", str(folder), "--weights",
+                                    str(tmp_path / "other.pth")], capsys)
+    assert_one_line(code, err, "--layout, --multi-label and --weights are for models from elsewhere; a cnnlab "
+                               "checkpoint records its own", command="eval")
+
+
 def _refusal(call) -> str:
     with pytest.raises(CnnlabError) as e:
         call()
