@@ -105,6 +105,40 @@ def test_a_folder_with_a_test_split_is_scored_on_it_alone(tmp_path, cache):
     assert result.n == 12 and result.scored.startswith("the 12 test images of folder:")
 
 
+class Detail(nn.Module):
+    """A linear map of a 16 x 16 picture less its mean: every pixel counts, not only the picture's colour."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(3 * 16 * 16, 3)
+
+    def forward(self, x):
+        return self.fc((x - x.mean((1, 2, 3), keepdim=True)).flatten(1))
+
+
+def test_a_folder_named_by_dataset_is_decoded_at_the_models_input_as_by_data_dir(tmp_path, cache):
+    """--dataset folder:PATH decoded the pictures at their median side (20 px here) and resized them to the model's
+    16 px without antialiasing: other images, and another cnnlab export's figures than its checkpoint's."""
+    folder = _folder(tmp_path / "pets", per_class=8)
+    net = Detail()
+    model = _onnx(net, tmp_path / "detail.onnx")
+    by_dataset = evaluate_any(model, dataset=f"{FOLDER_PREFIX}{folder}")
+    by_data_dir = evaluate_any(model, data_dir=folder)
+    assert by_dataset.scored == by_data_dir.scored and torch.equal(by_dataset.confusion, by_data_dir.confusion)
+    # the two decodings give other answers: the figures above would tell them apart
+    as_median = load_dataset(FOLDER_PREFIX + str(folder), channels=3)
+    images = torch.cat([as_median.train_images, as_median.test_images])
+    assert images.shape[-1] == 20
+    resized = torch.nn.functional.interpolate(images.float(), size=(16, 16), mode="bilinear", align_corners=False)
+    at_16 = load_dataset(FOLDER_PREFIX + str(folder), image_size=16, channels=3)
+    labels = torch.cat([at_16.train_labels, at_16.test_labels])
+    ours = _expected(net, torch.cat([at_16.train_images, at_16.test_images]), [0, 1, 2])
+    theirs = _expected(net, resized, [0, 1, 2])
+    np.testing.assert_array_equal(by_data_dir.confusion.numpy(), confusion_matrix(labels, ours, labels=[0, 1, 2]))
+    assert not torch.equal(ours, theirs)
+
+
 def test_a_model_of_more_classes_is_scored_over_the_datasets(tmp_path, cache):
     """An ImageNet-style model on a folder of some of its classes: the likeliest of the folder's classes."""
     folder = _folder(tmp_path / "pets")

@@ -68,10 +68,11 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     if spec.channels not in (1, 3):
         raise CnnlabError(f"a dataset's images can feed models of 1 or 3 input channels (grey or RGB); {source} "
                           f"takes {spec.channels}")
-    if dataset is None:  # a folder of the user's images, decoded at the model's input
-        data = load_dataset(FOLDER_PREFIX + str(data_dir), image_size=max(spec.hw), channels=spec.channels)
-    else:
-        data = load_dataset(dataset, data_dir, channels=spec.channels, download=False)
+    if dataset is None:  # a folder of the user's images
+        dataset, data_dir = FOLDER_PREFIX + str(data_dir), None
+    # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input; a registered dataset at its own
+    size = max(spec.hw) if dataset.startswith(FOLDER_PREFIX) else None
+    data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name)
     stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
     recorded = _run_record(stored, str(source))
