@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import unicodedata
 import warnings
 
 import numpy as np
@@ -152,6 +153,22 @@ def test_a_model_of_more_classes_is_scored_over_the_datasets(tmp_path, cache):
     predicted = _expected(net, images, [order.index(c) for c in FOLDER_CLASSES])
     assert result.accuracy == pytest.approx(accuracy_score(labels, predicted))
     assert "scored over the dataset's 3 classes among the model's 5" in result.scored
+
+
+def test_class_names_match_however_their_accents_are_encoded(tmp_path, cache):
+    """A folder unzipped from macOS spells 'ü' as 'u' and a combining mark (NFD), a names file typed elsewhere as one
+    character (NFC): eval refused the folder, its 'hund ü' not among the model's 'hund ü'."""
+    folder = _folder(tmp_path / "pets")
+    (folder / "dog").rename(folder / unicodedata.normalize("NFD", "hund ü"))
+    (tmp_path / "classes.txt").write_text("cat\nhund ü\nfox\n", encoding="utf-8")  # NFC, as typed
+    net = Tiny(3)
+    result = evaluate_any(_onnx(net, tmp_path / "tiny.onnx"), data_dir=folder,
+                          options=Options.from_flags(classes=tmp_path / "classes.txt"))
+    assert [unicodedata.normalize("NFC", c) for c in result.classes] == ["cat", "fox", "hund ü"]  # as sorted
+    data = load_dataset(FOLDER_PREFIX + str(folder), image_size=16, channels=3)
+    images, labels = torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
+    predicted = _expected(net, images, [0, 2, 1])
+    np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1, 2]))
 
 
 def test_a_model_that_names_no_classes_is_read_in_the_datasets_order_only_where_the_counts_agree(tmp_path, cache):

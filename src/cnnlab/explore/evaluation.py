@@ -23,6 +23,7 @@ agree, which the result says too; otherwise ``--classes`` must name them.
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +118,16 @@ def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str,
                               f"classes; expected --classes FILE naming the model's classes")
         return list(range(len(data))), [f"the model names no classes: its {len(model)} outputs are read in the "
                                         "dataset's class order (pass --classes to match them by name)"]
-    missing = [c for c in data if c not in model]
+    # a name is its characters, however encoded: a folder unzipped from macOS spells 'ü' as 'u' and a combining mark
+    # (NFD), a names file typed elsewhere as one character (NFC)
+    names, wanted = ([unicodedata.normalize("NFC", c) for c in classes] for classes in (model, data))
+    missing = [c for c, n in zip(data, wanted, strict=True) if n not in names]
     if missing:
         shown = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise CnnlabError(f"{name} has classes the model does not name ({shown}; the model's: "
                           f"{', '.join(map(repr, model[:5]))}{', ...' * (len(model) > 5)}); expected a dataset of "
                           f"the model's classes, or --classes naming the model's")
-    columns = [model.index(c) for c in data]
+    columns = [names.index(n) for n in wanted]
     if len(model) > len(data):
         return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)}: each "
                          f"answer is the likeliest of those {len(data)}"]
