@@ -174,7 +174,7 @@ def test_class_names_match_however_their_accents_are_encoded(tmp_path, cache):
 def test_a_model_that_names_no_classes_is_read_in_the_datasets_order_only_where_the_counts_agree(tmp_path, cache):
     folder = _folder(tmp_path / "pets")
     result = evaluate_any(_onnx(Tiny(3), tmp_path / "three.onnx"), data_dir=folder)
-    assert "the model names no classes: its 3 outputs are read in the dataset's class order" in result.scored
+    assert "the model names no classes (3 outputs): they are read in the dataset's class order" in result.scored
     with pytest.raises(CnnlabError, match=r"four.onnx names no classes and has 4 outputs, folder:.*pets has 3 "
                                           r"classes; expected --classes FILE naming the model's classes$"):
         evaluate_any(_onnx(Tiny(4), tmp_path / "four.onnx"), data_dir=folder)
@@ -192,6 +192,22 @@ def test_a_dataset_of_one_class_is_refused(tmp_path, cache):
                                           r"or more$"):
         evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=folder,
                      options=Options.from_flags(classes=tmp_path / "classes.txt"))
+
+
+def test_a_binary_classifier_of_one_output_is_scored_on_two_classes(tmp_path, cache):
+    """One output, its sigmoid the second class's probability: the words said "its 2 outputs" of a model of one."""
+    folder = _folder(tmp_path / "pets")
+    shutil.rmtree(folder / "fox")
+    net = Tiny(1)
+    result = evaluate_any(_onnx(net, tmp_path / "binary.onnx"), data_dir=folder)
+    data = load_dataset(FOLDER_PREFIX + str(folder), image_size=16, channels=3)
+    images, labels = torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
+    with torch.no_grad():
+        predicted = (net(images.float() / 255)[:, 0] > 0).long()
+    assert len(set(predicted.tolist())) == 2
+    np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1]))
+    assert result.scored.endswith("the model names no classes (1 output, read as a binary classifier of 2 classes): "
+                                  "they are read in the dataset's class order (pass --classes to match them by name)")
 
 
 def test_a_module_function_model_is_scored_as_the_onnx_one(tmp_path, cache, monkeypatch):

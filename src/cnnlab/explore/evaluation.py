@@ -74,7 +74,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input; a registered dataset at its own
     size = max(spec.hw) if dataset.startswith(FOLDER_PREFIX) else None
     data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False)
-    columns, said = _class_columns(model.classes, data.classes, str(source), data.name)
+    columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
     recorded = _run_record(stored, str(source))
     check_same_test_split(recorded, data)
@@ -105,19 +105,20 @@ def _run_record(stored: dict[str, str], source: str) -> dict[str, Any]:
     return record if record["name"] is not None else {}
 
 
-def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str,
-                   name: str) -> tuple[list[int], list[str]]:
+def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str, name: str,
+                   outputs: str) -> tuple[list[int], list[str]]:
     """The model's output for each of the dataset's classes, in the dataset's order, and what the result says of
-    how they were matched (nothing where the model has exactly the dataset's classes)."""
+    how they were matched (nothing where the model has exactly the dataset's classes); ``outputs`` says how many the
+    model has (:meth:`cnnlab.explore.model.Scoring.describe`: one output is two classes)."""
     if len(data) < 2:  # its one output column would be every answer, right whatever the model said
         raise CnnlabError(f"{name} has one class ({data[0]!r}): scored over it alone, every answer would be right "
                           "whatever the model; expected a dataset of 2 classes or more")
     if model == numbered_classes(len(model)):  # no names: only the order can tell
         if len(model) != len(data):
-            raise CnnlabError(f"{source} names no classes and has {len(model)} outputs, {name} has {len(data)} "
-                              f"classes; expected --classes FILE naming the model's classes")
-        return list(range(len(data))), [f"the model names no classes: its {len(model)} outputs are read in the "
-                                        "dataset's class order (pass --classes to match them by name)"]
+            raise CnnlabError(f"{source} names no classes and has {outputs}, {name} has {len(data)} classes; "
+                              f"expected --classes FILE naming the model's classes")
+        return list(range(len(data))), [f"the model names no classes ({outputs}): they are read in the dataset's "
+                                        "class order (pass --classes to match them by name)"]
     # a name is its characters, however encoded: a folder unzipped from macOS spells 'ü' as 'u' and a combining mark
     # (NFD), a names file typed elsewhere as one character (NFC)
     names, wanted = ([unicodedata.normalize("NFC", c) for c in classes] for classes in (model, data))
