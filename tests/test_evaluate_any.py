@@ -290,6 +290,18 @@ def test_a_checkpoint_refuses_weights_named_for_it(tmp_path, cache, capsys):
                                "checkpoint records its own", command="eval")
 
 
+def test_a_state_dict_named_as_a_checkpoint_is_told_how_it_opens(tmp_path, cache):
+    """A torchvision state dict saved as .pt went to the checkpoint reader, whose refusal ended at "expected format
+    'cnnlab-checkpoint'": eval takes such weights with --weights, and now says so, as predict and explore do."""
+    folder = _folder(tmp_path / "pets")
+    torch.save(Tiny(3).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CnnlabError, match=r"^.*weights.pt is not a cnnlab checkpoint: it holds a state dict .*; a "
+                                          r"network from elsewhere is explored as .onnx, .* by module:function with a "
+                                          r"state dict as --weights FILE$") as e:
+        evaluate_any(tmp_path / "weights.pt", data_dir=folder)
+    assert "\n" not in str(e.value)
+
+
 def _refusal(call) -> str:
     with pytest.raises(CnnlabError) as e:
         call()

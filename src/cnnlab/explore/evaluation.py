@@ -29,13 +29,13 @@ from typing import Any
 
 from cnnlab.data import FOLDER_PREFIX
 from cnnlab.data.registry import load_dataset
-from cnnlab.errors import CnnlabError, summary
+from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint
 from cnnlab.explore.model import Options, numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model
 from cnnlab.export import SPLIT_KEYS, TTA_KEY
 from cnnlab.inference import check_same_test_split, scored_images
-from cnnlab.runs.checkpoint import names_a_checkpoint
+from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 
 def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
@@ -56,7 +56,10 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
         if options.classes is not None:
             raise CnnlabError("--classes names a model from elsewhere's classes; a cnnlab checkpoint records its own, "
                               "and eval holds them to the dataset's; expected no --classes for it")
-        return evaluate_checkpoint(source, data_dir=data_dir, device=device, dataset=dataset)
+        try:
+            return evaluate_checkpoint(source, data_dir=data_dir, device=device, dataset=dataset)
+        except ForeignCheckpointError as e:  # another tool's weights: said how they open, as predict says it
+            raise CnnlabError(f"{e}; {ELSEWHERE}") from None
     cpu_only(device, source)
     if dataset is None and data_dir is None:
         raise CnnlabError(f"{source} is a model from elsewhere, with no dataset of its own; expected --data-dir "
