@@ -302,6 +302,22 @@ def test_a_state_dict_named_as_a_checkpoint_is_told_how_it_opens(tmp_path, cache
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("name, said", [
+    ("config.json", r"config.json is not a model this explorer opens: expected .onnx, .pt2 \(torch.export\) or a "
+                    r"cnnlab checkpoint \(.pt\), or module:function; got a .json$"),
+    ("missing.onnx", r"missing.onnx does not exist \(expected a .onnx, .pt2 or cnnlab .pt file, or module:function\)$"),
+])
+def test_what_is_no_model_is_said_to_be_none_before_a_dataset_is_asked_for(tmp_path, cache, capsys, name, said):
+    """With no dataset named, a run's config.json (or a file that is not there) was called "a model from elsewhere,
+    with no dataset of its own": the missing dataset was asked for, and the file was no model at all."""
+    (tmp_path / "config.json").write_text(json.dumps({"model": "lenet", "epochs": 10}))
+    with pytest.raises(CnnlabError, match=said):
+        evaluate_any(tmp_path / name)
+    code, _, err = run_with_output(["eval", str(tmp_path / name)], capsys)
+    assert_one_line(code, err, name, command="eval")
+    assert "model from elsewhere" not in err[0]
+
+
 def _refusal(call) -> str:
     with pytest.raises(CnnlabError) as e:
         call()

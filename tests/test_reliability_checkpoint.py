@@ -187,7 +187,8 @@ def test_another_kind_of_file_is_named_as_not_a_checkpoint(tmp_path, other, caps
     with pytest.raises(CheckpointError, match=f"{other} is not a PyTorch checkpoint .*expected a .pt file") as info:
         load_checkpoint(path)
     assert "\n" not in str(info.value)
-    code, err = _cli_in_process(["eval", str(path)], capsys)
+    # export takes a checkpoint alone (eval opens a model from elsewhere too, and says what it expected of one)
+    code, err = _cli_in_process(["export", str(path), "--output", str(tmp_path / "x.onnx")], capsys)
     assert code == 2 and len(err) == 1 and "is not a PyTorch checkpoint" in err[0], err
 
 
@@ -198,7 +199,7 @@ def test_a_torch_export_program_is_named_as_one(tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"model.pt2 is a torch.export program \(.pt2\), not a cnnlab "
                                               r"checkpoint: cnnlab explore opens it"):
         load_checkpoint(tmp_path / "model.pt2")
-    code, err = _cli_in_process(["eval", str(tmp_path / "model.pt2")], capsys)
+    code, err = _cli_in_process(["export", str(tmp_path / "model.pt2"), "--output", str(tmp_path / "x.onnx")], capsys)
     assert code == 2 and len(err) == 1 and "torch.export program" in err[0], err
 
 

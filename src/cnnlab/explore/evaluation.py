@@ -61,13 +61,13 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
         except ForeignCheckpointError as e:  # another tool's weights: said how they open, as predict says it
             raise CnnlabError(f"{e}; {ELSEWHERE}") from None
     cpu_only(device, source)
-    if dataset is None and data_dir is None:
-        raise CnnlabError(f"{source} is a model from elsewhere, with no dataset of its own; expected --data-dir "
-                          "FOLDER (class subfolders of images) or --dataset NAME to score it on")
     if options.multi_label:
         raise CnnlabError("--multi-label reads each output as its own class's probability, and eval scores one class "
                           "per image; expected no --multi-label for eval")
-    model = open_model(source, options)
+    model = open_model(source, options)  # first: a file that is no model (a run's config.json) is said to be none
+    if dataset is None and data_dir is None:
+        raise CnnlabError(f"{source} is a model from elsewhere, with no dataset of its own; expected --data-dir "
+                          "FOLDER (class subfolders of images) or --dataset NAME to score it on")
     spec = model.spec
     if spec.channels not in (1, 3):
         raise CnnlabError(f"a dataset's images can feed models of 1 or 3 input channels (grey or RGB); {source} "
