@@ -210,6 +210,21 @@ def test_a_binary_classifier_of_one_output_is_scored_on_two_classes(tmp_path, ca
                                   "they are read in the dataset's class order (pass --classes to match them by name)")
 
 
+def test_a_folder_of_a_test_split_alone_is_told_to_name_that_split(tmp_path, cache):
+    """A labelled test set kept as PATH/test/<class>/ (no train/): test/ is read as the folder's one class, and the
+    line said the dataset lacked the model's classes, not where they are."""
+    folder = _folder(tmp_path / "pets", split=True)
+    shutil.rmtree(folder / "train")
+    (tmp_path / "classes.txt").write_text("\n".join(FOLDER_CLASSES))
+    with pytest.raises(CnnlabError, match=r"^folder:.*pets has one class \('test'\): .* expected a dataset of 2 "
+                                          r"classes or more \(its one subfolder test/ is read as a class: for the "
+                                          r"classes in it, pass --data-dir .*pets/test\)$"):
+        evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=folder,
+                     options=Options.from_flags(classes=tmp_path / "classes.txt"))
+    assert evaluate_any(tmp_path / "tiny.onnx", data_dir=folder / "test",
+                        options=Options.from_flags(classes=tmp_path / "classes.txt")).n == 12
+
+
 def test_a_module_function_model_is_scored_as_the_onnx_one(tmp_path, cache, monkeypatch):
     """Every kind explore opens goes through the same path: module:function gives the ONNX file's figures."""
     folder = _folder(tmp_path / "pets")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.data import FOLDER_PREFIX
+from cnnlab.data.folder import SPLIT_NAMES
 from cnnlab.data.registry import load_dataset
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint
@@ -114,8 +115,12 @@ def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str, n
     how they were matched (nothing where the model has exactly the dataset's classes); ``outputs`` says how many the
     model has (:meth:`cnnlab.explore.model.Scoring.describe`: one output is two classes)."""
     if len(data) < 2:  # its one output column would be every answer, right whatever the model said
+        split = name.startswith(FOLDER_PREFIX) and any(data[0].lower() in n for n in SPLIT_NAMES.values())
+        # a test set kept as PATH/test/<class>/ without train/: the folder of its classes is one level down
+        hint = f" (its one subfolder {data[0]}/ is read as a class: for the classes in it, pass --data-dir " \
+               f"{Path(name.removeprefix(FOLDER_PREFIX)) / data[0]})" if split else ""
         raise CnnlabError(f"{name} has one class ({data[0]!r}): scored over it alone, every answer would be right "
-                          "whatever the model; expected a dataset of 2 classes or more")
+                          f"whatever the model; expected a dataset of 2 classes or more{hint}")
     if model == numbered_classes(len(model)):  # no names: only the order can tell
         if len(model) != len(data):
             raise CnnlabError(f"{source} names no classes and has {outputs}, {name} has {len(data)} classes; "
