@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import unicodedata
 import warnings
 
 import numpy as np
@@ -98,7 +100,8 @@ def test_an_onnx_model_is_scored_on_a_folder_as_scikit_learn_scores_its_answers(
     assert result.accuracy == pytest.approx(accuracy_score(labels, predicted))
     np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1, 2]))
     assert len(set(predicted.tolist())) > 1  # the answers differ: a wrong order would be seen
-    assert result.scored.startswith("all 12 images of folder:") and "no test/ folder" in result.scored
+    # a model from elsewhere has no run: the words said the folder was "not the folder the run trained on"
+    assert result.scored == f"all 12 images of folder:{folder}: it has no test/ folder"
     assert result.model == "tiny.onnx" and result.device == "cpu"
 
 
@@ -106,6 +109,40 @@ def test_a_folder_with_a_test_split_is_scored_on_it_alone(tmp_path, cache):
     folder = _folder(tmp_path / "split", split=True)
     result = evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=folder)
     assert result.n == 12 and result.scored.startswith("the 12 test images of folder:")
+
+
+class Detail(nn.Module):
+    """A linear map of a 16 x 16 picture less its mean: every pixel counts, not only the picture's colour."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(3 * 16 * 16, 3)
+
+    def forward(self, x):
+        return self.fc((x - x.mean((1, 2, 3), keepdim=True)).flatten(1))
+
+
+def test_a_folder_named_by_dataset_is_decoded_at_the_models_input_as_by_data_dir(tmp_path, cache):
+    """--dataset folder:PATH decoded the pictures at their median side (20 px here) and resized them to the model's
+    16 px without antialiasing: other images, and another cnnlab export's figures than its checkpoint's."""
+    folder = _folder(tmp_path / "pets", per_class=8)
+    net = Detail()
+    model = _onnx(net, tmp_path / "detail.onnx")
+    by_dataset = evaluate_any(model, dataset=f"{FOLDER_PREFIX}{folder}")
+    by_data_dir = evaluate_any(model, data_dir=folder)
+    assert by_dataset.scored == by_data_dir.scored and torch.equal(by_dataset.confusion, by_data_dir.confusion)
+    # the two decodings give other answers: the figures above would tell them apart
+    as_median = load_dataset(FOLDER_PREFIX + str(folder), channels=3)
+    images = torch.cat([as_median.train_images, as_median.test_images])
+    assert images.shape[-1] == 20
+    resized = torch.nn.functional.interpolate(images.float(), size=(16, 16), mode="bilinear", align_corners=False)
+    at_16 = load_dataset(FOLDER_PREFIX + str(folder), image_size=16, channels=3)
+    labels = torch.cat([at_16.train_labels, at_16.test_labels])
+    ours = _expected(net, torch.cat([at_16.train_images, at_16.test_images]), [0, 1, 2])
+    theirs = _expected(net, resized, [0, 1, 2])
+    np.testing.assert_array_equal(by_data_dir.confusion.numpy(), confusion_matrix(labels, ours, labels=[0, 1, 2]))
+    assert not torch.equal(ours, theirs)
 
 
 def test_a_model_of_more_classes_is_scored_over_the_datasets(tmp_path, cache):
@@ -116,13 +153,74 @@ def test_a_model_of_more_classes_is_scored_over_the_datasets(tmp_path, cache):
     assert "scored over the dataset's 3 classes among the model's 5" in result.scored
 
 
+def test_class_names_match_however_their_accents_are_encoded(tmp_path, cache):
+    """A folder unzipped from macOS spells 'ü' as 'u' and a combining mark (NFD), a names file typed elsewhere as one
+    character (NFC): eval refused the folder, its 'hund ü' not among the model's 'hund ü'."""
+    folder = _folder(tmp_path / "pets")
+    (folder / "dog").rename(folder / unicodedata.normalize("NFD", "hund ü"))
+    (tmp_path / "classes.txt").write_text("cat\nhund ü\nfox\n", encoding="utf-8")  # NFC, as typed
+    net = Tiny(3)
+    result = evaluate_any(_onnx(net, tmp_path / "tiny.onnx"), data_dir=folder,
+                          options=Options.from_flags(classes=tmp_path / "classes.txt"))
+    assert [unicodedata.normalize("NFC", c) for c in result.classes] == ["cat", "fox", "hund ü"]  # as sorted
+    data = load_dataset(FOLDER_PREFIX + str(folder), image_size=16, channels=3)
+    images, labels = torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
+    predicted = _expected(net, images, [0, 2, 1])
+    np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1, 2]))
+
+
 def test_a_model_that_names_no_classes_is_read_in_the_datasets_order_only_where_the_counts_agree(tmp_path, cache):
     folder = _folder(tmp_path / "pets")
     result = evaluate_any(_onnx(Tiny(3), tmp_path / "three.onnx"), data_dir=folder)
-    assert "the model names no classes: its 3 outputs are read in the dataset's class order" in result.scored
+    assert "the model names no classes (3 outputs): they are read in the dataset's class order" in result.scored
     with pytest.raises(CnnlabError, match=r"four.onnx names no classes and has 4 outputs, folder:.*pets has 3 "
                                           r"classes; expected --classes FILE naming the model's classes$"):
         evaluate_any(_onnx(Tiny(4), tmp_path / "four.onnx"), data_dir=folder)
+
+
+def test_a_dataset_of_one_class_is_refused(tmp_path, cache):
+    """Scored over the dataset's one class among the model's three, every answer was that class: a folder of cats
+    gave accuracy 1.0 whatever the model answered."""
+    folder = _folder(tmp_path / "pets")
+    for name in ("dog", "fox"):
+        shutil.rmtree(folder / name)
+    (tmp_path / "classes.txt").write_text("\n".join(FOLDER_CLASSES))
+    with pytest.raises(CnnlabError, match=r"^folder:.*pets has one class \('cat'\): scored over it alone, every "
+                                          r"answer would be right whatever the model; expected a dataset of 2 classes "
+                                          r"or more$"):
+        evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=folder,
+                     options=Options.from_flags(classes=tmp_path / "classes.txt"))
+
+
+def test_a_binary_classifier_of_one_output_is_scored_on_two_classes(tmp_path, cache):
+    """One output, its sigmoid the second class's probability: the words said "its 2 outputs" of a model of one."""
+    folder = _folder(tmp_path / "pets")
+    shutil.rmtree(folder / "fox")
+    net = Tiny(1)
+    result = evaluate_any(_onnx(net, tmp_path / "binary.onnx"), data_dir=folder)
+    data = load_dataset(FOLDER_PREFIX + str(folder), image_size=16, channels=3)
+    images, labels = torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
+    with torch.no_grad():
+        predicted = (net(images.float() / 255)[:, 0] > 0).long()
+    assert len(set(predicted.tolist())) == 2
+    np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1]))
+    assert result.scored.endswith("the model names no classes (1 output, read as a binary classifier of 2 classes): "
+                                  "they are read in the dataset's class order (pass --classes to match them by name)")
+
+
+def test_a_folder_of_a_test_split_alone_is_told_to_name_that_split(tmp_path, cache):
+    """A labelled test set kept as PATH/test/<class>/ (no train/): test/ is read as the folder's one class, and the
+    line said the dataset lacked the model's classes, not where they are."""
+    folder = _folder(tmp_path / "pets", split=True)
+    shutil.rmtree(folder / "train")
+    (tmp_path / "classes.txt").write_text("\n".join(FOLDER_CLASSES))
+    with pytest.raises(CnnlabError, match=r"^folder:.*pets has one class \('test'\): .* expected a dataset of 2 "
+                                          r"classes or more \(its one subfolder test/ is read as a class: for the "
+                                          r"classes in it, pass --data-dir .*pets/test\)$"):
+        evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=folder,
+                     options=Options.from_flags(classes=tmp_path / "classes.txt"))
+    assert evaluate_any(tmp_path / "tiny.onnx", data_dir=folder / "test",
+                        options=Options.from_flags(classes=tmp_path / "classes.txt")).n == 12
 
 
 def test_a_module_function_model_is_scored_as_the_onnx_one(tmp_path, cache, monkeypatch):
@@ -189,6 +287,48 @@ def test_a_cnnlab_export_is_scored_on_the_split_its_run_held_out_as_its_checkpoi
     with pytest.raises(CnnlabError, match=r"is not the one the run drew from folder:.*pets \(") as e:
         evaluate_any(exported, data_dir=moved)
     assert str(e.value) == _refusal(lambda: evaluate_checkpoint(out / "best.pt", data_dir=moved))
+
+
+def test_a_checkpoint_refuses_weights_named_for_it(tmp_path, cache, capsys):
+    """--weights was passed over for a cnnlab checkpoint: eval printed the checkpoint's own figures, as if they were
+    those of the weights named."""
+    folder = _folder(tmp_path / "pets", per_class=12)
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    torch.save(Tiny(3).state_dict(), tmp_path / "other.pth")
+    code, _, err = run_with_output(["eval", str(out / "best.pt"), "--data-dir", str(folder), "--weights",
+                                    str(tmp_path / "other.pth")], capsys)
+    assert_one_line(code, err, "--layout, --multi-label and --weights are for models from elsewhere; a cnnlab "
+                               "checkpoint records its own", command="eval")
+
+
+def test_a_state_dict_named_as_a_checkpoint_is_told_how_it_opens(tmp_path, cache):
+    """A torchvision state dict saved as .pt went to the checkpoint reader, whose refusal ended at "expected format
+    'cnnlab-checkpoint'": eval takes such weights with --weights, and now says so, as predict and explore do."""
+    folder = _folder(tmp_path / "pets")
+    torch.save(Tiny(3).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CnnlabError, match=r"^.*weights.pt is not a cnnlab checkpoint: it holds a state dict .*; a "
+                                          r"network from elsewhere is explored as .onnx, .* by module:function with a "
+                                          r"state dict as --weights FILE$") as e:
+        evaluate_any(tmp_path / "weights.pt", data_dir=folder)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, said", [
+    ("config.json", r"config.json is not a model this explorer opens: expected .onnx, .pt2 \(torch.export\) or a "
+                    r"cnnlab checkpoint \(.pt\), or module:function; got a .json$"),
+    ("missing.onnx", r"missing.onnx does not exist \(expected a .onnx, .pt2 or cnnlab .pt file, or module:function\)$"),
+])
+def test_what_is_no_model_is_said_to_be_none_before_a_dataset_is_asked_for(tmp_path, cache, capsys, name, said):
+    """With no dataset named, a run's config.json (or a file that is not there) was called "a model from elsewhere,
+    with no dataset of its own": the missing dataset was asked for, and the file was no model at all."""
+    (tmp_path / "config.json").write_text(json.dumps({"model": "lenet", "epochs": 10}))
+    with pytest.raises(CnnlabError, match=said):
+        evaluate_any(tmp_path / name)
+    code, _, err = run_with_output(["eval", str(tmp_path / name)], capsys)
+    assert_one_line(code, err, name, command="eval")
+    assert "model from elsewhere" not in err[0]
 
 
 def _refusal(call) -> str:

@@ -583,9 +583,10 @@ def test_what_the_models_own_code_prints_goes_to_stderr_and_json_stays_json(tmp_
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--input-size", "40"], "--input-size, --mean, --std, --pixel-range, --bgr, --layout and --multi-label are for "
-                             "models from elsewhere; a cnnlab checkpoint records its own"),
+    (["--input-size", "40"], "--input-size, --mean, --std, --pixel-range, --bgr, --layout, --multi-label and "
+                             "--weights are for models from elsewhere; a cnnlab checkpoint records its own"),
     (["--mean", "0.5"], "are for models from elsewhere; a cnnlab checkpoint records its own"),
+    (["--weights", "other.pth"], "--multi-label and --weights are for models from elsewhere"),  # was passed over
 ])
 def test_a_checkpoint_refuses_the_flags_of_a_model_from_elsewhere(tmp_path, flags, needle, capsys):
     ckpt = _checkpoint(tmp_path / "model.pt", 3, 32)

@@ -187,11 +187,9 @@ def test_another_kind_of_file_is_named_as_not_a_checkpoint(tmp_path, other, caps
     with pytest.raises(CheckpointError, match=f"{other} is not a PyTorch checkpoint .*expected a .pt file") as info:
         load_checkpoint(path)
     assert "\n" not in str(info.value)
-    # eval opens models from elsewhere too: the file is named as no model of any kind it takes
-    said = "is not a model this explorer opens: expected .onnx, .pt2" if other == "config.json" else \
-        "holds no ONNX graph (no nodes): expected an image classifier"
-    code, err = _cli_in_process(["eval", str(path)], capsys)
-    assert code == 2 and len(err) == 1 and said in err[0], err
+    # export takes a checkpoint alone (eval opens a model from elsewhere too, and says what it expected of one)
+    code, err = _cli_in_process(["export", str(path), "--output", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and len(err) == 1 and "is not a PyTorch checkpoint" in err[0], err
 
 
 def test_a_torch_export_program_is_named_as_one(tmp_path, capsys):
@@ -201,9 +199,8 @@ def test_a_torch_export_program_is_named_as_one(tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"model.pt2 is a torch.export program \(.pt2\), not a cnnlab "
                                               r"checkpoint: cnnlab explore opens it"):
         load_checkpoint(tmp_path / "model.pt2")
-    # eval opens a .pt2 as the explorer does, and says why this one is no image classifier
-    code, err = _cli_in_process(["eval", str(tmp_path / "model.pt2")], capsys)
-    assert code == 2 and len(err) == 1 and "model.pt2 has no image input: its input is 2-d" in err[0], err
+    code, err = _cli_in_process(["export", str(tmp_path / "model.pt2"), "--output", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and len(err) == 1 and "torch.export program" in err[0], err
 
 
 def test_a_torchscript_archive_is_named_as_one_and_never_loaded(tmp_path, capsys, monkeypatch):

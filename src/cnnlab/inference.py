@@ -325,7 +325,8 @@ def scored_images(recorded: Mapping[str, Any], data: Any) -> tuple[torch.Tensor,
     the run's own folder (the model trained on the rest), but of another folder (``--data-dir`` naming a set the run
     did not train on) it would score a random sixth of images the model never saw and leave the rest out, so that
     folder is scored whole. ``recorded`` is the run's "dataset" entry, already held to ``data`` by
-    :func:`check_same_test_split`; ``data`` an :class:`cnnlab.data.ImageDataset`.
+    :func:`check_same_test_split` (empty for a model from elsewhere, which no run trained); ``data`` an
+    :class:`cnnlab.data.ImageDataset`.
 
     Raises:
         CnnlabError: the run's own folder had a ``test/`` folder when it trained and has none now: its drawn split
@@ -346,9 +347,10 @@ def scored_images(recorded: Mapping[str, Any], data: Any) -> tuple[torch.Tensor,
                           f"so a drawn one would hold images the model trained on; expected "
                           f"{data.name.removeprefix(FOLDER_PREFIX)}/test/<class>/<image> back")
     whole = len(data.train_labels) + n
+    other = " and is not the folder the run trained on" if recorded else ""
     # cat copies: another folder scored by eval is an evaluation set, not a memory-mapped training set
     return torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels]), \
-        f"all {whole} images of {data.name}: it has no test/ folder and is not the folder the run trained on"
+        f"all {whole} images of {data.name}: it has no test/ folder{other}"
 
 
 def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:

@@ -19,6 +19,8 @@ from cnnlab.errors import CnnlabError
 __all__ = ["ImageDataset", "channel_stats", "conform"]
 
 _STATS_CHUNK = 4096  # images per float64 chunk: bounded extra memory even for a memory-mapped 15 GB set
+# ... and at most this many bytes of them as float64: 4,096 pictures of 224 px are 4.9 GB so (and their square)
+_STATS_BYTES = 2**27
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: identity, not elementwise tensor comparison (and hashable)
@@ -136,9 +138,10 @@ def channel_stats(images: torch.Tensor,
         raise CnnlabError(f"channel statistics need a non-empty N x C x H x W tensor, got {tuple(images.shape)}"
                           + ("" if indices is None else f" and {count} indices"))
     c = images.shape[1]
+    step = max(1, min(_STATS_CHUNK, _STATS_BYTES // (8 * images[0].numel())))
     total, squares = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
-    for start in range(0, count, _STATS_CHUNK):
-        chunk = images[start:start + _STATS_CHUNK] if indices is None else images[indices[start:start + _STATS_CHUNK]]
+    for start in range(0, count, step):
+        chunk = images[start:start + step] if indices is None else images[indices[start:start + step]]
         chunk = chunk.to(torch.float64).transpose(0, 1).reshape(c, -1)
         total += chunk.sum(1)
         squares += chunk.square().sum(1)

@@ -23,18 +23,20 @@ agree, which the result says too; otherwise ``--classes`` must name them.
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 from cnnlab.data import FOLDER_PREFIX
+from cnnlab.data.folder import SPLIT_NAMES
 from cnnlab.data.registry import load_dataset
-from cnnlab.errors import CnnlabError, summary
+from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint
 from cnnlab.explore.model import Options, numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model
 from cnnlab.export import SPLIT_KEYS, TTA_KEY
 from cnnlab.inference import check_same_test_split, scored_images
-from cnnlab.runs.checkpoint import names_a_checkpoint
+from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 
 def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
@@ -55,12 +57,15 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
         if options.classes is not None:
             raise CnnlabError("--classes names a model from elsewhere's classes; a cnnlab checkpoint records its own, "
                               "and eval holds them to the dataset's; expected no --classes for it")
-        return evaluate_checkpoint(source, data_dir=data_dir, device=device, dataset=dataset)
+        try:
+            return evaluate_checkpoint(source, data_dir=data_dir, device=device, dataset=dataset)
+        except ForeignCheckpointError as e:  # another tool's weights: said how they open, as predict says it
+            raise CnnlabError(f"{e}; {ELSEWHERE}") from None
     cpu_only(device, source)
     if options.multi_label:
         raise CnnlabError("--multi-label reads each output as its own class's probability, and eval scores one class "
                           "per image; expected no --multi-label for eval")
-    model = open_model(source, options)  # first: a file that is no model (a config.json) is named as such
+    model = open_model(source, options)  # first: a file that is no model (a run's config.json) is said to be none
     if dataset is None and data_dir is None:
         raise CnnlabError(f"{source} is a model from elsewhere, with no dataset of its own; expected --data-dir "
                           "FOLDER (class subfolders of images) or --dataset NAME to score it on")
@@ -68,11 +73,12 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     if spec.channels not in (1, 3):
         raise CnnlabError(f"a dataset's images can feed models of 1 or 3 input channels (grey or RGB); {source} "
                           f"takes {spec.channels}")
-    if dataset is None:  # a folder of the user's images, decoded at the model's input
-        data = load_dataset(FOLDER_PREFIX + str(data_dir), image_size=max(spec.hw), channels=spec.channels)
-    else:
-        data = load_dataset(dataset, data_dir, channels=spec.channels, download=False)
-    columns, said = _class_columns(model.classes, data.classes, str(source), data.name)
+    if dataset is None:  # a folder of the user's images
+        dataset, data_dir = FOLDER_PREFIX + str(data_dir), None
+    # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input; a registered dataset at its own
+    size = max(spec.hw) if dataset.startswith(FOLDER_PREFIX) else None
+    data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False)
+    columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
     recorded = _run_record(stored, str(source))
     check_same_test_split(recorded, data)
@@ -103,23 +109,34 @@ def _run_record(stored: dict[str, str], source: str) -> dict[str, Any]:
     return record if record["name"] is not None else {}
 
 
-def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str,
-                   name: str) -> tuple[list[int], list[str]]:
+def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str, name: str,
+                   outputs: str) -> tuple[list[int], list[str]]:
     """The model's output for each of the dataset's classes, in the dataset's order, and what the result says of
-    how they were matched (nothing where the model has exactly the dataset's classes)."""
+    how they were matched (nothing where the model has exactly the dataset's classes); ``outputs`` says how many the
+    model has (:meth:`cnnlab.explore.model.Scoring.describe`: one output is two classes)."""
+    if len(data) < 2:  # its one output column would be every answer, right whatever the model said
+        split = name.startswith(FOLDER_PREFIX) and any(data[0].lower() in n for n in SPLIT_NAMES.values())
+        # a test set kept as PATH/test/<class>/ without train/: the folder of its classes is one level down
+        hint = f" (its one subfolder {data[0]}/ is read as a class: for the classes in it, pass --data-dir " \
+               f"{Path(name.removeprefix(FOLDER_PREFIX)) / data[0]})" if split else ""
+        raise CnnlabError(f"{name} has one class ({data[0]!r}): scored over it alone, every answer would be right "
+                          f"whatever the model; expected a dataset of 2 classes or more{hint}")
     if model == numbered_classes(len(model)):  # no names: only the order can tell
         if len(model) != len(data):
-            raise CnnlabError(f"{source} names no classes and has {len(model)} outputs, {name} has {len(data)} "
-                              f"classes; expected --classes FILE naming the model's classes")
-        return list(range(len(data))), [f"the model names no classes: its {len(model)} outputs are read in the "
-                                        "dataset's class order (pass --classes to match them by name)"]
-    missing = [c for c in data if c not in model]
+            raise CnnlabError(f"{source} names no classes and has {outputs}, {name} has {len(data)} classes; "
+                              f"expected --classes FILE naming the model's classes")
+        return list(range(len(data))), [f"the model names no classes ({outputs}): they are read in the dataset's "
+                                        "class order (pass --classes to match them by name)"]
+    # a name is its characters, however encoded: a folder unzipped from macOS spells 'ü' as 'u' and a combining mark
+    # (NFD), a names file typed elsewhere as one character (NFC)
+    names, wanted = ([unicodedata.normalize("NFC", c) for c in classes] for classes in (model, data))
+    missing = [c for c, n in zip(data, wanted, strict=True) if n not in names]
     if missing:
         shown = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise CnnlabError(f"{name} has classes the model does not name ({shown}; the model's: "
                           f"{', '.join(map(repr, model[:5]))}{', ...' * (len(model) > 5)}); expected a dataset of "
                           f"the model's classes, or --classes naming the model's")
-    columns = [model.index(c) for c in data]
+    columns = [names.index(n) for n in wanted]
     if len(model) > len(data):
         return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)}: each "
                          f"answer is the likeliest of those {len(data)}"]
