@@ -277,12 +277,17 @@ def test_a_cnnlab_export_is_scored_on_the_split_its_run_held_out_as_its_checkpoi
     train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
           report=False)
     exported = export_checkpoint(load_trained(out / "best.pt", "cpu"), tmp_path / f"lenet.{format}", format=format)
-    by_export, by_checkpoint = evaluate_any(exported, data_dir=folder), evaluate_checkpoint(out / "best.pt")
-    assert by_export.n == by_checkpoint.n == 6 and by_export.scored == by_checkpoint.scored
-    assert torch.equal(by_export.confusion, by_checkpoint.confusion)
+    by_checkpoint = evaluate_checkpoint(out / "best.pt")
+    # named, or not: the export names its run's folder, as the checkpoint does
+    for by_export in (evaluate_any(exported, data_dir=folder), evaluate_any(exported)):
+        assert by_export.n == by_checkpoint.n == 6 and by_export.scored == by_checkpoint.scored
+        assert torch.equal(by_export.confusion, by_checkpoint.confusion)
     moved = tmp_path / "moved"
     folder.rename(moved)  # the run's folder, moved: the same drawn split, by its files
     assert evaluate_any(exported, data_dir=moved).n == 6
+    with pytest.raises(CnnlabError, match=r"^the image folder .*lenet\.\w+'s run trained on, .*pets, is not a folder "
+                                          r"here; expected --data-dir with the folder its files are in now$"):
+        evaluate_any(exported)
     next((moved / "cat").iterdir()).unlink()
     with pytest.raises(CnnlabError, match=r"is not the one the run drew from folder:.*pets \(") as e:
         evaluate_any(exported, data_dir=moved)
@@ -329,6 +334,19 @@ def test_what_is_no_model_is_said_to_be_none_before_a_dataset_is_asked_for(tmp_p
     code, _, err = run_with_output(["eval", str(tmp_path / name)], capsys)
     assert_one_line(code, err, name, command="eval")
     assert "model from elsewhere" not in err[0]
+
+
+def test_a_cnnlab_export_of_a_registered_dataset_is_scored_on_it_unless_told_otherwise(tmp_path, data_dir):
+    """Its metadata names its run's dataset: with none named, eval scores that one, and --data-dir is its folder,
+    as for the checkpoint (it said the export had no dataset of its own, and took the folder for class subfolders)."""
+    out = tmp_path / "run"
+    train("lenet", epochs=1, batch_size=256, limit_train_batches=2, out=str(out), quiet=True, report=False,
+          data_dir=str(data_dir))
+    exported = export_checkpoint(load_trained(out / "best.pt", "cpu"), tmp_path / "lenet.onnx")
+    by_checkpoint = evaluate_checkpoint(out / "best.pt")
+    for by_export in (evaluate_any(exported), evaluate_any(exported, data_dir=data_dir)):
+        assert by_export.n == by_checkpoint.n == 10_000 and by_export.scored == by_checkpoint.scored
+        assert by_export.accuracy == pytest.approx(by_checkpoint.accuracy, abs=2e-4)  # float rounding: an image or two
 
 
 def _refusal(call) -> str:

@@ -10,9 +10,10 @@ scored_images` picks them for a model that did not train on them: the test split
 folder whole.
 
 A cnnlab export names the dataset its run trained on, and the records of its folder's files: it is scored as its
-checkpoint would be, on the test split its run held out where that is the dataset (or its folder, moved), and
-refused where a folder draws another split than the run did (:func:`cnnlab.inference.check_same_test_split`);
-scored whole, the run's own folder without ``test/`` would count the images the model trained on.
+checkpoint would be, on that dataset where none is named (``--data-dir``: its folder, where it is now), on the test
+split its run held out where that is the dataset (or its folder, moved), and refused where a folder draws another
+split than the run did (:func:`cnnlab.inference.check_same_test_split`); scored whole, the run's own folder without
+``test/`` would count the images the model trained on.
 
 Which output is which class goes by name: the dataset's classes must be among the model's (from ``--classes``, the
 file's own metadata, ...), in any order; a model of more classes is scored over the dataset's alone (the likeliest of
@@ -35,7 +36,7 @@ from cnnlab.evaluate import EvalResult, evaluate_checkpoint
 from cnnlab.explore.model import Options, numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model
 from cnnlab.export import SPLIT_KEYS, TTA_KEY
-from cnnlab.inference import check_same_test_split, scored_images
+from cnnlab.inference import check_same_test_split, moved_data, scored_images
 from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 
@@ -66,6 +67,14 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
         raise CnnlabError("--multi-label reads each output as its own class's probability, and eval scores one class "
                           "per image; expected no --multi-label for eval")
     model = open_model(source, options)  # first: a file that is no model (a run's config.json) is said to be none
+    stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
+    own = stored.get("cnnlab.dataset")  # a cnnlab export names its run's dataset: the default, as a checkpoint's
+    if dataset is None and own and own.startswith(FOLDER_PREFIX):
+        if data_dir is None and not Path(own.removeprefix(FOLDER_PREFIX)).is_dir():
+            raise moved_data(f"the image folder {source}'s run trained on, {own.removeprefix(FOLDER_PREFIX)},")
+        dataset, data_dir = own if data_dir is None else FOLDER_PREFIX + str(data_dir), None  # where it is now
+    elif dataset is None and own:
+        dataset = own  # --data-dir: its folder, as for the checkpoint
     if dataset is None and data_dir is None:
         raise CnnlabError(f"{source} is a model from elsewhere, with no dataset of its own; expected --data-dir "
                           "FOLDER (class subfolders of images) or --dataset NAME to score it on")
@@ -79,7 +88,6 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     size = max(spec.hw) if dataset.startswith(FOLDER_PREFIX) else None
     data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
-    stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
     recorded = _run_record(stored, str(source))
     check_same_test_split(recorded, data)
     images, labels, scored = scored_images(recorded, data)
