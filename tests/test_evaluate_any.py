@@ -355,6 +355,32 @@ def _refusal(call) -> str:
     return str(e.value)
 
 
+def test_eval_skips_unreadable_images_when_asked_and_says_so(tmp_path, cache, capsys):
+    """The loader's refusal of an unreadable file says "pass --skip-bad-images", which eval did not take."""
+    folder = _folder(tmp_path / "pets", split=True)
+    (folder / "test" / "dog" / "broken.png").write_bytes(b"not a png")
+    model = _onnx(Tiny(3), tmp_path / "tiny.onnx")
+    code, _, err = run_with_output(["eval", str(model), "--data-dir", str(folder)], capsys)
+    assert_one_line(code, err, "broken.png", "pass --skip-bad-images", command="eval")
+    code, out, err = run_with_output(["eval", str(model), "--data-dir", str(folder), "--skip-bad-images"], capsys)
+    assert code == 0, err
+    assert out[1].startswith(f"scored: the 12 test images of folder:{folder.resolve()}; the model names no classes "
+                             "(3 outputs): they are read in the dataset's class order (pass --classes to match them "
+                             "by name); skipped 1 unreadable image(s) of 25 (first: ") and "broken.png" in out[1]
+
+
+def test_a_checkpoint_skips_unreadable_images_when_asked(tmp_path, cache):
+    folder = _folder(tmp_path / "pets", split=True)
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    (folder / "test" / "dog" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(CnnlabError, match="pass --skip-bad-images"):
+        evaluate_any(out / "best.pt")
+    result = evaluate_any(out / "best.pt", skip_bad=True)
+    assert result.n == 12 and "skipped 1 unreadable image(s) of 25" in result.scored
+
+
 def test_a_pt2_program_is_scored_on_fashion_mnist_as_torch_scores_it(tmp_path, data_dir):
     """A registered dataset by name: its test split, at its own size, every one of the 10,000 images."""
     names = load_dataset("fashion-mnist", data_dir).classes

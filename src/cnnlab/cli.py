@@ -186,7 +186,7 @@ def _cmd_eval(args) -> int:
     from cnnlab.explore.evaluation import evaluate_any
 
     result = evaluate_any(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, options=_model_options(args),
-                          device=args.device)
+                          device=args.device, skip_bad=args.skip_bad_images)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
     return 0
 
@@ -448,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(its test/ split if it has one, else all of it), or --dataset's folder")
     p.add_argument("--dataset", metavar="NAME", help="a registered dataset to score on (cnnlab datasets): for a "
                    "checkpoint, another of its classes than the run's")
+    p.add_argument("--skip-bad-images", action="store_true", help="a folder's image files that cannot be read are "
+                   "left out (counted) instead of refused")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_model_flags(p)

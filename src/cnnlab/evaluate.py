@@ -116,7 +116,8 @@ class EvalResult:
 
 
 def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, device: str = "auto",
-                        batch_size: int = 512, tta: bool | None = None, dataset: str | None = None) -> EvalResult:
+                        batch_size: int = 512, tta: bool | None = None, dataset: str | None = None,
+                        skip_bad: bool = False) -> EvalResult:
     """Test accuracy, per-class accuracy and confusion matrix of a checkpoint on its dataset's test split.
 
     Args:
@@ -128,6 +129,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         batch_size: images per forward pass.
         tta: flip-TTA; ``None`` follows the run's own ``tta`` setting, so the number matches its result.json.
         dataset: evaluate on another dataset with the same classes (default: the one the run trained on).
+        skip_bad: a folder's unreadable image files are left out (counted in its notices) instead of refused.
 
     Raises:
         CheckpointError: the file is missing, corrupt or not a cnnlab checkpoint.
@@ -135,13 +137,20 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         CnnlabError: the dataset's classes differ from the model's.
     """
     trained = load_trained(path, device)
-    data = trained.dataset(data_dir, other=dataset)
+    data = trained.dataset(data_dir, other=dataset, skip_bad=skip_bad)
     trained.check_dataset(data)
     images, labels, scored = trained.scored_images(data)
     logits = trained.logits(images, batch_size, tta=tta)
     return EvalResult.from_logits(logits, labels, data.classes, model=trained.meta.model_name,
                                   checkpoint=str(path), device=str(trained.device),
-                                  tta=trained.meta.tta if tta is None else tta, scored=scored)
+                                  tta=trained.meta.tta if tta is None else tta,
+                                  scored="; ".join([scored, *skipped_notices(data)]))
+
+
+def skipped_notices(data) -> list[str]:
+    """What a folder's loader says of the unreadable files it left out (``skip_bad``): the figures are of the
+    others, which the scored line must say."""
+    return [notice for notice in data.notices if notice.startswith("skipped ")]
 
 
 def format_eval(result: EvalResult) -> str:

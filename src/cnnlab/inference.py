@@ -174,10 +174,12 @@ class Trained:
         """The run's TrainConfig as a dict, a copy (empty where the checkpoint kept none)."""
         return dict(self.checkpoint.get("config") or {})
 
-    def dataset(self, data_dir: str | Path | None = None, other: str | None = None, download: bool = True):
+    def dataset(self, data_dir: str | Path | None = None, other: str | None = None, download: bool = True,
+                skip_bad: bool = False):
         """The run's own dataset, read as the run read it (its ``--data-dir`` unless ``data_dir`` is given), or
         ``other``, another dataset name to score the model on; either decoded at the model's image size and
-        channels (see :func:`dataset_of`). Check the result with :meth:`check_dataset`.
+        channels (see :func:`dataset_of`). Check the result with :meth:`check_dataset`. ``skip_bad``: a folder's
+        unreadable files are left out (counted), as the run's ``--skip-bad-images`` did, which also holds.
 
         Raises:
             DataError: the run's own data folder (no ``data_dir`` given) is not a folder on this machine.
@@ -185,6 +187,8 @@ class Trained:
         config = self.config
         if other is not None:
             config.update(data_dir=None)
+        if skip_bad:
+            config.update(skip_bad_images=True)
         stored = config.get("data_dir")
         name = str(other or self.meta.dataset)
         if data_dir is None and name.startswith(FOLDER_PREFIX) and other is None:

@@ -32,7 +32,7 @@ from cnnlab.data import FOLDER_PREFIX
 from cnnlab.data.folder import SPLIT_NAMES
 from cnnlab.data.registry import load_dataset
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
-from cnnlab.evaluate import EvalResult, evaluate_checkpoint
+from cnnlab.evaluate import EvalResult, evaluate_checkpoint, skipped_notices
 from cnnlab.explore.model import Options, numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model
 from cnnlab.export import SPLIT_KEYS, TTA_KEY
@@ -41,12 +41,13 @@ from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 
 def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
-                 options: Options | None = None, device: str = "auto", batch_size: int = 64) -> EvalResult:
+                 options: Options | None = None, device: str = "auto", batch_size: int = 64,
+                 skip_bad: bool = False) -> EvalResult:
     """Accuracy, per-class figures and confusion matrix of any model this explorer opens (see the module docstring).
 
     A cnnlab checkpoint (or a run folder) is :func:`cnnlab.evaluate.evaluate_checkpoint`'s, with ``--classes`` and
     the other model flags refused (it records its own); any other model is opened with ``options`` and run on the
-    CPU.
+    CPU. ``skip_bad``: a folder's unreadable image files are left out (counted) instead of refused.
 
     Raises:
         CnnlabError: a bad model, option or dataset, no dataset named for a model from elsewhere, or classes that
@@ -59,7 +60,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
             raise CnnlabError("--classes names a model from elsewhere's classes; a cnnlab checkpoint records its own, "
                               "and eval holds them to the dataset's; expected no --classes for it")
         try:
-            return evaluate_checkpoint(source, data_dir=data_dir, device=device, dataset=dataset)
+            return evaluate_checkpoint(source, data_dir=data_dir, device=device, dataset=dataset, skip_bad=skip_bad)
         except ForeignCheckpointError as e:  # another tool's weights: said how they open, as predict says it
             raise CnnlabError(f"{e}; {ELSEWHERE}") from None
     cpu_only(device, source)
@@ -86,7 +87,8 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
         dataset, data_dir = FOLDER_PREFIX + str(data_dir), None
     # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input; a registered dataset at its own
     size = max(spec.hw) if dataset.startswith(FOLDER_PREFIX) else None
-    data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False)
+    data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
+                        skip_bad=skip_bad)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
     check_same_test_split(recorded, data)
@@ -94,6 +96,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     if stored.get(TTA_KEY, "none") != "none":
         said.append("its run scored with flip-TTA, which the export does not do: the figures can differ from the "
                     "run's")
+    said += skipped_notices(data)
     logits = model.logits(images, batch_size)[:, columns]
     return EvalResult.from_logits(logits, labels, data.classes, model=model.name, checkpoint=str(source),
                                   device="cpu", tta=False, scored="; ".join([scored, *said]))
