@@ -349,6 +349,24 @@ def test_a_cnnlab_export_of_a_registered_dataset_is_scored_on_it_unless_told_oth
         assert by_export.accuracy == pytest.approx(by_checkpoint.accuracy, abs=2e-4)  # float rounding: an image or two
 
 
+@pytest.mark.parametrize("kind", ["checkpoint", "onnx"])
+def test_a_folder_run_is_scored_whole_on_another_folder_named_as_one(tmp_path, cache, kind):
+    """--data-dir OTHER is the run's folder, moved (a drawn split that differs is refused); --dataset folder:OTHER
+    names another folder, which was refused all the same (its draw is not the run's) and is now scored whole."""
+    folder, other = _folder(tmp_path / "pets", per_class=12), _folder(tmp_path / "new")
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    model = out / "best.pt" if kind == "checkpoint" else \
+        export_checkpoint(load_trained(out / "best.pt", "cpu"), tmp_path / "lenet.onnx")
+    with pytest.raises(CnnlabError, match=r"if it is another folder, name it as one \(cnnlab eval --dataset "
+                                          r"folder:PATH\) or give it"):
+        evaluate_any(model, data_dir=other)
+    result = evaluate_any(model, dataset=f"folder:{other}")
+    assert result.n == 12 and result.scored.startswith(f"all 12 images of folder:{other.resolve()}: it has no test/ "
+                                                       "folder and is not the folder the run trained on")
+
+
 def _refusal(call) -> str:
     with pytest.raises(CnnlabError) as e:
         call()

@@ -128,7 +128,8 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: images per forward pass.
         tta: flip-TTA; ``None`` follows the run's own ``tta`` setting, so the number matches its result.json.
-        dataset: evaluate on another dataset with the same classes (default: the one the run trained on).
+        dataset: evaluate on another dataset with the same classes (default: the one the run trained on); a folder
+            without ``test/`` (``folder:PATH``) is scored whole.
         skip_bad: a folder's unreadable image files are left out (counted in its notices) instead of refused.
 
     Raises:
@@ -138,8 +139,9 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
     """
     trained = load_trained(path, device)
     data = trained.dataset(data_dir, other=dataset, skip_bad=skip_bad)
-    trained.check_dataset(data)
-    images, labels, scored = trained.scored_images(data)
+    other = dataset is not None and data.name != trained.meta.dataset  # named as another dataset than the run's
+    trained.check_dataset(data, other)
+    images, labels, scored = trained.scored_images(data, other)
     logits = trained.logits(images, batch_size, tta=tta)
     return EvalResult.from_logits(logits, labels, data.classes, model=trained.meta.model_name,
                                   checkpoint=str(path), device=str(trained.device),

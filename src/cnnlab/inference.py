@@ -204,22 +204,25 @@ class Trained:
         return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
                           decoded=(self.meta.image_size, self.meta.channels))
 
-    def check_dataset(self, data: Any) -> None:
+    def check_dataset(self, data: Any, other: bool = False) -> None:
         """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are
-        not the model's, or its drawn test split is not the one the run held out (see :func:`check_same_test_split`).
+        not the model's, or its drawn test split is not the one the run held out (see :func:`check_same_test_split`),
+        unless it is ``other``: a dataset the user named as another than the run's (``eval --dataset folder:PATH``),
+        which no draw of the run's concerns.
         """
         check_same_classes(self.meta, data.classes, f"dataset {data.name}")
-        check_same_test_split(self.checkpoint.get("dataset") or {}, data)
+        if not other:
+            check_same_test_split(self.checkpoint.get("dataset") or {}, data)
 
-    def scored_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def scored_images(self, data: Any, other: bool = False) -> tuple[torch.Tensor, torch.Tensor, str]:
         """The images an evaluation of this model on ``data`` (checked by :meth:`check_dataset`) scores, their
-        labels, and which they are in words (:func:`scored_images`).
+        labels, and which they are in words (:func:`scored_images`; ``other`` as for :meth:`check_dataset`).
 
         Images of another dataset or folder than the run's are held against the run's own training images, where
         those are still at hand: ``eval --data-dir pets/train`` scored the images the model trained on as if unseen.
         The words then say how many are training images.
         """
-        images, labels, scored = scored_images(self.checkpoint.get("dataset") or {}, data)
+        images, labels, scored = scored_images(self.checkpoint.get("dataset") or {}, data, other)
         if data.name != self.meta.dataset and \
                 (seen := self._seen_in_training(images, _scored_digests(data, images))):
             scored = f"{scored}; {seen}"
@@ -322,7 +325,8 @@ def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:
                           f"on {meta.num_classes} ({shown(meta.classes)}) of {meta.dataset}")
 
 
-def scored_images(recorded: Mapping[str, Any], data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+def scored_images(recorded: Mapping[str, Any], data: Any,
+                  other: bool = False) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The images to score a run's model on in ``data``, their labels, and which they are, in words for the user.
 
     The test split, except where a folder without ``test/`` draws its own: a seeded 1/6 of it is the test split of
@@ -330,7 +334,8 @@ def scored_images(recorded: Mapping[str, Any], data: Any) -> tuple[torch.Tensor,
     did not train on) it would score a random sixth of images the model never saw and leave the rest out, so that
     folder is scored whole. ``recorded`` is the run's "dataset" entry, already held to ``data`` by
     :func:`check_same_test_split` (empty for a model from elsewhere, which no run trained); ``data`` an
-    :class:`cnnlab.data.ImageDataset`.
+    :class:`cnnlab.data.ImageDataset`; ``other``: the user named it as another dataset than the run's (``eval
+    --dataset folder:PATH``), so that a folder without ``test/`` is scored whole, whatever the run drew.
 
     Raises:
         CnnlabError: the run's own folder had a ``test/`` folder when it trained and has none now: its drawn split
@@ -339,10 +344,11 @@ def scored_images(recorded: Mapping[str, Any], data: Any) -> tuple[torch.Tensor,
     n = len(data.test_labels)
     if data.held_out is None:
         return data.test_images, data.test_labels, f"the {n} test images of {data.name}"
-    if recorded.get("held_out"):  # the same draw (check_same_test_split refuses another): the run's folder, moved
+    if recorded.get("held_out") and not other:  # the same draw (check_same_test_split refuses another): the run's
+        # folder, moved
         return data.test_images, data.test_labels, \
             f"the {n} test images drawn from {data.name} (no test/ folder): the 1/6 the run held out"
-    if not recorded.get("training_files") and recorded.get("name", "").startswith(FOLDER_PREFIX):
+    if not recorded.get("training_files") and recorded.get("name", "").startswith(FOLDER_PREFIX) and not other:
         # a folder run from before the records: it drew its test split as this folder does, or had a test/ folder
         return data.test_images, data.test_labels, \
             f"the {n} test images drawn from {data.name} (no test/ folder): a seeded 1/6, as the run would draw it"
@@ -386,7 +392,8 @@ def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
         raise CnnlabError(f"the test split drawn from {data.name} is not the one the run drew from "
                           f"{recorded.get('name')} ({change}): if this is the run's folder, moved, its test images "
                           "would include images the model trained on, so put it back as it was when the run trained; "
-                          "if it is another folder, give it a PATH/test/<class>/ folder of its own")
+                          "if it is another folder, name it as one (cnnlab eval --dataset folder:PATH) or give it a "
+                          "PATH/test/<class>/ folder of its own")
     raise CnnlabError(f"the held-out test split of {data.name} changed since the run trained ({change}): its test "
                       "images would include images the model trained on; put the folder back as it was when the run "
                       "trained, or train a new run on the folder as it is (a PATH/test/<class>/ folder keeps the "

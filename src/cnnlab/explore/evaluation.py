@@ -70,6 +70,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     model = open_model(source, options)  # first: a file that is no model (a run's config.json) is said to be none
     stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
     own = stored.get("cnnlab.dataset")  # a cnnlab export names its run's dataset: the default, as a checkpoint's
+    named = dataset is not None  # as another dataset than the run's, where it is not that one (as for a checkpoint)
     if dataset is None and own and own.startswith(FOLDER_PREFIX):
         if data_dir is None and not Path(own.removeprefix(FOLDER_PREFIX)).is_dir():
             raise moved_data(f"the image folder {source}'s run trained on, {own.removeprefix(FOLDER_PREFIX)},")
@@ -91,8 +92,10 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
                         skip_bad=skip_bad)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
-    check_same_test_split(recorded, data)
-    images, labels, scored = scored_images(recorded, data)
+    other = named and data.name != own
+    if not other:
+        check_same_test_split(recorded, data)
+    images, labels, scored = scored_images(recorded, data, other)
     if stored.get(TTA_KEY, "none") != "none":
         said.append("its run scored with flip-TTA, which the export does not do: the figures can differ from the "
                     "run's")
