@@ -266,6 +266,9 @@ def test_cli_eval_of_an_onnx_file(tmp_path, cache, capsys):
     assert code == 0 and out[0].startswith("tiny.onnx: test accuracy ") and out[1].startswith("scored: all 12 images")
     code, _, err = run_with_output(["eval", str(model)], capsys)
     assert_one_line(code, err, "with no dataset of its own", command="eval")
+    # eval scores one class per image: --multi-label is not among its flags (its help listed it, always refused)
+    code, _, err = run_with_output(["eval", str(model), "--data-dir", str(folder), "--multi-label"], capsys)
+    assert_one_line(code, err, "unrecognized arguments: --multi-label", command="eval")
 
 
 @pytest.mark.parametrize("format", ["onnx", "pt2"])

@@ -269,7 +269,7 @@ def _model_options(args):
     from cnnlab.explore.model import Options
 
     return Options.from_flags(args.classes, args.input_size, args.mean, args.std, args.pixel_range, args.bgr,
-                              args.layout, args.multi_label, args.weights)
+                              args.layout, getattr(args, "multi_label", False), args.weights)
 
 
 def _cmd_export(args) -> int:
@@ -400,9 +400,10 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
+def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True) -> None:
     """The flags that say how to feed a model from elsewhere (its classes, input size, normalisation, layout), for
-    ``explore``, ``predict`` and ``eval``: read by :meth:`cnnlab.explore.model.Options.from_flags`."""
+    ``explore``, ``predict`` and ``eval``: read by :meth:`cnnlab.explore.model.Options.from_flags`. ``multi_label``:
+    offer ``--multi-label`` (not to ``eval``, which scores one class per image)."""
     p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
     p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
                    "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
@@ -417,9 +418,11 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                    "Caffe's order) instead of RGB")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), help="a model's input layout when the graph does not "
                    "tell (NHWC: Keras/TensorFlow)")
-    p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own class's "
-                   "probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a model that "
-                   "ends in Sigmoid is read so anyway, and without it a model of one output is a binary classifier")
+    if multi_label:
+        p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own "
+                       "class's probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a "
+                       "model that ends in Sigmoid is read so anyway, and without it a model of one output is a binary "
+                       "classifier")
     p.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict(), FILE), read "
                    "weights-only, or a .safetensors file) for the network named: an ImageNet backbone's architecture "
                    "fine-tuned elsewhere (imagenet-resnet18 --weights mine.pth: its classes and input channels read "
@@ -452,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "left out (counted) instead of refused")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _add_model_flags(p)
+    _add_model_flags(p, multi_label=False)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("models", help="list the registered models")
