@@ -739,6 +739,59 @@ def test_a_model_returning_a_dict_of_logits_is_read_through_them(kind, tmp_path)
     assert analyze_image(model, images[0])["explanation"]["method"] == "grad-cam"
 
 
+class _LibraryOutput(dict):
+    """An output object of a library's own, as Hugging Face's ``ImageClassifierOutput``: registered with torch's
+    pytree under its library's name, which torch.export.save writes into the program's output spec."""
+
+
+class _LogitsInALibraryOutput(_LogitsInADict):
+    def forward(self, pixel_values):
+        return _LibraryOutput(super().forward(pixel_values))
+
+
+def test_a_program_returning_a_librarys_output_object_opens_as_a_dict(tmp_path):
+    """A Hugging Face classifier exported with torch.export returns its ImageClassifierOutput; torch.export.load
+    rebuilds that only where transformers is imported, so `cnnlab explore vit.pt2` failed with "We ran into an error
+    when deserializing the saved file. Please check the warnings above" (warnings it had silenced). The output's
+    fields are a dict's (names, then tensors): the program opens, read through its logits, and says so."""
+    pytree = torch.utils._pytree
+    pytree.register_pytree_node(_LibraryOutput, lambda out: (list(out.values()), list(out.keys())),
+                                lambda values, keys: _LibraryOutput(zip(keys, values, strict=True)),
+                                serialized_type_name="somelib.outputs.ClassifierOutput")
+    torch.manual_seed(0)
+    net = _LogitsInALibraryOutput().eval()
+    try:
+        path = _pt2_of(net, tmp_path / "library.pt2")
+    finally:  # as in a process that never imported the library
+        pytree._deregister_pytree_node(_LibraryOutput)
+    model = open_model(path)
+    assert "Its output, somelib.outputs.ClassifierOutput (a type of the library that exported it, not imported " \
+           "here), is read as the dict of its fields, 'logits' and 'features'." in model.notes
+    assert "Its program returns a dict: its logits are read as the class scores." in model.notes
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want = net.net(images.float() / 255)
+    torch.testing.assert_close(model.logits(images), want, atol=1e-5, rtol=1e-5)
+    assert analyze_image(model, images[0])["explanation"]["method"] == "grad-cam"
+
+
+def test_a_program_returning_a_librarys_object_of_no_fields_is_refused_naming_its_type(tmp_path):
+    """An output type whose spec does not name its fields (a context of the library's own) cannot be read as a dict:
+    the refusal names the type, not torch's "check the warnings above" of warnings it does not show."""
+    pytree = torch.utils._pytree
+    pytree.register_pytree_node(_LibraryOutput, lambda out: (list(out.values()), {"fields": list(out.keys())}),
+                                lambda values, context: _LibraryOutput(zip(context["fields"], values, strict=True)),
+                                serialized_type_name="somelib.outputs.PackedOutput")
+    try:
+        path = _pt2_of(_LogitsInALibraryOutput().eval(), tmp_path / "packed.pt2")
+    finally:
+        pytree._deregister_pytree_node(_LibraryOutput)
+    with pytest.raises(CnnlabError, match=r"packed.pt2 returns somelib.outputs.PackedOutput, a type of the library "
+                                          r"that exported it, .*; expected a program returning tensors, or a tuple, "
+                                          r"list or dict of them$"):
+        open_model(path)
+
+
 class ChannelsLast(nn.Module):
     """A ConvNeXt-like block on a 12 x 20 input: conv, then LayerNorm and an MLP on N x H x W x C, a concatenation
     along the channels there (as Swin's patch merging), and back."""
