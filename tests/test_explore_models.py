@@ -2445,6 +2445,44 @@ def test_a_transformers_parameters_are_all_counted_and_the_page_says_it_works_on
     assert not [n for n in ModuleModel(Scorer(3), "cnn", Options(input_size=8)).notes if "tokens" in n]
 
 
+class _LeViTLike(nn.Module):
+    """A LeViT in small: a convolutional stem, then tokens whose linear layer is followed by a BatchNorm1d over the
+    tokens flattened to (N * L) x C (timm's LinearNorm), and an attention whose queries, keys and values are views
+    N x L x heads x width of them."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.embed = nn.Conv2d(3, 8, 2, 2)
+        self.qkv, self.norm, self.act = nn.Linear(8, 24), nn.BatchNorm1d(24), nn.Hardswish()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        b, n, _ = t.shape
+        qkv = self.norm(self.qkv(t).flatten(0, 1)).reshape(b, n, -1)
+        q, k, v = (part.transpose(1, 2) for part in qkv.view(b, n, 2, 12).split(4, dim=3))
+        t = t + self.act(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(b, n, 8))
+        return self.head(t.mean(1))
+
+
+def test_grad_cam_of_a_network_whose_tokens_go_through_a_batch_norm_is_taken_at_its_last_map(tmp_path):
+    """A batch norm over tokens flattened to (N * L) x C (LeViT's, after each of its linear layers) tagged them as
+    channels-first maps, so that the attention's N x L x heads x width views were read as maps of L channels:
+    timm's levit_128s at 224 px had its Grad-CAM taken on an 8 x 64 "map" inside its last attention, while the page
+    said it was taken at the last map before the tokens. A 2-d value has no map; the tokens stay tokens."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _LeViTLike().eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 8, 8),)), tmp_path / "levit.pt2")
+    image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(12))
+    for kind, model in {"module": ModuleModel(net, "levit", Options(input_size=8)),
+                        "pt2": open_model(tmp_path / "levit.pt2")}.items():
+        [said] = [n for n in model.notes if "tokens" in n]
+        assert "Grad-CAM is taken at the last map" in said, kind
+        assert analyze_image(model, image)["explanation"]["row"] == "embed", kind
+
+
 class _Aux(nn.Module):  # an auxiliary head that runs in training only, as GoogLeNet's and Inception v3's
     def __init__(self):
         super().__init__()
