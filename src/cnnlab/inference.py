@@ -347,8 +347,10 @@ def scored_images(recorded: Mapping[str, Any], data: Any) -> tuple[torch.Tensor,
                           f"{data.name.removeprefix(FOLDER_PREFIX)}/test/<class>/<image> back")
     whole = len(data.train_labels) + n
     # cat copies: another folder scored by eval is an evaluation set, not a memory-mapped training set
+    # a model from elsewhere (no record) has no run whose folder this could have been
+    not_its = " and is not the folder the run trained on" if recorded else ""
     return torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels]), \
-        f"all {whole} images of {data.name}: it has no test/ folder and is not the folder the run trained on"
+        f"all {whole} images of {data.name}: it has no test/ folder{not_its}"
 
 
 def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
