@@ -2575,6 +2575,8 @@ class _Returns(nn.Module):
             return {"out": y}
         if self.what == "pooled":  # a convolutional head's class scores, not flattened (SqueezeNet's without it)
             return y.mean((2, 3), keepdim=True)
+        if self.what == "features":  # a backbone's maps at each scale, as timm's features_only=True returns them
+            return [y, F.max_pool2d(y, 2)]
         return y, y.mean((2, 3))  # per-pixel scores first, then an image's
 
 
@@ -2617,13 +2619,35 @@ def test_a_program_exported_in_another_precision_is_fed_its_own_type(tmp_path, d
     ("segments", r"returns a dict of 'out' \(2 x 4 x 8 x 8\), expected 2 x classes of float logits \(a map of "
                  r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
     ("segments first", r"returns a tuple of 2 \(2 x 4 x 8 x 8, 2 x 4\), expected 2 x classes of float logits \(a map "
-                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$")])
+                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
+    ("features", r"returns a list of 2 \(2 x 4 x 8 x 8, 2 x 4 x 4 x 4\), expected 2 x classes of float logits "
+                 r"\(maps at several scales are a backbone's features, as timm's features_only=True returns them: "
+                 r"the explorer explains image classifiers\)$")])
 def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
-    """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why."""
+    """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why. A backbone's
+    feature maps at several scales (timm's features_only) were said to be "a segmentation model's" scores."""
     from cnnlab.explore.torch_models import ModuleModel
 
     with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it " + said):
         ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
+
+
+@pytest.mark.parametrize("kind", ["pt2", "onnx"])
+def test_a_backbones_feature_maps_are_told_as_such_in_every_kind(kind, tmp_path):
+    """A backbone's maps at several scales (timm's features_only=True) were refused as "a segmentation model's"
+    per-pixel scores; the ONNX graph named its first output only."""
+    net = _Returns("features").eval()
+    x = torch.zeros(1, 3, 8, 8)
+    if kind == "pt2":
+        torch.export.save(torch.export.export(net, (x,)), tmp_path / "features.pt2")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(tmp_path / "features.onnx"), dynamo=False, opset_version=17)
+    with pytest.raises(CnnlabError, match=r"is not a classifier: .*\(maps at several scales are a backbone's "
+                                          r"features, as timm's features_only=True returns them: the explorer "
+                                          r"explains image classifiers\)$"):
+        open_model(tmp_path / f"features.{kind}")
 
 
 @pytest.mark.parametrize("kind", ["module", "pt2", "onnx", "onnx of dynamic sides"])
