@@ -2487,6 +2487,43 @@ def test_grad_cam_of_a_network_whose_tokens_go_through_a_batch_norm_is_taken_at_
         assert analyze_image(model, image)["explanation"]["row"] == "embed", kind
 
 
+class _PooledTokens(nn.Module):
+    """Tokens pooled as Hugging Face's Swin pools them: turned to N x C x L and averaged by nn.AdaptiveAvgPool1d, an
+    N x C x 1 value of three axes that is no tokens."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(13)
+        self.embed, self.norm, self.act = nn.Conv2d(3, 8, 4, 4), nn.LayerNorm(8), nn.GELU()
+        self.pool, self.head = nn.AdaptiveAvgPool1d(1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.act(self.norm(self.embed(x).flatten(2).transpose(1, 2)))
+        return self.head(self.pool(t.transpose(1, 2)).flatten(1))
+
+
+@pytest.mark.parametrize("kind", ["module", "pt2", "onnx"])
+def test_the_token_note_names_the_tokens_not_their_pooled_features(kind, tmp_path):
+    """Hugging Face's Swin (and any network whose head pools its tokens with nn.AdaptiveAvgPool1d) had its page say
+    its stages work on "tokens (N x 32 x 1 ...)": the pooled N x C x 1 features were counted and shown as the tokens."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _PooledTokens().eval()
+    x = torch.zeros(1, 3, 8, 8)
+    if kind == "pt2":
+        torch.export.save(torch.export.export(net, (x,)), tmp_path / "pooled.pt2")
+    elif kind == "onnx":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(tmp_path / "pooled.onnx"), dynamo=False, opset_version=17)
+    model = ModuleModel(net, "pooled", Options(input_size=8)) if kind == "module" else \
+        open_model(tmp_path / f"pooled.{kind}")
+    [said] = [n for n in model.notes if "tokens" in n]
+    # (2 in torch: the LayerNorm and the GELU; the ONNX graph's GELU, before opset 20, is arithmetic)
+    assert f"{1 if kind == 'onnx' else 2} of its stages work on tokens (N x 4 x 8, as a vision transformer's do)" \
+        in said, said
+
+
 class _Aux(nn.Module):  # an auxiliary head that runs in training only, as GoogLeNet's and Inception v3's
     def __init__(self):
         super().__init__()

@@ -272,7 +272,9 @@ def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
         return ()
     maps = [k for k, r in enumerate(rows) if is_spatial(r.output)]
     after = rows[maps[-1] + 1:] if maps else rows
-    tokens = [r for r in after if r.output.dim() == 3]
+    # a pooling of the tokens (Hugging Face's Swin averages them as N x C x L with nn.AdaptiveAvgPool1d) gives their
+    # features, N x C x 1: no tokens
+    tokens = [r for r in after if r.output.dim() == 3 and "pool" not in r.kind.lower()]
     if not tokens:
         return ()
     length, width = tokens[-1].output.shape[1:]
