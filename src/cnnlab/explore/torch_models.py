@@ -4,7 +4,9 @@
   code from the file (pickles, native code, shape expressions and guards that are not plain). Its feature maps
   are the outputs of the graph's convolution, pooling, normalisation and activation nodes, recorded by an FX
   interpreter that runs the program node by node (an exported program has no submodules to hook: every layer is
-  an ATen call in one graph). Cnnlab's own ``.pt2`` exports carry their class names in ``cnnlab.json``.
+  an ATen call in one graph). Cnnlab's own ``.pt2`` exports carry their class names in ``cnnlab.json``. A
+  program returning a library's output object (Hugging Face's ``ImageClassifierOutput``) is read as the dict of
+  its fields (:func:`_library_outputs_as_dicts`): torch rebuilds that type only where its library is imported.
 * ``module:function``: ``importlib`` imports the module the user named and calls the function with no arguments;
   it must return an ``nn.Module``. This is the one path that runs the user's code, because the user asked for it,
   and the page says so. Its feature maps come from forward hooks on the leaf modules of those kinds (in-place
