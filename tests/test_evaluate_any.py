@@ -417,3 +417,11 @@ def test_a_pt2_program_is_scored_on_fashion_mnist_as_torch_scores_it(tmp_path, d
     assert result.n == 10_000 and result.scored == "the 10000 test images of fashion-mnist"
     assert result.accuracy == pytest.approx(accuracy_score(data.test_labels, predicted))
     np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(data.test_labels, predicted))
+
+
+def test_a_folder_scored_whole_for_a_model_of_no_run_names_no_run(tmp_path, cache):
+    """A model from elsewhere has no run: its folder scored whole read "it has no test/ folder and is not the folder
+    the run trained on", of a run that never was (timm's and Hugging Face's models, ONNX files of anyone's)."""
+    folder = _folder(tmp_path / "pets")
+    result, _, _ = _scored_with_names(tmp_path, folder, FOLDER_CLASSES)
+    assert result.scored == f"all 12 images of {FOLDER_PREFIX}{folder}: it has no test/ folder"

@@ -739,6 +739,59 @@ def test_a_model_returning_a_dict_of_logits_is_read_through_them(kind, tmp_path)
     assert analyze_image(model, images[0])["explanation"]["method"] == "grad-cam"
 
 
+class _LibraryOutput(dict):
+    """An output object of a library's own, as Hugging Face's ``ImageClassifierOutput``: registered with torch's
+    pytree under its library's name, which torch.export.save writes into the program's output spec."""
+
+
+class _LogitsInALibraryOutput(_LogitsInADict):
+    def forward(self, pixel_values):
+        return _LibraryOutput(super().forward(pixel_values))
+
+
+def test_a_program_returning_a_librarys_output_object_opens_as_a_dict(tmp_path):
+    """A Hugging Face classifier exported with torch.export returns its ImageClassifierOutput; torch.export.load
+    rebuilds that only where transformers is imported, so `cnnlab explore vit.pt2` failed with "We ran into an error
+    when deserializing the saved file. Please check the warnings above" (warnings it had silenced). The output's
+    fields are a dict's (names, then tensors): the program opens, read through its logits, and says so."""
+    pytree = torch.utils._pytree
+    pytree.register_pytree_node(_LibraryOutput, lambda out: (list(out.values()), list(out.keys())),
+                                lambda values, keys: _LibraryOutput(zip(keys, values, strict=True)),
+                                serialized_type_name="somelib.outputs.ClassifierOutput")
+    torch.manual_seed(0)
+    net = _LogitsInALibraryOutput().eval()
+    try:
+        path = _pt2_of(net, tmp_path / "library.pt2")
+    finally:  # as in a process that never imported the library
+        pytree._deregister_pytree_node(_LibraryOutput)
+    model = open_model(path)
+    assert "Its output, somelib.outputs.ClassifierOutput (a type of the library that exported it, not imported " \
+           "here), is read as the dict of its fields, 'logits' and 'features'." in model.notes
+    assert "Its program returns a dict: its logits are read as the class scores." in model.notes
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want = net.net(images.float() / 255)
+    torch.testing.assert_close(model.logits(images), want, atol=1e-5, rtol=1e-5)
+    assert analyze_image(model, images[0])["explanation"]["method"] == "grad-cam"
+
+
+def test_a_program_returning_a_librarys_object_of_no_fields_is_refused_naming_its_type(tmp_path):
+    """An output type whose spec does not name its fields (a context of the library's own) cannot be read as a dict:
+    the refusal names the type, not torch's "check the warnings above" of warnings it does not show."""
+    pytree = torch.utils._pytree
+    pytree.register_pytree_node(_LibraryOutput, lambda out: (list(out.values()), {"fields": list(out.keys())}),
+                                lambda values, context: _LibraryOutput(zip(context["fields"], values, strict=True)),
+                                serialized_type_name="somelib.outputs.PackedOutput")
+    try:
+        path = _pt2_of(_LogitsInALibraryOutput().eval(), tmp_path / "packed.pt2")
+    finally:
+        pytree._deregister_pytree_node(_LibraryOutput)
+    with pytest.raises(CnnlabError, match=r"packed.pt2 returns somelib.outputs.PackedOutput, a type of the library "
+                                          r"that exported it, .*; expected a program returning tensors, or a tuple, "
+                                          r"list or dict of them$"):
+        open_model(path)
+
+
 class ChannelsLast(nn.Module):
     """A ConvNeXt-like block on a 12 x 20 input: conv, then LayerNorm and an MLP on N x H x W x C, a concatenation
     along the channels there (as Swin's patch merging), and back."""
@@ -2392,6 +2445,85 @@ def test_a_transformers_parameters_are_all_counted_and_the_page_says_it_works_on
     assert not [n for n in ModuleModel(Scorer(3), "cnn", Options(input_size=8)).notes if "tokens" in n]
 
 
+class _LeViTLike(nn.Module):
+    """A LeViT in small: a convolutional stem, then tokens whose linear layer is followed by a BatchNorm1d over the
+    tokens flattened to (N * L) x C (timm's LinearNorm), and an attention whose queries, keys and values are views
+    N x L x heads x width of them."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.embed = nn.Conv2d(3, 8, 2, 2)
+        self.qkv, self.norm, self.act = nn.Linear(8, 24), nn.BatchNorm1d(24), nn.Hardswish()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        b, n, _ = t.shape
+        qkv = self.norm(self.qkv(t).flatten(0, 1)).reshape(b, n, -1)
+        q, k, v = (part.transpose(1, 2) for part in qkv.view(b, n, 2, 12).split(4, dim=3))
+        t = t + self.act(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(b, n, 8))
+        return self.head(t.mean(1))
+
+
+def test_grad_cam_of_a_network_whose_tokens_go_through_a_batch_norm_is_taken_at_its_last_map(tmp_path):
+    """A batch norm over tokens flattened to (N * L) x C (LeViT's, after each of its linear layers) tagged them as
+    channels-first maps, so that the attention's N x L x heads x width views were read as maps of L channels:
+    timm's levit_128s at 224 px had its Grad-CAM taken on an 8 x 64 "map" inside its last attention, while the page
+    said it was taken at the last map before the tokens. A 2-d value has no map; the tokens stay tokens."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _LeViTLike().eval()
+    program = torch.export.export(net, (torch.zeros(1, 3, 8, 8),))
+    torch.export.save(program, tmp_path / "levit.pt2")
+    # and as the core ATen program a backend takes (its linear layers bmm, its batch norm three outputs)
+    torch.export.save(program.run_decompositions(), tmp_path / "core.pt2")
+    image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(12))
+    for kind, model in {"module": ModuleModel(net, "levit", Options(input_size=8)),
+                        "pt2": open_model(tmp_path / "levit.pt2"),
+                        "pt2 after run_decompositions": open_model(tmp_path / "core.pt2")}.items():
+        said = [n for n in model.notes if "tokens" in n]  # (decomposed, Hardswish is arithmetic: no token stage)
+        assert all("Grad-CAM is taken at the last map" in n for n in said) and (said or "decompositions" in kind)
+        assert analyze_image(model, image)["explanation"]["row"] == "embed", kind
+
+
+class _PooledTokens(nn.Module):
+    """Tokens pooled as Hugging Face's Swin pools them: turned to N x C x L and averaged by nn.AdaptiveAvgPool1d, an
+    N x C x 1 value of three axes that is no tokens."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(13)
+        self.embed, self.norm, self.act = nn.Conv2d(3, 8, 4, 4), nn.LayerNorm(8), nn.GELU()
+        self.pool, self.head = nn.AdaptiveAvgPool1d(1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.act(self.norm(self.embed(x).flatten(2).transpose(1, 2)))
+        return self.head(self.pool(t.transpose(1, 2)).flatten(1))
+
+
+@pytest.mark.parametrize("kind", ["module", "pt2", "onnx"])
+def test_the_token_note_names_the_tokens_not_their_pooled_features(kind, tmp_path):
+    """Hugging Face's Swin (and any network whose head pools its tokens with nn.AdaptiveAvgPool1d) had its page say
+    its stages work on "tokens (N x 32 x 1 ...)": the pooled N x C x 1 features were counted and shown as the tokens."""
+    from cnnlab.explore.torch_models import ModuleModel
+
+    net = _PooledTokens().eval()
+    x = torch.zeros(1, 3, 8, 8)
+    if kind == "pt2":
+        torch.export.save(torch.export.export(net, (x,)), tmp_path / "pooled.pt2")
+    elif kind == "onnx":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(tmp_path / "pooled.onnx"), dynamo=False, opset_version=17)
+    model = ModuleModel(net, "pooled", Options(input_size=8)) if kind == "module" else \
+        open_model(tmp_path / f"pooled.{kind}")
+    [said] = [n for n in model.notes if "tokens" in n]
+    # (2 in torch: the LayerNorm and the GELU; the ONNX graph's GELU, before opset 20, is arithmetic)
+    assert f"{1 if kind == 'onnx' else 2} of its stages work on tokens (N x 4 x 8, as a vision transformer's do)" \
+        in said, said
+
+
 class _Aux(nn.Module):  # an auxiliary head that runs in training only, as GoogLeNet's and Inception v3's
     def __init__(self):
         super().__init__()
@@ -2480,6 +2612,8 @@ class _Returns(nn.Module):
             return {"out": y}
         if self.what == "pooled":  # a convolutional head's class scores, not flattened (SqueezeNet's without it)
             return y.mean((2, 3), keepdim=True)
+        if self.what == "features":  # a backbone's maps at each scale, as timm's features_only=True returns them
+            return [y, F.max_pool2d(y, 2)]
         return y, y.mean((2, 3))  # per-pixel scores first, then an image's
 
 
@@ -2522,13 +2656,35 @@ def test_a_program_exported_in_another_precision_is_fed_its_own_type(tmp_path, d
     ("segments", r"returns a dict of 'out' \(2 x 4 x 8 x 8\), expected 2 x classes of float logits \(a map of "
                  r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
     ("segments first", r"returns a tuple of 2 \(2 x 4 x 8 x 8, 2 x 4\), expected 2 x classes of float logits \(a map "
-                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$")])
+                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
+    ("features", r"returns a list of 2 \(2 x 4 x 8 x 8, 2 x 4 x 4 x 4\), expected 2 x classes of float logits "
+                 r"\(maps at several scales are a backbone's features, as timm's features_only=True returns them: "
+                 r"the explorer explains image classifiers\)$")])
 def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
-    """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why."""
+    """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why. A backbone's
+    feature maps at several scales (timm's features_only) were said to be "a segmentation model's" scores."""
     from cnnlab.explore.torch_models import ModuleModel
 
     with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it " + said):
         ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
+
+
+@pytest.mark.parametrize("kind", ["pt2", "onnx"])
+def test_a_backbones_feature_maps_are_told_as_such_in_every_kind(kind, tmp_path):
+    """A backbone's maps at several scales (timm's features_only=True) were refused as "a segmentation model's"
+    per-pixel scores; the ONNX graph named its first output only."""
+    net = _Returns("features").eval()
+    x = torch.zeros(1, 3, 8, 8)
+    if kind == "pt2":
+        torch.export.save(torch.export.export(net, (x,)), tmp_path / "features.pt2")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(tmp_path / "features.onnx"), dynamo=False, opset_version=17)
+    with pytest.raises(CnnlabError, match=r"is not a classifier: .*\(maps at several scales are a backbone's "
+                                          r"features, as timm's features_only=True returns them: the explorer "
+                                          r"explains image classifiers\)$"):
+        open_model(tmp_path / f"features.{kind}")
 
 
 @pytest.mark.parametrize("kind", ["module", "pt2", "onnx", "onnx of dynamic sides"])

@@ -170,6 +170,15 @@ def _enum_spec(marker):
     return _json_edit(edit)
 
 
+def _provenance(marker):
+    """A node's provenance (the from_node torch writes for a program after run_decompositions) holding a quote."""
+    def edit(program):
+        node = next(n for n in program["graph_module"]["graph"]["nodes"] if n["target"].endswith("relu.default"))
+        node["metadata"]["from_node"] = json.dumps([{"name": "relu", "target": "aten.relu.default", "graph_id": 1,
+                                                     "pass_name": 'x")+open("y', "action": "create", "from_node": []}])
+    return _json_edit(edit)
+
+
 def _native_code(marker):
     def change(name, data, extra):
         extra["data/aotinductor/model/model.so"] = b"\x7fELF"
@@ -192,6 +201,7 @@ CRAFTED = {
     "a node target outside the operators": (_target, "fixed", False),
     "a name with quotes": (_quoted_name, "fixed", False),
     "an enum in a pytree spec": (_enum_spec, "fixed", False),
+    "a provenance record with a quote": (_provenance, "fixed", False),
     "compiled native code": (_native_code, "fixed", False),
     "no archive_format (the legacy reader)": (_legacy_format, "fixed", False),
 }
@@ -234,6 +244,24 @@ def test_plain_programs_pass_and_open(source, programs):
     assert model.logits(model.spec.zeros(3)).shape == (3, 3)
     # the layer table counts parameters as the module does: batch norm's running statistics are not parameters
     assert sum(row["params"] for row in model.layers()) == sum(p.numel() for p in _Net().parameters())
+
+
+def test_a_program_after_run_decompositions_opens(tmp_path):
+    """torch.export.save of a program after run_decompositions() (the core ATen opset that ExecuTorch and other
+    backends take) writes each node's provenance, "from_node", as a JSON list of records: the check refused every
+    such file as "a from_node field that is not what torch.export.save writes". Its records are data, names and
+    operators as the graph's own; they pass, and the program opens and answers as torch does."""
+    torch.manual_seed(0)
+    net = _Net().eval()
+    program = torch.export.export(net, (torch.randn(2, 1, 28, 28),)).run_decompositions()
+    torch.export.save(program, tmp_path / "decomposed.pt2")
+    assert b"from_node" in (tmp_path / "decomposed.pt2").read_bytes()
+    assert checked_pt2(tmp_path / "decomposed.pt2") == (tmp_path / "decomposed.pt2").read_bytes()
+    model = open_model(tmp_path / "decomposed.pt2")
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = net(images.float() / 255)
+    assert torch.allclose(model.logits(images), want, atol=1e-5)
 
 
 def test_a_missing_or_unreadable_file_gets_one_line(tmp_path):

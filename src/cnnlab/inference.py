@@ -357,10 +357,11 @@ def scored_images(recorded: Mapping[str, Any], data: Any,
                           f"so a drawn one would hold images the model trained on; expected "
                           f"{data.name.removeprefix(FOLDER_PREFIX)}/test/<class>/<image> back")
     whole = len(data.train_labels) + n
-    other = " and is not the folder the run trained on" if recorded else ""
     # cat copies: another folder scored by eval is an evaluation set, not a memory-mapped training set
+    # a model from elsewhere (no record) has no run whose folder this could have been
+    not_its = " and is not the folder the run trained on" if recorded else ""
     return torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels]), \
-        f"all {whole} images of {data.name}: it has no test/ folder{other}"
+        f"all {whole} images of {data.name}: it has no test/ folder{not_its}"
 
 
 def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:

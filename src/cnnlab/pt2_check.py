@@ -28,6 +28,9 @@ about each before torch sees the file:
   characters). The keys of ``range_constraints`` are sizes' expressions (``4*s14``), which torch only looks up:
   names, numbers and arithmetic, without quotes.
 * pytree specs, whose enum contexts make torch import a module by name: refused when they hold one.
+* a node's provenance (``from_node``, which torch writes for a program after ``run_decompositions()``): JSON that
+  torch reads back as records of names, operator names and pass names, data it never runs; each must be such a
+  record, its strings of the characters above and ``()`` (``ExportedProgram.module()``).
 
 Files that pass are ordinary ``torch.export.save`` output of a CNN; anything else gets one line naming what was
 found. The check reads the bytes once; the caller loads those same bytes, so the file cannot change in between.
@@ -59,6 +62,9 @@ _METADATA = {"nn_module_stack": re.compile(r"[\w.,;@<>\-]*"), "torch_fn": re.com
              # string arguments of ops (an einsum's equation): FX writes them with repr, and an input's value goes
              # between quotes into the guard code, so no quote or backslash may end that string early
              "as_string": re.compile(r"[^'\"\\\x00-\x1f\x7f]*"), "as_strings": re.compile(r"[^'\"\\\x00-\x1f\x7f]*")}
+# A node's provenance records (torch.fx.traceback.NodeSource as torch.export.save writes them), nested by from_node.
+_PROVENANCE_KEYS = frozenset({"name", "target", "graph_id", "pass_name", "action", "from_node"})
+_PROVENANCE_TEXT = re.compile(r"[\w.,;@<>()+\- ]*")
 _MODEL_NAME = re.compile(r"\w+")
 _RANGE_KEY = re.compile(r"[\w*+\-/%(). ]+")
 _TARGET = re.compile(r"torch\.ops(\.\w+){2,3}|_operator\.\w+|math\.\w+|torch\.sym_\w+")
@@ -211,10 +217,40 @@ def _check_string(key: str, text: str, refuse) -> None:
         ok = bool(_TARGET.fullmatch(text)) and "__" not in text
     elif key in ("in_spec", "out_spec"):
         ok = "__enum__" not in text
+    elif key == "from_node":
+        ok = _plain_provenance(text)
     else:
         ok = bool(_METADATA.get(key, _PLAIN).fullmatch(text))
     if not ok:
         refuse(f"a {key or 'graph'} field that is not what torch.export.save writes: {text[:80]!r}")
+
+
+def _plain_provenance(text: str) -> bool:
+    """Whether ``text`` is a JSON list of provenance records (:data:`_PROVENANCE_KEYS`): strings of
+    :data:`_PROVENANCE_TEXT`, an integer ``graph_id``, and the records they came from, nested."""
+    try:
+        records = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    pending = [records]
+    while pending:  # a list of records each, walked without recursion: a crafted file may nest them deeply
+        level = pending.pop()
+        if level is None:
+            continue
+        if not isinstance(level, list):
+            return False
+        for record in level:
+            if not isinstance(record, dict) or not set(record) <= _PROVENANCE_KEYS:
+                return False
+            for k, v in record.items():
+                if k == "from_node":
+                    pending.append(v)
+                elif k == "graph_id":
+                    if not isinstance(v, int) or isinstance(v, bool):
+                        return False
+                elif not isinstance(v, str) or not _PROVENANCE_TEXT.fullmatch(v):
+                    return False
+    return True
 
 
 def _only_tokens(text: str, names: frozenset[str], strings: re.Pattern, attributes: bool = False,

@@ -4,14 +4,15 @@ Convolutions and poolings work on N x C x H x W, but some networks move the chan
 ConvNeXt's blocks permute to N x H x W x C for their LayerNorm and MLP and back, Swin works channels-last
 throughout, and a Keras graph converted to ONNX transposes around each Conv. Read as N x C x H x W, such a value
 is W x C "maps" of H channels, and Grad-CAM on it is a map of the wrong axes. The layout of each value follows from
-what made it: NCHW after a convolution, pooling or batch norm; after a permute or transpose, wherever it moved the
-channel axis (to the end: channels-last; to axis 1: NCHW; of a value of any rank, so a Swin patch merge's 6-d
-rearrangement keeps the channels last); after an op that changes only the last axis of a channels-last value (an
-MLP's Linear, a split or concatenation of channels), channels-last; after one that rearranges the other axes too,
-channels-last where the last axis holds a whole number of the channels it had (tokens N x L x C, a merge of 2 x 2
-patches into 4C); else its first input's. The three kinds of model walk their own graphs with :func:`after` (a
-module's forward pass under :class:`Layouts`, a ``torch.export`` program's FX nodes, an ONNX graph's nodes), and
-:func:`as_nchw` turns a channels-last stage around.
+what made it: NCHW after a convolution, pooling or batch norm (of a value of 3 axes or more: a batch norm of
+tokens flattened to 2-d keeps their layout); after a permute or transpose, wherever it moved the channel axis (to the
+end: channels-last; to axis 1: NCHW; of a value of any rank, so a Swin patch merge's 6-d rearrangement keeps the
+channels last); after an op that changes only the last axis of a channels-last value (an MLP's Linear, a split or
+concatenation of channels), channels-last; after one that rearranges the other axes too, channels-last where the last
+axis holds a whole number of the channels it had (tokens N x L x C, a merge of 2 x 2 patches into 4C); else its
+first input's. The three kinds of model walk their own graphs with :func:`after` (a module's forward pass under
+:class:`Layouts`, a ``torch.export`` program's FX nodes, an ONNX graph's nodes), and :func:`as_nchw` turns a
+channels-last stage around.
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def after(op: str, source: str | None, perm: Sequence[int] | None = None,
     """The layout of what ``op`` makes from a value of layout ``source`` (None: not known); ``perm``: a permute's
     or swap's order (:func:`permutation`); ``shapes``: the value's shape and the result's, where known."""
     if op in SPATIAL_OPS:
-        return NCHW
+        # of fewer than 3 axes (a BatchNorm1d over tokens flattened to (N * L) x C, as LeViT's after each of its
+        # linear layers) no map: its channels are its last axis as much as its second, and it keeps its input's
+        # layout, lest the tokens reshaped from it be read as channels-first maps
+        return source if shapes is not None and len(shapes[1]) < 3 else NCHW
     if op in PERMUTES or op in SWAPS:
         if source is None or perm is None:
             return None

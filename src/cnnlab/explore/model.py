@@ -272,7 +272,9 @@ def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
         return ()
     maps = [k for k, r in enumerate(rows) if is_spatial(r.output)]
     after = rows[maps[-1] + 1:] if maps else rows
-    tokens = [r for r in after if r.output.dim() == 3]
+    # a pooling of the tokens (Hugging Face's Swin averages them as N x C x L with nn.AdaptiveAvgPool1d) gives their
+    # features, N x C x 1: no tokens
+    tokens = [r for r in after if r.output.dim() == 3 and "pool" not in r.kind.lower()]
     if not tokens:
         return ()
     length, width = tokens[-1].output.shape[1:]
@@ -380,11 +382,13 @@ def _a(noun: str) -> str:
 
 
 def _what_it_is(out: Any) -> str:
-    """A hint after the refusal: a detector's boxes or a segmentation model's per-pixel scores (alone, in a dict, or
-    first of several outputs) are no class scores."""
+    """A hint after the refusal: a detector's boxes, a backbone's feature maps at several scales or a segmentation
+    model's per-pixel scores (alone, in a dict, or first of several outputs) are no class scores."""
     values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
     if values and all(isinstance(v, dict) for v in values) and any("boxes" in v for v in values):
         return " (these are a detector's boxes: the explorer explains image classifiers)"
+    if scales := scales_hint([v.shape for v in values if getattr(v, "ndim", 0) == 4]):
+        return scales
     if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4:
         return map_hint(out.shape)
     if isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values):
@@ -392,6 +396,16 @@ def _what_it_is(out: Any) -> str:
     if isinstance(out, (list, tuple)) and values and getattr(values[0], "ndim", 0) == 4:
         return map_hint(values[0].shape)
     return ""
+
+
+def scales_hint(shapes) -> str:
+    """A hint after the refusal of a model whose outputs include maps of ``shapes`` (``N x C x h x w`` each): maps of
+    several sizes are a backbone's features at each scale (a segmentation model's scores are of one size), else
+    nothing."""
+    if len({tuple(shape[2:]) for shape in shapes if len(shape) == 4}) < 2:
+        return ""
+    return (" (maps at several scales are a backbone's features, as timm's features_only=True returns them: the "
+            "explorer explains image classifiers)")
 
 
 def map_hint(shape) -> str:

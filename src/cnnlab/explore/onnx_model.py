@@ -50,6 +50,7 @@ from cnnlab.explore.model import (
     outputs_note,
     per_image,
     read_outputs,
+    scales_hint,
     square_as_exported,
     stored_classes,
     token_notes,
@@ -183,7 +184,8 @@ class OnnxModel:
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
         if out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
                     (isinstance(out[1], int) and out[1] < 1)):
-            pixels = map_hint(out) if len(out) == 4 else ""
+            outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
+            pixels = scales_hint([d for d in outputs if d]) or (map_hint(out) if len(out) == 4 else "")
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes{pixels}")
         self.shapes = shapes

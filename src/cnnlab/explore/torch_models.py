@@ -4,7 +4,9 @@
   code from the file (pickles, native code, shape expressions and guards that are not plain). Its feature maps
   are the outputs of the graph's convolution, pooling, normalisation and activation nodes, recorded by an FX
   interpreter that runs the program node by node (an exported program has no submodules to hook: every layer is
-  an ATen call in one graph). Cnnlab's own ``.pt2`` exports carry their class names in ``cnnlab.json``.
+  an ATen call in one graph). Cnnlab's own ``.pt2`` exports carry their class names in ``cnnlab.json``. A
+  program returning a library's output object (Hugging Face's ``ImageClassifierOutput``) is read as the dict of
+  its fields (:func:`_library_outputs_as_dicts`): torch rebuilds that type only where its library is imported.
 * ``module:function``: ``importlib`` imports the module the user named and calls the function with no arguments;
   it must return an ``nn.Module``. This is the one path that runs the user's code, because the user asked for it,
   and the page says so. Its feature maps come from forward hooks on the leaf modules of those kinds (in-place
@@ -26,6 +28,7 @@ import logging
 import os
 import sys
 import threading
+import zipfile
 from collections import Counter, deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -35,6 +38,7 @@ from weakref import ref
 
 import torch
 from torch import nn
+from torch._C._export import pt2_archive_constants as pt2
 from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
 
@@ -386,6 +390,12 @@ def _cnnlab_metadata(text: str, where: str, classes_given: bool) -> tuple[dict[s
     return metadata, stored_classes(metadata["cnnlab.classes"], f"{where}'s cnnlab.json cnnlab.classes")
 
 
+def _listed(names: list[str]) -> str:
+    """``'a'``, ``'a' and 'b'``, ``'a', 'b' and 'c'``."""
+    quoted = [repr(n) for n in names]
+    return " and ".join(quoted) if len(quoted) < 3 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
 def _first_line(e: BaseException) -> str:
     """``Type: message``, the message shortened by :func:`cnnlab.errors.summary`: enough to recognise, one line."""
     return f"{type(e).__name__}: {summary(e, 200)}" if str(e).strip() else type(e).__name__
@@ -403,6 +413,64 @@ def _quiet_export_logs():
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+def _library_outputs_as_dicts(data: bytes) -> tuple[bytes, dict[str, list[str]], list[str]]:
+    """``data``, a checked ``.pt2``, with each output type that torch's pytree does not know read as the dict it
+    flattens to; the types so read (with their fields), and those that cannot be.
+
+    A library's output object (Hugging Face's ``ImageClassifierOutput``) is registered with the pytree by that
+    library, so torch.export.load rebuilds it only where the library is imported, and importing it would run its
+    code. Its spec's context names its fields, one per value, as a dict's does: read as a dict, the program opens
+    and returns ``{"logits": ...}``. A type whose context is not such a list is left as it is (and named).
+    """
+    known = torch.utils._pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE
+    as_dicts: dict[str, list[str]] = {}
+    unreadable: list[str] = []
+
+    def read(spec: Any) -> bool:  # whether it changed
+        if not isinstance(spec, dict):
+            return False
+        changed = False
+        for child in spec.get("children_spec") or ():
+            changed = read(child) or changed
+        kind = spec.get("type")
+        if kind is None or kind in known:
+            return changed
+        try:
+            fields = json.loads(spec.get("context") or "null")
+        except (TypeError, ValueError):
+            fields = None
+        if isinstance(fields, list) and all(isinstance(f, str) for f in fields) and \
+                len(fields) == len(spec.get("children_spec") or ()):
+            as_dicts[kind] = fields
+            spec["type"] = "builtins.dict"  # a dict's context is its keys, as JSON: the same text
+            return True
+        unreadable.append(kind)
+        return changed
+
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    models = {}
+    for info in archive.infolist():
+        if info.filename.split("/", 1)[-1].startswith(pt2.MODELS_DIR):
+            program = json.loads(archive.read(info))
+            changed = False
+            for entry in program.get("graph_module", {}).get("module_call_graph") or ():
+                signature = entry.get("signature") or {}
+                if isinstance(signature.get("out_spec"), str):
+                    protocol, spec = json.loads(signature["out_spec"])
+                    if read(spec):
+                        signature["out_spec"] = json.dumps([protocol, spec])
+                        changed = True
+            if changed:
+                models[info.filename] = json.dumps(program).encode()
+    if not models:
+        return data, as_dicts, unreadable
+    rewritten = io.BytesIO()
+    with zipfile.ZipFile(rewritten, "w", zipfile.ZIP_STORED) as out:  # stored, as torch.export.save writes
+        for info in archive.infolist():
+            out.writestr(info, models.get(info.filename) or archive.read(info))
+    return rewritten.getvalue(), as_dicts, unreadable
 
 
 def _batch_bounds(program, value) -> tuple[int, int | None]:
@@ -432,10 +500,16 @@ class ExportedModel(_TorchModel):
         self.path, self.name = path, path.name
         extra = {"cnnlab.json": ""}
         data = checked_pt2(path)  # refuses what would make torch.export.load run code from the file
+        data, as_dicts, unreadable = _library_outputs_as_dicts(data)
         try:
             with _quiet_export_logs():
                 program = torch.export.load(io.BytesIO(data), extra_files=extra)
         except Exception as e:  # not a program, a version it cannot read: one line
+            if unreadable:  # torch's own words point at warnings it logged, which are not shown
+                raise CnnlabError(f"{path} returns {unreadable[0]}, a type of the library that exported it, which "
+                                  "torch.export.load rebuilds only where that library is imported (cnnlab runs no "
+                                  "code a file names); expected a program returning tensors, or a tuple, list or "
+                                  "dict of them") from None
             raise CnnlabError(f"{path} is not a torch.export program that torch.export.load can read "
                               f"({_first_line(e)})") from None
         self.module = program.module()
@@ -469,8 +543,10 @@ class ExportedModel(_TorchModel):
         self.scoring, self.classes, where = read_outputs(self._check_classifier(str(path)), options,
                                                          self._final_op(), stored, folder_classes, str(path),
                                                          "program", sample=self._sample(), on_map=self._on_map)
+        read_as = tuple(f"Its output, {kind} (a type of the library that exported it, not imported here), is read as "
+                        f"the dict of its fields, {_listed(fields)}." for kind, fields in as_dicts.items())
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
-                      f"(no pickles or code). Class names: {where}.", *self._outputs_note("program"),
+                      f"(no pickles or code). Class names: {where}.", *read_as, *self._outputs_note("program"),
                       *self.scoring.notes())
         self.notes += token_notes(self, "program")
 
