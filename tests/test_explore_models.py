@@ -253,6 +253,68 @@ def depthwise():
 '''
 
 
+CARRYING = '''
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+def hugging_face():  # as a transformers classifier built from its config carries its labels and size
+    net = Net()
+    net.config = SimpleNamespace(id2label={0: "cat", 1: "dog", 2: "fox"}, image_size=16)
+    return net
+
+
+def placeholders():  # a config's default labels name nothing
+    net = Net()
+    net.config = SimpleNamespace(id2label={"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}, image_size=[12, 20])
+    return net
+
+
+def timm():  # as a timm model carries the input size and normalisation of its weights
+    net = Net()
+    net.pretrained_cfg = {"input_size": (3, 24, 24), "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3)}
+    return net
+'''
+
+
+def test_a_library_models_labels_size_and_normalisation_are_read_from_it(tmp_path, monkeypatch):
+    """A Hugging Face model's config.id2label and image_size, a timm model's pretrained_cfg: the page showed class 0 ...
+    and asked for --input-size, and a timm model was fed unnormalised pixels without a word."""
+    (tmp_path / "carrying.py").write_text(CARRYING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hf = open_model("carrying:hugging_face")
+    assert hf.classes == ("cat", "dog", "fox") and hf.spec.hw == (16, 16)
+    assert "Class names: the model's config.id2label." in hf.notes[0]
+    assert "size from the model's config.image_size" in hf.spec.describe()
+    named = open_model("carrying:placeholders")
+    assert named.classes == ("class 0", "class 1", "class 2") and named.spec.hw == (12, 20)
+    timm = open_model("carrying:timm")
+    assert timm.spec.hw == (24, 24) and timm.spec.mean == (0.5, 0.4, 0.3) and timm.spec.std == (0.2, 0.25, 0.3)
+    assert "normalisation from the model's pretrained_cfg" in timm.spec.describe()
+    images = torch.randint(0, 256, (2, 3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(timm.logits(images), timm.model((images / 255 - mean) / std))
+    # the flags come first
+    given = open_model("carrying:timm", Options(input_size=32, mean=[0.5], std=[0.5]))
+    assert given.spec.hw == (32, 32) and given.spec.mean == (0.5,) * 3 and "from the flags" in given.spec.describe()
+    (tmp_path / "names.txt").write_text("ant\nbee\neel\n")
+    assert open_model("carrying:hugging_face", Options.from_flags(classes=tmp_path / "names.txt")).classes == \
+        ("ant", "bee", "eel")
+
+
 def test_the_input_channels_are_those_of_the_convolution_that_reads_the_image(tmp_path, monkeypatch):
     # The channels came from the first conv's weight.shape[1] (in_channels / groups: 1 for a depthwise stem) and,
     # for module:function, from the first conv registered (a head): each model was refused, with no flag to help.

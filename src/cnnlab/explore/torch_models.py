@@ -703,6 +703,52 @@ class ExportedModel(_TorchModel):
         return rows
 
 
+@dataclass(frozen=True)
+class _Carried:
+    """What a network from a library carries about how it is fed and what it answers (none of it for a plain
+    module): its class names, input size and normalisation, and where each was read, for the page."""
+
+    classes: tuple[str, ...] | None = None
+    classes_from: str = "the model file"
+    size: tuple[int, int] | None = None
+    size_from: str = ""
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    mean_from: str = ""
+
+
+def _carried(model: nn.Module) -> _Carried:
+    """The class names of a Hugging Face model's ``config.id2label`` (not its placeholders ``LABEL_0`` ...) and its
+    ``config.image_size``; a timm model's ``pretrained_cfg`` input size, mean and std. Anything of another shape is
+    passed over: the flags, or the explorer's defaults, say it instead."""
+    found: dict[str, Any] = {}
+    config = getattr(model, "config", None)
+    labels = getattr(config, "id2label", None)
+    if isinstance(labels, dict) and labels:
+        try:
+            by_index = {int(k): v for k, v in labels.items()}
+        except (TypeError, ValueError):
+            by_index = {}
+        names = [by_index.get(i) for i in range(len(by_index))]
+        if all(isinstance(n, str) for n in names) and not all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+            found.update(classes=tuple(names), classes_from="the model's config.id2label")
+    side = getattr(config, "image_size", None)
+    sides = (side, side) if isinstance(side, int) else tuple(side) if isinstance(side, (list, tuple)) else ()
+    if len(sides) == 2 and all(isinstance(d, int) and not isinstance(d, bool) for d in sides):
+        found.update(size=sides, size_from="model's config.image_size")
+    pretrained = getattr(model, "pretrained_cfg", None)
+    if isinstance(pretrained, dict):
+        size = pretrained.get("input_size")
+        if isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(d, int) for d in size):
+            found.update(size=(size[1], size[2]), size_from="model's pretrained_cfg")
+        mean, std = pretrained.get("mean"), pretrained.get("std")
+        if all(isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v)
+               for v in (mean, std)):
+            found.update(mean=tuple(map(float, mean)), std=tuple(map(float, std)),
+                         mean_from="model's pretrained_cfg")
+    return _Carried(**found)
+
+
 class ModuleModel(_TorchModel):
     """An ``nn.Module`` seen through forward hooks: ``module:function`` (:meth:`from_spec`) or an ImageNet backbone
     of the zoo with its weights and class names (:meth:`imagenet`); see the module docstring."""
@@ -799,7 +845,26 @@ class ModuleModel(_TorchModel):
                               "and the like make theirs at the first forward pass); expected its weights: pass "
                               "--weights FILE (a state dict of the trained network), or run it once on an input of "
                               "its shape before returning it (net(torch.zeros(1, 1, 28, 28)))")
-        return cls(model, spec, options, folder_classes, note=note)
+        carried = _carried(model)
+        # What the network carries comes after the flags: its size where none is given, its normalisation where no
+        # flag says how pixels become its input (timm's mean and std are of pixels / 255, one per input channel).
+        sized = carried.size is not None and options.input_size is None
+        channels = next((_in_channels(m) for m in model.modules() if _in_channels(m)), None)
+        normalised = carried.mean is not None and not options.scaling_flags() and \
+            (channels is None or {len(carried.mean), len(carried.std)} <= {1, channels})
+        if sized:
+            options = replace(options, input_size=carried.size)
+        if normalised:
+            options = replace(options, mean=carried.mean, std=carried.std)
+        explored = cls(model, spec, options, folder_classes, stored=carried.classes, stored_in=carried.classes_from,
+                       note=note)
+        origin = dict(explored.spec.origin)
+        if sized:
+            origin["size"] = carried.size_from
+        if normalised:
+            origin["normalisation"] = carried.mean_from
+        explored.spec = replace(explored.spec, origin=origin)
+        return explored
 
     @classmethod
     def imagenet(cls, name: str, options: Options | None = None,
