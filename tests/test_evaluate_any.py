@@ -184,12 +184,17 @@ def test_a_dataset_of_one_class_is_refused(tmp_path, cache):
     folder = _folder(tmp_path / "pets")
     for name in ("dog", "fox"):
         shutil.rmtree(folder / name)
-    (tmp_path / "classes.txt").write_text("\n".join(FOLDER_CLASSES))
     with pytest.raises(CnnlabError, match=r"^folder:.*pets has one class \('cat'\): scored over it alone, every "
                                           r"answer would be right whatever the model; expected a dataset of 2 classes "
                                           r"or more$"):
-        evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=folder,
-                     options=Options.from_flags(classes=tmp_path / "classes.txt"))
+        _named_eval(tmp_path, folder)
+
+
+def _named_eval(tmp_path, data_dir):
+    """A 3-class ONNX model naming the folder's classes, scored on ``data_dir``."""
+    (tmp_path / "classes.txt").write_text("\n".join(FOLDER_CLASSES))
+    return evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=data_dir,
+                        options=Options.from_flags(classes=tmp_path / "classes.txt"))
 
 
 def test_a_binary_classifier_of_one_output_is_scored_on_two_classes(tmp_path, cache):
@@ -213,14 +218,11 @@ def test_a_folder_of_a_test_split_alone_is_told_to_name_that_split(tmp_path, cac
     line said the dataset lacked the model's classes, not where they are."""
     folder = _folder(tmp_path / "pets", split=True)
     shutil.rmtree(folder / "train")
-    (tmp_path / "classes.txt").write_text("\n".join(FOLDER_CLASSES))
     with pytest.raises(CnnlabError, match=r"^folder:.*pets has one class \('test'\): .* expected a dataset of 2 "
                                           r"classes or more \(its one subfolder test/ is read as a class: for the "
                                           r"classes in it, pass --data-dir .*pets/test\)$"):
-        evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=folder,
-                     options=Options.from_flags(classes=tmp_path / "classes.txt"))
-    assert evaluate_any(tmp_path / "tiny.onnx", data_dir=folder / "test",
-                        options=Options.from_flags(classes=tmp_path / "classes.txt")).n == 12
+        _named_eval(tmp_path, folder)
+    assert _named_eval(tmp_path, folder / "test").n == 12
 
 
 def test_a_module_function_model_is_scored_as_the_onnx_one(tmp_path, cache, monkeypatch):

@@ -794,6 +794,11 @@ def test_a_model_returning_a_dict_of_logits_is_read_through_them(kind, tmp_path)
         open_model(_pt2_of(net, tmp_path / "dict.pt2"))
     noun = "forward" if kind == "module" else "program"
     assert f"Its {noun} returns a dict: its logits are read as the class scores." in model.notes
+    _reads_the_inner_networks_logits(model, net)
+
+
+def _reads_the_inner_networks_logits(model, net: _LogitsInADict) -> None:
+    """The class scores ``model`` gives are those of ``net``'s inner network, and Grad-CAM explains them."""
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         want = net.net(images.float() / 255)
@@ -830,11 +835,7 @@ def test_a_program_returning_a_librarys_output_object_opens_as_a_dict(tmp_path):
     assert "Its output, somelib.outputs.ClassifierOutput (a type of the library that exported it, not imported " \
            "here), is read as the dict of its fields, 'logits' and 'features'." in model.notes
     assert "Its program returns a dict: its logits are read as the class scores." in model.notes
-    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        want = net.net(images.float() / 255)
-    torch.testing.assert_close(model.logits(images), want, atol=1e-5, rtol=1e-5)
-    assert analyze_image(model, images[0])["explanation"]["method"] == "grad-cam"
+    _reads_the_inner_networks_logits(model, net)
 
 
 def test_a_program_returning_a_librarys_object_of_no_fields_is_refused_naming_its_type(tmp_path):
