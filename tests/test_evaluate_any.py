@@ -404,6 +404,38 @@ def test_a_checkpoint_skips_unreadable_images_when_asked(tmp_path, cache):
     assert result.n == 12 and "skipped 1 unreadable image(s) of 25" in result.scored
 
 
+PICKY = '''
+from test_evaluate_any import Tiny
+
+
+class Picky(Tiny):
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise ValueError("this network takes at most 2 images at once")
+        return super().forward(x)
+
+
+def build():
+    return Picky(3).eval()
+'''
+
+
+def test_a_models_own_failure_on_the_images_is_one_line(tmp_path, cache, monkeypatch, capsys):
+    """A module:function network that fails on a batch of the images (its own code's error, after it answered the
+    one and two images it is opened with) ended eval and predict as cnnlab's "internal error", exit 1."""
+    folder = _folder(tmp_path / "pets")
+    (tmp_path / "picky_models.py").write_text(PICKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run_with_output(["eval", "picky_models:build", "--input-size", "16", "--data-dir", str(folder)],
+                                   capsys)
+    assert_one_line(code, err, "picky_models:build failed on the 12 images of folder:", "(ValueError: this network "
+                    "takes at most 2 images at once); expected a classifier that answers any batch of up to 64 of "
+                    "them", command="eval")
+    code, _, err = run_with_output(["predict", "picky_models:build", "--input-size", "16", str(folder / "cat")],
+                                   capsys)
+    assert_one_line(code, err, "picky_models:build failed on 4 picture(s) (ValueError: ", command="predict")
+
+
 def test_a_pt2_program_is_scored_on_fashion_mnist_as_torch_scores_it(tmp_path, data_dir):
     """A registered dataset by name: its test split, at its own size, every one of the 10,000 images."""
     names = load_dataset("fashion-mnist", data_dir).classes

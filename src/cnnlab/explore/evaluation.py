@@ -34,7 +34,7 @@ from cnnlab.data.registry import load_dataset
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint, skipped_notices
 from cnnlab.explore.model import Options, numbered_classes
-from cnnlab.explore.sources import cpu_only, open_model
+from cnnlab.explore.sources import cpu_only, open_model, scores_of
 from cnnlab.export import SPLIT_KEYS, TTA_KEY
 from cnnlab.inference import check_same_test_split, moved_data, scored_images
 from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
@@ -100,7 +100,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
         said.append("its run scored with flip-TTA, which the export does not do: the figures can differ from the "
                     "run's")
     said += skipped_notices(data)
-    logits = model.logits(images, batch_size)[:, columns]
+    logits = scores_of(model, images, source, f"the {len(images)} images of {data.name}", batch_size)[:, columns]
     return EvalResult.from_logits(logits, labels, data.classes, model=model.name, checkpoint=str(source),
                                   device="cpu", tta=False, scored="; ".join([scored, *said]))
 

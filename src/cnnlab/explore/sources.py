@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.imagefolder import ImageSet, list_images, read_image_folder
 from cnnlab.explore.model import ExploreModel, Options, RunModel
 from cnnlab.explore.onnx_model import OnnxModel
@@ -96,6 +96,20 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
                                     listing=listing, crop=model.spec.crop)
 
 
+def scores_of(model: ExploreModel, images: torch.Tensor, source: str | Path, what: str,
+              batch_size: int = 64) -> torch.Tensor:
+    """``model.logits(images)``, with the model's own failure on them in one line: its code (``module:function``
+    asserting a batch size, say) or its runtime's error on this input, which would end as cnnlab's internal error.
+    ``what`` names the images in that line."""
+    try:
+        return model.logits(images, batch_size)
+    except CnnlabError:
+        raise
+    except Exception as e:  # the model's code or runtime: named in one line (--debug shows the traceback)
+        raise CnnlabError(f"{source} failed on {what} ({type(e).__name__}: {summary(e, 200)}); expected a classifier "
+                          f"that answers any batch of up to {batch_size} of them") from e
+
+
 def cpu_only(device: str, source: str | Path) -> None:
     """Refuse a ``--device`` other than the CPU for a model from elsewhere, which runs on the CPU."""
     if device not in ("auto", "cpu"):
@@ -127,7 +141,7 @@ def predict_any(source: str | Path, images: Sequence[str | Path], options: Optio
     model = open_model(source, options)
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:
-        return model.scoring.probabilities(model.logits(batch))
+        return model.scoring.probabilities(scores_of(model, batch, source, f"{len(batch)} picture(s)"))
 
     spec = model.spec
     if spec.channels not in (1, 3):  # said once, of the model, rather than as each picture's error
