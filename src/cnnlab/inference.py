@@ -344,14 +344,14 @@ def scored_images(recorded: Mapping[str, Any], data: Any,
     n = len(data.test_labels)
     if data.held_out is None:
         return data.test_images, data.test_labels, f"the {n} test images of {data.name}"
-    if recorded.get("held_out") and not other:  # the same draw (check_same_test_split refuses another): the run's
-        # folder, moved
-        return data.test_images, data.test_labels, \
-            f"the {n} test images drawn from {data.name} (no test/ folder): the 1/6 the run held out"
-    if not recorded.get("training_files") and recorded.get("name", "").startswith(FOLDER_PREFIX) and not other:
-        # a folder run from before the records: it drew its test split as this folder does, or had a test/ folder
-        return data.test_images, data.test_labels, \
-            f"the {n} test images drawn from {data.name} (no test/ folder): a seeded 1/6, as the run would draw it"
+    if not other:  # the run's own draw, where this may be its folder (another dataset named is no run's)
+        if recorded.get("held_out"):  # the same draw (check_same_test_split refuses another): its folder, moved
+            return data.test_images, data.test_labels, \
+                f"the {n} test images drawn from {data.name} (no test/ folder): the 1/6 the run held out"
+        if not recorded.get("training_files") and recorded.get("name", "").startswith(FOLDER_PREFIX):
+            # a folder run from before the records: it drew its test split as this folder does, or had a test/ folder
+            return data.test_images, data.test_labels, \
+                f"the {n} test images drawn from {data.name} (no test/ folder): a seeded 1/6, as the run would draw it"
     if data.name == recorded.get("name"):
         raise CnnlabError(f"{data.name} had its own test split (a test/ folder) when the run trained and has none now, "
                           f"so a drawn one would hold images the model trained on; expected "

@@ -71,21 +71,11 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
     own = stored.get("cnnlab.dataset")  # a cnnlab export names its run's dataset: the default, as a checkpoint's
     named = dataset is not None  # as another dataset than the run's, where it is not that one (as for a checkpoint)
-    if dataset is None and own and own.startswith(FOLDER_PREFIX):
-        if data_dir is None and not Path(own.removeprefix(FOLDER_PREFIX)).is_dir():
-            raise moved_data(f"the image folder {source}'s run trained on, {own.removeprefix(FOLDER_PREFIX)},")
-        dataset, data_dir = own if data_dir is None else FOLDER_PREFIX + str(data_dir), None  # where it is now
-    elif dataset is None and own:
-        dataset = own  # --data-dir: its folder, as for the checkpoint
-    if dataset is None and data_dir is None:
-        raise CnnlabError(f"{source} is a model from elsewhere, with no dataset of its own; expected --data-dir "
-                          "FOLDER (class subfolders of images) or --dataset NAME to score it on")
+    dataset, data_dir = _dataset_to_score(dataset, data_dir, own, str(source))
     spec = model.spec
     if spec.channels not in (1, 3):
         raise CnnlabError(f"a dataset's images can feed models of 1 or 3 input channels (grey or RGB); {source} "
                           f"takes {spec.channels}")
-    if dataset is None:  # a folder of the user's images
-        dataset, data_dir = FOLDER_PREFIX + str(data_dir), None
     # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input; a registered dataset at its own
     size = max(spec.hw) if dataset.startswith(FOLDER_PREFIX) else None
     data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
@@ -103,6 +93,27 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     logits = scores_of(model, images, source, f"the {len(images)} images of {data.name}", batch_size)[:, columns]
     return EvalResult.from_logits(logits, labels, data.classes, model=model.name, checkpoint=str(source),
                                   device="cpu", tta=False, scored="; ".join([scored, *said]))
+
+
+def _dataset_to_score(dataset: str | None, data_dir: str | Path | None, own: str | None,
+                      source: str) -> tuple[str, str | Path | None]:
+    """The dataset to score on and its folder (for ``load_dataset``): the one named; else a cnnlab export's own
+    (``own``: a registered one, ``data_dir`` its folder; or its run's image folder, ``data_dir`` where it is now);
+    else the folder ``data_dir``, as ``folder:PATH``."""
+    if dataset is not None:
+        return dataset, data_dir
+    if own and own.startswith(FOLDER_PREFIX):
+        if data_dir is not None:
+            return FOLDER_PREFIX + str(data_dir), None
+        if not Path(own.removeprefix(FOLDER_PREFIX)).is_dir():
+            raise moved_data(f"the image folder {source}'s run trained on, {own.removeprefix(FOLDER_PREFIX)},")
+        return own, None
+    if own:
+        return own, data_dir
+    if data_dir is None:
+        raise CnnlabError(f"{source} is a model from elsewhere, with no dataset of its own; expected --data-dir "
+                          "FOLDER (class subfolders of images) or --dataset NAME to score it on")
+    return FOLDER_PREFIX + str(data_dir), None
 
 
 def _run_record(stored: dict[str, str], source: str) -> dict[str, Any]:

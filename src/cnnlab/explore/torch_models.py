@@ -858,12 +858,7 @@ class ModuleModel(_TorchModel):
             options = replace(options, mean=carried.mean, std=carried.std)
         explored = cls(model, spec, options, folder_classes, stored=carried.classes, stored_in=carried.classes_from,
                        note=note)
-        origin = dict(explored.spec.origin)
-        if sized:
-            origin["size"] = carried.size_from
-        if normalised:
-            origin["normalisation"] = carried.mean_from
-        explored.spec = replace(explored.spec, origin=origin)
+        explored._read_from(carried.size_from if sized else None, carried.mean_from if normalised else None)
         return explored
 
     @classmethod
@@ -898,13 +893,17 @@ class ModuleModel(_TorchModel):
         explored = cls(model, name, options, folder_classes, stored=categories if classes == len(categories) else None,
                        stored_in="the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs",
                        note=note)
-        origin = dict(explored.spec.origin)
-        if given.input_size is None:
-            origin["size"] = "weights' metadata"  # the page reads "size from the weights' metadata"
-        if given.mean is None and given.std is None:
-            origin["normalisation"] = "weights' metadata" if given.weights is None else "ImageNet weights' metadata"
-        explored.spec = replace(explored.spec, origin=origin)
+        normalisation = ("weights' metadata" if given.weights is None else "ImageNet weights' metadata") \
+            if given.mean is None and given.std is None else None
+        # the page reads "size from the weights' metadata"
+        explored._read_from("weights' metadata" if given.input_size is None else None, normalisation)
         return explored
+
+    def _read_from(self, size: str | None, normalisation: str | None) -> None:
+        """Say on the page where the input size and normalisation were read where not from the flags (None: as
+        the flags or the defaults gave them)."""
+        said = {key: value for key, value in (("size", size), ("normalisation", normalisation)) if value}
+        self.spec = replace(self.spec, origin={**self.spec.origin, **said})
 
     def _run(self, x: torch.Tensor) -> Any:
         """The model on ``x`` (under ``_passes``), its output as class scores (:meth:`_scores_of`)."""
