@@ -1764,6 +1764,28 @@ def test_static_page(lenet, grey_folder, tmp_path, capsys):
         build_page(model, images, budget=1000)
 
 
+def test_a_page_that_appears_while_the_static_page_is_made_is_kept_without_force(lenet, grey_folder, tmp_path,
+                                                                                  monkeypatch):
+    # --export looks at its file before the model work (seconds to minutes for a large model and six inputs); a page
+    # another export wrote to the same name meanwhile was replaced without a word
+    from cnnlab.explore import page as page_module
+
+    target, build = tmp_path / "page.html", page_module.build_page
+
+    def another_writes_the_same_name(*args, **kwargs):
+        made = build(*args, **kwargs)
+        target.write_text("precious")
+        return made
+
+    monkeypatch.setattr(page_module, "build_page", another_writes_the_same_name)
+    model, images = open_with_images(lenet["onnx"], grey_folder)
+    with pytest.raises(CnnlabError, match=r"page\.html appeared while it was being written .* nothing was written"):
+        page_module.export_page(model, images, target)
+    assert target.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]
+    assert page_module.export_page(model, images, target, force=True)["path"] == str(target)  # --force replaces it
+    assert target.read_text().startswith("<!DOCTYPE html>")
+
+
 def test_the_page_of_a_model_named_in_another_encoding_is_written(tmp_path, lenet, grey_folder):
     """A file name that is not UTF-8 (Latin-1 from an old archive) went into the page's title as it was, and writing
     the page failed with an internal UnicodeEncodeError; the title shows U+FFFD where its byte was."""
