@@ -670,6 +670,10 @@ def test_a_web_page_that_points_its_name_at_loopback_reads_nothing(server, explo
                 assert "open http://127.0.0.1:" in body["error"]
             for name in ("127.0.0.1", "localhost", "[::1]"):  # the page's own requests, however the user typed it
                 assert _asked_as(url, name, targets[-1])[0] == 200, (name, targets[-1])
+            port = int(url.rstrip("/").rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s:  # HTTP/1.0 names no host at all
+                s.sendall(f"GET {targets[-1]} HTTP/1.0\r\n\r\n".encode())
+                assert s.recv(64).startswith(b"HTTP/1.1 200 ")
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -127,12 +127,12 @@ class LoopbackHostOnly:
     async def __call__(self, scope, receive, send):
         server = scope.get("server") if scope["type"] == "http" else None  # the address the request came in on
         if server and is_loopback(str(server[0])):
-            asked = Headers(scope=scope).get("host", "")
+            asked = Headers(scope=scope).get("host")
             try:
                 name = urlsplit(f"//{asked}").hostname or ""
             except ValueError:  # an unbalanced bracket
                 name = ""
-            if not is_loopback(name):
+            if asked is not None and not is_loopback(name):  # (a browser always names one; an HTTP/1.0 tool may not)
                 here = f"[{server[0]}]" if ":" in str(server[0]) else server[0]
                 await _error(403, f"expected a request for 127.0.0.1, localhost or [::1], as this machine's browser "
                                   f"makes them on loopback, got one for {asked!r} (a web page that points its own "
