@@ -393,7 +393,7 @@ def test_a_post_is_the_file_alone_and_queries_are_read_strictly(server):
 def test_an_oversized_chunked_upload_is_cut_off(server):
     host, port = server.url.split("//")[1].strip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(b"POST /api/analyze?run=lenet HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        s.sendall(b"POST /api/analyze?run=lenet HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"\x00" * 2**20
         try:
             for _ in range(12):
@@ -552,7 +552,7 @@ def _sse_events(sock: socket.socket, want: int, timeout: float = 30) -> list[tup
 def _open_stream(server, run: str) -> socket.socket:
     host, port = server.url.split("//")[1].strip("/").split(":")
     s = socket.create_connection((host, int(port)), timeout=30)
-    s.sendall(f"GET /api/stream?run={run} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    s.sendall(f"GET /api/stream?run={run} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
     return s
 
 
@@ -639,6 +639,41 @@ def test_loopback_by_default_and_a_warning_otherwise(tmp_path, monkeypatch):
         assert host_warning(host) is None
     for host in ("0.0.0.0", "192.0.2.7", "::", "myhost.example"):
         assert "reachable from other machines" in host_warning(host)
+
+
+def _asked_as(url: str, name: str, target: str) -> tuple[int, dict | None]:
+    """(status, error) of a GET to the server at ``url`` whose ``Host`` names ``name``, as a browser sends it."""
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", target, headers={"Host": f"{name}:{port}"})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if response.status != 200 else None
+    finally:
+        conn.close()
+
+
+def test_a_web_page_that_points_its_name_at_loopback_reads_nothing(server, explore_root):
+    # Listening on 127.0.0.1 kept other machines out, but any site open in this machine's browser could re-point its
+    # own name at 127.0.0.1 (DNS rebinding) and read the runs, their test images and a model's page as its own.
+    from cnnlab.explore import BackgroundServer, create_model_app
+    from cnnlab.explore.sources import open_model
+
+    with BackgroundServer(app=create_model_app(open_model(explore_root / "lenet" / "last.pt"))) as model_server:
+        for url, targets in ((server.url, ["/", "/static/app.js", "/api/runs", "/api/run?run=lenet",
+                                           "/api/analyze?run=lenet&index=0", "/api/stream?run=lenet"]),
+                             (model_server.url, ["/", "/api/analyze?image=0", "/api/model"])):
+            for target in targets:
+                status, body = _asked_as(url, "attacker.example", target)
+                assert status == 403 and "got one for 'attacker.example:" in body["error"], (target, body)
+                assert "open http://127.0.0.1:" in body["error"]
+            for name in ("127.0.0.1", "localhost", "[::1]"):  # the page's own requests, however the user typed it
+                assert _asked_as(url, name, targets[-1])[0] == 200, (name, targets[-1])
+            port = int(url.rstrip("/").rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s:  # HTTP/1.0 names no host at all
+                s.sendall(f"GET {targets[-1]} HTTP/1.0\r\n\r\n".encode())
+                assert s.recv(64).startswith(b"HTTP/1.1 200 ")
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -816,6 +816,29 @@ class _LogitsInALibraryOutput(_LogitsInADict):
         return _LibraryOutput(super().forward(pixel_values))
 
 
+@pytest.mark.parametrize("layer, said", [
+    (nn.Dropout(0.5), r"its dropout \('4'\) zeroes random values at each call, so its answer for a picture changes "
+                      r"from one run to the next"),
+    (nn.BatchNorm1d(4), r"its batch norm \('4'\) normalises by the statistics of the images run together, not its "
+                        r"running ones, so its answer for a picture depends on the pictures run beside it"),
+])
+def test_a_program_exported_in_training_mode_is_refused(layer, said, tmp_path):
+    # torch.export keeps the mode the module was in (a torchvision model is built in training mode; torch.onnx.export
+    # exports in evaluation mode whatever it is): the page showed other probabilities each time a picture was chosen
+    # (dropout), and predict answered a picture otherwise beside other pictures (batch norm)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4), layer,
+                        nn.Linear(4, 3))
+    torch.export.save(torch.export.export(net.train(), (torch.rand(2, 3, 8, 8),)), tmp_path / "train.pt2")
+    with pytest.raises(CnnlabError, match=rf"train\.pt2 was exported in training mode: {said}; expected a program "
+                                          r"exported in evaluation mode \(torch\.export\.export\(model\.eval\(\), "):
+        open_model(tmp_path / "train.pt2")
+    torch.export.save(torch.export.export(net.eval(), (torch.rand(2, 3, 8, 8),)), tmp_path / "eval.pt2")
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    opened = open_model(tmp_path / "eval.pt2")
+    assert torch.allclose(opened.logits(images), net(images.float() / 255), atol=1e-6)
+
+
 def test_a_program_returning_a_librarys_output_object_opens_as_a_dict(tmp_path):
     """A Hugging Face classifier exported with torch.export returns its ImageClassifierOutput; torch.export.load
     rebuilds that only where transformers is imported, so `cnnlab explore vit.pt2` failed with "We ran into an error
@@ -1762,6 +1785,28 @@ def test_static_page(lenet, grey_folder, tmp_path, capsys):
     assert shrunk["maps_per_stage"] < summary["maps_per_stage"] and shrunk["bytes"] <= len(full.encode()) * 2 // 3
     with pytest.raises(CnnlabError, match="over the 0 MiB budget"):
         build_page(model, images, budget=1000)
+
+
+def test_a_page_that_appears_while_the_static_page_is_made_is_kept_without_force(lenet, grey_folder, tmp_path,
+                                                                                  monkeypatch):
+    # --export looks at its file before the model work (seconds to minutes for a large model and six inputs); a page
+    # another export wrote to the same name meanwhile was replaced without a word
+    from cnnlab.explore import page as page_module
+
+    target, build = tmp_path / "page.html", page_module.build_page
+
+    def another_writes_the_same_name(*args, **kwargs):
+        made = build(*args, **kwargs)
+        target.write_text("precious")
+        return made
+
+    monkeypatch.setattr(page_module, "build_page", another_writes_the_same_name)
+    model, images = open_with_images(lenet["onnx"], grey_folder)
+    with pytest.raises(CnnlabError, match=r"page\.html appeared while it was being written .* nothing was written"):
+        page_module.export_page(model, images, target)
+    assert target.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]
+    assert page_module.export_page(model, images, target, force=True)["path"] == str(target)  # --force replaces it
+    assert target.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_the_page_of_a_model_named_in_another_encoding_is_written(tmp_path, lenet, grey_folder):

@@ -7,7 +7,6 @@ the one actually listened on, and so that a taken port is one CnnlabError line i
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import sys
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options
 from cnnlab.explore.page import check_export_file, export_page
-from cnnlab.explore.server import create_app, create_model_app
+from cnnlab.explore.server import create_app, create_model_app, is_loopback
 from cnnlab.explore.sources import open_with_images
 from cnnlab.runs.checkpoint import checkpoint_in
 
@@ -27,11 +26,7 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765  # loopback only, unless the user
 
 def host_warning(host: str) -> str | None:
     """The warning to print when ``host`` is not a loopback address (``None`` for one)."""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        loopback = False
-    if loopback:
+    if is_loopback(host):
         return None
     return (f"cnnlab explore: warning: listening on {host}, reachable from other machines; the explorer has no "
             "login, and anyone who can reach it can read these runs")

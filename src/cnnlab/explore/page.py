@@ -121,5 +121,6 @@ def export_page(model: ExploreModel, images, output: str | Path, force: bool = F
     if images is None or not len(images.names):
         raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")
     page, summary = build_page(model, images, budget)
-    atomic_write(output, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    # without force, a page another program wrote there while this one was being made is kept, not replaced
+    atomic_write(output, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"), overwrite=force)
     return {"path": str(output), **summary}

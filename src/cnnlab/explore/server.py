@@ -14,13 +14,15 @@ Routes (all ``GET`` but the upload; a run is named by ``?run=`` relative to the 
 :func:`create_model_app` serves one model of any kind (:mod:`cnnlab.explore.model`) with the same upload guards.
 
 Errors are JSON ``{"error": "<one line>"}``: 404 for a run or file that is not there (or not allowed), 400 for bad
-input, 413 for an upload that is too large. Model work runs in Starlette's thread pool, so one slow request does
+input, 413 for an upload that is too large, 403 for a request on loopback naming another host
+(:class:`LoopbackHostOnly`). Model work runs in Starlette's thread pool, so one slow request does
 not hold up the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import math
 import re
@@ -29,10 +31,13 @@ import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.responses import JSONResponse as StarletteJSON
@@ -95,6 +100,49 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 # Both apps answer an unknown path, a wrong method, or an unexpected failure in JSON, as every route does.
 ERROR_HANDLERS = {404: _not_found, 500: _server_error, HTTPException: _http_error}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, ``[::1]`` in brackets or not, or a name) names this machine's loopback."""
+    host = host.strip("[]").lower()
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+class LoopbackHostOnly:
+    """Refuse (403) a request that reaches the server on loopback but names another host than loopback.
+
+    Listening on 127.0.0.1 keeps other machines out, but not a web page open in this machine's browser: a site whose
+    name it re-points to 127.0.0.1 after the page has loaded (DNS rebinding) is, for the browser, of the same origin
+    as the explorer, and reads every answer (the runs, their test images, a model's layers). Its requests come in on
+    loopback with its own name in ``Host``; the page's own carry 127.0.0.1, localhost or [::1]. A request from
+    another machine (a server the user put on another address with ``--host``) is answered whatever it names.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        server = scope.get("server") if scope["type"] == "http" else None  # the address the request came in on
+        if server and is_loopback(str(server[0])):
+            asked = Headers(scope=scope).get("host")
+            try:
+                name = urlsplit(f"//{asked}").hostname or ""
+            except ValueError:  # an unbalanced bracket
+                name = ""
+            if asked is not None and not is_loopback(name):  # (a browser always names one; an HTTP/1.0 tool may not)
+                here = f"[{server[0]}]" if ":" in str(server[0]) else server[0]
+                await _error(403, f"expected a request for 127.0.0.1, localhost or [::1], as this machine's browser "
+                                  f"makes them on loopback, got one for {asked!r} (a web page that points its own "
+                                  f"name at this machine is refused); open http://{here}:{server[1]}/")(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+MIDDLEWARE = [Middleware(LoopbackHostOnly)]
 
 
 def _guarded(fn):
@@ -246,7 +294,7 @@ def create_app(root: str | Path) -> Starlette:
         Route("/api/ops", _guarded(api_ops)),
         Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
     ]
-    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
+    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS, middleware=MIDDLEWARE)
 
 
 async def _read_upload(request: Request) -> bytes | Response:
@@ -329,7 +377,7 @@ def create_model_app(model, images=None) -> Starlette:
         Route("/api/analyze", _guarded(api_analyze), methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
     ]
-    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
+    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS, middleware=MIDDLEWARE)
 
 
 def image_list(images) -> dict[str, Any]:

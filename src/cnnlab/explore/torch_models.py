@@ -100,6 +100,15 @@ STAGE_PACKETS = frozenset({
 FINAL_OPS = {aten.softmax: "Softmax", aten._softmax: "Softmax", aten.sigmoid: "Sigmoid"}
 PASS_THROUGH = frozenset({aten.flatten, aten.view, aten.reshape, aten.squeeze, aten.unsqueeze, aten.clone,
                           aten.contiguous, aten.alias, aten.detach, aten.to, aten._to_copy, aten.dropout})
+# The operators of a training pass: dropout (a random mask at each call) and batch norm by the batch's own statistics
+# (each image's answer depends on the others run with it), where their "train" or "training" argument is not False;
+# batch norm "with update" always is. torch.export keeps the mode the module was in (a torchvision model is built in
+# training mode), where torch.onnx.export exports in evaluation mode whatever it is.
+DROPOUTS = frozenset({aten.dropout, aten.native_dropout, aten.feature_dropout, aten.alpha_dropout,
+                      aten.feature_alpha_dropout})
+BATCH_NORMS = frozenset({aten.batch_norm, aten._native_batch_norm_legit, aten._native_batch_norm_legit_functional,
+                         aten.native_batch_norm, aten.cudnn_batch_norm})
+UPDATING_BATCH_NORMS = frozenset({aten._batch_norm_with_update, aten._batch_norm_with_update_functional})
 # The same, by the name of the torch function a module's forward calls (F.softmax, torch.sigmoid, x.softmax(1), the
 # functions nn.Softmax and nn.Sigmoid call, ...).
 FINAL_FUNCTIONS = {"softmax": "Softmax", "sigmoid": "Sigmoid", "expit": "Sigmoid"}
@@ -390,6 +399,39 @@ def _cnnlab_metadata(text: str, where: str, classes_given: bool) -> tuple[dict[s
     return metadata, stored_classes(metadata["cnnlab.classes"], f"{where}'s cnnlab.json cnnlab.classes")
 
 
+def _trains(node: torch.fx.Node) -> bool:
+    """Whether an FX node is dropout or batch norm as a training pass runs it (:data:`DROPOUTS`)."""
+    packet = _packet(node)
+    if packet in UPDATING_BATCH_NORMS:
+        return True
+    if packet not in DROPOUTS and packet not in BATCH_NORMS:
+        return False
+    for i, arg in enumerate(node.target._schema.arguments):
+        if arg.name in ("train", "training"):
+            return (node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)) is not False
+    return False
+
+
+def _check_evaluation_mode(graph: torch.fx.Graph, where: str) -> None:
+    """Refuse a program exported in training mode: its answers would be random (dropout) or depend on the images
+    run with it (batch norm), on the page, in ``predict`` and in ``eval``; one line names the layers."""
+    training = [node for node in graph.nodes if _trains(node)]
+    if not training:
+        return
+    dropouts = list(dict.fromkeys(_where(n) for n in training if _packet(n) in DROPOUTS))
+    norms = list(dict.fromkeys(_where(n) for n in training if _packet(n) not in DROPOUTS))
+
+    def named(names: list[str]) -> str:
+        return _listed(names) if len(names) <= 3 else f"{_listed(names[:3])} and {len(names) - 3} more"
+
+    does = ([f"its dropout ({named(dropouts)}) zeroes random values at each call, so its answer for a picture changes "
+             "from one run to the next"] if dropouts else []) + \
+        ([f"its batch norm ({named(norms)}) normalises by the statistics of the images run together, not its running "
+          "ones, so its answer for a picture depends on the pictures run beside it"] if norms else [])
+    raise CnnlabError(f"{where} was exported in training mode: {'; and '.join(does)}; expected a program exported in "
+                      "evaluation mode (torch.export.export(model.eval(), ...))")
+
+
 def _listed(names: list[str]) -> str:
     """``'a'``, ``'a' and 'b'``, ``'a', 'b' and 'c'``."""
     quoted = [repr(n) for n in names]
@@ -514,6 +556,7 @@ class ExportedModel(_TorchModel):
                               f"({_first_line(e)})") from None
         self.module = program.module()
         self.graph = self.module.graph
+        _check_evaluation_mode(self.graph, str(path))
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             raise CnnlabError(f"{path} takes {len(placeholders)} inputs, expected one image input")
