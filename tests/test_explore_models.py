@@ -2254,6 +2254,32 @@ def test_ops_of_a_programs_own_forward_are_named(tmp_path):
     assert analyze_image(model, image)["explanation"]["row"] == "max_pool2d"
 
 
+@pytest.mark.parametrize("activation, op", [(nn.SiLU(), "silu"), (nn.GELU(approximate="tanh"), "gelu")])
+def test_an_activation_written_as_several_nodes_shows_its_own_output(activation, op, tmp_path):
+    """torch's dynamo ONNX exporter and run_decompositions() write SiLU as x * sigmoid(x) (Sigmoid, then Mul), as
+    EfficientNet and MobileNetV3 use it, and a tanh GELU as arithmetic around a Tanh: the row named after the
+    activation showed the sigmoid's (the tanh's) output, not the activation's."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), activation, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    x = torch.zeros(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # opset 18: from opset 20 on, ONNX has a Gelu of its own
+        torch.onnx.export(net, (x,), None, dynamo=True, verbose=False, opset_version=18).save(
+            str(tmp_path / "net.onnx"), external_data=False)
+    torch.export.save(torch.export.export(net, (x,)).run_decompositions(), tmp_path / "net.pt2")
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net[1](net[0](image[None].float() / 255))  # torch's own activation at that point
+    for kind in ("onnx", "pt2"):
+        model = open_model(tmp_path / f"net.{kind}")
+        rows = model.stages(image)
+        assert [r.name for r in rows[:-1]] == ["0", "1"], kind  # one row for the activation, not one per node
+        assert rows[1].kind == op, kind
+        assert torch.allclose(rows[1].output[:1], expected, atol=1e-5), kind
+        assert analyze_image(model, image)["explanation"] is not None, kind
+
+
 def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
     """onnxruntime's static quantization (QOperator format) makes a Linear a com.microsoft QGemm, whose int8
     weight and int32 bias were left out of the parameter count (1392 for the float graph's 1477)."""

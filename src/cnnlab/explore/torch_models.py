@@ -222,6 +222,43 @@ def _packet(node) -> Any:
         node.op == "call_function" else None
 
 
+def _origin(node: torch.fx.Node) -> tuple[str, int, str] | None:
+    """The operation of the traced program that an FX node was made for, where torch recorded it (its ``from_node``
+    provenance, followed to the first graph): that node's name and graph, and its operator's name (``silu``).
+    ``run_decompositions()`` writes one operation as several nodes (SiLU as ``sigmoid``, then ``mul``), all of one
+    origin; None where nothing was recorded."""
+    sources = node.meta.get("from_node")
+    source = sources[0] if sources else None
+    while source is not None and getattr(source, "from_node", None):
+        source = source.from_node[0]
+    if source is None:
+        return None
+    target = str(getattr(source, "target", "")).split(".")
+    return source.name, source.graph_id, target[1] if len(target) > 2 and target[0] == "aten" else ""
+
+
+def _rows_at(graph: torch.fx.Graph) -> dict[torch.fx.Node, tuple[torch.fx.Node, str]]:
+    """Where each stage's row is recorded: the node whose value it shows, mapped to the stage node (which names the
+    row) and the row's kind. That is the stage node itself, or, where it is one of several nodes an operation was
+    written as (the ``sigmoid`` of a SiLU), the operation's output (the ``mul``: x * sigmoid(x)), under the
+    operation's name. A stage whose operation another stage node already shows gets no row of its own."""
+    rows_at: dict[torch.fx.Node, tuple[torch.fx.Node, str]] = {}
+    for node in graph.nodes:
+        if _packet(node) not in STAGE_PACKETS:
+            continue
+        origin, last = _origin(node), node
+        # along the operation's own nodes, as long as each value goes on to one node of it alone
+        while origin is not None and len(last.users) == 1:
+            [after] = last.users
+            if after.op != "call_function" or _origin(after) != origin:
+                break
+            last = after
+        if last not in rows_at:  # (an in-place silu_ is shown as silu, as an in-place relu_ is as relu)
+            rows_at[last] = (node, (last is node or not origin[2]) and _packet(node).__name__.rstrip("_") or
+                             origin[2].rstrip("_"))
+    return rows_at
+
+
 def _where(node: torch.fx.Node) -> str:
     """The module an FX node ran in (its path), or the node's own name (``relu_1``) for an op that the root
     module's forward calls itself, whose path is empty."""
@@ -514,6 +551,7 @@ class ExportedModel(_TorchModel):
                               f"({_first_line(e)})") from None
         self.module = program.module()
         self.graph = self.module.graph
+        self.rows_at = _rows_at(self.graph)
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             raise CnnlabError(f"{path} takes {len(placeholders)} inputs, expected one image input")
@@ -613,7 +651,7 @@ class ExportedModel(_TorchModel):
         x, _ = self._padded(x.to(self.dtype))
         rows: list[Row] = []
         tail: deque[Row] = deque(maxlen=TAIL)  # the last spatial values made, for Grad-CAM
-        from_image = self.from_image
+        from_image, rows_at = self.from_image, self.rows_at
         names = Counter()
         layouts: dict[torch.fx.Node, str | None] = {}  # each node's layout (cnnlab.explore.layouts)
         input_layout = self.spec.layout
@@ -648,12 +686,13 @@ class ExportedModel(_TorchModel):
                 value = out[0] if isinstance(out, (tuple, list)) else out
                 if not isinstance(value, torch.Tensor) or not per_image(value, x.shape[0]):
                     return out
-                if _packet(node) in STAGE_PACKETS:
-                    where = _where(node)
+                if node in rows_at:
+                    stage, kind = rows_at[node]
+                    where = _where(stage)
                     names[where] += 1
                     label = where if names[where] == 1 else f"{where}#{names[where]}"
                     shown = as_nchw(value, layouts[node])  # a channels-last stage as C x h x w
-                    rows.append(Row(label, op.rstrip("_"), shown))
+                    rows.append(Row(label, kind, shown))
                     if is_spatial(shown):
                         tail.append(rows[-1])
                     copy = passed_on(shown, value)
