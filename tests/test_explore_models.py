@@ -2377,6 +2377,31 @@ def test_grad_cam_weighs_the_map_the_head_pools(end, row, tmp_path):
     assert analyze_image(models["module"], image)["explanation"]["row"] == row
 
 
+def test_each_map_is_a_grad_cam_candidate_once():
+    """A module's stage pass listed each stage twice among the maps Grad-CAM may weigh: its value and the copy the
+    rest of the network reads (so 8 places held 4 maps). Each is listed once; the map weighed and Grad-CAM are
+    those of the class score's own last map, resnet18's layer4 output, as by hand."""
+    import torchvision
+
+    from cnnlab.explore.torch_models import TAIL, ModuleModel
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=5).eval()
+    model = ModuleModel(net, "resnet18", Options(input_size=64))
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = model.spec.to_input(image[None])
+    _, tail = model._stage_pass(x)
+    assert len(tail) == TAIL and len({id(r) for r in tail}) == TAIL
+    assert len({id(r.output) for r in tail}) == TAIL
+    assert [r.name for r in tail][-3:] == ["layer4.1.bn2", "layer4.1", "layer4.1.relu#2"]
+    a = net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))).detach()
+    a.requires_grad_(True)
+    [grad] = torch.autograd.grad(net.fc(net.avgpool(a).flatten(1))[0, 3], [a])
+    e = explain_with(model._stage_pass, x, 3)
+    assert e.row == "layer4.1.relu#2"
+    assert torch.allclose(e.cam, F.relu((grad[0].mean((1, 2), keepdim=True) * a[0]).sum(0)), atol=1e-6)
+
+
 GATES = '''
 import torch
 from torch import nn

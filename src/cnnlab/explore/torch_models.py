@@ -161,6 +161,7 @@ class _Watch(TorchFunctionMode):
         self.own: dict[int, ref] = {id(t): ref(t) for t in (*model.parameters(), *model.buffers())}
         self.layouts, self.batch, self.where = layouts, batch, where
         self.tail: deque[tuple[str, str, torch.Tensor]] = deque(maxlen=TAIL)  # (module, function, value)
+        self.quiet = False  # (passing_on)
 
     def is_own(self, value: Any) -> bool:
         alive = self.own.get(id(value))
@@ -180,8 +181,20 @@ class _Watch(TorchFunctionMode):
                 self.own[id(value)] = ref(value)
             else:
                 self.own.pop(id(value), None)  # made, or written in place, from the image's values
-                self._spatial(value, name)
+                if not self.quiet:
+                    self._spatial(value, name)
         return out
+
+    @contextmanager
+    def passing_on(self):
+        """While a stage's hook makes the copy the rest of the network reads in place of its value: the copy is not
+        added to the tail, which holds the value already (one map, not two, and the tail's places go to other
+        maps). Changed in place later (a residual's ``+=``), the copy is made anew there and is added then."""
+        self.quiet = True
+        try:
+            yield
+        finally:
+            self.quiet = False
 
     def _spatial(self, value: torch.Tensor, function: str) -> None:
         # only C x h x w maps: not a channels-last value, nor one of no known layout (a transformer's attention
@@ -983,7 +996,8 @@ class ModuleModel(_TorchModel):
             if not isinstance(out, torch.Tensor):
                 return None
             # the rest of the network reads a copy (torchvision's ResNet adds its shortcut to bn2's output with +=)
-            copy = passed_on(shown, out)
+            with watch.passing_on() if watch is not None else nullcontext():
+                copy = passed_on(shown, out)
             done.copies[id(copy)] = (copy, shown, copy._version)
             return copy
 
