@@ -2025,6 +2025,27 @@ def test_a_program_that_returns_two_tensors_is_read_by_its_first(tmp_path, batch
     assert "The program has 2 outputs: its first, N x 3, is read as the class scores (not N x 3)." in model.notes
 
 
+@pytest.mark.parametrize("end", ["squeeze(0)", "[0]"])
+def test_a_program_of_one_image_that_drops_the_batch_axis_is_refused_for_what_it_returns(end, tmp_path):
+    """A program exported at a batch of one whose forward ends in squeeze(0) (or [0]) gives 5 scores for its one
+    image. It was refused as "for 2 images it returns 2": each image's 5 scores were cut to their first as if they
+    were rows, and the two firsts put together. It is refused for what it returns, in the words the module's
+    refusal uses."""
+    class Dropped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
+
+        def forward(self, x):
+            y = self.fc(self.conv(x).mean((2, 3)))
+            return y.squeeze(0) if end == "squeeze(0)" else y[0]
+
+    torch.export.save(torch.export.export(Dropped().eval(), (torch.zeros(1, 3, 16, 16),)), tmp_path / "one.pt2")
+    with pytest.raises(CnnlabError, match=r"^\S*one.pt2 is not a classifier: for 1 image it returns 5, expected 1 x "
+                                          r"classes of float logits$"):
+        open_model(tmp_path / "one.pt2")
+
+
 def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(tmp_path):
     class Nhwc(torch.nn.Module):
         def __init__(self):

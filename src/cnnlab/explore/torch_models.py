@@ -363,6 +363,8 @@ class _TorchModel:
             try:
                 with torch.no_grad():
                     out = self._forward(spec.to_input(spec.zeros(n)))
+            except CnnlabError:  # refused already for what it returns
+                raise
             except Exception as e:  # the model's own error on the input the flags describe: say which input
                 shape = spec.shape_text(n)
                 other = sorted({str(p.dtype).removeprefix("torch.") for p in self._network().parameters()
@@ -657,6 +659,10 @@ class ExportedModel(_TorchModel):
             out = self._scores_of(self.module(chunk))
             if not isinstance(out, torch.Tensor):  # not one tensor of logits: the classifier check says what it is
                 return out
+            if out.dim() == 0 or out.shape[0] != chunk.shape[0]:
+                # no row per image (a program of one image that drops its batch axis, squeeze(0)): refused for what
+                # it returns for the images it was given, not cut into rows
+                logits_count(out, chunk.shape[0], str(self.path), outputs=len(self._outputs) or 1)
             outs.append(out[:real])
         return torch.cat(outs)
 
