@@ -459,3 +459,61 @@ def test_a_folder_scored_whole_for_a_model_of_no_run_names_no_run(tmp_path, cach
     folder = _folder(tmp_path / "pets")
     result, _, _ = _scored_with_names(tmp_path, folder, FOLDER_CLASSES)
     assert result.scored == f"all 12 images of {FOLDER_PREFIX}{folder}: it has no test/ folder"
+
+
+class Flanks(nn.Module):
+    """Two classes of a 32 x 48 input: "flanks" where its 8 columns at each side are red, "plain" where green."""
+
+    def forward(self, x):
+        sides = torch.cat([x[:, :, :, :8], x[:, :, :, -8:]], 3).mean((2, 3))
+        score = sides[:, 0] - sides[:, 1]
+        return torch.stack([score, -score], 1)
+
+
+def test_a_model_of_non_square_input_is_scored_on_pictures_cropped_to_its_shape(tmp_path, cache):
+    """An ONNX file of fixed input 1 x 3 x 32 x 48: eval decoded each picture square (its centre, 48 x 48) and the
+    model's input resize squashed that to 32 x 48, so a wide picture's sides, which the model's own crop of it
+    holds, were never seen. Each picture is now decoded to 32 x 48 as Pillow's ImageOps.fit makes it (resized to
+    cover that shape, the centre cropped), as eval decodes to a square model's input."""
+    from PIL import ImageOps
+
+    ort = pytest.importorskip("onnxruntime")
+    folder = tmp_path / "wide"
+    green, red = np.array([40, 200, 40], np.uint8), np.array([200, 40, 40], np.uint8)
+    for name, k in (("flanks", 3), ("plain", 3)):
+        (folder / name).mkdir(parents=True)
+        for i in range(k):
+            picture = np.broadcast_to(green, (32, 96 + 16 * i, 3)).copy()  # wider than 3:2
+            if name == "flanks":  # red just inside the 3:2 centre, outside the square centre
+                middle = picture.shape[1] // 2
+                picture[:, middle - 24:middle - 16] = picture[:, middle + 16:middle + 24] = red
+            (folder / name / f"{i}.png").write_bytes(_png(picture))
+        tall = np.broadcast_to(green, (90, 40, 3)).copy()  # taller than 3:2: its whole width either way
+        if name == "flanks":
+            tall[:, :7] = tall[:, -7:] = red
+        (folder / name / "tall.png").write_bytes(_png(tall))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Flanks().eval(), (torch.zeros(1, 3, 32, 48),), str(tmp_path / "wide.onnx"), dynamo=False,
+                          input_names=["x"])
+    (tmp_path / "classes.txt").write_text("flanks\nplain\n")
+    result = evaluate_any(tmp_path / "wide.onnx", data_dir=folder,
+                          options=Options.from_flags(classes=tmp_path / "classes.txt"))
+    session = ort.InferenceSession(str(tmp_path / "wide.onnx"), providers=["CPUExecutionProvider"])
+    labels, predicted, squashed = [], [], []
+    for label, name in enumerate(("flanks", "plain")):
+        for path in sorted((folder / name).iterdir()):
+            with Image.open(path) as im:
+                picture = im.convert("RGB")
+                fitted = np.asarray(ImageOps.fit(picture, (48, 32), method=Image.Resampling.BILINEAR))
+                square = np.asarray(ImageOps.fit(picture, (48, 48), method=Image.Resampling.BILINEAR))
+            x = fitted.transpose(2, 0, 1)[None].astype(np.float32) / 255
+            predicted.append(int(session.run(None, {"x": x})[0].argmax()))
+            wide = torch.nn.functional.interpolate(torch.tensor(square.transpose(2, 0, 1)[None]).float() / 255,
+                                                   size=(32, 48), mode="bilinear", align_corners=False)
+            squashed.append(int(session.run(None, {"x": wide.numpy()})[0].argmax()))
+            labels.append(label)
+    assert result.n == 8
+    assert result.accuracy == pytest.approx(accuracy_score(labels, predicted)) == 1.0
+    np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1]))
+    assert accuracy_score(labels, squashed) == pytest.approx(5 / 8)  # the decoding before: the figure told apart

@@ -2070,6 +2070,27 @@ def test_a_program_that_returns_two_tensors_is_read_by_its_first(tmp_path, batch
     assert "The program has 2 outputs: its first, N x 3, is read as the class scores (not N x 3)." in model.notes
 
 
+@pytest.mark.parametrize("end", ["squeeze(0)", "[0]"])
+def test_a_program_of_one_image_that_drops_the_batch_axis_is_refused_for_what_it_returns(end, tmp_path):
+    """A program exported at a batch of one whose forward ends in squeeze(0) (or [0]) gives 5 scores for its one
+    image. It was refused as "for 2 images it returns 2": each image's 5 scores were cut to their first as if they
+    were rows, and the two firsts put together. It is refused for what it returns, in the words the module's
+    refusal uses."""
+    class Dropped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
+
+        def forward(self, x):
+            y = self.fc(self.conv(x).mean((2, 3)))
+            return y.squeeze(0) if end == "squeeze(0)" else y[0]
+
+    torch.export.save(torch.export.export(Dropped().eval(), (torch.zeros(1, 3, 16, 16),)), tmp_path / "one.pt2")
+    with pytest.raises(CnnlabError, match=r"^\S*one.pt2 is not a classifier: for 1 image it returns 5, expected 1 x "
+                                          r"classes of float logits$"):
+        open_model(tmp_path / "one.pt2")
+
+
 def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(tmp_path):
     class Nhwc(torch.nn.Module):
         def __init__(self):
@@ -2299,6 +2320,32 @@ def test_ops_of_a_programs_own_forward_are_named(tmp_path):
     assert analyze_image(model, image)["explanation"]["row"] == "max_pool2d"
 
 
+@pytest.mark.parametrize("activation, op", [(nn.SiLU(), "silu"), (nn.GELU(approximate="tanh"), "gelu")])
+def test_an_activation_written_as_several_nodes_shows_its_own_output(activation, op, tmp_path):
+    """torch's dynamo ONNX exporter and run_decompositions() write SiLU as x * sigmoid(x) (Sigmoid, then Mul), as
+    EfficientNet and MobileNetV3 use it, and a tanh GELU as arithmetic around a Tanh: the row named after the
+    activation showed the sigmoid's (the tanh's) output, not the activation's."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), activation, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    x = torch.zeros(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # opset 18: from opset 20 on, ONNX has a Gelu of its own
+        torch.onnx.export(net, (x,), None, dynamo=True, verbose=False, opset_version=18).save(
+            str(tmp_path / "net.onnx"), external_data=False)
+    torch.export.save(torch.export.export(net, (x,)).run_decompositions(), tmp_path / "net.pt2")
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net[1](net[0](image[None].float() / 255))  # torch's own activation at that point
+    for kind in ("onnx", "pt2"):
+        model = open_model(tmp_path / f"net.{kind}")
+        rows = model.stages(image)
+        assert [r.name for r in rows[:-1]] == ["0", "1"], kind  # one row for the activation, not one per node
+        assert rows[1].kind == op, kind
+        assert torch.allclose(rows[1].output[:1], expected, atol=1e-5), kind
+        assert analyze_image(model, image)["explanation"] is not None, kind
+
+
 def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
     """onnxruntime's static quantization (QOperator format) makes a Linear a com.microsoft QGemm, whose int8
     weight and int32 bias were left out of the parameter count (1392 for the float graph's 1477)."""
@@ -2394,6 +2441,31 @@ def test_grad_cam_weighs_the_map_the_head_pools(end, row, tmp_path):
             assert e.row.startswith(row), (kind, e.row)
             assert torch.allclose(e.cam, want, atol=1e-6), (kind, target)
     assert analyze_image(models["module"], image)["explanation"]["row"] == row
+
+
+def test_each_map_is_a_grad_cam_candidate_once():
+    """A module's stage pass listed each stage twice among the maps Grad-CAM may weigh: its value and the copy the
+    rest of the network reads (so 8 places held 4 maps). Each is listed once; the map weighed and Grad-CAM are
+    those of the class score's own last map, resnet18's layer4 output, as by hand."""
+    import torchvision
+
+    from cnnlab.explore.torch_models import TAIL, ModuleModel
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=5).eval()
+    model = ModuleModel(net, "resnet18", Options(input_size=64))
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = model.spec.to_input(image[None])
+    _, tail = model._stage_pass(x)
+    assert len(tail) == TAIL and len({id(r) for r in tail}) == TAIL
+    assert len({id(r.output) for r in tail}) == TAIL
+    assert [r.name for r in tail][-3:] == ["layer4.1.bn2", "layer4.1", "layer4.1.relu#2"]
+    a = net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))).detach()
+    a.requires_grad_(True)
+    [grad] = torch.autograd.grad(net.fc(net.avgpool(a).flatten(1))[0, 3], [a])
+    e = explain_with(model._stage_pass, x, 3)
+    assert e.row == "layer4.1.relu#2"
+    assert torch.allclose(e.cam, F.relu((grad[0].mean((1, 2), keepdim=True) * a[0]).sum(0)), atol=1e-6)
 
 
 GATES = '''

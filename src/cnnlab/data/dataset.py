@@ -29,7 +29,8 @@ class ImageDataset:
 
     Attributes:
         name: the registry name it was loaded under, e.g. ``"mnist"`` or ``"folder:/data/pets"``.
-        train_images: uint8 ``N x C x H x W`` with ``H == W``.
+        train_images: uint8 ``N x C x H x W`` with ``H == W``, as every loader stores images, but a folder loaded at
+            a ``(height, width)`` for a model of another shape (``cnnlab eval`` of a model from elsewhere).
         train_labels: int64 ``N`` in ``0..num_classes-1``.
         test_images: uint8 ``M x C x H x W``, the same ``C, H, W``.
         test_labels: int64 ``M``.
@@ -83,8 +84,8 @@ class ImageDataset:
         others = ("test",) + (("val",) if self.val_images is not None else ())
         for split in ("train", *others):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
-            if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != images.shape[-2]:
-                raise CnnlabError(f"{self.name}: {split}_images must be uint8 N x C x H x W with H == W, got "
+            if images.dtype != torch.uint8 or images.dim() != 4:
+                raise CnnlabError(f"{self.name}: {split}_images must be uint8 N x C x H x W, got "
                                   f"{images.dtype} {tuple(images.shape)}")
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise CnnlabError(f"{self.name}: {split}_labels must be int64 of shape ({len(images)},), got "
@@ -110,7 +111,7 @@ class ImageDataset:
 
     @property
     def image_size(self) -> int:
-        """Side of the stored square images."""
+        """Side of the stored square images (the width of a folder loaded at another height and width)."""
         return int(self.train_images.shape[-1])
 
     @property

@@ -26,7 +26,8 @@ the book's models take, d2l 8.1): digits at 28 px stay 28 px, photos are stored 
 anything is decoded. Unreadable files are refused by name, or skipped with ``skip_bad=True`` (counted, the first one
 named, in the notices). A held-out image whose decoded pixels are a training image's (a copy in both splits) is counted
 in the notices too. Mirrored images are assumed to keep their class (``flip=True``; a run's ``flip`` setting overrides
-it).
+it). An ``image_size`` of ``(height, width)`` (``cnnlab eval`` of a model from elsewhere whose input is not square)
+resizes each image to cover that shape and crops its centre to it.
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
@@ -60,7 +61,7 @@ from cnnlab.data.split import stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
-from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, centre_crop, picture_extensions
+from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, picture_extensions
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
            "load_folder", "refuse_writing_into"]
@@ -94,10 +95,14 @@ class _File:
 # How to get past an undecodable file, in the one line that names it.
 SKIP_HINT = "pass --skip-bad-images (skip_bad=True in Python) to skip such files"
 
-def load_folder(path: Path, *, image_size: int | None = None, channels: int | None = None, skip_bad: bool = False,
-                **_options) -> ImageDataset:
-    """Load ``folder:PATH`` (see the module docstring for layouts, decoding and the cache)."""
-    if image_size is not None:
+def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, channels: int | None = None,
+                skip_bad: bool = False, **_options) -> ImageDataset:
+    """Load ``folder:PATH`` (see the module docstring for layouts, decoding and the cache); ``image_size``: a side, or
+    a ``(height, width)``."""
+    if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        height, width = (positive_int(side, "image_size") for side in image_size)
+        image_size = height if height == width else (height, width)  # a square as its side: one cache entry
+    elif image_size is not None:
         positive_int(image_size, "image_size")
     if channels not in (None, 1, 3):
         raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
@@ -324,8 +329,8 @@ def _is_grey(img, path: Path) -> bool:
     return False
 
 
-def _decode(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image as uint8 ``channels x size x size``."""
+def _decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image as uint8 ``channels x height x width``."""
     with _open(path) as img:
         try:
             array = centre_crop(img, size, channels)
@@ -366,21 +371,22 @@ def _channels(colour: list[_File], n: int, notices: list[str]) -> int:
     return 1
 
 
-def _check_enlarged(root: Path, n: int, chans: int, size: int, own: int) -> None:
-    """Refuse an ``image_size`` above the images' own (median) size whose decoded set exceeds the cap."""
-    nbytes = n * chans * size * size
+def _check_enlarged(root: Path, n: int, chans: int, hw: tuple[int, int], own: int) -> None:
+    """Refuse an ``image_size`` (``hw``) above the images' own (median) size whose decoded set exceeds the cap."""
+    (height, width), size = hw, max(hw)
+    nbytes = n * chans * height * width
     if size <= own or nbytes <= MAX_ENLARGED_BYTES:
         return
     fits = math.isqrt(MAX_ENLARGED_BYTES // (n * chans))
     raise DataError(f"--image-size {size} enlarges the {n} images of {root} (median shorter side {own} px) to a "
-                    f"decoded cache of {format_bytes(nbytes)} ({n} x {chans} x {size} x {size} bytes), over the "
+                    f"decoded cache of {format_bytes(nbytes)} ({n} x {chans} x {height} x {width} bytes), over the "
                     f"limit of {format_bytes(MAX_ENLARGED_BYTES)} for enlarged images; pass a smaller --image-size "
                     f"(at most {fits}), or --resize {size} to enlarge each batch on the device instead")
 
 
 def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...],
-                splits: dict[str, list[_File]], image_size: int | None, channels: int | None, skip_bad: bool,
-                notes: list[str], identity: tuple) -> ImageDataset:
+                splits: dict[str, list[_File]], image_size: int | tuple[int, int] | None, channels: int | None,
+                skip_bad: bool, notes: list[str], identity: tuple) -> ImageDataset:
     """Decode the ``splits`` ("train", "test", "val": stored in that order, "val" possibly empty) into the cache."""
     total, bad, notices = sum(map(len, splits.values())), [], []
     sides, colour = [], []
@@ -393,10 +399,10 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
             raise DataError(f"{root}: no readable images in the {what} split")
     count = sum(map(len, splits.values()))
     own = int(statistics.median_low(sides))
-    size = image_size or min(own, MAX_DEFAULT_SIZE)
+    hw = as_hw(image_size or min(own, MAX_DEFAULT_SIZE))
     chans = channels or _channels(colour, count, notices)
-    _check_enlarged(root, count, chans, size, own)
-    item = chans * size * size
+    _check_enlarged(root, count, chans, hw, own)
+    item = chans * hw[0] * hw[1]
     labels: dict[str, list[int]] = {split: [] for split in splits}
     digests: dict[str, list[tuple[bytes, Path]]] = {split: [] for split in splits}
 
@@ -405,7 +411,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
         for split, files in splits.items():
             for f in files:
                 try:
-                    pixels = _decode(f.path, size, chans)
+                    pixels = _decode(f.path, hw, chans)
                 except _BadImage as e:
                     if not skip_bad:
                         raise DataError(f"{e} ({SKIP_HINT})") from None
@@ -426,13 +432,13 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
     stored = b"".join(digest for pairs in digests.values() for digest, _ in pairs)  # train, test, val, as the array
     atomic_write(cache / f"{key}.digests", lambda tmp: Path(tmp).write_bytes(stored))
     n_train, decoded = len(labels["train"]), sum(map(len, labels.values()))
-    images = open_raw(data_file, (decoded, chans, size, size))
+    images = open_raw(data_file, (decoded, chans, *hw))
     mean, std = channel_stats(images[:n_train])
     if bad:
         notes.append(f"skipped {len(bad)} unreadable file(s)")
         notices.append(f"skipped {len(bad)} unreadable image(s) of {total} (first: {bad[0]})")
     notices += _seen_in_training(root, digests)
-    meta = {"format": FORMAT, "shape": [decoded, chans, size, size], "n_train": n_train,
+    meta = {"format": FORMAT, "shape": [decoded, chans, *hw], "n_train": n_train,
             "classes": list(classes), "train_labels": labels["train"], "test_labels": labels["test"],
             "val_labels": labels["val"] if splits["val"] else None,
             "mean": list(mean), "std": list(std), "notes": notes, "notices": notices}

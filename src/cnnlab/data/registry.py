@@ -110,7 +110,7 @@ def _unknown(name: object) -> str:
 
 
 def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None, *,
-                 image_size: int | None = None, channels: int | None = None, download: bool = True,
+                 image_size: int | tuple[int, int] | None = None, channels: int | None = None, download: bool = True,
                  skip_bad: bool = False) -> ImageDataset:
     """Load a registered dataset as an :class:`ImageDataset`.
 
@@ -120,7 +120,7 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
             else ``<cache>/<name>`` (``$CNNLAB_CACHE``, else ``~/.cache/cnnlab``). A folder given here is read
             as found and never written to. Not used with ``folder:``.
         image_size: side of the stored square images (default: the dataset's own; folders: see
-            :mod:`cnnlab.data.folder`); other sizes are resized once at load.
+            :mod:`cnnlab.data.folder`, which also take a ``(height, width)``); other sizes are resized once at load.
         channels: 1 or 3 to convert (default: as the data is).
         download: fetch missing files into the cache folder.
         skip_bad: folders only: skip undecodable image files (counted in the description) instead of refusing.

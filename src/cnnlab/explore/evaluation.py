@@ -4,8 +4,8 @@ the figures a checkpoint's evaluation gives (:class:`cnnlab.evaluate.EvalResult`
 
 A model from elsewhere has no dataset of its own: it is named, as a registered dataset (``--dataset``, its folder
 ``--data-dir``) or a folder of class subfolders (``--data-dir`` alone, read as ``folder:PATH`` is for training). Its
-images are decoded at the model's input (a folder's shorter side to the larger of its height and width, then the
-centre; a registered dataset at its own size) in the model's channels, and scored as :func:`cnnlab.inference.
+images are decoded at the model's input (a folder's resized to cover its height and width, then the centre cropped to
+them; a registered dataset at its own size) in the model's channels, and scored as :func:`cnnlab.inference.
 scored_images` picks them for a model that did not train on them: the test split where the dataset has one, else a
 folder whole.
 
@@ -76,8 +76,9 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     if spec.channels not in (1, 3):
         raise CnnlabError(f"a dataset's images can feed models of 1 or 3 input channels (grey or RGB); {source} "
                           f"takes {spec.channels}")
-    # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input; a registered dataset at its own
-    size = max(spec.hw) if dataset.startswith(FOLDER_PREFIX) else None
+    # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input, cropped to its height and width
+    # (not a square the model's input resize would squash to them); a registered dataset at its own size
+    size = spec.hw if dataset.startswith(FOLDER_PREFIX) else None
     data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
                         skip_bad=skip_bad)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())

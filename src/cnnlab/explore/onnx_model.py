@@ -193,6 +193,8 @@ class OnnxModel:
         self.from_image = self._from_image()
         self.stage_nodes = [n for n in self.nodes if n.op_type in STAGE_OPS and n.output and n.output[0]
                             and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image]
+        self.shown = self._shown_values(graph)
+        self.stage_nodes = [n for n in self.stage_nodes if id(n) in self.shown]
         # A quantized graph's class scores come from a session of the graph as it is: the stages' outputs added
         # below keep onnxruntime from fusing its quantized ops, and the scores would be another computation's
         # (a logit 1.1 away for mobilenet_v3_small quantized by onnxruntime), not what the file gives deployed.
@@ -202,7 +204,7 @@ class OnnxModel:
         # the type shape inference gave it (float32 where it gave none).
         known = {o.name for o in graph.output}
         for node in self.stage_nodes:
-            name = node.output[0]
+            name, _ = self.shown[id(node)]
             if name not in known:
                 graph.output.append(helper.make_tensor_value_info(name, types.get(name, FLOAT), None))
                 known.add(name)
@@ -299,6 +301,32 @@ class OnnxModel:
         if dtype == "uint8":  # the pixel values themselves, rounded after a resize
             spec = replace(spec, pixel_max=255, origin={**spec.origin, "pixel range": "graph's uint8 input"})
         return value.name, replace(spec, dtype=dtype)
+
+    def _shown_values(self, graph) -> dict[int, tuple[str, str]]:
+        """The value each stage's row shows and its kind, by ``id`` of the stage node: the node's own output, or,
+        where torch's exporter wrote one operation as several nodes (SiLU as x * sigmoid(x): a Sigmoid, then a
+        Mul; a tanh GELU as arithmetic around a Tanh), the operation's output, under torch's name for it (``silu``).
+        A stage whose operation another stage node already shows gets no row of its own."""
+        readers: dict[str, dict[int, Any]] = {}
+        for node in self.nodes:
+            for name in node.input:
+                readers.setdefault(name, {})[id(node)] = node
+        ends = {o.name for o in graph.output}
+        shown: dict[int, tuple[str, str]] = {}
+        taken: set[str] = set()
+        for node in self.stage_nodes:
+            op, last = _torch_op(node), node
+            # along the operation's own nodes, as long as each value goes on to one node of it alone
+            while op is not None and last.output[0] not in ends:
+                after = list(readers.get(last.output[0], {}).values())
+                if len(after) != 1 or _torch_op(after[0]) != op or not after[0].output or not after[0].output[0]:
+                    break
+                last = after[0]
+            value = last.output[0]
+            if value not in taken:
+                taken.add(value)
+                shown[id(node)] = (value, node.op_type if last is node else op[1])
+        return shown
 
     def _first_conv(self) -> tuple[Any, np.ndarray] | tuple[None, None]:
         """The first Conv node with a constant 4-d weight, and that weight."""
@@ -469,10 +497,9 @@ class OnnxModel:
         out = self._run(image[None])
         if self.scorer is not self.session:  # the scores the graph gives as it is (see __init__)
             out.update(self._run(image[None], [self.output_name]))
-        rows = [Row(self._names[id(node)], node.op_type,
-                    as_nchw(torch.from_numpy(np.array(out[node.output[0]], dtype=np.float32)),
-                            self.layouts.get(node.output[0])))
-                for node in self.stage_nodes if node.output[0] in out]
+        rows = [Row(self._names[id(node)], kind,
+                    as_nchw(torch.from_numpy(np.array(out[value], dtype=np.float32)), self.layouts.get(value)))
+                for node in self.stage_nodes for value, kind in [self.shown[id(node)]] if value in out]
         return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
 
     def kernels(self) -> torch.Tensor | None:
@@ -557,6 +584,19 @@ def _layer_name(node) -> str:
     # which is then named as its torch.export program names it (max_pool2d, where the node is node_max_pool2d)
     path, own = (scopes[-2], scopes[-1]) if len(scopes) > 1 else ("", "")
     return path or own or node.name or (node.output[0] if node.output else node.op_type)
+
+
+def _torch_op(node) -> tuple[str, str] | None:
+    """The torch operation an ONNX node was written for, where torch's exporter recorded it in the node's metadata
+    (every node of one operation shares its :data:`NAME_SCOPES` line, which ends in the FX node's name, and its
+    :data:`NAMESPACE` line, which ends in the ATen operator, ``silu: aten.silu.default``): that line and the
+    operator's name (``silu``); None for a node of another tool's graph."""
+    props = {p.key: p.value for p in node.metadata_props}
+    line = props.get(NAME_SCOPES) or props.get(NAMESPACE)
+    if not line:
+        return None
+    operator = props.get(NAMESPACE, "").rpartition(": ")[2].split(".")
+    return line, operator[1] if len(operator) > 2 and operator[0] == "aten" else node.op_type
 
 
 def _unique(names: Iterable[str], taken: set[str]) -> list[str]:

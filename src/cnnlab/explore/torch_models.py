@@ -170,6 +170,7 @@ class _Watch(TorchFunctionMode):
         self.own: dict[int, ref] = {id(t): ref(t) for t in (*model.parameters(), *model.buffers())}
         self.layouts, self.batch, self.where = layouts, batch, where
         self.tail: deque[tuple[str, str, torch.Tensor]] = deque(maxlen=TAIL)  # (module, function, value)
+        self.quiet = False  # (passing_on)
 
     def is_own(self, value: Any) -> bool:
         alive = self.own.get(id(value))
@@ -189,8 +190,20 @@ class _Watch(TorchFunctionMode):
                 self.own[id(value)] = ref(value)
             else:
                 self.own.pop(id(value), None)  # made, or written in place, from the image's values
-                self._spatial(value, name)
+                if not self.quiet:
+                    self._spatial(value, name)
         return out
+
+    @contextmanager
+    def passing_on(self):
+        """While a stage's hook makes the copy the rest of the network reads in place of its value: the copy is not
+        added to the tail, which holds the value already (one map, not two, and the tail's places go to other
+        maps). Changed in place later (a residual's ``+=``), the copy is made anew there and is added then."""
+        self.quiet = True
+        try:
+            yield
+        finally:
+            self.quiet = False
 
     def _spatial(self, value: torch.Tensor, function: str) -> None:
         # only C x h x w maps: not a channels-last value, nor one of no known layout (a transformer's attention
@@ -229,6 +242,43 @@ def _packet(node) -> Any:
     """The ATen operator (overload packet) an FX node calls, else None."""
     return getattr(node.target, "overloadpacket", None) if isinstance(node, torch.fx.Node) and \
         node.op == "call_function" else None
+
+
+def _origin(node: torch.fx.Node) -> tuple[str, int, str] | None:
+    """The operation of the traced program that an FX node was made for, where torch recorded it (its ``from_node``
+    provenance, followed to the first graph): that node's name and graph, and its operator's name (``silu``).
+    ``run_decompositions()`` writes one operation as several nodes (SiLU as ``sigmoid``, then ``mul``), all of one
+    origin; None where nothing was recorded."""
+    sources = node.meta.get("from_node")
+    source = sources[0] if sources else None
+    while source is not None and getattr(source, "from_node", None):
+        source = source.from_node[0]
+    if source is None:
+        return None
+    target = str(getattr(source, "target", "")).split(".")
+    return source.name, source.graph_id, target[1] if len(target) > 2 and target[0] == "aten" else ""
+
+
+def _rows_at(graph: torch.fx.Graph) -> dict[torch.fx.Node, tuple[torch.fx.Node, str]]:
+    """Where each stage's row is recorded: the node whose value it shows, mapped to the stage node (which names the
+    row) and the row's kind. That is the stage node itself, or, where it is one of several nodes an operation was
+    written as (the ``sigmoid`` of a SiLU), the operation's output (the ``mul``: x * sigmoid(x)), under the
+    operation's name. A stage whose operation another stage node already shows gets no row of its own."""
+    rows_at: dict[torch.fx.Node, tuple[torch.fx.Node, str]] = {}
+    for node in graph.nodes:
+        if _packet(node) not in STAGE_PACKETS:
+            continue
+        origin, last = _origin(node), node
+        # along the operation's own nodes, as long as each value goes on to one node of it alone
+        while origin is not None and len(last.users) == 1:
+            [after] = last.users
+            if after.op != "call_function" or _origin(after) != origin:
+                break
+            last = after
+        if last not in rows_at:  # (an in-place silu_ is shown as silu, as an in-place relu_ is as relu)
+            rows_at[last] = (node, (last is node or not origin[2]) and _packet(node).__name__.rstrip("_") or
+                             origin[2].rstrip("_"))
+    return rows_at
 
 
 def _where(node: torch.fx.Node) -> str:
@@ -322,6 +372,8 @@ class _TorchModel:
             try:
                 with torch.no_grad():
                     out = self._forward(spec.to_input(spec.zeros(n)))
+            except CnnlabError:  # refused already for what it returns
+                raise
             except Exception as e:  # the model's own error on the input the flags describe: say which input
                 shape = spec.shape_text(n)
                 other = sorted({str(p.dtype).removeprefix("torch.") for p in self._network().parameters()
@@ -557,6 +609,7 @@ class ExportedModel(_TorchModel):
         self.module = program.module()
         self.graph = self.module.graph
         _check_evaluation_mode(self.graph, str(path))
+        self.rows_at = _rows_at(self.graph)
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             raise CnnlabError(f"{path} takes {len(placeholders)} inputs, expected one image input")
@@ -649,6 +702,10 @@ class ExportedModel(_TorchModel):
             out = self._scores_of(self.module(chunk))
             if not isinstance(out, torch.Tensor):  # not one tensor of logits: the classifier check says what it is
                 return out
+            if out.dim() == 0 or out.shape[0] != chunk.shape[0]:
+                # no row per image (a program of one image that drops its batch axis, squeeze(0)): refused for what
+                # it returns for the images it was given, not cut into rows
+                logits_count(out, chunk.shape[0], str(self.path), outputs=len(self._outputs) or 1)
             outs.append(out[:real])
         return torch.cat(outs)
 
@@ -656,7 +713,7 @@ class ExportedModel(_TorchModel):
         x, _ = self._padded(x.to(self.dtype))
         rows: list[Row] = []
         tail: deque[Row] = deque(maxlen=TAIL)  # the last spatial values made, for Grad-CAM
-        from_image = self.from_image
+        from_image, rows_at = self.from_image, self.rows_at
         names = Counter()
         layouts: dict[torch.fx.Node, str | None] = {}  # each node's layout (cnnlab.explore.layouts)
         input_layout = self.spec.layout
@@ -691,12 +748,13 @@ class ExportedModel(_TorchModel):
                 value = out[0] if isinstance(out, (tuple, list)) else out
                 if not isinstance(value, torch.Tensor) or not per_image(value, x.shape[0]):
                     return out
-                if _packet(node) in STAGE_PACKETS:
-                    where = _where(node)
+                if node in rows_at:
+                    stage, kind = rows_at[node]
+                    where = _where(stage)
                     names[where] += 1
                     label = where if names[where] == 1 else f"{where}#{names[where]}"
                     shown = as_nchw(value, layouts[node])  # a channels-last stage as C x h x w
-                    rows.append(Row(label, op.rstrip("_"), shown))
+                    rows.append(Row(label, kind, shown))
                     if is_spatial(shown):
                         tail.append(rows[-1])
                     copy = passed_on(shown, value)
@@ -987,7 +1045,8 @@ class ModuleModel(_TorchModel):
             if not isinstance(out, torch.Tensor):
                 return None
             # the rest of the network reads a copy (torchvision's ResNet adds its shortcut to bn2's output with +=)
-            copy = passed_on(shown, out)
+            with watch.passing_on() if watch is not None else nullcontext():
+                copy = passed_on(shown, out)
             done.copies[id(copy)] = (copy, shown, copy._version)
             return copy
 
