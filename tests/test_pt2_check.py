@@ -179,6 +179,15 @@ def _provenance(marker):
     return _json_edit(edit)
 
 
+def _custom_metadata(marker):
+    """A node's custom metadata (torch writes it for Softplus and Mish, {"_torchdynamo_disable": true, ...})
+    holding a quote."""
+    def edit(program):
+        node = next(n for n in program["graph_module"]["graph"]["nodes"] if n["target"].endswith("relu.default"))
+        node["metadata"]["custom"] = json.dumps({"_torchdynamo_disable_method": 'x")+open("y'})
+    return _json_edit(edit)
+
+
 def _native_code(marker):
     def change(name, data, extra):
         extra["data/aotinductor/model/model.so"] = b"\x7fELF"
@@ -202,6 +211,7 @@ CRAFTED = {
     "a name with quotes": (_quoted_name, "fixed", False),
     "an enum in a pytree spec": (_enum_spec, "fixed", False),
     "a provenance record with a quote": (_provenance, "fixed", False),
+    "custom metadata with a quote": (_custom_metadata, "fixed", False),
     "compiled native code": (_native_code, "fixed", False),
     "no archive_format (the legacy reader)": (_legacy_format, "fixed", False),
 }
@@ -258,6 +268,24 @@ def test_a_program_after_run_decompositions_opens(tmp_path):
     assert b"from_node" in (tmp_path / "decomposed.pt2").read_bytes()
     assert checked_pt2(tmp_path / "decomposed.pt2") == (tmp_path / "decomposed.pt2").read_bytes()
     model = open_model(tmp_path / "decomposed.pt2")
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = net(images.float() / 255)
+    assert torch.allclose(model.logits(images), want, atol=1e-5)
+
+
+def test_a_decomposed_program_of_softplus_and_mish_opens(tmp_path):
+    """torch marks the nodes of nn.Softplus and nn.Mish with "custom" metadata ({"_torchdynamo_disable": true,
+    ...}), which a program after run_decompositions() keeps: the check refused such a file as "a custom field that
+    is not what torch.export.save writes". It is JSON torch reads back as flags, never code; it passes, and the
+    program answers as torch does."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Mish(), torch.nn.Softplus(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    program = torch.export.export(net, (torch.randn(2, 1, 28, 28),)).run_decompositions()
+    torch.export.save(program, tmp_path / "softplus.pt2")
+    assert b"_torchdynamo_disable" in (tmp_path / "softplus.pt2").read_bytes()
+    model = open_model(tmp_path / "softplus.pt2")
     images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = net(images.float() / 255)

@@ -31,6 +31,10 @@ about each before torch sees the file:
 * a node's provenance (``from_node``, which torch writes for a program after ``run_decompositions()``): JSON that
   torch reads back as records of names, operator names and pass names, data it never runs; each must be such a
   record, its strings of the characters above and ``()`` (``ExportedProgram.module()``).
+* a node's or graph's ``custom`` metadata (torch marks the nodes of ``nn.Softplus`` and ``nn.Mish``, among others,
+  ``{"_torchdynamo_disable": true, ...}``): JSON that torch reads back with ``json.loads`` as flags for its
+  compiler, never code; each must be an object of names mapped to numbers, booleans, null, strings of the
+  characters above, or lists and objects of those.
 
 Files that pass are ordinary ``torch.export.save`` output of a CNN; anything else gets one line naming what was
 found. The check reads the bytes once; the caller loads those same bytes, so the file cannot change in between.
@@ -219,6 +223,8 @@ def _check_string(key: str, text: str, refuse) -> None:
         ok = "__enum__" not in text
     elif key == "from_node":
         ok = _plain_provenance(text)
+    elif key == "custom":
+        ok = _plain_custom(text)
     else:
         ok = bool(_METADATA.get(key, _PLAIN).fullmatch(text))
     if not ok:
@@ -250,6 +256,32 @@ def _plain_provenance(text: str) -> bool:
                         return False
                 elif not isinstance(v, str) or not _PROVENANCE_TEXT.fullmatch(v):
                     return False
+    return True
+
+
+def _plain_custom(text: str) -> bool:
+    """Whether ``text`` is a JSON object of names (:data:`_PLAIN`) mapped to numbers, booleans, null, strings of
+    :data:`_PROVENANCE_TEXT`, or lists and objects of those: the ``custom`` metadata torch writes."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    pending = [data]
+    while pending:  # walked without recursion: a crafted file may nest its values deeply
+        value = pending.pop()
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) and _PLAIN.fullmatch(k) for k in value):
+                return False
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str):
+            if not _PROVENANCE_TEXT.fullmatch(value):
+                return False
+        elif value is not None and not isinstance(value, (bool, int, float)):
+            return False
     return True
 
 
