@@ -1,12 +1,15 @@
 """Does cnnlab.pt2_check pass what real programs hold? Every torchvision classifier, exported and checked.
 
     python benchmarks/pt2_check_torchvision.py --out benchmarks/results/pt2-check-torchvision.json
+    python benchmarks/pt2_check_torchvision.py --decompose --out benchmarks/results/pt2-check-torchvision-decomposed.json
 
 The check of a ``.pt2`` from elsewhere (``cnnlab.pt2_check``) refuses anything in a program that is not plain
 tensors, operator targets, names and size arithmetic; this script looks for the opposite mistake, a refused honest
 file. Each classifier of ``torchvision.models.list_models(torchvision.models)`` is built with random weights and 10
-classes, exported by ``torch.export.export`` at its usual input side with a dynamic batch, saved, and checked. Models
-that torch.export itself cannot export are recorded as such. Nothing is downloaded.
+classes, exported by ``torch.export.export`` at its usual input side with a dynamic batch, saved, and checked; with ``--decompose``, after
+``run_decompositions()`` (the core ATen opset ExecuTorch and other backends take, whose nodes carry provenance and
+other metadata a plain program has not). Models that torch.export itself cannot export are recorded as such.
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ OPTIONS = {"googlenet": dict(aux_logits=False, init_weights=False), "inception_v
                                                                                            init_weights=False)}
 
 
-def check(name: str, folder: Path) -> dict:
+def check(name: str, folder: Path, decompose: bool = False) -> dict:
     start = time.perf_counter()
     model = torchvision.models.get_model(name, weights=None, num_classes=10, **OPTIONS.get(name, {})).eval()
     side = SIDE.get(name, 224)
@@ -39,6 +42,8 @@ def check(name: str, folder: Path) -> dict:
                                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
     except Exception as e:  # noqa: BLE001 - a model torch.export cannot take says nothing about the check
         return {"model": name, "result": "not exportable", "detail": f"{type(e).__name__}: {str(e)[:120]}"}
+    if decompose:
+        program = program.run_decompositions()
     path = folder / f"{name}.pt2"
     torch.export.save(program, path)
     try:
@@ -53,6 +58,7 @@ def check(name: str, folder: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", help="these models (default: every classifier of torchvision)")
+    p.add_argument("--decompose", action="store_true", help="check each program after run_decompositions()")
     p.add_argument("--out", type=Path, help="write the results here as JSON")
     args = p.parse_args(argv)
     names = args.only or torchvision.models.list_models(torchvision.models)
@@ -60,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pt2-check-") as folder:
         for name in names:
-            rows.append(check(name, Path(folder)))
+            rows.append(check(name, Path(folder), args.decompose))
             print(rows[-1], flush=True)
     if args.out:
         write_json(args.out, {"script": "benchmarks/pt2_check_torchvision.py", "environment": environment(),
-                              "torchvision": torchvision.__version__, "models": rows})
+                              "torchvision": torchvision.__version__, "decomposed": args.decompose, "models": rows})
     refused = [r["model"] for r in rows if r["result"] == "refused"]
     unexportable = sum(r["result"] == "not exportable" for r in rows)
     print(f"{len(rows) - len(refused) - unexportable} passed, {len(refused)} refused {refused}, {unexportable} not "
