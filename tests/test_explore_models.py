@@ -1858,6 +1858,66 @@ def test_model_server(lenet, grey_folder):
         assert status == 400 and "\n" not in body["error"]
 
 
+FUSSY_CODE = """
+import torch
+from torch import nn
+
+
+class Fussy(nn.Module):  # a model with checks of its own, as user code has
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        if float(x.mean().detach()) > 0.9:
+            raise ValueError("too bright for this model")
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+class GradShy(Fussy):  # answers every picture, but fails when its gradients are asked for
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            raise ValueError("no gradients in here")
+        return super().forward(x)
+
+
+def fussy():
+    return Fussy()
+
+
+def grad_shy():
+    return GradShy()
+
+
+def flat():  # nothing spatial to explain
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+"""
+
+
+def test_a_model_s_own_failure_on_a_picture_is_one_line_naming_it(tmp_path, monkeypatch):
+    """A module:function model whose own code raised on an upload (a bright one) was answered 500 "internal error"
+    with a traceback on the server's console; and its own ValueError while explaining was taken for "no spatial
+    stage", the attribution silently dropped. Both are now one line naming the model and its error, answered 422."""
+    from cnnlab.explore import BackgroundServer, create_model_app
+
+    (tmp_path / "fussy_models.py").write_text(FUSSY_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    dark, bright = _png(np.full((20, 20), 10, np.uint8)), _png(np.full((20, 20), 250, np.uint8))
+    for source, picture, message in (("fussy_models:fussy", bright, "ValueError: too bright for this model"),
+                                     ("fussy_models:grad_shy", dark, "ValueError: no gradients in here")):
+        with BackgroundServer(app=create_model_app(open_model(source, Options(input_size=16)))) as server:
+            status, body = _request(server.url, "POST", "/api/analyze", picture)
+            assert status == 422, (source, status, body)
+            assert body["error"].startswith(f"{source} failed on the upload ({message}); expected "), body
+            assert "\n" not in body["error"]
+            if source == "fussy_models:fussy":  # a picture it answers is explained as before
+                status, body = _request(server.url, "POST", "/api/analyze", dark)
+                assert status == 200 and body["explanation"]["method"] == "grad-cam"
+    with BackgroundServer(app=create_model_app(open_model("fussy_models:flat", Options(input_size=16)))) as server:
+        status, body = _request(server.url, "POST", "/api/analyze", dark)  # no spatial stage: no explanation
+        assert status == 200 and body["explanation"] is None and len(body["top"]) == 3
+
+
 USER_CODE = '''
 import torch
 from torch import nn

@@ -20,6 +20,11 @@ from torch import nn
 from cnnlab.report.features import Row, run_rows
 
 
+class NoSpatialStage(ValueError):
+    """The model keeps no spatial feature map to explain (no convolution): its own class, so that a ValueError the
+    model itself raises while being explained is not taken for it."""
+
+
 @dataclass
 class Explanation:
     """Grad-CAM and saliency of one image for one class.
@@ -50,8 +55,8 @@ class Explanation:
 def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Explanation:
     """Grad-CAM and saliency of the model input ``x`` (``1 x C x H x W``, preprocessed) for class ``target``.
 
-    ``target`` defaults to the predicted class. Raises ``ValueError`` if no stage keeps a spatial map (a model
-    without convolutions).
+    ``target`` defaults to the predicted class. Raises :class:`NoSpatialStage` if no stage keeps a spatial map (a
+    model without convolutions).
     """
     return explain_with(lambda inp: run_rows(model, inp, grad=True), x, target)
 
@@ -75,7 +80,7 @@ def explain_with(stage_pass, x: torch.Tensor, target: int | None = None) -> Expl
     # the last spatial stage first: taken where the score reads nothing of the tail
     candidates = [*spatial[-1:], *(r for r in tail or () if is_spatial(r.output))]
     if not candidates:
-        raise ValueError("the model has no stage with a spatial feature map to explain")
+        raise NoSpatialStage("the model has no stage with a spatial feature map to explain")
     logits = rows[-1].output
     if target is None:
         target = int(logits[0].argmax())

@@ -14,7 +14,8 @@ Routes (all ``GET`` but the upload; a run is named by ``?run=`` relative to the 
 :func:`create_model_app` serves one model of any kind (:mod:`cnnlab.explore.model`) with the same upload guards.
 
 Errors are JSON ``{"error": "<one line>"}``: 404 for a run or file that is not there (or not allowed), 400 for bad
-input, 413 for an upload that is too large, 403 for a request on loopback naming another host
+input, 413 for an upload that is too large, 422 for a model's own failure on a picture
+(:class:`~cnnlab.explore.model.ModelFailure`), 403 for a request on loopback naming another host
 (:class:`LoopbackHostOnly`). Model work runs in Starlette's thread pool, so one slow request does
 not hold up the others.
 """
@@ -47,7 +48,7 @@ from starlette.staticfiles import StaticFiles
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import opsview, runs
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, image_array, png_url
-from cnnlab.explore.model import RunModel, analyze_image, model_card
+from cnnlab.explore.model import ModelFailure, RunModel, analyze_image, model_card
 from cnnlab.explore.model_card import learned_kernels, model_info
 from cnnlab.explore.session import Session
 from cnnlab.io import writable_text
@@ -160,6 +161,10 @@ def _guarded(fn):
             return await fn(request)
         except runs.NotFound as e:
             return _error(404, str(e))
+        except ModelFailure as e:
+            # 422, not 400 or 500: the request was well formed and the picture decoded, but the model's own code
+            # could not answer it; a 5xx would call it the server's fault, and the line says whose it is
+            return _error(422, str(e))
         except CnnlabError as e:
             return _error(400, str(e))
 
@@ -224,14 +229,15 @@ def create_app(root: str | Path) -> Starlette:
 
     def _analyze_test(name: str, index: int) -> dict[str, Any]:
         loaded, image, label = session.test_image(name, index)
-        result = analyze_image(RunModel(loaded.trained), image)
+        result = analyze_image(RunModel(loaded.trained), image, what=f"test image #{index}")
         return {**result, "source": f"test image #{index}", "label": loaded.trained.meta.classes[label]}
 
     def _analyze_upload(name: str, data: bytes, invert: bool) -> dict[str, Any]:
         loaded = session.model(name)
         meta = loaded.trained.meta
         image = decode_upload(data, meta.channels, meta.image_size, invert=invert, crop=meta.crops_pictures)
-        return {**analyze_image(RunModel(loaded.trained), image), "source": "your image", "label": None}
+        return {**analyze_image(RunModel(loaded.trained), image, what="the upload"), "source": "your image",
+                "label": None}
 
     async def api_analyze(request: Request) -> Response:
         name = _run(request)
@@ -354,12 +360,13 @@ def create_model_app(model, images=None) -> Starlette:
             count = 0 if images is None else len(images.names)
             raise CnnlabError(f"expected an image index from 0 to {count - 1}, got {index}" if count else
                               "no image folder was given (--images); upload a file instead")
-        return {**analyze_image(model, images.images[index]), "source": images.names[index],
+        name = images.names[index]
+        return {**analyze_image(model, images.images[index], what=name), "source": name,
                 "label": images.labels[index]}
 
     def _analyze_upload(data: bytes, invert: bool) -> dict[str, Any]:
         image = decode_upload(data, spec.channels, spec.hw, invert=invert, crop=spec.crop)
-        return {**analyze_image(model, image), "source": "your image", "label": None}
+        return {**analyze_image(model, image, what="the upload"), "source": "your image", "label": None}
 
     async def api_analyze(request: Request) -> Response:
         if request.method in ("GET", "HEAD"):
