@@ -1891,6 +1891,17 @@ def grad_shy():
 
 def flat():  # nothing spatial to explain
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+
+
+class Checked(Fussy):  # checks its input on a copy without gradients, as a model's own guards do
+    def forward(self, x):
+        if not torch.isfinite(x.detach()).all():
+            raise ValueError("not a finite picture")
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def checked():
+    return Checked()
 """
 
 
@@ -1916,6 +1927,16 @@ def test_a_model_s_own_failure_on_a_picture_is_one_line_naming_it(tmp_path, monk
     with BackgroundServer(app=create_model_app(open_model("fussy_models:flat", Options(input_size=16)))) as server:
         status, body = _request(server.url, "POST", "/api/analyze", dark)  # no spatial stage: no explanation
         assert status == 200 and body["explanation"] is None and len(body["top"]) == 3
+
+
+def test_a_model_that_checks_its_input_on_a_detached_copy_is_explained(tmp_path, monkeypatch):
+    # The model's x.detach() is a spatial value made last before its convolution: Grad-CAM asked autograd for the
+    # gradient by it, and every analysis was an error ("One of the differentiated Tensors does not require grad").
+    (tmp_path / "fussy_models.py").write_text(FUSSY_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = open_model("fussy_models:checked", Options(input_size=16))
+    result = analyze_image(model, torch.full((1, 16, 16), 10, dtype=torch.uint8))
+    assert result["explanation"]["method"] == "grad-cam" and result["explanation"]["row"] == "conv"
 
 
 USER_CODE = '''

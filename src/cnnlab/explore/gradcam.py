@@ -84,7 +84,12 @@ def explain_with(stage_pass, x: torch.Tensor, target: int | None = None) -> Expl
     logits = rows[-1].output
     if target is None:
         target = int(logits[0].argmax())
-    *grads, grad_x = torch.autograd.grad(logits[0, target], [*(c.output for c in candidates), x], allow_unused=True)
+    # A value made without gradients (the model's own x.detach() for a check of its input, a mask under no_grad)
+    # is one the score cannot be read through: autograd refuses to differentiate by it, so it gets no gradient.
+    live = [c for c in candidates if c.output.requires_grad]
+    *found, grad_x = torch.autograd.grad(logits[0, target], [*(c.output for c in live), x], allow_unused=True)
+    by_value = {id(c): g for c, g in zip(live, found, strict=True)}
+    grads = [by_value.get(id(c)) for c in candidates]
     # the last candidate the score depends on (an auxiliary head's map, run after the main one, is not read)
     read = [i for i, g in enumerate(grads) if g is not None]
     k = read[-1] if read else 0
