@@ -676,6 +676,29 @@ def test_a_web_page_that_points_its_name_at_loopback_reads_nothing(server, explo
                 assert s.recv(64).startswith(b"HTTP/1.1 200 ")
 
 
+def test_another_web_site_cannot_make_the_server_run_its_model(server, explore_root):
+    # A page of another site open in the browser could POST a picture to the explorer (a "simple" request: no
+    # preflight) and have it decoded and run through the model, reading nothing of the answer; the browser names
+    # that page's origin in Origin, and only the explorer's own is answered.
+    from cnnlab.explore import BackgroundServer, create_model_app
+    from cnnlab.explore.sources import open_model
+
+    picture = png_bytes(Image.new("L", (28, 28), 128))
+    with BackgroundServer(app=create_model_app(open_model(explore_root / "lenet" / "last.pt"))) as model_server:
+        for where, target in ((server, "/api/analyze?run=lenet"), (model_server, "/api/analyze")):
+            port = int(where.url.rstrip("/").rsplit(":", 1)[1])
+            for origin in ("http://attacker.example", "https://attacker.example", f"http://attacker.example:{port}",
+                           f"http://127.0.0.1:{port + 1}", "null", "file://",
+                           "not an origin"):
+                status, body = request(where, "POST", target, picture, {"Origin": origin})
+                assert status == 403 and f"got one from {origin!r}" in body["error"], (target, origin, body)
+                assert "\n" not in body["error"]
+            # the page's own requests, however the user typed its address, and a tool's (curl sends no Origin)
+            for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}", None):
+                status, body = request(where, "POST", target, picture, {"Origin": origin} if origin else {})
+                assert status == 200 and body["source"] == "your image", (target, origin, body)
+
+
 def test_cli_errors_are_one_line(tmp_path):
     from cnnlab.cli import main
 

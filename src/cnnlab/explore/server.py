@@ -16,8 +16,8 @@ Routes (all ``GET`` but the upload; a run is named by ``?run=`` relative to the 
 Errors are JSON ``{"error": "<one line>"}``: 404 for a run or file that is not there (or not allowed), 400 for bad
 input, 413 for an upload that is too large, 422 for a model's own failure on a picture
 (:class:`~cnnlab.explore.model.ModelFailure`), 403 for a request on loopback naming another host
-(:class:`LoopbackHostOnly`). Model work runs in Starlette's thread pool, so one slow request does
-not hold up the others.
+(:class:`LoopbackHostOnly`) or one that a page of another origin made (:class:`OwnOriginOnly`). Model work runs in
+Starlette's thread pool, so one slow request does not hold up the others.
 """
 
 from __future__ import annotations
@@ -143,7 +143,61 @@ class LoopbackHostOnly:
         await self.app(scope, receive, send)
 
 
-MIDDLEWARE = [Middleware(LoopbackHostOnly)]
+def _host_and_port(netloc: str, default: int) -> tuple[str, int] | None:
+    """The host name (lower case, brackets off) and port of ``host[:port]``; None for one that does not parse."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        return (parts.hostname or "").lower(), parts.port or default
+    except ValueError:  # a port out of range or not a number, an unbalanced bracket
+        return None
+
+
+class OwnOriginOnly:
+    """Refuse (403) a request that a page of another origin made: one whose ``Origin`` header (which browsers send
+    with every POST, and with a script's requests to another origin) is not the origin the request names in ``Host``.
+
+    Another web site open in the browser can POST a file to the explorer without asking (a form, or a "simple"
+    ``fetch``: no preflight); it cannot read the answer, but the machine decodes the picture and runs the model for
+    it. The page's own requests carry its own origin; a tool (curl, Python) sends none and is answered. Host names
+    are compared as loopback or not (:func:`is_loopback`), so ``http://localhost:PORT`` and ``127.0.0.1:PORT`` are
+    one; the scheme is not compared (a proxy may add TLS in front), the port is. ``Origin: null`` (a sandboxed
+    frame, a ``file://`` page, a redirect) is refused: any site can make its requests so, and the page the explorer
+    saves (``--export``) never asks the server anything.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        origin = headers.get("origin") if headers is not None else None
+        if origin is not None and not self._own(origin, headers.get("host"), scope.get("server")):
+            await _error(403, f"expected a request from the explorer's own page, got one from {origin!r}: another web "
+                              "page (or a sandboxed or file:// one, Origin null) may not make this server decode a "
+                              "picture or run its model")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _own(origin: str, host: str | None, server) -> bool:
+        try:
+            parts = urlsplit(origin)
+            theirs = (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not theirs[0] or parts.path or parts.query:
+            return False
+        if host is None and server:  # (an HTTP/1.0 request names no host: the address it came in on)
+            address = f"[{server[0]}]" if ":" in str(server[0]) else str(server[0])
+            host = f"{address}:{server[1]}"
+        mine = _host_and_port(host or "", {"http": 80, "https": 443}[parts.scheme])
+        if mine is None:
+            return False
+        same_host = theirs[0] == mine[0] or (is_loopback(theirs[0]) and is_loopback(mine[0]))
+        return same_host and theirs[1] == mine[1]
+
+
+MIDDLEWARE = [Middleware(LoopbackHostOnly), Middleware(OwnOriginOnly)]
 
 
 def _guarded(fn):
