@@ -29,6 +29,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.imagefolder import list_images
+from cnnlab.explore.images import MAX_UPLOAD_BYTES
 from cnnlab.explore.model import (
     Options,
     Scoring,
@@ -1599,8 +1600,8 @@ def test_bad_sources_and_folders(tmp_path, lenet):
         open_with_images(lenet["onnx"], tmp_path / "empty")
     bomb = tmp_path / "bomb"
     bomb.mkdir()
-    Image.new("L", (5000, 4000)).save(bomb / "huge.png")  # 20 megapixels in a few kilobytes
-    with pytest.raises(CnnlabError, match="huge.png is 5000 x 4000.*refused before decoding"):
+    Image.new("1", (20000, 10000)).save(bomb / "huge.png")  # 200 megapixels in a few kilobytes
+    with pytest.raises(CnnlabError, match="huge.png claims too many pixels.*expected at most 179 megapixels"):
         open_with_images(lenet["onnx"], bomb)
     with pytest.raises(CnnlabError, match=r"--mean must give 1 number \(the model takes 1 channel\), got 3"):
         open_model(lenet["onnx"], Options(mean=(0.1, 0.2, 0.3)))
@@ -1849,10 +1850,10 @@ def test_model_server(lenet, grey_folder):
         status, result = _request(server.url, "POST", "/api/analyze", _png(np.full((40, 30), 200, np.uint8)))
         assert status == 200 and result["source"] == "your image" and len(result["top"]) == 4
         bomb = io.BytesIO()
-        Image.new("L", (5000, 4000)).save(bomb, format="PNG")
+        Image.new("1", (20000, 10000)).save(bomb, format="PNG")
         status, body = _request(server.url, "POST", "/api/analyze", bomb.getvalue())
-        assert status == 400 and "refused before decoding" in body["error"]
-        status, body = _request(server.url, "POST", "/api/analyze", b"x" * (8 * 2**20 + 1))
+        assert status == 400 and "expected at most 179 megapixels" in body["error"]
+        status, body = _request(server.url, "POST", "/api/analyze", b"x" * (MAX_UPLOAD_BYTES + 1))
         assert status == 413
         status, body = _request(server.url, "POST", "/api/analyze", b"not an image")
         assert status == 400 and "\n" not in body["error"]
