@@ -1585,6 +1585,28 @@ def test_a_sparse_tensors_external_data_is_refused_not_read_from_the_working_fol
     assert model.logits(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)).tolist() == [[4, 3, 2, 1]]
 
 
+def test_a_legacy_export_s_copies_of_shared_initializers_are_no_layers(tmp_path):
+    # torch's legacy exporter keeps one initializer for parameters of equal values (two GroupNorms' weights of ones,
+    # biases of zeros) and gives each other parameter an Identity of it: the layer table showed rows "Identity_6 |
+    # Identity | 8 x 1 x 1 | 8" and counted the copies' parameters there, and the second GroupNorm's none.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.GroupNorm(2, 8),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "legacy.onnx"), dynamo=False)
+    assert "Identity" in [n.op_type for n in onnx.load(str(tmp_path / "legacy.onnx")).graph.node]
+    model = open_model(tmp_path / "legacy.onnx")
+    layers = model.layers()
+    assert "Identity" not in [row["op"] for row in layers], layers
+    assert sum(row["params"] for row in layers) == model_card(model)["params"] == \
+        sum(p.numel() for p in net.parameters())  # each GroupNorm's weight and bias counted, as the module counts
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(image[None].float() / 255)
+    assert torch.allclose(model.logits(image[None]), expected, atol=1e-5)
+
+
 def test_bad_sources_and_folders(tmp_path, lenet):
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a program")
     with pytest.raises(CnnlabError, match="is not a torch.export program"):
