@@ -391,6 +391,25 @@ def test_a_post_is_the_file_alone_and_queries_are_read_strictly(server):
     assert request(server, "HEAD", "/api/analyze?run=lenet&index=0", timeout=120)[0] == 200
 
 
+def test_an_invert_that_is_neither_yes_nor_no_is_refused(server, explore_root):
+    # ?invert=maybe (or yes) was read as not inverted without a word: the page answered for the picture as it is
+    from cnnlab.explore import BackgroundServer, create_model_app
+    from cnnlab.explore.sources import open_model
+
+    picture = png_bytes(Image.new("L", (28, 28), 200))
+    with BackgroundServer(app=create_model_app(open_model(explore_root / "lenet" / "last.pt"))) as model_server:
+        for where, target in ((server, "/api/analyze?run=lenet&"), (model_server, "/api/analyze?")):
+            for value in ("maybe", "yes", "2"):
+                status, r = request(where, "POST", f"{target}invert={value}", picture)
+                assert status == 400 and r["error"] == f"expected ?invert= 1, true or on (or 0, false, off), got " \
+                                                       f"{value!r}", r
+            answers = {value: request(where, "POST", f"{target}invert={value}", picture)
+                       for value in ("1", "true", "ON", "0", "false", "off", "")}
+            assert {status for status, _ in answers.values()} == {200}
+            assert answers["1"][1]["input"] == answers["true"][1]["input"] == answers["ON"][1]["input"] != \
+                answers["0"][1]["input"] == answers["off"][1]["input"] == answers[""][1]["input"]
+
+
 def test_an_oversized_chunked_upload_is_cut_off(server):
     host, port = server.url.split("//")[1].strip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:

@@ -57,6 +57,7 @@ from cnnlab.runs import decide_status, read_metrics
 STATIC = Path(str(resources.files("cnnlab.explore") / "static"))
 INTEGER = re.compile(r"-?[0-9]{1,18}")  # a query's integer (int() refuses more than 4,300 digits with ValueError)
 POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
+FLAGS = {"": False, "0": False, "false": False, "off": False, "1": True, "true": True, "on": True}
 
 
 def clean(value: Any) -> Any:
@@ -235,6 +236,15 @@ def _int(query, name: str, default: int | None = None) -> int:
     return int(value)
 
 
+def _flag(query, name: str) -> bool:
+    """The yes-or-no ``?name=`` of the request's ``query`` (no when absent or empty); a value that is neither is
+    refused, since it would be read as no without a word."""
+    value = query.get(name, "").lower()
+    if value not in FLAGS:
+        raise CnnlabError(f"expected ?{name}= 1, true or on (or 0, false, off), got {query.get(name)!r}")
+    return FLAGS[value]
+
+
 def _run(request: Request) -> str:
     return request.query_params.get("run", "")
 
@@ -301,7 +311,7 @@ def create_app(root: str | Path) -> Starlette:
         body = await _read_upload(request)
         if isinstance(body, Response):
             return body
-        invert = request.query_params.get("invert", "0") in ("1", "true", "on")
+        invert = _flag(request.query_params, "invert")
         return JSONResponse(await run_in_threadpool(_analyze_upload, name, body, invert))
 
     def _ops(q) -> dict[str, Any]:
@@ -428,7 +438,7 @@ def create_model_app(model, images=None) -> Starlette:
         body = await _read_upload(request)
         if isinstance(body, Response):
             return body
-        invert = request.query_params.get("invert", "0") in ("1", "true", "on")
+        invert = _flag(request.query_params, "invert")
         return JSONResponse(await run_in_threadpool(_analyze_upload, body, invert))
 
     routes = [
