@@ -29,6 +29,7 @@ import data_support
 from cli_support import run_with_output
 from cnnlab.data import CLASSES
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from cnnlab.explore.launch import bind
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.models import create_model
@@ -363,8 +364,8 @@ def test_a_drawing_is_classified(server):
     (b"GIF89a but not really", {}, 400, "not an image"),
     (b"%PDF-1.4 a pdf is no image", {}, 400, "not an image"),
     (png_bytes(Image.new("L", (64, 64)))[:60], {}, 400, "truncated or corrupt"),
-    (png_bytes(Image.new("1", (5000, 4000))), {}, 400, "20 megapixels"),
-    (b"x" * 100, {"Content-Length": str(9 * 2**20)}, 413, "MiB"),
+    (png_bytes(Image.new("1", (20000, 10000))), {}, 400, "expected at most 179 megapixels"),
+    (b"x" * 100, {"Content-Length": str(MAX_UPLOAD_BYTES + 1)}, 413, "MiB"),
 ])
 def test_bad_uploads_are_refused_in_one_line(server, body, headers, code, match):
     status, r = request(server, "POST", "/api/analyze?run=lenet", body, headers)
@@ -390,13 +391,32 @@ def test_a_post_is_the_file_alone_and_queries_are_read_strictly(server):
     assert request(server, "HEAD", "/api/analyze?run=lenet&index=0", timeout=120)[0] == 200
 
 
+def test_an_invert_that_is_neither_yes_nor_no_is_refused(server, explore_root):
+    # ?invert=maybe (or yes) was read as not inverted without a word: the page answered for the picture as it is
+    from cnnlab.explore import BackgroundServer, create_model_app
+    from cnnlab.explore.sources import open_model
+
+    picture = png_bytes(Image.new("L", (28, 28), 200))
+    with BackgroundServer(app=create_model_app(open_model(explore_root / "lenet" / "last.pt"))) as model_server:
+        for where, target in ((server, "/api/analyze?run=lenet&"), (model_server, "/api/analyze?")):
+            for value in ("maybe", "yes", "2"):
+                status, r = request(where, "POST", f"{target}invert={value}", picture)
+                assert status == 400 and r["error"] == f"expected ?invert= 1, true or on (or 0, false, off), got " \
+                                                       f"{value!r}", r
+            answers = {value: request(where, "POST", f"{target}invert={value}", picture)
+                       for value in ("1", "true", "ON", "0", "false", "off", "")}
+            assert {status for status, _ in answers.values()} == {200}
+            assert answers["1"][1]["input"] == answers["true"][1]["input"] == answers["ON"][1]["input"] != \
+                answers["0"][1]["input"] == answers["off"][1]["input"] == answers[""][1]["input"]
+
+
 def test_an_oversized_chunked_upload_is_cut_off(server):
     host, port = server.url.split("//")[1].strip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(b"POST /api/analyze?run=lenet HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"\x00" * 2**20
         try:
-            for _ in range(12):
+            for _ in range(MAX_UPLOAD_BYTES // 2**20 + 4):
                 s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed before reading everything: that is the point
@@ -406,7 +426,7 @@ def test_an_oversized_chunked_upload_is_cut_off(server):
             if not data:
                 break
             reply += data
-    assert b" 413 " in reply.split(b"\r\n")[0] and b"larger than 8 MiB" in reply
+    assert b" 413 " in reply.split(b"\r\n")[0] and b"larger than %d MiB" % (MAX_UPLOAD_BYTES // 2**20) in reply
 
 
 def test_an_icon_is_refused_without_decoding_the_picture_inside(monkeypatch):
@@ -430,10 +450,49 @@ def test_the_decoder_refuses_a_bomb_before_decoding():
 
     bomb = png_bytes(Image.new("1", (20000, 20000)))  # 400 megapixels in about 50 kB
     assert len(bomb) < 200_000
-    with pytest.raises(CnnlabError, match="expected at most 16 megapixels"):  # PIL itself refuses it first
+    with pytest.raises(CnnlabError, match=f"expected at most {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels"):
         decode_upload(bomb, 1, 28)
     x = decode_upload(png_bytes(Image.new("RGBA", (50, 20), (255, 255, 255, 0))), 3, 32, invert=True)
     assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and int(x.max()) == 0  # transparent on white, inverted
+
+
+def camera_photo(path: Path, width: int, height: int) -> Path:
+    """A JPEG of a camera's size with structure in it (a gradient, noise), written cheaply."""
+    ramp = Image.linear_gradient("L").resize((width, height))
+    Image.merge("RGB", [ramp, Image.effect_noise((width, height), 40), ramp.transpose(Image.Transpose.ROTATE_180)]) \
+        .save(path, quality=90)
+    return path
+
+
+def test_a_camera_photo_is_taken_and_decoded_in_bounded_memory(server, tmp_path):
+    """An ordinary phone photo (24 megapixels) was refused by the page and by --images (8 MiB and 16 megapixels),
+    while predict took it; decoded whole, a 61-megapixel camera JPEG is held in several full-size copies to become a
+    224 px input (the whole RGB picture alone is 172 MiB). A large
+    JPEG that is padded is now decoded at a reduced scale; a folder model's pictures are still decoded whole, as its
+    training decoded them."""
+    from cnnlab.explore.images import decode_upload
+    from cnnlab.picture import centre_crop
+
+    phone = camera_photo(tmp_path / "phone.jpg", 6000, 4000)
+    status, r = request(server, "POST", "/api/analyze?run=lenet", phone.read_bytes())
+    assert status == 200 and r["source"] == "your image", r
+    with Image.open(phone) as im:  # the crop path decodes as a folder run's training did: the whole picture
+        assert torch.equal(decode_upload(phone.read_bytes(), 3, 64, crop=True),
+                           torch.from_numpy(centre_crop(im, 64, 3).copy()).permute(2, 0, 1))
+    camera = camera_photo(tmp_path / "camera.jpg", 9504, 6336)
+    assert camera.stat().st_size <= MAX_UPLOAD_BYTES
+    measure = ("import resource, sys\nfrom pathlib import Path\nfrom cnnlab.explore.images import decode_upload\n"
+               "data = Path(sys.argv[1]).read_bytes()\nbefore = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+               "x = decode_upload(data, 3, 224)\n"
+               "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, *x.shape)")
+    import cnnlab
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(cnnlab.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", measure, str(camera)], capture_output=True, text=True, env=env,
+                         timeout=300)
+    grown, *shape = (int(v) for v in out.stdout.split())
+    assert shape == [3, 224, 224] and grown < 100, out  # MiB; the whole RGB picture alone is 172 MiB
 
 
 # ------------------------------------------------------------------------------------------- the book's ops
@@ -674,6 +733,29 @@ def test_a_web_page_that_points_its_name_at_loopback_reads_nothing(server, explo
             with socket.create_connection(("127.0.0.1", port), timeout=60) as s:  # HTTP/1.0 names no host at all
                 s.sendall(f"GET {targets[-1]} HTTP/1.0\r\n\r\n".encode())
                 assert s.recv(64).startswith(b"HTTP/1.1 200 ")
+
+
+def test_another_web_site_cannot_make_the_server_run_its_model(server, explore_root):
+    # A page of another site open in the browser could POST a picture to the explorer (a "simple" request: no
+    # preflight) and have it decoded and run through the model, reading nothing of the answer; the browser names
+    # that page's origin in Origin, and only the explorer's own is answered.
+    from cnnlab.explore import BackgroundServer, create_model_app
+    from cnnlab.explore.sources import open_model
+
+    picture = png_bytes(Image.new("L", (28, 28), 128))
+    with BackgroundServer(app=create_model_app(open_model(explore_root / "lenet" / "last.pt"))) as model_server:
+        for where, target in ((server, "/api/analyze?run=lenet"), (model_server, "/api/analyze")):
+            port = int(where.url.rstrip("/").rsplit(":", 1)[1])
+            for origin in ("http://attacker.example", "https://attacker.example", f"http://attacker.example:{port}",
+                           f"http://127.0.0.1:{port + 1}", "null", "file://",
+                           "not an origin"):
+                status, body = request(where, "POST", target, picture, {"Origin": origin})
+                assert status == 403 and f"got one from {origin!r}" in body["error"], (target, origin, body)
+                assert "\n" not in body["error"]
+            # the page's own requests, however the user typed its address, and a tool's (curl sends no Origin)
+            for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}", None):
+                status, body = request(where, "POST", target, picture, {"Origin": origin} if origin else {})
+                assert status == 200 and body["source"] == "your image", (target, origin, body)
 
 
 def test_cli_errors_are_one_line(tmp_path):

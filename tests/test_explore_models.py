@@ -29,6 +29,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.imagefolder import list_images
+from cnnlab.explore.images import MAX_UPLOAD_BYTES
 from cnnlab.explore.model import (
     Options,
     Scoring,
@@ -1584,6 +1585,28 @@ def test_a_sparse_tensors_external_data_is_refused_not_read_from_the_working_fol
     assert model.logits(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)).tolist() == [[4, 3, 2, 1]]
 
 
+def test_a_legacy_export_s_copies_of_shared_initializers_are_no_layers(tmp_path):
+    # torch's legacy exporter keeps one initializer for parameters of equal values (two GroupNorms' weights of ones,
+    # biases of zeros) and gives each other parameter an Identity of it: the layer table showed rows "Identity_6 |
+    # Identity | 8 x 1 x 1 | 8" and counted the copies' parameters there, and the second GroupNorm's none.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.GroupNorm(2, 8),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "legacy.onnx"), dynamo=False)
+    assert "Identity" in [n.op_type for n in onnx.load(str(tmp_path / "legacy.onnx")).graph.node]
+    model = open_model(tmp_path / "legacy.onnx")
+    layers = model.layers()
+    assert "Identity" not in [row["op"] for row in layers], layers
+    assert sum(row["params"] for row in layers) == model_card(model)["params"] == \
+        sum(p.numel() for p in net.parameters())  # each GroupNorm's weight and bias counted, as the module counts
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(image[None].float() / 255)
+    assert torch.allclose(model.logits(image[None]), expected, atol=1e-5)
+
+
 def test_bad_sources_and_folders(tmp_path, lenet):
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04 not a program")
     with pytest.raises(CnnlabError, match="is not a torch.export program"):
@@ -1599,8 +1622,8 @@ def test_bad_sources_and_folders(tmp_path, lenet):
         open_with_images(lenet["onnx"], tmp_path / "empty")
     bomb = tmp_path / "bomb"
     bomb.mkdir()
-    Image.new("L", (5000, 4000)).save(bomb / "huge.png")  # 20 megapixels in a few kilobytes
-    with pytest.raises(CnnlabError, match="huge.png is 5000 x 4000.*refused before decoding"):
+    Image.new("1", (20000, 10000)).save(bomb / "huge.png")  # 200 megapixels in a few kilobytes
+    with pytest.raises(CnnlabError, match="huge.png claims too many pixels.*expected at most 179 megapixels"):
         open_with_images(lenet["onnx"], bomb)
     with pytest.raises(CnnlabError, match=r"--mean must give 1 number \(the model takes 1 channel\), got 3"):
         open_model(lenet["onnx"], Options(mean=(0.1, 0.2, 0.3)))
@@ -1849,13 +1872,94 @@ def test_model_server(lenet, grey_folder):
         status, result = _request(server.url, "POST", "/api/analyze", _png(np.full((40, 30), 200, np.uint8)))
         assert status == 200 and result["source"] == "your image" and len(result["top"]) == 4
         bomb = io.BytesIO()
-        Image.new("L", (5000, 4000)).save(bomb, format="PNG")
+        Image.new("1", (20000, 10000)).save(bomb, format="PNG")
         status, body = _request(server.url, "POST", "/api/analyze", bomb.getvalue())
-        assert status == 400 and "refused before decoding" in body["error"]
-        status, body = _request(server.url, "POST", "/api/analyze", b"x" * (8 * 2**20 + 1))
+        assert status == 400 and "expected at most 179 megapixels" in body["error"]
+        status, body = _request(server.url, "POST", "/api/analyze", b"x" * (MAX_UPLOAD_BYTES + 1))
         assert status == 413
         status, body = _request(server.url, "POST", "/api/analyze", b"not an image")
         assert status == 400 and "\n" not in body["error"]
+
+
+FUSSY_CODE = """
+import torch
+from torch import nn
+
+
+class Fussy(nn.Module):  # a model with checks of its own, as user code has
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        if float(x.mean().detach()) > 0.9:
+            raise ValueError("too bright for this model")
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+class GradShy(Fussy):  # answers every picture, but fails when its gradients are asked for
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            raise ValueError("no gradients in here")
+        return super().forward(x)
+
+
+def fussy():
+    return Fussy()
+
+
+def grad_shy():
+    return GradShy()
+
+
+def flat():  # nothing spatial to explain
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+
+
+class Checked(Fussy):  # checks its input on a copy without gradients, as a model's own guards do
+    def forward(self, x):
+        if not torch.isfinite(x.detach()).all():
+            raise ValueError("not a finite picture")
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def checked():
+    return Checked()
+"""
+
+
+def test_a_model_s_own_failure_on_a_picture_is_one_line_naming_it(tmp_path, monkeypatch):
+    """A module:function model whose own code raised on an upload (a bright one) was answered 500 "internal error"
+    with a traceback on the server's console; and its own ValueError while explaining was taken for "no spatial
+    stage", the attribution silently dropped. Both are now one line naming the model and its error, answered 422."""
+    from cnnlab.explore import BackgroundServer, create_model_app
+
+    (tmp_path / "fussy_models.py").write_text(FUSSY_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    dark, bright = _png(np.full((20, 20), 10, np.uint8)), _png(np.full((20, 20), 250, np.uint8))
+    for source, picture, message in (("fussy_models:fussy", bright, "ValueError: too bright for this model"),
+                                     ("fussy_models:grad_shy", dark, "ValueError: no gradients in here")):
+        with BackgroundServer(app=create_model_app(open_model(source, Options(input_size=16)))) as server:
+            status, body = _request(server.url, "POST", "/api/analyze", picture)
+            assert status == 422, (source, status, body)
+            assert body["error"].startswith(f"{source} failed on the upload ({message}); expected "), body
+            assert "\n" not in body["error"]
+            if source == "fussy_models:fussy":  # a picture it answers is explained as before
+                status, body = _request(server.url, "POST", "/api/analyze", dark)
+                assert status == 200 and body["explanation"]["method"] == "grad-cam"
+    with BackgroundServer(app=create_model_app(open_model("fussy_models:flat", Options(input_size=16)))) as server:
+        status, body = _request(server.url, "POST", "/api/analyze", dark)  # no spatial stage: no explanation
+        assert status == 200 and body["explanation"] is None and len(body["top"]) == 3
+
+
+def test_a_model_that_checks_its_input_on_a_detached_copy_is_explained(tmp_path, monkeypatch):
+    # The model's x.detach() is a spatial value made last before its convolution: Grad-CAM asked autograd for the
+    # gradient by it, and every analysis was an error ("One of the differentiated Tensors does not require grad").
+    (tmp_path / "fussy_models.py").write_text(FUSSY_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = open_model("fussy_models:checked", Options(input_size=16))
+    result = analyze_image(model, torch.full((1, 16, 16), 10, dtype=torch.uint8))
+    assert result["explanation"]["method"] == "grad-cam" and result["explanation"]["row"] == "conv"
 
 
 USER_CODE = '''

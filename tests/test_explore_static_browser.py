@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from test_explore_browser import artifacts, broken_images, driver, screenshot, wait  # noqa: F401  (fixtures)
-from test_explore_models import _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
+from test_explore_models import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
 from test_report import needs_chromium
 
 pytestmark = [pytest.mark.slow, needs_chromium]
@@ -64,3 +64,26 @@ def test_served_onnx_model_page(tmp_path, rgb_folder, driver, artifacts):  # noq
         target = os.environ.get("CNNLAB_EXPLORE_ONNX_SCREENSHOT")
         if target:
             screenshot(driver, Path(target))
+
+
+def test_served_page_names_its_model_and_keeps_long_class_names_inside(lenet, grey_folder, driver):  # noqa: F811
+    """The served one-model page was titled "cnnlab explore: a model" where the saved page names the model; and a
+    class name of 300 characters without a space widened the page to about 2,300 px, the probabilities off screen."""
+    from cnnlab.explore import BackgroundServer, create_model_app
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.sources import open_with_images
+
+    names = tuple(f"{name}{'x' * 300}" for name in CLASSES)
+    model, images = open_with_images(lenet["onnx"], grey_folder, Options(classes=names))
+    driver.set_window_size(1280, 1000)
+    with BackgroundServer(app=create_model_app(model, images)) as server:
+        driver.get(server.url)
+        wait(driver, "document.body.dataset.ready === '1'", what="the model page to render")
+        assert driver.title == "cnnlab explore: lenet.onnx"
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= width
+        shown = driver.execute_script("return Array.from(document.querySelectorAll('#top-table td.num'))"
+                                      ".map(td => [td.getBoundingClientRect().right, td.textContent])")
+        assert len(shown) == min(5, len(CLASSES)), shown
+        assert all(right <= width and text.endswith("%") for right, text in shown), shown
+        assert _errors(driver) == []

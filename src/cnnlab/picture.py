@@ -25,7 +25,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "SQUARE_KEY", "PixelRangeError", "as_hw", "centre_crop", "read_picture"]
+__all__ = ["CENTRE_CROP", "MAX_PIXELS", "SQUARE_KEY", "PixelRangeError", "as_hw", "centre_crop", "read_picture"]
+
+# The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
+# alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
+# large scans can be asked about more of them. Pillow refuses larger ones itself (twice its MAX_IMAGE_PIXELS).
+MAX_PIXELS = 178_956_970
+# Above this many pixels a JPEG that is padded to the model's input is decoded at a reduced scale (1/2, 1/4 or 1/8,
+# by the JPEG decoder itself: Image.draft) where the input is far smaller: decoded whole, a camera's photo is held in
+# several copies of three bytes a pixel to become a 224 px input. Below it the whole picture is at most 12 MiB of RGB,
+# and is decoded as it is.
+REDUCED_DECODE_PIXELS = 2**22
+# How many times the fitted size along each side a reduced decode keeps at least, so that the Lanczos resize still
+# antialiases from more pixels than it keeps.
+REDUCED_DECODE_MARGIN = 2
 
 # An export's metadata entry saying which of the two ways its model's pictures take, so that whoever feeds it can
 # follow: CENTRE_CROP or "pad".
@@ -99,6 +112,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                 if crop:
                     pixels = centre_crop(im, (height, width), channels)
                 else:
+                    _reduce_decode(im, height, width)
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
                     im = _flatten(im, background=255 if invert else 0, rgb=channels == 3)
                     pixels = np.asarray(_fit_and_pad(im, height, width), dtype=np.uint8)
@@ -117,6 +131,21 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     x = torch.from_numpy(pixels.copy())
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
     return 255 - x if invert else x
+
+
+def _reduce_decode(im: Image.Image, height: int, width: int) -> None:
+    """Have a large JPEG (above :data:`REDUCED_DECODE_PIXELS`) decode at the smallest scale, of 1/2, 1/4 and 1/8,
+    that leaves :data:`REDUCED_DECODE_MARGIN` times the size it is fitted to along each side, whichever way its EXIF
+    orientation turns it; other formats and smaller pictures decode whole (``Image.draft`` does nothing for them).
+
+    Only for pictures that are padded: a folder model's pictures are decoded whole, as its training decoded them
+    (:func:`centre_crop`)."""
+    w, h = im.size
+    if w * h <= REDUCED_DECODE_PIXELS:
+        return
+    scale = max(min(width / w, height / h), min(width / h, height / w)) * REDUCED_DECODE_MARGIN
+    if scale < 1:
+        im.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
 
 
 def centre_crop(im: Image.Image, size: int | tuple[int, int], channels: int) -> np.ndarray:

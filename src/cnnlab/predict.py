@@ -27,14 +27,12 @@ import torch
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import load_trained
-from cnnlab.picture import as_hw, picture_extensions, read_picture
+from cnnlab.picture import MAX_PIXELS, as_hw, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
-# Refused before decoding (cnnlab.picture): the pictures a folder of images is read up to, so that a model trained on
-# a camera's 61-megapixel photos or large scans can be asked about more of them. Pillow refuses larger ones itself
-# (twice its MAX_IMAGE_PIXELS); a folder's files have no byte limit, and a file is read from disk, not into memory.
-MAX_PIXELS = 178_956_970
+# Refused before decoding (cnnlab.picture, MAX_PIXELS there: the explorer's limit too); a folder's files have no byte
+# limit, and a file is read from disk, not into memory.
 MAX_BYTES = 4 * 2**30
 
 

@@ -20,6 +20,11 @@ from torch import nn
 from cnnlab.report.features import Row, run_rows
 
 
+class NoSpatialStage(ValueError):
+    """The model keeps no spatial feature map to explain (no convolution): its own class, so that a ValueError the
+    model itself raises while being explained is not taken for it."""
+
+
 @dataclass
 class Explanation:
     """Grad-CAM and saliency of one image for one class.
@@ -50,8 +55,8 @@ class Explanation:
 def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Explanation:
     """Grad-CAM and saliency of the model input ``x`` (``1 x C x H x W``, preprocessed) for class ``target``.
 
-    ``target`` defaults to the predicted class. Raises ``ValueError`` if no stage keeps a spatial map (a model
-    without convolutions).
+    ``target`` defaults to the predicted class. Raises :class:`NoSpatialStage` if no stage keeps a spatial map (a
+    model without convolutions).
     """
     return explain_with(lambda inp: run_rows(model, inp, grad=True), x, target)
 
@@ -75,11 +80,16 @@ def explain_with(stage_pass, x: torch.Tensor, target: int | None = None) -> Expl
     # the last spatial stage first: taken where the score reads nothing of the tail
     candidates = [*spatial[-1:], *(r for r in tail or () if is_spatial(r.output))]
     if not candidates:
-        raise ValueError("the model has no stage with a spatial feature map to explain")
+        raise NoSpatialStage("the model has no stage with a spatial feature map to explain")
     logits = rows[-1].output
     if target is None:
         target = int(logits[0].argmax())
-    *grads, grad_x = torch.autograd.grad(logits[0, target], [*(c.output for c in candidates), x], allow_unused=True)
+    # A value made without gradients (the model's own x.detach() for a check of its input, a mask under no_grad)
+    # is one the score cannot be read through: autograd refuses to differentiate by it, so it gets no gradient.
+    live = [c for c in candidates if c.output.requires_grad]
+    *found, grad_x = torch.autograd.grad(logits[0, target], [*(c.output for c in live), x], allow_unused=True)
+    by_value = {id(c): g for c, g in zip(live, found, strict=True)}
+    grads = [by_value.get(id(c)) for c in candidates]
     # the last candidate the score depends on (an auxiliary head's map, run after the main one, is not read)
     read = [i for i, g in enumerate(grads) if g is not None]
     k = read[-1] if read else 0

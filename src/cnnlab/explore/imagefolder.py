@@ -1,9 +1,9 @@
 """Your own images for the explorer: a flat folder of pictures, or class subfolders that give their labels.
 
 Each file is decoded as an upload is (:func:`cnnlab.picture.read_picture` with the upload limits of
-:mod:`cnnlab.explore.images`: 8 MiB and 16 megapixels, checked from the header before decoding, so a decompression
-bomb is refused cheaply), to the model's channels, height and width. At most ``MAX_IMAGES`` files are read (sorted by
-path), so a folder of a whole dataset opens in seconds; the page says how many there were.
+:mod:`cnnlab.explore.images`: 64 MiB and ``cnnlab predict``'s pixel bound, checked from the header before decoding, so
+a decompression bomb is refused cheaply), to the model's channels, height and width. At most ``MAX_IMAGES`` files
+are read (sorted by path), so a folder of a whole dataset opens in seconds; the page says how many there were.
 """
 
 from __future__ import annotations

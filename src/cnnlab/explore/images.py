@@ -15,12 +15,14 @@ from matplotlib import colormaps
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
-from cnnlab.picture import read_picture
+from cnnlab.picture import MAX_PIXELS, read_picture
 
-# An upload is one picture of one object: 8 MiB and 16 megapixels are far beyond any photo of it (the pixel limit
-# is checked from the header, before decoding: cnnlab.picture).
-MAX_UPLOAD_BYTES = 8 * 2**20
-MAX_UPLOAD_PIXELS = 16_000_000
+# An upload (or a file of --images) is a photo as a camera saves it: 24 megapixels from a phone, up to 61 from a
+# camera, whose JPEG fits in 64 MiB. Its pixels are bounded as `cnnlab predict` bounds a file's (checked from the
+# header, before decoding), and a large JPEG is decoded at a reduced scale for the model's smaller input
+# (cnnlab.picture).
+MAX_UPLOAD_BYTES = 64 * 2**20
+MAX_UPLOAD_PIXELS = MAX_PIXELS
 _LUTS: dict[str, np.ndarray] = {}
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import codecs
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 
 from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
-from cnnlab.explore.gradcam import Explanation, explain, is_spatial
+from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
 from cnnlab.explore.trained import load_trained
@@ -727,23 +729,47 @@ def gradient_pngs(explanation: Explanation, image: torch.Tensor, classes) -> dic
     return {"method": "grad-cam", **explanation_pngs(explanation, image, classes)}
 
 
-def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER_ROW) -> dict[str, Any]:
+class ModelFailure(CnnlabError):
+    """The model's own code or runtime failed on an input it was given in the shape it declared (``module:function``
+    asserting a batch size or refusing a bright picture, onnxruntime refusing a value): one line naming the model and
+    its error, not cnnlab's internal error."""
+
+
+@contextmanager
+def its_own_failure(source: Any, what: str, expected: str) -> Iterator[None]:
+    """Run the model inside: what it raises (but cnnlab's own one-line errors) becomes a :class:`ModelFailure`
+    ``"{source} failed on {what} (Error: message); expected {expected}"`` (the traceback chained, for ``--debug``)."""
+    try:
+        yield
+    except CnnlabError:
+        raise
+    except Exception as e:  # the model's code or runtime, whatever it raises
+        raise ModelFailure(f"{source} failed on {what} ({type(e).__name__}: {summary(e, 200)}); expected {expected}") \
+            from e
+
+
+def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER_ROW,
+                  what: str = "the picture") -> dict[str, Any]:
     """Predictions, feature maps of every stage and the attribution of one uint8 ``C x S x S`` image.
 
     The same JSON for every kind of model, the runs page's and the one-model page's: ``{"input", "top": [{"class",
     "index", "probability"}], "rows": [{"name", "kind", "shape", "maps": [{"channel", "png"}]}], "explanation"}``,
     with ``explanation["method"]`` ``"grad-cam"`` or ``"occlusion"`` (None where no stage is spatial).
+
+    Raises:
+        ModelFailure: the model's own failure on the image (``what`` names it in the line).
     """
-    rows = model.stages(image)
-    if model.tta or not rows:
-        probs = model.scoring.probabilities(model.logits(image[None]))[0]
-    else:
-        probs = model.scoring.probabilities(rows[-1].output)[0]
-    target = int(probs.argmax())
-    try:
-        explanation = model.attribution(image, target)
-    except ValueError:  # no spatial stage to explain
-        explanation = None
+    with its_own_failure(model.name, what, "a classifier that answers any picture at its input"):
+        rows = model.stages(image)
+        if model.tta or not rows:
+            probs = model.scoring.probabilities(model.logits(image[None]))[0]
+        else:
+            probs = model.scoring.probabilities(rows[-1].output)[0]
+        target = int(probs.argmax())
+        try:
+            explanation = model.attribution(image, target)
+        except NoSpatialStage:  # (only that: a ValueError of the model's own is its failure, said above)
+            explanation = None
     return {"input": png_url(image_array(image)), "top": top_classes(probs, model.classes),
             "rows": map_rows(rows, maps), "explanation": explanation}
 

@@ -355,8 +355,8 @@ class OnnxModel:
         as cnnlab's onnx-int8 export: ``(q - zero_point) * scale``, per tensor or per channel of ``axis``)."""
         from onnx import helper
 
-        if name in self.initializers:
-            return self._array(name)
+        if name in self.initializers or name in self._copies:
+            return self._array(self._copies.get(name, name))
         node = self.producers.get(name)
         if node is None or node.op_type != "DequantizeLinear" or not all(i in self.initializers for i in node.input):
             return None
@@ -507,11 +507,26 @@ class OnnxModel:
         return None if weight is None else torch.from_numpy(weight.astype(np.float32))
 
     @functools.cached_property
+    def _copies(self) -> dict[str, str]:
+        """The values an Identity node copies from an initializer (perhaps through another copy), each to that
+        initializer. torch's legacy exporter (``dynamo=False``) stores parameters of equal values once (two
+        GroupNorms' weights of ones) and gives each other one an Identity of it: a parameter of its own."""
+        copies: dict[str, str] = {}
+        for node in self.nodes:  # in the order they run: a copy of a copy comes after the copy
+            if node.op_type == "Identity" and node.input and node.output:
+                source = copies.get(node.input[0], node.input[0])
+                if source in self.initializers:
+                    copies[node.output[0]] = source
+        return copies
+
+    @functools.cached_property
     def _table(self) -> list[tuple[Any, int]]:
         """The nodes of the layer table, in the order they run (the stages among them), and the parameters of each.
 
         A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers: that row is left out and
-        the quantized weight counted with its layer; scales and zero points are not parameters."""
+        the quantized weight counted with its layer; scales and zero points are not parameters. So is the Identity
+        that copies an initializer (:attr:`_copies`): the copy is counted with the layer that reads it, as the
+        parameter it stands for."""
         dequantized = {n.output[0]: n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"
                        and n.output and all(i in self.initializers for i in n.input)}
         counted: set[str] = set()
@@ -528,20 +543,21 @@ class OnnxModel:
                 inputs = node.input[:3] if node.op_type == "BatchNormalization" else node.input
             total = 0
             for name in inputs:
-                source = name if name in self.initializers else dequantized.get(name)
-                if source is None or source in counted:
+                source = name if name in self.initializers else self._copies.get(name) or dequantized.get(name)
+                key = name if name in self._copies else source  # a copy is a parameter of its own, counted once
+                if source is None or key in counted:
                     continue
                 tensor = self.initializers[source]
-                quantized = name != source or node.op_type in QUANTIZED_WEIGHTS  # integer weights
+                quantized = name in dequantized or node.op_type in QUANTIZED_WEIGHTS  # integer weights
                 if not tensor.dims or (tensor.data_type not in FLOAT_TYPES and not quantized):
                     continue  # a scalar, or integers: shapes, axes, indices
-                counted.add(source)
+                counted.add(key)
                 total += int(np.prod(tensor.dims))
             return total
 
         table = []
         for node in self.nodes:
-            if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.output and node.output[0] in self._copies:
                 continue
             params = params_of(node)
             if node.op_type in STAGE_OPS or params:

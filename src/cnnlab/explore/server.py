@@ -14,9 +14,10 @@ Routes (all ``GET`` but the upload; a run is named by ``?run=`` relative to the 
 :func:`create_model_app` serves one model of any kind (:mod:`cnnlab.explore.model`) with the same upload guards.
 
 Errors are JSON ``{"error": "<one line>"}``: 404 for a run or file that is not there (or not allowed), 400 for bad
-input, 413 for an upload that is too large, 403 for a request on loopback naming another host
-(:class:`LoopbackHostOnly`). Model work runs in Starlette's thread pool, so one slow request does
-not hold up the others.
+input, 413 for an upload that is too large, 422 for a model's own failure on a picture
+(:class:`~cnnlab.explore.model.ModelFailure`), 403 for a request on loopback naming another host
+(:class:`LoopbackHostOnly`) or one that a page of another origin made (:class:`OwnOriginOnly`). Model work runs in
+Starlette's thread pool, so one slow request does not hold up the others.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from starlette.staticfiles import StaticFiles
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import opsview, runs
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, image_array, png_url
-from cnnlab.explore.model import RunModel, analyze_image, model_card
+from cnnlab.explore.model import ModelFailure, RunModel, analyze_image, model_card
 from cnnlab.explore.model_card import learned_kernels, model_info
 from cnnlab.explore.session import Session
 from cnnlab.io import writable_text
@@ -56,6 +57,7 @@ from cnnlab.runs import decide_status, read_metrics
 STATIC = Path(str(resources.files("cnnlab.explore") / "static"))
 INTEGER = re.compile(r"-?[0-9]{1,18}")  # a query's integer (int() refuses more than 4,300 digits with ValueError)
 POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
+FLAGS = {"": False, "0": False, "false": False, "off": False, "1": True, "true": True, "on": True}
 
 
 def clean(value: Any) -> Any:
@@ -142,7 +144,61 @@ class LoopbackHostOnly:
         await self.app(scope, receive, send)
 
 
-MIDDLEWARE = [Middleware(LoopbackHostOnly)]
+def _host_and_port(netloc: str, default: int) -> tuple[str, int] | None:
+    """The host name (lower case, brackets off) and port of ``host[:port]``; None for one that does not parse."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        return (parts.hostname or "").lower(), parts.port or default
+    except ValueError:  # a port out of range or not a number, an unbalanced bracket
+        return None
+
+
+class OwnOriginOnly:
+    """Refuse (403) a request that a page of another origin made: one whose ``Origin`` header (which browsers send
+    with every POST, and with a script's requests to another origin) is not the origin the request names in ``Host``.
+
+    Another web site open in the browser can POST a file to the explorer without asking (a form, or a "simple"
+    ``fetch``: no preflight); it cannot read the answer, but the machine decodes the picture and runs the model for
+    it. The page's own requests carry its own origin; a tool (curl, Python) sends none and is answered. Host names
+    are compared as loopback or not (:func:`is_loopback`), so ``http://localhost:PORT`` and ``127.0.0.1:PORT`` are
+    one; the scheme is not compared (a proxy may add TLS in front), the port is. ``Origin: null`` (a sandboxed
+    frame, a ``file://`` page, a redirect) is refused: any site can make its requests so, and the page the explorer
+    saves (``--export``) never asks the server anything.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        origin = headers.get("origin") if headers is not None else None
+        if origin is not None and not self._own(origin, headers.get("host"), scope.get("server")):
+            await _error(403, f"expected a request from the explorer's own page, got one from {origin!r}: another web "
+                              "page (or a sandboxed or file:// one, Origin null) may not make this server decode a "
+                              "picture or run its model")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _own(origin: str, host: str | None, server) -> bool:
+        try:
+            parts = urlsplit(origin)
+            theirs = (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not theirs[0] or parts.path or parts.query:
+            return False
+        if host is None and server:  # (an HTTP/1.0 request names no host: the address it came in on)
+            address = f"[{server[0]}]" if ":" in str(server[0]) else str(server[0])
+            host = f"{address}:{server[1]}"
+        mine = _host_and_port(host or "", {"http": 80, "https": 443}[parts.scheme])
+        if mine is None:
+            return False
+        same_host = theirs[0] == mine[0] or (is_loopback(theirs[0]) and is_loopback(mine[0]))
+        return same_host and theirs[1] == mine[1]
+
+
+MIDDLEWARE = [Middleware(LoopbackHostOnly), Middleware(OwnOriginOnly)]
 
 
 def _guarded(fn):
@@ -160,6 +216,10 @@ def _guarded(fn):
             return await fn(request)
         except runs.NotFound as e:
             return _error(404, str(e))
+        except ModelFailure as e:
+            # 422, not 400 or 500: the request was well formed and the picture decoded, but the model's own code
+            # could not answer it; a 5xx would call it the server's fault, and the line says whose it is
+            return _error(422, str(e))
         except CnnlabError as e:
             return _error(400, str(e))
 
@@ -174,6 +234,15 @@ def _int(query, name: str, default: int | None = None) -> int:
     if value is None or not INTEGER.fullmatch(value):  # int() also reads "1_0" as 10, and other scripts' digits
         raise CnnlabError(f"expected an integer ?{name}=, got {value!r}")
     return int(value)
+
+
+def _flag(query, name: str) -> bool:
+    """The yes-or-no ``?name=`` of the request's ``query`` (no when absent or empty); a value that is neither is
+    refused, since it would be read as no without a word."""
+    value = query.get(name, "").lower()
+    if value not in FLAGS:
+        raise CnnlabError(f"expected ?{name}= 1, true or on (or 0, false, off), got {query.get(name)!r}")
+    return FLAGS[value]
 
 
 def _run(request: Request) -> str:
@@ -224,14 +293,15 @@ def create_app(root: str | Path) -> Starlette:
 
     def _analyze_test(name: str, index: int) -> dict[str, Any]:
         loaded, image, label = session.test_image(name, index)
-        result = analyze_image(RunModel(loaded.trained), image)
+        result = analyze_image(RunModel(loaded.trained), image, what=f"test image #{index}")
         return {**result, "source": f"test image #{index}", "label": loaded.trained.meta.classes[label]}
 
     def _analyze_upload(name: str, data: bytes, invert: bool) -> dict[str, Any]:
         loaded = session.model(name)
         meta = loaded.trained.meta
         image = decode_upload(data, meta.channels, meta.image_size, invert=invert, crop=meta.crops_pictures)
-        return {**analyze_image(RunModel(loaded.trained), image), "source": "your image", "label": None}
+        return {**analyze_image(RunModel(loaded.trained), image, what="the upload"), "source": "your image",
+                "label": None}
 
     async def api_analyze(request: Request) -> Response:
         name = _run(request)
@@ -241,7 +311,7 @@ def create_app(root: str | Path) -> Starlette:
         body = await _read_upload(request)
         if isinstance(body, Response):
             return body
-        invert = request.query_params.get("invert", "0") in ("1", "true", "on")
+        invert = _flag(request.query_params, "invert")
         return JSONResponse(await run_in_threadpool(_analyze_upload, name, body, invert))
 
     def _ops(q) -> dict[str, Any]:
@@ -354,12 +424,13 @@ def create_model_app(model, images=None) -> Starlette:
             count = 0 if images is None else len(images.names)
             raise CnnlabError(f"expected an image index from 0 to {count - 1}, got {index}" if count else
                               "no image folder was given (--images); upload a file instead")
-        return {**analyze_image(model, images.images[index]), "source": images.names[index],
+        name = images.names[index]
+        return {**analyze_image(model, images.images[index], what=name), "source": name,
                 "label": images.labels[index]}
 
     def _analyze_upload(data: bytes, invert: bool) -> dict[str, Any]:
         image = decode_upload(data, spec.channels, spec.hw, invert=invert, crop=spec.crop)
-        return {**analyze_image(model, image), "source": "your image", "label": None}
+        return {**analyze_image(model, image, what="the upload"), "source": "your image", "label": None}
 
     async def api_analyze(request: Request) -> Response:
         if request.method in ("GET", "HEAD"):
@@ -367,7 +438,7 @@ def create_model_app(model, images=None) -> Starlette:
         body = await _read_upload(request)
         if isinstance(body, Response):
             return body
-        invert = request.query_params.get("invert", "0") in ("1", "true", "on")
+        invert = _flag(request.query_params, "invert")
         return JSONResponse(await run_in_threadpool(_analyze_upload, body, invert))
 
     routes = [

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from cnnlab.errors import CnnlabError, summary
+from cnnlab.errors import CnnlabError
 from cnnlab.explore.imagefolder import ImageSet, list_images, read_image_folder
-from cnnlab.explore.model import ExploreModel, Options, RunModel
+from cnnlab.explore.model import ExploreModel, Options, RunModel, its_own_failure
 from cnnlab.explore.onnx_model import OnnxModel
 from cnnlab.explore.torch_models import ExportedModel, ModuleModel
 from cnnlab.models.imagenet import BACKBONES
@@ -101,13 +101,8 @@ def scores_of(model: ExploreModel, images: torch.Tensor, source: str | Path, wha
     """``model.logits(images)``, with the model's own failure on them in one line: its code (``module:function``
     asserting a batch size, say) or its runtime's error on this input, which would end as cnnlab's internal error.
     ``what`` names the images in that line."""
-    try:
+    with its_own_failure(source, what, f"a classifier that answers any batch of up to {batch_size} of them"):
         return model.logits(images, batch_size)
-    except CnnlabError:
-        raise
-    except Exception as e:  # the model's code or runtime: named in one line (--debug shows the traceback)
-        raise CnnlabError(f"{source} failed on {what} ({type(e).__name__}: {summary(e, 200)}); expected a classifier "
-                          f"that answers any batch of up to {batch_size} of them") from e
 
 
 def cpu_only(device: str, source: str | Path) -> None:

@@ -14,6 +14,7 @@ function getAnalysis(index) {
 
 function showModel(m) {
   $("model-title").textContent = m.name;
+  document.title = "cnnlab explore: " + m.name;  // as the saved page's own title names it
   $("model-kind").textContent = `${m.kind}: ${m.classes.length} classes, ` +
     `${Number(m.params).toLocaleString("en")} parameters`;
   $("model-input").textContent = m.input;
