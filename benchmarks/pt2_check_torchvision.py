@@ -1,15 +1,16 @@
 """Does cnnlab.pt2_check pass what real programs hold? Every torchvision classifier, exported and checked.
 
     python benchmarks/pt2_check_torchvision.py --out benchmarks/results/pt2-check-torchvision.json
-    python benchmarks/pt2_check_torchvision.py --decompose --out benchmarks/results/pt2-check-torchvision-decomposed.json
+    python benchmarks/pt2_check_torchvision.py --decompose \
+        --out benchmarks/results/pt2-check-torchvision-decomposed.json
 
 The check of a ``.pt2`` from elsewhere (``cnnlab.pt2_check``) refuses anything in a program that is not plain
 tensors, operator targets, names and size arithmetic; this script looks for the opposite mistake, a refused honest
 file. Each classifier of ``torchvision.models.list_models(torchvision.models)`` is built with random weights and 10
-classes, exported by ``torch.export.export`` at its usual input side with a dynamic batch, saved, and checked; with ``--decompose``, after
-``run_decompositions()`` (the core ATen opset ExecuTorch and other backends take, whose nodes carry provenance and
-other metadata a plain program has not). Models that torch.export itself cannot export are recorded as such.
-Nothing is downloaded.
+classes, exported by ``torch.export.export`` at its usual input side with a dynamic batch, saved, and checked; with
+``--decompose``, after ``run_decompositions()`` (the core ATen opset ExecuTorch and other backends take, whose nodes
+carry provenance and other metadata a plain program has not). Models that torch.export itself cannot export are
+recorded as such. Nothing is downloaded.
 """
 
 from __future__ import annotations
