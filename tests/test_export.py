@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -419,6 +421,18 @@ def test_cli_export_int8_prints_the_agreement(trained_run, tmp_path, capsys):
     agree = int(lines[1].split(" on ")[1].split("/")[0])
     assert lines[1].startswith("top-1 agrees with PyTorch on ") and "/200 test images" in lines[1]
     assert agree >= INT8_BOUND * 200
+
+
+def test_every_format_is_written_with_the_mode_of_any_new_file(trained_run, tmp_path):
+    """An export is readable by whoever may read a new file here (a web server's user serving the model): the
+    safetensors library writes its files 0600 itself, and the safetensors export alone was unreadable by others."""
+    umask = os.umask(0o022)
+    try:
+        for fmt, name in (("onnx", "m.onnx"), ("pt2", "m.pt2"), ("safetensors", "m.safetensors")):
+            out = export_checkpoint(trained_run / "last.pt", tmp_path / name, format=fmt)
+            assert stat.S_IMODE(os.stat(out).st_mode) == 0o644, fmt
+    finally:
+        os.umask(umask)
 
 
 def test_safetensors_holds_the_network_and_says_how_to_feed_it(trained_run, tmp_path):

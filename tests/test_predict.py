@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -390,6 +391,14 @@ def test_a_folder_means_its_image_files_sorted(folder):
     (folder / "sub").mkdir()
     with pytest.raises(CnnlabError, match=f"folder {folder / 'sub'} holds no image files"):
         image_files([folder / "sub"])
+    # the folder of class subfolders a run trained on: the answer says where the pictures are, and what scores them
+    (folder / "photos" / "cat").mkdir(parents=True)
+    (folder / "photos" / "dog").mkdir()
+    with pytest.raises(CnnlabError, match=rf"^folder {re.escape(str(folder / 'photos'))} holds no image files directly "
+                                          r"inside it, only the folders cat/ and dog/: name them \(.*photos/\*/\) to "
+                                          r"classify their images, or score a folder of class subfolders with cnnlab "
+                                          r"eval MODEL --data-dir .*photos$"):
+        image_files([folder / "photos"])
     (folder / "gone.png").symlink_to(folder / "moved-away.png")  # a link to a missing file: reported, not skipped
     assert "gone.png" in [p.name for p in image_files([folder])]
     with pytest.raises(CnnlabError, match=r"image .*gone.png does not exist"):

@@ -140,6 +140,25 @@ def test_eval_of_the_runs_own_training_images_elsewhere_says_they_are_training_i
     assert "; 1 of 19 evaluation images are pixel for pixel a training image" in json.loads("\n".join(lines))["scored"]
 
 
+def test_eval_elsewhere_counts_as_training_images_only_those_a_val_split_run_trained_on(tmp_path, home, capsys):
+    """A --val-split run trains on its training part alone: eval of a copy of its folder said every image of the
+    training split was one "the model trains on" (77 of 93 for a photo run that had trained on 62), the validation
+    part's 15 among them."""
+    data = tmp_path / "photos"
+    write_classes(data / "train", {"a": 6, "b": 6})
+    write_classes(data / "test", {"a": 2, "b": 2}, seed=50)
+    out = tmp_path / "run"
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "4", *TINY,
+                            "--out", str(out), "--quiet"], capsys)[0] == 0
+    code, lines, err = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(data / "train")], capsys)
+    assert code == 0, err
+    assert "; 8 of 12 evaluation images are pixel for pixel a training image as decoded (first: evaluation image " \
+        in lines[1], lines[1]
+    assert run_with_output(["report", str(out), "--data-dir", str(data / "train")], capsys)[0] == 0  # so does report
+    assert "8 of 12 evaluation images are pixel for pixel a training image" in \
+        html.unescape((out / "report.html").read_text())
+
+
 def test_eval_and_report_of_another_folder_read_the_digests_the_cache_keeps(tmp_path, home, capsys, monkeypatch):
     """Holding another folder against the run's training images hashed every training image again on each eval and
     report (about 20 s for 100,000 images at 224 px), though the folder's cache had hashed them while decoding."""

@@ -26,8 +26,9 @@ Formats:
   Hugging Face Hub and timm publish weights in (tensors and a JSON header, nothing that runs). The metadata adds what
   a program that builds the network needs to feed it: ``cnnlab.mean`` and ``cnnlab.std`` (or ``none``), the input
   side, the classes. An ImageNet backbone's weights load into torchvision's architecture of that name (a grey run's
-  first convolution takes one channel), a book model's into ``cnnlab.models.create_model``; ``cnnlab explore
-  imagenet-NAME --weights FILE`` opens the former. Checked by loading the file into a network built afresh.
+  first convolution takes one channel), a book model's into ``cnnlab.models.create_model``; ``cnnlab explore``
+  (``predict``, ``eval``) ``imagenet-NAME --weights FILE`` opens the former, fed and named as this metadata says.
+  Checked by loading the file into a network built afresh.
 
 :func:`verify_export` measures any exported file against its checkpoint on test images (top-1 agreement and the
 largest logit difference); ``cnnlab export --verify N`` prints it. The speed of each format on a CPU is measured

@@ -20,6 +20,7 @@ import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
+from cnnlab.data.split import stratified_split
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
 from cnnlab.models import create_model
@@ -235,8 +236,13 @@ class Trained:
             return None
         if own.train_images.shape[1:] != images.shape[1:]:  # decoded otherwise: no image can be the same
             return None
+        # the training part alone of a --val-split run: the model did not train on its validation images
+        val_split = self.config.get("val_split")
+        trained_on = None if val_split is None else \
+            stratified_split(own.train_labels, val_split, self.config.get("seed", 0))[0]
         # a folder's cache keeps its images' digests: 100,000 training images are not hashed again on every call
-        return images_seen_in_training(own.train_images, images, "evaluation", own.train_digests, digests)
+        return images_seen_in_training(own.train_images, images, "evaluation", own.train_digests, digests,
+                                       trained_on)
 
 
 def _scored_digests(data: Any, images: torch.Tensor) -> torch.Tensor | None:

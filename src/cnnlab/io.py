@@ -39,6 +39,8 @@ def atomic_write(path: str | Path, write: Callable[[str], Any], overwrite: bool 
     os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
+        # again: a writer may replace the file rather than write into it (the safetensors library writes 0600 files)
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if overwrite:

@@ -92,6 +92,16 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                        if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
                        and p.suffix.lower() in suffixes)
         if not found:
+            subfolders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if subfolders:  # a folder of class subfolders, as a run trains on: say where its pictures are
+                names = [f"{n}/" for n in subfolders]
+                shown = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}" \
+                    if len(names) <= 6 else f"{', '.join(names[:5])}, ... ({len(names)} folders)"
+                them, their = ("it", "its") if len(names) == 1 else ("them", "their")
+                raise CnnlabError(f"folder {path} holds no image files directly inside it, only the "
+                                  f"folder{'s' * (len(names) > 1)} {shown}: name {them} ({path / '*'}/) to classify "
+                                  f"{their} images, or score a folder of class subfolders with cnnlab eval MODEL "
+                                  f"--data-dir {path}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)")
         files += found
     return files

@@ -49,11 +49,14 @@ def split_seen_in_training(images: torch.Tensor, train_idx: torch.Tensor, held_i
 
 def images_seen_in_training(training: torch.Tensor, held: torch.Tensor, what: str,
                             training_digests: torch.Tensor | None = None,
-                            held_digests: torch.Tensor | None = None) -> str | None:
+                            held_digests: torch.Tensor | None = None,
+                            trained_on: torch.Tensor | None = None) -> str | None:
     """:func:`seen_in_training` for two sets of uint8 images (a run's training images, the images it is scored on
     elsewhere), each image named by its index (``training image 12``, ``evaluation image 3``). The digests, where
-    given, are the images' own (a folder's cache keeps them), and those images are not hashed again."""
-    return seen_in_training(_digests(training, "training image", stored=training_digests),
+    given, are the images' own (a folder's cache keeps them), and those images are not hashed again.
+    ``trained_on``: the indices of the training images the model trained on (the training part of a
+    ``--val-split`` run), where not all of them."""
+    return seen_in_training(_digests(training, "training image", trained_on, stored=training_digests),
                             _digests(held, f"{what} image", stored=held_digests), what)
 
 

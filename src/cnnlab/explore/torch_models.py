@@ -80,7 +80,7 @@ from cnnlab.models.imagenet import (
     weights_enum,
     weights_file,
 )
-from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights
+from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights, safetensors_metadata
 from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row
 
@@ -434,6 +434,38 @@ class _TorchModel:
         x = self.spec.to_input(image[None])
         x = x.permute(0, 3, 1, 2) if nhwc else x
         return gradient_pngs(explain_with(stage_pass, x, target), image, self.classes)
+
+
+@dataclass(frozen=True)
+class _Exported:
+    """How ``cnnlab export --format safetensors`` says its network is fed (:func:`_exported_of`)."""
+
+    metadata: dict[str, str]
+    size: int
+    normalize: tuple[tuple[float, ...] | None, tuple[float, ...] | None]  # (None, None): raw pixels / 255
+    classes: tuple[str, ...] | None
+
+
+def _exported_of(path: str | Path, name: str) -> _Exported | None:
+    """The input side, normalisation and classes that the metadata of ``cnnlab export --format safetensors`` gives
+    for network ``name`` (its ``cnnlab.model``), or None for another file: weights from elsewhere, fed as the
+    ImageNet weights are. The export checked its network against its checkpoint on exactly that input."""
+    metadata = safetensors_metadata(path)
+    if metadata.get("cnnlab.model") != name:
+        return None
+    try:
+        size = int(metadata["cnnlab.input_size"])
+        if size < 1:
+            raise ValueError(size)
+        mean, std = (None if metadata.get(f"cnnlab.{k}", "none") == "none" else
+                     tuple(float(v) for v in json.loads(metadata[f"cnnlab.{k}"])) for k in ("mean", "std"))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CnnlabError(f"{path}'s metadata says it is cnnlab's export of {name} but does not say how to feed it "
+                          f"(cnnlab.input_size, cnnlab.mean, cnnlab.std: {summary(e, 60)}); expected the metadata "
+                          "cnnlab export writes, or pass --input-size, --mean and --std") from None
+    classes = stored_classes(metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes") \
+        if "cnnlab.classes" in metadata else None
+    return _Exported(metadata, size, (mean, std), classes)
 
 
 def _cnnlab_metadata(text: str, where: str, classes_given: bool) -> tuple[dict[str, Any], tuple[str, ...] | None]:
@@ -968,7 +1000,10 @@ class ModuleModel(_TorchModel):
         """An ImageNet backbone of the zoo (``imagenet-resnet18``) with its weights from torch.hub's cache, at the
         input size, normalisation and 1,000 class names of the weights' own metadata (flags override the first
         two); with ``options.weights``, the same architecture shaped as that state dict has it (input channels,
-        classes: ImageNet's names only for 1,000 outputs) with its weights, fed as the ImageNet weights are."""
+        classes: ImageNet's names only for 1,000 outputs) with its weights, fed as the ImageNet weights are; or,
+        where the file is ``cnnlab export --format safetensors``'s of this network, fed as its metadata says its run
+        was (input side, normalisation, centre-cropped pictures) and its classes named so (flags come first), and
+        the metadata kept as an export's (``metadata``: eval scores the run's test split)."""
         given = options or Options()
         if given.pixel_range or given.bgr:
             flags = " and ".join(f for f in given.scaling_flags() if f in ("--pixel-range", "--bgr"))
@@ -988,16 +1023,27 @@ class ModuleModel(_TorchModel):
             model, channels, classes = backbone_for(name, state)
             how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)
             note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how, unread)}"
-        mean, std = pretrained_normalize(name, channels)
-        options = replace(given, input_size=given.input_size or INPUT_SIZE, mean=given.mean or tuple(mean),
-                          std=given.std or tuple(std))
-        explored = cls(model, name, options, folder_classes, stored=categories if classes == len(categories) else None,
-                       stored_in="the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs",
-                       note=note)
-        normalisation = ("weights' metadata" if given.weights is None else "ImageNet weights' metadata") \
-            if given.mean is None and given.std is None else None
+        exported = _exported_of(given.weights, name) if given.weights is not None else None
+        if exported is not None:  # a cnnlab export of this network: fed as its run was, its classes named
+            size, (mean, std), stored = exported.size, exported.normalize, exported.classes
+            size_from = normalised_by = "weights file's metadata"  # the page: "size from the weights file's ..."
+            stored_in = "the weights file's metadata"
+        else:
+            size, (mean, std) = INPUT_SIZE, pretrained_normalize(name, channels)
+            stored = categories if classes == len(categories) else None
+            stored_in = "the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs"
+            size_from = "weights' metadata"
+            normalised_by = "weights' metadata" if given.weights is None else "ImageNet weights' metadata"
+        options = replace(given, input_size=given.input_size or size,
+                          mean=given.mean or (tuple(mean) if mean is not None else None),
+                          std=given.std or (tuple(std) if std is not None else None))
+        explored = cls(model, name, options, folder_classes, stored=stored, stored_in=stored_in, note=note)
         # the page reads "size from the weights' metadata"
-        explored._read_from("weights' metadata" if given.input_size is None else None, normalisation)
+        explored._read_from(size_from if given.input_size is None else None,
+                            normalised_by if given.mean is None and given.std is None else None)
+        if exported is not None:
+            explored.spec = square_as_exported(explored.spec, exported.metadata)
+            explored.metadata = exported.metadata  # as an ONNX export's: eval's default dataset and test split
         return explored
 
     def _read_from(self, size: str | None, normalisation: str | None) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -119,6 +119,19 @@ def read_safetensors(path: str | Path, expected: str) -> dict[str, torch.Tensor]
         # this torch lacks
         raise CnnlabError(f"{path} is not a readable safetensors file (truncated or damaged: {summary(e)}); expected "
                           f"{expected}") from None
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The text metadata in the header of the safetensors file ``path`` (``cnnlab export --format safetensors``
+    writes its run's input side, normalisation and classes there); ``{}`` for a file of another kind, or one whose
+    header cannot be read (reading its tensors names the damage)."""
+    if not is_safetensors(path):
+        return {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001  a damaged header fails in the library's own ways
+        return {}
 
 
 def read_state_dict(path: str | Path, expected: str, *, unreadable_hint: str = "") -> dict[str, torch.Tensor]:
