@@ -689,7 +689,7 @@ def test_loopback_by_default_and_a_warning_otherwise(tmp_path, monkeypatch):
     from cnnlab.cli import main
 
     served = []
-    monkeypatch.setattr(launch, "serve", lambda root, host, port, open_browser: served.append((host, port)))
+    monkeypatch.setattr(launch, "serve", lambda root, host, port, open_browser, **_: served.append((host, port)))
     (tmp_path / "runs").mkdir()
     monkeypatch.chdir(tmp_path)
     assert main(["explore"]) == 0 and served == [("127.0.0.1", 8765)]  # the runs folder, on loopback
@@ -756,6 +756,56 @@ def test_another_web_site_cannot_make_the_server_run_its_model(server, explore_r
             for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}", None):
                 status, body = request(where, "POST", target, picture, {"Origin": origin} if origin else {})
                 assert status == 200 and body["source"] == "your image", (target, origin, body)
+
+
+def _posted_as(url: str, name: str, target: str, body: bytes, origin: str) -> tuple[int, dict]:
+    """(status, JSON) of a POST of ``body`` to the server at ``url`` naming host ``name`` and ``origin``."""
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.putrequest("POST", target, skip_host=True, skip_accept_encoding=True)
+        for k, v in (("Host", name), ("Origin", origin), ("Content-Length", str(len(body)))):
+            conn.putheader(k, v)
+        conn.endheaders()
+        conn.send(body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_a_proxy_s_host_name_is_answered_when_allowed(explore_root):
+    # Behind a proxy that forwards the user's name for the page (JupyterHub's jupyter-server-proxy, a cloud IDE's
+    # port forwarding, a tunnel), every request came in on loopback naming the proxy's host and was refused, as a
+    # rebinding page's are, with no way to allow it: --allow-host names it (".domain": every name under it).
+    from cnnlab.explore import BackgroundServer, create_app, create_model_app
+    from cnnlab.explore.sources import open_model
+
+    picture = png_bytes(Image.new("L", (28, 28), 128))
+    allowed = ("Hub.Example.org", ".lab.example")
+    with BackgroundServer(app=create_app(explore_root, allowed)) as runs_server, \
+            BackgroundServer(app=create_model_app(open_model(explore_root / "lenet" / "last.pt"),
+                                                  allow_hosts=allowed)) as model_server:
+        for where, target in ((runs_server, "/api/analyze?run=lenet"), (model_server, "/api/analyze")):
+            for name in ("hub.example.org", "x.lab.example", "lab.example"):
+                assert _asked_as(where.url, name, "/")[0] == 200, name
+                # the page through the proxy posts with the proxy's origin, on the proxy's own port
+                status, body = _posted_as(where.url, name, target, picture, f"https://{name}")
+                assert status == 200 and body["source"] == "your image", (name, body)
+            for name in ("attacker.example", "hub.example.org.attacker.example", "xlab.example"):
+                status, body = _asked_as(where.url, name, "/")
+                assert status == 403 and f"pass --allow-host {name}" in body["error"], (name, body)
+                status, body = request(where, "POST", target, picture, {"Origin": f"https://{name}"})
+                assert status == 403, (name, body)
+
+
+@pytest.mark.parametrize("name", ["https://hub.example.org", "hub.example.org:443", "*.example.org", "", "localhost",
+                                  "a b"])
+def test_an_allowed_host_that_is_no_host_name_is_one_line(name, tmp_path, capsys):
+    code, out, err = run_with_output(["explore", str(tmp_path), "--allow-host", name, "--no-browser"], capsys)
+    assert code == 2 and out == [] and len(err) == 1, err
+    assert err[0] == (f"cnnlab explore: error: --allow-host takes a host name the page is opened by through a proxy "
+                      f"(hub.example.org, or .example.org for every name under it), got {name!r}")
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -305,7 +305,7 @@ def _cmd_explore(args) -> int:
                     std=args.std, pixel_range=args.pixel_range, bgr=args.bgr, layout=args.layout,
                     multi_label=args.multi_label, weights=args.weights, export=args.export, force=args.force,
                     host=args.host, port=args.port, open_browser=not args.no_browser,
-                    skip_bad_images=args.skip_bad_images)
+                    skip_bad_images=args.skip_bad_images, allow_hosts=args.allow_host)
     if saved:  # --export: the page was written, not served
         print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
               f"{saved['maps_per_stage']} channels per stage", flush=True)
@@ -537,6 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1, loopback only; anything else is "
                    "reachable from the network and prints a warning)")
     p.add_argument("--port", type=_flag_type(_port), help="port (0: any free one; default 8765)")
+    p.add_argument("--allow-host", action="append", metavar="NAME", help="a host name the page is opened by through "
+                   "a proxy that forwards to this server (JupyterHub's jupyter-server-proxy, a cloud IDE's port "
+                   "forwarding, a tunnel); .example.org allows every name under it; repeatable. Other names are "
+                   "refused on loopback, so that no web page can point its own name at this server")
     p.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
     p.set_defaults(func=_cmd_explore)
 

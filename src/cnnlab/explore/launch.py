@@ -17,7 +17,7 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options
 from cnnlab.explore.page import check_export_file, export_page
-from cnnlab.explore.server import create_app, create_model_app, is_loopback
+from cnnlab.explore.server import allowed_hosts, create_app, create_model_app, is_loopback
 from cnnlab.explore.sources import open_with_images
 from cnnlab.runs.checkpoint import checkpoint_in
 
@@ -98,7 +98,7 @@ class BackgroundServer:
 
 
 def serve(root: str | Path = "runs", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_browser: bool = True,
-          app=None, what: str | None = None) -> None:
+          app=None, what: str | None = None, allow_hosts: tuple[str, ...] = ()) -> None:
     """Serve the explorer until interrupted, printing its address (and opening a browser tab).
 
     Args:
@@ -108,13 +108,15 @@ def serve(root: str | Path = "runs", host: str = DEFAULT_HOST, port: int = DEFAU
         open_browser: open the page in the default browser once the server listens.
         app: serve this ASGI app instead of the runs under ``root`` (``create_model_app``: one model).
         what: how the start line names what is served (default: ``root``'s full path).
+        allow_hosts: host names the page may be opened by through a proxy (``--allow-host``; not with ``app``,
+            which is made with its own).
 
     Raises:
         CnnlabError: ``root`` is not a folder, the port is taken or the host cannot be bound.
     """
     import uvicorn
 
-    app = create_app(root) if app is None else app
+    app = create_app(root, allow_hosts) if app is None else app
     sock = bind(host, port)  # first: the warning says it listens on host, so a host that fails gets no warning
     warning = host_warning(host)
     if warning:
@@ -143,13 +145,14 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
             input_size: int | tuple[int, int] | None = None, mean=None, std=None, pixel_range: str | None = None,
             bgr: bool = False, layout: str | None = None, multi_label: bool = False, weights: str | Path | None = None,
             export: str | Path | None = None, force: bool = False, host: str | None = None, port: int | None = None,
-            open_browser: bool = True, skip_bad_images: bool = False) -> dict | None:
+            open_browser: bool = True, skip_bad_images: bool = False, allow_hosts=None) -> dict | None:
     """``cnnlab explore``: serve a runs folder, or one model of any kind with your images, or save a static page.
 
     A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.sources.open_model`:
     ``.onnx``, ``.pt2``, a cnnlab ``.pt`` or ``module:function``) with the images of ``images``; with ``export`` the
     page is written to that file (:func:`cnnlab.explore.page.export_page`) and its summary returned, not served.
-    ``host``, ``port`` (default :data:`DEFAULT_HOST` and :data:`DEFAULT_PORT`) and ``open_browser=False`` say how
+    ``host``, ``port`` (default :data:`DEFAULT_HOST` and :data:`DEFAULT_PORT`), ``open_browser=False`` and
+    ``allow_hosts`` (names the page is opened by through a proxy: :func:`cnnlab.explore.server.allowed_hosts`) say how
     to serve, so they are refused beside ``export``, as ``force`` is without it: a flag that would do nothing is a
     mistake to name, not to ignore.
 
@@ -161,8 +164,8 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
                           "a runs folder, or one model: a .onnx, .pt2 or cnnlab .pt file, module:function or an "
                           "ImageNet backbone (imagenet-resnet18, ...)")
     if export is not None:
-        served = [k for k, v in (("--host", host), ("--port", port), ("--no-browser", None if open_browser else 1))
-                  if v is not None]
+        served = [k for k, v in (("--host", host), ("--port", port), ("--no-browser", None if open_browser else 1),
+                                 ("--allow-host", allow_hosts or None)) if v is not None]
         if served:
             raise CnnlabError(f"{' and '.join(served)} say{'s' * (len(served) == 1)} how to serve the page, and "
                               f"--export {export} writes it to a file instead; expected one or the other")
@@ -171,6 +174,7 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
                           "PAGE.html with it, or no --force")
     host = DEFAULT_HOST if host is None else host
     port = DEFAULT_PORT if port is None else port
+    allowed = allowed_hosts(allow_hosts)  # before any model work
     model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
                    "--std": std, "--pixel-range": pixel_range, "--bgr": bgr or None, "--layout": layout,
                    "--multi-label": multi_label or None, "--weights": weights, "--export": export,
@@ -183,7 +187,7 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
             raise CnnlabError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to one model "
                               "(a .onnx, .pt2 or .pt file, or "
                               f"module:function); {source} is a folder, served as runs{hint}")
-        return serve(source, host=host, port=port, open_browser=open_browser)
+        return serve(source, host=host, port=port, open_browser=open_browser, allow_hosts=allowed)
     options = Options.from_flags(classes, input_size, mean, std, pixel_range, bgr, layout, multi_label, weights)
     if export is not None:
         if images is None:
@@ -192,5 +196,5 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
         model, found = _open(source, images, options, skip_bad_images)
         return export_page(model, found, export, force=force)
     model, found = _open(source, images, options, skip_bad_images)
-    return serve(host=host, port=port, open_browser=open_browser, app=create_model_app(model, found),
+    return serve(host=host, port=port, open_browser=open_browser, app=create_model_app(model, found, allowed),
                  what=f"{model.kind} model {model.name}")

@@ -57,6 +57,8 @@ from cnnlab.runs import decide_status, read_metrics
 STATIC = Path(str(resources.files("cnnlab.explore") / "static"))
 INTEGER = re.compile(r"-?[0-9]{1,18}")  # a query's integer (int() refuses more than 4,300 digits with ValueError)
 POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
+# A host name or ".domain" (--allow-host): letters, digits, dashes and dots, no scheme, port, path or wildcard.
+HOST_NAME = re.compile(r"\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 FLAGS = {"": False, "0": False, "false": False, "off": False, "1": True, "true": True, "on": True}
 
 
@@ -121,10 +123,13 @@ class LoopbackHostOnly:
     as the explorer, and reads every answer (the runs, their test images, a model's layers). Its requests come in on
     loopback with its own name in ``Host``; the page's own carry 127.0.0.1, localhost or [::1]. A request from
     another machine (a server the user put on another address with ``--host``) is answered whatever it names.
+    ``allowed``: names the user opens the page by through a proxy that forwards to this server and passes its own
+    name on (JupyterHub's jupyter-server-proxy, a cloud IDE's port forwarding, a tunnel), each a host name or a
+    ``.domain`` for every name under it (``--allow-host``).
     """
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, allowed: tuple[str, ...] = ()):
+        self.app, self.allowed = app, allowed
 
     async def __call__(self, scope, receive, send):
         server = scope.get("server") if scope["type"] == "http" else None  # the address the request came in on
@@ -134,14 +139,35 @@ class LoopbackHostOnly:
                 name = urlsplit(f"//{asked}").hostname or ""
             except ValueError:  # an unbalanced bracket
                 name = ""
-            if asked is not None and not is_loopback(name):  # (a browser always names one; an HTTP/1.0 tool may not)
+            # (a browser always names one; an HTTP/1.0 tool may not)
+            if asked is not None and not is_loopback(name) and not is_allowed(name, self.allowed):
                 here = f"[{server[0]}]" if ":" in str(server[0]) else server[0]
                 await _error(403, f"expected a request for 127.0.0.1, localhost or [::1], as this machine's browser "
                                   f"makes them on loopback, got one for {asked!r} (a web page that points its own "
-                                  f"name at this machine is refused); open http://{here}:{server[1]}/")(
+                                  f"name at this machine is refused); open http://{here}:{server[1]}/, or, behind a "
+                                  f"proxy that forwards that name here, pass --allow-host {name or 'NAME'}")(
                     scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def is_allowed(name: str, allowed: tuple[str, ...]) -> bool:
+    """Whether host ``name`` is one of ``allowed`` (lower-case names, a ``.domain`` for every name under it)."""
+    name = name.lower()
+    return any(name == a or (a.startswith(".") and (name.endswith(a) or name == a[1:])) for a in allowed)
+
+
+def allowed_hosts(names) -> tuple[str, ...]:
+    """``--allow-host`` names checked and lower-cased: a host name (``hub.example.org``) or ``.domain``, no scheme,
+    port, path or wildcard."""
+    checked = []
+    for name in names or ():
+        plain = str(name).strip().lower()
+        if not HOST_NAME.fullmatch(plain) or is_loopback(plain):
+            raise CnnlabError(f"--allow-host takes a host name the page is opened by through a proxy (hub.example.org, "
+                              f"or .example.org for every name under it), got {name!r}")
+        checked.append(plain)
+    return tuple(checked)
 
 
 def _host_and_port(netloc: str, default: int) -> tuple[str, int] | None:
@@ -163,16 +189,17 @@ class OwnOriginOnly:
     are compared as loopback or not (:func:`is_loopback`), so ``http://localhost:PORT`` and ``127.0.0.1:PORT`` are
     one; the scheme is not compared (a proxy may add TLS in front), the port is. ``Origin: null`` (a sandboxed
     frame, a ``file://`` page, a redirect) is refused: any site can make its requests so, and the page the explorer
-    saves (``--export``) never asks the server anything.
+    saves (``--export``) never asks the server anything. A page of an ``allowed`` name (:class:`LoopbackHostOnly`)
+    is the explorer's own, through the proxy, whatever port the proxy listens on.
     """
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, allowed: tuple[str, ...] = ()):
+        self.app, self.allowed = app, allowed
 
     async def __call__(self, scope, receive, send):
         headers = Headers(scope=scope) if scope["type"] == "http" else None
         origin = headers.get("origin") if headers is not None else None
-        if origin is not None and not self._own(origin, headers.get("host"), scope.get("server")):
+        if origin is not None and not self._own(origin, headers.get("host"), scope.get("server"), self.allowed):
             await _error(403, f"expected a request from the explorer's own page, got one from {origin!r}: another web "
                               "page (or a sandboxed or file:// one, Origin null) may not make this server decode a "
                               "picture or run its model")(scope, receive, send)
@@ -180,7 +207,7 @@ class OwnOriginOnly:
         await self.app(scope, receive, send)
 
     @staticmethod
-    def _own(origin: str, host: str | None, server) -> bool:
+    def _own(origin: str, host: str | None, server, allowed: tuple[str, ...]) -> bool:
         try:
             parts = urlsplit(origin)
             theirs = (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
@@ -188,6 +215,8 @@ class OwnOriginOnly:
             return False
         if parts.scheme not in ("http", "https") or not theirs[0] or parts.path or parts.query:
             return False
+        if is_allowed(theirs[0], allowed):  # the page, opened through the user's proxy
+            return True
         if host is None and server:  # (an HTTP/1.0 request names no host: the address it came in on)
             address = f"[{server[0]}]" if ":" in str(server[0]) else str(server[0])
             host = f"{address}:{server[1]}"
@@ -198,7 +227,8 @@ class OwnOriginOnly:
         return same_host and theirs[1] == mine[1]
 
 
-MIDDLEWARE = [Middleware(LoopbackHostOnly), Middleware(OwnOriginOnly)]
+def _middleware(allowed: tuple[str, ...]) -> list[Middleware]:
+    return [Middleware(LoopbackHostOnly, allowed=allowed), Middleware(OwnOriginOnly, allowed=allowed)]
 
 
 def _guarded(fn):
@@ -249,8 +279,10 @@ def _run(request: Request) -> str:
     return request.query_params.get("run", "")
 
 
-def create_app(root: str | Path) -> Starlette:
-    """The explorer's ASGI app serving the runs under ``root`` (a runs folder or one run folder)."""
+def create_app(root: str | Path, allow_hosts: tuple[str, ...] = ()) -> Starlette:
+    """The explorer's ASGI app serving the runs under ``root`` (a runs folder or one run folder); ``allow_hosts``:
+    names it may be opened by through a proxy (:func:`allowed_hosts`)."""
+    allowed = allowed_hosts(allow_hosts)
     session = Session(root)
 
     async def index(request: Request) -> Response:
@@ -364,7 +396,7 @@ def create_app(root: str | Path) -> Starlette:
         Route("/api/ops", _guarded(api_ops)),
         Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
     ]
-    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS, middleware=MIDDLEWARE)
+    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS, middleware=_middleware(allowed))
 
 
 async def _read_upload(request: Request) -> bytes | Response:
@@ -390,14 +422,16 @@ async def _read_upload(request: Request) -> bytes | Response:
     return bytes(body)
 
 
-def create_model_app(model, images=None) -> Starlette:
-    """The explorer's ASGI app for one model of any kind (:class:`cnnlab.explore.model.ExploreModel`).
+def create_model_app(model, images=None, allow_hosts: tuple[str, ...] = ()) -> Starlette:
+    """The explorer's ASGI app for one model of any kind (:class:`cnnlab.explore.model.ExploreModel`);
+    ``allow_hosts`` as for :func:`create_app`.
 
     ``images`` is an :class:`cnnlab.explore.imagefolder.ImageSet` (or None: uploads only). Routes: ``/`` (the model
     page, ``static/model.html``), ``/api/model`` (the model card), ``/api/images`` (the folder's thumbnails),
     ``/api/analyze?image=I`` and ``POST /api/analyze`` (an upload, the raw file as body). The routes never ask
     which kind of model it is.
     """
+    allowed = allowed_hosts(allow_hosts)
     spec = model.spec
     cache: dict[str, Any] = {}
     lock = threading.Lock()
@@ -448,7 +482,7 @@ def create_model_app(model, images=None) -> Starlette:
         Route("/api/analyze", _guarded(api_analyze), methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False)),
     ]
-    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS, middleware=MIDDLEWARE)
+    return Starlette(routes=routes, exception_handlers=ERROR_HANDLERS, middleware=_middleware(allowed))
 
 
 def image_list(images) -> dict[str, Any]:
