@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=DATA_DIR_HELP + "; for a model from elsewhere: a folder of class subfolders "
                    "(its test/ split if it has one, else all of it), or --dataset's folder")
     p.add_argument("--dataset", metavar="NAME", help="a registered dataset to score on (cnnlab datasets): for a "
-                   "checkpoint, another of its classes than the run's")
+                   "checkpoint, another than the run's of its classes or some of them (matched by name)")
     p.add_argument("--skip-bad-images", action="store_true", help="a folder's image files that cannot be read are "
                    "left out (counted) instead of refused")
     p.add_argument("--device", default="auto")
