@@ -76,7 +76,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
                           f"takes {spec.channels}")
     # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input, cropped to its height and width
     # (not a square the model's input resize would squash to them); a registered dataset at its own size
-    size = spec.hw if dataset.startswith(FOLDER_PREFIX) else None
+    size = spec.read_hw if dataset.startswith(FOLDER_PREFIX) else None
     data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
                         skip_bad=skip_bad)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
