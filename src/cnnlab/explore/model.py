@@ -587,7 +587,9 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
     name once."""
     path = Path(path)
     if not path.is_file():
-        raise CnnlabError(f"--classes {path} is not a file (expected one class name per line, or a JSON list)")
+        # names typed in place (--classes '["cat", "dog"]') are no path either: said to be expected in a file
+        raise CnnlabError(f"--classes {path} is not a file; expected the path of a file of class names (one per line, "
+                          "or a JSON list of strings)")
     # utf-8-sig: the byte-order mark Windows editors write would otherwise stay in the first name, and hide the "["
     # of a JSON list, which would then be read as lines. UTF-16 (Notepad's "Unicode") starts with its own mark: read
     # as UTF-8, each of its names held NULs.

@@ -544,7 +544,8 @@ class Trainer:
         cfg = self.config
         frozen = body_frozen(cfg.freeze, cfg.freeze_epochs, int(row["epoch"]) - 1)  # the epoch just ended
         warning = chance_warning(row, self.dataset.num_classes, bn_updates=batch_norm_updates(self.model),
-                                 frozen=frozen, recalls=recalls, train_share=self._train_share)
+                                 frozen=frozen, recalls=recalls, train_share=self._train_share,
+                                 split=self.val_name)
         if warning:
             self._warn(warning)
 
