@@ -252,7 +252,9 @@ def test_best_pt_is_the_epoch_of_the_figure_best_by_names(tmp_path, capsys, bala
     assert result["best_val_acc"] == row["val_acc"] and result["best_val_bal_acc"] == row["val_bal_acc"]
     name = "balanced accuracy" if judged == "balanced-accuracy" else "accuracy"
     figure = row["val_bal_acc" if judged == "balanced-accuracy" else "val_acc"]
-    assert f"(best test {name} {figure:.4f} at epoch {epoch})" in capsys.readouterr().out
+    accuracy = "" if judged == "accuracy" else f", test accuracy {row['val_acc']:.4f}"  # beside test_acc's figure
+    assert f"(the last epoch's model, epoch 3); best.pt: epoch {epoch}, test {name} {figure:.4f}{accuracy}; in " in \
+        capsys.readouterr().out
 
 
 @pytest.mark.parametrize("balance, shown", [("loss", True), ("none", False)])

@@ -2,6 +2,7 @@
 predict, export (onnxruntime parity) and the report from the checkpoint alone; old checkpoints still load."""
 
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import evaluate_checkpoint
 from cnnlab.inference import load_trained
 from cnnlab.models.summary import model_macs
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
@@ -265,7 +267,7 @@ def test_a_val_folder_beside_train_and_test_is_the_validation_split(tmp_path, mo
     run = tmp_path / "run"
     assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "2",
                      "--out", str(run), "--no-report"]) == 0
-    assert "best validation" in capsys.readouterr().out
+    assert "; best.pt: epoch " in (said := capsys.readouterr().out) and ", validation accuracy " in said
     result = json.loads((run / "result.json").read_text())
     assert result["test_samples"] == 9 and result["val_acc"] is not None
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
@@ -274,6 +276,26 @@ def test_a_val_folder_beside_train_and_test_is_the_validation_split(tmp_path, mo
     assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "0.2", "--epochs", "1",
                      "--out", str(tmp_path / "both")]) == 2
     assert "brings its own validation split" in capsys.readouterr().err
+
+
+def test_the_end_of_training_line_says_which_model_each_figure_is_of(tmp_path, monkeypatch, capsys):
+    """The line read "test_acc 0.9375 (best test accuracy 1.0000 at epoch 3)": the first figure is the last epoch's
+    model's (result.json), the README's path evaluates and exports best.pt, which gave the other. Each is named now,
+    and best.pt's test accuracy (known where the test set validates) is what eval of best.pt gives."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(8, 4))
+    run = tmp_path / "run"
+    assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "3",
+                     "--batch-size", "6", "--lr", "0.3", "--out", str(run), "--no-report"]) == 0
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    said = re.fullmatch(r"done: lenet-relu test_acc (\S+) \(the last epoch's model, epoch 3\); best\.pt: epoch (\d), "
+                        r"test accuracy (\S+); in .* img/s -> .*run", done)
+    assert said, done
+    result = json.loads((run / "result.json").read_text())
+    assert float(said[1]) == pytest.approx(result["test_acc"], abs=5e-5)
+    assert float(said[1]) == pytest.approx(evaluate_checkpoint(run / "last.pt").accuracy, abs=5e-5)
+    assert int(said[2]) == result["best_epoch"]
+    assert float(said[3]) == pytest.approx(evaluate_checkpoint(run / "best.pt").accuracy, abs=5e-5)
 
 
 def test_a_runs_config_with_a_relative_folder_trains_on_the_same_images_from_another_folder(tmp_path, monkeypatch):

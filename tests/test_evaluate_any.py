@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sklearn.metrics import accuracy_score, confusion_matrix
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from torch import nn
 
 from cli_support import assert_one_line, run_with_output
@@ -54,9 +54,9 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
 
 
-def _folder(root, split: bool = False, per_class: int = 4):
+def _folder(root, split: bool = False, per_class: int = 4, seed: int = 0):
     """Class subfolders of 20 x 24 pictures tinted by class (with train/ and test/ splits if ``split``)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for part in ("train", "test") if split else ("",):
         for name in FOLDER_CLASSES:
             (root / part / name).mkdir(parents=True)
@@ -370,6 +370,46 @@ def test_a_folder_run_is_scored_whole_on_another_folder_named_as_one(tmp_path, c
     result = evaluate_any(model, dataset=f"folder:{other}")
     assert result.n == 12 and result.scored.startswith(f"all 12 images of folder:{other.resolve()}: it has no test/ "
                                                        "folder and is not the folder the run trained on")
+
+
+def test_a_checkpoint_scores_a_folder_of_some_of_its_classes_as_its_export_does(tmp_path, cache, capsys):
+    """A folder of 2 of a run's 3 classes, named with --dataset folder:PATH, was refused for a checkpoint ("has 2
+    classes, but the model was trained on 3"), while the run's ONNX export scored it, matching classes by name: both
+    score it now, over the folder's classes, with the same figures and words."""
+    folder, other = _folder(tmp_path / "pets", per_class=12), _folder(tmp_path / "some", per_class=6, seed=1)
+    shutil.rmtree(other / "cat")  # dog and fox: the model's outputs 1 and 2
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    trained = load_trained(out / "best.pt", "cpu")
+    exported = export_checkpoint(trained, tmp_path / "lenet.onnx")
+    result = evaluate_checkpoint(out / "best.pt", dataset=f"folder:{other}")
+    data = trained.dataset(other=f"folder:{other}")
+    images, labels = torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
+    logits = trained.logits(images)
+    predicted = logits[:, [1, 2]].argmax(1)  # the likelier of dog and fox
+    assert not torch.equal(predicted, logits[:, :2].argmax(1))  # the model's first two outputs would answer otherwise
+    assert result.classes == ("dog", "fox") and result.n == 12
+    assert result.accuracy == pytest.approx(accuracy_score(labels, predicted))
+    np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1]))
+    assert result.f1 == pytest.approx(f1_score(labels, predicted, labels=[0, 1], average=None, zero_division=0))
+    assert result.scored == f"all 12 images of folder:{other.resolve()}: it has no test/ folder and is not the " \
+                            "folder the run trained on; scored over the dataset's 2 classes among the model's 3: " \
+                            "each answer is the likeliest of those 2"
+    by_export = evaluate_any(exported, dataset=f"folder:{other}")
+    assert torch.equal(by_export.confusion, result.confusion) and by_export.scored == result.scored
+    code, lines, err = run_with_output(["eval", str(out / "best.pt"), "--dataset", f"folder:{other}"], capsys)
+    assert code == 0, err
+    assert lines[1] == f"scored: {result.scored}"
+    # a class the model does not know is refused, as before; the run's own folder is held to its classes, as before
+    (other / "fox").rename(other / "emu")
+    with pytest.raises(CnnlabError, match=r"^folder:.*some has classes the model does not name \('emu'; the model's: "
+                                          r"'cat', 'dog', 'fox'\); expected a dataset of the model's classes$"):
+        evaluate_checkpoint(out / "best.pt", dataset=f"folder:{other}")
+    shutil.rmtree(folder / "cat")
+    with pytest.raises(CnnlabError, match=r"^dataset folder:.*pets has 2 classes \(dog, fox\), but the model was "
+                                          r"trained on 3"):
+        evaluate_checkpoint(out / "best.pt")
 
 
 def _refusal(call) -> str:

@@ -26,6 +26,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
+from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.imagefolder import list_images
@@ -1690,6 +1691,18 @@ def test_bad_class_files_are_one_line(tmp_path, text, message):
     with pytest.raises(CnnlabError) as e:
         read_classes(path)
     assert str(e.value).startswith(f"--classes {path} ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_class_names_typed_in_place_of_a_file_are_told_to_go_in_one(tmp_path, capsys):
+    """The help read "a file with one per line, or a JSON list", as if a list typed in place were taken."""
+    with pytest.raises(CnnlabError, match=r'^--classes \["cat", "dog"\] is not a file; expected the path of a file '
+                                          r"of class names \(one per line, or a JSON list of strings\)$"):
+        read_classes('["cat", "dog"]')
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "--classes FILE a file of a model's class names: one per line, or a JSON list of strings (the file's " \
+           "path, not the names themselves)" in said
 
 
 @pytest.mark.parametrize("stored, message", [

@@ -128,7 +128,8 @@ def test_a_short_run_that_fits_its_images_but_evaluates_at_chance_names_batch_no
     assert parts.steps_per_epoch == 8 and history[-1]["train_acc"] == 1.0 and history[-1]["val_acc"] == 0.25
     notes = [line for line in capsys.readouterr().err.splitlines() if "chance" in line]
     assert len(notes) == 1, notes  # once a run, at the first epoch it applies to (epoch 1: training accuracy 0.80)
-    assert notes[0].startswith("cnnlab: note: epoch 1: validation accuracy 0.2500 is no better than chance (1/4 = "
+    # the test set validates (no --val-split): the line calls it the test set, not a validation set
+    assert notes[0].startswith("cnnlab: note: epoch 1: test accuracy 0.2500 is no better than chance (1/4 = "
                                "0.2500) while training accuracy is 0.")
     assert notes[0].endswith(": evaluation uses BatchNorm's running statistics, which have had only 8 updates (one a "
                              "training batch) and are still far from the batches' own; train more --epochs or use a "
@@ -223,11 +224,11 @@ def test_a_run_that_names_the_largest_class_for_every_image_is_told(capsys):
 
     notes = run((60, 4))
     assert len(notes) == 1 and notes[0].startswith(
-        "cnnlab: note: epoch 5: validation accuracy 0.9375, balanced accuracy 0.5000 (the mean of the 2 classes' "
-        "recalls, as the validation classes are unbalanced), is no better than chance (1/2 = 0.5000)"), notes
+        "cnnlab: note: epoch 5: test accuracy 0.9375, balanced accuracy 0.5000 (the mean of the 2 classes' "
+        "recalls, as the test classes are unbalanced), is no better than chance (1/2 = 0.5000)"), notes
     notes = run((32, 32))
     assert len(notes) == 1 and notes[0].startswith(
-        "cnnlab: note: epoch 5: validation accuracy 0.5000 is no better than chance (1/2 = 0.5000)"), notes
+        "cnnlab: note: epoch 5: test accuracy 0.5000 is no better than chance (1/2 = 0.5000)"), notes
 
 
 @pytest.mark.parametrize("row, classes, expected", [

@@ -508,14 +508,19 @@ def test_explore_opens_a_backbone_by_name_with_its_weights_classes_and_preproces
         open_model(SMALL, Options(pixel_range="0-255", bgr=True))
 
 
-def test_cnnlabs_own_safetensors_export_answers_as_its_checkpoint_in_predict_and_eval(torch_home, tmp_path, capsys):
+# a network whose answers follow the picture at 40 px (the seeded MobileNet answers every picture alike there)
+@pytest.mark.parametrize("name, image_size, resize", [(SMALL, 32, 32), ("imagenet-resnet18", 24, 40)])
+def test_cnnlabs_own_safetensors_export_answers_as_its_checkpoint_in_predict_and_eval(torch_home, tmp_path, capsys,
+                                                                                     name, image_size, resize):
     """`cnnlab predict imagenet-NAME --weights photos.safetensors` (the way in that export's module docstring gives
     for its safetensors) on a run's photos: the file's metadata says the input side, the normalisation, the classes
     and that the pictures were centre-cropped, and the answers are the checkpoint's. Without reading it, the network
     trained at 32 px was fed 224-px padded pictures and named its classes "class 0", ...: on a fine-tuned photo run
     it agreed with its checkpoint on 0 of 30 photos. `cnnlab eval` of it scores the run's own test split, as of an
-    ONNX export."""
-    _write_weights(SMALL)
+    ONNX export. A run whose stored side (--image-size) is not its input's (--resize) read its pictures at that side
+    and resized them; read at the input's side, they were other images (87 of 89 photos agreed): the metadata keeps
+    the stored side (cnnlab.image_size), and the pictures are read so."""
+    _write_weights(name)
     rng = np.random.default_rng(3)
     photos, run = tmp_path / "photos", tmp_path / "run"
     for i, c in enumerate(("cat", "dog", "owl")):
@@ -524,16 +529,16 @@ def test_cnnlabs_own_safetensors_export_answers_as_its_checkpoint_in_predict_and
             pixels = rng.integers(0, 256, (30 + 7 * j, 50, 3), dtype=np.uint8)
             pixels[..., i] = 255
             Image.fromarray(pixels, "RGB").save(photos / c / f"{j}.png")
-    assert main(["train", SMALL, "--pretrained", "--epochs", "1", "--dataset", f"folder:{photos}", "--image-size",
-                 "32", "--resize", "32", "--batch-size", "4", "--out", str(run), "--no-report", "--quiet"]) == 0, \
-        capsys.readouterr().err
+    assert main(["train", name, "--pretrained", "--epochs", "1", "--dataset", f"folder:{photos}", "--image-size",
+                 str(image_size), "--resize", str(resize), "--batch-size", "4", "--out", str(run), "--no-report",
+                 "--quiet"]) == 0, capsys.readouterr().err
     weights = tmp_path / "photos.safetensors"
     assert main(["export", str(run / "last.pt"), "--format", "safetensors", "--output", str(weights)]) == 0
-    files = [str(photos / c / f"{j}.png") for c in ("cat", "dog", "owl") for j in (0, 5)]
+    files = [str(photos / c / f"{j}.png") for c in ("cat", "dog", "owl") for j in range(6)]
     capsys.readouterr()
     assert main(["predict", str(run / "last.pt"), *files, "--json", "--top", "3"]) == 0
     expected = json.loads(capsys.readouterr().out)
-    assert main(["predict", SMALL, "--weights", str(weights), *files, "--json", "--top", "3"]) == 0
+    assert main(["predict", name, "--weights", str(weights), *files, "--json", "--top", "3"]) == 0
     got = json.loads(capsys.readouterr().out)
     for mine, theirs in zip(expected, got, strict=True):
         assert [t["class"] for t in theirs["top"]] == [t["class"] for t in mine["top"]]
@@ -541,12 +546,14 @@ def test_cnnlabs_own_safetensors_export_answers_as_its_checkpoint_in_predict_and
                                                                           abs=1e-4)
     assert main(["eval", str(run / "last.pt"), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
-    assert main(["eval", SMALL, "--weights", str(weights), "--json"]) == 0  # no --data-dir: the run's test split
+    assert main(["eval", name, "--weights", str(weights), "--json"]) == 0  # no --data-dir: the run's test split
     again = json.loads(capsys.readouterr().out)
     assert again["accuracy"] == scored["accuracy"] and again["confusion"] == scored["confusion"]
     # flags still come first: another input side is taken as asked
     from cnnlab.explore.model import Options
     from cnnlab.explore.sources import open_model
 
-    explored = open_model(SMALL, Options(input_size=40, weights=weights))
+    opened = open_model(name, Options(weights=weights)).spec
+    assert opened.hw == (resize, resize) and opened.read_hw == (image_size, image_size)
+    explored = open_model(name, Options(input_size=40, weights=weights))
     assert explored.spec.hw == (40, 40) and explored.classes == ("cat", "dog", "owl") and explored.spec.crop

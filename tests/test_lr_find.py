@@ -14,7 +14,7 @@ from cnnlab import cli
 from cnnlab import lr_find as lr_find_module
 from cnnlab.data import balanced_class_weights
 from cnnlab.errors import CnnlabError
-from cnnlab.lr_find import SKIP_BEGIN, lr_find, lr_schedule, smooth, suggest_lr
+from cnnlab.lr_find import SKIP_BEGIN, lr_find, lr_find_figure, lr_schedule, smooth, suggest_lr
 from cnnlab.models import create_model
 from cnnlab.train import build_run
 from test_dataset_runs import write_folder
@@ -178,6 +178,9 @@ def test_a_sweep_under_balance_loss_weighs_the_loss_as_the_run_does(unbalanced_f
     # the same weights and first batch (the sampler is not balanced): only the loss's class weights differ
     assert weighted.losses[0] != pytest.approx(plain.losses[0], rel=1e-4)
     assert lr_find("lenet-relu", balance="loss", **sweep).losses == weighted.losses  # seeded, as a run is
+    # the plot's loss axis says which loss it is, as a run's curves do (it read "training loss" either way)
+    assert lr_find_figure(weighted).axes[0].get_ylabel() == "training loss (class-weighted)"
+    assert lr_find_figure(plain).axes[0].get_ylabel() == "training loss"
 
 
 @pytest.mark.parametrize("balance", ["loss", "sampler"])

@@ -404,7 +404,8 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True) -> No
     """The flags that say how to feed a model from elsewhere (its classes, input size, normalisation, layout), for
     ``explore``, ``predict`` and ``eval``: read by :meth:`cnnlab.explore.model.Options.from_flags`. ``multi_label``:
     offer ``--multi-label`` (not to ``eval``, which scores one class per image)."""
-    p.add_argument("--classes", help="a model's class names: a file with one per line, or a JSON list")
+    p.add_argument("--classes", metavar="FILE", help="a file of a model's class names: one per line, or a JSON list "
+                   "of strings (the file's path, not the names themselves)")
     p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
                    "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
                    "(256x128)")
@@ -450,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=DATA_DIR_HELP + "; for a model from elsewhere: a folder of class subfolders "
                    "(its test/ split if it has one, else all of it), or --dataset's folder")
     p.add_argument("--dataset", metavar="NAME", help="a registered dataset to score on (cnnlab datasets): for a "
-                   "checkpoint, another of its classes than the run's")
+                   "checkpoint, another than the run's of its classes or some of them (matched by name)")
     p.add_argument("--skip-bad-images", action="store_true", help="a folder's image files that cannot be read are "
                    "left out (counted) instead of refused")
     p.add_argument("--device", default="auto")

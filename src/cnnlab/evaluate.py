@@ -128,25 +128,26 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: images per forward pass.
         tta: flip-TTA; ``None`` follows the run's own ``tta`` setting, so the number matches its result.json.
-        dataset: evaluate on another dataset with the same classes (default: the one the run trained on); a folder
-            without ``test/`` (``folder:PATH``) is scored whole.
+        dataset: evaluate on another dataset (default: the one the run trained on) whose classes are among the
+            model's, matched by name (a folder of some of them is scored over its own, each answer the likeliest of
+            those, as ``scored`` says); a folder without ``test/`` (``folder:PATH``) is scored whole.
         skip_bad: a folder's unreadable image files are left out (counted in its notices) instead of refused.
 
     Raises:
         CheckpointError: the file is missing, corrupt or not a cnnlab checkpoint.
         DataError: the test set cannot be loaded.
-        CnnlabError: the dataset's classes differ from the model's.
+        CnnlabError: the dataset's classes differ from the model's (another dataset: one it does not name).
     """
     trained = load_trained(path, device)
     data = trained.dataset(data_dir, other=dataset, skip_bad=skip_bad)
     other = dataset is not None and data.name != trained.meta.dataset  # named as another dataset than the run's
-    trained.check_dataset(data, other)
+    columns, said = trained.check_dataset(data, other)  # another folder may hold some of the model's classes
     images, labels, scored = trained.scored_images(data, other)
-    logits = trained.logits(images, batch_size, tta=tta)
+    logits = trained.logits(images, batch_size, tta=tta)[:, columns]
     return EvalResult.from_logits(logits, labels, data.classes, model=trained.meta.model_name,
                                   checkpoint=str(path), device=str(trained.device),
                                   tta=trained.meta.tta if tta is None else tta,
-                                  scored="; ".join([scored, *skipped_notices(data)]))
+                                  scored="; ".join([scored, *said, *skipped_notices(data)]))
 
 
 def skipped_notices(data) -> list[str]:

@@ -25,9 +25,11 @@ Formats:
 * ``safetensors``: the network's weights alone, its own ``state_dict`` without the preprocessing, in the format the
   Hugging Face Hub and timm publish weights in (tensors and a JSON header, nothing that runs). The metadata adds what
   a program that builds the network needs to feed it: ``cnnlab.mean`` and ``cnnlab.std`` (or ``none``), the input
-  side, the classes. An ImageNet backbone's weights load into torchvision's architecture of that name (a grey run's
-  first convolution takes one channel), a book model's into ``cnnlab.models.create_model``; ``cnnlab explore``
-  (``predict``, ``eval``) ``imagenet-NAME --weights FILE`` opens the former, fed and named as this metadata says.
+  side, the stored side it was resized from (``cnnlab.image_size``: a picture read at it, then resized bilinearly,
+  is the run's image), the classes. An ImageNet backbone's weights load into torchvision's architecture of that name
+  (a grey run's first convolution takes one channel), a book model's into ``cnnlab.models.create_model``; ``cnnlab
+  explore`` (``predict``, ``eval``) ``imagenet-NAME --weights FILE`` opens the former, fed and named as this metadata
+  says.
   Checked by loading the file into a network built afresh.
 
 :func:`verify_export` measures any exported file against its checkpoint on test images (top-1 agreement and the
@@ -90,6 +92,10 @@ SAMPLE_SEED = 0  # of the calibration images and of the test images an export is
 # The run's test figures may average each image with its mirror; the graph does not, so whoever matches the figures
 # with the file needs to know.
 TTA_KEY = "cnnlab.flip_tta"
+# The side of the run's stored images (--image-size), which its preprocessing resized to cnnlab.input_size (--resize):
+# an ONNX or .pt2 export takes it as its input (the resize inside), a safetensors export's network the input side, so
+# a picture is read at this side and resized, as the run read it (cnnlab.explore's InputSpec.read_at)
+STORED_SIDE_KEY = "cnnlab.image_size"
 # The run's records of its folder's files (a count and a hash each), kept in an export's metadata as cnnlab.<key>
 SPLIT_KEYS = ("held_out", "training_files")
 TTA_NOTE = ("the run's figures average the logits of each image and of its left-right mirror; this graph is the "
@@ -478,7 +484,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
                 "cnnlab.classes": json.dumps(list(meta.classes)),
                 "cnnlab.input": f"float32 N x {meta.channels} x {meta.image_size} x {meta.image_size} in [0, 1] "
                                 "(uint8 image / 255)",
-                "cnnlab.input_size": str(meta.input_size),
+                "cnnlab.input_size": str(meta.input_size), STORED_SIDE_KEY: str(meta.image_size),
                 # a wider picture becomes the square input as the training images did: cropped or padded
                 SQUARE_KEY: CENTRE_CROP if meta.crops_pictures else "pad",
                 TTA_KEY: TTA_NOTE if meta.tta else "none"}

@@ -8,7 +8,7 @@ class names and the flip-TTA policy of the run, for every dataset.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
+from cnnlab.data.folder import SPLIT_NAMES
 from cnnlab.data.split import stratified_split
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
@@ -205,15 +206,22 @@ class Trained:
         return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
                           decoded=(self.meta.image_size, self.meta.channels))
 
-    def check_dataset(self, data: Any, other: bool = False) -> None:
+    def check_dataset(self, data: Any, other: bool = False) -> tuple[list[int], list[str]]:
         """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are
         not the model's, or its drawn test split is not the one the run held out (see :func:`check_same_test_split`),
         unless it is ``other``: a dataset the user named as another than the run's (``eval --dataset folder:PATH``),
-        which no draw of the run's concerns.
+        which no draw of the run's concerns, and whose classes need only be among the model's, matched by name
+        (:func:`class_columns`), as a cnnlab export's are on any dataset.
+
+        Returns:
+            the model's output for each of the dataset's classes, in the dataset's order, and what the scored line
+            says of how they were matched (nothing where they are the model's classes).
         """
+        if other:
+            return class_columns(self.meta.classes, data.classes, data.name)
         check_same_classes(self.meta, data.classes, f"dataset {data.name}")
-        if not other:
-            check_same_test_split(self.checkpoint.get("dataset") or {}, data)
+        check_same_test_split(self.checkpoint.get("dataset") or {}, data)
+        return list(range(len(data.classes))), []
 
     def scored_images(self, data: Any, other: bool = False) -> tuple[torch.Tensor, torch.Tensor, str]:
         """The images an evaluation of this model on ``data`` (checked by :meth:`check_dataset`) scores, their
@@ -329,6 +337,46 @@ def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:
         shown = lambda c: ", ".join(c[:5]) + (", ..." if len(c) > 5 else "")  # noqa: E731
         raise CnnlabError(f"{what} has {len(classes)} classes ({shown(tuple(classes))}), but the model was trained "
                           f"on {meta.num_classes} ({shown(meta.classes)}) of {meta.dataset}")
+
+
+def check_several_classes(classes: Sequence[str], name: str) -> None:
+    """Refuse a dataset ``name`` of one class: its one output column would be every answer, right whatever the model
+    said."""
+    if len(classes) >= 2:
+        return
+    split = name.startswith(FOLDER_PREFIX) and any(classes[0].lower() in n for n in SPLIT_NAMES.values())
+    # a test set kept as PATH/test/<class>/ without train/: the folder of its classes is one level down
+    hint = f" (its one subfolder {classes[0]}/ is read as a class: for the classes in it, pass --data-dir " \
+           f"{Path(name.removeprefix(FOLDER_PREFIX)) / classes[0]})" if split else ""
+    raise CnnlabError(f"{name} has one class ({classes[0]!r}): scored over it alone, every answer would be right "
+                      f"whatever the model; expected a dataset of 2 classes or more{hint}")
+
+
+def class_columns(model: Sequence[str], data: Sequence[str], name: str,
+                  remedy: str = "") -> tuple[list[int], list[str]]:
+    """The model's output for each of dataset ``name``'s classes ``data``, in the dataset's order, matched by name,
+    and what the scored line says of how (nothing where the model has exactly the dataset's classes). The dataset's
+    classes must be among the model's, 2 or more; a model of more classes is scored over the dataset's alone (the
+    likeliest of those). ``remedy`` ends the refusal of a class the model does not name (", or --classes ...").
+
+    Both a checkpoint's eval of another dataset and a model from elsewhere's
+    (:func:`cnnlab.explore.evaluation.evaluate_any`) match classes here, so that they score a folder alike.
+    """
+    check_several_classes(data, name)
+    # a name is its characters, however encoded: a folder unzipped from macOS spells 'ü' as 'u' and a combining mark
+    # (NFD), a names file typed elsewhere as one character (NFC)
+    names, wanted = ([unicodedata.normalize("NFC", c) for c in classes] for classes in (model, data))
+    missing = [c for c, n in zip(data, wanted, strict=True) if n not in names]
+    if missing:
+        shown = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise CnnlabError(f"{name} has classes the model does not name ({shown}; the model's: "
+                          f"{', '.join(map(repr, model[:5]))}{', ...' * (len(model) > 5)}); expected a dataset of "
+                          f"the model's classes{remedy}")
+    columns = [names.index(n) for n in wanted]
+    if len(model) > len(data):
+        return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)}: each "
+                         f"answer is the likeliest of those {len(data)}"]
+    return columns, []
 
 
 def scored_images(recorded: Mapping[str, Any], data: Any,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.checks import FLOAT32_MAX, LR_EXPECTED, int_at_least, number
 from cnnlab.errors import CnnlabError
-from cnnlab.io import check_output_file, save_figure
+from cnnlab.io import check_output_file, save_figure, train_loss_under
 
 if TYPE_CHECKING:  # torch and matplotlib load when a range test runs, not when the CLI reads this module
     from matplotlib.figure import Figure
@@ -60,6 +60,8 @@ class LRFindResult:
         model, dataset: what was swept.
         input_size, normalize: the model's input side and normalisation, as ``cnnlab train`` builds them for the same
             settings (:func:`cnnlab.train.build_run`).
+        balance: the sweep's ``--balance`` (``loss``: the loss is class-weighted; ``sampler``: on class-balanced
+            batches), which the plot's loss axis says, as a run's curves do; None or ``none``: the plain loss.
     """
 
     lrs: list[float]
@@ -75,6 +77,7 @@ class LRFindResult:
     dataset: str = ""
     input_size: int | None = None
     normalize: list[list[float]] | None = None
+    balance: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -224,7 +227,8 @@ def lr_find(model: str | nn.Module, recipe: str = "book", *, start_lr: float = 1
         lrs, losses, smoothed = lrs[:-1], losses[:-1], smoothed[:-1]
     suggestion, method, reason, steepest_lr, min_lr = suggest_lr(lrs, smoothed)
     return LRFindResult(lrs, losses, smoothed, suggestion, method, reason, steepest_lr, min_lr, diverged,
-                        model=name, dataset=run.dataset.name, input_size=run.input_size, normalize=run.normalize)
+                        model=name, dataset=run.dataset.name, input_size=run.input_size, normalize=run.normalize,
+                        balance=cfg.balance)
 
 
 def lr_find_figure(result: LRFindResult) -> Figure:
@@ -239,7 +243,8 @@ def lr_find_figure(result: LRFindResult) -> Figure:
                                                                    f"({result.method})")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
+    under = train_loss_under(result.balance)  # another loss than the plain one: the axis says which, as curves do
+    ax.set_ylabel(f"training loss ({under})" if under else "training loss")
     # Up to the smoothed curve's top: the raw loss's last spikes would squash the part that matters.
     ax.set_ylim(min(min(result.losses), min(result.smoothed)) * 0.95, max(result.smoothed) * 1.1)
     ax.grid(alpha=0.3, which="both")

@@ -24,19 +24,17 @@ agree, which the result says too; otherwise ``--classes`` must name them.
 from __future__ import annotations
 
 import json
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 from cnnlab.data import FOLDER_PREFIX
-from cnnlab.data.folder import SPLIT_NAMES
 from cnnlab.data.registry import load_dataset
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint, skipped_notices
 from cnnlab.explore.model import Options, numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model, scores_of
 from cnnlab.export import SPLIT_KEYS, TTA_KEY
-from cnnlab.inference import check_same_test_split, moved_data, scored_images
+from cnnlab.inference import check_same_test_split, check_several_classes, class_columns, moved_data, scored_images
 from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 
@@ -78,7 +76,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
                           f"takes {spec.channels}")
     # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input, cropped to its height and width
     # (not a square the model's input resize would squash to them); a registered dataset at its own size
-    size = spec.hw if dataset.startswith(FOLDER_PREFIX) else None
+    size = spec.read_hw if dataset.startswith(FOLDER_PREFIX) else None
     data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
                         skip_bad=skip_bad)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
@@ -138,32 +136,13 @@ def _run_record(stored: dict[str, str], source: str) -> dict[str, Any]:
 def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str, name: str,
                    outputs: str) -> tuple[list[int], list[str]]:
     """The model's output for each of the dataset's classes, in the dataset's order, and what the result says of
-    how they were matched (nothing where the model has exactly the dataset's classes); ``outputs`` says how many the
-    model has (:meth:`cnnlab.explore.model.Scoring.describe`: one output is two classes)."""
-    if len(data) < 2:  # its one output column would be every answer, right whatever the model said
-        split = name.startswith(FOLDER_PREFIX) and any(data[0].lower() in n for n in SPLIT_NAMES.values())
-        # a test set kept as PATH/test/<class>/ without train/: the folder of its classes is one level down
-        hint = f" (its one subfolder {data[0]}/ is read as a class: for the classes in it, pass --data-dir " \
-               f"{Path(name.removeprefix(FOLDER_PREFIX)) / data[0]})" if split else ""
-        raise CnnlabError(f"{name} has one class ({data[0]!r}): scored over it alone, every answer would be right "
-                          f"whatever the model; expected a dataset of 2 classes or more{hint}")
+    how they were matched (:func:`cnnlab.inference.class_columns`, by name, as a checkpoint's are); ``outputs`` says
+    how many the model has (:meth:`cnnlab.explore.model.Scoring.describe`: one output is two classes)."""
+    check_several_classes(data, name)
     if model == numbered_classes(len(model)):  # no names: only the order can tell
         if len(model) != len(data):
             raise CnnlabError(f"{source} names no classes and has {outputs}, {name} has {len(data)} classes; "
                               f"expected --classes FILE naming the model's classes")
         return list(range(len(data))), [f"the model names no classes ({outputs}): they are read in the dataset's "
                                         "class order (pass --classes to match them by name)"]
-    # a name is its characters, however encoded: a folder unzipped from macOS spells 'ü' as 'u' and a combining mark
-    # (NFD), a names file typed elsewhere as one character (NFC)
-    names, wanted = ([unicodedata.normalize("NFC", c) for c in classes] for classes in (model, data))
-    missing = [c for c, n in zip(data, wanted, strict=True) if n not in names]
-    if missing:
-        shown = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise CnnlabError(f"{name} has classes the model does not name ({shown}; the model's: "
-                          f"{', '.join(map(repr, model[:5]))}{', ...' * (len(model) > 5)}); expected a dataset of "
-                          f"the model's classes, or --classes naming the model's")
-    columns = [names.index(n) for n in wanted]
-    if len(model) > len(data):
-        return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)}: each "
-                         f"answer is the likeliest of those {len(data)}"]
-    return columns, []
+    return class_columns(model, data, name, remedy=", or --classes naming the model's")

@@ -71,6 +71,10 @@ class InputSpec:
         origin: where each of these was read from, for the page (``"graph"``, ``"flags"``, ``"checkpoint"``).
         dtype: the element type the model takes (an ONNX graph's input may be float16, double, or uint8: the pixel
             values themselves, rounded); :meth:`to_input` gives float32 either way, and the kind casts it.
+        read_at: the side pictures are read at where it is not the input's, or None: a cnnlab run's stored side
+            (``--image-size``), which its preprocessing resized to its input (``--resize``) as :meth:`to_input`
+            does, kept by its safetensors export (``cnnlab.image_size``); read at the input's side instead, the
+            pictures would be other images than the run's (one resize, not two).
     """
 
     channels: int
@@ -84,6 +88,7 @@ class InputSpec:
     pixel_max: int = 1
     bgr: bool = False
     dtype: str = "float32"
+    read_at: int | None = None
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 RGB ``N x C x H x W`` images -> the float32 model input (scaled, in the model's channel order,
@@ -102,6 +107,12 @@ class InputSpec:
     @property
     def hw(self) -> tuple[int, int]:
         return self.height, self.width
+
+    @property
+    def read_hw(self) -> tuple[int, int]:
+        """The height and width pictures are read at (:attr:`read_at`, else the input's): :meth:`to_input` resizes
+        them to the input."""
+        return (self.read_at, self.read_at) if self.read_at is not None else self.hw
 
     def zeros(self, n: int) -> torch.Tensor:
         """``n`` black uint8 images of this input, to try the model on."""
@@ -128,8 +139,9 @@ class InputSpec:
         if self.mean is not None or self.std is not None:
             scaling += f", minus mean {_short(self.mean or (0.0,))}, divided by std {_short(self.std or (1.0,))}"
         where = "; ".join(f"{k} from the {v}" for k, v in self.origin.items())
+        read = f" (pictures read at {self.read_at} px, then resized)" if self.read_at is not None else ""
         return (f"{self.dtype} {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.height} x "
-                f"{self.width}, {scaling}" + (f" ({where})" if where else ""))
+                f"{self.width}{read}, {scaling}" + (f" ({where})" if where else ""))
 
 
 def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
@@ -575,7 +587,9 @@ def read_classes(path: str | Path) -> tuple[str, ...]:
     name once."""
     path = Path(path)
     if not path.is_file():
-        raise CnnlabError(f"--classes {path} is not a file (expected one class name per line, or a JSON list)")
+        # names typed in place (--classes '["cat", "dog"]') are no path either: said to be expected in a file
+        raise CnnlabError(f"--classes {path} is not a file; expected the path of a file of class names (one per line, "
+                          "or a JSON list of strings)")
     # utf-8-sig: the byte-order mark Windows editors write would otherwise stay in the first name, and hide the "["
     # of a JSON list, which would then be read as lines. UTF-16 (Notepad's "Unicode") starts with its own mark: read
     # as UTF-8, each of its names held NULs.

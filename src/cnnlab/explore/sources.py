@@ -92,7 +92,7 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
         return open_model(source, options), None
     listing = list_images(images)
     model = open_model(source, options, listing[1])
-    return model, read_image_folder(images, model.spec.channels, model.spec.hw, skip_bad=skip_bad,
+    return model, read_image_folder(images, model.spec.channels, model.spec.read_hw, skip_bad=skip_bad,
                                     listing=listing, crop=model.spec.crop)
 
 
@@ -143,4 +143,4 @@ def predict_any(source: str | Path, images: Sequence[str | Path], options: Optio
         raise CnnlabError(f"pictures can feed models of 1 or 3 input channels (grey or RGB); {source} takes "
                           f"{spec.channels}")
     return classify_files(files, probabilities, model.classes, invert=invert, topk=topk, skip_bad=skip_bad,
-                          channels=spec.channels, size=spec.hw, crop=spec.crop)
+                          channels=spec.channels, size=spec.read_hw, crop=spec.crop)

@@ -71,6 +71,7 @@ from cnnlab.explore.model import (
     stored_classes,
     token_notes,
 )
+from cnnlab.export import STORED_SIDE_KEY
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
     BACKBONES,
@@ -444,28 +445,32 @@ class _Exported:
     size: int
     normalize: tuple[tuple[float, ...] | None, tuple[float, ...] | None]  # (None, None): raw pixels / 255
     classes: tuple[str, ...] | None
+    stored: int | None  # the run's stored side, which its input was resized from (None: the input's own)
 
 
 def _exported_of(path: str | Path, name: str) -> _Exported | None:
-    """The input side, normalisation and classes that the metadata of ``cnnlab export --format safetensors`` gives
-    for network ``name`` (its ``cnnlab.model``), or None for another file: weights from elsewhere, fed as the
-    ImageNet weights are. The export checked its network against its checkpoint on exactly that input."""
+    """The input side, stored side, normalisation and classes that the metadata of ``cnnlab export --format
+    safetensors`` gives for network ``name`` (its ``cnnlab.model``), or None for another file: weights from elsewhere,
+    fed as the ImageNet weights are. The export checked its network against its checkpoint on exactly that input."""
     metadata = safetensors_metadata(path)
     if metadata.get("cnnlab.model") != name:
         return None
     try:
         size = int(metadata["cnnlab.input_size"])
-        if size < 1:
-            raise ValueError(size)
+        # an export from before the stored side was written: read at the input's side, as it was then
+        stored = int(metadata.get(STORED_SIDE_KEY, size))
+        if min(size, stored) < 1:
+            raise ValueError(min(size, stored))
         mean, std = (None if metadata.get(f"cnnlab.{k}", "none") == "none" else
                      tuple(float(v) for v in json.loads(metadata[f"cnnlab.{k}"])) for k in ("mean", "std"))
     except (KeyError, ValueError, TypeError) as e:
         raise CnnlabError(f"{path}'s metadata says it is cnnlab's export of {name} but does not say how to feed it "
-                          f"(cnnlab.input_size, cnnlab.mean, cnnlab.std: {summary(e, 60)}); expected the metadata "
-                          "cnnlab export writes, or pass --input-size, --mean and --std") from None
+                          f"(cnnlab.input_size, cnnlab.image_size, cnnlab.mean, cnnlab.std: {summary(e, 60)}); "
+                          "expected the metadata cnnlab export writes, or pass --input-size, --mean and --std") \
+            from None
     classes = stored_classes(metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes") \
         if "cnnlab.classes" in metadata else None
-    return _Exported(metadata, size, (mean, std), classes)
+    return _Exported(metadata, size, (mean, std), classes, stored if stored != size else None)
 
 
 def _cnnlab_metadata(text: str, where: str, classes_given: bool) -> tuple[dict[str, Any], tuple[str, ...] | None]:
@@ -1043,6 +1048,9 @@ class ModuleModel(_TorchModel):
                             normalised_by if given.mean is None and given.std is None else None)
         if exported is not None:
             explored.spec = square_as_exported(explored.spec, exported.metadata)
+            if given.input_size is None and exported.stored is not None:  # read at the run's stored side, resized
+                explored.spec = replace(explored.spec, read_at=exported.stored,
+                                        origin={**explored.spec.origin, "stored side": "metadata"})
             explored.metadata = exported.metadata  # as an ONNX export's: eval's default dataset and test split
         return explored
 

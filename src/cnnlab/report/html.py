@@ -141,7 +141,7 @@ def _stats(run: RunFiles, result) -> list[tuple[str, str]]:
     split = "validation" if res.get("val_acc") is not None else "test"
     epoch = f" (epoch {res['best_epoch']:g}, best.pt)" if isinstance(res.get("best_epoch"), (int, float)) else ""
     stats = [
-        (_fmt(res.get("test_acc"), ".2%"), "final test accuracy (result.json)"),
+        (_fmt(res.get("test_acc"), ".2%"), "final test accuracy: the last epoch's model (result.json)"),
         (_fmt(result.accuracy, ".2%"), f"{result.n:,} test images, {run.checkpoint.name}"
          + (", flip-TTA" if result.tta else "")),
         (_fmt(res.get("best_val_bal_acc" if balanced else "best_val_acc"), ".2%"),
@@ -149,7 +149,8 @@ def _stats(run: RunFiles, result) -> list[tuple[str, str]]:
         (_fmt(res.get("images_per_s"), ",.0f"), "training images / s"),
     ]
     if balanced:  # beside the final test accuracy: the figure the run was asked to weigh the classes by
-        stats.insert(1, (_fmt(res.get("test_bal_acc"), ".2%"), "final test balanced accuracy (result.json)"))
+        stats.insert(1, (_fmt(res.get("test_bal_acc"), ".2%"),
+                         "final test balanced accuracy: the last epoch's model (result.json)"))
     return stats
 
 

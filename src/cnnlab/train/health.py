@@ -48,7 +48,7 @@ BN_SETTLED = 100
 
 def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int | None = None,
                    frozen: bool = False, recalls: Sequence[float | None] | None = None,
-                   train_share: float | None = None) -> str | None:
+                   train_share: float | None = None, split: str = "validation") -> str | None:
     """A one-line warning when an epoch's validation accuracy is no better than chance, else None.
 
     "No better" means at most ``MARGIN`` of the way from chance (``1 / num_classes``; of the balanced accuracy on
@@ -70,6 +70,8 @@ def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int |
         train_share: the largest class's share of the training images as drawn (None: ``1 / num_classes``), the
             training accuracy of a network naming one class for every image: the one it must be well above to have
             learned its training images (:func:`learned_but_at_chance`).
+        split: what the line calls the split the figure is of: ``"test"`` where the test set validates (the book's
+            way, no ``--val-split``), which it would be wrong to call the validation set.
 
     Example:
         >>> chance_warning({"epoch": 1, "val_acc": 0.1, "train_loss": 2.55}, 10)[:40]
@@ -86,16 +88,16 @@ def chance_warning(row: Mapping[str, float], num_classes: int, bn_updates: int |
     if figure > chance + MARGIN * (1 - chance):
         return None
     where = f"epoch {row['epoch']:g}: " if isinstance(row.get("epoch"), (int, float)) else ""
-    mean = (f", balanced accuracy {figure:.4f} (the mean of the {classes} classes' recalls, as the validation "
+    mean = (f", balanced accuracy {figure:.4f} (the mean of the {classes} classes' recalls, as the {split} "
             "classes are unbalanced),") if balanced else ""
-    head = f"{where}validation accuracy {acc:.4f}{mean} is no better than chance (1/{classes} = {chance:.4f})"
+    head = f"{where}{split} accuracy {acc:.4f}{mean} is no better than chance (1/{classes} = {chance:.4f})"
     if learned_but_at_chance(row, num_classes, recalls, train_share):
         head = f"{head} while training accuracy is {row['train_acc']:.4f}"
         if bn_updates is not None and bn_updates < BN_SETTLED:
             return (f"{head}: evaluation uses BatchNorm's running statistics, which have had only {bn_updates} "
                     "updates (one a training batch) and are still far from the batches' own; train more --epochs or "
                     "use a smaller --batch-size")
-        return (f"{head}: the network predicts differently in evaluation mode, or the validation images differ "
+        return (f"{head}: the network predicts differently in evaluation mode, or the {split} images differ "
                 "from the training images")
     loss = row.get("train_loss")
     uniform = math.log(num_classes)  # the cross-entropy of predicting 1/num_classes for every class

@@ -228,13 +228,24 @@ class Trainer:
         # A budgeted run's length is an outcome, not a setting: say what the budget bought (a short one, little)
         bought = (f", {self.result['steps']} steps ({self.result['epochs_trained']:.2f} epochs) in its "
                   f"{cfg.time_budget:g}s budget" if self.budget is not None else "")
-        best = self.best_row()
-        picked = f"best {self.val_name} {self.judged_name} {best[self.judged_key]:.4f} at epoch {best['epoch']:g}" \
-            if best is not None else f"no best {self.val_name} {self.judged_name}"
-        self._log(f"done: {cfg.model} test_acc {self.result['test_acc']:.4f} ({picked}) in "
-                  f"{self.result['wall_s']:.1f}s, "
+        last = self.state.history[-1]["epoch"] if self.state.history else 0
+        self._log(f"done: {cfg.model} test_acc {self.result['test_acc']:.4f} (the last epoch's model, epoch "
+                  f"{last:g}); {self._best_words()}; in {self.result['wall_s']:.1f}s, "
                   f"{self.result['images_per_s']:,.0f} img/s{bought} -> {self.run_dir or 'memory'}")
         return self.state.history
+
+    def _best_words(self) -> str:
+        """The end-of-training line's words on best.pt, apart from the last epoch's model that result.json's test_acc
+        is of (eval, export and the README's path take best.pt): its epoch and the figure that picked it, and its test
+        accuracy where the validation set is the test set (no --val-split), so no pass of its own is needed for it."""
+        held = "best.pt" if self.run_dir is not None else "the best epoch"
+        best = self.best_row()
+        if best is None:
+            return f"no best {self.val_name} {self.judged_name}"
+        words = f"{held}: epoch {best['epoch']:g}, {self.val_name} {self.judged_name} {best[self.judged_key]:.4f}"
+        if self.test_loader is None and self.judged_key != "val_acc":  # its accuracy, beside test_acc's
+            words += f", test accuracy {best['val_acc']:.4f}"
+        return words
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over this rank's shard of the epoch's permutation; returns the exact global metrics and the
@@ -533,7 +544,8 @@ class Trainer:
         cfg = self.config
         frozen = body_frozen(cfg.freeze, cfg.freeze_epochs, int(row["epoch"]) - 1)  # the epoch just ended
         warning = chance_warning(row, self.dataset.num_classes, bn_updates=batch_norm_updates(self.model),
-                                 frozen=frozen, recalls=recalls, train_share=self._train_share)
+                                 frozen=frozen, recalls=recalls, train_share=self._train_share,
+                                 split=self.val_name)
         if warning:
             self._warn(warning)
 
