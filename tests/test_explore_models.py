@@ -2481,6 +2481,51 @@ def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
         "params"] == params
 
 
+def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_kernels(tmp_path):
+    """A graph saved by onnxruntime's optimizer (``SessionOptions.optimized_model_filepath``). At its extended level a
+    Conv and its activation are one com.microsoft FusedConv and SiLU a QuickGelu: neither was a stage, and the
+    page's first-layer kernels were those of the first plain Conv left, a 1 x 1 one deep inside. At its highest
+    level on an x86 CPU, com.microsoft.nchwc's convolutions work in a blocked layout: their outputs were shown as
+    N x C x H x W maps (a scramble, of channels padded to the block) and their reordered weights as the kernels."""
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.Sigmoid(), nn.Conv2d(8, 8, 1), nn.SiLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 24, 24),), str(tmp_path / "f.onnx"), dynamo=False,
+                          opset_version=17, input_names=["x"])
+    image = torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    plain = open_model(tmp_path / "f.onnx")
+    maps, x = [], plain.spec.to_input(image[None])
+    with torch.no_grad():
+        for layer in net:  # the output of each of the network's layers
+            x = layer(x)
+            maps.append(x)
+    for level, name in [(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "extended"),
+                        (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "all")]:
+        options = ort.SessionOptions()
+        options.graph_optimization_level, options.optimized_model_filepath = level, str(tmp_path / f"{name}.onnx")
+        ort.InferenceSession(str(tmp_path / "f.onnx"), options, providers=["CPUExecutionProvider"])
+        domains = {node.domain for node in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node}
+        model = open_model(tmp_path / f"{name}.onnx")
+        rows = model.stages(image)
+        torch.testing.assert_close(rows[-1].output, plain.stages(image)[-1].output, atol=1e-5, rtol=1e-4)
+        # every row is one of the network's own maps (the rows of the graph as torch exported it)
+        assert len(rows) > 4
+        for row in rows[:-1]:
+            assert any(row.output.shape == m.shape and torch.allclose(row.output, m, atol=1e-5) for m in maps), \
+                (name, row.name, row.kind)
+        if "com.microsoft.nchwc" in domains:  # no blocked weights for kernels
+            assert model.kernels() is None
+            assert any("com.microsoft.nchwc" in note for note in model.notes)
+        else:
+            assert "com.microsoft" in domains, domains
+            torch.testing.assert_close(model.kernels(), plain.kernels())
+            assert {"FusedConv", "QuickGelu"} <= {row.kind for row in rows}
+            assert all(layer["shape"] for layer in model.layers() if layer["op"] == "FusedConv")
+
+
 class _Inception(nn.Module):  # branches concatenated along the channels, as GoogLeNet's and Inception v3's blocks
     def __init__(self):
         super().__init__()

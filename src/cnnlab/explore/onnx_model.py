@@ -66,6 +66,14 @@ STAGE_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip",
     "Gelu", "Softplus", "Mish",
 })
+# onnxruntime's optimizer (``SessionOptions.optimized_model_filepath``) writes a Conv and the activation after it as
+# one com.microsoft FusedConv (a Conv's inputs and weight, the activation's output) and SiLU as QuickGelu: stages too.
+MICROSOFT_STAGES = frozenset({"FusedConv", "QuickGelu", "Gelu"})
+# At its highest level on an x86 CPU it also writes convolutions and poolings of this domain: they work on the
+# channels in blocks of the CPU's vector width (8 or 16), their weights reordered and padded to those blocks and their
+# outputs in that blocked layout, which read as N x C x H x W is a scramble of the maps. A ReorderOutput turns a value
+# back to the network's own.
+NCHWC = "com.microsoft.nchwc"
 FLOAT = 1  # onnx.TensorProto.FLOAT
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: the types a trained weight has, and the stage outputs shown as
 # feature maps (a quantized graph's int8 maps, QLinearConv's, are left to the layer table)
@@ -191,8 +199,10 @@ class OnnxModel:
         self.shapes = shapes
         self.layouts = self._read_layouts()  # each value's, read once: the graph does not change
         self.from_image = self._from_image()
-        self.stage_nodes = [n for n in self.nodes if n.op_type in STAGE_OPS and n.output and n.output[0]
-                            and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image]
+        blocked = self._blocked()
+        self.stage_nodes = [n for n in self.nodes if _stage_op(n) and n.output and n.output[0]
+                            and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image
+                            and n.output[0] not in blocked]
         self.shown = self._shown_values(graph)
         self.stage_nodes = [n for n in self.stage_nodes if id(n) in self.shown]
         # A quantized graph's class scores come from a session of the graph as it is: the stages' outputs added
@@ -227,6 +237,8 @@ class OnnxModel:
             raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
                               f"({summary(e, 200)}){hint}; expected a classifier of one image batch") from None
         count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
+        for name, value in probe.items():  # where shape inference gave none (com.microsoft's ops have none): the run's
+            self.shapes[name] = self.shapes.get(name) or list(value.shape)
         one_at_a_time = self._batch_trouble() if self.batch is None else None
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
@@ -246,6 +258,12 @@ class OnnxModel:
             self.notes += ("A quantized graph: its class scores are onnxruntime's for the file as it is; its feature "
                            "maps come from a run that returns them, in which onnxruntime does not fuse the quantized "
                            "ops, so they are the unfused ops' values.",)
+        if blocked:
+            self.notes += ("onnxruntime's graph optimized for one kind of CPU (com.microsoft.nchwc ops): their "
+                           "convolutions work on the channels in blocks, their outputs in that blocked layout and "
+                           "their weights reordered and padded to whole blocks (counted as the file holds them). The "
+                           "rows show the values where the graph turns them back (ReorderOutput); there are no "
+                           "first-layer kernels. The graph before optimization shows every stage.",)
         self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
 
@@ -329,12 +347,17 @@ class OnnxModel:
         return shown
 
     def _first_conv(self) -> tuple[Any, np.ndarray] | tuple[None, None]:
-        """The first Conv node with a constant 4-d weight, and that weight."""
+        """The first Conv node (or com.microsoft FusedConv) with a constant 4-d weight, and that weight; none where
+        a convolution whose weight is no such kernel comes first (com.microsoft.nchwc's reordered one, a quantized
+        op's integers), lest a later layer's kernels be shown as the first layer's."""
         for node in self.nodes:
-            if node.op_type == "Conv" and len(node.input) > 1:
+            if node.op_type in ("Conv", "FusedConv") and _stage_op(node) and node.domain != NCHWC \
+                    and len(node.input) > 1:
                 weight = self._constant(node.input[1])
                 if weight is not None and weight.ndim == 4:
                     return node, weight
+            elif node.op_type in ("Conv", "QLinearConv", "ConvInteger", "NhwcConv"):
+                return None, None
         return None, None
 
     def _first_conv_weight(self) -> np.ndarray | None:
@@ -483,6 +506,15 @@ class OnnxModel:
             tags.update(dict.fromkeys(node.output, tag))
         return tags
 
+    def _blocked(self) -> set[str]:
+        """The values in com.microsoft.nchwc's blocked layout (:data:`NCHWC`): its ops' outputs, and those of the ops
+        that read them (an activation, a residual's Add), up to the ReorderOutput that turns them back."""
+        values: set[str] = set()
+        for node in self.nodes:
+            if node.op_type != "ReorderOutput" and (node.domain == NCHWC or any(i in values for i in node.input)):
+                values.update(node.output)
+        return values
+
     def _from_image(self) -> set[str]:
         """The values computed from the image; the others are the network's own (a learnt gate computed from its
         initializers alone), no stages whatever their shape. A node with a subgraph (If, Loop, Scan) may read the
@@ -560,7 +592,7 @@ class OnnxModel:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.output and node.output[0] in self._copies:
                 continue
             params = params_of(node)
-            if node.op_type in STAGE_OPS or params:
+            if _stage_op(node) or params:
                 table.append((node, params))
         return table
 
@@ -584,6 +616,17 @@ class OnnxModel:
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         return occlusion_pngs(self, image, target)
+
+
+def _stage_op(node) -> bool:
+    """Whether a node's op makes feature maps (a stage, where its value is the image's and not in a blocked layout):
+    one of ONNX's :data:`STAGE_OPS`, of com.microsoft's :data:`MICROSOFT_STAGES`, or of :data:`NCHWC`'s (there, a
+    ReorderOutput too)."""
+    if node.domain in ("", "ai.onnx"):
+        return node.op_type in STAGE_OPS
+    if node.domain == "com.microsoft":
+        return node.op_type in MICROSOFT_STAGES
+    return node.domain == NCHWC and (node.op_type in STAGE_OPS or node.op_type == "ReorderOutput")
 
 
 def _layer_name(node) -> str:
