@@ -1492,6 +1492,27 @@ def test_an_onnx_output_that_is_not_float_logits_per_image_is_refused_as_a_progr
                             f"{returns}, expected 1 x classes of float logits")
 
 
+def test_a_top_k_output_is_refused_not_read_as_the_classes_scores(tmp_path):
+    # A graph ending in Softmax -> TopK (each image's k largest probabilities, sorted, then their class indices, as
+    # deployment graphs end) was read as class scores in class order: the first column, "class 0", won every image,
+    # and with k the class count --classes named the sorted columns, every name and figure wrong with exit 0.
+    _nhwc_graph(tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    model.graph.node.extend([helper.make_node("Softmax", ["y"], ["prob"], axis=1),
+                             helper.make_node("TopK", ["prob", "k"], ["top", "index"], axis=1)])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([3], np.int64), "k"))
+    del model.graph.output[:]
+    model.graph.output.extend([helper.make_tensor_value_info("top", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("index", TensorProto.INT64, None)])
+    onnx.save(model, str(tmp_path / "top.onnx"))
+    assert open_model(tmp_path / "m.onnx").classes == ("class 0", "class 1", "class 2")
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "top.onnx", Options(classes=("a", "b", "c")))
+    assert str(e.value) == (f"{tmp_path / 'top.onnx'}: its output 'top' is a TopK's, each image's k largest scores in "
+                            "order, whose classes are the TopK's indices (its output 'index'); expected N x classes of "
+                            "scores in the classes' order (the graph before its TopK)")
+
+
 @pytest.mark.parametrize("tail, damage, message", [
     ("plain", "short", "initializer 'w' does not hold the 4 x 1 x 3 x 3 float values it declares (buffer size must be "
                        "a multiple of element size); expected its data to fill its dims"),

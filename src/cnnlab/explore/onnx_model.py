@@ -196,6 +196,12 @@ class OnnxModel:
             pixels = scales_hint([d for d in outputs if d]) or (map_hint(out) if len(out) == 4 else "")
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes{pixels}")
+        top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
+        if top_k is not None and top_k.op_type == "TopK":  # each image's own order: no column is one class
+            indices = f" (its output {top_k.output[1]!r})" if len(top_k.output) > 1 and top_k.output[1] else ""
+            raise CnnlabError(f"{path}: its output {self.output_name!r} is a TopK's, each image's k largest scores "
+                              f"in order, whose classes are the TopK's indices{indices}; expected N x classes of "
+                              "scores in the classes' order (the graph before its TopK)")
         self.shapes = shapes
         self.layouts = self._read_layouts()  # each value's, read once: the graph does not change
         self.from_image = self._from_image()
@@ -674,10 +680,17 @@ def _unique(names: Iterable[str], taken: set[str]) -> list[str]:
     return unique
 
 
+def _last_op(producers: dict, output: str, through: frozenset[str] = PASS_THROUGH) -> Any:
+    """The node that computes ``output``, looking back past the ops of ``through`` (reshapes, renames), or None;
+    ``producers`` maps each value to the node that computes it."""
+    node = producers.get(output)
+    while node is not None and node.op_type in through and node.input:
+        node = producers.get(node.input[0])
+    return node
+
+
 def _final_op(producers: dict, output: str) -> str | None:
     """``"Softmax"`` or ``"Sigmoid"`` where ``output`` is one's, perhaps reshaped or renamed after it
-    (:data:`PASS_THROUGH`), else None; ``producers`` maps each value to the node that computes it."""
-    node = producers.get(output)
-    while node is not None and node.op_type in PASS_THROUGH and node.input:
-        node = producers.get(node.input[0])
+    (:data:`PASS_THROUGH`), else None."""
+    node = _last_op(producers, output)
     return node.op_type if node is not None and node.op_type in ("Softmax", "Sigmoid") else None
