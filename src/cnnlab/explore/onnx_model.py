@@ -268,8 +268,9 @@ class OnnxModel:
             self.notes += ("onnxruntime's graph optimized for one kind of CPU (com.microsoft.nchwc ops): their "
                            "convolutions work on the channels in blocks, their outputs in that blocked layout and "
                            "their weights reordered and padded to whole blocks (counted as the file holds them). The "
-                           "rows show the values where the graph turns them back (ReorderOutput); there are no "
-                           "first-layer kernels. The graph before optimization shows every stage.",)
+                           "rows show the values where the graph turns them back (ReorderOutput)"
+                           f"{'; there are no first-layer kernels' if self._first_conv_weight() is None else ''}. The "
+                           "graph before optimization shows every stage.",)
         self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
 
