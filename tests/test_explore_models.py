@@ -2547,6 +2547,37 @@ def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_ker
             assert all(layer["shape"] for layer in model.layers() if layer["op"] == "FusedConv")
 
 
+def test_a_float16_graph_with_an_op_shape_inference_does_not_know_opens(tmp_path):
+    """ONNX shape inference gives no type after an op of com.microsoft's (its Gelu here; FusedConv in a graph
+    onnxruntime optimized): the stages after it were added as float32 outputs, and onnxruntime refused the float16
+    graph ("Type (tensor(float)) of output arg ... does not match expected type (tensor(float16))")."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], name="conv"),
+             helper.make_node("Gelu", ["c"], ["gl"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Relu", ["gl"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1, name="fc")]
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float16), "w"),
+             numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float16), "fc")]
+    half = [helper.make_tensor_value_info(name, TensorProto.FLOAT16, dims) for name, dims in
+            (("x", ["N", 3, 12, 12]), ("y", ["N", 3]))]
+    graph = helper.make_graph(nodes, "half", half[:1], half[1:], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "half.onnx"))
+    opened = open_model(tmp_path / "half.onnx")
+    image = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    rows = {row.name: row.output for row in opened.stages(image)}
+    model.graph.output.extend([helper.make_value_info(name, onnx.TypeProto()) for name in ("gl", "r")])
+    x = opened.spec.to_input(image[None]).numpy().astype(np.float16)
+    gelu, relu = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["gl", "r"], {"x": x})
+    torch.testing.assert_close(rows["gelu"], torch.from_numpy(gelu.astype(np.float32)))
+    torch.testing.assert_close(rows["relu"], torch.from_numpy(relu.astype(np.float32)))
+
+
 class _Inception(nn.Module):  # branches concatenated along the channels, as GoogLeNet's and Inception v3's blocks
     def __init__(self):
         super().__init__()

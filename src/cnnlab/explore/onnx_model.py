@@ -162,7 +162,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
         try:
             import onnxruntime as ort
-            from onnx import helper
+            from onnx import TypeProto, helper
         except ImportError:
             raise CnnlabError("opening an ONNX model needs onnx and onnxruntime: pip install 'cnnlab[export]'") \
                 from None
@@ -217,12 +217,14 @@ class OnnxModel:
         quantized = any(node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear") for node in self.nodes)
         as_is = model.SerializeToString() if quantized else None
         # Every stage's first output becomes a graph output of a copy of the model (the file is not touched), of
-        # the type shape inference gave it (float32 where it gave none).
+        # the type shape inference gave it; untyped where it gave none (after an op of com.microsoft's, which it does
+        # not know), so that onnxruntime takes the node's own: declared float32, a float16 value was refused.
         known = {o.name for o in graph.output}
         for node in self.stage_nodes:
             name, _ = self.shown[id(node)]
             if name not in known:
-                graph.output.append(helper.make_tensor_value_info(name, types.get(name, FLOAT), None))
+                graph.output.append(helper.make_tensor_value_info(name, types[name], None) if name in types else
+                                    helper.make_value_info(name, TypeProto()))
                 known.add(name)
         options_ = ort.SessionOptions()
         options_.log_severity_level = 4  # its errors are raised, and said in one line; its log would repeat them
