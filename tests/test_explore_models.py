@@ -2578,6 +2578,35 @@ def test_a_float16_graph_with_an_op_shape_inference_does_not_know_opens(tmp_path
     torch.testing.assert_close(rows["relu"], torch.from_numpy(relu.astype(np.float32)))
 
 
+def test_an_input_of_no_static_axis_read_by_a_convolution_is_nchw(tmp_path):
+    """Hugging Face's ONNX exports (optimum) name every axis of pixel_values (batch_size x num_channels x height x
+    width): no static axis told the layout, and explore and predict refused ("cannot tell the layout ... pass
+    --layout"). A Conv reads it, scaled on the way: ONNX's Conv takes N x C x H x W."""
+    torch.manual_seed(14)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+
+    class Normalised(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net((x - 0.5) / 0.25)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Normalised(), (torch.zeros(1, 3, 16, 16),), str(tmp_path / "hf.onnx"), dynamo=False,
+                          opset_version=17, input_names=["pixel_values"], output_names=["logits"],
+                          dynamic_axes={"pixel_values": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"},
+                                        "logits": {0: "batch_size"}})
+    model = open_model(tmp_path / "hf.onnx", Options(input_size=(16, 20)))
+    assert (model.spec.layout, model.spec.channels, model.spec.hw) == ("NCHW", 3, (16, 20))
+    images = torch.randint(0, 256, (2, 3, 16, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = Normalised()(images.float() / 255)
+    torch.testing.assert_close(model.logits(images), expected, atol=1e-5, rtol=1e-4)
+
+
 class _Inception(nn.Module):  # branches concatenated along the channels, as GoogLeNet's and Inception v3's blocks
     def __init__(self):
         super().__init__()

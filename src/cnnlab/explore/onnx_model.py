@@ -306,6 +306,8 @@ class OnnxModel:
                 # made of the image (a grey picture repeated to an RGB backbone's three channels), so the axis of
                 # a grey or RGB picture's channels tells
                 fits = [name for name, c in axes.items() if isinstance(c, int) and c in (1, 3)]
+            if not fits and self._convolved(value.name):  # no axis static (Hugging Face's exports: num_channels)
+                fits = ["NCHW"]
             if len(fits) != 1:
                 raise CnnlabError(f"{self.path}: cannot tell the layout of input {value.name!r} "
                                   f"({' x '.join(str(d) for d in dims)}); pass --layout NCHW or NHWC")
@@ -328,6 +330,17 @@ class OnnxModel:
         if dtype == "uint8":  # the pixel values themselves, rounded after a resize
             spec = replace(spec, pixel_max=255, origin={**spec.origin, "pixel range": "graph's uint8 input"})
         return value.name, replace(spec, dtype=dtype)
+
+    def _convolved(self, name: str) -> bool:
+        """Whether the value ``name`` is a Conv's image input as it is, or scaled or cast on the way (Sub, Div, Mul,
+        Add, Cast): ONNX's Conv takes N x C x H x W, so such a value is one."""
+        values = {name}
+        for node in self.nodes:  # in the order they run
+            if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and node.input and node.input[0] in values:
+                return True
+            if node.op_type in ("Sub", "Div", "Mul", "Add", "Cast", "Identity") and values.intersection(node.input):
+                values.update(node.output)
+        return False
 
     def _shown_values(self, graph) -> dict[int, tuple[str, str]]:
         """The value each stage's row shows and its kind, by ``id`` of the stage node: the node's own output, or,
