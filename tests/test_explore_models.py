@@ -2607,6 +2607,32 @@ def test_an_input_of_no_static_axis_read_by_a_convolution_is_nchw(tmp_path):
     torch.testing.assert_close(model.logits(images), expected, atol=1e-5, rtol=1e-4)
 
 
+class _StdConv2d(nn.Conv2d):  # weight standardisation in forward, as timm's StdConv2d (BiT's ResNetV2)
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_a_first_convolution_of_a_computed_weight_shows_no_kernels_rather_than_a_later_layers(tmp_path):
+    """torch's older exporter leaves a weight-standardised convolution's weight computed in the graph; the page's
+    first-layer kernels were then those of the first Conv of a constant weight, here the 1 x 1 classifier head's."""
+    torch.manual_seed(15)
+    net = nn.Sequential(_StdConv2d(3, 8, 3, padding=1), nn.ReLU(), _StdConv2d(8, 8, 3), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 3, 1), nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "std.onnx"), dynamo=False,
+                          opset_version=17, input_names=["x"])
+    first = next(n for n in onnx.load(str(tmp_path / "std.onnx")).graph.node if n.op_type == "Conv")
+    assert first.input[1] not in {t.name for t in onnx.load(str(tmp_path / "std.onnx")).graph.initializer}
+    model = open_model(tmp_path / "std.onnx")
+    assert model.kernels() is None
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(images), net(images.float() / 255), atol=1e-5, rtol=1e-4)
+
+
 class _Inception(nn.Module):  # branches concatenated along the channels, as GoogLeNet's and Inception v3's blocks
     def __init__(self):
         super().__init__()

@@ -369,17 +369,15 @@ class OnnxModel:
         return shown
 
     def _first_conv(self) -> tuple[Any, np.ndarray] | tuple[None, None]:
-        """The first Conv node (or com.microsoft FusedConv) with a constant 4-d weight, and that weight; none where
-        a convolution whose weight is no such kernel comes first (com.microsoft.nchwc's reordered one, a quantized
-        op's integers), lest a later layer's kernels be shown as the first layer's."""
+        """The first convolution, a Conv node (or com.microsoft FusedConv), and its constant 4-d weight; none where
+        the first convolution's weight is no such kernel (computed in the graph, as a weight-standardised
+        convolution's in torch's older exporter; com.microsoft.nchwc's reordered one; a quantized op's integers),
+        lest a later layer's kernels be shown as the first layer's."""
         for node in self.nodes:
-            if node.op_type in ("Conv", "FusedConv") and _stage_op(node) and node.domain != NCHWC \
-                    and len(node.input) > 1:
-                weight = self._constant(node.input[1])
-                if weight is not None and weight.ndim == 4:
-                    return node, weight
-            elif node.op_type in ("Conv", "QLinearConv", "ConvInteger", "NhwcConv"):
-                return None, None
+            if node.op_type in ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv"):
+                weight = self._constant(node.input[1]) if node.op_type in ("Conv", "FusedConv") and \
+                    _stage_op(node) and node.domain != NCHWC and len(node.input) > 1 else None
+                return (node, weight) if weight is not None and weight.ndim == 4 else (None, None)
         return None, None
 
     def _first_conv_weight(self) -> np.ndarray | None:
