@@ -2547,6 +2547,37 @@ def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_ker
             assert all(layer["shape"] for layer in model.layers() if layer["op"] == "FusedConv")
 
 
+def test_a_value_onnxruntime_turns_back_channels_last_is_shown_as_channels(tmp_path):
+    """Where a channels-last Transpose follows a convolution, onnxruntime's highest level turns its blocked output
+    back to N x H x W x C at once (ReorderOutput, channels_last=1): that row was shown as H maps of W x C."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1], name="last"),
+             helper.make_node("Sigmoid", ["t"], ["s"], name="sigmoid"),
+             helper.make_node("ReduceMean", ["s"], ["m"], axes=[1, 2], keepdims=0, name="mean"),
+             helper.make_node("MatMul", ["m", "fc"], ["y"], name="fc")]
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((16, 3)).astype(np.float32), "fc")]
+    graph = helper.make_graph(nodes, "last", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "f.onnx"))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "all.onnx")
+    ort.InferenceSession(str(tmp_path / "f.onnx"), options, providers=["CPUExecutionProvider"])
+    if not any(node.op_type == "ReorderOutput" and any(a.name == "channels_last" and a.i for a in node.attribute)
+               for node in onnx.load(str(tmp_path / "all.onnx")).graph.node):
+        pytest.skip("onnxruntime wrote no channels-last ReorderOutput on this CPU")
+    image = torch.randint(0, 256, (3, 12, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    maps = [row.output for row in open_model(tmp_path / "f.onnx").stages(image)[:-1]]
+    rows = open_model(tmp_path / "all.onnx").stages(image)[:-1]
+    assert [tuple(row.output.shape) for row in rows] == [(1, 16, 12, 10)] * 2
+    for row in rows:
+        assert any(row.output.shape == m.shape and torch.allclose(row.output, m, atol=1e-5) for m in maps), row.name
+
+
 def test_a_float16_graph_with_an_op_shape_inference_does_not_know_opens(tmp_path):
     """ONNX shape inference gives no type after an op of com.microsoft's (its Gelu here; FusedConv in a graph
     onnxruntime optimized): the stages after it were added as float32 outputs, and onnxruntime refused the float16

@@ -523,6 +523,9 @@ class OnnxModel:
             dims = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
             perm = permutation(node.op_type, dims, len(before) if before else None)  # [] : no shape inferred
             tag = after(node.op_type, tags.get(source), perm, (before, now) if known else None)
+            if node.domain == NCHWC and node.op_type == "ReorderOutput":  # it turns the blocks back to one or the other
+                last = next((a.i for a in node.attribute if a.name == "channels_last"), 0)
+                tag = "NHWC" if last else "NCHW"
             tags.update(dict.fromkeys(node.output, tag))
         return tags
 
