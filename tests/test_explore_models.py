@@ -1493,6 +1493,27 @@ def test_an_onnx_output_that_is_not_float_logits_per_image_is_refused_as_a_progr
                             f"{returns}, expected 1 x classes of float logits")
 
 
+def test_a_top_k_output_is_refused_not_read_as_the_classes_scores(tmp_path):
+    # A graph ending in Softmax -> TopK (each image's k largest probabilities, sorted, then their class indices, as
+    # deployment graphs end) was read as class scores in class order: the first column, "class 0", won every image,
+    # and with k the class count --classes named the sorted columns, every name and figure wrong with exit 0.
+    _nhwc_graph(tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    model.graph.node.extend([helper.make_node("Softmax", ["y"], ["prob"], axis=1),
+                             helper.make_node("TopK", ["prob", "k"], ["top", "index"], axis=1)])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([3], np.int64), "k"))
+    del model.graph.output[:]
+    model.graph.output.extend([helper.make_tensor_value_info("top", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("index", TensorProto.INT64, None)])
+    onnx.save(model, str(tmp_path / "top.onnx"))
+    assert open_model(tmp_path / "m.onnx").classes == ("class 0", "class 1", "class 2")
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "top.onnx", Options(classes=("a", "b", "c")))
+    assert str(e.value) == (f"{tmp_path / 'top.onnx'}: its output 'top' is a TopK's, each image's k largest scores in "
+                            "order, whose classes are the TopK's indices (its output 'index'); expected N x classes of "
+                            "scores in the classes' order (the graph before its TopK)")
+
+
 @pytest.mark.parametrize("tail, damage, message", [
     ("plain", "short", "initializer 'w' does not hold the 4 x 1 x 3 x 3 float values it declares (buffer size must be "
                        "a multiple of element size); expected its data to fill its dims"),
@@ -2492,6 +2513,168 @@ def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
     params = sum(p.numel() for p in net.parameters())
     assert model_card(open_model(tmp_path / "q.onnx"))["params"] == model_card(open_model(tmp_path / "f.onnx"))[
         "params"] == params
+
+
+def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_kernels(tmp_path):
+    """A graph saved by onnxruntime's optimizer (``SessionOptions.optimized_model_filepath``). At its extended level a
+    Conv and its activation are one com.microsoft FusedConv and SiLU a QuickGelu: neither was a stage, and the
+    page's first-layer kernels were those of the first plain Conv left, a 1 x 1 one deep inside. At its highest
+    level on an x86 CPU, com.microsoft.nchwc's convolutions work in a blocked layout: their outputs were shown as
+    N x C x H x W maps (a scramble, of channels padded to the block) and their reordered weights as the kernels."""
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.Sigmoid(), nn.Conv2d(8, 8, 1), nn.SiLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 24, 24),), str(tmp_path / "f.onnx"), dynamo=False,
+                          opset_version=17, input_names=["x"])
+    image = torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    plain = open_model(tmp_path / "f.onnx")
+    maps, x = [], plain.spec.to_input(image[None])
+    with torch.no_grad():
+        for layer in net:  # the output of each of the network's layers
+            x = layer(x)
+            maps.append(x)
+    for level, name in [(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "extended"),
+                        (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "all")]:
+        options = ort.SessionOptions()
+        options.graph_optimization_level, options.optimized_model_filepath = level, str(tmp_path / f"{name}.onnx")
+        ort.InferenceSession(str(tmp_path / "f.onnx"), options, providers=["CPUExecutionProvider"])
+        domains = {node.domain for node in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node}
+        model = open_model(tmp_path / f"{name}.onnx")
+        rows = model.stages(image)
+        torch.testing.assert_close(rows[-1].output, plain.stages(image)[-1].output, atol=1e-5, rtol=1e-4)
+        # every row is one of the network's own maps (the rows of the graph as torch exported it)
+        assert len(rows) > 4
+        for row in rows[:-1]:
+            assert any(row.output.shape == m.shape and torch.allclose(row.output, m, atol=1e-5) for m in maps), \
+                (name, row.name, row.kind)
+        if "com.microsoft.nchwc" in domains:  # no blocked weights for kernels
+            assert model.kernels() is None
+            assert any("com.microsoft.nchwc" in note for note in model.notes)
+        else:
+            assert "com.microsoft" in domains, domains
+            torch.testing.assert_close(model.kernels(), plain.kernels())
+            assert {"FusedConv", "QuickGelu"} <= {row.kind for row in rows}
+            assert all(layer["shape"] for layer in model.layers() if layer["op"] == "FusedConv")
+
+
+def test_a_value_onnxruntime_turns_back_channels_last_is_shown_as_channels(tmp_path):
+    """Where a channels-last Transpose follows a convolution, onnxruntime's highest level turns its blocked output
+    back to N x H x W x C at once (ReorderOutput, channels_last=1): that row was shown as H maps of W x C."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1], name="last"),
+             helper.make_node("Sigmoid", ["t"], ["s"], name="sigmoid"),
+             helper.make_node("ReduceMean", ["s"], ["m"], axes=[1, 2], keepdims=0, name="mean"),
+             helper.make_node("MatMul", ["m", "fc"], ["y"], name="fc")]
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((16, 3)).astype(np.float32), "fc")]
+    graph = helper.make_graph(nodes, "last", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "f.onnx"))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "all.onnx")
+    ort.InferenceSession(str(tmp_path / "f.onnx"), options, providers=["CPUExecutionProvider"])
+    if not any(node.op_type == "ReorderOutput" and any(a.name == "channels_last" and a.i for a in node.attribute)
+               for node in onnx.load(str(tmp_path / "all.onnx")).graph.node):
+        pytest.skip("onnxruntime wrote no channels-last ReorderOutput on this CPU")
+    image = torch.randint(0, 256, (3, 12, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    maps = [row.output for row in open_model(tmp_path / "f.onnx").stages(image)[:-1]]
+    rows = open_model(tmp_path / "all.onnx").stages(image)[:-1]
+    assert [tuple(row.output.shape) for row in rows] == [(1, 16, 12, 10)] * 2
+    for row in rows:
+        assert any(row.output.shape == m.shape and torch.allclose(row.output, m, atol=1e-5) for m in maps), row.name
+
+
+def test_a_float16_graph_with_an_op_shape_inference_does_not_know_opens(tmp_path):
+    """ONNX shape inference gives no type after an op of com.microsoft's (its Gelu here; FusedConv in a graph
+    onnxruntime optimized): the stages after it were added as float32 outputs, and onnxruntime refused the float16
+    graph ("Type (tensor(float)) of output arg ... does not match expected type (tensor(float16))")."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], name="conv"),
+             helper.make_node("Gelu", ["c"], ["gl"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Relu", ["gl"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1, name="fc")]
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float16), "w"),
+             numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float16), "fc")]
+    half = [helper.make_tensor_value_info(name, TensorProto.FLOAT16, dims) for name, dims in
+            (("x", ["N", 3, 12, 12]), ("y", ["N", 3]))]
+    graph = helper.make_graph(nodes, "half", half[:1], half[1:], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "half.onnx"))
+    opened = open_model(tmp_path / "half.onnx")
+    image = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    rows = {row.name: row.output for row in opened.stages(image)}
+    model.graph.output.extend([helper.make_value_info(name, onnx.TypeProto()) for name in ("gl", "r")])
+    x = opened.spec.to_input(image[None]).numpy().astype(np.float16)
+    gelu, relu = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["gl", "r"], {"x": x})
+    torch.testing.assert_close(rows["gelu"], torch.from_numpy(gelu.astype(np.float32)))
+    torch.testing.assert_close(rows["relu"], torch.from_numpy(relu.astype(np.float32)))
+
+
+def test_an_input_of_no_static_axis_read_by_a_convolution_is_nchw(tmp_path):
+    """Hugging Face's ONNX exports (optimum) name every axis of pixel_values (batch_size x num_channels x height x
+    width): no static axis told the layout, and explore and predict refused ("cannot tell the layout ... pass
+    --layout"). A Conv reads it, scaled on the way: ONNX's Conv takes N x C x H x W."""
+    torch.manual_seed(14)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+
+    class Normalised(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net((x - 0.5) / 0.25)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Normalised(), (torch.zeros(1, 3, 16, 16),), str(tmp_path / "hf.onnx"), dynamo=False,
+                          opset_version=17, input_names=["pixel_values"], output_names=["logits"],
+                          dynamic_axes={"pixel_values": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"},
+                                        "logits": {0: "batch_size"}})
+    model = open_model(tmp_path / "hf.onnx", Options(input_size=(16, 20)))
+    assert (model.spec.layout, model.spec.channels, model.spec.hw) == ("NCHW", 3, (16, 20))
+    images = torch.randint(0, 256, (2, 3, 16, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = Normalised()(images.float() / 255)
+    torch.testing.assert_close(model.logits(images), expected, atol=1e-5, rtol=1e-4)
+
+
+class _StdConv2d(nn.Conv2d):  # weight standardisation in forward, as timm's StdConv2d (BiT's ResNetV2)
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_a_first_convolution_of_a_computed_weight_shows_no_kernels_rather_than_a_later_layers(tmp_path):
+    """torch's older exporter leaves a weight-standardised convolution's weight computed in the graph; the page's
+    first-layer kernels were then those of the first Conv of a constant weight, here the 1 x 1 classifier head's."""
+    torch.manual_seed(15)
+    net = nn.Sequential(_StdConv2d(3, 8, 3, padding=1), nn.ReLU(), _StdConv2d(8, 8, 3), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 3, 1), nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "std.onnx"), dynamo=False,
+                          opset_version=17, input_names=["x"])
+    first = next(n for n in onnx.load(str(tmp_path / "std.onnx")).graph.node if n.op_type == "Conv")
+    assert first.input[1] not in {t.name for t in onnx.load(str(tmp_path / "std.onnx")).graph.initializer}
+    model = open_model(tmp_path / "std.onnx")
+    assert model.kernels() is None
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(images), net(images.float() / 255), atol=1e-5, rtol=1e-4)
 
 
 class _Inception(nn.Module):  # branches concatenated along the channels, as GoogLeNet's and Inception v3's blocks

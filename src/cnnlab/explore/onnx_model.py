@@ -66,6 +66,14 @@ STAGE_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip",
     "Gelu", "Softplus", "Mish",
 })
+# onnxruntime's optimizer (``SessionOptions.optimized_model_filepath``) writes a Conv and the activation after it as
+# one com.microsoft FusedConv (a Conv's inputs and weight, the activation's output) and SiLU as QuickGelu: stages too.
+MICROSOFT_STAGES = frozenset({"FusedConv", "QuickGelu", "Gelu"})
+# At its highest level on an x86 CPU it also writes convolutions and poolings of this domain: they work on the
+# channels in blocks of the CPU's vector width (8 or 16), their weights reordered and padded to those blocks and their
+# outputs in that blocked layout, which read as N x C x H x W is a scramble of the maps. A ReorderOutput turns a value
+# back to the network's own.
+NCHWC = "com.microsoft.nchwc"
 FLOAT = 1  # onnx.TensorProto.FLOAT
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: the types a trained weight has, and the stage outputs shown as
 # feature maps (a quantized graph's int8 maps, QLinearConv's, are left to the layer table)
@@ -154,7 +162,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
         try:
             import onnxruntime as ort
-            from onnx import helper
+            from onnx import TypeProto, helper
         except ImportError:
             raise CnnlabError("opening an ONNX model needs onnx and onnxruntime: pip install 'cnnlab[export]'") \
                 from None
@@ -188,11 +196,19 @@ class OnnxModel:
             pixels = scales_hint([d for d in outputs if d]) or (map_hint(out) if len(out) == 4 else "")
             raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
                               f"{' x '.join(str(d) for d in out)}, expected N x classes{pixels}")
+        top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
+        if top_k is not None and top_k.op_type == "TopK":  # each image's own order: no column is one class
+            indices = f" (its output {top_k.output[1]!r})" if len(top_k.output) > 1 and top_k.output[1] else ""
+            raise CnnlabError(f"{path}: its output {self.output_name!r} is a TopK's, each image's k largest scores "
+                              f"in order, whose classes are the TopK's indices{indices}; expected N x classes of "
+                              "scores in the classes' order (the graph before its TopK)")
         self.shapes = shapes
         self.layouts = self._read_layouts()  # each value's, read once: the graph does not change
         self.from_image = self._from_image()
-        self.stage_nodes = [n for n in self.nodes if n.op_type in STAGE_OPS and n.output and n.output[0]
-                            and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image]
+        blocked = self._blocked()
+        self.stage_nodes = [n for n in self.nodes if _stage_op(n) and n.output and n.output[0]
+                            and types.get(n.output[0], FLOAT) in FLOAT_TYPES and n.output[0] in self.from_image
+                            and n.output[0] not in blocked]
         self.shown = self._shown_values(graph)
         self.stage_nodes = [n for n in self.stage_nodes if id(n) in self.shown]
         # A quantized graph's class scores come from a session of the graph as it is: the stages' outputs added
@@ -201,12 +217,14 @@ class OnnxModel:
         quantized = any(node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear") for node in self.nodes)
         as_is = model.SerializeToString() if quantized else None
         # Every stage's first output becomes a graph output of a copy of the model (the file is not touched), of
-        # the type shape inference gave it (float32 where it gave none).
+        # the type shape inference gave it; untyped where it gave none (after an op of com.microsoft's, which it does
+        # not know), so that onnxruntime takes the node's own: declared float32, a float16 value was refused.
         known = {o.name for o in graph.output}
         for node in self.stage_nodes:
             name, _ = self.shown[id(node)]
             if name not in known:
-                graph.output.append(helper.make_tensor_value_info(name, types.get(name, FLOAT), None))
+                graph.output.append(helper.make_tensor_value_info(name, types[name], None) if name in types else
+                                    helper.make_value_info(name, TypeProto()))
                 known.add(name)
         options_ = ort.SessionOptions()
         options_.log_severity_level = 4  # its errors are raised, and said in one line; its log would repeat them
@@ -227,6 +245,8 @@ class OnnxModel:
             raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
                               f"({summary(e, 200)}){hint}; expected a classifier of one image batch") from None
         count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
+        for name, value in probe.items():  # where shape inference gave none (com.microsoft's ops have none): the run's
+            self.shapes[name] = self.shapes.get(name) or list(value.shape)
         one_at_a_time = self._batch_trouble() if self.batch is None else None
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
@@ -246,6 +266,13 @@ class OnnxModel:
             self.notes += ("A quantized graph: its class scores are onnxruntime's for the file as it is; its feature "
                            "maps come from a run that returns them, in which onnxruntime does not fuse the quantized "
                            "ops, so they are the unfused ops' values.",)
+        if blocked:
+            self.notes += ("onnxruntime's graph optimized for one kind of CPU (com.microsoft.nchwc ops): their "
+                           "convolutions work on the channels in blocks, their outputs in that blocked layout and "
+                           "their weights reordered and padded to whole blocks (counted as the file holds them). The "
+                           "rows show the values where the graph turns them back (ReorderOutput)"
+                           f"{'; there are no first-layer kernels' if self._first_conv_weight() is None else ''}. The "
+                           "graph before optimization shows every stage.",)
         self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
 
@@ -279,6 +306,8 @@ class OnnxModel:
                 # made of the image (a grey picture repeated to an RGB backbone's three channels), so the axis of
                 # a grey or RGB picture's channels tells
                 fits = [name for name, c in axes.items() if isinstance(c, int) and c in (1, 3)]
+            if not fits and self._convolved(value.name):  # no axis static (Hugging Face's exports: num_channels)
+                fits = ["NCHW"]
             if len(fits) != 1:
                 raise CnnlabError(f"{self.path}: cannot tell the layout of input {value.name!r} "
                                   f"({' x '.join(str(d) for d in dims)}); pass --layout NCHW or NHWC")
@@ -301,6 +330,17 @@ class OnnxModel:
         if dtype == "uint8":  # the pixel values themselves, rounded after a resize
             spec = replace(spec, pixel_max=255, origin={**spec.origin, "pixel range": "graph's uint8 input"})
         return value.name, replace(spec, dtype=dtype)
+
+    def _convolved(self, name: str) -> bool:
+        """Whether the value ``name`` is a Conv's image input as it is, or scaled or cast on the way (Sub, Div, Mul,
+        Add, Cast): ONNX's Conv takes N x C x H x W, so such a value is one."""
+        values = {name}
+        for node in self.nodes:  # in the order they run
+            if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and node.input and node.input[0] in values:
+                return True
+            if node.op_type in ("Sub", "Div", "Mul", "Add", "Cast", "Identity") and values.intersection(node.input):
+                values.update(node.output)
+        return False
 
     def _shown_values(self, graph) -> dict[int, tuple[str, str]]:
         """The value each stage's row shows and its kind, by ``id`` of the stage node: the node's own output, or,
@@ -329,12 +369,15 @@ class OnnxModel:
         return shown
 
     def _first_conv(self) -> tuple[Any, np.ndarray] | tuple[None, None]:
-        """The first Conv node with a constant 4-d weight, and that weight."""
+        """The first convolution, a Conv node (or com.microsoft FusedConv), and its constant 4-d weight; none where
+        the first convolution's weight is no such kernel (computed in the graph, as a weight-standardised
+        convolution's in torch's older exporter; com.microsoft.nchwc's reordered one; a quantized op's integers),
+        lest a later layer's kernels be shown as the first layer's."""
         for node in self.nodes:
-            if node.op_type == "Conv" and len(node.input) > 1:
-                weight = self._constant(node.input[1])
-                if weight is not None and weight.ndim == 4:
-                    return node, weight
+            if node.op_type in ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv"):
+                weight = self._constant(node.input[1]) if node.op_type in ("Conv", "FusedConv") and \
+                    _stage_op(node) and node.domain != NCHWC and len(node.input) > 1 else None
+                return (node, weight) if weight is not None and weight.ndim == 4 else (None, None)
         return None, None
 
     def _first_conv_weight(self) -> np.ndarray | None:
@@ -480,8 +523,20 @@ class OnnxModel:
             dims = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
             perm = permutation(node.op_type, dims, len(before) if before else None)  # [] : no shape inferred
             tag = after(node.op_type, tags.get(source), perm, (before, now) if known else None)
+            if node.domain == NCHWC and node.op_type == "ReorderOutput":  # it turns the blocks back to one or the other
+                last = next((a.i for a in node.attribute if a.name == "channels_last"), 0)
+                tag = "NHWC" if last else "NCHW"
             tags.update(dict.fromkeys(node.output, tag))
         return tags
+
+    def _blocked(self) -> set[str]:
+        """The values in com.microsoft.nchwc's blocked layout (:data:`NCHWC`): its ops' outputs, and those of the ops
+        that read them (an activation, a residual's Add), up to the ReorderOutput that turns them back."""
+        values: set[str] = set()
+        for node in self.nodes:
+            if node.op_type != "ReorderOutput" and (node.domain == NCHWC or any(i in values for i in node.input)):
+                values.update(node.output)
+        return values
 
     def _from_image(self) -> set[str]:
         """The values computed from the image; the others are the network's own (a learnt gate computed from its
@@ -560,7 +615,7 @@ class OnnxModel:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.output and node.output[0] in self._copies:
                 continue
             params = params_of(node)
-            if node.op_type in STAGE_OPS or params:
+            if _stage_op(node) or params:
                 table.append((node, params))
         return table
 
@@ -584,6 +639,17 @@ class OnnxModel:
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         return occlusion_pngs(self, image, target)
+
+
+def _stage_op(node) -> bool:
+    """Whether a node's op makes feature maps (a stage, where its value is the image's and not in a blocked layout):
+    one of ONNX's :data:`STAGE_OPS`, of com.microsoft's :data:`MICROSOFT_STAGES`, or of :data:`NCHWC`'s (there, a
+    ReorderOutput too)."""
+    if node.domain in ("", "ai.onnx"):
+        return node.op_type in STAGE_OPS
+    if node.domain == "com.microsoft":
+        return node.op_type in MICROSOFT_STAGES
+    return node.domain == NCHWC and (node.op_type in STAGE_OPS or node.op_type == "ReorderOutput")
 
 
 def _layer_name(node) -> str:
@@ -631,10 +697,17 @@ def _unique(names: Iterable[str], taken: set[str]) -> list[str]:
     return unique
 
 
+def _last_op(producers: dict, output: str, through: frozenset[str] = PASS_THROUGH) -> Any:
+    """The node that computes ``output``, looking back past the ops of ``through`` (reshapes, renames), or None;
+    ``producers`` maps each value to the node that computes it."""
+    node = producers.get(output)
+    while node is not None and node.op_type in through and node.input:
+        node = producers.get(node.input[0])
+    return node
+
+
 def _final_op(producers: dict, output: str) -> str | None:
     """``"Softmax"`` or ``"Sigmoid"`` where ``output`` is one's, perhaps reshaped or renamed after it
-    (:data:`PASS_THROUGH`), else None; ``producers`` maps each value to the node that computes it."""
-    node = producers.get(output)
-    while node is not None and node.op_type in PASS_THROUGH and node.input:
-        node = producers.get(node.input[0])
+    (:data:`PASS_THROUGH`), else None."""
+    node = _last_op(producers, output)
     return node.op_type if node is not None and node.op_type in ("Softmax", "Sigmoid") else None
