@@ -3,7 +3,8 @@
 Every check at the public API and CLI boundary raises :class:`CnnlabError` with a single line that says what was
 expected and what was given. It subclasses ``ValueError`` so library users can catch the usual type; the CLI turns
 it into that one line on stderr and exit code 2 (tracebacks only with ``--debug``). :func:`summary` and
-:func:`weights_only_refusal` shorten other libraries' messages for that one line.
+:func:`weights_only_refusal` shorten other libraries' messages for that one line; :func:`listed` names a few things
+in it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def summary(error: BaseException | str, limit: int = 160) -> str:
         return cut[:sentence + 1]
     word = cut.rfind(" ")
     return (cut[:word] if word > 0 else cut).rstrip(",;:(") + "..."
+
+
+def listed(items, most: int | None = None) -> str:
+    """Names in a one-line message: ``a``, ``a and b``, ``a, b and c``; past ``most`` of them, the first ``most`` and
+    how many more (``a, b, c and 4 more``)."""
+    items = [str(item) for item in items]
+    if most is not None and len(items) > most:
+        return f"{', '.join(items[:most])} and {len(items) - most} more"
+    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def weights_only_refusal(error: BaseException) -> str:

@@ -21,7 +21,7 @@ from cnnlab.checks import positive_int
 from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
 from cnnlab.data.folder import SPLIT_NAMES
-from cnnlab.data.split import stratified_split
+from cnnlab.data.split import run_split
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
 from cnnlab.models import create_model
@@ -245,9 +245,8 @@ class Trained:
         if own.train_images.shape[1:] != images.shape[1:]:  # decoded otherwise: no image can be the same
             return None
         # the training part alone of a --val-split run: the model did not train on its validation images
-        val_split = self.config.get("val_split")
-        trained_on = None if val_split is None else \
-            stratified_split(own.train_labels, val_split, self.config.get("seed", 0))[0]
+        split = run_split(self.config, own.train_labels)
+        trained_on = None if split is None else split[0]
         # a folder's cache keeps its images' digests: 100,000 training images are not hashed again on every call
         return images_seen_in_training(own.train_images, images, "evaluation", own.train_digests, digests,
                                        trained_on)

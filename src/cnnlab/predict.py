@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from cnnlab.checks import positive_int
-from cnnlab.errors import CnnlabError, ForeignCheckpointError
+from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
 from cnnlab.picture import MAX_PIXELS, as_hw, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
@@ -94,12 +94,10 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
         if not found:
             subfolders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
             if subfolders:  # a folder of class subfolders, as a run trains on: say where its pictures are
-                names = [f"{n}/" for n in subfolders]
-                shown = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}" \
-                    if len(names) <= 6 else f"{', '.join(names[:5])}, ... ({len(names)} folders)"
-                them, their = ("it", "its") if len(names) == 1 else ("them", "their")
+                shown, several = listed((f"{n}/" for n in subfolders), most=6), len(subfolders) > 1
+                them, their = ("them", "their") if several else ("it", "its")
                 raise CnnlabError(f"folder {path} holds no image files directly inside it, only the "
-                                  f"folder{'s' * (len(names) > 1)} {shown}: name {them} ({path / '*'}/) to classify "
+                                  f"folder{'s' * several} {shown}: name {them} ({path / '*'}/) to classify "
                                   f"{their} images, or score a folder of class subfolders with cnnlab eval MODEL "
                                   f"--data-dir {path}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)")

@@ -8,14 +8,14 @@ And a seeded sample of a split, for what looks at only part of one (:func:`sampl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from cnnlab.checks import fail, is_int, number
 from cnnlab.errors import CnnlabError
 
-__all__ = ["sample_indices", "stratified_split"]
+__all__ = ["run_split", "sample_indices", "stratified_split"]
 
 
 def _holdout_count(val: float | int, n: int) -> int:
@@ -96,6 +96,15 @@ def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.cat(held)] = True
     return torch.nonzero(~mask).flatten(), torch.nonzero(mask).flatten()
+
+
+def run_split(config: Mapping, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (training, validation) indices a run's ``--val-split`` drew of its training ``labels``, drawn again from
+    its recorded config (``val_split`` and ``seed``, as :func:`stratified_split` drew them); None for a run without
+    one."""
+    if config.get("val_split") is None:
+        return None
+    return stratified_split(labels, config["val_split"], config.get("seed", 0))
 
 
 def sample_indices(count: int, n: int, seed: int = 0) -> torch.Tensor:

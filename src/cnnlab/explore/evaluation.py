@@ -138,8 +138,8 @@ def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str, n
     """The model's output for each of the dataset's classes, in the dataset's order, and what the result says of
     how they were matched (:func:`cnnlab.inference.class_columns`, by name, as a checkpoint's are); ``outputs`` says
     how many the model has (:meth:`cnnlab.explore.model.Scoring.describe`: one output is two classes)."""
-    check_several_classes(data, name)
     if model == numbered_classes(len(model)):  # no names: only the order can tell
+        check_several_classes(data, name)  # (class_columns checks it for the names)
         if len(model) != len(data):
             raise CnnlabError(f"{source} names no classes and has {outputs}, {name} has {len(data)} classes; "
                               f"expected --classes FILE naming the model's classes")

@@ -17,7 +17,7 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options
 from cnnlab.explore.page import check_export_file, export_page
-from cnnlab.explore.server import allowed_hosts, create_app, create_model_app, is_loopback
+from cnnlab.explore.server import allowed_hosts, create_app, create_model_app, is_loopback, netloc
 from cnnlab.explore.sources import open_with_images
 from cnnlab.runs.checkpoint import checkpoint_in
 
@@ -55,8 +55,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    return f"http://{netloc(*sock.getsockname()[:2])}/"
 
 
 class BackgroundServer:

@@ -59,6 +59,7 @@ INTEGER = re.compile(r"-?[0-9]{1,18}")  # a query's integer (int() refuses more 
 POLL_S, HEARTBEAT_S, STREAM_MAX_S = 1.0, 15.0, 6 * 3600
 # A host name or ".domain" (--allow-host): letters, digits, dashes and dots, no scheme, port, path or wildcard.
 HOST_NAME = re.compile(r"\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 FLAGS = {"": False, "0": False, "false": False, "off": False, "1": True, "true": True, "on": True}
 
 
@@ -135,16 +136,12 @@ class LoopbackHostOnly:
         server = scope.get("server") if scope["type"] == "http" else None  # the address the request came in on
         if server and is_loopback(str(server[0])):
             asked = Headers(scope=scope).get("host")
-            try:
-                name = urlsplit(f"//{asked}").hostname or ""
-            except ValueError:  # an unbalanced bracket
-                name = ""
+            name = (_host_and_port(asked, 0) or ("",))[0] if asked is not None else ""
             # (a browser always names one; an HTTP/1.0 tool may not)
             if asked is not None and not is_loopback(name) and not is_allowed(name, self.allowed):
-                here = f"[{server[0]}]" if ":" in str(server[0]) else server[0]
                 await _error(403, f"expected a request for 127.0.0.1, localhost or [::1], as this machine's browser "
                                   f"makes them on loopback, got one for {asked!r} (a web page that points its own "
-                                  f"name at this machine is refused); open http://{here}:{server[1]}/, or, behind a "
+                                  f"name at this machine is refused); open http://{netloc(*server)}/, or, behind a "
                                   f"proxy that forwards that name here, pass --allow-host {name or 'NAME'}")(
                     scope, receive, send)
                 return
@@ -170,10 +167,15 @@ def allowed_hosts(names) -> tuple[str, ...]:
     return tuple(checked)
 
 
-def _host_and_port(netloc: str, default: int) -> tuple[str, int] | None:
+def netloc(address: str, port: int) -> str:
+    """``address:port`` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"
+
+
+def _host_and_port(text: str, default: int) -> tuple[str, int] | None:
     """The host name (lower case, brackets off) and port of ``host[:port]``; None for one that does not parse."""
     try:
-        parts = urlsplit(f"//{netloc}")
+        parts = urlsplit(f"//{text}")
         return (parts.hostname or "").lower(), parts.port or default
     except ValueError:  # a port out of range or not a number, an unbalanced bracket
         return None
@@ -210,7 +212,7 @@ class OwnOriginOnly:
     def _own(origin: str, host: str | None, server, allowed: tuple[str, ...]) -> bool:
         try:
             parts = urlsplit(origin)
-            theirs = (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+            theirs = (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme)
         except ValueError:
             return False
         if parts.scheme not in ("http", "https") or not theirs[0] or parts.path or parts.query:
@@ -218,9 +220,8 @@ class OwnOriginOnly:
         if is_allowed(theirs[0], allowed):  # the page, opened through the user's proxy
             return True
         if host is None and server:  # (an HTTP/1.0 request names no host: the address it came in on)
-            address = f"[{server[0]}]" if ":" in str(server[0]) else str(server[0])
-            host = f"{address}:{server[1]}"
-        mine = _host_and_port(host or "", {"http": 80, "https": 443}[parts.scheme])
+            host = netloc(*server)
+        mine = _host_and_port(host or "", DEFAULT_PORTS[parts.scheme])
         if mine is None:
             return False
         same_host = theirs[0] == mine[0] or (is_loopback(theirs[0]) and is_loopback(mine[0]))

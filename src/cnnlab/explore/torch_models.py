@@ -42,7 +42,7 @@ from torch._C._export import pt2_archive_constants as pt2
 from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
 
-from cnnlab.errors import CnnlabError, summary
+from cnnlab.errors import CnnlabError, listed, summary
 from cnnlab.explore.gradcam import explain_with, is_spatial
 from cnnlab.explore.layouts import (
     NCHW,
@@ -507,24 +507,14 @@ def _check_evaluation_mode(graph: torch.fx.Graph, where: str) -> None:
     training = [node for node in graph.nodes if _trains(node)]
     if not training:
         return
-    dropouts = list(dict.fromkeys(_where(n) for n in training if _packet(n) in DROPOUTS))
-    norms = list(dict.fromkeys(_where(n) for n in training if _packet(n) not in DROPOUTS))
-
-    def named(names: list[str]) -> str:
-        return _listed(names) if len(names) <= 3 else f"{_listed(names[:3])} and {len(names) - 3} more"
-
-    does = ([f"its dropout ({named(dropouts)}) zeroes random values at each call, so its answer for a picture changes "
+    dropouts = listed(dict.fromkeys(repr(_where(n)) for n in training if _packet(n) in DROPOUTS), most=3)
+    norms = listed(dict.fromkeys(repr(_where(n)) for n in training if _packet(n) not in DROPOUTS), most=3)
+    does = ([f"its dropout ({dropouts}) zeroes random values at each call, so its answer for a picture changes "
              "from one run to the next"] if dropouts else []) + \
-        ([f"its batch norm ({named(norms)}) normalises by the statistics of the images run together, not its running "
+        ([f"its batch norm ({norms}) normalises by the statistics of the images run together, not its running "
           "ones, so its answer for a picture depends on the pictures run beside it"] if norms else [])
     raise CnnlabError(f"{where} was exported in training mode: {'; and '.join(does)}; expected a program exported in "
                       "evaluation mode (torch.export.export(model.eval(), ...))")
-
-
-def _listed(names: list[str]) -> str:
-    """``'a'``, ``'a' and 'b'``, ``'a', 'b' and 'c'``."""
-    quoted = [repr(n) for n in names]
-    return " and ".join(quoted) if len(quoted) < 3 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def _first_line(e: BaseException) -> str:
@@ -677,7 +667,7 @@ class ExportedModel(_TorchModel):
                                                          self._final_op(), stored, folder_classes, str(path),
                                                          "program", sample=self._sample(), on_map=self._on_map)
         read_as = tuple(f"Its output, {kind} (a type of the library that exported it, not imported here), is read as "
-                        f"the dict of its fields, {_listed(fields)}." for kind, fields in as_dicts.items())
+                        f"the dict of its fields, {listed(map(repr, fields))}." for kind, fields in as_dicts.items())
         self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
                       f"(no pickles or code). Class names: {where}.", *read_as, *self._outputs_note("program"),
                       *self.scoring.notes())

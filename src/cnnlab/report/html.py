@@ -21,7 +21,7 @@ import jinja2
 import torch
 
 from cnnlab.data.duplicates import split_seen_in_training
-from cnnlab.data.split import stratified_split
+from cnnlab.data.split import run_split
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
 from cnnlab.inference import load_trained
@@ -263,11 +263,11 @@ def _feature_maps(model, preprocess, images, labels, classes, device) -> list[di
 def _as_split_by(data, config: dict[str, Any], trained_on: str):
     """``data`` with the notice of the validation images that are training images, which its ``--val-split`` run
     printed and its report at the end of training showed, and a later ``cnnlab report RUN`` left out: the same split
-    drawn again (:func:`~cnnlab.data.split.stratified_split` of the run's ``val_split`` and seed), on the run's own
-    data only."""
-    if config.get("val_split") is None or data.name != trained_on:
+    drawn again (:func:`~cnnlab.data.split.run_split`), on the run's own data only."""
+    split = run_split(config, data.train_labels) if data.name == trained_on else None
+    if split is None:
         return data
-    train_idx, val_idx = stratified_split(data.train_labels, config["val_split"], config.get("seed", 0))
+    train_idx, val_idx = split
     seen = split_seen_in_training(data.train_images, train_idx, val_idx, "validation", data.train_digests)
     return replace(data, notices=(*data.notices, seen)) if seen else data
 
