@@ -417,7 +417,7 @@ class Named(nn.Module):
 def test_an_onnx_graph_of_torchs_exporter_names_its_layers_by_module(tmp_path):
     """torch.onnx.export(dynamo=True) names its nodes by their op (node_conv2d, node_Conv_11), and the page showed
     those; each node's metadata holds the module path it ran in, which the module's own page shows."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net, x = Named().eval(), torch.zeros(1, 3, 8, 8)
     with warnings.catch_warnings():
@@ -473,7 +473,7 @@ class TwoHeads(nn.Module):
 
 def test_a_model_of_two_outputs_is_read_by_its_first_in_every_kind(tmp_path):
     # The module and the .pt2 were refused ("returns a tuple of 2"), while the ONNX graph was read by its first.
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net = TwoHeads().eval()
     models = {"module": ModuleModel(net, "two", Options(input_size=8)),
@@ -504,7 +504,7 @@ class FirstOfTwoTransposed(TwoHeads):
 
 def test_a_first_of_several_outputs_with_the_wrong_rows_is_refused_as_the_first_of_them():
     # The refusal read "returns 1 x 6" of a model that returned a tuple: the shape shown was of its first output
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     with pytest.raises(CnnlabError) as e:
         ModuleModel(FirstOfTwoTransposed().eval(), "two", Options(input_size=8))
@@ -514,7 +514,7 @@ def test_a_first_of_several_outputs_with_the_wrong_rows_is_refused_as_the_first_
 
 def test_a_diverged_models_probabilities_are_none_on_both_pages():
     # NaN went out as null from the server (0.0% on its page) and as NaN into the static page (NaN%)
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     class Diverged(nn.Module):
         def __init__(self):
@@ -563,7 +563,7 @@ def _onnx_of(module: nn.Module, path):
 
 def test_a_binary_classifier_of_one_output_is_two_classes(tmp_path):
     # A model of one output (a logit, trained with BCEWithLogitsLoss) was refused as "not a classifier".
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     one = Scorer(1)
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
@@ -613,7 +613,7 @@ def test_a_multi_label_model_gives_each_class_its_own_probability(tmp_path):
     # Its sigmoid outputs were read as logits: a softmax over probabilities, every figure on the page wrong.
     import onnxruntime as ort
 
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     logits = Scorer(3)
@@ -657,7 +657,7 @@ def test_a_multi_label_model_gives_each_class_its_own_probability(tmp_path):
 def test_a_pytorch_model_that_ends_in_softmax_shows_its_own_probabilities(tmp_path):
     # A module or program ending in nn.Softmax had a softmax taken over its probabilities: every figure flattened
     # towards 1 / classes. (ONNX graphs ending in Softmax were read so already.)
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     net = Scorer(3, softmax=True)
@@ -749,7 +749,7 @@ def test_a_module_returning_an_output_object_is_read_through_its_logits():
     # ImageClassifierOutput". transformers is not needed to check it: any object with a logits tensor.
     from dataclasses import dataclass
 
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     @dataclass
     class ImageClassifierOutput:
@@ -788,7 +788,7 @@ class _LogitsInADict(nn.Module):
 def test_a_model_returning_a_dict_of_logits_is_read_through_them(kind, tmp_path):
     """A forward that returns {"logits": ...} (a Hugging Face classifier through torch.export returns its output so,
     and forwards are written so) was refused as "a dict of 'logits' (...)"; its logits are the class scores."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     torch.manual_seed(0)
     net = _LogitsInADict().eval()
@@ -901,7 +901,7 @@ class ChannelsLast(nn.Module):
 def _as_three_kinds(net: nn.Module, hw: tuple[int, int], stem, seed: int) -> tuple[dict, torch.Tensor]:
     """``net`` explored as a module (forward hooks), as its ``.pt2`` and as its ONNX export (at ``stem``); and a
     random RGB picture of its input size (uint8, seeded)."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     x = torch.zeros(1, 3, *hw)
     torch.export.save(torch.export.export(net, (x,)), stem.with_suffix(".pt2"))
@@ -979,8 +979,8 @@ def test_a_model_of_non_square_input(tmp_path, rgb_folder):
     # Refused: "takes 16 x 32 images, expected a square input"; and --input-size took one side only.
     import onnxruntime as ort
 
+    from cnnlab.explore.module_model import ModuleModel
     from cnnlab.explore.page import export_page
-    from cnnlab.explore.torch_models import ModuleModel
 
     torch.manual_seed(5)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1),
@@ -1039,7 +1039,7 @@ def test_two_requests_at_once_each_get_their_own_images_stages():
     import threading
     import time
 
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     class Slow(nn.Module):
         def __init__(self):
@@ -2725,7 +2725,7 @@ def test_grad_cam_weighs_the_map_the_head_pools(end, row, tmp_path):
     2,048 channels, and zero everywhere for most images), the depthwise convolution inside ConvNeXt's last block
     rather than the block's output, DenseNet's last batch norm before the F.relu of its own forward. It now weighs
     the last map the pass made that the class score reads, in the module and its .pt2 alike."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net = _Ends(end).eval()
     torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 12, 12),)), tmp_path / "net.pt2")
@@ -2749,7 +2749,8 @@ def test_each_map_is_a_grad_cam_candidate_once():
     those of the class score's own last map, resnet18's layer4 output, as by hand."""
     import torchvision
 
-    from cnnlab.explore.torch_models import TAIL, ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
+    from cnnlab.explore.torch_models import TAIL
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=5).eval()
@@ -2856,7 +2857,7 @@ def test_probabilities_after_arithmetic_are_not_softmaxed_again(end, tmp_path):
     """A model ending in softmax(x) * 1.0, or averaging two softmaxes, was read as logits: its probabilities were
     softmaxed a second time, every figure flattened towards 1 / classes. Outputs that are at least 0 and sum to 1
     for every image tried are read as probabilities, in all three kinds, and the page says why."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net = _Arithmetic(end).eval()
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(8))
@@ -2898,7 +2899,7 @@ def test_a_transformers_parameters_are_all_counted_and_the_page_says_it_works_on
     position embedding and attention projections (parameters read by modules around others) were left out,
     vit_b_16's 86 million parameters shown as 57 million. And the page showed one row of maps and said nothing of
     the tokens the network works on after it."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net = _TinyViT().eval()
     torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 8, 8),),  # a free batch: views by sym sizes
@@ -2951,7 +2952,7 @@ def test_grad_cam_of_a_network_whose_tokens_go_through_a_batch_norm_is_taken_at_
     channels-first maps, so that the attention's N x L x heads x width views were read as maps of L channels:
     timm's levit_128s at 224 px had its Grad-CAM taken on an 8 x 64 "map" inside its last attention, while the page
     said it was taken at the last map before the tokens. A 2-d value has no map; the tokens stay tokens."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net = _LeViTLike().eval()
     program = torch.export.export(net, (torch.zeros(1, 3, 8, 8),))
@@ -2986,7 +2987,7 @@ class _PooledTokens(nn.Module):
 def test_the_token_note_names_the_tokens_not_their_pooled_features(kind, tmp_path):
     """Hugging Face's Swin (and any network whose head pools its tokens with nn.AdaptiveAvgPool1d) had its page say
     its stages work on "tokens (N x 32 x 1 ...)": the pooled N x C x 1 features were counted and shown as the tokens."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net = _PooledTokens().eval()
     x = torch.zeros(1, 3, 8, 8)
@@ -3021,7 +3022,7 @@ def test_parameters_the_forward_pass_never_reads_are_named():
     """GoogLeNet's page said 5,610,154 parameters of a module holding 9,960,638, without a word: its auxiliary
     heads run in training only. The count stays the pass's (the .pt2 and ONNX exports hold no more), and the page
     names what it leaves out."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net = _Aux()
     net.train()(torch.zeros(1, 3, 8, 8))  # the lazy layer takes its shape
@@ -3100,7 +3101,7 @@ class _Returns(nn.Module):
 def test_a_half_precision_module_is_told_to_be_float32_not_another_input_size():
     # Fed float32, a float16 model fails on its first layer; the line ended "if it takes another size, pass that
     # --input-size", which no size would have mended
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     net = Scorer(3).eval().half()
     with pytest.raises(CnnlabError, match=r"failed on a 2 x 1 x 8 x 8 NCHW input \(RuntimeError: .*\); it holds "
@@ -3143,7 +3144,7 @@ def test_a_program_exported_in_another_precision_is_fed_its_own_type(tmp_path, d
 def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
     """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why. A backbone's
     feature maps at several scales (timm's features_only) were said to be "a segmentation model's" scores."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it " + said):
         ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
@@ -3172,7 +3173,7 @@ def test_class_scores_on_a_1_by_1_map_are_read_as_the_class_scores(kind, tmp_pat
     """A convolutional head's scores left unflattened (N x K x 1 x 1: SqueezeNet's without its flatten, the ONNX
     model zoo's Caffe-converted classifiers) were refused in every kind; they are the class scores, and the page
     says how they were read."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     torch.manual_seed(0)
     # of dynamic sides: a head whose kernel spans the 8-px input (a fully convolutional classifier, VGG's in Caffe),
@@ -3210,7 +3211,7 @@ def test_class_scores_on_a_1_by_1_map_are_read_as_the_class_scores(kind, tmp_pat
 
 def test_a_1_by_1_map_that_is_no_class_scores_is_refused_for_what_it_is():
     """Read as class scores, a 1 x 1 map still has to be float scores of one row per image."""
-    from cnnlab.explore.torch_models import ModuleModel
+    from cnnlab.explore.module_model import ModuleModel
 
     class Votes(nn.Module):
         def forward(self, x):

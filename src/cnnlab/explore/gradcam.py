@@ -64,7 +64,7 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Exp
 def explain_with(stage_pass, x: torch.Tensor, target: int | None = None) -> Explanation:
     """:func:`explain` for any stage pass: ``stage_pass(x)`` returns the rows of one differentiable forward pass
     (feature maps ``1 x C x h x w``, the last row the logits), e.g. forward hooks or an FX interpreter over a
-    ``torch.export`` program (:mod:`cnnlab.explore.torch_models`).
+    ``torch.export`` program (:mod:`cnnlab.explore.pt2_model`).
 
     It may return ``(rows, tail)`` instead: ``tail`` the last spatial values the pass made, in the order it made
     them, whether a stage's or not (the concatenation that ends an Inception block, a residual sum, a ConvNeXt block's

@@ -12,8 +12,8 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
 * ``attribution(image, target)``: Grad-CAM and saliency where gradients exist, occlusion sensitivity otherwise.
 
 The kinds: a cnnlab checkpoint (:class:`RunModel`, read through :func:`cnnlab.inference.load_trained`), an ONNX
-file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export`` program (``.pt2``) or ``package.module:function``
-(:mod:`cnnlab.explore.torch_models`); :func:`cnnlab.explore.sources.open_model` picks one from what the user named.
+file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export`` program (``.pt2``, :mod:`cnnlab.explore.pt2_model`) or
+``package.module:function`` (:mod:`cnnlab.explore.module_model`); :func:`cnnlab.explore.sources.open_model` picks one from what the user named.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 file, a ``torch.export`` program (``.pt2``), ``package.module:function``, or an ImageNet backbone of the zoo by name.
 
 Each kind is a class of its own module (:class:`cnnlab.explore.model.RunModel`,
-:class:`cnnlab.explore.onnx_model.OnnxModel`, :mod:`cnnlab.explore.torch_models`); this module only tells them apart
+:class:`cnnlab.explore.onnx_model.OnnxModel`, :class:`cnnlab.explore.pt2_model.ExportedModel`,
+:class:`cnnlab.explore.module_model.ModuleModel`); this module only tells them apart
 and reads the user's images at the input of the model it opened, for the page or for ``cnnlab predict``
 (:func:`predict_any`).
 """
@@ -19,8 +20,9 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.imagefolder import ImageSet, list_images, read_image_folder
 from cnnlab.explore.model import ExploreModel, Options, RunModel, its_own_failure
+from cnnlab.explore.module_model import ModuleModel
 from cnnlab.explore.onnx_model import OnnxModel
-from cnnlab.explore.torch_models import ExportedModel, ModuleModel
+from cnnlab.explore.pt2_model import ExportedModel
 from cnnlab.models.imagenet import BACKBONES
 from cnnlab.models.state_dict import KERAS, refusal, zip_kind
 from cnnlab.predict import classify_files, listed_images, predict_files
