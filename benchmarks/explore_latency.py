@@ -60,7 +60,8 @@ def other_kinds(folder: Path):
     import sys
     import warnings
 
-    from cnnlab.explore.model import Options, open_model
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.sources import open_model
 
     sys.path.insert(0, str(folder))
     (folder / "bench_models.py").write_text(
@@ -89,7 +90,7 @@ def main_kinds(repeats: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         models = other_kinds(Path(tmp))
-        images = {key: torch.randint(0, 256, (m.spec.channels, m.spec.size, m.spec.size), dtype=torch.uint8,
+        images = {key: torch.randint(0, 256, (m.spec.channels, m.spec.height, m.spec.width), dtype=torch.uint8,
                                      generator=torch.Generator().manual_seed(0)) for key, m in models.items()}
         times: dict[tuple, list[float]] = {key: [] for key in models}
         for key, m in models.items():  # warm-up

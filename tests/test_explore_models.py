@@ -31,16 +31,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.imagefolder import list_images
 from cnnlab.explore.images import MAX_UPLOAD_BYTES
-from cnnlab.explore.model import (
-    Options,
-    Scoring,
-    analyze_image,
-    model_card,
-    occlusion,
-    occlusion_pngs,
-    patch_pixels,
-    read_classes,
-)
+from cnnlab.explore.model import Options, analyze_image, model_card, occlusion, occlusion_pngs, patch_pixels
+from cnnlab.explore.outputs import Scoring, read_classes
 from cnnlab.explore.probe import map_rows
 from cnnlab.explore.sources import open_model, open_with_images
 from cnnlab.report.features import Row

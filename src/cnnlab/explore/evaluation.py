@@ -31,7 +31,8 @@ from cnnlab.data import FOLDER_PREFIX
 from cnnlab.data.registry import load_dataset
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint, skipped_notices
-from cnnlab.explore.model import Options, numbered_classes
+from cnnlab.explore.model import Options
+from cnnlab.explore.outputs import numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model, scores_of
 from cnnlab.export import SPLIT_KEYS, TTA_KEY
 from cnnlab.inference import check_same_test_split, check_several_classes, class_columns, moved_data, scored_images
@@ -137,7 +138,7 @@ def _class_columns(model: tuple[str, ...], data: tuple[str, ...], source: str, n
                    outputs: str) -> tuple[list[int], list[str]]:
     """The model's output for each of the dataset's classes, in the dataset's order, and what the result says of
     how they were matched (:func:`cnnlab.inference.class_columns`, by name, as a checkpoint's are); ``outputs`` says
-    how many the model has (:meth:`cnnlab.explore.model.Scoring.describe`: one output is two classes)."""
+    how many the model has (:meth:`cnnlab.explore.outputs.Scoring.describe`: one output is two classes)."""
     if model == numbered_classes(len(model)):  # no names: only the order can tell
         check_several_classes(data, name)  # (class_columns checks it for the names)
         if len(model) != len(data):

@@ -4,7 +4,8 @@ Every kind answers the same few questions (:class:`ExploreModel`), so the routes
 the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`) never ask which kind it is:
 
 * ``classes``, ``spec`` (:class:`InputSpec`: layout, height and width, channels, scaling), ``scoring``
-  (:class:`Scoring`: softmax over the classes, a binary classifier's one output, or a probability per class) and
+  (:class:`cnnlab.explore.outputs.Scoring`: softmax over the classes, a binary classifier's one output, or a
+  probability per class) and
   ``notes`` (what the page must say about where things came from, e.g. that a ``module:function`` was imported);
 * ``logits(images)``: uint8 ``N x C x H x W`` images -> float ``N x K`` class scores;
 * ``stages(image)``: the named feature maps of one image (``1 x C x h x w`` each, the last row the logits);
@@ -13,13 +14,12 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
 
 The kinds: a cnnlab checkpoint (:class:`RunModel`, read through :func:`cnnlab.inference.load_trained`), an ONNX
 file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export`` program (``.pt2``, :mod:`cnnlab.explore.pt2_model`) or
-``package.module:function`` (:mod:`cnnlab.explore.module_model`); :func:`cnnlab.explore.sources.open_model` picks one from what the user named.
+``package.module:function`` (:mod:`cnnlab.explore.module_model`); :func:`cnnlab.explore.sources.open_model` picks
+one from what the user named. How each kind's outputs are read is :mod:`cnnlab.explore.outputs`.
 """
 
 from __future__ import annotations
 
-import codecs
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +34,7 @@ from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
+from cnnlab.explore.outputs import Scoring, read_classes, resolve_classes, sums_to_one
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
@@ -152,127 +152,8 @@ def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
     return replace(spec, crop=True, origin={**spec.origin, "centre-crop": "metadata"})
 
 
-@dataclass(frozen=True)
-class Scoring:
-    """How a model's ``outputs`` scores become the probabilities of its classes.
-
-    By default the scores are logits and the probabilities their softmax. A model that ends in Softmax or Sigmoid
-    gives probabilities already: they are taken back to logits first (log p, logit p), so that the page shows the
-    model's own figures and not a softmax of them. A model of one output is a binary classifier (trained with a
-    sigmoid, as ``BCEWithLogitsLoss`` does): its logit z is shown as two classes, class 1 with probability
-    sigmoid(z) and class 0 with the rest; their scores are -z/2 and z/2, whose softmax is exactly that, and whose
-    gradients are z's, with its sign, so Grad-CAM explains either class. A multi-label model gives each class a
-    probability of its own, the sigmoid of its score; they need not sum to 1.
-
-    A model whose last operation is no Softmax may still give probabilities: arithmetic after one
-    (``softmax(x) * 1.0``, a temperature's rescaling done before it but a cast or a scale after), or an ensemble's
-    average of several. Its outputs are at least 0 and sum to 1 for every image; read as logits, they would be
-    softmaxed a second time and every figure flattened towards 1 / classes. Such outputs are read as a Softmax's,
-    and the page says why (``from_values``).
-
-    Attributes:
-        outputs: the model's own output count.
-        multi_label: each output is its own class's sigmoid (``--multi-label``, or a model that ends in Sigmoid).
-        ends_in: ``"Softmax"`` or ``"Sigmoid"`` where the model's last operation is one (or where its outputs are
-            a distribution, ``from_values``), else None.
-        noun: what the page calls the model (``"graph"``, ``"program"``, ``"module"``).
-        from_values: read as a Softmax's because its outputs sum to 1 (:func:`sums_to_one`), not because its last
-            operation is one.
-        on_map: its outputs come as ``N x K x 1 x 1`` and are read as ``N x K`` (:func:`class_rows`).
-    """
-
-    outputs: int
-    multi_label: bool = False
-    ends_in: str | None = None
-    noun: str = "model"
-    from_values: bool = False
-    on_map: bool = False
-
-    @classmethod
-    def read(cls, outputs: int, multi_label: bool, ends_in: str | None, where: str, noun: str,
-             distributions: bool = False, on_map: bool = False) -> Scoring:
-        """The scoring of a model of ``outputs`` outputs that ``ends_in`` Softmax, Sigmoid or neither (None), with
-        ``--multi-label`` or not; ``where`` names the model in the refusal of a Softmax read as multi-label.
-        ``distributions``: its outputs for the images tried are probability distributions (:func:`sums_to_one`),
-        read as a Softmax's where its last operation says nothing. ``on_map``: they come on a 1 x 1 map."""
-        if ends_in is None and distributions and outputs > 1 and not multi_label:
-            return cls(outputs, False, "Softmax", noun, from_values=True, on_map=on_map)
-        if multi_label and ends_in == "Softmax":
-            raise CnnlabError(f"{where} ends in Softmax, one distribution over its classes, and --multi-label reads "
-                              "each output as a class's own probability; expected no --multi-label for it")
-        if outputs == 1 and ends_in == "Softmax":
-            raise CnnlabError(f"{where} ends in Softmax over one output, which is 1 for every image; expected a "
-                              "Softmax over two or more classes, or a Sigmoid for a binary classifier")
-        # a Sigmoid over one output is a binary classifier's probability, over several a probability each
-        return cls(outputs, multi_label or (ends_in == "Sigmoid" and outputs > 1), ends_in, noun, on_map=on_map)
-
-    @property
-    def binary(self) -> bool:
-        return self.outputs == 1 and not self.multi_label
-
-    @property
-    def classes(self) -> int:
-        """The class count the page shows: the outputs, or two for a binary classifier's one."""
-        return 2 if self.binary else self.outputs
-
-    def scores(self, out: torch.Tensor) -> torch.Tensor:
-        """The model's ``N x outputs`` (or ``N x outputs x 1 x 1``) -> the ``N x classes`` scores
-        :meth:`probabilities` reads."""
-        out = class_rows(out)
-        # float32's smallest normal number as the floor: a confident answer (p = 2e-9 for a logit of -20) keeps its
-        # value and its gradient (torch.logit's eps would clamp it, and Grad-CAM would go blank)
-        tiny = torch.finfo(torch.float32).tiny
-        if self.ends_in == "Softmax":
-            out = out.float().clamp_min(tiny).log()  # softmax(log p) = p
-        elif self.ends_in == "Sigmoid":
-            p = out.float()
-            out = p.clamp_min(tiny).log() - (1 - p).clamp_min(tiny).log()  # sigmoid(logit p) = p
-        return torch.cat([-out / 2, out / 2], 1) if self.binary else out
-
-    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
-        scores = scores.float()
-        return scores.sigmoid() if self.multi_label else scores.softmax(1)
-
-    def describe(self) -> str:
-        """How the classes of :func:`resolve_classes`'s error are counted."""
-        if self.binary:
-            return "1 output, read as a binary classifier of 2 classes"
-        return f"{self.outputs} output{'s' * (self.outputs != 1)}"
-
-    def notes(self) -> tuple[str, ...]:
-        """What the page says about it (nothing for plain logits and a softmax)."""
-        shape = (f"The {self.noun} gives its class scores as N x {self.outputs} x 1 x 1, on a 1 x 1 map (a "
-                 f"convolutional head's, left unflattened): they are read as N x {self.outputs}.",) \
-            if self.on_map else ()
-        return shape + self._reading_notes()
-
-    def _reading_notes(self) -> tuple[str, ...]:
-        if self.from_values:
-            said = (f"The {self.noun}'s outputs are probabilities already: for every image tried they are at least "
-                    "0 and sum to 1, though its last operation is no Softmax (arithmetic after one, or an average of "
-                    "several). They are shown as they are, not softmaxed again.",)
-        else:
-            said = (f"The {self.noun} ends in {self.ends_in}: its outputs are taken as probabilities.",) \
-                if self.ends_in else ()
-        if self.binary:
-            return (*said, "One output: read as a binary classifier's logit z, so that class 1's probability is "
-                    "sigmoid(z) and class 0's the rest (the class scores shown are -z/2 and z/2). For a multi-label "
-                    "model of one class, pass --multi-label.")
-        if self.multi_label:
-            source = f"the {self.noun} ends in Sigmoid" if self.ends_in == "Sigmoid" else "--multi-label"
-            return (*said, f"Multi-label ({source}): each output is its own class's probability, the sigmoid of its "
-                    "score, so they need not sum to 100%.")
-        return said
 
 
-def sums_to_one(out: Any) -> bool:
-    """Whether a model's outputs for a few images (``N x K``, a tensor or an array) are probability distributions:
-    two or more classes, every value finite and at least 0, each image's summing to 1 (within float16's rounding).
-    Logits do so for no image but by construction."""
-    out = torch.as_tensor(class_rows(out)).detach().double() if out is not None else None
-    if out is None or out.dim() != 2 or out.shape[0] < 1 or out.shape[1] < 2 or not bool(out.isfinite().all()):
-        return False
-    return bool((out >= 0).all()) and bool(((out.sum(1) - 1).abs() <= 2e-3).all())
 
 
 def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
@@ -309,125 +190,6 @@ def per_image(value: Any, batch: int) -> bool:
     return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
 
 
-def class_rows(out: Any) -> Any:
-    """A model's class scores as rows: ``N x K`` as it is, and ``N x K x 1 x 1`` (the scores of a convolutional
-    head left unflattened, as SqueezeNet's and Caffe-converted models give them) as ``N x K``; anything else as it
-    is, for :func:`logits_count` to refuse."""
-    if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4 and tuple(out.shape[2:]) == (1, 1):
-        return out.reshape(out.shape[0], out.shape[1])
-    return out
-
-
-def on_a_map(out: Any) -> bool:
-    """Whether ``out``'s class scores come on a 1 x 1 map (:func:`class_rows`), for the page's note."""
-    return getattr(out, "ndim", 0) == 4
-
-
-def logits_count(out: Any, n: int, where: str, classes: int | None = None, outputs: int = 1) -> int:
-    """The class count of ``out``, a model's output for ``n`` images (a tensor, an array, or whatever it returned;
-    the first of ``outputs`` where it returned several, :func:`first_output`); refuses anything but float logits
-    ``n x classes`` (``classes`` of them where another batch gave that many): an integer output (an ArgMax, a
-    comparison) would be read as scores, and one whose first axis is not the images (the logits transposed) would be
-    cut into rows of the wrong numbers."""
-    rows = class_rows(out)
-    shape = tuple(rows.shape) if isinstance(rows, (torch.Tensor, np.ndarray)) else None
-    floats = out.is_floating_point() if isinstance(out, torch.Tensor) else \
-        isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
-    if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
-            not floats:
-        shown = " x ".join(map(str, out.shape)) if shape is not None else _structure(out)
-        kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
-        # the shape shown is of one output among several: said so, or it reads as all the model returned
-        returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
-        raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} {returns} {shown}{kind}, "
-                          f"expected {n} x classes of float logits{_what_it_is(out)}")
-    return int(shape[1])
-
-
-def first_output(out: Any) -> tuple[Any, tuple[Any, ...]]:
-    """A model's class scores among what it returned, and its other outputs: ``out`` itself and none, or, for a tuple
-    or list whose first item is a float 2-d tensor (logits with an auxiliary head's, or with the features before
-    them), that item and the rest. A detector's list of dicts or a segmentation model's maps come back whole, for
-    :func:`logits_count` to refuse by what they are."""
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) and \
-            class_rows(out[0]).dim() == 2 and out[0].is_floating_point():
-        return out[0], tuple(out[1:])
-    return out, ()
-
-
-def outputs_note(noun: str, first: str, others: list[str]) -> tuple[str, ...]:
-    """What the page says of a model of several outputs (none for one): how many, and that its first, named
-    ``first``, is read as the class scores and not the ``others``. Every kind says it in these words."""
-    if not others:
-        return ()
-    return (f"The {noun} has {len(others) + 1} outputs: its first, {first}, is read as the class scores (not "
-            f"{', '.join(others)}).",)
-
-
-def per_image_shape(value: Any) -> str:
-    """One output of a model as the page names it, whatever the batch: ``N x 1000``, or its type if no tensor."""
-    shape = getattr(value, "shape", None)
-    return " x ".join(["N", *map(str, shape[1:])]) if shape is not None and len(shape) else type(value).__name__
-
-
-def _shape_of(value: Any) -> str:
-    shape = getattr(value, "shape", None)
-    return " x ".join(map(str, shape)) if shape is not None else type(value).__name__
-
-
-def _structure(out: Any) -> str:
-    """What a model returned that is not one tensor, in a few words: ``a tuple of 2 (2 x 5, 2 x 16)``, ``a dict of
-    'out' (2 x 4 x 64 x 64)``, ``a list of 2 dicts of 'boxes', 'labels', 'scores'``."""
-    if isinstance(out, dict):
-        items = list(out.items())[:4]
-        shown = ", ".join(f"{k!r} ({_shape_of(v)})" for k, v in items)
-        return f"{_a(type(out).__name__)} of {shown}{', ...' * (len(out) > 4)}"
-    if isinstance(out, (list, tuple)):
-        if out and all(isinstance(o, dict) for o in out):
-            keys = ", ".join(map(repr, list(out[0])[:4]))
-            return f"{_a(type(out).__name__)} of {len(out)} dicts of {keys}"
-        shown = ", ".join(_shape_of(o) for o in out[:4])
-        return f"{_a(type(out).__name__)} of {len(out)} ({shown}{', ...' * (len(out) > 4)})"
-    return type(out).__name__
-
-
-def _a(noun: str) -> str:
-    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
-
-
-def _what_it_is(out: Any) -> str:
-    """A hint after the refusal: a detector's boxes, a backbone's feature maps at several scales or a segmentation
-    model's per-pixel scores (alone, in a dict, or first of several outputs) are no class scores."""
-    values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
-    if values and all(isinstance(v, dict) for v in values) and any("boxes" in v for v in values):
-        return " (these are a detector's boxes: the explorer explains image classifiers)"
-    if scales := scales_hint([v.shape for v in values if getattr(v, "ndim", 0) == 4]):
-        return scales
-    if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4:
-        return map_hint(out.shape)
-    if isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values):
-        return map_hint(next(v for v in values if getattr(v, "ndim", 0) == 4).shape)
-    if isinstance(out, (list, tuple)) and values and getattr(values[0], "ndim", 0) == 4:
-        return map_hint(values[0].shape)
-    return ""
-
-
-def scales_hint(shapes) -> str:
-    """A hint after the refusal of a model whose outputs include maps of ``shapes`` (``N x C x h x w`` each): maps of
-    several sizes are a backbone's features at each scale (a segmentation model's scores are of one size), else
-    nothing."""
-    if len({tuple(shape[2:]) for shape in shapes if len(shape) == 4}) < 2:
-        return ""
-    return (" (maps at several scales are a backbone's features, as timm's features_only=True returns them: the "
-            "explorer explains image classifiers)")
-
-
-def map_hint(shape) -> str:
-    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel (none for a
-    1 x 1 map: class scores, read as such, :func:`class_rows`; refused for another reason, which the line says)."""
-    if tuple(shape[2:]) == (1, 1):
-        return ""
-    return " (a map of scores per pixel is a segmentation model's: the explorer explains image classifiers)"
 
 
 def _short(values) -> str:
@@ -582,69 +344,6 @@ def _size_text(hw: tuple[int, int]) -> str:
     return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
-def read_classes(path: str | Path) -> tuple[str, ...]:
-    """Class names from a file: one per line (blank lines only after the last), or a JSON list of strings; each
-    name once."""
-    path = Path(path)
-    if not path.is_file():
-        # names typed in place (--classes '["cat", "dog"]') are no path either: said to be expected in a file
-        raise CnnlabError(f"--classes {path} is not a file; expected the path of a file of class names (one per line, "
-                          "or a JSON list of strings)")
-    # utf-8-sig: the byte-order mark Windows editors write would otherwise stay in the first name, and hide the "["
-    # of a JSON list, which would then be read as lines. UTF-16 (Notepad's "Unicode") starts with its own mark: read
-    # as UTF-8, each of its names held NULs.
-    data = path.read_bytes()
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    text = data.decode("utf-16" if utf16 else "utf-8-sig", errors="replace")
-    if not text.lstrip().startswith(("[", "{")):
-        names = [line.strip() for line in text.splitlines()]
-        while names and not names[-1]:  # a final newline, or a few empty lines after the last name, name nothing
-            names.pop()
-        if "" in names:  # skipped, it moved every later name onto the class before its own
-            raise CnnlabError(f"--classes {path} line {names.index('') + 1} is blank; expected one class name per "
-                              "line (blank lines only after the last name)")
-        return class_names(names, f"--classes {path}")
-    try:
-        names = json.loads(text)
-    except ValueError as e:
-        raise CnnlabError(f"--classes {path} is not valid JSON ({e}); expected a JSON list of strings, or one "
-                          "class name per line") from None
-    return class_names(names, f"--classes {path}", ", or one class name per line")
-
-
-def stored_classes(text: Any, source: str) -> tuple[str, ...]:
-    """Class names stored with a model (a cnnlab export's ``cnnlab.classes``: a JSON list as text), checked as a
-    ``--classes`` file's are; ``source`` names the file and the key, for the refusal, which says how to name them
-    instead."""
-    instead = "or pass --classes FILE to name the classes instead"
-    try:
-        return class_names(json.loads(text), source)
-    except CnnlabError as e:  # a ValueError too: first
-        raise CnnlabError(f"{e}; {instead}") from None
-    except (ValueError, TypeError) as e:
-        raise CnnlabError(f"{source} is not valid JSON ({summary(e)}); expected a JSON list of strings; {instead}") \
-            from None
-
-
-def class_names(names: Any, source: str, otherwise: str = "") -> tuple[str, ...]:
-    """``names`` (parsed JSON, or a file's lines) as class names: a list of at least 2 strings, each once. Refusals
-    name ``source`` (``--classes FILE``, or a model's metadata key) and end with ``otherwise``, another form it
-    takes."""
-    if isinstance(names, dict):  # e.g. imagenet_class_index.json: {"0": ["n01440764", "tench"], ...}
-        raise CnnlabError(f"{source} is a JSON object of {len(names)} entries; expected a JSON list of strings in "
-                          f'output order (["tench", "goldfish", ...]){otherwise}')
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise CnnlabError(f"{source} must be a JSON list of strings{otherwise}, got {summary(json.dumps(names), 60)}")
-    if len(names) < 2:
-        raise CnnlabError(f"{source} holds {len(names)} class name{'' if len(names) == 1 else 's'}, expected at "
-                          "least 2")
-    first: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in first:  # two outputs with one name would make the page's predictions ambiguous
-            raise CnnlabError(f"{source} names {name!r} twice (class {first[name]} and class {i}); expected each "
-                              "class name once")
-        first[name] = i
-    return tuple(names)
 
 
 def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,
@@ -660,26 +359,6 @@ def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tu
     return scoring, classes, named_by
 
 
-def resolve_classes(given: tuple[str, ...] | None, stored: tuple[str, ...] | None, scoring: Scoring,
-                    folder_classes: tuple[str, ...] = (),
-                    stored_in: str = "the model file") -> tuple[tuple[str, ...], str]:
-    """The class names of a model scored so (``scoring.classes`` of them), and where they came from (for the page).
-
-    In order: the ``--classes`` file, names stored with the model (``stored_in`` says where), the image folder's
-    class subfolders (when there are exactly as many), else ``class 0`` ... ``class K-1``.
-    """
-    count = scoring.classes
-    for names, where in ((given, "--classes"), (stored, stored_in), (folder_classes, "the image folders")):
-        if names and len(names) == count:
-            return tuple(names), where
-        if names and where != "the image folders":
-            raise CnnlabError(f"{where} names {len(names)} classes, but the model has {scoring.describe()}")
-    return numbered_classes(count), "numbered (no names given: pass --classes FILE)"
-
-
-def numbered_classes(count: int) -> tuple[str, ...]:
-    """The names of a model's classes where nothing names them: ``class 0`` ... ``class K-1``."""
-    return tuple(f"class {i}" for i in range(count))
 
 
 def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:

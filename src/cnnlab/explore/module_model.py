@@ -39,14 +39,8 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import (
-    Options,
-    per_image,
-    read_outputs,
-    square_as_exported,
-    stored_classes,
-    token_notes,
-)
+from cnnlab.explore.model import Options, per_image, read_outputs, square_as_exported, token_notes
+from cnnlab.explore.outputs import stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
 from cnnlab.models import create_model

@@ -43,18 +43,13 @@ from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
     InputSpec,
     Options,
-    logits_count,
-    map_hint,
     occlusion_pngs,
-    on_a_map,
-    outputs_note,
     per_image,
     read_outputs,
-    scales_hint,
     square_as_exported,
-    stored_classes,
     token_notes,
 )
+from cnnlab.explore.outputs import logits_count, map_hint, on_a_map, outputs_note, scales_hint, stored_classes
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -477,7 +472,7 @@ class OnnxModel:
 
     def _sample(self) -> np.ndarray | None:
         """The graph's outputs for :meth:`InputSpec.probe`'s images (None where it fails on them): whether they are
-        probabilities already (:func:`cnnlab.explore.model.sums_to_one`)."""
+        probabilities already (:func:`cnnlab.explore.outputs.sums_to_one`)."""
         try:
             return self._run(self.spec.probe(), [self.output_name])[self.output_name]
         except Exception:  # onnxruntime's own error classes: it ran on blank images; its last node says

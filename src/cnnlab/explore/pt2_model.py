@@ -36,15 +36,8 @@ from cnnlab.explore.layouts import (
     passed_on,
     permutation,
 )
-from cnnlab.explore.model import (
-    Options,
-    logits_count,
-    per_image,
-    read_outputs,
-    square_as_exported,
-    stored_classes,
-    token_notes,
-)
+from cnnlab.explore.model import Options, per_image, read_outputs, square_as_exported, token_notes
+from cnnlab.explore.outputs import logits_count, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row

@@ -17,17 +17,8 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import (
-    InputSpec,
-    Options,
-    Scoring,
-    first_output,
-    gradient_pngs,
-    logits_count,
-    on_a_map,
-    outputs_note,
-    per_image_shape,
-)
+from cnnlab.explore.model import InputSpec, Options, gradient_pngs
+from cnnlab.explore.outputs import Scoring, first_output, logits_count, on_a_map, outputs_note, per_image_shape
 from cnnlab.report.features import Row
 
 TAIL = 8  # the spatial values a stage pass keeps for Grad-CAM, the last ones made (explain_with takes the last read)
@@ -62,7 +53,7 @@ class TorchModel:
     scoring: Scoring
     tta = False
     _outputs: tuple[str, ...] = ()  # a model of several outputs: each one's shape (N x classes first), for the note
-    _on_map = False  # its class scores come as N x K x 1 x 1 (:func:`cnnlab.explore.model.class_rows`)
+    _on_map = False  # its class scores come as N x K x 1 x 1 (:func:`cnnlab.explore.outputs.class_rows`)
     _wrapped_in: str | None = None  # the type of output object (or "a dict") the logits come in, if any
 
     def _network(self) -> nn.Module:
@@ -73,7 +64,7 @@ class TorchModel:
         """The class scores among what the model returned: a tensor; the ``logits`` tensor of an output object (as
         Hugging Face's image classifiers return, ``ImageClassifierOutput``) or of a dict (as such a model exported
         with torch.export returns it, or a forward written so); or the first of a tuple of outputs
-        (:func:`cnnlab.explore.model.first_output`), as the ONNX kind reads a graph's first output, the others
+        (:func:`cnnlab.explore.outputs.first_output`), as the ONNX kind reads a graph's first output, the others
         named on the page."""
         logits = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
         if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor):
@@ -137,7 +128,7 @@ class TorchModel:
 
     def _sample(self) -> torch.Tensor | None:
         """The model's outputs for :meth:`InputSpec.probe`'s images (None where it fails on them): whether they are
-        probabilities already (:func:`cnnlab.explore.model.sums_to_one`)."""
+        probabilities already (:func:`cnnlab.explore.outputs.sums_to_one`)."""
         try:
             with torch.no_grad():
                 out = self._forward(self.spec.to_input(self.spec.probe()))
