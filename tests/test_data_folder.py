@@ -450,3 +450,24 @@ def test_a_model_takes_its_classes_in_either_unicode_form():
     check_same_classes(meta, (nfc, "tea"), "dataset folder:/y")
     with pytest.raises(CnnlabError, match=r"dataset folder:/y has 2 classes \(tea, café\)"):
         check_same_classes(meta, ("tea", nfc), "dataset folder:/y")
+
+
+# The first bytes of an iPhone's HEIC photo: an ISO file whose ftyp box names the HEIF brand "heic".
+HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
+
+
+def test_an_iphones_heic_photos_are_named_with_how_to_get_jpegs(tmp_path, home):
+    root = tmp_path / "pets"
+    write_classes(root, {"cat": 6, "dog": 6})
+    (root / "cat" / "IMG_0001.HEIC").write_bytes(HEIC_HEAD + bytes(64))
+    (root / "cat" / "notes.txt").write_text("x")
+    data = load_dataset(f"folder:{root}", image_size=16)
+    assert data.notices[0].endswith("; 1 of them is a HEIC photo (an iPhone's format), not read here: save it as "
+                                    "JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or convert "
+                                    "it (the Mac's Preview, or pillow-heif)")
+    (root / "bird").mkdir()  # a class of HEIC photos alone: its refusal says what they are
+    for k in range(3):
+        (root / "bird" / f"IMG_{k}.heic").write_bytes(HEIC_HEAD + bytes(64))
+    with pytest.raises(DataError, match=r"class 'bird' has no images \(expected files ending in .*\); they are HEIC "
+                                        r"photos \(an iPhone's format\), not read here: save them as JPEG"):
+        load_dataset(f"folder:{root}", image_size=16)

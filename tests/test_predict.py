@@ -21,6 +21,7 @@ import report_fixtures
 from cnnlab.cli import main
 from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.imagefolder import list_images
 from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options
 from cnnlab.explore.sources import open_with_images, predict_any
@@ -151,6 +152,31 @@ def test_a_cielab_tiff_is_read_for_grey_and_rgb_models(tmp_path):
     assert torch.equal(colour, torch.from_numpy(np.array(as_rgb)).permute(2, 0, 1).float() / 255)
     grey = load_image(tmp_path / "lab.tiff", channels=1, size=12)
     assert torch.equal(grey[0], torch.from_numpy(np.array(as_rgb.convert("L"))).float() / 255)
+
+
+def test_an_iphones_heic_photo_is_named_with_how_to_get_a_jpeg(tmp_path):
+    # The first bytes of a HEIC photo: an ISO file whose ftyp box names the HEIF brand "heic" (AVIF names "avif").
+    head = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
+    (tmp_path / "photos").mkdir()
+    photo = tmp_path / "photos" / "IMG_0001.HEIC"
+    photo.write_bytes(head + bytes(64))
+    advice = "save it as JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or convert it"
+    with pytest.raises(CnnlabError, match=re.escape(f"image {photo} is a HEIC photo (an iPhone's format), which is "
+                                                    "not read here; expected PNG, JPEG,")) as refused:
+        load_image(photo)
+    assert str(refused.value).endswith(f": {advice} (the Mac's Preview, or pillow-heif)")
+    with pytest.raises(CnnlabError, match=re.escape("the upload is a HEIC photo")):  # by its header: no name
+        decode_upload(photo.read_bytes(), 3, 32)
+    with pytest.raises(CnnlabError, match=re.escape(f"holds no image files (expected .png, .jpg, ... directly inside "
+                                                    f"it); it is a HEIC photo (an iPhone's format), not read here: "
+                                                    f"{advice}")):
+        image_files([photo.parent])
+    with pytest.raises(CnnlabError, match=re.escape("or class subfolders of them); it is a HEIC photo")):
+        list_images(photo.parent)  # the explorer's --images
+    other = tmp_path / "photos" / "x.png"  # another format of the same box structure is not called HEIC
+    other.write_bytes(head.replace(b"heic", b"crx ") + bytes(64))
+    with pytest.raises(CnnlabError, match="is not an image of a format read here"):
+        load_image(other)
 
 
 def _png_header(width: int, height: int) -> bytes:

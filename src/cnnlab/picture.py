@@ -17,6 +17,7 @@ import functools
 import io
 import math
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "MAX_PIXELS", "SQUARE_KEY", "PixelRangeError", "as_hw", "centre_crop", "read_picture"]
+__all__ = ["CENTRE_CROP", "MAX_PIXELS", "SQUARE_KEY", "PixelRangeError", "as_hw", "centre_crop", "heif_note",
+           "read_picture"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -56,6 +58,46 @@ def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
 # EPS with Ghostscript, another program. (A camera's MPO is opened as the JPEG it starts with.)
 PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "AVIF", "JPEG2000", "PPM", "TGA", "PCX", "QOI",
                    "SGI")
+
+
+# HEIF, the format an iPhone saves its photos in unless told otherwise, is not among them: Pillow reads it only with a
+# plugin (pillow-heif, a libheif binding) that cnnlab does not take on. Where such files are passed over or refused,
+# the line says what they are and how to get JPEGs, not only which formats are read.
+HEIF_SUFFIXES = (".heic", ".heif", ".hif")
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
+
+
+def _heif_advice(them: str) -> str:
+    return (f"save {them} as JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or convert {them} "
+            "(the Mac's Preview, or pillow-heif)")
+
+
+def heif_note(files: Iterable[Path]) -> str:
+    """``"; 3 of them are HEIC photos, ..."``: what to do with the HEIF files (by their names) among ``files``, files
+    passed over as no picture read here; ``""`` where there are none."""
+    files = list(files)
+    heif = [f for f in files if Path(f).suffix.lower() in HEIF_SUFFIXES]
+    if not heif:
+        return ""
+    one = len(heif) == 1
+    some = ("it is" if one else "they are") if len(heif) == len(files) else \
+        f"{len(heif)} of them {'is' if one else 'are'}"
+    return f"; {some} {'a HEIC photo' if one else 'HEIC photos'} (an iPhone's format), not read here: " \
+        f"{_heif_advice('it' if one else 'them')}"
+
+
+def _is_heif(source: bytes | Path) -> bool:
+    """Whether a file or upload is a HEIF picture, by its header (an ISO file whose ``ftyp`` box names a HEIF
+    brand: AVIF, read here, names its own)."""
+    try:
+        if isinstance(source, bytes):
+            head = source[:12]
+        else:
+            with source.open("rb") as f:
+                head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
 @functools.cache
@@ -122,6 +164,9 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     except PixelRangeError as e:
         raise CnnlabError(f"{name} is {e}") from None
     except UnidentifiedImageError:
+        if _is_heif(source):
+            raise CnnlabError(f"{name} is a HEIC photo (an iPhone's format), which is not read here; expected "
+                              f"{', '.join(PICTURE_FORMATS)}: {_heif_advice('it')}") from None
         raise CnnlabError(f"{name} is not an image of a format read here (expected {', '.join(PICTURE_FORMATS)})") \
             from None
     except (OSError, SyntaxError, ValueError) as e:

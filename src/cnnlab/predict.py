@@ -27,7 +27,7 @@ import torch
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
-from cnnlab.picture import MAX_PIXELS, as_hw, picture_extensions, read_picture
+from cnnlab.picture import MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
@@ -100,7 +100,8 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                                   f"folder{'s' * several} {shown}: name {them} ({path / '*'}/) to classify "
                                   f"{their} images, or score a folder of class subfolders with cnnlab eval MODEL "
                                   f"--data-dir {path}")
-            raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)")
+            raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)"
+                              f"{heif_note(path.iterdir())}")
         files += found
     return files
 

@@ -61,7 +61,7 @@ from cnnlab.data.split import stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
-from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, picture_extensions
+from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
            "load_folder", "refuse_writing_into"]
@@ -147,7 +147,8 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if ignored:  # said at every start, of the folder as it is (the cache's key holds only the images): a class
         # folder of pictures in a format not read here lost them without a word
         data = replace(data, notices=(f"ignored {len(ignored)} file(s) not of an image format read here (first: "
-                                      f"{ignored[0]}; the formats: {' '.join(picture_extensions())})", *data.notices))
+                                      f"{ignored[0]}; the formats: {' '.join(picture_extensions())})"
+                                      f"{heif_note(ignored)}", *data.notices))
     return data
 
 
@@ -237,7 +238,7 @@ def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ..
         images, other = _walk(d)
         if not images:
             raise DataError(f"{d}: class {d.name!r} has no images (expected files ending in "
-                            f"{', '.join(picture_extensions())})")
+                            f"{', '.join(picture_extensions())}){heif_note(other)}")
         ignored += other
         for p in images:
             try:

@@ -15,7 +15,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from cnnlab.picture import picture_extensions, read_picture
+from cnnlab.picture import heif_note, picture_extensions, read_picture
 
 MAX_IMAGES = 200
 
@@ -68,8 +68,9 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
         classes = tuple(sorted({c for _, c in nested}))
         return nested, classes
     if not flat:
+        files = [*folder.iterdir(), *(p for d in subfolders for p in d.iterdir())]
         raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
-                          "or class subfolders of them)")
+                          f"or class subfolders of them){heif_note(files)}")
     return [(p, None) for p in flat], ()
 
 
