@@ -20,7 +20,8 @@ import cnnlab.runs.folder as rundir
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "cnnlab"
 PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-             "--no-cache-dir", "-q"]  # setuptools as installed here; nothing fetched, nothing cached outside tmp
+             "--no-cache-dir", "-v"]  # setuptools as installed here; nothing fetched, nothing cached outside tmp;
+# -v: with setuptools' own output, where it warns of configuration it will stop building on a given date
 
 
 def package_files() -> set[str]:
@@ -39,9 +40,17 @@ def project_copy(tmp_path: Path) -> Path:
     return tree
 
 
+def assert_no_deprecation(output: str) -> None:
+    """Setuptools builds it without a deprecation warning: each one names the date its builds stop working."""
+    warned = [line.strip() for line in output.splitlines() if "DeprecationWarning" in line]
+    assert not warned, warned
+
+
 def built_wheel(source: Path, out: Path) -> Path:
     """The wheel pip builds from ``source`` (a project folder or an sdist), in ``out``."""
-    subprocess.run([*PIP_WHEEL, "-w", str(out), str(source)], check=True, capture_output=True, timeout=120)
+    build = subprocess.run([*PIP_WHEEL, "-w", str(out), str(source)], check=True, capture_output=True, text=True,
+                           timeout=120)
+    assert_no_deprecation(build.stdout + build.stderr)
     (wheel,) = out.glob("cnnlab-*.whl")
     return wheel
 
@@ -70,9 +79,10 @@ def test_the_sdist_builds_the_same_wheel(tmp_path):
     """``pip install cnnlab-X.tar.gz`` builds its wheel from the sdist, which must carry the data files too."""
     tree = project_copy(tmp_path)
     build = "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))"
-    name = subprocess.run([sys.executable, "-c", build, str(tmp_path / "sdist")], cwd=tree, check=True,
-                          capture_output=True, text=True, timeout=120).stdout.split()[-1]
-    sdist = tmp_path / "sdist" / name
+    made = subprocess.run([sys.executable, "-c", build, str(tmp_path / "sdist")], cwd=tree, check=True,
+                          capture_output=True, text=True, timeout=120)
+    assert_no_deprecation(made.stdout + made.stderr)
+    sdist = tmp_path / "sdist" / made.stdout.split()[-1]
     with tarfile.open(sdist) as archive:
         top = {member.name.split("/")[1] for member in archive.getmembers() if "/" in member.name}
     assert "tests" not in top and "benchmarks" not in top, top
