@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import cnnlab
 import cnnlab.runs.folder as rundir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,7 @@ def assert_ships_the_package(wheel: Path) -> None:
     assert names == in_package | metadata, sorted(names - in_package - metadata)  # no tests/, no benchmarks/
     (entry_points,) = [name for name in metadata if name.endswith("/entry_points.txt")]
     assert "cnnlab = cnnlab.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert wheel.name.startswith(f"cnnlab-{cnnlab.__version__}-")  # what pip installs is what --version says
 
 
 @pytest.mark.slow
