@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import cnnlab.device
 import cnnlab.explore
@@ -400,6 +401,17 @@ def test_sweep_without_the_sweep_extra_names_it(tmp_path, capsys, monkeypatch, n
     assert not (tmp_path / "s").exists()
 
 
+def test_a_postgresql_sweep_without_psycopg_names_the_sweep_extra(tmp_path, capsys, monkeypatch, no_data):
+    """Optuna installed on its own lacks the extra's PostgreSQL driver; Optuna's own error named no package and
+    came out as an internal error."""
+    pytest.importorskip("optuna")
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    argv = [*SWEEP, "--out", str(tmp_path / "s"), "--storage", "postgresql://127.0.0.1:1/study"]
+    assert_one_line(*run(argv, capsys), 'needs the sweep extra (pip install "cnnlab[sweep]"), missing psycopg',
+                    command="sweep")
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("storage, needle", [
     ("bogus://x", "cannot open the study database bogus://x: Can't load plugin"),
     ("sqlite:////nonexistent-cnnlab-folder/x.db", "cannot open the study database sqlite:////nonexistent-cnnlab-folder"),
@@ -569,3 +581,24 @@ def test_explore_without_its_web_stack_names_the_extra_and_only_then(monkeypatch
     monkeypatch.setitem(sys.modules, "cnnlab.explore", None)
     assert cli.main(["explore", "model.onnx"]) == 1
     assert "explore extra" not in capsys.readouterr().err
+
+
+def test_serving_without_uvicorn_names_the_explore_extra(tmp_path, monkeypatch, capsys):
+    """Starlette installed without uvicorn (as FastAPI installs it): serving failed as an internal error, after the
+    runs or the model were opened. A static page (--export) needs no server."""
+    pytest.importorskip("starlette")
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    (tmp_path / "runs").mkdir()
+    assert_one_line(*run(["explore", str(tmp_path / "runs"), "--no-browser", "--port", "0"], capsys),
+                    "needs the explore extra (pip install 'cnnlab[explore]'), missing uvicorn", command="explore")
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_an_onnx_model_without_the_export_extra_names_it(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not read: onnxruntime is asked for first")
+    Image.new("L", (28, 28)).save(tmp_path / "picture.png")
+    argv = [command, str(model), *([str(tmp_path / "picture.png")] if command == "predict" else [])]
+    assert_one_line(*run(argv, capsys), "opening an ONNX model needs onnx and onnxruntime",
+                    "pip install 'cnnlab[export]'", command=command)

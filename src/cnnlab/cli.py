@@ -295,6 +295,8 @@ def _cmd_export(args) -> int:
 def _cmd_explore(args) -> int:
     try:
         from cnnlab.explore import explore
+        if not args.export:  # serving needs uvicorn too: Starlette comes without it (FastAPI's)
+            import uvicorn  # noqa: F401
     except ImportError as e:  # the web stack is an extra: `pip install cnnlab[explore]`
         if (e.name or "cnnlab").split(".")[0] == "cnnlab":  # cnnlab's own import failing is no missing extra
             raise

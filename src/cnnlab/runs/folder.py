@@ -106,10 +106,18 @@ def clear_run_dir(path: str | Path) -> list[str]:
 
 
 def git_commit() -> str | None:
-    """The commit of the source tree cnnlab runs from, if it is a git checkout."""
+    """The commit of the source tree cnnlab runs from, if it is a git checkout of cnnlab.
+
+    An installed cnnlab has none, also where its virtualenv lies inside another project's checkout (``.venv/``):
+    HEAD there is that project's commit, so it counts only when cnnlab's own files are tracked in that checkout.
+    """
+    here = Path(__file__)
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", here.name], cwd=here.parent,
+                                 capture_output=True, timeout=5)
+        if tracked.returncode != 0:
+            return None
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here.parent, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

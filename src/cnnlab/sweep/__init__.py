@@ -38,7 +38,16 @@ from cnnlab.data.folder import refuse_writing_into
 from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.io import atomic_write, missing_folders, remove_made_folders
 from cnnlab.sweep.space import KINDS, LOCAL, PRUNERS, Param, SweepSpec, command_line, parse_param
-from cnnlab.sweep.storage import StorageLost, database_failure, db_errors, first_line, open_storage, shown, storage_url
+from cnnlab.sweep.storage import (
+    PSYCOPG_URL,
+    StorageLost,
+    database_failure,
+    db_errors,
+    first_line,
+    open_storage,
+    shown,
+    storage_url,
+)
 from cnnlab.sweep.study import SPEC_ATTR, enqueue_interrupted, load_study, progress
 from cnnlab.sweep.summary import format_summary, summarize
 from cnnlab.sweep.trial import TrialFailed, run_trial
@@ -89,7 +98,9 @@ def sweep(spec: SweepSpec | None, *, study: str | None = None, storage: str | No
     """
     try:
         import optuna
-    except ImportError as e:  # optuna is the sweep extra, not a dependency
+        if storage is not None and storage_url(storage, Path()).startswith(PSYCOPG_URL):
+            import psycopg  # noqa: F401  (Optuna would say only "Failed to import DB access module")
+    except ImportError as e:  # optuna and psycopg are the sweep extra, not dependencies
         raise CnnlabError(f"cnnlab sweep needs the sweep extra (pip install \"cnnlab[sweep]\"), missing "
                           f"{e.name or 'optuna'}") from None
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from cnnlab.errors import CnnlabError, summary
 
+PSYCOPG_URL = "postgresql+psycopg://"  # a PostgreSQL URL with the driver the sweep extra installs, psycopg 3
+
 
 class StorageLost(CnnlabError):
     """The study's database stopped answering (or never did)."""
@@ -24,7 +26,7 @@ def storage_url(url: str | None, sweep_dir: Path) -> str:
         return f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
     for plain in ("postgresql://", "postgres://"):  # SQLAlchemy's default PostgreSQL driver is psycopg2, not ours
         if url.startswith(plain):
-            return "postgresql+psycopg://" + url[len(plain):]
+            return PSYCOPG_URL + url[len(plain):]
     return url
 
 

@@ -1,0 +1,117 @@
+"""cnnlab as ``pip install`` gives it: the wheel (built from this tree, or from its sdist) holds every module and
+every file the package reads beside its code (pyproject.toml's package-data: the explorer's page, the report's
+template, the built-in studies), and nothing else; and an installed cnnlab is no checkout.
+
+Every other test runs cnnlab from the source tree, where a file left out of package-data is still found."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+import cnnlab.runs.folder as rundir
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "cnnlab"
+PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+             "--no-cache-dir", "-v"]  # setuptools as installed here; nothing fetched, nothing cached outside tmp;
+# -v: with setuptools' own output, where it warns of configuration it will stop building on a given date
+
+
+def package_files() -> set[str]:
+    """The package's files in the source tree, named as a wheel names them (``cnnlab/...``)."""
+    return {f"cnnlab/{path.relative_to(PACKAGE).as_posix()}" for path in PACKAGE.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts}
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """What a build reads (pyproject.toml, README.md, src/), copied: setuptools writes build/ and *.egg-info into
+    the tree it builds, and an old build/ there would ship files deleted since."""
+    tree = tmp_path / "project"
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, tree / name)
+    return tree
+
+
+def assert_no_deprecation(output: str) -> None:
+    """Setuptools builds it without a deprecation warning: each one names the date its builds stop working."""
+    warned = [line.strip() for line in output.splitlines() if "DeprecationWarning" in line]
+    assert not warned, warned
+
+
+def built_wheel(source: Path, out: Path) -> Path:
+    """The wheel pip builds from ``source`` (a project folder or an sdist), in ``out``."""
+    build = subprocess.run([*PIP_WHEEL, "-w", str(out), str(source)], check=True, capture_output=True, text=True,
+                           timeout=120)
+    assert_no_deprecation(build.stdout + build.stderr)
+    (wheel,) = out.glob("cnnlab-*.whl")
+    return wheel
+
+
+def assert_ships_the_package(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    in_package = {name for name in names if name.startswith("cnnlab/")}
+    missing, extra = sorted(package_files() - in_package), sorted(in_package - package_files())
+    assert not missing, f"{wheel.name} lacks {missing} (a module outside a package, or a package-data pattern?)"
+    assert not extra, f"{wheel.name} ships files the tree does not have: {extra}"
+    metadata = {name for name in names - in_package if name.split("/")[0].endswith(".dist-info")}
+    assert names == in_package | metadata, sorted(names - in_package - metadata)  # no tests/, no benchmarks/
+    (entry_points,) = [name for name in metadata if name.endswith("/entry_points.txt")]
+    assert "cnnlab = cnnlab.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert wheel.name.startswith(f"cnnlab-{cnnlab.__version__}-")  # what pip installs is what --version says
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_every_module_and_data_file_and_nothing_else(tmp_path):
+    assert {"cnnlab/explore/static/index.html", "cnnlab/report/templates/report.html.j2",
+            "cnnlab/study/data/lenet-batch-norm.toml", "cnnlab/py.typed"} <= package_files()  # the kinds of data
+    assert_ships_the_package(built_wheel(project_copy(tmp_path), tmp_path / "dist"))
+
+
+@pytest.mark.slow
+def test_the_sdist_builds_the_same_wheel(tmp_path):
+    """``pip install cnnlab-X.tar.gz`` builds its wheel from the sdist, which must carry the data files too."""
+    tree = project_copy(tmp_path)
+    build = "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    made = subprocess.run([sys.executable, "-c", build, str(tmp_path / "sdist")], cwd=tree, check=True,
+                          capture_output=True, text=True, timeout=120)
+    assert_no_deprecation(made.stdout + made.stderr)
+    sdist = tmp_path / "sdist" / made.stdout.split()[-1]
+    with tarfile.open(sdist) as archive:
+        top = {member.name.split("/")[1] for member in archive.getmembers() if "/" in member.name}
+    assert "tests" not in top and "benchmarks" not in top, top
+    assert_ships_the_package(built_wheel(sdist, tmp_path / "dist"))
+
+
+def _git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=folder,
+                          check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_an_installed_cnnlab_inside_another_projects_checkout_records_no_commit(tmp_path, monkeypatch):
+    """A run's config.json records the commit of cnnlab's checkout. Installed into a project's .venv/, cnnlab lies
+    inside that project's checkout, whose commit is not cnnlab's: it recorded it as its own."""
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):  # a git hook running the tests sets these
+        monkeypatch.delenv(name, raising=False)
+    project = tmp_path / "project"
+    installed = project / ".venv" / "lib" / "site-packages" / "cnnlab" / "runs" / "folder.py"
+    installed.parent.mkdir(parents=True)
+    shutil.copy2(rundir.__file__, installed)
+    (project / ".gitignore").write_text(".venv/\n")
+    _git(project, "init", "-q")
+    _git(project, "add", ".gitignore")
+    _git(project, "commit", "-q", "-m", "the user's project")
+    monkeypatch.setattr(rundir, "__file__", str(installed))  # git_commit() looks where its module lies
+    assert rundir.git_commit() is None
+    _git(project, "add", "--force", str(installed))  # a project that vendors cnnlab's source: its commit is cnnlab's
+    _git(project, "commit", "-q", "-m", "cnnlab vendored")
+    assert rundir.git_commit() == _git(project, "rev-parse", "HEAD")
