@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 
 import matplotlib
@@ -478,3 +480,18 @@ def test_chinese_class_names_are_drawn_with_a_cjk_font_not_as_boxes(monkeypatch)
     monkeypatch.setattr(plots, "CJK_FONTS", ())  # as before: boxes, and the warning
     with pytest.warns(UserWarning, match="missing from font"):
         draw()
+
+
+@pytest.mark.skipif(CJK_FILE is None and not IN_CI,
+                    reason="no CJK font installed (apt-get install fonts-wqy-microhei); under CI=true this test runs "
+                           "and fails instead")
+def test_a_confusion_matrix_drawn_beside_a_cjk_font_prints_no_font_warning():
+    """The diagonal's numbers are bold; looked up in the CJK fallback too, a font without a bold face (WenQuanYi
+    Micro Hei) made matplotlib log "findfont: Failed to find font weight bold" on stderr at every report and
+    `make train`. In a fresh process: matplotlib logs each failed lookup once a process."""
+    assert CJK_FILE, "CI=true but no CJK font is installed (see .ci/run)"
+    code = ("import torch; from matplotlib import font_manager; from cnnlab.report import plots; "
+            f"font_manager.fontManager.addfont({CJK_FILE!r}); "
+            "plots.figure_png(plots.confusion_figure(torch.tensor([[5, 1], [0, 6]]), ['猫', 'dog']))")
+    drawn = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert drawn.returncode == 0 and "findfont" not in drawn.stderr, drawn.stderr

@@ -121,8 +121,11 @@ def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
         for j in range(k):
             value = share[i, j]
             if value >= 0.5 or i == j:
+                # in matplotlib's own font: digits need no CJK fallback, and a fallback without a bold face
+                # (WenQuanYi Micro Hei) made every report print a findfont warning for the diagonal's bold
                 ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=layout["numbers"],
-                        color="white" if value > 55 else "#222222", fontweight="bold" if i == j else "normal")
+                        color="white" if value > 55 else "#222222", fontweight="bold" if i == j else "normal",
+                        family="DejaVu Sans")
     named = range(0, k, int(layout["step"]))
     # Slanted names are easier to read, but lean over one another in narrow cells; upright ones stand a cell apart.
     slant = {"rotation": 40, "ha": "right"} if k <= CONFUSION_NUMBERS_UP_TO else {"rotation": 90, "ha": "center"}
