@@ -36,7 +36,7 @@ def project_copy(tmp_path: Path) -> Path:
     the tree it builds, and an old build/ there would ship files deleted since."""
     tree = tmp_path / "project"
     shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, tree / name)
     return tree
 
@@ -64,6 +64,7 @@ def assert_ships_the_package(wheel: Path) -> None:
     assert not extra, f"{wheel.name} ships files the tree does not have: {extra}"
     metadata = {name for name in names - in_package if name.split("/")[0].endswith(".dist-info")}
     assert names == in_package | metadata, sorted(names - in_package - metadata)  # no tests/, no benchmarks/
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in metadata)  # MIT's terms go with it
     (entry_points,) = [name for name in metadata if name.endswith("/entry_points.txt")]
     assert "cnnlab = cnnlab.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert wheel.name.startswith(f"cnnlab-{cnnlab.__version__}-")  # what pip installs is what --version says
