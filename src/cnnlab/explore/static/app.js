@@ -4,7 +4,7 @@
 const COLORS = ["#3b78c3", "#e4572e", "#1d8a43", "#8e44ad", "#c49000", "#16a2b8", "#d6336c", "#555555"];
 const state = {runs: [], run: null, detail: null, stream: null, ops: null, step: 0, timer: null, testIndex: 0};
 
-const svgEl = (tag, attrs) => el(tag, {...attrs, svg: true});
+const svgEl = (tag, attrs, ...children) => el(tag, {...attrs, svg: true}, ...children);
 
 function fmtNum(v, digits = 3) {
   if (v === null || v === undefined || Number.isNaN(v)) return "—";
@@ -20,7 +20,10 @@ const accuracyCell = (r) => r.test_acc !== null && r.test_acc !== undefined ? pc
 // ------------------------------------------------------------------------------------------------------ tabs
 function showTab(name) {
   for (const tab of ["runs", "run", "ops"]) $("tab-" + tab).hidden = tab !== name;
-  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.tab === name);
+  for (const a of document.querySelectorAll("nav a")) {
+    a.classList.toggle("active", a.dataset.tab === name);
+    if (a.dataset.tab === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
   if (name === "ops" && !state.ops) runOps();
 }
 window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "runs"));
@@ -62,8 +65,9 @@ function lineChart(svg, title, series) {
       points: pts.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" ")}));
     for (const p of pts) svg.append(svgEl("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: s.color,
       class: "point", "data-series": s.name, "data-x": p[0], "data-y": p[1]}));
-    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: H + 8 + Math.floor(k / 2) * 14, fill: s.color,
-      text: (s.dash ? "- - " : "—— ") + s.name}));
+    // the line's sample in its colour, the name in the text's (several of the colours are too light for text)
+    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: H + 8 + Math.floor(k / 2) * 14},
+      svgEl("tspan", {fill: s.color, "aria-hidden": "true", text: s.dash ? "- - " : "—— "}), s.name));
     k++;
   }
 }
@@ -170,9 +174,13 @@ async function openRun(name, refresh = false) {
   state.run = name;
   if (!refresh) {
     location.hash = "run";
+    showTab("run");  // now, not at the hashchange event: the heading below takes the focus
     $("run-empty").hidden = true;
     $("run-view").hidden = false;
     $("result-card").hidden = true;
+    // the runs table, and the link that opened this, are hidden now: the focus goes to the run's heading
+    $("run-title").textContent = name;
+    $("run-title").focus();
     state.ops = null;  // the ops tab's test image and learned kernels are this run's now
     for (const id of ["run-error", "model-error", "gallery-error"]) errorCard($(id), "");
   }
@@ -446,7 +454,7 @@ function drawOps(picked) {
     cell.addEventListener("click", () => pick(i, j));
     cell.tabIndex = -1;  // rovingFocus makes one cell the tab stop
     cell.setAttribute("role", "button");
-    cell.setAttribute("aria-label", `Y[${i}, ${j}]: show its receptive field`);
+    cell.setAttribute("aria-label", `Y[${i}, ${j}] = ${cell.textContent}: show its receptive field`);
   });
   $("ops-grid-y").replaceChildren(table);
   rovingFocus(table, shown, picked || current, hadFocus, pick);
