@@ -276,7 +276,8 @@ def test_every_page_names_its_parts_for_a_screen_reader():
         assert all(all(names) for names in parts.headers.values()), (name, parts.headers)
         assert parts.headers["top-table"][:2] == ["class", "probability"], name
         assert "result-status" in parts.live, name
-    assert page_parts(pages["index.html"]).headers["runs-table"][0] == "compare"
+    index = page_parts(pages["index.html"])
+    assert index.headers["runs-table"][0] == "compare" and "ops-now" in index.live  # a step's result is said
 
 def test_a_corrupt_run_is_an_error_and_the_rest_still_works(server):
     status, body = request(server, "GET", "/api/run?run=broken-json")

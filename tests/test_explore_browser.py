@@ -153,6 +153,13 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
         click("#ops-step")
     assert driver.find_element("id", "ops-result").text == "[[19, 25], [37, 43]]"
     assert "step 4 of 4" in driver.find_element("id", "ops-progress").text
+    # what a step computed is said (a live region), but not while playing: a sentence every 350 ms would pile up
+    said = "return document.getElementById('ops-now').getAttribute('aria-live')"
+    assert driver.execute_script(said) == "polite"
+    click("#ops-play")
+    assert driver.execute_script(said) == "off"
+    wait(driver, "state.timer === null", what="the play's end")
+    assert driver.execute_script(said) == "polite"
     click("#ops-reset")
     click("#ops-end")
     assert driver.find_element("id", "ops-result").text == "[[19, 25], [37, 43]]"
@@ -292,6 +299,11 @@ def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(serv
                                 ".map(r => r.cells[0].textContent)")
     assert said.startswith("What the network makes of test image #") and len(top) == 5, said
     assert said.index(top[0]) < said.index(top[-1]) and said.count("%") == 5, said
+    # an error shown again as it is (the runs table's refresh while the server is down) is not said again
+    kept = driver.execute_script("const c = document.getElementById('runs-errors'); errorCard(c, 'down'); "
+                                 "const first = c.firstChild; errorCard(c, 'down'); "
+                                 "const kept = c.firstChild === first; errorCard(c, ''); return kept")
+    assert kept
     driver.set_window_size(375, 667)  # a phone: nothing scrolls the page sideways, the answer shown
     try:
         assert sideways_scroll(driver) == 0

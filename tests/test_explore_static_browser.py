@@ -74,6 +74,9 @@ def test_served_onnx_model_page(tmp_path, rgb_folder, driver, artifacts):  # noq
         rows = driver.execute_script("return document.querySelectorAll('#maps .maprow').length")
         assert rows > 15  # every stage of mobilenet_v3_small with a spatial map
         assert driver.find_element("id", "attr-a-caption").text.startswith("occlusion")
+        # the pictures' text alternatives name the attribution shown (both read "attribution")
+        assert [driver.find_element("id", f"attr-{x}").get_attribute("alt") for x in "ab"] == [
+            "occlusion overlay", "probability change per patch"]
         assert broken_images(driver) == [] and _errors(driver) == []
         screenshot(driver, artifacts / "explore-onnx-page.png")
         target = os.environ.get("CNNLAB_EXPLORE_ONNX_SCREENSHOT")

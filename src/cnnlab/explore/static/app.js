@@ -475,7 +475,12 @@ function drawOps(picked) {
   $("ops-result").dataset.complete = complete ? "true" : "false";
 }
 
-function stopPlay() { if (state.timer) { clearInterval(state.timer); state.timer = null; } }
+// What a step computes is said as it is shown (#ops-now is a live region), except while playing: a screen reader
+// would queue a sentence every 350 ms and lag behind the grid.
+function stopPlay() {
+  if (state.timer) { clearInterval(state.timer); state.timer = null; }
+  $("ops-now").setAttribute("aria-live", "polite");
+}
 function step(n) {
   if (!state.ops) return;
   state.step = Math.min(state.step + n, state.ops.steps.length);
@@ -496,6 +501,7 @@ function setupOps() {
     stopPlay();
     if (state.ops && state.step >= state.ops.steps.length) state.step = 0;
     const n = state.ops ? Math.max(1, Math.ceil(state.ops.steps.length / 120)) : 1;
+    $("ops-now").setAttribute("aria-live", "off");
     state.timer = setInterval(() => step(n), 350 / Math.min(n, 4));
   };
 }

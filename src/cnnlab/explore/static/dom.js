@@ -60,7 +60,10 @@ async function showAnswer(pending, render) {
   card.classList.add("ready");
 }
 
-// role=alert: a screen reader says the error when it appears, wherever the focus is
+// role=alert: a screen reader says the error when it appears, wherever the focus is; the same error shown again
+// (the runs table's refresh every 15 s while the server is down) stays as it is, said once
 function errorCard(container, message) {
+  const shown = container.querySelector(".error-card");
+  if (message && shown && shown.textContent === message) return;
   container.replaceChildren(message ? el("div", {class: "error-card", role: "alert", text: message}) : "");
 }
