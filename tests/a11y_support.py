@@ -133,3 +133,15 @@ def low_contrast(driver) -> list[list]:
 def sideways_scroll(driver) -> int:
     """How far the page scrolls sideways at the window's width (0: it fits; a wide table scrolls in its own box)."""
     return driver.execute_script("return document.documentElement.scrollWidth - innerWidth")
+
+
+def unreachable_scrollers(driver) -> list[str]:
+    """Boxes that scroll sideways at the window's width but that the keyboard cannot reach (no tab stop, in it or
+    on it), as tag.class; Safari gives such a box no focus of its own, so without one a table's far columns stay
+    out of a keyboard user's reach."""
+    return driver.execute_script("""
+        return Array.from(document.querySelectorAll('body *')).filter((e) => {
+          const x = getComputedStyle(e).overflowX;
+          return (x === 'auto' || x === 'scroll') && e.scrollWidth > e.clientWidth + 1 && e.tabIndex < 0 &&
+            !e.querySelector('a[href], button, input, select, textarea, [tabindex="0"]');
+        }).map((e) => e.tagName.toLowerCase() + '.' + e.className)""")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from a11y_support import low_contrast, sideways_scroll
+from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
 from test_explore_browser import artifacts, broken_images, driver, screenshot, wait  # noqa: F401  (fixtures)
 from test_explore_models import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
 from test_report import needs_chromium
@@ -48,7 +48,7 @@ def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, driver, artifact
     # On a phone the page does not scroll sideways, and a stage's name stands above its maps, not in a 190 px column
     driver.set_window_size(375, 667)
     try:
-        assert sideways_scroll(driver) == 0
+        assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []  # the layers scroll in a tab stop
         widths = driver.execute_script("const row = document.querySelector('#maps .maprow'); "
                                        "return [row.querySelector('.label').offsetWidth, row.clientWidth]")
         assert widths[0] == widths[1], widths

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 import report_fixtures
-from a11y_support import low_contrast, page_parts, sideways_scroll
+from a11y_support import low_contrast, page_parts, sideways_scroll, unreachable_scrollers
 from cnnlab.cli import main
 from cnnlab.data import CLASSES
 from cnnlab.errors import CnnlabError
@@ -437,6 +437,7 @@ def test_report_renders_in_headless_chromium(run_copy, tmp_path, monkeypatch):
         facts = driver.execute_script("const s = document.querySelector('dl').closest('section'); "
                                       "return [s.scrollWidth, s.clientWidth]")
         assert facts[0] <= facts[1], facts
+        assert unreachable_scrollers(driver) == []  # a wide table scrolls in a box that Tab reaches
         driver.set_window_size(1200, 900)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1200, height)
