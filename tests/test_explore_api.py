@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -278,6 +279,7 @@ def test_every_page_names_its_parts_for_a_screen_reader():
         assert "result-status" in parts.live, name
     index = page_parts(pages["index.html"])
     assert index.headers["runs-table"][0] == "compare" and "ops-now" in index.live  # a step's result is said
+    assert "from the keyboard, choose a file" in re.search(r'<canvas id="draw"[^>]*>', pages["index.html"]).group(0)
 
 def test_a_corrupt_run_is_an_error_and_the_rest_still_works(server):
     status, body = request(server, "GET", "/api/run?run=broken-json")
