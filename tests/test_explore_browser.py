@@ -270,42 +270,48 @@ def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(serv
         assert driver.execute_script("return document.querySelector(\"input.compare-box[data-run='lenet']\").checked")
     finally:
         shutil.rmtree(late)
-    # Opened with Enter, the run takes the focus to its heading: the link that had it is hidden now
-    driver.find_element("css selector", "a.run-link[data-run='lenet']").send_keys(Keys.ENTER)
-    assert driver.execute_script("return [document.activeElement.id, document.activeElement.textContent]") == [
-        "run-title", "lenet"]
-    assert driver.execute_script("return document.querySelector('nav a[aria-current=page]').dataset.tab") == "run"
-    wait(driver, "document.querySelector('#mistakes figure.mistake figcaption')", what="the mistakes' captions")
-    # Tab alone reaches every control of the run view, in the page's order
-    controls = driver.execute_script("return Array.from(document.querySelectorAll('#tab-run select, #tab-run input, "
-                                     "#tab-run button, #tab-run [tabindex=\"0\"]')).filter(e => e.offsetParent)")
-    reached = []
-    for _ in controls:  # pressed on the page, not sent to an element: a file input takes sent keys as a path
-        ActionChains(driver).send_keys(Keys.TAB).perform()
-        reached.append(driver.switch_to.active_element)
-    assert reached == controls
-    thumb = driver.find_element("css selector", "#gallery img.thumb")
-    assert (thumb.get_attribute("tabindex"), thumb.get_attribute("role")) == ("0", "button")
-    thumb.send_keys(Keys.ENTER)
-    # its focus ring shows outside the picture (the browser's own was lost against the black image)
-    ring = driver.execute_script("const s = getComputedStyle(document.activeElement); "
-                                 "return [s.outlineStyle, s.outlineOffset]")
-    assert ring[0] == "solid" and float(ring[1].removesuffix("px")) > 0, ring
-    wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the answer to Enter")
-    assert driver.find_element("id", "result-source").text.startswith("test image")
-    # A screen reader hears the answer: the status region names the input and the top classes as the table shows them
-    said = driver.execute_script("return document.getElementById('result-status').textContent")
-    top = driver.execute_script("return Array.from(document.querySelectorAll('#top-table tr.top'))"
-                                ".map(r => r.cells[0].textContent)")
-    assert said.startswith("What the network makes of test image #") and len(top) == 5, said
-    assert said.index(top[0]) < said.index(top[-1]) and said.count("%") == 5, said
-    # an error shown again as it is (the runs table's refresh while the server is down) is not said again
-    kept = driver.execute_script("const c = document.getElementById('runs-errors'); errorCard(c, 'down'); "
-                                 "const first = c.firstChild; errorCard(c, 'down'); "
-                                 "const kept = c.firstChild === first; errorCard(c, ''); return kept")
-    assert kept
-    driver.set_window_size(375, 667)  # a phone: nothing scrolls the page sideways, the answer shown
+    driver.set_window_size(375, 667)  # the rest on a phone, from the keyboard
     try:
+        # Opened with Enter, the run takes the focus to its heading: the link that had it is hidden now
+        driver.find_element("css selector", "a.run-link[data-run='lenet']").send_keys(Keys.ENTER)
+        assert driver.execute_script("return [document.activeElement.id, document.activeElement.textContent]") == [
+            "run-title", "lenet"]
+        assert driver.execute_script("return document.querySelector('nav a[aria-current=page]').dataset.tab") == "run"
+        wait(driver, "document.querySelector('#mistakes figure.mistake figcaption')", what="the mistakes' captions")
+        # Tab alone reaches every control of the run view, in the page's order
+        controls = driver.execute_script("return Array.from(document.querySelectorAll('#tab-run select, "
+                                         "#tab-run input, #tab-run button, #tab-run [tabindex=\"0\"]'))"
+                                         ".filter(e => e.offsetParent)")
+        reached = []
+        for _ in controls:  # pressed on the page, not sent to an element: a file input takes sent keys as a path
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            reached.append(driver.switch_to.active_element)
+        assert reached == controls
+        thumb = driver.find_element("css selector", "#gallery img.thumb")
+        assert (thumb.get_attribute("tabindex"), thumb.get_attribute("role")) == ("0", "button")
+        thumb.send_keys(Keys.ENTER)
+        # its focus ring shows outside the picture (the browser's own was lost against the black image)
+        ring = driver.execute_script("const s = getComputedStyle(document.activeElement); "
+                                     "return [s.outlineStyle, s.outlineOffset]")
+        assert ring[0] == "solid" and float(ring[1].removesuffix("px")) > 0, ring
+        wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the answer to Enter")
+        assert driver.find_element("id", "result-source").text.startswith("test image")
+        # A screen reader hears the answer: the status region names the input and the top classes as the table shows
+        said = driver.execute_script("return document.getElementById('result-status').textContent")
+        top = driver.execute_script("return Array.from(document.querySelectorAll('#top-table tr.top'))"
+                                    ".map(r => r.cells[0].textContent)")
+        assert said.startswith("What the network makes of test image #") and len(top) == 5, said
+        assert said.index(top[0]) < said.index(top[-1]) and said.count("%") == 5, said
+        # an error shown again as it is (the runs table's refresh while the server is down) is not said again
+        kept = driver.execute_script("const c = document.getElementById('runs-errors'); errorCard(c, 'down'); "
+                                     "const first = c.firstChild; errorCard(c, 'down'); "
+                                     "const kept = c.firstChild === first; errorCard(c, ''); return kept")
+        assert kept
+        # nothing scrolls the page sideways, and a chart is drawn at the width it is shown (520 units scaled to a
+        # phone's 300 px made its text 6 px)
         assert sideways_scroll(driver) == 0
+        chart = driver.execute_script("const s = document.getElementById('run-acc'); "
+                                      "return [s.viewBox.baseVal.width, s.getBoundingClientRect().width]")
+        assert chart[0] <= chart[1] + 1, chart
     finally:
         driver.set_window_size(1280, 1000)

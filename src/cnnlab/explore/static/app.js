@@ -31,9 +31,12 @@ window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "r
 // ------------------------------------------------------------------------------------------------------ charts
 // A line chart of several series [{name, color, points: [[x, y], ...]}]; points carry data-x/data-y for tests.
 function lineChart(svg, title, series) {
-  // The legend goes under the plot, two entries a line, where it hides no point.
-  const legendRows = Math.ceil(series.filter((s) => s.points.some((p) => Number.isFinite(p[1]))).length / 2);
-  const W = 520, H = 250, L = 48, R = 12, T = 22, B = 30, LEG = legendRows * 14 + (legendRows ? 6 : 0);
+  // Drawn as wide as it is shown, 520 units at most: on a phone's 300 px a 520-unit chart scaled down had 6 px text.
+  const W = Math.max(280, Math.min(520, Math.round(svg.getBoundingClientRect().width) || 520));
+  // The legend goes under the plot, two entries a line (one on a narrow chart), where it hides no point.
+  const perRow = W >= 400 ? 2 : 1;
+  const legendRows = Math.ceil(series.filter((s) => s.points.some((p) => Number.isFinite(p[1]))).length / perRow);
+  const H = 250, L = 48, R = 12, T = 22, B = 30, LEG = legendRows * 14 + (legendRows ? 6 : 0);
   svg.setAttribute("viewBox", `0 0 ${W} ${H + LEG}`);
   svg.replaceChildren();
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
@@ -66,7 +69,7 @@ function lineChart(svg, title, series) {
     for (const p of pts) svg.append(svgEl("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: s.color,
       class: "point", "data-series": s.name, "data-x": p[0], "data-y": p[1]}));
     // the line's sample in its colour, the name in the text's (several of the colours are too light for text)
-    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: H + 8 + Math.floor(k / 2) * 14},
+    svg.append(svgEl("text", {x: L + 8 + (k % perRow) * 230, y: H + 8 + Math.floor(k / perRow) * 14},
       svgEl("tspan", {fill: s.color, "aria-hidden": "true", text: s.dash ? "- - " : "—— "}), s.name));
     k++;
   }
