@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import data_support
+from a11y_support import page_parts
 from cli_support import run_with_output
 from cnnlab.data import CLASSES
 from cnnlab.errors import CnnlabError
@@ -259,6 +261,25 @@ def test_the_static_page_is_served_from_the_package(server):
         status, text = request(server, "GET", f"/static/{name}")
         assert status == 200 and b"http://" not in text.replace(b"http://www.w3.org/2000/svg", b"")
 
+
+
+def test_every_page_names_its_parts_for_a_screen_reader():
+    """The runs table's tick column and the top classes' columns had no header cells, so a screen reader read their
+    cells without a name; and no status region said the answer, so an upload seemed to do nothing."""
+    from cnnlab.explore.page import STATIC, render_page
+
+    pages = {name: (STATIC / name).read_text(encoding="utf-8") for name in ("index.html", "model.html")}
+    pages["the saved page"] = render_page({}, "t")
+    for name, page in pages.items():
+        parts = page_parts(page)
+        assert parts.lang == "en" and parts.viewport, name
+        assert parts.nameless == [], (name, parts.nameless)
+        assert all(all(names) for names in parts.headers.values()), (name, parts.headers)
+        assert parts.headers["top-table"][:2] == ["class", "probability"], name
+        assert "result-status" in parts.live, name
+    index = page_parts(pages["index.html"])
+    assert index.headers["runs-table"][0] == "compare" and "ops-now" in index.live  # a step's result is said
+    assert "from the keyboard, choose a file" in re.search(r'<canvas id="draw"[^>]*>', pages["index.html"]).group(0)
 
 def test_a_corrupt_run_is_an_error_and_the_rest_still_works(server):
     status, body = request(server, "GET", "/api/run?run=broken-json")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import test_explore_api
+from a11y_support import low_contrast, sideways_scroll
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
 from test_report import CHROMEDRIVER, CHROMIUM, needs_chromium
@@ -99,6 +100,11 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
     click("input.compare-box[data-run='live-browser']")
     overlay = "document.querySelectorAll('#compare-acc circle.point[data-series$=\"val acc\"]').length"
     wait(driver, f"{overlay} === 4", what="the two runs' validation curves overlaid")
+    # the legend's samples are in their curves' colours (a stylesheet rule painted every entry grey)
+    fills = "return Array.from(document.querySelectorAll(arguments[0])).map(e => getComputedStyle(e).fill)"
+    assert set(driver.execute_script(fills, "#compare-acc text tspan")) == set(
+        driver.execute_script(fills, "#compare-acc circle.point")) and len(set(driver.execute_script(
+            fills, "#compare-acc circle.point"))) == 2
     screenshot(driver, artifacts / "explore-runs.png")
 
     # A corrupt checkpoint: an error card in the run view, the page goes on.
@@ -147,6 +153,13 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
         click("#ops-step")
     assert driver.find_element("id", "ops-result").text == "[[19, 25], [37, 43]]"
     assert "step 4 of 4" in driver.find_element("id", "ops-progress").text
+    # what a step computed is said (a live region), but not while playing: a sentence every 350 ms would pile up
+    said = "return document.getElementById('ops-now').getAttribute('aria-live')"
+    assert driver.execute_script(said) == "polite"
+    click("#ops-play")
+    assert driver.execute_script(said) == "off"
+    wait(driver, "state.timer === null", what="the play's end")
+    assert driver.execute_script(said) == "polite"
     click("#ops-reset")
     click("#ops-end")
     assert driver.find_element("id", "ops-result").text == "[[19, 25], [37, 43]]"
@@ -171,6 +184,10 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
     assert driver.execute_script(focused) == [26, 25]
     driver.switch_to.active_element.send_keys(Keys.ARROW_UP, Keys.ENTER)
     assert driver.execute_script(focused) == [25, 25] and driver.execute_script(stops) == [[25, 25]]
+    # the focus shows apart from the pick's green outline, and the cell's name says its value as shown
+    cell = driver.execute_script("const e = document.activeElement; return [getComputedStyle(e).outlineColor, "
+                                 "e.getAttribute('aria-label'), e.textContent]")
+    assert cell[0] == "rgb(29, 36, 51)" and cell[1] == f"Y[25, 25] = {cell[2]}: show its receptive field", cell
     assert driver.find_element("css selector", "#ops-y-table td.picked").get_attribute("data-i") == "25"
     assert "Y[25, 25] sees input rows 25…26" in driver.find_element("id", "ops-now").text
 
@@ -221,6 +238,7 @@ def test_the_page_keeps_what_it_shows_straight(server, explore_root, driver, tmp
     driver.find_element("id", "ops-end").click()  # a real click: the field's change fires first, as for a user
     wait(driver, "document.getElementById('ops-result').dataset.complete === 'true'", what="the output")
     assert driver.find_element("id", "ops-progress").text == "step 16 of 16"
+    assert low_contrast(driver) == []  # the padding's zeros were grey on grey, 2.5:1
 
     click("a.run-link[data-run='lenet']")
     wait(driver, "document.querySelector('#gallery img')", what="the test images")
@@ -229,13 +247,16 @@ def test_the_page_keeps_what_it_shows_straight(server, explore_root, driver, tmp
     (tmp_path / "not-an-image.png").write_bytes(b"plain text, not a picture")
     driver.find_element("id", "upload").send_keys(str(tmp_path / "not-an-image.png"))
     wait(driver, "document.querySelector('#result-error .error-card')", what="the refusal")
+    assert driver.find_element("css selector", "#result-error .error-card").get_attribute("role") == "alert"
     assert driver.execute_script("return document.getElementById('result-body').hidden")
     assert driver.find_element("id", "result-source").text == "this input"
 
 
 def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(server, explore_root, driver):
     """Test images are picked with Enter as with a click (they could not be reached with Tab); the runs table lists
-    a run that appears after the page loaded and keeps the ticks (it never refreshed)."""
+    a run that appears after the page loaded and keeps the ticks (it never refreshed). A run opened with Enter left
+    the focus nowhere (on the hidden link), a focused picture showed no ring, and the answer was not announced."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     click = lambda css: driver.execute_script("document.querySelector(arguments[0]).click()", css)  # noqa: E731
@@ -249,10 +270,48 @@ def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(serv
         assert driver.execute_script("return document.querySelector(\"input.compare-box[data-run='lenet']\").checked")
     finally:
         shutil.rmtree(late)
-    click("a.run-link[data-run='lenet']")
-    wait(driver, "document.querySelector('#mistakes figure.mistake figcaption')", what="the mistakes' captions")
-    thumb = driver.find_element("css selector", "#gallery img.thumb")
-    assert (thumb.get_attribute("tabindex"), thumb.get_attribute("role")) == ("0", "button")
-    thumb.send_keys(Keys.ENTER)
-    wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the answer to Enter")
-    assert driver.find_element("id", "result-source").text.startswith("test image")
+    driver.set_window_size(375, 667)  # the rest on a phone, from the keyboard
+    try:
+        # Opened with Enter, the run takes the focus to its heading: the link that had it is hidden now
+        driver.find_element("css selector", "a.run-link[data-run='lenet']").send_keys(Keys.ENTER)
+        assert driver.execute_script("return [document.activeElement.id, document.activeElement.textContent]") == [
+            "run-title", "lenet"]
+        assert driver.execute_script("return document.querySelector('nav a[aria-current=page]').dataset.tab") == "run"
+        wait(driver, "document.querySelector('#mistakes figure.mistake figcaption')", what="the mistakes' captions")
+        # Tab alone reaches every control of the run view, in the page's order
+        controls = driver.execute_script("return Array.from(document.querySelectorAll('#tab-run select, "
+                                         "#tab-run input, #tab-run button, #tab-run [tabindex=\"0\"]'))"
+                                         ".filter(e => e.offsetParent)")
+        reached = []
+        for _ in controls:  # pressed on the page, not sent to an element: a file input takes sent keys as a path
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            reached.append(driver.switch_to.active_element)
+        assert reached == controls
+        thumb = driver.find_element("css selector", "#gallery img.thumb")
+        assert (thumb.get_attribute("tabindex"), thumb.get_attribute("role")) == ("0", "button")
+        thumb.send_keys(Keys.ENTER)
+        # its focus ring shows outside the picture (the browser's own was lost against the black image)
+        ring = driver.execute_script("const s = getComputedStyle(document.activeElement); "
+                                     "return [s.outlineStyle, s.outlineOffset]")
+        assert ring[0] == "solid" and float(ring[1].removesuffix("px")) > 0, ring
+        wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the answer to Enter")
+        assert driver.find_element("id", "result-source").text.startswith("test image")
+        # A screen reader hears the answer: the status region names the input and the top classes as the table shows
+        said = driver.execute_script("return document.getElementById('result-status').textContent")
+        top = driver.execute_script("return Array.from(document.querySelectorAll('#top-table tr.top'))"
+                                    ".map(r => r.cells[0].textContent)")
+        assert said.startswith("What the network makes of test image #") and len(top) == 5, said
+        assert said.index(top[0]) < said.index(top[-1]) and said.count("%") == 5, said
+        # an error shown again as it is (the runs table's refresh while the server is down) is not said again
+        kept = driver.execute_script("const c = document.getElementById('runs-errors'); errorCard(c, 'down'); "
+                                     "const first = c.firstChild; errorCard(c, 'down'); "
+                                     "const kept = c.firstChild === first; errorCard(c, ''); return kept")
+        assert kept
+        # nothing scrolls the page sideways, and a chart is drawn at the width it is shown (520 units scaled to a
+        # phone's 300 px made its text 6 px)
+        assert sideways_scroll(driver) == 0
+        chart = driver.execute_script("const s = document.getElementById('run-acc'); "
+                                      "return [s.viewBox.baseVal.width, s.getBoundingClientRect().width]")
+        assert chart[0] <= chart[1] + 1, chart
+    finally:
+        driver.set_window_size(1280, 1000)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
 from test_explore_browser import artifacts, broken_images, driver, screenshot, wait  # noqa: F401  (fixtures)
 from test_explore_models import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
 from test_report import needs_chromium
@@ -39,6 +40,20 @@ def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, driver, artifact
     driver.execute_script("document.querySelectorAll('#images img')[1].click()")
     wait(driver, "document.getElementById('result-source').textContent.includes('/1.png')", what="input 2")
     assert broken_images(driver) == []
+    # A screen reader hears the answer (the status region), and every text can be read (contrast)
+    said = driver.execute_script("return document.getElementById('result-status').textContent")
+    top = driver.execute_script("return document.querySelector('#top-table tbody td').textContent")
+    assert said.startswith("What the network makes of ") and "/1.png: " + top in said, said
+    assert low_contrast(driver) == []
+    # On a phone the page does not scroll sideways, and a stage's name stands above its maps, not in a 190 px column
+    driver.set_window_size(375, 667)
+    try:
+        assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []  # the layers scroll in a tab stop
+        widths = driver.execute_script("const row = document.querySelector('#maps .maprow'); "
+                                       "return [row.querySelector('.label').offsetWidth, row.clientWidth]")
+        assert widths[0] == widths[1], widths
+    finally:
+        driver.set_window_size(1280, 1000)
     requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert [r for r in requested if not r.startswith("data:")] == []
     assert _errors(driver) == []
@@ -59,6 +74,9 @@ def test_served_onnx_model_page(tmp_path, rgb_folder, driver, artifacts):  # noq
         rows = driver.execute_script("return document.querySelectorAll('#maps .maprow').length")
         assert rows > 15  # every stage of mobilenet_v3_small with a spatial map
         assert driver.find_element("id", "attr-a-caption").text.startswith("occlusion")
+        # the pictures' text alternatives name the attribution shown (both read "attribution")
+        assert [driver.find_element("id", f"attr-{x}").get_attribute("alt") for x in "ab"] == [
+            "occlusion overlay", "probability change per patch"]
         assert broken_images(driver) == [] and _errors(driver) == []
         screenshot(driver, artifacts / "explore-onnx-page.png")
         target = os.environ.get("CNNLAB_EXPLORE_ONNX_SCREENSHOT")

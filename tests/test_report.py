@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from html import unescape
 
 import matplotlib
 import pytest
@@ -22,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 import report_fixtures
+from a11y_support import low_contrast, page_parts, sideways_scroll, unreachable_scrollers
 from cnnlab.cli import main
 from cnnlab.data import CLASSES
 from cnnlab.errors import CnnlabError
@@ -289,6 +291,15 @@ def test_report_is_one_self_contained_file(run_copy):
                  "Receptive fields", "61,706", "MACs", *CLASSES):
         assert text in html, text
     assert sorted(p.name for p in run_copy.iterdir() if p.name.startswith(".")) == [], "temporary file left behind"
+    # For a screen reader: the page's language, every table column named (the accuracy bars' had no header), and
+    # each misclassified image's prediction and truth in the alt text (they were only drawn in the picture)
+    parts = page_parts(html)
+    assert parts.lang == "en" and parts.viewport and parts.nameless == []
+    assert all(all(names) for names in parts.headers.values()), parts.headers
+    count = int(re.search(r"The (\d+) most confidently misclassified", html).group(1))
+    alt = unescape(re.search(r'<img alt="(misclassified[^"]*)"', html).group(1))
+    said = re.findall(r"(?:: |; )([^;:]+?) (\d+\.\d)%, truly ([^;]+)", alt)
+    assert len(said) == count and all(p in CLASSES and t in CLASSES and p != t for p, _, t in said), alt
 
 
 @pytest.mark.parametrize("damage, match", [
@@ -420,6 +431,16 @@ def test_report_renders_in_headless_chromium(run_copy, tmp_path, monkeypatch):
         text = driver.find_element("tag name", "body").text
         acc = json.loads((run_copy / "result.json").read_text())["test_acc"]
         assert f"{acc:.2%}" in text and "final test accuracy" in text
+        assert low_contrast(driver) == []  # the title's "d2l 7.6" and the footer were too light to read (AA)
+        # On a phone: nothing scrolls the page sideways, and the run's facts fit their card (four columns of them
+        # overflowed it, the recipe's value cut off)
+        driver.set_window_size(375, 667)
+        assert sideways_scroll(driver) == 0
+        facts = driver.execute_script("const s = document.querySelector('dl').closest('section'); "
+                                      "return [s.scrollWidth, s.clientWidth]")
+        assert facts[0] <= facts[1], facts
+        assert unreachable_scrollers(driver) == []  # a wide table scrolls in a box that Tab reaches
+        driver.set_window_size(1200, 900)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1200, height)
         shot = tmp_path / "report.png"

@@ -235,7 +235,11 @@ def _mistakes(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, 
         return None
     fig = plots.misclassified_figure(images[worst], labels[worst].tolist(), pred[worst].tolist(),
                                      confidence[worst].tolist(), classes)
-    return {**_picture(fig, "misclassified images"), "count": len(worst)}
+    # what the picture says above and below each image, for a reader who cannot see it
+    said = "; ".join(f"{classes[p]} {c:.1%}, truly {classes[t]}" for p, c, t in zip(
+        pred[worst].tolist(), confidence[worst].tolist(), labels[worst].tolist(), strict=True))
+    return {**_picture(fig, f"misclassified test images, each predicted (probability) and truly: {said}"),
+            "count": len(worst)}
 
 
 def _filters(weight: torch.Tensor) -> dict[str, Any]:
@@ -256,7 +260,7 @@ def _feature_maps(model, preprocess, images, labels, classes, device) -> list[di
         rows = [r for r in run_rows(model, batch) if r.output.dim() == 4]
     return [_picture(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
                                                title=f"test #{idx}: {classes[int(labels[idx])]}"),
-                     f"feature maps of test image {idx}")
+                     f"feature maps of test image {idx} ({classes[int(labels[idx])]}) at every stage")
             for k, idx in enumerate(picks)]
 
 

@@ -4,7 +4,7 @@
 const COLORS = ["#3b78c3", "#e4572e", "#1d8a43", "#8e44ad", "#c49000", "#16a2b8", "#d6336c", "#555555"];
 const state = {runs: [], run: null, detail: null, stream: null, ops: null, step: 0, timer: null, testIndex: 0};
 
-const svgEl = (tag, attrs) => el(tag, {...attrs, svg: true});
+const svgEl = (tag, attrs, ...children) => el(tag, {...attrs, svg: true}, ...children);
 
 function fmtNum(v, digits = 3) {
   if (v === null || v === undefined || Number.isNaN(v)) return "—";
@@ -20,7 +20,10 @@ const accuracyCell = (r) => r.test_acc !== null && r.test_acc !== undefined ? pc
 // ------------------------------------------------------------------------------------------------------ tabs
 function showTab(name) {
   for (const tab of ["runs", "run", "ops"]) $("tab-" + tab).hidden = tab !== name;
-  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.tab === name);
+  for (const a of document.querySelectorAll("nav a")) {
+    a.classList.toggle("active", a.dataset.tab === name);
+    if (a.dataset.tab === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
   if (name === "ops" && !state.ops) runOps();
 }
 window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "runs"));
@@ -28,9 +31,12 @@ window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "r
 // ------------------------------------------------------------------------------------------------------ charts
 // A line chart of several series [{name, color, points: [[x, y], ...]}]; points carry data-x/data-y for tests.
 function lineChart(svg, title, series) {
-  // The legend goes under the plot, two entries a line, where it hides no point.
-  const legendRows = Math.ceil(series.filter((s) => s.points.some((p) => Number.isFinite(p[1]))).length / 2);
-  const W = 520, H = 250, L = 48, R = 12, T = 22, B = 30, LEG = legendRows * 14 + (legendRows ? 6 : 0);
+  // Drawn as wide as it is shown, 520 units at most: on a phone's 300 px a 520-unit chart scaled down had 6 px text.
+  const W = Math.max(280, Math.min(520, Math.round(svg.getBoundingClientRect().width) || 520));
+  // The legend goes under the plot, two entries a line (one on a narrow chart), where it hides no point.
+  const perRow = W >= 400 ? 2 : 1;
+  const legendRows = Math.ceil(series.filter((s) => s.points.some((p) => Number.isFinite(p[1]))).length / perRow);
+  const H = 250, L = 48, R = 12, T = 22, B = 30, LEG = legendRows * 14 + (legendRows ? 6 : 0);
   svg.setAttribute("viewBox", `0 0 ${W} ${H + LEG}`);
   svg.replaceChildren();
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
@@ -62,8 +68,9 @@ function lineChart(svg, title, series) {
       points: pts.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" ")}));
     for (const p of pts) svg.append(svgEl("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: s.color,
       class: "point", "data-series": s.name, "data-x": p[0], "data-y": p[1]}));
-    svg.append(svgEl("text", {x: L + 8 + (k % 2) * 230, y: H + 8 + Math.floor(k / 2) * 14, fill: s.color,
-      text: (s.dash ? "- - " : "—— ") + s.name}));
+    // the line's sample in its colour, the name in the text's (several of the colours are too light for text)
+    svg.append(svgEl("text", {x: L + 8 + (k % perRow) * 230, y: H + 8 + Math.floor(k / perRow) * 14},
+      svgEl("tspan", {fill: s.color, "aria-hidden": "true", text: s.dash ? "- - " : "—— "}), s.name));
     k++;
   }
 }
@@ -170,9 +177,13 @@ async function openRun(name, refresh = false) {
   state.run = name;
   if (!refresh) {
     location.hash = "run";
+    showTab("run");  // now, not at the hashchange event: the heading below takes the focus
     $("run-empty").hidden = true;
     $("run-view").hidden = false;
     $("result-card").hidden = true;
+    // the runs table, and the link that opened this, are hidden now: the focus goes to the run's heading
+    $("run-title").textContent = name;
+    $("run-title").focus();
     state.ops = null;  // the ops tab's test image and learned kernels are this run's now
     for (const id of ["run-error", "model-error", "gallery-error"]) errorCard($(id), "");
   }
@@ -446,7 +457,7 @@ function drawOps(picked) {
     cell.addEventListener("click", () => pick(i, j));
     cell.tabIndex = -1;  // rovingFocus makes one cell the tab stop
     cell.setAttribute("role", "button");
-    cell.setAttribute("aria-label", `Y[${i}, ${j}]: show its receptive field`);
+    cell.setAttribute("aria-label", `Y[${i}, ${j}] = ${cell.textContent}: show its receptive field`);
   });
   $("ops-grid-y").replaceChildren(table);
   rovingFocus(table, shown, picked || current, hadFocus, pick);
@@ -467,7 +478,12 @@ function drawOps(picked) {
   $("ops-result").dataset.complete = complete ? "true" : "false";
 }
 
-function stopPlay() { if (state.timer) { clearInterval(state.timer); state.timer = null; } }
+// What a step computes is said as it is shown (#ops-now is a live region), except while playing: a screen reader
+// would queue a sentence every 350 ms and lag behind the grid.
+function stopPlay() {
+  if (state.timer) { clearInterval(state.timer); state.timer = null; }
+  $("ops-now").setAttribute("aria-live", "polite");
+}
 function step(n) {
   if (!state.ops) return;
   state.step = Math.min(state.step + n, state.ops.steps.length);
@@ -488,6 +504,7 @@ function setupOps() {
     stopPlay();
     if (state.ops && state.step >= state.ops.steps.length) state.step = 0;
     const n = state.ops ? Math.max(1, Math.ceil(state.ops.steps.length / 120)) : 1;
+    $("ops-now").setAttribute("aria-live", "off");
     state.timer = setInterval(() => step(n), 350 / Math.min(n, 4));
   };
 }

@@ -44,6 +44,7 @@ async function showAnswer(pending, render) {
   errorCard($("result-error"), "");
   $("result-body").hidden = true;
   $("result-source").textContent = "…";
+  $("result-status").textContent = "";
   let r;
   try { r = await pending; } catch (e) {
     $("result-source").textContent = "this input";
@@ -53,9 +54,16 @@ async function showAnswer(pending, render) {
   $("result-body").hidden = false;
   $("result-source").textContent = r.source;
   render(r);
+  // A screen reader hears the answer where the eye sees it appear: the top classes, in the status region
+  $("result-status").textContent = `What the network makes of ${r.source}: ` + r.top.map((t) => t.probability === null
+    ? t.class : `${t.class} ${(100 * t.probability).toFixed(1)}%`).join(", ");
   card.classList.add("ready");
 }
 
+// role=alert: a screen reader says the error when it appears, wherever the focus is; the same error shown again
+// (the runs table's refresh every 15 s while the server is down) stays as it is, said once
 function errorCard(container, message) {
-  container.replaceChildren(message ? el("div", {class: "error-card", text: message}) : "");
+  const shown = container.querySelector(".error-card");
+  if (message && shown && shown.textContent === message) return;
+  container.replaceChildren(message ? el("div", {class: "error-card", role: "alert", text: message}) : "");
 }

@@ -55,15 +55,19 @@ function show(r) {
   $("attr-a-box").hidden = $("attr-b-box").hidden = !e;
   if (e && e.method === "occlusion") {
     $("attr-a").src = e.occlusion;
+    $("attr-a").alt = "occlusion overlay";
     $("attr-a-caption").textContent = `occlusion: where hiding a patch (${e.grid[0]} x ${e.grid[1]} grid) lowers ` +
       `${e.target}` + (e.empty ? " (no patch lowers it)" : "");
     $("attr-b").src = e.map;
+    $("attr-b").alt = "probability change per patch";
     $("attr-b-caption").textContent = "the probability drop (red) or rise (blue) per patch";
   } else if (e) {
     $("attr-a").src = e.gradcam;
+    $("attr-a").alt = "Grad-CAM overlay";
     $("attr-a-caption").textContent = `Grad-CAM of ${e.target} at ${e.row}` +
       (e.empty ? " (zero everywhere: no channel of that stage speaks for the class)" : "");
     $("attr-b").src = e.saliency;
+    $("attr-b").alt = "saliency map";
     $("attr-b-caption").textContent = "saliency |∂score/∂input|";
   }
   $("maps").replaceChildren(...r.rows.filter((row) => row.maps.length).map((row) => el("div", {class: "maprow",

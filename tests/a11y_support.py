@@ -1,0 +1,147 @@
+"""What the page tests check for readers who do not use a page as a sighted mouse user does (WCAG 2.1 AA): parts
+with names a screen reader can say, read from the HTML; text contrast and width, measured in the browser.
+
+Plain standard library and selenium on purpose: CI has neither axe-core nor npm. The checks are those of the
+properties the pages once lacked, not a full audit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+CONTROLS = ("input", "select", "textarea", "button", "canvas")
+
+
+@dataclass
+class PageParts:
+    """What a screen reader is told of a page's HTML: its language, viewport, header cells and controls."""
+
+    lang: str | None = None
+    viewport: bool = False
+    headers: dict[str, list[str]] = field(default_factory=dict)  # table id (or its position) -> its th texts
+    nameless: list[str] = field(default_factory=list)  # controls with no accessible name, as tag#id
+    live: list[str] = field(default_factory=list)  # ids of the status and alert regions
+
+
+class _Reader(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.parts = PageParts()
+        self.tables: list[str] = []
+        self.th: list[str] | None = None
+        self.labels = 0  # open <label> elements: a control inside one is named by it
+        self.label_for: set[str] = set()
+        self.unlabelled: list[tuple[str, str]] = []  # (tag#id, id) of controls named only by a <label for>, if any
+        self.button: list[str] | None = None  # the text of the open <button>, when its name is its text
+        self.button_name = ""
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "html":
+            self.parts.lang = a.get("lang")
+        elif tag == "meta" and a.get("name") == "viewport":
+            self.parts.viewport = "width=device-width" in (a.get("content") or "")
+        elif tag == "table":
+            self.tables.append(a.get("id") or f"table {len(self.parts.headers) + 1}")
+            self.parts.headers[self.tables[-1]] = []
+        elif tag == "th":
+            self.th = []
+        elif tag == "label":
+            self.labels += 1
+            if a.get("for"):
+                self.label_for.add(a["for"])
+        if a.get("role") in ("status", "alert") or a.get("aria-live"):
+            self.parts.live.append(a.get("id") or tag)
+        if tag in CONTROLS and a.get("type") != "hidden":
+            name = f"{tag}#{a.get('id', '')}"
+            if tag == "button":
+                self.button = [] if not a.get("aria-label") else None
+                self.button_name = name
+            elif tag == "canvas":
+                if a.get("role") != "img" or not a.get("aria-label"):
+                    self.parts.nameless.append(name)
+            elif not (self.labels or a.get("aria-label") or a.get("aria-labelledby") or a.get("title")):
+                self.unlabelled.append((name, a.get("id", "")))
+
+    def handle_endtag(self, tag):
+        if tag == "th" and self.th is not None:
+            self.parts.headers[self.tables[-1]].append("".join(self.th).strip())
+            self.th = None
+        elif tag == "table" and self.tables:
+            self.tables.pop()
+        elif tag == "label":
+            self.labels -= 1
+        elif tag == "button" and self.button is not None:
+            if not "".join(self.button).strip():
+                self.parts.nameless.append(self.button_name)
+            self.button = None
+
+    def handle_data(self, data):
+        if self.th is not None:
+            self.th.append(data)
+        if self.button is not None:
+            self.button.append(data)
+
+    def close(self):
+        super().close()
+        self.parts.nameless += [name for name, ident in self.unlabelled if not ident or ident not in self.label_for]
+
+
+def page_parts(html: str) -> PageParts:
+    """The :class:`PageParts` of an HTML page (its static markup: what its script adds later is not seen)."""
+    reader = _Reader()
+    reader.feed(html)
+    reader.close()
+    return reader.parts
+
+
+# [text, ratio, needed] of each visible text whose contrast with the first opaque background behind it is below
+# WCAG 2.1 AA: 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold). SVG text is measured by its fill; text a
+# screen reader skips (aria-hidden: a chart legend's line sample) and visually hidden text are not text to read.
+LOW_CONTRAST_JS = """
+const rgb = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+const linear = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+const lum = (c) => c.slice(0, 3).map(linear).reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+function background(node) {
+  for (let n = node; n && n.nodeType === 1; n = n.parentElement) {
+    const c = rgb(getComputedStyle(n).backgroundColor);
+    if (c.length === 3 || c[3] > 0.99) return c;
+  }
+  return [255, 255, 255];
+}
+const low = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+  const e = t.parentElement, cs = getComputedStyle(e), size = parseFloat(cs.fontSize);
+  if (!t.textContent.trim() || !e.getClientRects().length || cs.visibility !== "visible" || size === 0 ||
+      e.closest("[aria-hidden=true], .sr-only")) continue;
+  const needed = size >= 24 || (Number(cs.fontWeight) >= 700 && size >= 18.66) ? 3 : 4.5;
+  const r = ratio(rgb(e instanceof SVGElement ? cs.fill : cs.color), background(e));
+  if (r < needed) low.push([t.textContent.trim().slice(0, 40), Math.round(r * 100) / 100, needed]);
+}
+return low;
+"""
+
+
+def low_contrast(driver) -> list[list]:
+    """The page's texts below WCAG AA contrast, as ``[text, ratio, needed]``; [] when every text is readable."""
+    return driver.execute_script(LOW_CONTRAST_JS)
+
+
+def sideways_scroll(driver) -> int:
+    """How far the page scrolls sideways at the window's width (0: it fits; a wide table scrolls in its own box)."""
+    return driver.execute_script("return document.documentElement.scrollWidth - innerWidth")
+
+
+def unreachable_scrollers(driver) -> list[str]:
+    """Boxes that scroll sideways at the window's width but that the keyboard cannot reach (no tab stop, in it or
+    on it), as tag.class; Safari gives such a box no focus of its own, so without one a table's far columns stay
+    out of a keyboard user's reach."""
+    return driver.execute_script("""
+        return Array.from(document.querySelectorAll('body *')).filter((e) => {
+          const x = getComputedStyle(e).overflowX;
+          return (x === 'auto' || x === 'scroll') && e.scrollWidth > e.clientWidth + 1 && e.tabIndex < 0 &&
+            !e.querySelector('a[href], button, input, select, textarea, [tabindex="0"]');
+        }).map((e) => e.tagName.toLowerCase() + '.' + e.className)""")
