@@ -20,7 +20,7 @@ import data_support
 from cnnlab.data import DeviceLoader, conform, folder, load_dataset, store
 from cnnlab.data.duplicates import image_digest
 from cnnlab.errors import CnnlabError, DataError
-from cnnlab.inference import Meta, check_same_classes
+from cnnlab.inference import Meta, check_same_classes, scored_images
 from data_support import listing, rng_image, write_classes
 
 home = data_support.home  # a fixture
@@ -349,6 +349,23 @@ def test_over_the_limit_the_images_are_memory_mapped(tmp_path, home, monkeypatch
     assert loaders[1].images.data_ptr() == mapped.train_images.data_ptr()
     for (xa, ya), (xb, yb) in zip(*loaders, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_folder_scored_whole_is_a_view_of_its_decoded_images_not_a_copy(tmp_path, home, monkeypatch):
+    # eval of a folder without test/ scored torch.cat of its two splits: twice the decoded bytes in memory (4,000
+    # photos at 224 px: 1.9 GB against 1.3 GB), and a memory-mapped set read whole into memory
+    write_classes(tmp_path / "set", {"a": 12, "b": 12}, mode="RGB")
+    for limit in (None, 1000):  # in memory, then memory-mapped
+        monkeypatch.setattr(store, "IN_MEMORY_BYTES", limit)
+        data = load_dataset(f"folder:{tmp_path / 'set'}")
+        images, labels, scored = scored_images({}, data)
+        assert scored.startswith("all 24 images of folder:")
+        assert images.untyped_storage().data_ptr() == data.train_images.untyped_storage().data_ptr()
+        assert store.is_memory_mapped(images) == (limit is not None)
+        assert torch.equal(images, torch.cat([data.train_images, data.test_images]))
+        assert torch.equal(labels, torch.cat([data.train_labels, data.test_labels]))
+    apart = [torch.zeros(2, 1, 3, 3, dtype=torch.uint8), torch.ones(1, 1, 3, 3, dtype=torch.uint8)]
+    assert torch.equal(store.joined(*apart), torch.cat(apart))  # not in one storage: copied
 
 
 def test_not_enough_disk_for_the_decoded_set_is_refused(tmp_path, home, monkeypatch):

@@ -22,6 +22,7 @@ from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
 from cnnlab.data.folder import SPLIT_NAMES
 from cnnlab.data.split import run_split
+from cnnlab.data.store import joined
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
 from cnnlab.models import create_model
@@ -410,10 +411,9 @@ def scored_images(recorded: Mapping[str, Any], data: Any,
                           f"so a drawn one would hold images the model trained on; expected "
                           f"{data.name.removeprefix(FOLDER_PREFIX)}/test/<class>/<image> back")
     whole = len(data.train_labels) + n
-    # cat copies: another folder scored by eval is an evaluation set, not a memory-mapped training set
     # a model from elsewhere (no record) has no run whose folder this could have been
     not_its = " and is not the folder the run trained on" if recorded else ""
-    return torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels]), \
+    return joined(data.train_images, data.test_images), torch.cat([data.train_labels, data.test_labels]), \
         f"all {whole} images of {data.name}: it has no test/ folder{not_its}"
 
 

@@ -26,7 +26,7 @@ from cnnlab.errors import DataError
 from cnnlab.io import atomic_write
 
 __all__ = ["CACHE_ENV", "cache_root", "in_memory_limit", "is_memory_mapped", "write_raw", "open_raw",
-           "format_bytes"]
+           "format_bytes", "joined"]
 
 CACHE_ENV = "CNNLAB_CACHE"
 IN_MEMORY_BYTES: int | None = None  # None: half the physical memory (tests set a small number)
@@ -115,3 +115,18 @@ def open_raw(path: Path, shape: tuple[int, ...], *, mapped: bool | None = None) 
     # Every view keeps its base tensor alive, so the entry goes exactly when the mapping is unmapped.
     weakref.finalize(root, _MAPPED.pop, key, None)
     return root.view(shape)
+
+
+def joined(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """``first`` then ``second`` along the first axis: a view of their storage where ``second`` follows ``first``
+    there (a folder's splits, stored in one array by :func:`write_raw`), else a copy (``torch.cat``).
+
+    A folder scored whole was copied into one tensor: twice its decoded bytes in memory, and a memory-mapped set
+    read whole into it.
+    """
+    if first.is_contiguous() and second.is_contiguous() and first.dtype == second.dtype and \
+            first.device == second.device and first.shape[1:] == second.shape[1:] and \
+            first.untyped_storage().data_ptr() == second.untyped_storage().data_ptr() and \
+            second.storage_offset() == first.storage_offset() + first.numel():
+        return first.as_strided((len(first) + len(second), *first.shape[1:]), first.stride())
+    return torch.cat([first, second])
