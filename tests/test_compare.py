@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from cli_support import file_appears_while_saving
@@ -15,6 +16,7 @@ from cnnlab.cli import main
 from cnnlab.compare import compare, compare_runs, curves_overlay, find_runs, format_table, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, summary
+from cnnlab.report.plots import figure_png
 from cnnlab.train import train
 
 TINY = dict(epochs=2, limit_train_batches=2, limit_val_batches=1, batch_size=32, quiet=True, report=False)
@@ -257,6 +259,20 @@ def test_a_plot_format_whose_program_is_missing_is_refused_before_the_work(runs,
     monkeypatch.setattr(shutil, "which", lambda program: f"/usr/bin/{program}")
     assert main(["compare", str(runs / "a-lenet"), "--plot", "c.pdf"]) == 0  # what needs no program is written
     assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_the_curves_of_hundreds_of_runs_leave_their_names_to_the_table(runs, tmp_path):
+    # a legend of 300 runs (a sweep's trials) was a column of names 6,181 px tall beside two panels of 400 px
+    run = load_run(runs / "a-lenet")
+    for count in (20, 60):
+        fig = curves_overlay([run] * count, [f"trial-{i}" for i in range(count)])
+        height = Image.open(io.BytesIO(figure_png(fig))).size[1]
+        assert len(fig.axes[0].lines) == count
+        if count == 20:  # up to LEGEND_RUNS: each line named, as before
+            assert len(fig.axes[0].get_legend().get_texts()) == 20
+        else:
+            assert all(ax.get_legend() is None for ax in fig.axes) and height < 600
+            assert fig.axes[0].get_title() == "validation accuracy\n(60 runs: the table names them)"
 
 
 def test_the_plot_draws_the_figure_the_runs_judge_and_names_it(runs, tmp_path):

@@ -30,6 +30,7 @@ from cnnlab.runs import Run
 from cnnlab.train.config import BEFORE_THE_SETTING, JUDGED, augment_name, config_fields
 
 FORMATS = ("md", "csv", "json")
+LEGEND_RUNS = 20  # the most runs the curves name in a legend
 
 # Config keys that name a run rather than decide its figures (or that have a column of their own).
 _NOT_COMPARED = {"out", "data_dir", "model", "recipe", "dataset"}
@@ -285,11 +286,17 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
         ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    # A legend of hundreds of runs (a sweep's trials) was a column of names 6,000 px tall beside two small panels,
+    # and most of the drawing time: past LEGEND_RUNS the lines go unnamed, and the first panel says where they are
+    lines = sum(1 for run in runs if run.metrics)
+    named = lines <= LEGEND_RUNS
+    if not named:
+        panels[0].set_title(f"{panels[0].get_title()}\n({lines} runs: the table names them)")
     # Runs without an epoch draw nothing, and an empty legend is a matplotlib warning
-    if drawn := next((ax for ax in (*panels, loss) if ax.lines), None):
+    if named and (drawn := next((ax for ax in (*panels, loss) if ax.lines), None)):
         drawn.legend(fontsize="small")
-    if mixed and loss.lines and drawn is not loss:
-        loss.legend(fontsize="small")
+        if mixed and loss.lines and drawn is not loss:
+            loss.legend(fontsize="small")
     return fig
 
 
