@@ -3,11 +3,12 @@
 The cache folder is ``$CNNLAB_CACHE``, else ``~/.cache/cnnlab``: downloads go into ``<cache>/<dataset>``, decoded
 image folders into ``<cache>/folders``. It is the only place cnnlab creates data files.
 
-Datasets larger than memory: a decoded set whose bytes exceed :func:`in_memory_limit` (half the machine's RAM) is
-written to a raw uint8 file in the cache and mapped from it (``torch.from_file``, copy-on-write), so the pages are
-read on demand and the kernel may drop them again; :class:`~cnnlab.data.loader.DeviceLoader` then gathers each
-batch on the host and moves only that batch to the device (:func:`is_memory_mapped`). 100,000 RGB images at
-224 px are 15 GB of uint8: such a set trains from the page cache instead of failing to load.
+Datasets larger than memory: a decoded set whose bytes exceed :func:`in_memory_limit` (half the RAM this process may
+use: the machine's, or its container's or job's limit where that is lower) is written to a raw uint8 file in the cache
+and mapped from it (``torch.from_file``, copy-on-write), so the pages are read on demand and the kernel may drop them
+again; :class:`~cnnlab.data.loader.DeviceLoader` then gathers each batch on the host and moves only that batch to the
+device (:func:`is_memory_mapped`). 100,000 RGB images at 224 px are 15 GB of uint8: such a set trains from the page
+cache instead of failing to load.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ import torch
 from cnnlab.errors import DataError
 from cnnlab.io import atomic_write
 
-__all__ = ["CACHE_ENV", "cache_root", "in_memory_limit", "is_memory_mapped", "write_raw", "open_raw",
-           "format_bytes", "joined"]
+__all__ = ["CACHE_ENV", "cache_root", "in_memory_limit", "cgroup_memory_limit", "is_memory_mapped", "write_raw",
+           "open_raw", "format_bytes", "joined"]
 
 CACHE_ENV = "CNNLAB_CACHE"
 IN_MEMORY_BYTES: int | None = None  # None: half the physical memory (tests set a small number)
+
+# Where the control group's memory limit is read (moved by the tests).
+PROC_CGROUP, CGROUP_ROOT = Path("/proc/self/cgroup"), Path("/sys/fs/cgroup")
 
 _MAPPED: dict[int, int] = {}  # data_ptr of each mapped storage -> its size in bytes
 
@@ -41,13 +45,50 @@ def cache_root() -> Path:
 
 
 def in_memory_limit() -> int:
-    """Largest decoded dataset, in bytes, that is held in memory rather than memory-mapped from the cache."""
+    """Largest decoded dataset, in bytes, that is held in memory rather than memory-mapped from the cache: half the
+    memory this process may use, the machine's or its control group's limit where that is lower."""
     if IN_MEMORY_BYTES is not None:
         return IN_MEMORY_BYTES
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX: assume 8 GB of RAM
-        return 4 << 30
+        physical = 8 << 30
+    return min(physical, cgroup_memory_limit() or physical) // 2
+
+
+def cgroup_memory_limit() -> int | None:
+    """The memory limit of this process's control group (a container's, a Slurm or Kubernetes job's), in bytes, or
+    None where there is none or it cannot be read.
+
+    Half the machine's RAM was the limit whatever the container was allowed: a 12 GB set on a 64 GB machine was read
+    into a container of 8 GB, which the kernel then killed. cgroup v2 keeps the limit in ``memory.max`` ("max": none),
+    v1 in ``memory.limit_in_bytes`` (a huge number: none); a container sees its own group as the root.
+    """
+    try:
+        lines = Path(PROC_CGROUP).read_text().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:  # "hierarchy-id:controllers:/group"
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, group = parts
+        group = group.lstrip("/")
+        if controllers == "":  # v2: one hierarchy
+            candidates += [CGROUP_ROOT / group / "memory.max", CGROUP_ROOT / "memory.max"]
+        elif "memory" in controllers.split(","):  # v1: the memory controller's own hierarchy
+            candidates += [CGROUP_ROOT / "memory" / group / "memory.limit_in_bytes",
+                           CGROUP_ROOT / "memory" / "memory.limit_in_bytes"]
+    limits = []
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
 def format_bytes(n: int) -> str:
