@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -82,6 +83,25 @@ def test_evaluate_checkpoint_on_the_real_test_set(trained_run):
     assert f"test accuracy {result.accuracy:.4f}" in text
     assert all(name in text for name in CLASSES)
     assert text.count("\n") >= 25  # accuracy line, class table, 10-row confusion table
+
+
+def test_the_text_of_many_classes_gives_the_most_frequent_confusions_not_the_whole_matrix():
+    # 1,000 classes printed a confusion matrix of 2,000 lines up to 5,000 characters wide: 5 MB of text
+    k = 40
+    labels = torch.arange(10 * k) % k
+    logits = torch.randn(10 * k, k, generator=torch.Generator().manual_seed(0))
+    logits[torch.arange(10 * k), labels] += 2
+    result = EvalResult.from_logits(logits, labels, [f"class {i}" for i in range(k)])
+    lines = format_eval(result).splitlines()
+    assert max(map(len, lines)) < 120 and len(lines) < k + 40
+    heading = lines.index("the 20 most frequent confusions of 40 classes (the whole 40 x 40 confusion matrix: --json)")
+    off = result.confusion - torch.diag(result.confusion.diag())
+    shown = [(int(a.split()[0]), int(b.split()[0]), int(n)) for a, b, n in
+             (re.split(r"\s{2,}", line.strip()) for line in lines[heading + 3:heading + 23])]
+    assert [n for _, _, n in shown] == sorted(off.flatten().tolist(), reverse=True)[:20]
+    assert all(int(off[i, j]) == n for i, j, n in shown) and len(set(shown)) == 20
+    few = EvalResult.from_logits(logits[:, :30], labels % 30, [str(i) for i in range(30)])
+    assert "confusion matrix (rows: true class, columns: predicted class)" in format_eval(few)  # up to 30: whole
 
 
 @pytest.mark.slow
