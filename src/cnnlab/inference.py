@@ -22,7 +22,7 @@ from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
 from cnnlab.data.folder import SPLIT_NAMES
 from cnnlab.data.split import run_split
-from cnnlab.data.store import joined
+from cnnlab.data.store import joined, mapped_reads
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
 from cnnlab.models import create_model
@@ -215,8 +215,9 @@ class Trained:
             # trained), and the data may have moved since
             where = "" if Path(stored).is_absolute() else ", relative to the folder the run trained in"
             raise moved_data(f"the run's data folder {stored} (its config's data_dir{where})")
-        return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
-                          decoded=(self.meta.image_size, self.meta.channels))
+        with mapped_reads():  # a folder's decoded images: only those scored or shown are read
+            return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
+                              decoded=(self.meta.image_size, self.meta.channels))
 
     def check_dataset(self, data: Any, other: bool = False) -> tuple[list[int], list[str]]:
         """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are

@@ -13,11 +13,12 @@ cache instead of failing to load.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from cnnlab.errors import DataError
 from cnnlab.io import atomic_write
 
 __all__ = ["CACHE_ENV", "cache_root", "in_memory_limit", "cgroup_memory_limit", "is_memory_mapped", "write_raw",
-           "open_raw", "format_bytes", "joined"]
+           "open_raw", "mapped_reads", "format_bytes", "joined"]
 
 CACHE_ENV = "CNNLAB_CACHE"
 IN_MEMORY_BYTES: int | None = None  # None: half the physical memory (tests set a small number)
@@ -36,6 +37,7 @@ IN_MEMORY_BYTES: int | None = None  # None: half the physical memory (tests set 
 PROC_CGROUP, CGROUP_ROOT = Path("/proc/self/cgroup"), Path("/sys/fs/cgroup")
 
 _MAPPED: dict[int, int] = {}  # data_ptr of each mapped storage -> its size in bytes
+_MAP_EVERY_ARRAY = False  # inside mapped_reads()
 
 
 def cache_root() -> Path:
@@ -133,20 +135,34 @@ def write_raw(path: Path, nbytes: int, fill: Callable[[np.ndarray], int]) -> int
     return used
 
 
+@contextlib.contextmanager
+def mapped_reads() -> Iterator[None]:
+    """Inside it, :func:`open_raw` maps every array, whatever its size: for a reader of part of a set (a checkpoint's
+    test split, the digests of its training images), a load into memory is a copy of the rest it never reads (eval of
+    a run's 600 MB folder read all of it to score its 100 MB test split)."""
+    global _MAP_EVERY_ARRAY
+    before, _MAP_EVERY_ARRAY = _MAP_EVERY_ARRAY, True
+    try:
+        yield
+    finally:
+        _MAP_EVERY_ARRAY = before
+
+
 def open_raw(path: Path, shape: tuple[int, ...], *, mapped: bool | None = None) -> torch.Tensor:
     """The uint8 tensor of ``shape`` stored in ``path``: read into memory, or mapped when it is over the limit.
 
     Args:
         path: a file written by :func:`write_raw`.
         shape: its layout; the file must hold exactly ``prod(shape)`` bytes.
-        mapped: force the choice; ``None`` maps only when the size exceeds :func:`in_memory_limit`.
+        mapped: force the choice; ``None`` maps only when the size exceeds :func:`in_memory_limit` (always inside
+            :func:`mapped_reads`).
     """
     nbytes = math.prod(shape)
     size = path.stat().st_size
     if size != nbytes:
         raise DataError(f"{path}: cached array has {size} bytes, expected {nbytes} for shape {shape}")
     if mapped is None:
-        mapped = nbytes > in_memory_limit()
+        mapped = _MAP_EVERY_ARRAY or nbytes > in_memory_limit()
     if not mapped or nbytes == 0:
         return torch.from_numpy(np.fromfile(path, dtype=np.uint8, count=nbytes)).view(shape)
     # shared=False maps the file copy-on-write: pages load on demand and a stray write never reaches the cache.
