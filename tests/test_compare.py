@@ -8,13 +8,15 @@ import warnings
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from cli_support import file_appears_while_saving
 from cnnlab.cli import main
 from cnnlab.compare import compare, compare_runs, curves_overlay, find_runs, format_table, load_run
 from cnnlab.errors import CnnlabError
-from cnnlab.models import create_model
+from cnnlab.models import create_model, summary
+from cnnlab.report.plots import figure_png
 from cnnlab.train import train
 
 TINY = dict(epochs=2, limit_train_batches=2, limit_val_batches=1, batch_size=32, quiet=True, report=False)
@@ -100,6 +102,18 @@ def test_macs_match_torchs_flop_counter_on_the_whole_model(runs):
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(torch.zeros(1, 1, 28, 28))
         assert row["macs"] == counter.get_total_flops() // 2 > 0
+
+
+def test_a_models_macs_are_counted_once_for_all_its_runs(runs, tmp_path, monkeypatch):
+    # each run's model was built and traced for its MACs: 300 runs of one LeNet took 14 s, of a ResNet-50 90 s
+    for i in range(4):
+        shutil.copytree(runs / "a-lenet", tmp_path / f"lenet-{i}")
+    built = []
+    monkeypatch.setattr(summary, "create_model", lambda *a, **k: built.append(a[0]) or create_model(*a, **k))
+    runs_of = [load_run(tmp_path / f"lenet-{i}") for i in range(4)] + [load_run(runs / "b-bn")]
+    _, rows = compare_runs(runs_of)
+    assert sorted(built) == ["lenet", "lenet-bn-relu"]
+    assert len({r["macs"] for r in rows[:4]}) == 1 and rows[0]["macs"] > 0 and rows[4]["macs"] != rows[0]["macs"]
 
 
 def test_formats_round_trip(runs):
@@ -245,6 +259,20 @@ def test_a_plot_format_whose_program_is_missing_is_refused_before_the_work(runs,
     monkeypatch.setattr(shutil, "which", lambda program: f"/usr/bin/{program}")
     assert main(["compare", str(runs / "a-lenet"), "--plot", "c.pdf"]) == 0  # what needs no program is written
     assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_the_curves_of_hundreds_of_runs_leave_their_names_to_the_table(runs, tmp_path):
+    # a legend of 300 runs (a sweep's trials) was a column of names 6,181 px tall beside two panels of 400 px
+    run = load_run(runs / "a-lenet")
+    for count in (20, 60):
+        fig = curves_overlay([run] * count, [f"trial-{i}" for i in range(count)])
+        height = Image.open(io.BytesIO(figure_png(fig))).size[1]
+        assert len(fig.axes[0].lines) == count
+        if count == 20:  # up to LEGEND_RUNS: each line named, as before
+            assert len(fig.axes[0].get_legend().get_texts()) == 20
+        else:
+            assert all(ax.get_legend() is None for ax in fig.axes) and height < 600
+            assert fig.axes[0].get_title() == "validation accuracy\n(60 runs: the table names them)"
 
 
 def test_the_plot_draws_the_figure_the_runs_judge_and_names_it(runs, tmp_path):

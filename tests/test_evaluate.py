@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import report_fixtures
 from cnnlab.data import CLASSES, Preprocess, load_fashion_mnist
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.evaluate import EvalResult, confusion_matrix, evaluate_checkpoint, format_eval
-from cnnlab.inference import load_trained, predict_logits
+from cnnlab.inference import BATCH_VALUES, load_trained, predict_logits
 from cnnlab.models import create_model
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 
@@ -59,6 +60,26 @@ def test_predict_logits_equals_the_plain_forward_and_ignores_batching():
     torch.testing.assert_close(predict_logits(model, pre, images, tta=True), (expected + flipped) / 2)
 
 
+def test_predict_logits_takes_fewer_large_pictures_a_pass():
+    # 512 images a pass whatever their size: eval of a 224-px ResNet-50 checkpoint held 5.6 GB of activations
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 5))
+    passes = []
+    model.register_forward_pre_hook(lambda module, args: passes.append(args[0].shape[0]))
+    small = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8)
+    logits = predict_logits(model, Preprocess(16), small)
+    assert passes == [40]  # small pictures: as many as batch_size says
+    passes.clear()
+    large = torch.nn.functional.interpolate(small.float(), size=256).to(torch.uint8)  # stored at 256 px
+    at_input = predict_logits(model, Preprocess(512), large)  # and read at 512: the larger counts
+    assert max(passes) == BATCH_VALUES // (3 * 512 * 512) and sum(passes) == 40
+    with torch.no_grad():
+        whole = model(Preprocess(512)(large.float() / 255))
+    torch.testing.assert_close(at_input, whole)
+    assert logits.shape == (40, 5)
+
+
 @pytest.mark.parametrize("bad, match", [(torch.zeros(2, 2, 2, 28, 28), "N x H x W"), (torch.zeros(0, 28, 28), "none")])
 def test_predict_logits_rejects_bad_input(bad, match):
     with pytest.raises(CnnlabError, match=match):
@@ -82,6 +103,25 @@ def test_evaluate_checkpoint_on_the_real_test_set(trained_run):
     assert f"test accuracy {result.accuracy:.4f}" in text
     assert all(name in text for name in CLASSES)
     assert text.count("\n") >= 25  # accuracy line, class table, 10-row confusion table
+
+
+def test_the_text_of_many_classes_gives_the_most_frequent_confusions_not_the_whole_matrix():
+    # 1,000 classes printed a confusion matrix of 2,000 lines up to 5,000 characters wide: 5 MB of text
+    k = 40
+    labels = torch.arange(10 * k) % k
+    logits = torch.randn(10 * k, k, generator=torch.Generator().manual_seed(0))
+    logits[torch.arange(10 * k), labels] += 2
+    result = EvalResult.from_logits(logits, labels, [f"class {i}" for i in range(k)])
+    lines = format_eval(result).splitlines()
+    assert max(map(len, lines)) < 120 and len(lines) < k + 40
+    heading = lines.index("the 20 most frequent confusions of 40 classes (the whole 40 x 40 confusion matrix: --json)")
+    off = result.confusion - torch.diag(result.confusion.diag())
+    shown = [(int(a.split()[0]), int(b.split()[0]), int(n)) for a, b, n in
+             (re.split(r"\s{2,}", line.strip()) for line in lines[heading + 3:heading + 23])]
+    assert [n for _, _, n in shown] == sorted(off.flatten().tolist(), reverse=True)[:20]
+    assert all(int(off[i, j]) == n for i, j, n in shown) and len(set(shown)) == 20
+    few = EvalResult.from_logits(logits[:, :30], labels % 30, [str(i) for i in range(30)])
+    assert "confusion matrix (rows: true class, columns: predicted class)" in format_eval(few)  # up to 30: whole
 
 
 @pytest.mark.slow

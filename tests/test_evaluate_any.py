@@ -18,7 +18,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from torch import nn
 
 from cli_support import assert_one_line, run_with_output
-from cnnlab.data import FOLDER_PREFIX, load_dataset
+from cnnlab.data import FOLDER_PREFIX, load_dataset, store
+from cnnlab.data import folder as folder_source
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import evaluate_checkpoint
 from cnnlab.explore.evaluation import evaluate_any
@@ -103,6 +104,17 @@ def test_an_onnx_model_is_scored_on_a_folder_as_scikit_learn_scores_its_answers(
     # a model from elsewhere has no run: the words said the folder was "not the folder the run trained on"
     assert result.scored == f"all 12 images of folder:{folder}: it has no test/ folder"
     assert result.model == "tiny.onnx" and result.device == "cpu"
+
+
+def test_a_folder_is_scored_from_its_mapped_images_not_a_load_of_all_of_them(tmp_path, cache, monkeypatch):
+    # a model from elsewhere scored a folder's test split after reading the whole decoded set into memory
+    opened, open_raw = [], folder_source.open_raw
+    monkeypatch.setattr(folder_source, "open_raw", lambda *a, **k: opened.append(images := open_raw(*a, **k)) or
+                        images)
+    (tmp_path / "classes.txt").write_text("cat\ndog\nfox\n")
+    result = evaluate_any(_onnx(Tiny(3), tmp_path / "tiny.onnx"), data_dir=_folder(tmp_path / "pets", split=True),
+                          options=Options.from_flags(classes=tmp_path / "classes.txt"))
+    assert result.n == 12 and opened and all(store.is_memory_mapped(images) for images in opened)
 
 
 def test_a_folder_with_a_test_split_is_scored_on_it_alone(tmp_path, cache):

@@ -351,6 +351,21 @@ def test_gallery_has_every_class_and_confident_mistakes(server):
     assert all(m["predicted"] != m["label"] for m in g["mistakes"])
 
 
+def test_a_run_of_many_classes_sends_each_classes_pictures_when_the_page_asks(explore_root, server, monkeypatch):
+    # the gallery held every class's pictures: 1,000 classes of 224-px photos were 6,000 PNGs, over a gigabyte of JSON
+    from cnnlab.explore import session as session_module
+
+    whole = session_module.Session(explore_root).gallery("lenet")
+    monkeypatch.setattr(session_module, "GALLERY_CLASSES", 5, raising=False)  # lenet's 10 classes are many here
+    g = session_module.Session(explore_root).gallery("lenet")
+    assert g["by_class"] == [{"class": c, "images": [], "later": True} for c in CLASSES]
+    assert g["mistakes"] == whole["mistakes"]
+    status, three = request(server, "GET", "/api/gallery?run=lenet&class=3")  # what the page asks for class 3
+    assert status == 200 and three == whole["by_class"][3] and len(three["images"]) == 6
+    status, body = request(server, "GET", "/api/gallery?run=lenet&class=10")
+    assert status == 400 and body["error"] == "class must be from 0 to 9, got 10"
+
+
 def test_an_rgb_run_of_another_dataset_takes_uploads_at_its_own_size(server):
     status, g = request(server, "GET", "/api/gallery?run=sweep%2Frgb")
     assert status == 400 and "cifar-like-not-on-this-machine" in g["error"]  # no test set here: an error card

@@ -22,7 +22,7 @@ from PIL import Image
 import cnnlab.train
 import data_support
 from cli_support import assert_one_line, run_with_output
-from cnnlab.data import duplicates, folder, load_dataset
+from cnnlab.data import duplicates, folder, load_dataset, store
 from cnnlab.data.duplicates import image_digest, images_seen_in_training
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.session import Session
@@ -116,6 +116,22 @@ def test_eval_and_report_score_another_folder_without_test_whole_and_eval_says_w
     assert lines[1] == f"scored: the 4 test images of folder:{data}"
     assert run_with_output(["report", str(out), "--data-dir", str(other)], capsys)[0] == 0  # the report agrees
     assert "18 test images, last.pt" in (out / "report.html").read_text()
+
+
+def test_eval_and_report_map_a_folder_runs_images_rather_than_load_them_whole(tmp_path, home, capsys, monkeypatch):
+    # eval read all of a run's decoded folder into memory to score its test split (600 MB read for 100 MB scored),
+    # and the report at a run's end loaded a second copy beside the one it trained on
+    data, out = split_folder_run(tmp_path, capsys)
+    opened, open_raw = [], folder.open_raw
+    monkeypatch.setattr(folder, "open_raw", lambda *a, **k: opened.append(images := open_raw(*a, **k)) or images)
+    code, lines, err = run_with_output(["eval", str(out / "last.pt")], capsys)
+    assert code == 0 and lines[1] == f"scored: the 4 test images of folder:{data}", err
+    assert opened and all(store.is_memory_mapped(images) for images in opened)
+    opened.clear()
+    assert run_with_output(["report", str(out)], capsys)[0] == 0
+    assert opened and all(store.is_memory_mapped(images) for images in opened)
+    trained_on = load_dataset(f"folder:{data}")  # a run's own load (under the limit): in memory, as before
+    assert not trained_on.memory_mapped and "memory-mapped" not in trained_on.description
 
 
 def test_eval_of_the_runs_own_training_images_elsewhere_says_they_are_training_images(tmp_path, home, capsys):

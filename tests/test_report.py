@@ -248,6 +248,20 @@ def test_a_confusion_matrix_of_many_classes_is_readable():
     assert sizes[10] < sizes[25] < sizes[100] < sizes[150] == sizes[1000]  # grows with the classes, to a cap
 
 
+def test_long_class_names_beside_a_confusion_matrix_are_shortened_and_leave_the_grid_its_room():
+    # a folder's class names of 180 characters were drawn whole: the grid took a third of the picture's width
+    long = [f"c{i:04d} " + "a very long class name that goes on and on " * 4 + f"end {i}" for i in range(10)]
+    pictures = {}
+    for names in (CLASSES, long):
+        fig = plots.confusion_figure(torch.eye(10, dtype=torch.long) * 9 + 1, names)
+        for labels in (fig.axes[0].get_xticklabels(), fig.axes[0].get_yticklabels()):
+            shown = [t.get_text() for t in labels]
+            assert all(len(text) <= plots.CONFUSION_NAME_CHARS for text in shown) and len(set(shown)) == 10
+        pictures[names is long] = Image.open(io.BytesIO(plots.figure_png(fig))).size
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][3] == "c0003 a ver…and on end 3"
+    assert pictures[True][0] < 1.3 * pictures[False][0] and pictures[True][1] < 1.3 * pictures[False][1]
+
+
 def test_misclassified_captions_of_long_class_names_do_not_run_into_each_other():
     names = ["aquarium_fish", "sweet_pepper", "a_class_name_from_a_folder_of_150_classes"]
     images = torch.zeros(8, 1, 8, 8, dtype=torch.uint8)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import glob
 import html
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from cnnlab.runs import Run
 from cnnlab.train.config import BEFORE_THE_SETTING, JUDGED, augment_name, config_fields
 
 FORMATS = ("md", "csv", "json")
+LEGEND_RUNS = 20  # the most runs the curves name in a legend
 
 # Config keys that name a run rather than decide its figures (or that have a column of their own).
 _NOT_COMPARED = {"out", "data_dir", "model", "recipe", "dataset"}
@@ -139,8 +141,10 @@ def _setting(run: Run, key: str) -> Any:
     return augment_name(value) if key == "augment" else value
 
 
-def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
-    """One row of the comparison: the run's identity, the differing config values and its figures."""
+def run_row(run: Run, label: str, keys: Sequence[str],
+            macs_of: Callable[[str, int, int, int], int | None] = model_macs) -> dict[str, Any]:
+    """One row of the comparison: the run's identity, the differing config values and its figures; ``macs_of``:
+    :func:`cnnlab.models.summary.model_macs`, or one that remembers its answers."""
     result = run.result or {}
     val = [r["val_acc"] for r in run.metrics if math.isfinite(r.get("val_acc", math.nan))]
     balanced = [r["val_bal_acc"] for r in run.metrics if math.isfinite(r.get("val_bal_acc", math.nan))]
@@ -148,7 +152,7 @@ def run_row(run: Run, label: str, keys: Sequence[str]) -> dict[str, Any]:
     input_size = run.record.get("input_size") or result.get("input_size")
     num_classes = len(dataset["classes"]) if isinstance(dataset.get("classes"), list) else 10
     channels = dataset.get("channels") or run.config.get("channels") or 1
-    macs = model_macs(run.config.get("model", ""), int(input_size), int(channels), num_classes) \
+    macs = macs_of(run.config.get("model", ""), int(input_size), int(channels), num_classes) \
         if input_size else None
     row: dict[str, Any] = {
         "run": label, "model": run.config.get("model"),
@@ -181,7 +185,10 @@ def compare_runs(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]]]:
         columns[at:at] = _BALANCED
     if _test_samples_differ(runs):  # beside the figure it counts
         columns.insert(columns.index("test_acc") + 1, "test_samples")
-    return columns, [run_row(run, label, keys) for run, label in zip(runs, _labels(runs), strict=True)]
+    # A model's MACs are counted once for all its runs: building and tracing it took 47 ms for a LeNet and 0.3 s for
+    # a ResNet-50, for each of a sweep's hundreds of runs
+    macs_of = functools.cache(model_macs)
+    return columns, [run_row(run, label, keys, macs_of) for run, label in zip(runs, _labels(runs), strict=True)]
 
 
 def _cell(column: str, value: Any) -> str:
@@ -279,11 +286,17 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
         ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    # A legend of hundreds of runs (a sweep's trials) was a column of names 6,000 px tall beside two small panels,
+    # and most of the drawing time: past LEGEND_RUNS the lines go unnamed, and the first panel says where they are
+    lines = sum(1 for run in runs if run.metrics)
+    named = lines <= LEGEND_RUNS
+    if not named:
+        panels[0].set_title(f"{panels[0].get_title()}\n({lines} runs: the table names them)")
     # Runs without an epoch draw nothing, and an empty legend is a matplotlib warning
-    if drawn := next((ax for ax in (*panels, loss) if ax.lines), None):
+    if named and (drawn := next((ax for ax in (*panels, loss) if ax.lines), None)):
         drawn.legend(fontsize="small")
-    if mixed and loss.lines and drawn is not loss:
-        loss.legend(fontsize="small")
+        if mixed and loss.lines and drawn is not loss:
+            loss.legend(fontsize="small")
     return fig
 
 

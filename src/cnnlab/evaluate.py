@@ -156,9 +156,16 @@ def skipped_notices(data) -> list[str]:
     return [notice for notice in data.notices if notice.startswith("skipped ")]
 
 
+# Past this many classes the confusion matrix is no table to read in a terminal (1,000 classes: 2,000 lines of 5,000
+# characters, 5 MB): the most frequent confusions are printed instead, and --json keeps the whole matrix.
+CONFUSION_TEXT_UP_TO = 30
+MOST_CONFUSED = 20
+
+
 def format_eval(result: EvalResult) -> str:
     """Human-readable evaluation: the accuracy line, which images were scored, a per-class table, the confusion
-    matrix as text.
+    matrix as text (above :data:`CONFUSION_TEXT_UP_TO` classes, its :data:`MOST_CONFUSED` largest cells off the
+    diagonal instead).
 
     Confusion-matrix columns are labelled by class index (the per-class table maps index to name) so the
     table fits in 100 columns.
@@ -174,12 +181,31 @@ def format_eval(result: EvalResult) -> str:
                              for i, (name, acc, p, f, c) in enumerate(rows)], "llrrrr", rule="columns"))
     if None in result.per_class:
         lines.append("–: the class has no test images (its F1: and no predictions); macro-F1 leaves such a class out")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
     k = len(result.classes)
+    if k > CONFUSION_TEXT_UP_TO:
+        lines += ["", *_most_confused(result)]
+        return "\n".join(lines)
+    lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
     lines.append(text_table(["true \\ pred", *range(k)],
                             [[f"{i} {result.classes[i]}", *result.confusion[i].tolist()] for i in range(k)],
                             "l" + "r" * k, rule="columns"))
     return "\n".join(lines)
+
+
+def _most_confused(result: EvalResult) -> list[str]:
+    """The heading and table of the :data:`MOST_CONFUSED` most frequent confusions (true class predicted as another),
+    most images first, ties in class order."""
+    off = result.confusion.clone()
+    off.fill_diagonal_(0)
+    counts = off.flatten()
+    order = torch.argsort(counts, descending=True, stable=True)[:MOST_CONFUSED]
+    k, names = len(result.classes), result.classes
+    rows = [[f"{i // k} {names[i // k]}", f"{i % k} {names[i % k]}", int(counts[i])]
+            for i in order.tolist() if counts[i] > 0]
+    heading = (f"the {len(rows)} most frequent confusions of {k} classes (the whole {k} x {k} confusion matrix: "
+               "--json)")
+    return [heading, text_table(["true class", "predicted as", "images"], rows, "llr", rule="columns")] if rows \
+        else ["no image of one class was predicted as another"]
 
 
 def _figure(value: float | None) -> str:

@@ -22,6 +22,7 @@ from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
 from cnnlab.data.folder import SPLIT_NAMES
 from cnnlab.data.split import run_split
+from cnnlab.data.store import joined, mapped_reads
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
 from cnnlab.models import create_model
@@ -97,6 +98,12 @@ def meta_of(ckpt: Mapping[str, Any], path: str | Path = "checkpoint") -> Meta:
         raise CheckpointError(f"{path} has a malformed dataset entry ({e})") from None
 
 
+# The most input values one forward pass of predict_logits takes (images x channels x height x width, at the larger of
+# their stored and input sizes): 512 images of a 224-px RGB input held 5.6 GB of a ResNet-50's activations (11 MB an
+# image) and 0.6 GB of float copies of the batch; a 28-px or 96-px grey input still goes 512 images at a time.
+BATCH_VALUES = 2**23
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor, batch_size: int = 512,
                    device: str | torch.device | None = None, tta: bool = False) -> torch.Tensor:
@@ -106,7 +113,8 @@ def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor
         images: uint8 ``N x H x W`` or ``N x C x H x W`` (as datasets store them, scaled by 1/255 here), or float
             ``N x C x H x W`` already in [0, 1], at any size. Only one batch at a time is moved to ``device``.
         preprocess: the checkpoint's :class:`cnnlab.data.Preprocess` (resize and normalisation).
-        batch_size: images per forward pass.
+        batch_size: the most images a forward pass takes; fewer where they would exceed :data:`BATCH_VALUES` input
+            values (large pictures).
         device: where to run (default: the device of the model's parameters).
         tta: average the logits of each image and its left-right mirror, as training's flip-TTA does.
 
@@ -127,6 +135,10 @@ def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor
     positive_int(batch_size, "batch_size")
     if device is None:
         device = next(model.parameters()).device
+    # the values of one image on its way in: as stored, and at the model's input
+    side = getattr(preprocess, "input_size", 1)
+    per_image = max(images[0].numel() if len(images) else 1, images.shape[1] * side * side)
+    batch_size = max(1, min(batch_size, BATCH_VALUES // per_image))
     was_training = model.training
     model.eval()
     chunks = []
@@ -203,8 +215,9 @@ class Trained:
             # trained), and the data may have moved since
             where = "" if Path(stored).is_absolute() else ", relative to the folder the run trained in"
             raise moved_data(f"the run's data folder {stored} (its config's data_dir{where})")
-        return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
-                          decoded=(self.meta.image_size, self.meta.channels))
+        with mapped_reads():  # a folder's decoded images: only those scored or shown are read
+            return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
+                              decoded=(self.meta.image_size, self.meta.channels))
 
     def check_dataset(self, data: Any, other: bool = False) -> tuple[list[int], list[str]]:
         """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are
@@ -410,10 +423,9 @@ def scored_images(recorded: Mapping[str, Any], data: Any,
                           f"so a drawn one would hold images the model trained on; expected "
                           f"{data.name.removeprefix(FOLDER_PREFIX)}/test/<class>/<image> back")
     whole = len(data.train_labels) + n
-    # cat copies: another folder scored by eval is an evaluation set, not a memory-mapped training set
     # a model from elsewhere (no record) has no run whose folder this could have been
     not_its = " and is not the folder the run trained on" if recorded else ""
-    return torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels]), \
+    return joined(data.train_images, data.test_images), torch.cat([data.train_labels, data.test_labels]), \
         f"all {whole} images of {data.name}: it has no test/ folder{not_its}"
 
 

@@ -34,6 +34,9 @@ SIDE = 28  # Fashion-MNIST's side: the default of load_image
 # Refused before decoding (cnnlab.picture, MAX_PIXELS there: the explorer's limit too); a folder's files have no byte
 # limit, and a file is read from disk, not into memory.
 MAX_BYTES = 4 * 2**30
+# How many pictures are decoded and classified together: a multiple of the batches a checkpoint (512) and a model
+# from elsewhere (64) run, held in memory however many files are named.
+PREDICT_CHUNK = 512
 
 
 def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int = SIDE,
@@ -170,24 +173,33 @@ def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor]
     """The ``topk`` classes of each file by ``probabilities`` (uint8 ``N x C x H x W`` pictures -> ``N x classes``),
     each file read by :func:`read_image` at ``channels``, ``size`` and ``crop``; the results of
     :func:`predict_files`."""
-    loaded: dict[int, torch.Tensor] = {}
     results: list[dict[str, Any]] = [{"file": str(path)} for path in files]
-    for i, path in enumerate(files):
-        try:
-            loaded[i] = read_image(path, invert, channels=channels, size=size, crop=crop)
-        except CnnlabError as e:
-            if not skip_bad:
-                raise
-            results[i]["error"] = str(e)
-    if loaded:
-        probs = probabilities(torch.stack(list(loaded.values())))
-        top = probs.topk(min(topk, probs.shape[1]), dim=1)
-        for i, values, indices in zip(loaded, top.values.tolist(), top.indices.tolist(), strict=True):
-            # a diverged model's NaN is None, as the explorer's pages give it: JSON has no NaN, and a reader of
-            # --json (jq, JSON.parse) would refuse the whole output
-            results[i]["top"] = [{"class": classes[k], "index": k, "probability": p if math.isfinite(p) else None}
-                                 for p, k in zip(values, indices, strict=True)]
+    # A chunk at a time: a folder of 20,000 photos at 224 px is 3 GB of decoded pictures, held twice (the pictures
+    # and their stack) when read whole.
+    for start in range(0, len(files), PREDICT_CHUNK):
+        loaded: dict[int, torch.Tensor] = {}
+        for i in range(start, min(start + PREDICT_CHUNK, len(files))):
+            try:
+                loaded[i] = read_image(files[i], invert, channels=channels, size=size, crop=crop)
+            except CnnlabError as e:
+                if not skip_bad:
+                    raise
+                results[i]["error"] = str(e)
+        if loaded:
+            _rank(results, loaded, probabilities, classes, topk)
     return results
+
+
+def _rank(results: list[dict[str, Any]], loaded: dict[int, torch.Tensor],
+          probabilities: Callable[[torch.Tensor], torch.Tensor], classes: Sequence[str], topk: int) -> None:
+    """Put the ``topk`` classes of the pictures ``loaded`` (result index -> picture) into their ``results``."""
+    probs = probabilities(torch.stack(list(loaded.values())))
+    top = probs.topk(min(topk, probs.shape[1]), dim=1)
+    for i, values, indices in zip(loaded, top.values.tolist(), top.indices.tolist(), strict=True):
+        # a diverged model's NaN is None, as the explorer's pages give it: JSON has no NaN, and a reader of
+        # --json (jq, JSON.parse) would refuse the whole output
+        results[i]["top"] = [{"class": classes[k], "index": k, "probability": p if math.isfinite(p) else None}
+                             for p, k in zip(values, indices, strict=True)]
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:

@@ -484,8 +484,8 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
     image of ``images``."""
     n_train, n_test, val = meta["n_train"], len(meta["test_labels"]), meta.get("val_labels")
     notes = list(meta["notes"])
-    mapped = is_memory_mapped(images)  # open_raw's choice: over in_memory_limit()
-    if mapped:
+    mapped = is_memory_mapped(images)  # open_raw's choice: over in_memory_limit(), or a reader's (mapped_reads)
+    if mapped and images.nbytes > in_memory_limit():
         notes.append(f"memory-mapped from {data_file} ({format_bytes(images.nbytes)} decoded, over the in-memory "
                      f"limit of {format_bytes(in_memory_limit())})")
     counts = f"{n_train} training, {len(val)} validation and {n_test} test" if val is not None else \

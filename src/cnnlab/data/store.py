@@ -3,20 +3,22 @@
 The cache folder is ``$CNNLAB_CACHE``, else ``~/.cache/cnnlab``: downloads go into ``<cache>/<dataset>``, decoded
 image folders into ``<cache>/folders``. It is the only place cnnlab creates data files.
 
-Datasets larger than memory: a decoded set whose bytes exceed :func:`in_memory_limit` (half the machine's RAM) is
-written to a raw uint8 file in the cache and mapped from it (``torch.from_file``, copy-on-write), so the pages are
-read on demand and the kernel may drop them again; :class:`~cnnlab.data.loader.DeviceLoader` then gathers each
-batch on the host and moves only that batch to the device (:func:`is_memory_mapped`). 100,000 RGB images at
-224 px are 15 GB of uint8: such a set trains from the page cache instead of failing to load.
+Datasets larger than memory: a decoded set whose bytes exceed :func:`in_memory_limit` (half the RAM this process may
+use: the machine's, or its container's or job's limit where that is lower) is written to a raw uint8 file in the cache
+and mapped from it (``torch.from_file``, copy-on-write), so the pages are read on demand and the kernel may drop them
+again; :class:`~cnnlab.data.loader.DeviceLoader` then gathers each batch on the host and moves only that batch to the
+device (:func:`is_memory_mapped`). 100,000 RGB images at 224 px are 15 GB of uint8: such a set trains from the page
+cache instead of failing to load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +27,17 @@ import torch
 from cnnlab.errors import DataError
 from cnnlab.io import atomic_write
 
-__all__ = ["CACHE_ENV", "cache_root", "in_memory_limit", "is_memory_mapped", "write_raw", "open_raw",
-           "format_bytes"]
+__all__ = ["CACHE_ENV", "cache_root", "in_memory_limit", "cgroup_memory_limit", "is_memory_mapped", "write_raw",
+           "open_raw", "mapped_reads", "format_bytes", "joined"]
 
 CACHE_ENV = "CNNLAB_CACHE"
 IN_MEMORY_BYTES: int | None = None  # None: half the physical memory (tests set a small number)
 
+# Where the control group's memory limit is read (moved by the tests).
+PROC_CGROUP, CGROUP_ROOT = Path("/proc/self/cgroup"), Path("/sys/fs/cgroup")
+
 _MAPPED: dict[int, int] = {}  # data_ptr of each mapped storage -> its size in bytes
+_MAP_EVERY_ARRAY = False  # inside mapped_reads()
 
 
 def cache_root() -> Path:
@@ -41,13 +47,50 @@ def cache_root() -> Path:
 
 
 def in_memory_limit() -> int:
-    """Largest decoded dataset, in bytes, that is held in memory rather than memory-mapped from the cache."""
+    """Largest decoded dataset, in bytes, that is held in memory rather than memory-mapped from the cache: half the
+    memory this process may use, the machine's or its control group's limit where that is lower."""
     if IN_MEMORY_BYTES is not None:
         return IN_MEMORY_BYTES
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX: assume 8 GB of RAM
-        return 4 << 30
+        physical = 8 << 30
+    return min(physical, cgroup_memory_limit() or physical) // 2
+
+
+def cgroup_memory_limit() -> int | None:
+    """The memory limit of this process's control group (a container's, a Slurm or Kubernetes job's), in bytes, or
+    None where there is none or it cannot be read.
+
+    Half the machine's RAM was the limit whatever the container was allowed: a 12 GB set on a 64 GB machine was read
+    into a container of 8 GB, which the kernel then killed. cgroup v2 keeps the limit in ``memory.max`` ("max": none),
+    v1 in ``memory.limit_in_bytes`` (a huge number: none); a container sees its own group as the root.
+    """
+    try:
+        lines = Path(PROC_CGROUP).read_text().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:  # "hierarchy-id:controllers:/group"
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, group = parts
+        group = group.lstrip("/")
+        if controllers == "":  # v2: one hierarchy
+            candidates += [CGROUP_ROOT / group / "memory.max", CGROUP_ROOT / "memory.max"]
+        elif "memory" in controllers.split(","):  # v1: the memory controller's own hierarchy
+            candidates += [CGROUP_ROOT / "memory" / group / "memory.limit_in_bytes",
+                           CGROUP_ROOT / "memory" / "memory.limit_in_bytes"]
+    limits = []
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
 def format_bytes(n: int) -> str:
@@ -92,20 +135,34 @@ def write_raw(path: Path, nbytes: int, fill: Callable[[np.ndarray], int]) -> int
     return used
 
 
+@contextlib.contextmanager
+def mapped_reads() -> Iterator[None]:
+    """Inside it, :func:`open_raw` maps every array, whatever its size: for a reader of part of a set (a checkpoint's
+    test split, the digests of its training images), a load into memory is a copy of the rest it never reads (eval of
+    a run's 600 MB folder read all of it to score its 100 MB test split)."""
+    global _MAP_EVERY_ARRAY
+    before, _MAP_EVERY_ARRAY = _MAP_EVERY_ARRAY, True
+    try:
+        yield
+    finally:
+        _MAP_EVERY_ARRAY = before
+
+
 def open_raw(path: Path, shape: tuple[int, ...], *, mapped: bool | None = None) -> torch.Tensor:
     """The uint8 tensor of ``shape`` stored in ``path``: read into memory, or mapped when it is over the limit.
 
     Args:
         path: a file written by :func:`write_raw`.
         shape: its layout; the file must hold exactly ``prod(shape)`` bytes.
-        mapped: force the choice; ``None`` maps only when the size exceeds :func:`in_memory_limit`.
+        mapped: force the choice; ``None`` maps only when the size exceeds :func:`in_memory_limit` (always inside
+            :func:`mapped_reads`).
     """
     nbytes = math.prod(shape)
     size = path.stat().st_size
     if size != nbytes:
         raise DataError(f"{path}: cached array has {size} bytes, expected {nbytes} for shape {shape}")
     if mapped is None:
-        mapped = nbytes > in_memory_limit()
+        mapped = _MAP_EVERY_ARRAY or nbytes > in_memory_limit()
     if not mapped or nbytes == 0:
         return torch.from_numpy(np.fromfile(path, dtype=np.uint8, count=nbytes)).view(shape)
     # shared=False maps the file copy-on-write: pages load on demand and a stray write never reaches the cache.
@@ -115,3 +172,18 @@ def open_raw(path: Path, shape: tuple[int, ...], *, mapped: bool | None = None) 
     # Every view keeps its base tensor alive, so the entry goes exactly when the mapping is unmapped.
     weakref.finalize(root, _MAPPED.pop, key, None)
     return root.view(shape)
+
+
+def joined(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """``first`` then ``second`` along the first axis: a view of their storage where ``second`` follows ``first``
+    there (a folder's splits, stored in one array by :func:`write_raw`), else a copy (``torch.cat``).
+
+    A folder scored whole was copied into one tensor: twice its decoded bytes in memory, and a memory-mapped set
+    read whole into it.
+    """
+    if first.is_contiguous() and second.is_contiguous() and first.dtype == second.dtype and \
+            first.device == second.device and first.shape[1:] == second.shape[1:] and \
+            first.untyped_storage().data_ptr() == second.untyped_storage().data_ptr() and \
+            second.storage_offset() == first.storage_offset() + first.numel():
+        return first.as_strided((len(first) + len(second), *first.shape[1:]), first.stride())
+    return torch.cat([first, second])

@@ -29,6 +29,7 @@ from typing import Any
 
 from cnnlab.data import FOLDER_PREFIX
 from cnnlab.data.registry import load_dataset
+from cnnlab.data.store import mapped_reads
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint, skipped_notices
 from cnnlab.explore.model import Options
@@ -78,8 +79,9 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input, cropped to its height and width
     # (not a square the model's input resize would squash to them); a registered dataset at its own size
     size = spec.read_hw if dataset.startswith(FOLDER_PREFIX) else None
-    data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
-                        skip_bad=skip_bad)
+    with mapped_reads():  # as a checkpoint's reader: only the images scored are read
+        data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
+                            skip_bad=skip_bad)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
     other = named and data.name != own

@@ -114,7 +114,9 @@ def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, 
 
 def _balanced(files: list[tuple[Path, str | None]], classes: tuple[str, ...], limit: int):
     """Up to ``limit`` files taking from each class in turn, so every class is represented; in the folder's order."""
-    by_class = {c: [f for f in files if f[1] == c] for c in classes}
+    by_class: dict[str | None, list[tuple[Path, str | None]]] = {c: [] for c in classes}
+    for f in files:  # one pass: a list per class, each over every file, took 1,000 classes x 20,000 files
+        by_class[f[1]].append(f)
     chosen: list[tuple[Path, str | None]] = []
     depth = 0
     while len(chosen) < limit and any(len(v) > depth for v in by_class.values()):

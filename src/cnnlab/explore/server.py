@@ -7,8 +7,9 @@ Routes (all ``GET`` but the upload; a run is named by ``?run=`` relative to the 
 * ``/api/runs``: the runs table; ``/api/run``: one run's files, layer table and first-layer kernels;
   ``/api/metrics``: its metrics rows; ``/api/stream``: server-sent events as metrics.csv grows;
   ``/api/figure``: a PNG figure of the run folder (``curves.png``);
-* ``/api/gallery``: test images by class and the most confident mistakes; ``/api/analyze``: predictions,
-  feature maps and Grad-CAM for a test image (``&index=``) or an uploaded file (``POST``, the raw file as body);
+* ``/api/gallery``: test images by class (``&class=N``: that class's alone, for a run of many classes) and the most
+  confident mistakes; ``/api/analyze``: predictions, feature maps and Grad-CAM for a test image (``&index=``) or an
+  uploaded file (``POST``, the raw file as body);
 * ``/api/ops``: the book's cross-correlation and pooling on a small input (:mod:`cnnlab.explore.opsview`).
 
 :func:`create_model_app` serves one model of any kind (:mod:`cnnlab.explore.model`) with the same upload guards.
@@ -322,7 +323,8 @@ def create_app(root: str | Path, allow_hosts: tuple[str, ...] = ()) -> Starlette
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     async def api_gallery(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(session.gallery, _run(request)))
+        cls = _int(request.query_params, "class") if "class" in request.query_params else None
+        return JSONResponse(await run_in_threadpool(session.gallery, _run(request), cls))
 
     def _analyze_test(name: str, index: int) -> dict[str, Any]:
         loaded, image, label = session.test_image(name, index)

@@ -24,6 +24,9 @@ from cnnlab.runs import CHECKPOINTS
 
 MAX_MODELS = 4
 PICKS_PER_CLASS, MISTAKES, MISTAKE_POOL = 6, 16, 2000
+# The most classes whose pictures come with the gallery. Past it each class's come when the page shows that class
+# (gallery(name, cls)): 1,000 classes of 224-px photos were 6,000 PNGs in one answer, over a gigabyte of JSON.
+GALLERY_CLASSES = 20
 
 
 @dataclass
@@ -98,14 +101,22 @@ class Session:
             raise CnnlabError(f"test image index must be from 0 to {len(data.labels) - 1}, got {index}")
         return loaded, data.images[index], int(data.labels[index])
 
-    def gallery(self, name: str) -> dict[str, Any]:
-        """Test images to pick from: the first few of each class, and the most confident mistakes.
+    def gallery(self, name: str, cls: int | None = None) -> dict[str, Any]:
+        """Test images to pick from: the first few of each class, and the most confident mistakes; with ``cls``,
+        that class's first few alone (``{"class", "images"}``).
 
         The mistakes are searched among ``MISTAKE_POOL`` test images, a seeded sample of the split (a large model
         on a CPU would take minutes for all of them; a folder's split is sorted by class, so its first images would
-        be its first classes alone); the result is kept until the checkpoint changes.
+        be its first classes alone); the result is kept until the checkpoint changes. Of more than
+        ``GALLERY_CLASSES`` classes, each class's entry has no images and ``"later": true``: the page asks for them
+        with ``cls`` when it shows the class.
         """
         loaded = self.model(name)
+        if cls is not None:
+            classes = loaded.trained.meta.classes
+            if not 0 <= cls < len(classes):
+                raise CnnlabError(f"class must be from 0 to {len(classes) - 1}, got {cls}")
+            return {"class": classes[cls], "images": self._class_items(loaded, cls)}
 
         def build() -> dict[str, Any]:
             if "gallery" not in loaded.extras:
@@ -114,24 +125,29 @@ class Session:
 
         return self._once(("gallery", str(loaded.checkpoint)), build)
 
+    def _item(self, loaded: Loaded, i: int, **extra) -> dict[str, Any]:
+        """Test image ``i`` as the gallery lists it: its index, its class and its picture."""
+        data = self.test_set(loaded)
+        return {"index": i, "label": loaded.trained.meta.classes[int(data.labels[i])],
+                "png": png_url(image_array(data.images[i])), **extra}
+
+    def _class_items(self, loaded: Loaded, cls: int) -> list[dict[str, Any]]:
+        """The first ``PICKS_PER_CLASS`` test images of class ``cls``."""
+        picks = (self.test_set(loaded).labels == cls).nonzero().flatten()[:PICKS_PER_CLASS].tolist()
+        return [self._item(loaded, i) for i in picks]
+
     def _gallery(self, loaded: Loaded) -> dict[str, Any]:
         meta = loaded.trained.meta
         data = self.test_set(loaded)
-
-        def item(i: int, **extra) -> dict[str, Any]:
-            return {"index": i, "label": meta.classes[int(data.labels[i])], "png": png_url(image_array(
-                data.images[i])), **extra}
-
-        by_class = []
-        for c, cls in enumerate(meta.classes):
-            picks = (data.labels == c).nonzero().flatten()[:PICKS_PER_CLASS].tolist()
-            by_class.append({"class": cls, "images": [item(i) for i in picks]})
+        later = len(meta.classes) > GALLERY_CLASSES
+        by_class = [{"class": cls, "images": [], "later": True} if later else
+                    {"class": cls, "images": self._class_items(loaded, c)} for c, cls in enumerate(meta.classes)]
         pool = sample_indices(len(data.labels), MISTAKE_POOL)
         probs = loaded.trained.logits(data.images[pool]).softmax(1)
         confidence, pred = probs.max(1)
         wrong = (pred != data.labels[pool]).nonzero().flatten()
         worst = wrong[confidence[wrong].argsort(descending=True)[:MISTAKES]].tolist()
-        mistakes = [item(int(pool[i]), predicted=meta.classes[int(pred[i])], confidence=float(confidence[i]))
-                    for i in worst]
+        mistakes = [self._item(loaded, int(pool[i]), predicted=meta.classes[int(pred[i])],
+                               confidence=float(confidence[i])) for i in worst]
         return {"by_class": by_class, "mistakes": mistakes, "searched": len(pool), "of": len(data.labels),
                 "accuracy": float((pred == data.labels[pool]).float().mean())}

@@ -89,6 +89,9 @@ def _bare(ax) -> None:
 CONFUSION_NUMBERS_UP_TO = 25  # classes whose cells still hold "100" at a readable size
 CONFUSION_GRID_IN = (4.0, 14.0)  # the grid's side in inches: ten classes or fewer, and the most
 LABEL_PT = (5.0, 8.5)  # the class names' font sizes: the smallest readable, and the size of ten classes
+# The most characters of a class name beside the grid: a folder's class names of 180 characters left the grid of
+# 1,000 classes a third of the picture's width, beside a wall of names (the per-class table names them whole).
+CONFUSION_NAME_CHARS = 24
 
 
 def confusion_layout(k: int) -> dict[str, float]:
@@ -129,8 +132,9 @@ def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
     named = range(0, k, int(layout["step"]))
     # Slanted names are easier to read, but lean over one another in narrow cells; upright ones stand a cell apart.
     slant = {"rotation": 40, "ha": "right"} if k <= CONFUSION_NUMBERS_UP_TO else {"rotation": 90, "ha": "center"}
-    ax.set_xticks(named, [classes[i] for i in named], fontsize=layout["labels"], **slant)
-    ax.set_yticks(named, [classes[i] for i in named], fontsize=layout["labels"])
+    names = [_shortened(classes[i], CONFUSION_NAME_CHARS) for i in named]
+    ax.set_xticks(named, names, fontsize=layout["labels"], **slant)
+    ax.set_yticks(named, names, fontsize=layout["labels"])
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title("test images per true class (%)", fontsize=10)

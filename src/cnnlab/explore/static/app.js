@@ -259,8 +259,19 @@ async function loadGallery(name, info) {
   if (state.run !== name) return;  // a slower gallery of a run left behind must not replace this one's
   const thumb = (item, title) => pickable(el("img", {src: item.png, alt: title, title, class: "thumb",
     "data-index": item.index}), () => analyzeTest(item.index));
-  const showClass = () => {
-    const group = g.by_class[Number(select.value)] || {images: []};
+  const showClass = async () => {
+    const chosen = Number(select.value);
+    const group = g.by_class[chosen] || {images: []};
+    if (group.later) {  // a run of many classes: each class's pictures come when it is shown
+      try {
+        group.images = (await api(`/api/gallery?run=${encodeURIComponent(name)}&class=${chosen}`)).images;
+        group.later = false;
+      } catch (e) {
+        errorCard($("gallery-error"), "Test images: " + e.message + " (uploads and drawings still work)");
+        return;
+      }
+      if (state.run !== name || Number(select.value) !== chosen) return;  // another class or run chosen since
+    }
     $("gallery").replaceChildren(...group.images.map((it) => thumb(it, `test #${it.index}: ${it.label}`)));
   };
   select.onchange = showClass;
