@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import unicodedata
 from pathlib import Path
 
@@ -513,3 +514,26 @@ def test_an_iphones_heic_photos_are_named_with_how_to_get_jpegs(tmp_path, home):
     with pytest.raises(DataError, match=r"class 'bird' has no images \(expected files ending in .*\); they are HEIC "
                                         r"photos \(an iPhone's format\), not read here: save them as JPEG"):
         load_dataset(f"folder:{root}", image_size=16)
+
+
+def test_a_readers_mapped_reads_leave_another_threads_loads_in_memory(tmp_path):
+    """The explorer reads a run's test images mapped in a worker thread; a set loaded meanwhile in another thread (a
+    run training in the same process) is read into memory as ever, not mapped because of the reader."""
+    path = tmp_path / "images.raw"
+    store.write_raw(path, 64, lambda array: (array.__setitem__(slice(None), 7), 64)[1])
+    inside, beside = threading.Event(), threading.Event()
+    seen = {}
+
+    def reader():
+        with store.mapped_reads():
+            seen["reader"] = store.is_memory_mapped(store.open_raw(path, (4, 16)))
+            inside.set()
+            beside.wait(30)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert inside.wait(30)
+    seen["other"] = store.is_memory_mapped(store.open_raw(path, (4, 16)))  # while the reader is still inside
+    beside.set()
+    thread.join(30)
+    assert seen == {"reader": True, "other": False}

@@ -14,6 +14,7 @@ cache instead of failing to load.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 import shutil
@@ -37,7 +38,9 @@ IN_MEMORY_BYTES: int | None = None  # None: half the physical memory (tests set 
 PROC_CGROUP, CGROUP_ROOT = Path("/proc/self/cgroup"), Path("/sys/fs/cgroup")
 
 _MAPPED: dict[int, int] = {}  # data_ptr of each mapped storage -> its size in bytes
-_MAP_EVERY_ARRAY = False  # inside mapped_reads()
+# Inside mapped_reads(), in this thread alone: the explorer reads a run's images in its worker threads while another
+# thread may load a set to train on, which is to be read into memory as ever.
+_MAP_EVERY_ARRAY: contextvars.ContextVar[bool] = contextvars.ContextVar("map_every_array", default=False)
 
 
 def cache_root() -> Path:
@@ -140,12 +143,11 @@ def mapped_reads() -> Iterator[None]:
     """Inside it, :func:`open_raw` maps every array, whatever its size: for a reader of part of a set (a checkpoint's
     test split, the digests of its training images), a load into memory is a copy of the rest it never reads (eval of
     a run's 600 MB folder read all of it to score its 100 MB test split)."""
-    global _MAP_EVERY_ARRAY
-    before, _MAP_EVERY_ARRAY = _MAP_EVERY_ARRAY, True
+    token = _MAP_EVERY_ARRAY.set(True)
     try:
         yield
     finally:
-        _MAP_EVERY_ARRAY = before
+        _MAP_EVERY_ARRAY.reset(token)
 
 
 def open_raw(path: Path, shape: tuple[int, ...], *, mapped: bool | None = None) -> torch.Tensor:
@@ -162,7 +164,7 @@ def open_raw(path: Path, shape: tuple[int, ...], *, mapped: bool | None = None) 
     if size != nbytes:
         raise DataError(f"{path}: cached array has {size} bytes, expected {nbytes} for shape {shape}")
     if mapped is None:
-        mapped = _MAP_EVERY_ARRAY or nbytes > in_memory_limit()
+        mapped = _MAP_EVERY_ARRAY.get() or nbytes > in_memory_limit()
     if not mapped or nbytes == 0:
         return torch.from_numpy(np.fromfile(path, dtype=np.uint8, count=nbytes)).view(shape)
     # shared=False maps the file copy-on-write: pages load on demand and a stray write never reaches the cache.
