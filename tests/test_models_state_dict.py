@@ -69,7 +69,7 @@ def mynet(tmp_path, monkeypatch):
     """``mynet:build`` importable, and the trained network whose weights the files hold."""
     (tmp_path / "mynet.py").write_text(NET)
     monkeypatch.syspath_prepend(str(tmp_path))
-    # imported afresh from this file and forgotten after: another test's mynet.py (test_explore_models writes one)
+    # imported afresh from this file and forgotten after: another test's mynet.py (test_explore_module writes one)
     # is another network, which a cached module would give in its place
     sys.modules.pop("mynet", None)
     torch.manual_seed(3)

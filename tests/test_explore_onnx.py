@@ -1,0 +1,738 @@
+"""cnnlab explore of ONNX graphs (explore/onnx_model.py).
+
+Graphs exported by torch's two exporters, graphs built with onnx.helper as other tools write them (NHWC, float16,
+uint8 input, quantized, optimized by onnxruntime, of dynamic or -1 sides) and bad files of every kind. onnxruntime
+running the file as it is, and torch, are the oracles.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import explore_support
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.model import Options, analyze_image, model_card
+from cnnlab.explore.sources import open_model, open_with_images
+from explore_support import _graph_of_others, _nhwc_graph
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+# shared fixtures
+one_thread, rgb_folder = explore_support.one_thread, explore_support.rgb_folder
+
+
+class GreyToRgb(nn.Module):
+    """A grey-picture model on an RGB backbone: the picture repeated to three channels before the first conv."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x.repeat(1, 3, 1, 1))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("layout", [None, "NCHW"])
+def test_an_onnx_graph_whose_first_convolution_reads_the_image_repeated_takes_the_inputs_channels(layout, tmp_path):
+    # The layout was told by the axis holding the first convolution's 3 input channels; a 1 x 1 x 16 x 16 input
+    # repeated to 3 has none, so the graph was refused ("cannot tell the layout"), and with --layout NCHW refused
+    # again with a hint of --layout NHWC. The .pt2 and module kinds opened it.
+    net = GreyToRgb().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 1, 16, 16),), str(tmp_path / "grey.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    model = open_model(tmp_path / "grey.onnx", Options(layout=layout))
+    assert (model.spec.layout, model.spec.channels, model.spec.hw) == ("NCHW", 1, (16, 16))
+    images = torch.randint(0, 256, (3, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(images.float() / 255)
+    assert torch.allclose(model.logits(images), expected, atol=1e-5)
+    assert tuple(model.kernels().shape) == (4, 3, 3, 3)
+
+
+def test_an_onnx_graph_of_several_outputs_says_which_it_reads(tmp_path):
+    class Two(nn.Module):  # logits and the features before them, as some exports give both
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            features = self.conv(x).mean((2, 3))
+            return self.fc(features), features
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Two().eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "two.onnx"), dynamo=False,
+                          input_names=["images"], output_names=["logits", "features"])
+    model = open_model(tmp_path / "two.onnx")
+    assert len(model.classes) == 3  # silently the first output before, now with a line on the page
+    assert "The graph has 2 outputs: its first, 'logits', is read as the class scores (not 'features')." in \
+        model.notes
+
+
+class _Twice(nn.Module):
+    """A residual block whose one ReLU runs twice, as torchvision's BasicBlock's does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.relu = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv2(self.relu(self.conv1(x)))) + x
+
+
+class Named(nn.Module):
+    """Stages in modules, one module run twice, and a max pool of the network's own forward."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.stem, self.block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), _Twice()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(F.max_pool2d(self.block(self.stem(x)), 2).mean((2, 3)))
+
+
+def test_an_onnx_graph_of_torchs_exporter_names_its_layers_by_module(tmp_path):
+    """torch.onnx.export(dynamo=True) names its nodes by their op (node_conv2d, node_Conv_11), and the page showed
+    those; each node's metadata holds the module path it ran in, which the module's own page shows."""
+    from cnnlab.explore.module_model import ModuleModel
+
+    net, x = Named().eval(), torch.zeros(1, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), None, dynamo=True, verbose=False, input_names=["images"],
+                          output_names=["logits"]).save(str(tmp_path / "new.onnx"), external_data=False)
+        torch.onnx.export(net, (x,), str(tmp_path / "old.onnx"), dynamo=False, input_names=["images"],
+                          output_names=["logits"])
+    image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    hooked = [r.name for r in ModuleModel(net, "named", Options(input_size=8)).stages(image)][:-1]
+    assert hooked == ["stem.0", "stem.1", "block.conv1", "block.relu", "block.conv2", "block.relu#2"]
+    new = onnx.load(str(tmp_path / "new.onnx"))
+    [node] = [n.name for n in new.graph.node if n.op_type == "MaxPool"]
+    pool = "max_pool2d"  # the root's own op, named as the .pt2 program names it (its node: node_max_pool2d)
+    assert node == f"node_{pool}"
+
+    def names(path) -> tuple[list[str], list[str]]:
+        model = open_model(path)
+        return [r.name for r in model.stages(image)], [row["name"] for row in model.layers()]
+
+    assert names(tmp_path / "new.onnx") == ([*hooked, pool, "logits"], [*hooked, pool, "fc"])
+    torch.export.save(torch.export.export(net, (x,)), str(tmp_path / "named.pt2"))
+    assert pool in names(tmp_path / "named.pt2")[0]  # the same name on the program's page
+    old = onnx.load(str(tmp_path / "old.onnx")).graph.node  # the older exporter's node names are module paths
+    assert names(tmp_path / "old.onnx")[0] == [*(n.name for n in old if n.op_type in ("Conv", "Relu", "MaxPool")),
+                                               "logits"]
+    # A file with the path in its namespace line alone; a path that is the output's name is numbered, not shared.
+    for node in new.graph.node:
+        kept = [(p.key, p.value) for p in node.metadata_props if p.key != "pkg.torch.onnx.name_scopes"]
+        del node.metadata_props[:]
+        for key, value in kept:
+            node.metadata_props.add(key=key, value=value)
+    first = next(n for n in new.graph.node if n.op_type == "Conv")
+    first.metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'logits', 'conv2d']")
+    onnx.save(new, str(tmp_path / "namespace.onnx"))
+    assert names(tmp_path / "namespace.onnx") == (["logits#2", *hooked[1:], pool, "logits"],
+                                                  ["logits#2", *hooked[1:], pool, "fc"])
+
+
+@pytest.mark.parametrize("tail", ["reshape-1", "softmax", "float16", "qlinear", "qdq"])
+def test_graphs_as_other_tools_write_them(tail, tmp_path):
+    # Each was refused, failed on every image, or showed softmax applied twice.
+    import onnxruntime as ort
+
+    kernels = _graph_of_others(tmp_path / "m.onnx", tail)
+    model = open_model(tmp_path / "m.onnx")
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    own = np.concatenate([session.run(None, {"x": (im[None].float() / 255).numpy()})[0] for im in images])
+    probs = own if tail == "softmax" else torch.from_numpy(own).softmax(1).numpy()
+    assert np.allclose(model.logits(images).softmax(1).numpy(), probs, atol=1e-3)  # the model's own answers
+    result = analyze_image(model, images[0])
+    assert result["top"][0]["probability"] == pytest.approx(float(probs[0].max()), abs=1e-3)
+    assert result["explanation"] is not None  # occlusion ran its batches of patched images
+    names = [r["name"] for r in result["rows"]]
+    assert names == (["relu", "g", "y"] if tail == "qlinear" else ["conv", "relu", "g", "y"])  # int8: the table's
+    assert ("one at a time" in " ".join(model.notes)) == (tail == "reshape-1")
+    if kernels is not None:  # the first layer's, a quantized weight dequantized (QLinearConv's are not shown)
+        assert np.allclose(model.kernels().numpy(), kernels, atol=1e-6)
+    table = {row["name"]: row for row in model.layers()}
+    assert table["conv"]["params"] == 36 and table["conv"]["shape"] == [4, 6, 6]  # 4 x 1 x 3 x 3, quantized or not
+    assert not any(row["op"].endswith("QuantizeLinear") for row in table.values())  # scales are not layers
+
+
+def test_a_quantized_graphs_scores_are_onnxruntimes_for_the_file_as_it_is(tmp_path):
+    # The stages' outputs added to the graph keep onnxruntime from fusing DequantizeLinear -> Conv -> QuantizeLinear
+    # into its integer QLinearConv, and the float Conv rounds otherwise: the scores shown were another computation's
+    # than the file's (for mobilenet_v3_small quantized by onnxruntime, a logit 1.1 away on a photo). Here every
+    # picture is a tie for one of the two (pixel * 0.1 / 0.2), which the float Conv's rounding breaks either way.
+    def scale(name, value, zero_type=np.uint8):
+        return [numpy_helper.from_array(np.array(value, np.float32), name),
+                numpy_helper.from_array(np.array(0, zero_type), name + "_zero")]
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "sx_zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "sx_zero"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "sw", "sw_zero"], ["w"]),
+             helper.make_node("Conv", ["xd", "w"], ["conv"]),
+             helper.make_node("QuantizeLinear", ["conv", "sy", "sy_zero"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "sy_zero"], ["yd"]),
+             helper.make_node("GlobalAveragePool", ["yd"], ["pool"]),
+             helper.make_node("Flatten", ["pool"], ["y"])]
+    weights = [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.int8), "wq"), *scale("sx", 1.0),
+               *scale("sw", 0.1, np.int8), *scale("sy", 0.2)]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, tmp_path / "int8.onnx")
+    images = torch.arange(1, 256, 2, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 8, 8).contiguous()
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    expected = torch.from_numpy(session.run(None, {"x": images.float().numpy()})[0])
+    opened = open_model(tmp_path / "int8.onnx", Options(pixel_range="0-255"))
+    assert torch.allclose(opened.logits(images), expected, atol=1e-6)
+    rows = opened.stages(images[1])
+    assert [r.kind for r in rows] == ["Conv", "GlobalAveragePool", "output"]  # the maps are still shown
+    assert torch.allclose(rows[-1].output, expected[1:2], atol=1e-6)
+    assert any("quantized graph" in note for note in opened.notes)
+
+
+def test_a_graph_whose_answer_depends_on_the_batch_is_run_one_image_at_a_time(tmp_path):
+    # Dynamic quantization takes one scale for the whole batch's values: predict on a folder ran its pictures in
+    # one batch, and each picture's answer depended on the others beside it (another top class than the page's,
+    # which analyses one image, and than the file's for that picture alone).
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(tmp_path / "float.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "dynamic.onnx"), weight_type=QuantType.QInt8)
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[0] //= 16  # a dark picture beside bright ones: the batch's scale is not its own
+    session = ort.InferenceSession(str(tmp_path / "dynamic.onnx"), providers=["CPUExecutionProvider"])
+    alone = torch.cat([torch.from_numpy(session.run(None, {"x": images[k:k + 1].float().numpy() / 255})[0])
+                       for k in range(4)])
+    model = open_model(tmp_path / "dynamic.onnx")
+    assert torch.allclose(model.logits(images), alone, atol=1e-6)
+    assert any("depends on the others run with it" in note for note in model.notes)
+    float_model = open_model(tmp_path / "float.onnx")  # a float graph is still run in batches
+    assert float_model.batch is None and not any("one at a time" in note for note in float_model.notes)
+
+
+def test_an_nhwc_graph(tmp_path, rgb_folder):
+    w, b, fc = _nhwc_graph(tmp_path / "nhwc.onnx")
+    model, images = open_with_images(tmp_path / "nhwc.onnx", rgb_folder, Options(mean=(0.5,), std=(0.25,)))
+    assert (model.spec.layout, model.spec.hw, model.spec.channels) == ("NHWC", (16, 16), 3)
+    assert "layout from the graph" in model.spec.describe() and "normalisation from the flags" in model.spec.describe()
+    x = (images.images.float() / 255 - 0.5) / 0.25
+    conv = F.conv2d(x, w, b, padding=1)
+    expected = F.max_pool2d(conv.relu(), 2).mean((2, 3)) @ fc.T
+    assert torch.allclose(model.logits(images.images), expected, atol=1e-4)
+    rows = model.stages(images.images[0])
+    assert [r.kind for r in rows] == ["Conv", "Relu", "MaxPool", "GlobalAveragePool", "output"]
+    assert torch.allclose(rows[0].output, conv[:1], atol=1e-4)
+    assert torch.equal(model.kernels(), w)
+    layers = {r["name"]: r for r in model.layers()}
+    assert layers["conv"]["shape"] == [4, 16, 16] and layers["conv"]["params"] == 4 * 27 + 4
+    assert layers["pool"]["shape"] == [4, 8, 8]
+
+
+def test_a_layout_flag_the_graph_contradicts_is_named(tmp_path):
+    """An NHWC graph opened with --layout NCHW: its 16 x 16 x 3 input would read as 16 channels of 16 x 3 pixels."""
+    _nhwc_graph(tmp_path / "nhwc.onnx")
+    with pytest.raises(CnnlabError, match=r"--layout NCHW reads input 'x' \(N x 16 x 16 x 3\) as 16 channels, but its "
+                                          r"first convolution takes 3; expected --layout NHWC, or no --layout"):
+        open_model(tmp_path / "nhwc.onnx", Options(layout="NCHW"))
+    assert open_model(tmp_path / "nhwc.onnx", Options(layout="NHWC")).spec.layout == "NHWC"
+
+
+def test_an_input_size_a_graph_of_dynamic_sides_cannot_take_is_one_line(tmp_path):
+    # A graph of dynamic height and width that takes one size only (a Linear of a fixed width after a Flatten),
+    # opened with another --input-size: onnxruntime's InvalidArgument was an internal error.
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 14 * 14, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "flat.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    with pytest.raises(CnnlabError, match=r"flat.onnx failed on a 1 x 3 x 24 x 24 input in onnxruntime \(.*Gemm.*\); "
+                                          r"pass an --input-size the graph allows; expected a classifier") as e:
+        open_model(tmp_path / "flat.onnx", Options(input_size=24))
+    assert "\n" not in str(e.value)
+    assert open_model(tmp_path / "flat.onnx", Options(input_size=16)).spec.hw == (16, 16)
+
+
+def test_dims_of_minus_one_are_dynamic_as_paddle2onnx_writes_them(tmp_path):
+    # paddle2onnx (and older converters) write -1 for a dynamic side; the graph was refused as fixing its input to
+    # -1 x -1, even with --input-size
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "net.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    graph = onnx.load(tmp_path / "net.onnx")
+    for k in (0, 2, 3):
+        dim = graph.graph.input[0].type.tensor_type.shape.dim[k]
+        dim.Clear()
+        dim.dim_value = -1
+    onnx.save(graph, tmp_path / "paddle.onnx")
+    with pytest.raises(CnnlabError, match=r"paddle.onnx has no fixed input size; pass --input-size"):
+        open_model(tmp_path / "paddle.onnx")
+    model = open_model(tmp_path / "paddle.onnx", Options(input_size=(20, 24)))
+    assert model.spec.hw == (20, 24) and model.batch is None
+    images = torch.randint(0, 256, (3, 3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.logits(images), net(images.float() / 255), atol=1e-5)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"\x08\x01garbage, not a protobuf" * 10), "is not an ONNX model"),
+    (lambda p: _nhwc_graph(p, input_rank=2), "has no image input"),
+    (lambda p: _nhwc_graph(p, input_type=TensorProto.INT64), "'x' is N x 16 x 16 x 3 of int64, expected N x C x H x "
+                                                             "W or N x H x W x C of float32, float16, float64, uint8"),
+    (lambda p: _nhwc_graph(p, output_4d=True), r"is not a classifier: its output 'p' has shape .*, expected N x "
+                                                r"classes \(a map of scores per pixel is a segmentation model's"),
+    # onnxruntime's internal errors, or 30 GB asked for a first black image, before these were read as they are
+    (lambda p: _nhwc_graph(p, side=100000), "fixes its input's height x width to 100000 x 100000; expected sides "
+                                            "from 8 to 2048 pixels, as --input-size takes"),
+    (lambda p: _nhwc_graph(p, side=0), "fixes its input's height x width to 0 x 0; expected sides from 8 to 2048"),
+    (lambda p: _nhwc_graph(p, batch=0), r"fixes the batch of input 'x' \(0 x 16 x 16 x 3\) to 0 images; expected 1 or "
+                                        "more, or a free batch"),
+])
+def test_bad_onnx_files(tmp_path, make, message):
+    path = tmp_path / "bad.onnx"
+    make(path)
+    with pytest.raises(CnnlabError, match=message) as e:
+        open_model(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("input_type, name, tolerance", [(TensorProto.FLOAT16, "float16", 5e-3),
+                                                        (TensorProto.DOUBLE, "float64", 1e-6),
+                                                        (TensorProto.UINT8, "uint8", 1e-6)])
+def test_an_onnx_graph_of_another_input_type_is_fed_that_type(tmp_path, input_type, name, tolerance):
+    """A graph converted to float16 whole, or one that takes the pixel values themselves (uint8) and scales them
+    inside, was refused as having no image input; it is fed its own type, and scores as its float twin does."""
+    _nhwc_graph(tmp_path / "float.onnx")
+    _nhwc_graph(tmp_path / "other.onnx", input_type=input_type)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    other, float_ = open_model(tmp_path / "other.onnx"), open_model(tmp_path / "float.onnx")
+    assert other.spec.describe().startswith(f"{name} N x H x W x C, 3 channels at 16 x 16, pixels ")
+    # the uint8 graph divides by 255 itself: it is given the bytes, and scores as the float graph given pixels / 255
+    if name == "uint8":
+        assert "pixels 0-255" in other.spec.describe() and "pixel range from the graph's uint8 input" in \
+            other.spec.describe()
+    torch.testing.assert_close(other.logits(images), float_.logits(images), atol=tolerance, rtol=tolerance)
+    page = analyze_image(other, images[0])
+    assert page["explanation"]["method"] == "occlusion" and len(page["rows"]) > 1
+
+
+@pytest.mark.parametrize("flags, said", [(dict(pixel_range="0-1"), "--pixel-range"),
+                                         (dict(mean=[0.5], std=[0.25]), "--mean/--std")])
+def test_a_graph_of_uint8_input_refuses_scaling_flags(tmp_path, flags, said):
+    _nhwc_graph(tmp_path / "bytes.onnx", input_type=TensorProto.UINT8)
+    with pytest.raises(CnnlabError, match=rf"bytes.onnx takes uint8 pixels \(input 'x'\), the values themselves, and "
+                                          rf"scales them inside; expected no {said} for it$"):
+        open_model(tmp_path / "bytes.onnx", Options(**flags))
+    # what says nothing against bytes is taken
+    assert open_model(tmp_path / "bytes.onnx", Options(pixel_range="0-255", bgr=True)).spec.bgr
+
+
+@pytest.mark.parametrize("tail, returns", [("ArgMax", "1 x 1 of int64"), ("Greater", "1 x 3 of bool"),
+                                           ("Transpose", "3 x 1")])
+def test_an_onnx_output_that_is_not_float_logits_per_image_is_refused_as_a_programs_is(tail, returns, tmp_path):
+    # An ArgMax's indices and a comparison's booleans were read as logits (a page of wrong answers, exit 0), and
+    # logits transposed to classes x N failed later with an internal error.
+    _nhwc_graph(tmp_path / "m.onnx", tail=tail)
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "m.onnx")
+    assert str(e.value) == (f"{tmp_path / 'm.onnx'} (output 'y') is not a classifier: for 1 image it returns "
+                            f"{returns}, expected 1 x classes of float logits")
+
+
+def test_a_top_k_output_is_refused_not_read_as_the_classes_scores(tmp_path):
+    # A graph ending in Softmax -> TopK (each image's k largest probabilities, sorted, then their class indices, as
+    # deployment graphs end) was read as class scores in class order: the first column, "class 0", won every image,
+    # and with k the class count --classes named the sorted columns, every name and figure wrong with exit 0.
+    _nhwc_graph(tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    model.graph.node.extend([helper.make_node("Softmax", ["y"], ["prob"], axis=1),
+                             helper.make_node("TopK", ["prob", "k"], ["top", "index"], axis=1)])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([3], np.int64), "k"))
+    del model.graph.output[:]
+    model.graph.output.extend([helper.make_tensor_value_info("top", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("index", TensorProto.INT64, None)])
+    onnx.save(model, str(tmp_path / "top.onnx"))
+    assert open_model(tmp_path / "m.onnx").classes == ("class 0", "class 1", "class 2")
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "top.onnx", Options(classes=("a", "b", "c")))
+    assert str(e.value) == (f"{tmp_path / 'top.onnx'}: its output 'top' is a TopK's, each image's k largest scores in "
+                            "order, whose classes are the TopK's indices (its output 'index'); expected N x classes of "
+                            "scores in the classes' order (the graph before its TopK)")
+
+
+@pytest.mark.parametrize("tail, damage, message", [
+    ("plain", "short", "initializer 'w' does not hold the 4 x 1 x 3 x 3 float values it declares (buffer size must be "
+                       "a multiple of element size); expected its data to fill its dims"),
+    ("plain", "empty", "initializer 'w' does not hold the 4 x 1 x 3 x 3 float values it declares (cannot reshape "
+                       "array of size 0 into shape (4,1,3,3)); expected its data to fill its dims"),
+    ("qdq", "scales", "the DequantizeLinear of 'wq' (4 x 1 x 3 x 3) cannot apply its scale (3) and zero point"),
+])
+def test_a_first_convolution_weight_that_is_not_what_it_declares_is_one_line(tail, damage, message, tmp_path):
+    # numpy's errors reading it (ValueError) were internal errors, exit 1.
+    _graph_of_others(tmp_path / "m.onnx", tail)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    weight = next(t for t in model.graph.initializer if t.name == ("ws" if damage == "scales" else "w"))
+    weight.raw_data = weight.raw_data[:{"short": 10, "empty": 0, "scales": 12}[damage]]
+    if damage == "scales":
+        weight.dims[:] = [3]
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "m.onnx")
+    assert str(e.value).startswith(f"{tmp_path / 'm.onnx'}: {message}") and "\n" not in str(e.value)
+
+
+def _graph_adding(path, tensor: str, holder: str) -> None:
+    """A grey 8 x 8 classifier of 4 classes whose logits are 0 * Gemm(...) + ``tensor``, a 1 x 4 tensor that the
+    ``holder`` gives: ``"sparse initializer"``, ``"Constant"`` (its sparse_value), ``"If branch"`` (a Constant in a
+    subgraph) or ``"initializer"`` (a dense one); the values are external, in ``secret.bin`` as the file names it."""
+    values = helper.make_tensor(tensor if holder == "sparse initializer" else "s_values", TensorProto.FLOAT, [4],
+                                vals=np.zeros(4, np.float32))
+    values.ClearField("float_data")
+    values.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "secret.bin"), ("offset", "0"), ("length", "16")):
+        entry = values.external_data.add()
+        entry.key, entry.value = key, value
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.arange(4, dtype=np.int64), "s_idx"), [1, 4])
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["z"]), helper.make_node("Mul", ["z", "zero"], ["z0"]),
+             helper.make_node("Add", ["z0", tensor], ["y"])]
+    sparse_initializers = []
+    if holder == "sparse initializer":
+        sparse_initializers.append(sparse)
+    elif holder == "Constant":
+        nodes.insert(0, helper.make_node("Constant", [], [tensor], sparse_value=sparse))
+    elif holder == "If branch":
+        branch = helper.make_graph([helper.make_node("Constant", [], ["b"], sparse_value=sparse)], "branch", [],
+                                   [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])])
+        nodes.insert(0, helper.make_node("If", ["yes"], [tensor], then_branch=branch, else_branch=branch))
+        inits.append(numpy_helper.from_array(np.array(True), "yes"))
+    else:
+        values.name = tensor
+        values.dims[:] = [1, 4]
+        inits.append(values)
+    graph = helper.make_graph(nodes, holder, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits,
+                              sparse_initializer=sparse_initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())  # as it is: onnx.save would write the external data itself
+
+
+@pytest.mark.parametrize("holder", ["sparse initializer", "Constant", "If branch"])
+def test_a_sparse_tensors_external_data_is_refused_not_read_from_the_working_folder(holder, tmp_path, monkeypatch):
+    """onnx.load checks the external data paths of dense tensors only: onnxruntime, handed the model, read a sparse
+    tensor's relative to the folder cnnlab ran in, and the page showed that file's bytes as the logits."""
+    import onnxruntime as ort
+
+    secret = np.array([1, 5, 2, 3], np.float32).tobytes()
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "secret.bin").write_bytes(secret)
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    sessions = []
+    session = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: sessions.append(a) or session(*a, **k))
+    _graph_adding(tmp_path / "model" / "m.onnx", "s", holder)
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "model" / "m.onnx")
+    name = "s" if holder == "sparse initializer" else "s_values"  # a sparse initializer is named by its values
+    assert str(e.value) == (f"{tmp_path / 'model' / 'm.onnx'}: sparse tensor {name!r} "
+                            "keeps its data in another file ('secret.bin'), which cnnlab does not read; it reads "
+                            "external data only for dense tensors, from the model's folder: expected that tensor's "
+                            "data inside the model file")
+    assert not sessions  # refused before onnxruntime saw it: the working folder's file was never read
+    # A dense tensor's external data is read, from the model's folder and not the working one.
+    _graph_adding(tmp_path / "model" / "dense.onnx", "s", "initializer")
+    (tmp_path / "model" / "secret.bin").write_bytes(np.array([4, 3, 2, 1], np.float32).tobytes())
+    model = open_model(tmp_path / "model" / "dense.onnx")
+    assert model.logits(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)).tolist() == [[4, 3, 2, 1]]
+
+
+def test_a_legacy_export_s_copies_of_shared_initializers_are_no_layers(tmp_path):
+    # torch's legacy exporter keeps one initializer for parameters of equal values (two GroupNorms' weights of ones,
+    # biases of zeros) and gives each other parameter an Identity of it: the layer table showed rows "Identity_6 |
+    # Identity | 8 x 1 x 1 | 8" and counted the copies' parameters there, and the second GroupNorm's none.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.GroupNorm(2, 8),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "legacy.onnx"), dynamo=False)
+    assert "Identity" in [n.op_type for n in onnx.load(str(tmp_path / "legacy.onnx")).graph.node]
+    model = open_model(tmp_path / "legacy.onnx")
+    layers = model.layers()
+    assert "Identity" not in [row["op"] for row in layers], layers
+    assert sum(row["params"] for row in layers) == model_card(model)["params"] == \
+        sum(p.numel() for p in net.parameters())  # each GroupNorm's weight and bias counted, as the module counts
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(image[None].float() / 255)
+    assert torch.allclose(model.logits(image[None]), expected, atol=1e-5)
+
+
+def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
+    """onnxruntime's static quantization (QOperator format) makes a Linear a com.microsoft QGemm, whose int8
+    weight and int32 bias were left out of the parameter count (1392 for the float graph's 1477)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    torch.manual_seed(12)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "f.onnx"), dynamo=False,
+                          opset_version=17, input_names=["x"])
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Calibration(),
+                        quant_format=QuantFormat.QOperator)
+    assert any(n.op_type == "QGemm" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+    params = sum(p.numel() for p in net.parameters())
+    assert model_card(open_model(tmp_path / "q.onnx"))["params"] == model_card(open_model(tmp_path / "f.onnx"))[
+        "params"] == params
+
+
+def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_kernels(tmp_path):
+    """A graph saved by onnxruntime's optimizer (``SessionOptions.optimized_model_filepath``). At its extended level a
+    Conv and its activation are one com.microsoft FusedConv and SiLU a QuickGelu: neither was a stage, and the
+    page's first-layer kernels were those of the first plain Conv left, a 1 x 1 one deep inside. At its highest
+    level on an x86 CPU, com.microsoft.nchwc's convolutions work in a blocked layout: their outputs were shown as
+    N x C x H x W maps (a scramble, of channels padded to the block) and their reordered weights as the kernels."""
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.Sigmoid(), nn.Conv2d(8, 8, 1), nn.SiLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 24, 24),), str(tmp_path / "f.onnx"), dynamo=False,
+                          opset_version=17, input_names=["x"])
+    image = torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    plain = open_model(tmp_path / "f.onnx")
+    maps, x = [], plain.spec.to_input(image[None])
+    with torch.no_grad():
+        for layer in net:  # the output of each of the network's layers
+            x = layer(x)
+            maps.append(x)
+    for level, name in [(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "extended"),
+                        (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "all")]:
+        options = ort.SessionOptions()
+        options.graph_optimization_level, options.optimized_model_filepath = level, str(tmp_path / f"{name}.onnx")
+        ort.InferenceSession(str(tmp_path / "f.onnx"), options, providers=["CPUExecutionProvider"])
+        domains = {node.domain for node in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node}
+        model = open_model(tmp_path / f"{name}.onnx")
+        rows = model.stages(image)
+        torch.testing.assert_close(rows[-1].output, plain.stages(image)[-1].output, atol=1e-5, rtol=1e-4)
+        # every row is one of the network's own maps (the rows of the graph as torch exported it)
+        assert len(rows) > 4
+        for row in rows[:-1]:
+            assert any(row.output.shape == m.shape and torch.allclose(row.output, m, atol=1e-5) for m in maps), \
+                (name, row.name, row.kind)
+        if "com.microsoft.nchwc" in domains:  # no blocked weights for kernels
+            assert model.kernels() is None
+            assert any("com.microsoft.nchwc" in note for note in model.notes)
+        else:
+            assert "com.microsoft" in domains, domains
+            torch.testing.assert_close(model.kernels(), plain.kernels())
+            assert {"FusedConv", "QuickGelu"} <= {row.kind for row in rows}
+            assert all(layer["shape"] for layer in model.layers() if layer["op"] == "FusedConv")
+
+
+def test_a_value_onnxruntime_turns_back_channels_last_is_shown_as_channels(tmp_path):
+    """Where a channels-last Transpose follows a convolution, onnxruntime's highest level turns its blocked output
+    back to N x H x W x C at once (ReorderOutput, channels_last=1): that row was shown as H maps of W x C."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1], name="last"),
+             helper.make_node("Sigmoid", ["t"], ["s"], name="sigmoid"),
+             helper.make_node("ReduceMean", ["s"], ["m"], axes=[1, 2], keepdims=0, name="mean"),
+             helper.make_node("MatMul", ["m", "fc"], ["y"], name="fc")]
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((16, 3)).astype(np.float32), "fc")]
+    graph = helper.make_graph(nodes, "last", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "f.onnx"))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "all.onnx")
+    ort.InferenceSession(str(tmp_path / "f.onnx"), options, providers=["CPUExecutionProvider"])
+    if not any(node.op_type == "ReorderOutput" and any(a.name == "channels_last" and a.i for a in node.attribute)
+               for node in onnx.load(str(tmp_path / "all.onnx")).graph.node):
+        pytest.skip("onnxruntime wrote no channels-last ReorderOutput on this CPU")
+    image = torch.randint(0, 256, (3, 12, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    maps = [row.output for row in open_model(tmp_path / "f.onnx").stages(image)[:-1]]
+    rows = open_model(tmp_path / "all.onnx").stages(image)[:-1]
+    assert [tuple(row.output.shape) for row in rows] == [(1, 16, 12, 10)] * 2
+    for row in rows:
+        assert any(row.output.shape == m.shape and torch.allclose(row.output, m, atol=1e-5) for m in maps), row.name
+
+
+def test_a_float16_graph_with_an_op_shape_inference_does_not_know_opens(tmp_path):
+    """ONNX shape inference gives no type after an op of com.microsoft's (its Gelu here; FusedConv in a graph
+    onnxruntime optimized): the stages after it were added as float32 outputs, and onnxruntime refused the float16
+    graph ("Type (tensor(float)) of output arg ... does not match expected type (tensor(float16))")."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], name="conv"),
+             helper.make_node("Gelu", ["c"], ["gl"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Relu", ["gl"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1, name="fc")]
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float16), "w"),
+             numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float16), "fc")]
+    half = [helper.make_tensor_value_info(name, TensorProto.FLOAT16, dims) for name, dims in
+            (("x", ["N", 3, 12, 12]), ("y", ["N", 3]))]
+    graph = helper.make_graph(nodes, "half", half[:1], half[1:], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "half.onnx"))
+    opened = open_model(tmp_path / "half.onnx")
+    image = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    rows = {row.name: row.output for row in opened.stages(image)}
+    model.graph.output.extend([helper.make_value_info(name, onnx.TypeProto()) for name in ("gl", "r")])
+    x = opened.spec.to_input(image[None]).numpy().astype(np.float16)
+    gelu, relu = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["gl", "r"], {"x": x})
+    torch.testing.assert_close(rows["gelu"], torch.from_numpy(gelu.astype(np.float32)))
+    torch.testing.assert_close(rows["relu"], torch.from_numpy(relu.astype(np.float32)))
+
+
+def test_an_input_of_no_static_axis_read_by_a_convolution_is_nchw(tmp_path):
+    """Hugging Face's ONNX exports (optimum) name every axis of pixel_values (batch_size x num_channels x height x
+    width): no static axis told the layout, and explore and predict refused ("cannot tell the layout ... pass
+    --layout"). A Conv reads it, scaled on the way: ONNX's Conv takes N x C x H x W."""
+    torch.manual_seed(14)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+
+    class Normalised(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net((x - 0.5) / 0.25)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Normalised(), (torch.zeros(1, 3, 16, 16),), str(tmp_path / "hf.onnx"), dynamo=False,
+                          opset_version=17, input_names=["pixel_values"], output_names=["logits"],
+                          dynamic_axes={"pixel_values": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"},
+                                        "logits": {0: "batch_size"}})
+    model = open_model(tmp_path / "hf.onnx", Options(input_size=(16, 20)))
+    assert (model.spec.layout, model.spec.channels, model.spec.hw) == ("NCHW", 3, (16, 20))
+    images = torch.randint(0, 256, (2, 3, 16, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = Normalised()(images.float() / 255)
+    torch.testing.assert_close(model.logits(images), expected, atol=1e-5, rtol=1e-4)
+
+
+class _StdConv2d(nn.Conv2d):  # weight standardisation in forward, as timm's StdConv2d (BiT's ResNetV2)
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_a_first_convolution_of_a_computed_weight_shows_no_kernels_rather_than_a_later_layers(tmp_path):
+    """torch's older exporter leaves a weight-standardised convolution's weight computed in the graph; the page's
+    first-layer kernels were then those of the first Conv of a constant weight, here the 1 x 1 classifier head's."""
+    torch.manual_seed(15)
+    net = nn.Sequential(_StdConv2d(3, 8, 3, padding=1), nn.ReLU(), _StdConv2d(8, 8, 3), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 3, 1), nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "std.onnx"), dynamo=False,
+                          opset_version=17, input_names=["x"])
+    first = next(n for n in onnx.load(str(tmp_path / "std.onnx")).graph.node if n.op_type == "Conv")
+    assert first.input[1] not in {t.name for t in onnx.load(str(tmp_path / "std.onnx")).graph.initializer}
+    model = open_model(tmp_path / "std.onnx")
+    assert model.kernels() is None
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(images), net(images.float() / 255), atol=1e-5, rtol=1e-4)
+
+
+def test_an_onnx_file_newer_than_the_runtime_is_refused_with_the_runtimes_reason(tmp_path):
+    """The reason onnxruntime gives comes through, not the C++ signature in front of it (200 characters of it, seen
+    when onnxruntime 1.30 met onnx 1.23's newest IR version)."""
+    weight = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    fc = numpy_helper.from_array(np.ones((4, 3), np.float32), "fc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [weight, fc])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 99  # no onnxruntime reads it
+    onnx.save(model, str(tmp_path / "future.onnx"))
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "future.onnx")
+    said = rf"onnxruntime {re.escape(ort.__version__)} cannot run \S+future.onnx \(\[ONNXRuntimeError\] : \d+ : \w+ : "
+    assert re.fullmatch(said + r"Unsupported model IR version: 99, max supported IR version: \d+\)", str(e.value))
+
+
+def test_an_onnx_transpose_of_a_value_of_no_inferred_shape_opens(tmp_path):
+    """vit_b_16's ONNX export transposes a value whose shape ONNX shape inference leaves unknown (an Unsqueeze by
+    axes it cannot compute): the layouts read its rank as 0, and opening the file failed with ZeroDivisionError."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).random((4, 3, 3, 3), dtype=np.float32), "w")
+    fc = numpy_helper.from_array(np.random.default_rng(1).random((4, 5), dtype=np.float32), "fc")
+    axes = numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes")
+    one = numpy_helper.from_array(np.array([1], dtype=np.int64), "one")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ReduceMean", ["r", "axes"], ["m"], keepdims=0),  # N x 4
+             helper.make_node("ReduceMax", ["axes"], ["top"], keepdims=1),  # [3], computed
+             helper.make_node("Sub", ["top", "one"], ["at"]),  # [2]
+             helper.make_node("Unsqueeze", ["m", "at"], ["u"]),  # N x 4 x 1, of a rank shape inference cannot tell
+             helper.make_node("Transpose", ["u"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("Flatten", ["t"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                              [weight, fc, axes, one])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8  # onnx's newest IR version is newer than some onnxruntime releases read
+    onnx.save(model, str(tmp_path / "u.onnx"))
+    model = open_model(tmp_path / "u.onnx")
+    assert len(model.classes) == 5
+    result = analyze_image(model, torch.zeros(3, 8, 8, dtype=torch.uint8))
+    assert [r["kind"] for r in result["rows"]] == ["Conv", "Relu", "output"]
