@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -480,6 +481,32 @@ def test_cli_predicts_a_folder_reports_the_bad_file_and_exits_2(folder, tmp_path
     (folder / "broken.png").unlink()
     assert main(["predict", ckpt, str(folder), "--device", "cpu", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as a shell's is (tqdm draws its bar only there)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_predict_shows_a_bar_of_the_pictures_done_on_a_terminal_and_nothing_elsewhere(folder, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """A folder of thousands of photos takes minutes and its results are printed at the end: a bar on stderr says
+    how far it is, where stderr is a terminal; piped or in a log, nothing is added."""
+    (folder / "broken.png").unlink()
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 0
+    assert "/3 [" in terminal.getvalue() and "picture/s" in terminal.getvalue()  # a bar of the 3, cleared at the end
+    assert len(capsys.readouterr().out.splitlines()) == 3  # stdout holds the predictions alone
+    monkeypatch.undo()
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 0
+    assert capsys.readouterr().err == ""  # not a terminal: no bar
+    quiet = _Terminal()  # the library draws none unless asked
+    monkeypatch.setattr(sys, "stderr", quiet)
+    assert len(predict_files(ckpt, [folder], device="cpu")) == 3 and quiet.getvalue() == ""
 
 
 def test_a_reader_that_leaves_early_does_not_hide_a_bad_file(folder, tmp_path):

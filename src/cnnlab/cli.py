@@ -244,7 +244,7 @@ def _cmd_predict(args) -> int:
     # the predictions alone, which --json promises a reader (jq) as one JSON document
     with contextlib.redirect_stdout(sys.stderr):
         results = predict_any(args.checkpoint, args.images, _model_options(args), invert=args.invert,
-                              topk=args.top, device=args.device, skip_bad=True)
+                              topk=args.top, device=args.device, skip_bad=True, progress=True)
     failed = [r for r in results if "error" in r]
     if args.json or len(failed) < len(results):
         try:

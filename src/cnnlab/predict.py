@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
@@ -111,7 +112,7 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: bool = False, topk: int = 3,
                   device: str = "auto", skip_bad: bool = False,
-                  classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                  classes: Sequence[str] | None = None, progress: bool = False) -> list[dict[str, Any]]:
     """Classify image files (and the image files in folders) with a trained checkpoint.
 
     Each image is read as the checkpoint's dataset stores images (:func:`load_image` with its channels and image
@@ -128,6 +129,7 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         skip_bad: an unreadable image becomes ``{"file", "error"}`` in the results instead of raising.
         classes: names for the checkpoint's classes instead of its own (``--classes``), as many as it has.
+        progress: a bar of the pictures classified on stderr, where that is a terminal (:func:`classify_files`).
 
     Returns:
         One dict per image, in order: ``{"file", "top": [{"class", "index", "probability"}, ...]}``, or
@@ -154,7 +156,8 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
         return trained.logits(batch).softmax(1)
 
     return classify_files(files, probabilities, tuple(classes or meta.classes), invert=invert, topk=topk,
-                          skip_bad=skip_bad, channels=meta.channels, size=meta.image_size, crop=meta.crops_pictures)
+                          skip_bad=skip_bad, channels=meta.channels, size=meta.image_size, crop=meta.crops_pictures,
+                          progress=progress)
 
 
 def listed_images(images: Sequence[str | Path], topk: int = 3) -> list[Path]:
@@ -169,11 +172,14 @@ def listed_images(images: Sequence[str | Path], topk: int = 3) -> list[Path]:
 
 def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor], torch.Tensor],
                    classes: Sequence[str], *, invert: bool = False, topk: int = 3, skip_bad: bool = False,
-                   channels: int, size: int | tuple[int, int], crop: bool = False) -> list[dict[str, Any]]:
+                   channels: int, size: int | tuple[int, int], crop: bool = False,
+                   progress: bool = False) -> list[dict[str, Any]]:
     """The ``topk`` classes of each file by ``probabilities`` (uint8 ``N x C x H x W`` pictures -> ``N x classes``),
     each file read by :func:`read_image` at ``channels``, ``size`` and ``crop``; the results of
-    :func:`predict_files`."""
+    :func:`predict_files`. ``progress``: a bar of the pictures done on stderr where that is a terminal (a folder of
+    thousands of photos takes minutes, and the results are printed at the end), cleared when done."""
     results: list[dict[str, Any]] = [{"file": str(path)} for path in files]
+    bar = tqdm(total=len(files), unit="picture", leave=False, disable=None if progress else True)
     # A chunk at a time: a folder of 20,000 photos at 224 px is 3 GB of decoded pictures, held twice (the pictures
     # and their stack) when read whole.
     for start in range(0, len(files), PREDICT_CHUNK):
@@ -187,6 +193,8 @@ def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor]
                 results[i]["error"] = str(e)
         if loaded:
             _rank(results, loaded, probabilities, classes, topk)
+        bar.update(min(PREDICT_CHUNK, len(files) - start))
+    bar.close()
     return results
 
 

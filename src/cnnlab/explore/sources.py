@@ -116,14 +116,14 @@ def cpu_only(device: str, source: str | Path) -> None:
 
 def predict_any(source: str | Path, images: Sequence[str | Path], options: Options | None = None,
                 invert: bool = False, topk: int = 3, device: str = "auto",
-                skip_bad: bool = False) -> list[dict[str, Any]]:
+                skip_bad: bool = False, progress: bool = False) -> list[dict[str, Any]]:
     """``cnnlab predict`` with any model this explorer opens: the top classes of each image file (and of each image
     file in a folder), as :func:`cnnlab.predict.predict_files` gives them for a checkpoint.
 
     A cnnlab checkpoint (or a run folder, told its ``best.pt``) is :func:`cnnlab.predict.predict_files`'s, on
     ``device``, with ``--classes`` as the only option it takes; any other model is opened by :func:`open_model` with
     ``options`` and run on the CPU, each picture decoded at its input as the page decodes it, with the probabilities
-    the page shows.
+    the page shows. ``progress``: a bar of the pictures done on stderr, where that is a terminal.
 
     Raises:
         CnnlabError: a bad model, option or argument (``device`` other than the CPU for a model from elsewhere), or
@@ -132,7 +132,8 @@ def predict_any(source: str | Path, images: Sequence[str | Path], options: Optio
     options = options or Options()
     if names_a_checkpoint(source) or Path(source).is_dir():
         options.check_records_its_own()
-        return predict_files(source, images, invert, topk, device, skip_bad, classes=options.classes)
+        return predict_files(source, images, invert, topk, device, skip_bad, classes=options.classes,
+                             progress=progress)
     files = listed_images(images, topk)
     cpu_only(device, source)
     model = open_model(source, options)
@@ -145,4 +146,4 @@ def predict_any(source: str | Path, images: Sequence[str | Path], options: Optio
         raise CnnlabError(f"pictures can feed models of 1 or 3 input channels (grey or RGB); {source} takes "
                           f"{spec.channels}")
     return classify_files(files, probabilities, model.classes, invert=invert, topk=topk, skip_bad=skip_bad,
-                          channels=spec.channels, size=spec.read_hw, crop=spec.crop)
+                          channels=spec.channels, size=spec.read_hw, crop=spec.crop, progress=progress)
