@@ -19,7 +19,9 @@ import explore_support
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.model import Options, analyze_image, model_card
-from cnnlab.explore.sources import open_model, open_with_images
+from cnnlab.explore.module_model import ModuleModel
+from cnnlab.explore.sources import open_model, open_with_images, scores_of
+from cnnlab.inference import BATCH_VALUES
 from explore_support import Scorer, _onnx_of, _png, _request
 
 # shared fixtures
@@ -490,3 +492,20 @@ def test_an_imagenet_name_cnnlab_does_not_build_is_told_how_to_bring_it(tmp_path
                                           r"that builds it \(torchvision.models.densenet121\(weights=None\), say\) "
                                           r"with --weights FILE$"):
         open_model("imagenet-densenet121", Options(weights=tmp_path / "w.pth"))
+
+
+def test_large_pictures_go_through_a_model_from_elsewhere_fewer_a_pass():
+    """predict and eval ran a model from elsewhere 64 pictures a pass whatever their size: 64 of a 512-px input are
+    50 million values before its first layer's maps. A pass takes at most 2**23 input values, as a checkpoint's does
+    (10 pictures at 512 px RGB), and every picture is still scored."""
+    seen = []
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, stride=8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    model = ModuleModel(net, "wide", Options(input_size=512))
+    images = torch.randint(0, 256, (25, 3, 512, 512), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    seen.clear()
+    scores = scores_of(model, images, "wide", "25 pictures")
+    assert max(seen) == BATCH_VALUES // (3 * 512 * 512) == 10 and sum(seen) == 25
+    with torch.no_grad():
+        expected = model.logits(images, batch_size=25)
+    assert torch.allclose(scores, expected, atol=1e-5)
