@@ -13,7 +13,8 @@ Formats:
   ``opset`` picks the ONNX operator set (from MIN_OPSET, the lowest this exporter writes, to the newest the installed
   onnx knows; default the exporter's own) for a runtime that knows only older ones, and the file's IR version is the
   lowest that holds its operator set (the exporter writes its onnx's newest, which older runtimes refuse even where
-  they run the operators).
+  they run the operators), and a ``Shape`` of a range of sides is a Shape and a Slice (OpenCV's DNN module
+  reads no range).
 * ``onnx-int8``: the ONNX graph above, quantized by onnxruntime's static quantization (QDQ format, int8 weights
   per output channel, uint8 activations) with activation ranges calibrated on ``calibration`` training images of
   the checkpoint's dataset (a seeded sample). Rounding changes logits by more than any float tolerance, so the
@@ -161,7 +162,7 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
         converter.removeFilter(_not_the_fallback_notice)
     program.model.metadata_props.update(metadata)
     # one self-contained file (the models here are far below protobuf's 2 GB), written once
-    onnx.save(_for_older_runtimes(program.model_proto, opset), tmp)
+    onnx.save(_for_older_runtimes(_shape_ranges_as_slices(program.model_proto), opset), tmp)
     _check(_onnx_runner(tmp, "the ONNX export", WRITES_NOTHING), wrapped, shape, "the ONNX export")
 
 
@@ -201,6 +202,37 @@ def _first_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None:
         error = error.__cause__
     return error
+
+
+def _shape_ranges_as_slices(model):
+    """The ONNX ``model`` (a ModelProto) with each ``Shape(x, start, end)`` written as ``Slice(Shape(x), start,
+    end)``: the same value (both count a negative bound from the end and clamp it to the rank), in every runtime.
+
+    The exporter takes the sizes of a resize inside the graph (a run whose ``--resize`` is not its stored side:
+    every ImageNet backbone's) from ``Shape(images, start=0, end=2)``, the dynamic batch and the channels. OpenCV's
+    DNN module (4.x, ``cv2.dnn.readNetFromONNX``) ignores ``start`` and ``end`` (operator set 15's), takes all four
+    sides and refuses the file ("HCHW layout is expected").
+    """
+    from onnx import helper, numpy_helper
+
+    if not any(node.op_type == "Shape" and node.attribute for node in model.graph.node):
+        return model
+    changed = copy.deepcopy(model)
+    nodes = []
+    for node in changed.graph.node:
+        if node.op_type != "Shape" or not node.attribute:
+            nodes.append(node)
+            continue
+        bounds = {a.name: a.i for a in node.attribute}
+        whole, out = f"{node.output[0]}_whole", node.output[0]
+        changed.graph.initializer.extend(
+            numpy_helper.from_array(np.array([value], np.int64), f"{whole}_{name}")
+            for name, value in (("start", bounds.get("start", 0)), ("end", bounds.get("end", np.iinfo(np.int64).max))))
+        nodes += [helper.make_node("Shape", [node.input[0]], [whole], name=f"{node.name}_whole"),
+                  helper.make_node("Slice", [whole, f"{whole}_start", f"{whole}_end"], [out], name=node.name)]
+    del changed.graph.node[:]
+    changed.graph.node.extend(nodes)
+    return changed
 
 
 def _for_older_runtimes(model, opset: int | None = None):
