@@ -289,11 +289,12 @@ def test_the_resize_inside_an_onnx_export_takes_its_sizes_from_a_whole_shape(fmt
     # of the whole tensor, then a Slice, is the same value in every runtime.
     monkeypatch.setattr(export_module, "INT8_MIN_AGREEMENT", 0.0)  # untrained weights: any agreement will do here
     ckpt = _untrained_compact(tmp_path, input_size=32)
-    out = export_checkpoint(ckpt, tmp_path / "m.onnx", format=fmt, **({"calibration": 32} if fmt == "onnx-int8" else {}))
-    graph = onnx.load(str(out)).graph
-    assert "Resize" in {node.op_type for node in graph.node}
-    assert [node.attribute for node in graph.node if node.op_type == "Shape"] == [[]]
-    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    calibration = {"calibration": 32} if fmt == "onnx-int8" else {}
+    out = export_checkpoint(ckpt, tmp_path / "m.onnx", format=fmt, **calibration)
+    model = onnx.load(str(out))
+    assert "Resize" in {node.op_type for node in model.graph.node}
+    assert [node.attribute for node in model.graph.node if node.op_type == "Shape"] == [[]]
+    onnx.checker.check_model(model, full_check=True)
     x = _real_batch(3)
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
     tolerance = 1e-4 if fmt == "onnx" else 0.1
