@@ -318,6 +318,22 @@ def test_the_onnx_exporter_is_handed_no_adaptive_max_pool(tmp_path, monkeypatch)
     assert np.allclose(got, expected.numpy(), atol=1e-4)
 
 
+def test_a_global_average_pool_of_a_channels_last_feature_map_is_one_reduce_mean(tmp_path):
+    # ConvNeXt's blocks leave its last feature map channels-last, and torch writes its AdaptiveAvgPool2d(1) as a mean
+    # and an as_strided, which the ONNX exporter made index arithmetic on the batch size (Shape, Squeeze, Range,
+    # Gather): OpenCV's DNN module (4.x) refused the file at the Squeeze. The pool goes to the exporter as the mean
+    # over height and width, the same values, one ReduceMean.
+    torch.manual_seed(0)
+    model = create_model("imagenet-convnext_tiny", num_classes=10, in_channels=1).eval()
+    ckpt = tmp_path / "convnext.pt"
+    save_checkpoint({"model_name": "imagenet-convnext_tiny", "num_classes": 10, "in_channels": 1, "input_size": 64,
+                     "normalize": None, "ops": "torch", "config": {}, "model": model.state_dict(),
+                     "epoch": 0, "step": 0, "history": [], "best_val_acc": 0.0}, ckpt)
+    out = export_checkpoint(ckpt, tmp_path / "convnext.onnx")  # checked against PyTorch
+    ops = [node.op_type for node in onnx.load(str(out)).graph.node]
+    assert ops.count("ReduceMean") == 1 and not {"Gather", "Range", "Squeeze"} & set(ops)
+
+
 def test_an_operator_the_onnx_exporter_cannot_convert_is_one_line(tmp_path):
     """torch's exporter raised its ConversionError (three screens of advice) through export, an internal error at the
     CLI. FractionalMaxPool2d has no ONNX function in torch 2.14; should one come, this test needs another operator."""

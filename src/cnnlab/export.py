@@ -151,8 +151,8 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
     converter = logging.getLogger(CONVERTER_LOGGER)
     converter.addFilter(_not_the_fallback_notice)
     try:
-        program = torch.onnx.export(_with_global_max_as_amax(wrapped), (_inputs(2, shape),), None, dynamo=True,
-                                    verbose=False, opset_version=opset, input_names=["images"],
+        program = torch.onnx.export(_with_global_pools_as_reductions(wrapped), (_inputs(2, shape),), None,
+                                    dynamo=True, verbose=False, opset_version=opset, input_names=["images"],
                                     output_names=["logits"], dynamic_shapes=(_batch_dim(),))
     except torch.onnx.OnnxExporterError as e:  # an operator this torch's exporter has no ONNX function for
         raise CnnlabError(f"torch {torch.__version__}'s ONNX exporter cannot convert this network "
@@ -183,16 +183,28 @@ class _GlobalMax(nn.Module):
         return x.amax((-2, -1), keepdim=True)
 
 
-def _with_global_max_as_amax(module: nn.Module) -> nn.Module:
-    """``module``, or a copy of it whose adaptive max pools to 1 x 1 are :class:`_GlobalMax` under the same names."""
-    pools = [name for name, m in module.named_modules() if isinstance(m, nn.AdaptiveMaxPool2d)
-             and not m.return_indices and m.output_size in (1, (1, 1))]
+class _GlobalMean(nn.Module):
+    """``AdaptiveAvgPool2d(1)`` as the mean over height and width: the same values, and one ONNX ReduceMean. Of a
+    channels-last feature map (ConvNeXt's) torch writes the pool as a mean and an ``as_strided``, which the exporter
+    makes index arithmetic on the batch size (Shape, Squeeze, Range, Gather) that OpenCV's DNN module (4.x) refuses."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((-2, -1), keepdim=True)
+
+
+def _with_global_pools_as_reductions(module: nn.Module) -> nn.Module:
+    """``module``, or a copy of it whose adaptive max and average pools to 1 x 1 are :class:`_GlobalMax` and
+    :class:`_GlobalMean` under the same names."""
+    pools = {name: _GlobalMax if isinstance(m, nn.AdaptiveMaxPool2d) else _GlobalMean
+             for name, m in module.named_modules()
+             if (isinstance(m, nn.AdaptiveMaxPool2d) and not m.return_indices or isinstance(m, nn.AdaptiveAvgPool2d))
+             and m.output_size in (1, (1, 1))}
     if not pools:
         return module
     module = copy.deepcopy(module)
-    for name in pools:
+    for name, reduction in pools.items():
         parent, _, child = name.rpartition(".")
-        setattr(module.get_submodule(parent), child, _GlobalMax())
+        setattr(module.get_submodule(parent), child, reduction())
     return module
 
 
