@@ -263,10 +263,10 @@ def test_an_int8_export_that_onnxruntime_cannot_run_is_one_line(trained_run, tmp
                         r"export \(.*QuantizeLinear\(28\).*\); nothing was written \(a lower --opset may do\)\n", err)
     assert list(tmp_path.iterdir()) == []
 
-def _untrained_compact(folder) -> Path:
+def _untrained_compact(folder, input_size: int = 28) -> Path:
     torch.manual_seed(0)
     ckpt = folder / "compact.pt"
-    save_checkpoint({"model_name": "compact", "num_classes": 10, "in_channels": 1, "input_size": 28,
+    save_checkpoint({"model_name": "compact", "num_classes": 10, "in_channels": 1, "input_size": input_size,
                      "normalize": None, "ops": "torch", "config": {}, "model": create_model("compact").state_dict(),
                      "epoch": 0, "step": 0, "history": [], "best_val_acc": 0.0}, ckpt)
     return ckpt
@@ -279,6 +279,26 @@ def test_int8_export_of_the_compact_model(tmp_path, monkeypatch, data_dir):
     monkeypatch.setattr(export_module, "INT8_MIN_AGREEMENT", 0.0)  # untrained weights: any agreement will do here
     out = export_checkpoint(ckpt, tmp_path / "compact-int8.onnx", format="onnx-int8", calibration=64)
     assert "QuantizeLinear" in {node.op_type for node in onnx.load(str(out)).graph.node}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-int8"])
+def test_the_resize_inside_an_onnx_export_takes_its_sizes_from_a_whole_shape(fmt, tmp_path, monkeypatch, data_dir):
+    # The exporter wrote the resize's sizes as Concat(Shape(images, start=0, end=2), [32, 32]); OpenCV's DNN module
+    # (4.x, cv2.dnn.readNetFromONNX) ignores Shape's start and end, took all four sides and refused the file ("HCHW
+    # layout is expected"): every export with a resize inside (any ImageNet backbone's) failed to load there. A Shape
+    # of the whole tensor, then a Slice, is the same value in every runtime.
+    monkeypatch.setattr(export_module, "INT8_MIN_AGREEMENT", 0.0)  # untrained weights: any agreement will do here
+    ckpt = _untrained_compact(tmp_path, input_size=32)
+    calibration = {"calibration": 32} if fmt == "onnx-int8" else {}
+    out = export_checkpoint(ckpt, tmp_path / "m.onnx", format=fmt, **calibration)
+    model = onnx.load(str(out))
+    assert "Resize" in {node.op_type for node in model.graph.node}
+    assert [node.attribute for node in model.graph.node if node.op_type == "Shape"] == [[]]
+    onnx.checker.check_model(model, full_check=True)
+    x = _real_batch(3)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    tolerance = 1e-4 if fmt == "onnx" else 0.1
+    assert got.shape == (3, 10) and np.abs(got - _torch_logits(ckpt, x)).max() <= tolerance
 
 
 def test_the_onnx_exporter_is_handed_no_adaptive_max_pool(tmp_path, monkeypatch):
@@ -296,6 +316,22 @@ def test_the_onnx_exporter_is_handed_no_adaptive_max_pool(tmp_path, monkeypatch)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": ((x * 255).round() / 255).numpy()})[0]
     assert np.allclose(got, expected.numpy(), atol=1e-4)
+
+
+def test_a_global_average_pool_of_a_channels_last_feature_map_is_one_reduce_mean(tmp_path):
+    # ConvNeXt's blocks leave its last feature map channels-last, and torch writes its AdaptiveAvgPool2d(1) as a mean
+    # and an as_strided, which the ONNX exporter made index arithmetic on the batch size (Shape, Squeeze, Range,
+    # Gather): OpenCV's DNN module (4.x) refused the file at the Squeeze. The pool goes to the exporter as the mean
+    # over height and width, the same values, one ReduceMean.
+    torch.manual_seed(0)
+    model = create_model("imagenet-convnext_tiny", num_classes=10, in_channels=1).eval()
+    ckpt = tmp_path / "convnext.pt"
+    save_checkpoint({"model_name": "imagenet-convnext_tiny", "num_classes": 10, "in_channels": 1, "input_size": 64,
+                     "normalize": None, "ops": "torch", "config": {}, "model": model.state_dict(),
+                     "epoch": 0, "step": 0, "history": [], "best_val_acc": 0.0}, ckpt)
+    out = export_checkpoint(ckpt, tmp_path / "convnext.onnx")  # checked against PyTorch
+    ops = [node.op_type for node in onnx.load(str(out)).graph.node]
+    assert ops.count("ReduceMean") == 1 and not {"Gather", "Range", "Squeeze"} & set(ops)
 
 
 def test_an_operator_the_onnx_exporter_cannot_convert_is_one_line(tmp_path):

@@ -13,7 +13,8 @@ Formats:
   ``opset`` picks the ONNX operator set (from MIN_OPSET, the lowest this exporter writes, to the newest the installed
   onnx knows; default the exporter's own) for a runtime that knows only older ones, and the file's IR version is the
   lowest that holds its operator set (the exporter writes its onnx's newest, which older runtimes refuse even where
-  they run the operators).
+  they run the operators), and a ``Shape`` of a range of sides is a Shape and a Slice (OpenCV's DNN module
+  reads no range).
 * ``onnx-int8``: the ONNX graph above, quantized by onnxruntime's static quantization (QDQ format, int8 weights
   per output channel, uint8 activations) with activation ranges calibrated on ``calibration`` training images of
   the checkpoint's dataset (a seeded sample). Rounding changes logits by more than any float tolerance, so the
@@ -150,8 +151,8 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
     converter = logging.getLogger(CONVERTER_LOGGER)
     converter.addFilter(_not_the_fallback_notice)
     try:
-        program = torch.onnx.export(_with_global_max_as_amax(wrapped), (_inputs(2, shape),), None, dynamo=True,
-                                    verbose=False, opset_version=opset, input_names=["images"],
+        program = torch.onnx.export(_with_global_pools_as_reductions(wrapped), (_inputs(2, shape),), None,
+                                    dynamo=True, verbose=False, opset_version=opset, input_names=["images"],
                                     output_names=["logits"], dynamic_shapes=(_batch_dim(),))
     except torch.onnx.OnnxExporterError as e:  # an operator this torch's exporter has no ONNX function for
         raise CnnlabError(f"torch {torch.__version__}'s ONNX exporter cannot convert this network "
@@ -161,7 +162,7 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
         converter.removeFilter(_not_the_fallback_notice)
     program.model.metadata_props.update(metadata)
     # one self-contained file (the models here are far below protobuf's 2 GB), written once
-    onnx.save(_for_older_runtimes(program.model_proto, opset), tmp)
+    onnx.save(_for_older_runtimes(_shape_ranges_as_slices(program.model_proto), opset), tmp)
     _check(_onnx_runner(tmp, "the ONNX export", WRITES_NOTHING), wrapped, shape, "the ONNX export")
 
 
@@ -182,16 +183,28 @@ class _GlobalMax(nn.Module):
         return x.amax((-2, -1), keepdim=True)
 
 
-def _with_global_max_as_amax(module: nn.Module) -> nn.Module:
-    """``module``, or a copy of it whose adaptive max pools to 1 x 1 are :class:`_GlobalMax` under the same names."""
-    pools = [name for name, m in module.named_modules() if isinstance(m, nn.AdaptiveMaxPool2d)
-             and not m.return_indices and m.output_size in (1, (1, 1))]
+class _GlobalMean(nn.Module):
+    """``AdaptiveAvgPool2d(1)`` as the mean over height and width: the same values, and one ONNX ReduceMean. Of a
+    channels-last feature map (ConvNeXt's) torch writes the pool as a mean and an ``as_strided``, which the exporter
+    makes index arithmetic on the batch size (Shape, Squeeze, Range, Gather) that OpenCV's DNN module (4.x) refuses."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((-2, -1), keepdim=True)
+
+
+def _with_global_pools_as_reductions(module: nn.Module) -> nn.Module:
+    """``module``, or a copy of it whose adaptive max and average pools to 1 x 1 are :class:`_GlobalMax` and
+    :class:`_GlobalMean` under the same names."""
+    pools = {name: _GlobalMax if isinstance(m, nn.AdaptiveMaxPool2d) else _GlobalMean
+             for name, m in module.named_modules()
+             if (isinstance(m, nn.AdaptiveMaxPool2d) and not m.return_indices or isinstance(m, nn.AdaptiveAvgPool2d))
+             and m.output_size in (1, (1, 1))}
     if not pools:
         return module
     module = copy.deepcopy(module)
-    for name in pools:
+    for name, reduction in pools.items():
         parent, _, child = name.rpartition(".")
-        setattr(module.get_submodule(parent), child, _GlobalMax())
+        setattr(module.get_submodule(parent), child, reduction())
     return module
 
 
@@ -201,6 +214,37 @@ def _first_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None:
         error = error.__cause__
     return error
+
+
+def _shape_ranges_as_slices(model):
+    """The ONNX ``model`` (a ModelProto) with each ``Shape(x, start, end)`` written as ``Slice(Shape(x), start,
+    end)``: the same value (both count a negative bound from the end and clamp it to the rank), in every runtime.
+
+    The exporter takes the sizes of a resize inside the graph (a run whose ``--resize`` is not its stored side:
+    every ImageNet backbone's) from ``Shape(images, start=0, end=2)``, the dynamic batch and the channels. OpenCV's
+    DNN module (4.x, ``cv2.dnn.readNetFromONNX``) ignores ``start`` and ``end`` (operator set 15's), takes all four
+    sides and refuses the file ("HCHW layout is expected").
+    """
+    from onnx import helper, numpy_helper
+
+    if not any(node.op_type == "Shape" and node.attribute for node in model.graph.node):
+        return model
+    changed = copy.deepcopy(model)
+    nodes = []
+    for node in changed.graph.node:
+        if node.op_type != "Shape" or not node.attribute:
+            nodes.append(node)
+            continue
+        bounds = {a.name: a.i for a in node.attribute}
+        whole, out = f"{node.output[0]}_whole", node.output[0]
+        changed.graph.initializer.extend(
+            numpy_helper.from_array(np.array([value], np.int64), f"{whole}_{name}")
+            for name, value in (("start", bounds.get("start", 0)), ("end", bounds.get("end", np.iinfo(np.int64).max))))
+        nodes += [helper.make_node("Shape", [node.input[0]], [whole], name=f"{node.name}_whole"),
+                  helper.make_node("Slice", [whole, f"{whole}_start", f"{whole}_end"], [out], name=node.name)]
+    del changed.graph.node[:]
+    changed.graph.node.extend(nodes)
+    return changed
 
 
 def _for_older_runtimes(model, opset: int | None = None):
