@@ -96,6 +96,17 @@ def page_parts(html: str) -> PageParts:
     return reader.parts
 
 
+def contrast(first: str, second: str) -> float:
+    """WCAG 2.1's contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+    def luminance(colour: str) -> float:
+        channels = [int(colour.lstrip("#")[k:k + 2], 16) / 255 for k in (0, 2, 4)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 # [text, ratio, needed] of each visible text whose contrast with the first opaque background behind it is below
 # WCAG 2.1 AA: 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold). SVG text is measured by its fill; text a
 # screen reader skips (aria-hidden: a chart legend's line sample) and visually hidden text are not text to read.

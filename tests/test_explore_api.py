@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import data_support
-from a11y_support import page_parts
+from a11y_support import contrast, page_parts
 from cli_support import run_with_output
 from cnnlab.data import CLASSES
 from cnnlab.errors import CnnlabError
@@ -280,6 +280,17 @@ def test_every_page_names_its_parts_for_a_screen_reader():
     index = page_parts(pages["index.html"])
     assert index.headers["runs-table"][0] == "compare" and "ops-now" in index.live  # a step's result is said
     assert "from the keyboard, choose a file" in re.search(r'<canvas id="draw"[^>]*>', pages["index.html"]).group(0)
+
+def test_every_curve_colour_stands_out_from_the_chart():
+    """Two of the curves' colours (#c49000, #16a2b8) had 2.8:1 and 3.0:1 against the chart's background, under WCAG
+    2.1 AA's 3:1 for a graphical object one needs to tell a run's curve by."""
+    from cnnlab.explore.page import STATIC
+
+    palette = re.search(r"const COLORS = \[(.*?)\]", (STATIC / "app.js").read_text())[1]
+    colours = re.findall(r'"(#[0-9a-f]{6})"', palette)
+    chart = re.search(r"svg\.chart\{[^}]*background:(#[0-9a-f]{6})", (STATIC / "style.css").read_text())[1]
+    assert len(colours) == 8 and {c: round(contrast(c, chart), 2) for c in colours if contrast(c, chart) < 3} == {}
+
 
 def test_a_corrupt_run_is_an_error_and_the_rest_still_works(server):
     status, body = request(server, "GET", "/api/run?run=broken-json")

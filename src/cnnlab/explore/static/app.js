@@ -1,7 +1,7 @@
 // cnnlab explore: the page's own script. Plain DOM and SVG, no libraries, nothing fetched but this server's API.
 "use strict";
 
-const COLORS = ["#3b78c3", "#e4572e", "#1d8a43", "#8e44ad", "#c49000", "#16a2b8", "#d6336c", "#555555"];
+const COLORS = ["#3b78c3", "#e4572e", "#1d8a43", "#8e44ad", "#a87b00", "#128a9c", "#d6336c", "#555555"];
 const state = {runs: [], run: null, detail: null, stream: null, ops: null, step: 0, timer: null, testIndex: 0};
 
 const svgEl = (tag, attrs, ...children) => el(tag, {...attrs, svg: true}, ...children);
