@@ -48,7 +48,7 @@ from starlette.staticfiles import StaticFiles
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import opsview, runs
-from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, image_array, png_url
+from cnnlab.explore.images import MAX_UPLOAD_BYTES, decode_upload, thumbnail_url
 from cnnlab.explore.model import ModelFailure, RunModel, analyze_image, model_card
 from cnnlab.explore.model_card import learned_kernels, model_info
 from cnnlab.explore.session import Session
@@ -490,7 +490,7 @@ def create_model_app(model, images=None, allow_hosts: tuple[str, ...] = ()) -> S
 
 def image_list(images) -> dict[str, Any]:
     """The image folder as the page lists it: thumbnails (PNG URLs), names and labels."""
-    return {"images": [{"index": i, "name": n, "label": lab, "png": png_url(image_array(img))}
+    return {"images": [{"index": i, "name": n, "label": lab, "png": thumbnail_url(img)}
                        for i, (n, lab, img) in enumerate(zip(images.names, images.labels, images.images,
                                                              strict=True))],
             "found": images.found, "classes": list(images.classes), "skipped": list(images.skipped)}

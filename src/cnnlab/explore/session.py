@@ -18,7 +18,7 @@ import torch
 from cnnlab.data.split import sample_indices
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import runs
-from cnnlab.explore.images import image_array, png_url
+from cnnlab.explore.images import thumbnail_url
 from cnnlab.explore.trained import TestSet, load_test_set, load_trained, test_set_key
 from cnnlab.runs import CHECKPOINTS
 
@@ -129,7 +129,7 @@ class Session:
         """Test image ``i`` as the gallery lists it: its index, its class and its picture."""
         data = self.test_set(loaded)
         return {"index": i, "label": loaded.trained.meta.classes[int(data.labels[i])],
-                "png": png_url(image_array(data.images[i])), **extra}
+                "png": thumbnail_url(data.images[i]), **extra}
 
     def _class_items(self, loaded: Loaded, cls: int) -> list[dict[str, Any]]:
         """The first ``PICKS_PER_CLASS`` test images of class ``cls``."""
