@@ -313,5 +313,9 @@ def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(serv
         chart = driver.execute_script("const s = document.getElementById('run-acc'); "
                                       "return [s.viewBox.baseVal.width, s.getBoundingClientRect().width]")
         assert chart[0] <= chart[1] + 1, chart
+        # turned or resized, the chart is drawn again at its new width (it kept the phone's, scaled up)
+        driver.set_window_size(1280, 1000)
+        wait(driver, "document.getElementById('run-acc').viewBox.baseVal.width === 520", timeout=10,
+             what="the chart drawn again at the wider window's width")
     finally:
         driver.set_window_size(1280, 1000)

@@ -31,6 +31,7 @@ window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "r
 // ------------------------------------------------------------------------------------------------------ charts
 // A line chart of several series [{name, color, points: [[x, y], ...]}]; points carry data-x/data-y for tests.
 function lineChart(svg, title, series) {
+  svg.drawn = [title, series];  // drawn again when its width changes (redrawCharts)
   // Drawn as wide as it is shown, 520 units at most: on a phone's 300 px a 520-unit chart scaled down had 6 px text.
   const W = Math.max(280, Math.min(520, Math.round(svg.getBoundingClientRect().width) || 520));
   // The legend goes under the plot, two entries a line (one on a narrow chart), where it hides no point.
@@ -89,6 +90,18 @@ function chartSummary(title, series) {
     });
   return `${title} per epoch: ${curves.length ? curves.join("; ") : "no epochs yet"}`;
 }
+
+// A phone turned or a window resized changes the width a chart is shown at: each shown chart is drawn again at it
+// (once the resizing pauses), or its text would be scaled as it was when the width differed.
+let redrawTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(redrawTimer);
+  redrawTimer = setTimeout(() => {
+    for (const svg of document.querySelectorAll("svg.chart")) {
+      if (svg.drawn && svg.getBoundingClientRect().width) lineChart(svg, ...svg.drawn);
+    }
+  }, 150);
+});
 
 function curveSeries(rows, key, name, color, dash) {
   return {name, color, dash, points: rows.map((r) => [r.epoch, r[key]]).filter((p) => p[1] !== null)};
