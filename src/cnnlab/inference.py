@@ -104,6 +104,12 @@ def meta_of(ckpt: Mapping[str, Any], path: str | Path = "checkpoint") -> Meta:
 BATCH_VALUES = 2**23
 
 
+def images_per_pass(batch_size: int, values_per_image: int) -> int:
+    """At most ``batch_size`` images a forward pass, fewer where they would exceed :data:`BATCH_VALUES` input values,
+    at least one."""
+    return max(1, min(batch_size, BATCH_VALUES // max(1, values_per_image)))
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor, batch_size: int = 512,
                    device: str | torch.device | None = None, tta: bool = False) -> torch.Tensor:
@@ -138,7 +144,7 @@ def predict_logits(model: nn.Module, preprocess: nn.Module, images: torch.Tensor
     # the values of one image on its way in: as stored, and at the model's input
     side = getattr(preprocess, "input_size", 1)
     per_image = max(images[0].numel() if len(images) else 1, images.shape[1] * side * side)
-    batch_size = max(1, min(batch_size, BATCH_VALUES // per_image))
+    batch_size = images_per_pass(batch_size, per_image)
     was_training = model.training
     model.eval()
     chunks = []
@@ -378,13 +384,14 @@ def class_columns(model: Sequence[str], data: Sequence[str], name: str,
     # a name is its characters, however encoded: a folder unzipped from macOS spells 'ü' as 'u' and a combining mark
     # (NFD), a names file typed elsewhere as one character (NFC)
     names, wanted = ([unicodedata.normalize("NFC", c) for c in classes] for classes in (model, data))
-    missing = [c for c, n in zip(data, wanted, strict=True) if n not in names]
+    column = {n: i for i, n in reversed(list(enumerate(names)))}  # each name's first output (a dict: 1,000 classes)
+    missing = [c for c, n in zip(data, wanted, strict=True) if n not in column]
     if missing:
         shown = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise CnnlabError(f"{name} has classes the model does not name ({shown}; the model's: "
                           f"{', '.join(map(repr, model[:5]))}{', ...' * (len(model) > 5)}); expected a dataset of "
                           f"the model's classes{remedy}")
-    columns = [names.index(n) for n in wanted]
+    columns = [column[n] for n in wanted]
     if len(model) > len(data):
         return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)}: each "
                          f"answer is the likeliest of those {len(data)}"]

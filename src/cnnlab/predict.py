@@ -179,22 +179,21 @@ def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor]
     :func:`predict_files`. ``progress``: a bar of the pictures done on stderr where that is a terminal (a folder of
     thousands of photos takes minutes, and the results are printed at the end), cleared when done."""
     results: list[dict[str, Any]] = [{"file": str(path)} for path in files]
-    bar = tqdm(total=len(files), unit="picture", leave=False, disable=None if progress else True)
     # A chunk at a time: a folder of 20,000 photos at 224 px is 3 GB of decoded pictures, held twice (the pictures
     # and their stack) when read whole.
-    for start in range(0, len(files), PREDICT_CHUNK):
-        loaded: dict[int, torch.Tensor] = {}
-        for i in range(start, min(start + PREDICT_CHUNK, len(files))):
-            try:
-                loaded[i] = read_image(files[i], invert, channels=channels, size=size, crop=crop)
-            except CnnlabError as e:
-                if not skip_bad:
-                    raise
-                results[i]["error"] = str(e)
-        if loaded:
-            _rank(results, loaded, probabilities, classes, topk)
-        bar.update(min(PREDICT_CHUNK, len(files) - start))
-    bar.close()
+    with tqdm(total=len(files), unit="picture", leave=False, disable=None if progress else True) as bar:
+        for start in range(0, len(files), PREDICT_CHUNK):
+            loaded: dict[int, torch.Tensor] = {}
+            for i in range(start, min(start + PREDICT_CHUNK, len(files))):
+                try:
+                    loaded[i] = read_image(files[i], invert, channels=channels, size=size, crop=crop)
+                except CnnlabError as e:
+                    if not skip_bad:
+                        raise
+                    results[i]["error"] = str(e)
+            if loaded:
+                _rank(results, loaded, probabilities, classes, topk)
+            bar.update(min(PREDICT_CHUNK, len(files) - start))
     return results
 
 

@@ -116,7 +116,7 @@ class Session:
             classes = loaded.trained.meta.classes
             if not 0 <= cls < len(classes):
                 raise CnnlabError(f"class must be from 0 to {len(classes) - 1}, got {cls}")
-            return {"class": classes[cls], "images": self._class_items(loaded, cls)}
+            return {"class": classes[cls], "images": self._class_items(loaded, self.test_set(loaded), cls)}
 
         def build() -> dict[str, Any]:
             if "gallery" not in loaded.extras:
@@ -125,29 +125,29 @@ class Session:
 
         return self._once(("gallery", str(loaded.checkpoint)), build)
 
-    def _item(self, loaded: Loaded, i: int, **extra) -> dict[str, Any]:
-        """Test image ``i`` as the gallery lists it: its index, its class and its picture."""
-        data = self.test_set(loaded)
+    @staticmethod
+    def _item(loaded: Loaded, data: TestSet, i: int, **extra) -> dict[str, Any]:
+        """Test image ``i`` of ``data`` (the run's test set) as the gallery lists it: its index, class and picture."""
         return {"index": i, "label": loaded.trained.meta.classes[int(data.labels[i])],
                 "png": thumbnail_url(data.images[i]), **extra}
 
-    def _class_items(self, loaded: Loaded, cls: int) -> list[dict[str, Any]]:
+    def _class_items(self, loaded: Loaded, data: TestSet, cls: int) -> list[dict[str, Any]]:
         """The first ``PICKS_PER_CLASS`` test images of class ``cls``."""
-        picks = (self.test_set(loaded).labels == cls).nonzero().flatten()[:PICKS_PER_CLASS].tolist()
-        return [self._item(loaded, i) for i in picks]
+        picks = (data.labels == cls).nonzero().flatten()[:PICKS_PER_CLASS].tolist()
+        return [self._item(loaded, data, i) for i in picks]
 
     def _gallery(self, loaded: Loaded) -> dict[str, Any]:
         meta = loaded.trained.meta
         data = self.test_set(loaded)
         later = len(meta.classes) > GALLERY_CLASSES
         by_class = [{"class": cls, "images": [], "later": True} if later else
-                    {"class": cls, "images": self._class_items(loaded, c)} for c, cls in enumerate(meta.classes)]
+                    {"class": cls, "images": self._class_items(loaded, data, c)} for c, cls in enumerate(meta.classes)]
         pool = sample_indices(len(data.labels), MISTAKE_POOL)
         probs = loaded.trained.logits(data.images[pool]).softmax(1)
         confidence, pred = probs.max(1)
         wrong = (pred != data.labels[pool]).nonzero().flatten()
         worst = wrong[confidence[wrong].argsort(descending=True)[:MISTAKES]].tolist()
-        mistakes = [self._item(loaded, int(pool[i]), predicted=meta.classes[int(pred[i])],
+        mistakes = [self._item(loaded, data, int(pool[i]), predicted=meta.classes[int(pred[i])],
                                confidence=float(confidence[i])) for i in worst]
         return {"by_class": by_class, "mistakes": mistakes, "searched": len(pool), "of": len(data.labels),
                 "accuracy": float((pred == data.labels[pool]).float().mean())}

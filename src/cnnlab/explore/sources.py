@@ -23,7 +23,7 @@ from cnnlab.explore.model import ExploreModel, Options, RunModel, its_own_failur
 from cnnlab.explore.module_model import ModuleModel
 from cnnlab.explore.onnx_model import OnnxModel
 from cnnlab.explore.pt2_model import ExportedModel
-from cnnlab.inference import BATCH_VALUES
+from cnnlab.inference import images_per_pass
 from cnnlab.models.imagenet import BACKBONES
 from cnnlab.models.state_dict import KERAS, refusal, zip_kind
 from cnnlab.predict import classify_files, listed_images, predict_files
@@ -101,13 +101,13 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
 
 def scores_of(model: ExploreModel, images: torch.Tensor, source: str | Path, what: str,
               batch_size: int = 64) -> torch.Tensor:
-    """``model.logits(images)``, ``batch_size`` images a pass (fewer where they would exceed
-    :data:`cnnlab.inference.BATCH_VALUES` input values, as a checkpoint's passes do: 64 images of a 512-px input
-    are 50 million values before the first layer's maps), with the model's own failure on them in one line: its
+    """``model.logits(images)``, ``batch_size`` images a pass (fewer of large pictures, as a checkpoint's passes:
+    :func:`cnnlab.inference.images_per_pass`; 64 images of a 512-px input are 50 million values before the first
+    layer's maps), with the model's own failure on them in one line: its
     code (``module:function`` asserting a batch size, say) or its runtime's error on this input, which would end as
     cnnlab's internal error. ``what`` names the images in that line."""
     spec = model.spec
-    batch_size = max(1, min(batch_size, BATCH_VALUES // (spec.channels * spec.height * spec.width)))
+    batch_size = images_per_pass(batch_size, spec.channels * spec.height * spec.width)
     with its_own_failure(source, what, f"a classifier that answers any batch of up to {batch_size} of them"):
         return model.logits(images, batch_size)
 
