@@ -157,10 +157,12 @@ def _reads_the_inner_networks_logits(model, net: _LogitsInADict) -> None:
 
 
 def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, input_type=TensorProto.FLOAT,
-                batch="N", tail=None):
+                batch="N", tail=None, scaling=()):
     """An NHWC classifier as Keras/TensorFlow graphs arrive: Transpose -> Conv -> Relu -> MaxPool -> GAP -> Gemm;
     ``tail`` ("ArgMax", "Greater", "Transpose") is an op its logits go through last. An input of float16 or double
-    is cast to float first, one of uint8 also divided by 255 (pixel values scaled inside, as deployed graphs do)."""
+    is cast to float first, one of uint8 also divided by 255 (pixel values scaled inside, as deployed graphs do).
+    ``scaling``: (op, constant) pairs the input goes through before the Transpose, as a Keras model's own
+    ``Rescaling`` and ``Normalization`` layers arrive (``("Mul", 1 / 127.5), ("Add", -1.0)``)."""
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
@@ -173,6 +175,9 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
         first.append(helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT))
     if input_type == TensorProto.UINT8:
         first.append(helper.make_node("Div", ["xf", "byte"], ["xs"]))
+    scaled = [numpy_helper.from_array(np.asarray(c, np.float32), f"s{i}") for i, (_, c) in enumerate(scaling)]
+    for i, (op, _) in enumerate(scaling):
+        first.append(helper.make_node(op, [first[-1].output[0] if first else "x", f"s{i}"], [f"x{i}"]))
     nodes = [*first, helper.make_node("Transpose", [first[-1].output[0] if first else "x"], ["t"], perm=[0, 3, 1, 2]),
              helper.make_node("Conv", ["t", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
@@ -181,7 +186,7 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "fc"], ["z" if tail else "y"], transB=1)]
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(fc, "fc"),
-             numpy_helper.from_array(np.array(255, np.float32), "byte")]
+             numpy_helper.from_array(np.array(255, np.float32), "byte"), *scaled]
     out_type = {"ArgMax": TensorProto.INT64, "Greater": TensorProto.BOOL}.get(tail, TensorProto.FLOAT)
     if tail:
         inputs, attributes = {"ArgMax": (["z"], {"axis": 1}), "Greater": (["z", "zero"], {}),

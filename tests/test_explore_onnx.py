@@ -340,6 +340,65 @@ def test_an_onnx_graph_of_another_input_type_is_fed_that_type(tmp_path, input_ty
     assert page["explanation"]["method"] == "occlusion" and len(page["rows"]) > 1
 
 
+KERAS_MEAN, KERAS_STD = [0.485 * 255, 0.456 * 255, 0.406 * 255], [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+@pytest.mark.parametrize("scaling, pixel_max", [
+    ([("Mul", 1 / 127.5), ("Add", -1.0)], 255),  # Keras MobileNetV3's Rescaling(1/127.5, offset=-1)
+    ([("Mul", 1 / 255), ("Sub", np.array(KERAS_MEAN) / 255), ("Div", np.array(KERAS_STD) / 255)], 255),  # EfficientNet
+    ([("Sub", KERAS_MEAN), ("Div", KERAS_STD)], 255),  # ConvNeXt's Normalization on the pixel values
+    ([("Mul", 2.0), ("Sub", 1.0)], 1),  # x * 2 - 1 of pixels / 255: a torch model's own
+    ([("Sub", [0.485, 0.456, 0.406]), ("Div", [0.229, 0.224, 0.225])], 1),  # torchvision's normalisation inside
+])
+def test_a_graph_that_scales_its_input_itself_is_fed_the_pixels_it_scales(tmp_path, scaling, pixel_max):
+    """A Keras model keeps its Rescaling/Normalization layers inside and takes the pixel values themselves; fed
+    pixels / 255 it saw a nearly black picture and answered with confidence. The range the graph's own scaling is
+    made for is read from it, and onnxruntime given those pixels is the oracle."""
+    _nhwc_graph(tmp_path / "scales.onnx", scaling=scaling)
+    model = open_model(tmp_path / "scales.onnx")
+    assert model.spec.pixel_max == pixel_max
+    assert f"pixels {'0-255' if pixel_max == 255 else '/ 255'}" in model.spec.describe()
+    assert "pixel range from the graph's own scaling" in model.spec.describe()
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    fed = images.permute(0, 2, 3, 1).numpy().astype(np.float32) / (255 / pixel_max)
+    want = ort.InferenceSession(str(tmp_path / "scales.onnx")).run(None, {"x": fed})[0]
+    torch.testing.assert_close(model.logits(images), torch.from_numpy(want), atol=1e-4, rtol=1e-4)
+    # the flags still decide where given, and say so
+    flagged = open_model(tmp_path / "scales.onnx", Options(pixel_range="0-1")).spec
+    assert flagged.pixel_max == 1 and "graph's own scaling" not in flagged.describe()
+
+
+@pytest.mark.parametrize("scaling", [
+    [],  # no scaling inside: pixels / 255, the common reading, claimed from nowhere
+    [("Sub", [103.939, 116.779, 123.68])],  # Caffe's mean alone: 0-255 values far from 0 either way; flags tell
+    [("Mul", 1.0)],
+])
+def test_a_graph_whose_scaling_does_not_tell_its_range_is_fed_pixels_over_255_without_a_claim(tmp_path, scaling):
+    _nhwc_graph(tmp_path / "plain.onnx", scaling=scaling)
+    spec = open_model(tmp_path / "plain.onnx").spec
+    assert spec.pixel_max == 1 and "pixel range" not in spec.describe()
+
+
+def test_a_torch_models_own_scaling_of_the_pixel_values_is_read_from_its_export(tmp_path):
+    """torch's exporter writes ``(x - 127.5) / 127.5`` with constants of its own: the graph takes 0-255."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(self.conv((x - 127.5) / 127.5).relu().mean((2, 3)))
+
+    net = Scaled().eval()
+    model = open_model(explore_support._onnx_of(net, tmp_path / "scaled.onnx"))
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert model.spec.pixel_max == 255
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(images), net(images.float()), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("flags, said", [(dict(pixel_range="0-1"), "--pixel-range"),
                                          (dict(mean=[0.5], std=[0.25]), "--mean/--std")])
 def test_a_graph_of_uint8_input_refuses_scaling_flags(tmp_path, flags, said):

@@ -12,8 +12,9 @@ the graph where it says it:
 * its height and width: the static ones, square or not, else ``--input-size`` (a dynamic side without it is
   refused);
 * scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
-  any other graph takes RGB pixels / 255 unless ``--pixel-range``, ``--bgr``, ``--mean`` and ``--std`` say more
-  (the page states which);
+  a graph that scales its input itself before its first Conv (a Keras model's ``Rescaling`` and ``Normalization``
+  layers) takes the pixel range that scaling is made for (:meth:`OnnxModel._scaled_for`); any other graph takes RGB
+  pixels / 255 unless ``--pixel-range``, ``--bgr``, ``--mean`` and ``--std`` say more (the page states which);
 * class names: ``--classes``, else the ``cnnlab.classes`` metadata, else the image folder's class subfolders;
 * the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen size),
   parameters from the initializers each node reads; first-layer kernels: the first Conv's weight initializer;
@@ -41,6 +42,7 @@ import torch
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
+    PIXEL_RANGES,
     InputSpec,
     Options,
     occlusion_pngs,
@@ -324,7 +326,75 @@ class OnnxModel:
         spec = options.spec(channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
         if dtype == "uint8":  # the pixel values themselves, rounded after a resize
             spec = replace(spec, pixel_max=255, origin={**spec.origin, "pixel range": "graph's uint8 input"})
+        elif options.pixel_range is None and options.mean is None and options.std is None:
+            pixel_max = self._scaled_for(value.name)
+            if pixel_max is not None:
+                spec = replace(spec, pixel_max=pixel_max, origin={**spec.origin, "pixel range": "graph's own scaling"})
         return value.name, replace(spec, dtype=dtype)
+
+    def _scaled_for(self, name: str) -> int | None:
+        """The pixel range (a :data:`PIXEL_RANGES` value) the graph's own scaling of its input ``name`` is made
+        for, or None where it has none or does not tell.
+
+        A Keras model keeps its preprocessing inside (``Rescaling(1/255)``, ``Rescaling(1/127.5, offset=-1)``, a
+        ``Normalization`` layer) and takes the pixel values themselves; so does any graph whose first Conv reads
+        the input through Mul, Div, Add or Sub by constants. Those make ``a * x + b``, and the range they are made
+        for is the one of 0-1 and 0-255 that they turn into a spread of a normalised input's size (0.5 to 30
+        wide, reaching into -3..3): one over 255 apart, the two never both fit. Fed the other range, such a model
+        sees a nearly constant picture or values hundreds of times too large, and answers with confidence.
+        """
+        scale = {name: (np.ones(1), np.zeros(1))}  # each value computed from the input: (a, b) of a * x + b
+        for node in self.nodes:  # in the order they run
+            tracked = [i for i in node.input if i in scale]
+            if not tracked or not node.output:
+                continue
+            if node.op_type == "Conv":
+                a, b = scale.get(node.input[0], (np.ones(1), np.zeros(1)))
+                if np.allclose(a, 1) and np.allclose(b, 0):  # the input as it is (or times 1): nothing said
+                    return None
+                fits = [p for p in PIXEL_RANGES.values() if _normalises(a, b, p)]
+                return fits[0] if len(fits) == 1 else None
+            a, b = scale[tracked[0]]
+            if node.op_type in ("Cast", "Identity", "Resize"):  # a resize of a * x + b is a * resized x + b
+                scale[node.output[0]] = a, b
+                continue
+            if node.op_type == "Transpose" and a.ndim <= 4 and b.ndim <= 4:
+                perm = next((list(attr.ints) for attr in node.attribute if attr.name == "perm"), [3, 2, 1, 0])
+                scale[node.output[0]] = tuple(np.transpose(v.reshape((1,) * (4 - v.ndim) + v.shape), perm)
+                                              for v in (a, b))
+                continue
+            other = [i for i in node.input if i != tracked[0]]
+            c = self._fixed(other[0]) if node.op_type in ("Mul", "Div", "Add", "Sub") and len(other) == 1 else None
+            if c is None:
+                continue  # not the input's scaling (a Shape read of it, say): a Conv may still read the input
+            c = c.astype(np.float64)
+            first = node.input[0] == tracked[0]
+            try:
+                if node.op_type == "Mul":
+                    a, b = a * c, b * c
+                elif node.op_type == "Div" and first:
+                    a, b = a / c, b / c
+                elif node.op_type == "Add":
+                    b = b + c
+                elif node.op_type == "Sub":
+                    a, b = (a, b - c) if first else (-a, c - b)
+                else:  # a constant divided by the input: not an affine scaling
+                    continue
+            except ValueError:  # constants that do not broadcast together: not one scaling
+                return None
+            scale[node.output[0]] = a, b
+        return None
+
+    def _fixed(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` where the graph fixes it: an initializer (:meth:`_constant`) or a Constant node's
+        tensor."""
+        from onnx import numpy_helper
+
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant":
+            value = next((attr.t for attr in node.attribute if attr.name == "value"), None)
+            return None if value is None else numpy_helper.to_array(value)
+        return self._constant(name)
 
     def _convolved(self, name: str) -> bool:
         """Whether the value ``name`` is a Conv's image input as it is, or scaled or cast on the way (Sub, Div, Mul,
@@ -634,6 +704,13 @@ class OnnxModel:
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         return occlusion_pngs(self, image, target)
+
+
+def _normalises(a: np.ndarray, b: np.ndarray, pixel_max: int) -> bool:
+    """Whether ``a * x + b`` turns pixels of 0 to ``pixel_max`` into values of a normalised input's spread: 0.5 to
+    30 wide, reaching into -3..3 (in every channel)."""
+    low, high = np.minimum(b, a * pixel_max + b), np.maximum(b, a * pixel_max + b)
+    return bool(np.all(high - low >= 0.5) and np.all(high - low <= 30) and np.all(high >= -3) and np.all(low <= 3))
 
 
 def _stage_op(node) -> bool:
