@@ -162,7 +162,8 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
     ``tail`` ("ArgMax", "Greater", "Transpose") is an op its logits go through last. An input of float16 or double
     is cast to float first, one of uint8 also divided by 255 (pixel values scaled inside, as deployed graphs do).
     ``scaling``: (op, constant) pairs the input goes through before the Transpose, as a Keras model's own
-    ``Rescaling`` and ``Normalization`` layers arrive (``("Mul", 1 / 127.5), ("Add", -1.0)``)."""
+    ``Rescaling`` and ``Normalization`` layers arrive (``("Mul", 1 / 127.5), ("Add", -1.0)``; ``("Pad", pads)``: its
+    "same" padding)."""
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
@@ -175,7 +176,8 @@ def _nhwc_graph(path, side=16, dynamic=False, output_4d=False, input_rank=4, inp
         first.append(helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT))
     if input_type == TensorProto.UINT8:
         first.append(helper.make_node("Div", ["xf", "byte"], ["xs"]))
-    scaled = [numpy_helper.from_array(np.asarray(c, np.float32), f"s{i}") for i, (_, c) in enumerate(scaling)]
+    scaled = [numpy_helper.from_array(np.asarray(c, np.int64 if op == "Pad" else np.float32), f"s{i}")
+              for i, (op, c) in enumerate(scaling)]
     for i, (op, _) in enumerate(scaling):
         first.append(helper.make_node(op, [first[-1].output[0] if first else "x", f"s{i}"], [f"x{i}"]))
     nodes = [*first, helper.make_node("Transpose", [first[-1].output[0] if first else "x"], ["t"], perm=[0, 3, 1, 2]),

@@ -344,7 +344,8 @@ KERAS_MEAN, KERAS_STD = [0.485 * 255, 0.456 * 255, 0.406 * 255], [0.229 * 255, 0
 
 
 @pytest.mark.parametrize("scaling, pixel_max", [
-    ([("Mul", 1 / 127.5), ("Add", -1.0)], 255),  # Keras MobileNetV3's Rescaling(1/127.5, offset=-1)
+    # Keras MobileNetV3's Rescaling(1/127.5, offset=-1), then its first convolution's "same" padding
+    ([("Mul", 1 / 127.5), ("Add", -1.0), ("Pad", [0, 1, 1, 0, 0, 1, 1, 0])], 255),
     ([("Mul", 1 / 255), ("Sub", np.array(KERAS_MEAN) / 255), ("Div", np.array(KERAS_STD) / 255)], 255),  # EfficientNet
     ([("Sub", KERAS_MEAN), ("Div", KERAS_STD)], 255),  # ConvNeXt's Normalization on the pixel values
     ([("Mul", 2.0), ("Sub", 1.0)], 1),  # x * 2 - 1 of pixels / 255: a torch model's own

@@ -355,7 +355,8 @@ class OnnxModel:
                 fits = [p for p in PIXEL_RANGES.values() if _normalises(a, b, p)]
                 return fits[0] if len(fits) == 1 else None
             a, b = scale[tracked[0]]
-            if node.op_type in ("Cast", "Identity", "Resize"):  # a resize of a * x + b is a * resized x + b
+            # a resize of a * x + b is a * resized x + b; a Pad only adds a border (Keras's "same" padding is one)
+            if node.op_type in ("Cast", "Identity", "Resize", "Pad") and node.input[0] == tracked[0]:
                 scale[node.output[0]] = a, b
                 continue
             if node.op_type == "Transpose" and a.ndim <= 4 and b.ndim <= 4:
