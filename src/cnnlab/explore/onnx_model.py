@@ -16,8 +16,9 @@ the graph where it says it:
   layers) takes the pixel range that scaling is made for (:meth:`OnnxModel._scaled_for`); any other graph takes RGB
   pixels / 255 unless ``--pixel-range``, ``--bgr``, ``--mean`` and ``--std`` say more (the page states which);
 * class names: ``--classes``, else the ``cnnlab.classes`` metadata, else the image folder's class subfolders;
-* the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen size),
-  parameters from the initializers each node reads; first-layer kernels: the first Conv's weight initializer;
+* the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen size), and
+  from one run where it leaves a dimension unknown (:meth:`OnnxModel._run_shapes`); parameters from the
+  initializers each node reads; first-layer kernels: the first Conv's weight initializer;
 * each layer's name: the path of the module it ran in, where torch's exporter wrote it into the node's metadata
   (``layer1.0.conv2``; ``torch.onnx.export(dynamo=True)`` names the nodes themselves by their op, ``node_Conv_292``),
   else the node's name (the older exporter's ``/layer1/layer1.0/conv2/Conv``), numbered ``#2``, ``#3`` where several
@@ -200,6 +201,8 @@ class OnnxModel:
                               f"in order, whose classes are the TopK's indices{indices}; expected N x classes of "
                               "scores in the classes' order (the graph before its TopK)")
         self.shapes = shapes
+        if self.batch in (None, 1):
+            self.shapes.update(self._run_shapes(model))
         self.layouts = self._read_layouts()  # each value's, read once: the graph does not change
         self.from_image = self._from_image()
         blocked = self._blocked()
@@ -519,6 +522,39 @@ class OnnxModel:
                 {v.name: v.type.tensor_type.elem_type for v in values if v.type.tensor_type.elem_type})
 
     # ----------------------------------------------------------------------------------------------- running
+    def _fed(self, images: torch.Tensor) -> np.ndarray:
+        """uint8 ``N x C x H x W`` images as the graph takes them (:meth:`InputSpec.to_input`), in its own input
+        type: uint8 pixels are rounded back from a resize's blend of them."""
+        x = self.spec.to_input(images).numpy()
+        return x.round().clip(0, 255).astype(np.uint8) if self.spec.dtype == "uint8" else \
+            x.astype(self.spec.dtype, copy=False)
+
+    def _run_shapes(self, model) -> dict[str, list[int]]:
+        """The shapes shape inference left unknown of the layer table's values, from one run of a copy of the graph
+        on a black picture with those values as outputs; none where that run fails (shape inference's then stand).
+
+        Padding computed from the input's shape at run time (Keras's "same" padding: Shape, Gather, Concat, Pad)
+        leaves every shape after it symbolic (``unk__4``): a Keras MobileNetV3's layer table showed 125 of 184."""
+        import onnxruntime as ort
+        from onnx import ModelProto, TypeProto, helper
+
+        names = [node.output[0] for node, _ in self._table if node.output and node.output[0] and
+                 not all(isinstance(d, int) for d in self.shapes.get(node.output[0]) or [None])]
+        if not names:
+            return {}
+        copy = ModelProto()
+        copy.CopyFrom(model)
+        known = {o.name for o in copy.graph.output}
+        copy.graph.output.extend(helper.make_value_info(name, TypeProto()) for name in names if name not in known)
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        try:
+            session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            outs = session.run(names, {self.input_name: self._fed(self.spec.zeros(1))})
+        except Exception:  # onnxruntime's own errors: the session built below names them in one line
+            return {}
+        return {name: list(out.shape) for name, out in zip(names, outs, strict=True)}
+
     def _run(self, images: torch.Tensor, names: list[str] | None = None) -> dict[str, np.ndarray]:
         names = names or self.output_names
         step = self.batch or images.shape[0]
@@ -528,12 +564,8 @@ class OnnxModel:
             real = chunk.shape[0]
             if real < step:  # a graph fixed to a batch of N takes exactly N: pad with copies, keep the real rows
                 chunk = torch.cat([chunk, chunk[:1].expand(step - real, *chunk.shape[1:])])
-            x = self.spec.to_input(chunk).numpy()
-            # the graph's own input type: uint8 pixels are rounded back from a resize's blend of them
-            x = x.round().clip(0, 255).astype(np.uint8) if self.spec.dtype == "uint8" else \
-                x.astype(self.spec.dtype, copy=False)
             session = self.scorer if names == [self.output_name] else self.session
-            outs = session.run(names, {self.input_name: x})
+            outs = session.run(names, {self.input_name: self._fed(chunk)})
             # A value of the graph's own (not one per image) is no stage, and is left out; the output is kept as
             # it is, for the classifier check to name.
             parts.append([out[:real] if per_image(out, step) else out if name == self.output_name else None
