@@ -149,6 +149,57 @@ def test_an_onnx_graph_of_torchs_exporter_names_its_layers_by_module(tmp_path):
                                                   ["logits#2", *hooked[1:], pool, "fc"])
 
 
+class Gated(nn.Module):
+    """x * gate(x) after the first convolution, then a squeeze-and-excitation gate (a sigmoid of the pooled map,
+    multiplying the map: no activation of its own input)."""
+
+    def __init__(self, gate):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv, self.squeeze, self.fc, self.gate = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 1), nn.Linear(4, 3), gate
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = y * self.gate(y)
+        y = y * torch.sigmoid(self.squeeze(y.mean((2, 3), keepdim=True)))
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("gate, kind, oracle", [(torch.sigmoid, "silu", F.silu),
+                                                (F.hardsigmoid, "hardswish", F.hardswish)])
+def test_an_activation_written_as_a_gate_times_its_input_is_shown_as_the_activation(gate, kind, oracle, tmp_path):
+    """torch's older exporter (Ultralytics' YOLO exports, torchvision's EfficientNet) writes SiLU as a Sigmoid and a
+    Mul, with no record of the operation: the page showed the gate, sigmoid(x), as the layer's output."""
+    net = Gated(gate).eval()
+    model = open_model(explore_support._onnx_of(net, tmp_path / "gated.onnx"))
+    image = torch.randint(0, 256, (1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    rows = model.stages(image)
+    assert [r.kind for r in rows] == ["Conv", kind, "Conv", "Sigmoid", "output"]  # the excitation stays a gate
+    with torch.no_grad():
+        torch.testing.assert_close(rows[1].output, oracle(net.conv(image[None].float() / 255)), atol=1e-5, rtol=1e-5)
+
+
+def test_an_ultralytics_classifiers_class_names_are_read_from_its_metadata(tmp_path):
+    """Ultralytics stores a classifier's names as a Python dict's text in the ONNX metadata (``names``): read as a
+    literal, they name the classes; ``--classes`` still comes first, and a ``names`` of another form is no names."""
+    _nhwc_graph(tmp_path / "plain.onnx")
+    model = onnx.load(str(tmp_path / "plain.onnx"))
+
+    def with_names(text: str) -> tuple[str, ...]:
+        del model.metadata_props[:]
+        model.metadata_props.add(key="names", value=text)
+        onnx.save(model, str(tmp_path / "yolo.onnx"))
+        return open_model(tmp_path / "yolo.onnx").classes
+
+    assert with_names("{0: 'cat', 1: 'dog', 2: 'tabby cat'}") == ("cat", "dog", "tabby cat")
+    for other in ("cat,dog,bird", "{'a': 0, 'b': 1, 'c': 2}", "{1: 'a', 2: 'b', 3: 'c'}", "__import__('os')"):
+        assert with_names(other) == ("class 0", "class 1", "class 2"), other
+    with_names("{0: 'cat', 1: 'dog', 2: 'bird'}")
+    (tmp_path / "names.txt").write_text("a\nb\nc\n")
+    assert open_model(tmp_path / "yolo.onnx", Options.from_flags(classes=tmp_path / "names.txt")).classes == \
+        ("a", "b", "c")
+
+
 @pytest.mark.parametrize("tail", ["reshape-1", "softmax", "float16", "qlinear", "qdq"])
 def test_graphs_as_other_tools_write_them(tail, tmp_path):
     # Each was refused, failed on every image, or showed softmax applied twice.

@@ -52,7 +52,15 @@ from cnnlab.explore.model import (
     square_as_exported,
     token_notes,
 )
-from cnnlab.explore.outputs import logits_count, map_hint, on_a_map, outputs_note, scales_hint, stored_classes
+from cnnlab.explore.outputs import (
+    indexed_names,
+    logits_count,
+    map_hint,
+    on_a_map,
+    outputs_note,
+    scales_hint,
+    stored_classes,
+)
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -86,6 +94,8 @@ QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul"
 # QOperator format; dynamic quantization): onnxruntime fuses a DequantizeLinear -> Conv -> QuantizeLinear into one
 # integer QLinearConv, which rounds otherwise than the float Conv it runs where that Conv's output is a graph output.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", *QUANTIZED_WEIGHTS})
+# A gate multiplied by its own input is one activation: x * sigmoid(x) is SiLU (Swish), x * hardsigmoid(x) HardSwish.
+GATES = {"Sigmoid": "silu", "HardSigmoid": "hardswish"}
 # Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
 PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
 # Where torch.onnx.export(dynamo=True) writes the modules a node ran in, outermost first, then the FX node's own
@@ -250,8 +260,11 @@ class OnnxModel:
         one_at_a_time = self._batch_trouble() if self.batch is None else None
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
-        stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes") \
-            if "cnnlab.classes" in self.metadata and options.classes is None else None  # --classes comes first
+        stored = None  # --classes comes first
+        if options.classes is None and "cnnlab.classes" in self.metadata:
+            stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes")
+        elif options.classes is None and "names" in self.metadata:  # an Ultralytics classifier's
+            stored = indexed_names(self.metadata["names"])
         self.scoring, self.classes, where = read_outputs(count, options,
                                                          _final_op(self.producers, self.output_name), stored,
                                                          folder_classes, str(path), "graph", sample=self._sample(),
@@ -414,8 +427,10 @@ class OnnxModel:
     def _shown_values(self, graph) -> dict[int, tuple[str, str]]:
         """The value each stage's row shows and its kind, by ``id`` of the stage node: the node's own output, or,
         where torch's exporter wrote one operation as several nodes (SiLU as x * sigmoid(x): a Sigmoid, then a
-        Mul; a tanh GELU as arithmetic around a Tanh), the operation's output, under torch's name for it (``silu``).
-        A stage whose operation another stage node already shows gets no row of its own."""
+        Mul; a tanh GELU as arithmetic around a Tanh), the operation's output, under torch's name for it (``silu``);
+        without that record, a Sigmoid or HardSigmoid whose one reader multiplies it by its own input shows that
+        product (``silu``, ``hardswish``: :data:`GATES`). A stage whose operation another stage node already shows
+        gets no row of its own."""
         readers: dict[str, dict[int, Any]] = {}
         for node in self.nodes:
             for name in node.input:
@@ -431,6 +446,13 @@ class OnnxModel:
                 if len(after) != 1 or _torch_op(after[0]) != op or not after[0].output or not after[0].output[0]:
                     break
                 last = after[0]
+            gated = GATES.get(node.op_type) if op is None and node.output[0] not in ends else None
+            after = list(readers.get(node.output[0], {}).values()) if gated else []
+            # Without the exporter's record (torch's older exporter, Ultralytics' and Keras's graphs), x * sigmoid(x)
+            # is known by its shape: the gate's one reader a Mul of it and the gate's own input
+            if len(after) == 1 and after[0].op_type == "Mul" and sorted(after[0].input) == sorted(
+                    [node.input[0], node.output[0]]) and after[0].output and after[0].output[0]:
+                last, op = after[0], ("", gated)
             value = last.output[0]
             if value not in taken:
                 taken.add(value)

@@ -7,6 +7,7 @@ model's metadata, :func:`resolve_classes` to choose among them).
 
 from __future__ import annotations
 
+import ast
 import codecs
 import json
 from dataclasses import dataclass
@@ -305,6 +306,20 @@ def stored_classes(text: Any, source: str) -> tuple[str, ...]:
     except (ValueError, TypeError) as e:
         raise CnnlabError(f"{source} is not valid JSON ({summary(e)}); expected a JSON list of strings; {instead}") \
             from None
+
+
+def indexed_names(text: str) -> tuple[str, ...] | None:
+    """Class names stored as a Python dict of output index to name, as Ultralytics writes its models' ``names``
+    metadata (``{0: 'cat', 1: 'dog'}``), read as a literal (:func:`ast.literal_eval`: nothing in it runs); None where
+    the text is no such dict of the indices 0 to K-1 (another tool's ``names`` means something else)."""
+    try:
+        names = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(names, dict) or not all(type(k) is int and isinstance(v, str) for k, v in names.items()) or \
+            sorted(names) != list(range(len(names))):
+        return None
+    return tuple(names[i] for i in range(len(names)))
 
 
 def class_names(names: Any, source: str, otherwise: str = "") -> tuple[str, ...]:
