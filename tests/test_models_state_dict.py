@@ -204,6 +204,44 @@ def test_a_keras_file_is_refused_saying_to_export_it_to_onnx(mynet, tmp_path):
             init_from(_net(), path)
 
 
+def _ultralytics_pt(path: Path, monkeypatch) -> Path:
+    """A .pt as Ultralytics saves one, its network pickled whole (``ultralytics.nn.tasks.ClassificationModel``),
+    made without Ultralytics: the class lives in stand-in modules while it is saved."""
+    import types
+
+    for name in ("ultralytics", "ultralytics.nn", "ultralytics.nn.tasks"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    network = type("ClassificationModel", (nn.Module,), {"__module__": "ultralytics.nn.tasks"})
+    sys.modules["ultralytics.nn.tasks"].ClassificationModel = network
+    torch.save({"model": network(), "train_args": {}, "version": "8.4.190"}, path)
+    for name in ("ultralytics", "ultralytics.nn", "ultralytics.nn.tasks"):
+        monkeypatch.delitem(sys.modules, name)
+    return path
+
+
+def test_an_ultralytics_checkpoint_is_refused_saying_to_open_its_onnx_export(mynet, tmp_path, monkeypatch, capsys):
+    """An Ultralytics .pt (its network pickled whole) given to predict, explore, --weights or --init-from: one line
+    that names it and the way in, its ONNX export, and nothing of it unpickled. It read as any pickled network."""
+    from cnnlab.cli import main
+
+    path = _ultralytics_pt(tmp_path / "yolo-cls.pt", monkeypatch)
+    way = (rf"; it is an Ultralytics checkpoint: explore, predict and eval open its ONNX export \(yolo export "
+           rf"model={re.escape(str(path))} format=onnx\)")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    assert main(["predict", str(path), str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(rf"not a plain tensor container \(.*ClassificationModel.*\){way}; cnnlab "
+                                         r"never unpickles code", err), err
+    with pytest.raises(CnnlabError, match=rf"not a plain state dict \(.*\){way}, and cnnlab never unpickles code"):
+        open_model("mynet:build", Options(input_size=8, weights=path))
+    with pytest.raises(CnnlabError, match=way):
+        init_from(_net(), path)
+    assert "ultralytics" not in sys.modules  # nothing of the file was built
+    torch.save({"model": nn.Linear(2, 2)}, tmp_path / "other.pt")  # another pickled network: no such clause
+    with pytest.raises(CnnlabError, match=r"not a plain tensor container \([^)]*\); cnnlab never unpickles"):
+        open_model(tmp_path / "other.pt")
+
+
 def test_a_lightning_checkpoint_named_as_the_model_says_what_it_holds_and_how_it_opens(mynet, tmp_path, capsys):
     """`cnnlab predict lit.ckpt IMAGE` (a checkpoint's name, so read as cnnlab's): the line names the state dict
     inside and the way in (--weights FILE), as explore says it. It read "a dict of 'epoch', 'global_step', ..."

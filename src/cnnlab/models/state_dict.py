@@ -14,6 +14,7 @@ refused with the way in (their ONNX export)."""
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 import zipfile
 from collections import Counter
@@ -39,6 +40,9 @@ KERAS = ("keras", "hdf5")  # the kinds :data:`KERAS_WAY` is said for
 KERAS_WAY = "cnnlab does not build Keras networks (export the model to ONNX, model.export('model.onnx', " \
             "format='onnx'), and open the .onnx)"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Ultralytics saves its networks pickled whole (a .pt of ultralytics.nn.tasks.ClassificationModel, ...): the class
+# that weights_only refuses names the tool, and its export is the way in
+ULTRALYTICS = re.compile(r"GLOBAL ultralytics\.")
 
 
 def is_state_dict(value: Any) -> bool:
@@ -90,6 +94,15 @@ def refusal(path: str | Path, kind: str, instead: str) -> str:
     """The line refusing ``path``, a file of ``kind`` (:func:`zip_kind`), as not ``instead`` ("a state dict"), with
     what to do for a Keras model."""
     return f"{path} is {ARCHIVES[kind]}, not {instead}" + (f": {KERAS_WAY}" if kind in KERAS else "")
+
+
+def pickled_way(path: str | Path, error: BaseException) -> str:
+    """What to do with ``path``, a file of Python objects that a weights-only read refused with ``error``, where the
+    tool that wrote it is known (Ultralytics), as a clause for the refusal's line; '' for any other."""
+    if ULTRALYTICS.search(weights_only_refusal(error)):
+        return (f"; it is an Ultralytics checkpoint: explore, predict and eval open its ONNX export (yolo export "
+                f"model={path} format=onnx)")
+    return ""
 
 
 def is_safetensors(path: str | Path) -> bool:
@@ -164,8 +177,8 @@ def read_weights(path: str | Path, expected: str, *,
         loaded, unread = load_weights_and_unread(path)
     except pickle.UnpicklingError as e:  # a file of Python objects, no state dict (torch.save(model), a fastai
         # Learner's export): ``expected`` says what to save instead
-        raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)}), and cnnlab "
-                          f"never unpickles code; expected {expected}") from None
+        raise CnnlabError(f"refusing {path}: it is not a plain state dict ({weights_only_refusal(e)})"
+                          f"{pickled_way(path, e)}, and cnnlab never unpickles code; expected {expected}") from None
     except Exception as e:  # noqa: BLE001  torch.load raises many kinds, and every one means "not this file":
         # a truncated zip raises RuntimeError or EOFError, a file of another kind anything else
         raise CnnlabError(f"{path} is not a readable weights-only state dict (truncated, or another kind of file: "

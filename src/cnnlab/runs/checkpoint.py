@@ -22,6 +22,7 @@ from cnnlab.models.state_dict import (
     held,
     is_safetensors,
     load_weights_only,
+    pickled_way,
     read_safetensors,
     refusal,
     zip_kind,
@@ -103,7 +104,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # weights_only refused a global: the file wants to build arbitrary Python objects (it may carry code).
         # torch.save(model) most often: what to save instead, for every command that reads a checkpoint
         raise ForeignCheckpointError(f"refusing {path}: it is not a plain tensor container "
-                                     f"({weights_only_refusal(e)}); cnnlab never unpickles code; expected a .pt file "
+                                     f"({weights_only_refusal(e)}){pickled_way(path, e)}; cnnlab never unpickles code; "
+                                     "expected a .pt file "
                                      "written by cnnlab train (a network of your own: save its weights alone, "
                                      "torch.save(model.state_dict(), FILE), for --init-from or --weights)") from None
     except Exception as e:  # a damaged pickle can fail in any way (IndexError, KeyError, struct.error, ...)
