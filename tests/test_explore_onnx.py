@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 import explore_support
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options, analyze_image, model_card
 from cnnlab.explore.sources import open_model, open_with_images
 from explore_support import _graph_of_others, _nhwc_graph
@@ -198,6 +200,25 @@ def test_an_ultralytics_classifiers_class_names_are_read_from_its_metadata(tmp_p
     (tmp_path / "names.txt").write_text("a\nb\nc\n")
     assert open_model(tmp_path / "yolo.onnx", Options.from_flags(classes=tmp_path / "names.txt")).classes == \
         ("a", "b", "c")
+    assert not open_model(tmp_path / "yolo.onnx").spec.crop  # names alone say nothing of how it is fed
+
+
+def test_an_ultralytics_classifier_is_fed_centre_crops_as_ultralytics_feeds_it(tmp_path):
+    """Ultralytics resizes a picture's shorter side and crops its centre for a classifier (its metadata: author
+    Ultralytics, task classify); the explorer padded a wide photo to a square, another image than the model's."""
+    _nhwc_graph(tmp_path / "plain.onnx")
+    model = onnx.load(str(tmp_path / "plain.onnx"))
+    for key, value in (("author", "Ultralytics"), ("task", "classify"), ("names", "{0: 'a', 1: 'b', 2: 'c'}")):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp_path / "yolo.onnx"))
+    opened = open_model(tmp_path / "yolo.onnx")
+    assert opened.spec.crop and "centre-crop from the Ultralytics' metadata" in opened.spec.describe()
+    wide = np.zeros((16, 48, 3), np.uint8)
+    wide[:, 16:32] = 200  # a bright centre between black sides: cropped, the model sees only the centre
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    spec = opened.spec
+    picture = decode_upload((tmp_path / "wide.png").read_bytes(), spec.channels, spec.read_hw, crop=spec.crop)
+    assert picture.shape == (3, 16, 16) and picture.min() == 200, picture.float().mean()
 
 
 @pytest.mark.parametrize("tail", ["reshape-1", "softmax", "float16", "qlinear", "qdq"])

@@ -145,15 +145,15 @@ class InputSpec:
 
 
 def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
-    """``spec`` cropping pictures where a cnnlab export's metadata says its training pictures were cropped (a folder
-    of images): padded, the model would see another image than in training, and answer otherwise."""
-    if metadata.get(SQUARE_KEY) != CENTRE_CROP:
+    """``spec`` cropping pictures where a model's metadata says it is fed centre crops: a cnnlab export's, whose
+    training pictures were cropped (a folder of images), and an Ultralytics classifier's (``task`` classify:
+    Ultralytics resizes a picture's shorter side and crops its centre, in training and in its own predict). Padded,
+    the model would see another image than it was made for, and answer otherwise."""
+    ultralytics = metadata.get("author") == "Ultralytics" and metadata.get("task") == "classify"
+    if metadata.get(SQUARE_KEY) != CENTRE_CROP and not ultralytics:
         return spec
-    return replace(spec, crop=True, origin={**spec.origin, "centre-crop": "metadata"})
-
-
-
-
+    return replace(spec, crop=True, origin={**spec.origin,
+                                            "centre-crop": "Ultralytics' metadata" if ultralytics else "metadata"})
 
 
 def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
