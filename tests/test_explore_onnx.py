@@ -221,6 +221,26 @@ def test_an_ultralytics_classifier_is_fed_centre_crops_as_ultralytics_feeds_it(t
     assert picture.shape == (3, 16, 16) and picture.min() == 200, picture.float().mean()
 
 
+@pytest.mark.parametrize("imgsz, hw", [("[24, 32]", (24, 32)), ("40", (40, 40)), ("[24]", None), ("[1, 99999]", None),
+                                      ("os.system('x')", None)])
+def test_an_ultralytics_export_of_dynamic_sides_is_run_at_the_size_its_metadata_keeps(imgsz, hw, tmp_path):
+    """`yolo export ... dynamic=True` leaves the input's sides free and keeps the size it was made for (imgsz) in its
+    metadata: that size, as --input-size would give it; the export was refused without the flag. Another form is
+    no size, and the refusal asks for --input-size as before."""
+    _nhwc_graph(tmp_path / "free.onnx", dynamic=True)
+    model = onnx.load(str(tmp_path / "free.onnx"))
+    for key, value in (("author", "Ultralytics"), ("imgsz", imgsz)):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp_path / "yolo.onnx"))
+    if hw is None:
+        with pytest.raises(CnnlabError, match="has a dynamic input size .* pass --input-size"):
+            open_model(tmp_path / "yolo.onnx")
+        return
+    spec = open_model(tmp_path / "yolo.onnx").spec
+    assert spec.hw == hw and "size from the Ultralytics' metadata" in spec.describe()
+    assert open_model(tmp_path / "yolo.onnx", Options(input_size=16)).spec.hw == (16, 16)  # the flag comes first
+
+
 @pytest.mark.parametrize("tail", ["reshape-1", "softmax", "float16", "qlinear", "qdq"])
 def test_graphs_as_other_tools_write_them(tail, tmp_path):
     # Each was refused, failed on every image, or showed softmax applied twice.

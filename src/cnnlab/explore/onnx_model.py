@@ -44,6 +44,7 @@ from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
     PIXEL_RANGES,
+    SIDES,
     InputSpec,
     Options,
     occlusion_pngs,
@@ -184,13 +185,13 @@ class OnnxModel:
         self.initializers = {t.name: t for t in graph.initializer}
         self.nodes = list(graph.node)  # the graph as read (the session's copy gets extra outputs)
         self.producers = {name: node for node in self.nodes for name in node.output}  # each value's node
+        self.metadata = {p.key: p.value for p in model.metadata_props}
         self.input_name, self.spec = self._input_spec(graph, options)
         dims = _dims(next(i for i in graph.input if i.name == self.input_name))
         if dims[0] == 0:  # onnxruntime takes no image at all
             raise CnnlabError(f"{path} fixes the batch of input {self.input_name!r} "
                               f"({_shape(dims)}) to 0 images; expected 1 or more, or a free batch")
         self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None  # a fixed batch size, or None
-        self.metadata = {p.key: p.value for p in model.metadata_props}
         options.check_no_scaling_for(self.metadata, str(path))
         self.spec = square_as_exported(self.spec, self.metadata)
         self.output_name = graph.output[0].name
@@ -339,7 +340,13 @@ class OnnxModel:
         if not channels:
             raise CnnlabError(f"{self.path}: the channels of input {value.name!r} are dynamic and no convolution "
                               "says how many it takes")
-        spec = options.spec(channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
+        # Ultralytics' dynamic exports keep the side they were made for in their metadata (imgsz), as a flag would
+        stored = _ultralytics_size(self.metadata) if options.input_size is None and \
+            not all(isinstance(d, int) for d in (h_dim, w_dim)) else None
+        spec = (replace(options, input_size=stored) if stored else options).spec(
+            channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
+        if stored:
+            spec = replace(spec, origin={**spec.origin, "size": "Ultralytics' metadata"})
         if dtype == "uint8":  # the pixel values themselves, rounded after a resize
             spec = replace(spec, pixel_max=255, origin={**spec.origin, "pixel range": "graph's uint8 input"})
         elif options.pixel_range is None and options.mean is None and options.std is None:
@@ -759,6 +766,22 @@ class OnnxModel:
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         return occlusion_pngs(self, image, target)
+
+
+def _ultralytics_size(metadata: dict[str, str]) -> tuple[int, int] | None:
+    """The input height and width an Ultralytics export was made for (its ``imgsz`` metadata, ``[224, 224]`` or
+    ``224``, read as a literal), or None for another file or another form."""
+    if metadata.get("author") != "Ultralytics":
+        return None
+    try:
+        size = ast.literal_eval(metadata.get("imgsz", ""))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    sides = [size, size] if type(size) is int else size
+    if not isinstance(sides, list | tuple) or len(sides) != 2 or \
+            not all(type(side) is int and SIDES[0] <= side <= SIDES[1] for side in sides):
+        return None  # an input size it does not tell: the refusal then asks for --input-size
+    return sides[0], sides[1]
 
 
 def _normalises(a: np.ndarray, b: np.ndarray, pixel_max: int) -> bool:
