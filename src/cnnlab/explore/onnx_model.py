@@ -15,7 +15,9 @@ the graph where it says it:
   a graph that scales its input itself before its first Conv (a Keras model's ``Rescaling`` and ``Normalization``
   layers) takes the pixel range that scaling is made for (:meth:`OnnxModel._scaled_for`); any other graph takes RGB
   pixels / 255 unless ``--pixel-range``, ``--bgr``, ``--mean`` and ``--std`` say more (the page states which);
-* class names: ``--classes``, else the ``cnnlab.classes`` metadata, else the image folder's class subfolders;
+* class names: ``--classes``, else the ``cnnlab.classes`` metadata (or Ultralytics' ``names``), else the image
+  folder's class subfolders; an Ultralytics export's ``imgsz`` sizes its dynamic input and its ``task`` classify
+  crops pictures as Ultralytics does;
 * the layer table: output shapes from ONNX shape inference (the input fixed to batch 1 at the chosen size), and
   from one run where it leaves a dimension unknown (:meth:`OnnxModel._run_shapes`); parameters from the
   initializers each node reads; first-layer kernels: the first Conv's weight initializer;
