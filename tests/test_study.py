@@ -239,6 +239,79 @@ def test_a_variant_refused_before_training_makes_the_study_exit_2(tmp_path, data
     assert "Not finished yet" not in summary
 
 
+@pytest.mark.slow
+def test_a_study_over_several_seeds_ranks_the_variants_by_their_mean(tmp_path, data_dir, capsys):
+    """`--seeds 0 1`: every variant trains once per seed, in its own run folder with that seed, and the summary
+    ranks the variants by their runs' mean with each one's range; one seed per variant was all a study ran, and its
+    summary told the reader to rerun with other seeds and compare by hand."""
+    path = tmp_path / "two.toml"
+    path.write_text("title = 'two'\nfactors = ['act']\n[budget]\nepochs = 1\nlimit_train_batches = 3\n"
+                    "batch_size = 32\nlimit_val_batches = 2\n"
+                    "[[variants]]\nname = 'relu'\nmodel = 'lenet-relu'\nfactors = { act = 'relu' }\n"
+                    "[[variants]]\nname = 'sigmoid'\nmodel = 'lenet'\nfactors = { act = 'sigmoid' }\n")
+    out = tmp_path / "s"
+    assert main(["study", str(path), "--out", str(out), "--quiet", "--no-report", "--data-dir", str(data_dir),
+                 "--seeds", "0", "1"]) == 0
+    names = ["relu-seed0", "relu-seed1", "sigmoid-seed0", "sigmoid-seed1"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == names
+    acc = {}
+    for name in names:
+        assert json.loads((out / name / "config.json").read_text())["config"]["seed"] == int(name[-1])
+        acc[name] = json.loads((out / name / "result.json").read_text())["test_acc"]
+    summary = (out / "summary.md").read_text()
+    means = {v: (acc[f"{v}-seed0"] + acc[f"{v}-seed1"]) / 2 for v in ("relu", "sigmoid")}
+    assert f"relu {means['relu']:.4f}" in summary.split("Ranking by final validation accuracy: ")[1].splitlines()[0]
+    assert "- 2 seeds per variant (0, 1): each variant's figure is the mean of its runs" in summary
+    assert "seed 0, 1" in summary.split("Budget (every variant): ")[1].splitlines()[0]
+    assert "One seed per variant" not in summary
+    # The same command resumes; other seeds are another study folder's
+    result = run_study(path, out=out, overrides={"data_dir": str(data_dir)}, quiet=True, report=False, seeds=[0, 1])
+    assert result.ran == () and result.kept == tuple(names)
+    with pytest.raises(CnnlabError, match="was started with other settings"):
+        run_study(path, out=out, overrides={"data_dir": str(data_dir)}, quiet=True, seeds=[0, 2])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0", "0"], "--seeds takes distinct whole numbers from 0, got 0 0"),
+    (["--seeds", "-1", "2"], "--seeds takes distinct whole numbers from 0, got -1 2"),
+    (["--seed", "1", "--seeds", "0", "1"], "--seed 1 and --seeds 0 1 both say which seed to run; expected one of them"),
+])
+def test_bad_seeds_are_one_line(argv, message, tmp_path, capsys):
+    code, _, err = run_with_output(["study", "lenet-batch-norm", "--out", str(tmp_path / "s"), *argv], capsys)
+    assert code == 2 and err == [f"cnnlab study: error: {message}"]
+    assert not (tmp_path / "s").exists()
+
+
+def test_several_seeds_say_whether_they_settle_the_order():
+    """Ranked by the mean, two variants whose runs overlap are said not to be settled; apart, they are."""
+    study = load_study("lenet-activation-pooling")
+
+    def findings(figures: dict[str, list[float]]) -> list[str]:
+        rows = [{"run": f"{v}-seed{s}", "status": "finished", "final_val_acc": a, "images_per_s": 100.0}
+                for v, accs in figures.items() for s, a in enumerate(accs)]
+        text = study_summary(study, {"epochs": 1, "seed": "0, 1, 2"}, rows, "| run |", seeds=[0, 1, 2])
+        return text.split("## What the numbers say")[1].strip().splitlines()
+
+    apart = findings({"sigmoid-avg": [0.70, 0.71, 0.72], "sigmoid-max": [0.74, 0.75, 0.73],
+                      "relu-avg": [0.86, 0.87, 0.85], "relu-max": [0.89, 0.88, 0.90]})
+    assert apart[0] == ("- Ranking by final validation accuracy: relu-max 0.8900 > relu-avg 0.8600 > sigmoid-max "
+                        "0.7400 > sigmoid-avg 0.7100.")
+    assert ("- 3 seeds per variant (0, 1, 2): each variant's figure is the mean of its runs; the widest range within "
+            "a variant is 2.0 points (relu-max 0.8800-0.9000, relu-avg 0.8500-0.8700, sigmoid-max 0.7300-0.7500, "
+            "sigmoid-avg 0.7000-0.7200).") in apart
+    assert ("- Every run of relu-max beats every run of relu-avg (its lowest, 0.8800, above the other's highest, "
+            "0.8700).") in apart
+    close = findings({"sigmoid-avg": [0.70, 0.71, 0.72], "sigmoid-max": [0.74, 0.75, 0.73],
+                      "relu-avg": [0.88, 0.87, 0.85], "relu-max": [0.89, 0.86, 0.90]})
+    assert ("- relu-max and relu-avg overlap across the seeds (relu-max 0.8600-0.9000, relu-avg 0.8500-0.8800): 3 "
+            "seeds do not settle which is better.") in close
+    # a variant with a seed's run missing is not ranked on the others
+    partial = findings({"sigmoid-avg": [0.70, 0.71], "sigmoid-max": [0.74, 0.75, 0.73],
+                        "relu-avg": [0.86, 0.87, 0.85], "relu-max": [0.89, 0.88, 0.90]})
+    assert "- Not ranked (not every seed's run scored): sigmoid-avg." in partial
+    assert "- Not finished yet: sigmoid-avg-seed2 (run the same command again to resume)." in partial
+
+
 def _findings(scores: list[float]) -> list[str]:
     """The summary's findings for lenet-activation-pooling's variants with these final validation accuracies."""
     study = load_study("lenet-activation-pooling")

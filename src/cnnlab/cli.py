@@ -360,7 +360,7 @@ def _cmd_study(args) -> int:
         return 0
     try:
         result = run_study(args.name, out=args.out, overrides=_given_config(args, ("model", "out")),
-                           quiet=args.quiet, report=not args.no_report)
+                           quiet=args.quiet, report=not args.no_report, seeds=args.seeds)
     except Interrupted:  # the variant's trainer said where it stopped; what resumes is the study, not the run
         print("cnnlab study: the study resumes with the same command", flush=True)
         raise
@@ -574,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the study folder (default studies/NAME); the same command resumes it")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--no-report", action="store_true", help="skip report.html in the variants' run folders")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="train every variant once per seed (run folders NAME-seedS, e.g. --seeds 0 1 2): the summary "
+                        "ranks the variants by their mean and says whether the seeds' spread settles the order")
     _add_config_flags(p, skip=("model", "out"))
     p.set_defaults(func=_cmd_study)
 

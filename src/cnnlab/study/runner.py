@@ -1,13 +1,15 @@
 """`cnnlab study NAME`: run every variant of a study as a normal run folder, then compare and summarise.
 
-The study folder holds ``study.json`` (the settings of every variant's run), one run folder per variant,
-``table.md``, ``curves.png`` and ``summary.md``. Running the same command again resumes: finished (and failed)
-variants are kept, an interrupted one continues from its ``last.pt``, the rest start.
+The study folder holds ``study.json`` (the settings of every variant's run), one run folder per variant (one per
+variant and seed, ``NAME-seedS``, with several ``seeds``), ``table.md``, ``curves.png`` and ``summary.md``. Running the
+same command again resumes: finished (and failed) runs are kept, an interrupted one continues from its ``last.pt``,
+the rest start.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,12 +66,13 @@ def _check_not_varied(study: Study, overrides: dict[str, Any]) -> None:
                       f"at {overrides[key]}; expected no {flag}")
 
 
-def _plan(study: Study, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every variant's run settings, checked by TrainConfig before anything trains; ``overrides`` are the caller's
-    own settings (the flags typed), so one that cancels a factor of the study or that a variant would not use (as
-    ``cnnlab train`` refuses it) is refused too."""
-    _check_not_varied(study, overrides)
+def _plan(study: Study, overrides: dict[str, Any], seeds: Sequence[int] = ()) -> dict[str, dict[str, Any]]:
+    """Every run's settings, by run name (:meth:`Study.run_names`), checked by TrainConfig before anything trains;
+    ``overrides`` are the caller's own settings (the flags typed), so one that cancels a factor of the study or that
+    a variant would not use (as ``cnnlab train`` refuses it) is refused too."""
+    _check_not_varied(study, {**overrides, **({"seed": seeds[0]} if seeds else {})})
     plan: dict[str, dict[str, Any]] = {}
+    names = study.run_names(seeds)
     unused: dict[str, list[str]] = {}  # the refusal's line -> the variants it is for
     for v in study.variants:
         settings = study.settings(v, overrides)
@@ -78,7 +81,8 @@ def _plan(study: Study, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
             check_given_flags_apply(overrides, config)
         except CnnlabError as e:  # a flag may apply to one variant and not another: say for which
             unused.setdefault(str(e), []).append(v.name)
-        plan[v.name] = settings
+        for name, seed in zip(names[v.name], seeds if len(seeds) > 1 else [None], strict=True):
+            plan[name] = settings if seed is None else {**settings, "seed": seed}
     if unused:
         line, names = next(iter(unused.items()))
         which = "every variant" if len(names) == len(study.variants) else \
@@ -135,8 +139,20 @@ def _run_variant(name: str, settings: dict[str, Any], run_dir: Path, quiet: bool
     return "ran", ""
 
 
+def _checked_seeds(seeds: Sequence[int] | None, overrides: dict[str, Any]) -> list[int]:
+    """``--seeds`` as given, checked: distinct whole numbers from 0, and not beside ``--seed``."""
+    seeds = list(seeds or ())
+    if seeds and "seed" in overrides:
+        raise CnnlabError(f"--seed {overrides['seed']} and --seeds {' '.join(map(str, seeds))} both say which seed to "
+                          "run; expected one of them")
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+    if bad or len(set(seeds)) != len(seeds):
+        raise CnnlabError(f"--seeds takes distinct whole numbers from 0, got {' '.join(map(str, seeds))}")
+    return seeds
+
+
 def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-              quiet: bool = False, report: bool = True) -> StudyResult:
+              quiet: bool = False, report: bool = True, seeds: Sequence[int] | None = None) -> StudyResult:
     """Run (or resume) a study and write its table, plot and summary.
 
     Args:
@@ -145,6 +161,8 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
         overrides: TrainConfig fields over every variant's budget (e.g. ``epochs=1, limit_train_batches=2``).
         quiet: no per-epoch lines.
         report: write report.html in every variant's run folder.
+        seeds: train every variant once per seed (run folders ``NAME-seedS``); the summary ranks the variants by
+            the mean of their runs and says whether the seeds' spread settles the order. One seed is ``--seed``.
 
     Raises:
         CnnlabError: a bad study file or override, or a study folder made with other settings.
@@ -152,21 +170,24 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
     """
     study = load_study(name_or_path)
     overrides = check_settings({k: v for k, v in (overrides or {}).items() if v is not None}, "the study's overrides")
+    seeds = _checked_seeds(seeds, overrides)
+    if len(seeds) == 1:  # one seed is the --seed of every variant
+        overrides, seeds = {**overrides, "seed": seeds[0]}, []
     folder = Path(out) if out else Path("studies") / study.name
-    plan = _plan(study, overrides)
+    plan = _plan(study, overrides, seeds)
     made = missing_folders(folder)
     _claim_folder(folder, {"study": study.name, "title": study.title, "runs": plan})
     done: dict[str, list[str]] = {"ran": [], "kept": [], "failed": []}
     refused: dict[str, str] = {}
-    for i, v in enumerate(study.variants):
+    for i, name in enumerate(plan):
         if not quiet:
-            print(f"[{i + 1}/{len(study.variants)}] {v.name} ({v.model})", flush=True)
-        outcome, line = _run_variant(v.name, plan[v.name], folder / v.name, quiet, report)
+            print(f"[{i + 1}/{len(plan)}] {name} ({plan[name]['model']})", flush=True)
+        outcome, line = _run_variant(name, plan[name], folder / name, quiet, report)
         if outcome == "refused":
-            refused[v.name] = line
+            refused[name] = line
         else:
-            done[outcome].append(v.name)
-    if len(refused) == len(study.variants):
+            done[outcome].append(name)
+    if len(refused) == len(plan):
         # Checks that need the data (a --val-split larger than the training set, ...) refused every variant:
         # a bad input, not a study with results; the study folder this call made goes again.
         remove_made_folders(made, own=("study.json",))
@@ -174,15 +195,15 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
         raise CnnlabError(f"every variant was refused before training, so the study has no results; "
                           f"variant {name}: {line}")
 
-    runs = [Run.open(folder / v.name) for v in study.variants if (folder / v.name / "config.json").is_file()]
+    runs = [Run.open(folder / name) for name in plan if (folder / name / "config.json").is_file()]
     columns, rows = compare_runs(runs)
     for row, run in zip(rows, runs, strict=True):
         row["run"] = run.path.name  # the variant's name, as the summary refers to it
     table = format_table(columns, rows, "md")
     write_text(folder / "table.md", table + "\n")
     save_figure(curves_overlay(runs, [r["run"] for r in rows]), folder / "curves.png")
-    budget = {**study.budget, **overrides}
-    summary = study_summary(study, budget, rows, table, "curves.png", refused)
+    budget = {**study.budget, **overrides, **({"seed": ", ".join(map(str, seeds))} if seeds else {})}
+    summary = study_summary(study, budget, rows, table, "curves.png", refused, seeds)
     write_text(folder / "summary.md", summary)
     failed = tuple(r["run"] for r in rows if r["status"] == "failed")
     return StudyResult(folder, summary, tuple(done["ran"]), tuple(done["kept"]), failed, tuple(refused))

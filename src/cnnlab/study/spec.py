@@ -22,6 +22,7 @@ shape works by path::
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,6 +58,13 @@ class Study:
     budget: dict[str, Any]
     variants: tuple[Variant, ...]
     factors: tuple[str, ...] = ()
+
+    def run_names(self, seeds: Sequence[int] = ()) -> dict[str, list[str]]:
+        """Each variant's run folders, by name: the variant's own, or ``NAME-seedS`` for each of several
+        ``seeds``."""
+        if len(seeds) < 2:
+            return {v.name: [v.name] for v in self.variants}
+        return {v.name: [f"{v.name}-seed{seed}" for seed in seeds] for v in self.variants}
 
     def settings(self, variant: Variant, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The TrainConfig fields of one variant's run: budget < the variant's own < ``overrides`` (the CLI's;

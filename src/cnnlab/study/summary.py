@@ -1,7 +1,8 @@
 """The short markdown account of a study: its question, budget, table, and what the numbers say.
 
 Only what the table shows is claimed: the ranking, the spread, the mean of each factor's levels over the other
-factors, and the caveats that bound what a reader may conclude (one seed; a smoke budget; failed variants).
+factors, and the caveats that bound what a reader may conclude (one seed, or how far several seeds spread; a smoke
+budget; failed variants).
 """
 
 from __future__ import annotations
@@ -66,18 +67,44 @@ def factor_effects(study: Study, scores: dict[str, float]) -> list[str]:
     return lines
 
 
+def _spread(low: float, high: float) -> str:
+    return f"{low:.4f}-{high:.4f}"
+
+
+def seed_findings(groups: Mapping[str, Sequence[str]], runs: Mapping[str, float], ranked: list[str],
+                  seeds: Sequence[int]) -> list[str]:
+    """What several seeds say: each variant's range over its runs, and whether the top two are apart (every run of
+    the first above every run of the second) or overlap, which the mean alone would hide."""
+    ranges = {v: (min(runs[r] for r in groups[v]), max(runs[r] for r in groups[v])) for v in ranked}
+    widest = max(high - low for low, high in ranges.values())
+    lines = [f"- {len(seeds)} seeds per variant ({', '.join(map(str, seeds))}): each variant's figure is the mean of "
+             f"its runs; the widest range within a variant is {100 * widest:.1f} points ("
+             + ", ".join(f"{v} {_spread(*ranges[v])}" for v in ranked) + ")."]
+    if len(ranked) > 1:
+        first, second = ranked[0], ranked[1]
+        if ranges[first][0] > ranges[second][1]:
+            lines.append(f"- Every run of {first} beats every run of {second} (its lowest, {ranges[first][0]:.4f}, "
+                         f"above the other's highest, {ranges[second][1]:.4f}).")
+        else:
+            lines.append(f"- {first} and {second} overlap across the seeds ({first} {_spread(*ranges[first])}, "
+                         f"{second} {_spread(*ranges[second])}): {len(seeds)} seeds do not settle which is better.")
+    return lines
+
+
 def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str, Any]], table: str,
-                  plot: str = "curves.png", refused: Mapping[str, str] | None = None) -> str:
+                  plot: str = "curves.png", refused: Mapping[str, str] | None = None,
+                  seeds: Sequence[int] = ()) -> str:
     """The study's summary.md: question, budget, the comparison table, the plot and the findings.
 
     Args:
         study: the study that ran.
         budget: the budget the variants trained with (the file's, with the command line's overrides).
-        rows: the comparison rows (:func:`cnnlab.compare.compare_runs`), one per variant run folder, in the
-            study's variant order; ``run`` is the variant's name.
+        rows: the comparison rows (:func:`cnnlab.compare.compare_runs`), one per run folder, in the study's
+            variant order; ``run`` is the run's name (:meth:`Study.run_names`: the variant's, or ``NAME-seedS``).
         table: the rows as a markdown table.
         plot: the curves' file name, relative to the summary.
-        refused: variants a check refused before their run folder was made, each with its error's line.
+        refused: runs a check refused before their run folder was made, each with its error's line.
+        seeds: the seeds every variant ran with, where several: the variants are ranked by their runs' mean.
     """
     if budget.get("val_split") is not None:
         validated = "a held-out validation split"
@@ -96,11 +123,18 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
     ranked_rows = [r for r in rows if r["status"] != "failed"]
     judged, why = judged_figure(ranked_rows)
     key, name = f"final_{JUDGED[judged][0]}", JUDGED[judged][1]
-    scores = {r["run"]: r[key] for r in ranked_rows if r.get(key) is not None}
+    groups = study.run_names(seeds)
+    runs = {r["run"]: r[key] for r in ranked_rows if r.get(key) is not None}
+    # each variant's figure: its run's, or the mean of its runs over the seeds (all of them scored)
+    scores = {v: statistics.fmean(runs[r] for r in names) for v, names in groups.items()
+              if all(r in runs for r in names)}
     findings = []
     if why:
         findings.append(f"- Note: {why}.")
     unscored = [r["run"] for r in ranked_rows if r.get(key) is None and r.get("final_val_acc") is not None]
+    unranked = [v for v, names in groups.items() if v not in scores and any(r in runs for r in names)]
+    if unranked:
+        findings.append(f"- Not ranked (not every seed's run scored): {', '.join(unranked)}.")
     if unscored:  # trained before cnnlab recorded the balanced accuracy
         findings.append(f"- Not ranked (no {key} recorded: a run from before cnnlab recorded it): "
                         f"{', '.join(unscored)}.")
@@ -112,8 +146,11 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
             findings.append(f"- No variant leads: all score {scores[best]:.4f}.")
         elif len(ranked) > 1:
             findings.append(f"- {best} leads {worst} by {_pts(scores[best], scores[worst])[1:]}.")
+        if len(seeds) > 1:
+            findings += seed_findings(groups, runs, ranked, seeds)
         findings += factor_effects(study, scores)
-        speed = {n: by_name[n]["images_per_s"] for n in ranked if by_name[n].get("images_per_s")}
+        speed = {n: statistics.fmean(by_name[r]["images_per_s"] for r in groups[n]) for n in ranked
+                 if all(by_name[r].get("images_per_s") for r in groups[n])}
         if len(speed) > 1:
             fast, slow = max(speed, key=speed.get), min(speed, key=speed.get)
             findings.append(f"- Training speed: {fast} {speed[fast]:,.0f} images/s, {slow} {speed[slow]:,.0f} "
@@ -124,12 +161,13 @@ def study_summary(study: Study, budget: dict[str, Any], rows: Sequence[dict[str,
     refused = refused or {}
     for name, line in refused.items():  # running the command again would only be refused again
         findings.append(f"- Refused before training (change its settings): {name}: {line}")
-    unfinished = [v.name for v in study.variants if v.name not in refused
-                  and (v.name not in by_name or by_name[v.name]["status"] == "incomplete")]
+    unfinished = [r for names in groups.values() for r in names if r not in refused
+                  and (r not in by_name or by_name[r]["status"] == "incomplete")]
     if unfinished:
         findings.append(f"- Not finished yet: {', '.join(unfinished)} (run the same command again to resume).")
-    findings.append("- One seed per variant: differences of a few tenths of a point can be seed noise; rerun with "
-                    "other `--seed` values before trusting them.")
+    if len(seeds) < 2:
+        findings.append("- One seed per variant: differences of a few tenths of a point can be seed noise; run it "
+                        "with `--seeds 0 1 2` before trusting them.")
     if is_smoke(budget):
         findings.append("- **Smoke budget** (limit_train_batches / limit_val_batches set): this checks the pipeline; "
                         "the numbers say nothing about the models.")
