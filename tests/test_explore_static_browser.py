@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
+from browser_support import artifacts, broken_images, screenshot, wait  # noqa: F401  (a fixture)
 from explore_support import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
-from test_explore_browser import artifacts, broken_images, driver, screenshot, wait  # noqa: F401  (fixtures)
+from test_explore_browser import driver  # noqa: F401  (a fixture)
 from test_report import needs_chromium
 
 pytestmark = [pytest.mark.slow, needs_chromium]
