@@ -24,10 +24,10 @@ import browser_support
 import report_fixtures
 import test_explore_api
 from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
-from browser_support import broken_images, screenshot, wait
+from browser_support import broken_images, saved_page_reads_well, screenshot, wait
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
-from explore_support import grey_folder, lenet, one_thread  # noqa: F401  (fixtures)
+from explore_support import grey_folder, lenet, one_thread, saved_page  # noqa: F401  (fixtures)
 from firefox_support import ENTER, FIREFOX, Firefox, needs_firefox
 
 explore_root, server = test_explore_api.explore_root, test_explore_api.server  # shared fixtures
@@ -59,14 +59,8 @@ def _shown(browser) -> dict:
         "top: Array.from(document.querySelectorAll('#top-table tbody tr')).map(r => r.textContent)}")
 
 
-def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, firefox, artifacts):  # noqa: F811
-    from cnnlab.explore.page import export_page
-    from cnnlab.explore.sources import open_with_images
-
-    model, images = open_with_images(lenet["onnx"], grey_folder)
-    page = tmp_path / "page.html"
-    export_page(model, images, page)
-    firefox.get(page.as_uri())
+def test_saved_page_from_file_url(saved_page, firefox, artifacts):  # noqa: F811
+    firefox.get(saved_page.as_uri())
     wait(firefox, "document.body.dataset.ready === '1'", what="the saved page to render")
     assert firefox.title == "cnnlab explore: lenet.onnx"
     assert firefox.execute_script("return document.querySelectorAll('#maps .maprow').length") == 6
@@ -81,21 +75,7 @@ def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, firefox, artifac
     firefox.press(ENTER)
     wait(firefox, "document.getElementById('result-source').textContent.includes('/1.png')", what="input 2")
     assert firefox.execute_script("return document.querySelectorAll('#images img')[1].classList.contains('chosen')")
-    assert broken_images(firefox) == []
-    said = firefox.execute_script("return document.getElementById('result-status').textContent")
-    top = firefox.execute_script("return document.querySelector('#top-table tbody td').textContent")
-    assert said.startswith("What the network makes of ") and "/1.png: " + top in said, said
-    assert low_contrast(firefox) == []
-    firefox.set_window_size(375, 667)
-    try:
-        assert sideways_scroll(firefox) == 0 and unreachable_scrollers(firefox) == []
-        widths = firefox.execute_script("const row = document.querySelector('#maps .maprow'); "
-                                        "return [row.querySelector('.label').offsetWidth, row.clientWidth]")
-        assert widths[0] == widths[1], widths
-    finally:
-        firefox.set_window_size(1280, 1000)
-    requested = firefox.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-    assert [r for r in requested if not r.startswith("data:")] == []
+    saved_page_reads_well(firefox)
     assert firefox.errors() == []
     screenshot(firefox, artifacts / "firefox-static-page.png")
     # Firefox keeps the page's Content-Security-Policy from file:// too: a request is refused, never sent
