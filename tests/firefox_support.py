@@ -48,7 +48,7 @@ PREFS = {
     "devtools.console.stdout.content": True,
 }
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the WebDriver key of an element reference
-ENTER = "\ue007"  # WebDriver's key value for Enter (press)
+ENTER, TAB = "\ue007", "\ue004"  # WebDriver's key values for Enter and Tab (press)
 
 # The pages' errors: uncaught exceptions, rejected promises nobody handled, requests the CSP refused (what Chromium's
 # log lists as SEVERE, but for a 404, which Firefox does not log, and console.error, which the pages never call).

@@ -28,7 +28,7 @@ from browser_support import broken_images, saved_page_reads_well, screenshot, wa
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
 from explore_support import grey_folder, lenet, one_thread, saved_page  # noqa: F401  (fixtures)
-from firefox_support import ENTER, FIREFOX, Firefox, needs_firefox
+from firefox_support import ENTER, FIREFOX, TAB, Firefox, needs_firefox
 
 explore_root, server = test_explore_api.explore_root, test_explore_api.server  # shared fixtures
 trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy
@@ -156,6 +156,17 @@ def _drive(server, firefox, artifacts: Path, live: Path, tmp_path: Path) -> None
     assert firefox.execute_script("return document.activeElement.id") == "run-title"
     wait(firefox, "document.querySelectorAll('#gallery img.thumb').length === 6", what="the gallery")
     wait(firefox, "document.querySelectorAll('#mistakes img.thumb').length > 0", what="the mistakes")
+    # Tab alone reaches every control of the run's view in the page's order (Firefox makes its own tab stops of a
+    # file input and of a box that scrolls: none may come between)
+    name = "(e) => `${e.tagName}#${e.id}.${e.className} ${e.title}`"
+    controls = firefox.execute_script(f"return Array.from(document.querySelectorAll('#tab-run select, #tab-run input, "
+                                      f"#tab-run button, #tab-run [tabindex=\"0\"]')).filter(e => e.offsetParent)"
+                                      f".map({name})")
+    reached = []
+    for _ in controls:
+        firefox.press(TAB)
+        reached.append(firefox.execute_script(f"return ({name})(document.activeElement)"))
+    assert reached == controls and len(controls) > 20, reached
     firefox.execute_script("const s = document.getElementById('class-select'); s.value = '7';"
                            "s.dispatchEvent(new Event('change'))")
     wait(firefox, "document.querySelector('#gallery img.thumb').title.endsWith('sneaker')", what="the sneakers")
