@@ -87,6 +87,18 @@ def lenet(tmp_path_factory):
     return files
 
 
+@pytest.fixture()
+def saved_page(lenet, grey_folder, tmp_path):
+    """The LeNet's ONNX export as a saved page of the grey pictures (``cnnlab explore ... --export page.html``)."""
+    from cnnlab.explore.page import export_page
+    from cnnlab.explore.sources import open_with_images
+
+    model, images = open_with_images(lenet["onnx"], grey_folder)
+    page = tmp_path / "page.html"
+    export_page(model, images, page)
+    return page
+
+
 def _torchvision(name: str, size: int, tmp_path):
     """A seeded torchvision model, exported by the test to ONNX (dynamic batch) and .pt2 (fixed batch 2)."""
     import torchvision

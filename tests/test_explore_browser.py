@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
+import browser_support
 import test_explore_api
 from a11y_support import low_contrast, sideways_scroll
+from browser_support import broken_images, screenshot, wait
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
 from test_report import CHROMEDRIVER, CHROMIUM, needs_chromium
 
 explore_root, server = test_explore_api.explore_root, test_explore_api.server  # shared fixtures
+artifacts = browser_support.artifacts  # a shared fixture
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 
@@ -41,37 +43,6 @@ def driver(tmp_path, monkeypatch):
     d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield d
     d.quit()
-
-
-@pytest.fixture()
-def artifacts(tmp_path) -> Path:
-    folder = Path(os.environ.get("CNNLAB_ARTIFACTS") or tmp_path / "artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def wait(driver, script: str, timeout: float = 60, what: str = ""):
-    """Poll a JavaScript expression until it is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script("return " + script)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or script}")
-
-
-def broken_images(driver) -> list[str]:
-    return driver.execute_script(
-        "return Array.from(document.images).filter(i => i.offsetParent !== null && "
-        "!(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 60))")
-
-
-def screenshot(driver, path: Path) -> None:
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(height, 800), 6000))
-    assert driver.save_screenshot(str(path))
-    driver.set_window_size(1280, 1000)
 
 
 def test_the_page_end_to_end(server, explore_root, driver, artifacts):

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
+import explore_support
+from browser_support import artifacts, broken_images, saved_page_reads_well, screenshot, wait  # noqa: F401
 from explore_support import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
-from test_explore_browser import artifacts, broken_images, driver, screenshot, wait  # noqa: F401  (fixtures)
+from test_explore_browser import driver  # noqa: F401  (a fixture)
 from test_report import needs_chromium
+
+saved_page = explore_support.saved_page  # a fixture, shared with test_pages_firefox.py
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 
@@ -23,14 +26,8 @@ def _errors(browser) -> list[str]:
     return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, driver, artifacts):  # noqa: F811
-    from cnnlab.explore.page import export_page
-    from cnnlab.explore.sources import open_with_images
-
-    model, images = open_with_images(lenet["onnx"], grey_folder)
-    page = tmp_path / "page.html"
-    export_page(model, images, page)
-    driver.get(page.as_uri())
+def test_saved_page_from_file_url(saved_page, driver, artifacts):  # noqa: F811
+    driver.get(saved_page.as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
     rows = driver.execute_script("return document.querySelectorAll('#maps .maprow').length")
     assert rows == 6  # LeNet's conv, sigmoid and pool, twice
@@ -39,23 +36,7 @@ def test_saved_page_from_file_url(lenet, grey_folder, tmp_path, driver, artifact
     # Another input from the saved ones, then: every picture decoded, nothing requested from anywhere.
     driver.execute_script("document.querySelectorAll('#images img')[1].click()")
     wait(driver, "document.getElementById('result-source').textContent.includes('/1.png')", what="input 2")
-    assert broken_images(driver) == []
-    # A screen reader hears the answer (the status region), and every text can be read (contrast)
-    said = driver.execute_script("return document.getElementById('result-status').textContent")
-    top = driver.execute_script("return document.querySelector('#top-table tbody td').textContent")
-    assert said.startswith("What the network makes of ") and "/1.png: " + top in said, said
-    assert low_contrast(driver) == []
-    # On a phone the page does not scroll sideways, and a stage's name stands above its maps, not in a 190 px column
-    driver.set_window_size(375, 667)
-    try:
-        assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []  # the layers scroll in a tab stop
-        widths = driver.execute_script("const row = document.querySelector('#maps .maprow'); "
-                                       "return [row.querySelector('.label').offsetWidth, row.clientWidth]")
-        assert widths[0] == widths[1], widths
-    finally:
-        driver.set_window_size(1280, 1000)
-    requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-    assert [r for r in requested if not r.startswith("data:")] == []
+    saved_page_reads_well(driver)
     assert _errors(driver) == []
     screenshot(driver, artifacts / "explore-static-page.png")
 

@@ -25,6 +25,7 @@ function showTab(name) {
     if (a.dataset.tab === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   if (name === "ops" && !state.ops) runOps();
+  redrawCharts();  // the window may have changed width while this tab was hidden, its charts unmeasured
 }
 window.addEventListener("hashchange", () => showTab(location.hash.slice(1) || "runs"));
 
@@ -92,15 +93,17 @@ function chartSummary(title, series) {
 }
 
 // A phone turned or a window resized changes the width a chart is shown at: each shown chart is drawn again at it
-// (once the resizing pauses), or its text would be scaled as it was when the width differed.
+// (once the resizing pauses, and when a hidden tab is shown), or its text would be scaled as it was when the width
+// differed.
+function redrawCharts() {
+  for (const svg of document.querySelectorAll("svg.chart")) {
+    if (svg.drawn && svg.getBoundingClientRect().width) lineChart(svg, ...svg.drawn);
+  }
+}
 let redrawTimer = null;
 window.addEventListener("resize", () => {
   clearTimeout(redrawTimer);
-  redrawTimer = setTimeout(() => {
-    for (const svg of document.querySelectorAll("svg.chart")) {
-      if (svg.drawn && svg.getBoundingClientRect().width) lineChart(svg, ...svg.drawn);
-    }
-  }, 150);
+  redrawTimer = setTimeout(redrawCharts, 150);
 });
 
 function curveSeries(rows, key, name, color, dash) {

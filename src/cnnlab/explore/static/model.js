@@ -82,7 +82,7 @@ async function upload() {
   if (!file) return;
   uploaded = true;
   for (const img of document.querySelectorAll("#images img.thumb.chosen")) img.classList.remove("chosen");
-  await showAnswer(api("/api/analyze?invert=" + ($("invert").checked ? 1 : 0), {method: "POST", body: file}));
+  await showAnswer(api("/api/analyze?invert=" + ($("invert").checked ? 1 : 0), {method: "POST", body: file}), show);
 }
 
 async function start() {

@@ -1,0 +1,69 @@
+"""What the page tests share in either browser (headless Chromium through Selenium, Firefox through
+:mod:`firefox_support`): waiting on the page, the pictures it failed to show, screenshots kept as artifacts.
+
+Each takes a ``driver`` with Selenium's ``execute_script``, ``set_window_size`` and ``save_screenshot``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
+
+
+@pytest.fixture()
+def artifacts(tmp_path) -> Path:
+    folder = Path(os.environ.get("CNNLAB_ARTIFACTS") or tmp_path / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait(driver, script: str, timeout: float = 60, what: str = ""):
+    """Poll a JavaScript expression until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script("return " + script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or script}")
+
+
+def broken_images(driver) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.images).filter(i => i.offsetParent !== null && "
+        "!(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 60))")
+
+
+def screenshot(driver, path: Path) -> None:
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(height, 800), 6000))
+    assert driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 1000)
+
+
+def saved_page_reads_well(driver) -> None:
+    """What a reader of the saved explorer page sees once its second input (``/1.png``) is shown, in either browser:
+    every picture decoded, the answer said and readable; on a phone no sideways scroll, and a stage's name above its
+    maps; nothing requested from anywhere."""
+    assert broken_images(driver) == []
+    # A screen reader hears the answer (the status region), and every text can be read (contrast)
+    said = driver.execute_script("return document.getElementById('result-status').textContent")
+    top = driver.execute_script("return document.querySelector('#top-table tbody td').textContent")
+    assert said.startswith("What the network makes of ") and "/1.png: " + top in said, said
+    assert low_contrast(driver) == []
+    # On a phone the page does not scroll sideways, and a stage's name stands above its maps, not in a 190 px column
+    driver.set_window_size(375, 667)
+    try:
+        assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []  # the layers scroll in a tab stop
+        widths = driver.execute_script("const row = document.querySelector('#maps .maprow'); "
+                                       "return [row.querySelector('.label').offsetWidth, row.clientWidth]")
+        assert widths[0] == widths[1], widths
+    finally:
+        driver.set_window_size(1280, 1000)
+    requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert [r for r in requested if not r.startswith("data:")] == []
