@@ -922,6 +922,43 @@ def test_cnnlab_explore_serves_until_interrupted(explore_root):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_cnnlab_explore_stops_at_once_while_a_page_watches_a_training_run(explore_root, tmp_path, signal_name):
+    """A tab on a run that trains holds its event stream open for hours: Ctrl-C (or SIGTERM) waited for it, silently,
+    and the server went on serving. The stream ends, and the process exits within seconds, printing no traceback."""
+    import signal
+
+    live = Path(shutil.copytree(explore_root / "lenet", tmp_path / "runs" / "training"))
+    (live / "result.json").unlink()
+    (live / "metrics.csv").touch()  # written a moment ago: the run trains
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "explore", str(tmp_path / "runs"), "--port", "0",
+                             "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line, line + proc.stderr.read()
+        host, port = line.split(" at http://")[1].split("/")[0].split(":")
+        watcher = socket.create_connection((host, int(port)), timeout=30)
+        watcher.sendall(b"GET /api/stream?run=training HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        seen = b""
+        while b"event: metrics" not in seen:  # the page follows the run
+            chunk = watcher.recv(65536)
+            assert chunk, seen
+            seen += chunk
+        stopped = time.monotonic()
+        proc.send_signal(getattr(signal, signal_name))
+        out, err = proc.communicate(timeout=20)
+        assert time.monotonic() - stopped < 10
+        watcher.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == {"SIGINT": 0, "SIGTERM": 143}[signal_name], err
+    assert "Traceback" not in err and "Error" not in err, err
+
+
 def test_thread_safe_model_cache_loads_once(explore_root, monkeypatch):
     from cnnlab.explore import session as session_module
 
