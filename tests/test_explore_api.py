@@ -980,6 +980,42 @@ def test_thread_safe_model_cache_loads_once(explore_root, monkeypatch):
     assert len(calls) == 1
 
 
+def test_a_watched_training_run_leaves_no_lock_behind_per_checkpoint(explore_root, tmp_path):
+    """A page open on a run that trains for hours: each checkpoint it writes (a new modification time) is a new model
+    to load, and the session kept a lock for each for good; it keeps none once nothing is being loaded."""
+    from cnnlab.explore.session import MAX_MODELS, Session
+
+    run = Path(shutil.copytree(explore_root / "lenet", tmp_path / "runs" / "training"))
+    session = Session(tmp_path / "runs")
+    written = (run / "last.pt").stat().st_mtime_ns
+    for epoch in range(8):  # the run writes last.pt at the end of each epoch
+        os.utime(run / "last.pt", ns=(written, written + epoch * 10**9))
+        session.model("training")
+        session.gallery("training")
+        session.test_image("training", epoch)
+    assert session._building == {}
+    assert len(session._models) == MAX_MODELS
+
+
+def test_the_session_keeps_the_test_sets_of_as_many_runs_as_models(explore_root, tmp_path, monkeypatch):
+    """A runs folder of runs on many datasets (or one folder at many --image-size): every test set the page opened
+    was kept for the whole session, where only the last MAX_MODELS models are."""
+    from cnnlab.explore import session as session_module
+
+    for k in range(6):
+        shutil.copytree(explore_root / "lenet", tmp_path / "runs" / f"run{k}")
+    # each run's own dataset settings (its checkpoint's folder stands for them)
+    monkeypatch.setattr(session_module, "test_set_key", lambda trained: (str(trained.path.parent),))
+    loads = []
+    real = session_module.load_test_set
+    monkeypatch.setattr(session_module, "load_test_set", lambda trained: loads.append(trained.path) or real(trained))
+    session = session_module.Session(tmp_path / "runs")
+    for k in [*range(6), 5]:
+        session.test_image(f"run{k}", 0)
+    assert len(loads) == 6 and len(session._test_sets) == len(session._models) == session_module.MAX_MODELS
+    assert sorted(session._test_sets) == [(str(tmp_path / "runs" / f"run{k}"),) for k in range(2, 6)]
+
+
 # -- a run's test images are read as the run read them ---------------------------------------------------------
 def test_a_run_trained_with_data_dir_shows_its_test_images_without_cnnlab_data(tmp_path, home, data_dir, capsys):
     from cnnlab.explore.session import Session
