@@ -22,9 +22,6 @@ from cnnlab.explore.sources import open_with_images
 from cnnlab.runs.checkpoint import checkpoint_in
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765  # loopback only, unless the user names another address
-# Seconds a stop (Ctrl-C, SIGTERM, stop()) waits for the answers under way before it ends them. A page watching a run
-# that trains holds its event stream open for hours: without a limit, Ctrl-C waited for it silently.
-STOP_GRACE_S = 2
 
 
 def host_warning(host: str) -> str | None:
@@ -74,7 +71,7 @@ class BackgroundServer:
         app = create_app(root) if app is None else app  # app: e.g. create_model_app(model, images)
         self._sock = bind(host, port)
         self.url = url_of(self._sock)
-        self._server = _uvicorn_server(app)
+        self._server = _uvicorn_server(app, grace_s=2)  # a test's stop() waits 2 s at most for answers under way
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30
@@ -96,15 +93,15 @@ class BackgroundServer:
         self.stop()
 
 
-def _uvicorn_server(app):
-    """uvicorn serving ``app`` quietly (its access log off), stopped within :data:`STOP_GRACE_S` of being asked.
+def _uvicorn_server(app, grace_s: float | None = None):
+    """uvicorn serving ``app`` quietly (its access log off); asked to stop, it waits for the answers under way (at
+    most ``grace_s`` seconds, then ends them; a second Ctrl-C ends them at once).
 
     The app's event streams end themselves once the server is asked to stop (``app.state.stopping``, read at each
-    poll): cut off by the grace period instead, each printed the traceback of its cancellation."""
+    poll): a page watching a run that trains holds its stream open for hours, and Ctrl-C waited for it, silently."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           timeout_graceful_shutdown=STOP_GRACE_S))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=grace_s))
     app.state.stopping = lambda: server.should_exit
     return server
 
