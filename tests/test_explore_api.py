@@ -922,6 +922,43 @@ def test_cnnlab_explore_serves_until_interrupted(explore_root):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_cnnlab_explore_stops_at_once_while_a_page_watches_a_training_run(explore_root, tmp_path, signal_name):
+    """A tab on a run that trains holds its event stream open for hours: Ctrl-C (or SIGTERM) waited for it, silently,
+    and the server went on serving. The stream ends, and the process exits within seconds, printing no traceback."""
+    import signal
+
+    live = Path(shutil.copytree(explore_root / "lenet", tmp_path / "runs" / "training"))
+    (live / "result.json").unlink()
+    (live / "metrics.csv").touch()  # written a moment ago: the run trains
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "explore", str(tmp_path / "runs"), "--port", "0",
+                             "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line, line + proc.stderr.read()
+        host, port = line.split(" at http://")[1].split("/")[0].split(":")
+        watcher = socket.create_connection((host, int(port)), timeout=30)
+        watcher.sendall(b"GET /api/stream?run=training HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        seen = b""
+        while b"event: metrics" not in seen:  # the page follows the run
+            chunk = watcher.recv(65536)
+            assert chunk, seen
+            seen += chunk
+        stopped = time.monotonic()
+        proc.send_signal(getattr(signal, signal_name))
+        out, err = proc.communicate(timeout=20)
+        assert time.monotonic() - stopped < 10
+        watcher.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == {"SIGINT": 0, "SIGTERM": 143}[signal_name], err
+    assert "Traceback" not in err and "Error" not in err, err
+
+
 def test_thread_safe_model_cache_loads_once(explore_root, monkeypatch):
     from cnnlab.explore import session as session_module
 
@@ -941,6 +978,42 @@ def test_thread_safe_model_cache_loads_once(explore_root, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1
+
+
+def test_a_watched_training_run_leaves_no_lock_behind_per_checkpoint(explore_root, tmp_path):
+    """A page open on a run that trains for hours: each checkpoint it writes (a new modification time) is a new model
+    to load, and the session kept a lock for each for good; it keeps none once nothing is being loaded."""
+    from cnnlab.explore.session import MAX_MODELS, Session
+
+    run = Path(shutil.copytree(explore_root / "lenet", tmp_path / "runs" / "training"))
+    session = Session(tmp_path / "runs")
+    written = (run / "last.pt").stat().st_mtime_ns
+    for epoch in range(8):  # the run writes last.pt at the end of each epoch
+        os.utime(run / "last.pt", ns=(written, written + epoch * 10**9))
+        session.model("training")
+        session.gallery("training")
+        session.test_image("training", epoch)
+    assert session._building == {}
+    assert len(session._models) == MAX_MODELS
+
+
+def test_the_session_keeps_the_test_sets_of_as_many_runs_as_models(explore_root, tmp_path, monkeypatch):
+    """A runs folder of runs on many datasets (or one folder at many --image-size): every test set the page opened
+    was kept for the whole session, where only the last MAX_MODELS models are."""
+    from cnnlab.explore import session as session_module
+
+    for k in range(6):
+        shutil.copytree(explore_root / "lenet", tmp_path / "runs" / f"run{k}")
+    # each run's own dataset settings (its checkpoint's folder stands for them)
+    monkeypatch.setattr(session_module, "test_set_key", lambda trained: (str(trained.path.parent),))
+    loads = []
+    real = session_module.load_test_set
+    monkeypatch.setattr(session_module, "load_test_set", lambda trained: loads.append(trained.path) or real(trained))
+    session = session_module.Session(tmp_path / "runs")
+    for k in [*range(6), 5]:
+        session.test_image(f"run{k}", 0)
+    assert len(loads) == 6 and len(session._test_sets) == len(session._models) == session_module.MAX_MODELS
+    assert sorted(session._test_sets) == [(str(tmp_path / "runs" / f"run{k}"),) for k in range(2, 6)]
 
 
 # -- a run's test images are read as the run read them ---------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -125,6 +127,43 @@ def test_layer_summary_runs_a_real_model_and_keeps_its_mode():
     model = create_model("lenet-bn").train()  # train-mode BN would reject a batch of one
     rows = layer_summary(model, (1, 1, 28, 28))
     assert model.training and rows[-1].output_shape == (1, 10)
+
+
+def test_a_layer_summary_leaves_the_passes_of_other_threads_alone():
+    """The explorer summarises one run's layers (a run's page) while another request explains a picture with
+    Grad-CAM: the summary's MAC count (torch's FlopCounterMode) put global module hooks on every thread's forward
+    passes, and the other request's backward pass failed ("A leaf node was passed to _will_engine_execute_node")."""
+    torch.manual_seed(0)
+    other = create_model("lenet").eval()
+    x = torch.rand(1, 1, 28, 28)
+
+    def input_gradient() -> torch.Tensor:  # as Grad-CAM's saliency takes it: d score / d input, a leaf
+        leaf = x.clone().requires_grad_(True)
+        return torch.autograd.grad(other(leaf)[0, 3], [leaf])[0]
+
+    alone = input_gradient()
+    seen = {}
+
+    class Midway(nn.Module):  # a stage of the summarised model; another thread's pass runs during it
+        def forward(self, y):
+            seen["global hooks"] = len(torch.nn.modules.module._global_forward_pre_hooks) + \
+                len(torch.nn.modules.module._global_forward_hooks)
+
+            def elsewhere():
+                try:
+                    seen["gradient"] = input_gradient()
+                except RuntimeError as e:
+                    seen["error"] = str(e)
+
+            worker = threading.Thread(target=elsewhere)
+            worker.start()
+            worker.join()
+            return y
+
+    rows = layer_summary(nn.Sequential(nn.Conv2d(1, 2, 3), Midway()), (1, 1, 8, 8))
+    assert "error" not in seen, seen.get("error")
+    torch.testing.assert_close(seen["gradient"], alone, rtol=0, atol=0)
+    assert rows[0].macs == 2 * 6 * 6 * 9 and seen["global hooks"] == 0
 
 
 def test_summarize_prints_rows_and_totals():

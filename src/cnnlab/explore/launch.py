@@ -68,13 +68,10 @@ class BackgroundServer:
     """
 
     def __init__(self, root: str | Path | None = None, host: str = "127.0.0.1", port: int = 0, app=None):
-        import uvicorn
-
         app = create_app(root) if app is None else app  # app: e.g. create_model_app(model, images)
         self._sock = bind(host, port)
         self.url = url_of(self._sock)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
+        self._server = _uvicorn_server(app, grace_s=2)  # a test's stop() waits 2 s at most for answers under way
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30
@@ -96,6 +93,19 @@ class BackgroundServer:
         self.stop()
 
 
+def _uvicorn_server(app, grace_s: float | None = None):
+    """uvicorn serving ``app`` quietly (its access log off); asked to stop, it waits for the answers under way (at
+    most ``grace_s`` seconds, then ends them; a second Ctrl-C ends them at once).
+
+    The app's event streams end themselves once the server is asked to stop (``app.state.stopping``, read at each
+    poll): a page watching a run that trains holds its stream open for hours, and Ctrl-C waited for it, silently."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=grace_s))
+    app.state.stopping = lambda: server.should_exit
+    return server
+
+
 def serve(root: str | Path = "runs", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_browser: bool = True,
           app=None, what: str | None = None, allow_hosts: tuple[str, ...] = ()) -> None:
     """Serve the explorer until interrupted, printing its address (and opening a browser tab).
@@ -113,8 +123,6 @@ def serve(root: str | Path = "runs", host: str = DEFAULT_HOST, port: int = DEFAU
     Raises:
         CnnlabError: ``root`` is not a folder, the port is taken or the host cannot be bound.
     """
-    import uvicorn
-
     app = create_app(root, allow_hosts) if app is None else app
     sock = bind(host, port)  # first: the warning says it listens on host, so a host that fails gets no warning
     warning = host_warning(host)
@@ -127,7 +135,7 @@ def serve(root: str | Path = "runs", host: str = DEFAULT_HOST, port: int = DEFAU
 
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+        _uvicorn_server(app).run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error (uvicorn raises it again after)
         pass
 

@@ -502,12 +502,14 @@ async def _metric_events(request: Request, run: Path):
     interrupted.json; after ``STALE_S`` of quiet for a killed one), ``failure`` when its folder is gone.
 
     The file is polled (one ``stat`` a second): the training loop does no extra work for a watcher. A client that
-    goes away ends the generator at the next poll.
+    goes away, or a server asked to stop (``app.state.stopping()``, set by :mod:`cnnlab.explore.launch`), ends the
+    generator at the next poll.
     """
     gone = f"event: failure\ndata: {json.dumps({'error': 'the run folder is gone (deleted or moved)'})}\n\n"
+    stopping = getattr(request.app.state, "stopping", lambda: False)
     last, started, beat = None, time.monotonic(), time.monotonic()
     while time.monotonic() - started < STREAM_MAX_S:
-        if await request.is_disconnected():
+        if await request.is_disconnected() or stopping():
             return
         csv = run / "metrics.csv"
         try:  # every file may vanish between two looks at it: the folder removed (or --force) while watched

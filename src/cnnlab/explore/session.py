@@ -1,8 +1,9 @@
 """What the server keeps between requests: loaded models, test sets and per-run derived data.
 
 Models are cached by checkpoint path and modification time (a run still training replaces ``last.pt`` every
-epoch, and the next request then sees the new weights). Each entry is built once under a lock, so a burst of
-requests for a run that is not loaded yet loads it once.
+epoch, and the next request then sees the new weights), test sets by dataset and settings: the ``MAX_MODELS`` used
+last of each. Each entry is built once under a lock, so a burst of requests for a run that is not loaded yet loads
+it once.
 """
 
 from __future__ import annotations
@@ -46,16 +47,35 @@ class Session:
         if not self.root.is_dir():
             raise CnnlabError(f"{root} is not a folder (expected a runs folder or one run folder)")
         self._models: OrderedDict[tuple[str, int], Loaded] = OrderedDict()
-        self._test_sets: dict[tuple, TestSet] = {}
+        self._test_sets: OrderedDict[tuple, TestSet] = OrderedDict()
         self._lock = threading.Lock()
-        self._building: dict[Any, threading.Lock] = {}
+        # key -> (its lock, the callers holding or waiting for it): a key's entry goes with its last caller, since
+        # every checkpoint a run in training writes is a new key (one a minute, for as long as the page is open)
+        self._building: dict[Any, tuple[threading.Lock, int]] = {}
 
     def _once(self, key: Any, build):
         """``build()`` at most once at a time per key (other callers wait for it)."""
         with self._lock:
-            lock = self._building.setdefault(key, threading.Lock())
-        with lock:
-            return build()
+            lock, callers = self._building.get(key, (threading.Lock(), 0))
+            self._building[key] = lock, callers + 1
+        try:
+            with lock:
+                return build()
+        finally:
+            with self._lock:
+                lock, callers = self._building.pop(key)
+                if callers > 1:
+                    self._building[key] = lock, callers - 1
+
+    def _keep(self, cache: OrderedDict, key: Any, value: Any) -> Any:
+        """Put ``value`` in ``cache`` as its newest entry, dropping the oldest past ``MAX_MODELS``: a test set is kept
+        as long as a model could need it, not for the whole session."""
+        with self._lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > MAX_MODELS:
+                cache.popitem(last=False)
+            return value
 
     def model(self, name: str) -> Loaded:
         """The run's model from ``last.pt`` (``best.pt`` if there is none), loaded weights-only."""
@@ -66,15 +86,11 @@ class Session:
         key = (str(checkpoint), checkpoint.stat().st_mtime_ns)
 
         def build() -> Loaded:
-            if key not in self._models:
-                loaded = Loaded(load_trained(checkpoint), checkpoint)
-                with self._lock:
-                    self._models[key] = loaded
-                    while len(self._models) > MAX_MODELS:
-                        self._models.popitem(last=False)
             with self._lock:
-                self._models.move_to_end(key)
-                return self._models[key]
+                loaded = self._models.get(key)
+            if loaded is None:
+                loaded = Loaded(load_trained(checkpoint), checkpoint)
+            return self._keep(self._models, key, loaded)
 
         return self._once(key, build)
 
@@ -84,9 +100,11 @@ class Session:
         key = test_set_key(loaded.trained)
 
         def build() -> TestSet:
-            if key not in self._test_sets:
-                self._test_sets[key] = load_test_set(loaded.trained)
-            return self._test_sets[key]
+            with self._lock:
+                data = self._test_sets.get(key)
+            if data is None:
+                data = load_test_set(loaded.trained)
+            return self._keep(self._test_sets, key, data)
 
         data = self._once(("data", key), build)
         # Another drawn split would put training images among the "test" ones and inflate the gallery's accuracy.

@@ -1,7 +1,8 @@
 """Layer summaries: the book's ``layer_summary`` (d2l 7.6) with parameters and MACs, and the model table.
 
-MACs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` (multiply-accumulates = FLOPs / 2), so they
-cover exactly the convolutions and matrix products torch runs; pooling, batch norm and activations count zero.
+MACs are counted with torch's own FLOP formulas (:data:`torch.utils.flop_counter.flop_registry`, multiply-accumulates
+= FLOPs / 2) by :class:`MacCounter`, so they cover exactly the convolutions and matrix products torch runs; pooling,
+batch norm and activations count zero.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.registry import check_input_size, create_model, list_models, model_info
@@ -35,6 +37,38 @@ class SummaryRow:
     output_shape: tuple[int, ...]
     params: int
     macs: int
+
+
+class MacCounter(TorchDispatchMode):
+    """Counts the multiply-accumulates of the operations run inside it, in this thread alone (``macs``).
+
+    Torch's ``FlopCounterMode`` counts the same operations with the same formulas, but also follows which module runs
+    through global module hooks (``register_module_forward_pre_hook``), which every thread's forward passes go
+    through: the explorer's Grad-CAM in another request then had autograd hooks put on its tensors, and its backward
+    pass failed ("A leaf node was passed to _will_engine_execute_node"). A dispatch mode is seen by its own thread
+    only. An operation without a formula is counted through its decomposition where it has one, as torch does.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    @property
+    def macs(self) -> int:
+        return self.flops // 2
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        formula = flop_registry.get(func.overloadpacket)
+        if formula is None:
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def stages(model: nn.Module) -> list[nn.Module]:
@@ -67,11 +101,11 @@ def layer_summary(model: nn.Module, input_shape: Sequence[int]) -> list[SummaryR
     try:
         with torch.no_grad():
             for module in stages(model):
-                with FlopCounterMode(display=False) as counter:
+                with MacCounter() as counter:
                     x = module(x)
                 params = sum(p.numel() for p in module.parameters())
                 rows.append(SummaryRow(names[id(module)], type(module).__name__, tuple(x.shape), params,
-                                       counter.get_total_flops() // 2))
+                                       counter.macs))
     finally:
         model.train(was_training)
     return rows
