@@ -150,6 +150,18 @@ def _onnx_of(module: nn.Module, path):
     return path
 
 
+class OwnScaling(nn.Module):
+    """A grey classifier of 3 classes that scales its input itself before its first convolution: ``scale(x)``."""
+
+    def __init__(self, scale):
+        super().__init__()
+        torch.manual_seed(0)
+        self.scale, self.conv, self.fc = scale, nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(self.scale(x)).relu().mean((2, 3)))
+
+
 class _LogitsInADict(nn.Module):
     def __init__(self):
         super().__init__()

@@ -505,17 +505,7 @@ def test_a_graph_whose_scaling_does_not_tell_its_range_is_fed_pixels_over_255_wi
 
 def test_a_torch_models_own_scaling_of_the_pixel_values_is_read_from_its_export(tmp_path):
     """torch's exporter writes ``(x - 127.5) / 127.5`` with constants of its own: the graph takes 0-255."""
-
-    class Scaled(nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
-
-        def forward(self, x):
-            return self.fc(self.conv((x - 127.5) / 127.5).relu().mean((2, 3)))
-
-    net = Scaled().eval()
+    net = explore_support.OwnScaling(lambda x: (x - 127.5) / 127.5).eval()
     model = open_model(explore_support._onnx_of(net, tmp_path / "scaled.onnx"))
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     assert model.spec.pixel_max == 255

@@ -34,6 +34,23 @@ class _LogitsInALibraryOutput(_LogitsInADict):
         return _LibraryOutput(super().forward(pixel_values))
 
 
+@pytest.mark.parametrize("scale, pixel_max", [(lambda x: (x - 127.5) / 127.5, 255), (lambda x: x / 255 * 2 - 1, 255),
+                                               (lambda x: 255 - x, None), (lambda x: x * 2 - 1, 1),
+                                               (lambda x: (1 - x) * 4, 1)])
+def test_a_program_that_scales_its_input_itself_is_fed_the_pixels_it_scales(scale, pixel_max, tmp_path):
+    """A network whose own forward scales the pixel values, as a Keras model's Rescaling does, was fed pixels / 255:
+    a nearly black picture. The program's arithmetic before its first convolution says which range it is made for;
+    torch's module on those pixels is the oracle."""
+    net = explore_support.OwnScaling(scale).eval()
+    model = open_model(_pt2_of(net, tmp_path / "scaled.pt2"))
+    assert model.spec.pixel_max == (pixel_max or 1)
+    assert ("pixel range from the program's own scaling" in model.spec.describe()) == (pixel_max is not None)
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = net(images.float() / (255 / (pixel_max or 1)))
+    torch.testing.assert_close(model.logits(images), want, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("layer, said", [
     (nn.Dropout(0.5), r"its dropout \('4'\) zeroes random values at each call, so its answer for a picture changes "
                       r"from one run to the next"),

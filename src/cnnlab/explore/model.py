@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -142,6 +143,78 @@ class InputSpec:
         read = f" (pictures read at {self.read_at} px, then resized)" if self.read_at is not None else ""
         return (f"{self.dtype} {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.height} x "
                 f"{self.width}{read}, {scaling}" + (f" ({where})" if where else ""))
+
+
+class Scaling:
+    """What a model does to its input before its first convolution, where that is arithmetic with constants:
+    ``a * x + b`` (per channel where the constants are), built step by step as a graph's nodes run.
+
+    A Keras model keeps its preprocessing inside (``Rescaling(1/255)``, ``Rescaling(1/127.5, offset=-1)``, a
+    ``Normalization`` layer) and takes the pixel values themselves; so does any network whose first convolution reads
+    the input through such steps. :meth:`pixel_max` tells which pixel range they are made for.
+    """
+
+    def __init__(self):
+        self.a, self.b = np.ones(1), np.zeros(1)
+
+    def step(self, op: str, constant: Any, input_first: bool = True) -> Scaling | None:
+        """This scaling followed by ``op`` ("mul", "div", "add" or "sub") with ``constant`` (the input the first
+        operand, or the second: ``c - x``); None where the result is no ``a * x + b`` (a constant divided by the
+        input) or the constants do not broadcast together."""
+        c = np.asarray(constant, dtype=np.float64)
+        a, b = self.a, self.b
+        try:
+            if op == "mul":
+                a, b = a * c, b * c
+            elif op == "div" and input_first:
+                a, b = a / c, b / c
+            elif op == "add":
+                b = b + c
+            elif op == "sub":
+                a, b = (a, b - c) if input_first else (-a, c - b)
+            else:
+                return None
+        except ValueError:  # numpy's: shapes that do not broadcast
+            return None
+        out = Scaling()
+        out.a, out.b = a, b
+        return out
+
+    def permuted(self, perm: list[int]) -> Scaling | None:
+        """The same scaling after the input's axes are permuted (NHWC to NCHW): per-channel constants move too;
+        None where a constant has more axes than the permutation."""
+        if max(self.a.ndim, self.b.ndim) > len(perm):
+            return None
+        out = Scaling()
+        out.a, out.b = (np.transpose(v.reshape((1,) * (len(perm) - v.ndim) + v.shape), perm) for v in (self.a, self.b))
+        return out
+
+    def pixel_max(self) -> int | None:
+        """The pixel range (a :data:`PIXEL_RANGES` value) this scaling is made for: the one of 0-1 and 0-255 it turns
+        into a spread of a normalised input's size (0.5 to 30 wide, reaching into -3..3, in every channel). One over
+        255 apart, the two never both fit; None where neither does (a Caffe mean subtracted alone) or there is no
+        scaling. Fed the other range, such a model sees a nearly constant picture or values hundreds of times too
+        large, and answers with confidence."""
+        if np.allclose(self.a, 1) and np.allclose(self.b, 0):  # the input as it is (or times 1): nothing said
+            return None
+        fits = []
+        for pixel_max in PIXEL_RANGES.values():
+            low, high = np.minimum(self.b, self.a * pixel_max + self.b), np.maximum(self.b, self.a * pixel_max + self.b)
+            if np.all(high - low >= 0.5) and np.all(high - low <= 30) and np.all(high >= -3) and np.all(low <= 3):
+                fits.append(pixel_max)
+        return fits[0] if len(fits) == 1 else None
+
+
+def scaled_as_made(spec: InputSpec, options: Options, scaling: Scaling | None, noun: str) -> InputSpec:
+    """``spec`` fed the pixel range ``scaling`` (the model's own, before its first convolution) is made for, where no
+    flag says how to scale (``--pixel-range``, ``--mean``, ``--std``) and the scaling tells; the page says it came
+    from the ``noun``'s own scaling."""
+    if options.pixel_range is not None or options.mean is not None or options.std is not None or scaling is None:
+        return spec
+    pixel_max = scaling.pixel_max()
+    if pixel_max is None:
+        return spec
+    return replace(spec, pixel_max=pixel_max, origin={**spec.origin, "pixel range": f"{noun}'s own scaling"})
 
 
 def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:

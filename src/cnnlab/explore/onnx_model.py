@@ -13,7 +13,7 @@ the graph where it says it:
   refused);
 * scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
   a graph that scales its input itself before its first Conv (a Keras model's ``Rescaling`` and ``Normalization``
-  layers) takes the pixel range that scaling is made for (:meth:`OnnxModel._scaled_for`); any other graph takes RGB
+  layers) takes the pixel range that scaling is made for (:meth:`OnnxModel._scaling`); any other graph takes RGB
   pixels / 255 unless ``--pixel-range``, ``--bgr``, ``--mean`` and ``--std`` say more (the page states which);
 * class names: ``--classes``, else the ``cnnlab.classes`` metadata (or Ultralytics' ``names``), else the image
   folder's class subfolders; an Ultralytics export's ``imgsz`` sizes its dynamic input and its ``task`` classify
@@ -45,13 +45,14 @@ import torch
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
-    PIXEL_RANGES,
     SIDES,
     InputSpec,
     Options,
+    Scaling,
     occlusion_pngs,
     per_image,
     read_outputs,
+    scaled_as_made,
     square_as_exported,
     token_notes,
 )
@@ -351,64 +352,37 @@ class OnnxModel:
             spec = replace(spec, origin={**spec.origin, "size": "Ultralytics' metadata"})
         if dtype == "uint8":  # the pixel values themselves, rounded after a resize
             spec = replace(spec, pixel_max=255, origin={**spec.origin, "pixel range": "graph's uint8 input"})
-        elif options.pixel_range is None and options.mean is None and options.std is None:
-            pixel_max = self._scaled_for(value.name)
-            if pixel_max is not None:
-                spec = replace(spec, pixel_max=pixel_max, origin={**spec.origin, "pixel range": "graph's own scaling"})
+        else:
+            spec = scaled_as_made(spec, options, self._scaling(value.name), "graph")
         return value.name, replace(spec, dtype=dtype)
 
-    def _scaled_for(self, name: str) -> int | None:
-        """The pixel range (a :data:`PIXEL_RANGES` value) the graph's own scaling of its input ``name`` is made
-        for, or None where it has none or does not tell.
-
-        A Keras model keeps its preprocessing inside (``Rescaling(1/255)``, ``Rescaling(1/127.5, offset=-1)``, a
-        ``Normalization`` layer) and takes the pixel values themselves; so does any graph whose first Conv reads
-        the input through Mul, Div, Add or Sub by constants. Those make ``a * x + b``, and the range they are made
-        for is the one of 0-1 and 0-255 that they turn into a spread of a normalised input's size (0.5 to 30
-        wide, reaching into -3..3): one over 255 apart, the two never both fit. Fed the other range, such a model
-        sees a nearly constant picture or values hundreds of times too large, and answers with confidence.
-        """
-        scale = {name: (np.ones(1), np.zeros(1))}  # each value computed from the input: (a, b) of a * x + b
+    def _scaling(self, name: str) -> Scaling | None:
+        """What the graph does to its input ``name`` on the way to its first Conv, where that is Mul, Div, Add or
+        Sub by constants (through casts, transposes, resizes and pads), or None where the Conv reads it otherwise
+        or nothing does. :meth:`Scaling.pixel_max` then tells the pixel range it is made for."""
+        scale = {name: Scaling()}  # each value computed from the input, and how
         for node in self.nodes:  # in the order they run
             tracked = [i for i in node.input if i in scale]
             if not tracked or not node.output:
                 continue
             if node.op_type == "Conv":
-                a, b = scale.get(node.input[0], (np.ones(1), np.zeros(1)))
-                if np.allclose(a, 1) and np.allclose(b, 0):  # the input as it is (or times 1): nothing said
-                    return None
-                fits = [p for p in PIXEL_RANGES.values() if _normalises(a, b, p)]
-                return fits[0] if len(fits) == 1 else None
-            a, b = scale[tracked[0]]
+                return scale.get(node.input[0])
+            done = scale[tracked[0]]
             # a resize of a * x + b is a * resized x + b; a Pad only adds a border (Keras's "same" padding is one)
             if node.op_type in ("Cast", "Identity", "Resize", "Pad") and node.input[0] == tracked[0]:
-                scale[node.output[0]] = a, b
-                continue
-            if node.op_type == "Transpose" and a.ndim <= 4 and b.ndim <= 4:
+                scale[node.output[0]] = done
+            elif node.op_type == "Transpose":
                 perm = next((list(attr.ints) for attr in node.attribute if attr.name == "perm"), [3, 2, 1, 0])
-                scale[node.output[0]] = tuple(np.transpose(v.reshape((1,) * (4 - v.ndim) + v.shape), perm)
-                                              for v in (a, b))
-                continue
-            other = [i for i in node.input if i != tracked[0]]
-            c = self._fixed(other[0]) if node.op_type in ("Mul", "Div", "Add", "Sub") and len(other) == 1 else None
-            if c is None:
-                continue  # not the input's scaling (a Shape read of it, say): a Conv may still read the input
-            c = c.astype(np.float64)
-            first = node.input[0] == tracked[0]
-            try:
-                if node.op_type == "Mul":
-                    a, b = a * c, b * c
-                elif node.op_type == "Div" and first:
-                    a, b = a / c, b / c
-                elif node.op_type == "Add":
-                    b = b + c
-                elif node.op_type == "Sub":
-                    a, b = (a, b - c) if first else (-a, c - b)
-                else:  # a constant divided by the input: not an affine scaling
-                    continue
-            except ValueError:  # constants that do not broadcast together: not one scaling
-                return None
-            scale[node.output[0]] = a, b
+                if (permuted := done.permuted(perm)) is not None:
+                    scale[node.output[0]] = permuted
+            elif node.op_type in ("Mul", "Div", "Add", "Sub") and len(node.input) == 2:
+                other = node.input[1] if node.input[0] == tracked[0] else node.input[0]
+                constant = self._fixed(other)
+                step = None if constant is None else done.step(node.op_type.lower(), constant,
+                                                               node.input[0] == tracked[0])
+                if step is not None:
+                    scale[node.output[0]] = step
+            # anything else reads the input otherwise (its Shape, say): a Conv may still read the input itself
         return None
 
     def _fixed(self, name: str) -> np.ndarray | None:
@@ -784,13 +758,6 @@ def _ultralytics_size(metadata: dict[str, str]) -> tuple[int, int] | None:
             not all(type(side) is int and SIDES[0] <= side <= SIDES[1] for side in sides):
         return None  # an input size it does not tell: the refusal then asks for --input-size
     return sides[0], sides[1]
-
-
-def _normalises(a: np.ndarray, b: np.ndarray, pixel_max: int) -> bool:
-    """Whether ``a * x + b`` turns pixels of 0 to ``pixel_max`` into values of a normalised input's spread: 0.5 to
-    30 wide, reaching into -3..3 (in every channel)."""
-    low, high = np.minimum(b, a * pixel_max + b), np.maximum(b, a * pixel_max + b)
-    return bool(np.all(high - low >= 0.5) and np.all(high - low <= 30) and np.all(high >= -3) and np.all(low <= 3))
 
 
 def _stage_op(node) -> bool:

@@ -36,13 +36,23 @@ from cnnlab.explore.layouts import (
     passed_on,
     permutation,
 )
-from cnnlab.explore.model import Options, per_image, read_outputs, square_as_exported, token_notes
+from cnnlab.explore.model import (
+    Options,
+    Scaling,
+    per_image,
+    read_outputs,
+    scaled_as_made,
+    square_as_exported,
+    token_notes,
+)
 from cnnlab.explore.outputs import logits_count, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row
 
 aten = torch.ops.aten
+# The arithmetic a network's own scaling of its input is written in (:meth:`ExportedModel._scaling`)
+ARITHMETIC = {aten.mul: "mul", aten.div: "div", aten.add: "add", aten.sub: "sub", aten.rsub: "sub"}
 
 STAGE_PACKETS = frozenset({
     aten.conv2d, aten.convolution, aten._convolution, aten.conv_transpose2d,
@@ -300,6 +310,7 @@ class ExportedModel(TorchModel):
         self.metadata = metadata  # a cnnlab export's: its run's classes, input, dataset and split records
         options.check_no_scaling_for(metadata, str(path))
         self.spec = square_as_exported(input_spec(options, shape, self._conv_in(), str(path)), metadata)
+        self.spec = scaled_as_made(self.spec, options, self._scaling(placeholders[0]), "program")
         # a program exported in half precision (or double) takes images of that type: fed float32, its first
         # layer fails, and a .pt2 has no .float() to mend it
         self.dtype = val.dtype if isinstance(val, torch.Tensor) and val.is_floating_point() else torch.float32
@@ -333,6 +344,36 @@ class ExportedModel(TorchModel):
                 if isinstance(weight, torch.Tensor) and weight.dim() == 4:
                     return node, weight.detach()
         return None, None
+
+    def _scaling(self, image: torch.fx.Node) -> Scaling | None:
+        """What the program does to its input ``image`` on the way to its first convolution, where that is
+        arithmetic with numbers or constant tensors (through casts, copies and permutes), as ``(x - 127.5) / 127.5``
+        in a model's own forward; None where the convolution reads it otherwise. As the ONNX kind's
+        (:meth:`cnnlab.explore.onnx_model.OnnxModel._scaling`)."""
+        scale = {image: Scaling()}
+        for node in self.graph.nodes:
+            tracked = [n for n in node.all_input_nodes if n in scale]
+            if node.op != "call_function" or not tracked:
+                continue
+            op = getattr(node.target, "overloadpacket", None)
+            if op in (aten.conv2d, aten.convolution, aten._convolution):
+                return scale.get(node.args[0]) if node.args else None
+            done, first = scale[tracked[0]], bool(node.args) and node.args[0] is tracked[0]
+            if op in (aten.to, aten._to_copy, aten.clone, aten.contiguous, aten.alias) and first:
+                scale[node] = done
+            elif op is aten.permute and first and len(node.args) > 1:
+                if (permuted := done.permuted(list(node.args[1]))) is not None:
+                    scale[node] = permuted
+            elif op in ARITHMETIC and len(node.args) == 2 and node.kwargs.get("alpha", 1) == 1:
+                other = node.args[1] if first else node.args[0]
+                constant = other if isinstance(other, int | float) else self._value(other)
+                if isinstance(constant, torch.Tensor):
+                    constant = constant.detach().double().numpy()
+                # rsub(x, c) is c - x: the input comes first, yet is what is subtracted
+                step = None if constant is None else done.step(ARITHMETIC[op], constant, first and op is not aten.rsub)
+                if step is not None:
+                    scale[node] = step
+        return None
 
     def _first_conv_weight(self) -> torch.Tensor | None:
         return self._first_conv()[1]
