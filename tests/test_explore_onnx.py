@@ -241,6 +241,63 @@ def test_an_ultralytics_export_of_dynamic_sides_is_run_at_the_size_its_metadata_
     assert open_model(tmp_path / "yolo.onnx", Options(input_size=16)).spec.hw == (16, 16)  # the flag comes first
 
 
+def _hugging_face_export(folder, processor: dict, id2label: dict) -> nn.Module:
+    """A folder as ``optimum-cli export onnx`` leaves one: model.onnx of free batch, height and width (input
+    pixel_values, normalised outside), config.json (id2label) and preprocessor_config.json beside it."""
+    import json
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(folder / "model.onnx"), dynamo=False,
+                          input_names=["pixel_values"], output_names=["logits"],
+                          dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}})
+    (folder / "config.json").write_text(json.dumps({"architectures": ["Net"], "id2label": id2label}))
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return net
+
+
+VIT = {"do_normalize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_resize": True,
+       "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.5, 0.5], "size": {"height": 24, "width": 20}}
+
+
+@pytest.mark.parametrize("processor, hw", [
+    (VIT, (24, 20)),
+    ({**VIT, "do_center_crop": True, "crop_size": {"height": 16, "width": 16}}, (16, 16)),  # DeiT's: the crop
+    ({**VIT, "size": {"shortest_edge": 32}}, (32, 32)),  # ConvNeXt's
+])
+def test_a_hugging_face_export_is_fed_as_the_files_beside_it_say(processor, hw, tmp_path):
+    """optimum's export folder says beside model.onnx how the model is fed and what it answers; the explorer
+    refused its free height and width without --input-size, fed it unnormalised pixels, and numbered its classes.
+    Torch's network fed the processor's normalisation is the oracle."""
+    net = _hugging_face_export(tmp_path / "vit", processor, {"0": "cat", "1": "dog", "2": "fox"})
+    model = open_model(tmp_path / "vit" / "model.onnx")
+    assert model.classes == ("cat", "dog", "fox") and model.spec.hw == hw
+    said = model.spec.describe()
+    assert "size from the preprocessor_config.json beside it" in said
+    assert "normalisation from the preprocessor_config.json beside it" in said
+    assert any("config.json beside it (id2label)" in note for note in model.notes)
+    images = torch.randint(0, 256, (2, 3, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    mean, std = torch.tensor(VIT["image_mean"]).view(1, 3, 1, 1), torch.tensor(VIT["image_std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(images), net((images / 255 - mean) / std), atol=1e-4, rtol=1e-4)
+    # the flags come first
+    flagged = open_model(tmp_path / "vit" / "model.onnx", Options(input_size=12, mean=(0.1,), std=(0.2,)))
+    assert flagged.spec.hw == (12, 12) and flagged.spec.mean == (0.1, 0.1, 0.1)
+    assert "beside it" not in flagged.spec.describe()
+
+
+@pytest.mark.parametrize("processor", [{**VIT, "rescale_factor": 1.0}, {**VIT, "image_std": [0, 1, 1]},
+                                       {**VIT, "do_normalize": False}, {**VIT, "image_mean": "imagenet"}])
+def test_a_processor_file_of_another_scale_or_shape_says_nothing_of_the_normalisation(processor, tmp_path):
+    _hugging_face_export(tmp_path / "vit", processor, {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"})
+    model = open_model(tmp_path / "vit" / "model.onnx")
+    assert model.spec.mean is None and "normalisation" not in model.spec.describe()
+    assert model.classes == ("class 0", "class 1", "class 2")  # placeholders name nothing
+
+
 @pytest.mark.parametrize("tail", ["reshape-1", "softmax", "float16", "qlinear", "qdq"])
 def test_graphs_as_other_tools_write_them(tail, tmp_path):
     # Each was refused, failed on every image, or showed softmax applied twice.

@@ -145,6 +145,20 @@ class InputSpec:
                 f"{self.width}{read}, {scaling}" + (f" ({where})" if where else ""))
 
 
+@dataclass(frozen=True)
+class Carried:
+    """What a model from a library carries about how it is fed and what it answers (none of it for a plain module
+    or graph): its class names, input size and normalisation, and where each was read, for the page."""
+
+    classes: tuple[str, ...] | None = None
+    classes_from: str = "the model file"
+    size: tuple[int, int] | None = None
+    size_from: str = ""
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    mean_from: str = ""
+
+
 class Scaling:
     """What a model does to its input before its first convolution, where that is arithmetic with constants:
     ``a * x + b`` (per channel where the constants are), built step by step as a graph's nodes run.

@@ -39,8 +39,8 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import Options, per_image, read_outputs, square_as_exported, token_notes
-from cnnlab.explore.outputs import stored_classes
+from cnnlab.explore.model import Carried, Options, per_image, read_outputs, square_as_exported, token_notes
+from cnnlab.explore.outputs import id2label_names, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
 from cnnlab.models import create_model
@@ -226,35 +226,15 @@ def _exported_of(path: str | Path, name: str) -> _Exported | None:
     return _Exported(metadata, size, (mean, std), classes, stored if stored != size else None)
 
 
-@dataclass(frozen=True)
-class _Carried:
-    """What a network from a library carries about how it is fed and what it answers (none of it for a plain
-    module): its class names, input size and normalisation, and where each was read, for the page."""
-
-    classes: tuple[str, ...] | None = None
-    classes_from: str = "the model file"
-    size: tuple[int, int] | None = None
-    size_from: str = ""
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    mean_from: str = ""
-
-
-def _carried(model: nn.Module) -> _Carried:
+def _carried(model: nn.Module) -> Carried:
     """The class names of a Hugging Face model's ``config.id2label`` (not its placeholders ``LABEL_0`` ...) and its
     ``config.image_size``; a timm model's ``pretrained_cfg`` input size, mean and std. Anything of another shape is
     passed over: the flags, or the explorer's defaults, say it instead."""
     found: dict[str, Any] = {}
     config = getattr(model, "config", None)
-    labels = getattr(config, "id2label", None)
-    if isinstance(labels, dict) and labels:
-        try:
-            by_index = {int(k): v for k, v in labels.items()}
-        except (TypeError, ValueError):
-            by_index = {}
-        names = [by_index.get(i) for i in range(len(by_index))]
-        if all(isinstance(n, str) for n in names) and not all(n == f"LABEL_{i}" for i, n in enumerate(names)):
-            found.update(classes=tuple(names), classes_from="the model's config.id2label")
+    names = id2label_names(getattr(config, "id2label", None))
+    if names:
+        found.update(classes=names, classes_from="the model's config.id2label")
     side = getattr(config, "image_size", None)
     sides = (side, side) if isinstance(side, int) else tuple(side) if isinstance(side, (list, tuple)) else ()
     if len(sides) == 2 and all(isinstance(d, int) and not isinstance(d, bool) for d in sides):
@@ -269,7 +249,7 @@ def _carried(model: nn.Module) -> _Carried:
                for v in (mean, std)):
             found.update(mean=tuple(map(float, mean)), std=tuple(map(float, std)),
                          mean_from="model's pretrained_cfg")
-    return _Carried(**found)
+    return Carried(**found)
 
 
 class ModuleModel(TorchModel):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -46,6 +47,7 @@ from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
     SIDES,
+    Carried,
     InputSpec,
     Options,
     Scaling,
@@ -57,6 +59,7 @@ from cnnlab.explore.model import (
     token_notes,
 )
 from cnnlab.explore.outputs import (
+    id2label_names,
     indexed_names,
     logits_count,
     map_hint,
@@ -189,6 +192,7 @@ class OnnxModel:
         self.nodes = list(graph.node)  # the graph as read (the session's copy gets extra outputs)
         self.producers = {name: node for node in self.nodes for name in node.output}  # each value's node
         self.metadata = {p.key: p.value for p in model.metadata_props}
+        self.carried = _carried(self.metadata, path)
         self.input_name, self.spec = self._input_spec(graph, options)
         dims = _dims(next(i for i in graph.input if i.name == self.input_name))
         if dims[0] == 0:  # onnxruntime takes no image at all
@@ -264,14 +268,14 @@ class OnnxModel:
         one_at_a_time = self._batch_trouble() if self.batch is None else None
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
-        stored = None  # --classes comes first
+        stored, stored_in = self.carried.classes, self.carried.classes_from  # --classes comes first
         if options.classes is None and "cnnlab.classes" in self.metadata:
             stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes")
-        elif options.classes is None and "names" in self.metadata:  # an Ultralytics classifier's
-            stored = indexed_names(self.metadata["names"])
+            stored_in = "the model file"
         self.scoring, self.classes, where = read_outputs(count, options,
                                                          _final_op(self.producers, self.output_name), stored,
-                                                         folder_classes, str(path), "graph", sample=self._sample(),
+                                                         folder_classes, str(path), "graph", stored_in,
+                                                         sample=self._sample(),
                                                          on_map=on_a_map(probe[self.output_name]))
         self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
                       f"names: {where}.",
@@ -343,17 +347,22 @@ class OnnxModel:
         if not channels:
             raise CnnlabError(f"{self.path}: the channels of input {value.name!r} are dynamic and no convolution "
                               "says how many it takes")
-        # Ultralytics' dynamic exports keep the side they were made for in their metadata (imgsz), as a flag would
-        stored = _ultralytics_size(self.metadata) if options.input_size is None and \
-            not all(isinstance(d, int) for d in (h_dim, w_dim)) else None
-        spec = (replace(options, input_size=stored) if stored else options).spec(
-            channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
-        if stored:
-            spec = replace(spec, origin={**spec.origin, "size": "Ultralytics' metadata"})
+        # What the file or its folder says of how it is fed (self.carried) comes after the flags: its size where the
+        # graph's is dynamic and no flag gives one, its normalisation where no flag says how pixels become its input
+        carried = self.carried
+        sized = carried.size is not None and options.input_size is None and \
+            not all(isinstance(d, int) for d in (h_dim, w_dim))
+        normalised = carried.mean is not None and not options.scaling_flags() and \
+            {len(carried.mean), len(carried.std)} <= {1, channels}
+        given = replace(options, **({"input_size": carried.size} if sized else {}),
+                        **({"mean": carried.mean, "std": carried.std} if normalised else {}))
+        spec = given.spec(channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
+        spec = replace(spec, origin={**spec.origin, **({"size": carried.size_from} if sized else {}),
+                                     **({"normalisation": carried.mean_from} if normalised else {})})
         if dtype == "uint8":  # the pixel values themselves, rounded after a resize
             spec = replace(spec, pixel_max=255, origin={**spec.origin, "pixel range": "graph's uint8 input"})
         else:
-            spec = scaled_as_made(spec, options, self._scaling(value.name), "graph")
+            spec = scaled_as_made(spec, given, self._scaling(value.name), "graph")
         return value.name, replace(spec, dtype=dtype)
 
     def _scaling(self, name: str) -> Scaling | None:
@@ -744,20 +753,77 @@ class OnnxModel:
         return occlusion_pngs(self, image, target)
 
 
-def _ultralytics_size(metadata: dict[str, str]) -> tuple[int, int] | None:
-    """The input height and width an Ultralytics export was made for (its ``imgsz`` metadata, ``[224, 224]`` or
-    ``224``, read as a literal), or None for another file or another form."""
-    if metadata.get("author") != "Ultralytics":
-        return None
+def _carried(metadata: dict[str, str], path: Path) -> Carried:
+    """What a graph from a library carries about how it is fed and what it answers: Ultralytics' metadata (its
+    ``names``, and its ``imgsz`` for a dynamic export), else the files a Hugging Face export keeps beside
+    ``model.onnx`` (:func:`_hugging_face`). Anything of another form says nothing, and so does anything beside a
+    cnnlab export, which normalises inside its graph and names its classes in its metadata."""
+    if "cnnlab.input" in metadata:
+        return Carried()
+    names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
+    if names is not None or metadata.get("author") == "Ultralytics":
+        size = _sides(_literal(metadata.get("imgsz", "")))
+        return Carried(classes=names, size=size, size_from="Ultralytics' metadata")
+    return _hugging_face(path)
+
+
+def _literal(text: str) -> Any:
+    """A Python literal's value (nothing in it runs), or None for text that is not one."""
     try:
-        size = ast.literal_eval(metadata.get("imgsz", ""))
+        return ast.literal_eval(text)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
-    sides = [size, size] if type(size) is int else size
+
+
+def _sides(value: Any) -> tuple[int, int] | None:
+    """A height and width from ``224``, ``[224, 224]`` or ``{"height": 224, "width": 224}``, within the sides the
+    explorer takes; None for anything else (the refusal of a dynamic input then asks for --input-size)."""
+    if isinstance(value, dict):
+        value = [value.get("height"), value.get("width")]
+    sides = [value, value] if type(value) is int else value
     if not isinstance(sides, list | tuple) or len(sides) != 2 or \
             not all(type(side) is int and SIDES[0] <= side <= SIDES[1] for side in sides):
-        return None  # an input size it does not tell: the refusal then asks for --input-size
+        return None
     return sides[0], sides[1]
+
+
+def _json_beside(path: Path, name: str) -> dict[str, Any]:
+    """The JSON object in the file ``name`` beside ``path`` (at most 1 MB), or {} where there is none."""
+    beside = path.parent / name
+    try:
+        if beside.is_file() and beside.stat().st_size <= 2**20:
+            value = json.loads(beside.read_text(encoding="utf-8"))
+            return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: it says nothing
+        pass
+    return {}
+
+
+def _hugging_face(path: Path) -> Carried:
+    """What a Hugging Face export's folder says beside its model.onnx (``optimum-cli export onnx`` writes
+    ``config.json`` and ``preprocessor_config.json`` there): the class names of config.json's ``id2label``; the input
+    size (``crop_size`` where the processor crops, else ``size``: a height and width, or a ``shortest_edge``) and the
+    normalisation (``image_mean``, ``image_std``, on pixels rescaled by 1/255) of preprocessor_config.json."""
+    found: dict[str, Any] = {}
+    names = id2label_names(_json_beside(path, "config.json").get("id2label"))
+    if names:
+        found.update(classes=names, classes_from="config.json beside it (id2label)")
+    processor = _json_beside(path, "preprocessor_config.json")
+    where = "preprocessor_config.json beside it"
+    size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
+    edge = size.get("shortest_edge") if isinstance(size, dict) else None
+    sides = _sides(edge if edge is not None else size)
+    if sides:
+        found.update(size=sides, size_from=where)
+    mean, std = processor.get("image_mean"), processor.get("image_std")
+    factor = processor.get("rescale_factor", 1 / 255)
+    rescaled = processor.get("do_rescale", True) is True and type(factor) in (int, float) and \
+        abs(factor - 1 / 255) < 1e-6
+    if processor.get("do_normalize", True) and rescaled and all(
+            isinstance(v, list) and 1 <= len(v) <= 4 and all(type(x) in (int, float) and x == x for x in v)
+            for v in (mean, std)) and all(x > 0 for x in std):
+        found.update(mean=tuple(map(float, mean)), std=tuple(map(float, std)), mean_from=where)
+    return Carried(**found)
 
 
 def _stage_op(node) -> bool:

@@ -322,6 +322,22 @@ def indexed_names(text: str) -> tuple[str, ...] | None:
     return tuple(names[i] for i in range(len(names)))
 
 
+def id2label_names(labels: Any) -> tuple[str, ...] | None:
+    """The class names of a Hugging Face ``id2label`` (``{"0": "tench", ...}`` in a config.json, or int keys on a
+    loaded config), in index order; None where it is of another shape or holds only the placeholders a config gets
+    when nobody named the classes (``LABEL_0``, ``LABEL_1``, ...)."""
+    if not isinstance(labels, dict) or not labels:
+        return None
+    try:
+        by_index = {int(k): v for k, v in labels.items()}
+    except (TypeError, ValueError):
+        return None
+    names = [by_index.get(i) for i in range(len(by_index))]
+    if not all(isinstance(n, str) for n in names) or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None
+    return tuple(names)
+
+
 def class_names(names: Any, source: str, otherwise: str = "") -> tuple[str, ...]:
     """``names`` (parsed JSON, or a file's lines) as class names: a list of at least 2 strings, each once. Refusals
     name ``source`` (``--classes FILE``, or a model's metadata key) and end with ``otherwise``, another form it
