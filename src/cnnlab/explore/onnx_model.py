@@ -352,8 +352,8 @@ class OnnxModel:
         carried = self.carried
         sized = carried.size is not None and options.input_size is None and \
             not all(isinstance(d, int) for d in (h_dim, w_dim))
-        normalised = carried.mean is not None and not options.scaling_flags() and \
-            {len(carried.mean), len(carried.std)} <= {1, channels}
+        normalised = carried.mean is not None and not options.scaling_flags() and dtype != "uint8" and \
+            {len(carried.mean), len(carried.std)} <= {1, channels}  # (a graph of bytes scales them itself)
         given = replace(options, **({"input_size": carried.size} if sized else {}),
                         **({"mean": carried.mean, "std": carried.std} if normalised else {}))
         spec = given.spec(channels, h_dim, w_dim, layout, origin, str(self.path), "graph")
