@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
@@ -237,30 +237,48 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from cnnlab.explore.sources import predict_any
-    from cnnlab.predict import format_predictions
+    from cnnlab.explore.sources import predict_any_chunks
+    from cnnlab.predict import format_prediction
 
+    out = sys.stdout  # the predictions' stream; what the model's code prints is sent to stderr below
+    document: list[dict[str, Any]] = []  # --json's, printed whole once every picture is done
+    most = failed = diverged = 0
+    reader_left = False
     # What the model's own code prints (module:function's import, build and forward) goes to stderr: stdout holds
     # the predictions alone, which --json promises a reader (jq) as one JSON document
     with contextlib.redirect_stdout(sys.stderr):
-        results = predict_any(args.checkpoint, args.images, _model_options(args), invert=args.invert,
-                              topk=args.top, device=args.device, skip_bad=True, progress=True)
-    failed = [r for r in results if "error" in r]
-    if args.json or len(failed) < len(results):
+        chunks = predict_any_chunks(args.checkpoint, args.images, _model_options(args), invert=args.invert,
+                                    topk=args.top, device=args.device, skip_bad=True, progress=True)
+        with contextlib.closing(chunks):  # Ctrl-C or a reader gone: the progress bar is cleared at once
+            for chunk in chunks:  # each picture's line as soon as its chunk is classified, in the sorted order
+                for r in chunk:
+                    if "error" in r:  # one line each, in its place; the exit code says that some failed
+                        failed += 1
+                        print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
+                        continue
+                    most = max(most, len(r["top"]))
+                    diverged += any(t["probability"] is None for t in r["top"])
+                    if not (args.json or reader_left):
+                        try:
+                            print(format_prediction(r), file=out, flush=True)
+                        except BrokenPipeError:  # `predict ... | head`: the failures still go to stderr
+                            _reader_left(out)
+                            reader_left = True
+                if args.json:
+                    document += chunk
+                if reader_left:  # nobody reads the answers to the pictures left: they are not classified
+                    break
+    if args.json:
         try:
-            print(json.dumps(results, indent=2) if args.json else format_predictions(results), flush=True)
-        except BrokenPipeError:  # `predict ... | head`: the failures below still go to stderr, and the exit code
-            _reader_left()
-    shown = max((len(r["top"]) for r in results if "top" in r), default=args.top)
-    if shown < args.top:  # the model has fewer classes than asked for: every one is shown
-        print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {shown}; all "
-              f"{shown} are shown", file=sys.stderr)
-    diverged = sum(any(t["probability"] is None for t in r["top"]) for r in results if "top" in r)
+            print(json.dumps(document, indent=2), file=out, flush=True)
+        except BrokenPipeError:
+            _reader_left(out)
+    if 0 < most < args.top:  # the model has fewer classes than asked for: every one is shown
+        print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {most}; all "
+              f"{most} are shown", file=sys.stderr)
     if diverged:  # NaN or infinite outputs: a diverged model, whose figures mean nothing
         print(f"cnnlab predict: note: the model's outputs for {diverged} of the images are not numbers (NaN or "
               "infinite: a diverged model?); their probabilities are shown as -", file=sys.stderr)
-    for r in failed:  # one line each, after the good ones; the exit code says that some failed
-        print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -609,9 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reader_left() -> None:
-    """Point stdout at /dev/null once its reader has gone, so that Python's flush at exit does not fail again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+def _reader_left(stdout: IO[str] | None = None) -> None:
+    """Point stdout (``sys.stdout``, or the stream it was before a redirection) at /dev/null once its reader has
+    gone, so that Python's flush at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), (stdout or sys.stdout).fileno())
 
 
 class _Terminated(BaseException):
