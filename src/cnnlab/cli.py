@@ -245,29 +245,29 @@ def _cmd_predict(args) -> int:
     most = failed = diverged = 0
     reader_left = False
     # What the model's own code prints (module:function's import, build and forward) goes to stderr: stdout holds
-    # the predictions alone, which --json promises a reader (jq) as one JSON document
-    with contextlib.redirect_stdout(sys.stderr):
-        chunks = predict_any_chunks(args.checkpoint, args.images, _model_options(args), invert=args.invert,
-                                    topk=args.top, device=args.device, skip_bad=True, progress=True)
-        with contextlib.closing(chunks):  # Ctrl-C or a reader gone: the progress bar is cleared at once
-            for chunk in chunks:  # each picture's line as soon as its chunk is classified, in the sorted order
-                for r in chunk:
-                    if "error" in r:  # one line each, in its place; the exit code says that some failed
-                        failed += 1
-                        print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
-                        continue
-                    most = max(most, len(r["top"]))
-                    diverged += any(t["probability"] is None for t in r["top"])
-                    if not (args.json or reader_left):
-                        try:
-                            print(format_prediction(r), file=out, flush=True)
-                        except BrokenPipeError:  # `predict ... | head`: the failures still go to stderr
-                            _reader_left(out)
-                            reader_left = True
-                if args.json:
-                    document += chunk
-                if reader_left:  # nobody reads the answers to the pictures left: they are not classified
-                    break
+    # the predictions alone, which --json promises a reader (jq) as one JSON document. Closing the chunks on Ctrl-C
+    # or once the reader has gone clears the progress bar at once.
+    with contextlib.redirect_stdout(sys.stderr), contextlib.closing(predict_any_chunks(
+            args.checkpoint, args.images, _model_options(args), invert=args.invert, topk=args.top,
+            device=args.device, skip_bad=True, progress=True)) as chunks:
+        for chunk in chunks:  # each picture's line as soon as its chunk is classified, in the sorted order
+            for r in chunk:
+                if "error" in r:  # one line each, in its place; the exit code says that some failed
+                    failed += 1
+                    print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
+                    continue
+                most = max(most, len(r["top"]))
+                diverged += any(t["probability"] is None for t in r["top"])
+                if not (args.json or reader_left):
+                    try:
+                        print(format_prediction(r), file=out, flush=True)
+                    except BrokenPipeError:  # `predict ... | head`: the failures still go to stderr
+                        _reader_left(out)
+                        reader_left = True
+            if args.json:
+                document += chunk
+            if reader_left:  # nobody reads the answers to the pictures left: they are not classified
+                break
     if args.json:
         try:
             print(json.dumps(document, indent=2), file=out, flush=True)
@@ -510,13 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="model", help="a cnnlab checkpoint (.pt), or a model from elsewhere as "
                    "explore takes it: a .onnx or .pt2 file (a cnnlab export, or anyone's), an ImageNet backbone's "
                    "name (imagenet-resnet18) or module:function (imports and calls YOUR code)")
-    p.add_argument("images", nargs="+", help="image files, or folders whose image files are all classified (a bad "
-                   "file is reported on stderr and skipped; the exit code is then 2)")
+    p.add_argument("images", nargs="+", help="image files, or folders whose image files are all classified, each "
+                   "line printed as its chunk of pictures is done (a bad file is reported on stderr and skipped; the "
+                   "exit code is then 2)")
     p.add_argument("--invert", action="store_true",
                    help="for dark clothes on a light background (Fashion-MNIST is light on dark)")
     p.add_argument("--top", type=_flag_type(_count("--top")), default=3, help="the classes shown per image (default 3)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON document of every picture, printed at the end")
     _add_model_flags(p)
     p.set_defaults(func=_cmd_predict)
 

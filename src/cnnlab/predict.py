@@ -35,8 +35,8 @@ SIDE = 28  # Fashion-MNIST's side: the default of load_image
 # Refused before decoding (cnnlab.picture, MAX_PIXELS there: the explorer's limit too); a folder's files have no byte
 # limit, and a file is read from disk, not into memory.
 MAX_BYTES = 4 * 2**30
-# How many pictures are decoded and classified together: a multiple of the batches a checkpoint (512) and a model
-# from elsewhere (64) run, held in memory however many files are named.
+# How many pictures are decoded and classified together, and whose answers cnnlab predict then prints: a multiple of
+# the batches a checkpoint (512) and a model from elsewhere (64) run, held in memory however many files are named.
 PREDICT_CHUNK = 512
 
 
