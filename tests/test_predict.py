@@ -494,8 +494,8 @@ class _Terminal(io.StringIO):
 
 def test_predict_shows_a_bar_of_the_pictures_done_on_a_terminal_and_nothing_elsewhere(folder, tmp_path, capsys,
                                                                                       monkeypatch):
-    """A folder of thousands of photos takes minutes and its results are printed at the end: a bar on stderr says
-    how far it is, where stderr is a terminal; piped or in a log, nothing is added."""
+    """A folder of thousands of photos takes minutes: a bar on stderr says how far it is, where stderr is a
+    terminal; piped or in a log, nothing is added."""
     (folder / "broken.png").unlink()
     ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
     terminal = _Terminal()

@@ -18,7 +18,7 @@ checkpoint.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ def predict_chunks(checkpoint: str | Path, images: Sequence[str | Path], invert:
                            crop=meta.crops_pictures, progress=progress)
 
 
-def joined(chunks: Iterator[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def joined(chunks: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The results of every chunk (:func:`predict_chunks`, :func:`classify_chunks`) in one list, in order."""
     return [result for chunk in chunks for result in chunk]
 
