@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -23,10 +24,11 @@ from cnnlab import predict
 from cnnlab.cli import main
 from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
 from cnnlab.errors import CnnlabError
+from cnnlab.explore import sources
 from cnnlab.explore.imagefolder import list_images
 from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options
-from cnnlab.explore.sources import open_with_images, predict_any
+from cnnlab.explore.sources import open_with_images, predict_any, predict_any_chunks
 from cnnlab.export import export_checkpoint
 from cnnlab.inference import Trained, load_trained, predict_logits
 from cnnlab.models import create_model
@@ -492,8 +494,8 @@ class _Terminal(io.StringIO):
 
 def test_predict_shows_a_bar_of_the_pictures_done_on_a_terminal_and_nothing_elsewhere(folder, tmp_path, capsys,
                                                                                       monkeypatch):
-    """A folder of thousands of photos takes minutes and its results are printed at the end: a bar on stderr says
-    how far it is, where stderr is a terminal; piped or in a log, nothing is added."""
+    """A folder of thousands of photos takes minutes: a bar on stderr says how far it is, where stderr is a
+    terminal; piped or in a log, nothing is added."""
     (folder / "broken.png").unlink()
     ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
     terminal = _Terminal()
@@ -522,6 +524,162 @@ def test_a_reader_that_leaves_early_does_not_hide_a_bad_file(folder, tmp_path):
     assert done.returncode == 2 and "broken.png" in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
 
+
+def _counting_chunks(monkeypatch, fail_at: int | None = None) -> list[int]:
+    """Chunks of 2 pictures, and the list of the chunks classified so far (a checkpoint's one call a chunk); the
+    chunk numbered ``fail_at`` (from 1) is stopped by Ctrl-C instead."""
+    calls: list[int] = []
+    logits = Trained.logits
+
+    def counted(self, images, *args, **kwargs):
+        if len(calls) + 1 == fail_at:
+            raise KeyboardInterrupt
+        calls.append(len(images))
+        return logits(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Trained, "logits", counted)
+    monkeypatch.setattr(predict, "PREDICT_CHUNK", 2)
+    return calls
+
+
+class _Timed(io.StringIO):
+    """A stream that keeps each line written to it with the number of chunks classified when it was written."""
+
+    def __init__(self, name: str, calls: list[int], lines: list[tuple[str, int, str]]):
+        super().__init__()
+        self.name, self.calls, self.lines, self.partial = name, calls, lines, ""
+
+    def write(self, text: str) -> int:
+        self.partial += text
+        while "\n" in self.partial:
+            line, self.partial = self.partial.split("\n", 1)
+            self.lines.append((self.name, len(self.calls), line))
+        return super().write(text)
+
+
+def test_cli_prints_each_chunks_answers_before_the_next_chunk_is_classified(folder, tmp_path, monkeypatch):
+    # Every line came at the end: a folder of 10,000 photos showed nothing for minutes, `| head` and `| grep` got
+    # nothing until all were done. Each line (a bad file's on stderr, in its place) now comes as its chunk is done.
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    for name in ("d.png", "e.png"):
+        (folder / name).write_bytes((folder / "a.png").read_bytes())
+    want = format_predictions(predict_files(ckpt, [folder], device="cpu", skip_bad=True)).splitlines()
+    calls = _counting_chunks(monkeypatch)
+    lines: list[tuple[str, int, str]] = []
+    monkeypatch.setattr(sys, "stdout", _Timed("out", calls, lines))
+    monkeypatch.setattr(sys, "stderr", _Timed("err", calls, lines))
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 2
+    assert calls == [2, 1, 2]  # [B.PNG, a.png], [broken.png, c.png] with broken.png not read, [d.png, e.png]
+    assert [text for name, _, text in lines if name == "out"] == want  # the text the list API formats
+    names = [(name, done, text.split(":")[0].split("/")[-1]) for name, done, text in lines]
+    assert names == [("out", 1, "B.PNG"), ("out", 1, "a.png"), ("err", 2, "cnnlab predict"), ("out", 2, "c.png"),
+                     ("out", 3, "d.png"), ("out", 3, "e.png")]
+    assert "broken.png" in lines[2][2]
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert main(["predict", ckpt, str(folder), "--device", "cpu", "--json"]) == 2  # still one document, at the end
+    assert [r["file"] for r in json.loads(sys.stdout.getvalue())] == [str(p) for p in image_files([folder])]
+
+
+def test_ctrl_c_keeps_the_answers_already_printed(folder, tmp_path, monkeypatch, capsys):
+    # Stopped after 9,000 of 10,000 photos, predict printed nothing at all
+    (folder / "broken.png").unlink()
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    want = format_predictions(predict_files(ckpt, [folder], device="cpu"))
+    _counting_chunks(monkeypatch, fail_at=2)
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 130
+    out, err = capsys.readouterr()
+    assert out == "\n".join(want.splitlines()[:2]) + "\n"  # the first chunk's two answers
+    assert err == "cnnlab predict: interrupted\n"
+
+
+class _TimedTerminal(_Timed):
+    """A :class:`_Timed` stream that says it is a terminal, as :class:`_Terminal` does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _screen(text: str) -> list[str]:
+    """The rows a terminal shows for ``text``: a carriage return goes back to the row's start, and what follows
+    overwrites it."""
+    rows, row, column = [], [], 0
+    for char in text:
+        if char == "\n":
+            rows.append("".join(row).rstrip())
+            row, column = [], 0
+        elif char == "\r":
+            column = 0
+        else:
+            row[column:column + 1] = [char]
+            column += 1
+    return [*rows, "".join(row).rstrip()]
+
+
+def test_the_bar_is_cleared_before_each_chunks_lines_on_a_terminal(folder, tmp_path, monkeypatch):
+    # stdout and stderr on one terminal, as in a shell: the bar on stderr must not run into the lines printed
+    # between chunks
+    (folder / "broken.png").unlink()
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    for name in ("d.png", "e.png"):
+        (folder / name).write_bytes((folder / "a.png").read_bytes())
+    want = format_predictions(predict_files(ckpt, [folder], device="cpu")).splitlines()
+    calls = _counting_chunks(monkeypatch)
+    lines: list[tuple[str, int, str]] = []
+    terminal = _TimedTerminal("terminal", calls, lines)
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    # drawn at every update, however fast the chunks are (by default at most every 0.1 s)
+    monkeypatch.setattr(predict, "tqdm", functools.partial(predict.tqdm, mininterval=0))
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 0
+    assert len(calls) == 3 and "/5 [" in terminal.getvalue()  # the bar was drawn
+    assert _screen(terminal.getvalue()) == [*want, ""]  # each line whole, the bar gone at the end
+    assert [done for _, done, text in lines if want[0] in text] == [1]  # printed before the next chunk ran
+
+
+def test_a_reader_that_has_left_stops_the_run_after_its_chunk(folder, tmp_path):
+    # `predict ... | head -1` of 10,000 photos: nobody reads the answers after the reader has gone, and the shell
+    # waits for predict; it goes on to no more chunks (a bad file found before still gets its line and exit 2: the
+    # test above)
+    (folder / "broken.png").unlink()
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    code = ("import sys; from cnnlab import predict; from cnnlab.cli import main; "
+            "from cnnlab.inference import Trained; predict.PREDICT_CHUNK = 1; calls = []; logits = Trained.logits; "
+            "Trained.logits = lambda self, images: calls.append(1) or logits(self, images); "
+            "code = main(['predict', sys.argv[1], sys.argv[2], '--device', 'cpu']); "
+            "print(len(calls), 'chunk(s)', file=sys.stderr); sys.exit(code)")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-c", code, ckpt, str(folder)], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"})
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and done.stderr == "1 chunk(s)\n"  # of 3, quietly
+
+
+def test_a_model_from_elsewhere_answers_a_chunk_at_a_time(tmp_path, monkeypatch):
+    paths = _pictures(tmp_path / "pictures", 3, n=5)
+    options = Options.from_flags(input_size=20)
+    whole = predict_any("test_predict:tiny_net", paths, options)
+    monkeypatch.setattr(predict, "PREDICT_CHUNK", 2)
+    calls = []
+    scores = sources.scores_of
+
+    def counted(model, images, *args):
+        calls.append(len(images))
+        return scores(model, images, *args)
+
+    monkeypatch.setattr(sources, "scores_of", counted)
+    chunks = predict_any_chunks("test_predict:tiny_net", paths, options)
+    assert calls == []  # the model is open, no picture is read yet
+    first = next(chunks)
+    assert calls == [2] and [r["file"] for r in first] == list(map(str, paths[:2]))
+    chunked = first + [r for chunk in chunks for r in chunk]
+    assert calls == [2, 2, 1] and len(chunked) == len(whole) == 5
+    for a, b in zip(chunked, whole, strict=True):
+        assert a["file"] == b["file"] and [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
+        assert [t["probability"] for t in a["top"]] == pytest.approx([t["probability"] for t in b["top"]], abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- a model from elsewhere

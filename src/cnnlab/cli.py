@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
@@ -237,30 +237,48 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from cnnlab.explore.sources import predict_any
-    from cnnlab.predict import format_predictions
+    from cnnlab.explore.sources import predict_any_chunks
+    from cnnlab.predict import format_prediction
 
+    out = sys.stdout  # the predictions' stream; what the model's code prints is sent to stderr below
+    document: list[dict[str, Any]] = []  # --json's, printed whole once every picture is done
+    most = failed = diverged = 0
+    reader_left = False
     # What the model's own code prints (module:function's import, build and forward) goes to stderr: stdout holds
-    # the predictions alone, which --json promises a reader (jq) as one JSON document
-    with contextlib.redirect_stdout(sys.stderr):
-        results = predict_any(args.checkpoint, args.images, _model_options(args), invert=args.invert,
-                              topk=args.top, device=args.device, skip_bad=True, progress=True)
-    failed = [r for r in results if "error" in r]
-    if args.json or len(failed) < len(results):
+    # the predictions alone, which --json promises a reader (jq) as one JSON document. Closing the chunks on Ctrl-C
+    # or once the reader has gone clears the progress bar at once.
+    with contextlib.redirect_stdout(sys.stderr), contextlib.closing(predict_any_chunks(
+            args.checkpoint, args.images, _model_options(args), invert=args.invert, topk=args.top,
+            device=args.device, skip_bad=True, progress=True)) as chunks:
+        for chunk in chunks:  # each picture's line as soon as its chunk is classified, in the sorted order
+            for r in chunk:
+                if "error" in r:  # one line each, in its place; the exit code says that some failed
+                    failed += 1
+                    print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
+                    continue
+                most = max(most, len(r["top"]))
+                diverged += any(t["probability"] is None for t in r["top"])
+                if not (args.json or reader_left):
+                    try:
+                        print(format_prediction(r), file=out, flush=True)
+                    except BrokenPipeError:  # `predict ... | head`: the failures still go to stderr
+                        _reader_left(out)
+                        reader_left = True
+            if args.json:
+                document += chunk
+            if reader_left:  # nobody reads the answers to the pictures left: they are not classified
+                break
+    if args.json:
         try:
-            print(json.dumps(results, indent=2) if args.json else format_predictions(results), flush=True)
-        except BrokenPipeError:  # `predict ... | head`: the failures below still go to stderr, and the exit code
-            _reader_left()
-    shown = max((len(r["top"]) for r in results if "top" in r), default=args.top)
-    if shown < args.top:  # the model has fewer classes than asked for: every one is shown
-        print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {shown}; all "
-              f"{shown} are shown", file=sys.stderr)
-    diverged = sum(any(t["probability"] is None for t in r["top"]) for r in results if "top" in r)
+            print(json.dumps(document, indent=2), file=out, flush=True)
+        except BrokenPipeError:
+            _reader_left(out)
+    if 0 < most < args.top:  # the model has fewer classes than asked for: every one is shown
+        print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {most}; all "
+              f"{most} are shown", file=sys.stderr)
     if diverged:  # NaN or infinite outputs: a diverged model, whose figures mean nothing
         print(f"cnnlab predict: note: the model's outputs for {diverged} of the images are not numbers (NaN or "
               "infinite: a diverged model?); their probabilities are shown as -", file=sys.stderr)
-    for r in failed:  # one line each, after the good ones; the exit code says that some failed
-        print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -492,13 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="model", help="a cnnlab checkpoint (.pt), or a model from elsewhere as "
                    "explore takes it: a .onnx or .pt2 file (a cnnlab export, or anyone's), an ImageNet backbone's "
                    "name (imagenet-resnet18) or module:function (imports and calls YOUR code)")
-    p.add_argument("images", nargs="+", help="image files, or folders whose image files are all classified (a bad "
-                   "file is reported on stderr and skipped; the exit code is then 2)")
+    p.add_argument("images", nargs="+", help="image files, or folders whose image files are all classified, each "
+                   "line printed as its chunk of pictures is done (a bad file is reported on stderr and skipped; the "
+                   "exit code is then 2)")
     p.add_argument("--invert", action="store_true",
                    help="for dark clothes on a light background (Fashion-MNIST is light on dark)")
     p.add_argument("--top", type=_flag_type(_count("--top")), default=3, help="the classes shown per image (default 3)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON document of every picture, printed at the end")
     _add_model_flags(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -609,9 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reader_left() -> None:
-    """Point stdout at /dev/null once its reader has gone, so that Python's flush at exit does not fail again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+def _reader_left(stdout: IO[str] | None = None) -> None:
+    """Point stdout (``sys.stdout``, or the stream it was before a redirection) at /dev/null once its reader has
+    gone, so that Python's flush at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), (stdout or sys.stdout).fileno())
 
 
 class _Terminated(BaseException):

@@ -18,7 +18,7 @@ checkpoint.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,8 @@ SIDE = 28  # Fashion-MNIST's side: the default of load_image
 # Refused before decoding (cnnlab.picture, MAX_PIXELS there: the explorer's limit too); a folder's files have no byte
 # limit, and a file is read from disk, not into memory.
 MAX_BYTES = 4 * 2**30
-# How many pictures are decoded and classified together: a multiple of the batches a checkpoint (512) and a model
-# from elsewhere (64) run, held in memory however many files are named.
+# How many pictures are decoded and classified together, and whose answers cnnlab predict then prints: a multiple of
+# the batches a checkpoint (512) and a model from elsewhere (64) run, held in memory however many files are named.
 PREDICT_CHUNK = 512
 
 
@@ -120,6 +120,7 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
     product photos and scans) must be inverted first, ``invert=True`` (``--invert``), or the network sees a dark
     garment on white, which it never met in training, and its answers are meaningless. A model from elsewhere (an
     ONNX or ``.pt2`` export, ``module:function``, ...) is classified by :func:`cnnlab.explore.sources.predict_any`.
+    :func:`predict_chunks` gives the same results a chunk at a time, as they are known.
 
     Args:
         checkpoint: a ``.pt`` file written by ``cnnlab train``.
@@ -129,7 +130,7 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         skip_bad: an unreadable image becomes ``{"file", "error"}`` in the results instead of raising.
         classes: names for the checkpoint's classes instead of its own (``--classes``), as many as it has.
-        progress: a bar of the pictures classified on stderr, where that is a terminal (:func:`classify_files`).
+        progress: a bar of the pictures classified on stderr, where that is a terminal (:func:`classify_chunks`).
 
     Returns:
         One dict per image, in order: ``{"file", "top": [{"class", "index", "probability"}, ...]}``, or
@@ -141,6 +142,22 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
     Example:
         >>> predict_files("runs/lenet/best.pt", ["shirt.jpg"], invert=True)  # doctest: +SKIP
         [{'file': 'shirt.jpg', 'top': [{'class': 'shirt', 'index': 6, 'probability': 0.61}, ...]}]
+    """
+    return joined(predict_chunks(checkpoint, images, invert, topk, device, skip_bad, classes, progress))
+
+
+def predict_chunks(checkpoint: str | Path, images: Sequence[str | Path], invert: bool = False, topk: int = 3,
+                   device: str = "auto", skip_bad: bool = False, classes: Sequence[str] | None = None,
+                   progress: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """:func:`predict_files`'s results a chunk at a time, each as soon as it is classified (:func:`classify_chunks`):
+    a folder of thousands of photos takes minutes, and a reader can be shown the first answers at once.
+
+    The checkpoint is opened and the arguments are checked here, before the first chunk is asked for; the pictures
+    are read as the chunks are. Arguments, results and errors are :func:`predict_files`'s.
+
+    Example:
+        >>> for chunk in predict_chunks("runs/lenet/best.pt", ["photos/"]):  # doctest: +SKIP
+        ...     print(format_predictions(chunk))
     """
     files = listed_images(images, topk)
     try:
@@ -155,9 +172,14 @@ def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: 
         # the one call into the inference path (preprocessing, model, TTA as the run evaluated)
         return trained.logits(batch).softmax(1)
 
-    return classify_files(files, probabilities, tuple(classes or meta.classes), invert=invert, topk=topk,
-                          skip_bad=skip_bad, channels=meta.channels, size=meta.image_size, crop=meta.crops_pictures,
-                          progress=progress)
+    return classify_chunks(files, probabilities, tuple(classes or meta.classes), invert=invert, topk=topk,
+                           skip_bad=skip_bad, channels=meta.channels, size=meta.image_size,
+                           crop=meta.crops_pictures, progress=progress)
+
+
+def joined(chunks: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The results of every chunk (:func:`predict_chunks`, :func:`classify_chunks`) in one list, in order."""
+    return [result for chunk in chunks for result in chunk]
 
 
 def listed_images(images: Sequence[str | Path], topk: int = 3) -> list[Path]:
@@ -175,26 +197,44 @@ def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor]
                    channels: int, size: int | tuple[int, int], crop: bool = False,
                    progress: bool = False) -> list[dict[str, Any]]:
     """The ``topk`` classes of each file by ``probabilities`` (uint8 ``N x C x H x W`` pictures -> ``N x classes``),
-    each file read by :func:`read_image` at ``channels``, ``size`` and ``crop``; the results of
-    :func:`predict_files`. ``progress``: a bar of the pictures done on stderr where that is a terminal (a folder of
-    thousands of photos takes minutes, and the results are printed at the end), cleared when done."""
-    results: list[dict[str, Any]] = [{"file": str(path)} for path in files]
+    each file read by :func:`read_image` at ``channels``, ``size`` and ``crop``: :func:`classify_chunks`'s results in
+    one list, the results of :func:`predict_files`."""
+    return joined(classify_chunks(files, probabilities, classes, invert=invert, topk=topk, skip_bad=skip_bad,
+                                  channels=channels, size=size, crop=crop, progress=progress))
+
+
+def classify_chunks(files: Sequence[Path], probabilities: Callable[[torch.Tensor], torch.Tensor],
+                    classes: Sequence[str], *, invert: bool = False, topk: int = 3, skip_bad: bool = False,
+                    channels: int, size: int | tuple[int, int], crop: bool = False,
+                    progress: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """:func:`classify_files`'s results, ``PREDICT_CHUNK`` files at a time, each chunk yielded as soon as it is
+    classified, in the files' order.
+
+    ``progress``: a bar of the pictures done on stderr where that is a terminal (a folder of thousands of photos
+    takes minutes), cleared when done. It is cleared while the caller holds a chunk, so that the lines it prints for
+    it start on a line of their own, and drawn again when the next chunk is asked for.
+    """
     # A chunk at a time: a folder of 20,000 photos at 224 px is 3 GB of decoded pictures, held twice (the pictures
-    # and their stack) when read whole.
-    with tqdm(total=len(files), unit="picture", leave=False, disable=None if progress else True) as bar:
+    # and their stack) when read whole. miniters=1: with a fixed minimum tqdm's monitor thread never redraws the bar
+    # by itself, as it might while the caller prints (tqdm/_monitor.py); one update a chunk costs nothing.
+    with tqdm(total=len(files), unit="picture", leave=False, miniters=1,
+              disable=None if progress else True) as bar:
         for start in range(0, len(files), PREDICT_CHUNK):
+            results: list[dict[str, Any]] = [{"file": str(path)} for path in files[start:start + PREDICT_CHUNK]]
             loaded: dict[int, torch.Tensor] = {}
-            for i in range(start, min(start + PREDICT_CHUNK, len(files))):
+            for i, result in enumerate(results):
                 try:
-                    loaded[i] = read_image(files[i], invert, channels=channels, size=size, crop=crop)
+                    loaded[i] = read_image(files[start + i], invert, channels=channels, size=size, crop=crop)
                 except CnnlabError as e:
                     if not skip_bad:
                         raise
-                    results[i]["error"] = str(e)
+                    result["error"] = str(e)
             if loaded:
                 _rank(results, loaded, probabilities, classes, topk)
-            bar.update(min(PREDICT_CHUNK, len(files) - start))
-    return results
+            bar.update(len(results))
+            bar.clear()
+            yield results
+            bar.refresh()
 
 
 def _rank(results: list[dict[str, Any]], loaded: dict[int, torch.Tensor],
@@ -210,12 +250,14 @@ def _rank(results: list[dict[str, Any]], loaded: dict[int, torch.Tensor],
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:
-    """One line per classified image: ``file: class 91.2%, class 5.1%, ...`` (failed images are left out; a
-    probability that is not a number, a diverged model's, is ``-``)."""
-    lines = []
-    for r in results:
-        if "top" in r:
-            guesses = ", ".join(f"{t['class']} " + ("-" if t["probability"] is None else f"{t['probability']:.1%}")
-                                for t in r["top"])
-            lines.append(f"{r['file']}: {guesses}")
-    return "\n".join(lines)
+    """One line per classified image (:func:`format_prediction`; failed images are left out)."""
+    return "\n".join(format_prediction(r) for r in results if "top" in r)
+
+
+def format_prediction(result: dict[str, Any]) -> str:
+    """A classified image's line: ``file: class 91.2%, class 5.1%, ...`` (a probability that is not a number, a
+    diverged model's, is ``-``). It depends on no other image, so that a chunk's lines can be printed as soon as it
+    is classified."""
+    guesses = ", ".join(f"{t['class']} " + ("-" if t["probability"] is None else f"{t['probability']:.1%}")
+                        for t in result["top"])
+    return f"{result['file']}: {guesses}"

@@ -5,13 +5,13 @@ Each kind is a class of its own module (:class:`cnnlab.explore.model.RunModel`,
 :class:`cnnlab.explore.onnx_model.OnnxModel`, :class:`cnnlab.explore.pt2_model.ExportedModel`,
 :class:`cnnlab.explore.module_model.ModuleModel`); this module only tells them apart
 and reads the user's images at the input of the model it opened, for the page or for ``cnnlab predict``
-(:func:`predict_any`).
+(:func:`predict_any`, :func:`predict_any_chunks`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from cnnlab.explore.pt2_model import ExportedModel
 from cnnlab.inference import images_per_pass
 from cnnlab.models.imagenet import BACKBONES
 from cnnlab.models.state_dict import KERAS, refusal, zip_kind
-from cnnlab.predict import classify_files, listed_images, predict_files
+from cnnlab.predict import classify_chunks, joined, listed_images, predict_chunks
 from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, names_a_checkpoint
 
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -129,16 +129,26 @@ def predict_any(source: str | Path, images: Sequence[str | Path], options: Optio
     ``device``, with ``--classes`` as the only option it takes; any other model is opened by :func:`open_model` with
     ``options`` and run on the CPU, each picture decoded at its input as the page decodes it, with the probabilities
     the page shows. ``progress``: a bar of the pictures done on stderr, where that is a terminal.
+    :func:`predict_any_chunks` gives the same results a chunk at a time, as they are known.
 
     Raises:
         CnnlabError: a bad model, option or argument (``device`` other than the CPU for a model from elsewhere), or
             (unless ``skip_bad``) a bad image, in one line.
     """
+    return joined(predict_any_chunks(source, images, options, invert, topk, device, skip_bad, progress))
+
+
+def predict_any_chunks(source: str | Path, images: Sequence[str | Path], options: Options | None = None,
+                       invert: bool = False, topk: int = 3, device: str = "auto", skip_bad: bool = False,
+                       progress: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """:func:`predict_any`'s results a chunk of pictures at a time, each as soon as it is classified
+    (:func:`cnnlab.predict.classify_chunks`): what ``cnnlab predict`` prints as it goes. The model is opened and the
+    arguments are checked here, before the first chunk is asked for."""
     options = options or Options()
     if names_a_checkpoint(source) or Path(source).is_dir():
         options.check_records_its_own()
-        return predict_files(source, images, invert, topk, device, skip_bad, classes=options.classes,
-                             progress=progress)
+        return predict_chunks(source, images, invert, topk, device, skip_bad, classes=options.classes,
+                              progress=progress)
     files = listed_images(images, topk)
     cpu_only(device, source)
     model = open_model(source, options)
@@ -150,5 +160,5 @@ def predict_any(source: str | Path, images: Sequence[str | Path], options: Optio
     if spec.channels not in (1, 3):  # said once, of the model, rather than as each picture's error
         raise CnnlabError(f"pictures can feed models of 1 or 3 input channels (grey or RGB); {source} takes "
                           f"{spec.channels}")
-    return classify_files(files, probabilities, model.classes, invert=invert, topk=topk, skip_bad=skip_bad,
-                          channels=spec.channels, size=spec.read_hw, crop=spec.crop, progress=progress)
+    return classify_chunks(files, probabilities, model.classes, invert=invert, topk=topk, skip_bad=skip_bad,
+                           channels=spec.channels, size=spec.read_hw, crop=spec.crop, progress=progress)
