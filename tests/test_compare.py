@@ -275,6 +275,22 @@ def test_the_curves_of_hundreds_of_runs_leave_their_names_to_the_table(runs, tmp
             assert fig.axes[0].get_title() == "validation accuracy\n(60 runs: the table names them)"
 
 
+def test_runs_of_one_group_share_a_colour_and_a_legend_entry(runs):
+    """A study over seeds draws each variant's runs: 18 runs of 6 variants were 18 legend entries over the curves, and
+    the colours came round again after 10, so two variants shared one."""
+    run = load_run(runs / "a-lenet")
+    variants = [f"v{k}" for k in range(6) for _ in range(3)]
+    fig = curves_overlay([run] * 18, [f"{v}-seed{k % 3}" for k, v in enumerate(variants)], variants)
+    accuracy, loss = fig.axes
+    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == [f"v{k}" for k in range(6)]
+    for ax in (accuracy, loss):
+        colours = [line.get_color() for line in ax.lines]
+        assert [len(set(colours[k:k + 3])) for k in range(0, 18, 3)] == [1] * 6  # a variant's seeds alike
+        assert len(set(colours)) == 6  # and the variants apart
+    ungrouped = curves_overlay([run] * 3, ["a", "b", "c"]).axes[0]  # without groups, as before: one per run
+    assert [t.get_text() for t in ungrouped.get_legend().get_texts()] == ["a", "b", "c"]
+
+
 def test_the_plot_draws_the_figure_the_runs_judge_and_names_it(runs, tmp_path):
     # Under --balance a run's best.pt judges the balanced accuracy (val_bal_acc), and the plot drew only val_acc
     judged = shutil.copytree(runs / "a-lenet", tmp_path / "balanced")

@@ -251,10 +251,17 @@ def judged_figure(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
                                  "balance their classes")
 
 
-def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> Figure:
+def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
+                   groups: Sequence[str] | None = None) -> Figure:
     """The validation figure the runs judge (:func:`judged_figure`) and training loss per epoch, one line per run on
-    shared panels; where that figure is the balanced accuracy, the accuracy beside it on a third."""
+    shared panels; where that figure is the balanced accuracy, the accuracy beside it on a third. ``groups``: a name
+    for each run (a study's variant, run on several seeds), whose runs share one colour and one legend entry."""
     labels = list(labels or _labels(runs))
+    # one colour and one legend entry per group (18 runs of 6 variants were 18 entries over the curves, the colours
+    # repeating after 10); each run its own group without them
+    names = list(groups or labels)
+    colours = {name: f"C{k % 10}" for k, name in enumerate(dict.fromkeys(names))}
+    first = {name: labels[names.index(name)] for name in colours}
     judged, _ = judged_figure([{"run": label, "best_by": _setting(run, "best_by")}
                                for run, label in zip(runs, labels, strict=True)])
     # Under --balance the runs' best.pt (and a study's ranking) go by the balanced accuracy: the plot drew only the
@@ -270,17 +277,18 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
     loss_title = "training loss" + (f" ({only})" if only and not mixed else "")
     fig = Figure(figsize=(5.5 * (len(figures) + 1), 4))
     *panels, loss = fig.subplots(1, len(figures) + 1)
-    for run, label in zip(runs, labels, strict=True):
+    for run, label, name in zip(runs, labels, names, strict=True):
         if not run.metrics:  # failed before its first epoch: nothing to draw (the table says so)
             continue
         epochs = [r["epoch"] for r in run.metrics]
         marker = "o" if len(epochs) <= 20 else None  # a one-epoch run is a point, not an invisible line
+        shown = name if first[name] == label else "_nolegend_"  # a group's first run names it
         for ax, (key, _) in zip(panels, figures, strict=True):
             values = [r.get(key, math.nan) for r in run.metrics]
             if any(math.isfinite(v) for v in values):  # a run from before val_bal_acc was recorded has none
-                ax.plot(epochs, values, marker=marker, label=label)
-        loss.plot(epochs, [r["train_loss"] for r in run.metrics], marker=marker,
-                  label=f"{label} ({under[label]})" if mixed and under[label] else label)
+                ax.plot(epochs, values, marker=marker, label=shown, color=colours[name])
+        loss.plot(epochs, [r["train_loss"] for r in run.metrics], marker=marker, color=colours[name],
+                  label=f"{shown} ({under[label]})" if mixed and under[label] and shown == name else shown)
     for ax, name in (*zip(panels, (name for _, name in figures), strict=True), (loss, loss_title)):
         ax.set_xlabel("epoch")
         ax.set_title(name)
@@ -288,10 +296,11 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None) -> 
         ax.grid(alpha=0.3)
     # A legend of hundreds of runs (a sweep's trials) was a column of names 6,000 px tall beside two small panels,
     # and most of the drawing time: past LEGEND_RUNS the lines go unnamed, and the first panel says where they are
-    lines = sum(1 for run in runs if run.metrics)
+    lines = len({name for run, name in zip(runs, names, strict=True) if run.metrics})
     named = lines <= LEGEND_RUNS
     if not named:
-        panels[0].set_title(f"{panels[0].get_title()}\n({lines} runs: the table names them)")
+        panels[0].set_title(f"{panels[0].get_title()}\n({lines} {'groups of runs' if groups else 'runs'}: the table "
+                            "names them)")
     # Runs without an epoch draw nothing, and an empty legend is a matplotlib warning
     if named and (drawn := next((ax for ax in (*panels, loss) if ax.lines), None)):
         drawn.legend(fontsize="small")

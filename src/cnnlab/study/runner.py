@@ -201,7 +201,9 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
         row["run"] = run.path.name  # the variant's name, as the summary refers to it
     table = format_table(columns, rows, "md")
     write_text(folder / "table.md", table + "\n")
-    save_figure(curves_overlay(runs, [r["run"] for r in rows]), folder / "curves.png")
+    variant_of = {run: variant for variant, names in study.run_names(seeds).items() for run in names}
+    save_figure(curves_overlay(runs, [r["run"] for r in rows], [variant_of[r["run"]] for r in rows]),
+                folder / "curves.png")
     budget = {**study.budget, **overrides, **({"seed": ", ".join(map(str, seeds))} if seeds else {})}
     summary = study_summary(study, budget, rows, table, "curves.png", refused, seeds)
     write_text(folder / "summary.md", summary)
