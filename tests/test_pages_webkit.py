@@ -16,7 +16,7 @@ import report_fixtures
 import test_explore_api
 from browser_support import screenshot
 from explore_support import grey_folder, lenet, one_thread, saved_page  # noqa: F401  (fixtures)
-from webkit_support import DRIVER, WebKit, needs_webkit
+from webkit_support import WebKit, needs_webkit
 
 explore_root, server = test_explore_api.explore_root, test_explore_api.server  # shared fixtures
 trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy
@@ -27,7 +27,6 @@ pytestmark = [pytest.mark.slow, needs_webkit]
 
 @pytest.fixture()
 def webkit(tmp_path):
-    assert DRIVER, "CI=true but WebKitWebDriver is missing (see .ci/run)"
     browser = WebKit(tmp_path / "webkit")
     assert browser.narrowest < 600, f"MiniBrowser's window is {browser.narrowest} px at its narrowest: no phone layout"
     yield browser

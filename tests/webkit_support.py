@@ -11,6 +11,7 @@ refused). An error while the page loads stops it short of its ``ready`` mark, wh
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -58,9 +59,11 @@ class WebKit:
 
     def __init__(self, folder: Path, width: int = 1280, height: int = 1000, timeout: float = 60,
                  javascript: bool = True):
+        if not (DRIVER and XVFB and MINIBROWSER):
+            raise RuntimeError("WebKit is missing: apt-get install webkit2gtk-driver xvfb (see .ci/run)")
         folder.mkdir(parents=True, exist_ok=True)
         self.log = folder / "webkit.log"
-        self.xvfb = self.driver = None
+        self.xvfb = self.service = self.driver = None
         try:
             self.xvfb = self._start_display(timeout)
             options = Options()
@@ -68,9 +71,11 @@ class WebKit:
             options.add_argument("--automation")
             if not javascript:
                 options.add_argument("--enable-javascript=false")
-            service = Service(executable_path=DRIVER, log_output=str(self.log),
-                              env={**os.environ, "DISPLAY": self.display, "GTK_OVERLAY_SCROLLING": "1"})
-            self.driver = webdriver.WebKitGTK(options=options, service=service)
+            # its own session: quit() ends MiniBrowser and its web processes with it
+            self.service = Service(executable_path=DRIVER, log_output=str(self.log),
+                                   env={**os.environ, "DISPLAY": self.display, "GTK_OVERLAY_SCROLLING": "1"},
+                                   popen_kw={"start_new_session": True})
+            self.driver = webdriver.WebKitGTK(options=options, service=self.service)
             self.driver.set_window_size(PHONE, 667)
             self.narrowest = self.driver.execute_script("return innerWidth")
             self.set_window_size(width, height)
@@ -87,9 +92,9 @@ class WebKit:
                                        start_new_session=True)
         os.close(write)
         number, deadline = b"", time.monotonic() + timeout
-        with os.fdopen(read, "rb") as said:
-            while not number.endswith(b"\n") and time.monotonic() < deadline:
-                chunk = said.read(1)
+        with os.fdopen(read, "rb", buffering=0) as said:
+            while not number.endswith(b"\n") and select.select([said], [], [], max(0, deadline - time.monotonic()))[0]:
+                chunk = said.read(16)
                 if not chunk:
                     break
                 number += chunk
@@ -145,9 +150,10 @@ class WebKit:
         except Exception:  # noqa: BLE001  (a browser that died already)
             pass
         finally:
-            if self.xvfb is not None:
-                try:
-                    os.killpg(self.xvfb.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.xvfb.wait()
+            for process in (getattr(self.service, "process", None), self.xvfb):
+                if process is not None:
+                    try:
+                        os.killpg(process.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    process.wait()
