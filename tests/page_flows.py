@@ -20,10 +20,18 @@ import numpy as np
 from PIL import Image
 from selenium.webdriver.common.keys import Keys
 
+import browser_support
+import report_fixtures
+import test_explore_api
 from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
 from browser_support import broken_images, saved_page_reads_well, screenshot, wait
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
+
+# The fixtures the flows take, for each engine's test file to import with them
+explore_root, server = test_explore_api.explore_root, test_explore_api.server
+trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy
+artifacts = browser_support.artifacts
 
 CARD_READY = "document.getElementById('result-card').classList.contains('ready')"
 PHONE = 375

@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-import browser_support
 import page_flows
-import report_fixtures
-import test_explore_api
 from explore_support import grey_folder, lenet, one_thread, saved_page  # noqa: F401  (fixtures)
 from firefox_support import FIREFOX, Firefox, needs_firefox
-
-explore_root, server = test_explore_api.explore_root, test_explore_api.server  # shared fixtures
-trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy
-artifacts = browser_support.artifacts
+from page_flows import artifacts, explore_root, run_copy, server, trained_run  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, needs_firefox]
 
@@ -44,9 +38,9 @@ def test_served_model_page_answers_an_uploaded_file(lenet, grey_folder, tmp_path
     page_flows.served_model_page_answers_an_uploaded_file(firefox, lenet, grey_folder, tmp_path)
 
 
-def test_served_explorer_of_a_runs_folder(server, explore_root, firefox, artifacts, tmp_path):
+def test_served_explorer_of_a_runs_folder(server, explore_root, firefox, artifacts, tmp_path):  # noqa: F811
     page_flows.served_explorer_of_a_runs_folder(firefox, server, explore_root, artifacts, tmp_path, "firefox")
 
 
-def test_report(run_copy, firefox, artifacts):
+def test_report(run_copy, firefox, artifacts):  # noqa: F811
     page_flows.report_reads_well(firefox, run_copy, artifacts, "firefox")

@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-import browser_support
 import page_flows
-import report_fixtures
-import test_explore_api
 from browser_support import screenshot
 from explore_support import grey_folder, lenet, one_thread, saved_page  # noqa: F401  (fixtures)
+from page_flows import artifacts, explore_root, run_copy, server, trained_run  # noqa: F401  (fixtures)
 from webkit_support import WebKit, needs_webkit
-
-explore_root, server = test_explore_api.explore_root, test_explore_api.server  # shared fixtures
-trained_run, run_copy = report_fixtures.trained_run, report_fixtures.run_copy
-artifacts = browser_support.artifacts
 
 pytestmark = [pytest.mark.slow, needs_webkit]
 
@@ -37,8 +31,8 @@ def test_saved_page_from_file_url(saved_page, webkit, artifacts):  # noqa: F811
     page_flows.saved_page_from_file_url(webkit, saved_page, artifacts, "webkit", webkit.narrowest)
 
 
-def test_saved_page_in_a_preview_that_runs_no_script_says_to_open_it_in_a_browser(saved_page, tmp_path,  # noqa: F811
-                                                                                  artifacts):
+def test_saved_page_in_a_preview_that_runs_no_script_says_to_open_it_in_a_browser(
+        saved_page, tmp_path, artifacts):  # noqa: F811
     """A saved page mailed to an iPhone opens in Mail's preview (Quick Look, as Files and a Mac's Finder do), which
     runs no script: the reader saw empty cards, "Input:" with nothing after it and a file chooser that cannot work
     there, and no word why."""
@@ -58,10 +52,10 @@ def test_served_model_page_answers_an_uploaded_file(lenet, grey_folder, tmp_path
     page_flows.served_model_page_answers_an_uploaded_file(webkit, lenet, grey_folder, tmp_path)
 
 
-def test_served_explorer_of_a_runs_folder(server, explore_root, webkit, artifacts, tmp_path):
+def test_served_explorer_of_a_runs_folder(server, explore_root, webkit, artifacts, tmp_path):  # noqa: F811
     page_flows.served_explorer_of_a_runs_folder(webkit, server, explore_root, artifacts, tmp_path, "webkit",
                                                 webkit.narrowest)
 
 
-def test_report(run_copy, webkit, artifacts):
+def test_report(run_copy, webkit, artifacts):  # noqa: F811
     page_flows.report_reads_well(webkit, run_copy, artifacts, "webkit", webkit.narrowest)
