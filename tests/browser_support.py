@@ -46,10 +46,10 @@ def screenshot(driver, path: Path) -> None:
     driver.set_window_size(1280, 1000)
 
 
-def saved_page_reads_well(driver) -> None:
-    """What a reader of the saved explorer page sees once its second input (``/1.png``) is shown, in either browser:
-    every picture decoded, the answer said and readable; on a phone no sideways scroll, and a stage's name above its
-    maps; nothing requested from anywhere."""
+def saved_page_reads_well(driver, phone: int = 375) -> None:
+    """What a reader of the saved explorer page sees once its second input (``/1.png``) is shown, in any browser:
+    every picture decoded, the answer said and readable; on a phone (``phone`` px wide) no sideways scroll, and a
+    stage's name above its maps; nothing requested from anywhere."""
     assert broken_images(driver) == []
     # A screen reader hears the answer (the status region), and every text can be read (contrast)
     said = driver.execute_script("return document.getElementById('result-status').textContent")
@@ -57,8 +57,9 @@ def saved_page_reads_well(driver) -> None:
     assert said.startswith("What the network makes of ") and "/1.png: " + top in said, said
     assert low_contrast(driver) == []
     # On a phone the page does not scroll sideways, and a stage's name stands above its maps, not in a 190 px column
-    driver.set_window_size(375, 667)
+    driver.set_window_size(phone, 667)
     try:
+        wait(driver, f"innerWidth === {phone}", what="the phone's width")
         assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []  # the layers scroll in a tab stop
         widths = driver.execute_script("const row = document.querySelector('#maps .maprow'); "
                                        "return [row.querySelector('.label').offsetWidth, row.clientWidth]")

@@ -48,7 +48,6 @@ PREFS = {
     "devtools.console.stdout.content": True,
 }
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the WebDriver key of an element reference
-ENTER, TAB = "\ue007", "\ue004"  # WebDriver's key values for Enter and Tab (press)
 
 # The pages' errors: uncaught exceptions, rejected promises nobody handled, requests the CSP refused (what Chromium's
 # log lists as SEVERE, but for a 404, which Firefox does not log, and console.error, which the pages never call).
@@ -164,7 +163,7 @@ class Firefox:
 
     def press(self, *keys: str) -> None:
         """Press and release each key in turn on the focused element, as a user would (WebDriver's key values, as
-        :data:`ENTER`)."""
+        Selenium's ``Keys.ENTER``)."""
         steps = [{"type": kind, "value": key} for key in keys for kind in ("keyDown", "keyUp")]
         self.command("WebDriver:PerformActions", {"actions": [{"type": "key", "id": "keyboard", "actions": steps}]})
 
