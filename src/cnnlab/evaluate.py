@@ -139,7 +139,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         CnnlabError: the dataset's classes differ from the model's (another dataset: one it does not name).
     """
     trained = load_trained(path, device)
-    data = trained.dataset(data_dir, other=dataset, skip_bad=skip_bad)
+    data = trained.dataset(data_dir, other=dataset, skip_bad=skip_bad, training=False)  # the test split alone
     other = dataset is not None and data.name != trained.meta.dataset  # named as another dataset than the run's
     columns, said = trained.check_dataset(data, other)  # another folder may hold some of the model's classes
     images, labels, scored = trained.scored_images(data, other)

@@ -537,7 +537,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         if recorded.get(key) is not None:
             metadata[f"cnnlab.{key}"] = json.dumps(list(recorded[key]))
     if format == "onnx-int8":
-        data = _dataset(trained, data_dir)
+        data = _dataset(trained, data_dir, training=True)
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
         metadata["cnnlab.int8_calibration"] = f"{len(calibration_images)} training images of {data.name}"
         atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
@@ -554,9 +554,10 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
     return output
 
 
-def _dataset(trained, data_dir: str | Path | None):
-    """The checkpoint's own dataset (its classes checked against the model's)."""
-    data = trained.dataset(data_dir)
+def _dataset(trained, data_dir: str | Path | None, training: bool):
+    """The checkpoint's own dataset (its classes checked against the model's); ``training``: with its training images
+    (the int8 calibration's), else perhaps without (:meth:`cnnlab.inference.Trained.dataset`)."""
+    data = trained.dataset(data_dir, training=training)
     check_same_classes(trained.meta, data.classes, f"dataset {data.name}")
     return data
 
@@ -611,4 +612,4 @@ def verification_images(checkpoint: str | Path, images: int, data_dir: str | Pat
 def _test_images(trained, images: int, data_dir: str | Path | None) -> torch.Tensor:
     if not is_int(images) or images < 1:
         raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
-    return _sample(_dataset(trained, data_dir).test_images, images)
+    return _sample(_dataset(trained, data_dir, training=False).test_images, images)

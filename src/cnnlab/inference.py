@@ -195,11 +195,13 @@ class Trained:
         return dict(self.checkpoint.get("config") or {})
 
     def dataset(self, data_dir: str | Path | None = None, other: str | None = None, download: bool = True,
-                skip_bad: bool = False):
+                skip_bad: bool = False, training: bool = True):
         """The run's own dataset, read as the run read it (its ``--data-dir`` unless ``data_dir`` is given), or
         ``other``, another dataset name to score the model on; either decoded at the model's image size and
         channels (see :func:`dataset_of`). Check the result with :meth:`check_dataset`. ``skip_bad``: a folder's
         unreadable files are left out (counted), as the run's ``--skip-bad-images`` did, which also holds.
+        ``training=False``: a caller that reads the test images alone (the model's own statistics normalise them)
+        gets no training images of a registered dataset the run converted (:func:`cnnlab.data.conform`).
 
         Raises:
             DataError: the run's own data folder (no ``data_dir`` given) is not a folder on this machine.
@@ -223,7 +225,7 @@ class Trained:
             raise moved_data(f"the run's data folder {stored} (its config's data_dir{where})")
         with mapped_reads():  # a folder's decoded images: only those scored or shown are read
             return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
-                              decoded=(self.meta.image_size, self.meta.channels))
+                              decoded=(self.meta.image_size, self.meta.channels), training=training)
 
     def check_dataset(self, data: Any, other: bool = False) -> tuple[list[int], list[str]]:
         """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are
@@ -329,9 +331,10 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
 
 
 def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None,
-               download: bool = True, decoded: tuple[int, int] | None = None):
+               download: bool = True, decoded: tuple[int, int] | None = None, training: bool = True):
     """The dataset a run was configured with (arguments as :func:`dataset_args`); ``download=False`` only reads
-    what is on disk.
+    what is on disk; ``training=False`` leaves out the training images of a converted registered dataset
+    (:func:`cnnlab.data.load_dataset`).
 
     ``decoded``: the (image size, channels) a trained model's images had. A folder of images that chooses its own
     (the run gave no ``--image-size``/``--channels``) and now chooses others (larger or colour training images
@@ -340,11 +343,11 @@ def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, na
     # cnnlab.data.load_dataset is looked up at call time: tests replace it to prove bad arguments fail before any
     # data is read.
     args = dataset_args(config, data_dir, name)
-    data = cnnlab.data.load_dataset(**args, download=download)
+    data = cnnlab.data.load_dataset(**args, download=download, training=training)
     if decoded is not None and data.name.startswith(FOLDER_PREFIX) and \
             (data.image_size, data.channels) != tuple(decoded):
         data = cnnlab.data.load_dataset(**{**args, "image_size": decoded[0], "channels": decoded[1]},
-                                        download=download)
+                                        download=download, training=training)
     return data
 
 

@@ -168,11 +168,21 @@ def _convert(images: torch.Tensor, image_size: int, channels: int) -> torch.Tens
     return out
 
 
-def conform(data: ImageDataset, image_size: int | None = None, channels: int | None = None) -> ImageDataset:
+def conform(data: ImageDataset, image_size: int | None = None, channels: int | None = None,
+            training: bool = True) -> ImageDataset:
     """``data`` with its images resized to ``image_size`` and converted to ``channels`` (1 or 3) where asked.
 
     Returns ``data`` itself when nothing changes; otherwise the statistics are recomputed from the new training
     images.
+
+    Args:
+        data: the dataset as its source loaded it.
+        image_size: side of the square images wanted (default: ``data``'s).
+        channels: 1 or 3 (default: ``data``'s).
+        training: False for a reader of the test (and validation) images alone, such as an evaluation, which a
+            checkpoint's own statistics normalise: the training images are then not converted (60,000 Fashion-MNIST
+            pictures at 224 px are 3 GB, to read 10,000 others), and the result's ``train_images`` and
+            ``train_labels`` are empty and its ``mean`` and ``std`` NaN, as nothing computed them.
     """
     if image_size is not None:
         positive_int(image_size, "image_size")
@@ -181,15 +191,23 @@ def conform(data: ImageDataset, image_size: int | None = None, channels: int | N
     size, chans = image_size or data.image_size, channels or data.channels
     if (size, chans) == (data.image_size, data.channels):
         return data
-    return _converted(data, size, chans)
+    # ``training`` is part of the cache's key, so a value without training images is never handed to a caller of
+    # them (passed positionally, as the others are: lru_cache keys a keyword apart from the same value by position)
+    return _converted(data, size, chans, training)
 
 
 @functools.lru_cache(maxsize=2)  # keyed by the (cached, identity-hashed) source value: a second call is free
-def _converted(data: ImageDataset, size: int, chans: int) -> ImageDataset:
-    train, test = _convert(data.train_images, size, chans), _convert(data.test_images, size, chans)
+def _converted(data: ImageDataset, size: int, chans: int, training: bool) -> ImageDataset:
+    if training:
+        train, labels = _convert(data.train_images, size, chans), data.train_labels
+        mean, std = channel_stats(train)
+        note = f"; converted to {chans} channel(s) at {size} px"
+    else:
+        train, labels = torch.empty(0, chans, size, size, dtype=torch.uint8), data.train_labels[:0]
+        mean = std = (math.nan,) * chans
+        note = f"; converted to {chans} channel(s) at {size} px (all but the training images, not read)"
+    test = _convert(data.test_images, size, chans)
     val = None if data.val_images is None else _convert(data.val_images, size, chans)
-    mean, std = channel_stats(train)
-    note = f"; converted to {chans} channel(s) at {size} px"
-    return replace(data, train_images=train, test_images=test, val_images=val, mean=mean, std=std,
-                   description=data.description + note, memory_mapped=False,
+    return replace(data, train_images=train, train_labels=labels, test_images=test, val_images=val, mean=mean,
+                   std=std, description=data.description + note, memory_mapped=False,
                    train_digests=None, test_digests=None, val_digests=None)  # of the pixels before converting

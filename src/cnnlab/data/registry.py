@@ -111,7 +111,7 @@ def _unknown(name: object) -> str:
 
 def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None, *,
                  image_size: int | tuple[int, int] | None = None, channels: int | None = None, download: bool = True,
-                 skip_bad: bool = False) -> ImageDataset:
+                 skip_bad: bool = False, training: bool = True) -> ImageDataset:
     """Load a registered dataset as an :class:`ImageDataset`.
 
     Args:
@@ -124,6 +124,9 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
         channels: 1 or 3 to convert (default: as the data is).
         download: fetch missing files into the cache folder.
         skip_bad: folders only: skip undecodable image files (counted in the description) instead of refusing.
+        training: False where only the test (and validation) images are read: a registered dataset converted to
+            another ``image_size`` or ``channels`` then leaves its training images out (see
+            :func:`~cnnlab.data.dataset.conform`). A folder is read whole either way.
 
     Raises:
         CnnlabError: an unknown name or a bad option; DataError for missing, corrupt or unexpected files.
@@ -140,7 +143,7 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
         path = Path(name[len(FOLDER_PREFIX):]).expanduser()
         return info.loader(path, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad)
     data = info.loader(root, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad)
-    return conform(data, image_size, channels)
+    return conform(data, image_size, channels, training)
 
 
 def datasets_table() -> str:

@@ -81,7 +81,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     size = spec.read_hw if dataset.startswith(FOLDER_PREFIX) else None
     with mapped_reads():  # as a checkpoint's reader: only the images scored are read
         data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
-                            skip_bad=skip_bad)
+                            skip_bad=skip_bad, training=False)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
     other = named and data.name != own

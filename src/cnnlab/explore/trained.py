@@ -61,7 +61,7 @@ def load_test_set(trained: inference.Trained) -> TestSet:
         CnnlabError: the dataset is not on this machine, or its images do not fit the model.
     """
     meta = trained.meta
-    data = trained.dataset(download=False)
+    data = trained.dataset(download=False, training=False)
     images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
     if tuple(images.shape[1:]) != (meta.channels, meta.image_size, meta.image_size):
         raise CnnlabError(f"the test images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "

@@ -283,7 +283,10 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     meta = trained.meta
     name, size, in_ch = meta.model_name, meta.input_size, meta.channels
     if dataset is None:  # read afresh, without the split a --val-split run drew (training hands its own over)
-        dataset = _as_split_by(trained.dataset(data_dir), run.config.get("config") or {}, meta.dataset)
+        config = run.config.get("config") or {}
+        # the page shows test images: training images are read only to draw that split again (_as_split_by)
+        dataset = _as_split_by(trained.dataset(data_dir, training=config.get("val_split") is not None), config,
+                               meta.dataset)
     data = dataset
     trained.check_dataset(data)
     (images, labels, scored), classes = trained.scored_images(data), data.classes
