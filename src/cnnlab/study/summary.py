@@ -50,13 +50,25 @@ def is_smoke(budget: dict[str, Any]) -> bool:
 
 
 def factor_effects(study: Study, scores: dict[str, float]) -> list[str]:
-    """One line per factor: each level's mean score over the variants that have it, best level first."""
+    """One line per factor: each level's mean score, best level first, over the variants whose other factors meet
+    every level of this one (all of them in a full factorial design).
+
+    A study that varies one factor at a time (lenet-kernel-channels: the window at 6-16 channels, the channels at
+    5x5) met the 5x5 window with four widths and the others with one: its mean over all variants credited the window
+    with what the width did (5x5 "+0.3 points" over 7x7, where at equal width the three tie)."""
     lines = []
+    scored = [v for v in study.variants if v.name in scores]
     for factor in study.factors:
+        everywhere = {v.factors[factor] for v in scored}
+        others: dict[tuple, dict[str, list[float]]] = {}  # the other factors' levels -> this one's -> scores
+        for v in scored:
+            rest = tuple(v.factors[f] for f in study.factors if f != factor)
+            others.setdefault(rest, {}).setdefault(v.factors[factor], []).append(scores[v.name])
         levels: dict[str, list[float]] = {}
-        for v in study.variants:
-            if v.name in scores:
-                levels.setdefault(v.factors[factor], []).append(scores[v.name])
+        for by_level in others.values():
+            if set(by_level) == everywhere:  # a slice that meets every level: a fair comparison
+                for level, values in by_level.items():
+                    levels.setdefault(level, []).extend(values)
         if len(levels) < 2:
             continue
         means = sorted(((statistics.fmean(s), level, len(s)) for level, s in levels.items()), reverse=True)
