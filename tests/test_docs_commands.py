@@ -175,7 +175,7 @@ def test_the_docs_hold_the_commands_this_test_reads():
     assert "train resnet18 --recipe speedrun" in by_text  # from a torchrun line
     assert "explore model.onnx --images FOLDER --classes FILE" in by_text  # `[--classes FILE]`
     assert any(a.startswith("sweep lenet-bn-relu --val-split 5000 --epochs 5 --param") for a in by_text)  # `\`
-    assert any(a.startswith("study lenet-activation-pooling --out /tmp/studies") for a in by_text)  # env, nice
+    assert any(a.startswith("study lenet-batch-norm --seeds 0 1 2 --out /tmp/studies3") for a in by_text)  # env, nice
     assert any(a.startswith("train lenet --epochs 2 --out") for a in by_text)  # inside a for loop
     # a command in a block without a shell language would not be read above
     assert not [line for path in DOCS for line in unchecked_command_lines(path)]
