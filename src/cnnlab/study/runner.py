@@ -198,7 +198,7 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
     runs = [Run.open(folder / name) for name in plan if (folder / name / "config.json").is_file()]
     columns, rows = compare_runs(runs)
     for row, run in zip(rows, runs, strict=True):
-        row["run"] = run.path.name  # the variant's name, as the summary refers to it
+        row["run"] = run.path.name  # the run's name (the variant's, or NAME-seedS), as the summary refers to it
     table = format_table(columns, rows, "md")
     write_text(folder / "table.md", table + "\n")
     variant_of = {run: variant for variant, names in study.run_names(seeds).items() for run in names}
