@@ -148,7 +148,7 @@ class InputSpec:
 @dataclass(frozen=True)
 class Carried:
     """What a model from a library carries about how it is fed and what it answers (none of it for a plain module
-    or graph): its class names, input size and normalisation, and where each was read, for the page."""
+    or graph): its class names, input size, normalisation and cropping, and where each was read, for the page."""
 
     classes: tuple[str, ...] | None = None
     classes_from: str = "the model file"
@@ -157,6 +157,7 @@ class Carried:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     mean_from: str = ""
+    crop_from: str = ""  # where it says pictures are centre-cropped to the input's shape, not padded ("": padded)
 
 
 class Scaling:
@@ -232,15 +233,11 @@ def scaled_as_made(spec: InputSpec, options: Options, scaling: Scaling | None, n
 
 
 def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
-    """``spec`` cropping pictures where a model's metadata says it is fed centre crops: a cnnlab export's, whose
-    training pictures were cropped (a folder of images), and an Ultralytics classifier's (``task`` classify:
-    Ultralytics resizes a picture's shorter side and crops its centre, in training and in its own predict). Padded,
-    the model would see another image than it was made for, and answer otherwise."""
-    ultralytics = metadata.get("author") == "Ultralytics" and metadata.get("task") == "classify"
-    if metadata.get(SQUARE_KEY) != CENTRE_CROP and not ultralytics:
+    """``spec`` cropping pictures where a cnnlab export's metadata says its training pictures were cropped (a folder
+    of images): padded, the model would see another image than in training, and answer otherwise."""
+    if metadata.get(SQUARE_KEY) != CENTRE_CROP:
         return spec
-    return replace(spec, crop=True, origin={**spec.origin,
-                                            "centre-crop": "Ultralytics' metadata" if ultralytics else "metadata"})
+    return replace(spec, crop=True, origin={**spec.origin, "centre-crop": "metadata"})
 
 
 def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:

@@ -61,6 +61,7 @@ from cnnlab.explore.model import (
 from cnnlab.explore.outputs import (
     id2label_names,
     indexed_names,
+    literal,
     logits_count,
     map_hint,
     on_a_map,
@@ -201,6 +202,9 @@ class OnnxModel:
         self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None  # a fixed batch size, or None
         options.check_no_scaling_for(self.metadata, str(path))
         self.spec = square_as_exported(self.spec, self.metadata)
+        if self.carried.crop_from:
+            self.spec = replace(self.spec, crop=True,
+                                origin={**self.spec.origin, "centre-crop": self.carried.crop_from})
         self.output_name = graph.output[0].name
         others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
         shapes, types = self._infer_shapes(model)
@@ -762,17 +766,12 @@ def _carried(metadata: dict[str, str], path: Path) -> Carried:
         return Carried()
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
     if names is not None or metadata.get("author") == "Ultralytics":
-        size = _sides(_literal(metadata.get("imgsz", "")))
-        return Carried(classes=names, size=size, size_from="Ultralytics' metadata")
+        size = _sides(literal(metadata.get("imgsz", "")))
+        # a classifier (task classify) is fed as Ultralytics feeds it: the shorter side resized, the centre cropped
+        crop = metadata.get("author") == "Ultralytics" and metadata.get("task") == "classify"
+        return Carried(classes=names, size=size, size_from="Ultralytics' metadata",
+                       crop_from="Ultralytics' metadata" if crop else "")
     return _hugging_face(path)
-
-
-def _literal(text: str) -> Any:
-    """A Python literal's value (nothing in it runs), or None for text that is not one."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return None
 
 
 def _sides(value: Any) -> tuple[int, int] | None:

@@ -308,14 +308,20 @@ def stored_classes(text: Any, source: str) -> tuple[str, ...]:
             from None
 
 
+def literal(text: str) -> Any:
+    """The value of a Python literal a model's metadata holds as text (:func:`ast.literal_eval`: nothing in it runs),
+    or None for text that is not one."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
 def indexed_names(text: str) -> tuple[str, ...] | None:
     """Class names stored as a Python dict of output index to name, as Ultralytics writes its models' ``names``
     metadata (``{0: 'cat', 1: 'dog'}``), read as a literal (:func:`ast.literal_eval`: nothing in it runs); None where
     the text is no such dict of the indices 0 to K-1 (another tool's ``names`` means something else)."""
-    try:
-        names = ast.literal_eval(text)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return None
+    names = literal(text)
     if not isinstance(names, dict) or not all(type(k) is int and isinstance(v, str) for k, v in names.items()) or \
             sorted(names) != list(range(len(names))):
         return None
