@@ -384,8 +384,8 @@ def test_a_graph_whose_answer_depends_on_the_batch_is_run_one_image_at_a_time(tm
 
 def test_shapes_shape_inference_leaves_unknown_come_from_a_run(tmp_path):
     """Padding computed at run time (Keras's "same" padding reads the input's shape; here the pads come from its
-    values, which no inference can know) left every shape after it symbolic in the layer table (``unk__4``: 125 of
-    184 rows of a Keras MobileNetV3's). One run of the graph gives them."""
+    values, which no inference can know) left every shape after it symbolic in the layer table (``unk__4``, as in most
+    rows of a Keras MobileNetV3's). One run of the graph gives them."""
     int64 = lambda values, name: numpy_helper.from_array(np.array(values, np.int64), name)  # noqa: E731
     rng = np.random.default_rng(0)
     w, fc = rng.standard_normal((4, 3, 3, 3)).astype(np.float32), rng.standard_normal((2, 4)).astype(np.float32)

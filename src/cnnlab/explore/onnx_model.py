@@ -552,7 +552,7 @@ class OnnxModel:
         on a black picture with those values as outputs; none where that run fails (shape inference's then stand).
 
         Padding computed from the input's shape at run time (Keras's "same" padding: Shape, Gather, Concat, Pad)
-        leaves every shape after it symbolic (``unk__4``): a Keras MobileNetV3's layer table showed 125 of 184."""
+        leaves every shape after it symbolic (``unk__4``), as in most of a Keras MobileNetV3's layer table."""
         import onnxruntime as ort
         from onnx import ModelProto, TypeProto, helper
 
