@@ -485,6 +485,26 @@ def test_cli_predicts_a_folder_reports_the_bad_file_and_exits_2(folder, tmp_path
     assert len(json.loads(capsys.readouterr().out)) == 3
 
 
+def test_an_iphones_heic_photo_in_a_folder_is_reported_not_passed_over(folder, tmp_path, capsys):
+    # A folder of photos with an iPhone's among them: the HEIC photo was left out of the listing, so predict answered
+    # the others and exited 0 without a word about it
+    (folder / "broken.png").unlink()
+    (folder / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    assert [p.name for p in image_files([folder])] == ["B.PNG", "IMG_0001.HEIC", "a.png", "c.png"]
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == [str(folder / n) for n in ("B.PNG", "a.png", "c.png")]
+    assert err == (f"cnnlab predict: error: image {folder / 'IMG_0001.HEIC'} is a HEIC photo (an iPhone's format), "
+                   "which is not read here; expected PNG, JPEG, BMP, DIB, GIF, TIFF, WEBP, AVIF, JPEG2000, PPM, TGA, "
+                   "PCX, QOI, SGI: save it as JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or "
+                   "convert it (the Mac's Preview, or pillow-heif)\n")
+    # a photo saved as JPEG under a .heic name is read as the picture it is
+    (folder / "IMG_0001.HEIC").write_bytes((folder / "a.png").read_bytes())
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
 class _Terminal(io.StringIO):
     """A stderr that says it is a terminal, as a shell's is (tqdm draws its bar only there)."""
 

@@ -26,8 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "MAX_PIXELS", "SQUARE_KEY", "PixelRangeError", "as_hw", "centre_crop", "heif_note",
-           "read_picture"]
+__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "MAX_PIXELS", "SQUARE_KEY", "PixelRangeError", "as_hw", "centre_crop",
+           "heif_note", "read_picture"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
