@@ -101,6 +101,9 @@ TTA_KEY = "cnnlab.flip_tta"
 STORED_SIDE_KEY = "cnnlab.image_size"
 # The run's records of its folder's files (a count and a hash each), kept in an export's metadata as cnnlab.<key>
 SPLIT_KEYS = ("held_out", "training_files")
+# "true" where the run left its folder's unreadable files out (--skip-bad-images): eval of the export does too, as
+# eval of its checkpoint does
+SKIP_BAD_KEY = "cnnlab.skip_bad_images"
 TTA_NOTE = ("the run's figures average the logits of each image and of its left-right mirror; this graph is the "
             "plain model: run it on both and average to match them")
 # How a file that onnxruntime cannot open is refused while it is being written.
@@ -539,6 +542,8 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
     for key in SPLIT_KEYS:  # which test split the run drew: `cnnlab eval EXPORT` of its own folder scores that one
         if recorded.get(key) is not None:
             metadata[f"cnnlab.{key}"] = json.dumps(list(recorded[key]))
+    if trained.config.get("skip_bad_images"):
+        metadata[SKIP_BAD_KEY] = "true"
     if format == "onnx-int8":
         data = _dataset(trained, data_dir, training=True)
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
