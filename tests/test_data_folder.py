@@ -537,3 +537,40 @@ def test_a_readers_mapped_reads_leave_another_threads_loads_in_memory(tmp_path):
     beside.set()
     thread.join(30)
     assert seen == {"reader": True, "other": False}
+
+
+def test_a_decode_killed_midway_leaves_no_temporary_file_once_the_folder_is_decoded(tmp_path, home):
+    """SIGKILL (the OOM killer's) during a folder's first decode left the cache's hidden temporary file, the size of
+    the images decoded, for good: the next run decodes the folder whole and no later one decodes it again. The next
+    decode removes it; a file another process is writing is left alone."""
+    import fcntl
+    import subprocess
+    import sys
+    import textwrap
+
+    write_classes(tmp_path / "pics", {"cat": 6, "dog": 6}, size=(20, 16))
+    script = textwrap.dedent(f"""
+        import os, signal
+        from cnnlab.data import folder, load_dataset
+        decode, seen = folder._decode, []
+        def dying(*args):
+            seen.append(1)
+            if len(seen) == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return decode(*args)
+        folder._decode = dying
+        load_dataset("folder:{tmp_path / 'pics'}", image_size=16)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, env=os.environ)
+    assert proc.returncode == -9, proc.stderr.decode()
+    cache = home / ".cache" / "cnnlab" / "folders"
+    [left] = [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+    assert left.stat().st_size > 0
+    # another process writing an entry of the same name (a sweep's second worker): locked, so it stays
+    writing = left.with_name(left.name.replace(left.name.split(".")[-2], "w0rk1ng"))
+    writing.write_bytes(bytes(64))
+    with open(writing, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        data = load_dataset(f"folder:{tmp_path / 'pics'}", image_size=16)
+        assert sorted(p.name for p in cache.iterdir() if p.name.endswith(".tmp")) == [writing.name]
+    assert len(data.train_images) + len(data.test_images) == 12
