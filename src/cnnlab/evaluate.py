@@ -1,5 +1,5 @@
 """Evaluating a trained checkpoint on its dataset's test set: accuracy, per-class accuracy, precision, recall and F1,
-macro-F1, confusion matrix.
+macro-F1, balanced accuracy, confusion matrix.
 
 ``cnnlab eval CHECKPOINT`` calls :func:`evaluate_checkpoint` and prints :func:`format_eval`; the logits come from
 :mod:`cnnlab.inference`, the path every consumer of a checkpoint shares.
@@ -121,7 +121,7 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the confusion matrix as nested lists, per-class accuracy, precision, recall and F1 keyed by
-        class name, and the macro-F1."""
+        class name, the macro-F1 and the balanced accuracy."""
         by_class = {name: dict(zip(self.classes, values, strict=True))
                     for name, values in (("precision", self.precision), ("recall", self.recall), ("f1", self.f1))}
         return {
@@ -189,10 +189,10 @@ def format_eval(result: EvalResult) -> str:
     table fits in 100 columns.
     """
     tta = ", flip-TTA" if result.tta else ""
-    lines = [f"{result.model or 'model'}: test accuracy {result.accuracy:.4f} "
-             f"({int(result.confusion.diag().sum())}/{result.n}{tta}) on {result.device or 'cpu'}, "
-             f"macro-F1 {result.macro_f1:.4f}, balanced accuracy {result.balanced_accuracy:.4f}"] \
-        + ([f"scored: {result.scored}"] if result.scored else []) + [""]
+    head = (f"{result.model or 'model'}: test accuracy {result.accuracy:.4f} "
+            f"({int(result.confusion.diag().sum())}/{result.n}{tta}) on {result.device or 'cpu'}, "
+            f"macro-F1 {result.macro_f1:.4f}, balanced accuracy {result.balanced_accuracy:.4f}")
+    lines = [head] + ([f"scored: {result.scored}"] if result.scored else []) + [""]
     counts = result.confusion.sum(1).tolist()
     rows = zip(result.classes, result.per_class, result.precision, result.f1, counts, strict=True)
     lines.append(text_table(["#", "class", "accuracy (recall)", "precision", "F1", "images"],
