@@ -574,3 +574,15 @@ def test_a_decode_killed_midway_leaves_no_temporary_file_once_the_folder_is_deco
         data = load_dataset(f"folder:{tmp_path / 'pics'}", image_size=16)
         assert sorted(p.name for p in cache.iterdir() if p.name.endswith(".tmp")) == [writing.name]
     assert len(data.train_images) + len(data.test_images) == 12
+
+
+def test_the_zip_metadata_folder_macos_adds_is_no_class(tmp_path, home):
+    """A folder unzipped from a Mac's zip holds __MACOSX/, its AppleDouble "._" files mirroring each class folder:
+    training refused it as "class '__MACOSX' has no images (expected files ending in ...)", a line that said
+    neither what it is nor what to do. It is passed over, as a hidden folder is."""
+    write_classes(tmp_path / "pics", {"cat": 6, "dog": 6}, size=(20, 16))
+    for where in (tmp_path / "pics" / "__MACOSX" / "cat", tmp_path / "pics" / "dog" / "__MACOSX"):
+        where.mkdir(parents=True)
+        (where / "._000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble's magic number
+    data = load_dataset(f"folder:{tmp_path / 'pics'}", image_size=16)
+    assert data.classes == ("cat", "dog") and len(data.train_images) + len(data.test_images) == 12

@@ -207,9 +207,16 @@ def refuse_writing_into(dataset: str, path: str | Path, what: str) -> None:
                           f"of a class; expected a path outside it (cnnlab never writes into a data folder)")
 
 
+def _passed_over(name: str) -> bool:
+    """Whether a folder named ``name`` holds no pictures of a class: a hidden one, or the ``__MACOSX`` a Mac's zip
+    adds, whose AppleDouble ``._NAME`` files keep each file's Finder metadata (it was refused as a class without
+    images)."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _subfolders(folder: Path) -> list[Path]:
     try:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not _passed_over(p.name))
     except OSError as e:
         raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
 
@@ -261,7 +268,7 @@ def _walk(class_dir: Path) -> tuple[list[Path], list[Path]]:
         if real in seen:
             raise DataError(f"{dirpath}: symlink loop (leads back to {real}); remove the link")
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not _passed_over(d))
         for f in sorted(filenames):
             if f.startswith("."):
                 continue
