@@ -135,7 +135,10 @@ def write_raw(path: Path, nbytes: int, fill: Callable[[np.ndarray], int]) -> int
         nonlocal used
         f = held.enter_context(open(tmp, "r+b"))
         if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)  # this writer is alive: another process's write_raw leaves the file alone
+            # this writer is alive: another process's write_raw leaves the file alone; on a file system without
+            # locks the write goes on unlocked (and no process can lock a file there to remove it)
+            with contextlib.suppress(OSError):
+                fcntl.flock(f, fcntl.LOCK_EX)
         f.truncate(max(nbytes, 1))  # sparse until written; np.memmap refuses empty files
         array = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(max(nbytes, 1),))
         try:
