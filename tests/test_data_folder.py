@@ -586,3 +586,25 @@ def test_the_zip_metadata_folder_macos_adds_is_no_class(tmp_path, home):
         (where / "._000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble's magic number
     data = load_dataset(f"folder:{tmp_path / 'pics'}", image_size=16)
     assert data.classes == ("cat", "dog") and len(data.train_images) + len(data.test_images) == 12
+
+
+def test_a_folder_decoded_as_the_loader_chose_is_not_decoded_again_when_the_same_is_asked_for(tmp_path, home,
+                                                                                              monkeypatch):
+    """A run lets the loader choose the channels (and perhaps the side); eval of its export names both, as its input
+    takes them: a second cache entry of the same pixels was decoded, the whole folder again (gigabytes and minutes
+    for a folder of photos). The entry the loader chose serves a request for what it chose; any other is decoded."""
+    write_classes(tmp_path / "pics", {"cat": 6, "dog": 6}, size=(20, 16), mode="RGB")
+    root = f"folder:{tmp_path / 'pics'}"
+    chosen = load_dataset(root)  # the side (the median, 16) and the channels (3) left to the loader
+    cache = home / ".cache" / "cnnlab" / "folders"
+    entries = sorted(p.name for p in cache.iterdir())
+    decoded, decode = [], folder._decode_all
+    monkeypatch.setattr(folder, "_decode_all", lambda *a, **k: decoded.append(a) or decode(*a, **k))
+    for asked in ({"image_size": 16}, {"channels": 3}, {"image_size": (16, 16), "channels": 3}):
+        again = load_dataset(root, **asked)
+        assert torch.equal(again.train_images, chosen.train_images) and again.mean == chosen.mean, asked
+        assert torch.equal(again.test_images, chosen.test_images) and again.held_out == chosen.held_out
+    assert decoded == [] and sorted(p.name for p in cache.iterdir()) == entries
+    grey = load_dataset(root, channels=1)  # not what the loader chose: decoded
+    assert len(decoded) == 1 and grey.train_images.shape[1] == 1
+
