@@ -580,6 +580,28 @@ def test_cli_prints_each_chunks_answers_before_the_next_chunk_is_classified(fold
     assert [r["file"] for r in json.loads(sys.stdout.getvalue())] == [str(p) for p in image_files([folder])]
 
 
+def test_jsonl_prints_each_pictures_object_as_its_chunk_is_done(folder, tmp_path, monkeypatch):
+    # --json holds every answer until the last picture is done: a folder of a million photos held them all in memory
+    # and a pipeline read nothing for hours. --jsonl prints one object per picture (a bad file's too, in its place)
+    # as its chunk is done, and holds none.
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    for name in ("d.png", "e.png"):
+        (folder / name).write_bytes((folder / "a.png").read_bytes())
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert main(["predict", ckpt, str(folder), "--device", "cpu", "--json"]) == 2
+    document = json.loads(sys.stdout.getvalue())
+    calls = _counting_chunks(monkeypatch)
+    lines: list[tuple[str, int, str]] = []
+    monkeypatch.setattr(sys, "stdout", _Timed("out", calls, lines))
+    monkeypatch.setattr(sys, "stderr", _Timed("err", calls, lines))
+    assert main(["predict", ckpt, str(folder), "--device", "cpu", "--jsonl"]) == 2
+    out = [(done, json.loads(text)) for name, done, text in lines if name == "out"]
+    assert [r for _, r in out] == document  # the same objects, in the same order
+    assert [(done, Path(r["file"]).name) for done, r in out] == [
+        (1, "B.PNG"), (1, "a.png"), (2, "broken.png"), (2, "c.png"), (3, "d.png"), (3, "e.png")]
+    assert "error" in out[2][1] and sum("broken.png" in text for name, _, text in lines if name == "err") == 1
+
+
 def test_ctrl_c_keeps_the_answers_already_printed(folder, tmp_path, monkeypatch, capsys):
     # Stopped after 9,000 of 10,000 photos, predict printed nothing at all
     (folder / "broken.png").unlink()

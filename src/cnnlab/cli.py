@@ -244,6 +244,18 @@ def _cmd_predict(args) -> int:
     document: list[dict[str, Any]] = []  # --json's, printed whole once every picture is done
     most = failed = diverged = 0
     reader_left = False
+
+    def emit(text: str) -> None:
+        """Print ``text`` to stdout at once, unless its reader has gone (`| head`): then nothing more is printed."""
+        nonlocal reader_left
+        if reader_left:
+            return
+        try:
+            print(text, file=out, flush=True)
+        except BrokenPipeError:  # the failures still go to stderr
+            _reader_left(out)
+            reader_left = True
+
     # What the model's own code prints (module:function's import, build and forward) goes to stderr: stdout holds
     # the predictions alone, which --json promises a reader (jq) as one JSON document. Closing the chunks on Ctrl-C
     # or once the reader has gone clears the progress bar at once.
@@ -255,24 +267,19 @@ def _cmd_predict(args) -> int:
                 if "error" in r:  # one line each, in its place; the exit code says that some failed
                     failed += 1
                     print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
-                    continue
-                most = max(most, len(r["top"]))
-                diverged += any(t["probability"] is None for t in r["top"])
-                if not (args.json or reader_left):
-                    try:
-                        print(format_prediction(r), file=out, flush=True)
-                    except BrokenPipeError:  # `predict ... | head`: the failures still go to stderr
-                        _reader_left(out)
-                        reader_left = True
+                else:
+                    most = max(most, len(r["top"]))
+                    diverged += any(t["probability"] is None for t in r["top"])
+                if args.jsonl:  # a bad file's object too, in its place, as in --json's document
+                    emit(json.dumps(r))
+                elif not args.json and "error" not in r:
+                    emit(format_prediction(r))
             if args.json:
                 document += chunk
             if reader_left:  # nobody reads the answers to the pictures left: they are not classified
                 break
     if args.json:
-        try:
-            print(json.dumps(document, indent=2), file=out, flush=True)
-        except BrokenPipeError:
-            _reader_left(out)
+        emit(json.dumps(document, indent=2))
     if 0 < most < args.top:  # the model has fewer classes than asked for: every one is shown
         print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {most}; all "
               f"{most} are shown", file=sys.stderr)
@@ -517,7 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for dark clothes on a light background (Fashion-MNIST is light on dark)")
     p.add_argument("--top", type=_flag_type(_count("--top")), default=3, help="the classes shown per image (default 3)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="one JSON document of every picture, printed at the end")
+    given_as = p.add_mutually_exclusive_group()
+    given_as.add_argument("--json", action="store_true",
+                          help="one JSON document of every picture, printed at the end")
+    given_as.add_argument("--jsonl", action="store_true",
+                          help="JSON Lines: one JSON object per picture, each printed as its chunk is done (a bad "
+                               "file's with its error), for a folder too large to hold every answer")
     _add_model_flags(p)
     p.set_defaults(func=_cmd_predict)
 
