@@ -189,3 +189,22 @@ def small_targets(driver) -> list[str]:
     finger or a shaking hand. A link inside a sentence is exempt (as tall as its line), and so are the book
     operations' grid cells, which are the output map's pixels (the keyboard reaches every one)."""
     return driver.execute_script(SMALL_TARGETS_JS)
+
+
+def text_cut_by_its_box(driver) -> list[str]:
+    """Text outside a table's cells (a caption, a paragraph, a heading) that reaches past the visible part of the box
+    it scrolls in, as ``tag: its first words``: a reader on a phone sees the line cut off at the box's edge. A
+    table's columns may go on past it (the box scrolls, and Tab reaches it); a sentence should not."""
+    return driver.execute_script("""
+        const out = [];
+        for (const e of document.querySelectorAll('caption, p, h2, h3, figcaption, dt, dd, li')) {
+          if (e.offsetParent === null && e.tagName !== 'CAPTION') continue;
+          let box = e.parentElement;
+          while (box && box !== document.body && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX))
+            box = box.parentElement;
+          if (!box || box === document.body) continue;
+          const r = e.getBoundingClientRect(), b = box.getBoundingClientRect();
+          if (r.width && (r.right > b.right + 1 || r.left < b.left - 1))
+            out.push(e.tagName.toLowerCase() + ': ' + e.textContent.trim().slice(0, 40));
+        }
+        return out""")
