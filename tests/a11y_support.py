@@ -208,3 +208,14 @@ def text_cut_by_its_box(driver) -> list[str]:
             out.push(e.tagName.toLowerCase() + ': ' + e.textContent.trim().slice(0, 40));
         }
         return out""")
+
+
+def broken_shapes(driver, cells: str) -> list[str]:
+    """The texts of the table ``cells`` (a CSS selector) that break over lines: a shape ``6 × 28 × 28`` read as
+    "6 × 28" over "× 28" in a column squeezed by a phone's width (the table scrolls in its box instead)."""
+    return driver.execute_script("""
+        return Array.from(document.querySelectorAll(arguments[0])).filter((td) => {
+          const range = document.createRange();
+          range.selectNodeContents(td);
+          return new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top))).size > 1;
+        }).map((td) => td.textContent)""", cells)

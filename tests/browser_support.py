@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from a11y_support import low_contrast, sideways_scroll, small_targets, text_cut_by_its_box, unreachable_scrollers
+from a11y_support import (
+    broken_shapes,
+    low_contrast,
+    sideways_scroll,
+    small_targets,
+    text_cut_by_its_box,
+    unreachable_scrollers,
+)
 
 
 @pytest.fixture()
@@ -64,6 +71,7 @@ def saved_page_reads_well(driver, phone: int = 375) -> None:
         assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []  # the layers scroll in a tab stop
         assert not (small := small_targets(driver)), small
         assert text_cut_by_its_box(driver) == []
+        assert broken_shapes(driver, "#layers-table td.num") == []  # a layer's "6 x 28 x 28" on one line
         widths = driver.execute_script("const row = document.querySelector('#maps .maprow'); "
                                        "return [row.querySelector('.label').offsetWidth, row.clientWidth]")
         assert widths[0] == widths[1], widths

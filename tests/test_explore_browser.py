@@ -14,7 +14,7 @@ import pytest
 
 import browser_support
 import test_explore_api
-from a11y_support import low_contrast, sideways_scroll, small_targets
+from a11y_support import broken_shapes, low_contrast, sideways_scroll, small_targets
 from browser_support import broken_images, screenshot, wait
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
@@ -279,8 +279,8 @@ def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(serv
                                      "const kept = c.firstChild === first; errorCard(c, ''); return kept")
         assert kept
         # nothing scrolls the page sideways, and a chart is drawn at the width it is shown (520 units scaled to a
-        # phone's 300 px made its text 6 px)
-        assert sideways_scroll(driver) == 0
+        # phone's 300 px made its text 6 px); a layer's shape reads on one line (the table scrolls in its box)
+        assert sideways_scroll(driver) == 0 and broken_shapes(driver, "#layers-table td.num") == []
         chart = driver.execute_script("const s = document.getElementById('run-acc'); "
                                       "return [s.viewBox.baseVal.width, s.getBoundingClientRect().width]")
         assert chart[0] <= chart[1] + 1, chart
