@@ -144,7 +144,8 @@ def _parse(argv: list[str]):
 def _check_names(args) -> None:
     """The names argparse takes as plain strings: models, datasets, studies, sweep parameters (a CnnlabError)."""
     models = set(list_models(exercises=True)) | set(list_models(pretrained=True))
-    if args.command in _MODEL_COMMANDS and args.model is not None and args.model not in models:
+    if args.command in _MODEL_COMMANDS and args.model is not None and args.model not in models and not (
+            args.command == "summary" and cli.names_a_model_from_elsewhere(args.model)):  # a file: any name
         raise CnnlabError(f"no model {args.model!r}; `cnnlab models` lists them")
     if args.command == "explore" and args.path.startswith("imagenet-") and args.path not in models:
         raise CnnlabError(f"no ImageNet backbone {args.path!r}; `cnnlab models --pretrained` lists them")

@@ -211,11 +211,34 @@ def _cmd_datasets(args) -> int:
 
 
 def _cmd_summary(args) -> int:
+    from cnnlab.models import list_models
     from cnnlab.models.summary import summarize
 
-    batch, in_channels, size = args.input or (1, 1, None)
-    print(summarize(args.model, input_size=size, in_channels=in_channels, ops=args.ops, batch=batch))
+    zoo = args.model in list_models(exercises=True) + list_models(pretrained=True)
+    if zoo or not names_a_model_from_elsewhere(args.model):  # the zoo's own, built on the meta device at any
+        # --input; a bare word that is none of them is a typo'd one, which summarize names with the zoo's names
+        for flag, value in (("--input-size", args.input_size), ("--layout", args.layout),
+                            ("--weights", args.weights)):
+            if zoo and value is not None:
+                raise CnnlabError(f"{flag} is for a model from elsewhere; {args.model} is one of cnnlab's models, "
+                                  "whose input --input N,C,H,W sets")
+        batch, in_channels, size = args.input or (1, 1, None)
+        print(summarize(args.model, input_size=size, in_channels=in_channels, ops=args.ops, batch=batch))
+        return 0
+    from cnnlab.explore.sources import summarize_any
+
+    for flag, given in (("--input", args.input is not None), ("--ops", args.ops != "torch")):
+        if given:
+            raise CnnlabError(f"{flag} is for cnnlab's own models; {args.model} is a model from elsewhere, fed as "
+                              "its graph says (--input-size, --layout where it does not)")
+    print(summarize_any(args.model, _model_options(args)))
     return 0
+
+
+def names_a_model_from_elsewhere(text: str) -> bool:
+    """Whether ``cnnlab summary TEXT`` names a file or ``module:function`` rather than one of cnnlab's models (whose
+    names hold none of ``. / : \\``)."""
+    return any(c in text for c in "./:\\")
 
 
 def _cmd_kernel(args) -> int:
@@ -293,8 +316,10 @@ def _model_options(args):
     """The model flags (:func:`_add_model_flags`) as :class:`cnnlab.explore.model.Options`."""
     from cnnlab.explore.model import Options
 
-    return Options.from_flags(args.classes, args.input_size, args.mean, args.std, args.pixel_range, args.bgr,
-                              args.layout, getattr(args, "multi_label", False), args.weights)
+    return Options.from_flags(getattr(args, "classes", None), args.input_size, getattr(args, "mean", None),
+                              getattr(args, "std", None), getattr(args, "pixel_range", None),
+                              getattr(args, "bgr", False), args.layout, getattr(args, "multi_label", False),
+                              args.weights)
 
 
 def _cmd_export(args) -> int:
@@ -427,26 +452,29 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
-def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True) -> None:
+def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True, feeding: bool = True) -> None:
     """The flags that say how to feed a model from elsewhere (its classes, input size, normalisation, layout), for
     ``explore``, ``predict`` and ``eval``: read by :meth:`cnnlab.explore.model.Options.from_flags`. ``multi_label``:
-    offer ``--multi-label`` (not to ``eval``, which scores one class per image)."""
-    p.add_argument("--classes", metavar="FILE", help="a file of a model's class names: one per line, or a JSON list "
-                   "of strings (the file's path, not the names themselves)")
+    offer ``--multi-label`` (not to ``eval``, which scores one class per image); ``feeding``: offer the flags of its
+    pixels and classes too (not to ``summary``, whose layer table needs only the input's shape and the weights)."""
+    if feeding:
+        p.add_argument("--classes", metavar="FILE", help="a file of a model's class names: one per line, or a JSON "
+                       "list of strings (the file's path, not the names themselves)")
     p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
                    "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
                    "(256x128)")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, on the "
-                   "scale of --pixel-range and in the model's channel order (default: none)")
-    p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
-    p.add_argument("--pixel-range", choices=("0-1", "0-255"), help="the range of a model's input pixels before "
-                   "--mean/--std: 0-1 (pixels / 255, the default, as torchvision's models) or 0-255 (the values "
-                   "themselves, as Caffe-converted models and Keras's 'caffe' preprocessing)")
-    p.add_argument("--bgr", action="store_true", help="the model takes blue, green, red channels (OpenCV's and "
-                   "Caffe's order) instead of RGB")
+    if feeding:
+        p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, on the "
+                       "scale of --pixel-range and in the model's channel order (default: none)")
+        p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
+        p.add_argument("--pixel-range", choices=("0-1", "0-255"), help="the range of a model's input pixels before "
+                       "--mean/--std: 0-1 (pixels / 255, the default, as torchvision's models) or 0-255 (the values "
+                       "themselves, as Caffe-converted models and Keras's 'caffe' preprocessing)")
+        p.add_argument("--bgr", action="store_true", help="the model takes blue, green, red channels (OpenCV's and "
+                       "Caffe's order) instead of RGB")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), help="a model's input layout when the graph does not "
                    "tell (NHWC: Keras/TensorFlow)")
-    if multi_label:
+    if multi_label and feeding:
         p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own "
                        "class's probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a "
                        "model that ends in Sigmoid is read so anyway, and without it a model of one output is a binary "
@@ -495,10 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_datasets)
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs of a model")
-    p.add_argument("model")
+    p.add_argument("model", help="one of cnnlab's models (cnnlab models lists them), or any model explore opens: a "
+                   ".onnx, .pt2 or cnnlab .pt file, or module:function (imports and calls YOUR code)")
     p.add_argument("--input", metavar="N,C,H,W", type=_flag_type(_input_shape),
-                   help="input shape (default: 1,1,S,S at the model's input size)")
+                   help="input shape of one of cnnlab's models (default: 1,1,S,S at the model's input size)")
     p.add_argument("--ops", default="torch", choices=("torch", "scratch"))
+    _add_model_flags(p, feeding=False)
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("kernel", help="d2l 7.2.3-7.2.4: detect edges, then learn the edge kernel")
