@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.data.registry import FOLDER_PREFIX
+from cnnlab.data import FOLDER_PREFIX
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference import load_trained
 from cnnlab.table import text_table
