@@ -729,35 +729,68 @@ def test_a_legacy_export_s_copies_of_shared_initializers_are_no_layers(tmp_path)
     assert torch.allclose(model.logits(image[None]), expected, atol=1e-5)
 
 
-def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
-    """onnxruntime's static quantization (QOperator format) makes a Linear a com.microsoft QGemm, whose int8
-    weight and int32 bias were left out of the parameter count (1392 for the float graph's 1477)."""
+def _quantized(net: nn.Module, exported, quantized, quant_format: str, side: int = 16) -> None:
+    """``net`` exported to ``exported`` (torch's older exporter, input ``x``) and quantized by onnxruntime's static
+    quantization into ``quantized``, in ``quant_format`` ("QDQ" or "QOperator"), calibrated on random pictures."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    torch.manual_seed(12)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(8, 5)).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "f.onnx"), dynamo=False,
-                          opset_version=17, input_names=["x"])
+        torch.onnx.export(net, (torch.zeros(1, 3, side, side),), str(exported), dynamo=False, opset_version=17,
+                          input_names=["x"])
 
     class Calibration(CalibrationDataReader):
         def __init__(self):
             rng = np.random.default_rng(0)
-            self.batches = iter([{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)])
+            self.batches = iter([{"x": rng.random((1, 3, side, side), dtype=np.float32)} for _ in range(4)])
 
         def get_next(self):
             return next(self.batches, None)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Calibration(),
-                        quant_format=QuantFormat.QOperator)
+        quantize_static(str(exported), str(quantized), Calibration(), quant_format=QuantFormat[quant_format])
+
+
+def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
+    """onnxruntime's static quantization (QOperator format) makes a Linear a com.microsoft QGemm, whose int8
+    weight and int32 bias were left out of the parameter count (1392 for the float graph's 1477)."""
+    torch.manual_seed(12)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 5)).eval()
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", "QOperator")
     assert any(n.op_type == "QGemm" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
     params = sum(p.numel() for p in net.parameters())
     assert model_card(open_model(tmp_path / "q.onnx"))["params"] == model_card(open_model(tmp_path / "f.onnx"))[
         "params"] == params
+
+
+@pytest.mark.parametrize("quant_format, before", [("QDQ", "QuantizeLinear"), ("QOperator", "QLinearSoftmax")])
+def test_a_quantized_graph_ending_in_softmax_gives_probabilities_not_softmaxed_again(quant_format, before, tmp_path):
+    """The ONNX Model Zoo's -qdq and -int8 classifiers of Caffe's (AlexNet, CaffeNet, GoogLeNet) end in a Softmax
+    that onnxruntime's quantization follows by a QuantizeLinear and DequantizeLinear (QDQ), or makes a com.microsoft
+    QLinearSoftmax (QOperator): the graph's last node was no Softmax, and its probabilities were softmaxed a second
+    time (about 11% for every class of ten, whatever the picture)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 10), nn.Softmax(1)).eval()
+    with torch.no_grad():  # confident answers, far from a flat 10% each
+        net[4].weight.mul_(40)
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", quant_format)
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {node.output[0]: node for node in graph.node}
+    last = producers[graph.output[0].name]
+    assert (last.op_type, producers[last.input[0]].op_type) == ("DequantizeLinear", before)
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    out = np.concatenate([session.run(None, {"x": image[None].float().numpy() / 255})[0] for image in images])
+    out = out.astype(np.float64)
+    assert out.max() > 0.5
+    opened = open_model(tmp_path / "q.onnx")
+    shown = opened.scoring.probabilities(opened.logits(images)).double().numpy()
+    # the file's own probabilities, which its integer rounding leaves summing to 1 within a few of its steps
+    assert np.allclose(shown, out / out.sum(1, keepdims=True), atol=1e-6)
+    assert "The graph ends in Softmax: its outputs are taken as probabilities." in opened.notes
 
 
 def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_kernels(tmp_path):

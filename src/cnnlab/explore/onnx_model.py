@@ -104,8 +104,13 @@ QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul"
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", *QUANTIZED_WEIGHTS})
 # A gate multiplied by its own input is one activation: x * sigmoid(x) is SiLU (Swish), x * hardsigmoid(x) HardSwish.
 GATES = {"Sigmoid": "silu", "HardSigmoid": "hardswish"}
-# Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
-PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
+# Ops that pass their input's values on unchanged (a quantized graph's QuantizeLinear and DequantizeLinear, up to
+# their rounding): a Softmax before them still makes the output probabilities.
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout",
+                          "QuantizeLinear", "DequantizeLinear"})
+# com.microsoft's integer Softmax and Sigmoid, which onnxruntime's QOperator quantization writes for ONNX's (the ONNX
+# Model Zoo's -int8 AlexNet, CaffeNet, GoogLeNet end in a QLinearSoftmax): probabilities as theirs are.
+QUANTIZED_FINAL = {"QLinearSoftmax": "Softmax", "QLinearSigmoid": "Sigmoid"}
 # Where torch.onnx.export(dynamo=True) writes the modules a node ran in, outermost first, then the FX node's own
 # name: name_scopes as a list's repr, "['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']", and namespace as
 # "path: class" parts, ": torchvision.models.resnet.ResNet/layer1: ...Sequential/.../relu_1: aten.relu.default".
@@ -891,7 +896,10 @@ def _last_op(producers: dict, output: str, through: frozenset[str] = PASS_THROUG
 
 
 def _final_op(producers: dict, output: str) -> str | None:
-    """``"Softmax"`` or ``"Sigmoid"`` where ``output`` is one's, perhaps reshaped or renamed after it
-    (:data:`PASS_THROUGH`), else None."""
+    """``"Softmax"`` or ``"Sigmoid"`` where ``output`` is one's (or its quantized twin's, :data:`QUANTIZED_FINAL`),
+    perhaps reshaped, renamed or quantized after it (:data:`PASS_THROUGH`), else None."""
     node = _last_op(producers, output)
-    return node.op_type if node is not None and node.op_type in ("Softmax", "Sigmoid") else None
+    if node is None:
+        return None
+    op = QUANTIZED_FINAL.get(node.op_type) if node.domain == "com.microsoft" else node.op_type
+    return op if op in ("Softmax", "Sigmoid") else None
