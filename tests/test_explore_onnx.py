@@ -999,3 +999,91 @@ def test_an_onnx_transpose_of_a_value_of_no_inferred_shape_opens(tmp_path):
     assert len(model.classes) == 5
     result = analyze_image(model, torch.zeros(3, 8, 8, dtype=torch.uint8))
     assert [r["kind"] for r in result["rows"]] == ["Conv", "Relu", "output"]
+
+
+def _cntk_mnist(path) -> dict[str, np.ndarray]:
+    """The ONNX Model Zoo's mnist-8 as CNTK wrote it (IR version 3: every initializer a graph input too; opset 8):
+    Conv (auto_pad SAME_UPPER) and an Add of a C x 1 x 1 bias twice, each then Relu and MaxPool, a Reshape of the
+    maps to 1 x 256, and a MatMul by its Dense weight, stored 16 x 4 x 4 x 10 and reshaped to 256 x 10 by the
+    graph's first node (``Times212_reshape1``), then an Add of the bias. Returns its float weights by name."""
+    rng = np.random.default_rng(8)
+    weights = {"Parameter5": (8, 1, 5, 5), "Parameter6": (8, 1, 1), "Parameter87": (16, 8, 5, 5),
+               "Parameter88": (16, 1, 1), "Parameter193": (16, 4, 4, 10), "Parameter194": (1, 10)}
+    weights = {name: (rng.standard_normal(shape) * 0.2).astype(np.float32) for name, shape in weights.items()}
+    shapes = {"Pooling160_Output_0_reshape0_shape": np.array([1, 256], np.int64),
+              "Parameter193_reshape1_shape": np.array([256, 10], np.int64)}
+    same = {"kernel_shape": [5, 5], "strides": [1, 1], "auto_pad": "SAME_UPPER", "group": 1, "dilations": [1, 1]}
+    nodes = [helper.make_node("Reshape", ["Parameter193", "Parameter193_reshape1_shape"], ["Parameter193_reshape1"],
+                              name="Times212_reshape1"),
+             helper.make_node("Conv", ["Input3", "Parameter5"], ["Convolution28_Output_0"], "Convolution28", **same),
+             helper.make_node("Add", ["Convolution28_Output_0", "Parameter6"], ["Plus30_Output_0"], "Plus30"),
+             helper.make_node("Relu", ["Plus30_Output_0"], ["ReLU32_Output_0"], "ReLU32"),
+             helper.make_node("MaxPool", ["ReLU32_Output_0"], ["Pooling66_Output_0"], "Pooling66",
+                              kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0], auto_pad="NOTSET"),
+             helper.make_node("Conv", ["Pooling66_Output_0", "Parameter87"], ["Convolution110_Output_0"],
+                              "Convolution110", **same),
+             helper.make_node("Add", ["Convolution110_Output_0", "Parameter88"], ["Plus112_Output_0"], "Plus112"),
+             helper.make_node("Relu", ["Plus112_Output_0"], ["ReLU114_Output_0"], "ReLU114"),
+             helper.make_node("MaxPool", ["ReLU114_Output_0"], ["Pooling160_Output_0"], "Pooling160",
+                              kernel_shape=[3, 3], strides=[3, 3], pads=[0, 0, 0, 0], auto_pad="NOTSET"),
+             helper.make_node("Reshape", ["Pooling160_Output_0", "Pooling160_Output_0_reshape0_shape"],
+                              ["Pooling160_Output_0_reshape0"], "Times212_reshape0"),
+             helper.make_node("MatMul", ["Pooling160_Output_0_reshape0", "Parameter193_reshape1"],
+                              ["Times212_Output_0"], "Times212"),
+             helper.make_node("Add", ["Times212_Output_0", "Parameter194"], ["Plus214_Output_0"], "Plus214")]
+    initializers = [numpy_helper.from_array(v, k) for k, v in {**weights, **shapes}.items()]
+    inputs = [helper.make_tensor_value_info("Input3", TensorProto.FLOAT, [1, 1, 28, 28]),
+              *(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in initializers)]
+    graph = helper.make_graph(nodes, "CNTKGraph", inputs,
+                              [helper.make_tensor_value_info("Plus214_Output_0", TensorProto.FLOAT, [1, 10])],
+                              initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], producer_name="CNTK", ir_version=3)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return weights
+
+
+def test_a_weight_the_graph_reshapes_is_its_layers_parameter_and_the_reshape_no_layer(tmp_path):
+    """CNTK's graphs (the ONNX Model Zoo's mnist-8, the first ONNX file many open) reshape their Dense weight before
+    the MatMul that reads it: the layer table showed a row ``Times212_reshape1 Reshape 256 x 10`` holding its 2,560
+    parameters, and no row of the MatMul, the layer itself."""
+    weights = _cntk_mnist(tmp_path / "mnist-8.onnx")
+    model = open_model(tmp_path / "mnist-8.onnx")
+    rows = {row["name"]: row for row in model.layers()}
+    assert "Times212_reshape1" not in rows and "Times212_reshape0" not in rows
+    assert (rows["Times212"]["op"], rows["Times212"]["shape"], rows["Times212"]["params"]) == ("MatMul", [10], 2560)
+    assert [rows[name]["params"] for name in ("Convolution28", "Plus30", "Convolution110", "Plus112", "Plus214")] == \
+        [200, 8, 3200, 16, 10]
+    assert model_card(model)["params"] == sum(w.size for w in weights.values())
+    # fed pixels / 255, as its README says, and scored as onnxruntime scores the file
+    images = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8))
+    session = ort.InferenceSession(str(tmp_path / "mnist-8.onnx"), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"Input3": image[None].float().numpy() / 255})[0]
+                               for image in images])
+    assert np.allclose(model.logits(images).numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [9, 13])
+def test_an_upsamples_scales_are_no_parameters(opset, tmp_path):
+    """The scales an Upsample (opset 9) or a Resize (opset 13: its region of interest and scales) reads from
+    initializers were counted as the layer's parameters: 4 of an 8 x 8 upsampling by 2."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "fc")]
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    if opset == 9:
+        upsample = helper.make_node("Upsample", ["c", "scales"], ["u"], mode="nearest")
+        constants = [scales]
+    else:
+        upsample = helper.make_node("Resize", ["c", "roi", "scales"], ["u"], mode="nearest")
+        constants = [numpy_helper.from_array(np.zeros(8, np.float32), "roi"), scales]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), upsample,
+             helper.make_node("Relu", ["u"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], weights + constants)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=7),
+              str(tmp_path / "up.onnx"))
+    model = open_model(tmp_path / "up.onnx")
+    assert model_card(model)["params"] == 4 * 3 * 3 * 3 + 4 * 5
+    assert not any(row["params"] for row in model.layers() if row["op"] in ("Upsample", "Resize"))

@@ -102,6 +102,13 @@ QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul"
 # QOperator format; dynamic quantization): onnxruntime fuses a DequantizeLinear -> Conv -> QuantizeLinear into one
 # integer QLinearConv, which rounds otherwise than the float Conv it runs where that Conv's output is a graph output.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", *QUANTIZED_WEIGHTS})
+# Ops that rearrange a weight without changing its values: CNTK's graphs (the ONNX Model Zoo's mnist-8, emotion-ferplus)
+# reshape a Dense layer's weight, 16 x 4 x 4 x 10, to the 256 x 10 their MatMul reads. The weight is that layer's
+# parameter; the Reshape is no layer.
+REARRANGING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
+# Ops whose float constants are no parameters: the normalisation constants an input is shifted and divided by, and
+# an Upsample's or Resize's scales (and region of interest).
+NOT_PARAMETERS = frozenset({"Sub", "Div", "Upsample", "Resize"})
 # A gate multiplied by its own input is one activation: x * sigmoid(x) is SiLU (Swish), x * hardsigmoid(x) HardSwish.
 GATES = {"Sigmoid": "silu", "HardSigmoid": "hardswish"}
 # Ops that pass their input's values on unchanged (a quantized graph's QuantizeLinear and DequantizeLinear, up to
@@ -700,11 +707,18 @@ class OnnxModel:
         """The nodes of the layer table, in the order they run (the stages among them), and the parameters of each.
 
         A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers: that row is left out and
-        the quantized weight counted with its layer; scales and zero points are not parameters. So is the Identity
-        that copies an initializer (:attr:`_copies`): the copy is counted with the layer that reads it, as the
-        parameter it stands for."""
-        dequantized = {n.output[0]: n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"
-                       and n.output and all(i in self.initializers for i in n.input)}
+        the quantized weight counted with its layer; scales and zero points are not parameters. So is a reshape of
+        a weight (:data:`REARRANGING`), and the Identity that copies an initializer (:attr:`_copies`): the copy is
+        counted with the layer that reads it, as the parameter it stands for."""
+        # each value made of initializers alone by a DequantizeLinear or a rearranging op: the initializer it holds
+        made: dict[str, str] = {}
+        dequantized: set[str] = set()  # those made through a DequantizeLinear, integers counted as weights
+        for n in self.nodes:  # in the order they run: a reshape of a dequantized weight comes after its dequantizing
+            if n.output and n.input and (n.op_type == "DequantizeLinear" or n.op_type in REARRANGING) and \
+                    all(i in self.initializers or i in made for i in n.input):
+                made[n.output[0]] = made.get(n.input[0], n.input[0])
+                if n.op_type == "DequantizeLinear" or n.input[0] in dequantized:
+                    dequantized.add(n.output[0])
         counted: set[str] = set()
 
         def params_of(node) -> int:
@@ -713,13 +727,13 @@ class OnnxModel:
             an input is shifted and divided by (buffers in PyTorch)."""
             if node.op_type in QUANTIZED_WEIGHTS:
                 inputs = [node.input[k] for k in QUANTIZED_WEIGHTS[node.op_type] if k < len(node.input)]
-            elif node.op_type in ("Sub", "Div"):
+            elif node.op_type in NOT_PARAMETERS:
                 return 0
             else:
                 inputs = node.input[:3] if node.op_type == "BatchNormalization" else node.input
             total = 0
             for name in inputs:
-                source = name if name in self.initializers else self._copies.get(name) or dequantized.get(name)
+                source = name if name in self.initializers else self._copies.get(name) or made.get(name)
                 key = name if name in self._copies else source  # a copy is a parameter of its own, counted once
                 if source is None or key in counted:
                     continue
@@ -733,7 +747,8 @@ class OnnxModel:
 
         table = []
         for node in self.nodes:
-            if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.output and node.output[0] in self._copies:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.output and (
+                    node.output[0] in self._copies or node.output[0] in made):
                 continue
             params = params_of(node)
             if _stage_op(node) or params:
