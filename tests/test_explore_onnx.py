@@ -1087,3 +1087,29 @@ def test_an_upsamples_scales_are_no_parameters(opset, tmp_path):
     model = open_model(tmp_path / "up.onnx")
     assert model_card(model)["params"] == 4 * 3 * 3 * 3 + 4 * 5
     assert not any(row["params"] for row in model.layers() if row["op"] in ("Upsample", "Resize"))
+
+
+@pytest.mark.parametrize("opset, op", [(3, "Relu"), (6, "Gemm")])
+def test_an_operator_set_older_than_onnxruntime_runs_says_which_it_needs(opset, op, tmp_path):
+    """The ONNX Model Zoo keeps its Caffe2 classifiers at operator sets 3 and 6 too (bvlcalexnet-3, -6), which
+    onnxruntime does not run: the line said only that it found no implementation of "Relu(1)" or "Gemm(6)", not
+    what file to bring instead."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w", (4, 3, 3, 3)), ("fc", (5, 4)), ("b", (5,)))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "b"], ["y"], transB=1, broadcast=1)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+              *(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights)]
+    graph = helper.make_graph(nodes, "caffe2", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+                              weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=3),
+              str(tmp_path / "old.onnx"))
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "old.onnx")
+    said = str(e.value)
+    assert "\n" not in said and f"Could not find an implementation for {op}(" in said
+    assert said.endswith(f": its ONNX operator set is {opset}, and onnxruntime runs 7 and later; expected a file of "
+                         "operator set 7 or later (the ONNX Model Zoo keeps each model at later ones too; "
+                         "onnx.version_converter.convert_version(model, 7) converts some graphs)")

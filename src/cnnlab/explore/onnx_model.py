@@ -89,6 +89,7 @@ MICROSOFT_STAGES = frozenset({"FusedConv", "QuickGelu", "Gelu"})
 # back to the network's own.
 NCHWC = "com.microsoft.nchwc"
 FLOAT = 1  # onnx.TensorProto.FLOAT
+OLDEST_OPSET = 7  # the oldest ONNX operator set onnxruntime promises to run
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: the types a trained weight has, and the stage outputs shown as
 # feature maps (a quantized graph's int8 maps, QLinearConv's, are left to the layer table)
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
@@ -269,7 +270,8 @@ class OnnxModel:
             self.scorer = self.session if as_is is None else \
                 ort.InferenceSession(as_is, options_, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
-            raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {path} ({summary(e, 200)})") from None
+            raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {path} ({summary(e, 200)})"
+                              f"{_too_old(model)}") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         try:
             probe = self._run(self.spec.zeros(1))
@@ -775,6 +777,19 @@ class OnnxModel:
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         return occlusion_pngs(self, image, target)
+
+
+def _too_old(model) -> str:
+    """What to do about a graph of an ONNX operator set older than onnxruntime runs (from 7 on: its compatibility
+    promise, ONNX 1.2's), said after onnxruntime's reason: the ONNX Model Zoo's oldest files (bvlcalexnet-3 and -6)
+    fail on the first op of theirs it has no implementation of ("Relu(1)", "Gemm(6)"). Empty where the operator set
+    is 7 or later."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= OLDEST_OPSET:
+        return ""
+    return (f": its ONNX operator set is {opset}, and onnxruntime runs {OLDEST_OPSET} and later; expected a file of "
+            f"operator set {OLDEST_OPSET} or later (the ONNX Model Zoo keeps each model at later ones too; "
+            f"onnx.version_converter.convert_version(model, {OLDEST_OPSET}) converts some graphs)")
 
 
 def _carried(metadata: dict[str, str], path: Path) -> Carried:
