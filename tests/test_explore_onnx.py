@@ -1063,29 +1063,42 @@ def test_a_weight_the_graph_reshapes_is_its_layers_parameter_and_the_reshape_no_
     assert np.allclose(model.logits(images).numpy(), expected, atol=1e-5)
 
 
+def _small_classifier(path, opset: int, ir_version: int = 7, before: tuple = (), after_conv: tuple = (),
+                      constants: tuple = ()) -> None:
+    """A classifier of 3 x 8 x 8 images (input ``image``) and 5 classes built with onnx.helper, as the older converters
+    wrote them: Conv (``c``), Relu, GlobalAveragePool, Flatten, Gemm with ``transB`` (``broadcast`` below operator
+    set 7). ``before`` are nodes from ``image`` to the Conv's input ``x``, ``after_conv`` from ``c`` to the Relu's
+    input ``u``, with their ``constants``; below IR version 4 every initializer is a graph input too."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w", (4, 3, 3, 3)), ("fc", (5, 4)), ("b", (5,)))] + list(constants)
+    nodes = [*before, helper.make_node("Conv", ["x" if before else "image", "w"], ["c"], pads=[1, 1, 1, 1]),
+             *after_conv, helper.make_node("Relu", ["u" if after_conv else "c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "b"], ["y"], transB=1, **({"broadcast": 1} if opset < 7 else {}))]
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])]
+    if ir_version < 4:  # initializers were graph inputs too, as in the Caffe2 and CNTK files of the ONNX Model Zoo
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+                              weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version),
+              str(path))
+
+
 @pytest.mark.parametrize("opset", [9, 13])
 def test_an_upsamples_scales_are_no_parameters(opset, tmp_path):
     """The scales an Upsample (opset 9) or a Resize (opset 13: its region of interest and scales) reads from
     initializers were counted as the layer's parameters: 4 of an 8 x 8 upsampling by 2."""
-    rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
-               numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "fc")]
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
     if opset == 9:
         upsample = helper.make_node("Upsample", ["c", "scales"], ["u"], mode="nearest")
-        constants = [scales]
+        constants = (scales,)
     else:
         upsample = helper.make_node("Resize", ["c", "roi", "scales"], ["u"], mode="nearest")
-        constants = [numpy_helper.from_array(np.zeros(8, np.float32), "roi"), scales]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), upsample,
-             helper.make_node("Relu", ["u"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], weights + constants)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=7),
-              str(tmp_path / "up.onnx"))
+        constants = (numpy_helper.from_array(np.zeros(8, np.float32), "roi"), scales)
+    _small_classifier(tmp_path / "up.onnx", opset, after_conv=(upsample,), constants=constants)
     model = open_model(tmp_path / "up.onnx")
-    assert model_card(model)["params"] == 4 * 3 * 3 * 3 + 4 * 5
+    assert model_card(model)["params"] == 4 * 3 * 3 * 3 + 5 * 4 + 5
     assert not any(row["params"] for row in model.layers() if row["op"] in ("Upsample", "Resize"))
 
 
@@ -1094,18 +1107,7 @@ def test_an_operator_set_older_than_onnxruntime_runs_says_which_it_needs(opset, 
     """The ONNX Model Zoo keeps its Caffe2 classifiers at operator sets 3 and 6 too (bvlcalexnet-3, -6), which
     onnxruntime does not run: the line said only that it found no implementation of "Relu(1)" or "Gemm(6)", not
     what file to bring instead."""
-    rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
-               for name, shape in (("w", (4, 3, 3, 3)), ("fc", (5, 4)), ("b", (5,)))]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "fc", "b"], ["y"], transB=1, broadcast=1)]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
-              *(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights)]
-    graph = helper.make_graph(nodes, "caffe2", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
-                              weights)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=3),
-              str(tmp_path / "old.onnx"))
+    _small_classifier(tmp_path / "old.onnx", opset, ir_version=3)
     with pytest.raises(CnnlabError) as e:
         open_model(tmp_path / "old.onnx")
     said = str(e.value)
@@ -1113,3 +1115,18 @@ def test_an_operator_set_older_than_onnxruntime_runs_says_which_it_needs(opset, 
     assert said.endswith(f": its ONNX operator set is {opset}, and onnxruntime runs 7 and later; expected a file of "
                          "operator set 7 or later (the ONNX Model Zoo keeps each model at later ones too; "
                          "onnx.version_converter.convert_version(model, 7) converts some graphs)")
+
+
+@pytest.mark.parametrize("scale, bias", [(2 / 255, [-1.0, -1.0, -1.0]), (1 / 58.0, [-2.1, -2.0, -1.8])])
+def test_an_image_scaler_is_the_graphs_own_scaling(scale, bias, tmp_path):
+    """ONNX's experimental ImageScaler (operator sets 1-9), which Core ML's converters write for an image input's
+    scale and per-channel bias, scales the pixel values themselves: the graph was fed pixels / 255, scaled a second
+    time into a nearly constant picture."""
+    _small_classifier(tmp_path / "scaler.onnx", 9, ir_version=4,
+                      before=(helper.make_node("ImageScaler", ["image"], ["x"], scale=scale, bias=bias),))
+    model = open_model(tmp_path / "scaler.onnx")
+    assert model.spec.origin["pixel range"] == "graph's own scaling"
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 3, 8, 8), dtype=np.uint8))
+    session = ort.InferenceSession(str(tmp_path / "scaler.onnx"), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"image": image[None].float().numpy()})[0] for image in images])
+    assert np.allclose(model.logits(images).numpy(), expected, atol=1e-4)

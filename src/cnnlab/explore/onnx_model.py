@@ -385,8 +385,10 @@ class OnnxModel:
 
     def _scaling(self, name: str) -> Scaling | None:
         """What the graph does to its input ``name`` on the way to its first Conv, where that is Mul, Div, Add or
-        Sub by constants (through casts, transposes, resizes and pads), or None where the Conv reads it otherwise
-        or nothing does. :meth:`Scaling.pixel_max` then tells the pixel range it is made for."""
+        Sub by constants, or an ImageScaler (through casts, transposes, resizes and pads), or None where the Conv
+        reads it otherwise or nothing does. :meth:`Scaling.pixel_max` then tells the pixel range it is made for."""
+        from onnx import helper
+
         scale = {name: Scaling()}  # each value computed from the input, and how
         for node in self.nodes:  # in the order they run
             tracked = [i for i in node.input if i in scale]
@@ -402,6 +404,14 @@ class OnnxModel:
                 perm = next((list(attr.ints) for attr in node.attribute if attr.name == "perm"), [3, 2, 1, 0])
                 if (permuted := done.permuted(perm)) is not None:
                     scale[node.output[0]] = permuted
+            elif node.op_type == "ImageScaler":  # ONNX's experimental op of operator sets 1-9, as Core ML's
+                # converters (onnxmltools) write an image input's scale and per-channel bias: scale * x + bias
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                step = done.step("mul", attrs.get("scale", 1.0))
+                if step is not None and attrs.get("bias"):
+                    step = step.step("add", np.reshape(attrs["bias"], (-1, 1, 1)))  # N x C x H x W: C x 1 x 1
+                if step is not None:
+                    scale[node.output[0]] = step
             elif node.op_type in ("Mul", "Div", "Add", "Sub") and len(node.input) == 2:
                 other = node.input[1] if node.input[0] == tracked[0] else node.input[0]
                 constant = self._fixed(other)
