@@ -730,26 +730,30 @@ def test_a_legacy_export_s_copies_of_shared_initializers_are_no_layers(tmp_path)
 
 
 def _quantized(net: nn.Module, exported, quantized, quant_format: str, side: int = 16) -> None:
-    """``net`` exported to ``exported`` (torch's older exporter, input ``x``) and quantized by onnxruntime's static
-    quantization into ``quantized``, in ``quant_format`` ("QDQ" or "QOperator"), calibrated on random pictures."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
+    """``net`` exported to ``exported`` (torch's older exporter, input ``x``) and quantized (:func:`_quantize`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.zeros(1, 3, side, side),), str(exported), dynamo=False, opset_version=17,
                           input_names=["x"])
+    _quantize(exported, quantized, quant_format, "x", (1, 3, side, side))
+
+
+def _quantize(graph, quantized, quant_format: str, name: str, shape: tuple[int, ...]) -> None:
+    """The ONNX file ``graph`` quantized by onnxruntime's static quantization into ``quantized``, in
+    ``quant_format`` ("QDQ" or "QOperator"), calibrated on random pictures of ``shape`` at its input ``name``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     class Calibration(CalibrationDataReader):
         def __init__(self):
             rng = np.random.default_rng(0)
-            self.batches = iter([{"x": rng.random((1, 3, side, side), dtype=np.float32)} for _ in range(4)])
+            self.batches = iter([{name: rng.random(shape, dtype=np.float32)} for _ in range(4)])
 
         def get_next(self):
             return next(self.batches, None)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_static(str(exported), str(quantized), Calibration(), quant_format=QuantFormat[quant_format])
+        quantize_static(str(graph), str(quantized), Calibration(), quant_format=QuantFormat[quant_format])
 
 
 def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
@@ -1001,8 +1005,9 @@ def test_an_onnx_transpose_of_a_value_of_no_inferred_shape_opens(tmp_path):
     assert [r["kind"] for r in result["rows"]] == ["Conv", "Relu", "output"]
 
 
-def _cntk_mnist(path) -> dict[str, np.ndarray]:
-    """The ONNX Model Zoo's mnist-8 as CNTK wrote it (IR version 3: every initializer a graph input too; opset 8):
+def _cntk_mnist(path, opset: int = 8) -> dict[str, np.ndarray]:
+    """The ONNX Model Zoo's mnist-8 as CNTK wrote it (IR version 3: every initializer a graph input too; opset 8;
+    ``opset`` 12 is mnist-12, of IR version 7):
     Conv (auto_pad SAME_UPPER) and an Add of a C x 1 x 1 bias twice, each then Relu and MaxPool, a Reshape of the
     maps to 1 x 256, and a MatMul by its Dense weight, stored 16 x 4 x 4 x 10 and reshaped to 256 x 10 by the
     graph's first node (``Times212_reshape1``), then an Add of the bias. Returns its float weights by name."""
@@ -1032,12 +1037,15 @@ def _cntk_mnist(path) -> dict[str, np.ndarray]:
                               ["Times212_Output_0"], "Times212"),
              helper.make_node("Add", ["Times212_Output_0", "Parameter194"], ["Plus214_Output_0"], "Plus214")]
     initializers = [numpy_helper.from_array(v, k) for k, v in {**weights, **shapes}.items()]
-    inputs = [helper.make_tensor_value_info("Input3", TensorProto.FLOAT, [1, 1, 28, 28]),
-              *(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in initializers)]
+    ir_version = 3 if opset < 9 else 7
+    inputs = [helper.make_tensor_value_info("Input3", TensorProto.FLOAT, [1, 1, 28, 28])]
+    if ir_version < 4:
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in initializers]
     graph = helper.make_graph(nodes, "CNTKGraph", inputs,
                               [helper.make_tensor_value_info("Plus214_Output_0", TensorProto.FLOAT, [1, 10])],
                               initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], producer_name="CNTK", ir_version=3)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="CNTK",
+                              ir_version=ir_version)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return weights
@@ -1061,6 +1069,28 @@ def test_a_weight_the_graph_reshapes_is_its_layers_parameter_and_the_reshape_no_
     expected = np.concatenate([session.run(None, {"Input3": image[None].float().numpy() / 255})[0]
                                for image in images])
     assert np.allclose(model.logits(images).numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("quant_format, matmul, add", [("QDQ", "MatMul", "Add"),
+                                                        ("QOperator", "QLinearMatMul", "QLinearAdd")])
+def test_a_quantized_graphs_weights_are_counted_as_the_float_graphs(quant_format, matmul, add, tmp_path):
+    """onnxruntime's quantization of mnist-12 (as the zoo's mnist-12-int8 is made) quantizes at run time the Dense
+    weight the graph reshapes (a QuantizeLinear of the Reshape's output): those 2,560 parameters were counted in no
+    row, and QOperator's com.microsoft QLinearAdd of each bias left the biases out too."""
+    weights = _cntk_mnist(tmp_path / "mnist-12.onnx", opset=12)
+    _quantize(tmp_path / "mnist-12.onnx", tmp_path / "q.onnx", quant_format, "Input3", (1, 1, 28, 28))
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {node.output[0]: node for node in graph.node}
+    chain, value = [], next(node for node in graph.node if node.op_type == matmul).input[1 if matmul == "MatMul" else 3]
+    while value in producers:  # the MatMul's weight, back to the initializer
+        chain.append(producers[value].op_type)
+        value = producers[value].input[0]
+    assert chain[-2:] == ["QuantizeLinear", "Reshape"]  # quantized at run time, after the graph's Reshape
+    model = open_model(tmp_path / "q.onnx")
+    assert model_card(model)["params"] == sum(w.size for w in weights.values())
+    rows = model.layers()
+    assert [row["params"] for row in rows if row["op"] == matmul] == [2560]
+    assert [row["params"] for row in rows if row["op"] == add] == [8, 16, 10]
 
 
 def _small_classifier(path, opset: int, ir_version: int = 7, before: tuple = (), after_conv: tuple = (),

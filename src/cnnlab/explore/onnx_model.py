@@ -96,9 +96,11 @@ FLOAT_TYPES = frozenset({1, 10, 11, 16})
 # The image inputs a graph may take (onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, UINT8), as numpy names them: a
 # graph converted to float16 whole, or one that takes the pixel values themselves and scales them inside
 INPUT_TYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8"}
-# The inputs of quantized ops that are weights and biases; the others are scales and zero points.
+# The inputs of quantized ops that are weights and biases; the others are scales and zero points. com.microsoft's
+# QGemm is a Linear quantized by onnxruntime (QOperator format); its QLinearAdd and QLinearMul take either operand
+# from an initializer (a bias added after its own op, as CNTK's graphs add each Conv's), or both from the image.
 QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,),
-                     "QGemm": (3, 6)}  # com.microsoft's, for a Linear quantized by onnxruntime (QOperator format)
+                     "QGemm": (3, 6), "QLinearAdd": (0, 3), "QLinearMul": (0, 3)}
 # The ops of a quantized graph (QDQ, as onnxruntime's static quantization and cnnlab's onnx-int8 export write it; the
 # QOperator format; dynamic quantization): onnxruntime fuses a DequantizeLinear -> Conv -> QuantizeLinear into one
 # integer QLinearConv, which rounds otherwise than the float Conv it runs where that Conv's output is a graph output.
@@ -718,15 +720,18 @@ class OnnxModel:
     def _table(self) -> list[tuple[Any, int]]:
         """The nodes of the layer table, in the order they run (the stages among them), and the parameters of each.
 
-        A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers: that row is left out and
-        the quantized weight counted with its layer; scales and zero points are not parameters. So is a reshape of
-        a weight (:data:`REARRANGING`), and the Identity that copies an initializer (:attr:`_copies`): the copy is
+        A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers (or a QuantizeLinear and
+        DequantizeLinear of a weight the graph computes): that row is left out and the quantized weight counted with
+        its layer; scales and zero points are not parameters. So is a reshape of a weight (:data:`REARRANGING`), and
+        the Identity that copies an initializer (:attr:`_copies`): the copy is
         counted with the layer that reads it, as the parameter it stands for."""
-        # each value made of initializers alone by a DequantizeLinear or a rearranging op: the initializer it holds
+        # each value made of initializers alone by a rearranging op, a DequantizeLinear, or a QuantizeLinear (where
+        # the quantizer quantizes a weight the graph computes, as CNTK's reshaped one): the initializer it holds
         made: dict[str, str] = {}
         dequantized: set[str] = set()  # those made through a DequantizeLinear, integers counted as weights
         for n in self.nodes:  # in the order they run: a reshape of a dequantized weight comes after its dequantizing
-            if n.output and n.input and (n.op_type == "DequantizeLinear" or n.op_type in REARRANGING) and \
+            if n.output and n.input and (n.op_type in ("DequantizeLinear", "QuantizeLinear") or
+                                         n.op_type in REARRANGING) and \
                     all(i in self.initializers or i in made for i in n.input):
                 made[n.output[0]] = made.get(n.input[0], n.input[0])
                 if n.op_type == "DequantizeLinear" or n.input[0] in dequantized:
