@@ -1094,15 +1094,17 @@ def test_a_quantized_graphs_weights_are_counted_as_the_float_graphs(quant_format
 
 
 def _small_classifier(path, opset: int, ir_version: int = 7, before: tuple = (), after_conv: tuple = (),
-                      constants: tuple = ()) -> None:
+                      constants: tuple = (), weight: str = "w") -> None:
     """A classifier of 3 x 8 x 8 images (input ``image``) and 5 classes built with onnx.helper, as the older converters
     wrote them: Conv (``c``), Relu, GlobalAveragePool, Flatten, Gemm with ``transB`` (``broadcast`` below operator
-    set 7). ``before`` are nodes from ``image`` to the Conv's input ``x``, ``after_conv`` from ``c`` to the Relu's
-    input ``u``, with their ``constants``; below IR version 4 every initializer is a graph input too."""
+    set 7). ``before`` are nodes from ``image`` to the Conv's input ``x`` (or to the Conv's ``weight``, where it is no
+    initializer ``w``), ``after_conv`` from ``c`` to the Relu's input ``u``, with their ``constants``; below IR
+    version 4 every initializer is a graph input too."""
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
                for name, shape in (("w", (4, 3, 3, 3)), ("fc", (5, 4)), ("b", (5,)))] + list(constants)
-    nodes = [*before, helper.make_node("Conv", ["x" if before else "image", "w"], ["c"], pads=[1, 1, 1, 1]),
+    image = "x" if any("x" in node.output for node in before) else "image"
+    nodes = [*before, helper.make_node("Conv", [image, weight], ["c"], pads=[1, 1, 1, 1]),
              *after_conv, helper.make_node("Relu", ["u" if after_conv else "c"], ["r"]),
              helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "fc", "b"], ["y"], transB=1, **({"broadcast": 1} if opset < 7 else {}))]
@@ -1113,6 +1115,22 @@ def _small_classifier(path, opset: int, ir_version: int = 7, before: tuple = (),
                               weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version),
               str(path))
+
+
+@pytest.mark.parametrize("op, weight, attributes", [
+    ("Cast", np.ones((4, 3, 3, 3), np.float16), {"to": TensorProto.FLOAT}),  # a float16 graph's op kept in float32
+    ("Reshape", np.ones((4, 27), np.float32), {}),
+    ("Transpose", np.ones((3, 4, 3, 3), np.float32), {"perm": [1, 0, 2, 3]}),
+])
+def test_a_convolutions_weight_the_graph_casts_or_rearranges_is_its_parameter(op, weight, attributes, tmp_path):
+    """A Conv whose weight reaches it through a Cast (a graph converted to float16 but for some ops), a Reshape or a
+    Transpose of an initializer: the Cast's (or Reshape's) row held the 108 parameters and the Conv's none."""
+    shape = numpy_helper.from_array(np.array([4, 3, 3, 3], np.int64), "shape")
+    inputs = ["w_stored", "shape"] if op == "Reshape" else ["w_stored"]
+    _small_classifier(tmp_path / "w.onnx", 13, before=(helper.make_node(op, inputs, ["w_used"], **attributes),),
+                      constants=(numpy_helper.from_array(weight, "w_stored"), shape), weight="w_used")
+    rows = {row["op"]: row["params"] for row in open_model(tmp_path / "w.onnx").layers()}
+    assert op not in rows and rows["Conv"] == 108
 
 
 @pytest.mark.parametrize("opset", [9, 13])

@@ -105,10 +105,11 @@ QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul"
 # QOperator format; dynamic quantization): onnxruntime fuses a DequantizeLinear -> Conv -> QuantizeLinear into one
 # integer QLinearConv, which rounds otherwise than the float Conv it runs where that Conv's output is a graph output.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", *QUANTIZED_WEIGHTS})
-# Ops that rearrange a weight without changing its values: CNTK's graphs (the ONNX Model Zoo's mnist-8, emotion-ferplus)
-# reshape a Dense layer's weight, 16 x 4 x 4 x 10, to the 256 x 10 their MatMul reads. The weight is that layer's
-# parameter; the Reshape is no layer.
-REARRANGING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
+# Ops that pass a weight on with its values kept, rearranged or cast: CNTK's graphs (the ONNX Model Zoo's mnist-8,
+# emotion-ferplus) reshape a Dense layer's weight, 16 x 4 x 4 x 10, to the 256 x 10 their MatMul reads, and a graph
+# converted to float16 but for some ops casts those ops' weights back to float32. The weight is that layer's
+# parameter; the Reshape or Cast is no layer.
+REARRANGING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"})
 # Ops whose float constants are no parameters: the normalisation constants an input is shifted and divided by, and
 # an Upsample's or Resize's scales (and region of interest).
 NOT_PARAMETERS = frozenset({"Sub", "Div", "Upsample", "Resize"})
