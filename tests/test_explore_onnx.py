@@ -1093,6 +1093,21 @@ def test_a_quantized_graphs_weights_are_counted_as_the_float_graphs(quant_format
     assert [row["params"] for row in rows if row["op"] == add] == [8, 16, 10]
 
 
+def test_a_quantized_first_convolution_says_how_many_channels_it_takes(tmp_path):
+    """A QOperator graph's first convolution is a QLinearConv, whose integer weight was not read for its input
+    channels: a wrong --layout NHWC on the zoo's bvlcalexnet-12-int8 was taken, and refused only for the height x
+    width it made of the input (3 x 224), not for the layout."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 5)).eval()
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", "QOperator")
+    assert onnx.load(str(tmp_path / "q.onnx")).graph.node[1].op_type == "QLinearConv"
+    with pytest.raises(CnnlabError, match=r"^--layout NHWC reads input 'x' \(1 x 3 x 16 x 16\) as 16 channels, but "
+                                          r"its first convolution takes 3; expected --layout NCHW, or no --layout"):
+        open_model(tmp_path / "q.onnx", Options(layout="NHWC"))
+    assert open_model(tmp_path / "q.onnx").spec.layout == "NCHW"
+
+
 def _small_classifier(path, opset: int, ir_version: int = 7, before: tuple = (), after_conv: tuple = (),
                       constants: tuple = (), weight: str = "w") -> None:
     """A classifier of 3 x 8 x 8 images (input ``image``) and 5 classes built with onnx.helper, as the older converters

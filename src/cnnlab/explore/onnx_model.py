@@ -90,6 +90,8 @@ MICROSOFT_STAGES = frozenset({"FusedConv", "QuickGelu", "Gelu"})
 NCHWC = "com.microsoft.nchwc"
 FLOAT = 1  # onnx.TensorProto.FLOAT
 OLDEST_OPSET = 7  # the oldest ONNX operator set onnxruntime promises to run
+# The ops of a convolution: ONNX's float and quantized ones, com.microsoft's fused and channels-last ones
+CONVOLUTIONS = frozenset({"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv"})
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: the types a trained weight has, and the stage outputs shown as
 # feature maps (a quantized graph's int8 maps, QLinearConv's, are left to the layer table)
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
@@ -487,25 +489,36 @@ class OnnxModel:
         the first convolution's weight is no such kernel (computed in the graph, as a weight-standardised
         convolution's in torch's older exporter; com.microsoft.nchwc's reordered one; a quantized op's integers),
         lest a later layer's kernels be shown as the first layer's."""
-        for node in self.nodes:
-            if node.op_type in ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv"):
-                weight = self._constant(node.input[1]) if node.op_type in ("Conv", "FusedConv") and \
-                    _stage_op(node) and node.domain != NCHWC and len(node.input) > 1 else None
-                return (node, weight) if weight is not None and weight.ndim == 4 else (None, None)
-        return None, None
+        node = self._first_convolution()
+        weight = self._constant(node.input[1]) if node is not None and node.op_type in ("Conv", "FusedConv") and \
+            _stage_op(node) and node.domain != NCHWC and len(node.input) > 1 else None
+        return (node, weight) if weight is not None and weight.ndim == 4 else (None, None)
+
+    def _first_convolution(self) -> Any:
+        """The graph's first convolution node, of whatever kind (:data:`CONVOLUTIONS`), or None."""
+        return next((node for node in self.nodes if node.op_type in CONVOLUTIONS), None)
 
     def _first_conv_weight(self) -> np.ndarray | None:
         return self._first_conv()[1]
 
     def _first_conv_channels(self) -> int | None:
-        """The input channels of the first Conv: its weight holds in_channels / group of them."""
+        """The input channels of the first convolution: its weight holds in_channels / group of them; a quantized
+        one's integer weight (QLinearConv's, ConvInteger's: :data:`QUANTIZED_WEIGHTS`) says so as well as a float
+        kernel does."""
         from onnx import helper
 
         node, weight = self._first_conv()
-        if node is None:
-            return None
+        if weight is not None:
+            per_group = weight.shape[1]
+        else:
+            node = self._first_convolution()
+            inputs = QUANTIZED_WEIGHTS.get(node.op_type) if node is not None else None
+            stored = self.initializers.get(node.input[inputs[0]]) if inputs and inputs[0] < len(node.input) else None
+            if stored is None or len(stored.dims) != 4:
+                return None
+            per_group = stored.dims[1]
         group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
-        return int(weight.shape[1]) * int(group)
+        return int(per_group) * int(group)
 
     def _constant(self, name: str) -> np.ndarray | None:
         """An initializer's value, or the float value of a quantized one a DequantizeLinear node reads (a QDQ graph,
