@@ -797,6 +797,25 @@ def test_a_quantized_graph_ending_in_softmax_gives_probabilities_not_softmaxed_a
     assert "The graph ends in Softmax: its outputs are taken as probabilities." in opened.notes
 
 
+@pytest.mark.parametrize("quant_format, before", [("QDQ", "QuantizeLinear"), ("QOperator", "QLinearSigmoid")])
+def test_a_quantized_graph_ending_in_sigmoid_gives_a_probability_per_class(quant_format, before, tmp_path):
+    """The same for a multi-label graph ending in Sigmoid, quantized: its probabilities were read as logits and
+    softmaxed over the classes."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 4), nn.Sigmoid()).eval()
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", quant_format)
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {node.output[0]: node for node in graph.node}
+    assert producers[producers[graph.output[0].name].input[0]].op_type == before
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    out = np.concatenate([session.run(None, {"x": image[None].float().numpy() / 255})[0] for image in images])
+    opened = open_model(tmp_path / "q.onnx")
+    assert opened.scoring.multi_label
+    assert np.allclose(opened.scoring.probabilities(opened.logits(images)).numpy(), out, atol=1e-6)
+
+
 def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_kernels(tmp_path):
     """A graph saved by onnxruntime's optimizer (``SessionOptions.optimized_model_filepath``). At its extended level a
     Conv and its activation are one com.microsoft FusedConv and SiLU a QuickGelu: neither was a stage, and the
