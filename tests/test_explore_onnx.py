@@ -1127,6 +1127,38 @@ def test_a_quantized_first_convolution_says_how_many_channels_it_takes(tmp_path)
     assert open_model(tmp_path / "q.onnx").spec.layout == "NCHW"
 
 
+def test_shape_inference_is_handed_the_graph_without_its_weights(tmp_path, monkeypatch):
+    """ONNX shape inference reads an initializer's type and dims, not its values: it was handed a copy of the whole
+    file, which it serialises and parses twice more, so that opening a large graph (the ONNX Model Zoo's AlexNet and
+    VGG files are hundreds of MB) held its weights several times over at once. The shapes it gives are the same."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w1", (64, 3, 3, 3)), ("w2", (64, 64, 3, 3)), ("fc", (5, 64)))]
+    target = numpy_helper.from_array(np.array([1, 64], np.int64), "flat")  # a shape data propagation reads
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"]), helper.make_node("Reshape", ["g", "flat"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], [*weights, target])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+    onnx.save(model, str(tmp_path / "w.onnx"))
+    handed, infer = [], onnx.shape_inference.infer_shapes
+
+    def recording(proto, *args, **kwargs):
+        handed.append(proto.ByteSize())
+        return infer(proto, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", recording)
+    opened = open_model(tmp_path / "w.onnx")
+    assert handed and max(handed) < model.ByteSize() / 10  # w2's 36,864 values (of 39,104) are left as their dims
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # as the explorer fixes it, on the whole graph
+    full = infer(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7), data_prop=True)
+    assert {v.name: opened.shapes[v.name] for v in full.graph.value_info} == \
+        {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in full.graph.value_info}
+    assert opened.shapes["f"] == [1, 64]  # through the Reshape: its shape's values were there to read
+
+
 def _small_classifier(path, opset: int, ir_version: int = 7, before: tuple = (), after_conv: tuple = (),
                       constants: tuple = (), weight: str = "w") -> None:
     """A classifier of 3 x 8 x 8 images (input ``image``) and 5 classes built with onnx.helper, as the older converters

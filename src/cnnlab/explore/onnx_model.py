@@ -90,6 +90,9 @@ MICROSOFT_STAGES = frozenset({"FusedConv", "QuickGelu", "Gelu"})
 NCHWC = "com.microsoft.nchwc"
 FLOAT = 1  # onnx.TensorProto.FLOAT
 OLDEST_OPSET = 7  # the oldest ONNX operator set onnxruntime promises to run
+# An initializer of more values than this is a weight, whose values shape inference never reads (shapes, axes and
+# scales, which it may, are a few values each)
+WEIGHT_SIZE = 4096
 # The ops of a convolution: ONNX's float and quantized ones, com.microsoft's fused and channels-last ones
 CONVOLUTIONS = frozenset({"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv"})
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: the types a trained weight has, and the stage outputs shown as
@@ -128,6 +131,29 @@ QUANTIZED_FINAL = {"QLinearSoftmax": "Softmax", "QLinearSigmoid": "Sigmoid"}
 # name: name_scopes as a list's repr, "['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']", and namespace as
 # "path: class" parts, ": torchvision.models.resnet.ResNet/layer1: ...Sequential/.../relu_1: aten.relu.default".
 NAME_SCOPES, NAMESPACE = "pkg.torch.onnx.name_scopes", "namespace"
+
+
+def _weightless(model):
+    """A copy of ``model``'s graph for ONNX shape inference, without the values of its weights (initializers of more
+    than :data:`WEIGHT_SIZE` values keep their name, type and dims), nor the shapes it states beside its inputs and
+    outputs (``value_info``). Shape inference reads no more; a copy of the whole file, which the inference
+    serialises and parses twice more, held a large graph's weights (the ONNX Model Zoo's AlexNet and VGG files are
+    hundreds of MB) several times over at once."""
+    import onnx
+
+    copy = onnx.ModelProto(ir_version=model.ir_version)
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    graph, source = copy.graph, model.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    for tensor in source.initializer:
+        if int(np.prod(tensor.dims)) > WEIGHT_SIZE:
+            graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+        else:  # a shape, axes, scales: values data propagation may read
+            graph.initializer.append(tensor)
+    return copy
 
 
 def _dims(value_info) -> list[int | str | None]:
@@ -562,9 +588,7 @@ class OnnxModel:
         element type (``onnx.TensorProto`` numbering) where inference gave one."""
         import onnx
 
-        fixed = onnx.ModelProto()
-        fixed.CopyFrom(model)
-        del fixed.graph.value_info[:]
+        fixed = _weightless(model)
         value = next(i for i in fixed.graph.input if i.name == self.input_name)
         (h, w), c = self.spec.hw, self.spec.channels
         wanted = [1, c, h, w] if self.spec.layout == "NCHW" else [1, h, w, c]
