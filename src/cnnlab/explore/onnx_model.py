@@ -760,9 +760,9 @@ class OnnxModel:
 
         A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers (or a QuantizeLinear and
         DequantizeLinear of a weight the graph computes): that row is left out and the quantized weight counted with
-        its layer; scales and zero points are not parameters. So is a reshape of a weight (:data:`REARRANGING`), and
-        the Identity that copies an initializer (:attr:`_copies`): the copy is
-        counted with the layer that reads it, as the parameter it stands for."""
+        its layer; scales and zero points are not parameters. So is a reshape or cast of a weight
+        (:data:`REARRANGING`), and the Identity that copies an initializer (:attr:`_copies`): the copy is counted
+        with the layer that reads it, as the parameter it stands for."""
         # each value made of initializers alone by a rearranging op, a DequantizeLinear, or a QuantizeLinear (where
         # the quantizer quantizes a weight the graph computes, as CNTK's reshaped one): the initializer it holds
         made: dict[str, str] = {}
