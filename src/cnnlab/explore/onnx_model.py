@@ -13,8 +13,9 @@ the graph where it says it:
   refused);
 * scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
   a graph that scales its input itself before its first Conv (a Keras model's ``Rescaling`` and ``Normalization``
-  layers) takes the pixel range that scaling is made for (:meth:`OnnxModel._scaling`); any other graph takes RGB
-  pixels / 255 unless ``--pixel-range``, ``--bgr``, ``--mean`` and ``--std`` say more (the page states which);
+  layers, a Core ML conversion's ImageScaler) takes the pixel range that scaling is made for
+  (:meth:`OnnxModel._scaling`); any other graph takes RGB pixels / 255 unless ``--pixel-range``, ``--bgr``,
+  ``--mean`` and ``--std`` say more (the page states which);
 * class names: ``--classes``, else the ``cnnlab.classes`` metadata (or Ultralytics' ``names``), else the image
   folder's class subfolders; an Ultralytics export's ``imgsz`` sizes its dynamic input and its ``task`` classify
   crops pictures as Ultralytics does;
