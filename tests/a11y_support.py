@@ -1,5 +1,6 @@
-"""What the page tests check for readers who do not use a page as a sighted mouse user does (WCAG 2.1 AA): parts
-with names a screen reader can say, read from the HTML; text contrast and width, measured in the browser.
+"""What the page tests check for readers who do not use a page as a sighted mouse user does (WCAG 2.1 AA, and 2.2's
+target size): parts with names a screen reader can say, read from the HTML; text contrast, width and the size of
+what a finger taps, measured in the browser.
 
 Plain standard library and selenium on purpose: CI has neither axe-core nor npm. The checks are those of the
 properties the pages once lacked, not a full audit.
@@ -156,3 +157,65 @@ def unreachable_scrollers(driver) -> list[str]:
           return (x === 'auto' || x === 'scroll') && e.scrollWidth > e.clientWidth + 1 && e.tabIndex < 0 &&
             !e.querySelector('a[href], button, input, select, textarea, [tabindex="0"]');
         }).map((e) => e.tagName.toLowerCase() + '.' + e.className)""")
+
+
+SMALL_TARGETS_JS = """
+const rect = (e) => e.getBoundingClientRect();
+const out = [];
+for (const e of document.querySelectorAll(
+    'a[href], button, input, select, textarea, summary, [tabindex]:not([tabindex="-1"])')) {
+  if (e.offsetParent === null || e.closest('table.grid')) continue;
+  let r = rect(e);
+  if (r.width === 0 || r.height === 0) continue;
+  // a link in a sentence is as tall as its line (WCAG 2.5.8's inline exception)
+  if (e.tagName === 'A' && getComputedStyle(e).display === 'inline' && Array.from(e.parentElement.childNodes)
+      .some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim())) continue;
+  const label = e.closest('label') || (e.id && document.querySelector('label[for="' + e.id + '"]'));
+  if (label) {  // a click on its label is a click on the control
+    const l = rect(label);
+    r = {width: Math.max(r.right, l.right) - Math.min(r.left, l.left),
+         height: Math.max(r.bottom, l.bottom) - Math.min(r.top, l.top)};
+  }
+  if (r.width < 24 - 0.5 || r.height < 24 - 0.5)
+    out.push(e.tagName.toLowerCase() + (e.id ? '#' + e.id : e.className ? '.' + e.className : '') +
+             ' ' + Math.round(r.width) + 'x' + Math.round(r.height));
+}
+return out;"""
+
+
+def small_targets(driver) -> list[str]:
+    """The page's shown controls and links smaller than 24 x 24 CSS px (WCAG 2.2's target size, 2.5.8), with the
+    label that clicks a control counted as its target, as ``tag#id WxH``; [] when every one is large enough for a
+    finger or a shaking hand. A link inside a sentence is exempt (as tall as its line), and so are the book
+    operations' grid cells, which are the output map's pixels (the keyboard reaches every one)."""
+    return driver.execute_script(SMALL_TARGETS_JS)
+
+
+def text_cut_by_its_box(driver) -> list[str]:
+    """Text outside a table's cells (a caption, a paragraph, a heading) that reaches past the visible part of the box
+    it scrolls in, as ``tag: its first words``: a reader on a phone sees the line cut off at the box's edge. A
+    table's columns may go on past it (the box scrolls, and Tab reaches it); a sentence should not."""
+    return driver.execute_script("""
+        const out = [];
+        for (const e of document.querySelectorAll('caption, p, h2, h3, figcaption, dt, dd, li')) {
+          if (e.offsetParent === null && e.tagName !== 'CAPTION') continue;
+          let box = e.parentElement;
+          while (box && box !== document.body && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX))
+            box = box.parentElement;
+          if (!box || box === document.body) continue;
+          const r = e.getBoundingClientRect(), b = box.getBoundingClientRect();
+          if (r.width && (r.right > b.right + 1 || r.left < b.left - 1))
+            out.push(e.tagName.toLowerCase() + ': ' + e.textContent.trim().slice(0, 40));
+        }
+        return out""")
+
+
+def broken_shapes(driver, cells: str) -> list[str]:
+    """The texts of the table ``cells`` (a CSS selector) that break over lines: a shape ``6 × 28 × 28`` read as
+    "6 × 28" over "× 28" in a column squeezed by a phone's width (the table scrolls in its box instead)."""
+    return driver.execute_script("""
+        return Array.from(document.querySelectorAll(arguments[0])).filter((td) => {
+          const range = document.createRange();
+          range.selectNodeContents(td);
+          return new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top))).size > 1;
+        }).map((td) => td.textContent)""", cells)

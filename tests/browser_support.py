@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
+from a11y_support import (
+    broken_shapes,
+    low_contrast,
+    sideways_scroll,
+    small_targets,
+    text_cut_by_its_box,
+    unreachable_scrollers,
+)
 
 
 @pytest.fixture()
@@ -48,19 +55,23 @@ def screenshot(driver, path: Path) -> None:
 
 def saved_page_reads_well(driver, phone: int = 375) -> None:
     """What a reader of the saved explorer page sees once its second input (``/1.png``) is shown, in any browser:
-    every picture decoded, the answer said and readable; on a phone (``phone`` px wide) no sideways scroll, and a
-    stage's name above its maps; nothing requested from anywhere."""
+    every picture decoded, the answer said and readable, every control large enough to touch; on a phone (``phone`` px
+    wide) no sideways scroll, and a stage's name above its maps; nothing requested from anywhere."""
     assert broken_images(driver) == []
     # A screen reader hears the answer (the status region), and every text can be read (contrast)
     said = driver.execute_script("return document.getElementById('result-status').textContent")
     top = driver.execute_script("return document.querySelector('#top-table tbody td').textContent")
     assert said.startswith("What the network makes of ") and "/1.png: " + top in said, said
     assert low_contrast(driver) == []
+    assert not (small := small_targets(driver)), small  # every control a finger can hit (WCAG 2.2's 24 x 24 px)
     # On a phone the page does not scroll sideways, and a stage's name stands above its maps, not in a 190 px column
     driver.set_window_size(phone, 667)
     try:
         wait(driver, f"innerWidth === {phone}", what="the phone's width")
         assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []  # the layers scroll in a tab stop
+        assert not (small := small_targets(driver)), small
+        assert text_cut_by_its_box(driver) == []
+        assert broken_shapes(driver, "#layers-table td.num") == []  # a layer's "6 x 28 x 28" on one line
         widths = driver.execute_script("const row = document.querySelector('#maps .maprow'); "
                                        "return [row.querySelector('.label').offsetWidth, row.clientWidth]")
         assert widths[0] == widths[1], widths

@@ -23,7 +23,7 @@ from selenium.webdriver.common.keys import Keys
 import browser_support
 import report_fixtures
 import test_explore_api
-from a11y_support import low_contrast, sideways_scroll, unreachable_scrollers
+from a11y_support import low_contrast, sideways_scroll, small_targets, text_cut_by_its_box, unreachable_scrollers
 from browser_support import broken_images, saved_page_reads_well, screenshot, wait
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
@@ -97,6 +97,7 @@ def served_model_page_answers_an_uploaded_file(browser, lenet: dict, grey_folder
         assert browser.execute_script("return document.getElementById('attr-a-caption').textContent").startswith(
             "occlusion")
         assert browser.execute_script("return document.querySelectorAll('#layers-table tbody tr').length") > 4
+        assert not (small := small_targets(browser)), small  # the file chooser and "invert" too (24 x 24 px)
         last = browser.execute_script("const all = document.querySelectorAll('#images img'); "
                                       "all[all.length - 1].click(); return all[all.length - 1].alt")
         wait(browser, f"{CARD_READY} && document.getElementById('result-source').textContent === {last!r}",
@@ -249,6 +250,7 @@ def report_reads_well(browser, run: Path, artifacts: Path, name: str, phone: int
     assert low_contrast(browser) == []
     browser.set_window_size(phone, 667)
     assert sideways_scroll(browser) == 0 and unreachable_scrollers(browser) == []
+    assert text_cut_by_its_box(browser) == []
     facts = browser.execute_script("const s = document.querySelector('dl').closest('section'); "
                                    "return [s.scrollWidth, s.clientWidth]")
     assert facts[0] <= facts[1], facts

@@ -108,6 +108,7 @@ def test_bad_summary_arguments(argv, needles, capsys):
     ([], ["the following arguments are required: command"]),
     (["eval", "no-such.pt"], ["checkpoint no-such.pt does not exist"]),
     (["predict", "no-such.pt"], ["the following arguments are required: images"]),
+    (["predict", "x.pt", "a.png", "--json", "--jsonl"], ["argument --jsonl: not allowed with argument --json"]),
     (["export", "no-such.pt"], ["the following arguments are required: --output"]),
 ])
 def test_bad_commands(argv, needles, capsys):

@@ -16,6 +16,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from torch.distributed.run import get_args_parser as torchrun_parser
 
 from cnnlab import cli
 from cnnlab.data import list_datasets
@@ -144,7 +145,8 @@ def _parse(argv: list[str]):
 def _check_names(args) -> None:
     """The names argparse takes as plain strings: models, datasets, studies, sweep parameters (a CnnlabError)."""
     models = set(list_models(exercises=True)) | set(list_models(pretrained=True))
-    if args.command in _MODEL_COMMANDS and args.model is not None and args.model not in models:
+    if args.command in _MODEL_COMMANDS and args.model is not None and args.model not in models and not (
+            args.command == "summary" and cli.names_a_model_from_elsewhere(args.model)):  # a file: any name
         raise CnnlabError(f"no model {args.model!r}; `cnnlab models` lists them")
     if args.command == "explore" and args.path.startswith("imagenet-") and args.path not in models:
         raise CnnlabError(f"no ImageNet backbone {args.path!r}; `cnnlab models --pretrained` lists them")
@@ -261,3 +263,50 @@ def test_commands_and_flags_named_in_the_prose_exist():
             if flag not in commands[command]._option_string_actions:
                 wrong.append(f"{where}: `cnnlab {command}` has no {flag}")
     assert not wrong, "\n".join(wrong)
+
+
+# Flags of other tools that the prose names as theirs, each with its reason.
+_OTHER_TOOLS_FLAGS = {
+    "--reverse_input_channels": "OpenVINO's model converter, named beside OpenCV's blobFromImage in docs/explore.md",
+}
+
+
+def known_flags() -> set[str]:
+    """Every flag a reader of the docs can type: cnnlab's (any command), torchrun's (from its own parser) and the
+    benchmark scripts' (their `add_argument` calls)."""
+    parser = _strict_parser()
+    flags = set(parser._option_string_actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                flags |= set(command._option_string_actions)
+    flags |= set(torchrun_parser()._option_string_actions)
+    for script in (ROOT / "benchmarks").glob("*.py"):
+        flags |= set(re.findall(r"add_argument\(\s*\"(--[a-z][\w-]*)\"", script.read_text(encoding="utf-8")))
+    return flags
+
+
+def inline_flags() -> list[tuple[str, str]]:
+    """(file, flag) of each `--flag` in an inline code span of prose, alone (`--freeze-epochs`) or in a command; a
+    family written `--limit-*` is no flag."""
+    found = []
+    for path in DOCS:
+        prose = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S).replace("\n", " ")
+        for span in re.findall(r"`([^`]+)`", prose):
+            found += [(str(path.relative_to(ROOT)), flag)
+                      for flag in re.findall(r"(?<![\w-])(--[a-z][\w-]*)(?![\w*-])", span)]
+    return found
+
+
+def test_every_flag_named_in_the_prose_is_one_a_reader_can_type():
+    """A flag the prose names alone (`--freeze-epochs`, `--best-by`) is checked against no command line by the test
+    above: renamed or removed, it would send a reader to a flag no parser knows."""
+    flags = inline_flags()
+    assert len(flags) >= 600, len(flags)
+    assert ("README.md", "--best-by") in flags and ("docs/distributed.md", "--nproc-per-node") in flags
+    known = known_flags()
+    assert {"--epochs", "--nproc-per-node", "--quick"} <= known  # cnnlab's, torchrun's, benchmarks/bench.py's
+    wrong = sorted({f"{where}: {flag}" for where, flag in flags
+                    if flag not in known and flag not in _OTHER_TOOLS_FLAGS})
+    assert not wrong, "\n".join(wrong)
+    assert "--epoch" not in known and "--freeze-epoch" not in known  # an abbreviation or a typo is no flag here

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import unicodedata
 import warnings
@@ -381,6 +382,29 @@ def test_a_cnnlab_export_of_a_registered_dataset_is_scored_on_it_unless_told_oth
     for by_export in (evaluate_any(exported), evaluate_any(exported, data_dir=data_dir)):
         assert by_export.n == by_checkpoint.n == 10_000 and by_export.scored == by_checkpoint.scored
         assert by_export.accuracy == pytest.approx(by_checkpoint.accuracy, abs=2e-4)  # float rounding: an image or two
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "onnx"])
+def test_a_labelled_folder_given_as_data_dir_to_a_fashion_mnist_model_is_told_how_to_score_it(tmp_path, cache,
+                                                                                               data_dir, capsys, kind):
+    """README's `cnnlab eval MODEL --data-dir ~/pets` scores a folder for a model from elsewhere; for a checkpoint or
+    export of Fashion-MNIST --data-dir names where Fashion-MNIST's files are, and the line said only that they are
+    missing there. It now names --dataset folder:PATH too, and that, followed as printed, scores the folder."""
+    out = tmp_path / "run"
+    train("lenet", epochs=1, batch_size=256, limit_train_batches=2, out=str(out), quiet=True, report=False,
+          data_dir=str(data_dir))
+    model = out / "best.pt" if kind == "checkpoint" else \
+        export_checkpoint(load_trained(out / "best.pt", "cpu"), tmp_path / "lenet.onnx")
+    pets = _folder(tmp_path / "pets")
+    for name, fashion in zip(FOLDER_CLASSES, ("trouser", "bag", "sandal"), strict=True):
+        (pets / name).rename(pets / fashion)  # classes the model knows
+    code, _, err = run_with_output(["eval", str(model), "--data-dir", str(pets)], capsys)
+    assert_one_line(code, err, "Fashion-MNIST", command="eval")
+    advice = re.search(r"name it (--dataset \S+)$", err[0])
+    assert advice, err[0]
+    code, lines, err = run_with_output(["eval", str(model), *advice.group(1).split(), "--json"], capsys)
+    assert code == 0, err
+    assert sum(map(sum, json.loads("\n".join(lines))["confusion"])) == 3 * 4  # every picture of the folder
 
 
 @pytest.mark.parametrize("kind", ["checkpoint", "onnx"])

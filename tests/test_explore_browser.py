@@ -14,7 +14,7 @@ import pytest
 
 import browser_support
 import test_explore_api
-from a11y_support import low_contrast, sideways_scroll
+from a11y_support import broken_shapes, low_contrast, sideways_scroll, small_targets
 from browser_support import broken_images, screenshot, wait
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
@@ -279,8 +279,8 @@ def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(serv
                                      "const kept = c.firstChild === first; errorCard(c, ''); return kept")
         assert kept
         # nothing scrolls the page sideways, and a chart is drawn at the width it is shown (520 units scaled to a
-        # phone's 300 px made its text 6 px)
-        assert sideways_scroll(driver) == 0
+        # phone's 300 px made its text 6 px); a layer's shape reads on one line (the table scrolls in its box)
+        assert sideways_scroll(driver) == 0 and broken_shapes(driver, "#layers-table td.num") == []
         chart = driver.execute_script("const s = document.getElementById('run-acc'); "
                                       "return [s.viewBox.baseVal.width, s.getBoundingClientRect().width]")
         assert chart[0] <= chart[1] + 1, chart
@@ -290,3 +290,25 @@ def test_the_keyboard_reaches_the_pictures_and_the_table_follows_the_folder(serv
              what="the chart drawn again at the wider window's width")
     finally:
         driver.set_window_size(1280, 1000)
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_every_control_and_link_is_large_enough_to_touch(server, explore_root, driver, width):
+    # The tabs were 19 px tall, the runs' tick boxes 13 x 13, the menus and number fields 19-21 px: under WCAG
+    # 2.2's 24 x 24 px (2.5.8), a thumb on a phone or a shaking hand hit the neighbour
+    click = lambda css: driver.execute_script("document.querySelector(arguments[0]).click()", css)  # noqa: E731
+    driver.set_window_size(width, 900)
+    driver.get(server.url)
+    wait(driver, "document.body.dataset.ready", what="the runs table")
+    assert not (small := small_targets(driver)), small
+    click("a.run-link[data-run='lenet']")
+    wait(driver, "document.querySelectorAll('#gallery img.thumb').length === 6", what="the gallery")
+    click("#gallery img.thumb")
+    wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the analysis")
+    assert not (small := small_targets(driver)), small
+    click("nav a[data-tab='ops']")
+    wait(driver, "document.querySelector('#ops-y-table')", what="the ops view")
+    for choice in ("book", "test", "custom"):  # "custom" shows its own field
+        driver.execute_script("const s = document.getElementById('ops-input'); s.value = arguments[0]; "
+                              "s.dispatchEvent(new Event('change'))", choice)
+        assert not (small := small_targets(driver)), (choice, small)

@@ -729,35 +729,91 @@ def test_a_legacy_export_s_copies_of_shared_initializers_are_no_layers(tmp_path)
     assert torch.allclose(model.logits(image[None]), expected, atol=1e-5)
 
 
-def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
-    """onnxruntime's static quantization (QOperator format) makes a Linear a com.microsoft QGemm, whose int8
-    weight and int32 bias were left out of the parameter count (1392 for the float graph's 1477)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-    torch.manual_seed(12)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(8, 5)).eval()
+def _quantized(net: nn.Module, exported, quantized, quant_format: str, side: int = 16) -> None:
+    """``net`` exported to ``exported`` (torch's older exporter, input ``x``) and quantized (:func:`_quantize`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "f.onnx"), dynamo=False,
-                          opset_version=17, input_names=["x"])
+        torch.onnx.export(net, (torch.zeros(1, 3, side, side),), str(exported), dynamo=False, opset_version=17,
+                          input_names=["x"])
+    _quantize(exported, quantized, quant_format, "x", (1, 3, side, side))
+
+
+def _quantize(graph, quantized, quant_format: str, name: str, shape: tuple[int, ...]) -> None:
+    """The ONNX file ``graph`` quantized by onnxruntime's static quantization into ``quantized``, in
+    ``quant_format`` ("QDQ" or "QOperator"), calibrated on random pictures of ``shape`` at its input ``name``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     class Calibration(CalibrationDataReader):
         def __init__(self):
             rng = np.random.default_rng(0)
-            self.batches = iter([{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)])
+            self.batches = iter([{name: rng.random(shape, dtype=np.float32)} for _ in range(4)])
 
         def get_next(self):
             return next(self.batches, None)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Calibration(),
-                        quant_format=QuantFormat.QOperator)
+        quantize_static(str(graph), str(quantized), Calibration(), quant_format=QuantFormat[quant_format])
+
+
+def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
+    """onnxruntime's static quantization (QOperator format) makes a Linear a com.microsoft QGemm, whose int8
+    weight and int32 bias were left out of the parameter count (1392 for the float graph's 1477)."""
+    torch.manual_seed(12)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 5)).eval()
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", "QOperator")
     assert any(n.op_type == "QGemm" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
     params = sum(p.numel() for p in net.parameters())
     assert model_card(open_model(tmp_path / "q.onnx"))["params"] == model_card(open_model(tmp_path / "f.onnx"))[
         "params"] == params
+
+
+@pytest.mark.parametrize("quant_format, before", [("QDQ", "QuantizeLinear"), ("QOperator", "QLinearSoftmax")])
+def test_a_quantized_graph_ending_in_softmax_gives_probabilities_not_softmaxed_again(quant_format, before, tmp_path):
+    """The ONNX Model Zoo's -qdq and -int8 classifiers of Caffe's (AlexNet, CaffeNet, GoogLeNet) end in a Softmax
+    that onnxruntime's quantization follows by a QuantizeLinear and DequantizeLinear (QDQ), or makes a com.microsoft
+    QLinearSoftmax (QOperator): the graph's last node was no Softmax, and its probabilities were softmaxed a second
+    time (about 11% for every class of ten, whatever the picture)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 10), nn.Softmax(1)).eval()
+    with torch.no_grad():  # confident answers, far from a flat 10% each
+        net[4].weight.mul_(40)
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", quant_format)
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {node.output[0]: node for node in graph.node}
+    last = producers[graph.output[0].name]
+    assert (last.op_type, producers[last.input[0]].op_type) == ("DequantizeLinear", before)
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    out = np.concatenate([session.run(None, {"x": image[None].float().numpy() / 255})[0] for image in images])
+    out = out.astype(np.float64)
+    assert out.max() > 0.5
+    opened = open_model(tmp_path / "q.onnx")
+    shown = opened.scoring.probabilities(opened.logits(images)).double().numpy()
+    # the file's own probabilities, which its integer rounding leaves summing to 1 within a few of its steps
+    assert np.allclose(shown, out / out.sum(1, keepdims=True), atol=1e-6)
+    assert "The graph ends in Softmax: its outputs are taken as probabilities." in opened.notes
+
+
+@pytest.mark.parametrize("quant_format, before", [("QDQ", "QuantizeLinear"), ("QOperator", "QLinearSigmoid")])
+def test_a_quantized_graph_ending_in_sigmoid_gives_a_probability_per_class(quant_format, before, tmp_path):
+    """The same for a multi-label graph ending in Sigmoid, quantized: its probabilities were read as logits and
+    softmaxed over the classes."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 4), nn.Sigmoid()).eval()
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", quant_format)
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {node.output[0]: node for node in graph.node}
+    assert producers[producers[graph.output[0].name].input[0]].op_type == before
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 3, 16, 16), dtype=np.uint8))
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    out = np.concatenate([session.run(None, {"x": image[None].float().numpy() / 255})[0] for image in images])
+    opened = open_model(tmp_path / "q.onnx")
+    assert opened.scoring.multi_label
+    assert np.allclose(opened.scoring.probabilities(opened.logits(images)).numpy(), out, atol=1e-6)
 
 
 def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_kernels(tmp_path):
@@ -966,3 +1022,225 @@ def test_an_onnx_transpose_of_a_value_of_no_inferred_shape_opens(tmp_path):
     assert len(model.classes) == 5
     result = analyze_image(model, torch.zeros(3, 8, 8, dtype=torch.uint8))
     assert [r["kind"] for r in result["rows"]] == ["Conv", "Relu", "output"]
+
+
+def _cntk_mnist(path, opset: int = 8) -> dict[str, np.ndarray]:
+    """The ONNX Model Zoo's mnist-8 as CNTK wrote it (IR version 3: every initializer a graph input too; opset 8;
+    ``opset`` 12 is mnist-12, of IR version 7):
+    Conv (auto_pad SAME_UPPER) and an Add of a C x 1 x 1 bias twice, each then Relu and MaxPool, a Reshape of the
+    maps to 1 x 256, and a MatMul by its Dense weight, stored 16 x 4 x 4 x 10 and reshaped to 256 x 10 by the
+    graph's first node (``Times212_reshape1``), then an Add of the bias. Returns its float weights by name."""
+    rng = np.random.default_rng(8)
+    weights = {"Parameter5": (8, 1, 5, 5), "Parameter6": (8, 1, 1), "Parameter87": (16, 8, 5, 5),
+               "Parameter88": (16, 1, 1), "Parameter193": (16, 4, 4, 10), "Parameter194": (1, 10)}
+    weights = {name: (rng.standard_normal(shape) * 0.2).astype(np.float32) for name, shape in weights.items()}
+    shapes = {"Pooling160_Output_0_reshape0_shape": np.array([1, 256], np.int64),
+              "Parameter193_reshape1_shape": np.array([256, 10], np.int64)}
+    same = {"kernel_shape": [5, 5], "strides": [1, 1], "auto_pad": "SAME_UPPER", "group": 1, "dilations": [1, 1]}
+    nodes = [helper.make_node("Reshape", ["Parameter193", "Parameter193_reshape1_shape"], ["Parameter193_reshape1"],
+                              name="Times212_reshape1"),
+             helper.make_node("Conv", ["Input3", "Parameter5"], ["Convolution28_Output_0"], "Convolution28", **same),
+             helper.make_node("Add", ["Convolution28_Output_0", "Parameter6"], ["Plus30_Output_0"], "Plus30"),
+             helper.make_node("Relu", ["Plus30_Output_0"], ["ReLU32_Output_0"], "ReLU32"),
+             helper.make_node("MaxPool", ["ReLU32_Output_0"], ["Pooling66_Output_0"], "Pooling66",
+                              kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0], auto_pad="NOTSET"),
+             helper.make_node("Conv", ["Pooling66_Output_0", "Parameter87"], ["Convolution110_Output_0"],
+                              "Convolution110", **same),
+             helper.make_node("Add", ["Convolution110_Output_0", "Parameter88"], ["Plus112_Output_0"], "Plus112"),
+             helper.make_node("Relu", ["Plus112_Output_0"], ["ReLU114_Output_0"], "ReLU114"),
+             helper.make_node("MaxPool", ["ReLU114_Output_0"], ["Pooling160_Output_0"], "Pooling160",
+                              kernel_shape=[3, 3], strides=[3, 3], pads=[0, 0, 0, 0], auto_pad="NOTSET"),
+             helper.make_node("Reshape", ["Pooling160_Output_0", "Pooling160_Output_0_reshape0_shape"],
+                              ["Pooling160_Output_0_reshape0"], "Times212_reshape0"),
+             helper.make_node("MatMul", ["Pooling160_Output_0_reshape0", "Parameter193_reshape1"],
+                              ["Times212_Output_0"], "Times212"),
+             helper.make_node("Add", ["Times212_Output_0", "Parameter194"], ["Plus214_Output_0"], "Plus214")]
+    initializers = [numpy_helper.from_array(v, k) for k, v in {**weights, **shapes}.items()]
+    ir_version = 3 if opset < 9 else 7
+    inputs = [helper.make_tensor_value_info("Input3", TensorProto.FLOAT, [1, 1, 28, 28])]
+    if ir_version < 4:
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in initializers]
+    graph = helper.make_graph(nodes, "CNTKGraph", inputs,
+                              [helper.make_tensor_value_info("Plus214_Output_0", TensorProto.FLOAT, [1, 10])],
+                              initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="CNTK",
+                              ir_version=ir_version)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return weights
+
+
+def test_a_weight_the_graph_reshapes_is_its_layers_parameter_and_the_reshape_no_layer(tmp_path):
+    """CNTK's graphs (the ONNX Model Zoo's mnist-8, the first ONNX file many open) reshape their Dense weight before
+    the MatMul that reads it: the layer table showed a row ``Times212_reshape1 Reshape 256 x 10`` holding its 2,560
+    parameters, and no row of the MatMul, the layer itself."""
+    weights = _cntk_mnist(tmp_path / "mnist-8.onnx")
+    model = open_model(tmp_path / "mnist-8.onnx")
+    rows = {row["name"]: row for row in model.layers()}
+    assert "Times212_reshape1" not in rows and "Times212_reshape0" not in rows
+    assert (rows["Times212"]["op"], rows["Times212"]["shape"], rows["Times212"]["params"]) == ("MatMul", [10], 2560)
+    assert [rows[name]["params"] for name in ("Convolution28", "Plus30", "Convolution110", "Plus112", "Plus214")] == \
+        [200, 8, 3200, 16, 10]
+    assert model_card(model)["params"] == sum(w.size for w in weights.values())
+    # fed pixels / 255, as its README says, and scored as onnxruntime scores the file
+    images = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8))
+    session = ort.InferenceSession(str(tmp_path / "mnist-8.onnx"), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"Input3": image[None].float().numpy() / 255})[0]
+                               for image in images])
+    assert np.allclose(model.logits(images).numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("quant_format, matmul, add", [("QDQ", "MatMul", "Add"),
+                                                        ("QOperator", "QLinearMatMul", "QLinearAdd")])
+def test_a_quantized_graphs_weights_are_counted_as_the_float_graphs(quant_format, matmul, add, tmp_path):
+    """onnxruntime's quantization of mnist-12 (as the zoo's mnist-12-int8 is made) quantizes at run time the Dense
+    weight the graph reshapes (a QuantizeLinear of the Reshape's output): those 2,560 parameters were counted in no
+    row, and QOperator's com.microsoft QLinearAdd of each bias left the biases out too."""
+    weights = _cntk_mnist(tmp_path / "mnist-12.onnx", opset=12)
+    _quantize(tmp_path / "mnist-12.onnx", tmp_path / "q.onnx", quant_format, "Input3", (1, 1, 28, 28))
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {node.output[0]: node for node in graph.node}
+    chain, value = [], next(node for node in graph.node if node.op_type == matmul).input[1 if matmul == "MatMul" else 3]
+    while value in producers:  # the MatMul's weight, back to the initializer
+        chain.append(producers[value].op_type)
+        value = producers[value].input[0]
+    assert chain[-2:] == ["QuantizeLinear", "Reshape"]  # quantized at run time, after the graph's Reshape
+    model = open_model(tmp_path / "q.onnx")
+    assert model_card(model)["params"] == sum(w.size for w in weights.values())
+    rows = model.layers()
+    assert [row["params"] for row in rows if row["op"] == matmul] == [2560]
+    assert [row["params"] for row in rows if row["op"] == add] == [8, 16, 10]
+
+
+def test_a_quantized_first_convolution_says_how_many_channels_it_takes(tmp_path):
+    """A QOperator graph's first convolution is a QLinearConv, whose integer weight was not read for its input
+    channels: a wrong --layout NHWC on the zoo's bvlcalexnet-12-int8 was taken, and refused only for the height x
+    width it made of the input (3 x 224), not for the layout."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 5)).eval()
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", "QOperator")
+    assert onnx.load(str(tmp_path / "q.onnx")).graph.node[1].op_type == "QLinearConv"
+    with pytest.raises(CnnlabError, match=r"^--layout NHWC reads input 'x' \(1 x 3 x 16 x 16\) as 16 channels, but "
+                                          r"its first convolution takes 3; expected --layout NCHW, or no --layout"):
+        open_model(tmp_path / "q.onnx", Options(layout="NHWC"))
+    assert open_model(tmp_path / "q.onnx").spec.layout == "NCHW"
+
+
+def test_shape_inference_is_handed_the_graph_without_its_weights(tmp_path, monkeypatch):
+    """ONNX shape inference reads an initializer's type and dims, not its values: it was handed a copy of the whole
+    file, which it serialises and parses twice more, so that opening a large graph (the ONNX Model Zoo's AlexNet and
+    VGG files are hundreds of MB) held its weights several times over at once. The shapes it gives are the same."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w1", (64, 3, 3, 3)), ("w2", (64, 64, 3, 3)), ("fc", (5, 64)))]
+    target = numpy_helper.from_array(np.array([1, 64], np.int64), "flat")  # a shape data propagation reads
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"]), helper.make_node("Reshape", ["g", "flat"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], [*weights, target])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+    onnx.save(model, str(tmp_path / "w.onnx"))
+    handed, infer = [], onnx.shape_inference.infer_shapes
+
+    def recording(proto, *args, **kwargs):
+        handed.append(proto.ByteSize())
+        return infer(proto, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", recording)
+    opened = open_model(tmp_path / "w.onnx")
+    assert handed and max(handed) < model.ByteSize() / 10  # w2's 36,864 values (of 39,104) are left as their dims
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # as the explorer fixes it, on the whole graph
+    full = infer(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7), data_prop=True)
+    assert {v.name: opened.shapes[v.name] for v in full.graph.value_info} == \
+        {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in full.graph.value_info}
+    assert opened.shapes["f"] == [1, 64]  # through the Reshape: its shape's values were there to read
+
+
+def _small_classifier(path, opset: int, ir_version: int = 7, before: tuple = (), after_conv: tuple = (),
+                      constants: tuple = (), weight: str = "w") -> None:
+    """A classifier of 3 x 8 x 8 images (input ``image``) and 5 classes built with onnx.helper, as the older converters
+    wrote them: Conv (``c``), Relu, GlobalAveragePool, Flatten, Gemm with ``transB`` (``broadcast`` below operator
+    set 7). ``before`` are nodes from ``image`` to the Conv's input ``x`` (or to the Conv's ``weight``, where it is no
+    initializer ``w``), ``after_conv`` from ``c`` to the Relu's input ``u``, with their ``constants``; below IR
+    version 4 every initializer is a graph input too."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w", (4, 3, 3, 3)), ("fc", (5, 4)), ("b", (5,)))] + list(constants)
+    image = "x" if any("x" in node.output for node in before) else "image"
+    nodes = [*before, helper.make_node("Conv", [image, weight], ["c"], pads=[1, 1, 1, 1]),
+             *after_conv, helper.make_node("Relu", ["u" if after_conv else "c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "b"], ["y"], transB=1, **({"broadcast": 1} if opset < 7 else {}))]
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])]
+    if ir_version < 4:  # initializers were graph inputs too, as in the Caffe2 and CNTK files of the ONNX Model Zoo
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+                              weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version),
+              str(path))
+
+
+@pytest.mark.parametrize("op, weight, attributes", [
+    ("Cast", np.ones((4, 3, 3, 3), np.float16), {"to": TensorProto.FLOAT}),  # a float16 graph's op kept in float32
+    ("Reshape", np.ones((4, 27), np.float32), {}),
+    ("Transpose", np.ones((3, 4, 3, 3), np.float32), {"perm": [1, 0, 2, 3]}),
+])
+def test_a_convolutions_weight_the_graph_casts_or_rearranges_is_its_parameter(op, weight, attributes, tmp_path):
+    """A Conv whose weight reaches it through a Cast (a graph converted to float16 but for some ops), a Reshape or a
+    Transpose of an initializer: the Cast's (or Reshape's) row held the 108 parameters and the Conv's none."""
+    shape = numpy_helper.from_array(np.array([4, 3, 3, 3], np.int64), "shape")
+    inputs = ["w_stored", "shape"] if op == "Reshape" else ["w_stored"]
+    _small_classifier(tmp_path / "w.onnx", 13, before=(helper.make_node(op, inputs, ["w_used"], **attributes),),
+                      constants=(numpy_helper.from_array(weight, "w_stored"), shape), weight="w_used")
+    rows = {row["op"]: row["params"] for row in open_model(tmp_path / "w.onnx").layers()}
+    assert op not in rows and rows["Conv"] == 108
+
+
+@pytest.mark.parametrize("opset", [9, 13])
+def test_an_upsamples_scales_are_no_parameters(opset, tmp_path):
+    """The scales an Upsample (opset 9) or a Resize (opset 13: its region of interest and scales) reads from
+    initializers were counted as the layer's parameters: 4 of an 8 x 8 upsampling by 2."""
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    if opset == 9:
+        upsample = helper.make_node("Upsample", ["c", "scales"], ["u"], mode="nearest")
+        constants = (scales,)
+    else:
+        upsample = helper.make_node("Resize", ["c", "roi", "scales"], ["u"], mode="nearest")
+        constants = (numpy_helper.from_array(np.zeros(8, np.float32), "roi"), scales)
+    _small_classifier(tmp_path / "up.onnx", opset, after_conv=(upsample,), constants=constants)
+    model = open_model(tmp_path / "up.onnx")
+    assert model_card(model)["params"] == 4 * 3 * 3 * 3 + 5 * 4 + 5
+    assert not any(row["params"] for row in model.layers() if row["op"] in ("Upsample", "Resize"))
+
+
+@pytest.mark.parametrize("opset, op", [(3, "Relu"), (6, "Gemm")])
+def test_an_operator_set_older_than_onnxruntime_runs_says_which_it_needs(opset, op, tmp_path):
+    """The ONNX Model Zoo keeps its Caffe2 classifiers at operator sets 3 and 6 too (bvlcalexnet-3, -6), which
+    onnxruntime does not run: the line said only that it found no implementation of "Relu(1)" or "Gemm(6)", not
+    what file to bring instead."""
+    _small_classifier(tmp_path / "old.onnx", opset, ir_version=3)
+    with pytest.raises(CnnlabError) as e:
+        open_model(tmp_path / "old.onnx")
+    said = str(e.value)
+    assert "\n" not in said and f"Could not find an implementation for {op}(" in said
+    assert said.endswith(f": its ONNX operator set is {opset}, and onnxruntime runs 7 and later; expected a file of "
+                         "operator set 7 or later (the ONNX Model Zoo keeps each model at later ones too; "
+                         "onnx.version_converter.convert_version(model, 7) converts some graphs)")
+
+
+@pytest.mark.parametrize("scale, bias", [(2 / 255, [-1.0, -1.0, -1.0]), (1 / 58.0, [-2.1, -2.0, -1.8])])
+def test_an_image_scaler_is_the_graphs_own_scaling(scale, bias, tmp_path):
+    """ONNX's experimental ImageScaler (operator sets 1-9), which Core ML's converters write for an image input's
+    scale and per-channel bias, scales the pixel values themselves: the graph was fed pixels / 255, scaled a second
+    time into a nearly constant picture."""
+    _small_classifier(tmp_path / "scaler.onnx", 9, ir_version=4,
+                      before=(helper.make_node("ImageScaler", ["image"], ["x"], scale=scale, bias=bias),))
+    model = open_model(tmp_path / "scaler.onnx")
+    assert model.spec.origin["pixel range"] == "graph's own scaling"
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 3, 8, 8), dtype=np.uint8))
+    session = ort.InferenceSession(str(tmp_path / "scaler.onnx"), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"image": image[None].float().numpy()})[0] for image in images])
+    assert np.allclose(model.logits(images).numpy(), expected, atol=1e-4)

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -476,12 +477,32 @@ def test_a_folder_means_its_image_files_sorted(folder):
     with pytest.raises(CnnlabError, match=rf"^folder {re.escape(str(folder / 'photos'))} holds no image files directly "
                                           r"inside it, only the folders cat/ and dog/: name them \(.*photos/\*/\) to "
                                           r"classify their images, or score a folder of class subfolders with cnnlab "
-                                          r"eval MODEL --data-dir .*photos$"):
+                                          r"eval MODEL --dataset folder:.*photos$"):
         image_files([folder / "photos"])
     (folder / "gone.png").symlink_to(folder / "moved-away.png")  # a link to a missing file: reported, not skipped
     assert "gone.png" in [p.name for p in image_files([folder])]
     with pytest.raises(CnnlabError, match=r"image .*gone.png does not exist"):
         load_image(folder / "gone.png")
+
+
+def test_the_eval_command_predict_advises_for_class_subfolders_scores_them(tmp_path, capsys):
+    # The advice given for a folder of class subfolders, followed as printed, scores the folder: for a checkpoint of
+    # a registered dataset, `--data-dir FOLDER` named where MNIST's files are, and eval refused the folder for lacking
+    # them.
+    digits = tuple(str(d) for d in range(10))
+    ckpt = str(_checkpoint(tmp_path / "digits.pt", 1, 28, classes=digits, dataset="mnist"))
+    photos = tmp_path / "photos"
+    g = torch.Generator().manual_seed(0)
+    for digit in ("3", "7"):
+        (photos / digit).mkdir(parents=True)
+        for i in range(2):
+            image = torch.randint(0, 256, (28, 28), dtype=torch.uint8, generator=g)
+            Image.fromarray(image.numpy()).save(photos / digit / f"{i}.png")
+    assert main(["predict", ckpt, str(photos), "--device", "cpu"]) == 2
+    advice = re.search(r"cnnlab eval MODEL (.*)$", capsys.readouterr().err.strip()).group(1)
+    assert main(["eval", ckpt, *shlex.split(advice), "--device", "cpu", "--json"]) == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    assert sum(sum(row) for row in result["confusion"]) == 4
 
 
 def test_one_bad_file_does_not_stop_the_batch(folder, tmp_path):
@@ -647,6 +668,28 @@ def test_cli_prints_each_chunks_answers_before_the_next_chunk_is_classified(fold
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert main(["predict", ckpt, str(folder), "--device", "cpu", "--json"]) == 2  # still one document, at the end
     assert [r["file"] for r in json.loads(sys.stdout.getvalue())] == [str(p) for p in image_files([folder])]
+
+
+def test_jsonl_prints_each_pictures_object_as_its_chunk_is_done(folder, tmp_path, monkeypatch):
+    # --json holds every answer until the last picture is done: a folder of a million photos held them all in memory
+    # and a pipeline read nothing for hours. --jsonl prints one object per picture (a bad file's too, in its place)
+    # as its chunk is done, and holds none.
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    for name in ("d.png", "e.png"):
+        (folder / name).write_bytes((folder / "a.png").read_bytes())
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert main(["predict", ckpt, str(folder), "--device", "cpu", "--json"]) == 2
+    document = json.loads(sys.stdout.getvalue())
+    calls = _counting_chunks(monkeypatch)
+    lines: list[tuple[str, int, str]] = []
+    monkeypatch.setattr(sys, "stdout", _Timed("out", calls, lines))
+    monkeypatch.setattr(sys, "stderr", _Timed("err", calls, lines))
+    assert main(["predict", ckpt, str(folder), "--device", "cpu", "--jsonl"]) == 2
+    out = [(done, json.loads(text)) for name, done, text in lines if name == "out"]
+    assert [r for _, r in out] == document  # the same objects, in the same order
+    assert [(done, Path(r["file"]).name) for done, r in out] == [
+        (1, "B.PNG"), (1, "a.png"), (2, "broken.png"), (2, "c.png"), (3, "d.png"), (3, "e.png")]
+    assert "error" in out[2][1] and sum("broken.png" in text for name, _, text in lines if name == "err") == 1
 
 
 def test_ctrl_c_keeps_the_answers_already_printed(folder, tmp_path, monkeypatch, capsys):

@@ -23,7 +23,14 @@ from PIL import Image
 from torch import nn
 
 import report_fixtures
-from a11y_support import low_contrast, page_parts, sideways_scroll, unreachable_scrollers
+from a11y_support import (
+    broken_shapes,
+    low_contrast,
+    page_parts,
+    sideways_scroll,
+    text_cut_by_its_box,
+    unreachable_scrollers,
+)
 from cnnlab.cli import main
 from cnnlab.data import CLASSES
 from cnnlab.errors import CnnlabError
@@ -454,6 +461,10 @@ def test_report_renders_in_headless_chromium(run_copy, tmp_path, monkeypatch):
                                       "return [s.scrollWidth, s.clientWidth]")
         assert facts[0] <= facts[1], facts
         assert unreachable_scrollers(driver) == []  # a wide table scrolls in a box that Tab reaches
+        # the line above the classes' table (its macro-F1) was the table's caption, as wide as the table and cut off
+        # at the edge of the box the table scrolls in: "macro-F1 0.0182 (the mean of the classes' F"
+        assert text_cut_by_its_box(driver) == []
+        assert broken_shapes(driver, "td.shape") == []  # "6 × 2" over "× 2" in the receptive fields
         driver.set_window_size(1200, 900)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1200, height)

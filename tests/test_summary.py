@@ -8,10 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+import explore_support
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.models import check_input_size, create_model, list_models, min_input_size, model_info
 from cnnlab.models.summary import layer_summary, models_table, summarize
+
+lenet = explore_support.lenet  # a shared fixture: a LeNet run, its ONNX and .pt2 exports
 
 _HEAD = [("Flatten", (25088,)), ("Linear", (4096,)), ("ReLU", (4096,)), ("Dropout", (4096,)),
          ("Linear", (4096,)), ("ReLU", (4096,)), ("Dropout", (4096,)), ("Linear", (10,))]
@@ -235,3 +238,46 @@ def test_models_table_lists_every_model():
 
 def test_summarize_with_scratch_layers_matches_torch():
     assert summarize("resnet18", ops="scratch").splitlines()[1:] == summarize("resnet18").splitlines()[1:]
+
+
+def tiny_net():
+    """``module:function`` for the test below: a small network of the user's own."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def test_summary_of_any_model_explore_opens(lenet, capsys):
+    # `cnnlab summary` knew cnnlab's own models by name alone: an ONNX file, a .pt2 program, a run's checkpoint or a
+    # network of the user's own was "unknown model", though the explorer shows the same layer table for each
+    from cnnlab.inference import load_trained
+
+    weights = sum(p.numel() for p in load_trained(lenet["run"]).model.parameters())  # torch's own count
+    for kind in ("run", "onnx", "pt2"):
+        assert main(["summary", str(lenet[kind])]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert ", fed float32 N x C x H x W, 1 channel at 28 x 28" in lines[0], (kind, lines[0])
+        assert lines[-1].startswith(f"total: {weights:,} parameters in "), (kind, lines[-1])
+        rows = [line.split() for line in lines[3:-1]]
+        assert ["6", "x", "28", "x", "28", "156"] == rows[0][-6:], (kind, rows[0])  # the first convolution's row
+    assert main(["summary", "test_summary:tiny_net", "--input-size", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("test_summary:tiny_net: ") and "3 channels at 16 x 16" in lines[0], lines[0]
+    assert [line.split()[1:] for line in lines[3:-1]][:2] == [["Conv2d", "4", "x", "14", "x", "14", "112"],
+                                                              ["ReLU", "4", "x", "14", "x", "14", "0"]]
+    assert lines[-1] == f"total: {sum(p.numel() for p in tiny_net().parameters()):,} parameters in 5 layers"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["summary", "lenet", "--weights", "w.pt"], "--weights is for a model from elsewhere; lenet is one of cnnlab's "
+                                                "models, whose input --input N,C,H,W sets"),
+    (["summary", "lenet5", "--input-size", "32"], "unknown model 'lenet5'; expected one of: lenet, "),
+    (["summary", "nope.onnx"], "nope.onnx does not exist (expected a .onnx, .pt2 or cnnlab .pt file, or "
+                               "module:function)"),
+    (["summary", "test_summary:tiny_net", "--input", "1,3,16,16"], "--input is for cnnlab's own models; "
+                                                                   "test_summary:tiny_net is a model from elsewhere"),
+    (["summary", "test_summary:tiny_net", "--input-size", "16", "--ops", "scratch"], "--ops is for cnnlab's own "
+                                                                                     "models"),
+])
+def test_summary_flags_of_the_wrong_kind_of_model_are_one_line(argv, expected, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cnnlab summary: error: {expected}") and err.count("\n") == 1, err

@@ -211,11 +211,34 @@ def _cmd_datasets(args) -> int:
 
 
 def _cmd_summary(args) -> int:
+    from cnnlab.models import list_models
     from cnnlab.models.summary import summarize
 
-    batch, in_channels, size = args.input or (1, 1, None)
-    print(summarize(args.model, input_size=size, in_channels=in_channels, ops=args.ops, batch=batch))
+    zoo = args.model in list_models(exercises=True) + list_models(pretrained=True)
+    if zoo or not names_a_model_from_elsewhere(args.model):  # the zoo's own, built on the meta device at any
+        # --input; a bare word that is none of them is a typo'd one, which summarize names with the zoo's names
+        for flag, value in (("--input-size", args.input_size), ("--layout", args.layout),
+                            ("--weights", args.weights)):
+            if zoo and value is not None:
+                raise CnnlabError(f"{flag} is for a model from elsewhere; {args.model} is one of cnnlab's models, "
+                                  "whose input --input N,C,H,W sets")
+        batch, in_channels, size = args.input or (1, 1, None)
+        print(summarize(args.model, input_size=size, in_channels=in_channels, ops=args.ops, batch=batch))
+        return 0
+    from cnnlab.explore.sources import summarize_any
+
+    for flag, given in (("--input", args.input is not None), ("--ops", args.ops != "torch")):
+        if given:
+            raise CnnlabError(f"{flag} is for cnnlab's own models; {args.model} is a model from elsewhere, fed as "
+                              "its graph says (--input-size, --layout where it does not)")
+    print(summarize_any(args.model, _model_options(args)))
     return 0
+
+
+def names_a_model_from_elsewhere(text: str) -> bool:
+    """Whether ``cnnlab summary TEXT`` names a file or ``module:function`` rather than one of cnnlab's models (whose
+    names hold none of ``. / : \\``)."""
+    return any(c in text for c in "./:\\")
 
 
 def _cmd_kernel(args) -> int:
@@ -244,6 +267,18 @@ def _cmd_predict(args) -> int:
     document: list[dict[str, Any]] = []  # --json's, printed whole once every picture is done
     most = failed = diverged = 0
     reader_left = False
+
+    def emit(text: str) -> None:
+        """Print ``text`` to stdout at once, unless its reader has gone (`| head`): then nothing more is printed."""
+        nonlocal reader_left
+        if reader_left:
+            return
+        try:
+            print(text, file=out, flush=True)
+        except BrokenPipeError:  # the failures still go to stderr
+            _reader_left(out)
+            reader_left = True
+
     # What the model's own code prints (module:function's import, build and forward) goes to stderr: stdout holds
     # the predictions alone, which --json promises a reader (jq) as one JSON document. Closing the chunks on Ctrl-C
     # or once the reader has gone clears the progress bar at once.
@@ -255,24 +290,19 @@ def _cmd_predict(args) -> int:
                 if "error" in r:  # one line each, in its place; the exit code says that some failed
                     failed += 1
                     print(f"cnnlab predict: error: {' '.join(r['error'].split())}", file=sys.stderr)
-                    continue
-                most = max(most, len(r["top"]))
-                diverged += any(t["probability"] is None for t in r["top"])
-                if not (args.json or reader_left):
-                    try:
-                        print(format_prediction(r), file=out, flush=True)
-                    except BrokenPipeError:  # `predict ... | head`: the failures still go to stderr
-                        _reader_left(out)
-                        reader_left = True
+                else:
+                    most = max(most, len(r["top"]))
+                    diverged += any(t["probability"] is None for t in r["top"])
+                if args.jsonl:  # a bad file's object too, in its place, as in --json's document
+                    emit(json.dumps(r))
+                elif not args.json and "error" not in r:
+                    emit(format_prediction(r))
             if args.json:
                 document += chunk
             if reader_left:  # nobody reads the answers to the pictures left: they are not classified
                 break
     if args.json:
-        try:
-            print(json.dumps(document, indent=2), file=out, flush=True)
-        except BrokenPipeError:
-            _reader_left(out)
+        emit(json.dumps(document, indent=2))
     if 0 < most < args.top:  # the model has fewer classes than asked for: every one is shown
         print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {most}; all "
               f"{most} are shown", file=sys.stderr)
@@ -286,8 +316,10 @@ def _model_options(args):
     """The model flags (:func:`_add_model_flags`) as :class:`cnnlab.explore.model.Options`."""
     from cnnlab.explore.model import Options
 
-    return Options.from_flags(args.classes, args.input_size, args.mean, args.std, args.pixel_range, args.bgr,
-                              args.layout, getattr(args, "multi_label", False), args.weights)
+    return Options.from_flags(getattr(args, "classes", None), args.input_size, getattr(args, "mean", None),
+                              getattr(args, "std", None), getattr(args, "pixel_range", None),
+                              getattr(args, "bgr", False), args.layout, getattr(args, "multi_label", False),
+                              args.weights)
 
 
 def _cmd_export(args) -> int:
@@ -420,26 +452,29 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
-def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True) -> None:
+def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True, feeding: bool = True) -> None:
     """The flags that say how to feed a model from elsewhere (its classes, input size, normalisation, layout), for
     ``explore``, ``predict`` and ``eval``: read by :meth:`cnnlab.explore.model.Options.from_flags`. ``multi_label``:
-    offer ``--multi-label`` (not to ``eval``, which scores one class per image)."""
-    p.add_argument("--classes", metavar="FILE", help="a file of a model's class names: one per line, or a JSON list "
-                   "of strings (the file's path, not the names themselves)")
+    offer ``--multi-label`` (not to ``eval``, which scores one class per image); ``feeding``: offer the flags of its
+    pixels and classes too (not to ``summary``, whose layer table needs only the input's shape and the weights)."""
+    if feeding:
+        p.add_argument("--classes", metavar="FILE", help="a file of a model's class names: one per line, or a JSON "
+                       "list of strings (the file's path, not the names themselves)")
     p.add_argument("--input-size", type=_flag_type(_input_size, "size"), metavar="SIZE", help="a model's input "
                    "size when its graph does not fix it (needed for module:function): a side (224) or HEIGHTxWIDTH "
                    "(256x128)")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, on the "
-                   "scale of --pixel-range and in the model's channel order (default: none)")
-    p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
-    p.add_argument("--pixel-range", choices=("0-1", "0-255"), help="the range of a model's input pixels before "
-                   "--mean/--std: 0-1 (pixels / 255, the default, as torchvision's models) or 0-255 (the values "
-                   "themselves, as Caffe-converted models and Keras's 'caffe' preprocessing)")
-    p.add_argument("--bgr", action="store_true", help="the model takes blue, green, red channels (OpenCV's and "
-                   "Caffe's order) instead of RGB")
+    if feeding:
+        p.add_argument("--mean", type=float, nargs="+", help="per-channel mean the model's input subtracts, on the "
+                       "scale of --pixel-range and in the model's channel order (default: none)")
+        p.add_argument("--std", type=float, nargs="+", help="per-channel std the model's input is divided by")
+        p.add_argument("--pixel-range", choices=("0-1", "0-255"), help="the range of a model's input pixels before "
+                       "--mean/--std: 0-1 (pixels / 255, the default, as torchvision's models) or 0-255 (the values "
+                       "themselves, as Caffe-converted models and Keras's 'caffe' preprocessing)")
+        p.add_argument("--bgr", action="store_true", help="the model takes blue, green, red channels (OpenCV's and "
+                       "Caffe's order) instead of RGB")
     p.add_argument("--layout", choices=("NCHW", "NHWC"), help="a model's input layout when the graph does not "
                    "tell (NHWC: Keras/TensorFlow)")
-    if multi_label:
+    if multi_label and feeding:
         p.add_argument("--multi-label", action="store_true", help="read each of a model's outputs as its own "
                        "class's probability (sigmoid; classes need not sum to 100%%) instead of a softmax over them; a "
                        "model that ends in Sigmoid is read so anyway, and without it a model of one output is a binary "
@@ -487,11 +522,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list the registered datasets (train on one with --dataset NAME)")
     p.set_defaults(func=_cmd_datasets)
 
-    p = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs of a model")
-    p.add_argument("model")
+    p = sub.add_parser("summary", help="per-layer output shapes and parameters of a model (and MACs, of cnnlab's "
+                       "own)")
+    p.add_argument("model", help="one of cnnlab's models (cnnlab models lists them), or any model explore opens: a "
+                   ".onnx, .pt2 or cnnlab .pt file, or module:function (imports and calls YOUR code)")
     p.add_argument("--input", metavar="N,C,H,W", type=_flag_type(_input_shape),
-                   help="input shape (default: 1,1,S,S at the model's input size)")
+                   help="input shape of one of cnnlab's models (default: 1,1,S,S at the model's input size)")
     p.add_argument("--ops", default="torch", choices=("torch", "scratch"))
+    _add_model_flags(p, feeding=False)
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("kernel", help="d2l 7.2.3-7.2.4: detect edges, then learn the edge kernel")
@@ -517,7 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for dark clothes on a light background (Fashion-MNIST is light on dark)")
     p.add_argument("--top", type=_flag_type(_count("--top")), default=3, help="the classes shown per image (default 3)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="one JSON document of every picture, printed at the end")
+    given_as = p.add_mutually_exclusive_group()
+    given_as.add_argument("--json", action="store_true",
+                          help="one JSON document of every picture, printed at the end")
+    given_as.add_argument("--jsonl", action="store_true",
+                          help="JSON Lines: one JSON object per picture, each printed as its chunk is done (a bad "
+                               "file's with its error), for a folder too large to hold every answer")
     _add_model_flags(p)
     p.set_defaults(func=_cmd_predict)
 

@@ -8,14 +8,16 @@ macro-F1, balanced accuracy, confusion matrix.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.data import FOLDER_PREFIX
+from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference import load_trained
 from cnnlab.table import text_table
 
@@ -157,7 +159,8 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
         CnnlabError: the dataset's classes differ from the model's (another dataset: one it does not name).
     """
     trained = load_trained(path, device)
-    data = trained.dataset(data_dir, other=dataset, skip_bad=skip_bad, training=False)  # the test split alone
+    with folder_named_as_data_dir(data_dir, trained.meta.dataset if dataset is None else None):
+        data = trained.dataset(data_dir, other=dataset, skip_bad=skip_bad, training=False)  # the test split alone
     other = dataset is not None and data.name != trained.meta.dataset  # named as another dataset than the run's
     columns, said = trained.check_dataset(data, other)  # another folder may hold some of the model's classes
     images, labels, scored = trained.scored_images(data, other)
@@ -166,6 +169,26 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
                                   checkpoint=str(path), device=str(trained.device),
                                   tta=trained.meta.tta if tta is None else tta,
                                   scored="; ".join([scored, *said, *skipped_notices(data)]))
+
+
+@contextmanager
+def folder_named_as_data_dir(data_dir: str | Path | None, dataset: str | None) -> Iterator[None]:
+    """A registered dataset that cannot be read from ``data_dir`` says how to score that folder instead.
+
+    ``dataset``: the model's own dataset, which ``data_dir`` was read as; None where the reader named the dataset.
+
+    For a checkpoint or a cnnlab export of Fashion-MNIST (or another registered dataset), ``--data-dir`` names where
+    that dataset's files are; a reader who meant a folder of their own labelled images was told only that the
+    dataset's files are missing there (README: ``cnnlab eval MODEL --data-dir ~/pets``, which scores such a folder
+    for a model from elsewhere). The line now also names ``--dataset folder:PATH``, which scores it for any model.
+    """
+    try:
+        yield
+    except DataError as e:
+        if data_dir is None or dataset is None or dataset.startswith(FOLDER_PREFIX) or not Path(data_dir).is_dir():
+            raise
+        raise DataError(f"{e}; if {data_dir} is a folder of class subfolders to score, name it --dataset "
+                        f"folder:{data_dir}") from None
 
 
 def skipped_notices(data) -> list[str]:

@@ -100,10 +100,12 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
             if subfolders:  # a folder of class subfolders, as a run trains on: say where its pictures are
                 shown, several = listed((f"{n}/" for n in subfolders), most=6), len(subfolders) > 1
                 them, their = ("them", "their") if several else ("it", "its")
+                # --dataset folder:PATH, not --data-dir PATH: for a checkpoint or export of a registered dataset
+                # --data-dir names where that dataset's files are, and the folder would be refused as no copy of them
                 raise CnnlabError(f"folder {path} holds no image files directly inside it, only the "
                                   f"folder{'s' * several} {shown}: name {them} ({path / '*'}/) to classify "
                                   f"{their} images, or score a folder of class subfolders with cnnlab eval MODEL "
-                                  f"--data-dir {path}")
+                                  f"--dataset folder:{path}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)"
                               f"{heif_note(path.iterdir())}")
         # HEIC photos among the pictures are listed too, so that each is reported (with how to get a JPEG) and the

@@ -31,7 +31,7 @@ from cnnlab.data import FOLDER_PREFIX
 from cnnlab.data.registry import load_dataset
 from cnnlab.data.store import mapped_reads
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
-from cnnlab.evaluate import EvalResult, evaluate_checkpoint, skipped_notices
+from cnnlab.evaluate import EvalResult, evaluate_checkpoint, folder_named_as_data_dir, skipped_notices
 from cnnlab.explore.model import Options
 from cnnlab.explore.outputs import numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model, scores_of
@@ -80,7 +80,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input, cropped to its height and width
     # (not a square the model's input resize would squash to them); a registered dataset at its own size
     size = spec.read_hw if dataset.startswith(FOLDER_PREFIX) else None
-    with mapped_reads():  # as a checkpoint's reader: only the images scored are read
+    with mapped_reads(), folder_named_as_data_dir(data_dir, None if named else dataset):  # only the scored read
         data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
                             skip_bad=skip_bad, training=False)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())

@@ -13,8 +13,9 @@ the graph where it says it:
   refused);
 * scaling: cnnlab's own exports say in their metadata that they take pixels / 255 with the normalisation inside;
   a graph that scales its input itself before its first Conv (a Keras model's ``Rescaling`` and ``Normalization``
-  layers) takes the pixel range that scaling is made for (:meth:`OnnxModel._scaling`); any other graph takes RGB
-  pixels / 255 unless ``--pixel-range``, ``--bgr``, ``--mean`` and ``--std`` say more (the page states which);
+  layers, a Core ML conversion's ImageScaler) takes the pixel range that scaling is made for
+  (:meth:`OnnxModel._scaling`); any other graph takes RGB pixels / 255 unless ``--pixel-range``, ``--bgr``,
+  ``--mean`` and ``--std`` say more (the page states which);
 * class names: ``--classes``, else the ``cnnlab.classes`` metadata (or Ultralytics' ``names``), else the image
   folder's class subfolders; an Ultralytics export's ``imgsz`` sizes its dynamic input and its ``task`` classify
   crops pictures as Ultralytics does;
@@ -89,27 +90,71 @@ MICROSOFT_STAGES = frozenset({"FusedConv", "QuickGelu", "Gelu"})
 # back to the network's own.
 NCHWC = "com.microsoft.nchwc"
 FLOAT = 1  # onnx.TensorProto.FLOAT
+OLDEST_OPSET = 7  # the oldest ONNX operator set onnxruntime promises to run
+# An initializer of more values than this is a weight, whose values shape inference never reads (shapes, axes and
+# scales, which it may, are a few values each)
+WEIGHT_SIZE = 4096
+# The ops of a convolution: ONNX's float and quantized ones, com.microsoft's fused and channels-last ones
+CONVOLUTIONS = frozenset({"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv"})
 # onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16: the types a trained weight has, and the stage outputs shown as
 # feature maps (a quantized graph's int8 maps, QLinearConv's, are left to the layer table)
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
 # The image inputs a graph may take (onnx.TensorProto's FLOAT, FLOAT16, DOUBLE, UINT8), as numpy names them: a
 # graph converted to float16 whole, or one that takes the pixel values themselves and scales them inside
 INPUT_TYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8"}
-# The inputs of quantized ops that are weights and biases; the others are scales and zero points.
+# The inputs of quantized ops that are weights and biases; the others are scales and zero points. com.microsoft's
+# QGemm is a Linear quantized by onnxruntime (QOperator format); its QLinearAdd and QLinearMul take either operand
+# from an initializer (a bias added after its own op, as CNTK's graphs add each Conv's), or both from the image.
 QUANTIZED_WEIGHTS = {"QLinearConv": (3, 8), "ConvInteger": (1,), "QLinearMatMul": (3,), "MatMulInteger": (1,),
-                     "QGemm": (3, 6)}  # com.microsoft's, for a Linear quantized by onnxruntime (QOperator format)
+                     "QGemm": (3, 6), "QLinearAdd": (0, 3), "QLinearMul": (0, 3)}
 # The ops of a quantized graph (QDQ, as onnxruntime's static quantization and cnnlab's onnx-int8 export write it; the
 # QOperator format; dynamic quantization): onnxruntime fuses a DequantizeLinear -> Conv -> QuantizeLinear into one
 # integer QLinearConv, which rounds otherwise than the float Conv it runs where that Conv's output is a graph output.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", *QUANTIZED_WEIGHTS})
+# Ops that pass a weight on with its values kept, rearranged or cast: CNTK's graphs (the ONNX Model Zoo's mnist-8,
+# emotion-ferplus) reshape a Dense layer's weight, 16 x 4 x 4 x 10, to the 256 x 10 their MatMul reads, and a graph
+# converted to float16 but for some ops casts those ops' weights back to float32. The weight is that layer's
+# parameter; the Reshape or Cast is no layer.
+REARRANGING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"})
+# Ops whose float constants are no parameters: the normalisation constants an input is shifted and divided by, and
+# an Upsample's or Resize's scales (and region of interest).
+NOT_PARAMETERS = frozenset({"Sub", "Div", "Upsample", "Resize"})
 # A gate multiplied by its own input is one activation: x * sigmoid(x) is SiLU (Swish), x * hardsigmoid(x) HardSwish.
 GATES = {"Sigmoid": "silu", "HardSigmoid": "hardswish"}
-# Ops that pass their input's values on unchanged: a Softmax before them still makes the output probabilities.
-PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"})
+# Ops that pass their input's values on unchanged (a quantized graph's QuantizeLinear and DequantizeLinear, up to
+# their rounding): a Softmax before them still makes the output probabilities.
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout",
+                          "QuantizeLinear", "DequantizeLinear"})
+# com.microsoft's integer Softmax and Sigmoid, which onnxruntime's QOperator quantization writes for ONNX's (the ONNX
+# Model Zoo's -int8 AlexNet, CaffeNet, GoogLeNet end in a QLinearSoftmax): probabilities as theirs are.
+QUANTIZED_FINAL = {"QLinearSoftmax": "Softmax", "QLinearSigmoid": "Sigmoid"}
 # Where torch.onnx.export(dynamo=True) writes the modules a node ran in, outermost first, then the FX node's own
 # name: name_scopes as a list's repr, "['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']", and namespace as
 # "path: class" parts, ": torchvision.models.resnet.ResNet/layer1: ...Sequential/.../relu_1: aten.relu.default".
 NAME_SCOPES, NAMESPACE = "pkg.torch.onnx.name_scopes", "namespace"
+
+
+def _weightless(model):
+    """A copy of ``model``'s graph for ONNX shape inference, without the values of its weights (initializers of more
+    than :data:`WEIGHT_SIZE` values keep their name, type and dims), nor the shapes it states beside its inputs and
+    outputs (``value_info``). Shape inference reads no more; a copy of the whole file, which the inference
+    serialises and parses twice more, held a large graph's weights (the ONNX Model Zoo's AlexNet and VGG files are
+    hundreds of MB) several times over at once."""
+    import onnx
+
+    copy = onnx.ModelProto(ir_version=model.ir_version)
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    graph, source = copy.graph, model.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    for tensor in source.initializer:
+        if int(np.prod(tensor.dims)) > WEIGHT_SIZE:
+            graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+        else:  # a shape, axes, scales: values data propagation may read
+            graph.initializer.append(tensor)
+    return copy
 
 
 def _dims(value_info) -> list[int | str | None]:
@@ -257,7 +302,8 @@ class OnnxModel:
             self.scorer = self.session if as_is is None else \
                 ort.InferenceSession(as_is, options_, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own errors (unsupported op, invalid graph)
-            raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {path} ({summary(e, 200)})") from None
+            raise CnnlabError(f"onnxruntime {ort.__version__} cannot run {path} ({summary(e, 200)})"
+                              f"{_too_old(model)}") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         try:
             probe = self._run(self.spec.zeros(1))
@@ -371,8 +417,10 @@ class OnnxModel:
 
     def _scaling(self, name: str) -> Scaling | None:
         """What the graph does to its input ``name`` on the way to its first Conv, where that is Mul, Div, Add or
-        Sub by constants (through casts, transposes, resizes and pads), or None where the Conv reads it otherwise
-        or nothing does. :meth:`Scaling.pixel_max` then tells the pixel range it is made for."""
+        Sub by constants, or an ImageScaler (through casts, transposes, resizes and pads), or None where the Conv
+        reads it otherwise or nothing does. :meth:`Scaling.pixel_max` then tells the pixel range it is made for."""
+        from onnx import helper
+
         scale = {name: Scaling()}  # each value computed from the input, and how
         for node in self.nodes:  # in the order they run
             tracked = [i for i in node.input if i in scale]
@@ -388,6 +436,14 @@ class OnnxModel:
                 perm = next((list(attr.ints) for attr in node.attribute if attr.name == "perm"), [3, 2, 1, 0])
                 if (permuted := done.permuted(perm)) is not None:
                     scale[node.output[0]] = permuted
+            elif node.op_type == "ImageScaler":  # ONNX's experimental op of operator sets 1-9, as Core ML's
+                # converters (onnxmltools) write an image input's scale and per-channel bias: scale * x + bias
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                step = done.step("mul", attrs.get("scale", 1.0))
+                if step is not None and attrs.get("bias"):
+                    step = step.step("add", np.reshape(attrs["bias"], (-1, 1, 1)))  # N x C x H x W: C x 1 x 1
+                if step is not None:
+                    scale[node.output[0]] = step
             elif node.op_type in ("Mul", "Div", "Add", "Sub") and len(node.input) == 2:
                 other = node.input[1] if node.input[0] == tracked[0] else node.input[0]
                 constant = self._fixed(other)
@@ -460,25 +516,36 @@ class OnnxModel:
         the first convolution's weight is no such kernel (computed in the graph, as a weight-standardised
         convolution's in torch's older exporter; com.microsoft.nchwc's reordered one; a quantized op's integers),
         lest a later layer's kernels be shown as the first layer's."""
-        for node in self.nodes:
-            if node.op_type in ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv"):
-                weight = self._constant(node.input[1]) if node.op_type in ("Conv", "FusedConv") and \
-                    _stage_op(node) and node.domain != NCHWC and len(node.input) > 1 else None
-                return (node, weight) if weight is not None and weight.ndim == 4 else (None, None)
-        return None, None
+        node = self._first_convolution()
+        weight = self._constant(node.input[1]) if node is not None and node.op_type in ("Conv", "FusedConv") and \
+            _stage_op(node) and node.domain != NCHWC and len(node.input) > 1 else None
+        return (node, weight) if weight is not None and weight.ndim == 4 else (None, None)
+
+    def _first_convolution(self) -> Any:
+        """The graph's first convolution node, of whatever kind (:data:`CONVOLUTIONS`), or None."""
+        return next((node for node in self.nodes if node.op_type in CONVOLUTIONS), None)
 
     def _first_conv_weight(self) -> np.ndarray | None:
         return self._first_conv()[1]
 
     def _first_conv_channels(self) -> int | None:
-        """The input channels of the first Conv: its weight holds in_channels / group of them."""
+        """The input channels of the first convolution: its weight holds in_channels / group of them; a quantized
+        one's integer weight (QLinearConv's, ConvInteger's: :data:`QUANTIZED_WEIGHTS`) says so as well as a float
+        kernel does."""
         from onnx import helper
 
         node, weight = self._first_conv()
-        if node is None:
-            return None
+        if weight is not None:
+            per_group = weight.shape[1]
+        else:
+            node = self._first_convolution()
+            inputs = QUANTIZED_WEIGHTS.get(node.op_type) if node is not None else None
+            stored = self.initializers.get(node.input[inputs[0]]) if inputs and inputs[0] < len(node.input) else None
+            if stored is None or len(stored.dims) != 4:
+                return None
+            per_group = stored.dims[1]
         group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
-        return int(weight.shape[1]) * int(group)
+        return int(per_group) * int(group)
 
     def _constant(self, name: str) -> np.ndarray | None:
         """An initializer's value, or the float value of a quantized one a DequantizeLinear node reads (a QDQ graph,
@@ -522,9 +589,7 @@ class OnnxModel:
         element type (``onnx.TensorProto`` numbering) where inference gave one."""
         import onnx
 
-        fixed = onnx.ModelProto()
-        fixed.CopyFrom(model)
-        del fixed.graph.value_info[:]
+        fixed = _weightless(model)
         value = next(i for i in fixed.graph.input if i.name == self.input_name)
         (h, w), c = self.spec.hw, self.spec.channels
         wanted = [1, c, h, w] if self.spec.layout == "NCHW" else [1, h, w, c]
@@ -694,12 +759,22 @@ class OnnxModel:
     def _table(self) -> list[tuple[Any, int]]:
         """The nodes of the layer table, in the order they run (the stages among them), and the parameters of each.
 
-        A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers: that row is left out and
-        the quantized weight counted with its layer; scales and zero points are not parameters. So is the Identity
-        that copies an initializer (:attr:`_copies`): the copy is counted with the layer that reads it, as the
-        parameter it stands for."""
-        dequantized = {n.output[0]: n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"
-                       and n.output and all(i in self.initializers for i in n.input)}
+        A QDQ graph's weight reaches its layer through a DequantizeLinear of initializers (or a QuantizeLinear and
+        DequantizeLinear of a weight the graph computes): that row is left out and the quantized weight counted with
+        its layer; scales and zero points are not parameters. So is a reshape or cast of a weight
+        (:data:`REARRANGING`), and the Identity that copies an initializer (:attr:`_copies`): the copy is counted
+        with the layer that reads it, as the parameter it stands for."""
+        # each value made of initializers alone by a rearranging op, a DequantizeLinear, or a QuantizeLinear (where
+        # the quantizer quantizes a weight the graph computes, as CNTK's reshaped one): the initializer it holds
+        made: dict[str, str] = {}
+        dequantized: set[str] = set()  # those made through a DequantizeLinear, integers counted as weights
+        for n in self.nodes:  # in the order they run: a reshape of a dequantized weight comes after its dequantizing
+            if n.output and n.input and (n.op_type in ("DequantizeLinear", "QuantizeLinear") or
+                                         n.op_type in REARRANGING) and \
+                    all(i in self.initializers or i in made for i in n.input):
+                made[n.output[0]] = made.get(n.input[0], n.input[0])
+                if n.op_type == "DequantizeLinear" or n.input[0] in dequantized:
+                    dequantized.add(n.output[0])
         counted: set[str] = set()
 
         def params_of(node) -> int:
@@ -708,13 +783,13 @@ class OnnxModel:
             an input is shifted and divided by (buffers in PyTorch)."""
             if node.op_type in QUANTIZED_WEIGHTS:
                 inputs = [node.input[k] for k in QUANTIZED_WEIGHTS[node.op_type] if k < len(node.input)]
-            elif node.op_type in ("Sub", "Div"):
+            elif node.op_type in NOT_PARAMETERS:
                 return 0
             else:
                 inputs = node.input[:3] if node.op_type == "BatchNormalization" else node.input
             total = 0
             for name in inputs:
-                source = name if name in self.initializers else self._copies.get(name) or dequantized.get(name)
+                source = name if name in self.initializers else self._copies.get(name) or made.get(name)
                 key = name if name in self._copies else source  # a copy is a parameter of its own, counted once
                 if source is None or key in counted:
                     continue
@@ -728,7 +803,8 @@ class OnnxModel:
 
         table = []
         for node in self.nodes:
-            if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.output and node.output[0] in self._copies:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.output and (
+                    node.output[0] in self._copies or node.output[0] in made):
                 continue
             params = params_of(node)
             if _stage_op(node) or params:
@@ -755,6 +831,19 @@ class OnnxModel:
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         return occlusion_pngs(self, image, target)
+
+
+def _too_old(model) -> str:
+    """What to do about a graph of an ONNX operator set older than onnxruntime runs (from 7 on: its compatibility
+    promise, ONNX 1.2's), said after onnxruntime's reason: the ONNX Model Zoo's oldest files (bvlcalexnet-3 and -6)
+    fail on the first op of theirs it has no implementation of ("Relu(1)", "Gemm(6)"). Empty where the operator set
+    is 7 or later."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= OLDEST_OPSET:
+        return ""
+    return (f": its ONNX operator set is {opset}, and onnxruntime runs {OLDEST_OPSET} and later; expected a file of "
+            f"operator set {OLDEST_OPSET} or later (the ONNX Model Zoo keeps each model at later ones too; "
+            f"onnx.version_converter.convert_version(model, {OLDEST_OPSET}) converts some graphs)")
 
 
 def _carried(metadata: dict[str, str], path: Path) -> Carried:
@@ -891,7 +980,10 @@ def _last_op(producers: dict, output: str, through: frozenset[str] = PASS_THROUG
 
 
 def _final_op(producers: dict, output: str) -> str | None:
-    """``"Softmax"`` or ``"Sigmoid"`` where ``output`` is one's, perhaps reshaped or renamed after it
-    (:data:`PASS_THROUGH`), else None."""
+    """``"Softmax"`` or ``"Sigmoid"`` where ``output`` is one's (or its quantized twin's, :data:`QUANTIZED_FINAL`),
+    perhaps reshaped, renamed or quantized after it (:data:`PASS_THROUGH`), else None."""
     node = _last_op(producers, output)
-    return node.op_type if node is not None and node.op_type in ("Softmax", "Sigmoid") else None
+    if node is None:
+        return None
+    op = QUANTIZED_FINAL.get(node.op_type) if node.domain == "com.microsoft" else node.op_type
+    return op if op in ("Softmax", "Sigmoid") else None

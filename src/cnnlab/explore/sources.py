@@ -5,7 +5,8 @@ Each kind is a class of its own module (:class:`cnnlab.explore.model.RunModel`,
 :class:`cnnlab.explore.onnx_model.OnnxModel`, :class:`cnnlab.explore.pt2_model.ExportedModel`,
 :class:`cnnlab.explore.module_model.ModuleModel`); this module only tells them apart
 and reads the user's images at the input of the model it opened, for the page or for ``cnnlab predict``
-(:func:`predict_any`, :func:`predict_any_chunks`).
+(:func:`predict_any`, :func:`predict_any_chunks`), and prints its layer table for ``cnnlab summary``
+(:func:`summarize_any`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cnnlab.models.imagenet import BACKBONES
 from cnnlab.models.state_dict import KERAS, refusal, zip_kind
 from cnnlab.predict import classify_chunks, joined, listed_images, predict_chunks
 from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, names_a_checkpoint
+from cnnlab.table import text_table
 
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -162,3 +164,24 @@ def predict_any_chunks(source: str | Path, images: Sequence[str | Path], options
                           f"{spec.channels}")
     return classify_chunks(files, probabilities, model.classes, invert=invert, topk=topk, skip_bad=skip_bad,
                            channels=spec.channels, size=spec.read_hw, crop=spec.crop, progress=progress)
+
+
+def summarize_any(source: str | Path, options: Options | None = None) -> str:
+    """``cnnlab summary`` of any model this explorer opens (an ONNX file, a ``.pt2`` program, a cnnlab checkpoint,
+    ``module:function``): the layer table the page shows, as text. Its header says what the model is fed (as
+    :meth:`cnnlab.explore.model.InputSpec.describe` does) and how many classes it answers; its rows the output shape
+    of one image (a dimension the graph leaves free by its name) and the parameters of each layer.
+
+    Raises:
+        CnnlabError: the model cannot be opened (one line, as for ``explore``).
+    """
+    model = open_model(source, options)
+    rows = model.layers()
+    body = [[r["name"], r["op"], " x ".join(map(str, r["shape"])) or "-", f"{int(r['params'] or 0):,}"]
+            for r in rows]
+    total = sum(int(r["params"] or 0) for r in rows)
+    classes = len(model.classes)
+    return "\n".join([f"{model.name}: {model.kind}, {classes} class{'es' if classes != 1 else ''}, fed "
+                      f"{model.spec.describe()}",
+                      text_table(["name", "type", "output shape", "params"], body, "llrr", rule="full"),
+                      f"total: {total:,} parameters in {len(rows)} layers"])

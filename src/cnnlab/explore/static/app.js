@@ -143,7 +143,8 @@ async function loadRuns() {
     }
     const box = el("input", {type: "checkbox", class: "compare-box", "data-run": r.run, onchange: compare,
       "aria-label": "compare " + r.title});
-    tbody.append(el("tr", {"data-run": r.run}, el("td", {}, box), el("td", {}, open), el("td", {text: r.model}),
+    tbody.append(el("tr", {"data-run": r.run}, el("td", {}, el("label", {class: "tick"}, box)),
+      el("td", {}, open), el("td", {text: r.model}),
       el("td", {text: r.dataset}), el("td", {text: r.recipe}), el("td", {class: "num", text: accuracyCell(r)}),
       el("td", {class: "num", text: r.images_per_s ? Math.round(r.images_per_s).toLocaleString("en") : "—"}),
       el("td", {text: (r.date || "").replace("T", " ").slice(0, 16)}),
