@@ -410,3 +410,21 @@ def test_a_run_from_before_the_balanced_accuracy_is_read_and_resumes_judging_acc
     assert [r["epoch"] for r in rows] == [1, 2] and math.isnan(rows[0]["val_bal_acc"])
     assert 0 <= rows[1]["val_bal_acc"] <= 1
     assert "val bal acc" in (out / "report.html").read_text()
+
+
+def test_eval_gives_the_balanced_accuracy_the_runs_result_and_report_give(tmp_path, monkeypatch, capsys):
+    # A run on unbalanced photos with --balance loss: result.json and report.html lead with its test balanced
+    # accuracy, best.pt is judged by it, and `cnnlab eval` of the same model printed accuracy and macro-F1 alone
+    from cnnlab.cli import main
+
+    out = _folder_run(tmp_path, monkeypatch, balance="loss")
+    result = read_json(out / "result.json")
+    assert main(["eval", str(out / "last.pt"), "--device", "cpu"]) == 0  # the last epoch's model, as result.json's
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(f", balanced accuracy {result['test_bal_acc']:.4f}")
+    assert main(["eval", str(out / "last.pt"), "--device", "cpu", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    truth = [i for i, row in enumerate(said["confusion"]) for _ in range(sum(row))]
+    predicted = [j for row in said["confusion"] for j, n in enumerate(row) for _ in range(n)]
+    assert said["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, predicted), abs=1e-12)
+    assert said["balanced_accuracy"] == pytest.approx(result["test_bal_acc"], abs=1e-12)

@@ -537,3 +537,74 @@ def test_a_readers_mapped_reads_leave_another_threads_loads_in_memory(tmp_path):
     beside.set()
     thread.join(30)
     assert seen == {"reader": True, "other": False}
+
+
+def test_a_decode_killed_midway_leaves_no_temporary_file_once_the_folder_is_decoded(tmp_path, home):
+    """SIGKILL (the OOM killer's) during a folder's first decode left the cache's hidden temporary file, the size of
+    the images decoded, for good: the next run decodes the folder whole and no later one decodes it again. The next
+    decode removes it; a file another process is writing is left alone."""
+    import fcntl
+    import subprocess
+    import sys
+    import textwrap
+
+    write_classes(tmp_path / "pics", {"cat": 6, "dog": 6}, size=(20, 16))
+    script = textwrap.dedent(f"""
+        import os, signal
+        from cnnlab.data import folder, load_dataset
+        decode, seen = folder._decode, []
+        def dying(*args):
+            seen.append(1)
+            if len(seen) == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return decode(*args)
+        folder._decode = dying
+        load_dataset("folder:{tmp_path / 'pics'}", image_size=16)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, env=os.environ)
+    assert proc.returncode == -9, proc.stderr.decode()
+    cache = home / ".cache" / "cnnlab" / "folders"
+    [left] = [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+    assert left.stat().st_size > 0
+    # another process writing an entry of the same name (a sweep's second worker): locked, so it stays
+    writing = left.with_name(left.name.replace(left.name.split(".")[-2], "w0rk1ng"))
+    writing.write_bytes(bytes(64))
+    with open(writing, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        data = load_dataset(f"folder:{tmp_path / 'pics'}", image_size=16)
+        assert sorted(p.name for p in cache.iterdir() if p.name.endswith(".tmp")) == [writing.name]
+    assert len(data.train_images) + len(data.test_images) == 12
+
+
+def test_the_zip_metadata_folder_macos_adds_is_no_class(tmp_path, home):
+    """A folder unzipped from a Mac's zip holds __MACOSX/, its AppleDouble "._" files mirroring each class folder:
+    training refused it as "class '__MACOSX' has no images (expected files ending in ...)", a line that said
+    neither what it is nor what to do. It is passed over, as a hidden folder is."""
+    write_classes(tmp_path / "pics", {"cat": 6, "dog": 6}, size=(20, 16))
+    for where in (tmp_path / "pics" / "__MACOSX" / "cat", tmp_path / "pics" / "dog" / "__MACOSX"):
+        where.mkdir(parents=True)
+        (where / "._000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble's magic number
+    data = load_dataset(f"folder:{tmp_path / 'pics'}", image_size=16)
+    assert data.classes == ("cat", "dog") and len(data.train_images) + len(data.test_images) == 12
+
+
+def test_a_folder_decoded_as_the_loader_chose_is_not_decoded_again_when_the_same_is_asked_for(tmp_path, home,
+                                                                                              monkeypatch):
+    """A run lets the loader choose the channels (and perhaps the side); eval of its export names both, as its input
+    takes them: a second cache entry of the same pixels was decoded, the whole folder again (gigabytes and minutes
+    for a folder of photos). The entry the loader chose serves a request for what it chose; any other is decoded."""
+    write_classes(tmp_path / "pics", {"cat": 6, "dog": 6}, size=(20, 16), mode="RGB")
+    root = f"folder:{tmp_path / 'pics'}"
+    chosen = load_dataset(root)  # the side (the median, 16) and the channels (3) left to the loader
+    cache = home / ".cache" / "cnnlab" / "folders"
+    entries = sorted(p.name for p in cache.iterdir())
+    decoded, decode = [], folder._decode_all
+    monkeypatch.setattr(folder, "_decode_all", lambda *a, **k: decoded.append(a) or decode(*a, **k))
+    for asked in ({"image_size": 16}, {"channels": 3}, {"image_size": (16, 16), "channels": 3}):
+        again = load_dataset(root, **asked)
+        assert torch.equal(again.train_images, chosen.train_images) and again.mean == chosen.mean, asked
+        assert torch.equal(again.test_images, chosen.test_images) and again.held_out == chosen.held_out
+    assert decoded == [] and sorted(p.name for p in cache.iterdir()) == entries
+    grey = load_dataset(root, channels=1)  # not what the loader chose: decoded
+    assert len(decoded) == 1 and grey.train_images.shape[1] == 1
+

@@ -312,6 +312,23 @@ def test_a_cnnlab_export_is_scored_on_the_split_its_run_held_out_as_its_checkpoi
     assert str(e.value) == _refusal(lambda: evaluate_checkpoint(out / "best.pt", data_dir=moved))
 
 
+@pytest.mark.parametrize("format", ["onnx", "pt2"])
+def test_the_export_of_a_run_that_skipped_bad_images_is_scored_as_its_checkpoint(tmp_path, cache, format):
+    """A photo folder with a truncated file, trained with --skip-bad-images: eval of the checkpoint skipped it as the
+    run did, eval of the export refused the folder until --skip-bad-images was typed again."""
+    folder = _folder(tmp_path / "pets", per_class=12)
+    (folder / "cat" / "cut short.png").write_bytes((folder / "cat" / "0.png").read_bytes()[:60])
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False, skip_bad_images=True)
+    exported = export_checkpoint(load_trained(out / "best.pt", "cpu"), tmp_path / f"lenet.{format}", format=format)
+    by_checkpoint = evaluate_checkpoint(out / "best.pt")
+    by_export = evaluate_any(exported)
+    assert by_export.n == by_checkpoint.n and by_export.scored == by_checkpoint.scored
+    assert "skipped 1 unreadable image(s)" in by_export.scored
+    assert torch.equal(by_export.confusion, by_checkpoint.confusion)
+
+
 def test_a_checkpoint_refuses_weights_named_for_it(tmp_path, cache, capsys):
     """--weights was passed over for a cnnlab checkpoint: eval printed the checkpoint's own figures, as if they were
     those of the weights named."""

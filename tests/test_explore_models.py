@@ -761,6 +761,20 @@ def test_skip_bad_images_leaves_an_unreadable_file_out_and_says_so(lenet, grey_f
     assert "--skip-bad-images applies to one model" in capsys.readouterr().err
 
 
+def test_an_unreadable_image_is_refused_with_the_flag_that_leaves_it_out(lenet, grey_folder, tmp_path, capsys):
+    """A photo folder with one truncated file: explore refused to start in a line that named the file and not
+    --skip-bad-images, which train's refusal of the same folder names."""
+    from cnnlab.cli import main
+
+    folder = shutil.copytree(grey_folder, tmp_path / "photos")
+    (folder / sorted(p.name for p in folder.iterdir())[0] / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    assert main(["explore", str(lenet["onnx"]), "--images", str(folder), "--export", str(tmp_path / "p.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cnnlab explore: error: ") and "broken.png" in err
+    assert err.endswith(" (pass --skip-bad-images (skip_bad=True in Python) to skip such files)\n")
+    assert not (tmp_path / "p.html").exists()
+
+
 def test_a_program_saved_as_pt_opens_and_a_state_dict_is_told_how_to_be_explored(tmp_path, rgb_folder):
     """A torch.export program saved under a checkpoint's name (``model.pt``) was refused as not a cnnlab
     checkpoint; it opens as the program it is. A state dict (weights without their network) says how a network from

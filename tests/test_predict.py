@@ -354,6 +354,55 @@ def test_a_folder_models_pictures_are_decoded_as_its_training_images_were(tmp_pa
     assert not padded_model.spec.crop
 
 
+def test_an_export_says_how_a_picture_file_becomes_its_input_so_a_deployment_gets_its_checkpoints_answers(tmp_path):
+    # A deployment that has only the file: its metadata said "centre-crop", not that the crop is Pillow's bilinear
+    # ImageOps.fit nor that the EXIF orientation is not applied; a phone photo turned upright, as every photo app
+    # shows it, was another image than the one cnnlab predicts on, and got other answers
+    import onnx
+    import onnxruntime
+    from PIL import ImageOps
+
+    ckpt = _checkpoint(tmp_path / "model.pt", 3, 16, classes=("a", "b"), dataset="folder:somewhere")
+    g = np.random.default_rng(3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: a phone's portrait photo
+    Image.fromarray(g.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "turned.jpg", exif=exif)
+    Image.fromarray(g.integers(0, 256, (50, 30, 4), dtype=np.uint8), "RGBA").save(tmp_path / "clear.png")
+    pictures = [tmp_path / "clear.png", tmp_path / "turned.jpg"]
+    exported = export_checkpoint(ckpt, tmp_path / "model.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    assert meta["cnnlab.picture"] == (
+        "Image.open(file), its EXIF orientation not applied (as torchvision's pil_loader reads a file); 16-bit grey "
+        "scaled to 8 bits; .convert('RGB') (alpha dropped); ImageOps.fit(image, (16, 16), Image.BILINEAR): resized to "
+        "cover 16 x 16, the centre cropped")
+    assert meta["cnnlab.input"] == "float32 N x 3 x 16 x 16 in [0, 1] (uint8 image / 255)"
+
+    def pixels(path, upright=False):  # what the metadata says, in Pillow alone
+        with Image.open(path) as im:
+            im = (ImageOps.exif_transpose(im) if upright else im).convert("RGB")
+            return np.asarray(ImageOps.fit(im, (16, 16), Image.BILINEAR))
+
+    session = onnxruntime.InferenceSession(str(exported))
+    for path, result in zip(pictures, predict_files(ckpt, pictures, topk=2, device="cpu"), strict=True):
+        x = pixels(path).astype(np.float32).transpose(2, 0, 1)[None] / 255
+        logits = session.run(None, {"images": x})[0][0]
+        probabilities = {t["index"]: t["probability"] for t in result["top"]}
+        assert (np.exp(logits) / np.exp(logits).sum()).tolist() == pytest.approx([probabilities[0], probabilities[1]],
+                                                                                  abs=1e-6)
+    assert not np.array_equal(pixels(pictures[1], upright=True), pixels(pictures[1]))  # the orientation matters
+    extra = {"cnnlab.json": ""}
+    torch.export.load(export_checkpoint(ckpt, tmp_path / "model.pt2", format="pt2"), extra_files=extra)
+    assert json.loads(extra["cnnlab.json"])["cnnlab.picture"] == meta["cnnlab.picture"]
+    # the other datasets' models take pictures padded to a square, EXIF orientation applied
+    fashion = _checkpoint(tmp_path / "fashion.pt", 1, 28, classes=tuple(CLASSES), dataset="fashion-mnist")
+    padded = {p.key: p.value for p in onnx.load(str(export_checkpoint(fashion, tmp_path / "f.onnx"))).metadata_props}
+    assert padded["cnnlab.picture"] == (
+        "Image.open(file) (a JPEG above 4.2 megapixels decoded at 1/2, 1/4 or 1/8 scale, Image.draft, keeping at "
+        "least 2 times the fitted size); ImageOps.exif_transpose; alpha laid on black; 16-bit grey scaled to 8 bits; "
+        ".convert('L'); resized (Image.LANCZOS) to fit inside 28 x 28, its aspect ratio kept, and centred on a "
+        "canvas of the median colour of its four corners")
+
+
 def test_colour_images_for_rgb_models(tmp_path):
     # A red square on a transparent background: the background turns black (white, then inverted, with --invert).
     rgba = np.zeros((30, 30, 4), np.uint8)
@@ -504,6 +553,26 @@ def test_cli_predicts_a_folder_reports_the_bad_file_and_exits_2(folder, tmp_path
     (folder / "broken.png").unlink()
     assert main(["predict", ckpt, str(folder), "--device", "cpu", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_an_iphones_heic_photo_in_a_folder_is_reported_not_passed_over(folder, tmp_path, capsys):
+    # A folder of photos with an iPhone's among them: the HEIC photo was left out of the listing, so predict answered
+    # the others and exited 0 without a word about it
+    (folder / "broken.png").unlink()
+    (folder / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    assert [p.name for p in image_files([folder])] == ["B.PNG", "IMG_0001.HEIC", "a.png", "c.png"]
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == [str(folder / n) for n in ("B.PNG", "a.png", "c.png")]
+    assert err == (f"cnnlab predict: error: image {folder / 'IMG_0001.HEIC'} is a HEIC photo (an iPhone's format), "
+                   "which is not read here; expected PNG, JPEG, BMP, DIB, GIF, TIFF, WEBP, AVIF, JPEG2000, PPM, TGA, "
+                   "PCX, QOI, SGI: save it as JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or "
+                   "convert it (the Mac's Preview, or pillow-heif)\n")
+    # a photo saved as JPEG under a .heic name is read as the picture it is
+    (folder / "IMG_0001.HEIC").write_bytes((folder / "a.png").read_bytes())
+    assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
 
 
 class _Terminal(io.StringIO):

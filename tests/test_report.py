@@ -541,3 +541,29 @@ def test_a_confusion_matrix_drawn_beside_a_cjk_font_prints_no_font_warning():
             "plots.figure_png(plots.confusion_figure(torch.tensor([[5, 1], [0, 6]]), ['猫', 'dog']))")
     drawn = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert drawn.returncode == 0 and "findfont" not in drawn.stderr, drawn.stderr
+
+
+@pytest.mark.parametrize("config, said", [
+    ({"pretrained": True, "freeze_epochs": 1, "augment": "trivial", "balance": "loss", "optimizer": "adamw",
+      "momentum": 0.0},
+     {"weights": "ImageNet (torchvision's) with a new head; only the last layer for 1 epoch, then every layer",
+      "augmentation": "trivial", "class balance": "loss", "optimizer": "adamw, lr 0.002"}),
+    ({"init_from": "runs/a/best.pt", "freeze": True, "augment": "crop-flip", "mixup": 0.2, "balance": "none",
+      "optimizer": "sgd", "momentum": 0.9},
+     {"weights": "from runs/a/best.pt; only the last layer trained", "augmentation": "crop-flip, MixUp 0.2",
+      "class balance": "none", "optimizer": "sgd, lr 0.002, momentum 0.9"}),
+    ({"init": "xavier", "augment": None, "balance": None, "optimizer": "sgd", "momentum": 0.0},
+     {"weights": "random (xavier init)", "augmentation": "none", "class balance": "none",
+      "optimizer": "sgd, lr 0.002, momentum 0.0"}),
+])
+def test_the_report_says_how_the_run_began_and_what_it_was_fed(config, said):
+    # A practitioner's fine-tune from ImageNet weights with trivial augmentation and a class-weighted loss was
+    # reported as any run: the page said neither where its weights came from nor how its images were augmented or
+    # its classes balanced, and gave AdamW a "momentum 0.0" it does not have
+    from types import SimpleNamespace
+
+    from cnnlab.report.html import _facts
+
+    run = SimpleNamespace(result={}, metrics=[], config={"config": {"lr": 0.002, **config}})
+    facts = dict(_facts(run, "imagenet-resnet18", 1000, None, 128))
+    assert {k: facts[k] for k in said} == said

@@ -1,5 +1,5 @@
 """Evaluating a trained checkpoint on its dataset's test set: accuracy, per-class accuracy, precision, recall and F1,
-macro-F1, confusion matrix.
+macro-F1, balanced accuracy, confusion matrix.
 
 ``cnnlab eval CHECKPOINT`` calls :func:`evaluate_checkpoint` and prints :func:`format_eval`; the logits come from
 :mod:`cnnlab.inference`, the path every consumer of a checkpoint shares.
@@ -7,6 +7,7 @@ macro-F1, confusion matrix.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,18 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
     """``C[i, j]`` = how many images of true class ``i`` were predicted as class ``j`` (int64, rows sum to counts)."""
     index = labels.long() * num_classes + predictions.long()
     return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def balanced_accuracy(recalls: Sequence[float | None]) -> float:
+    """The mean of the recalls of the classes that have images (None: a class without any), as scikit-learn's
+    ``balanced_accuracy_score`` averages over the classes present in the true labels; NaN where none has.
+
+    Example:
+        >>> balanced_accuracy([1.0, 0.5, None])
+        0.75
+    """
+    present = [r for r in recalls if r is not None]
+    return sum(present) / len(present) if present else math.nan
 
 
 def class_scores(confusion: torch.Tensor) -> dict[str, Any]:
@@ -103,14 +116,19 @@ class EvalResult:
                    classes=tuple(classes), precision=scores["precision"], recall=scores["recall"], f1=scores["f1"],
                    macro_f1=scores["macro_f1"], **info)
 
+    @property
+    def balanced_accuracy(self) -> float:
+        """The mean of the classes' recalls (:func:`balanced_accuracy`): what a run on unbalanced classes judges."""
+        return balanced_accuracy(self.per_class)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the confusion matrix as nested lists, per-class accuracy, precision, recall and F1 keyed by
-        class name, and the macro-F1."""
+        class name, the macro-F1 and the balanced accuracy."""
         by_class = {name: dict(zip(self.classes, values, strict=True))
                     for name, values in (("precision", self.precision), ("recall", self.recall), ("f1", self.f1))}
         return {
             "model": self.model, "checkpoint": self.checkpoint, "n": self.n, "accuracy": self.accuracy,
-            "macro_f1": self.macro_f1, **by_class,
+            "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1, **by_class,
             "per_class": dict(zip(self.classes, self.per_class, strict=True)), "classes": list(self.classes),
             "confusion": self.confusion.tolist(), "device": self.device, "tta": self.tta, "scored": self.scored,
             **self.extra,
@@ -194,9 +212,10 @@ def format_eval(result: EvalResult) -> str:
     table fits in 100 columns.
     """
     tta = ", flip-TTA" if result.tta else ""
-    lines = [f"{result.model or 'model'}: test accuracy {result.accuracy:.4f} "
-             f"({int(result.confusion.diag().sum())}/{result.n}{tta}) on {result.device or 'cpu'}, "
-             f"macro-F1 {result.macro_f1:.4f}"] + ([f"scored: {result.scored}"] if result.scored else []) + [""]
+    head = (f"{result.model or 'model'}: test accuracy {result.accuracy:.4f} "
+            f"({int(result.confusion.diag().sum())}/{result.n}{tta}) on {result.device or 'cpu'}, "
+            f"macro-F1 {result.macro_f1:.4f}, balanced accuracy {result.balanced_accuracy:.4f}")
+    lines = [head] + ([f"scored: {result.scored}"] if result.scored else []) + [""]
     counts = result.confusion.sum(1).tolist()
     rows = zip(result.classes, result.per_class, result.precision, result.f1, counts, strict=True)
     lines.append(text_table(["#", "class", "accuracy (recall)", "precision", "F1", "images"],

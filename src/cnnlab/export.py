@@ -41,7 +41,9 @@ The flip-TTA that training may use for its own evaluation is not part of the gra
 metadata says whether the run's figures used it (``cnnlab.flip_tta``: ``none``, or how to do the same outside).
 
 The metadata says how a picture that is not square became a training image (``cnnlab.to_square``: ``centre-crop``
-for a folder of images, whose pictures were cropped so, else ``pad``); ``cnnlab explore`` follows it.
+for a folder of images, whose pictures were cropped so, else ``pad``); ``cnnlab explore`` follows it. ``cnnlab.picture``
+says the whole of it in Pillow's words (:func:`cnnlab.picture.decoding`: whether the EXIF orientation is applied,
+what becomes of alpha, the resize filter), so that a deployment decoding its files so gets the checkpoint's answers.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from cnnlab.inference import Trained, check_same_classes, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
 from cnnlab.models.state_dict import load_state_dict_into, read_safetensors
-from cnnlab.picture import CENTRE_CROP, SQUARE_KEY
+from cnnlab.picture import CENTRE_CROP, PICTURE_KEY, SQUARE_KEY, decoding
 from cnnlab.pt2_check import checked_pt2
 
 FORMATS = ("onnx", "pt2", "onnx-int8", "safetensors")
@@ -99,6 +101,9 @@ TTA_KEY = "cnnlab.flip_tta"
 STORED_SIDE_KEY = "cnnlab.image_size"
 # The run's records of its folder's files (a count and a hash each), kept in an export's metadata as cnnlab.<key>
 SPLIT_KEYS = ("held_out", "training_files")
+# "true" where the run left its folder's unreadable files out (--skip-bad-images): eval of the export does too, as
+# eval of its checkpoint does
+SKIP_BAD_KEY = "cnnlab.skip_bad_images"
 TTA_NOTE = ("the run's figures average the logits of each image and of its left-right mirror; this graph is the "
             "plain model: run it on both and average to match them")
 # How a file that onnxruntime cannot open is refused while it is being written.
@@ -531,11 +536,14 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
                 "cnnlab.input_size": str(meta.input_size), STORED_SIDE_KEY: str(meta.image_size),
                 # a wider picture becomes the square input as the training images did: cropped or padded
                 SQUARE_KEY: CENTRE_CROP if meta.crops_pictures else "pad",
+                PICTURE_KEY: decoding(meta.crops_pictures, meta.channels, meta.image_size),
                 TTA_KEY: TTA_NOTE if meta.tta else "none"}
     recorded = trained.checkpoint.get("dataset") or {}
     for key in SPLIT_KEYS:  # which test split the run drew: `cnnlab eval EXPORT` of its own folder scores that one
         if recorded.get(key) is not None:
             metadata[f"cnnlab.{key}"] = json.dumps(list(recorded[key]))
+    if trained.config.get("skip_bad_images"):
+        metadata[SKIP_BAD_KEY] = "true"
     if format == "onnx-int8":
         data = _dataset(trained, data_dir, training=True)
         calibration_images = _calibration_images(data.train_images, calibration, data.name)

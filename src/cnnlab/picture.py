@@ -26,8 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "MAX_PIXELS", "SQUARE_KEY", "PixelRangeError", "as_hw", "centre_crop", "heif_note",
-           "read_picture"]
+__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "MAX_PIXELS", "PICTURE_KEY", "SQUARE_KEY", "PixelRangeError", "as_hw",
+           "centre_crop", "decoding", "heif_note", "read_picture"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -45,6 +45,8 @@ REDUCED_DECODE_MARGIN = 2
 # An export's metadata entry saying which of the two ways its model's pictures take, so that whoever feeds it can
 # follow: CENTRE_CROP or "pad".
 SQUARE_KEY, CENTRE_CROP = "cnnlab.to_square", "centre-crop"
+# An export's metadata entry saying, in Pillow's words (:func:`decoding`), how a picture file becomes its uint8 input
+PICTURE_KEY = "cnnlab.picture"
 
 
 def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -176,6 +178,26 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     x = torch.from_numpy(pixels.copy())
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
     return 255 - x if invert else x
+
+
+def decoding(crop: bool, channels: int, side: int) -> str:
+    """How :func:`read_picture` makes a picture file the uint8 ``side x side`` image a model of ``channels`` takes
+    (``crop``: as a folder of images decodes its files), in Pillow's words, for an export's metadata
+    (:data:`PICTURE_KEY`).
+
+    "centre-crop" alone did not say enough: a deployment that turns a phone photo upright by its EXIF orientation,
+    as photo apps show it, feeds a folder model another image than the one it trained on and cnnlab predicts on.
+    """
+    mode = "RGB" if channels == 3 else "L"
+    if crop:  # centre_crop's steps
+        return (f"Image.open(file), its EXIF orientation not applied (as torchvision's pil_loader reads a file); "
+                f"16-bit grey scaled to 8 bits; .convert('{mode}') (alpha dropped); ImageOps.fit(image, ({side}, "
+                f"{side}), Image.BILINEAR): resized to cover {side} x {side}, the centre cropped")
+    return (f"Image.open(file) (a JPEG above {REDUCED_DECODE_PIXELS / 1e6:.1f} megapixels decoded at 1/2, 1/4 or 1/8 "
+            f"scale, Image.draft, keeping at least {REDUCED_DECODE_MARGIN} times the fitted size); "
+            f"ImageOps.exif_transpose; alpha laid on black; 16-bit grey scaled to 8 bits; .convert('{mode}'); "
+            f"resized (Image.LANCZOS) to fit inside {side} x {side}, its aspect ratio kept, and centred on a canvas "
+            "of the median colour of its four corners")
 
 
 def _reduce_decode(im: Image.Image, height: int, width: int) -> None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
-from cnnlab.picture import MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
+from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
@@ -81,9 +81,10 @@ def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
     """``paths`` with every folder replaced by the image files directly inside it, sorted by name.
 
-    An image file ends in one of :func:`cnnlab.picture.picture_extensions` (``.png``, ``.jpg``, ...); hidden files
-    are skipped. A folder without any is an error (a typo'd folder should not pass as an empty batch); a listed file
-    is kept whatever its suffix, so a bad one is reported by :func:`load_image`.
+    An image file ends in one of :func:`cnnlab.picture.picture_extensions` (``.png``, ``.jpg``, ...), or is named
+    as an iPhone's HEIC photo; hidden files are skipped. A folder without any of the former is an error (a typo'd
+    folder should not pass as an empty batch); a listed file is kept whatever its suffix, so a bad one is reported
+    by :func:`load_image`.
     """
     suffixes = set(picture_extensions())
     files: list[Path] = []
@@ -92,9 +93,8 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
             files.append(path)
             continue
         # a link to a missing file is kept, so that it is reported like any bad file rather than silently left out
-        found = sorted(p for p in path.iterdir()
-                       if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
-                       and p.suffix.lower() in suffixes)
+        entries = [p for p in path.iterdir() if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")]
+        found = [p for p in entries if p.suffix.lower() in suffixes]
         if not found:
             subfolders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
             if subfolders:  # a folder of class subfolders, as a run trains on: say where its pictures are
@@ -108,7 +108,9 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                                   f"--dataset folder:{path}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)"
                               f"{heif_note(path.iterdir())}")
-        files += found
+        # HEIC photos among the pictures are listed too, so that each is reported (with how to get a JPEG) and the
+        # exit code says so: passed over, an iPhone's photos went unanswered without a word
+        files += sorted(found + [p for p in entries if p.suffix.lower() in HEIF_SUFFIXES])
     return files
 
 

@@ -126,10 +126,10 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if val_dir is not None:
         _, val_files, more = _scan(val_dir, classes)
         ignored += more
-    options = {"format": FORMAT, "image_size": image_size or f"median, at most {MAX_DEFAULT_SIZE}",
-               "channels": channels, "skip_bad": skip_bad,
+    options = {"format": FORMAT, "image_size": image_size or _chosen_size(), "channels": channels, "skip_bad": skip_bad,
                "holdout": None if held_dir else [HOLDOUT, HOLDOUT_SEED], "val": val_dir is not None}
-    key = _cache_key(path, train_files + held_files + val_files, options)
+    every_file = train_files + held_files + val_files
+    key = _cache_key(path, every_file, options)
     name = FOLDER_PREFIX + str(path)
     held_out = None
     if held_dir is None:  # drawn on every load (a cached set too), so that its identity always comes with it
@@ -138,7 +138,7 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     else:
         split_note = f"test split: {held_dir.name}/" + (f"; validation split: {val_dir.name}/" if val_dir else "")
     identity = (held_out, _identity(path, train_files))
-    data = _read_cache(cache, key, name, identity)
+    data = _read_cache(cache, key, name, identity) or _read_as_chosen(cache, path, every_file, options, name, identity)
     if data is None:
         notes = [split_note] + ([f"ignored {len(ignored)} non-image file(s)"] if ignored else [])
         data = _decode_all(cache, key, name, path, classes,
@@ -207,9 +207,16 @@ def refuse_writing_into(dataset: str, path: str | Path, what: str) -> None:
                           f"of a class; expected a path outside it (cnnlab never writes into a data folder)")
 
 
+def _passed_over(name: str) -> bool:
+    """Whether a folder named ``name`` holds no pictures of a class: a hidden one, or the ``__MACOSX`` a Mac's zip
+    adds, whose AppleDouble ``._NAME`` files keep each file's Finder metadata (it was refused as a class without
+    images)."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _subfolders(folder: Path) -> list[Path]:
     try:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not _passed_over(p.name))
     except OSError as e:
         raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
 
@@ -261,7 +268,7 @@ def _walk(class_dir: Path) -> tuple[list[Path], list[Path]]:
         if real in seen:
             raise DataError(f"{dirpath}: symlink loop (leads back to {real}); remove the link")
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not _passed_over(d))
         for f in sorted(filenames):
             if f.startswith("."):
                 continue
@@ -469,6 +476,35 @@ def _read_cache(cache: Path, key: str, name: str, identity: tuple) -> ImageDatas
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
     return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file, identity, digests)
+
+
+def _chosen_size() -> str:
+    """The cache key's word for a side left to the loader: the images' median shorter side, up to
+    :data:`MAX_DEFAULT_SIZE`."""
+    return f"median, at most {MAX_DEFAULT_SIZE}"
+
+
+def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, name: str,
+                    identity: tuple) -> ImageDataset | None:
+    """The cache entry of the same files whose side or channel count the loader chose, where it chose what
+    ``options`` now ask for (the same pixels: each file is decoded by the side and the channel count alone); None
+    where there is none.
+
+    A run leaves them to the loader; eval of its export asks for both, as its input takes them, and decoded the
+    whole folder again into a second entry of the same pixels (gigabytes, and minutes, for a folder of photos).
+    """
+    size, channels, chosen_size = options["image_size"], options["channels"], _chosen_size()
+    for chosen in ({"image_size": chosen_size}, {"channels": None}, {"image_size": chosen_size, "channels": None}):
+        alike = {**options, **chosen}
+        if alike == options:
+            continue
+        data = _read_cache(cache, _cache_key(root, files, alike), name, identity)
+        if data is None:
+            continue
+        stored = tuple(data.train_images.shape[1:])
+        if (channels is None or stored[0] == channels) and (size == chosen_size or stored[1:] == as_hw(size)):
+            return data
+    return None
 
 
 def _digest_rows(stored: bytes, count: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import glob
 import math
 import os
 import shutil
@@ -27,6 +28,11 @@ import torch
 
 from cnnlab.errors import DataError
 from cnnlab.io import atomic_write
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: a killed writer's temporary file cannot be told from a live one's, and is left
+    fcntl = None
 
 __all__ = ["CACHE_ENV", "cache_root", "in_memory_limit", "cgroup_memory_limit", "is_memory_mapped", "write_raw",
            "open_raw", "mapped_reads", "format_bytes", "joined"]
@@ -113,19 +119,27 @@ def write_raw(path: Path, nbytes: int, fill: Callable[[np.ndarray], int]) -> int
     """Create ``path`` atomically as ``nbytes`` of zeros that ``fill(array)`` writes into; returns the bytes kept.
 
     ``fill`` gets a writable uint8 memory map of the whole file and returns how many leading bytes it used; the
-    file is cut to that length before it is moved into place, so a killed write leaves no partial file behind.
+    file is cut to that length before it is moved into place, so a killed write leaves no partial file behind, only
+    its hidden temporary file, which the next write of ``path`` removes (:func:`_remove_abandoned`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(path)
     free = shutil.disk_usage(path.parent).free
     if nbytes > free:
         raise DataError(f"decoding needs {format_bytes(nbytes)} in the cache folder {path.parent}, which has "
                         f"{format_bytes(free)} free; pass a smaller --image-size or set {CACHE_ENV} to a larger disk")
     used = 0
+    held = contextlib.ExitStack()  # the temporary file, open and locked until it is in place
 
     def write(tmp: str) -> None:
         nonlocal used
-        with open(tmp, "r+b") as f:
-            f.truncate(max(nbytes, 1))  # sparse until written; np.memmap refuses empty files
+        f = held.enter_context(open(tmp, "r+b"))
+        if fcntl is not None:
+            # this writer is alive: another process's write_raw leaves the file alone; on a file system without
+            # locks the write goes on unlocked (and no process can lock a file there to remove it)
+            with contextlib.suppress(OSError):
+                fcntl.flock(f, fcntl.LOCK_EX)
+        f.truncate(max(nbytes, 1))  # sparse until written; np.memmap refuses empty files
         array = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(max(nbytes, 1),))
         try:
             used = fill(array)
@@ -134,8 +148,30 @@ def write_raw(path: Path, nbytes: int, fill: Callable[[np.ndarray], int]) -> int
             del array
         os.truncate(tmp, used)
 
-    atomic_write(path, write)
+    with held:
+        atomic_write(path, write)
     return used
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Delete the temporary files of ``path`` (:func:`cnnlab.io.atomic_write`'s ``.NAME.RANDOM.tmp``) whose writer
+    was killed (SIGKILL, the OOM killer) in the middle of a folder's first decode.
+
+    Such a file, the size of the images decoded before the kill, stayed for good: the next run decodes the folder
+    whole and no later one decodes it again. A live writer holds its file locked from before it has any bytes until
+    it is in place, so a file that is unlocked and not empty is a dead writer's; an empty one may be a live writer's
+    that has not locked it yet, and is left (it costs nothing).
+    """
+    if fcntl is None:
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            with open(tmp, "rb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(f.fileno()).st_size:
+                    tmp.unlink()
+        except OSError:  # locked by a live writer (BlockingIOError), or gone meanwhile
+            continue
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from cnnlab.evaluate import EvalResult, evaluate_checkpoint, folder_named_as_dat
 from cnnlab.explore.model import Options
 from cnnlab.explore.outputs import numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model, scores_of
-from cnnlab.export import SPLIT_KEYS, TTA_KEY
+from cnnlab.export import SKIP_BAD_KEY, SPLIT_KEYS, TTA_KEY
 from cnnlab.inference import check_same_test_split, check_several_classes, class_columns, moved_data, scored_images
 from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
@@ -70,6 +70,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     model = open_model(source, options)  # first: a file that is no model (a run's config.json) is said to be none
     stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
     own = stored.get("cnnlab.dataset")  # a cnnlab export names its run's dataset: the default, as a checkpoint's
+    skip_bad = skip_bad or stored.get(SKIP_BAD_KEY) == "true"  # its run's --skip-bad-images holds, as a checkpoint's
     named = dataset is not None  # as another dataset than the run's, where it is not that one (as for a checkpoint)
     dataset, data_dir = _dataset_to_score(dataset, data_dir, own, str(source))
     spec = model.spec

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.data.folder import SKIP_HINT
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from cnnlab.picture import heif_note, picture_extensions, read_picture
@@ -100,8 +101,8 @@ def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, 
             images.append(read_picture(p, name=f"image {name}", channels=channels, size=size, invert=False,
                                        max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS, crop=crop))
         except CnnlabError as e:
-            if not skip_bad:
-                raise
+            if not skip_bad:  # said as train says it of a folder: the whole page waits on this one file
+                raise CnnlabError(f"{e} ({SKIP_HINT})") from None
             skipped.append(str(e))
             continue
         kept.append((name, label))

@@ -158,6 +158,7 @@ def _facts(run: RunFiles, name: str, params: int, macs: int | None, input_size: 
     """The run's facts, as (name, value) for a two-column definition list."""
     res, cfg = run.result, run.config.get("config") or {}
     wall = res.get("wall_s")
+    momentum = f", momentum {cfg.get('momentum', 0)}" if cfg.get("optimizer", "sgd") in MOMENTUM_OPTIMIZERS else ""
     items = [
         ("model", name), ("recipe", res.get("recipe", cfg.get("recipe"))),
         ("parameters", _fmt(params, ",")),
@@ -166,11 +167,40 @@ def _facts(run: RunFiles, name: str, params: int, macs: int | None, input_size: 
         ("device", res.get("device")), ("processes", res.get("world_size")),
         ("wall time", _fmt(wall, ".1f", " s") + (f" ({wall / 60:.1f} min)" if wall and wall >= 120 else "")),
         ("images / s", _fmt(res.get("images_per_s"), ",.0f")),
-        ("optimizer", f"{cfg.get('optimizer', '—')}, lr {cfg.get('lr', '—')}, momentum {cfg.get('momentum', 0)}"),
+        ("optimizer", f"{cfg.get('optimizer', '—')}, lr {cfg.get('lr', '—')}{momentum}"),
         ("batch size", cfg.get("batch_size")), ("schedule", cfg.get("schedule")),
         ("seed", res.get("seed", cfg.get("seed"))),
+        # how the run began and what it was fed: a fine-tune from ImageNet weights, augmented and balanced, read as
+        # a run from scratch without them
+        ("weights", _start(cfg)), ("augmentation", _augmentation(cfg)),
+        ("class balance", cfg.get("balance") or "none"),
     ]
     return [(k, str(_fmt(v))) for k, v in items]
+
+
+MOMENTUM_OPTIMIZERS = ("sgd", "nesterov", "rmsprop")  # the others' momentum setting is unused
+
+
+def _start(cfg: dict[str, Any]) -> str:
+    """Where the run's weights began (``--pretrained``, ``--init-from`` or an initialisation) and what was frozen."""
+    if cfg.get("pretrained"):
+        start = "ImageNet (torchvision's) with a new head"
+    elif cfg.get("init_from"):
+        start = f"from {cfg['init_from']}"
+    else:
+        return f"random ({cfg.get('init') or 'xavier'} init)"
+    if cfg.get("freeze"):
+        return f"{start}; only the last layer trained"
+    frozen = cfg.get("freeze_epochs") or 0
+    if not frozen:
+        return start
+    return f"{start}; only the last layer for {frozen} epoch{'s' * (frozen != 1)}, then every layer"
+
+
+def _augmentation(cfg: dict[str, Any]) -> str:
+    """The run's ``--augment`` preset, with MixUp and CutMix where set."""
+    mixed = [f"{name} {cfg[key]}" for name, key in (("MixUp", "mixup"), ("CutMix", "cutmix")) if cfg.get(key)]
+    return ", ".join([str(cfg.get("augment") or "none"), *mixed])
 
 
 def _picture(fig, alt: str, dpi: int = 100) -> dict[str, str]:

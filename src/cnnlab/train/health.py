@@ -23,7 +23,7 @@ from torch import nn
 
 from cnnlab.checks import int_at_least, is_number
 from cnnlab.errors import CnnlabError
-from cnnlab.train.metrics import balanced_accuracy
+from cnnlab.evaluate import balanced_accuracy
 
 # How far above chance still counts as "at chance", as a fraction of the distance from chance to perfect: 0.145
 # for 10 classes. A constant predictor scores exactly 1/num_classes on a balanced split; a network that is

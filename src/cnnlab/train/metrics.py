@@ -7,24 +7,9 @@ then once, after summing over all ranks, so the epoch figures are exact global n
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 
 from cnnlab.train.distributed import sum_over_ranks
-
-
-def balanced_accuracy(recalls: Sequence[float | None]) -> float:
-    """The mean of the recalls of the classes that have images (None: a class without any), as scikit-learn's
-    ``balanced_accuracy_score`` averages over the classes present in the true labels; NaN where none has.
-
-    Example:
-        >>> balanced_accuracy([1.0, 0.5, None])
-        0.75
-    """
-    present = [r for r in recalls if r is not None]
-    return sum(present) / len(present) if present else math.nan
 
 
 class EpochMetrics:

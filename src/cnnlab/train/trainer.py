@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from cnnlab.data import DeviceLoader
 from cnnlab.device import oversubscription_hint
 from cnnlab.errors import CnnlabError, Interrupted, StopRun
-from cnnlab.evaluate import class_scores, confusion_matrix
+from cnnlab.evaluate import balanced_accuracy, class_scores, confusion_matrix
 from cnnlab.runs import environment, resume_command, save_checkpoint
 from cnnlab.train.budget import TimeBudget
 from cnnlab.train.build import RunParts
@@ -45,7 +45,7 @@ from cnnlab.train.distributed import (
 )
 from cnnlab.train.finetune import body_frozen
 from cnnlab.train.health import batch_norm_updates, chance_warning, learned_but_at_chance
-from cnnlab.train.metrics import EpochMetrics, balanced_accuracy
+from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.state import install_stop_handlers, restore_handlers
 
 # After this many training steps in all a learning network is above chance, and the mean loss of the last epoch
@@ -526,7 +526,7 @@ class Trainer:
 
     def _val_recalls(self) -> tuple[list[float | None], bool]:
         """Each class's recall in the last evaluation (None for a class without images there), whose mean is the
-        balanced accuracy (:func:`~cnnlab.train.metrics.balanced_accuracy`), and whether the split's classes are
+        balanced accuracy (:func:`~cnnlab.evaluate.balanced_accuracy`), and whether the split's classes are
         unbalanced: there a network naming one class for every image scores that class's share in accuracy (up to
         the largest one's), and the chance check judges the mean recall instead (health.judged). A collective under
         torchrun: the counts are summed over the ranks."""
