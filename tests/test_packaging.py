@@ -6,6 +6,7 @@ Every other test runs cnnlab from the source tree, where a file left out of pack
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,11 @@ import pytest
 
 import cnnlab
 import cnnlab.runs.folder as rundir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "cnnlab"
@@ -68,6 +74,17 @@ def assert_ships_the_package(wheel: Path) -> None:
     (entry_points,) = [name for name in metadata if name.endswith("/entry_points.txt")]
     assert "cnnlab = cnnlab.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert wheel.name.startswith(f"cnnlab-{cnnlab.__version__}-")  # what pip installs is what --version says
+
+
+def test_the_readme_states_the_oldest_torch_that_pyproject_asks_for():
+    """The install section names the oldest torch and torchvision cnnlab works with, which pip enforces through
+    pyproject.toml: a bound raised (or lowered) in one place alone would tell a user a version that fails."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lowest = dict(re.fullmatch(r"(torch|torchvision)>=([\d.]+)", d).groups() for d in dependencies
+                  if re.match(r"torch(vision)?\b", d))
+    stated = re.search(r"cnnlab needs torch >= ([\d.]+) and torchvision >= ([\d.]+)", (ROOT / "README.md").read_text())
+    assert stated, "README.md no longer says which torch cnnlab needs"
+    assert stated.groups() == (lowest["torch"], lowest["torchvision"]), (stated.group(0), dependencies)
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ import io
 import json
 import logging
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,6 +87,9 @@ CHECK_BATCHES = (1, 5)
 # lower --opset would name a file it is not.
 MIN_OPSET = 18
 CONVERTER_LOGGER = "onnxscript.version_converter"  # where torch's exporter converts to the --opset asked
+# torch 2.10's and 2.11's exporter (not 2.14's) calls a pytree check those torches deprecate: a FutureWarning on
+# stderr at every ONNX export, about torch's own code, nothing a user can act on
+TORCHS_OWN_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 NEEDS_EXPORT_EXTRA = "ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cnnlab[export]'"
 # An int8 model that disagrees with its float original on more than one test image in ten is not that model any
 # more; a LeNet trained for 100 steps agrees on about 98% (docs/benchmarks.md).
@@ -156,9 +160,11 @@ def _write_onnx(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: 
     converter = logging.getLogger(CONVERTER_LOGGER)
     converter.addFilter(_not_the_fallback_notice)
     try:
-        program = torch.onnx.export(_with_global_pools_as_reductions(wrapped), (_inputs(2, shape),), None,
-                                    dynamo=True, verbose=False, opset_version=opset, input_names=["images"],
-                                    output_names=["logits"], dynamic_shapes=(_batch_dim(),))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TORCHS_OWN_DEPRECATION, category=FutureWarning)
+            program = torch.onnx.export(_with_global_pools_as_reductions(wrapped), (_inputs(2, shape),), None,
+                                        dynamo=True, verbose=False, opset_version=opset, input_names=["images"],
+                                        output_names=["logits"], dynamic_shapes=(_batch_dim(),))
     except torch.onnx.OnnxExporterError as e:  # an operator this torch's exporter has no ONNX function for
         raise CnnlabError(f"torch {torch.__version__}'s ONNX exporter cannot convert this network "
                           f"({summary(_first_cause(e), 200)}); nothing was written (--format pt2 takes any torch "
