@@ -775,6 +775,22 @@ def test_an_unreadable_image_is_refused_with_the_flag_that_leaves_it_out(lenet, 
     assert not (tmp_path / "p.html").exists()
 
 
+def test_an_iphones_heic_photo_among_the_images_is_said_not_passed_over(lenet, grey_folder, tmp_path, capsys):
+    """An iPhone's HEIC photo among --images was left out without a word (predict reports it); it is refused with how
+    to get a JPEG, as an unreadable picture is, and --skip-bad-images leaves it out and names it on the page."""
+    from cnnlab.cli import main
+
+    folder = shutil.copytree(grey_folder, tmp_path / "photos")
+    (folder / sorted(p.name for p in folder.iterdir())[0] / "IMG_0001.HEIC").write_bytes(
+        b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    assert main(["explore", str(lenet["onnx"]), "--images", str(folder), "--export", str(tmp_path / "p.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "IMG_0001.HEIC is a HEIC photo (an iPhone's format)" in err, err
+    assert "Most Compatible" in err and err.endswith(" to skip such files)\n")
+    _, images = open_with_images(lenet["onnx"], folder, skip_bad=True)
+    assert len(images.skipped) == 1 and "IMG_0001.HEIC is a HEIC photo" in images.skipped[0]
+
+
 def test_a_program_saved_as_pt_opens_and_a_state_dict_is_told_how_to_be_explored(tmp_path, rgb_folder):
     """A torch.export program saved under a checkpoint's name (``model.pt``) was refused as not a cnnlab
     checkpoint; it opens as the program it is. A state dict (weights without their network) says how a network from

@@ -16,7 +16,7 @@ import torch
 from cnnlab.data.folder import SKIP_HINT
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from cnnlab.picture import heif_note, picture_extensions, read_picture
+from cnnlab.picture import HEIF_SUFFIXES, heif_note, picture_extensions, read_picture
 
 MAX_IMAGES = 200
 
@@ -53,10 +53,17 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
         raise CnnlabError(f"--images {folder} is not a folder (expected a folder of images, or of class "
                           "subfolders of images)")
     endings = picture_extensions()
-    is_image = lambda p: p.is_file() and p.suffix.lower() in endings and not p.name.startswith(".")  # noqa: E731
-    flat = sorted(p for p in folder.iterdir() if is_image(p))
+
+    def pictures(d: Path, heif: bool = False) -> list[Path]:
+        """The pictures directly inside ``d``, sorted; with ``heif``, an iPhone's HEIC photos beside them too, so
+        that each is said (with how to get a JPEG) rather than passed over."""
+        kinds = (*endings, *HEIF_SUFFIXES) if heif else endings
+        return sorted(p for p in d.iterdir()
+                      if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
+
+    flat = pictures(folder)
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    nested = [(p, d.name) for d in subfolders for p in sorted(d.iterdir()) if is_image(p)]
+    nested = [(p, d.name) for d in subfolders for p in pictures(d)]
     if nested and flat:
         # Either layout alone is unambiguous; mixed, one of the two sets would be dropped without a word (the loose
         # images have no class), so the user says which one is meant.
@@ -67,12 +74,12 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
                           "or point --images at one of the two)")
     if nested:
         classes = tuple(sorted({c for _, c in nested}))
-        return nested, classes
+        return [(p, d.name) for d in subfolders if d.name in classes for p in pictures(d, heif=True)], classes
     if not flat:
         files = [*folder.iterdir(), *(p for d in subfolders for p in d.iterdir())]
         raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
                           f"or class subfolders of them){heif_note(files)}")
-    return [(p, None) for p in flat], ()
+    return [(p, None) for p in pictures(folder, heif=True)], ()
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,
