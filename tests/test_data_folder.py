@@ -199,6 +199,24 @@ def test_held_out_copies_of_training_images_are_counted_in_a_notice(tmp_path, ho
                                  "test/a/again.png = train/a/001.png)")
 
 
+def test_a_class_without_test_images_is_named_in_a_notice(tmp_path, home):
+    # A class of three photos beside classes of dozens: the drawn sixth held none of it out, and nothing said so
+    # until eval showed "–" for its recall; a test/ folder without one of the classes is the same
+    write_classes(tmp_path / "drawn", {"cat": 12, "dog": 12, "rare": 2})
+    for _ in range(2):  # decoded, then from the cache
+        data = load_dataset(f"folder:{tmp_path / 'drawn'}")
+        assert 2 not in data.test_labels.tolist()  # the premise: the draw held out no "rare" image
+        [notice] = [n for n in data.notices if "no test image" in n]
+        assert notice == ("1 class has no test image (rare, 2 training images): its recall cannot be measured (– "
+                          "in eval and the report); add images to it, or a test/ folder that holds it")
+    write_classes(tmp_path / "set" / "train", {"a": 6, "b": 6, "c": 6})
+    write_classes(tmp_path / "set" / "test", {"a": 2, "b": 2}, seed=50)
+    [notice] = [n for n in load_dataset(f"folder:{tmp_path / 'set'}").notices if "no test image" in n]
+    assert notice.startswith("1 class has no test image (c, 6 training images)")
+    write_classes(tmp_path / "set" / "test", {"c": 2}, seed=70)
+    assert not [n for n in load_dataset(f"folder:{tmp_path / 'set'}").notices if "no test image" in n]
+
+
 def test_class_names_match_across_splits_in_either_unicode_form(tmp_path, home):
     # macOS writes "é" decomposed: a train/ made there and a test/ made elsewhere name the same class differently.
     nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")

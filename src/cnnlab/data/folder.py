@@ -149,7 +149,30 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
         data = replace(data, notices=(f"ignored {len(ignored)} file(s) not of an image format read here (first: "
                                       f"{ignored[0]}; the formats: {' '.join(picture_extensions())})"
                                       f"{heif_note(ignored)}", *data.notices))
-    return data
+    untested = _untested(data)
+    return replace(data, notices=(*data.notices, untested)) if untested else data
+
+
+def _untested(data: ImageDataset) -> str:
+    """A notice naming the classes with training images and no test image, or ''.
+
+    A class of a few pictures beside classes of dozens may have none in the drawn sixth (each class keeps at least
+    one training image, and its share of the hold-out rounds to none), and a ``test/`` folder may lack a class: its
+    recall cannot be measured, which eval and the report show as "–" once the run is done; this says so when it
+    starts.
+    """
+    k = len(data.classes)
+    tested = torch.bincount(data.test_labels, minlength=k).tolist()
+    trained = torch.bincount(data.train_labels, minlength=k).tolist()
+    names = [f"{c}, {n} training image{'s' if n != 1 else ''}"
+             for c, t, n in zip(data.classes, tested, trained, strict=True) if t == 0 and n > 0]
+    if not names:
+        return ""
+    one = len(names) == 1
+    return (f"{len(names)} class{'' if one else 'es'} {'has' if one else 'have'} no test image "
+            f"({'; '.join(names[:5])}{'; ...' if len(names) > 5 else ''}): "
+            f"{'its' if one else 'their'} recall cannot be measured (– in eval and the report); add images to "
+            f"{'it' if one else 'them'}, or a test/ folder that holds {'it' if one else 'them'}")
 
 
 def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
