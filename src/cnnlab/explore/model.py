@@ -615,7 +615,8 @@ class RunModel:
     def layers(self) -> list[dict[str, Any]]:
         size = self.trained.meta.input_size
         rows = layer_summary(self.trained.model, (1, self.spec.channels, size, size))
-        return [{"name": r.name, "op": r.type, "shape": list(r.output_shape[1:]), "params": r.params}
+        return [{"name": r.name, "op": r.type, "shape": list(r.output_shape[1:]), "params": r.params,
+                 "macs": r.macs}
                 for r in rows]
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
