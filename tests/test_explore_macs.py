@@ -17,7 +17,6 @@ from cnnlab.explore.model import Options
 from cnnlab.explore.module_model import ModuleModel
 from cnnlab.explore.sources import open_model
 from cnnlab.inference import load_trained
-from cnnlab.models import create_model
 from cnnlab.models.summary import MacCounter, layer_summary
 from explore_support import _torchvision, make_run
 

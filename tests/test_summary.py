@@ -269,8 +269,9 @@ def test_summary_of_any_model_explore_opens(lenet, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("test_summary:tiny_net: ") and "3 channels at 16 x 16" in lines[0], lines[0]
     tiny = layer_summary(tiny_net(), (1, 3, 16, 16))
-    assert [line.split()[1:] for line in lines[3:-1]][:2] == [
-        ["Conv2d", "4", "x", "14", "x", "14", "112", f"{tiny[0].macs:,}"], ["ReLU", "4", "x", "14", "x", "14", "0", "0"]]
+    assert [line.split()[1:] for line in lines[3:-1]][:2] == [["Conv2d", "4", "x", "14", "x", "14", "112",
+                                                              f"{tiny[0].macs:,}"],
+                                                             ["ReLU", "4", "x", "14", "x", "14", "0", "0"]]
     total = sum(r.macs for r in tiny)
     assert lines[-1] == (f"total: {sum(p.numel() for p in tiny_net().parameters()):,} parameters in 5 layers, "
                          f"{total:,} MACs ({total / 1e9:.3f} GMACs) per image")
