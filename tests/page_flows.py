@@ -56,11 +56,13 @@ def saved_page_from_file_url(browser, saved_page: Path, artifacts: Path, name: s
     wait(browser, "document.body.dataset.ready === '1'", what="the saved page to render")
     assert browser.title == "cnnlab explore: lenet.onnx"
     assert browser.execute_script("return document.querySelectorAll('#maps .maprow').length") == 6
-    # the parameter count in words is the layers table's sum, grouped by thousands as in English
+    # the parameter count and the MACs of one image in words are the layers table's sums, grouped by thousands as in
+    # English
     kind = browser.execute_script("return document.getElementById('model-kind').textContent")
-    params = browser.execute_script("return Array.from(document.querySelectorAll('#layers-table tbody tr'))"
-                                    ".map(r => +r.cells[3].textContent.replaceAll(',', ''))")
-    assert len(params) > 4 and kind == f"ONNX: 4 classes, {sum(params):,} parameters", kind
+    params, macs = (browser.execute_script("return Array.from(document.querySelectorAll('#layers-table tbody tr'))"
+                                           f".map(r => +r.cells[{k}].textContent.replaceAll(',', ''))") for k in (3, 4))
+    assert len(params) > 4 and sum(macs) > 0, (params, macs)
+    assert kind == f"ONNX: 4 classes, {sum(params):,} parameters, {sum(macs):,} MACs per image", kind
     assert browser.execute_script("return document.getElementById('upload-box').offsetParent") is None
     # with scripts on, the notice for a preview that runs none is not shown
     assert "needs JavaScript" not in browser.execute_script("return document.body.innerText")

@@ -13,6 +13,8 @@ import pytest
 
 import explore_support
 from browser_support import artifacts, broken_images, saved_page_reads_well, screenshot, wait  # noqa: F401
+from cnnlab.inference import load_trained
+from cnnlab.models.summary import layer_summary
 from explore_support import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
 from test_explore_browser import driver  # noqa: F401  (a fixture)
 from test_report import needs_chromium
@@ -26,12 +28,18 @@ def _errors(browser) -> list[str]:
     return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def test_saved_page_from_file_url(saved_page, driver, artifacts):  # noqa: F811
+def test_saved_page_from_file_url(saved_page, lenet, driver, artifacts):  # noqa: F811
     driver.get(saved_page.as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
     rows = driver.execute_script("return document.querySelectorAll('#maps .maprow').length")
     assert rows == 6  # LeNet's conv, sigmoid and pool, twice
     assert driver.execute_script("return document.querySelectorAll('#layers-table tbody tr').length") > 4
+    # each layer's MACs for one image, and their sum in the model's line: the LeNet's own, as layer_summary counts
+    macs = driver.execute_script("return Array.from(document.querySelectorAll('#layers-table tbody tr'))"
+                                 ".map(r => +r.cells[4].textContent.replaceAll(',', ''))")
+    trained = load_trained(lenet["run"]).model
+    assert sum(macs) == sum(r.macs for r in layer_summary(trained, (1, 1, 28, 28))) > 0
+    assert driver.find_element("id", "model-kind").text.endswith(f", {sum(macs):,} MACs per image")
     assert driver.find_element("id", "upload-box").is_displayed() is False  # no server to classify a new file
     # Another input from the saved ones, then: every picture decoded, nothing requested from anywhere.
     driver.execute_script("document.querySelectorAll('#images img')[1].click()")

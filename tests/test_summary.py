@@ -250,20 +250,44 @@ def test_summary_of_any_model_explore_opens(lenet, capsys):
     # network of the user's own was "unknown model", though the explorer shows the same layer table for each
     from cnnlab.inference import load_trained
 
-    weights = sum(p.numel() for p in load_trained(lenet["run"]).model.parameters())  # torch's own count
+    model = load_trained(lenet["run"]).model
+    weights = sum(p.numel() for p in model.parameters())  # torch's own count
+    counted = layer_summary(model, (1, 1, 28, 28))  # and torch's MACs, one image's
+    macs = sum(r.macs for r in counted)
     for kind in ("run", "onnx", "pt2"):
         assert main(["summary", str(lenet[kind])]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert ", fed float32 N x C x H x W, 1 channel at 28 x 28" in lines[0], (kind, lines[0])
+        assert lines[1].split()[-2:] == ["params", "MACs"], (kind, lines[1])
+        # the per-image total in the words `cnnlab summary lenet` says it
         assert lines[-1].startswith(f"total: {weights:,} parameters in "), (kind, lines[-1])
+        assert lines[-1].endswith(f", {macs:,} MACs ({macs / 1e9:.3f} GMACs) per image"), (kind, lines[-1])
         rows = [line.split() for line in lines[3:-1]]
-        assert ["6", "x", "28", "x", "28", "156"] == rows[0][-6:], (kind, rows[0])  # the first convolution's row
+        # the first convolution's row
+        assert ["6", "x", "28", "x", "28", "156", f"{counted[0].macs:,}"] == rows[0][-7:], (kind, rows[0])
     assert main(["summary", "test_summary:tiny_net", "--input-size", "16"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("test_summary:tiny_net: ") and "3 channels at 16 x 16" in lines[0], lines[0]
-    assert [line.split()[1:] for line in lines[3:-1]][:2] == [["Conv2d", "4", "x", "14", "x", "14", "112"],
-                                                              ["ReLU", "4", "x", "14", "x", "14", "0"]]
-    assert lines[-1] == f"total: {sum(p.numel() for p in tiny_net().parameters()):,} parameters in 5 layers"
+    tiny = layer_summary(tiny_net(), (1, 3, 16, 16))
+    assert [line.split()[1:] for line in lines[3:-1]][:2] == [["Conv2d", "4", "x", "14", "x", "14", "112",
+                                                              f"{tiny[0].macs:,}"],
+                                                             ["ReLU", "4", "x", "14", "x", "14", "0", "0"]]
+    total = sum(r.macs for r in tiny)
+    assert lines[-1] == (f"total: {sum(p.numel() for p in tiny_net().parameters()):,} parameters in 5 layers, "
+                         f"{total:,} MACs ({total / 1e9:.3f} GMACs) per image")
+
+
+def test_summary_of_a_graph_whose_macs_are_unknown_says_so(lenet, capsys, monkeypatch):
+    # a Gemm whose shapes were symbolic: its row and the total say "unknown", no guess of a part
+    from cnnlab.explore import onnx_macs, onnx_model
+
+    monkeypatch.setattr(onnx_model, "node_macs",
+                        lambda node, dims_of: None if node.op_type == "Gemm" else onnx_macs.node_macs(node, dims_of))
+    assert main(["summary", str(lenet["onnx"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[3:-1]]
+    assert [row[-1] for row in rows if row[1] == "Gemm"] == ["-"] * 3 and rows[0][-1] != "-"
+    assert lines[-1].endswith(" layers, unknown MACs (a layer's shapes are not known) per image"), lines[-1]
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -9,7 +9,9 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
   ``notes`` (what the page must say about where things came from, e.g. that a ``module:function`` was imported);
 * ``logits(images)``: uint8 ``N x C x H x W`` images -> float ``N x K`` class scores;
 * ``stages(image)``: the named feature maps of one image (``1 x C x h x w`` each, the last row the logits);
-* ``kernels()``: the first convolution's weights (``out x in x kh x kw``) or None; ``layers()``: the layer table;
+* ``kernels()``: the first convolution's weights (``out x in x kh x kw``) or None; ``layers()``: the layer table,
+  a row per layer: ``name``, ``op``, one image's output ``shape``, ``params`` and ``macs`` (the multiply-accumulates
+  of one image since the row before, counted with torch's formulas; None where a shape it needs is unknown);
 * ``attribution(image, target)``: Grad-CAM and saliency where gradients exist, occlusion sensitivity otherwise.
 
 The kinds: a cnnlab checkpoint (:class:`RunModel`, read through :func:`cnnlab.inference.load_trained`), an ONNX
@@ -551,6 +553,12 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
             "rows": map_rows(rows, maps), "explanation": explanation}
 
 
+def total_macs(layers: list[dict[str, Any]]) -> int | None:
+    """One image's MACs of a layer table, None where any row's are unknown (a part is no total)."""
+    macs = [r.get("macs") for r in layers]
+    return None if any(m is None for m in macs) else sum(macs)
+
+
 def model_card(model: ExploreModel) -> dict[str, Any]:
     """What the page shows about a model whatever the input: kind, input spec, classes, kernels, layer table."""
     kernels = model.kernels()
@@ -560,7 +568,7 @@ def model_card(model: ExploreModel) -> dict[str, Any]:
             "channels": model.spec.channels, "height": model.spec.height, "width": model.spec.width,
             "layout": model.spec.layout,
             "notes": list(model.notes), "params": sum(int(r.get("params") or 0) for r in layers),
-            "layers": layers,
+            "macs": total_macs(layers), "layers": layers,
             "kernels": [{"png": png_url(colour(to_unit(k, symmetric=True), "RdBu_r")), "shape": list(k.shape)}
                         for k in shown]}
 
@@ -615,7 +623,8 @@ class RunModel:
     def layers(self) -> list[dict[str, Any]]:
         size = self.trained.meta.input_size
         rows = layer_summary(self.trained.model, (1, self.spec.channels, size, size))
-        return [{"name": r.name, "op": r.type, "shape": list(r.output_shape[1:]), "params": r.params}
+        return [{"name": r.name, "op": r.type, "shape": list(r.output_shape[1:]), "params": r.params,
+                 "macs": r.macs}
                 for r in rows]
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from cnnlab.models.imagenet import (
     weights_file,
 )
 from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights, safetensors_metadata
+from cnnlab.models.summary import MacCounter
 from cnnlab.report.features import Row
 
 # A module whose output is one of these torch functions' (F.softmax, torch.sigmoid, x.softmax(1), the functions
@@ -180,6 +181,8 @@ class _Pass:
     # id(copy) -> (copy, the row's value, the copy's version then)
     copies: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = field(default_factory=dict)
     containers: set[int] = field(default_factory=set)  # ids of the modules in seen that are not leaves
+    # under a MacCounter, the multiply-accumulates counted when each value in seen was made, one for each
+    macs: list[int] = field(default_factory=list)
 
 
 def _in_channels(module: nn.Module) -> int | None:
@@ -436,31 +439,39 @@ class ModuleModel(TorchModel):
         with self._passes:
             return self._run(x)
 
-    def _hooked(self, x: torch.Tensor, stages_only: bool) -> _Pass:
+    def _hooked(self, x: torch.Tensor, stages_only: bool, counter: MacCounter | None = None) -> _Pass:
         """Every leaf module's (or every stage's) output and the model's, from one pass over ``x``; for the layer
-        table (not ``stages_only``), also the outputs of the modules that hold parameters of their own."""
+        table (not ``stages_only``), also the outputs of the modules that hold parameters of their own. With a
+        ``counter``, the pass runs under it, and the MACs counted when each output was made are kept with it."""
         if self._modes:
             try:
                 layouts = Layouts(x, self.spec.layout)
-                return self._hooked_under(x, stages_only, layouts)
+                return self._hooked_under(x, stages_only, layouts, counter)
             except Exception:  # code that cannot run under a function mode (an extension's op): its stages are
                 self._modes = False  # taken as they come, channels first, as before layouts were followed
-        return self._hooked_under(x, stages_only, None)
+        return self._hooked_under(x, stages_only, None, counter)
 
-    def _hooked_under(self, x: torch.Tensor, stages_only: bool, layouts: Layouts | None) -> _Pass:
+    def _hooked_under(self, x: torch.Tensor, stages_only: bool, layouts: Layouts | None,
+                      counter: MacCounter | None) -> _Pass:
         where: list[str] = []  # the modules running, innermost last
         watch = _Watch(self.model, layouts, x.shape[0], where) if layouts is not None else None
         done = _Pass([], None, watch)
+        if counter is not None:
+            counter.flops = 0  # a pass that failed under the function modes counted some already
+
+        def see(name, mod, value):
+            done.seen.append((name, mod, value))
+            done.macs.append(counter.macs if counter is not None else 0)
 
         def record(mod, args, out, name):
             if watch is not None and watch.is_own(out):  # the network's own value (a learnt gate): no stage
-                done.seen.append((name, mod, out))
+                see(name, mod, out)
                 return None
             # A channels-last output (a ConvNeXt block's LayerNorm) is recorded as C x h x w, and the rest of the
             # network reads it through that view, so that Grad-CAM's gradients reach the row recorded.
             layout = layouts.of(out) if layouts is not None else None
             shown = as_nchw(out, layout)
-            done.seen.append((name, mod, shown))
+            see(name, mod, shown)
             if not isinstance(out, torch.Tensor):
                 return None
             # the rest of the network reads a copy (torchvision's ResNet adds its shortcut to bn2's output with +=)
@@ -471,12 +482,13 @@ class ModuleModel(TorchModel):
 
         def contained(mod, args, out, name):
             done.containers.add(id(mod))
-            done.seen.append((name, mod, out))
+            see(name, mod, out)
 
         hooked = [(name, m, record) for name, m in self._leaves if not stages_only or isinstance(m, STAGE_MODULES)]
         if not stages_only:
             hooked += [(name, m, contained) for name, m in self._holders]
-        with self._passes, layouts if layouts is not None else nullcontext(), watch or nullcontext():
+        with self._passes, layouts if layouts is not None else nullcontext(), watch or nullcontext(), \
+                counter or nullcontext():
             handles = []
             if watch is not None:  # the module stack, for naming the values Grad-CAM may weigh
                 for name, m in self._modules:
@@ -532,10 +544,10 @@ class ModuleModel(TorchModel):
 
     def _leaf_pass(self) -> _Pass:
         """Every leaf module's output for one blank image, in the order they ran, and the outputs of the modules
-        that hold parameters of their own (flagged in ``containers``)."""
+        that hold parameters of their own (flagged in ``containers``), with the MACs counted when each was made."""
         x = self.spec.to_input(self.spec.zeros(1))
         with torch.no_grad():
-            return self._hooked(x, stages_only=False)
+            return self._hooked(x, stages_only=False, counter=MacCounter())
 
     def layers(self) -> list[dict[str, Any]]:
         return self._layer_table[0]
@@ -568,13 +580,14 @@ class ModuleModel(TorchModel):
         done = self._leaf_pass()
         ran = {id(mod) for _, mod, _ in done.seen}
         rows, counted = [], set()
+        before = 0  # the MACs counted when the last row's value was made: a row's are those since
 
         def params(tensors) -> int:  # each parameter once, as the model counts it
             new = [p for p in tensors if id(p) not in counted]
             counted.update(id(p) for p in new)
             return sum(p.numel() for p in new)
 
-        for name, mod, value in done.seen:
+        for (name, mod, value), macs in zip(done.seen, done.macs, strict=True):
             if id(mod) in done.containers:
                 # what a module reads itself: its own parameters (a ViT's class token and position embedding, a
                 # ConvNeXt block's layer scale) and those of its leaf modules that never ran (nn.MultiheadAttention
@@ -593,5 +606,6 @@ class ModuleModel(TorchModel):
             shape = list(value.shape[1:] if per_image(value, 1) and not own else value.shape) \
                 if isinstance(value, torch.Tensor) else []
             rows.append({"name": name or type(mod).__name__, "op": type(mod).__name__, "shape": shape,
-                         "params": count})
+                         "params": count, "macs": macs - before})
+            before = macs
         return rows, counted

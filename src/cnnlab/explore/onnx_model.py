@@ -59,6 +59,7 @@ from cnnlab.explore.model import (
     square_as_exported,
     token_notes,
 )
+from cnnlab.explore.onnx_macs import node_macs
 from cnnlab.explore.outputs import (
     id2label_names,
     indexed_names,
@@ -819,14 +820,37 @@ class OnnxModel:
         names = _unique((_layer_name(node) for node in nodes), taken={self.output_name})
         return {id(node): name for node, name in zip(nodes, names, strict=True)}
 
+    def _dims_of(self, name: str) -> list | None:
+        """A value's dims: shape inference's or a run's, else an initializer's (a weight's), else None."""
+        if name in self.shapes:
+            return self.shapes[name]
+        tensor = self.initializers.get(self._copies.get(name, name))
+        return list(tensor.dims) if tensor is not None else None
+
+    def _macs(self, node) -> int | None:
+        """One image's MACs of a node (:func:`node_macs`): a value made from the image holds the batch its shape says
+        (one, or the batch a graph is fixed to); the network's own values are computed once whatever the batch."""
+        macs = node_macs(node, self._dims_of)
+        if macs is None or not node.output or node.output[0] not in self.from_image:
+            return macs
+        batch = (self.shapes.get(node.output[0]) or [None])[0]
+        return macs // batch if isinstance(batch, int) and batch > 0 else None
+
     def layers(self) -> list[dict[str, Any]]:
-        rows = []
-        for node, params in self._table:
+        shown = {id(node): params for node, params in self._table}
+        rows, pending = [], 0  # the MACs of the nodes since the last row that have none of their own
+        for node in self.nodes:
+            macs = self._macs(node)
+            pending = None if macs is None or pending is None else pending + macs
+            if id(node) not in shown:
+                continue
             shape = self.shapes.get(node.output[0]) if node.output else None
             # one image's: without the batch axis, unless the value is the network's own (a learnt gate)
             mine = node.output and node.output[0] not in self.from_image
             rows.append({"name": self._names[id(node)], "op": node.op_type,
-                         "shape": list(shape or []) if mine else [d for d in (shape or [])[1:]], "params": params})
+                         "shape": list(shape or []) if mine else [d for d in (shape or [])[1:]],
+                         "params": shown[id(node)], "macs": pending})
+            pending = 0
         return rows
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:

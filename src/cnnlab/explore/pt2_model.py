@@ -47,6 +47,7 @@ from cnnlab.explore.model import (
 )
 from cnnlab.explore.outputs import logits_count, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
+from cnnlab.models.summary import MacCounter
 from cnnlab.pt2_check import checked_pt2
 from cnnlab.report.features import Row
 
@@ -490,11 +491,31 @@ class ExportedModel(TorchModel):
             node = node.args[0]
         return FINAL_OPS.get(_packet(node))
 
+    def _node_macs(self) -> dict[torch.fx.Node, int]:
+        """Each node's MACs for one image, counted by :class:`MacCounter` (torch's own formulas) as the graph runs
+        node by node on a blank image (a program that takes no fewer than N runs N copies: the count is divided)."""
+        x, _ = self._padded(self.spec.to_input(self.spec.zeros(1)).to(self.dtype))
+        macs: dict[torch.fx.Node, int] = {}
+        from_image, batch = self.from_image, x.shape[0]
+
+        class Counting(torch.fx.Interpreter):
+            def run_node(self, node):
+                with MacCounter() as counter:
+                    out = super().run_node(node)
+                macs[node] = counter.macs // batch if node in from_image else counter.macs
+                return out
+
+        with torch.no_grad():
+            Counting(self.module).run(x)
+        return macs
+
     def layers(self) -> list[dict[str, Any]]:
         rows, counted = [], set()
+        macs, pending = self._node_macs(), 0  # the MACs of the nodes since the last row that are no row
         for node in self.graph.nodes:
             if node.op != "call_function":
                 continue
+            pending += macs.get(node, 0)
             # Parameters only, each once: batch norm's running statistics are buffers, as a module counts them.
             weights = [v for v in (self._value(a) for a in node.args)
                        if isinstance(v, nn.Parameter) and id(v) not in counted]
@@ -509,6 +530,7 @@ class ExportedModel(TorchModel):
             shape = [int(d) if isinstance(d, int) else str(d)
                      for d in (val.shape[1:] if node in self.from_image else val.shape)] \
                 if isinstance(val, torch.Tensor) else []
-            rows.append({"name": _where(node),
-                         "op": getattr(packet, "__name__", str(node.target)), "shape": shape, "params": params})
+            rows.append({"name": _where(node), "op": getattr(packet, "__name__", str(node.target)), "shape": shape,
+                         "params": params, "macs": pending})
+            pending = 0
         return rows

@@ -20,7 +20,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.imagefolder import ImageSet, list_images, read_image_folder
-from cnnlab.explore.model import ExploreModel, Options, RunModel, its_own_failure
+from cnnlab.explore.model import ExploreModel, Options, RunModel, its_own_failure, total_macs
 from cnnlab.explore.module_model import ModuleModel
 from cnnlab.explore.onnx_model import OnnxModel
 from cnnlab.explore.pt2_model import ExportedModel
@@ -170,18 +170,23 @@ def summarize_any(source: str | Path, options: Options | None = None) -> str:
     """``cnnlab summary`` of any model this explorer opens (an ONNX file, a ``.pt2`` program, a cnnlab checkpoint,
     ``module:function``): the layer table the page shows, as text. Its header says what the model is fed (as
     :meth:`cnnlab.explore.model.InputSpec.describe` does) and how many classes it answers; its rows the output shape
-    of one image (a dimension the graph leaves free by its name) and the parameters of each layer.
+    of one image (a dimension the graph leaves free by its name), the parameters of each layer and its MACs for one
+    image ("-" where a shape they need is unknown); the last line the totals, MACs per image as ``cnnlab summary``
+    of cnnlab's own models says them.
 
     Raises:
         CnnlabError: the model cannot be opened (one line, as for ``explore``).
     """
     model = open_model(source, options)
     rows = model.layers()
-    body = [[r["name"], r["op"], " x ".join(map(str, r["shape"])) or "-", f"{int(r['params'] or 0):,}"]
-            for r in rows]
+    body = [[r["name"], r["op"], " x ".join(map(str, r["shape"])) or "-", f"{int(r['params'] or 0):,}",
+             "-" if r["macs"] is None else f"{r['macs']:,}"] for r in rows]
     total = sum(int(r["params"] or 0) for r in rows)
+    macs = total_macs(rows)
+    per_image = "unknown MACs (a layer's shapes are not known)" if macs is None else \
+        f"{macs:,} MACs ({macs / 1e9:.3f} GMACs)"
     classes = len(model.classes)
     return "\n".join([f"{model.name}: {model.kind}, {classes} class{'es' if classes != 1 else ''}, fed "
                       f"{model.spec.describe()}",
-                      text_table(["name", "type", "output shape", "params"], body, "llrr", rule="full"),
-                      f"total: {total:,} parameters in {len(rows)} layers"])
+                      text_table(["name", "type", "output shape", "params", "MACs"], body, "llrrr", rule="full"),
+                      f"total: {total:,} parameters in {len(rows)} layers, {per_image} per image"])

@@ -16,7 +16,8 @@ function showModel(m) {
   $("model-title").textContent = m.name;
   document.title = "cnnlab explore: " + m.name;  // as the saved page's own title names it
   $("model-kind").textContent = `${m.kind}: ${m.classes.length} classes, ` +
-    `${Number(m.params).toLocaleString("en")} parameters`;
+    `${Number(m.params).toLocaleString("en")} parameters` +
+    (m.macs == null ? "" : `, ${Number(m.macs).toLocaleString("en")} MACs per image`);
   $("model-input").textContent = m.input;
   $("model-notes").replaceChildren(...m.notes.map((n) => el("li", {text: n})));
   $("kernels").replaceChildren(...m.kernels.map((k, i) => el("img", {class: "kernel", src: k.png,
@@ -24,7 +25,9 @@ function showModel(m) {
   if (!m.kernels.length) $("kernels").textContent = "no convolution with a weight to show";
   $("layers-table").querySelector("tbody").replaceChildren(...m.layers.map((r) => el("tr", {},
     el("td", {text: r.name}), el("td", {text: r.op}), el("td", {class: "num", text: r.shape.join(" x ")}),
-    el("td", {class: "num", text: Number(r.params).toLocaleString("en")}))));
+    el("td", {class: "num", text: Number(r.params).toLocaleString("en")}),
+    // unknown where a shape the count needs is (a symbolic dimension): "-", never a guess
+    el("td", {class: "num", text: r.macs == null ? "-" : Number(r.macs).toLocaleString("en")}))));
 }
 
 function showImages(body) {
