@@ -49,7 +49,6 @@ what becomes of alpha, the resize filter), so that a deployment decoding its fil
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
 import tempfile
@@ -72,7 +71,7 @@ from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
 from cnnlab.models.state_dict import load_state_dict_into, read_safetensors
 from cnnlab.picture import CENTRE_CROP, PICTURE_KEY, SQUARE_KEY, decoding
-from cnnlab.pt2_check import checked_pt2
+from cnnlab.pt2_check import checked_pt2, load_pt2
 
 FORMATS = ("onnx", "pt2", "onnx-int8", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
@@ -410,8 +409,7 @@ def _write_pt2(wrapped: nn.Module, tmp: str, shape: tuple[int, int], metadata: d
     program = torch.export.export(wrapped, (_inputs(2, shape),), dynamic_shapes=(_batch_dim(),))
     with open(tmp, "wb") as f:
         torch.export.save(program, f, extra_files={"cnnlab.json": json.dumps(metadata)})
-    with open(tmp, "rb") as f:  # a file object: torch.export.load wants a path ending in .pt2, tmp has none
-        loaded = torch.export.load(f).module()
+    loaded = load_pt2(Path(tmp).read_bytes()).module()  # as a path, torch.export.load wants a name ending in .pt2
     _check(lambda x: loaded(x).detach().numpy(), wrapped, shape, "the torch.export program")
 
 
@@ -604,7 +602,7 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
         loaded = nn.Sequential(trained.preprocess, _network_from(exported, trained))
         run = lambda x: loaded(x).detach().numpy()  # noqa: E731
     else:
-        program = torch.export.load(io.BytesIO(checked_pt2(exported))).module()  # any file: checked first
+        program = load_pt2(checked_pt2(exported)).module()  # any file: checked first
         run = lambda x: program(x).detach().numpy()  # noqa: E731
     agreement = _agreement(run, wrapped, test_images)
     return replace(agreement, asked=images) if images > agreement.images else agreement

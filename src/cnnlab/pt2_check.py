@@ -46,6 +46,7 @@ import io
 import json
 import re
 import tokenize
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,25 @@ _GUARD_NAMES = frozenset({"L", "size", "stride", "storage_offset", "math", "isna
 # Names a guard may reach only through their module: torch.sym_max(...), never torch.<anything else>.
 _GUARD_QUALIFIED = {"torch": frozenset({"sym_max", "sym_min", "sym_not", "sym_int", "sym_float"})}
 _OPS = frozenset("( ) [ ] , = == != >= <= > < + - * / // % **".split())
+# torch 2.9 and 2.10 build each tensor of a program with torch.frombuffer on the bytes object that their own archive
+# reader returns, read-only as every bytes object, and warn about it ("The given buffer is not writable ...", twice on
+# stderr): memory torch itself allocated, so no buffer a caller hands torch.export.load (a bytearray included) takes
+# the warning away. Later torch reads each record into a storage of its own and has no such warning.
+_TORCHS_READ_ONLY_BUFFER = "The given buffer is not writable"
+
+
+def load_pt2(data: bytes, extra_files: dict[str, Any] | None = None) -> torch.export.ExportedProgram:
+    """``torch.export.load`` of ``data``: bytes that :func:`checked_pt2` passed, or a file cnnlab itself just wrote,
+    without torch 2.9's and 2.10's warning about its own read-only buffer (see ``_TORCHS_READ_ONLY_BUFFER``); any
+    other warning comes through.
+
+    Args:
+        data: the ``.pt2`` file's bytes.
+        extra_files: names of ``extra/`` files to read, as ``torch.export.load`` takes them (filled in place).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TORCHS_READ_ONLY_BUFFER, category=UserWarning)
+        return torch.export.load(io.BytesIO(data), extra_files=extra_files)
 
 
 def checked_pt2(path: Path) -> bytes:

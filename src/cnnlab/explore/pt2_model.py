@@ -48,7 +48,7 @@ from cnnlab.explore.model import (
 from cnnlab.explore.outputs import logits_count, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.models.summary import MacCounter
-from cnnlab.pt2_check import checked_pt2
+from cnnlab.pt2_check import checked_pt2, load_pt2
 from cnnlab.report.features import Row
 
 aten = torch.ops.aten
@@ -277,7 +277,7 @@ class ExportedModel(TorchModel):
         data, as_dicts, unreadable = _library_outputs_as_dicts(data)
         try:
             with _quiet_export_logs():
-                program = torch.export.load(io.BytesIO(data), extra_files=extra)
+                program = load_pt2(data, extra_files=extra)
         except Exception as e:  # not a program, a version it cannot read: one line
             if unreadable:  # torch's own words point at warnings it logged, which are not shown
                 raise CnnlabError(f"{path} returns {unreadable[0]}, a type of the library that exported it, which "
