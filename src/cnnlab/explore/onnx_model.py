@@ -828,10 +828,12 @@ class OnnxModel:
         return list(tensor.dims) if tensor is not None else None
 
     def _macs(self, node) -> int | None:
-        """One image's MACs of a node (:func:`node_macs`): a value made from the image holds the batch its shape says
-        (one, or the batch a graph is fixed to); the network's own values are computed once whatever the batch."""
+        """One image's MACs of a node (:func:`node_macs`): a value made from the image holds one image where the
+        graph's batch is free or one (the shapes are worked out at one), and the batch its first axis says where the
+        graph fixes a larger one (its own reshapes keep it); the network's own values are computed once whatever the
+        batch. The first axis is not read at one image: a transformer's sequence-first values put the tokens there."""
         macs = node_macs(node, self._dims_of)
-        if macs is None or not node.output or node.output[0] not in self.from_image:
+        if macs is None or not node.output or node.output[0] not in self.from_image or self.batch in (None, 1):
             return macs
         batch = (self.shapes.get(node.output[0]) or [None])[0]
         return macs // batch if isinstance(batch, int) and batch > 0 else None

@@ -517,7 +517,8 @@ class ExportedModel(TorchModel):
                 continue
             pending += macs.get(node, 0)
             # Parameters only, each once: batch norm's running statistics are buffers, as a module counts them.
-            weights = [v for v in (self._value(a) for a in node.args)
+            # (an einsum's or a cat's operands are a list argument)
+            weights = [v for v in (self._value(a) for a in node.all_input_nodes)
                        if isinstance(v, nn.Parameter) and id(v) not in counted]
             counted.update(id(v) for v in weights)
             params = sum(v.numel() for v in weights)
