@@ -769,13 +769,18 @@ class OnnxModel:
         # the quantizer quantizes a weight the graph computes, as CNTK's reshaped one): the initializer it holds
         made: dict[str, str] = {}
         dequantized: set[str] = set()  # those made through a DequantizeLinear, integers counted as weights
+        # the Identity copies of a dequantized weight: the legacy exporter's copy of a parameter (:attr:`_copies`)
+        # reads the DequantizeLinear once onnxruntime's quantizer has quantized the initializer it copied
+        copied: set[str] = set()
         for n in self.nodes:  # in the order they run: a reshape of a dequantized weight comes after its dequantizing
-            if n.output and n.input and (n.op_type in ("DequantizeLinear", "QuantizeLinear") or
+            if n.output and n.input and (n.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity") or
                                          n.op_type in REARRANGING) and \
                     all(i in self.initializers or i in made for i in n.input):
                 made[n.output[0]] = made.get(n.input[0], n.input[0])
                 if n.op_type == "DequantizeLinear" or n.input[0] in dequantized:
                     dequantized.add(n.output[0])
+                if n.op_type == "Identity" and n.input[0] in dequantized:
+                    copied.add(n.output[0])
         counted: set[str] = set()
 
         def params_of(node) -> int:
@@ -791,7 +796,8 @@ class OnnxModel:
             total = 0
             for name in inputs:
                 source = name if name in self.initializers else self._copies.get(name) or made.get(name)
-                key = name if name in self._copies else source  # a copy is a parameter of its own, counted once
+                # a copy is a parameter of its own, counted once
+                key = name if name in self._copies or name in copied else source
                 if source is None or key in counted:
                     continue
                 tensor = self.initializers[source]
