@@ -238,3 +238,27 @@ def test_a_programs_einsum_counts_its_weight_and_macs(tmp_path):
     rows = open_model(tmp_path / "tokens.pt2").layers()
     assert sum(r["params"] for r in rows) == sum(p.numel() for p in net.parameters())
     assert sum(r["macs"] for r in rows) == _macs_of(net, x) > 0
+
+
+class _BufferHead(nn.Module):
+    """A convolution, then class scores from a matrix product with a buffer: products after the last layer."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.register_buffer("head", torch.randn(8, 10))
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)) @ self.head
+
+
+def test_products_after_the_last_layer_are_in_the_total(tmp_path):
+    # The matrix product with a buffer is no layer: its MACs, made after the last row, were in no row and no total.
+    net, x = _BufferHead().eval(), torch.zeros(1, 3, 16, 16)
+    torch.export.save(torch.export.export(net, (x,)), tmp_path / "head.pt2")
+    expected = _macs_of(net, x)
+    assert expected > _macs_of(net.conv, x)
+    for kind, explored in [("pt2", open_model(tmp_path / "head.pt2")),
+                           ("module", ModuleModel(net, "head", Options(input_size=16)))]:
+        assert sum(r["macs"] for r in explored.layers()) == expected, kind

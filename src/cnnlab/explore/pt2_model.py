@@ -534,4 +534,6 @@ class ExportedModel(TorchModel):
             rows.append({"name": _where(node), "op": getattr(packet, "__name__", str(node.target)), "shape": shape,
                          "params": params, "macs": pending})
             pending = 0
+        if rows:  # the nodes after the last row (a matrix product with a buffer): theirs are the last row's
+            rows[-1]["macs"] += pending
         return rows
