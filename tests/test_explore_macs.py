@@ -262,3 +262,23 @@ def test_products_after_the_last_layer_are_in_the_total(tmp_path):
     for kind, explored in [("pt2", open_model(tmp_path / "head.pt2")),
                            ("module", ModuleModel(net, "head", Options(input_size=16)))]:
         assert sum(r["macs"] for r in explored.layers()) == expected, kind
+
+
+def test_an_onnx_graphs_products_after_its_last_layer_are_in_the_total(tmp_path):
+    # A MatMul with a Constant node's matrix has no parameters and is no row: its MACs were in no total.
+    from onnx import TensorProto, helper, numpy_helper
+
+    torch.manual_seed(0)
+    net = _BufferHead().eval()
+    weight, bias = (numpy_helper.from_array(t.detach().numpy(), name) for t, name in
+                    ((net.conv.weight, "w"), (net.conv.bias, "b")))
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Constant", [], ["h"], value=numpy_helper.from_array(net.head.numpy(), "h")),
+             helper.make_node("MatMul", ["f", "h"], ["y"])]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [weight, bias])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "head.onnx"))
+    rows = open_model(tmp_path / "head.onnx").layers()
+    assert "MatMul" not in [r["op"] for r in rows]
+    assert sum(r["macs"] for r in rows) == _macs_of(net, torch.zeros(1, 3, 16, 16))

@@ -859,6 +859,9 @@ class OnnxModel:
                          "shape": list(shape or []) if mine else [d for d in (shape or [])[1:]],
                          "params": shown[id(node)], "macs": pending})
             pending = 0
+        if rows and pending != 0:  # the nodes after the last row (a MatMul with a Constant's): theirs are its
+            last = rows[-1]["macs"]
+            rows[-1]["macs"] = None if last is None or pending is None else last + pending
         return rows
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
