@@ -212,7 +212,9 @@ def test_a_class_without_test_images_is_named_in_a_notice(tmp_path, home):
     write_classes(tmp_path / "set" / "train", {"a": 6, "b": 6, "c": 6})
     write_classes(tmp_path / "set" / "test", {"a": 2, "b": 2}, seed=50)
     [notice] = [n for n in load_dataset(f"folder:{tmp_path / 'set'}").notices if "no test image" in n]
-    assert notice.startswith("1 class has no test image (c, 6 training images)")
+    # the test/ folder is there: the class's folder goes in it ("a test/ folder that holds it" was advised)
+    assert notice == ("1 class has no test image (c, 6 training images): its recall cannot be measured (– in eval "
+                      "and the report); add its test images to test/ (as test/c/)")
     write_classes(tmp_path / "set" / "test", {"c": 2}, seed=70)
     assert not [n for n in load_dataset(f"folder:{tmp_path / 'set'}").notices if "no test image" in n]
 

@@ -182,3 +182,103 @@ def test_onnx_ops_are_counted_from_their_shapes_quantized_as_their_float_twins()
     assert node_macs(_node("Conv", ["x", "w"]), {**conv, "y": [2, 16, "h", 8]}.get) is None
     assert node_macs(_node("MatMul", ["a", "b"]), {**batched, "a": ["N", 4, 5, 7]}.get) is None
     assert node_macs(_node("Einsum", ["a", "b"], equation="ij,jk->ik"), gemm.get) is None
+
+
+class _SequenceFirst(nn.Module):
+    """Patches of the image as tokens, sequence first as torch's attention takes them (tokens x batch x features),
+    through a linear layer, then an einsum with a weight of its own for the class scores."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.patches = nn.Conv2d(3, 8, 4, stride=4)
+        self.mix = nn.Linear(8, 8)
+        self.classes = nn.Parameter(torch.randn(3, 8))
+
+    def forward(self, x):
+        tokens = self.patches(x).flatten(2).permute(2, 0, 1)
+        return torch.einsum("bf,cf->bc", self.mix(tokens).mean(0), self.classes)
+
+
+class _WithoutEinsum(nn.Module):
+    """:class:`_SequenceFirst` with its einsum as a linear layer (an ONNX Einsum's MACs are not counted)."""
+
+    def __init__(self, net: _SequenceFirst):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        tokens = self.net.patches(x).flatten(2).permute(2, 0, 1)
+        return nn.functional.linear(self.net.mix(tokens).mean(0), self.net.classes)
+
+
+def _macs_of(net: nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad(), MacCounter() as counter:
+        net(x)
+    return counter.macs
+
+
+def test_sequence_first_values_count_one_images_macs(tmp_path):
+    # Shapes are worked out at one image: a value's first axis (here the 16 tokens) is not its batch to divide by.
+    net, x = _WithoutEinsum(_SequenceFirst().eval()), torch.zeros(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(tmp_path / "tokens.onnx"), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    rows = open_model(tmp_path / "tokens.onnx").layers()
+    assert sum(r["macs"] for r in rows) == _macs_of(net, x) > 0
+    assert next(r["macs"] for r in rows if r["op"] == "MatMul") == 16 * 8 * 8
+
+
+def test_a_programs_einsum_counts_its_weight_and_macs(tmp_path):
+    # The einsum's operands are one list argument: its weight was no parameter of any row, and with no row of its
+    # own after the last one, its MACs were in no total.
+    net, x = _SequenceFirst().eval(), torch.zeros(1, 3, 16, 16)
+    torch.export.save(torch.export.export(net, (x,)), tmp_path / "tokens.pt2")
+    rows = open_model(tmp_path / "tokens.pt2").layers()
+    assert sum(r["params"] for r in rows) == sum(p.numel() for p in net.parameters())
+    assert sum(r["macs"] for r in rows) == _macs_of(net, x) > 0
+
+
+class _BufferHead(nn.Module):
+    """A convolution, then class scores from a matrix product with a buffer: products after the last layer."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.register_buffer("head", torch.randn(8, 10))
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)) @ self.head
+
+
+def test_products_after_the_last_layer_are_in_the_total(tmp_path):
+    # The matrix product with a buffer is no layer: its MACs, made after the last row, were in no row and no total.
+    net, x = _BufferHead().eval(), torch.zeros(1, 3, 16, 16)
+    torch.export.save(torch.export.export(net, (x,)), tmp_path / "head.pt2")
+    expected = _macs_of(net, x)
+    assert expected > _macs_of(net.conv, x)
+    for kind, explored in [("pt2", open_model(tmp_path / "head.pt2")),
+                           ("module", ModuleModel(net, "head", Options(input_size=16)))]:
+        assert sum(r["macs"] for r in explored.layers()) == expected, kind
+
+
+def test_an_onnx_graphs_products_after_its_last_layer_are_in_the_total(tmp_path):
+    # A MatMul with a Constant node's matrix has no parameters and is no row: its MACs were in no total.
+    from onnx import TensorProto, helper, numpy_helper
+
+    torch.manual_seed(0)
+    net = _BufferHead().eval()
+    weight, bias = (numpy_helper.from_array(t.detach().numpy(), name) for t, name in
+                    ((net.conv.weight, "w"), (net.conv.bias, "b")))
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Constant", [], ["h"], value=numpy_helper.from_array(net.head.numpy(), "h")),
+             helper.make_node("MatMul", ["f", "h"], ["y"])]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [weight, bias])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "head.onnx"))
+    rows = open_model(tmp_path / "head.onnx").layers()
+    assert "MatMul" not in [r["op"] for r in rows]
+    assert sum(r["macs"] for r in rows) == _macs_of(net, torch.zeros(1, 3, 16, 16))

@@ -769,6 +769,24 @@ def test_a_quantized_linear_layers_weights_are_counted(tmp_path):
         "params"] == params
 
 
+def test_a_quantized_legacy_exports_copies_of_a_shared_bias_are_no_layers(tmp_path):
+    """Two convolutions' equal biases are one initializer and an Identity of it in a legacy export; QDQ quantization
+    dequantizes the initializer and the Identity copies the DequantizeLinear's output: those copies were rows
+    ("Identity_1 | Identity | 8"), and the second convolution's bias counted in none."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 4)).eval()
+    for conv in (net[0], net[2]):
+        nn.init.zeros_(conv.bias)
+    _quantized(net, tmp_path / "f.onnx", tmp_path / "q.onnx", "QDQ")
+    nodes = onnx.load(str(tmp_path / "q.onnx")).graph.node
+    assert any(n.op_type == "Identity" for n in nodes) and any(n.op_type == "DequantizeLinear" for n in nodes)
+    rows = open_model(tmp_path / "q.onnx").layers()
+    assert "Identity" not in [row["op"] for row in rows], rows
+    assert [row["params"] for row in rows if row["op"] == "Conv"] == [3 * 8 * 9 + 8, 8 * 8 * 9 + 8]
+    assert sum(row["params"] for row in rows) == sum(p.numel() for p in net.parameters())
+
+
 @pytest.mark.parametrize("quant_format, before", [("QDQ", "QuantizeLinear"), ("QOperator", "QLinearSoftmax")])
 def test_a_quantized_graph_ending_in_softmax_gives_probabilities_not_softmaxed_again(quant_format, before, tmp_path):
     """The ONNX Model Zoo's -qdq and -int8 classifiers of Caffe's (AlexNet, CaffeNet, GoogLeNet) end in a Softmax

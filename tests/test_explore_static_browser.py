@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import explore_support
+from a11y_support import sideways_scroll
 from browser_support import artifacts, broken_images, saved_page_reads_well, screenshot, wait  # noqa: F401
 from cnnlab.inference import load_trained
 from cnnlab.models.summary import layer_summary
@@ -94,3 +95,38 @@ def test_served_page_names_its_model_and_keeps_long_class_names_inside(lenet, gr
         assert len(shown) == min(5, len(CLASSES)), shown
         assert all(right <= width and text.endswith("%") for right, text in shown), shown
         assert _errors(driver) == []
+
+
+def test_a_long_layer_name_without_spaces_wraps_on_a_phone(tmp_path, grey_folder, driver):  # noqa: F811
+    """torch's legacy exporter names a node by its module path ("/features/features.4/block/block.0/block.0.2/
+    HardSigmoid"): above a stage's maps on a phone that one word ran past the screen, 59 px of sideways scroll for a
+    quantized mobilenet_v3_small."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cnnlab.explore import BackgroundServer, create_model_app
+    from cnnlab.explore.sources import open_with_images
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w", (4, 1, 3, 3)), ("fc", (len(CLASSES), 4)))]
+    long = "/features/features.4/block/block.0/block.0.2/HardSigmoid_" + "x" * 20
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name=f"{long}/Conv"),
+             helper.make_node("Relu", ["c"], ["r"], name=f"{long}/Relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "long", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", len(CLASSES)])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "long.onnx"))
+    model, images = open_with_images(tmp_path / "long.onnx", grey_folder)
+    driver.set_window_size(375, 667)
+    try:
+        with BackgroundServer(app=create_model_app(model, images)) as server:
+            driver.get(server.url)
+            wait(driver, "document.body.dataset.ready === '1'", what="the model page to render")
+            wait(driver, "innerWidth === 375", what="the phone's width")
+            assert long in driver.find_element("id", "maps").text
+            assert sideways_scroll(driver) == 0
+    finally:
+        driver.set_window_size(1280, 1000)

@@ -277,6 +277,28 @@ def test_summary_of_any_model_explore_opens(lenet, capsys):
                          f"{total:,} MACs ({total / 1e9:.3f} GMACs) per image")
 
 
+class _OneLayer(nn.Module):
+    """A network of the user's own whose forward is functional ops on parameters of its own: one layer, itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(2, 3, 16, 16))
+
+    def forward(self, x):
+        return torch.einsum("nchw,kchw->nk", x, self.weight)
+
+
+def one_layer():
+    return _OneLayer()
+
+
+def test_summary_of_a_one_layer_network_says_one_layer(capsys):
+    assert main(["summary", "test_summary:one_layer", "--input-size", "16"]) == 0
+    macs = 2 * 3 * 16 * 16
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f"total: 1,536 parameters in 1 layer, {macs:,} MACs ({macs / 1e9:.3f} GMACs) per image"
+
+
 def test_summary_of_a_graph_whose_macs_are_unknown_says_so(lenet, capsys, monkeypatch):
     # a Gemm whose shapes were symbolic: its row and the total say "unknown", no guess of a part
     from cnnlab.explore import onnx_macs, onnx_model

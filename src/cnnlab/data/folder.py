@@ -149,17 +149,17 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
         data = replace(data, notices=(f"ignored {len(ignored)} file(s) not of an image format read here (first: "
                                       f"{ignored[0]}; the formats: {' '.join(picture_extensions())})"
                                       f"{heif_note(ignored)}", *data.notices))
-    untested = _untested(data)
+    untested = _untested(data, held_dir)
     return replace(data, notices=(*data.notices, untested)) if untested else data
 
 
-def _untested(data: ImageDataset) -> str:
+def _untested(data: ImageDataset, held_dir: Path | None) -> str:
     """A notice naming the classes with training images and no test image, or ''.
 
     A class of a few pictures beside classes of dozens may have none in the drawn sixth (each class keeps at least
-    one training image, and its share of the hold-out rounds to none), and a ``test/`` folder may lack a class: its
-    recall cannot be measured, which eval and the report show as "–" once the run is done; this says so when it
-    starts.
+    one training image, and its share of the hold-out rounds to none), and a ``test/`` folder (``held_dir``) may lack
+    a class: its recall cannot be measured, which eval and the report show as "–" once the run is done; this says so
+    when it starts, and where its test images go.
     """
     k = len(data.classes)
     tested = torch.bincount(data.test_labels, minlength=k).tolist()
@@ -168,11 +168,14 @@ def _untested(data: ImageDataset) -> str:
              for c, t, n in zip(data.classes, tested, trained, strict=True) if t == 0 and n > 0]
     if not names:
         return ""
+    first = next(c for c, t, n in zip(data.classes, tested, trained, strict=True) if t == 0 and n > 0)
     one = len(names) == 1
     return (f"{len(names)} class{'' if one else 'es'} {'has' if one else 'have'} no test image "
             f"({'; '.join(names[:5])}{'; ...' if len(names) > 5 else ''}): "
-            f"{'its' if one else 'their'} recall cannot be measured (– in eval and the report); add images to "
-            f"{'it' if one else 'them'}, or a test/ folder that holds {'it' if one else 'them'}")
+            f"{'its' if one else 'their'} recall cannot be measured (– in eval and the report); " +
+            (f"add {'its' if one else 'their'} test images to {held_dir.name}/ (as {held_dir.name}/{first}/)"
+             if held_dir is not None else
+             f"add images to {'it' if one else 'them'}, or a test/ folder that holds {'it' if one else 'them'}"))
 
 
 def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:

@@ -183,6 +183,7 @@ class _Pass:
     containers: set[int] = field(default_factory=set)  # ids of the modules in seen that are not leaves
     # under a MacCounter, the multiply-accumulates counted when each value in seen was made, one for each
     macs: list[int] = field(default_factory=list)
+    total_macs: int = 0  # the whole pass's, products after the last value in seen included
 
 
 def _in_channels(module: nn.Module) -> int | None:
@@ -501,6 +502,7 @@ class ModuleModel(TorchModel):
             finally:
                 for h in handles:
                     h.remove()
+        done.total_macs = counter.macs if counter is not None else 0
         return done
 
     def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
@@ -608,4 +610,6 @@ class ModuleModel(TorchModel):
             rows.append({"name": name or type(mod).__name__, "op": type(mod).__name__, "shape": shape,
                          "params": count, "macs": macs - before})
             before = macs
+        if rows:  # the products the forward pass makes after its last layer (a matrix product of its own)
+            rows[-1]["macs"] += done.total_macs - before
         return rows, counted

@@ -769,13 +769,18 @@ class OnnxModel:
         # the quantizer quantizes a weight the graph computes, as CNTK's reshaped one): the initializer it holds
         made: dict[str, str] = {}
         dequantized: set[str] = set()  # those made through a DequantizeLinear, integers counted as weights
+        # the Identity copies of a dequantized weight: the legacy exporter's copy of a parameter (:attr:`_copies`)
+        # reads the DequantizeLinear once onnxruntime's quantizer has quantized the initializer it copied
+        copied: set[str] = set()
         for n in self.nodes:  # in the order they run: a reshape of a dequantized weight comes after its dequantizing
-            if n.output and n.input and (n.op_type in ("DequantizeLinear", "QuantizeLinear") or
+            if n.output and n.input and (n.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity") or
                                          n.op_type in REARRANGING) and \
                     all(i in self.initializers or i in made for i in n.input):
                 made[n.output[0]] = made.get(n.input[0], n.input[0])
                 if n.op_type == "DequantizeLinear" or n.input[0] in dequantized:
                     dequantized.add(n.output[0])
+                if n.op_type == "Identity" and n.input[0] in dequantized:
+                    copied.add(n.output[0])
         counted: set[str] = set()
 
         def params_of(node) -> int:
@@ -791,7 +796,8 @@ class OnnxModel:
             total = 0
             for name in inputs:
                 source = name if name in self.initializers else self._copies.get(name) or made.get(name)
-                key = name if name in self._copies else source  # a copy is a parameter of its own, counted once
+                # a copy is a parameter of its own, counted once
+                key = name if name in self._copies or name in copied else source
                 if source is None or key in counted:
                     continue
                 tensor = self.initializers[source]
@@ -828,10 +834,12 @@ class OnnxModel:
         return list(tensor.dims) if tensor is not None else None
 
     def _macs(self, node) -> int | None:
-        """One image's MACs of a node (:func:`node_macs`): a value made from the image holds the batch its shape says
-        (one, or the batch a graph is fixed to); the network's own values are computed once whatever the batch."""
+        """One image's MACs of a node (:func:`node_macs`): a value made from the image holds one image where the
+        graph's batch is free or one (the shapes are worked out at one), and the batch its first axis says where the
+        graph fixes a larger one (its own reshapes keep it); the network's own values are computed once whatever the
+        batch. The first axis is not read at one image: a transformer's sequence-first values put the tokens there."""
         macs = node_macs(node, self._dims_of)
-        if macs is None or not node.output or node.output[0] not in self.from_image:
+        if macs is None or not node.output or node.output[0] not in self.from_image or self.batch in (None, 1):
             return macs
         batch = (self.shapes.get(node.output[0]) or [None])[0]
         return macs // batch if isinstance(batch, int) and batch > 0 else None
@@ -851,6 +859,9 @@ class OnnxModel:
                          "shape": list(shape or []) if mine else [d for d in (shape or [])[1:]],
                          "params": shown[id(node)], "macs": pending})
             pending = 0
+        if rows and pending != 0:  # the nodes after the last row (a MatMul with a Constant's): theirs are its
+            last = rows[-1]["macs"]
+            rows[-1]["macs"] = None if last is None or pending is None else last + pending
         return rows
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:

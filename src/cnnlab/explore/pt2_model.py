@@ -517,7 +517,8 @@ class ExportedModel(TorchModel):
                 continue
             pending += macs.get(node, 0)
             # Parameters only, each once: batch norm's running statistics are buffers, as a module counts them.
-            weights = [v for v in (self._value(a) for a in node.args)
+            # (an einsum's or a cat's operands are a list argument)
+            weights = [v for v in (self._value(a) for a in node.all_input_nodes)
                        if isinstance(v, nn.Parameter) and id(v) not in counted]
             counted.update(id(v) for v in weights)
             params = sum(v.numel() for v in weights)
@@ -533,4 +534,6 @@ class ExportedModel(TorchModel):
             rows.append({"name": _where(node), "op": getattr(packet, "__name__", str(node.target)), "shape": shape,
                          "params": params, "macs": pending})
             pending = 0
+        if rows:  # the nodes after the last row (a matrix product with a buffer): theirs are the last row's
+            rows[-1]["macs"] += pending
         return rows

@@ -189,4 +189,5 @@ def summarize_any(source: str | Path, options: Options | None = None) -> str:
     return "\n".join([f"{model.name}: {model.kind}, {classes} class{'es' if classes != 1 else ''}, fed "
                       f"{model.spec.describe()}",
                       text_table(["name", "type", "output shape", "params", "MACs"], body, "llrrr", rule="full"),
-                      f"total: {total:,} parameters in {len(rows)} layers, {per_image} per image"])
+                      f"total: {total:,} parameters in {len(rows)} layer{'s' if len(rows) != 1 else ''}, {per_image} "
+                      "per image"])
