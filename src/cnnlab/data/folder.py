@@ -164,11 +164,11 @@ def _untested(data: ImageDataset, held_dir: Path | None) -> str:
     k = len(data.classes)
     tested = torch.bincount(data.test_labels, minlength=k).tolist()
     trained = torch.bincount(data.train_labels, minlength=k).tolist()
-    names = [f"{c}, {n} training image{'s' if n != 1 else ''}"
-             for c, t, n in zip(data.classes, tested, trained, strict=True) if t == 0 and n > 0]
-    if not names:
+    untested = [(c, n) for c, t, n in zip(data.classes, tested, trained, strict=True) if t == 0 and n > 0]
+    if not untested:
         return ""
-    first = next(c for c, t, n in zip(data.classes, tested, trained, strict=True) if t == 0 and n > 0)
+    names = [f"{c}, {n} training image{'s' if n != 1 else ''}" for c, n in untested]
+    first = untested[0][0]
     one = len(names) == 1
     return (f"{len(names)} class{'' if one else 'es'} {'has' if one else 'have'} no test image "
             f"({'; '.join(names[:5])}{'; ...' if len(names) > 5 else ''}): "
