@@ -522,8 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list the registered datasets (train on one with --dataset NAME)")
     p.set_defaults(func=_cmd_datasets)
 
-    p = sub.add_parser("summary", help="per-layer output shapes and parameters of a model (and MACs, of cnnlab's "
-                       "own)")
+    p = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs of a model")
     p.add_argument("model", help="one of cnnlab's models (cnnlab models lists them), or any model explore opens: a "
                    ".onnx, .pt2 or cnnlab .pt file, or module:function (imports and calls YOUR code)")
     p.add_argument("--input", metavar="N,C,H,W", type=_flag_type(_input_shape),
