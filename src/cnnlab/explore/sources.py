@@ -27,9 +27,9 @@ from cnnlab.explore.pt2_model import ExportedModel
 from cnnlab.inference import images_per_pass
 from cnnlab.models.imagenet import BACKBONES
 from cnnlab.models.state_dict import KERAS, refusal, zip_kind
+from cnnlab.models.summary import layer_text, macs_text, shape_text
 from cnnlab.predict import classify_chunks, joined, listed_images, predict_chunks
 from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, names_a_checkpoint
-from cnnlab.table import text_table
 
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -179,15 +179,14 @@ def summarize_any(source: str | Path, options: Options | None = None) -> str:
     """
     model = open_model(source, options)
     rows = model.layers()
-    body = [[r["name"], r["op"], " x ".join(map(str, r["shape"])) or "-", f"{int(r['params'] or 0):,}",
+    body = [[r["name"], r["op"], shape_text(r["shape"]) or "-", f"{int(r['params'] or 0):,}",
              "-" if r["macs"] is None else f"{r['macs']:,}"] for r in rows]
     total = sum(int(r["params"] or 0) for r in rows)
     macs = total_macs(rows)
-    per_image = "unknown MACs (a layer's shapes are not known)" if macs is None else \
-        f"{macs:,} MACs ({macs / 1e9:.3f} GMACs)"
+    per_image = "unknown MACs (a layer's shapes are not known)" if macs is None else macs_text(macs)
     classes = len(model.classes)
     return "\n".join([f"{model.name}: {model.kind}, {classes} class{'es' if classes != 1 else ''}, fed "
                       f"{model.spec.describe()}",
-                      text_table(["name", "type", "output shape", "params", "MACs"], body, "llrrr", rule="full"),
+                      layer_text(body),
                       f"total: {total:,} parameters in {len(rows)} layer{'s' if len(rows) != 1 else ''}, {per_image} "
                       "per image"])

@@ -111,8 +111,20 @@ def layer_summary(model: nn.Module, input_shape: Sequence[int]) -> list[SummaryR
     return rows
 
 
-def _shape(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[object]) -> str:
+    """``1 x 6 x 28 x 28``: a shape as the layer tables print it (a dimension a graph leaves free by its name)."""
     return " x ".join(map(str, shape))
+
+
+def layer_text(body: Sequence[Sequence[str]]) -> str:
+    """The printed layer table of ``cnnlab summary``, for cnnlab's models and any other: one row of name, type,
+    output shape, params and MACs each."""
+    return text_table(["name", "type", "output shape", "params", "MACs"], body, "llrrr", rule="full")
+
+
+def macs_text(macs: int) -> str:
+    """``416,520 MACs (0.000 GMACs)``, as a layer table's total says them."""
+    return f"{macs:,} MACs ({macs / 1e9:.3f} GMACs)"
 
 
 def summarize(name: str, input_size: int | None = None, in_channels: int = 1, ops: str = "torch",
@@ -144,11 +156,11 @@ def summarize(name: str, input_size: int | None = None, in_channels: int = 1, op
     rows = layer_summary(model, shape)
     total_params = sum(p.numel() for p in model.parameters())
     total_macs = sum(r.macs for r in rows)
-    body = [[r.name, r.type, _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}"] for r in rows]
-    title = f"{name} (d2l {info.section}) at input {_shape(shape)}, ops={ops}"
-    table = text_table(["name", "type", "output shape", "params", "MACs"], body, "llrrr", rule="full")
+    body = [[r.name, r.type, shape_text(r.output_shape), f"{r.params:,}", f"{r.macs:,}"] for r in rows]
+    title = f"{name} (d2l {info.section}) at input {shape_text(shape)}, ops={ops}"
+    table = layer_text(body)
     per_image = total_macs // batch
-    totals = f"total: {total_params:,} parameters, {per_image:,} MACs ({per_image / 1e9:.3f} GMACs) per image"
+    totals = f"total: {total_params:,} parameters, {macs_text(per_image)} per image"
     if batch > 1:
         totals += f", {total_macs:,} for the batch of {batch}"
     return f"{title}\n{table}\n{totals}"
