@@ -304,9 +304,11 @@ def scripted():
                           r"nn.Module"),
     # every analysis of one image failed on these with an internal error (the server: a 500 per request)
     ("user_models:squeezed", r"^user_models:squeezed is not a classifier: for 1 image it returns 5, expected 1 x "
-                             r"classes of float logits$"),
+                             r"classes of float logits; cnnlab explore and cnnlab summary open any network for its "
+                             r"layers$"),
     ("user_models:integer", r"^user_models:integer is not a classifier: for 2 images it returns 2 x 5 of int64, "
-                            r"expected 2 x classes of float logits$"),
+                            r"expected 2 x classes of float logits; cnnlab explore and cnnlab summary open any "
+                            r"network for its layers$"),
 ])
 def test_errors_of_the_users_own_code_are_one_line(source, message, tmp_path, monkeypatch):
     """module:function runs the user's code; what that code raises (or a model that fails on the input the flags

@@ -590,7 +590,8 @@ def test_an_onnx_output_that_is_not_float_logits_per_image_is_refused_as_a_progr
     with pytest.raises(CnnlabError) as e:
         open_model(tmp_path / "m.onnx")
     assert str(e.value) == (f"{tmp_path / 'm.onnx'} (output 'y') is not a classifier: for 1 image it returns "
-                            f"{returns}, expected 1 x classes of float logits")
+                            f"{returns}, expected 1 x classes of float logits; cnnlab explore and cnnlab summary "
+                            "open any network for its layers")
 
 
 def test_a_top_k_output_is_refused_not_read_as_the_classes_scores(tmp_path):

@@ -466,20 +466,21 @@ class _Returns(nn.Module):
 
 @pytest.mark.parametrize("what, said", [
     ("boxes", r"returns a list of 2 dicts of 'boxes', 'labels', 'scores', expected 2 x classes of float logits "
-              r"\(these are a detector's boxes: the explorer explains image classifiers\)$"),
+              r"\(these are a detector's boxes\)"),
     ("segments", r"returns a dict of 'out' \(2 x 4 x 8 x 8\), expected 2 x classes of float logits \(a map of "
-                 r"scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
+                 r"scores per pixel is a segmentation model's\)"),
     ("segments first", r"returns a tuple of 2 \(2 x 4 x 8 x 8, 2 x 4\), expected 2 x classes of float logits \(a map "
-                       r"of scores per pixel is a segmentation model's: the explorer explains image classifiers\)$"),
+                       r"of scores per pixel is a segmentation model's\)"),
     ("features", r"returns a list of 2 \(2 x 4 x 8 x 8, 2 x 4 x 4 x 4\), expected 2 x classes of float logits "
-                 r"\(maps at several scales are a backbone's features, as timm's features_only=True returns them: "
-                 r"the explorer explains image classifiers\)$")])
+                 r"\(maps at several scales are a backbone's features, as timm's features_only=True returns them\)")])
 def test_a_detector_and_a_segmentation_model_are_told_what_they_return(what, said):
     """Refused in one line as "it returns list" / "OrderedDict" / "tuple": now what they hold, and why. A backbone's
     feature maps at several scales (timm's features_only) were said to be "a segmentation model's" scores."""
     from cnnlab.explore.module_model import ModuleModel
 
-    with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it " + said):
+    # refused where classes are needed (predict, eval), with where such a network can be seen
+    with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it " + said + r"; cnnlab explore "
+                                          r"and cnnlab summary open any network for its layers$"):
         ModuleModel(_Returns(what).eval(), "net", Options(input_size=8))
 
 
@@ -496,8 +497,8 @@ def test_a_backbones_feature_maps_are_told_as_such_in_every_kind(kind, tmp_path)
             warnings.simplefilter("ignore")
             torch.onnx.export(net, (x,), str(tmp_path / "features.onnx"), dynamo=False, opset_version=17)
     with pytest.raises(CnnlabError, match=r"is not a classifier: .*\(maps at several scales are a backbone's "
-                                          r"features, as timm's features_only=True returns them: the explorer "
-                                          r"explains image classifiers\)$"):
+                                          r"features, as timm's features_only=True returns them\); cnnlab "
+                                          r"explore and cnnlab summary open any network for its layers$"):
         open_model(tmp_path / f"features.{kind}")
 
 
@@ -551,5 +552,6 @@ def test_a_1_by_1_map_that_is_no_class_scores_is_refused_for_what_it_is():
             return x.mean((2, 3), keepdim=True).argmax(1, keepdim=True).expand(-1, 3, -1, -1)
 
     with pytest.raises(CnnlabError, match=r"^net is not a classifier: for 2 images it returns 2 x 3 x 1 x 1 of int64, "
-                                          r"expected 2 x classes of float logits$"):
+                                          r"expected 2 x classes of float logits; cnnlab explore and cnnlab summary "
+                                          r"open any network for its layers$"):
         ModuleModel(Votes(), "net", Options(input_size=8))

@@ -171,7 +171,8 @@ def test_a_program_of_one_image_that_drops_the_batch_axis_is_refused_for_what_it
 
     torch.export.save(torch.export.export(Dropped().eval(), (torch.zeros(1, 3, 16, 16),)), tmp_path / "one.pt2")
     with pytest.raises(CnnlabError, match=r"^\S*one.pt2 is not a classifier: for 1 image it returns 5, expected 1 x "
-                                          r"classes of float logits$"):
+                                          r"classes of float logits; cnnlab explore and cnnlab summary open any "
+                                          r"network for its layers$"):
         open_model(tmp_path / "one.pt2")
 
 

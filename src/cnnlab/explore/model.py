@@ -14,6 +14,12 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
   of one image since the row before, counted with torch's formulas; None where a shape it needs is unknown);
 * ``attribution(image, target)``: Grad-CAM and saliency where gradients exist, occlusion sensitivity otherwise.
 
+A network that is no classifier (a detector, a segmentation model, a backbone's features: its outputs are no
+``N x K`` scores, :class:`cnnlab.explore.outputs.NotAClassifier`) is opened where :attr:`Options.any_network` says
+(``explore`` and ``summary``: what its layers compute needs no classes) with ``scoring`` None and no ``classes``;
+its ``stages`` end in a row per tensor it returns, named by where it sits (``output['out']``), and it has no
+``logits`` and no ``attribution``. ``predict`` and ``eval`` refuse it.
+
 The kinds: a cnnlab checkpoint (:class:`RunModel`, read through :func:`cnnlab.inference.load_trained`), an ONNX
 file (:mod:`cnnlab.explore.onnx_model`), a ``torch.export`` program (``.pt2``, :mod:`cnnlab.explore.pt2_model`) or
 ``package.module:function`` (:mod:`cnnlab.explore.module_model`); :func:`cnnlab.explore.sources.open_model` picks
@@ -37,8 +43,8 @@ from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
-from cnnlab.explore.outputs import Scoring, read_classes, resolve_classes, sums_to_one
-from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, top_classes
+from cnnlab.explore.outputs import NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
+from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, output_entries, top_classes
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
 from cnnlab.picture import CENTRE_CROP, SQUARE_KEY, as_hw
@@ -247,8 +253,8 @@ def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
     than feature maps: those stages have no maps to show, and Grad-CAM, where there is one, is taken at the last map
     before them (a ViT's patch embedding), which is not where the network decides. Read from one blank image's
     stages; nothing for a convolutional network."""
-    try:
-        rows = model.stages(model.spec.zeros(1)[0])[:-1]
+    try:  # the stages, without the output rows (a classifier's scores, a network's every output)
+        rows = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind != "output"]
     except Exception:  # it answered for blank images already; a note is not worth a refusal
         return ()
     maps = [k for k, r in enumerate(rows) if is_spatial(r.output)]
@@ -264,18 +270,9 @@ def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
     if not maps:
         return (f"Not a convolutional network: {said}, and no stage has one.",)
     attribution = ", and Grad-CAM is taken at the last map, before the layers that mix the tokens and decide" \
-        if model.kind != "ONNX" else ""
+        if model.kind != "ONNX" and model.scoring is not None else ""
     return (f"Not a convolutional network throughout: after {rows[maps[-1]].name} the {noun} turns its map into "
             f"tokens; {said}{attribution}.",)
-
-
-def per_image(value: Any, batch: int) -> bool:
-    """Whether ``value``, computed for a batch of ``batch`` images, holds one entry per image along its first axis:
-    a stage to show. A value of the network's own, computed once for the batch (a learnt scalar gate through a
-    sigmoid, the padding a TensorFlow-style "SAME" convolution works out), is not one."""
-    return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
-
-
 
 
 def _short(values) -> str:
@@ -289,7 +286,7 @@ class ExploreModel(Protocol):
     name: str
     classes: tuple[str, ...]
     spec: InputSpec
-    scoring: Scoring
+    scoring: Scoring | None  # None: a network that is no classifier, opened for its layers
     notes: tuple[str, ...]
     tta: bool  # its probabilities average the image and its mirror (a cnnlab run trained so); others: False
 
@@ -317,6 +314,8 @@ class Options:
     pixel_range: str | None = None  # a key of PIXEL_RANGES; None: 0-1
     bgr: bool = False
     weights: str | Path | None = None  # a state dict for a network built by name or by module:function
+    # open a network whose outputs are no class scores for its layers (explore, summary), rather than refuse it
+    any_network: bool = False
 
     def __post_init__(self):
         if self.input_size is not None:
@@ -432,6 +431,21 @@ def _size_text(hw: tuple[int, int]) -> str:
 
 
 
+def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, ...]:
+    """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
+    ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
+    and a flag that reads outputs as class scores refused (``--classes``, ``--multi-label``)."""
+    if not options.any_network:
+        raise refusal
+    given = [flag for flag, value in (("--classes", options.classes), ("--multi-label", options.multi_label)) if value]
+    if given:
+        raise CnnlabError(f"{' and '.join(given)} read{'s' * (len(given) == 1)} a classifier's outputs, but "
+                          f"{refusal.where} is not a classifier: {refusal.reason}; expected no {'/'.join(given)} "
+                          "for it") from None
+    return (f"Not a classifier: {refusal.reason}. Shown is what each layer computes and what the network returns; "
+            "there are no classes to rank and no attribution.",)
+
+
 def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,
                  folder_classes: tuple[str, ...], where: str, noun: str,
                  stored_in: str = "the model file", sample: Any = None,
@@ -532,14 +546,21 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
     """Predictions, feature maps of every stage and the attribution of one uint8 ``C x S x S`` image.
 
     The same JSON for every kind of model, the runs page's and the one-model page's: ``{"input", "top": [{"class",
-    "index", "probability"}], "rows": [{"name", "kind", "shape", "maps": [{"channel", "png"}]}], "explanation"}``,
-    with ``explanation["method"]`` ``"grad-cam"`` or ``"occlusion"`` (None where no stage is spatial).
+    "index", "probability"}], "rows": [{"name", "kind", "shape", "maps": [{"channel", "png"}]}], "explanation",
+    "outputs"}``, with ``explanation["method"]`` ``"grad-cam"`` or ``"occlusion"`` (None where no stage is spatial).
+    A network that is no classifier (``scoring`` None) has no top classes and no explanation; ``outputs`` is the
+    table of what it returns (:func:`cnnlab.explore.probe.output_entries`), empty for a classifier.
 
     Raises:
         ModelFailure: the model's own failure on the image (``what`` names it in the line).
     """
-    with its_own_failure(model.name, what, "a classifier that answers any picture at its input"):
+    network = model.scoring is None
+    with its_own_failure(model.name, what, f"a {'network' if network else 'classifier'} that answers any picture at "
+                                           "its input"):
         rows = model.stages(image)
+        if network:
+            return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(rows, maps),
+                    "explanation": None, "outputs": output_entries([r for r in rows if r.kind == "output"], image)}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:
@@ -550,7 +571,7 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
         except NoSpatialStage:  # (only that: a ValueError of the model's own is its failure, said above)
             explanation = None
     return {"input": png_url(image_array(image)), "top": top_classes(probs, model.classes),
-            "rows": map_rows(rows, maps), "explanation": explanation}
+            "rows": map_rows(rows, maps), "explanation": explanation, "outputs": []}
 
 
 def total_macs(layers: list[dict[str, Any]]) -> int | None:
@@ -564,7 +585,8 @@ def model_card(model: ExploreModel) -> dict[str, Any]:
     kernels = model.kernels()
     shown = [] if kernels is None else list(kernels.detach().float().mean(1))[:64]
     layers = model.layers()
-    return {"kind": model.kind, "name": model.name, "classes": list(model.classes), "input": model.spec.describe(),
+    return {"kind": model.kind, "name": model.name, "classifier": model.scoring is not None,
+            "classes": list(model.classes), "input": model.spec.describe(),
             "channels": model.spec.channels, "height": model.spec.height, "width": model.spec.width,
             "layout": model.spec.layout,
             "notes": list(model.notes), "params": sum(int(r.get("params") or 0) for r in layers),

@@ -39,8 +39,8 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import Carried, Options, per_image, read_outputs, square_as_exported, token_notes
-from cnnlab.explore.outputs import id2label_names, stored_classes
+from cnnlab.explore.model import Carried, Options, read_outputs, square_as_exported, token_notes
+from cnnlab.explore.outputs import id2label_names, per_image, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
 from cnnlab.models import create_model
@@ -288,16 +288,20 @@ class ModuleModel(TorchModel):
         for channels in tried:
             try:
                 self.spec = input_spec(options, None, channels, name)  # --bgr refuses a grey one
-                count = self._check_classifier(name)
+                count = self._check_classifier(name, options)
                 break
             except CnnlabError as e:
                 refusals.append(e)
         else:
             raise refusals[0]
-        self.scoring, self.classes, where = read_outputs(count, options, self._final_op(), stored, folder_classes,
-                                                         name, "module", stored_in, self._sample(), self._on_map)
-        self.notes = (f"{note} Class names: {where}.".lstrip(), *self._outputs_note("module"),
-                      *self.scoring.notes())
+        if count is None:  # a network opened for its layers
+            self.scoring, self.classes, self.notes = None, (), (*([note] if note else []), *self._not_a_classifier)
+        else:
+            self.scoring, self.classes, where = read_outputs(count, options, self._final_op(), stored,
+                                                             folder_classes, name, "module", stored_in,
+                                                             self._sample(), self._on_map)
+            self.notes = (f"{note} Class names: {where}.".lstrip(), *self._outputs_note("module"),
+                          *self.scoring.notes())
         self.notes += (*token_notes(self, "module"), *self._unused())
 
     @classmethod

@@ -53,7 +53,7 @@ from cnnlab.explore.model import (
     Options,
     Scaling,
     occlusion_pngs,
-    per_image,
+    opened_as_network,
     read_outputs,
     scaled_as_made,
     square_as_exported,
@@ -61,6 +61,7 @@ from cnnlab.explore.model import (
 )
 from cnnlab.explore.onnx_macs import node_macs
 from cnnlab.explore.outputs import (
+    NotAClassifier,
     id2label_names,
     indexed_names,
     literal,
@@ -68,6 +69,7 @@ from cnnlab.explore.outputs import (
     map_hint,
     on_a_map,
     outputs_note,
+    per_image,
     scales_hint,
     stored_classes,
 )
@@ -254,16 +256,20 @@ class OnnxModel:
         self.output_name = graph.output[0].name
         others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
         shapes, types = self._infer_shapes(model)
+        self.returned = [o.name for o in graph.output]  # the graph's own outputs, a network's rows
         out = shapes.get(self.output_name) or _dims(graph.output[0])
+        network: tuple[str, ...] | None = None  # what the page says of a network that is no classifier
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
         if out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
                     (isinstance(out[1], int) and out[1] < 1)):
             outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
             pixels = scales_hint([d for d in outputs if d]) or (map_hint(out) if len(out) == 4 else "")
-            raise CnnlabError(f"{path} is not a classifier: its output {self.output_name!r} has shape "
-                              f"{' x '.join(str(d) for d in out)}, expected N x classes{pixels}")
+            network = opened_as_network(NotAClassifier(str(path), f"its output {self.output_name!r} has shape "
+                                                       f"{' x '.join(str(d) for d in out)}, expected N x "
+                                                       f"classes{pixels}"), options)
         top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
-        if top_k is not None and top_k.op_type == "TopK":  # each image's own order: no column is one class
+        # each image's own order: no column is one class
+        if network is None and top_k is not None and top_k.op_type == "TopK":
             indices = f" (its output {top_k.output[1]!r})" if len(top_k.output) > 1 and top_k.output[1] else ""
             raise CnnlabError(f"{path}: its output {self.output_name!r} is a TopK's, each image's k largest scores "
                               f"in order, whose classes are the TopK's indices{indices}; expected N x classes of "
@@ -313,31 +319,38 @@ class OnnxModel:
             hint = "; pass an --input-size the graph allows" if self.spec.origin.get("size") == "flags" else ""
             raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
                               f"({summary(e, 200)}){hint}; expected a classifier of one image batch") from None
-        count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
+        if network is None:
+            try:
+                count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
+            except NotAClassifier as e:
+                network = opened_as_network(e, options)
         for name, value in probe.items():  # where shape inference gave none (com.microsoft's ops have none): the run's
             self.shapes[name] = self.shapes.get(name) or list(value.shape)
         one_at_a_time = self._batch_trouble() if self.batch is None else None
         if one_at_a_time:  # a batch axis declared free can still be fixed inside (a Reshape to [1, -1])
             self.batch = 1
-        stored, stored_in = self.carried.classes, self.carried.classes_from  # --classes comes first
-        if options.classes is None and "cnnlab.classes" in self.metadata:
-            stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes")
-            stored_in = "the model file"
-        self.scoring, self.classes, where = read_outputs(count, options,
-                                                         _final_op(self.producers, self.output_name), stored,
-                                                         folder_classes, str(path), "graph", stored_in,
-                                                         sample=self._sample(),
-                                                         on_map=on_a_map(probe[self.output_name]))
-        self.notes = (f"Read with onnx and run with onnxruntime; nothing in the file is executed as code. Class "
-                      f"names: {where}.",
-                      "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).")
-        self.notes += self.scoring.notes()
+        read = "Read with onnx and run with onnxruntime; nothing in the file is executed as code."
+        if network is None:
+            stored, stored_in = self.carried.classes, self.carried.classes_from  # --classes comes first
+            if options.classes is None and "cnnlab.classes" in self.metadata:
+                stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes")
+                stored_in = "the model file"
+            self.scoring, self.classes, where = read_outputs(count, options,
+                                                             _final_op(self.producers, self.output_name), stored,
+                                                             folder_classes, str(path), "graph", stored_in,
+                                                             sample=self._sample(),
+                                                             on_map=on_a_map(probe[self.output_name]))
+            self.notes = (f"{read} Class names: {where}.",
+                          "No gradients here: the attribution is occlusion sensitivity (a patch hidden at a time).",
+                          *self.scoring.notes())
+        else:
+            self.scoring, self.classes, self.notes = None, (), (read, *network)
         if one_at_a_time:
             self.notes += (f"The graph's batch axis is free, but {one_at_a_time}: images are run one at a time.",)
         if self.scorer is not self.session:
-            self.notes += ("A quantized graph: its class scores are onnxruntime's for the file as it is; its feature "
-                           "maps come from a run that returns them, in which onnxruntime does not fuse the quantized "
-                           "ops, so they are the unfused ops' values.",)
+            self.notes += (f"A quantized graph: its {'outputs' if network else 'class scores'} are onnxruntime's for "
+                           "the file as it is; its feature maps come from a run that returns them, in which "
+                           "onnxruntime does not fuse the quantized ops, so they are the unfused ops' values.",)
         if blocked:
             self.notes += ("onnxruntime's graph optimized for one kind of CPU (com.microsoft.nchwc ops): their "
                            "convolutions work on the channels in blocks, their outputs in that blocked layout and "
@@ -345,7 +358,8 @@ class OnnxModel:
                            "rows show the values where the graph turns them back (ReorderOutput)"
                            f"{'; there are no first-layer kernels' if self._first_conv_weight() is None else ''}. The "
                            "graph before optimization shows every stage.",)
-        self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
+        if network is None:  # a network's outputs are shown, every one
+            self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
 
     # ------------------------------------------------------------------------------------------------- reading
@@ -648,11 +662,11 @@ class OnnxModel:
             real = chunk.shape[0]
             if real < step:  # a graph fixed to a batch of N takes exactly N: pad with copies, keep the real rows
                 chunk = torch.cat([chunk, chunk[:1].expand(step - real, *chunk.shape[1:])])
-            session = self.scorer if names == [self.output_name] else self.session
+            session = self.scorer if set(names) <= set(self.returned) else self.session
             outs = session.run(names, {self.input_name: self._fed(chunk)})
-            # A value of the graph's own (not one per image) is no stage, and is left out; the output is kept as
-            # it is, for the classifier check to name.
-            parts.append([out[:real] if per_image(out, step) else out if name == self.output_name else None
+            # A value of the graph's own (not one per image) is no stage, and is left out; the graph's outputs are
+            # kept as they are, for the classifier check to name and a network's rows to show.
+            parts.append([out[:real] if per_image(out, step) else out if name in self.returned else None
                           for name, out in zip(names, outs, strict=True)])
         return {name: parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts])
                 for k, name in enumerate(names) if parts[0][k] is not None}
@@ -732,12 +746,17 @@ class OnnxModel:
 
     def stages(self, image: torch.Tensor) -> list[Row]:
         out = self._run(image[None])
-        if self.scorer is not self.session:  # the scores the graph gives as it is (see __init__)
-            out.update(self._run(image[None], [self.output_name]))
+        if self.scorer is not self.session:  # the outputs the graph gives as it is (see __init__)
+            out.update(self._run(image[None], self.returned))
         rows = [Row(self._names[id(node)], kind,
                     as_nchw(torch.from_numpy(np.array(out[value], dtype=np.float32)), self.layouts.get(value)))
                 for node in self.stage_nodes for value, kind in [self.shown[id(node)]] if value in out]
-        return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
+        if self.scoring is not None:
+            return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
+        # a network's every output as it is (one image's: a detection list of its own length gets a batch axis)
+        return [*rows, *(Row(name, "output", as_nchw(torch.from_numpy(value[:1] if per_image(value, 1) else
+                                                                       value[None]), self.layouts.get(name)))
+                         for name in self.returned if isinstance(value := out.get(name), np.ndarray))]
 
     def kernels(self) -> torch.Tensor | None:
         weight = self._first_conv_weight()

@@ -1,8 +1,9 @@
 """How the explorer reads what a model from elsewhere returns: the class scores among its outputs
-(:func:`first_output`, :func:`class_rows`), refused where they are no classifier's (:func:`logits_count`, with a hint
-at what they are), whether they are logits or probabilities already and how they become the page's probabilities
-(:class:`Scoring`), and the classes' names (:func:`read_classes` for ``--classes``, :func:`stored_classes` for a
-model's metadata, :func:`resolve_classes` to choose among them).
+(:func:`first_output`, :func:`class_rows`), refused where they are no classifier's (:func:`logits_count`,
+:class:`NotAClassifier`, with a hint at what they are; a network opened for its layers has its outputs named one by
+one instead, :func:`output_tensors`), whether they are logits or probabilities already and how they become the
+page's probabilities (:class:`Scoring`), and the classes' names (:func:`read_classes` for ``--classes``,
+:func:`stored_classes` for a model's metadata, :func:`resolve_classes` to choose among them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, summary
+
+
+class NotAClassifier(CnnlabError):
+    """A model whose outputs are no class scores (a detector's boxes, a segmentation model's maps, a backbone's
+    features): refused by ``predict`` and ``eval``, which answer with classes, and opened by ``explore`` and
+    ``summary`` for what its layers compute (:attr:`cnnlab.explore.model.Options.any_network`), the ``reason`` said
+    on the page."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where} is not a classifier: {reason}; cnnlab explore and cnnlab summary open any network "
+                         "for its layers")
+        self.where, self.reason = where, reason
 
 
 @dataclass(frozen=True)
@@ -173,8 +186,8 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None, outpu
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
         # the shape shown is of one output among several: said so, or it reads as all the model returned
         returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
-        raise CnnlabError(f"{where} is not a classifier: for {n} image{'s' * (n > 1)} {returns} {shown}{kind}, "
-                          f"expected {n} x classes of float logits{_what_it_is(out)}")
+        raise NotAClassifier(where, f"for {n} image{'s' * (n > 1)} {returns} {shown}{kind}, expected {n} x classes of "
+                             f"float logits{_what_it_is(out)}")
     return int(shape[1])
 
 
@@ -187,6 +200,36 @@ def first_output(out: Any) -> tuple[Any, tuple[Any, ...]]:
             class_rows(out[0]).dim() == 2 and out[0].is_floating_point():
         return out[0], tuple(out[1:])
     return out, ()
+
+
+def per_image(value: Any, batch: int) -> bool:
+    """Whether ``value``, computed for a batch of ``batch`` images, holds one entry per image along its first axis:
+    a stage to show. A value of the network's own, computed once for the batch (a learnt scalar gate through a
+    sigmoid, the padding a TensorFlow-style "SAME" convolution works out), is not one."""
+    return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
+
+
+def output_tensors(out: Any, batch: int, name: str = "output", one_image: bool = False) -> list[tuple[str, Any]]:
+    """Every tensor (or array) of what a network returned for ``batch`` images, one image's (``1 x ...``), named by
+    where it sits: ``output``, ``output[1]``, ``output['out']``, ``output[0]['boxes']``. A tensor of one entry per
+    image is cut to the first image's; a list or tuple of one dict (or list) per image, as torchvision's detectors
+    return, to its first item, whose tensors are that image's (``one_image``: given a batch axis of 1), as is any
+    other tensor of a pass of one image; in a larger batch, a value of the network's own, computed once for the
+    batch, is left out. An output object (Hugging Face's) is a dict."""
+    if isinstance(out, (torch.Tensor, np.ndarray)):
+        if per_image(out, batch) and not one_image:
+            return [(name, out[:1])]
+        # a pass of one image: what has no axis of it (a squeezed output, a detection list) is still that image's
+        return [(name, out[None])] if one_image or batch == 1 else []
+    if isinstance(out, dict):
+        return [item for key, value in out.items()
+                for item in output_tensors(value, batch, f"{name}[{key!r}]", one_image)]
+    if isinstance(out, (list, tuple)):
+        if not one_image and len(out) == batch and out and \
+                all(isinstance(o, (dict, list, tuple)) for o in out):
+            return output_tensors(out[0], batch, f"{name}[0]", one_image=True)
+        return [item for k, value in enumerate(out) for item in output_tensors(value, batch, f"{name}[{k}]", one_image)]
+    return []
 
 
 def outputs_note(noun: str, first: str, others: list[str]) -> tuple[str, ...]:
@@ -234,7 +277,7 @@ def _what_it_is(out: Any) -> str:
     model's per-pixel scores (alone, in a dict, or first of several outputs) are no class scores."""
     values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
     if values and all(isinstance(v, dict) for v in values) and any("boxes" in v for v in values):
-        return " (these are a detector's boxes: the explorer explains image classifiers)"
+        return " (these are a detector's boxes)"
     if scales := scales_hint([v.shape for v in values if getattr(v, "ndim", 0) == 4]):
         return scales
     if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4:
@@ -252,8 +295,7 @@ def scales_hint(shapes) -> str:
     nothing."""
     if len({tuple(shape[2:]) for shape in shapes if len(shape) == 4}) < 2:
         return ""
-    return (" (maps at several scales are a backbone's features, as timm's features_only=True returns them: the "
-            "explorer explains image classifiers)")
+    return " (maps at several scales are a backbone's features, as timm's features_only=True returns them)"
 
 
 def map_hint(shape) -> str:
@@ -261,7 +303,7 @@ def map_hint(shape) -> str:
     1 x 1 map: class scores, read as such, :func:`class_rows`; refused for another reason, which the line says)."""
     if tuple(shape[2:]) == (1, 1):
         return ""
-    return " (a map of scores per pixel is a segmentation model's: the explorer explains image classifiers)"
+    return " (a map of scores per pixel is a segmentation model's)"
 
 
 def read_classes(path: str | Path) -> tuple[str, ...]:

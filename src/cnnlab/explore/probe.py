@@ -1,5 +1,6 @@
 """The pictures and tables of one input's answer, as both explorer pages show them: the top classes, each stage's
-feature maps (the channels of largest spatial variance), Grad-CAM over the image and the saliency map.
+feature maps (the channels of largest spatial variance), Grad-CAM over the image and the saliency map; for a network
+that is no classifier, the table of what it returns.
 
 :func:`cnnlab.explore.model.analyze_image` puts them together for any model, a cnnlab run included.
 """
@@ -15,6 +16,9 @@ from cnnlab.explore.images import colour, overlay, png_url, to_unit
 
 MAPS_PER_ROW = 8
 TOP = 5
+# A map of this many channels or more read as scores per pixel gets the picture of its largest channel at each pixel:
+# tab20's colours, one per channel (repeating after 20)
+SEGMENT_COLOURS = 20
 
 
 def top_classes(probs: torch.Tensor, classes) -> list[dict[str, Any]]:
@@ -33,7 +37,7 @@ def map_rows(rows, maps: int = MAPS_PER_ROW) -> list[dict[str, Any]]:
         out = row.output[0]
         entry: dict[str, Any] = {"name": row.name, "kind": row.kind, "shape": list(out.shape), "maps": []}
         if out.dim() == 3 and out.shape[1] * out.shape[2] > 1:  # a 1 x 1 map is a number, not a picture
-            order = out.flatten(1).var(1, correction=0).argsort(descending=True)[:maps]
+            order = out.flatten(1).float().var(1, correction=0).argsort(descending=True)[:maps]
             entry["maps"] = [{"channel": int(c), "png": png_url(colour(to_unit(out[c]), "viridis"))}
                              for c in order.tolist()]
         shown.append(entry)
@@ -51,3 +55,29 @@ def explanation_pngs(e, image: torch.Tensor, classes) -> dict[str, Any]:
                                                align_corners=False)[0, 0]
     return {"target": classes[e.target], "row": e.row, "gradcam": png_url(overlay(image, e.cam_at(hw))),
             "saliency": png_url(colour(to_unit(saliency), "magma")), "empty": not float(e.cam.max()) > 0}
+
+
+def output_entries(rows, image: torch.Tensor) -> list[dict[str, Any]]:
+    """What a network that is no classifier returns for one image, as the page's table: each output row's ``name``,
+    one image's ``shape``, its element ``dtype`` and the ``min``, ``mean`` and ``max`` of its values (None where it
+    has none, or one is not finite: JSON has no NaN). An output of two or more channels on a map of more than one
+    pixel, as a segmentation model's scores per pixel are, also gets ``segments``: the image in grey under the
+    channel of largest value at each pixel, one colour per channel (scaled to the image by nearest pixels)."""
+    entries = []
+    for row in rows:
+        out = row.output[0].detach()
+        values = out.double().flatten()
+        stats = [values.min(), values.mean(), values.max()] if values.numel() else []
+        finite = len(stats) == 3 and all(bool(v.isfinite()) for v in stats)
+        entry: dict[str, Any] = {"name": row.name, "shape": list(out.shape),
+                                 "dtype": str(out.dtype).removeprefix("torch."),
+                                 **dict(zip(("min", "mean", "max"), [float(v) for v in stats] if finite else
+                                            [None] * 3, strict=True))}
+        if out.dim() == 3 and out.shape[0] >= 2 and out.shape[1] * out.shape[2] > 1 and out.is_floating_point():
+            winner = out.float().argmax(0)[None, None].float()
+            winner = torch.nn.functional.interpolate(winner, size=tuple(image.shape[-2:]), mode="nearest")[0, 0]
+            heat = (winner % SEGMENT_COLOURS + 0.5) / SEGMENT_COLOURS
+            entry["segments"] = png_url(overlay(image, heat, cmap="tab20"))
+            entry["channels"] = int(out.shape[0])
+        entries.append(entry)
+    return entries

@@ -39,13 +39,12 @@ from cnnlab.explore.layouts import (
 from cnnlab.explore.model import (
     Options,
     Scaling,
-    per_image,
     read_outputs,
     scaled_as_made,
     square_as_exported,
     token_notes,
 )
-from cnnlab.explore.outputs import logits_count, stored_classes
+from cnnlab.explore.outputs import logits_count, per_image, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.models.summary import MacCounter
 from cnnlab.pt2_check import checked_pt2, load_pt2
@@ -317,14 +316,19 @@ class ExportedModel(TorchModel):
         self.dtype = val.dtype if isinstance(val, torch.Tensor) and val.is_floating_point() else torch.float32
         if self.dtype != torch.float32:
             self.spec = replace(self.spec, dtype=str(self.dtype).removeprefix("torch."))
-        self.scoring, self.classes, where = read_outputs(self._check_classifier(str(path)), options,
-                                                         self._final_op(), stored, folder_classes, str(path),
-                                                         "program", sample=self._sample(), on_map=self._on_map)
+        count = self._check_classifier(str(path), options)
         read_as = tuple(f"Its output, {kind} (a type of the library that exported it, not imported here), is read as "
                         f"the dict of its fields, {listed(map(repr, fields))}." for kind, fields in as_dicts.items())
-        self.notes = (f"Read with torch.export.load once checked to hold only tensors, operators and size arithmetic "
-                      f"(no pickles or code). Class names: {where}.", *read_as, *self._outputs_note("program"),
-                      *self.scoring.notes())
+        read = "Read with torch.export.load once checked to hold only tensors, operators and size arithmetic (no " \
+            "pickles or code)."
+        if count is None:  # a network opened for its layers
+            self.scoring, self.classes, self.notes = None, (), (read, *read_as, *self._not_a_classifier)
+        else:
+            self.scoring, self.classes, where = read_outputs(count, options, self._final_op(), stored, folder_classes,
+                                                             str(path), "program", sample=self._sample(),
+                                                             on_map=self._on_map)
+            self.notes = (f"{read} Class names: {where}.", *read_as, *self._outputs_note("program"),
+                          *self.scoring.notes())
         self.notes += token_notes(self, "program")
 
     def _conv_in(self) -> int | None:
@@ -389,6 +393,9 @@ class ExportedModel(TorchModel):
 
     def _network(self) -> nn.Module:
         return self.module
+
+    def _batch_run(self, n: int) -> int:
+        return max(n, self.batches[0])
 
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``x`` padded with copies of its first image to the fewest images the program takes at once (its fixed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,12 @@ def open_model(source: str | Path, options: Options | None = None,
     Opening a file never runs code from it (checkpoints and ``.pt2`` weights-only, ONNX parsed by ``onnx`` and run
     by onnxruntime); ``module:function`` imports and calls the code the user named, and the page says so.
 
+    A network that is no classifier (:class:`cnnlab.explore.outputs.NotAClassifier`) is refused, unless
+    ``options.any_network`` opens it for its layers (``explore`` and ``summary`` do).
+
     Raises:
         CnnlabError: the file is missing or not a model of the kind its name says, or the model is not an image
-            classifier this page can feed (one line).
+            classifier (or network) this page can feed (one line).
     """
     options = options or Options()
     text = str(source)
@@ -85,7 +89,8 @@ def open_model(source: str | Path, options: Options | None = None,
 
 def open_with_images(source: str | Path, images: str | Path | None = None, options: Options | None = None,
                      skip_bad: bool = False) -> tuple[ExploreModel, ImageSet | None]:
-    """The model ``source`` names and the images of the folder ``images`` read at its input (or None).
+    """The model ``source`` names, a classifier or any other network (:attr:`Options.any_network`: the explorer
+    shows what any network's layers compute), and the images of the folder ``images`` read at its input (or None).
 
     The folder's class subfolders are listed first, so that they can name the model's classes when nothing else
     does; the pictures are then read at the model's channels, height and width.
@@ -93,6 +98,7 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
     Returns:
         ``(model, ImageSet | None)``.
     """
+    options = replace(options or Options(), any_network=True)
     if images is None:
         return open_model(source, options), None
     listing = list_images(images)
@@ -169,7 +175,8 @@ def predict_any_chunks(source: str | Path, images: Sequence[str | Path], options
 def summarize_any(source: str | Path, options: Options | None = None) -> str:
     """``cnnlab summary`` of any model this explorer opens (an ONNX file, a ``.pt2`` program, a cnnlab checkpoint,
     ``module:function``): the layer table the page shows, as text. Its header says what the model is fed (as
-    :meth:`cnnlab.explore.model.InputSpec.describe` does) and how many classes it answers; its rows the output shape
+    :meth:`cnnlab.explore.model.InputSpec.describe` does) and how many classes it answers (or that it is no
+    classifier: any network is summarised); its rows the output shape
     of one image (a dimension the graph leaves free by its name), the parameters of each layer and its MACs for one
     image ("-" where a shape they need is unknown); the last line the totals, MACs per image as ``cnnlab summary``
     of cnnlab's own models says them.
@@ -177,7 +184,7 @@ def summarize_any(source: str | Path, options: Options | None = None) -> str:
     Raises:
         CnnlabError: the model cannot be opened (one line, as for ``explore``).
     """
-    model = open_model(source, options)
+    model = open_model(source, replace(options or Options(), any_network=True))
     rows = model.layers()
     body = [[r["name"], r["op"], shape_text(r["shape"]) or "-", f"{int(r['params'] or 0):,}",
              "-" if r["macs"] is None else f"{r['macs']:,}"] for r in rows]
@@ -185,8 +192,8 @@ def summarize_any(source: str | Path, options: Options | None = None) -> str:
     macs = total_macs(rows)
     per_image = "unknown MACs (a layer's shapes are not known)" if macs is None else macs_text(macs)
     classes = len(model.classes)
-    return "\n".join([f"{model.name}: {model.kind}, {classes} class{'es' if classes != 1 else ''}, fed "
-                      f"{model.spec.describe()}",
+    answers = f"{classes} class{'es' if classes != 1 else ''}" if model.scoring is not None else "not a classifier"
+    return "\n".join([f"{model.name}: {model.kind}, {answers}, fed {model.spec.describe()}",
                       layer_text(body),
                       f"total: {total:,} parameters in {len(rows)} layer{'s' if len(rows) != 1 else ''}, {per_image} "
                       "per image"])

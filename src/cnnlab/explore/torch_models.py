@@ -17,8 +17,17 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import InputSpec, Options, gradient_pngs
-from cnnlab.explore.outputs import Scoring, first_output, logits_count, on_a_map, outputs_note, per_image_shape
+from cnnlab.explore.model import InputSpec, Options, gradient_pngs, opened_as_network
+from cnnlab.explore.outputs import (
+    NotAClassifier,
+    Scoring,
+    first_output,
+    logits_count,
+    on_a_map,
+    output_tensors,
+    outputs_note,
+    per_image_shape,
+)
 from cnnlab.report.features import Row
 
 TAIL = 8  # the spatial values a stage pass keeps for Grad-CAM, the last ones made (explain_with takes the last read)
@@ -50,8 +59,9 @@ class TorchModel:
 
     spec: InputSpec
     classes: tuple[str, ...]
-    scoring: Scoring
+    scoring: Scoring | None  # None: a network that is no classifier, opened for its layers
     tta = False
+    _not_a_classifier: tuple[str, ...] = ()  # what the page says of such a network (why it is none)
     _outputs: tuple[str, ...] = ()  # a model of several outputs: each one's shape (N x classes first), for the note
     _on_map = False  # its class scores come as N x K x 1 x 1 (:func:`cnnlab.explore.outputs.class_rows`)
     _wrapped_in: str | None = None  # the type of output object (or "a dict") the logits come in, if any
@@ -91,15 +101,26 @@ class TorchModel:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _check_classifier(self, where: str) -> int:
+    def _batch_run(self, n: int) -> int:
+        """The images a stage pass over ``n`` runs at once (a program of a fixed batch is given copies)."""
+        return n
+
+    def _check_classifier(self, where: str, options: Options) -> int | None:
         """The class count, from passes of 2 images and of 1 (a final ``squeeze()`` drops the batch of one, which
-        every analysis of one image runs); refuses what is not float logits ``N x classes``."""
+        every analysis of one image runs); refuses what is not float logits ``N x classes``, but where
+        ``options.any_network`` opens such a network for its layers: then None, and what the page says of it in
+        ``_not_a_classifier`` (:func:`cnnlab.explore.model.opened_as_network`)."""
         spec = self.spec
         classes = None
         for n in (2, 1):
             try:
                 with torch.no_grad():
                     out = self._forward(spec.to_input(spec.zeros(n)))
+                if not self._not_a_classifier:
+                    classes = logits_count(out, n, where, classes, outputs=len(self._outputs) or 1)
+                    self._on_map = on_a_map(out)
+            except NotAClassifier as e:  # (raised by a kind's forward too, for a batch it cannot cut into rows)
+                self._not_a_classifier = opened_as_network(e, options)
             except CnnlabError:  # refused already for what it returns
                 raise
             except Exception as e:  # the model's own error on the input the flags describe: say which input
@@ -118,9 +139,7 @@ class TorchModel:
                     hint = ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({first_line(e)}){hint}; "
                                   "expected a classifier of one image batch") from e
-            classes = logits_count(out, n, where, classes, outputs=len(self._outputs) or 1)
-            self._on_map = on_a_map(out)
-        return classes
+        return None if self._not_a_classifier else classes
 
     def _final_op(self) -> str | None:
         """``"Softmax"`` or ``"Sigmoid"`` where the model's output is one's (probabilities already), else None."""
@@ -137,9 +156,13 @@ class TorchModel:
         return out if isinstance(out, torch.Tensor) else None
 
     def _scored_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
-        """:meth:`_stage_pass` with its last row, the model's output, as the class scores (:class:`Scoring`)."""
+        """:meth:`_stage_pass` with its last row, the model's output, as the class scores (:class:`Scoring`); a
+        network's as a row per tensor it returns (:func:`cnnlab.explore.outputs.output_tensors`)."""
         rows, tail = self._stage_pass(x)
         last = rows[-1]
+        if self.scoring is None:
+            return [*rows[:-1], *(Row(name, "output", value)
+                                  for name, value in output_tensors(last.output, self._batch_run(x.shape[0])))], tail
         return [*rows[:-1], Row(last.name, last.kind, self.scoring.scores(last.output))], tail
 
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:

@@ -15,7 +15,8 @@ function getAnalysis(index) {
 function showModel(m) {
   $("model-title").textContent = m.name;
   document.title = "cnnlab explore: " + m.name;  // as the saved page's own title names it
-  $("model-kind").textContent = `${m.kind}: ${m.classes.length} classes, ` +
+  // a network that is no classifier (a detector, a segmentation model) is shown for its layers: the notes say why
+  $("model-kind").textContent = `${m.kind}: ${m.classifier ? m.classes.length + " classes" : "not a classifier"}, ` +
     `${Number(m.params).toLocaleString("en")} parameters` +
     (m.macs == null ? "" : `, ${Number(m.macs).toLocaleString("en")} MACs per image`);
   $("model-input").textContent = m.input;
@@ -54,6 +55,8 @@ function show(r) {
   $("top-table").querySelector("tbody").replaceChildren(...r.top.map((t) => el("tr", {},
     el("td", {text: t.class}),
     el("td", {class: "num", text: t.probability === null ? "—" : (100 * t.probability).toFixed(1) + "%"}))));
+  $("top-box").hidden = !r.top.length;
+  showOutputs(r.outputs || []);
   const e = r.explanation;
   $("attr-a-box").hidden = $("attr-b-box").hidden = !e;
   if (e && e.method === "occlusion") {
@@ -77,6 +80,21 @@ function show(r) {
     "data-stage": row.name}, el("div", {class: "label"}, el("b", {text: row.name}), el("br"),
     row.kind + " · " + row.shape.join(" x ")), ...row.maps.map((m) => el("img", {class: "map", src: m.png,
       alt: `${row.name} channel ${m.channel}`, title: `channel ${m.channel}`})))));
+}
+
+// A value of an output's range: four significant digits; none (no values, or not finite) as a dash
+const figure = (v) => v === null || v === undefined ? "—" : String(Number(v.toPrecision(4)));
+
+function showOutputs(outputs) {
+  $("outputs-box").hidden = !outputs.length;
+  $("outputs-table").querySelector("tbody").replaceChildren(...outputs.map((o) => el("tr", {},
+    el("td", {text: o.name}), el("td", {class: "num", text: o.shape.join(" x ") || "scalar"}),
+    el("td", {text: o.dtype}), el("td", {class: "num", text: figure(o.min)}),
+    el("td", {class: "num", text: figure(o.mean)}), el("td", {class: "num", text: figure(o.max)}))));
+  $("segments").replaceChildren(...outputs.filter((o) => o.segments).map((o) => el("figure", {},
+    el("img", {class: "pixels", src: o.segments, alt: `${o.name}: its largest channel at each pixel`}),
+    el("figcaption", {text: `${o.name}: which of its ${o.channels} channels is largest at each pixel (a ` +
+      "segmentation model's class per pixel), one colour each, over the input"}))));
 }
 
 let uploaded = false;  // the answer shown is the upload's: ticking "invert" answers for it again
