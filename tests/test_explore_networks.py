@@ -195,3 +195,119 @@ def test_summary_of_a_network_that_is_no_classifier(kind, tmp_path, capsys):
     assert total.startswith(f"total: {sum(p.numel() for p in Segmenter().parameters())} parameters in ")
     assert main(["summary", source]) == 0
     assert capsys.readouterr().out.strip() == text
+
+
+class KeypointDetector(nn.Module):
+    """One dict per image of 3 boxes and their 17 keypoints (x, y, visibility), as torchvision's Keypoint R-CNN
+    returns them: ``keypoints`` is 3 x 17 x 3, a list of what was found, not a map of 3 channels."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 51, 3, padding=1)
+
+    def forward(self, x):
+        f = self.conv(x).amax((2, 3))  # N x 51
+        return [{"boxes": f[i, :12].view(3, 4), "keypoints": f[i].repeat(3).view(3, 17, 3)}
+                for i in range(x.shape[0])]
+
+
+def keypoint_detector():
+    return KeypointDetector()
+
+
+def _keypoint_graph(path) -> str:
+    """An ONNX graph returning 4 boxes' 17 keypoints, 4 x 17 x 3 with no batch axis (as a detector's export does)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weight = numpy_helper.from_array(np.full((51, 3, 8, 8), 0.01, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([4, 17, 3], np.int64), "shape")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[8, 8]),  # 1 x 51 x 2 x 2
+             helper.make_node("Reshape", ["c", "shape"], ["keypoints"])]
+    graph = helper.make_graph(nodes, "keypoints", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                 [1, 3, SIDE, SIDE])],
+                              [helper.make_tensor_value_info("keypoints", TensorProto.FLOAT, [4, 17, 3])],
+                              [weight, shape])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["module", "onnx"])
+def test_a_detectors_keypoints_are_a_list_not_a_map(kind, importable, tmp_path):
+    """A detector's keypoints of one image (boxes x 17 x 3) were read as a map of as many channels as boxes: rows of
+    17 x 3 pictures among the feature maps, and a segments picture of "which of its 3 channels is largest"."""
+    source = f"{importable}:keypoint_detector" if kind == "module" else _keypoint_graph(tmp_path / "keypoints.onnx")
+    model, _ = open_with_images(source, None, Options(input_size=SIDE) if kind == "module" else Options())
+    image = _half_red()
+    answer = analyze_image(model, image)
+    name = "output[0]['keypoints']" if kind == "module" else "keypoints"
+    [entry] = [o for o in answer["outputs"] if o["name"] == name]
+    assert entry["shape"] == ([3, 17, 3] if kind == "module" else [4, 17, 3])
+    assert "segments" not in entry
+    [row] = [r for r in answer["rows"] if r["name"] == name]
+    assert row["maps"] == []
+    if kind == "module":  # its figures are still the module's own
+        with torch.no_grad():
+            [expected] = KeypointDetector().eval()(model.spec.to_input(image[None]))
+        values = expected["keypoints"]
+        assert [entry["min"], entry["mean"], entry["max"]] == pytest.approx(
+            [float(values.min()), float(values.double().mean()), float(values.max())], abs=1e-6)
+
+
+class Backbone(nn.Module):
+    """Feature maps at two scales, as ``create_feature_extractor`` or timm's ``features_only=True`` return them."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.down = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 8, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        c1 = torch.relu(self.stem(x))
+        return {"c1": c1, "c2": torch.relu(self.down(c1))}
+
+
+def backbone():
+    return Backbone()
+
+
+def test_a_backbones_maps_at_several_scales_get_no_segments_picture(importable):
+    """Maps at several scales are a backbone's features, no scores per pixel: each had a picture of its "largest
+    channel at each pixel (a segmentation model's class per pixel)" in 20 colours repeating, meaning nothing."""
+    model, _ = open_with_images(f"{importable}:backbone", None, Options(input_size=SIDE))
+    assert any("a backbone's features" in n for n in model.notes), model.notes
+    outputs = analyze_image(model, _half_red())["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == [("output['c1']", [4, SIDE, SIDE]),
+                                                          ("output['c2']", [8, SIDE // 2, SIDE // 2])]
+    assert not any("segments" in o for o in outputs)
+
+
+class Mean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x).mean()
+
+
+def mean():
+    return Mean()
+
+
+def test_a_network_that_returns_a_single_number_says_so(importable):
+    """A 0-d output was said as no text at all: "for 2 images it returns , expected 2 x classes"."""
+    model, _ = open_with_images(f"{importable}:mean", None, Options(input_size=SIDE))
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "it returns a single number, expected" in said[0], model.notes
+    [out] = analyze_image(model, _half_red())["outputs"]
+    assert out["shape"] == [] and out["min"] == out["mean"] == out["max"]
+
+
+def test_a_program_of_one_image_says_what_it_returned_for_the_image_it_ran(tmp_path):
+    """A ``.pt2`` fixed to a batch of 1 runs 2 images one at a time; its note said "for 2 images it returns a dict of
+    'out' (1 x 2 x 16 x 16)", which reads as the batch axis lost."""
+    model, _ = open_with_images(_file_of("pt2", tmp_path), None, Options())
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "for 1 image it returns a dict of 'out' (1 x 2 x 16 x 16), expected 1 x classes" \
+        in said[0], model.notes

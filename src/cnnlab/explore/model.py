@@ -43,7 +43,7 @@ from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
-from cnnlab.explore.outputs import NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
+from cnnlab.explore.outputs import RETURNED, NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
 from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, output_entries, top_classes
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
@@ -254,7 +254,7 @@ def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
     before them (a ViT's patch embedding), which is not where the network decides. Read from one blank image's
     stages; nothing for a convolutional network."""
     try:  # the stages, without the output rows (a classifier's scores, a network's every output)
-        rows = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind != "output"]
+        rows = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind not in RETURNED]
     except Exception:  # it answered for blank images already; a note is not worth a refusal
         return ()
     maps = [k for k, r in enumerate(rows) if is_spatial(r.output)]
@@ -560,7 +560,7 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
         rows = model.stages(image)
         if network:
             return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(rows, maps),
-                    "explanation": None, "outputs": output_entries([r for r in rows if r.kind == "output"], image)}
+                    "explanation": None, "outputs": output_entries([r for r in rows if r.kind in RETURNED], image)}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:

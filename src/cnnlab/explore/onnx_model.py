@@ -61,6 +61,8 @@ from cnnlab.explore.model import (
 )
 from cnnlab.explore.onnx_macs import node_macs
 from cnnlab.explore.outputs import (
+    LISTED,
+    OUTPUT,
     NotAClassifier,
     id2label_names,
     indexed_names,
@@ -752,10 +754,10 @@ class OnnxModel:
                     as_nchw(torch.from_numpy(np.array(out[value], dtype=np.float32)), self.layouts.get(value)))
                 for node in self.stage_nodes for value, kind in [self.shown[id(node)]] if value in out]
         if self.scoring is not None:
-            return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
+            return [*rows, Row(self.output_name, OUTPUT, self._logits_of(out[self.output_name]))]
         # a network's every output as it is (one image's: a detection list of its own length gets a batch axis)
-        return [*rows, *(Row(name, "output", as_nchw(torch.from_numpy(value[:1] if per_image(value, 1) else
-                                                                       value[None]), self.layouts.get(name)))
+        return [*rows, *(Row(name, OUTPUT, as_nchw(torch.from_numpy(value[:1]), self.layouts.get(name)))
+                         if per_image(value, 1) else Row(name, LISTED, torch.from_numpy(value[None]))
                          for name in self.returned if isinstance(value := out.get(name), np.ndarray))]
 
     def kernels(self) -> torch.Tensor | None:

@@ -20,6 +20,12 @@ import torch
 
 from cnnlab.errors import CnnlabError, summary
 
+# The kinds of the rows of what a network returns (:class:`cnnlab.report.features.Row`): a tensor of the images' batch
+# cut to one image's, and one of an image's own list (a detector's boxes, masks or keypoints), whose first axis counts
+# what was found in the image, not channels: no map
+OUTPUT, LISTED = "output", "output list"
+RETURNED = (OUTPUT, LISTED)
+
 
 class NotAClassifier(CnnlabError):
     """A model whose outputs are no class scores (a detector's boxes, a segmentation model's maps, a backbone's
@@ -182,7 +188,7 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None, outpu
         isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
     if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
             not floats:
-        shown = " x ".join(map(str, out.shape)) if shape is not None else _structure(out)
+        shown = _shape_of(out) if shape is not None else _structure(out)
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
         # the shape shown is of one output among several: said so, or it reads as all the model returned
         returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
@@ -209,18 +215,19 @@ def per_image(value: Any, batch: int) -> bool:
     return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
 
 
-def output_tensors(out: Any, batch: int, name: str = "output", one_image: bool = False) -> list[tuple[str, Any]]:
+def output_tensors(out: Any, batch: int, name: str = "output", one_image: bool = False) -> list[tuple[str, str, Any]]:
     """Every tensor (or array) of what a network returned for ``batch`` images, one image's (``1 x ...``), named by
-    where it sits: ``output``, ``output[1]``, ``output['out']``, ``output[0]['boxes']``. A tensor of one entry per
-    image is cut to the first image's; a list or tuple of one dict (or list) per image, as torchvision's detectors
-    return, to its first item, whose tensors are that image's (``one_image``: given a batch axis of 1), as is any
-    other tensor of a pass of one image; in a larger batch, a value of the network's own, computed once for the
-    batch, is left out. An output object (Hugging Face's) is a dict."""
+    where it sits: ``output``, ``output[1]``, ``output['out']``, ``output[0]['boxes']``, with its row's kind. A tensor
+    of one entry per image is cut to the first image's (:data:`OUTPUT`); a list or tuple of one dict (or list) per
+    image, as torchvision's detectors return, to its first item, whose tensors are that image's (``one_image``: given
+    a batch axis of 1, :data:`LISTED`: their first axis counts the image's boxes, not channels), as is any other
+    tensor of a pass of one image; in a larger batch, a value of the network's own, computed once for the batch, is
+    left out. An output object (Hugging Face's) is a dict."""
     if isinstance(out, (torch.Tensor, np.ndarray)):
         if per_image(out, batch) and not one_image:
-            return [(name, out[:1])]
+            return [(name, OUTPUT, out[:1])]
         # a pass of one image: what has no axis of it (a squeezed output, a detection list) is still that image's
-        return [(name, out[None])] if one_image or batch == 1 else []
+        return [(name, LISTED if one_image else OUTPUT, out[None])] if one_image or batch == 1 else []
     if isinstance(out, dict):
         return [item for key, value in out.items()
                 for item in output_tensors(value, batch, f"{name}[{key!r}]", one_image)]
@@ -248,8 +255,11 @@ def per_image_shape(value: Any) -> str:
 
 
 def _shape_of(value: Any) -> str:
+    """A tensor's shape as ``2 x 5``; one of no axes (a mean over everything) as a single number, not as no text."""
     shape = getattr(value, "shape", None)
-    return " x ".join(map(str, shape)) if shape is not None else type(value).__name__
+    if shape is None:
+        return type(value).__name__
+    return " x ".join(map(str, shape)) or "a single number"
 
 
 def _structure(out: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from cnnlab.explore.images import colour, overlay, png_url, to_unit
+from cnnlab.explore.outputs import LISTED, scales_hint
 
 MAPS_PER_ROW = 8
 TOP = 5
@@ -36,7 +37,8 @@ def map_rows(rows, maps: int = MAPS_PER_ROW) -> list[dict[str, Any]]:
     for row in rows:
         out = row.output[0]
         entry: dict[str, Any] = {"name": row.name, "kind": row.kind, "shape": list(out.shape), "maps": []}
-        if out.dim() == 3 and out.shape[1] * out.shape[2] > 1:  # a 1 x 1 map is a number, not a picture
+        # a 1 x 1 map is a number, not a picture; a detector's list (keypoints: boxes x 17 x 3) is no map
+        if row.kind != LISTED and out.dim() == 3 and out.shape[1] * out.shape[2] > 1:
             order = out.flatten(1).float().var(1, correction=0).argsort(descending=True)[:maps]
             entry["maps"] = [{"channel": int(c), "png": png_url(colour(to_unit(out[c]), "viridis"))}
                              for c in order.tolist()]
@@ -62,8 +64,11 @@ def output_entries(rows, image: torch.Tensor) -> list[dict[str, Any]]:
     one image's ``shape``, its element ``dtype`` and the ``min``, ``mean`` and ``max`` of its values (None where it
     has none, or one is not finite: JSON has no NaN). An output of two or more channels on a map of more than one
     pixel, as a segmentation model's scores per pixel are, also gets ``segments``: the image in grey under the
-    channel of largest value at each pixel, one colour per channel (scaled to the image by nearest pixels)."""
+    channel of largest value at each pixel, one colour per channel (scaled to the image by nearest pixels); not a
+    detector's list (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no
+    scores)."""
     entries = []
+    features = bool(scales_hint([tuple(row.output.shape) for row in rows if row.output.dim() == 4]))
     for row in rows:
         out = row.output[0].detach()
         values = out.double().flatten()
@@ -73,7 +78,8 @@ def output_entries(rows, image: torch.Tensor) -> list[dict[str, Any]]:
                                  "dtype": str(out.dtype).removeprefix("torch."),
                                  **dict(zip(("min", "mean", "max"), [float(v) for v in stats] if finite else
                                             [None] * 3, strict=True))}
-        if out.dim() == 3 and out.shape[0] >= 2 and out.shape[1] * out.shape[2] > 1 and out.is_floating_point():
+        if not features and row.kind != LISTED and out.dim() == 3 and out.shape[0] >= 2 and \
+                out.shape[1] * out.shape[2] > 1 and out.is_floating_point():
             winner = out.float().argmax(0)[None, None].float()
             winner = torch.nn.functional.interpolate(winner, size=tuple(image.shape[-2:]), mode="nearest")[0, 0]
             heat = (winner % SEGMENT_COLOURS + 0.5) / SEGMENT_COLOURS

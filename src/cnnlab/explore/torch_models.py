@@ -161,8 +161,8 @@ class TorchModel:
         rows, tail = self._stage_pass(x)
         last = rows[-1]
         if self.scoring is None:
-            return [*rows[:-1], *(Row(name, "output", value)
-                                  for name, value in output_tensors(last.output, self._batch_run(x.shape[0])))], tail
+            returned = output_tensors(last.output, self._batch_run(x.shape[0]))
+            return [*rows[:-1], *(Row(name, kind, value) for name, kind, value in returned)], tail
         return [*rows[:-1], Row(last.name, last.kind, self.scoring.scores(last.output))], tail
 
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
