@@ -311,3 +311,29 @@ def test_a_program_of_one_image_says_what_it_returned_for_the_image_it_ran(tmp_p
     said = [n for n in model.notes if n.startswith("Not a classifier: ")]
     assert len(said) == 1 and "for 1 image it returns a dict of 'out' (1 x 2 x 16 x 16), expected 1 x classes" \
         in said[0], model.notes
+
+
+def test_a_graphs_list_of_one_detection_keeps_its_axis(tmp_path):
+    """An ONNX graph fed one image whose output is declared K x 6 (detections after NMS) and finds exactly one: its
+    first axis was read as the batch's and cut, the table saying "6" for the 1 x 6 it returned."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    constants = {"w": np.full((6, 3, SIDE, SIDE), 0.01, np.float32), "rows": np.array([-1, 6], np.int64),
+                 "one": np.array([1], np.int64), "axis0": np.array([0], np.int64), "half": np.array(0.5, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),  # 1 x 6 x 1 x 1: the one box there is
+             helper.make_node("Reshape", ["c", "rows"], ["boxes"]),  # 1 x 6
+             helper.make_node("ReduceMax", ["x"], ["brightest"], keepdims=0),
+             helper.make_node("Greater", ["brightest", "half"], ["found"]),  # a blank image finds none
+             helper.make_node("Reshape", ["found", "one"], ["found1"]),
+             helper.make_node("NonZero", ["found1"], ["where"]),  # 1 x K
+             helper.make_node("Squeeze", ["where", "axis0"], ["kept"]),
+             helper.make_node("Gather", ["boxes", "kept"], ["detections"], axis=0)]  # K x 6
+    graph = helper.make_graph(nodes, "nms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIDE, SIDE])],
+                              [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["K", 6])],
+                              [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    path = tmp_path / "one-box.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model, _ = open_with_images(path, None, Options())
+    assert model.scoring is None  # for a blank image it returns 0 x 6
+    [out] = analyze_image(model, _half_red())["outputs"]
+    assert out["name"] == "detections" and out["shape"] == [1, 6]

@@ -259,6 +259,10 @@ class OnnxModel:
         others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
         shapes, types = self._infer_shapes(model)
         self.returned = [o.name for o in graph.output]  # the graph's own outputs, a network's rows
+        # an output whose first axis is declared free where the input's batch is fixed (a detector's K boxes after
+        # NMS) lists what the image holds, one row or more: it is no batch axis, not even where one was found
+        self._listed = {o.name for o in graph.output
+                        if self.batch is not None and (first := _dims(o)[:1]) and not isinstance(first[0], int)}
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         network: tuple[str, ...] | None = None  # what the page says of a network that is no classifier
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
@@ -757,7 +761,8 @@ class OnnxModel:
             return [*rows, Row(self.output_name, OUTPUT, self._logits_of(out[self.output_name]))]
         # a network's every output as it is (one image's: a detection list of its own length gets a batch axis)
         return [*rows, *(Row(name, OUTPUT, as_nchw(torch.from_numpy(value[:1]), self.layouts.get(name)))
-                         if per_image(value, 1) else Row(name, LISTED, torch.from_numpy(value[None]))
+                         if per_image(value, 1) and name not in self._listed else
+                         Row(name, LISTED, torch.from_numpy(value[None]))
                          for name in self.returned if isinstance(value := out.get(name), np.ndarray))]
 
     def kernels(self) -> torch.Tensor | None:
