@@ -337,3 +337,63 @@ def test_a_graphs_list_of_one_detection_keeps_its_axis(tmp_path):
     assert model.scoring is None  # for a blank image it returns 0 x 6
     [out] = analyze_image(model, _half_red())["outputs"]
     assert out["name"] == "detections" and out["shape"] == [1, 6]
+
+
+class ModelOutput(dict):
+    """An output object as Hugging Face's are (``transformers.utils.ModelOutput`` is an ordered dict)."""
+
+
+class QueryDetector(nn.Module):
+    """DETR's output: class logits and a box for each of 5 queries, per image."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward(self, x):
+        f = self.conv(x).flatten(2)  # N x 5 queries x H*W
+        return ModelOutput(logits=f[..., :3], pred_boxes=f[..., 3:7].sigmoid())
+
+
+class SegFormerLike(nn.Module):
+    """SegFormer's output: logits per pixel at a quarter of the input's side, and the hidden states."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head = nn.Conv2d(3, 4, 4, stride=4), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        hidden = self.embed(x)
+        return ModelOutput(logits=self.head(hidden), hidden_states=(hidden,))
+
+
+def query_detector():
+    return QueryDetector()
+
+
+def segformer_like():
+    return SegFormerLike()
+
+
+@pytest.mark.parametrize("function, returned", [
+    ("query_detector", [("output['logits']", [5, 3]), ("output['pred_boxes']", [5, 4])]),
+    ("segformer_like", [("output['logits']", [3, SIDE // 4, SIDE // 4]),
+                        ("output['hidden_states'][0]", [4, SIDE // 4, SIDE // 4])])])
+def test_an_output_object_whose_logits_are_no_class_rows_is_shown_whole(function, returned, importable):
+    """Of an output object whose ``logits`` are no rows of class scores (DETR's per query, SegFormer's per pixel)
+    only the logits were shown, named ``output``: DETR's boxes and SegFormer's hidden states were missing."""
+    model, _ = open_with_images(f"{importable}:{function}", None, Options(input_size=SIDE))
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "it returns a ModelOutput of 'logits' (2 x " in said[0], model.notes
+    image = _half_red()
+    outputs = analyze_image(model, image)["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == returned
+    with torch.no_grad():
+        expected = globals()[function]().eval()(model.spec.to_input(image[None]))
+    values = expected[returned[1][0].split("'")[1]]
+    values = (values[0] if isinstance(values, tuple) else values)[0]
+    o = outputs[1]
+    assert [o["min"], o["mean"], o["max"]] == pytest.approx(
+        [float(values.min()), float(values.double().mean()), float(values.max())], abs=1e-6)

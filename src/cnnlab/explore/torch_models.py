@@ -21,6 +21,7 @@ from cnnlab.explore.model import InputSpec, Options, gradient_pngs, opened_as_ne
 from cnnlab.explore.outputs import (
     NotAClassifier,
     Scoring,
+    class_rows,
     first_output,
     logits_count,
     on_a_map,
@@ -75,9 +76,10 @@ class TorchModel:
         Hugging Face's image classifiers return, ``ImageClassifierOutput``) or of a dict (as such a model exported
         with torch.export returns it, or a forward written so); or the first of a tuple of outputs
         (:func:`cnnlab.explore.outputs.first_output`), as the ONNX kind reads a graph's first output, the others
-        named on the page."""
+        named on the page. ``logits`` that are no rows of scores (a segmentation model's per pixel, SegFormer's; a
+        detector's per query, DETR's) leave the output whole, refused, or shown, for what it is."""
         logits = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
-        if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor):
+        if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor) and class_rows(logits).dim() == 2:
             self._wrapped_in = "a dict" if type(out) is dict else type(out).__name__
             return logits
         scores, others = first_output(out)
