@@ -259,10 +259,10 @@ class OnnxModel:
         others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
         shapes, types = self._infer_shapes(model)
         self.returned = [o.name for o in graph.output]  # the graph's own outputs, a network's rows
-        # an output whose first axis is declared free where the input's batch is fixed (a detector's K boxes after
-        # NMS) lists what the image holds, one row or more: it is no batch axis, not even where one was found
+        # an output whose first axis is named free where the input's batch is fixed (a detector's K boxes after NMS)
+        # lists what the image holds, one row or more: it is no batch axis, not even where one was found
         self._listed = {o.name for o in graph.output
-                        if self.batch is not None and (first := _dims(o)[:1]) and not isinstance(first[0], int)}
+                        if self.batch is not None and (first := _dims(o)[:1]) and isinstance(first[0], str)}
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         network: tuple[str, ...] | None = None  # what the page says of a network that is no classifier
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
