@@ -397,3 +397,30 @@ def test_an_output_object_whose_logits_are_no_class_rows_is_shown_whole(function
     o = outputs[1]
     assert [o["min"], o["mean"], o["max"]] == pytest.approx(
         [float(values.min()), float(values.double().mean()), float(values.max())], abs=1e-6)
+
+
+class Autoencoder(nn.Module):
+    """An image in, an image out: down by a strided convolution, up by a transposed one, through a sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.down, self.up = nn.Conv2d(3, 4, 2, stride=2), nn.ConvTranspose2d(4, 3, 2, stride=2)
+
+    def forward(self, x):
+        return torch.sigmoid(self.up(torch.relu(self.down(x))))
+
+
+def autoencoder():
+    return Autoencoder()
+
+
+def test_an_autoencoders_image_is_not_said_to_be_scores_per_pixel(importable):
+    """An autoencoder's output (an image of the input's 3 channels) was said to be "a map of scores per pixel ... a
+    segmentation model's", which it is not."""
+    model, _ = open_with_images(f"{importable}:autoencoder", None, Options(input_size=SIDE))
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "(a map of 3 channels is an image, as an autoencoder returns, or a segmentation " \
+        "model's scores per pixel)" in said[0], model.notes
+    [out] = analyze_image(model, _half_red())["outputs"]
+    assert out["shape"] == [3, SIDE, SIDE] and 0 < out["min"] <= out["max"] < 1

@@ -309,10 +309,14 @@ def scales_hint(shapes) -> str:
 
 
 def map_hint(shape) -> str:
-    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel (none for a
-    1 x 1 map: class scores, read as such, :func:`class_rows`; refused for another reason, which the line says)."""
+    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel, or, of 1 or 3
+    channels, as likely an image (an autoencoder's, a denoiser's) (none for a 1 x 1 map: class scores, read as such,
+    :func:`class_rows`; refused for another reason, which the line says)."""
     if tuple(shape[2:]) == (1, 1):
         return ""
+    if shape[1] in (1, 3):
+        return (f" (a map of {shape[1]} channel{'s' * (shape[1] > 1)} is an image, as an autoencoder returns, or a "
+                "segmentation model's scores per pixel)")
     return " (a map of scores per pixel is a segmentation model's)"
 
 
