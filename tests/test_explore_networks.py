@@ -10,6 +10,7 @@ import base64
 import io
 import sys
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -424,3 +425,37 @@ def test_an_autoencoders_image_is_not_said_to_be_scores_per_pixel(importable):
         "model's scores per pixel)" in said[0], model.notes
     [out] = analyze_image(model, _half_red())["outputs"]
     assert out["shape"] == [3, SIDE, SIDE] and 0 < out["min"] <= out["max"] < 1
+
+
+@dataclass
+class Found:
+    """A model's own output type: a dataclass of its boxes and their scores."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+
+
+class DataclassDetector(Detector):
+    def forward(self, x):
+        f = torch.relu(self.conv(x))
+        return Found(boxes=f.amax((2, 3)).view(-1, 1, 4), scores=f.mean((2, 3)))
+
+
+def dataclass_detector():
+    return DataclassDetector()
+
+
+def test_a_dataclass_a_network_returns_is_shown_field_by_field(importable):
+    """A network returning its own dataclass (not a dict, not a tuple) had an empty "What it returns", and its note
+    said only the type's name."""
+    model, _ = open_with_images(f"{importable}:dataclass_detector", None, Options(input_size=SIDE))
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "it returns a Found of 'boxes' (2 x 1 x 4), 'scores' (2 x 4), expected" in said[0]
+    image = _half_red()
+    outputs = analyze_image(model, image)["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == [("output.boxes", [1, 4]), ("output.scores", [4])]
+    with torch.no_grad():
+        expected = DataclassDetector().eval()(model.spec.to_input(image[None]))
+    for o, values in zip(outputs, (expected.boxes[0], expected.scores[0]), strict=True):
+        assert [o["min"], o["mean"], o["max"]] == pytest.approx(
+            [float(values.min()), float(values.double().mean()), float(values.max())], abs=1e-6)

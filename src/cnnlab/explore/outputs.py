@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import codecs
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,9 @@ def output_tensors(out: Any, batch: int, name: str = "output", one_image: bool =
     if isinstance(out, dict):
         return [item for key, value in out.items()
                 for item in output_tensors(value, batch, f"{name}[{key!r}]", one_image)]
+    if fields := _fields_of(out):  # a dataclass's fields, named as the code that returned it reads them
+        return [item for key, value in fields.items()
+                for item in output_tensors(value, batch, f"{name}.{key}", one_image)]
     if isinstance(out, (list, tuple)):
         if not one_image and len(out) == batch and out and \
                 all(isinstance(o, (dict, list, tuple)) for o in out):
@@ -262,13 +266,20 @@ def _shape_of(value: Any) -> str:
     return " x ".join(map(str, shape)) or "a single number"
 
 
+def _fields_of(out: Any) -> dict[str, Any]:
+    """The fields of a dataclass instance a model returned (its own output type), by name; empty for anything else."""
+    if not dataclasses.is_dataclass(out) or isinstance(out, type):
+        return {}
+    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+
+
 def _structure(out: Any) -> str:
     """What a model returned that is not one tensor, in a few words: ``a tuple of 2 (2 x 5, 2 x 16)``, ``a dict of
     'out' (2 x 4 x 64 x 64)``, ``a list of 2 dicts of 'boxes', 'labels', 'scores'``."""
-    if isinstance(out, dict):
-        items = list(out.items())[:4]
-        shown = ", ".join(f"{k!r} ({_shape_of(v)})" for k, v in items)
-        return f"{_a(type(out).__name__)} of {shown}{', ...' * (len(out) > 4)}"
+    if isinstance(out, dict) or _fields_of(out):
+        fields = out if isinstance(out, dict) else _fields_of(out)
+        shown = ", ".join(f"{k!r} ({_shape_of(v)})" for k, v in list(fields.items())[:4])
+        return f"{_a(type(out).__name__)} of {shown}{', ...' * (len(fields) > 4)}"
     if isinstance(out, (list, tuple)):
         if out and all(isinstance(o, dict) for o in out):
             keys = ", ".join(map(repr, list(out[0])[:4]))
