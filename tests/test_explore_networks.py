@@ -459,3 +459,27 @@ def test_a_dataclass_a_network_returns_is_shown_field_by_field(importable):
     for o, values in zip(outputs, (expected.boxes[0], expected.scores[0]), strict=True):
         assert [o["min"], o["mean"], o["max"]] == pytest.approx(
             [float(values.min()), float(values.double().mean()), float(values.max())], abs=1e-6)
+
+
+class PanopticLike(nn.Module):
+    """Scores per pixel for the whole batch, and each image's keypoints (a list, 4 x 17 x 3): one map, one list."""
+
+    def __init__(self):
+        super().__init__()
+        self.segmenter, self.detector = Segmenter(), KeypointDetector()
+
+    def forward(self, x):
+        return self.segmenter(x)["out"], self.detector(x)
+
+
+def panoptic_like():
+    return PanopticLike()
+
+
+def test_a_map_beside_a_detectors_list_keeps_its_segments_picture(importable):
+    """Maps at several scales get no picture of a class per pixel; a detector's list (17 x 3 keypoints) is no map,
+    and does not make a segmentation map beside it one of several scales."""
+    model, _ = open_with_images(f"{importable}:panoptic_like", None, Options(input_size=SIDE))
+    outputs = analyze_image(model, _half_red())["outputs"]
+    assert [(o["name"], "segments" in o) for o in outputs] == [
+        ("output[0]", True), ("output[1][0]['boxes']", False), ("output[1][0]['keypoints']", False)]

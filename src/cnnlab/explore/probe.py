@@ -68,7 +68,8 @@ def output_entries(rows, image: torch.Tensor) -> list[dict[str, Any]]:
     detector's list (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no
     scores)."""
     entries = []
-    features = bool(scales_hint([tuple(row.output.shape) for row in rows if row.output.dim() == 4]))
+    maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
+    features = bool(scales_hint([tuple(row.output.shape) for row in maps]))
     for row in rows:
         out = row.output[0].detach()
         values = out.double().flatten()
