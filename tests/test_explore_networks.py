@@ -21,7 +21,7 @@ from torch import nn
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options, analyze_image, model_card
-from cnnlab.explore.sources import open_with_images, predict_any, summarize_any
+from cnnlab.explore.sources import open_model, open_with_images, predict_any, summarize_any
 from explore_support import _png
 
 SIDE = 16
@@ -483,3 +483,30 @@ def test_a_map_beside_a_detectors_list_keeps_its_segments_picture(importable):
     outputs = analyze_image(model, _half_red())["outputs"]
     assert [(o["name"], "segments" in o) for o in outputs] == [
         ("output[0]", True), ("output[1][0]['boxes']", False), ("output[1][0]['keypoints']", False)]
+
+
+class OneAtATime(nn.Module):
+    """A segmentation model written for one image (``view(1, ...)``): it fails on the 2 images it is first fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return {"out": self.conv(x.view(1, 3, SIDE, SIDE))}
+
+
+def one_at_a_time():
+    return OneAtATime()
+
+
+def test_a_network_that_fails_on_its_input_is_not_said_to_be_a_classifier(importable):
+    """explore and summary open any network, yet a network failing on its input was told "expected a classifier of
+    one image batch"; predict, which answers with classes, still says so."""
+    source = f"{importable}:one_at_a_time"
+    with pytest.raises(CnnlabError, match=r"one_at_a_time failed on a 2 x 3 x 16 x 16 NCHW input \(RuntimeError: "
+                                          r".*\); if it takes another size, pass that --input-size; expected a network "
+                                          r"that takes a batch of images$"):
+        open_with_images(source, None, Options(input_size=SIDE))
+    with pytest.raises(CnnlabError, match=r"; expected a classifier of one image batch$"):
+        open_model(source, Options(input_size=SIDE))  # as predict opens it

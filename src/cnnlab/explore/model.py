@@ -446,6 +446,12 @@ def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, .
             "there are no classes to rank and no attribution.",)
 
 
+def expected_model(options: Options) -> str:
+    """What a model that fails on the input it is fed was expected to be, as the refusal ends: any network where
+    ``options.any_network`` opens one (``explore``, ``summary``), else a classifier (``predict``, ``eval``)."""
+    return "a network that takes a batch of images" if options.any_network else "a classifier of one image batch"
+
+
 def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,
                  folder_classes: tuple[str, ...], where: str, noun: str,
                  stored_in: str = "the model file", sample: Any = None,

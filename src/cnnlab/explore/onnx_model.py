@@ -52,6 +52,7 @@ from cnnlab.explore.model import (
     InputSpec,
     Options,
     Scaling,
+    expected_model,
     occlusion_pngs,
     opened_as_network,
     read_outputs,
@@ -324,7 +325,7 @@ class OnnxModel:
             # fixed width after a Flatten) given another by --input-size, or one that fails on any input
             hint = "; pass an --input-size the graph allows" if self.spec.origin.get("size") == "flags" else ""
             raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
-                              f"({summary(e, 200)}){hint}; expected a classifier of one image batch") from None
+                              f"({summary(e, 200)}){hint}; expected {expected_model(options)}") from None
         if network is None:
             try:
                 count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")

@@ -17,7 +17,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import InputSpec, Options, gradient_pngs, opened_as_network
+from cnnlab.explore.model import InputSpec, Options, expected_model, gradient_pngs, opened_as_network
 from cnnlab.explore.outputs import (
     NotAClassifier,
     Scoring,
@@ -140,7 +140,7 @@ class TorchModel:
                 else:
                     hint = ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({first_line(e)}){hint}; "
-                                  "expected a classifier of one image batch") from e
+                                  f"expected {expected_model(options)}") from e
         return None if self._not_a_classifier else classes
 
     def _final_op(self) -> str | None:
