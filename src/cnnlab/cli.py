@@ -359,8 +359,9 @@ def _cmd_explore(args) -> int:
                     host=args.host, port=args.port, open_browser=not args.no_browser,
                     skip_bad_images=args.skip_bad_images, allow_hosts=args.allow_host)
     if saved:  # --export: the page was written, not served
-        print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
-              f"{saved['maps_per_stage']} channels per stage", flush=True)
+        inputs, maps = len(saved["inputs"]), saved["maps_per_stage"]
+        print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {inputs} input{'s' * (inputs != 1)}, {maps} "
+              f"channel{'s' * (maps != 1)} per stage", flush=True)
     return 0
 
 

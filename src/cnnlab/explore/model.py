@@ -44,7 +44,14 @@ from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.outputs import NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
-from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, output_entries, top_classes
+from cnnlab.explore.probe import (
+    MAPS_PER_ROW,
+    explanation_pngs,
+    is_segments,
+    map_rows,
+    output_entries,
+    top_classes,
+)
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
 from cnnlab.picture import CENTRE_CROP, SQUARE_KEY, as_hw
@@ -434,16 +441,31 @@ def _size_text(hw: tuple[int, int]) -> str:
 def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, ...]:
     """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
     ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
-    and a flag that reads outputs as class scores refused (``--classes``, ``--multi-label``)."""
+    and ``--multi-label``, which reads outputs as class probabilities, refused. (``--classes`` may name the channels
+    of its scores per pixel: :func:`segment_classes`.)"""
     if not options.any_network:
         raise refusal
-    given = [flag for flag, value in (("--classes", options.classes), ("--multi-label", options.multi_label)) if value]
-    if given:
-        raise CnnlabError(f"{' and '.join(given)} read{'s' * (len(given) == 1)} a classifier's outputs, but "
-                          f"{refusal.where} is not a classifier: {refusal.reason}; expected no {'/'.join(given)} "
-                          "for it") from None
+    if options.multi_label:
+        raise CnnlabError(f"--multi-label reads a classifier's outputs, but {refusal.where} is not a classifier: "
+                          f"{refusal.reason}; expected no --multi-label for it") from None
     return (f"Not a classifier: {refusal.reason}. Shown is what each layer computes and what the network returns; "
             "there are no classes to rank and no attribution.",)
+
+
+def segment_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
+    """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
+    pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), named in the picture's legend; none
+    without the flag. Refused where no output is a map of as many channels (read from one blank image's outputs)."""
+    if options.classes is None:
+        return ()
+    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind == "output"]
+    if not any(is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) for r in outputs):
+        shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
+        raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
+                          f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel for "
+                          f"them to name (its outputs: {shown}); expected as many names as a map's channels, or no "
+                          "--classes")
+    return options.classes
 
 
 def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,
@@ -560,7 +582,8 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
         rows = model.stages(image)
         if network:
             return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(rows, maps),
-                    "explanation": None, "outputs": output_entries([r for r in rows if r.kind == "output"], image)}
+                    "explanation": None,
+                    "outputs": output_entries([r for r in rows if r.kind == "output"], image, model.classes)}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:

@@ -39,7 +39,7 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import Carried, Options, read_outputs, square_as_exported, token_notes
+from cnnlab.explore.model import Carried, Options, read_outputs, segment_classes, square_as_exported, token_notes
 from cnnlab.explore.outputs import id2label_names, per_image, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
@@ -303,6 +303,8 @@ class ModuleModel(TorchModel):
             self.notes = (f"{note} Class names: {where}.".lstrip(), *self._outputs_note("module"),
                           *self.scoring.notes())
         self.notes += (*token_notes(self, "module"), *self._unused())
+        if self.scoring is None:  # --classes may name the channels of its scores per pixel
+            self.classes = segment_classes(self, options)
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
