@@ -111,7 +111,7 @@ class TorchModel:
         ``options.any_network`` opens such a network for its layers: then None, and what the page says of it in
         ``_not_a_classifier`` (:func:`cnnlab.explore.model.opened_as_network`)."""
         spec = self.spec
-        classes = None
+        classes, self._not_a_classifier = None, ()  # (a module tries its input's channels in turn)
         for n in (2, 1):
             try:
                 with torch.no_grad():
