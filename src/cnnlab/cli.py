@@ -489,7 +489,7 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True, feedi
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on "
                      "Fashion-MNIST, another registered dataset or a folder of your images; "
-                     "look inside any CNN classifier with explore.")
+                     "look inside any CNN with explore.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
@@ -586,8 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "above; default: the exporter's, 20 with torch 2.14)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN classifier "
-                       "(ONNX, torch.export, module:function) on your images (docs/explore.md)")
+    p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN, classifier or "
+                       "not (ONNX, torch.export, module:function), on your images (docs/explore.md)")
     p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs); or "
                    "one model: a .onnx, .pt2 (torch.export) or cnnlab .pt file, an ImageNet backbone's name "
                    "(imagenet-resnet18: its weights and class names), or module:function (imports and calls YOUR "
