@@ -164,6 +164,10 @@ def test_a_saved_page_of_a_segmentation_model_shows_what_it_returns(tmp_path, rg
     assert driver.find_element("css selector", "#segments img").is_displayed()
     legend = [li.text for li in driver.find_elements("css selector", "#segments .legend li")]  # the channels' names
     assert legend and all(re.fullmatch(r"(red|dark) \d+\.\d%", text) for text in legend), legend
+    # a screen reader hears what it returns (it heard "What the network makes of p0.png: " and nothing)
+    said = driver.execute_script("return document.getElementById('result-status').textContent")
+    assert said == f"What the network makes of {driver.find_element('id', 'result-source').text}: out, 2 x 16 x 16 " \
+                   f"({', '.join(legend)})", said
     assert broken_images(driver) == [] and _errors(driver) == [] and low_contrast(driver) == []
     assert not (small := small_targets(driver)), small
     driver.set_window_size(375, 667)
