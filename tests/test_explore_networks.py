@@ -233,3 +233,36 @@ def test_explore_saves_the_page_of_a_network_from_the_command_line(tmp_path, cap
     assert re.fullmatch(rf"{re.escape(str(page))}: \d+\.\d MiB, 1 input, 8 channels per stage",
                         capsys.readouterr().out.strip())
     assert "What it returns" in page.read_text()
+
+
+class Detr(nn.Module):
+    """A DETR-like detector: a dict of ``logits`` (a score per query and class, N x 5 x 3) and ``pred_boxes``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x)).flatten(2)  # N x 5 queries x pixels
+        return {"logits": f[..., :3], "pred_boxes": f[..., :4].sigmoid()}
+
+
+def detr():
+    return Detr()
+
+
+@pytest.mark.parametrize("kind", ["module", "pt2"])
+def test_a_detector_returning_logits_beside_its_boxes_shows_both(kind, importable, tmp_path):
+    """The class scores of a dict or output object are its "logits": a detector's (per query, N x queries x classes)
+    are no classifier's, and its page showed them alone, its boxes left out."""
+    if kind == "module":
+        source, options = f"{importable}:detr", Options(input_size=SIDE)
+    else:
+        source, options = str(tmp_path / "detr.pt2"), Options()
+        torch.export.save(torch.export.export(Detr().eval(), (torch.zeros(1, 3, SIDE, SIDE),)), source)
+    model, _ = open_with_images(source, None, options)
+    assert model.scoring is None
+    outputs = analyze_image(model, _half_red())["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == [("output['logits']", [5, 3]),
+                                                          ("output['pred_boxes']", [5, 4])]

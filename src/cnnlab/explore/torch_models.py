@@ -75,7 +75,10 @@ class TorchModel:
         Hugging Face's image classifiers return, ``ImageClassifierOutput``) or of a dict (as such a model exported
         with torch.export returns it, or a forward written so); or the first of a tuple of outputs
         (:func:`cnnlab.explore.outputs.first_output`), as the ONNX kind reads a graph's first output, the others
-        named on the page."""
+        named on the page. A network that is no classifier keeps all it returned (a detector's ``logits`` come with
+        its ``pred_boxes``), each output a row of its own."""
+        if self._not_a_classifier:
+            return out
         logits = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
         if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor):
             self._wrapped_in = "a dict" if type(out) is dict else type(out).__name__
