@@ -16,7 +16,8 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
 
 A network that is no classifier (a detector, a segmentation model, a backbone's features: its outputs are no
 ``N x K`` scores, :class:`cnnlab.explore.outputs.NotAClassifier`) is opened where :attr:`Options.any_network` says
-(``explore`` and ``summary``: what its layers compute needs no classes) with ``scoring`` None and no ``classes``;
+(``explore`` and ``summary``: what its layers compute needs no classes) with ``scoring`` None and no ``classes``
+(but the names ``--classes`` gives the channels of its scores per pixel: :func:`segment_classes`);
 its ``stages`` end in a row per tensor it returns, named by where it sits (``output['out']``), and it has no
 ``logits`` and no ``attribution``. ``predict`` and ``eval`` refuse it.
 
@@ -436,8 +437,6 @@ def _size_text(hw: tuple[int, int]) -> str:
     return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
-
-
 def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, ...]:
     """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
     ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
@@ -479,8 +478,6 @@ def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tu
     scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, sums_to_one(sample), on_map)
     classes, named_by = resolve_classes(options.classes, stored, scoring, folder_classes, stored_in)
     return scoring, classes, named_by
-
-
 
 
 def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:
