@@ -396,7 +396,7 @@ class ModuleModel(TorchModel):
             model = create_model(name, num_classes=len(categories), in_channels=3, pretrained=True)
             channels, classes = 3, len(categories)
             note = f"torchvision's {builder} with its {BACKBONES[name].weights} weights (read weights-only from " \
-                   f"{weights_file(name)})."
+                   f"{weights_file(weights_enum(name))})."
         else:  # the architecture, with a state dict of it from elsewhere (fine-tuned on other classes, perhaps)
             expected = f"a state dict of torchvision's {builder} (its model.state_dict(), {SAVED})"
             state, unread = read_weights(given.weights, expected)
