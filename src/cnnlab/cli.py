@@ -236,9 +236,11 @@ def _cmd_summary(args) -> int:
 
 
 def names_a_model_from_elsewhere(text: str) -> bool:
-    """Whether ``cnnlab summary TEXT`` names a file or ``module:function`` rather than one of cnnlab's models (whose
-    names hold none of ``. / : \\``)."""
-    return any(c in text for c in "./:\\")
+    """Whether ``cnnlab summary TEXT`` names a file, ``module:function`` or one of torchvision's pretrained networks
+    (``torchvision-NAME``) rather than one of cnnlab's models (whose names hold none of ``. / : \\``)."""
+    from cnnlab.models.torchvision_zoo import is_zoo_name
+
+    return any(c in text for c in "./:\\") or is_zoo_name(text)
 
 
 def _cmd_kernel(args) -> int:
