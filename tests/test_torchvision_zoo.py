@@ -241,3 +241,30 @@ def test_a_builder_without_weights_is_one_line(monkeypatch):
                                           r"resnet18 has no weights enum\)"):
         zoo_model("torchvision-resnet18")
 
+
+class _WideDetector(torch.nn.Module):
+    """A detector's shape (a dict of boxes per image) whose second convolution takes 64 channels, recording the
+    channels of each input it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.body = torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.Conv2d(64, 4, 1)
+        self.fed: set[int] = set()
+
+    def forward(self, x):
+        self.fed.add(x.shape[1])
+        f = self.body(torch.relu(self.stem(x)))
+        return [{"boxes": f[i].amax((1, 2)).view(1, 4)} for i in range(x.shape[0])]
+
+
+def test_predict_refuses_a_detector_after_one_pass_at_its_input_channels():
+    """`cnnlab predict torchvision-fasterrcnn_resnet50_fpn` went on, after the detector answered its 3-channel input
+    with boxes, to feed it inputs of every other convolution's channel count (2,048 channels at 800 x 800 px, 10 GB
+    for two blank images) before refusing it: a network that runs on an input is no classifier whatever it is fed."""
+    from cnnlab.explore.module_model import ModuleModel
+    from cnnlab.explore.outputs import NotAClassifier
+
+    detector = _WideDetector()
+    with pytest.raises(NotAClassifier, match="is not a classifier"):
+        ModuleModel(detector, "wide", Options(input_size=16))
+    assert detector.fed == {3}
