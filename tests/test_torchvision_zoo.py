@@ -198,7 +198,9 @@ def test_the_file_is_fetched_as_the_imagenet_backbones_are_hash_checked(torch_ho
 def test_a_bad_weights_file_is_one_line_and_never_unpickled(torch_home):
     zoo = zoo_model(PREFIX + CLASSIFIER)
     zoo.file.parent.mkdir(parents=True)
-    torch.save({"features.0.0.weight": _Unpickled()}, zoo.file)
+    payload = _Unpickled()
+    payload.state = 1  # (an object without state is unpickled without a call to __setstate__)
+    torch.save({"features.0.0.weight": payload}, zoo.file)
     with pytest.raises(CnnlabError, match="cnnlab never unpickles code") as info:
         build_pretrained(zoo)
     assert "\n" not in str(info.value) and str(zoo.file) in str(info.value) and not _Unpickled.built
@@ -268,3 +270,14 @@ def test_predict_refuses_a_detector_after_one_pass_at_its_input_channels():
     with pytest.raises(NotAClassifier, match="is not a classifier"):
         ModuleModel(detector, "wide", Options(input_size=16))
     assert detector.fed == {3}
+
+
+@pytest.mark.parametrize("options, match", [
+    (Options(weights="mine.pth"), r"^--weights puts a state dict into a network built by name; torchvision-resnet18 "
+                                  r"reads torchvision's own weights; expected no --weights for it"),
+    (Options(bgr=True), r"^--bgr describes a model from elsewhere; torchvision-resnet18 takes RGB pixels / 255"),
+])
+def test_flags_for_weights_or_pixels_of_another_kind_are_refused_in_one_line(torch_home, options, match):
+    with pytest.raises(CnnlabError, match=match) as info:
+        open_model(PREFIX + CLASSIFIER, options)
+    assert "\n" not in str(info.value)
