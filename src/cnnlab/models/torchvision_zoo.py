@@ -56,6 +56,7 @@ class ZooModel:
 
 
 def is_zoo_name(text: str) -> bool:
+    """Whether ``text`` has the form of one of these names (:func:`zoo_model` says whether it is one)."""
     return text.startswith(PREFIX)
 
 
@@ -86,12 +87,14 @@ def zoo_model(name: str) -> ZooModel:
     return ZooModel(name, builder, tasks[builder], weights)
 
 
-def feeding(zoo: ZooModel, model: nn.Module) -> tuple[int, tuple[float, ...] | None, tuple[float, ...] | None, str]:
+def feeding(zoo: ZooModel,
+            model: nn.Module | None) -> tuple[int, tuple[float, ...] | None, tuple[float, ...] | None, str]:
     """How pictures become ``zoo``'s input, as its weights' ``transforms()`` say: the side, mean and std, and where
-    the side was read. A classifier's side is the transform's centre crop (224 for most), a segmentation model's
-    the side it resizes pictures to (520). A detector's transform only scales pixels to 0-1: the model normalises and
-    resizes inside (``model.transform``), so its side is the one that resize gives (``transform.min_size``: 800 for
-    Faster R-CNN on ResNet-50, 320 for the ``320`` models); fed at that side, the inner resize changes nothing."""
+    the side was read (``model``, the built network, is read for a detector's only). A classifier's side is the
+    transform's centre crop (224 for most), a segmentation model's the side it resizes pictures to (520). A
+    detector's transform only scales pixels to 0-1: the model normalises and resizes inside (``model.transform``),
+    so its side is the one that resize gives (``transform.min_size``: 800 for Faster R-CNN on ResNet-50, 320 for the
+    ``320`` models); fed at that side, the inner resize changes nothing."""
     transform = zoo.weights.transforms()
     mean, std = (tuple(float(v) for v in getattr(transform, k)) if hasattr(transform, k) else None
                  for k in ("mean", "std"))
