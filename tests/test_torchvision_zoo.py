@@ -123,6 +123,9 @@ def test_the_side_each_task_is_fed_at_is_its_weights_transforms_or_its_detectors
         assert feeding(zoo_model(PREFIX + builder), None)[0] == side
     detector = _reference(DETECTOR)
     assert feeding(zoo_model(PREFIX + DETECTOR), detector)[:3] == (320, None, None)  # it normalises inside
+    with torch.device("meta"):  # (only its transform is read) Keypoint R-CNN trains at 640 to 800 px, tests at 800
+        keypoints = torchvision.models.get_model("keypointrcnn_resnet50_fpn", weights=None, weights_backbone=None)
+    assert feeding(zoo_model(PREFIX + "keypointrcnn_resnet50_fpn"), keypoints)[0] == 800
 
 
 def test_a_detector_opens_and_lists_what_it_returns(torch_home, tmp_path, capsys):

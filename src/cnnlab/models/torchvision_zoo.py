@@ -93,7 +93,7 @@ def feeding(zoo: ZooModel,
     the side was read (``model``, the built network, is read for a detector's only). A classifier's side is the
     transform's centre crop (224 for most), a segmentation model's the side it resizes pictures to (520). A
     detector's transform only scales pixels to 0-1: the model normalises and resizes inside (``model.transform``),
-    so its side is the one that resize gives (``transform.min_size``: 800 for Faster R-CNN on ResNet-50, 320 for the
+    so its side is the one that resize gives (``transform.min_size``, the last: 800 for Faster R-CNN on ResNet-50, 320 for the
     ``320`` models); fed at that side, the inner resize changes nothing."""
     transform = zoo.weights.transforms()
     mean, std = (tuple(float(v) for v in getattr(transform, k)) if hasattr(transform, k) else None
@@ -102,7 +102,8 @@ def feeding(zoo: ZooModel,
         return int(transform.crop_size[0]), mean, std, "weights' transforms (their centre crop)"
     if zoo.task == "segmentation":
         return int(transform.resize_size[0]), mean, std, "weights' transforms (their resize)"
-    return int(model.transform.min_size[0]), mean, std, "detector's own transform (its min_size)"
+    # in evaluation its resize takes the last of min_size (Keypoint R-CNN trains at 640 to 800 px: 800)
+    return int(model.transform.min_size[-1]), mean, std, "detector's own transform (its min_size)"
 
 
 # torch.hub reads a cached file with torch.load(weights_only=False), which unpickles whatever the file holds; torch's
