@@ -93,8 +93,8 @@ def feeding(zoo: ZooModel,
     the side was read (``model``, the built network, is read for a detector's only). A classifier's side is the
     transform's centre crop (224 for most), a segmentation model's the side it resizes pictures to (520). A
     detector's transform only scales pixels to 0-1: the model normalises and resizes inside (``model.transform``),
-    so its side is the one that resize gives (``transform.min_size``, the last: 800 for Faster R-CNN on ResNet-50, 320 for the
-    ``320`` models); fed at that side, the inner resize changes nothing."""
+    so its side is the one that resize gives (``transform.min_size``, the last: 800 for Faster R-CNN on ResNet-50,
+    320 for the ``320`` models); fed at that side, the inner resize changes nothing."""
     transform = zoo.weights.transforms()
     mean, std = (tuple(float(v) for v in getattr(transform, k)) if hasattr(transform, k) else None
                  for k in ("mean", "std"))
