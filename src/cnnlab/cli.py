@@ -236,9 +236,11 @@ def _cmd_summary(args) -> int:
 
 
 def names_a_model_from_elsewhere(text: str) -> bool:
-    """Whether ``cnnlab summary TEXT`` names a file or ``module:function`` rather than one of cnnlab's models (whose
-    names hold none of ``. / : \\``)."""
-    return any(c in text for c in "./:\\")
+    """Whether ``cnnlab summary TEXT`` names a file, ``module:function`` or one of torchvision's pretrained networks
+    (``torchvision-NAME``) rather than one of cnnlab's models (whose names hold none of ``. / : \\``)."""
+    from cnnlab.models.torchvision_zoo import is_zoo_name
+
+    return any(c in text for c in "./:\\") or is_zoo_name(text)
 
 
 def _cmd_kernel(args) -> int:
@@ -502,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint, or of "
                        "any classifier explore opens on a labelled dataset")
     p.add_argument("checkpoint", metavar="model", help="a cnnlab checkpoint (.pt), or a model from elsewhere as "
-                   "explore takes it (a .onnx or .pt2 file, an ImageNet backbone's name, module:function), scored on "
-                   "--data-dir or --dataset")
+                   "explore takes it (a .onnx or .pt2 file, an ImageNet backbone's name, torchvision-NAME, "
+                   "module:function), scored on --data-dir or --dataset")
     p.add_argument("--data-dir", help=DATA_DIR_HELP + "; for a model from elsewhere: a folder of class subfolders "
                    "(its test/ split if it has one, else all of it), or --dataset's folder")
     p.add_argument("--dataset", metavar="NAME", help="a registered dataset to score on (cnnlab datasets): for a "
@@ -525,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs of a model")
     p.add_argument("model", help="one of cnnlab's models (cnnlab models lists them), or any model explore opens: a "
-                   ".onnx, .pt2 or cnnlab .pt file, or module:function (imports and calls YOUR code)")
+                   ".onnx, .pt2 or cnnlab .pt file, torchvision-NAME (torchvision's pretrained classifiers, "
+                   "segmentation models and detectors), or module:function (imports and calls YOUR code)")
     p.add_argument("--input", metavar="N,C,H,W", type=_flag_type(_input_shape),
                    help="input shape of one of cnnlab's models (default: 1,1,S,S at the model's input size)")
     p.add_argument("--ops", default="torch", choices=("torch", "scratch"))
@@ -547,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify image files with a checkpoint, or any classifier explore opens")
     p.add_argument("checkpoint", metavar="model", help="a cnnlab checkpoint (.pt), or a model from elsewhere as "
                    "explore takes it: a .onnx or .pt2 file (a cnnlab export, or anyone's), an ImageNet backbone's "
-                   "name (imagenet-resnet18) or module:function (imports and calls YOUR code)")
+                   "name (imagenet-resnet18), torchvision-NAME (torchvision-resnet18) or module:function (imports "
+                   "and calls YOUR code)")
     p.add_argument("images", nargs="+", help="image files, or folders whose image files are all classified, each "
                    "line printed as its chunk of pictures is done (a bad file is reported on stderr and skipped; the "
                    "exit code is then 2)")
@@ -587,11 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN, classifier or "
-                       "not (ONNX, torch.export, module:function), on your images (docs/explore.md)")
+                       "not (ONNX, torch.export, torchvision-NAME, module:function), on your images "
+                       "(docs/explore.md)")
     p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs); or "
                    "one model: a .onnx, .pt2 (torch.export) or cnnlab .pt file, an ImageNet backbone's name "
-                   "(imagenet-resnet18: its weights and class names), or module:function (imports and calls YOUR "
-                   "code: a function returning an nn.Module)")
+                   "(imagenet-resnet18: its weights and class names), torchvision-NAME (any of torchvision's "
+                   "classifiers, segmentation models and detectors with its DEFAULT weights and their categories: "
+                   "torchvision-lraspp_mobilenet_v3_large), or module:function (imports and calls YOUR code: a "
+                   "function returning an nn.Module)")
     p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
     _add_model_flags(p)
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
