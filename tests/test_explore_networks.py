@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -153,6 +154,8 @@ def test_the_segments_picture_colours_each_pixel_by_its_largest_channel(importab
     # channel 0 wins on the red half, channel 1 on the black one: one colour each, and not the same
     assert (left == left[0]).all() and (right == right[0]).all()
     assert not (left[0] == right[0]).all()
+    # the legend: each channel that wins a pixel, by its share of them, named by number where no names are given
+    assert [(c["name"], c["share"]) for c in out["legend"]] == [("channel 0", 0.5), ("channel 1", 0.5)]
 
 
 def test_a_detectors_outputs_are_one_images_named_by_where_they_sit(importable):
@@ -186,13 +189,35 @@ def test_predict_and_eval_refuse_a_network_and_say_where_it_can_be_seen(kind, tm
     assert "is not a classifier" in capsys.readouterr().err
 
 
-def test_classes_for_a_network_are_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("kind", ["module", "onnx", "pt2"])
+def test_classes_name_the_channels_of_a_segmentation_models_scores(kind, importable, tmp_path):
+    """--classes was refused for any network that is no classifier; a segmentation model's channels are its classes,
+    named in the legend of the picture of its largest channel per pixel, each with its share of the pixels."""
+    source = f"{importable}:segmenter" if kind == "module" else _file_of(kind, tmp_path)
+    model, _ = open_with_images(source, None, Options(classes=("red", "dark"), input_size=SIDE if kind == "module"
+                                                      else None))
+    assert model.scoring is None and model.classes == ("red", "dark")
+    image = _half_red()
+    image[0, :4, :] = 255  # the top 4 rows red all across: 4 x 8 more red pixels than dark ones
+    [out] = analyze_image(model, image)["outputs"]
+    red = (SIDE * SIDE // 2 + 4 * SIDE // 2) / (SIDE * SIDE)
+    assert [(c["name"], c["channel"]) for c in out["legend"]] == [("red", 0), ("dark", 1)]
+    assert [c["share"] for c in out["legend"]] == pytest.approx([red, 1 - red])
+    assert out["legend"][0]["colour"] != out["legend"][1]["colour"]
+
+
+def test_flags_that_read_a_classifiers_outputs_are_refused_for_a_network_in_one_line(tmp_path):
     source = _file_of("onnx", tmp_path)
-    with pytest.raises(CnnlabError, match=r"^--classes reads a classifier's outputs, but \S*seg.onnx is not a "
+    with pytest.raises(CnnlabError, match=r"^--multi-label reads a classifier's outputs, but \S*seg.onnx is not a "
                                           r"classifier: its output 'out' has shape 1 x 2 x 16 x 16, expected N x "
                                           r"classes \(a map of scores per pixel is a segmentation model's\); "
-                                          r"expected no --classes for it$"):
-        open_with_images(source, None, Options(classes=("a", "b")))
+                                          r"expected no --multi-label for it$"):
+        open_with_images(source, None, Options(multi_label=True))
+    with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but seg.onnx is not a classifier, and none of "
+                                          r"its outputs is a map of 3 channels of scores per pixel for them to name "
+                                          r"\(its outputs: out 2 x 16 x 16\); expected as many names as a map's "
+                                          r"channels, or no --classes$"):
+        open_with_images(source, None, Options(classes=("a", "b", "c")))
 
 
 @pytest.mark.parametrize("kind", ["onnx", "pt2"])
@@ -204,6 +229,52 @@ def test_summary_of_a_network_that_is_no_classifier(kind, tmp_path, capsys):
     assert total.startswith(f"total: {sum(p.numel() for p in Segmenter().parameters())} parameters in ")
     assert main(["summary", source]) == 0
     assert capsys.readouterr().out.strip() == text
+
+
+def test_explore_saves_the_page_of_a_network_from_the_command_line(tmp_path, capsys):
+    source = _file_of("onnx", tmp_path)
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (pictures / "red.png").write_bytes(_png(_half_red().permute(1, 2, 0).numpy()))
+    page = tmp_path / "page.html"
+    assert main(["explore", source, "--images", str(pictures), "--export", str(page)]) == 0
+    # one picture: "1 input" (it said "1 inputs")
+    assert re.fullmatch(rf"{re.escape(str(page))}: \d+\.\d MiB, 1 input, 8 channels per stage",
+                        capsys.readouterr().out.strip())
+    assert "What it returns" in page.read_text()
+
+
+class Detr(nn.Module):
+    """A DETR-like detector: a dict of ``logits`` (a score per query and class, N x 5 x 3) and ``pred_boxes``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x)).flatten(2)  # N x 5 queries x pixels
+        return {"logits": f[..., :3], "pred_boxes": f[..., :4].sigmoid()}
+
+
+def detr():
+    return Detr()
+
+
+@pytest.mark.parametrize("kind", ["module", "pt2"])
+def test_a_detector_returning_logits_beside_its_boxes_shows_both(kind, importable, tmp_path):
+    """The class scores of a dict or output object are its "logits": a detector's (per query, N x queries x classes)
+    are no classifier's, and its page showed them alone, its boxes left out."""
+    if kind == "module":
+        source, options = f"{importable}:detr", Options(input_size=SIDE)
+    else:
+        source, options = str(tmp_path / "detr.pt2"), Options()
+        torch.export.save(torch.export.export(Detr().eval(), (torch.zeros(1, 3, SIDE, SIDE),)), source)
+    model, _ = open_with_images(source, None, options)
+    assert model.scoring is None
+    outputs = analyze_image(model, _half_red())["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == [("output['logits']", [5, 3]),
+                                                          ("output['pred_boxes']", [5, 4])]
 
 
 class KeypointDetector(nn.Module):
@@ -351,12 +422,11 @@ class ModelOutput(dict):
     """An output object as Hugging Face's are (``transformers.utils.ModelOutput`` is an ordered dict)."""
 
 
-class QueryDetector(Detector):
-    """DETR's output: class logits and a box for each of 4 queries, per image."""
+class DetrOutput(Detr):
+    """DETR's output as Hugging Face's object returns it, not a dict."""
 
     def forward(self, x):
-        f = self.conv(x).flatten(2)  # N x 4 queries x H*W
-        return ModelOutput(logits=f[..., :3], pred_boxes=f[..., 3:7].sigmoid())
+        return ModelOutput(super().forward(x))
 
 
 class SegFormerLike(nn.Module):
@@ -372,8 +442,8 @@ class SegFormerLike(nn.Module):
         return ModelOutput(logits=self.head(hidden), hidden_states=(hidden,))
 
 
-def query_detector():
-    return QueryDetector()
+def detr_output():
+    return DetrOutput()
 
 
 def segformer_like():
@@ -381,7 +451,7 @@ def segformer_like():
 
 
 @pytest.mark.parametrize("function, returned", [
-    ("query_detector", [("output['logits']", [4, 3]), ("output['pred_boxes']", [4, 4])]),
+    ("detr_output", [("output['logits']", [5, 3]), ("output['pred_boxes']", [5, 4])]),
     ("segformer_like", [("output['logits']", [3, SIDE // 4, SIDE // 4]),
                         ("output['hidden_states'][0]", [4, SIDE // 4, SIDE // 4])])])
 def test_an_output_object_whose_logits_are_no_class_rows_is_shown_whole(function, returned, importable):

@@ -7,6 +7,7 @@ there (the docs' picture).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -142,11 +143,12 @@ def test_a_long_layer_name_without_spaces_wraps_on_a_phone(tmp_path, grey_folder
 def test_a_saved_page_of_a_segmentation_model_shows_what_it_returns(tmp_path, rgb_folder, driver):  # noqa: F811
     """A network that is no classifier was refused; its saved page shows its layers, maps and what it returns (the
     outputs' table and the channel of largest score at each pixel), with no top classes, readable on a phone."""
+    from cnnlab.explore.model import Options
     from cnnlab.explore.page import export_page
     from cnnlab.explore.sources import open_with_images
     from test_explore_networks import _file_of
 
-    model, images = open_with_images(_file_of("onnx", tmp_path), rgb_folder)
+    model, images = open_with_images(_file_of("onnx", tmp_path), rgb_folder, Options(classes=("red", "dark")))
     page = tmp_path / "seg.html"
     export_page(model, images, page)
     driver.set_window_size(1280, 1000)
@@ -160,6 +162,12 @@ def test_a_saved_page_of_a_segmentation_model_shows_what_it_returns(tmp_path, rg
                                   ".map(r => Array.from(r.cells).map(c => c.textContent))")
     assert [c[:3] for c in cells] == [["out", "2 x 16 x 16", "float32"]]
     assert driver.find_element("css selector", "#segments img").is_displayed()
+    legend = [li.text for li in driver.find_elements("css selector", "#segments .legend li")]  # the channels' names
+    assert legend and all(re.fullmatch(r"(red|dark) \d+\.\d%", text) for text in legend), legend
+    # a screen reader hears what it returns (it heard "What the network makes of p0.png: " and nothing)
+    said = driver.execute_script("return document.getElementById('result-status').textContent")
+    assert said == f"What the network makes of {driver.find_element('id', 'result-source').text}: out, 2 x 16 x 16 " \
+                   f"({', '.join(legend)})", said
     assert broken_images(driver) == [] and _errors(driver) == [] and low_contrast(driver) == []
     assert not (small := small_targets(driver)), small
     driver.set_window_size(375, 667)

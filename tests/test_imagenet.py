@@ -42,6 +42,15 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     return tmp_path / "torch"
 
 
+def _file(name: str = SMALL) -> Path:
+    """Where the weights of ImageNet backbone ``name`` are cached."""
+    return imagenet.weights_file(imagenet.weights_enum(name))
+
+
+def _url(name: str = SMALL) -> str:
+    return imagenet.weights_url(imagenet.weights_enum(name))
+
+
 def _write_weights(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Seeded random ImageNet-shaped weights of ``name`` at the path torchvision's URL names; returns them.
 
@@ -54,8 +63,8 @@ def _write_weights(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
                 module.running_mean.normal_()
                 module.running_var.uniform_(0.5, 2)
     state = model.state_dict()
-    path = imagenet.weights_file(name)
-    assert path.name == Path(imagenet.weights_url(name)).name  # the exact file name of torchvision's URL
+    path = _file(name)
+    assert path.name == Path(_url(name)).name  # the exact file name of torchvision's URL
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return state
@@ -76,7 +85,7 @@ def test_family_table_agrees_with_torchvision_metadata():
         weights = imagenet.weights_enum(name)
         assert str(weights) == backbone.weights
         assert weights.transforms().crop_size == [imagenet.INPUT_SIZE] == [model_info(name).input_size]
-        assert imagenet.weights_file(name).name == weights.url.rsplit("/", 1)[1]
+        assert imagenet.weights_file(weights).name == weights.url.rsplit("/", 1)[1]
         with torch.device("meta"):  # every architecture takes the new head and the grey stem, without compute
             model = create_model(name, num_classes=7, in_channels=1)
             assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 7)
@@ -107,7 +116,7 @@ def test_models_pretrained_lists_one_name_first_on_each_line(torch_home, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list_models(pretrained=True)
     small = next(line for line in lines if line.startswith(SMALL + " "))
-    assert f"cached: {imagenet.weights_file(SMALL)}" in small and "not cached" not in small
+    assert f"cached: {_file()}" in small and "not cached" not in small
     assert "not cached" in lines[0]
 
 
@@ -155,14 +164,14 @@ def _closed_port() -> int:
 
 
 def test_offline_without_the_file_fails_in_one_line_within_seconds(torch_home, monkeypatch, capsys):
-    url = f"http://127.0.0.1:{_closed_port()}/{Path(imagenet.weights_url(SMALL)).name}"
+    url = f"http://127.0.0.1:{_closed_port()}/{Path(_url()).name}"
     monkeypatch.setattr(imagenet, "weights_url", lambda name: url)
     start = time.monotonic()
     code = main(["train", SMALL, "--pretrained", "--epochs", "1"])  # refused before any data is read
     assert time.monotonic() - start < 10
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    path = imagenet.weights_file(SMALL)
+    path = _file()
     assert f"{SMALL}'s weights {path.name} are not in {path.parent} and could not be downloaded from {url}" in err
     assert f"put it at {path}" in err
     assert not path.parent.exists() or list(path.parent.iterdir()) == []  # nothing half-written
@@ -183,7 +192,7 @@ def test_download_from_a_server_is_hash_checked_and_written_into_the_cache(torch
         monkeypatch.setattr(imagenet, "weights_url", lambda name: prefix + bad.name)
         with pytest.raises(CnnlabError, match=r"sha256 [0-9a-f]{12}\.\.\. does not start with 00000000"):
             create_model(SMALL, pretrained=True)
-        assert list(imagenet.weights_file(SMALL).parent.iterdir()) == []  # the temporary file went too
+        assert list(_file().parent.iterdir()) == []  # the temporary file went too
         monkeypatch.setattr(imagenet, "weights_url", lambda name: prefix + good.name)
         model = create_model(SMALL, pretrained=True, num_classes=10, in_channels=3)
         assert requested == ["/" + bad.name, "/" + good.name]
@@ -194,7 +203,7 @@ def test_download_from_a_server_is_hash_checked_and_written_into_the_cache(torch
 
 def test_a_mirror_or_a_folder_of_weights_files_stands_in_for_torchvisions_server(torch_home, tmp_path, monkeypatch):
     torch.manual_seed(4)
-    name = Path(imagenet.weights_url(SMALL)).name
+    name = Path(_url()).name
     folder = tmp_path / "weights"
     folder.mkdir()
     raw = folder / "raw.pth"
@@ -202,7 +211,7 @@ def test_a_mirror_or_a_folder_of_weights_files_stands_in_for_torchvisions_server
     digest = name.rsplit("-", 1)[1].split(".")[0]  # torchvision's hash prefix: a file of other bytes is refused
     monkeypatch.setenv("CNNLAB_WEIGHTS_MIRROR", str(folder))  # a plain path: the file with torchvision's name there
     os.link(raw, folder / name)
-    assert imagenet.download_url(SMALL) == (folder / name).as_uri()
+    assert imagenet.download_url(imagenet.weights_enum(SMALL)) == (folder / name).as_uri()
     with pytest.raises(CnnlabError, match=f"does not start with {digest}"):
         create_model(SMALL, pretrained=True)
     served = tmp_path / "served"  # an http mirror: the same file name under its address
@@ -223,7 +232,7 @@ def test_a_mirror_or_a_folder_of_weights_files_stands_in_for_torchvisions_server
     saved = torch.load(raw, weights_only=True)
     assert torch.equal(model.state_dict()["features.0.0.weight"], saved["features.0.0.weight"])
     monkeypatch.delenv("CNNLAB_WEIGHTS_MIRROR")
-    assert imagenet.download_url(SMALL) == imagenet.weights_url(SMALL)
+    assert imagenet.download_url(imagenet.weights_enum(SMALL)) == _url()
 
 
 class NotWeights:  # a pickled object: torch's weights-only load refuses it (it would run code to build it)
@@ -238,7 +247,7 @@ class NotWeights:  # a pickled object: torch's weights-only load refuses it (it 
     ("a tensor", "holds a Tensor, not a state dict"),
 ])
 def test_a_bad_weights_file_is_refused_in_one_line(torch_home, damage, match):
-    path = imagenet.weights_file(SMALL)
+    path = _file()
     path.parent.mkdir(parents=True)
     if damage == "truncated":
         _write_weights(SMALL)
@@ -298,7 +307,7 @@ def test_init_from_a_backbones_state_dict_feeds_it_imagenets_input(torch_home, t
     assert "(a state dict: no classes or normalisation recorded)" in out
     body = "features.0.0.weight"
     assert torch.equal(parts.model.state_dict()[body].cpu(), theirs[body])
-    assert not imagenet.weights_file(SMALL).exists()
+    assert not _file().exists()
 
 
 def test_freeze_epochs_trains_the_head_alone_then_everything_at_a_lower_lr(torch_home):
@@ -381,7 +390,7 @@ def test_cli_train_pretrained_then_inference_needs_no_weights_file(torch_home, t
     assert main(["train", SMALL, "--pretrained", "--recipe", "finetune", "--epochs", "2", "--dataset",
                  f"folder:{photos}", "--resize", "32", "--batch-size", "4", "--limit-train-batches", "2",
                  "--out", str(run), "--no-report", "--quiet"]) == 0, capsys.readouterr().err
-    imagenet.weights_file(SMALL).unlink()
+    _file().unlink()
     trained = load_trained(run / "last.pt")
     assert trained.meta.input_size == 32 and trained.meta.channels == 1
     assert trained.meta.mean == pytest.approx((0.449,), abs=1e-3) and trained.meta.std == pytest.approx((0.226,),
@@ -444,7 +453,7 @@ def test_explore_opens_a_backbone_fine_tuned_elsewhere_from_its_state_dict(torch
     with torch.no_grad():
         expected = mine((images.float() / 255 - mean[0]) / std[0])
     assert torch.allclose(explored.logits(images), expected, atol=1e-4)
-    assert not imagenet.weights_file(SMALL).exists()  # the ImageNet file was neither needed nor fetched
+    assert not _file().exists()  # the ImageNet file was neither needed nor fetched
     torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), tmp_path / "other.pth")
     with pytest.raises(CnnlabError, match=r"^.*other.pth does not fit torchvision's mobilenet_v3_small: Missing "
                                           r"key\(s\) in state_dict: .*; expected a state dict of torchvision's "

@@ -236,9 +236,11 @@ def _cmd_summary(args) -> int:
 
 
 def names_a_model_from_elsewhere(text: str) -> bool:
-    """Whether ``cnnlab summary TEXT`` names a file or ``module:function`` rather than one of cnnlab's models (whose
-    names hold none of ``. / : \\``)."""
-    return any(c in text for c in "./:\\")
+    """Whether ``cnnlab summary TEXT`` names a file, ``module:function`` or one of torchvision's pretrained networks
+    (``torchvision-NAME``) rather than one of cnnlab's models (whose names hold none of ``. / : \\``)."""
+    from cnnlab.models.torchvision_zoo import is_zoo_name
+
+    return any(c in text for c in "./:\\") or is_zoo_name(text)
 
 
 def _cmd_kernel(args) -> int:
@@ -359,8 +361,9 @@ def _cmd_explore(args) -> int:
                     host=args.host, port=args.port, open_browser=not args.no_browser,
                     skip_bad_images=args.skip_bad_images, allow_hosts=args.allow_host)
     if saved:  # --export: the page was written, not served
-        print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {len(saved['inputs'])} inputs, "
-              f"{saved['maps_per_stage']} channels per stage", flush=True)
+        inputs, maps = len(saved["inputs"]), saved["maps_per_stage"]
+        print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {inputs} input{'s' * (inputs != 1)}, {maps} "
+              f"channel{'s' * (maps != 1)} per stage", flush=True)
     return 0
 
 
@@ -488,7 +491,7 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True, feedi
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on "
                      "Fashion-MNIST, another registered dataset or a folder of your images; "
-                     "look inside any CNN classifier with explore.")
+                     "look inside any CNN with explore.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
@@ -501,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint, or of "
                        "any classifier explore opens on a labelled dataset")
     p.add_argument("checkpoint", metavar="model", help="a cnnlab checkpoint (.pt), or a model from elsewhere as "
-                   "explore takes it (a .onnx or .pt2 file, an ImageNet backbone's name, module:function), scored on "
-                   "--data-dir or --dataset")
+                   "explore takes it (a .onnx or .pt2 file, an ImageNet backbone's name, torchvision-NAME, "
+                   "module:function), scored on --data-dir or --dataset")
     p.add_argument("--data-dir", help=DATA_DIR_HELP + "; for a model from elsewhere: a folder of class subfolders "
                    "(its test/ split if it has one, else all of it), or --dataset's folder")
     p.add_argument("--dataset", metavar="NAME", help="a registered dataset to score on (cnnlab datasets): for a "
@@ -524,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs of a model")
     p.add_argument("model", help="one of cnnlab's models (cnnlab models lists them), or any model explore opens: a "
-                   ".onnx, .pt2 or cnnlab .pt file, or module:function (imports and calls YOUR code)")
+                   ".onnx, .pt2 or cnnlab .pt file, torchvision-NAME (torchvision's pretrained classifiers, "
+                   "segmentation models and detectors), or module:function (imports and calls YOUR code)")
     p.add_argument("--input", metavar="N,C,H,W", type=_flag_type(_input_shape),
                    help="input shape of one of cnnlab's models (default: 1,1,S,S at the model's input size)")
     p.add_argument("--ops", default="torch", choices=("torch", "scratch"))
@@ -546,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify image files with a checkpoint, or any classifier explore opens")
     p.add_argument("checkpoint", metavar="model", help="a cnnlab checkpoint (.pt), or a model from elsewhere as "
                    "explore takes it: a .onnx or .pt2 file (a cnnlab export, or anyone's), an ImageNet backbone's "
-                   "name (imagenet-resnet18) or module:function (imports and calls YOUR code)")
+                   "name (imagenet-resnet18), torchvision-NAME (torchvision-resnet18) or module:function (imports "
+                   "and calls YOUR code)")
     p.add_argument("images", nargs="+", help="image files, or folders whose image files are all classified, each "
                    "line printed as its chunk of pictures is done (a bad file is reported on stderr and skipped; the "
                    "exit code is then 2)")
@@ -585,12 +590,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "above; default: the exporter's, 20 with torch 2.14)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN classifier "
-                       "(ONNX, torch.export, module:function) on your images (docs/explore.md)")
+    p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN, classifier or "
+                       "not (ONNX, torch.export, torchvision-NAME, module:function), on your images "
+                       "(docs/explore.md)")
     p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs); or "
                    "one model: a .onnx, .pt2 (torch.export) or cnnlab .pt file, an ImageNet backbone's name "
-                   "(imagenet-resnet18: its weights and class names), or module:function (imports and calls YOUR "
-                   "code: a function returning an nn.Module)")
+                   "(imagenet-resnet18: its weights and class names), torchvision-NAME (any of torchvision's "
+                   "classifiers, segmentation models and detectors with its DEFAULT weights and their categories: "
+                   "torchvision-lraspp_mobilenet_v3_large), or module:function (imports and calls YOUR code: a "
+                   "function returning an nn.Module)")
     p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
     _add_model_flags(p)
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "

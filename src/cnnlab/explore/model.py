@@ -16,7 +16,8 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
 
 A network that is no classifier (a detector, a segmentation model, a backbone's features: its outputs are no
 ``N x K`` scores, :class:`cnnlab.explore.outputs.NotAClassifier`) is opened where :attr:`Options.any_network` says
-(``explore`` and ``summary``: what its layers compute needs no classes) with ``scoring`` None and no ``classes``;
+(``explore`` and ``summary``: what its layers compute needs no classes) with ``scoring`` None and no ``classes``
+(but the names ``--classes`` gives the channels of its scores per pixel: :func:`segment_classes`);
 its ``stages`` end in a row per tensor it returns, named by where it sits (``output['out']``), and it has no
 ``logits`` and no ``attribution``. ``predict`` and ``eval`` refuse it.
 
@@ -43,8 +44,15 @@ from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
-from cnnlab.explore.outputs import RETURNED, NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
-from cnnlab.explore.probe import MAPS_PER_ROW, explanation_pngs, map_rows, output_entries, top_classes
+from cnnlab.explore.outputs import OUTPUT, RETURNED, NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
+from cnnlab.explore.probe import (
+    MAPS_PER_ROW,
+    explanation_pngs,
+    is_segments,
+    map_rows,
+    output_entries,
+    top_classes,
+)
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
 from cnnlab.picture import CENTRE_CROP, SQUARE_KEY, as_hw
@@ -429,19 +437,16 @@ def _size_text(hw: tuple[int, int]) -> str:
     return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
-
-
 def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, ...]:
     """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
     ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
-    and a flag that reads outputs as class scores refused (``--classes``, ``--multi-label``)."""
+    and ``--multi-label``, which reads outputs as class probabilities, refused. (``--classes`` may name the channels
+    of its scores per pixel: :func:`segment_classes`.)"""
     if not options.any_network:
         raise refusal
-    given = [flag for flag, value in (("--classes", options.classes), ("--multi-label", options.multi_label)) if value]
-    if given:
-        raise CnnlabError(f"{' and '.join(given)} read{'s' * (len(given) == 1)} a classifier's outputs, but "
-                          f"{refusal.where} is not a classifier: {refusal.reason}; expected no {'/'.join(given)} "
-                          "for it") from None
+    if options.multi_label:
+        raise CnnlabError(f"--multi-label reads a classifier's outputs, but {refusal.where} is not a classifier: "
+                          f"{refusal.reason}; expected no --multi-label for it") from None
     return (f"Not a classifier: {refusal.reason}. Shown is what each layer computes and what the network returns; "
             "there are no classes to rank and no attribution.",)
 
@@ -450,6 +455,22 @@ def expected_model(options: Options) -> str:
     """What a model that fails on the input it is fed was expected to be, as the refusal ends: any network where
     ``options.any_network`` opens one (``explore``, ``summary``), else a classifier (``predict``, ``eval``)."""
     return "a network that takes a batch of images" if options.any_network else "a classifier of one image batch"
+
+
+def segment_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
+    """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
+    pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), named in the picture's legend; none
+    without the flag. Refused where no output is a map of as many channels (read from one blank image's outputs)."""
+    if options.classes is None:
+        return ()
+    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind == OUTPUT]  # a detector's lists are no maps
+    if not any(is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) for r in outputs):
+        shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
+        raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
+                          f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel for "
+                          f"them to name (its outputs: {shown}); expected as many names as a map's channels, or no "
+                          "--classes")
+    return options.classes
 
 
 def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,
@@ -463,8 +484,6 @@ def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tu
     scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, sums_to_one(sample), on_map)
     classes, named_by = resolve_classes(options.classes, stored, scoring, folder_classes, stored_in)
     return scoring, classes, named_by
-
-
 
 
 def occlusion(model: ExploreModel, image: torch.Tensor, target: int, grid: int = OCCLUSION_GRID) -> torch.Tensor:
@@ -566,7 +585,8 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
         rows = model.stages(image)
         if network:
             return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(rows, maps),
-                    "explanation": None, "outputs": output_entries([r for r in rows if r.kind in RETURNED], image)}
+                    "explanation": None,
+                    "outputs": output_entries([r for r in rows if r.kind in RETURNED], image, model.classes)}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:

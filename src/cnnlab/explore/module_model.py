@@ -1,12 +1,14 @@
-"""An ``nn.Module`` in the explorer: :class:`ModuleModel`, for ``module:function`` and the ImageNet backbones.
+"""An ``nn.Module`` in the explorer: :class:`ModuleModel`, for ``module:function``, the ImageNet backbones and
+torchvision's pretrained networks by name.
 
 ``module:function``: ``importlib`` imports the module the user named and calls the function with no arguments; it must
 return an ``nn.Module``. This is the one path that runs the user's code, because the user asked for it, and the page
 says so. ``imagenet-NAME``: torchvision's network with its weights (or a state dict of it from ``--weights``, fed as a
-cnnlab safetensors export's metadata says where it is one). The feature maps come from forward hooks on the leaf
-modules of the stage kinds (:data:`STAGE_MODULES`; in-place activations are switched off first, so a ReLU does not
-overwrite the batch norm output recorded before it), and torch function modes follow the layouts of the values and
-the spatial values Grad-CAM may weigh (:class:`_Watch`).
+cnnlab safetensors export's metadata says where it is one). ``torchvision-NAME``: any of torchvision's classifiers,
+segmentation models and detectors with its DEFAULT weights (:mod:`cnnlab.models.torchvision_zoo`). The feature maps come
+from forward hooks on the leaf modules of the stage kinds (:data:`STAGE_MODULES`; in-place activations are switched off
+first, so a ReLU does not overwrite the batch norm output recorded before it), and torch function modes follow the
+layouts of the values and the spatial values Grad-CAM may weigh (:class:`_Watch`).
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import Carried, Options, read_outputs, square_as_exported, token_notes
-from cnnlab.explore.outputs import id2label_names, per_image, stored_classes
+from cnnlab.explore.model import Carried, Options, read_outputs, segment_classes, square_as_exported, token_notes
+from cnnlab.explore.outputs import NotAClassifier, id2label_names, per_image, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
 from cnnlab.models import create_model
@@ -54,6 +56,7 @@ from cnnlab.models.imagenet import (
 )
 from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights, safetensors_metadata
 from cnnlab.models.summary import MacCounter
+from cnnlab.models.torchvision_zoo import build_pretrained, feeding, zoo_model
 from cnnlab.report.features import Row
 
 # A module whose output is one of these torch functions' (F.softmax, torch.sigmoid, x.softmax(1), the functions
@@ -230,6 +233,15 @@ def _exported_of(path: str | Path, name: str) -> _Exported | None:
     return _Exported(metadata, size, (mean, std), classes, stored if stored != size else None)
 
 
+def _takes_rgb_pixels(given: Options, name: str) -> None:
+    """Refuse --pixel-range and --bgr for torchvision's network ``name``, which takes RGB pixels / 255."""
+    if given.pixel_range or given.bgr:
+        flags = " and ".join(f for f in given.scaling_flags() if f in ("--pixel-range", "--bgr"))
+        raise CnnlabError(f"{flags} describe{'s' * (' and ' not in flags)} a model from elsewhere; {name} takes "
+                          "RGB pixels / 255, as its weights were trained (--mean and --std may change their "
+                          f"normalisation); expected no {flags.replace(' and ', '/')} for it")
+
+
 def _carried(model: nn.Module) -> Carried:
     """The class names of a Hugging Face model's ``config.id2label`` (not its placeholders ``LABEL_0`` ...) and its
     ``config.image_size``; a timm model's ``pretrained_cfg`` input size, mean and std. Anything of another shape is
@@ -290,6 +302,8 @@ class ModuleModel(TorchModel):
                 self.spec = input_spec(options, None, channels, name)  # --bgr refuses a grey one
                 count = self._check_classifier(name, options)
                 break
+            except NotAClassifier:  # it ran on this input and returned no class scores: any other would be wrong,
+                raise  # and large (a detector's 2,048-channel convolution fed 2,048 x 800 x 800 blank inputs)
             except CnnlabError as e:
                 refusals.append(e)
         else:
@@ -303,6 +317,8 @@ class ModuleModel(TorchModel):
             self.notes = (f"{note} Class names: {where}.".lstrip(), *self._outputs_note("module"),
                           *self.scoring.notes())
         self.notes += (*token_notes(self, "module"), *self._unused())
+        if self.scoring is None:  # --classes may name the channels of its scores per pixel
+            self.classes = segment_classes(self, options)
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
@@ -383,18 +399,14 @@ class ModuleModel(TorchModel):
         was (input side, normalisation, centre-cropped pictures) and its classes named so (flags come first), and
         the metadata kept as an export's (``metadata``: eval scores the run's test split)."""
         given = options or Options()
-        if given.pixel_range or given.bgr:
-            flags = " and ".join(f for f in given.scaling_flags() if f in ("--pixel-range", "--bgr"))
-            raise CnnlabError(f"{flags} describe{'s' * (' and ' not in flags)} a model from elsewhere; {name} takes "
-                              "RGB pixels / 255, as its weights were trained (--mean and --std may change their "
-                              f"normalisation); expected no {flags.replace(' and ', '/')} for it")
+        _takes_rgb_pixels(given, name)
         categories = tuple(weights_enum(name).meta["categories"])
         builder = BACKBONES[name].builder
         if given.weights is None:
             model = create_model(name, num_classes=len(categories), in_channels=3, pretrained=True)
             channels, classes = 3, len(categories)
             note = f"torchvision's {builder} with its {BACKBONES[name].weights} weights (read weights-only from " \
-                   f"{weights_file(name)})."
+                   f"{weights_file(weights_enum(name))})."
         else:  # the architecture, with a state dict of it from elsewhere (fine-tuned on other classes, perhaps)
             expected = f"a state dict of torchvision's {builder} (its model.state_dict(), {SAVED})"
             state, unread = read_weights(given.weights, expected)
@@ -425,6 +437,43 @@ class ModuleModel(TorchModel):
                 explored.spec = replace(explored.spec, read_at=exported.stored,
                                         origin={**explored.spec.origin, "stored side": "metadata"})
             explored.metadata = exported.metadata  # as an ONNX export's: eval's default dataset and test split
+        return explored
+
+    @classmethod
+    def torchvision(cls, name: str, options: Options | None = None,
+                    folder_classes: tuple[str, ...] = ()) -> ModuleModel:
+        """One of torchvision's pretrained networks by name (``torchvision-lraspp_mobilenet_v3_large``; any
+        classifier, segmentation model or detector of :mod:`cnnlab.models.torchvision_zoo`) with its DEFAULT weights
+        from torch.hub's cache, fed as their transforms say (:func:`~cnnlab.models.torchvision_zoo.feeding`; the
+        flags override). The weights' categories name a classifier's classes and a segmentation model's channels
+        in the legend, as ``--classes`` would (the flag comes first); a detector's ``labels`` are indices into
+        them, which a note says."""
+        given = options or Options()
+        _takes_rgb_pixels(given, name)
+        if given.weights is not None:
+            raise CnnlabError(f"--weights puts a state dict into a network built by name; {name} reads torchvision's "
+                              "own weights; expected no --weights for it (for weights of your own, name a "
+                              "module:function that builds the network, with --weights FILE)")
+        zoo = zoo_model(name)
+        model = build_pretrained(zoo)
+        side, mean, std, side_from = feeding(zoo, model)
+        categories = zoo.categories
+        note = f"torchvision's {zoo.builder} with its DEFAULT weights, {zoo.weights} (read weights-only from " \
+               f"{zoo.file})."
+        if zoo.task == "segmentation" and given.classes is None:
+            note += f" Its {len(categories)} channels are named by the weights' categories."
+        if zoo.task == "detection":
+            named = ", ".join(f"{k} {c}" for k, c in enumerate(categories[:4]) if k)
+            note += f" Its labels are indices into the weights' {len(categories)} categories ({named}, ...; " \
+                    "\"N/A\" where its dataset left an index unused)."
+        options = replace(given, input_size=given.input_size or side, mean=given.mean or mean,
+                          std=given.std or std,
+                          classes=given.classes or (categories if zoo.task == "segmentation" else None))
+        explored = cls(model, name, options, folder_classes,
+                       stored=categories if zoo.task == "classification" else None,
+                       stored_in="the weights' metadata", note=note)
+        explored._read_from(side_from if given.input_size is None else None,
+                            "weights' transforms" if given.mean is None and given.std is None else None)
         return explored
 
     def _read_from(self, size: str | None, normalisation: str | None) -> None:

@@ -57,6 +57,7 @@ from cnnlab.explore.model import (
     opened_as_network,
     read_outputs,
     scaled_as_made,
+    segment_classes,
     square_as_exported,
     token_notes,
 )
@@ -368,6 +369,8 @@ class OnnxModel:
         if network is None:  # a network's outputs are shown, every one
             self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
+        if self.scoring is None:  # --classes may name the channels of its scores per pixel
+            self.classes = segment_classes(self, options)
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:

@@ -59,13 +59,20 @@ def explanation_pngs(e, image: torch.Tensor, classes) -> dict[str, Any]:
             "saliency": png_url(colour(to_unit(saliency), "magma")), "empty": not float(e.cam.max()) > 0}
 
 
-def output_entries(rows, image: torch.Tensor) -> list[dict[str, Any]]:
+def is_segments(out: torch.Tensor) -> bool:
+    """Whether one image's output ``out`` reads as scores per pixel: float, two or more channels on a map of more than
+    one pixel (``C x h x w``), as a segmentation model's are."""
+    return out.dim() == 3 and out.shape[0] >= 2 and out.shape[1] * out.shape[2] > 1 and out.is_floating_point()
+
+
+def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """What a network that is no classifier returns for one image, as the page's table: each output row's ``name``,
     one image's ``shape``, its element ``dtype`` and the ``min``, ``mean`` and ``max`` of its values (None where it
-    has none, or one is not finite: JSON has no NaN). An output of two or more channels on a map of more than one
-    pixel, as a segmentation model's scores per pixel are, also gets ``segments``: the image in grey under the
-    channel of largest value at each pixel, one colour per channel (scaled to the image by nearest pixels); not a
-    detector's list (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no
+    has none, or one is not finite: JSON has no NaN). Scores per pixel (:func:`is_segments`) also get ``segments``,
+    the image in grey under the channel of largest value at each pixel, one colour per channel (scaled to the image
+    by nearest pixels), and its ``legend``: each channel that wins a pixel, most pixels first, with its colour, its
+    share of the map's pixels and its name (``classes``, where the map has as many channels, else ``channel k``); not
+    a detector's list (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no
     scores)."""
     entries = []
     maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
@@ -79,12 +86,24 @@ def output_entries(rows, image: torch.Tensor) -> list[dict[str, Any]]:
                                  "dtype": str(out.dtype).removeprefix("torch."),
                                  **dict(zip(("min", "mean", "max"), [float(v) for v in stats] if finite else
                                             [None] * 3, strict=True))}
-        if not features and row.kind != LISTED and out.dim() == 3 and out.shape[0] >= 2 and \
-                out.shape[1] * out.shape[2] > 1 and out.is_floating_point():
-            winner = out.float().argmax(0)[None, None].float()
-            winner = torch.nn.functional.interpolate(winner, size=tuple(image.shape[-2:]), mode="nearest")[0, 0]
-            heat = (winner % SEGMENT_COLOURS + 0.5) / SEGMENT_COLOURS
-            entry["segments"] = png_url(overlay(image, heat, cmap="tab20"))
-            entry["channels"] = int(out.shape[0])
+        if not features and row.kind != LISTED and is_segments(out):
+            entry.update(_segments(out, image, classes if len(classes) == out.shape[0] else ()))
         entries.append(entry)
     return entries
+
+
+def _segments(out: torch.Tensor, image: torch.Tensor, names: tuple[str, ...]) -> dict[str, Any]:
+    winner = out.float().argmax(0)
+    shown = torch.nn.functional.interpolate(winner[None, None].float(), size=tuple(image.shape[-2:]),
+                                            mode="nearest")[0, 0]
+    counts = torch.bincount(winner.flatten(), minlength=out.shape[0])
+    legend = [{"channel": k, "name": names[k] if names else f"channel {k}", "share": count / winner.numel(),
+               "colour": "#" + bytes(colour(_segment_shade(torch.tensor([[k]])), "tab20")[0, 0]).hex()}
+              for k, count in sorted(enumerate(counts.tolist()), key=lambda kc: -kc[1]) if count]
+    return {"segments": png_url(overlay(image, _segment_shade(shown), cmap="tab20")), "channels": int(out.shape[0]),
+            "legend": legend}
+
+
+def _segment_shade(channels: torch.Tensor) -> torch.Tensor:
+    """Channel numbers as the values that pick their colours in tab20 (its 20 colours in turn)."""
+    return (channels.float() % SEGMENT_COLOURS + 0.5) / SEGMENT_COLOURS

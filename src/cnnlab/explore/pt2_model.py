@@ -41,6 +41,7 @@ from cnnlab.explore.model import (
     Scaling,
     read_outputs,
     scaled_as_made,
+    segment_classes,
     square_as_exported,
     token_notes,
 )
@@ -330,6 +331,8 @@ class ExportedModel(TorchModel):
             self.notes = (f"{read} Class names: {where}.", *read_as, *self._outputs_note("program"),
                           *self.scoring.notes())
         self.notes += token_notes(self, "program")
+        if self.scoring is None:  # --classes may name the channels of its scores per pixel
+            self.classes = segment_classes(self, options)
 
     def _conv_in(self) -> int | None:
         """The input channels of the first convolution: its weight holds in_channels / groups of them."""

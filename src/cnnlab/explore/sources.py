@@ -29,6 +29,7 @@ from cnnlab.inference import images_per_pass
 from cnnlab.models.imagenet import BACKBONES
 from cnnlab.models.state_dict import KERAS, refusal, zip_kind
 from cnnlab.models.summary import layer_text, macs_text, shape_text
+from cnnlab.models.torchvision_zoo import is_zoo_name
 from cnnlab.predict import classify_chunks, joined, listed_images, predict_chunks
 from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, names_a_checkpoint
 
@@ -54,6 +55,8 @@ def open_model(source: str | Path, options: Options | None = None,
     options = options or Options()
     text = str(source)
     path = Path(text)
+    if not path.exists() and is_zoo_name(text):
+        return ModuleModel.torchvision(text, options, folder_classes)
     if not path.exists() and (MODULE_SPEC.match(text) or text in BACKBONES):
         if text in BACKBONES:
             return ModuleModel.imagenet(text, options, folder_classes)

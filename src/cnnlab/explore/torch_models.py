@@ -76,8 +76,12 @@ class TorchModel:
         Hugging Face's image classifiers return, ``ImageClassifierOutput``) or of a dict (as such a model exported
         with torch.export returns it, or a forward written so); or the first of a tuple of outputs
         (:func:`cnnlab.explore.outputs.first_output`), as the ONNX kind reads a graph's first output, the others
-        named on the page. ``logits`` that are no rows of scores (a segmentation model's per pixel, SegFormer's; a
-        detector's per query, DETR's) leave the output whole, refused, or shown, for what it is."""
+        named on the page. A network that is no classifier keeps all it returned (a detector's ``logits`` come with
+        its ``pred_boxes``), each output a row of its own; ``logits`` that are no rows of scores (a segmentation
+        model's per pixel, SegFormer's; a detector's per query, DETR's) leave the output whole already when the
+        classifier check reads it, refused, or shown, for what it is."""
+        if self._not_a_classifier:
+            return out
         logits = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
         if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor) and class_rows(logits).dim() == 2:
             self._wrapped_in = "a dict" if type(out) is dict else type(out).__name__
@@ -113,7 +117,7 @@ class TorchModel:
         ``options.any_network`` opens such a network for its layers: then None, and what the page says of it in
         ``_not_a_classifier`` (:func:`cnnlab.explore.model.opened_as_network`)."""
         spec = self.spec
-        classes = None
+        classes, self._not_a_classifier = None, ()  # (a module tries its input's channels in turn)
         for n in (2, 1):
             try:
                 with torch.no_grad():

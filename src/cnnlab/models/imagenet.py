@@ -88,22 +88,24 @@ def weights_enum(name: str):
     return getattr(torchvision.models, enum_name)[member]
 
 
-def weights_file(name: str) -> Path:
-    """Where the weights of ``name`` are read from: torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<file name
-    of the weights URL>`` (torchvision's own place for them)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights_url(name)).path)
+def weights_file(weights) -> Path:
+    """Where the file of ``weights`` (a torchvision weights enum member, an ImageNet backbone's or any other
+    builder's) is read from: torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<file name of its URL>``
+    (torchvision's own place for it)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights_url(weights)).path)
 
 
-def weights_url(name: str) -> str:
-    """The URL of ``name``'s weights, from torchvision's weights enum."""
-    return weights_enum(name).url
+def weights_url(weights) -> str:
+    """The URL of the file of ``weights`` (a torchvision weights enum member)."""
+    return weights.url
 
 
-def download_url(name: str) -> str:
-    """Where :func:`ensure_weights` fetches ``name``'s weights from: torchvision's URL, or the same file name under
-    ``$CNNLAB_WEIGHTS_MIRROR`` (a mirror's ``https://`` address, or a folder of weights files on this machine, as a
-    path or ``file://`` URL), for machines that cannot reach download.pytorch.org. The hash check is the same."""
-    url, mirror = weights_url(name), os.environ.get(WEIGHTS_MIRROR_ENV, "").strip()
+def download_url(weights) -> str:
+    """Where :func:`ensure_weights` fetches the file of ``weights`` (a torchvision weights enum member) from:
+    torchvision's URL, or the same file name under ``$CNNLAB_WEIGHTS_MIRROR`` (a mirror's ``https://`` address, or a
+    folder of weights files on this machine, as a path or ``file://`` URL), for machines that cannot reach
+    download.pytorch.org. The hash check is the same."""
+    url, mirror = weights_url(weights), os.environ.get(WEIGHTS_MIRROR_ENV, "").strip()
     if not mirror:
         return url
     if not urlparse(mirror).scheme:  # a folder
@@ -170,8 +172,9 @@ def load_imagenet_weights(model: nn.Module, name: str) -> None:
         CnnlabError: one line: the file is absent and cannot be downloaded (naming it and where to put it), it is
             not a weights-only state dict (or truncated), or it does not fit the architecture.
     """
-    path = ensure_weights(name)
-    expected = f"the file from {weights_url(name)}"
+    weights = weights_enum(name)
+    path = ensure_weights(weights, name)
+    expected = f"the file from {weights_url(weights)}"
     state = read_state_dict(path, expected, unreadable_hint="; delete it to download it again")
     load_state_dict_into(model, state, path, f"{name} (torchvision {BACKBONES[name].builder})", expected)
 
@@ -194,18 +197,20 @@ def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, 
     return model, channels, classes
 
 
-def ensure_weights(name: str) -> Path:
-    """The weights file of ``name`` in the cache, downloaded first when absent (one line when that fails)."""
-    path = weights_file(name)
+def ensure_weights(weights, name: str) -> Path:
+    """The file of ``weights`` (a torchvision weights enum member) in the cache, downloaded first when absent; one
+    line naming network ``name``, the file and where to put it when that fails. The one way cnnlab fetches weights:
+    the ImageNet backbones' and ``torchvision-NAME``'s alike."""
+    path = weights_file(weights)
     if not path.is_file():
-        _download(name, path)
+        _download(weights, name, path)
     return path
 
 
-def _download(name: str, path: Path) -> None:
-    """Fetch the weights into the cache, checked against the hash prefix in their file name, written atomically;
-    one line naming the file and where to put it when that fails."""
-    url = download_url(name)
+def _download(weights, name: str, path: Path) -> None:
+    """Fetch the file of ``weights`` into the cache, checked against the hash prefix in its file name, written
+    atomically; one line naming ``name``, the file and where to put it when that fails."""
+    url = download_url(weights)
     where = (f"{name}'s weights {path.name} are not in {path.parent} and could not be downloaded from {url}")
     hint = (f"download that file on a connected machine and put it at {path} (or set TORCH_HOME), or set "
             f"{WEIGHTS_MIRROR_ENV} to a mirror URL or a folder that has it")
@@ -269,7 +274,7 @@ def pretrained_table() -> str:
     for name in BACKBONES:
         weights = weights_enum(name)
         top1 = weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
-        path = weights_file(name)
+        path = weights_file(weights)
         rows.append([name, BACKBONES[name].weights, f"top-1 {top1:.1f}%", f"{weights.meta['num_params']:,} params",
                      f"{INPUT_SIZE}x{INPUT_SIZE}", f"{'cached' if path.is_file() else 'not cached'}: {path}"])
     return "\n".join(text_table([""] * 6, rows, "lllrll").splitlines()[1:])

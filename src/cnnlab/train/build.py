@@ -33,7 +33,7 @@ from cnnlab.data.duplicates import split_seen_in_training
 from cnnlab.device import channels_last_pays, resolve_device, train_small_batch_norms_contiguous
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.models import check_input_size, check_pretrained, create_model, min_input_size, model_info
-from cnnlab.models.imagenet import BACKBONES, ensure_weights, pretrained_normalize
+from cnnlab.models.imagenet import BACKBONES, ensure_weights, pretrained_normalize, weights_enum
 from cnnlab.models.init import init_cnn
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import DistEnv, broadcast_object, init_distributed, reduce_int
@@ -163,7 +163,7 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if config.pretrained:  # and so is --pretrained on a model without weights, or without its weights file
         check_pretrained(config.model)
         if resume_state is None and model is None:
-            ensure_weights(config.model)
+            ensure_weights(weights_enum(config.model), config.model)
     if config.resize:  # so is an input size the model cannot take
         check_input_size(config.model, config.resize, config.channels or 1)
     if config.init_from and resume_state is None and model is None:  # and a weights file that is not there

@@ -54,9 +54,13 @@ async function showAnswer(pending, render) {
   $("result-body").hidden = false;
   $("result-source").textContent = r.source;
   render(r);
-  // A screen reader hears the answer where the eye sees it appear: the top classes, in the status region
-  $("result-status").textContent = `What the network makes of ${r.source}: ` + r.top.map((t) => t.probability === null
-    ? t.class : `${t.class} ${(100 * t.probability).toFixed(1)}%`).join(", ");
+  // A screen reader hears the answer where the eye sees it appear, in the status region: the top classes, or what a
+  // network that is no classifier returns (each output's shape; a segmentation's three largest classes by pixels)
+  const share = (name, p) => p === null ? name : `${name} ${(100 * p).toFixed(1)}%`;
+  $("result-status").textContent = `What the network makes of ${r.source}: ` + (r.top.length
+    ? r.top.map((t) => share(t.class, t.probability)).join(", ")
+    : (r.outputs || []).map((o) => `${o.name}, ${o.shape.join(" x ") || "one number"}` + (o.legend
+      ? ` (${o.legend.slice(0, 3).map((c) => share(c.name, c.share)).join(", ")})` : "")).join("; "));
   card.classList.add("ready");
 }
 

@@ -94,7 +94,11 @@ function showOutputs(outputs) {
   $("segments").replaceChildren(...outputs.filter((o) => o.segments).map((o) => el("figure", {},
     el("img", {class: "pixels", src: o.segments, alt: `${o.name}: its largest channel at each pixel`}),
     el("figcaption", {text: `${o.name}: which of its ${o.channels} channels is largest at each pixel (a ` +
-      "segmentation model's class per pixel), one colour each, over the input"}))));
+      "segmentation model's class per pixel), one colour each, over the input"}),
+    // each channel that wins a pixel, most pixels first: its colour, name and share of the map
+    el("ul", {class: "legend"}, ...o.legend.map((c) => el("li", {},
+      el("span", {class: "swatch", style: `background:${c.colour}`, "aria-hidden": "true"}),
+      `${c.name} ${(100 * c.share).toFixed(1)}%`))))));
 }
 
 let uploaded = false;  // the answer shown is the upload's: ticking "invert" answers for it again
