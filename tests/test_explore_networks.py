@@ -11,6 +11,7 @@ import io
 import re
 import sys
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from torch import nn
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options, analyze_image, model_card
-from cnnlab.explore.sources import open_with_images, predict_any, summarize_any
+from cnnlab.explore.sources import open_model, open_with_images, predict_any, summarize_any
 from explore_support import _png
 
 SIDE = 16
@@ -92,6 +93,16 @@ def _half_red() -> torch.Tensor:
     return image
 
 
+def _figures(entry: dict) -> list:
+    """The least, mean and largest value "What it returns" gives for an output."""
+    return [entry["min"], entry["mean"], entry["max"]]
+
+
+def _figures_of(values: torch.Tensor) -> list:
+    """The same figures of the oracle's own tensor, to the page's precision."""
+    return pytest.approx([float(values.min()), float(values.double().mean()), float(values.max())], abs=1e-6)
+
+
 def _oracle(kind: str, source: str, x: torch.Tensor) -> torch.Tensor:
     """The segmentation scores of ``x`` from torch (the module, the program) or onnxruntime (the graph)."""
     if kind == "onnx":
@@ -122,8 +133,7 @@ def test_a_segmentation_model_opens_for_what_its_layers_compute_in_every_kind(ki
     [out] = answer["outputs"]
     assert out["name"] == ("out" if kind == "onnx" else "output['out']")
     assert out["shape"] == [2, SIDE, SIDE] and out["dtype"] == "float32"
-    assert [out["min"], out["mean"], out["max"]] == pytest.approx(
-        [float(expected.min()), float(expected.double().mean()), float(expected.max())], abs=1e-6)
+    assert _figures(out) == _figures_of(expected)
     assert out["channels"] == 2 and out["segments"].startswith("data:image/png;base64,")
     # the stages before it, with their maps, and the output's own maps
     names = [r["name"] for r in answer["rows"]]
@@ -160,8 +170,7 @@ def test_a_detectors_outputs_are_one_images_named_by_where_they_sit(importable):
                                                           ("output[0]['scores']", [4])]
     for o, key in zip(outputs, ("boxes", "scores"), strict=True):
         values = expected[key]
-        assert [o["min"], o["mean"], o["max"]] == pytest.approx(
-            [float(values.min()), float(values.double().mean()), float(values.max())], abs=1e-6)
+        assert _figures(o) == _figures_of(values)
         assert "segments" not in o
 
 
@@ -266,3 +275,308 @@ def test_a_detector_returning_logits_beside_its_boxes_shows_both(kind, importabl
     outputs = analyze_image(model, _half_red())["outputs"]
     assert [(o["name"], o["shape"]) for o in outputs] == [("output['logits']", [5, 3]),
                                                           ("output['pred_boxes']", [5, 4])]
+
+
+class KeypointDetector(nn.Module):
+    """One dict per image of 3 boxes and their 17 keypoints (x, y, visibility), as torchvision's Keypoint R-CNN
+    returns them: ``keypoints`` is 3 x 17 x 3, a list of what was found, not a map of 3 channels."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 51, 3, padding=1)
+
+    def forward(self, x):
+        f = self.conv(x).amax((2, 3))  # N x 51
+        return [{"boxes": f[i, :12].view(3, 4), "keypoints": f[i].repeat(3).view(3, 17, 3)}
+                for i in range(x.shape[0])]
+
+
+def keypoint_detector():
+    return KeypointDetector()
+
+
+def _keypoint_graph(path) -> str:
+    """An ONNX graph returning 4 boxes' 17 keypoints, 4 x 17 x 3 with no batch axis (as a detector's export does)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weight = numpy_helper.from_array(np.full((51, 3, 8, 8), 0.01, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([4, 17, 3], np.int64), "shape")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[8, 8]),  # 1 x 51 x 2 x 2
+             helper.make_node("Reshape", ["c", "shape"], ["keypoints"])]
+    graph = helper.make_graph(nodes, "keypoints", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                 [1, 3, SIDE, SIDE])],
+                              [helper.make_tensor_value_info("keypoints", TensorProto.FLOAT, [4, 17, 3])],
+                              [weight, shape])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["module", "onnx"])
+def test_a_detectors_keypoints_are_a_list_not_a_map(kind, importable, tmp_path):
+    """A detector's keypoints of one image (boxes x 17 x 3) were read as a map of as many channels as boxes: rows of
+    17 x 3 pictures among the feature maps, and a segments picture of "which of its 3 channels is largest"."""
+    source = f"{importable}:keypoint_detector" if kind == "module" else _keypoint_graph(tmp_path / "keypoints.onnx")
+    model, _ = open_with_images(source, None, Options(input_size=SIDE) if kind == "module" else Options())
+    image = _half_red()
+    answer = analyze_image(model, image)
+    name = "output[0]['keypoints']" if kind == "module" else "keypoints"
+    [entry] = [o for o in answer["outputs"] if o["name"] == name]
+    assert entry["shape"] == ([3, 17, 3] if kind == "module" else [4, 17, 3])
+    assert "segments" not in entry
+    [row] = [r for r in answer["rows"] if r["name"] == name]
+    assert row["maps"] == []
+    if kind == "module":  # its figures are still the module's own
+        with torch.no_grad():
+            [expected] = KeypointDetector().eval()(model.spec.to_input(image[None]))
+        values = expected["keypoints"]
+        assert _figures(entry) == _figures_of(values)
+
+
+class Backbone(nn.Module):
+    """Feature maps at two scales, as ``create_feature_extractor`` or timm's ``features_only=True`` return them."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.down = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 8, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        c1 = torch.relu(self.stem(x))
+        return {"c1": c1, "c2": torch.relu(self.down(c1))}
+
+
+def backbone():
+    return Backbone()
+
+
+def test_a_backbones_maps_at_several_scales_get_no_segments_picture(importable):
+    """Maps at several scales are a backbone's features, no scores per pixel: each had a picture of its "largest
+    channel at each pixel (a segmentation model's class per pixel)" in 20 colours repeating, meaning nothing."""
+    model, _ = open_with_images(f"{importable}:backbone", None, Options(input_size=SIDE))
+    assert any("a backbone's features" in n for n in model.notes), model.notes
+    outputs = analyze_image(model, _half_red())["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == [("output['c1']", [4, SIDE, SIDE]),
+                                                          ("output['c2']", [8, SIDE // 2, SIDE // 2])]
+    assert not any("segments" in o for o in outputs)
+
+
+class Mean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x).mean()
+
+
+def mean():
+    return Mean()
+
+
+def test_a_network_that_returns_a_single_number_says_so(importable):
+    """A 0-d output was said as no text at all: "for 2 images it returns , expected 2 x classes"."""
+    model, _ = open_with_images(f"{importable}:mean", None, Options(input_size=SIDE))
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "it returns a single number, expected" in said[0], model.notes
+    [out] = analyze_image(model, _half_red())["outputs"]
+    assert out["shape"] == [] and out["min"] == out["mean"] == out["max"]
+
+
+def test_a_program_of_one_image_says_what_it_returned_for_the_image_it_ran(tmp_path):
+    """A ``.pt2`` fixed to a batch of 1 runs 2 images one at a time; its note said "for 2 images it returns a dict of
+    'out' (1 x 2 x 16 x 16)", which reads as the batch axis lost."""
+    model, _ = open_with_images(_file_of("pt2", tmp_path), None, Options())
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "for 1 image it returns a dict of 'out' (1 x 2 x 16 x 16), expected 1 x classes" \
+        in said[0], model.notes
+
+
+def test_a_graphs_list_of_one_detection_keeps_its_axis(tmp_path):
+    """An ONNX graph fed one image whose output is declared K x 6 (detections after NMS) and finds exactly one: its
+    first axis was read as the batch's and cut, the table saying "6" for the 1 x 6 it returned."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    constants = {"w": np.full((6, 3, SIDE, SIDE), 0.01, np.float32), "rows": np.array([-1, 6], np.int64),
+                 "one": np.array([1], np.int64), "axis0": np.array([0], np.int64), "half": np.array(0.5, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),  # 1 x 6 x 1 x 1: the one box there is
+             helper.make_node("Reshape", ["c", "rows"], ["boxes"]),  # 1 x 6
+             helper.make_node("ReduceMax", ["x"], ["brightest"], keepdims=0),
+             helper.make_node("Greater", ["brightest", "half"], ["found"]),  # a blank image finds none
+             helper.make_node("Reshape", ["found", "one"], ["found1"]),
+             helper.make_node("NonZero", ["found1"], ["where"]),  # 1 x K
+             helper.make_node("Squeeze", ["where", "axis0"], ["kept"]),
+             helper.make_node("Gather", ["boxes", "kept"], ["detections"], axis=0)]  # K x 6
+    graph = helper.make_graph(nodes, "nms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIDE, SIDE])],
+                              [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["K", 6])],
+                              [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    path = tmp_path / "one-box.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model, _ = open_with_images(path, None, Options())
+    assert model.scoring is None  # for a blank image it returns 0 x 6
+    [out] = analyze_image(model, _half_red())["outputs"]
+    assert out["name"] == "detections" and out["shape"] == [1, 6]
+
+
+class ModelOutput(dict):
+    """An output object as Hugging Face's are (``transformers.utils.ModelOutput`` is an ordered dict)."""
+
+
+class DetrOutput(Detr):
+    """DETR's output as Hugging Face's object returns it, not a dict."""
+
+    def forward(self, x):
+        return ModelOutput(super().forward(x))
+
+
+class SegFormerLike(nn.Module):
+    """SegFormer's output: logits per pixel at a quarter of the input's side, and the hidden states."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head = nn.Conv2d(3, 4, 4, stride=4), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        hidden = self.embed(x)
+        return ModelOutput(logits=self.head(hidden), hidden_states=(hidden,))
+
+
+def detr_output():
+    return DetrOutput()
+
+
+def segformer_like():
+    return SegFormerLike()
+
+
+@pytest.mark.parametrize("function, returned", [
+    ("detr_output", [("output['logits']", [5, 3]), ("output['pred_boxes']", [5, 4])]),
+    ("segformer_like", [("output['logits']", [3, SIDE // 4, SIDE // 4]),
+                        ("output['hidden_states'][0]", [4, SIDE // 4, SIDE // 4])])])
+def test_an_output_object_whose_logits_are_no_class_rows_is_shown_whole(function, returned, importable):
+    """Of an output object whose ``logits`` are no rows of class scores (DETR's per query, SegFormer's per pixel)
+    only the logits were shown, named ``output``: DETR's boxes and SegFormer's hidden states were missing."""
+    model, _ = open_with_images(f"{importable}:{function}", None, Options(input_size=SIDE))
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "it returns a ModelOutput of 'logits' (2 x " in said[0], model.notes
+    image = _half_red()
+    outputs = analyze_image(model, image)["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == returned
+    with torch.no_grad():
+        expected = globals()[function]().eval()(model.spec.to_input(image[None]))
+    values = expected[returned[1][0].split("'")[1]]
+    values = (values[0] if isinstance(values, tuple) else values)[0]
+    o = outputs[1]
+    assert _figures(o) == _figures_of(values)
+
+
+class Autoencoder(nn.Module):
+    """An image in, an image out: down by a strided convolution, up by a transposed one, through a sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.down, self.up = nn.Conv2d(3, 4, 2, stride=2), nn.ConvTranspose2d(4, 3, 2, stride=2)
+
+    def forward(self, x):
+        return torch.sigmoid(self.up(torch.relu(self.down(x))))
+
+
+def autoencoder():
+    return Autoencoder()
+
+
+def test_an_autoencoders_image_is_not_said_to_be_scores_per_pixel(importable):
+    """An autoencoder's output (an image of the input's 3 channels) was said to be "a map of scores per pixel ... a
+    segmentation model's", which it is not."""
+    model, _ = open_with_images(f"{importable}:autoencoder", None, Options(input_size=SIDE))
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "(a map of 3 channels is an image, as an autoencoder returns, or a segmentation " \
+        "model's scores per pixel)" in said[0], model.notes
+    [out] = analyze_image(model, _half_red())["outputs"]
+    assert out["shape"] == [3, SIDE, SIDE] and 0 < out["min"] <= out["max"] < 1
+
+
+@dataclass
+class Found:
+    """A model's own output type: a dataclass of its boxes and their scores."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+
+
+class DataclassDetector(Detector):
+    def forward(self, x):
+        f = torch.relu(self.conv(x))
+        return Found(boxes=f.amax((2, 3)).view(-1, 1, 4), scores=f.mean((2, 3)))
+
+
+def dataclass_detector():
+    return DataclassDetector()
+
+
+def test_a_dataclass_a_network_returns_is_shown_field_by_field(importable):
+    """A network returning its own dataclass (not a dict, not a tuple) had an empty "What it returns", and its note
+    said only the type's name."""
+    model, _ = open_with_images(f"{importable}:dataclass_detector", None, Options(input_size=SIDE))
+    said = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert len(said) == 1 and "it returns a Found of 'boxes' (2 x 1 x 4), 'scores' (2 x 4), expected" in said[0]
+    image = _half_red()
+    outputs = analyze_image(model, image)["outputs"]
+    assert [(o["name"], o["shape"]) for o in outputs] == [("output.boxes", [1, 4]), ("output.scores", [4])]
+    with torch.no_grad():
+        expected = DataclassDetector().eval()(model.spec.to_input(image[None]))
+    for o, values in zip(outputs, (expected.boxes[0], expected.scores[0]), strict=True):
+        assert _figures(o) == _figures_of(values)
+
+
+class PanopticLike(nn.Module):
+    """Scores per pixel for the whole batch, and each image's keypoints (a list, 4 x 17 x 3): one map, one list."""
+
+    def __init__(self):
+        super().__init__()
+        self.segmenter, self.detector = Segmenter(), KeypointDetector()
+
+    def forward(self, x):
+        return self.segmenter(x)["out"], self.detector(x)
+
+
+def panoptic_like():
+    return PanopticLike()
+
+
+def test_a_map_beside_a_detectors_list_keeps_its_segments_picture(importable):
+    """Maps at several scales get no picture of a class per pixel; a detector's list (17 x 3 keypoints) is no map,
+    and does not make a segmentation map beside it one of several scales."""
+    model, _ = open_with_images(f"{importable}:panoptic_like", None, Options(input_size=SIDE))
+    outputs = analyze_image(model, _half_red())["outputs"]
+    assert [(o["name"], "segments" in o) for o in outputs] == [
+        ("output[0]", True), ("output[1][0]['boxes']", False), ("output[1][0]['keypoints']", False)]
+
+
+class OneAtATime(nn.Module):
+    """A segmentation model written for one image (``view(1, ...)``): it fails on the 2 images it is first fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return {"out": self.conv(x.view(1, 3, SIDE, SIDE))}
+
+
+def one_at_a_time():
+    return OneAtATime()
+
+
+def test_a_network_that_fails_on_its_input_is_not_said_to_be_a_classifier(importable):
+    """explore and summary open any network, yet a network failing on its input was told "expected a classifier of
+    one image batch"; predict, which answers with classes, still says so."""
+    source = f"{importable}:one_at_a_time"
+    with pytest.raises(CnnlabError, match=r"one_at_a_time failed on a 2 x 3 x 16 x 16 NCHW input \(RuntimeError: "
+                                          r".*\); if it takes another size, pass that --input-size; expected a network "
+                                          r"that takes a batch of images$"):
+        open_with_images(source, None, Options(input_size=SIDE))
+    with pytest.raises(CnnlabError, match=r"; expected a classifier of one image batch$"):
+        open_model(source, Options(input_size=SIDE))  # as predict opens it

@@ -44,7 +44,7 @@ from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
-from cnnlab.explore.outputs import NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
+from cnnlab.explore.outputs import OUTPUT, RETURNED, NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
     explanation_pngs,
@@ -262,7 +262,7 @@ def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
     before them (a ViT's patch embedding), which is not where the network decides. Read from one blank image's
     stages; nothing for a convolutional network."""
     try:  # the stages, without the output rows (a classifier's scores, a network's every output)
-        rows = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind != "output"]
+        rows = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind not in RETURNED]
     except Exception:  # it answered for blank images already; a note is not worth a refusal
         return ()
     maps = [k for k, r in enumerate(rows) if is_spatial(r.output)]
@@ -451,13 +451,19 @@ def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, .
             "there are no classes to rank and no attribution.",)
 
 
+def expected_model(options: Options) -> str:
+    """What a model that fails on the input it is fed was expected to be, as the refusal ends: any network where
+    ``options.any_network`` opens one (``explore``, ``summary``), else a classifier (``predict``, ``eval``)."""
+    return "a network that takes a batch of images" if options.any_network else "a classifier of one image batch"
+
+
 def segment_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
     pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), named in the picture's legend; none
     without the flag. Refused where no output is a map of as many channels (read from one blank image's outputs)."""
     if options.classes is None:
         return ()
-    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind == "output"]
+    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind == OUTPUT]  # a detector's lists are no maps
     if not any(is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) for r in outputs):
         shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
         raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
@@ -580,7 +586,7 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
         if network:
             return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(rows, maps),
                     "explanation": None,
-                    "outputs": output_entries([r for r in rows if r.kind == "output"], image, model.classes)}
+                    "outputs": output_entries([r for r in rows if r.kind in RETURNED], image, model.classes)}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:

@@ -52,6 +52,7 @@ from cnnlab.explore.model import (
     InputSpec,
     Options,
     Scaling,
+    expected_model,
     occlusion_pngs,
     opened_as_network,
     read_outputs,
@@ -62,6 +63,8 @@ from cnnlab.explore.model import (
 )
 from cnnlab.explore.onnx_macs import node_macs
 from cnnlab.explore.outputs import (
+    LISTED,
+    OUTPUT,
     NotAClassifier,
     id2label_names,
     indexed_names,
@@ -258,6 +261,10 @@ class OnnxModel:
         others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
         shapes, types = self._infer_shapes(model)
         self.returned = [o.name for o in graph.output]  # the graph's own outputs, a network's rows
+        # an output whose first axis is named free where the input's batch is fixed (a detector's K boxes after NMS)
+        # lists what the image holds, one row or more: it is no batch axis, not even where one was found
+        self._listed = {o.name for o in graph.output
+                        if self.batch is not None and (first := _dims(o)[:1]) and isinstance(first[0], str)}
         out = shapes.get(self.output_name) or _dims(graph.output[0])
         network: tuple[str, ...] | None = None  # what the page says of a network that is no classifier
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
@@ -319,7 +326,7 @@ class OnnxModel:
             # fixed width after a Flatten) given another by --input-size, or one that fails on any input
             hint = "; pass an --input-size the graph allows" if self.spec.origin.get("size") == "flags" else ""
             raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
-                              f"({summary(e, 200)}){hint}; expected a classifier of one image batch") from None
+                              f"({summary(e, 200)}){hint}; expected {expected_model(options)}") from None
         if network is None:
             try:
                 count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
@@ -755,10 +762,11 @@ class OnnxModel:
                     as_nchw(torch.from_numpy(np.array(out[value], dtype=np.float32)), self.layouts.get(value)))
                 for node in self.stage_nodes for value, kind in [self.shown[id(node)]] if value in out]
         if self.scoring is not None:
-            return [*rows, Row(self.output_name, "output", self._logits_of(out[self.output_name]))]
+            return [*rows, Row(self.output_name, OUTPUT, self._logits_of(out[self.output_name]))]
         # a network's every output as it is (one image's: a detection list of its own length gets a batch axis)
-        return [*rows, *(Row(name, "output", as_nchw(torch.from_numpy(value[:1] if per_image(value, 1) else
-                                                                       value[None]), self.layouts.get(name)))
+        return [*rows, *(Row(name, OUTPUT, as_nchw(torch.from_numpy(value[:1]), self.layouts.get(name)))
+                         if per_image(value, 1) and name not in self._listed else
+                         Row(name, LISTED, torch.from_numpy(value[None]))
                          for name in self.returned if isinstance(value := out.get(name), np.ndarray))]
 
     def kernels(self) -> torch.Tensor | None:

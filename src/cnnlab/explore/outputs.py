@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import codecs
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,12 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, summary
+
+# The kinds of the rows of what a network returns (:class:`cnnlab.report.features.Row`): a tensor of the images' batch
+# cut to one image's, and one of an image's own list (a detector's boxes, masks or keypoints), whose first axis counts
+# what was found in the image, not channels: no map
+OUTPUT, LISTED = "output", "output list"
+RETURNED = (OUTPUT, LISTED)
 
 
 class NotAClassifier(CnnlabError):
@@ -182,7 +189,7 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None, outpu
         isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)
     if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
             not floats:
-        shown = " x ".join(map(str, out.shape)) if shape is not None else _structure(out)
+        shown = _shape_of(out) if shape is not None else _structure(out)
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
         # the shape shown is of one output among several: said so, or it reads as all the model returned
         returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
@@ -209,21 +216,25 @@ def per_image(value: Any, batch: int) -> bool:
     return getattr(value, "ndim", 0) >= 1 and value.shape[0] == batch
 
 
-def output_tensors(out: Any, batch: int, name: str = "output", one_image: bool = False) -> list[tuple[str, Any]]:
+def output_tensors(out: Any, batch: int, name: str = "output", one_image: bool = False) -> list[tuple[str, str, Any]]:
     """Every tensor (or array) of what a network returned for ``batch`` images, one image's (``1 x ...``), named by
-    where it sits: ``output``, ``output[1]``, ``output['out']``, ``output[0]['boxes']``. A tensor of one entry per
-    image is cut to the first image's; a list or tuple of one dict (or list) per image, as torchvision's detectors
-    return, to its first item, whose tensors are that image's (``one_image``: given a batch axis of 1), as is any
-    other tensor of a pass of one image; in a larger batch, a value of the network's own, computed once for the
-    batch, is left out. An output object (Hugging Face's) is a dict."""
+    where it sits: ``output``, ``output[1]``, ``output['out']``, ``output[0]['boxes']``, with its row's kind. A tensor
+    of one entry per image is cut to the first image's (:data:`OUTPUT`); a list or tuple of one dict (or list) per
+    image, as torchvision's detectors return, to its first item, whose tensors are that image's (``one_image``: given
+    a batch axis of 1, :data:`LISTED`: their first axis counts the image's boxes, not channels), as is any other
+    tensor of a pass of one image; in a larger batch, a value of the network's own, computed once for the batch, is
+    left out. An output object (Hugging Face's) is a dict."""
     if isinstance(out, (torch.Tensor, np.ndarray)):
         if per_image(out, batch) and not one_image:
-            return [(name, out[:1])]
+            return [(name, OUTPUT, out[:1])]
         # a pass of one image: what has no axis of it (a squeezed output, a detection list) is still that image's
-        return [(name, out[None])] if one_image or batch == 1 else []
+        return [(name, LISTED if one_image else OUTPUT, out[None])] if one_image or batch == 1 else []
     if isinstance(out, dict):
         return [item for key, value in out.items()
                 for item in output_tensors(value, batch, f"{name}[{key!r}]", one_image)]
+    if fields := _fields_of(out):  # a dataclass's fields, named as the code that returned it reads them
+        return [item for key, value in fields.items()
+                for item in output_tensors(value, batch, f"{name}.{key}", one_image)]
     if isinstance(out, (list, tuple)):
         if not one_image and len(out) == batch and out and \
                 all(isinstance(o, (dict, list, tuple)) for o in out):
@@ -248,17 +259,27 @@ def per_image_shape(value: Any) -> str:
 
 
 def _shape_of(value: Any) -> str:
+    """A tensor's shape as ``2 x 5``; one of no axes (a mean over everything) as a single number, not as no text."""
     shape = getattr(value, "shape", None)
-    return " x ".join(map(str, shape)) if shape is not None else type(value).__name__
+    if shape is None:
+        return type(value).__name__
+    return " x ".join(map(str, shape)) or "a single number"
+
+
+def _fields_of(out: Any) -> dict[str, Any]:
+    """The fields of a dataclass instance a model returned (its own output type), by name; empty for anything else."""
+    if not dataclasses.is_dataclass(out) or isinstance(out, type):
+        return {}
+    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
 
 
 def _structure(out: Any) -> str:
     """What a model returned that is not one tensor, in a few words: ``a tuple of 2 (2 x 5, 2 x 16)``, ``a dict of
     'out' (2 x 4 x 64 x 64)``, ``a list of 2 dicts of 'boxes', 'labels', 'scores'``."""
-    if isinstance(out, dict):
-        items = list(out.items())[:4]
-        shown = ", ".join(f"{k!r} ({_shape_of(v)})" for k, v in items)
-        return f"{_a(type(out).__name__)} of {shown}{', ...' * (len(out) > 4)}"
+    if isinstance(out, dict) or _fields_of(out):
+        fields = out if isinstance(out, dict) else _fields_of(out)
+        shown = ", ".join(f"{k!r} ({_shape_of(v)})" for k, v in list(fields.items())[:4])
+        return f"{_a(type(out).__name__)} of {shown}{', ...' * (len(fields) > 4)}"
     if isinstance(out, (list, tuple)):
         if out and all(isinstance(o, dict) for o in out):
             keys = ", ".join(map(repr, list(out[0])[:4]))
@@ -299,10 +320,14 @@ def scales_hint(shapes) -> str:
 
 
 def map_hint(shape) -> str:
-    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel (none for a
-    1 x 1 map: class scores, read as such, :func:`class_rows`; refused for another reason, which the line says)."""
+    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel, or, of 1 or 3
+    channels, as likely an image (an autoencoder's, a denoiser's) (none for a 1 x 1 map: class scores, read as such,
+    :func:`class_rows`; refused for another reason, which the line says)."""
     if tuple(shape[2:]) == (1, 1):
         return ""
+    if shape[1] in (1, 3):
+        return (f" (a map of {shape[1]} channel{'s' * (shape[1] > 1)} is an image, as an autoencoder returns, or a "
+                "segmentation model's scores per pixel)")
     return " (a map of scores per pixel is a segmentation model's)"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from cnnlab.explore.images import colour, overlay, png_url, to_unit
+from cnnlab.explore.outputs import LISTED, scales_hint
 
 MAPS_PER_ROW = 8
 TOP = 5
@@ -36,7 +37,8 @@ def map_rows(rows, maps: int = MAPS_PER_ROW) -> list[dict[str, Any]]:
     for row in rows:
         out = row.output[0]
         entry: dict[str, Any] = {"name": row.name, "kind": row.kind, "shape": list(out.shape), "maps": []}
-        if out.dim() == 3 and out.shape[1] * out.shape[2] > 1:  # a 1 x 1 map is a number, not a picture
+        # a 1 x 1 map is a number, not a picture; a detector's list (keypoints: boxes x 17 x 3) is no map
+        if row.kind != LISTED and out.dim() == 3 and out.shape[1] * out.shape[2] > 1:
             order = out.flatten(1).float().var(1, correction=0).argsort(descending=True)[:maps]
             entry["maps"] = [{"channel": int(c), "png": png_url(colour(to_unit(out[c]), "viridis"))}
                              for c in order.tolist()]
@@ -69,8 +71,12 @@ def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = ()) -> 
     has none, or one is not finite: JSON has no NaN). Scores per pixel (:func:`is_segments`) also get ``segments``,
     the image in grey under the channel of largest value at each pixel, one colour per channel (scaled to the image
     by nearest pixels), and its ``legend``: each channel that wins a pixel, most pixels first, with its colour, its
-    share of the map's pixels and its name (``classes``, where the map has as many channels, else ``channel k``)."""
+    share of the map's pixels and its name (``classes``, where the map has as many channels, else ``channel k``); not
+    a detector's list (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no
+    scores)."""
     entries = []
+    maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
+    features = bool(scales_hint([tuple(row.output.shape) for row in maps]))
     for row in rows:
         out = row.output[0].detach()
         values = out.double().flatten()
@@ -80,7 +86,7 @@ def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = ()) -> 
                                  "dtype": str(out.dtype).removeprefix("torch."),
                                  **dict(zip(("min", "mean", "max"), [float(v) for v in stats] if finite else
                                             [None] * 3, strict=True))}
-        if is_segments(out):
+        if not features and row.kind != LISTED and is_segments(out):
             entry.update(_segments(out, image, classes if len(classes) == out.shape[0] else ()))
         entries.append(entry)
     return entries

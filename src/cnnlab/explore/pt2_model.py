@@ -422,6 +422,8 @@ class ExportedModel(TorchModel):
             chunk, real = self._padded(x[start:start + step])
             out = self._scores_of(self.module(chunk))
             if not isinstance(out, torch.Tensor):  # not one tensor of logits: the classifier check says what it is
+                if chunk.shape[0] != x.shape[0]:  # for the images it ran (a fixed batch), not those it was given
+                    logits_count(out, chunk.shape[0], str(self.path), outputs=len(self._outputs) or 1)
                 return out
             if out.dim() == 0 or out.shape[0] != chunk.shape[0]:
                 # no row per image (a program of one image that drops its batch axis, squeeze(0)): refused for what

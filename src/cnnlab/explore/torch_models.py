@@ -17,10 +17,11 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import InputSpec, Options, gradient_pngs, opened_as_network
+from cnnlab.explore.model import InputSpec, Options, expected_model, gradient_pngs, opened_as_network
 from cnnlab.explore.outputs import (
     NotAClassifier,
     Scoring,
+    class_rows,
     first_output,
     logits_count,
     on_a_map,
@@ -76,11 +77,13 @@ class TorchModel:
         with torch.export returns it, or a forward written so); or the first of a tuple of outputs
         (:func:`cnnlab.explore.outputs.first_output`), as the ONNX kind reads a graph's first output, the others
         named on the page. A network that is no classifier keeps all it returned (a detector's ``logits`` come with
-        its ``pred_boxes``), each output a row of its own."""
+        its ``pred_boxes``), each output a row of its own; ``logits`` that are no rows of scores (a segmentation
+        model's per pixel, SegFormer's; a detector's per query, DETR's) leave the output whole already when the
+        classifier check reads it, refused, or shown, for what it is."""
         if self._not_a_classifier:
             return out
         logits = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
-        if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor):
+        if not isinstance(out, torch.Tensor) and isinstance(logits, torch.Tensor) and class_rows(logits).dim() == 2:
             self._wrapped_in = "a dict" if type(out) is dict else type(out).__name__
             return logits
         scores, others = first_output(out)
@@ -141,7 +144,7 @@ class TorchModel:
                 else:
                     hint = ""
                 raise CnnlabError(f"{where} failed on a {shape} {spec.layout} input ({first_line(e)}){hint}; "
-                                  "expected a classifier of one image batch") from e
+                                  f"expected {expected_model(options)}") from e
         return None if self._not_a_classifier else classes
 
     def _final_op(self) -> str | None:
@@ -164,8 +167,8 @@ class TorchModel:
         rows, tail = self._stage_pass(x)
         last = rows[-1]
         if self.scoring is None:
-            return [*rows[:-1], *(Row(name, "output", value)
-                                  for name, value in output_tensors(last.output, self._batch_run(x.shape[0])))], tail
+            returned = output_tensors(last.output, self._batch_run(x.shape[0]))
+            return [*rows[:-1], *(Row(name, kind, value) for name, kind, value in returned)], tail
         return [*rows[:-1], Row(last.name, last.kind, self.scoring.scores(last.output))], tail
 
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
