@@ -214,9 +214,9 @@ def test_flags_that_read_a_classifiers_outputs_are_refused_for_a_network_in_one_
                                           r"expected no --multi-label for it$"):
         open_with_images(source, None, Options(multi_label=True))
     with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but seg.onnx is not a classifier, and none of "
-                                          r"its outputs is a map of 3 channels of scores per pixel for them to name "
-                                          r"\(its outputs: out 2 x 16 x 16\); expected as many names as a map's "
-                                          r"channels, or no --classes$"):
+                                          r"its outputs is a map of 3 channels of scores per pixel, nor of a class per "
+                                          r"pixel, for them to name \(its outputs: out 2 x 16 x 16\); expected as "
+                                          r"many names as a map's channels, or no --classes$"):
         open_with_images(source, None, Options(classes=("a", "b", "c")))
 
 
@@ -580,3 +580,38 @@ def test_a_network_that_fails_on_its_input_is_not_said_to_be_a_classifier(import
         open_with_images(source, None, Options(input_size=SIDE))
     with pytest.raises(CnnlabError, match=r"; expected a classifier of one image batch$"):
         open_model(source, Options(input_size=SIDE))  # as predict opens it
+
+
+class LabelsPerPixel(nn.Module):
+    """A segmentation model that ends in its own ArgMax, as some ONNX exports do: the class of each pixel, 1 (red above
+    half) or 0, as an N x H x W map of integers; and one NaN beside its scores, as a diverged network gives."""
+
+    def __init__(self):
+        super().__init__()
+        self.scores = Segmenter()
+
+    def forward(self, x):
+        scores = self.scores(x)["out"]
+        broken = scores.clone()
+        broken[:, 0, 0, 0] = float("nan")
+        return {"labels": 1 - scores.argmax(1), "broken": broken}
+
+
+def labels_per_pixel():
+    return LabelsPerPixel()
+
+
+def test_a_class_per_pixel_is_coloured_and_named_and_a_nan_is_counted(importable):
+    """A map of class numbers (a segmentation model ending in ArgMax) got no picture and --classes was refused for it;
+    an output holding one NaN showed dashes for its least, mean and largest value, without saying why."""
+    model, _ = open_with_images(f"{importable}:labels_per_pixel", None,
+                                Options(input_size=SIDE, classes=("dark", "red")))
+    labels, broken = analyze_image(model, _half_red())["outputs"]
+    assert labels["name"] == "output['labels']" and labels["dtype"] == "int64" and labels.get("labels") is True
+    assert [(c["name"], c["share"]) for c in labels["legend"]] == [("dark", 0.5), ("red", 0.5)]
+    assert labels["segments"].startswith("data:image/png;base64,") and labels["nonfinite"] == 0
+    # the NaN is counted, and the figures are those of the finite values
+    with torch.no_grad():
+        expected = Segmenter()(model.spec.to_input(_half_red()[None]))["out"][0].double().flatten()[1:]
+    assert broken["nonfinite"] == 1
+    assert [broken["min"], broken["max"]] == pytest.approx([float(expected.min()), float(expected.max())])

@@ -48,6 +48,7 @@ from cnnlab.explore.outputs import OUTPUT, RETURNED, NotAClassifier, Scoring, re
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
     explanation_pngs,
+    is_label_map,
     is_segments,
     map_rows,
     output_entries,
@@ -459,17 +460,19 @@ def expected_model(options: Options) -> str:
 
 def segment_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
-    pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), named in the picture's legend; none
-    without the flag. Refused where no output is a map of as many channels (read from one blank image's outputs)."""
+    pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), or of the numbers of its class per pixel
+    (:func:`cnnlab.explore.probe.is_label_map`), named in the picture's legend; none without the flag. Refused where
+    no output is a map of as many channels, nor one of classes (read from one blank image's outputs)."""
     if options.classes is None:
         return ()
     outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind == OUTPUT]  # a detector's lists are no maps
-    if not any(is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) for r in outputs):
+    if not any(is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) or is_label_map(r.output[0])
+               for r in outputs):
         shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
         raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
-                          f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel for "
-                          f"them to name (its outputs: {shown}); expected as many names as a map's channels, or no "
-                          "--classes")
+                          f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel, nor "
+                          f"of a class per pixel, for them to name (its outputs: {shown}); expected as many names as "
+                          "a map's channels, or no --classes")
     return options.classes
 
 

@@ -20,6 +20,9 @@ TOP = 5
 # A map of this many channels or more read as scores per pixel gets the picture of its largest channel at each pixel:
 # tab20's colours, one per channel (repeating after 20)
 SEGMENT_COLOURS = 20
+# The largest class number a map of integers may hold to be read as a class per pixel (ADE20K's 150, COCO-Stuff's
+# 182 and more, far below): a map of pixel values or counts is no such map
+MAX_LABEL = 1023
 
 
 def top_classes(probs: torch.Tensor, classes) -> list[dict[str, Any]]:
@@ -65,43 +68,56 @@ def is_segments(out: torch.Tensor) -> bool:
     return out.dim() == 3 and out.shape[0] >= 2 and out.shape[1] * out.shape[2] > 1 and out.is_floating_point()
 
 
+def is_label_map(out: torch.Tensor) -> bool:
+    """Whether one image's output ``out`` reads as a class per pixel: integers (or a mask of booleans) on a map of
+    more than one pixel (``h x w``, or ``1 x h x w``), none below 0 or above :data:`MAX_LABEL`, as a segmentation
+    model that ends in its own ArgMax returns them."""
+    if out.is_floating_point() or out.is_complex() or out.dim() not in (2, 3) or out.dim() == 3 and out.shape[0] != 1:
+        return False
+    return out.shape[-1] * out.shape[-2] > 1 and 0 <= int(out.min()) and int(out.max()) <= MAX_LABEL
+
+
 def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """What a network that is no classifier returns for one image, as the page's table: each output row's ``name``,
-    one image's ``shape``, its element ``dtype`` and the ``min``, ``mean`` and ``max`` of its values (None where it
-    has none, or one is not finite: JSON has no NaN). Scores per pixel (:func:`is_segments`) also get ``segments``,
-    the image in grey under the channel of largest value at each pixel, one colour per channel (scaled to the image
-    by nearest pixels), and its ``legend``: each channel that wins a pixel, most pixels first, with its colour, its
-    share of the map's pixels and its name (``classes``, where the map has as many channels, else ``channel k``); not
-    a detector's list (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no
-    scores)."""
+    one image's ``shape``, its element ``dtype``, the ``min``, ``mean`` and ``max`` of its finite values (None where
+    it has none: JSON has no NaN) and how many are ``nonfinite`` (NaN or infinite). Scores per pixel
+    (:func:`is_segments`) also get ``segments``, the image in grey under the channel of largest value at each pixel,
+    one colour per channel (scaled to the image by nearest pixels), and its ``legend``: each channel that wins a
+    pixel, most pixels first, with its colour, its share of the map's pixels and its name (``classes``, where the map
+    has as many channels, else ``channel k``); a class per pixel (:func:`is_label_map`) gets them too, each label
+    coloured and named alike (``classes`` where they reach it, else ``class k``); not a detector's list
+    (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no scores)."""
     entries = []
     maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
     features = bool(scales_hint([tuple(row.output.shape) for row in maps]))
     for row in rows:
         out = row.output[0].detach()
         values = out.double().flatten()
-        stats = [values.min(), values.mean(), values.max()] if values.numel() else []
-        finite = len(stats) == 3 and all(bool(v.isfinite()) for v in stats)
+        finite = values[values.isfinite()]
+        stats = [float(finite.min()), float(finite.mean()), float(finite.max())] if finite.numel() else [None] * 3
         entry: dict[str, Any] = {"name": row.name, "shape": list(out.shape),
                                  "dtype": str(out.dtype).removeprefix("torch."),
-                                 **dict(zip(("min", "mean", "max"), [float(v) for v in stats] if finite else
-                                            [None] * 3, strict=True))}
+                                 **dict(zip(("min", "mean", "max"), stats, strict=True)),
+                                 "nonfinite": values.numel() - finite.numel()}
         if not features and row.kind != LISTED and is_segments(out):
-            entry.update(_segments(out, image, classes if len(classes) == out.shape[0] else ()))
+            named = classes if len(classes) == out.shape[0] else ()
+            entry.update(_segments(out.float().argmax(0), image, named, "channel"), channels=int(out.shape[0]))
+        elif row.kind != LISTED and is_label_map(out):
+            entry.update(_segments(out.reshape(out.shape[-2:]).long(), image, classes, "class"), labels=True)
         entries.append(entry)
     return entries
 
 
-def _segments(out: torch.Tensor, image: torch.Tensor, names: tuple[str, ...]) -> dict[str, Any]:
-    winner = out.float().argmax(0)
+def _segments(winner: torch.Tensor, image: torch.Tensor, names: tuple[str, ...], unnamed: str) -> dict[str, Any]:
+    """The picture of ``winner``, an ``h x w`` map of class numbers, over the image, and its legend: number ``k``
+    named ``names[k]``, or ``"{unnamed} k"`` beyond them."""
     shown = torch.nn.functional.interpolate(winner[None, None].float(), size=tuple(image.shape[-2:]),
                                             mode="nearest")[0, 0]
-    counts = torch.bincount(winner.flatten(), minlength=out.shape[0])
-    legend = [{"channel": k, "name": names[k] if names else f"channel {k}", "share": count / winner.numel(),
+    counts = torch.bincount(winner.flatten())
+    legend = [{"channel": k, "name": names[k] if k < len(names) else f"{unnamed} {k}", "share": count / winner.numel(),
                "colour": "#" + bytes(colour(_segment_shade(torch.tensor([[k]])), "tab20")[0, 0]).hex()}
               for k, count in sorted(enumerate(counts.tolist()), key=lambda kc: -kc[1]) if count]
-    return {"segments": png_url(overlay(image, _segment_shade(shown), cmap="tab20")), "channels": int(out.shape[0]),
-            "legend": legend}
+    return {"segments": png_url(overlay(image, _segment_shade(shown), cmap="tab20")), "legend": legend}
 
 
 def _segment_shade(channels: torch.Tensor) -> torch.Tensor:

@@ -89,12 +89,15 @@ function showOutputs(outputs) {
   $("outputs-box").hidden = !outputs.length;
   $("outputs-table").querySelector("tbody").replaceChildren(...outputs.map((o) => el("tr", {},
     el("td", {text: o.name}), el("td", {class: "num", text: o.shape.join(" x ") || "scalar"}),
-    el("td", {text: o.dtype}), el("td", {class: "num", text: figure(o.min)}),
+    // the least, mean and largest are those of its finite values: how many are not is said beside its type
+    el("td", {text: o.dtype + (o.nonfinite ? ` (${o.nonfinite.toLocaleString("en")} NaN or infinite)` : "")}),
+    el("td", {class: "num", text: figure(o.min)}),
     el("td", {class: "num", text: figure(o.mean)}), el("td", {class: "num", text: figure(o.max)}))));
   $("segments").replaceChildren(...outputs.filter((o) => o.segments).map((o) => el("figure", {},
     el("img", {class: "pixels", src: o.segments, alt: `${o.name}: its largest channel at each pixel`}),
-    el("figcaption", {text: `${o.name}: which of its ${o.channels} channels is largest at each pixel (a ` +
-      "segmentation model's class per pixel), one colour each, over the input"}),
+    el("figcaption", {text: o.labels ? `${o.name}: the class it gives each pixel, one colour each, over the input`
+      : `${o.name}: which of its ${o.channels} channels is largest at each pixel (a segmentation model's class per ` +
+        "pixel), one colour each, over the input"}),
     // each channel that wins a pixel, most pixels first: its colour, name and share of the map
     el("ul", {class: "legend"}, ...o.legend.map((c) => el("li", {},
       el("span", {class: "swatch", style: `background:${c.colour}`, "aria-hidden": "true"}),
