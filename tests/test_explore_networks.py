@@ -12,6 +12,7 @@ import re
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +85,18 @@ def _file_of(kind: str, tmp_path) -> str:
         path = tmp_path / "seg.pt2"
         torch.export.save(torch.export.export(net, (x,)), path)
     return str(path)
+
+
+def saved_segmentation_page(folder, tmp_path) -> Path:
+    """The segmentation model's ONNX export as a saved page of the pictures in ``folder``, its two channels named by
+    ``--classes`` (``red``, ``dark``): the page every engine's browser test opens
+    (:func:`browser_support.segmentation_page_reads_well`)."""
+    from cnnlab.explore.page import export_page
+
+    model, images = open_with_images(_file_of("onnx", tmp_path), folder, Options(classes=("red", "dark")))
+    page = tmp_path / "seg.html"
+    export_page(model, images, page)
+    return page
 
 
 def _half_red() -> torch.Tensor:
