@@ -374,6 +374,17 @@ def test_a_backbones_maps_at_several_scales_get_no_segments_picture(importable):
     assert not any("segments" in o for o in outputs)
 
 
+
+def test_classes_are_refused_for_a_backbones_maps_at_several_scales(importable):
+    """--classes of as many names as one of a backbone's maps has channels was taken, and named nothing: its maps at
+    several scales get no picture with a legend. It is refused in one line, as for any network with no such map."""
+    with pytest.raises(CnnlabError, match=r"^--classes gives 4 names, but \S+:backbone is not a classifier, and "
+                                          r"none of its outputs is a map of 4 channels of scores per pixel, nor of "
+                                          r"a class per pixel, for them to name \(its outputs: output\['c1'\] 4 x 16 "
+                                          r"x 16, output\['c2'\] 8 x 8 x 8\); expected as many names as a map's "
+                                          r"channels, or no --classes$"):
+        open_with_images(f"{importable}:backbone", None, Options(input_size=SIDE, classes=("a", "b", "c", "d")))
+
 class Mean(nn.Module):
     def __init__(self):
         super().__init__()

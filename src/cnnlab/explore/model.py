@@ -48,10 +48,9 @@ from cnnlab.explore.outputs import OUTPUT, RETURNED, NotAClassifier, Scoring, re
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
     explanation_pngs,
-    is_label_map,
-    is_segments,
     map_rows,
     output_entries,
+    segment_kinds,
     top_classes,
 )
 from cnnlab.explore.trained import load_trained
@@ -460,15 +459,17 @@ def expected_model(options: Options) -> str:
 
 def segment_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
-    pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), or of the numbers of its class per pixel
-    (:func:`cnnlab.explore.probe.is_label_map`), named in the picture's legend; none without the flag. Refused where
-    no output is a map of as many channels, nor one of classes (read from one blank image's outputs)."""
+    pixel, or of the numbers of its class per pixel, named in the legend of the picture the page draws of them
+    (:func:`cnnlab.explore.probe.segment_kinds`); none without the flag. Refused where no output so pictured is a map
+    of as many channels, nor one of classes (read from one blank image's outputs)."""
     if options.classes is None:
         return ()
-    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind == OUTPUT]  # a detector's lists are no maps
-    if not any(is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) or is_label_map(r.output[0])
-               for r in outputs):
-        shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
+    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind in RETURNED]
+    # only the maps the page pictures: not a detector's lists, nor a backbone's maps at several scales
+    if not any(kind == "channel" and r.output.shape[1] == len(options.classes) or kind == "class"
+               for r, kind in zip(outputs, segment_kinds(outputs), strict=True)):
+        shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs
+                          if r.kind == OUTPUT) or "none"
         raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
                           f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel, nor "
                           f"of a class per pixel, for them to name (its outputs: {shown}); expected as many names as "
