@@ -27,7 +27,7 @@ from cnnlab.inference import load_trained
 from cnnlab.models.summary import layer_summary
 from explore_support import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
 from test_explore_browser import driver  # noqa: F401  (a fixture)
-from test_explore_networks import saved_segmentation_page
+from test_explore_networks import importable, saved_segmentation_page  # noqa: F401  (a fixture)
 from test_report import needs_chromium
 
 saved_page = explore_support.saved_page  # a fixture, shared with test_pages_firefox.py
@@ -149,4 +149,24 @@ def test_a_saved_page_of_a_segmentation_model_shows_what_it_returns(tmp_path, rg
     driver.get(saved_segmentation_page(rgb_folder, tmp_path).as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
     segmentation_page_reads_well(driver)
+    assert _errors(driver) == []
+
+
+def test_a_class_per_pixel_is_described_as_such_to_a_screen_reader(tmp_path, rgb_folder, importable, driver):  # noqa: F811
+    """The picture of a map of class numbers (a segmentation model ending in its own ArgMax) was described to a screen
+    reader as "its largest channel at each pixel", of a map that has no channels: it says the class of each pixel,
+    as its caption does, and a map of scores keeps its own words."""
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.page import export_page
+    from cnnlab.explore.sources import open_with_images
+
+    model, images = open_with_images(f"{importable}:labels_per_pixel", rgb_folder,
+                                     Options(input_size=16, classes=("dark", "red")))
+    page = tmp_path / "labels.html"
+    export_page(model, images, page)
+    driver.get(page.as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    alts = driver.execute_script("return Array.from(document.querySelectorAll('#segments img'), i => i.alt)")
+    assert alts == ["output['labels']: the class it gives each pixel", "output['broken']: its largest channel at each "
+                    "pixel"], alts
     assert _errors(driver) == []

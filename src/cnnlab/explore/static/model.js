@@ -94,7 +94,9 @@ function showOutputs(outputs) {
     el("td", {class: "num", text: figure(o.min)}),
     el("td", {class: "num", text: figure(o.mean)}), el("td", {class: "num", text: figure(o.max)}))));
   $("segments").replaceChildren(...outputs.filter((o) => o.segments).map((o) => el("figure", {},
-    el("img", {class: "pixels", src: o.segments, alt: `${o.name}: its largest channel at each pixel`}),
+    // a map of class numbers has no channels to compare: its picture is said as its caption says it
+    el("img", {class: "pixels", src: o.segments, alt: o.labels ? `${o.name}: the class it gives each pixel`
+      : `${o.name}: its largest channel at each pixel`}),
     el("figcaption", {text: o.labels ? `${o.name}: the class it gives each pixel, one colour each, over the input`
       : `${o.name}: which of its ${o.channels} channels is largest at each pixel (a segmentation model's class per ` +
         "pixel), one colour each, over the input"}),
