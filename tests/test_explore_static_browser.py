@@ -170,3 +170,23 @@ def test_a_class_per_pixel_is_described_as_such_to_a_screen_reader(tmp_path, rgb
     assert alts == ["output['labels']: the class it gives each pixel", "output['broken']: its largest channel at each "
                     "pixel"], alts
     assert _errors(driver) == []
+
+
+def test_an_output_of_one_number_is_written_alike_in_the_table_and_the_status(  # noqa: F811
+        tmp_path, rgb_folder, importable, driver):  # noqa: F811
+    """A network returning one number (a mean) had it written "scalar" in the table of what it returns and "one
+    number" in the status line a screen reader hears: one helper writes an output's shape for both."""
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.page import export_page
+    from cnnlab.explore.sources import open_with_images
+
+    model, images = open_with_images(f"{importable}:mean", rgb_folder, Options(input_size=16))
+    page = tmp_path / "mean.html"
+    export_page(model, images, page)
+    driver.get(page.as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    shapes = driver.execute_script("return Array.from(document.querySelectorAll('#outputs-table tbody tr'), "
+                                   "r => r.cells[1].textContent)")
+    said = driver.execute_script("return document.getElementById('result-status').textContent")
+    assert shapes == ["one number"] and said.endswith(": output, one number"), (shapes, said)
+    assert _errors(driver) == []

@@ -15,6 +15,8 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 const $ = (id) => document.getElementById(id);
+// An output's shape for one image as the page writes it: "2 x 16 x 16"; none (a mean over everything) as a number
+const shapeText = (shape) => shape.join(" x ") || "one number";
 
 async function api(path, options) {
   const response = await fetch(path, options);
@@ -59,7 +61,7 @@ async function showAnswer(pending, render) {
   const share = (name, p) => p === null ? name : `${name} ${(100 * p).toFixed(1)}%`;
   $("result-status").textContent = `What the network makes of ${r.source}: ` + (r.top.length
     ? r.top.map((t) => share(t.class, t.probability)).join(", ")
-    : (r.outputs || []).map((o) => `${o.name}, ${o.shape.join(" x ") || "one number"}` + (o.legend
+    : (r.outputs || []).map((o) => `${o.name}, ${shapeText(o.shape)}` + (o.legend
       ? ` (${o.legend.slice(0, 3).map((c) => share(c.name, c.share)).join(", ")})` : "")).join("; "));
   card.classList.add("ready");
 }

@@ -88,7 +88,7 @@ const figure = (v) => v === null || v === undefined ? "—" : String(Number(v.to
 function showOutputs(outputs) {
   $("outputs-box").hidden = !outputs.length;
   $("outputs-table").querySelector("tbody").replaceChildren(...outputs.map((o) => el("tr", {},
-    el("td", {text: o.name}), el("td", {class: "num", text: o.shape.join(" x ") || "scalar"}),
+    el("td", {text: o.name}), el("td", {class: "num", text: shapeText(o.shape)}),
     // the least, mean and largest are those of its finite values: how many are not is said beside its type
     el("td", {text: o.dtype + (o.nonfinite ? ` (${o.nonfinite.toLocaleString("en")} NaN or infinite)` : "")}),
     el("td", {class: "num", text: figure(o.min)}),
