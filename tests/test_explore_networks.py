@@ -385,6 +385,7 @@ def test_classes_are_refused_for_a_backbones_maps_at_several_scales(importable):
                                           r"channels, or no --classes$"):
         open_with_images(f"{importable}:backbone", None, Options(input_size=SIDE, classes=("a", "b", "c", "d")))
 
+
 class Mean(nn.Module):
     def __init__(self):
         super().__init__()
