@@ -87,16 +87,22 @@ def _file_of(kind: str, tmp_path) -> str:
     return str(path)
 
 
+def saved_page_of(source: str, folder, tmp_path, options: Options) -> Path:
+    """The explorer's saved page of the network ``source`` (opened with ``options``) on the pictures in ``folder``, as
+    ``cnnlab explore SOURCE --images FOLDER --export`` writes it, for the browser tests to open."""
+    from cnnlab.explore.page import export_page
+
+    model, images = open_with_images(source, folder, options)
+    page = tmp_path / "network.html"
+    export_page(model, images, page)
+    return page
+
+
 def saved_segmentation_page(folder, tmp_path) -> Path:
     """The segmentation model's ONNX export as a saved page of the pictures in ``folder``, its two channels named by
     ``--classes`` (``red``, ``dark``): the page every engine's browser test opens
     (:func:`browser_support.segmentation_page_reads_well`)."""
-    from cnnlab.explore.page import export_page
-
-    model, images = open_with_images(_file_of("onnx", tmp_path), folder, Options(classes=("red", "dark")))
-    page = tmp_path / "seg.html"
-    export_page(model, images, page)
-    return page
+    return saved_page_of(_file_of("onnx", tmp_path), folder, tmp_path, Options(classes=("red", "dark")))
 
 
 def _half_red() -> torch.Tensor:

@@ -27,7 +27,7 @@ from cnnlab.inference import load_trained
 from cnnlab.models.summary import layer_summary
 from explore_support import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
 from test_explore_browser import driver  # noqa: F401  (a fixture)
-from test_explore_networks import importable, saved_segmentation_page  # noqa: F401  (a fixture)
+from test_explore_networks import importable, saved_page_of, saved_segmentation_page  # noqa: F401  (a fixture)
 from test_report import needs_chromium
 
 saved_page = explore_support.saved_page  # a fixture, shared with test_pages_firefox.py
@@ -157,14 +157,9 @@ def test_a_class_per_pixel_is_described_as_such_to_a_screen_reader(tmp_path, rgb
     reader as "its largest channel at each pixel", of a map that has no channels: it says the class of each pixel,
     as its caption does, and a map of scores keeps its own words."""
     from cnnlab.explore.model import Options
-    from cnnlab.explore.page import export_page
-    from cnnlab.explore.sources import open_with_images
 
-    model, images = open_with_images(f"{importable}:labels_per_pixel", rgb_folder,
-                                     Options(input_size=16, classes=("dark", "red")))
-    page = tmp_path / "labels.html"
-    export_page(model, images, page)
-    driver.get(page.as_uri())
+    options = Options(input_size=16, classes=("dark", "red"))
+    driver.get(saved_page_of(f"{importable}:labels_per_pixel", rgb_folder, tmp_path, options).as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
     alts = driver.execute_script("return Array.from(document.querySelectorAll('#segments img'), i => i.alt)")
     assert alts == ["output['labels']: the class it gives each pixel", "output['broken']: its largest channel at each "
@@ -177,13 +172,8 @@ def test_an_output_of_one_number_is_written_alike_in_the_table_and_the_status(  
     """A network returning one number (a mean) had it written "scalar" in the table of what it returns and "one
     number" in the status line a screen reader hears: one helper writes an output's shape for both."""
     from cnnlab.explore.model import Options
-    from cnnlab.explore.page import export_page
-    from cnnlab.explore.sources import open_with_images
 
-    model, images = open_with_images(f"{importable}:mean", rgb_folder, Options(input_size=16))
-    page = tmp_path / "mean.html"
-    export_page(model, images, page)
-    driver.get(page.as_uri())
+    driver.get(saved_page_of(f"{importable}:mean", rgb_folder, tmp_path, Options(input_size=16)).as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
     shapes = driver.execute_script("return Array.from(document.querySelectorAll('#outputs-table tbody tr'), "
                                    "r => r.cells[1].textContent)")
