@@ -613,6 +613,36 @@ def test_a_network_that_fails_on_its_input_is_not_said_to_be_a_classifier(import
         open_model(source, Options(input_size=SIDE))  # as predict opens it
 
 
+
+class SqueezedClassifier(nn.Module):
+    """A classifier whose forward ends in squeeze(), as many do: 2 x 5 scores for 2 images, 5 (no batch axis) for 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 1)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)).squeeze()
+
+
+def squeezed_classifier():
+    return SqueezedClassifier()
+
+
+def test_a_classifier_that_drops_the_batch_axis_of_one_image_is_refused_not_opened_as_a_network(importable, capsys):
+    """A classifier ending in squeeze() answers 2 images with class scores and 1 image with no batch axis. Refused
+    when opened before explore opened networks, it was then opened as "Not a classifier", its classes lost, and
+    predict's refusal said explore opens it: explore and summary refuse it too, saying what drops the axis."""
+    source = f"{importable}:squeezed_classifier"
+    said = (r"squeezed_classifier answers 2 images with 2 x 5 class scores, but for 1 image it returns 5, expected 1 x "
+            r"classes of float logits: its forward drops the batch axis of one image, which every analysis runs \(a "
+            r"final squeeze\(\); flatten\(1\) keeps the axis\)$")
+    with pytest.raises(CnnlabError, match=r"^\S+:" + said):
+        open_with_images(source, None, Options(input_size=SIDE))
+    assert main(["summary", source, "--input-size", str(SIDE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(said, err), err
+
 class LabelsPerPixel(nn.Module):
     """A segmentation model that ends in its own ArgMax, as some ONNX exports do: the class of each pixel, 1 (red above
     half) or 0, as an N x H x W map of integers; and one NaN beside its scores, as a diverged network gives."""
