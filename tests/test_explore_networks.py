@@ -615,14 +615,18 @@ def test_a_network_that_fails_on_its_input_is_not_said_to_be_a_classifier(import
 
 
 class SqueezedClassifier(nn.Module):
-    """A classifier whose forward ends in squeeze(), as many do: 2 x 5 scores for 2 images, 5 (no batch axis) for 1."""
+    """A classifier whose forward ends in squeeze(), as many do: 2 x 5 scores for 2 images, 5 (no batch axis) for 1;
+    ``fed`` records the channels of the inputs it is given (its second convolution takes 8)."""
+
+    fed: set[int] = set()
 
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 5, 1)
+        self.stem, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 5, 1)
 
     def forward(self, x):
-        return self.conv(x).mean((2, 3)).squeeze()
+        SqueezedClassifier.fed.add(x.shape[1])
+        return self.head(torch.relu(self.stem(x))).mean((2, 3)).squeeze()
 
 
 def squeezed_classifier():
@@ -637,11 +641,14 @@ def test_a_classifier_that_drops_the_batch_axis_of_one_image_is_refused_not_open
     said = (r"squeezed_classifier answers 2 images with 2 x 5 class scores, but for 1 image it returns 5, expected 1 x "
             r"classes of float logits: its forward drops the batch axis of one image, which every analysis runs \(a "
             r"final squeeze\(\); flatten\(1\) keeps the axis\)$")
+    SqueezedClassifier.fed.clear()
     with pytest.raises(CnnlabError, match=r"^\S+:" + said):
         open_with_images(source, None, Options(input_size=SIDE))
+    assert SqueezedClassifier.fed == {3}  # not fed blank inputs of its other convolutions' channels
     assert main(["summary", source, "--input-size", str(SIDE)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(said, err), err
+
 
 class LabelsPerPixel(nn.Module):
     """A segmentation model that ends in its own ArgMax, as some ONNX exports do: the class of each pixel, 1 (red above

@@ -19,6 +19,7 @@ from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
 from cnnlab.explore.model import InputSpec, Options, expected_model, gradient_pngs, opened_as_network
 from cnnlab.explore.outputs import (
+    BatchAxisDropped,
     NotAClassifier,
     Scoring,
     class_rows,
@@ -127,9 +128,9 @@ class TorchModel:
                     self._on_map = on_a_map(out)
             except NotAClassifier as e:  # (raised by a kind's forward too, for a batch it cannot cut into rows)
                 if classes is not None:  # a classifier for 2 images: opened as no classifier, it would lose its classes
-                    raise CnnlabError(f"{e.where} answers 2 images with 2 x {classes} class scores, but {e.reason}: "
-                                      "its forward drops the batch axis of one image, which every analysis runs (a "
-                                      "final squeeze(); flatten(1) keeps the axis)") from None
+                    raise BatchAxisDropped(f"{e.where} answers 2 images with 2 x {classes} class scores, but "
+                                           f"{e.reason}: its forward drops the batch axis of one image, which every "
+                                           "analysis runs (a final squeeze(); flatten(1) keeps the axis)") from None
                 self._not_a_classifier = opened_as_network(e, options)
             except CnnlabError:  # refused already for what it returns
                 raise
