@@ -215,8 +215,8 @@ def test_flags_that_read_a_classifiers_outputs_are_refused_for_a_network_in_one_
         open_with_images(source, None, Options(multi_label=True))
     with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but seg.onnx is not a classifier, and none of "
                                           r"its outputs is a map of 3 channels of scores per pixel, nor of a class per "
-                                          r"pixel, for them to name \(its outputs: out 2 x 16 x 16\); expected as "
-                                          r"many names as a map's channels, or no --classes$"):
+                                          r"pixel or per thing found, for them to name \(its outputs: out 2 x 16 x "
+                                          r"16\); expected as many names as a map's channels, or no --classes$"):
         open_with_images(source, None, Options(classes=("a", "b", "c")))
 
 
@@ -615,3 +615,48 @@ def test_a_class_per_pixel_is_coloured_and_named_and_a_nan_is_counted(importable
         expected = Segmenter()(model.spec.to_input(_half_red()[None]))["out"][0].double().flatten()[1:]
     assert broken["nonfinite"] == 1
     assert [broken["min"], broken["max"]] == pytest.approx([float(expected.min()), float(expected.max())])
+
+
+class BoxDetector(nn.Module):
+    """A detector of two fixed boxes per image, as torchvision's detectors return them (a dict per image of x1, y1, x2,
+    y2 boxes, labels and scores): the top-left quarter, labelled 2 and scored by its red, and the bottom-right quarter,
+    labelled 0 and scored by its darkness."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        red = self.conv(x)[:, 0]
+        half = SIDE // 2
+        boxes = torch.tensor([[0.0, 0, half - 1, half - 1], [half, half, SIDE - 1, SIDE - 1]])
+        return [{"boxes": boxes, "labels": torch.tensor([2, 0]),
+                 "scores": torch.stack([r[:half, :half].mean(), 1 - r[half:, half:].mean()])} for r in red]
+
+
+def box_detector():
+    return BoxDetector()
+
+
+def test_a_detectors_highest_scoring_boxes_are_drawn_and_named(importable):
+    """A detector's boxes were a row of figures (their least, mean and largest coordinate): its highest-scoring boxes
+    are drawn over the input, coloured by label and named by --classes (or torchvision's categories), with scores."""
+    model, _ = open_with_images(f"{importable}:box_detector", None,
+                                Options(input_size=SIDE, classes=("background", "cat", "dog")))
+    image = _half_red()
+    image[0, SIDE // 2:, SIDE // 2:] = 64  # the bottom-right quarter dim: its box scores 1 - 64/255
+    boxes = next(o for o in analyze_image(model, image)["outputs"] if o["name"] == "output[0]['boxes']")
+    assert (boxes["drawn"], boxes["found"]) == (2, 2)
+    assert [b["name"] for b in boxes["detected"]] == ["dog", "background"]
+    assert [b["score"] for b in boxes["detected"]] == pytest.approx([1.0, 1 - 64 / 255])
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(boxes["boxes"].split(",")[1]))))
+    # each box's outline in its label's colour, where the input is drawn inside
+    dog, background = (tuple(bytes.fromhex(b["colour"][1:])) for b in boxes["detected"])
+    assert tuple(picture[0, 3]) == dog and tuple(picture[3, 0]) == dog
+    assert tuple(picture[SIDE - 1, SIDE - 3]) == background and tuple(picture[3, 3]) == (255, 0, 0)
+    with pytest.raises(CnnlabError, match=r"none of its outputs is a map of 4 channels of scores per pixel, nor of a "
+                                          r"class per pixel or per thing found"):
+        open_with_images(f"{importable}:detector", None, Options(input_size=SIDE, classes=("a", "b", "c", "d")))

@@ -17,7 +17,7 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
 A network that is no classifier (a detector, a segmentation model, a backbone's features: its outputs are no
 ``N x K`` scores, :class:`cnnlab.explore.outputs.NotAClassifier`) is opened where :attr:`Options.any_network` says
 (``explore`` and ``summary``: what its layers compute needs no classes) with ``scoring`` None and no ``classes``
-(but the names ``--classes`` gives the channels of its scores per pixel: :func:`segment_classes`);
+(but the names ``--classes`` gives the channels of its scores per pixel: :func:`network_classes`);
 its ``stages`` end in a row per tensor it returns, named by where it sits (``output['out']``), and it has no
 ``logits`` and no ``attribution``. ``predict`` and ``eval`` refuse it.
 
@@ -44,10 +44,20 @@ from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
-from cnnlab.explore.outputs import OUTPUT, RETURNED, NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
+from cnnlab.explore.outputs import (
+    LISTED,
+    OUTPUT,
+    RETURNED,
+    NotAClassifier,
+    Scoring,
+    read_classes,
+    resolve_classes,
+    sums_to_one,
+)
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
     explanation_pngs,
+    is_label_list,
     is_label_map,
     is_segments,
     map_rows,
@@ -442,7 +452,7 @@ def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, .
     """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
     ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
     and ``--multi-label``, which reads outputs as class probabilities, refused. (``--classes`` may name the channels
-    of its scores per pixel: :func:`segment_classes`.)"""
+    of its scores per pixel: :func:`network_classes`.)"""
     if not options.any_network:
         raise refusal
     if options.multi_label:
@@ -458,21 +468,23 @@ def expected_model(options: Options) -> str:
     return "a network that takes a batch of images" if options.any_network else "a classifier of one image batch"
 
 
-def segment_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
+def network_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
-    pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), or of the numbers of its class per pixel
-    (:func:`cnnlab.explore.probe.is_label_map`), named in the picture's legend; none without the flag. Refused where
-    no output is a map of as many channels, nor one of classes (read from one blank image's outputs)."""
+    pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), of the numbers of its class per pixel
+    (:func:`cnnlab.explore.probe.is_label_map`) or of its labels of what it found (a detector's,
+    :func:`cnnlab.explore.probe.is_label_list`), named in the pictures' legends; none without the flag. Refused where
+    no output is a map of as many channels, nor classes (read from one blank image's outputs)."""
     if options.classes is None:
         return ()
-    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind == OUTPUT]  # a detector's lists are no maps
-    if not any(is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) or is_label_map(r.output[0])
+    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind in RETURNED]
+    if not any(r.kind == OUTPUT and (is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) or
+                                     is_label_map(r.output[0])) or r.kind == LISTED and is_label_list(r.output[0])
                for r in outputs):
         shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
         raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
                           f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel, nor "
-                          f"of a class per pixel, for them to name (its outputs: {shown}); expected as many names as "
-                          "a map's channels, or no --classes")
+                          f"of a class per pixel or per thing found, for them to name (its outputs: {shown}); "
+                          "expected as many names as a map's channels, or no --classes")
     return options.classes
 
 
@@ -589,7 +601,8 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
         if network:
             return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(rows, maps),
                     "explanation": None,
-                    "outputs": output_entries([r for r in rows if r.kind in RETURNED], image, model.classes)}
+                    "outputs": output_entries([r for r in rows if r.kind in RETURNED], image, model.classes,
+                                              model.spec.hw)}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:

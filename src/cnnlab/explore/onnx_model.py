@@ -53,11 +53,11 @@ from cnnlab.explore.model import (
     Options,
     Scaling,
     expected_model,
+    network_classes,
     occlusion_pngs,
     opened_as_network,
     read_outputs,
     scaled_as_made,
-    segment_classes,
     square_as_exported,
     token_notes,
 )
@@ -370,7 +370,7 @@ class OnnxModel:
             self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
         if self.scoring is None:  # --classes may name the channels of its scores per pixel
-            self.classes = segment_classes(self, options)
+            self.classes = network_classes(self, options)
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:
