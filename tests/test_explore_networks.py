@@ -11,7 +11,7 @@ import io
 import re
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -660,3 +660,37 @@ def test_a_detectors_highest_scoring_boxes_are_drawn_and_named(importable):
     with pytest.raises(CnnlabError, match=r"none of its outputs is a map of 4 channels of scores per pixel, nor of a "
                                           r"class per pixel or per thing found"):
         open_with_images(f"{importable}:detector", None, Options(input_size=SIDE, classes=("a", "b", "c", "d")))
+
+
+@pytest.mark.parametrize("kind", ["module", "onnx", "pt2"])
+def test_no_classes_reads_any_model_as_a_network(kind, importable, tmp_path, capsys):
+    """An embedding (N x 512) or a detector's N x 4 boxes have the shape of class scores and were read as a classifier
+    of 512 or 4 classes, with no way to say otherwise: --no-classes shows what any model returns as it is."""
+    net, source = Detector().eval(), str(tmp_path / f"scores.{kind}")
+    embed = nn.Sequential(net.conv, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # N x 4: class scores by their shape
+    if kind == "module":
+        source = f"{importable}:embedding"
+    elif kind == "onnx":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(embed, (torch.zeros(1, 3, SIDE, SIDE),), source, dynamo=False, input_names=["x"],
+                              output_names=["features"])
+    else:
+        torch.export.save(torch.export.export(embed, (torch.zeros(1, 3, SIDE, SIDE),)), source)
+    options = Options(input_size=SIDE if kind == "module" else None)
+    assert open_with_images(source, None, options)[0].scoring is not None  # without the flag: 4 classes
+    model, _ = open_with_images(source, None, replace(options, no_classes=True))
+    assert model.scoring is None and model.classes == ()
+    assert any(n.startswith("Read as a network, not a classifier (--no-classes)") for n in model.notes), model.notes
+    [out] = analyze_image(model, _half_red())["outputs"]
+    assert out["shape"] == [4] and out["name"] == ("features" if kind == "onnx" else "output")
+    flags = ["--input-size", str(SIDE)] if kind == "module" else []
+    assert main(["summary", source, "--no-classes", *flags]) == 0
+    assert ", not a classifier, fed " in capsys.readouterr().out.splitlines()[0]
+    with pytest.raises(CnnlabError, match=r"^--no-classes reads a model's outputs as they are, with no classes"):
+        open_model(source, replace(options, no_classes=True))  # as predict and eval open it
+
+
+def embedding():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -335,6 +335,7 @@ class Options:
     weights: str | Path | None = None  # a state dict for a network built by name or by module:function
     # open a network whose outputs are no class scores for its layers (explore, summary), rather than refuse it
     any_network: bool = False
+    no_classes: bool = False  # --no-classes: read any model's outputs as they are, as a network's (explore, summary)
 
     def __post_init__(self):
         if self.input_size is not None:
@@ -360,18 +361,20 @@ class Options:
     def from_flags(cls, classes: str | Path | None = None, input_size: int | tuple[int, int] | None = None,
                    mean: Any = None, std: Any = None, pixel_range: str | None = None, bgr: bool = False,
                    layout: str | None = None, multi_label: bool = False,
-                   weights: str | Path | None = None) -> Options:
+                   weights: str | Path | None = None, no_classes: bool = False) -> Options:
         """The options of the CLI's model flags as given (``classes``: the ``--classes`` file, read here)."""
         return cls(classes=read_classes(classes) if classes is not None else None, input_size=input_size,
                    mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
-                   pixel_range=pixel_range, bgr=bgr, layout=layout, multi_label=multi_label, weights=weights)
+                   pixel_range=pixel_range, bgr=bgr, layout=layout, multi_label=multi_label, weights=weights,
+                   no_classes=no_classes)
 
     def check_records_its_own(self) -> None:
         """Refuse the flags that say how to feed a model from elsewhere for a cnnlab checkpoint, which records its
         input size, normalisation, scoring and weights itself (``--classes`` may still rename its classes)."""
-        if self.input_size or self.scaling_flags() or self.layout or self.multi_label or self.weights is not None:
-            raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout, --multi-label and "
-                              "--weights are for models from elsewhere; a cnnlab checkpoint records its own")
+        if self.input_size or self.scaling_flags() or self.layout or self.multi_label or self.weights is not None or \
+                self.no_classes:
+            raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout, --multi-label, --weights "
+                              "and --no-classes are for models from elsewhere; a cnnlab checkpoint records its own")
 
     def scaling_flags(self) -> list[str]:
         """The flags given that say how pixels become the model's input."""
@@ -460,6 +463,19 @@ def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, .
                           f"{refusal.reason}; expected no --multi-label for it") from None
     return (f"Not a classifier: {refusal.reason}. Shown is what each layer computes and what the network returns; "
             "there are no classes to rank and no attribution.",)
+
+
+def read_as_network(options: Options) -> tuple[str, ...]:
+    """What the page says of a model read as a network whatever its outputs (``--no-classes``: an embedding's N x 512,
+    a detector's N x 4 boxes, which would read as class scores), before any check of them; nothing without the flag.
+    Refused where classes are needed (``predict``, ``eval``: without ``options.any_network``)."""
+    if not options.no_classes:
+        return ()
+    if not options.any_network:
+        raise CnnlabError("--no-classes reads a model's outputs as they are, with no classes, which explore and "
+                          "summary show; predict and eval answer with classes; expected no --no-classes for them")
+    return ("Read as a network, not a classifier (--no-classes): what it returns is shown as it is, with no classes "
+            "to rank and no attribution.",)
 
 
 def expected_model(options: Options) -> str:
