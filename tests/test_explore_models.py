@@ -457,8 +457,8 @@ def test_bgr_and_pixel_range_are_refused_where_they_cannot_apply(tmp_path, lenet
         open_model(grey, Options(bgr=True))
     with pytest.raises(CnnlabError, match=r"^--pixel-range must be 0-1 or 0-255"):
         Options(pixel_range="0-65535")
-    with pytest.raises(CnnlabError, match=r"--pixel-range, --bgr, --layout, --multi-label, --weights and --no-classes "
-                                          r"are for models from elsewhere; a cnnlab checkpoint records its own"):
+    with pytest.raises(CnnlabError, match=r"--pixel-range, --bgr, --layout, --multi-label and --weights are for "
+                                          r"models from elsewhere; a cnnlab checkpoint records its own"):
         open_model(lenet["run"], Options(bgr=True))
     code = main(["explore", str(tmp_path), "--bgr", "--pixel-range", "0-255"])  # a folder is served as runs
     assert code == 2 and "--pixel-range and --bgr apply to one model" in capsys.readouterr().err
@@ -703,10 +703,12 @@ def test_mean_and_std_are_refused_for_a_cnnlab_export(kind, lenet):
 
 def test_a_cnnlab_checkpoint_refuses_the_flags_of_models_from_elsewhere(lenet):
     with pytest.raises(CnnlabError, match=r"^--input-size, --mean, --std, --pixel-range, --bgr, --layout, "
-                                          r"--multi-label, --weights and --no-classes are for models from elsewhere; "
-                                          r"a cnnlab checkpoint records its own$"):
+                                          r"--multi-label and --weights are for models from elsewhere; a cnnlab "
+                                          r"checkpoint records its own$"):
         open_model(lenet["run"], Options(multi_label=True))
-    with pytest.raises(CnnlabError, match=r"--no-classes are for models from elsewhere"):  # a classifier always
+    with pytest.raises(CnnlabError, match=r"^--no-classes reads a model from elsewhere as a network whatever its "
+                                          r"outputs; a cnnlab checkpoint is a classifier, read as one; expected no "
+                                          r"--no-classes for it$"):
         open_model(lenet["run"], Options(no_classes=True, any_network=True))
 
 

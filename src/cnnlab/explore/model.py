@@ -371,10 +371,12 @@ class Options:
     def check_records_its_own(self) -> None:
         """Refuse the flags that say how to feed a model from elsewhere for a cnnlab checkpoint, which records its
         input size, normalisation, scoring and weights itself (``--classes`` may still rename its classes)."""
-        if self.input_size or self.scaling_flags() or self.layout or self.multi_label or self.weights is not None or \
-                self.no_classes:
-            raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout, --multi-label, --weights "
-                              "and --no-classes are for models from elsewhere; a cnnlab checkpoint records its own")
+        if self.input_size or self.scaling_flags() or self.layout or self.multi_label or self.weights is not None:
+            raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout, --multi-label and "
+                              "--weights are for models from elsewhere; a cnnlab checkpoint records its own")
+        if self.no_classes:
+            raise CnnlabError("--no-classes reads a model from elsewhere as a network whatever its outputs; a cnnlab "
+                              "checkpoint is a classifier, read as one; expected no --no-classes for it")
 
     def scaling_flags(self) -> list[str]:
         """The flags given that say how pixels become the model's input."""
