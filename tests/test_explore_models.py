@@ -706,6 +706,10 @@ def test_a_cnnlab_checkpoint_refuses_the_flags_of_models_from_elsewhere(lenet):
                                           r"--multi-label and --weights are for models from elsewhere; a cnnlab "
                                           r"checkpoint records its own$"):
         open_model(lenet["run"], Options(multi_label=True))
+    with pytest.raises(CnnlabError, match=r"^--no-classes reads a model from elsewhere as a network whatever its "
+                                          r"outputs; a cnnlab checkpoint is a classifier, read as one; expected no "
+                                          r"--no-classes for it$"):
+        open_model(lenet["run"], Options(no_classes=True, any_network=True))
 
 
 def test_an_nhwc_program_and_an_unknown_backbone_get_the_flag_or_name_that_fits(tmp_path):

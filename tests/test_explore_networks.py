@@ -11,7 +11,7 @@ import io
 import re
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -234,8 +234,8 @@ def test_flags_that_read_a_classifiers_outputs_are_refused_for_a_network_in_one_
         open_with_images(source, None, Options(multi_label=True))
     with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but seg.onnx is not a classifier, and none of "
                                           r"its outputs is a map of 3 channels of scores per pixel, nor of a class per "
-                                          r"pixel, for them to name \(its outputs: out 2 x 16 x 16\); expected as "
-                                          r"many names as a map's channels, or no --classes$"):
+                                          r"pixel or per thing found, for them to name \(its outputs: out 2 x 16 x "
+                                          r"16\); expected as many names as a map's channels, or no --classes$"):
         open_with_images(source, None, Options(classes=("a", "b", "c")))
 
 
@@ -386,9 +386,9 @@ def test_classes_are_refused_for_a_backbones_maps_at_several_scales(importable):
     several scales get no picture with a legend. It is refused in one line, as for any network with no such map."""
     with pytest.raises(CnnlabError, match=r"^--classes gives 4 names, but \S+:backbone is not a classifier, and "
                                           r"none of its outputs is a map of 4 channels of scores per pixel, nor of "
-                                          r"a class per pixel, for them to name \(its outputs: output\['c1'\] 4 x 16 "
-                                          r"x 16, output\['c2'\] 8 x 8 x 8\); expected as many names as a map's "
-                                          r"channels, or no --classes$"):
+                                          r"a class per pixel or per thing found, for them to name \(its outputs: "
+                                          r"output\['c1'\] 4 x 16 x 16, output\['c2'\] 8 x 8 x 8\); expected as many "
+                                          r"names as a map's channels, or no --classes$"):
         open_with_images(f"{importable}:backbone", None, Options(input_size=SIDE, classes=("a", "b", "c", "d")))
 
 
@@ -683,3 +683,82 @@ def test_a_class_per_pixel_is_coloured_and_named_and_a_nan_is_counted(importable
         expected = Segmenter()(model.spec.to_input(_half_red()[None]))["out"][0].double().flatten()[1:]
     assert broken["nonfinite"] == 1
     assert [broken["min"], broken["max"]] == pytest.approx([float(expected.min()), float(expected.max())])
+
+
+class BoxDetector(nn.Module):
+    """A detector of two fixed boxes per image, as torchvision's detectors return them (a dict per image of x1, y1, x2,
+    y2 boxes, labels and scores): the top-left quarter, labelled 2 and scored by its red, and the bottom-right quarter,
+    labelled 0 and scored by its darkness."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        red = self.conv(x)[:, 0]
+        half = SIDE // 2
+        boxes = torch.tensor([[0.0, 0, half - 1, half - 1], [half, half, SIDE - 1, SIDE - 1]])
+        return [{"boxes": boxes, "labels": torch.tensor([2, 0]),
+                 "scores": torch.stack([r[:half, :half].mean(), 1 - r[half:, half:].mean()])} for r in red]
+
+
+def box_detector():
+    return BoxDetector()
+
+
+def test_a_detectors_highest_scoring_boxes_are_drawn_and_named(importable):
+    """A detector's boxes were a row of figures (their least, mean and largest coordinate): its highest-scoring boxes
+    are drawn over the input, coloured by label and named by --classes (or torchvision's categories), with scores."""
+    model, _ = open_with_images(f"{importable}:box_detector", None,
+                                Options(input_size=SIDE, classes=("background", "cat", "dog")))
+    image = _half_red()
+    image[0, SIDE // 2:, SIDE // 2:] = 64  # the bottom-right quarter dim: its box scores 1 - 64/255
+    boxes = next(o for o in analyze_image(model, image)["outputs"] if o["name"] == "output[0]['boxes']")
+    assert (boxes["drawn"], boxes["found"]) == (2, 2)
+    assert [b["name"] for b in boxes["detected"]] == ["dog", "background"]
+    assert [b["score"] for b in boxes["detected"]] == pytest.approx([1.0, 1 - 64 / 255])
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(boxes["boxes"].split(",")[1]))))
+    # each box's outline in its label's colour, where the input is drawn inside
+    dog, background = (tuple(bytes.fromhex(b["colour"][1:])) for b in boxes["detected"])
+    assert tuple(picture[0, 3]) == dog and tuple(picture[3, 0]) == dog
+    assert tuple(picture[SIDE - 1, SIDE - 3]) == background and tuple(picture[3, 3]) == (255, 0, 0)
+    with pytest.raises(CnnlabError, match=r"none of its outputs is a map of 4 channels of scores per pixel, nor of a "
+                                          r"class per pixel or per thing found"):
+        open_with_images(f"{importable}:detector", None, Options(input_size=SIDE, classes=("a", "b", "c", "d")))
+
+
+@pytest.mark.parametrize("kind", ["module", "onnx", "pt2"])
+def test_no_classes_reads_any_model_as_a_network(kind, importable, tmp_path, capsys):
+    """An embedding (N x 512) or a detector's N x 4 boxes have the shape of class scores and were read as a classifier
+    of 512 or 4 classes, with no way to say otherwise: --no-classes shows what any model returns as it is."""
+    net, source = Detector().eval(), str(tmp_path / f"scores.{kind}")
+    embed = nn.Sequential(net.conv, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # N x 4: class scores by their shape
+    if kind == "module":
+        source = f"{importable}:embedding"
+    elif kind == "onnx":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(embed, (torch.zeros(1, 3, SIDE, SIDE),), source, dynamo=False, input_names=["x"],
+                              output_names=["features"])
+    else:
+        torch.export.save(torch.export.export(embed, (torch.zeros(1, 3, SIDE, SIDE),)), source)
+    options = Options(input_size=SIDE if kind == "module" else None)
+    assert open_with_images(source, None, options)[0].scoring is not None  # without the flag: 4 classes
+    model, _ = open_with_images(source, None, replace(options, no_classes=True))
+    assert model.scoring is None and model.classes == ()
+    assert any(n.startswith("Read as a network, not a classifier (--no-classes)") for n in model.notes), model.notes
+    [out] = analyze_image(model, _half_red())["outputs"]
+    assert out["shape"] == [4] and out["name"] == ("features" if kind == "onnx" else "output")
+    flags = ["--input-size", str(SIDE)] if kind == "module" else []
+    assert main(["summary", source, "--no-classes", *flags]) == 0
+    assert ", not a classifier, fed " in capsys.readouterr().out.splitlines()[0]
+    with pytest.raises(CnnlabError, match=r"^--no-classes reads a model's outputs as they are, with no classes"):
+        open_model(source, replace(options, no_classes=True))  # as predict and eval open it
+
+
+def embedding():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())

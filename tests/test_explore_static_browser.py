@@ -154,16 +154,15 @@ def test_a_saved_page_of_a_segmentation_model_shows_what_it_returns(tmp_path, rg
 
 def test_a_class_per_pixel_is_described_as_such_to_a_screen_reader(tmp_path, rgb_folder, importable, driver):  # noqa: F811
     """The picture of a map of class numbers (a segmentation model ending in its own ArgMax) was described to a screen
-    reader as "its largest channel at each pixel", of a map that has no channels: it says the class of each pixel,
-    as its caption does, and a map of scores keeps its own words."""
+    reader as "its largest channel at each pixel", of a map that has no channels: it says the class at each pixel, as
+    a map of scores' picture does."""
     from cnnlab.explore.model import Options
 
     options = Options(input_size=16, classes=("dark", "red"))
     driver.get(saved_page_of(f"{importable}:labels_per_pixel", rgb_folder, tmp_path, options).as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
     alts = driver.execute_script("return Array.from(document.querySelectorAll('#segments img'), i => i.alt)")
-    assert alts == ["output['labels']: the class it gives each pixel", "output['broken']: its largest channel at each "
-                    "pixel"], alts
+    assert alts == ["output['labels']: its class at each pixel", "output['broken']: its class at each pixel"], alts
     assert _errors(driver) == []
 
 

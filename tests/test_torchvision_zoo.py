@@ -131,7 +131,8 @@ def test_the_side_each_task_is_fed_at_is_its_weights_transforms_or_its_detectors
 def test_a_detector_opens_and_lists_what_it_returns(torch_home, tmp_path, capsys):
     state = _write_weights(DETECTOR)
     explored, images = open_with_images(PREFIX + DETECTOR, _pictures(tmp_path / "pics", 1, 320))
-    assert explored.scoring is None and explored.classes == () and explored.spec.hw == (320, 320)
+    assert explored.scoring is None and explored.spec.hw == (320, 320)
+    assert explored.classes == tuple(torchvision.models.get_model_weights(DETECTOR).DEFAULT.meta["categories"])
     assert explored.spec.mean is None and explored.spec.std is None  # the detector normalises inside
     assert "size from the detector's own transform (its min_size)" in explored.spec.describe()
     assert "labels are indices into the weights' 91 categories (1 person, 2 bicycle, 3 car, ...; \"N/A\"" in \

@@ -321,7 +321,7 @@ def _model_options(args):
     return Options.from_flags(getattr(args, "classes", None), args.input_size, getattr(args, "mean", None),
                               getattr(args, "std", None), getattr(args, "pixel_range", None),
                               getattr(args, "bgr", False), args.layout, getattr(args, "multi_label", False),
-                              args.weights)
+                              args.weights, getattr(args, "no_classes", False))
 
 
 def _cmd_export(args) -> int:
@@ -359,7 +359,7 @@ def _cmd_explore(args) -> int:
                     std=args.std, pixel_range=args.pixel_range, bgr=args.bgr, layout=args.layout,
                     multi_label=args.multi_label, weights=args.weights, export=args.export, force=args.force,
                     host=args.host, port=args.port, open_browser=not args.no_browser,
-                    skip_bad_images=args.skip_bad_images, allow_hosts=args.allow_host)
+                    skip_bad_images=args.skip_bad_images, allow_hosts=args.allow_host, no_classes=args.no_classes)
     if saved:  # --export: the page was written, not served
         inputs, maps = len(saved["inputs"]), saved["maps_per_stage"]
         print(f"{saved['path']}: {saved['bytes'] / 2**20:.1f} MiB, {inputs} input{'s' * (inputs != 1)}, {maps} "
@@ -488,6 +488,13 @@ def _add_model_flags(p: argparse.ArgumentParser, multi_label: bool = True, feedi
                    "from the file) or what module:function builds")
 
 
+def _add_no_classes(p: argparse.ArgumentParser) -> None:
+    """``--no-classes``, for ``explore`` and ``summary``, which show any network."""
+    p.add_argument("--no-classes", action="store_true", help="read a model from elsewhere as a network, not a "
+                   "classifier, whatever its outputs (an embedding's N x 512, a detector's N x 4 boxes): what it "
+                   "returns is shown as it is, with no classes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, inspect and ship the CNNs of d2l ch. 7-8 on "
                      "Fashion-MNIST, another registered dataset or a folder of your images; "
@@ -533,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input shape of one of cnnlab's models (default: 1,1,S,S at the model's input size)")
     p.add_argument("--ops", default="torch", choices=("torch", "scratch"))
     _add_model_flags(p, feeding=False)
+    _add_no_classes(p)
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("kernel", help="d2l 7.2.3-7.2.4: detect edges, then learn the edge kernel")
@@ -601,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "function returning an nn.Module)")
     p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
     _add_model_flags(p)
+    _add_no_classes(p)
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
                    "network) with the chosen images through every stage, instead of serving")
     p.add_argument("--force", action="store_true", help="overwrite an existing --export file")

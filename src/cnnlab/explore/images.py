@@ -12,7 +12,7 @@ import io
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from cnnlab.errors import CnnlabError
 from cnnlab.picture import MAX_PIXELS, read_picture
@@ -85,6 +85,19 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, cmap: str = "jet", alpha: f
     grey = base if base.ndim == 2 else base.mean(2)
     blended = (1 - alpha) * grey[..., None] + alpha * colour(heat, cmap).astype(np.float32)
     return blended.clip(0, 255).round().astype(np.uint8)
+
+
+def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, float]],
+                  colours: list[str]) -> np.ndarray:
+    """``boxes`` (``x1, y1, x2, y2`` in the image's pixels) drawn over the image in colour, each in its ``colours``
+    entry (``#rrggbb``), two pixels wide (one on a picture under 64 pixels): uint8 ``H x W x 3``."""
+    base = image_array(image)
+    picture = Image.fromarray(base if base.ndim == 3 else np.stack([base] * 3, 2))
+    draw = ImageDraw.Draw(picture)
+    width = 2 if min(picture.size) >= 64 else 1
+    for box, colour_ in zip(boxes, colours, strict=True):
+        draw.rectangle(box, outline=colour_, width=width)
+    return np.asarray(picture)
 
 
 def decode_upload(data: bytes, channels: int, size: int | tuple[int, int], invert: bool = False,

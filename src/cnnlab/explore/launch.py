@@ -152,7 +152,8 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
             input_size: int | tuple[int, int] | None = None, mean=None, std=None, pixel_range: str | None = None,
             bgr: bool = False, layout: str | None = None, multi_label: bool = False, weights: str | Path | None = None,
             export: str | Path | None = None, force: bool = False, host: str | None = None, port: int | None = None,
-            open_browser: bool = True, skip_bad_images: bool = False, allow_hosts=None) -> dict | None:
+            open_browser: bool = True, skip_bad_images: bool = False, allow_hosts=None,
+            no_classes: bool = False) -> dict | None:
     """``cnnlab explore``: serve a runs folder, or one model of any kind with your images, or save a static page.
 
     A folder is served as runs (:func:`serve`). Anything else is one model (:func:`cnnlab.explore.sources.open_model`:
@@ -185,7 +186,7 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
     model_flags = {"--images": images, "--classes": classes, "--input-size": input_size, "--mean": mean,
                    "--std": std, "--pixel-range": pixel_range, "--bgr": bgr or None, "--layout": layout,
                    "--multi-label": multi_label or None, "--weights": weights, "--export": export,
-                   "--skip-bad-images": skip_bad_images or None}
+                   "--skip-bad-images": skip_bad_images or None, "--no-classes": no_classes or None}
     if Path(source).is_dir():
         given = [k for k, v in model_flags.items() if v is not None]
         if given:
@@ -195,7 +196,8 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
                               "(a .onnx, .pt2 or .pt file, or "
                               f"module:function); {source} is a folder, served as runs{hint}")
         return serve(source, host=host, port=port, open_browser=open_browser, allow_hosts=allowed)
-    options = Options.from_flags(classes, input_size, mean, std, pixel_range, bgr, layout, multi_label, weights)
+    options = Options.from_flags(classes, input_size, mean, std, pixel_range, bgr, layout, multi_label, weights,
+                                 no_classes)
     if export is not None:
         if images is None:
             raise CnnlabError("--export needs --images FOLDER: the page shows those inputs through every stage")

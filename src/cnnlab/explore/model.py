@@ -17,7 +17,7 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
 A network that is no classifier (a detector, a segmentation model, a backbone's features: its outputs are no
 ``N x K`` scores, :class:`cnnlab.explore.outputs.NotAClassifier`) is opened where :attr:`Options.any_network` says
 (``explore`` and ``summary``: what its layers compute needs no classes) with ``scoring`` None and no ``classes``
-(but the names ``--classes`` gives the channels of its scores per pixel: :func:`segment_classes`);
+(but the names ``--classes`` gives the channels of its scores per pixel: :func:`network_classes`);
 its ``stages`` end in a row per tensor it returns, named by where it sits (``output['out']``), and it has no
 ``logits`` and no ``attribution``. ``predict`` and ``eval`` refuse it.
 
@@ -44,10 +44,19 @@ from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
-from cnnlab.explore.outputs import OUTPUT, RETURNED, NotAClassifier, Scoring, read_classes, resolve_classes, sums_to_one
+from cnnlab.explore.outputs import (
+    LISTED,
+    RETURNED,
+    NotAClassifier,
+    Scoring,
+    read_classes,
+    resolve_classes,
+    sums_to_one,
+)
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
     explanation_pngs,
+    is_label_list,
     map_rows,
     output_entries,
     segment_kinds,
@@ -324,6 +333,7 @@ class Options:
     weights: str | Path | None = None  # a state dict for a network built by name or by module:function
     # open a network whose outputs are no class scores for its layers (explore, summary), rather than refuse it
     any_network: bool = False
+    no_classes: bool = False  # --no-classes: read any model's outputs as they are, as a network's (explore, summary)
 
     def __post_init__(self):
         if self.input_size is not None:
@@ -349,11 +359,12 @@ class Options:
     def from_flags(cls, classes: str | Path | None = None, input_size: int | tuple[int, int] | None = None,
                    mean: Any = None, std: Any = None, pixel_range: str | None = None, bgr: bool = False,
                    layout: str | None = None, multi_label: bool = False,
-                   weights: str | Path | None = None) -> Options:
+                   weights: str | Path | None = None, no_classes: bool = False) -> Options:
         """The options of the CLI's model flags as given (``classes``: the ``--classes`` file, read here)."""
         return cls(classes=read_classes(classes) if classes is not None else None, input_size=input_size,
                    mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
-                   pixel_range=pixel_range, bgr=bgr, layout=layout, multi_label=multi_label, weights=weights)
+                   pixel_range=pixel_range, bgr=bgr, layout=layout, multi_label=multi_label, weights=weights,
+                   no_classes=no_classes)
 
     def check_records_its_own(self) -> None:
         """Refuse the flags that say how to feed a model from elsewhere for a cnnlab checkpoint, which records its
@@ -361,6 +372,9 @@ class Options:
         if self.input_size or self.scaling_flags() or self.layout or self.multi_label or self.weights is not None:
             raise CnnlabError("--input-size, --mean, --std, --pixel-range, --bgr, --layout, --multi-label and "
                               "--weights are for models from elsewhere; a cnnlab checkpoint records its own")
+        if self.no_classes:
+            raise CnnlabError("--no-classes reads a model from elsewhere as a network whatever its outputs; a cnnlab "
+                              "checkpoint is a classifier, read as one; expected no --no-classes for it")
 
     def scaling_flags(self) -> list[str]:
         """The flags given that say how pixels become the model's input."""
@@ -441,7 +455,7 @@ def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, .
     """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
     ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
     and ``--multi-label``, which reads outputs as class probabilities, refused. (``--classes`` may name the channels
-    of its scores per pixel: :func:`segment_classes`.)"""
+    of its scores per pixel: :func:`network_classes`.)"""
     if not options.any_network:
         raise refusal
     if options.multi_label:
@@ -451,29 +465,43 @@ def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, .
             "there are no classes to rank and no attribution.",)
 
 
+def read_as_network(options: Options) -> tuple[str, ...]:
+    """What the page says of a model read as a network whatever its outputs (``--no-classes``: an embedding's N x 512,
+    a detector's N x 4 boxes, which would read as class scores), before any check of them; nothing without the flag.
+    Refused where classes are needed (``predict``, ``eval``: without ``options.any_network``)."""
+    if not options.no_classes:
+        return ()
+    if not options.any_network:
+        raise CnnlabError("--no-classes reads a model's outputs as they are, with no classes, which explore and "
+                          "summary show; predict and eval answer with classes; expected no --no-classes for them")
+    return ("Read as a network, not a classifier (--no-classes): what it returns is shown as it is, with no classes "
+            "to rank and no attribution.",)
+
+
 def expected_model(options: Options) -> str:
     """What a model that fails on the input it is fed was expected to be, as the refusal ends: any network where
     ``options.any_network`` opens one (``explore``, ``summary``), else a classifier (``predict``, ``eval``)."""
     return "a network that takes a batch of images" if options.any_network else "a classifier of one image batch"
 
 
-def segment_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
+def network_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
     pixel, or of the numbers of its class per pixel, named in the legend of the picture the page draws of them
-    (:func:`cnnlab.explore.probe.segment_kinds`); none without the flag. Refused where no output so pictured is a map
-    of as many channels, nor one of classes (read from one blank image's outputs)."""
+    (:func:`cnnlab.explore.probe.segment_kinds`), or of its labels of what it found (a detector's,
+    :func:`cnnlab.explore.probe.is_label_list`); none without the flag. Refused where no output so pictured is a map of
+    as many channels, nor classes (read from one blank image's outputs)."""
     if options.classes is None:
         return ()
     outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind in RETURNED]
-    # only the maps the page pictures: not a detector's lists, nor a backbone's maps at several scales
-    if not any(kind == "channel" and r.output.shape[1] == len(options.classes) or kind == "class"
+    # only the maps the page pictures (not a backbone's maps at several scales), or a detector's labels
+    if not any(kind == "channel" and r.output.shape[1] == len(options.classes) or kind == "class" or
+               r.kind == LISTED and is_label_list(r.output[0])
                for r, kind in zip(outputs, segment_kinds(outputs), strict=True)):
-        shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs
-                          if r.kind == OUTPUT) or "none"
+        shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
         raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
                           f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel, nor "
-                          f"of a class per pixel, for them to name (its outputs: {shown}); expected as many names as "
-                          "a map's channels, or no --classes")
+                          f"of a class per pixel or per thing found, for them to name (its outputs: {shown}); "
+                          "expected as many names as a map's channels, or no --classes")
     return options.classes
 
 
@@ -590,7 +618,8 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
         if network:
             return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(rows, maps),
                     "explanation": None,
-                    "outputs": output_entries([r for r in rows if r.kind in RETURNED], image, model.classes)}
+                    "outputs": output_entries([r for r in rows if r.kind in RETURNED], image, model.classes,
+                                              model.spec.hw)}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:

@@ -41,7 +41,7 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import Carried, Options, read_outputs, segment_classes, square_as_exported, token_notes
+from cnnlab.explore.model import Carried, Options, network_classes, read_outputs, square_as_exported, token_notes
 from cnnlab.explore.outputs import BatchAxisDropped, NotAClassifier, id2label_names, per_image, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
@@ -318,7 +318,7 @@ class ModuleModel(TorchModel):
                           *self.scoring.notes())
         self.notes += (*token_notes(self, "module"), *self._unused())
         if self.scoring is None:  # --classes may name the channels of its scores per pixel
-            self.classes = segment_classes(self, options)
+            self.classes = network_classes(self, options)
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,
@@ -447,7 +447,7 @@ class ModuleModel(TorchModel):
         from torch.hub's cache, fed as their transforms say (:func:`~cnnlab.models.torchvision_zoo.feeding`; the
         flags override). The weights' categories name a classifier's classes and a segmentation model's channels
         in the legend, as ``--classes`` would (the flag comes first); a detector's ``labels`` are indices into
-        them, which a note says."""
+        them, which a note says, and they name its boxes."""
         given = options or Options()
         _takes_rgb_pixels(given, name)
         if given.weights is not None:
@@ -465,10 +465,10 @@ class ModuleModel(TorchModel):
         if zoo.task == "detection":
             named = ", ".join(f"{k} {c}" for k, c in enumerate(categories[:4]) if k)
             note += f" Its labels are indices into the weights' {len(categories)} categories ({named}, ...; " \
-                    "\"N/A\" where its dataset left an index unused)."
+                    "\"N/A\" where its dataset left an index unused), which name its boxes."
         options = replace(given, input_size=given.input_size or side, mean=given.mean or mean,
                           std=given.std or std,
-                          classes=given.classes or (categories if zoo.task == "segmentation" else None))
+                          classes=given.classes or (categories if zoo.task != "classification" else None))
         explored = cls(model, name, options, folder_classes,
                        stored=categories if zoo.task == "classification" else None,
                        stored_in="the weights' metadata", note=note)

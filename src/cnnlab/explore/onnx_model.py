@@ -53,11 +53,12 @@ from cnnlab.explore.model import (
     Options,
     Scaling,
     expected_model,
+    network_classes,
     occlusion_pngs,
     opened_as_network,
+    read_as_network,
     read_outputs,
     scaled_as_made,
-    segment_classes,
     square_as_exported,
     token_notes,
 )
@@ -266,9 +267,9 @@ class OnnxModel:
         self._listed = {o.name for o in graph.output
                         if self.batch is not None and (first := _dims(o)[:1]) and isinstance(first[0], str)}
         out = shapes.get(self.output_name) or _dims(graph.output[0])
-        network: tuple[str, ...] | None = None  # what the page says of a network that is no classifier
+        network = read_as_network(options) or None  # what the page says of a network that is no classifier
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
-        if out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
+        if network is None and out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
                     (isinstance(out[1], int) and out[1] < 1)):
             outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
             pixels = scales_hint([d for d in outputs if d]) or (map_hint(out) if len(out) == 4 else "")
@@ -370,7 +371,7 @@ class OnnxModel:
             self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         self.notes += token_notes(self, "graph")
         if self.scoring is None:  # --classes may name the channels of its scores per pixel
-            self.classes = segment_classes(self, options)
+            self.classes = network_classes(self, options)
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:

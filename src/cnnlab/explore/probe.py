@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.explore.images import colour, overlay, png_url, to_unit
+from cnnlab.explore.images import boxes_overlay, colour, overlay, png_url, to_unit
 from cnnlab.explore.outputs import LISTED, scales_hint
 
 MAPS_PER_ROW = 8
@@ -23,6 +23,9 @@ SEGMENT_COLOURS = 20
 # The largest class number a map of integers may hold to be read as a class per pixel (ADE20K's 150, COCO-Stuff's
 # 182 and more, far below): a map of pixel values or counts is no such map
 MAX_LABEL = 1023
+# The boxes of a detector drawn over the input: its highest-scoring ones (a detector returns up to 100 or more, most of
+# them unlikely)
+DRAWN = 10
 
 
 def top_classes(probs: torch.Tensor, classes) -> list[dict[str, Any]]:
@@ -77,7 +80,15 @@ def is_label_map(out: torch.Tensor) -> bool:
     return out.shape[-1] * out.shape[-2] > 1 and 0 <= int(out.min()) and int(out.max()) <= MAX_LABEL
 
 
-def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def is_label_list(out: torch.Tensor) -> bool:
+    """Whether one image's output ``out`` reads as the class of each thing a detector found: a list of integers (``K``),
+    none below 0 or above :data:`MAX_LABEL`."""
+    return out.dim() == 1 and not out.is_floating_point() and not out.is_complex() and out.dtype != torch.bool and \
+        (out.numel() == 0 or 0 <= int(out.min()) and int(out.max()) <= MAX_LABEL)
+
+
+def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = (),
+                   input_hw: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """What a network that is no classifier returns for one image, as the page's table: each output row's ``name``,
     one image's ``shape``, its element ``dtype``, the ``min``, ``mean`` and ``max`` of its finite values (None where
     it has none: JSON has no NaN) and how many are ``nonfinite`` (NaN or infinite). Scores per pixel
@@ -86,7 +97,9 @@ def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = ()) -> 
     pixel, most pixels first, with its colour, its share of the map's pixels and its name (``classes``, where the map
     has as many channels, else ``channel k``); a class per pixel (:func:`is_label_map`) gets them too, each label
     coloured and named alike (``classes`` where they reach it, else ``class k``); not a detector's list
-    (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no scores)."""
+    (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no scores). A
+    detector's boxes (:func:`detections`) also get ``boxes``, the highest-scoring drawn over the image (their
+    coordinates in the pixels of the model's input, ``input_hw``), and their legend, ``detected``."""
     entries = []
     for row, pictured in zip(rows, segment_kinds(rows), strict=True):
         out = row.output[0].detach()
@@ -103,6 +116,8 @@ def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = ()) -> 
         elif pictured == "class":
             entry.update(_segments(out.reshape(out.shape[-2:]).long(), image, classes, "class"), labels=True)
         entries.append(entry)
+    for boxes, found in detections(rows, classes, input_hw or tuple(image.shape[-2:]), image):
+        next(e for e in entries if e["name"] == boxes).update(found)
     return entries
 
 
@@ -111,7 +126,7 @@ def segment_kinds(rows) -> list[str | None]:
     pixel: ``"channel"`` for scores per pixel (:func:`is_segments`, its largest channel), ``"class"`` for a map of
     class numbers (:func:`is_label_map`), else None: a detector's list (:data:`cnnlab.explore.outputs.LISTED`), and
     maps at several scales (a backbone's features, no scores). ``output_entries`` draws these pictures and
-    :func:`cnnlab.explore.model.segment_classes` lets ``--classes`` name only what they show."""
+    :func:`cnnlab.explore.model.network_classes` lets ``--classes`` name only what they show."""
     maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
     features = bool(scales_hint([tuple(row.output.shape) for row in maps]))
     kinds: list[str | None] = []
@@ -120,6 +135,35 @@ def segment_kinds(rows) -> list[str | None]:
         kinds.append(None if row.kind == LISTED else "channel" if not features and is_segments(out) else
                      "class" if is_label_map(out) else None)
     return kinds
+
+
+def detections(rows, classes: tuple[str, ...], input_hw: tuple[int, int],
+               image: torch.Tensor) -> list[tuple[str, dict[str, Any]]]:
+    """A detector's boxes as a picture: for each list of boxes (a row ``...['boxes']`` of ``K x 4``, ``x1, y1, x2,
+    y2``, as torchvision's detectors give one dict per image) with a list of as many scores beside it
+    (``...['scores']``), its :data:`DRAWN` highest-scoring boxes over the image, each coloured by its label
+    (``...['labels']``, named by ``classes`` where they reach it) or its rank, with their legend, highest first:
+    ``(the boxes' row name, {"boxes", "detected", "drawn", "found"})``. Other box formats (a YOLO head's raw anchors, a
+    DETR's centres and sizes scaled to 1) are not drawn."""
+    found = {row.name: row.output[0].detach() for row in rows}
+    drawn = []
+    for name, boxes in found.items():
+        if not name.endswith("['boxes']") or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+            continue
+        scores, labels = (found.get(name.removesuffix("['boxes']") + f"[{key!r}]") for key in ("scores", "labels"))
+        if scores is None or scores.shape != boxes.shape[:1]:
+            continue
+        labels = labels if labels is not None and labels.shape == scores.shape and is_label_list(labels) else None
+        top = scores.float().argsort(descending=True)[:DRAWN].tolist()
+        scale = torch.tensor([image.shape[-1] / input_hw[1], image.shape[-2] / input_hw[0]] * 2)
+        shown = [tuple((boxes[k].float() * scale).tolist()) for k in top]
+        ids = [int(labels[k]) if labels is not None else rank for rank, k in enumerate(top)]
+        colours = ["#" + bytes(colour(_segment_shade(torch.tensor([[i]])), "tab20")[0, 0]).hex() for i in ids]
+        legend = [{"name": (classes[i] if i < len(classes) else f"class {i}") if labels is not None else f"box {i + 1}",
+                   "score": float(scores[k]), "colour": c} for i, k, c in zip(ids, top, colours, strict=True)]
+        drawn.append((name, {"boxes": png_url(boxes_overlay(image, shown, colours)), "detected": legend,
+                             "drawn": len(top), "found": int(boxes.shape[0])}))
+    return drawn
 
 
 def _segments(winner: torch.Tensor, image: torch.Tensor, names: tuple[str, ...], unnamed: str) -> dict[str, Any]:

@@ -39,9 +39,9 @@ from cnnlab.explore.layouts import (
 from cnnlab.explore.model import (
     Options,
     Scaling,
+    network_classes,
     read_outputs,
     scaled_as_made,
-    segment_classes,
     square_as_exported,
     token_notes,
 )
@@ -332,7 +332,7 @@ class ExportedModel(TorchModel):
                           *self.scoring.notes())
         self.notes += token_notes(self, "program")
         if self.scoring is None:  # --classes may name the channels of its scores per pixel
-            self.classes = segment_classes(self, options)
+            self.classes = network_classes(self, options)
 
     def _conv_in(self) -> int | None:
         """The input channels of the first convolution: its weight holds in_channels / groups of them."""

@@ -17,7 +17,14 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import explain_with
-from cnnlab.explore.model import InputSpec, Options, expected_model, gradient_pngs, opened_as_network
+from cnnlab.explore.model import (
+    InputSpec,
+    Options,
+    expected_model,
+    gradient_pngs,
+    opened_as_network,
+    read_as_network,
+)
 from cnnlab.explore.outputs import (
     BatchAxisDropped,
     NotAClassifier,
@@ -118,7 +125,8 @@ class TorchModel:
         ``options.any_network`` opens such a network for its layers: then None, and what the page says of it in
         ``_not_a_classifier`` (:func:`cnnlab.explore.model.opened_as_network`)."""
         spec = self.spec
-        classes, self._not_a_classifier = None, ()  # (a module tries its input's channels in turn)
+        # (a module tries its input's channels in turn: each afresh)
+        classes, self._not_a_classifier = None, read_as_network(options)
         for n in (2, 1):
             try:
                 with torch.no_grad():

@@ -57,12 +57,14 @@ async function showAnswer(pending, render) {
   $("result-source").textContent = r.source;
   render(r);
   // A screen reader hears the answer where the eye sees it appear, in the status region: the top classes, or what a
-  // network that is no classifier returns (each output's shape; a segmentation's three largest classes by pixels)
+  // network that is no classifier returns (each output's shape; a segmentation's three largest classes by pixels, a
+  // detector's three highest-scoring boxes)
   const share = (name, p) => p === null ? name : `${name} ${(100 * p).toFixed(1)}%`;
   $("result-status").textContent = `What the network makes of ${r.source}: ` + (r.top.length
     ? r.top.map((t) => share(t.class, t.probability)).join(", ")
-    : (r.outputs || []).map((o) => `${o.name}, ${shapeText(o.shape)}` + (o.legend
-      ? ` (${o.legend.slice(0, 3).map((c) => share(c.name, c.share)).join(", ")})` : "")).join("; "));
+    : (r.outputs || []).map((o) => `${o.name}, ${shapeText(o.shape)}` + (o.legend || o.detected
+      ? ` (${(o.legend || o.detected).slice(0, 3).map((c) => share(c.name, c.share ?? c.score)).join(", ")})`
+      : "")).join("; "));
   card.classList.add("ready");
 }
 

@@ -85,6 +85,11 @@ function show(r) {
 // A value of an output's range: four significant digits; none (no values, or not finite) as a dash
 const figure = (v) => v === null || v === undefined ? "—" : String(Number(v.toPrecision(4)));
 
+// A picture of what the network returns, over the input: its caption, and a legend of a colour and words per item
+const overInput = (src, alt, caption, items) => el("figure", {}, el("img", {class: "pixels", src, alt}),
+  el("figcaption", {text: caption}), el("ul", {class: "legend"}, ...items.map(([colour, text]) => el("li", {},
+    el("span", {class: "swatch", style: `background:${colour}`, "aria-hidden": "true"}), text))));
+
 function showOutputs(outputs) {
   $("outputs-box").hidden = !outputs.length;
   $("outputs-table").querySelector("tbody").replaceChildren(...outputs.map((o) => el("tr", {},
@@ -93,17 +98,17 @@ function showOutputs(outputs) {
     el("td", {text: o.dtype + (o.nonfinite ? ` (${o.nonfinite.toLocaleString("en")} NaN or infinite)` : "")}),
     el("td", {class: "num", text: figure(o.min)}),
     el("td", {class: "num", text: figure(o.mean)}), el("td", {class: "num", text: figure(o.max)}))));
-  $("segments").replaceChildren(...outputs.filter((o) => o.segments).map((o) => el("figure", {},
-    // a map of class numbers has no channels to compare: its picture is said as its caption says it
-    el("img", {class: "pixels", src: o.segments, alt: o.labels ? `${o.name}: the class it gives each pixel`
-      : `${o.name}: its largest channel at each pixel`}),
-    el("figcaption", {text: o.labels ? `${o.name}: the class it gives each pixel, one colour each, over the input`
-      : `${o.name}: which of its ${o.channels} channels is largest at each pixel (a segmentation model's class per ` +
-        "pixel), one colour each, over the input"}),
-    // each channel that wins a pixel, most pixels first: its colour, name and share of the map
-    el("ul", {class: "legend"}, ...o.legend.map((c) => el("li", {},
-      el("span", {class: "swatch", style: `background:${c.colour}`, "aria-hidden": "true"}),
-      `${c.name} ${(100 * c.share).toFixed(1)}%`))))));
+  $("segments").replaceChildren(
+    // each channel or class that wins a pixel, most pixels first: its colour, name and share of the map
+    ...outputs.filter((o) => o.segments).map((o) => overInput(o.segments, `${o.name}: its class at each pixel`,
+      o.labels ? `${o.name}: the class it gives each pixel, one colour each, over the input`
+        : `${o.name}: which of its ${o.channels} channels is largest at each pixel (a segmentation model's class ` +
+          "per pixel), one colour each, over the input",
+      o.legend.map((c) => [c.colour, `${c.name} ${(100 * c.share).toFixed(1)}%`]))),
+    // a detector's boxes: its highest-scoring drawn over the input, each named (or numbered) with its score
+    ...outputs.filter((o) => o.boxes).map((o) => overInput(o.boxes, `${o.name}: its ${o.drawn} highest-scoring boxes`,
+      `${o.name}: the ${o.drawn} highest-scoring of its ${o.found} boxes, over the input`,
+      o.detected.map((b) => [b.colour, `${b.name} ${b.score.toFixed(2)}`]))));
 }
 
 let uploaded = false;  // the answer shown is the upload's: ticking "invert" answers for it again
