@@ -7,6 +7,7 @@ there (the docs' picture).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -178,4 +179,20 @@ def test_an_output_of_one_number_is_written_alike_in_the_table_and_the_status(  
                                    "r => r.cells[1].textContent)")
     said = driver.execute_script("return document.getElementById('result-status').textContent")
     assert shapes == ["one number"] and said.endswith(": output, one number"), (shapes, said)
+    assert _errors(driver) == []
+
+
+def test_a_detectors_boxes_are_said_as_their_legend_shows_them(tmp_path, rgb_folder, importable, driver):  # noqa: F811
+    """The status line a screen reader hears said a detector's box scores as percentages ("dog 58.3%"), where the
+    legend beside its boxes shows the scores as they are ("dog 0.58"): a detector's score is no share of anything."""
+    from cnnlab.explore.model import Options
+
+    options = Options(input_size=16, classes=("background", "cat", "dog"))
+    driver.get(saved_page_of(f"{importable}:box_detector", rgb_folder, tmp_path, options).as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    legend = driver.execute_script("return Array.from(document.querySelectorAll('#segments .legend li'), "
+                                   "li => li.textContent)")
+    said = driver.execute_script("return document.getElementById('result-status').textContent")
+    assert len(legend) == 2 and all(re.fullmatch(r"(dog|background) \d\.\d\d", text) for text in legend), legend
+    assert f"output[0]['boxes'], 2 x 4 ({', '.join(legend)})" in said, said
     assert _errors(driver) == []
