@@ -7,6 +7,7 @@ Each takes a ``driver`` with Selenium's ``execute_script``, ``set_window_size`` 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -79,3 +80,40 @@ def saved_page_reads_well(driver, phone: int = 375) -> None:
         driver.set_window_size(1280, 1000)
     requested = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert [r for r in requested if not r.startswith("data:")] == []
+
+
+def segmentation_page_reads_well(driver, phone: int = 375) -> None:
+    """What a reader of a segmentation model's saved page sees, in any browser (the page of
+    :func:`test_explore_networks.saved_segmentation_page`: one output ``out``, 2 x 16 x 16, its channels named ``red``
+    and ``dark``): "not a classifier" in the model line and its reason in the notes, no top classes and no
+    attribution, the table of what it returns, the picture of its largest channel at each pixel with a legend of the
+    channels' names and shares, and the status line a screen reader hears saying them; every picture decoded,
+    readable, every control large enough to touch; on a phone (``phone`` px wide) no sideways scroll, nothing cut, a
+    shape on one line."""
+    assert ": not a classifier, " in driver.execute_script("return document.getElementById('model-kind').textContent")
+    notes = driver.execute_script("return Array.from(document.querySelectorAll('#model-notes li'), n => n.textContent)")
+    assert any(n.startswith("Not a classifier: ") for n in notes), notes
+    assert driver.execute_script("return ['top-box', 'attr-a-box', 'attr-b-box'].map("
+                                 "id => document.getElementById(id).offsetParent)") == [None] * 3
+    cells = driver.execute_script("return Array.from(document.querySelectorAll('#outputs-table tbody tr'), "
+                                  "r => Array.from(r.cells, c => c.textContent))")
+    assert [c[:3] for c in cells] == [["out", "2 x 16 x 16", "float32"]], cells
+    assert driver.execute_script("const i = document.querySelector('#segments img'); "
+                                 "return i.offsetParent !== null && i.naturalWidth > 0")
+    legend = driver.execute_script("return Array.from(document.querySelectorAll('#segments .legend li'), "
+                                   "li => li.textContent)")
+    assert legend and all(re.fullmatch(r"(red|dark) \d+\.\d%", text) for text in legend), legend
+    # a screen reader hears what it returns (it heard "What the network makes of p0.png: " and nothing)
+    said, source = driver.execute_script("return ['result-status', 'result-source'].map("
+                                         "id => document.getElementById(id).textContent)")
+    assert said == f"What the network makes of {source}: out, 2 x 16 x 16 ({', '.join(legend)})", said
+    assert broken_images(driver) == [] and low_contrast(driver) == []
+    assert not (small := small_targets(driver)), small
+    driver.set_window_size(phone, 667)
+    try:
+        wait(driver, f"innerWidth === {phone}", what="the phone's width")
+        assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []
+        assert not (small := small_targets(driver)), small
+        assert text_cut_by_its_box(driver) == [] and broken_shapes(driver, "#outputs-table td.num") == []
+    finally:
+        driver.set_window_size(1280, 1000)

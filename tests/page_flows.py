@@ -23,8 +23,9 @@ from selenium.webdriver.common.keys import Keys
 import browser_support
 import report_fixtures
 import test_explore_api
+import test_explore_networks
 from a11y_support import low_contrast, sideways_scroll, small_targets, text_cut_by_its_box, unreachable_scrollers
-from browser_support import broken_images, saved_page_reads_well, screenshot, wait
+from browser_support import broken_images, saved_page_reads_well, screenshot, segmentation_page_reads_well, wait
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
 
@@ -78,6 +79,18 @@ def saved_page_from_file_url(browser, saved_page: Path, artifacts: Path, name: s
     tried = browser.execute_script("return fetch('https://example.com/').then(() => 'sent', (e) => e.name)")
     assert tried == "TypeError"
     assert [e for e in browser.errors() if "Content-Security-Policy" in e and "example.com" in e], browser.errors()
+
+
+def saved_page_of_a_segmentation_model(browser, folder: Path, tmp_path: Path, artifacts: Path, name: str,
+                                       phone: int = PHONE) -> None:
+    """The saved page of a network that is no classifier, a segmentation model's, from file://: "not a classifier",
+    no top classes, the table of what it returns, the picture of its class per pixel and its legend, said to a screen
+    reader, readable on a phone (:func:`browser_support.segmentation_page_reads_well`); no error."""
+    browser.get(test_explore_networks.saved_segmentation_page(folder, tmp_path).as_uri())
+    wait(browser, "document.body.dataset.ready === '1'", what="the saved page to render")
+    segmentation_page_reads_well(browser, phone)
+    assert browser.errors() == []
+    screenshot(browser, artifacts / f"{name}-static-page-segmentation.png")
 
 
 def served_model_page_answers_an_uploaded_file(browser, lenet: dict, grey_folder: Path, tmp_path: Path) -> None:

@@ -303,9 +303,10 @@ def scripted():
     ("user_models:exits", r"user_models:exits\(\) called sys.exit\(4\); expected a function that returns an "
                           r"nn.Module"),
     # every analysis of one image failed on these with an internal error (the server: a 500 per request)
-    ("user_models:squeezed", r"^user_models:squeezed is not a classifier: for 1 image it returns 5, expected 1 x "
-                             r"classes of float logits; cnnlab explore and cnnlab summary open any network for its "
-                             r"layers$"),
+    ("user_models:squeezed", r"^user_models:squeezed answers 2 images with 2 x 5 class scores, but for 1 image it "
+                             r"returns 5, expected 1 x classes of float logits: its forward drops the batch axis of "
+                             r"one image, which every analysis runs \(a final squeeze\(\); flatten\(1\) keeps the "
+                             r"axis\)$"),
     ("user_models:integer", r"^user_models:integer is not a classifier: for 2 images it returns 2 x 5 of int64, "
                             r"expected 2 x classes of float logits; cnnlab explore and cnnlab summary open any "
                             r"network for its layers$"),

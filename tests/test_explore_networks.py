@@ -12,6 +12,7 @@ import re
 import sys
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +85,24 @@ def _file_of(kind: str, tmp_path) -> str:
         path = tmp_path / "seg.pt2"
         torch.export.save(torch.export.export(net, (x,)), path)
     return str(path)
+
+
+def saved_page_of(source: str, folder, tmp_path, options: Options) -> Path:
+    """The explorer's saved page of the network ``source`` (opened with ``options``) on the pictures in ``folder``, as
+    ``cnnlab explore SOURCE --images FOLDER --export`` writes it, for the browser tests to open."""
+    from cnnlab.explore.page import export_page
+
+    model, images = open_with_images(source, folder, options)
+    page = tmp_path / "network.html"
+    export_page(model, images, page)
+    return page
+
+
+def saved_segmentation_page(folder, tmp_path) -> Path:
+    """The segmentation model's ONNX export as a saved page of the pictures in ``folder``, its two channels named by
+    ``--classes`` (``red``, ``dark``): the page every engine's browser test opens
+    (:func:`browser_support.segmentation_page_reads_well`)."""
+    return saved_page_of(_file_of("onnx", tmp_path), folder, tmp_path, Options(classes=("red", "dark")))
 
 
 def _half_red() -> torch.Tensor:
@@ -361,6 +380,18 @@ def test_a_backbones_maps_at_several_scales_get_no_segments_picture(importable):
     assert not any("segments" in o for o in outputs)
 
 
+
+def test_classes_are_refused_for_a_backbones_maps_at_several_scales(importable):
+    """--classes of as many names as one of a backbone's maps has channels was taken, and named nothing: its maps at
+    several scales get no picture with a legend. It is refused in one line, as for any network with no such map."""
+    with pytest.raises(CnnlabError, match=r"^--classes gives 4 names, but \S+:backbone is not a classifier, and "
+                                          r"none of its outputs is a map of 4 channels of scores per pixel, nor of "
+                                          r"a class per pixel or per thing found, for them to name \(its outputs: "
+                                          r"output\['c1'\] 4 x 16 x 16, output\['c2'\] 8 x 8 x 8\); expected as many "
+                                          r"names as a map's channels, or no --classes$"):
+        open_with_images(f"{importable}:backbone", None, Options(input_size=SIDE, classes=("a", "b", "c", "d")))
+
+
 class Mean(nn.Module):
     def __init__(self):
         super().__init__()
@@ -580,6 +611,43 @@ def test_a_network_that_fails_on_its_input_is_not_said_to_be_a_classifier(import
         open_with_images(source, None, Options(input_size=SIDE))
     with pytest.raises(CnnlabError, match=r"; expected a classifier of one image batch$"):
         open_model(source, Options(input_size=SIDE))  # as predict opens it
+
+
+
+class SqueezedClassifier(nn.Module):
+    """A classifier whose forward ends in squeeze(), as many do: 2 x 5 scores for 2 images, 5 (no batch axis) for 1;
+    ``fed`` records the channels of the inputs it is given (its second convolution takes 8)."""
+
+    fed: set[int] = set()
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        SqueezedClassifier.fed.add(x.shape[1])
+        return self.head(torch.relu(self.stem(x))).mean((2, 3)).squeeze()
+
+
+def squeezed_classifier():
+    return SqueezedClassifier()
+
+
+def test_a_classifier_that_drops_the_batch_axis_of_one_image_is_refused_not_opened_as_a_network(importable, capsys):
+    """A classifier ending in squeeze() answers 2 images with class scores and 1 image with no batch axis. Refused
+    when opened before explore opened networks, it was then opened as "Not a classifier", its classes lost, and
+    predict's refusal said explore opens it: explore and summary refuse it too, saying what drops the axis."""
+    source = f"{importable}:squeezed_classifier"
+    said = (r"squeezed_classifier answers 2 images with 2 x 5 class scores, but for 1 image it returns 5, expected 1 x "
+            r"classes of float logits: its forward drops the batch axis of one image, which every analysis runs \(a "
+            r"final squeeze\(\); flatten\(1\) keeps the axis\)$")
+    SqueezedClassifier.fed.clear()
+    with pytest.raises(CnnlabError, match=r"^\S+:" + said):
+        open_with_images(source, None, Options(input_size=SIDE))
+    assert SqueezedClassifier.fed == {3}  # not fed blank inputs of its other convolutions' channels
+    assert main(["summary", source, "--input-size", str(SIDE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(said, err), err
 
 
 class LabelsPerPixel(nn.Module):

@@ -14,18 +14,21 @@ import pytest
 
 import explore_support
 from a11y_support import (
-    broken_shapes,
-    low_contrast,
     sideways_scroll,
-    small_targets,
-    text_cut_by_its_box,
-    unreachable_scrollers,
 )
-from browser_support import artifacts, broken_images, saved_page_reads_well, screenshot, wait  # noqa: F401
+from browser_support import (  # noqa: F401
+    artifacts,
+    broken_images,
+    saved_page_reads_well,
+    screenshot,
+    segmentation_page_reads_well,
+    wait,
+)
 from cnnlab.inference import load_trained
 from cnnlab.models.summary import layer_summary
 from explore_support import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
 from test_explore_browser import driver  # noqa: F401  (a fixture)
+from test_explore_networks import importable, saved_page_of, saved_segmentation_page  # noqa: F401  (a fixture)
 from test_report import needs_chromium
 
 saved_page = explore_support.saved_page  # a fixture, shared with test_pages_firefox.py
@@ -143,37 +146,53 @@ def test_a_long_layer_name_without_spaces_wraps_on_a_phone(tmp_path, grey_folder
 def test_a_saved_page_of_a_segmentation_model_shows_what_it_returns(tmp_path, rgb_folder, driver):  # noqa: F811
     """A network that is no classifier was refused; its saved page shows its layers, maps and what it returns (the
     outputs' table and the channel of largest score at each pixel), with no top classes, readable on a phone."""
-    from cnnlab.explore.model import Options
-    from cnnlab.explore.page import export_page
-    from cnnlab.explore.sources import open_with_images
-    from test_explore_networks import _file_of
-
-    model, images = open_with_images(_file_of("onnx", tmp_path), rgb_folder, Options(classes=("red", "dark")))
-    page = tmp_path / "seg.html"
-    export_page(model, images, page)
     driver.set_window_size(1280, 1000)
-    driver.get(page.as_uri())
+    driver.get(saved_segmentation_page(rgb_folder, tmp_path).as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
-    assert ": not a classifier, " in driver.find_element("id", "model-kind").text
-    assert any(n.text.startswith("Not a classifier: ") for n in driver.find_elements("css selector", "#model-notes li"))
-    assert driver.find_element("id", "top-box").is_displayed() is False
-    assert driver.find_element("id", "attr-a-box").is_displayed() is False
-    cells = driver.execute_script("return Array.from(document.querySelectorAll('#outputs-table tbody tr'))"
-                                  ".map(r => Array.from(r.cells).map(c => c.textContent))")
-    assert [c[:3] for c in cells] == [["out", "2 x 16 x 16", "float32"]]
-    assert driver.find_element("css selector", "#segments img").is_displayed()
-    legend = [li.text for li in driver.find_elements("css selector", "#segments .legend li")]  # the channels' names
-    assert legend and all(re.fullmatch(r"(red|dark) \d+\.\d%", text) for text in legend), legend
-    # a screen reader hears what it returns (it heard "What the network makes of p0.png: " and nothing)
+    segmentation_page_reads_well(driver)
+    assert _errors(driver) == []
+
+
+def test_a_class_per_pixel_is_described_as_such_to_a_screen_reader(tmp_path, rgb_folder, importable, driver):  # noqa: F811
+    """The picture of a map of class numbers (a segmentation model ending in its own ArgMax) was described to a screen
+    reader as "its largest channel at each pixel", of a map that has no channels: it says the class at each pixel, as
+    a map of scores' picture does."""
+    from cnnlab.explore.model import Options
+
+    options = Options(input_size=16, classes=("dark", "red"))
+    driver.get(saved_page_of(f"{importable}:labels_per_pixel", rgb_folder, tmp_path, options).as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    alts = driver.execute_script("return Array.from(document.querySelectorAll('#segments img'), i => i.alt)")
+    assert alts == ["output['labels']: its class at each pixel", "output['broken']: its class at each pixel"], alts
+    assert _errors(driver) == []
+
+
+def test_an_output_of_one_number_is_written_alike_in_the_table_and_the_status(  # noqa: F811
+        tmp_path, rgb_folder, importable, driver):  # noqa: F811
+    """A network returning one number (a mean) had it written "scalar" in the table of what it returns and "one
+    number" in the status line a screen reader hears: one helper writes an output's shape for both."""
+    from cnnlab.explore.model import Options
+
+    driver.get(saved_page_of(f"{importable}:mean", rgb_folder, tmp_path, Options(input_size=16)).as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    shapes = driver.execute_script("return Array.from(document.querySelectorAll('#outputs-table tbody tr'), "
+                                   "r => r.cells[1].textContent)")
     said = driver.execute_script("return document.getElementById('result-status').textContent")
-    assert said == f"What the network makes of {driver.find_element('id', 'result-source').text}: out, 2 x 16 x 16 " \
-                   f"({', '.join(legend)})", said
-    assert broken_images(driver) == [] and _errors(driver) == [] and low_contrast(driver) == []
-    assert not (small := small_targets(driver)), small
-    driver.set_window_size(375, 667)
-    try:
-        wait(driver, "innerWidth === 375", what="the phone's width")
-        assert sideways_scroll(driver) == 0 and unreachable_scrollers(driver) == []
-        assert text_cut_by_its_box(driver) == [] and broken_shapes(driver, "#outputs-table td.num") == []
-    finally:
-        driver.set_window_size(1280, 1000)
+    assert shapes == ["one number"] and said.endswith(": output, one number"), (shapes, said)
+    assert _errors(driver) == []
+
+
+def test_a_detectors_boxes_are_said_as_their_legend_shows_them(tmp_path, rgb_folder, importable, driver):  # noqa: F811
+    """The status line a screen reader hears said a detector's box scores as percentages ("dog 58.3%"), where the
+    legend beside its boxes shows the scores as they are ("dog 0.58"): a detector's score is no share of anything."""
+    from cnnlab.explore.model import Options
+
+    options = Options(input_size=16, classes=("background", "cat", "dog"))
+    driver.get(saved_page_of(f"{importable}:box_detector", rgb_folder, tmp_path, options).as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    legend = driver.execute_script("return Array.from(document.querySelectorAll('#segments .legend li'), "
+                                   "li => li.textContent)")
+    said = driver.execute_script("return document.getElementById('result-status').textContent")
+    assert len(legend) == 2 and all(re.fullmatch(r"(dog|background) \d\.\d\d", text) for text in legend), legend
+    assert f"output[0]['boxes'], 2 x 4 ({', '.join(legend)})" in said, said
+    assert _errors(driver) == []

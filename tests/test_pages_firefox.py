@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 import page_flows
-from explore_support import grey_folder, lenet, one_thread, saved_page  # noqa: F401  (fixtures)
+from explore_support import grey_folder, lenet, one_thread, rgb_folder, saved_page  # noqa: F401  (fixtures)
 from firefox_support import FIREFOX, Firefox, needs_firefox
 from page_flows import artifacts, explore_root, run_copy, server, trained_run  # noqa: F401  (fixtures)
 
@@ -30,6 +30,10 @@ def firefox(tmp_path):
 
 def test_saved_page_from_file_url(saved_page, firefox, artifacts):  # noqa: F811
     page_flows.saved_page_from_file_url(firefox, saved_page, artifacts, "firefox")
+
+
+def test_saved_page_of_a_segmentation_model(rgb_folder, tmp_path, firefox, artifacts):  # noqa: F811
+    page_flows.saved_page_of_a_segmentation_model(firefox, rgb_folder, tmp_path, artifacts, "firefox")
 
 
 def test_served_model_page_answers_an_uploaded_file(lenet, grey_folder, tmp_path, firefox):  # noqa: F811

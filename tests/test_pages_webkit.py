@@ -12,7 +12,7 @@ import pytest
 
 import page_flows
 from browser_support import screenshot
-from explore_support import grey_folder, lenet, one_thread, saved_page  # noqa: F401  (fixtures)
+from explore_support import grey_folder, lenet, one_thread, rgb_folder, saved_page  # noqa: F401  (fixtures)
 from page_flows import artifacts, explore_root, run_copy, server, trained_run  # noqa: F401  (fixtures)
 from webkit_support import WebKit, needs_webkit
 
@@ -46,6 +46,10 @@ def test_saved_page_in_a_preview_that_runs_no_script_says_to_open_it_in_a_browse
         screenshot(browser, artifacts / "webkit-static-page-no-script.png")
     finally:
         browser.quit()
+
+
+def test_saved_page_of_a_segmentation_model(rgb_folder, tmp_path, webkit, artifacts):  # noqa: F811
+    page_flows.saved_page_of_a_segmentation_model(webkit, rgb_folder, tmp_path, artifacts, "webkit", webkit.narrowest)
 
 
 def test_served_model_page_answers_an_uploaded_file(lenet, grey_folder, tmp_path, webkit):  # noqa: F811

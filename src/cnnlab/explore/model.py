@@ -46,7 +46,6 @@ from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spat
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.outputs import (
     LISTED,
-    OUTPUT,
     RETURNED,
     NotAClassifier,
     Scoring,
@@ -58,10 +57,9 @@ from cnnlab.explore.probe import (
     MAPS_PER_ROW,
     explanation_pngs,
     is_label_list,
-    is_label_map,
-    is_segments,
     map_rows,
     output_entries,
+    segment_kinds,
     top_classes,
 )
 from cnnlab.explore.trained import load_trained
@@ -488,16 +486,17 @@ def expected_model(options: Options) -> str:
 
 def network_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
-    pixel (a segmentation model's, :func:`cnnlab.explore.probe.is_segments`), of the numbers of its class per pixel
-    (:func:`cnnlab.explore.probe.is_label_map`) or of its labels of what it found (a detector's,
-    :func:`cnnlab.explore.probe.is_label_list`), named in the pictures' legends; none without the flag. Refused where
-    no output is a map of as many channels, nor classes (read from one blank image's outputs)."""
+    pixel, or of the numbers of its class per pixel, named in the legend of the picture the page draws of them
+    (:func:`cnnlab.explore.probe.segment_kinds`), or of its labels of what it found (a detector's,
+    :func:`cnnlab.explore.probe.is_label_list`); none without the flag. Refused where no output so pictured is a map of
+    as many channels, nor classes (read from one blank image's outputs)."""
     if options.classes is None:
         return ()
     outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind in RETURNED]
-    if not any(r.kind == OUTPUT and (is_segments(r.output[0]) and r.output.shape[1] == len(options.classes) or
-                                     is_label_map(r.output[0])) or r.kind == LISTED and is_label_list(r.output[0])
-               for r in outputs):
+    # only the maps the page pictures (not a backbone's maps at several scales), or a detector's labels
+    if not any(kind == "channel" and r.output.shape[1] == len(options.classes) or kind == "class" or
+               r.kind == LISTED and is_label_list(r.output[0])
+               for r, kind in zip(outputs, segment_kinds(outputs), strict=True)):
         shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
         raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
                           f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel, nor "

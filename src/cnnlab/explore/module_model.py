@@ -42,7 +42,7 @@ from cnnlab.explore.layouts import (
     tensors_in,
 )
 from cnnlab.explore.model import Carried, Options, network_classes, read_outputs, square_as_exported, token_notes
-from cnnlab.explore.outputs import NotAClassifier, id2label_names, per_image, stored_classes
+from cnnlab.explore.outputs import BatchAxisDropped, NotAClassifier, id2label_names, per_image, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
 from cnnlab.models import create_model
@@ -302,8 +302,8 @@ class ModuleModel(TorchModel):
                 self.spec = input_spec(options, None, channels, name)  # --bgr refuses a grey one
                 count = self._check_classifier(name, options)
                 break
-            except NotAClassifier:  # it ran on this input and returned no class scores: any other would be wrong,
-                raise  # and large (a detector's 2,048-channel convolution fed 2,048 x 800 x 800 blank inputs)
+            except (NotAClassifier, BatchAxisDropped):  # it ran on this input, refused for what it returned: any
+                raise  # other would be wrong, and large (a detector's 2,048-channel convolution fed 2,048 x 800 x 800)
             except CnnlabError as e:
                 refusals.append(e)
         else:

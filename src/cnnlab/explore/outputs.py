@@ -40,6 +40,12 @@ class NotAClassifier(CnnlabError):
         self.where, self.reason = where, reason
 
 
+class BatchAxisDropped(CnnlabError):
+    """A classifier that answers 2 images with class scores and 1 image without its batch axis (a final
+    ``squeeze()``): refused by every command, since every analysis runs one image, and not opened as a network,
+    which would lose its classes."""
+
+
 @dataclass(frozen=True)
 class Scoring:
     """How a model's ``outputs`` scores become the probabilities of its classes.

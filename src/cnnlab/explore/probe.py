@@ -101,9 +101,7 @@ def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = (),
     detector's boxes (:func:`detections`) also get ``boxes``, the highest-scoring drawn over the image (their
     coordinates in the pixels of the model's input, ``input_hw``), and their legend, ``detected``."""
     entries = []
-    maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
-    features = bool(scales_hint([tuple(row.output.shape) for row in maps]))
-    for row in rows:
+    for row, pictured in zip(rows, segment_kinds(rows), strict=True):
         out = row.output[0].detach()
         values = out.double().flatten()
         finite = values[values.isfinite()]
@@ -112,15 +110,31 @@ def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = (),
                                  "dtype": str(out.dtype).removeprefix("torch."),
                                  **dict(zip(("min", "mean", "max"), stats, strict=True)),
                                  "nonfinite": values.numel() - finite.numel()}
-        if not features and row.kind != LISTED and is_segments(out):
+        if pictured == "channel":
             named = classes if len(classes) == out.shape[0] else ()
             entry.update(_segments(out.float().argmax(0), image, named, "channel"), channels=int(out.shape[0]))
-        elif row.kind != LISTED and is_label_map(out):
+        elif pictured == "class":
             entry.update(_segments(out.reshape(out.shape[-2:]).long(), image, classes, "class"), labels=True)
         entries.append(entry)
     for boxes, found in detections(rows, classes, input_hw or tuple(image.shape[-2:]), image):
         next(e for e in entries if e["name"] == boxes).update(found)
     return entries
+
+
+def segment_kinds(rows) -> list[str | None]:
+    """For each output row of a network (``rows``, what it returns), whether the page pictures it as a class per
+    pixel: ``"channel"`` for scores per pixel (:func:`is_segments`, its largest channel), ``"class"`` for a map of
+    class numbers (:func:`is_label_map`), else None: a detector's list (:data:`cnnlab.explore.outputs.LISTED`), and
+    maps at several scales (a backbone's features, no scores). ``output_entries`` draws these pictures and
+    :func:`cnnlab.explore.model.network_classes` lets ``--classes`` name only what they show."""
+    maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
+    features = bool(scales_hint([tuple(row.output.shape) for row in maps]))
+    kinds: list[str | None] = []
+    for row in rows:
+        out = row.output[0]
+        kinds.append(None if row.kind == LISTED else "channel" if not features and is_segments(out) else
+                     "class" if is_label_map(out) else None)
+    return kinds
 
 
 def detections(rows, classes: tuple[str, ...], input_hw: tuple[int, int],

@@ -26,6 +26,7 @@ from cnnlab.explore.model import (
     read_as_network,
 )
 from cnnlab.explore.outputs import (
+    BatchAxisDropped,
     NotAClassifier,
     Scoring,
     class_rows,
@@ -134,6 +135,10 @@ class TorchModel:
                     classes = logits_count(out, n, where, classes, outputs=len(self._outputs) or 1)
                     self._on_map = on_a_map(out)
             except NotAClassifier as e:  # (raised by a kind's forward too, for a batch it cannot cut into rows)
+                if classes is not None:  # a classifier for 2 images: opened as no classifier, it would lose its classes
+                    raise BatchAxisDropped(f"{e.where} answers 2 images with 2 x {classes} class scores, but "
+                                           f"{e.reason}: its forward drops the batch axis of one image, which every "
+                                           "analysis runs (a final squeeze(); flatten(1) keeps the axis)") from None
                 self._not_a_classifier = opened_as_network(e, options)
             except CnnlabError:  # refused already for what it returns
                 raise

@@ -15,6 +15,12 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 const $ = (id) => document.getElementById(id);
+// An output's shape for one image as the page writes it: "2 x 16 x 16"; none (a mean over everything) as a number
+const shapeText = (shape) => shape.join(" x ") || "one number";
+// A legend's entry as the page writes it beside a picture and the status line says it: a class's share of a map's
+// pixels as a percentage, a detector's box with its score as the model gives it (a score is no share of anything)
+const legendText = (c) => c.score === undefined ? `${c.name} ${(100 * c.share).toFixed(1)}%`
+  : `${c.name} ${c.score.toFixed(2)}`;
 
 async function api(path, options) {
   const response = await fetch(path, options);
@@ -60,8 +66,8 @@ async function showAnswer(pending, render) {
   const share = (name, p) => p === null ? name : `${name} ${(100 * p).toFixed(1)}%`;
   $("result-status").textContent = `What the network makes of ${r.source}: ` + (r.top.length
     ? r.top.map((t) => share(t.class, t.probability)).join(", ")
-    : (r.outputs || []).map((o) => `${o.name}, ${o.shape.join(" x ") || "one number"}` + (o.legend || o.detected
-      ? ` (${(o.legend || o.detected).slice(0, 3).map((c) => share(c.name, c.share ?? c.score)).join(", ")})`
+    : (r.outputs || []).map((o) => `${o.name}, ${shapeText(o.shape)}` + (o.legend || o.detected
+      ? ` (${(o.legend || o.detected).slice(0, 3).map(legendText).join(", ")})`
       : "")).join("; "));
   card.classList.add("ready");
 }

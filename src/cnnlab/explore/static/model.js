@@ -93,7 +93,7 @@ const overInput = (src, alt, caption, items) => el("figure", {}, el("img", {clas
 function showOutputs(outputs) {
   $("outputs-box").hidden = !outputs.length;
   $("outputs-table").querySelector("tbody").replaceChildren(...outputs.map((o) => el("tr", {},
-    el("td", {text: o.name}), el("td", {class: "num", text: o.shape.join(" x ") || "scalar"}),
+    el("td", {text: o.name}), el("td", {class: "num", text: shapeText(o.shape)}),
     // the least, mean and largest are those of its finite values: how many are not is said beside its type
     el("td", {text: o.dtype + (o.nonfinite ? ` (${o.nonfinite.toLocaleString("en")} NaN or infinite)` : "")}),
     el("td", {class: "num", text: figure(o.min)}),
@@ -104,11 +104,11 @@ function showOutputs(outputs) {
       o.labels ? `${o.name}: the class it gives each pixel, one colour each, over the input`
         : `${o.name}: which of its ${o.channels} channels is largest at each pixel (a segmentation model's class ` +
           "per pixel), one colour each, over the input",
-      o.legend.map((c) => [c.colour, `${c.name} ${(100 * c.share).toFixed(1)}%`]))),
+      o.legend.map((c) => [c.colour, legendText(c)]))),
     // a detector's boxes: its highest-scoring drawn over the input, each named (or numbered) with its score
     ...outputs.filter((o) => o.boxes).map((o) => overInput(o.boxes, `${o.name}: its ${o.drawn} highest-scoring boxes`,
       `${o.name}: the ${o.drawn} highest-scoring of its ${o.found} boxes, over the input`,
-      o.detected.map((b) => [b.colour, `${b.name} ${b.score.toFixed(2)}`]))));
+      o.detected.map((b) => [b.colour, legendText(b)]))));
 }
 
 let uploaded = false;  // the answer shown is the upload's: ticking "invert" answers for it again
