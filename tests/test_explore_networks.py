@@ -762,3 +762,29 @@ def test_no_classes_reads_any_model_as_a_network(kind, importable, tmp_path, cap
 def embedding():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+class UnscoredBoxes(nn.Module):
+    """Boxes and labels with no scores beside them: nothing the page draws, so no labels it names."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        f = self.conv(x)
+        return [{"boxes": f[i, 0, :2, :4], "labels": torch.tensor([1, 0])} for i in range(x.shape[0])]
+
+
+def unscored_boxes():
+    return UnscoredBoxes()
+
+
+def test_classes_name_only_the_labels_of_boxes_the_page_draws(importable):
+    """--classes was taken for a detector's labels that have no scores beside them, whose boxes the page does not
+    draw: names accepted and shown nowhere."""
+    with pytest.raises(CnnlabError, match=r"none of its outputs is a map of 2 channels of scores per pixel, nor of a "
+                                          r"class per pixel or per thing found"):
+        open_with_images(f"{importable}:unscored_boxes", None, Options(input_size=SIDE, classes=("a", "b")))
+    model, _ = open_with_images(f"{importable}:box_detector", None, Options(input_size=SIDE, classes=("a", "b", "c")))
+    assert model.classes == ("a", "b", "c")

@@ -45,7 +45,6 @@ from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.outputs import (
-    LISTED,
     RETURNED,
     NotAClassifier,
     Scoring,
@@ -55,8 +54,8 @@ from cnnlab.explore.outputs import (
 )
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
+    box_lists,
     explanation_pngs,
-    is_label_list,
     map_rows,
     output_entries,
     segment_kinds,
@@ -487,16 +486,16 @@ def expected_model(options: Options) -> str:
 def network_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
     pixel, or of the numbers of its class per pixel, named in the legend of the picture the page draws of them
-    (:func:`cnnlab.explore.probe.segment_kinds`), or of its labels of what it found (a detector's,
-    :func:`cnnlab.explore.probe.is_label_list`); none without the flag. Refused where no output so pictured is a map of
+    (:func:`cnnlab.explore.probe.segment_kinds`), or of the labels of the boxes it draws (a detector's,
+    :func:`cnnlab.explore.probe.box_lists`); none without the flag. Refused where no output so pictured is a map of
     as many channels, nor classes (read from one blank image's outputs)."""
     if options.classes is None:
         return ()
     outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind in RETURNED]
-    # only the maps the page pictures (not a backbone's maps at several scales), or a detector's labels
-    if not any(kind == "channel" and r.output.shape[1] == len(options.classes) or kind == "class" or
-               r.kind == LISTED and is_label_list(r.output[0])
-               for r, kind in zip(outputs, segment_kinds(outputs), strict=True)):
+    # only the maps the page pictures (not a backbone's maps at several scales), or the labels of boxes it draws
+    if not any(kind == "channel" and r.output.shape[1] == len(options.classes) or kind == "class"
+               for r, kind in zip(outputs, segment_kinds(outputs), strict=True)) and \
+            not any(labels is not None for *_, labels in box_lists(outputs)):
         shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
         raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
                           f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel, nor "

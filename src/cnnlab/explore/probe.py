@@ -137,16 +137,14 @@ def segment_kinds(rows) -> list[str | None]:
     return kinds
 
 
-def detections(rows, classes: tuple[str, ...], input_hw: tuple[int, int],
-               image: torch.Tensor) -> list[tuple[str, dict[str, Any]]]:
-    """A detector's boxes as a picture: for each list of boxes (a row ``...['boxes']`` of ``K x 4``, ``x1, y1, x2,
-    y2``, as torchvision's detectors give one dict per image) with a list of as many scores beside it
-    (``...['scores']``), its :data:`DRAWN` highest-scoring boxes over the image, each coloured by its label
-    (``...['labels']``, named by ``classes`` where they reach it) or its rank, with their legend, highest first:
-    ``(the boxes' row name, {"boxes", "detected", "drawn", "found"})``. Other box formats (a YOLO head's raw anchors, a
-    DETR's centres and sizes scaled to 1) are not drawn."""
+def box_lists(rows) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """A detector's lists of boxes among what a network returns (``rows``), as the page draws them: each row
+    ``...['boxes']`` of ``K x 4`` floats (``x1, y1, x2, y2``, as torchvision's detectors give one dict per image) with a
+    list of as many scores beside it (``...['scores']``), as ``(its row's name, boxes, scores, labels)``, the labels
+    (``...['labels']``, class numbers) None where there are none. :func:`detections` draws them, and
+    :func:`cnnlab.explore.model.network_classes` lets ``--classes`` name only labels drawn."""
     found = {row.name: row.output[0].detach() for row in rows}
-    drawn = []
+    lists = []
     for name, boxes in found.items():
         if not name.endswith("['boxes']") or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
             continue
@@ -154,6 +152,18 @@ def detections(rows, classes: tuple[str, ...], input_hw: tuple[int, int],
         if scores is None or scores.shape != boxes.shape[:1]:
             continue
         labels = labels if labels is not None and labels.shape == scores.shape and is_label_list(labels) else None
+        lists.append((name, boxes, scores, labels))
+    return lists
+
+
+def detections(rows, classes: tuple[str, ...], input_hw: tuple[int, int],
+               image: torch.Tensor) -> list[tuple[str, dict[str, Any]]]:
+    """A detector's boxes as a picture: for each of its lists of boxes (:func:`box_lists`), its :data:`DRAWN`
+    highest-scoring boxes over the image, each coloured by its label (named by ``classes`` where they reach it) or its
+    rank, with their legend, highest first: ``(the boxes' row name, {"boxes", "detected", "drawn", "found"})``. Other
+    box formats (a YOLO head's raw anchors, a DETR's centres and sizes scaled to 1) are not drawn."""
+    drawn = []
+    for name, boxes, scores, labels in box_lists(rows):
         top = scores.float().argsort(descending=True)[:DRAWN].tolist()
         scale = torch.tensor([image.shape[-1] / input_hw[1], image.shape[-2] / input_hw[0]] * 2)
         shown = [tuple((boxes[k].float() * scale).tolist()) for k in top]
