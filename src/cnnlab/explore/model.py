@@ -615,10 +615,9 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
                                            "its input"):
         rows = model.stages(image)
         if network:
-            return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(rows, maps),
-                    "explanation": None,
-                    "outputs": output_entries([r for r in rows if r.kind in RETURNED], image, model.classes,
-                                              model.spec.hw)}
+            returned = [r for r in rows if r.kind in RETURNED]
+            return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(_new_maps(rows), maps),
+                    "explanation": None, "outputs": output_entries(returned, image, model.classes, model.spec.hw)}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:
@@ -630,6 +629,15 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
             explanation = None
     return {"input": png_url(image_array(image)), "top": top_classes(probs, model.classes),
             "rows": map_rows(rows, maps), "explanation": explanation, "outputs": []}
+
+
+def _new_maps(rows: list[Row]) -> list[Row]:
+    """A network's rows of feature maps: its stages, then each output that is not a stage's value again (a
+    segmentation head's convolution is often what the network returns: its maps would be shown twice)."""
+    stages = [r for r in rows if r.kind not in RETURNED]
+    return [*stages, *(r for r in rows if r.kind in RETURNED and not any(
+        s.output.shape == r.output.shape and s.output.dtype == r.output.dtype and torch.equal(s.output, r.output)
+        for s in stages))]
 
 
 def total_macs(layers: list[dict[str, Any]]) -> int | None:
