@@ -17,7 +17,7 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
 A network that is no classifier (a detector, a segmentation model, a backbone's features: its outputs are no
 ``N x K`` scores, :class:`cnnlab.explore.outputs.NotAClassifier`) is opened where :attr:`Options.any_network` says
 (``explore`` and ``summary``: what its layers compute needs no classes) with ``scoring`` None and no ``classes``
-(but the names ``--classes`` gives the channels of its scores per pixel: :func:`network_classes`);
+(but the names ``--classes`` gives the channels of its scores per pixel: :func:`blank_reading`);
 its ``stages`` end in a row per tensor it returns, named by where it sits (``output['out']``), and it has no
 ``logits`` and no ``attribution``. ``predict`` and ``eval`` refuse it.
 
@@ -264,15 +264,26 @@ def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
     return replace(spec, crop=True, origin={**spec.origin, "centre-crop": "metadata"})
 
 
-def token_notes(model: ExploreModel, noun: str) -> tuple[str, ...]:
-    """What the page says of a network whose stages work on tokens (``N x L x C``, a vision transformer's) rather
-    than feature maps: those stages have no maps to show, and Grad-CAM, where there is one, is taken at the last map
-    before them (a ViT's patch embedding), which is not where the network decides. Read from one blank image's
-    stages; nothing for a convolutional network."""
-    try:  # the stages, without the output rows (a classifier's scores, a network's every output)
-        rows = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind not in RETURNED]
-    except Exception:  # it answered for blank images already; a note is not worth a refusal
-        return ()
+def blank_reading(model: ExploreModel, options: Options, noun: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What one blank image's pass tells of a model just opened (the ``noun`` the page calls it), run once for both:
+    the page's notes on stages that work on tokens (:func:`_token_notes`), and its classes: a classifier's own, a
+    network's those ``--classes`` gives what its page pictures (:func:`_network_classes`)."""
+    try:
+        rows = model.stages(model.spec.zeros(1)[0])
+    except Exception:  # it answered for blank images already; a note is not worth a refusal, a name to check is
+        if model.scoring is None and options.classes is not None:
+            raise
+        return (), model.classes
+    classes = model.classes if model.scoring is not None else \
+        _network_classes(model, options, [r for r in rows if r.kind in RETURNED])
+    return _token_notes(model, noun, [r for r in rows if r.kind not in RETURNED]), classes
+
+
+def _token_notes(model: ExploreModel, noun: str, rows: list[Row]) -> tuple[str, ...]:
+    """What the page says of a network whose stages (``rows``, a blank image's, not its outputs) work on tokens
+    (``N x L x C``, a vision transformer's) rather than feature maps: those stages have no maps to show, and Grad-CAM,
+    where there is one, is taken at the last map before them (a ViT's patch embedding), which is not where the
+    network decides; nothing for a convolutional network."""
     maps = [k for k, r in enumerate(rows) if is_spatial(r.output)]
     after = rows[maps[-1] + 1:] if maps else rows
     # a pooling of the tokens (Hugging Face's Swin averages them as N x C x L with nn.AdaptiveAvgPool1d) gives their
@@ -454,7 +465,7 @@ def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, .
     """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
     ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
     and ``--multi-label``, which reads outputs as class probabilities, refused. (``--classes`` may name the channels
-    of its scores per pixel: :func:`network_classes`.)"""
+    of its scores per pixel: :func:`blank_reading`.)"""
     if not options.any_network:
         raise refusal
     if options.multi_label:
@@ -483,15 +494,14 @@ def expected_model(options: Options) -> str:
     return "a network that takes a batch of images" if options.any_network else "a classifier of one image batch"
 
 
-def network_classes(model: ExploreModel, options: Options) -> tuple[str, ...]:
+def _network_classes(model: ExploreModel, options: Options, outputs: list[Row]) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
     pixel, or of the numbers of its class per pixel, named in the legend of the picture the page draws of them
     (:func:`cnnlab.explore.probe.segment_kinds`), or of the labels of the boxes it draws (a detector's,
     :func:`cnnlab.explore.probe.box_lists`); none without the flag. Refused where no output so pictured is a map of
-    as many channels, nor classes (read from one blank image's outputs)."""
+    as many channels, nor classes (``outputs``: a blank image's)."""
     if options.classes is None:
         return ()
-    outputs = [r for r in model.stages(model.spec.zeros(1)[0]) if r.kind in RETURNED]
     # only the maps the page pictures (not a backbone's maps at several scales), or the labels of boxes it draws
     if not any(kind == "channel" and r.output.shape[1] == len(options.classes) or kind == "class"
                for r, kind in zip(outputs, segment_kinds(outputs), strict=True)) and \

@@ -41,7 +41,7 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import Carried, Options, network_classes, read_outputs, square_as_exported, token_notes
+from cnnlab.explore.model import Carried, Options, blank_reading, read_outputs, square_as_exported
 from cnnlab.explore.outputs import BatchAxisDropped, NotAClassifier, id2label_names, per_image, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
@@ -316,9 +316,8 @@ class ModuleModel(TorchModel):
                                                              self._sample(), self._on_map)
             self.notes = (f"{note} Class names: {where}.".lstrip(), *self._outputs_note("module"),
                           *self.scoring.notes())
-        self.notes += (*token_notes(self, "module"), *self._unused())
-        if self.scoring is None:  # --classes may name the channels of its scores per pixel
-            self.classes = network_classes(self, options)
+        notes, self.classes = blank_reading(self, options, "module")
+        self.notes += (*notes, *self._unused())
 
     @classmethod
     def from_spec(cls, spec: str, options: Options | None = None,

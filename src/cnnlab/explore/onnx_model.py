@@ -52,15 +52,14 @@ from cnnlab.explore.model import (
     InputSpec,
     Options,
     Scaling,
+    blank_reading,
     expected_model,
-    network_classes,
     occlusion_pngs,
     opened_as_network,
     read_as_network,
     read_outputs,
     scaled_as_made,
     square_as_exported,
-    token_notes,
 )
 from cnnlab.explore.onnx_macs import node_macs
 from cnnlab.explore.outputs import (
@@ -369,9 +368,8 @@ class OnnxModel:
                            "graph before optimization shows every stage.",)
         if network is None:  # a network's outputs are shown, every one
             self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
-        self.notes += token_notes(self, "graph")
-        if self.scoring is None:  # --classes may name the channels of its scores per pixel
-            self.classes = network_classes(self, options)
+        notes, self.classes = blank_reading(self, options, "graph")
+        self.notes += notes
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:

@@ -72,19 +72,23 @@ def is_segments(out: torch.Tensor) -> bool:
 
 
 def is_label_map(out: torch.Tensor) -> bool:
-    """Whether one image's output ``out`` reads as a class per pixel: integers (or a mask of booleans) on a map of
-    more than one pixel (``h x w``, or ``1 x h x w``), none below 0 or above :data:`MAX_LABEL`, as a segmentation
-    model that ends in its own ArgMax returns them."""
-    if out.is_floating_point() or out.is_complex() or out.dim() not in (2, 3) or out.dim() == 3 and out.shape[0] != 1:
-        return False
-    return out.shape[-1] * out.shape[-2] > 1 and 0 <= int(out.min()) and int(out.max()) <= MAX_LABEL
+    """Whether one image's output ``out`` reads as a class per pixel: class numbers (or a mask of booleans) on a map
+    of more than one pixel (``h x w``, or ``1 x h x w``), as a segmentation model that ends in its own ArgMax returns
+    them."""
+    return out.dim() in (2, 3) and (out.dim() == 2 or out.shape[0] == 1) and out.shape[-1] * out.shape[-2] > 1 and \
+        _class_numbers(out)
 
 
 def is_label_list(out: torch.Tensor) -> bool:
-    """Whether one image's output ``out`` reads as the class of each thing a detector found: a list of integers (``K``),
-    none below 0 or above :data:`MAX_LABEL`."""
-    return out.dim() == 1 and not out.is_floating_point() and not out.is_complex() and out.dtype != torch.bool and \
-        (out.numel() == 0 or 0 <= int(out.min()) and int(out.max()) <= MAX_LABEL)
+    """Whether one image's output ``out`` reads as the class of each thing a detector found: a list of class numbers
+    (``K``; not a mask of booleans)."""
+    return out.dim() == 1 and out.dtype != torch.bool and (out.numel() == 0 or _class_numbers(out))
+
+
+def _class_numbers(out: torch.Tensor) -> bool:
+    """Whether ``out`` (not empty) holds integers (or booleans) none below 0 or above :data:`MAX_LABEL`."""
+    return not out.is_floating_point() and not out.is_complex() and 0 <= int(out.min()) and \
+        int(out.max()) <= MAX_LABEL
 
 
 def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = (),
@@ -126,7 +130,7 @@ def segment_kinds(rows) -> list[str | None]:
     pixel: ``"channel"`` for scores per pixel (:func:`is_segments`, its largest channel), ``"class"`` for a map of
     class numbers (:func:`is_label_map`), else None: a detector's list (:data:`cnnlab.explore.outputs.LISTED`), and
     maps at several scales (a backbone's features, no scores). ``output_entries`` draws these pictures and
-    :func:`cnnlab.explore.model.network_classes` lets ``--classes`` name only what they show."""
+    :func:`cnnlab.explore.model.blank_reading` lets ``--classes`` name only what they show."""
     maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
     features = bool(scales_hint([tuple(row.output.shape) for row in maps]))
     kinds: list[str | None] = []
@@ -142,7 +146,7 @@ def box_lists(rows) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor 
     ``...['boxes']`` of ``K x 4`` floats (``x1, y1, x2, y2``, as torchvision's detectors give one dict per image) with a
     list of as many scores beside it (``...['scores']``), as ``(its row's name, boxes, scores, labels)``, the labels
     (``...['labels']``, class numbers) None where there are none. :func:`detections` draws them, and
-    :func:`cnnlab.explore.model.network_classes` lets ``--classes`` name only labels drawn."""
+    :func:`cnnlab.explore.model.blank_reading` lets ``--classes`` name only labels drawn."""
     found = {row.name: row.output[0].detach() for row in rows}
     lists = []
     for name, boxes in found.items():
@@ -168,8 +172,8 @@ def detections(rows, classes: tuple[str, ...], input_hw: tuple[int, int],
         scale = torch.tensor([image.shape[-1] / input_hw[1], image.shape[-2] / input_hw[0]] * 2)
         shown = [tuple((boxes[k].float() * scale).tolist()) for k in top]
         ids = [int(labels[k]) if labels is not None else rank for rank, k in enumerate(top)]
-        colours = ["#" + bytes(colour(_segment_shade(torch.tensor([[i]])), "tab20")[0, 0]).hex() for i in ids]
-        legend = [{"name": (classes[i] if i < len(classes) else f"class {i}") if labels is not None else f"box {i + 1}",
+        colours = [_class_colour(i) for i in ids]
+        legend = [{"name": _class_name(i, classes, "class") if labels is not None else f"box {i + 1}",
                    "score": float(scores[k]), "colour": c} for i, k, c in zip(ids, top, colours, strict=True)]
         drawn.append((name, {"boxes": png_url(boxes_overlay(image, shown, colours)), "detected": legend,
                              "drawn": len(top), "found": int(boxes.shape[0])}))
@@ -182,10 +186,20 @@ def _segments(winner: torch.Tensor, image: torch.Tensor, names: tuple[str, ...],
     shown = torch.nn.functional.interpolate(winner[None, None].float(), size=tuple(image.shape[-2:]),
                                             mode="nearest")[0, 0]
     counts = torch.bincount(winner.flatten())
-    legend = [{"channel": k, "name": names[k] if k < len(names) else f"{unnamed} {k}", "share": count / winner.numel(),
-               "colour": "#" + bytes(colour(_segment_shade(torch.tensor([[k]])), "tab20")[0, 0]).hex()}
+    legend = [{"channel": k, "name": _class_name(k, names, unnamed), "share": count / winner.numel(),
+               "colour": _class_colour(k)}
               for k, count in sorted(enumerate(counts.tolist()), key=lambda kc: -kc[1]) if count]
     return {"segments": png_url(overlay(image, _segment_shade(shown), cmap="tab20")), "legend": legend}
+
+
+def _class_name(k: int, names: tuple[str, ...], unnamed: str) -> str:
+    """Class number ``k`` as a legend names it: ``names[k]``, or ``"{unnamed} k"`` beyond them."""
+    return names[k] if k < len(names) else f"{unnamed} {k}"
+
+
+def _class_colour(k: int) -> str:
+    """Class number ``k``'s colour in the pictures, ``#rrggbb`` (tab20's, as :func:`_segment_shade` picks it)."""
+    return "#" + bytes(colour(_segment_shade(torch.tensor([[k]])), "tab20")[0, 0]).hex()
 
 
 def _segment_shade(channels: torch.Tensor) -> torch.Tensor:

@@ -39,11 +39,10 @@ from cnnlab.explore.layouts import (
 from cnnlab.explore.model import (
     Options,
     Scaling,
-    network_classes,
+    blank_reading,
     read_outputs,
     scaled_as_made,
     square_as_exported,
-    token_notes,
 )
 from cnnlab.explore.outputs import logits_count, per_image, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
@@ -330,9 +329,8 @@ class ExportedModel(TorchModel):
                                                              on_map=self._on_map)
             self.notes = (f"{read} Class names: {where}.", *read_as, *self._outputs_note("program"),
                           *self.scoring.notes())
-        self.notes += token_notes(self, "program")
-        if self.scoring is None:  # --classes may name the channels of its scores per pixel
-            self.classes = network_classes(self, options)
+        notes, self.classes = blank_reading(self, options, "program")
+        self.notes += notes
 
     def _conv_in(self) -> int | None:
         """The input channels of the first convolution: its weight holds in_channels / groups of them."""
