@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from cnnlab.checks import fail, int_in_range, number
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
+from cnnlab.explore.boxes import box_lists, scores_anchors
 from cnnlab.explore.gradcam import Explanation, NoSpatialStage, explain, is_spatial
 from cnnlab.explore.images import colour, image_array, overlay, png_url, to_unit
 from cnnlab.explore.outputs import (
@@ -54,7 +55,6 @@ from cnnlab.explore.outputs import (
 )
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
-    box_lists,
     explanation_pngs,
     map_rows,
     output_entries,
@@ -264,10 +264,12 @@ def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
     return replace(spec, crop=True, origin={**spec.origin, "centre-crop": "metadata"})
 
 
-def blank_reading(model: ExploreModel, options: Options, noun: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def blank_reading(model: ExploreModel, options: Options, noun: str,
+                  stored: tuple[str, ...] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """What one blank image's pass tells of a model just opened (the ``noun`` the page calls it), run once for both:
     the page's notes on stages that work on tokens (:func:`_token_notes`), and its classes: a classifier's own, a
-    network's those ``--classes`` gives what its page pictures (:func:`_network_classes`)."""
+    network's those ``--classes`` gives what its page pictures (:func:`_network_classes`), else those its file
+    names (``stored``: an Ultralytics detector's) where they name what the page pictures."""
     try:
         rows = model.stages(model.spec.zeros(1)[0])
     except Exception:  # it answered for blank images already; a note is not worth a refusal, a name to check is
@@ -275,7 +277,7 @@ def blank_reading(model: ExploreModel, options: Options, noun: str) -> tuple[tup
             raise
         return (), model.classes
     classes = model.classes if model.scoring is not None else \
-        _network_classes(model, options, [r for r in rows if r.kind in RETURNED])
+        _network_classes(model, options, [r for r in rows if r.kind in RETURNED], stored)
     return _token_notes(model, noun, [r for r in rows if r.kind not in RETURNED]), classes
 
 
@@ -288,7 +290,9 @@ def _token_notes(model: ExploreModel, noun: str, rows: list[Row]) -> tuple[str, 
     after = rows[maps[-1] + 1:] if maps else rows
     # a pooling of the tokens (Hugging Face's Swin averages them as N x C x L with nn.AdaptiveAvgPool1d) gives their
     # features, N x C x 1: no tokens
-    tokens = [r for r in after if r.output.dim() == 3 and "pool" not in r.kind.lower()]
+    # nor are a YOLO head's scores per anchor (N x 84 x 8400), flattened from its maps
+    tokens = [r for r in after if r.output.dim() == 3 and "pool" not in r.kind.lower() and
+              not scores_anchors(r.output.shape[1:], model.spec.hw)]
     if not tokens:
         return ()
     length, width = tokens[-1].output.shape[1:]
@@ -494,24 +498,30 @@ def expected_model(options: Options) -> str:
     return "a network that takes a batch of images" if options.any_network else "a classifier of one image batch"
 
 
-def _network_classes(model: ExploreModel, options: Options, outputs: list[Row]) -> tuple[str, ...]:
+def _network_classes(model: ExploreModel, options: Options, outputs: list[Row],
+                     stored: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The class names ``--classes`` gives a network that is no classifier: those of the channels of its scores per
     pixel, or of the numbers of its class per pixel, named in the legend of the picture the page draws of them
     (:func:`cnnlab.explore.probe.segment_kinds`), or of the labels of the boxes it draws (a detector's,
-    :func:`cnnlab.explore.probe.box_lists`); none without the flag. Refused where no output so pictured is a map of
-    as many channels, nor classes (``outputs``: a blank image's)."""
-    if options.classes is None:
+    :func:`cnnlab.explore.boxes.box_lists`). Without the flag, the names its file carries (``stored``) where they
+    name those, else none. Refused where no output so pictured is a map of as many channels, nor classes
+    (``outputs``: a blank image's)."""
+    names = options.classes if options.classes is not None else stored
+    if not names:
         return ()
     # only the maps the page pictures (not a backbone's maps at several scales), or the labels of boxes it draws
-    if not any(kind == "channel" and r.output.shape[1] == len(options.classes) or kind == "class"
-               for r, kind in zip(outputs, segment_kinds(outputs), strict=True)) and \
-            not any(labels is not None for *_, labels in box_lists(outputs)):
+    found = box_lists(outputs, names, model.spec.hw)
+    if not any(kind == "channel" and r.output.shape[1] == len(names) or kind == "class"
+               for r, kind in zip(outputs, segment_kinds(outputs, found), strict=True)) and \
+            not any(b.labels is not None for b in found):
+        if options.classes is None:
+            return ()
         shown = ", ".join(f"{r.name} {' x '.join(map(str, r.output.shape[1:]))}" for r in outputs) or "none"
         raise CnnlabError(f"--classes gives {len(options.classes)} names, but {model.name} is not a classifier, and "
                           f"none of its outputs is a map of {len(options.classes)} channels of scores per pixel, nor "
                           f"of a class per pixel or per thing found, for them to name (its outputs: {shown}); "
                           "expected as many names as a map's channels, or no --classes")
-    return options.classes
+    return names
 
 
 def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tuple[str, ...] | None,

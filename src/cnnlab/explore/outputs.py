@@ -26,6 +26,9 @@ from cnnlab.errors import CnnlabError, summary
 # what was found in the image, not channels: no map
 OUTPUT, LISTED = "output", "output list"
 RETURNED = (OUTPUT, LISTED)
+# The largest class number a network's integers may hold to be read as classes (a class per pixel, a detector's labels:
+# ADE20K's 150, COCO-Stuff's 182 and more, far below): a map of pixel values or counts is no such map
+MAX_LABEL = 1023
 
 
 class NotAClassifier(CnnlabError):
@@ -213,6 +216,12 @@ def first_output(out: Any) -> tuple[Any, tuple[Any, ...]]:
             class_rows(out[0]).dim() == 2 and out[0].is_floating_point():
         return out[0], tuple(out[1:])
     return out, ()
+
+
+def class_numbers(out: torch.Tensor) -> bool:
+    """Whether ``out`` (not empty) holds integers (or booleans) none below 0 or above :data:`MAX_LABEL`."""
+    return not out.is_floating_point() and not out.is_complex() and 0 <= int(out.min()) and \
+        int(out.max()) <= MAX_LABEL
 
 
 def per_image(value: Any, batch: int) -> bool:

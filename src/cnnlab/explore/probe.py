@@ -12,17 +12,15 @@ from typing import Any
 
 import torch
 
+from cnnlab.explore.boxes import BoxList, box_lists
 from cnnlab.explore.images import boxes_overlay, colour, overlay, png_url, to_unit
-from cnnlab.explore.outputs import LISTED, scales_hint
+from cnnlab.explore.outputs import LISTED, class_numbers, scales_hint
 
 MAPS_PER_ROW = 8
 TOP = 5
 # A map of this many channels or more read as scores per pixel gets the picture of its largest channel at each pixel:
 # tab20's colours, one per channel (repeating after 20)
 SEGMENT_COLOURS = 20
-# The largest class number a map of integers may hold to be read as a class per pixel (ADE20K's 150, COCO-Stuff's
-# 182 and more, far below): a map of pixel values or counts is no such map
-MAX_LABEL = 1023
 # The boxes of a detector drawn over the input: its highest-scoring ones (a detector returns up to 100 or more, most of
 # them unlikely)
 DRAWN = 10
@@ -76,19 +74,7 @@ def is_label_map(out: torch.Tensor) -> bool:
     of more than one pixel (``h x w``, or ``1 x h x w``), as a segmentation model that ends in its own ArgMax returns
     them."""
     return out.dim() in (2, 3) and (out.dim() == 2 or out.shape[0] == 1) and out.shape[-1] * out.shape[-2] > 1 and \
-        _class_numbers(out)
-
-
-def is_label_list(out: torch.Tensor) -> bool:
-    """Whether one image's output ``out`` reads as the class of each thing a detector found: a list of class numbers
-    (``K``; not a mask of booleans)."""
-    return out.dim() == 1 and out.dtype != torch.bool and (out.numel() == 0 or _class_numbers(out))
-
-
-def _class_numbers(out: torch.Tensor) -> bool:
-    """Whether ``out`` (not empty) holds integers (or booleans) none below 0 or above :data:`MAX_LABEL`."""
-    return not out.is_floating_point() and not out.is_complex() and 0 <= int(out.min()) and \
-        int(out.max()) <= MAX_LABEL
+        class_numbers(out)
 
 
 def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = (),
@@ -104,8 +90,10 @@ def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = (),
     (:data:`cnnlab.explore.outputs.LISTED`), nor maps at several scales (a backbone's features, no scores). A
     detector's boxes (:func:`detections`) also get ``boxes``, the highest-scoring drawn over the image (their
     coordinates in the pixels of the model's input, ``input_hw``), and their legend, ``detected``."""
+    hw = input_hw or tuple(image.shape[-2:])
+    found = box_lists(rows, classes, hw)
     entries = []
-    for row, pictured in zip(rows, segment_kinds(rows), strict=True):
+    for row, pictured in zip(rows, segment_kinds(rows, found), strict=True):
         out = row.output[0].detach()
         values = out.double().flatten()
         finite = values[values.isfinite()]
@@ -120,54 +108,41 @@ def output_entries(rows, image: torch.Tensor, classes: tuple[str, ...] = (),
         elif pictured == "class":
             entry.update(_segments(out.reshape(out.shape[-2:]).long(), image, classes, "class"), labels=True)
         entries.append(entry)
-    for boxes, found in detections(rows, classes, input_hw or tuple(image.shape[-2:]), image):
-        next(e for e in entries if e["name"] == boxes).update(found)
+    for name, drawn in detections(found, classes, hw, image):
+        next(e for e in entries if e["name"] == name).update(drawn)
     return entries
 
 
-def segment_kinds(rows) -> list[str | None]:
+def segment_kinds(rows, found: list[BoxList] = ()) -> list[str | None]:
     """For each output row of a network (``rows``, what it returns), whether the page pictures it as a class per
     pixel: ``"channel"`` for scores per pixel (:func:`is_segments`, its largest channel), ``"class"`` for a map of
-    class numbers (:func:`is_label_map`), else None: a detector's list (:data:`cnnlab.explore.outputs.LISTED`), and
-    maps at several scales (a backbone's features, no scores). ``output_entries`` draws these pictures and
-    :func:`cnnlab.explore.model.blank_reading` lets ``--classes`` name only what they show."""
+    class numbers (:func:`is_label_map`), else None: a detector's list (:data:`cnnlab.explore.outputs.LISTED`), maps
+    at several scales (a backbone's features, no scores), and the mask prototypes beside a YOLO segmentation head
+    (a map of as many channels as the head's boxes have mask coefficients, among its lists of boxes ``found``).
+    ``output_entries`` draws these pictures and :func:`cnnlab.explore.model.blank_reading` lets ``--classes`` name
+    only what they show."""
     maps = [row for row in rows if row.kind != LISTED and row.output.dim() == 4]
     features = bool(scales_hint([tuple(row.output.shape) for row in maps]))
+    prototypes = {b.coefficients for b in found if b.coefficients}
     kinds: list[str | None] = []
     for row in rows:
         out = row.output[0]
-        kinds.append(None if row.kind == LISTED else "channel" if not features and is_segments(out) else
+        kinds.append(None if row.kind == LISTED else
+                     "channel" if not features and is_segments(out) and out.shape[0] not in prototypes else
                      "class" if is_label_map(out) else None)
     return kinds
 
 
-def box_lists(rows) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """A detector's lists of boxes among what a network returns (``rows``), as the page draws them: each row
-    ``...['boxes']`` of ``K x 4`` floats (``x1, y1, x2, y2``, as torchvision's detectors give one dict per image) with a
-    list of as many scores beside it (``...['scores']``), as ``(its row's name, boxes, scores, labels)``, the labels
-    (``...['labels']``, class numbers) None where there are none. :func:`detections` draws them, and
-    :func:`cnnlab.explore.model.blank_reading` lets ``--classes`` name only labels drawn."""
-    found = {row.name: row.output[0].detach() for row in rows}
-    lists = []
-    for name, boxes in found.items():
-        if not name.endswith("['boxes']") or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
-            continue
-        scores, labels = (found.get(name.removesuffix("['boxes']") + f"[{key!r}]") for key in ("scores", "labels"))
-        if scores is None or scores.shape != boxes.shape[:1]:
-            continue
-        labels = labels if labels is not None and labels.shape == scores.shape and is_label_list(labels) else None
-        lists.append((name, boxes, scores, labels))
-    return lists
-
-
-def detections(rows, classes: tuple[str, ...], input_hw: tuple[int, int],
+def detections(found: list[BoxList], classes: tuple[str, ...], input_hw: tuple[int, int],
                image: torch.Tensor) -> list[tuple[str, dict[str, Any]]]:
-    """A detector's boxes as a picture: for each of its lists of boxes (:func:`box_lists`), its :data:`DRAWN`
-    highest-scoring boxes over the image, each coloured by its label (named by ``classes`` where they reach it) or its
-    rank, with their legend, highest first: ``(the boxes' row name, {"boxes", "detected", "drawn", "found"})``. Other
-    box formats (a YOLO head's raw anchors, a DETR's centres and sizes scaled to 1) are not drawn."""
+    """A detector's boxes as a picture: for each of its lists of boxes (``found``,
+    :func:`cnnlab.explore.boxes.box_lists`), its :data:`DRAWN` highest-scoring boxes over the image, each coloured by
+    its label (named by ``classes`` where they reach it) or its rank, with their legend, highest first: ``(the boxes'
+    row name, {"boxes", "detected", "drawn", "found"})``, and ``kept``, how they were kept from a head's raw scores,
+    where they were. Other box forms (rotated boxes, DETR's centres and sizes scaled to 1) are not drawn."""
     drawn = []
-    for name, boxes, scores, labels in box_lists(rows):
+    for found_ in found:
+        boxes, scores, labels = found_.boxes, found_.scores, found_.labels
         top = scores.float().argsort(descending=True)[:DRAWN].tolist()
         scale = torch.tensor([image.shape[-1] / input_hw[1], image.shape[-2] / input_hw[0]] * 2)
         shown = [tuple((boxes[k].float() * scale).tolist()) for k in top]
@@ -175,8 +150,9 @@ def detections(rows, classes: tuple[str, ...], input_hw: tuple[int, int],
         colours = [_class_colour(i) for i in ids]
         legend = [{"name": _class_name(i, classes, "class") if labels is not None else f"box {i + 1}",
                    "score": float(scores[k]), "colour": c} for i, k, c in zip(ids, top, colours, strict=True)]
-        drawn.append((name, {"boxes": png_url(boxes_overlay(image, shown, colours)), "detected": legend,
-                             "drawn": len(top), "found": int(boxes.shape[0])}))
+        drawn.append((found_.row, {"boxes": png_url(boxes_overlay(image, shown, colours)), "detected": legend,
+                                   "drawn": len(top), "found": int(boxes.shape[0]),
+                                   **({"kept": found_.kept} if found_.kept else {})}))
     return drawn
 
 

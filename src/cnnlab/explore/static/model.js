@@ -105,9 +105,11 @@ function showOutputs(outputs) {
         : `${o.name}: which of its ${o.channels} channels is largest at each pixel (a segmentation model's class ` +
           "per pixel), one colour each, over the input",
       o.legend.map((c) => [c.colour, legendText(c)]))),
-    // a detector's boxes: its highest-scoring drawn over the input, each named (or numbered) with its score
+    // a detector's boxes: its highest-scoring drawn over the input, each named (or numbered) with its score; how
+    // they were kept where they were read from a head's raw scores per anchor
     ...outputs.filter((o) => o.boxes).map((o) => overInput(o.boxes, `${o.name}: its ${o.drawn} highest-scoring boxes`,
-      `${o.name}: the ${o.drawn} highest-scoring of its ${o.found} boxes, over the input`,
+      `${o.name}: the ${o.drawn} highest-scoring of its ${o.found} boxes` + (o.kept ? ` (${o.kept})` : "") +
+        ", over the input",
       o.detected.map((b) => [b.colour, legendText(b)]))));
 }
 

@@ -1,0 +1,166 @@
+"""How the explorer reads the boxes a detector found among what it returns, whatever form its library gives them in:
+torchvision's dict per image, a YOLO head's raw scores per anchor (Ultralytics' YOLOv8 to YOLO11, YOLOv5's anchors),
+and an end-to-end list of detections (YOLO26's and YOLOv10's, an export with its NMS inside). Each is read as its own
+library's prediction reads it: the same thresholds and non-maximum suppression, so that the page shows the boxes its
+users know. :func:`cnnlab.explore.probe.detections` draws them.
+
+Every form is recognised by its structure, not by a file's name or metadata, and checked whole before it is read
+(scores within 0 and 1, class numbers whole, corners in order): a tensor that only has a detector's shape is left to
+the table of outputs rather than drawn wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import batched_nms, box_convert
+
+from cnnlab.explore.outputs import class_numbers
+
+# Ultralytics' predict keeps a box whose best class scores above 0.25, then suppresses boxes of the same class that
+# overlap a higher-scoring one by an IoU above 0.7 (its defaults, `conf` and `iou`); YOLOv5's detect.py suppresses at
+# 0.45. Both keep at most 300 boxes.
+CONFIDENCE, IOU, IOU_V5, MAX_KEPT = 0.25, 0.7, 0.45, 300
+# The strides of a YOLO head's levels: P3 to P5, and P6 for the *6 models of 1280 pixels
+STRIDES = ((8, 16, 32), (8, 16, 32, 64))
+YOLOV5_ANCHORS = 3  # YOLOv5's (and YOLOv7's) anchors per cell and level
+
+
+@dataclass(frozen=True)
+class BoxList:
+    """The boxes a detector found in one image, as the page draws them.
+
+    Attributes:
+        row: the name of the output row they were read from (the table's entry that gets the picture).
+        boxes: ``K x 4`` floats, ``x1, y1, x2, y2`` in the pixels of the model's input.
+        scores: ``K`` floats.
+        labels: ``K`` class numbers, None where the detector gives none.
+        kept: how they were kept from the head's raw scores, for the page ("" where the detector kept them itself).
+        coefficients: the count of numbers per box beyond its class scores that weigh mask prototypes (a YOLO
+            segmentation head's 32): a map of as many channels beside it holds those prototypes, no class scores.
+    """
+
+    row: str
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor | None
+    kept: str = ""
+    coefficients: int = 0
+
+
+def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | None = None) -> list[BoxList]:
+    """A detector's lists of boxes among what a network returns (``rows``, each one image's): torchvision's
+    (:func:`_torchvision`), a YOLO head's (:func:`_yolo_head`, :func:`_yolov5_head`; they need the model's input
+    ``input_hw`` to know their anchors, and ``classes``, the names the page has, to tell class scores from the numbers
+    after them), and end-to-end detections (:func:`_end_to_end`)."""
+    found = {row.name: row.output[0].detach() for row in rows}
+    lists = _torchvision(found)
+    taken = {b.row for b in lists}
+    for name, out in found.items():
+        if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
+            continue
+        read = (input_hw and (_yolo_head(name, out, len(classes), input_hw) or _yolov5_head(name, out, input_hw))) \
+            or _end_to_end(name, out)
+        if read is not None:
+            lists.append(read)
+    return lists
+
+
+def _torchvision(found: dict[str, torch.Tensor]) -> list[BoxList]:
+    """torchvision's detectors' boxes: a row ``...['boxes']`` of ``K x 4`` floats (``x1, y1, x2, y2``, one dict per
+    image) with a list of as many scores beside it (``...['scores']``), and its ``...['labels']`` (class numbers)
+    where they are, as the detector kept them."""
+    lists = []
+    for name, boxes in found.items():
+        if not name.endswith("['boxes']") or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+            continue
+        scores, labels = (found.get(name.removesuffix("['boxes']") + f"[{key!r}]") for key in ("scores", "labels"))
+        if scores is None or scores.shape != boxes.shape[:1]:
+            continue
+        labels = labels if labels is not None and labels.shape == scores.shape and labels.dtype != torch.bool and \
+            (not labels.numel() or class_numbers(labels)) else None
+        lists.append(BoxList(name, boxes, scores, labels))
+    return lists
+
+
+def anchors(input_hw: tuple[int, int], strides: tuple[int, ...]) -> int:
+    """How many places a YOLO head scores for an input of ``input_hw``: a cell per stride's step on each level."""
+    return sum(math.ceil(input_hw[0] / s) * math.ceil(input_hw[1] / s) for s in strides)
+
+
+def scores_anchors(shape, input_hw: tuple[int, int]) -> bool:
+    """Whether an axis of one image's ``shape`` counts a YOLO head's places for an input of ``input_hw``
+    (:func:`anchors`; three per place for YOLOv5's): its scores per anchor, flattened from its maps, not a
+    transformer's tokens."""
+    counts = {anchors(input_hw, s) * k for s in STRIDES for k in (1, YOLOV5_ANCHORS)}
+    return any(count in counts for count in shape)
+
+
+def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, int]) -> BoxList | None:
+    """An anchor-free YOLO head's raw output (Ultralytics' YOLOv8, YOLO11 and their kin, exported with no NMS):
+    ``4 + classes + extra`` rows of one number per anchor (``84 x 8400`` at 640 pixels), a box's centre and size in
+    the input's pixels, then each class's score (a sigmoid's, 0 to 1), then what a segmentation or pose head adds per
+    box (mask coefficients, keypoints); or its transpose. The class count is the ``named`` classes' where the page has
+    names (Ultralytics' metadata or ``--classes``), else every row after the box's; read as Ultralytics' predict
+    reads it (:data:`CONFIDENCE`, :data:`IOU`, class by class)."""
+    count = next((anchors(input_hw, s) for s in STRIDES if anchors(input_hw, s) in out.shape), None)
+    if count is None or out.shape[0] == out.shape[1]:
+        return None
+    per_anchor = out if out.shape[1] == count else out.T
+    classes = named if named and 4 + named <= per_anchor.shape[0] else per_anchor.shape[0] - 4
+    scores = per_anchor[4:4 + classes]
+    if classes < 1 or not _probabilities(scores) or not per_anchor[:4].isfinite().all():
+        return None
+    best, labels = scores.max(0)
+    boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
+    kept = _suppressed(boxes, best.float(), labels, IOU)
+    return BoxList(name, boxes[kept], best[kept], labels[kept],
+                   f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
+                   "Ultralytics' predict keeps them", per_anchor.shape[0] - 4 - classes)
+
+
+def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> BoxList | None:
+    """YOLOv5's (and YOLOv7's) raw output: a row per anchor (three per cell and level, ``25200 x 85`` at 640 pixels)
+    of a box's centre and size in the input's pixels, its objectness and each class's score (sigmoids); a box scores
+    its objectness times its class's, read as YOLOv5's detect.py reads them (:data:`CONFIDENCE`, :data:`IOU_V5`)."""
+    if not any(out.shape[0] == YOLOV5_ANCHORS * anchors(input_hw, s) for s in STRIDES) or out.shape[1] < 6 or \
+            not _probabilities(out[:, 4:]) or not out[:, :4].isfinite().all():
+        return None
+    objectness, classes = out[:, 4:5].float(), out[:, 5:].float()
+    best, labels = (classes * objectness).max(1)
+    boxes = box_convert(out[:, :4].float(), "cxcywh", "xyxy")
+    kept = _suppressed(boxes, best, labels, IOU_V5)
+    return BoxList(name, boxes[kept], best[kept], labels[kept],
+                   f"objectness times class score above {CONFIDENCE} and no overlap above IoU {IOU_V5} with a better "
+                   "box of its class, as YOLOv5's detect.py keeps them")
+
+
+def _end_to_end(name: str, out: torch.Tensor) -> BoxList | None:
+    """A detector's own list of detections, ``K x (6 + extra)``: ``x1, y1, x2, y2`` in the input's pixels, a score
+    from 0 to 1 and a class number per row (YOLO26's and YOLOv10's output, or an export with its NMS inside; a
+    segmentation or pose model adds its numbers after them). Those scoring above :data:`CONFIDENCE` are kept, as
+    Ultralytics' predict keeps them."""
+    if out.shape[1] < 6 or not out[:, :4].isfinite().all() or not _probabilities(out[:, 4]):
+        return None
+    labels = out[:, 5]
+    if not (labels == labels.round()).all() or not class_numbers(labels.long()) or \
+            (out[:, 2] < out[:, 0]).any() or (out[:, 3] < out[:, 1]).any():
+        return None
+    kept = out[:, 4] > CONFIDENCE
+    return BoxList(name, out[kept, :4], out[kept, 4], labels[kept].long(),
+                   f"score above {CONFIDENCE}, as Ultralytics' predict keeps them", out.shape[1] - 6)
+
+
+def _probabilities(scores: torch.Tensor) -> bool:
+    """Whether every score is a number within 0 and 1 (a sigmoid's: a YOLO head's class scores)."""
+    return bool(((scores >= 0) & (scores <= 1)).all())
+
+
+def _suppressed(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
+    """The indices of the boxes kept, best first: those scoring above :data:`CONFIDENCE`, less any overlapping a
+    better box of their class by more than ``iou``, at most :data:`MAX_KEPT`."""
+    candidates = (scores > CONFIDENCE).nonzero().flatten()
+    kept = batched_nms(boxes[candidates], scores[candidates], labels[candidates], iou)
+    return candidates[kept[:MAX_KEPT]]

@@ -1,0 +1,236 @@
+"""A detector's boxes in the forms other libraries give them, drawn by the explorer as their own prediction keeps them:
+a YOLO head's raw scores per anchor (Ultralytics' YOLOv8 and YOLO11, as its ONNX export writes them, with its class
+names in the metadata; YOLOv5's anchors), and an end-to-end list of detections (YOLO26's, an export with its NMS
+inside). The networks here return outputs of known boxes, placed so that the confidence threshold and the
+suppression of overlapping boxes of one class each decide one of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from cnnlab.explore.model import Options, analyze_image
+from cnnlab.explore.sources import open_with_images
+
+SIDE = 64
+ANCHORS = 8 * 8 + 4 * 4 + 2 * 2  # a YOLO head's places at strides 8, 16 and 32 of a 64-pixel input
+NAMES = ("cat", "dog", "bird")
+# (centre x, centre y, width, height, class, score) of the anchors that score: the dog; a box over it by an IoU of 0.88,
+# a dog too (suppressed) and a bird (kept: another class); a cat below the threshold of 0.25; a cat apart
+SCORED = [(16, 16, 16, 16, 1, 0.9), (17, 16, 16, 16, 1, 0.8), (17, 16, 16, 16, 2, 0.85), (48, 48, 8, 8, 0, 0.2),
+          (44, 40, 20, 16, 0, 0.5)]
+# what Ultralytics' predict keeps of them, best first: (class, score, x1, y1, x2, y2)
+KEPT = [("dog", 0.9, 8, 8, 24, 24), ("bird", 0.85, 9, 8, 25, 24), ("cat", 0.5, 34, 32, 54, 48)]
+
+
+def _per_anchor(coefficients: tuple[float, ...] = ()) -> torch.Tensor:
+    """A YOLO head's ``4 + 3 classes (+ mask coefficients)`` rows of one number per anchor, the scores sigmoids'."""
+    head = torch.full((4 + len(NAMES) + len(coefficients), ANCHORS), 0.01)
+    head[:4] = 2.0  # the anchors that do not score: small boxes in the corner
+    for k, c in enumerate(coefficients):
+        head[4 + len(NAMES) + k] = c
+    for anchor, (cx, cy, w, h, label, score) in enumerate(SCORED):
+        head[:4, anchor] = torch.tensor([cx, cy, w, h], dtype=torch.float)
+        head[4 + label, anchor] = score
+    return head
+
+
+class Fixed(nn.Module):
+    """A network that returns fixed tensors (``outputs``, one image's, batched) after a convolution that adds
+    nothing: a detector's head whose answer is known."""
+
+    def __init__(self, *outputs: torch.Tensor):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        for k, out in enumerate(outputs):
+            self.register_buffer(f"out{k}", out)
+        self.count = len(outputs)
+
+    def forward(self, x):
+        nothing = self.conv(x).mean((1, 2, 3))  # N zeros, so that each output has the images' batch
+        outs = [getattr(self, f"out{k}")[None] + nothing.view(-1, *[1] * getattr(self, f"out{k}").dim())
+                for k in range(self.count)]
+        return outs[0] if self.count == 1 else tuple(outs)
+
+
+class YoloHead(nn.Module):
+    """A YOLO head as Ultralytics' is made: its boxes, and its class scores through a sigmoid (a stage whose value is
+    N x classes x anchors, flattened from its maps), concatenated; anchor by anchor where ``transposed``."""
+
+    def __init__(self, transposed: bool = False):
+        super().__init__()
+        self.conv, self.sigmoid, self.transposed = nn.Conv2d(3, 1, 1), nn.Sigmoid(), transposed
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        head = _per_anchor()
+        self.register_buffer("boxes", head[:4])
+        self.register_buffer("logits", torch.logit(head[4:]))
+
+    def forward(self, x):
+        nothing = self.conv(x).mean((1, 2, 3)).view(-1, 1, 1)  # N zeros, so that the output has the images' batch
+        out = torch.cat([self.boxes + nothing, self.sigmoid(self.logits + nothing)], 1)
+        return out.transpose(1, 2) if self.transposed else out
+
+
+def yolo_transposed():
+    return YoloHead(transposed=True)  # anchors x (4 + classes), as some exporters lay it out
+
+
+def yolo_logits():
+    head = _per_anchor()
+    head[4:] = torch.logit(head[4:])  # class scores before their sigmoid: no probabilities
+    return Fixed(head)
+
+
+def yolov5():
+    """YOLOv5's raw output: three anchors per place, each a row of centre, size, objectness and class scores."""
+    rows = torch.full((3 * ANCHORS, 5 + len(NAMES)), 0.01)
+    rows[:, :4] = 2.0
+    for anchor, (cx, cy, w, h, label, score) in enumerate(SCORED):
+        rows[anchor, :5] = torch.tensor([cx, cy, w, h, 1.0])  # objectness 1: the box scores its class's
+        rows[anchor, 5 + label] = score
+    return Fixed(rows)
+
+
+def end_to_end(whole_classes: bool = True):
+    """A list of 300 detections (x1, y1, x2, y2, score, class), as YOLO26 and an export with its NMS give them."""
+    rows = torch.zeros(300, 6)
+    rows[0] = torch.tensor([8, 8, 24, 24, 0.9, 1])
+    rows[1] = torch.tensor([9, 8, 25, 24, 0.85, 2])
+    rows[2] = torch.tensor([34, 32, 54, 48, 0.5, 0])
+    rows[3] = torch.tensor([40, 40, 60, 60, 0.2, 0])  # below the threshold
+    if not whole_classes:
+        rows[:, 5] += 0.5  # no class numbers: a table of figures, not a detector's
+    return Fixed(rows)
+
+
+def not_end_to_end():
+    return end_to_end(whole_classes=False)
+
+
+@pytest.fixture
+def importable(monkeypatch):
+    """This module importable by name, for ``module:function``."""
+    monkeypatch.setitem(sys.modules, "boxes_under_test", sys.modules[__name__])
+    return "boxes_under_test"
+
+
+def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("output0",)) -> str:
+    """``net`` exported as Ultralytics exports its networks: ``images`` in, ``output0`` out, its names, task and size
+    in the metadata."""
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
+                          input_names=["images"], output_names=list(outputs))
+    graph = onnx.load(str(path))
+    for key, value in (("author", "Ultralytics"), ("task", task), ("imgsz", f"[{SIDE}, {SIDE}]"),
+                       ("names", str(dict(enumerate(NAMES))))):
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(path))
+    return str(path)
+
+
+def _image() -> torch.Tensor:
+    return torch.full((3, SIDE, SIDE), 128, dtype=torch.uint8)
+
+
+def _drawn(entry) -> list[tuple]:
+    return [(b["name"], pytest.approx(b["score"], abs=1e-6)) for b in entry["detected"]]
+
+
+def _picture(entry) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(entry["boxes"].split(",")[1]))))
+
+
+def test_a_yolo_heads_raw_scores_are_drawn_as_ultralytics_predict_keeps_them(tmp_path):
+    """An Ultralytics detector's ONNX export returns 4 + classes rows of a number per anchor, centres and sizes then
+    class scores: the page showed their range in a table. Its boxes are kept as Ultralytics' predict keeps them (a
+    score above 0.25; a box overlapping a better one of its class by an IoU above 0.7 suppressed, one of another
+    class kept), drawn in their classes' colours and named by the names in the file's metadata."""
+    model, _ = open_with_images(_ultralytics_onnx(YoloHead(), tmp_path / "yolo.onnx"), None, Options())
+    assert model.scoring is None and model.classes == NAMES
+    assert "The names of the 3 classes of what it finds are read from the model file." in model.notes
+    assert not any("tokens" in n for n in model.notes), model.notes  # the head's N x 7 x 84 is no transformer's
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["name"], entry["shape"], entry["found"], entry["drawn"]) == ("output0", [7, ANCHORS], 3, 3)
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    assert "confidence above 0.25 and no overlap above IoU 0.7" in entry["kept"]
+    picture = _picture(entry)
+    dog, bird, cat = (tuple(bytes.fromhex(b["colour"][1:])) for b in entry["detected"])
+    assert len({dog, bird, cat}) == 3
+    # each box's outline at its corners (x1, y1, x2, y2 in the input's pixels), the grey input inside
+    assert tuple(picture[16, 8]) == dog and tuple(picture[16, 25]) == bird and tuple(picture[40, 34]) == cat
+    assert tuple(picture[40, 54]) == cat and tuple(picture[16, 16]) == (128, 128, 128)
+
+
+def test_a_yolo_head_laid_out_anchor_by_anchor_is_named_by_the_classes_flag(importable):
+    """The same head with a row per anchor (its transpose), as a module: ``--classes`` names its boxes (it was refused:
+    no output was a map of 3 channels), and the head's per-anchor scores are not called a transformer's tokens."""
+    source = f"{importable}:yolo_transposed"
+    model, _ = open_with_images(source, None, Options(input_size=SIDE, classes=NAMES))
+    assert not any("tokens" in n for n in model.notes), model.notes
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+
+
+def test_scores_that_are_no_probabilities_are_not_read_as_a_yolo_head(importable):
+    """A head's class scores before their sigmoid (or anything else of that shape) are not a YOLO head's: no boxes
+    drawn from figures that are not what the head gives, the table shows them."""
+    model, _ = open_with_images(f"{importable}:yolo_logits", None, Options(input_size=SIDE))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "boxes" not in entry and entry["shape"] == [7, ANCHORS]
+
+
+def test_a_yolo_segmentation_heads_boxes_are_drawn_and_its_prototypes_are_no_classes(tmp_path):
+    """A YOLO segmentation head adds each box's mask coefficients after its class scores (the metadata's names count
+    the classes), beside a map of as many mask prototypes: its boxes are drawn, and the prototypes are not pictured as
+    a segmentation model's class per pixel (the channel largest at each pixel: a picture meaning nothing)."""
+    coefficients = (-3.0, 2.5, 0.5, 7.0)
+    prototypes = torch.linspace(-1, 1, 4 * 16 * 16).view(4, 16, 16)
+    path = _ultralytics_onnx(Fixed(_per_anchor(coefficients), prototypes), tmp_path / "yolo-seg.onnx", "segment",
+                             ("output0", "output1"))
+    model, _ = open_with_images(path, None, Options())
+    head, maps = analyze_image(model, _image())["outputs"]
+    assert head["shape"] == [11, ANCHORS] and _drawn(head) == [(name, score) for name, score, *_ in KEPT]
+    assert maps["shape"] == [4, 16, 16] and "segments" not in maps
+
+
+def test_a_list_of_detections_is_drawn_above_the_threshold(importable):
+    """An end-to-end detector's 300 rows of x1, y1, x2, y2, score and class (YOLO26's; an export with NMS inside): the
+    rows scoring above 0.25 are drawn, in their classes' colours, named by --classes."""
+    model, _ = open_with_images(f"{importable}:end_to_end", None, Options(input_size=SIDE, classes=NAMES))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"]) == ([300, 6], 3)
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    picture = _picture(entry)
+    assert tuple(picture[16, 8]) == tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
+
+
+def test_rows_without_class_numbers_are_no_detections(importable):
+    """Rows of six figures whose sixth is no class number are not read as detections (a table of figures)."""
+    model, _ = open_with_images(f"{importable}:not_end_to_end", None, Options(input_size=SIDE))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "boxes" not in entry
+
+
+def test_yolov5s_anchors_score_their_objectness_times_their_class(importable):
+    """YOLOv5's three anchors per place, each a row of centre, size, objectness and class scores: a box scores its
+    objectness times its class's score, and boxes of one class overlapping by an IoU above 0.45 are suppressed."""
+    model, _ = open_with_images(f"{importable}:yolov5", None, Options(input_size=SIDE, classes=NAMES))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    assert "objectness times class score above 0.25" in entry["kept"]
