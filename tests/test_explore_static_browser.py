@@ -153,6 +153,28 @@ def test_a_saved_page_of_a_segmentation_model_shows_what_it_returns(tmp_path, rg
     assert _errors(driver) == []
 
 
+def test_a_saved_page_of_a_yolo_export_draws_its_boxes_and_says_how_they_were_kept(tmp_path, rgb_folder,  # noqa: F811
+                                                                                    driver):  # noqa: F811
+    """An Ultralytics detector's ONNX export showed its raw head as a row of figures: its saved page draws the boxes
+    kept as Ultralytics' predict keeps them, says so under the picture, and names them by the export's metadata."""
+    from cnnlab.explore.model import Options
+    from test_explore_boxes import YoloHead, _ultralytics_onnx
+
+    source = _ultralytics_onnx(YoloHead(), tmp_path / "yolo.onnx")
+    driver.get(saved_page_of(source, rgb_folder, tmp_path, Options()).as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    caption, alt = driver.execute_script("return [document.querySelector('#segments figcaption').textContent, "
+                                         "document.querySelector('#segments img').alt]")
+    kept = "confidence above 0.25 and no overlap above IoU 0.7 with a better box of its class, as Ultralytics' " \
+           "predict keeps them"
+    assert caption == f"output0: the 3 highest-scoring of its 3 boxes ({kept}), over the input", caption
+    assert alt == "output0: its 3 highest-scoring boxes"
+    legend = driver.execute_script("return Array.from(document.querySelectorAll('#segments .legend li'), "
+                                   "li => li.textContent)")
+    assert legend == ["dog 0.90", "bird 0.85", "cat 0.50"], legend
+    assert broken_images(driver) == [] and _errors(driver) == []
+
+
 def test_a_class_per_pixel_is_described_as_such_to_a_screen_reader(tmp_path, rgb_folder, importable, driver):  # noqa: F811
     """The picture of a map of class numbers (a segmentation model ending in its own ArgMax) was described to a screen
     reader as "its largest channel at each pixel", of a map that has no channels: it says the class at each pixel, as
