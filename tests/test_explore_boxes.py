@@ -234,3 +234,66 @@ def test_yolov5s_anchors_score_their_objectness_times_their_class(importable):
     [entry] = analyze_image(model, _image())["outputs"]
     assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
     assert "objectness times class score above 0.25" in entry["kept"]
+
+
+class Detr(nn.Module):
+    """A DETR as Hugging Face's return it: a dict of ``logits`` (4 queries x classes, and DETR's "no object" where
+    ``no_object``) and ``pred_boxes`` (centre and size scaled to the input's sides), its classes named by its
+    ``config.id2label`` where ``named``."""
+
+    def __init__(self, no_object: bool, named: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        if named:
+            self.config = type("Config", (), {"id2label": dict(enumerate(NAMES))})()
+        softmaxed = [[0, 5, 0, 0], [0, 0, 0, 5], [0, 0, 2, 0], [1, 0, 0, 0.5]]  # dog 0.98, none, bird 0.71, cat 0.43
+        sigmoids = [[-5, 3, -5], [-5, -5, -5], [-5, -5, 1], [0.2, -5, -5]]  # dog 0.95, none, bird 0.73, cat 0.55
+        self.register_buffer("logits", torch.tensor(softmaxed if no_object else sigmoids))
+        self.register_buffer("boxes", torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.1, 0.1],
+                                                    [0.75, 0.5, 0.25, 0.5], [0.5, 0.875, 0.5, 0.25]]))
+
+    def forward(self, x):
+        nothing = self.conv(x).mean((1, 2, 3)).view(-1, 1, 1)
+        return {"logits": self.logits + nothing, "pred_boxes": self.boxes + nothing}
+
+
+def detr():
+    return Detr(no_object=True, named=True)
+
+
+def detr_unnamed():
+    return Detr(no_object=True, named=False)
+
+
+def deformable_detr():
+    return Detr(no_object=False, named=False)
+
+
+def test_detrs_queries_are_drawn_as_hugging_face_keeps_them(importable):
+    """DETR's boxes (one per query, centre and size scaled to 1) were left to the table: those whose best class (its
+    softmax, DETR's no-object class left out) scores above 0.5 are drawn at the input's scale, named by the model's
+    id2label, as Hugging Face's post_process_object_detection keeps them."""
+    model, _ = open_with_images(f"{importable}:detr", None, Options(input_size=SIDE))
+    assert model.classes == NAMES
+    assert "The names of the 3 classes of what it finds are read from the model's config.id2label." in model.notes
+    entry = next(o for o in analyze_image(model, _image())["outputs"] if o["name"] == "output['pred_boxes']")
+    e = np.exp(1.0)
+    assert _drawn(entry) == [("dog", e ** 5 / (e ** 5 + 3)), ("bird", e ** 2 / (e ** 2 + 3))]
+    assert "softmax, its no-object class left out" in entry["kept"]
+    picture = _picture(entry)
+    dog, bird = (tuple(bytes.fromhex(b["colour"][1:])) for b in entry["detected"])
+    assert tuple(picture[16, 8]) == dog and tuple(picture[16, 24]) == dog  # x1 8, x2 24 at 64 pixels
+    assert tuple(picture[32, 40]) == bird and tuple(picture[47, 48]) == bird  # x1 40, y2 48
+
+
+def test_a_sigmoid_detrs_best_query_classes_are_drawn_and_an_unnamed_detr_is_not(importable):
+    """Deformable DETR's and RT-DETR's logits have one per class (sigmoids): the best of any query and class above
+    0.5 are drawn, named by --classes; without names, which kind it is cannot be told, and nothing is drawn."""
+    model, _ = open_with_images(f"{importable}:deformable_detr", None, Options(input_size=SIDE, classes=NAMES))
+    entry = next(o for o in analyze_image(model, _image())["outputs"] if o["name"] == "output['pred_boxes']")
+    sigmoid = torch.sigmoid(torch.tensor([3.0, 1.0, 0.2])).tolist()
+    assert _drawn(entry) == list(zip(("dog", "bird", "cat"), sigmoid, strict=True))
+    model, _ = open_with_images(f"{importable}:detr_unnamed", None, Options(input_size=SIDE))
+    assert not any("boxes" in o for o in analyze_image(model, _image())["outputs"])

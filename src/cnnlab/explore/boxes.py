@@ -1,12 +1,12 @@
 """How the explorer reads the boxes a detector found among what it returns, whatever form its library gives them in:
-torchvision's dict per image, a YOLO head's raw scores per anchor (Ultralytics' YOLOv8 to YOLO11, YOLOv5's anchors),
-and an end-to-end list of detections (YOLO26's and YOLOv10's, an export with its NMS inside). Each is read as its own
-library's prediction reads it: the same thresholds and non-maximum suppression, so that the page shows the boxes its
-users know. :func:`cnnlab.explore.probe.detections` draws them.
+torchvision's dict per image, DETR's queries (Hugging Face's), a YOLO head's raw scores per anchor (Ultralytics' YOLOv8
+to YOLO11, YOLOv5's anchors), and an end-to-end list of detections (YOLO26's and YOLOv10's, an export with its NMS
+inside). Each is read as its own library's prediction reads it: the same thresholds and non-maximum suppression, so
+that the page shows the boxes its users know. :func:`cnnlab.explore.probe.detections` draws them.
 
-Every form is recognised by its structure, not by a file's name or metadata, and checked whole before it is read
-(scores within 0 and 1, class numbers whole, corners in order): a tensor that only has a detector's shape is left to
-the table of outputs rather than drawn wrong.
+Every form is recognised by its structure (torchvision's and DETR's also by their outputs' names), not by a file's
+name or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, corners in order): a
+tensor that only has a detector's shape is left to the table of outputs rather than drawn wrong.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from cnnlab.explore.outputs import class_numbers
 # overlap a higher-scoring one by an IoU above 0.7 (its defaults, `conf` and `iou`); YOLOv5's detect.py suppresses at
 # 0.45. Both keep at most 300 boxes.
 CONFIDENCE, IOU, IOU_V5, MAX_KEPT = 0.25, 0.7, 0.45, 300
+# Hugging Face's post_process_object_detection keeps a DETR query scoring above 0.5, and of a DETR of sigmoid scores
+# (Deformable DETR, RT-DETR) the 100 best scores of any query and class first
+DETR_THRESHOLD, DETR_TOP = 0.5, 100
 # The strides of a YOLO head's levels: P3 to P5, and P6 for the *6 models of 1280 pixels
 STRIDES = ((8, 16, 32), (8, 16, 32, 64))
 YOLOV5_ANCHORS = 3  # YOLOv5's (and YOLOv7's) anchors per cell and level
@@ -52,11 +55,12 @@ class BoxList:
 
 def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | None = None) -> list[BoxList]:
     """A detector's lists of boxes among what a network returns (``rows``, each one image's): torchvision's
-    (:func:`_torchvision`), a YOLO head's (:func:`_yolo_head`, :func:`_yolov5_head`; they need the model's input
-    ``input_hw`` to know their anchors, and ``classes``, the names the page has, to tell class scores from the numbers
-    after them), and end-to-end detections (:func:`_end_to_end`)."""
+    (:func:`_torchvision`), DETR's (:func:`_detr`), a YOLO head's (:func:`_yolo_head`, :func:`_yolov5_head`), and
+    end-to-end detections (:func:`_end_to_end`). DETR's and YOLO's need the model's input ``input_hw`` (the scale of
+    DETR's boxes, the count of YOLO's anchors) and ``classes``, the names the page has (which of DETR's two kinds it
+    is; YOLO's class scores told from the numbers after them)."""
     found = {row.name: row.output[0].detach() for row in rows}
-    lists = _torchvision(found)
+    lists = _torchvision(found) + _detr(found, len(classes), input_hw)
     taken = {b.row for b in lists}
     for name, out in found.items():
         if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
@@ -82,6 +86,39 @@ def _torchvision(found: dict[str, torch.Tensor]) -> list[BoxList]:
         labels = labels if labels is not None and labels.shape == scores.shape and labels.dtype != torch.bool and \
             (not labels.numel() or class_numbers(labels)) else None
         lists.append(BoxList(name, boxes, scores, labels))
+    return lists
+
+
+def _detr(found: dict[str, torch.Tensor], named: int, input_hw: tuple[int, int] | None) -> list[BoxList]:
+    """DETR's boxes, one per query: a row ``...pred_boxes`` of ``Q x 4`` (centre and size, scaled to the input's
+    sides: 0 to 1) beside its ``...logits`` (``Q x classes``), as Hugging Face's detectors return them and its
+    exporters name them. Read only where the page has the ``named`` classes' names (the model's ``id2label``, or
+    ``--classes``), whose count tells the two kinds apart: DETR's logits have one more, its "no object", and are
+    softmaxed, each query scoring its best class; those of Deformable DETR, RT-DETR and their kin have as many, each
+    a sigmoid, and the :data:`DETR_TOP` best of any query and class are taken. Those scoring above
+    :data:`DETR_THRESHOLD` are kept, as Hugging Face's ``post_process_object_detection`` keeps them."""
+    lists = []
+    for name, boxes in found.items():
+        head, boxes_key, tail = name.rpartition("pred_boxes")
+        logits = found.get(head + "logits" + tail) if boxes_key else None
+        if logits is None or input_hw is None or boxes.dim() != 2 or boxes.shape[1] != 4 or logits.dim() != 2 or \
+                logits.shape[0] != boxes.shape[0] or not named or logits.shape[1] not in (named, named + 1) or \
+                not boxes.is_floating_point() or not logits.is_floating_point() or not _probabilities(boxes):
+            continue
+        if logits.shape[1] == named + 1:
+            scores, labels = logits.float().softmax(1)[:, :-1].max(1)
+            queries = torch.arange(boxes.shape[0])
+            how = "softmax, its no-object class left out"
+        else:
+            top = logits.float().sigmoid().flatten().topk(min(DETR_TOP, logits.numel()))
+            scores, labels, queries = top.values, top.indices % named, top.indices // named
+            how = f"sigmoid, the {DETR_TOP} best of any query and class"
+        h, w = input_hw
+        corners = box_convert(boxes.float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
+        kept = scores > DETR_THRESHOLD
+        lists.append(BoxList(name, corners[queries[kept]], scores[kept], labels[kept],
+                             f"score above {DETR_THRESHOLD} ({how}), as Hugging Face's post_process_object_detection "
+                             "keeps them"))
     return lists
 
 

@@ -264,12 +264,13 @@ def square_as_exported(spec: InputSpec, metadata: dict[str, Any]) -> InputSpec:
     return replace(spec, crop=True, origin={**spec.origin, "centre-crop": "metadata"})
 
 
-def blank_reading(model: ExploreModel, options: Options, noun: str,
-                  stored: tuple[str, ...] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def blank_reading(model: ExploreModel, options: Options, noun: str, stored: tuple[str, ...] = (),
+                  stored_in: str = "the model file") -> tuple[tuple[str, ...], tuple[str, ...]]:
     """What one blank image's pass tells of a model just opened (the ``noun`` the page calls it), run once for both:
     the page's notes on stages that work on tokens (:func:`_token_notes`), and its classes: a classifier's own, a
     network's those ``--classes`` gives what its page pictures (:func:`_network_classes`), else those its file
-    names (``stored``: an Ultralytics detector's) where they name what the page pictures."""
+    names (``stored``, read from ``stored_in``: an Ultralytics detector's metadata, a Hugging Face model's
+    ``id2label``) where they name what the page pictures, which a note says."""
     try:
         rows = model.stages(model.spec.zeros(1)[0])
     except Exception:  # it answered for blank images already; a note is not worth a refusal, a name to check is
@@ -278,7 +279,10 @@ def blank_reading(model: ExploreModel, options: Options, noun: str,
         return (), model.classes
     classes = model.classes if model.scoring is not None else \
         _network_classes(model, options, [r for r in rows if r.kind in RETURNED], stored)
-    return _token_notes(model, noun, [r for r in rows if r.kind not in RETURNED]), classes
+    notes = _token_notes(model, noun, [r for r in rows if r.kind not in RETURNED])
+    if model.scoring is None and classes and options.classes is None:
+        notes += (f"The names of the {len(classes)} classes of what it finds are read from {stored_in}.",)
+    return notes, classes
 
 
 def _token_notes(model: ExploreModel, noun: str, rows: list[Row]) -> tuple[str, ...]:

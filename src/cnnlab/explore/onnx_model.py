@@ -369,11 +369,9 @@ class OnnxModel:
         if network is None:  # a network's outputs are shown, every one
             self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         notes, self.classes = blank_reading(self, options, "graph",
-                                            self.carried.classes or () if network is not None else ())
+                                            self.carried.classes or () if network is not None else (),
+                                            self.carried.classes_from)
         self.notes += notes
-        if network is not None and self.classes and options.classes is None:
-            self.notes += (f"The names of the {len(self.classes)} classes of what it finds are read from "
-                           f"{self.carried.classes_from}.",)
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:

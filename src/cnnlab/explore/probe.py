@@ -139,7 +139,7 @@ def detections(found: list[BoxList], classes: tuple[str, ...], input_hw: tuple[i
     :func:`cnnlab.explore.boxes.box_lists`), its :data:`DRAWN` highest-scoring boxes over the image, each coloured by
     its label (named by ``classes`` where they reach it) or its rank, with their legend, highest first: ``(the boxes'
     row name, {"boxes", "detected", "drawn", "found"})``, and ``kept``, how they were kept from a head's raw scores,
-    where they were. Other box forms (rotated boxes, DETR's centres and sizes scaled to 1) are not drawn."""
+    where they were. Rotated boxes are not drawn."""
     drawn = []
     for found_ in found:
         boxes, scores, labels = found_.boxes, found_.scores, found_.labels
