@@ -195,18 +195,28 @@ def test_scores_that_are_no_probabilities_are_not_read_as_a_yolo_head(importable
     assert "boxes" not in entry and entry["shape"] == [7, ANCHORS]
 
 
-def test_a_yolo_segmentation_heads_boxes_are_drawn_and_its_prototypes_are_no_classes(tmp_path):
+def test_a_yolo_segmentation_heads_boxes_and_masks_are_drawn_and_its_prototypes_are_no_classes(tmp_path):
     """A YOLO segmentation head adds each box's mask coefficients after its class scores (the metadata's names count
-    the classes), beside a map of as many mask prototypes: its boxes are drawn, and the prototypes are not pictured as
-    a segmentation model's class per pixel (the channel largest at each pixel: a picture meaning nothing)."""
-    coefficients = (-3.0, 2.5, 0.5, 7.0)
-    prototypes = torch.linspace(-1, 1, 4 * 16 * 16).view(4, 16, 16)
-    path = _ultralytics_onnx(Fixed(_per_anchor(coefficients), prototypes), tmp_path / "yolo-seg.onnx", "segment",
-                             ("output0", "output1"))
+    the classes), beside a map of as many mask prototypes: its boxes are drawn with their masks (the prototypes they
+    weigh summed, above 0, inside the box, as Ultralytics makes them), and the prototypes are not pictured as a
+    segmentation model's class per pixel (the channel largest at each pixel: a picture meaning nothing)."""
+    prototypes = torch.zeros(4, SIDE // 4, SIDE // 4)
+    prototypes[0, :, :SIDE // 8] = 1.0  # the left half of the input
+    prototypes[0, :, SIDE // 8:] = -1.0
+    prototypes[1:] = torch.linspace(-1, 1, 3 * (SIDE // 4) ** 2).view(3, SIDE // 4, SIDE // 4)
+    path = _ultralytics_onnx(Fixed(_per_anchor((2.0, 0.0, 0.0, 0.0)), prototypes), tmp_path / "yolo-seg.onnx",
+                             "segment", ("output0", "output1"))
     model, _ = open_with_images(path, None, Options())
     head, maps = analyze_image(model, _image())["outputs"]
     assert head["shape"] == [11, ANCHORS] and _drawn(head) == [(name, score) for name, score, *_ in KEPT]
     assert maps["shape"] == [4, 16, 16] and "segments" not in maps
+    assert head["with"] == "masks"
+    picture, (dog, bird, _cat) = _picture(head), ((np.frombuffer(bytes.fromhex(b["colour"][1:]), np.uint8))
+                                                 for b in head["detected"])
+    # the dog's and the bird's boxes are on the left half: the bird's mask, tinted over the dog's, inside its box
+    assert (picture[16, 16] == np.round(0.5 * (0.5 * 128 + 0.5 * dog) + 0.5 * bird)).all()
+    assert (picture[40, 44] == 128).all()  # the cat's box is on the right: no mask
+    assert (picture[40, 20] == 128).all()  # outside every box: none
 
 
 def test_a_list_of_detections_is_drawn_above_the_threshold(importable):
@@ -297,3 +307,46 @@ def test_a_sigmoid_detrs_best_query_classes_are_drawn_and_an_unnamed_detr_is_not
     assert _drawn(entry) == list(zip(("dog", "bird", "cat"), sigmoid, strict=True))
     model, _ = open_with_images(f"{importable}:detr_unnamed", None, Options(input_size=SIDE))
     assert not any("boxes" in o for o in analyze_image(model, _image())["outputs"])
+
+
+def test_a_yolo_pose_heads_keypoints_are_drawn_where_confident(tmp_path):
+    """A YOLO pose head adds each box's keypoints (x, y and a confidence) after its class scores: they are drawn as dots
+    of its box's colour where their confidence is above 0.25, as Ultralytics plots them."""
+    keypoints = (0.0,) * 6  # two keypoints per box: set for the dog's anchor below
+    head = _per_anchor(keypoints)
+    head[7:13, 0] = torch.tensor([16.0, 16.0, 0.9, 20.0, 20.0, 0.1])  # one seen, one not
+    model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-pose.onnx", "pose"), None, Options())
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["with"] == "keypoints" and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    picture, dog = _picture(entry), tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
+    assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == (128, 128, 128)
+
+
+class MaskDetector(nn.Module):
+    """Mask R-CNN's answer, as torchvision's detectors give it: a dict per image of boxes, labels, scores and each
+    box's mask (probabilities on the input, ``K x 1 x H x W``): one box, its left half masked."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        masks = torch.zeros(1, 1, SIDE, SIDE)
+        masks[0, 0, 8:24, 8:16] = 0.9
+        nothing = self.conv(x).mean((1, 2, 3)) * 0
+        return [{"boxes": torch.tensor([[8.0, 8, 24, 24]]), "labels": torch.tensor([1]),
+                 "scores": torch.tensor([0.8]) + n, "masks": masks + n} for n in nothing]
+
+
+def mask_detector():
+    return MaskDetector()
+
+
+def test_a_torchvision_detectors_masks_are_drawn_in_their_boxes_colours(importable):
+    """Mask R-CNN's masks (a probability per pixel of each box's object) were a row of figures: each drawn box's mask
+    above 0.5 is tinted in its colour."""
+    model, _ = open_with_images(f"{importable}:mask_detector", None, Options(input_size=SIDE, classes=NAMES))
+    entry = next(o for o in analyze_image(model, _image())["outputs"] if o["name"] == "output[0]['boxes']")
+    assert entry["with"] == "masks" and _drawn(entry) == [("dog", 0.8)]
+    picture, dog = _picture(entry), np.frombuffer(bytes.fromhex(entry["detected"][0]["colour"][1:]), np.uint8)
+    assert (picture[16, 12] == np.round(0.5 * 128 + 0.5 * dog)).all() and (picture[16, 20] == 128).all()

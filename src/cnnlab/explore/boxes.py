@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torchvision.ops import batched_nms, box_convert
@@ -43,6 +44,11 @@ class BoxList:
         kept: how they were kept from the head's raw scores, for the page ("" where the detector kept them itself).
         coefficients: the count of numbers per box beyond its class scores that weigh mask prototypes (a YOLO
             segmentation head's 32): a map of as many channels beside it holds those prototypes, no class scores.
+        masks: ``K x h x w``, each box's mask as scores on a grid over the input (of any scale), the object's where
+            they are above ``mask_above`` (0 for YOLO's sums of prototypes, 0.5 for torchvision's probabilities);
+            None where the detector gives none.
+        keypoints: ``K x P x 3``, each box's keypoints, ``x, y`` in the input's pixels and a confidence (torchvision's
+            visibility, 1; YOLO's sigmoid), None where the detector gives none.
     """
 
     row: str
@@ -51,6 +57,22 @@ class BoxList:
     labels: torch.Tensor | None
     kept: str = ""
     coefficients: int = 0
+    masks: torch.Tensor | None = None
+    mask_above: float = 0.5
+    keypoints: torch.Tensor | None = None
+
+    def masks_at(self, indices: list[int], hw: tuple[int, int], input_hw: tuple[int, int]) -> torch.Tensor:
+        """The masks of the boxes ``indices`` on a picture of ``hw`` pixels (the input's ``input_hw`` scaled), as
+        booleans: each one's scores resized bilinearly, above :attr:`mask_above` and inside its box (as Ultralytics
+        crops its masks; torchvision pastes each into its box)."""
+        if not indices:
+            return torch.zeros(0, *hw, dtype=torch.bool)
+        scores = self.masks[indices].float()
+        shown = torch.nn.functional.interpolate(scores[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0]
+        scale = torch.tensor([hw[1] / input_hw[1], hw[0] / input_hw[0]] * 2)
+        x1, y1, x2, y2 = (self.boxes[indices].float() * scale).T[:, :, None, None]
+        rows, columns = torch.arange(hw[0]).view(1, -1, 1), torch.arange(hw[1]).view(1, 1, -1)
+        return (shown > self.mask_above) & (columns >= x1) & (columns < x2) & (rows >= y1) & (rows < y2)
 
 
 def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | None = None) -> list[BoxList]:
@@ -65,8 +87,8 @@ def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | N
     for name, out in found.items():
         if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
             continue
-        read = (input_hw and (_yolo_head(name, out, len(classes), input_hw) or _yolov5_head(name, out, input_hw))) \
-            or _end_to_end(name, out)
+        read = (input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or
+                              _yolov5_head(name, out, input_hw))) or _end_to_end(name, out, found)
         if read is not None:
             lists.append(read)
     return lists
@@ -80,12 +102,18 @@ def _torchvision(found: dict[str, torch.Tensor]) -> list[BoxList]:
     for name, boxes in found.items():
         if not name.endswith("['boxes']") or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
             continue
-        scores, labels = (found.get(name.removesuffix("['boxes']") + f"[{key!r}]") for key in ("scores", "labels"))
+        scores, labels, masks, keypoints = (found.get(name.removesuffix("['boxes']") + f"[{key!r}]")
+                                            for key in ("scores", "labels", "masks", "keypoints"))
         if scores is None or scores.shape != boxes.shape[:1]:
             continue
         labels = labels if labels is not None and labels.shape == scores.shape and labels.dtype != torch.bool and \
             (not labels.numel() or class_numbers(labels)) else None
-        lists.append(BoxList(name, boxes, scores, labels))
+        if masks is not None and masks.dim() == 4 and masks.shape[1] == 1:  # Mask R-CNN's, K x 1 x H x W
+            masks = masks[:, 0]
+        lists.append(BoxList(name, boxes, scores, labels,
+                             masks=masks if _per_box(masks, boxes, 3) and masks.is_floating_point() else None,
+                             keypoints=keypoints if _per_box(keypoints, boxes, 3) and keypoints.shape[2] == 3 and
+                             keypoints.is_floating_point() else None))
     return lists
 
 
@@ -135,13 +163,14 @@ def scores_anchors(shape, input_hw: tuple[int, int]) -> bool:
     return any(count in counts for count in shape)
 
 
-def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, int]) -> BoxList | None:
+def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, int],
+               found: dict[str, torch.Tensor]) -> BoxList | None:
     """An anchor-free YOLO head's raw output (Ultralytics' YOLOv8, YOLO11 and their kin, exported with no NMS):
     ``4 + classes + extra`` rows of one number per anchor (``84 x 8400`` at 640 pixels), a box's centre and size in
     the input's pixels, then each class's score (a sigmoid's, 0 to 1), then what a segmentation or pose head adds per
-    box (mask coefficients, keypoints); or its transpose. The class count is the ``named`` classes' where the page has
-    names (Ultralytics' metadata or ``--classes``), else every row after the box's; read as Ultralytics' predict
-    reads it (:data:`CONFIDENCE`, :data:`IOU`, class by class)."""
+    box (mask coefficients, keypoints: :func:`_extras`, with the other outputs ``found``); or its transpose. The class
+    count is the ``named`` classes' where the page has names (Ultralytics' metadata or ``--classes``), else every row
+    after the box's; read as Ultralytics' predict reads it (:data:`CONFIDENCE`, :data:`IOU`, class by class)."""
     count = next((anchors(input_hw, s) for s in STRIDES if anchors(input_hw, s) in out.shape), None)
     if count is None or out.shape[0] == out.shape[1]:
         return None
@@ -155,7 +184,7 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     kept = _suppressed(boxes, best.float(), labels, IOU)
     return BoxList(name, boxes[kept], best[kept], labels[kept],
                    f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
-                   "Ultralytics' predict keeps them", per_anchor.shape[0] - 4 - classes)
+                   "Ultralytics' predict keeps them", **_extras(per_anchor[4 + classes:, kept].T, found))
 
 
 def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> BoxList | None:
@@ -174,11 +203,11 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
                    "box of its class, as YOLOv5's detect.py keeps them")
 
 
-def _end_to_end(name: str, out: torch.Tensor) -> BoxList | None:
+def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor]) -> BoxList | None:
     """A detector's own list of detections, ``K x (6 + extra)``: ``x1, y1, x2, y2`` in the input's pixels, a score
     from 0 to 1 and a class number per row (YOLO26's and YOLOv10's output, or an export with its NMS inside; a
-    segmentation or pose model adds its numbers after them). Those scoring above :data:`CONFIDENCE` are kept, as
-    Ultralytics' predict keeps them."""
+    segmentation or pose model adds its numbers after them: :func:`_extras`). Those scoring above
+    :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them."""
     if out.shape[1] < 6 or not out[:, :4].isfinite().all() or not _probabilities(out[:, 4]):
         return None
     labels = out[:, 5]
@@ -187,7 +216,31 @@ def _end_to_end(name: str, out: torch.Tensor) -> BoxList | None:
         return None
     kept = out[:, 4] > CONFIDENCE
     return BoxList(name, out[kept, :4], out[kept, 4], labels[kept].long(),
-                   f"score above {CONFIDENCE}, as Ultralytics' predict keeps them", out.shape[1] - 6)
+                   f"score above {CONFIDENCE}, as Ultralytics' predict keeps them", **_extras(out[kept, 6:], found))
+
+
+def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What a YOLO head's numbers after a box's class scores (``extra``, ``K x E`` of the boxes kept) are: a
+    segmentation head's mask coefficients where another output is a map of ``E`` mask prototypes (``found``; each
+    box's mask the sum of the prototypes they weigh, its object where above 0), a pose head's keypoints where they
+    come in threes of ``x, y`` and a confidence from 0 to 1, else nothing drawn; as :class:`BoxList`'s fields."""
+    count = extra.shape[1]
+    if not count:
+        return {}
+    prototypes = next((p for p in found.values() if p.dim() == 3 and p.shape[0] == count and p.is_floating_point()),
+                      None)
+    if prototypes is not None:
+        masks = (extra.float() @ prototypes.float().flatten(1)).view(-1, *prototypes.shape[1:])
+        return {"coefficients": count, "masks": masks, "mask_above": 0.0}
+    points = extra.view(-1, count // 3, 3) if count % 3 == 0 else None
+    if points is not None and points.isfinite().all() and _probabilities(points[..., 2]):
+        return {"keypoints": points}
+    return {}
+
+
+def _per_box(value: torch.Tensor | None, boxes: torch.Tensor, dims: int) -> bool:
+    """Whether ``value`` is a tensor of ``dims`` axes with one entry per box of ``boxes``."""
+    return value is not None and value.dim() == dims and value.shape[0] == boxes.shape[0]
 
 
 def _probabilities(scores: torch.Tensor) -> bool:

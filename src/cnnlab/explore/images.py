@@ -87,17 +87,27 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, cmap: str = "jet", alpha: f
     return blended.clip(0, 255).round().astype(np.uint8)
 
 
-def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, float]],
-                  colours: list[str]) -> np.ndarray:
+def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, float]], colours: list[str],
+                  masks: torch.Tensor | None = None,
+                  points: list[list[tuple[float, float]]] | None = None) -> np.ndarray:
     """``boxes`` (``x1, y1, x2, y2`` in the image's pixels) drawn over the image in colour, each in its ``colours``
-    entry (``#rrggbb``), two pixels wide (one on a picture under 64 pixels): uint8 ``H x W x 3``."""
+    entry (``#rrggbb``), two pixels wide (one on a picture under 64 pixels), with each box's mask (``masks``, booleans
+    ``boxes x H x W``) tinted half in its colour under it and its keypoints (``points``, ``x, y`` in the image's
+    pixels) as dots of its colour: uint8 ``H x W x 3``."""
     base = image_array(image)
-    picture = Image.fromarray(base if base.ndim == 3 else np.stack([base] * 3, 2))
-    draw = ImageDraw.Draw(picture)
-    width = 2 if min(picture.size) >= 64 else 1
+    picture = (base if base.ndim == 3 else np.stack([base] * 3, 2)).astype(np.float32)
+    for mask, colour_ in zip(masks if masks is not None else [], colours, strict=False):
+        shade = np.frombuffer(bytes.fromhex(colour_[1:]), np.uint8).astype(np.float32)
+        picture[mask.numpy()] = 0.5 * picture[mask.numpy()] + 0.5 * shade
+    drawn = Image.fromarray(picture.round().astype(np.uint8))
+    draw = ImageDraw.Draw(drawn)
+    width = 2 if min(drawn.size) >= 64 else 1
     for box, colour_ in zip(boxes, colours, strict=True):
         draw.rectangle(box, outline=colour_, width=width)
-    return np.asarray(picture)
+    for dots, colour_ in zip(points or [], colours, strict=False):
+        for x, y in dots:
+            draw.ellipse((x - width, y - width, x + width, y + width), fill=colour_)
+    return np.asarray(drawn)
 
 
 def decode_upload(data: bytes, channels: int, size: int | tuple[int, int], invert: bool = False,

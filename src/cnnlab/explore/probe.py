@@ -24,6 +24,8 @@ SEGMENT_COLOURS = 20
 # The boxes of a detector drawn over the input: its highest-scoring ones (a detector returns up to 100 or more, most of
 # them unlikely)
 DRAWN = 10
+# A keypoint is drawn where its confidence is above this (Ultralytics' plotting's default; torchvision gives 1)
+KEYPOINT_SEEN = 0.25
 
 
 def top_classes(probs: torch.Tensor, classes) -> list[dict[str, Any]]:
@@ -139,7 +141,8 @@ def detections(found: list[BoxList], classes: tuple[str, ...], input_hw: tuple[i
     :func:`cnnlab.explore.boxes.box_lists`), its :data:`DRAWN` highest-scoring boxes over the image, each coloured by
     its label (named by ``classes`` where they reach it) or its rank, with their legend, highest first: ``(the boxes'
     row name, {"boxes", "detected", "drawn", "found"})``, and ``kept``, how they were kept from a head's raw scores,
-    where they were. Rotated boxes are not drawn."""
+    where they were; each box's mask tinted in its colour, or its keypoints above :data:`KEYPOINT_SEEN` as dots, where
+    the detector gives them (``with``: ``"masks"`` or ``"keypoints"``). Rotated boxes are not drawn."""
     drawn = []
     for found_ in found:
         boxes, scores, labels = found_.boxes, found_.scores, found_.labels
@@ -150,9 +153,16 @@ def detections(found: list[BoxList], classes: tuple[str, ...], input_hw: tuple[i
         colours = [_class_colour(i) for i in ids]
         legend = [{"name": _class_name(i, classes, "class") if labels is not None else f"box {i + 1}",
                    "score": float(scores[k]), "colour": c} for i, k, c in zip(ids, top, colours, strict=True)]
-        drawn.append((found_.row, {"boxes": png_url(boxes_overlay(image, shown, colours)), "detected": legend,
-                                   "drawn": len(top), "found": int(boxes.shape[0]),
-                                   **({"kept": found_.kept} if found_.kept else {})}))
+        hw = tuple(image.shape[-2:])
+        masks = found_.masks_at(top, hw, input_hw) if found_.masks is not None else None
+        points = None if found_.keypoints is None else \
+            [[(x * scale[0].item(), y * scale[1].item()) for x, y, seen in found_.keypoints[k].tolist()
+              if seen > KEYPOINT_SEEN] for k in top]
+        drawn.append((found_.row, {"boxes": png_url(boxes_overlay(image, shown, colours, masks, points)),
+                                   "detected": legend, "drawn": len(top), "found": int(boxes.shape[0]),
+                                   **({"kept": found_.kept} if found_.kept else {}),
+                                   **({"with": "masks"} if masks is not None else
+                                      {"with": "keypoints"} if points is not None else {})}))
     return drawn
 
 
