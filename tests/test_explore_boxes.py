@@ -350,3 +350,12 @@ def test_a_torchvision_detectors_masks_are_drawn_in_their_boxes_colours(importab
     assert entry["with"] == "masks" and _drawn(entry) == [("dog", 0.8)]
     picture, dog = _picture(entry), np.frombuffer(bytes.fromhex(entry["detected"][0]["colour"][1:]), np.uint8)
     assert (picture[16, 12] == np.round(0.5 * 128 + 0.5 * dog)).all() and (picture[16, 20] == 128).all()
+
+
+def test_a_heads_numbers_of_an_unknown_kind_leave_its_boxes_undrawn(tmp_path):
+    """A YOLO head whose numbers after the class scores are neither mask coefficients nor keypoints (an OBB head's
+    angle, which turns each box) is not drawn as upright boxes: its output stays in the table."""
+    head = _per_anchor((-0.3,))  # one number after the 3 classes' scores: an angle (from -pi/4 to 3 pi/4)
+    model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry

@@ -182,9 +182,11 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     best, labels = scores.max(0)
     boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
     kept = _suppressed(boxes, best.float(), labels, IOU)
-    return BoxList(name, boxes[kept], best[kept], labels[kept],
-                   f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
-                   "Ultralytics' predict keeps them", **_extras(per_anchor[4 + classes:, kept].T, found))
+    extras = _extras(per_anchor[4 + classes:, kept].T, found)
+    return None if extras is None else \
+        BoxList(name, boxes[kept], best[kept], labels[kept],
+                f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
+                "Ultralytics' predict keeps them", **extras)
 
 
 def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> BoxList | None:
@@ -215,15 +217,18 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor]) ->
             (out[:, 2] < out[:, 0]).any() or (out[:, 3] < out[:, 1]).any():
         return None
     kept = out[:, 4] > CONFIDENCE
-    return BoxList(name, out[kept, :4], out[kept, 4], labels[kept].long(),
-                   f"score above {CONFIDENCE}, as Ultralytics' predict keeps them", **_extras(out[kept, 6:], found))
+    extras = _extras(out[kept, 6:], found)
+    return None if extras is None else \
+        BoxList(name, out[kept, :4], out[kept, 4], labels[kept].long(),
+                f"score above {CONFIDENCE}, as Ultralytics' predict keeps them", **extras)
 
 
-def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """What a YOLO head's numbers after a box's class scores (``extra``, ``K x E`` of the boxes kept) are: a
-    segmentation head's mask coefficients where another output is a map of ``E`` mask prototypes (``found``; each
-    box's mask the sum of the prototypes they weigh, its object where above 0), a pose head's keypoints where they
-    come in threes of ``x, y`` and a confidence from 0 to 1, else nothing drawn; as :class:`BoxList`'s fields."""
+def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """What a YOLO head's numbers after a box's class scores (``extra``, ``K x E`` of the boxes kept) are, as
+    :class:`BoxList`'s fields: a segmentation head's mask coefficients where another output is a map of ``E`` mask
+    prototypes (``found``; each box's mask the sum of the prototypes they weigh, its object where above 0), a pose
+    head's keypoints where they come in threes of ``x, y`` and a confidence from 0 to 1. None for numbers of another
+    kind, which may change what the box is (an OBB head's angle turns it): its boxes are not drawn."""
     count = extra.shape[1]
     if not count:
         return {}
@@ -235,7 +240,7 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     points = extra.view(-1, count // 3, 3) if count % 3 == 0 else None
     if points is not None and points.isfinite().all() and _probabilities(points[..., 2]):
         return {"keypoints": points}
-    return {}
+    return None
 
 
 def _per_box(value: torch.Tensor | None, boxes: torch.Tensor, dims: int) -> bool:
