@@ -156,11 +156,10 @@ def anchors(input_hw: tuple[int, int], strides: tuple[int, ...]) -> int:
 
 
 def scores_anchors(shape, input_hw: tuple[int, int]) -> bool:
-    """Whether an axis of one image's ``shape`` counts a YOLO head's places for an input of ``input_hw``
-    (:func:`anchors`; three per place for YOLOv5's): its scores per anchor, flattened from its maps, not a
-    transformer's tokens."""
-    counts = {anchors(input_hw, s) * k for s in STRIDES for k in (1, YOLOV5_ANCHORS)}
-    return any(count in counts for count in shape)
+    """Whether one image's ``shape`` ends in as many values as a YOLO head has places for an input of ``input_hw``
+    (:func:`anchors`): its scores per anchor, flattened from its maps and laid out channels first, as Ultralytics'
+    head concatenates them (``84 x 8400``), not a transformer's tokens (``tokens x width``)."""
+    return bool(shape) and any(shape[-1] == anchors(input_hw, s) for s in STRIDES)
 
 
 def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, int],
