@@ -461,16 +461,17 @@ def _size_text(hw: tuple[int, int]) -> str:
     return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
-def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, ...]:
+def opened_as_network(refusal: NotAClassifier, options: Options, name: str) -> tuple[str, ...]:
     """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
     ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
-    and ``--multi-label``, which reads outputs as class probabilities, refused. (``--classes`` may name the channels
-    of its scores per pixel: :func:`blank_reading`.)"""
+    and ``--multi-label``, which reads outputs as class probabilities, refused, naming the model by ``name`` as the
+    refusal of ``--classes`` does. (``--classes`` may name the channels of its scores per pixel:
+    :func:`blank_reading`.)"""
     if not options.any_network:
         raise refusal
     if options.multi_label:
-        raise CnnlabError(f"--multi-label reads a classifier's outputs, but {refusal.where} is not a classifier: "
-                          f"{refusal.reason}; expected no --multi-label for it") from None
+        raise CnnlabError(f"--multi-label reads a classifier's outputs, but {name} is not a classifier: "
+                          f"{refusal.found}; expected no --multi-label for it") from None
     return (f"Not a classifier: {refusal.reason}. Shown is what each layer computes and what the network returns; "
             "there are no classes to rank and no attribution.",)
 

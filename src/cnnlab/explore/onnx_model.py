@@ -273,8 +273,8 @@ class OnnxModel:
             outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
             pixels = scales_hint([d for d in outputs if d]) or (map_hint(out) if len(out) == 4 else "")
             network = opened_as_network(NotAClassifier(str(path), f"its output {self.output_name!r} has shape "
-                                                       f"{' x '.join(str(d) for d in out)}, expected N x "
-                                                       f"classes{pixels}"), options)
+                                                       f"{' x '.join(str(d) for d in out)}", "N x classes", pixels),
+                                        options, self.name)
         top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
         # each image's own order: no column is one class
         if network is None and top_k is not None and top_k.op_type == "TopK":
@@ -331,7 +331,7 @@ class OnnxModel:
             try:
                 count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
             except NotAClassifier as e:
-                network = opened_as_network(e, options)
+                network = opened_as_network(e, options, self.name)
         for name, value in probe.items():  # where shape inference gave none (com.microsoft's ops have none): the run's
             self.shapes[name] = self.shapes.get(name) or list(value.shape)
         one_at_a_time = self._batch_trouble() if self.batch is None else None

@@ -32,12 +32,13 @@ class NotAClassifier(CnnlabError):
     """A model whose outputs are no class scores (a detector's boxes, a segmentation model's maps, a backbone's
     features): refused by ``predict`` and ``eval``, which answer with classes, and opened by ``explore`` and
     ``summary`` for what its layers compute (:attr:`cnnlab.explore.model.Options.any_network`), the ``reason`` said
-    on the page."""
+    on the page: what it returns (``found``, with a ``hint`` of what that is), and the class scores ``expected``."""
 
-    def __init__(self, where: str, reason: str):
-        super().__init__(f"{where} is not a classifier: {reason}; cnnlab explore and cnnlab summary open any network "
-                         "for its layers")
-        self.where, self.reason = where, reason
+    def __init__(self, where: str, found: str, expected: str, hint: str = ""):
+        self.where, self.found = where, found + hint
+        self.reason = f"{found}, expected {expected}{hint}"
+        super().__init__(f"{where} is not a classifier: {self.reason}; cnnlab explore and cnnlab summary open any "
+                         "network for its layers")
 
 
 class BatchAxisDropped(CnnlabError):
@@ -199,8 +200,8 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None, outpu
         kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
         # the shape shown is of one output among several: said so, or it reads as all the model returned
         returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
-        raise NotAClassifier(where, f"for {n} image{'s' * (n > 1)} {returns} {shown}{kind}, expected {n} x classes of "
-                             f"float logits{_what_it_is(out)}")
+        raise NotAClassifier(where, f"for {n} image{'s' * (n > 1)} {returns} {shown}{kind}",
+                             f"{n} x classes of float logits", _what_it_is(out))
     return int(shape[1])
 
 
