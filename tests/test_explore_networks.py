@@ -548,6 +548,54 @@ def test_an_autoencoders_image_is_not_said_to_be_scores_per_pixel(importable):
     assert out["shape"] == [3, SIDE, SIDE] and 0 < out["min"] <= out["max"] < 1
 
 
+class Thresholded(Segmenter):
+    """The segmenter's pixels as the network answers them: a mask of where channel 0 wins (booleans), or the
+    number of the channel that wins (``argmax``: int64), in one channel."""
+
+    def __init__(self, labels: bool):
+        super().__init__()
+        self.labels = labels
+
+    def forward(self, x):
+        scores = super().forward(x)["out"]
+        return scores.argmax(1, keepdim=True) if self.labels else scores[:, :1] > scores[:, 1:]
+
+
+def mask():
+    return Thresholded(labels=False)
+
+
+def labels():
+    return Thresholded(labels=True)
+
+
+@pytest.mark.parametrize("kind", ["module", "onnx"])
+@pytest.mark.parametrize("function, dtype, hint", [
+    ("mask", "bool", "(a map of booleans is a mask, as a segmentation model that thresholds its scores returns)"),
+    ("labels", "int64", "(a map of integers of 1 channel is a class per pixel, as a segmentation model that ends in "
+                        "its own ArgMax returns)")])
+def test_a_mask_or_a_class_per_pixel_is_not_said_to_be_an_image(kind, function, dtype, hint, importable, tmp_path):
+    """A map of 1 channel of booleans (a thresholded mask) or of class numbers (a segmentation model's own ArgMax)
+    was said to be "an image, as an autoencoder returns, or a segmentation model's scores per pixel": it is a mask, a
+    class per pixel, in the refusal of predict and on the page (an ONNX graph's refusal now names the type too)."""
+    source = f"{importable}:{function}"
+    if kind == "onnx":
+        source = str(tmp_path / f"{function}.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(globals()[function]().eval(), (torch.zeros(2, 3, SIDE, SIDE),), source, dynamo=False,
+                              input_names=["x"], output_names=["out"], dynamic_axes={"x": {0: "N"}, "out": {0: "N"}})
+    size = SIDE if kind == "module" else None
+    with pytest.raises(CnnlabError) as refused:
+        open_model(source, Options(input_size=size))
+    message = str(refused.value)
+    assert f"x 1 x {SIDE} x {SIDE} of {dtype}, expected " in message and f" {hint}; cnnlab explore" in message
+    assert "an image" not in message and "scores per pixel" not in message
+    model, _ = open_with_images(source, None, Options(input_size=size))
+    [said] = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert f" {hint}. Shown is what each layer computes" in said
+
+
 @dataclass
 class Found:
     """A model's own output type: a dataclass of its boxes and their scores."""

@@ -271,10 +271,14 @@ class OnnxModel:
         if network is None and out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
                     (isinstance(out[1], int) and out[1] < 1)):
             outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
-            pixels = scales_hint([d for d in outputs if d]) or (map_hint(out) if len(out) == 4 else "")
+            element = types.get(self.output_name) or graph.output[0].type.tensor_type.elem_type
+            # (a float type as float32: numpy has no bfloat16, which onnx stores as uint16)
+            dtype = helper.tensor_dtype_to_np_dtype(element).name if element not in (0, *FLOAT_TYPES) else "float32"
+            pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
+            of = f" of {dtype}" if dtype != "float32" else ""
             network = opened_as_network(NotAClassifier(str(path), f"its output {self.output_name!r} has shape "
-                                                       f"{' x '.join(str(d) for d in out)}", "N x classes", pixels),
-                                        options, self.name)
+                                                       f"{' x '.join(str(d) for d in out)}{of}", "N x classes",
+                                                       pixels), options, self.name)
         top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
         # each image's own order: no column is one class
         if network is None and top_k is not None and top_k.op_type == "TopK":

@@ -197,7 +197,7 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None, outpu
     if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
             not floats:
         shown = _shape_of(out) if shape is not None else _structure(out)
-        kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
+        kind = f" of {dtype_name(out)}" if shape is not None and not floats else ""
         # the shape shown is of one output among several: said so, or it reads as all the model returned
         returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
         raise NotAClassifier(where, f"for {n} image{'s' * (n > 1)} {returns} {shown}{kind}",
@@ -309,12 +309,18 @@ def _what_it_is(out: Any) -> str:
     if scales := scales_hint([v.shape for v in values if getattr(v, "ndim", 0) == 4]):
         return scales
     if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4:
-        return map_hint(out.shape)
+        return map_hint(out.shape, dtype_name(out))
     if isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values):
-        return map_hint(next(v for v in values if getattr(v, "ndim", 0) == 4).shape)
+        first = next(v for v in values if getattr(v, "ndim", 0) == 4)
+        return map_hint(first.shape, dtype_name(first))
     if isinstance(out, (list, tuple)) and values and getattr(values[0], "ndim", 0) == 4:
-        return map_hint(values[0].shape)
+        return map_hint(values[0].shape, dtype_name(values[0]))
     return ""
+
+
+def dtype_name(value: Any) -> str:
+    """The element type of a tensor or an array as numpy names it (``float32``, ``int64``, ``bool``)."""
+    return str(value.dtype).removeprefix("torch.")
 
 
 def scales_hint(shapes) -> str:
@@ -326,12 +332,23 @@ def scales_hint(shapes) -> str:
     return " (maps at several scales are a backbone's features, as timm's features_only=True returns them)"
 
 
-def map_hint(shape) -> str:
-    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel, or, of 1 or 3
-    channels, as likely an image (an autoencoder's, a denoiser's) (none for a 1 x 1 map: class scores, read as such,
-    :func:`class_rows`; refused for another reason, which the line says)."""
+def map_hint(shape, dtype: str = "float32") -> str:
+    """A hint after the refusal of an ``N x K x h x w`` output of element type ``dtype`` (numpy's name): a segmentation
+    model's scores per pixel, or, of 1 or 3 channels, as likely an image (an autoencoder's, a denoiser's); of booleans,
+    a mask; of integers in 1 channel, a class per pixel (a segmentation model's own ArgMax), or an image of uint8 (none
+    for a 1 x 1 map: class scores, read as such, :func:`class_rows`; refused for another reason, which the line says;
+    none for integers of other counts, which are neither)."""
     if tuple(shape[2:]) == (1, 1):
         return ""
+    if dtype == "bool":
+        masks = "a mask per channel" if shape[1] > 1 else "a mask"
+        return f" (a map of booleans is {masks}, as a segmentation model that thresholds its scores returns)"
+    if dtype.startswith(("int", "uint")):
+        if shape[1] == 1:
+            grey = ", or a grey image" if dtype == "uint8" else ""
+            return (f" (a map of integers of 1 channel is a class per pixel, as a segmentation model that ends in its "
+                    f"own ArgMax returns{grey})")
+        return " (a map of 3 channels of uint8 is an image)" if shape[1] == 3 and dtype == "uint8" else ""
     if shape[1] in (1, 3):
         return (f" (a map of {shape[1]} channel{'s' * (shape[1] > 1)} is an image, as an autoencoder returns, or a "
                 "segmentation model's scores per pixel)")
