@@ -48,9 +48,9 @@ from cnnlab.explore.outputs import (
     RETURNED,
     NotAClassifier,
     Scoring,
+    distribution_total,
     read_classes,
     resolve_classes,
-    sums_to_one,
 )
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
@@ -523,7 +523,8 @@ def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tu
     they came from (:func:`resolve_classes`): what every kind does once it knows its output count. ``sample``: its
     outputs for :meth:`InputSpec.probe`'s images, which say whether they are probabilities already; ``on_map``:
     they come as ``N x K x 1 x 1``."""
-    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, sums_to_one(sample), on_map)
+    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, distribution_total(sample),
+                           on_map)
     classes, named_by = resolve_classes(options.classes, stored, scoring, folder_classes, stored_in)
     return scoring, classes, named_by
 

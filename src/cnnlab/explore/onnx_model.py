@@ -686,7 +686,7 @@ class OnnxModel:
 
     def _sample(self) -> np.ndarray | None:
         """The graph's outputs for :meth:`InputSpec.probe`'s images (None where it fails on them): whether they are
-        probabilities already (:func:`cnnlab.explore.outputs.sums_to_one`)."""
+        probabilities or percentages already (:func:`cnnlab.explore.outputs.distribution_total`)."""
         try:
             return self._run(self.spec.probe(), [self.output_name])[self.output_name]
         except Exception:  # onnxruntime's own error classes: it ran on blank images; its last node says

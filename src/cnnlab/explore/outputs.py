@@ -63,7 +63,9 @@ class Scoring:
     (``softmax(x) * 1.0``, a temperature's rescaling done before it but a cast or a scale after), or an ensemble's
     average of several. Its outputs are at least 0 and sum to 1 for every image; read as logits, they would be
     softmaxed a second time and every figure flattened towards 1 / classes. Such outputs are read as a Softmax's,
-    and the page says why (``from_values``).
+    and the page says why (``from_values``). So are percentages (``softmax(x) * 100``: at least 0, summing to 100),
+    which read as logits were softmaxed into near certainty (37% shown as 99%); read as a Softmax's they give their
+    probabilities, as log(100 p) differs from log p by a constant, which the softmax takes away.
 
     Attributes:
         outputs: the model's own output count.
@@ -71,8 +73,9 @@ class Scoring:
         ends_in: ``"Softmax"`` or ``"Sigmoid"`` where the model's last operation is one (or where its outputs are
             a distribution, ``from_values``), else None.
         noun: what the page calls the model (``"graph"``, ``"program"``, ``"module"``).
-        from_values: read as a Softmax's because its outputs sum to 1 (:func:`sums_to_one`), not because its last
-            operation is one.
+        from_values: read as a Softmax's because its outputs are distributions (:func:`distribution_total`), not
+            because its last operation is one.
+        percentages: those distributions sum to 100.
         on_map: its outputs come as ``N x K x 1 x 1`` and are read as ``N x K`` (:func:`class_rows`).
     """
 
@@ -82,16 +85,18 @@ class Scoring:
     noun: str = "model"
     from_values: bool = False
     on_map: bool = False
+    percentages: bool = False
 
     @classmethod
     def read(cls, outputs: int, multi_label: bool, ends_in: str | None, where: str, noun: str,
-             distributions: bool = False, on_map: bool = False) -> Scoring:
+             total: float | None = None, on_map: bool = False) -> Scoring:
         """The scoring of a model of ``outputs`` outputs that ``ends_in`` Softmax, Sigmoid or neither (None), with
         ``--multi-label`` or not; ``where`` names the model in the refusal of a Softmax read as multi-label.
-        ``distributions``: its outputs for the images tried are probability distributions (:func:`sums_to_one`),
-        read as a Softmax's where its last operation says nothing. ``on_map``: they come on a 1 x 1 map."""
-        if ends_in is None and distributions and outputs > 1 and not multi_label:
-            return cls(outputs, False, "Softmax", noun, from_values=True, on_map=on_map)
+        ``total``: its outputs for the images tried are probability distributions (1) or percentages (100)
+        (:func:`distribution_total`), read as a Softmax's where its last operation says nothing. ``on_map``: they
+        come on a 1 x 1 map."""
+        if ends_in is None and total and outputs > 1 and not multi_label:
+            return cls(outputs, False, "Softmax", noun, from_values=True, on_map=on_map, percentages=total == 100)
         if multi_label and ends_in == "Softmax":
             raise CnnlabError(f"{where} ends in Softmax, one distribution over its classes, and --multi-label reads "
                               "each output as a class's own probability; expected no --multi-label for it")
@@ -118,7 +123,7 @@ class Scoring:
         # value and its gradient (torch.logit's eps would clamp it, and Grad-CAM would go blank)
         tiny = torch.finfo(torch.float32).tiny
         if self.ends_in == "Softmax":
-            out = out.float().clamp_min(tiny).log()  # softmax(log p) = p
+            out = out.float().clamp_min(tiny).log()  # softmax(log p) = p, and softmax(log 100p) = p too
         elif self.ends_in == "Sigmoid":
             p = out.float()
             out = p.clamp_min(tiny).log() - (1 - p).clamp_min(tiny).log()  # sigmoid(logit p) = p
@@ -142,7 +147,10 @@ class Scoring:
         return shape + self._reading_notes()
 
     def _reading_notes(self) -> tuple[str, ...]:
-        if self.from_values:
+        if self.percentages:
+            said = (f"The {self.noun}'s outputs are percentages: for every image tried they are at least 0 and sum "
+                    "to 100 (a Softmax's times 100). They are shown as the probabilities they are, not softmaxed.",)
+        elif self.from_values:
             said = (f"The {self.noun}'s outputs are probabilities already: for every image tried they are at least "
                     "0 and sum to 1, though its last operation is no Softmax (arithmetic after one, or an average of "
                     "several). They are shown as they are, not softmaxed again.",)
@@ -160,14 +168,16 @@ class Scoring:
         return said
 
 
-def sums_to_one(out: Any) -> bool:
-    """Whether a model's outputs for a few images (``N x K``, a tensor or an array) are probability distributions:
-    two or more classes, every value finite and at least 0, each image's summing to 1 (within float16's rounding).
-    Logits do so for no image but by construction."""
+def distribution_total(out: Any) -> float | None:
+    """1 where a model's outputs for a few images (``N x K``, a tensor or an array) are probability distributions,
+    100 where they are percentages, else None: two or more classes, every value finite and at least 0, each image's
+    summing to 1, or each image's to 100 (within float16's rounding). Logits do so for no image but by construction
+    (the images tried are random pixels, and every one must)."""
     out = torch.as_tensor(class_rows(out)).detach().double() if out is not None else None
-    if out is None or out.dim() != 2 or out.shape[0] < 1 or out.shape[1] < 2 or not bool(out.isfinite().all()):
-        return False
-    return bool((out >= 0).all()) and bool(((out.sum(1) - 1).abs() <= 2e-3).all())
+    if out is None or out.dim() != 2 or out.shape[0] < 1 or out.shape[1] < 2 or not bool(out.isfinite().all()) or \
+            not bool((out >= 0).all()):
+        return None
+    return next((total for total in (1.0, 100.0) if bool(((out.sum(1) / total - 1).abs() <= 2e-3).all())), None)
 
 
 def class_rows(out: Any) -> Any:

@@ -166,7 +166,7 @@ class TorchModel:
 
     def _sample(self) -> torch.Tensor | None:
         """The model's outputs for :meth:`InputSpec.probe`'s images (None where it fails on them): whether they are
-        probabilities already (:func:`cnnlab.explore.outputs.sums_to_one`)."""
+        probabilities or percentages already (:func:`cnnlab.explore.outputs.distribution_total`)."""
         try:
             with torch.no_grad():
                 out = self._forward(self.spec.to_input(self.spec.probe()))
