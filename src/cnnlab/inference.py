@@ -402,7 +402,8 @@ def class_columns(model: Sequence[str], data: Sequence[str], name: str,
                           f"the model's classes{remedy}")
     columns = [column[n] for n in wanted]
     if len(model) > len(data):
-        absent = [c for c, n in zip(model, names, strict=True) if n not in set(wanted)]
+        present = set(wanted)  # (a set: ImageNet's 1,000 names against a folder's)
+        absent = [c for c, n in zip(model, names, strict=True) if n not in present]
         shown = ", ".join(map(repr, absent[:3])) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
         return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)} (absent: "
                          f"{shown}): each answer is the likeliest of those {len(data)}"]
