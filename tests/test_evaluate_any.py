@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import unicodedata
@@ -18,7 +19,7 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from torch import nn
 
-from cli_support import assert_one_line, run_with_output
+from cli_support import assert_one_line, run_with_output, strict_json
 from cnnlab.data import FOLDER_PREFIX, load_dataset, store
 from cnnlab.data import folder as folder_source
 from cnnlab.errors import CnnlabError
@@ -496,6 +497,21 @@ def test_a_test_folder_lacking_one_of_the_checkpoints_classes_is_scored_by_data_
     code, _, err = run_with_output(["eval", str(out / "best.pt"), "--data-dir", str(other)], capsys)
     assert_one_line(code, err, f"folder:{other.resolve()} has classes the model does not name ('emu'; the model's: "
                     "'cat', 'dog', 'fox'); expected a dataset of the model's classes", command="eval")
+
+
+def test_eval_json_writes_a_class_name_that_is_not_utf8_as_text_any_reader_takes(tmp_path, cache, capsys):
+    """eval --json wrote a folder's class name that is not UTF-8 (Linux allows any bytes) as "f\\udcf6x", a lone
+    surrogate that strict JSON readers refuse: it is written with U+FFFD for the byte, as predict --json writes it."""
+    folder = _folder(tmp_path / "pets", split=True, per_class=4)
+    for part in ("train", "test"):
+        os.rename(os.fsencode(folder / part / "fox"), os.fsencode(folder / part) + b"/f\xf6x")
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    code, lines, err = run_with_output(["eval", str(out / "best.pt"), "--json"], capsys)
+    assert code == 0, err
+    result = strict_json("\n".join(lines))
+    assert result["classes"] == ["cat", "dog", "f\ufffdx"] and list(result["per_class"]) == result["classes"]
 
 
 def _refusal(call) -> str:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageFile
 
 import report_fixtures
+from cli_support import strict_json
 from cnnlab import predict
 from cnnlab.cli import main
 from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
@@ -238,18 +239,6 @@ def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(trained_run, test_
     assert done.stdout.startswith(os.fsencode(str(tmp_path)) + b"/caf\xe9.png: ")
 
 
-def _strict_json(text: str):
-    """``text`` parsed as JSON as a strict reader (Rust's serde_json) does: no string may hold a lone surrogate (an
-    escape such as ``\\udcff``, which such a reader refuses)."""
-    def check(value):
-        if isinstance(value, str):
-            value.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError
-        for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
-            check(item)
-        return value
-    return check(json.loads(text))
-
-
 def test_json_names_a_file_whose_name_is_not_utf8_in_text_any_reader_takes_and_keeps_its_bytes(tmp_path):
     """--json and --jsonl wrote a file name that is not UTF-8 (Linux allows any bytes) as "\\udcff", a lone surrogate
     that strict JSON readers refuse: the name has U+FFFD for each such byte, and ``file_bytes`` its exact bytes
@@ -270,8 +259,8 @@ def test_json_names_a_file_whose_name_is_not_utf8_in_text_any_reader_takes_and_k
                               env={**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"})
         assert done.returncode == 2 and done.stderr.count(b"\n") == 1, done.stderr  # the bad file
         outputs.append(done.stdout.decode("utf-8"))  # strict: raises on any byte that is not UTF-8
-    document = _strict_json(outputs[0])
-    assert [_strict_json(line) for line in outputs[1].splitlines()] == document
+    document = strict_json(outputs[0])
+    assert [strict_json(line) for line in outputs[1].splitlines()] == document
     by_name = {os.path.basename(base64.b64decode(r["file_bytes"]) if "file_bytes" in r else r["file"].encode()): r
                for r in document}
     assert sorted(by_name) == sorted([*names, b"bad\xff.png"])

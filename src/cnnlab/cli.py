@@ -184,10 +184,11 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from cnnlab.evaluate import format_eval
     from cnnlab.explore.evaluation import evaluate_any
+    from cnnlab.io import writable_json
 
     result = evaluate_any(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, options=_model_options(args),
                           device=args.device, skip_bad=args.skip_bad_images)
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
+    print(json.dumps(writable_json(result.to_dict()), indent=2) if args.json else format_eval(result))
     return 0
 
 

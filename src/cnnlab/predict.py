@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
-from cnnlab.io import writable_text
+from cnnlab.io import writable_json
 from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
@@ -258,19 +258,13 @@ def _rank(results: list[dict[str, Any]], loaded: dict[int, torch.Tensor],
 
 def as_json(result: dict[str, Any]) -> dict[str, Any]:
     """A picture's result (:func:`classify_chunks`) as ``--json`` and ``--jsonl`` print it, in text every JSON reader
-    takes. A file name that is not UTF-8 (Linux allows any bytes) is held by Python with lone surrogates, which JSON
-    would carry as ``\\udcff`` escapes that strict readers (Rust's serde_json) refuse and others (jq, Go) turn into
-    U+FFFD without a word: ``file`` has each such byte as U+FFFD, and ``file_bytes`` the name's exact bytes in base64,
-    to open the file by (as ripgrep's JSON gives a path that is no text); an error naming it, and a folder's class
-    names, are written alike."""
-    shown = {"file": writable_text(result["file"])}
+    takes (:func:`cnnlab.io.writable_json`): a file name that is not UTF-8 (Linux allows any bytes) has each such byte
+    as U+FFFD in ``file``, and ``file_bytes`` beside it, the name's exact bytes in base64, to open the file by (as
+    ripgrep's JSON gives a path that is no text)."""
+    shown = writable_json(result)
     if shown["file"] != result["file"]:
-        shown["file_bytes"] = base64.b64encode(os.fsencode(result["file"])).decode("ascii")
-    shown.update((key, value) for key, value in result.items() if key != "file")
-    if "error" in result:
-        shown["error"] = writable_text(result["error"])
-    if "top" in result:
-        shown["top"] = [{**t, "class": writable_text(t["class"])} for t in result["top"]]
+        shown = {"file": shown["file"], "file_bytes": base64.b64encode(os.fsencode(result["file"])).decode("ascii"),
+                 **shown}
     return shown
 
 
