@@ -1,14 +1,16 @@
 """The command line run in-process, for the tests of its exit codes and what it prints; a script run by a fresh
 interpreter, for what a new process imports (this one has imported everything already); another program's file
-put where a command is writing its figure."""
+put where a command is writing its figure; JSON parsed as a strict reader parses it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -35,6 +37,22 @@ def run_redirected(argv: list[str]) -> tuple[int, list[str], list[str]]:
         except SystemExit as e:
             code = e.code
     return code, out.getvalue().splitlines(), err.getvalue().splitlines()
+
+
+def strict_json(text: str) -> Any:
+    """``text`` parsed as JSON as a strict reader (Rust's serde_json) parses it: no string in it, key or value, may
+    hold a lone surrogate (an escape such as ``\\udcff``, which such a reader refuses)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            value.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                check(key), check(item)
+        elif isinstance(value, list):
+            for item in value:
+                check(item)
+        return value
+    return check(json.loads(text))
 
 
 def run(argv: list[str], capsys) -> tuple[int, list[str]]:

@@ -3,15 +3,17 @@
 import csv
 import io
 import json
+import os
 import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from cli_support import file_appears_while_saving
+from cli_support import file_appears_while_saving, strict_json
 from cnnlab.cli import main
 from cnnlab.compare import compare, compare_runs, curves_overlay, find_runs, format_table, load_run
 from cnnlab.errors import CnnlabError
@@ -193,6 +195,18 @@ def test_cli(runs, tmp_path, capsys, monkeypatch):
     assert main(["compare", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab compare: error:") and "names no run folder" in err and "\n" not in err
+
+
+def test_json_writes_a_run_folder_name_that_is_not_utf8_as_text_any_reader_takes(runs, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """--format json wrote a run folder's name that is not UTF-8 (Linux allows any bytes) as "r\\udce9sultat", a lone
+    surrogate that strict JSON readers refuse: it is written with U+FFFD for the byte, as predict --json writes it."""
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/r\xe9sultat"))
+    shutil.copytree(runs / "a-lenet", odd)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(odd), str(runs / "b-bn"), "--format", "json"]) == 0
+    rows = strict_json(capsys.readouterr().out)
+    assert [r["run"] for r in rows] == ["r\ufffdsultat", "b-bn"]
 
 
 def _edit(path, config=(), **values):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import unicodedata
@@ -18,7 +19,7 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from torch import nn
 
-from cli_support import assert_one_line, run_with_output
+from cli_support import assert_one_line, run_with_output, strict_json
 from cnnlab.data import FOLDER_PREFIX, load_dataset, store
 from cnnlab.data import folder as folder_source
 from cnnlab.errors import CnnlabError
@@ -447,8 +448,8 @@ def test_a_checkpoint_scores_a_folder_of_some_of_its_classes_as_its_export_does(
     np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1]))
     assert result.f1 == pytest.approx(f1_score(labels, predicted, labels=[0, 1], average=None, zero_division=0))
     assert result.scored == f"all 12 images of folder:{other.resolve()}: it has no test/ folder and is not the " \
-                            "folder the run trained on; scored over the dataset's 2 classes among the model's 3: " \
-                            "each answer is the likeliest of those 2"
+                            "folder the run trained on; scored over the dataset's 2 classes among the model's 3 " \
+                            "(absent: 'cat'): each answer is the likeliest of those 2"
     by_export = evaluate_any(exported, dataset=f"folder:{other}")
     assert torch.equal(by_export.confusion, result.confusion) and by_export.scored == result.scored
     code, lines, err = run_with_output(["eval", str(out / "best.pt"), "--dataset", f"folder:{other}"], capsys)
@@ -463,6 +464,54 @@ def test_a_checkpoint_scores_a_folder_of_some_of_its_classes_as_its_export_does(
     with pytest.raises(CnnlabError, match=r"^dataset folder:.*pets has 2 classes \(dog, fox\), but the model was "
                                           r"trained on 3"):
         evaluate_checkpoint(out / "best.pt")
+
+
+def test_a_test_folder_lacking_one_of_the_checkpoints_classes_is_scored_by_data_dir(tmp_path, cache, capsys):
+    """`eval CHECKPOINT --data-dir FOLDER` read FOLDER as the run's folder, here, and refused one lacking a class (a
+    small test set without dog pictures: "has 2 classes, but the model was trained on 3"): it is scored over the
+    classes it has, matched to the model's outputs by name, as --dataset folder:FOLDER and the run's export score
+    it, and the line names the class absent; a class the model does not know is still refused in one line."""
+    folder, other = _folder(tmp_path / "pets", split=True, per_class=6), _folder(tmp_path / "new", per_class=5, seed=2)
+    shutil.rmtree(other / "dog")  # cat and fox: the model's outputs 0 and 2
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    trained = load_trained(out / "best.pt", "cpu")
+    result = evaluate_checkpoint(out / "best.pt", data_dir=other)
+    data = trained.dataset(other=f"folder:{other}")
+    images, labels = torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
+    predicted = trained.logits(images)[:, [0, 2]].argmax(1)  # the likelier of cat and fox
+    assert result.classes == ("cat", "fox") and result.n == 10 and data.classes == ("cat", "fox")
+    assert result.accuracy == pytest.approx(accuracy_score(labels, predicted))
+    np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1]))
+    assert result.scored == f"all 10 images of folder:{other.resolve()}: it has no test/ folder and is not the " \
+                            "folder the run trained on; scored over the dataset's 2 classes among the model's 3 " \
+                            "(absent: 'dog'): each answer is the likeliest of those 2"
+    named = evaluate_checkpoint(out / "best.pt", dataset=f"folder:{other}")
+    by_export = evaluate_any(export_checkpoint(trained, tmp_path / "lenet.onnx"), data_dir=other)
+    for same in (named, by_export):
+        assert torch.equal(same.confusion, result.confusion) and same.scored == result.scored
+    code, lines, err = run_with_output(["eval", str(out / "best.pt"), "--data-dir", str(other)], capsys)
+    assert code == 0 and lines[1] == f"scored: {result.scored}", err
+    (other / "fox").rename(other / "emu")
+    code, _, err = run_with_output(["eval", str(out / "best.pt"), "--data-dir", str(other)], capsys)
+    assert_one_line(code, err, f"folder:{other.resolve()} has classes the model does not name ('emu'; the model's: "
+                    "'cat', 'dog', 'fox'); expected a dataset of the model's classes", command="eval")
+
+
+def test_eval_json_writes_a_class_name_that_is_not_utf8_as_text_any_reader_takes(tmp_path, cache, capsys):
+    """eval --json wrote a folder's class name that is not UTF-8 (Linux allows any bytes) as "f\\udcf6x", a lone
+    surrogate that strict JSON readers refuse: it is written with U+FFFD for the byte, as predict --json writes it."""
+    folder = _folder(tmp_path / "pets", split=True, per_class=4)
+    for part in ("train", "test"):
+        os.rename(os.fsencode(folder / part / "fox"), os.fsencode(folder / part) + b"/f\xf6x")
+    out = tmp_path / "run"
+    train("lenet-relu", dataset=f"folder:{folder}", image_size=16, epochs=1, batch_size=6, out=str(out), quiet=True,
+          report=False)
+    code, lines, err = run_with_output(["eval", str(out / "best.pt"), "--json"], capsys)
+    assert code == 0, err
+    result = strict_json("\n".join(lines))
+    assert result["classes"] == ["cat", "dog", "f\ufffdx"] and list(result["per_class"]) == result["classes"]
 
 
 def _refusal(call) -> str:

@@ -226,13 +226,31 @@ def test_classes_name_the_channels_of_a_segmentation_models_scores(kind, importa
     assert out["legend"][0]["colour"] != out["legend"][1]["colour"]
 
 
-def test_flags_that_read_a_classifiers_outputs_are_refused_for_a_network_in_one_line(tmp_path):
+@pytest.mark.parametrize("kind, returns", [
+    ("onnx", "its output 'out' has shape 1 x 2 x 16 x 16"),
+    ("pt2", r"for 1 image it returns a dict of 'out' \(1 x 2 x 16 x 16\)"),
+    ("module", r"for 2 images it returns a dict of 'out' \(2 x 2 x 16 x 16\)")], ids=["onnx", "pt2", "module"])
+def test_multi_label_for_a_network_is_refused_in_one_clean_line(kind, returns, importable, tmp_path, capsys):
+    """The refusal said "expected" twice (the class scores expected of a classifier, then no --multi-label) and
+    named the model by its full path, where the refusal of --classes beside it names it as the page does."""
+    source = f"{importable}:segmenter" if kind == "module" else _file_of(kind, tmp_path)
+    name = Path(source).name if kind != "module" else source
+    message = (rf"--multi-label reads a classifier's outputs, but {re.escape(name)} is not a classifier: {returns} "
+               r"\(a map of scores per pixel is a segmentation model's\); expected no --multi-label for it")
+    with pytest.raises(CnnlabError, match=f"^{message}$"):
+        open_with_images(source, None, Options(multi_label=True, input_size=SIDE if kind == "module" else None))
+    args = ["--input-size", str(SIDE)] if kind == "module" else []
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "red.png").write_bytes(_png(_half_red().permute(1, 2, 0).numpy()))
+    assert main(["explore", source, "--multi-label", "--images", str(images), "--export", str(tmp_path / "p.html"),
+                 *args]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(f"cnnlab explore: error: {message}", line) and line.count("expected") == 1
+
+
+def test_classes_for_a_network_without_such_a_map_are_refused_in_one_line(tmp_path):
     source = _file_of("onnx", tmp_path)
-    with pytest.raises(CnnlabError, match=r"^--multi-label reads a classifier's outputs, but \S*seg.onnx is not a "
-                                          r"classifier: its output 'out' has shape 1 x 2 x 16 x 16, expected N x "
-                                          r"classes \(a map of scores per pixel is a segmentation model's\); "
-                                          r"expected no --multi-label for it$"):
-        open_with_images(source, None, Options(multi_label=True))
     with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but seg.onnx is not a classifier, and none of "
                                           r"its outputs is a map of 3 channels of scores per pixel, nor of a class per "
                                           r"pixel or per thing found, for them to name \(its outputs: out 2 x 16 x "
@@ -528,6 +546,54 @@ def test_an_autoencoders_image_is_not_said_to_be_scores_per_pixel(importable):
         "model's scores per pixel)" in said[0], model.notes
     [out] = analyze_image(model, _half_red())["outputs"]
     assert out["shape"] == [3, SIDE, SIDE] and 0 < out["min"] <= out["max"] < 1
+
+
+class Thresholded(Segmenter):
+    """The segmenter's pixels as the network answers them: a mask of where channel 0 wins (booleans), or the
+    number of the channel that wins (``argmax``: int64), in one channel."""
+
+    def __init__(self, labels: bool):
+        super().__init__()
+        self.labels = labels
+
+    def forward(self, x):
+        scores = super().forward(x)["out"]
+        return scores.argmax(1, keepdim=True) if self.labels else scores[:, :1] > scores[:, 1:]
+
+
+def mask():
+    return Thresholded(labels=False)
+
+
+def labels():
+    return Thresholded(labels=True)
+
+
+@pytest.mark.parametrize("kind", ["module", "onnx"])
+@pytest.mark.parametrize("function, dtype, hint", [
+    ("mask", "bool", "(a map of booleans is a mask, as a segmentation model that thresholds its scores returns)"),
+    ("labels", "int64", "(a map of integers of 1 channel is a class per pixel, as a segmentation model that ends in "
+                        "its own ArgMax returns)")])
+def test_a_mask_or_a_class_per_pixel_is_not_said_to_be_an_image(kind, function, dtype, hint, importable, tmp_path):
+    """A map of 1 channel of booleans (a thresholded mask) or of class numbers (a segmentation model's own ArgMax)
+    was said to be "an image, as an autoencoder returns, or a segmentation model's scores per pixel": it is a mask, a
+    class per pixel, in the refusal of predict and on the page (an ONNX graph's refusal now names the type too)."""
+    source = f"{importable}:{function}"
+    if kind == "onnx":
+        source = str(tmp_path / f"{function}.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(globals()[function]().eval(), (torch.zeros(2, 3, SIDE, SIDE),), source, dynamo=False,
+                              input_names=["x"], output_names=["out"], dynamic_axes={"x": {0: "N"}, "out": {0: "N"}})
+    size = SIDE if kind == "module" else None
+    with pytest.raises(CnnlabError) as refused:
+        open_model(source, Options(input_size=size))
+    message = str(refused.value)
+    assert f"x 1 x {SIDE} x {SIDE} of {dtype}, expected " in message and f" {hint}; cnnlab explore" in message
+    assert "an image" not in message and "scores per pixel" not in message
+    model, _ = open_with_images(source, None, Options(input_size=size))
+    [said] = [n for n in model.notes if n.startswith("Not a classifier: ")]
+    assert f" {hint}. Shown is what each layer computes" in said
 
 
 @dataclass

@@ -420,27 +420,32 @@ class _Arithmetic(nn.Module):
             return F.softmax(self.a(x) * 3, 1) * 1.0
         if self.end == "ensemble":  # an average of two softmaxes
             return (self.a(x).softmax(1) + self.b(x).softmax(1)) / 2
+        if self.end == "percent":  # percentages, as a model made for people to read gives them
+            return F.softmax(self.a(x), 1) * 100
         return F.log_softmax(self.a(x), 1) * 1.0  # log-probabilities: logits as good as any
 
 
-@pytest.mark.parametrize("end", ["scaled", "ensemble", "log"])
+@pytest.mark.parametrize("end", ["scaled", "ensemble", "percent", "log"])
 def test_probabilities_after_arithmetic_are_not_softmaxed_again(end, tmp_path):
     """A model ending in softmax(x) * 1.0, or averaging two softmaxes, was read as logits: its probabilities were
     softmaxed a second time, every figure flattened towards 1 / classes. Outputs that are at least 0 and sum to 1
-    for every image tried are read as probabilities, in all three kinds, and the page says why."""
+    for every image tried are read as probabilities, in all three kinds, and the page says why. Percentages
+    (softmax(x) * 100) read as logits were softmaxed into near certainty: they are read as the probabilities they
+    are, and the page says they sum to 100."""
     from cnnlab.explore.module_model import ModuleModel
 
     net = _Arithmetic(end).eval()
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         out = net(images.float() / 255)
-    want = out.exp() if end == "log" else out
+    want = out.exp() if end == "log" else out / 100 if end == "percent" else out
     for kind, model in {"module": ModuleModel(net, end, Options(input_size=8)),
                         "pt2": open_model(_pt2_of(net, tmp_path / "a.pt2")),
                         "onnx": open_model(_onnx_of(net, tmp_path / "a.onnx"))}.items():
         assert torch.allclose(model.scoring.probabilities(model.logits(images)), want, atol=1e-5), kind
-        said = [n for n in model.notes if "sum to 1" in n]
+        said = [n for n in model.notes if ("sum to 100" if end == "percent" else "sum to 1,") in n]
         assert model.scoring.from_values == (end != "log") and len(said) == (end != "log"), kind
+        assert model.scoring.percentages == (end == "percent"), kind
         top = analyze_image(model, images[0])["top"][0]["probability"]
         assert top == pytest.approx(float(want[0].max()), abs=1e-5), kind
 

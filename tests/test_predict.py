@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import json
@@ -21,6 +22,7 @@ import torch
 from PIL import Image, ImageFile
 
 import report_fixtures
+from cli_support import strict_json
 from cnnlab import predict
 from cnnlab.cli import main
 from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
@@ -235,6 +237,40 @@ def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(trained_run, test_
                                                                  "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(os.fsencode(str(tmp_path)) + b"/caf\xe9.png: ")
+
+
+def test_json_names_a_file_whose_name_is_not_utf8_in_text_any_reader_takes_and_keeps_its_bytes(tmp_path):
+    """--json and --jsonl wrote a file name that is not UTF-8 (Linux allows any bytes) as "\\udcff", a lone surrogate
+    that strict JSON readers refuse: the name has U+FFFD for each such byte, and ``file_bytes`` its exact bytes
+    (base64), which open the file; a bad file's error and a class name that is not UTF-8 are written alike, and a name
+    that is UTF-8 (accents too) is written as it is, with no ``file_bytes``."""
+    odd_class = os.fsdecode(b"chat\xe9")
+    ckpt = _checkpoint(tmp_path / "model.pt", 1, 28, classes=("cat", odd_class))
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    names = [b"caf\xe9.png", "café.png".encode(), b"plain.png"]
+    for name in names:
+        Image.new("L", (28, 28), 100).save(os.path.join(os.fsencode(folder), name))
+    (folder / os.fsdecode(b"bad\xff.png")).write_bytes(b"not a picture")
+    outputs = []
+    for given_as in ("--json", "--jsonl"):  # under a strict UTF-8 stdout (en_US.UTF-8's), as a user's shell has it
+        done = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(ckpt), str(folder), given_as, "--top",
+                               "2"], capture_output=True, timeout=300,
+                              env={**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 2 and done.stderr.count(b"\n") == 1, done.stderr  # the bad file
+        outputs.append(done.stdout.decode("utf-8"))  # strict: raises on any byte that is not UTF-8
+    document = strict_json(outputs[0])
+    assert [strict_json(line) for line in outputs[1].splitlines()] == document
+    by_name = {os.path.basename(base64.b64decode(r["file_bytes"]) if "file_bytes" in r else r["file"].encode()): r
+               for r in document}
+    assert sorted(by_name) == sorted([*names, b"bad\xff.png"])
+    bad, latin, accented, plain = (by_name[n] for n in (b"bad\xff.png", *names))
+    assert latin["file"] == f"{folder}/caf\ufffd.png" and bad["file"] == f"{folder}/bad\ufffd.png"
+    assert open(base64.b64decode(latin["file_bytes"]), "rb").read(8) == b"\x89PNG\r\n\x1a\n"  # opens the very file
+    assert "image " + bad["file"] in bad["error"] and "top" not in bad
+    assert accented["file"] == f"{folder}/café.png" and plain["file"] == f"{folder}/plain.png"
+    assert "file_bytes" not in accented and "file_bytes" not in plain
+    assert sorted(t["class"] for t in plain["top"]) == ["cat", "chat\ufffd"]
 
 
 def test_topk_and_formatting(trained_run, test_pngs):

@@ -506,6 +506,34 @@ def test_a_dollar_in_a_class_or_run_name_is_drawn_as_written(tmp_path, monkeypat
     plots.figure_png(plots.misclassified_figure(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), [0], [1], [0.9], names))
 
 
+def test_a_class_name_that_is_not_utf8_is_drawn_and_the_report_written(tmp_path, monkeypatch):
+    """A folder's class name that is not UTF-8 (Linux allows any bytes; Python holds it with a lone surrogate) failed
+    every figure naming it (matplotlib's text refuses the surrogate), so a run on the folder ended without
+    report.html ("report.html not written: set_text(): incompatible function arguments") and `cnnlab report` could
+    not write one: the name is drawn with U+FFFD for the byte, as the page writes it."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    odd = os.fsdecode(b"f\xf6x")
+    figure = plots.confusion_figure(torch.tensor([[3, 1], [0, 4]]), ["cat", odd])
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["cat", "f\ufffdx"]
+    plots.figure_png(figure)
+    plots.figure_png(plots.misclassified_figure(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), [0], [1], [0.9],
+                                                ["cat", odd]))
+    folder = tmp_path / "pets"
+    for k, name in enumerate((b"cat", b"f\xf6x")):
+        for part in ("train", "test"):
+            os.makedirs(os.fsencode(folder / part) + b"/" + name)
+            for i in range(4):
+                picture = Image.new("RGB", (16, 16), (200 * k, 40 * i, 90))
+                picture.save(os.fsdecode(os.fsencode(folder / part) + b"/" + name + f"/{i}.png".encode()))
+    out = tmp_path / "run"
+    assert main(["train", "lenet-relu", "--dataset", f"folder:{folder}", "--image-size", "16", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
+    assert (out / "report.html").is_file()
+    (out / "report.html").unlink()
+    assert main(["report", str(out), "--device", "cpu"]) == 0
+    assert "f\ufffdx" in (out / "report.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.skipif(CJK_FILE is None and not IN_CI,
                     reason="no CJK font installed (apt-get install fonts-wqy-microhei); under CI=true this test runs "
                            "and fails instead")

@@ -184,10 +184,11 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from cnnlab.evaluate import format_eval
     from cnnlab.explore.evaluation import evaluate_any
+    from cnnlab.io import writable_json
 
     result = evaluate_any(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, options=_model_options(args),
                           device=args.device, skip_bad=args.skip_bad_images)
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
+    print(json.dumps(writable_json(result.to_dict()), indent=2) if args.json else format_eval(result))
     return 0
 
 
@@ -263,7 +264,7 @@ def _cmd_report(args) -> int:
 
 def _cmd_predict(args) -> int:
     from cnnlab.explore.sources import predict_any_chunks
-    from cnnlab.predict import format_prediction
+    from cnnlab.predict import as_json, format_prediction
 
     out = sys.stdout  # the predictions' stream; what the model's code prints is sent to stderr below
     document: list[dict[str, Any]] = []  # --json's, printed whole once every picture is done
@@ -296,11 +297,11 @@ def _cmd_predict(args) -> int:
                     most = max(most, len(r["top"]))
                     diverged += any(t["probability"] is None for t in r["top"])
                 if args.jsonl:  # a bad file's object too, in its place, as in --json's document
-                    emit(json.dumps(r))
+                    emit(json.dumps(as_json(r)))
                 elif not args.json and "error" not in r:
                     emit(format_prediction(r))
             if args.json:
-                document += chunk
+                document += [as_json(r) for r in chunk]
             if reader_left:  # nobody reads the answers to the pictures left: they are not classified
                 break
     if args.json:

@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io import check_figure_file, save_figure, train_loss_under
+from cnnlab.io import check_figure_file, save_figure, train_loss_under, writable_json
 from cnnlab.models.summary import model_macs
-from cnnlab.report.plots import name_text
+from cnnlab.report.plots import drawn_name, name_text
 from cnnlab.runs import Run
 from cnnlab.train.config import BEFORE_THE_SETTING, JUDGED, augment_name, config_fields
 
@@ -214,7 +214,7 @@ def _cell(column: str, value: Any) -> str:
 def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], fmt: str = "md") -> str:
     """The table as a markdown table (``md``), CSV (``csv``) or a JSON list of objects (``json``)."""
     if fmt == "json":
-        return json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2)
+        return json.dumps(writable_json([{c: row.get(c) for c in columns} for row in rows]), indent=2)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
@@ -282,13 +282,13 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
             continue
         epochs = [r["epoch"] for r in run.metrics]
         marker = "o" if len(epochs) <= 20 else None  # a one-epoch run is a point, not an invisible line
-        shown = name if first[name] == label else "_nolegend_"  # a group's first run names it
+        shown = drawn_name(name) if first[name] == label else "_nolegend_"  # a group's first run names it
         for ax, (key, _) in zip(panels, figures, strict=True):
             values = [r.get(key, math.nan) for r in run.metrics]
             if any(math.isfinite(v) for v in values):  # a run from before val_bal_acc was recorded has none
                 ax.plot(epochs, values, marker=marker, label=shown, color=colours[name])
         loss.plot(epochs, [r["train_loss"] for r in run.metrics], marker=marker, color=colours[name],
-                  label=f"{shown} ({under[label]})" if mixed and under[label] and shown == name else shown)
+                  label=f"{shown} ({under[label]})" if mixed and under[label] and shown != "_nolegend_" else shown)
     for ax, name in (*zip(panels, (name for _, name in figures), strict=True), (loss, loss_title)):
         ax.set_xlabel("epoch")
         ax.set_title(name)

@@ -162,7 +162,8 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None, de
     with folder_named_as_data_dir(data_dir, trained.meta.dataset if dataset is None else None):
         data = trained.dataset(data_dir, other=dataset, skip_bad=skip_bad, training=False)  # the test split alone
     other = dataset is not None and data.name != trained.meta.dataset  # named as another dataset than the run's
-    columns, said = trained.check_dataset(data, other)  # another folder may hold some of the model's classes
+    # another folder, named by --dataset or --data-dir, may hold some of the model's classes
+    columns, said = trained.check_dataset(data, other, some=data_dir is not None)
     images, labels, scored = trained.scored_images(data, other)
     logits = trained.logits(images, batch_size, tta=tta)[:, columns]
     return EvalResult.from_logits(logits, labels, data.classes, model=trained.meta.model_name,

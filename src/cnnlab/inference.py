@@ -227,12 +227,14 @@ class Trained:
             return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
                               decoded=(self.meta.image_size, self.meta.channels), training=training)
 
-    def check_dataset(self, data: Any, other: bool = False) -> tuple[list[int], list[str]]:
+    def check_dataset(self, data: Any, other: bool = False, some: bool = False) -> tuple[list[int], list[str]]:
         """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are
         not the model's, or its drawn test split is not the one the run held out (see :func:`check_same_test_split`),
         unless it is ``other``: a dataset the user named as another than the run's (``eval --dataset folder:PATH``),
         which no draw of the run's concerns, and whose classes need only be among the model's, matched by name
-        (:func:`class_columns`), as a cnnlab export's are on any dataset.
+        (:func:`class_columns`), as a cnnlab export's are on any dataset. ``some``: the user named the folder
+        (``eval --data-dir FOLDER``), whose classes may be some of the model's too (a test set lacking a class),
+        matched alike; its drawn split is still held to the run's.
 
         Returns:
             the model's output for each of the dataset's classes, in the dataset's order, and what the scored line
@@ -240,9 +242,13 @@ class Trained:
         """
         if other:
             return class_columns(self.meta.classes, data.classes, data.name)
-        check_same_classes(self.meta, data.classes, f"dataset {data.name}")
+        if some and list(data.classes) != list(self.meta.classes):
+            matched = class_columns(self.meta.classes, data.classes, data.name)
+        else:
+            check_same_classes(self.meta, data.classes, f"dataset {data.name}")
+            matched = list(range(len(data.classes))), []
         check_same_test_split(self.checkpoint.get("dataset") or {}, data)
-        return list(range(len(data.classes))), []
+        return matched
 
     def scored_images(self, data: Any, other: bool = False) -> tuple[torch.Tensor, torch.Tensor, str]:
         """The images an evaluation of this model on ``data`` (checked by :meth:`check_dataset`) scores, their
@@ -396,8 +402,11 @@ def class_columns(model: Sequence[str], data: Sequence[str], name: str,
                           f"the model's classes{remedy}")
     columns = [column[n] for n in wanted]
     if len(model) > len(data):
-        return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)}: each "
-                         f"answer is the likeliest of those {len(data)}"]
+        present = set(wanted)  # (a set: ImageNet's 1,000 names against a folder's)
+        absent = [c for c, n in zip(model, names, strict=True) if n not in present]
+        shown = ", ".join(map(repr, absent[:3])) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
+        return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)} (absent: "
+                         f"{shown}): each answer is the likeliest of those {len(data)}"]
     return columns, []
 
 

@@ -164,6 +164,19 @@ def writable_text(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def writable_json(value: Any) -> Any:
+    """``value`` (what ``json.dumps`` takes) with every string in it, keys too, made :func:`writable_text`: a lone
+    surrogate would be written as an escape (``"\\udcff"``) that strict JSON readers (Rust's serde_json) refuse and
+    others (jq, Go) turn into U+FFFD without a word."""
+    if isinstance(value, str):
+        return writable_text(value)
+    if isinstance(value, dict):
+        return {writable_json(k): writable_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [writable_json(v) for v in value]
+    return value
+
+
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

@@ -17,7 +17,9 @@ checkpoint.
 
 from __future__ import annotations
 
+import base64
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
+from cnnlab.io import writable_json
 from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
@@ -251,6 +254,18 @@ def _rank(results: list[dict[str, Any]], loaded: dict[int, torch.Tensor],
         # --json (jq, JSON.parse) would refuse the whole output
         results[i]["top"] = [{"class": classes[k], "index": k, "probability": p if math.isfinite(p) else None}
                              for p, k in zip(values, indices, strict=True)]
+
+
+def as_json(result: dict[str, Any]) -> dict[str, Any]:
+    """A picture's result (:func:`classify_chunks`) as ``--json`` and ``--jsonl`` print it, in text every JSON reader
+    takes (:func:`cnnlab.io.writable_json`): a file name that is not UTF-8 (Linux allows any bytes) has each such byte
+    as U+FFFD in ``file``, and ``file_bytes`` beside it, the name's exact bytes in base64, to open the file by (as
+    ripgrep's JSON gives a path that is no text)."""
+    shown = writable_json(result)
+    if shown["file"] != result["file"]:
+        shown = {"file": shown["file"], "file_bytes": base64.b64encode(os.fsencode(result["file"])).decode("ascii"),
+                 **shown}
+    return shown
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:

@@ -49,9 +49,9 @@ from cnnlab.explore.outputs import (
     RETURNED,
     NotAClassifier,
     Scoring,
+    distribution_total,
     read_classes,
     resolve_classes,
-    sums_to_one,
 )
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
@@ -469,16 +469,17 @@ def _size_text(hw: tuple[int, int]) -> str:
     return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
-def opened_as_network(refusal: NotAClassifier, options: Options) -> tuple[str, ...]:
+def opened_as_network(refusal: NotAClassifier, options: Options, name: str) -> tuple[str, ...]:
     """What the page says of a model that is no classifier (``refusal`` says why), opened for its layers where
     ``options.any_network`` lets it (``explore``, ``summary``); the refusal raised otherwise (``predict``, ``eval``),
-    and ``--multi-label``, which reads outputs as class probabilities, refused. (``--classes`` may name the channels
-    of its scores per pixel: :func:`blank_reading`.)"""
+    and ``--multi-label``, which reads outputs as class probabilities, refused, naming the model by ``name`` as the
+    refusal of ``--classes`` does. (``--classes`` may name the channels of its scores per pixel:
+    :func:`blank_reading`.)"""
     if not options.any_network:
         raise refusal
     if options.multi_label:
-        raise CnnlabError(f"--multi-label reads a classifier's outputs, but {refusal.where} is not a classifier: "
-                          f"{refusal.reason}; expected no --multi-label for it") from None
+        raise CnnlabError(f"--multi-label reads a classifier's outputs, but {name} is not a classifier: "
+                          f"{refusal.found}; expected no --multi-label for it") from None
     return (f"Not a classifier: {refusal.reason}. Shown is what each layer computes and what the network returns; "
             "there are no classes to rank and no attribution.",)
 
@@ -536,7 +537,8 @@ def read_outputs(outputs: int, options: Options, ends_in: str | None, stored: tu
     they came from (:func:`resolve_classes`): what every kind does once it knows its output count. ``sample``: its
     outputs for :meth:`InputSpec.probe`'s images, which say whether they are probabilities already; ``on_map``:
     they come as ``N x K x 1 x 1``."""
-    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, sums_to_one(sample), on_map)
+    scoring = Scoring.read(outputs, options.multi_label, ends_in, where, noun, distribution_total(sample),
+                           on_map)
     classes, named_by = resolve_classes(options.classes, stored, scoring, folder_classes, stored_in)
     return scoring, classes, named_by
 

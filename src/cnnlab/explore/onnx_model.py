@@ -271,10 +271,14 @@ class OnnxModel:
         if network is None and out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
                     (isinstance(out[1], int) and out[1] < 1)):
             outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
-            pixels = scales_hint([d for d in outputs if d]) or (map_hint(out) if len(out) == 4 else "")
+            element = types.get(self.output_name) or graph.output[0].type.tensor_type.elem_type
+            # (a float type as float32: numpy has no bfloat16, which onnx stores as uint16)
+            dtype = helper.tensor_dtype_to_np_dtype(element).name if element not in (0, *FLOAT_TYPES) else "float32"
+            pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
+            of = f" of {dtype}" if dtype != "float32" else ""
             network = opened_as_network(NotAClassifier(str(path), f"its output {self.output_name!r} has shape "
-                                                       f"{' x '.join(str(d) for d in out)}, expected N x "
-                                                       f"classes{pixels}"), options)
+                                                       f"{' x '.join(str(d) for d in out)}{of}", "N x classes",
+                                                       pixels), options, self.name)
         top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
         # each image's own order: no column is one class
         if network is None and top_k is not None and top_k.op_type == "TopK":
@@ -331,7 +335,7 @@ class OnnxModel:
             try:
                 count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
             except NotAClassifier as e:
-                network = opened_as_network(e, options)
+                network = opened_as_network(e, options, self.name)
         for name, value in probe.items():  # where shape inference gave none (com.microsoft's ops have none): the run's
             self.shapes[name] = self.shapes.get(name) or list(value.shape)
         one_at_a_time = self._batch_trouble() if self.batch is None else None
@@ -684,7 +688,7 @@ class OnnxModel:
 
     def _sample(self) -> np.ndarray | None:
         """The graph's outputs for :meth:`InputSpec.probe`'s images (None where it fails on them): whether they are
-        probabilities already (:func:`cnnlab.explore.outputs.sums_to_one`)."""
+        probabilities or percentages already (:func:`cnnlab.explore.outputs.distribution_total`)."""
         try:
             return self._run(self.spec.probe(), [self.output_name])[self.output_name]
         except Exception:  # onnxruntime's own error classes: it ran on blank images; its last node says

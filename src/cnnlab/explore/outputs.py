@@ -35,12 +35,13 @@ class NotAClassifier(CnnlabError):
     """A model whose outputs are no class scores (a detector's boxes, a segmentation model's maps, a backbone's
     features): refused by ``predict`` and ``eval``, which answer with classes, and opened by ``explore`` and
     ``summary`` for what its layers compute (:attr:`cnnlab.explore.model.Options.any_network`), the ``reason`` said
-    on the page."""
+    on the page: what it returns (``found``, with a ``hint`` of what that is), and the class scores ``expected``."""
 
-    def __init__(self, where: str, reason: str):
-        super().__init__(f"{where} is not a classifier: {reason}; cnnlab explore and cnnlab summary open any network "
-                         "for its layers")
-        self.where, self.reason = where, reason
+    def __init__(self, where: str, found: str, expected: str, hint: str = ""):
+        self.where, self.found = where, found + hint
+        self.reason = f"{found}, expected {expected}{hint}"
+        super().__init__(f"{where} is not a classifier: {self.reason}; cnnlab explore and cnnlab summary open any "
+                         "network for its layers")
 
 
 class BatchAxisDropped(CnnlabError):
@@ -65,7 +66,9 @@ class Scoring:
     (``softmax(x) * 1.0``, a temperature's rescaling done before it but a cast or a scale after), or an ensemble's
     average of several. Its outputs are at least 0 and sum to 1 for every image; read as logits, they would be
     softmaxed a second time and every figure flattened towards 1 / classes. Such outputs are read as a Softmax's,
-    and the page says why (``from_values``).
+    and the page says why (``from_values``). So are percentages (``softmax(x) * 100``: at least 0, summing to 100),
+    which read as logits were softmaxed into near certainty (37% shown as 99%); read as a Softmax's they give their
+    probabilities, as log(100 p) differs from log p by a constant, which the softmax takes away.
 
     Attributes:
         outputs: the model's own output count.
@@ -73,8 +76,9 @@ class Scoring:
         ends_in: ``"Softmax"`` or ``"Sigmoid"`` where the model's last operation is one (or where its outputs are
             a distribution, ``from_values``), else None.
         noun: what the page calls the model (``"graph"``, ``"program"``, ``"module"``).
-        from_values: read as a Softmax's because its outputs sum to 1 (:func:`sums_to_one`), not because its last
-            operation is one.
+        from_values: read as a Softmax's because its outputs are distributions (:func:`distribution_total`), not
+            because its last operation is one.
+        percentages: those distributions sum to 100.
         on_map: its outputs come as ``N x K x 1 x 1`` and are read as ``N x K`` (:func:`class_rows`).
     """
 
@@ -84,16 +88,18 @@ class Scoring:
     noun: str = "model"
     from_values: bool = False
     on_map: bool = False
+    percentages: bool = False
 
     @classmethod
     def read(cls, outputs: int, multi_label: bool, ends_in: str | None, where: str, noun: str,
-             distributions: bool = False, on_map: bool = False) -> Scoring:
+             total: float | None = None, on_map: bool = False) -> Scoring:
         """The scoring of a model of ``outputs`` outputs that ``ends_in`` Softmax, Sigmoid or neither (None), with
         ``--multi-label`` or not; ``where`` names the model in the refusal of a Softmax read as multi-label.
-        ``distributions``: its outputs for the images tried are probability distributions (:func:`sums_to_one`),
-        read as a Softmax's where its last operation says nothing. ``on_map``: they come on a 1 x 1 map."""
-        if ends_in is None and distributions and outputs > 1 and not multi_label:
-            return cls(outputs, False, "Softmax", noun, from_values=True, on_map=on_map)
+        ``total``: its outputs for the images tried are probability distributions (1) or percentages (100)
+        (:func:`distribution_total`), read as a Softmax's where its last operation says nothing. ``on_map``: they
+        come on a 1 x 1 map."""
+        if ends_in is None and total and outputs > 1 and not multi_label:
+            return cls(outputs, False, "Softmax", noun, from_values=True, on_map=on_map, percentages=total == 100)
         if multi_label and ends_in == "Softmax":
             raise CnnlabError(f"{where} ends in Softmax, one distribution over its classes, and --multi-label reads "
                               "each output as a class's own probability; expected no --multi-label for it")
@@ -120,7 +126,7 @@ class Scoring:
         # value and its gradient (torch.logit's eps would clamp it, and Grad-CAM would go blank)
         tiny = torch.finfo(torch.float32).tiny
         if self.ends_in == "Softmax":
-            out = out.float().clamp_min(tiny).log()  # softmax(log p) = p
+            out = out.float().clamp_min(tiny).log()  # softmax(log p) = p, and softmax(log 100p) = p too
         elif self.ends_in == "Sigmoid":
             p = out.float()
             out = p.clamp_min(tiny).log() - (1 - p).clamp_min(tiny).log()  # sigmoid(logit p) = p
@@ -144,7 +150,10 @@ class Scoring:
         return shape + self._reading_notes()
 
     def _reading_notes(self) -> tuple[str, ...]:
-        if self.from_values:
+        if self.percentages:
+            said = (f"The {self.noun}'s outputs are percentages: for every image tried they are at least 0 and sum "
+                    "to 100 (a Softmax's times 100). They are shown as the probabilities they are, not softmaxed.",)
+        elif self.from_values:
             said = (f"The {self.noun}'s outputs are probabilities already: for every image tried they are at least "
                     "0 and sum to 1, though its last operation is no Softmax (arithmetic after one, or an average of "
                     "several). They are shown as they are, not softmaxed again.",)
@@ -162,14 +171,16 @@ class Scoring:
         return said
 
 
-def sums_to_one(out: Any) -> bool:
-    """Whether a model's outputs for a few images (``N x K``, a tensor or an array) are probability distributions:
-    two or more classes, every value finite and at least 0, each image's summing to 1 (within float16's rounding).
-    Logits do so for no image but by construction."""
+def distribution_total(out: Any) -> float | None:
+    """1 where a model's outputs for a few images (``N x K``, a tensor or an array) are probability distributions,
+    100 where they are percentages, else None: two or more classes, every value finite and at least 0, each image's
+    summing to 1, or each image's to 100 (within float16's rounding). Logits do so for no image but by construction
+    (the images tried are random pixels, and every one must)."""
     out = torch.as_tensor(class_rows(out)).detach().double() if out is not None else None
-    if out is None or out.dim() != 2 or out.shape[0] < 1 or out.shape[1] < 2 or not bool(out.isfinite().all()):
-        return False
-    return bool((out >= 0).all()) and bool(((out.sum(1) - 1).abs() <= 2e-3).all())
+    if out is None or out.dim() != 2 or out.shape[0] < 1 or out.shape[1] < 2 or not bool(out.isfinite().all()) or \
+            not bool((out >= 0).all()):
+        return None
+    return next((total for total in (1.0, 100.0) if bool(((out.sum(1) / total - 1).abs() <= 2e-3).all())), None)
 
 
 def class_rows(out: Any) -> Any:
@@ -199,11 +210,11 @@ def logits_count(out: Any, n: int, where: str, classes: int | None = None, outpu
     if shape is None or len(shape) != 2 or shape[0] != n or shape[1] < 1 or shape[1] != (classes or shape[1]) or \
             not floats:
         shown = _shape_of(out) if shape is not None else _structure(out)
-        kind = f" of {str(out.dtype).removeprefix('torch.')}" if shape is not None and not floats else ""
+        kind = f" of {dtype_name(out)}" if shape is not None and not floats else ""
         # the shape shown is of one output among several: said so, or it reads as all the model returned
         returns = f"its first of {outputs} outputs, read as the class scores, is" if outputs > 1 else "it returns"
-        raise NotAClassifier(where, f"for {n} image{'s' * (n > 1)} {returns} {shown}{kind}, expected {n} x classes of "
-                             f"float logits{_what_it_is(out)}")
+        raise NotAClassifier(where, f"for {n} image{'s' * (n > 1)} {returns} {shown}{kind}",
+                             f"{n} x classes of float logits", _what_it_is(out))
     return int(shape[1])
 
 
@@ -317,12 +328,18 @@ def _what_it_is(out: Any) -> str:
     if scales := scales_hint([v.shape for v in values if getattr(v, "ndim", 0) == 4]):
         return scales
     if isinstance(out, (torch.Tensor, np.ndarray)) and out.ndim == 4:
-        return map_hint(out.shape)
+        return map_hint(out.shape, dtype_name(out))
     if isinstance(out, dict) and any(getattr(v, "ndim", 0) == 4 for v in values):
-        return map_hint(next(v for v in values if getattr(v, "ndim", 0) == 4).shape)
+        first = next(v for v in values if getattr(v, "ndim", 0) == 4)
+        return map_hint(first.shape, dtype_name(first))
     if isinstance(out, (list, tuple)) and values and getattr(values[0], "ndim", 0) == 4:
-        return map_hint(values[0].shape)
+        return map_hint(values[0].shape, dtype_name(values[0]))
     return ""
+
+
+def dtype_name(value: Any) -> str:
+    """The element type of a tensor or an array as numpy names it (``float32``, ``int64``, ``bool``)."""
+    return str(value.dtype).removeprefix("torch.")
 
 
 def scales_hint(shapes) -> str:
@@ -334,12 +351,23 @@ def scales_hint(shapes) -> str:
     return " (maps at several scales are a backbone's features, as timm's features_only=True returns them)"
 
 
-def map_hint(shape) -> str:
-    """A hint after the refusal of an ``N x K x h x w`` output: a segmentation model's scores per pixel, or, of 1 or 3
-    channels, as likely an image (an autoencoder's, a denoiser's) (none for a 1 x 1 map: class scores, read as such,
-    :func:`class_rows`; refused for another reason, which the line says)."""
+def map_hint(shape, dtype: str = "float32") -> str:
+    """A hint after the refusal of an ``N x K x h x w`` output of element type ``dtype`` (numpy's name): a segmentation
+    model's scores per pixel, or, of 1 or 3 channels, as likely an image (an autoencoder's, a denoiser's); of booleans,
+    a mask; of integers in 1 channel, a class per pixel (a segmentation model's own ArgMax), or an image of uint8 (none
+    for a 1 x 1 map: class scores, read as such, :func:`class_rows`; refused for another reason, which the line says;
+    none for integers of other counts, which are neither)."""
     if tuple(shape[2:]) == (1, 1):
         return ""
+    if dtype == "bool":
+        masks = "a mask per channel" if shape[1] > 1 else "a mask"
+        return f" (a map of booleans is {masks}, as a segmentation model that thresholds its scores returns)"
+    if dtype.startswith(("int", "uint")):
+        if shape[1] == 1:
+            grey = ", or a grey image" if dtype == "uint8" else ""
+            return (f" (a map of integers of 1 channel is a class per pixel, as a segmentation model that ends in its "
+                    f"own ArgMax returns{grey})")
+        return " (a map of 3 channels of uint8 is an image)" if shape[1] == 3 and dtype == "uint8" else ""
     if shape[1] in (1, 3):
         return (f" (a map of {shape[1]} channel{'s' * (shape[1] > 1)} is an image, as an autoencoder returns, or a "
                 "segmentation model's scores per pixel)")

@@ -139,7 +139,7 @@ class TorchModel:
                     raise BatchAxisDropped(f"{e.where} answers 2 images with 2 x {classes} class scores, but "
                                            f"{e.reason}: its forward drops the batch axis of one image, which every "
                                            "analysis runs (a final squeeze(); flatten(1) keeps the axis)") from None
-                self._not_a_classifier = opened_as_network(e, options)
+                self._not_a_classifier = opened_as_network(e, options, self.name)
             except CnnlabError:  # refused already for what it returns
                 raise
             except Exception as e:  # the model's own error on the input the flags describe: say which input
@@ -166,7 +166,7 @@ class TorchModel:
 
     def _sample(self) -> torch.Tensor | None:
         """The model's outputs for :meth:`InputSpec.probe`'s images (None where it fails on them): whether they are
-        probabilities already (:func:`cnnlab.explore.outputs.sums_to_one`)."""
+        probabilities or percentages already (:func:`cnnlab.explore.outputs.distribution_total`)."""
         try:
             with torch.no_grad():
                 out = self._forward(self.spec.to_input(self.spec.probe()))

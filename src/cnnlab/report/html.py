@@ -289,7 +289,7 @@ def _feature_maps(model, preprocess, images, labels, classes, device) -> list[di
         batch = preprocess(images[picks].to(device).float() / 255)
         rows = [r for r in run_rows(model, batch) if r.output.dim() == 4]
     return [_picture(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
-                                               title=f"test #{idx}: {classes[int(labels[idx])]}"),
+                                               title=f"test #{idx}: {plots.drawn_name(classes[int(labels[idx])])}"),
                      f"feature maps of test image {idx} ({classes[int(labels[idx])]}) at every stage")
             for k, idx in enumerate(picks)]
 

@@ -18,6 +18,7 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 
 from cnnlab.errors import CnnlabError
+from cnnlab.io import writable_text
 
 MAPS_CMAP = "viridis"
 FILTER_CMAP = "RdBu_r"  # diverging: red excites, blue inhibits, white is zero
@@ -132,7 +133,7 @@ def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
     named = range(0, k, int(layout["step"]))
     # Slanted names are easier to read, but lean over one another in narrow cells; upright ones stand a cell apart.
     slant = {"rotation": 40, "ha": "right"} if k <= CONFUSION_NUMBERS_UP_TO else {"rotation": 90, "ha": "center"}
-    names = [_shortened(classes[i], CONFUSION_NAME_CHARS) for i in named]
+    names = [drawn_name(classes[i], CONFUSION_NAME_CHARS) for i in named]
     ax.set_xticks(named, names, fontsize=layout["labels"], **slant)
     ax.set_yticks(named, names, fontsize=layout["labels"])
     ax.set_xlabel("predicted class")
@@ -147,9 +148,15 @@ CAPTION_CHAR_IN = 0.07  # a character of a 7.5 pt caption, in inches (with room:
 MISCLASSIFIED_CHARS = 32  # a caption's characters at the widest an image gets (2.4 in)
 
 
-def _shortened(name: str, chars: int) -> str:
-    """``name`` in at most ``chars`` characters: cut in the middle, where an ellipsis stands."""
-    return name if len(name) <= chars else f"{name[:(chars - 1) // 2]}…{name[len(name) - chars // 2:]}"
+def drawn_name(name: str, chars: int | None = None) -> str:
+    """``name`` (a class's, a run folder's) as a figure draws it: a name that is not UTF-8 (Linux allows any bytes)
+    with U+FFFD for each such byte (:func:`cnnlab.io.writable_text`; matplotlib's text refuses the lone surrogates
+    Python holds it with, and the figure failed), and, given ``chars``, in at most that many characters: cut in the
+    middle, where an ellipsis stands."""
+    name = writable_text(name)
+    if chars is None or len(name) <= chars:
+        return name
+    return f"{name[:(chars - 1) // 2]}…{name[len(name) - chars // 2:]}"
 
 
 @_with_name_text
@@ -170,7 +177,7 @@ def misclassified_figure(images: torch.Tensor, true: Sequence[int], pred: Sequen
     # Each image is as wide as its longest caption (CIFAR-100's "aquarium_fish 99.9%" ran into its neighbour's) up
     # to a cap; names longer than the cap holds are shortened in the middle, keeping the ends that tell them apart.
     chars = min(max([len(classes[c]) for c in (*pred[:n], *true[:n])] + [0]) + 6, MISCLASSIFIED_CHARS)
-    name = functools.partial(_shortened, chars=chars - 6)
+    name = functools.partial(drawn_name, chars=chars - 6)
     fig = Figure(figsize=(cols * max(1.2, chars * CAPTION_CHAR_IN + 0.25), rows * 1.55))
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
