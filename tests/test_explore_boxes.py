@@ -32,9 +32,9 @@ SCORED = [(16, 16, 16, 16, 1, 0.9), (17, 16, 16, 16, 1, 0.8), (17, 16, 16, 16, 2
 KEPT = [("dog", 0.9, 8, 8, 24, 24), ("bird", 0.85, 9, 8, 25, 24), ("cat", 0.5, 34, 32, 54, 48)]
 
 
-def _per_anchor(coefficients: tuple[float, ...] = ()) -> torch.Tensor:
+def _per_anchor(coefficients: tuple[float, ...] = (), anchors: int = ANCHORS) -> torch.Tensor:
     """A YOLO head's ``4 + 3 classes (+ mask coefficients)`` rows of one number per anchor, the scores sigmoids'."""
-    head = torch.full((4 + len(NAMES) + len(coefficients), ANCHORS), 0.01)
+    head = torch.full((4 + len(NAMES) + len(coefficients), anchors), 0.01)
     head[:4] = 2.0  # the anchors that do not score: small boxes in the corner
     for k, c in enumerate(coefficients):
         head[4 + len(NAMES) + k] = c
@@ -359,3 +359,45 @@ def test_a_heads_numbers_of_an_unknown_kind_leave_its_boxes_undrawn(tmp_path):
     model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
     [entry] = analyze_image(model, _image())["outputs"]
     assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry
+
+
+def obb_head():
+    """An OBB head as a freshly initialised one answers: each box's angle, (sigmoid - 1/4) x pi, near pi/4 at every
+    anchor: within 0 and 1, like a class's score."""
+    return Fixed(_per_anchor((0.78,)))
+
+
+def test_an_obb_heads_angle_is_not_read_as_a_class_without_names(tmp_path, importable):
+    """Without the classes' names, every row after a YOLO head's box was read as a class: an OBB head's angle, within 0
+    and 1, was a 4th class and its rotated boxes drawn upright, in an Ultralytics export whose names (3 of them, which
+    leave the angle unexplained) were dropped for naming nothing drawn, and in a module opened without --classes. How
+    many rows are classes is told by the names alone: unnamed, nothing is drawn; named, the angle leaves it undrawn."""
+    path = _ultralytics_onnx(obb_head(), tmp_path / "yolo-obb.onnx", "obb")
+    for source, options in ((path, Options()), (f"{importable}:obb_head", Options(input_size=SIDE))):
+        model, _ = open_with_images(source, None, options)
+        [entry] = analyze_image(model, _image())["outputs"]
+        assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry, source
+    model, _ = open_with_images(f"{importable}:yolo_transposed", None, Options(input_size=SIDE))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "boxes" not in entry  # a plain head unnamed: its class count cannot be told either
+
+
+P2_ANCHORS = 16 * 16 + ANCHORS  # a YOLO head's places at strides 4, 8, 16 and 32 of a 64-pixel input
+
+
+class P2Head(YoloHead):
+    """A YOLO head of four levels from stride 4 (Ultralytics' yolov8-p2.yaml and yolo26-p2.yaml, for small objects)."""
+
+    def __init__(self):
+        super().__init__()
+        head = _per_anchor(anchors=P2_ANCHORS)
+        self.boxes, self.logits = head[:4], torch.logit(head[4:])
+
+
+def test_a_yolo_head_from_stride_4_is_drawn_and_no_transformers_tokens(tmp_path):
+    """A P2 model's head scores a place per 4 pixels too (340 anchors at 64 pixels): it was no YOLO head (its boxes
+    left to the table, its metadata's names dropped) and its scores per anchor were called a transformer's tokens."""
+    model, _ = open_with_images(_ultralytics_onnx(P2Head(), tmp_path / "yolo-p2.onnx"), None, Options())
+    assert model.classes == NAMES and not any("tokens" in n for n in model.notes), model.notes
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["shape"] == [7, P2_ANCHORS] and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]

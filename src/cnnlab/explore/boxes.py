@@ -27,8 +27,9 @@ CONFIDENCE, IOU, IOU_V5, MAX_KEPT = 0.25, 0.7, 0.45, 300
 # Hugging Face's post_process_object_detection keeps a DETR query scoring above 0.5, and of a DETR of sigmoid scores
 # (Deformable DETR, RT-DETR) the 100 best scores of any query and class first
 DETR_THRESHOLD, DETR_TOP = 0.5, 100
-# The strides of a YOLO head's levels: P3 to P5, and P6 for the *6 models of 1280 pixels
-STRIDES = ((8, 16, 32), (8, 16, 32, 64))
+# The strides of a YOLO head's levels: P3 to P5, P2 too for the *-p2 models of small objects, and P6 for the *6 models
+# of 1280 pixels
+STRIDES = ((8, 16, 32), (4, 8, 16, 32), (8, 16, 32, 64))
 YOLOV5_ANCHORS = 3  # YOLOv5's (and YOLOv7's) anchors per cell and level
 
 
@@ -169,20 +170,21 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     ``4 + classes + extra`` rows of one number per anchor (``84 x 8400`` at 640 pixels), a box's centre and size in
     the input's pixels, then each class's score (a sigmoid's, 0 to 1), then what a segmentation or pose head adds per
     box (mask coefficients, keypoints: :func:`_extras`, with the other outputs ``found``); or its transpose. The class
-    count is the ``named`` classes' where the page has names (Ultralytics' metadata or ``--classes``), else every row
-    after the box's; read as Ultralytics' predict reads it (:data:`CONFIDENCE`, :data:`IOU`, class by class)."""
+    count is the ``named`` classes' (Ultralytics' metadata or ``--classes``): without names, nothing is read, as the
+    rows after the box's are not told apart by their values (an OBB head's angle, within 0 and 1 as a fresh one gives
+    it, would be one more class and its turned boxes drawn upright). Read as Ultralytics' predict reads it
+    (:data:`CONFIDENCE`, :data:`IOU`, class by class)."""
     count = next((anchors(input_hw, s) for s in STRIDES if anchors(input_hw, s) in out.shape), None)
-    if count is None or out.shape[0] == out.shape[1]:
+    if count is None or out.shape[0] == out.shape[1] or not named:
         return None
     per_anchor = out if out.shape[1] == count else out.T
-    classes = named if named and 4 + named <= per_anchor.shape[0] else per_anchor.shape[0] - 4
-    scores = per_anchor[4:4 + classes]
-    if classes < 1 or not _probabilities(scores) or not per_anchor[:4].isfinite().all():
+    scores = per_anchor[4:4 + named]
+    if 4 + named > per_anchor.shape[0] or not _probabilities(scores) or not per_anchor[:4].isfinite().all():
         return None
     best, labels = scores.max(0)
     boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
     kept = _suppressed(boxes, best.float(), labels, IOU)
-    extras = _extras(per_anchor[4 + classes:, kept].T, found)
+    extras = _extras(per_anchor[4 + named:, kept].T, found)
     return None if extras is None else \
         BoxList(name, boxes[kept], best[kept], labels[kept],
                 f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
