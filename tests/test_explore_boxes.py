@@ -401,3 +401,39 @@ def test_a_yolo_head_from_stride_4_is_drawn_and_no_transformers_tokens(tmp_path)
     assert model.classes == NAMES and not any("tokens" in n for n in model.notes), model.notes
     [entry] = analyze_image(model, _image())["outputs"]
     assert entry["shape"] == [7, P2_ANCHORS] and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+
+
+class ListedDetector(nn.Module):
+    """torchvision's detector as its ONNX export answers one image: ``boxes``, ``labels`` and ``scores`` of the boxes
+    found (no batch axis), and Mask R-CNN's ``masks``: a dog over the left half of its box, a cat below the threshold
+    of no one's (torchvision keeps its boxes itself)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        masks = torch.zeros(2, 1, SIDE, SIDE)
+        masks[0, 0, 8:24, 8:16] = 0.9
+        self.register_buffer("masks", masks)
+
+    def forward(self, x):
+        nothing = self.conv(x).mean()
+        return (torch.tensor([[8.0, 8, 24, 24], [34, 32, 54, 48]]) + nothing, torch.tensor([1, 0]),
+                torch.tensor([0.8, 0.3]) + nothing, self.masks + nothing)
+
+
+def test_a_torchvision_detectors_onnx_export_is_drawn_by_its_outputs_names(tmp_path):
+    """torchvision's detectors exported to ONNX return their outputs named ``boxes``, ``labels``, ``scores`` (and
+    ``masks``), as torchvision's own export names them: they were left to the table, and ``--classes`` was refused
+    for naming nothing. Their boxes are drawn with their masks and named."""
+    path = tmp_path / "maskrcnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ListedDetector().eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
+                          input_names=["images"], output_names=["boxes", "labels", "scores", "masks"])
+    model, _ = open_with_images(path, None, Options(classes=NAMES))
+    entry = next(o for o in analyze_image(model, _image())["outputs"] if o["name"] == "boxes")
+    assert entry["with"] == "masks" and _drawn(entry) == [("dog", 0.8), ("cat", 0.3)]
+    picture, dog = _picture(entry), np.frombuffer(bytes.fromhex(entry["detected"][0]["colour"][1:]), np.uint8)
+    assert (picture[16, 12] == np.round(0.5 * 128 + 0.5 * dog)).all() and (picture[16, 20] == 128).all()

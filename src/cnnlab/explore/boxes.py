@@ -12,6 +12,7 @@ tensor that only has a detector's shape is left to the table of outputs rather t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,14 +98,15 @@ def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | N
 
 def _torchvision(found: dict[str, torch.Tensor]) -> list[BoxList]:
     """torchvision's detectors' boxes: a row ``...['boxes']`` of ``K x 4`` floats (``x1, y1, x2, y2``, one dict per
-    image) with a list of as many scores beside it (``...['scores']``), and its ``...['labels']`` (class numbers)
-    where they are, as the detector kept them."""
+    image; an ONNX export's output ``boxes``) with a list of as many scores beside it (``...['scores']``, ``scores``),
+    and its ``...['labels']`` (class numbers), Mask R-CNN's ``masks`` and Keypoint R-CNN's ``keypoints`` where they
+    are, as the detector kept them."""
     lists = []
     for name, boxes in found.items():
-        if not name.endswith("['boxes']") or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+        field = _field_of(name, "boxes")
+        if field is None or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
             continue
-        scores, labels, masks, keypoints = (found.get(name.removesuffix("['boxes']") + f"[{key!r}]")
-                                            for key in ("scores", "labels", "masks", "keypoints"))
+        scores, labels, masks, keypoints = (found.get(field(key)) for key in ("scores", "labels", "masks", "keypoints"))
         if scores is None or scores.shape != boxes.shape[:1]:
             continue
         labels = labels if labels is not None and labels.shape == scores.shape and labels.dtype != torch.bool and \
@@ -242,6 +244,17 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     points = extra.view(-1, count // 3, 3) if count % 3 == 0 else None
     if points is not None and points.isfinite().all() and _probabilities(points[..., 2]):
         return {"keypoints": points}
+    return None
+
+
+def _field_of(name: str, key: str) -> Callable[[str], str] | None:
+    """Where the fields beside a row ``name`` holding ``key`` are named, as a function of theirs: a dict's entries
+    (``output[0]['boxes']`` beside ``output[0]['scores']``) or a graph's outputs (``boxes`` beside ``scores``); None
+    where ``name`` is no such row."""
+    if name == key:
+        return lambda other: other
+    if name.endswith(f"[{key!r}]"):
+        return lambda other: name.removesuffix(f"[{key!r}]") + f"[{other!r}]"
     return None
 
 
