@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options, analyze_image
 from cnnlab.explore.sources import open_with_images
 
@@ -437,3 +438,20 @@ def test_a_torchvision_detectors_onnx_export_is_drawn_by_its_outputs_names(tmp_p
     assert entry["with"] == "masks" and _drawn(entry) == [("dog", 0.8), ("cat", 0.3)]
     picture, dog = _picture(entry), np.frombuffer(bytes.fromhex(entry["detected"][0]["colour"][1:]), np.uint8)
     assert (picture[16, 12] == np.round(0.5 * 128 + 0.5 * dog)).all() and (picture[16, 20] == 128).all()
+
+
+def empty_mask():
+    """A binary segmentation model's answer squeezed of its channel (N x H x W of 0 or 1) where it finds nothing: all
+    zeros, as a table of 48 rows of 6 + 42 numbers would read."""
+    return Fixed(torch.zeros(48, 48))
+
+
+def test_a_pictures_map_of_zeros_is_no_list_of_detections(importable):
+    """A map of the input's pixels, all zeros (a mask that finds nothing), was read as an end-to-end detector's list of
+    48 rows, none scoring, with 14 keypoints each: a picture of "its 0 boxes", and --classes taken for naming them.
+    It is a map: no boxes, and --classes refused."""
+    model, _ = open_with_images(f"{importable}:empty_mask", None, Options(input_size=48))
+    [entry] = analyze_image(model, torch.full((3, 48, 48), 128, dtype=torch.uint8))["outputs"]
+    assert entry["shape"] == [48, 48] and "boxes" not in entry
+    with pytest.raises(CnnlabError, match="--classes gives 3 names, but .* is not a classifier"):
+        open_with_images(f"{importable}:empty_mask", None, Options(input_size=48, classes=NAMES))

@@ -90,7 +90,7 @@ def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | N
         if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
             continue
         read = (input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or
-                              _yolov5_head(name, out, input_hw))) or _end_to_end(name, out, found)
+                              _yolov5_head(name, out, input_hw))) or _end_to_end(name, out, found, input_hw)
         if read is not None:
             lists.append(read)
     return lists
@@ -209,12 +209,15 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
                    "box of its class, as YOLOv5's detect.py keeps them")
 
 
-def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor]) -> BoxList | None:
+def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
+                input_hw: tuple[int, int] | None) -> BoxList | None:
     """A detector's own list of detections, ``K x (6 + extra)``: ``x1, y1, x2, y2`` in the input's pixels, a score
     from 0 to 1 and a class number per row (YOLO26's and YOLOv10's output, or an export with its NMS inside; a
     segmentation or pose model adds its numbers after them: :func:`_extras`). Those scoring above
-    :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them."""
-    if out.shape[1] < 6 or not out[:, :4].isfinite().all() or not _probabilities(out[:, 4]):
+    :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them. Not a map of the picture (:func:`_of_pixels`),
+    which reads so where it is all zeros (a mask that finds nothing: a list of detections none scoring)."""
+    if out.shape[1] < 6 or _of_pixels(out.shape, input_hw) or not out[:, :4].isfinite().all() or \
+            not _probabilities(out[:, 4]):
         return None
     labels = out[:, 5]
     if not (labels == labels.round()).all() or not class_numbers(labels.long()) or \
@@ -245,6 +248,13 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     if points is not None and points.isfinite().all() and _probabilities(points[..., 2]):
         return {"keypoints": points}
     return None
+
+
+def _of_pixels(shape, input_hw: tuple[int, int] | None) -> bool:
+    """Whether one image's ``shape`` is the input's ``input_hw``, or its height and width at a stride of 2, 4 or 8: a
+    map of the picture (a mask or a depth per pixel, its channel squeezed out), not rows of a list."""
+    return input_hw is not None and any(tuple(shape) == (math.ceil(input_hw[0] / s), math.ceil(input_hw[1] / s))
+                                        for s in (1, 2, 4, 8))
 
 
 def _field_of(name: str, key: str) -> Callable[[str], str] | None:
