@@ -11,6 +11,7 @@ import base64
 import io
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,6 +144,18 @@ def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("outp
         entry.key, entry.value = key, value
     onnx.save(graph, str(path))
     return str(path)
+
+
+def saved_yolo_page(folder, tmp_path) -> Path:
+    """An Ultralytics detector's export (a head of the known boxes :data:`KEPT`, its names in the metadata) as a saved
+    page of the pictures in ``folder``, as ``cnnlab explore yolo.onnx --images FOLDER --export`` writes it, for the
+    browser tests to open."""
+    from cnnlab.explore.page import export_page
+
+    model, images = open_with_images(_ultralytics_onnx(YoloHead(), tmp_path / "yolo.onnx"), folder, Options())
+    page = tmp_path / "yolo.html"
+    export_page(model, images, page)
+    return page
 
 
 def _image() -> torch.Tensor:
