@@ -26,14 +26,7 @@ import test_explore_api
 import test_explore_boxes
 import test_explore_networks
 from a11y_support import low_contrast, sideways_scroll, small_targets, text_cut_by_its_box, unreachable_scrollers
-from browser_support import (
-    broken_images,
-    saved_page_reads_well,
-    screenshot,
-    segmentation_page_reads_well,
-    wait,
-    yolo_page_reads_well,
-)
+from browser_support import broken_images, saved_page_reads_well, screenshot, segmentation_page_reads_well, wait
 from cnnlab.io import write_json, write_metrics_csv
 from cnnlab.runs import read_metrics
 
@@ -107,7 +100,7 @@ def saved_page_of_a_yolo_export(browser, folder: Path, tmp_path: Path, artifacts
     (:func:`browser_support.yolo_page_reads_well`); no error."""
     browser.get(test_explore_boxes.saved_yolo_page(folder, tmp_path).as_uri())
     wait(browser, "document.body.dataset.ready === '1'", what="the saved page to render")
-    yolo_page_reads_well(browser)
+    browser_support.yolo_page_reads_well(browser)
     assert browser.errors() == []
     screenshot(browser, artifacts / f"{name}-static-page-yolo.png")
 
