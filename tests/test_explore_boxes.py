@@ -468,3 +468,32 @@ def test_a_pictures_map_of_zeros_is_no_list_of_detections(importable):
     assert entry["shape"] == [48, 48] and "boxes" not in entry
     with pytest.raises(CnnlabError, match="--classes gives 3 names, but .* is not a classifier"):
         open_with_images(f"{importable}:empty_mask", None, Options(input_size=48, classes=NAMES))
+
+
+def end_to_end_inside_out():
+    """YOLO26's list where an unlikely box is turned inside out (its head's distances from the anchor are a
+    convolution's, negative where nothing was learnt): x2 < x1 in a row scoring 0.1."""
+    net = end_to_end()
+    net.out0[3] = torch.tensor([40, 40, 30, 60, 0.1, 0])
+    return net
+
+
+def rtdetr_rows():
+    """Ultralytics' RT-DETR's answer: rows of a box's centre and size scaled to 1, a score and a class, whose one
+    confident box (centred, large) reads as corners in order."""
+    rows = torch.zeros(300, 6)
+    rows[0] = torch.tensor([0.5, 0.5, 0.8, 0.9, 0.9, 1])
+    return Fixed(rows)
+
+
+def test_a_list_with_an_unlikely_box_inside_out_is_drawn_and_boxes_scaled_to_1_are_not(importable):
+    """A list of detections was refused whole for any row's corners out of order, those of a row below the threshold
+    too, as YOLO26's gives them for unlikely anchors: its boxes are drawn, the ones kept having theirs in order. Rows
+    whose boxes kept all lie within 0 and 1 (centres and sizes scaled to 1, RT-DETR's) were drawn in the input's first
+    pixel: they are not the input's pixels, and not drawn."""
+    model, _ = open_with_images(f"{importable}:end_to_end_inside_out", None, Options(input_size=SIDE, classes=NAMES))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    model, _ = open_with_images(f"{importable}:rtdetr_rows", None, Options(input_size=SIDE))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "boxes" not in entry

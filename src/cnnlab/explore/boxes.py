@@ -5,8 +5,9 @@ inside). Each is read as its own library's prediction reads it: the same thresho
 that the page shows the boxes its users know. :func:`cnnlab.explore.probe.detections` draws them.
 
 Every form is recognised by its structure (torchvision's and DETR's also by their outputs' names), not by a file's
-name or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, corners in order): a
-tensor that only has a detector's shape is left to the table of outputs rather than drawn wrong.
+name or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, the corners of the
+boxes kept in order): a tensor that only has a detector's shape is left to the table of outputs rather than drawn
+wrong.
 """
 
 from __future__ import annotations
@@ -214,16 +215,23 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     """A detector's own list of detections, ``K x (6 + extra)``: ``x1, y1, x2, y2`` in the input's pixels, a score
     from 0 to 1 and a class number per row (YOLO26's and YOLOv10's output, or an export with its NMS inside; a
     segmentation or pose model adds its numbers after them: :func:`_extras`). Those scoring above
-    :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them. Not a map of the picture (:func:`_of_pixels`),
-    which reads so where it is all zeros (a mask that finds nothing: a list of detections none scoring)."""
+    :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them, their corners in order. Not a map of the picture
+    (:func:`_of_pixels`), which reads so where it is all zeros (a mask that finds nothing: a list of detections none
+    scoring)."""
     if out.shape[1] < 6 or _of_pixels(out.shape, input_hw) or not out[:, :4].isfinite().all() or \
             not _probabilities(out[:, 4]):
         return None
     labels = out[:, 5]
-    if not (labels == labels.round()).all() or not class_numbers(labels.long()) or \
-            (out[:, 2] < out[:, 0]).any() or (out[:, 3] < out[:, 1]).any():
+    if not (labels == labels.round()).all() or not class_numbers(labels.long()):
         return None
     kept = out[:, 4] > CONFIDENCE
+    # The boxes kept have their corners in order, in the input's pixels, not all within its first one (centres and
+    # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
+    # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
+    corners = out[kept, :4]
+    if (corners[:, 2] < corners[:, 0]).any() or (corners[:, 3] < corners[:, 1]).any() or \
+            (corners.numel() and (corners.abs() <= 1).all()):
+        return None
     extras = _extras(out[kept, 6:], found)
     return None if extras is None else \
         BoxList(name, out[kept, :4], out[kept, 4], labels[kept].long(),
