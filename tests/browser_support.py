@@ -82,6 +82,25 @@ def saved_page_reads_well(driver, phone: int = 375) -> None:
     assert [r for r in requested if not r.startswith("data:")] == []
 
 
+def yolo_page_reads_well(driver) -> None:
+    """What a reader of a YOLO export's saved page sees, in any browser (the page of
+    :func:`test_explore_boxes.saved_yolo_page`: a head of three known boxes, its names in the metadata): the boxes kept
+    as Ultralytics' predict keeps them drawn over the input, how they were kept said under the picture and to a
+    screen reader by its alt text, a legend of the metadata's names and scores; every picture decoded."""
+    caption, alt = driver.execute_script("return [document.querySelector('#segments figcaption').textContent, "
+                                         "document.querySelector('#segments img').alt]")
+    kept = "confidence above 0.25 and no overlap above IoU 0.7 with a better box of its class, as Ultralytics' " \
+           "predict keeps them"
+    assert caption == f"output0: the 3 highest-scoring of its 3 boxes ({kept}), over the input", caption
+    assert alt == "output0: its 3 highest-scoring boxes"
+    assert driver.execute_script("const i = document.querySelector('#segments img'); "
+                                 "return i.offsetParent !== null && i.naturalWidth > 0")
+    legend = driver.execute_script("return Array.from(document.querySelectorAll('#segments .legend li'), "
+                                   "li => li.textContent)")
+    assert legend == ["dog 0.90", "bird 0.85", "cat 0.50"], legend
+    assert broken_images(driver) == []
+
+
 def segmentation_page_reads_well(driver, phone: int = 375) -> None:
     """What a reader of a segmentation model's saved page sees, in any browser (the page of
     :func:`test_explore_networks.saved_segmentation_page`: one output ``out``, 2 x 16 x 16, its channels named ``red``

@@ -23,6 +23,7 @@ from selenium.webdriver.common.keys import Keys
 import browser_support
 import report_fixtures
 import test_explore_api
+import test_explore_boxes
 import test_explore_networks
 from a11y_support import low_contrast, sideways_scroll, small_targets, text_cut_by_its_box, unreachable_scrollers
 from browser_support import broken_images, saved_page_reads_well, screenshot, segmentation_page_reads_well, wait
@@ -91,6 +92,17 @@ def saved_page_of_a_segmentation_model(browser, folder: Path, tmp_path: Path, ar
     segmentation_page_reads_well(browser, phone)
     assert browser.errors() == []
     screenshot(browser, artifacts / f"{name}-static-page-segmentation.png")
+
+
+def saved_page_of_a_yolo_export(browser, folder: Path, tmp_path: Path, artifacts: Path, name: str) -> None:
+    """The saved page of an Ultralytics detector's ONNX export, from file://: its boxes drawn over the input as
+    Ultralytics' predict keeps them, how they were kept said under the picture, the metadata's names in the legend
+    (:func:`browser_support.yolo_page_reads_well`); no error."""
+    browser.get(test_explore_boxes.saved_yolo_page(folder, tmp_path).as_uri())
+    wait(browser, "document.body.dataset.ready === '1'", what="the saved page to render")
+    browser_support.yolo_page_reads_well(browser)
+    assert browser.errors() == []
+    screenshot(browser, artifacts / f"{name}-static-page-yolo.png")
 
 
 def served_model_page_answers_an_uploaded_file(browser, lenet: dict, grey_folder: Path, tmp_path: Path) -> None:

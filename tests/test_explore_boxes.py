@@ -11,6 +11,7 @@ import base64
 import io
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options, analyze_image
 from cnnlab.explore.sources import open_with_images
 
@@ -32,9 +34,9 @@ SCORED = [(16, 16, 16, 16, 1, 0.9), (17, 16, 16, 16, 1, 0.8), (17, 16, 16, 16, 2
 KEPT = [("dog", 0.9, 8, 8, 24, 24), ("bird", 0.85, 9, 8, 25, 24), ("cat", 0.5, 34, 32, 54, 48)]
 
 
-def _per_anchor(coefficients: tuple[float, ...] = ()) -> torch.Tensor:
+def _per_anchor(coefficients: tuple[float, ...] = (), anchors: int = ANCHORS) -> torch.Tensor:
     """A YOLO head's ``4 + 3 classes (+ mask coefficients)`` rows of one number per anchor, the scores sigmoids'."""
-    head = torch.full((4 + len(NAMES) + len(coefficients), ANCHORS), 0.01)
+    head = torch.full((4 + len(NAMES) + len(coefficients), anchors), 0.01)
     head[:4] = 2.0  # the anchors that do not score: small boxes in the corner
     for k, c in enumerate(coefficients):
         head[4 + len(NAMES) + k] = c
@@ -142,6 +144,18 @@ def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("outp
         entry.key, entry.value = key, value
     onnx.save(graph, str(path))
     return str(path)
+
+
+def saved_yolo_page(folder, tmp_path) -> Path:
+    """An Ultralytics detector's export (a head of the known boxes :data:`KEPT`, its names in the metadata) as a saved
+    page of the pictures in ``folder``, as ``cnnlab explore yolo.onnx --images FOLDER --export`` writes it, for the
+    browser tests to open."""
+    from cnnlab.explore.page import export_page
+
+    model, images = open_with_images(_ultralytics_onnx(YoloHead(), tmp_path / "yolo.onnx"), folder, Options())
+    page = tmp_path / "yolo.html"
+    export_page(model, images, page)
+    return page
 
 
 def _image() -> torch.Tensor:
@@ -359,3 +373,127 @@ def test_a_heads_numbers_of_an_unknown_kind_leave_its_boxes_undrawn(tmp_path):
     model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
     [entry] = analyze_image(model, _image())["outputs"]
     assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry
+
+
+def obb_head():
+    """An OBB head as a freshly initialised one answers: each box's angle, (sigmoid - 1/4) x pi, near pi/4 at every
+    anchor: within 0 and 1, like a class's score."""
+    return Fixed(_per_anchor((0.78,)))
+
+
+def test_an_obb_heads_angle_is_not_read_as_a_class_without_names(tmp_path, importable):
+    """Without the classes' names, every row after a YOLO head's box was read as a class: an OBB head's angle, within 0
+    and 1, was a 4th class and its rotated boxes drawn upright, in an Ultralytics export whose names (3 of them, which
+    leave the angle unexplained) were dropped for naming nothing drawn, and in a module opened without --classes. How
+    many rows are classes is told by the names alone: unnamed, nothing is drawn; named, the angle leaves it undrawn."""
+    path = _ultralytics_onnx(obb_head(), tmp_path / "yolo-obb.onnx", "obb")
+    for source, options in ((path, Options()), (f"{importable}:obb_head", Options(input_size=SIDE))):
+        model, _ = open_with_images(source, None, options)
+        [entry] = analyze_image(model, _image())["outputs"]
+        assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry, source
+    model, _ = open_with_images(f"{importable}:yolo_transposed", None, Options(input_size=SIDE))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "boxes" not in entry  # a plain head unnamed: its class count cannot be told either
+
+
+P2_ANCHORS = 16 * 16 + ANCHORS  # a YOLO head's places at strides 4, 8, 16 and 32 of a 64-pixel input
+
+
+class P2Head(YoloHead):
+    """A YOLO head of four levels from stride 4 (Ultralytics' yolov8-p2.yaml and yolo26-p2.yaml, for small objects)."""
+
+    def __init__(self):
+        super().__init__()
+        head = _per_anchor(anchors=P2_ANCHORS)
+        self.boxes, self.logits = head[:4], torch.logit(head[4:])
+
+
+def test_a_yolo_head_from_stride_4_is_drawn_and_no_transformers_tokens(tmp_path):
+    """A P2 model's head scores a place per 4 pixels too (340 anchors at 64 pixels): it was no YOLO head (its boxes
+    left to the table, its metadata's names dropped) and its scores per anchor were called a transformer's tokens."""
+    model, _ = open_with_images(_ultralytics_onnx(P2Head(), tmp_path / "yolo-p2.onnx"), None, Options())
+    assert model.classes == NAMES and not any("tokens" in n for n in model.notes), model.notes
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["shape"] == [7, P2_ANCHORS] and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+
+
+class ListedDetector(nn.Module):
+    """torchvision's detector as its ONNX export answers one image: ``boxes``, ``labels`` and ``scores`` of the boxes
+    found (no batch axis), and Mask R-CNN's ``masks``: a dog over the left half of its box, a cat below the threshold
+    of no one's (torchvision keeps its boxes itself)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        masks = torch.zeros(2, 1, SIDE, SIDE)
+        masks[0, 0, 8:24, 8:16] = 0.9
+        self.register_buffer("masks", masks)
+
+    def forward(self, x):
+        nothing = self.conv(x).mean()
+        return (torch.tensor([[8.0, 8, 24, 24], [34, 32, 54, 48]]) + nothing, torch.tensor([1, 0]),
+                torch.tensor([0.8, 0.3]) + nothing, self.masks + nothing)
+
+
+def test_a_torchvision_detectors_onnx_export_is_drawn_by_its_outputs_names(tmp_path):
+    """torchvision's detectors exported to ONNX return their outputs named ``boxes``, ``labels``, ``scores`` (and
+    ``masks``), as torchvision's own export names them: they were left to the table, and ``--classes`` was refused
+    for naming nothing. Their boxes are drawn with their masks and named."""
+    path = tmp_path / "maskrcnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ListedDetector().eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
+                          input_names=["images"], output_names=["boxes", "labels", "scores", "masks"])
+    model, _ = open_with_images(path, None, Options(classes=NAMES))
+    entry = next(o for o in analyze_image(model, _image())["outputs"] if o["name"] == "boxes")
+    assert entry["with"] == "masks" and _drawn(entry) == [("dog", 0.8), ("cat", 0.3)]
+    picture, dog = _picture(entry), np.frombuffer(bytes.fromhex(entry["detected"][0]["colour"][1:]), np.uint8)
+    assert (picture[16, 12] == np.round(0.5 * 128 + 0.5 * dog)).all() and (picture[16, 20] == 128).all()
+
+
+def empty_mask():
+    """A binary segmentation model's answer squeezed of its channel (N x H x W of 0 or 1) where it finds nothing: all
+    zeros, as a table of 48 rows of 6 + 42 numbers would read."""
+    return Fixed(torch.zeros(48, 48))
+
+
+def test_a_pictures_map_of_zeros_is_no_list_of_detections(importable):
+    """A map of the input's pixels, all zeros (a mask that finds nothing), was read as an end-to-end detector's list of
+    48 rows, none scoring, with 14 keypoints each: a picture of "its 0 boxes", and --classes taken for naming them.
+    It is a map: no boxes, and --classes refused."""
+    model, _ = open_with_images(f"{importable}:empty_mask", None, Options(input_size=48))
+    [entry] = analyze_image(model, torch.full((3, 48, 48), 128, dtype=torch.uint8))["outputs"]
+    assert entry["shape"] == [48, 48] and "boxes" not in entry
+    with pytest.raises(CnnlabError, match="--classes gives 3 names, but .* is not a classifier"):
+        open_with_images(f"{importable}:empty_mask", None, Options(input_size=48, classes=NAMES))
+
+
+def end_to_end_inside_out():
+    """YOLO26's list where an unlikely box is turned inside out (its head's distances from the anchor are a
+    convolution's, negative where nothing was learnt): x2 < x1 in a row scoring 0.1."""
+    net = end_to_end()
+    net.out0[3] = torch.tensor([40, 40, 30, 60, 0.1, 0])
+    return net
+
+
+def rtdetr_rows():
+    """Ultralytics' RT-DETR's answer: rows of a box's centre and size scaled to 1, a score and a class, whose one
+    confident box (centred, large) reads as corners in order."""
+    rows = torch.zeros(300, 6)
+    rows[0] = torch.tensor([0.5, 0.5, 0.8, 0.9, 0.9, 1])
+    return Fixed(rows)
+
+
+def test_a_list_with_an_unlikely_box_inside_out_is_drawn_and_boxes_scaled_to_1_are_not(importable):
+    """A list of detections was refused whole for any row's corners out of order, those of a row below the threshold
+    too, as YOLO26's gives them for unlikely anchors: its boxes are drawn, the ones kept having theirs in order. Rows
+    whose boxes kept all lie within 0 and 1 (centres and sizes scaled to 1, RT-DETR's) were drawn in the input's first
+    pixel: they are not the input's pixels, and not drawn."""
+    model, _ = open_with_images(f"{importable}:end_to_end_inside_out", None, Options(input_size=SIDE, classes=NAMES))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    model, _ = open_with_images(f"{importable}:rtdetr_rows", None, Options(input_size=SIDE))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "boxes" not in entry

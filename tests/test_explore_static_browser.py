@@ -23,10 +23,12 @@ from browser_support import (  # noqa: F401
     screenshot,
     segmentation_page_reads_well,
     wait,
+    yolo_page_reads_well,
 )
 from cnnlab.inference import load_trained
 from cnnlab.models.summary import layer_summary
 from explore_support import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
+from test_explore_boxes import saved_yolo_page
 from test_explore_browser import driver  # noqa: F401  (a fixture)
 from test_explore_networks import importable, saved_page_of, saved_segmentation_page  # noqa: F401  (a fixture)
 from test_report import needs_chromium
@@ -157,22 +159,10 @@ def test_a_saved_page_of_a_yolo_export_draws_its_boxes_and_says_how_they_were_ke
                                                                                     driver):  # noqa: F811
     """An Ultralytics detector's ONNX export showed its raw head as a row of figures: its saved page draws the boxes
     kept as Ultralytics' predict keeps them, says so under the picture, and names them by the export's metadata."""
-    from cnnlab.explore.model import Options
-    from test_explore_boxes import YoloHead, _ultralytics_onnx
-
-    source = _ultralytics_onnx(YoloHead(), tmp_path / "yolo.onnx")
-    driver.get(saved_page_of(source, rgb_folder, tmp_path, Options()).as_uri())
+    driver.get(saved_yolo_page(rgb_folder, tmp_path).as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
-    caption, alt = driver.execute_script("return [document.querySelector('#segments figcaption').textContent, "
-                                         "document.querySelector('#segments img').alt]")
-    kept = "confidence above 0.25 and no overlap above IoU 0.7 with a better box of its class, as Ultralytics' " \
-           "predict keeps them"
-    assert caption == f"output0: the 3 highest-scoring of its 3 boxes ({kept}), over the input", caption
-    assert alt == "output0: its 3 highest-scoring boxes"
-    legend = driver.execute_script("return Array.from(document.querySelectorAll('#segments .legend li'), "
-                                   "li => li.textContent)")
-    assert legend == ["dog 0.90", "bird 0.85", "cat 0.50"], legend
-    assert broken_images(driver) == [] and _errors(driver) == []
+    yolo_page_reads_well(driver)
+    assert _errors(driver) == []
 
 
 def test_a_class_per_pixel_is_described_as_such_to_a_screen_reader(tmp_path, rgb_folder, importable, driver):  # noqa: F811

@@ -36,6 +36,10 @@ def test_saved_page_of_a_segmentation_model(rgb_folder, tmp_path, firefox, artif
     page_flows.saved_page_of_a_segmentation_model(firefox, rgb_folder, tmp_path, artifacts, "firefox")
 
 
+def test_saved_page_of_a_yolo_export(rgb_folder, tmp_path, firefox, artifacts):  # noqa: F811
+    page_flows.saved_page_of_a_yolo_export(firefox, rgb_folder, tmp_path, artifacts, "firefox")
+
+
 def test_served_model_page_answers_an_uploaded_file(lenet, grey_folder, tmp_path, firefox):  # noqa: F811
     """The one-model page's upload handed no renderer to the result card: "render is not a function", and the
     picture chosen before stayed on screen under "What the network makes of your image" (ticking "invert" too)."""

@@ -52,6 +52,10 @@ def test_saved_page_of_a_segmentation_model(rgb_folder, tmp_path, webkit, artifa
     page_flows.saved_page_of_a_segmentation_model(webkit, rgb_folder, tmp_path, artifacts, "webkit", webkit.narrowest)
 
 
+def test_saved_page_of_a_yolo_export(rgb_folder, tmp_path, webkit, artifacts):  # noqa: F811
+    page_flows.saved_page_of_a_yolo_export(webkit, rgb_folder, tmp_path, artifacts, "webkit")
+
+
 def test_served_model_page_answers_an_uploaded_file(lenet, grey_folder, tmp_path, webkit):  # noqa: F811
     page_flows.served_model_page_answers_an_uploaded_file(webkit, lenet, grey_folder, tmp_path)
 

@@ -5,13 +5,15 @@ inside). Each is read as its own library's prediction reads it: the same thresho
 that the page shows the boxes its users know. :func:`cnnlab.explore.probe.detections` draws them.
 
 Every form is recognised by its structure (torchvision's and DETR's also by their outputs' names), not by a file's
-name or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, corners in order): a
-tensor that only has a detector's shape is left to the table of outputs rather than drawn wrong.
+name or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, the corners of the
+boxes kept in order): a tensor that only has a detector's shape is left to the table of outputs rather than drawn
+wrong.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +29,9 @@ CONFIDENCE, IOU, IOU_V5, MAX_KEPT = 0.25, 0.7, 0.45, 300
 # Hugging Face's post_process_object_detection keeps a DETR query scoring above 0.5, and of a DETR of sigmoid scores
 # (Deformable DETR, RT-DETR) the 100 best scores of any query and class first
 DETR_THRESHOLD, DETR_TOP = 0.5, 100
-# The strides of a YOLO head's levels: P3 to P5, and P6 for the *6 models of 1280 pixels
-STRIDES = ((8, 16, 32), (8, 16, 32, 64))
+# The strides of a YOLO head's levels: P3 to P5, P2 too for the *-p2 models of small objects, and P6 for the *6 models
+# of 1280 pixels
+STRIDES = ((8, 16, 32), (4, 8, 16, 32), (8, 16, 32, 64))
 YOLOV5_ANCHORS = 3  # YOLOv5's (and YOLOv7's) anchors per cell and level
 
 
@@ -88,7 +91,7 @@ def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | N
         if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
             continue
         read = (input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or
-                              _yolov5_head(name, out, input_hw))) or _end_to_end(name, out, found)
+                              _yolov5_head(name, out, input_hw))) or _end_to_end(name, out, found, input_hw)
         if read is not None:
             lists.append(read)
     return lists
@@ -96,14 +99,15 @@ def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | N
 
 def _torchvision(found: dict[str, torch.Tensor]) -> list[BoxList]:
     """torchvision's detectors' boxes: a row ``...['boxes']`` of ``K x 4`` floats (``x1, y1, x2, y2``, one dict per
-    image) with a list of as many scores beside it (``...['scores']``), and its ``...['labels']`` (class numbers)
-    where they are, as the detector kept them."""
+    image; an ONNX export's output ``boxes``) with a list of as many scores beside it (``...['scores']``, ``scores``),
+    and its ``...['labels']`` (class numbers), Mask R-CNN's ``masks`` and Keypoint R-CNN's ``keypoints`` where they
+    are, as the detector kept them."""
     lists = []
     for name, boxes in found.items():
-        if not name.endswith("['boxes']") or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+        field = _field_of(name, "boxes")
+        if field is None or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
             continue
-        scores, labels, masks, keypoints = (found.get(name.removesuffix("['boxes']") + f"[{key!r}]")
-                                            for key in ("scores", "labels", "masks", "keypoints"))
+        scores, labels, masks, keypoints = (found.get(field(key)) for key in ("scores", "labels", "masks", "keypoints"))
         if scores is None or scores.shape != boxes.shape[:1]:
             continue
         labels = labels if labels is not None and labels.shape == scores.shape and labels.dtype != torch.bool and \
@@ -168,20 +172,21 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     ``4 + classes + extra`` rows of one number per anchor (``84 x 8400`` at 640 pixels), a box's centre and size in
     the input's pixels, then each class's score (a sigmoid's, 0 to 1), then what a segmentation or pose head adds per
     box (mask coefficients, keypoints: :func:`_extras`, with the other outputs ``found``); or its transpose. The class
-    count is the ``named`` classes' where the page has names (Ultralytics' metadata or ``--classes``), else every row
-    after the box's; read as Ultralytics' predict reads it (:data:`CONFIDENCE`, :data:`IOU`, class by class)."""
+    count is the ``named`` classes' (Ultralytics' metadata or ``--classes``): without names, nothing is read, as the
+    rows after the box's are not told apart by their values (an OBB head's angle, within 0 and 1 as a fresh one gives
+    it, would be one more class and its turned boxes drawn upright). Read as Ultralytics' predict reads it
+    (:data:`CONFIDENCE`, :data:`IOU`, class by class)."""
     count = next((anchors(input_hw, s) for s in STRIDES if anchors(input_hw, s) in out.shape), None)
-    if count is None or out.shape[0] == out.shape[1]:
+    if count is None or out.shape[0] == out.shape[1] or not named:
         return None
     per_anchor = out if out.shape[1] == count else out.T
-    classes = named if named and 4 + named <= per_anchor.shape[0] else per_anchor.shape[0] - 4
-    scores = per_anchor[4:4 + classes]
-    if classes < 1 or not _probabilities(scores) or not per_anchor[:4].isfinite().all():
+    scores = per_anchor[4:4 + named]
+    if 4 + named > per_anchor.shape[0] or not _probabilities(scores) or not per_anchor[:4].isfinite().all():
         return None
     best, labels = scores.max(0)
     boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
     kept = _suppressed(boxes, best.float(), labels, IOU)
-    extras = _extras(per_anchor[4 + classes:, kept].T, found)
+    extras = _extras(per_anchor[4 + named:, kept].T, found)
     return None if extras is None else \
         BoxList(name, boxes[kept], best[kept], labels[kept],
                 f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
@@ -204,18 +209,28 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
                    "box of its class, as YOLOv5's detect.py keeps them")
 
 
-def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor]) -> BoxList | None:
+def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
+                input_hw: tuple[int, int] | None) -> BoxList | None:
     """A detector's own list of detections, ``K x (6 + extra)``: ``x1, y1, x2, y2`` in the input's pixels, a score
     from 0 to 1 and a class number per row (YOLO26's and YOLOv10's output, or an export with its NMS inside; a
     segmentation or pose model adds its numbers after them: :func:`_extras`). Those scoring above
-    :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them."""
-    if out.shape[1] < 6 or not out[:, :4].isfinite().all() or not _probabilities(out[:, 4]):
+    :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them, their corners in order. Not a map of the picture
+    (:func:`_of_pixels`), which reads so where it is all zeros (a mask that finds nothing: a list of detections none
+    scoring)."""
+    if out.shape[1] < 6 or _of_pixels(out.shape, input_hw) or not out[:, :4].isfinite().all() or \
+            not _probabilities(out[:, 4]):
         return None
     labels = out[:, 5]
-    if not (labels == labels.round()).all() or not class_numbers(labels.long()) or \
-            (out[:, 2] < out[:, 0]).any() or (out[:, 3] < out[:, 1]).any():
+    if not (labels == labels.round()).all() or not class_numbers(labels.long()):
         return None
     kept = out[:, 4] > CONFIDENCE
+    # The boxes kept have their corners in order, in the input's pixels, not all within its first one (centres and
+    # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
+    # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
+    corners = out[kept, :4]
+    if (corners[:, 2] < corners[:, 0]).any() or (corners[:, 3] < corners[:, 1]).any() or \
+            (corners.numel() and (corners.abs() <= 1).all()):
+        return None
     extras = _extras(out[kept, 6:], found)
     return None if extras is None else \
         BoxList(name, out[kept, :4], out[kept, 4], labels[kept].long(),
@@ -239,6 +254,24 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     points = extra.view(-1, count // 3, 3) if count % 3 == 0 else None
     if points is not None and points.isfinite().all() and _probabilities(points[..., 2]):
         return {"keypoints": points}
+    return None
+
+
+def _of_pixels(shape, input_hw: tuple[int, int] | None) -> bool:
+    """Whether one image's ``shape`` is the input's ``input_hw``, or its height and width at a stride of 2, 4 or 8: a
+    map of the picture (a mask or a depth per pixel, its channel squeezed out), not rows of a list."""
+    return input_hw is not None and any(tuple(shape) == (math.ceil(input_hw[0] / s), math.ceil(input_hw[1] / s))
+                                        for s in (1, 2, 4, 8))
+
+
+def _field_of(name: str, key: str) -> Callable[[str], str] | None:
+    """Where the fields beside a row ``name`` holding ``key`` are named, as a function of theirs: a dict's entries
+    (``output[0]['boxes']`` beside ``output[0]['scores']``) or a graph's outputs (``boxes`` beside ``scores``); None
+    where ``name`` is no such row."""
+    if name == key:
+        return lambda other: other
+    if name.endswith(f"[{key!r}]"):
+        return lambda other: name.removesuffix(f"[{key!r}]") + f"[{other!r}]"
     return None
 
 
