@@ -11,6 +11,7 @@ import io
 import re
 import sys
 import warnings
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from torch import nn
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options, analyze_image, model_card
+from cnnlab.explore.outputs import RETURNED
+from cnnlab.explore.probe import map_rows
 from cnnlab.explore.sources import open_model, open_with_images, predict_any, summarize_any
 from explore_support import _png
 
@@ -792,3 +795,48 @@ def test_classes_name_only_the_labels_of_boxes_the_page_draws(importable):
         open_with_images(f"{importable}:unscored_boxes", None, Options(input_size=SIDE, classes=("a", "b")))
     model, _ = open_with_images(f"{importable}:box_detector", None, Options(input_size=SIDE, classes=("a", "b", "c")))
     assert model.classes == ("a", "b", "c")
+
+
+class Chain(nn.Module):
+    """Six convolutions, each with a ReLU, and no classes (8 scores per pixel). Each forward pass notes, as it ends,
+    how many of its modules' outputs (those before the last two, which the network itself still reads) anyone still
+    holds, through weak references taken as each was made."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.Sequential(*(m for k in range(6) for m in (nn.Conv2d(3 if k == 0 else 8, 8, 3, padding=1),
+                                                                    nn.ReLU())))
+        self.made: list[weakref.ref] = []
+        self.held: list[int] = []
+        for m in self.layers:  # before the explorer's own hooks: each module's output as the module made it
+            m.register_forward_hook(lambda mod, args, out: self.made.append(weakref.ref(out)))
+
+    def forward(self, x):
+        self.made = []
+        y = self.layers(x)
+        self.held.append(sum(made() is not None for made in self.made[:-2]))
+        return y
+
+
+def chain():
+    return Chain().eval()
+
+
+def test_a_networks_stage_outputs_are_let_go_once_their_pictures_are_taken(importable):
+    """The explorer held every stage's whole output (and the copy each passed on) until the pass ended, and made the
+    page's pictures of a few channels only then: a detector at 800 px (torchvision's Mask R-CNN) held gigabytes.
+    Each output is now let go once what the page shows of it is taken, in the page's pass, the blank pass at open
+    time and the layer table's; the page shows the same rows as pictures of the whole outputs would."""
+    model, _ = open_with_images(f"{importable}:chain", None, Options(input_size=SIDE))
+    net = model.model
+    assert net.held[-2:] == [0, 0]  # the blank pass at open time, and the layer table's, held no output
+    image = _half_red()
+    whole = model.stages(image)  # the outputs themselves, asked for: held until the pass ends (the check sees them)
+    assert net.held[-1] == 10
+    answer = analyze_image(model, image)
+    assert net.held[-1] == 0
+    assert answer["rows"] == map_rows([row for row in whole if row.kind not in RETURNED])
+    assert [r["name"] for r in answer["rows"]] == [f"layers.{k}" for k in range(12)]
+    model.kernels()  # the layer table's pass, again
+    assert net.held[-1] == 0

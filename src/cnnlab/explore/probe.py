@@ -65,10 +65,14 @@ def stage_maps(value: torch.Tensor, maps: int = MAPS_PER_ROW, digest: bool = Fal
     a detector's list (``listed``: keypoints, boxes x 17 x 3) is no map."""
     out = value[0]
     shown: tuple[tuple[int, torch.Tensor], ...] = ()
+    spread = None
     if not listed and out.dim() == 3 and out.shape[1] * out.shape[2] > 1:
-        order = out.flatten(1).float().var(1, correction=0).argsort(descending=True)[:maps]
+        spread = out.flatten(1).float().var(1, correction=0)
+        order = spread.argsort(descending=True)[:maps]
         shown = tuple((c, out[c].clone()) for c in order.tolist())  # a copy: not a view that keeps all of it
-    return StageMaps(value.shape, value.dtype, shown, _digest(value) if digest else None)
+    # a NaN (or an infinity) anywhere makes its channel's variance NaN: none there, none to look for
+    taken = _digest(value, spread is None or bool(spread.isnan().any())) if digest else None
+    return StageMaps(value.shape, value.dtype, shown, taken)
 
 
 def same_values(stage: StageMaps | torch.Tensor, value: torch.Tensor) -> bool:
@@ -81,12 +85,12 @@ def same_values(stage: StageMaps | torch.Tensor, value: torch.Tensor) -> bool:
     return stage.digest is not None and stage.digest == _digest(value)
 
 
-def _digest(value: torch.Tensor) -> bytes | None:
-    """SHA-256 of ``value``'s elements, negative zeros as zeros; None where one is NaN."""
+def _digest(value: torch.Tensor, maybe_nan: bool = True) -> bytes | None:
+    """SHA-256 of ``value``'s elements, negative zeros as zeros; None where one is NaN (``maybe_nan``: looked for)."""
     if value.is_floating_point() or value.is_complex():
-        if bool(value.isnan().any()):
+        if maybe_nan and bool(value.isnan().any()):
             return None
-        value = torch.where(value == 0, torch.zeros_like(value), value)
+        value = value + 0  # -0.0 + 0 is 0.0; any other value stays as it is
     return hashlib.sha256(value.detach().contiguous().reshape(-1).view(torch.uint8).numpy()).digest()
 
 
