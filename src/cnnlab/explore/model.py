@@ -637,7 +637,7 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
     network = model.scoring is None
     with its_own_failure(model.name, what, f"a {'network' if network else 'classifier'} that answers any picture at "
                                            "its input"):
-        # a network's outputs are matched to its stages by their values (_new_maps): a digest of each stage's
+        # (a network's outputs are matched to its stages by value, _new_maps: each stage's digest is taken too)
         rows = model.stages(image, keep=partial(stage_maps, maps=maps, digest=network))
         if network:
             returned = [r for r in rows if r.kind in RETURNED]

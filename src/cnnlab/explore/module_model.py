@@ -186,8 +186,8 @@ class _Pass:
     seen: list[tuple[str, nn.Module, Any, bool]]
     out: Any
     watch: _Watch | None = None
-    # id(copy) -> (the copy, held weakly: it is the network's to free, the index of its stage in seen, its version
-    # then)
+    # id(copy) -> (a weak reference to the copy, which the network frees when done with it, the index of its stage
+    # in seen, the copy's version then)
     copies: dict[int, tuple[ref, int, int]] = field(default_factory=dict)
     containers: set[int] = field(default_factory=set)  # ids of the modules in seen that are not leaves
     # under a MacCounter, the multiply-accumulates counted when each value in seen was made, one for each
@@ -597,11 +597,13 @@ class ModuleModel(TorchModel):
         counts = Counter()
         rows, row_of = [], {}
         for name, mod, value, whole in done.seen:
-            if whole and (not is_stage(value) or done.watch is not None and done.watch.is_own(value)) or \
-                    value is None:
+            if whole:  # as the module gave it: a stage's value, unless it is still the network's own
+                if not is_stage(value) or done.watch is not None and done.watch.is_own(value):
+                    continue
+                if keep is not None:  # the network's own when made, written from the image since
+                    value = keep(value)
+            elif value is None:  # (keep took nothing of it: no stage)
                 continue
-            if whole and keep is not None:  # the network's own when made, written from the image since
-                value = keep(value)
             counts[name] += 1
             rows.append(Row(name if counts[name] == 1 else f"{name}#{counts[name]}", type(mod).__name__, value))
             row_of[id(value)] = rows[-1]

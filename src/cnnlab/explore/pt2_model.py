@@ -435,7 +435,7 @@ class ExportedModel(TorchModel):
             tuple[list[Row], list[Row]]:
         x, _ = self._padded(x.to(self.dtype))
         rows: list[Row] = []
-        # the last spatial values made, for Grad-CAM (none where the rows keep less than the values)
+        # the last spatial values made, for Grad-CAM (none where keep takes less than the values)
         tail: deque[Row] = deque(maxlen=TAIL if keep is None else 0)
         from_image, rows_at = self.from_image, self.rows_at
         names = Counter()
