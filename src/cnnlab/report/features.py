@@ -83,13 +83,12 @@ def run_rows(model: nn.Module, x: torch.Tensor, grad: bool = False,
             for i, stage in enumerate(stages(model)):
                 y = stage(x)
                 name, kind = names.get(id(stage), str(i)), type(stage).__name__
-                if rows and _foldable(stage, x, y):
-                    prev = rows[-1]
-                    first = prev.name.split("-")[0]
+                if rows and _foldable(stage, x, y):  # (rows[-1] read in place: no name left holding its output)
+                    first = rows[-1].name.split("-")[0]
                     prefix, _, last = name.rpartition(".")
                     # "features.0" + "features.1" -> "features.0-1"; different parents keep both names.
                     joined = f"{first}-{last}" if first.rpartition(".")[0] == prefix else f"{first}-{name}"
-                    rows[-1] = Row(joined, f"{prev.kind}+{kind}", y)
+                    rows[-1] = Row(joined, f"{rows[-1].kind}+{kind}", y)
                 else:
                     if rows and keep is not None:
                         rows[-1] = Row(rows[-1].name, rows[-1].kind, keep(rows[-1].output))
