@@ -75,7 +75,9 @@ STAGE_MODULES = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modu
 
 class _Producers(TorchFunctionMode):
     """Records, during a forward pass, which torch function made each tensor and from which input, so that
-    :meth:`final_op` can tell what the output last went through, whether in a module or in ``forward``'s own code."""
+    :meth:`final_op` can tell what the output last went through, whether in a module or in ``forward``'s own code.
+    Only the tensors of the functions that walk reads through or stops at are recorded (and kept): any other ends it
+    as a tensor never recorded does, and a big network's whole pass is not held."""
 
     def __init__(self):
         super().__init__()
@@ -87,7 +89,8 @@ class _Producers(TorchFunctionMode):
             name = getattr(func, "__name__", "")
             source = first_tensor(args)
             if source is not out:  # (an evaluation's dropout returns its input itself)
-                self.made[id(out)] = (name, source, out)  # the tensor kept: its id stays its own
+                if name in FINAL_FUNCTIONS or name in PASS_THROUGH_FUNCTIONS:
+                    self.made[id(out)] = (name, source, out)  # the tensor kept: its id stays its own
             elif name.endswith("_") and name[:-1] in FINAL_FUNCTIONS:  # x.sigmoid_(): now probabilities
                 self.made[id(out)] = (name[:-1], None, out)
         return out
@@ -625,7 +628,7 @@ class ModuleModel(TorchModel):
         return None if conv is None else conv.weight.detach()
 
     def _final_op(self) -> str | None:
-        producers = _Producers()  # holds every tensor of one image's pass, as a stage pass does
+        producers = _Producers()
         x = self.spec.to_input(self.spec.zeros(1))
         try:
             with self._passes, torch.no_grad(), producers:
