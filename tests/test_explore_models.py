@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import warnings
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from cnnlab.explore.model import Options, analyze_image, model_card, occlusion, 
 from cnnlab.explore.outputs import Scoring
 from cnnlab.explore.probe import map_rows
 from cnnlab.explore.sources import open_model, open_with_images
+from cnnlab.models.summary import stages
 from cnnlab.report.features import Row
 from explore_support import CLASSES, Scorer, _nhwc_graph, _onnx_of, _png, _request, _torchvision
 
@@ -81,6 +83,30 @@ def test_feature_maps_agree_across_kinds(lenet, grey_folder):
     assert [t["class"] for t in a_run["top"]] == [t["class"] for t in a_pt2["top"]]
     occ = analyze_image(models["onnx"], image)["explanation"]
     assert occ["method"] == "occlusion" and occ["grid"] == [7, 7] and occ["occlusion"].startswith("data:image/png")
+
+
+def test_a_runs_stage_outputs_are_let_go_once_their_pictures_are_taken(lenet, grey_folder):
+    """A cnnlab run's rows (run_rows) each held their whole output until the pass ended: each row but the last (the
+    logits) is now let go once what the page shows of it is taken, as the next row starts; the page is the same."""
+    model, images = open_with_images(lenet["run"], grey_folder)
+    layers = stages(model.trained.model)
+    made, held = [], []
+
+    def note(mod, args, out):  # weak references: how many outputs before the last two anyone still holds
+        made.append(weakref.ref(out))
+        if mod is layers[-1]:
+            held.append(sum(output() is not None for output in made[:-2]))
+            made.clear()
+
+    handles = [m.register_forward_hook(note) for m in layers]
+    try:
+        whole = model.stages(images.images[0])  # the outputs themselves, asked for: held (the check sees them)
+        answer = analyze_image(model, images.images[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert held[0] >= 5 and held[1] == 0, held  # (held[2]: Grad-CAM's pass, its backward reads them)
+    assert answer["rows"] == map_rows(whole)
 
 
 def test_occlusion_runs_a_large_image_in_batches_of_a_bounded_pixel_count(monkeypatch):

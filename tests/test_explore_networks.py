@@ -11,6 +11,7 @@ import io
 import re
 import sys
 import warnings
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from torch import nn
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options, analyze_image, model_card
+from cnnlab.explore.outputs import RETURNED
+from cnnlab.explore.probe import map_rows
 from cnnlab.explore.sources import open_model, open_with_images, predict_any, summarize_any
 from explore_support import _png
 
@@ -858,3 +861,57 @@ def test_classes_name_only_the_labels_of_boxes_the_page_draws(importable):
         open_with_images(f"{importable}:unscored_boxes", None, Options(input_size=SIDE, classes=("a", "b")))
     model, _ = open_with_images(f"{importable}:box_detector", None, Options(input_size=SIDE, classes=("a", "b", "c")))
     assert model.classes == ("a", "b", "c")
+
+
+class Chain(nn.Module):
+    """Six convolutions, each with a ReLU, then 8 scores per pixel, or with ``classes`` a classifier's scores. Each
+    forward pass notes, as its convolutions end, how many of their outputs (those before the last two, which the
+    network itself still reads) anyone still holds, through weak references taken as each was made."""
+
+    def __init__(self, classes: int = 0):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.Sequential(*(m for k in range(6) for m in (nn.Conv2d(3 if k == 0 else 8, 8, 3, padding=1),
+                                                                    nn.ReLU())))
+        self.head = nn.Linear(8, classes) if classes else None
+        self.made: list[weakref.ref] = []
+        self.held: list[int] = []
+        for m in self.layers:  # before the explorer's own hooks: each module's output as the module made it
+            m.register_forward_hook(lambda mod, args, out: self.made.append(weakref.ref(out)))
+
+    def forward(self, x):
+        self.made = []
+        y = self.layers(x)
+        self.held.append(sum(made() is not None for made in self.made[:-2]))
+        return y if self.head is None else self.head(y.mean((2, 3)))
+
+
+def chain():
+    return Chain().eval()
+
+
+def chain_classifier():
+    return Chain(classes=3).eval()
+
+
+@pytest.mark.parametrize("builder", ["chain", "chain_classifier"])
+def test_stage_outputs_are_let_go_once_their_pictures_are_taken(importable, builder):
+    """The explorer held every stage's whole output (and the copy each passed on) until the pass ended, and made the
+    page's pictures of a few channels only then: a detector at 800 px (torchvision's Mask R-CNN) held gigabytes.
+    Each output is now let go once what the page shows of it is taken, in the page's pass and in every pass that
+    opens the model (the blank one, the layer table's, the search for a final softmax); the page shows the same rows
+    as pictures of the whole outputs would."""
+    model, _ = open_with_images(f"{importable}:{builder}", None, Options(input_size=SIDE))
+    net = model.model
+    assert len(net.held) >= 4 and not any(net.held), net.held  # every pass that opened it
+    image = _half_red()
+    whole = model.stages(image)  # the outputs themselves, asked for: held until the pass ends (the check sees them)
+    assert net.held[-1] == 10
+    opened = len(net.held)
+    answer = analyze_image(model, image)
+    assert net.held[opened] == 0  # the page's pass (a classifier's Grad-CAM pass follows: its backward reads them)
+    shown = whole if model.scoring is not None else [row for row in whole if row.kind not in RETURNED]
+    assert answer["rows"] == map_rows(shown)
+    assert [r["name"] for r in answer["rows"]][:12] == [f"layers.{k}" for k in range(12)]
+    model.kernels()  # the layer table's pass, again
+    assert net.held[-1] == 0

@@ -8,7 +8,9 @@ the page (``static/model.js``) and the static export (:mod:`cnnlab.explore.page`
   probability per class) and
   ``notes`` (what the page must say about where things came from, e.g. that a ``module:function`` was imported);
 * ``logits(images)``: uint8 ``N x C x H x W`` images -> float ``N x K`` class scores;
-* ``stages(image)``: the named feature maps of one image (``1 x C x h x w`` each, the last row the logits);
+* ``stages(image, keep)``: the named feature maps of one image (``1 x C x h x w`` each, the last row the logits),
+  each stage's row holding what ``keep`` takes of its output as the pass makes it, where given (what the page
+  pictures, :func:`cnnlab.explore.probe.stage_maps`; its shape alone, :func:`shape_only`), the outputs whole;
 * ``kernels()``: the first convolution's weights (``out x in x kh x kw``) or None; ``layers()``: the layer table,
   a row per layer: ``name``, ``op``, one image's output ``shape``, ``params`` and ``macs`` (the multiply-accumulates
   of one image since the row before, counted with torch's formulas; None where a shape it needs is unknown);
@@ -30,9 +32,10 @@ one from what the user named. How each kind's outputs are read is :mod:`cnnlab.e
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,7 +61,9 @@ from cnnlab.explore.probe import (
     explanation_pngs,
     map_rows,
     output_entries,
+    same_values,
     segment_kinds,
+    stage_maps,
     top_classes,
 )
 from cnnlab.explore.trained import load_trained
@@ -272,7 +277,7 @@ def blank_reading(model: ExploreModel, options: Options, noun: str, stored: tupl
     names (``stored``, read from ``stored_in``: an Ultralytics detector's metadata, a Hugging Face model's
     ``id2label``) where they name what the page pictures, which a note says."""
     try:
-        rows = model.stages(model.spec.zeros(1)[0])
+        rows = model.stages(model.spec.zeros(1)[0], keep=shape_only)
     except Exception:  # it answered for blank images already; a note is not worth a refusal, a name to check is
         if model.scoring is None and options.classes is not None:
             raise
@@ -283,6 +288,12 @@ def blank_reading(model: ExploreModel, options: Options, noun: str, stored: tupl
     if model.scoring is None and classes and options.classes is None:
         notes += (f"The names of the {len(classes)} classes of what it finds are read from {stored_in}.",)
     return notes, classes
+
+
+def shape_only(value: torch.Tensor) -> torch.Tensor:
+    """A stage's output as a tensor of its shape and element type that holds no values (on the meta device): all
+    that :func:`blank_reading` reads of a stage."""
+    return torch.empty(value.shape, dtype=value.dtype, device="meta")
 
 
 def _token_notes(model: ExploreModel, noun: str, rows: list[Row]) -> tuple[str, ...]:
@@ -327,7 +338,7 @@ class ExploreModel(Protocol):
 
     def logits(self, images: torch.Tensor) -> torch.Tensor: ...
 
-    def stages(self, image: torch.Tensor) -> list[Row]: ...
+    def stages(self, image: torch.Tensor, keep: Callable[[torch.Tensor], Any] | None = None) -> list[Row]: ...
 
     def kernels(self) -> torch.Tensor | None: ...
 
@@ -633,13 +644,17 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
     A network that is no classifier (``scoring`` None) has no top classes and no explanation; ``outputs`` is the
     table of what it returns (:func:`cnnlab.explore.probe.output_entries`), empty for a classifier.
 
+    Each stage's output is cut to the channels pictured as the pass makes it (:func:`cnnlab.explore.probe.stage_maps`):
+    a big network's whole activations are never all held at once (a detector's at 800 px, gigabytes).
+
     Raises:
         ModelFailure: the model's own failure on the image (``what`` names it in the line).
     """
     network = model.scoring is None
     with its_own_failure(model.name, what, f"a {'network' if network else 'classifier'} that answers any picture at "
                                            "its input"):
-        rows = model.stages(image)
+        # (a network's outputs are matched to its stages by value, _new_maps: each stage's digest is taken too)
+        rows = model.stages(image, keep=partial(stage_maps, maps=maps, digest=network))
         if network:
             returned = [r for r in rows if r.kind in RETURNED]
             return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(_new_maps(rows), maps),
@@ -661,9 +676,8 @@ def _new_maps(rows: list[Row]) -> list[Row]:
     """A network's rows of feature maps: its stages, then each output that is not a stage's value again (a
     segmentation head's convolution is often what the network returns: its maps would be shown twice)."""
     stages = [r for r in rows if r.kind not in RETURNED]
-    return [*stages, *(r for r in rows if r.kind in RETURNED and not any(
-        s.output.shape == r.output.shape and s.output.dtype == r.output.dtype and torch.equal(s.output, r.output)
-        for s in stages))]
+    return [*stages, *(r for r in rows if r.kind in RETURNED and
+                       not any(same_values(s.output, r.output) for s in stages))]
 
 
 def total_macs(layers: list[dict[str, Any]]) -> int | None:
@@ -726,9 +740,9 @@ class RunModel:
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.trained.logits(images)
 
-    def stages(self, image: torch.Tensor) -> list[Row]:
-        with torch.no_grad():
-            return run_rows(self.trained.model, self._x(image))
+    def stages(self, image: torch.Tensor, keep: Callable[[torch.Tensor], Any] | None = None) -> list[Row]:
+        with torch.no_grad():  # (run_rows keeps the last row, the logits, whole)
+            return run_rows(self.trained.model, self._x(image), keep=keep)
 
     def kernels(self) -> torch.Tensor | None:
         conv = first_conv(self.trained.model)

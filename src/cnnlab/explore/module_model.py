@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,7 +75,9 @@ STAGE_MODULES = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modu
 
 class _Producers(TorchFunctionMode):
     """Records, during a forward pass, which torch function made each tensor and from which input, so that
-    :meth:`final_op` can tell what the output last went through, whether in a module or in ``forward``'s own code."""
+    :meth:`final_op` can tell what the output last went through, whether in a module or in ``forward``'s own code.
+    Only the tensors of the functions that walk reads through or stops at are recorded (and kept): any other ends it
+    as a tensor never recorded does, and a big network's whole pass is not held."""
 
     def __init__(self):
         super().__init__()
@@ -86,7 +89,8 @@ class _Producers(TorchFunctionMode):
             name = getattr(func, "__name__", "")
             source = first_tensor(args)
             if source is not out:  # (an evaluation's dropout returns its input itself)
-                self.made[id(out)] = (name, source, out)  # the tensor kept: its id stays its own
+                if name in FINAL_FUNCTIONS or name in PASS_THROUGH_FUNCTIONS:
+                    self.made[id(out)] = (name, source, out)  # the tensor kept: its id stays its own
             elif name.endswith("_") and name[:-1] in FINAL_FUNCTIONS:  # x.sigmoid_(): now probabilities
                 self.made[id(out)] = (name[:-1], None, out)
         return out
@@ -113,11 +117,11 @@ class _Watch(TorchFunctionMode):
     A value made by a function of no tensor (``torch.zeros``, ``torch.arange``) is not counted the network's own:
     the image may be written into it later, and only what is known to come from the weights alone is left out."""
 
-    def __init__(self, model: nn.Module, layouts: Layouts | None, batch: int, where: list[str]):
+    def __init__(self, model: nn.Module, layouts: Layouts | None, batch: int, where: list[str], tail: int = TAIL):
         super().__init__()
         self.own: dict[int, ref] = {id(t): ref(t) for t in (*model.parameters(), *model.buffers())}
         self.layouts, self.batch, self.where = layouts, batch, where
-        self.tail: deque[tuple[str, str, torch.Tensor]] = deque(maxlen=TAIL)  # (module, function, value)
+        self.tail: deque[tuple[str, str, torch.Tensor]] = deque(maxlen=tail)  # (module, function, value)
         self.quiet = False  # (passing_on)
 
     def is_own(self, value: Any) -> bool:
@@ -176,17 +180,36 @@ def _pop(where: list[str]) -> None:
 class _Pass:
     """What a hooked forward pass saw: each hooked module's output in the order they ran (leaf modules; with
     ``containers``, also the modules around them, flagged), the model's output, and, under the function modes, the
-    last spatial values (:class:`_Watch`) with, for each stage recorded, the copy the rest of the network read."""
+    last spatial values (:class:`_Watch`) with, for each stage recorded, the copy the rest of the network read.
 
-    seen: list[tuple[str, nn.Module, Any]]
+    Each entry of ``seen`` is ``(name, module, value, whole)``: ``whole``, the output as the module gave it, else what
+    the pass's ``keep`` took of it as it was made (the network's own values are kept whole: a later write from the
+    image makes one no longer its own)."""
+
+    seen: list[tuple[str, nn.Module, Any, bool]]
     out: Any
     watch: _Watch | None = None
-    # id(copy) -> (copy, the row's value, the copy's version then)
-    copies: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = field(default_factory=dict)
+    # id(copy) -> (a weak reference to the copy, which the network frees when done with it, the index of its stage
+    # in seen, the copy's version then)
+    copies: dict[int, tuple[ref, int, int]] = field(default_factory=dict)
     containers: set[int] = field(default_factory=set)  # ids of the modules in seen that are not leaves
     # under a MacCounter, the multiply-accumulates counted when each value in seen was made, one for each
     macs: list[int] = field(default_factory=list)
     total_macs: int = 0  # the whole pass's, products after the last value in seen included
+
+
+def _output_of(value: Any) -> Any:
+    """A module's output, the first of a tuple of tensors (nn.MultiheadAttention's (output, weights))."""
+    return value[0] if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor) else value
+
+
+def _table_shape(value: Any, watch: _Watch | None = None) -> list[int]:
+    """One image's shape of what a module returned (:func:`_output_of`), as the layer table shows it: without the
+    batch axis, unless the value is the network's own (a learnt gate, by ``watch``); none for no tensor."""
+    value = _output_of(value)
+    own = watch is not None and watch.is_own(value)
+    return list(value.shape[1:] if per_image(value, 1) and not own else value.shape) \
+        if isinstance(value, torch.Tensor) else []
 
 
 def _in_channels(module: nn.Module) -> int | None:
@@ -493,28 +516,33 @@ class ModuleModel(TorchModel):
         with self._passes:
             return self._run(x)
 
-    def _hooked(self, x: torch.Tensor, stages_only: bool, counter: MacCounter | None = None) -> _Pass:
+    def _hooked(self, x: torch.Tensor, stages_only: bool, counter: MacCounter | None = None,
+                keep: Callable[[Any], Any] | None = None) -> _Pass:
         """Every leaf module's (or every stage's) output and the model's, from one pass over ``x``; for the layer
         table (not ``stages_only``), also the outputs of the modules that hold parameters of their own. With a
-        ``counter``, the pass runs under it, and the MACs counted when each output was made are kept with it."""
+        ``counter``, the pass runs under it, and the MACs counted when each output was made are kept with it. With
+        ``keep``, what it takes of each output (not the network's own) is kept in its place, as the output is made,
+        and no spatial values for Grad-CAM: a big network's outputs are never all held at once."""
         if self._modes:
             try:
                 layouts = Layouts(x, self.spec.layout)
-                return self._hooked_under(x, stages_only, layouts, counter)
+                return self._hooked_under(x, stages_only, layouts, counter, keep)
             except Exception:  # code that cannot run under a function mode (an extension's op): its stages are
                 self._modes = False  # taken as they come, channels first, as before layouts were followed
-        return self._hooked_under(x, stages_only, None, counter)
+        return self._hooked_under(x, stages_only, None, counter, keep)
 
     def _hooked_under(self, x: torch.Tensor, stages_only: bool, layouts: Layouts | None,
-                      counter: MacCounter | None) -> _Pass:
+                      counter: MacCounter | None, keep: Callable[[Any], Any] | None) -> _Pass:
         where: list[str] = []  # the modules running, innermost last
-        watch = _Watch(self.model, layouts, x.shape[0], where) if layouts is not None else None
+        watch = _Watch(self.model, layouts, x.shape[0], where, tail=TAIL if keep is None else 0) \
+            if layouts is not None else None
         done = _Pass([], None, watch)
         if counter is not None:
             counter.flops = 0  # a pass that failed under the function modes counted some already
 
         def see(name, mod, value):
-            done.seen.append((name, mod, value))
+            whole = keep is None or watch is not None and watch.is_own(_output_of(value))
+            done.seen.append((name, mod, value if whole else keep(value), whole))
             done.macs.append(counter.macs if counter is not None else 0)
 
         def record(mod, args, out, name):
@@ -531,7 +559,7 @@ class ModuleModel(TorchModel):
             # the rest of the network reads a copy (torchvision's ResNet adds its shortcut to bn2's output with +=)
             with watch.passing_on() if watch is not None else nullcontext():
                 copy = passed_on(shown, out)
-            done.copies[id(copy)] = (copy, shown, copy._version)
+            done.copies[id(copy)] = (ref(copy), len(done.seen) - 1, copy._version)
             return copy
 
         def contained(mod, args, out, name):
@@ -558,36 +586,50 @@ class ModuleModel(TorchModel):
         done.total_macs = counter.macs if counter is not None else 0
         return done
 
-    def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
+    def _stage_pass(self, x: torch.Tensor, keep: Callable[[torch.Tensor], Any] | None = None) -> \
+            tuple[list[Row], list[Row]]:
         """The stages and the output of one pass over ``x``, and the last spatial values it made, for Grad-CAM: a
         stage's under its row's name, another value under the module that made it (an Inception block's
-        concatenation, a residual sum)."""
-        done = self._hooked(x, stages_only=True)
+        concatenation, a residual sum). With ``keep``, each stage's row holds what it takes of the stage's output,
+        taken as the output is made, and there are no spatial values."""
+
+        def is_stage(value: Any) -> bool:
+            return isinstance(value, torch.Tensor) and per_image(value, x.shape[0])
+
+        done = self._hooked(x, stages_only=True,
+                            keep=None if keep is None else lambda value: keep(value) if is_stage(value) else None)
         counts = Counter()
         rows, row_of = [], {}
-        for name, mod, value in done.seen:
-            if isinstance(value, torch.Tensor) and per_image(value, x.shape[0]) and \
-                    not (done.watch is not None and done.watch.is_own(value)):
-                counts[name] += 1
-                rows.append(Row(name if counts[name] == 1 else f"{name}#{counts[name]}", type(mod).__name__, value))
-                row_of[id(value)] = rows[-1]
+        for name, mod, value, whole in done.seen:
+            if whole:  # as the module gave it: a stage's value, unless it is still the network's own
+                if not is_stage(value) or done.watch is not None and done.watch.is_own(value):
+                    continue
+                if keep is not None:  # the network's own when made, written from the image since
+                    value = keep(value)
+            elif value is None:  # (keep took nothing of it: no stage)
+                continue
+            counts[name] += 1
+            rows.append(Row(name if counts[name] == 1 else f"{name}#{counts[name]}", type(mod).__name__, value))
+            row_of[id(value)] = rows[-1]
         tail = []
         for module, function, value in done.watch.tail if done.watch is not None else ():
-            copy, shown, version = done.copies.get(id(value), (None, None, None))
-            if copy is not None and copy._version == version:  # the copy a stage passed on, as it was: its row
-                value = shown  # (one changed in place since, by DenseNet's last F.relu(inplace=True), is not)
+            copy, index, version = done.copies.get(id(value), (None, None, None))
+            # the copy a stage passed on, as it was: its row (one changed in place since, by DenseNet's last
+            # F.relu(inplace=True), is not)
+            if copy is not None and copy() is value and value._version == version:
+                value = done.seen[index][2]
             tail.append(row_of.get(id(value)) or Row(module or function, function, value))
         return [*rows, Row("output", "output", done.out)], tail
 
     def kernels(self) -> torch.Tensor | None:
         """The weights of the first convolution the input goes through (not the first one registered)."""
         done = self._leaf_pass()
-        convs = (mod for _, mod, _ in done.seen if id(mod) not in done.containers and _in_channels(mod))
+        convs = (mod for _, mod, _, _ in done.seen if id(mod) not in done.containers and _in_channels(mod))
         conv = next(convs, None)
         return None if conv is None else conv.weight.detach()
 
     def _final_op(self) -> str | None:
-        producers = _Producers()  # holds every tensor of one image's pass, as a stage pass does
+        producers = _Producers()
         x = self.spec.to_input(self.spec.zeros(1))
         try:
             with self._passes, torch.no_grad(), producers:
@@ -601,8 +643,8 @@ class ModuleModel(TorchModel):
         """Every leaf module's output for one blank image, in the order they ran, and the outputs of the modules
         that hold parameters of their own (flagged in ``containers``), with the MACs counted when each was made."""
         x = self.spec.to_input(self.spec.zeros(1))
-        with torch.no_grad():
-            return self._hooked(x, stages_only=False, counter=MacCounter())
+        with torch.no_grad():  # each output's shape as the table shows it, taken as it is made: not the output
+            return self._hooked(x, stages_only=False, counter=MacCounter(), keep=_table_shape)
 
     def layers(self) -> list[dict[str, Any]]:
         return self._layer_table[0]
@@ -633,7 +675,7 @@ class ModuleModel(TorchModel):
         """The layer table, and the ids of the parameters it counts: one pass over a blank image, made once (the
         note on unused parameters reads it when the model opens, the page's card when it is shown)."""
         done = self._leaf_pass()
-        ran = {id(mod) for _, mod, _ in done.seen}
+        ran = {id(mod) for _, mod, _, _ in done.seen}
         rows, counted = [], set()
         before = 0  # the MACs counted when the last row's value was made: a row's are those since
 
@@ -642,7 +684,7 @@ class ModuleModel(TorchModel):
             counted.update(id(p) for p in new)
             return sum(p.numel() for p in new)
 
-        for (name, mod, value), macs in zip(done.seen, done.macs, strict=True):
+        for (name, mod, value, whole), macs in zip(done.seen, done.macs, strict=True):
             if id(mod) in done.containers:
                 # what a module reads itself: its own parameters (a ViT's class token and position embedding, a
                 # ConvNeXt block's layer scale) and those of its leaf modules that never ran (nn.MultiheadAttention
@@ -654,12 +696,7 @@ class ModuleModel(TorchModel):
                     continue
             else:
                 count = params(mod.parameters())
-            if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-                value = value[0]  # nn.MultiheadAttention's (output, weights)
-            # one image's: without the batch axis, unless the value is the network's own (a learnt gate)
-            own = done.watch is not None and done.watch.is_own(value)
-            shape = list(value.shape[1:] if per_image(value, 1) and not own else value.shape) \
-                if isinstance(value, torch.Tensor) else []
+            shape = _table_shape(value, done.watch) if whole else value
             rows.append({"name": name or type(mod).__name__, "op": type(mod).__name__, "shape": shape,
                          "params": count, "macs": macs - before})
             before = macs

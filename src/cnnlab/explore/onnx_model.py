@@ -36,7 +36,7 @@ import ast
 import functools
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -759,13 +759,18 @@ class OnnxModel:
                 values.update(node.output)  # (onnx.AttributeProto's GRAPH and GRAPHS)
         return values
 
-    def stages(self, image: torch.Tensor) -> list[Row]:
+    def stages(self, image: torch.Tensor, keep: Callable[[torch.Tensor], Any] | None = None) -> list[Row]:
         out = self._run(image[None])
         if self.scorer is not self.session:  # the outputs the graph gives as it is (see __init__)
             out.update(self._run(image[None], self.returned))
-        rows = [Row(self._names[id(node)], kind,
-                    as_nchw(torch.from_numpy(np.array(out[value], dtype=np.float32)), self.layouts.get(value)))
-                for node in self.stage_nodes for value, kind in [self.shown[id(node)]] if value in out]
+        read_after = {self.output_name} if self.scoring is not None else set(self.returned)
+        rows = []
+        for node in self.stage_nodes:
+            value, kind = self.shown[id(node)]
+            if value in out:  # each stage's own value let go once taken (copied as float32, or kept as keep says)
+                taken = np.array(out[value] if value in read_after else out.pop(value), dtype=np.float32)
+                shown = as_nchw(torch.from_numpy(taken), self.layouts.get(value))
+                rows.append(Row(self._names[id(node)], kind, shown if keep is None else keep(shown)))
         if self.scoring is not None:
             return [*rows, Row(self.output_name, OUTPUT, self._logits_of(out[self.output_name]))]
         # a network's every output as it is (one image's: a detection list of its own length gets a batch axis)

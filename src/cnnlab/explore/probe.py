@@ -7,7 +7,9 @@ that is no classifier, the table of what it returns.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,18 +39,71 @@ def top_classes(probs: torch.Tensor, classes) -> list[dict[str, Any]]:
             for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
 
 
+@dataclass(frozen=True)
+class StageMaps:
+    """What the page shows of one stage's output for one image, taken from the output as the stage pass makes it
+    (:func:`stage_maps`), so that a big network's stages need not all be held until the pass ends.
+
+    Attributes:
+        shape: the output's shape, its batch axis of one first.
+        dtype: its element type.
+        maps: the pictured channels (:func:`map_rows`), each ``(channel, its h x w values)``.
+        digest: a digest of all its values (:func:`same_values`), or None where none was taken or a NaN makes it
+            equal to nothing.
+    """
+
+    shape: torch.Size
+    dtype: torch.dtype
+    maps: tuple[tuple[int, torch.Tensor], ...]
+    digest: bytes | None = None
+
+
+def stage_maps(value: torch.Tensor, maps: int = MAPS_PER_ROW, digest: bool = False,
+               listed: bool = False) -> StageMaps:
+    """What :func:`map_rows` shows of one image's ``value`` (``1 x ...``): its ``maps`` channels of largest spatial
+    variance, copied out of it; with ``digest``, a digest of all of it too. A 1 x 1 map is a number, not a picture;
+    a detector's list (``listed``: keypoints, boxes x 17 x 3) is no map."""
+    out = value[0]
+    shown: tuple[tuple[int, torch.Tensor], ...] = ()
+    spread = None
+    if not listed and out.dim() == 3 and out.shape[1] * out.shape[2] > 1:
+        spread = out.flatten(1).float().var(1, correction=0)
+        order = spread.argsort(descending=True)[:maps]
+        shown = tuple((c, out[c].clone()) for c in order.tolist())  # a copy: not a view that keeps all of it
+    # a NaN (or an infinity) anywhere makes its channel's variance NaN: none there, none to look for
+    taken = _digest(value, spread is None or bool(spread.isnan().any())) if digest else None
+    return StageMaps(value.shape, value.dtype, shown, taken)
+
+
+def same_values(stage: StageMaps | torch.Tensor, value: torch.Tensor) -> bool:
+    """Whether a stage's output (or what :func:`stage_maps` took of it, with its digest) equals ``value``: of one
+    shape and element type, and equal as :func:`torch.equal` says (a NaN equal to nothing, -0.0 to 0.0)."""
+    if stage.shape != value.shape or stage.dtype != value.dtype:
+        return False
+    if isinstance(stage, torch.Tensor):
+        return torch.equal(stage, value)
+    return stage.digest is not None and stage.digest == _digest(value)
+
+
+def _digest(value: torch.Tensor, maybe_nan: bool = True) -> bytes | None:
+    """SHA-256 of ``value``'s elements, negative zeros as zeros; None where one is NaN (``maybe_nan``: looked for)."""
+    if value.is_floating_point() or value.is_complex():
+        if maybe_nan and bool(value.isnan().any()):
+            return None
+        value = value + 0  # -0.0 + 0 is 0.0; any other value stays as it is
+    return hashlib.sha256(value.detach().contiguous().reshape(-1).view(torch.uint8).numpy()).digest()
+
+
 def map_rows(rows, maps: int = MAPS_PER_ROW) -> list[dict[str, Any]]:
-    """The page's feature-map rows: each row's ``maps`` channels of largest spatial variance as PNG URLs."""
+    """The page's feature-map rows: each row's ``maps`` channels of largest spatial variance as PNG URLs (a row's
+    output, or what :func:`stage_maps` took of it as the stage pass made it)."""
     shown = []
     for row in rows:
-        out = row.output[0]
-        entry: dict[str, Any] = {"name": row.name, "kind": row.kind, "shape": list(out.shape), "maps": []}
-        # a 1 x 1 map is a number, not a picture; a detector's list (keypoints: boxes x 17 x 3) is no map
-        if row.kind != LISTED and out.dim() == 3 and out.shape[1] * out.shape[2] > 1:
-            order = out.flatten(1).float().var(1, correction=0).argsort(descending=True)[:maps]
-            entry["maps"] = [{"channel": int(c), "png": png_url(colour(to_unit(out[c]), "viridis"))}
-                             for c in order.tolist()]
-        shown.append(entry)
+        kept = row.output if isinstance(row.output, StageMaps) else \
+            stage_maps(row.output, maps, listed=row.kind == LISTED)
+        shown.append({"name": row.name, "kind": row.kind, "shape": list(kept.shape[1:]),
+                      "maps": [{"channel": c, "png": png_url(colour(to_unit(values), "viridis"))}
+                               for c, values in kept.maps]})
     return shown
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import zipfile
 from collections import Counter, deque
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -430,10 +431,12 @@ class ExportedModel(TorchModel):
             outs.append(out[:real])
         return torch.cat(outs)
 
-    def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
+    def _stage_pass(self, x: torch.Tensor, keep: Callable[[torch.Tensor], Any] | None = None) -> \
+            tuple[list[Row], list[Row]]:
         x, _ = self._padded(x.to(self.dtype))
         rows: list[Row] = []
-        tail: deque[Row] = deque(maxlen=TAIL)  # the last spatial values made, for Grad-CAM
+        # the last spatial values made, for Grad-CAM (none where keep takes less than the values)
+        tail: deque[Row] = deque(maxlen=TAIL if keep is None else 0)
         from_image, rows_at = self.from_image, self.rows_at
         names = Counter()
         layouts: dict[torch.fx.Node, str | None] = {}  # each node's layout (cnnlab.explore.layouts)
@@ -475,7 +478,7 @@ class ExportedModel(TorchModel):
                     names[where] += 1
                     label = where if names[where] == 1 else f"{where}#{names[where]}"
                     shown = as_nchw(value, layouts[node])  # a channels-last stage as C x h x w
-                    rows.append(Row(label, kind, shown))
+                    rows.append(Row(label, kind, shown if keep is None else keep(shown)))
                     if is_spatial(shown):
                         tail.append(rows[-1])
                     copy = passed_on(shown, value)

@@ -10,6 +10,7 @@ static one, else ``--input-size``; channels from the input or the first convolut
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from cnnlab.explore.model import (
     read_as_network,
 )
 from cnnlab.explore.outputs import (
+    RETURNED,
     BatchAxisDropped,
     NotAClassifier,
     Scoring,
@@ -107,9 +109,12 @@ class TorchModel:
             return (f"Its {forward} returns {self._wrapped_in}: its logits are read as the class scores.",)
         return outputs_note(noun, self._outputs[0], list(self._outputs[1:])) if self._outputs else ()
 
-    def _stage_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
+    def _stage_pass(self, x: torch.Tensor, keep: Callable[[torch.Tensor], Any] | None = None) -> \
+            tuple[list[Row], list[Row]]:
         """The stages of one pass over ``x`` (the last row the model's output) and the last spatial values it made
-        (for Grad-CAM: :func:`cnnlab.explore.gradcam.explain_with`)."""
+        (for Grad-CAM: :func:`cnnlab.explore.gradcam.explain_with`). With ``keep``, each stage's row holds what it
+        takes of the stage's output, taken as the output is made (so that a big network's are not all held at
+        once), and there are no spatial values."""
         raise NotImplementedError
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,10 +179,11 @@ class TorchModel:
             return None
         return out if isinstance(out, torch.Tensor) else None
 
-    def _scored_pass(self, x: torch.Tensor) -> tuple[list[Row], list[Row]]:
+    def _scored_pass(self, x: torch.Tensor, keep: Callable[[torch.Tensor], Any] | None = None) -> \
+            tuple[list[Row], list[Row]]:
         """:meth:`_stage_pass` with its last row, the model's output, as the class scores (:class:`Scoring`); a
         network's as a row per tensor it returns (:func:`cnnlab.explore.outputs.output_tensors`)."""
-        rows, tail = self._stage_pass(x)
+        rows, tail = self._stage_pass(x, keep)
         last = rows[-1]
         if self.scoring is None:
             returned = output_tensors(last.output, self._batch_run(x.shape[0]))
@@ -189,10 +195,13 @@ class TorchModel:
             return torch.cat([self.scoring.scores(self._forward(self.spec.to_input(images[i:i + batch_size])).float())
                               for i in range(0, images.shape[0], batch_size)])
 
-    def stages(self, image: torch.Tensor) -> list[Row]:
+    def stages(self, image: torch.Tensor, keep: Callable[[torch.Tensor], Any] | None = None) -> list[Row]:
+        # image 0's values (a program of a fixed batch ran copies of it), kept as they are made where keep says
+        kept = None if keep is None else lambda value: keep(value[:1].detach())
         with torch.no_grad():
-            rows, _ = self._scored_pass(self.spec.to_input(image[None]))
-        return [Row(r.name, r.kind, r.output[:1].detach()) for r in rows]
+            rows, _ = self._scored_pass(self.spec.to_input(image[None]), kept)
+        return [r if kept is not None and r.kind not in RETURNED else Row(r.name, r.kind, r.output[:1].detach())
+                for r in rows]
 
     def attribution(self, image: torch.Tensor, target: int) -> dict[str, Any]:
         nhwc = self.spec.layout == "NHWC"

@@ -29,7 +29,9 @@ scratch layers compute the same geometry through unfold and matmul, which this w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,7 +51,7 @@ class Row:
     Attributes:
         name: qualified module name(s), e.g. ``"features.0-1"`` for two folded stages.
         kind: the class names, joined by ``+``.
-        output: the row's output for the batch it was run on.
+        output: the row's output for the batch it was run on (or what a caller keeps of it, :func:`run_rows`).
     """
 
     name: str
@@ -62,12 +64,15 @@ def _foldable(stage: nn.Module, before: torch.Tensor, after: torch.Tensor) -> bo
     return before.shape == after.shape and not any(p.dim() >= 2 for p in stage.parameters())
 
 
-def run_rows(model: nn.Module, x: torch.Tensor, grad: bool = False) -> list[Row]:
+def run_rows(model: nn.Module, x: torch.Tensor, grad: bool = False,
+             keep: Callable[[torch.Tensor], Any] | None = None) -> list[Row]:
     """Apply the model's stages to ``x`` one after another (eval mode), returning each row's output.
 
     The last row's output is the model's output. Outputs are the tensors the model produced; clone them if a
     later in-place operation could change them (models here do not modify a stage's output in place).
-    ``grad=True`` records the autograd graph (the tests measure receptive fields with it).
+    ``grad=True`` records the autograd graph (the tests measure receptive fields with it). ``keep``: what each row
+    but the last holds of its output, taken when the next row starts (the output itself where None), so that the
+    outputs are not all held at once.
     """
     names = {id(m): name for name, m in model.named_modules()}
     rows: list[Row] = []
@@ -78,14 +83,15 @@ def run_rows(model: nn.Module, x: torch.Tensor, grad: bool = False) -> list[Row]
             for i, stage in enumerate(stages(model)):
                 y = stage(x)
                 name, kind = names.get(id(stage), str(i)), type(stage).__name__
-                if rows and _foldable(stage, x, y):
-                    prev = rows[-1]
-                    first = prev.name.split("-")[0]
+                if rows and _foldable(stage, x, y):  # (rows[-1] read in place: no name left holding its output)
+                    first = rows[-1].name.split("-")[0]
                     prefix, _, last = name.rpartition(".")
                     # "features.0" + "features.1" -> "features.0-1"; different parents keep both names.
                     joined = f"{first}-{last}" if first.rpartition(".")[0] == prefix else f"{first}-{name}"
-                    rows[-1] = Row(joined, f"{prev.kind}+{kind}", y)
+                    rows[-1] = Row(joined, f"{rows[-1].kind}+{kind}", y)
                 else:
+                    if rows and keep is not None:
+                        rows[-1] = Row(rows[-1].name, rows[-1].kind, keep(rows[-1].output))
                     rows.append(Row(name, kind, y))
                 x = y
     finally:
