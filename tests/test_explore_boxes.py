@@ -336,6 +336,28 @@ def test_a_yolo_pose_heads_keypoints_are_drawn_where_confident(tmp_path):
     assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == (128, 128, 128)
 
 
+def six_classes():
+    """A YOLO head of six classes: the three of :data:`NAMES`, then three more (the dog's anchor scoring them too)."""
+    head = torch.cat([_per_anchor(), torch.full((3, ANCHORS), 0.01)])
+    head[7:10, 0] = torch.tensor([0.3, 0.6, 0.7])
+    return Fixed(head)
+
+
+def test_a_yolo_head_named_by_fewer_classes_than_it_scores_draws_no_keypoints(importable):
+    """--classes naming three of a six-class head's classes left three rows of sigmoids after the named scores: they
+    were read as a pose head's keypoint (x 0.3, y 0.6 in the input's pixels) and the boxes drawn "with their
+    keypoints" (one name fewer, and they were refused: rows not in threes). A pose head's keypoints are in the input's
+    pixels, not all within its first one: the names are refused for counting no head's classes, as for any other
+    count."""
+    with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but boxes_under_test:six_classes is not a "
+                                          r"classifier, and none of its outputs is a map of 3 channels"):
+        open_with_images(f"{importable}:six_classes", None, Options(input_size=SIDE, classes=NAMES))
+    model, _ = open_with_images(f"{importable}:six_classes", None,
+                                Options(input_size=SIDE, classes=(*NAMES, "fox", "owl", "emu")))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "with" not in entry and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]  # each its best class
+
+
 class MaskDetector(nn.Module):
     """Mask R-CNN's answer, as torchvision's detectors give it: a dict per image of boxes, labels, scores and each
     box's mask (probabilities on the input, ``K x 1 x H x W``): one box, its left half masked."""

@@ -228,8 +228,7 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
     # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
     corners = out[kept, :4]
-    if (corners[:, 2] < corners[:, 0]).any() or (corners[:, 3] < corners[:, 1]).any() or \
-            (corners.numel() and (corners.abs() <= 1).all()):
+    if (corners[:, 2] < corners[:, 0]).any() or (corners[:, 3] < corners[:, 1]).any() or _in_first_pixel(corners):
         return None
     extras = _extras(out[kept, 6:], found)
     return None if extras is None else \
@@ -242,7 +241,9 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     :class:`BoxList`'s fields: a segmentation head's mask coefficients where another output is a map of ``E`` mask
     prototypes (``found``; each box's mask the sum of the prototypes they weigh, its object where above 0), a pose
     head's keypoints where they come in threes of ``x, y`` and a confidence from 0 to 1. None for numbers of another
-    kind, which may change what the box is (an OBB head's angle turns it): its boxes are not drawn."""
+    kind, which may change what the box is (an OBB head's angle turns it): its boxes are not drawn. Threes whose
+    ``x, y`` all lie within the input's first pixel are no keypoints: sigmoids of the classes the names left out
+    (``--classes`` naming fewer than the head scores; a pose head's are in the input's pixels)."""
     count = extra.shape[1]
     if not count:
         return {}
@@ -252,7 +253,8 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
         masks = (extra.float() @ prototypes.float().flatten(1)).view(-1, *prototypes.shape[1:])
         return {"coefficients": count, "masks": masks, "mask_above": 0.0}
     points = extra.view(-1, count // 3, 3) if count % 3 == 0 else None
-    if points is not None and points.isfinite().all() and _probabilities(points[..., 2]):
+    if points is not None and points.isfinite().all() and _probabilities(points[..., 2]) and \
+            not _in_first_pixel(points[..., :2]):
         return {"keypoints": points}
     return None
 
@@ -278,6 +280,12 @@ def _field_of(name: str, key: str) -> Callable[[str], str] | None:
 def _per_box(value: torch.Tensor | None, boxes: torch.Tensor, dims: int) -> bool:
     """Whether ``value`` is a tensor of ``dims`` axes with one entry per box of ``boxes``."""
     return value is not None and value.dim() == dims and value.shape[0] == boxes.shape[0]
+
+
+def _in_first_pixel(coordinates: torch.Tensor) -> bool:
+    """Whether there are ``coordinates`` and all lie within -1 and 1: numbers scaled to 1 (RT-DETR's centres and
+    sizes) or sigmoids, not places in the input's pixels."""
+    return bool(coordinates.numel()) and bool((coordinates.abs() <= 1).all())
 
 
 def _probabilities(scores: torch.Tensor) -> bool:
