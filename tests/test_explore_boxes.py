@@ -336,6 +336,67 @@ def test_a_yolo_pose_heads_keypoints_are_drawn_where_confident(tmp_path):
     assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == (128, 128, 128)
 
 
+def six_classes():
+    """A YOLO head of six classes: the three of :data:`NAMES`, then three more (the dog's anchor scoring them too)."""
+    head = torch.cat([_per_anchor(), torch.full((3, ANCHORS), 0.01)])
+    head[7:10, 0] = torch.tensor([0.3, 0.6, 0.7])
+    return Fixed(head)
+
+
+def test_a_yolo_head_named_by_fewer_classes_than_it_scores_draws_no_keypoints(importable):
+    """--classes naming three of a six-class head's classes left three rows of sigmoids after the named scores: they
+    were read as a pose head's keypoint (x 0.3, y 0.6 in the input's pixels) and the boxes drawn "with their
+    keypoints" (one name fewer, and they were refused: rows not in threes). A pose head's keypoints are in the input's
+    pixels, not all within its first one: the names are refused for counting no head's classes, as for any other
+    count."""
+    with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but boxes_under_test:six_classes is not a "
+                                          r"classifier, and none of its outputs is a map of 3 channels"):
+        open_with_images(f"{importable}:six_classes", None, Options(input_size=SIDE, classes=NAMES))
+    model, _ = open_with_images(f"{importable}:six_classes", None,
+                                Options(input_size=SIDE, classes=(*NAMES, "fox", "owl", "emu")))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "with" not in entry and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]  # each its best class
+
+
+def yolov5_inside_out():
+    """YOLOv5's raw output where the dog's box, kept, has a width below 0."""
+    net = yolov5()
+    net.out0[0, 2] = -16.0
+    return net
+
+
+class InsideOutDetector(nn.Module):
+    """torchvision's dict per image, of one box whose corners are swapped: x2 left of x1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        nothing = self.conv(x).mean((1, 2, 3)) * 0
+        return [{"boxes": torch.tensor([[24.0, 8, 8, 24]]) + n, "labels": torch.tensor([1]),
+                 "scores": torch.tensor([0.8]) + n} for n in nothing]
+
+
+def inside_out_detector():
+    return InsideOutDetector()
+
+
+def test_boxes_turned_inside_out_are_left_to_the_table(tmp_path, importable):
+    """A box kept with a width below 0 (a YOLO head's, YOLOv5's, one in torchvision's dict) made drawing it fail, and
+    the picture's whole analysis with it, blamed on the network ("failed on the picture ... expected a network that
+    answers any picture"); an Ultralytics export's names were taken for naming such boxes. Boxes turned inside out
+    are no detector's: its output stays in the table, as a list of detections' does, and the page is made."""
+    head = _per_anchor()
+    head[2, 0] = -16.0  # the dog's width
+    for source, options in ((_ultralytics_onnx(Fixed(head), tmp_path / "yolo.onnx"), Options()),
+                            (f"{importable}:yolov5_inside_out", Options(input_size=SIDE)),
+                            (f"{importable}:inside_out_detector", Options(input_size=SIDE))):
+        model, _ = open_with_images(source, None, options)
+        outputs = analyze_image(model, _image())["outputs"]
+        assert outputs and not any("boxes" in entry for entry in outputs) and model.classes == (), source
+
+
 class MaskDetector(nn.Module):
     """Mask R-CNN's answer, as torchvision's detectors give it: a dict per image of boxes, labels, scores and each
     box's mask (probabilities on the input, ``K x 1 x H x W``): one box, its left half masked."""

@@ -101,14 +101,14 @@ def _torchvision(found: dict[str, torch.Tensor]) -> list[BoxList]:
     """torchvision's detectors' boxes: a row ``...['boxes']`` of ``K x 4`` floats (``x1, y1, x2, y2``, one dict per
     image; an ONNX export's output ``boxes``) with a list of as many scores beside it (``...['scores']``, ``scores``),
     and its ``...['labels']`` (class numbers), Mask R-CNN's ``masks`` and Keypoint R-CNN's ``keypoints`` where they
-    are, as the detector kept them."""
+    are, as the detector kept them (every box :func:`_drawable`)."""
     lists = []
     for name, boxes in found.items():
         field = _field_of(name, "boxes")
         if field is None or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
             continue
         scores, labels, masks, keypoints = (found.get(field(key)) for key in ("scores", "labels", "masks", "keypoints"))
-        if scores is None or scores.shape != boxes.shape[:1]:
+        if scores is None or scores.shape != boxes.shape[:1] or not _drawable(boxes):
             continue
         labels = labels if labels is not None and labels.shape == scores.shape and labels.dtype != torch.bool and \
             (not labels.numel() or class_numbers(labels)) else None
@@ -175,7 +175,7 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     count is the ``named`` classes' (Ultralytics' metadata or ``--classes``): without names, nothing is read, as the
     rows after the box's are not told apart by their values (an OBB head's angle, within 0 and 1 as a fresh one gives
     it, would be one more class and its turned boxes drawn upright). Read as Ultralytics' predict reads it
-    (:data:`CONFIDENCE`, :data:`IOU`, class by class)."""
+    (:data:`CONFIDENCE`, :data:`IOU`, class by class), the boxes kept :func:`_drawable`."""
     count = next((anchors(input_hw, s) for s in STRIDES if anchors(input_hw, s) in out.shape), None)
     if count is None or out.shape[0] == out.shape[1] or not named:
         return None
@@ -187,7 +187,7 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
     kept = _suppressed(boxes, best.float(), labels, IOU)
     extras = _extras(per_anchor[4 + named:, kept].T, found)
-    return None if extras is None else \
+    return None if extras is None or not _drawable(boxes[kept]) else \
         BoxList(name, boxes[kept], best[kept], labels[kept],
                 f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
                 "Ultralytics' predict keeps them", **extras)
@@ -196,7 +196,8 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
 def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> BoxList | None:
     """YOLOv5's (and YOLOv7's) raw output: a row per anchor (three per cell and level, ``25200 x 85`` at 640 pixels)
     of a box's centre and size in the input's pixels, its objectness and each class's score (sigmoids); a box scores
-    its objectness times its class's, read as YOLOv5's detect.py reads them (:data:`CONFIDENCE`, :data:`IOU_V5`)."""
+    its objectness times its class's, read as YOLOv5's detect.py reads them (:data:`CONFIDENCE`, :data:`IOU_V5`), the
+    boxes kept :func:`_drawable`."""
     if not any(out.shape[0] == YOLOV5_ANCHORS * anchors(input_hw, s) for s in STRIDES) or out.shape[1] < 6 or \
             not _probabilities(out[:, 4:]) or not out[:, :4].isfinite().all():
         return None
@@ -204,6 +205,8 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
     best, labels = (classes * objectness).max(1)
     boxes = box_convert(out[:, :4].float(), "cxcywh", "xyxy")
     kept = _suppressed(boxes, best, labels, IOU_V5)
+    if not _drawable(boxes[kept]):
+        return None
     return BoxList(name, boxes[kept], best[kept], labels[kept],
                    f"objectness times class score above {CONFIDENCE} and no overlap above IoU {IOU_V5} with a better "
                    "box of its class, as YOLOv5's detect.py keeps them")
@@ -228,8 +231,7 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
     # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
     corners = out[kept, :4]
-    if (corners[:, 2] < corners[:, 0]).any() or (corners[:, 3] < corners[:, 1]).any() or \
-            (corners.numel() and (corners.abs() <= 1).all()):
+    if not _drawable(corners) or _in_first_pixel(corners):
         return None
     extras = _extras(out[kept, 6:], found)
     return None if extras is None else \
@@ -242,7 +244,9 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     :class:`BoxList`'s fields: a segmentation head's mask coefficients where another output is a map of ``E`` mask
     prototypes (``found``; each box's mask the sum of the prototypes they weigh, its object where above 0), a pose
     head's keypoints where they come in threes of ``x, y`` and a confidence from 0 to 1. None for numbers of another
-    kind, which may change what the box is (an OBB head's angle turns it): its boxes are not drawn."""
+    kind, which may change what the box is (an OBB head's angle turns it): its boxes are not drawn. Threes whose
+    ``x, y`` all lie within the input's first pixel are no keypoints: sigmoids of the classes the names left out
+    (``--classes`` naming fewer than the head scores; a pose head's are in the input's pixels)."""
     count = extra.shape[1]
     if not count:
         return {}
@@ -252,7 +256,8 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
         masks = (extra.float() @ prototypes.float().flatten(1)).view(-1, *prototypes.shape[1:])
         return {"coefficients": count, "masks": masks, "mask_above": 0.0}
     points = extra.view(-1, count // 3, 3) if count % 3 == 0 else None
-    if points is not None and points.isfinite().all() and _probabilities(points[..., 2]):
+    if points is not None and points.isfinite().all() and _probabilities(points[..., 2]) and \
+            not _in_first_pixel(points[..., :2]):
         return {"keypoints": points}
     return None
 
@@ -278,6 +283,19 @@ def _field_of(name: str, key: str) -> Callable[[str], str] | None:
 def _per_box(value: torch.Tensor | None, boxes: torch.Tensor, dims: int) -> bool:
     """Whether ``value`` is a tensor of ``dims`` axes with one entry per box of ``boxes``."""
     return value is not None and value.dim() == dims and value.shape[0] == boxes.shape[0]
+
+
+def _drawable(corners: torch.Tensor) -> bool:
+    """Whether every box of ``corners`` (``K x 4``: ``x1, y1, x2, y2``) is finite with its corners in order, none
+    turned inside out (a width or a height below 0: no box, and none that can be drawn)."""
+    return bool(corners.isfinite().all()) and bool((corners[:, 2] >= corners[:, 0]).all()) and \
+        bool((corners[:, 3] >= corners[:, 1]).all())
+
+
+def _in_first_pixel(coordinates: torch.Tensor) -> bool:
+    """Whether there are ``coordinates`` and all lie within -1 and 1: numbers scaled to 1 (RT-DETR's centres and
+    sizes) or sigmoids, not places in the input's pixels."""
+    return bool(coordinates.numel()) and bool((coordinates.abs() <= 1).all())
 
 
 def _probabilities(scores: torch.Tensor) -> bool:
