@@ -396,18 +396,21 @@ def class_columns(model: Sequence[str], data: Sequence[str], name: str,
     column = {n: i for i, n in reversed(list(enumerate(names)))}  # each name's first output (a dict: 1,000 classes)
     missing = [c for c, n in zip(data, wanted, strict=True) if n not in column]
     if missing:
-        shown = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise CnnlabError(f"{name} has classes the model does not name ({shown}; the model's: "
+        raise CnnlabError(f"{name} has classes the model does not name ({_first_three(missing)}; the model's: "
                           f"{', '.join(map(repr, model[:5]))}{', ...' * (len(model) > 5)}); expected a dataset of "
                           f"the model's classes{remedy}")
     columns = [column[n] for n in wanted]
     if len(model) > len(data):
         present = set(wanted)  # (a set: ImageNet's 1,000 names against a folder's)
         absent = [c for c, n in zip(model, names, strict=True) if n not in present]
-        shown = ", ".join(map(repr, absent[:3])) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
         return columns, [f"scored over the dataset's {len(data)} classes among the model's {len(model)} (absent: "
-                         f"{shown}): each answer is the likeliest of those {len(data)}"]
+                         f"{_first_three(absent)}): each answer is the likeliest of those {len(data)}"]
     return columns, []
+
+
+def _first_three(names: Sequence[str]) -> str:
+    """Class names in a line, quoted: the first three and how many more (``'a', 'b', 'c' and 4 more``)."""
+    return ", ".join(map(repr, names[:3])) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def scored_images(recorded: Mapping[str, Any], data: Any,
