@@ -131,8 +131,8 @@ def _detr(found: dict[str, torch.Tensor], named: int, input_hw: tuple[int, int] 
     :data:`DETR_THRESHOLD` are kept, as Hugging Face's ``post_process_object_detection`` keeps them."""
     lists = []
     for name, boxes in found.items():
-        head, boxes_key, tail = name.rpartition("pred_boxes")
-        logits = found.get(head + "logits" + tail) if boxes_key else None
+        field = _field_of(name, "pred_boxes")
+        logits = found.get(field("logits")) if field is not None else None
         if logits is None or input_hw is None or boxes.dim() != 2 or boxes.shape[1] != 4 or logits.dim() != 2 or \
                 logits.shape[0] != boxes.shape[0] or not named or logits.shape[1] not in (named, named + 1) or \
                 not boxes.is_floating_point() or not logits.is_floating_point() or not _probabilities(boxes):
@@ -271,12 +271,14 @@ def _of_pixels(shape, input_hw: tuple[int, int] | None) -> bool:
 
 def _field_of(name: str, key: str) -> Callable[[str], str] | None:
     """Where the fields beside a row ``name`` holding ``key`` are named, as a function of theirs: a dict's entries
-    (``output[0]['boxes']`` beside ``output[0]['scores']``) or a graph's outputs (``boxes`` beside ``scores``); None
-    where ``name`` is no such row."""
+    (``output[0]['boxes']`` beside ``output[0]['scores']``; an output object's, Hugging Face's), a dataclass's fields
+    (``output.boxes``) or a graph's outputs (``boxes`` beside ``scores``), as
+    :func:`cnnlab.explore.outputs.output_tensors` names them; None where ``name`` is no such row."""
     if name == key:
         return lambda other: other
-    if name.endswith(f"[{key!r}]"):
-        return lambda other: name.removesuffix(f"[{key!r}]") + f"[{other!r}]"
+    for entry in (f"[{key!r}]", f".{key}"):
+        if name.endswith(entry):
+            return lambda other, entry=entry: name.removesuffix(entry) + entry.replace(key, other)
     return None
 
 

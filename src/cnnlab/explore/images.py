@@ -97,8 +97,8 @@ def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, fl
     base = image_array(image)
     picture = (base if base.ndim == 3 else np.stack([base] * 3, 2)).astype(np.float32)
     for mask, colour_ in zip(masks if masks is not None else [], colours, strict=False):
-        shade = np.frombuffer(bytes.fromhex(colour_[1:]), np.uint8).astype(np.float32)
-        picture[mask.numpy()] = 0.5 * picture[mask.numpy()] + 0.5 * shade
+        shade, inside = np.frombuffer(bytes.fromhex(colour_[1:]), np.uint8).astype(np.float32), mask.numpy()
+        picture[inside] = 0.5 * picture[inside] + 0.5 * shade
     drawn = Image.fromarray(picture.round().astype(np.uint8))
     draw = ImageDraw.Draw(drawn)
     width = 2 if min(drawn.size) >= 64 else 1

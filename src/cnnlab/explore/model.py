@@ -58,10 +58,10 @@ from cnnlab.explore.outputs import (
 )
 from cnnlab.explore.probe import (
     MAPS_PER_ROW,
+    among,
     explanation_pngs,
     map_rows,
     output_entries,
-    same_values,
     segment_kinds,
     stage_maps,
     top_classes,
@@ -676,8 +676,7 @@ def _new_maps(rows: list[Row]) -> list[Row]:
     """A network's rows of feature maps: its stages, then each output that is not a stage's value again (a
     segmentation head's convolution is often what the network returns: its maps would be shown twice)."""
     stages = [r for r in rows if r.kind not in RETURNED]
-    return [*stages, *(r for r in rows if r.kind in RETURNED and
-                       not any(same_values(s.output, r.output) for s in stages))]
+    return [*stages, *(r for r in rows if r.kind in RETURNED and not among(r.output, [s.output for s in stages]))]
 
 
 def total_macs(layers: list[dict[str, Any]]) -> int | None:

@@ -48,7 +48,7 @@ class StageMaps:
         shape: the output's shape, its batch axis of one first.
         dtype: its element type.
         maps: the pictured channels (:func:`map_rows`), each ``(channel, its h x w values)``.
-        digest: a digest of all its values (:func:`same_values`), or None where none was taken or a NaN makes it
+        digest: a digest of all its values (:func:`among`), or None where none was taken or a NaN makes it
             equal to nothing.
     """
 
@@ -75,14 +75,15 @@ def stage_maps(value: torch.Tensor, maps: int = MAPS_PER_ROW, digest: bool = Fal
     return StageMaps(value.shape, value.dtype, shown, taken)
 
 
-def same_values(stage: StageMaps | torch.Tensor, value: torch.Tensor) -> bool:
-    """Whether a stage's output (or what :func:`stage_maps` took of it, with its digest) equals ``value``: of one
-    shape and element type, and equal as :func:`torch.equal` says (a NaN equal to nothing, -0.0 to 0.0)."""
-    if stage.shape != value.shape or stage.dtype != value.dtype:
-        return False
-    if isinstance(stage, torch.Tensor):
-        return torch.equal(stage, value)
-    return stage.digest is not None and stage.digest == _digest(value)
+def among(value: torch.Tensor, stages: list[StageMaps | torch.Tensor]) -> bool:
+    """Whether ``value`` equals one of the ``stages``' outputs (each whole, or what :func:`stage_maps` took of it,
+    with its digest): of one shape and element type, and equal as :func:`torch.equal` says (a NaN equal to nothing,
+    -0.0 to 0.0). ``value``'s digest is taken once, and only where a stage is of its shape."""
+    alike = [s for s in stages if s.shape == value.shape and s.dtype == value.dtype]
+    if any(torch.equal(s, value) for s in alike if isinstance(s, torch.Tensor)):
+        return True
+    digests = {s.digest for s in alike if isinstance(s, StageMaps) and s.digest is not None}
+    return bool(digests) and _digest(value) in digests
 
 
 def _digest(value: torch.Tensor, maybe_nan: bool = True) -> bytes | None:
@@ -199,19 +200,19 @@ def detections(found: list[BoxList], classes: tuple[str, ...], input_hw: tuple[i
     where they were; each box's mask tinted in its colour, or its keypoints above :data:`KEYPOINT_SEEN` as dots, where
     the detector gives them (``with``: ``"masks"`` or ``"keypoints"``). Rotated boxes are not drawn."""
     drawn = []
+    hw = tuple(image.shape[-2:])
+    scale = torch.tensor([hw[1] / input_hw[1], hw[0] / input_hw[0]] * 2)  # the input's pixels to the picture's
     for found_ in found:
         boxes, scores, labels = found_.boxes, found_.scores, found_.labels
         top = scores.float().argsort(descending=True)[:DRAWN].tolist()
-        scale = torch.tensor([image.shape[-1] / input_hw[1], image.shape[-2] / input_hw[0]] * 2)
         shown = [tuple((boxes[k].float() * scale).tolist()) for k in top]
         ids = [int(labels[k]) if labels is not None else rank for rank, k in enumerate(top)]
         colours = [_class_colour(i) for i in ids]
         legend = [{"name": _class_name(i, classes, "class") if labels is not None else f"box {i + 1}",
                    "score": float(scores[k]), "colour": c} for i, k, c in zip(ids, top, colours, strict=True)]
-        hw = tuple(image.shape[-2:])
         masks = found_.masks_at(top, hw, input_hw) if found_.masks is not None else None
         points = None if found_.keypoints is None else \
-            [[(x * scale[0].item(), y * scale[1].item()) for x, y, seen in found_.keypoints[k].tolist()
+            [[(x * float(scale[0]), y * float(scale[1])) for x, y, seen in found_.keypoints[k].tolist()
               if seen > KEYPOINT_SEEN] for k in top]
         drawn.append((found_.row, {"boxes": png_url(boxes_overlay(image, shown, colours, masks, points)),
                                    "detected": legend, "drawn": len(top), "found": int(boxes.shape[0]),
