@@ -2,6 +2,7 @@
 predict, export (onnxruntime parity) and the report from the checkpoint alone; old checkpoints still load."""
 
 import json
+import os
 import re
 import shutil
 from types import SimpleNamespace
@@ -195,12 +196,27 @@ def test_a_resume_refuses_a_folder_whose_training_images_changed_and_keeps_the_r
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "training images" in err and "18 files then, 19 now" in err
     added.unlink()
-    # The same files with other pixels are not told apart; the run keeps the input it started with, not the
-    # statistics of the images as they are now.
-    Image.new("RGB", (20, 20), (255, 255, 255)).save(data / "train" / "sky" / "0.png")
+    # The same names with other pictures: refused too (the run records a hash of its training files' bytes) ...
+    sky = data / "train" / "sky" / "0.png"
+    original = sky.read_bytes()
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(sky)
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the same 18 files, but the contents of some are not what they were" in err
+    # ... and the same bytes put back under a new modification time (decoded again into a new cache entry) resume.
+    sky.write_bytes(original)
+    os.utime(sky, (1_000_000_000, 1_000_000_000))
     assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--quiet", "--no-report"]) == 0
-    assert load_checkpoint(run / "last.pt")["normalize"] == normalize
     assert json.loads((run / "result.json").read_text())["epochs_trained"] == 2
+    # A run from before the contents were recorded is held to the names alone, and keeps the input it started with,
+    # not the statistics of the images as they are now.
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(sky)
+    state = load_checkpoint(run / "last.pt")
+    del state["dataset"]["training_bytes"]
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, run / "last.pt")
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3", "--quiet", "--no-report"]) == 0
+    assert load_checkpoint(run / "last.pt")["normalize"] == normalize
+    assert json.loads((run / "result.json").read_text())["epochs_trained"] == 3
 
 
 def test_a_run_folder_inside_the_image_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):

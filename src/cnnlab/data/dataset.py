@@ -48,7 +48,10 @@ class ImageDataset:
             (unreadable files skipped, colour files read as grey).
         training_files: ``(count, hash of the files' sorted relative paths)`` of a folder's training images (before
             any ``--val-split``), else None. A run records it, so that its resume refuses a folder whose training
-            images were added to or removed since it started (the same names with other pixels are not seen).
+            images were added to or removed since it started.
+        training_bytes: a hash of the training files' contents (their bytes, in the split's order), else None: a
+            run records it beside ``training_files``, so that its resume refuses the same names with other pictures.
+            Bytes, not decoded pixels, so that decoding them again with another Pillow is not taken for a change.
         val_images, val_labels: a validation split the data brings itself (a folder's ``val/`` beside ``train/``
             and ``test/``), else None: a run validates on it and tests on the test split.
         train_digests, test_digests, val_digests: uint8 ``N x 16``, the
@@ -79,6 +82,7 @@ class ImageDataset:
     train_digests: torch.Tensor | None = None
     test_digests: torch.Tensor | None = None
     val_digests: torch.Tensor | None = None
+    training_bytes: str | None = None
 
     def __post_init__(self):
         others = ("test",) + (("val",) if self.val_images is not None else ())

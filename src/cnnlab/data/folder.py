@@ -8,7 +8,8 @@ Without a held-out folder a seeded, stratified 1/6 of the images becomes the tes
 Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. Which files were
 drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
 refuse a folder whose draw has changed since it trained; the training files are recorded the same way
-(:attr:`ImageDataset.training_files`), so that a resume refuses a folder whose training images have changed.
+(:attr:`ImageDataset.training_files`), so that a resume refuses a folder whose training images have changed, and
+so is what they hold (:attr:`ImageDataset.training_bytes`, a hash of their bytes, kept in the cache entry).
 
 Decoding (Pillow), once: every file with an image extension (:func:`cnnlab.picture.picture_extensions`, those of the
 formats read without decoding to open; other files are ignored, counted and named in a notice) is converted to grey or
@@ -363,6 +364,16 @@ def _is_grey(img, path: Path) -> bool:
     return False
 
 
+def _file_digest(path: Path) -> bytes:
+    """A digest of the file's bytes (read a second time after decoding: from the page cache, a fraction of the
+    decoding's time)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "blake2b").digest()
+    except OSError as e:  # replaced or made unreadable between its decoding and now
+        raise _BadImage(f"{path}: not readable ({type(e).__name__}: {e})") from e
+
+
 def _decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     """One image as uint8 ``channels x height x width``."""
     with _open(path) as img:
@@ -439,6 +450,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
     item = chans * hw[0] * hw[1]
     labels: dict[str, list[int]] = {split: [] for split in splits}
     digests: dict[str, list[tuple[bytes, Path]]] = {split: [] for split in splits}
+    contents = hashlib.sha256()  # the training files' bytes, as decoded: what a resume holds the folder to
 
     def fill(array: np.ndarray) -> int:
         at = 0
@@ -446,6 +458,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
             for f in files:
                 try:
                     pixels = _decode(f.path, hw, chans)
+                    content = _file_digest(f.path) if split == "train" else b""
                 except _BadImage as e:
                     if not skip_bad:
                         raise DataError(f"{e} ({SKIP_HINT})") from None
@@ -453,6 +466,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
                     continue
                 array[at:at + item] = pixels.reshape(-1)
                 digests[split].append((image_digest(pixels), f.path))
+                contents.update(content)
                 labels[split].append(f.label)
                 at += item
         return at
@@ -475,7 +489,8 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
     meta = {"format": FORMAT, "shape": [decoded, chans, *hw], "n_train": n_train,
             "classes": list(classes), "train_labels": labels["train"], "test_labels": labels["test"],
             "val_labels": labels["val"] if splits["val"] else None,
-            "mean": list(mean), "std": list(std), "notes": notes, "notices": notices}
+            "mean": list(mean), "std": list(std), "notes": notes, "notices": notices,
+            "training_bytes": contents.hexdigest()[:16]}
     write_json(cache / f"{key}.json", meta)  # written last: its presence marks a complete entry
     return _dataset(name, root, images, meta, data_file, identity, _digest_rows(stored, decoded))
 
@@ -562,7 +577,8 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
                         val_labels=None if val is None else torch.tensor(val, dtype=torch.int64),
                         notices=tuple(meta.get("notices", ())), train_digests=digests[:n_train],
                         test_digests=digests[n_train:n_train + n_test],
-                        val_digests=None if val is None else digests[n_train + n_test:])
+                        val_digests=None if val is None else digests[n_train + n_test:],
+                        training_bytes=meta.get("training_bytes"))  # None in an entry cached before it was kept
 
 
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,

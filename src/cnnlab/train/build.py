@@ -110,6 +110,8 @@ class RunParts:
             dataset["held_out"] = list(d.held_out)
         if d.training_files is not None:  # which files it trained on: resume refuses others
             dataset["training_files"] = list(d.training_files)
+        if d.training_bytes is not None:  # and what they held: resume refuses other pictures of the same names
+            dataset["training_bytes"] = d.training_bytes
         return {"model_name": cfg.model, "num_classes": d.num_classes, "in_channels": d.channels, "dataset": dataset,
                 "input_size": self.input_size, "normalize": self.normalize, "ops": cfg.ops,
                 "config": asdict(cfg)}
@@ -494,14 +496,21 @@ def _wrap(model: nn.Module, config: TrainConfig, device: torch.device, dist: Dis
 
 
 def _check_same_training_files(recorded: dict[str, Any], dataset: ImageDataset) -> None:
-    """Refuse to resume on a folder whose training files are not the ones the run started on: its epochs would
-    continue on other images, under a schedule planned for the old count. The files are named relative to the
-    folder, which may have moved (``--resume --data-dir``)."""
+    """Refuse to resume on a folder whose training files are not the ones the run started on, or hold other
+    pictures: its epochs would continue on other images, under a schedule planned for the old count. The files are
+    named relative to the folder, which may have moved (``--resume --data-dir``); a run or a cache entry from before
+    the contents were recorded is held to the names alone."""
     then, now = recorded.get("training_files"), dataset.training_files
-    if not then or now is None or list(now) == list(then):
+    if not then or now is None:
         return
-    change = f"{then[0]} files then, {now[0]} now" if now[0] != then[0] else \
-        f"{then[0]} files then and now, but other ones"
+    if list(now) != list(then):
+        change = f"{then[0]} files then, {now[0]} now" if now[0] != then[0] else \
+            f"{then[0]} files then and now, but other ones"
+    elif None not in (recorded.get("training_bytes"), dataset.training_bytes) and \
+            recorded["training_bytes"] != dataset.training_bytes:
+        change = f"the same {now[0]} files, but the contents of some are not what they were"
+    else:
+        return
     raise CnnlabError(f"the training images of {dataset.name} changed since the run started ({change}); put the "
                       f"folder back as it was to resume, or train a new run on the folder as it is")
 
