@@ -252,7 +252,7 @@ def test_train_val_and_test_folders_make_three_splits(tmp_path, home):
         assert data.val_labels.tolist() == [0, 1] and data.val_images.shape == (2, *data.train_images.shape[1:])
         assert "validation split: val/" in data.description
     files = sorted((tmp_path / "split" / "val").rglob("*.png"))  # class a's, then class b's
-    decoded = [torch.tensor(folder._decode(f, data.image_size, data.channels)) for f in files]
+    decoded = [torch.tensor(folder._decode(f, data.image_size, data.channels)[0]) for f in files]
     assert torch.equal(data.val_images, torch.stack(decoded))
 
 

@@ -41,6 +41,7 @@ against its training images hashes none of them again. Nothing is ever written i
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -337,9 +338,10 @@ class _BadImage(Exception):
     pass
 
 
-def _open(path: Path):
-    try:
-        return Image.open(path, formats=PICTURE_FORMATS)  # a .png that is an icon is not decoded to be opened
+def _open(path: Path, data: bytes | None = None):
+    """``path`` opened as an image (its header read), or ``data``, its bytes read already."""
+    try:  # a .png that is an icon is not decoded to be opened
+        return Image.open(path if data is None else io.BytesIO(data), formats=PICTURE_FORMATS)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise _BadImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
@@ -364,26 +366,20 @@ def _is_grey(img, path: Path) -> bool:
     return False
 
 
-def _file_digest(path: Path) -> bytes:
-    """A digest of the file's bytes (read a second time after decoding: from the page cache, a fraction of the
-    decoding's time)."""
+def _decode(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray, bytes]:
+    """One image as uint8 ``channels x height x width``, and a digest of the file's bytes (read once for both)."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "blake2b").digest()
-    except OSError as e:  # replaced or made unreadable between its decoding and now
+        data = path.read_bytes()
+    except OSError as e:
         raise _BadImage(f"{path}: not readable ({type(e).__name__}: {e})") from e
-
-
-def _decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image as uint8 ``channels x height x width``."""
-    with _open(path) as img:
+    with _open(path, data) as img:
         try:
             array = centre_crop(img, size, channels)
         except PixelRangeError as e:
             raise _BadImage(f"{path}: {e}") from e
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise _BadImage(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1), hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _survey(files: list[_File], skip_bad: bool, bad: list[str]) -> tuple[list[_File], list[int], list[_File]]:
@@ -457,8 +453,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
         for split, files in splits.items():
             for f in files:
                 try:
-                    pixels = _decode(f.path, hw, chans)
-                    content = _file_digest(f.path) if split == "train" else b""
+                    pixels, content = _decode(f.path, hw, chans)
                 except _BadImage as e:
                     if not skip_bad:
                         raise DataError(f"{e} ({SKIP_HINT})") from None
@@ -466,7 +461,8 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
                     continue
                 array[at:at + item] = pixels.reshape(-1)
                 digests[split].append((image_digest(pixels), f.path))
-                contents.update(content)
+                if split == "train":
+                    contents.update(content)
                 labels[split].append(f.label)
                 at += item
         return at
