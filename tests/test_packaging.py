@@ -1,11 +1,14 @@
 """cnnlab as ``pip install`` gives it: the wheel (built from this tree, or from its sdist) holds every module and
 every file the package reads beside its code (pyproject.toml's package-data: the explorer's page, the report's
-template, the built-in studies), and nothing else; and an installed cnnlab is no checkout.
+template, the built-in studies), and nothing else; an installed cnnlab is no checkout, and what it tells its user
+points nowhere into one (docs/ is not installed).
 
 Every other test runs cnnlab from the source tree, where a file left out of package-data is still found."""
 
 from __future__ import annotations
 
+import ast
+import os
 import re
 import shutil
 import subprocess
@@ -92,6 +95,48 @@ def test_the_wheel_holds_every_module_and_data_file_and_nothing_else(tmp_path):
     assert {"cnnlab/explore/static/index.html", "cnnlab/report/templates/report.html.j2",
             "cnnlab/study/data/lenet-batch-norm.toml", "cnnlab/py.typed"} <= package_files()  # the kinds of data
     assert_ships_the_package(built_wheel(project_copy(tmp_path), tmp_path / "dist"))
+
+
+def docs_pointers(wheel: Path) -> list[str]:
+    """The strings of the wheel's modules (not their docstrings, read by a developer) that name a file of docs/."""
+    found = []
+    with zipfile.ZipFile(wheel) as archive:
+        for name in (n for n in archive.namelist() if n.endswith(".py")):
+            tree = ast.parse(archive.read(name))
+            docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                          if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                          and node.body and isinstance(node.body[0], ast.Expr)}
+            found += [f"{name}:{node.lineno}: {node.value}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and id(node) not in docstrings and re.search(r"docs/\w", node.value)]
+    return found
+
+
+@pytest.mark.slow
+def test_the_installed_help_says_what_it_means_without_pointing_into_docs(tmp_path):
+    """`cnnlab --help` sent explore's user to docs/explore.md, which ``pip install cnnlab-X.whl`` does not install:
+    the help of every command, and every message of the wheel's code, stands on its own; explore's help says what
+    the page shows and how to start it, offline."""
+    wheel = built_wheel(project_copy(tmp_path), tmp_path / "dist")
+    assert not docs_pointers(wheel)
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    script = ("import cnnlab, sys\n"
+              "from cnnlab import cli\n"
+              "parser = cli.build_parser()\n"
+              "commands = parser._subparsers._group_actions[0].choices\n"
+              "print(cnnlab.__file__)\n"
+              "print('\\f'.join([parser.format_help(), *(command.format_help() for command in commands.values())]))\n")
+    shown = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(installed), "COLUMNS": "120"})
+    assert shown.returncode == 0, shown.stderr
+    where, helps = shown.stdout.split("\n", 1)
+    assert Path(where).is_relative_to(installed)  # the wheel's cnnlab, not the tree's
+    helps = helps.split("\f")
+    assert len(helps) == 15 and not [h for h in helps if re.search(r"docs/\w|\.md\b", h)]
+    (explore,) = [h for h in helps if h.startswith("usage: cnnlab explore ")]
+    said = " ".join(explore.split())
+    assert "no network" in said and "Grad-CAM" in said and "Examples: cnnlab explore runs/" in said
 
 
 @pytest.mark.slow

@@ -599,9 +599,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "above; default: the exporter's, 20 with torch 2.14)")
     p.set_defaults(func=_cmd_export)
 
+    # The help is the manual a wheel's user has: docs/ is the checkout's, not installed (tests/test_packaging.py).
     p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN, classifier or "
-                       "not (ONNX, torch.export, torchvision-NAME, module:function), on your images "
-                       "(docs/explore.md)")
+                       "not (ONNX, torch.export, torchvision-NAME, module:function), on your images",
+                       description="Serve a page (shipped in the package: no network, no CDN) that shows, for a "
+                       "runs folder: every run's status, test accuracy and curves (several overlaid); for one run "
+                       "and one test image, an upload or a drawing: the top classes, the feature maps of every "
+                       "stage, Grad-CAM and saliency, the first-layer kernels and the layer table; d2l 7.2-7.5's "
+                       "convolution and pooling computed live, with padding, stride and receptive fields; a run "
+                       "still training, live. For one model (path below): its stages, top classes, Grad-CAM and "
+                       "layer table on the --images given (a flat folder, or class subfolders: the labels) or an "
+                       "upload. Examples: "
+                       "cnnlab explore runs/ --port 0 --no-browser (any free port, print the address); cnnlab "
+                       "explore model.onnx --images photos/ --export page.html (one static page, no server).")
     p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs); or "
                    "one model: a .onnx, .pt2 (torch.export) or cnnlab .pt file, an ImageNet backbone's name "
                    "(imagenet-resnet18: its weights and class names), torchvision-NAME (any of torchvision's "
