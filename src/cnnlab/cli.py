@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from typing import IO, Any
 from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
 from cnnlab.errors import CnnlabError, Interrupted, summary
+from cnnlab.io import file_names_written
 
 DATA_DIR_HELP = "the dataset's folder (default: the run's); for a folder: dataset, where its images are now"
 
@@ -725,19 +725,12 @@ def main(argv: list[str] | None = None) -> int:
             previous = signal.signal(signal.SIGTERM, _terminate)
         except ValueError:  # not the main thread: signals are not ours to take
             pass
-    # Python holds a file name that is not UTF-8 (Latin-1 from an old archive) with lone surrogates, which a strict
-    # stdout (en_US.UTF-8's) cannot print: every line naming one was an internal error. They are written back as the
-    # bytes they were, as ls writes them.
-    errors = getattr(sys.stdout, "errors", None) if isinstance(sys.stdout, io.TextIOWrapper) else None
-    if errors == "strict":
-        sys.stdout.reconfigure(errors="surrogateescape")
     try:
-        return _run(args)
+        with file_names_written():
+            return _run(args)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if errors == "strict":
-            sys.stdout.reconfigure(errors=errors)
 
 
 def _run(args) -> int:
