@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ import explore_support
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options, analyze_image, model_card
-from cnnlab.explore.sources import open_model, open_with_images
+from cnnlab.explore.sources import open_model, open_with_images, predict_any
 from explore_support import _graph_of_others, _nhwc_graph
 
 onnx = pytest.importorskip("onnx")
@@ -82,6 +83,71 @@ def test_an_onnx_graph_of_several_outputs_says_which_it_reads(tmp_path):
     assert len(model.classes) == 3  # silently the first output before, now with a line on the page
     assert "The graph has 2 outputs: its first, 'logits', is read as the class scores (not 'features')." in \
         model.notes
+
+
+def _scikit_learn_graph(path, zipmap: bool, classes: int = 3) -> None:
+    """A linear classifier on 1 x 28 x 28 images laid out as skl2onnx converts scikit-learn's: each image's class
+    first (``label``, N int64), then its probabilities: an N x classes tensor (``zipmap=False``), or a ZipMap's
+    sequence of maps from class to probability (skl2onnx's default)."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.05, (28 * 28, classes)).astype(np.float32), "coef"),
+               numpy_helper.from_array(rng.normal(0, 1, classes).astype(np.float32), "intercept"),
+               numpy_helper.from_array(np.array([-1, 28 * 28], np.int64), "flat_shape")]
+    nodes = [helper.make_node("Reshape", ["image", "flat_shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "coef"], ["scores"]),
+             helper.make_node("Add", ["scores", "intercept"], ["decision"]),
+             helper.make_node("Softmax", ["decision"], ["probabilities"], axis=1),
+             helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0)]
+    outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])]
+    if zipmap:
+        nodes.append(helper.make_node("ZipMap", ["probabilities"], ["output_probability"], domain="ai.onnx.ml",
+                                      classlabels_int64s=list(range(classes))))
+        maps = helper.make_sequence_type_proto(helper.make_map_type_proto(
+            TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+        outputs.append(helper.make_value_info("output_probability", maps))
+    else:
+        outputs.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes]))
+    graph = helper.make_graph(nodes, "scikit-learn", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                                    ["N", 1, 28, 28])],
+                              outputs, weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
+@pytest.mark.parametrize("zipmap", [False, True])
+def test_a_scikit_learn_classifiers_graph_is_read_by_its_probabilities(zipmap, tmp_path):
+    """A classifier converted from scikit-learn by skl2onnx returns each image's class first (N int64) and its
+    probabilities second: refused as no classifier ("its output 'label' has shape 1 of int64"), where its
+    probabilities are the class scores, as a tensor or as a ZipMap's input. They are read, and the page says so."""
+    _scikit_learn_graph(tmp_path / "model.onnx", zipmap)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    for k, picture in enumerate(pixels):
+        Image.fromarray(picture).save(folder / f"{k}.png")
+    model = open_model(tmp_path / "model.onnx")
+    assert len(model.classes) == 3
+    said = ("The graph has 2 outputs: its first, 'label', is each image's class (a scikit-learn classifier's, as "
+            "skl2onnx converts it); ")
+    said += ("the N x classes tensor 'probabilities' that its 'output_probability' turns into a sequence of maps (a "
+             "ZipMap's) is read as the class scores." if zipmap else "its 'probabilities' (N x classes) is read as the "
+             "class scores.")
+    assert said in model.notes
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    labels, probabilities = session.run(None, {"image": pixels[:, None].astype(np.float32) / 255})
+    if zipmap:  # onnxruntime's answer as the file gives it: one {class: probability} per image
+        probabilities = np.array([[row[c] for c in range(3)] for row in probabilities])
+    results = predict_any(tmp_path / "model.onnx", [folder], topk=3)
+    assert [Path(r["file"]).name for r in results] == [f"{k}.png" for k in range(4)]
+    for result, expected, label in zip(results, probabilities, labels, strict=True):
+        assert result["top"][0]["index"] == label
+        got = {t["index"]: t["probability"] for t in result["top"]}
+        assert [got[c] for c in range(3)] == pytest.approx(expected.tolist(), abs=1e-6)
+    if zipmap:  # opened as a network (--no-classes), its sequence of maps was an internal error
+        network = open_model(tmp_path / "model.onnx", Options(no_classes=True, any_network=True))
+        assert "Its output 'output_probability', no tensor (a sequence or a map), is not shown." in network.notes
+        assert [row.name for row in network.stages(torch.zeros(1, 28, 28, dtype=torch.uint8))][-1:] == ["label"]
 
 
 class _Twice(nn.Module):

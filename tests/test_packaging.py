@@ -1,11 +1,14 @@
 """cnnlab as ``pip install`` gives it: the wheel (built from this tree, or from its sdist) holds every module and
 every file the package reads beside its code (pyproject.toml's package-data: the explorer's page, the report's
-template, the built-in studies), and nothing else; and an installed cnnlab is no checkout.
+template, the built-in studies), and nothing else; an installed cnnlab is no checkout, and what it tells its user
+points nowhere into one (docs/ is not installed); the sdist carries what a packager runs the tests with.
 
 Every other test runs cnnlab from the source tree, where a file left out of package-data is still found."""
 
 from __future__ import annotations
 
+import ast
+import os
 import re
 import shutil
 import subprocess
@@ -37,14 +40,25 @@ def package_files() -> set[str]:
             if path.is_file() and "__pycache__" not in path.parts}
 
 
+SHIPPED_FOLDERS = ("src", "tests", "docs", "benchmarks", ".ci")  # what the sdist carries besides the files below
+SHIPPED_FILES = ("pyproject.toml", "MANIFEST.in", "README.md", "LICENSE", "Makefile")
+NOT_SHIPPED = shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.egg-info", "*.onnx")  # a checkout's own makings
+
+
 def project_copy(tmp_path: Path) -> Path:
-    """What a build reads (pyproject.toml, README.md, src/), copied: setuptools writes build/ and *.egg-info into
-    the tree it builds, and an old build/ there would ship files deleted since."""
+    """The project as its commit holds it (its folders and files above, less what a checkout makes as it works),
+    copied: setuptools writes build/ and *.egg-info into the tree it builds, and an old build/ there would ship files
+    deleted since."""
     tree = tmp_path / "project"
-    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in SHIPPED_FOLDERS:
+        shutil.copytree(ROOT / name, tree / name, ignore=NOT_SHIPPED)
+    for name in SHIPPED_FILES:
         shutil.copy2(ROOT / name, tree / name)
     return tree
+
+
+def tree_files(tree: Path) -> set[str]:
+    return {path.relative_to(tree).as_posix() for path in tree.rglob("*") if path.is_file()}
 
 
 def assert_no_deprecation(output: str) -> None:
@@ -94,18 +108,77 @@ def test_the_wheel_holds_every_module_and_data_file_and_nothing_else(tmp_path):
     assert_ships_the_package(built_wheel(project_copy(tmp_path), tmp_path / "dist"))
 
 
+def docs_pointers(wheel: Path) -> list[str]:
+    """The strings of the wheel's modules (not their docstrings, read by a developer) that name a file of docs/."""
+    found = []
+    with zipfile.ZipFile(wheel) as archive:
+        for name in (n for n in archive.namelist() if n.endswith(".py")):
+            tree = ast.parse(archive.read(name))
+            docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                          if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                          and node.body and isinstance(node.body[0], ast.Expr)}
+            found += [f"{name}:{node.lineno}: {node.value}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and id(node) not in docstrings and re.search(r"docs/\w", node.value)]
+    return found
+
+
 @pytest.mark.slow
-def test_the_sdist_builds_the_same_wheel(tmp_path):
-    """``pip install cnnlab-X.tar.gz`` builds its wheel from the sdist, which must carry the data files too."""
+def test_the_installed_help_says_what_it_means_without_pointing_into_docs(tmp_path):
+    """`cnnlab --help` sent explore's user to docs/explore.md, which ``pip install cnnlab-X.whl`` does not install:
+    the help of every command, and every message of the wheel's code, stands on its own; explore's help says what
+    the page shows and how to start it, offline."""
+    wheel = built_wheel(project_copy(tmp_path), tmp_path / "dist")
+    assert not docs_pointers(wheel)
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    script = ("import cnnlab, sys\n"
+              "from cnnlab import cli\n"
+              "parser = cli.build_parser()\n"
+              "commands = parser._subparsers._group_actions[0].choices\n"
+              "print(cnnlab.__file__, len(commands))\n"
+              "print('\\f'.join([parser.format_help(), *(command.format_help() for command in commands.values())]))\n")
+    shown = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(installed), "COLUMNS": "120"})
+    assert shown.returncode == 0, shown.stderr
+    first, helps = shown.stdout.split("\n", 1)
+    where, commands = first.rsplit(" ", 1)
+    assert Path(where).is_relative_to(installed)  # the wheel's cnnlab, not the tree's
+    helps = helps.split("\f")
+    assert len(helps) == 1 + int(commands) and not [h for h in helps if re.search(r"docs/\w|\.md\b", h)]
+    (explore,) = [h for h in helps if h.startswith("usage: cnnlab explore ")]
+    said = " ".join(explore.split())
+    assert "no network" in said and "Grad-CAM" in said and "Examples: cnnlab explore runs/" in said
+
+
+@pytest.mark.slow
+def test_the_sdist_builds_the_same_wheel_and_carries_what_its_tests_need(tmp_path):
+    """``pip install cnnlab-X.tar.gz`` builds its wheel from the sdist, which must carry the data files too. A
+    distribution's packager runs the tests from the sdist: it carried tests/test_*.py alone (setuptools' default),
+    without conftest.py, the tests' helpers, docs/ and benchmarks/, so not one test module imported. It now carries
+    the whole project as committed, and nothing a checkout makes as it works (caches, exported graphs)."""
     tree = project_copy(tmp_path)
+    committed = tree_files(tree)
+    assert {"tests/conftest.py", "tests/cli_support.py", "docs/explore.md", "docs/explore-screenshot.png",
+            "benchmarks/bench.py", "Makefile"} <= committed  # the kinds of file a packager's test run reads
+    for junk in ("tests/__pycache__/conftest.cpython-310.pyc", "benchmarks/lenet.onnx"):
+        (tree / junk).parent.mkdir(exist_ok=True)
+        (tree / junk).write_bytes(b"made by a checkout")
     build = "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))"
     made = subprocess.run([sys.executable, "-c", build, str(tmp_path / "sdist")], cwd=tree, check=True,
                           capture_output=True, text=True, timeout=120)
     assert_no_deprecation(made.stdout + made.stderr)
     sdist = tmp_path / "sdist" / made.stdout.split()[-1]
     with tarfile.open(sdist) as archive:
-        top = {member.name.split("/")[1] for member in archive.getmembers() if "/" in member.name}
-    assert "tests" not in top and "benchmarks" not in top, top
+        # the "data" filter (no links out, no device files) where this Python has it: 3.10.12, 3.11.4 and later
+        archive.extractall(tmp_path / "unpacked", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    generated = {name for name in tree_files(unpacked) if name in ("PKG-INFO", "setup.cfg") or ".egg-info/" in name}
+    assert tree_files(unpacked) - generated == committed
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q"],
+                               cwd=unpacked, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "PYTHONPATH": str(unpacked / "src"), "OMP_NUM_THREADS": "1"})
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]  # every module imports
     assert_ships_the_package(built_wheel(sdist, tmp_path / "dist"))
 
 

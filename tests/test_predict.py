@@ -34,6 +34,7 @@ from cnnlab.explore.model import Options
 from cnnlab.explore.sources import open_with_images, predict_any, predict_any_chunks
 from cnnlab.export import export_checkpoint
 from cnnlab.inference import Trained, load_trained, predict_logits
+from cnnlab.io import BYTE_ESCAPES
 from cnnlab.models import create_model
 from cnnlab.predict import format_predictions, image_files, load_image, predict_files
 from cnnlab.runs.checkpoint import save_checkpoint
@@ -271,6 +272,40 @@ def test_json_names_a_file_whose_name_is_not_utf8_in_text_any_reader_takes_and_k
     assert accented["file"] == f"{folder}/café.png" and plain["file"] == f"{folder}/plain.png"
     assert "file_bytes" not in accented and "file_bytes" not in plain
     assert sorted(t["class"] for t in plain["top"]) == ["cat", "chat\ufffd"]
+
+
+def test_stderr_shows_the_bytes_of_a_file_name_that_is_not_utf8(tmp_path):
+    """An error line on stderr showed a file name that is not UTF-8 with Python's escape of the lone surrogate that
+    holds its byte ("bad\\udcff.png"), which names no byte: it shows the byte ("bad\\xff.png"), a UTF-8 name (accents
+    too) as it is, and the line is UTF-8; stdout still writes such a name's own bytes, a program's input."""
+    ckpt = _checkpoint(tmp_path / "model.pt", 1, 28, classes=("cat", "dog"))
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.new("L", (28, 28), 100).save(os.path.join(os.fsencode(folder), b"caf\xe9.png"))
+    (folder / os.fsdecode(b"bad\xff.png")).write_bytes(b"not a picture")
+    missing = os.fsencode(tmp_path) + b"/gon\xe9 " + "café.png".encode()  # a Latin-1 byte, then UTF-8
+    shown = {}
+    for name, given in (("folder", os.fsencode(folder)), ("missing", missing)):
+        done = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(ckpt), given, "--top", "2"],
+                              capture_output=True, timeout=300,
+                              env={**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 2 and done.stderr.count(b"\n") == 1, done.stderr
+        shown[name] = done.stderr.decode("utf-8")  # strict: raises on any byte that is not UTF-8
+        if name == "folder":
+            assert done.stdout.startswith(os.fsencode(folder) + b"/caf\xe9.png: "), done.stdout
+    assert shown["folder"].startswith(f"cnnlab predict: error: image {folder}/bad\\xff.png is not an image "), shown
+    assert shown["missing"] == (f"cnnlab predict: error: image {tmp_path}/gon\\xe9 café.png does not exist or is "
+                                "not a file\n")
+
+
+def test_the_escapes_name_each_byte_and_leave_the_rest_to_backslashreplace():
+    """What :func:`cnnlab.io.byte_escapes` writes, on a UTF-8 stream and on an ASCII one (LANG=C without UTF-8)."""
+    text = os.fsdecode(b"caf\xe9 \x80\xff") + " é \ud800."
+    for encoding, written in (("utf-8", "caf\\xe9 \\x80\\xff é \\ud800.".encode()),
+                              ("ascii", b"caf\\xe9 \\x80\\xff \\xe9 \\ud800.")):
+        stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors=BYTE_ESCAPES, write_through=True)
+        stream.write(text)
+        assert stream.buffer.getvalue() == written, encoding
 
 
 def test_topk_and_formatting(trained_run, test_pngs):

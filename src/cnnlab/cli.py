@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from typing import IO, Any
 from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
 from cnnlab.errors import CnnlabError, Interrupted, summary
+from cnnlab.io import file_names_written
 
 DATA_DIR_HELP = "the dataset's folder (default: the run's); for a folder: dataset, where its images are now"
 
@@ -599,9 +599,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "above; default: the exporter's, 20 with torch 2.14)")
     p.set_defaults(func=_cmd_export)
 
+    # The help is the manual a wheel's user has: docs/ is the checkout's, not installed (tests/test_packaging.py).
     p = sub.add_parser("explore", help="a local web page to look inside trained runs or any CNN, classifier or "
-                       "not (ONNX, torch.export, torchvision-NAME, module:function), on your images "
-                       "(docs/explore.md)")
+                       "not (ONNX, torch.export, torchvision-NAME, module:function), on your images",
+                       description="Serve a page (shipped in the package: no network, no CDN) that shows, for a "
+                       "runs folder: every run's status, test accuracy and curves (several overlaid); for one run "
+                       "and one test image, an upload or a drawing: the top classes, the feature maps of every "
+                       "stage, Grad-CAM and saliency, the first-layer kernels and the layer table; d2l 7.2-7.5's "
+                       "convolution and pooling computed live, with padding, stride and receptive fields; a run "
+                       "still training, live. For one model (path below): its stages, top classes, Grad-CAM and "
+                       "layer table on the --images given (a flat folder, or class subfolders: the labels) or an "
+                       "upload. Examples: "
+                       "cnnlab explore runs/ --port 0 --no-browser (any free port, print the address); cnnlab "
+                       "explore model.onnx --images photos/ --export page.html (one static page, no server).")
     p.add_argument("path", nargs="?", default="runs", help="a runs folder or one run folder (default: runs); or "
                    "one model: a .onnx, .pt2 (torch.export) or cnnlab .pt file, an ImageNet backbone's name "
                    "(imagenet-resnet18: its weights and class names), torchvision-NAME (any of torchvision's "
@@ -715,19 +725,12 @@ def main(argv: list[str] | None = None) -> int:
             previous = signal.signal(signal.SIGTERM, _terminate)
         except ValueError:  # not the main thread: signals are not ours to take
             pass
-    # Python holds a file name that is not UTF-8 (Latin-1 from an old archive) with lone surrogates, which a strict
-    # stdout (en_US.UTF-8's) cannot print: every line naming one was an internal error. They are written back as the
-    # bytes they were, as ls writes them.
-    errors = getattr(sys.stdout, "errors", None) if isinstance(sys.stdout, io.TextIOWrapper) else None
-    if errors == "strict":
-        sys.stdout.reconfigure(errors="surrogateescape")
     try:
-        return _run(args)
+        with file_names_written():
+            return _run(args)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if errors == "strict":
-            sys.stdout.reconfigure(errors=errors)
 
 
 def _run(args) -> int:

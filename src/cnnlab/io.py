@@ -7,14 +7,17 @@ new one, never a mix.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +165,43 @@ def writable_text(text: str) -> str:
     """``text`` with each lone surrogate as U+FFFD. Python holds a file name that is not UTF-8 (Latin-1 from an old
     archive) with lone surrogates in it, which no UTF-8 page, response or file can carry."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+BYTE_ESCAPES = "cnnlab.byte-escapes"  # the codec error handler below, registered under this name
+
+
+def byte_escapes(error: UnicodeError) -> tuple[str, int]:
+    """A codec error handler (:func:`codecs.register_error`) for text a person reads: each byte of a file name that
+    is not UTF-8, which Python holds as a lone surrogate (U+DC00 + the byte), as the escape of that byte (``\\xff``;
+    Python's own ``backslashreplace`` writes ``\\udcff``, which names no byte), and any other character the stream
+    cannot encode as ``backslashreplace`` writes it."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    unwritable = error.object[error.start:error.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else c.encode("ascii", "backslashreplace").decode("ascii") for c in unwritable), error.end
+
+
+codecs.register_error(BYTE_ESCAPES, byte_escapes)
+
+
+@contextlib.contextmanager
+def file_names_written() -> Iterator[None]:
+    """Within it, ``print`` writes any file name. Python holds one that is not UTF-8 (Latin-1 from an old archive)
+    with lone surrogates, which a strict stdout (en_US.UTF-8's) cannot print: every line naming one was an internal
+    error. On stdout, a program's input, they are written back as the bytes they were, as ls writes them; on stderr,
+    a person's, each as the escape of its byte (``\\xff``, :func:`byte_escapes`), where Python wrote ``\\udcff``.
+    The CLI runs every command in it, and a sweep's worker process its trials."""
+    streams = {stream: stream.errors for stream in (sys.stdout, sys.stderr) if isinstance(stream, io.TextIOWrapper)}
+    if streams.get(sys.stdout) == "strict":
+        sys.stdout.reconfigure(errors="surrogateescape")
+    if sys.stderr in streams:
+        sys.stderr.reconfigure(errors=BYTE_ESCAPES)
+    try:
+        yield
+    finally:
+        for stream, errors in streams.items():
+            stream.reconfigure(errors=errors)
 
 
 def writable_json(value: Any) -> Any:

@@ -173,6 +173,29 @@ def _dims(value_info) -> list[int | str | None]:
     return [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None) for d in shape.dim]
 
 
+def _scores_output(graph, producers: dict) -> tuple[str, str]:
+    """The graph's output read as the class scores, and what the page says of it where that is not its first.
+
+    A scikit-learn classifier as skl2onnx converts it returns each image's class first (``label``: N integers, or
+    strings), then its probabilities: an N x K tensor (``probabilities``, with ``zipmap=False``), or a ZipMap's
+    sequence of maps from class to probability (``output_probability``), whose input is that tensor. Those are the
+    class scores; the first output is anything else's (the graph's only output, or a detector's boxes) as before."""
+    first, *rest = graph.output
+    label = first.type.tensor_type
+    if not first.type.HasField("tensor_type") or label.elem_type in FLOAT_TYPES or len(_dims(first)) != 1:
+        return first.name, ""
+    found = [(o.name, f"its {o.name!r} (N x classes)") for o in rest
+             if o.type.HasField("tensor_type") and o.type.tensor_type.elem_type in FLOAT_TYPES and len(_dims(o)) == 2]
+    found += [(node.input[0], f"the N x classes tensor {node.input[0]!r} that its {o.name!r} turns into a sequence "
+               "of maps (a ZipMap's)") for o in rest if (node := producers.get(o.name)) is not None
+              and node.op_type == "ZipMap"]
+    if len(found) != 1:
+        return first.name, ""
+    name, what = found[0]
+    return name, (f"The graph has {len(graph.output)} outputs: its first, {first.name!r}, is each image's class "
+                  f"(a scikit-learn classifier's, as skl2onnx converts it); {what} is read as the class scores.")
+
+
 def _type_name(elem: int) -> str:
     """An ``onnx.TensorProto`` element type as the user reads it: ``"double"``, ``"int64"``."""
     from onnx import TensorProto
@@ -257,21 +280,36 @@ class OnnxModel:
         if self.carried.crop_from:
             self.spec = replace(self.spec, crop=True,
                                 origin={**self.spec.origin, "centre-crop": self.carried.crop_from})
-        self.output_name = graph.output[0].name
-        others = [o.name for o in graph.output[1:]]  # before the stages' outputs are added below
+        network = read_as_network(options) or None  # what the page says of a network that is no classifier
+        self.output_name, scored_note = (graph.output[0].name, "") if network else \
+            _scores_output(graph, self.producers)
+        others = [o.name for o in graph.output if o.name != self.output_name]  # before the stages' are added below
         shapes, types = self._infer_shapes(model)
         self.returned = [o.name for o in graph.output]  # the graph's own outputs, a network's rows
         # an output whose first axis is named free where the input's batch is fixed (a detector's K boxes after NMS)
         # lists what the image holds, one row or more: it is no batch axis, not even where one was found
         self._listed = {o.name for o in graph.output
                         if self.batch is not None and (first := _dims(o)[:1]) and isinstance(first[0], str)}
-        out = shapes.get(self.output_name) or _dims(graph.output[0])
-        network = read_as_network(options) or None  # what the page says of a network that is no classifier
+        # An output that is no tensor (a ZipMap's sequence of maps) is none of the page's rows, and is left out of
+        # the copy the session runs (numpy's tensors were expected of every one: an internal error); a ZipMap's input
+        # is returned in its place where it is the class scores.
+        tensors = [o for o in graph.output if o.type.HasField("tensor_type")]
+        untensored = [o.name for o in graph.output if not o.type.HasField("tensor_type")]
+        if untensored or self.output_name not in self.returned:
+            del graph.output[:]
+            graph.output.extend(tensors)
+            if self.output_name not in self.returned:
+                graph.output.append(helper.make_tensor_value_info(self.output_name, types[self.output_name], None)
+                                    if self.output_name in types else
+                                    helper.make_value_info(self.output_name, TypeProto()))
+            self.returned = [o.name for o in graph.output]
+        scored = next(o for o in graph.output if o.name == self.output_name)
+        out = shapes.get(self.output_name) or _dims(scored)
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
         if network is None and out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
                     (isinstance(out[1], int) and out[1] < 1)):
             outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
-            element = types.get(self.output_name) or graph.output[0].type.tensor_type.elem_type
+            element = types.get(self.output_name) or scored.type.tensor_type.elem_type
             # (a float type as float32: numpy has no bfloat16, which onnx stores as uint16)
             dtype = helper.tensor_dtype_to_np_dtype(element).name if element not in (0, *FLOAT_TYPES) else "float32"
             pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
@@ -357,6 +395,9 @@ class OnnxModel:
                           *self.scoring.notes())
         else:
             self.scoring, self.classes, self.notes = None, (), (read, *network)
+            if untensored:
+                self.notes += (f"Its output{'s' if len(untensored) > 1 else ''} {', '.join(map(repr, untensored))}, no "
+                               "tensor (a sequence or a map), is not shown.",)
         if one_at_a_time:
             self.notes += (f"The graph's batch axis is free, but {one_at_a_time}: images are run one at a time.",)
         if self.scorer is not self.session:
@@ -371,7 +412,8 @@ class OnnxModel:
                            f"{'; there are no first-layer kernels' if self._first_conv_weight() is None else ''}. The "
                            "graph before optimization shows every stage.",)
         if network is None:  # a network's outputs are shown, every one
-            self.notes += outputs_note("graph", repr(self.output_name), list(map(repr, others)))
+            self.notes += (scored_note,) if scored_note else \
+                outputs_note("graph", repr(self.output_name), list(map(repr, others)))
         notes, self.classes = blank_reading(self, options, "graph",
                                             self.carried.classes or () if network is not None else (),
                                             self.carried.classes_from)

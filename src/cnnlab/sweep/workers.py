@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.io import file_names_written
 from cnnlab.sweep.storage import StorageLost, database_failure, first_line, grace_period, open_storage, shown
 from cnnlab.sweep.study import fail_orphaned_trials, load_study, progress
 from cnnlab.sweep.trial import TrialFailed, run_trial
@@ -154,7 +155,7 @@ def work(worker: Worker) -> None:
 def _worker_main(worker: Worker) -> None:
     """A worker process: exit 0 when the study is done, 128 + the signal on one, 3 when the database is lost."""
     try:
-        with sigterm_as_ctrl_c():
+        with sigterm_as_ctrl_c(), file_names_written():  # a spawned process's streams are its own, not the CLI's
             work(worker)
     except Interrupted as e:
         sys.exit(128 + e.signum)
