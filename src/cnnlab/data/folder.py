@@ -1,14 +1,21 @@
-"""``folder:PATH``: a folder of the user's own images, one subfolder per class, decoded once into the cache.
+"""``folder:PATH``: a folder of the user's own images, one subfolder per class or labelled by a CSV file, decoded once
+into the cache.
 
 Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/**/<image>``, or the split
 ``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``PATH/val/``, the other usual held-out name; with both,
 ``test/`` is the test split and ``val/`` the validation split, :attr:`ImageDataset.val_images`). Split folders go
 by any case and by their other usual names (:data:`SPLIT_NAMES`: ``training/``, ``testing/``, ``valid/``, ...).
 Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
-Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. Which files were
+Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. A folder without class
+subfolders may be labelled by a CSV file instead (:mod:`cnnlab.data.labels_csv`: ``PATH/labels.csv`` or
+``PATH/metadata.csv``, or ``folder:PATH/NAME.csv`` naming one): its rows give the same lists of files, labels and
+splits (a split column's test and val rows as ``test/`` and ``val/``, else the same drawn sixth), decoded, cached and
+recorded as the subfolders' are, the images it does not name counted in a notice; its class names are its labels.
+Which files were
 drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
 refuse a folder whose draw has changed since it trained; the training files are recorded the same way
-(:attr:`ImageDataset.training_files`), so that a resume refuses a folder whose training images have changed, and
+(:attr:`ImageDataset.training_files`; with a CSV's labels, which its paths do not hold), so that a resume refuses a
+folder whose training images have changed, and
 so is what they hold (:attr:`ImageDataset.training_bytes`, a hash of their bytes, kept in the cache entry).
 
 Decoding (Pillow), once: every file with an image extension (:func:`cnnlab.picture.picture_extensions`, those of the
@@ -66,7 +73,7 @@ from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
-           "load_folder", "refuse_writing_into"]
+           "load_folder", "moved_folder", "refuse_writing_into"]
 
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
@@ -300,6 +307,15 @@ def has_validation_folder(dataset: str) -> bool:
     except DataError:  # the loader refuses it, in its own words
         return False
     return path.is_dir() and _layout(path)[2] is not None
+
+
+def moved_folder(dataset: str, data_dir: str | Path) -> str:
+    """The ``folder:`` name of a run's images (``dataset``) now at ``data_dir``: that folder, or, for a run labelled
+    by a CSV it named (``folder:PATH/train.csv``), the CSV of the same name in it (``data_dir`` may name the CSV)."""
+    own, where = Path(dataset[len(FOLDER_PREFIX):]), Path(data_dir).expanduser()
+    if own.suffix.lower() == ".csv" and where.is_dir():
+        where = where / own.name
+    return FOLDER_PREFIX + str(where)
 
 
 def refuse_writing_into(dataset: str, path: str | Path, what: str) -> None:
@@ -686,5 +702,6 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
 
 
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,
-                 test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/* (any common image format; "
-                                   "without test/ or val/, a seeded stratified 1/6 is held out)", flip=True)
+                 test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/*, or images labelled by "
+                                   "PATH/labels.csv, PATH/metadata.csv or folder:PATH/NAME.csv (any common image "
+                                   "format; without test/ or val/, a seeded stratified 1/6 is held out)", flip=True)
