@@ -505,7 +505,7 @@ def _check_same_training_files(recorded: dict[str, Any], dataset: ImageDataset) 
         return
     if list(now) != list(then):
         change = f"{then[0]} files then, {now[0]} now" if now[0] != then[0] else \
-            f"{then[0]} files then and now, but other ones"
+            f"{then[0]} files then and now, but other ones, or other labels"
     elif None not in (recorded.get("training_bytes"), dataset.training_bytes) and \
             recorded["training_bytes"] != dataset.training_bytes:
         change = f"the same {now[0]} files, but the contents of some are not what they were"
