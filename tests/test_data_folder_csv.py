@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -207,7 +208,8 @@ def refused(tmp_path, capsys, csv_text: str | bytes, *needles: str) -> None:
     ("file,label\nimages/cat_000.png,cat\nimages/dog_000.png, \n", ("row 3: no label for images/dog_000.png",)),
     ("file,label\nimages/cat_000.png,\"cat,dog\"\n", ("row 2: several labels in one cell ('cat,dog')",
                                                       "multi-label classification is not trained here")),
-    ("file,label\nimages/cat_000.png,cat\nimages/dog_000.png,cat dog\n", ("row 3: several labels", "'cat dog'")),
+    ("file,label\nimages/cat_000.png,cat\nimages/dog_000.png,dog\nimages/owl_000.png,dog cat\n",
+     ("row 4: several labels", "'dog cat'")),
     ("file,label,split\nimages/cat_000.png,cat,train\nimages/dog_000.png,dog,holdout\n",
      ("row 3: split 'holdout' is not a known value", "expected train, training, test")),
     ("file,label,is_valid\nimages/cat_000.png,cat,maybe\n", ("is_valid 'maybe' is not a known value", "true or")),
@@ -216,11 +218,33 @@ def refused(tmp_path, capsys, csv_text: str | bytes, *needles: str) -> None:
     (b"file,label\nimages/cat_000.png,caf\xe9\n", ("is not UTF-8 text (byte 0xe9 at offset 33)", "UTF-8")),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", ("is not a CSV file (it holds NUL bytes",)),
     ("file,label\nimages/cat_000.png,cat\n", ("too few to hold out a test split", "add images or a split column")),
+    ("file,label,split,is_valid\nimages/cat_000.png,cat,train,false\n", ("both a split and an is_valid column",)),
+    ("file,label,split\nimages/cat_000.png,cat,\n", ("row 2: split '' is not a known value",)),
+    ("file,label\nimages/cat_000.png\n", ("row 2: 1 field(s) where the header has 2",)),
+    ("file,label\n", ("has a header and no rows",)),
+    ("\n\n", ("is empty; expected a header",)),
     ("file,label,split\nimages/cat_000.png,cat,train\nimages/dog_000.png,dog,test\n",
      ("label 'dog'", "has no training rows")),
 ])
 def test_bad_csv_is_refused_in_one_line(tmp_path, home, capsys, csv_text, needles):
     refused(tmp_path, capsys, csv_text, "labels.csv", *needles)
+
+
+def test_a_label_of_several_words_is_one_class_unless_each_word_is_a_label(tmp_path, home):
+    root = tmp_path / "set"
+    rows = flat_copy_of(tmp_path, root)
+    write_csv(root / "labels.csv", [(f, {"cat": "sea lion", "dog": "lion"}.get(c, c)) for f, c in rows])
+    assert load_dataset(f"folder:{root}").classes == ("lion", "owl", "sea lion")
+
+
+def test_names_match_in_either_unicode_form(tmp_path, home):
+    root = tmp_path / "set"
+    rows = flat_copy_of(tmp_path, root)
+    decomposed = unicodedata.normalize("NFD", "images/café.png")  # as macOS writes the file's name
+    (root / rows[0][0]).rename(root / decomposed)
+    write_csv(root / "labels.csv", [(unicodedata.normalize("NFC", "images/café.png"), "cat"), *rows[1:]])
+    data = load_dataset(f"folder:{root}")
+    assert len(data.train_labels) + len(data.test_labels) == len(rows) and not data.notices
 
 
 def test_a_name_of_several_pictures_is_refused_naming_them(tmp_path, home, capsys):

@@ -14,8 +14,9 @@ without an image extension (Kaggle's ``id``) the one image of that stem; several
 Names and labels match in their composed Unicode form (macOS writes decomposed names). A ``split`` column (values
 as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's ``is_valid`` (true: the
 validation rows) says each row's split. One label a cell: commas, semicolons or bars in it, or words that are each a
-label of another row (``cat dog`` beside ``cat``), are several labels, which is multi-label classification, not
-trained here; a label of several words that are not (``golden retriever``) is one class. Class names are the
+label of other rows (``cat dog`` beside ``cat`` and ``dog``), are several labels, which is multi-label
+classification, not trained here; a label of several words that are not (``sea lion`` beside ``lion``) is one
+class. Class names are the
 labels, sorted as folder names are, or by their value where every label is a whole number (``2`` before ``10``).
 """
 
@@ -140,7 +141,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
     labels = {label for label, _, _ in named.values()}
     for label, _, line in named.values():
         words = label.split()
-        if len(words) > 1 and any(w in labels for w in words):
+        if len(words) > 1 and all(w in labels for w in words):  # "sea lion" beside "lion" is a class
             raise DataError(_several(csv_file, line, label))
     return Labels([(path, label, split) for path, (label, split, _) in named.items()], finder.unlisted(named))
 
@@ -162,8 +163,8 @@ def class_order(labels: set[str]) -> list[str]:
 
 def _several(csv_file: Path, line: int, label: str) -> str:
     return (f"{csv_file}, row {line}: several labels in one cell ({label!r}); multi-label classification is not "
-            f"trained here: expected one label a row (a class name of several words is one label when no other row "
-            f"has one of its words as its label)")
+            f"trained here: expected one label a row (a class name of several words is one label unless each of its "
+            f"words is the label of other rows)")
 
 
 def _table(csv_file: Path) -> tuple[list[str], list[tuple[int, list[str]]], dict[str, int]]:
