@@ -86,7 +86,7 @@ def test_a_csv_of_the_same_pictures_gives_the_dataset_of_class_subfolders(tmp_pa
     assert not again.notices
 
 
-def test_split_rows_are_the_split_folders(tmp_path, home):
+def test_split_rows_are_the_split_folders(tmp_path, home, capsys):
     split = tmp_path / "d" / "split"
     for part, counts in (("train", COUNTS), ("Test", {"cat": 3, "dog": 2, "owl": 2}), ("valid", {"cat": 2, "dog": 2,
                                                                                                "owl": 1})):
@@ -99,6 +99,8 @@ def test_split_rows_are_the_split_folders(tmp_path, home):
     same_dataset(expected, load_dataset(f"folder:{named}"))
     assert has_validation_folder(f"folder:{named}")
     assert load_dataset(f"folder:{named}").held_out is None  # its own test rows: nothing drawn
+    train_error(["train", "lenet-relu", "--dataset", f"folder:{named}", *TINY, "--val-split", "0.1"], capsys,
+                "brings its own validation split", "a CSV's val rows")
     # fastai's is_valid: the validation rows are the test split, as a val/ folder beside train/ is
     two = tmp_path / "d" / "two"
     shutil.copytree(split / "train", two / "train")
@@ -294,7 +296,7 @@ def test_train_eval_predict_and_a_moved_resume_of_a_csv_folder(tmp_path, home, c
     (root / "labels.csv").rename(root / "train.csv")
     run = tmp_path / "run"
     assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{root / 'train.csv'}", *TINY, "--out",
-                            str(run)], capsys)[0] == 0
+                            str(run), "--val-split", "0.2"], capsys)[0] == 0
     code, out, _ = run_with_output(["eval", str(run / "last.pt"), "--json"], capsys)
     assert code == 0 and "the 5 test images drawn from" in json.loads("\n".join(out))["scored"]
     code, out, _ = run_with_output(["predict", str(run / "last.pt"), str(root / rows[0][0]), "--json"], capsys)

@@ -178,7 +178,8 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if dataset is None:  # one process per machine fills the download (or decode) cache before the others read it
         dataset = _load_once_per_machine(config, dist, device)
     if config.val_split is not None and dataset.val_images is not None:
-        raise CnnlabError(f"{dataset.name} brings its own validation split (val/ beside train/ and test/); expected "
+        raise CnnlabError(f"{dataset.name} brings its own validation split (val/ beside train/ and test/, or "
+                          f"a CSV's val rows beside its test rows); expected "
                           f"no --val-split, got {config.val_split}")
     if dataset.num_classes < 2:  # one class: every prediction is right and nothing is learnt
         raise CnnlabError(f"{dataset.name} has {dataset.num_classes} class ({', '.join(dataset.classes)}); a "
