@@ -11,12 +11,11 @@ subfolders may be labelled by a CSV file instead (:mod:`cnnlab.data.labels_csv`:
 ``PATH/metadata.csv``, or ``folder:PATH/NAME.csv`` naming one): its rows give the same lists of files, labels and
 splits (a split column's test and val rows as ``test/`` and ``val/``, else the same drawn sixth), decoded, cached and
 recorded as the subfolders' are, the images it does not name counted in a notice; its class names are its labels.
-Which files were
-drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
-refuse a folder whose draw has changed since it trained; the training files are recorded the same way
+Which files were drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a
+run can refuse a folder whose draw has changed since it trained; the training files are recorded the same way
 (:attr:`ImageDataset.training_files`; with a CSV's labels, which its paths do not hold), so that a resume refuses a
-folder whose training images have changed, and
-so is what they hold (:attr:`ImageDataset.training_bytes`, a hash of their bytes, kept in the cache entry).
+folder whose training images have changed, and so is what they hold (:attr:`ImageDataset.training_bytes`, a hash of
+their bytes, kept in the cache entry).
 
 Decoding (Pillow), once: every file with an image extension (:func:`cnnlab.picture.picture_extensions`, those of the
 formats read without decoding to open; other files are ignored, counted and named in a notice) is converted to grey or
