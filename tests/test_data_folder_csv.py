@@ -269,6 +269,8 @@ def test_two_csvs_or_a_csv_beside_class_subfolders_are_refused_saying_which(tmp_
                 "holds both class subfolders of images and labels.csv", "remove or rename labels.csv",
                 f"folder:{root / 'labels.csv'}")
     assert load_dataset(f"folder:{root / 'labels.csv'}").classes == ("cat", "dog", "owl")  # named: no doubt
+    with pytest.raises(CnnlabError, match=f"did you mean 'folder:{root / 'labels.csv'}'"):  # the prefix left out
+        load_dataset(str(root / "labels.csv"))
     not_csv = root / "notes.txt"
     not_csv.write_text("x")
     with pytest.raises(DataError, match="is a file; expected a folder of class subfolders"):
