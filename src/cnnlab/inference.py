@@ -20,7 +20,7 @@ import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
-from cnnlab.data.folder import SPLIT_NAMES
+from cnnlab.data.folder import SPLIT_NAMES, moved_folder
 from cnnlab.data.split import run_split
 from cnnlab.data.store import joined, mapped_reads
 from cnnlab.device import resolve_device
@@ -215,7 +215,7 @@ class Trained:
         name = str(other or self.meta.dataset)
         if data_dir is None and name.startswith(FOLDER_PREFIX) and other is None:
             images = name[len(FOLDER_PREFIX):]  # the run's own image folder (absolute), which may have moved since
-            if not Path(images).expanduser().is_dir():
+            if not Path(images).expanduser().exists():  # the folder, or the CSV that labels it
                 raise moved_data(f"the run's image folder {images}")
         elif data_dir is None and stored and not Path(stored).expanduser().is_dir() and \
                 not name.startswith(FOLDER_PREFIX):
@@ -330,7 +330,7 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
     """
     name = name or config.get("dataset") or "fashion-mnist"
     if name.startswith(FOLDER_PREFIX) and data_dir is not None:
-        name, data_dir = FOLDER_PREFIX + str(data_dir), ""  # a folder names itself: no root beside it
+        name, data_dir = moved_folder(name, data_dir), ""  # a folder names itself: no root beside it
     return {"name": name, "root": data_dir if data_dir is not None else config.get("data_dir"),
             "image_size": config.get("image_size"), "channels": config.get("channels"),
             "skip_bad": bool(config.get("skip_bad_images", False))}

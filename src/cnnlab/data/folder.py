@@ -1,15 +1,21 @@
-"""``folder:PATH``: a folder of the user's own images, one subfolder per class, decoded once into the cache.
+"""``folder:PATH``: a folder of the user's own images, one subfolder per class or labelled by a CSV file, decoded once
+into the cache.
 
 Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/**/<image>``, or the split
 ``PATH/train/<class>/...`` with ``PATH/test/<class>/...`` (or ``PATH/val/``, the other usual held-out name; with both,
 ``test/`` is the test split and ``val/`` the validation split, :attr:`ImageDataset.val_images`). Split folders go
 by any case and by their other usual names (:data:`SPLIT_NAMES`: ``training/``, ``testing/``, ``valid/``, ...).
 Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
-Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. Which files were
-drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a run can
-refuse a folder whose draw has changed since it trained; the training files are recorded the same way
-(:attr:`ImageDataset.training_files`), so that a resume refuses a folder whose training images have changed, and
-so is what they hold (:attr:`ImageDataset.training_bytes`, a hash of their bytes, kept in the cache entry).
+Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. A folder without class
+subfolders may be labelled by a CSV file instead (:mod:`cnnlab.data.labels_csv`: ``PATH/labels.csv`` or
+``PATH/metadata.csv``, or ``folder:PATH/NAME.csv`` naming one): its rows give the same lists of files, labels and
+splits (a split column's test and val rows as ``test/`` and ``val/``, else the same drawn sixth), decoded, cached and
+recorded as the subfolders' are, the images it does not name counted in a notice; its class names are its labels.
+Which files were drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a
+run can refuse a folder whose draw has changed since it trained; the training files are recorded the same way
+(:attr:`ImageDataset.training_files`; with a CSV's labels, which its paths do not hold), so that a resume refuses a
+folder whose training images have changed, and so is what they hold (:attr:`ImageDataset.training_bytes`, a hash of
+their bytes, kept in the cache entry).
 
 Decoding (Pillow), once: every file with an image extension (:func:`cnnlab.picture.picture_extensions`, those of the
 formats read without decoding to open; other files are ignored, counted and named in a notice) is converted to grey or
@@ -55,26 +61,23 @@ import torch
 from PIL import Image
 
 from cnnlab.checks import positive_int
-from cnnlab.data import FOLDER_PREFIX
+from cnnlab.data import FOLDER_PREFIX, labels_csv
 from cnnlab.data.dataset import ImageDataset, channel_stats
 from cnnlab.data.duplicates import image_digest, seen_in_training
 from cnnlab.data.registry import register_dataset
-from cnnlab.data.split import stratified_split
+from cnnlab.data.split import SPLIT_NAMES, stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
-           "load_folder", "refuse_writing_into"]
+           "load_folder", "moved_folder", "refuse_writing_into"]
 
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
 HOLDOUT_SEED = 0
 HELD_OUT_NAMES = ("test", "val")
-# The names a split folder goes by (any case: Train/ and Test/ were two classes): Roboflow exports valid/, others
-# training/, testing/ or validation/.
-SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing"), "val": ("val", "valid", "validation")}
 FORMAT = 7  # bump when the cached layout or the decoding changes, so old cache entries are not reused
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 # The largest decoded set an image_size above the images' own size may make. Enlarging on the way into the cache
@@ -111,13 +114,76 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path} does not exist; expected a folder of class subfolders (PATH/<class>/<image>)")
-    if not path.is_dir():
-        raise DataError(f"{path} is a file; expected a folder of class subfolders (PATH/<class>/<image>)")
+    if not path.is_dir() and path.suffix.lower() != ".csv":
+        raise DataError(f"{path} is a file; expected a folder of class subfolders (PATH/<class>/<image>), or a CSV "
+                        f"file of image names and labels (PATH/labels.csv)")
     path = path.resolve()
     cache = cache_root().expanduser().resolve() / "folders"
-    if cache.is_relative_to(path):
-        raise DataError(f"the cache folder {cache} lies inside the data folder {path}; set CNNLAB_CACHE elsewhere "
+    listing = _list(path)
+    root = listing.root
+    if cache.is_relative_to(root):
+        raise DataError(f"the cache folder {cache} lies inside the data folder {root}; set CNNLAB_CACHE elsewhere "
                         f"(cnnlab never writes into a data folder)")
+    options = {"format": FORMAT, "image_size": image_size or _chosen_size(), "channels": channels, "skip_bad": skip_bad,
+               "holdout": None if listing.held else [HOLDOUT, HOLDOUT_SEED], "val": listing.val_name is not None}
+    if listing.csv is not None:  # a CSV that renames a class keeps every file's path and label number
+        options["classes"] = list(listing.classes)
+    train_files, held_files = listing.train, listing.test
+    every_file = train_files + held_files + listing.val
+    key = _cache_key(root, every_file, options)
+    name = FOLDER_PREFIX + str(path)
+    held_out = None
+    if listing.held is None:  # drawn on every load (a cached set too), so that its identity always comes with it
+        train_files, held_files, split_note = _hold_out(listing)
+        held_out = _identity(root, held_files)
+    else:
+        split_note = f"test split: {listing.held}" + (f"; validation split: {listing.val_name}" if listing.val_name
+                                                      else "")
+    # A CSV's label is not in its file's path, as a class folder's is: a relabelled training image is another set
+    identity = (held_out, _identity(root, train_files, listing.classes if listing.csv else None))
+    data = _read_cache(cache, key, name, root, identity) or \
+        _read_as_chosen(cache, root, every_file, options, name, identity)
+    if data is None:
+        data = _decode_all(cache, key, name, root, listing.classes,
+                           {"train": train_files, "test": held_files, "val": listing.val}, image_size, channels,
+                           skip_bad, [split_note, *listing.notes], identity)
+    if listing.passed_over:  # said at every start, of the folder as it is (the cache's key holds only the images)
+        data = replace(data, notices=(listing.passed_over, *data.notices))
+    untested = _untested(data, listing)
+    return replace(data, notices=(*data.notices, untested)) if untested else data
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """What a folder holds before decoding: its classes and each split's image files, where its held-out splits come
+    from, and the files passed over.
+
+    Attributes:
+        root: the folder the files' paths are relative to (a CSV's own folder).
+        held, val_name: how the description names the test and validation splits the folder brings (``test/``, the
+            test rows of a CSV), None where it brings none (a test split is drawn).
+        csv: the CSV that labels the images, None for class subfolders.
+        notes: the description's words on the listing; passed_over: a notice of the files left out, or ''.
+    """
+
+    root: Path
+    classes: tuple[str, ...]
+    train: list[_File]
+    test: list[_File]
+    val: list[_File]
+    held: str | None
+    val_name: str | None
+    csv: Path | None
+    notes: list[str]
+    passed_over: str
+
+
+def _list(path: Path) -> _Listing:
+    """The images of ``folder:path``: its class subfolders', or those the CSV of :func:`labels_csv.find_csv`
+    labels."""
+    csv_file = labels_csv.find_csv(path, lambda: _has_class_folders(path))
+    if csv_file is not None:
+        return _list_csv(csv_file)
     train_dir, held_dir, val_dir = _layout(path)
     classes, train_files, ignored = _scan(train_dir, None)
     held_files: list[_File] = []
@@ -128,40 +194,64 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if val_dir is not None:
         _, val_files, more = _scan(val_dir, classes)
         ignored += more
-    options = {"format": FORMAT, "image_size": image_size or _chosen_size(), "channels": channels, "skip_bad": skip_bad,
-               "holdout": None if held_dir else [HOLDOUT, HOLDOUT_SEED], "val": val_dir is not None}
-    every_file = train_files + held_files + val_files
-    key = _cache_key(path, every_file, options)
-    name = FOLDER_PREFIX + str(path)
-    held_out = None
-    if held_dir is None:  # drawn on every load (a cached set too), so that its identity always comes with it
-        train_files, held_files, split_note = _hold_out(path, train_files)
-        held_out = _identity(path, held_files)
-    else:
-        split_note = f"test split: {held_dir.name}/" + (f"; validation split: {val_dir.name}/" if val_dir else "")
-    identity = (held_out, _identity(path, train_files))
-    data = _read_cache(cache, key, name, identity) or _read_as_chosen(cache, path, every_file, options, name, identity)
-    if data is None:
-        notes = [split_note] + ([f"ignored {len(ignored)} non-image file(s)"] if ignored else [])
-        data = _decode_all(cache, key, name, path, classes,
-                           {"train": train_files, "test": held_files, "val": val_files}, image_size, channels,
-                           skip_bad, notes, identity)
-    if ignored:  # said at every start, of the folder as it is (the cache's key holds only the images): a class
-        # folder of pictures in a format not read here lost them without a word
-        data = replace(data, notices=(f"ignored {len(ignored)} file(s) not of an image format read here (first: "
-                                      f"{ignored[0]}; the formats: {' '.join(picture_extensions())})"
-                                      f"{heif_note(ignored)}", *data.notices))
-    untested = _untested(data, held_dir)
-    return replace(data, notices=(*data.notices, untested)) if untested else data
+    # a class folder of pictures in a format not read here lost them without a word
+    passed_over = (f"ignored {len(ignored)} file(s) not of an image format read here (first: {ignored[0]}; the "
+                   f"formats: {' '.join(picture_extensions())}){heif_note(ignored)}") if ignored else ""
+    return _Listing(path, classes, train_files, held_files, val_files, held_dir and f"{held_dir.name}/",
+                    val_dir and f"{val_dir.name}/", None,
+                    [f"ignored {len(ignored)} non-image file(s)"] if ignored else [], passed_over)
 
 
-def _untested(data: ImageDataset, held_dir: Path | None) -> str:
+def _list_csv(csv_file: Path) -> _Listing:
+    """The images ``csv_file`` labels, under its folder: split as its split column says (as split folders are:
+    test rows the test split, validation rows the validation split beside them, else the test split)."""
+    root = csv_file.parent
+    labels = labels_csv.read_labels(csv_file, root, _walk(root)[0])
+    roles = {split for _, _, split in labels.rows} - {None}
+    if roles and "train" not in roles:
+        raise DataError(f"{csv_file}: no row of the train split (its splits: {', '.join(sorted(roles))}); expected "
+                        f"training rows beside the held-out ones")
+    classes = tuple(labels_csv.class_order({label for _, label, split in labels.rows if split in (None, "train")}))
+    numbers = {c: i for i, c in enumerate(classes)}
+    held = [role for role in HELD_OUT_NAMES if role in roles]
+    into = {None: "train", "train": "train", **dict(zip(held, ("test", "val"), strict=False))}
+    splits: dict[str, list[_File]] = {"train": [], "test": [], "val": []}
+    for path, label, split in labels.rows:
+        if label not in numbers:
+            raise DataError(f"{csv_file}: label {label!r} ({path}, of the {split} split) has no training rows; "
+                            f"expected labels among the training rows' ({', '.join(classes)})")
+        splits[into[split]].append(_file(path, numbers[label]))
+    for files in splits.values():  # in a class folder's order: by class, then path (the held-out draw follows it)
+        files.sort(key=lambda f: (f.label, f.path))
+    unlisted = labels.unlisted
+    passed_over = (f"ignored {len(unlisted)} image file(s) not named in {csv_file.name} (first: {unlisted[0]})"
+                   if unlisted else "")
+    return _Listing(root, classes, splits["train"], splits["test"], splits["val"],
+                    f"the {held[0]} rows of {csv_file.name}" if held else None,
+                    f"the val rows of {csv_file.name}" if len(held) == 2 else None, csv_file,
+                    [f"labelled by {csv_file.name}"], passed_over)
+
+
+def _has_class_folders(path: Path) -> bool:
+    """Whether ``path`` (or its ``train/``) holds two subfolders or more with images: classes, not where a CSV's
+    images are kept (``images/``, or Kaggle's ``train/`` and ``test/``)."""
+    endings = picture_extensions()
+    with_images = 0
+    for d in _subfolders(_layout(path)[0]):
+        with_images += any(f.lower().endswith(endings) for _, _, names in os.walk(d, followlinks=True)
+                           for f in names if not f.startswith("."))
+        if with_images >= 2:
+            return True
+    return False
+
+
+def _untested(data: ImageDataset, listing: _Listing) -> str:
     """A notice naming the classes with training images and no test image, or ''.
 
     A class of a few pictures beside classes of dozens may have none in the drawn sixth (each class keeps at least
-    one training image, and its share of the hold-out rounds to none), and a ``test/`` folder (``held_dir``) may lack
-    a class: its recall cannot be measured, which eval and the report show as "–" once the run is done; this says so
-    when it starts, and where its test images go.
+    one training image, and its share of the hold-out rounds to none), and a ``test/`` folder (or a CSV's test rows)
+    may lack a class: its recall cannot be measured, which eval and the report show as "–" once the run is done; this
+    says so when it starts, and where its test images go.
     """
     k = len(data.classes)
     tested = torch.bincount(data.test_labels, minlength=k).tolist()
@@ -172,12 +262,17 @@ def _untested(data: ImageDataset, held_dir: Path | None) -> str:
     names = [f"{c}, {n} training image{'s' if n != 1 else ''}" for c, n in untested]
     first = untested[0][0]
     one = len(names) == 1
+    its, it = ("its", "it") if one else ("their", "them")
+    if listing.csv is not None:
+        where = f"add test rows of {it} to {listing.csv.name}" if listing.held else \
+            f"add rows of {it} to {listing.csv.name}, or a split column that gives {it} test rows"
+    elif listing.held:
+        where = f"add {its} test images to {listing.held} (as {listing.held}{first}/)"
+    else:
+        where = f"add images to {it}, or a test/ folder that holds {it}"
     return (f"{len(names)} class{'' if one else 'es'} {'has' if one else 'have'} no test image "
             f"({'; '.join(names[:5])}{'; ...' if len(names) > 5 else ''}): "
-            f"{'its' if one else 'their'} recall cannot be measured (– in eval and the report); " +
-            (f"add {'its' if one else 'their'} test images to {held_dir.name}/ (as {held_dir.name}/{first}/)"
-             if held_dir is not None else
-             f"add images to {'it' if one else 'them'}, or a test/ folder that holds {'it' if one else 'them'}"))
+            f"{its} recall cannot be measured (– in eval and the report); {where}")
 
 
 def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
@@ -199,11 +294,27 @@ def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
 
 def has_validation_folder(dataset: str) -> bool:
     """Whether the dataset named ``dataset`` brings its own validation split: a ``folder:PATH`` holding ``train/``,
-    ``val/`` and ``test/`` (any other name: False)."""
+    ``val/`` and ``test/``, or labelled by a CSV with train, val and test rows (any other name: False)."""
     if not dataset.startswith(FOLDER_PREFIX):
         return False
     path = Path(dataset[len(FOLDER_PREFIX):]).expanduser()
+    try:
+        csv_file = labels_csv.find_csv(path, lambda: _has_class_folders(path)) if path.is_dir() or \
+            path.suffix.lower() == ".csv" and path.is_file() else None
+        if csv_file is not None:
+            return {"test", "val"} <= labels_csv.split_roles(csv_file)
+    except DataError:  # the loader refuses it, in its own words
+        return False
     return path.is_dir() and _layout(path)[2] is not None
+
+
+def moved_folder(dataset: str, data_dir: str | Path) -> str:
+    """The ``folder:`` name of a run's images (``dataset``) now at ``data_dir``: that folder, or, for a run labelled
+    by a CSV it named (``folder:PATH/train.csv``), the CSV of the same name in it (``data_dir`` may name the CSV)."""
+    own, where = Path(dataset[len(FOLDER_PREFIX):]), Path(data_dir).expanduser()
+    if own.suffix.lower() == ".csv" and where.is_dir():
+        where = where / own.name
+    return FOLDER_PREFIX + str(where)
 
 
 def refuse_writing_into(dataset: str, path: str | Path, what: str) -> None:
@@ -217,6 +328,8 @@ def refuse_writing_into(dataset: str, path: str | Path, what: str) -> None:
     if not dataset.startswith(FOLDER_PREFIX):
         return
     root = Path(dataset[len(FOLDER_PREFIX):]).expanduser().resolve()
+    if root.is_file():  # a CSV named: its images are under its folder
+        root = root.parent
     target = Path(path).expanduser().resolve()
     inside = target.is_relative_to(root)
     if not inside and root.is_dir():  # class folders linked from elsewhere hold images too
@@ -275,13 +388,16 @@ def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ..
             raise DataError(f"{d}: class {d.name!r} has no images (expected files ending in "
                             f"{', '.join(picture_extensions())}){heif_note(other)}")
         ignored += other
-        for p in images:
-            try:
-                st = p.stat()
-            except OSError as e:  # a dangling link, or one that points at itself (ELOOP)
-                raise DataError(f"{p}: cannot read ({e.strerror or e}); remove it or fix the link") from e
-            files.append(_File(p, st.st_size, st.st_mtime_ns, label, st.st_ctime_ns))
+        files += [_file(p, label) for p in images]
     return classes, files, ignored
+
+
+def _file(path: Path, label: int) -> _File:
+    try:
+        st = path.stat()
+    except OSError as e:  # a dangling link, or one that points at itself (ELOOP)
+        raise DataError(f"{path}: cannot read ({e.strerror or e}); remove it or fix the link") from e
+    return _File(path, st.st_size, st.st_mtime_ns, label, st.st_ctime_ns)
 
 
 def _walk(class_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -314,21 +430,28 @@ def _cache_key(root: Path, files: list[_File], options: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _hold_out(root: Path, files: list[_File]) -> tuple[list[_File], list[_File], str]:
+def _hold_out(listing: _Listing) -> tuple[list[_File], list[_File], str]:
+    """The listing's training files parted into (training, test) by the seeded, stratified draw, and a note."""
+    files, root, csv_file = listing.train, listing.root, listing.csv
+    absent = f"no test or val rows in {csv_file.name}" if csv_file else \
+        f"no {'/ or '.join(HELD_OUT_NAMES)}/ folder"
     labels = torch.tensor([f.label for f in files])
     try:
         train_idx, test_idx = stratified_split(labels, HOLDOUT, seed=HOLDOUT_SEED)
     except CnnlabError as e:
-        raise DataError(f"{root}: no test/ or val/ folder and {len(files)} images are too few to hold out a "
-                        f"test split ({e}); add images or a {root}/test/<class>/ folder") from e
-    note = f"test split: a seeded stratified 1/6 of the images held out (no {'/ or '.join(HELD_OUT_NAMES)}/ folder)"
+        remedy = f"a split column of test rows in {csv_file.name}" if csv_file else f"a {root}/test/<class>/ folder"
+        raise DataError(f"{root}: {absent} and {len(files)} images are too few to hold out a test split ({e}); add "
+                        f"images or {remedy}") from e
+    note = f"test split: a seeded stratified 1/6 of the images held out ({absent})"
     return [files[i] for i in train_idx.tolist()], [files[i] for i in test_idx.tolist()], note
 
 
-def _identity(root: Path, files: list[_File]) -> tuple[int, str]:
-    """(count, a hash of the sorted paths relative to ``root``): which files a split holds."""
+def _identity(root: Path, files: list[_File], classes: tuple[str, ...] | None = None) -> tuple[int, str]:
+    """(count, a hash of the sorted paths relative to ``root``): which files a split holds; with ``classes``, each
+    path followed by its class name (a CSV's labels, which the paths do not hold)."""
     prefix = str(root) + os.sep
-    text = "\n".join(sorted(str(f.path).removeprefix(prefix) for f in files))
+    text = "\n".join(sorted(str(f.path).removeprefix(prefix) + ("" if classes is None else f"\t{classes[f.label]}")
+                            for f in files))
     # surrogateescape: a name that is not UTF-8 (Latin-1 from an old archive) is held by Python as lone surrogates
     return len(files), hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
@@ -502,7 +625,7 @@ def _seen_in_training(root: Path, digests: dict[str, list[tuple[bytes, Path]]]) 
     return [line for line in notices if line]
 
 
-def _read_cache(cache: Path, key: str, name: str, identity: tuple) -> ImageDataset | None:
+def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple) -> ImageDataset | None:
     meta_file, data_file = cache / f"{key}.json", cache / f"{key}.u8"
     try:
         meta = json.loads(meta_file.read_text())
@@ -512,7 +635,7 @@ def _read_cache(cache: Path, key: str, name: str, identity: tuple) -> ImageDatas
         digests = _digest_rows((cache / f"{key}.digests").read_bytes(), meta["shape"][0])
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
-    return _dataset(name, Path(name[len(FOLDER_PREFIX):]), images, meta, data_file, identity, digests)
+    return _dataset(name, root, images, meta, data_file, identity, digests)
 
 
 def _chosen_size() -> str:
@@ -535,7 +658,7 @@ def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, 
         alike = {**options, **chosen}
         if alike == options:
             continue
-        data = _read_cache(cache, _cache_key(root, files, alike), name, identity)
+        data = _read_cache(cache, _cache_key(root, files, alike), name, root, identity)
         if data is None:
             continue
         stored = tuple(data.train_images.shape[1:])
@@ -578,5 +701,6 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
 
 
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,
-                 test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/* (any common image format; "
-                                   "without test/ or val/, a seeded stratified 1/6 is held out)", flip=True)
+                 test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/*, or images labelled by "
+                                   "PATH/labels.csv, PATH/metadata.csv or folder:PATH/NAME.csv (any common image "
+                                   "format; without test/ or val/, a seeded stratified 1/6 is held out)", flip=True)

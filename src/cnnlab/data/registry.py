@@ -104,7 +104,8 @@ def _unknown(name: object) -> str:
         close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
         if close:
             message += f"; did you mean {close[0]!r}?"
-        elif os.path.isdir(os.path.expanduser(name)):  # a bare path to the user's own images
+        elif os.path.isdir(os.path.expanduser(name)) or \
+                name.lower().endswith(".csv") and os.path.isfile(os.path.expanduser(name)):  # the user's own images
             message += f"; did you mean '{FOLDER_PREFIX}{name}'?"
     return message
 

@@ -15,7 +15,11 @@ import torch
 from cnnlab.checks import fail, is_int, number
 from cnnlab.errors import CnnlabError
 
-__all__ = ["run_split", "sample_indices", "stratified_split"]
+__all__ = ["SPLIT_NAMES", "run_split", "sample_indices", "stratified_split"]
+
+# The names a split goes by, as a folder (any case: Train/ and Test/ were two classes) or a CSV's split value: Roboflow
+# exports valid/, others training/, testing/ or validation/.
+SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing"), "val": ("val", "valid", "validation")}
 
 
 def _holdout_count(val: float | int, n: int) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.data import FOLDER_PREFIX
+from cnnlab.data.folder import moved_folder
 from cnnlab.data.registry import load_dataset
 from cnnlab.data.store import mapped_reads
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
@@ -107,8 +108,8 @@ def _dataset_to_score(dataset: str | None, data_dir: str | Path | None, own: str
         return dataset, data_dir
     if own and own.startswith(FOLDER_PREFIX):
         if data_dir is not None:
-            return FOLDER_PREFIX + str(data_dir), None
-        if not Path(own.removeprefix(FOLDER_PREFIX)).is_dir():
+            return moved_folder(own, data_dir), None
+        if not Path(own.removeprefix(FOLDER_PREFIX)).exists():  # the folder, or the CSV that labels it
             raise moved_data(f"the image folder {source}'s run trained on, {own.removeprefix(FOLDER_PREFIX)},")
         return own, None
     if own:

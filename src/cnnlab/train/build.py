@@ -178,7 +178,8 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if dataset is None:  # one process per machine fills the download (or decode) cache before the others read it
         dataset = _load_once_per_machine(config, dist, device)
     if config.val_split is not None and dataset.val_images is not None:
-        raise CnnlabError(f"{dataset.name} brings its own validation split (val/ beside train/ and test/); expected "
+        raise CnnlabError(f"{dataset.name} brings its own validation split (val/ beside train/ and test/, or "
+                          f"a CSV's val rows beside its test rows); expected "
                           f"no --val-split, got {config.val_split}")
     if dataset.num_classes < 2:  # one class: every prediction is right and nothing is learnt
         raise CnnlabError(f"{dataset.name} has {dataset.num_classes} class ({', '.join(dataset.classes)}); a "
@@ -505,7 +506,7 @@ def _check_same_training_files(recorded: dict[str, Any], dataset: ImageDataset) 
         return
     if list(now) != list(then):
         change = f"{then[0]} files then, {now[0]} now" if now[0] != then[0] else \
-            f"{then[0]} files then and now, but other ones"
+            f"{then[0]} files then and now, but other ones, or other labels"
     elif None not in (recorded.get("training_bytes"), dataset.training_bytes) and \
             recorded["training_bytes"] != dataset.training_bytes:
         change = f"the same {now[0]} files, but the contents of some are not what they were"

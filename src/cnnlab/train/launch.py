@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.data import FOLDER_PREFIX
-from cnnlab.data.folder import refuse_writing_into
+from cnnlab.data.folder import moved_folder, refuse_writing_into
 from cnnlab.device import torch_switches_restored
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.inference import moved_data
@@ -129,11 +129,11 @@ def resume(run_dir: str | Path, *, quiet: bool = False, report: bool = True, epo
         config = dataclasses.replace(config, dataset=saved)
     folder = config.dataset.startswith(FOLDER_PREFIX)
     if data_dir is not None:  # moved: the same run on its data's new place (build_run checks they are the same)
-        config = dataclasses.replace(config, **({"dataset": f"{FOLDER_PREFIX}{data_dir}"} if folder else
+        config = dataclasses.replace(config, **({"dataset": moved_folder(config.dataset, data_dir)} if folder else
                                                 {"data_dir": str(data_dir)}))
     else:
         where = config.dataset[len(FOLDER_PREFIX):] if folder else config.data_dir
-        if where and not Path(where).is_dir():
+        if where and not (Path(where).exists() if folder else Path(where).is_dir()):  # a folder, or its CSV
             raise moved_data(f"the run's {'image' if folder else 'data'} folder {where}")
     if epochs is not None and config.time_budget is not None:
         raise CnnlabError(f"this run's length is its time budget of {config.time_budget:g}s, which --epochs cannot "

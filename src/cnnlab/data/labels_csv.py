@@ -1,0 +1,264 @@
+"""The labels of a folder's images from a CSV file: Kaggle's ``train.csv``, fastai's ``labels.csv``, Hugging Face's
+``metadata.csv``.
+
+Which CSV (:func:`find_csv`): ``folder:PATH/NAME.csv`` names one, whose folder is the images' root; else
+``labels.csv`` (fastai's ``ImageDataLoaders.from_csv``) or ``metadata.csv`` (Hugging Face's ``imagefolder``) at
+PATH's top level, any case, when PATH has no class subfolders of images. Both at once, or one beside class
+subfolders, is refused, saying which to remove or how to name the one meant: cnnlab never guesses which labels hold.
+
+Columns go by their header names, any case (:data:`FILE_COLUMNS`, :data:`LABEL_COLUMNS`, the first of each list
+present), separated by commas (tabs or semicolons where the header holds no comma). A file is named by its path
+relative to the root (``/`` between folders; ``..`` out of the root and absolute paths are refused); a name that is
+not there is the one image of that path's end in a subfolder (Kaggle's ``train.csv`` beside ``train/``), and a name
+without an image extension (Kaggle's ``id``) the one image of that stem; several candidates are refused by name.
+Names and labels match in their composed Unicode form (macOS writes decomposed names). A ``split`` column (values
+as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's ``is_valid`` (true: the
+validation rows) says each row's split. One label a cell: commas, semicolons or bars in it, or words that are each a
+label of other rows (``cat dog`` beside ``cat`` and ``dog``), are several labels, which is multi-label
+classification, not trained here; a label of several words that are not (``sea lion`` beside ``lion``) is one
+class. Class names are the
+labels, sorted as folder names are, or by their value where every label is a whole number (``2`` before ``10``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnlab.data.split import SPLIT_NAMES
+from cnnlab.errors import DataError
+from cnnlab.picture import picture_extensions
+
+__all__ = ["CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "class_order", "find_csv", "read_labels",
+           "split_roles"]
+
+CSV_NAMES = ("labels.csv", "metadata.csv")
+FILE_COLUMNS = ("file_name", "filename", "file", "image", "image_id", "id", "name", "path", "fname")
+LABEL_COLUMNS = ("label", "class", "category", "target", "labels")
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+_SEVERAL = re.compile(r"[,;|]")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a CSV says of a folder's images.
+
+    Attributes:
+        rows: ``(image file, label, split)`` of each file the CSV names, once, in its order; split is ``"train"``,
+            ``"test"``, ``"val"``, or None without a split column.
+        unlisted: the image files under the root that the CSV does not name (sorted).
+    """
+
+    rows: list[tuple[Path, str, str | None]]
+    unlisted: list[Path]
+
+
+def find_csv(path: Path, has_class_folders) -> Path | None:
+    """The CSV that labels ``folder:path``'s images, or None for class subfolders.
+
+    Args:
+        path: what ``folder:`` names (resolved): a ``.csv`` file, or a folder.
+        has_class_folders: called with no argument, whether ``path`` holds class subfolders of images (asked only
+            where a CSV of :data:`CSV_NAMES` lies beside them).
+
+    Raises:
+        DataError: ``labels.csv`` and ``metadata.csv`` both, or one beside class subfolders (one line).
+    """
+    if path.is_file():
+        return path
+    try:
+        found = sorted(p for p in path.iterdir() if p.name.lower() in CSV_NAMES and p.is_file())
+    except OSError as e:
+        raise DataError(f"{path}: cannot list the folder ({e.strerror or e})") from e
+    if len(found) > 1:
+        raise DataError(f"{path} holds {' and '.join(p.name for p in found)}, each of which could label its images; "
+                        f"expected one: remove or rename the other, or name the one meant (folder:{found[0]})")
+    if not found:
+        return None
+    if has_class_folders():
+        raise DataError(f"{path} holds both class subfolders of images and {found[0].name}; expected one way of "
+                        f"labelling: remove or rename {found[0].name} to label by the subfolders, or name it "
+                        f"(folder:{found[0]}) to label by it")
+    return found[0]
+
+
+def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
+    """The files, labels and splits ``csv_file`` gives the ``images`` under ``root`` (see the module docstring).
+
+    Raises:
+        DataError: in one line: not UTF-8 text or not a CSV, no file or label column, a row without a file name or
+            label, several labels in a cell, an unknown split value, files not found (how many and the first),
+            a name of several files, a file in two rows of other labels or splits.
+    """
+    header, rows, columns = _table(csv_file)
+    file_at, label_at = (next((columns[n] for n in names if n in columns), None) for names in (FILE_COLUMNS,
+                                                                                             LABEL_COLUMNS))
+    if file_at is None or label_at is None:
+        missing = "file" if file_at is None else "label"
+        expected = FILE_COLUMNS if file_at is None else LABEL_COLUMNS
+        raise DataError(f"{csv_file} has no {missing} column (its columns: {', '.join(header) or 'none'}); expected "
+                        f"a header naming one of {', '.join(expected)} (any case)")
+    split_of = _split_column(csv_file, columns)
+    finder = _Finder(root, images)
+    named: dict[Path, tuple[str, str | None, int]] = {}
+    missing_rows: list[tuple[int, str]] = []
+    for line, cells in rows:
+        if len(cells) < len(header):
+            raise DataError(f"{csv_file}, row {line}: {len(cells)} field(s) where the header has {len(header)}; "
+                            f"expected a file name and a label in every row")
+        name, label = cells[file_at].strip(), unicodedata.normalize("NFC", cells[label_at].strip())
+        if not name:
+            raise DataError(f"{csv_file}, row {line}: no file name in column {header[file_at]!r}")
+        if not label:
+            raise DataError(f"{csv_file}, row {line}: no label for {name} in column {header[label_at]!r}; expected "
+                            f"one label a row (remove the rows of unlabelled images)")
+        if _SEVERAL.search(label):
+            raise DataError(_several(csv_file, line, label))
+        path = finder.find(csv_file, line, name)
+        if path is None:
+            missing_rows.append((line, name))
+            continue
+        split = split_of(line, cells)
+        if path in named and named[path][:2] != (label, split):
+            first = named[path]
+            what = f"labels {first[0]!r} and {label!r}" if first[0] != label else f"splits {first[1]} and {split}"
+            raise DataError(f"{csv_file}: {name} has rows {first[2]} and {line} of {what}; expected one label and "
+                            f"split a file")
+        named.setdefault(path, (label, split, line))
+    if missing_rows:
+        line, name = missing_rows[0]
+        raise DataError(f"{csv_file}: {len(missing_rows)} row(s) name no image file under {root} (first: row {line}, "
+                        f"{name!r}); expected paths relative to {root} of image files (ending in "
+                        f"{', '.join(picture_extensions())})")
+    if not named:
+        raise DataError(f"{csv_file} has a header and no rows; expected a row of file name and label an image")
+    labels = {label for label, _, _ in named.values()}
+    for label, _, line in named.values():
+        words = label.split()
+        if len(words) > 1 and all(w in labels for w in words):  # "sea lion" beside "lion" is a class
+            raise DataError(_several(csv_file, line, label))
+    return Labels([(path, label, split) for path, (label, split, _) in named.items()], finder.unlisted(named))
+
+
+def split_roles(csv_file: Path) -> set[str]:
+    """The splits (``"train"``, ``"test"``, ``"val"``) that ``csv_file``'s split column gives rows, or an empty set
+    without one; refuses what :func:`read_labels` refuses of the table and the split column."""
+    _, rows, columns = _table(csv_file)
+    split_of = _split_column(csv_file, columns)
+    return {role for role in (split_of(line, cells) for line, cells in rows) if role is not None}
+
+
+def class_order(labels: set[str]) -> list[str]:
+    """The class names in label order: sorted as folder names are, or by value where all are whole numbers."""
+    if all(_INTEGER.fullmatch(label) for label in labels):
+        return sorted(labels, key=lambda label: (int(label), label))
+    return sorted(labels)
+
+
+def _several(csv_file: Path, line: int, label: str) -> str:
+    return (f"{csv_file}, row {line}: several labels in one cell ({label!r}); multi-label classification is not "
+            f"trained here: expected one label a row (a class name of several words is one label unless each of its "
+            f"words is the label of other rows)")
+
+
+def _table(csv_file: Path) -> tuple[list[str], list[tuple[int, list[str]]], dict[str, int]]:
+    """(the header as written, the other non-empty rows with their line numbers, each lowercased column's first
+    index)."""
+    try:
+        raw = csv_file.read_bytes()
+    except OSError as e:
+        raise DataError(f"{csv_file}: cannot read ({e.strerror or e})") from e
+    if b"\0" in raw:
+        raise DataError(f"{csv_file} is not a CSV file (it holds NUL bytes, as binary files do); expected text "
+                        f"rows of file name and label")
+    try:
+        text = raw.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
+    except UnicodeDecodeError as e:
+        raise DataError(f"{csv_file} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); expected a "
+                        f"CSV saved as UTF-8 (Excel: CSV UTF-8)") from None
+    first = text.split("\n", 1)[0]
+    delimiter = "," if "," in first or not ("\t" in first or ";" in first) else "\t" if "\t" in first else ";"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        table = [(reader.line_num, cells) for cells in reader if any(c.strip() for c in cells)]
+    except csv.Error as e:
+        raise DataError(f"{csv_file} is not a CSV file (line {reader.line_num}: {e})") from None
+    if not table:
+        raise DataError(f"{csv_file} is empty; expected a header (e.g. file_name,label) and a row an image")
+    header = [c.strip() for c in table[0][1]]
+    columns: dict[str, int] = {}
+    for i, c in enumerate(header):
+        columns.setdefault(c.lower(), i)
+    return header, table[1:], columns
+
+
+def _split_column(csv_file: Path, columns: dict[str, int]):
+    """A function of (line, cells) to that row's split, from the ``split`` or ``is_valid`` column (None without)."""
+    if "split" in columns and "is_valid" in columns:
+        raise DataError(f"{csv_file} has both a split and an is_valid column; expected one of them")
+    roles = {n: role for role, names in SPLIT_NAMES.items() for n in names}
+    at = columns.get("split", columns.get("is_valid"))
+    valid = "is_valid" in columns
+
+    def split_of(line: int, cells: list[str]) -> str | None:
+        if at is None:
+            return None
+        value = cells[at].strip().lower() if at < len(cells) else ""
+        if valid and value in _TRUE + _FALSE:
+            return "val" if value in _TRUE else "train"
+        if not valid and value in roles:
+            return roles[value]
+        known = " or ".join(_TRUE + _FALSE) if valid else ", ".join(roles)
+        given = cells[at].strip() if at < len(cells) else ""
+        raise DataError(f"{csv_file}, row {line}: {'is_valid' if valid else 'split'} {given!r} is not a known value; "
+                        f"expected {known} (any case)")
+
+    return split_of
+
+
+class _Finder:
+    """The image file a CSV's name means, among the ``images`` under ``root``."""
+
+    def __init__(self, root: Path, images: list[Path]):
+        self.root, self.images = root, images
+        self.exact: dict[str, Path] = {}
+        self.ends: dict[str, list[Path]] = {}  # the ends of each relative path, on a folder boundary
+        self.stems: dict[str, list[Path]] = {}  # the same without the image's extension
+        prefix = str(root) + "/"
+        for p in images:
+            rel = unicodedata.normalize("NFC", str(p).removeprefix(prefix))
+            self.exact[rel] = p
+            parts = rel.split("/")
+            for k in range(len(parts)):
+                end = "/".join(parts[k:])
+                self.ends.setdefault(end, []).append(p)
+                self.stems.setdefault(posixpath.splitext(end)[0], []).append(p)
+
+    def find(self, csv_file: Path, line: int, name: str) -> Path | None:
+        """The file ``name`` (row ``line``) means, or None where there is none; refuses a name out of the root, of a
+        file that is not an image, or of several images."""
+        rel = posixpath.normpath(unicodedata.normalize("NFC", name))
+        if rel.startswith("/") or rel == ".." or rel.startswith("../"):
+            raise DataError(f"{csv_file}, row {line}: {name!r} lies outside {self.root}; expected a path relative to "
+                            f"{self.root}, inside it")
+        if rel in self.exact:
+            return self.exact[rel]
+        if (self.root / rel).is_file():
+            raise DataError(f"{csv_file}, row {line}: {name} is not of an image format read here (expected a file "
+                            f"ending in {', '.join(picture_extensions())})")
+        image_suffix = rel.lower().endswith(picture_extensions())
+        candidates = self.ends.get(rel, []) if image_suffix else self.stems.get(rel, [])
+        if len(candidates) > 1:
+            shown = ", ".join(str(p) for p in candidates[:3]) + (", ..." if len(candidates) > 3 else "")
+            raise DataError(f"{csv_file}, row {line}: {name!r} could be {len(candidates)} files ({shown}); expected "
+                            f"a name of one image: give its path relative to {self.root}")
+        return candidates[0] if candidates else None
+
+    def unlisted(self, named: dict[Path, object]) -> list[Path]:
+        return [p for p in self.images if p not in named]
