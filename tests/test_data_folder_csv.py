@@ -257,17 +257,20 @@ def test_a_name_of_several_pictures_is_refused_naming_them(tmp_path, home, capsy
             str(root / "images" / "cat_000.jpg"), str(root / "images" / "cat_000.png"))
 
 
-def test_two_csvs_or_a_csv_beside_class_subfolders_are_refused_saying_which(tmp_path, home, capsys):
+def test_two_csvs_are_refused_saying_which_and_class_subfolders_label_beside_a_csv(tmp_path, home, capsys):
     root = tmp_path / "set"
     flat_copy_of(tmp_path, root)
     shutil.copy(root / "labels.csv", root / "metadata.csv")
     train_error(["train", "lenet-relu", "--dataset", f"folder:{root}", *TINY], capsys,
                 "holds labels.csv and metadata.csv", "remove or rename the other", f"folder:{root / 'labels.csv'}")
     (root / "metadata.csv").unlink()
+    # Beside class subfolders the subfolders label, as before CSVs were read (and as Hugging Face's imagefolder
+    # reads a metadata.csv beside them): said in a notice naming the way to label by the CSV
     write_classes(tmp_path / "set", {"a": 2, "b": 2})
-    train_error(["train", "lenet-relu", "--dataset", f"folder:{root}", *TINY], capsys,
-                "holds both class subfolders of images and labels.csv", "remove or rename labels.csv",
-                f"folder:{root / 'labels.csv'}")
+    by_folders = load_dataset(f"folder:{root}")
+    assert by_folders.classes == ("a", "b", "images")
+    assert f"labelled by its class subfolders: labels.csv beside them is not read (folder:{root / 'labels.csv'} " \
+        "labels the images by it instead)" in by_folders.notices
     assert load_dataset(f"folder:{root / 'labels.csv'}").classes == ("cat", "dog", "owl")  # named: no doubt
     with pytest.raises(CnnlabError, match=f"did you mean 'folder:{root / 'labels.csv'}'"):  # the prefix left out
         load_dataset(str(root / "labels.csv"))

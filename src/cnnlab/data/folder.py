@@ -148,7 +148,7 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
                            {"train": train_files, "test": held_files, "val": listing.val}, image_size, channels,
                            skip_bad, [split_note, *listing.notes], identity)
     if listing.passed_over:  # said at every start, of the folder as it is (the cache's key holds only the images)
-        data = replace(data, notices=(listing.passed_over, *data.notices))
+        data = replace(data, notices=(*listing.passed_over, *data.notices))
     untested = _untested(data, listing)
     return replace(data, notices=(*data.notices, untested)) if untested else data
 
@@ -163,7 +163,7 @@ class _Listing:
         held, val_name: how the description names the test and validation splits the folder brings (``test/``, the
             test rows of a CSV), None where it brings none (a test split is drawn).
         csv: the CSV that labels the images, None for class subfolders.
-        notes: the description's words on the listing; passed_over: a notice of the files left out, or ''.
+        notes: the description's words on the listing; passed_over: notices of the files left out.
     """
 
     root: Path
@@ -175,13 +175,13 @@ class _Listing:
     val_name: str | None
     csv: Path | None
     notes: list[str]
-    passed_over: str
+    passed_over: tuple[str, ...]
 
 
 def _list(path: Path) -> _Listing:
     """The images of ``folder:path``: its class subfolders', or those the CSV of :func:`labels_csv.find_csv`
     labels."""
-    csv_file = labels_csv.find_csv(path, lambda: _has_class_folders(path))
+    csv_file, unread = labels_csv.find_csv(path, lambda: _has_class_folders(path))
     if csv_file is not None:
         return _list_csv(csv_file)
     train_dir, held_dir, val_dir = _layout(path)
@@ -199,7 +199,8 @@ def _list(path: Path) -> _Listing:
                    f"formats: {' '.join(picture_extensions())}){heif_note(ignored)}") if ignored else ""
     return _Listing(path, classes, train_files, held_files, val_files, held_dir and f"{held_dir.name}/",
                     val_dir and f"{val_dir.name}/", None,
-                    [f"ignored {len(ignored)} non-image file(s)"] if ignored else [], passed_over)
+                    [f"ignored {len(ignored)} non-image file(s)"] if ignored else [],
+                    tuple(filter(None, (labels_csv.unread_note(unread), passed_over))))
 
 
 def _list_csv(csv_file: Path) -> _Listing:
@@ -224,8 +225,8 @@ def _list_csv(csv_file: Path) -> _Listing:
     for files in splits.values():  # in a class folder's order: by class, then path (the held-out draw follows it)
         files.sort(key=lambda f: (f.label, f.path))
     unlisted = labels.unlisted
-    passed_over = (f"ignored {len(unlisted)} image file(s) not named in {csv_file.name} (first: {unlisted[0]})"
-                   if unlisted else "")
+    passed_over = (f"ignored {len(unlisted)} image file(s) not named in {csv_file.name} (first: {unlisted[0]})",) \
+        if unlisted else ()
     return _Listing(root, classes, splits["train"], splits["test"], splits["val"],
                     f"the {held[0]} rows of {csv_file.name}" if held else None,
                     f"the val rows of {csv_file.name}" if len(held) == 2 else None, csv_file,
@@ -299,7 +300,7 @@ def has_validation_folder(dataset: str) -> bool:
         return False
     path = Path(dataset[len(FOLDER_PREFIX):]).expanduser()
     try:
-        csv_file = labels_csv.find_csv(path, lambda: _has_class_folders(path)) if path.is_dir() or \
+        csv_file = labels_csv.find_csv(path, lambda: _has_class_folders(path))[0] if path.is_dir() or \
             path.suffix.lower() == ".csv" and path.is_file() else None
         if csv_file is not None:
             return {"test", "val"} <= labels_csv.split_roles(csv_file)

@@ -3,8 +3,9 @@
 
 Which CSV (:func:`find_csv`): ``folder:PATH/NAME.csv`` names one, whose folder is the images' root; else
 ``labels.csv`` (fastai's ``ImageDataLoaders.from_csv``) or ``metadata.csv`` (Hugging Face's ``imagefolder``) at
-PATH's top level, any case, when PATH has no class subfolders of images. Both at once, or one beside class
-subfolders, is refused, saying which to remove or how to name the one meant: cnnlab never guesses which labels hold.
+PATH's top level, any case, when PATH has no class subfolders of images (beside them, the subfolders label, and a notice
+says the CSV is not read). Both CSVs and no subfolders is refused, saying which to remove or how to name the one
+meant: cnnlab never guesses which labels hold.
 
 Columns go by their header names, any case (:data:`FILE_COLUMNS`, :data:`LABEL_COLUMNS`, the first of each list
 present), separated by commas (tabs or semicolons where the header holds no comma). A file is named by its path
@@ -35,7 +36,7 @@ from cnnlab.errors import DataError
 from cnnlab.picture import picture_extensions
 
 __all__ = ["CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "class_order", "find_csv", "read_labels",
-           "split_roles"]
+           "split_roles", "unread_note"]
 
 CSV_NAMES = ("labels.csv", "metadata.csv")
 FILE_COLUMNS = ("file_name", "filename", "file", "image", "image_id", "id", "name", "path", "fname")
@@ -59,33 +60,45 @@ class Labels:
     unlisted: list[Path]
 
 
-def find_csv(path: Path, has_class_folders) -> Path | None:
-    """The CSV that labels ``folder:path``'s images, or None for class subfolders.
+def find_csv(path: Path, has_class_folders) -> tuple[Path | None, list[Path]]:
+    """The CSV that labels ``folder:path``'s images (None for class subfolders), and the CSVs of :data:`CSV_NAMES`
+    left unread beside class subfolders.
+
+    Class subfolders label their images where they are, as they did before CSVs were read and as Hugging Face's
+    ``imagefolder`` reads a ``metadata.csv`` beside them (its labels are the folders'); the loader says in a notice
+    that the CSV is not read, and how to name it to label by it.
 
     Args:
         path: what ``folder:`` names (resolved): a ``.csv`` file, or a folder.
         has_class_folders: called with no argument, whether ``path`` holds class subfolders of images (asked only
-            where a CSV of :data:`CSV_NAMES` lies beside them).
+            where a CSV of :data:`CSV_NAMES` lies in ``path``).
 
     Raises:
-        DataError: ``labels.csv`` and ``metadata.csv`` both, or one beside class subfolders (one line).
+        DataError: ``labels.csv`` and ``metadata.csv`` both, and no class subfolders (one line).
     """
     if path.is_file():
-        return path
+        return path, []
     try:
         found = sorted(p for p in path.iterdir() if p.name.lower() in CSV_NAMES and p.is_file())
     except OSError as e:
         raise DataError(f"{path}: cannot list the folder ({e.strerror or e})") from e
+    if not found:
+        return None, []
+    if has_class_folders():
+        return None, found
     if len(found) > 1:
         raise DataError(f"{path} holds {' and '.join(p.name for p in found)}, each of which could label its images; "
                         f"expected one: remove or rename the other, or name the one meant (folder:{found[0]})")
-    if not found:
-        return None
-    if has_class_folders():
-        raise DataError(f"{path} holds both class subfolders of images and {found[0].name}; expected one way of "
-                        f"labelling: remove or rename {found[0].name} to label by the subfolders, or name it "
-                        f"(folder:{found[0]}) to label by it")
-    return found[0]
+    return found[0], []
+
+
+def unread_note(unread: list[Path]) -> str:
+    """The notice of :func:`find_csv`'s CSVs left unread beside class subfolders, or ''."""
+    if not unread:
+        return ""
+    names = " and ".join(p.name for p in unread)
+    return (f"labelled by its class subfolders: {names} beside them {'is' if len(unread) == 1 else 'are'} not read "
+            f"(folder:{unread[0]} labels the images by it instead)")
 
 
 def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
