@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.boxes import probabilistic_iou
 from cnnlab.explore.model import Options, analyze_image
 from cnnlab.explore.sources import open_with_images
 
@@ -428,12 +430,12 @@ def test_a_torchvision_detectors_masks_are_drawn_in_their_boxes_colours(importab
 
 
 def test_a_heads_numbers_of_an_unknown_kind_leave_its_boxes_undrawn(tmp_path):
-    """A YOLO head whose numbers after the class scores are neither mask coefficients nor keypoints (an OBB head's
-    angle, which turns each box) is not drawn as upright boxes: its output stays in the table."""
-    head = _per_anchor((-0.3,))  # one number after the 3 classes' scores: an angle (from -pi/4 to 3 pi/4)
-    model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
+    """A YOLO head whose numbers after the class scores are neither mask coefficients, keypoints nor an angle (five
+    numbers within 0 and 1, which may change what each box is) is not drawn: its output stays in the table."""
+    head = _per_anchor((-0.3,) * 5)
+    model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-x.onnx"), None, Options())
     [entry] = analyze_image(model, _image())["outputs"]
-    assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry
+    assert entry["shape"] == [12, ANCHORS] and "boxes" not in entry
 
 
 def obb_head():
@@ -444,14 +446,15 @@ def obb_head():
 
 def test_an_obb_heads_angle_is_not_read_as_a_class_without_names(tmp_path, importable):
     """Without the classes' names, every row after a YOLO head's box was read as a class: an OBB head's angle, within 0
-    and 1, was a 4th class and its rotated boxes drawn upright, in an Ultralytics export whose names (3 of them, which
-    leave the angle unexplained) were dropped for naming nothing drawn, and in a module opened without --classes. How
-    many rows are classes is told by the names alone: unnamed, nothing is drawn; named, the angle leaves it undrawn."""
-    path = _ultralytics_onnx(obb_head(), tmp_path / "yolo-obb.onnx", "obb")
-    for source, options in ((path, Options()), (f"{importable}:obb_head", Options(input_size=SIDE))):
-        model, _ = open_with_images(source, None, options)
-        [entry] = analyze_image(model, _image())["outputs"]
-        assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry, source
+    and 1, was a 4th class and its rotated boxes drawn upright, in a module opened without --classes. How many rows
+    are classes is told by the names alone: unnamed, nothing is drawn; named (an Ultralytics export's metadata), the
+    one number after the class scores is the angle that turns each box."""
+    model, _ = open_with_images(f"{importable}:obb_head", None, Options(input_size=SIDE))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry
+    model, _ = open_with_images(_ultralytics_onnx(obb_head(), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["turned"] and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
     model, _ = open_with_images(f"{importable}:yolo_transposed", None, Options(input_size=SIDE))
     [entry] = analyze_image(model, _image())["outputs"]
     assert "boxes" not in entry  # a plain head unnamed: its class count cannot be told either
@@ -558,3 +561,80 @@ def test_a_list_with_an_unlikely_box_inside_out_is_drawn_and_boxes_scaled_to_1_a
     model, _ = open_with_images(f"{importable}:rtdetr_rows", None, Options(input_size=SIDE))
     [entry] = analyze_image(model, _image())["outputs"]
     assert "boxes" not in entry
+
+
+# An OBB head's anchors that score, (centre x, centre y, width, height, angle, class, score): the dog, its width's side
+# turned by 0.3 radians; a dog 3 pixels along that side (a probabilistic IoU of 0.82 with it: suppressed) and a bird
+# there (another class: kept); a dog 6 pixels along (0.64 with the first dog, 0.82 with the one suppressed: suppressed
+# too, as Ultralytics' fast NMS suppresses it, where a greedy one would keep it); a cat below the threshold of 0.25; a
+# cat apart, a square turned by 45 degrees (a diamond, its corners 8 x sqrt(2) from its centre). Ultralytics 8.4.190's
+# batch_probiou gives these IoUs.
+TURN, ALONG = 0.3, (math.cos(0.3), math.sin(0.3))
+TURNED = [(16, 16, 20, 8, TURN, 1, 0.9), (16 + 3 * ALONG[0], 16 + 3 * ALONG[1], 20, 8, TURN, 1, 0.8),
+          (16 + 3 * ALONG[0], 16 + 3 * ALONG[1], 20, 8, TURN, 2, 0.85),
+          (16 + 6 * ALONG[0], 16 + 6 * ALONG[1], 20, 8, TURN, 1, 0.7), (48, 48, 8, 8, 0.0, 0, 0.2),
+          (44, 40, 16, 16, math.pi / 4, 0, 0.5)]
+
+
+def turned_head():
+    """An OBB head's ``4 + 3 classes + 1`` rows of one number per anchor: centre and size, class scores, angle."""
+    head = _per_anchor((0.0,))
+    for anchor, (cx, cy, w, h, angle, label, score) in enumerate(TURNED):
+        head[:4, anchor] = torch.tensor([cx, cy, w, h], dtype=torch.float)
+        head[4 + label, anchor] = score
+        head[-1, anchor] = angle
+    return Fixed(head)
+
+
+def turned_list():
+    """An OBB model's list of detections (YOLO26-OBB's, an export with its NMS inside): rows of centre, size, score,
+    class and angle, the boxes Ultralytics' predict keeps of :data:`TURNED` and the one below the threshold."""
+    rows = torch.zeros(300, 7)
+    for k, (cx, cy, w, h, angle, label, score) in enumerate(t for t in TURNED if t[6] != 0.8 and t[6] != 0.7):
+        rows[k] = torch.tensor([cx, cy, w, h, score, label, angle])
+    return Fixed(rows)
+
+
+def test_an_obb_heads_turned_boxes_are_drawn_as_ultralytics_predict_keeps_them(tmp_path):
+    """An OBB head's boxes (Ultralytics' YOLOv8-OBB and YOLO11-OBB export: an angle after the class scores) were left
+    to the table: they are kept as Ultralytics' predict keeps them (a best class above 0.25; then, class by class, no
+    box whose probabilistic IoU with a better one is above 0.7, that better one suppressed or not) and drawn turned,
+    by their corners, named by the metadata's names."""
+    model, _ = open_with_images(_ultralytics_onnx(turned_head(), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
+    assert model.classes == NAMES
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"], entry["turned"]) == ([8, ANCHORS], 3, True)
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    assert "no probabilistic IoU above 0.7 with a better turned box of its class" in entry["kept"]
+    picture, cat = _picture(entry), tuple(bytes.fromhex(entry["detected"][2]["colour"][1:]))
+    # the cat's diamond: its top and left corners outlined, the corner of the upright box around it the input's grey
+    assert tuple(picture[29, 44]) == cat and tuple(picture[40, 33]) == cat
+    assert tuple(picture[29, 33]) == (128, 128, 128) and tuple(picture[40, 44]) == (128, 128, 128)
+
+
+def test_an_obb_models_list_of_turned_detections_is_drawn_above_the_threshold(importable):
+    """An OBB model's end-to-end list (YOLO26-OBB's; an export with its NMS inside: rows of centre, size, score, class
+    and angle) was left to the table: its rows scoring above 0.25 are drawn turned, named by --classes."""
+    model, _ = open_with_images(f"{importable}:turned_list", None, Options(input_size=SIDE, classes=NAMES))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"], entry["turned"]) == ([300, 7], 3, True)
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    picture, cat = _picture(entry), tuple(bytes.fromhex(entry["detected"][2]["colour"][1:]))
+    assert tuple(picture[29, 44]) == cat and tuple(picture[29, 33]) == (128, 128, 128)
+
+
+def test_the_probabilistic_iou_of_turned_boxes_is_one_less_their_gaussians_hellinger_distance():
+    """Two boxes of one size, one shifted by d along its width w, have Gaussians whose Bhattacharyya distance is
+    1.5 d^2 / w^2 (their covariances alike): the IoU is 1 - sqrt(1 - exp(-1.5 d^2 / w^2)), however both are turned, and
+    a box's width and height swapped with its angle a quarter turn on is the same box."""
+    shifts = torch.tensor([0.0, 1.0, 3.0, 6.0, 12.0])
+    for angle in (0.0, 0.3, -0.7, 2.0):
+        along = torch.tensor([math.cos(angle), math.sin(angle)])
+        first = torch.tensor([[16.0, 16.0, 20.0, 8.0, angle]])
+        second = torch.cat([16 + shifts[:, None] * along, torch.tensor([[20.0, 8.0, angle]]).expand(5, 3)], 1)
+        expected = 1 - (1 - torch.exp(-1.5 * shifts[1:].double() ** 2 / 20 ** 2)).sqrt()
+        iou = probabilistic_iou(first.double(), second.double())[0]
+        # (a distance clamped above 1e-7, and 1e-7 added under the root, as Ultralytics does)
+        assert iou[0] == pytest.approx(1.0, abs=1e-3) and iou[1:].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+        swapped = second[:, [0, 1, 3, 2, 4]] + torch.tensor([0, 0, 0, 0, math.pi / 2])
+        assert torch.allclose(probabilistic_iou(first.double(), swapped.double())[0], iou, atol=1e-9)

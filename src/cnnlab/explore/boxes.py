@@ -1,13 +1,13 @@
 """How the explorer reads the boxes a detector found among what it returns, whatever form its library gives them in:
 torchvision's dict per image, DETR's queries (Hugging Face's), a YOLO head's raw scores per anchor (Ultralytics' YOLOv8
-to YOLO11, YOLOv5's anchors), and an end-to-end list of detections (YOLO26's and YOLOv10's, an export with its NMS
-inside). Each is read as its own library's prediction reads it: the same thresholds and non-maximum suppression, so
-that the page shows the boxes its users know. :func:`cnnlab.explore.probe.detections` draws them.
+to YOLO11, YOLOv5's anchors, an OBB head's turned boxes), and an end-to-end list of detections (YOLO26's and YOLOv10's,
+an export with its NMS inside; an OBB model's turned ones). Each is read as its own library's prediction reads it: the
+same thresholds and non-maximum suppression, so that the page shows the boxes its users know.
+:func:`cnnlab.explore.probe.detections` draws them.
 
-Every form is recognised by its structure (torchvision's and DETR's also by their outputs' names), not by a file's
-name or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, the corners of the
-boxes kept in order): a tensor that only has a detector's shape is left to the table of outputs rather than drawn
-wrong.
+Every form is recognised by its structure (torchvision's and DETR's also by their outputs' names), not by a file's name
+or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, the corners of the boxes
+kept in order): a tensor that only has a detector's shape is left to the table of outputs rather than drawn wrong.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class BoxList:
             None where the detector gives none.
         keypoints: ``K x P x 3``, each box's keypoints, ``x, y`` in the input's pixels and a confidence (torchvision's
             visibility, 1; YOLO's sigmoid), None where the detector gives none.
+        corners: ``K x 4 x 2``, each box's corners in turn round it where the boxes are turned (an OBB head's), ``x,
+            y`` in the input's pixels, ``boxes`` then the upright boxes around them; None for upright boxes.
     """
 
     row: str
@@ -63,6 +65,7 @@ class BoxList:
     masks: torch.Tensor | None = None
     mask_above: float = 0.5
     keypoints: torch.Tensor | None = None
+    corners: torch.Tensor | None = None
 
     def masks_at(self, indices: list[int], hw: tuple[int, int], input_hw: tuple[int, int]) -> torch.Tensor:
         """The masks of the boxes ``indices`` on a picture of ``hw`` pixels (the input's ``input_hw`` scaled), as
@@ -175,7 +178,8 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     count is the ``named`` classes' (Ultralytics' metadata or ``--classes``): without names, nothing is read, as the
     rows after the box's are not told apart by their values (an OBB head's angle, within 0 and 1 as a fresh one gives
     it, would be one more class and its turned boxes drawn upright). Read as Ultralytics' predict reads it
-    (:data:`CONFIDENCE`, :data:`IOU`, class by class), the boxes kept :func:`_drawable`."""
+    (:data:`CONFIDENCE`, :data:`IOU`, class by class), the boxes kept :func:`_drawable`; one number after the class
+    scores is an OBB head's angle, its boxes turned (:func:`_turned_head`)."""
     count = next((anchors(input_hw, s) for s in STRIDES if anchors(input_hw, s) in out.shape), None)
     if count is None or out.shape[0] == out.shape[1] or not named:
         return None
@@ -184,6 +188,8 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     if 4 + named > per_anchor.shape[0] or not _probabilities(scores) or not per_anchor[:4].isfinite().all():
         return None
     best, labels = scores.max(0)
+    if per_anchor.shape[0] == 5 + named:
+        return _turned_head(name, per_anchor[:4].T, per_anchor[-1], best, labels)
     boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
     kept = _suppressed(boxes, best.float(), labels, IOU)
     extras = _extras(per_anchor[4 + named:, kept].T, found)
@@ -219,7 +225,8 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     segmentation or pose model adds its numbers after them: :func:`_extras`). Those scoring above
     :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them, their corners in order. Not a map of the picture
     (:func:`_of_pixels`), which reads so where it is all zeros (a mask that finds nothing: a list of detections none
-    scoring)."""
+    scoring). Rows of seven are an OBB model's (YOLO26-OBB's): a turned box's centre and size, its score and class,
+    then its angle (:func:`_turned_boxes`)."""
     if out.shape[1] < 6 or _of_pixels(out.shape, input_hw) or not out[:, :4].isfinite().all() or \
             not _probabilities(out[:, 4]):
         return None
@@ -227,6 +234,9 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     if not (labels == labels.round()).all() or not class_numbers(labels.long()):
         return None
     kept = out[:, 4] > CONFIDENCE
+    if out.shape[1] == 7:
+        return _turned_boxes(name, out[:, :4], out[:, 6], out[:, 4], labels.long(), kept.nonzero().flatten(),
+                             f"score above {CONFIDENCE}, as Ultralytics' predict keeps them")
     # The boxes kept have their corners in order, in the input's pixels, not all within its first one (centres and
     # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
     # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
@@ -237,6 +247,76 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     return None if extras is None else \
         BoxList(name, out[kept, :4], out[kept, 4], labels[kept].long(),
                 f"score above {CONFIDENCE}, as Ultralytics' predict keeps them", **extras)
+
+
+def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
+                 labels: torch.Tensor) -> BoxList | None:
+    """An OBB head's boxes (Ultralytics' YOLOv8-OBB and YOLO11-OBB; ``sizes``, ``A x 4``: each anchor's box's centre
+    and size in the input's pixels, its width's side turned from the x axis by its ``angles``, in radians), kept as
+    Ultralytics' predict keeps them: a best class (``scores``, ``labels``) above :data:`CONFIDENCE`; then, class by
+    class and best first, none whose probabilistic IoU (:func:`probabilistic_iou`) with a better box is above
+    :data:`IOU`, that better box kept or not (its fast NMS, which never looks at what it suppressed); at most
+    :data:`MAX_KEPT`."""
+    candidates = (scores > CONFIDENCE).nonzero().flatten()
+    kept = [candidates[:0]]
+    for label in labels[candidates].unique():
+        ours = candidates[labels[candidates] == label]
+        ours = ours[scores[ours].float().argsort(descending=True)]
+        turned = torch.cat([sizes[ours].float(), angles[ours, None].float()], 1)
+        overlaps = probabilistic_iou(turned, turned).triu(diagonal=1)  # each box with those after it
+        kept.append(ours[(overlaps > IOU).sum(0) == 0])
+    kept = torch.cat(kept)
+    kept = kept[scores[kept].float().argsort(descending=True)][:MAX_KEPT]
+    return _turned_boxes(name, sizes, angles, scores, labels, kept,
+                         f"confidence above {CONFIDENCE} and no probabilistic IoU above {IOU} with a better turned box "
+                         "of its class, as Ultralytics' predict keeps them")
+
+
+def _turned_boxes(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
+                  labels: torch.Tensor, kept: torch.Tensor, how: str) -> BoxList | None:
+    """The boxes ``kept`` (indices) of turned boxes (``sizes``: ``K x 4`` centres and sizes in the input's pixels;
+    ``angles`` in radians), drawn by their corners, where each one kept has a finite angle and a width and a height
+    of 0 or more, and not all lie within the input's first pixel (RT-DETR's, scaled to 1, are no such boxes); None
+    otherwise."""
+    sizes, angles = sizes[kept].float(), angles[kept].float()
+    if not sizes.isfinite().all() or not angles.isfinite().all() or (sizes[:, 2:] < 0).any() or \
+            _in_first_pixel(sizes):
+        return None
+    corners = turned_corners(torch.cat([sizes, angles[:, None]], 1))
+    upright = torch.cat([corners.amin(1), corners.amax(1)], 1)
+    return BoxList(name, upright, scores[kept], labels[kept], how, corners=corners)
+
+
+def turned_corners(turned: torch.Tensor) -> torch.Tensor:
+    """The corners (``K x 4 x 2``, in turn round each box) of turned boxes ``K x 5``: a centre ``x, y``, a width and
+    a height, and the angle in radians by which the width's side is turned from the x axis towards the y axis."""
+    centre, (w, h, angle) = turned[:, None, :2], turned[:, 2:].T
+    along = torch.stack([angle.cos(), angle.sin()], 1) * (w / 2)[:, None]  # from the centre to the width's end
+    across = torch.stack([-angle.sin(), angle.cos()], 1) * (h / 2)[:, None]  # and to the height's
+    signs = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0], [-1.0, 1.0]])  # the corners in turn
+    return centre + signs[None, :, :1] * along[:, None] + signs[None, :, 1:] * across[:, None]
+
+
+def probabilistic_iou(first: torch.Tensor, second: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """How much each of the turned boxes ``first`` (``K x 5``: centre, size, angle) overlaps each of ``second``
+    (``M x 5``), ``K x M``: one less the Hellinger distance between the boxes' Gaussians (each centred on its box,
+    its variances the squares of its width and height over 12, turned by its angle), as Llerena et al. define it
+    ("Gaussian bounding boxes and probabilistic intersection-over-union", 2021) and Ultralytics suppresses turned
+    boxes by (``eps`` its own); 1 for a box and itself, near 0 for boxes far apart."""
+    def spread(boxes):  # each box's covariance [[a, c], [c, b]], as three K x 1 columns
+        var_w, var_h, angle = boxes[:, 2:3] ** 2 / 12, boxes[:, 3:4] ** 2 / 12, boxes[:, 4:5]
+        cos, sin = angle.cos(), angle.sin()
+        return var_w * cos ** 2 + var_h * sin ** 2, var_w * sin ** 2 + var_h * cos ** 2, (var_w - var_h) * cos * sin
+
+    (a1, b1, c1), (a2, b2, c2) = spread(first), (v.T for v in spread(second))
+    a, b, c = a1 + a2, b1 + b2, c1 + c2  # twice the two boxes' mean covariance, K x M
+    det = a * b - c ** 2
+    dx, dy = first[:, :1] - second[:, 0], first[:, 1:2] - second[:, 1]
+    # the Bhattacharyya distance: the centres apart, measured by the mean covariance, and the covariances' unlikeness
+    apart = (a * dy ** 2 + b * dx ** 2 - 2 * c * dx * dy) / (4 * (det + eps))
+    unlike = 0.5 * torch.log(det / (4 * ((a1 * b1 - c1 ** 2).clamp(min=0) * (a2 * b2 - c2 ** 2).clamp(min=0)).sqrt()
+                                     + eps) + eps)
+    return 1 - (1 - torch.exp(-(apart + unlike).clamp(eps, 100)) + eps).sqrt()
 
 
 def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, Any] | None:
