@@ -638,3 +638,76 @@ def test_the_probabilistic_iou_of_turned_boxes_is_one_less_their_gaussians_helli
         assert iou[0] == pytest.approx(1.0, abs=1e-3) and iou[1:].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
         swapped = second[:, [0, 1, 3, 2, 4]] + torch.tensor([0, 0, 0, 0, math.pi / 2])
         assert torch.allclose(probabilistic_iou(first.double(), swapped.double())[0], iou, atol=1e-9)
+
+
+# Ultralytics' RT-DETR's rows (its export from 8.4 on), the boxes of :data:`KEPT` and a cat below the threshold as
+# centres and sizes scaled to the input's 64 pixels, a score and a class, best first
+RTDETR_ROWS = [(16, 16, 16, 16, 0.9, 1), (17, 16, 16, 16, 0.85, 2), (44, 40, 20, 16, 0.5, 0), (48, 48, 8, 8, 0.2, 0)]
+
+
+class RtdetrRows(nn.Module):
+    """RT-DETR's answer as Ultralytics' ONNX export gives it: 300 rows for the one image it is exported for, the batch
+    axis kept (1 x 300 x 6), and declared of a free length (the graph's shape inference names it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        rows = torch.zeros(300, 6)
+        for k, (cx, cy, w, h, score, label) in enumerate(RTDETR_ROWS):
+            rows[k] = torch.tensor([cx / SIDE, cy / SIDE, w / SIDE, h / SIDE, score, label])
+        self.register_buffer("rows", rows)
+
+    def forward(self, x):
+        return self.rows[None] + self.conv(x).mean()
+
+
+def rtdetr_queries():
+    """RT-DETR's answer as Ultralytics exported it before 8.4, for 4 queries: each a box's centre and size scaled to 1,
+    then 3 classes' sigmoids. Five of a query and a class score above 0.25 (the dog's query scores a bird too, the
+    cat's a dog); its post-processing takes the 4 best of any query and class, as many as its queries."""
+    queries = torch.tensor([[16, 16, 16, 16], [17, 16, 16, 16], [44, 40, 20, 16], [48, 48, 8, 8]]) / SIDE
+    scores = torch.tensor([[0.01, 0.9, 0.3], [0.01, 0.01, 0.85], [0.5, 0.27, 0.01], [0.2, 0.01, 0.01]])
+    return Fixed(torch.cat([queries, scores], 1))
+
+
+def test_ultralytics_rtdetrs_rows_are_drawn_at_the_inputs_scale_where_named(tmp_path):
+    """Ultralytics' RT-DETR export (rows of centre and size scaled to 1, score and class; 1 x 300 x 6, its length
+    declared free) was left to the table and its metadata's names dropped: its rows scoring above 0.25 are drawn at the
+    input's scale, as its predictor keeps them, named by the metadata."""
+    import onnx
+
+    path = tmp_path / "rtdetr.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(RtdetrRows().eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
+                          input_names=["images"], output_names=["output0"], dynamic_axes={"output0": {0: "rows"}})
+    graph = onnx.load(str(path))
+    for key, value in (("author", "Ultralytics"), ("task", "detect"), ("imgsz", f"[{SIDE}, {SIDE}]"),
+                       ("names", str(dict(enumerate(NAMES))))):
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(path))
+    model, _ = open_with_images(path, None, Options())
+    assert model.classes == NAMES
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"]) == ([1, 300, 6], 3)
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    assert "RT-DETR predictor" in entry["kept"]
+    picture = _picture(entry)
+    dog, bird, cat = (tuple(bytes.fromhex(b["colour"][1:])) for b in entry["detected"])
+    assert tuple(picture[16, 8]) == dog and tuple(picture[16, 25]) == bird and tuple(picture[40, 54]) == cat
+
+
+def test_rtdetrs_queries_are_drawn_as_the_best_of_any_query_and_class(importable):
+    """RT-DETR's queries as Ultralytics exported them before 8.4 (centre and size scaled to 1, then a sigmoid per
+    class) were left to the table: named by --classes, the best of any query and class, as many as its queries, are
+    drawn where they score above 0.25, as Ultralytics' RT-DETR keeps them (a query's second class too)."""
+    model, _ = open_with_images(f"{importable}:rtdetr_queries", None, Options(input_size=SIDE, classes=NAMES))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"]) == ([4, 7], 4)
+    assert _drawn(entry) == [("dog", 0.9), ("bird", 0.85), ("cat", 0.5), ("bird", 0.3)]
+    assert "of the 4 best of any query and class" in entry["kept"]
+    model, _ = open_with_images(f"{importable}:rtdetr_queries", None, Options(input_size=SIDE))
+    assert not any("boxes" in o for o in analyze_image(model, _image())["outputs"])  # unnamed: classes not counted

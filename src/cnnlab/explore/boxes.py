@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torchvision.ops import batched_nms, box_convert
 
-from cnnlab.explore.outputs import class_numbers
+from cnnlab.explore.outputs import LISTED, class_numbers
 
 # Ultralytics' predict keeps a box whose best class scores above 0.25, then suppresses boxes of the same class that
 # overlap a higher-scoring one by an IoU above 0.7 (its defaults, `conf` and `iou`); YOLOv5's detect.py suppresses at
@@ -83,18 +83,24 @@ class BoxList:
 
 def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | None = None) -> list[BoxList]:
     """A detector's lists of boxes among what a network returns (``rows``, each one image's): torchvision's
-    (:func:`_torchvision`), DETR's (:func:`_detr`), a YOLO head's (:func:`_yolo_head`, :func:`_yolov5_head`), and
-    end-to-end detections (:func:`_end_to_end`). DETR's and YOLO's need the model's input ``input_hw`` (the scale of
-    DETR's boxes, the count of YOLO's anchors) and ``classes``, the names the page has (which of DETR's two kinds it
-    is; YOLO's class scores told from the numbers after them)."""
+    (:func:`_torchvision`), DETR's (:func:`_detr`), a YOLO head's (:func:`_yolo_head`, :func:`_yolov5_head`),
+    end-to-end detections (:func:`_end_to_end`) and RT-DETR's queries (:func:`_rtdetr_queries`). DETR's, RT-DETR's
+    and YOLO's need the model's input ``input_hw`` (the scale of DETR's boxes, the count of YOLO's anchors) and
+    ``classes``, the names the page has (which of DETR's two kinds it is; YOLO's class scores told from the numbers
+    after them)."""
     found = {row.name: row.output[0].detach() for row in rows}
     lists = _torchvision(found) + _detr(found, len(classes), input_hw)
     taken = {b.row for b in lists}
-    for name, out in found.items():
+    # an ONNX graph's list of a length it leaves free, where its batch is fixed, may hold the one image's table whole,
+    # 1 x rows x columns (Ultralytics' RT-DETR export's, which declares no batch axis)
+    tables = {row.name: row.output[0, 0].detach() for row in rows
+              if row.kind == LISTED and row.output.dim() == 4 and row.output.shape[1] == 1}
+    for name, out in {**found, **tables}.items():
         if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
             continue
         read = (input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or
-                              _yolov5_head(name, out, input_hw))) or _end_to_end(name, out, found, input_hw)
+                              _yolov5_head(name, out, input_hw))) or \
+            _end_to_end(name, out, found, len(classes), input_hw) or _rtdetr_queries(name, out, len(classes), input_hw)
         if read is not None:
             lists.append(read)
     return lists
@@ -145,16 +151,28 @@ def _detr(found: dict[str, torch.Tensor], named: int, input_hw: tuple[int, int] 
             queries = torch.arange(boxes.shape[0])
             how = "softmax, its no-object class left out"
         else:
-            top = logits.float().sigmoid().flatten().topk(min(DETR_TOP, logits.numel()))
-            scores, labels, queries = top.values, top.indices % named, top.indices // named
+            scores, labels, queries = _best_of_any_query(logits.float().sigmoid(), DETR_TOP)
             how = f"sigmoid, the {DETR_TOP} best of any query and class"
-        h, w = input_hw
-        corners = box_convert(boxes.float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
+        corners = _scaled_to_input(boxes, input_hw)
         kept = scores > DETR_THRESHOLD
         lists.append(BoxList(name, corners[queries[kept]], scores[kept], labels[kept],
                              f"score above {DETR_THRESHOLD} ({how}), as Hugging Face's post_process_object_detection "
                              "keeps them"))
     return lists
+
+
+def _best_of_any_query(scores: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``count`` best of a DETR's ``scores`` (``queries x classes``, sigmoids) of any query and class, best first:
+    their scores, classes and queries (a query may come with several classes)."""
+    top = scores.flatten().topk(min(count, scores.numel()))
+    return top.values, top.indices % scores.shape[1], top.indices // scores.shape[1]
+
+
+def _scaled_to_input(boxes: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+    """Boxes of a centre and a size scaled to the input's sides (0 to 1, DETR's and RT-DETR's), as ``x1, y1, x2,
+    y2`` in the input's pixels."""
+    h, w = input_hw
+    return box_convert(boxes.float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
 
 
 def anchors(input_hw: tuple[int, int], strides: tuple[int, ...]) -> int:
@@ -218,7 +236,7 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
                    "box of its class, as YOLOv5's detect.py keeps them")
 
 
-def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
+def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor], named: int,
                 input_hw: tuple[int, int] | None) -> BoxList | None:
     """A detector's own list of detections, ``K x (6 + extra)``: ``x1, y1, x2, y2`` in the input's pixels, a score
     from 0 to 1 and a class number per row (YOLO26's and YOLOv10's output, or an export with its NMS inside; a
@@ -226,7 +244,8 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them, their corners in order. Not a map of the picture
     (:func:`_of_pixels`), which reads so where it is all zeros (a mask that finds nothing: a list of detections none
     scoring). Rows of seven are an OBB model's (YOLO26-OBB's): a turned box's centre and size, its score and class,
-    then its angle (:func:`_turned_boxes`)."""
+    then its angle (:func:`_turned_boxes`). Rows of six whose boxes all lie within 0 and 1 are Ultralytics' RT-DETR's
+    (:func:`_rtdetr_rows`)."""
     if out.shape[1] < 6 or _of_pixels(out.shape, input_hw) or not out[:, :4].isfinite().all() or \
             not _probabilities(out[:, 4]):
         return None
@@ -241,12 +260,42 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
     # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
     corners = out[kept, :4]
+    if _in_first_pixel(corners) and out.shape[1] == 6:
+        return _rtdetr_rows(name, out, named, input_hw)
     if not _drawable(corners) or _in_first_pixel(corners):
         return None
     extras = _extras(out[kept, 6:], found)
     return None if extras is None else \
         BoxList(name, out[kept, :4], out[kept, 4], labels[kept].long(),
                 f"score above {CONFIDENCE}, as Ultralytics' predict keeps them", **extras)
+
+
+def _rtdetr_rows(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, int] | None) -> BoxList | None:
+    """Ultralytics' RT-DETR's answer (its export from 8.4 on), ``queries x 6``: a box's centre and size scaled to the
+    input's sides (sigmoids, 0 to 1), a score and a class, the best of any query and class first. Read where the
+    ``named`` classes' names reach its classes (the export's metadata, or ``--classes``), as its predictor reads it:
+    those scoring above :data:`CONFIDENCE`, at most :data:`MAX_KEPT`, at the input's scale."""
+    labels = out[:, 5].long()
+    if input_hw is None or not named or int(labels.max()) >= named or not _probabilities(out[:, :4]):
+        return None
+    kept = (out[:, 4] > CONFIDENCE).nonzero().flatten()[:MAX_KEPT]
+    return BoxList(name, _scaled_to_input(out[kept, :4], input_hw), out[kept, 4], labels[kept],
+                   f"score above {CONFIDENCE}, as Ultralytics' RT-DETR predictor keeps them")
+
+
+def _rtdetr_queries(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, int] | None) -> BoxList | None:
+    """RT-DETR's queries as Ultralytics exported them before 8.4, ``queries x (4 + classes)``: a box's centre and size
+    scaled to the input's sides, then each class's sigmoid, all within 0 and 1, the classes counted by the ``named``
+    classes' names (the export's metadata, or ``--classes``). Read as Ultralytics' RT-DETR reads them: the best of any
+    query and class, as many as its queries (at most :data:`MAX_KEPT`), those scoring above :data:`CONFIDENCE`, at the
+    input's scale."""
+    if input_hw is None or not named or out.shape[1] != 4 + named or not _probabilities(out):
+        return None
+    scores, labels, queries = _best_of_any_query(out[:, 4:].float(), min(out.shape[0], MAX_KEPT))
+    kept = scores > CONFIDENCE
+    return BoxList(name, _scaled_to_input(out[queries[kept], :4], input_hw), scores[kept], labels[kept],
+                   f"score above {CONFIDENCE} of the {min(out.shape[0], MAX_KEPT)} best of any query and class, as "
+                   "Ultralytics' RT-DETR keeps them")
 
 
 def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
