@@ -338,6 +338,18 @@ def test_a_yolo_pose_heads_keypoints_are_drawn_where_confident(tmp_path):
     assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == (128, 128, 128)
 
 
+def test_a_yolo_pose_heads_keypoints_of_x_and_y_alone_are_all_drawn(tmp_path):
+    """A pose head of keypoints with no confidence (Ultralytics' kpt_shape [P, 2]: pairs of x, y after the class
+    scores) left its boxes undrawn, in the table: they are drawn, every keypoint a dot, as Ultralytics plots them."""
+    head = _per_anchor((0.0,) * 4)  # two keypoints per box: set for the dog's anchor below
+    head[7:11, 0] = torch.tensor([16.0, 16.0, 20.0, 20.0])
+    model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-pose.onnx", "pose"), None, Options())
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["with"] == "keypoints" and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    picture, dog = _picture(entry), tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
+    assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == dog
+
+
 def six_classes():
     """A YOLO head of six classes: the three of :data:`NAMES`, then three more (the dog's anchor scoring them too)."""
     head = torch.cat([_per_anchor(), torch.full((3, ANCHORS), 0.01)])

@@ -51,7 +51,7 @@ class BoxList:
             they are above ``mask_above`` (0 for YOLO's sums of prototypes, 0.5 for torchvision's probabilities);
             None where the detector gives none.
         keypoints: ``K x P x 3``, each box's keypoints, ``x, y`` in the input's pixels and a confidence (torchvision's
-            visibility, 1; YOLO's sigmoid), None where the detector gives none.
+            visibility, 1; YOLO's sigmoid, or 1 where its keypoints have none), None where the detector gives none.
         corners: ``K x 4 x 2``, each box's corners in turn round it where the boxes are turned (an OBB head's), ``x,
             y`` in the input's pixels, ``boxes`` then the upright boxes around them; None for upright boxes.
     """
@@ -372,10 +372,11 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     """What a YOLO head's numbers after a box's class scores (``extra``, ``K x E`` of the boxes kept) are, as
     :class:`BoxList`'s fields: a segmentation head's mask coefficients where another output is a map of ``E`` mask
     prototypes (``found``; each box's mask the sum of the prototypes they weigh, its object where above 0), a pose
-    head's keypoints where they come in threes of ``x, y`` and a confidence from 0 to 1. None for numbers of another
-    kind, which may change what the box is (an OBB head's angle turns it): its boxes are not drawn. Threes whose
-    ``x, y`` all lie within the input's first pixel are no keypoints: sigmoids of the classes the names left out
-    (``--classes`` naming fewer than the head scores; a pose head's are in the input's pixels)."""
+    head's keypoints where they come in threes of ``x, y`` and a confidence from 0 to 1, or else in pairs of ``x, y``
+    (a ``kpt_shape`` of ``[P, 2]``, whose keypoints have no confidence: 1 each). None for numbers of another kind,
+    which may change what the box is: its boxes are not drawn. Keypoints whose ``x, y`` all lie within the input's
+    first pixel are none: sigmoids of the classes the names left out (``--classes`` naming fewer than the head
+    scores; a pose head's are in the input's pixels)."""
     count = extra.shape[1]
     if not count:
         return {}
@@ -388,6 +389,9 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     if points is not None and points.isfinite().all() and _probabilities(points[..., 2]) and \
             not _in_first_pixel(points[..., :2]):
         return {"keypoints": points}
+    pairs = extra.view(-1, count // 2, 2) if count % 2 == 0 else None
+    if pairs is not None and pairs.isfinite().all() and not _in_first_pixel(pairs):
+        return {"keypoints": torch.cat([pairs, torch.ones_like(pairs[..., :1])], 2)}
     return None
 
 
