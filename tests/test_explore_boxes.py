@@ -23,7 +23,8 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.boxes import probabilistic_iou
 from cnnlab.explore.model import Options, analyze_image
-from cnnlab.explore.sources import open_with_images
+from cnnlab.explore.outputs import NotAClassifier
+from cnnlab.explore.sources import open_model, open_with_images
 
 SIDE = 64
 ANCHORS = 8 * 8 + 4 * 4 + 2 * 2  # a YOLO head's places at strides 8, 16 and 32 of a 64-pixel input
@@ -723,3 +724,46 @@ def test_rtdetrs_queries_are_drawn_as_the_best_of_any_query_and_class(importable
     assert "of the 4 best of any query and class" in entry["kept"]
     model, _ = open_with_images(f"{importable}:rtdetr_queries", None, Options(input_size=SIDE))
     assert not any("boxes" in o for o in analyze_image(model, _image())["outputs"])  # unnamed: classes not counted
+
+
+class TopKDetector(nn.Module):
+    """An end-to-end detector whose last step is a top-k of any anchor and class (NMS-free, as some exports end): the
+    4 best scores, then their anchors' boxes and classes, batched (N x 4, N x 4 x 4, N x 4): of the anchors of
+    :data:`SCORED`, all but the cat below the threshold (no NMS)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        head = _per_anchor()
+        self.register_buffer("corners", torch.cat([head[:2] - head[2:4] / 2, head[:2] + head[2:4] / 2]).T)
+        self.register_buffer("scores", head[4:].T)  # anchors x classes
+
+    def forward(self, x):
+        nothing = self.conv(x).mean((1, 2, 3)).view(-1, 1, 1)
+        scores = (self.scores + nothing).flatten(1)  # N x (anchors x classes)
+        best, index = scores.topk(4)
+        anchor, labels = index // len(NAMES), index % len(NAMES)
+        return best, (self.corners + nothing)[0][anchor], labels
+
+
+def test_a_detector_whose_first_output_is_a_topks_scores_is_opened_and_its_boxes_drawn(tmp_path):
+    """An ONNX detector whose first output is a TopK's values (an end-to-end export's k best scores, boxes and classes
+    beside them) was refused as a classifier's TopK ("expected N x classes of scores in the classes' order"), in
+    explore too: beside boxes (N x k x 4) they are a detector's, opened as a network and its boxes drawn by their
+    outputs' names, named by --classes; predict refuses it as no classifier."""
+    path = tmp_path / "topk.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TopKDetector().eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
+                          input_names=["images"], output_names=["scores", "boxes", "labels"])
+    model, _ = open_with_images(path, None, Options(classes=NAMES))
+    assert any("its output 'scores' is a TopK's, each image's k largest scores in order, beside boxes (boxes)" in n
+               for n in model.notes), model.notes
+    entry = next(o for o in analyze_image(model, _image())["outputs"] if o["name"] == "boxes")
+    assert _drawn(entry) == [("dog", 0.9), ("bird", 0.85), ("dog", 0.8), ("cat", 0.5)]
+    picture = _picture(entry)
+    assert tuple(picture[16, 8]) == tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
+    with pytest.raises(NotAClassifier, match="is a TopK's, each image's k largest scores in order, beside boxes"):
+        open_model(path)
