@@ -149,13 +149,14 @@ def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("outp
     return str(path)
 
 
-def saved_yolo_page(folder, tmp_path) -> Path:
-    """An Ultralytics detector's export (a head of the known boxes :data:`KEPT`, its names in the metadata) as a saved
-    page of the pictures in ``folder``, as ``cnnlab explore yolo.onnx --images FOLDER --export`` writes it, for the
-    browser tests to open."""
+def saved_yolo_page(folder, tmp_path, net: nn.Module | None = None, task: str = "detect") -> Path:
+    """An Ultralytics detector's export (a head of the known boxes :data:`KEPT`, or ``net``'s of its ``task``, its
+    names in the metadata) as a saved page of the pictures in ``folder``, as ``cnnlab explore yolo.onnx --images
+    FOLDER --export`` writes it, for the browser tests to open."""
     from cnnlab.explore.page import export_page
 
-    model, images = open_with_images(_ultralytics_onnx(YoloHead(), tmp_path / "yolo.onnx"), folder, Options())
+    path = _ultralytics_onnx(net or YoloHead(), tmp_path / "yolo.onnx", task)
+    model, images = open_with_images(path, folder, Options())
     page = tmp_path / "yolo.html"
     export_page(model, images, page)
     return page
