@@ -609,11 +609,14 @@ def turned_list():
     return Fixed(rows)
 
 
-def test_an_obb_heads_turned_boxes_are_drawn_as_ultralytics_predict_keeps_them(tmp_path):
+@pytest.mark.parametrize("at_once", [256, 1])
+def test_an_obb_heads_turned_boxes_are_drawn_as_ultralytics_predict_keeps_them(at_once, tmp_path, monkeypatch):
     """An OBB head's boxes (Ultralytics' YOLOv8-OBB and YOLO11-OBB export: an angle after the class scores) were left
     to the table: they are kept as Ultralytics' predict keeps them (a best class above 0.25; then, class by class, no
     box whose probabilistic IoU with a better one is above 0.7, that better one suppressed or not) and drawn turned,
-    by their corners, named by the metadata's names."""
+    by their corners, named by the metadata's names; the same where the boxes are measured one at a time against the
+    others."""
+    monkeypatch.setattr("cnnlab.explore.boxes.TURNED_AT_ONCE", at_once)
     model, _ = open_with_images(_ultralytics_onnx(turned_head(), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
     assert model.classes == NAMES
     [entry] = analyze_image(model, _image())["outputs"]

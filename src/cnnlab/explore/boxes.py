@@ -33,6 +33,9 @@ DETR_THRESHOLD, DETR_TOP = 0.5, 100
 # of 1280 pixels
 STRIDES = ((8, 16, 32), (4, 8, 16, 32), (8, 16, 32, 64))
 YOLOV5_ANCHORS = 3  # YOLOv5's (and YOLOv7's) anchors per cell and level
+# Turned boxes are measured against the others of their class this many at a time: a fresh head's thousands of
+# candidates of one class (21,504 anchors at 1,024 pixels) would hold gigabytes of overlaps at once, and hold 300 MB so
+TURNED_AT_ONCE = 256
 
 
 @dataclass(frozen=True)
@@ -311,9 +314,13 @@ def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: t
     for label in labels[candidates].unique():
         ours = candidates[labels[candidates] == label]
         ours = ours[scores[ours].float().argsort(descending=True)]
-        turned = torch.cat([sizes[ours].float(), angles[ours, None].float()], 1)
-        overlaps = probabilistic_iou(turned, turned).triu(diagonal=1)  # each box with those after it
-        kept.append(ours[(overlaps > IOU).sum(0) == 0])
+        turned, order = torch.cat([sizes[ours].float(), angles[ours, None].float()], 1), torch.arange(len(ours))
+        suppressed = torch.zeros(len(ours), dtype=torch.bool)
+        for start in range(0, len(ours), TURNED_AT_ONCE):  # each box against those after it
+            overlaps = probabilistic_iou(turned[start:start + TURNED_AT_ONCE], turned)
+            after = order[None] > order[start:start + TURNED_AT_ONCE, None]
+            suppressed |= ((overlaps > IOU) & after).any(0)
+        kept.append(ours[~suppressed])
     kept = torch.cat(kept)
     kept = kept[scores[kept].float().argsort(descending=True)][:MAX_KEPT]
     return _turned_boxes(name, sizes, angles, scores, labels, kept,
