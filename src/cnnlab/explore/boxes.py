@@ -338,12 +338,12 @@ def _turned_boxes(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: 
     if not sizes.isfinite().all() or not angles.isfinite().all() or (sizes[:, 2:] < 0).any() or \
             _in_first_pixel(sizes):
         return None
-    corners = turned_corners(torch.cat([sizes, angles[:, None]], 1))
+    corners = _turned_corners(torch.cat([sizes, angles[:, None]], 1))
     upright = torch.cat([corners.amin(1), corners.amax(1)], 1)
     return BoxList(name, upright, scores[kept], labels[kept], how, corners=corners)
 
 
-def turned_corners(turned: torch.Tensor) -> torch.Tensor:
+def _turned_corners(turned: torch.Tensor) -> torch.Tensor:
     """The corners (``K x 4 x 2``, in turn round each box) of turned boxes ``K x 5``: a centre ``x, y``, a width and
     a height, and the angle in radians by which the width's side is turned from the x axis towards the y axis."""
     centre, (w, h, angle) = turned[:, None, :2], turned[:, 2:].T

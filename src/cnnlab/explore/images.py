@@ -91,10 +91,9 @@ def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, fl
                   colours: list[str], masks: torch.Tensor | None = None,
                   points: list[list[tuple[float, float]]] | None = None) -> np.ndarray:
     """``boxes`` (``x1, y1, x2, y2`` in the image's pixels, or a turned box's corners in turn, each ``x, y``) drawn
-    over the image in colour, each in its ``colours``
-    entry (``#rrggbb``), two pixels wide (one on a picture under 64 pixels), with each box's mask (``masks``, booleans
-    ``boxes x H x W``) tinted half in its colour under it and its keypoints (``points``, ``x, y`` in the image's
-    pixels) as dots of its colour: uint8 ``H x W x 3``."""
+    over the image in colour, each in its ``colours`` entry (``#rrggbb``), two pixels wide (one on a picture under 64
+    pixels), with each box's mask (``masks``, booleans ``boxes x H x W``) tinted half in its colour under it and its
+    keypoints (``points``, ``x, y`` in the image's pixels) as dots of its colour: uint8 ``H x W x 3``."""
     base = image_array(image)
     picture = (base if base.ndim == 3 else np.stack([base] * 3, 2)).astype(np.float32)
     for mask, colour_ in zip(masks if masks is not None else [], colours, strict=False):
