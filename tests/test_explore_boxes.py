@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -20,8 +21,10 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.boxes import probabilistic_iou
 from cnnlab.explore.model import Options, analyze_image
-from cnnlab.explore.sources import open_with_images
+from cnnlab.explore.outputs import NotAClassifier
+from cnnlab.explore.sources import open_model, open_with_images
 
 SIDE = 64
 ANCHORS = 8 * 8 + 4 * 4 + 2 * 2  # a YOLO head's places at strides 8, 16 and 32 of a 64-pixel input
@@ -146,13 +149,14 @@ def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("outp
     return str(path)
 
 
-def saved_yolo_page(folder, tmp_path) -> Path:
-    """An Ultralytics detector's export (a head of the known boxes :data:`KEPT`, its names in the metadata) as a saved
-    page of the pictures in ``folder``, as ``cnnlab explore yolo.onnx --images FOLDER --export`` writes it, for the
-    browser tests to open."""
+def saved_yolo_page(folder, tmp_path, net: nn.Module | None = None, task: str = "detect") -> Path:
+    """An Ultralytics detector's export (a head of the known boxes :data:`KEPT`, or ``net``'s of its ``task``, its
+    names in the metadata) as a saved page of the pictures in ``folder``, as ``cnnlab explore yolo.onnx --images
+    FOLDER --export`` writes it, for the browser tests to open."""
     from cnnlab.explore.page import export_page
 
-    model, images = open_with_images(_ultralytics_onnx(YoloHead(), tmp_path / "yolo.onnx"), folder, Options())
+    path = _ultralytics_onnx(net or YoloHead(), tmp_path / "yolo.onnx", task)
+    model, images = open_with_images(path, folder, Options())
     page = tmp_path / "yolo.html"
     export_page(model, images, page)
     return page
@@ -336,6 +340,18 @@ def test_a_yolo_pose_heads_keypoints_are_drawn_where_confident(tmp_path):
     assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == (128, 128, 128)
 
 
+def test_a_yolo_pose_heads_keypoints_of_x_and_y_alone_are_all_drawn(tmp_path):
+    """A pose head of keypoints with no confidence (Ultralytics' kpt_shape [P, 2]: pairs of x, y after the class
+    scores) left its boxes undrawn, in the table: they are drawn, every keypoint a dot, as Ultralytics plots them."""
+    head = _per_anchor((0.0,) * 4)  # two keypoints per box: set for the dog's anchor below
+    head[7:11, 0] = torch.tensor([16.0, 16.0, 20.0, 20.0])
+    model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-pose.onnx", "pose"), None, Options())
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["with"] == "keypoints" and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    picture, dog = _picture(entry), tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
+    assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == dog
+
+
 def six_classes():
     """A YOLO head of six classes: the three of :data:`NAMES`, then three more (the dog's anchor scoring them too)."""
     head = torch.cat([_per_anchor(), torch.full((3, ANCHORS), 0.01)])
@@ -428,12 +444,12 @@ def test_a_torchvision_detectors_masks_are_drawn_in_their_boxes_colours(importab
 
 
 def test_a_heads_numbers_of_an_unknown_kind_leave_its_boxes_undrawn(tmp_path):
-    """A YOLO head whose numbers after the class scores are neither mask coefficients nor keypoints (an OBB head's
-    angle, which turns each box) is not drawn as upright boxes: its output stays in the table."""
-    head = _per_anchor((-0.3,))  # one number after the 3 classes' scores: an angle (from -pi/4 to 3 pi/4)
-    model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
+    """A YOLO head whose numbers after the class scores are neither mask coefficients, keypoints nor an angle (five
+    numbers within 0 and 1, which may change what each box is) is not drawn: its output stays in the table."""
+    head = _per_anchor((-0.3,) * 5)
+    model, _ = open_with_images(_ultralytics_onnx(Fixed(head), tmp_path / "yolo-x.onnx"), None, Options())
     [entry] = analyze_image(model, _image())["outputs"]
-    assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry
+    assert entry["shape"] == [12, ANCHORS] and "boxes" not in entry
 
 
 def obb_head():
@@ -444,14 +460,15 @@ def obb_head():
 
 def test_an_obb_heads_angle_is_not_read_as_a_class_without_names(tmp_path, importable):
     """Without the classes' names, every row after a YOLO head's box was read as a class: an OBB head's angle, within 0
-    and 1, was a 4th class and its rotated boxes drawn upright, in an Ultralytics export whose names (3 of them, which
-    leave the angle unexplained) were dropped for naming nothing drawn, and in a module opened without --classes. How
-    many rows are classes is told by the names alone: unnamed, nothing is drawn; named, the angle leaves it undrawn."""
-    path = _ultralytics_onnx(obb_head(), tmp_path / "yolo-obb.onnx", "obb")
-    for source, options in ((path, Options()), (f"{importable}:obb_head", Options(input_size=SIDE))):
-        model, _ = open_with_images(source, None, options)
-        [entry] = analyze_image(model, _image())["outputs"]
-        assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry, source
+    and 1, was a 4th class and its rotated boxes drawn upright, in a module opened without --classes. How many rows
+    are classes is told by the names alone: unnamed, nothing is drawn; named (an Ultralytics export's metadata), the
+    one number after the class scores is the angle that turns each box."""
+    model, _ = open_with_images(f"{importable}:obb_head", None, Options(input_size=SIDE))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry
+    model, _ = open_with_images(_ultralytics_onnx(obb_head(), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["turned"] and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
     model, _ = open_with_images(f"{importable}:yolo_transposed", None, Options(input_size=SIDE))
     [entry] = analyze_image(model, _image())["outputs"]
     assert "boxes" not in entry  # a plain head unnamed: its class count cannot be told either
@@ -558,3 +575,199 @@ def test_a_list_with_an_unlikely_box_inside_out_is_drawn_and_boxes_scaled_to_1_a
     model, _ = open_with_images(f"{importable}:rtdetr_rows", None, Options(input_size=SIDE))
     [entry] = analyze_image(model, _image())["outputs"]
     assert "boxes" not in entry
+
+
+# An OBB head's anchors that score, (centre x, centre y, width, height, angle, class, score): the dog, its width's side
+# turned by 0.3 radians; a dog 3 pixels along that side (a probabilistic IoU of 0.82 with it: suppressed) and a bird
+# there (another class: kept); a dog 6 pixels along (0.64 with the first dog, 0.82 with the one suppressed: suppressed
+# too, as Ultralytics' fast NMS suppresses it, where a greedy one would keep it); a cat below the threshold of 0.25; a
+# cat apart, a square turned by 45 degrees (a diamond, its corners 8 x sqrt(2) from its centre). Ultralytics 8.4.190's
+# batch_probiou gives these IoUs.
+TURN, ALONG = 0.3, (math.cos(0.3), math.sin(0.3))
+TURNED = [(16, 16, 20, 8, TURN, 1, 0.9), (16 + 3 * ALONG[0], 16 + 3 * ALONG[1], 20, 8, TURN, 1, 0.8),
+          (16 + 3 * ALONG[0], 16 + 3 * ALONG[1], 20, 8, TURN, 2, 0.85),
+          (16 + 6 * ALONG[0], 16 + 6 * ALONG[1], 20, 8, TURN, 1, 0.7), (48, 48, 8, 8, 0.0, 0, 0.2),
+          (44, 40, 16, 16, math.pi / 4, 0, 0.5)]
+
+
+def turned_head():
+    """An OBB head's ``4 + 3 classes + 1`` rows of one number per anchor: centre and size, class scores, angle."""
+    head = _per_anchor((0.0,))
+    for anchor, (cx, cy, w, h, angle, label, score) in enumerate(TURNED):
+        head[:4, anchor] = torch.tensor([cx, cy, w, h], dtype=torch.float)
+        head[4 + label, anchor] = score
+        head[-1, anchor] = angle
+    return Fixed(head)
+
+
+def turned_list():
+    """An OBB model's list of detections (YOLO26-OBB's, an export with its NMS inside): rows of centre, size, score,
+    class and angle, the boxes Ultralytics' predict keeps of :data:`TURNED` and the one below the threshold."""
+    rows = torch.zeros(300, 7)
+    for k, (cx, cy, w, h, angle, label, score) in enumerate(t for t in TURNED if t[6] != 0.8 and t[6] != 0.7):
+        rows[k] = torch.tensor([cx, cy, w, h, score, label, angle])
+    return Fixed(rows)
+
+
+@pytest.mark.parametrize("at_once", [256, 1])
+def test_an_obb_heads_turned_boxes_are_drawn_as_ultralytics_predict_keeps_them(at_once, tmp_path, monkeypatch):
+    """An OBB head's boxes (Ultralytics' YOLOv8-OBB and YOLO11-OBB export: an angle after the class scores) were left
+    to the table: they are kept as Ultralytics' predict keeps them (a best class above 0.25; then, class by class, no
+    box whose probabilistic IoU with a better one is above 0.7, that better one suppressed or not) and drawn turned,
+    by their corners, named by the metadata's names; the same where the boxes are measured one at a time against the
+    others."""
+    monkeypatch.setattr("cnnlab.explore.boxes.TURNED_AT_ONCE", at_once)
+    model, _ = open_with_images(_ultralytics_onnx(turned_head(), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
+    assert model.classes == NAMES
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"], entry["turned"]) == ([8, ANCHORS], 3, True)
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    assert "no probabilistic IoU above 0.7 with a better turned box of its class" in entry["kept"]
+    picture, cat = _picture(entry), tuple(bytes.fromhex(entry["detected"][2]["colour"][1:]))
+    # the cat's diamond: its top and left corners outlined, the corner of the upright box around it the input's grey
+    assert tuple(picture[29, 44]) == cat and tuple(picture[40, 33]) == cat
+    assert tuple(picture[29, 33]) == (128, 128, 128) and tuple(picture[40, 44]) == (128, 128, 128)
+
+
+def test_an_obb_models_list_of_turned_detections_is_drawn_above_the_threshold(importable):
+    """An OBB model's end-to-end list (YOLO26-OBB's; an export with its NMS inside: rows of centre, size, score, class
+    and angle) was left to the table: its rows scoring above 0.25 are drawn turned, named by --classes."""
+    model, _ = open_with_images(f"{importable}:turned_list", None, Options(input_size=SIDE, classes=NAMES))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"], entry["turned"]) == ([300, 7], 3, True)
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    picture, cat = _picture(entry), tuple(bytes.fromhex(entry["detected"][2]["colour"][1:]))
+    assert tuple(picture[29, 44]) == cat and tuple(picture[29, 33]) == (128, 128, 128)
+
+
+def test_the_probabilistic_iou_of_turned_boxes_is_one_less_their_gaussians_hellinger_distance():
+    """Two boxes of one size, one shifted by d along its width w, have Gaussians whose Bhattacharyya distance is
+    1.5 d^2 / w^2 (their covariances alike): the IoU is 1 - sqrt(1 - exp(-1.5 d^2 / w^2)), however both are turned, and
+    a box's width and height swapped with its angle a quarter turn on is the same box."""
+    shifts = torch.tensor([0.0, 1.0, 3.0, 6.0, 12.0])
+    for angle in (0.0, 0.3, -0.7, 2.0):
+        along = torch.tensor([math.cos(angle), math.sin(angle)])
+        first = torch.tensor([[16.0, 16.0, 20.0, 8.0, angle]])
+        second = torch.cat([16 + shifts[:, None] * along, torch.tensor([[20.0, 8.0, angle]]).expand(5, 3)], 1)
+        expected = 1 - (1 - torch.exp(-1.5 * shifts[1:].double() ** 2 / 20 ** 2)).sqrt()
+        iou = probabilistic_iou(first.double(), second.double())[0]
+        # (a distance clamped above 1e-7, and 1e-7 added under the root, as Ultralytics does)
+        assert iou[0] == pytest.approx(1.0, abs=1e-3) and iou[1:].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+        swapped = second[:, [0, 1, 3, 2, 4]] + torch.tensor([0, 0, 0, 0, math.pi / 2])
+        assert torch.allclose(probabilistic_iou(first.double(), swapped.double())[0], iou, atol=1e-9)
+
+
+# Ultralytics' RT-DETR's rows (its export from 8.4 on), the boxes of :data:`KEPT` and a cat below the threshold as
+# centres and sizes scaled to the input's 64 pixels, a score and a class, best first
+RTDETR_ROWS = [(16, 16, 16, 16, 0.9, 1), (17, 16, 16, 16, 0.85, 2), (44, 40, 20, 16, 0.5, 0), (48, 48, 8, 8, 0.2, 0)]
+
+
+class RtdetrRows(nn.Module):
+    """RT-DETR's answer as Ultralytics' ONNX export gives it: 300 rows for the one image it is exported for, the batch
+    axis kept (1 x 300 x 6), and declared of a free length (the graph's shape inference names it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        rows = torch.zeros(300, 6)
+        for k, (cx, cy, w, h, score, label) in enumerate(RTDETR_ROWS):
+            rows[k] = torch.tensor([cx / SIDE, cy / SIDE, w / SIDE, h / SIDE, score, label])
+        self.register_buffer("rows", rows)
+
+    def forward(self, x):
+        return self.rows[None] + self.conv(x).mean()
+
+
+def rtdetr_queries():
+    """RT-DETR's answer as Ultralytics exported it before 8.4, for 4 queries: each a box's centre and size scaled to 1,
+    then 3 classes' sigmoids. Five of a query and a class score above 0.25 (the dog's query scores a bird too, the
+    cat's a dog); its post-processing takes the 4 best of any query and class, as many as its queries."""
+    queries = torch.tensor([[16, 16, 16, 16], [17, 16, 16, 16], [44, 40, 20, 16], [48, 48, 8, 8]]) / SIDE
+    scores = torch.tensor([[0.01, 0.9, 0.3], [0.01, 0.01, 0.85], [0.5, 0.27, 0.01], [0.2, 0.01, 0.01]])
+    return Fixed(torch.cat([queries, scores], 1))
+
+
+def test_ultralytics_rtdetrs_rows_are_drawn_at_the_inputs_scale_where_named(tmp_path):
+    """Ultralytics' RT-DETR export (rows of centre and size scaled to 1, score and class; 1 x 300 x 6, its length
+    declared free) was left to the table and its metadata's names dropped: its rows scoring above 0.25 are drawn at the
+    input's scale, as its predictor keeps them, named by the metadata."""
+    import onnx
+
+    path = tmp_path / "rtdetr.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(RtdetrRows().eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
+                          input_names=["images"], output_names=["output0"], dynamic_axes={"output0": {0: "rows"}})
+    graph = onnx.load(str(path))
+    for key, value in (("author", "Ultralytics"), ("task", "detect"), ("imgsz", f"[{SIDE}, {SIDE}]"),
+                       ("names", str(dict(enumerate(NAMES))))):
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(path))
+    model, _ = open_with_images(path, None, Options())
+    assert model.classes == NAMES
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"]) == ([1, 300, 6], 3)
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    assert "RT-DETR predictor" in entry["kept"]
+    picture = _picture(entry)
+    dog, bird, cat = (tuple(bytes.fromhex(b["colour"][1:])) for b in entry["detected"])
+    assert tuple(picture[16, 8]) == dog and tuple(picture[16, 25]) == bird and tuple(picture[40, 54]) == cat
+
+
+def test_rtdetrs_queries_are_drawn_as_the_best_of_any_query_and_class(importable):
+    """RT-DETR's queries as Ultralytics exported them before 8.4 (centre and size scaled to 1, then a sigmoid per
+    class) were left to the table: named by --classes, the best of any query and class, as many as its queries, are
+    drawn where they score above 0.25, as Ultralytics' RT-DETR keeps them (a query's second class too)."""
+    model, _ = open_with_images(f"{importable}:rtdetr_queries", None, Options(input_size=SIDE, classes=NAMES))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert (entry["shape"], entry["found"]) == ([4, 7], 4)
+    assert _drawn(entry) == [("dog", 0.9), ("bird", 0.85), ("cat", 0.5), ("bird", 0.3)]
+    assert "of the 4 best of any query and class" in entry["kept"]
+    model, _ = open_with_images(f"{importable}:rtdetr_queries", None, Options(input_size=SIDE))
+    assert not any("boxes" in o for o in analyze_image(model, _image())["outputs"])  # unnamed: classes not counted
+
+
+class TopKDetector(nn.Module):
+    """An end-to-end detector whose last step is a top-k of any anchor and class (NMS-free, as some exports end): the
+    4 best scores, then their anchors' boxes and classes, batched (N x 4, N x 4 x 4, N x 4): of the anchors of
+    :data:`SCORED`, all but the cat below the threshold (no NMS)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        head = _per_anchor()
+        self.register_buffer("corners", torch.cat([head[:2] - head[2:4] / 2, head[:2] + head[2:4] / 2]).T)
+        self.register_buffer("scores", head[4:].T)  # anchors x classes
+
+    def forward(self, x):
+        nothing = self.conv(x).mean((1, 2, 3)).view(-1, 1, 1)
+        scores = (self.scores + nothing).flatten(1)  # N x (anchors x classes)
+        best, index = scores.topk(4)
+        anchor, labels = index // len(NAMES), index % len(NAMES)
+        return best, (self.corners + nothing)[0][anchor], labels
+
+
+def test_a_detector_whose_first_output_is_a_topks_scores_is_opened_and_its_boxes_drawn(tmp_path):
+    """An ONNX detector whose first output is a TopK's values (an end-to-end export's k best scores, boxes and classes
+    beside them) was refused as a classifier's TopK ("expected N x classes of scores in the classes' order"), in
+    explore too: beside boxes (N x k x 4) they are a detector's, opened as a network and its boxes drawn by their
+    outputs' names, named by --classes; predict refuses it as no classifier."""
+    path = tmp_path / "topk.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TopKDetector().eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
+                          input_names=["images"], output_names=["scores", "boxes", "labels"])
+    model, _ = open_with_images(path, None, Options(classes=NAMES))
+    assert any("its output 'scores' is a TopK's, each image's k largest scores in order, beside boxes (boxes)" in n
+               for n in model.notes), model.notes
+    entry = next(o for o in analyze_image(model, _image())["outputs"] if o["name"] == "boxes")
+    assert _drawn(entry) == [("dog", 0.9), ("bird", 0.85), ("dog", 0.8), ("cat", 0.5)]
+    picture = _picture(entry)
+    assert tuple(picture[16, 8]) == tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
+    with pytest.raises(NotAClassifier, match="is a TopK's, each image's k largest scores in order, beside boxes"):
+        open_model(path)

@@ -28,7 +28,7 @@ from browser_support import (  # noqa: F401
 from cnnlab.inference import load_trained
 from cnnlab.models.summary import layer_summary
 from explore_support import CLASSES, _torchvision, grey_folder, lenet, one_thread, rgb_folder  # noqa: F401
-from test_explore_boxes import saved_yolo_page
+from test_explore_boxes import saved_yolo_page, turned_head
 from test_explore_browser import driver  # noqa: F401  (a fixture)
 from test_explore_networks import importable, saved_page_of, saved_segmentation_page  # noqa: F401  (a fixture)
 from test_report import needs_chromium
@@ -162,6 +162,17 @@ def test_a_saved_page_of_a_yolo_export_draws_its_boxes_and_says_how_they_were_ke
     driver.get(saved_yolo_page(rgb_folder, tmp_path).as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
     yolo_page_reads_well(driver)
+    assert _errors(driver) == []
+
+
+def test_a_saved_page_of_an_obb_export_says_its_boxes_are_turned(tmp_path, rgb_folder, driver):  # noqa: F811
+    """An OBB export's boxes are drawn turned, by their corners: the caption under the picture says so, and how they
+    were kept (by their probabilistic IoU)."""
+    driver.get(saved_yolo_page(rgb_folder, tmp_path, turned_head(), "obb").as_uri())
+    wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
+    caption = driver.execute_script("return document.querySelector('#segments figcaption').textContent")
+    assert caption.startswith("output0: the 3 highest-scoring of its 3 turned boxes (confidence above 0.25 and no "
+                              "probabilistic IoU above 0.7 with a better turned box of its class"), caption
     assert _errors(driver) == []
 
 

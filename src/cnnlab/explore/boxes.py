@@ -1,13 +1,13 @@
 """How the explorer reads the boxes a detector found among what it returns, whatever form its library gives them in:
 torchvision's dict per image, DETR's queries (Hugging Face's), a YOLO head's raw scores per anchor (Ultralytics' YOLOv8
-to YOLO11, YOLOv5's anchors), and an end-to-end list of detections (YOLO26's and YOLOv10's, an export with its NMS
-inside). Each is read as its own library's prediction reads it: the same thresholds and non-maximum suppression, so
-that the page shows the boxes its users know. :func:`cnnlab.explore.probe.detections` draws them.
+to YOLO11, YOLOv5's anchors, an OBB head's turned boxes), and an end-to-end list of detections (YOLO26's and YOLOv10's,
+an export with its NMS inside; an OBB model's turned ones). Each is read as its own library's prediction reads it: the
+same thresholds and non-maximum suppression, so that the page shows the boxes its users know.
+:func:`cnnlab.explore.probe.detections` draws them.
 
-Every form is recognised by its structure (torchvision's and DETR's also by their outputs' names), not by a file's
-name or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, the corners of the
-boxes kept in order): a tensor that only has a detector's shape is left to the table of outputs rather than drawn
-wrong.
+Every form is recognised by its structure (torchvision's and DETR's also by their outputs' names), not by a file's name
+or metadata, and checked whole before it is read (scores within 0 and 1, class numbers whole, the corners of the boxes
+kept in order): a tensor that only has a detector's shape is left to the table of outputs rather than drawn wrong.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torchvision.ops import batched_nms, box_convert
 
-from cnnlab.explore.outputs import class_numbers
+from cnnlab.explore.outputs import LISTED, class_numbers
 
 # Ultralytics' predict keeps a box whose best class scores above 0.25, then suppresses boxes of the same class that
 # overlap a higher-scoring one by an IoU above 0.7 (its defaults, `conf` and `iou`); YOLOv5's detect.py suppresses at
@@ -33,6 +33,9 @@ DETR_THRESHOLD, DETR_TOP = 0.5, 100
 # of 1280 pixels
 STRIDES = ((8, 16, 32), (4, 8, 16, 32), (8, 16, 32, 64))
 YOLOV5_ANCHORS = 3  # YOLOv5's (and YOLOv7's) anchors per cell and level
+# Turned boxes are measured against the others of their class this many at a time: a fresh head's thousands of
+# candidates of one class (21,504 anchors at 1,024 pixels) would hold gigabytes of overlaps at once, and hold 300 MB so
+TURNED_AT_ONCE = 256
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ class BoxList:
             they are above ``mask_above`` (0 for YOLO's sums of prototypes, 0.5 for torchvision's probabilities);
             None where the detector gives none.
         keypoints: ``K x P x 3``, each box's keypoints, ``x, y`` in the input's pixels and a confidence (torchvision's
-            visibility, 1; YOLO's sigmoid), None where the detector gives none.
+            visibility, 1; YOLO's sigmoid, or 1 where its keypoints have none), None where the detector gives none.
+        corners: ``K x 4 x 2``, each box's corners in turn round it where the boxes are turned (an OBB head's), ``x,
+            y`` in the input's pixels, ``boxes`` then the upright boxes around them; None for upright boxes.
     """
 
     row: str
@@ -63,6 +68,7 @@ class BoxList:
     masks: torch.Tensor | None = None
     mask_above: float = 0.5
     keypoints: torch.Tensor | None = None
+    corners: torch.Tensor | None = None
 
     def masks_at(self, indices: list[int], hw: tuple[int, int], input_hw: tuple[int, int]) -> torch.Tensor:
         """The masks of the boxes ``indices`` on a picture of ``hw`` pixels (the input's ``input_hw`` scaled), as
@@ -80,18 +86,24 @@ class BoxList:
 
 def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | None = None) -> list[BoxList]:
     """A detector's lists of boxes among what a network returns (``rows``, each one image's): torchvision's
-    (:func:`_torchvision`), DETR's (:func:`_detr`), a YOLO head's (:func:`_yolo_head`, :func:`_yolov5_head`), and
-    end-to-end detections (:func:`_end_to_end`). DETR's and YOLO's need the model's input ``input_hw`` (the scale of
-    DETR's boxes, the count of YOLO's anchors) and ``classes``, the names the page has (which of DETR's two kinds it
-    is; YOLO's class scores told from the numbers after them)."""
+    (:func:`_torchvision`), DETR's (:func:`_detr`), a YOLO head's (:func:`_yolo_head`, :func:`_yolov5_head`),
+    end-to-end detections (:func:`_end_to_end`) and RT-DETR's queries (:func:`_rtdetr_queries`). DETR's, RT-DETR's
+    and YOLO's need the model's input ``input_hw`` (the scale of DETR's boxes, the count of YOLO's anchors) and
+    ``classes``, the names the page has (which of DETR's two kinds it is; YOLO's class scores told from the numbers
+    after them)."""
     found = {row.name: row.output[0].detach() for row in rows}
     lists = _torchvision(found) + _detr(found, len(classes), input_hw)
     taken = {b.row for b in lists}
-    for name, out in found.items():
+    # an ONNX graph's list of a length it leaves free, where its batch is fixed, may hold the one image's table whole,
+    # 1 x rows x columns (Ultralytics' RT-DETR export's, which declares no batch axis)
+    tables = {row.name: row.output[0, 0].detach() for row in rows
+              if row.kind == LISTED and row.output.dim() == 4 and row.output.shape[1] == 1}
+    for name, out in {**found, **tables}.items():
         if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
             continue
         read = (input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or
-                              _yolov5_head(name, out, input_hw))) or _end_to_end(name, out, found, input_hw)
+                              _yolov5_head(name, out, input_hw))) or \
+            _end_to_end(name, out, found, len(classes), input_hw) or _rtdetr_queries(name, out, len(classes), input_hw)
         if read is not None:
             lists.append(read)
     return lists
@@ -142,16 +154,28 @@ def _detr(found: dict[str, torch.Tensor], named: int, input_hw: tuple[int, int] 
             queries = torch.arange(boxes.shape[0])
             how = "softmax, its no-object class left out"
         else:
-            top = logits.float().sigmoid().flatten().topk(min(DETR_TOP, logits.numel()))
-            scores, labels, queries = top.values, top.indices % named, top.indices // named
+            scores, labels, queries = _best_of_any_query(logits.float().sigmoid(), DETR_TOP)
             how = f"sigmoid, the {DETR_TOP} best of any query and class"
-        h, w = input_hw
-        corners = box_convert(boxes.float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
+        corners = _scaled_to_input(boxes, input_hw)
         kept = scores > DETR_THRESHOLD
         lists.append(BoxList(name, corners[queries[kept]], scores[kept], labels[kept],
                              f"score above {DETR_THRESHOLD} ({how}), as Hugging Face's post_process_object_detection "
                              "keeps them"))
     return lists
+
+
+def _best_of_any_query(scores: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``count`` best of a DETR's ``scores`` (``queries x classes``, sigmoids) of any query and class, best first:
+    their scores, classes and queries (a query may come with several classes)."""
+    top = scores.flatten().topk(min(count, scores.numel()))
+    return top.values, top.indices % scores.shape[1], top.indices // scores.shape[1]
+
+
+def _scaled_to_input(boxes: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+    """Boxes of a centre and a size scaled to the input's sides (0 to 1, DETR's and RT-DETR's), as ``x1, y1, x2,
+    y2`` in the input's pixels."""
+    h, w = input_hw
+    return box_convert(boxes.float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
 
 
 def anchors(input_hw: tuple[int, int], strides: tuple[int, ...]) -> int:
@@ -175,7 +199,8 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     count is the ``named`` classes' (Ultralytics' metadata or ``--classes``): without names, nothing is read, as the
     rows after the box's are not told apart by their values (an OBB head's angle, within 0 and 1 as a fresh one gives
     it, would be one more class and its turned boxes drawn upright). Read as Ultralytics' predict reads it
-    (:data:`CONFIDENCE`, :data:`IOU`, class by class), the boxes kept :func:`_drawable`."""
+    (:data:`CONFIDENCE`, :data:`IOU`, class by class), the boxes kept :func:`_drawable`; one number after the class
+    scores is an OBB head's angle, its boxes turned (:func:`_turned_head`)."""
     count = next((anchors(input_hw, s) for s in STRIDES if anchors(input_hw, s) in out.shape), None)
     if count is None or out.shape[0] == out.shape[1] or not named:
         return None
@@ -184,6 +209,8 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     if 4 + named > per_anchor.shape[0] or not _probabilities(scores) or not per_anchor[:4].isfinite().all():
         return None
     best, labels = scores.max(0)
+    if per_anchor.shape[0] == 5 + named:
+        return _turned_head(name, per_anchor[:4].T, per_anchor[-1], best, labels)
     boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
     kept = _suppressed(boxes, best.float(), labels, IOU)
     extras = _extras(per_anchor[4 + named:, kept].T, found)
@@ -212,14 +239,16 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
                    "box of its class, as YOLOv5's detect.py keeps them")
 
 
-def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
+def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor], named: int,
                 input_hw: tuple[int, int] | None) -> BoxList | None:
     """A detector's own list of detections, ``K x (6 + extra)``: ``x1, y1, x2, y2`` in the input's pixels, a score
     from 0 to 1 and a class number per row (YOLO26's and YOLOv10's output, or an export with its NMS inside; a
     segmentation or pose model adds its numbers after them: :func:`_extras`). Those scoring above
     :data:`CONFIDENCE` are kept, as Ultralytics' predict keeps them, their corners in order. Not a map of the picture
     (:func:`_of_pixels`), which reads so where it is all zeros (a mask that finds nothing: a list of detections none
-    scoring)."""
+    scoring). Rows of seven are an OBB model's (YOLO26-OBB's): a turned box's centre and size, its score and class,
+    then its angle (:func:`_turned_boxes`). Rows of six whose boxes all lie within 0 and 1 are Ultralytics' RT-DETR's
+    (:func:`_rtdetr_rows`)."""
     if out.shape[1] < 6 or _of_pixels(out.shape, input_hw) or not out[:, :4].isfinite().all() or \
             not _probabilities(out[:, 4]):
         return None
@@ -227,10 +256,15 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
     if not (labels == labels.round()).all() or not class_numbers(labels.long()):
         return None
     kept = out[:, 4] > CONFIDENCE
+    if out.shape[1] == 7:
+        return _turned_boxes(name, out[:, :4], out[:, 6], out[:, 4], labels.long(), kept.nonzero().flatten(),
+                             f"score above {CONFIDENCE}, as Ultralytics' predict keeps them")
     # The boxes kept have their corners in order, in the input's pixels, not all within its first one (centres and
     # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
     # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
     corners = out[kept, :4]
+    if _in_first_pixel(corners) and out.shape[1] == 6:
+        return _rtdetr_rows(name, out, named, input_hw)
     if not _drawable(corners) or _in_first_pixel(corners):
         return None
     extras = _extras(out[kept, 6:], found)
@@ -239,14 +273,117 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor],
                 f"score above {CONFIDENCE}, as Ultralytics' predict keeps them", **extras)
 
 
+def _rtdetr_rows(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, int] | None) -> BoxList | None:
+    """Ultralytics' RT-DETR's answer (its export from 8.4 on), ``queries x 6``: a box's centre and size scaled to the
+    input's sides (sigmoids, 0 to 1), a score and a class, the best of any query and class first. Read where the
+    ``named`` classes' names reach its classes (the export's metadata, or ``--classes``), as its predictor reads it:
+    those scoring above :data:`CONFIDENCE`, at most :data:`MAX_KEPT`, at the input's scale."""
+    labels = out[:, 5].long()
+    if input_hw is None or not named or int(labels.max()) >= named or not _probabilities(out[:, :4]):
+        return None
+    kept = (out[:, 4] > CONFIDENCE).nonzero().flatten()[:MAX_KEPT]
+    return BoxList(name, _scaled_to_input(out[kept, :4], input_hw), out[kept, 4], labels[kept],
+                   f"score above {CONFIDENCE}, as Ultralytics' RT-DETR predictor keeps them")
+
+
+def _rtdetr_queries(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, int] | None) -> BoxList | None:
+    """RT-DETR's queries as Ultralytics exported them before 8.4, ``queries x (4 + classes)``: a box's centre and size
+    scaled to the input's sides, then each class's sigmoid, all within 0 and 1, the classes counted by the ``named``
+    classes' names (the export's metadata, or ``--classes``). Read as Ultralytics' RT-DETR reads them: the best of any
+    query and class, as many as its queries (at most :data:`MAX_KEPT`), those scoring above :data:`CONFIDENCE`, at the
+    input's scale."""
+    if input_hw is None or not named or out.shape[1] != 4 + named or not _probabilities(out):
+        return None
+    scores, labels, queries = _best_of_any_query(out[:, 4:].float(), min(out.shape[0], MAX_KEPT))
+    kept = scores > CONFIDENCE
+    return BoxList(name, _scaled_to_input(out[queries[kept], :4], input_hw), scores[kept], labels[kept],
+                   f"score above {CONFIDENCE} of the {min(out.shape[0], MAX_KEPT)} best of any query and class, as "
+                   "Ultralytics' RT-DETR keeps them")
+
+
+def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
+                 labels: torch.Tensor) -> BoxList | None:
+    """An OBB head's boxes (Ultralytics' YOLOv8-OBB and YOLO11-OBB; ``sizes``, ``A x 4``: each anchor's box's centre
+    and size in the input's pixels, its width's side turned from the x axis by its ``angles``, in radians), kept as
+    Ultralytics' predict keeps them: a best class (``scores``, ``labels``) above :data:`CONFIDENCE`; then, class by
+    class and best first, none whose probabilistic IoU (:func:`probabilistic_iou`) with a better box is above
+    :data:`IOU`, that better box kept or not (its fast NMS, which never looks at what it suppressed); at most
+    :data:`MAX_KEPT`."""
+    candidates = (scores > CONFIDENCE).nonzero().flatten()
+    kept = [candidates[:0]]
+    for label in labels[candidates].unique():
+        ours = candidates[labels[candidates] == label]
+        ours = ours[scores[ours].float().argsort(descending=True)]
+        turned, order = torch.cat([sizes[ours].float(), angles[ours, None].float()], 1), torch.arange(len(ours))
+        suppressed = torch.zeros(len(ours), dtype=torch.bool)
+        for start in range(0, len(ours), TURNED_AT_ONCE):  # each box against those after it
+            overlaps = probabilistic_iou(turned[start:start + TURNED_AT_ONCE], turned)
+            after = order[None] > order[start:start + TURNED_AT_ONCE, None]
+            suppressed |= ((overlaps > IOU) & after).any(0)
+        kept.append(ours[~suppressed])
+    kept = torch.cat(kept)
+    kept = kept[scores[kept].float().argsort(descending=True)][:MAX_KEPT]
+    return _turned_boxes(name, sizes, angles, scores, labels, kept,
+                         f"confidence above {CONFIDENCE} and no probabilistic IoU above {IOU} with a better turned box "
+                         "of its class, as Ultralytics' predict keeps them")
+
+
+def _turned_boxes(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
+                  labels: torch.Tensor, kept: torch.Tensor, how: str) -> BoxList | None:
+    """The boxes ``kept`` (indices) of turned boxes (``sizes``: ``K x 4`` centres and sizes in the input's pixels;
+    ``angles`` in radians), drawn by their corners, where each one kept has a finite angle and a width and a height
+    of 0 or more, and not all lie within the input's first pixel (RT-DETR's, scaled to 1, are no such boxes); None
+    otherwise."""
+    sizes, angles = sizes[kept].float(), angles[kept].float()
+    if not sizes.isfinite().all() or not angles.isfinite().all() or (sizes[:, 2:] < 0).any() or \
+            _in_first_pixel(sizes):
+        return None
+    corners = _turned_corners(torch.cat([sizes, angles[:, None]], 1))
+    upright = torch.cat([corners.amin(1), corners.amax(1)], 1)
+    return BoxList(name, upright, scores[kept], labels[kept], how, corners=corners)
+
+
+def _turned_corners(turned: torch.Tensor) -> torch.Tensor:
+    """The corners (``K x 4 x 2``, in turn round each box) of turned boxes ``K x 5``: a centre ``x, y``, a width and
+    a height, and the angle in radians by which the width's side is turned from the x axis towards the y axis."""
+    centre, (w, h, angle) = turned[:, None, :2], turned[:, 2:].T
+    along = torch.stack([angle.cos(), angle.sin()], 1) * (w / 2)[:, None]  # from the centre to the width's end
+    across = torch.stack([-angle.sin(), angle.cos()], 1) * (h / 2)[:, None]  # and to the height's
+    signs = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0], [-1.0, 1.0]])  # the corners in turn
+    return centre + signs[None, :, :1] * along[:, None] + signs[None, :, 1:] * across[:, None]
+
+
+def probabilistic_iou(first: torch.Tensor, second: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """How much each of the turned boxes ``first`` (``K x 5``: centre, size, angle) overlaps each of ``second``
+    (``M x 5``), ``K x M``: one less the Hellinger distance between the boxes' Gaussians (each centred on its box,
+    its variances the squares of its width and height over 12, turned by its angle), as Llerena et al. define it
+    ("Gaussian bounding boxes and probabilistic intersection-over-union", 2021) and Ultralytics suppresses turned
+    boxes by (``eps`` its own); 1 for a box and itself, near 0 for boxes far apart."""
+    def spread(boxes):  # each box's covariance [[a, c], [c, b]], as three K x 1 columns
+        var_w, var_h, angle = boxes[:, 2:3] ** 2 / 12, boxes[:, 3:4] ** 2 / 12, boxes[:, 4:5]
+        cos, sin = angle.cos(), angle.sin()
+        return var_w * cos ** 2 + var_h * sin ** 2, var_w * sin ** 2 + var_h * cos ** 2, (var_w - var_h) * cos * sin
+
+    (a1, b1, c1), (a2, b2, c2) = spread(first), (v.T for v in spread(second))
+    a, b, c = a1 + a2, b1 + b2, c1 + c2  # twice the two boxes' mean covariance, K x M
+    det = a * b - c ** 2
+    dx, dy = first[:, :1] - second[:, 0], first[:, 1:2] - second[:, 1]
+    # the Bhattacharyya distance: the centres apart, measured by the mean covariance, and the covariances' unlikeness
+    apart = (a * dy ** 2 + b * dx ** 2 - 2 * c * dx * dy) / (4 * (det + eps))
+    unlike = 0.5 * torch.log(det / (4 * ((a1 * b1 - c1 ** 2).clamp(min=0) * (a2 * b2 - c2 ** 2).clamp(min=0)).sqrt()
+                                     + eps) + eps)
+    return 1 - (1 - torch.exp(-(apart + unlike).clamp(eps, 100)) + eps).sqrt()
+
+
 def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, Any] | None:
     """What a YOLO head's numbers after a box's class scores (``extra``, ``K x E`` of the boxes kept) are, as
     :class:`BoxList`'s fields: a segmentation head's mask coefficients where another output is a map of ``E`` mask
     prototypes (``found``; each box's mask the sum of the prototypes they weigh, its object where above 0), a pose
-    head's keypoints where they come in threes of ``x, y`` and a confidence from 0 to 1. None for numbers of another
-    kind, which may change what the box is (an OBB head's angle turns it): its boxes are not drawn. Threes whose
-    ``x, y`` all lie within the input's first pixel are no keypoints: sigmoids of the classes the names left out
-    (``--classes`` naming fewer than the head scores; a pose head's are in the input's pixels)."""
+    head's keypoints where they come in threes of ``x, y`` and a confidence from 0 to 1, or else in pairs of ``x, y``
+    (a ``kpt_shape`` of ``[P, 2]``, whose keypoints have no confidence: 1 each). None for numbers of another kind,
+    which may change what the box is: its boxes are not drawn. Keypoints whose ``x, y`` all lie within the input's
+    first pixel are none: sigmoids of the classes the names left out (``--classes`` naming fewer than the head
+    scores; a pose head's are in the input's pixels)."""
     count = extra.shape[1]
     if not count:
         return {}
@@ -259,6 +396,9 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     if points is not None and points.isfinite().all() and _probabilities(points[..., 2]) and \
             not _in_first_pixel(points[..., :2]):
         return {"keypoints": points}
+    pairs = extra.view(-1, count // 2, 2) if count % 2 == 0 else None
+    if pairs is not None and pairs.isfinite().all() and not _in_first_pixel(pairs):
+        return {"keypoints": torch.cat([pairs, torch.ones_like(pairs[..., :1])], 2)}
     return None
 
 

@@ -87,13 +87,13 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, cmap: str = "jet", alpha: f
     return blended.clip(0, 255).round().astype(np.uint8)
 
 
-def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, float]], colours: list[str],
-                  masks: torch.Tensor | None = None,
+def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, float] | list[tuple[float, float]]],
+                  colours: list[str], masks: torch.Tensor | None = None,
                   points: list[list[tuple[float, float]]] | None = None) -> np.ndarray:
-    """``boxes`` (``x1, y1, x2, y2`` in the image's pixels) drawn over the image in colour, each in its ``colours``
-    entry (``#rrggbb``), two pixels wide (one on a picture under 64 pixels), with each box's mask (``masks``, booleans
-    ``boxes x H x W``) tinted half in its colour under it and its keypoints (``points``, ``x, y`` in the image's
-    pixels) as dots of its colour: uint8 ``H x W x 3``."""
+    """``boxes`` (``x1, y1, x2, y2`` in the image's pixels, or a turned box's corners in turn, each ``x, y``) drawn
+    over the image in colour, each in its ``colours`` entry (``#rrggbb``), two pixels wide (one on a picture under 64
+    pixels), with each box's mask (``masks``, booleans ``boxes x H x W``) tinted half in its colour under it and its
+    keypoints (``points``, ``x, y`` in the image's pixels) as dots of its colour: uint8 ``H x W x 3``."""
     base = image_array(image)
     picture = (base if base.ndim == 3 else np.stack([base] * 3, 2)).astype(np.float32)
     for mask, colour_ in zip(masks if masks is not None else [], colours, strict=False):
@@ -103,7 +103,10 @@ def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, fl
     draw = ImageDraw.Draw(drawn)
     width = 2 if min(drawn.size) >= 64 else 1
     for box, colour_ in zip(boxes, colours, strict=True):
-        draw.rectangle(box, outline=colour_, width=width)
+        if isinstance(box, list):
+            draw.polygon(box, outline=colour_, width=width)
+        else:
+            draw.rectangle(box, outline=colour_, width=width)
     for dots, colour_ in zip(points or [], colours, strict=False):
         for x, y in dots:
             draw.ellipse((x - width, y - width, x + width, y + width), fill=colour_)

@@ -318,7 +318,13 @@ class OnnxModel:
                                                        f"{' x '.join(str(d) for d in out)}{of}", "N x classes",
                                                        pixels), options, self.name)
         top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
-        # each image's own order: no column is one class
+        # each image's own order: no column is one class. Beside boxes (N x k x 4), they are a detector's k best
+        # detections (an end-to-end export's top-k of any anchor and class), which the page draws by their names
+        boxes = [o.name for o in graph.output[1:] if len(dims := shapes.get(o.name) or _dims(o)) == 3 and dims[2] == 4]
+        if network is None and top_k is not None and top_k.op_type == "TopK" and boxes:
+            found = (f"its output {self.output_name!r} is a TopK's, each image's k largest scores in order, beside "
+                     f"boxes ({', '.join(boxes)}): a detector's k best detections")
+            network = opened_as_network(NotAClassifier(str(path), found, "N x classes"), options, self.name)
         if network is None and top_k is not None and top_k.op_type == "TopK":
             indices = f" (its output {top_k.output[1]!r})" if len(top_k.output) > 1 and top_k.output[1] else ""
             raise CnnlabError(f"{path}: its output {self.output_name!r} is a TopK's, each image's k largest scores "

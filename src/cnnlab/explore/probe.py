@@ -198,14 +198,16 @@ def detections(found: list[BoxList], classes: tuple[str, ...], input_hw: tuple[i
     its label (named by ``classes`` where they reach it) or its rank, with their legend, highest first: ``(the boxes'
     row name, {"boxes", "detected", "drawn", "found"})``, and ``kept``, how they were kept from a head's raw scores,
     where they were; each box's mask tinted in its colour, or its keypoints above :data:`KEYPOINT_SEEN` as dots, where
-    the detector gives them (``with``: ``"masks"`` or ``"keypoints"``). Rotated boxes are not drawn."""
+    the detector gives them (``with``: ``"masks"`` or ``"keypoints"``); turned boxes (an OBB head's) by their corners,
+    said by ``turned``."""
     drawn = []
     hw = tuple(image.shape[-2:])
     scale = torch.tensor([hw[1] / input_hw[1], hw[0] / input_hw[0]] * 2)  # the input's pixels to the picture's
     for found_ in found:
         boxes, scores, labels = found_.boxes, found_.scores, found_.labels
         top = scores.float().argsort(descending=True)[:DRAWN].tolist()
-        shown = [tuple((boxes[k].float() * scale).tolist()) for k in top]
+        shown = [tuple((boxes[k].float() * scale).tolist()) for k in top] if found_.corners is None else \
+            [[tuple(corner) for corner in (found_.corners[k] * scale[:2]).tolist()] for k in top]
         ids = [int(labels[k]) if labels is not None else rank for rank, k in enumerate(top)]
         colours = [_class_colour(i) for i in ids]
         legend = [{"name": _class_name(i, classes, "class") if labels is not None else f"box {i + 1}",
@@ -217,6 +219,7 @@ def detections(found: list[BoxList], classes: tuple[str, ...], input_hw: tuple[i
         drawn.append((found_.row, {"boxes": png_url(boxes_overlay(image, shown, colours, masks, points)),
                                    "detected": legend, "drawn": len(top), "found": int(boxes.shape[0]),
                                    **({"kept": found_.kept} if found_.kept else {}),
+                                   **({"turned": True} if found_.corners is not None else {}),
                                    **({"with": "masks"} if masks is not None else
                                       {"with": "keypoints"} if points is not None else {})}))
     return drawn

@@ -108,7 +108,8 @@ function showOutputs(outputs) {
     // a detector's boxes: its highest-scoring drawn over the input, each named (or numbered) with its score; how
     // they were kept where they were read from a head's raw scores per anchor
     ...outputs.filter((o) => o.boxes).map((o) => overInput(o.boxes, `${o.name}: its ${o.drawn} highest-scoring boxes`,
-      `${o.name}: the ${o.drawn} highest-scoring of its ${o.found} boxes` + (o.with ? `, with their ${o.with}` : "") +
+      `${o.name}: the ${o.drawn} highest-scoring of its ${o.found} ${o.turned ? "turned boxes" : "boxes"}` +
+        (o.with ? `, with their ${o.with}` : "") +
         (o.kept ? ` (${o.kept})` : "") + ", over the input",
       o.detected.map((b) => [b.colour, legendText(b)]))));
 }
