@@ -249,6 +249,36 @@ def test_names_match_in_either_unicode_form(tmp_path, home):
     assert len(data.train_labels) + len(data.test_labels) == len(rows) and not data.notices
 
 
+def test_names_written_on_windows_are_read_with_backslashes_as_folder_separators(tmp_path, home, capsys):
+    root = tmp_path / "set"
+    rows = flat_copy_of(tmp_path, root)
+    expected = load_dataset(f"folder:{root}")
+    # pandas' to_csv of Windows paths: images\cat_000.png; a Linux name holding a backslash is read as written first
+    odd = root / "images" / "odd\\name.png"
+    shutil.copy(root / rows[0][0], odd)
+    write_csv(root / "labels.csv", [(f.replace("/", "\\"), c) for f, c in rows] + [("images/odd\\name.png", "owl")])
+    data = load_dataset(f"folder:{root}")
+    assert torch.equal(torch.cat([data.train_labels, data.test_labels]).bincount(),
+                       torch.cat([expected.train_labels, expected.test_labels]).bincount() + torch.tensor([0, 0, 1]))
+    assert not data.notices
+    odd.unlink()
+    refused(tmp_path, capsys, "file,label\nimages\\cat_000.png,cat\n..\\escape.png,cat\n",
+            "row 3: '..\\\\escape.png' lies outside")
+
+
+def test_a_file_in_two_rows_of_the_same_label_is_read_once_and_said(tmp_path, home):
+    root = tmp_path / "set"
+    rows = flat_copy_of(tmp_path, root)
+    expected = load_dataset(f"folder:{root}")
+    write_csv(root / "labels.csv", [*rows, rows[3], rows[0], rows[3]])  # two exports merged, say
+    data = load_dataset(f"folder:{root}")
+    same_dataset(expected, data)
+    n = len(rows)
+    assert data.notices == (f"read once 3 row(s) of labels.csv that name a file again with the same label and split "
+                            f"(first: row {n + 2}, {rows[3][0]!r}, as row 5)",)
+    assert load_dataset(f"folder:{root}").notices == data.notices  # said from the cache too
+
+
 def test_a_name_of_several_pictures_is_refused_naming_them(tmp_path, home, capsys):
     root = tmp_path / "set"
     flat_copy_of(tmp_path, root)

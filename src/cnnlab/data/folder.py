@@ -224,13 +224,10 @@ def _list_csv(csv_file: Path) -> _Listing:
         splits[into[split]].append(_file(path, numbers[label]))
     for files in splits.values():  # in a class folder's order: by class, then path (the held-out draw follows it)
         files.sort(key=lambda f: (f.label, f.path))
-    unlisted = labels.unlisted
-    passed_over = (f"ignored {len(unlisted)} image file(s) not named in {csv_file.name} (first: {unlisted[0]})",) \
-        if unlisted else ()
     return _Listing(root, classes, splits["train"], splits["test"], splits["val"],
                     f"the {held[0]} rows of {csv_file.name}" if held else None,
                     f"the val rows of {csv_file.name}" if len(held) == 2 else None, csv_file,
-                    [f"labelled by {csv_file.name}"], passed_over)
+                    [f"labelled by {csv_file.name}"], labels.notices(csv_file))
 
 
 def _has_class_folders(path: Path) -> bool:
