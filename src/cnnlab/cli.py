@@ -608,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "stage, Grad-CAM and saliency, the first-layer kernels and the layer table; d2l 7.2-7.5's "
                        "convolution and pooling computed live, with padding, stride and receptive fields; a run "
                        "still training, live. For one model (path below): its stages, top classes, Grad-CAM and "
-                       "layer table on the --images given (a flat folder, or class subfolders: the labels) or an "
+                       "layer table on the --images given (a flat folder, class subfolders or a CSV: the labels) or an "
                        "upload. Examples: "
                        "cnnlab explore runs/ --port 0 --no-browser (any free port, print the address); cnnlab "
                        "explore model.onnx --images photos/ --export page.html (one static page, no server).")
@@ -618,7 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "classifiers, segmentation models and detectors with its DEFAULT weights and their categories: "
                    "torchvision-lraspp_mobilenet_v3_large), or module:function (imports and calls YOUR code: a "
                    "function returning an nn.Module)")
-    p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
+    p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels), or "
+                   "of images labelled by its labels.csv or metadata.csv, or a CSV naming them (PATH/train.csv), "
+                   "read as --dataset folder:PATH reads it")
     _add_model_flags(p)
     _add_no_classes(p)
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "
