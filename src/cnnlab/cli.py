@@ -19,7 +19,7 @@ from typing import IO, Any
 from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
 from cnnlab.errors import CnnlabError, Interrupted, summary
-from cnnlab.io import file_names_written
+from cnnlab.io import check_output_file, file_names_written
 
 DATA_DIR_HELP = "the dataset's folder (default: the run's); for a folder: dataset, where its images are now"
 
@@ -264,10 +264,15 @@ def _cmd_report(args) -> int:
 
 def _cmd_predict(args) -> int:
     from cnnlab.explore.sources import predict_any_chunks
-    from cnnlab.predict import as_json, format_prediction
+    from cnnlab.predict import as_json, format_prediction, write_predictions_csv
 
+    if args.csv is not None:  # before the model is opened and the pictures read: a bad path costs nothing
+        check_output_file(args.csv, args.force, "--csv ")
+    elif args.force:
+        raise CnnlabError("--force lets --csv replace an existing file; expected it only beside --csv")
     out = sys.stdout  # the predictions' stream; what the model's code prints is sent to stderr below
     document: list[dict[str, Any]] = []  # --json's, printed whole once every picture is done
+    written: list[dict[str, Any]] = []  # --csv's: each picture's file and top class (or error), written at the end
     most = failed = diverged = 0
     reader_left = False
 
@@ -302,10 +307,17 @@ def _cmd_predict(args) -> int:
                     emit(format_prediction(r))
             if args.json:
                 document += [as_json(r) for r in chunk]
-            if reader_left:  # nobody reads the answers to the pictures left: they are not classified
+            if args.csv is not None:
+                written += [r if "error" in r else {"file": r["file"], "top": r["top"][:1]} for r in chunk]
+            elif reader_left:  # nobody reads the answers to the pictures left: they are not classified
                 break
     if args.json:
         emit(json.dumps(document, indent=2))
+    if args.csv is not None:
+        root = write_predictions_csv(args.csv, written, force=args.force)
+        rows = sum("top" in r for r in written)
+        print(f"cnnlab predict: wrote {args.csv}: {rows} picture(s), names relative to {root}"
+              + (f" ({failed} unreadable left out)" if failed else ""), file=sys.stderr)
     if 0 < most < args.top:  # the model has fewer classes than asked for: every one is shown
         print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {most}; all "
               f"{most} are shown", file=sys.stderr)
@@ -574,6 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     given_as.add_argument("--jsonl", action="store_true",
                           help="JSON Lines: one JSON object per picture, each printed as its chunk is done (a bad "
                                "file's with its error), for a folder too large to hold every answer")
+    p.add_argument("--csv", metavar="OUT.csv", help="also write the answers as a CSV: file_name (relative to the "
+                   "folder predicted), label (the top class), probability; written into that folder, it labels it "
+                   "as --dataset folder:FOLDER/OUT.csv (an unreadable file has no row)")
+    p.add_argument("--force", action="store_true", help="let --csv replace an existing file")
     _add_model_flags(p)
     p.set_defaults(func=_cmd_predict)
 

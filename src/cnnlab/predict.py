@@ -18,6 +18,8 @@ checkpoint.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
-from cnnlab.io import writable_json
+from cnnlab.io import atomic_write, check_output_file, writable_json, writable_text
 from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
@@ -280,3 +282,49 @@ def format_prediction(result: dict[str, Any]) -> str:
     guesses = ", ".join(f"{t['class']} " + ("-" if t["probability"] is None else f"{t['probability']:.1%}")
                         for t in result["top"])
     return f"{result['file']}: {guesses}"
+
+
+def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], force: bool = False) -> Path:
+    """Write each classified picture of ``results`` (:func:`predict_files`'s or
+    :func:`cnnlab.explore.sources.predict_any`'s) as a row of the CSV file ``path``, atomically, and return the folder
+    its names are relative to (``cnnlab predict --csv``).
+
+    The header is ``file_name,label,probability``: the picture's path relative to the folder that holds every picture
+    predicted (a folder named: that folder), ``/`` between folders, its top class, and that class's probability
+    (empty where the model's output is not a number). So the file is a contest's submission of ``id,label`` once its
+    header is renamed, and :mod:`cnnlab.data.labels_csv` reads it as it is: written into the folder predicted, it labels
+    that folder again (``folder:FOLDER/OUT.csv``). A picture that could not be read (``{"file", "error"}``) has no
+    row, as its line is left out of the printed answers: its error is said where it happened, and the rows of the
+    others label their files. A file name that is not UTF-8 (Linux allows any bytes), which a UTF-8 CSV cannot hold,
+    has U+FFFD for each such byte, and a ``file_bytes`` column (added only then; empty for the other rows) gives the
+    name's exact bytes in base64, as ``--json`` does.
+
+    Args:
+        path: the CSV file to write.
+        results: one dict a picture, in order (``top`` classes, or ``error``).
+        force: replace an existing ``path`` (``--force``); otherwise it is refused.
+
+    Raises:
+        CnnlabError: ``path`` is a folder, exists (without ``force``) or cannot be written there (one line).
+    """
+    check_output_file(path, force, "--csv ")
+    results = list(results)
+    root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(r["file"])) for r in results])) \
+        if results else Path.cwd()
+    rows = []
+    for r in results:
+        if "top" not in r:
+            continue
+        name = Path(os.path.relpath(os.path.abspath(r["file"]), root)).as_posix()
+        top = r["top"][0]
+        rows.append([name, writable_text(top["class"]), "" if top["probability"] is None else str(top["probability"])])
+    exact = any(writable_text(name) != name for name, _, _ in rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file_name", "label", "probability", *(["file_bytes"] if exact else [])])
+    for name, label, probability in rows:
+        shown = writable_text(name)
+        writer.writerow([shown, label, probability, *([base64.b64encode(os.fsencode(name)).decode("ascii")
+                                                      if shown != name else ""] if exact else [])])
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite=force)
+    return root
