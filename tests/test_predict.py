@@ -577,6 +577,23 @@ def test_the_eval_command_predict_advises_for_class_subfolders_scores_them(tmp_p
     assert sum(sum(row) for row in result["confusion"]) == 4
 
 
+def test_predict_of_a_folder_labelled_by_a_csv_advises_eval_by_its_labels(tmp_path, capsys):
+    # Hugging Face's layout (images/ and metadata.csv): the advice called images/ a class subfolder; followed as
+    # printed, it scores the pictures by the CSV's labels
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28, classes=("cat", "dog"), dataset="folder:elsewhere"))
+    root = tmp_path / "set"
+    paths = _pictures(root / "images", 1, n=8)
+    (root / "metadata.csv").write_text("file_name,label\n" + "".join(f"images/{p.name},{('cat', 'dog')[i % 2]}\n"
+                                                                      for i, p in enumerate(paths)))
+    assert main(["predict", ckpt, str(root), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"name it ({root / '*'}/) to classify its images, or score its images by their labels in metadata.csv " \
+        f"with cnnlab eval MODEL --dataset folder:{root}" in err
+    assert main(["eval", ckpt, *shlex.split(re.search(r"cnnlab eval MODEL (.*)$", err).group(1)), "--device", "cpu",
+                 "--json"]) == 0, capsys.readouterr().err
+    assert sum(map(sum, json.loads(capsys.readouterr().out)["confusion"])) == 8
+
+
 def test_one_bad_file_does_not_stop_the_batch(folder, tmp_path):
     ckpt = _checkpoint(tmp_path / "grey.pt", 1, 28)
     with pytest.raises(CnnlabError, match="broken.png"):

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cnnlab.checks import positive_int
+from cnnlab.data.folder import find_labels_csv
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
 from cnnlab.io import atomic_write, check_output_file, writable_json, writable_text
@@ -109,7 +110,7 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                 # --data-dir names where that dataset's files are, and the folder would be refused as no copy of them
                 raise CnnlabError(f"folder {path} holds no image files directly inside it, only the "
                                   f"folder{'s' * several} {shown}: name {them} ({path / '*'}/) to classify "
-                                  f"{their} images, or score a folder of class subfolders with cnnlab eval MODEL "
+                                  f"{their} images, or score {_labelled_by(path)} with cnnlab eval MODEL "
                                   f"--dataset folder:{path}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)"
                               f"{heif_note(path.iterdir())}")
@@ -117,6 +118,16 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
         # exit code says so: passed over, an iPhone's photos went unanswered without a word
         files += sorted(found + [p for p in entries if p.suffix.lower() in HEIF_SUFFIXES])
     return files
+
+
+def _labelled_by(folder: Path) -> str:
+    """How :func:`image_files`' advice names a folder of subfolders that ``folder:`` reads: labelled by its class
+    subfolders, or by the CSV beside them (an ``images/`` subfolder is no class)."""
+    try:
+        csv_file = find_labels_csv(folder)[0]
+    except CnnlabError:  # two CSVs: the loader says which to name, in its own words
+        csv_file = None
+    return "a folder of class subfolders" if csv_file is None else f"its images by their labels in {csv_file.name}"
 
 
 def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: bool = False, topk: int = 3,
