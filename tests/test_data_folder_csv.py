@@ -333,7 +333,15 @@ def test_train_eval_predict_and_a_moved_resume_of_a_csv_folder(tmp_path, home, c
     assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{root / 'train.csv'}", *TINY, "--out",
                             str(run), "--val-split", "0.2"], capsys)[0] == 0
     code, out, _ = run_with_output(["eval", str(run / "last.pt"), "--json"], capsys)
-    assert code == 0 and "the 5 test images drawn from" in json.loads("\n".join(out))["scored"]
+    # in the CSV's words: its images are in no test/ folder, and none was missing
+    assert code == 0 and json.loads("\n".join(out))["scored"].startswith(
+        f"the 5 test images drawn from folder:{root / 'train.csv'} (no test rows in train.csv): the 1/6 the run held")
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    (other / "train.csv").rename(other / "labels.csv")
+    code, out, _ = run_with_output(["eval", str(run / "last.pt"), "--dataset", f"folder:{other}", "--json"], capsys)
+    assert code == 0 and json.loads("\n".join(out))["scored"].startswith(
+        f"all 32 images of folder:{other}: it has no test rows in labels.csv and is not the folder the run trained on")
     code, out, _ = run_with_output(["predict", str(run / "last.pt"), str(root / rows[0][0]), "--json"], capsys)
     assert code == 0 and json.loads("\n".join(out))[0]["top"][0]["class"] in COUNTS
     moved = root.rename(tmp_path / "moved")  # the folder moved: --data-dir names where it is, the CSV keeps its name

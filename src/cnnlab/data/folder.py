@@ -72,7 +72,7 @@ from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "find_labels_csv", "has_validation_folder",
-           "load_folder", "moved_folder", "read_csv_labels", "refuse_writing_into"]
+           "held_out_source", "load_folder", "moved_folder", "read_csv_labels", "refuse_writing_into"]
 
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
@@ -310,13 +310,29 @@ def has_validation_folder(dataset: str) -> bool:
         return False
     path = Path(dataset[len(FOLDER_PREFIX):]).expanduser()
     try:
-        csv_file = find_labels_csv(path)[0] if path.is_dir() or \
-            path.suffix.lower() == ".csv" and path.is_file() else None
+        csv_file = _labelling_csv(path)
         if csv_file is not None:
             return {"test", "val"} <= labels_csv.split_roles(csv_file)
     except DataError:  # the loader refuses it, in its own words
         return False
     return path.is_dir() and _layout(path)[2] is not None
+
+
+def held_out_source(dataset: str) -> str:
+    """What a ``folder:`` dataset would hold its own test split in, for the words of eval: ``test/ folder``, or
+    ``test rows in NAME.csv`` for a folder labelled by a CSV (whose images are in no test/ folder)."""
+    try:
+        csv_file = _labelling_csv(Path(dataset.removeprefix(FOLDER_PREFIX)).expanduser())
+    except DataError:  # the loader refused it already, or will
+        csv_file = None
+    return "test/ folder" if csv_file is None else f"test rows in {csv_file.name}"
+
+
+def _labelling_csv(path: Path) -> Path | None:
+    """The CSV that labels the images of ``folder:path`` (:func:`find_labels_csv`), None for class subfolders or
+    a path that is neither a folder nor a CSV file."""
+    is_csv = path.suffix.lower() == ".csv" and path.is_file()
+    return find_labels_csv(path)[0] if path.is_dir() or is_csv else None
 
 
 def moved_folder(dataset: str, data_dir: str | Path) -> str:
