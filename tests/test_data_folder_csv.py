@@ -365,3 +365,7 @@ def test_a_resume_is_refused_once_the_csv_relabels_a_training_image(tmp_path, ho
                 "changed since the run started", "but other ones, or other labels")
     write_csv(root / "labels.csv", rows[::-1], header=("file_name", "label", "split"))  # rows reordered: the same
     assert run_with_output(["train", "--resume", str(run), "--epochs", "2", "--quiet", "--no-report"], capsys)[0] == 0
+    write_csv(root / "labels.csv", [(f, c) for f, c, _ in rows])  # its test rows gone: a drawn sixth is refused
+    train_error(["eval", str(run / "last.pt")], capsys, f"folder:{root} had its own test split (test rows in "
+                "labels.csv) when the run trained and has none now", "expected the test rows in labels.csv back",
+                command="eval")
