@@ -223,6 +223,7 @@ def refused(tmp_path, capsys, csv_text: str | bytes, *needles: str) -> None:
     ("file,label,split,is_valid\nimages/cat_000.png,cat,train,false\n", ("both a split and an is_valid column",)),
     ("file,label,split\nimages/cat_000.png,cat,\n", ("row 2: split '' is not a known value",)),
     ("file,label\nimages/cat_000.png\n", ("row 2: 1 field(s) where the header has 2",)),
+    ("file,label,file_bytes\nimages/cat_000.png,cat,@@@\n", ("row 2: file_bytes '@@@' is not base64",)),
     ("file,label\n", ("has a header and no rows",)),
     ("\n\n", ("is empty; expected a header",)),
     ("file,label,split\nimages/cat_000.png,cat,train\nimages/dog_000.png,dog,test\n",

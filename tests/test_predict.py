@@ -27,6 +27,7 @@ from cli_support import strict_json
 from cnnlab import predict
 from cnnlab.cli import main
 from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
+from cnnlab.data.folder import read_csv_labels
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import sources
 from cnnlab.explore.imagefolder import list_images
@@ -1135,7 +1136,7 @@ def test_csv_of_a_name_that_is_not_utf8_and_of_a_diverged_model(tmp_path, capsys
     paths = _pictures(folder, 3, n=2)
     latin = os.fsdecode(b"caf\xe9.png")
     paths[1].rename(folder / latin)
-    out = tmp_path / "preds.csv"
+    out = folder / "preds.csv"
     assert main(["predict", "test_predict:diverged_net", str(folder), "--input-size", "20", "--csv", str(out),
                  "--json"]) == 0  # (the text lines would write the name's own byte, which capsys cannot take)
     capsys.readouterr()
@@ -1145,6 +1146,8 @@ def test_csv_of_a_name_that_is_not_utf8_and_of_a_diverged_model(tmp_path, capsys
     assert by_name["p0.png"][1:] == ["class 0", "", ""]
     assert base64.b64decode(by_name["caf\ufffd.png"][3]) == b"caf\xe9.png"
     assert (folder / os.fsdecode(base64.b64decode(by_name["caf\ufffd.png"][3]))).is_file()
+    labels = read_csv_labels(out)  # the loader reads the name by its bytes: the CSV labels the folder again
+    assert sorted(p.name for p, _, _ in labels.rows) == sorted(["p0.png", latin]) and not labels.unlisted
 
 
 def test_csv_gets_every_answer_after_the_reader_of_stdout_has_left(tmp_path):

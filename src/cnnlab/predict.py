@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.checks import positive_int
 from cnnlab.data.folder import find_labels_csv
+from cnnlab.data.labels_csv import BYTES_COLUMN
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
 from cnnlab.io import atomic_write, check_output_file, writable_json, writable_text
@@ -308,7 +309,7 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
     row, as its line is left out of the printed answers: its error is said where it happened, and the rows of the
     others label their files. A file name that is not UTF-8 (Linux allows any bytes), which a UTF-8 CSV cannot hold,
     has U+FFFD for each such byte, and a ``file_bytes`` column (added only then; empty for the other rows) gives the
-    name's exact bytes in base64, as ``--json`` does.
+    name's exact bytes in base64, as ``--json`` does, which the CSV reader reads the name by.
 
     Args:
         path: the CSV file to write.
@@ -332,7 +333,7 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
     exact = any(writable_text(name) != name for name, _, _ in rows)
     text = io.StringIO(newline="")
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["file_name", "label", "probability", *(["file_bytes"] if exact else [])])
+    writer.writerow(["file_name", "label", "probability", *([BYTES_COLUMN] if exact else [])])
     for name, label, probability in rows:
         shown = writable_text(name)
         writer.writerow([shown, label, probability, *([base64.b64encode(os.fsencode(name)).decode("ascii")

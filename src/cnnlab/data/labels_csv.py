@@ -12,7 +12,8 @@ present), separated by commas (tabs or semicolons where the header holds no comm
 relative to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file; ``..`` out of
 the root and absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder
 (Kaggle's ``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of
-that stem; several candidates are refused by name. A file in two rows of the same label and split is read once, which
+that stem; several candidates are refused by name. A name that is not UTF-8 is read from a :data:`BYTES_COLUMN`
+cell, where one is given. A file in two rows of the same label and split is read once, which
 :meth:`Labels.notices` says. Names and labels match in their composed Unicode form (macOS writes decomposed names). A
 ``split`` column (values as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's
 ``is_valid`` (true: the validation rows) says each row's split. One label a cell: commas, semicolons or bars in it,
@@ -24,8 +25,10 @@ number (``2`` before ``10``).
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import os
 import posixpath
 import re
 import unicodedata
@@ -36,12 +39,15 @@ from cnnlab.data.split import SPLIT_NAMES
 from cnnlab.errors import DataError
 from cnnlab.picture import picture_extensions
 
-__all__ = ["CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "class_order", "find_csv", "read_labels",
-           "split_roles", "unread_note"]
+__all__ = ["BYTES_COLUMN", "CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "class_order", "find_csv",
+           "read_labels", "split_roles", "unread_note"]
 
 CSV_NAMES = ("labels.csv", "metadata.csv")
 FILE_COLUMNS = ("file_name", "filename", "file", "image", "image_id", "id", "name", "path", "fname")
 LABEL_COLUMNS = ("label", "class", "category", "target", "labels")
+# A file name's exact bytes in base64, where its name is not UTF-8 (Linux allows any bytes), which a UTF-8 CSV cannot
+# hold: the file column then has U+FFFD for each such byte (cnnlab predict --csv writes both, as --json does)
+BYTES_COLUMN = "file_bytes"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _SEVERAL = re.compile(r"[,;|]")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -135,6 +141,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
         raise DataError(f"{csv_file} has no {missing} column (its columns: {', '.join(header) or 'none'}); expected "
                         f"a header naming one of {', '.join(expected)} (any case)")
     split_of = _split_column(csv_file, columns)
+    bytes_at = columns.get(BYTES_COLUMN)
     finder = _Finder(root, images)
     named: dict[Path, tuple[str, str | None, int]] = {}
     missing_rows: list[tuple[int, str]] = []
@@ -151,6 +158,8 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
                             f"one label a row (remove the rows of unlabelled images)")
         if _SEVERAL.search(label):
             raise DataError(_several(csv_file, line, label))
+        if bytes_at is not None and bytes_at < len(cells) and cells[bytes_at].strip():
+            name = _exact_name(csv_file, line, cells[bytes_at].strip())
         path = finder.find(csv_file, line, name)
         if path is None:
             missing_rows.append((line, name))
@@ -194,6 +203,16 @@ def class_order(labels: set[str]) -> list[str]:
     if all(_INTEGER.fullmatch(label) for label in labels):
         return sorted(labels, key=lambda label: (int(label), label))
     return sorted(labels)
+
+
+def _exact_name(csv_file: Path, line: int, cell: str) -> str:
+    """The file name whose bytes a :data:`BYTES_COLUMN` cell gives in base64, as Python holds it (each byte that is
+    not UTF-8 a lone surrogate, as ``os.listdir`` gives it)."""
+    try:
+        return os.fsdecode(base64.b64decode(cell, validate=True))
+    except ValueError:
+        raise DataError(f"{csv_file}, row {line}: {BYTES_COLUMN} {cell!r} is not base64; expected a file name's "
+                        f"bytes in base64, as cnnlab predict --csv writes them, or an empty cell") from None
 
 
 def _several(csv_file: Path, line: int, label: str) -> str:
