@@ -527,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "explore takes it (a .onnx or .pt2 file, an ImageNet backbone's name, torchvision-NAME, "
                    "module:function), scored on --data-dir or --dataset")
     p.add_argument("--data-dir", help=DATA_DIR_HELP + "; for a model from elsewhere: a folder of class subfolders "
-                   "(its test/ split if it has one, else all of it), or --dataset's folder")
+                   "or labelled by its labels.csv or metadata.csv, read as --dataset folder:PATH (its test split if "
+                   "it has one, else all of it), or --dataset's folder")
     p.add_argument("--dataset", metavar="NAME", help="a registered dataset to score on (cnnlab datasets): for a "
                    "checkpoint, another than the run's of its classes or some of them (matched by name)")
     p.add_argument("--skip-bad-images", action="store_true", help="a folder's image files that cannot be read are "
