@@ -223,6 +223,7 @@ def refused(tmp_path, capsys, csv_text: str | bytes, *needles: str) -> None:
     ("file,label,split,is_valid\nimages/cat_000.png,cat,train,false\n", ("both a split and an is_valid column",)),
     ("file,label,split\nimages/cat_000.png,cat,\n", ("row 2: split '' is not a known value",)),
     ("file,label\nimages/cat_000.png\n", ("row 2: 1 field(s) where the header has 2",)),
+    ("file,label,file_bytes\nimages/cat_000.png,cat,@@@\n", ("row 2: file_bytes '@@@' is not base64",)),
     ("file,label\n", ("has a header and no rows",)),
     ("\n\n", ("is empty; expected a header",)),
     ("file,label,split\nimages/cat_000.png,cat,train\nimages/dog_000.png,dog,test\n",
@@ -247,6 +248,36 @@ def test_names_match_in_either_unicode_form(tmp_path, home):
     write_csv(root / "labels.csv", [(unicodedata.normalize("NFC", "images/café.png"), "cat"), *rows[1:]])
     data = load_dataset(f"folder:{root}")
     assert len(data.train_labels) + len(data.test_labels) == len(rows) and not data.notices
+
+
+def test_names_written_on_windows_are_read_with_backslashes_as_folder_separators(tmp_path, home, capsys):
+    root = tmp_path / "set"
+    rows = flat_copy_of(tmp_path, root)
+    expected = load_dataset(f"folder:{root}")
+    # pandas' to_csv of Windows paths: images\cat_000.png; a Linux name holding a backslash is read as written first
+    odd = root / "images" / "odd\\name.png"
+    shutil.copy(root / rows[0][0], odd)
+    write_csv(root / "labels.csv", [(f.replace("/", "\\"), c) for f, c in rows] + [("images/odd\\name.png", "owl")])
+    data = load_dataset(f"folder:{root}")
+    assert torch.equal(torch.cat([data.train_labels, data.test_labels]).bincount(),
+                       torch.cat([expected.train_labels, expected.test_labels]).bincount() + torch.tensor([0, 0, 1]))
+    assert not data.notices
+    odd.unlink()
+    refused(tmp_path, capsys, "file,label\nimages\\cat_000.png,cat\n..\\escape.png,cat\n",
+            "row 3: '..\\\\escape.png' lies outside")
+
+
+def test_a_file_in_two_rows_of_the_same_label_is_read_once_and_said(tmp_path, home):
+    root = tmp_path / "set"
+    rows = flat_copy_of(tmp_path, root)
+    expected = load_dataset(f"folder:{root}")
+    write_csv(root / "labels.csv", [*rows, rows[3], rows[0], rows[3]])  # two exports merged, say
+    data = load_dataset(f"folder:{root}")
+    same_dataset(expected, data)
+    n = len(rows)
+    assert data.notices == (f"read once 3 row(s) of labels.csv that name a file again with the same label and split "
+                            f"(first: row {n + 2}, {rows[3][0]!r}, as row 5)",)
+    assert load_dataset(f"folder:{root}").notices == data.notices  # said from the cache too
 
 
 def test_a_name_of_several_pictures_is_refused_naming_them(tmp_path, home, capsys):
@@ -303,7 +334,15 @@ def test_train_eval_predict_and_a_moved_resume_of_a_csv_folder(tmp_path, home, c
     assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{root / 'train.csv'}", *TINY, "--out",
                             str(run), "--val-split", "0.2"], capsys)[0] == 0
     code, out, _ = run_with_output(["eval", str(run / "last.pt"), "--json"], capsys)
-    assert code == 0 and "the 5 test images drawn from" in json.loads("\n".join(out))["scored"]
+    # in the CSV's words: its images are in no test/ folder, and none was missing
+    assert code == 0 and json.loads("\n".join(out))["scored"].startswith(
+        f"the 5 test images drawn from folder:{root / 'train.csv'} (no test rows in train.csv): the 1/6 the run held")
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    (other / "train.csv").rename(other / "labels.csv")
+    code, out, _ = run_with_output(["eval", str(run / "last.pt"), "--dataset", f"folder:{other}", "--json"], capsys)
+    assert code == 0 and json.loads("\n".join(out))["scored"].startswith(
+        f"all 32 images of folder:{other}: it has no test rows in labels.csv and is not the folder the run trained on")
     code, out, _ = run_with_output(["predict", str(run / "last.pt"), str(root / rows[0][0]), "--json"], capsys)
     assert code == 0 and json.loads("\n".join(out))[0]["top"][0]["class"] in COUNTS
     moved = root.rename(tmp_path / "moved")  # the folder moved: --data-dir names where it is, the CSV keeps its name
@@ -327,3 +366,7 @@ def test_a_resume_is_refused_once_the_csv_relabels_a_training_image(tmp_path, ho
                 "changed since the run started", "but other ones, or other labels")
     write_csv(root / "labels.csv", rows[::-1], header=("file_name", "label", "split"))  # rows reordered: the same
     assert run_with_output(["train", "--resume", str(run), "--epochs", "2", "--quiet", "--no-report"], capsys)[0] == 0
+    write_csv(root / "labels.csv", [(f, c) for f, c, _ in rows])  # its test rows gone: a drawn sixth is refused
+    train_error(["eval", str(run / "last.pt")], capsys, f"folder:{root} had its own test split (test rows in "
+                "labels.csv) when the run trained and has none now", "expected the test rows in labels.csv back",
+                command="eval")

@@ -95,6 +95,26 @@ def _scored_with_names(tmp_path, folder, order: tuple[str, ...]):
     return result, labels, _expected(net, images, [order.index(c) for c in FOLDER_CLASSES])
 
 
+def test_an_onnx_model_is_scored_on_a_folder_labelled_by_a_csv_as_on_its_class_subfolders(tmp_path, cache):
+    """The same pictures flat in images/, labelled by labels.csv: the figures of the class subfolders' (the oracle),
+    and the words say the CSV has no test rows, where they said no test/ folder."""
+    folder = _folder(tmp_path / "pets")
+    result, labels, predicted = _scored_with_names(tmp_path, folder, ("dog", "fox", "cat"))
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    rows = []
+    for p in sorted(folder.glob("*/*.png")):
+        shutil.copy(p, flat / "images" / f"{p.parent.name}_{p.name}")
+        rows.append(f"images\\{p.parent.name}_{p.name},{p.parent.name}\n")  # written on Windows
+    (flat / "labels.csv").write_text("file_name,label\n" + "".join(rows))
+    by_csv = evaluate_any(tmp_path / "tiny.onnx", data_dir=flat,
+                          options=Options.from_flags(classes=tmp_path / "classes.txt"))
+    assert by_csv.classes == result.classes and by_csv.n == 12
+    assert by_csv.accuracy == pytest.approx(accuracy_score(labels, predicted))
+    np.testing.assert_array_equal(by_csv.confusion.numpy(), result.confusion.numpy())
+    assert by_csv.scored == f"all 12 images of folder:{flat}: it has no test rows in labels.csv"
+
+
 def test_an_onnx_model_is_scored_on_a_folder_as_scikit_learn_scores_its_answers(tmp_path, cache):
     """The model's classes in another order than the folder's: matched by name, not by position."""
     folder = _folder(tmp_path / "pets")

@@ -541,8 +541,46 @@ def test_a_folder_of_loose_images_and_class_subfolders_is_refused(tmp_path, grey
     flat = tmp_path / "flat"
     shutil.copytree(rgb_folder, flat)
     (flat / "thumbnails").mkdir()  # a subfolder without images holds no class: the folder is still a flat one
-    files, classes = list_images(flat)
-    assert len(files) == 3 and classes == ()
+    listing = list_images(flat)
+    assert len(listing.files) == 3 and listing.classes == () and listing.root == flat
+
+
+def test_images_labelled_by_a_csv_are_shown_with_its_labels(tmp_path, lenet, grey_folder, capsys):
+    from cnnlab.cli import main
+
+    # Hugging Face's layout: the pictures in images/, labelled by metadata.csv (images/ is no class)
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for p in sorted(grey_folder.glob("*/*.png")):
+        shutil.copy(p, root / "images" / f"{p.parent.name}_{p.name}")
+        rows.append((f"images/{p.parent.name}_{p.name}", p.parent.name))
+    shutil.copy(grey_folder / "one" / "0.png", root / "images" / "unlabelled.png")
+    (root / "metadata.csv").write_text("file_name,label\n" + "".join(f"{f},{c}\n" for f, c in rows))
+    by_folders = open_with_images(lenet["onnx"], grey_folder)[1]
+    _, images = open_with_images(lenet["onnx"], root)
+    expected = dict(zip(by_folders.names, by_folders.labels, strict=True))
+    assert images.classes == tuple(sorted(CLASSES))
+    assert dict(zip(images.names, images.labels, strict=True)) == \
+        {f"images/{name.replace('/', '_')}": label for name, label in expected.items()}
+    assert images.notices == (f"ignored 1 image file(s) not named in metadata.csv (first: "
+                              f"{root.resolve() / 'images' / 'unlabelled.png'})",)
+    # the pixels are the class folders' (same files, same reading)
+    order = sorted(range(len(images.names)), key=lambda i: images.names[i].split("_", 1))
+    assert torch.equal(images.images[order], by_folders.images)
+    # Kaggle's: a CSV named, of ids without extension, a Windows path among them; said on stderr by the CLI
+    (root / "metadata.csv").rename(root / "train.csv")
+    (root / "train.csv").write_text("id,label\n" + "".join(f"{f.removesuffix('.png').replace('/', chr(92))},{c}\n"
+                                                          for f, c in rows))
+    code = main(["explore", str(lenet["onnx"]), "--images", str(root / "train.csv"), "--export",
+                 str(tmp_path / "page.html")])
+    err = capsys.readouterr().err
+    assert code == 0 and "cnnlab explore: note: ignored 1 image file(s) not named in train.csv" in err
+    named = open_with_images(lenet["onnx"], root / "train.csv")[1]
+    assert named.names == images.names and named.labels == images.labels
+    (root / "train.csv").write_text("id,label\nimages/gone,cat\n")  # refused as training refuses it
+    with pytest.raises(CnnlabError, match="1 row\\(s\\) name no image file under"):
+        list_images(root / "train.csv")
 
 
 def test_the_images_shown_of_many_classes_are_picked_in_one_pass_over_the_files():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import functools
 import io
 import json
@@ -26,6 +27,7 @@ from cli_support import strict_json
 from cnnlab import predict
 from cnnlab.cli import main
 from cnnlab.data import CLASSES, load_dataset, load_fashion_mnist
+from cnnlab.data.folder import read_csv_labels
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import sources
 from cnnlab.explore.imagefolder import list_images
@@ -576,6 +578,23 @@ def test_the_eval_command_predict_advises_for_class_subfolders_scores_them(tmp_p
     assert sum(sum(row) for row in result["confusion"]) == 4
 
 
+def test_predict_of_a_folder_labelled_by_a_csv_advises_eval_by_its_labels(tmp_path, capsys):
+    # Hugging Face's layout (images/ and metadata.csv): the advice called images/ a class subfolder; followed as
+    # printed, it scores the pictures by the CSV's labels
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28, classes=("cat", "dog"), dataset="folder:elsewhere"))
+    root = tmp_path / "set"
+    paths = _pictures(root / "images", 1, n=8)
+    (root / "metadata.csv").write_text("file_name,label\n" + "".join(f"images/{p.name},{('cat', 'dog')[i % 2]}\n"
+                                                                      for i, p in enumerate(paths)))
+    assert main(["predict", ckpt, str(root), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"name it ({root / '*'}/) to classify its images, or score its images by their labels in metadata.csv " \
+        f"with cnnlab eval MODEL --dataset folder:{root}" in err
+    assert main(["eval", ckpt, *shlex.split(re.search(r"cnnlab eval MODEL (.*)$", err).group(1)), "--device", "cpu",
+                 "--json"]) == 0, capsys.readouterr().err
+    assert sum(map(sum, json.loads(capsys.readouterr().out)["confusion"])) == 8
+
+
 def test_one_bad_file_does_not_stop_the_batch(folder, tmp_path):
     ckpt = _checkpoint(tmp_path / "grey.pt", 1, 28)
     with pytest.raises(CnnlabError, match="broken.png"):
@@ -1053,3 +1072,98 @@ def test_predicting_with_an_onnx_file_needs_no_web_stack(tmp_path):
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]" and done.stdout.startswith(f"{paths[0]}: ")
+
+
+# ----------------------------------------------------------------------------- --csv
+def _read_csv(path: Path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))  # strict UTF-8
+
+
+def test_csv_of_a_folders_predictions_names_its_files_as_a_labels_csv_and_labels_it_again(tmp_path, capsys):
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    photos = tmp_path / "photos"
+    paths = _pictures(photos, 1, n=8)
+    (photos / "broken.png").write_bytes(paths[0].read_bytes()[:60])
+    out = photos / "preds.csv"
+    assert main(["predict", ckpt, str(photos), "--device", "cpu", "--json", "--csv", str(out)]) == 2
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)  # the oracle: the same command's --json
+    err = captured.err.splitlines()
+    assert len(err) == 2 and "broken.png" in err[0]
+    assert err[1] == f"cnnlab predict: wrote {out}: 8 picture(s), names relative to {photos} (1 unreadable left out)"
+    rows = _read_csv(out)
+    assert rows[0] == ["file_name", "label", "probability"]
+    assert rows[1:] == [[Path(r["file"]).name, r["top"][0]["class"], str(r["top"][0]["probability"])]
+                        for r in document if "top" in r]  # the unreadable file has no row
+    # written into the folder predicted, it labels that folder as a CSV named does (the unreadable file unnamed)
+    data = load_dataset(f"folder:{out}")
+    counts = {c: sum(row[1] == c for row in rows[1:]) for c in data.classes}
+    assert torch.cat([data.train_labels, data.test_labels]).bincount().tolist() == list(counts.values())
+    assert data.notices[0] == f"ignored 1 image file(s) not named in preds.csv (first: {photos / 'broken.png'})"
+    # several folders and a file: names relative to the folder that holds them all
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "p0.png").write_bytes(paths[0].read_bytes())
+    results = predict_files(ckpt, [photos / "p1.png", tmp_path / "more", photos], device="cpu", skip_bad=True)
+    assert predict.write_predictions_csv(tmp_path / "all.csv", results) == tmp_path
+    assert [row[0] for row in _read_csv(tmp_path / "all.csv")[1:4]] == ["photos/p1.png", "more/p0.png",
+                                                                       "photos/p0.png"]
+
+
+def test_csv_refuses_an_existing_file_before_any_picture_is_read_unless_forced(tmp_path, capsys, monkeypatch):
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    paths = _pictures(tmp_path / "photos", 1, n=2)
+    out = tmp_path / "preds.csv"
+    out.write_text("kept\n")
+    read = []
+    monkeypatch.setattr(predict, "read_image",
+                        lambda *a, **k: read.append(a) or torch.zeros(1, 28, 28, dtype=torch.uint8))
+    assert main(["predict", ckpt, *map(str, paths), "--csv", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"cnnlab predict: error: --csv {out} already exists; pass --force (force=True in Python) " \
+        "to overwrite it\n" and not captured.out and not read and out.read_text() == "kept\n"
+    assert main(["predict", ckpt, *map(str, paths), "--force"]) == 2
+    assert "--force lets --csv replace an existing file" in capsys.readouterr().err and not read
+    assert main(["predict", ckpt, *map(str, paths), "--csv", str(out), "--force"]) == 0
+    assert len(_read_csv(out)) == 3 and len(read) == 2
+    assert main(["predict", ckpt, *map(str, paths), "--csv", str(tmp_path)]) == 2  # a folder
+    assert f"--csv {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def test_csv_of_a_name_that_is_not_utf8_and_of_a_diverged_model(tmp_path, capsys):
+    # A UTF-8 CSV cannot hold a Latin-1 name's byte: U+FFFD in file_name, as --json writes it, and the exact bytes
+    # in a file_bytes column (base64) that opens the file; a probability that is not a number is an empty cell
+    folder = tmp_path / "pictures"
+    paths = _pictures(folder, 3, n=2)
+    latin = os.fsdecode(b"caf\xe9.png")
+    paths[1].rename(folder / latin)
+    out = folder / "preds.csv"
+    assert main(["predict", "test_predict:diverged_net", str(folder), "--input-size", "20", "--csv", str(out),
+                 "--json"]) == 0  # (the text lines would write the name's own byte, which capsys cannot take)
+    capsys.readouterr()
+    rows = _read_csv(out)
+    assert rows[0] == ["file_name", "label", "probability", "file_bytes"]
+    by_name = {row[0]: row for row in rows[1:]}
+    assert by_name["p0.png"][1:] == ["class 0", "", ""]
+    assert base64.b64decode(by_name["caf\ufffd.png"][3]) == b"caf\xe9.png"
+    assert (folder / os.fsdecode(base64.b64decode(by_name["caf\ufffd.png"][3]))).is_file()
+    labels = read_csv_labels(out)  # the loader reads the name by its bytes: the CSV labels the folder again
+    assert sorted(p.name for p, _, _ in labels.rows) == sorted(["p0.png", latin]) and not labels.unlisted
+
+
+def test_csv_gets_every_answer_after_the_reader_of_stdout_has_left(tmp_path):
+    # `predict ... --csv out.csv | head -1`: the printed answers stop with the reader, the CSV's do not
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    paths = _pictures(tmp_path / "photos", 1, n=3)
+    out = tmp_path / "preds.csv"
+    code = ("import sys; from cnnlab import predict; from cnnlab.cli import main; predict.PREDICT_CHUNK = 1; "
+            "sys.exit(main(['predict', sys.argv[1], sys.argv[2], '--device', 'cpu', '--csv', sys.argv[3]]))")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-c", code, ckpt, str(paths[0].parent), str(out)], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"})
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert [row[0] for row in _read_csv(out)[1:]] == ["p0.png", "p1.png", "p2.png"]

@@ -19,7 +19,7 @@ from typing import IO, Any
 from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
 from cnnlab.errors import CnnlabError, Interrupted, summary
-from cnnlab.io import file_names_written
+from cnnlab.io import check_output_file, file_names_written
 
 DATA_DIR_HELP = "the dataset's folder (default: the run's); for a folder: dataset, where its images are now"
 
@@ -264,10 +264,15 @@ def _cmd_report(args) -> int:
 
 def _cmd_predict(args) -> int:
     from cnnlab.explore.sources import predict_any_chunks
-    from cnnlab.predict import as_json, format_prediction
+    from cnnlab.predict import as_json, format_prediction, write_predictions_csv
 
+    if args.csv is not None:  # before the model is opened and the pictures read: a bad path costs nothing
+        check_output_file(args.csv, args.force, "--csv ")
+    elif args.force:
+        raise CnnlabError("--force lets --csv replace an existing file; expected it only beside --csv")
     out = sys.stdout  # the predictions' stream; what the model's code prints is sent to stderr below
     document: list[dict[str, Any]] = []  # --json's, printed whole once every picture is done
+    written: list[dict[str, Any]] = []  # --csv's: each picture's file and top class (or error), written at the end
     most = failed = diverged = 0
     reader_left = False
 
@@ -302,10 +307,17 @@ def _cmd_predict(args) -> int:
                     emit(format_prediction(r))
             if args.json:
                 document += [as_json(r) for r in chunk]
-            if reader_left:  # nobody reads the answers to the pictures left: they are not classified
+            if args.csv is not None:
+                written += [r if "error" in r else {"file": r["file"], "top": r["top"][:1]} for r in chunk]
+            elif reader_left:  # nobody reads the answers to the pictures left: they are not classified
                 break
     if args.json:
         emit(json.dumps(document, indent=2))
+    if args.csv is not None:
+        root = write_predictions_csv(args.csv, written, force=args.force)
+        rows = sum("top" in r for r in written)
+        print(f"cnnlab predict: wrote {args.csv}: {rows} picture(s), names relative to {root}"
+              + (f" ({failed} unreadable left out)" if failed else ""), file=sys.stderr)
     if 0 < most < args.top:  # the model has fewer classes than asked for: every one is shown
         print(f"cnnlab predict: note: --top {args.top} asks for more classes than the model's {most}; all "
               f"{most} are shown", file=sys.stderr)
@@ -515,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "explore takes it (a .onnx or .pt2 file, an ImageNet backbone's name, torchvision-NAME, "
                    "module:function), scored on --data-dir or --dataset")
     p.add_argument("--data-dir", help=DATA_DIR_HELP + "; for a model from elsewhere: a folder of class subfolders "
-                   "(its test/ split if it has one, else all of it), or --dataset's folder")
+                   "or labelled by its labels.csv or metadata.csv, read as --dataset folder:PATH (its test split if "
+                   "it has one, else all of it), or --dataset's folder")
     p.add_argument("--dataset", metavar="NAME", help="a registered dataset to score on (cnnlab datasets): for a "
                    "checkpoint, another than the run's of its classes or some of them (matched by name)")
     p.add_argument("--skip-bad-images", action="store_true", help="a folder's image files that cannot be read are "
@@ -574,6 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
     given_as.add_argument("--jsonl", action="store_true",
                           help="JSON Lines: one JSON object per picture, each printed as its chunk is done (a bad "
                                "file's with its error), for a folder too large to hold every answer")
+    p.add_argument("--csv", metavar="OUT.csv", help="also write the answers as a CSV: file_name (relative to the "
+                   "folder predicted), label (the top class), probability; written into that folder, it labels it "
+                   "as --dataset folder:FOLDER/OUT.csv (an unreadable file has no row)")
+    p.add_argument("--force", action="store_true", help="let --csv replace an existing file")
     _add_model_flags(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -608,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "stage, Grad-CAM and saliency, the first-layer kernels and the layer table; d2l 7.2-7.5's "
                        "convolution and pooling computed live, with padding, stride and receptive fields; a run "
                        "still training, live. For one model (path below): its stages, top classes, Grad-CAM and "
-                       "layer table on the --images given (a flat folder, or class subfolders: the labels) or an "
+                       "layer table on the --images given (a flat folder, class subfolders or a CSV: the labels) or an "
                        "upload. Examples: "
                        "cnnlab explore runs/ --port 0 --no-browser (any free port, print the address); cnnlab "
                        "explore model.onnx --images photos/ --export page.html (one static page, no server).")
@@ -618,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "classifiers, segmentation models and detectors with its DEFAULT weights and their categories: "
                    "torchvision-lraspp_mobilenet_v3_large), or module:function (imports and calls YOUR code: a "
                    "function returning an nn.Module)")
-    p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels)")
+    p.add_argument("--images", help="a model's inputs: a folder of images, or of class subfolders (the labels), or "
+                   "of images labelled by its labels.csv or metadata.csv, or a CSV naming them (PATH/train.csv), "
+                   "read as --dataset folder:PATH reads it")
     _add_model_flags(p)
     _add_no_classes(p)
     p.add_argument("--export", metavar="PAGE.html", help="write one self-contained HTML page (no server, no "

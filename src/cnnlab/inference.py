@@ -20,7 +20,7 @@ import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
-from cnnlab.data.folder import SPLIT_NAMES, moved_folder
+from cnnlab.data.folder import SPLIT_NAMES, held_out_source, moved_folder
 from cnnlab.data.split import run_split
 from cnnlab.data.store import joined, mapped_reads
 from cnnlab.device import resolve_device
@@ -432,23 +432,25 @@ def scored_images(recorded: Mapping[str, Any], data: Any,
     n = len(data.test_labels)
     if data.held_out is None:
         return data.test_images, data.test_labels, f"the {n} test images of {data.name}"
+    lacks = held_out_source(data.name)  # a test/ folder, or a CSV's test rows
     if not other:  # the run's own draw, where this may be its folder (another dataset named is no run's)
         if recorded.get("held_out"):  # the same draw (check_same_test_split refuses another): its folder, moved
             return data.test_images, data.test_labels, \
-                f"the {n} test images drawn from {data.name} (no test/ folder): the 1/6 the run held out"
+                f"the {n} test images drawn from {data.name} (no {lacks}): the 1/6 the run held out"
         if not recorded.get("training_files") and recorded.get("name", "").startswith(FOLDER_PREFIX):
             # a folder run from before the records: it drew its test split as this folder does, or had a test/ folder
             return data.test_images, data.test_labels, \
-                f"the {n} test images drawn from {data.name} (no test/ folder): a seeded 1/6, as the run would draw it"
+                f"the {n} test images drawn from {data.name} (no {lacks}): a seeded 1/6, as the run would draw it"
     if data.name == recorded.get("name"):
-        raise CnnlabError(f"{data.name} had its own test split (a test/ folder) when the run trained and has none now, "
-                          f"so a drawn one would hold images the model trained on; expected "
-                          f"{data.name.removeprefix(FOLDER_PREFIX)}/test/<class>/<image> back")
+        had, back = (f"a {lacks}", f"{data.name.removeprefix(FOLDER_PREFIX)}/test/<class>/<image>") \
+            if lacks == "test/ folder" else (lacks, f"the {lacks}")
+        raise CnnlabError(f"{data.name} had its own test split ({had}) when the run trained and has none now, so a "
+                          f"drawn one would hold images the model trained on; expected {back} back")
     whole = len(data.train_labels) + n
     # a model from elsewhere (no record) has no run whose folder this could have been
     not_its = " and is not the folder the run trained on" if recorded else ""
     return joined(data.train_images, data.test_images), torch.cat([data.train_labels, data.test_labels]), \
-        f"all {whole} images of {data.name}: it has no test/ folder{not_its}"
+        f"all {whole} images of {data.name}: it has no {lacks}{not_its}"
 
 
 def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:

@@ -18,6 +18,8 @@ checkpoint.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,9 +30,11 @@ import torch
 from tqdm.auto import tqdm
 
 from cnnlab.checks import positive_int
+from cnnlab.data.folder import find_labels_csv
+from cnnlab.data.labels_csv import BYTES_COLUMN
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
-from cnnlab.io import writable_json
+from cnnlab.io import atomic_write, check_output_file, writable_json, writable_text
 from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
@@ -107,7 +111,7 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                 # --data-dir names where that dataset's files are, and the folder would be refused as no copy of them
                 raise CnnlabError(f"folder {path} holds no image files directly inside it, only the "
                                   f"folder{'s' * several} {shown}: name {them} ({path / '*'}/) to classify "
-                                  f"{their} images, or score a folder of class subfolders with cnnlab eval MODEL "
+                                  f"{their} images, or score {_labelled_by(path)} with cnnlab eval MODEL "
                                   f"--dataset folder:{path}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)"
                               f"{heif_note(path.iterdir())}")
@@ -115,6 +119,16 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
         # exit code says so: passed over, an iPhone's photos went unanswered without a word
         files += sorted(found + [p for p in entries if p.suffix.lower() in HEIF_SUFFIXES])
     return files
+
+
+def _labelled_by(folder: Path) -> str:
+    """How :func:`image_files`' advice names a folder of subfolders that ``folder:`` reads: labelled by its class
+    subfolders, or by the CSV beside them (an ``images/`` subfolder is no class)."""
+    try:
+        csv_file = find_labels_csv(folder)[0]
+    except CnnlabError:  # two CSVs: the loader says which to name, in its own words
+        csv_file = None
+    return "a folder of class subfolders" if csv_file is None else f"its images by their labels in {csv_file.name}"
 
 
 def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: bool = False, topk: int = 3,
@@ -280,3 +294,49 @@ def format_prediction(result: dict[str, Any]) -> str:
     guesses = ", ".join(f"{t['class']} " + ("-" if t["probability"] is None else f"{t['probability']:.1%}")
                         for t in result["top"])
     return f"{result['file']}: {guesses}"
+
+
+def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], force: bool = False) -> Path:
+    """Write each classified picture of ``results`` (:func:`predict_files`'s or
+    :func:`cnnlab.explore.sources.predict_any`'s) as a row of the CSV file ``path``, atomically, and return the folder
+    its names are relative to (``cnnlab predict --csv``).
+
+    The header is ``file_name,label,probability``: the picture's path relative to the folder that holds every picture
+    predicted (a folder named: that folder), ``/`` between folders, its top class, and that class's probability
+    (empty where the model's output is not a number). So the file is a contest's submission of ``id,label`` once its
+    header is renamed, and :mod:`cnnlab.data.labels_csv` reads it as it is: written into the folder predicted, it labels
+    that folder again (``folder:FOLDER/OUT.csv``). A picture that could not be read (``{"file", "error"}``) has no
+    row, as its line is left out of the printed answers: its error is said where it happened, and the rows of the
+    others label their files. A file name that is not UTF-8 (Linux allows any bytes), which a UTF-8 CSV cannot hold,
+    has U+FFFD for each such byte, and a ``file_bytes`` column (added only then; empty for the other rows) gives the
+    name's exact bytes in base64, as ``--json`` does, which the CSV reader reads the name by.
+
+    Args:
+        path: the CSV file to write.
+        results: one dict a picture, in order (``top`` classes, or ``error``).
+        force: replace an existing ``path`` (``--force``); otherwise it is refused.
+
+    Raises:
+        CnnlabError: ``path`` is a folder, exists (without ``force``) or cannot be written there (one line).
+    """
+    check_output_file(path, force, "--csv ")
+    results = list(results)
+    root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(r["file"])) for r in results])) \
+        if results else Path.cwd()
+    rows = []
+    for r in results:
+        if "top" not in r:
+            continue
+        name = Path(os.path.relpath(os.path.abspath(r["file"]), root)).as_posix()
+        top = r["top"][0]
+        rows.append([name, writable_text(top["class"]), "" if top["probability"] is None else str(top["probability"])])
+    exact = any(writable_text(name) != name for name, _, _ in rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file_name", "label", "probability", *([BYTES_COLUMN] if exact else [])])
+    for name, label, probability in rows:
+        shown = writable_text(name)
+        writer.writerow([shown, label, probability, *([base64.b64encode(os.fsencode(name)).decode("ascii")
+                                                      if shown != name else ""] if exact else [])])
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite=force)
+    return root

@@ -71,8 +71,8 @@ from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
-__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "has_validation_folder",
-           "load_folder", "moved_folder", "refuse_writing_into"]
+__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "find_labels_csv", "has_validation_folder",
+           "held_out_source", "load_folder", "moved_folder", "read_csv_labels", "refuse_writing_into"]
 
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
@@ -181,7 +181,7 @@ class _Listing:
 def _list(path: Path) -> _Listing:
     """The images of ``folder:path``: its class subfolders', or those the CSV of :func:`labels_csv.find_csv`
     labels."""
-    csv_file, unread = labels_csv.find_csv(path, lambda: _has_class_folders(path))
+    csv_file, unread = find_labels_csv(path)
     if csv_file is not None:
         return _list_csv(csv_file)
     train_dir, held_dir, val_dir = _layout(path)
@@ -203,11 +203,24 @@ def _list(path: Path) -> _Listing:
                     tuple(filter(None, (labels_csv.unread_note(unread), passed_over))))
 
 
+def find_labels_csv(path: Path) -> tuple[Path | None, list[Path]]:
+    """The CSV that labels the images of ``folder:path`` (None for class subfolders), and the CSVs left unread beside
+    class subfolders: :func:`labels_csv.find_csv` with this loader's view of class subfolders, so that the explorer's
+    ``--images`` reads a folder as training does."""
+    return labels_csv.find_csv(path, lambda: _has_class_folders(path))
+
+
+def read_csv_labels(csv_file: Path) -> labels_csv.Labels:
+    """What ``csv_file`` says of the image files under its folder (:func:`labels_csv.read_labels`; links followed,
+    hidden files and ``__MACOSX/`` passed over, as for class subfolders)."""
+    return labels_csv.read_labels(csv_file, csv_file.parent, _walk(csv_file.parent)[0])
+
+
 def _list_csv(csv_file: Path) -> _Listing:
     """The images ``csv_file`` labels, under its folder: split as its split column says (as split folders are:
     test rows the test split, validation rows the validation split beside them, else the test split)."""
     root = csv_file.parent
-    labels = labels_csv.read_labels(csv_file, root, _walk(root)[0])
+    labels = read_csv_labels(csv_file)
     roles = {split for _, _, split in labels.rows} - {None}
     if roles and "train" not in roles:
         raise DataError(f"{csv_file}: no row of the train split (its splits: {', '.join(sorted(roles))}); expected "
@@ -224,13 +237,10 @@ def _list_csv(csv_file: Path) -> _Listing:
         splits[into[split]].append(_file(path, numbers[label]))
     for files in splits.values():  # in a class folder's order: by class, then path (the held-out draw follows it)
         files.sort(key=lambda f: (f.label, f.path))
-    unlisted = labels.unlisted
-    passed_over = (f"ignored {len(unlisted)} image file(s) not named in {csv_file.name} (first: {unlisted[0]})",) \
-        if unlisted else ()
     return _Listing(root, classes, splits["train"], splits["test"], splits["val"],
                     f"the {held[0]} rows of {csv_file.name}" if held else None,
                     f"the val rows of {csv_file.name}" if len(held) == 2 else None, csv_file,
-                    [f"labelled by {csv_file.name}"], passed_over)
+                    [f"labelled by {csv_file.name}"], labels.notices(csv_file))
 
 
 def _has_class_folders(path: Path) -> bool:
@@ -300,13 +310,29 @@ def has_validation_folder(dataset: str) -> bool:
         return False
     path = Path(dataset[len(FOLDER_PREFIX):]).expanduser()
     try:
-        csv_file = labels_csv.find_csv(path, lambda: _has_class_folders(path))[0] if path.is_dir() or \
-            path.suffix.lower() == ".csv" and path.is_file() else None
+        csv_file = _labelling_csv(path)
         if csv_file is not None:
             return {"test", "val"} <= labels_csv.split_roles(csv_file)
     except DataError:  # the loader refuses it, in its own words
         return False
     return path.is_dir() and _layout(path)[2] is not None
+
+
+def held_out_source(dataset: str) -> str:
+    """What a ``folder:`` dataset would hold its own test split in, for the words of eval: ``test/ folder``, or
+    ``test rows in NAME.csv`` for a folder labelled by a CSV (whose images are in no test/ folder)."""
+    try:
+        csv_file = _labelling_csv(Path(dataset.removeprefix(FOLDER_PREFIX)).expanduser())
+    except DataError:  # the loader refused it already, or will
+        csv_file = None
+    return "test/ folder" if csv_file is None else f"test rows in {csv_file.name}"
+
+
+def _labelling_csv(path: Path) -> Path | None:
+    """The CSV that labels the images of ``folder:path`` (:func:`find_labels_csv`), None for class subfolders or
+    a path that is neither a folder nor a CSV file."""
+    is_csv = path.suffix.lower() == ".csv" and path.is_file()
+    return find_labels_csv(path)[0] if path.is_dir() or is_csv else None
 
 
 def moved_folder(dataset: str, data_dir: str | Path) -> str:

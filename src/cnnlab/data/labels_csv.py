@@ -9,38 +9,45 @@ meant: cnnlab never guesses which labels hold.
 
 Columns go by their header names, any case (:data:`FILE_COLUMNS`, :data:`LABEL_COLUMNS`, the first of each list
 present), separated by commas (tabs or semicolons where the header holds no comma). A file is named by its path
-relative to the root (``/`` between folders; ``..`` out of the root and absolute paths are refused); a name that is
-not there is the one image of that path's end in a subfolder (Kaggle's ``train.csv`` beside ``train/``), and a name
-without an image extension (Kaggle's ``id``) the one image of that stem; several candidates are refused by name.
-Names and labels match in their composed Unicode form (macOS writes decomposed names). A ``split`` column (values
-as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's ``is_valid`` (true: the
-validation rows) says each row's split. One label a cell: commas, semicolons or bars in it, or words that are each a
-label of other rows (``cat dog`` beside ``cat`` and ``dog``), are several labels, which is multi-label
-classification, not trained here; a label of several words that are not (``sea lion`` beside ``lion``) is one
-class. Class names are the
-labels, sorted as folder names are, or by their value where every label is a whole number (``2`` before ``10``).
+relative to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file; ``..`` out of
+the root and absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder
+(Kaggle's ``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of
+that stem; several candidates are refused by name. A name that is not UTF-8 is read from a :data:`BYTES_COLUMN`
+cell, where one is given. A file in two rows of the same label and split is read once, which
+:meth:`Labels.notices` says. Names and labels match in their composed Unicode form (macOS writes decomposed names). A
+``split`` column (values as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's
+``is_valid`` (true: the validation rows) says each row's split. One label a cell: commas, semicolons or bars in it,
+or words that are each a label of other rows (``cat dog`` beside ``cat`` and ``dog``), are several labels, which is
+multi-label classification, not trained here; a label of several words that are not (``sea lion`` beside ``lion``) is
+one class. Class names are the labels, sorted as folder names are, or by their value where every label is a whole
+number (``2`` before ``10``).
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import os
 import posixpath
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnlab.data.split import SPLIT_NAMES
 from cnnlab.errors import DataError
 from cnnlab.picture import picture_extensions
 
-__all__ = ["CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "class_order", "find_csv", "read_labels",
-           "split_roles", "unread_note"]
+__all__ = ["BYTES_COLUMN", "CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "class_order", "find_csv",
+           "read_labels", "split_roles", "unread_note"]
 
 CSV_NAMES = ("labels.csv", "metadata.csv")
 FILE_COLUMNS = ("file_name", "filename", "file", "image", "image_id", "id", "name", "path", "fname")
 LABEL_COLUMNS = ("label", "class", "category", "target", "labels")
+# A file name's exact bytes in base64, where its name is not UTF-8 (Linux allows any bytes), which a UTF-8 CSV cannot
+# hold: the file column then has U+FFFD for each such byte (cnnlab predict --csv writes both, as --json does)
+BYTES_COLUMN = "file_bytes"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _SEVERAL = re.compile(r"[,;|]")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -54,10 +61,26 @@ class Labels:
         rows: ``(image file, label, split)`` of each file the CSV names, once, in its order; split is ``"train"``,
             ``"test"``, ``"val"``, or None without a split column.
         unlisted: the image files under the root that the CSV does not name (sorted).
+        repeated: ``(row, name as written, the row that named the file first)`` of each row that names a file again
+            with the same label and split, read once.
     """
 
     rows: list[tuple[Path, str, str | None]]
     unlisted: list[Path]
+    repeated: list[tuple[int, str, int]] = field(default_factory=list)
+
+    def notices(self, csv_file: Path) -> tuple[str, ...]:
+        """What a reader of these labels is told of the rows and images left out: the images ``csv_file`` does not
+        name, and its rows of a file named already (counted, the first named)."""
+        said = []
+        if self.unlisted:
+            said.append(f"ignored {len(self.unlisted)} image file(s) not named in {csv_file.name} (first: "
+                        f"{self.unlisted[0]})")
+        if self.repeated:
+            line, name, first = self.repeated[0]
+            said.append(f"read once {len(self.repeated)} row(s) of {csv_file.name} that name a file again with the "
+                        f"same label and split (first: row {line}, {name!r}, as row {first})")
+        return tuple(said)
 
 
 def find_csv(path: Path, has_class_folders) -> tuple[Path | None, list[Path]]:
@@ -118,9 +141,11 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
         raise DataError(f"{csv_file} has no {missing} column (its columns: {', '.join(header) or 'none'}); expected "
                         f"a header naming one of {', '.join(expected)} (any case)")
     split_of = _split_column(csv_file, columns)
+    bytes_at = columns.get(BYTES_COLUMN)
     finder = _Finder(root, images)
     named: dict[Path, tuple[str, str | None, int]] = {}
     missing_rows: list[tuple[int, str]] = []
+    repeated: list[tuple[int, str, int]] = []
     for line, cells in rows:
         if len(cells) < len(header):
             raise DataError(f"{csv_file}, row {line}: {len(cells)} field(s) where the header has {len(header)}; "
@@ -133,6 +158,8 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
                             f"one label a row (remove the rows of unlabelled images)")
         if _SEVERAL.search(label):
             raise DataError(_several(csv_file, line, label))
+        if bytes_at is not None and bytes_at < len(cells) and cells[bytes_at].strip():
+            name = _exact_name(csv_file, line, cells[bytes_at].strip())
         path = finder.find(csv_file, line, name)
         if path is None:
             missing_rows.append((line, name))
@@ -143,7 +170,10 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
             what = f"labels {first[0]!r} and {label!r}" if first[0] != label else f"splits {first[1]} and {split}"
             raise DataError(f"{csv_file}: {name} has rows {first[2]} and {line} of {what}; expected one label and "
                             f"split a file")
-        named.setdefault(path, (label, split, line))
+        if path in named:  # the same row twice (a merge of two exports): one image, said in a notice
+            repeated.append((line, name, named[path][2]))
+            continue
+        named[path] = (label, split, line)
     if missing_rows:
         line, name = missing_rows[0]
         raise DataError(f"{csv_file}: {len(missing_rows)} row(s) name no image file under {root} (first: row {line}, "
@@ -156,7 +186,8 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
         words = label.split()
         if len(words) > 1 and all(w in labels for w in words):  # "sea lion" beside "lion" is a class
             raise DataError(_several(csv_file, line, label))
-    return Labels([(path, label, split) for path, (label, split, _) in named.items()], finder.unlisted(named))
+    return Labels([(path, label, split) for path, (label, split, _) in named.items()], finder.unlisted(named),
+                  repeated)
 
 
 def split_roles(csv_file: Path) -> set[str]:
@@ -172,6 +203,16 @@ def class_order(labels: set[str]) -> list[str]:
     if all(_INTEGER.fullmatch(label) for label in labels):
         return sorted(labels, key=lambda label: (int(label), label))
     return sorted(labels)
+
+
+def _exact_name(csv_file: Path, line: int, cell: str) -> str:
+    """The file name whose bytes a :data:`BYTES_COLUMN` cell gives in base64, as Python holds it (each byte that is
+    not UTF-8 a lone surrogate, as ``os.listdir`` gives it)."""
+    try:
+        return os.fsdecode(base64.b64decode(cell, validate=True))
+    except ValueError:
+        raise DataError(f"{csv_file}, row {line}: {BYTES_COLUMN} {cell!r} is not base64; expected a file name's "
+                        f"bytes in base64, as cnnlab predict --csv writes them, or an empty cell") from None
 
 
 def _several(csv_file: Path, line: int, label: str) -> str:
@@ -255,21 +296,33 @@ class _Finder:
 
     def find(self, csv_file: Path, line: int, name: str) -> Path | None:
         """The file ``name`` (row ``line``) means, or None where there is none; refuses a name out of the root, of a
-        file that is not an image, or of several images."""
+        file that is not an image, or of several images.
+
+        A name not found as written is read again with each ``\\`` as a folder separator: a CSV written on Windows
+        (pandas' ``to_csv`` of ``pathlib`` paths) names ``images\\cat.jpg``. As written first, since a Linux file's
+        name may hold a backslash.
+        """
+        found = self._find(csv_file, line, name, name)
+        if found is None and "\\" in name:
+            found = self._find(csv_file, line, name.replace("\\", "/"), name)
+        return found
+
+    def _find(self, csv_file: Path, line: int, name: str, given: str) -> Path | None:
+        """:meth:`find` of ``name``, its errors naming the row's name as ``given``."""
         rel = posixpath.normpath(unicodedata.normalize("NFC", name))
         if rel.startswith("/") or rel == ".." or rel.startswith("../"):
-            raise DataError(f"{csv_file}, row {line}: {name!r} lies outside {self.root}; expected a path relative to "
+            raise DataError(f"{csv_file}, row {line}: {given!r} lies outside {self.root}; expected a path relative to "
                             f"{self.root}, inside it")
         if rel in self.exact:
             return self.exact[rel]
         if (self.root / rel).is_file():
-            raise DataError(f"{csv_file}, row {line}: {name} is not of an image format read here (expected a file "
+            raise DataError(f"{csv_file}, row {line}: {given} is not of an image format read here (expected a file "
                             f"ending in {', '.join(picture_extensions())})")
         image_suffix = rel.lower().endswith(picture_extensions())
         candidates = self.ends.get(rel, []) if image_suffix else self.stems.get(rel, [])
         if len(candidates) > 1:
             shown = ", ".join(str(p) for p in candidates[:3]) + (", ..." if len(candidates) > 3 else "")
-            raise DataError(f"{csv_file}, row {line}: {name!r} could be {len(candidates)} files ({shown}); expected "
+            raise DataError(f"{csv_file}, row {line}: {given!r} could be {len(candidates)} files ({shown}); expected "
                             f"a name of one image: give its path relative to {self.root}")
         return candidates[0] if candidates else None
 

@@ -1,4 +1,6 @@
-"""Your own images for the explorer: a flat folder of pictures, or class subfolders that give their labels.
+"""Your own images for the explorer: a flat folder of pictures, class subfolders that give their labels, or pictures
+labelled by a CSV file as ``folder:PATH`` reads it (``PATH/labels.csv`` or ``PATH/metadata.csv`` beside no class
+subfolders, or the CSV named: ``--images PATH/train.csv``; :mod:`cnnlab.data.labels_csv`).
 
 Each file is decoded as an upload is (:func:`cnnlab.picture.read_picture` with the upload limits of
 :mod:`cnnlab.explore.images`: 64 MiB and ``cnnlab predict``'s pixel bound, checked from the header before decoding, so
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from cnnlab.data.folder import SKIP_HINT
+from cnnlab.data.folder import SKIP_HINT, find_labels_csv, read_csv_labels
+from cnnlab.data.labels_csv import class_order, unread_note
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from cnnlab.picture import HEIF_SUFFIXES, heif_note, picture_extensions, read_picture
@@ -27,11 +31,14 @@ class ImageSet:
 
     Attributes:
         images: uint8 ``N x C x S x S``.
-        names: each file's path relative to the folder.
-        labels: each file's class subfolder, or None in a flat folder.
-        classes: the class subfolders (sorted), empty for a flat folder.
+        names: each file's path relative to the folder (a CSV's own folder).
+        labels: each file's class subfolder or CSV label, or None in a flat folder.
+        classes: the class subfolders or the CSV's labels (sorted as ``folder:PATH`` sorts them), empty for a flat
+            folder.
         found: how many image files the folder holds (``len(names)`` is at most ``MAX_IMAGES``).
         skipped: ``"name: reason"`` of each file left out as unreadable (``skip_bad``).
+        notices: what the listing passed over: a CSV's images it does not name and its repeated rows, a CSV not read
+            beside class subfolders (:meth:`cnnlab.data.labels_csv.Labels.notices`).
     """
 
     images: torch.Tensor
@@ -40,18 +47,44 @@ class ImageSet:
     classes: tuple[str, ...]
     found: int
     skipped: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()
 
 
-def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tuple[str, ...]]:
-    """``[(file, class or None)]`` of a flat folder or of its class subfolders (one level), and the classes.
+class Listing(NamedTuple):
+    """The image files of ``--images`` before any is read (:func:`list_images`).
+
+    Attributes:
+        files: ``(file, class or None)`` of each picture, sorted by path.
+        classes: the classes, empty for a flat folder.
+        root: the folder the files' names are relative to (a CSV's own folder).
+        notices: what the listing passed over (:attr:`ImageSet.notices`).
+    """
+
+    files: list[tuple[Path, str | None]]
+    classes: tuple[str, ...]
+    root: Path
+    notices: tuple[str, ...] = ()
+
+
+def list_images(folder: str | Path) -> Listing:
+    """The pictures of a flat folder, of its class subfolders (one level), or labelled by a CSV, and the classes.
 
     Raises:
-        CnnlabError: not a folder, no images, or images both at the top and in class subfolders (one line).
+        CnnlabError: not a folder or a CSV file, no images, images both at the top and in class subfolders, or a CSV
+            that ``folder:PATH`` refuses (one line).
     """
     folder = Path(folder)
-    if not folder.is_dir():
+    named_csv = folder.suffix.lower() == ".csv" and folder.is_file()
+    if not folder.is_dir() and not named_csv:
         raise CnnlabError(f"--images {folder} is not a folder (expected a folder of images, or of class "
-                          "subfolders of images)")
+                          "subfolders of images, or a CSV file that labels them)")
+    csv_file, unread = find_labels_csv(folder.resolve())
+    if csv_file is not None:  # read as training reads it, so that the page shows the labels a run trained on
+        labels = read_csv_labels(csv_file)
+        rows = sorted((path, label) for path, label, _ in labels.rows)
+        return Listing(rows, tuple(class_order({label for _, label in rows})), csv_file.parent,
+                       labels.notices(csv_file))
+    notices = tuple(filter(None, [unread_note(unread)]))
     endings = picture_extensions()
 
     def pictures(d: Path, heif: bool = False) -> list[Path]:
@@ -74,12 +107,13 @@ def list_images(folder: str | Path) -> tuple[list[tuple[Path, str | None]], tupl
                           "or point --images at one of the two)")
     if nested:
         classes = tuple(sorted({c for _, c in nested}))
-        return [(p, d.name) for d in subfolders if d.name in classes for p in pictures(d, heif=True)], classes
+        return Listing([(p, d.name) for d in subfolders if d.name in classes for p in pictures(d, heif=True)],
+                       classes, folder, notices)
     if not flat:
         files = [*folder.iterdir(), *(p for d in subfolders for p in d.iterdir())]
         raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
                           f"or class subfolders of them){heif_note(files)}")
-    return [(p, None) for p in pictures(folder, heif=True)], ()
+    return Listing([(p, None) for p in pictures(folder, heif=True)], (), folder, notices)
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,
@@ -98,9 +132,8 @@ def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, 
     """
     if channels not in (1, 3):
         raise CnnlabError(f"images can feed models of 1 or 3 input channels, this model takes {channels}")
-    files, classes = listing if listing is not None else list_images(folder)
+    files, classes, root, notices = listing if listing is not None else list_images(folder)
     chosen = files[:limit] if not classes else _balanced(files, classes, limit)
-    root = Path(folder)
     kept, images, skipped = [], [], []
     for p, label in chosen:
         name = p.relative_to(root).as_posix()
@@ -117,7 +150,7 @@ def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, 
         raise CnnlabError(f"--images {folder}: none of its {len(chosen)} images could be read (first: "
                           f"{skipped[0]})")
     return ImageSet(torch.stack(images), tuple(n for n, _ in kept), tuple(c for _, c in kept), classes, len(files),
-                    tuple(skipped))
+                    tuple(skipped), notices)
 
 
 def _balanced(files: list[tuple[Path, str | None]], classes: tuple[str, ...], limit: int):

@@ -141,8 +141,11 @@ def serve(root: str | Path = "runs", host: str = DEFAULT_HOST, port: int = DEFAU
 
 
 def _open(source, images, options: Options, skip_bad: bool):
-    """:func:`open_with_images`, saying on stderr which files ``--skip-bad-images`` left out, one line each."""
+    """:func:`open_with_images`, saying on stderr which files ``--skip-bad-images`` left out and what the listing
+    passed over (a CSV's images it does not name), one line each."""
     model, found = open_with_images(source, images, options, skip_bad=skip_bad)
+    for line in found.notices if found is not None else ():
+        print(f"cnnlab explore: note: {line}", file=sys.stderr)
     for line in found.skipped if found is not None else ():
         print(f"cnnlab explore: skipped {line}", file=sys.stderr)
     return model, found

@@ -105,7 +105,7 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
     if images is None:
         return open_model(source, options), None
     listing = list_images(images)
-    model = open_model(source, options, listing[1])
+    model = open_model(source, options, listing.classes)
     return model, read_image_folder(images, model.spec.channels, model.spec.read_hw, skip_bad=skip_bad,
                                     listing=listing, crop=model.spec.crop)
 
