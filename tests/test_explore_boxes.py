@@ -462,16 +462,39 @@ def test_an_obb_heads_angle_is_not_read_as_a_class_without_names(tmp_path, impor
     """Without the classes' names, every row after a YOLO head's box was read as a class: an OBB head's angle, within 0
     and 1, was a 4th class and its rotated boxes drawn upright, in a module opened without --classes. How many rows
     are classes is told by the names alone: unnamed, nothing is drawn; named (an Ultralytics export's metadata), the
-    one number after the class scores is the angle that turns each box."""
+    one number after the class scores is the angle that turns each box, where some anchor's lies outside 0 to 1, as
+    a trained head's do; a fresh head's angles, all near pi/4, are not told from a class's scores, and stay in the
+    table."""
     model, _ = open_with_images(f"{importable}:obb_head", None, Options(input_size=SIDE))
     [entry] = analyze_image(model, _image())["outputs"]
     assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry
     model, _ = open_with_images(_ultralytics_onnx(obb_head(), tmp_path / "yolo-obb.onnx", "obb"), None, Options())
     [entry] = analyze_image(model, _image())["outputs"]
-    assert entry["turned"] and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    assert entry["shape"] == [8, ANCHORS] and "boxes" not in entry
     model, _ = open_with_images(f"{importable}:yolo_transposed", None, Options(input_size=SIDE))
     [entry] = analyze_image(model, _image())["outputs"]
     assert "boxes" not in entry  # a plain head unnamed: its class count cannot be told either
+
+
+def four_classes():
+    """A YOLO head of four classes, upright: the three of :data:`NAMES`, then a fourth (the dog's anchor scoring it
+    too)."""
+    head = torch.cat([_per_anchor(), torch.full((1, ANCHORS), 0.01)])
+    head[7, 0] = 0.6
+    return Fixed(head)
+
+
+def test_names_one_fewer_than_an_upright_heads_classes_are_refused_not_read_as_angles(importable):
+    """--classes naming three of an upright head's four classes had the fourth class's scores read as an OBB head's
+    angles, and its boxes drawn turned by them: a class's scores never leave 0 to 1, as a trained OBB head's angles
+    do, so the names are refused for counting no head's classes, as for any other count."""
+    with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but boxes_under_test:four_classes is not a "
+                                          r"classifier"):
+        open_with_images(f"{importable}:four_classes", None, Options(input_size=SIDE, classes=NAMES))
+    model, _ = open_with_images(f"{importable}:four_classes", None,
+                                Options(input_size=SIDE, classes=(*NAMES, "fox")))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert "turned" not in entry and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
 
 
 P2_ANCHORS = 16 * 16 + ANCHORS  # a YOLO head's places at strides 4, 8, 16 and 32 of a 64-pixel input
@@ -591,8 +614,10 @@ TURNED = [(16, 16, 20, 8, TURN, 1, 0.9), (16 + 3 * ALONG[0], 16 + 3 * ALONG[1], 
 
 
 def turned_head():
-    """An OBB head's ``4 + 3 classes + 1`` rows of one number per anchor: centre and size, class scores, angle."""
+    """An OBB head's ``4 + 3 classes + 1`` rows of one number per anchor: centre and size, class scores, angle; the
+    anchors that do not score turned as a trained head turns them, anywhere from -pi/4 to 3pi/4."""
     head = _per_anchor((0.0,))
+    head[-1] = torch.linspace(-math.pi / 4, 3 * math.pi / 4, ANCHORS)
     for anchor, (cx, cy, w, h, angle, label, score) in enumerate(TURNED):
         head[:4, anchor] = torch.tensor([cx, cy, w, h], dtype=torch.float)
         head[4 + label, anchor] = score

@@ -200,7 +200,10 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     rows after the box's are not told apart by their values (an OBB head's angle, within 0 and 1 as a fresh one gives
     it, would be one more class and its turned boxes drawn upright). Read as Ultralytics' predict reads it
     (:data:`CONFIDENCE`, :data:`IOU`, class by class), the boxes kept :func:`_drawable`; one number after the class
-    scores is an OBB head's angle, its boxes turned (:func:`_turned_head`)."""
+    scores is an OBB head's angle, its boxes turned (:func:`_turned_head`), where some anchor's lies outside 0 to 1:
+    a trained head's angles span -pi/4 to 3pi/4, a class's scores never leave 0 to 1, and ``--classes`` naming one
+    fewer than an upright head scores would otherwise have its last class's scores read as angles. A fresh head's
+    angles, all near pi/4, are not told from a class's: its output stays in the table."""
     count = next((anchors(input_hw, s) for s in STRIDES if anchors(input_hw, s) in out.shape), None)
     if count is None or out.shape[0] == out.shape[1] or not named:
         return None
@@ -210,7 +213,8 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
         return None
     best, labels = scores.max(0)
     if per_anchor.shape[0] == 5 + named:
-        return _turned_head(name, per_anchor[:4].T, per_anchor[-1], best, labels)
+        angles = per_anchor[-1]
+        return None if _probabilities(angles) else _turned_head(name, per_anchor[:4].T, angles, best, labels)
     boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
     kept = _suppressed(boxes, best.float(), labels, IOU)
     extras = _extras(per_anchor[4 + named:, kept].T, found)
