@@ -9,8 +9,8 @@ meant: cnnlab never guesses which labels hold.
 
 Columns go by their header names, any case (:data:`FILE_COLUMNS`, :data:`LABEL_COLUMNS`, the first of each list
 present), separated by commas (tabs or semicolons where the header holds no comma). A file is named by its path
-relative to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file; ``..`` out of
-the root and absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder
+relative to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file, then in any
+case where one file alone matches, as Windows matches names; ``..`` out of the root and absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder
 (Kaggle's ``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of
 that stem; several candidates are refused by name. A name that is not UTF-8 is read from a :data:`BYTES_COLUMN`
 cell, where one is given. A file in two rows of the same label and split is read once, which

@@ -1,6 +1,10 @@
 """Your own images for the explorer: a flat folder of pictures, class subfolders that give their labels, or pictures
 labelled by a CSV file as ``folder:PATH`` reads it (``PATH/labels.csv`` or ``PATH/metadata.csv`` beside no class
-subfolders, or the CSV named: ``--images PATH/train.csv``; :mod:`cnnlab.data.labels_csv`).
+subfolders, or the CSV named: ``--images PATH/train.csv``; :mod:`cnnlab.data.labels_csv`). A split layout
+(``PATH/train/<class>/`` beside ``PATH/test/<class>/``, or any other spelling ``folder:PATH`` takes:
+:func:`cnnlab.data.folder.split_folders`, the one reading of it) shows its held-out split, ``test/`` (else ``val/``):
+the images a model trained on the folder did not see, labelled by their class subfolders (a flat ``test/``, as
+Kaggle's unlabelled one, unlabelled); a notice names the training folder, which ``--images`` shows when named.
 
 Each file is decoded as an upload is (:func:`cnnlab.picture.read_picture` with the upload limits of
 :mod:`cnnlab.explore.images`: 64 MiB and ``cnnlab predict``'s pixel bound, checked from the header before decoding, so
@@ -16,8 +20,8 @@ from typing import NamedTuple
 
 import torch
 
-from cnnlab.data.folder import SKIP_HINT, find_labels_csv, read_csv_labels
-from cnnlab.data.labels_csv import class_order, unread_note
+from cnnlab.data.folder import SKIP_HINT, find_labels_csv, read_csv_labels, split_folders
+from cnnlab.data.labels_csv import NoLabelColumnError, class_order, unread_note
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from cnnlab.picture import HEIF_SUFFIXES, heif_note, picture_extensions, read_picture
@@ -67,7 +71,11 @@ class Listing(NamedTuple):
 
 
 def list_images(folder: str | Path) -> Listing:
-    """The pictures of a flat folder, of its class subfolders (one level), or labelled by a CSV, and the classes.
+    """The pictures of a flat folder, of its class subfolders (one level), or labelled by a CSV, and the classes; of a
+    split layout (``train/<class>/`` beside ``test/<class>/``, as ``folder:PATH`` reads it), the held-out split's.
+
+    A ``labels.csv`` or ``metadata.csv`` found beside the pictures (not named) that has no file or label column is
+    no table of labels (a photo tool's): it is passed over, which a notice says, and the pictures shown unlabelled.
 
     Raises:
         CnnlabError: not a folder or a CSV file, no images, images both at the top and in class subfolders, or a CSV
@@ -79,12 +87,30 @@ def list_images(folder: str | Path) -> Listing:
         raise CnnlabError(f"--images {folder} is not a folder (expected a folder of images, or of class "
                           "subfolders of images, or a CSV file that labels them)")
     csv_file, unread = find_labels_csv(folder.resolve())
+    notices = [unread_note(unread)]
     if csv_file is not None:  # read as training reads it, so that the page shows the labels a run trained on
-        labels = read_csv_labels(csv_file)
-        rows = sorted((path, label) for path, label, _ in labels.rows)
-        return Listing(rows, tuple(class_order({label for _, label in rows})), csv_file.parent,
-                       labels.notices(csv_file))
-    notices = tuple(filter(None, [unread_note(unread)]))
+        try:
+            labels = read_csv_labels(csv_file)
+        except NoLabelColumnError as e:
+            if named_csv:
+                raise
+            # labels are optional here, as they are not to training: the pictures were shown before CSVs were read
+            notices.append(f"{csv_file.name} is not read as labels ({e}): the pictures are shown without labels")
+        else:
+            rows = sorted((path, label) for path, label, _ in labels.rows)
+            return Listing(rows, tuple(class_order({label for _, label in rows})), csv_file.parent,
+                           labels.notices(csv_file))
+    train, held, _ = split_folders(folder)
+    shown = held or train
+    if held is not None:  # the images a model of this folder did not train on
+        notices.append(f"showing the {held.name}/ split, the held-out images (--images {train} shows the training "
+                       f"ones)")
+    files, classes = _pictures_of(shown)
+    return Listing(files, classes, folder, tuple(filter(None, notices)))
+
+
+def _pictures_of(folder: Path) -> tuple[list[tuple[Path, str | None]], tuple[str, ...]]:
+    """``(file, class or None)`` of each picture of a flat folder or of its class subfolders, and the classes."""
     endings = picture_extensions()
 
     def pictures(d: Path, heif: bool = False) -> list[Path]:
@@ -107,13 +133,12 @@ def list_images(folder: str | Path) -> Listing:
                           "or point --images at one of the two)")
     if nested:
         classes = tuple(sorted({c for _, c in nested}))
-        return Listing([(p, d.name) for d in subfolders if d.name in classes for p in pictures(d, heif=True)],
-                       classes, folder, notices)
+        return [(p, d.name) for d in subfolders if d.name in classes for p in pictures(d, heif=True)], classes
     if not flat:
         files = [*folder.iterdir(), *(p for d in subfolders for p in d.iterdir())]
         raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
                           f"or class subfolders of them){heif_note(files)}")
-    return Listing([(p, None) for p in pictures(folder, heif=True)], (), folder, notices)
+    return [(p, None) for p in pictures(folder, heif=True)], ()
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,
