@@ -149,14 +149,20 @@ def test_kaggles_ids_beside_a_train_folder_and_other_delimiters(tmp_path, home):
     same_dataset(data, load_dataset(f"folder:{kaggle}"))
 
 
-def test_whole_number_labels_are_in_the_order_of_their_values(tmp_path, home):
-    root = tmp_path / "digits"
+def digit_rows(root: Path) -> list[tuple[str, int]]:
+    """30 pictures in ``root``, labelled 2, 10 and 1 in turn by ``root/labels.csv``; its rows."""
     root.mkdir()
     rows = []
     for i in range(30):
         rng_image(i, (8, 8), "L").save(root / f"{i:02d}.png")
         rows.append((f"{i:02d}.png", (2, 10, 1)[i % 3]))
     write_csv(root / "labels.csv", rows)
+    return rows
+
+
+def test_whole_number_labels_are_in_the_order_of_their_values(tmp_path, home):
+    root = tmp_path / "digits"
+    rows = digit_rows(root)
     data = load_dataset(f"folder:{root}")
     assert data.classes == ("1", "2", "10")  # not "1", "10", "2"
     labels = torch.cat([data.train_labels, data.test_labels]).bincount().tolist()
@@ -391,12 +397,7 @@ def test_whole_number_labels_written_as_floats_are_the_numbers_they_write(tmp_pa
     # pandas writes a label column with a gap as floats (1.0, 2.0, 10.0): the classes are 1, 2 and 10, sorted by
     # value, and a file's row of 2 beside its row of 2.0 is one label
     root = tmp_path / "digits"
-    root.mkdir()
-    rows = []
-    for i in range(30):
-        rng_image(i, (8, 8), "L").save(root / f"{i:02d}.png")
-        rows.append((f"{i:02d}.png", (2, 10, 1)[i % 3]))
-    write_csv(root / "labels.csv", rows)
+    rows = digit_rows(root)
     expected = load_dataset(f"folder:{root}")
     write_csv(root / "labels.csv", [(f, f"{c}.0" if i % 2 else c) for i, (f, c) in enumerate(rows)] +
               [(rows[0][0], f"{rows[0][1]}.0")])
