@@ -600,6 +600,8 @@ def test_a_split_layout_shows_its_held_out_split_by_class_as_training_reads_it(t
     assert images.notices == (f"showing the {test}/ split, the held-out images (--images {root / train} shows the "
                               "training ones)",)
     assert open_with_images(lenet["onnx"], root / train)[1].labels == by_folders.labels  # named: its training images
+    shutil.rmtree(root / test / "two")  # a class without test images is still a class, as training has it
+    assert open_with_images(lenet["onnx"], root)[1].classes == tuple(sorted(CLASSES))
     (root / test).rename(tmp_path / "elsewhere")  # train/ alone: its images, as folder:PATH trains on them
     _, alone = open_with_images(lenet["onnx"], root)
     assert alone.names == tuple(f"{train}/{n}" for n in by_folders.names) and not alone.notices

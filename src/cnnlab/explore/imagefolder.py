@@ -106,23 +106,16 @@ def list_images(folder: str | Path) -> Listing:
         notices.append(f"showing the {held.name}/ split, the held-out images (--images {train} shows the training "
                        f"ones)")
     files, classes = _pictures_of(shown)
+    if held is not None and classes:  # the training classes, as folder:PATH has them: they name the model's outputs
+        classes = tuple(sorted(_class_names(train) | set(classes)))
     return Listing(files, classes, folder, tuple(filter(None, notices)))
 
 
 def _pictures_of(folder: Path) -> tuple[list[tuple[Path, str | None]], tuple[str, ...]]:
     """``(file, class or None)`` of each picture of a flat folder or of its class subfolders, and the classes."""
-    endings = picture_extensions()
-
-    def pictures(d: Path, heif: bool = False) -> list[Path]:
-        """The pictures directly inside ``d``, sorted; with ``heif``, an iPhone's HEIC photos beside them too, so
-        that each is said (with how to get a JPEG) rather than passed over."""
-        kinds = (*endings, *HEIF_SUFFIXES) if heif else endings
-        return sorted(p for p in d.iterdir()
-                      if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
-
-    flat = pictures(folder)
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    nested = [(p, d.name) for d in subfolders for p in pictures(d)]
+    flat = _pictures(folder)
+    subfolders = _subfolders(folder)
+    nested = [(p, d.name) for d in subfolders for p in _pictures(d)]
     if nested and flat:
         # Either layout alone is unambiguous; mixed, one of the two sets would be dropped without a word (the loose
         # images have no class), so the user says which one is meant.
@@ -133,12 +126,28 @@ def _pictures_of(folder: Path) -> tuple[list[tuple[Path, str | None]], tuple[str
                           "or point --images at one of the two)")
     if nested:
         classes = tuple(sorted({c for _, c in nested}))
-        return [(p, d.name) for d in subfolders if d.name in classes for p in pictures(d, heif=True)], classes
+        return [(p, d.name) for d in subfolders if d.name in classes for p in _pictures(d, heif=True)], classes
     if not flat:
         files = [*folder.iterdir(), *(p for d in subfolders for p in d.iterdir())]
         raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
                           f"or class subfolders of them){heif_note(files)}")
-    return [(p, None) for p in pictures(folder, heif=True)], ()
+    return [(p, None) for p in _pictures(folder, heif=True)], ()
+
+
+def _class_names(folder: Path) -> set[str]:
+    """The class subfolders of ``folder``: those with pictures directly inside."""
+    return {d.name for d in _subfolders(folder) if _pictures(d)}
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _pictures(d: Path, heif: bool = False) -> list[Path]:
+    """The pictures directly inside ``d``, sorted; with ``heif``, an iPhone's HEIC photos beside them too, so that
+    each is said (with how to get a JPEG) rather than passed over."""
+    kinds = (*picture_extensions(), *HEIF_SUFFIXES) if heif else picture_extensions()
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,
