@@ -610,6 +610,12 @@ def test_a_split_layout_shows_its_held_out_split_by_class_as_training_reads_it(t
     shutil.copy(grey_folder / "one" / "0.png", root / test / "a.png")
     _, unlabelled = open_with_images(lenet["onnx"], root)
     assert unlabelled.names == (f"{test}/a.png",) and unlabelled.labels == (None,) and unlabelled.classes == ()
+    loose = tmp_path / "loose"  # loose pictures in train/ and test/ were shown as two classes, train and test
+    for split in (train, test):
+        (loose / split).mkdir(parents=True)
+        shutil.copy(grey_folder / "one" / "0.png", loose / split / "a.png")
+    shown = open_with_images(lenet["onnx"], loose)[1]
+    assert shown.names == (f"{test}/a.png",) and shown.labels == (None,) and shown.classes == ()
 
 
 def test_a_photo_tools_csv_beside_the_photos_is_passed_over_with_a_notice(tmp_path, lenet, rgb_folder, capsys,
