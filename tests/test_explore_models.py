@@ -631,9 +631,9 @@ def test_a_photo_tools_csv_beside_the_photos_is_passed_over_with_a_notice(tmp_pa
     (pics / "metadata.csv").write_text("SourceFile,DateTimeOriginal\np0.png,2024:05:01 10:00:00\n")
     _, images = open_with_images(lenet["onnx"], pics)
     assert images.names == ("p0.png", "p1.png", "p2.png") and images.labels == (None,) * 3
-    assert images.notices == (f"metadata.csv is not read as labels ({pics.resolve() / 'metadata.csv'} has no file "
+    assert images.notices == (f"metadata.csv is not read as labels: {pics.resolve() / 'metadata.csv'} has no file "
                               "column (its columns: SourceFile, DateTimeOriginal); expected a header naming one of "
-                              "file_name, filename, file, image, image_id, id, name, path, fname (any case)): the "
+                              "file_name, filename, file, image, image_id, id, name, path, fname (any case); the "
                               "pictures are shown without labels",)
     assert main(["explore", str(lenet["onnx"]), "--images", str(pics), "--export", str(tmp_path / "page.html")]) == 0
     assert "cnnlab explore: note: metadata.csv is not read as labels" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def list_images(folder: str | Path) -> Listing:
             if named_csv:
                 raise
             # labels are optional here, as they are not to training: the pictures were shown before CSVs were read
-            notices.append(f"{csv_file.name} is not read as labels ({e}): the pictures are shown without labels")
+            notices.append(f"{csv_file.name} is not read as labels: {e}; the pictures are shown without labels")
         else:
             rows = sorted((path, label) for path, label, _ in labels.rows)
             return Listing(rows, tuple(class_order({label for _, label in rows})), csv_file.parent,
