@@ -149,14 +149,20 @@ def test_kaggles_ids_beside_a_train_folder_and_other_delimiters(tmp_path, home):
     same_dataset(data, load_dataset(f"folder:{kaggle}"))
 
 
-def test_whole_number_labels_are_in_the_order_of_their_values(tmp_path, home):
-    root = tmp_path / "digits"
+def digit_rows(root: Path) -> list[tuple[str, int]]:
+    """30 pictures in ``root``, labelled 2, 10 and 1 in turn by ``root/labels.csv``; its rows."""
     root.mkdir()
     rows = []
     for i in range(30):
         rng_image(i, (8, 8), "L").save(root / f"{i:02d}.png")
         rows.append((f"{i:02d}.png", (2, 10, 1)[i % 3]))
     write_csv(root / "labels.csv", rows)
+    return rows
+
+
+def test_whole_number_labels_are_in_the_order_of_their_values(tmp_path, home):
+    root = tmp_path / "digits"
+    rows = digit_rows(root)
     data = load_dataset(f"folder:{root}")
     assert data.classes == ("1", "2", "10")  # not "1", "10", "2"
     labels = torch.cat([data.train_labels, data.test_labels]).bincount().tolist()
@@ -370,3 +376,55 @@ def test_a_resume_is_refused_once_the_csv_relabels_a_training_image(tmp_path, ho
     train_error(["eval", str(run / "last.pt")], capsys, f"folder:{root} had its own test split (test rows in "
                 "labels.csv) when the run trained and has none now", "expected the test rows in labels.csv back",
                 command="eval")
+
+
+def test_a_name_in_another_case_is_its_one_file_and_a_name_of_several_is_refused(tmp_path, home, capsys):
+    # a CSV written on Windows, whose names are any case there: IMAGES\CAT_000.PNG of images/cat_000.png
+    root = tmp_path / "set"
+    rows = flat_copy_of(tmp_path, root)
+    expected = load_dataset(f"folder:{root}")
+    write_csv(root / "labels.csv", [(f.upper().replace("/", "\\") if i % 2 else f.upper(), c)
+                                    for i, (f, c) in enumerate(rows)])
+    same_dataset(expected, load_dataset(f"folder:{root}"))
+    write_csv(root / "labels.csv", [(f.removesuffix(".png").upper(), c) for f, c in rows])  # Kaggle's ids too
+    same_dataset(expected, load_dataset(f"folder:{root}"))
+    shutil.copy(root / "images" / "cat_000.png", root / "images" / "Cat_000.png")  # two files of that name, any case
+    refused(tmp_path, capsys, "file_name,label\nIMAGES/CAT_000.PNG,cat\n", "'IMAGES/CAT_000.PNG' could be 2 files",
+            str(root / "images" / "Cat_000.png"), str(root / "images" / "cat_000.png"))
+
+
+def test_whole_number_labels_written_as_floats_are_the_numbers_they_write(tmp_path, home):
+    # pandas writes a label column with a gap as floats (1.0, 2.0, 10.0): the classes are 1, 2 and 10, sorted by
+    # value, and a file's row of 2 beside its row of 2.0 is one label
+    root = tmp_path / "digits"
+    rows = digit_rows(root)
+    expected = load_dataset(f"folder:{root}")
+    write_csv(root / "labels.csv", [(f, f"{c}.0" if i % 2 else c) for i, (f, c) in enumerate(rows)] +
+              [(rows[0][0], f"{rows[0][1]}.0")])
+    data = load_dataset(f"folder:{root}")
+    assert data.classes == ("1", "2", "10")
+    same_dataset(expected, data)
+    assert data.notices == ("read once 1 row(s) of labels.csv that name a file again with the same label and split "
+                            "(first: row 32, '00.png', as row 2)",)
+    write_csv(root / "labels.csv", [(f, f"{c}.5" if i == 0 else f"{c}.0") for i, (f, c) in enumerate(rows)])
+    assert load_dataset(f"folder:{root}").classes == ("1.0", "10.0", "2.0", "2.5")  # no whole numbers: as written
+
+
+def test_a_changed_draw_of_a_csv_folder_is_told_of_the_csvs_test_rows(tmp_path, home, capsys):
+    # the remedy said "a PATH/test/<class>/ folder" of a folder whose images are labelled by a CSV
+    root = tmp_path / "set"
+    rows = flat_copy_of(tmp_path, root)
+    run = tmp_path / "run"
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{root}", *TINY, "--out", str(run)],
+                           capsys)[0] == 0
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    for folder in (root, other):  # one image fewer: another draw
+        write_csv(folder / "labels.csv", rows[1:])
+    err = train_error(["eval", str(run / "last.pt")], capsys, f"the held-out test split of folder:{root} changed",
+                      "(a split column of test rows in labels.csv keeps the split fixed)", command="eval")
+    assert "test/<class>" not in err
+    err = train_error(["eval", str(run / "last.pt"), "--data-dir", str(other)], capsys,
+                      f"the test split drawn from folder:{other} is not the one the run drew",
+                      "or give it a split column of test rows in labels.csv", command="eval")
+    assert "test/<class>" not in err

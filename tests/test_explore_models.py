@@ -583,6 +583,69 @@ def test_images_labelled_by_a_csv_are_shown_with_its_labels(tmp_path, lenet, gre
         list_images(root / "train.csv")
 
 
+@pytest.mark.parametrize("train, test", [("train", "test"), ("Training", "Testing"), ("train", "valid")])
+def test_a_split_layout_shows_its_held_out_split_by_class_as_training_reads_it(tmp_path, lenet, grey_folder, train,
+                                                                               test):
+    # train/<class>/ beside test/<class>/ was refused as holding no images (its pictures are two levels down)
+    root = tmp_path / "split"
+    shutil.copytree(grey_folder, root / train)
+    shutil.copytree(grey_folder, root / test)
+    (root / test / "one" / "1.png").unlink()
+    by_folders = open_with_images(lenet["onnx"], grey_folder)[1]
+    _, images = open_with_images(lenet["onnx"], root)
+    assert images.classes == by_folders.classes == tuple(sorted(CLASSES))
+    assert images.names == tuple(f"{test}/{n}" for n in by_folders.names if n != "one/1.png")
+    assert images.labels == tuple(c for n, c in zip(by_folders.names, by_folders.labels, strict=True)
+                                  if n != "one/1.png")
+    assert images.notices == (f"showing the {test}/ split, the held-out images (--images {root / train} shows the "
+                              "training ones)",)
+    assert open_with_images(lenet["onnx"], root / train)[1].labels == by_folders.labels  # named: its training images
+    shutil.rmtree(root / test / "two")  # a class without test images is still a class, as training has it
+    assert open_with_images(lenet["onnx"], root)[1].classes == tuple(sorted(CLASSES))
+    (root / test).rename(tmp_path / "elsewhere")  # train/ alone: its images, as folder:PATH trains on them
+    _, alone = open_with_images(lenet["onnx"], root)
+    assert alone.names == tuple(f"{train}/{n}" for n in by_folders.names) and not alone.notices
+    # Kaggle's test/ of unlabelled pictures beside train/<class>/: shown unlabelled
+    (root / test).mkdir()
+    shutil.copy(grey_folder / "one" / "0.png", root / test / "a.png")
+    _, unlabelled = open_with_images(lenet["onnx"], root)
+    assert unlabelled.names == (f"{test}/a.png",) and unlabelled.labels == (None,) and unlabelled.classes == ()
+    loose = tmp_path / "loose"  # loose pictures in train/ and test/ were shown as two classes, train and test
+    for split in (train, test):
+        (loose / split).mkdir(parents=True)
+        shutil.copy(grey_folder / "one" / "0.png", loose / split / "a.png")
+    shown = open_with_images(lenet["onnx"], loose)[1]
+    assert shown.names == (f"{test}/a.png",) and shown.labels == (None,) and shown.classes == ()
+
+
+def test_a_photo_tools_csv_beside_the_photos_is_passed_over_with_a_notice(tmp_path, lenet, rgb_folder, capsys,
+                                                                          monkeypatch):
+    # pics/ with a metadata.csv of its own (no file or label column) was refused as labels: its photos are shown,
+    # unlabelled, as before CSVs were read; named, or for training, it is refused still
+    from cnnlab.cli import main
+    from cnnlab.data import load_dataset
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    pics = tmp_path / "pics"
+    shutil.copytree(rgb_folder, pics)
+    (pics / "metadata.csv").write_text("SourceFile,DateTimeOriginal\np0.png,2024:05:01 10:00:00\n")
+    _, images = open_with_images(lenet["onnx"], pics)
+    assert images.names == ("p0.png", "p1.png", "p2.png") and images.labels == (None,) * 3
+    assert images.notices == (f"metadata.csv is not read as labels: {pics.resolve() / 'metadata.csv'} has no file "
+                              "column (its columns: SourceFile, DateTimeOriginal); expected a header naming one of "
+                              "file_name, filename, file, image, image_id, id, name, path, fname (any case); the "
+                              "pictures are shown without labels",)
+    assert main(["explore", str(lenet["onnx"]), "--images", str(pics), "--export", str(tmp_path / "page.html")]) == 0
+    assert "cnnlab explore: note: metadata.csv is not read as labels" in capsys.readouterr().err
+    with pytest.raises(CnnlabError, match="has no file column"):
+        list_images(pics / "metadata.csv")
+    with pytest.raises(CnnlabError, match="has no file column"):
+        load_dataset(f"folder:{pics}")
+    (pics / "metadata.csv").write_text("file_name,label\ngone.png,cat\n")  # a table of labels: refused as training
+    with pytest.raises(CnnlabError, match="name no image file under"):
+        list_images(pics)
+
+
 def test_the_images_shown_of_many_classes_are_picked_in_one_pass_over_the_files():
     # each class's images were found by a pass over every file: 1,000 classes of a 20,000-file folder took 20 million
     # comparisons of class names (a second before the page served; 100,000 files of 5,000 classes, half a minute)

@@ -595,6 +595,34 @@ def test_predict_of_a_folder_labelled_by_a_csv_advises_eval_by_its_labels(tmp_pa
     assert sum(map(sum, json.loads(capsys.readouterr().out)["confusion"])) == 8
 
 
+def test_a_csv_of_labels_given_where_pictures_are_expected_says_what_to_name(tmp_path, capsys):
+    # predict MODEL labels.csv was "not an image": say what to name, the folder to classify or eval to score
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28, classes=("cat", "dog"), dataset="folder:elsewhere"))
+    root = tmp_path / "set"
+    paths = _pictures(root, 1, n=4)
+    labels = root / "Labels.CSV"
+    labels.write_text("file_name,label\n" + "".join(f"{p.name},{('cat', 'dog')[i % 2]}\n"
+                                                     for i, p in enumerate(paths)))
+    line = (f"cnnlab predict: error: {labels} is a CSV file, not a picture; expected image files or folders of them: "
+            f"name its folder ({root}) to classify the pictures in it, or score them by the CSV's labels with cnnlab "
+            f"eval MODEL --dataset folder:{labels}\n")
+    assert main(["predict", ckpt, str(labels), "--device", "cpu", "--top", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert not out and err == line
+    # among pictures (photos/* takes the folder's CSV too): the pictures answered, the CSV's line in its place
+    assert main(["predict", ckpt, str(paths[0]), str(labels), "--device", "cpu", "--top", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{paths[0]}: ") and out.count("\n") == 1 and err == line
+    with pytest.raises(CnnlabError, match="is a CSV file, not a picture"):
+        predict_files(ckpt, [labels], device="cpu")
+    # followed as printed, each works
+    assert main(["predict", ckpt, str(root), "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert main(["eval", ckpt, *shlex.split(re.search(r"cnnlab eval MODEL (.*)$", line).group(1)), "--device",
+                 "cpu", "--json"]) == 0, capsys.readouterr().err
+    assert sum(map(sum, json.loads(capsys.readouterr().out)["confusion"])) == 4
+
+
 def test_one_bad_file_does_not_stop_the_batch(folder, tmp_path):
     ckpt = _checkpoint(tmp_path / "grey.pt", 1, 28)
     with pytest.raises(CnnlabError, match="broken.png"):

@@ -472,8 +472,12 @@ def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
         return
     if now is not None and [int(now[0]), str(now[1])] == [int(then[0]), str(then[1])]:
         return
+    # the split a folder of its own keeps fixed: a test/ folder, or a CSV folder's test rows (its images are in none)
+    source = held_out_source(data.name)
+    in_folders = source == "test/ folder"
+    own = "a PATH/test/<class>/ folder" if in_folders else f"a split column of {source}"
     if now is None:
-        change = f"{then[0]} files drawn then, a test/ or val/ folder now"
+        change = f"{then[0]} files drawn then, {'a test/ or val/ folder' if in_folders else source} now"
     elif now[0] != then[0]:
         change = f"{then[0]} files then, {now[0]} now"
     else:
@@ -482,9 +486,8 @@ def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
         raise CnnlabError(f"the test split drawn from {data.name} is not the one the run drew from "
                           f"{recorded.get('name')} ({change}): if this is the run's folder, moved, its test images "
                           "would include images the model trained on, so put it back as it was when the run trained; "
-                          "if it is another folder, name it as one (cnnlab eval --dataset folder:PATH) or give it a "
-                          "PATH/test/<class>/ folder of its own")
+                          f"if it is another folder, name it as one (cnnlab eval --dataset folder:PATH) or give it "
+                          f"{own}{' of its own' * in_folders}")
     raise CnnlabError(f"the held-out test split of {data.name} changed since the run trained ({change}): its test "
                       "images would include images the model trained on; put the folder back as it was when the run "
-                      "trained, or train a new run on the folder as it is (a PATH/test/<class>/ folder keeps the "
-                      "split fixed)")
+                      f"trained, or train a new run on the folder as it is ({own} keeps the split fixed)")

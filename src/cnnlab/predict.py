@@ -71,8 +71,9 @@ def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
         crop: decode as a folder of images decodes its files (a checkpoint's ``meta.crops_pictures``).
 
     Raises:
-        CnnlabError: the file is missing, empty, not an image, truncated, or above ``MAX_PIXELS`` (checked from the
-            header, before any pixel is decoded); or ``channels``/``size`` out of range.
+        CnnlabError: the file is missing, empty, not an image (a CSV file: saying what to name instead), truncated,
+            or above ``MAX_PIXELS`` (checked from the header, before any pixel is decoded); or ``channels``/``size``
+            out of range.
     """
     if channels not in (1, 3):
         raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
@@ -81,6 +82,10 @@ def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"image {path} does not exist or is not a file")
+    if path.suffix.lower() == ".csv":  # a folder's labels named where pictures are: said as that, not as a bad picture
+        raise CnnlabError(f"{path} is a CSV file, not a picture; expected image files or folders of them: name its "
+                          f"folder ({path.parent}) to classify the pictures in it, or score them by the CSV's labels "
+                          f"with cnnlab eval MODEL --dataset folder:{path}")
     return read_picture(path, name=f"image {path}", channels=channels, size=size, invert=invert,
                         max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, crop=crop)
 

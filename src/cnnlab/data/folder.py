@@ -72,7 +72,8 @@ from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "find_labels_csv", "has_validation_folder",
-           "held_out_source", "load_folder", "moved_folder", "read_csv_labels", "refuse_writing_into"]
+           "held_out_source", "load_folder", "moved_folder", "read_csv_labels", "refuse_writing_into",
+           "split_folders"]
 
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
@@ -184,7 +185,7 @@ def _list(path: Path) -> _Listing:
     csv_file, unread = find_labels_csv(path)
     if csv_file is not None:
         return _list_csv(csv_file)
-    train_dir, held_dir, val_dir = _layout(path)
+    train_dir, held_dir, val_dir = split_folders(path)
     classes, train_files, ignored = _scan(train_dir, None)
     held_files: list[_File] = []
     val_files: list[_File] = []
@@ -248,7 +249,7 @@ def _has_class_folders(path: Path) -> bool:
     images are kept (``images/``, or Kaggle's ``train/`` and ``test/``)."""
     endings = picture_extensions()
     with_images = 0
-    for d in _subfolders(_layout(path)[0]):
+    for d in _subfolders(split_folders(path)[0]):
         with_images += any(f.lower().endswith(endings) for _, _, names in os.walk(d, followlinks=True)
                            for f in names if not f.startswith("."))
         if with_images >= 2:
@@ -286,8 +287,12 @@ def _untested(data: ImageDataset, listing: _Listing) -> str:
             f"{its} recall cannot be measured (– in eval and the report); {where}")
 
 
-def _layout(path: Path) -> tuple[Path, Path | None, Path | None]:
-    """(the training folder, the held-out folder or None, the validation folder or None)."""
+def split_folders(path: Path) -> tuple[Path, Path | None, Path | None]:
+    """(the training folder, the held-out folder or None, the validation folder or None) of ``path``: its split
+    folders (any of :data:`SPLIT_NAMES`' spellings, any case), or ``(path, None, None)`` where it holds classes.
+
+    The one reading of a split layout: training's, and the explorer's ``--images`` (which shows the held-out one).
+    """
     splits: dict[str, Path] = {}
     subfolders = _subfolders(path)
     for d in subfolders:
@@ -315,7 +320,7 @@ def has_validation_folder(dataset: str) -> bool:
             return {"test", "val"} <= labels_csv.split_roles(csv_file)
     except DataError:  # the loader refuses it, in its own words
         return False
-    return path.is_dir() and _layout(path)[2] is not None
+    return path.is_dir() and split_folders(path)[2] is not None
 
 
 def held_out_source(dataset: str) -> str:

@@ -8,19 +8,21 @@ says the CSV is not read). Both CSVs and no subfolders is refused, saying which 
 meant: cnnlab never guesses which labels hold.
 
 Columns go by their header names, any case (:data:`FILE_COLUMNS`, :data:`LABEL_COLUMNS`, the first of each list
-present), separated by commas (tabs or semicolons where the header holds no comma). A file is named by its path
-relative to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file; ``..`` out of
-the root and absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder
-(Kaggle's ``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of
-that stem; several candidates are refused by name. A name that is not UTF-8 is read from a :data:`BYTES_COLUMN`
-cell, where one is given. A file in two rows of the same label and split is read once, which
+present), separated by commas (tabs or semicolons where the header holds no comma). A file is named by its path relative
+to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file; ``..`` out of the root and
+absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder (Kaggle's
+``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of that stem;
+several candidates are refused by name. A name found none of these ways is looked for again in any case, as Windows
+matches names (``IMG_1.JPG`` of ``img_1.jpg``), and found where one file alone matches. A name that is not UTF-8 is read
+from a :data:`BYTES_COLUMN` cell, where one is given. A file in two rows of the same label and split is read once, which
 :meth:`Labels.notices` says. Names and labels match in their composed Unicode form (macOS writes decomposed names). A
 ``split`` column (values as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's
-``is_valid`` (true: the validation rows) says each row's split. One label a cell: commas, semicolons or bars in it,
-or words that are each a label of other rows (``cat dog`` beside ``cat`` and ``dog``), are several labels, which is
+``is_valid`` (true: the validation rows) says each row's split. One label a cell: commas, semicolons or bars in it, or
+words that are each a label of other rows (``cat dog`` beside ``cat`` and ``dog``), are several labels, which is
 multi-label classification, not trained here; a label of several words that are not (``sea lion`` beside ``lion``) is
-one class. Class names are the labels, sorted as folder names are, or by their value where every label is a whole
-number (``2`` before ``10``).
+one class. Class names are the labels, sorted as folder names are, or by their value where every label is a whole number
+(``2`` before ``10``), written so or as a float (pandas writes ``2.0`` of a column of numbers with a gap): each such
+label is the number (class ``2``, one class with the rows that write ``2``).
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from cnnlab.data.split import SPLIT_NAMES
 from cnnlab.errors import DataError
 from cnnlab.picture import picture_extensions
 
-__all__ = ["BYTES_COLUMN", "CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "class_order", "find_csv",
-           "read_labels", "split_roles", "unread_note"]
+__all__ = ["BYTES_COLUMN", "CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "NoLabelColumnError",
+           "class_order", "find_csv", "read_labels", "split_roles", "unread_note"]
 
 CSV_NAMES = ("labels.csv", "metadata.csv")
 FILE_COLUMNS = ("file_name", "filename", "file", "image", "image_id", "id", "name", "path", "fname")
@@ -51,6 +53,14 @@ BYTES_COLUMN = "file_bytes"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _SEVERAL = re.compile(r"[,;|]")
 _INTEGER = re.compile(r"[+-]?\d+")
+# pandas writes a column of whole numbers with a gap (NaN) as floats: 1.0, 2.0, 10.0
+_WHOLE_FLOAT = re.compile(r"([+-]?\d+)\.0+")
+
+
+class NoLabelColumnError(DataError):
+    """A CSV with no file column or no label column: no table of labels at all (a photo tool's ``metadata.csv``
+    beside its pictures), which a reader whose labels are optional (the explorer's ``--images``) may pass over where
+    the user did not name it; training refuses it."""
 
 
 @dataclass(frozen=True)
@@ -138,11 +148,12 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
     if file_at is None or label_at is None:
         missing = "file" if file_at is None else "label"
         expected = FILE_COLUMNS if file_at is None else LABEL_COLUMNS
-        raise DataError(f"{csv_file} has no {missing} column (its columns: {', '.join(header) or 'none'}); expected "
-                        f"a header naming one of {', '.join(expected)} (any case)")
+        raise NoLabelColumnError(f"{csv_file} has no {missing} column (its columns: {', '.join(header) or 'none'}); "
+                                 f"expected a header naming one of {', '.join(expected)} (any case)")
     split_of = _split_column(csv_file, columns)
     bytes_at = columns.get(BYTES_COLUMN)
     finder = _Finder(root, images)
+    as_whole = _whole_numbers([cells[label_at] for _, cells in rows if label_at < len(cells)])
     named: dict[Path, tuple[str, str | None, int]] = {}
     missing_rows: list[tuple[int, str]] = []
     repeated: list[tuple[int, str, int]] = []
@@ -150,7 +161,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
         if len(cells) < len(header):
             raise DataError(f"{csv_file}, row {line}: {len(cells)} field(s) where the header has {len(header)}; "
                             f"expected a file name and a label in every row")
-        name, label = cells[file_at].strip(), unicodedata.normalize("NFC", cells[label_at].strip())
+        name, label = cells[file_at].strip(), as_whole(unicodedata.normalize("NFC", cells[label_at].strip()))
         if not name:
             raise DataError(f"{csv_file}, row {line}: no file name in column {header[file_at]!r}")
         if not label:
@@ -203,6 +214,16 @@ def class_order(labels: set[str]) -> list[str]:
     if all(_INTEGER.fullmatch(label) for label in labels):
         return sorted(labels, key=lambda label: (int(label), label))
     return sorted(labels)
+
+
+def _whole_numbers(cells: list[str]):
+    """How a label column's cells are read: where every label is a whole number, written as one (``2``) or as a
+    float (``2.0``, as pandas writes a column of numbers with a gap), each as the number it writes (``2``), so that
+    ``2`` and ``2.0`` are one class; as written otherwise (``2.5`` beside ``2.0`` is no whole number)."""
+    labels = [c.strip() for c in cells if c.strip()]
+    if not labels or not all(_INTEGER.fullmatch(c) or _WHOLE_FLOAT.fullmatch(c) for c in labels):
+        return lambda label: label
+    return lambda label: m.group(1) if (m := _WHOLE_FLOAT.fullmatch(label)) else label
 
 
 def _exact_name(csv_file: Path, line: int, cell: str) -> str:
@@ -276,23 +297,32 @@ def _split_column(csv_file: Path, columns: dict[str, int]):
     return split_of
 
 
-class _Finder:
-    """The image file a CSV's name means, among the ``images`` under ``root``."""
+class _Names:
+    """The image files under a root by a key of their relative paths: the whole path, its ends on a folder boundary,
+    and those ends without the image's extension, each key with the files it names."""
 
-    def __init__(self, root: Path, images: list[Path]):
-        self.root, self.images = root, images
-        self.exact: dict[str, Path] = {}
-        self.ends: dict[str, list[Path]] = {}  # the ends of each relative path, on a folder boundary
-        self.stems: dict[str, list[Path]] = {}  # the same without the image's extension
+    def __init__(self, root: Path, images: list[Path], key):
+        self.whole: dict[str, list[Path]] = {}
+        self.ends: dict[str, list[Path]] = {}
+        self.stems: dict[str, list[Path]] = {}
         prefix = str(root) + "/"
         for p in images:
-            rel = unicodedata.normalize("NFC", str(p).removeprefix(prefix))
-            self.exact[rel] = p
+            rel = key(unicodedata.normalize("NFC", str(p).removeprefix(prefix)))
+            self.whole.setdefault(rel, []).append(p)
             parts = rel.split("/")
             for k in range(len(parts)):
                 end = "/".join(parts[k:])
                 self.ends.setdefault(end, []).append(p)
                 self.stems.setdefault(posixpath.splitext(end)[0], []).append(p)
+
+
+class _Finder:
+    """The image file a CSV's name means, among the ``images`` under ``root``."""
+
+    def __init__(self, root: Path, images: list[Path]):
+        self.root, self.images = root, images
+        self.as_named = _Names(root, images, str)
+        self._folded: _Names | None = None  # made at the first name found in no other case: most CSVs need none
 
     def find(self, csv_file: Path, line: int, name: str) -> Path | None:
         """The file ``name`` (row ``line``) means, or None where there is none; refuses a name out of the root, of a
@@ -300,26 +330,33 @@ class _Finder:
 
         A name not found as written is read again with each ``\\`` as a folder separator: a CSV written on Windows
         (pandas' ``to_csv`` of ``pathlib`` paths) names ``images\\cat.jpg``. As written first, since a Linux file's
-        name may hold a backslash.
+        name may hold a backslash. A name found neither way is matched in any case (Windows' names are, and a CSV
+        written there may say ``IMG_1.JPG`` of ``img_1.jpg``): found so only where exactly one file matches.
         """
-        found = self._find(csv_file, line, name, name)
-        if found is None and "\\" in name:
-            found = self._find(csv_file, line, name.replace("\\", "/"), name)
-        return found
+        readings = [name] + ([name.replace("\\", "/")] if "\\" in name else [])
+        for folded in (False, True):
+            if folded and self._folded is None:
+                self._folded = _Names(self.root, self.images, str.casefold)
+            for reading in readings:
+                found = self._find(csv_file, line, reading.casefold() if folded else reading, name,
+                                   self._folded if folded else self.as_named)
+                if found is not None:
+                    return found
+        return None
 
-    def _find(self, csv_file: Path, line: int, name: str, given: str) -> Path | None:
-        """:meth:`find` of ``name``, its errors naming the row's name as ``given``."""
+    def _find(self, csv_file: Path, line: int, name: str, given: str, names: _Names) -> Path | None:
+        """:meth:`find` of ``name`` among ``names``, its errors naming the row's name as ``given``."""
         rel = posixpath.normpath(unicodedata.normalize("NFC", name))
         if rel.startswith("/") or rel == ".." or rel.startswith("../"):
             raise DataError(f"{csv_file}, row {line}: {given!r} lies outside {self.root}; expected a path relative to "
                             f"{self.root}, inside it")
-        if rel in self.exact:
-            return self.exact[rel]
-        if (self.root / rel).is_file():
+        candidates = names.whole.get(rel, [])
+        if not candidates and (self.root / rel).is_file():
             raise DataError(f"{csv_file}, row {line}: {given} is not of an image format read here (expected a file "
                             f"ending in {', '.join(picture_extensions())})")
-        image_suffix = rel.lower().endswith(picture_extensions())
-        candidates = self.ends.get(rel, []) if image_suffix else self.stems.get(rel, [])
+        if not candidates:
+            image_suffix = rel.lower().endswith(picture_extensions())
+            candidates = names.ends.get(rel, []) if image_suffix else names.stems.get(rel, [])
         if len(candidates) > 1:
             shown = ", ".join(str(p) for p in candidates[:3]) + (", ..." if len(candidates) > 3 else "")
             raise DataError(f"{csv_file}, row {line}: {given!r} could be {len(candidates)} files ({shown}); expected "

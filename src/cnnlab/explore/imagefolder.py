@@ -1,6 +1,10 @@
 """Your own images for the explorer: a flat folder of pictures, class subfolders that give their labels, or pictures
 labelled by a CSV file as ``folder:PATH`` reads it (``PATH/labels.csv`` or ``PATH/metadata.csv`` beside no class
-subfolders, or the CSV named: ``--images PATH/train.csv``; :mod:`cnnlab.data.labels_csv`).
+subfolders, or the CSV named: ``--images PATH/train.csv``; :mod:`cnnlab.data.labels_csv`). A split layout
+(``PATH/train/<class>/`` beside ``PATH/test/<class>/``, or any other spelling ``folder:PATH`` takes:
+:func:`cnnlab.data.folder.split_folders`, the one reading of it) shows its held-out split, ``test/`` (else ``val/``):
+the images a model trained on the folder did not see, labelled by their class subfolders (a flat ``test/``, as
+Kaggle's unlabelled one, unlabelled); a notice names the training folder, which ``--images`` shows when named.
 
 Each file is decoded as an upload is (:func:`cnnlab.picture.read_picture` with the upload limits of
 :mod:`cnnlab.explore.images`: 64 MiB and ``cnnlab predict``'s pixel bound, checked from the header before decoding, so
@@ -16,8 +20,8 @@ from typing import NamedTuple
 
 import torch
 
-from cnnlab.data.folder import SKIP_HINT, find_labels_csv, read_csv_labels
-from cnnlab.data.labels_csv import class_order, unread_note
+from cnnlab.data.folder import SKIP_HINT, find_labels_csv, read_csv_labels, split_folders
+from cnnlab.data.labels_csv import NoLabelColumnError, class_order, unread_note
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from cnnlab.picture import HEIF_SUFFIXES, heif_note, picture_extensions, read_picture
@@ -67,7 +71,11 @@ class Listing(NamedTuple):
 
 
 def list_images(folder: str | Path) -> Listing:
-    """The pictures of a flat folder, of its class subfolders (one level), or labelled by a CSV, and the classes.
+    """The pictures of a flat folder, of its class subfolders (one level), or labelled by a CSV, and the classes; of a
+    split layout (``train/<class>/`` beside ``test/<class>/``, as ``folder:PATH`` reads it), the held-out split's.
+
+    A ``labels.csv`` or ``metadata.csv`` found beside the pictures (not named) that has no file or label column is
+    no table of labels (a photo tool's): it is passed over, which a notice says, and the pictures shown unlabelled.
 
     Raises:
         CnnlabError: not a folder or a CSV file, no images, images both at the top and in class subfolders, or a CSV
@@ -79,24 +87,35 @@ def list_images(folder: str | Path) -> Listing:
         raise CnnlabError(f"--images {folder} is not a folder (expected a folder of images, or of class "
                           "subfolders of images, or a CSV file that labels them)")
     csv_file, unread = find_labels_csv(folder.resolve())
+    notices = [unread_note(unread)]
     if csv_file is not None:  # read as training reads it, so that the page shows the labels a run trained on
-        labels = read_csv_labels(csv_file)
-        rows = sorted((path, label) for path, label, _ in labels.rows)
-        return Listing(rows, tuple(class_order({label for _, label in rows})), csv_file.parent,
-                       labels.notices(csv_file))
-    notices = tuple(filter(None, [unread_note(unread)]))
-    endings = picture_extensions()
+        try:
+            labels = read_csv_labels(csv_file)
+        except NoLabelColumnError as e:
+            if named_csv:
+                raise
+            # labels are optional here, as they are not to training: the pictures were shown before CSVs were read
+            notices.append(f"{csv_file.name} is not read as labels: {e}; the pictures are shown without labels")
+        else:
+            rows = sorted((path, label) for path, label, _ in labels.rows)
+            return Listing(rows, tuple(class_order({label for _, label in rows})), csv_file.parent,
+                           labels.notices(csv_file))
+    train, held, _ = split_folders(folder)
+    shown = held or train
+    if held is not None:  # the images a model of this folder did not train on
+        notices.append(f"showing the {held.name}/ split, the held-out images (--images {train} shows the training "
+                       f"ones)")
+    files, classes = _pictures_of(shown)
+    if held is not None and classes:  # the training classes, as folder:PATH has them: they name the model's outputs
+        classes = tuple(sorted(_class_names(train) | set(classes)))
+    return Listing(files, classes, folder, tuple(filter(None, notices)))
 
-    def pictures(d: Path, heif: bool = False) -> list[Path]:
-        """The pictures directly inside ``d``, sorted; with ``heif``, an iPhone's HEIC photos beside them too, so
-        that each is said (with how to get a JPEG) rather than passed over."""
-        kinds = (*endings, *HEIF_SUFFIXES) if heif else endings
-        return sorted(p for p in d.iterdir()
-                      if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
 
-    flat = pictures(folder)
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    nested = [(p, d.name) for d in subfolders for p in pictures(d)]
+def _pictures_of(folder: Path) -> tuple[list[tuple[Path, str | None]], tuple[str, ...]]:
+    """``(file, class or None)`` of each picture of a flat folder or of its class subfolders, and the classes."""
+    flat = _pictures(folder)
+    subfolders = _subfolders(folder)
+    nested = [(p, d.name) for d in subfolders for p in _pictures(d)]
     if nested and flat:
         # Either layout alone is unambiguous; mixed, one of the two sets would be dropped without a word (the loose
         # images have no class), so the user says which one is meant.
@@ -107,13 +126,28 @@ def list_images(folder: str | Path) -> Listing:
                           "or point --images at one of the two)")
     if nested:
         classes = tuple(sorted({c for _, c in nested}))
-        return Listing([(p, d.name) for d in subfolders if d.name in classes for p in pictures(d, heif=True)],
-                       classes, folder, notices)
+        return [(p, d.name) for d in subfolders if d.name in classes for p in _pictures(d, heif=True)], classes
     if not flat:
         files = [*folder.iterdir(), *(p for d in subfolders for p in d.iterdir())]
         raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
                           f"or class subfolders of them){heif_note(files)}")
-    return Listing([(p, None) for p in pictures(folder, heif=True)], (), folder, notices)
+    return [(p, None) for p in _pictures(folder, heif=True)], ()
+
+
+def _class_names(folder: Path) -> set[str]:
+    """The class subfolders of ``folder``: those with pictures directly inside."""
+    return {d.name for d in _subfolders(folder) if _pictures(d)}
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _pictures(d: Path, heif: bool = False) -> list[Path]:
+    """The pictures directly inside ``d``, sorted; with ``heif``, an iPhone's HEIC photos beside them too, so that
+    each is said (with how to get a JPEG) rather than passed over."""
+    kinds = (*picture_extensions(), *HEIF_SUFFIXES) if heif else picture_extensions()
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,
