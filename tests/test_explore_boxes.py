@@ -352,6 +352,30 @@ def test_a_yolo_pose_heads_keypoints_of_x_and_y_alone_are_all_drawn(tmp_path):
     assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == dog
 
 
+def pose_of_four_classes():
+    """A pose head of four classes, the fourth scoring 0.01 everywhere, and a keypoint (x, y and a confidence) per box:
+    at 16, 16, seen, for the dog's anchor."""
+    head = torch.cat([_per_anchor(), torch.full((1, ANCHORS), 0.01), torch.full((3, ANCHORS), 0.5)])
+    head[8:11, 0] = torch.tensor([16.0, 16.0, 0.9])
+    return Fixed(head)
+
+
+def test_a_pose_head_named_by_one_class_fewer_than_it_scores_is_refused(importable):
+    """--classes naming three of a four-class pose head's classes leaves the fourth's score before each box's
+    keypoint, four numbers: they were read as two keypoints of x and y alone (0.01, 16 and 16, 0.9) and the boxes
+    drawn with them, where the names were refused before keypoints of x and y alone were read. The first number after
+    the named scores within 0 and 1 at every box is a class's score, not a keypoint's x in the input's pixels."""
+    with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but boxes_under_test:pose_of_four_classes is not "
+                                          r"a classifier"):
+        open_with_images(f"{importable}:pose_of_four_classes", None, Options(input_size=SIDE, classes=NAMES))
+    model, _ = open_with_images(f"{importable}:pose_of_four_classes", None,
+                                Options(input_size=SIDE, classes=(*NAMES, "fox")))
+    [entry] = analyze_image(model, _image())["outputs"]
+    assert entry["with"] == "keypoints" and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    picture, dog = _picture(entry), tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
+    assert tuple(picture[16, 16]) == dog
+
+
 def six_classes():
     """A YOLO head of six classes: the three of :data:`NAMES`, then three more (the dog's anchor scoring them too)."""
     head = torch.cat([_per_anchor(), torch.full((3, ANCHORS), 0.01)])
