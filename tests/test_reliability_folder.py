@@ -245,6 +245,14 @@ def test_a_run_started_on_a_folder_cached_before_its_bytes_were_hashed_refuses_o
               "are not what they were")
 
 
+def test_a_csv_named_that_is_not_there_is_refused_as_the_csv_expected(tmp_path, home, capsys):
+    # folder:PATH/train.csv misspelt was told a folder of class subfolders was expected
+    for named, expected in (("train.csv", "expected a CSV file of image names and labels"),
+                            ("pets", "expected a folder of class subfolders")):
+        one_error(["train", "lenet-relu", "--dataset", f"folder:{tmp_path / named}", *TINY], capsys,
+                  f"{tmp_path / named} does not exist; {expected}")
+
+
 def test_a_file_name_that_is_not_utf8_trains_and_evaluates(tmp_path, home, capsys):
     # Latin-1 names from an old archive: Python holds them as lone surrogates, and hashing the split's paths for its
     # record ended train, eval and report in an internal error

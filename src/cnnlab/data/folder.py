@@ -114,9 +114,12 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if channels not in (None, 1, 3):
         raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     path = Path(path).expanduser()
+    named_csv = path.suffix.lower() == ".csv"
     if not path.exists():
-        raise DataError(f"{path} does not exist; expected a folder of class subfolders (PATH/<class>/<image>)")
-    if not path.is_dir() and path.suffix.lower() != ".csv":
+        expected = "a CSV file of image names and labels" if named_csv else \
+            "a folder of class subfolders (PATH/<class>/<image>)"
+        raise DataError(f"{path} does not exist; expected {expected}")
+    if not path.is_dir() and not named_csv:
         raise DataError(f"{path} is a file; expected a folder of class subfolders (PATH/<class>/<image>), or a CSV "
                         f"file of image names and labels (PATH/labels.csv)")
     path = path.resolve()
