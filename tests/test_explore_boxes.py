@@ -706,6 +706,26 @@ def test_the_probabilistic_iou_of_turned_boxes_is_one_less_their_gaussians_helli
         assert torch.allclose(probabilistic_iou(first.double(), swapped.double())[0], iou, atol=1e-9)
 
 
+def test_the_probabilistic_iou_of_boxes_of_any_sizes_and_angles_is_their_gaussians_bhattacharyya_form():
+    """Boxes of other sizes and angles, whose Gaussians' covariances differ (the test above has alike ones, where the
+    covariances' unlikeness is 0): each pair against the Bhattacharyya distance written with matrices, the covariance
+    R diag(w^2 / 12, h^2 / 12) R^T, its mean's inverse solved and its determinants taken by torch.linalg."""
+    generator = torch.Generator().manual_seed(0)
+    boxes = torch.cat([torch.rand(12, 2, generator=generator, dtype=torch.float64) * 40,
+                       torch.rand(12, 2, generator=generator, dtype=torch.float64) * 30 + 1,
+                       (torch.rand(12, 1, generator=generator, dtype=torch.float64) - 0.25) * math.pi], 1)
+    cos, sin = boxes[:, 4].cos(), boxes[:, 4].sin()
+    turn = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # 12 x 2 x 2
+    spread = turn @ torch.diag_embed(boxes[:, 2:4] ** 2 / 12) @ turn.transpose(1, 2)
+    mean = (spread[:, None] + spread[None]) / 2  # 12 x 12 x 2 x 2
+    apart = (boxes[:, None, :2] - boxes[None, :, :2])[..., None]
+    distance = (apart.transpose(-1, -2) @ torch.linalg.solve(mean, apart))[..., 0, 0] / 8 + 0.5 * torch.log(
+        torch.linalg.det(mean) / (torch.linalg.det(spread)[:, None] * torch.linalg.det(spread)[None]).sqrt())
+    expected = 1 - (1 - torch.exp(-distance.clamp(1e-7, 100)) + 1e-7).sqrt()
+    assert torch.allclose(probabilistic_iou(boxes, boxes), expected, atol=1e-6)
+    assert ((expected > 0.05) & (expected < 0.95)).sum() > 4  # overlaps of every degree, not only 0 and 1
+
+
 # Ultralytics' RT-DETR's rows (its export from 8.4 on), the boxes of :data:`KEPT` and a cat below the threshold as
 # centres and sizes scaled to the input's 64 pixels, a score and a class, best first
 RTDETR_ROWS = [(16, 16, 16, 16, 0.9, 1), (17, 16, 16, 16, 0.85, 2), (44, 40, 20, 16, 0.5, 0), (48, 48, 8, 8, 0.2, 0)]
