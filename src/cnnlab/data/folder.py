@@ -685,9 +685,9 @@ def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
             return None
         images = open_raw(data_file, tuple(meta["shape"]))
         digests = _digest_rows((cache / f"{key}.digests").read_bytes(), meta["shape"][0])
-        # Such an entry is every folder's that was decoded before, and a run started on it would record no hash to
-        # hold its resume to. Its key holds each file's size and times, so the files hold what was decoded: hashed
-        # now, where none was skipped as unreadable (which ones were is not kept), and kept in the entry.
+        # An entry cached before the training files' bytes were hashed (every folder decoded before) would give a
+        # run started on it no hash to hold its resume to. Its key holds each file's size and times, so the files
+        # hold what was decoded: hashed now, where none was skipped as unreadable (which ones were is not kept).
         if "training_bytes" not in meta and meta["n_train"] == len(training):
             meta["training_bytes"] = _training_bytes(training)
             with contextlib.suppress(OSError):  # a cache that is not ours to write: hashed at each load

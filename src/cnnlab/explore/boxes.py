@@ -387,7 +387,8 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     (a ``kpt_shape`` of ``[P, 2]``, whose keypoints have no confidence: 1 each). None for numbers of another kind,
     which may change what the box is: its boxes are not drawn. Keypoints whose ``x, y`` all lie within the input's
     first pixel are none: sigmoids of the classes the names left out (``--classes`` naming fewer than the head
-    scores; a pose head's are in the input's pixels), nor are pairs whose first number is one at every box."""
+    scores; a pose head's are in the input's pixels), nor are pairs whose first number lies within 0 and 1 at every
+    box (the score of a class the names left out)."""
     count = extra.shape[1]
     if not count:
         return {}
