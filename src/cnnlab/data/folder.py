@@ -38,7 +38,8 @@ resizes each image to cover that shape and crops its centre to it.
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
-an unchanged folder reads the cache, not the images. Beside the array, the
+an unchanged folder reads the cache, not the images (an entry cached before the training files' bytes were hashed has
+them read and hashed once, not decoded, and the hash kept in it). Beside the array, the
 :func:`~cnnlab.data.duplicates.image_digest` of every decoded image (16 bytes each, in the array's order), computed
 while decoding: the loaded set carries them (:attr:`ImageDataset.train_digests`, ...), so that holding another set
 against its training images hashes none of them again. Nothing is ever written into ``PATH``.
