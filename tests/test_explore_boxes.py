@@ -352,6 +352,17 @@ def test_a_yolo_pose_heads_keypoints_of_x_and_y_alone_are_all_drawn(tmp_path):
     assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == dog
 
 
+def _refused_one_name_short(importable: str, function: str) -> dict:
+    """``function``'s head of four classes opened with the three :data:`NAMES` (refused: they count no head's classes)
+    and then with a fourth: its one output's entry."""
+    with pytest.raises(CnnlabError, match=rf"^--classes gives 3 names, but boxes_under_test:{function} is not a "
+                                          r"classifier"):
+        open_with_images(f"{importable}:{function}", None, Options(input_size=SIDE, classes=NAMES))
+    model, _ = open_with_images(f"{importable}:{function}", None, Options(input_size=SIDE, classes=(*NAMES, "fox")))
+    [entry] = analyze_image(model, _image())["outputs"]
+    return entry
+
+
 def pose_of_four_classes():
     """A pose head of four classes, the fourth scoring 0.01 everywhere, and a keypoint (x, y and a confidence) per box:
     at 16, 16, seen, for the dog's anchor."""
@@ -365,12 +376,7 @@ def test_a_pose_head_named_by_one_class_fewer_than_it_scores_is_refused(importab
     keypoint, four numbers: they were read as two keypoints of x and y alone (0.01, 16 and 16, 0.9) and the boxes
     drawn with them, where the names were refused before keypoints of x and y alone were read. The first number after
     the named scores within 0 and 1 at every box is a class's score, not a keypoint's x in the input's pixels."""
-    with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but boxes_under_test:pose_of_four_classes is not "
-                                          r"a classifier"):
-        open_with_images(f"{importable}:pose_of_four_classes", None, Options(input_size=SIDE, classes=NAMES))
-    model, _ = open_with_images(f"{importable}:pose_of_four_classes", None,
-                                Options(input_size=SIDE, classes=(*NAMES, "fox")))
-    [entry] = analyze_image(model, _image())["outputs"]
+    entry = _refused_one_name_short(importable, "pose_of_four_classes")
     assert entry["with"] == "keypoints" and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
     picture, dog = _picture(entry), tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
     assert tuple(picture[16, 16]) == dog
@@ -512,12 +518,7 @@ def test_names_one_fewer_than_an_upright_heads_classes_are_refused_not_read_as_a
     """--classes naming three of an upright head's four classes had the fourth class's scores read as an OBB head's
     angles, and its boxes drawn turned by them: a class's scores never leave 0 to 1, as a trained OBB head's angles
     do, so the names are refused for counting no head's classes, as for any other count."""
-    with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but boxes_under_test:four_classes is not a "
-                                          r"classifier"):
-        open_with_images(f"{importable}:four_classes", None, Options(input_size=SIDE, classes=NAMES))
-    model, _ = open_with_images(f"{importable}:four_classes", None,
-                                Options(input_size=SIDE, classes=(*NAMES, "fox")))
-    [entry] = analyze_image(model, _image())["outputs"]
+    entry = _refused_one_name_short(importable, "four_classes")
     assert "turned" not in entry and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
 
 
