@@ -264,6 +264,7 @@ def test_a_command_that_runs_no_network_starts_without_torchs_compiler():
 
 @pytest.mark.parametrize("command, flags", [
     ("train", ["--config", "--force", "--step-size", "--milestones", "--gamma", "rmsprop", "multistep"]),
+    ("train", ["folder:PATH for your own images", "labelled by PATH/labels.csv", "folder:PATH/NAME.csv"]),
     ("lr-find", ["--start-lr", "--end-lr", "--steps", "--out", "--optimizer", "--dataset"]),
     ("predict", ["folders"]),
     ("export", [f"checked on random inputs to {TOLERANCE:.0e} + {RELATIVE_TOLERANCE:.0e} x the largest logit"

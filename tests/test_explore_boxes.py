@@ -352,6 +352,36 @@ def test_a_yolo_pose_heads_keypoints_of_x_and_y_alone_are_all_drawn(tmp_path):
     assert tuple(picture[16, 16]) == dog and tuple(picture[20, 20]) == dog
 
 
+def _refused_one_name_short(importable: str, function: str) -> dict:
+    """``function``'s head of four classes opened with the three :data:`NAMES` (refused: they count no head's classes)
+    and then with a fourth: its one output's entry."""
+    with pytest.raises(CnnlabError, match=rf"^--classes gives 3 names, but boxes_under_test:{function} is not a "
+                                          r"classifier"):
+        open_with_images(f"{importable}:{function}", None, Options(input_size=SIDE, classes=NAMES))
+    model, _ = open_with_images(f"{importable}:{function}", None, Options(input_size=SIDE, classes=(*NAMES, "fox")))
+    [entry] = analyze_image(model, _image())["outputs"]
+    return entry
+
+
+def pose_of_four_classes():
+    """A pose head of four classes, the fourth scoring 0.01 everywhere, and a keypoint (x, y and a confidence) per box:
+    at 16, 16, seen, for the dog's anchor."""
+    head = torch.cat([_per_anchor(), torch.full((1, ANCHORS), 0.01), torch.full((3, ANCHORS), 0.5)])
+    head[8:11, 0] = torch.tensor([16.0, 16.0, 0.9])
+    return Fixed(head)
+
+
+def test_a_pose_head_named_by_one_class_fewer_than_it_scores_is_refused(importable):
+    """--classes naming three of a four-class pose head's classes leaves the fourth's score before each box's
+    keypoint, four numbers: they were read as two keypoints of x and y alone (0.01, 16 and 16, 0.9) and the boxes
+    drawn with them, where the names were refused before keypoints of x and y alone were read. The first number after
+    the named scores within 0 and 1 at every box is a class's score, not a keypoint's x in the input's pixels."""
+    entry = _refused_one_name_short(importable, "pose_of_four_classes")
+    assert entry["with"] == "keypoints" and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+    picture, dog = _picture(entry), tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
+    assert tuple(picture[16, 16]) == dog
+
+
 def six_classes():
     """A YOLO head of six classes: the three of :data:`NAMES`, then three more (the dog's anchor scoring them too)."""
     head = torch.cat([_per_anchor(), torch.full((3, ANCHORS), 0.01)])
@@ -488,12 +518,7 @@ def test_names_one_fewer_than_an_upright_heads_classes_are_refused_not_read_as_a
     """--classes naming three of an upright head's four classes had the fourth class's scores read as an OBB head's
     angles, and its boxes drawn turned by them: a class's scores never leave 0 to 1, as a trained OBB head's angles
     do, so the names are refused for counting no head's classes, as for any other count."""
-    with pytest.raises(CnnlabError, match=r"^--classes gives 3 names, but boxes_under_test:four_classes is not a "
-                                          r"classifier"):
-        open_with_images(f"{importable}:four_classes", None, Options(input_size=SIDE, classes=NAMES))
-    model, _ = open_with_images(f"{importable}:four_classes", None,
-                                Options(input_size=SIDE, classes=(*NAMES, "fox")))
-    [entry] = analyze_image(model, _image())["outputs"]
+    entry = _refused_one_name_short(importable, "four_classes")
     assert "turned" not in entry and _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
 
 
@@ -680,6 +705,26 @@ def test_the_probabilistic_iou_of_turned_boxes_is_one_less_their_gaussians_helli
         assert iou[0] == pytest.approx(1.0, abs=1e-3) and iou[1:].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
         swapped = second[:, [0, 1, 3, 2, 4]] + torch.tensor([0, 0, 0, 0, math.pi / 2])
         assert torch.allclose(probabilistic_iou(first.double(), swapped.double())[0], iou, atol=1e-9)
+
+
+def test_the_probabilistic_iou_of_boxes_of_any_sizes_and_angles_is_their_gaussians_bhattacharyya_form():
+    """Boxes of other sizes and angles, whose Gaussians' covariances differ (the test above has alike ones, where the
+    covariances' unlikeness is 0): each pair against the Bhattacharyya distance written with matrices, the covariance
+    R diag(w^2 / 12, h^2 / 12) R^T, its mean's inverse solved and its determinants taken by torch.linalg."""
+    generator = torch.Generator().manual_seed(0)
+    boxes = torch.cat([torch.rand(12, 2, generator=generator, dtype=torch.float64) * 40,
+                       torch.rand(12, 2, generator=generator, dtype=torch.float64) * 30 + 1,
+                       (torch.rand(12, 1, generator=generator, dtype=torch.float64) - 0.25) * math.pi], 1)
+    cos, sin = boxes[:, 4].cos(), boxes[:, 4].sin()
+    turn = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # 12 x 2 x 2
+    spread = turn @ torch.diag_embed(boxes[:, 2:4] ** 2 / 12) @ turn.transpose(1, 2)
+    mean = (spread[:, None] + spread[None]) / 2  # 12 x 12 x 2 x 2
+    apart = (boxes[:, None, :2] - boxes[None, :, :2])[..., None]
+    distance = (apart.transpose(-1, -2) @ torch.linalg.solve(mean, apart))[..., 0, 0] / 8 + 0.5 * torch.log(
+        torch.linalg.det(mean) / (torch.linalg.det(spread)[:, None] * torch.linalg.det(spread)[None]).sqrt())
+    expected = 1 - (1 - torch.exp(-distance.clamp(1e-7, 100)) + 1e-7).sqrt()
+    assert torch.allclose(probabilistic_iou(boxes, boxes), expected, atol=1e-6)
+    assert ((expected > 0.05) & (expected < 0.95)).sum() > 4  # overlaps of every degree, not only 0 and 1
 
 
 # Ultralytics' RT-DETR's rows (its export from 8.4 on), the boxes of :data:`KEPT` and a cat below the threshold as

@@ -224,6 +224,35 @@ def test_eval_refuses_the_runs_folder_that_lost_its_test_folder(tmp_path, home, 
               f"run trained and has none now", f"expected {data}/test/<class>/<image> back", command="eval")
 
 
+def test_a_run_started_on_a_folder_cached_before_its_bytes_were_hashed_refuses_other_pictures(tmp_path, home,
+                                                                                                capsys):
+    # Every folder decoded before the training files' bytes were hashed has a cache entry without their hash, reused
+    # as it was: a run started on it recorded none, and its resume went on over a picture replaced under its name
+    data, out = tmp_path / "split", tmp_path / "run"
+    write_classes(data / "train", {"a": 6, "b": 6})
+    write_classes(data / "test", {"a": 2, "b": 2}, seed=50)
+    fresh = load_dataset(f"folder:{data}")
+    [entry] = (store.cache_root() / "folders").glob("*.json")
+    meta = json.loads(entry.read_text())
+    del meta["training_bytes"]  # as cnnlab wrote it before
+    entry.write_text(json.dumps(meta))
+    assert run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", *TINY, "--out", str(out), "--quiet"],
+                           capsys)[0] == 0
+    assert json.loads((out / "config.json").read_text())["dataset"]["training_bytes"] == fresh.training_bytes
+    assert json.loads(entry.read_text())["training_bytes"] == fresh.training_bytes  # hashed once, kept
+    rng_image(7, (12, 12), "L").save(data / "train" / "a" / "000.png")
+    one_error(["train", "--resume", str(out), "--epochs", "2"], capsys, "the same 12 files, but the contents of some "
+              "are not what they were")
+
+
+def test_a_csv_named_that_is_not_there_is_refused_as_the_csv_expected(tmp_path, home, capsys):
+    # folder:PATH/train.csv misspelt was told a folder of class subfolders was expected
+    for named, expected in (("train.csv", "expected a CSV file of image names and labels"),
+                            ("pets", "expected a folder of class subfolders")):
+        one_error(["train", "lenet-relu", "--dataset", f"folder:{tmp_path / named}", *TINY], capsys,
+                  f"{tmp_path / named} does not exist; {expected}")
+
+
 def test_a_file_name_that_is_not_utf8_trains_and_evaluates(tmp_path, home, capsys):
     # Latin-1 names from an old archive: Python holds them as lone surrogates, and hashing the split's paths for its
     # record ended train, eval and report in an internal error

@@ -20,8 +20,8 @@ import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import FOLDER_PREFIX, Preprocess
 from cnnlab.data.duplicates import images_seen_in_training
-from cnnlab.data.folder import SPLIT_NAMES, held_out_source, moved_folder
-from cnnlab.data.split import run_split
+from cnnlab.data.folder import held_out_source, moved_folder
+from cnnlab.data.split import SPLIT_NAMES, run_split
 from cnnlab.data.store import joined, mapped_reads
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary

@@ -38,7 +38,8 @@ resizes each image to cover that shape and crops its centre to it.
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
-an unchanged folder reads the cache, not the images. Beside the array, the
+an unchanged folder reads the cache, not the images (an entry cached before the training files' bytes were hashed has
+them read and hashed once, not decoded, and the hash kept in it). Beside the array, the
 :func:`~cnnlab.data.duplicates.image_digest` of every decoded image (16 bytes each, in the array's order), computed
 while decoding: the loaded set carries them (:attr:`ImageDataset.train_digests`, ...), so that holding another set
 against its training images hashes none of them again. Nothing is ever written into ``PATH``.
@@ -46,6 +47,7 @@ against its training images hashes none of them again. Nothing is ever written i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -113,9 +115,12 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if channels not in (None, 1, 3):
         raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     path = Path(path).expanduser()
+    named_csv = path.suffix.lower() == ".csv"
     if not path.exists():
-        raise DataError(f"{path} does not exist; expected a folder of class subfolders (PATH/<class>/<image>)")
-    if not path.is_dir() and path.suffix.lower() != ".csv":
+        expected = "a CSV file of image names and labels" if named_csv else \
+            "a folder of class subfolders (PATH/<class>/<image>)"
+        raise DataError(f"{path} does not exist; expected {expected}")
+    if not path.is_dir() and not named_csv:
         raise DataError(f"{path} is a file; expected a folder of class subfolders (PATH/<class>/<image>), or a CSV "
                         f"file of image names and labels (PATH/labels.csv)")
     path = path.resolve()
@@ -142,8 +147,8 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
                                                       else "")
     # A CSV's label is not in its file's path, as a class folder's is: a relabelled training image is another set
     identity = (held_out, _identity(root, train_files, listing.classes if listing.csv else None))
-    data = _read_cache(cache, key, name, root, identity) or \
-        _read_as_chosen(cache, root, every_file, options, name, identity)
+    data = _read_cache(cache, key, name, root, identity, train_files) or \
+        _read_as_chosen(cache, root, every_file, options, name, identity, train_files)
     if data is None:
         data = _decode_all(cache, key, name, root, listing.classes,
                            {"train": train_files, "test": held_files, "val": listing.val}, image_size, channels,
@@ -534,7 +539,20 @@ def _decode(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarra
             raise _BadImage(f"{path}: {e}") from e
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise _BadImage(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
-    return array[None] if channels == 1 else array.transpose(2, 0, 1), hashlib.blake2b(data, digest_size=16).digest()
+    return array[None] if channels == 1 else array.transpose(2, 0, 1), _content_digest(data)
+
+
+def _content_digest(data: bytes) -> bytes:
+    """A file's bytes (``data``) as :attr:`ImageDataset.training_bytes` hashes each training file."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _training_bytes(files: list[_File]) -> str:
+    """:attr:`ImageDataset.training_bytes` of the training ``files``, every one decoded, in the split's order."""
+    contents = hashlib.sha256()
+    for f in files:
+        contents.update(_content_digest(f.path.read_bytes()))
+    return contents.hexdigest()[:16]
 
 
 def _survey(files: list[_File], skip_bad: bool, bad: list[str]) -> tuple[list[_File], list[int], list[_File]]:
@@ -657,7 +675,10 @@ def _seen_in_training(root: Path, digests: dict[str, list[tuple[bytes, Path]]]) 
     return [line for line in notices if line]
 
 
-def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple) -> ImageDataset | None:
+def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
+                training: list[_File]) -> ImageDataset | None:
+    """The cache entry ``key`` as a dataset, None where there is none (or a damaged one). ``training``: the files of
+    its training split, hashed once into an entry cached before their bytes were kept."""
     meta_file, data_file = cache / f"{key}.json", cache / f"{key}.u8"
     try:
         meta = json.loads(meta_file.read_text())
@@ -665,6 +686,13 @@ def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple) -
             return None
         images = open_raw(data_file, tuple(meta["shape"]))
         digests = _digest_rows((cache / f"{key}.digests").read_bytes(), meta["shape"][0])
+        # An entry cached before the training files' bytes were hashed (every folder decoded before) would give a
+        # run started on it no hash to hold its resume to. Its key holds each file's size and times, so the files
+        # hold what was decoded: hashed now, where none was skipped as unreadable (which ones were is not kept).
+        if "training_bytes" not in meta and meta["n_train"] == len(training):
+            meta["training_bytes"] = _training_bytes(training)
+            with contextlib.suppress(OSError):  # a cache that is not ours to write: hashed at each load
+                write_json(meta_file, meta)
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
     return _dataset(name, root, images, meta, data_file, identity, digests)
@@ -677,7 +705,7 @@ def _chosen_size() -> str:
 
 
 def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, name: str,
-                    identity: tuple) -> ImageDataset | None:
+                    identity: tuple, training: list[_File]) -> ImageDataset | None:
     """The cache entry of the same files whose side or channel count the loader chose, where it chose what
     ``options`` now ask for (the same pixels: each file is decoded by the side and the channel count alone); None
     where there is none.
@@ -690,7 +718,7 @@ def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, 
         alike = {**options, **chosen}
         if alike == options:
             continue
-        data = _read_cache(cache, _cache_key(root, files, alike), name, root, identity)
+        data = _read_cache(cache, _cache_key(root, files, alike), name, root, identity, training)
         if data is None:
             continue
         stored = tuple(data.train_images.shape[1:])
@@ -729,7 +757,7 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
                         notices=tuple(meta.get("notices", ())), train_digests=digests[:n_train],
                         test_digests=digests[n_train:n_train + n_test],
                         val_digests=None if val is None else digests[n_train + n_test:],
-                        training_bytes=meta.get("training_bytes"))  # None in an entry cached before it was kept
+                        training_bytes=meta.get("training_bytes"))  # None where _read_cache could not hash it
 
 
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,

@@ -387,7 +387,8 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     (a ``kpt_shape`` of ``[P, 2]``, whose keypoints have no confidence: 1 each). None for numbers of another kind,
     which may change what the box is: its boxes are not drawn. Keypoints whose ``x, y`` all lie within the input's
     first pixel are none: sigmoids of the classes the names left out (``--classes`` naming fewer than the head
-    scores; a pose head's are in the input's pixels)."""
+    scores; a pose head's are in the input's pixels), nor are pairs whose first number lies within 0 and 1 at every
+    box (the score of a class the names left out)."""
     count = extra.shape[1]
     if not count:
         return {}
@@ -400,7 +401,10 @@ def _extras(extra: torch.Tensor, found: dict[str, torch.Tensor]) -> dict[str, An
     if points is not None and points.isfinite().all() and _probabilities(points[..., 2]) and \
             not _in_first_pixel(points[..., :2]):
         return {"keypoints": points}
-    pairs = extra.view(-1, count // 2, 2) if count % 2 == 0 else None
+    # Pairs have no confidence to tell them by: a first number within 0 and 1 at every box is the score of a class the
+    # names left out (a pose head of threes named by one class fewer than it scores), not a keypoint's x
+    pairs = extra.view(-1, count // 2, 2) if count % 2 == 0 and not (len(extra) and _probabilities(extra[:, 0])) \
+        else None
     if pairs is not None and pairs.isfinite().all() and not _in_first_pixel(pairs):
         return {"keypoints": torch.cat([pairs, torch.ones_like(pairs[..., :1])], 2)}
     return None

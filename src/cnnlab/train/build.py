@@ -499,8 +499,9 @@ def _wrap(model: nn.Module, config: TrainConfig, device: torch.device, dist: Dis
 def _check_same_training_files(recorded: dict[str, Any], dataset: ImageDataset) -> None:
     """Refuse to resume on a folder whose training files are not the ones the run started on, or hold other
     pictures: its epochs would continue on other images, under a schedule planned for the old count. The files are
-    named relative to the folder, which may have moved (``--resume --data-dir``); a run or a cache entry from before
-    the contents were recorded is held to the names alone."""
+    named relative to the folder, which may have moved (``--resume --data-dir``); a run from before the contents were
+    recorded, or a dataset without their hash (a cache entry from before them that skipped unreadable training
+    files), is held to the names alone."""
     then, now = recorded.get("training_files"), dataset.training_files
     if not then or now is None:
         return

@@ -83,7 +83,9 @@ class TrainConfig:
     model: str = _f("lenet", "registered model name (see `cnnlab models`, and `cnnlab models --pretrained` for the "
                              "ImageNet backbones)")
     dataset: str = _f("fashion-mnist", "dataset name (see `cnnlab datasets`) or folder:PATH for your own images "
-                                       "(PATH/<class>/*, or PATH/train/<class> and PATH/test/<class>)")
+                                       "(PATH/<class>/*, or PATH/train/<class> and PATH/test/<class>; or "
+                                       "labelled by PATH/labels.csv or PATH/metadata.csv, or by the CSV "
+                                       "folder:PATH/NAME.csv names)")
     recipe: str = _f("book", "named set of defaults: book (the book exactly), fast, cpu10 (the compact model: "
                                    "best accuracy in 10 CPU minutes), speedrun (GPU), best, finetune (from "
                                    "trained weights: the body frozen for --freeze-epochs, then all layers with a "
