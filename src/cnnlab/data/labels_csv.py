@@ -160,7 +160,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
     for line, cells in rows:
         if len(cells) < len(header):
             raise DataError(f"{csv_file}, row {line}: {len(cells)} field(s) where the header has {len(header)}; "
-                            f"expected a file name and a label in every row")
+                            f"expected one for each of its columns ({', '.join(header)}) in every row")
         name, label = cells[file_at].strip(), as_whole(unicodedata.normalize("NFC", cells[label_at].strip()))
         if not name:
             raise DataError(f"{csv_file}, row {line}: no file name in column {header[file_at]!r}")
