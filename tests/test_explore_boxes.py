@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.explore.boxes import probabilistic_iou
+from cnnlab.explore.boxes import IOU, _turned_head, probabilistic_iou
 from cnnlab.explore.model import Options, analyze_image
 from cnnlab.explore.outputs import NotAClassifier
 from cnnlab.explore.sources import open_model, open_with_images
@@ -672,11 +672,23 @@ def test_an_obb_heads_turned_boxes_are_drawn_as_ultralytics_predict_keeps_them(a
     [entry] = analyze_image(model, _image())["outputs"]
     assert (entry["shape"], entry["found"], entry["turned"]) == ([8, ANCHORS], 3, True)
     assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
-    assert "no probabilistic IoU above 0.7 with a better turned box of its class" in entry["kept"]
+    assert "a probabilistic IoU below 0.7 with every better turned box of its class" in entry["kept"]
     picture, cat = _picture(entry), tuple(bytes.fromhex(entry["detected"][2]["colour"][1:]))
     # the cat's diamond: its top and left corners outlined, the corner of the upright box around it the input's grey
     assert tuple(picture[29, 44]) == cat and tuple(picture[40, 33]) == cat
     assert tuple(picture[29, 33]) == (128, 128, 128) and tuple(picture[40, 44]) == (128, 128, 128)
+
+
+def test_a_turned_box_at_the_iou_threshold_itself_is_suppressed(monkeypatch):
+    """Ultralytics' fast NMS keeps a turned box only where its probabilistic IoU with every better one of its class is
+    below 0.7: at 0.7 itself it is suppressed (cnnlab kept it, suppressing above 0.7 alone, as torchvision's nms does
+    upright boxes)."""
+    overlaps = torch.tensor([[1.0, IOU], [IOU, 1.0]])  # the threshold itself, as the float compared
+    monkeypatch.setattr("cnnlab.explore.boxes.probabilistic_iou", lambda first, second: overlaps[:len(first)])
+    sizes = torch.tensor([[16.0, 16.0, 20.0, 8.0], [18.0, 16.0, 20.0, 8.0]])
+    found = _turned_head("head", sizes, torch.tensor([0.3, 0.3]), torch.tensor([0.9, 0.8]),
+                         torch.tensor([1, 1]))
+    assert found.scores.tolist() == pytest.approx([0.9])
 
 
 def test_an_obb_models_list_of_turned_detections_is_drawn_above_the_threshold(importable):

@@ -171,8 +171,8 @@ def test_a_saved_page_of_an_obb_export_says_its_boxes_are_turned(tmp_path, rgb_f
     driver.get(saved_yolo_page(rgb_folder, tmp_path, turned_head(), "obb").as_uri())
     wait(driver, "document.body.dataset.ready === '1'", what="the saved page to render")
     caption = driver.execute_script("return document.querySelector('#segments figcaption').textContent")
-    assert caption.startswith("output0: the 3 highest-scoring of its 3 turned boxes (confidence above 0.25 and no "
-                              "probabilistic IoU above 0.7 with a better turned box of its class"), caption
+    assert caption.startswith("output0: the 3 highest-scoring of its 3 turned boxes (confidence above 0.25 and a "
+                              "probabilistic IoU below 0.7 with every better turned box of its class"), caption
     assert _errors(driver) == []
 
 

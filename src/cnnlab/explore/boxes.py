@@ -310,8 +310,8 @@ def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: t
     """An OBB head's boxes (Ultralytics' YOLOv8-OBB and YOLO11-OBB; ``sizes``, ``A x 4``: each anchor's box's centre
     and size in the input's pixels, its width's side turned from the x axis by its ``angles``, in radians), kept as
     Ultralytics' predict keeps them: a best class (``scores``, ``labels``) above :data:`CONFIDENCE`; then, class by
-    class and best first, none whose probabilistic IoU (:func:`probabilistic_iou`) with a better box is above
-    :data:`IOU`, that better box kept or not (its fast NMS, which never looks at what it suppressed); at most
+    class and best first, none whose probabilistic IoU (:func:`probabilistic_iou`) with a better box is :data:`IOU` or
+    more, that better box kept or not (its fast NMS, which never looks at what it suppressed); at most
     :data:`MAX_KEPT`."""
     candidates = (scores > CONFIDENCE).nonzero().flatten()
     kept = [candidates[:0]]
@@ -323,13 +323,13 @@ def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: t
         for start in range(0, len(ours), TURNED_AT_ONCE):  # each box against those after it
             overlaps = probabilistic_iou(turned[start:start + TURNED_AT_ONCE], turned)
             after = order[None] > order[start:start + TURNED_AT_ONCE, None]
-            suppressed |= ((overlaps > IOU) & after).any(0)
+            suppressed |= ((overlaps >= IOU) & after).any(0)  # Ultralytics keeps a box below it alone
         kept.append(ours[~suppressed])
     kept = torch.cat(kept)
     kept = kept[scores[kept].float().argsort(descending=True)][:MAX_KEPT]
     return _turned_boxes(name, sizes, angles, scores, labels, kept,
-                         f"confidence above {CONFIDENCE} and no probabilistic IoU above {IOU} with a better turned box "
-                         "of its class, as Ultralytics' predict keeps them")
+                         f"confidence above {CONFIDENCE} and a probabilistic IoU below {IOU} with every better turned "
+                         "box of its class, as Ultralytics' predict keeps them")
 
 
 def _turned_boxes(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
