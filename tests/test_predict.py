@@ -1137,6 +1137,39 @@ def test_csv_of_a_folders_predictions_names_its_files_as_a_labels_csv_and_labels
                                                                        "photos/p0.png"]
 
 
+def test_csv_like_a_contests_sample_submission_names_each_picture_as_the_sample_does(tmp_path, capsys):
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    test = tmp_path / "test"
+    paths = _pictures(test, 1, n=4)
+    (test / "extra.png").write_bytes(paths[0].read_bytes())  # predicted, not in the sample: no row
+    sample = tmp_path / "sample_submission.csv"  # Kaggle's: ids without the extension, in its own order, a dummy label
+    sample.write_text("label,id\ncat,p2\ncat,p0\ncat,p3\ncat,p1\n")
+    out = tmp_path / "submission.csv"
+    assert main(["predict", ckpt, str(test), "--device", "cpu", "--json", "--csv", str(out), "--like",
+                 str(sample)]) == 0
+    captured = capsys.readouterr()
+    top = {Path(r["file"]).stem: r["top"][0]["class"] for r in json.loads(captured.out)}  # the oracle: its --json
+    assert captured.err == f"cnnlab predict: wrote {out}: the rows of {sample}, each picture's top class (1 " \
+        "picture(s) predicted that it does not name left out)\n"
+    assert _read_csv(out) == [["label", "id"], *([top[i], i] for i in ("p2", "p0", "p3", "p1"))]
+    # refused in one line, nothing written: a sample of other columns, an id of no picture predicted, an unreadable
+    # picture's id, --like without --csv or of no file
+    (test / "p1.png").write_bytes(b"not a png")
+    for text, said in (("id,cat,dog\np0,0.5,0.5\n", "has 3 columns (id, cat, dog); expected two, the file's (id)"),
+                       ("id,label\np0,cat\np9,cat\n", "1 row(s) name no image file under"),
+                       ("id,label\np1,cat\n", f"names p1, whose picture could not be read ({test / 'p1.png'})")):
+        sample.write_text(text)
+        assert main(["predict", ckpt, str(test), "--device", "cpu", "--csv", str(tmp_path / "no.csv"), "--like",
+                     str(sample)]) == 2
+        assert said in capsys.readouterr().err.splitlines()[-1] and not (tmp_path / "no.csv").exists()
+    assert main(["predict", ckpt, str(test), "--like", str(sample)]) == 2
+    assert capsys.readouterr().err == "cnnlab predict: error: --like says how --csv is written; expected it only " \
+        "beside --csv\n"
+    assert main(["predict", ckpt, str(test), "--csv", str(tmp_path / "no.csv"), "--like", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"cnnlab predict: error: --like {tmp_path} is not a file; expected the " \
+        "contest's sample submission CSV (sample_submission.csv)\n"
+
+
 def test_csv_refuses_an_existing_file_before_any_picture_is_read_unless_forced(tmp_path, capsys, monkeypatch):
     ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
     paths = _pictures(tmp_path / "photos", 1, n=2)

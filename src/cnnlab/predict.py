@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.checks import positive_int
 from cnnlab.data.folder import find_labels_csv
-from cnnlab.data.labels_csv import BYTES_COLUMN
+from cnnlab.data.labels_csv import BYTES_COLUMN, files_named
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
 from cnnlab.io import atomic_write, check_output_file, writable_json, writable_text
@@ -308,8 +308,8 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
 
     The header is ``file_name,label,probability``: the picture's path relative to the folder that holds every picture
     predicted (a folder named: that folder), ``/`` between folders, its top class, and that class's probability
-    (empty where the model's output is not a number). So the file is a contest's submission of ``id,label`` once its
-    header is renamed, and :mod:`cnnlab.data.labels_csv` reads it as it is: written into the folder predicted, it labels
+    (empty where the model's output is not a number). :mod:`cnnlab.data.labels_csv` reads it as it is (a contest's
+    submission is :func:`write_submission`'s): written into the folder predicted, it labels
     that folder again (``folder:FOLDER/OUT.csv``). A picture that could not be read (``{"file", "error"}``) has no
     row, as its line is left out of the printed answers: its error is said where it happened, and the rows of the
     others label their files. A file name that is not UTF-8 (Linux allows any bytes), which a UTF-8 CSV cannot hold,
@@ -326,8 +326,7 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
     """
     check_output_file(path, force, "--csv ")
     results = list(results)
-    root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(r["file"])) for r in results])) \
-        if results else Path.cwd()
+    root = _common_folder(results)
     rows = []
     for r in results:
         if "top" not in r:
@@ -345,3 +344,57 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
                                                       if shown != name else ""] if exact else [])])
     atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite=force)
     return root
+
+
+def write_submission(path: str | Path, results: Iterable[dict[str, Any]], sample: str | Path,
+                     force: bool = False) -> int:
+    """Write each picture's top class of ``results`` into the CSV file ``path`` as a contest's ``sample`` CSV is
+    written (its ``sample_submission.csv``), atomically, and return how many pictures predicted it does not name
+    (``cnnlab predict --csv OUT.csv --like SAMPLE.csv``).
+
+    The file is the sample with its label column filled in: its header, its rows in its order, each picture named
+    as the sample names it (Kaggle's ``id`` without the extension: found as a labels CSV's names are,
+    :func:`cnnlab.data.labels_csv.files_named`). The sample has two columns, the file's and the label's (a column a
+    class, of probabilities, is another format).
+
+    Args:
+        path: the CSV file to write.
+        results: one dict a picture (``top`` classes, or ``error``), as :func:`write_predictions_csv` takes them.
+        sample: the contest's sample submission.
+        force: replace an existing ``path`` (``--force``); otherwise it is refused.
+
+    Raises:
+        CnnlabError: ``path`` is a folder, exists (without ``force``) or cannot be written there; ``sample`` is not
+            a CSV of two columns, one of them a file column; a row of it names no picture predicted, or one that
+            could not be read (one line).
+    """
+    check_output_file(path, force, "--csv ")
+    sample = Path(sample)
+    results = list(results)
+    answers = {Path(os.path.abspath(r["file"])): r for r in results}
+    header, file_at, rows = files_named(sample, _common_folder(results), list(answers))
+    if len(header) != 2:
+        raise CnnlabError(f"{sample} has {len(header)} columns ({', '.join(header)}); expected two, the file's "
+                          f"({header[file_at]}) and the label's, as a contest's id,label (a column a class is not "
+                          f"written here)")
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    for cells, picture in rows:
+        answer = answers[picture]
+        if "top" not in answer:
+            raise CnnlabError(f"{sample} names {cells[file_at]}, whose picture could not be read ({picture}); "
+                              f"expected an answer for every row of the sample")
+        row = ["", ""]
+        row[file_at], row[1 - file_at] = cells[file_at], writable_text(answer["top"][0]["class"])
+        writer.writerow(row)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite=force)
+    return len(answers) - len({picture for _, picture in rows})
+
+
+def _common_folder(results: list[dict[str, Any]]) -> Path:
+    """The folder that holds every picture of ``results`` (the working folder of none): what the names of a CSV of
+    them are relative to."""
+    if not results:
+        return Path.cwd()
+    return Path(os.path.commonpath([os.path.dirname(os.path.abspath(r["file"])) for r in results]))

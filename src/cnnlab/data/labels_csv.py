@@ -42,7 +42,7 @@ from cnnlab.errors import DataError
 from cnnlab.picture import picture_extensions
 
 __all__ = ["BYTES_COLUMN", "CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "NoLabelColumnError",
-           "class_order", "find_csv", "read_labels", "split_roles", "unread_note"]
+           "class_order", "files_named", "find_csv", "read_labels", "split_roles", "unread_note"]
 
 CSV_NAMES = ("labels.csv", "metadata.csv")
 FILE_COLUMNS = ("file_name", "filename", "file", "image", "image_id", "id", "name", "path", "fname")
@@ -143,8 +143,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
             a name of several files, a file in two rows of other labels or splits.
     """
     header, rows, columns = _table(csv_file)
-    file_at, label_at = (next((columns[n] for n in names if n in columns), None) for names in (FILE_COLUMNS,
-                                                                                             LABEL_COLUMNS))
+    file_at, label_at = (_column(columns, names) for names in (FILE_COLUMNS, LABEL_COLUMNS))
     if file_at is None or label_at is None:
         missing = "file" if file_at is None else "label"
         expected = FILE_COLUMNS if file_at is None else LABEL_COLUMNS
@@ -186,10 +185,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
             continue
         named[path] = (label, split, line)
     if missing_rows:
-        line, name = missing_rows[0]
-        raise DataError(f"{csv_file}: {len(missing_rows)} row(s) name no image file under {root} (first: row {line}, "
-                        f"{name!r}); expected paths relative to {root} of image files (ending in "
-                        f"{', '.join(picture_extensions())})")
+        raise _not_found(csv_file, root, missing_rows)
     if not named:
         raise DataError(f"{csv_file} has a header and no rows; expected a row of file name and label an image")
     labels = {label for label, _, _ in named.values()}
@@ -199,6 +195,37 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
             raise DataError(_several(csv_file, line, label))
     return Labels([(path, label, split) for path, (label, split, _) in named.items()], finder.unlisted(named),
                   repeated)
+
+
+def files_named(csv_file: Path, root: Path, images: list[Path]) -> tuple[list[str], int, list[tuple[list[str], Path]]]:
+    """The header of ``csv_file``, its file column's index, and each row's cells with the file of ``images`` (under
+    ``root``) that it names, found as :func:`read_labels` finds a row's file (Kaggle's ``id`` by its stem): a
+    contest's ``sample_submission.csv``, whose other columns are to be filled in (``cnnlab predict --like``).
+
+    Raises:
+        DataError: in one line: what :func:`read_labels` refuses of the table, no file column, a row without a file
+            name, rows that name no file of ``images`` (how many and the first), a name of several.
+    """
+    header, rows, columns = _table(csv_file)
+    file_at = _column(columns, FILE_COLUMNS)
+    if file_at is None:
+        raise DataError(f"{csv_file} has no file column (its columns: {', '.join(header) or 'none'}); expected a "
+                        f"header naming one of {', '.join(FILE_COLUMNS)} (any case)")
+    finder = _Finder(root, images)
+    found: list[tuple[list[str], Path]] = []
+    missing_rows: list[tuple[int, str]] = []
+    for line, cells in rows:
+        name = cells[file_at].strip() if file_at < len(cells) else ""
+        if not name:
+            raise DataError(f"{csv_file}, row {line}: no file name in column {header[file_at]!r}")
+        path = finder.find(csv_file, line, name)
+        if path is None:
+            missing_rows.append((line, name))
+        else:
+            found.append((cells, path))
+    if missing_rows:
+        raise _not_found(csv_file, root, missing_rows)
+    return header, file_at, found
 
 
 def split_roles(csv_file: Path) -> set[str]:
@@ -214,6 +241,18 @@ def class_order(labels: set[str]) -> list[str]:
     if all(_INTEGER.fullmatch(label) for label in labels):
         return sorted(labels, key=lambda label: (int(label), label))
     return sorted(labels)
+
+
+def _column(columns: dict[str, int], names: tuple[str, ...]) -> int | None:
+    """The index of the first of ``names`` among a table's lowercased ``columns``, or None."""
+    return next((columns[n] for n in names if n in columns), None)
+
+
+def _not_found(csv_file: Path, root: Path, missing_rows: list[tuple[int, str]]) -> DataError:
+    line, name = missing_rows[0]
+    return DataError(f"{csv_file}: {len(missing_rows)} row(s) name no image file under {root} (first: row {line}, "
+                     f"{name!r}); expected paths relative to {root} of image files (ending in "
+                     f"{', '.join(picture_extensions())})")
 
 
 def _whole_numbers(cells: list[str]):
