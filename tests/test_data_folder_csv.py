@@ -149,6 +149,23 @@ def test_kaggles_ids_beside_a_train_folder_and_other_delimiters(tmp_path, home):
     same_dataset(data, load_dataset(f"folder:{kaggle}"))
 
 
+def test_a_contest_folder_named_without_its_csv_says_which_csvs_it_holds(tmp_path, home, capsys):
+    kaggle = tmp_path / "kaggle"  # train/<id>.jpg, test/<id>.jpg, train.csv and sample_submission.csv, as shipped
+    for split in ("train", "test"):
+        (kaggle / split).mkdir(parents=True)
+        rng_image(0, (10, 10), "L").save(kaggle / split / "x00.jpg")
+    (kaggle / "train.csv").write_text("id,label\nx00,0\n")
+    (kaggle / "sample_submission.csv").write_text("id,label\nx00,0\n")
+    train_error(["train", "lenet", "--dataset", f"folder:{kaggle}", "--out", str(tmp_path / "run")], capsys,
+                f"{kaggle / 'train'}: no class subfolders, found 1 image(s) directly in it; expected "
+                f"{kaggle / 'train'}/<class>/<image>, or images labelled by a CSV named as the dataset: "
+                f"folder:{kaggle}/NAME.csv (here: sample_submission.csv, train.csv)")
+    (kaggle / "train.csv").unlink()
+    (kaggle / "sample_submission.csv").unlink()
+    assert train_error(["train", "lenet", "--dataset", f"folder:{kaggle}", "--out", str(tmp_path / "run")], capsys,
+                       "no class subfolders").endswith("<class>/<image>")  # no CSV there: nothing said of one
+
+
 def digit_rows(root: Path) -> list[tuple[str, int]]:
     """30 pictures in ``root``, labelled 2, 10 and 1 in turn by ``root/labels.csv``; its rows."""
     root.mkdir()

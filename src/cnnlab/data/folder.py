@@ -186,7 +186,7 @@ def _list(path: Path) -> _Listing:
     if csv_file is not None:
         return _list_csv(csv_file)
     train_dir, held_dir, val_dir = split_folders(path)
-    classes, train_files, ignored = _scan(train_dir, None)
+    classes, train_files, ignored = _scan(train_dir, None, _csv_hint(path, train_dir))
     held_files: list[_File] = []
     val_files: list[_File] = []
     if held_dir is not None:
@@ -394,13 +394,30 @@ def _subfolders(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
 
 
-def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[_File], list[Path]]:
-    """The classes of ``split_dir``, its image files (sorted by class, then path) and the other files."""
+def _csv_hint(path: Path, train_dir: Path) -> str:
+    """What the line refusing a folder without class subfolders adds where CSVs lie in ``path`` or its ``train_dir``
+    (a contest's ``train.csv`` beside ``train/``): such a CSV labels the images where it is named, as only
+    ``labels.csv`` and ``metadata.csv`` are read unnamed."""
+    try:
+        found = sorted({p for folder in (path, train_dir) for p in folder.iterdir()
+                        if p.suffix.lower() == ".csv" and p.is_file()})
+    except OSError:  # the refusal says what it can without them
+        return ""
+    if not found:
+        return ""
+    shown = ", ".join(str(p.relative_to(path)) for p in found[:3]) + (", ..." if len(found) > 3 else "")
+    return f", or images labelled by a CSV named as the dataset: folder:{path}/NAME.csv (here: {shown})"
+
+
+def _scan(split_dir: Path, known: tuple[str, ...] | None,
+          hint: str = "") -> tuple[tuple[str, ...], list[_File], list[Path]]:
+    """The classes of ``split_dir``, its image files (sorted by class, then path) and the other files; ``hint`` ends
+    the line that refuses a folder without class subfolders."""
     class_dirs = _subfolders(split_dir)
     if not class_dirs:
         loose = sum(1 for p in split_dir.iterdir() if p.suffix.lower() in picture_extensions())
         found = f"found {loose} image(s) directly in it" if loose else "found none"
-        raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>")
+        raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>{hint}")
     classes = tuple(d.name for d in class_dirs) if known is None else known
     # Names match in their composed Unicode form: macOS writes "é" decomposed (NFD), most other systems composed, so
     # a test/ copied from elsewhere names the same classes with other code points.
