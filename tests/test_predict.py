@@ -618,6 +618,18 @@ def test_a_csv_of_labels_given_where_pictures_are_expected_says_what_to_name(tmp
     # followed as printed, each works
     assert main(["predict", ckpt, str(root), "--device", "cpu"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
+    # a contest's train.csv beside train/ and test/: the folders beside it are named, its own holding no picture
+    contest = tmp_path / "contest"
+    for split in ("train", "test"):
+        _pictures(contest / split, 1, n=2)
+    (contest / "train.csv").write_text("id,label\np0,cat\np1,dog\n")
+    assert main(["predict", ckpt, str(contest / "train.csv"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (f"cnnlab predict: error: {contest / 'train.csv'} is a CSV file, not a picture; "
+                                       f"expected image files or folders of them: name the folders beside it "
+                                       f"({contest / '*'}/) to classify the pictures in them, or score them by the "
+                                       f"CSV's labels with cnnlab eval MODEL --dataset folder:{contest / 'train.csv'}\n")
+    assert main(["predict", ckpt, *map(str, sorted(contest.glob("*/"))), "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
     assert main(["eval", ckpt, *shlex.split(re.search(r"cnnlab eval MODEL (.*)$", line).group(1)), "--device",
                  "cpu", "--json"]) == 0, capsys.readouterr().err
     assert sum(map(sum, json.loads(capsys.readouterr().out)["confusion"])) == 4

@@ -83,9 +83,12 @@ def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
     if not path.is_file():
         raise CnnlabError(f"image {path} does not exist or is not a file")
     if path.suffix.lower() == ".csv":  # a folder's labels named where pictures are: said as that, not as a bad picture
-        raise CnnlabError(f"{path} is a CSV file, not a picture; expected image files or folders of them: name its "
-                          f"folder ({path.parent}) to classify the pictures in it, or score them by the CSV's labels "
-                          f"with cnnlab eval MODEL --dataset folder:{path}")
+        # a contest's train.csv labels train/<id>.jpg: its folder holds folders of pictures, which are to be named
+        beside = not any(p.suffix.lower() in picture_extensions() for p in path.parent.iterdir())
+        folders = f"the folders beside it ({path.parent / '*'}/)" if beside else f"its folder ({path.parent})"
+        raise CnnlabError(f"{path} is a CSV file, not a picture; expected image files or folders of them: name "
+                          f"{folders} to classify the pictures in {'them' if beside else 'it'}, or score them by the "
+                          f"CSV's labels with cnnlab eval MODEL --dataset folder:{path}")
     return read_picture(path, name=f"image {path}", channels=channels, size=size, invert=invert,
                         max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, crop=crop)
 
