@@ -623,11 +623,12 @@ def test_a_csv_of_labels_given_where_pictures_are_expected_says_what_to_name(tmp
     for split in ("train", "test"):
         _pictures(contest / split, 1, n=2)
     (contest / "train.csv").write_text("id,label\np0,cat\np1,dog\n")
-    assert main(["predict", ckpt, str(contest / "train.csv"), "--device", "cpu"]) == 2
-    assert capsys.readouterr().err == (f"cnnlab predict: error: {contest / 'train.csv'} is a CSV file, not a picture; "
-                                       f"expected image files or folders of them: name the folders beside it "
-                                       f"({contest / '*'}/) to classify the pictures in them, or score them by the "
-                                       f"CSV's labels with cnnlab eval MODEL --dataset folder:{contest / 'train.csv'}\n")
+    train_csv = contest / "train.csv"
+    assert main(["predict", ckpt, str(train_csv), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (f"cnnlab predict: error: {train_csv} is a CSV file, not a picture; expected "
+                                       f"image files or folders of them: name the folders beside it ({contest / '*'}/) "
+                                       f"to classify the pictures in them, or score them by the CSV's labels with "
+                                       f"cnnlab eval MODEL --dataset folder:{train_csv}\n")
     assert main(["predict", ckpt, *map(str, sorted(contest.glob("*/"))), "--device", "cpu"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
     assert main(["eval", ckpt, *shlex.split(re.search(r"cnnlab eval MODEL (.*)$", line).group(1)), "--device",
