@@ -166,6 +166,17 @@ def test_a_contest_folder_named_without_its_csv_says_which_csvs_it_holds(tmp_pat
                        "no class subfolders").endswith("<class>/<image>")  # no CSV there: nothing said of one
 
 
+def test_a_csv_of_one_label_is_refused_in_the_csvs_words(tmp_path, home, capsys):
+    kaggle = tmp_path / "kaggle"  # a contest's sample_submission.csv named as the dataset: one dummy label
+    (kaggle / "test").mkdir(parents=True)
+    for i in range(6):
+        rng_image(i, (10, 10), "L").save(kaggle / "test" / f"y{i}.jpg")
+    write_csv(kaggle / "sample_submission.csv", [(f"y{i}", "cat") for i in range(6)], header=("id", "label"))
+    train_error(["train", "lenet", "--dataset", f"folder:{kaggle / 'sample_submission.csv'}", "--out",
+                 str(tmp_path / "run")], capsys, "has 1 class (cat); a classifier needs at least 2 (a folder dataset: "
+                "one subfolder, or one label of its CSV, per class)")
+
+
 def digit_rows(root: Path) -> list[tuple[str, int]]:
     """30 pictures in ``root``, labelled 2, 10 and 1 in turn by ``root/labels.csv``; its rows."""
     root.mkdir()
