@@ -12,8 +12,10 @@ present), separated by commas (tabs or semicolons where the header holds no comm
 to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file; ``..`` out of the root and
 absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder (Kaggle's
 ``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of that stem;
-several candidates are refused by name. A name found none of these ways is looked for again in any case, as Windows
-matches names (``IMG_1.JPG`` of ``img_1.jpg``), and found where one file alone matches. A name that is not UTF-8 is read
+of several candidates, the one in a top folder whose name starts with the CSV's (``train.csv``'s in ``train/`` or
+``train_images/``, where ``test/`` holds pictures of the same ids), else they are refused by name. A name found none
+of these ways is looked for again in any case, as Windows matches names (``IMG_1.JPG`` of ``img_1.jpg``), and found
+where one file alone matches. A name that is not UTF-8 is read
 from a :data:`BYTES_COLUMN` cell, where one is given. A file in two rows of the same label and split is read once, which
 :meth:`Labels.notices` says. Names and labels match in their composed Unicode form (macOS writes decomposed names). A
 ``split`` column (values as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's
@@ -336,6 +338,12 @@ def _split_column(csv_file: Path, columns: dict[str, int]):
     return split_of
 
 
+def _top_folder(path: Path, root: Path) -> str:
+    """The first folder of ``path`` under ``root`` in lower case ('' for a file directly in it)."""
+    parts = path.relative_to(root).parts
+    return parts[0].casefold() if len(parts) > 1 else ""
+
+
 class _Names:
     """The image files under a root by a key of their relative paths: the whole path, its ends on a folder boundary,
     and those ends without the image's extension, each key with the files it names."""
@@ -396,6 +404,9 @@ class _Finder:
         if not candidates:
             image_suffix = rel.lower().endswith(picture_extensions())
             candidates = names.ends.get(rel, []) if image_suffix else names.stems.get(rel, [])
+        if len(candidates) > 1:  # a contest's train.csv names train/<id>.jpg by the ids that test/ uses too
+            beside = [c for c in candidates if _top_folder(c, self.root).startswith(csv_file.stem.casefold())]
+            candidates = beside if len(beside) == 1 else candidates
         if len(candidates) > 1:
             shown = ", ".join(str(p) for p in candidates[:3]) + (", ..." if len(candidates) > 3 else "")
             raise DataError(f"{csv_file}, row {line}: {given!r} could be {len(candidates)} files ({shown}); expected "
