@@ -631,6 +631,11 @@ def test_a_csv_of_labels_given_where_pictures_are_expected_says_what_to_name(tmp
                                        f"cnnlab eval MODEL --dataset folder:{train_csv}\n")
     assert main(["predict", ckpt, *map(str, sorted(contest.glob("*/"))), "--device", "cpu"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
+    # the contest's folder named: its CSV (read only where named) is said as what labels it, beside class subfolders
+    assert main(["predict", ckpt, str(contest), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith(f"or score a folder of class subfolders with cnnlab eval MODEL --dataset "
+                                            f"folder:{contest}, or its images by a CSV's labels with --dataset "
+                                            f"folder:{contest}/NAME.csv (here: train.csv)\n")
     assert main(["eval", ckpt, *shlex.split(re.search(r"cnnlab eval MODEL (.*)$", line).group(1)), "--device",
                  "cpu", "--json"]) == 0, capsys.readouterr().err
     assert sum(map(sum, json.loads(capsys.readouterr().out)["confusion"])) == 4

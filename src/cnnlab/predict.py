@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cnnlab.checks import positive_int
-from cnnlab.data.folder import find_labels_csv
+from cnnlab.data.folder import csvs_to_name, find_labels_csv
 from cnnlab.data.labels_csv import BYTES_COLUMN, files_named
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
@@ -119,8 +119,7 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                 # --data-dir names where that dataset's files are, and the folder would be refused as no copy of them
                 raise CnnlabError(f"folder {path} holds no image files directly inside it, only the "
                                   f"folder{'s' * several} {shown}: name {them} ({path / '*'}/) to classify "
-                                  f"{their} images, or score {_labelled_by(path)} with cnnlab eval MODEL "
-                                  f"--dataset folder:{path}")
+                                  f"{their} images, or {_how_to_score(path)}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)"
                               f"{heif_note(path.iterdir())}")
         # HEIC photos among the pictures are listed too, so that each is reported (with how to get a JPEG) and the
@@ -129,14 +128,19 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _labelled_by(folder: Path) -> str:
-    """How :func:`image_files`' advice names a folder of subfolders that ``folder:`` reads: labelled by its class
-    subfolders, or by the CSV beside them (an ``images/`` subfolder is no class)."""
+def _how_to_score(folder: Path) -> str:
+    """How :func:`image_files`' advice says to score a folder of subfolders that ``folder:`` reads: labelled by its
+    class subfolders, or by the CSV beside them (an ``images/`` subfolder is no class), or, where CSVs lie there that
+    label only where named (a contest's ``train.csv`` beside ``train/`` and ``test/``), by one of them."""
     try:
         csv_file = find_labels_csv(folder)[0]
     except CnnlabError:  # two CSVs: the loader says which to name, in its own words
         csv_file = None
-    return "a folder of class subfolders" if csv_file is None else f"its images by their labels in {csv_file.name}"
+    if csv_file is not None:
+        return f"score its images by their labels in {csv_file.name} with cnnlab eval MODEL --dataset folder:{folder}"
+    named = csvs_to_name(folder)
+    return (f"score a folder of class subfolders with cnnlab eval MODEL --dataset folder:{folder}"
+            + (f", or its images by a CSV's labels with --dataset {named}" if named else ""))
 
 
 def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: bool = False, topk: int = 3,

@@ -71,7 +71,8 @@ from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
-__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "find_labels_csv", "has_validation_folder",
+__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "csvs_to_name", "find_labels_csv",
+           "has_validation_folder",
            "held_out_source", "load_folder", "moved_folder", "read_csv_labels", "refuse_writing_into",
            "split_folders"]
 
@@ -186,7 +187,9 @@ def _list(path: Path) -> _Listing:
     if csv_file is not None:
         return _list_csv(csv_file)
     train_dir, held_dir, val_dir = split_folders(path)
-    classes, train_files, ignored = _scan(train_dir, None, _csv_hint(path, train_dir))
+    named = csvs_to_name(path, train_dir)
+    classes, train_files, ignored = _scan(train_dir, None,
+                                          named and f", or images labelled by a CSV named as the dataset: {named}")
     held_files: list[_File] = []
     val_files: list[_File] = []
     if held_dir is not None:
@@ -394,19 +397,19 @@ def _subfolders(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
 
 
-def _csv_hint(path: Path, train_dir: Path) -> str:
-    """What the line refusing a folder without class subfolders adds where CSVs lie in ``path`` or its ``train_dir``
-    (a contest's ``train.csv`` beside ``train/``): such a CSV labels the images where it is named, as only
-    ``labels.csv`` and ``metadata.csv`` are read unnamed."""
+def csvs_to_name(path: Path, *inside: Path) -> str:
+    """How to name a CSV that labels the images of ``folder:path`` where CSVs lie at its top level (or in the folders
+    ``inside`` it), which are read only where named (a contest's ``train.csv`` beside ``train/``; only ``labels.csv``
+    and ``metadata.csv`` are read unnamed): ``folder:PATH/NAME.csv (here: train.csv, ...)``, or '' without any."""
     try:
-        found = sorted({p for folder in (path, train_dir) for p in folder.iterdir()
+        found = sorted({p for folder in (path, *inside) for p in folder.iterdir()
                         if p.suffix.lower() == ".csv" and p.is_file()})
-    except OSError:  # the refusal says what it can without them
+    except OSError:  # a refusal that gives this hint says what it can without it
         return ""
     if not found:
         return ""
     shown = ", ".join(str(p.relative_to(path)) for p in found[:3]) + (", ..." if len(found) > 3 else "")
-    return f", or images labelled by a CSV named as the dataset: folder:{path}/NAME.csv (here: {shown})"
+    return f"folder:{path}/NAME.csv (here: {shown})"
 
 
 def _scan(split_dir: Path, known: tuple[str, ...] | None,
