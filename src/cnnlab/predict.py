@@ -316,8 +316,8 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
     The header is ``file_name,label,probability``: the picture's path relative to the folder that holds every picture
     predicted (a folder named: that folder), ``/`` between folders, its top class, and that class's probability
     (empty where the model's output is not a number). :mod:`cnnlab.data.labels_csv` reads it as it is (a contest's
-    submission is :func:`write_submission`'s): written into the folder predicted, it labels
-    that folder again (``folder:FOLDER/OUT.csv``). A picture that could not be read (``{"file", "error"}``) has no
+    submission is :func:`write_submission`'s): written into the folder predicted, it labels that folder again
+    (``folder:FOLDER/OUT.csv``). A picture that could not be read (``{"file", "error"}``) has no
     row, as its line is left out of the printed answers: its error is said where it happened, and the rows of the
     others label their files. A file name that is not UTF-8 (Linux allows any bytes), which a UTF-8 CSV cannot hold,
     has U+FFFD for each such byte, and a ``file_bytes`` column (added only then; empty for the other rows) gives the

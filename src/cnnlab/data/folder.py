@@ -72,9 +72,8 @@ from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "csvs_to_name", "find_labels_csv",
-           "has_validation_folder",
-           "held_out_source", "load_folder", "moved_folder", "read_csv_labels", "refuse_writing_into",
-           "split_folders"]
+           "has_validation_folder", "held_out_source", "load_folder", "moved_folder", "read_csv_labels",
+           "refuse_writing_into", "split_folders"]
 
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6

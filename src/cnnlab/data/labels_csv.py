@@ -11,20 +11,20 @@ Columns go by their header names, any case (:data:`FILE_COLUMNS`, :data:`LABEL_C
 present), separated by commas (tabs or semicolons where the header holds no comma). A file is named by its path relative
 to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file; ``..`` out of the root and
 absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder (Kaggle's
-``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of that stem;
-of several candidates, the one in a top folder whose name starts with the CSV's (``train.csv``'s in ``train/`` or
-``train_images/``, where ``test/`` holds pictures of the same ids), else they are refused by name. A name found none
-of these ways is looked for again in any case, as Windows matches names (``IMG_1.JPG`` of ``img_1.jpg``), and found
-where one file alone matches. A name that is not UTF-8 is read
-from a :data:`BYTES_COLUMN` cell, where one is given. A file in two rows of the same label and split is read once, which
-:meth:`Labels.notices` says. Names and labels match in their composed Unicode form (macOS writes decomposed names). A
-``split`` column (values as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's
-``is_valid`` (true: the validation rows) says each row's split. One label a cell: commas, semicolons or bars in it, or
-words that are each a label of other rows (``cat dog`` beside ``cat`` and ``dog``), are several labels, which is
-multi-label classification, not trained here; a label of several words that are not (``sea lion`` beside ``lion``) is
-one class. Class names are the labels, sorted as folder names are, or by their value where every label is a whole number
-(``2`` before ``10``), written so or as a float (pandas writes ``2.0`` of a column of numbers with a gap): each such
-label is the number (class ``2``, one class with the rows that write ``2``).
+``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of that stem; of
+several candidates, the one in a top folder whose name starts with the CSV's (``train.csv``'s in ``train/`` or
+``train_images/``, where ``test/`` holds pictures of the same ids), else they are refused by name. A name found none of
+these ways is looked for again in any case, as Windows matches names (``IMG_1.JPG`` of ``img_1.jpg``), and found where
+one file alone matches. A name that is not UTF-8 is read from a :data:`BYTES_COLUMN` cell, where one is given. A file in
+two rows of the same label and split is read once, which :meth:`Labels.notices` says. Names and labels match in their
+composed Unicode form (macOS writes decomposed names). A ``split`` column (values as the split folders',
+:data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's ``is_valid`` (true: the validation rows) says each row's
+split. One label a cell: commas, semicolons or bars in it, or words that are each a label of other rows (``cat dog``
+beside ``cat`` and ``dog``), are several labels, which is multi-label classification, not trained here; a label of
+several words that are not (``sea lion`` beside ``lion``) is one class. Class names are the labels, sorted as folder
+names are, or by their value where every label is a whole number (``2`` before ``10``), written so or as a float (pandas
+writes ``2.0`` of a column of numbers with a gap): each such label is the number (class ``2``, one class with the rows
+that write ``2``).
 """
 
 from __future__ import annotations
