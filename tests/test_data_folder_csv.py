@@ -149,6 +149,54 @@ def test_kaggles_ids_beside_a_train_folder_and_other_delimiters(tmp_path, home):
     same_dataset(data, load_dataset(f"folder:{kaggle}"))
 
 
+def test_kaggles_ids_that_test_uses_too_name_the_pictures_of_the_folder_named_as_the_csv(tmp_path, home, capsys):
+    kaggle = tmp_path / "kaggle"  # train/0.jpg ... and test/0.jpg ...: the same ids in both folders
+    for split, seed in (("train_images", 0), ("test_images", 50)):
+        (kaggle / split).mkdir(parents=True)
+        for i in range(12):
+            rng_image(seed + i, (10, 10), "L").save(kaggle / split / f"{i}.jpg")
+    data = load_dataset(f"folder:{write_csv(kaggle / 'train.csv', [(i, i % 2) for i in range(12)], ('id', 'label'))}")
+    assert data.notices == (f"ignored 12 image file(s) not named in train.csv (first: "
+                            f"{kaggle / 'test_images' / '0.jpg'})",)
+    train = tmp_path / "train"  # the same pictures as class subfolders: the oracle of which file each row means
+    for i in range(12):
+        (train / str(i % 2)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(kaggle / "train_images" / f"{i}.jpg", train / str(i % 2) / f"{i}.jpg")
+    same_dataset(data, load_dataset(f"folder:{train}"))
+    # a CSV named as neither folder: each id could be either picture, refused by name
+    write_csv(kaggle / "labels.csv", [(i, i % 2) for i in range(12)], ("id", "label"))
+    train_error(["train", "lenet", "--dataset", f"folder:{kaggle / 'labels.csv'}", "--out", str(tmp_path / "run")],
+                capsys, "row 2: '0' could be 2 files")
+
+
+def test_a_contest_folder_named_without_its_csv_says_which_csvs_it_holds(tmp_path, home, capsys):
+    kaggle = tmp_path / "kaggle"  # train/<id>.jpg, test/<id>.jpg, train.csv and sample_submission.csv, as shipped
+    for split in ("train", "test"):
+        (kaggle / split).mkdir(parents=True)
+        rng_image(0, (10, 10), "L").save(kaggle / split / "x00.jpg")
+    (kaggle / "train.csv").write_text("id,label\nx00,0\n")
+    (kaggle / "sample_submission.csv").write_text("id,label\nx00,0\n")
+    train_error(["train", "lenet", "--dataset", f"folder:{kaggle}", "--out", str(tmp_path / "run")], capsys,
+                f"{kaggle / 'train'}: no class subfolders, found 1 image(s) directly in it; expected "
+                f"{kaggle / 'train'}/<class>/<image>, or images labelled by a CSV named as the dataset: "
+                f"folder:{kaggle}/NAME.csv (here: sample_submission.csv, train.csv)")
+    (kaggle / "train.csv").unlink()
+    (kaggle / "sample_submission.csv").unlink()
+    assert train_error(["train", "lenet", "--dataset", f"folder:{kaggle}", "--out", str(tmp_path / "run")], capsys,
+                       "no class subfolders").endswith("<class>/<image>")  # no CSV there: nothing said of one
+
+
+def test_a_csv_of_one_label_is_refused_in_the_csvs_words(tmp_path, home, capsys):
+    kaggle = tmp_path / "kaggle"  # a contest's sample_submission.csv named as the dataset: one dummy label
+    (kaggle / "test").mkdir(parents=True)
+    for i in range(6):
+        rng_image(i, (10, 10), "L").save(kaggle / "test" / f"y{i}.jpg")
+    write_csv(kaggle / "sample_submission.csv", [(f"y{i}", "cat") for i in range(6)], header=("id", "label"))
+    train_error(["train", "lenet", "--dataset", f"folder:{kaggle / 'sample_submission.csv'}", "--out",
+                 str(tmp_path / "run")], capsys, "has 1 class (cat); a classifier needs at least 2 (a folder dataset: "
+                "one subfolder, or one label of its CSV, per class)")
+
+
 def digit_rows(root: Path) -> list[tuple[str, int]]:
     """30 pictures in ``root``, labelled 2, 10 and 1 in turn by ``root/labels.csv``; its rows."""
     root.mkdir()

@@ -618,6 +618,24 @@ def test_a_csv_of_labels_given_where_pictures_are_expected_says_what_to_name(tmp
     # followed as printed, each works
     assert main(["predict", ckpt, str(root), "--device", "cpu"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
+    # a contest's train.csv beside train/ and test/: the folders beside it are named, its own holding no picture
+    contest = tmp_path / "contest"
+    for split in ("train", "test"):
+        _pictures(contest / split, 1, n=2)
+    (contest / "train.csv").write_text("id,label\np0,cat\np1,dog\n")
+    train_csv = contest / "train.csv"
+    assert main(["predict", ckpt, str(train_csv), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (f"cnnlab predict: error: {train_csv} is a CSV file, not a picture; expected "
+                                       f"image files or folders of them: name the folders beside it ({contest / '*'}/) "
+                                       f"to classify the pictures in them, or score them by the CSV's labels with "
+                                       f"cnnlab eval MODEL --dataset folder:{train_csv}\n")
+    assert main(["predict", ckpt, *map(str, sorted(contest.glob("*/"))), "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    # the contest's folder named: its CSV (read only where named) is said as what labels it, beside class subfolders
+    assert main(["predict", ckpt, str(contest), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.endswith(f"or score a folder of class subfolders with cnnlab eval MODEL --dataset "
+                                            f"folder:{contest}, or its images by a CSV's labels with --dataset "
+                                            f"folder:{contest}/NAME.csv (here: train.csv)\n")
     assert main(["eval", ckpt, *shlex.split(re.search(r"cnnlab eval MODEL (.*)$", line).group(1)), "--device",
                  "cpu", "--json"]) == 0, capsys.readouterr().err
     assert sum(map(sum, json.loads(capsys.readouterr().out)["confusion"])) == 4
@@ -1135,6 +1153,39 @@ def test_csv_of_a_folders_predictions_names_its_files_as_a_labels_csv_and_labels
     assert predict.write_predictions_csv(tmp_path / "all.csv", results) == tmp_path
     assert [row[0] for row in _read_csv(tmp_path / "all.csv")[1:4]] == ["photos/p1.png", "more/p0.png",
                                                                        "photos/p0.png"]
+
+
+def test_csv_like_a_contests_sample_submission_names_each_picture_as_the_sample_does(tmp_path, capsys):
+    ckpt = str(_checkpoint(tmp_path / "grey.pt", 1, 28))
+    test = tmp_path / "test"
+    paths = _pictures(test, 1, n=4)
+    (test / "extra.png").write_bytes(paths[0].read_bytes())  # predicted, not in the sample: no row
+    sample = tmp_path / "sample_submission.csv"  # Kaggle's: ids without the extension, in its own order, a dummy label
+    sample.write_text("label,id\ncat,p2\ncat,p0\ncat,p3\ncat,p1\n")
+    out = tmp_path / "submission.csv"
+    assert main(["predict", ckpt, str(test), "--device", "cpu", "--json", "--csv", str(out), "--like",
+                 str(sample)]) == 0
+    captured = capsys.readouterr()
+    top = {Path(r["file"]).stem: r["top"][0]["class"] for r in json.loads(captured.out)}  # the oracle: its --json
+    assert captured.err == f"cnnlab predict: wrote {out}: the rows of {sample}, each picture's top class (1 " \
+        "picture(s) predicted that it does not name left out)\n"
+    assert _read_csv(out) == [["label", "id"], *([top[i], i] for i in ("p2", "p0", "p3", "p1"))]
+    # refused in one line, nothing written: a sample of other columns, an id of no picture predicted, an unreadable
+    # picture's id, --like without --csv or of no file
+    (test / "p1.png").write_bytes(b"not a png")
+    for text, said in (("id,cat,dog\np0,0.5,0.5\n", "has 3 columns (id, cat, dog); expected two, the file's (id)"),
+                       ("id,label\np0,cat\np9,cat\n", "1 row(s) name no image file under"),
+                       ("id,label\np1,cat\n", f"names p1, whose picture could not be read ({test / 'p1.png'})")):
+        sample.write_text(text)
+        assert main(["predict", ckpt, str(test), "--device", "cpu", "--csv", str(tmp_path / "no.csv"), "--like",
+                     str(sample)]) == 2
+        assert said in capsys.readouterr().err.splitlines()[-1] and not (tmp_path / "no.csv").exists()
+    assert main(["predict", ckpt, str(test), "--like", str(sample)]) == 2
+    assert capsys.readouterr().err == "cnnlab predict: error: --like says how --csv is written; expected it only " \
+        "beside --csv\n"
+    assert main(["predict", ckpt, str(test), "--csv", str(tmp_path / "no.csv"), "--like", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"cnnlab predict: error: --like {tmp_path} is not a file; expected the " \
+        "contest's sample submission CSV (sample_submission.csv)\n"
 
 
 def test_csv_refuses_an_existing_file_before_any_picture_is_read_unless_forced(tmp_path, capsys, monkeypatch):

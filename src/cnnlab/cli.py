@@ -264,12 +264,17 @@ def _cmd_report(args) -> int:
 
 def _cmd_predict(args) -> int:
     from cnnlab.explore.sources import predict_any_chunks
-    from cnnlab.predict import as_json, format_prediction, write_predictions_csv
+    from cnnlab.predict import as_json, format_prediction, write_predictions_csv, write_submission
 
     if args.csv is not None:  # before the model is opened and the pictures read: a bad path costs nothing
         check_output_file(args.csv, args.force, "--csv ")
     elif args.force:
         raise CnnlabError("--force lets --csv replace an existing file; expected it only beside --csv")
+    elif args.like is not None:
+        raise CnnlabError("--like says how --csv is written; expected it only beside --csv")
+    if args.like is not None and not os.path.isfile(args.like):
+        raise CnnlabError(f"--like {args.like} is not a file; expected the contest's sample submission CSV "
+                          f"(sample_submission.csv)")
     out = sys.stdout  # the predictions' stream; what the model's code prints is sent to stderr below
     document: list[dict[str, Any]] = []  # --json's, printed whole once every picture is done
     written: list[dict[str, Any]] = []  # --csv's: each picture's file and top class (or error), written at the end
@@ -313,7 +318,12 @@ def _cmd_predict(args) -> int:
                 break
     if args.json:
         emit(json.dumps(document, indent=2))
-    if args.csv is not None:
+    if args.like is not None:
+        unnamed = write_submission(args.csv, written, args.like, force=args.force)
+        print(f"cnnlab predict: wrote {args.csv}: the rows of {args.like}, each picture's top class"
+              + (f" ({unnamed} picture(s) predicted that it does not name left out)" if unnamed else ""),
+              file=sys.stderr)
+    elif args.csv is not None:
         root = write_predictions_csv(args.csv, written, force=args.force)
         rows = sum("top" in r for r in written)
         print(f"cnnlab predict: wrote {args.csv}: {rows} picture(s), names relative to {root}"
@@ -590,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="OUT.csv", help="also write the answers as a CSV: file_name (relative to the "
                    "folder predicted), label (the top class), probability; written into that folder, it labels it "
                    "as --dataset folder:FOLDER/OUT.csv (an unreadable file has no row)")
+    p.add_argument("--like", metavar="SAMPLE.csv", help="write --csv as this CSV is written (a contest's "
+                   "sample_submission.csv of id,label): its header and rows, each picture named as it names it "
+                   "(an id without the extension too), the label its top class")
     p.add_argument("--force", action="store_true", help="let --csv replace an existing file")
     _add_model_flags(p)
     p.set_defaults(func=_cmd_predict)

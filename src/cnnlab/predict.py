@@ -30,8 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cnnlab.checks import positive_int
-from cnnlab.data.folder import find_labels_csv
-from cnnlab.data.labels_csv import BYTES_COLUMN
+from cnnlab.data.folder import csvs_to_name, find_labels_csv
+from cnnlab.data.labels_csv import BYTES_COLUMN, files_named
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
 from cnnlab.io import atomic_write, check_output_file, writable_json, writable_text
@@ -83,9 +83,12 @@ def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
     if not path.is_file():
         raise CnnlabError(f"image {path} does not exist or is not a file")
     if path.suffix.lower() == ".csv":  # a folder's labels named where pictures are: said as that, not as a bad picture
-        raise CnnlabError(f"{path} is a CSV file, not a picture; expected image files or folders of them: name its "
-                          f"folder ({path.parent}) to classify the pictures in it, or score them by the CSV's labels "
-                          f"with cnnlab eval MODEL --dataset folder:{path}")
+        # a contest's train.csv labels train/<id>.jpg: its folder holds folders of pictures, which are to be named
+        beside = not any(p.suffix.lower() in picture_extensions() for p in path.parent.iterdir())
+        folders = f"the folders beside it ({path.parent / '*'}/)" if beside else f"its folder ({path.parent})"
+        raise CnnlabError(f"{path} is a CSV file, not a picture; expected image files or folders of them: name "
+                          f"{folders} to classify the pictures in {'them' if beside else 'it'}, or score them by the "
+                          f"CSV's labels with cnnlab eval MODEL --dataset folder:{path}")
     return read_picture(path, name=f"image {path}", channels=channels, size=size, invert=invert,
                         max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, crop=crop)
 
@@ -116,8 +119,7 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                 # --data-dir names where that dataset's files are, and the folder would be refused as no copy of them
                 raise CnnlabError(f"folder {path} holds no image files directly inside it, only the "
                                   f"folder{'s' * several} {shown}: name {them} ({path / '*'}/) to classify "
-                                  f"{their} images, or score {_labelled_by(path)} with cnnlab eval MODEL "
-                                  f"--dataset folder:{path}")
+                                  f"{their} images, or {_how_to_score(path)}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)"
                               f"{heif_note(path.iterdir())}")
         # HEIC photos among the pictures are listed too, so that each is reported (with how to get a JPEG) and the
@@ -126,14 +128,19 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _labelled_by(folder: Path) -> str:
-    """How :func:`image_files`' advice names a folder of subfolders that ``folder:`` reads: labelled by its class
-    subfolders, or by the CSV beside them (an ``images/`` subfolder is no class)."""
+def _how_to_score(folder: Path) -> str:
+    """How :func:`image_files`' advice says to score a folder of subfolders that ``folder:`` reads: labelled by its
+    class subfolders, or by the CSV beside them (an ``images/`` subfolder is no class), or, where CSVs lie there that
+    label only where named (a contest's ``train.csv`` beside ``train/`` and ``test/``), by one of them."""
     try:
         csv_file = find_labels_csv(folder)[0]
     except CnnlabError:  # two CSVs: the loader says which to name, in its own words
         csv_file = None
-    return "a folder of class subfolders" if csv_file is None else f"its images by their labels in {csv_file.name}"
+    if csv_file is not None:
+        return f"score its images by their labels in {csv_file.name} with cnnlab eval MODEL --dataset folder:{folder}"
+    named = csvs_to_name(folder)
+    return (f"score a folder of class subfolders with cnnlab eval MODEL --dataset folder:{folder}"
+            + (f", or its images by a CSV's labels with --dataset {named}" if named else ""))
 
 
 def predict_files(checkpoint: str | Path, images: Sequence[str | Path], invert: bool = False, topk: int = 3,
@@ -308,9 +315,9 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
 
     The header is ``file_name,label,probability``: the picture's path relative to the folder that holds every picture
     predicted (a folder named: that folder), ``/`` between folders, its top class, and that class's probability
-    (empty where the model's output is not a number). So the file is a contest's submission of ``id,label`` once its
-    header is renamed, and :mod:`cnnlab.data.labels_csv` reads it as it is: written into the folder predicted, it labels
-    that folder again (``folder:FOLDER/OUT.csv``). A picture that could not be read (``{"file", "error"}``) has no
+    (empty where the model's output is not a number). :mod:`cnnlab.data.labels_csv` reads it as it is (a contest's
+    submission is :func:`write_submission`'s): written into the folder predicted, it labels that folder again
+    (``folder:FOLDER/OUT.csv``). A picture that could not be read (``{"file", "error"}``) has no
     row, as its line is left out of the printed answers: its error is said where it happened, and the rows of the
     others label their files. A file name that is not UTF-8 (Linux allows any bytes), which a UTF-8 CSV cannot hold,
     has U+FFFD for each such byte, and a ``file_bytes`` column (added only then; empty for the other rows) gives the
@@ -326,8 +333,7 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
     """
     check_output_file(path, force, "--csv ")
     results = list(results)
-    root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(r["file"])) for r in results])) \
-        if results else Path.cwd()
+    root = _common_folder(results)
     rows = []
     for r in results:
         if "top" not in r:
@@ -345,3 +351,57 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
                                                       if shown != name else ""] if exact else [])])
     atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite=force)
     return root
+
+
+def write_submission(path: str | Path, results: Iterable[dict[str, Any]], sample: str | Path,
+                     force: bool = False) -> int:
+    """Write each picture's top class of ``results`` into the CSV file ``path`` as a contest's ``sample`` CSV is
+    written (its ``sample_submission.csv``), atomically, and return how many pictures predicted it does not name
+    (``cnnlab predict --csv OUT.csv --like SAMPLE.csv``).
+
+    The file is the sample with its label column filled in: its header, its rows in its order, each picture named
+    as the sample names it (Kaggle's ``id`` without the extension: found as a labels CSV's names are,
+    :func:`cnnlab.data.labels_csv.files_named`). The sample has two columns, the file's and the label's (a column a
+    class, of probabilities, is another format).
+
+    Args:
+        path: the CSV file to write.
+        results: one dict a picture (``top`` classes, or ``error``), as :func:`write_predictions_csv` takes them.
+        sample: the contest's sample submission.
+        force: replace an existing ``path`` (``--force``); otherwise it is refused.
+
+    Raises:
+        CnnlabError: ``path`` is a folder, exists (without ``force``) or cannot be written there; ``sample`` is not
+            a CSV of two columns, one of them a file column; a row of it names no picture predicted, or one that
+            could not be read (one line).
+    """
+    check_output_file(path, force, "--csv ")
+    sample = Path(sample)
+    results = list(results)
+    answers = {Path(os.path.abspath(r["file"])): r for r in results}
+    header, file_at, rows = files_named(sample, _common_folder(results), list(answers))
+    if len(header) != 2:
+        raise CnnlabError(f"{sample} has {len(header)} columns ({', '.join(header)}); expected two, the file's "
+                          f"({header[file_at]}) and the label's, as a contest's id,label (a column a class is not "
+                          f"written here)")
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    for cells, picture in rows:
+        answer = answers[picture]
+        if "top" not in answer:
+            raise CnnlabError(f"{sample} names {cells[file_at]}, whose picture could not be read ({picture}); "
+                              f"expected an answer for every row of the sample")
+        row = ["", ""]
+        row[file_at], row[1 - file_at] = cells[file_at], writable_text(answer["top"][0]["class"])
+        writer.writerow(row)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite=force)
+    return len(answers) - len({picture for _, picture in rows})
+
+
+def _common_folder(results: list[dict[str, Any]]) -> Path:
+    """The folder that holds every picture of ``results`` (the working folder of none): what the names of a CSV of
+    them are relative to."""
+    if not results:
+        return Path.cwd()
+    return Path(os.path.commonpath([os.path.dirname(os.path.abspath(r["file"])) for r in results]))

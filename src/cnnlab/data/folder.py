@@ -73,9 +73,9 @@ from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
 
-__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "find_labels_csv", "has_validation_folder",
-           "held_out_source", "load_folder", "moved_folder", "read_csv_labels", "refuse_writing_into",
-           "split_folders"]
+__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "csvs_to_name", "find_labels_csv",
+           "has_validation_folder", "held_out_source", "load_folder", "moved_folder", "read_csv_labels",
+           "refuse_writing_into", "split_folders"]
 
 MAX_DEFAULT_SIZE = 224
 HOLDOUT = 1 / 6
@@ -191,7 +191,9 @@ def _list(path: Path) -> _Listing:
     if csv_file is not None:
         return _list_csv(csv_file)
     train_dir, held_dir, val_dir = split_folders(path)
-    classes, train_files, ignored = _scan(train_dir, None)
+    named = csvs_to_name(path, train_dir)
+    classes, train_files, ignored = _scan(train_dir, None,
+                                          named and f", or images labelled by a CSV named as the dataset: {named}")
     held_files: list[_File] = []
     val_files: list[_File] = []
     if held_dir is not None:
@@ -399,13 +401,30 @@ def _subfolders(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
 
 
-def _scan(split_dir: Path, known: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[_File], list[Path]]:
-    """The classes of ``split_dir``, its image files (sorted by class, then path) and the other files."""
+def csvs_to_name(path: Path, *inside: Path) -> str:
+    """How to name a CSV that labels the images of ``folder:path`` where CSVs lie at its top level (or in the folders
+    ``inside`` it), which are read only where named (a contest's ``train.csv`` beside ``train/``; only ``labels.csv``
+    and ``metadata.csv`` are read unnamed): ``folder:PATH/NAME.csv (here: train.csv, ...)``, or '' without any."""
+    try:
+        found = sorted({p for folder in (path, *inside) for p in folder.iterdir()
+                        if p.suffix.lower() == ".csv" and p.is_file()})
+    except OSError:  # a refusal that gives this hint says what it can without it
+        return ""
+    if not found:
+        return ""
+    shown = ", ".join(str(p.relative_to(path)) for p in found[:3]) + (", ..." if len(found) > 3 else "")
+    return f"folder:{path}/NAME.csv (here: {shown})"
+
+
+def _scan(split_dir: Path, known: tuple[str, ...] | None,
+          hint: str = "") -> tuple[tuple[str, ...], list[_File], list[Path]]:
+    """The classes of ``split_dir``, its image files (sorted by class, then path) and the other files; ``hint`` ends
+    the line that refuses a folder without class subfolders."""
     class_dirs = _subfolders(split_dir)
     if not class_dirs:
         loose = sum(1 for p in split_dir.iterdir() if p.suffix.lower() in picture_extensions())
         found = f"found {loose} image(s) directly in it" if loose else "found none"
-        raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>")
+        raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>{hint}")
     classes = tuple(d.name for d in class_dirs) if known is None else known
     # Names match in their composed Unicode form: macOS writes "é" decomposed (NFD), most other systems composed, so
     # a test/ copied from elsewhere names the same classes with other code points.

@@ -11,18 +11,20 @@ Columns go by their header names, any case (:data:`FILE_COLUMNS`, :data:`LABEL_C
 present), separated by commas (tabs or semicolons where the header holds no comma). A file is named by its path relative
 to the root (``/`` between folders, or Windows' ``\\`` where the name as written is no file; ``..`` out of the root and
 absolute paths are refused); a name that is not there is the one image of that path's end in a subfolder (Kaggle's
-``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of that stem;
-several candidates are refused by name. A name found none of these ways is looked for again in any case, as Windows
-matches names (``IMG_1.JPG`` of ``img_1.jpg``), and found where one file alone matches. A name that is not UTF-8 is read
-from a :data:`BYTES_COLUMN` cell, where one is given. A file in two rows of the same label and split is read once, which
-:meth:`Labels.notices` says. Names and labels match in their composed Unicode form (macOS writes decomposed names). A
-``split`` column (values as the split folders', :data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's
-``is_valid`` (true: the validation rows) says each row's split. One label a cell: commas, semicolons or bars in it, or
-words that are each a label of other rows (``cat dog`` beside ``cat`` and ``dog``), are several labels, which is
-multi-label classification, not trained here; a label of several words that are not (``sea lion`` beside ``lion``) is
-one class. Class names are the labels, sorted as folder names are, or by their value where every label is a whole number
-(``2`` before ``10``), written so or as a float (pandas writes ``2.0`` of a column of numbers with a gap): each such
-label is the number (class ``2``, one class with the rows that write ``2``).
+``train.csv`` beside ``train/``), and a name without an image extension (Kaggle's ``id``) the one image of that stem; of
+several candidates, the one in a top folder whose name starts with the CSV's (``train.csv``'s in ``train/`` or
+``train_images/``, where ``test/`` holds pictures of the same ids), else they are refused by name. A name found none of
+these ways is looked for again in any case, as Windows matches names (``IMG_1.JPG`` of ``img_1.jpg``), and found where
+one file alone matches. A name that is not UTF-8 is read from a :data:`BYTES_COLUMN` cell, where one is given. A file in
+two rows of the same label and split is read once, which :meth:`Labels.notices` says. Names and labels match in their
+composed Unicode form (macOS writes decomposed names). A ``split`` column (values as the split folders',
+:data:`~cnnlab.data.split.SPLIT_NAMES`, any case) or fastai's ``is_valid`` (true: the validation rows) says each row's
+split. One label a cell: commas, semicolons or bars in it, or words that are each a label of other rows (``cat dog``
+beside ``cat`` and ``dog``), are several labels, which is multi-label classification, not trained here; a label of
+several words that are not (``sea lion`` beside ``lion``) is one class. Class names are the labels, sorted as folder
+names are, or by their value where every label is a whole number (``2`` before ``10``), written so or as a float (pandas
+writes ``2.0`` of a column of numbers with a gap): each such label is the number (class ``2``, one class with the rows
+that write ``2``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from cnnlab.errors import DataError
 from cnnlab.picture import picture_extensions
 
 __all__ = ["BYTES_COLUMN", "CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "NoLabelColumnError",
-           "class_order", "find_csv", "read_labels", "split_roles", "unread_note"]
+           "class_order", "files_named", "find_csv", "read_labels", "split_roles", "unread_note"]
 
 CSV_NAMES = ("labels.csv", "metadata.csv")
 FILE_COLUMNS = ("file_name", "filename", "file", "image", "image_id", "id", "name", "path", "fname")
@@ -143,8 +145,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
             a name of several files, a file in two rows of other labels or splits.
     """
     header, rows, columns = _table(csv_file)
-    file_at, label_at = (next((columns[n] for n in names if n in columns), None) for names in (FILE_COLUMNS,
-                                                                                             LABEL_COLUMNS))
+    file_at, label_at = (_column(columns, names) for names in (FILE_COLUMNS, LABEL_COLUMNS))
     if file_at is None or label_at is None:
         missing = "file" if file_at is None else "label"
         expected = FILE_COLUMNS if file_at is None else LABEL_COLUMNS
@@ -186,10 +187,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
             continue
         named[path] = (label, split, line)
     if missing_rows:
-        line, name = missing_rows[0]
-        raise DataError(f"{csv_file}: {len(missing_rows)} row(s) name no image file under {root} (first: row {line}, "
-                        f"{name!r}); expected paths relative to {root} of image files (ending in "
-                        f"{', '.join(picture_extensions())})")
+        raise _not_found(csv_file, root, missing_rows)
     if not named:
         raise DataError(f"{csv_file} has a header and no rows; expected a row of file name and label an image")
     labels = {label for label, _, _ in named.values()}
@@ -199,6 +197,37 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
             raise DataError(_several(csv_file, line, label))
     return Labels([(path, label, split) for path, (label, split, _) in named.items()], finder.unlisted(named),
                   repeated)
+
+
+def files_named(csv_file: Path, root: Path, images: list[Path]) -> tuple[list[str], int, list[tuple[list[str], Path]]]:
+    """The header of ``csv_file``, its file column's index, and each row's cells with the file of ``images`` (under
+    ``root``) that it names, found as :func:`read_labels` finds a row's file (Kaggle's ``id`` by its stem): a
+    contest's ``sample_submission.csv``, whose other columns are to be filled in (``cnnlab predict --like``).
+
+    Raises:
+        DataError: in one line: what :func:`read_labels` refuses of the table, no file column, a row without a file
+            name, rows that name no file of ``images`` (how many and the first), a name of several.
+    """
+    header, rows, columns = _table(csv_file)
+    file_at = _column(columns, FILE_COLUMNS)
+    if file_at is None:
+        raise DataError(f"{csv_file} has no file column (its columns: {', '.join(header) or 'none'}); expected a "
+                        f"header naming one of {', '.join(FILE_COLUMNS)} (any case)")
+    finder = _Finder(root, images)
+    found: list[tuple[list[str], Path]] = []
+    missing_rows: list[tuple[int, str]] = []
+    for line, cells in rows:
+        name = cells[file_at].strip() if file_at < len(cells) else ""
+        if not name:
+            raise DataError(f"{csv_file}, row {line}: no file name in column {header[file_at]!r}")
+        path = finder.find(csv_file, line, name)
+        if path is None:
+            missing_rows.append((line, name))
+        else:
+            found.append((cells, path))
+    if missing_rows:
+        raise _not_found(csv_file, root, missing_rows)
+    return header, file_at, found
 
 
 def split_roles(csv_file: Path) -> set[str]:
@@ -214,6 +243,18 @@ def class_order(labels: set[str]) -> list[str]:
     if all(_INTEGER.fullmatch(label) for label in labels):
         return sorted(labels, key=lambda label: (int(label), label))
     return sorted(labels)
+
+
+def _column(columns: dict[str, int], names: tuple[str, ...]) -> int | None:
+    """The index of the first of ``names`` among a table's lowercased ``columns``, or None."""
+    return next((columns[n] for n in names if n in columns), None)
+
+
+def _not_found(csv_file: Path, root: Path, missing_rows: list[tuple[int, str]]) -> DataError:
+    line, name = missing_rows[0]
+    return DataError(f"{csv_file}: {len(missing_rows)} row(s) name no image file under {root} (first: row {line}, "
+                     f"{name!r}); expected paths relative to {root} of image files (ending in "
+                     f"{', '.join(picture_extensions())})")
 
 
 def _whole_numbers(cells: list[str]):
@@ -297,6 +338,12 @@ def _split_column(csv_file: Path, columns: dict[str, int]):
     return split_of
 
 
+def _top_folder(path: Path, root: Path) -> str:
+    """The first folder of ``path`` under ``root`` in lower case ('' for a file directly in it)."""
+    parts = path.relative_to(root).parts
+    return parts[0].casefold() if len(parts) > 1 else ""
+
+
 class _Names:
     """The image files under a root by a key of their relative paths: the whole path, its ends on a folder boundary,
     and those ends without the image's extension, each key with the files it names."""
@@ -357,6 +404,9 @@ class _Finder:
         if not candidates:
             image_suffix = rel.lower().endswith(picture_extensions())
             candidates = names.ends.get(rel, []) if image_suffix else names.stems.get(rel, [])
+        if len(candidates) > 1:  # a contest's train.csv names train/<id>.jpg by the ids that test/ uses too
+            beside = [c for c in candidates if _top_folder(c, self.root).startswith(csv_file.stem.casefold())]
+            candidates = beside if len(beside) == 1 else candidates
         if len(candidates) > 1:
             shown = ", ".join(str(p) for p in candidates[:3]) + (", ..." if len(candidates) > 3 else "")
             raise DataError(f"{csv_file}, row {line}: {given!r} could be {len(candidates)} files ({shown}); expected "

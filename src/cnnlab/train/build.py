@@ -183,7 +183,8 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
                           f"no --val-split, got {config.val_split}")
     if dataset.num_classes < 2:  # one class: every prediction is right and nothing is learnt
         raise CnnlabError(f"{dataset.name} has {dataset.num_classes} class ({', '.join(dataset.classes)}); a "
-                          "classifier needs at least 2 (a folder dataset: one subfolder per class)")
+                          "classifier needs at least 2 (a folder dataset: one subfolder, or one label of its CSV, per "
+                          "class)")
     if config.flip is not None and config.flip != dataset.flip:  # the run's own flip policy over the dataset's
         dataset = dataclasses.replace(dataset, flip=config.flip)
     split = None
