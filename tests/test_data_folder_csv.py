@@ -144,7 +144,7 @@ def test_kaggles_ids_beside_a_train_folder_and_other_delimiters(tmp_path, home):
     (kaggle / "train.csv").write_text("id;label\n" + "".join(f"x{i:02d};{i % 3}\n" for i in range(24)))
     data = load_dataset(f"folder:{kaggle / 'train.csv'}")
     assert data.classes == ("0", "1", "2") and len(data.train_labels) + len(data.test_labels) == 24
-    assert data.notices == (f"ignored 1 image file(s) not named in train.csv (first: {kaggle / 'test' / 'y00.jpg'})",)
+    assert data.notices == ("ignored the image files of test/ (1), of which train.csv names none",)
     (kaggle / "labels.csv").write_text("id\tlabel\n" + "".join(f"train/x{i:02d}.jpg\t{i % 3}\n" for i in range(24)))
     same_dataset(data, load_dataset(f"folder:{kaggle}"))
 
@@ -156,8 +156,14 @@ def test_kaggles_ids_that_test_uses_too_name_the_pictures_of_the_folder_named_as
         for i in range(12):
             rng_image(seed + i, (10, 10), "L").save(kaggle / split / f"{i}.jpg")
     data = load_dataset(f"folder:{write_csv(kaggle / 'train.csv', [(i, i % 2) for i in range(12)], ('id', 'label'))}")
-    assert data.notices == (f"ignored 12 image file(s) not named in train.csv (first: "
-                            f"{kaggle / 'test_images' / '0.jpg'})",)
+    assert data.notices == ("ignored the image files of test_images/ (12), of which train.csv names none",)
+    # a stray picture beside the ones it names is counted apart from the contest's unlabelled test pictures (the one
+    # count of 13 named only test_images/0.jpg)
+    rng_image(77, (10, 10), "L").save(kaggle / "train_images" / "stray.jpg")
+    assert load_dataset(f"folder:{kaggle / 'train.csv'}").notices == (
+        "ignored the image files of test_images/ (12), of which train.csv names none",
+        f"ignored 1 image file(s) not named in train.csv (first: {kaggle / 'train_images' / 'stray.jpg'})")
+    (kaggle / "train_images" / "stray.jpg").unlink()
     train = tmp_path / "train"  # the same pictures as class subfolders: the oracle of which file each row means
     for i in range(12):
         (train / str(i % 2)).mkdir(parents=True, exist_ok=True)

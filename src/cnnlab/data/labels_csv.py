@@ -83,16 +83,36 @@ class Labels:
 
     def notices(self, csv_file: Path) -> tuple[str, ...]:
         """What a reader of these labels is told of the rows and images left out: the images ``csv_file`` does not
-        name, and its rows of a file named already (counted, the first named)."""
+        name, those of a folder beside its own it names none of apart (a contest's unlabelled ``test/``, beside the
+        ``train/`` its ``train.csv`` labels: its pictures are not to be counted with a stray file, which the count
+        hid), and its rows of a file named already (counted, the first named)."""
+        root = csv_file.parent
+        named_in = {_top_folder(path, root) for path, _, _ in self.rows}
+        apart: dict[str, int] = {}
+        others = []
+        for path in self.unlisted:
+            top = _top_folder(path, root)
+            if top is not None and top not in named_in:
+                apart[top] = apart.get(top, 0) + 1
+            else:
+                others.append(path)
         said = []
-        if self.unlisted:
-            said.append(f"ignored {len(self.unlisted)} image file(s) not named in {csv_file.name} (first: "
-                        f"{self.unlisted[0]})")
+        if apart:
+            folders = ", ".join(f"{top}/ ({count})" for top, count in sorted(apart.items()))
+            said.append(f"ignored the image files of {folders}, of which {csv_file.name} names none")
+        if others:
+            said.append(f"ignored {len(others)} image file(s) not named in {csv_file.name} (first: {others[0]})")
         if self.repeated:
             line, name, first = self.repeated[0]
             said.append(f"read once {len(self.repeated)} row(s) of {csv_file.name} that name a file again with the "
                         f"same label and split (first: row {line}, {name!r}, as row {first})")
         return tuple(said)
+
+
+def _top_folder(path: Path, root: Path) -> str | None:
+    """The folder right under ``root`` that holds ``path``, None for a file in ``root`` itself."""
+    parts = path.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else None
 
 
 def find_csv(path: Path, has_class_folders) -> tuple[Path | None, list[Path]]:
