@@ -101,9 +101,10 @@ def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | N
     for name, out in {**found, **tables}.items():
         if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
             continue
-        read = (input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or
-                              _yolov5_head(name, out, input_hw))) or \
-            _end_to_end(name, out, found, len(classes), input_hw) or _rtdetr_queries(name, out, len(classes), input_hw)
+        # a YOLO head's anchors are counted from the input's size: read only where it is known
+        read = input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or _yolov5_head(name, out, input_hw))
+        read = read or _end_to_end(name, out, found, len(classes), input_hw) or \
+            _rtdetr_queries(name, out, len(classes), input_hw)
         if read is not None:
             lists.append(read)
     return lists
@@ -142,11 +143,13 @@ def _detr(found: dict[str, torch.Tensor], named: int, input_hw: tuple[int, int] 
     a sigmoid, and the :data:`DETR_TOP` best of any query and class are taken. Those scoring above
     :data:`DETR_THRESHOLD` are kept, as Hugging Face's ``post_process_object_detection`` keeps them."""
     lists = []
+    if input_hw is None or not named:
+        return lists
     for name, boxes in found.items():
         field = _field_of(name, "pred_boxes")
         logits = found.get(field("logits")) if field is not None else None
-        if logits is None or input_hw is None or boxes.dim() != 2 or boxes.shape[1] != 4 or logits.dim() != 2 or \
-                logits.shape[0] != boxes.shape[0] or not named or logits.shape[1] not in (named, named + 1) or \
+        if logits is None or boxes.dim() != 2 or boxes.shape[1] != 4 or logits.dim() != 2 or \
+                logits.shape[0] != boxes.shape[0] or logits.shape[1] not in (named, named + 1) or \
                 not boxes.is_floating_point() or not logits.is_floating_point() or not _probabilities(boxes):
             continue
         if logits.shape[1] == named + 1:
@@ -267,9 +270,9 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor], na
     # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
     # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
     corners = out[kept, :4]
-    if _in_first_pixel(corners) and out.shape[1] == 6:
-        return _rtdetr_rows(name, out, named, input_hw)
-    if not _drawable(corners) or _in_first_pixel(corners):
+    if _in_first_pixel(corners):
+        return _rtdetr_rows(name, out, named, input_hw) if out.shape[1] == 6 else None
+    if not _drawable(corners):
         return None
     extras = _extras(out[kept, 6:], found)
     return None if extras is None else \
