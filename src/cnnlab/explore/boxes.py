@@ -78,10 +78,15 @@ class BoxList:
             return torch.zeros(0, *hw, dtype=torch.bool)
         scores = self.masks[indices].float()
         shown = torch.nn.functional.interpolate(scores[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0]
-        scale = torch.tensor([hw[1] / input_hw[1], hw[0] / input_hw[0]] * 2)
-        x1, y1, x2, y2 = (self.boxes[indices].float() * scale).T[:, :, None, None]
+        x1, y1, x2, y2 = (self.boxes[indices].float() * picture_scale(hw, input_hw)).T[:, :, None, None]
         rows, columns = torch.arange(hw[0]).view(1, -1, 1), torch.arange(hw[1]).view(1, 1, -1)
         return (shown > self.mask_above) & (columns >= x1) & (columns < x2) & (rows >= y1) & (rows < y2)
+
+
+def picture_scale(hw: tuple[int, int], input_hw: tuple[int, int]) -> torch.Tensor:
+    """What turns ``x1, y1, x2, y2`` in the pixels of the model's input (``input_hw``) into a picture's of ``hw``:
+    ``x, y, x, y`` factors, as a tensor to multiply boxes by (its first two, a point)."""
+    return torch.tensor([hw[1] / input_hw[1], hw[0] / input_hw[0]] * 2)
 
 
 def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | None = None) -> list[BoxList]:
