@@ -339,8 +339,7 @@ class ModuleModel(TorchModel):
                                                              self._sample(), self._on_map)
             self.notes = (f"{note} Class names: {where}.".lstrip(), *self._outputs_note("module"),
                           *self.scoring.notes())
-        notes, self.classes = blank_reading(self, options, "module", stored or () if count is None else (),
-                                            stored_in)
+        notes, self.classes = blank_reading(self, options, "module", stored or (), stored_in)
         self.notes += (*notes, *self._unused())
 
     @classmethod
