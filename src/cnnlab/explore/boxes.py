@@ -224,7 +224,7 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
         angles = per_anchor[-1]
         return None if _probabilities(angles) else _turned_head(name, per_anchor[:4].T, angles, best, labels)
     boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
-    kept = _suppressed(boxes, best.float(), labels, IOU)
+    kept = _suppressed(best.float(), lambda c: batched_nms(boxes[c], best[c].float(), labels[c], IOU))
     extras = _extras(per_anchor[4 + named:, kept].T, found)
     return None if extras is None or not _drawable(boxes[kept]) else \
         BoxList(name, boxes[kept], best[kept], labels[kept],
@@ -243,7 +243,7 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
     objectness, classes = out[:, 4:5].float(), out[:, 5:].float()
     best, labels = (classes * objectness).max(1)
     boxes = box_convert(out[:, :4].float(), "cxcywh", "xyxy")
-    kept = _suppressed(boxes, best, labels, IOU_V5)
+    kept = _suppressed(best, lambda c: batched_nms(boxes[c], best[c], labels[c], IOU_V5))
     if not _drawable(boxes[kept]):
         return None
     return BoxList(name, boxes[kept], best[kept], labels[kept],
@@ -321,23 +321,33 @@ def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: t
     class and best first, none whose probabilistic IoU (:func:`probabilistic_iou`) with a better box is :data:`IOU` or
     more, that better box kept or not (its fast NMS, which never looks at what it suppressed); at most
     :data:`MAX_KEPT`."""
-    candidates = (scores > CONFIDENCE).nonzero().flatten()
-    kept = [candidates[:0]]
-    for label in labels[candidates].unique():
-        ours = candidates[labels[candidates] == label]
-        ours = ours[scores[ours].float().argsort(descending=True)]
-        turned, order = torch.cat([sizes[ours].float(), angles[ours, None].float()], 1), torch.arange(len(ours))
+    def suppress(candidates):  # the candidates' turned boxes, by Ultralytics' fast NMS
+        turned = torch.cat([sizes[candidates].float(), angles[candidates, None].float()], 1)
+        return _turned_nms(turned, scores[candidates].float(), labels[candidates])
+
+    kept = _suppressed(scores, suppress)
+    return _turned_boxes(name, sizes, angles, scores, labels, kept,
+                         f"confidence above {CONFIDENCE} and a probabilistic IoU below {IOU} with every better turned "
+                         "box of its class, as Ultralytics' predict keeps them")
+
+
+def _turned_nms(turned: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The indices of the turned boxes (``turned``, ``K x 5``: centre, size, angle) kept by Ultralytics' fast NMS,
+    best first: class by class and best first, none whose probabilistic IoU with a better box is :data:`IOU` or more,
+    that better box kept or not."""
+    kept = [torch.zeros(0, dtype=torch.long)]
+    for label in labels.unique():
+        ours = (labels == label).nonzero().flatten()
+        ours = ours[scores[ours].argsort(descending=True)]
+        boxes, order = turned[ours], torch.arange(len(ours))
         suppressed = torch.zeros(len(ours), dtype=torch.bool)
         for start in range(0, len(ours), TURNED_AT_ONCE):  # each box against those after it
-            overlaps = probabilistic_iou(turned[start:start + TURNED_AT_ONCE], turned)
+            overlaps = probabilistic_iou(boxes[start:start + TURNED_AT_ONCE], boxes)
             after = order[None] > order[start:start + TURNED_AT_ONCE, None]
             suppressed |= ((overlaps >= IOU) & after).any(0)  # Ultralytics keeps a box below it alone
         kept.append(ours[~suppressed])
     kept = torch.cat(kept)
-    kept = kept[scores[kept].float().argsort(descending=True)][:MAX_KEPT]
-    return _turned_boxes(name, sizes, angles, scores, labels, kept,
-                         f"confidence above {CONFIDENCE} and a probabilistic IoU below {IOU} with every better turned "
-                         "box of its class, as Ultralytics' predict keeps them")
+    return kept[scores[kept].argsort(descending=True)]
 
 
 def _turned_boxes(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
@@ -461,9 +471,9 @@ def _probabilities(scores: torch.Tensor) -> bool:
     return bool(((scores >= 0) & (scores <= 1)).all())
 
 
-def _suppressed(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
-    """The indices of the boxes kept, best first: those scoring above :data:`CONFIDENCE`, less any overlapping a
-    better box of their class by more than ``iou``, at most :data:`MAX_KEPT`."""
+def _suppressed(scores: torch.Tensor, suppress: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The indices of the boxes kept, best first: those scoring above :data:`CONFIDENCE`, less those ``suppress``
+    leaves out (given the candidates' indices, it returns the positions among them of those it keeps, best first:
+    torchvision's ``batched_nms``, :func:`_turned_nms`), at most :data:`MAX_KEPT`."""
     candidates = (scores > CONFIDENCE).nonzero().flatten()
-    kept = batched_nms(boxes[candidates], scores[candidates], labels[candidates], iou)
-    return candidates[kept[:MAX_KEPT]]
+    return candidates[suppress(candidates)[:MAX_KEPT]]
