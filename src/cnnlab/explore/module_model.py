@@ -101,9 +101,7 @@ class _Producers(TorchFunctionMode):
             name, source, _ = self.made[id(out)]
             if name in FINAL_FUNCTIONS:
                 return FINAL_FUNCTIONS[name]
-            if name not in PASS_THROUGH_FUNCTIONS:
-                return None
-            out = source
+            out = source  # a function it reads through (only those and the final ones are recorded)
         return None
 
 
