@@ -306,11 +306,12 @@ def _rtdetr_queries(name: str, out: torch.Tensor, named: int, input_hw: tuple[in
     input's scale."""
     if input_hw is None or not named or out.shape[1] != 4 + named or not _probabilities(out):
         return None
-    scores, labels, queries = _best_of_any_query(out[:, 4:].float(), min(out.shape[0], MAX_KEPT))
+    count = min(out.shape[0], MAX_KEPT)
+    scores, labels, queries = _best_of_any_query(out[:, 4:].float(), count)
     kept = scores > CONFIDENCE
     return BoxList(name, _scaled_to_input(out[queries[kept], :4], input_hw), scores[kept], labels[kept],
-                   f"score above {CONFIDENCE} of the {min(out.shape[0], MAX_KEPT)} best of any query and class, as "
-                   "Ultralytics' RT-DETR keeps them")
+                   f"score above {CONFIDENCE} of the {count} best of any query and class, as Ultralytics' RT-DETR "
+                   "keeps them")
 
 
 def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
