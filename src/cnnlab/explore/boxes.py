@@ -223,13 +223,9 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     if per_anchor.shape[0] == 5 + named:
         angles = per_anchor[-1]
         return None if _probabilities(angles) else _turned_head(name, per_anchor[:4].T, angles, best, labels)
-    boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
-    kept = _suppressed(best.float(), lambda c: batched_nms(boxes[c], best[c].float(), labels[c], IOU))
-    extras = _extras(per_anchor[4 + named:, kept].T, found)
-    return None if extras is None or not _drawable(boxes[kept]) else \
-        BoxList(name, boxes[kept], best[kept], labels[kept],
-                f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
-                "Ultralytics' predict keeps them", **extras)
+    return _upright_head(name, per_anchor[:4].T, best, labels, IOU,
+                         f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its "
+                         "class, as Ultralytics' predict keeps them", per_anchor[4 + named:].T, found)
 
 
 def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> BoxList | None:
@@ -242,13 +238,22 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
         return None
     objectness, classes = out[:, 4:5].float(), out[:, 5:].float()
     best, labels = (classes * objectness).max(1)
-    boxes = box_convert(out[:, :4].float(), "cxcywh", "xyxy")
-    kept = _suppressed(best, lambda c: batched_nms(boxes[c], best[c], labels[c], IOU_V5))
-    if not _drawable(boxes[kept]):
-        return None
-    return BoxList(name, boxes[kept], best[kept], labels[kept],
-                   f"objectness times class score above {CONFIDENCE} and no overlap above IoU {IOU_V5} with a better "
-                   "box of its class, as YOLOv5's detect.py keeps them")
+    return _upright_head(name, out[:, :4], best, labels, IOU_V5,
+                         f"objectness times class score above {CONFIDENCE} and no overlap above IoU {IOU_V5} with a "
+                         "better box of its class, as YOLOv5's detect.py keeps them")
+
+
+def _upright_head(name: str, sizes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float, how: str,
+                  extra: torch.Tensor | None = None, found: dict[str, torch.Tensor] | None = None) -> BoxList | None:
+    """A YOLO head's upright boxes (``sizes``, ``A x 4``: each anchor's centre and size in the input's pixels, its
+    best class's ``scores`` and ``labels``) kept by torchvision's NMS at ``iou`` (:func:`_suppressed`), with what its
+    numbers after the class scores (``extra``, ``A x E``) are (:func:`_extras`, with the other outputs ``found``);
+    None where those are of no kind known or a box kept is not :func:`_drawable`."""
+    boxes = box_convert(sizes.float(), "cxcywh", "xyxy")
+    kept = _suppressed(scores.float(), lambda c: batched_nms(boxes[c], scores[c].float(), labels[c], iou))
+    extras = {} if extra is None else _extras(extra[kept], found)
+    return None if extras is None or not _drawable(boxes[kept]) else \
+        BoxList(name, boxes[kept], scores[kept], labels[kept], how, **extras)
 
 
 def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor], named: int,
