@@ -78,10 +78,15 @@ class BoxList:
             return torch.zeros(0, *hw, dtype=torch.bool)
         scores = self.masks[indices].float()
         shown = torch.nn.functional.interpolate(scores[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0]
-        scale = torch.tensor([hw[1] / input_hw[1], hw[0] / input_hw[0]] * 2)
-        x1, y1, x2, y2 = (self.boxes[indices].float() * scale).T[:, :, None, None]
+        x1, y1, x2, y2 = (self.boxes[indices].float() * picture_scale(hw, input_hw)).T[:, :, None, None]
         rows, columns = torch.arange(hw[0]).view(1, -1, 1), torch.arange(hw[1]).view(1, 1, -1)
         return (shown > self.mask_above) & (columns >= x1) & (columns < x2) & (rows >= y1) & (rows < y2)
+
+
+def picture_scale(hw: tuple[int, int], input_hw: tuple[int, int]) -> torch.Tensor:
+    """What turns ``x1, y1, x2, y2`` in the pixels of the model's input (``input_hw``) into a picture's of ``hw``:
+    ``x, y, x, y`` factors, as a tensor to multiply boxes by (its first two, a point)."""
+    return torch.tensor([hw[1] / input_hw[1], hw[0] / input_hw[0]] * 2)
 
 
 def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | None = None) -> list[BoxList]:
@@ -101,9 +106,10 @@ def box_lists(rows, classes: tuple[str, ...] = (), input_hw: tuple[int, int] | N
     for name, out in {**found, **tables}.items():
         if name in taken or not out.is_floating_point() or out.dim() != 2 or not out.numel():
             continue
-        read = (input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or
-                              _yolov5_head(name, out, input_hw))) or \
-            _end_to_end(name, out, found, len(classes), input_hw) or _rtdetr_queries(name, out, len(classes), input_hw)
+        # a YOLO head's anchors are counted from the input's size: read only where it is known
+        read = input_hw and (_yolo_head(name, out, len(classes), input_hw, found) or _yolov5_head(name, out, input_hw))
+        read = read or _end_to_end(name, out, found, len(classes), input_hw) or \
+            _rtdetr_queries(name, out, len(classes), input_hw)
         if read is not None:
             lists.append(read)
     return lists
@@ -142,11 +148,13 @@ def _detr(found: dict[str, torch.Tensor], named: int, input_hw: tuple[int, int] 
     a sigmoid, and the :data:`DETR_TOP` best of any query and class are taken. Those scoring above
     :data:`DETR_THRESHOLD` are kept, as Hugging Face's ``post_process_object_detection`` keeps them."""
     lists = []
+    if input_hw is None or not named:
+        return lists
     for name, boxes in found.items():
         field = _field_of(name, "pred_boxes")
         logits = found.get(field("logits")) if field is not None else None
-        if logits is None or input_hw is None or boxes.dim() != 2 or boxes.shape[1] != 4 or logits.dim() != 2 or \
-                logits.shape[0] != boxes.shape[0] or not named or logits.shape[1] not in (named, named + 1) or \
+        if logits is None or boxes.dim() != 2 or boxes.shape[1] != 4 or logits.dim() != 2 or \
+                logits.shape[0] != boxes.shape[0] or logits.shape[1] not in (named, named + 1) or \
                 not boxes.is_floating_point() or not logits.is_floating_point() or not _probabilities(boxes):
             continue
         if logits.shape[1] == named + 1:
@@ -215,13 +223,9 @@ def _yolo_head(name: str, out: torch.Tensor, named: int, input_hw: tuple[int, in
     if per_anchor.shape[0] == 5 + named:
         angles = per_anchor[-1]
         return None if _probabilities(angles) else _turned_head(name, per_anchor[:4].T, angles, best, labels)
-    boxes = box_convert(per_anchor[:4].T.float(), "cxcywh", "xyxy")
-    kept = _suppressed(boxes, best.float(), labels, IOU)
-    extras = _extras(per_anchor[4 + named:, kept].T, found)
-    return None if extras is None or not _drawable(boxes[kept]) else \
-        BoxList(name, boxes[kept], best[kept], labels[kept],
-                f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its class, as "
-                "Ultralytics' predict keeps them", **extras)
+    return _upright_head(name, per_anchor[:4].T, best, labels, IOU,
+                         f"confidence above {CONFIDENCE} and no overlap above IoU {IOU} with a better box of its "
+                         "class, as Ultralytics' predict keeps them", per_anchor[4 + named:].T, found)
 
 
 def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> BoxList | None:
@@ -234,13 +238,22 @@ def _yolov5_head(name: str, out: torch.Tensor, input_hw: tuple[int, int]) -> Box
         return None
     objectness, classes = out[:, 4:5].float(), out[:, 5:].float()
     best, labels = (classes * objectness).max(1)
-    boxes = box_convert(out[:, :4].float(), "cxcywh", "xyxy")
-    kept = _suppressed(boxes, best, labels, IOU_V5)
-    if not _drawable(boxes[kept]):
-        return None
-    return BoxList(name, boxes[kept], best[kept], labels[kept],
-                   f"objectness times class score above {CONFIDENCE} and no overlap above IoU {IOU_V5} with a better "
-                   "box of its class, as YOLOv5's detect.py keeps them")
+    return _upright_head(name, out[:, :4], best, labels, IOU_V5,
+                         f"objectness times class score above {CONFIDENCE} and no overlap above IoU {IOU_V5} with a "
+                         "better box of its class, as YOLOv5's detect.py keeps them")
+
+
+def _upright_head(name: str, sizes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float, how: str,
+                  extra: torch.Tensor | None = None, found: dict[str, torch.Tensor] | None = None) -> BoxList | None:
+    """A YOLO head's upright boxes (``sizes``, ``A x 4``: each anchor's centre and size in the input's pixels, its
+    best class's ``scores`` and ``labels``) kept by torchvision's NMS at ``iou`` (:func:`_suppressed`), with what its
+    numbers after the class scores (``extra``, ``A x E``) are (:func:`_extras`, with the other outputs ``found``);
+    None where those are of no kind known or a box kept is not :func:`_drawable`."""
+    boxes = box_convert(sizes.float(), "cxcywh", "xyxy")
+    kept = _suppressed(scores.float(), lambda c: batched_nms(boxes[c], scores[c].float(), labels[c], iou))
+    extras = {} if extra is None else _extras(extra[kept], found)
+    return None if extras is None or not _drawable(boxes[kept]) else \
+        BoxList(name, boxes[kept], scores[kept], labels[kept], how, **extras)
 
 
 def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor], named: int,
@@ -267,9 +280,9 @@ def _end_to_end(name: str, out: torch.Tensor, found: dict[str, torch.Tensor], na
     # sizes scaled to 1, as RT-DETR's are); a row below the threshold may be turned inside out (YOLO26's head measures
     # a box from its anchor by a convolution's numbers, negative where nothing was learnt)
     corners = out[kept, :4]
-    if _in_first_pixel(corners) and out.shape[1] == 6:
-        return _rtdetr_rows(name, out, named, input_hw)
-    if not _drawable(corners) or _in_first_pixel(corners):
+    if _in_first_pixel(corners):
+        return _rtdetr_rows(name, out, named, input_hw) if out.shape[1] == 6 else None
+    if not _drawable(corners):
         return None
     extras = _extras(out[kept, 6:], found)
     return None if extras is None else \
@@ -298,11 +311,12 @@ def _rtdetr_queries(name: str, out: torch.Tensor, named: int, input_hw: tuple[in
     input's scale."""
     if input_hw is None or not named or out.shape[1] != 4 + named or not _probabilities(out):
         return None
-    scores, labels, queries = _best_of_any_query(out[:, 4:].float(), min(out.shape[0], MAX_KEPT))
+    count = min(out.shape[0], MAX_KEPT)
+    scores, labels, queries = _best_of_any_query(out[:, 4:].float(), count)
     kept = scores > CONFIDENCE
     return BoxList(name, _scaled_to_input(out[queries[kept], :4], input_hw), scores[kept], labels[kept],
-                   f"score above {CONFIDENCE} of the {min(out.shape[0], MAX_KEPT)} best of any query and class, as "
-                   "Ultralytics' RT-DETR keeps them")
+                   f"score above {CONFIDENCE} of the {count} best of any query and class, as Ultralytics' RT-DETR "
+                   "keeps them")
 
 
 def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
@@ -313,23 +327,33 @@ def _turned_head(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: t
     class and best first, none whose probabilistic IoU (:func:`probabilistic_iou`) with a better box is :data:`IOU` or
     more, that better box kept or not (its fast NMS, which never looks at what it suppressed); at most
     :data:`MAX_KEPT`."""
-    candidates = (scores > CONFIDENCE).nonzero().flatten()
-    kept = [candidates[:0]]
-    for label in labels[candidates].unique():
-        ours = candidates[labels[candidates] == label]
-        ours = ours[scores[ours].float().argsort(descending=True)]
-        turned, order = torch.cat([sizes[ours].float(), angles[ours, None].float()], 1), torch.arange(len(ours))
+    def suppress(candidates):  # the candidates' turned boxes, by Ultralytics' fast NMS
+        turned = torch.cat([sizes[candidates].float(), angles[candidates, None].float()], 1)
+        return _turned_nms(turned, scores[candidates].float(), labels[candidates])
+
+    kept = _suppressed(scores, suppress)
+    return _turned_boxes(name, sizes, angles, scores, labels, kept,
+                         f"confidence above {CONFIDENCE} and a probabilistic IoU below {IOU} with every better turned "
+                         "box of its class, as Ultralytics' predict keeps them")
+
+
+def _turned_nms(turned: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The indices of the turned boxes (``turned``, ``K x 5``: centre, size, angle) kept by Ultralytics' fast NMS,
+    best first: class by class and best first, none whose probabilistic IoU with a better box is :data:`IOU` or more,
+    that better box kept or not."""
+    kept = [torch.zeros(0, dtype=torch.long)]
+    for label in labels.unique():
+        ours = (labels == label).nonzero().flatten()
+        ours = ours[scores[ours].argsort(descending=True)]
+        boxes, order = turned[ours], torch.arange(len(ours))
         suppressed = torch.zeros(len(ours), dtype=torch.bool)
         for start in range(0, len(ours), TURNED_AT_ONCE):  # each box against those after it
-            overlaps = probabilistic_iou(turned[start:start + TURNED_AT_ONCE], turned)
+            overlaps = probabilistic_iou(boxes[start:start + TURNED_AT_ONCE], boxes)
             after = order[None] > order[start:start + TURNED_AT_ONCE, None]
             suppressed |= ((overlaps >= IOU) & after).any(0)  # Ultralytics keeps a box below it alone
         kept.append(ours[~suppressed])
     kept = torch.cat(kept)
-    kept = kept[scores[kept].float().argsort(descending=True)][:MAX_KEPT]
-    return _turned_boxes(name, sizes, angles, scores, labels, kept,
-                         f"confidence above {CONFIDENCE} and a probabilistic IoU below {IOU} with every better turned "
-                         "box of its class, as Ultralytics' predict keeps them")
+    return kept[scores[kept].argsort(descending=True)]
 
 
 def _turned_boxes(name: str, sizes: torch.Tensor, angles: torch.Tensor, scores: torch.Tensor,
@@ -453,9 +477,9 @@ def _probabilities(scores: torch.Tensor) -> bool:
     return bool(((scores >= 0) & (scores <= 1)).all())
 
 
-def _suppressed(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
-    """The indices of the boxes kept, best first: those scoring above :data:`CONFIDENCE`, less any overlapping a
-    better box of their class by more than ``iou``, at most :data:`MAX_KEPT`."""
+def _suppressed(scores: torch.Tensor, suppress: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The indices of the boxes kept, best first: those scoring above :data:`CONFIDENCE`, less those ``suppress``
+    leaves out (given the candidates' indices, it returns the positions among them of those it keeps, best first:
+    torchvision's ``batched_nms``, :func:`_turned_nms`), at most :data:`MAX_KEPT`."""
     candidates = (scores > CONFIDENCE).nonzero().flatten()
-    kept = batched_nms(boxes[candidates], scores[candidates], labels[candidates], iou)
-    return candidates[kept[:MAX_KEPT]]
+    return candidates[suppress(candidates)[:MAX_KEPT]]

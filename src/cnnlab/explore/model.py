@@ -275,7 +275,8 @@ def blank_reading(model: ExploreModel, options: Options, noun: str, stored: tupl
     the page's notes on stages that work on tokens (:func:`_token_notes`), and its classes: a classifier's own, a
     network's those ``--classes`` gives what its page pictures (:func:`_network_classes`), else those its file
     names (``stored``, read from ``stored_in``: an Ultralytics detector's metadata, a Hugging Face model's
-    ``id2label``) where they name what the page pictures, which a note says."""
+    ``id2label``) where they name what the page pictures, which a note says (a classifier's ``stored`` names are
+    its own already, :func:`read_outputs`: not read here)."""
     try:
         rows = model.stages(model.spec.zeros(1)[0], keep=shape_only)
     except Exception:  # it answered for blank images already; a note is not worth a refusal, a name to check is

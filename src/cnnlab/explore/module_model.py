@@ -101,9 +101,7 @@ class _Producers(TorchFunctionMode):
             name, source, _ = self.made[id(out)]
             if name in FINAL_FUNCTIONS:
                 return FINAL_FUNCTIONS[name]
-            if name not in PASS_THROUGH_FUNCTIONS:
-                return None
-            out = source
+            out = source  # a function it reads through (only those and the final ones are recorded)
         return None
 
 
@@ -339,8 +337,7 @@ class ModuleModel(TorchModel):
                                                              self._sample(), self._on_map)
             self.notes = (f"{note} Class names: {where}.".lstrip(), *self._outputs_note("module"),
                           *self.scoring.notes())
-        notes, self.classes = blank_reading(self, options, "module", stored or () if count is None else (),
-                                            stored_in)
+        notes, self.classes = blank_reading(self, options, "module", stored or (), stored_in)
         self.notes += (*notes, *self._unused())
 
     @classmethod

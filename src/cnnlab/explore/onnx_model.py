@@ -420,8 +420,7 @@ class OnnxModel:
         if network is None:  # a network's outputs are shown, every one
             self.notes += (scored_note,) if scored_note else \
                 outputs_note("graph", repr(self.output_name), list(map(repr, others)))
-        notes, self.classes = blank_reading(self, options, "graph",
-                                            self.carried.classes or () if network is not None else (),
+        notes, self.classes = blank_reading(self, options, "graph", self.carried.classes or (),
                                             self.carried.classes_from)
         self.notes += notes
 

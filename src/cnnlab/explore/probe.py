@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.explore.boxes import BoxList, box_lists
+from cnnlab.explore.boxes import BoxList, box_lists, picture_scale
 from cnnlab.explore.images import boxes_overlay, colour, overlay, png_url, to_unit
 from cnnlab.explore.outputs import LISTED, class_numbers, scales_hint
 
@@ -202,26 +202,26 @@ def detections(found: list[BoxList], classes: tuple[str, ...], input_hw: tuple[i
     said by ``turned``."""
     drawn = []
     hw = tuple(image.shape[-2:])
-    scale = torch.tensor([hw[1] / input_hw[1], hw[0] / input_hw[0]] * 2)  # the input's pixels to the picture's
-    for found_ in found:
-        boxes, scores, labels = found_.boxes, found_.scores, found_.labels
+    scale = picture_scale(hw, input_hw)
+    for box_list in found:
+        boxes, scores, labels = box_list.boxes, box_list.scores, box_list.labels
         top = scores.float().argsort(descending=True)[:DRAWN].tolist()
-        shown = [tuple((boxes[k].float() * scale).tolist()) for k in top] if found_.corners is None else \
-            [[tuple(corner) for corner in (found_.corners[k] * scale[:2]).tolist()] for k in top]
+        shown = [tuple((boxes[k].float() * scale).tolist()) for k in top] if box_list.corners is None else \
+            [[tuple(corner) for corner in (box_list.corners[k] * scale[:2]).tolist()] for k in top]
         ids = [int(labels[k]) if labels is not None else rank for rank, k in enumerate(top)]
         colours = [_class_colour(i) for i in ids]
         legend = [{"name": _class_name(i, classes, "class") if labels is not None else f"box {i + 1}",
                    "score": float(scores[k]), "colour": c} for i, k, c in zip(ids, top, colours, strict=True)]
-        masks = found_.masks_at(top, hw, input_hw) if found_.masks is not None else None
-        points = None if found_.keypoints is None else \
-            [[(x * float(scale[0]), y * float(scale[1])) for x, y, seen in found_.keypoints[k].tolist()
+        masks = box_list.masks_at(top, hw, input_hw) if box_list.masks is not None else None
+        points = None if box_list.keypoints is None else \
+            [[(x * float(scale[0]), y * float(scale[1])) for x, y, seen in box_list.keypoints[k].tolist()
               if seen > KEYPOINT_SEEN] for k in top]
-        drawn.append((found_.row, {"boxes": png_url(boxes_overlay(image, shown, colours, masks, points)),
-                                   "detected": legend, "drawn": len(top), "found": int(boxes.shape[0]),
-                                   **({"kept": found_.kept} if found_.kept else {}),
-                                   **({"turned": True} if found_.corners is not None else {}),
-                                   **({"with": "masks"} if masks is not None else
-                                      {"with": "keypoints"} if points is not None else {})}))
+        drawn.append((box_list.row, {"boxes": png_url(boxes_overlay(image, shown, colours, masks, points)),
+                                     "detected": legend, "drawn": len(top), "found": int(boxes.shape[0]),
+                                     **({"kept": box_list.kept} if box_list.kept else {}),
+                                     **({"turned": True} if box_list.corners is not None else {}),
+                                     **({"with": "masks"} if masks is not None else
+                                        {"with": "keypoints"} if points is not None else {})}))
     return drawn
 
 
