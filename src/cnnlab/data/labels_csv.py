@@ -358,12 +358,6 @@ def _split_column(csv_file: Path, columns: dict[str, int]):
     return split_of
 
 
-def _top_folder(path: Path, root: Path) -> str:
-    """The first folder of ``path`` under ``root`` in lower case ('' for a file directly in it)."""
-    parts = path.relative_to(root).parts
-    return parts[0].casefold() if len(parts) > 1 else ""
-
-
 class _Names:
     """The image files under a root by a key of their relative paths: the whole path, its ends on a folder boundary,
     and those ends without the image's extension, each key with the files it names."""
@@ -425,7 +419,8 @@ class _Finder:
             image_suffix = rel.lower().endswith(picture_extensions())
             candidates = names.ends.get(rel, []) if image_suffix else names.stems.get(rel, [])
         if len(candidates) > 1:  # a contest's train.csv names train/<id>.jpg by the ids that test/ uses too
-            beside = [c for c in candidates if _top_folder(c, self.root).startswith(csv_file.stem.casefold())]
+            beside = [c for c in candidates
+                      if (_top_folder(c, self.root) or "").casefold().startswith(csv_file.stem.casefold())]
             candidates = beside if len(beside) == 1 else candidates
         if len(candidates) > 1:
             shown = ", ".join(str(p) for p in candidates[:3]) + (", ..." if len(candidates) > 3 else "")
