@@ -167,10 +167,8 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
     header, rows, columns = _table(csv_file)
     file_at, label_at = (_column(columns, names) for names in (FILE_COLUMNS, LABEL_COLUMNS))
     if file_at is None or label_at is None:
-        missing = "file" if file_at is None else "label"
-        expected = FILE_COLUMNS if file_at is None else LABEL_COLUMNS
-        raise NoLabelColumnError(f"{csv_file} has no {missing} column (its columns: {', '.join(header) or 'none'}); "
-                                 f"expected a header naming one of {', '.join(expected)} (any case)")
+        raise NoLabelColumnError(_no_column(csv_file, header, "file", FILE_COLUMNS) if file_at is None else
+                                 _no_column(csv_file, header, "label", LABEL_COLUMNS))
     split_of = _split_column(csv_file, columns)
     bytes_at = columns.get(BYTES_COLUMN)
     finder = _Finder(root, images)
@@ -231,8 +229,7 @@ def files_named(csv_file: Path, root: Path, images: list[Path]) -> tuple[list[st
     header, rows, columns = _table(csv_file)
     file_at = _column(columns, FILE_COLUMNS)
     if file_at is None:
-        raise DataError(f"{csv_file} has no file column (its columns: {', '.join(header) or 'none'}); expected a "
-                        f"header naming one of {', '.join(FILE_COLUMNS)} (any case)")
+        raise DataError(_no_column(csv_file, header, "file", FILE_COLUMNS))
     finder = _Finder(root, images)
     found: list[tuple[list[str], Path]] = []
     missing_rows: list[tuple[int, str]] = []
@@ -268,6 +265,12 @@ def class_order(labels: set[str]) -> list[str]:
 def _column(columns: dict[str, int], names: tuple[str, ...]) -> int | None:
     """The index of the first of ``names`` among a table's lowercased ``columns``, or None."""
     return next((columns[n] for n in names if n in columns), None)
+
+
+def _no_column(csv_file: Path, header: list[str], what: str, names: tuple[str, ...]) -> str:
+    """The line refusing ``csv_file`` without a ``what`` (file, label) column, any of ``names``."""
+    return (f"{csv_file} has no {what} column (its columns: {', '.join(header) or 'none'}); expected a header naming "
+            f"one of {', '.join(names)} (any case)")
 
 
 def _not_found(csv_file: Path, root: Path, missing_rows: list[tuple[int, str]]) -> DataError:
