@@ -332,20 +332,17 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
     check_output_file(path, force, "--csv ")
     results = list(results)
     root = _common_folder(results)
-    rows = []
+    rows = []  # file_name, label, probability, file_bytes (the name's bytes where file_name cannot hold them)
     for r in results:
         if "top" not in r:
             continue
         name = Path(os.path.relpath(os.path.abspath(r["file"]), root)).as_posix()
-        top = r["top"][0]
-        rows.append([name, writable_text(top["class"]), "" if top["probability"] is None else str(top["probability"])])
-    exact = any(writable_text(name) != name for name, _, _ in rows)
-    written = [["file_name", "label", "probability", *([BYTES_COLUMN] if exact else [])]]
-    for name, label, probability in rows:
-        shown = writable_text(name)
-        written.append([shown, label, probability, *([base64.b64encode(os.fsencode(name)).decode("ascii")
-                                                      if shown != name else ""] if exact else [])])
-    write_csv(path, written, overwrite=force)
+        shown, top = writable_text(name), r["top"][0]
+        rows.append([shown, writable_text(top["class"]), "" if top["probability"] is None else str(top["probability"]),
+                     "" if shown == name else base64.b64encode(os.fsencode(name)).decode("ascii")])
+    exact = any(row[3] for row in rows)
+    write_csv(path, [["file_name", "label", "probability", BYTES_COLUMN], *rows] if exact else
+              [["file_name", "label", "probability"], *(row[:3] for row in rows)], overwrite=force)
     return root
 
 
