@@ -188,7 +188,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
                             f"one label a row (remove the rows of unlabelled images)")
         if _SEVERAL.search(label):
             raise DataError(_several(csv_file, line, label))
-        if bytes_at is not None and bytes_at < len(cells) and cells[bytes_at].strip():
+        if bytes_at is not None and cells[bytes_at].strip():  # every row has every column (checked above)
             name = _exact_name(csv_file, line, cells[bytes_at].strip())
         path = finder.find(csv_file, line, name)
         if path is None:
