@@ -149,6 +149,20 @@ def test_kaggles_ids_beside_a_train_folder_and_other_delimiters(tmp_path, home):
     same_dataset(data, load_dataset(f"folder:{kaggle}"))
 
 
+def test_a_csvs_notice_names_a_folder_it_names_none_of_as_written_and_a_picture_beside_it_as_a_stray(tmp_path, home):
+    kaggle = tmp_path / "kaggle"  # a Test/ of unlabelled pictures, and one picture at the top beside train.csv
+    (kaggle / "train").mkdir(parents=True)
+    for i in range(12):
+        rng_image(i, (10, 10), "L").save(kaggle / "train" / f"x{i:02d}.jpg")
+    (kaggle / "Test").mkdir()
+    rng_image(99, (10, 10), "L").save(kaggle / "Test" / "y00.jpg")
+    rng_image(98, (10, 10), "L").save(kaggle / "stray.jpg")
+    (kaggle / "train.csv").write_text("id,label\n" + "".join(f"x{i:02d},{i % 2}\n" for i in range(12)))
+    assert load_dataset(f"folder:{kaggle / 'train.csv'}").notices == (
+        "ignored the image files of Test/ (1), of which train.csv names none",
+        f"ignored 1 image file(s) not named in train.csv (first: {kaggle / 'stray.jpg'})")
+
+
 def test_kaggles_ids_that_test_uses_too_name_the_pictures_of_the_folder_named_as_the_csv(tmp_path, home, capsys):
     kaggle = tmp_path / "kaggle"  # train/0.jpg ... and test/0.jpg ...: the same ids in both folders
     for split, seed in (("train_images", 0), ("test_images", 50)):

@@ -19,7 +19,7 @@ from typing import IO, Any
 from cnnlab import __version__
 from cnnlab.checks import int_in_range, positive_int
 from cnnlab.errors import CnnlabError, Interrupted, summary
-from cnnlab.io import check_output_file, file_names_written
+from cnnlab.io import check_output_file, file_names_written, writable_json
 
 DATA_DIR_HELP = "the dataset's folder (default: the run's); for a folder: dataset, where its images are now"
 
@@ -184,7 +184,6 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from cnnlab.evaluate import format_eval
     from cnnlab.explore.evaluation import evaluate_any
-    from cnnlab.io import writable_json
 
     result = evaluate_any(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, options=_model_options(args),
                           device=args.device, skip_bad=args.skip_bad_images)

@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,14 +280,21 @@ def train_loss_label(balance: Any) -> str:
     return f"train_loss ({note})" if note else "train_loss"
 
 
+def write_csv(path: str | Path, rows: Iterable[Sequence[Any]], overwrite: bool = True) -> None:
+    """Write ``rows`` (the header first, each a sequence of cells; None is an empty cell) as a UTF-8 CSV file, one
+    ``\n`` a row, atomically; ``overwrite``: as :func:`atomic_write` takes it."""
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite)
+
+
 def write_metrics_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """One row per epoch, the columns of METRIC_COLUMNS (other keys of a row are left out)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text(path, buf.getvalue())
+    write_csv(path, [METRIC_COLUMNS, *([_metric_cell(row.get(c, "")) for c in METRIC_COLUMNS] for row in rows)])
+
+
+def _metric_cell(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:

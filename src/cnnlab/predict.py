@@ -18,8 +18,6 @@ checkpoint.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,7 +32,7 @@ from cnnlab.data.folder import csvs_to_name, find_labels_csv
 from cnnlab.data.labels_csv import BYTES_COLUMN, files_named
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
-from cnnlab.io import atomic_write, check_output_file, writable_json, writable_text
+from cnnlab.io import check_output_file, writable_json, writable_text, write_csv
 from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
@@ -334,22 +332,17 @@ def write_predictions_csv(path: str | Path, results: Iterable[dict[str, Any]], f
     check_output_file(path, force, "--csv ")
     results = list(results)
     root = _common_folder(results)
-    rows = []
+    rows = []  # file_name, label, probability, file_bytes (the name's bytes where file_name cannot hold them)
     for r in results:
         if "top" not in r:
             continue
         name = Path(os.path.relpath(os.path.abspath(r["file"]), root)).as_posix()
-        top = r["top"][0]
-        rows.append([name, writable_text(top["class"]), "" if top["probability"] is None else str(top["probability"])])
-    exact = any(writable_text(name) != name for name, _, _ in rows)
-    text = io.StringIO(newline="")
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["file_name", "label", "probability", *([BYTES_COLUMN] if exact else [])])
-    for name, label, probability in rows:
-        shown = writable_text(name)
-        writer.writerow([shown, label, probability, *([base64.b64encode(os.fsencode(name)).decode("ascii")
-                                                      if shown != name else ""] if exact else [])])
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite=force)
+        shown, top = writable_text(name), r["top"][0]
+        rows.append([shown, writable_text(top["class"]), "" if top["probability"] is None else str(top["probability"]),
+                     "" if shown == name else base64.b64encode(os.fsencode(name)).decode("ascii")])
+    exact = any(row[3] for row in rows)
+    write_csv(path, [["file_name", "label", "probability", BYTES_COLUMN], *rows] if exact else
+              [["file_name", "label", "probability"], *(row[:3] for row in rows)], overwrite=force)
     return root
 
 
@@ -384,9 +377,7 @@ def write_submission(path: str | Path, results: Iterable[dict[str, Any]], sample
         raise CnnlabError(f"{sample} has {len(header)} columns ({', '.join(header)}); expected two, the file's "
                           f"({header[file_at]}) and the label's, as a contest's id,label (a column a class is not "
                           f"written here)")
-    text = io.StringIO(newline="")
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
+    written = [header]
     for cells, picture in rows:
         answer = answers[picture]
         if "top" not in answer:
@@ -394,8 +385,8 @@ def write_submission(path: str | Path, results: Iterable[dict[str, Any]], sample
                               f"expected an answer for every row of the sample")
         row = ["", ""]
         row[file_at], row[1 - file_at] = cells[file_at], writable_text(answer["top"][0]["class"])
-        writer.writerow(row)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8"), overwrite=force)
+        written.append(row)
+    write_csv(path, written, overwrite=force)
     return len(answers) - len({picture for _, picture in rows})
 
 

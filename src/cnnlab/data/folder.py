@@ -55,6 +55,7 @@ import math
 import os
 import statistics
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -191,9 +192,7 @@ def _list(path: Path) -> _Listing:
     if csv_file is not None:
         return _list_csv(csv_file)
     train_dir, held_dir, val_dir = split_folders(path)
-    named = csvs_to_name(path, train_dir)
-    classes, train_files, ignored = _scan(train_dir, None,
-                                          named and f", or images labelled by a CSV named as the dataset: {named}")
+    classes, train_files, ignored = _scan(train_dir, None, lambda: _csv_hint(path, train_dir))
     held_files: list[_File] = []
     val_files: list[_File] = []
     if held_dir is not None:
@@ -401,6 +400,12 @@ def _subfolders(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
 
 
+def _csv_hint(path: Path, train_dir: Path) -> str:
+    """The end of the line refusing ``folder:path`` without class subfolders, where CSVs lie that could label it."""
+    named = csvs_to_name(path, train_dir)
+    return named and f", or images labelled by a CSV named as the dataset: {named}"
+
+
 def csvs_to_name(path: Path, *inside: Path) -> str:
     """How to name a CSV that labels the images of ``folder:path`` where CSVs lie at its top level (or in the folders
     ``inside`` it), which are read only where named (a contest's ``train.csv`` beside ``train/``; only ``labels.csv``
@@ -417,14 +422,14 @@ def csvs_to_name(path: Path, *inside: Path) -> str:
 
 
 def _scan(split_dir: Path, known: tuple[str, ...] | None,
-          hint: str = "") -> tuple[tuple[str, ...], list[_File], list[Path]]:
-    """The classes of ``split_dir``, its image files (sorted by class, then path) and the other files; ``hint`` ends
-    the line that refuses a folder without class subfolders."""
+          hint: Callable[[], str] = str) -> tuple[tuple[str, ...], list[_File], list[Path]]:
+    """The classes of ``split_dir``, its image files (sorted by class, then path) and the other files; ``hint()``
+    ends the line that refuses a folder without class subfolders (asked only then: it lists folders)."""
     class_dirs = _subfolders(split_dir)
     if not class_dirs:
         loose = sum(1 for p in split_dir.iterdir() if p.suffix.lower() in picture_extensions())
         found = f"found {loose} image(s) directly in it" if loose else "found none"
-        raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>{hint}")
+        raise DataError(f"{split_dir}: no class subfolders, {found}; expected {split_dir}/<class>/<image>{hint()}")
     classes = tuple(d.name for d in class_dirs) if known is None else known
     # Names match in their composed Unicode form: macOS writes "é" decomposed (NFD), most other systems composed, so
     # a test/ copied from elsewhere names the same classes with other code points.

@@ -167,10 +167,8 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
     header, rows, columns = _table(csv_file)
     file_at, label_at = (_column(columns, names) for names in (FILE_COLUMNS, LABEL_COLUMNS))
     if file_at is None or label_at is None:
-        missing = "file" if file_at is None else "label"
-        expected = FILE_COLUMNS if file_at is None else LABEL_COLUMNS
-        raise NoLabelColumnError(f"{csv_file} has no {missing} column (its columns: {', '.join(header) or 'none'}); "
-                                 f"expected a header naming one of {', '.join(expected)} (any case)")
+        raise NoLabelColumnError(_no_column(csv_file, header, "file", FILE_COLUMNS) if file_at is None else
+                                 _no_column(csv_file, header, "label", LABEL_COLUMNS))
     split_of = _split_column(csv_file, columns)
     bytes_at = columns.get(BYTES_COLUMN)
     finder = _Finder(root, images)
@@ -190,7 +188,7 @@ def read_labels(csv_file: Path, root: Path, images: list[Path]) -> Labels:
                             f"one label a row (remove the rows of unlabelled images)")
         if _SEVERAL.search(label):
             raise DataError(_several(csv_file, line, label))
-        if bytes_at is not None and bytes_at < len(cells) and cells[bytes_at].strip():
+        if bytes_at is not None and cells[bytes_at].strip():  # every row has every column (checked above)
             name = _exact_name(csv_file, line, cells[bytes_at].strip())
         path = finder.find(csv_file, line, name)
         if path is None:
@@ -231,8 +229,7 @@ def files_named(csv_file: Path, root: Path, images: list[Path]) -> tuple[list[st
     header, rows, columns = _table(csv_file)
     file_at = _column(columns, FILE_COLUMNS)
     if file_at is None:
-        raise DataError(f"{csv_file} has no file column (its columns: {', '.join(header) or 'none'}); expected a "
-                        f"header naming one of {', '.join(FILE_COLUMNS)} (any case)")
+        raise DataError(_no_column(csv_file, header, "file", FILE_COLUMNS))
     finder = _Finder(root, images)
     found: list[tuple[list[str], Path]] = []
     missing_rows: list[tuple[int, str]] = []
@@ -268,6 +265,12 @@ def class_order(labels: set[str]) -> list[str]:
 def _column(columns: dict[str, int], names: tuple[str, ...]) -> int | None:
     """The index of the first of ``names`` among a table's lowercased ``columns``, or None."""
     return next((columns[n] for n in names if n in columns), None)
+
+
+def _no_column(csv_file: Path, header: list[str], what: str, names: tuple[str, ...]) -> str:
+    """The line refusing ``csv_file`` without a ``what`` (file, label) column, any of ``names``."""
+    return (f"{csv_file} has no {what} column (its columns: {', '.join(header) or 'none'}); expected a header naming "
+            f"one of {', '.join(names)} (any case)")
 
 
 def _not_found(csv_file: Path, root: Path, missing_rows: list[tuple[int, str]]) -> DataError:
@@ -358,12 +361,6 @@ def _split_column(csv_file: Path, columns: dict[str, int]):
     return split_of
 
 
-def _top_folder(path: Path, root: Path) -> str:
-    """The first folder of ``path`` under ``root`` in lower case ('' for a file directly in it)."""
-    parts = path.relative_to(root).parts
-    return parts[0].casefold() if len(parts) > 1 else ""
-
-
 class _Names:
     """The image files under a root by a key of their relative paths: the whole path, its ends on a folder boundary,
     and those ends without the image's extension, each key with the files it names."""
@@ -425,7 +422,8 @@ class _Finder:
             image_suffix = rel.lower().endswith(picture_extensions())
             candidates = names.ends.get(rel, []) if image_suffix else names.stems.get(rel, [])
         if len(candidates) > 1:  # a contest's train.csv names train/<id>.jpg by the ids that test/ uses too
-            beside = [c for c in candidates if _top_folder(c, self.root).startswith(csv_file.stem.casefold())]
+            beside = [c for c in candidates
+                      if (_top_folder(c, self.root) or "").casefold().startswith(csv_file.stem.casefold())]
             candidates = beside if len(beside) == 1 else candidates
         if len(candidates) > 1:
             shown = ", ".join(str(p) for p in candidates[:3]) + (", ..." if len(candidates) > 3 else "")
