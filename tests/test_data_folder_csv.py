@@ -412,7 +412,7 @@ def test_train_eval_predict_and_a_moved_resume_of_a_csv_folder(tmp_path, home, c
     code, out, _ = run_with_output(["eval", str(run / "last.pt"), "--json"], capsys)
     # in the CSV's words: its images are in no test/ folder, and none was missing
     assert code == 0 and json.loads("\n".join(out))["scored"].startswith(
-        f"the 5 test images drawn from folder:{root / 'train.csv'} (no test rows in train.csv): the 1/6 the run held")
+        f"the 5 test images drawn from folder:{root / 'train.csv'} (no test rows in train.csv): those the run held out")
     other = tmp_path / "other"
     shutil.copytree(root, other)
     (other / "train.csv").rename(other / "labels.csv")

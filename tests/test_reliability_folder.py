@@ -78,7 +78,7 @@ def test_a_moved_folder_is_held_to_the_split_the_run_drew(tmp_path, home, capsys
     moved = data.rename(tmp_path / "moved")
     code, lines, _ = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(moved)], capsys)  # moved as is
     assert code == 0
-    assert lines[1] == f"scored: the 5 test images drawn from folder:{moved} (no test/ folder): the 1/6 the run " \
+    assert lines[1] == f"scored: the 5 test images drawn from folder:{moved} (no test/ folder): those the run " \
         "held out"
     (moved / "a" / "000.png").unlink()  # the moved folder lost an image: its drawn test split holds trained-on images
     one_error(["eval", str(out / "last.pt"), "--data-dir", str(moved)], capsys,

@@ -119,7 +119,7 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("mode
                            help="no augmentation (--augment none)")
         elif kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif f.name == "val_split":  # 0.1 a share, 5000 a count: the count's text stays an int (1 is not 1.0)
+        elif f.name in ("val_split", "test_split"):  # 0.1 a share, 5000 a count: a count's text stays an int
             p.add_argument(flag, type=_share_or_count, default=None, help=help_text)
         else:
             p.add_argument(flag, type=kind, default=None, choices=CHOICES.get(f.name), help=help_text)

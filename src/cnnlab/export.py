@@ -66,7 +66,7 @@ from torch import nn
 from cnnlab.checks import is_int
 from cnnlab.data.split import sample_indices
 from cnnlab.errors import CnnlabError, summary
-from cnnlab.inference import Trained, check_same_classes, load_trained
+from cnnlab.inference import Trained, check_same_classes, drew_no_test_split, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
 from cnnlab.models.state_dict import load_state_dict_into, read_safetensors
@@ -107,6 +107,9 @@ SPLIT_KEYS = ("held_out", "training_files")
 # "true" where the run left its folder's unreadable files out (--skip-bad-images): eval of the export does too, as
 # eval of its checkpoint does
 SKIP_BAD_KEY = "cnnlab.skip_bad_images"
+# The run's --test-split (a share, a number of images or 0, as JSON) where it gave one: eval of the export draws its
+# folder's test split as the run did
+TEST_SPLIT_KEY = "cnnlab.test_split"
 TTA_NOTE = ("the run's figures average the logits of each image and of its left-right mirror; this graph is the "
             "plain model: run it on both and average to match them")
 # How a file that onnxruntime cannot open is refused while it is being written.
@@ -298,21 +301,23 @@ class Agreement:
         agree: images whose top-1 class is the same.
         max_abs_diff: the largest absolute difference of a logit.
         asked: images asked for, when more than the test split has (0 otherwise).
+        split: the split they are of: "test", or "validation" where the run held out no test split.
     """
 
     images: int
     agree: int
     max_abs_diff: float
     asked: int = 0
+    split: str = "test"
 
     @property
     def rate(self) -> float:
         return self.agree / self.images
 
     def __str__(self) -> str:
-        every = f"; all the test split has, {self.asked} asked" if self.asked > self.images else ""
-        return (f"top-1 agrees with PyTorch on {self.agree}/{self.images} test images ({self.rate:.2%}{every}); "
-                f"largest logit difference {self.max_abs_diff:.2e}")
+        every = f"; all the {self.split} split has, {self.asked} asked" if self.asked > self.images else ""
+        return (f"top-1 agrees with PyTorch on {self.agree}/{self.images} {self.split} images ({self.rate:.2%}"
+                f"{every}); largest logit difference {self.max_abs_diff:.2e}")
 
 
 def _agreement(run: Callable[[torch.Tensor], np.ndarray], reference: nn.Module, images: torch.Tensor,
@@ -548,12 +553,15 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
             metadata[f"cnnlab.{key}"] = json.dumps(list(recorded[key]))
     if trained.config.get("skip_bad_images"):
         metadata[SKIP_BAD_KEY] = "true"
+    if trained.config.get("test_split") is not None:
+        metadata[TEST_SPLIT_KEY] = json.dumps(trained.config["test_split"])
     if format == "onnx-int8":
         data = _dataset(trained, data_dir, training=True)
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
         metadata["cnnlab.int8_calibration"] = f"{len(calibration_images)} training images of {data.name}"
         atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
-                                                          _sample(data.test_images, INT8_CHECK_IMAGES), opset),
+                                                          _sample(_held_out(trained, data), INT8_CHECK_IMAGES),
+                                                          opset),
                      overwrite=force)
         return output
     if format == "safetensors":
@@ -604,7 +612,8 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
     else:
         program = load_pt2(checked_pt2(exported)).module()  # any file: checked first
         run = lambda x: program(x).detach().numpy()  # noqa: E731
-    agreement = _agreement(run, wrapped, test_images)
+    agreement = replace(_agreement(run, wrapped, test_images),
+                        split="validation" if trained.config.get("test_split") == 0 else "test")
     return replace(agreement, asked=images) if images > agreement.images else agreement
 
 
@@ -624,4 +633,12 @@ def verification_images(checkpoint: str | Path, images: int, data_dir: str | Pat
 def _test_images(trained, images: int, data_dir: str | Path | None) -> torch.Tensor:
     if not is_int(images) or images < 1:
         raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
-    return _sample(_dataset(trained, data_dir, training=False).test_images, images)
+    return _sample(_held_out(trained, _dataset(trained, data_dir, training=False)), images)
+
+
+def _held_out(trained: Trained, data) -> torch.Tensor:
+    """The images of ``data`` the model did not train on: its test split, or the run's validation split where it held
+    out no test split (``--test-split 0``)."""
+    if drew_no_test_split(trained.checkpoint.get("dataset") or {}, data):
+        return trained.held_out_images(data)[0]
+    return data.test_images

@@ -209,6 +209,8 @@ class Trained:
         config = self.config
         if other is not None:
             config.update(data_dir=None)
+            if not _names_folder(other, self.meta.dataset):  # its own draw: the run's --test-split was of its folder
+                config.update(test_split=None)
         if skip_bad:
             config.update(skip_bad_images=True)
         stored = config.get("data_dir")
@@ -264,6 +266,23 @@ class Trained:
             scored = f"{scored}; {seen}"
         return images, labels, scored
 
+    def held_out_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """The images the run's report, page and export check show of ``data``, the run's own dataset (checked by
+        :meth:`check_dataset`), their labels, and which they are in words: those :meth:`scored_images` scores, but
+        where the run held out no test split (``--test-split 0``): its validation split, drawn again from its config
+        (:func:`~cnnlab.data.split.run_split`), which ``data`` must hold its training images for."""
+        if not drew_no_test_split(self.checkpoint.get("dataset") or {}, data):
+            return self.scored_images(data)
+        split = run_split(self.config, data.train_labels)
+        if split is None or not len(data.train_labels):  # a --test-split 0 run validates apart (TrainConfig)
+            raise CnnlabError(f"the run held out no test split of {data.name} (--test-split 0) and its validation "
+                              "split cannot be drawn again here (its config lacks val_split, or the training images "
+                              "were not read)")
+        val_idx = split[1]
+        return data.train_images[val_idx], data.train_labels[val_idx], \
+            f"the {len(val_idx)} validation images of {data.name} (the run held out no test split, --test-split 0; " \
+            "best.pt was picked on these images, so their figures lean high)"
+
     def _seen_in_training(self, images: torch.Tensor, digests: torch.Tensor | None) -> str | None:
         try:
             own = self.dataset(download=False)  # a check is no reason to fetch a training set
@@ -277,6 +296,13 @@ class Trained:
         # a folder's cache keeps its images' digests: 100,000 training images are not hashed again on every call
         return images_seen_in_training(own.train_images, images, "evaluation", own.train_digests, digests,
                                        trained_on)
+
+
+def _names_folder(name: str, folder: str) -> bool:
+    """Whether the dataset ``name`` (``folder:PATH`` as typed) is ``folder``, a run's ``folder:`` with its path
+    resolved (as a folder dataset names itself)."""
+    return name.startswith(FOLDER_PREFIX) and folder.startswith(FOLDER_PREFIX) and \
+        Path(name.removeprefix(FOLDER_PREFIX)).expanduser().resolve() == Path(folder.removeprefix(FOLDER_PREFIX))
 
 
 def _scored_digests(data: Any, images: torch.Tensor) -> torch.Tensor | None:
@@ -333,7 +359,7 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
         name, data_dir = moved_folder(name, data_dir), ""  # a folder names itself: no root beside it
     return {"name": name, "root": data_dir if data_dir is not None else config.get("data_dir"),
             "image_size": config.get("image_size"), "channels": config.get("channels"),
-            "skip_bad": bool(config.get("skip_bad_images", False))}
+            "skip_bad": bool(config.get("skip_bad_images", False)), "test_split": config.get("test_split")}
 
 
 def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None,
@@ -417,10 +443,11 @@ def scored_images(recorded: Mapping[str, Any], data: Any,
                   other: bool = False) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The images to score a run's model on in ``data``, their labels, and which they are, in words for the user.
 
-    The test split, except where a folder without ``test/`` draws its own: a seeded 1/6 of it is the test split of
-    the run's own folder (the model trained on the rest), but of another folder (``--data-dir`` naming a set the run
-    did not train on) it would score a random sixth of images the model never saw and leave the rest out, so that
-    folder is scored whole. ``recorded`` is the run's "dataset" entry, already held to ``data`` by
+    The test split, except where a folder without ``test/`` draws its own: a seeded 1/6 of it (or the run's
+    ``--test-split``) is the test split of the run's own folder (the model trained on the rest), but of another folder
+    (``--data-dir`` naming a set the run did not train on) it would score a random sixth of images the model never saw
+    and leave the rest out, so that folder is scored whole; the run's own folder without a test split
+    (``--test-split 0``) is refused. ``recorded`` is the run's "dataset" entry, already held to ``data`` by
     :func:`check_same_test_split` (empty for a model from elsewhere, which no run trained); ``data`` an
     :class:`cnnlab.data.ImageDataset`; ``other``: the user named it as another dataset than the run's (``eval
     --dataset folder:PATH``), so that a folder without ``test/`` is scored whole, whatever the run drew.
@@ -432,11 +459,15 @@ def scored_images(recorded: Mapping[str, Any], data: Any,
     n = len(data.test_labels)
     if data.held_out is None:
         return data.test_images, data.test_labels, f"the {n} test images of {data.name}"
+    if not other and drew_no_test_split(recorded, data):
+        raise CnnlabError(f"the run held out no test split of {data.name} (--test-split 0): every image of it trained "
+                          "or validated the model; expected images it never saw: --dataset folder:OTHER names "
+                          "another folder")
     lacks = held_out_source(data.name)  # a test/ folder, or a CSV's test rows
     if not other:  # the run's own draw, where this may be its folder (another dataset named is no run's)
         if recorded.get("held_out"):  # the same draw (check_same_test_split refuses another): its folder, moved
             return data.test_images, data.test_labels, \
-                f"the {n} test images drawn from {data.name} (no {lacks}): the 1/6 the run held out"
+                f"the {n} test images drawn from {data.name} (no {lacks}): those the run held out"
         if not recorded.get("training_files") and recorded.get("name", "").startswith(FOLDER_PREFIX):
             # a folder run from before the records: it drew its test split as this folder does, or had a test/ folder
             return data.test_images, data.test_labels, \
@@ -451,6 +482,13 @@ def scored_images(recorded: Mapping[str, Any], data: Any,
     not_its = " and is not the folder the run trained on" if recorded else ""
     return joined(data.train_images, data.test_images), torch.cat([data.train_labels, data.test_labels]), \
         f"all {whole} images of {data.name}: it has no {lacks}{not_its}"
+
+
+def drew_no_test_split(recorded: Mapping[str, Any], data: Any) -> bool:
+    """Whether ``data`` is drawn as the run drew its folder with ``--test-split 0`` (no test split): ``recorded`` is
+    the run's "dataset" entry, already held to ``data`` by :func:`check_same_test_split`."""
+    then = recorded.get("held_out")
+    return bool(then) and int(then[0]) == 0 and data.held_out is not None and int(data.held_out[0]) == 0
 
 
 def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:

@@ -38,8 +38,8 @@ MIN_DROP = 0.10
 # --balance sampler draws the batches class-balanced, as the run's training steps are; and both, and the steps, go by
 # the training part alone where --val-split holds some images out, as the run's do.
 CONFIG_FIELDS = ("recipe", "dataset", "data_dir", "image_size", "channels", "skip_bad_images", "val_split",
-                 "batch_size", "optimizer", "momentum", "weight_decay", "label_smoothing", "balance", "resize",
-                 "normalize", "augment", "init", "ops", "seed", "device", "pretrained", "init_from", "freeze",
+                 "test_split", "batch_size", "optimizer", "momentum", "weight_decay", "label_smoothing", "balance",
+                 "resize", "normalize", "augment", "init", "ops", "seed", "device", "pretrained", "init_from", "freeze",
                  "freeze_epochs")
 
 

@@ -6,11 +6,12 @@ Layouts (as torchvision's ``ImageFolder``, class names sorted): ``PATH/<class>/*
 ``test/`` is the test split and ``val/`` the validation split, :attr:`ImageDataset.val_images`). Split folders go
 by any case and by their other usual names (:data:`SPLIT_NAMES`: ``training/``, ``testing/``, ``valid/``, ...).
 Without a held-out folder a seeded, stratified 1/6 of the images becomes the test split (the share MNIST and
-Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so. A folder without class
-subfolders may be labelled by a CSV file instead (:mod:`cnnlab.data.labels_csv`: ``PATH/labels.csv`` or
-``PATH/metadata.csv``, or ``folder:PATH/NAME.csv`` naming one): its rows give the same lists of files, labels and
-splits (a split column's test and val rows as ``test/`` and ``val/``, else the same drawn sixth), decoded, cached and
-recorded as the subfolders' are, the images it does not name counted in a notice; its class names are its labels.
+Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's description says so; ``test_split`` draws another
+share or number of images, or none (0: a contest's folder, whose test images are its own unlabelled ones). A folder
+without class subfolders may be labelled by a CSV file instead (:mod:`cnnlab.data.labels_csv`: ``PATH/labels.csv`` or
+``PATH/metadata.csv``, or ``folder:PATH/NAME.csv`` naming one): its rows give the same lists of files, labels and splits
+(a split column's test and val rows as ``test/`` and ``val/``, else the same drawn sixth), decoded, cached and recorded
+as the subfolders' are, the images it does not name counted in a notice; its class names are its labels.
 Which files were drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a
 run can refuse a folder whose draw has changed since it trained; the training files are recorded the same way
 (:attr:`ImageDataset.training_files`; with a CSV's labels, which its paths do not hold), so that a resume refuses a
@@ -68,7 +69,7 @@ from cnnlab.data import FOLDER_PREFIX, labels_csv
 from cnnlab.data.dataset import ImageDataset, channel_stats
 from cnnlab.data.duplicates import image_digest, seen_in_training
 from cnnlab.data.registry import register_dataset
-from cnnlab.data.split import SPLIT_NAMES, stratified_split
+from cnnlab.data.split import SPLIT_NAMES, shown_share, stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
@@ -105,9 +106,11 @@ class _File:
 SKIP_HINT = "pass --skip-bad-images (skip_bad=True in Python) to skip such files"
 
 def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, channels: int | None = None,
-                skip_bad: bool = False, **_options) -> ImageDataset:
+                skip_bad: bool = False, test_split: float | None = None, **_options) -> ImageDataset:
     """Load ``folder:PATH`` (see the module docstring for layouts, decoding and the cache); ``image_size``: a side, or
-    a ``(height, width)``."""
+    a ``(height, width)``; ``test_split``: where the folder brings no test split (elsewhere it has no say: a run that
+    drew one is scored on another folder's own), the share (< 1) or number (>= 1) of its images drawn as one, or 0 for
+    none (default: :data:`HOLDOUT`)."""
     if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
         height, width = (positive_int(side, "image_size") for side in image_size)
         image_size = height if height == width else (height, width)  # a square as its side: one cache entry
@@ -131,8 +134,9 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if cache.is_relative_to(root):
         raise DataError(f"the cache folder {cache} lies inside the data folder {root}; set CNNLAB_CACHE elsewhere "
                         f"(cnnlab never writes into a data folder)")
+    share = HOLDOUT if test_split is None else test_split
     options = {"format": FORMAT, "image_size": image_size or _chosen_size(), "channels": channels, "skip_bad": skip_bad,
-               "holdout": None if listing.held else [HOLDOUT, HOLDOUT_SEED], "val": listing.val_name is not None}
+               "holdout": None if listing.held else [share, HOLDOUT_SEED], "val": listing.val_name is not None}
     if listing.csv is not None:  # a CSV that renames a class keeps every file's path and label number
         options["classes"] = list(listing.classes)
     train_files, held_files = listing.train, listing.test
@@ -141,7 +145,7 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     name = FOLDER_PREFIX + str(path)
     held_out = None
     if listing.held is None:  # drawn on every load (a cached set too), so that its identity always comes with it
-        train_files, held_files, split_note = _hold_out(listing)
+        train_files, held_files, split_note = _hold_out(listing, share)
         held_out = _identity(root, held_files)
     else:
         split_note = f"test split: {listing.held}" + (f"; validation split: {listing.val_name}" if listing.val_name
@@ -156,7 +160,7 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
                            skip_bad, [split_note, *listing.notes], identity)
     if listing.passed_over:  # said at every start, of the folder as it is (the cache's key holds only the images)
         data = replace(data, notices=(*listing.passed_over, *data.notices))
-    untested = _untested(data, listing)
+    untested = _untested(data, listing) if listing.held or share else ""  # not of a test split asked to be none
     return replace(data, notices=(*data.notices, untested)) if untested else data
 
 
@@ -491,19 +495,24 @@ def _cache_key(root: Path, files: list[_File], options: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _hold_out(listing: _Listing) -> tuple[list[_File], list[_File], str]:
-    """The listing's training files parted into (training, test) by the seeded, stratified draw, and a note."""
+def _hold_out(listing: _Listing, share: float) -> tuple[list[_File], list[_File], str]:
+    """The listing's training files parted into (training, test) by the seeded, stratified draw of ``share`` (a
+    fraction, a number of images, or 0 for no test split), and a note."""
     files, root, csv_file = listing.train, listing.root, listing.csv
     absent = f"no test or val rows in {csv_file.name}" if csv_file else \
         f"no {'/ or '.join(HELD_OUT_NAMES)}/ folder"
+    if share == 0:
+        return files, [], f"no test split ({absent}; --test-split 0: every image trains or validates)"
     labels = torch.tensor([f.label for f in files])
     try:
-        train_idx, test_idx = stratified_split(labels, HOLDOUT, seed=HOLDOUT_SEED)
+        train_idx, test_idx = stratified_split(labels, share, seed=HOLDOUT_SEED)
     except CnnlabError as e:
         remedy = f"a split column of test rows in {csv_file.name}" if csv_file else f"a {root}/test/<class>/ folder"
         raise DataError(f"{root}: {absent} and {len(files)} images are too few to hold out a test split ({e}); add "
-                        f"images or {remedy}") from e
-    note = f"test split: a seeded stratified 1/6 of the images held out ({absent})"
+                        f"images or {remedy}, or pass another --test-split") from e
+    drawn = "1/6 of the images" if share == HOLDOUT else \
+        f"{shown_share(share)} of the images" if share < 1 else f"{len(test_idx)} images"
+    note = f"test split: a seeded stratified {drawn} held out ({absent})"
     return [files[i] for i in train_idx.tolist()], [files[i] for i in test_idx.tolist()], note
 
 
@@ -632,8 +641,9 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
         splits[split], more_sides, more_colour = _survey(files, skip_bad, bad)
         sides += more_sides
         colour += more_colour
+    none_drawn = identity[0] is not None and identity[0][0] == 0  # test_split=0: a test split asked to be none
     for split, what in (("train", "training"), ("test", "test")):
-        if not splits[split]:
+        if not splits[split] and not (split == "test" and none_drawn):
             raise DataError(f"{root}: no readable images in the {what} split")
     count = sum(map(len, splits.values()))
     own = int(statistics.median_low(sides))

@@ -28,7 +28,8 @@ class DatasetInfo:
 
     Attributes:
         name: the name ``load_dataset`` takes; ``"folder:PATH"`` stands for any folder.
-        loader: ``loader(root, *, image_size, channels, download, skip_bad) -> ImageDataset``.
+        loader: ``loader(root, *, image_size, channels, download, skip_bad) -> ImageDataset``; the folder loader
+            takes ``test_split`` too.
         classes: number of classes.
         channels: 1 (grey) or 3 (RGB).
         image_size: side of the stored images.
@@ -112,7 +113,7 @@ def _unknown(name: object) -> str:
 
 def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None, *,
                  image_size: int | tuple[int, int] | None = None, channels: int | None = None, download: bool = True,
-                 skip_bad: bool = False, training: bool = True) -> ImageDataset:
+                 skip_bad: bool = False, training: bool = True, test_split: float | None = None) -> ImageDataset:
     """Load a registered dataset as an :class:`ImageDataset`.
 
     Args:
@@ -125,6 +126,9 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
         channels: 1 or 3 to convert (default: as the data is).
         download: fetch missing files into the cache folder.
         skip_bad: folders only: skip undecodable image files (counted in the description) instead of refusing.
+        test_split: folders without a test split of their own only (elsewhere it has no say): the share (< 1) or
+            number (>= 1) of the images drawn as the test split, or 0 for none (default: 1/6; see
+            :mod:`cnnlab.data.folder`).
         training: False where only the test (and validation) images are read: a registered dataset converted to
             another ``image_size`` or ``channels`` then leaves its training images out (see
             :func:`~cnnlab.data.dataset.conform`). A folder is read whole either way.
@@ -142,7 +146,8 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
         if root is not None and str(root) != "":
             raise CnnlabError(f"{name} names its folder itself; expected no --data-dir, got {str(root)!r}")
         path = Path(name[len(FOLDER_PREFIX):]).expanduser()
-        return info.loader(path, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad)
+        return info.loader(path, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad,
+                           test_split=test_split)
     data = info.loader(root, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad)
     return conform(data, image_size, channels, training)
 

@@ -32,7 +32,7 @@ def _holdout_count(val: float | int, n: int) -> int:
     fail("val", expected, val)
 
 
-def _shown(val: float | int) -> str:
+def shown_share(val: float | int) -> str:
     """``val`` as a message prints it: a fraction rounded (a folder's 1/6 is 0.167, not 0.16666666666666666)."""
     return f"{val:.3g}" if isinstance(val, float) and val < 1 else str(val)
 
@@ -90,10 +90,10 @@ def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
     counts = [len(m) for m in members]
     most = n - len(classes)  # every class keeps one training sample
     if k < 1:
-        raise CnnlabError(f"val={_shown(val)} of {n} samples holds out none; expected at least one sample")
+        raise CnnlabError(f"val={shown_share(val)} of {n} samples holds out none; expected at least one sample")
     if k > most:
-        raise CnnlabError(f"val={_shown(val)} holds out {k} of {n} samples, but at most {most} can be held out while "
-                          f"each of the {len(classes)} classes keeps a training sample")
+        raise CnnlabError(f"val={shown_share(val)} holds out {k} of {n} samples, but at most {most} can be held out "
+                          f"while each of the {len(classes)} classes keeps a training sample")
     generator = torch.Generator().manual_seed(seed)
     held = [m[torch.randperm(len(m), generator=generator)[:q]]
             for m, q in zip(members, _quotas(counts, k), strict=True)]

@@ -24,9 +24,11 @@ agree, which the result says too; otherwise ``--classes`` must name them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from cnnlab.checks import is_number
 from cnnlab.data import FOLDER_PREFIX
 from cnnlab.data.folder import moved_folder
 from cnnlab.data.registry import load_dataset
@@ -36,7 +38,7 @@ from cnnlab.evaluate import EvalResult, evaluate_checkpoint, folder_named_as_dat
 from cnnlab.explore.model import Options
 from cnnlab.explore.outputs import numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model, scores_of
-from cnnlab.export import SKIP_BAD_KEY, SPLIT_KEYS, TTA_KEY
+from cnnlab.export import SKIP_BAD_KEY, SPLIT_KEYS, TEST_SPLIT_KEY, TTA_KEY
 from cnnlab.inference import check_same_test_split, check_several_classes, class_columns, moved_data, scored_images
 from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
@@ -72,6 +74,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     stored = getattr(model, "metadata", {})  # a cnnlab export's (ONNX, .pt2); none for module:function
     own = stored.get("cnnlab.dataset")  # a cnnlab export names its run's dataset: the default, as a checkpoint's
     skip_bad = skip_bad or stored.get(SKIP_BAD_KEY) == "true"  # its run's --skip-bad-images holds, as a checkpoint's
+    test_split = _stored_test_split(stored, str(source))  # and its --test-split
     named = dataset is not None  # as another dataset than the run's, where it is not that one (as for a checkpoint)
     dataset, data_dir = _dataset_to_score(dataset, data_dir, own, str(source))
     spec = model.spec
@@ -83,7 +86,8 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     size = spec.read_hw if dataset.startswith(FOLDER_PREFIX) else None
     with mapped_reads(), folder_named_as_data_dir(data_dir, None if named else dataset):  # only the scored read
         data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
-                            skip_bad=skip_bad, training=False)
+                            skip_bad=skip_bad, training=False,
+                            test_split=None if named and dataset != own else test_split)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
     other = named and data.name != own
@@ -118,6 +122,20 @@ def _dataset_to_score(dataset: str | None, data_dir: str | Path | None, own: str
         raise CnnlabError(f"{source} is a model from elsewhere, with no dataset of its own; expected --data-dir "
                           "FOLDER (class subfolders of images) or --dataset NAME to score it on")
     return FOLDER_PREFIX + str(data_dir), None
+
+
+def _stored_test_split(stored: dict[str, str], source: str) -> float | None:
+    """The run's ``--test-split`` a cnnlab export keeps in its metadata, None where it keeps none."""
+    if TEST_SPLIT_KEY not in stored:
+        return None
+    try:
+        value = json.loads(stored[TEST_SPLIT_KEY])
+    except ValueError:
+        value = None
+    if not is_number(value) or not 0 <= value < math.inf:
+        raise CnnlabError(f"{source}: its metadata's {TEST_SPLIT_KEY} is {stored[TEST_SPLIT_KEY]!r}; expected the "
+                          f"run's --test-split, a number >= 0")
+    return value
 
 
 def _run_record(stored: dict[str, str], source: str) -> dict[str, Any]:

@@ -168,4 +168,5 @@ class Session:
         mistakes = [self._item(loaded, data, int(pool[i]), predicted=meta.classes[int(pred[i])],
                                confidence=float(confidence[i])) for i in worst]
         return {"by_class": by_class, "mistakes": mistakes, "searched": len(pool), "of": len(data.labels),
+                "split": data.split,
                 "accuracy": float((pred == data.labels[pool]).float().mean())}

@@ -36,6 +36,8 @@ class TestSet:
         classes: class names.
         name: the dataset's name, as :class:`cnnlab.data.ImageDataset` has it.
         held_out: the identity of a test split the loader drew out of the files (``ImageDataset.held_out``).
+        split: which split of the dataset the images are: "test", or "validation" where the run held out no test
+            split (``--test-split 0``; :meth:`cnnlab.inference.Trained.held_out_images`).
     """
 
     images: torch.Tensor
@@ -43,15 +45,20 @@ class TestSet:
     classes: tuple[str, ...]
     name: str
     held_out: tuple[int, str] | None
+    split: str = "test"
 
 
 def test_set_key(trained: inference.Trained) -> tuple:
     """What decides which test images a run's dataset gives: the arguments :func:`load_test_set` loads it with."""
-    return tuple(inference.dataset_args(trained.config, name=trained.meta.dataset).items())
+    config = trained.config
+    # without a test split the run's validation split is shown, which its --val-split and seed draw
+    drawn = (config.get("val_split"), config.get("seed")) if config.get("test_split") == 0 else ()
+    return (*inference.dataset_args(config, name=trained.meta.dataset).items(), *drawn)
 
 
 def load_test_set(trained: inference.Trained) -> TestSet:
-    """The test images of the dataset a run trained on, read as the run read it.
+    """The test images of the dataset a run trained on, read as the run read it (its validation images where it held
+    out no test split).
 
     The run's own ``--data-dir``, image size, channels and ``--skip-bad-images`` apply, as in ``cnnlab eval``; the
     folder is only read (the explorer never starts a download inside a request). Check a run against the result
@@ -63,7 +70,11 @@ def load_test_set(trained: inference.Trained) -> TestSet:
     meta = trained.meta
     data = trained.dataset(download=False, training=False)
     images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
+    split = "test"
+    if inference.drew_no_test_split(trained.checkpoint.get("dataset") or {}, data):
+        images, labels, _ = trained.held_out_images(data)
+        split = "validation"
     if tuple(images.shape[1:]) != (meta.channels, meta.image_size, meta.image_size):
-        raise CnnlabError(f"the test images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "
+        raise CnnlabError(f"the {split} images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "
                           f"expected {meta.channels} x {meta.image_size} x {meta.image_size} for this model")
-    return TestSet(images, labels, classes, data.name, data.held_out)
+    return TestSet(images, labels, classes, data.name, data.held_out, split)

@@ -24,7 +24,7 @@ from cnnlab.data.duplicates import split_seen_in_training
 from cnnlab.data.split import run_split
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
-from cnnlab.inference import load_trained
+from cnnlab.inference import drew_no_test_split, load_trained
 from cnnlab.io import atomic_write, check_output_file, train_loss_label, writable_text
 from cnnlab.models import model_info
 from cnnlab.models.summary import model_macs
@@ -133,24 +133,26 @@ def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
     return f"{value:{spec}}{unit}" if spec else f"{value}{unit}"
 
 
-def _stats(run: RunFiles, result) -> list[tuple[str, str]]:
-    """The headline numbers, as (value, what it is)."""
+def _stats(run: RunFiles, result, scored: str = "test") -> list[tuple[str, str]]:
+    """The headline numbers, as (value, what it is); ``scored``: the split ``result`` is of ("validation" where the
+    run held out no test split)."""
     res = run.result
     # The figure that picked best.pt (result.json's best_by; a run from before it was there judged accuracy)
     balanced = res.get("best_by") == "balanced-accuracy"
     split = "validation" if res.get("val_acc") is not None else "test"
     epoch = f" (epoch {res['best_epoch']:g}, best.pt)" if isinstance(res.get("best_epoch"), (int, float)) else ""
+    final = "test" if scored == "test" else "val"  # no test split: the last epoch's validation figures
     stats = [
-        (_fmt(res.get("test_acc"), ".2%"), "final test accuracy: the last epoch's model (result.json)"),
-        (_fmt(result.accuracy, ".2%"), f"{result.n:,} test images, {run.checkpoint.name}"
+        (_fmt(res.get(f"{final}_acc"), ".2%"), f"final {scored} accuracy: the last epoch's model (result.json)"),
+        (_fmt(result.accuracy, ".2%"), f"{result.n:,} {scored} images, {run.checkpoint.name}"
          + (", flip-TTA" if result.tta else "")),
         (_fmt(res.get("best_val_bal_acc" if balanced else "best_val_acc"), ".2%"),
          f"best epoch's {split} {'balanced accuracy' if balanced else 'accuracy'}{epoch}"),
         (_fmt(res.get("images_per_s"), ",.0f"), "training images / s"),
     ]
     if balanced:  # beside the final test accuracy: the figure the run was asked to weigh the classes by
-        stats.insert(1, (_fmt(res.get("test_bal_acc"), ".2%"),
-                         "final test balanced accuracy: the last epoch's model (result.json)"))
+        stats.insert(1, (_fmt(res.get(f"{final}_bal_acc"), ".2%"),
+                         f"final {scored} balanced accuracy: the last epoch's model (result.json)"))
     return stats
 
 
@@ -256,8 +258,9 @@ def _fields(name: str, input_size: int, in_channels: int, image_size: int) -> di
             "head": f"{head[0].name} … {head[-1].name.split('-')[-1]}" if head else None}
 
 
-def _mistakes(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classes) -> dict[str, Any] | None:
-    """The test images misclassified with the highest predicted-class probability (None: there are none)."""
+def _mistakes(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classes,
+              split: str = "test") -> dict[str, Any] | None:
+    """The ``split``'s images misclassified with the highest predicted-class probability (None: there are none)."""
     confidence, pred = logits.softmax(1).max(1)
     wrong = (pred != labels).nonzero().flatten()
     worst = wrong[confidence[wrong].argsort(descending=True)[:N_WRONG]]
@@ -268,7 +271,7 @@ def _mistakes(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, 
     # what the picture says above and below each image, for a reader who cannot see it
     said = "; ".join(f"{classes[p]} {c:.1%}, truly {classes[t]}" for p, c, t in zip(
         pred[worst].tolist(), confidence[worst].tolist(), labels[worst].tolist(), strict=True))
-    return {**_picture(fig, f"misclassified test images, each predicted (probability) and truly: {said}"),
+    return {**_picture(fig, f"misclassified {split} images, each predicted (probability) and truly: {said}"),
             "count": len(worst)}
 
 
@@ -277,8 +280,8 @@ def _filters(weight: torch.Tensor) -> dict[str, Any]:
             "channels": weight.shape[1], "height": weight.shape[2], "width": weight.shape[3]}
 
 
-def _feature_maps(model, preprocess, images, labels, classes, device) -> list[dict[str, str]]:
-    """Feature maps of the first test images of N_MAPS different classes, one figure per image."""
+def _feature_maps(model, preprocess, images, labels, classes, device, split: str = "test") -> list[dict[str, str]]:
+    """Feature maps of the first ``split`` images of N_MAPS different classes, one figure per image."""
     picks: list[int] = []
     for i, label in enumerate(labels.tolist()):
         if label not in {int(labels[j]) for j in picks}:
@@ -289,8 +292,8 @@ def _feature_maps(model, preprocess, images, labels, classes, device) -> list[di
         batch = preprocess(images[picks].to(device).float() / 255)
         rows = [r for r in run_rows(model, batch) if r.output.dim() == 4]
     return [_picture(plots.feature_maps_figure(images[idx], [(f"{r.name}\n{r.kind}", r.output[k]) for r in rows],
-                                               title=f"test #{idx}: {plots.drawn_name(classes[int(labels[idx])])}"),
-                     f"feature maps of test image {idx} ({classes[int(labels[idx])]}) at every stage")
+                                               title=f"{split} #{idx}: {plots.drawn_name(classes[int(labels[idx])])}"),
+                     f"feature maps of {split} image {idx} ({classes[int(labels[idx])]}) at every stage")
             for k, idx in enumerate(picks)]
 
 
@@ -319,9 +322,11 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
                                meta.dataset)
     data = dataset
     trained.check_dataset(data)
-    (images, labels, scored), classes = trained.scored_images(data), data.classes
-    # another set than the run's: which images the page's figures are of (and how many the run trained on)
-    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset else []
+    (images, labels, scored), classes = trained.held_out_images(data), data.classes
+    untested = drew_no_test_split(trained.checkpoint.get("dataset") or {}, data)
+    split = "validation" if untested else "test"  # the split the figures below are of
+    # another set than the run's, or no test split: which images the page's figures are of
+    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset or untested else []
     if test_logits is not None and 0 < len(test_logits) <= len(labels):
         # the training run's own final evaluation (limited to its first images by --limit-val-batches)
         images, labels, logits = images[:len(test_logits)], labels[:len(test_logits)], test_logits
@@ -335,16 +340,17 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     return render_page({
         "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
         "notices": [*data.notices, *elsewhere], "unfinished": run.unfinished(),
-        "stats": _stats(run, result),
+        "stats": _stats(run, result, split), "split": split,
         "facts": _facts(run, name, trained.num_params(), model_macs(name, size, in_ch, meta.num_classes), size),
         "curves": _picture(_resized(curves_figure(run.metrics, balance=balance)), "training curves")
         if run.metrics else None,
         "metrics": _metrics_table(run.metrics, balance) if run.metrics else None,
         "confusion": _picture(plots.confusion_figure(result.confusion, classes), "confusion matrix"),
         "per_class": _per_class(result), "macro_f1": f"{result.macro_f1:.4f}",
-        "mistakes": _mistakes(logits, images, labels, classes),
+        "mistakes": _mistakes(logits, images, labels, classes, split),
         "filters": _filters(conv.weight.detach().cpu()) if conv is not None else None,
-        "feature_maps": _feature_maps(trained.model, trained.preprocess, images, labels, classes, trained.device),
+        "feature_maps": _feature_maps(trained.model, trained.preprocess, images, labels, classes, trained.device,
+                                      split),
         "fields": _fields(name, size, in_ch, meta.image_size),
         "footer": [(k, str(env[k])) for k in ("cnnlab", "torch", "torchvision", "python", "platform", "git_commit",
                                               "date") if env.get(k)],

@@ -20,8 +20,8 @@ from cnnlab.train.config import AUGMENTS, JUDGED, field_types, make_config
 
 KINDS = ("loguniform", "uniform", "int", "intlog", "choice")
 PRUNERS = ("median", "hyperband", "none")
-# Fields a sweep cannot search: they name where things go, or (val_split, dataset) what is measured.
-_NOT_SEARCHABLE = ("model", "out", "data_dir", "device", "val_split", "dataset")
+# Fields a sweep cannot search: they name where things go, or (val_split, test_split, dataset) what is measured.
+_NOT_SEARCHABLE = ("model", "out", "data_dir", "device", "val_split", "test_split", "dataset")
 # Fields that decide the figure a trial's run judges (its config's best_by): searched, they may give trials different
 # ones.
 _DECIDE_THE_FIGURE = ("best_by", "balance", "recipe")

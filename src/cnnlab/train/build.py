@@ -68,7 +68,8 @@ class RunParts:
         model: the plain model on the device; ``step_model`` what the steps call (DDP and/or compiled);
             ``ema``: the averaged copy evaluation uses, or None.
         memory_format: channels-last or contiguous, for the model and each batch.
-        train_loader, val_loader, test_loader: the splits (``test_loader`` only with a validation split);
+        train_loader, val_loader, test_loader: the splits (``test_loader`` only with a validation split, and a test
+            split: ``--test-split 0`` leaves none);
             ``val_rest``/``test_rest``: on rank 0, the samples equal shards leave to no rank.
         optimizer, scheduler: per optimizer step; ``steps_per_epoch`` optimizer steps an epoch.
         autocast: ``torch.autocast`` arguments; ``tta``: flip-TTA at evaluation.
@@ -177,6 +178,11 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     seed_all(config.seed)
     if dataset is None:  # one process per machine fills the download (or decode) cache before the others read it
         dataset = _load_once_per_machine(config, dist, device)
+    if config.test_split is not None and dataset.held_out is None:  # a split of its own: its makers' or a folder's
+        own = "a test split of its own (test/, or a CSV's test rows)" if dataset.name.startswith(FOLDER_PREFIX) else \
+            "its own test split"
+        raise CnnlabError(f"{dataset.name} brings {own}; --test-split draws one out of a folder of images that has "
+                          f"none: expected no --test-split, got {config.test_split}")
     if config.val_split is not None and dataset.val_images is not None:
         raise CnnlabError(f"{dataset.name} brings its own validation split (val/ beside train/ and test/, or "
                           f"a CSV's val rows beside its test rows); expected "
@@ -393,7 +399,7 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
                          drop_last=per_rank > config.batch_size and per_rank % config.batch_size == 1, **shard)
     val_loader, val_rest = _eval_loaders(config, preprocess, dist, *val, shard)
     test_loader, test_rest = (_eval_loaders(config, preprocess, dist, dataset.test_images, dataset.test_labels,
-                                            None, shard) if apart else (None, None))
+                                            None, shard) if apart and len(dataset.test_labels) else (None, None))
     # --balance loss: scikit-learn's "balanced" weights of the training split weigh the training loss (the
     # validation loss stays unweighted, comparable between runs).
     loss_weights = class_weights.float().to(device) if config.balance == "loss" else None

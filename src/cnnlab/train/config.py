@@ -114,6 +114,10 @@ class TrainConfig:
     val_split: float | None = _f(None, "hold out this fraction (< 1) or number (>= 1) of training images, "
                                        "stratified and seeded, for validation; default: validate on the test set "
                                        "as the book does")
+    test_split: float | None = _f(None, "folder datasets without a test/ folder or test rows: hold out this fraction "
+                                        "(< 1) or number (>= 1) of the images as the test split, stratified and "
+                                        "seeded (default: 1/6); 0: none, every image trains or validates (with "
+                                        "--val-split), as for a contest that scores on its own unlabelled test/")
     normalize: bool = _f(False, "normalise inputs with the training set's mean and std")
     # bool | str: the old switch (true: crop-flip, false: none; config.json and checkpoints of older runs hold it) is
     # converted where the config is made, so the value is always a preset name; bool first keeps field_types() and
@@ -199,15 +203,11 @@ class TrainConfig:
             int_at_least(getattr(self, name), name.replace("_", "-"), 0)
         if self.channels is not None and (not is_int(self.channels) or self.channels not in (1, 3)):  # True == 1
             raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
-        if self.val_split is not None:
-            fraction = "a fraction in (0, 1) or a whole number of images >= 1"
-            number(self.val_split, "val-split", low=0, low_open=True, expected=fraction)
-            if self.val_split >= 1 and self.val_split != int(self.val_split):
-                fail("val-split", fraction, self.val_split)
-            if isinstance(self.val_split, float) and self.val_split == 1:  # reads as "all", yet held out one image
-                raise CnnlabError("val-split must be a fraction in (0, 1) or a whole number of images, got 1.0: a "
-                                  "fraction must be below 1; for a number of images give an integer (--val-split 1 "
-                                  "holds out one image)")
+        _check_share("val-split", self.val_split)
+        _check_share("test-split", self.test_split, zero=True)
+        if self.test_split == 0 and self.val_split is None:
+            raise CnnlabError("--test-split 0 holds out no test images, so no image is left to pick best.pt and score "
+                              "the run: expected --val-split too (e.g. --val-split 0.1)")
         if self.augment not in AUGMENTS:
             if isinstance(self.augment, str) and self.augment.lower() in _SWITCH_WORDS:  # "false" in a JSON file
                 raise CnnlabError(f"augment must be true or false, got {self.augment!r} (a string), or one of the "
@@ -291,6 +291,20 @@ def parse_milestones(text: str | None) -> tuple[int, ...]:
     if not values or min(values) < 1 or list(values) != sorted(set(values)):
         raise CnnlabError(f"milestones must be strictly increasing positive epochs such as 30,60; got {text!r}")
     return values
+
+
+def _check_share(name: str, value: Any, zero: bool = False) -> None:
+    """``--val-split``/``--test-split``: None, a fraction in (0, 1) or a whole number of images >= 1 (the CLI reads an
+    integer's text as an int, any other as a float); ``zero``: 0 too, for none."""
+    if value is None or zero and is_number(value) and value == 0:  # not False, which equals 0
+        return
+    fraction = "a fraction in (0, 1) or a whole number of images >= 1" + (", or 0 for none" if zero else "")
+    number(value, name, low=0, low_open=True, expected=fraction)
+    if value >= 1 and value != int(value):
+        fail(name, fraction, value)
+    if isinstance(value, float) and value == 1:  # reads as "all", yet would hold out one image
+        raise CnnlabError(f"{name} must be a fraction in (0, 1) or a whole number of images, got 1.0: a fraction must "
+                          f"be below 1; for a number of images give an integer (--{name} 1 holds out one image)")
 
 
 def check_schedule(cfg: TrainConfig) -> None:

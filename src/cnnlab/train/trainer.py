@@ -101,7 +101,9 @@ class Trainer:
         self.optimizer, self.scheduler, self.epoch_metrics = parts.optimizer, parts.scheduler, parts.epoch_metrics
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.observers, self.quiet, self.report = list(observers), quiet, report
-        self.val_name = "validation" if self.test_loader is not None else "test"  # a split apart from the test set
+        # --test-split 0: the data holds no test split, and the validation split is apart from none
+        self.tested = len(self.dataset.test_labels) > 0
+        self.val_name = "validation" if self.test_loader is not None or not self.tested else "test"
         # The figure that picks best.pt and that --early-stop and --target-acc judge: a history key, and its name
         self.judged_key, self.judged_name = JUDGED[self.config.best_by]
         self.stop_reason: str | None = None  # why an observer ended the run (StopRun); not kept across a resume
@@ -229,7 +231,9 @@ class Trainer:
         bought = (f", {self.result['steps']} steps ({self.result['epochs_trained']:.2f} epochs) in its "
                   f"{cfg.time_budget:g}s budget" if self.budget is not None else "")
         last = self.state.history[-1]["epoch"] if self.state.history else 0
-        self._log(f"done: {cfg.model} test_acc {self.result['test_acc']:.4f} (the last epoch's model, epoch "
+        final = f"test_acc {self.result['test_acc']:.4f}" if self.tested else \
+            f"no test split, validation accuracy {self.result['val_acc']:.4f}"
+        self._log(f"done: {cfg.model} {final} (the last epoch's model, epoch "
                   f"{last:g}); {self._best_words()}; in {self.result['wall_s']:.1f}s, "
                   f"{self.result['images_per_s']:,.0f} img/s{bought} -> {self.run_dir or 'memory'}")
         return self.state.history
@@ -243,7 +247,7 @@ class Trainer:
         if best is None:
             return f"no best {self.val_name} {self.judged_name}"
         words = f"{held}: epoch {best['epoch']:g}, {self.val_name} {self.judged_name} {best[self.judged_key]:.4f}"
-        if self.test_loader is None and self.judged_key != "val_acc":  # its accuracy, beside test_acc's
+        if self.test_loader is None and self.tested and self.judged_key != "val_acc":  # its accuracy, beside test_acc's
             words += f", test accuracy {best['val_acc']:.4f}"
         return words
 
@@ -425,7 +429,8 @@ class Trainer:
 
     def _result(self, wall: float) -> dict[str, Any]:
         """The run's figures (result.json); with a validation split, the final model is evaluated on the test set
-        here, once."""
+        here, once. Without a test split (``--test-split 0``) the test figures are None, and the per-class ones are
+        the validation split's."""
         last = self.state.history[-1] if self.state.history else {}
         if self.test_loader is not None and self.state.history:
             test = self.evaluate(self.test_loader, keep_logits=True)
@@ -434,8 +439,9 @@ class Trainer:
         else:
             if not self._val_logits and self.state.history:  # a resume that had nothing left to train: its last
                 self.evaluate(keep_logits=True)  # evaluation again, for the per-class figures
-            test = {"acc": last.get("val_acc"), "loss": last.get("val_loss")}
-            test_samples = self._samples(self.val_loader, self.parts.val_rest)
+            test = {"acc": last.get("val_acc"), "loss": last.get("val_loss")} if self.tested else \
+                {"acc": None, "loss": None}
+            test_samples = self._samples(self.val_loader, self.parts.val_rest) if self.tested else None
             final = self._final_logits(self.val_loader)
         per_class = macro_f1 = balanced = None
         if final is not None:
@@ -454,8 +460,8 @@ class Trainer:
             "epochs": len(self.state.history),
             "test_acc": test["acc"], "test_bal_acc": balanced, "test_loss": test["loss"],
             "test_samples": test_samples, "val_split": self.config.val_split,
-            "val_acc": last.get("val_acc") if self.test_loader is not None else None,
-            "val_bal_acc": last.get("val_bal_acc") if self.test_loader is not None else None,
+            "val_acc": last.get("val_acc") if self.val_name == "validation" else None,
+            "val_bal_acc": last.get("val_bal_acc") if self.val_name == "validation" else None,
             # best.pt's epoch, the figure that picked it, and its two figures
             "best_by": self.config.best_by, "best_epoch": best.get("epoch"), "best_val_acc": best.get("val_acc"),
             "best_val_bal_acc": best.get("val_bal_acc"),

@@ -289,16 +289,16 @@ async function loadGallery(name, info) {
       }
       if (state.run !== name || Number(select.value) !== chosen) return;  // another class or run chosen since
     }
-    $("gallery").replaceChildren(...group.images.map((it) => thumb(it, `test #${it.index}: ${it.label}`)));
+    $("gallery").replaceChildren(...group.images.map((it) => thumb(it, `${g.split} #${it.index}: ${it.label}`)));
   };
   select.onchange = showClass;
   showClass();
   const among = g.searched < g.of ? `a sample of ${g.searched.toLocaleString("en")} of the ` +
-    `${g.of.toLocaleString("en")} test images` : `the ${g.searched.toLocaleString("en")} test images`;
+    `${g.of.toLocaleString("en")} ${g.split} images` : `the ${g.searched.toLocaleString("en")} ${g.split} images`;
   $("mistakes-note").textContent = `Among ${among} (accuracy there ${pct(g.accuracy)}); under each: the predicted ` +
     `class and its probability.`;
   $("mistakes").replaceChildren(...g.mistakes.map((it) => el("figure", {class: "mistake"},
-    thumb(it, `test #${it.index}: predicted ${it.predicted} (${pct(it.confidence)}), truly ${it.label}`),
+    thumb(it, `${g.split} #${it.index}: predicted ${it.predicted} (${pct(it.confidence)}), truly ${it.label}`),
     el("figcaption", {text: `${it.predicted} ${pct(it.confidence)}`}))));
 }
 
