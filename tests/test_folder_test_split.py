@@ -109,6 +109,7 @@ def test_a_run_without_a_test_split_is_scored_on_its_validation_split_and_says_s
     done = capsys.readouterr().out
     result = json.loads((run / "result.json").read_text())
     assert result["test_acc"] is None and result["test_samples"] is None and result["test_loss"] is None
+    assert result["test_bal_acc"] is None and result["val_bal_acc"] is not None
     assert result["val_acc"] is not None and set(result["per_class"]) == set(COUNTS)
     trained = load_trained(run / "best.pt", "cpu")
     data = trained.dataset()

@@ -247,7 +247,7 @@ class Trainer:
         if best is None:
             return f"no best {self.val_name} {self.judged_name}"
         words = f"{held}: epoch {best['epoch']:g}, {self.val_name} {self.judged_name} {best[self.judged_key]:.4f}"
-        if self.test_loader is None and self.tested and self.judged_key != "val_acc":  # its accuracy, beside test_acc's
+        if self.test_loader is None and self.tested and self.judged_key != "val_acc":  # its accuracy, by test_acc's
             words += f", test accuracy {best['val_acc']:.4f}"
         return words
 
@@ -458,7 +458,7 @@ class Trainer:
             "model": self.config.model, "recipe": self.config.recipe, "dataset": self.dataset.name,
             "status": "finished" if self.stop_reason is None else "stopped", "stop_reason": self.stop_reason,
             "epochs": len(self.state.history),
-            "test_acc": test["acc"], "test_bal_acc": balanced, "test_loss": test["loss"],
+            "test_acc": test["acc"], "test_bal_acc": balanced if self.tested else None, "test_loss": test["loss"],
             "test_samples": test_samples, "val_split": self.config.val_split,
             "val_acc": last.get("val_acc") if self.val_name == "validation" else None,
             "val_bal_acc": last.get("val_bal_acc") if self.val_name == "validation" else None,
