@@ -7,6 +7,7 @@ Screenshots are kept as test artifacts in ``$CNNLAB_ARTIFACTS`` (default: pytest
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -87,6 +88,10 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
     click("a.run-link[data-run='lenet']")
     wait(driver, "document.querySelectorAll('#gallery img.thumb').length === 6", what="the gallery")
     wait(driver, "document.querySelectorAll('#mistakes img.thumb').length > 0", what="the mistakes")
+    # the captions name the split the pictures are of (the gallery's "split": validation for a run without a test split)
+    first = driver.find_element("css selector", "#gallery img.thumb").get_attribute("title")
+    assert re.fullmatch(r"test #\d+: \S.*", first), first
+    assert " test images (accuracy there " in driver.find_element("id", "mistakes-note").text
     driver.execute_script("const s = document.getElementById('class-select'); s.value = '7';"
                           "s.dispatchEvent(new Event('change'))")
     click("#gallery img.thumb")
