@@ -26,8 +26,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "SQUARE_KEY", "STRETCH",
-           "PixelRangeError", "as_hw", "centre_crop", "decoding", "heif_note", "letterbox_fit", "read_picture"]
+__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "SHORTER_SIDE",
+           "SQUARE_KEY", "STRETCH", "PixelRangeError", "as_hw", "centre_crop", "decoding", "heif_note",
+           "letterbox_fit", "read_picture"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -48,9 +49,10 @@ SQUARE_KEY, CENTRE_CROP = "cnnlab.to_square", "centre-crop"
 # How read_picture gives a picture that is not cropped the model's shape: cnnlab's own way (PAD: resized with Lanczos
 # to fit, on a canvas of its corners' colour), or as Ultralytics' predict feeds the networks it exports (its
 # LetterBox: resized bilinearly as OpenCV's INTER_LINEAR does, without antialiasing, to fit, on grey 114; its RT-DETR's
-# and depth models' STRETCH, resized to the input's shape whatever the picture's). Fed otherwise, a detector trained
-# on letterboxed pictures finds other boxes, with other scores, than its users get from Ultralytics.
-PAD, LETTERBOX, STRETCH = "pad", "letterbox", "stretch"
+# and depth models' STRETCH, resized to the input's shape whatever the picture's; its classifiers' SHORTER_SIDE,
+# torchvision's Resize of the shorter side then CenterCrop). Fed otherwise, a detector trained on letterboxed pictures
+# finds other boxes, with other scores, than its users get from Ultralytics.
+PAD, LETTERBOX, STRETCH, SHORTER_SIDE = "pad", "letterbox", "stretch", "shorter-side"
 LETTERBOX_GREY = 114
 # An export's metadata entry saying, in Pillow's words (:func:`decoding`), how a picture file becomes its uint8 input
 PICTURE_KEY = "cnnlab.picture"
@@ -140,8 +142,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
         crop: after the size checks, decode as a folder of images decodes its files (:func:`centre_crop`), for a
             model trained on one, instead of the steps above (``invert`` still applies).
         fit: where not ``crop``, how the picture is given the output's shape: :data:`PAD` (the steps above), or as
-            Ultralytics' predict feeds its networks, :data:`LETTERBOX` or :data:`STRETCH` (:func:`_ultralytics`:
-            decoded whole, alpha dropped, resized bilinearly without antialiasing and, letterboxed, on grey 114).
+            Ultralytics' predict feeds its networks, :data:`LETTERBOX`, :data:`STRETCH` or :data:`SHORTER_SIDE`
+            (:func:`_ultralytics`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on grey 114).
 
     Raises:
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
@@ -166,7 +168,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                 if crop:
                     pixels = centre_crop(im, (height, width), channels)
                 elif fit != PAD:
-                    pixels = _ultralytics(im, height, width, channels, stretch=fit == STRETCH)
+                    pixels = _ultralytics(im, height, width, channels, fit)
                 else:
                     _reduce_decode(im, height, width)
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
@@ -229,17 +231,29 @@ def letterbox_fit(hw: tuple[int, int], input_hw: tuple[int, int], stretch: bool 
     return round((width - new_w) / 2 - 0.1), round((height - new_h) / 2 - 0.1), new_w, new_h
 
 
-def _ultralytics(im: Image.Image, height: int, width: int, channels: int, stretch: bool) -> np.ndarray:
+def _ultralytics(im: Image.Image, height: int, width: int, channels: int, fit: str) -> np.ndarray:
     """An opened image as Ultralytics' predict makes it its networks' input: uint8 ``height x width`` (grey) or
     ``height x width x 3``.
 
     As OpenCV's ``imread`` reads a file for it: decoded whole (a reduced decode would be another picture), its EXIF
-    orientation applied, alpha dropped (not laid on a background), 16-bit scaled to 8 bits; then resized to fit
-    (:func:`letterbox_fit`) as OpenCV's bilinear does (:func:`_bilinear`) and laid on grey 114, or ``stretch``-ed to the
-    whole input."""
+    orientation applied, alpha dropped (not laid on a background), 16-bit scaled to 8 bits. Then, for a detector
+    (engine/predictor.py), resized as OpenCV's bilinear does (:func:`_bilinear`) to fit (:func:`letterbox_fit`) on
+    grey 114, or to the whole input (:data:`STRETCH`); for a classifier (:data:`SHORTER_SIDE`, its
+    classify_transforms), by torchvision's ``Resize(side)`` (the shorter side to the input's, the longer ``int(side *
+    longer / shorter)``; Pillow's bilinear, antialiased) and ``CenterCrop`` (the crop's offsets rounded), or
+    resized to a non-square input whole."""
     im = _grey_or_rgb(_to_8bit(ImageOps.exif_transpose(im)), channels == 3)
+    if fit == SHORTER_SIDE:
+        w, h = im.size
+        short = min(w, h)
+        size = (width, height) if width != height else \
+            (width, int(width * h / short)) if w == short else (int(height * w / short), height)
+        if size != (w, h):
+            im = im.resize(size, Image.Resampling.BILINEAR)
+        left, top = round((size[0] - width) / 2), round((size[1] - height) / 2)
+        return np.asarray(im.crop((left, top, left + width, top + height)))
     picture = np.asarray(im)
-    left, top, new_w, new_h = letterbox_fit(picture.shape[:2], (height, width), stretch)
+    left, top, new_w, new_h = letterbox_fit(picture.shape[:2], (height, width), stretch=fit == STRETCH)
     canvas = np.full((height, width, *picture.shape[2:]), LETTERBOX_GREY, dtype=np.uint8)
     canvas[top:top + new_h, left:left + new_w] = _bilinear(picture, new_h, new_w)
     return canvas

@@ -77,6 +77,7 @@ from cnnlab.explore.outputs import (
     scales_hint,
     stored_classes,
 )
+from cnnlab.picture import LETTERBOX, PAD, SHORTER_SIDE, STRETCH
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -277,9 +278,9 @@ class OnnxModel:
         self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None  # a fixed batch size, or None
         options.check_no_scaling_for(self.metadata, str(path))
         self.spec = square_as_exported(self.spec, self.metadata)
-        if self.carried.crop_from:
-            self.spec = replace(self.spec, crop=True,
-                                origin={**self.spec.origin, "centre-crop": self.carried.crop_from})
+        if self.carried.fit_from:
+            self.spec = replace(self.spec, fit=self.carried.fit,
+                                origin={**self.spec.origin, self.carried.fit: self.carried.fit_from})
         network = read_as_network(options) or None  # what the page says of a network that is no classifier
         self.output_name, scored_note = (graph.output[0].name, "") if network else \
             _scores_output(graph, self.producers)
@@ -978,10 +979,14 @@ def _carried(metadata: dict[str, str], path: Path) -> Carried:
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
     if names is not None or metadata.get("author") == "Ultralytics":
         size = _sides(literal(metadata.get("imgsz", "")))
-        # a classifier (task classify) is fed as Ultralytics feeds it: the shorter side resized, the centre cropped
-        crop = metadata.get("author") == "Ultralytics" and metadata.get("task") == "classify"
-        return Carried(classes=names, size=size, size_from="Ultralytics' metadata",
-                       crop_from="Ultralytics' metadata" if crop else "")
+        task, head = metadata.get("task"), metadata.get("head", "")
+        # fed as Ultralytics' predict feeds it: a classifier (task classify) the shorter side resized, the centre
+        # cropped; anything else letterboxed (engine/predictor.py), or stretched where its predictor says scale_fill
+        # (RT-DETR's, which YOLO(file) picks by the head the export names, and depth models')
+        fit = PAD if metadata.get("author") != "Ultralytics" else SHORTER_SIDE if task == "classify" else \
+            STRETCH if "RTDETR" in head or task == "depth" else LETTERBOX
+        return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit,
+                       fit_from="Ultralytics' metadata" if fit != PAD else "")
     return _hugging_face(path)
 
 
