@@ -97,8 +97,8 @@ class InputSpec:
         crop: centre-crop pictures instead of padding them (:func:`cnnlab.picture.read_picture`): a cnnlab run on a
             folder of images, whose training images were cropped so.
         fit: how pictures not cropped are given the input's shape (:func:`cnnlab.picture.read_picture`): cnnlab's
-            padding, or as Ultralytics' predict feeds the networks it exports (letterboxed on grey 114, or
-            stretched), :data:`FITTED` says so.
+            padding, or as Ultralytics' predict feeds the networks it exports (letterboxed on grey 114, stretched,
+            or resized by the shorter side and centre-cropped), as :data:`FITTED` says.
         layout: ``"NCHW"`` or ``"NHWC"``.
         pixel_max: 1 (pixels / 255, as torchvision's models take them) or 255 (the pixel values themselves, as
             Caffe-converted models and Keras's ``caffe`` preprocessing take them).
@@ -186,7 +186,8 @@ class InputSpec:
 @dataclass(frozen=True)
 class Carried:
     """What a model from a library carries about how it is fed and what it answers (none of it for a plain module
-    or graph): its class names, input size, normalisation and cropping, and where each was read, for the page."""
+    or graph): its class names, input size, normalisation and how pictures are given its input's shape, and where
+    each was read, for the page."""
 
     classes: tuple[str, ...] | None = None
     classes_from: str = "the model file"
