@@ -947,3 +947,34 @@ def test_another_detector_keeps_cnnlabs_own_padding(tmp_path):
     top, bottom = LETTERBOXED_ROWS
     assert tuple(images.images[0][:, 0, 0].tolist()) == (127, 200, 109)  # the corners' median, not grey 114
     assert not (images.images[0][:, top:bottom] == images.images[0][:, :1, :1]).all(0).any()
+
+
+class UltralyticsDetector(YoloHead):
+    """A stand-in of Ultralytics' DetectionModel as ``YOLO("yolov8n.pt").model`` gives it: its class in
+    ultralytics.nn.tasks, its task and class names plain attributes."""
+
+    task, names = "detect", dict(enumerate(NAMES))
+
+
+UltralyticsDetector.__module__ = "ultralytics.nn.tasks"
+
+
+def ultralytics_detector():
+    return UltralyticsDetector()
+
+
+def test_an_ultralytics_network_given_as_a_module_is_named_and_letterboxed(tmp_path, importable):
+    """An Ultralytics network handed over as a module (``module:function`` returning ``YOLO(...).model``) was fed
+    padded pictures and its names were not read, so its boxes went unnamed and undrawn: told by its class's module,
+    it is named by its ``names`` and letterboxed on grey 114 as Ultralytics' predict feeds it."""
+    picture = _wide_picture(tmp_path / "pictures")
+    model, images = open_with_images(f"{importable}:ultralytics_detector", tmp_path / "pictures",
+                                     Options(input_size=SIDE))
+    assert model.classes == NAMES
+    assert "letterboxed with grey 114 as Ultralytics' predict does" in model.spec.describe()
+    fed = images.images[0]
+    top, bottom = LETTERBOXED_ROWS
+    assert (fed[:, :top] == 114).all() and (fed[:, bottom:] == 114).all()
+    assert (fed[:, top:bottom].double() - _resized(picture, (bottom - top, SIDE))).abs().max() <= 1.5
+    [entry] = analyze_image(model, fed)["outputs"]
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]

@@ -86,6 +86,14 @@ FITTED = {LETTERBOX: "letterboxed with grey 114 as Ultralytics' predict does",
           SHORTER_SIDE: "resized by the shorter side and centre-cropped as Ultralytics' classify predict does"}
 
 
+def ultralytics_fit(task: str | None, kind: str) -> str:
+    """How Ultralytics' predict feeds a network of its ``task`` whose head or model class is named ``kind``
+    (engine/predictor.py and its task's predictor): a classifier the shorter side resized and the centre cropped,
+    RT-DETR (which ``YOLO(file)`` picks by its head's name) and a depth model stretched (``scale_fill``), anything
+    else letterboxed."""
+    return SHORTER_SIDE if task == "classify" else STRETCH if "RTDETR" in kind or task == "depth" else LETTERBOX
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """How an image becomes the model's input.

@@ -60,6 +60,7 @@ from cnnlab.explore.model import (
     read_outputs,
     scaled_as_made,
     square_as_exported,
+    ultralytics_fit,
 )
 from cnnlab.explore.onnx_macs import node_macs
 from cnnlab.explore.outputs import (
@@ -77,7 +78,7 @@ from cnnlab.explore.outputs import (
     scales_hint,
     stored_classes,
 )
-from cnnlab.picture import LETTERBOX, PAD, SHORTER_SIDE, STRETCH
+from cnnlab.picture import PAD
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -979,12 +980,8 @@ def _carried(metadata: dict[str, str], path: Path) -> Carried:
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
     if names is not None or metadata.get("author") == "Ultralytics":
         size = _sides(literal(metadata.get("imgsz", "")))
-        task, head = metadata.get("task"), metadata.get("head", "")
-        # fed as Ultralytics' predict feeds it: a classifier (task classify) the shorter side resized, the centre
-        # cropped; anything else letterboxed (engine/predictor.py), or stretched where its predictor says scale_fill
-        # (RT-DETR's, which YOLO(file) picks by the head the export names, and depth models')
-        fit = PAD if metadata.get("author") != "Ultralytics" else SHORTER_SIDE if task == "classify" else \
-            STRETCH if "RTDETR" in head or task == "depth" else LETTERBOX
+        fit = ultralytics_fit(metadata.get("task"), metadata.get("head", "")) \
+            if metadata.get("author") == "Ultralytics" else PAD
         return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit,
                        fit_from="Ultralytics' metadata" if fit != PAD else "")
     return _hugging_face(path)
