@@ -8,7 +8,9 @@ Two ways to give it the model's shape (square, or for a model from elsewhere any
 of images learnt from pictures decoded by :func:`centre_crop` (the folder loader's own decode), so its pictures are
 decoded by that function too: a picture it is shown is the image it would have stored. The other datasets store
 images already square, so a picture is padded instead (:func:`read_picture` without ``crop``): a garment
-photographed wider than tall keeps its sleeves.
+photographed wider than tall keeps its sleeves. A network Ultralytics exported is fed as its own predict feeds it
+(``fit``: letterboxed on grey 114 after OpenCV's bilinear resize, stretched, or its classifiers' resize and crop), so
+that its boxes and scores are those its users get from Ultralytics.
 """
 
 from __future__ import annotations
