@@ -22,6 +22,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.boxes import IOU, _turned_head, probabilistic_iou
+from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options, analyze_image
 from cnnlab.explore.outputs import NotAClassifier
 from cnnlab.explore.sources import open_model, open_with_images
@@ -131,17 +132,18 @@ def importable(monkeypatch):
     return "boxes_under_test"
 
 
-def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("output0",)) -> str:
-    """``net`` exported as Ultralytics exports its networks: ``images`` in, ``output0`` out, its names, task and size
-    in the metadata."""
+def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("output0",), head: str = "Detect",
+                      dynamic_axes=None) -> str:
+    """``net`` exported as Ultralytics exports its networks: ``images`` in, ``output0`` out, its names, task, head's
+    class and size in the metadata."""
     import onnx
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net.eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
-                          input_names=["images"], output_names=list(outputs))
+                          input_names=["images"], output_names=list(outputs), dynamic_axes=dynamic_axes)
     graph = onnx.load(str(path))
-    for key, value in (("author", "Ultralytics"), ("task", task), ("imgsz", f"[{SIDE}, {SIDE}]"),
+    for key, value in (("author", "Ultralytics"), ("task", task), ("head", head), ("imgsz", f"[{SIDE}, {SIDE}]"),
                        ("names", str(dict(enumerate(NAMES))))):
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
@@ -771,24 +773,17 @@ def rtdetr_queries():
     return Fixed(torch.cat([queries, scores], 1))
 
 
+def _ultralytics_rtdetr(tmp_path) -> str:
+    """Ultralytics' RT-DETR export (:class:`RtdetrRows`, of a free length; its head named in the metadata)."""
+    return _ultralytics_onnx(RtdetrRows(), tmp_path / "rtdetr.onnx", head="RTDETRDecoder",
+                             dynamic_axes={"output0": {0: "rows"}})
+
+
 def test_ultralytics_rtdetrs_rows_are_drawn_at_the_inputs_scale_where_named(tmp_path):
     """Ultralytics' RT-DETR export (rows of centre and size scaled to 1, score and class; 1 x 300 x 6, its length
     declared free) was left to the table and its metadata's names dropped: its rows scoring above 0.25 are drawn at the
     input's scale, as its predictor keeps them, named by the metadata."""
-    import onnx
-
-    path = tmp_path / "rtdetr.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(RtdetrRows().eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(path), dynamo=False,
-                          input_names=["images"], output_names=["output0"], dynamic_axes={"output0": {0: "rows"}})
-    graph = onnx.load(str(path))
-    for key, value in (("author", "Ultralytics"), ("task", "detect"), ("imgsz", f"[{SIDE}, {SIDE}]"),
-                       ("names", str(dict(enumerate(NAMES))))):
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(graph, str(path))
-    model, _ = open_with_images(path, None, Options())
+    model, _ = open_with_images(_ultralytics_rtdetr(tmp_path), None, Options())
     assert model.classes == NAMES
     [entry] = analyze_image(model, _image())["outputs"]
     assert (entry["shape"], entry["found"]) == ([1, 300, 6], 3)
@@ -853,3 +848,133 @@ def test_a_detector_whose_first_output_is_a_topks_scores_is_opened_and_its_boxes
     assert tuple(picture[16, 8]) == tuple(bytes.fromhex(entry["detected"][0]["colour"][1:]))
     with pytest.raises(NotAClassifier, match="is a TopK's, each image's k largest scores in order, beside boxes"):
         open_model(path)
+
+
+# A picture wider than the input, 128 x 74, of a gradient nowhere grey and a red block at x 68-108, y 38-70.
+# Ultralytics' LetterBox halves it to 64 x 37 on grey 114, 13 rows above it and 14 below (round(13.5 - 0.1) above): the
+# block lands at x 34-54, y 32-48, where :data:`KEPT`'s cat is, and its scale_boxes puts the cat's box back on it
+WIDE_HW, RED_BLOCK, LETTERBOXED_ROWS = (74, 128), (68, 38, 108, 70), (13, 50)
+
+
+def _wide_picture(folder: Path) -> np.ndarray:
+    """The wide picture, saved as ``folder``/wide.png, and returned (uint8 ``H x W x 3``)."""
+    y, x = np.mgrid[0:WIDE_HW[0], 0:WIDE_HW[1]]
+    picture = np.stack([x * 2, np.full_like(x, 200), y * 3], 2).astype(np.uint8)
+    x1, y1, x2, y2 = RED_BLOCK
+    picture[y1:y2, x1:x2] = (255, 0, 0)
+    folder.mkdir()
+    Image.fromarray(picture).save(folder / "wide.png")
+    return picture
+
+
+def _resized(picture: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
+    """torch's bilinear resize (half-pixel centres, no antialiasing: OpenCV's INTER_LINEAR in floats): ``C x H x W``."""
+    x = torch.from_numpy(picture).permute(2, 0, 1)[None].double()
+    return nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)[0]
+
+
+def _red_bounds(image: torch.Tensor) -> tuple[int, int, int, int]:
+    """``x1, y1, x2, y2`` (the last exclusive) of the red pixels of a ``3 x H x W`` image."""
+    red = ((image[0] > 200) & (image[1] < 60)).nonzero()
+    return int(red[:, 1].min()), int(red[:, 0].min()), int(red[:, 1].max()) + 1, int(red[:, 0].max()) + 1
+
+
+def _scale_boxes(box, input_hw, hw) -> tuple[float, ...]:
+    """A box in the input's pixels put back on a picture of ``hw`` by Ultralytics' scale_boxes arithmetic (8.4): the
+    gain of each side as LetterBox rounded it, the padding of the left and top ``round(pad / 2 - 0.1)``."""
+    gain = min(input_hw[0] / hw[0], input_hw[1] / hw[1])
+    new_h, new_w = (max(round(side * gain), 1) for side in hw)
+    pad_x, pad_y = round((input_hw[1] - new_w) / 2 - 0.1), round((input_hw[0] - new_h) / 2 - 0.1)
+    x1, y1, x2, y2 = box
+    return (x1 - pad_x) * hw[1] / new_w, (y1 - pad_y) * hw[0] / new_h, (x2 - pad_x) * hw[1] / new_w, \
+        (y2 - pad_y) * hw[0] / new_h
+
+
+def test_an_ultralytics_detectors_pictures_are_letterboxed_on_grey_114_as_its_predict_does(tmp_path):
+    """Ultralytics' predict letterboxes a picture for its detectors: resized bilinearly (OpenCV's, not antialiased)
+    to fit, on grey 114, the odd row of padding below. The explorer resized it with Lanczos onto its corners' median
+    colour: the network saw another picture than its users' and found other boxes. The bars are grey 114 and the rows
+    Ultralytics' own; the picture's pixels torch's bilinear's within a level (OpenCV rounds in integers); the network's
+    box drawn on the page lies around the red block that Ultralytics' scale_boxes puts it back on; an upload is fed
+    the same; and the page says how it was fed."""
+    picture = _wide_picture(tmp_path / "pictures")
+    model, images = open_with_images(_ultralytics_onnx(YoloHead(), tmp_path / "yolo.onnx"), tmp_path / "pictures",
+                                     Options())
+    assert "pictures letterboxed with grey 114 as Ultralytics' predict does" in model.spec.describe()
+    fed = images.images[0]
+    top, bottom = LETTERBOXED_ROWS
+    assert (fed[:, :top] == 114).all() and (fed[:, bottom:] == 114).all()
+    assert not (fed[:, top:bottom] == 114).all(0).any()  # no pixel of the picture itself is grey
+    assert (fed[:, top:bottom].double() - _resized(picture, (bottom - top, SIDE))).abs().max() <= 1.5
+    spec = model.spec
+    upload = decode_upload((tmp_path / "pictures" / "wide.png").read_bytes(), spec.channels, spec.read_hw,
+                           crop=spec.crop, fit=spec.fit)
+    assert torch.equal(upload, fed)
+    cat = KEPT[2][2:]
+    assert _red_bounds(fed) == cat and _scale_boxes(cat, (SIDE, SIDE), WIDE_HW) == RED_BLOCK
+    [entry] = analyze_image(model, fed)["outputs"]
+    assert entry["detected"][2]["name"] == "cat"
+    colour, drawn = tuple(bytes.fromhex(entry["detected"][2]["colour"][1:])), _picture(entry)
+    assert tuple(drawn[40, cat[0]]) == colour and tuple(drawn[40, cat[2]]) == colour  # its sides, on the block's
+    assert tuple(drawn[5, 5]) == (114, 114, 114)  # the page shows the bars the network saw
+
+
+def test_ultralytics_rtdetrs_pictures_are_stretched_to_its_input_as_its_predictor_does(tmp_path):
+    """Ultralytics' RT-DETR predictor stretches a picture to its square input (scale_fill), no padding, and scales its
+    boxes (centre and size scaled to 1) by the picture's width and height: the explorer padded it, so a box scaled to 1
+    was in the padded square's, not the picture's. The input is the whole picture resized bilinearly, and the red
+    block's box, scaled to 1 by the picture's sides, lands on the block in it."""
+    picture = _wide_picture(tmp_path / "pictures")
+    model, images = open_with_images(_ultralytics_rtdetr(tmp_path), tmp_path / "pictures", Options())
+    assert "stretched to it, not letterboxed, as Ultralytics' predict does" in model.spec.describe()
+    fed = images.images[0]
+    assert (fed.double() - _resized(picture, (SIDE, SIDE))).abs().max() <= 1.5
+    (height, width), (x1, y1, x2, y2) = WIDE_HW, RED_BLOCK
+    stretched = (x1 / width * SIDE, y1 / height * SIDE, x2 / width * SIDE, y2 / height * SIDE)
+    assert all(abs(bound - edge) < 1 for bound, edge in zip(_red_bounds(fed), stretched, strict=True))
+
+
+def test_another_detector_keeps_cnnlabs_own_padding(tmp_path):
+    """Only an export Ultralytics' metadata names as its own is letterboxed: the same head exported without it is fed
+    as before, resized with Lanczos onto its corners' median colour."""
+    _wide_picture(tmp_path / "pictures")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(YoloHead().eval(), (torch.zeros(1, 3, SIDE, SIDE),), str(tmp_path / "head.onnx"),
+                          dynamo=False, input_names=["images"], output_names=["output0"])
+    model, images = open_with_images(tmp_path / "head.onnx", tmp_path / "pictures", Options(classes=NAMES))
+    assert "letterbox" not in model.spec.describe()
+    top, bottom = LETTERBOXED_ROWS
+    assert tuple(images.images[0][:, 0, 0].tolist()) == (127, 200, 109)  # the corners' median, not grey 114
+    assert not (images.images[0][:, top:bottom] == images.images[0][:, :1, :1]).all(0).any()
+
+
+class UltralyticsDetector(YoloHead):
+    """A stand-in of Ultralytics' DetectionModel as ``YOLO("yolov8n.pt").model`` gives it: its class in
+    ultralytics.nn.tasks, its task and class names plain attributes."""
+
+    task, names = "detect", dict(enumerate(NAMES))
+
+
+UltralyticsDetector.__module__ = "ultralytics.nn.tasks"
+
+
+def ultralytics_detector():
+    return UltralyticsDetector()
+
+
+def test_an_ultralytics_network_given_as_a_module_is_named_and_letterboxed(tmp_path, importable):
+    """An Ultralytics network handed over as a module (``module:function`` returning ``YOLO(...).model``) was fed
+    padded pictures and its names were not read, so its boxes went unnamed and undrawn: told by its class's module,
+    it is named by its ``names`` and letterboxed on grey 114 as Ultralytics' predict feeds it."""
+    picture = _wide_picture(tmp_path / "pictures")
+    model, images = open_with_images(f"{importable}:ultralytics_detector", tmp_path / "pictures",
+                                     Options(input_size=SIDE))
+    assert model.classes == NAMES
+    assert "letterboxed with grey 114 as Ultralytics' predict does" in model.spec.describe()
+    fed = images.images[0]
+    top, bottom = LETTERBOXED_ROWS
+    assert (fed[:, :top] == 114).all() and (fed[:, bottom:] == 114).all()
+    assert (fed[:, top:bottom].double() - _resized(picture, (bottom - top, SIDE))).abs().max() <= 1.5
+    [entry] = analyze_image(model, fed)["outputs"]
+    assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]

@@ -269,22 +269,47 @@ def test_an_ultralytics_classifiers_class_names_are_read_from_its_metadata(tmp_p
     assert not open_model(tmp_path / "yolo.onnx").spec.crop  # names alone say nothing of how it is fed
 
 
-def test_an_ultralytics_classifier_is_fed_centre_crops_as_ultralytics_feeds_it(tmp_path):
-    """Ultralytics resizes a picture's shorter side and crops its centre for a classifier (its metadata: author
-    Ultralytics, task classify); the explorer padded a wide photo to a square, another image than the model's."""
+def _ultralytics_classifier(tmp_path) -> Path:
     _nhwc_graph(tmp_path / "plain.onnx")
     model = onnx.load(str(tmp_path / "plain.onnx"))
     for key, value in (("author", "Ultralytics"), ("task", "classify"), ("names", "{0: 'a', 1: 'b', 2: 'c'}")):
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(tmp_path / "yolo.onnx"))
-    opened = open_model(tmp_path / "yolo.onnx")
-    assert opened.spec.crop and "centre-crop from the Ultralytics' metadata" in opened.spec.describe()
+    return tmp_path / "yolo.onnx"
+
+
+def test_an_ultralytics_classifier_is_fed_centre_crops_as_ultralytics_feeds_it(tmp_path):
+    """Ultralytics resizes a picture's shorter side and crops its centre for a classifier (its metadata: author
+    Ultralytics, task classify); the explorer padded a wide photo to a square, another image than the model's."""
+    opened = open_model(_ultralytics_classifier(tmp_path))
+    assert "resized by the shorter side and centre-cropped as Ultralytics' classify predict does" in \
+        opened.spec.describe()
     wide = np.zeros((16, 48, 3), np.uint8)
     wide[:, 16:32] = 200  # a bright centre between black sides: cropped, the model sees only the centre
     Image.fromarray(wide).save(tmp_path / "wide.png")
     spec = opened.spec
-    picture = decode_upload((tmp_path / "wide.png").read_bytes(), spec.channels, spec.read_hw, crop=spec.crop)
+    picture = decode_upload((tmp_path / "wide.png").read_bytes(), spec.channels, spec.read_hw, crop=spec.crop,
+                            fit=spec.fit)
     assert picture.shape == (3, 16, 16) and picture.min() == 200, picture.float().mean()
+
+
+@pytest.mark.parametrize("wh", [(37, 20), (20, 45), (9, 11)])
+def test_an_ultralytics_classifiers_picture_is_torchvisions_resize_then_centre_crop(tmp_path, wh):
+    """Ultralytics' classify predict feeds torchvision's Resize(side) (the shorter side to the input's, the longer
+    truncated, Pillow's bilinear) then CenterCrop(side): the explorer cropped the picture first and then resized the
+    crop (ImageOps.fit), pixels tens of levels off at its edges, and left a photo's EXIF orientation unapplied."""
+    import torchvision.transforms as T
+
+    spec = open_model(_ultralytics_classifier(tmp_path)).spec
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 256, (wh[1], wh[0], 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown turned a quarter clockwise, as cv2.imread (Ultralytics') reads it
+    picture.save(tmp_path / "photo.png", exif=exif)
+    expected = np.asarray(T.Compose([T.Resize(16), T.CenterCrop(16)])(picture.transpose(Image.Transpose.ROTATE_270)))
+    fed = decode_upload((tmp_path / "photo.png").read_bytes(), spec.channels, spec.read_hw, crop=spec.crop,
+                        fit=spec.fit)
+    assert np.array_equal(fed.permute(1, 2, 0).numpy(), expected)
 
 
 @pytest.mark.parametrize("imgsz, hw", [("[24, 32]", (24, 32)), ("40", (40, 40)), ("[24]", None), ("[1, 99999]", None),

@@ -8,7 +8,9 @@ Two ways to give it the model's shape (square, or for a model from elsewhere any
 of images learnt from pictures decoded by :func:`centre_crop` (the folder loader's own decode), so its pictures are
 decoded by that function too: a picture it is shown is the image it would have stored. The other datasets store
 images already square, so a picture is padded instead (:func:`read_picture` without ``crop``): a garment
-photographed wider than tall keeps its sleeves.
+photographed wider than tall keeps its sleeves. A network Ultralytics exported is fed as its own predict feeds it
+(``fit``: letterboxed on grey 114 after OpenCV's bilinear resize, stretched, or its classifiers' resize and crop), so
+that its boxes and scores are those its users get from Ultralytics.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "MAX_PIXELS", "PICTURE_KEY", "SQUARE_KEY", "PixelRangeError", "as_hw",
-           "centre_crop", "decoding", "heif_note", "read_picture"]
+__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "SHORTER_SIDE",
+           "SQUARE_KEY", "STRETCH", "PixelRangeError", "as_hw", "centre_crop", "decoding", "heif_note",
+           "letterbox_fit", "read_picture"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -45,6 +48,14 @@ REDUCED_DECODE_MARGIN = 2
 # An export's metadata entry saying which of the two ways its model's pictures take, so that whoever feeds it can
 # follow: CENTRE_CROP or "pad".
 SQUARE_KEY, CENTRE_CROP = "cnnlab.to_square", "centre-crop"
+# How read_picture gives a picture that is not cropped the model's shape: cnnlab's own way (PAD: resized with Lanczos
+# to fit, on a canvas of its corners' colour), or as Ultralytics' predict feeds the networks it exports (its
+# LetterBox: resized bilinearly as OpenCV's INTER_LINEAR does, without antialiasing, to fit, on grey 114; its RT-DETR's
+# and depth models' STRETCH, resized to the input's shape whatever the picture's; its classifiers' SHORTER_SIDE,
+# torchvision's Resize of the shorter side then CenterCrop). Fed otherwise, a detector trained on letterboxed pictures
+# finds other boxes, with other scores, than its users get from Ultralytics.
+PAD, LETTERBOX, STRETCH, SHORTER_SIDE = "pad", "letterbox", "stretch", "shorter-side"
+LETTERBOX_GREY = 114
 # An export's metadata entry saying, in Pillow's words (:func:`decoding`), how a picture file becomes its uint8 input
 PICTURE_KEY = "cnnlab.picture"
 
@@ -115,7 +126,7 @@ class PixelRangeError(ValueError):
 
 
 def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | tuple[int, int], invert: bool,
-                 max_bytes: int, max_pixels: int, crop: bool = False) -> torch.Tensor:
+                 max_bytes: int, max_pixels: int, crop: bool = False, fit: str = PAD) -> torch.Tensor:
     """Decode ``source`` (the file's bytes or its path) as a uint8 ``channels x size x size`` image (``channels x
     height x width`` for a ``size`` of ``(height, width)``).
 
@@ -132,6 +143,9 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
         name: how the one-line errors name the picture (``"image shirt.png"``, ``"the upload"``).
         crop: after the size checks, decode as a folder of images decodes its files (:func:`centre_crop`), for a
             model trained on one, instead of the steps above (``invert`` still applies).
+        fit: where not ``crop``, how the picture is given the output's shape: :data:`PAD` (the steps above), or as
+            Ultralytics' predict feeds its networks, :data:`LETTERBOX`, :data:`STRETCH` or :data:`SHORTER_SIDE`
+            (:func:`_ultralytics`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on grey 114).
 
     Raises:
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
@@ -155,6 +169,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                                       f"{max_pixels / 1e6:.0f} (refused before decoding)")
                 if crop:
                     pixels = centre_crop(im, (height, width), channels)
+                elif fit != PAD:
+                    pixels = _ultralytics(im, height, width, channels, fit)
                 else:
                     _reduce_decode(im, height, width)
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
@@ -198,6 +214,87 @@ def decoding(crop: bool, channels: int, side: int) -> str:
             f"ImageOps.exif_transpose; alpha laid on black; 16-bit grey scaled to 8 bits; .convert('{mode}'); "
             f"resized (Image.LANCZOS) to fit inside {side} x {side}, its aspect ratio kept, and centred on a canvas "
             "of the median colour of its four corners")
+
+
+def letterbox_fit(hw: tuple[int, int], input_hw: tuple[int, int], stretch: bool = False) -> tuple[int, int, int, int]:
+    """Where Ultralytics' ``LetterBox`` puts a picture of ``hw`` (height, width) in an input of ``input_hw``:
+    ``(left, top, width, height)`` of the resized picture, the rest of the input grey.
+
+    Its own arithmetic (ultralytics/data/augment.py, 8.4): each side scaled by the smaller of the two ratios and rounded
+    by Python's ``round`` (half to even), at least 1 pixel; the padding halved, the left and top ``round(pad / 2 -
+    0.1)``, so that an odd padding puts its extra pixel right or below. ``stretch`` (its ``scale_fill``): the whole
+    input, no padding. Its ``scale_boxes`` undoes the same arithmetic to put the boxes back on the picture.
+    """
+    (h, w), (height, width) = hw, input_hw
+    if stretch:
+        return 0, 0, width, height
+    r = min(height / h, width / w)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    return round((width - new_w) / 2 - 0.1), round((height - new_h) / 2 - 0.1), new_w, new_h
+
+
+def _ultralytics(im: Image.Image, height: int, width: int, channels: int, fit: str) -> np.ndarray:
+    """An opened image as Ultralytics' predict makes it its networks' input: uint8 ``height x width`` (grey) or
+    ``height x width x 3``.
+
+    As OpenCV's ``imread`` reads a file for it: decoded whole (a reduced decode would be another picture), its EXIF
+    orientation applied, alpha dropped (not laid on a background), 16-bit scaled to 8 bits. Then, for a detector
+    (engine/predictor.py), resized as OpenCV's bilinear does (:func:`_bilinear`) to fit (:func:`letterbox_fit`) on
+    grey 114, or to the whole input (:data:`STRETCH`); for a classifier (:data:`SHORTER_SIDE`, its
+    classify_transforms), by torchvision's ``Resize(side)`` (the shorter side to the input's, the longer ``int(side *
+    longer / shorter)``; Pillow's bilinear, antialiased) and ``CenterCrop`` (the crop's offsets rounded), or
+    resized to a non-square input whole."""
+    im = _grey_or_rgb(_to_8bit(ImageOps.exif_transpose(im)), channels == 3)
+    if fit == SHORTER_SIDE:
+        w, h = im.size
+        short = min(w, h)
+        size = (width, height) if width != height else \
+            (width, int(width * h / short)) if w == short else (int(height * w / short), height)
+        if size != (w, h):
+            im = im.resize(size, Image.Resampling.BILINEAR)
+        left, top = round((size[0] - width) / 2), round((size[1] - height) / 2)
+        return np.asarray(im.crop((left, top, left + width, top + height)))
+    picture = np.asarray(im)
+    left, top, new_w, new_h = letterbox_fit(picture.shape[:2], (height, width), stretch=fit == STRETCH)
+    canvas = np.full((height, width, *picture.shape[2:]), LETTERBOX_GREY, dtype=np.uint8)
+    canvas[top:top + new_h, left:left + new_w] = _bilinear(picture, new_h, new_w)
+    return canvas
+
+
+def _bilinear(picture: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 ``picture`` (``H x W`` or ``H x W x C``) resized to ``height x width`` as OpenCV's ``cv2.resize(...,
+    interpolation=cv2.INTER_LINEAR)`` does, to the level: each output pixel from the 2 x 2 input pixels around its
+    centre mapped back (half-pixel centres, the edges repeated), weighed by distance, with no antialiasing when
+    shrinking.
+
+    In OpenCV's integers (imgproc/src/resize.cpp), which float arithmetic rounded half up misses by a level at about
+    one pixel in ten: weights of 11 bits (``(1 - f) * 2048`` rounded, in float32), each row's two columns summed
+    first; then the two rows, each sum shifted right by 4, times its weight, shifted right by 16, added, and rounded
+    off by 2 bits (its vectorised path, taken on any machine with SIMD). Along the rows a centre before the first or
+    after the last pixel takes that pixel whole; down the columns it keeps its weights, on that row repeated.
+
+    Only the rows the output reads are taken: a 100-megapixel photo shrunk to 640 pixels reads 1,280 of its rows."""
+    def taps(size: int, out: int, clamp: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        centre = ((np.arange(out) + 0.5) * (1 / (out / size)) - 0.5).astype(np.float32)  # OpenCV's 1 / scale
+        first = np.floor(centre).astype(np.intp)
+        fraction = centre - first
+        if clamp:
+            fraction[(first < 0) | (first >= size - 1)] = 0
+        weight = np.rint((np.float32(1) - fraction) * 2048).astype(np.int32)  # a weight and 2048 less it
+        return np.clip(first, 0, size - 1), np.clip(first + 1, 0, size - 1), weight
+
+    if picture.shape[:2] == (height, width):
+        return picture
+    top, below, weight_y = taps(picture.shape[0], height, clamp=False)
+    left, right, weight_x = taps(picture.shape[1], width, clamp=True)
+    weight_x = weight_x.reshape(1, -1, *[1] * (picture.ndim - 2))
+    weight_y = weight_y.reshape(-1, *[1] * (picture.ndim - 1))
+
+    def across(rows: np.ndarray) -> np.ndarray:  # each output column from its two, weights in 11 bits
+        rows = rows.astype(np.int32)
+        return rows[:, left] * weight_x + rows[:, right] * (2048 - weight_x)
+    out = ((across(picture[top]) >> 4) * weight_y >> 16) + ((across(picture[below]) >> 4) * (2048 - weight_y) >> 16)
+    return ((out + 2) >> 2).clip(0, 255).astype(np.uint8)
 
 
 def _reduce_decode(im: Image.Image, height: int, width: int) -> None:

@@ -33,7 +33,7 @@ from cnnlab.data.labels_csv import BYTES_COLUMN, files_named
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
 from cnnlab.io import check_output_file, writable_json, writable_text, write_csv
-from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, as_hw, heif_note, picture_extensions, read_picture
+from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, PAD, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
@@ -53,7 +53,7 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
 
 
 def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int | tuple[int, int] = SIDE,
-               crop: bool = False) -> torch.Tensor:
+               crop: bool = False, fit: str = PAD) -> torch.Tensor:
     """Read one image file as a uint8 ``channels x size x size`` tensor (``channels x height x width`` for a
     ``size`` of ``(height, width)``), like a dataset's stored image.
 
@@ -67,6 +67,8 @@ def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
         size: side of the dataset's stored images (a checkpoint's ``meta.image_size``), or a model's input height
             and width.
         crop: decode as a folder of images decodes its files (a checkpoint's ``meta.crops_pictures``).
+        fit: else how the picture is given ``size`` (:func:`cnnlab.picture.read_picture`'s: as Ultralytics' predict
+            feeds the network it exported, for one).
 
     Raises:
         CnnlabError: the file is missing, empty, not an image (a CSV file: saying what to name instead), truncated,
@@ -88,7 +90,7 @@ def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
                           f"{folders} to classify the pictures in {'them' if beside else 'it'}, or score them by the "
                           f"CSV's labels with cnnlab eval MODEL --dataset folder:{path}")
     return read_picture(path, name=f"image {path}", channels=channels, size=size, invert=invert,
-                        max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, crop=crop)
+                        max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, crop=crop, fit=fit)
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -225,18 +227,18 @@ def listed_images(images: Sequence[str | Path], topk: int = 3) -> list[Path]:
 
 def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor], torch.Tensor],
                    classes: Sequence[str], *, invert: bool = False, topk: int = 3, skip_bad: bool = False,
-                   channels: int, size: int | tuple[int, int], crop: bool = False,
+                   channels: int, size: int | tuple[int, int], crop: bool = False, fit: str = PAD,
                    progress: bool = False) -> list[dict[str, Any]]:
     """The ``topk`` classes of each file by ``probabilities`` (uint8 ``N x C x H x W`` pictures -> ``N x classes``),
-    each file read by :func:`read_image` at ``channels``, ``size`` and ``crop``: :func:`classify_chunks`'s results in
-    one list, the results of :func:`predict_files`."""
+    each file read by :func:`read_image` at ``channels``, ``size``, ``crop`` and ``fit``: :func:`classify_chunks`'s
+    results in one list, the results of :func:`predict_files`."""
     return joined(classify_chunks(files, probabilities, classes, invert=invert, topk=topk, skip_bad=skip_bad,
-                                  channels=channels, size=size, crop=crop, progress=progress))
+                                  channels=channels, size=size, crop=crop, fit=fit, progress=progress))
 
 
 def classify_chunks(files: Sequence[Path], probabilities: Callable[[torch.Tensor], torch.Tensor],
                     classes: Sequence[str], *, invert: bool = False, topk: int = 3, skip_bad: bool = False,
-                    channels: int, size: int | tuple[int, int], crop: bool = False,
+                    channels: int, size: int | tuple[int, int], crop: bool = False, fit: str = PAD,
                     progress: bool = False) -> Iterator[list[dict[str, Any]]]:
     """:func:`classify_files`'s results, ``PREDICT_CHUNK`` files at a time, each chunk yielded as soon as it is
     classified, in the files' order.
@@ -255,7 +257,8 @@ def classify_chunks(files: Sequence[Path], probabilities: Callable[[torch.Tensor
             loaded: dict[int, torch.Tensor] = {}
             for i, result in enumerate(results):
                 try:
-                    loaded[i] = read_image(files[start + i], invert, channels=channels, size=size, crop=crop)
+                    loaded[i] = read_image(files[start + i], invert, channels=channels, size=size, crop=crop,
+                                           fit=fit)
                 except CnnlabError as e:
                     if not skip_bad:
                         raise

@@ -24,7 +24,7 @@ from cnnlab.data.folder import SKIP_HINT, find_labels_csv, read_csv_labels, spli
 from cnnlab.data.labels_csv import NoLabelColumnError, class_order, unread_note
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from cnnlab.picture import HEIF_SUFFIXES, heif_note, picture_extensions, read_picture
+from cnnlab.picture import HEIF_SUFFIXES, PAD, heif_note, picture_extensions, read_picture
 
 MAX_IMAGES = 200
 
@@ -151,13 +151,14 @@ def _pictures(d: Path, heif: bool = False) -> list[Path]:
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,
-                      skip_bad: bool = False, listing=None, crop: bool = False) -> ImageSet:
+                      skip_bad: bool = False, listing=None, crop: bool = False, fit: str = PAD) -> ImageSet:
     """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size``, or ``channels x height x width``
     for a ``size`` of ``(height, width)`` (see the module docstring).
 
     With ``skip_bad`` (``--skip-bad-images``, as for ``cnnlab train``), a file that cannot be read is left out and
     named in ``skipped``, and the rest are shown. ``listing``: what :func:`list_images` gave for ``folder`` already.
-    ``crop``: centre-crop each picture as a folder of training images was (:func:`cnnlab.picture.read_picture`).
+    ``crop``: centre-crop each picture as a folder of training images was (:func:`cnnlab.picture.read_picture`);
+    ``fit``: else how each is given the model's shape (the same function's).
 
     Raises:
         CnnlabError: not a folder, no images, images both at the top and in class subfolders, or a file that is too
@@ -173,7 +174,8 @@ def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, 
         name = p.relative_to(root).as_posix()
         try:
             images.append(read_picture(p, name=f"image {name}", channels=channels, size=size, invert=False,
-                                       max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS, crop=crop))
+                                       max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS, crop=crop,
+                                       fit=fit))
         except CnnlabError as e:
             if not skip_bad:  # said as train says it of a folder: the whole page waits on this one file
                 raise CnnlabError(f"{e} ({SKIP_HINT})") from None

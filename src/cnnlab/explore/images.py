@@ -15,7 +15,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from cnnlab.errors import CnnlabError
-from cnnlab.picture import MAX_PIXELS, read_picture
+from cnnlab.picture import MAX_PIXELS, PAD, read_picture
 
 # An upload (or a file of --images) is a photo as a camera saves it: 24 megapixels from a phone, up to 61 from a
 # camera, whose JPEG fits in 64 MiB. Its pixels are bounded as `cnnlab predict` bounds a file's (checked from the
@@ -114,11 +114,12 @@ def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, fl
 
 
 def decode_upload(data: bytes, channels: int, size: int | tuple[int, int], invert: bool = False,
-                  crop: bool = False) -> torch.Tensor:
+                  crop: bool = False, fit: str = PAD) -> torch.Tensor:
     """An uploaded image file as the uint8 ``channels x size x size`` image a model of that dataset takes
     (``channels x height x width`` for a ``size`` of ``(height, width)``).
 
-    Decoded as ``cnnlab predict`` decodes a file (:func:`cnnlab.picture.read_picture`), within the upload limits.
+    Decoded as ``cnnlab predict`` decodes a file (:func:`cnnlab.picture.read_picture`, ``crop`` and ``fit`` its
+    own), within the upload limits.
 
     Raises:
         CnnlabError: a model of other than 1 or 3 channels; an upload empty, too large, not an image, or truncated
@@ -127,4 +128,4 @@ def decode_upload(data: bytes, channels: int, size: int | tuple[int, int], inver
     if channels not in (1, 3):
         raise CnnlabError(f"uploads can feed models of 1 or 3 input channels, this model takes {channels}")
     return read_picture(data, name="the upload", channels=channels, size=size, invert=invert,
-                        max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS, crop=crop)
+                        max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS, crop=crop, fit=fit)

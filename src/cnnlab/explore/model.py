@@ -68,7 +68,7 @@ from cnnlab.explore.probe import (
 )
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
-from cnnlab.picture import CENTRE_CROP, SQUARE_KEY, as_hw
+from cnnlab.picture import CENTRE_CROP, LETTERBOX, PAD, SHORTER_SIDE, SQUARE_KEY, STRETCH, as_hw
 from cnnlab.report.features import Row, first_conv, run_rows
 from cnnlab.runs.checkpoint import ELSEWHERE
 
@@ -80,6 +80,18 @@ OCCLUSION_GRID = 7  # 7 x 7 patches: 49 extra forward passes in one batch, a sec
 # at 2048). All 50 at 1024 px took a 124-parameter ONNX graph to 10.5 GB (onnxruntime's im2col buffers and maps are
 # per pixel), and at 2048 px the kernel killed it.
 OCCLUSION_PIXELS = (OCCLUSION_GRID ** 2 + 1) * 224 * 224
+# How the page and `cnnlab summary` say pictures were given the input's shape other than by cnnlab's own padding
+FITTED = {LETTERBOX: "letterboxed with grey 114 as Ultralytics' predict does",
+          STRETCH: "stretched to it, not letterboxed, as Ultralytics' predict does for RT-DETR and depth models",
+          SHORTER_SIDE: "resized by the shorter side and centre-cropped as Ultralytics' classify predict does"}
+
+
+def ultralytics_fit(task: str | None, kind: str) -> str:
+    """How Ultralytics' predict feeds a network of its ``task`` whose head or model class is named ``kind``
+    (engine/predictor.py and its task's predictor): a classifier the shorter side resized and the centre cropped,
+    RT-DETR (which ``YOLO(file)`` picks by its head's name) and a depth model stretched (``scale_fill``), anything
+    else letterboxed."""
+    return SHORTER_SIDE if task == "classify" else STRETCH if "RTDETR" in kind or task == "depth" else LETTERBOX
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,9 @@ class InputSpec:
             rule).
         crop: centre-crop pictures instead of padding them (:func:`cnnlab.picture.read_picture`): a cnnlab run on a
             folder of images, whose training images were cropped so.
+        fit: how pictures not cropped are given the input's shape (:func:`cnnlab.picture.read_picture`): cnnlab's
+            padding, or as Ultralytics' predict feeds the networks it exports (letterboxed on grey 114, stretched,
+            or resized by the shorter side and centre-cropped), as :data:`FITTED` says.
         layout: ``"NCHW"`` or ``"NHWC"``.
         pixel_max: 1 (pixels / 255, as torchvision's models take them) or 255 (the pixel values themselves, as
             Caffe-converted models and Keras's ``caffe`` preprocessing take them).
@@ -115,6 +130,7 @@ class InputSpec:
     std: tuple[float, ...] | None = None
     origin: dict[str, str] = field(default_factory=dict)
     crop: bool = False
+    fit: str = PAD
     pixel_max: int = 1
     bgr: bool = False
     dtype: str = "float32"
@@ -170,14 +186,16 @@ class InputSpec:
             scaling += f", minus mean {_short(self.mean or (0.0,))}, divided by std {_short(self.std or (1.0,))}"
         where = "; ".join(f"{k} from the {v}" for k, v in self.origin.items())
         read = f" (pictures read at {self.read_at} px, then resized)" if self.read_at is not None else ""
+        fitted = f", pictures {FITTED[self.fit]}" if self.fit in FITTED and not self.crop else ""
         return (f"{self.dtype} {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.height} x "
-                f"{self.width}{read}, {scaling}" + (f" ({where})" if where else ""))
+                f"{self.width}{read}{fitted}, {scaling}" + (f" ({where})" if where else ""))
 
 
 @dataclass(frozen=True)
 class Carried:
     """What a model from a library carries about how it is fed and what it answers (none of it for a plain module
-    or graph): its class names, input size, normalisation and cropping, and where each was read, for the page."""
+    or graph): its class names, input size, normalisation and how pictures are given its input's shape, and where
+    each was read, for the page."""
 
     classes: tuple[str, ...] | None = None
     classes_from: str = "the model file"
@@ -186,7 +204,8 @@ class Carried:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     mean_from: str = ""
-    crop_from: str = ""  # where it says pictures are centre-cropped to the input's shape, not padded ("": padded)
+    fit: str = PAD  # how it says its pictures are given the input's shape (InputSpec.fit)
+    fit_from: str = ""  # where it says so ("": nowhere, cnnlab's padding)
 
 
 class Scaling:

@@ -42,8 +42,15 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import Carried, Options, blank_reading, read_outputs, square_as_exported
-from cnnlab.explore.outputs import BatchAxisDropped, NotAClassifier, id2label_names, per_image, stored_classes
+from cnnlab.explore.model import Carried, Options, blank_reading, read_outputs, square_as_exported, ultralytics_fit
+from cnnlab.explore.outputs import (
+    BatchAxisDropped,
+    NotAClassifier,
+    id2label_names,
+    names_by_index,
+    per_image,
+    stored_classes,
+)
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
 from cnnlab.models import create_model
@@ -265,9 +272,10 @@ def _takes_rgb_pixels(given: Options, name: str) -> None:
 
 def _carried(model: nn.Module) -> Carried:
     """The class names of a Hugging Face model's ``config.id2label`` (not its placeholders ``LABEL_0`` ...) and its
-    ``config.image_size``; a timm model's ``pretrained_cfg`` input size, mean and std. Anything of another shape is
-    passed over: the flags, or the explorer's defaults, say it instead."""
-    found: dict[str, Any] = {}
+    ``config.image_size``; a timm model's ``pretrained_cfg`` input size, mean and std; an Ultralytics network's
+    (:func:`_ultralytics`). Anything of another shape is passed over: the flags, or the explorer's defaults, say it
+    instead."""
+    found: dict[str, Any] = _ultralytics(model)
     config = getattr(model, "config", None)
     names = id2label_names(getattr(config, "id2label", None))
     if names:
@@ -287,6 +295,21 @@ def _carried(model: nn.Module) -> Carried:
             found.update(mean=tuple(map(float, mean)), std=tuple(map(float, std)),
                          mean_from="model's pretrained_cfg")
     return Carried(**found)
+
+
+def _ultralytics(model: nn.Module) -> dict[str, Any]:
+    """What an Ultralytics network (``YOLO("yolov8n.pt").model``: ultralytics.nn.tasks' DetectionModel and its kin)
+    says of itself, told by its class's module and read from its plain attributes, none of its code run: its class
+    names (its ``names``, a dict of index to name) and how Ultralytics' predict feeds it (its ``task`` and class,
+    :func:`cnnlab.explore.model.ultralytics_fit`). Nothing for any other network."""
+    if not type(model).__module__.startswith("ultralytics."):
+        return {}
+    found: dict[str, Any] = {"fit": ultralytics_fit(getattr(model, "task", None), type(model).__name__),
+                             "fit_from": "network's Ultralytics class"}
+    names = names_by_index(getattr(model, "names", None))
+    if names is not None:
+        found.update(classes=names, classes_from="the network's names")
+    return found
 
 
 class ModuleModel(TorchModel):
@@ -406,6 +429,9 @@ class ModuleModel(TorchModel):
         explored = cls(model, spec, options, folder_classes, stored=carried.classes, stored_in=carried.classes_from,
                        note=note)
         explored._read_from(carried.size_from if sized else None, carried.mean_from if normalised else None)
+        if carried.fit_from:
+            explored.spec = replace(explored.spec, fit=carried.fit,
+                                    origin={**explored.spec.origin, carried.fit: carried.fit_from})
         return explored
 
     @classmethod

@@ -60,6 +60,7 @@ from cnnlab.explore.model import (
     read_outputs,
     scaled_as_made,
     square_as_exported,
+    ultralytics_fit,
 )
 from cnnlab.explore.onnx_macs import node_macs
 from cnnlab.explore.outputs import (
@@ -77,6 +78,7 @@ from cnnlab.explore.outputs import (
     scales_hint,
     stored_classes,
 )
+from cnnlab.picture import PAD
 from cnnlab.report.features import Row
 
 # The nodes whose outputs are feature maps (the ops the page's rows show); the rest (Reshape, Add, Concat, ...)
@@ -277,9 +279,9 @@ class OnnxModel:
         self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None  # a fixed batch size, or None
         options.check_no_scaling_for(self.metadata, str(path))
         self.spec = square_as_exported(self.spec, self.metadata)
-        if self.carried.crop_from:
-            self.spec = replace(self.spec, crop=True,
-                                origin={**self.spec.origin, "centre-crop": self.carried.crop_from})
+        if self.carried.fit_from:
+            self.spec = replace(self.spec, fit=self.carried.fit,
+                                origin={**self.spec.origin, self.carried.fit: self.carried.fit_from})
         network = read_as_network(options) or None  # what the page says of a network that is no classifier
         self.output_name, scored_note = (graph.output[0].name, "") if network else \
             _scores_output(graph, self.producers)
@@ -978,10 +980,10 @@ def _carried(metadata: dict[str, str], path: Path) -> Carried:
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
     if names is not None or metadata.get("author") == "Ultralytics":
         size = _sides(literal(metadata.get("imgsz", "")))
-        # a classifier (task classify) is fed as Ultralytics feeds it: the shorter side resized, the centre cropped
-        crop = metadata.get("author") == "Ultralytics" and metadata.get("task") == "classify"
-        return Carried(classes=names, size=size, size_from="Ultralytics' metadata",
-                       crop_from="Ultralytics' metadata" if crop else "")
+        fit = ultralytics_fit(metadata.get("task"), metadata.get("head", "")) \
+            if metadata.get("author") == "Ultralytics" else PAD
+        return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit,
+                       fit_from="Ultralytics' metadata" if fit != PAD else "")
     return _hugging_face(path)
 
 

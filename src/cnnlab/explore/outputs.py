@@ -431,7 +431,12 @@ def indexed_names(text: str) -> tuple[str, ...] | None:
     """Class names stored as a Python dict of output index to name, as Ultralytics writes its models' ``names``
     metadata (``{0: 'cat', 1: 'dog'}``), read as a literal (:func:`ast.literal_eval`: nothing in it runs); None where
     the text is no such dict of the indices 0 to K-1 (another tool's ``names`` means something else)."""
-    names = literal(text)
+    return names_by_index(literal(text))
+
+
+def names_by_index(names: Any) -> tuple[str, ...] | None:
+    """The names of a dict of the indices 0 to K-1 to names, in index order (an Ultralytics network's ``names``);
+    None for anything else."""
     if not isinstance(names, dict) or not all(type(k) is int and isinstance(v, str) for k, v in names.items()) or \
             sorted(names) != list(range(len(names))):
         return None

@@ -466,7 +466,7 @@ def create_model_app(model, images=None, allow_hosts: tuple[str, ...] = ()) -> S
                 "label": images.labels[index]}
 
     def _analyze_upload(data: bytes, invert: bool) -> dict[str, Any]:
-        image = decode_upload(data, spec.channels, spec.read_hw, invert=invert, crop=spec.crop)
+        image = decode_upload(data, spec.channels, spec.read_hw, invert=invert, crop=spec.crop, fit=spec.fit)
         return {**analyze_image(model, image, what="the upload"), "source": "your image", "label": None}
 
     async def api_analyze(request: Request) -> Response:

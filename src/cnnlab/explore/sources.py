@@ -107,7 +107,7 @@ def open_with_images(source: str | Path, images: str | Path | None = None, optio
     listing = list_images(images)
     model = open_model(source, options, listing.classes)
     return model, read_image_folder(images, model.spec.channels, model.spec.read_hw, skip_bad=skip_bad,
-                                    listing=listing, crop=model.spec.crop)
+                                    listing=listing, crop=model.spec.crop, fit=model.spec.fit)
 
 
 def scores_of(model: ExploreModel, images: torch.Tensor, source: str | Path, what: str,
@@ -172,7 +172,8 @@ def predict_any_chunks(source: str | Path, images: Sequence[str | Path], options
         raise CnnlabError(f"pictures can feed models of 1 or 3 input channels (grey or RGB); {source} takes "
                           f"{spec.channels}")
     return classify_chunks(files, probabilities, model.classes, invert=invert, topk=topk, skip_bad=skip_bad,
-                           channels=spec.channels, size=spec.read_hw, crop=spec.crop, progress=progress)
+                           channels=spec.channels, size=spec.read_hw, crop=spec.crop, fit=spec.fit,
+                           progress=progress)
 
 
 def summarize_any(source: str | Path, options: Options | None = None) -> str:
