@@ -148,9 +148,9 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
             seen["scored"].append(len(images))
             return real_logits(self, images, *args, **kwargs)
 
-        def stats(run, result):
+        def stats(run, result, *split):
             seen["page"] = {"accuracy": result.accuracy, "n": result.n, "per_class": list(result.per_class)}
-            return real_stats(run, result)
+            return real_stats(run, result, *split)
 
         Trained.logits, html._stats = logits, stats
         try:
