@@ -85,10 +85,12 @@ def test_an_onnx_graph_of_several_outputs_says_which_it_reads(tmp_path):
         model.notes
 
 
-def _scikit_learn_graph(path, zipmap: bool, classes: int = 3) -> None:
+def _scikit_learn_graph(path, zipmap: bool, classes: int = 3, labels: list | None = None) -> None:
     """A linear classifier on 1 x 28 x 28 images laid out as skl2onnx converts scikit-learn's: each image's class
     first (``label``, N int64), then its probabilities: an N x classes tensor (``zipmap=False``), or a ZipMap's
-    sequence of maps from class to probability (skl2onnx's default)."""
+    sequence of maps from class to probability (skl2onnx's default), keyed by ``labels`` (the classifier's
+    ``classes_``: integers, 0 to classes - 1 by default, or strings)."""
+    labels = list(range(classes)) if labels is None else labels
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.normal(0, 0.05, (28 * 28, classes)).astype(np.float32), "coef"),
                numpy_helper.from_array(rng.normal(0, 1, classes).astype(np.float32), "intercept"),
@@ -100,10 +102,12 @@ def _scikit_learn_graph(path, zipmap: bool, classes: int = 3) -> None:
              helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0)]
     outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])]
     if zipmap:
+        strings = isinstance(labels[0], str)
+        keyed = {"classlabels_strings": labels} if strings else {"classlabels_int64s": labels}
         nodes.append(helper.make_node("ZipMap", ["probabilities"], ["output_probability"], domain="ai.onnx.ml",
-                                      classlabels_int64s=list(range(classes))))
+                                      **keyed))
         maps = helper.make_sequence_type_proto(helper.make_map_type_proto(
-            TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+            TensorProto.STRING if strings else TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
         outputs.append(helper.make_value_info("output_probability", maps))
     else:
         outputs.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes]))
@@ -113,6 +117,19 @@ def _scikit_learn_graph(path, zipmap: bool, classes: int = 3) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
+
+
+@pytest.mark.parametrize(("labels", "named"), [(["cat", "dog", "fox"], ("cat", "dog", "fox")),
+                                               ([3, 5, 7], ("3", "5", "7"))])
+def test_a_scikit_learn_classifiers_zipmap_names_its_classes(labels, named, tmp_path):
+    """skl2onnx's ZipMap keys each probability by the classifier's ``classes_`` (strings or integers): they name the
+    classes, where they were numbered; --classes still comes first."""
+    _scikit_learn_graph(tmp_path / "model.onnx", zipmap=True, labels=labels)
+    model = open_model(tmp_path / "model.onnx")
+    assert model.classes == named and "Class names: the graph's ZipMap (its class labels)" in " ".join(model.notes)
+    (tmp_path / "names.txt").write_text("a\nb\nc\n")
+    assert open_model(tmp_path / "model.onnx", Options.from_flags(classes=tmp_path / "names.txt")).classes == \
+        ("a", "b", "c")
 
 
 @pytest.mark.parametrize("zipmap", [False, True])

@@ -175,6 +175,19 @@ def _dims(value_info) -> list[int | str | None]:
     return [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None) for d in shape.dim]
 
 
+def _zipmap_labels(graph, scores: str) -> list[str] | None:
+    """The class labels of a ZipMap that turns the class scores ``scores`` into maps (a scikit-learn classifier as
+    skl2onnx converts it: its ``classes_``, strings or integers, in the scores' order), else None."""
+    for node in graph.node:
+        if node.op_type == "ZipMap" and node.input[:1] == [scores]:
+            for attribute in node.attribute:
+                if attribute.name == "classlabels_strings" and attribute.strings:
+                    return [label.decode("utf-8", "replace") for label in attribute.strings]
+                if attribute.name == "classlabels_int64s" and attribute.ints:
+                    return [str(label) for label in attribute.ints]
+    return None
+
+
 def _scores_output(graph, producers: dict) -> tuple[str, str]:
     """The graph's output read as the class scores, and what the page says of it where that is not its first.
 
@@ -393,6 +406,8 @@ class OnnxModel:
             if options.classes is None and "cnnlab.classes" in self.metadata:
                 stored = stored_classes(self.metadata["cnnlab.classes"], f"{path}'s metadata cnnlab.classes")
                 stored_in = "the model file"
+            elif stored is None and (labels := _zipmap_labels(graph, self.output_name)) and len(labels) == count:
+                stored, stored_in = labels, "the graph's ZipMap (its class labels)"
             self.scoring, self.classes, where = read_outputs(count, options,
                                                              _final_op(self.producers, self.output_name), stored,
                                                              folder_classes, str(path), "graph", stored_in,
