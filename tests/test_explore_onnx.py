@@ -1371,3 +1371,15 @@ def test_an_image_scaler_is_the_graphs_own_scaling(scale, bias, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "scaler.onnx"), providers=["CPUExecutionProvider"])
     expected = np.concatenate([session.run(None, {"image": image[None].float().numpy()})[0] for image in images])
     assert np.allclose(model.logits(images).numpy(), expected, atol=1e-4)
+
+
+def test_a_graph_of_one_value_an_image_is_said_to_have_no_class_axis(tmp_path):
+    """An ONNX output of one value per image (N) was said to have "shape 1" (the probe's one image), which reads as one
+    class: its one axis is the batch's, and the line says so."""
+    graph = helper.make_graph([helper.make_node("ReduceMax", ["image"], ["score"], keepdims=0, axes=[1, 2, 3])], "one",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "one.onnx")
+    with pytest.raises(CnnlabError, match=r"its output 'score' has shape N \(one value an image, no class axis\), "
+                                          r"expected N x classes"):
+        open_model(tmp_path / "one.onnx")

@@ -329,9 +329,11 @@ class OnnxModel:
             dtype = helper.tensor_dtype_to_np_dtype(element).name if element not in (0, *FLOAT_TYPES) else "float32"
             pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
             of = f" of {dtype}" if dtype != "float32" else ""
-            network = opened_as_network(NotAClassifier(str(path), f"its output {self.output_name!r} has shape "
-                                                       f"{' x '.join(str(d) for d in out)}{of}", "N x classes",
-                                                       pixels), options, self.name)
+            # a 1-D output's one axis is the batch's: "shape 1" would read as one class
+            shape = f"N (one value an image, no class axis){of}" if len(out) == 1 else \
+                f"{' x '.join(str(d) for d in out)}{of}"
+            network = opened_as_network(NotAClassifier(str(path), f"its output {self.output_name!r} has shape {shape}",
+                                                       "N x classes", pixels), options, self.name)
         top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
         # each image's own order: no column is one class. Beside boxes (N x k x 4), they are a detector's k best
         # detections (an end-to-end export's top-k of any anchor and class), which the page draws by their names
