@@ -18,10 +18,9 @@ part's role in the block, so any depth maps alike, and nothing of Transformers i
 What the keys cannot tell, because the shapes are the same either way (where a bottleneck strides, whether the first
 stage downsamples, the activation), ``config.json`` beside the file says, where there is one; a setting that makes
 another network than torchvision's is refused in one line rather than loaded into the wrong one. Without it the
-Transformers defaults hold, which are torchvision's (the microsoft and facebook checkpoints keep them). One difference
-is kept: Transformers' ConvNeXt normalises the pooled features with an epsilon of ``layer_norm_eps`` (1e-12),
-torchvision's with 1e-6, which moves a logit by about 1e-6 of the features' variance, far below float32's rounding
-of features of ImageNet scale.
+Transformers defaults hold, which are torchvision's. One difference is kept: Transformers' ConvNeXt normalises the
+pooled features with an epsilon of ``layer_norm_eps`` (1e-12), torchvision's with 1e-6, which scales the normalised
+features by 1 - 5e-7 / their variance: float32's rounding for a variance near 1.
 """
 
 from __future__ import annotations
@@ -154,7 +153,6 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[
     if difference:
         raise CnnlabError(f"{path} holds Hugging Face Transformers' {layout.cls} weights of another network than "
                           f"torchvision's {layout.family}: {difference}, as config.json beside it says; expected "
-                          f"weights of torchvision's architecture (Transformers' defaults, as microsoft/resnet-* and "
-                          "facebook/convnext-* keep)")
+                          f"weights of torchvision's architecture (Transformers' defaults)")
     return in_torchvision_names(state), f"Hugging Face Transformers' {layout.cls} keys read under torchvision's " \
         f"{layout.family} names"
