@@ -217,6 +217,19 @@ def writable_json(value: Any) -> Any:
     return value
 
 
+def json_beside(path: str | Path, name: str) -> dict[str, Any]:
+    """The JSON object in the file ``name`` beside ``path`` (at most 1 MB), or {} where there is none: what a
+    Hugging Face folder keeps beside its weights or its ONNX export (``config.json``, ``preprocessor_config.json``)."""
+    beside = Path(path).parent / name
+    try:
+        if beside.is_file() and beside.stat().st_size <= 2**20:
+            value = json.loads(beside.read_text(encoding="utf-8"))
+            return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: it says nothing
+        pass
+    return {}
+
+
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

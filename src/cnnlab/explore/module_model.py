@@ -53,6 +53,7 @@ from cnnlab.explore.outputs import (
 )
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
+from cnnlab.io import json_beside
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
     BACKBONES,
@@ -65,6 +66,7 @@ from cnnlab.models.imagenet import (
 from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights, safetensors_metadata
 from cnnlab.models.summary import MacCounter
 from cnnlab.models.torchvision_zoo import build_pretrained, feeding, zoo_model
+from cnnlab.models.transformers_keys import transformers_layout
 from cnnlab.report.features import Row
 
 # A module whose output is one of these torch functions' (F.softmax, torch.sigmoid, x.softmax(1), the functions
@@ -270,6 +272,15 @@ def _takes_rgb_pixels(given: Options, name: str) -> None:
                           f"normalisation); expected no {flags.replace(' and ', '/')} for it")
 
 
+def _transformers_classes(path: str | Path, state: dict[str, torch.Tensor]) -> tuple[str, ...] | None:
+    """The class names of the ``id2label`` in the ``config.json`` beside ``path``, where ``state`` (read from it) is
+    a Hugging Face Transformers ResNet's or ConvNeXt's (``save_pretrained`` writes the two side by side); None
+    otherwise. The file is read as JSON: nothing of it runs."""
+    if transformers_layout(state) is None:
+        return None
+    return id2label_names(json_beside(path, "config.json").get("id2label"))
+
+
 def _carried(model: nn.Module) -> Carried:
     """The class names of a Hugging Face model's ``config.id2label`` (not its placeholders ``LABEL_0`` ...) and its
     ``config.image_size``; a timm model's ``pretrained_cfg`` input size, mean and std; an Ultralytics network's
@@ -468,6 +479,9 @@ class ModuleModel(TorchModel):
             size, (mean, std) = INPUT_SIZE, pretrained_normalize(name, channels)
             stored = categories if classes == len(categories) else None
             stored_in = "the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs"
+            named = _transformers_classes(given.weights, state) if given.weights is not None else None
+            if named is not None and len(named) == classes:  # a Transformers folder names its classes, fine-tuned too
+                stored, stored_in = named, "config.json beside it (id2label)"
             size_from = "weights' metadata"
             normalised_by = "weights' metadata" if given.weights is None else "ImageNet weights' metadata"
         options = replace(given, input_size=given.input_size or size,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -78,6 +77,7 @@ from cnnlab.explore.outputs import (
     scales_hint,
     stored_classes,
 )
+from cnnlab.io import json_beside
 from cnnlab.picture import PAD
 from cnnlab.report.features import Row
 
@@ -1016,28 +1016,16 @@ def _sides(value: Any) -> tuple[int, int] | None:
     return sides[0], sides[1]
 
 
-def _json_beside(path: Path, name: str) -> dict[str, Any]:
-    """The JSON object in the file ``name`` beside ``path`` (at most 1 MB), or {} where there is none."""
-    beside = path.parent / name
-    try:
-        if beside.is_file() and beside.stat().st_size <= 2**20:
-            value = json.loads(beside.read_text(encoding="utf-8"))
-            return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: it says nothing
-        pass
-    return {}
-
-
 def _hugging_face(path: Path) -> Carried:
     """What a Hugging Face export's folder says beside its model.onnx (``optimum-cli export onnx`` writes
     ``config.json`` and ``preprocessor_config.json`` there): the class names of config.json's ``id2label``; the input
     size (``crop_size`` where the processor crops, else ``size``: a height and width, or a ``shortest_edge``) and the
     normalisation (``image_mean``, ``image_std``, on pixels rescaled by 1/255) of preprocessor_config.json."""
     found: dict[str, Any] = {}
-    names = id2label_names(_json_beside(path, "config.json").get("id2label"))
+    names = id2label_names(json_beside(path, "config.json").get("id2label"))
     if names:
         found.update(classes=names, classes_from="config.json beside it (id2label)")
-    processor = _json_beside(path, "preprocessor_config.json")
+    processor = json_beside(path, "preprocessor_config.json")
     where = "preprocessor_config.json beside it"
     size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
     edge = size.get("shortest_edge") if isinstance(size, dict) else None

@@ -8,8 +8,9 @@ fastai's ``learn.save``), Python objects beside it that the weights-only read re
 fastai's optimizer state: read as nothing, :func:`load_weights_only`), and keys that all carry a prefix of whole names
 the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, ``_orig_mod.`` from torch.compile, a
 Lightning module's attribute name, or several of them), which is dropped only when the keys then fit the network
-exactly (or the keys under one prefix alone do: :func:`without_prefix`). Keras's files are told by their contents and
-refused with the way in (their ONNX export)."""
+exactly (or the keys under one prefix alone do: :func:`without_prefix`). A Hugging Face Transformers ResNet's or
+ConvNeXt's ``save_pretrained`` weights are read under torchvision's names (:mod:`cnnlab.models.transformers_keys`).
+Keras's files are told by their contents and refused with the way in (their ONNX export)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from torch import nn
 from torch._C._export import pt2_archive_constants as pt2
 
 from cnnlab.errors import CnnlabError, summary, weights_only_refusal
+from cnnlab.models.transformers_keys import torchvision_keys
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
 SAVED = "saved by torch.save or as .safetensors"  # the two ways a state dict comes, for "expected ..." lines
@@ -296,6 +298,24 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict
     return {k[len(head):]: v for k, v in state.items() if k.startswith(head)}, how
 
 
+def network_keys(state: dict[str, torch.Tensor], keys: set[str],
+                 path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """``state``, read from ``path``, with its keys as the network's ``keys`` name them where they are another
+    tool's for the same tensors: without a prefix the network lacks (:func:`without_prefix`), or, where they are a
+    Hugging Face Transformers ResNet's or ConvNeXt's, under torchvision's names
+    (:func:`~cnnlab.models.transformers_keys.torchvision_keys`). Returns it and what was done, in words for the page
+    (``""``: nothing).
+
+    Raises:
+        CnnlabError: one line: the ``config.json`` beside a Transformers file makes it another network than
+            torchvision's.
+    """
+    state, how = without_prefix(state, keys)
+    if how or keys <= set(state):  # a network whose own names are Transformers' reads them as they are
+        return state, how
+    return torchvision_keys(state, path)
+
+
 def loaded_note(path: str | Path, how: str, unread: tuple[str, ...] = ()) -> str:
     """The page's words for weights :func:`load_state_dict_into` put in from ``path``, ``how`` its return, and the
     objects beside them left unread (:func:`read_weights`), so the file is not taken as read whole."""
@@ -307,19 +327,23 @@ def loaded_note(path: str | Path, how: str, unread: tuple[str, ...] = ()) -> str
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
                          expected: str) -> str:
     """Put ``state`` into ``model`` exactly (strict: every key, every shape), reading keys under a prefix the
-    model lacks without it when they then fit (:func:`without_prefix`).
+    model lacks without it when they then fit, and a Transformers ResNet's or ConvNeXt's under torchvision's names
+    (:func:`network_keys`).
 
     Returns:
         What was done to the keys, in words for the page (``"its keys without their 'module.' prefix"``), or
         ``""``.
 
     Raises:
-        CnnlabError: one line naming what does not fit (missing or unexpected keys, another shape).
+        CnnlabError: one line naming what does not fit (missing or unexpected keys, another shape; the keys under
+            torchvision's names where a Transformers file's were read so), or why a Transformers file is another
+            network.
     """
-    state, how = without_prefix(state, set(model.state_dict()))
+    state, how = network_keys(state, set(model.state_dict()), path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
         detail = summary(" ".join(str(e).split()).split(": ", 1)[-1], 200)  # past "Error(s) in loading ...:"
-        raise CnnlabError(f"{path} does not fit {what}: {detail}; expected {expected}") from None
+        read = f" ({how})" if how else ""
+        raise CnnlabError(f"{path}{read} does not fit {what}: {detail}; expected {expected}") from None
     return how

@@ -28,7 +28,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import stored_normalize
-from cnnlab.models.state_dict import state_dict_in, without_prefix
+from cnnlab.models.state_dict import network_keys, state_dict_in
 from cnnlab.runs.checkpoint import load_checkpoint
 
 
@@ -54,21 +54,23 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
 
     ``path`` may also hold a state dict of the model's network from elsewhere (``torch.save(model.state_dict())``,
     perhaps inside a training script's or Lightning's checkpoint, or a ``.safetensors`` file; keys perhaps under
-    DataParallel's ``module.``): it names no classes and no normalisation, so its output layer is kept only where its
-    shape fits, and the input is normalised as :class:`Initialised` says.
+    DataParallel's ``module.``, or a Hugging Face Transformers ResNet's or ConvNeXt's, read under torchvision's
+    names: :func:`~cnnlab.models.state_dict.network_keys`): it names no classes and no normalisation, so its output
+    layer is kept only where its shape fits, and the input is normalised as :class:`Initialised` says.
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
     own = model.state_dict()
-    foreign = False  # a state dict from elsewhere, not a cnnlab checkpoint
+    foreign, how = False, ""  # a state dict from elsewhere, not a cnnlab checkpoint; what was done to its keys
     try:
         ckpt = load_checkpoint(path)
     except ForeignCheckpointError as e:
         if e.held is None:  # not read at all (a pickle of objects, a TorchScript archive): its line says why
             raise
         expected = "a cnnlab checkpoint, or a state dict of this model's network"
-        ckpt, foreign = {"model": without_prefix(state_dict_in(e.held, path, expected), set(own))[0]}, True
+        state, how = network_keys(state_dict_in(e.held, path, expected), set(own), path)
+        ckpt, foreign = {"model": state}, True
     source = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(source, dict):
         raise CnnlabError(f"--init-from {path}: the checkpoint holds no model weights")
@@ -86,7 +88,7 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         theirs = ckpt.get("in_channels", stem.shape[1] if first and stem is not None and stem.dim() == 4 else None)
         hint = f"; pass --channels {theirs} to read this dataset as the checkpoint's input" \
             if first and channels is not None and theirs in (1, 3) and theirs != channels else ""
-        whose = "a state dict from elsewhere" if foreign else \
+        whose = f"a state dict from elsewhere{f', {how}' if how else ''}" if foreign else \
             f"model {ckpt.get('model_name')!r}, {theirs} input channel(s)"
         raise CnnlabError(f"--init-from {path}: its weights ({whose}) do not fit this model: {len(body)} tensors "
                           f"besides the output layer differ, first {body[0]} (expected the same model and channels; "
@@ -94,7 +96,8 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     model.load_state_dict(fitting, strict=False)
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
     if foreign:
-        return Initialised(f"initialised {kept} (a state dict: no classes or normalisation recorded)"
+        read = f", {how}" if how else ""
+        return Initialised(f"initialised {kept} (a state dict{read}: no classes or normalisation recorded)"
                            + (f"; new: {', '.join(fresh)}" if fresh else ""), None, recorded=False)
     try:
         mean, std = stored_normalize(ckpt)

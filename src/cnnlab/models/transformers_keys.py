@@ -1,0 +1,158 @@
+"""Hugging Face Transformers' ResNet and ConvNeXt classifiers' weights under torchvision's key names.
+
+The CNN classifiers most used on the Hugging Face Hub are Transformers' own classes, saved by ``save_pretrained`` as
+``model.safetensors`` beside a ``config.json``: ``ResNetForImageClassification`` (microsoft/resnet-18 ... -152) and
+``ConvNextForImageClassification`` (facebook/convnext-tiny-224 ...). Their networks are torchvision's ResNet and
+ConvNeXt; only the names differ. Here the names are mapped by structure, the stage's and the block's index and the
+part's role in the block, so any depth maps alike, and nothing of Transformers is imported or run:
+
+- ResNet: the stem's convolution and batch norm are ``conv1``/``bn1``; block ``b`` of stage ``s`` is
+  ``layer{s+1}.{b}``, its ``layer.{i}`` convolution and batch norm ``conv{i+1}``/``bn{i+1}`` (two in a basic block,
+  three in a bottleneck), its ``shortcut`` the ``downsample`` pair; the head ``classifier.1`` is ``fc``.
+- ConvNeXt: torchvision keeps the stem, the four stages and the three downsampling layers between them in one
+  ``features`` list, so stage ``s`` is ``features.{2s+1}`` and its downsampling layer ``features.{2s}``; a block's
+  depthwise convolution, LayerNorm and two linear layers are items 0, 2, 3 and 5 of its ``block`` (a permute and
+  the GELU between), and its ``layer_scale_parameter`` (C) is ``layer_scale`` (C x 1 x 1, the same product over
+  NCHW); the final LayerNorm and the linear head are ``classifier.0`` and ``classifier.2``.
+
+What the keys cannot tell, because the shapes are the same either way (where a bottleneck strides, whether the first
+stage downsamples, the activation), ``config.json`` beside the file says, where there is one; a setting that makes
+another network than torchvision's is refused in one line rather than loaded into the wrong one. Without it the
+Transformers defaults hold, which are torchvision's. One difference is kept: Transformers' ConvNeXt normalises the
+pooled features with an epsilon of ``layer_norm_eps`` (1e-12), torchvision's with 1e-6, which scales the normalised
+features by 1 - 5e-7 / their variance: float32's rounding for a variance near 1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.io import json_beside
+
+_RESNET_STEM = re.compile(r"resnet\.embedder\.embedder\.(convolution|normalization)\.(\w+)")
+_RESNET_BLOCK = re.compile(r"resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:layer\.(\d+)|shortcut)\."
+                           r"(convolution|normalization)\.(\w+)")
+_RESNET_PART = {"convolution": "conv", "normalization": "bn"}
+
+_CONVNEXT_STEM = re.compile(r"convnext\.embeddings\.(patch_embeddings|layernorm)\.(\w+)")
+_CONVNEXT_DOWNSAMPLING = re.compile(r"convnext\.encoder\.stages\.(\d+)\.downsampling_layer\.(\d+)\.(\w+)")
+_CONVNEXT_BLOCK = re.compile(r"convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:(dwconv|layernorm|pwconv1|pwconv2)"
+                             r"\.(\w+)|(layer_scale_parameter))")
+_CONVNEXT_PART = {"dwconv": "block.0", "layernorm": "block.2", "pwconv1": "block.3", "pwconv2": "block.5"}
+
+
+def _resnet_name(key: str) -> str | None:
+    """torchvision's name of Transformers' ResNet tensor ``key``; None for a key of no place there."""
+    if m := _RESNET_STEM.fullmatch(key):
+        return f"{_RESNET_PART[m[1]]}1.{m[2]}"
+    if m := _RESNET_BLOCK.fullmatch(key):
+        stage, block, conv, part, tensor = m.groups()
+        where = f"layer{int(stage) + 1}.{block}"
+        if conv is None:  # the shortcut: a 1x1 convolution (strided where the stage downsamples) and its batch norm
+            return f"{where}.downsample.{0 if part == 'convolution' else 1}.{tensor}"
+        return f"{where}.{_RESNET_PART[part]}{int(conv) + 1}.{tensor}"
+    if m := re.fullmatch(r"classifier\.1\.(\w+)", key):  # classifier.0 is the flatten
+        return f"fc.{m[1]}"
+    return None
+
+
+def _convnext_name(key: str) -> str | None:
+    """torchvision's name of Transformers' ConvNeXt tensor ``key``; None for a key of no place there."""
+    if m := _CONVNEXT_STEM.fullmatch(key):  # the 4x4 patch convolution, then its LayerNorm
+        return f"features.0.{0 if m[1] == 'patch_embeddings' else 1}.{m[2]}"
+    if m := _CONVNEXT_DOWNSAMPLING.fullmatch(key):  # a LayerNorm, then a 2x2 convolution of stride 2
+        return f"features.{2 * int(m[1])}.{m[2]}.{m[3]}"
+    if m := _CONVNEXT_BLOCK.fullmatch(key):
+        stage, block, part, tensor, scale = m.groups()
+        where = f"features.{2 * int(stage) + 1}.{block}"
+        return f"{where}.layer_scale" if scale else f"{where}.{_CONVNEXT_PART[part]}.{tensor}"
+    if m := re.fullmatch(r"convnext\.layernorm\.(\w+)", key):
+        return f"classifier.0.{m[1]}"
+    if m := re.fullmatch(r"classifier\.(\w+)", key):
+        return f"classifier.2.{m[1]}"
+    return None
+
+
+def _resnet_difference(config: dict[str, Any]) -> str | None:
+    """Why a ResNet of ``config`` (its config.json) is another network than torchvision's, in words; None where it
+    is the same."""
+    if config.get("layer_type", "bottleneck") == "bottleneck" and config.get("downsample_in_bottleneck"):
+        return ("its bottlenecks stride on their first 1x1 convolution (downsample_in_bottleneck), torchvision's "
+                "on the 3x3 (ResNet v1.5)")
+    if config.get("downsample_in_first_stage"):
+        return "its first stage downsamples (downsample_in_first_stage), torchvision's does not"
+    if config.get("hidden_act", "relu") != "relu":
+        return f"its activation is {config['hidden_act']!r} (hidden_act), torchvision's ReLU"
+    return None
+
+
+def _convnext_difference(config: dict[str, Any]) -> str | None:
+    """Why a ConvNeXt of ``config`` is another network than torchvision's; None where it is the same."""
+    if config.get("hidden_act", "gelu") != "gelu":  # Transformers' "gelu" is the exact GELU, as torchvision's
+        return f"its activation is {config['hidden_act']!r} (hidden_act), torchvision's GELU"
+    return None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A Transformers class whose weights are a torchvision network's: its name, the torchvision family, the top
+    name of its body's keys (``base_model_prefix``), how a key is named in torchvision, and how its config.json
+    can make it another network."""
+
+    cls: str
+    family: str
+    body: str
+    name: Callable[[str], str | None]
+    difference: Callable[[dict[str, Any]], str | None]
+
+
+LAYOUTS = (Layout("ResNetForImageClassification", "ResNet", "resnet", _resnet_name, _resnet_difference),
+           Layout("ConvNextForImageClassification", "ConvNeXt", "convnext", _convnext_name, _convnext_difference))
+
+
+def transformers_layout(state: dict[str, torch.Tensor]) -> Layout | None:
+    """The Transformers class whose ``save_pretrained`` keys ``state`` has (every key under its body's name or its
+    ``classifier``, its stem among them), or None."""
+    tops = {key.split(".", 1)[0] for key in state}
+    return next((layout for layout in LAYOUTS if layout.body in tops and tops <= {layout.body, "classifier"}
+                 and any(layout.name(key) in ("conv1.weight", "features.0.0.weight") for key in state)), None)
+
+
+def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's
+    (:func:`transformers_layout`), a key of no place there kept as it is (a strict load names it); else as it is."""
+    layout = transformers_layout(state)
+    if layout is None:
+        return state
+    renamed = {}
+    for key, value in state.items():
+        name = layout.name(key) or key
+        # torchvision scales a ConvNeXt block's output on NCHW, Transformers' on NHWC: C x 1 x 1 against C
+        renamed[name] = value.reshape(-1, 1, 1) if name.endswith(".layer_scale") and value.dim() == 1 else value
+    return renamed
+
+
+def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """``state``, read from ``path``, under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's,
+    and what was done in words for the page; else as it is, and ``""``.
+
+    Raises:
+        CnnlabError: one line: the ``config.json`` beside ``path`` makes it another network than torchvision's.
+    """
+    layout = transformers_layout(state)
+    if layout is None:
+        return state, ""
+    difference = layout.difference(json_beside(path, "config.json"))
+    if difference:
+        raise CnnlabError(f"{path} holds Hugging Face Transformers' {layout.cls} weights of another network than "
+                          f"torchvision's {layout.family}: {difference}, as config.json beside it says; expected "
+                          f"weights of torchvision's architecture (Transformers' defaults)")
+    return in_torchvision_names(state), f"Hugging Face Transformers' {layout.cls} keys read under torchvision's " \
+        f"{layout.family} names"
