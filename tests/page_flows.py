@@ -79,7 +79,12 @@ def saved_page_from_file_url(browser, saved_page: Path, artifacts: Path, name: s
     # the page's Content-Security-Policy holds from file:// too: a request is refused, never sent
     tried = browser.execute_script("return fetch('https://example.com/').then(() => 'sent', (e) => e.name)")
     assert tried == "TypeError"
-    assert [e for e in browser.errors() if "Content-Security-Policy" in e and "example.com" in e], browser.errors()
+    # the violation reaches the console after the fetch has failed (Firefox logs it asynchronously): waited for
+    deadline = time.monotonic() + 10
+    while not (refused := [e for e in browser.errors() if "Content-Security-Policy" in e and "example.com" in e]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert refused, browser.errors()
 
 
 def saved_page_of_a_segmentation_model(browser, folder: Path, tmp_path: Path, artifacts: Path, name: str,
