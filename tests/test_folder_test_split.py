@@ -5,6 +5,7 @@ none: its figures are of its validation split, said so, and ``eval`` asks for im
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -156,3 +157,22 @@ def test_scoring_another_dataset_takes_its_own_draw_not_the_runs_test_split(pets
     with pytest.raises(CnnlabError, match="held out no test split"):
         trained.scored_images(trained.dataset())
     assert make_config("lenet", test_split=0, val_split=0.1).test_split == 0
+
+
+def test_a_run_without_a_test_split_refuses_a_folder_whose_files_changed(pets, tmp_path, capsys):
+    run = _train(pets, tmp_path / "runs" / "run", "--test-split", "0", "--val-split", "0.2", "--no-report")
+    capsys.readouterr()
+    moved = tmp_path / "moved"
+    shutil.copytree(pets, moved)
+    # moved as it was: the run's folder, whose validation split is drawn again as it was
+    code, _, err = run_with_output(["report", str(run), "--data-dir", str(moved)], capsys)
+    assert code == 0, err
+    # a file fewer draws another validation split (a draw of no test images is the same of any folder): refused
+    next((moved / "cat").iterdir()).unlink()
+    code, _, err = run_with_output(["report", str(run), "--data-dir", str(moved)], capsys)
+    assert code == 2 and len(err) == 1 and "72 files then, 71 now" in err[0] and "--test-split 0" in err[0], err
+    code, _, err = run_with_output(["eval", str(run / "best.pt"), "--data-dir", str(moved)], capsys)
+    assert code == 2 and len(err) == 1 and "72 files then, 71 now" in err[0], err
+    next((pets / "dog").iterdir()).unlink()  # in place, as the explorer's gallery reads it
+    with pytest.raises(CnnlabError, match="72 files then, 71 now"):
+        Session(tmp_path / "runs").gallery("run")
