@@ -176,3 +176,14 @@ def test_a_run_without_a_test_split_refuses_a_folder_whose_files_changed(pets, t
     next((pets / "dog").iterdir()).unlink()  # in place, as the explorer's gallery reads it
     with pytest.raises(CnnlabError, match="72 files then, 71 now"):
         Session(tmp_path / "runs").gallery("run")
+
+
+def test_an_export_scored_on_its_own_folder_named_as_typed_draws_the_runs_share(pets, tmp_path, capsys, monkeypatch):
+    run = _train(pets, tmp_path / "run", "--test-split", "0.25", "--no-report")
+    onnx = tmp_path / "run.onnx"
+    assert cli.main(["export", str(run / "best.pt"), "--output", str(onnx)]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(pets.parent)  # the run's folder named relative to here, as a user types it
+    for model in (str(run / "best.pt"), str(onnx)):
+        code, out, err = run_with_output(["eval", model, "--dataset", f"folder:{pets.name}"], capsys)
+        assert code == 0 and "/18)" in out[0] and "the 18 test images drawn from" in out[1], (model, out, err)

@@ -209,7 +209,7 @@ class Trained:
         config = self.config
         if other is not None:
             config.update(data_dir=None)
-            if not _names_folder(other, self.meta.dataset):  # its own draw: the run's --test-split was of its folder
+            if not names_folder(other, self.meta.dataset):  # its own draw: the run's --test-split was of its folder
                 config.update(test_split=None)
         if skip_bad:
             config.update(skip_bad_images=True)
@@ -298,7 +298,7 @@ class Trained:
                                        trained_on)
 
 
-def _names_folder(name: str, folder: str) -> bool:
+def names_folder(name: str, folder: str) -> bool:
     """Whether the dataset ``name`` (``folder:PATH`` as typed) is ``folder``, a run's ``folder:`` with its path
     resolved (as a folder dataset names itself)."""
     return name.startswith(FOLDER_PREFIX) and folder.startswith(FOLDER_PREFIX) and \
