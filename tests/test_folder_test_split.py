@@ -187,3 +187,13 @@ def test_an_export_scored_on_its_own_folder_named_as_typed_draws_the_runs_share(
     for model in (str(run / "best.pt"), str(onnx)):
         code, out, err = run_with_output(["eval", model, "--dataset", f"folder:{pets.name}"], capsys)
         assert code == 0 and "/18)" in out[0] and "the 18 test images drawn from" in out[1], (model, out, err)
+
+
+@pytest.mark.parametrize(("share", "said"), [
+    ("100", "cannot hold out --test-split 100 (test-split=100 holds out 100 of 72 samples, but at most 69"),
+    ("0.001", "cannot hold out --test-split 0.001 (test-split=0.001 of 72 samples holds out none"),
+])
+def test_a_test_split_the_folder_cannot_give_is_named_as_given(pets, share, said, capsys, tmp_path):
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--epochs", "1",
+                                    "--test-split", share, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and len(err) == 1 and said in err[0] and "val=" not in err[0], err

@@ -505,11 +505,14 @@ def _hold_out(listing: _Listing, share: float) -> tuple[list[_File], list[_File]
         return files, [], f"no test split ({absent}; --test-split 0: every image trains or validates)"
     labels = torch.tensor([f.label for f in files])
     try:
-        train_idx, test_idx = stratified_split(labels, share, seed=HOLDOUT_SEED)
+        train_idx, test_idx = stratified_split(labels, share, seed=HOLDOUT_SEED, name="test-split")
     except CnnlabError as e:
         remedy = f"a split column of test rows in {csv_file.name}" if csv_file else f"a {root}/test/<class>/ folder"
-        raise DataError(f"{root}: {absent} and {len(files)} images are too few to hold out a test split ({e}); add "
-                        f"images or {remedy}, or pass another --test-split") from e
+        # the share asked for may be the fault (--test-split 0.001 draws none), not the folder's size
+        cannot = "are too few to hold out a test split" if share == HOLDOUT else \
+            f"cannot hold out --test-split {shown_share(share)}"
+        raise DataError(f"{root}: {absent} and {len(files)} images {cannot} ({e}); add images or {remedy}, or pass "
+                        f"another --test-split") from e
     drawn = "1/6 of the images" if share == HOLDOUT else \
         f"{shown_share(share)} of the images" if share < 1 else f"{len(test_idx)} images"
     note = f"test split: a seeded stratified {drawn} held out ({absent})"
