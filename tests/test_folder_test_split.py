@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 
 import pytest
 import torch
@@ -197,3 +198,14 @@ def test_a_test_split_the_folder_cannot_give_is_named_as_given(pets, share, said
     code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--epochs", "1",
                                     "--test-split", share, "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and len(err) == 1 and said in err[0] and "val=" not in err[0], err
+
+
+def test_the_explorers_analysis_of_a_run_without_a_test_split_names_its_image_a_validation_image(pets, tmp_path,
+                                                                                               capsys):
+    from cnnlab.explore import BackgroundServer
+
+    _train(pets, tmp_path / "runs" / "run", "--test-split", "0", "--val-split", "0.2", "--no-report")
+    with BackgroundServer(tmp_path / "runs") as server:
+        with urllib.request.urlopen(f"{server.url.rstrip('/')}/api/analyze?run=run&index=0", timeout=60) as answer:
+            body = json.loads(answer.read())
+    assert body["source"] == "validation image #0", body["source"]
