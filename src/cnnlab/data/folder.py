@@ -10,7 +10,7 @@ Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's descriptio
 share or number of images, or none (0: a contest's folder, whose test images are its own unlabelled ones). A folder
 without class subfolders may be labelled by a CSV file instead (:mod:`cnnlab.data.labels_csv`: ``PATH/labels.csv`` or
 ``PATH/metadata.csv``, or ``folder:PATH/NAME.csv`` naming one): its rows give the same lists of files, labels and splits
-(a split column's test and val rows as ``test/`` and ``val/``, else the same drawn sixth), decoded, cached and recorded
+(a split column's test and val rows as ``test/`` and ``val/``, else the same draw), decoded, cached and recorded
 as the subfolders' are, the images it does not name counted in a notice; its class names are its labels.
 Which files were drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a
 run can refuse a folder whose draw has changed since it trained; the training files are recorded the same way
@@ -270,7 +270,7 @@ def _has_class_folders(path: Path) -> bool:
 def _untested(data: ImageDataset, listing: _Listing) -> str:
     """A notice naming the classes with training images and no test image, or ''.
 
-    A class of a few pictures beside classes of dozens may have none in the drawn sixth (each class keeps at least
+    A class of a few pictures beside classes of dozens may have none in the drawn test split (each class keeps at least
     one training image, and its share of the hold-out rounds to none), and a ``test/`` folder (or a CSV's test rows)
     may lack a class: its recall cannot be measured, which eval and the report show as "–" once the run is done; this
     says so when it starts, and where its test images go.
@@ -800,4 +800,5 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,
                  test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/*, or images labelled by "
                                    "PATH/labels.csv, PATH/metadata.csv or folder:PATH/NAME.csv (any common image "
-                                   "format; without test/ or val/, a seeded stratified 1/6 is held out)", flip=True)
+                                   "format; without test/ or val/, a seeded stratified 1/6, or --test-split's "
+                                   "share, is held out)", flip=True)
