@@ -5,6 +5,8 @@ none: its figures are of its validation split, said so, and ``eval`` asks for im
 from __future__ import annotations
 
 import json
+import shutil
+import urllib.request
 
 import pytest
 import torch
@@ -156,3 +158,54 @@ def test_scoring_another_dataset_takes_its_own_draw_not_the_runs_test_split(pets
     with pytest.raises(CnnlabError, match="held out no test split"):
         trained.scored_images(trained.dataset())
     assert make_config("lenet", test_split=0, val_split=0.1).test_split == 0
+
+
+def test_a_run_without_a_test_split_refuses_a_folder_whose_files_changed(pets, tmp_path, capsys):
+    run = _train(pets, tmp_path / "runs" / "run", "--test-split", "0", "--val-split", "0.2", "--no-report")
+    capsys.readouterr()
+    moved = tmp_path / "moved"
+    shutil.copytree(pets, moved)
+    # moved as it was: the run's folder, whose validation split is drawn again as it was
+    code, _, err = run_with_output(["report", str(run), "--data-dir", str(moved)], capsys)
+    assert code == 0, err
+    # a file fewer draws another validation split (a draw of no test images is the same of any folder): refused
+    next((moved / "cat").iterdir()).unlink()
+    code, _, err = run_with_output(["report", str(run), "--data-dir", str(moved)], capsys)
+    assert code == 2 and len(err) == 1 and "72 files then, 71 now" in err[0] and "--test-split 0" in err[0], err
+    code, _, err = run_with_output(["eval", str(run / "best.pt"), "--data-dir", str(moved)], capsys)
+    assert code == 2 and len(err) == 1 and "72 files then, 71 now" in err[0], err
+    next((pets / "dog").iterdir()).unlink()  # in place, as the explorer's gallery reads it
+    with pytest.raises(CnnlabError, match="72 files then, 71 now"):
+        Session(tmp_path / "runs").gallery("run")
+
+
+def test_an_export_scored_on_its_own_folder_named_as_typed_draws_the_runs_share(pets, tmp_path, capsys, monkeypatch):
+    run = _train(pets, tmp_path / "run", "--test-split", "0.25", "--no-report")
+    onnx = tmp_path / "run.onnx"
+    assert cli.main(["export", str(run / "best.pt"), "--output", str(onnx)]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(pets.parent)  # the run's folder named relative to here, as a user types it
+    for model in (str(run / "best.pt"), str(onnx)):
+        code, out, err = run_with_output(["eval", model, "--dataset", f"folder:{pets.name}"], capsys)
+        assert code == 0 and "/18)" in out[0] and "the 18 test images drawn from" in out[1], (model, out, err)
+
+
+@pytest.mark.parametrize(("share", "said"), [
+    ("100", "cannot hold out --test-split 100 (test-split=100 holds out 100 of 72 samples, but at most 69"),
+    ("0.001", "cannot hold out --test-split 0.001 (test-split=0.001 of 72 samples holds out none"),
+])
+def test_a_test_split_the_folder_cannot_give_is_named_as_given(pets, share, said, capsys, tmp_path):
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--epochs", "1",
+                                    "--test-split", share, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and len(err) == 1 and said in err[0] and "val=" not in err[0], err
+
+
+def test_the_explorers_analysis_of_a_run_without_a_test_split_names_its_image_a_validation_image(pets, tmp_path,
+                                                                                               capsys):
+    from cnnlab.explore import BackgroundServer
+
+    _train(pets, tmp_path / "runs" / "run", "--test-split", "0", "--val-split", "0.2", "--no-report")
+    with BackgroundServer(tmp_path / "runs") as server:
+        with urllib.request.urlopen(f"{server.url.rstrip('/')}/api/analyze?run=run&index=0", timeout=60) as answer:
+            body = json.loads(answer.read())
+    assert body["source"] == "validation image #0", body["source"]

@@ -227,3 +227,26 @@ def test_a_transformers_file_that_is_not_torchvisions_network_is_refused_in_one_
             re.escape(first)
     with pytest.raises(CnnlabError, match=says):
         init_from(create_model("imagenet-resnet50", num_classes=4, in_channels=3), path, channels=3)
+
+
+def test_a_transformers_model_saved_inside_a_wrapper_is_read_under_its_prefix(tmp_path):
+    """A Transformers ResNet fine-tuned inside a Lightning module (``self.model = ResNetForImageClassification...``)
+    is saved under ``model.``, beside the module's other tensors: `explore --weights` of its safetensors and
+    `--init-from` of its checkpoint read it as a prefixed torchvision file is read; it was refused ("Missing key(s)
+    in state_dict: conv1.weight ...")."""
+    theirs = torchvision.models.resnet18(num_classes=3).eval()
+    saved = load_file(_transformers_file(tmp_path / "hf", theirs, _resnet_key))
+    wrapped = {**{f"model.{k}": v for k, v in saved.items()}, "loss.weight": torch.ones(3)}
+    save_file(wrapped, tmp_path / "wrapped.safetensors")
+    explored = open_model("imagenet-resnet18", Options(input_size=32, weights=tmp_path / "wrapped.safetensors"))
+    assert "keys read under torchvision's ResNet names, its keys under 'model.' without that prefix, leaving out 1 " \
+        "other tensor(s)" in explored.notes[0]
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in imagenet.pretrained_normalize("imagenet-resnet18", 3))
+    with torch.no_grad():
+        assert torch.allclose(explored.logits(images), theirs((images.float() / 255 - mean) / std), atol=1e-4)
+    torch.save({"state_dict": wrapped, "epoch": 3}, tmp_path / "lightning.ckpt")
+    model = create_model("imagenet-resnet18", num_classes=3, in_channels=3)
+    done = init_from(model, tmp_path / "lightning.ckpt", classes=["a", "b", "c"], channels=3)
+    assert "keys read under torchvision's ResNet names" in done.line and "new:" not in done.line, done.line
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in theirs.state_dict().items())

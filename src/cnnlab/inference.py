@@ -209,7 +209,7 @@ class Trained:
         config = self.config
         if other is not None:
             config.update(data_dir=None)
-            if not _names_folder(other, self.meta.dataset):  # its own draw: the run's --test-split was of its folder
+            if not names_folder(other, self.meta.dataset):  # its own draw: the run's --test-split was of its folder
                 config.update(test_split=None)
         if skip_bad:
             config.update(skip_bad_images=True)
@@ -298,7 +298,7 @@ class Trained:
                                        trained_on)
 
 
-def _names_folder(name: str, folder: str) -> bool:
+def names_folder(name: str, folder: str) -> bool:
     """Whether the dataset ``name`` (``folder:PATH`` as typed) is ``folder``, a run's ``folder:`` with its path
     resolved (as a folder dataset names itself)."""
     return name.startswith(FOLDER_PREFIX) and folder.startswith(FOLDER_PREFIX) and \
@@ -491,6 +491,20 @@ def drew_no_test_split(recorded: Mapping[str, Any], data: Any) -> bool:
     return bool(then) and int(then[0]) == 0 and data.held_out is not None and int(data.held_out[0]) == 0
 
 
+def _check_same_files_validated(recorded: Mapping[str, Any], data: Any) -> None:
+    """Refuse ``data`` when the files of a run that held out no test split are not those it trained and validated on:
+    its validation split, drawn again from them, would hold images the model trained on."""
+    then, now = recorded.get("training_files"), getattr(data, "training_files", None)
+    if not then or now is None or [int(now[0]), str(now[1])] == [int(then[0]), str(then[1])]:
+        return
+    change = f"{then[0]} files then, {now[0]} now" if int(now[0]) != int(then[0]) else \
+        f"{then[0]} files then and now, but other ones, or other labels"
+    raise CnnlabError(f"the images of {data.name} are not those the run trained and validated on ({change}), and the "
+                      "run held out no test split (--test-split 0): its validation split drawn again would hold images "
+                      "the model trained on; put the folder back as it was when the run trained, or name another "
+                      "folder as one (cnnlab eval --dataset folder:PATH)")
+
+
 def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
     """Refuse ``data`` when its drawn test split is not the one the run held out when it trained.
 
@@ -503,10 +517,16 @@ def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
     A folder at another path (``--data-dir``: the folder moved, or another one) is checked when it draws its test
     split too, since the hash is of paths relative to the folder: a moved folder that lost a file is refused as
     it would be in place. One with its own ``test/`` there is a test set of its own, and accepted.
+
+    A run that held out no test split (``--test-split 0``) is shown on its validation split, drawn again from every
+    file: a draw of none is the same of any folder, so the files themselves (``training_files``) are held to the run's.
     """
     then = recorded.get("held_out")
     now, moved = data.held_out, recorded.get("name") != data.name
     if not then or (moved and now is None):
+        return
+    if drew_no_test_split(recorded, data):
+        _check_same_files_validated(recorded, data)
         return
     if now is not None and [int(now[0]), str(now[1])] == [int(then[0]), str(then[1])]:
         return

@@ -10,7 +10,7 @@ Fashion-MNIST hold out: 10,000 of 60,000 + 10,000), and the dataset's descriptio
 share or number of images, or none (0: a contest's folder, whose test images are its own unlabelled ones). A folder
 without class subfolders may be labelled by a CSV file instead (:mod:`cnnlab.data.labels_csv`: ``PATH/labels.csv`` or
 ``PATH/metadata.csv``, or ``folder:PATH/NAME.csv`` naming one): its rows give the same lists of files, labels and splits
-(a split column's test and val rows as ``test/`` and ``val/``, else the same drawn sixth), decoded, cached and recorded
+(a split column's test and val rows as ``test/`` and ``val/``, else the same draw), decoded, cached and recorded
 as the subfolders' are, the images it does not name counted in a notice; its class names are its labels.
 Which files were drawn is recorded as :attr:`ImageDataset.held_out` (their count and a hash of their paths), so that a
 run can refuse a folder whose draw has changed since it trained; the training files are recorded the same way
@@ -270,7 +270,7 @@ def _has_class_folders(path: Path) -> bool:
 def _untested(data: ImageDataset, listing: _Listing) -> str:
     """A notice naming the classes with training images and no test image, or ''.
 
-    A class of a few pictures beside classes of dozens may have none in the drawn sixth (each class keeps at least
+    A class of a few pictures beside classes of dozens may have none in the drawn test split (each class keeps at least
     one training image, and its share of the hold-out rounds to none), and a ``test/`` folder (or a CSV's test rows)
     may lack a class: its recall cannot be measured, which eval and the report show as "–" once the run is done; this
     says so when it starts, and where its test images go.
@@ -505,11 +505,14 @@ def _hold_out(listing: _Listing, share: float) -> tuple[list[_File], list[_File]
         return files, [], f"no test split ({absent}; --test-split 0: every image trains or validates)"
     labels = torch.tensor([f.label for f in files])
     try:
-        train_idx, test_idx = stratified_split(labels, share, seed=HOLDOUT_SEED)
+        train_idx, test_idx = stratified_split(labels, share, seed=HOLDOUT_SEED, name="test-split")
     except CnnlabError as e:
         remedy = f"a split column of test rows in {csv_file.name}" if csv_file else f"a {root}/test/<class>/ folder"
-        raise DataError(f"{root}: {absent} and {len(files)} images are too few to hold out a test split ({e}); add "
-                        f"images or {remedy}, or pass another --test-split") from e
+        # the share asked for may be the fault (--test-split 0.001 draws none), not the folder's size
+        cannot = "are too few to hold out a test split" if share == HOLDOUT else \
+            f"cannot hold out --test-split {shown_share(share)}"
+        raise DataError(f"{root}: {absent} and {len(files)} images {cannot} ({e}); add images or {remedy}, or pass "
+                        f"another --test-split") from e
     drawn = "1/6 of the images" if share == HOLDOUT else \
         f"{shown_share(share)} of the images" if share < 1 else f"{len(test_idx)} images"
     note = f"test split: a seeded stratified {drawn} held out ({absent})"
@@ -797,4 +800,5 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,
                  test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/*, or images labelled by "
                                    "PATH/labels.csv, PATH/metadata.csv or folder:PATH/NAME.csv (any common image "
-                                   "format; without test/ or val/, a seeded stratified 1/6 is held out)", flip=True)
+                                   "format; without test/ or val/, a seeded stratified 1/6, or --test-split's "
+                                   "share, is held out)", flip=True)

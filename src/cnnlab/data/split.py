@@ -54,8 +54,8 @@ def _quotas(counts: list[int], k: int) -> list[int]:
     return quota
 
 
-def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int, seed: int = 0,
+                     name: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
     """Split sample indices into training and held-out parts, class by class.
 
     Args:
@@ -63,6 +63,7 @@ def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
         val: the held-out share: a fraction in (0, 1) of all samples (``round(val * len(labels))`` of them) or
             a whole number of samples.
         seed: which samples are held out; the same ``(labels, val, seed)`` always gives the same split.
+        name: what a refusal calls ``val`` (``"test-split"`` where a folder's test split is drawn).
 
     Returns:
         ``(train_idx, val_idx)``: sorted int64 index tensors that partition ``range(len(labels))``. Each class
@@ -90,9 +91,9 @@ def stratified_split(labels: torch.Tensor | Sequence[int], val: float | int,
     counts = [len(m) for m in members]
     most = n - len(classes)  # every class keeps one training sample
     if k < 1:
-        raise CnnlabError(f"val={shown_share(val)} of {n} samples holds out none; expected at least one sample")
+        raise CnnlabError(f"{name}={shown_share(val)} of {n} samples holds out none; expected at least one sample")
     if k > most:
-        raise CnnlabError(f"val={shown_share(val)} holds out {k} of {n} samples, but at most {most} can be held out "
+        raise CnnlabError(f"{name}={shown_share(val)} holds out {k} of {n} samples, but at most {most} can be held out "
                           f"while each of the {len(classes)} classes keeps a training sample")
     generator = torch.Generator().manual_seed(seed)
     held = [m[torch.randperm(len(m), generator=generator)[:q]]

@@ -39,7 +39,14 @@ from cnnlab.explore.model import Options
 from cnnlab.explore.outputs import numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model, scores_of
 from cnnlab.export import SKIP_BAD_KEY, SPLIT_KEYS, TEST_SPLIT_KEY, TTA_KEY
-from cnnlab.inference import check_same_test_split, check_several_classes, class_columns, moved_data, scored_images
+from cnnlab.inference import (
+    check_same_test_split,
+    check_several_classes,
+    class_columns,
+    moved_data,
+    names_folder,
+    scored_images,
+)
 from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 
@@ -87,7 +94,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     with mapped_reads(), folder_named_as_data_dir(data_dir, None if named else dataset):  # only the scored read
         data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
                             skip_bad=skip_bad, training=False,
-                            test_split=None if named and dataset != own else test_split)
+                            test_split=None if named and not names_folder(dataset, own or "") else test_split)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
     other = named and data.name != own

@@ -328,8 +328,9 @@ def create_app(root: str | Path, allow_hosts: tuple[str, ...] = ()) -> Starlette
 
     def _analyze_test(name: str, index: int) -> dict[str, Any]:
         loaded, image, label = session.test_image(name, index)
-        result = analyze_image(RunModel(loaded.trained), image, what=f"test image #{index}")
-        return {**result, "source": f"test image #{index}", "label": loaded.trained.meta.classes[label]}
+        what = f"{session.test_set(loaded).split} image #{index}"  # a run without a test split shows its validation
+        result = analyze_image(RunModel(loaded.trained), image, what=what)
+        return {**result, "source": what, "label": loaded.trained.meta.classes[label]}
 
     def _analyze_upload(name: str, data: bytes, invert: bool) -> dict[str, Any]:
         loaded = session.model(name)

@@ -112,11 +112,12 @@ class Session:
         return data
 
     def test_image(self, name: str, index: int) -> tuple[Loaded, torch.Tensor, int]:
-        """A run's model, test image ``index`` (uint8 ``C x H x W``) and its label."""
+        """A run's model, test image ``index`` (its validation image where it held out no test split; uint8
+        ``C x H x W``) and its label."""
         loaded = self.model(name)
         data = self.test_set(loaded)
         if not 0 <= index < len(data.labels):
-            raise CnnlabError(f"test image index must be from 0 to {len(data.labels) - 1}, got {index}")
+            raise CnnlabError(f"{data.split} image index must be from 0 to {len(data.labels) - 1}, got {index}")
         return loaded, data.images[index], int(data.labels[index])
 
     def gallery(self, name: str, cls: int | None = None) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class TestSet:
         held_out: the identity of a test split the loader drew out of the files (``ImageDataset.held_out``).
         split: which split of the dataset the images are: "test", or "validation" where the run held out no test
             split (``--test-split 0``; :meth:`cnnlab.inference.Trained.held_out_images`).
+        training_files: the identity of the files it was drawn from (``ImageDataset.training_files``), which a run
+            without a test split is held to (:func:`cnnlab.inference.check_same_test_split`).
     """
 
     images: torch.Tensor
@@ -46,6 +48,7 @@ class TestSet:
     name: str
     held_out: tuple[int, str] | None
     split: str = "test"
+    training_files: tuple[int, str] | None = None
 
 
 def test_set_key(trained: inference.Trained) -> tuple:
@@ -77,4 +80,4 @@ def load_test_set(trained: inference.Trained) -> TestSet:
     if tuple(images.shape[1:]) != (meta.channels, meta.image_size, meta.image_size):
         raise CnnlabError(f"the {split} images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "
                           f"expected {meta.channels} x {meta.image_size} x {meta.image_size} for this model")
-    return TestSet(images, labels, classes, data.name, data.held_out, split)
+    return TestSet(images, labels, classes, data.name, data.held_out, split, data.training_files)

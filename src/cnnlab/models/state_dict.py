@@ -303,8 +303,8 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str],
     """``state``, read from ``path``, with its keys as the network's ``keys`` name them where they are another
     tool's for the same tensors: without a prefix the network lacks (:func:`without_prefix`), or, where they are a
     Hugging Face Transformers ResNet's or ConvNeXt's, under torchvision's names
-    (:func:`~cnnlab.models.transformers_keys.torchvision_keys`). Returns it and what was done, in words for the page
-    (``""``: nothing).
+    (:func:`~cnnlab.models.transformers_keys.torchvision_keys`), then without a wrapper's prefix. Returns it and what
+    was done, in words for the page (``""``: nothing).
 
     Raises:
         CnnlabError: one line: the ``config.json`` beside a Transformers file makes it another network than
@@ -313,7 +313,11 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str],
     state, how = without_prefix(state, keys)
     if how or keys <= set(state):  # a network whose own names are Transformers' reads them as they are
         return state, how
-    return torchvision_keys(state, path)
+    state, renamed = torchvision_keys(state, path)
+    if not renamed:
+        return state, ""
+    state, how = without_prefix(state, keys)  # a wrapper's names before them (a Lightning module's model.)
+    return state, ", ".join(filter(None, (renamed, how)))
 
 
 def loaded_note(path: str | Path, how: str, unread: tuple[str, ...] = ()) -> str:

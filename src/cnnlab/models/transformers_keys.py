@@ -4,7 +4,9 @@ The CNN classifiers most used on the Hugging Face Hub are Transformers' own clas
 ``model.safetensors`` beside a ``config.json``: ``ResNetForImageClassification`` (microsoft/resnet-18 ... -152) and
 ``ConvNextForImageClassification`` (facebook/convnext-tiny-224 ...). Their networks are torchvision's ResNet and
 ConvNeXt; only the names differ. Here the names are mapped by structure, the stage's and the block's index and the
-part's role in the block, so any depth maps alike, and nothing of Transformers is imported or run:
+part's role in the block, so any depth maps alike (under a wrapper's names too, a Lightning module's ``model.``,
+which are kept for :func:`~cnnlab.models.state_dict.without_prefix` to drop), and nothing of Transformers is imported
+or run:
 
 - ResNet: the stem's convolution and batch norm are ``conv1``/``bn1``; block ``b`` of stage ``s`` is
   ``layer{s+1}.{b}``, its ``layer.{i}`` convolution and batch norm ``conv{i+1}``/``bn{i+1}`` (two in a basic block,
@@ -46,6 +48,8 @@ _CONVNEXT_DOWNSAMPLING = re.compile(r"convnext\.encoder\.stages\.(\d+)\.downsamp
 _CONVNEXT_BLOCK = re.compile(r"convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:(dwconv|layernorm|pwconv1|pwconv2)"
                              r"\.(\w+)|(layer_scale_parameter))")
 _CONVNEXT_PART = {"dwconv": "block.0", "layernorm": "block.2", "pwconv1": "block.3", "pwconv2": "block.5"}
+# The stems' convolutions, whose keys every such file has: what names a wrapper put before them shows there
+_STEM_KEYS = ("resnet.embedder.embedder.convolution.weight", "convnext.embeddings.patch_embeddings.weight")
 
 
 def _resnet_name(key: str) -> str | None:
@@ -117,23 +121,42 @@ LAYOUTS = (Layout("ResNetForImageClassification", "ResNet", "resnet", _resnet_na
            Layout("ConvNextForImageClassification", "ConvNeXt", "convnext", _convnext_name, _convnext_difference))
 
 
-def transformers_layout(state: dict[str, torch.Tensor]) -> Layout | None:
+def _head(state: dict[str, torch.Tensor]) -> str:
+    """The names a wrapper put before a Transformers model's keys (a Lightning module's ``model.``, DataParallel's
+    ``module.``), read off its stem's key; "" where there are none, or several such keys disagree."""
+    heads = {key[:-len(stem)] for key in state for stem in _STEM_KEYS
+             if key.endswith(stem) and (len(key) == len(stem) or key[-len(stem) - 1] == ".")}
+    return heads.pop() if len(heads) == 1 else ""
+
+
+def _layout(state: dict[str, torch.Tensor]) -> tuple[Layout | None, str]:
     """The Transformers class whose ``save_pretrained`` keys ``state`` has (every key under its body's name or its
-    ``classifier``, its stem among them), or None."""
-    tops = {key.split(".", 1)[0] for key in state}
-    return next((layout for layout in LAYOUTS if layout.body in tops and tops <= {layout.body, "classifier"}
-                 and any(layout.name(key) in ("conv1.weight", "features.0.0.weight") for key in state)), None)
+    ``classifier``, its stem among them), perhaps all under a wrapper's names, and those names ("": none); or
+    ``(None, "")``."""
+    head = _head(state)
+    under = [key[len(head):] for key in state if key.startswith(head)]
+    tops = {key.split(".", 1)[0] for key in under}
+    layout = next((layout for layout in LAYOUTS if layout.body in tops and tops <= {layout.body, "classifier"}
+                   and any(layout.name(key) in ("conv1.weight", "features.0.0.weight") for key in under)), None)
+    return layout, head if layout is not None else ""
+
+
+def transformers_layout(state: dict[str, torch.Tensor]) -> Layout | None:
+    """The Transformers class whose ``save_pretrained`` keys ``state`` has, perhaps under a wrapper's names (every
+    key under its body's name or its ``classifier``, its stem among them), or None."""
+    return _layout(state)[0]
 
 
 def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's
-    (:func:`transformers_layout`), a key of no place there kept as it is (a strict load names it); else as it is."""
-    layout = transformers_layout(state)
+    (:func:`transformers_layout`), a wrapper's names before them kept, and a key of no place there kept as it is (a
+    strict load names it); else as it is."""
+    layout, head = _layout(state)
     if layout is None:
         return state
     renamed = {}
     for key, value in state.items():
-        name = layout.name(key) or key
+        name = head + layout.name(key[len(head):]) if key.startswith(head) and layout.name(key[len(head):]) else key
         # torchvision scales a ConvNeXt block's output on NCHW, Transformers' on NHWC: C x 1 x 1 against C
         renamed[name] = value.reshape(-1, 1, 1) if name.endswith(".layer_scale") and value.dim() == 1 else value
     return renamed
