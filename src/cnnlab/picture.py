@@ -10,7 +10,8 @@ decoded by that function too: a picture it is shown is the image it would have s
 images already square, so a picture is padded instead (:func:`read_picture` without ``crop``): a garment
 photographed wider than tall keeps its sleeves. A network Ultralytics exported is fed as its own predict feeds it
 (``fit``: letterboxed on grey 114 after OpenCV's bilinear resize, stretched, or its classifiers' resize and crop), so
-that its boxes and scores are those its users get from Ultralytics.
+that its boxes and scores are those its users get from Ultralytics; a Hugging Face model as its image processor frames
+a picture (:func:`shorter_side`: the same resize and crop, at the processor's length, filter and rounding).
 """
 
 from __future__ import annotations

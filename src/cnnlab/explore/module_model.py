@@ -458,7 +458,8 @@ class ModuleModel(TorchModel):
         """An ImageNet backbone of the zoo (``imagenet-resnet18``) with its weights from torch.hub's cache, at the
         input size, normalisation and 1,000 class names of the weights' own metadata (flags override the first
         two); with ``options.weights``, the same architecture shaped as that state dict has it (input channels,
-        classes: ImageNet's names only for 1,000 outputs) with its weights, fed as the ImageNet weights are; or,
+        classes: ImageNet's names only for 1,000 outputs) with its weights, fed as the ImageNet weights are (a
+        Transformers folder's as its preprocessor_config.json says, its classes named by its config.json); or,
         where the file is ``cnnlab export --format safetensors``'s of this network, fed as its metadata says its run
         was (input side, normalisation, centre-cropped pictures) and its classes named so (flags come first), and
         the metadata kept as an export's (``metadata``: eval scores the run's test split)."""
