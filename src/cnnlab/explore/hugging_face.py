@@ -5,7 +5,8 @@ Both an ONNX export's folder (``optimum-cli export onnx`` writes the two files b
 Transformers ``save_pretrained`` folder (beside ``model.safetensors``) are read so. The framing is the image
 processor's own: a ConvNeXt processor (which Transformers uses for its ResNets too) resizes the shorter side to
 ``shortest_edge / crop_pct`` (256 for 224 at 0.875) with its ``resample`` filter and crops the centre
-``shortest_edge``; padded instead, the picture shows its model another image than its users' pipeline does.
+``shortest_edge``, BiT's and CLIP's resize it to ``shortest_edge`` and crop ``crop_size``; padded instead, the
+picture shows its model another image than its users' pipeline does.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ def hugging_face_carried(path: str | Path) -> Carried:
     size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
     edge = size.get("shortest_edge") if isinstance(size, dict) else None
     sides = input_sides(edge if edge is not None else size)
+    framing = _framing(processor)
     if sides:
         found.update(size=sides, size_from=where)
-        framing = _framing(processor, edge if edge is not None else size)
         if framing:
             found.update(fit=framing, fit_from=where)
     mean, std = processor.get("image_mean"), processor.get("image_std")
@@ -66,16 +67,27 @@ def hugging_face_carried(path: str | Path) -> Carried:
     return Carried(**found)
 
 
-def _framing(processor: dict[str, Any], edge: Any) -> str | None:
-    """How a ConvNeXt image processor (Transformers' ``ConvNextImageProcessor``, also its ResNets') frames a picture
-    whose ``preprocessor_config.json`` is ``processor`` and whose ``size`` is the shortest edge ``edge``, as a
-    :func:`cnnlab.picture.shorter_side` fit: the shorter side resized to ``int(edge / crop_pct)`` with Pillow's
-    ``resample`` filter, then the centre ``edge x edge`` cropped. None for a processor of another form (``do_resize``
-    false, no ``crop_pct`` or ``resample`` of the numbers Pillow names, a ``do_center_crop``, an edge of 384 or more,
-    which it stretches to a square): nothing said, the picture padded as any model's."""
-    crop_pct, resample = processor.get("crop_pct"), processor.get("resample")
-    if processor.get("do_resize", True) is not True or processor.get("do_center_crop") or type(edge) is not int or \
-            type(crop_pct) not in (int, float) or not 0 < crop_pct <= 1 or type(resample) is not int or \
-            resample not in RESAMPLING or edge >= CONVNEXT_WARPS_FROM:
+def _framing(processor: dict[str, Any]) -> str | None:
+    """How the image processor whose ``preprocessor_config.json`` is ``processor`` frames a picture, as a
+    :func:`cnnlab.picture.shorter_side` fit, for the two forms whose arithmetic is Transformers' shared
+    ``get_resize_output_image_size`` (the longer side truncated) and ``center_crop`` (offsets rounded down), with
+    Pillow's ``resample`` filter: a ConvNeXt processor's (Transformers' ``ConvNextImageProcessor``, also its
+    ResNets'), the shorter side resized to ``int(shortest_edge / crop_pct)`` and the centre ``shortest_edge`` square
+    cropped; and the plain resize-and-crop of BiT's, CLIP's and their kin (``do_center_crop``), the shorter side to
+    ``shortest_edge`` and the centre ``crop_size`` cropped. None for a processor of another form (``do_resize``
+    false, a ``size`` of a height and width, which it stretches to, no ``resample`` of the numbers Pillow names, a
+    ConvNeXt edge of 384 or more, which it stretches to a square): nothing said, the picture padded as any
+    model's."""
+    size, resample, crop_pct = processor.get("size"), processor.get("resample"), processor.get("crop_pct")
+    edge = size if type(size) is int else size.get("shortest_edge") if isinstance(size, dict) else None
+    if processor.get("do_resize", True) is not True or type(edge) is not int or type(resample) is not int or \
+            resample not in RESAMPLING:
+        return None
+    if processor.get("do_center_crop"):
+        crop = input_sides(processor.get("crop_size"))
+        if crop_pct is not None or crop is None or max(crop) > edge:
+            return None
+        return shorter_side(edge, RESAMPLING[resample])
+    if type(crop_pct) not in (int, float) or not 0 < crop_pct <= 1 or edge >= CONVNEXT_WARPS_FROM:
         return None
     return shorter_side(int(edge / crop_pct), RESAMPLING[resample])
