@@ -295,3 +295,13 @@ def _request(url: str, method: str, target: str, body: bytes | None = None):
         return response.status, json.loads(response.read() or b"null")
     finally:
         conn.close()
+
+
+def processor_framed(picture: Image.Image, length: int, crop: int, resample: Image.Resampling) -> np.ndarray:
+    """``picture`` as a Hugging Face ConvNeXt image processor frames it, worked out here step by step with Pillow:
+    the shorter side resized to ``length`` (the longer ``int(length * longer / shorter)``) with ``resample``, then
+    the centre ``crop x crop`` cut at offsets ``(side - crop) // 2`` (its center_crop's, rounded down)."""
+    w, h = picture.size
+    new = (length, int(length * h / w)) if w <= h else (int(length * w / h), length)
+    left, top = (new[0] - crop) // 2, (new[1] - crop) // 2
+    return np.asarray(picture.resize(new, resample).crop((left, top, left + crop, top + crop)))

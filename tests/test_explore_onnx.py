@@ -397,6 +397,55 @@ def test_a_hugging_face_export_is_fed_as_the_files_beside_it_say(processor, hw, 
     assert "beside it" not in flagged.spec.describe()
 
 
+# microsoft/resnet-50's and facebook/convnext-tiny-224's form (Transformers' ConvNextImageProcessor), at a small size:
+# the shorter side resized to int(16 / 0.8) = 20 with Pillow's bicubic (resample 3), the centre 16 x 16 cropped
+CONVNEXT = {**VIT, "size": {"shortest_edge": 16}, "crop_pct": 0.8, "resample": 3}
+# BiT's and CLIP's form: the shorter side resized to shortest_edge with Pillow's bilinear (resample 2), crop_size cut
+BIT = {**VIT, "size": {"shortest_edge": 20}, "do_center_crop": True, "crop_size": {"height": 16, "width": 16},
+       "resample": 2}
+
+
+@pytest.mark.parametrize("processor, words, resample", [
+    (CONVNEXT, "20 (bicubic)", Image.Resampling.BICUBIC), (BIT, "20 (bilinear)", Image.Resampling.BILINEAR)])
+@pytest.mark.parametrize("wh", [(37, 21), (21, 40), (20, 20)])
+def test_a_hugging_face_exports_picture_is_framed_as_its_processor_frames_it(processor, words, resample, wh,
+                                                                             tmp_path):
+    """A ConvNeXt processor (also Transformers' ResNets') resizes a picture's shorter side to shortest_edge / crop_pct
+    with its filter and crops the centre, its offsets rounded down, and BiT's resizes it to shortest_edge and crops
+    crop_size; the explorer padded the picture to the input, another image than the one the model's users feed it.
+    Pillow's own resize and crop, step by step, are the oracle (37 x 21: the resized 35 px side leaves 19 to crop,
+    9 on the left, where rounding would take 10)."""
+    _hugging_face_export(tmp_path / "convnext", processor, {"0": "cat", "1": "dog", "2": "fox"})
+    spec = open_model(tmp_path / "convnext" / "model.onnx").spec
+    assert spec.hw == (16, 16)
+    assert f"pictures resized by the shorter side to {words} and centre-cropped to 16 as its " \
+        "preprocessor_config.json says" in spec.describe()
+    picture = Image.fromarray(np.random.default_rng(5).integers(0, 256, (wh[1], wh[0], 3), dtype=np.uint8))
+    picture.save(tmp_path / "photo.png")
+    fed = decode_upload((tmp_path / "photo.png").read_bytes(), spec.channels, spec.read_hw, crop=spec.crop,
+                        fit=spec.fit)
+    expected = explore_support.processor_framed(picture, 20, 16, resample)
+    assert np.array_equal(fed.permute(1, 2, 0).numpy(), expected)
+    # the flag comes first: at another input size the processor's framing does not hold, and pictures are padded
+    flagged = open_model(tmp_path / "convnext" / "model.onnx", Options(input_size=12)).spec
+    assert flagged.fit == "pad" and "shorter side" not in flagged.describe()
+
+
+@pytest.mark.parametrize("processor, change", [
+    (CONVNEXT, {"do_resize": False}), (CONVNEXT, {"crop_pct": None}), (CONVNEXT, {"resample": 17}),
+    (CONVNEXT, {"resample": "3"}), (CONVNEXT, {"size": {"shortest_edge": 384}}),
+    (CONVNEXT, {"do_center_crop": True, "crop_size": 16}), (BIT, {"resample": None}),
+    (BIT, {"size": {"height": 20, "width": 20}}), (BIT, {"crop_size": {"height": 24, "width": 16}})])
+def test_a_processor_file_of_another_form_says_nothing_of_the_framing(processor, change, tmp_path):
+    """A processor that does not resize, names no crop_pct or a filter Pillow has no number for, stretches (an edge of
+    384 or more, a size of a height and width), crops twice or more than it resized to: its pictures are padded as
+    any model's, the page says nothing of a framing."""
+    processor = {k: v for k, v in {**processor, **change}.items() if v is not None}
+    _hugging_face_export(tmp_path / "convnext", processor, {"0": "cat", "1": "dog", "2": "fox"})
+    spec = open_model(tmp_path / "convnext" / "model.onnx").spec
+    assert spec.fit == "pad" and "shorter side" not in spec.describe()
+
+
 @pytest.mark.parametrize("processor", [{**VIT, "rescale_factor": 1.0}, {**VIT, "image_std": [0, 1, 1]},
                                        {**VIT, "do_normalize": False}, {**VIT, "image_mean": "imagenet"}])
 def test_a_processor_file_of_another_scale_or_shape_says_nothing_of_the_normalisation(processor, tmp_path):

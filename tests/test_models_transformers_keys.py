@@ -13,18 +13,22 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options
 from cnnlab.explore.sources import open_model
 from cnnlab.models import create_model, imagenet
 from cnnlab.models.state_dict import load_state_dict_into
 from cnnlab.train.finetune import init_from
+from explore_support import processor_framed
 
 # As Transformers' save_pretrained wrote them (tensor count, and names with the torchvision parameter each is)
 RESNET18_WRITTEN = (122, {
@@ -178,6 +182,39 @@ def test_explore_names_a_transformers_files_classes_from_its_config(tmp_path):
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.allclose(explored.logits(images), theirs((images.float() / 255 - mean) / std), atol=1e-4)
+
+
+def test_explore_feeds_a_transformers_file_as_its_preprocessor_config_says(tmp_path):
+    """`cnnlab explore imagenet-resnet18 --weights FOLDER/model.safetensors` of a save_pretrained folder that keeps
+    its processor's preprocessor_config.json (microsoft/resnet-50's form: a ConvNeXt processor, here at 32 px): the
+    input size, normalisation and framing of that file (the shorter side resized to int(32 / 0.875) = 36 with
+    Pillow's bicubic, the centre 32 x 32 cropped, offsets rounded down); the explorer fed it 224 px ImageNet
+    normalisation on a padded picture, as it feeds torchvision's weights. Pillow's resize and crop and the torchvision
+    network the weights came from are the oracle; the flags come first."""
+    theirs = torchvision.models.resnet18(num_classes=3).eval()
+    config = {"model_type": "resnet", "layer_type": "basic", "id2label": {"0": "cat", "1": "dog", "2": "fox"}}
+    path = _transformers_file(tmp_path / "hf", theirs, _resnet_key, config)
+    processor = {"crop_pct": 0.875, "do_normalize": True, "do_resize": True, "resample": 3,
+                 "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3], "size": {"shortest_edge": 32}}
+    (path.parent / "preprocessor_config.json").write_text(json.dumps(processor))
+    explored = open_model("imagenet-resnet18", Options(weights=path))
+    said = explored.spec.describe()
+    assert explored.spec.hw == (32, 32) and "size from the preprocessor_config.json beside it" in said
+    assert "pictures resized by the shorter side to 36 (bicubic) and centre-cropped to 32 as its " \
+        "preprocessor_config.json says" in said and "normalisation from the preprocessor_config.json beside it" in said
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 256, (45, 71, 3), dtype=np.uint8))
+    picture.save(tmp_path / "photo.jpg")
+    spec = explored.spec
+    fed = decode_upload((tmp_path / "photo.jpg").read_bytes(), spec.channels, spec.read_hw, crop=spec.crop,
+                        fit=spec.fit)
+    expected = processor_framed(Image.open(tmp_path / "photo.jpg").convert("RGB"), 36, 32, Image.Resampling.BICUBIC)
+    assert np.array_equal(fed.permute(1, 2, 0).numpy(), expected)
+    mean, std = (torch.tensor(processor[k]).view(3, 1, 1) for k in ("image_mean", "image_std"))
+    with torch.no_grad():
+        assert torch.allclose(explored.logits(fed[None]), theirs((fed[None].float() / 255 - mean) / std), atol=1e-4)
+    flagged = open_model("imagenet-resnet18", Options(weights=path, input_size=40, mean=(0.1,), std=(0.2,))).spec
+    assert flagged.hw == (40, 40) and flagged.mean == (0.1, 0.1, 0.1) and flagged.fit == "pad"
+    assert "beside it" not in flagged.describe()
 
 
 def test_init_from_a_transformers_file_keeps_its_body_and_starts_a_fresh_head(tmp_path):

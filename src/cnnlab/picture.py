@@ -10,7 +10,8 @@ decoded by that function too: a picture it is shown is the image it would have s
 images already square, so a picture is padded instead (:func:`read_picture` without ``crop``): a garment
 photographed wider than tall keeps its sleeves. A network Ultralytics exported is fed as its own predict feeds it
 (``fit``: letterboxed on grey 114 after OpenCV's bilinear resize, stretched, or its classifiers' resize and crop), so
-that its boxes and scores are those its users get from Ultralytics.
+that its boxes and scores are those its users get from Ultralytics; a Hugging Face model as its image processor frames
+a picture (:func:`shorter_side`: the same resize and crop, at the processor's length, filter and rounding).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,9 +30,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "SHORTER_SIDE",
-           "SQUARE_KEY", "STRETCH", "PixelRangeError", "as_hw", "centre_crop", "decoding", "heif_note",
-           "letterbox_fit", "read_picture"]
+__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RESAMPLING",
+           "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "PixelRangeError", "ShorterSide", "as_hw", "centre_crop",
+           "decoding", "heif_note", "letterbox_fit", "read_picture", "shorter_side"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -56,6 +58,43 @@ SQUARE_KEY, CENTRE_CROP = "cnnlab.to_square", "centre-crop"
 # finds other boxes, with other scores, than its users get from Ultralytics.
 PAD, LETTERBOX, STRETCH, SHORTER_SIDE = "pad", "letterbox", "stretch", "shorter-side"
 LETTERBOX_GREY = 114
+# Pillow's filters by the numbers an image processor's preprocessor_config.json names them (its "resample")
+RESAMPLING = {int(f): f.name.lower() for f in Image.Resampling}
+
+
+class ShorterSide(NamedTuple):
+    """A fit that resizes the shorter side and crops the centre, as its :data:`SHORTER_SIDE` fit string says
+    (:func:`shorter_side`).
+
+    Attributes:
+        length: the shorter side's new length, or None: the input's side (Ultralytics' classifiers).
+        resample: Pillow's filter, by its lower-case name (:data:`RESAMPLING`).
+        floor: the crop's offsets halved and rounded down (a Hugging Face image processor's ``center_crop``), not
+            rounded to the nearest (torchvision's ``CenterCrop``, which Ultralytics' classifiers use).
+    """
+
+    length: int | None = None
+    resample: str = "bilinear"
+    floor: bool = False
+
+
+def shorter_side(length: int, resample: str, floor: bool = True) -> str:
+    """The fit string of a :class:`ShorterSide` other than Ultralytics' (plain :data:`SHORTER_SIDE`):
+    ``"shorter-side:256:bicubic:floor"``, as a Hugging Face image processor frames a picture (the shorter side resized
+    to ``length`` with Pillow's ``resample`` filter, the centre cropped with its offsets rounded down)."""
+    return f"{SHORTER_SIDE}:{length}:{resample}:{'floor' if floor else 'round'}"
+
+
+def shorter_side_of(fit: str) -> ShorterSide | None:
+    """The :class:`ShorterSide` a fit string says (:func:`shorter_side`, or plain :data:`SHORTER_SIDE`), or None for
+    another fit."""
+    kind, _, rest = fit.partition(":")
+    if kind != SHORTER_SIDE:
+        return None
+    if not rest:
+        return ShorterSide()
+    length, resample, offsets = rest.split(":")
+    return ShorterSide(int(length), resample, offsets == "floor")
 # An export's metadata entry saying, in Pillow's words (:func:`decoding`), how a picture file becomes its uint8 input
 PICTURE_KEY = "cnnlab.picture"
 
@@ -145,7 +184,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
             model trained on one, instead of the steps above (``invert`` still applies).
         fit: where not ``crop``, how the picture is given the output's shape: :data:`PAD` (the steps above), or as
             Ultralytics' predict feeds its networks, :data:`LETTERBOX`, :data:`STRETCH` or :data:`SHORTER_SIDE`
-            (:func:`_ultralytics`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on grey 114).
+            (:func:`_as_its_library_feeds`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on
+            grey 114), or as a Hugging Face image processor does (:func:`shorter_side`).
 
     Raises:
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
@@ -170,7 +210,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                 if crop:
                     pixels = centre_crop(im, (height, width), channels)
                 elif fit != PAD:
-                    pixels = _ultralytics(im, height, width, channels, fit)
+                    pixels = _as_its_library_feeds(im, height, width, channels, fit)
                 else:
                     _reduce_decode(im, height, width)
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
@@ -233,9 +273,9 @@ def letterbox_fit(hw: tuple[int, int], input_hw: tuple[int, int], stretch: bool 
     return round((width - new_w) / 2 - 0.1), round((height - new_h) / 2 - 0.1), new_w, new_h
 
 
-def _ultralytics(im: Image.Image, height: int, width: int, channels: int, fit: str) -> np.ndarray:
-    """An opened image as Ultralytics' predict makes it its networks' input: uint8 ``height x width`` (grey) or
-    ``height x width x 3``.
+def _as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int, fit: str) -> np.ndarray:
+    """An opened image as Ultralytics' predict makes it its networks' input, or a Hugging Face image processor its
+    model's (:func:`shorter_side`): uint8 ``height x width`` (grey) or ``height x width x 3``.
 
     As OpenCV's ``imread`` reads a file for it: decoded whole (a reduced decode would be another picture), its EXIF
     orientation applied, alpha dropped (not laid on a background), 16-bit scaled to 8 bits. Then, for a detector
@@ -243,16 +283,21 @@ def _ultralytics(im: Image.Image, height: int, width: int, channels: int, fit: s
     grey 114, or to the whole input (:data:`STRETCH`); for a classifier (:data:`SHORTER_SIDE`, its
     classify_transforms), by torchvision's ``Resize(side)`` (the shorter side to the input's, the longer ``int(side *
     longer / shorter)``; Pillow's bilinear, antialiased) and ``CenterCrop`` (the crop's offsets rounded), or
-    resized to a non-square input whole."""
+    resized to a non-square input whole. A Hugging Face processor's (transformers' ``get_resize_output_image_size``
+    and ``center_crop``, PIL backend): the shorter side to its length, the longer truncated as above, with its
+    Pillow filter, then the centre cropped, its offsets ``(side - crop) // 2``, as the processor's ``load_image``
+    reads a file (EXIF orientation applied, RGB)."""
     im = _grey_or_rgb(_to_8bit(ImageOps.exif_transpose(im)), channels == 3)
-    if fit == SHORTER_SIDE:
+    framing = shorter_side_of(fit)
+    if framing is not None:
         w, h = im.size
-        short = min(w, h)
-        size = (width, height) if width != height else \
-            (width, int(width * h / short)) if w == short else (int(height * w / short), height)
+        short, length = min(w, h), framing.length or width
+        size = (width, height) if width != height and framing.length is None else \
+            (length, int(length * h / short)) if w == short else (int(length * w / short), length)
         if size != (w, h):
-            im = im.resize(size, Image.Resampling.BILINEAR)
-        left, top = round((size[0] - width) / 2), round((size[1] - height) / 2)
+            im = im.resize(size, Image.Resampling[framing.resample.upper()])
+        half = (lambda n: n // 2) if framing.floor else (lambda n: round(n / 2))
+        left, top = half(size[0] - width), half(size[1] - height)
         return np.asarray(im.crop((left, top, left + width, top + height)))
     picture = np.asarray(im)
     left, top, new_w, new_h = letterbox_fit(picture.shape[:2], (height, width), stretch=fit == STRETCH)

@@ -68,7 +68,7 @@ from cnnlab.explore.probe import (
 )
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
-from cnnlab.picture import CENTRE_CROP, LETTERBOX, PAD, SHORTER_SIDE, SQUARE_KEY, STRETCH, as_hw
+from cnnlab.picture import CENTRE_CROP, LETTERBOX, PAD, SHORTER_SIDE, SQUARE_KEY, STRETCH, as_hw, shorter_side_of
 from cnnlab.report.features import Row, first_conv, run_rows
 from cnnlab.runs.checkpoint import ELSEWHERE
 
@@ -84,6 +84,27 @@ OCCLUSION_PIXELS = (OCCLUSION_GRID ** 2 + 1) * 224 * 224
 FITTED = {LETTERBOX: "letterboxed with grey 114 as Ultralytics' predict does",
           STRETCH: "stretched to it, not letterboxed, as Ultralytics' predict does for RT-DETR and depth models",
           SHORTER_SIDE: "resized by the shorter side and centre-cropped as Ultralytics' classify predict does"}
+
+
+def fitted_words(fit: str, hw: tuple[int, int]) -> str | None:
+    """How the page says pictures are given an input of ``hw`` by ``fit`` (:data:`FITTED`, or a Hugging Face
+    processor's :func:`cnnlab.picture.shorter_side`), or None for cnnlab's own padding."""
+    framing = shorter_side_of(fit)
+    if framing is None or framing.length is None:
+        return FITTED.get(fit)
+    crop = hw[0] if hw[0] == hw[1] else f"{hw[0]} x {hw[1]}"
+    return f"resized by the shorter side to {framing.length} ({framing.resample}) and centre-cropped to {crop} as " \
+        "its preprocessor_config.json says"
+
+
+def framed_as_carried(spec: InputSpec, carried: Carried) -> InputSpec:
+    """``spec`` giving pictures the input's shape as ``carried`` says, where it says (the page names where). A
+    framing of its own lengths (a Hugging Face processor's: resized to 256, cropped to 224) holds at the input size it
+    was said for only: at another (``--input-size``), pictures are padded as any model's."""
+    framing = shorter_side_of(carried.fit)
+    if not carried.fit_from or (framing is not None and framing.length is not None and spec.hw != carried.size):
+        return spec
+    return replace(spec, fit=carried.fit, origin={**spec.origin, carried.fit.partition(":")[0]: carried.fit_from})
 
 
 def ultralytics_fit(task: str | None, kind: str) -> str:
@@ -106,7 +127,8 @@ class InputSpec:
             folder of images, whose training images were cropped so.
         fit: how pictures not cropped are given the input's shape (:func:`cnnlab.picture.read_picture`): cnnlab's
             padding, or as Ultralytics' predict feeds the networks it exports (letterboxed on grey 114, stretched,
-            or resized by the shorter side and centre-cropped), as :data:`FITTED` says.
+            or resized by the shorter side and centre-cropped), or as a Hugging Face image processor frames them
+            (:func:`cnnlab.picture.shorter_side`), as :func:`fitted_words` says.
         layout: ``"NCHW"`` or ``"NHWC"``.
         pixel_max: 1 (pixels / 255, as torchvision's models take them) or 255 (the pixel values themselves, as
             Caffe-converted models and Keras's ``caffe`` preprocessing take them).
@@ -186,7 +208,8 @@ class InputSpec:
             scaling += f", minus mean {_short(self.mean or (0.0,))}, divided by std {_short(self.std or (1.0,))}"
         where = "; ".join(f"{k} from the {v}" for k, v in self.origin.items())
         read = f" (pictures read at {self.read_at} px, then resized)" if self.read_at is not None else ""
-        fitted = f", pictures {FITTED[self.fit]}" if self.fit in FITTED and not self.crop else ""
+        words = fitted_words(self.fit, self.hw)
+        fitted = f", pictures {words}" if words and not self.crop else ""
         return (f"{self.dtype} {axes}, {self.channels} channel{'s' if self.channels != 1 else ''} at {self.height} x "
                 f"{self.width}{read}{fitted}, {scaling}" + (f" ({where})" if where else ""))
 

@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import is_spatial
+from cnnlab.explore.hugging_face import hugging_face_carried
 from cnnlab.explore.layouts import (
     NCHW,
     Layouts,
@@ -42,7 +43,15 @@ from cnnlab.explore.layouts import (
     passed_on,
     tensors_in,
 )
-from cnnlab.explore.model import Carried, Options, blank_reading, read_outputs, square_as_exported, ultralytics_fit
+from cnnlab.explore.model import (
+    Carried,
+    Options,
+    blank_reading,
+    framed_as_carried,
+    read_outputs,
+    square_as_exported,
+    ultralytics_fit,
+)
 from cnnlab.explore.outputs import (
     BatchAxisDropped,
     NotAClassifier,
@@ -53,7 +62,6 @@ from cnnlab.explore.outputs import (
 )
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import STORED_SIDE_KEY
-from cnnlab.io import json_beside
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
     BACKBONES,
@@ -272,13 +280,14 @@ def _takes_rgb_pixels(given: Options, name: str) -> None:
                           f"normalisation); expected no {flags.replace(' and ', '/')} for it")
 
 
-def _transformers_classes(path: str | Path, state: dict[str, torch.Tensor]) -> tuple[str, ...] | None:
-    """The class names of the ``id2label`` in the ``config.json`` beside ``path``, where ``state`` (read from it) is
-    a Hugging Face Transformers ResNet's or ConvNeXt's (``save_pretrained`` writes the two side by side); None
-    otherwise. The file is read as JSON: nothing of it runs."""
+def _transformers_carried(path: str | Path, state: dict[str, torch.Tensor]) -> Carried:
+    """What the Hugging Face folder of ``path`` says (:func:`~cnnlab.explore.hugging_face.hugging_face_carried`:
+    config.json's class names, preprocessor_config.json's size, normalisation and framing), where ``state`` (read
+    from it) is a Hugging Face Transformers ResNet's or ConvNeXt's (``save_pretrained`` writes the three side by
+    side); nothing otherwise."""
     if transformers_layout(state) is None:
-        return None
-    return id2label_names(json_beside(path, "config.json").get("id2label"))
+        return Carried()
+    return hugging_face_carried(path)
 
 
 def _carried(model: nn.Module) -> Carried:
@@ -440,9 +449,7 @@ class ModuleModel(TorchModel):
         explored = cls(model, spec, options, folder_classes, stored=carried.classes, stored_in=carried.classes_from,
                        note=note)
         explored._read_from(carried.size_from if sized else None, carried.mean_from if normalised else None)
-        if carried.fit_from:
-            explored.spec = replace(explored.spec, fit=carried.fit,
-                                    origin={**explored.spec.origin, carried.fit: carried.fit_from})
+        explored.spec = framed_as_carried(explored.spec, carried)
         return explored
 
     @classmethod
@@ -451,7 +458,8 @@ class ModuleModel(TorchModel):
         """An ImageNet backbone of the zoo (``imagenet-resnet18``) with its weights from torch.hub's cache, at the
         input size, normalisation and 1,000 class names of the weights' own metadata (flags override the first
         two); with ``options.weights``, the same architecture shaped as that state dict has it (input channels,
-        classes: ImageNet's names only for 1,000 outputs) with its weights, fed as the ImageNet weights are; or,
+        classes: ImageNet's names only for 1,000 outputs) with its weights, fed as the ImageNet weights are (a
+        Transformers folder's as its preprocessor_config.json says, its classes named by its config.json); or,
         where the file is ``cnnlab export --format safetensors``'s of this network, fed as its metadata says its run
         was (input side, normalisation, centre-cropped pictures) and its classes named so (flags come first), and
         the metadata kept as an export's (``metadata``: eval scores the run's test split)."""
@@ -479,11 +487,16 @@ class ModuleModel(TorchModel):
             size, (mean, std) = INPUT_SIZE, pretrained_normalize(name, channels)
             stored = categories if classes == len(categories) else None
             stored_in = "the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs"
-            named = _transformers_classes(given.weights, state) if given.weights is not None else None
-            if named is not None and len(named) == classes:  # a Transformers folder names its classes, fine-tuned too
-                stored, stored_in = named, "config.json beside it (id2label)"
             size_from = "weights' metadata"
             normalised_by = "weights' metadata" if given.weights is None else "ImageNet weights' metadata"
+            # a Transformers folder names its classes (fine-tuned too) and says how its processor feeds the network
+            carried = _transformers_carried(given.weights, state) if given.weights is not None else Carried()
+            if carried.classes is not None and len(carried.classes) == classes:
+                stored, stored_in = carried.classes, carried.classes_from
+            if carried.size is not None:
+                size, size_from = carried.size, carried.size_from
+            if carried.mean is not None and len(carried.mean) in (1, channels) and len(carried.std) in (1, channels):
+                mean, std, normalised_by = carried.mean, carried.std, carried.mean_from
         options = replace(given, input_size=given.input_size or size,
                           mean=given.mean or (tuple(mean) if mean is not None else None),
                           std=given.std or (tuple(std) if std is not None else None))
@@ -497,6 +510,8 @@ class ModuleModel(TorchModel):
                 explored.spec = replace(explored.spec, read_at=exported.stored,
                                         origin={**explored.spec.origin, "stored side": "metadata"})
             explored.metadata = exported.metadata  # as an ONNX export's: eval's default dataset and test split
+        else:
+            explored.spec = framed_as_carried(explored.spec, carried)
         return explored
 
     @classmethod

@@ -44,15 +44,16 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError, summary
+from cnnlab.explore.hugging_face import hugging_face_carried, input_sides
 from cnnlab.explore.layouts import after, as_nchw, permutation
 from cnnlab.explore.model import (
-    SIDES,
     Carried,
     InputSpec,
     Options,
     Scaling,
     blank_reading,
     expected_model,
+    framed_as_carried,
     occlusion_pngs,
     opened_as_network,
     read_as_network,
@@ -66,7 +67,6 @@ from cnnlab.explore.outputs import (
     LISTED,
     OUTPUT,
     NotAClassifier,
-    id2label_names,
     indexed_names,
     literal,
     logits_count,
@@ -77,7 +77,6 @@ from cnnlab.explore.outputs import (
     scales_hint,
     stored_classes,
 )
-from cnnlab.io import json_beside
 from cnnlab.picture import PAD
 from cnnlab.report.features import Row
 
@@ -292,9 +291,7 @@ class OnnxModel:
         self.batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None  # a fixed batch size, or None
         options.check_no_scaling_for(self.metadata, str(path))
         self.spec = square_as_exported(self.spec, self.metadata)
-        if self.carried.fit_from:
-            self.spec = replace(self.spec, fit=self.carried.fit,
-                                origin={**self.spec.origin, self.carried.fit: self.carried.fit_from})
+        self.spec = framed_as_carried(self.spec, self.carried)
         network = read_as_network(options) or None  # what the page says of a network that is no classifier
         self.output_name, scored_note = (graph.output[0].name, "") if network else \
             _scores_output(graph, self.producers)
@@ -990,57 +987,19 @@ def _too_old(model) -> str:
 def _carried(metadata: dict[str, str], path: Path) -> Carried:
     """What a graph from a library carries about how it is fed and what it answers: Ultralytics' metadata (its
     ``names``, and its ``imgsz`` for a dynamic export), else the files a Hugging Face export keeps beside
-    ``model.onnx`` (:func:`_hugging_face`). Anything of another form says nothing, and so does anything beside a
+    ``model.onnx`` (:func:`~cnnlab.explore.hugging_face.hugging_face_carried`). Anything of another form says
+    nothing, and so does anything beside a
     cnnlab export, which normalises inside its graph and names its classes in its metadata."""
     if "cnnlab.input" in metadata:
         return Carried()
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
     if names is not None or metadata.get("author") == "Ultralytics":
-        size = _sides(literal(metadata.get("imgsz", "")))
+        size = input_sides(literal(metadata.get("imgsz", "")))
         fit = ultralytics_fit(metadata.get("task"), metadata.get("head", "")) \
             if metadata.get("author") == "Ultralytics" else PAD
         return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit,
                        fit_from="Ultralytics' metadata" if fit != PAD else "")
-    return _hugging_face(path)
-
-
-def _sides(value: Any) -> tuple[int, int] | None:
-    """A height and width from ``224``, ``[224, 224]`` or ``{"height": 224, "width": 224}``, within the sides the
-    explorer takes; None for anything else (the refusal of a dynamic input then asks for --input-size)."""
-    if isinstance(value, dict):
-        value = [value.get("height"), value.get("width")]
-    sides = [value, value] if type(value) is int else value
-    if not isinstance(sides, list | tuple) or len(sides) != 2 or \
-            not all(type(side) is int and SIDES[0] <= side <= SIDES[1] for side in sides):
-        return None
-    return sides[0], sides[1]
-
-
-def _hugging_face(path: Path) -> Carried:
-    """What a Hugging Face export's folder says beside its model.onnx (``optimum-cli export onnx`` writes
-    ``config.json`` and ``preprocessor_config.json`` there): the class names of config.json's ``id2label``; the input
-    size (``crop_size`` where the processor crops, else ``size``: a height and width, or a ``shortest_edge``) and the
-    normalisation (``image_mean``, ``image_std``, on pixels rescaled by 1/255) of preprocessor_config.json."""
-    found: dict[str, Any] = {}
-    names = id2label_names(json_beside(path, "config.json").get("id2label"))
-    if names:
-        found.update(classes=names, classes_from="config.json beside it (id2label)")
-    processor = json_beside(path, "preprocessor_config.json")
-    where = "preprocessor_config.json beside it"
-    size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
-    edge = size.get("shortest_edge") if isinstance(size, dict) else None
-    sides = _sides(edge if edge is not None else size)
-    if sides:
-        found.update(size=sides, size_from=where)
-    mean, std = processor.get("image_mean"), processor.get("image_std")
-    factor = processor.get("rescale_factor", 1 / 255)
-    rescaled = processor.get("do_rescale", True) is True and type(factor) in (int, float) and \
-        abs(factor - 1 / 255) < 1e-6
-    if processor.get("do_normalize", True) and rescaled and all(
-            isinstance(v, list) and 1 <= len(v) <= 4 and all(type(x) in (int, float) and x == x for x in v)
-            for v in (mean, std)) and all(x > 0 for x in std):
-        found.update(mean=tuple(map(float, mean)), std=tuple(map(float, std)), mean_from=where)
-    return Carried(**found)
+    return hugging_face_carried(path)
 
 
 def _stage_op(node) -> bool:

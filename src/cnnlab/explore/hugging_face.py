@@ -1,0 +1,93 @@
+"""What a Hugging Face model's folder says of how the model is fed and what it answers, read as JSON (nothing of it
+runs): ``config.json``'s class names and ``preprocessor_config.json``'s input size, normalisation and framing.
+
+Both an ONNX export's folder (``optimum-cli export onnx`` writes the two files beside ``model.onnx``) and a
+Transformers ``save_pretrained`` folder (beside ``model.safetensors``) are read so. The framing is the image
+processor's own: a ConvNeXt processor (which Transformers uses for its ResNets too) resizes the shorter side to
+``shortest_edge / crop_pct`` (256 for 224 at 0.875) with its ``resample`` filter and crops the centre
+``shortest_edge``, BiT's and CLIP's resize it to ``shortest_edge`` and crop ``crop_size``; padded instead, the
+picture shows its model another image than its users' pipeline does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cnnlab.explore.model import SIDES, Carried
+from cnnlab.explore.outputs import id2label_names
+from cnnlab.io import json_beside
+from cnnlab.picture import RESAMPLING, shorter_side
+
+# The shortest edge from which a ConvNeXt processor stretches the picture to a square instead of cropping it
+# (its resize: "warping (no cropping) when evaluated at 384 or larger"), a framing read here as none
+CONVNEXT_WARPS_FROM = 384
+
+
+def input_sides(value: Any) -> tuple[int, int] | None:
+    """A height and width from ``224``, ``[224, 224]`` or ``{"height": 224, "width": 224}``, within the sides the
+    explorer takes; None for anything else (the refusal of a dynamic input then asks for --input-size)."""
+    if isinstance(value, dict):
+        value = [value.get("height"), value.get("width")]
+    sides = [value, value] if type(value) is int else value
+    if not isinstance(sides, list | tuple) or len(sides) != 2 or \
+            not all(type(side) is int and SIDES[0] <= side <= SIDES[1] for side in sides):
+        return None
+    return sides[0], sides[1]
+
+
+def hugging_face_carried(path: str | Path) -> Carried:
+    """What a Hugging Face folder says beside ``path`` (its model.onnx or model.safetensors): the class names of
+    config.json's ``id2label``; the input size (``crop_size`` where the processor crops, else ``size``: a height and
+    width, or a ``shortest_edge``), the normalisation (``image_mean``, ``image_std``, on pixels rescaled by 1/255) and
+    the framing (:func:`_framing`) of preprocessor_config.json. A part the files do not say, or say in a form not
+    understood here, is left out (the explorer's defaults, or the flags, say it instead)."""
+    found: dict[str, Any] = {}
+    names = id2label_names(json_beside(path, "config.json").get("id2label"))
+    if names:
+        found.update(classes=names, classes_from="config.json beside it (id2label)")
+    processor = json_beside(path, "preprocessor_config.json")
+    where = "preprocessor_config.json beside it"
+    size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
+    edge = size.get("shortest_edge") if isinstance(size, dict) else None
+    sides = input_sides(edge if edge is not None else size)
+    framing = _framing(processor)
+    if sides:
+        found.update(size=sides, size_from=where)
+        if framing:
+            found.update(fit=framing, fit_from=where)
+    mean, std = processor.get("image_mean"), processor.get("image_std")
+    factor = processor.get("rescale_factor", 1 / 255)
+    rescaled = processor.get("do_rescale", True) is True and type(factor) in (int, float) and \
+        abs(factor - 1 / 255) < 1e-6
+    if processor.get("do_normalize", True) and rescaled and all(
+            isinstance(v, list) and 1 <= len(v) <= 4 and all(type(x) in (int, float) and x == x for x in v)
+            for v in (mean, std)) and all(x > 0 for x in std):
+        found.update(mean=tuple(map(float, mean)), std=tuple(map(float, std)), mean_from=where)
+    return Carried(**found)
+
+
+def _framing(processor: dict[str, Any]) -> str | None:
+    """How the image processor whose ``preprocessor_config.json`` is ``processor`` frames a picture, as a
+    :func:`cnnlab.picture.shorter_side` fit, for the two forms whose arithmetic is Transformers' shared
+    ``get_resize_output_image_size`` (the longer side truncated) and ``center_crop`` (offsets rounded down), with
+    Pillow's ``resample`` filter: a ConvNeXt processor's (Transformers' ``ConvNextImageProcessor``, also its
+    ResNets'), the shorter side resized to ``int(shortest_edge / crop_pct)`` and the centre ``shortest_edge`` square
+    cropped; and the plain resize-and-crop of BiT's, CLIP's and their kin (``do_center_crop``), the shorter side to
+    ``shortest_edge`` and the centre ``crop_size`` cropped. None for a processor of another form (``do_resize``
+    false, a ``size`` of a height and width, which it stretches to, no ``resample`` of the numbers Pillow names, a
+    ConvNeXt edge of 384 or more, which it stretches to a square): nothing said, the picture padded as any
+    model's."""
+    size, resample, crop_pct = processor.get("size"), processor.get("resample"), processor.get("crop_pct")
+    edge = size if type(size) is int else size.get("shortest_edge") if isinstance(size, dict) else None
+    if processor.get("do_resize", True) is not True or type(edge) is not int or type(resample) is not int or \
+            resample not in RESAMPLING:
+        return None
+    if processor.get("do_center_crop"):
+        crop = input_sides(processor.get("crop_size"))
+        if crop_pct is not None or crop is None or max(crop) > edge:
+            return None
+        return shorter_side(edge, RESAMPLING[resample])
+    if type(crop_pct) not in (int, float) or not 0 < crop_pct <= 1 or edge >= CONVNEXT_WARPS_FROM:
+        return None
+    return shorter_side(int(edge / crop_pct), RESAMPLING[resample])
