@@ -60,6 +60,8 @@ PAD, LETTERBOX, STRETCH, SHORTER_SIDE = "pad", "letterbox", "stretch", "shorter-
 LETTERBOX_GREY = 114
 # Pillow's filters by the numbers an image processor's preprocessor_config.json names them (its "resample")
 RESAMPLING = {int(f): f.name.lower() for f in Image.Resampling}
+# An export's metadata entry saying, in Pillow's words (:func:`decoding`), how a picture file becomes its uint8 input
+PICTURE_KEY = "cnnlab.picture"
 
 
 class ShorterSide(NamedTuple):
@@ -95,8 +97,6 @@ def shorter_side_of(fit: str) -> ShorterSide | None:
         return ShorterSide()
     length, resample, offsets = rest.split(":")
     return ShorterSide(int(length), resample, offsets == "floor")
-# An export's metadata entry saying, in Pillow's words (:func:`decoding`), how a picture file becomes its uint8 input
-PICTURE_KEY = "cnnlab.picture"
 
 
 def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
