@@ -19,8 +19,8 @@ from cnnlab.explore.outputs import id2label_names
 from cnnlab.io import json_beside
 from cnnlab.picture import RESAMPLING, shorter_side
 
-# The shortest edge from which a ConvNeXt processor stretches the picture to a square instead of cropping it
-# (its resize: "warping (no cropping) when evaluated at 384 or larger"), a framing read here as none
+# The shortest edge from which a ConvNeXt processor stretches the picture to a square instead of cropping it (the
+# larger evaluation sizes of its models), a framing read here as none
 CONVNEXT_WARPS_FROM = 384
 
 
