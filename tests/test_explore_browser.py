@@ -182,6 +182,7 @@ def _drive(server, driver, artifacts: Path, live: Path) -> None:
     write_json(live / "result.json", {"model": "lenet-relu", "status": "finished", "test_acc": 0.9})
     wait(driver, "document.getElementById('run-stats').textContent.includes('finished')", timeout=30,
          what="the run to turn finished")
+    assert "90.00%test accuracy" in driver.find_element("id", "run-stats").text.replace("\n", "")
     assert broken_images(driver) == []
 
 

@@ -16,6 +16,7 @@ from cnnlab import cli
 from cnnlab.data import load_dataset
 from cnnlab.data.split import run_split, stratified_split
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.runs import summarize_run
 from cnnlab.explore.session import Session
 from cnnlab.explore.trained import load_test_set
 from cnnlab.export import verify_export
@@ -140,6 +141,10 @@ def test_a_run_without_a_test_split_is_scored_on_its_validation_split_and_says_s
     assert "/5 validation images" in str(agreement) and "test" not in str(agreement)
     gallery = Session(tmp_path / "runs").gallery("run")
     assert gallery["split"] == "validation" and gallery["of"] == len(val_idx)
+    # the run's page heads with its validation accuracy, said so, where other runs show their test accuracy
+    row = summarize_run(tmp_path / "runs", "run")
+    assert row["test_split"] == 0 and row["test_acc"] is None
+    assert row["val_acc"] == pytest.approx(result["val_acc"], abs=1e-6)  # metrics.csv keeps 6 decimals
 
 
 def _exported(run, tmp_path):

@@ -226,7 +226,8 @@ async function openRun(name, refresh = false) {
   }
   const stat = (value, label) => el("div", {class: "stat"}, el("b", {text: value}), el("span", {text: label}));
   $("run-stats").replaceChildren(stat(d.model || "—", "model"), stat(d.dataset || "—", "dataset"),
-    stat(pct(d.test_acc), "test accuracy"), stat(d.images_per_s ? Math.round(d.images_per_s).toLocaleString("en")
+    d.test_split === 0 ? stat(pct(d.val_acc), "validation accuracy (no test split)") : stat(pct(d.test_acc),
+      "test accuracy"), stat(d.images_per_s ? Math.round(d.images_per_s).toLocaleString("en")
       : "—", "images/s"), stat(d.status, "status"));
   drawRunCharts($("run-acc"), $("run-loss"), [{name, metrics: d.metrics}]);
   if (d.status === "training") follow(name);
