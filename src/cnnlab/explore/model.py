@@ -111,7 +111,7 @@ def framed_as_carried(spec: InputSpec, carried: Carried) -> InputSpec:
     framing of its own lengths (a Hugging Face processor's: resized to 256, cropped to 224) holds at the input size it
     was said for only: at another (``--input-size``), pictures are padded as any model's."""
     fit = carried.fit
-    if not carried.fit_from or (isinstance(fit, ShorterSide) and fit.length is not None and spec.hw != carried.size):
+    if fit == PAD or (isinstance(fit, ShorterSide) and fit.length is not None and spec.hw != carried.size):
         return spec
     return replace(spec, fit=fit, origin={**spec.origin, str(fit): carried.fit_from})
 
@@ -237,7 +237,7 @@ class Carried:
     std: tuple[float, ...] | None = None
     mean_from: str = ""
     fit: Fit = PAD  # how it says its pictures are given the input's shape (InputSpec.fit)
-    fit_from: str = ""  # where it says so ("": nowhere, cnnlab's padding)
+    fit_from: str = ""  # where it says so, for the page
 
 
 class Scaling:
