@@ -278,7 +278,7 @@ def _as_its_library_feeds(im: Image.Image, height: int, width: int, channels: in
     and ``center_crop``, PIL backend): the shorter side to its length, the longer truncated as above, with its
     Pillow filter, then the centre cropped, its offsets ``(side - crop) // 2``, as the processor's ``load_image``
     reads a file (EXIF orientation applied, RGB)."""
-    im = _grey_or_rgb(_to_8bit(ImageOps.exif_transpose(im)), channels == 3)
+    im = _alpha_dropped(ImageOps.exif_transpose(im), channels == 3)
     if isinstance(fit, ShorterSide):
         w, h = im.size
         short, length = min(w, h), fit.length or width
@@ -361,10 +361,7 @@ def centre_crop(im: Image.Image, size: int | tuple[int, int], channels: int) -> 
         OSError, ValueError, SyntaxError, Image.DecompressionBombError: Pillow's, for a truncated or corrupt file.
     """
     im.load()  # the full decode: a truncated file fails here, not at open
-    im = _to_8bit(im)
-    if im.mode in ("P", "PA"):
-        im = im.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
-    im = _grey_or_rgb(im, channels == 3)
+    im = _alpha_dropped(im, channels == 3)
     height, width = as_hw(size)
     if im.size != (width, height):
         im = ImageOps.fit(im, (width, height), method=Image.Resampling.BILINEAR)
@@ -397,6 +394,15 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         top = 65535.0
     # 8-bit = round(16-bit / 257) maps the two ranges onto each other (65535 -> 255)
     return Image.fromarray(np.clip(np.rint(values * (255 / top)), 0, 255).astype(np.uint8), "L")
+
+
+def _alpha_dropped(im: Image.Image, rgb: bool) -> Image.Image:
+    """8-bit "L" or "RGB", alpha dropped (not laid on a background) as torchvision's ``pil_loader`` and OpenCV's
+    ``imread`` drop it, 16-bit and float images rescaled (:func:`_to_8bit`)."""
+    im = _to_8bit(im)
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA (else Pillow warns)
+    return _grey_or_rgb(im, rgb)
 
 
 def _flatten(im: Image.Image, background: int, rgb: bool) -> Image.Image:
