@@ -3,11 +3,15 @@ resize in its own integers, and LetterBox's arithmetic of the resized size and o
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from cnnlab.picture import _bilinear, letterbox_fit
+from cnnlab.picture import LETTERBOX, SHORTER_SIDE, STRETCH, _bilinear, letterbox_fit, read_picture
 
 # A 5 x 7 grey picture (numpy's default_rng(7) integers) and what OpenCV 5.1.0's cv2.resize(picture, (width, height),
 # interpolation=cv2.INTER_LINEAR) made of it: shrunk to 4 x 3, and enlarged to 11 x 8, where 12 of its pixels are a
@@ -61,3 +65,22 @@ def test_the_letterbox_places_the_picture_as_ultralytics_letterbox_does(hw, inpu
     places are those Ultralytics 8.4.190's LetterBox(input_hw, auto=False).get_params gave.)"""
     assert letterbox_fit(hw, input_hw) == expected
     assert letterbox_fit(hw, input_hw, stretch=True) == (0, 0, input_hw[1], input_hw[0])
+
+
+@pytest.mark.parametrize("fit", [LETTERBOX, STRETCH, SHORTER_SIDE])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_palette_picture_with_transparency_is_read_whole_without_pillows_warning(fit, channels):
+    """A GIF's or an indexed PNG's palette with a transparent entry is read as OpenCV's imread reads it, its alpha
+    dropped, and without the UserWarning Pillow gives where such a palette is converted straight to RGB or grey (as
+    the folder's decode already goes through RGBA): the same pixels as the picture without its transparency."""
+    picture = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8) * 5, "L").convert("P")
+    opaque, transparent = io.BytesIO(), io.BytesIO()
+    picture.save(opaque, "PNG")
+    picture.save(transparent, "PNG", transparency=bytes([0, 128] + [255] * 254))
+
+    def read(data: bytes) -> torch.Tensor:
+        return read_picture(data, name="the upload", channels=channels, size=(6, 6), invert=False,
+                            max_bytes=2**20, max_pixels=10**6, fit=fit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(read(transparent.getvalue()), read(opaque.getvalue()))

@@ -11,7 +11,7 @@ images already square, so a picture is padded instead (:func:`read_picture` with
 photographed wider than tall keeps its sleeves. A network Ultralytics exported is fed as its own predict feeds it
 (``fit``: letterboxed on grey 114 after OpenCV's bilinear resize, stretched, or its classifiers' resize and crop), so
 that its boxes and scores are those its users get from Ultralytics; a Hugging Face model as its image processor frames
-a picture (:func:`shorter_side`: the same resize and crop, at the processor's length, filter and rounding).
+a picture (a :class:`ShorterSide`: the same resize and crop, at the processor's length, filter and rounding).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cnnlab.errors import CnnlabError, summary
 
 __all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RESAMPLING",
-           "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "PixelRangeError", "ShorterSide", "as_hw", "centre_crop",
-           "decoding", "heif_note", "letterbox_fit", "read_picture", "shorter_side"]
+           "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "PixelRangeError", "ShorterSide", "as_hw",
+           "centre_crop", "decoding", "heif_note", "letterbox_fit", "read_picture"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -56,7 +56,7 @@ SQUARE_KEY, CENTRE_CROP = "cnnlab.to_square", "centre-crop"
 # and depth models' STRETCH, resized to the input's shape whatever the picture's; its classifiers' SHORTER_SIDE,
 # torchvision's Resize of the shorter side then CenterCrop). Fed otherwise, a detector trained on letterboxed pictures
 # finds other boxes, with other scores, than its users get from Ultralytics.
-PAD, LETTERBOX, STRETCH, SHORTER_SIDE = "pad", "letterbox", "stretch", "shorter-side"
+PAD, LETTERBOX, STRETCH = "pad", "letterbox", "stretch"
 LETTERBOX_GREY = 114
 # Pillow's filters by the numbers an image processor's preprocessor_config.json names them (its "resample")
 RESAMPLING = {int(f): f.name.lower() for f in Image.Resampling}
@@ -65,8 +65,9 @@ PICTURE_KEY = "cnnlab.picture"
 
 
 class ShorterSide(NamedTuple):
-    """A fit that resizes the shorter side and crops the centre, as its :data:`SHORTER_SIDE` fit string says
-    (:func:`shorter_side`).
+    """A fit that resizes the shorter side and crops the centre: Ultralytics' classifiers' (:data:`SHORTER_SIDE`) or,
+    of its own length, filter and rounding, a Hugging Face image processor's. Carried as it is (``InputSpec.fit``),
+    beside the fits named by a string.
 
     Attributes:
         length: the shorter side's new length, or None: the input's side (Ultralytics' classifiers).
@@ -79,24 +80,14 @@ class ShorterSide(NamedTuple):
     resample: str = "bilinear"
     floor: bool = False
 
-
-def shorter_side(length: int, resample: str, floor: bool = True) -> str:
-    """The fit string of a :class:`ShorterSide` other than Ultralytics' (plain :data:`SHORTER_SIDE`):
-    ``"shorter-side:256:bicubic:floor"``, as a Hugging Face image processor frames a picture (the shorter side resized
-    to ``length`` with Pillow's ``resample`` filter, the centre cropped with its offsets rounded down)."""
-    return f"{SHORTER_SIDE}:{length}:{resample}:{'floor' if floor else 'round'}"
+    def __str__(self) -> str:  # its name where the page says where a fit was read, as a string fit's is the string
+        return "shorter-side"
 
 
-def shorter_side_of(fit: str) -> ShorterSide | None:
-    """The :class:`ShorterSide` a fit string says (:func:`shorter_side`, or plain :data:`SHORTER_SIDE`), or None for
-    another fit."""
-    kind, _, rest = fit.partition(":")
-    if kind != SHORTER_SIDE:
-        return None
-    if not rest:
-        return ShorterSide()
-    length, resample, offsets = rest.split(":")
-    return ShorterSide(int(length), resample, offsets == "floor")
+# Ultralytics' classifiers' fit: torchvision's Resize of the shorter side to the input's, then CenterCrop
+SHORTER_SIDE = ShorterSide()
+# How a picture is given the model's shape: PAD, LETTERBOX, STRETCH or a ShorterSide
+Fit = str | ShorterSide
 
 
 def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -165,7 +156,7 @@ class PixelRangeError(ValueError):
 
 
 def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | tuple[int, int], invert: bool,
-                 max_bytes: int, max_pixels: int, crop: bool = False, fit: str = PAD) -> torch.Tensor:
+                 max_bytes: int, max_pixels: int, crop: bool = False, fit: Fit = PAD) -> torch.Tensor:
     """Decode ``source`` (the file's bytes or its path) as a uint8 ``channels x size x size`` image (``channels x
     height x width`` for a ``size`` of ``(height, width)``).
 
@@ -185,7 +176,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
         fit: where not ``crop``, how the picture is given the output's shape: :data:`PAD` (the steps above), or as
             Ultralytics' predict feeds its networks, :data:`LETTERBOX`, :data:`STRETCH` or :data:`SHORTER_SIDE`
             (:func:`_as_its_library_feeds`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on
-            grey 114), or as a Hugging Face image processor does (:func:`shorter_side`).
+            grey 114), or as a Hugging Face image processor does (a :class:`ShorterSide` of its own).
 
     Raises:
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
@@ -273,9 +264,9 @@ def letterbox_fit(hw: tuple[int, int], input_hw: tuple[int, int], stretch: bool 
     return round((width - new_w) / 2 - 0.1), round((height - new_h) / 2 - 0.1), new_w, new_h
 
 
-def _as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int, fit: str) -> np.ndarray:
+def _as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int, fit: Fit) -> np.ndarray:
     """An opened image as Ultralytics' predict makes it its networks' input, or a Hugging Face image processor its
-    model's (:func:`shorter_side`): uint8 ``height x width`` (grey) or ``height x width x 3``.
+    model's (a :class:`ShorterSide` of its own): uint8 ``height x width`` (grey) or ``height x width x 3``.
 
     As OpenCV's ``imread`` reads a file for it: decoded whole (a reduced decode would be another picture), its EXIF
     orientation applied, alpha dropped (not laid on a background), 16-bit scaled to 8 bits. Then, for a detector
@@ -287,16 +278,15 @@ def _as_its_library_feeds(im: Image.Image, height: int, width: int, channels: in
     and ``center_crop``, PIL backend): the shorter side to its length, the longer truncated as above, with its
     Pillow filter, then the centre cropped, its offsets ``(side - crop) // 2``, as the processor's ``load_image``
     reads a file (EXIF orientation applied, RGB)."""
-    im = _grey_or_rgb(_to_8bit(ImageOps.exif_transpose(im)), channels == 3)
-    framing = shorter_side_of(fit)
-    if framing is not None:
+    im = _alpha_dropped(ImageOps.exif_transpose(im), channels == 3)
+    if isinstance(fit, ShorterSide):
         w, h = im.size
-        short, length = min(w, h), framing.length or width
-        size = (width, height) if width != height and framing.length is None else \
+        short, length = min(w, h), fit.length or width
+        size = (width, height) if width != height and fit.length is None else \
             (length, int(length * h / short)) if w == short else (int(length * w / short), length)
         if size != (w, h):
-            im = im.resize(size, Image.Resampling[framing.resample.upper()])
-        half = (lambda n: n // 2) if framing.floor else (lambda n: round(n / 2))
+            im = im.resize(size, Image.Resampling[fit.resample.upper()])
+        half = (lambda n: n // 2) if fit.floor else (lambda n: round(n / 2))
         left, top = half(size[0] - width), half(size[1] - height)
         return np.asarray(im.crop((left, top, left + width, top + height)))
     picture = np.asarray(im)
@@ -371,10 +361,7 @@ def centre_crop(im: Image.Image, size: int | tuple[int, int], channels: int) -> 
         OSError, ValueError, SyntaxError, Image.DecompressionBombError: Pillow's, for a truncated or corrupt file.
     """
     im.load()  # the full decode: a truncated file fails here, not at open
-    im = _to_8bit(im)
-    if im.mode in ("P", "PA"):
-        im = im.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA
-    im = _grey_or_rgb(im, channels == 3)
+    im = _alpha_dropped(im, channels == 3)
     height, width = as_hw(size)
     if im.size != (width, height):
         im = ImageOps.fit(im, (width, height), method=Image.Resampling.BILINEAR)
@@ -407,6 +394,15 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         top = 65535.0
     # 8-bit = round(16-bit / 257) maps the two ranges onto each other (65535 -> 255)
     return Image.fromarray(np.clip(np.rint(values * (255 / top)), 0, 255).astype(np.uint8), "L")
+
+
+def _alpha_dropped(im: Image.Image, rgb: bool) -> Image.Image:
+    """8-bit "L" or "RGB", alpha dropped (not laid on a background) as torchvision's ``pil_loader`` and OpenCV's
+    ``imread`` drop it, 16-bit and float images rescaled (:func:`_to_8bit`)."""
+    im = _to_8bit(im)
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")  # palettes with transparency convert cleanly only via RGBA (else Pillow warns)
+    return _grey_or_rgb(im, rgb)
 
 
 def _flatten(im: Image.Image, background: int, rgb: bool) -> Image.Image:

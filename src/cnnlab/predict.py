@@ -33,7 +33,7 @@ from cnnlab.data.labels_csv import BYTES_COLUMN, files_named
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
 from cnnlab.io import check_output_file, writable_json, writable_text, write_csv
-from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, PAD, as_hw, heif_note, picture_extensions, read_picture
+from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, PAD, Fit, as_hw, heif_note, picture_extensions, read_picture
 from cnnlab.runs.checkpoint import ELSEWHERE
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
@@ -53,7 +53,7 @@ def load_image(path: str | Path, invert: bool = False, *, channels: int = 1, siz
 
 
 def read_image(path: str | Path, invert: bool = False, *, channels: int = 1, size: int | tuple[int, int] = SIDE,
-               crop: bool = False, fit: str = PAD) -> torch.Tensor:
+               crop: bool = False, fit: Fit = PAD) -> torch.Tensor:
     """Read one image file as a uint8 ``channels x size x size`` tensor (``channels x height x width`` for a
     ``size`` of ``(height, width)``), like a dataset's stored image.
 
@@ -227,7 +227,7 @@ def listed_images(images: Sequence[str | Path], topk: int = 3) -> list[Path]:
 
 def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor], torch.Tensor],
                    classes: Sequence[str], *, invert: bool = False, topk: int = 3, skip_bad: bool = False,
-                   channels: int, size: int | tuple[int, int], crop: bool = False, fit: str = PAD,
+                   channels: int, size: int | tuple[int, int], crop: bool = False, fit: Fit = PAD,
                    progress: bool = False) -> list[dict[str, Any]]:
     """The ``topk`` classes of each file by ``probabilities`` (uint8 ``N x C x H x W`` pictures -> ``N x classes``),
     each file read by :func:`read_image` at ``channels``, ``size``, ``crop`` and ``fit``: :func:`classify_chunks`'s
@@ -238,7 +238,7 @@ def classify_files(files: Sequence[Path], probabilities: Callable[[torch.Tensor]
 
 def classify_chunks(files: Sequence[Path], probabilities: Callable[[torch.Tensor], torch.Tensor],
                     classes: Sequence[str], *, invert: bool = False, topk: int = 3, skip_bad: bool = False,
-                    channels: int, size: int | tuple[int, int], crop: bool = False, fit: str = PAD,
+                    channels: int, size: int | tuple[int, int], crop: bool = False, fit: Fit = PAD,
                     progress: bool = False) -> Iterator[list[dict[str, Any]]]:
     """:func:`classify_files`'s results, ``PREDICT_CHUNK`` files at a time, each chunk yielded as soon as it is
     classified, in the files' order.

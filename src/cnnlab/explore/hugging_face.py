@@ -17,7 +17,7 @@ from typing import Any
 from cnnlab.explore.model import SIDES, Carried
 from cnnlab.explore.outputs import id2label_names
 from cnnlab.io import json_beside
-from cnnlab.picture import RESAMPLING, shorter_side
+from cnnlab.picture import RESAMPLING, ShorterSide
 
 # The shortest edge from which a ConvNeXt processor stretches the picture to a square instead of cropping it (the
 # larger evaluation sizes of its models), a framing read here as none
@@ -67,9 +67,9 @@ def hugging_face_carried(path: str | Path) -> Carried:
     return Carried(**found)
 
 
-def _framing(processor: dict[str, Any]) -> str | None:
+def _framing(processor: dict[str, Any]) -> ShorterSide | None:
     """How the image processor whose ``preprocessor_config.json`` is ``processor`` frames a picture, as a
-    :func:`cnnlab.picture.shorter_side` fit, for the two forms whose arithmetic is Transformers' shared
+    :class:`cnnlab.picture.ShorterSide`, for the two forms whose arithmetic is Transformers' shared
     ``get_resize_output_image_size`` (the longer side truncated) and ``center_crop`` (offsets rounded down), with
     Pillow's ``resample`` filter: a ConvNeXt processor's (Transformers' ``ConvNextImageProcessor``, also its
     ResNets'), the shorter side resized to ``int(shortest_edge / crop_pct)`` and the centre ``shortest_edge`` square
@@ -87,7 +87,7 @@ def _framing(processor: dict[str, Any]) -> str | None:
         crop = input_sides(processor.get("crop_size"))
         if crop_pct is not None or crop is None or max(crop) > edge:
             return None
-        return shorter_side(edge, RESAMPLING[resample])
+        return ShorterSide(edge, RESAMPLING[resample], floor=True)
     if type(crop_pct) not in (int, float) or not 0 < crop_pct <= 1 or edge >= CONVNEXT_WARPS_FROM:
         return None
-    return shorter_side(int(edge / crop_pct), RESAMPLING[resample])
+    return ShorterSide(int(edge / crop_pct), RESAMPLING[resample], floor=True)

@@ -24,7 +24,7 @@ from cnnlab.data.folder import SKIP_HINT, find_labels_csv, read_csv_labels, spli
 from cnnlab.data.labels_csv import NoLabelColumnError, class_order, unread_note
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from cnnlab.picture import HEIF_SUFFIXES, PAD, heif_note, picture_extensions, read_picture
+from cnnlab.picture import HEIF_SUFFIXES, PAD, Fit, heif_note, picture_extensions, read_picture
 
 MAX_IMAGES = 200
 
@@ -151,7 +151,7 @@ def _pictures(d: Path, heif: bool = False) -> list[Path]:
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,
-                      skip_bad: bool = False, listing=None, crop: bool = False, fit: str = PAD) -> ImageSet:
+                      skip_bad: bool = False, listing=None, crop: bool = False, fit: Fit = PAD) -> ImageSet:
     """The first ``limit`` images of ``folder`` as uint8 ``channels x size x size``, or ``channels x height x width``
     for a ``size`` of ``(height, width)`` (see the module docstring).
 

@@ -15,7 +15,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from cnnlab.errors import CnnlabError
-from cnnlab.picture import MAX_PIXELS, PAD, read_picture
+from cnnlab.picture import MAX_PIXELS, PAD, Fit, read_picture
 
 # An upload (or a file of --images) is a photo as a camera saves it: 24 megapixels from a phone, up to 61 from a
 # camera, whose JPEG fits in 64 MiB. Its pixels are bounded as `cnnlab predict` bounds a file's (checked from the
@@ -114,7 +114,7 @@ def boxes_overlay(image: torch.Tensor, boxes: list[tuple[float, float, float, fl
 
 
 def decode_upload(data: bytes, channels: int, size: int | tuple[int, int], invert: bool = False,
-                  crop: bool = False, fit: str = PAD) -> torch.Tensor:
+                  crop: bool = False, fit: Fit = PAD) -> torch.Tensor:
     """An uploaded image file as the uint8 ``channels x size x size`` image a model of that dataset takes
     (``channels x height x width`` for a ``size`` of ``(height, width)``).
 

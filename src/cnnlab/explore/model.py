@@ -68,7 +68,17 @@ from cnnlab.explore.probe import (
 )
 from cnnlab.explore.trained import load_trained
 from cnnlab.models.summary import layer_summary
-from cnnlab.picture import CENTRE_CROP, LETTERBOX, PAD, SHORTER_SIDE, SQUARE_KEY, STRETCH, as_hw, shorter_side_of
+from cnnlab.picture import (
+    CENTRE_CROP,
+    LETTERBOX,
+    PAD,
+    SHORTER_SIDE,
+    SQUARE_KEY,
+    STRETCH,
+    Fit,
+    ShorterSide,
+    as_hw,
+)
 from cnnlab.report.features import Row, first_conv, run_rows
 from cnnlab.runs.checkpoint import ELSEWHERE
 
@@ -86,14 +96,13 @@ FITTED = {LETTERBOX: "letterboxed with grey 114 as Ultralytics' predict does",
           SHORTER_SIDE: "resized by the shorter side and centre-cropped as Ultralytics' classify predict does"}
 
 
-def fitted_words(fit: str, hw: tuple[int, int]) -> str | None:
+def fitted_words(fit: Fit, hw: tuple[int, int]) -> str | None:
     """How the page says pictures are given an input of ``hw`` by ``fit`` (:data:`FITTED`, or a Hugging Face
-    processor's :func:`cnnlab.picture.shorter_side`), or None for cnnlab's own padding."""
-    framing = shorter_side_of(fit)
-    if framing is None or framing.length is None:
+    processor's :class:`cnnlab.picture.ShorterSide`), or None for cnnlab's own padding."""
+    if not isinstance(fit, ShorterSide) or fit.length is None:
         return FITTED.get(fit)
     crop = hw[0] if hw[0] == hw[1] else f"{hw[0]} x {hw[1]}"
-    return f"resized by the shorter side to {framing.length} ({framing.resample}) and centre-cropped to {crop} as " \
+    return f"resized by the shorter side to {fit.length} ({fit.resample}) and centre-cropped to {crop} as " \
         "its preprocessor_config.json says"
 
 
@@ -101,13 +110,13 @@ def framed_as_carried(spec: InputSpec, carried: Carried) -> InputSpec:
     """``spec`` giving pictures the input's shape as ``carried`` says, where it says (the page names where). A
     framing of its own lengths (a Hugging Face processor's: resized to 256, cropped to 224) holds at the input size it
     was said for only: at another (``--input-size``), pictures are padded as any model's."""
-    framing = shorter_side_of(carried.fit)
-    if not carried.fit_from or (framing is not None and framing.length is not None and spec.hw != carried.size):
+    fit = carried.fit
+    if fit == PAD or (isinstance(fit, ShorterSide) and fit.length is not None and spec.hw != carried.size):
         return spec
-    return replace(spec, fit=carried.fit, origin={**spec.origin, carried.fit.partition(":")[0]: carried.fit_from})
+    return replace(spec, fit=fit, origin={**spec.origin, str(fit): carried.fit_from})
 
 
-def ultralytics_fit(task: str | None, kind: str) -> str:
+def ultralytics_fit(task: str | None, kind: str) -> Fit:
     """How Ultralytics' predict feeds a network of its ``task`` whose head or model class is named ``kind``
     (engine/predictor.py and its task's predictor): a classifier the shorter side resized and the centre cropped,
     RT-DETR (which ``YOLO(file)`` picks by its head's name) and a depth model stretched (``scale_fill``), anything
@@ -128,7 +137,7 @@ class InputSpec:
         fit: how pictures not cropped are given the input's shape (:func:`cnnlab.picture.read_picture`): cnnlab's
             padding, or as Ultralytics' predict feeds the networks it exports (letterboxed on grey 114, stretched,
             or resized by the shorter side and centre-cropped), or as a Hugging Face image processor frames them
-            (:func:`cnnlab.picture.shorter_side`), as :func:`fitted_words` says.
+            (a :class:`cnnlab.picture.ShorterSide` of its own), as :func:`fitted_words` says.
         layout: ``"NCHW"`` or ``"NHWC"``.
         pixel_max: 1 (pixels / 255, as torchvision's models take them) or 255 (the pixel values themselves, as
             Caffe-converted models and Keras's ``caffe`` preprocessing take them).
@@ -152,7 +161,7 @@ class InputSpec:
     std: tuple[float, ...] | None = None
     origin: dict[str, str] = field(default_factory=dict)
     crop: bool = False
-    fit: str = PAD
+    fit: Fit = PAD
     pixel_max: int = 1
     bgr: bool = False
     dtype: str = "float32"
@@ -227,8 +236,8 @@ class Carried:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     mean_from: str = ""
-    fit: str = PAD  # how it says its pictures are given the input's shape (InputSpec.fit)
-    fit_from: str = ""  # where it says so ("": nowhere, cnnlab's padding)
+    fit: Fit = PAD  # how it says its pictures are given the input's shape (InputSpec.fit)
+    fit_from: str = ""  # where it says so, for the page
 
 
 class Scaling:

@@ -988,8 +988,8 @@ def _carried(metadata: dict[str, str], path: Path) -> Carried:
     """What a graph from a library carries about how it is fed and what it answers: Ultralytics' metadata (its
     ``names``, and its ``imgsz`` for a dynamic export), else the files a Hugging Face export keeps beside
     ``model.onnx`` (:func:`~cnnlab.explore.hugging_face.hugging_face_carried`). Anything of another form says
-    nothing, and so does anything beside a
-    cnnlab export, which normalises inside its graph and names its classes in its metadata."""
+    nothing, and so does anything beside a cnnlab export, which normalises inside its graph and names its classes in
+    its metadata."""
     if "cnnlab.input" in metadata:
         return Carried()
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
@@ -998,7 +998,7 @@ def _carried(metadata: dict[str, str], path: Path) -> Carried:
         fit = ultralytics_fit(metadata.get("task"), metadata.get("head", "")) \
             if metadata.get("author") == "Ultralytics" else PAD
         return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit,
-                       fit_from="Ultralytics' metadata" if fit != PAD else "")
+                       fit_from="Ultralytics' metadata")
     return hugging_face_carried(path)
 
 

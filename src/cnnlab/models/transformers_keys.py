@@ -152,11 +152,15 @@ def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     (:func:`transformers_layout`), a wrapper's names before them kept, and a key of no place there kept as it is (a
     strict load names it); else as it is."""
     layout, head = _layout(state)
-    if layout is None:
-        return state
+    return state if layout is None else _renamed(state, layout, head)
+
+
+def _renamed(state: dict[str, torch.Tensor], layout: Layout, head: str) -> dict[str, torch.Tensor]:
+    """``state``, whose keys are ``layout``'s under the wrapper's names ``head``, under torchvision's."""
     renamed = {}
     for key, value in state.items():
-        name = head + layout.name(key[len(head):]) if key.startswith(head) and layout.name(key[len(head):]) else key
+        name = layout.name(key[len(head):]) if key.startswith(head) else None
+        name = head + name if name else key
         # torchvision scales a ConvNeXt block's output on NCHW, Transformers' on NHWC: C x 1 x 1 against C
         renamed[name] = value.reshape(-1, 1, 1) if name.endswith(".layer_scale") and value.dim() == 1 else value
     return renamed
@@ -169,7 +173,7 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[
     Raises:
         CnnlabError: one line: the ``config.json`` beside ``path`` makes it another network than torchvision's.
     """
-    layout = transformers_layout(state)
+    layout, head = _layout(state)
     if layout is None:
         return state, ""
     difference = layout.difference(json_beside(path, "config.json"))
@@ -177,5 +181,5 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[
         raise CnnlabError(f"{path} holds Hugging Face Transformers' {layout.cls} weights of another network than "
                           f"torchvision's {layout.family}: {difference}, as config.json beside it says; expected "
                           f"weights of torchvision's architecture (Transformers' defaults)")
-    return in_torchvision_names(state), f"Hugging Face Transformers' {layout.cls} keys read under torchvision's " \
+    return _renamed(state, layout, head), f"Hugging Face Transformers' {layout.cls} keys read under torchvision's " \
         f"{layout.family} names"
