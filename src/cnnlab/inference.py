@@ -266,12 +266,18 @@ class Trained:
             scored = f"{scored}; {seen}"
         return images, labels, scored
 
+    def held_out_split(self, data: Any) -> str:
+        """Which split of ``data`` (checked by :meth:`check_dataset`) the run's report, page and export check show:
+        "test", or "validation" where it is drawn as the run drew its folder with ``--test-split 0`` (no test split;
+        :func:`drew_no_test_split`)."""
+        return "validation" if drew_no_test_split(self.checkpoint.get("dataset") or {}, data) else "test"
+
     def held_out_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
         """The images the run's report, page and export check show of ``data``, the run's own dataset (checked by
         :meth:`check_dataset`), their labels, and which they are in words: those :meth:`scored_images` scores, but
-        where the run held out no test split (``--test-split 0``): its validation split, drawn again from its config
-        (:func:`~cnnlab.data.split.run_split`), which ``data`` must hold its training images for."""
-        if not drew_no_test_split(self.checkpoint.get("dataset") or {}, data):
+        where the run held out no test split (:meth:`held_out_split`): its validation split, drawn again from its
+        config (:func:`~cnnlab.data.split.run_split`), which ``data`` must hold its training images for."""
+        if self.held_out_split(data) == "test":
             return self.scored_images(data)
         split = run_split(self.config, data.train_labels)
         if split is None or not len(data.train_labels):  # a --test-split 0 run validates apart (TrainConfig)

@@ -24,7 +24,7 @@ from cnnlab.data.duplicates import split_seen_in_training
 from cnnlab.data.split import run_split
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
-from cnnlab.inference import drew_no_test_split, load_trained
+from cnnlab.inference import load_trained
 from cnnlab.io import atomic_write, check_output_file, train_loss_label, writable_text
 from cnnlab.models import model_info
 from cnnlab.models.summary import model_macs
@@ -323,10 +323,9 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     data = dataset
     trained.check_dataset(data)
     (images, labels, scored), classes = trained.held_out_images(data), data.classes
-    untested = drew_no_test_split(trained.checkpoint.get("dataset") or {}, data)
-    split = "validation" if untested else "test"  # the split the figures below are of
+    split = trained.held_out_split(data)  # the split the figures below are of
     # another set than the run's, or no test split: which images the page's figures are of
-    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset or untested else []
+    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset or split != "test" else []
     if test_logits is not None and 0 < len(test_logits) <= len(labels):
         # the training run's own final evaluation (limited to its first images by --limit-val-batches)
         images, labels, logits = images[:len(test_logits)], labels[:len(test_logits)], test_logits
