@@ -133,7 +133,7 @@ def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
     return f"{value:{spec}}{unit}" if spec else f"{value}{unit}"
 
 
-def _stats(run: RunFiles, result, scored: str = "test") -> list[tuple[str, str]]:
+def _stats(run: RunFiles, result, scored: str) -> list[tuple[str, str]]:
     """The headline numbers, as (value, what it is); ``scored``: the split ``result`` is of ("validation" where the
     run held out no test split)."""
     res = run.result
@@ -259,7 +259,7 @@ def _fields(name: str, input_size: int, in_channels: int, image_size: int) -> di
 
 
 def _mistakes(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classes,
-              split: str = "test") -> dict[str, Any] | None:
+              split: str) -> dict[str, Any] | None:
     """The ``split``'s images misclassified with the highest predicted-class probability (None: there are none)."""
     confidence, pred = logits.softmax(1).max(1)
     wrong = (pred != labels).nonzero().flatten()
@@ -280,7 +280,7 @@ def _filters(weight: torch.Tensor) -> dict[str, Any]:
             "channels": weight.shape[1], "height": weight.shape[2], "width": weight.shape[3]}
 
 
-def _feature_maps(model, preprocess, images, labels, classes, device, split: str = "test") -> list[dict[str, str]]:
+def _feature_maps(model, preprocess, images, labels, classes, device, split: str) -> list[dict[str, str]]:
     """Feature maps of the first ``split`` images of N_MAPS different classes, one figure per image."""
     picks: list[int] = []
     for i, label in enumerate(labels.tolist()):
