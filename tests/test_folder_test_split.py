@@ -214,3 +214,14 @@ def test_the_explorers_analysis_of_a_run_without_a_test_split_names_its_image_a_
         with urllib.request.urlopen(f"{server.url.rstrip('/')}/api/analyze?run=run&index=0", timeout=60) as answer:
             body = json.loads(answer.read())
     assert body["source"] == "validation image #0", body["source"]
+
+
+def test_the_export_check_of_a_run_without_a_test_split_names_the_split_it_compared_on(pets, tmp_path):
+    run = _train(pets, tmp_path / "run", "--test-split", "0", "--val-split", "0.2", "--no-report")
+    onnx = _exported(run, tmp_path)
+    # --data-dir naming a folder with a test/ of its own: its test images are compared, and named as such
+    elsewhere = tmp_path / "elsewhere"
+    write_classes(elsewhere / "train", COUNTS, size=(14, 14), mode="RGB", seed=3)
+    write_classes(elsewhere / "test", {"cat": 2, "dog": 2, "fox": 2}, size=(14, 14), mode="RGB", seed=5)
+    agreement = verify_export(run / "best.pt", onnx, images=5, data_dir=elsewhere)
+    assert "/5 test images" in str(agreement) and "validation" not in str(agreement)

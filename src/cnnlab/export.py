@@ -66,7 +66,7 @@ from torch import nn
 from cnnlab.checks import is_int
 from cnnlab.data.split import sample_indices
 from cnnlab.errors import CnnlabError, summary
-from cnnlab.inference import Trained, check_same_classes, drew_no_test_split, load_trained
+from cnnlab.inference import Trained, check_same_classes, load_trained
 from cnnlab.io import atomic_write, check_output_file
 from cnnlab.models import create_model
 from cnnlab.models.state_dict import load_state_dict_into, read_safetensors
@@ -560,7 +560,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
         calibration_images = _calibration_images(data.train_images, calibration, data.name)
         metadata["cnnlab.int8_calibration"] = f"{len(calibration_images)} training images of {data.name}"
         atomic_write(output, lambda tmp: _write_onnx_int8(wrapped, tmp, shape, metadata, calibration_images,
-                                                          _sample(_held_out(trained, data), INT8_CHECK_IMAGES),
+                                                          _sample(_held_out(trained, data)[0], INT8_CHECK_IMAGES),
                                                           opset),
                      overwrite=force)
         return output
@@ -602,7 +602,7 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
     if exported.suffix.lower() not in (".onnx", ".pt2", ".safetensors"):
         raise CnnlabError(f"expected an exported .onnx, .pt2 or .safetensors file, got {str(exported)!r}")
     trained = load_trained(checkpoint, "cpu")
-    test_images = _test_images(trained, images, data_dir)
+    test_images, split = _test_images(trained, images, data_dir)
     wrapped = nn.Sequential(trained.preprocess, trained.model).eval()
     if exported.suffix.lower() == ".onnx":
         run = _onnx_runner(exported, str(exported))
@@ -612,8 +612,7 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
     else:
         program = load_pt2(checked_pt2(exported)).module()  # any file: checked first
         run = lambda x: program(x).detach().numpy()  # noqa: E731
-    agreement = replace(_agreement(run, wrapped, test_images),
-                        split="validation" if trained.config.get("test_split") == 0 else "test")
+    agreement = replace(_agreement(run, wrapped, test_images), split=split)
     return replace(agreement, asked=images) if images > agreement.images else agreement
 
 
@@ -627,18 +626,20 @@ def verification_images(checkpoint: str | Path, images: int, data_dir: str | Pat
     Raises:
         CnnlabError: ``images`` is not a positive integer, or the checkpoint or its dataset cannot be read.
     """
-    return _test_images(load_trained(checkpoint, "cpu"), images, data_dir)
+    return _test_images(load_trained(checkpoint, "cpu"), images, data_dir)[0]
 
 
-def _test_images(trained, images: int, data_dir: str | Path | None) -> torch.Tensor:
+def _test_images(trained, images: int, data_dir: str | Path | None) -> tuple[torch.Tensor, str]:
+    """A sample of ``images`` of :func:`_held_out`'s, and the split they are of."""
     if not is_int(images) or images < 1:
         raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
-    return _sample(_held_out(trained, _dataset(trained, data_dir, training=False)), images)
+    held, split = _held_out(trained, _dataset(trained, data_dir, training=False))
+    return _sample(held, images), split
 
 
-def _held_out(trained: Trained, data) -> torch.Tensor:
-    """The images of ``data`` the model did not train on: its test split, or the run's validation split where it held
-    out no test split (``--test-split 0``)."""
-    if drew_no_test_split(trained.checkpoint.get("dataset") or {}, data):
-        return trained.held_out_images(data)[0]
-    return data.test_images
+def _held_out(trained: Trained, data) -> tuple[torch.Tensor, str]:
+    """The images of ``data`` the model did not train on, and the split they are of: its test split, or the run's
+    validation split where ``data`` is drawn as the run drew it with no test split (``--test-split 0``; the split a
+    folder of its own brings, named by ``--data-dir``, is its test split)."""
+    split = trained.held_out_split(data)
+    return (data.test_images if split == "test" else trained.held_out_images(data)[0]), split

@@ -19,6 +19,7 @@ from torch import nn
 import cnnlab.data
 from cnnlab.checks import positive_int
 from cnnlab.data import FOLDER_PREFIX, Preprocess
+from cnnlab.data.dataset import training_files_change
 from cnnlab.data.duplicates import images_seen_in_training
 from cnnlab.data.folder import held_out_source, moved_folder
 from cnnlab.data.split import SPLIT_NAMES, run_split
@@ -266,12 +267,18 @@ class Trained:
             scored = f"{scored}; {seen}"
         return images, labels, scored
 
+    def held_out_split(self, data: Any) -> str:
+        """Which split of ``data`` (checked by :meth:`check_dataset`) the run's report, page and export check show:
+        "test", or "validation" where it is drawn as the run drew its folder with ``--test-split 0`` (no test split;
+        :func:`drew_no_test_split`)."""
+        return "validation" if drew_no_test_split(self.checkpoint.get("dataset") or {}, data) else "test"
+
     def held_out_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
         """The images the run's report, page and export check show of ``data``, the run's own dataset (checked by
         :meth:`check_dataset`), their labels, and which they are in words: those :meth:`scored_images` scores, but
-        where the run held out no test split (``--test-split 0``): its validation split, drawn again from its config
-        (:func:`~cnnlab.data.split.run_split`), which ``data`` must hold its training images for."""
-        if not drew_no_test_split(self.checkpoint.get("dataset") or {}, data):
+        where the run held out no test split (:meth:`held_out_split`): its validation split, drawn again from its
+        config (:func:`~cnnlab.data.split.run_split`), which ``data`` must hold its training images for."""
+        if self.held_out_split(data) == "test":
             return self.scored_images(data)
         split = run_split(self.config, data.train_labels)
         if split is None or not len(data.train_labels):  # a --test-split 0 run validates apart (TrainConfig)
@@ -495,10 +502,9 @@ def _check_same_files_validated(recorded: Mapping[str, Any], data: Any) -> None:
     """Refuse ``data`` when the files of a run that held out no test split are not those it trained and validated on:
     its validation split, drawn again from them, would hold images the model trained on."""
     then, now = recorded.get("training_files"), getattr(data, "training_files", None)
-    if not then or now is None or [int(now[0]), str(now[1])] == [int(then[0]), str(then[1])]:
+    change = training_files_change(then, now) if then and now is not None else ""
+    if not change:
         return
-    change = f"{then[0]} files then, {now[0]} now" if int(now[0]) != int(then[0]) else \
-        f"{then[0]} files then and now, but other ones, or other labels"
     raise CnnlabError(f"the images of {data.name} are not those the run trained and validated on ({change}), and the "
                       "run held out no test split (--test-split 0): its validation split drawn again would hold images "
                       "the model trained on; put the folder back as it was when the run trained, or name another "

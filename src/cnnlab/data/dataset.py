@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from cnnlab.checks import positive_int
 from cnnlab.errors import CnnlabError
 
-__all__ = ["ImageDataset", "channel_stats", "conform"]
+__all__ = ["ImageDataset", "channel_stats", "conform", "training_files_change"]
 
 _STATS_CHUNK = 4096  # images per float64 chunk: bounded extra memory even for a memory-mapped 15 GB set
 # ... and at most this many bytes of them as float64: 4,096 pictures of 224 px are 4.9 GB so (and their square)
@@ -126,6 +127,15 @@ class ImageDataset:
         return (f"ImageDataset({self.name!r}, train={len(self.train_images)}, test={len(self.test_images)}, "
                 f"classes={self.num_classes}, channels={self.channels}, image_size={self.image_size}, "
                 f"flip={self.flip})")
+
+
+def training_files_change(then: Sequence, now: Sequence) -> str:
+    """How a folder's training files ``now`` (:attr:`ImageDataset.training_files`) differ from those a run recorded
+    ``then``, in words for its refusal; '' where they are the same (a checkpoint's record is a list)."""
+    if [int(now[0]), str(now[1])] == [int(then[0]), str(then[1])]:
+        return ""
+    return f"{then[0]} files then, {now[0]} now" if int(now[0]) != int(then[0]) else \
+        f"{then[0]} files then and now, but other ones, or other labels"
 
 
 def channel_stats(images: torch.Tensor,

@@ -73,10 +73,9 @@ def load_test_set(trained: inference.Trained) -> TestSet:
     meta = trained.meta
     data = trained.dataset(download=False, training=False)
     images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
-    split = "test"
-    if inference.drew_no_test_split(trained.checkpoint.get("dataset") or {}, data):
+    split = trained.held_out_split(data)
+    if split == "validation":
         images, labels, _ = trained.held_out_images(data)
-        split = "validation"
     if tuple(images.shape[1:]) != (meta.channels, meta.image_size, meta.image_size):
         raise CnnlabError(f"the {split} images of {meta.dataset} are {' x '.join(map(str, images.shape[1:]))}, "
                           f"expected {meta.channels} x {meta.image_size} x {meta.image_size} for this model")

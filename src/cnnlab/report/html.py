@@ -24,7 +24,7 @@ from cnnlab.data.duplicates import split_seen_in_training
 from cnnlab.data.split import run_split
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import EvalResult
-from cnnlab.inference import drew_no_test_split, load_trained
+from cnnlab.inference import load_trained
 from cnnlab.io import atomic_write, check_output_file, train_loss_label, writable_text
 from cnnlab.models import model_info
 from cnnlab.models.summary import model_macs
@@ -133,7 +133,7 @@ def _fmt(value: Any, spec: str = "", unit: str = "") -> str:
     return f"{value:{spec}}{unit}" if spec else f"{value}{unit}"
 
 
-def _stats(run: RunFiles, result, scored: str = "test") -> list[tuple[str, str]]:
+def _stats(run: RunFiles, result, scored: str) -> list[tuple[str, str]]:
     """The headline numbers, as (value, what it is); ``scored``: the split ``result`` is of ("validation" where the
     run held out no test split)."""
     res = run.result
@@ -259,7 +259,7 @@ def _fields(name: str, input_size: int, in_channels: int, image_size: int) -> di
 
 
 def _mistakes(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, classes,
-              split: str = "test") -> dict[str, Any] | None:
+              split: str) -> dict[str, Any] | None:
     """The ``split``'s images misclassified with the highest predicted-class probability (None: there are none)."""
     confidence, pred = logits.softmax(1).max(1)
     wrong = (pred != labels).nonzero().flatten()
@@ -280,7 +280,7 @@ def _filters(weight: torch.Tensor) -> dict[str, Any]:
             "channels": weight.shape[1], "height": weight.shape[2], "width": weight.shape[3]}
 
 
-def _feature_maps(model, preprocess, images, labels, classes, device, split: str = "test") -> list[dict[str, str]]:
+def _feature_maps(model, preprocess, images, labels, classes, device, split: str) -> list[dict[str, str]]:
     """Feature maps of the first ``split`` images of N_MAPS different classes, one figure per image."""
     picks: list[int] = []
     for i, label in enumerate(labels.tolist()):
@@ -323,10 +323,9 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     data = dataset
     trained.check_dataset(data)
     (images, labels, scored), classes = trained.held_out_images(data), data.classes
-    untested = drew_no_test_split(trained.checkpoint.get("dataset") or {}, data)
-    split = "validation" if untested else "test"  # the split the figures below are of
+    split = trained.held_out_split(data)  # the split the figures below are of
     # another set than the run's, or no test split: which images the page's figures are of
-    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset or untested else []
+    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset or split != "test" else []
     if test_logits is not None and 0 < len(test_logits) <= len(labels):
         # the training run's own final evaluation (limited to its first images by --limit-val-batches)
         images, labels, logits = images[:len(test_logits)], labels[:len(test_logits)], test_logits

@@ -29,6 +29,7 @@ from cnnlab.data import (
     channel_stats,
     stratified_split,
 )
+from cnnlab.data.dataset import training_files_change
 from cnnlab.data.duplicates import split_seen_in_training
 from cnnlab.device import channels_last_pays, resolve_device, train_small_batch_norms_contiguous
 from cnnlab.errors import CheckpointError, CnnlabError
@@ -512,13 +513,11 @@ def _check_same_training_files(recorded: dict[str, Any], dataset: ImageDataset) 
     then, now = recorded.get("training_files"), dataset.training_files
     if not then or now is None:
         return
-    if list(now) != list(then):
-        change = f"{then[0]} files then, {now[0]} now" if now[0] != then[0] else \
-            f"{then[0]} files then and now, but other ones, or other labels"
-    elif None not in (recorded.get("training_bytes"), dataset.training_bytes) and \
+    change = training_files_change(then, now)
+    if not change and None not in (recorded.get("training_bytes"), dataset.training_bytes) and \
             recorded["training_bytes"] != dataset.training_bytes:
         change = f"the same {now[0]} files, but the contents of some are not what they were"
-    else:
+    if not change:
         return
     raise CnnlabError(f"the training images of {dataset.name} changed since the run started ({change}); put the "
                       f"folder back as it was to resume, or train a new run on the folder as it is")

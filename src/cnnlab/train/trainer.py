@@ -247,7 +247,7 @@ class Trainer:
         if best is None:
             return f"no best {self.val_name} {self.judged_name}"
         words = f"{held}: epoch {best['epoch']:g}, {self.val_name} {self.judged_name} {best[self.judged_key]:.4f}"
-        if self.test_loader is None and self.tested and self.judged_key != "val_acc":  # its accuracy, by test_acc's
+        if self.val_name == "test" and self.judged_key != "val_acc":  # its accuracy, beside test_acc's
             words += f", test accuracy {best['val_acc']:.4f}"
         return words
 

@@ -225,10 +225,12 @@ async function openRun(name, refresh = false) {
     return;
   }
   const stat = (value, label) => el("div", {class: "stat"}, el("b", {text: value}), el("span", {text: label}));
-  $("run-stats").replaceChildren(stat(d.model || "—", "model"), stat(d.dataset || "—", "dataset"),
-    d.test_split === 0 ? stat(pct(d.val_acc), "validation accuracy (no test split)") : stat(pct(d.test_acc),
-      "test accuracy"), stat(d.images_per_s ? Math.round(d.images_per_s).toLocaleString("en")
-      : "—", "images/s"), stat(d.status, "status"));
+  // a run that held out no test split (--test-split 0) heads with its validation accuracy, said so
+  const accuracy = d.test_split === 0 ? stat(pct(d.val_acc), "validation accuracy (no test split)")
+    : stat(pct(d.test_acc), "test accuracy");
+  $("run-stats").replaceChildren(stat(d.model || "—", "model"), stat(d.dataset || "—", "dataset"), accuracy,
+    stat(d.images_per_s ? Math.round(d.images_per_s).toLocaleString("en") : "—", "images/s"),
+    stat(d.status, "status"));
   drawRunCharts($("run-acc"), $("run-loss"), [{name, metrics: d.metrics}]);
   if (d.status === "training") follow(name);
   const info = d.model_info;
