@@ -327,8 +327,8 @@ def create_app(root: str | Path, allow_hosts: tuple[str, ...] = ()) -> Starlette
         return JSONResponse(await run_in_threadpool(session.gallery, _run(request), cls))
 
     def _analyze_test(name: str, index: int) -> dict[str, Any]:
-        loaded, image, label = session.test_image(name, index)
-        what = f"{session.test_set(loaded).split} image #{index}"  # a run without a test split shows its validation
+        loaded, image, label, split = session.test_image(name, index)
+        what = f"{split} image #{index}"  # a run without a test split shows its validation images
         result = analyze_image(RunModel(loaded.trained), image, what=what)
         return {**result, "source": what, "label": loaded.trained.meta.classes[label]}
 
@@ -357,7 +357,7 @@ def create_app(root: str | Path, allow_hosts: tuple[str, ...] = ()) -> Starlette
         elif source == "custom":
             x = opsview.parse_matrix(q.get("x", ""), "input", opsview.MAX_INPUT)
         elif source == "test":
-            loaded, image, _ = session.test_image(q.get("run", ""), _int(q, "index", 0))
+            loaded, image, _, _ = session.test_image(q.get("run", ""), _int(q, "index", 0))
             x = image.float().mean(0) / 255  # grey, in [0, 1]
         else:
             raise CnnlabError(f"expected input book, edges, custom or test, got {source!r}")

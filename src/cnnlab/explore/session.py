@@ -111,14 +111,14 @@ class Session:
         loaded.trained.check_dataset(data)
         return data
 
-    def test_image(self, name: str, index: int) -> tuple[Loaded, torch.Tensor, int]:
+    def test_image(self, name: str, index: int) -> tuple[Loaded, torch.Tensor, int, str]:
         """A run's model, test image ``index`` (its validation image where it held out no test split; uint8
-        ``C x H x W``) and its label."""
+        ``C x H x W``), its label, and which split it is of (:attr:`TestSet.split`)."""
         loaded = self.model(name)
         data = self.test_set(loaded)
         if not 0 <= index < len(data.labels):
             raise CnnlabError(f"{data.split} image index must be from 0 to {len(data.labels) - 1}, got {index}")
-        return loaded, data.images[index], int(data.labels[index])
+        return loaded, data.images[index], int(data.labels[index]), data.split
 
     def gallery(self, name: str, cls: int | None = None) -> dict[str, Any]:
         """Test images to pick from: the first few of each class, and the most confident mistakes; with ``cls``,
