@@ -120,7 +120,7 @@ def test_models_pretrained_lists_one_name_first_on_each_line(torch_home, capsys)
     assert "not cached" in lines[0]
 
 
-@pytest.mark.parametrize("name", [SMALL, "imagenet-resnet18", "imagenet-regnet_y_400mf"])
+@pytest.mark.parametrize("name", [SMALL, "imagenet-resnet18", "imagenet-regnet_y_400mf", "imagenet-vgg11"])
 def test_pretrained_loads_exactly_the_files_tensors(torch_home, name):
     saved = _write_weights(name)
     model = create_model(name, pretrained=True, num_classes=5, in_channels=3)

@@ -20,7 +20,11 @@ from cnnlab.models import create_model, imagenet, list_models
 from cnnlab.models.summary import stages
 from cnnlab.models.transformers_keys import in_torchvision_names
 from cnnlab.runs.checkpoint import save_checkpoint
-from cnnlab.train.finetune import init_from
+from cnnlab.train import build_run, make_config
+from cnnlab.train.finetune import init_from, last_layer
+from cnnlab.train.schedule import BODY_LR_FACTOR
+from cnnlab.train.trainer import Trainer
+from data_support import noise_dataset
 from test_models_transformers_keys import _convnext_key, _resnet_key
 from test_models_transformers_keys import _randomised as randomised
 
@@ -143,8 +147,13 @@ def test_a_fine_tuned_grey_googlenet_is_rebuilt_from_its_checkpoint_and_exported
         assert torch.equal(trained.model(x), model(x))
     out = export_checkpoint(trained, tmp_path / "googlenet.onnx")  # checked against PyTorch there too
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    # the rebuilt network on a pixel is GoogLeNet's trunk on (pixel - 0.5) / 0.5, what its weights were trained on
+    trunk = torchvision.models.googlenet(num_classes=3, aux_logits=False, transform_input=False, init_weights=True)
+    trunk.conv1.conv = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    trunk.load_state_dict(model.state_dict())
     with torch.no_grad():
         expected = trained.model(trained.preprocess(x))
+        torch.testing.assert_close(expected, trunk.eval()((x - 0.5) / 0.5), rtol=1e-4, atol=1e-4)
     got = session.run(None, {"images": x.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
 
@@ -207,3 +216,39 @@ def test_a_transformers_resnet_101_file_starts_an_imagenet_resnet101_run(tmp_pat
         keys = torchvision.models.convnext_base().state_dict()
         model = create_model("imagenet-convnext_base", num_classes=1000, in_channels=3)
     assert set(in_torchvision_names({_convnext_key(k): v for k, v in keys.items()})) == set(model.state_dict())
+
+
+def test_alexnet_fine_tunes_its_last_linear_alone_then_its_body_at_a_lower_lr():
+    """`cnnlab train imagenet-alexnet --pretrained --recipe finetune`: the head is classifier.6 (after Dropout and
+    two Linears of the classifier, which are body), trained alone while the body is frozen, then the body at the
+    lower learning rate; the explorer walks its stages and explains a picture by Grad-CAM."""
+    from cnnlab.explore.model import Options, analyze_image
+    from cnnlab.explore.sources import open_model
+
+    name = "imagenet-alexnet"
+    saved = _randomised(torchvision.models.alexnet())
+    _cached(name, saved)
+    cfg = make_config(name, "finetune", pretrained=True, epochs=2, batch_size=4, resize=64, limit_train_batches=1)
+    trainer = Trainer(build_run(cfg, dataset=noise_dataset(torch.arange(12) % 3, "abc", 3, 64, test=3), quiet=True),
+                      quiet=True)
+    assert last_layer(trainer.model) is trainer.model.classifier[6]
+    snapshots = []
+
+    class Snapshot:
+        def on_epoch(self, trainer, row, is_best):
+            snapshots.append({k: v.cpu().clone() for k, v in trainer.model.state_dict().items()})
+
+    trainer.observers.append(Snapshot())
+    trainer.fit()
+    frozen, unfrozen = snapshots
+    body = [k for k in saved if not k.startswith("classifier.6.")]
+    assert all(torch.equal(frozen[k], saved[k]) for k in body)  # "classifier.1" and "classifier.4" too
+    assert not torch.equal(frozen["classifier.6.weight"], unfrozen["classifier.6.weight"])
+    assert not torch.equal(unfrozen["features.0.weight"], saved["features.0.weight"])
+    groups = trainer.optimizer.param_groups
+    assert {id(p) for p in trainer.model.classifier[6].parameters()} == {id(p) for g in groups[:2] for p in g["params"]}
+    assert groups[2]["initial_lr"] == pytest.approx(groups[0]["initial_lr"] * BODY_LR_FACTOR)
+    explored = open_model(name, Options(input_size=64))
+    result = analyze_image(explored, torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8))
+    assert result["explanation"]["method"] == "grad-cam" and result["explanation"].get("gradcam")
+    assert sum(row["kind"] == "Conv2d" for row in result["rows"]) == 5  # the features' items, one row each

@@ -77,18 +77,12 @@ _BUILD_OPTIONS = {"googlenet": {"aux_logits": False, "transform_input": True, "i
 # against torchvision's metadata). Where torchvision has a V2 member (its newer training recipe, its DEFAULT) it is the
 # one; VGG-16's other member, IMAGENET1K_FEATURES, is SSD's backbone without a classifier's accuracy.
 BACKBONES: dict[str, Backbone] = {
-    "imagenet-alexnet": Backbone("alexnet", "AlexNet_Weights.IMAGENET1K_V1"),  # d2l 8.1
-    "imagenet-vgg11": Backbone("vgg11", "VGG11_Weights.IMAGENET1K_V1"),  # d2l 8.2's VGG-11
-    "imagenet-vgg11_bn": Backbone("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),  # with d2l 8.5's batch norm
-    "imagenet-vgg16": Backbone("vgg16", "VGG16_Weights.IMAGENET1K_V1"),
-    "imagenet-googlenet": Backbone("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1"),  # d2l 8.4
     "imagenet-resnet18": Backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
     "imagenet-resnet34": Backbone("resnet34", "ResNet34_Weights.IMAGENET1K_V1"),
     "imagenet-resnet50": Backbone("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
     "imagenet-resnet101": Backbone("resnet101", "ResNet101_Weights.IMAGENET1K_V2"),
     "imagenet-resnet152": Backbone("resnet152", "ResNet152_Weights.IMAGENET1K_V2"),
     "imagenet-resnext50_32x4d": Backbone("resnext50_32x4d", "ResNeXt50_32X4D_Weights.IMAGENET1K_V2"),  # d2l 8.6.5
-    "imagenet-densenet121": Backbone("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", pools=True),  # d2l 8.7
     "imagenet-mobilenet_v3_small": Backbone("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
     "imagenet-mobilenet_v3_large": Backbone("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
     "imagenet-efficientnet_b0": Backbone("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1"),
@@ -97,6 +91,12 @@ BACKBONES: dict[str, Backbone] = {
     "imagenet-convnext_base": Backbone("convnext_base", "ConvNeXt_Base_Weights.IMAGENET1K_V1", flattens=False),
     "imagenet-convnext_large": Backbone("convnext_large", "ConvNeXt_Large_Weights.IMAGENET1K_V1", flattens=False),
     "imagenet-regnet_y_400mf": Backbone("regnet_y_400mf", "RegNet_Y_400MF_Weights.IMAGENET1K_V2"),
+    "imagenet-alexnet": Backbone("alexnet", "AlexNet_Weights.IMAGENET1K_V1"),  # d2l 8.1
+    "imagenet-vgg11": Backbone("vgg11", "VGG11_Weights.IMAGENET1K_V1"),  # d2l 8.2's VGG-11
+    "imagenet-vgg11_bn": Backbone("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),  # with d2l 8.5's batch norm
+    "imagenet-vgg16": Backbone("vgg16", "VGG16_Weights.IMAGENET1K_V1"),
+    "imagenet-googlenet": Backbone("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1"),  # d2l 8.4
+    "imagenet-densenet121": Backbone("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", pools=True),  # d2l 8.7
 }
 INPUT_SIZE = 224
 # A learning rate for plain SGD when no recipe sets one (the registry's "book lr"); the finetune recipe sets its own.
