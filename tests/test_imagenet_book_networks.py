@@ -25,6 +25,7 @@ from cnnlab.train.finetune import init_from, last_layer
 from cnnlab.train.schedule import BODY_LR_FACTOR
 from cnnlab.train.trainer import Trainer
 from data_support import noise_dataset
+from test_imagenet import fit_with_snapshots
 from test_models_transformers_keys import _convnext_key, _resnet_key
 from test_models_transformers_keys import _randomised as randomised
 
@@ -90,11 +91,15 @@ def test_the_books_chapter_8_networks_and_larger_resnets_and_convnexts_are_backb
             assert x.shape == (1, 3)
 
 
-def test_googlenet_computes_what_torchvisions_pretrained_googlenet_computes():
+def test_googlenet_computes_what_torchvisions_pretrained_googlenet_computes(tmp_path):
     """GoogLeNet's pretrained builder drops the auxiliary heads after the load and renormalises its input
     (transform_input): built unweighted and loaded strictly, the file's aux tensors were unexpected, and without the
     renormalisation the network was fed other input than it was trained on. The logits, the stages' and training
-    mode's are torchvision's own `googlenet(weights=...)`'s."""
+    mode's are torchvision's own `googlenet(weights=...)`'s, and the explorer's of a googlenet() state dict saved
+    with its aux heads (`explore imagenet-googlenet --weights`)."""
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.sources import open_model
+
     state = _googlenet_file()
     with warnings.catch_warnings():  # torchvision's own warning about aux heads is not raised without them
         reference = torchvision.models.googlenet(weights=imagenet.weights_enum(GOOGLENET)).eval()
@@ -110,6 +115,13 @@ def test_googlenet_computes_what_torchvisions_pretrained_googlenet_computes():
             y = stage(y)
         assert torch.equal(y, expected)
         assert isinstance(ours.train()(x), torch.Tensor)  # no aux logits in training either
+    torch.save(state, tmp_path / "mine.pth")
+    explored = open_model(GOOGLENET, Options(input_size=64, weights=tmp_path / "mine.pth"))
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in imagenet.pretrained_normalize(GOOGLENET, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(explored.logits(images), reference((images.float() / 255 - mean) / std),
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_a_grey_googlenet_answers_as_torchvisions_on_the_picture_repeated_in_rgb():
@@ -232,15 +244,7 @@ def test_alexnet_fine_tunes_its_last_linear_alone_then_its_body_at_a_lower_lr():
     trainer = Trainer(build_run(cfg, dataset=noise_dataset(torch.arange(12) % 3, "abc", 3, 64, test=3), quiet=True),
                       quiet=True)
     assert last_layer(trainer.model) is trainer.model.classifier[6]
-    snapshots = []
-
-    class Snapshot:
-        def on_epoch(self, trainer, row, is_best):
-            snapshots.append({k: v.cpu().clone() for k, v in trainer.model.state_dict().items()})
-
-    trainer.observers.append(Snapshot())
-    trainer.fit()
-    frozen, unfrozen = snapshots
+    frozen, unfrozen = fit_with_snapshots(trainer)
     body = [k for k in saved if not k.startswith("classifier.6.")]
     assert all(torch.equal(frozen[k], saved[k]) for k in body)  # "classifier.1" and "classifier.4" too
     assert not torch.equal(frozen["classifier.6.weight"], unfrozen["classifier.6.weight"])

@@ -8,7 +8,8 @@ torchvision is slow, so it happens only when a model is built or its weights are
 What ``create_model("imagenet-resnet18", num_classes=..., in_channels=..., pretrained=True)`` does:
 
 1. builds torchvision's architecture with 1000 classes and 3 input channels, unweighted (``weights=None``: no
-   download);
+   download), as its builder builds it for the weights (GoogLeNet without its auxiliary heads and renormalising its
+   input; DenseNet's hosted key names read: :mod:`cnnlab.models.pretrained_quirks`);
 2. with ``pretrained``, loads the weights file from torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<the file name
    of the weights URL>`` (``torch.hub.get_dir()``), where torchvision itself keeps it; the file is read with
    ``torch.load(weights_only=True)`` and must fit the architecture exactly (strict ``load_state_dict``). When it is
