@@ -120,7 +120,7 @@ def test_models_pretrained_lists_one_name_first_on_each_line(torch_home, capsys)
     assert "not cached" in lines[0]
 
 
-@pytest.mark.parametrize("name", [SMALL, "imagenet-resnet18", "imagenet-regnet_y_400mf"])
+@pytest.mark.parametrize("name", [SMALL, "imagenet-resnet18", "imagenet-regnet_y_400mf", "imagenet-vgg11"])
 def test_pretrained_loads_exactly_the_files_tensors(torch_home, name):
     saved = _write_weights(name)
     model = create_model(name, pretrained=True, num_classes=5, in_channels=3)
@@ -310,13 +310,8 @@ def test_init_from_a_backbones_state_dict_feeds_it_imagenets_input(torch_home, t
     assert not _file().exists()
 
 
-def test_freeze_epochs_trains_the_head_alone_then_everything_at_a_lower_lr(torch_home):
-    saved = _write_weights(SMALL)
-    cfg = make_config(SMALL, "finetune", pretrained=True, epochs=2, batch_size=8, resize=32, limit_train_batches=2)
-    assert (cfg.freeze_epochs, cfg.optimizer, cfg.schedule) == (1, "adamw", "onecycle")
-    trainer = Trainer(build_run(cfg, dataset=_dataset(1), quiet=True), quiet=True)
-    head, stem = _head_and_stem(trainer.model)
-    params = {n for n, _ in trainer.model.named_parameters()} - {stem + ".weight"}  # the stem is the summed one
+def fit_with_snapshots(trainer: Trainer) -> list[dict[str, torch.Tensor]]:
+    """Run ``trainer``; returns its model's state dict (on the CPU) at the end of each epoch."""
     snapshots = []
 
     class Snapshot:
@@ -325,7 +320,17 @@ def test_freeze_epochs_trains_the_head_alone_then_everything_at_a_lower_lr(torch
 
     trainer.observers.append(Snapshot())
     trainer.fit()
-    frozen, unfrozen = snapshots
+    return snapshots
+
+
+def test_freeze_epochs_trains_the_head_alone_then_everything_at_a_lower_lr(torch_home):
+    saved = _write_weights(SMALL)
+    cfg = make_config(SMALL, "finetune", pretrained=True, epochs=2, batch_size=8, resize=32, limit_train_batches=2)
+    assert (cfg.freeze_epochs, cfg.optimizer, cfg.schedule) == (1, "adamw", "onecycle")
+    trainer = Trainer(build_run(cfg, dataset=_dataset(1), quiet=True), quiet=True)
+    head, stem = _head_and_stem(trainer.model)
+    params = {n for n, _ in trainer.model.named_parameters()} - {stem + ".weight"}  # the stem is the summed one
+    frozen, unfrozen = fit_with_snapshots(trainer)
     body = [k for k in _body(saved, head) if k in params]
     assert all(torch.equal(frozen[k], saved[k]) for k in body)  # epoch 1: the body is exactly the file's
     assert not torch.equal(frozen[head + ".weight"], unfrozen[head + ".weight"])

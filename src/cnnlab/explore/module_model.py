@@ -67,6 +67,7 @@ from cnnlab.models.imagenet import (
     BACKBONES,
     INPUT_SIZE,
     backbone_for,
+    network_state,
     pretrained_normalize,
     weights_enum,
     weights_file,
@@ -475,6 +476,7 @@ class ModuleModel(TorchModel):
         else:  # the architecture, with a state dict of it from elsewhere (fine-tuned on other classes, perhaps)
             expected = f"a state dict of torchvision's {builder} (its model.state_dict(), {SAVED})"
             state, unread = read_weights(given.weights, expected)
+            state = network_state(name, state)
             model, channels, classes = backbone_for(name, state)
             how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)
             note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how, unread)}"

@@ -8,7 +8,8 @@ torchvision is slow, so it happens only when a model is built or its weights are
 What ``create_model("imagenet-resnet18", num_classes=..., in_channels=..., pretrained=True)`` does:
 
 1. builds torchvision's architecture with 1000 classes and 3 input channels, unweighted (``weights=None``: no
-   download);
+   download), as its builder builds it for the weights (GoogLeNet without its auxiliary heads and renormalising its
+   input; DenseNet's hosted key names read: :mod:`cnnlab.models.pretrained_quirks`);
 2. with ``pretrained``, loads the weights file from torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<the file name
    of the weights URL>`` (``torch.hub.get_dir()``), where torchvision itself keeps it; the file is read with
    ``torch.load(weights_only=True)`` and must fit the architecture exactly (strict ``load_state_dict``). When it is
@@ -42,6 +43,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.io import atomic_write
+from cnnlab.models.pretrained_quirks import Renormalise, densenet_new_keys, without_aux_heads
 from cnnlab.models.registry import register_model
 from cnnlab.models.state_dict import load_state_dict_into, read_state_dict
 from cnnlab.models.transformers_keys import in_torchvision_names
@@ -62,19 +64,40 @@ class Backbone:
     builder: str
     weights: str
     flattens: bool = True  # its forward flattens the pooled features before the classifier (ConvNeXt's does not)
+    pools: bool = False  # its forward applies a ReLU and the global average pool to its features as functions
+
+
+# torchvision's builder arguments for the network its weights were trained in, where weights=None builds another
+# (cnnlab.models.pretrained_quirks): GoogLeNet without the auxiliary heads its pretrained builder drops, renormalising
+# its input (transform_input, done by a Renormalise module), and with torchvision's own initialisation asked for by
+# name (left unsaid, it warns that its default will change)
+_BUILD_OPTIONS = {"googlenet": {"aux_logits": False, "transform_input": True, "init_weights": True}}
 
 
 # cnnlab name -> torchvision builder and weights. Every crop size is 224 (tests/test_imagenet.py checks this table
-# against torchvision's metadata).
+# against torchvision's metadata). Where torchvision has a V2 member (its newer training recipe, its DEFAULT) it is the
+# one; VGG-16's other member, IMAGENET1K_FEATURES, is SSD's backbone without a classifier's accuracy.
 BACKBONES: dict[str, Backbone] = {
     "imagenet-resnet18": Backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
     "imagenet-resnet34": Backbone("resnet34", "ResNet34_Weights.IMAGENET1K_V1"),
     "imagenet-resnet50": Backbone("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
+    "imagenet-resnet101": Backbone("resnet101", "ResNet101_Weights.IMAGENET1K_V2"),
+    "imagenet-resnet152": Backbone("resnet152", "ResNet152_Weights.IMAGENET1K_V2"),
+    "imagenet-resnext50_32x4d": Backbone("resnext50_32x4d", "ResNeXt50_32X4D_Weights.IMAGENET1K_V2"),  # d2l 8.6.5
     "imagenet-mobilenet_v3_small": Backbone("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
     "imagenet-mobilenet_v3_large": Backbone("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
     "imagenet-efficientnet_b0": Backbone("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1"),
     "imagenet-convnext_tiny": Backbone("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", flattens=False),
+    "imagenet-convnext_small": Backbone("convnext_small", "ConvNeXt_Small_Weights.IMAGENET1K_V1", flattens=False),
+    "imagenet-convnext_base": Backbone("convnext_base", "ConvNeXt_Base_Weights.IMAGENET1K_V1", flattens=False),
+    "imagenet-convnext_large": Backbone("convnext_large", "ConvNeXt_Large_Weights.IMAGENET1K_V1", flattens=False),
     "imagenet-regnet_y_400mf": Backbone("regnet_y_400mf", "RegNet_Y_400MF_Weights.IMAGENET1K_V2"),
+    "imagenet-alexnet": Backbone("alexnet", "AlexNet_Weights.IMAGENET1K_V1"),  # d2l 8.1
+    "imagenet-vgg11": Backbone("vgg11", "VGG11_Weights.IMAGENET1K_V1"),  # d2l 8.2's VGG-11
+    "imagenet-vgg11_bn": Backbone("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),  # with d2l 8.5's batch norm
+    "imagenet-vgg16": Backbone("vgg16", "VGG16_Weights.IMAGENET1K_V1"),
+    "imagenet-googlenet": Backbone("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1"),  # d2l 8.4
+    "imagenet-densenet121": Backbone("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", pools=True),  # d2l 8.7
 }
 INPUT_SIZE = 224
 # A learning rate for plain SGD when no recipe sets one (the registry's "book lr"); the finetune recipe sets its own.
@@ -177,7 +200,18 @@ def load_imagenet_weights(model: nn.Module, name: str) -> None:
     path = ensure_weights(weights, name)
     expected = f"the file from {weights_url(weights)}"
     state = read_state_dict(path, expected, unreadable_hint="; delete it to download it again")
-    load_state_dict_into(model, state, path, f"{name} (torchvision {BACKBONES[name].builder})", expected)
+    load_state_dict_into(model, network_state(name, state), path, f"{name} (torchvision {BACKBONES[name].builder})",
+                         expected)
+
+
+def network_state(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state``, a state dict of ``name``'s torchvision network (its hosted weights file, or one saved elsewhere),
+    under the names of the network cnnlab builds, as torchvision's pretrained builder reads it: DenseNet's old key
+    names renamed, GoogLeNet's auxiliary heads' tensors left out (:mod:`cnnlab.models.pretrained_quirks`)."""
+    builder = BACKBONES[name].builder
+    if builder.startswith("densenet"):
+        return densenet_new_keys(state)
+    return without_aux_heads(state) if builder == "googlenet" else state
 
 
 def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, int, int]:
@@ -186,7 +220,8 @@ def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, 
     classes); a key under a prefix (``module.``) counts, and a Transformers ResNet's or ConvNeXt's under
     torchvision's name. Returns the model, its input channels and its classes.
 
-    What else does not fit is left for :func:`cnnlab.models.state_dict.load_state_dict_into` to name."""
+    What else does not fit is left for :func:`cnnlab.models.state_dict.load_state_dict_into` to name; the state
+    dict to load is :func:`network_state`'s."""
     model = _builder(name)(num_classes=1000, in_channels=3)
     state = in_torchvision_names(state)
     shapes = {}
@@ -245,26 +280,47 @@ def _download(weights, name: str, path: Path) -> None:
 _BODIES = ("features", "trunk_output")
 
 
+# Parameter-free modules registered for what a forward does as functions (with_stages), in the order it does them
+_FUNCTIONAL = ("renormalise", "pool", "flatten")
+
+
 def _stages(self: nn.Module) -> list[nn.Module]:
     """The forward pass as a sequence of modules (:func:`cnnlab.models.summary.stages`, used by summaries, the report
-    and the explorer): torchvision's children in order, a body Sequential's items in its place, with the flatten its
-    forward does before the classifier."""
-    children = [part for n, m in self.named_children() if n != "flatten"
+    and the explorer): torchvision's children in order, a body Sequential's items in its place, with what its
+    forward does as functions: GoogLeNet's renormalisation first, DenseNet's ReLU and pool and the flatten before
+    the classifier."""
+    children = [part for n, m in self.named_children() if n not in _FUNCTIONAL
                 for part in (m.children() if n in _BODIES else [m])]
-    return [*children[:-1], self.flatten, children[-1]] if hasattr(self, "flatten") else children
+    before, after = ([getattr(self, n)] if hasattr(self, n) else [] for n in ("renormalise", "flatten"))
+    pool = list(self.pool) if hasattr(self, "pool") else []
+    return [*before, *children[:-1], *pool, *after, children[-1]]
+
+
+def _renormalised_input(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """GoogLeNet's ``_transform_input``, done by its ``renormalise`` module (for any channel count)."""
+    return self.renormalise(x)
 
 
 _STAGED: dict[type, type] = {}
 
 
-def with_stages(model: nn.Module, flattens: bool) -> nn.Module:
+def with_stages(model: nn.Module, backbone: Backbone, normalize: list[list[float]]) -> nn.Module:
     """Give torchvision's ``model`` a ``stages()`` method (a subclass of its own class with the same name, forward
-    and state_dict keys); ``flattens`` registers the flatten its forward does as a parameter-free ``flatten``."""
+    and state_dict keys) and parameter-free modules for what its forward does as functions: the flatten before the
+    classifier (``backbone.flattens``), DenseNet's ReLU and global average pool (``backbone.pools``), GoogLeNet's
+    input renormalisation from ``normalize`` (the weights' RGB [mean, std]), which its forward then calls."""
     cls = type(model)
     if cls not in _STAGED:
-        _STAGED[cls] = type(cls.__name__, (cls,), {"stages": _stages, "__doc__": cls.__doc__})
+        methods = {"stages": _stages, "__doc__": cls.__doc__}
+        if hasattr(cls, "_transform_input"):
+            methods["_transform_input"] = _renormalised_input
+        _STAGED[cls] = type(cls.__name__, (cls,), methods)
     model.__class__ = _STAGED[cls]
-    if flattens:
+    if getattr(model, "transform_input", False):
+        model.renormalise = Renormalise(*normalize)
+    if backbone.pools:
+        model.pool = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    if backbone.flattens:
         model.flatten = nn.Flatten(1)
     return model
 
@@ -290,7 +346,9 @@ def _builder(name: str):
                               f"got {ops!r}")
         import torchvision.models  # deferred: importing torchvision is slow
 
-        build = lambda: torchvision.models.get_model(BACKBONES[name].builder, weights=None, num_classes=1000)  # noqa: E731
+        backbone = BACKBONES[name]
+        build = lambda: torchvision.models.get_model(backbone.builder, weights=None, num_classes=1000,  # noqa: E731
+                                                     **_BUILD_OPTIONS.get(backbone.builder, {}))
         try:
             model = build()
         except NotImplementedError:  # RegNet computes its widths from tensors, which the meta device (where
@@ -302,7 +360,7 @@ def _builder(name: str):
             load_imagenet_weights(model, name)
         adapt_first_conv(model, in_channels)
         replace_head(model, num_classes)
-        return with_stages(model, BACKBONES[name].flattens)
+        return with_stages(model, backbone, pretrained_normalize(name, 3))
 
     build.__name__ = build.__qualname__ = name.replace("-", "_")
     build.__doc__ = f"torchvision's {BACKBONES[name].builder} ({BACKBONES[name].weights} with ``pretrained``)."
