@@ -211,6 +211,21 @@ def test_densenet_loads_the_hosted_files_old_key_names_and_todays(tmp_path, name
         assert torch.equal(y, model(x))
 
 
+def test_a_densenet_file_of_the_older_key_names_and_no_batch_counts_starts_a_run(tmp_path):
+    """A DenseNet saved with torchvision's older key names and without batch norm's batch counts (its hosted file, or
+    a fine-tuned one of those days) starts a fine-tuning run: --init-from refused it as "tensors differ", first
+    for the names, then for the counts, which its strict load fills in itself."""
+    state = _randomised(torchvision.models.densenet121())
+    torch.save(_old_densenet_names(state), tmp_path / "old.pth")
+    model = create_model("imagenet-densenet121", num_classes=3, in_channels=3)
+    done = init_from(model, tmp_path / "old.pth", classes=["a", "b", "c"], channels=3)
+    assert "DenseNet's older key names (norm.1) read as today's (norm1)" in done.line
+    assert done.line.endswith("new: classifier.weight, classifier.bias")
+    got = model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items()
+               if not k.startswith("classifier.") and not k.endswith("_tracked"))
+
+
 def test_a_transformers_resnet_101_file_starts_an_imagenet_resnet101_run(tmp_path):
     """microsoft/resnet-101's layout (save_pretrained's keys, written by test_models_transformers_keys' rule) lands
     in imagenet-resnet101 tensor by tensor; there was no such name to read it into. ConvNeXt base's keys map onto

@@ -43,7 +43,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.io import atomic_write
-from cnnlab.models.pretrained_quirks import Renormalise, densenet_new_keys, without_aux_heads
+from cnnlab.models.pretrained_quirks import Renormalise, without_aux_heads
 from cnnlab.models.registry import register_model
 from cnnlab.models.state_dict import load_state_dict_into, read_state_dict
 from cnnlab.models.transformers_keys import in_torchvision_names
@@ -206,12 +206,10 @@ def load_imagenet_weights(model: nn.Module, name: str) -> None:
 
 def network_state(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state``, a state dict of ``name``'s torchvision network (its hosted weights file, or one saved elsewhere),
-    under the names of the network cnnlab builds, as torchvision's pretrained builder reads it: DenseNet's old key
-    names renamed, GoogLeNet's auxiliary heads' tensors left out (:mod:`cnnlab.models.pretrained_quirks`)."""
-    builder = BACKBONES[name].builder
-    if builder.startswith("densenet"):
-        return densenet_new_keys(state)
-    return without_aux_heads(state) if builder == "googlenet" else state
+    with the tensors the network cnnlab builds does not have left out, as torchvision's pretrained builder drops
+    them: GoogLeNet's auxiliary heads' (:mod:`cnnlab.models.pretrained_quirks`). DenseNet's older key names are read
+    where every state dict's keys are (:func:`cnnlab.models.state_dict.network_keys`)."""
+    return without_aux_heads(state) if BACKBONES[name].builder == "googlenet" else state
 
 
 def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, int, int]:

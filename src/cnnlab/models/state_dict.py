@@ -32,6 +32,7 @@ from torch import nn
 from torch._C._export import pt2_archive_constants as pt2
 
 from cnnlab.errors import CnnlabError, summary, weights_only_refusal
+from cnnlab.models.pretrained_quirks import densenet_new_keys
 from cnnlab.models.transformers_keys import torchvision_keys
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
@@ -301,7 +302,8 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict
 def network_keys(state: dict[str, torch.Tensor], keys: set[str],
                  path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, with its keys as the network's ``keys`` name them where they are another
-    tool's for the same tensors: without a prefix the network lacks (:func:`without_prefix`), or, where they are a
+    tool's for the same tensors: without a prefix the network lacks (:func:`without_prefix`), DenseNet's older names
+    as today's (:func:`~cnnlab.models.pretrained_quirks.densenet_new_keys`), or, where they are a
     Hugging Face Transformers ResNet's or ConvNeXt's, under torchvision's names
     (:func:`~cnnlab.models.transformers_keys.torchvision_keys`), then without a wrapper's prefix. Returns it and what
     was done, in words for the page (``""``: nothing).
@@ -313,6 +315,10 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str],
     state, how = without_prefix(state, keys)
     if how or keys <= set(state):  # a network whose own names are Transformers' reads them as they are
         return state, how
+    current = densenet_new_keys(state)
+    if current.keys() != state.keys():  # torchvision's hosted DenseNet files, and files saved by its older versions
+        state, how = without_prefix(current, keys)
+        return state, ", ".join(filter(None, ("DenseNet's older key names (norm.1) read as today's (norm1)", how)))
     state, renamed = torchvision_keys(state, path)
     if not renamed:
         return state, ""
