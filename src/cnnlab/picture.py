@@ -32,7 +32,7 @@ from cnnlab.errors import CnnlabError, summary
 
 __all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RESAMPLING",
            "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "PixelRangeError", "ShorterSide", "as_hw",
-           "centre_crop", "decoding", "heif_note", "letterbox_fit", "read_picture"]
+           "as_its_library_feeds", "centre_crop", "decoding", "heif_note", "letterbox_fit", "read_picture"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -175,7 +175,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
             model trained on one, instead of the steps above (``invert`` still applies).
         fit: where not ``crop``, how the picture is given the output's shape: :data:`PAD` (the steps above), or as
             Ultralytics' predict feeds its networks, :data:`LETTERBOX`, :data:`STRETCH` or :data:`SHORTER_SIDE`
-            (:func:`_as_its_library_feeds`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on
+            (:func:`as_its_library_feeds`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on
             grey 114), or as a Hugging Face image processor does (a :class:`ShorterSide` of its own).
 
     Raises:
@@ -201,7 +201,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                 if crop:
                     pixels = centre_crop(im, (height, width), channels)
                 elif fit != PAD:
-                    pixels = _as_its_library_feeds(im, height, width, channels, fit)
+                    pixels = as_its_library_feeds(im, height, width, channels, fit)
                 else:
                     _reduce_decode(im, height, width)
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
@@ -264,7 +264,7 @@ def letterbox_fit(hw: tuple[int, int], input_hw: tuple[int, int], stretch: bool 
     return round((width - new_w) / 2 - 0.1), round((height - new_h) / 2 - 0.1), new_w, new_h
 
 
-def _as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int, fit: Fit) -> np.ndarray:
+def as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int, fit: Fit) -> np.ndarray:
     """An opened image as Ultralytics' predict makes it its networks' input, or a Hugging Face image processor its
     model's (a :class:`ShorterSide` of its own): uint8 ``height x width`` (grey) or ``height x width x 3``.
 
