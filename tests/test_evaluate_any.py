@@ -726,5 +726,6 @@ def test_an_ultralytics_classifier_is_scored_on_a_folder_framed_as_its_classify_
     assert (answers(framed) != answers(cropped)).sum() >= 3  # the decoding before: the answers told apart
     (tmp_path / "classes.txt").write_text("cat\ndog\nfox\n")
     before = evaluate_any(plain, data_dir=folder, options=Options.from_flags(classes=tmp_path / "classes.txt"))
-    np.testing.assert_array_equal(before.confusion.numpy(), confusion_matrix(labels, answers(cropped), labels=[0, 1, 2]))
+    np.testing.assert_array_equal(before.confusion.numpy(),
+                                  confusion_matrix(labels, answers(cropped), labels=[0, 1, 2]))
     assert "Ultralytics" not in before.scored

@@ -132,7 +132,7 @@ def importable(monkeypatch):
     return "boxes_under_test"
 
 
-def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("output0",), head: str = "Detect",
+def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("output0",), head: str | None = "Detect",
                       dynamic_axes=None) -> str:
     """``net`` exported as Ultralytics exports its networks: ``images`` in, ``output0`` out, its names, task, head's
     class and size in the metadata."""
@@ -145,6 +145,8 @@ def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("outp
     graph = onnx.load(str(path))
     for key, value in (("author", "Ultralytics"), ("task", task), ("head", head), ("imgsz", f"[{SIDE}, {SIDE}]"),
                        ("names", str(dict(enumerate(NAMES))))):
+        if value is None:  # an older export's metadata, without the key
+            continue
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(graph, str(path))
@@ -932,6 +934,37 @@ def test_ultralytics_rtdetrs_pictures_are_stretched_to_its_input_as_its_predicto
     (height, width), (x1, y1, x2, y2) = WIDE_HW, RED_BLOCK
     stretched = (x1 / width * SIDE, y1 / height * SIDE, x2 / width * SIDE, y2 / height * SIDE)
     assert all(abs(bound - edge) < 1 for bound, edge in zip(_red_bounds(fed), stretched, strict=True))
+
+
+class SamplingRtdetr(nn.Module):
+    """RT-DETR's queries (:func:`rtdetr_queries`) from a network that samples its maps where they point, as its
+    decoder's deformable attention does (``F.grid_sample``, ONNX's GridSample), which no YOLO head does."""
+
+    def __init__(self):
+        super().__init__()
+        self.queries = rtdetr_queries()
+
+    def forward(self, x):
+        sampled = nn.functional.grid_sample(x, torch.zeros(x.shape[0], 1, 1, 2), align_corners=False)
+        return self.queries(x) + 0 * sampled.mean()
+
+
+def test_an_rtdetr_export_older_than_the_head_metadata_is_stretched_as_rtdetr_reads_it(tmp_path):
+    """An RT-DETR export whose metadata does not name its head (Ultralytics' exports before the ``head`` key) was
+    letterboxed, as ``YOLO(file)`` feeds it: but YOLO(file) then reads its queries as a YOLO head's scores (by
+    hand, Ultralytics 8.4.190 on rtdetr-l built from its YAML, exported at 320 px, its ``head`` key removed: boxes of
+    corners 1.8, 0, 0.2, 0 on a 640 x 360 picture), and only ``RTDETR(file)``, which stretches the picture, gives its
+    boxes (the same as the export with the key). Told by its graph's GridSample, it is stretched as RTDETR reads it;
+    the same answer from a graph that samples nothing (a YOLO export's) stays letterboxed."""
+    picture = _wide_picture(tmp_path / "pictures")
+    path = _ultralytics_onnx(SamplingRtdetr(), tmp_path / "rtdetr.onnx", head=None)
+    model, images = open_with_images(path, tmp_path / "pictures", Options())
+    said = model.spec.describe()
+    assert "stretched to it, not letterboxed, as Ultralytics' predict does" in said
+    assert "stretch from the Ultralytics' metadata and RT-DETR's GridSample in its graph" in said
+    assert (images.images[0].double() - _resized(picture, (SIDE, SIDE))).abs().max() <= 1.5
+    plain = _ultralytics_onnx(rtdetr_queries(), tmp_path / "queries.onnx", head=None)
+    assert "letterboxed with grey 114" in open_with_images(plain, None, Options())[0].spec.describe()
 
 
 def test_another_detector_keeps_cnnlabs_own_padding(tmp_path):

@@ -99,6 +99,8 @@ MICROSOFT_STAGES = frozenset({"FusedConv", "QuickGelu", "Gelu"})
 NCHWC = "com.microsoft.nchwc"
 FLOAT = 1  # onnx.TensorProto.FLOAT
 OLDEST_OPSET = 7  # the oldest ONNX operator set onnxruntime promises to run
+# The head Ultralytics' metadata names for RT-DETR (``head``), by which its YOLO(file) picks its RT-DETR predictor
+RTDETR_HEAD = "RTDETRDecoder"
 # An initializer of more values than this is a weight, whose values shape inference never reads (shapes, axes and
 # scales, which it may, are a few values each)
 WEIGHT_SIZE = 4096
@@ -282,7 +284,7 @@ class OnnxModel:
         self.nodes = list(graph.node)  # the graph as read (the session's copy gets extra outputs)
         self.producers = {name: node for node in self.nodes for name in node.output}  # each value's node
         self.metadata = {p.key: p.value for p in model.metadata_props}
-        self.carried = _carried(self.metadata, path)
+        self.carried = _carried(self.metadata, path, self.nodes)
         self.input_name, self.spec = self._input_spec(graph, options)
         dims = _dims(next(i for i in graph.input if i.name == self.input_name))
         if dims[0] == 0:  # onnxruntime takes no image at all
@@ -984,21 +986,27 @@ def _too_old(model) -> str:
             f"onnx.version_converter.convert_version(model, {OLDEST_OPSET}) converts some graphs)")
 
 
-def _carried(metadata: dict[str, str], path: Path) -> Carried:
+def _carried(metadata: dict[str, str], path: Path, nodes: list) -> Carried:
     """What a graph from a library carries about how it is fed and what it answers: Ultralytics' metadata (its
     ``names``, and its ``imgsz`` for a dynamic export), else the files a Hugging Face export keeps beside
     ``model.onnx`` (:func:`~cnnlab.explore.hugging_face.hugging_face_carried`). Anything of another form says
     nothing, and so does anything beside a cnnlab export, which normalises inside its graph and names its classes in
-    its metadata."""
+    its metadata.
+
+    An Ultralytics RT-DETR exported before its metadata named the head (``head``) is told by its graph (``nodes``):
+    its decoder's deformable attention samples the maps where its queries point (a ``GridSample``), which no YOLO head
+    does. ``YOLO(file)`` letterboxes such a file and reads its queries as a YOLO head's scores (boxes of a pixel, or
+    none); ``RTDETR(file)``, the one way Ultralytics reads its answer, stretches it, and so is it fed here."""
     if "cnnlab.input" in metadata:
         return Carried()
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
     if names is not None or metadata.get("author") == "Ultralytics":
         size = input_sides(literal(metadata.get("imgsz", "")))
-        fit = ultralytics_fit(metadata.get("task"), metadata.get("head", "")) \
-            if metadata.get("author") == "Ultralytics" else PAD
-        return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit,
-                       fit_from="Ultralytics' metadata")
+        sampling = "head" not in metadata and any(node.op_type == "GridSample" for node in nodes)
+        head = RTDETR_HEAD if sampling else metadata.get("head", "")
+        fit = ultralytics_fit(metadata.get("task"), head) if metadata.get("author") == "Ultralytics" else PAD
+        told = "Ultralytics' metadata" + (" and RT-DETR's GridSample in its graph" if sampling else "")
+        return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit, fit_from=told)
     return hugging_face_carried(path)
 
 
