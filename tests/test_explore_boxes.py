@@ -858,14 +858,16 @@ def test_a_detector_whose_first_output_is_a_topks_scores_is_opened_and_its_boxes
 WIDE_HW, RED_BLOCK, LETTERBOXED_ROWS = (74, 128), (68, 38, 108, 70), (13, 50)
 
 
-def _wide_picture(folder: Path) -> np.ndarray:
-    """The wide picture, saved as ``folder``/wide.png, and returned (uint8 ``H x W x 3``)."""
-    y, x = np.mgrid[0:WIDE_HW[0], 0:WIDE_HW[1]]
+def _wide_picture(folder: Path, name: str = "wide.png", hw: tuple[int, int] = WIDE_HW,
+                  block: tuple[int, ...] = RED_BLOCK) -> np.ndarray:
+    """The wide picture (or another of ``hw`` and its red ``block``), saved as ``folder``/``name`` in a new folder, and
+    returned (uint8 ``H x W x 3``)."""
+    y, x = np.mgrid[0:hw[0], 0:hw[1]]
     picture = np.stack([x * 2, np.full_like(x, 200), y * 3], 2).astype(np.uint8)
-    x1, y1, x2, y2 = RED_BLOCK
+    x1, y1, x2, y2 = block
     picture[y1:y2, x1:x2] = (255, 0, 0)
     folder.mkdir()
-    Image.fromarray(picture).save(folder / "wide.png")
+    Image.fromarray(picture).save(folder / name)
     return picture
 
 
@@ -1057,15 +1059,6 @@ def ultralytics_red_finder():
     return UltralyticsRedFinder()
 
 
-def _strip_picture(folder: Path) -> None:
-    y, x = np.mgrid[0:STRIP_HW[0], 0:STRIP_HW[1]]
-    picture = np.stack([x * 2, np.full_like(x, 200), y * 3], 2).astype(np.uint8)
-    x1, y1, x2, y2 = STRIP_BLOCK
-    picture[y1:y2, x1:x2] = (255, 0, 0)
-    folder.mkdir()
-    Image.fromarray(picture).save(folder / "strip.png")
-
-
 def _found_box(model, image: torch.Tensor) -> tuple[int, ...]:
     """The box the red finder drew over ``image``, read from the page's picture of it: the bounds of its colour."""
     [entry] = analyze_image(model, image)["outputs"]
@@ -1088,7 +1081,7 @@ def test_an_ultralytics_export_of_dynamic_sides_is_letterboxed_to_its_minimum_re
     whole square, another input, on which the network's boxes and scores differ. Gallery and upload alike, the network
     is fed the picture's minimum rectangle and its box lands on the red block there; the gallery keeps the whole
     square's letterbox for its thumbnail. A fixed export is fed the square as before."""
-    _strip_picture(tmp_path / "pictures")
+    _wide_picture(tmp_path / "pictures", "strip.png", STRIP_HW, STRIP_BLOCK)
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch"}} if axes else None
     path = _ultralytics_onnx(RedFinder(), tmp_path / "yolo.onnx", dynamic_axes=dynamic,
                              more=(("stride", "32"), ("args", args)))
@@ -1115,7 +1108,7 @@ def test_an_ultralytics_export_of_dynamic_sides_is_letterboxed_to_its_minimum_re
 def test_an_ultralytics_network_given_as_a_module_is_fed_its_minimum_rectangle(tmp_path, importable):
     """Ultralytics' predict feeds a PyTorch network each picture letterboxed only up to a multiple of its stride (the
     larger of its strides and 32): the module was fed the whole square."""
-    _strip_picture(tmp_path / "pictures")
+    _wide_picture(tmp_path / "pictures", "strip.png", STRIP_HW, STRIP_BLOCK)
     model, images = open_with_images(f"{importable}:ultralytics_red_finder", tmp_path / "pictures",
                                      Options(input_size=SIDE))
     spec = model.spec
