@@ -195,9 +195,9 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
             model trained on one, instead of the steps above (``invert`` still applies).
         fit: where not ``crop``, how the picture is given the output's shape: :data:`PAD` (the steps above), or as
             Ultralytics' predict feeds its networks, :data:`LETTERBOX`, a :class:`Letterbox`, :data:`STRETCH` or
-            :data:`SHORTER_SIDE`
-            (:func:`as_its_library_feeds`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on
-            grey 114), or as a Hugging Face image processor does (a :class:`ShorterSide` of its own).
+            :data:`SHORTER_SIDE` (:func:`as_its_library_feeds`: decoded whole, alpha dropped, resized bilinearly
+            and, letterboxed, on grey 114), or as a Hugging Face image processor does (a :class:`ShorterSide` of its
+            own).
 
     Raises:
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
