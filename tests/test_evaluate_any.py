@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from torch import nn
 
@@ -679,3 +679,53 @@ def test_a_model_of_non_square_input_is_scored_on_pictures_cropped_to_its_shape(
     assert result.accuracy == pytest.approx(accuracy_score(labels, predicted)) == 1.0
     np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, predicted, labels=[0, 1]))
     assert accuracy_score(labels, squashed) == pytest.approx(5 / 8)  # the decoding before: the figure told apart
+
+
+def test_an_ultralytics_classifier_is_scored_on_a_folder_framed_as_its_classify_predict_frames_each_picture(
+        tmp_path, cache):
+    """Ultralytics' classify predict (8.4.190, models/yolo/classify/predict.py: classify_transforms) turns each picture
+    upright by its EXIF orientation (cv2.imread), resizes its shorter side to the input's (torchvision's Resize,
+    Pillow's bilinear) and crops the centre (CenterCrop). eval of its ONNX export (metadata author Ultralytics, task
+    classify) decoded a folder as cnnlab's own folders are (sideways, cropped before resizing), so its answers for a
+    picture were not its users'; torchvision's transforms, as Ultralytics calls them, are the oracle. The same network
+    without that metadata is scored on the folder's centre crops as before."""
+    import onnx
+    import torchvision.transforms as T
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)).eval()  # of every pixel where it is: turns count
+    with torch.no_grad():
+        net[1].bias.copy_(-0.5 * net[1].weight.sum(1))  # of the pixels' departures from grey: answers that vary
+    plain = _onnx(net, tmp_path / "plain.onnx")
+    model = onnx.load(str(plain))
+    for key, value in (("author", "Ultralytics"), ("task", "classify"), ("imgsz", "[16, 16]"),
+                       ("names", "{0: 'cat', 1: 'dog', 2: 'fox'}")):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp_path / "yolo-cls.onnx"))
+    folder, rng = tmp_path / "pets", np.random.default_rng(5)
+    framed, cropped, labels = [], [], []
+    for label, name in enumerate(FOLDER_CLASSES):
+        (folder / name).mkdir(parents=True)
+        for i, (w, h) in enumerate([(37, 20), (20, 45), (30, 23), (17, 29)]):
+            picture = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            exif = Image.Exif()
+            exif[0x0112] = (6, 8, 3, 1)[i]  # a phone's photo, stored turned
+            picture.save(folder / name / f"{i}.png", exif=exif)
+            upright = ImageOps.exif_transpose(Image.open(folder / name / f"{i}.png")).convert("RGB")
+            framed.append(np.asarray(T.Compose([T.Resize(16), T.CenterCrop(16)])(upright)))
+            cropped.append(np.asarray(ImageOps.fit(picture, (16, 16), method=Image.Resampling.BILINEAR)))
+            labels.append(label)
+
+    def answers(pictures):
+        with torch.no_grad():
+            return net(torch.tensor(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255).argmax(1).numpy()
+
+    result = evaluate_any(tmp_path / "yolo-cls.onnx", data_dir=folder)
+    np.testing.assert_array_equal(result.confusion.numpy(), confusion_matrix(labels, answers(framed), labels=[0, 1, 2]))
+    assert "resized by the shorter side and centre-cropped as Ultralytics' classify predict does" in result.scored
+    assert (answers(framed) != answers(cropped)).sum() >= 3  # the decoding before: the answers told apart
+    (tmp_path / "classes.txt").write_text("cat\ndog\nfox\n")
+    before = evaluate_any(plain, data_dir=folder, options=Options.from_flags(classes=tmp_path / "classes.txt"))
+    np.testing.assert_array_equal(before.confusion.numpy(),
+                                  confusion_matrix(labels, answers(cropped), labels=[0, 1, 2]))
+    assert "Ultralytics" not in before.scored

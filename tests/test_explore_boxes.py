@@ -132,10 +132,10 @@ def importable(monkeypatch):
     return "boxes_under_test"
 
 
-def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("output0",), head: str = "Detect",
-                      dynamic_axes=None) -> str:
+def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("output0",), head: str | None = "Detect",
+                      dynamic_axes=None, more: tuple[tuple[str, str], ...] = ()) -> str:
     """``net`` exported as Ultralytics exports its networks: ``images`` in, ``output0`` out, its names, task, head's
-    class and size in the metadata."""
+    class and size in the metadata (and ``more`` of it)."""
     import onnx
 
     with warnings.catch_warnings():
@@ -144,7 +144,9 @@ def _ultralytics_onnx(net: nn.Module, path, task: str = "detect", outputs=("outp
                           input_names=["images"], output_names=list(outputs), dynamic_axes=dynamic_axes)
     graph = onnx.load(str(path))
     for key, value in (("author", "Ultralytics"), ("task", task), ("head", head), ("imgsz", f"[{SIDE}, {SIDE}]"),
-                       ("names", str(dict(enumerate(NAMES))))):
+                       ("names", str(dict(enumerate(NAMES)))), *more):
+        if value is None:  # an older export's metadata, without the key
+            continue
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(graph, str(path))
@@ -856,14 +858,16 @@ def test_a_detector_whose_first_output_is_a_topks_scores_is_opened_and_its_boxes
 WIDE_HW, RED_BLOCK, LETTERBOXED_ROWS = (74, 128), (68, 38, 108, 70), (13, 50)
 
 
-def _wide_picture(folder: Path) -> np.ndarray:
-    """The wide picture, saved as ``folder``/wide.png, and returned (uint8 ``H x W x 3``)."""
-    y, x = np.mgrid[0:WIDE_HW[0], 0:WIDE_HW[1]]
+def _wide_picture(folder: Path, name: str = "wide.png", hw: tuple[int, int] = WIDE_HW,
+                  block: tuple[int, ...] = RED_BLOCK) -> np.ndarray:
+    """The wide picture (or another of ``hw`` and its red ``block``), saved as ``folder``/``name`` in a new folder, and
+    returned (uint8 ``H x W x 3``)."""
+    y, x = np.mgrid[0:hw[0], 0:hw[1]]
     picture = np.stack([x * 2, np.full_like(x, 200), y * 3], 2).astype(np.uint8)
-    x1, y1, x2, y2 = RED_BLOCK
+    x1, y1, x2, y2 = block
     picture[y1:y2, x1:x2] = (255, 0, 0)
     folder.mkdir()
-    Image.fromarray(picture).save(folder / "wide.png")
+    Image.fromarray(picture).save(folder / name)
     return picture
 
 
@@ -934,6 +938,37 @@ def test_ultralytics_rtdetrs_pictures_are_stretched_to_its_input_as_its_predicto
     assert all(abs(bound - edge) < 1 for bound, edge in zip(_red_bounds(fed), stretched, strict=True))
 
 
+class SamplingRtdetr(nn.Module):
+    """RT-DETR's queries (:func:`rtdetr_queries`) from a network that samples its maps where they point, as its
+    decoder's deformable attention does (``F.grid_sample``, ONNX's GridSample), which no YOLO head does."""
+
+    def __init__(self):
+        super().__init__()
+        self.queries = rtdetr_queries()
+
+    def forward(self, x):
+        sampled = nn.functional.grid_sample(x, torch.zeros(x.shape[0], 1, 1, 2), align_corners=False)
+        return self.queries(x) + 0 * sampled.mean()
+
+
+def test_an_rtdetr_export_older_than_the_head_metadata_is_stretched_as_rtdetr_reads_it(tmp_path):
+    """An RT-DETR export whose metadata does not name its head (Ultralytics' exports before the ``head`` key) was
+    letterboxed, as ``YOLO(file)`` feeds it: but YOLO(file) then reads its queries as a YOLO head's scores (by
+    hand, Ultralytics 8.4.190 on rtdetr-l built from its YAML, exported at 320 px, its ``head`` key removed: boxes of
+    corners 1.8, 0, 0.2, 0 on a 640 x 360 picture), and only ``RTDETR(file)``, which stretches the picture, gives its
+    boxes (the same as the export with the key). Told by its graph's GridSample, it is stretched as RTDETR reads it;
+    the same answer from a graph that samples nothing (a YOLO export's) stays letterboxed."""
+    picture = _wide_picture(tmp_path / "pictures")
+    path = _ultralytics_onnx(SamplingRtdetr(), tmp_path / "rtdetr.onnx", head=None)
+    model, images = open_with_images(path, tmp_path / "pictures", Options())
+    said = model.spec.describe()
+    assert "stretched to it, not letterboxed, as Ultralytics' predict does" in said
+    assert "stretch from the Ultralytics' metadata and RT-DETR's GridSample in its graph" in said
+    assert (images.images[0].double() - _resized(picture, (SIDE, SIDE))).abs().max() <= 1.5
+    plain = _ultralytics_onnx(rtdetr_queries(), tmp_path / "queries.onnx", head=None)
+    assert "letterboxed with grey 114" in open_with_images(plain, None, Options())[0].spec.describe()
+
+
 def test_another_detector_keeps_cnnlabs_own_padding(tmp_path):
     """Only an export Ultralytics' metadata names as its own is letterboxed: the same head exported without it is fed
     as before, resized with Lanczos onto its corners' median colour."""
@@ -971,10 +1006,114 @@ def test_an_ultralytics_network_given_as_a_module_is_named_and_letterboxed(tmp_p
     model, images = open_with_images(f"{importable}:ultralytics_detector", tmp_path / "pictures",
                                      Options(input_size=SIDE))
     assert model.classes == NAMES
-    assert "letterboxed with grey 114 as Ultralytics' predict does" in model.spec.describe()
-    fed = images.images[0]
+    assert "letterboxed with grey 114 padded only to a multiple of its stride, 32" in model.spec.describe()
+    fed = images.fed(0)  # its 27 rows of padding are less than a stride: the whole input
     top, bottom = LETTERBOXED_ROWS
     assert (fed[:, :top] == 114).all() and (fed[:, bottom:] == 114).all()
     assert (fed[:, top:bottom].double() - _resized(picture, (bottom - top, SIDE))).abs().max() <= 1.5
     [entry] = analyze_image(model, fed)["outputs"]
     assert _drawn(entry) == [(name, score) for name, score, *_ in KEPT]
+
+
+# A picture of 128 x 40 with a red block at x 68-108, y 10-30. Ultralytics' LetterBox halves it to 64 x 20: on the
+# whole 64 x 64 input, 22 rows of grey above and below; padded only to a multiple of the stride, 32 (its `auto`, for a
+# PyTorch network or an export of dynamic sides), 44 rows of padding keep 44 % 32 = 12, 6 above and 6 below: a 32 x 64
+# input, the block at x 34-54, y 11-21 (y 27-37 in the whole square). By hand, Ultralytics 8.4.190's predictor fed
+# yolov8n exported with dynamic=True a 640 x 384 input for a 640 x 360 picture, and 640 x 640 exported without it.
+STRIP_HW, STRIP_BLOCK, STRIP_INPUT, STRIP_ROWS = (40, 128), (68, 10, 108, 30), (32, 64), (6, 26)
+
+
+class RedFinder(nn.Module):
+    """A detector of any input size that answers in rows of x1, y1, x2, y2, score and class (an end-to-end list, as
+    YOLO26 exports one): its one box is the bounds of the red pixels of the input it is fed, so that its answer says
+    where the picture lay in that input. As a module, it keeps the shapes it was fed (``fed``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fed: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+            self.fed.append(tuple(x.shape))
+        red = ((x[:, 0] > 0.8) & (x[:, 1] < 0.25)).float()  # N x H x W
+        ys = torch.arange(x.shape[2], dtype=x.dtype).view(1, -1, 1)
+        xs = torch.arange(x.shape[3], dtype=x.dtype).view(1, 1, -1)
+        away = (1 - red) * 1e4
+        box = [(xs + away).amin((1, 2)), (ys + away).amin((1, 2)), (xs - away).amax((1, 2)) + 1,
+               (ys - away).amax((1, 2)) + 1]
+        row = torch.stack([*box, torch.full_like(box[0], 0.9), torch.zeros_like(box[0])], 1)  # N x 6: a cat
+        return torch.stack([row, torch.zeros_like(row)], 1)
+
+
+class UltralyticsRedFinder(RedFinder):
+    """:class:`RedFinder` as ``YOLO(...).model`` gives a network: its class in ultralytics.nn.tasks, its task, names
+    and strides plain attributes."""
+
+    task, names, stride = "detect", dict(enumerate(NAMES)), torch.tensor([8.0, 16.0, 32.0])
+
+
+UltralyticsRedFinder.__module__ = "ultralytics.nn.tasks"
+
+
+def ultralytics_red_finder():
+    return UltralyticsRedFinder()
+
+
+def _found_box(model, image: torch.Tensor) -> tuple[int, ...]:
+    """The box the red finder drew over ``image``, read from the page's picture of it: the bounds of its colour."""
+    [entry] = analyze_image(model, image)["outputs"]
+    drawn, colour = _picture(entry), bytes.fromhex(entry["detected"][0]["colour"][1:])
+    assert drawn.shape[:2] == tuple(image.shape[-2:])  # the page shows the input the network saw
+    ys, xs = np.nonzero((drawn == np.frombuffer(colour, np.uint8)).all(2))
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())  # drawn on x2 and y2
+
+
+@pytest.mark.parametrize("args, axes, rectangle", [
+    ("{'dynamic': True, 'batch': 1}", True, True),
+    (None, True, True),  # no export args: Ultralytics goes by the output's batch, free
+    ("{'dynamic': False}", True, False),  # its export args say fixed: the whole square, whatever the graph's axes
+    ("{'dynamic': True}", False, False),  # fixed sides, which a rectangle would fail on
+])
+def test_an_ultralytics_export_of_dynamic_sides_is_letterboxed_to_its_minimum_rectangle(tmp_path, args, axes,
+                                                                                         rectangle):
+    """Ultralytics' predict letterboxes a picture for an export of dynamic sides (by its export args, else by its
+    output's free batch) only up to a multiple of the stride, as for a PyTorch network: the explorer padded it to the
+    whole square, another input, on which the network's boxes and scores differ. Gallery and upload alike, the network
+    is fed the picture's minimum rectangle and its box lands on the red block there; the gallery keeps the whole
+    square's letterbox for its thumbnail. A fixed export is fed the square as before."""
+    _wide_picture(tmp_path / "pictures", "strip.png", STRIP_HW, STRIP_BLOCK)
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch"}} if axes else None
+    path = _ultralytics_onnx(RedFinder(), tmp_path / "yolo.onnx", dynamic_axes=dynamic,
+                             more=(("stride", "32"), ("args", args)))
+    model, images = open_with_images(path, tmp_path / "pictures", Options())
+    spec, (top, bottom) = model.spec, STRIP_ROWS
+    upload = decode_upload((tmp_path / "pictures" / "strip.png").read_bytes(), spec.channels, spec.read_hw,
+                           crop=spec.crop, fit=spec.fit)
+    x1, y1, x2, y2 = 34, 11, 54, 21
+    if not rectangle:
+        assert "letterboxed with grey 114 as Ultralytics' predict does" in spec.describe()
+        assert upload.shape == (3, SIDE, SIDE) and _found_box(model, upload) == (x1, y1 + 16, x2, y2 + 16)
+        assert torch.equal(upload, images.fed(0))
+        return
+    assert "padded only to a multiple of its stride, 32" in spec.describe()
+    assert upload.shape == (3, *STRIP_INPUT)
+    assert (upload[:, :top] == 114).all() and (upload[:, bottom:] == 114).all()
+    assert not (upload[:, top:bottom] == 114).all(0).any()
+    assert _found_box(model, upload) == (x1, y1, x2, y2)
+    assert torch.equal(upload, images.fed(0))
+    whole = images.images[0]  # the thumbnail: the whole square's letterbox, the rectangle in its middle
+    assert whole.shape == (3, SIDE, SIDE) and torch.equal(whole[:, 16:48], upload) and (whole[:, :16] == 114).all()
+
+
+def test_an_ultralytics_network_given_as_a_module_is_fed_its_minimum_rectangle(tmp_path, importable):
+    """Ultralytics' predict feeds a PyTorch network each picture letterboxed only up to a multiple of its stride (the
+    larger of its strides and 32): the module was fed the whole square."""
+    _wide_picture(tmp_path / "pictures", "strip.png", STRIP_HW, STRIP_BLOCK)
+    model, images = open_with_images(f"{importable}:ultralytics_red_finder", tmp_path / "pictures",
+                                     Options(input_size=SIDE))
+    spec = model.spec
+    upload = decode_upload((tmp_path / "pictures" / "strip.png").read_bytes(), spec.channels, spec.read_hw,
+                           crop=spec.crop, fit=spec.fit)
+    assert _found_box(model, upload) == (34, 11, 54, 21)
+    assert model.model.fed[-1] == (1, 3, *STRIP_INPUT)
+    assert torch.equal(images.fed(0), upload)

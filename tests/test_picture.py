@@ -11,7 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.picture import LETTERBOX, SHORTER_SIDE, STRETCH, _bilinear, letterbox_fit, read_picture
+from cnnlab.picture import (
+    LETTERBOX,
+    SHORTER_SIDE,
+    STRETCH,
+    Letterbox,
+    _bilinear,
+    letterbox_fit,
+    minimum_rectangle,
+    read_picture,
+)
 
 # A 5 x 7 grey picture (numpy's default_rng(7) integers) and what OpenCV 5.1.0's cv2.resize(picture, (width, height),
 # interpolation=cv2.INTER_LINEAR) made of it: shrunk to 4 x 3, and enlarged to 11 x 8, where 12 of its pixels are a
@@ -65,6 +74,31 @@ def test_the_letterbox_places_the_picture_as_ultralytics_letterbox_does(hw, inpu
     places are those Ultralytics 8.4.190's LetterBox(input_hw, auto=False).get_params gave.)"""
     assert letterbox_fit(hw, input_hw) == expected
     assert letterbox_fit(hw, input_hw, stretch=True) == (0, 0, input_hw[1], input_hw[0])
+
+
+@pytest.mark.parametrize("hw, input_hw, place, rectangle", [
+    ((360, 640), (640, 640), (0, 12, 640, 360), (384, 640)),  # its predictor fed yolov8n (dynamic=True) 384 x 640
+    ((500, 300), (640, 640), (0, 0, 384, 640), (640, 384)),
+    ((360, 640), (320, 320), (0, 6, 320, 180), (192, 320)),  # and 192 x 320 at imgsz=320
+    ((3, 3000), (320, 320), (0, 15, 320, 1), (32, 320)),  # a padding of 31: 15 above, 16 below
+    ((90, 160), (64, 64), (0, 14, 64, 36), (64, 64)),  # 28 rows of padding, less than a stride: all kept
+    ((517, 333), (320, 320), (9, 0, 206, 320), (320, 224)),
+    ((333, 517), (320, 480), (0, 5, 480, 309), (320, 480)),
+])
+def test_the_minimum_rectangle_is_ultralytics_letterbox_to_a_multiple_of_the_stride(hw, input_hw, place, rectangle):
+    """For a network of any input shape (a PyTorch one, an export of dynamic sides) Ultralytics' predict letterboxes
+    a picture only up to a multiple of the stride (LetterBox's auto): each side's padding modulo 32, halved as before.
+    The places and shapes are those Ultralytics 8.4.190's LetterBox(input_hw, auto=True, stride=32) gave (get_params,
+    and the shape of the image it returned); read_picture makes that input, its picture where letterbox_fit puts it."""
+    assert letterbox_fit(hw, input_hw, stride=32) == place
+    assert minimum_rectangle(hw, input_hw, 32) == rectangle
+    picture = io.BytesIO()
+    Image.fromarray(np.full((*hw, 3), 200, np.uint8)).save(picture, "PNG")
+    fed = read_picture(picture.getvalue(), name="the upload", channels=3, size=input_hw, invert=False,
+                       max_bytes=2**20, max_pixels=10**7, fit=Letterbox(32))
+    left, top, width, height = place
+    assert fed.shape == (3, *rectangle) and (fed[:, top:top + height, left:left + width] == 200).all()
+    assert int((fed == 114).all(0).sum()) == rectangle[0] * rectangle[1] - width * height
 
 
 @pytest.mark.parametrize("fit", [LETTERBOX, STRETCH, SHORTER_SIDE])

@@ -31,8 +31,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cnnlab.errors import CnnlabError, summary
 
 __all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RESAMPLING",
-           "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "PixelRangeError", "ShorterSide", "as_hw",
-           "centre_crop", "decoding", "heif_note", "letterbox_fit", "read_picture"]
+           "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "Letterbox", "PixelRangeError", "ShorterSide", "as_hw",
+           "as_its_library_feeds", "centre_crop", "decoding", "heif_note", "letterbox_fit", "minimum_rectangle",
+           "read_picture"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -86,8 +87,26 @@ class ShorterSide(NamedTuple):
 
 # Ultralytics' classifiers' fit: torchvision's Resize of the shorter side to the input's, then CenterCrop
 SHORTER_SIDE = ShorterSide()
-# How a picture is given the model's shape: PAD, LETTERBOX, STRETCH or a ShorterSide
-Fit = str | ShorterSide
+
+
+class Letterbox(NamedTuple):
+    """Ultralytics' letterbox of a network that takes pictures of any shape (a PyTorch network, or an export of
+    dynamic sides): the picture resized as :data:`LETTERBOX` resizes it to fit the input, but padded only up to a
+    multiple of ``stride`` (its predictor's ``auto``, "minimum rectangle"), so that each picture's input has a shape of
+    its own, at most the input's (:func:`minimum_rectangle`).
+
+    Attributes:
+        stride: the network's largest stride (Ultralytics' ``stride``; 32 for its YOLO detectors).
+    """
+
+    stride: int
+
+    def __str__(self) -> str:  # its name where the page says where a fit was read, as LETTERBOX's
+        return LETTERBOX
+
+
+# How a picture is given the model's shape: PAD, LETTERBOX, STRETCH, a Letterbox or a ShorterSide
+Fit = str | ShorterSide | Letterbox
 
 
 def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -158,7 +177,8 @@ class PixelRangeError(ValueError):
 def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | tuple[int, int], invert: bool,
                  max_bytes: int, max_pixels: int, crop: bool = False, fit: Fit = PAD) -> torch.Tensor:
     """Decode ``source`` (the file's bytes or its path) as a uint8 ``channels x size x size`` image (``channels x
-    height x width`` for a ``size`` of ``(height, width)``).
+    height x width`` for a ``size`` of ``(height, width)``; of the picture's own :func:`minimum_rectangle` within it
+    for a :class:`Letterbox` fit).
 
     Steps: size checks (bytes, then the header's pixel count); EXIF orientation applied; transparent pixels laid
     on the background (black, or white with ``invert``); 16-bit and float images rescaled to 8 bits; grey
@@ -174,9 +194,10 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
         crop: after the size checks, decode as a folder of images decodes its files (:func:`centre_crop`), for a
             model trained on one, instead of the steps above (``invert`` still applies).
         fit: where not ``crop``, how the picture is given the output's shape: :data:`PAD` (the steps above), or as
-            Ultralytics' predict feeds its networks, :data:`LETTERBOX`, :data:`STRETCH` or :data:`SHORTER_SIDE`
-            (:func:`_as_its_library_feeds`: decoded whole, alpha dropped, resized bilinearly and, letterboxed, on
-            grey 114), or as a Hugging Face image processor does (a :class:`ShorterSide` of its own).
+            Ultralytics' predict feeds its networks, :data:`LETTERBOX`, a :class:`Letterbox`, :data:`STRETCH` or
+            :data:`SHORTER_SIDE` (:func:`as_its_library_feeds`: decoded whole, alpha dropped, resized bilinearly
+            and, letterboxed, on grey 114), or as a Hugging Face image processor does (a :class:`ShorterSide` of its
+            own).
 
     Raises:
         CnnlabError: empty, above ``max_bytes`` or ``max_pixels``, not an image, truncated or corrupt, or 32-bit
@@ -201,7 +222,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                 if crop:
                     pixels = centre_crop(im, (height, width), channels)
                 elif fit != PAD:
-                    pixels = _as_its_library_feeds(im, height, width, channels, fit)
+                    pixels = as_its_library_feeds(im, height, width, channels, fit)
                 else:
                     _reduce_decode(im, height, width)
                     im = ImageOps.exif_transpose(im)  # decodes the pixels
@@ -247,31 +268,47 @@ def decoding(crop: bool, channels: int, side: int) -> str:
             "of the median colour of its four corners")
 
 
-def letterbox_fit(hw: tuple[int, int], input_hw: tuple[int, int], stretch: bool = False) -> tuple[int, int, int, int]:
+def letterbox_fit(hw: tuple[int, int], input_hw: tuple[int, int], stretch: bool = False,
+                  stride: int | None = None) -> tuple[int, int, int, int]:
     """Where Ultralytics' ``LetterBox`` puts a picture of ``hw`` (height, width) in an input of ``input_hw``:
     ``(left, top, width, height)`` of the resized picture, the rest of the input grey.
 
     Its own arithmetic (ultralytics/data/augment.py, 8.4): each side scaled by the smaller of the two ratios and rounded
     by Python's ``round`` (half to even), at least 1 pixel; the padding halved, the left and top ``round(pad / 2 -
     0.1)``, so that an odd padding puts its extra pixel right or below. ``stretch`` (its ``scale_fill``): the whole
-    input, no padding. Its ``scale_boxes`` undoes the same arithmetic to put the boxes back on the picture.
+    input, no padding. ``stride`` (its ``auto``): each side's padding only what its length lacks of a multiple of the
+    stride (the padding modulo the stride), the place then in the :func:`minimum_rectangle`. Its ``scale_boxes`` undoes
+    the same arithmetic to put the boxes back on the picture.
     """
     (h, w), (height, width) = hw, input_hw
     if stretch:
         return 0, 0, width, height
     r = min(height / h, width / w)
     new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
-    return round((width - new_w) / 2 - 0.1), round((height - new_h) / 2 - 0.1), new_w, new_h
+    pad_w, pad_h = width - new_w, height - new_h
+    if stride:
+        pad_w, pad_h = pad_w % stride, pad_h % stride
+    return round(pad_w / 2 - 0.1), round(pad_h / 2 - 0.1), new_w, new_h
 
 
-def _as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int, fit: Fit) -> np.ndarray:
+def minimum_rectangle(hw: tuple[int, int], input_hw: tuple[int, int], stride: int) -> tuple[int, int]:
+    """The height and width of the input Ultralytics' letterbox of ``stride`` (:class:`Letterbox`) gives a picture of
+    ``hw`` for an input of ``input_hw``: each side of the picture resized as :func:`letterbox_fit` resizes it, padded
+    up to the input's side less as many whole strides as fit in its padding (a 640 x 360 picture for a 640 x 640
+    input of stride 32: 640 x 384)."""
+    _, _, new_w, new_h = letterbox_fit(hw, input_hw)
+    return new_h + (input_hw[0] - new_h) % stride, new_w + (input_hw[1] - new_w) % stride
+
+
+def as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int, fit: Fit) -> np.ndarray:
     """An opened image as Ultralytics' predict makes it its networks' input, or a Hugging Face image processor its
     model's (a :class:`ShorterSide` of its own): uint8 ``height x width`` (grey) or ``height x width x 3``.
 
     As OpenCV's ``imread`` reads a file for it: decoded whole (a reduced decode would be another picture), its EXIF
     orientation applied, alpha dropped (not laid on a background), 16-bit scaled to 8 bits. Then, for a detector
     (engine/predictor.py), resized as OpenCV's bilinear does (:func:`_bilinear`) to fit (:func:`letterbox_fit`) on
-    grey 114, or to the whole input (:data:`STRETCH`); for a classifier (:data:`SHORTER_SIDE`, its
+    grey 114, the whole input or, for a :class:`Letterbox`, the picture's :func:`minimum_rectangle` (then of that
+    height and width), or resized to the whole input (:data:`STRETCH`); for a classifier (:data:`SHORTER_SIDE`, its
     classify_transforms), by torchvision's ``Resize(side)`` (the shorter side to the input's, the longer ``int(side *
     longer / shorter)``; Pillow's bilinear, antialiased) and ``CenterCrop`` (the crop's offsets rounded), or
     resized to a non-square input whole. A Hugging Face processor's (transformers' ``get_resize_output_image_size``
@@ -290,7 +327,10 @@ def _as_its_library_feeds(im: Image.Image, height: int, width: int, channels: in
         left, top = half(size[0] - width), half(size[1] - height)
         return np.asarray(im.crop((left, top, left + width, top + height)))
     picture = np.asarray(im)
-    left, top, new_w, new_h = letterbox_fit(picture.shape[:2], (height, width), stretch=fit == STRETCH)
+    stride = fit.stride if isinstance(fit, Letterbox) else None
+    left, top, new_w, new_h = letterbox_fit(picture.shape[:2], (height, width), stretch=fit == STRETCH, stride=stride)
+    if stride:
+        height, width = minimum_rectangle(picture.shape[:2], (height, width), stride)
     canvas = np.full((height, width, *picture.shape[2:]), LETTERBOX_GREY, dtype=np.uint8)
     canvas[top:top + new_h, left:left + new_w] = _bilinear(picture, new_h, new_w)
     return canvas

@@ -35,7 +35,10 @@ anything is decoded. Unreadable files are refused by name, or skipped with ``ski
 named, in the notices). A held-out image whose decoded pixels are a training image's (a copy in both splits) is counted
 in the notices too. Mirrored images are assumed to keep their class (``flip=True``; a run's ``flip`` setting overrides
 it). An ``image_size`` of ``(height, width)`` (``cnnlab eval`` of a model from elsewhere whose input is not square)
-resizes each image to cover that shape and crops its centre to it.
+resizes each image to cover that shape and crops its centre to it. A ``fit`` decodes each file as that library's
+predict frames a picture instead (:func:`cnnlab.picture.as_its_library_feeds`, its EXIF orientation applied):
+``cnnlab eval`` of an Ultralytics classifier, whose users' answers come from pictures resized by the shorter side before
+the centre is cropped, not cropped before they are resized; such a set is cached apart.
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of
@@ -73,7 +76,16 @@ from cnnlab.data.split import SPLIT_NAMES, shown_share, stratified_split
 from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memory_mapped, open_raw, write_raw
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
-from cnnlab.picture import PICTURE_FORMATS, PixelRangeError, as_hw, centre_crop, heif_note, picture_extensions
+from cnnlab.picture import (
+    PICTURE_FORMATS,
+    Fit,
+    PixelRangeError,
+    as_hw,
+    as_its_library_feeds,
+    centre_crop,
+    heif_note,
+    picture_extensions,
+)
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "csvs_to_name", "find_labels_csv",
            "has_validation_folder", "held_out_source", "load_folder", "moved_folder", "read_csv_labels",
@@ -106,11 +118,13 @@ class _File:
 SKIP_HINT = "pass --skip-bad-images (skip_bad=True in Python) to skip such files"
 
 def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, channels: int | None = None,
-                skip_bad: bool = False, test_split: float | None = None, **_options) -> ImageDataset:
+                skip_bad: bool = False, test_split: float | None = None, fit: Fit | None = None,
+                **_options) -> ImageDataset:
     """Load ``folder:PATH`` (see the module docstring for layouts, decoding and the cache); ``image_size``: a side, or
     a ``(height, width)``; ``test_split``: where the folder brings no test split (elsewhere it has no say: a run that
     drew one is scored on another folder's own), the share (< 1) or number (>= 1) of its images drawn as one, or 0 for
-    none (default: :data:`HOLDOUT`)."""
+    none (default: :data:`HOLDOUT`); ``fit``: each file framed as :func:`cnnlab.picture.as_its_library_feeds` frames
+    it for that fit, not centre-cropped (None)."""
     if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
         height, width = (positive_int(side, "image_size") for side in image_size)
         image_size = height if height == width else (height, width)  # a square as its side: one cache entry
@@ -139,6 +153,8 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
                "holdout": None if listing.held else [share, HOLDOUT_SEED], "val": listing.val_name is not None}
     if listing.csv is not None:  # a CSV that renames a class keeps every file's path and label number
         options["classes"] = list(listing.classes)
+    if fit is not None:  # other pixels, another entry; the centre crop's entries keep the key they had
+        options["fit"] = repr(fit)
     train_files, held_files = listing.train, listing.test
     every_file = train_files + held_files + listing.val
     key = _cache_key(root, every_file, options)
@@ -157,7 +173,7 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if data is None:
         data = _decode_all(cache, key, name, root, listing.classes,
                            {"train": train_files, "test": held_files, "val": listing.val}, image_size, channels,
-                           skip_bad, [split_note, *listing.notes], identity)
+                           skip_bad, [split_note, *listing.notes], identity, fit)
     if listing.passed_over:  # said at every start, of the folder as it is (the cache's key holds only the images)
         data = replace(data, notices=(*listing.passed_over, *data.notices))
     untested = _untested(data, listing) if listing.held or share else ""  # not of a test split asked to be none
@@ -562,15 +578,17 @@ def _is_grey(img, path: Path) -> bool:
     return False
 
 
-def _decode(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray, bytes]:
-    """One image as uint8 ``channels x height x width``, and a digest of the file's bytes (read once for both)."""
+def _decode(path: Path, size: tuple[int, int], channels: int, fit: Fit | None = None) -> tuple[np.ndarray, bytes]:
+    """One image as uint8 ``channels x height x width`` (centre-cropped, or framed as ``fit`` says where one is
+    given), and a digest of the file's bytes (read once for both)."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise _BadImage(f"{path}: not readable ({type(e).__name__}: {e})") from e
     with _open(path, data) as img:
         try:
-            array = centre_crop(img, size, channels)
+            array = centre_crop(img, size, channels) if fit is None else \
+                as_its_library_feeds(img, *size, channels, fit)
         except PixelRangeError as e:
             raise _BadImage(f"{path}: {e}") from e
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -636,7 +654,7 @@ def _check_enlarged(root: Path, n: int, chans: int, hw: tuple[int, int], own: in
 
 def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...],
                 splits: dict[str, list[_File]], image_size: int | tuple[int, int] | None, channels: int | None,
-                skip_bad: bool, notes: list[str], identity: tuple) -> ImageDataset:
+                skip_bad: bool, notes: list[str], identity: tuple, fit: Fit | None = None) -> ImageDataset:
     """Decode the ``splits`` ("train", "test", "val": stored in that order, "val" possibly empty) into the cache."""
     total, bad, notices = sum(map(len, splits.values())), [], []
     sides, colour = [], []
@@ -663,7 +681,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
         for split, files in splits.items():
             for f in files:
                 try:
-                    pixels, content = _decode(f.path, hw, chans)
+                    pixels, content = _decode(f.path, hw, chans, fit)
                 except _BadImage as e:
                     if not skip_bad:
                         raise DataError(f"{e} ({SKIP_HINT})") from None

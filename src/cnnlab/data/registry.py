@@ -17,6 +17,7 @@ from pathlib import Path
 from cnnlab.data import DEFAULT_DATASET, FOLDER_PREFIX
 from cnnlab.data.dataset import ImageDataset, conform
 from cnnlab.errors import CnnlabError
+from cnnlab.picture import Fit
 from cnnlab.table import text_table
 
 __all__ = ["DatasetInfo", "register_dataset", "list_datasets", "dataset_info", "load_dataset", "datasets_table"]
@@ -113,7 +114,8 @@ def _unknown(name: object) -> str:
 
 def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None, *,
                  image_size: int | tuple[int, int] | None = None, channels: int | None = None, download: bool = True,
-                 skip_bad: bool = False, training: bool = True, test_split: float | None = None) -> ImageDataset:
+                 skip_bad: bool = False, training: bool = True, test_split: float | None = None,
+                 fit: Fit | None = None) -> ImageDataset:
     """Load a registered dataset as an :class:`ImageDataset`.
 
     Args:
@@ -129,6 +131,8 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
         test_split: folders without a test split of their own only (elsewhere it has no say): the share (< 1) or
             number (>= 1) of the images drawn as the test split, or 0 for none (default: 1/6; see
             :mod:`cnnlab.data.folder`).
+        fit: folders only: each picture framed as a library's predict frames it
+            (:func:`cnnlab.picture.as_its_library_feeds`) instead of centre-cropped (None).
         training: False where only the test (and validation) images are read: a registered dataset converted to
             another ``image_size`` or ``channels`` then leaves its training images out (see
             :func:`~cnnlab.data.dataset.conform`). A folder is read whole either way.
@@ -147,7 +151,7 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
             raise CnnlabError(f"{name} names its folder itself; expected no --data-dir, got {str(root)!r}")
         path = Path(name[len(FOLDER_PREFIX):]).expanduser()
         return info.loader(path, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad,
-                           test_split=test_split)
+                           test_split=test_split, fit=fit)
     data = info.loader(root, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad)
     return conform(data, image_size, channels, training)
 

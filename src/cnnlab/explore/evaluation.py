@@ -35,7 +35,7 @@ from cnnlab.data.registry import load_dataset
 from cnnlab.data.store import mapped_reads
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint, folder_named_as_data_dir, skipped_notices
-from cnnlab.explore.model import Options
+from cnnlab.explore.model import Options, fitted_words
 from cnnlab.explore.outputs import numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model, scores_of
 from cnnlab.export import SKIP_BAD_KEY, SPLIT_KEYS, TEST_SPLIT_KEY, TTA_KEY
@@ -47,6 +47,7 @@ from cnnlab.inference import (
     names_folder,
     scored_images,
 )
+from cnnlab.picture import SHORTER_SIDE
 from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 
@@ -90,10 +91,14 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
                           f"takes {spec.channels}")
     # a folder (--data-dir, or --dataset folder:PATH) decoded at the model's input, cropped to its height and width
     # (not a square the model's input resize would squash to them); a registered dataset at its own size
-    size = spec.read_hw if dataset.startswith(FOLDER_PREFIX) else None
+    folder = dataset.startswith(FOLDER_PREFIX)
+    size = spec.read_hw if folder else None
+    # An Ultralytics classifier's pictures framed as its classify predict frames them (the shorter side resized, then
+    # the centre cropped), so that each image's answer is the one its users get from Ultralytics
+    fit = spec.fit if folder and spec.fit == SHORTER_SIDE and not spec.crop else None
     with mapped_reads(), folder_named_as_data_dir(data_dir, None if named else dataset):  # only the scored read
         data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
-                            skip_bad=skip_bad, training=False,
+                            skip_bad=skip_bad, training=False, fit=fit,
                             test_split=None if named and not names_folder(dataset, own or "") else test_split)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
@@ -104,6 +109,8 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     if stored.get(TTA_KEY, "none") != "none":
         said.append("its run scored with flip-TTA, which the export does not do: the figures can differ from the "
                     "run's")
+    if fit is not None:
+        said.append(f"its pictures {fitted_words(fit, spec.hw)}")
     said += skipped_notices(data)
     logits = scores_of(model, images, source, f"the {len(images)} images of {data.name}", batch_size)[:, columns]
     return EvalResult.from_logits(logits, labels, data.classes, model=model.name, checkpoint=str(source),

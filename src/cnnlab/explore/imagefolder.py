@@ -8,7 +8,9 @@ Kaggle's unlabelled one, unlabelled); a notice names the training folder, which 
 
 Each file is decoded as an upload is (:func:`cnnlab.picture.read_picture` with the upload limits of
 :mod:`cnnlab.explore.images`: 64 MiB and ``cnnlab predict``'s pixel bound, checked from the header before decoding, so
-a decompression bomb is refused cheaply), to the model's channels, height and width. At most ``MAX_IMAGES`` files
+a decompression bomb is refused cheaply), to the model's channels, height and width (a picture letterboxed to a
+shape of its own, Ultralytics' minimum rectangle, is kept on the grey of the whole input, and fed as it was read:
+:meth:`ImageSet.fed`). At most ``MAX_IMAGES`` files
 are read (sorted by path), so a folder of a whole dataset opens in seconds; the page says how many there were.
 """
 
@@ -24,7 +26,16 @@ from cnnlab.data.folder import SKIP_HINT, find_labels_csv, read_csv_labels, spli
 from cnnlab.data.labels_csv import NoLabelColumnError, class_order, unread_note
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from cnnlab.picture import HEIF_SUFFIXES, PAD, Fit, heif_note, picture_extensions, read_picture
+from cnnlab.picture import (
+    HEIF_SUFFIXES,
+    LETTERBOX_GREY,
+    PAD,
+    Fit,
+    as_hw,
+    heif_note,
+    picture_extensions,
+    read_picture,
+)
 
 MAX_IMAGES = 200
 
@@ -43,6 +54,9 @@ class ImageSet:
         skipped: ``"name: reason"`` of each file left out as unreadable (``skip_bad``).
         notices: what the listing passed over: a CSV's images it does not name and its repeated rows, a CSV not read
             beside class subfolders (:meth:`cnnlab.data.labels_csv.Labels.notices`).
+        shapes: each image's ``(top, left, height, width)`` within ``S x S`` where it was read at a shape of its own
+            (Ultralytics' minimum rectangle, :class:`cnnlab.picture.Letterbox`), None where it is the whole; empty
+            where none was.
     """
 
     images: torch.Tensor
@@ -52,6 +66,15 @@ class ImageSet:
     found: int
     skipped: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
+    shapes: tuple[tuple[int, int, int, int] | None, ...] = ()
+
+    def fed(self, index: int) -> torch.Tensor:
+        """Image ``index`` as the model is fed it: as read, at a shape of its own where it has one (:attr:`shapes`)."""
+        place = self.shapes[index] if self.shapes else None
+        if place is None:
+            return self.images[index]
+        top, left, height, width = place
+        return self.images[index][:, top:top + height, left:left + width]
 
 
 class Listing(NamedTuple):
@@ -169,24 +192,39 @@ def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, 
         raise CnnlabError(f"images can feed models of 1 or 3 input channels, this model takes {channels}")
     files, classes, root, notices = listing if listing is not None else list_images(folder)
     chosen = files[:limit] if not classes else _balanced(files, classes, limit)
-    kept, images, skipped = [], [], []
+    kept, images, shapes, skipped = [], [], [], []
     for p, label in chosen:
         name = p.relative_to(root).as_posix()
         try:
-            images.append(read_picture(p, name=f"image {name}", channels=channels, size=size, invert=False,
-                                       max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS, crop=crop,
-                                       fit=fit))
+            image, place = _in_input(read_picture(p, name=f"image {name}", channels=channels, size=size, invert=False,
+                                                  max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS,
+                                                  crop=crop, fit=fit), as_hw(size))
         except CnnlabError as e:
             if not skip_bad:  # said as train says it of a folder: the whole page waits on this one file
                 raise CnnlabError(f"{e} ({SKIP_HINT})") from None
             skipped.append(str(e))
             continue
         kept.append((name, label))
+        images.append(image)
+        shapes.append(place)
     if not images:
         raise CnnlabError(f"--images {folder}: none of its {len(chosen)} images could be read (first: "
                           f"{skipped[0]})")
     return ImageSet(torch.stack(images), tuple(n for n, _ in kept), tuple(c for _, c in kept), classes, len(files),
-                    tuple(skipped), notices)
+                    tuple(skipped), notices, tuple(shapes) if any(shapes) else ())
+
+
+def _in_input(image: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int, int, int] | None]:
+    """A picture read at a shape of its own within the input's ``hw`` (Ultralytics' minimum rectangle), centred on
+    grey 114 of the input's shape, so that the folder's images stack (the whole input's letterbox: the rectangle
+    lacks a multiple of the stride, half of it each side), and its place there; the picture and None otherwise."""
+    height, width = image.shape[-2:]
+    if (height, width) == hw:
+        return image, None
+    top, left = (hw[0] - height) // 2, (hw[1] - width) // 2
+    canvas = torch.full((image.shape[0], *hw), LETTERBOX_GREY, dtype=image.dtype)
+    canvas[:, top:top + height, left:left + width] = image
+    return canvas, (top, left, height, width)
 
 
 def _balanced(files: list[tuple[Path, str | None]], classes: tuple[str, ...], limit: int):

@@ -76,6 +76,7 @@ from cnnlab.picture import (
     SQUARE_KEY,
     STRETCH,
     Fit,
+    Letterbox,
     ShorterSide,
     as_hw,
 )
@@ -97,8 +98,12 @@ FITTED = {LETTERBOX: "letterboxed with grey 114 as Ultralytics' predict does",
 
 
 def fitted_words(fit: Fit, hw: tuple[int, int]) -> str | None:
-    """How the page says pictures are given an input of ``hw`` by ``fit`` (:data:`FITTED`, or a Hugging Face
-    processor's :class:`cnnlab.picture.ShorterSide`), or None for cnnlab's own padding."""
+    """How the page says pictures are given an input of ``hw`` by ``fit`` (:data:`FITTED`, Ultralytics' letterbox to a
+    multiple of its stride, or a Hugging Face processor's :class:`cnnlab.picture.ShorterSide`), or None for cnnlab's
+    own padding."""
+    if isinstance(fit, Letterbox):
+        return f"letterboxed with grey 114 padded only to a multiple of its stride, {fit.stride} (each picture's " \
+            "minimum rectangle), as Ultralytics' predict does"
     if not isinstance(fit, ShorterSide) or fit.length is None:
         return FITTED.get(fit)
     crop = hw[0] if hw[0] == hw[1] else f"{hw[0]} x {hw[1]}"
@@ -116,12 +121,17 @@ def framed_as_carried(spec: InputSpec, carried: Carried) -> InputSpec:
     return replace(spec, fit=fit, origin={**spec.origin, str(fit): carried.fit_from})
 
 
-def ultralytics_fit(task: str | None, kind: str) -> Fit:
+def ultralytics_fit(task: str | None, kind: str, stride: int | None = None) -> Fit:
     """How Ultralytics' predict feeds a network of its ``task`` whose head or model class is named ``kind``
     (engine/predictor.py and its task's predictor): a classifier the shorter side resized and the centre cropped,
     RT-DETR (which ``YOLO(file)`` picks by its head's name) and a depth model stretched (``scale_fill``), anything
-    else letterboxed."""
-    return SHORTER_SIDE if task == "classify" else STRETCH if "RTDETR" in kind or task == "depth" else LETTERBOX
+    else letterboxed: to the input's whole shape, or, where the network takes pictures of any shape (``stride``
+    given: a PyTorch network, an export of dynamic sides), only up to a multiple of its stride (its ``auto``)."""
+    if task == "classify":
+        return SHORTER_SIDE
+    if "RTDETR" in kind or task == "depth":
+        return STRETCH
+    return LETTERBOX if stride is None else Letterbox(stride)
 
 
 @dataclass(frozen=True)
@@ -171,7 +181,8 @@ class InputSpec:
         """uint8 RGB ``N x C x H x W`` images -> the float32 model input (scaled, in the model's channel order,
         normalised, in ``layout``)."""
         x = images.float() if self.pixel_max == 255 else images.float() / 255
-        if tuple(x.shape[-2:]) != self.hw:
+        # (a picture letterboxed to its minimum rectangle is fed at that shape of its own, as Ultralytics feeds it)
+        if tuple(x.shape[-2:]) != self.hw and not isinstance(self.fit, Letterbox):
             x = F.interpolate(x, size=self.hw, mode="bilinear", align_corners=False)
         if self.bgr:
             x = x.flip(1)
@@ -184,6 +195,11 @@ class InputSpec:
     @property
     def hw(self) -> tuple[int, int]:
         return self.height, self.width
+
+    def fed_hw(self, image: torch.Tensor) -> tuple[int, int]:
+        """The height and width of the input the network is fed for ``image``, read for it: the image's own where each
+        picture has a shape of its own (a :class:`cnnlab.picture.Letterbox` fit), else the input's."""
+        return tuple(image.shape[-2:]) if isinstance(self.fit, Letterbox) else self.hw
 
     @property
     def read_hw(self) -> tuple[int, int]:
@@ -688,7 +704,8 @@ def its_own_failure(source: Any, what: str, expected: str) -> Iterator[None]:
 
 def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER_ROW,
                   what: str = "the picture") -> dict[str, Any]:
-    """Predictions, feature maps of every stage and the attribution of one uint8 ``C x S x S`` image.
+    """Predictions, feature maps of every stage and the attribution of one uint8 ``C x S x S`` image (of a shape of
+    its own, at most the input's, for a :class:`cnnlab.picture.Letterbox` fit: :meth:`InputSpec.fed_hw`).
 
     The same JSON for every kind of model, the runs page's and the one-model page's: ``{"input", "top": [{"class",
     "index", "probability"}], "rows": [{"name", "kind", "shape", "maps": [{"channel", "png"}]}], "explanation",
@@ -710,7 +727,8 @@ def analyze_image(model: ExploreModel, image: torch.Tensor, maps: int = MAPS_PER
         if network:
             returned = [r for r in rows if r.kind in RETURNED]
             return {"input": png_url(image_array(image)), "top": [], "rows": map_rows(_new_maps(rows), maps),
-                    "explanation": None, "outputs": output_entries(returned, image, model.classes, model.spec.hw)}
+                    "explanation": None,
+                    "outputs": output_entries(returned, image, model.classes, model.spec.fed_hw(image))}
         if model.tta or not rows:
             probs = model.scoring.probabilities(model.logits(image[None]))[0]
         else:

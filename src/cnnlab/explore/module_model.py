@@ -322,10 +322,14 @@ def _ultralytics(model: nn.Module) -> dict[str, Any]:
     """What an Ultralytics network (``YOLO("yolov8n.pt").model``: ultralytics.nn.tasks' DetectionModel and its kin)
     says of itself, told by its class's module and read from its plain attributes, none of its code run: its class
     names (its ``names``, a dict of index to name) and how Ultralytics' predict feeds it (its ``task`` and class,
-    :func:`cnnlab.explore.model.ultralytics_fit`). Nothing for any other network."""
+    :func:`cnnlab.explore.model.ultralytics_fit`: a PyTorch network takes pictures of any shape, which its predict pads
+    only up to a multiple of the larger of its ``stride`` and 32, as its PyTorch backend reads it). Nothing for any
+    other network."""
     if not type(model).__module__.startswith("ultralytics."):
         return {}
-    found: dict[str, Any] = {"fit": ultralytics_fit(getattr(model, "task", None), type(model).__name__),
+    strides = getattr(model, "stride", None)
+    stride = max(int(torch.as_tensor(strides).max()), 32) if isinstance(strides, (torch.Tensor, int, float)) else 32
+    found: dict[str, Any] = {"fit": ultralytics_fit(getattr(model, "task", None), type(model).__name__, stride),
                              "fit_from": "network's Ultralytics class"}
     names = names_by_index(getattr(model, "names", None))
     if names is not None:

@@ -99,6 +99,8 @@ MICROSOFT_STAGES = frozenset({"FusedConv", "QuickGelu", "Gelu"})
 NCHWC = "com.microsoft.nchwc"
 FLOAT = 1  # onnx.TensorProto.FLOAT
 OLDEST_OPSET = 7  # the oldest ONNX operator set onnxruntime promises to run
+# The head Ultralytics' metadata names for RT-DETR (``head``), by which its YOLO(file) picks its RT-DETR predictor
+RTDETR_HEAD = "RTDETRDecoder"
 # An initializer of more values than this is a weight, whose values shape inference never reads (shapes, axes and
 # scales, which it may, are a few values each)
 WEIGHT_SIZE = 4096
@@ -282,7 +284,7 @@ class OnnxModel:
         self.nodes = list(graph.node)  # the graph as read (the session's copy gets extra outputs)
         self.producers = {name: node for node in self.nodes for name in node.output}  # each value's node
         self.metadata = {p.key: p.value for p in model.metadata_props}
-        self.carried = _carried(self.metadata, path)
+        self.carried = _carried(self.metadata, path, graph)
         self.input_name, self.spec = self._input_spec(graph, options)
         dims = _dims(next(i for i in graph.input if i.name == self.input_name))
         if dims[0] == 0:  # onnxruntime takes no image at all
@@ -984,22 +986,51 @@ def _too_old(model) -> str:
             f"onnx.version_converter.convert_version(model, {OLDEST_OPSET}) converts some graphs)")
 
 
-def _carried(metadata: dict[str, str], path: Path) -> Carried:
+def _carried(metadata: dict[str, str], path: Path, graph) -> Carried:
     """What a graph from a library carries about how it is fed and what it answers: Ultralytics' metadata (its
     ``names``, and its ``imgsz`` for a dynamic export), else the files a Hugging Face export keeps beside
     ``model.onnx`` (:func:`~cnnlab.explore.hugging_face.hugging_face_carried`). Anything of another form says
     nothing, and so does anything beside a cnnlab export, which normalises inside its graph and names its classes in
-    its metadata."""
+    its metadata.
+
+    An Ultralytics RT-DETR exported before its metadata named the head (``head``) is told by its ``graph``:
+    its decoder's deformable attention samples the maps where its queries point (a ``GridSample``), which no YOLO head
+    does. ``YOLO(file)`` letterboxes such a file and reads its queries as a YOLO head's scores (boxes of a pixel, or
+    none); ``RTDETR(file)``, the one way Ultralytics reads its answer, stretches it, and so is it fed here."""
     if "cnnlab.input" in metadata:
         return Carried()
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
     if names is not None or metadata.get("author") == "Ultralytics":
         size = input_sides(literal(metadata.get("imgsz", "")))
-        fit = ultralytics_fit(metadata.get("task"), metadata.get("head", "")) \
-            if metadata.get("author") == "Ultralytics" else PAD
-        return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit,
-                       fit_from="Ultralytics' metadata")
+        sampling = "head" not in metadata and any(node.op_type == "GridSample" for node in graph.node)
+        head = RTDETR_HEAD if sampling else metadata.get("head", "")
+        stride = _free_to_stride(metadata, graph)
+        fit = ultralytics_fit(metadata.get("task"), head, stride) if metadata.get("author") == "Ultralytics" else PAD
+        told = "Ultralytics' metadata" + (" and RT-DETR's GridSample in its graph" if sampling else "")
+        return Carried(classes=names, size=size, size_from="Ultralytics' metadata", fit=fit, fit_from=told)
     return hugging_face_carried(path)
+
+
+def _free_to_stride(metadata: dict[str, str], graph) -> int | None:
+    """The stride Ultralytics' predict pads an export's pictures up to a multiple of (its ``auto`` letterbox), where
+    it does: where it takes the export for one of dynamic shapes and the input's height and width are free; None
+    where it pads them to the input's whole shape.
+
+    Its ONNX backend (8.4) takes an export as dynamic by the ``dynamic`` of the ``args`` it was exported with (its
+    metadata), else by its first output's batch being named (free); its predictor then letterboxes each picture to its
+    minimum rectangle, padded up to a multiple of the ``stride`` its metadata keeps (32 where it keeps none). A graph
+    of fixed sides it would feed that rectangle fails on; it is fed the input's shape here."""
+    args = literal(metadata.get("args", ""))
+    if isinstance(args, dict) and "dynamic" in args:
+        dynamic = bool(args["dynamic"])
+    else:
+        outputs = _dims(graph.output[0]) if len(graph.output) else []
+        dynamic = bool(outputs) and isinstance(outputs[0], str)
+    sides = _dims(graph.input[0])[2:] if len(graph.input) else []
+    if not dynamic or len(sides) != 2 or any(isinstance(side, int) for side in sides):
+        return None
+    stride = literal(metadata.get("stride", "32"))
+    return stride if isinstance(stride, int) and not isinstance(stride, bool) and stride > 0 else 32
 
 
 def _stage_op(node) -> bool:

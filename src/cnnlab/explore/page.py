@@ -77,7 +77,7 @@ def build_page(model: ExploreModel, images, budget: int | None = PAGE_BUDGET,
     card = model_card(model)
     listed = image_list(images)
     title = f"cnnlab explore: {model.name}"
-    full = {i: {**analyze_image(model, images.images[i], maps=MAP_STEPS[0], what=images.names[i]),
+    full = {i: {**analyze_image(model, images.fed(i), maps=MAP_STEPS[0], what=images.names[i]),
                 "source": images.names[i],
                 "label": images.labels[i]} for i in chosen_inputs(images, inputs)}
 

@@ -463,7 +463,7 @@ def create_model_app(model, images=None, allow_hosts: tuple[str, ...] = ()) -> S
             raise CnnlabError(f"expected an image index from 0 to {count - 1}, got {index}" if count else
                               "no image folder was given (--images); upload a file instead")
         name = images.names[index]
-        return {**analyze_image(model, images.images[index], what=name), "source": name,
+        return {**analyze_image(model, images.fed(index), what=name), "source": name,
                 "label": images.labels[index]}
 
     def _analyze_upload(data: bytes, invert: bool) -> dict[str, Any]:
