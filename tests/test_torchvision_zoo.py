@@ -285,3 +285,41 @@ def test_flags_for_weights_or_pixels_of_another_kind_are_refused_in_one_line(tor
     with pytest.raises(CnnlabError, match=match) as info:
         open_model(PREFIX + CLASSIFIER, options)
     assert "\n" not in str(info.value)
+
+
+def test_a_classifier_by_name_frames_each_picture_as_its_weights_transforms_do(torch_home, tmp_path, capsys):
+    """torchvision's classifiers are fed as their weights' transforms() make a picture (the shorter side resized to
+    their resize_size, antialiased, then their centre crop), the picture behind the accuracies torchvision publishes,
+    by name as torchvision-NAME and as the ImageNet backbone imagenet-NAME alike, in predict and in eval of a
+    labelled folder: cnnlab padded the whole picture into the crop instead, and answered otherwise than torchvision's
+    own pipeline. (resnet18's DEFAULT weights are the backbone's too: one file serves both names.)"""
+    state = _write_weights(CLASSIFIER, seed=1)
+    weights = torchvision.models.get_model_weights(CLASSIFIER).DEFAULT
+    categories = weights.meta["categories"]
+    rng = np.random.default_rng(3)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for k, (h, w) in enumerate([(300, 500), (517, 333), (240, 260), (400, 240)]):
+        # smooth pictures (a coarse grid enlarged), on which a resize and a crop answer otherwise than a padding
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+        coarse.resize((w, h), Image.Resampling.BICUBIC).save(pics / f"p{k}.{'jpg' if k % 2 else 'png'}")
+    files = sorted(pics.iterdir())
+    net = _reference(CLASSIFIER, state)
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.stack([weights.transforms()(Image.open(f)) for f in files])), 1)
+    for name in (PREFIX + CLASSIFIER, "imagenet-resnet18"):
+        assert main(["predict", name, *map(str, files), "--json", "--top", "1"]) == 0
+        answers = json.loads(capsys.readouterr().out)
+        assert [a["top"][0]["class"] for a in answers] == [categories[int(k)] for k in expected.argmax(1)]
+        assert np.allclose([a["top"][0]["probability"] for a in answers], expected.max(1).values, atol=1e-5)
+        said = open_model(name, Options()).spec.describe()
+        assert "resized by the shorter side to 256 (bilinear) and centre-cropped to 224 as its weights' " \
+            "transforms() do" in said
+    # eval of a labelled folder: each picture under the class torchvision's pipeline answers for it scores 100%
+    labelled = tmp_path / "labelled"
+    for f, k in zip(files, expected.argmax(1).tolist(), strict=True):
+        (labelled / categories[k]).mkdir(parents=True, exist_ok=True)
+        (labelled / categories[k] / f.name).write_bytes(f.read_bytes())
+    assert main(["eval", PREFIX + CLASSIFIER, "--dataset", f"folder:{labelled}", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["accuracy"] == 1.0 and scored["n"] == len(files)

@@ -47,7 +47,7 @@ from cnnlab.inference import (
     names_folder,
     scored_images,
 )
-from cnnlab.picture import SHORTER_SIDE
+from cnnlab.picture import ShorterSide
 from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
 
 
@@ -93,9 +93,10 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     # (not a square the model's input resize would squash to them); a registered dataset at its own size
     folder = dataset.startswith(FOLDER_PREFIX)
     size = spec.read_hw if folder else None
-    # An Ultralytics classifier's pictures framed as its classify predict frames them (the shorter side resized, then
-    # the centre cropped), so that each image's answer is the one its users get from Ultralytics
-    fit = spec.fit if folder and spec.fit == SHORTER_SIDE and not spec.crop else None
+    # A classifier whose library resizes the shorter side and crops the centre (Ultralytics' classify predict, a
+    # Hugging Face image processor, torchvision's weights' transforms) has each picture framed so, so that each
+    # image's answer is the one its users get from that library
+    fit = spec.fit if folder and isinstance(spec.fit, ShorterSide) and not spec.crop else None
     with mapped_reads(), folder_named_as_data_dir(data_dir, None if named else dataset):  # only the scored read
         data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
                             skip_bad=skip_bad, training=False, fit=fit,

@@ -71,6 +71,7 @@ from cnnlab.models.imagenet import (
     pretrained_normalize,
     weights_enum,
     weights_file,
+    weights_framing,
 )
 from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights, safetensors_metadata
 from cnnlab.models.summary import MacCounter
@@ -279,6 +280,14 @@ def _takes_rgb_pixels(given: Options, name: str) -> None:
         raise CnnlabError(f"{flags} describe{'s' * (' and ' not in flags)} a model from elsewhere; {name} takes "
                           "RGB pixels / 255, as its weights were trained (--mean and --std may change their "
                           f"normalisation); expected no {flags.replace(' and ', '/')} for it")
+
+
+def _framed_as_its_weights(carried: Carried, weights, side: int) -> Carried:
+    """``carried`` framing pictures as the ``transforms()`` of ``weights`` (a torchvision classifier's) do, the
+    shorter side resized and the centre cropped to ``side`` (:func:`cnnlab.models.imagenet.weights_framing`): the
+    picture torchvision's published accuracies are of, where cnnlab's own padding showed the network the whole
+    picture with borders it was not trained on. At another input size (``--input-size``) pictures are padded."""
+    return replace(carried, size=(side, side), fit=weights_framing(weights), fit_from="weights' transforms")
 
 
 def _transformers_carried(path: str | Path, state: dict[str, torch.Tensor]) -> Carried:
@@ -503,6 +512,8 @@ class ModuleModel(TorchModel):
                 size, size_from = carried.size, carried.size_from
             if carried.mean is not None and len(carried.mean) in (1, channels) and len(carried.std) in (1, channels):
                 mean, std, normalised_by = carried.mean, carried.std, carried.mean_from
+            if not carried.fit_from:  # no image processor's word: framed as torchvision's weights' transforms
+                carried = _framed_as_its_weights(carried, weights_enum(name), INPUT_SIZE)
         options = replace(given, input_size=given.input_size or size,
                           mean=given.mean or (tuple(mean) if mean is not None else None),
                           std=given.std or (tuple(std) if std is not None else None))
@@ -555,6 +566,8 @@ class ModuleModel(TorchModel):
                        stored_in="the weights' metadata", note=note)
         explored._read_from(side_from if given.input_size is None else None,
                             "weights' transforms" if given.mean is None and given.std is None else None)
+        if zoo.task == "classification":
+            explored.spec = framed_as_carried(explored.spec, _framed_as_its_weights(Carried(), zoo.weights, side))
         return explored
 
     def _read_from(self, size: str | None, normalisation: str | None) -> None:

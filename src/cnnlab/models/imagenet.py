@@ -47,6 +47,7 @@ from cnnlab.models.pretrained_quirks import Renormalise, without_aux_heads
 from cnnlab.models.registry import register_model
 from cnnlab.models.state_dict import load_state_dict_into, read_state_dict
 from cnnlab.models.transformers_keys import in_torchvision_names
+from cnnlab.picture import ShorterSide
 from cnnlab.table import text_table
 
 # Seconds a download may wait for the server (connect and each read): offline, the answer comes within seconds.
@@ -145,6 +146,15 @@ def pretrained_normalize(name: str, channels: int) -> list[list[float]]:
     if channels != 3:
         mean, std = [sum(mean) / 3] * channels, [sum(std) / 3] * channels
     return [mean, std]
+
+
+def weights_framing(weights) -> ShorterSide:
+    """How the ``transforms()`` of ``weights`` (a torchvision classifier's weights enum member) give a picture the
+    network's input: the shorter side resized to their ``resize_size`` (256 for most, 232 for ResNet-50's V2) with
+    their filter (bilinear, bicubic for some), antialiased, then their centre crop, the offsets rounded: the picture
+    behind every accuracy torchvision publishes for them."""
+    transform = weights.transforms()
+    return ShorterSide(int(transform.resize_size[0]), transform.interpolation.value)
 
 
 def _modules_named(model: nn.Module, kind: type) -> list[str]:
