@@ -173,6 +173,9 @@ class SweepSpec:
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(self.overrides)))
         if clash:
             raise CnnlabError(f"{', '.join(clash)} given twice (searched and fixed, or searched twice); expected once")
+        if make_config(self.model, self.recipe, **self.overrides).holds_out_nothing:
+            raise CnnlabError("a sweep ranks its trials by a validation figure, and --test-split 0 without --val-split "
+                              "holds out no image to measure one: expected --val-split too (e.g. 0.1 or 5000)")
         own_val = has_validation_folder(str(self.overrides.get("dataset", "")))
         if self.overrides.get("val_split") is None and not own_val and not self.allow_test_objective:
             raise CnnlabError("a sweep tunes on a validation split, never on the test set: expected --val-split "
