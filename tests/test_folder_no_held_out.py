@@ -4,14 +4,24 @@ held-out figure is refused, and every command that reads the run says it held ou
 
 from __future__ import annotations
 
+import io
 import json
+import urllib.error
+import urllib.request
 
 import pytest
 import torch
+from PIL import Image
 
 from cli_support import run_with_output
+from cnnlab.compare import compare
 from cnnlab.errors import CnnlabError
+from cnnlab.explore import BackgroundServer
+from cnnlab.explore.runs import summarize_run
+from cnnlab.explore.session import Session
+from cnnlab.export import verify_export
 from cnnlab.io import read_metrics_csv
+from cnnlab.study import run_study
 from cnnlab.sweep.space import SweepSpec
 from cnnlab.train import build_trainer, make_config
 from data_support import write_classes
@@ -81,9 +91,16 @@ def test_the_default_best_by_of_a_balanced_run_is_accepted(pets, tmp_path, capsy
 def test_a_sweep_is_refused_as_it_ranks_trials_by_a_held_out_figure():
     spec = SweepSpec(model="lenet", params=["lr=loguniform:0.01:0.1"], trials=1, allow_test_objective=True,
                      overrides={"test_split": 0, "epochs": 1})
-    with pytest.raises(CnnlabError, match="a sweep ranks its trials by a validation figure") as info:
+    with pytest.raises(CnnlabError, match="a sweep ranks its runs by a validation figure") as info:
         spec.check()
     assert "\n" not in str(info.value)
+
+
+def test_a_study_is_refused_as_it_ranks_variants_by_a_held_out_figure(pets, tmp_path):
+    with pytest.raises(CnnlabError, match="a study ranks its runs by a validation figure") as info:
+        run_study("lenet-activation-pooling", out=tmp_path / "study", quiet=True,
+                  overrides={"dataset": f"folder:{pets}", "test_split": 0, "epochs": 1})
+    assert "\n" not in str(info.value) and not (tmp_path / "study").exists()
 
 
 def test_its_time_budget_reserves_no_time_for_an_evaluation(pets, tmp_path, capsys):
@@ -147,3 +164,50 @@ def test_eval_refuses_its_own_folder_and_scores_another(pets, tmp_path, capsys):
     write_classes(other, {"cat": 3, "dog": 3, "fox": 3}, size=(14, 14), mode="RGB", seed=7)
     code, out, err = run_with_output(["eval", str(run / "best.pt"), "--dataset", f"folder:{other}"], capsys)
     assert code == 0 and "all 9 images of" in out[1], (out, err)
+
+
+def test_the_explorer_says_it_held_out_nothing_and_still_analyses_an_upload(pets, tmp_path, capsys):
+    _train(pets, tmp_path / "runs" / "run", capsys, "--no-report")
+    row = summarize_run(tmp_path / "runs", "run")
+    assert row["nothing_held_out"] is True and row["test_acc"] is None and row["train_acc"] is not None
+    gallery = Session(tmp_path / "runs").gallery("run")
+    assert gallery["split"] is None and gallery["of"] == 0 and not gallery["mistakes"]
+    assert "Nothing held out" in gallery["note"] and all(not c["images"] for c in gallery["by_class"])
+    with BackgroundServer(tmp_path / "runs") as server:
+        base = server.url.rstrip("/")
+        with urllib.request.urlopen(f"{base}/api/gallery?run=run", timeout=60) as answer:
+            assert "Nothing held out" in json.loads(answer.read())["note"]
+        with pytest.raises(urllib.error.HTTPError) as refused:  # a gallery image: there is none
+            urllib.request.urlopen(f"{base}/api/analyze?run=run&index=0", timeout=60)
+        assert "Nothing held out" in json.loads(refused.value.read())["error"]
+        picture = io.BytesIO()
+        Image.new("RGB", (14, 14), (200, 40, 40)).save(picture, format="PNG")
+        upload = urllib.request.Request(f"{base}/api/analyze?run=run", data=picture.getvalue(), method="POST",
+                                        headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(upload, timeout=60) as answer:
+            analysed = json.loads(answer.read())
+        assert {t["class"] for t in analysed["top"]} == set(COUNTS), analysed
+
+
+def test_export_verify_compares_on_training_images_and_says_so(pets, tmp_path, capsys):
+    run = tmp_path / "run"
+    _train(pets, run, capsys, "--no-report")
+    onnx = tmp_path / "run.onnx"
+    code, out, err = run_with_output(["export", str(run / "best.pt"), "--output", str(onnx), "--verify", "5"], capsys)
+    assert code == 0 and any("/5 training images" in line for line in out), (out, err)
+    assert "/5 training images" in str(verify_export(run / "best.pt", onnx, images=5))
+
+
+def test_compare_names_the_runs_that_held_out_nothing_and_their_training_accuracy(pets, tmp_path, capsys):
+    _train(pets, tmp_path / "refit", capsys, "--no-report")
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--epochs", "1", "--batch-size",
+                                    "16", "--out", str(tmp_path / "held"), "--no-report"], capsys)
+    assert code == 0, err
+    rows = json.loads(compare([str(tmp_path / "refit"), str(tmp_path / "held")], fmt="json"))
+    refit, held = rows
+    assert refit["nothing_held_out"] is True and held["nothing_held_out"] is False
+    result = json.loads((tmp_path / "refit" / "result.json").read_text())
+    assert refit["final_train_acc"] == pytest.approx(result["train_acc"], abs=1e-6)
+    assert refit["test_acc"] is None and refit["final_val_acc"] is None and held["test_acc"] is not None
+    # a table of runs that all held out something has neither column
+    assert "nothing_held_out" not in compare([str(tmp_path / "held")])

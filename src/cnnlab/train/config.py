@@ -24,7 +24,7 @@ from cnnlab.checks import (
     number,
     positive_int,
 )
-from cnnlab.data import FOLDER_PREFIX
+from cnnlab.data import FOLDER_PREFIX, holds_out_nothing
 from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -59,6 +59,14 @@ BEFORE_THE_SETTING = {"best_by": "accuracy"}
 
 # The epoch history's key of each figure --best-by can judge, and how lines name it (a run's, a sweep's, a study's).
 JUDGED = {"accuracy": ("val_acc", "accuracy"), "balanced-accuracy": ("val_bal_acc", "balanced accuracy")}
+
+
+def check_ranked_on_held_out(settings: Mapping[str, Any], what: str) -> None:
+    """Refuse, in one line, a sweep or study (``what`` ranks its runs by a validation figure) whose runs' ``settings``
+    hold out nothing (:func:`cnnlab.data.holds_out_nothing`): there is no such figure to rank them by."""
+    if holds_out_nothing(settings):
+        raise CnnlabError(f"{what} ranks its runs by a validation figure, and --test-split 0 without --val-split holds "
+                          "out no image to measure one: expected --val-split too (e.g. 0.1 or 5000)")
 
 
 def default_best_by(balance: Any) -> str:
@@ -192,9 +200,9 @@ class TrainConfig:
     @property
     def holds_out_nothing(self) -> bool:
         """``--test-split 0`` without ``--val-split``: every labelled image trains (a final refit on all of them, as
-        a contest's last run is), and no figure of images the model never saw is measured. ``--test-split`` is taken
-        only by a folder with no test or validation split of its own, so the config alone tells."""
-        return self.test_split == 0 and self.val_split is None
+        a contest's last run is), and no figure of images the model never saw is measured
+        (:func:`cnnlab.data.holds_out_nothing`)."""
+        return holds_out_nothing(vars(self))
 
     def _check_nothing_held_out(self) -> None:
         """Refuse what judges a held-out figure in a run that holds out nothing (:attr:`holds_out_nothing`)."""
