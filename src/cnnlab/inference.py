@@ -276,7 +276,7 @@ class Trained:
             return "test"
         return "validation" if self.config.get("val_split") is not None else None
 
-    def held_out_nothing(self, data: Any) -> str:
+    def why_nothing_held_out(self, data: Any) -> str:
         """What a run that held out nothing of ``data`` (:meth:`held_out_split` None) says where a page would show
         its held-out images: one sentence."""
         return (f"Nothing held out: the run trained on every labelled image of {data.name} (--test-split 0 without "
@@ -292,7 +292,7 @@ class Trained:
         if held == "test":
             return self.scored_images(data)
         if held is None:
-            raise CnnlabError(self.held_out_nothing(data))
+            raise CnnlabError(self.why_nothing_held_out(data))
         split = run_split(self.config, data.train_labels)
         if split is None or not len(data.train_labels):  # a --test-split 0 run validates apart (TrainConfig)
             raise CnnlabError(f"the run held out no test split of {data.name} (--test-split 0) and its validation "
