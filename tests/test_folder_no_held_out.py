@@ -13,6 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+import test_explore_browser
+from browser_support import wait
 from cli_support import run_with_output
 from cnnlab.compare import compare
 from cnnlab.errors import CnnlabError
@@ -25,7 +27,9 @@ from cnnlab.study import run_study
 from cnnlab.sweep.space import SweepSpec
 from cnnlab.train import build_trainer, make_config
 from data_support import write_classes
+from test_report import needs_chromium
 
+driver = test_explore_browser.driver  # a shared fixture
 COUNTS = {"cat": 30, "dog": 24, "fox": 18}
 IMAGES = sum(COUNTS.values())
 
@@ -211,3 +215,23 @@ def test_compare_names_the_runs_that_held_out_nothing_and_their_training_accurac
     assert refit["test_acc"] is None and refit["final_val_acc"] is None and held["test_acc"] is not None
     # a table of runs that all held out something has neither column
     assert "nothing_held_out" not in compare([str(tmp_path / "held")])
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_explorers_page_names_its_training_accuracy_and_says_why_it_shows_no_image(pets, tmp_path, capsys,
+                                                                                         driver):
+    _train(pets, tmp_path / "runs" / "refit", capsys, "--no-report")
+    picture = tmp_path / "upload.png"
+    Image.new("RGB", (14, 14), (200, 40, 40)).save(picture)
+    with BackgroundServer(tmp_path / "runs") as server:
+        driver.get(server.url)
+        wait(driver, "document.body.dataset.ready", what="the runs table")
+        assert "nothing held out" in driver.find_element("id", "runs-table").text
+        driver.execute_script("document.querySelector(\"a.run-link[data-run='refit']\").click()")
+        wait(driver, "document.querySelector('#gallery p')", what="the gallery's note")
+        assert "Nothing held out" in driver.find_element("id", "gallery").text
+        assert "training accuracy (nothing held out)" in driver.find_element("id", "run-stats").text
+        driver.find_element("id", "upload").send_keys(str(picture))
+        wait(driver, "document.getElementById('result-card').classList.contains('ready')", what="the upload's answer")
+        assert [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
