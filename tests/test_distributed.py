@@ -198,6 +198,23 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
         finally:
             inference.dataset_of = loaded
 
+    def refit():  # --test-split 0 without --val-split: nothing held out, so no rank evaluates
+        import cnnlab.inference as inference
+
+        loaded = inference.dataset_of
+        whole = loaded()
+        none_held = replace(whole, test_images=whole.test_images[:0], test_labels=whole.test_labels[:0],
+                            held_out=(0, "none drawn"))
+        inference.dataset_of = lambda *args, **kwargs: none_held
+        try:
+            trainer = build_trainer(_config(out="refit", test_split=0), quiet=True, report=False)
+            history = trainer.fit()
+        finally:
+            inference.dataset_of = loaded
+        best, last = (load_checkpoint(Path("refit") / name)["model"] for name in ("best.pt", "last.pt"))
+        return {"history": history, "weights": trainer.model.state_dict(), "result": trainer.result,
+                "best_is_last": all(torch.equal(best[k], last[k]) for k in last)}
+
     run("full", ports[0], full)
     run("stopped", ports[1], stopped)
     run("resumed", ports[2], resumed)
@@ -208,6 +225,7 @@ def _scenarios(rank: int, ports: list[int], record: dict) -> None:
     run("budgeted", ports[7], budgeted)
     run("released", ports[8], released)
     run("unreadable", ports[9], unreadable)
+    run("refit", ports[10], refit)
 
 
 def _worker(rank: int, world_size: int, ports: list[int], data_dir: str, out: str) -> None:
@@ -298,7 +316,7 @@ def ranks(tmp_path_factory, data_dir) -> tuple[dict, dict, Path]:
 
     out = tmp_path_factory.mktemp("dist")
     (out / "cwd").mkdir()
-    stores = _stores(10)  # one per scenario: a store keeps its keys, and each scenario is a new process group
+    stores = _stores(11)  # one per scenario: a store keeps its keys, and each scenario is a new process group
     context = mp.start_processes(_worker, args=(2, [s.port for s in stores], str(data_dir), str(out)), nprocs=2,
                                  join=False, start_method="spawn")
     deadline = time.monotonic() + DEADLINE_S
@@ -324,6 +342,19 @@ def test_a_refusal_on_the_rank_that_loads_the_data_ends_every_rank_with_its_line
     for record in ranks[:2]:
         assert record["unreadable"]["error"]["type"] == "CnnlabError"
         assert record["unreadable"]["error"]["message"] == "no data here"
+
+
+@pytest.mark.slow
+def test_a_run_that_holds_out_nothing_trains_alike_on_every_rank_and_evaluates_nothing(ranks):
+    r0, r1, _ = ranks
+    assert "error" not in r0["refit"] and "error" not in r1["refit"], (r0["refit"], r1["refit"])
+    _assert_same_weights(r0["refit"]["weights"], r1["refit"]["weights"])
+    for record in (r0, r1):
+        assert [sorted(row) for row in record["refit"]["history"]] == \
+            [["epoch", "images_per_s", "lr", "seconds", "train_acc", "train_loss"]] * 2
+        result = record["refit"]["result"]
+        assert result["nothing_held_out"] and result["train_images"] == N_TRAIN and result["test_acc"] is None
+    assert r0["refit"]["best_is_last"]
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:

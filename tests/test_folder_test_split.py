@@ -60,7 +60,7 @@ def test_a_test_split_of_none_trains_on_every_image(pets):
 
 
 @pytest.mark.parametrize(("flags", "said"), [
-    (["--test-split", "0"], "--test-split 0 holds out no test images"),
+    (["--test-split", "0", "--early-stop", "2"], "--test-split 0 without --val-split holds out no image"),
     (["--test-split", "-0.1"], "test-split must be a fraction in (0, 1) or a whole number of images >= 1, or 0"),
     (["--test-split", "1.0"], "a fraction must be below 1"),
     (["--test-split", "2.5"], "got 2.5"),

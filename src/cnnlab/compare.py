@@ -22,6 +22,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from cnnlab.data import holds_out_nothing
 from cnnlab.errors import CnnlabError
 from cnnlab.io import check_figure_file, save_figure, train_loss_under, writable_json
 from cnnlab.models.summary import model_macs
@@ -42,6 +43,9 @@ _TRAILING = ("params", "macs", "epochs_done", "best_val_acc", "final_val_acc", "
 # Columns after final_val_acc where some run judges its epochs by the balanced accuracy (--best-by, --balance's
 # default): the figure its best.pt, and a study's ranking, go by.
 _BALANCED = ("best_val_bal_acc", "final_val_bal_acc")
+# Columns after final_val_acc where some run held out nothing (--test-split 0 without --val-split): it has no
+# validation or test figure, and its last epoch's training accuracy is the one it measured.
+_NOTHING_HELD_OUT = ("nothing_held_out", "final_train_acc")
 
 
 def load_run(path: str | Path) -> Run:
@@ -148,6 +152,7 @@ def run_row(run: Run, label: str, keys: Sequence[str],
     result = run.result or {}
     val = [r["val_acc"] for r in run.metrics if math.isfinite(r.get("val_acc", math.nan))]
     balanced = [r["val_bal_acc"] for r in run.metrics if math.isfinite(r.get("val_bal_acc", math.nan))]
+    train = [r["train_acc"] for r in run.metrics if math.isfinite(r.get("train_acc", math.nan))]
     dataset = run.dataset
     input_size = run.record.get("input_size") or result.get("input_size")
     num_classes = len(dataset["classes"]) if isinstance(dataset.get("classes"), list) else 10
@@ -170,6 +175,8 @@ def run_row(run: Run, label: str, keys: Sequence[str],
         "best_by": _setting(run, "best_by"),  # what its best.pt judges (a run from before it: the accuracy)
         "best_val_bal_acc": max(balanced) if balanced else None,
         "final_val_bal_acc": balanced[-1] if balanced else None,
+        "nothing_held_out": holds_out_nothing(run.config),
+        "final_train_acc": train[-1] if train else None,
         "test_acc": result.get("test_acc"), "test_samples": result.get("test_samples"), "wall_s": result.get("wall_s"),
         "images_per_s": result.get("images_per_s"), "status": run.outcome,
     })
@@ -183,6 +190,9 @@ def compare_runs(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     if any(_setting(r, "best_by") == "balanced-accuracy" for r in runs):
         at = columns.index("final_val_acc") + 1
         columns[at:at] = _BALANCED
+    if any(holds_out_nothing(r.config) for r in runs):
+        at = columns.index("test_acc")
+        columns[at:at] = _NOTHING_HELD_OUT
     if _test_samples_differ(runs):  # beside the figure it counts
         columns.insert(columns.index("test_acc") + 1, "test_samples")
     # A model's MACs are counted once for all its runs: building and tracing it took 47 ms for a LeNet and 0.3 s for

@@ -64,6 +64,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cnnlab.checks import is_int
+from cnnlab.data import holds_out_nothing
 from cnnlab.data.split import sample_indices
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.inference import Trained, check_same_classes, load_trained
@@ -301,7 +302,8 @@ class Agreement:
         agree: images whose top-1 class is the same.
         max_abs_diff: the largest absolute difference of a logit.
         asked: images asked for, when more than the test split has (0 otherwise).
-        split: the split they are of: "test", or "validation" where the run held out no test split.
+        split: the split they are of: "test", "validation" where the run held out no test split, or "training"
+            where it held out nothing.
     """
 
     images: int
@@ -633,13 +635,18 @@ def _test_images(trained, images: int, data_dir: str | Path | None) -> tuple[tor
     """A sample of ``images`` of :func:`_held_out`'s, and the split they are of."""
     if not is_int(images) or images < 1:
         raise CnnlabError(f"--verify must be a positive number of test images, got {images!r}")
-    held, split = _held_out(trained, _dataset(trained, data_dir, training=False))
+    # a run that held out nothing is compared on its training images, which it reads then
+    held, split = _held_out(trained, _dataset(trained, data_dir, training=holds_out_nothing(trained.config)))
     return _sample(held, images), split
 
 
 def _held_out(trained: Trained, data) -> tuple[torch.Tensor, str]:
     """The images of ``data`` the model did not train on, and the split they are of: its test split, or the run's
     validation split where ``data`` is drawn as the run drew it with no test split (``--test-split 0``; the split a
-    folder of its own brings, named by ``--data-dir``, is its test split)."""
+    folder of its own brings, named by ``--data-dir``, is its test split). A run that held out nothing (no
+    ``--val-split`` either) has none: its training images, named so (the check compares two forms of one model, which
+    any image tells apart)."""
     split = trained.held_out_split(data)
+    if split is None:
+        return data.train_images, "training"
     return (data.test_images if split == "test" else trained.held_out_images(data)[0]), split

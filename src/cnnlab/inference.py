@@ -267,19 +267,32 @@ class Trained:
             scored = f"{scored}; {seen}"
         return images, labels, scored
 
-    def held_out_split(self, data: Any) -> str:
+    def held_out_split(self, data: Any) -> str | None:
         """Which split of ``data`` (checked by :meth:`check_dataset`) the run's report, page and export check show:
         "test", or "validation" where it is drawn as the run drew its folder with ``--test-split 0`` (no test split;
-        :func:`drew_no_test_split`)."""
-        return "validation" if drew_no_test_split(self.checkpoint.get("dataset") or {}, data) else "test"
+        :func:`drew_no_test_split`); None there for a run that held out nothing (no ``--val-split`` either: every
+        image of ``data`` trained it)."""
+        if not drew_no_test_split(self.checkpoint.get("dataset") or {}, data):
+            return "test"
+        return "validation" if self.config.get("val_split") is not None else None
+
+    def why_nothing_held_out(self, data: Any) -> str:
+        """What a run that held out nothing of ``data`` (:meth:`held_out_split` None) says where a page would show
+        its held-out images: one sentence."""
+        return (f"Nothing held out: the run trained on every labelled image of {data.name} (--test-split 0 without "
+                "--val-split), so no image it never saw is left to score; cnnlab eval RUN/best.pt --dataset "
+                "folder:OTHER scores it on another folder")
 
     def held_out_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
         """The images the run's report, page and export check show of ``data``, the run's own dataset (checked by
         :meth:`check_dataset`), their labels, and which they are in words: those :meth:`scored_images` scores, but
         where the run held out no test split (:meth:`held_out_split`): its validation split, drawn again from its
         config (:func:`~cnnlab.data.split.run_split`), which ``data`` must hold its training images for."""
-        if self.held_out_split(data) == "test":
+        held = self.held_out_split(data)
+        if held == "test":
             return self.scored_images(data)
+        if held is None:
+            raise CnnlabError(self.why_nothing_held_out(data))
         split = run_split(self.config, data.train_labels)
         if split is None or not len(data.train_labels):  # a --test-split 0 run validates apart (TrainConfig)
             raise CnnlabError(f"the run held out no test split of {data.name} (--test-split 0) and its validation "

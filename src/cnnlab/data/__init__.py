@@ -11,6 +11,7 @@ The names below are imported on first use, so that what only names a dataset (th
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 # How datasets are named: a registered name, or this prefix and the path of a folder of the user's own images.
@@ -47,8 +48,15 @@ __all__ = [
     "FOLDER_PREFIX", "DEFAULT_DATASET", "ImageDataset", "DatasetInfo", "load_dataset", "list_datasets", "dataset_info",
     "register_dataset", "datasets_table", "stratified_split", "channel_stats", "conform", "CLASSES", "MEAN", "STD",
     "FashionMNIST", "load_fashion_mnist", "resolve_data_dir", "read_idx", "DeviceLoader", "Preprocess",
-    "augment_batch", "AUGMENTS", "BatchMix", "augment_images", "balanced_class_weights",
+    "augment_batch", "AUGMENTS", "BatchMix", "augment_images", "balanced_class_weights", "holds_out_nothing",
 ]
+
+
+def holds_out_nothing(config: Mapping[str, Any]) -> bool:
+    """Whether a run's config (a TrainConfig's fields, or config.json's "config") holds out no image: ``--test-split
+    0`` without ``--val-split``, a final refit on every labelled image. ``--test-split`` is taken only by a folder with
+    no test or validation split of its own, so the config alone tells."""
+    return config.get("test_split") == 0 and config.get("val_split") is None
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cnnlab.data import holds_out_nothing
 from cnnlab.errors import CnnlabError
 from cnnlab.io import writable_text
 from cnnlab.runs import Run
@@ -101,8 +102,11 @@ def summarize_run(root: Path, name: str, detail: bool = False) -> dict[str, Any]
             "recipe": result.get("recipe") or run.config.get("recipe"),
             "test_acc": result.get("test_acc"),
             "val_acc": metrics[-1].get("val_acc") if metrics else None,
-            # 0: no test split (--test-split 0): the page's headline is the validation accuracy, said so
+            # 0: no test split (--test-split 0): the page's headline is the validation accuracy, said so; and
+            # without --val-split nothing held out: the training accuracy, said so
             "test_split": run.config.get("test_split"),
+            "nothing_held_out": holds_out_nothing(run.config),
+            "train_acc": metrics[-1].get("train_acc") if metrics else None,
             "images_per_s": result.get("images_per_s") or (metrics[-1].get("images_per_s") if metrics else None),
             "epochs": len(metrics),
             # a time budget plans its steps by the clock as it runs: its config's epochs are not its plan

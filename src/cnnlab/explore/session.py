@@ -116,6 +116,8 @@ class Session:
         ``C x H x W``), its label, and which split it is of (:attr:`TestSet.split`)."""
         loaded = self.model(name)
         data = self.test_set(loaded)
+        if data.split is None:  # a run that held out nothing: no image it never saw to analyse
+            raise CnnlabError(loaded.trained.why_nothing_held_out(data))
         if not 0 <= index < len(data.labels):
             raise CnnlabError(f"{data.split} image index must be from 0 to {len(data.labels) - 1}, got {index}")
         return loaded, data.images[index], int(data.labels[index]), data.split
@@ -158,6 +160,9 @@ class Session:
     def _gallery(self, loaded: Loaded) -> dict[str, Any]:
         meta = loaded.trained.meta
         data = self.test_set(loaded)
+        if data.split is None:  # a run that held out nothing: no image to show, and the page says why
+            return {"by_class": [{"class": cls, "images": []} for cls in meta.classes], "mistakes": [], "searched": 0,
+                    "of": 0, "split": None, "accuracy": None, "note": loaded.trained.why_nothing_held_out(data)}
         later = len(meta.classes) > GALLERY_CLASSES
         by_class = [{"class": cls, "images": [], "later": True} if later else
                     {"class": cls, "images": self._class_items(loaded, data, c)} for c, cls in enumerate(meta.classes)]
@@ -169,5 +174,5 @@ class Session:
         mistakes = [self._item(loaded, data, int(pool[i]), predicted=meta.classes[int(pred[i])],
                                confidence=float(confidence[i])) for i in worst]
         return {"by_class": by_class, "mistakes": mistakes, "searched": len(pool), "of": len(data.labels),
-                "split": data.split,
+                "split": data.split, "note": None,
                 "accuracy": float((pred == data.labels[pool]).float().mean())}

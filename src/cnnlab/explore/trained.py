@@ -37,7 +37,8 @@ class TestSet:
         name: the dataset's name, as :class:`cnnlab.data.ImageDataset` has it.
         held_out: the identity of a test split the loader drew out of the files (``ImageDataset.held_out``).
         split: which split of the dataset the images are: "test", or "validation" where the run held out no test
-            split (``--test-split 0``; :meth:`cnnlab.inference.Trained.held_out_images`).
+            split (``--test-split 0``; :meth:`cnnlab.inference.Trained.held_out_images`); None, and no images, where
+            it held out nothing (no ``--val-split`` either).
         training_files: the identity of the files it was drawn from (``ImageDataset.training_files``), which a run
             without a test split is held to (:func:`cnnlab.inference.check_same_test_split`).
     """
@@ -47,7 +48,7 @@ class TestSet:
     classes: tuple[str, ...]
     name: str
     held_out: tuple[int, str] | None
-    split: str = "test"
+    split: str | None = "test"
     training_files: tuple[int, str] | None = None
 
 

@@ -17,9 +17,10 @@ MARKED_EPOCHS = 20
 
 
 def curves_figure(rows: Sequence[dict[str, float]], title: str = "", balance: Any = None) -> Figure:
-    """Train loss, val loss and val accuracy (and balanced accuracy, where the validation classes are unbalanced)
-    against epoch (one row per epoch, as in metrics.csv); ``balance`` is the run's ``--balance``, which the training
-    loss's legend names where it makes that loss another measure than the validation loss.
+    """Train loss, val loss and val accuracy (and balanced accuracy, where the validation classes are unbalanced;
+    the training figures alone for a run that held out nothing) against epoch (one row per epoch, as in
+    metrics.csv); ``balance`` is the run's ``--balance``, which the training loss's legend names where it makes that
+    loss another measure than the validation loss.
 
     The x axis shows whole epochs from half an epoch before the first to half an epoch after the last, so a
     single-epoch run is one marked point in the middle of the chart rather than an empty box.
@@ -29,11 +30,13 @@ def curves_figure(rows: Sequence[dict[str, float]], title: str = "", balance: An
     epochs = [r["epoch"] for r in rows]
     marker = "o" if len(rows) <= MARKED_EPOCHS else None
     ax.plot(epochs, [r["train_loss"] for r in rows], "-", marker=marker, label=train_loss_label(balance))
-    ax.plot(epochs, [r["val_loss"] for r in rows], "--", marker=marker, label="val_loss")
-    ax.plot(epochs, [r["val_acc"] for r in rows], "-.", marker=marker, label="val_acc")
-    balanced = [r.get("val_bal_acc", math.nan) for r in rows]
+    val_loss, val_acc, balanced = ([r.get(key, math.nan) for r in rows] for key in ("val_loss", "val_acc",
+                                                                                     "val_bal_acc"))
+    if any(a == a for a in val_acc):  # a run that held out nothing measured no validation figure: none drawn
+        ax.plot(epochs, val_loss, "--", marker=marker, label="val_loss")
+        ax.plot(epochs, val_acc, "-.", marker=marker, label="val_acc")
     # Only where it tells something: on balanced classes it is the accuracy, and a run from before it has none
-    if any(b == b and abs(b - r["val_acc"]) > 1e-9 for b, r in zip(balanced, rows, strict=True)):
+    if any(b == b and abs(b - a) > 1e-9 for b, a in zip(balanced, val_acc, strict=True)):
         ax.plot(epochs, balanced, "-.", marker=marker, label="val_bal_acc")
     if rows and "train_acc" in rows[0]:
         ax.plot(epochs, [r["train_acc"] for r in rows], ":", marker=marker, label="train_acc")

@@ -224,8 +224,9 @@ def _resized(fig, width: float = 5.2, height: float = 3.3):
 def _metrics_table(rows: list[dict[str, float]], balance: Any = None) -> dict[str, Any]:
     """metrics.csv as a table (the last 12 epochs when there are more: the curves show the rest); the training
     loss's header says what it is under the run's ``balance``, as the curves' legend does."""
-    # The balanced accuracy is left out where no row has it: a run from before it was recorded
-    keys = [k for k in METRIC_HEADERS if k in rows[0] and (k != "val_bal_acc" or any(
+    # A validation figure is left out where no row has it: the balanced accuracy of a run from before it was
+    # recorded, every one of a run that held out nothing
+    keys = [k for k in METRIC_HEADERS if k in rows[0] and (not k.startswith("val_") or any(
         math.isfinite(r.get(k, math.nan)) for r in rows))]
     spec = {"epoch": ".0f", "lr": ".3g", "seconds": ".1f", "images_per_s": ",.0f"}
     headers = {**METRIC_HEADERS, "train_loss": train_loss_label(balance).replace("_", " ")}
@@ -309,6 +310,39 @@ def _as_split_by(data, config: dict[str, Any], trained_on: str):
     return replace(data, notices=(*data.notices, seen)) if seen else data
 
 
+def _held_out(run: RunFiles, trained, data, split: str, test_logits: torch.Tensor | None) -> dict[str, Any]:
+    """The page's figures of the ``split`` images the run held out of ``data``: headline numbers, confusion matrix,
+    per-class table, mistakes and feature maps, from the training run's own final logits where it hands them over."""
+    meta = trained.meta
+    (images, labels, scored), classes = trained.held_out_images(data), data.classes
+    # another set than the run's, or no test split: which images the page's figures are of
+    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset or split != "test" else []
+    if test_logits is not None and 0 < len(test_logits) <= len(labels):
+        # the training run's own final evaluation (limited to its first images by --limit-val-batches)
+        images, labels, logits = images[:len(test_logits)], labels[:len(test_logits)], test_logits
+    else:
+        logits = trained.logits(images)
+    result = EvalResult.from_logits(logits, labels, classes, model=meta.model_name, checkpoint=str(run.checkpoint),
+                                    device=str(trained.device), tta=meta.tta)
+    return {
+        "stats": _stats(run, result, split), "notices": elsewhere, "nothing_held_out": None,
+        "confusion": _picture(plots.confusion_figure(result.confusion, classes), "confusion matrix"),
+        "per_class": _per_class(result), "macro_f1": f"{result.macro_f1:.4f}",
+        "mistakes": _mistakes(logits, images, labels, classes, split),
+        "feature_maps": _feature_maps(trained.model, trained.preprocess, images, labels, classes, trained.device,
+                                      split),
+    }
+
+
+def _training_stats(run: RunFiles) -> list[tuple[str, str]]:
+    """The headline numbers of a run that held out nothing: its training figures, named so."""
+    res = run.result
+    return [(_fmt(res.get("train_acc"), ".2%"), "final training accuracy: the last epoch's model on the images it "
+             "trained on (nothing held out; best.pt is the last epoch's)"),
+            (_fmt(res.get("train_images"), ","), "training images: every labelled image"),
+            (_fmt(res.get("images_per_s"), ",.0f"), "training images / s")]
+
+
 def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto", dataset=None,
                  test_logits: torch.Tensor | None = None) -> str:
     """Evaluate the run's checkpoint on the test set and render the page (see :func:`write_report`)."""
@@ -322,34 +356,20 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
                                meta.dataset)
     data = dataset
     trained.check_dataset(data)
-    (images, labels, scored), classes = trained.held_out_images(data), data.classes
     split = trained.held_out_split(data)  # the split the figures below are of
-    # another set than the run's, or no test split: which images the page's figures are of
-    elsewhere = [f"the figures below score {scored}."] if data.name != meta.dataset or split != "test" else []
-    if test_logits is not None and 0 < len(test_logits) <= len(labels):
-        # the training run's own final evaluation (limited to its first images by --limit-val-batches)
-        images, labels, logits = images[:len(test_logits)], labels[:len(test_logits)], test_logits
-    else:
-        logits = trained.logits(images)
-    result = EvalResult.from_logits(logits, labels, classes, model=name, checkpoint=str(run.checkpoint),
-                                    device=str(trained.device), tta=meta.tta)
+    held = _held_out(run, trained, data, split, test_logits) if split is not None else \
+        {"stats": _training_stats(run), "notices": [], "nothing_held_out": trained.why_nothing_held_out(data)}
     conv = first_conv(trained.model)
     env = run.config.get("environment") or {}
     balance = (run.config.get("config") or {}).get("balance")  # what the training loss was (curves, table)
     return render_page({
         "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
-        "notices": [*data.notices, *elsewhere], "unfinished": run.unfinished(),
-        "stats": _stats(run, result, split), "split": split,
+        "unfinished": run.unfinished(), "split": split, **held, "notices": [*data.notices, *held["notices"]],
         "facts": _facts(run, name, trained.num_params(), model_macs(name, size, in_ch, meta.num_classes), size),
         "curves": _picture(_resized(curves_figure(run.metrics, balance=balance)), "training curves")
         if run.metrics else None,
         "metrics": _metrics_table(run.metrics, balance) if run.metrics else None,
-        "confusion": _picture(plots.confusion_figure(result.confusion, classes), "confusion matrix"),
-        "per_class": _per_class(result), "macro_f1": f"{result.macro_f1:.4f}",
-        "mistakes": _mistakes(logits, images, labels, classes, split),
         "filters": _filters(conv.weight.detach().cpu()) if conv is not None else None,
-        "feature_maps": _feature_maps(trained.model, trained.preprocess, images, labels, classes, trained.device,
-                                      split),
         "fields": _fields(name, size, in_ch, meta.image_size),
         "footer": [(k, str(env[k])) for k in ("cnnlab", "torch", "torchvision", "python", "platform", "git_commit",
                                               "date") if env.get(k)],

@@ -175,7 +175,8 @@ class RunFolder:
     def on_epoch(self, trainer, row: dict[str, Any], is_best: bool) -> None:
         if self._tb is not None:
             for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "lr", "images_per_s"):
-                self._tb.add_scalar(key, row[key], row["epoch"])
+                if key in row:  # a run that holds out nothing has no validation figures
+                    self._tb.add_scalar(key, row[key], row["epoch"])
         write_metrics_csv(self.path / "metrics.csv", trainer.state.history)
 
     def on_end(self, trainer, result: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from cnnlab.runs import ENDED, Run, folder_status
 from cnnlab.study.spec import Study, check_settings, load_study
 from cnnlab.study.summary import study_summary
 from cnnlab.train import resume, train
-from cnnlab.train.config import TrainConfig, check_given_flags_apply, make_config
+from cnnlab.train.config import TrainConfig, check_given_flags_apply, check_ranked_on_held_out, make_config
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,7 @@ def run_study(name_or_path: str | Path, out: str | Path | None = None, overrides
     study = load_study(name_or_path)
     overrides = check_settings({k: v for k, v in (overrides or {}).items() if v is not None}, "the study's overrides")
     seeds = _checked_seeds(seeds, overrides)
+    check_ranked_on_held_out({**study.budget, **overrides}, "a study")
     if len(seeds) == 1:  # one seed is the --seed of every variant
         overrides, seeds = {**overrides, "seed": seeds[0]}, []
     folder = Path(out) if out else Path("studies") / study.name

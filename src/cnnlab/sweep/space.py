@@ -16,7 +16,7 @@ from typing import Any
 from cnnlab.checks import int_in_range, positive_int
 from cnnlab.data.folder import has_validation_folder
 from cnnlab.errors import CnnlabError
-from cnnlab.train.config import AUGMENTS, JUDGED, field_types, make_config
+from cnnlab.train.config import AUGMENTS, JUDGED, check_ranked_on_held_out, field_types, make_config
 
 KINDS = ("loguniform", "uniform", "int", "intlog", "choice")
 PRUNERS = ("median", "hyperband", "none")
@@ -173,6 +173,7 @@ class SweepSpec:
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(self.overrides)))
         if clash:
             raise CnnlabError(f"{', '.join(clash)} given twice (searched and fixed, or searched twice); expected once")
+        check_ranked_on_held_out(self.overrides, "a sweep")
         own_val = has_validation_folder(str(self.overrides.get("dataset", "")))
         if self.overrides.get("val_split") is None and not own_val and not self.allow_test_objective:
             raise CnnlabError("a sweep tunes on a validation split, never on the test set: expected --val-split "

@@ -70,7 +70,8 @@ class RunParts:
             ``ema``: the averaged copy evaluation uses, or None.
         memory_format: channels-last or contiguous, for the model and each batch.
         train_loader, val_loader, test_loader: the splits (``test_loader`` only with a validation split, and a test
-            split: ``--test-split 0`` leaves none);
+            split: ``--test-split 0`` leaves none; ``val_loader`` None where nothing is held out, ``--test-split 0``
+            without ``--val-split``);
             ``val_rest``/``test_rest``: on rank 0, the samples equal shards leave to no rank.
         optimizer, scheduler: per optimizer step; ``steps_per_epoch`` optimizer steps an epoch.
         autocast: ``torch.autocast`` arguments; ``tta``: flip-TTA at evaluation.
@@ -90,7 +91,7 @@ class RunParts:
     ema: AveragedModel | None
     memory_format: torch.memory_format
     train_loader: DeviceLoader
-    val_loader: DeviceLoader
+    val_loader: DeviceLoader | None
     val_rest: DeviceLoader | None
     test_loader: DeviceLoader | None
     test_rest: DeviceLoader | None
@@ -398,7 +399,9 @@ def _loaders(config: TrainConfig, dataset: ImageDataset, preprocess: Preprocess,
                          cutmix=config.cutmix, num_classes=dataset.num_classes,
                          balance=config.balance == "sampler",
                          drop_last=per_rank > config.batch_size and per_rank % config.batch_size == 1, **shard)
-    val_loader, val_rest = _eval_loaders(config, preprocess, dist, *val, shard)
+    # --test-split 0 without --val-split: every labelled image trains, none is left to evaluate on
+    val_loader, val_rest = (None, None) if config.holds_out_nothing else \
+        _eval_loaders(config, preprocess, dist, *val, shard)
     test_loader, test_rest = (_eval_loaders(config, preprocess, dist, dataset.test_images, dataset.test_labels,
                                             None, shard) if apart and len(dataset.test_labels) else (None, None))
     # --balance loss: scikit-learn's "balanced" weights of the training split weigh the training loss (the

@@ -24,7 +24,7 @@ from cnnlab.checks import (
     number,
     positive_int,
 )
-from cnnlab.data import FOLDER_PREFIX
+from cnnlab.data import FOLDER_PREFIX, holds_out_nothing
 from cnnlab.errors import CnnlabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -59,6 +59,14 @@ BEFORE_THE_SETTING = {"best_by": "accuracy"}
 
 # The epoch history's key of each figure --best-by can judge, and how lines name it (a run's, a sweep's, a study's).
 JUDGED = {"accuracy": ("val_acc", "accuracy"), "balanced-accuracy": ("val_bal_acc", "balanced accuracy")}
+
+
+def check_ranked_on_held_out(settings: Mapping[str, Any], what: str) -> None:
+    """Refuse, in one line, a sweep or study (``what`` ranks its runs by a validation figure) whose runs' ``settings``
+    hold out nothing (:func:`cnnlab.data.holds_out_nothing`): there is no such figure to rank them by."""
+    if holds_out_nothing(settings):
+        raise CnnlabError(f"{what} ranks its runs by a validation figure, and --test-split 0 without --val-split holds "
+                          "out no image to measure one: expected --val-split too (e.g. 0.1 or 5000)")
 
 
 def default_best_by(balance: Any) -> str:
@@ -117,7 +125,9 @@ class TrainConfig:
     test_split: float | None = _f(None, "folder datasets without a test/ folder or test rows: hold out this fraction "
                                         "(< 1) or number (>= 1) of the images as the test split, stratified and "
                                         "seeded (default: 1/6); 0: none, every image trains or validates (with "
-                                        "--val-split), as for a contest that scores on its own unlabelled test/")
+                                        "--val-split), as for a contest that scores on its own unlabelled test/; "
+                                        "without --val-split nothing is held out (a final refit on every image: "
+                                        "nothing is evaluated, best.pt is the last epoch's)")
     normalize: bool = _f(False, "normalise inputs with the training set's mean and std")
     # bool | str: the old switch (true: crop-flip, false: none; config.json and checkpoints of older runs hold it) is
     # converted where the config is made, so the value is always a preset name; bool first keeps field_types() and
@@ -187,6 +197,24 @@ class TrainConfig:
         if folder:
             object.__setattr__(self, "dataset", FOLDER_PREFIX + os.path.abspath(os.path.expanduser(folder)))
 
+    @property
+    def holds_out_nothing(self) -> bool:
+        """``--test-split 0`` without ``--val-split``: every labelled image trains (a final refit on all of them, as
+        a contest's last run is), and no figure of images the model never saw is measured
+        (:func:`cnnlab.data.holds_out_nothing`)."""
+        return holds_out_nothing(vars(self))
+
+    def _check_nothing_held_out(self) -> None:
+        """Refuse what judges a held-out figure in a run that holds out nothing (:attr:`holds_out_nothing`)."""
+        judges = [f"--early-stop {self.early_stop}" if self.early_stop else "",
+                  f"--target-acc {self.target_acc}" if self.target_acc is not None else "",
+                  f"--best-by {self.best_by}" if self.best_by != default_best_by(self.balance) else ""]
+        given = [flag for flag in judges if flag]
+        if given:
+            raise CnnlabError(f"--test-split 0 without --val-split holds out no image, so there is no validation "
+                              f"figure for {' and '.join(given)} to judge (best.pt is the last epoch's): expected "
+                              f"--val-split too (e.g. --val-split 0.1), or none of them")
+
     def validate(self) -> TrainConfig:
         """Check types, ranges and combinations; raise a one-line CnnlabError on the first problem."""
         for name, choices in CHOICES.items():
@@ -205,9 +233,6 @@ class TrainConfig:
             raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
         _check_share("val-split", self.val_split)
         _check_share("test-split", self.test_split, zero=True)
-        if self.test_split == 0 and self.val_split is None:
-            raise CnnlabError("--test-split 0 holds out no test images, so no image is left to pick best.pt and score "
-                              "the run: expected --val-split too (e.g. --val-split 0.1)")
         if self.augment not in AUGMENTS:
             if isinstance(self.augment, str) and self.augment.lower() in _SWITCH_WORDS:  # "false" in a JSON file
                 raise CnnlabError(f"augment must be true or false, got {self.augment!r} (a string), or one of the "
@@ -270,6 +295,8 @@ class TrainConfig:
         if self.optimizer == "nesterov" and self.momentum == 0:
             raise CnnlabError("optimizer nesterov needs momentum > 0 (e.g. --momentum 0.9), got 0")
         int_in_range(self.seed, "seed", 0, 2**32, expected="an integer in [0, 2**32)")  # np.random.seed: 32 bits
+        if self.holds_out_nothing:  # after the fields' own checks: a --target-acc of the wrong kind is named so
+            self._check_nothing_held_out()
         # Last, after every field's own check: a field without one of its own still refuses a value of another
         # type (a config file's "3" for a number, [3] or null), so a new field is never silently accepted.
         nullable = nullable_fields()

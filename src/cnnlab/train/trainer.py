@@ -104,6 +104,9 @@ class Trainer:
         # --test-split 0: the data holds no test split, and the validation split is apart from none
         self.tested = len(self.dataset.test_labels) > 0
         self.val_name = "validation" if self.test_loader is not None or not self.tested else "test"
+        # --test-split 0 without --val-split: nothing held out (a final refit on every labelled image), so nothing is
+        # evaluated, and best.pt is the last epoch's (TrainConfig refuses what would judge a held-out figure)
+        self.holds_out = self.val_loader is not None
         # The figure that picks best.pt and that --early-stop and --target-acc judge: a history key, and its name
         self.judged_key, self.judged_name = JUDGED[self.config.best_by]
         self.stop_reason: str | None = None  # why an observer ended the run (StopRun); not kept across a resume
@@ -161,7 +164,10 @@ class Trainer:
         return int(self.state.history[-1]["epoch"] - best["epoch"]) if best is not None else 0
 
     def best_row(self) -> dict[str, float] | None:
-        """The history row of the epoch best.pt holds: :func:`best_row` of the figure ``config.best_by`` judges."""
+        """The history row of the epoch best.pt holds: :func:`best_row` of the figure ``config.best_by`` judges, or
+        the last where nothing is held out."""
+        if not self.holds_out:
+            return self.state.history[-1] if self.state.history else None
         return best_row(self.state.history, self.judged_key)
 
     def fit(self) -> list[dict[str, float]]:
@@ -181,27 +187,31 @@ class Trainer:
                 self.budget.begin(start)
             while self.finished() is None:
                 train = self.train_epoch()
-                val = self.evaluate(keep_logits=True)
+                row = {"epoch": self.state.epoch + 1, "train_loss": train["loss"], "train_acc": train["acc"]}
+                recalls, unbalanced = None, False
+                if self.holds_out:  # the same on every rank
+                    val = self.evaluate(keep_logits=True)
+                    recalls, unbalanced = self._val_recalls()  # a collective under torchrun: every rank, every epoch
+                    row |= {"val_loss": val["loss"], "val_acc": val["acc"], "val_bal_acc": balanced_accuracy(recalls)}
                 seconds = time.perf_counter() - self._epoch_t0
-                recalls, unbalanced = self._val_recalls()  # a collective under torchrun: every rank, every epoch
-                row = {"epoch": self.state.epoch + 1, "train_loss": train["loss"], "train_acc": train["acc"],
-                       "val_loss": val["loss"], "val_acc": val["acc"], "val_bal_acc": balanced_accuracy(recalls),
-                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
-                       "images_per_s": train["images"] / seconds}
+                row |= {"lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
+                        "images_per_s": train["images"] / seconds}
                 self.state.history.append(row)
                 self.state.epoch += 1
                 self.state.epoch_images, self.state.epoch_seconds = 0, 0.0
                 self.epoch_metrics = EpochMetrics(self.device)
                 self.state.elapsed = time.perf_counter() - start
-                figure = row[self.judged_key]  # global, as both figures are: every rank decides alike
-                is_best = figure > self.state.best_val_acc
-                if cfg.target_acc is not None and figure >= cfg.target_acc:
-                    self.state.target_reached = {"epoch": self.state.epoch, "seconds": self.state.elapsed}
-                self.state.best_val_acc = max(self.state.best_val_acc, figure)
+                is_best = True  # nothing held out: best.pt is the last epoch's
+                if self.holds_out:
+                    figure = row[self.judged_key]  # global, as both figures are: every rank decides alike
+                    is_best = figure > self.state.best_val_acc
+                    if cfg.target_acc is not None and figure >= cfg.target_acc:
+                        self.state.target_reached = {"epoch": self.state.epoch, "seconds": self.state.elapsed}
+                    self.state.best_val_acc = max(self.state.best_val_acc, figure)
                 self._end_of_epoch(row, is_best, recalls if unbalanced else None)
                 if self.state.target_reached is not None:
-                    self._log(f"{self.val_name} {self.judged_name} {figure:.4f} reached the target {cfg.target_acc} "
-                              f"after {self.state.elapsed:.1f}s (epoch {self.state.epoch}): stopping")
+                    self._log(f"{self.val_name} {self.judged_name} {row[self.judged_key]:.4f} reached the target "
+                              f"{cfg.target_acc} after {self.state.elapsed:.1f}s (epoch {self.state.epoch}): stopping")
                 elif self.stop_reason is not None:
                     self._log(f"stopping after epoch {self.state.epoch}: {self.stop_reason}")
                 elif self._stopped_early():
@@ -232,7 +242,8 @@ class Trainer:
                   f"{cfg.time_budget:g}s budget" if self.budget is not None else "")
         last = self.state.history[-1]["epoch"] if self.state.history else 0
         final = f"test_acc {self.result['test_acc']:.4f}" if self.tested else \
-            f"no test split, validation accuracy {self.result['val_acc']:.4f}"
+            f"no test split, validation accuracy {self.result['val_acc']:.4f}" if self.holds_out else \
+            f"trained on all {self.result['train_images']} images, train accuracy {self.result['train_acc']:.4f}"
         self._log(f"done: {cfg.model} {final} (the last epoch's model, epoch "
                   f"{last:g}); {self._best_words()}; in {self.result['wall_s']:.1f}s, "
                   f"{self.result['images_per_s']:,.0f} img/s{bought} -> {self.run_dir or 'memory'}")
@@ -243,6 +254,8 @@ class Trainer:
         is of (eval, export and the README's path take best.pt): its epoch and the figure that picked it, and its test
         accuracy where the validation set is the test set (no --val-split), so no pass of its own is needed for it."""
         held = "best.pt" if self.run_dir is not None else "the best epoch"
+        if not self.holds_out:
+            return f"nothing held out: {'best.pt' if self.run_dir is not None else 'the model'} is the last epoch's"
         best = self.best_row()
         if best is None:
             return f"no best {self.val_name} {self.judged_name}"
@@ -409,16 +422,20 @@ class Trainer:
         if is_best:  # the same on every rank: the judged figure is a global one
             self._checkpoint("best.pt")
         self._checkpoint("last.pt")  # on every rank: a collective under torchrun
-        judged = f"  val_bal_acc {row['val_bal_acc']:.4f}" if self.judged_key == "val_bal_acc" else ""
+        held_out = ""  # nothing held out: the training figures alone
+        if self.holds_out:
+            judged = f"  val_bal_acc {row['val_bal_acc']:.4f}" if self.judged_key == "val_bal_acc" else ""
+            held_out = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}{judged}"
         self._log(f"epoch {row['epoch']}{self._of_epochs()}  train_loss {row['train_loss']:.4f}  "
-                  f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}"
-                  f"{judged}  {row['images_per_s']:,.0f} img/s  {row['seconds']:.1f}s")
-        gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes, recalls,
-                                                                self._train_share)
-        before = (len(self.state.history) - 1) * len(self.train_loader)  # steps before this epoch (all whole)
-        if gap or before < CHANCE_CHECK_STEPS <= self.state.step:
-            self._told_eval_gap |= gap
-            self._chance_warning(row, recalls)
+                  f"train_acc {row['train_acc']:.4f}{held_out}  {row['images_per_s']:,.0f} img/s  "
+                  f"{row['seconds']:.1f}s")
+        if self.holds_out:  # the chance check judges the held-out figure
+            gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes, recalls,
+                                                                    self._train_share)
+            before = (len(self.state.history) - 1) * len(self.train_loader)  # steps before this epoch (all whole)
+            if gap or before < CHANCE_CHECK_STEPS <= self.state.step:
+                self._told_eval_gap |= gap
+                self._chance_warning(row, recalls)
         try:
             self._notify("on_epoch", self, row, is_best)
         except StopRun as stop:
@@ -436,6 +453,8 @@ class Trainer:
             test = self.evaluate(self.test_loader, keep_logits=True)
             test_samples = self._samples(self.test_loader, self.parts.test_rest)
             final = self._final_logits(self.test_loader)
+        elif not self.holds_out:  # nothing to score: the training figures are the run's only ones
+            test, test_samples, final = {"acc": None, "loss": None}, None, None
         else:
             if not self._val_logits and self.state.history:  # a resume that had nothing left to train: its last
                 self.evaluate(keep_logits=True)  # evaluation again, for the per-class figures
@@ -460,6 +479,9 @@ class Trainer:
             "epochs": len(self.state.history),
             "test_acc": test["acc"], "test_bal_acc": balanced if self.tested else None, "test_loss": test["loss"],
             "test_samples": test_samples, "val_split": self.config.val_split,
+            # the training figures of the last epoch, and how many images trained (all of them: nothing_held_out)
+            "train_acc": last.get("train_acc"), "train_loss": last.get("train_loss"),
+            "train_images": self.train_loader.num_items, "nothing_held_out": not self.holds_out,
             "val_acc": last.get("val_acc") if self.val_name == "validation" else None,
             "val_bal_acc": last.get("val_bal_acc") if self.val_name == "validation" else None,
             # best.pt's epoch, the figure that picked it, and its two figures
@@ -486,7 +508,8 @@ class Trainer:
         return f" ({self.budget.used():.0f}/{self.config.time_budget:g}s)"
 
     def _time_budget(self) -> TimeBudget:
-        val = self._samples(self.val_loader, self.parts.val_rest)
+        # nothing held out: no evaluation at an epoch's end or after the last step, and none is reserved
+        val = self._samples(self.val_loader, self.parts.val_rest) if self.val_loader is not None else 0
         test = self._samples(self.test_loader, self.parts.test_rest) if self.test_loader is not None else 0
         return TimeBudget(self.config.time_budget, self.state, self.scheduler.lr_lambdas[0],
                           batches_per_epoch=len(self.train_loader), batch_size=self.config.batch_size,

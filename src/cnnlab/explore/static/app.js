@@ -13,9 +13,11 @@ function fmtNum(v, digits = 3) {
   return String(Number(v.toFixed(digits)));
 }
 const pct = (v) => (v === null || v === undefined) ? "—" : (100 * v).toFixed(2) + "%";
-// Test accuracy when the run has finished, else the latest validation accuracy (marked "val").
+// Test accuracy when the run has finished, else the latest validation accuracy (marked "val"); a run that held out
+// nothing (--test-split 0 without --val-split) has neither, and says so.
 const accuracyCell = (r) => r.test_acc !== null && r.test_acc !== undefined ? pct(r.test_acc)
-  : (r.val_acc !== null && r.val_acc !== undefined ? "val " + pct(r.val_acc) : "—");
+  : (r.val_acc !== null && r.val_acc !== undefined ? "val " + pct(r.val_acc)
+    : (r.nothing_held_out ? "nothing held out" : "—"));
 
 // ------------------------------------------------------------------------------------------------------ tabs
 function showTab(name) {
@@ -225,9 +227,11 @@ async function openRun(name, refresh = false) {
     return;
   }
   const stat = (value, label) => el("div", {class: "stat"}, el("b", {text: value}), el("span", {text: label}));
-  // a run that held out no test split (--test-split 0) heads with its validation accuracy, said so
-  const accuracy = d.test_split === 0 ? stat(pct(d.val_acc), "validation accuracy (no test split)")
-    : stat(pct(d.test_acc), "test accuracy");
+  // a run that held out no test split (--test-split 0) heads with its validation accuracy, said so; one that held
+  // out nothing (no --val-split either) with its training accuracy
+  const accuracy = d.nothing_held_out ? stat(pct(d.train_acc), "training accuracy (nothing held out)")
+    : d.test_split === 0 ? stat(pct(d.val_acc), "validation accuracy (no test split)")
+      : stat(pct(d.test_acc), "test accuracy");
   $("run-stats").replaceChildren(stat(d.model || "—", "model"), stat(d.dataset || "—", "dataset"), accuracy,
     stat(d.images_per_s ? Math.round(d.images_per_s).toLocaleString("en") : "—", "images/s"),
     stat(d.status, "status"));
@@ -277,6 +281,12 @@ async function loadGallery(name, info) {
     return;
   }
   if (state.run !== name) return;  // a slower gallery of a run left behind must not replace this one's
+  if (g.note) {  // a run that held out nothing: no image it never saw to show
+    $("gallery").replaceChildren(el("p", {text: g.note + " (uploads and drawings still work)."}));
+    $("mistakes-note").textContent = "";
+    $("mistakes").replaceChildren();
+    return;
+  }
   const thumb = (item, title) => pickable(el("img", {src: item.png, alt: title, title, class: "thumb",
     "data-index": item.index}), () => analyzeTest(item.index));
   const showClass = async () => {
