@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 import explore_support
+from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options, analyze_image, model_card
@@ -349,13 +350,15 @@ def test_an_ultralytics_export_of_dynamic_sides_is_run_at_the_size_its_metadata_
     assert open_model(tmp_path / "yolo.onnx", Options(input_size=16)).spec.hw == (16, 16)  # the flag comes first
 
 
-def _hugging_face_export(folder, processor: dict, id2label: dict) -> nn.Module:
+def _hugging_face_export(folder, processor: dict, id2label: dict, net: nn.Module | None = None) -> nn.Module:
     """A folder as ``optimum-cli export onnx`` leaves one: model.onnx of free batch, height and width (input
-    pixel_values, normalised outside), config.json (id2label) and preprocessor_config.json beside it."""
+    pixel_values, normalised outside), config.json (id2label) and preprocessor_config.json beside it; of ``net``, or
+    of a small seeded network."""
     import json
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    net = (net or nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                nn.Linear(4, 3))).eval()
     folder.mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1432,3 +1435,29 @@ def test_a_graph_of_one_value_an_image_is_said_to_have_no_class_axis(tmp_path):
     with pytest.raises(CnnlabError, match=r"its output 'score' has shape N \(one value an image, no class axis\), "
                                           r"expected N x classes"):
         open_model(tmp_path / "one.onnx")
+
+
+def test_eval_of_a_hugging_face_export_frames_each_picture_of_a_folder_as_its_processor_does(tmp_path, capsys):
+    """eval of a labelled folder feeds a Hugging Face export each picture as its image processor frames it (the
+    shorter side resized with its filter, the centre cropped), as the explorer and predict do: it cropped each
+    picture's square centre before resizing it, which keeps the shorter side's edges the processor crops away. The
+    network answers the brightest colour channel; each picture is one colour with a band of another along the edges
+    of its shorter side, filed under the colour the processor's framing shows the network (the background's)."""
+    import json
+
+    _hugging_face_export(tmp_path / "rgb", CONVNEXT, {"0": "red", "1": "green", "2": "blue"},
+                         nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    for k, (wh, ground, band) in enumerate([((40, 22), 0, 1), ((22, 40), 1, 2), ((44, 24), 2, 0), ((24, 44), 0, 2)]):
+        picture = np.zeros((wh[1], wh[0], 3), dtype=np.uint8)
+        picture[..., ground] = 120
+        edges = (slice(0, 4), slice(-4, None))  # rows of a wide picture, columns of a tall one
+        for edge in edges:
+            picture[(edge, slice(None)) if wh[0] > wh[1] else (slice(None), edge)] = 0
+            picture[(edge, slice(None), band) if wh[0] > wh[1] else (slice(None), edge, band)] = 255
+        folder = tmp_path / "pics" / ("red", "green", "blue")[ground]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(folder / f"p{k}.png")
+    assert main(["eval", str(tmp_path / "rgb" / "model.onnx"), "--dataset", f"folder:{tmp_path / 'pics'}",
+                 "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["n"] == 4 and scored["accuracy"] == 1.0
