@@ -42,16 +42,16 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     return tmp_path / "torch"
 
 
-def _randomised(network: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+def _randomised(network: torch.nn.Module, seed: int = 0, side: int = 64) -> dict[str, torch.Tensor]:
     """``network``'s state dict after torchvision's seeded initialisation, every batch norm's statistics those of a
-    batch of noise (so that its answers follow the picture, and a wrong renormalisation shows): left at 0 and 1, the
-    activations faded through the layers and the logits were the same for every picture."""
+    batch of noise at ``side`` px (so that its answers follow the picture, and a wrong renormalisation shows): left
+    at 0 and 1, the activations faded through the layers and the logits were the same for every picture."""
     torch.manual_seed(seed)
     norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for norm in norms:
         norm.momentum = None  # a cumulative average: one batch sets the statistics
     with torch.no_grad():
-        network.train()(torch.randn(4, next(network.parameters()).shape[1], 64, 64))
+        network.train()(torch.randn(4, next(network.parameters()).shape[1], side, side))
     for norm in norms:
         norm.momentum = 0.1
     return network.eval().state_dict()
