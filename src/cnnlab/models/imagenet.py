@@ -93,15 +93,15 @@ BACKBONES: dict[str, Backbone] = {
     "imagenet-resnet101": Backbone("resnet101", "ResNet101_Weights.IMAGENET1K_V2"),
     "imagenet-resnet152": Backbone("resnet152", "ResNet152_Weights.IMAGENET1K_V2"),
     "imagenet-resnext50_32x4d": Backbone("resnext50_32x4d", "ResNeXt50_32X4D_Weights.IMAGENET1K_V2"),  # d2l 8.6.5
+    "imagenet-wide_resnet50_2": Backbone("wide_resnet50_2", "Wide_ResNet50_2_Weights.IMAGENET1K_V2"),
+    "imagenet-mobilenet_v2": Backbone("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V2", pools="avg"),
     "imagenet-mobilenet_v3_small": Backbone("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
     "imagenet-mobilenet_v3_large": Backbone("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
     "imagenet-efficientnet_b0": Backbone("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1"),
-    "imagenet-efficientnet_b1": Backbone("efficientnet_b1", "EfficientNet_B1_Weights.IMAGENET1K_V2"),  # 240 px
-    "imagenet-efficientnet_b2": Backbone("efficientnet_b2", "EfficientNet_B2_Weights.IMAGENET1K_V1"),  # 288 px
-    "imagenet-efficientnet_b3": Backbone("efficientnet_b3", "EfficientNet_B3_Weights.IMAGENET1K_V1"),  # 300 px
-    "imagenet-efficientnet_v2_s": Backbone("efficientnet_v2_s", "EfficientNet_V2_S_Weights.IMAGENET1K_V1"),  # 384
-    "imagenet-mobilenet_v2": Backbone("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V2", pools="avg"),
-    "imagenet-wide_resnet50_2": Backbone("wide_resnet50_2", "Wide_ResNet50_2_Weights.IMAGENET1K_V2"),
+    "imagenet-efficientnet_b1": Backbone("efficientnet_b1", "EfficientNet_B1_Weights.IMAGENET1K_V2"),
+    "imagenet-efficientnet_b2": Backbone("efficientnet_b2", "EfficientNet_B2_Weights.IMAGENET1K_V1"),
+    "imagenet-efficientnet_b3": Backbone("efficientnet_b3", "EfficientNet_B3_Weights.IMAGENET1K_V1"),
+    "imagenet-efficientnet_v2_s": Backbone("efficientnet_v2_s", "EfficientNet_V2_S_Weights.IMAGENET1K_V1"),
     "imagenet-convnext_tiny": Backbone("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", flattens=False),
     "imagenet-convnext_small": Backbone("convnext_small", "ConvNeXt_Small_Weights.IMAGENET1K_V1", flattens=False),
     "imagenet-convnext_base": Backbone("convnext_base", "ConvNeXt_Base_Weights.IMAGENET1K_V1", flattens=False),
@@ -112,7 +112,7 @@ BACKBONES: dict[str, Backbone] = {
     "imagenet-vgg11_bn": Backbone("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),  # with d2l 8.5's batch norm
     "imagenet-vgg16": Backbone("vgg16", "VGG16_Weights.IMAGENET1K_V1"),
     "imagenet-googlenet": Backbone("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1"),  # d2l 8.4
-    "imagenet-inception_v3": Backbone("inception_v3", "Inception_V3_Weights.IMAGENET1K_V1"),  # GoogLeNet's, 299 px
+    "imagenet-inception_v3": Backbone("inception_v3", "Inception_V3_Weights.IMAGENET1K_V1"),  # GoogLeNet's successor
     "imagenet-densenet121": Backbone("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", pools="relu+avg"),  # d2l 8.7
 }
 # A learning rate for plain SGD when no recipe sets one (the registry's "book lr"); the finetune recipe sets its own.
