@@ -99,9 +99,11 @@ def test_family_table_agrees_with_torchvision_metadata():
 
 
 def test_the_stages_of_a_body_kept_in_one_sequential_compute_the_forward_pass():
+    """And MobileNetV2's, whose forward pools its features as a function: a stage of the walk pools them."""
     torch.manual_seed(0)
     x = torch.rand(2, 3, 64, 64)
-    for name in ("imagenet-mobilenet_v3_small", "imagenet-efficientnet_b0", "imagenet-regnet_y_400mf"):
+    for name in ("imagenet-mobilenet_v3_small", "imagenet-efficientnet_b0", "imagenet-regnet_y_400mf",
+                 "imagenet-mobilenet_v2"):
         model = create_model(name, num_classes=5, in_channels=3).eval()
         y = x
         with torch.no_grad():

@@ -6,7 +6,6 @@ seeded random weights) under the exact file name of torchvision's URL in a tempo
 own pretrained builder and weights' transforms(), reading that file from the cache, are the oracle."""
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from cnnlab.models import create_model, imagenet, list_models, model_info
 from cnnlab.models.summary import stages
 from cnnlab.train import build_run, make_config
 from data_support import noise_dataset
-from test_imagenet_book_networks import _cached, _randomised
+from test_imagenet_book_networks import _cached, _randomised, computes_as_torchvisions
 
 ADDED = ("imagenet-efficientnet_b1", "imagenet-efficientnet_b2", "imagenet-efficientnet_b3",
          "imagenet-efficientnet_v2_s", "imagenet-inception_v3", "imagenet-mobilenet_v2", "imagenet-wide_resnet50_2")
@@ -55,17 +54,8 @@ def test_each_backbone_takes_the_side_its_weights_were_trained_at(capsys):
 
 
 def test_the_added_backbones_take_a_grey_stem_a_new_head_and_compute_by_stages():
-    """The stages (report, explorer) compute each added network's forward pass at its own side: MobileNetV2's
-    forward pools as a function, which a stage has to do (its features went straight into the classifier)."""
-    torch.manual_seed(0)
-    x = torch.rand(2, 3, 80, 80)
-    for name in ("imagenet-mobilenet_v2", "imagenet-efficientnet_b1", INCEPTION):
-        model = create_model(name, num_classes=5, in_channels=3).eval()
-        y = x
-        with torch.no_grad():
-            for stage in stages(model):
-                y = stage(y)
-            torch.testing.assert_close(y, model(x), rtol=0, atol=0)
+    """The stages (report, explorer) of each added network, at its own side, end in its new head's classes (that they
+    compute the forward pass: test_imagenet.py's test of the stages, and Inception v3's test below)."""
     with torch.device("meta"):  # the large ones at their own side without their tensors
         for name in ADDED:
             side = model_info(name).input_size
@@ -98,29 +88,9 @@ def test_inception_v3_computes_what_torchvisions_pretrained_inception_v3_compute
     _randomised(network, side=96)
     network.AuxLogits = aux
     state = network.state_dict()
-    assert any(k.startswith("AuxLogits.") for k in state)
     _cached(INCEPTION, state)
     reference = torchvision.models.inception_v3(weights=imagenet.weights_enum(INCEPTION)).eval()
-    ours = create_model(INCEPTION, pretrained=True, num_classes=1000, in_channels=3).eval()
-    assert not any(k.startswith("AuxLogits.") for k in ours.state_dict())
-    assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
-    x = torch.randn(2, 3, 96, 96)
-    with torch.no_grad():
-        expected = reference(x)
-        assert (expected[0] - expected[1]).abs().max() > 0.1  # answers that follow the picture
-        assert torch.equal(ours(x), expected)
-        y = x
-        for stage in stages(ours):  # the explorer's and the report's walk renormalises too
-            y = stage(y)
-        assert torch.equal(y, expected)
-        assert isinstance(ours.train()(x), torch.Tensor)  # no aux logits in training either
-    torch.save(state, tmp_path / "mine.pth")
-    explored = open_model(INCEPTION, Options(input_size=96, weights=tmp_path / "mine.pth"))
-    images = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8)
-    mean, std = (torch.tensor(v).view(3, 1, 1) for v in imagenet.pretrained_normalize(INCEPTION, 3))
-    with torch.no_grad():
-        torch.testing.assert_close(explored.logits(images), reference((images.float() / 255 - mean) / std),
-                                   rtol=1e-4, atol=1e-4)
+    computes_as_torchvisions(INCEPTION, reference, state, ("AuxLogits.",), tmp_path / "mine.pth", 96)
 
 
 def test_a_240_backbone_frames_each_picture_as_its_weights_transforms_do(tmp_path, capsys):
@@ -129,9 +99,7 @@ def test_a_240_backbone_frames_each_picture_as_its_weights_transforms_do(tmp_pat
     at, where every backbone was framed at 224."""
     name = "imagenet-efficientnet_b1"
     weights = imagenet.weights_enum(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torchvision's note on init_weights is not raised here
-        state = _randomised(torchvision.models.efficientnet_b1(), seed=2)
+    state = _randomised(torchvision.models.efficientnet_b1(), seed=2)
     _cached(name, state)
     rng = np.random.default_rng(3)
     pics = tmp_path / "pics"
