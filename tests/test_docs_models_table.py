@@ -42,3 +42,14 @@ def test_the_zoo_table_lists_every_model_with_the_registrys_figures():
         wrong += [f"{name}: {column} {shown} in docs/models.md, {actual} in the registry"
                   for column, (shown, actual) in expected.items() if _number(shown) != actual]
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_backbone_table_lists_every_backbone_with_its_weights_and_input_side():
+    """The ImageNet backbones' table: each with its pinned weights and the side the registry feeds it at (the weights'
+    crop), which was 224 for every one."""
+    rows = {m.group(1): [cell.strip(" `") for cell in line.strip("|").split("|")]
+            for line in MODELS_MD.read_text(encoding="utf-8").splitlines()
+            if (m := re.match(r"\| `(imagenet-[^`]+)` \|", line))}
+    assert sorted(rows) == sorted(list_models(pretrained=True))
+    for name, (_, weights, _, _, side) in rows.items():
+        assert (weights, int(side)) == (model_info(name).weights, model_info(name).input_size), name

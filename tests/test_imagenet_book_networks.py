@@ -42,16 +42,16 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     return tmp_path / "torch"
 
 
-def _randomised(network: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+def _randomised(network: torch.nn.Module, seed: int = 0, side: int = 64) -> dict[str, torch.Tensor]:
     """``network``'s state dict after torchvision's seeded initialisation, every batch norm's statistics those of a
-    batch of noise (so that its answers follow the picture, and a wrong renormalisation shows): left at 0 and 1, the
-    activations faded through the layers and the logits were the same for every picture."""
+    batch of noise at ``side`` px (so that its answers follow the picture, and a wrong renormalisation shows): left
+    at 0 and 1, the activations faded through the layers and the logits were the same for every picture."""
     torch.manual_seed(seed)
     norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for norm in norms:
         norm.momentum = None  # a cumulative average: one batch sets the statistics
     with torch.no_grad():
-        network.train()(torch.randn(4, next(network.parameters()).shape[1], 64, 64))
+        network.train()(torch.randn(4, next(network.parameters()).shape[1], side, side))
     for norm in norms:
         norm.momentum = 0.1
     return network.eval().state_dict()
@@ -97,28 +97,38 @@ def test_googlenet_computes_what_torchvisions_pretrained_googlenet_computes(tmp_
     renormalisation the network was fed other input than it was trained on. The logits, the stages' and training
     mode's are torchvision's own `googlenet(weights=...)`'s, and the explorer's of a googlenet() state dict saved
     with its aux heads (`explore imagenet-googlenet --weights`)."""
-    from cnnlab.explore.model import Options
-    from cnnlab.explore.sources import open_model
-
     state = _googlenet_file()
     with warnings.catch_warnings():  # torchvision's own warning about aux heads is not raised without them
         reference = torchvision.models.googlenet(weights=imagenet.weights_enum(GOOGLENET)).eval()
-    ours = create_model(GOOGLENET, pretrained=True, num_classes=1000, in_channels=3).eval()
-    assert not any(k.startswith(("aux1.", "aux2.")) for k in ours.state_dict())
+    computes_as_torchvisions(GOOGLENET, reference, state, ("aux1.", "aux2."), tmp_path / "mine.pth", 64)
+
+
+def computes_as_torchvisions(name: str, reference: torch.nn.Module, state: dict[str, torch.Tensor],
+                             aux: tuple[str, ...], saved: Path, side: int) -> None:
+    """Backbone ``name`` with its weights (``state``, in the cache) answers as torchvision's pretrained builder's
+    ``reference`` on ``side``-px input: without the ``aux`` heads' tensors, by its forward and by its stages (the
+    explorer's and the report's walk, renormalising too), one set of logits in training, and explored with
+    ``state`` saved at ``saved`` (``explore NAME --weights``, aux tensors and all) from uint8 pictures."""
+    from cnnlab.explore.model import Options
+    from cnnlab.explore.sources import open_model
+
+    ours = create_model(name, pretrained=True, num_classes=1000, in_channels=3).eval()
+    assert not any(k.startswith(aux) for k in ours.state_dict()) and any(k.startswith(aux) for k in state)
     assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, side, side)
     with torch.no_grad():
         expected = reference(x)
+        assert (expected[0] - expected[1]).abs().max() > 0.1  # answers that follow the picture
         assert torch.equal(ours(x), expected)
         y = x
-        for stage in stages(ours):  # the explorer's and the report's walk renormalises too
+        for stage in stages(ours):
             y = stage(y)
         assert torch.equal(y, expected)
         assert isinstance(ours.train()(x), torch.Tensor)  # no aux logits in training either
-    torch.save(state, tmp_path / "mine.pth")
-    explored = open_model(GOOGLENET, Options(input_size=64, weights=tmp_path / "mine.pth"))
-    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
-    mean, std = (torch.tensor(v).view(3, 1, 1) for v in imagenet.pretrained_normalize(GOOGLENET, 3))
+    torch.save(state, saved)
+    explored = open_model(name, Options(input_size=side, weights=saved))
+    images = torch.randint(0, 256, (2, 3, side, side), dtype=torch.uint8)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in imagenet.pretrained_normalize(name, 3))
     with torch.no_grad():
         torch.testing.assert_close(explored.logits(images), reference((images.float() / 255 - mean) / std),
                                    rtol=1e-4, atol=1e-4)

@@ -65,8 +65,8 @@ from cnnlab.export import STORED_SIDE_KEY
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
     BACKBONES,
-    INPUT_SIZE,
     backbone_for,
+    crop_size,
     network_state,
     pretrained_normalize,
     weights_enum,
@@ -499,7 +499,7 @@ class ModuleModel(TorchModel):
             size_from = normalised_by = "weights file's metadata"  # the page: "size from the weights file's ..."
             stored_in = "the weights file's metadata"
         else:
-            size, (mean, std) = INPUT_SIZE, pretrained_normalize(name, channels)
+            size, (mean, std) = crop_size(name), pretrained_normalize(name, channels)
             stored = categories if classes == len(categories) else None
             stored_in = "the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs"
             size_from = "weights' metadata"
@@ -513,7 +513,7 @@ class ModuleModel(TorchModel):
             if carried.mean is not None and len(carried.mean) in (1, channels) and len(carried.std) in (1, channels):
                 mean, std, normalised_by = carried.mean, carried.std, carried.mean_from
             if not carried.fit_from:  # no image processor's word: framed as torchvision's weights' transforms
-                carried = _framed_as_its_weights(carried, weights_enum(name), INPUT_SIZE)
+                carried = _framed_as_its_weights(carried, weights_enum(name), crop_size(name))
         options = replace(given, input_size=given.input_size or size,
                           mean=given.mean or (tuple(mean) if mean is not None else None),
                           std=given.std or (tuple(std) if std is not None else None))

@@ -8,8 +8,8 @@ torchvision is slow, so it happens only when a model is built or its weights are
 What ``create_model("imagenet-resnet18", num_classes=..., in_channels=..., pretrained=True)`` does:
 
 1. builds torchvision's architecture with 1000 classes and 3 input channels, unweighted (``weights=None``: no
-   download), as its builder builds it for the weights (GoogLeNet without its auxiliary heads and renormalising its
-   input; DenseNet's hosted key names read: :mod:`cnnlab.models.pretrained_quirks`);
+   download), as its builder builds it for the weights (GoogLeNet and Inception v3 without their auxiliary heads
+   and renormalising their input; DenseNet's hosted key names read: :mod:`cnnlab.models.pretrained_quirks`);
 2. with ``pretrained``, loads the weights file from torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<the file name
    of the weights URL>`` (``torch.hub.get_dir()``), where torchvision itself keeps it; the file is read with
    ``torch.load(weights_only=True)`` and must fit the architecture exactly (strict ``load_state_dict``). When it is
@@ -23,12 +23,16 @@ What ``create_model("imagenet-resnet18", num_classes=..., in_channels=..., pretr
 
 Without ``pretrained`` steps 1, 3 and 4 build the same module tree, which is how
 :func:`cnnlab.inference.load_trained` rebuilds a fine-tuned model from its checkpoint without the weights file.
-The preprocessing the weights expect (per-channel mean/std, input side) comes from the weights' own metadata:
-:func:`pretrained_normalize`; for grey images the RGB means and stds are averaged.
+The preprocessing the weights expect comes from the weights' own metadata: the per-channel mean/std
+(:func:`pretrained_normalize`; for grey images the RGB means and stds are averaged) and the input side
+(:func:`crop_size`: 224 for most, 240 to 384 for the EfficientNets, 299 for Inception v3), which is the registry's
+``input_size`` of the backbone: a run resizes its images to it, the explorer, ``predict`` and ``eval`` frame
+pictures at it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -65,19 +69,23 @@ class Backbone:
     builder: str
     weights: str
     flattens: bool = True  # its forward flattens the pooled features before the classifier (ConvNeXt's does not)
-    pools: bool = False  # its forward applies a ReLU and the global average pool to its features as functions
+    # what its forward applies to its features as functions before the classifier: the global average pool
+    # ("avg", MobileNetV2), after a ReLU ("relu+avg", DenseNet)
+    pools: str = ""
 
 
 # torchvision's builder arguments for the network its weights were trained in, where weights=None builds another
-# (cnnlab.models.pretrained_quirks): GoogLeNet without the auxiliary heads its pretrained builder drops, renormalising
-# its input (transform_input, done by a Renormalise module), and with torchvision's own initialisation asked for by
-# name (left unsaid, it warns that its default will change)
-_BUILD_OPTIONS = {"googlenet": {"aux_logits": False, "transform_input": True, "init_weights": True}}
+# (cnnlab.models.pretrained_quirks): GoogLeNet and Inception v3 without the auxiliary heads their pretrained builders
+# drop, renormalising their input (transform_input, done by a Renormalise module), and with torchvision's own
+# initialisation asked for by name (left unsaid, they warn that its default will change)
+_WITHOUT_AUX = {"aux_logits": False, "transform_input": True, "init_weights": True}
+_BUILD_OPTIONS = {"googlenet": _WITHOUT_AUX, "inception_v3": _WITHOUT_AUX}
 
 
-# cnnlab name -> torchvision builder and weights. Every crop size is 224 (tests/test_imagenet.py checks this table
-# against torchvision's metadata). Where torchvision has a V2 member (its newer training recipe, its DEFAULT) it is the
-# one; VGG-16's other member, IMAGENET1K_FEATURES, is SSD's backbone without a classifier's accuracy.
+# cnnlab name -> torchvision builder and weights (tests/test_imagenet.py checks this table against torchvision's
+# metadata). Each member is torchvision's DEFAULT: where it has a V2 member (its newer training recipe) it is the one;
+# VGG-16's other member, IMAGENET1K_FEATURES, is SSD's backbone without a classifier's accuracy. The side each was
+# trained at is its metadata's (crop_size), not this table's.
 BACKBONES: dict[str, Backbone] = {
     "imagenet-resnet18": Backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
     "imagenet-resnet34": Backbone("resnet34", "ResNet34_Weights.IMAGENET1K_V1"),
@@ -85,9 +93,15 @@ BACKBONES: dict[str, Backbone] = {
     "imagenet-resnet101": Backbone("resnet101", "ResNet101_Weights.IMAGENET1K_V2"),
     "imagenet-resnet152": Backbone("resnet152", "ResNet152_Weights.IMAGENET1K_V2"),
     "imagenet-resnext50_32x4d": Backbone("resnext50_32x4d", "ResNeXt50_32X4D_Weights.IMAGENET1K_V2"),  # d2l 8.6.5
+    "imagenet-wide_resnet50_2": Backbone("wide_resnet50_2", "Wide_ResNet50_2_Weights.IMAGENET1K_V2"),
+    "imagenet-mobilenet_v2": Backbone("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V2", pools="avg"),
     "imagenet-mobilenet_v3_small": Backbone("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
     "imagenet-mobilenet_v3_large": Backbone("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
     "imagenet-efficientnet_b0": Backbone("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1"),
+    "imagenet-efficientnet_b1": Backbone("efficientnet_b1", "EfficientNet_B1_Weights.IMAGENET1K_V2"),
+    "imagenet-efficientnet_b2": Backbone("efficientnet_b2", "EfficientNet_B2_Weights.IMAGENET1K_V1"),
+    "imagenet-efficientnet_b3": Backbone("efficientnet_b3", "EfficientNet_B3_Weights.IMAGENET1K_V1"),
+    "imagenet-efficientnet_v2_s": Backbone("efficientnet_v2_s", "EfficientNet_V2_S_Weights.IMAGENET1K_V1"),
     "imagenet-convnext_tiny": Backbone("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", flattens=False),
     "imagenet-convnext_small": Backbone("convnext_small", "ConvNeXt_Small_Weights.IMAGENET1K_V1", flattens=False),
     "imagenet-convnext_base": Backbone("convnext_base", "ConvNeXt_Base_Weights.IMAGENET1K_V1", flattens=False),
@@ -98,9 +112,9 @@ BACKBONES: dict[str, Backbone] = {
     "imagenet-vgg11_bn": Backbone("vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1"),  # with d2l 8.5's batch norm
     "imagenet-vgg16": Backbone("vgg16", "VGG16_Weights.IMAGENET1K_V1"),
     "imagenet-googlenet": Backbone("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1"),  # d2l 8.4
-    "imagenet-densenet121": Backbone("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", pools=True),  # d2l 8.7
+    "imagenet-inception_v3": Backbone("inception_v3", "Inception_V3_Weights.IMAGENET1K_V1"),  # GoogLeNet's successor
+    "imagenet-densenet121": Backbone("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", pools="relu+avg"),  # d2l 8.7
 }
-INPUT_SIZE = 224
 # A learning rate for plain SGD when no recipe sets one (the registry's "book lr"); the finetune recipe sets its own.
 SGD_LR = 0.01
 
@@ -136,6 +150,13 @@ def download_url(weights) -> str:
     if not urlparse(mirror).scheme:  # a folder
         mirror = Path(mirror).expanduser().resolve().as_uri()
     return f"{mirror.rstrip('/')}/{os.path.basename(urlparse(url).path)}"
+
+
+@functools.cache
+def crop_size(name: str) -> int:
+    """The side of the square input the weights of ImageNet model ``name`` were trained and are published at: their
+    ``transforms()``' crop size (224 for most, 384 for EfficientNetV2-S, 299 for Inception v3)."""
+    return int(weights_enum(name).transforms().crop_size[0])
 
 
 def pretrained_normalize(name: str, channels: int) -> list[list[float]]:
@@ -217,9 +238,9 @@ def load_imagenet_weights(model: nn.Module, name: str) -> None:
 def network_state(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state``, a state dict of ``name``'s torchvision network (its hosted weights file, or one saved elsewhere),
     with the tensors the network cnnlab builds does not have left out, as torchvision's pretrained builder drops
-    them: GoogLeNet's auxiliary heads' (:mod:`cnnlab.models.pretrained_quirks`). DenseNet's older key names are read
-    where every state dict's keys are (:func:`cnnlab.models.state_dict.network_keys`)."""
-    return without_aux_heads(state) if BACKBONES[name].builder == "googlenet" else state
+    them: GoogLeNet's and Inception v3's auxiliary heads' (:mod:`cnnlab.models.pretrained_quirks`). DenseNet's
+    older key names are read where every state dict's keys are (:func:`cnnlab.models.state_dict.network_keys`)."""
+    return without_aux_heads(state, BACKBONES[name].builder)
 
 
 def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, int, int]:
@@ -295,8 +316,8 @@ _FUNCTIONAL = ("renormalise", "pool", "flatten")
 def _stages(self: nn.Module) -> list[nn.Module]:
     """The forward pass as a sequence of modules (:func:`cnnlab.models.summary.stages`, used by summaries, the report
     and the explorer): torchvision's children in order, a body Sequential's items in its place, with what its
-    forward does as functions: GoogLeNet's renormalisation first, DenseNet's ReLU and pool and the flatten before
-    the classifier."""
+    forward does as functions: GoogLeNet's and Inception v3's renormalisation first, MobileNetV2's pool and
+    DenseNet's ReLU and pool, and the flatten before the classifier."""
     children = [part for n, m in self.named_children() if n not in _FUNCTIONAL
                 for part in (m.children() if n in _BODIES else [m])]
     before, after = ([getattr(self, n)] if hasattr(self, n) else [] for n in ("renormalise", "flatten"))
@@ -305,7 +326,7 @@ def _stages(self: nn.Module) -> list[nn.Module]:
 
 
 def _renormalised_input(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """GoogLeNet's ``_transform_input``, done by its ``renormalise`` module (for any channel count)."""
+    """GoogLeNet's and Inception v3's ``_transform_input``, done by a ``renormalise`` module (any channel count)."""
     return self.renormalise(x)
 
 
@@ -315,8 +336,9 @@ _STAGED: dict[type, type] = {}
 def with_stages(model: nn.Module, backbone: Backbone, normalize: list[list[float]]) -> nn.Module:
     """Give torchvision's ``model`` a ``stages()`` method (a subclass of its own class with the same name, forward
     and state_dict keys) and parameter-free modules for what its forward does as functions: the flatten before the
-    classifier (``backbone.flattens``), DenseNet's ReLU and global average pool (``backbone.pools``), GoogLeNet's
-    input renormalisation from ``normalize`` (the weights' RGB [mean, std]), which its forward then calls."""
+    classifier (``backbone.flattens``), MobileNetV2's global average pool, DenseNet's ReLU and pool
+    (``backbone.pools``), GoogLeNet's and Inception v3's input renormalisation from ``normalize`` (the weights' RGB
+    [mean, std]), which its forward then calls."""
     cls = type(model)
     if cls not in _STAGED:
         methods = {"stages": _stages, "__doc__": cls.__doc__}
@@ -327,7 +349,7 @@ def with_stages(model: nn.Module, backbone: Backbone, normalize: list[list[float
     if getattr(model, "transform_input", False):
         model.renormalise = Renormalise(*normalize)
     if backbone.pools:
-        model.pool = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        model.pool = nn.Sequential(*([nn.ReLU()] if backbone.pools == "relu+avg" else []), nn.AdaptiveAvgPool2d(1))
     if backbone.flattens:
         model.flatten = nn.Flatten(1)
     return model
@@ -343,7 +365,7 @@ def pretrained_table() -> str:
         top1 = weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
         path = weights_file(weights)
         rows.append([name, BACKBONES[name].weights, f"top-1 {top1:.1f}%", f"{weights.meta['num_params']:,} params",
-                     f"{INPUT_SIZE}x{INPUT_SIZE}", f"{'cached' if path.is_file() else 'not cached'}: {path}"])
+                     f"{crop_size(name)}x{crop_size(name)}", f"{'cached' if path.is_file() else 'not cached'}: {path}"])
     return "\n".join(text_table([""] * 6, rows, "lllrll").splitlines()[1:])
 
 
@@ -376,5 +398,5 @@ def _builder(name: str):
 
 
 for _name, _backbone in BACKBONES.items():
-    register_model(_name, input_size=INPUT_SIZE, lr=SGD_LR, section="14.2", weights=_backbone.weights)(
-        _builder(_name))
+    register_model(_name, input_size=functools.partial(crop_size, _name), lr=SGD_LR, section="14.2",
+                   weights=_backbone.weights)(_builder(_name))

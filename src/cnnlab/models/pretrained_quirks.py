@@ -8,7 +8,8 @@ not the one the weights were trained in:
   and drops them after the load (they were trained only as a second loss): cnnlab builds it without them and leaves
   their tensors out of the file's (:func:`without_aux_heads`). And it sets ``transform_input``: its
   forward takes input normalised with ImageNet's mean and std and turns it into ``(pixel - 0.5) / 0.5`` per
-  channel, the input the weights were trained on. Here that step is a module of its own, :class:`Renormalise`, so
+  channel, the input the weights were trained on. Inception v3 (``inception_v3(weights=...)``) does both the same
+  way, its one auxiliary head being ``AuxLogits``. Here that step is a module of its own, :class:`Renormalise`, so
   that the stages (explorer, report) compute it too, and it also serves a first convolution adapted to other channel
   counts, whose input cnnlab normalises with the RGB means and stds averaged.
 - DenseNet's hosted files keep the key names of an older torchvision (``denselayer1.norm.1.weight``, no longer a
@@ -24,8 +25,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# GoogLeNet's auxiliary heads: the hosted file's tensors, dropped after the load as torchvision's builder drops them
-AUX_HEADS = ("aux1", "aux2")
+# GoogLeNet's and Inception v3's auxiliary heads (torchvision builder -> module names): the hosted file's tensors,
+# dropped after the load as torchvision's pretrained builder drops them
+AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
 _DENSENET_OLD_KEY = re.compile(r"(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|"
                                r"running_var))")
 
@@ -52,10 +54,12 @@ class Renormalise(nn.Module):
         return f"mean={self.mean}, std={self.std}"
 
 
-def without_aux_heads(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` without GoogLeNet's auxiliary heads' tensors (a state dict of ``torchvision.models.googlenet()``,
-    saved with them, read into the network that dropped them)."""
-    return {k: v for k, v in state.items() if not set(k.split(".")) & set(AUX_HEADS)}  # a wrapper's prefix too
+def without_aux_heads(state: dict[str, torch.Tensor], builder: str) -> dict[str, torch.Tensor]:
+    """``state`` without the auxiliary heads' tensors of torchvision's ``builder`` (a state dict of
+    ``torchvision.models.googlenet()`` or ``inception_v3()``, saved with them, read into the network that dropped
+    them); another builder's state as it is."""
+    heads = set(AUX_HEADS.get(builder, ()))
+    return {k: v for k, v in state.items() if not set(k.split(".")) & heads}  # a wrapper's prefix too
 
 
 def densenet_new_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,7 +20,9 @@ class ModelInfo:
     Attributes:
         name: the CLI name, e.g. ``"resnet18"``.
         builder: ``builder(num_classes, in_channels, ops, **cfg) -> nn.Module``.
-        input_size: the square input the book trains it at (Fashion-MNIST is resized to it).
+        input_size: the square input the book trains it at (Fashion-MNIST is resized to it); for a model with
+            ImageNet weights, the side its weights were trained at, read from their metadata when first asked for
+            (registered as ``side``, a function: the metadata is torchvision's, slow to import).
         lr: the book's learning rate for plain SGD.
         section: the d2l section that builds it.
         exercise: a variant a book exercise asks for (:mod:`cnnlab.models.variants`), built by studies; not part
@@ -32,19 +34,24 @@ class ModelInfo:
 
     name: str
     builder: Callable[..., nn.Module]
-    input_size: int
+    side: int | Callable[[], int]
     lr: float
     section: str
     exercise: bool = False
     weights: str | None = None
 
+    @property
+    def input_size(self) -> int:
+        return self.side if isinstance(self.side, int) else self.side()
+
 
 _MODELS: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, *, input_size: int, lr: float, section: str, exercise: bool = False,
-                   weights: str | None = None) -> Callable:
-    """Decorator that registers ``builder`` under ``name`` (``exercise``, ``weights``: see :class:`ModelInfo`)."""
+def register_model(name: str, *, input_size: int | Callable[[], int], lr: float, section: str,
+                   exercise: bool = False, weights: str | None = None) -> Callable:
+    """Decorator that registers ``builder`` under ``name`` (``input_size``, a side or a function giving it,
+    ``exercise``, ``weights``: see :class:`ModelInfo`)."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
