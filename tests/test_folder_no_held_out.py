@@ -16,7 +16,7 @@ from PIL import Image
 import test_explore_browser
 from browser_support import wait
 from cli_support import run_with_output
-from cnnlab.compare import compare
+from cnnlab.compare import compare, curves_overlay, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import BackgroundServer
 from cnnlab.explore.runs import summarize_run
@@ -215,6 +215,19 @@ def test_compare_names_the_runs_that_held_out_nothing_and_their_training_accurac
     assert refit["test_acc"] is None and refit["final_val_acc"] is None and held["test_acc"] is not None
     # a table of runs that all held out something has neither column
     assert "nothing_held_out" not in compare([str(tmp_path / "held")])
+
+
+def test_the_compare_plot_names_a_run_that_held_out_nothing(pets, tmp_path, capsys):
+    # It draws no validation curve, and the legend was on the validation panel: its training loss went unnamed
+    _train(pets, tmp_path / "refit", capsys, "--no-report")
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--epochs", "1", "--batch-size",
+                                    "16", "--out", str(tmp_path / "held"), "--no-report"], capsys)
+    assert code == 0, err
+    fig = curves_overlay([load_run(tmp_path / "held"), load_run(tmp_path / "refit")], ["held", "refit"])
+    accuracy, loss = fig.axes
+    assert len(accuracy.lines) == 1 and len(loss.lines) == 2
+    legends = [ax.get_legend() for ax in fig.axes]
+    assert [[t.get_text() for t in legend.get_texts()] for legend in legends if legend] == [["held", "refit"]]
 
 
 @pytest.mark.slow
