@@ -87,6 +87,18 @@ def test_what_judges_a_held_out_figure_is_refused_in_one_line(pets, tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
+def test_a_limit_on_the_evaluation_is_refused_as_there_is_none(pets, tmp_path, capsys):
+    # A flag typed that the run would not use is refused (check_given_flags_apply): it was ignored without a word
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--test-split", "0", "--epochs",
+                                    "1", "--limit-val-batches", "2", "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and len(err) == 1 and "--limit-val-batches" in err[0] and "holds out no image" in err[0], err
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--test-split", "0", "--val-split",
+                                    "0.2", "--epochs", "1", "--limit-val-batches", "1", "--batch-size", "16", "--out",
+                                    str(tmp_path / "held"), "--no-report"], capsys)
+    assert code == 0, err
+
+
 def test_the_default_best_by_of_a_balanced_run_is_accepted(pets, tmp_path, capsys):
     lines = _train(pets, tmp_path / "run", capsys, "--balance", "loss", "--no-report")  # best_by balanced-accuracy
     assert "nothing held out" in lines[-1]
