@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import urllib.error
 import urllib.request
 
@@ -169,6 +170,39 @@ def test_its_report_draws_the_training_curves_and_says_why_it_shows_no_held_out_
         assert "final training accuracy" in page and "Training curves" in page and "val acc" not in page
         code, _, err = run_with_output(["report", str(run)], capsys)
         assert code == 0, err
+
+
+def test_its_report_reads_no_image_of_its_folder_which_may_have_moved_or_grown(pets, tmp_path, capsys):
+    # The page shows nothing of the data, and `cnnlab report` asked for --data-dir where the folder had moved, and
+    # refused a folder that had gained an image, naming a validation split the run never drew
+    run = tmp_path / "run"
+    _train(pets, run, capsys, "--no-report")
+    pets.rename(tmp_path / "moved")
+    code, _, err = run_with_output(["report", str(run)], capsys)
+    assert code == 0, err
+    page = (run / "report.html").read_text()
+    assert f"every labelled image of folder:{pets}" in page and "final training accuracy" in page
+    (tmp_path / "moved").rename(pets)
+    (pets / "cat" / "000.png").rename(pets / "cat" / "new.png")
+    shutil.copy(pets / "cat" / "001.png", pets / "cat" / "002-copy.png")
+    (run / "report.html").unlink()
+    code, _, err = run_with_output(["report", str(run)], capsys)
+    assert code == 0, err
+    assert "Nothing held out" in (run / "report.html").read_text()
+
+
+def test_a_folder_that_changed_since_is_shown_as_holding_out_nothing_and_refused_for_a_resume(pets, tmp_path,
+                                                                                              capsys):
+    # Held to the files a validation split would be drawn from, which a run that held out nothing never drew: the
+    # explorer's gallery was an error card about that split, and a resume was refused in its words
+    _train(pets, tmp_path / "runs" / "run", capsys, "--no-report")
+    shutil.copy(pets / "cat" / "001.png", pets / "cat" / "002-copy.png")
+    assert "Nothing held out" in Session(tmp_path / "runs").gallery("run")["note"]
+    pets.rename(tmp_path / "moved")  # nor is it read: a folder moved since is no error card either
+    assert "Nothing held out" in Session(tmp_path / "runs").gallery("run")["note"]
+    (tmp_path / "moved").rename(pets)
+    code, _, err = run_with_output(["train", "--resume", str(tmp_path / "runs" / "run"), "--epochs", "3"], capsys)
+    assert code == 2 and len(err) == 1 and "the training images of" in err[0] and "validation" not in err[0], err
 
 
 def test_eval_refuses_its_own_folder_and_scores_another(pets, tmp_path, capsys):
