@@ -69,6 +69,8 @@ def test_a_run_that_holds_out_nothing_trains_on_every_image_and_evaluates_nothin
     done = lines[-1]
     assert done.startswith(f"done: lenet trained on all {IMAGES} images, train accuracy {result['train_acc']:.4f}")
     assert "nothing held out: best.pt is the last epoch's" in done and "nan" not in done
+    # the mean over the last epoch's batches as they trained, not a figure of the model it ended with
+    assert "(measured as the last epoch trained, epoch 2)" in done and "last epoch's model" not in done, done
     best, last = (torch.load(run / name, map_location="cpu", weights_only=True)["model"] for name in
                   ("best.pt", "last.pt"))
     assert all(torch.equal(best[k], last[k]) for k in last)
@@ -168,6 +170,7 @@ def test_its_report_draws_the_training_curves_and_says_why_it_shows_no_held_out_
         assert "Nothing held out: the run trained on every labelled image" in page
         assert "confusion matrix" not in page and "misclassified" not in page.lower() and "Feature maps" not in page
         assert "final training accuracy" in page and "Training curves" in page and "val acc" not in page
+        assert "measured as it trained on them" in page and "last epoch's model" not in page
         code, _, err = run_with_output(["report", str(run)], capsys)
         assert code == 0, err
 

@@ -338,8 +338,10 @@ def _held_out(run: RunFiles, trained, data, split: str, test_logits: torch.Tenso
 def _training_stats(run: RunFiles) -> list[tuple[str, str]]:
     """The headline numbers of a run that held out nothing: its training figures, named so."""
     res = run.result
-    return [(_fmt(res.get("train_acc"), ".2%"), "final training accuracy: the last epoch's model on the images it "
-             "trained on (nothing held out; best.pt is the last epoch's)"),
+    # train_acc is the mean over the last epoch's batches as they trained (augmented, in training mode, the weights
+    # moving; under --ema not even best.pt's weights): no evaluation of the final model, which has no image to score
+    return [(_fmt(res.get("train_acc"), ".2%"), "final training accuracy: over the last epoch's batches, measured as "
+             "it trained on them (nothing held out; best.pt is the last epoch's)"),
             (_fmt(res.get("train_images"), ","), "training images: every labelled image"),
             (_fmt(res.get("images_per_s"), ",.0f"), "training images / s")]
 

@@ -244,9 +244,11 @@ class Trainer:
         final = f"test_acc {self.result['test_acc']:.4f}" if self.tested else \
             f"no test split, validation accuracy {self.result['val_acc']:.4f}" if self.holds_out else \
             f"trained on all {self.result['train_images']} images, train accuracy {self.result['train_acc']:.4f}"
-        self._log(f"done: {cfg.model} {final} (the last epoch's model, epoch "
-                  f"{last:g}); {self._best_words()}; in {self.result['wall_s']:.1f}s, "
-                  f"{self.result['images_per_s']:,.0f} img/s{bought} -> {self.run_dir or 'memory'}")
+        # a training accuracy is measured as the epoch trains, not of the model it ends with
+        of = "the last epoch's model" if self.holds_out else "measured as the last epoch trained"
+        self._log(f"done: {cfg.model} {final} ({of}, epoch {last:g}); {self._best_words()}; in "
+                  f"{self.result['wall_s']:.1f}s, {self.result['images_per_s']:,.0f} img/s{bought} -> "
+                  f"{self.run_dir or 'memory'}")
         return self.state.history
 
     def _best_words(self) -> str:
