@@ -481,7 +481,8 @@ class Trainer:
             "epochs": len(self.state.history),
             "test_acc": test["acc"], "test_bal_acc": balanced if self.tested else None, "test_loss": test["loss"],
             "test_samples": test_samples, "val_split": self.config.val_split,
-            # the training figures of the last epoch, and how many images trained (all of them: nothing_held_out)
+            # the training figures of the last epoch (measured as it trained), and the images the run trained from
+            # (every labelled image where nothing_held_out)
             "train_acc": last.get("train_acc"), "train_loss": last.get("train_loss"),
             "train_images": self.train_loader.num_items, "nothing_held_out": not self.holds_out,
             "val_acc": last.get("val_acc") if self.val_name == "validation" else None,
