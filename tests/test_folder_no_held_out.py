@@ -192,6 +192,13 @@ def test_its_report_reads_no_image_of_its_folder_which_may_have_moved_or_grown(p
     code, _, err = run_with_output(["report", str(run)], capsys)
     assert code == 0, err
     assert "Nothing held out" in (run / "report.html").read_text()
+    # another folder named: the sentence names the folder the run trained on, not the one read
+    other = tmp_path / "other"
+    write_classes(other, {"cat": 3, "dog": 3, "fox": 3}, size=(14, 14), mode="RGB", seed=7)
+    code, _, err = run_with_output(["report", str(run), "--data-dir", str(other)], capsys)
+    assert code == 0, err
+    page = (run / "report.html").read_text()
+    assert f"every labelled image of folder:{pets}" in page and f"image of folder:{other}" not in page
 
 
 def test_a_folder_that_changed_since_is_shown_as_holding_out_nothing_and_refused_for_a_resume(pets, tmp_path,

@@ -276,11 +276,11 @@ class Trained:
             return "test"
         return "validation" if self.config.get("val_split") is not None else None
 
-    def why_nothing_held_out(self, dataset: str) -> str:
-        """What a run that held out nothing of ``dataset`` (a name; :meth:`held_out_split` None) says where a page
-        would show its held-out images: one sentence."""
-        return (f"Nothing held out: the run trained on every labelled image of {dataset} (--test-split 0 without "
-                "--val-split), so no image it never saw is left to score; cnnlab eval RUN/best.pt --dataset "
+    def why_nothing_held_out(self) -> str:
+        """What a run that held out nothing (:meth:`held_out_split` None) says where a page would show its held-out
+        images: one sentence, naming the data it trained on (not a folder read now, which may be another)."""
+        return (f"Nothing held out: the run trained on every labelled image of {self.meta.dataset} (--test-split 0 "
+                "without --val-split), so no image it never saw is left to score; cnnlab eval RUN/best.pt --dataset "
                 "folder:OTHER scores it on another folder")
 
     def held_out_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -292,7 +292,7 @@ class Trained:
         if held == "test":
             return self.scored_images(data)
         if held is None:
-            raise CnnlabError(self.why_nothing_held_out(data.name))
+            raise CnnlabError(self.why_nothing_held_out())
         split = run_split(self.config, data.train_labels)
         if split is None or not len(data.train_labels):  # a --test-split 0 run validates apart (TrainConfig)
             raise CnnlabError(f"the run held out no test split of {data.name} (--test-split 0) and its validation "

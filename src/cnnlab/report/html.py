@@ -366,7 +366,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         data_name, notices = data.name, data.notices
         split = trained.held_out_split(data)  # the split the figures below are of
     held = _held_out(run, trained, data, split, test_logits) if split is not None else \
-        {"stats": _training_stats(run), "notices": [], "nothing_held_out": trained.why_nothing_held_out(data_name)}
+        {"stats": _training_stats(run), "notices": [], "nothing_held_out": trained.why_nothing_held_out()}
     conv = first_conv(trained.model)
     env = run.config.get("environment") or {}
     balance = (run.config.get("config") or {}).get("balance")  # what the training loss was (curves, table)
