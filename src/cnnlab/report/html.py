@@ -369,7 +369,7 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         {"stats": _training_stats(run), "notices": [], "nothing_held_out": trained.why_nothing_held_out()}
     conv = first_conv(trained.model)
     env = run.config.get("environment") or {}
-    balance = (run.config.get("config") or {}).get("balance")  # what the training loss was (curves, table)
+    balance = config.get("balance")  # what the training loss was (curves, table)
     return render_page({
         "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data_name,
         "unfinished": run.unfinished(), "split": split, **held, "notices": [*notices, *held["notices"]],
