@@ -449,7 +449,8 @@ class Trainer:
     def _result(self, wall: float) -> dict[str, Any]:
         """The run's figures (result.json); with a validation split, the final model is evaluated on the test set
         here, once. Without a test split (``--test-split 0``) the test figures are None, and the per-class ones are
-        the validation split's."""
+        the validation split's; holding out nothing (no ``--val-split`` either) every held-out figure is None, and
+        the last epoch's training figures are the run's own."""
         last = self.state.history[-1] if self.state.history else {}
         if self.test_loader is not None and self.state.history:
             test = self.evaluate(self.test_loader, keep_logits=True)
