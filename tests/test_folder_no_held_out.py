@@ -67,13 +67,21 @@ def test_a_run_that_holds_out_nothing_trains_on_every_image_and_evaluates_nothin
     assert all(row["val_acc"] != row["val_acc"] and row["val_loss"] != row["val_loss"] for row in metrics)  # empty
     assert (run / "metrics.csv").read_text().splitlines()[1].split(",")[3:6] == ["", "", ""]
     done = lines[-1]
-    assert done.startswith(f"done: lenet trained on all {IMAGES} images, train accuracy {result['train_acc']:.4f}")
-    assert "nothing held out: best.pt is the last epoch's" in done and "nan" not in done
+    assert done.startswith(f"done: lenet held out none of its {IMAGES} images, train accuracy "
+                           f"{result['train_acc']:.4f}")
+    assert "; best.pt is the last epoch's;" in done and "nan" not in done
     # the mean over the last epoch's batches as they trained, not a figure of the model it ended with
     assert "(measured as the last epoch trained, epoch 2)" in done and "last epoch's model" not in done, done
     best, last = (torch.load(run / name, map_location="cpu", weights_only=True)["model"] for name in
                   ("best.pt", "last.pt"))
     assert all(torch.equal(best[k], last[k]) for k in last)
+
+
+def test_its_last_line_claims_no_image_it_did_not_train_on(pets, tmp_path, capsys):
+    # One batch of 16 trained, and the line said "trained on all 72 images" (so did a time budget cut in epoch 1)
+    lines = _train(pets, tmp_path / "run", capsys, "--limit-train-batches", "1", "--epochs", "1", "--no-report")
+    done = lines[-1]
+    assert done.startswith(f"done: lenet held out none of its {IMAGES} images") and "trained on all" not in done
 
 
 @pytest.mark.parametrize(("flags", "named"), [
@@ -104,7 +112,7 @@ def test_a_limit_on_the_evaluation_is_refused_as_there_is_none(pets, tmp_path, c
 
 def test_the_default_best_by_of_a_balanced_run_is_accepted(pets, tmp_path, capsys):
     lines = _train(pets, tmp_path / "run", capsys, "--balance", "loss", "--no-report")  # best_by balanced-accuracy
-    assert "nothing held out" in lines[-1]
+    assert "held out none" in lines[-1]
 
 
 def test_a_sweep_is_refused_as_it_ranks_trials_by_a_held_out_figure():
@@ -142,7 +150,7 @@ def test_it_resumes(pets, tmp_path, capsys):
     assert len(read_metrics_csv(run / "metrics.csv")) == 3
     result = json.loads((run / "result.json").read_text())
     assert result["epochs"] == 3 and result["best_epoch"] == 3 and result["nothing_held_out"]
-    assert "nothing held out: best.pt is the last epoch's" in lines[-1]
+    assert "held out none of its" in lines[-1] and "best.pt is the last epoch's" in lines[-1]
 
 
 def test_lr_find_takes_it_as_it_only_trains(pets, tmp_path, capsys):

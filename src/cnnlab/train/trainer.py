@@ -243,7 +243,7 @@ class Trainer:
         last = self.state.history[-1]["epoch"] if self.state.history else 0
         final = f"test_acc {self.result['test_acc']:.4f}" if self.tested else \
             f"no test split, validation accuracy {self.result['val_acc']:.4f}" if self.holds_out else \
-            f"trained on all {self.result['train_images']} images, train accuracy {self.result['train_acc']:.4f}"
+            f"held out none of its {self.result['train_images']} images, train accuracy {self.result['train_acc']:.4f}"
         # a training accuracy is measured as the epoch trains, not of the model it ends with
         of = "the last epoch's model" if self.holds_out else "measured as the last epoch trained"
         self._log(f"done: {cfg.model} {final} ({of}, epoch {last:g}); {self._best_words()}; in "
@@ -256,8 +256,9 @@ class Trainer:
         is of (eval, export and the README's path take best.pt): its epoch and the figure that picked it, and its test
         accuracy where the validation set is the test set (no --val-split), so no pass of its own is needed for it."""
         held = "best.pt" if self.run_dir is not None else "the best epoch"
-        if not self.holds_out:
-            return f"nothing held out: {'best.pt' if self.run_dir is not None else 'the model'} is the last epoch's"
+        if not self.holds_out:  # said with the run's figure ("held out none of its N images"); a time budget or
+            # --limit-train-batches may have trained on fewer of them than all
+            return f"{'best.pt' if self.run_dir is not None else 'the model'} is the last epoch's"
         best = self.best_row()
         if best is None:
             return f"no best {self.val_name} {self.judged_name}"
