@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import urllib.error
 import urllib.request
 
@@ -16,7 +17,7 @@ from PIL import Image
 import test_explore_browser
 from browser_support import wait
 from cli_support import run_with_output
-from cnnlab.compare import compare
+from cnnlab.compare import compare, curves_overlay, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.explore import BackgroundServer
 from cnnlab.explore.runs import summarize_run
@@ -66,11 +67,21 @@ def test_a_run_that_holds_out_nothing_trains_on_every_image_and_evaluates_nothin
     assert all(row["val_acc"] != row["val_acc"] and row["val_loss"] != row["val_loss"] for row in metrics)  # empty
     assert (run / "metrics.csv").read_text().splitlines()[1].split(",")[3:6] == ["", "", ""]
     done = lines[-1]
-    assert done.startswith(f"done: lenet trained on all {IMAGES} images, train accuracy {result['train_acc']:.4f}")
-    assert "nothing held out: best.pt is the last epoch's" in done and "nan" not in done
+    assert done.startswith(f"done: lenet held out none of its {IMAGES} images, train accuracy "
+                           f"{result['train_acc']:.4f}")
+    assert "; best.pt is the last epoch's;" in done and "nan" not in done
+    # the mean over the last epoch's batches as they trained, not a figure of the model it ended with
+    assert "(measured as the last epoch trained, epoch 2)" in done and "last epoch's model" not in done, done
     best, last = (torch.load(run / name, map_location="cpu", weights_only=True)["model"] for name in
                   ("best.pt", "last.pt"))
     assert all(torch.equal(best[k], last[k]) for k in last)
+
+
+def test_its_last_line_claims_no_image_it_did_not_train_on(pets, tmp_path, capsys):
+    # One batch of 16 trained, and the line said "trained on all 72 images" (so did a time budget cut in epoch 1)
+    lines = _train(pets, tmp_path / "run", capsys, "--limit-train-batches", "1", "--epochs", "1", "--no-report")
+    done = lines[-1]
+    assert done.startswith(f"done: lenet held out none of its {IMAGES} images") and "trained on all" not in done
 
 
 @pytest.mark.parametrize(("flags", "named"), [
@@ -87,9 +98,21 @@ def test_what_judges_a_held_out_figure_is_refused_in_one_line(pets, tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
+def test_a_limit_on_the_evaluation_is_refused_as_there_is_none(pets, tmp_path, capsys):
+    # A flag typed that the run would not use is refused (check_given_flags_apply): it was ignored without a word
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--test-split", "0", "--epochs",
+                                    "1", "--limit-val-batches", "2", "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and len(err) == 1 and "--limit-val-batches" in err[0] and "holds out no image" in err[0], err
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--test-split", "0", "--val-split",
+                                    "0.2", "--epochs", "1", "--limit-val-batches", "1", "--batch-size", "16", "--out",
+                                    str(tmp_path / "held"), "--no-report"], capsys)
+    assert code == 0, err
+
+
 def test_the_default_best_by_of_a_balanced_run_is_accepted(pets, tmp_path, capsys):
     lines = _train(pets, tmp_path / "run", capsys, "--balance", "loss", "--no-report")  # best_by balanced-accuracy
-    assert "nothing held out" in lines[-1]
+    assert "held out none" in lines[-1]
 
 
 def test_a_sweep_is_refused_as_it_ranks_trials_by_a_held_out_figure():
@@ -127,7 +150,7 @@ def test_it_resumes(pets, tmp_path, capsys):
     assert len(read_metrics_csv(run / "metrics.csv")) == 3
     result = json.loads((run / "result.json").read_text())
     assert result["epochs"] == 3 and result["best_epoch"] == 3 and result["nothing_held_out"]
-    assert "nothing held out: best.pt is the last epoch's" in lines[-1]
+    assert "held out none of its" in lines[-1] and "best.pt is the last epoch's" in lines[-1]
 
 
 def test_lr_find_takes_it_as_it_only_trains(pets, tmp_path, capsys):
@@ -155,8 +178,49 @@ def test_its_report_draws_the_training_curves_and_says_why_it_shows_no_held_out_
         assert "Nothing held out: the run trained on every labelled image" in page
         assert "confusion matrix" not in page and "misclassified" not in page.lower() and "Feature maps" not in page
         assert "final training accuracy" in page and "Training curves" in page and "val acc" not in page
+        assert "measured as it trained on them" in page and "last epoch's model" not in page
         code, _, err = run_with_output(["report", str(run)], capsys)
         assert code == 0, err
+
+
+def test_its_report_reads_no_image_of_its_folder_which_may_have_moved_or_grown(pets, tmp_path, capsys):
+    # The page shows nothing of the data, and `cnnlab report` asked for --data-dir where the folder had moved, and
+    # refused a folder that had gained an image, naming a validation split the run never drew
+    run = tmp_path / "run"
+    _train(pets, run, capsys, "--no-report")
+    pets.rename(tmp_path / "moved")
+    code, _, err = run_with_output(["report", str(run)], capsys)
+    assert code == 0, err
+    page = (run / "report.html").read_text()
+    assert f"every labelled image of folder:{pets}" in page and "final training accuracy" in page
+    (tmp_path / "moved").rename(pets)
+    (pets / "cat" / "000.png").rename(pets / "cat" / "new.png")
+    shutil.copy(pets / "cat" / "001.png", pets / "cat" / "002-copy.png")
+    (run / "report.html").unlink()
+    code, _, err = run_with_output(["report", str(run)], capsys)
+    assert code == 0, err
+    assert "Nothing held out" in (run / "report.html").read_text()
+    # another folder named: the sentence names the folder the run trained on, not the one read
+    other = tmp_path / "other"
+    write_classes(other, {"cat": 3, "dog": 3, "fox": 3}, size=(14, 14), mode="RGB", seed=7)
+    code, _, err = run_with_output(["report", str(run), "--data-dir", str(other)], capsys)
+    assert code == 0, err
+    page = (run / "report.html").read_text()
+    assert f"every labelled image of folder:{pets}" in page and f"image of folder:{other}" not in page
+
+
+def test_a_folder_that_changed_since_is_shown_as_holding_out_nothing_and_refused_for_a_resume(pets, tmp_path,
+                                                                                              capsys):
+    # Held to the files a validation split would be drawn from, which a run that held out nothing never drew: the
+    # explorer's gallery was an error card about that split, and a resume was refused in its words
+    _train(pets, tmp_path / "runs" / "run", capsys, "--no-report")
+    shutil.copy(pets / "cat" / "001.png", pets / "cat" / "002-copy.png")
+    assert "Nothing held out" in Session(tmp_path / "runs").gallery("run")["note"]
+    pets.rename(tmp_path / "moved")  # nor is it read: a folder moved since is no error card either
+    assert "Nothing held out" in Session(tmp_path / "runs").gallery("run")["note"]
+    (tmp_path / "moved").rename(pets)
+    code, _, err = run_with_output(["train", "--resume", str(tmp_path / "runs" / "run"), "--epochs", "3"], capsys)
+    assert code == 2 and len(err) == 1 and "the training images of" in err[0] and "validation" not in err[0], err
 
 
 def test_eval_refuses_its_own_folder_and_scores_another(pets, tmp_path, capsys):
@@ -215,6 +279,19 @@ def test_compare_names_the_runs_that_held_out_nothing_and_their_training_accurac
     assert refit["test_acc"] is None and refit["final_val_acc"] is None and held["test_acc"] is not None
     # a table of runs that all held out something has neither column
     assert "nothing_held_out" not in compare([str(tmp_path / "held")])
+
+
+def test_the_compare_plot_names_a_run_that_held_out_nothing(pets, tmp_path, capsys):
+    # It draws no validation curve, and the legend was on the validation panel: its training loss went unnamed
+    _train(pets, tmp_path / "refit", capsys, "--no-report")
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--epochs", "1", "--batch-size",
+                                    "16", "--out", str(tmp_path / "held"), "--no-report"], capsys)
+    assert code == 0, err
+    fig = curves_overlay([load_run(tmp_path / "held"), load_run(tmp_path / "refit")], ["held", "refit"])
+    accuracy, loss = fig.axes
+    assert len(accuracy.lines) == 1 and len(loss.lines) == 2
+    legends = [ax.get_legend() for ax in fig.axes]
+    assert [[t.get_text() for t in legend.get_texts()] for legend in legends if legend] == [["held", "refit"]]
 
 
 @pytest.mark.slow

@@ -287,6 +287,7 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
     loss_title = "training loss" + (f" ({only})" if only and not mixed else "")
     fig = Figure(figsize=(5.5 * (len(figures) + 1), 4))
     *panels, loss = fig.subplots(1, len(figures) + 1)
+    drew: dict[Any, set[str]] = {ax: set() for ax in (*panels, loss)}  # the groups each panel draws a line of
     for run, label, name in zip(runs, labels, names, strict=True):
         if not run.metrics:  # failed before its first epoch: nothing to draw (the table says so)
             continue
@@ -297,6 +298,8 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
             values = [r.get(key, math.nan) for r in run.metrics]
             if any(math.isfinite(v) for v in values):  # a run from before val_bal_acc was recorded has none
                 ax.plot(epochs, values, marker=marker, label=shown, color=colours[name])
+                drew[ax].add(name)
+        drew[loss].add(name)
         loss.plot(epochs, [r["train_loss"] for r in run.metrics], marker=marker, color=colours[name],
                   label=f"{shown} ({under[label]})" if mixed and under[label] and shown != "_nolegend_" else shown)
     for ax, name in (*zip(panels, (name for _, name in figures), strict=True), (loss, loss_title)):
@@ -311,8 +314,10 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
     if not named:
         panels[0].set_title(f"{panels[0].get_title()}\n({lines} {'groups of runs' if groups else 'runs'}: the table "
                             "names them)")
-    # Runs without an epoch draw nothing, and an empty legend is a matplotlib warning
-    if named and (drawn := next((ax for ax in (*panels, loss) if ax.lines), None)):
+    # Runs without an epoch draw nothing, and an empty legend is a matplotlib warning. The legend goes on the first
+    # panel with a line of every run drawn: one that held out nothing (--test-split 0 alone) draws no validation
+    # figure, and a legend on that panel left its training loss unnamed
+    if named and (drawn := next((ax for ax in (*panels, loss) if ax.lines and drew[ax] == drew[loss]), None)):
         drawn.legend(fontsize="small")
         if mixed and loss.lines and drawn is not loss:
             loss.legend(fontsize="small")

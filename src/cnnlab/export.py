@@ -589,7 +589,8 @@ def verify_export(checkpoint: str | Path, exported: str | Path, images: int = 10
     """Compare an exported file (``.onnx``, ``.pt2`` or ``.safetensors``) with its checkpoint's PyTorch model on
     test images.
 
-    Both get ``images`` test images of the checkpoint's dataset (a seeded sample of its test split, :func:`_sample`)
+    Both get ``images`` test images of the checkpoint's dataset (a seeded sample of its test split, :func:`_sample`;
+    of its validation split where the run held out no test split, of its training images where it held out nothing)
     as the export takes them (uint8 / 255); the PyTorch side is the plain model without flip-TTA, as exported.
 
     Raises:

@@ -18,7 +18,7 @@ from torch import nn
 
 import cnnlab.data
 from cnnlab.checks import positive_int
-from cnnlab.data import FOLDER_PREFIX, Preprocess
+from cnnlab.data import FOLDER_PREFIX, Preprocess, holds_out_nothing
 from cnnlab.data.dataset import training_files_change
 from cnnlab.data.duplicates import images_seen_in_training
 from cnnlab.data.folder import held_out_source, moved_folder
@@ -250,7 +250,7 @@ class Trained:
         else:
             check_same_classes(self.meta, data.classes, f"dataset {data.name}")
             matched = list(range(len(data.classes))), []
-        check_same_test_split(self.checkpoint.get("dataset") or {}, data)
+        check_same_test_split(self.checkpoint.get("dataset") or {}, data, validated=not holds_out_nothing(self.config))
         return matched
 
     def scored_images(self, data: Any, other: bool = False) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -276,11 +276,11 @@ class Trained:
             return "test"
         return "validation" if self.config.get("val_split") is not None else None
 
-    def why_nothing_held_out(self, data: Any) -> str:
-        """What a run that held out nothing of ``data`` (:meth:`held_out_split` None) says where a page would show
-        its held-out images: one sentence."""
-        return (f"Nothing held out: the run trained on every labelled image of {data.name} (--test-split 0 without "
-                "--val-split), so no image it never saw is left to score; cnnlab eval RUN/best.pt --dataset "
+    def why_nothing_held_out(self) -> str:
+        """What a run that held out nothing (:meth:`held_out_split` None) says where a page would show its held-out
+        images: one sentence, naming the data it trained on (not a folder read now, which may be another)."""
+        return (f"Nothing held out: the run trained on every labelled image of {self.meta.dataset} (--test-split 0 "
+                "without --val-split), so no image it never saw is left to score; cnnlab eval RUN/best.pt --dataset "
                 "folder:OTHER scores it on another folder")
 
     def held_out_images(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -292,7 +292,7 @@ class Trained:
         if held == "test":
             return self.scored_images(data)
         if held is None:
-            raise CnnlabError(self.why_nothing_held_out(data))
+            raise CnnlabError(self.why_nothing_held_out())
         split = run_split(self.config, data.train_labels)
         if split is None or not len(data.train_labels):  # a --test-split 0 run validates apart (TrainConfig)
             raise CnnlabError(f"the run held out no test split of {data.name} (--test-split 0) and its validation "
@@ -524,7 +524,7 @@ def _check_same_files_validated(recorded: Mapping[str, Any], data: Any) -> None:
                       "folder as one (cnnlab eval --dataset folder:PATH)")
 
 
-def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
+def check_same_test_split(recorded: Mapping[str, Any], data: Any, validated: bool = True) -> None:
     """Refuse ``data`` when its drawn test split is not the one the run held out when it trained.
 
     A folder without ``test/`` gets its test split drawn by the loader from the files present; a file deleted or
@@ -539,13 +539,16 @@ def check_same_test_split(recorded: Mapping[str, Any], data: Any) -> None:
 
     A run that held out no test split (``--test-split 0``) is shown on its validation split, drawn again from every
     file: a draw of none is the same of any folder, so the files themselves (``training_files``) are held to the run's.
+    ``validated`` False: the run drew no validation split either (it held out nothing,
+    :func:`cnnlab.data.holds_out_nothing`), so none is drawn again and its files are held to nothing here.
     """
     then = recorded.get("held_out")
     now, moved = data.held_out, recorded.get("name") != data.name
     if not then or (moved and now is None):
         return
     if drew_no_test_split(recorded, data):
-        _check_same_files_validated(recorded, data)
+        if validated:
+            _check_same_files_validated(recorded, data)
         return
     if now is not None and [int(now[0]), str(now[1])] == [int(then[0]), str(then[1])]:
         return

@@ -107,8 +107,10 @@ class Session:
             return self._keep(self._test_sets, key, data)
 
         data = self._once(("data", key), build)
-        # Another drawn split would put training images among the "test" ones and inflate the gallery's accuracy.
-        loaded.trained.check_dataset(data)
+        # Another drawn split would put training images among the "test" ones and inflate the gallery's accuracy; a
+        # run that held out nothing shows no image, and its folder was not read
+        if data.split is not None:
+            loaded.trained.check_dataset(data)
         return data
 
     def test_image(self, name: str, index: int) -> tuple[Loaded, torch.Tensor, int, str]:
@@ -117,7 +119,7 @@ class Session:
         loaded = self.model(name)
         data = self.test_set(loaded)
         if data.split is None:  # a run that held out nothing: no image it never saw to analyse
-            raise CnnlabError(loaded.trained.why_nothing_held_out(data))
+            raise CnnlabError(loaded.trained.why_nothing_held_out())
         if not 0 <= index < len(data.labels):
             raise CnnlabError(f"{data.split} image index must be from 0 to {len(data.labels) - 1}, got {index}")
         return loaded, data.images[index], int(data.labels[index]), data.split
@@ -162,7 +164,7 @@ class Session:
         data = self.test_set(loaded)
         if data.split is None:  # a run that held out nothing: no image to show, and the page says why
             return {"by_class": [{"class": cls, "images": []} for cls in meta.classes], "mistakes": [], "searched": 0,
-                    "of": 0, "split": None, "accuracy": None, "note": loaded.trained.why_nothing_held_out(data)}
+                    "of": 0, "split": None, "accuracy": None, "note": loaded.trained.why_nothing_held_out()}
         later = len(meta.classes) > GALLERY_CLASSES
         by_class = [{"class": cls, "images": [], "later": True} if later else
                     {"class": cls, "images": self._class_items(loaded, data, c)} for c, cls in enumerate(meta.classes)]

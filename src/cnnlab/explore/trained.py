@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from cnnlab import inference
+from cnnlab.data import holds_out_nothing
 from cnnlab.errors import CnnlabError
 
 
@@ -62,7 +63,7 @@ def test_set_key(trained: inference.Trained) -> tuple:
 
 def load_test_set(trained: inference.Trained) -> TestSet:
     """The test images of the dataset a run trained on, read as the run read it (its validation images where it held
-    out no test split).
+    out no test split; none, unread, where it held out nothing).
 
     The run's own ``--data-dir``, image size, channels and ``--skip-bad-images`` apply, as in ``cnnlab eval``; the
     folder is only read (the explorer never starts a download inside a request). Check a run against the result
@@ -72,6 +73,9 @@ def load_test_set(trained: inference.Trained) -> TestSet:
         CnnlabError: the dataset is not on this machine, or its images do not fit the model.
     """
     meta = trained.meta
+    if holds_out_nothing(trained.config):  # none of its images is shown: the folder is not read (it may have moved)
+        return TestSet(torch.empty(0, meta.channels, meta.image_size, meta.image_size, dtype=torch.uint8),
+                       torch.empty(0, dtype=torch.int64), tuple(meta.classes), meta.dataset, None, None)
     data = trained.dataset(download=False, training=False)
     images, labels, classes = data.test_images, data.test_labels, tuple(data.classes)
     split = trained.held_out_split(data)

@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 import torch
 
+from cnnlab.data import holds_out_nothing
 from cnnlab.data.duplicates import split_seen_in_training
 from cnnlab.data.split import run_split
 from cnnlab.errors import CnnlabError
@@ -337,8 +338,10 @@ def _held_out(run: RunFiles, trained, data, split: str, test_logits: torch.Tenso
 def _training_stats(run: RunFiles) -> list[tuple[str, str]]:
     """The headline numbers of a run that held out nothing: its training figures, named so."""
     res = run.result
-    return [(_fmt(res.get("train_acc"), ".2%"), "final training accuracy: the last epoch's model on the images it "
-             "trained on (nothing held out; best.pt is the last epoch's)"),
+    # train_acc is the mean over the last epoch's batches as they trained (augmented, in training mode, the weights
+    # moving; under --ema not even best.pt's weights): no evaluation of the final model, which has no image to score
+    return [(_fmt(res.get("train_acc"), ".2%"), "final training accuracy: over the last epoch's batches, measured as "
+             "it trained on them (nothing held out; best.pt is the last epoch's)"),
             (_fmt(res.get("train_images"), ","), "training images: every labelled image"),
             (_fmt(res.get("images_per_s"), ",.0f"), "training images / s")]
 
@@ -349,22 +352,27 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
     trained = load_trained(run.checkpoint, device)
     meta = trained.meta
     name, size, in_ch = meta.model_name, meta.input_size, meta.channels
-    if dataset is None:  # read afresh, without the split a --val-split run drew (training hands its own over)
-        config = run.config.get("config") or {}
-        # the page shows test images: training images are read only to draw that split again (_as_split_by)
-        dataset = _as_split_by(trained.dataset(data_dir, training=config.get("val_split") is not None), config,
-                               meta.dataset)
+    config = run.config.get("config") or {}
     data = dataset
-    trained.check_dataset(data)
-    split = trained.held_out_split(data)  # the split the figures below are of
+    if data is None and data_dir is None and holds_out_nothing(config):
+        # the page shows no image of the run's own data, which is not read: its folder may have moved or grown since
+        data_name, notices, split = meta.dataset, (), None
+    else:
+        if data is None:  # read afresh, without the split a --val-split run drew (training hands its own over)
+            # the page shows test images: training images are read only to draw that split again (_as_split_by)
+            data = _as_split_by(trained.dataset(data_dir, training=config.get("val_split") is not None), config,
+                                meta.dataset)
+        trained.check_dataset(data)
+        data_name, notices = data.name, data.notices
+        split = trained.held_out_split(data)  # the split the figures below are of
     held = _held_out(run, trained, data, split, test_logits) if split is not None else \
-        {"stats": _training_stats(run), "notices": [], "nothing_held_out": trained.why_nothing_held_out(data)}
+        {"stats": _training_stats(run), "notices": [], "nothing_held_out": trained.why_nothing_held_out()}
     conv = first_conv(trained.model)
     env = run.config.get("environment") or {}
-    balance = (run.config.get("config") or {}).get("balance")  # what the training loss was (curves, table)
+    balance = config.get("balance")  # what the training loss was (curves, table)
     return render_page({
-        "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data.name,
-        "unfinished": run.unfinished(), "split": split, **held, "notices": [*data.notices, *held["notices"]],
+        "name": name, "section_id": model_info(name).section, "run_path": str(run.path), "dataset": data_name,
+        "unfinished": run.unfinished(), "split": split, **held, "notices": [*notices, *held["notices"]],
         "facts": _facts(run, name, trained.num_params(), model_macs(name, size, in_ch, meta.num_classes), size),
         "curves": _picture(_resized(curves_figure(run.metrics, balance=balance)), "training curves")
         if run.metrics else None,
@@ -382,7 +390,9 @@ def write_report(run_dir: str | Path | RunFiles, data_dir: str | Path | None = N
 
     Evaluates the run's ``last.pt`` (``best.pt`` if there is no ``last.pt``) on its dataset's test images with
     the run's own preprocessing and flip-TTA setting, unless the training run hands over the logits of its own
-    final test evaluation. An existing report is replaced: it is derived from the run.
+    final test evaluation. A run that held out nothing (``--test-split 0`` without ``--val-split``) is shown by its
+    training figures, and its folder is not read unless ``data_dir`` names one. An existing report is replaced: it is
+    derived from the run.
 
     Args:
         run_dir: a run folder written by ``cnnlab train``, or what :func:`read_run` read of one.

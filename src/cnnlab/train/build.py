@@ -537,7 +537,9 @@ def _restore(parts: RunParts, state: dict[str, Any], source: str, quiet: bool) -
     if classes is not None and list(classes) != list(parts.dataset.classes):
         raise CnnlabError(f"{source} was trained on {len(classes)} classes of {state['dataset']['name']}, not the "
                           f"{parts.dataset.num_classes} of {parts.dataset.name}: resume it with its own dataset")
-    inference.check_same_test_split(state.get("dataset") or {}, parts.dataset)
+    # a run that held out nothing is held to its training files below, with words for them, not a validation split's
+    inference.check_same_test_split(state.get("dataset") or {}, parts.dataset,
+                                    validated=not parts.config.holds_out_nothing)
     _check_same_training_files(state.get("dataset") or {}, parts.dataset)
     try:
         parts.model.load_state_dict(state["model"])

@@ -429,6 +429,9 @@ def check_given_flags_apply(given: Mapping[str, Any], config: TrainConfig) -> No
     if "momentum" in given and config.optimizer in ("adam", "adamw"):
         raise CnnlabError(f"--momentum is SGD's and RMSprop's, and {config.optimizer} keeps its own running moments; "
                           f"expected no --momentum with --optimizer {config.optimizer}")
+    if "limit_val_batches" in given and config.holds_out_nothing:
+        raise CnnlabError("--limit-val-batches limits the evaluation, and --test-split 0 without --val-split holds out "
+                          "no image to evaluate; expected --val-split with it, or no --limit-val-batches")
     if given.get("tta") and given.get("flip") is False:
         raise CnnlabError("--tta averages each test image with its mirror, and --no-flip says a mirror is not of the "
                           "same class; expected one of them")

@@ -243,10 +243,12 @@ class Trainer:
         last = self.state.history[-1]["epoch"] if self.state.history else 0
         final = f"test_acc {self.result['test_acc']:.4f}" if self.tested else \
             f"no test split, validation accuracy {self.result['val_acc']:.4f}" if self.holds_out else \
-            f"trained on all {self.result['train_images']} images, train accuracy {self.result['train_acc']:.4f}"
-        self._log(f"done: {cfg.model} {final} (the last epoch's model, epoch "
-                  f"{last:g}); {self._best_words()}; in {self.result['wall_s']:.1f}s, "
-                  f"{self.result['images_per_s']:,.0f} img/s{bought} -> {self.run_dir or 'memory'}")
+            f"held out none of its {self.result['train_images']} images, train accuracy {self.result['train_acc']:.4f}"
+        # a training accuracy is measured as the epoch trains, not of the model it ends with
+        of = "the last epoch's model" if self.holds_out else "measured as the last epoch trained"
+        self._log(f"done: {cfg.model} {final} ({of}, epoch {last:g}); {self._best_words()}; in "
+                  f"{self.result['wall_s']:.1f}s, {self.result['images_per_s']:,.0f} img/s{bought} -> "
+                  f"{self.run_dir or 'memory'}")
         return self.state.history
 
     def _best_words(self) -> str:
@@ -254,8 +256,9 @@ class Trainer:
         is of (eval, export and the README's path take best.pt): its epoch and the figure that picked it, and its test
         accuracy where the validation set is the test set (no --val-split), so no pass of its own is needed for it."""
         held = "best.pt" if self.run_dir is not None else "the best epoch"
-        if not self.holds_out:
-            return f"nothing held out: {'best.pt' if self.run_dir is not None else 'the model'} is the last epoch's"
+        if not self.holds_out:  # said with the run's figure ("held out none of its N images"); a time budget or
+            # --limit-train-batches may have trained on fewer of them than all
+            return f"{'best.pt' if self.run_dir is not None else 'the model'} is the last epoch's"
         best = self.best_row()
         if best is None:
             return f"no best {self.val_name} {self.judged_name}"
@@ -447,7 +450,8 @@ class Trainer:
     def _result(self, wall: float) -> dict[str, Any]:
         """The run's figures (result.json); with a validation split, the final model is evaluated on the test set
         here, once. Without a test split (``--test-split 0``) the test figures are None, and the per-class ones are
-        the validation split's."""
+        the validation split's; holding out nothing (no ``--val-split`` either) every held-out figure is None, and
+        the last epoch's training figures are the run's own."""
         last = self.state.history[-1] if self.state.history else {}
         if self.test_loader is not None and self.state.history:
             test = self.evaluate(self.test_loader, keep_logits=True)
@@ -479,7 +483,8 @@ class Trainer:
             "epochs": len(self.state.history),
             "test_acc": test["acc"], "test_bal_acc": balanced if self.tested else None, "test_loss": test["loss"],
             "test_samples": test_samples, "val_split": self.config.val_split,
-            # the training figures of the last epoch, and how many images trained (all of them: nothing_held_out)
+            # the training figures of the last epoch (measured as it trained), and the images the run trained from
+            # (every labelled image where nothing_held_out)
             "train_acc": last.get("train_acc"), "train_loss": last.get("train_loss"),
             "train_images": self.train_loader.num_items, "nothing_held_out": not self.holds_out,
             "val_acc": last.get("val_acc") if self.val_name == "validation" else None,
