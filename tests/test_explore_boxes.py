@@ -1117,3 +1117,53 @@ def test_an_ultralytics_network_given_as_a_module_is_fed_its_minimum_rectangle(t
     assert _found_box(model, upload) == (34, 11, 54, 21)
     assert model.model.fed[-1] == (1, 3, *STRIP_INPUT)
     assert torch.equal(images.fed(0), upload)
+
+
+class UltralyticsRedShare(RedFinder):
+    """A classifier in Ultralytics' class whose task is unsaid (a ``ClassificationModel`` built by hand has no
+    ``task``), so that its predict letterboxes each picture to its minimum rectangle: its scores are the shares of
+    red, of grey 114 and of the rest among the pixels it is fed, which the padding changes."""
+
+    names, stride = dict(enumerate(NAMES)), torch.tensor([8.0, 16.0, 32.0])
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)  # the identity: a map for Grad-CAM, which adds nothing to the scores
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        self.fed.append(tuple(x.shape))
+        x = self.conv(x)
+        red = ((x[:, 0] > 0.8) & (x[:, 1] < 0.25)).float().mean((1, 2))
+        grey = ((x - 114 / 255).abs() < 1e-3).all(1).float().mean((1, 2))
+        return 10 * torch.stack([red, grey, 1 - red - grey], 1) + 0 * x.mean((1, 2, 3))[:, None]
+
+
+UltralyticsRedShare.__module__ = "ultralytics.nn.tasks"
+
+
+def ultralytics_red_share():
+    return UltralyticsRedShare()
+
+
+def test_predict_classifies_pictures_of_several_minimum_rectangles_each_at_its_own(tmp_path, importable, capsys):
+    """`cnnlab predict` of a classifier fed each picture's minimum rectangle (Ultralytics' letterbox to a multiple of
+    its stride): a chunk of pictures of several shapes was stacked into one batch, an internal error. Each picture is
+    scored at its own shape, as the explorer scores it."""
+    import json
+
+    from cnnlab.cli import main
+
+    _wide_picture(tmp_path / "pictures", "strip.png", STRIP_HW, STRIP_BLOCK)
+    Image.fromarray(np.full((SIDE, SIDE, 3), (255, 0, 0), np.uint8)).save(tmp_path / "pictures" / "square.png")
+    source, files = f"{importable}:ultralytics_red_share", sorted((tmp_path / "pictures").iterdir())
+    assert main(["predict", source, "--input-size", str(SIDE), "--json", *map(str, files)]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    model, images = open_with_images(source, tmp_path / "pictures", Options(input_size=SIDE))
+    for k, answer in enumerate(answers):
+        expected = analyze_image(model, images.fed(k))["top"]
+        assert [t["class"] for t in answer["top"]] == [t["class"] for t in expected]
+        assert np.allclose([t["probability"] for t in answer["top"]], [t["probability"] for t in expected])
+    assert {shape[2:] for shape in model.model.fed} >= {STRIP_INPUT, (SIDE, SIDE)}
