@@ -1120,9 +1120,9 @@ def test_an_ultralytics_network_given_as_a_module_is_fed_its_minimum_rectangle(t
 
 
 class UltralyticsRedShare(RedFinder):
-    """A classifier in Ultralytics' class whose task is unsaid (a ``ClassificationModel`` built by hand has no
-    ``task``), so that its predict letterboxes each picture to its minimum rectangle: its scores are the shares of
-    red, of grey 114 and of the rest among the pixels it is fed, which the padding changes."""
+    """A network in Ultralytics' class whose task nothing says (no ``task``, ``args`` or ``Classify`` head), so that
+    its predict letterboxes each picture to its minimum rectangle, and whose output is a classifier's: its scores are
+    the shares of red, of grey 114 and of the rest among the pixels it is fed, which the padding changes."""
 
     names, stride = dict(enumerate(NAMES)), torch.tensor([8.0, 16.0, 32.0])
 
@@ -1167,3 +1167,55 @@ def test_predict_classifies_pictures_of_several_minimum_rectangles_each_at_its_o
         assert [t["class"] for t in answer["top"]] == [t["class"] for t in expected]
         assert np.allclose([t["probability"] for t in answer["top"]], [t["probability"] for t in expected])
     assert {shape[2:] for shape in model.model.fed} >= {STRIP_INPUT, (SIDE, SIDE)}
+
+
+class Classify(nn.Module):
+    """An Ultralytics classifier's head as its class is named (ultralytics.nn.modules.head.Classify)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool, self.linear = nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Linear(4, len(NAMES))
+
+    def forward(self, x):
+        return self.linear(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+Classify.__module__ = "ultralytics.nn.modules.head"
+
+
+class ClassificationModel(nn.Module):
+    """An Ultralytics classifier as a checkpoint holds it (``torch.load("yolo11n-cls.pt")["model"]``): no ``task``,
+    which Ultralytics' loader sets when it reads the file (``guess_model_task``), and ``args`` where ``given``."""
+
+    names, stride = dict(enumerate(NAMES)), torch.tensor([32.0])
+
+    def __init__(self, args=None):
+        super().__init__()
+        self.model = nn.Sequential(Classify())
+        if args is not None:
+            self.args = args
+
+    def forward(self, x):
+        return self.model(x)
+
+
+ClassificationModel.__module__ = "ultralytics.nn.tasks"
+
+
+def checkpoint_classifier():
+    return ClassificationModel()
+
+
+def checkpoint_classifier_of_args():
+    return ClassificationModel({"task": "classify", "imgsz": 32})
+
+
+@pytest.mark.parametrize("function", ["checkpoint_classifier", "checkpoint_classifier_of_args"])
+def test_an_ultralytics_classifier_without_its_task_is_framed_as_its_classify_predict_frames_it(importable, function):
+    """An Ultralytics classifier taken from its checkpoint (module:function returning ``torch.load(...)["model"]``) has
+    no ``task``: Ultralytics' loader guesses it (its ``args``' task, else its ``Classify`` head), and its classify
+    predict resizes the shorter side and crops the centre. The explorer took it for a detector and letterboxed each
+    picture to its minimum rectangle."""
+    spec = open_model(f"{importable}:{function}", Options(input_size=SIDE)).spec
+    assert "resized by the shorter side and centre-cropped as Ultralytics' classify predict does" in spec.describe()
+    assert "letterbox" not in spec.describe()
