@@ -1219,3 +1219,16 @@ def test_an_ultralytics_classifier_without_its_task_is_framed_as_its_classify_pr
     spec = open_model(f"{importable}:{function}", Options(input_size=SIDE)).spec
     assert "resized by the shorter side and centre-cropped as Ultralytics' classify predict does" in spec.describe()
     assert "letterbox" not in spec.describe()
+
+
+@pytest.mark.parametrize("task, fitted", [("segment", "letterboxed with grey 114"),
+                                          ("pose", "letterboxed with grey 114"),
+                                          ("classify", "resized by the shorter side")])
+def test_a_graph_that_samples_its_maps_is_rtdetr_only_among_detectors(tmp_path, task, fitted):
+    """RT-DETR is a detector (its metadata's task detect): an export of another task whose graph samples its maps (a
+    GridSample) and whose metadata names no head is fed as that task's predictor feeds it, as ``YOLO(file)`` picks the
+    predictor by the task. It was stretched as RT-DETR, and the page said a classifier's framing was read from
+    RT-DETR's GridSample."""
+    path = _ultralytics_onnx(SamplingRtdetr(), tmp_path / f"{task}.onnx", task=task, head=None)
+    said = open_with_images(path, None, Options())[0].spec.describe()
+    assert fitted in said and "stretched" not in said and "GridSample" not in said
