@@ -729,3 +729,46 @@ def test_an_ultralytics_classifier_is_scored_on_a_folder_framed_as_its_classify_
     np.testing.assert_array_equal(before.confusion.numpy(),
                                   confusion_matrix(labels, answers(cropped), labels=[0, 1, 2]))
     assert "Ultralytics" not in before.scored
+
+
+def test_a_hugging_face_classifier_is_scored_on_a_folder_framed_as_its_processor_frames_each_picture(tmp_path, cache):
+    """eval of a Hugging Face export whose preprocessor_config.json frames its pictures (a ConvNeXt processor's form:
+    the shorter side resized to int(shortest_edge / crop_pct) with its bicubic filter, the centre cropped at offsets
+    rounded down) scores each picture of a labelled folder as that processor frames it, as predict and the explorer
+    feed it; only an Ultralytics classifier's folder was framed so, and this one's pictures were cropped before they
+    were resized. Pillow's own resize and crop, step by step, and the torch network are the oracle; each picture is
+    filed under the class the oracle answers for it."""
+    from explore_support import processor_framed
+    from test_explore_onnx import CONVNEXT, _hugging_face_export
+
+    _hugging_face_export(tmp_path / "convnext", CONVNEXT, {"0": "cat", "1": "dog", "2": "fox"})
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)).eval()  # of every pixel where it is: crops count
+    with warnings.catch_warnings():  # in place of the folder's own network, whose answers vary less
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(tmp_path / "convnext" / "model.onnx"), dynamo=False,
+                          input_names=["pixel_values"], output_names=["logits"],
+                          dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
+    mean, std = (torch.tensor(CONVNEXT[k]).view(1, 3, 1, 1) for k in ("image_mean", "image_std"))
+
+    def answers(pictures: list[np.ndarray]) -> list[int]:
+        x = torch.tensor(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            return net((x - mean) / std).argmax(1).tolist()
+
+    rng, pictures = np.random.default_rng(11), []
+    for w, h in [(37, 21), (21, 40), (50, 17), (19, 44), (33, 60), (64, 23)] * 3:
+        # coarse cells enlarged: pictures whose framed and cropped squares differ by more than their edges
+        coarse = Image.fromarray(rng.integers(0, 256, (3, 3, 3), dtype=np.uint8))
+        pictures.append(coarse.resize((w, h), Image.Resampling.NEAREST))
+    framed = answers([processor_framed(p, 20, 16, Image.Resampling.BICUBIC) for p in pictures])
+    cropped = answers([np.asarray(ImageOps.fit(p, (16, 16), method=Image.Resampling.BILINEAR)) for p in pictures])
+    assert framed != cropped  # the decoding before: told apart
+    folder = tmp_path / "labelled"
+    for k, (picture, label) in enumerate(zip(pictures, framed, strict=True)):
+        (folder / FOLDER_CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        picture.save(folder / FOLDER_CLASSES[label] / f"{k}.png")
+    result = evaluate_any(tmp_path / "convnext" / "model.onnx", data_dir=folder)
+    assert result.accuracy == 1.0 and result.n == len(pictures)
+    assert "resized by the shorter side to 20 (bicubic) and centre-cropped to 16 as its preprocessor_config.json " \
+        "says" in result.scored

@@ -1117,3 +1117,118 @@ def test_an_ultralytics_network_given_as_a_module_is_fed_its_minimum_rectangle(t
     assert _found_box(model, upload) == (34, 11, 54, 21)
     assert model.model.fed[-1] == (1, 3, *STRIP_INPUT)
     assert torch.equal(images.fed(0), upload)
+
+
+class UltralyticsRedShare(RedFinder):
+    """A network in Ultralytics' class whose task nothing says (no ``task``, ``args`` or ``Classify`` head), so that
+    its predict letterboxes each picture to its minimum rectangle, and whose output is a classifier's: its scores are
+    the shares of red, of grey 114 and of the rest among the pixels it is fed, which the padding changes."""
+
+    names, stride = dict(enumerate(NAMES)), torch.tensor([8.0, 16.0, 32.0])
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)  # the identity: a map for Grad-CAM, which adds nothing to the scores
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        self.fed.append(tuple(x.shape))
+        x = self.conv(x)
+        red = ((x[:, 0] > 0.8) & (x[:, 1] < 0.25)).float().mean((1, 2))
+        grey = ((x - 114 / 255).abs() < 1e-3).all(1).float().mean((1, 2))
+        return 10 * torch.stack([red, grey, 1 - red - grey], 1) + 0 * x.mean((1, 2, 3))[:, None]
+
+
+UltralyticsRedShare.__module__ = "ultralytics.nn.tasks"
+
+
+def ultralytics_red_share():
+    return UltralyticsRedShare()
+
+
+def test_predict_classifies_pictures_of_several_minimum_rectangles_each_at_its_own(tmp_path, importable, capsys):
+    """`cnnlab predict` of a classifier fed each picture's minimum rectangle (Ultralytics' letterbox to a multiple of
+    its stride): a chunk of pictures of several shapes was stacked into one batch, an internal error. Each picture is
+    scored at its own shape, as the explorer scores it."""
+    import json
+
+    from cnnlab.cli import main
+
+    _wide_picture(tmp_path / "pictures", "strip.png", STRIP_HW, STRIP_BLOCK)
+    Image.fromarray(np.full((SIDE, SIDE, 3), (255, 0, 0), np.uint8)).save(tmp_path / "pictures" / "square.png")
+    source, files = f"{importable}:ultralytics_red_share", sorted((tmp_path / "pictures").iterdir())
+    assert main(["predict", source, "--input-size", str(SIDE), "--json", *map(str, files)]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    model, images = open_with_images(source, tmp_path / "pictures", Options(input_size=SIDE))
+    for k, answer in enumerate(answers):
+        expected = analyze_image(model, images.fed(k))["top"]
+        assert [t["class"] for t in answer["top"]] == [t["class"] for t in expected]
+        assert np.allclose([t["probability"] for t in answer["top"]], [t["probability"] for t in expected])
+    assert {shape[2:] for shape in model.model.fed} >= {STRIP_INPUT, (SIDE, SIDE)}
+
+
+class Classify(nn.Module):
+    """An Ultralytics classifier's head as its class is named (ultralytics.nn.modules.head.Classify)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool, self.linear = nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Linear(4, len(NAMES))
+
+    def forward(self, x):
+        return self.linear(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+Classify.__module__ = "ultralytics.nn.modules.head"
+
+
+class ClassificationModel(nn.Module):
+    """An Ultralytics classifier as a checkpoint holds it (``torch.load("yolo11n-cls.pt")["model"]``): no ``task``,
+    which Ultralytics' loader sets when it reads the file (``guess_model_task``), and ``args`` where ``given``."""
+
+    names, stride = dict(enumerate(NAMES)), torch.tensor([32.0])
+
+    def __init__(self, args=None):
+        super().__init__()
+        self.model = nn.Sequential(Classify())
+        if args is not None:
+            self.args = args
+
+    def forward(self, x):
+        return self.model(x)
+
+
+ClassificationModel.__module__ = "ultralytics.nn.tasks"
+
+
+def checkpoint_classifier():
+    return ClassificationModel()
+
+
+def checkpoint_classifier_of_args():
+    return ClassificationModel({"task": "classify", "imgsz": 32})
+
+
+@pytest.mark.parametrize("function", ["checkpoint_classifier", "checkpoint_classifier_of_args"])
+def test_an_ultralytics_classifier_without_its_task_is_framed_as_its_classify_predict_frames_it(importable, function):
+    """An Ultralytics classifier taken from its checkpoint (module:function returning ``torch.load(...)["model"]``) has
+    no ``task``: Ultralytics' loader guesses it (its ``args``' task, else its ``Classify`` head), and its classify
+    predict resizes the shorter side and crops the centre. The explorer took it for a detector and letterboxed each
+    picture to its minimum rectangle."""
+    spec = open_model(f"{importable}:{function}", Options(input_size=SIDE)).spec
+    assert "resized by the shorter side and centre-cropped as Ultralytics' classify predict does" in spec.describe()
+    assert "letterbox" not in spec.describe()
+
+
+@pytest.mark.parametrize("task, fitted", [("segment", "letterboxed with grey 114"),
+                                          ("pose", "letterboxed with grey 114"),
+                                          ("classify", "resized by the shorter side")])
+def test_a_graph_that_samples_its_maps_is_rtdetr_only_among_detectors(tmp_path, task, fitted):
+    """RT-DETR is a detector (its metadata's task detect): an export of another task whose graph samples its maps (a
+    GridSample) and whose metadata names no head is fed as that task's predictor feeds it, as ``YOLO(file)`` picks the
+    predictor by the task. It was stretched as RT-DETR, and the page said a classifier's framing was read from
+    RT-DETR's GridSample."""
+    path = _ultralytics_onnx(SamplingRtdetr(), tmp_path / f"{task}.onnx", task=task, head=None)
+    said = open_with_images(path, None, Options())[0].spec.describe()
+    assert fitted in said and "stretched" not in said and "GridSample" not in said

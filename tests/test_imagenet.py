@@ -112,6 +112,20 @@ def test_the_stages_of_a_body_kept_in_one_sequential_compute_the_forward_pass():
             torch.testing.assert_close(y, model(x), rtol=0, atol=0)
 
 
+def test_summary_of_a_backbone_with_weights_from_elsewhere_is_of_the_network_they_shape(torch_home, tmp_path, capsys):
+    """`cnnlab summary imagenet-resnet18 --weights mine.pth`, as the flag's help offers it: the network shaped as the
+    file has it (a grey stem, 5 classes), fed as explore and predict feed it; it was refused ("--weights is for a model
+    from elsewhere"). Without --weights the name is the zoo's, summarised at --input as before."""
+    model = create_model(SMALL, num_classes=5, in_channels=1)
+    torch.save(model.state_dict(), tmp_path / "mine.pth")
+    assert main(["summary", SMALL, "--weights", str(tmp_path / "mine.pth")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{SMALL}: PyTorch module, 5 classes, fed float32 N x C x H x W, 1 channel at 224 x 224")
+    assert lines[-1].startswith(f"total: {sum(p.numel() for p in model.parameters()):,} parameters")
+    assert main(["summary", SMALL, "--input", "1,3,64,64"]) == 0
+    assert capsys.readouterr().out.startswith(f"{SMALL} (d2l 14.2) at input 1 x 3 x 64 x 64")
+
+
 def test_models_pretrained_lists_one_name_first_on_each_line(torch_home, capsys):
     _write_weights(SMALL)
     assert main(["models", "--pretrained"]) == 0

@@ -215,8 +215,11 @@ def _cmd_summary(args) -> int:
     from cnnlab.models.summary import summarize
 
     zoo = args.model in list_models(exercises=True) + list_models(pretrained=True)
-    if zoo or not names_a_model_from_elsewhere(args.model):  # the zoo's own, built on the meta device at any
-        # --input; a bare word that is none of them is a typo'd one, which summarize names with the zoo's names
+    # an ImageNet backbone given a state dict of its network is opened as explore opens it, shaped as the file has it
+    backbone = args.model in list_models(pretrained=True) and args.weights is not None
+    # the zoo's own, built on the meta device at any --input; a bare word that is none of them is a typo'd one, which
+    # summarize names with the zoo's names
+    if not backbone and (zoo or not names_a_model_from_elsewhere(args.model)):
         for flag, value in (("--input-size", args.input_size), ("--layout", args.layout),
                             ("--weights", args.weights)):
             if zoo and value is not None:

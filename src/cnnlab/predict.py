@@ -273,14 +273,20 @@ def classify_chunks(files: Sequence[Path], probabilities: Callable[[torch.Tensor
 
 def _rank(results: list[dict[str, Any]], loaded: dict[int, torch.Tensor],
           probabilities: Callable[[torch.Tensor], torch.Tensor], classes: Sequence[str], topk: int) -> None:
-    """Put the ``topk`` classes of the pictures ``loaded`` (result index -> picture) into their ``results``."""
-    probs = probabilities(torch.stack(list(loaded.values())))
-    top = probs.topk(min(topk, probs.shape[1]), dim=1)
-    for i, values, indices in zip(loaded, top.values.tolist(), top.indices.tolist(), strict=True):
-        # a diverged model's NaN is None, as the explorer's pages give it: JSON has no NaN, and a reader of
-        # --json (jq, JSON.parse) would refuse the whole output
-        results[i]["top"] = [{"class": classes[k], "index": k, "probability": p if math.isfinite(p) else None}
-                             for p, k in zip(values, indices, strict=True)]
+    """Put the ``topk`` classes of the pictures ``loaded`` (result index -> picture) into their ``results``, the
+    pictures of each shape in one batch: a network fed each picture's minimum rectangle (Ultralytics' letterbox,
+    :class:`cnnlab.picture.Letterbox`) gets pictures of several."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, picture in loaded.items():
+        by_shape.setdefault(tuple(picture.shape), []).append(i)
+    for kept in by_shape.values():
+        probs = probabilities(torch.stack([loaded[i] for i in kept]))
+        top = probs.topk(min(topk, probs.shape[1]), dim=1)
+        for i, values, indices in zip(kept, top.values.tolist(), top.indices.tolist(), strict=True):
+            # a diverged model's NaN is None, as the explorer's pages give it: JSON has no NaN, and a reader of
+            # --json (jq, JSON.parse) would refuse the whole output
+            results[i]["top"] = [{"class": classes[k], "index": k, "probability": p if math.isfinite(p) else None}
+                                 for p, k in zip(values, indices, strict=True)]
 
 
 def as_json(result: dict[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,9 @@ in the notices too. Mirrored images are assumed to keep their class (``flip=True
 it). An ``image_size`` of ``(height, width)`` (``cnnlab eval`` of a model from elsewhere whose input is not square)
 resizes each image to cover that shape and crops its centre to it. A ``fit`` decodes each file as that library's
 predict frames a picture instead (:func:`cnnlab.picture.as_its_library_feeds`, its EXIF orientation applied):
-``cnnlab eval`` of an Ultralytics classifier, whose users' answers come from pictures resized by the shorter side before
-the centre is cropped, not cropped before they are resized; such a set is cached apart.
+``cnnlab eval`` of a classifier whose library resizes the shorter side before it crops the centre (Ultralytics' classify
+predict, a Hugging Face image processor, torchvision's weights' transforms), whose users' answers come from pictures so
+framed, not cropped before they are resized; such a set is cached apart.
 
 The decoded uint8 array and its labels are cached under ``<cache>/folders/`` (:mod:`cnnlab.data.store`), keyed by
 every file's path, size and modification time and the decode options, and written atomically: the second load of

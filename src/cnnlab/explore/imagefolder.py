@@ -45,7 +45,8 @@ class ImageSet:
     """The images of a folder at one model's input.
 
     Attributes:
-        images: uint8 ``N x C x S x S``.
+        images: uint8 ``N x C x S x S`` (a picture read at a shape of its own in the middle of grey 114, the
+            thumbnail's; :meth:`fed` gives it as the model is fed it).
         names: each file's path relative to the folder (a CSV's own folder).
         labels: each file's class subfolder or CSV label, or None in a flat folder.
         classes: the class subfolders or the CSV's labels (sorted as ``folder:PATH`` sorts them), empty for a flat

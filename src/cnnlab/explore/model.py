@@ -146,9 +146,11 @@ class InputSpec:
         crop: centre-crop pictures instead of padding them (:func:`cnnlab.picture.read_picture`): a cnnlab run on a
             folder of images, whose training images were cropped so.
         fit: how pictures not cropped are given the input's shape (:func:`cnnlab.picture.read_picture`): cnnlab's
-            padding, or as Ultralytics' predict feeds the networks it exports (letterboxed on grey 114, stretched,
-            or resized by the shorter side and centre-cropped), or as a Hugging Face image processor frames them
-            (a :class:`cnnlab.picture.ShorterSide` of its own), as :func:`fitted_words` says.
+            padding, or as Ultralytics' predict feeds the networks it exports (letterboxed on grey 114 to the whole
+            input or, a :class:`cnnlab.picture.Letterbox`, to each picture's minimum rectangle, stretched, or resized
+            by the shorter side and centre-cropped), or as a Hugging Face image processor or torchvision's weights'
+            ``transforms()`` frame them (a :class:`cnnlab.picture.ShorterSide` of its own), as :func:`fitted_words`
+            says.
         layout: ``"NCHW"`` or ``"NHWC"``.
         pixel_max: 1 (pixels / 255, as torchvision's models take them) or 255 (the pixel values themselves, as
             Caffe-converted models and Keras's ``caffe`` preprocessing take them).

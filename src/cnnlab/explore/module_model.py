@@ -330,20 +330,37 @@ def _carried(model: nn.Module) -> Carried:
 def _ultralytics(model: nn.Module) -> dict[str, Any]:
     """What an Ultralytics network (``YOLO("yolov8n.pt").model``: ultralytics.nn.tasks' DetectionModel and its kin)
     says of itself, told by its class's module and read from its plain attributes, none of its code run: its class
-    names (its ``names``, a dict of index to name) and how Ultralytics' predict feeds it (its ``task`` and class,
-    :func:`cnnlab.explore.model.ultralytics_fit`: a PyTorch network takes pictures of any shape, which its predict pads
-    only up to a multiple of the larger of its ``stride`` and 32, as its PyTorch backend reads it). Nothing for any
-    other network."""
+    names (its ``names``, a dict of index to name) and how Ultralytics' predict feeds it (its task,
+    :func:`_ultralytics_task`, and class, :func:`cnnlab.explore.model.ultralytics_fit`: a PyTorch network takes
+    pictures of any shape, which its predict pads only up to a multiple of the larger of its ``stride`` and 32, as its
+    PyTorch backend reads it). Nothing for any other network."""
     if not type(model).__module__.startswith("ultralytics."):
         return {}
     strides = getattr(model, "stride", None)
     stride = max(int(torch.as_tensor(strides).max()), 32) if isinstance(strides, (torch.Tensor, int, float)) else 32
-    found: dict[str, Any] = {"fit": ultralytics_fit(getattr(model, "task", None), type(model).__name__, stride),
+    found: dict[str, Any] = {"fit": ultralytics_fit(_ultralytics_task(model), type(model).__name__, stride),
                              "fit_from": "network's Ultralytics class"}
     names = names_by_index(getattr(model, "names", None))
     if names is not None:
         found.update(classes=names, classes_from="the network's names")
     return found
+
+
+def _ultralytics_task(model: nn.Module) -> str | None:
+    """An Ultralytics network's task: its ``task``, which Ultralytics' loader sets, else as that loader guesses it
+    (``guess_model_task``) for a network taken from a checkpoint's ``model`` or ``ema`` or built from its class, which
+    has none: the ``task`` of its ``args`` (a dict), else ``classify`` where one of its modules is its ``Classify``
+    head (the one task among the heads that Ultralytics' predict frames otherwise than by a letterbox); None where
+    nothing says."""
+    task = getattr(model, "task", None)
+    if isinstance(task, str):
+        return task
+    args = getattr(model, "args", None)
+    if isinstance(args, dict) and isinstance(args.get("task"), str):
+        return args["task"]
+    heads = (type(m) for m in model.modules())
+    return "classify" if any(h.__name__ == "Classify" and h.__module__.startswith("ultralytics.") for h in heads) \
+        else None
 
 
 class ModuleModel(TorchModel):

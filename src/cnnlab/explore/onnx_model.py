@@ -995,14 +995,17 @@ def _carried(metadata: dict[str, str], path: Path, graph) -> Carried:
 
     An Ultralytics RT-DETR exported before its metadata named the head (``head``) is told by its ``graph``:
     its decoder's deformable attention samples the maps where its queries point (a ``GridSample``), which no YOLO head
-    does. ``YOLO(file)`` letterboxes such a file and reads its queries as a YOLO head's scores (boxes of a pixel, or
-    none); ``RTDETR(file)``, the one way Ultralytics reads its answer, stretches it, and so is it fed here."""
+    does (a detector's: an export of another task is fed as that task's predictor feeds it). ``YOLO(file)``
+    letterboxes such a file and reads its queries as a YOLO head's scores (boxes of a pixel, or none);
+    ``RTDETR(file)``, the one way Ultralytics reads its answer, stretches it, and so is it fed here."""
     if "cnnlab.input" in metadata:
         return Carried()
     names = indexed_names(metadata["names"]) if "names" in metadata else None  # an Ultralytics classifier's
     if names is not None or metadata.get("author") == "Ultralytics":
         size = input_sides(literal(metadata.get("imgsz", "")))
-        sampling = "head" not in metadata and any(node.op_type == "GridSample" for node in graph.node)
+        # RT-DETR is a detector: YOLO(file) picks another task's predictor by the task, whatever its graph samples
+        sampling = metadata.get("task", "detect") == "detect" and "head" not in metadata and \
+            any(node.op_type == "GridSample" for node in graph.node)
         head = RTDETR_HEAD if sampling else metadata.get("head", "")
         stride = _free_to_stride(metadata, graph)
         fit = ultralytics_fit(metadata.get("task"), head, stride) if metadata.get("author") == "Ultralytics" else PAD
