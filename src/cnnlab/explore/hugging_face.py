@@ -88,21 +88,22 @@ def timm_carried(path: str | Path) -> Carried:
     if not config:
         return Carried()
     found: dict[str, Any] = {}
-    where = "timm's config.json beside it"
+    where = "config.json beside it (timm's pretrained_cfg)"
     labels = config.get("label_names")
     names = id2label_names(dict(enumerate(labels)) if isinstance(labels, list) else labels)
     if names:
-        found.update(classes=names, classes_from=f"{where} (label_names)")
+        found.update(classes=names, classes_from="config.json beside it (timm's label_names)")
     pretrained = config["pretrained_cfg"]
     size = pretrained.get("input_size")
     sides = input_sides(size[1:]) if isinstance(size, list) and len(size) == 3 else None
     if sides:
-        found.update(size=sides, size_from=f"{where} (pretrained_cfg)")
+        found.update(size=sides, size_from=where)
         crop, resample = pretrained.get("crop_pct"), pretrained.get("interpolation")
         if pretrained.get("crop_mode", "center") == "center" and type(crop) in (int, float) and 0 < crop <= 1 and \
                 resample in RESAMPLING.values() and sides[0] == sides[1]:
-            found.update(fit=ShorterSide(math.floor(sides[0] / crop), resample), fit_from=f"{where} (pretrained_cfg)")
-    found.update(_normalisation(pretrained.get("mean"), pretrained.get("std"), f"{where} (pretrained_cfg)"))
+            found.update(fit=ShorterSide(math.floor(sides[0] / crop), resample, said="timm's pretrained_cfg"),
+                         fit_from=where)
+    found.update(_normalisation(pretrained.get("mean"), pretrained.get("std"), where))
     return Carried(**found)
 
 

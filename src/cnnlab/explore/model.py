@@ -99,8 +99,8 @@ FITTED = {LETTERBOX: "letterboxed with grey 114 as Ultralytics' predict does",
 
 def fitted_words(fit: Fit, hw: tuple[int, int]) -> str | None:
     """How the page says pictures are given an input of ``hw`` by ``fit`` (:data:`FITTED`, Ultralytics' letterbox to a
-    multiple of its stride, or a Hugging Face processor's :class:`cnnlab.picture.ShorterSide`), or None for cnnlab's
-    own padding."""
+    multiple of its stride, or a Hugging Face processor's or timm's :class:`cnnlab.picture.ShorterSide`), or None
+    for cnnlab's own padding."""
     if isinstance(fit, Letterbox):
         return f"letterboxed with grey 114 padded only to a multiple of its stride, {fit.stride} (each picture's " \
             "minimum rectangle), as Ultralytics' predict does"
@@ -108,7 +108,7 @@ def fitted_words(fit: Fit, hw: tuple[int, int]) -> str | None:
         return FITTED.get(fit)
     crop = hw[0] if hw[0] == hw[1] else f"{hw[0]} x {hw[1]}"
     return f"resized by the shorter side to {fit.length} ({fit.resample}) and centre-cropped to {crop} as " \
-        "its preprocessor_config.json says"
+        f"{fit.said} says"
 
 
 def framed_as_carried(spec: InputSpec, carried: Carried) -> InputSpec:
