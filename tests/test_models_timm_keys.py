@@ -31,7 +31,9 @@ from cnnlab.explore.model import Options
 from cnnlab.explore.sources import open_model
 from cnnlab.models import create_model, imagenet
 from cnnlab.models.state_dict import load_state_dict_into
+from cnnlab.train import build_run, make_config
 from cnnlab.train.finetune import init_from
+from data_support import noise_dataset
 
 # As timm's models hold them (tensor count, and names with the torchvision parameter each is)
 CONVNEXT_TINY_WRITTEN = (182, {
@@ -319,10 +321,12 @@ def test_init_from_a_timm_file_keeps_its_body_and_starts_a_fresh_head(tmp_path):
 def test_a_timm_file_of_another_architecture_is_refused_in_one_line(tmp_path, capsys, name, builder, key,
                                                                      architecture, instead):
     """A file whose timm config.json names another architecture than the network asked for is refused in one line,
-    exit code 2, by explore and by --init-from, whatever its keys: timm's tf_efficientnet_b0 and resnetaa50 have
-    efficientnet_b0's and resnet50's (torchvision's) keys and were loaded into the wrong network."""
+    exit code 2, by predict (explore's reading of a model) and by --init-from, whatever its keys: timm's
+    tf_efficientnet_b0 and resnetaa50 have efficientnet_b0's and resnet50's (torchvision's) keys and were loaded
+    into the wrong network."""
     path = _timm_file(tmp_path / "timm", getattr(torchvision.models, builder)(), key, architecture)
-    assert main(["explore", name, "--weights", str(path)]) == 2
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    assert main(["predict", name, "--weights", str(path), str(tmp_path / "photo.png")]) == 2
     err = capsys.readouterr().err
     network = imagenet.BACKBONES[name].builder
     says = f"holds timm's {architecture} weights, as config.json beside it says, another network than " \
@@ -347,3 +351,15 @@ def test_a_timm_model_saved_inside_a_wrapper_is_read_under_its_prefix(tmp_path):
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in imagenet.pretrained_normalize("imagenet-efficientnet_b0", 3))
     with torch.no_grad():
         assert torch.allclose(explored.logits(images), theirs((images.float() / 255 - mean) / std), atol=1e-4)
+
+
+def test_a_run_of_an_imagenet_backbone_refuses_a_timm_file_of_another_architecture(tmp_path):
+    """`train imagenet-resnet50 --init-from model.safetensors` of timm's resnetaa50 (an anti-aliased ResNet-50 with
+    torchvision's key names, as its config.json says): the run names the backbone's network to the read, which
+    refuses it before any training; it started from the wrong network's weights."""
+    path = _timm_file(tmp_path / "timm", torchvision.models.resnet50(), lambda name, names: name, "resnetaa50")
+    config = make_config("imagenet-resnet50", "finetune", init_from=str(path), epochs=1, batch_size=4, resize=32,
+                         limit_train_batches=1)
+    with pytest.raises(CnnlabError, match="holds timm's resnetaa50 weights, as config.json beside it says, another "
+                                          "network than torchvision's resnet50; expected timm's resnet50"):
+        build_run(config, dataset=noise_dataset(torch.arange(12) % 3, "abc", 3, 32, test=3), quiet=True)
