@@ -34,6 +34,7 @@ from cnnlab.models.state_dict import load_state_dict_into
 from cnnlab.train import build_run, make_config
 from cnnlab.train.finetune import init_from
 from data_support import noise_dataset
+from test_models_transformers_keys import _randomised, torch_home  # noqa: F401  torch_home: an autouse fixture
 
 # As timm's models hold them (tensor count, and names with the torchvision parameter each is)
 CONVNEXT_TINY_WRITTEN = (182, {
@@ -168,18 +169,6 @@ def _as_timm_holds(name: str, value: torch.Tensor) -> torch.Tensor:
     return value.reshape(*value.shape, 1, 1) if name == "pre_logits.fc2.weight" else value
 
 
-def _randomised(network: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``network``'s state dict, every tensor filled anew (batch-norm scales, biases and statistics too, and each
-    ``num_batches_tracked`` its own count), so that no two of one shape agree and a swap shows."""
-    torch.manual_seed(0)
-    state = {}
-    for k, (name, v) in enumerate(network.state_dict().items()):
-        state[name] = torch.full_like(v, k) if not v.is_floating_point() else \
-            torch.rand_like(v) + 0.5 if name.endswith("running_var") else torch.randn_like(v) * 0.1
-    network.load_state_dict(state)
-    return state
-
-
 def _pretrained_cfg(side: int = 224, **changes) -> dict:
     """A pretrained_cfg as timm writes it into config.json (convnext_tiny.fb_in1k's, at ``side``)."""
     return {"tag": "fb_in1k", "custom_load": False, "input_size": [3, side, side], "fixed_input_size": False,
@@ -200,14 +189,6 @@ def _timm_file(folder: Path, network: torch.nn.Module, key, architecture: str | 
         written = {"architecture": architecture, "num_classes": 1000, "pretrained_cfg": _pretrained_cfg()}
         (folder / "config.json").write_text(json.dumps({**written, **(config or {})}))
     return folder / "model.safetensors"
-
-
-@pytest.fixture(autouse=True)
-def torch_home(tmp_path, monkeypatch) -> Path:
-    """An empty TORCH_HOME: nothing is read from a cache, and the ImageNet weights are never needed."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "torch"
 
 
 @pytest.mark.parametrize("builder, key, written, family", [

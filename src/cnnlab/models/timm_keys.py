@@ -44,7 +44,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io import json_beside
-from cnnlab.models.torchvision_names import CONVNEXT_PARTS, convnext_stage, renamed, wrapper_names
+from cnnlab.models.torchvision_names import CONVNEXT_PARTS, convnext_block, renamed, wrapper_names
 
 # torchvision's builder -> timm's architecture of the same network (the same logits for the same tensors)
 SAME_NETWORK = {
@@ -79,10 +79,8 @@ def _convnext_names(keys: Collection[str]) -> Callable[[str], str | None]:
             return f"features.0.{m[1]}.{m[2]}"
         if m := re.fullmatch(r"stages\.(\d+)\.downsample\.([01])\.(\w+)", key):  # a LayerNorm, a 2x2 convolution
             return f"features.{2 * int(m[1])}.{m[2]}.{m[3]}"
-        if m := _CONVNEXT_BLOCK.fullmatch(key):
-            stage, block, part, tensor, scale = m.groups()
-            where = f"{convnext_stage(int(stage))}.{block}"
-            return f"{where}.layer_scale" if scale else f"{where}.{_CONVNEXT_PART[part]}.{tensor}"
+        if m := _CONVNEXT_BLOCK.fullmatch(key):  # a part's tensor, or the layer scale (gamma)
+            return convnext_block(m[1], m[2], _CONVNEXT_PART.get(m[3]), m[4])
         if m := re.fullmatch(r"head\.(norm|fc)\.(\w+)", key):
             return f"classifier.{0 if m[1] == 'norm' else 2}.{m[2]}"
         return None

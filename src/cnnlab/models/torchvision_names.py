@@ -20,11 +20,13 @@ CONVNEXT_PARTS = ("block.0", "block.2", "block.3", "block.5")
 _LINEAR_WEIGHT = re.compile(r"(?:.*\.)?classifier\.\d+\.weight")
 
 
-def convnext_stage(stage: int) -> str:
-    """torchvision's name of ConvNeXt stage ``stage`` (counted from 0): the stem, the four stages and the three
-    downsampling layers between them are one ``features`` list, so stage ``s`` is ``features.{2s+1}`` and the
-    layer that downsamples into it ``features.{2s}``."""
-    return f"features.{2 * stage + 1}"
+def convnext_block(stage: str, block: str, part: str | None, tensor: str | None) -> str:
+    """torchvision's name of a tensor of ConvNeXt stage ``stage``'s (counted from 0) block ``block``: ``tensor`` of
+    its ``part`` (:data:`CONVNEXT_PARTS`' place), or, where ``part`` is None, its layer scale. The stem, the four
+    stages and the three downsampling layers between them are one ``features`` list, so stage ``s`` is
+    ``features.{2s+1}`` (and the layer that downsamples into it ``features.{2s}``)."""
+    where = f"features.{2 * int(stage) + 1}.{block}"
+    return f"{where}.layer_scale" if part is None else f"{where}.{part}.{tensor}"
 
 
 def wrapper_names(state: dict[str, torch.Tensor], stems: Iterable[str]) -> str:

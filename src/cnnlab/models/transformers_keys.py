@@ -37,7 +37,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io import json_beside
-from cnnlab.models.torchvision_names import CONVNEXT_PARTS, convnext_stage, renamed, wrapper_names
+from cnnlab.models.torchvision_names import CONVNEXT_PARTS, convnext_block, renamed, wrapper_names
 
 _RESNET_STEM = re.compile(r"resnet\.embedder\.embedder\.(convolution|normalization)\.(\w+)")
 _RESNET_BLOCK = re.compile(r"resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:layer\.(\d+)|shortcut)\."
@@ -74,10 +74,8 @@ def _convnext_name(key: str) -> str | None:
         return f"features.0.{0 if m[1] == 'patch_embeddings' else 1}.{m[2]}"
     if m := _CONVNEXT_DOWNSAMPLING.fullmatch(key):  # a LayerNorm, then a 2x2 convolution of stride 2
         return f"features.{2 * int(m[1])}.{m[2]}.{m[3]}"
-    if m := _CONVNEXT_BLOCK.fullmatch(key):
-        stage, block, part, tensor, scale = m.groups()
-        where = f"{convnext_stage(int(stage))}.{block}"
-        return f"{where}.layer_scale" if scale else f"{where}.{_CONVNEXT_PART[part]}.{tensor}"
+    if m := _CONVNEXT_BLOCK.fullmatch(key):  # a part's tensor, or the layer scale
+        return convnext_block(m[1], m[2], _CONVNEXT_PART.get(m[3]), m[4])
     if m := re.fullmatch(r"convnext\.layernorm\.(\w+)", key):
         return f"classifier.0.{m[1]}"
     if m := re.fullmatch(r"classifier\.(\w+)", key):
