@@ -295,22 +295,33 @@ def test_init_from_a_timm_file_keeps_its_body_and_starts_a_fresh_head(tmp_path):
     # an anti-aliased ResNet of torchvision's key names: it loaded silently
     ("imagenet-resnet50", "resnet50", lambda name, names: name, "resnetaa50", "timm's resnet50"),
     ("imagenet-convnext_small", "convnext_tiny", _convnext_key, "convnext_tiny", "timm's convnext_small"),
+    # the architecture asked for, built otherwise: a dilated ResNet-50, and one that max-pools
+    ("imagenet-resnet50", "resnet50", lambda name, names: name, "resnet50",
+     "timm's resnet50 as timm builds it by default"),
+    ("imagenet-resnet18", "resnet18", lambda name, names: name, "resnet18",
+     "timm's resnet18 as timm builds it by default"),
     ("imagenet-mobilenet_v3_large", "mobilenet_v3_large", lambda name, names: name, "mobilenetv3_large_100",
      "torchvision's own weights (timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's "
      "with 1e-3"),
 ])
 def test_a_timm_file_of_another_architecture_is_refused_in_one_line(tmp_path, capsys, name, builder, key,
                                                                      architecture, instead):
-    """A file whose timm config.json names another architecture than the network asked for is refused in one line,
+    """A file whose timm config.json names another architecture than the network asked for, or that one built with
+    arguments that make another network (a ResNet dilated by output_stride, max-pooled), is refused in one line,
     exit code 2, by predict (explore's reading of a model) and by --init-from, whatever its keys: timm's
-    tf_efficientnet_b0 and resnetaa50 have efficientnet_b0's and resnet50's (torchvision's) keys and were loaded
-    into the wrong network."""
-    path = _timm_file(tmp_path / "timm", getattr(torchvision.models, builder)(), key, architecture)
+    tf_efficientnet_b0 and resnetaa50 have efficientnet_b0's and resnet50's (torchvision's) keys, and so do the
+    ResNets built otherwise, and they were loaded into the wrong network."""
+    built = {"imagenet-resnet50": {"model_args": {"num_classes": 1000, "output_stride": 16, "drop_rate": 0.1}},
+             "imagenet-resnet18": {"global_pool": "max"}}.get(name) if architecture == builder else None
+    path = _timm_file(tmp_path / "timm", getattr(torchvision.models, builder)(), key, architecture, built)
     Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
     assert main(["predict", name, "--weights", str(path), str(tmp_path / "photo.png")]) == 2
     err = capsys.readouterr().err
     network = imagenet.BACKBONES[name].builder
-    says = f"holds timm's {architecture} weights, as config.json beside it says, another network than " \
+    otherwise = {"imagenet-resnet50": " built with model_args output_stride=16",
+                 "imagenet-resnet18": " built with global_pool 'max' (torchvision's networks average)"}.get(name, "") \
+        if built else ""
+    says = f"holds timm's {architecture} weights{otherwise}, as config.json beside it says, another network than " \
         f"torchvision's {network}; expected {instead}"
     assert len(err.strip().splitlines()) == 1 and says in err, err
     with pytest.raises(CnnlabError, match=re.escape(says)):

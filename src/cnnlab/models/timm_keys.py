@@ -27,9 +27,9 @@ block's index and the part's role), so any depth maps alike, under a wrapper's n
 
 What the keys cannot tell (timm's ``tf_efficientnet_b0`` has ``efficientnet_b0``'s keys, but pads as TensorFlow does
 and normalises with another epsilon) ``config.json`` says where it lies beside the file: an ``architecture`` that
-is not the network asked for is refused in one line rather than loaded into it, whatever its keys
-(:func:`check_architecture`). MobileNetV3 is not mapped: timm's normalise with a batch-norm epsilon of 1e-5,
-torchvision's with 1e-3, another network for the same tensors.
+is not the network asked for, or is but built otherwise (its ``model_args``), is refused in one line rather than
+loaded into it, whatever its keys (:func:`check_architecture`). MobileNetV3 is not mapped: timm's normalise with a
+batch-norm epsilon of 1e-5, torchvision's with 1e-3, another network for the same tensors.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ SAME_NETWORK = {
 _NONE_SAME = {"mobilenet_v3_large": "timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's "
                                     "with 1e-3: another network for the same tensors"}
 _NONE_SAME["mobilenet_v3_small"] = _NONE_SAME["mobilenet_v3_large"]
+# timm's model arguments that leave the network evaluated as its architecture's default: the input channels and
+# classes (which the keys' shapes tell), dropouts, and the pooling where it is the average
+_UNCHANGED_BY = {"in_chans", "num_classes", "drop_rate", "drop_path_rate", "drop_block_rate", "global_pool"}
 
 _CONVNEXT_BLOCK = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(?:(conv_dw|norm|mlp\.fc1|mlp\.fc2)\.(\w+)|(gamma))")
 _CONVNEXT_PART = dict(zip(("conv_dw", "norm", "mlp.fc1", "mlp.fc2"), CONVNEXT_PARTS, strict=True))
@@ -195,20 +198,38 @@ def timm_config(path: str | Path) -> dict[str, Any]:
 
 def check_architecture(path: str | Path, network: str | None) -> None:
     """Refuse the file ``path`` for torchvision's ``network`` (its builder's name) where timm's ``config.json``
-    beside it names another architecture than timm's of that network (:data:`SAME_NETWORK`); nothing where there
-    is no such file or no network is named.
+    beside it names another architecture than timm's of that network (:data:`SAME_NETWORK`), or that one built
+    otherwise (:func:`_built_otherwise`); nothing where there is no such file or no network is named.
 
     Raises:
         CnnlabError: one line naming both and what would fit.
     """
-    architecture = timm_config(path).get("architecture")
-    if network is None or architecture is None or SAME_NETWORK.get(network) == architecture:
+    config = timm_config(path)
+    architecture = config.get("architecture")
+    if network is None or architecture is None:
         return
     same = SAME_NETWORK.get(network)
-    instead = f"timm's {same}" if same else f"torchvision's own weights ({_NONE_SAME[network]})" \
-        if network in _NONE_SAME else "torchvision's own weights (timm has no network of its architecture)"
-    raise CnnlabError(f"{path} holds timm's {architecture} weights, as config.json beside it says, another network "
-                      f"than torchvision's {network}; expected {instead}")
+    otherwise = _built_otherwise(config) if same == architecture else None
+    if same == architecture and otherwise is None:
+        return
+    instead = f"timm's {same}" + (" as timm builds it by default" if otherwise else "") if same else \
+        f"torchvision's own weights ({_NONE_SAME[network]})" if network in _NONE_SAME else \
+        "torchvision's own weights (timm has no network of its architecture)"
+    raise CnnlabError(f"{path} holds timm's {architecture} weights{f' built with {otherwise}' if otherwise else ''}, "
+                      f"as config.json beside it says, another network than torchvision's {network}; expected "
+                      f"{instead}")
+
+
+def _built_otherwise(config: dict[str, Any]) -> str | None:
+    """What timm's ``config`` says its network was built with that makes it another than its architecture's
+    default (an ``output_stride`` of 16 dilates a ResNet, a ``global_pool`` of ``max`` pools otherwise), in
+    words; None where it says only what the keys tell or evaluation ignores (:data:`_UNCHANGED_BY`)."""
+    args = config.get("model_args") if isinstance(config.get("model_args"), dict) else {}
+    pool = args.get("global_pool", config.get("global_pool", "avg"))
+    if pool != "avg":
+        return f"global_pool {pool!r} (torchvision's networks average)"
+    others = sorted(set(args) - _UNCHANGED_BY)
+    return f"model_args {', '.join(f'{k}={args[k]!r}' for k in others)}" if others else None
 
 
 def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
