@@ -355,3 +355,21 @@ def test_a_run_of_an_imagenet_backbone_refuses_a_timm_file_of_another_architectu
     with pytest.raises(CnnlabError, match="holds timm's resnetaa50 weights, as config.json beside it says, another "
                                           "network than torchvision's resnet50; expected timm's resnet50"):
         build_run(config, dataset=noise_dataset(torch.arange(12) % 3, "abc", 3, 32, test=3), quiet=True)
+
+
+def test_a_timm_mobilenetv3_file_without_config_is_refused_naming_why(tmp_path, capsys):
+    """timm's mobilenetv3_large_100 keys (a few written out as timm holds them, with their shapes) without a
+    config.json: its keys tell it, and the line says why it is not read into torchvision's mobilenet_v3_large (the
+    batch-norm epsilon) where it said only "Missing key(s) in state_dict: features.0.0.weight ..."."""
+    shapes = {"conv_stem.weight": (16, 3, 3, 3), "bn1.weight": (16,), "blocks.0.0.conv_dw.weight": (16, 1, 3, 3),
+              "blocks.6.0.conv.weight": (960, 160, 1, 1), "conv_head.weight": (1280, 960, 1, 1),
+              "conv_head.bias": (1280,), "classifier.weight": (1000, 1280), "classifier.bias": (1000,)}
+    save_file({k: torch.zeros(v) for k, v in shapes.items()}, tmp_path / "model.safetensors")
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    args = ["predict", "imagenet-mobilenet_v3_large", "--weights", str(tmp_path / "model.safetensors"),
+            str(tmp_path / "photo.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "holds timm's MobileNetV3 weights (its keys conv_stem, blocks, " \
+        "conv_head with a bias), another network than torchvision's mobilenet_v3_large (timm's MobileNetV3s " \
+        "normalise with a batch-norm epsilon of 1e-5, torchvision's with 1e-3" in err, err

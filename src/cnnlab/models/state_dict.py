@@ -316,7 +316,8 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
 
     Raises:
         CnnlabError: one line: the ``config.json`` beside a Transformers file makes it another network than
-            torchvision's, or timm's names another architecture than ``network``'s.
+            torchvision's, or timm's names another architecture than ``network``'s, or the keys are timm's
+            MobileNetV3's for torchvision's.
     """
     timm_keys.check_architecture(path, network)  # before any fit: timm's tf_efficientnet_b0 has efficientnet_b0's keys
     state, how = without_prefix(state, keys)
@@ -328,7 +329,7 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
         return state, ", ".join(filter(None, ("DenseNet's older key names (norm.1) read as today's (norm1)", how)))
     state, renamed = transformers_keys.torchvision_keys(state, path)
     if not renamed:
-        state, renamed = timm_keys.torchvision_keys(state, path)
+        state, renamed = timm_keys.torchvision_keys(state, path, network)
     if not renamed:
         return state, ""
     state, how = without_prefix(state, keys)  # a wrapper's names before them (a Lightning module's model.)

@@ -57,6 +57,8 @@ SAME_NETWORK = {
 _NONE_SAME = {"mobilenet_v3_large": "timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's "
                                     "with 1e-3: another network for the same tensors"}
 _NONE_SAME["mobilenet_v3_small"] = _NONE_SAME["mobilenet_v3_large"]
+# timm's MobileNetV3 keys: its EfficientNet's, but a head convolution with a bias and no batch norm after it
+_MOBILENETV3_SIGNATURE = ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias", "classifier.weight")
 # timm's model arguments that leave the network evaluated as its architecture's default: the input channels and
 # classes (which the keys' shapes tell), dropouts, and the pooling where it is the average
 _UNCHANGED_BY = {"in_chans", "num_classes", "drop_rate", "drop_path_rate", "drop_block_rate", "global_pool"}
@@ -232,10 +234,20 @@ def _built_otherwise(config: dict[str, Any]) -> str | None:
     return f"model_args {', '.join(f'{k}={args[k]!r}' for k in others)}" if others else None
 
 
-def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path,
+                     network: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, under torchvision's key names where it is a timm ConvNeXt's, EfficientNet's,
     RegNet's or VGG's, and what was done in words for the page (naming the ``architecture`` of timm's config.json
-    beside it, where there is one); else as it is, and ``""``."""
+    beside it, where there is one); else as it is, and ``""``.
+
+    Raises:
+        CnnlabError: one line: it is timm's MobileNetV3 (its keys tell it: no config.json needed) and ``network``
+            torchvision's, which is another network.
+    """
+    if network in _NONE_SAME and all(key in state for key in _MOBILENETV3_SIGNATURE):
+        raise CnnlabError(f"{path} holds timm's MobileNetV3 weights (its keys conv_stem, blocks, conv_head with a "
+                          f"bias), another network than torchvision's {network} ({_NONE_SAME[network]}); expected "
+                          "torchvision's own weights")
     layout, head = _layout(state)
     if layout is None:
         return state, ""
