@@ -67,19 +67,22 @@ PICTURE_KEY = "cnnlab.picture"
 
 class ShorterSide(NamedTuple):
     """A fit that resizes the shorter side and crops the centre: Ultralytics' classifiers' (:data:`SHORTER_SIDE`) or,
-    of its own length, filter and rounding, a Hugging Face image processor's. Carried as it is (``InputSpec.fit``),
-    beside the fits named by a string.
+    of its own length, filter and rounding, a Hugging Face image processor's or timm's evaluation transform's.
+    Carried as it is (``InputSpec.fit``), beside the fits named by a string.
 
     Attributes:
         length: the shorter side's new length, or None: the input's side (Ultralytics' classifiers).
         resample: Pillow's filter, by its lower-case name (:data:`RESAMPLING`).
         floor: the crop's offsets halved and rounded down (a Hugging Face image processor's ``center_crop``), not
-            rounded to the nearest (torchvision's ``CenterCrop``, which Ultralytics' classifiers use).
+            rounded to the nearest (torchvision's ``CenterCrop``, which Ultralytics' classifiers and timm's
+            evaluation transform use).
+        said: what says so, and its verb, for the page (a length's: the file it was read from).
     """
 
     length: int | None = None
     resample: str = "bilinear"
     floor: bool = False
+    said: str = "its preprocessor_config.json says"
 
     def __str__(self) -> str:  # its name where the page says where a fit was read, as a string fit's is the string
         return "shorter-side"

@@ -1,5 +1,6 @@
 """What a Hugging Face model's folder says of how the model is fed and what it answers, read as JSON (nothing of it
-runs): ``config.json``'s class names and ``preprocessor_config.json``'s input size, normalisation and framing.
+runs): ``config.json``'s class names and ``preprocessor_config.json``'s input size, normalisation and framing, or,
+in a timm model's folder, its ``config.json``'s class names and ``pretrained_cfg`` (:func:`timm_carried`).
 
 Both an ONNX export's folder (``optimum-cli export onnx`` writes the two files beside ``model.onnx``) and a
 Transformers ``save_pretrained`` folder (beside ``model.safetensors``) are read so. The framing is the image
@@ -11,12 +12,14 @@ picture shows its model another image than its users' pipeline does.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from cnnlab.explore.model import SIDES, Carried
 from cnnlab.explore.outputs import id2label_names
 from cnnlab.io import json_beside
+from cnnlab.models.timm_keys import timm_config
 from cnnlab.picture import RESAMPLING, ShorterSide
 
 # The shortest edge from which a ConvNeXt processor stretches the picture to a square instead of cropping it (the
@@ -56,14 +59,51 @@ def hugging_face_carried(path: str | Path) -> Carried:
         found.update(size=sides, size_from=where)
         if framing:
             found.update(fit=framing, fit_from=where)
-    mean, std = processor.get("image_mean"), processor.get("image_std")
     factor = processor.get("rescale_factor", 1 / 255)
     rescaled = processor.get("do_rescale", True) is True and type(factor) in (int, float) and \
         abs(factor - 1 / 255) < 1e-6
-    if processor.get("do_normalize", True) and rescaled and all(
-            isinstance(v, list) and 1 <= len(v) <= 4 and all(type(x) in (int, float) and x == x for x in v)
-            for v in (mean, std)) and all(x > 0 for x in std):
-        found.update(mean=tuple(map(float, mean)), std=tuple(map(float, std)), mean_from=where)
+    if processor.get("do_normalize", True) and rescaled:
+        found.update(_normalisation(processor.get("image_mean"), processor.get("image_std"), where))
+    return Carried(**found)
+
+
+def _normalisation(mean: Any, std: Any, where: str) -> dict[str, Any]:
+    """``mean`` and ``std`` (of pixels / 255, from JSON) as :class:`Carried`'s fields, read from ``where``; none
+    where they are not lists of 1 to 4 numbers, the stds positive."""
+    if all(isinstance(v, list) and 1 <= len(v) <= 4 and all(type(x) in (int, float) and x == x for x in v)
+           for v in (mean, std)) and all(x > 0 for x in std):
+        return {"mean": tuple(map(float, mean)), "std": tuple(map(float, std)), "mean_from": where}
+    return {}
+
+
+def timm_carried(path: str | Path) -> Carried:
+    """What timm's ``config.json`` beside ``path`` (its model.safetensors, :func:`~cnnlab.models.timm_keys.timm_config`)
+    says: the class names of its ``label_names`` (a list, or a dict by index); its ``pretrained_cfg``'s input size
+    (``input_size``, channels, height, width), normalisation (``mean``, ``std``) and framing, as timm's evaluation
+    transform frames a picture for a ``center`` ``crop_mode``: the shorter side resized to ``floor(side /
+    crop_pct)`` with its ``interpolation`` (torchvision's Resize, the longer side truncated) and the centre cropped
+    (torchvision's CenterCrop, offsets rounded). Nothing for a folder of another kind, or a part in a form not
+    understood here."""
+    config = timm_config(path)
+    if not config:
+        return Carried()
+    found: dict[str, Any] = {}
+    where = "config.json beside it (timm's pretrained_cfg)"
+    labels = config.get("label_names")
+    names = id2label_names(dict(enumerate(labels)) if isinstance(labels, list) else labels)
+    if names:
+        found.update(classes=names, classes_from="config.json beside it (timm's label_names)")
+    pretrained = config["pretrained_cfg"]
+    size = pretrained.get("input_size")
+    sides = input_sides(size[1:]) if isinstance(size, list) and len(size) == 3 else None
+    if sides:
+        found.update(size=sides, size_from=where)
+        crop, resample = pretrained.get("crop_pct"), pretrained.get("interpolation")
+        if pretrained.get("crop_mode", "center") == "center" and type(crop) in (int, float) and 0 < crop <= 1 and \
+                resample in RESAMPLING.values() and sides[0] == sides[1]:
+            found.update(fit=ShorterSide(math.floor(sides[0] / crop), resample, said="timm's pretrained_cfg says"),
+                         fit_from=where)
+    found.update(_normalisation(pretrained.get("mean"), pretrained.get("std"), where))
     return Carried(**found)
 
 

@@ -99,17 +99,15 @@ FITTED = {LETTERBOX: "letterboxed with grey 114 as Ultralytics' predict does",
 
 def fitted_words(fit: Fit, hw: tuple[int, int]) -> str | None:
     """How the page says pictures are given an input of ``hw`` by ``fit`` (:data:`FITTED`, Ultralytics' letterbox to a
-    multiple of its stride, or the :class:`cnnlab.picture.ShorterSide` of a Hugging Face processor or of torchvision's
-    weights' transforms), or None for cnnlab's own padding."""
+    multiple of its stride, or the :class:`cnnlab.picture.ShorterSide` of a Hugging Face processor, of timm's
+    pretrained_cfg or of torchvision's weights' transforms), or None for cnnlab's own padding."""
     if isinstance(fit, Letterbox):
         return f"letterboxed with grey 114 padded only to a multiple of its stride, {fit.stride} (each picture's " \
             "minimum rectangle), as Ultralytics' predict does"
     if not isinstance(fit, ShorterSide) or fit.length is None:
         return FITTED.get(fit)
     crop = hw[0] if hw[0] == hw[1] else f"{hw[0]} x {hw[1]}"
-    # a crop's offsets rounded down are a Hugging Face processor's arithmetic, rounded torchvision's CenterCrop's
-    return f"resized by the shorter side to {fit.length} ({fit.resample}) and centre-cropped to {crop} as " + \
-        ("its preprocessor_config.json says" if fit.floor else "its weights' transforms() do")
+    return f"resized by the shorter side to {fit.length} ({fit.resample}) and centre-cropped to {crop} as {fit.said}"
 
 
 def framed_as_carried(spec: InputSpec, carried: Carried) -> InputSpec:

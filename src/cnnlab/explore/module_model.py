@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.explore.gradcam import is_spatial
-from cnnlab.explore.hugging_face import hugging_face_carried
+from cnnlab.explore.hugging_face import hugging_face_carried, timm_carried
 from cnnlab.explore.layouts import (
     NCHW,
     Layouts,
@@ -290,14 +290,16 @@ def _framed_as_its_weights(carried: Carried, weights, side: int) -> Carried:
     return replace(carried, size=(side, side), fit=weights_framing(weights), fit_from="weights' transforms")
 
 
-def _transformers_carried(path: str | Path, state: dict[str, torch.Tensor]) -> Carried:
-    """What the Hugging Face folder of ``path`` says (:func:`~cnnlab.explore.hugging_face.hugging_face_carried`:
-    config.json's class names, preprocessor_config.json's size, normalisation and framing), where ``state`` (read
-    from it) is a Hugging Face Transformers ResNet's or ConvNeXt's (``save_pretrained`` writes the three side by
-    side); nothing otherwise."""
-    if transformers_layout(state) is None:
-        return Carried()
-    return hugging_face_carried(path)
+def _library_carried(path: str | Path, state: dict[str, torch.Tensor]) -> Carried:
+    """What the Hugging Face folder of ``path`` says: where ``state`` (read from it) is a Hugging Face Transformers
+    ResNet's or ConvNeXt's (``save_pretrained`` writes the three side by side),
+    :func:`~cnnlab.explore.hugging_face.hugging_face_carried` (config.json's class names, preprocessor_config.json's
+    size, normalisation and framing); else, where timm's config.json lies beside it,
+    :func:`~cnnlab.explore.hugging_face.timm_carried` (its class names, its pretrained_cfg's size, normalisation and
+    framing); nothing otherwise."""
+    if transformers_layout(state) is not None:
+        return hugging_face_carried(path)
+    return timm_carried(path)
 
 
 def _carried(model: nn.Module) -> Carried:
@@ -490,7 +492,8 @@ class ModuleModel(TorchModel):
         input size, normalisation and 1,000 class names of the weights' own metadata (flags override the first
         two); with ``options.weights``, the same architecture shaped as that state dict has it (input channels,
         classes: ImageNet's names only for 1,000 outputs) with its weights, fed as the ImageNet weights are (a
-        Transformers folder's as its preprocessor_config.json says, its classes named by its config.json); or,
+        Transformers folder's as its preprocessor_config.json says, its classes named by its config.json, a timm
+        folder's as its config.json's pretrained_cfg says); or,
         where the file is ``cnnlab export --format safetensors``'s of this network, fed as its metadata says its run
         was (input side, normalisation, centre-cropped pictures) and its classes named so (flags come first), and
         the metadata kept as an export's (``metadata``: eval scores the run's test split)."""
@@ -508,7 +511,7 @@ class ModuleModel(TorchModel):
             state, unread = read_weights(given.weights, expected)
             state = network_state(name, state)
             model, channels, classes = backbone_for(name, state)
-            how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected)
+            how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected, builder)
             note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how, unread)}"
         exported = _exported_of(given.weights, name) if given.weights is not None else None
         if exported is not None:  # a cnnlab export of this network: fed as its run was, its classes named
@@ -521,8 +524,8 @@ class ModuleModel(TorchModel):
             stored_in = "the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs"
             size_from = "weights' metadata"
             normalised_by = "weights' metadata" if given.weights is None else "ImageNet weights' metadata"
-            # a Transformers folder names its classes (fine-tuned too) and says how its processor feeds the network
-            carried = _transformers_carried(given.weights, state) if given.weights is not None else Carried()
+            # a Transformers or timm folder names its classes (fine-tuned too) and says how the network is fed
+            carried = _library_carried(given.weights, state) if given.weights is not None else Carried()
             if carried.classes is not None and len(carried.classes) == classes:
                 stored, stored_in = carried.classes, carried.classes_from
             if carried.size is not None:

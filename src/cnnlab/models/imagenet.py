@@ -47,10 +47,10 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.io import atomic_write
+from cnnlab.models import timm_keys, transformers_keys
 from cnnlab.models.pretrained_quirks import Renormalise, without_aux_heads
 from cnnlab.models.registry import register_model
 from cnnlab.models.state_dict import load_state_dict_into, read_state_dict
-from cnnlab.models.transformers_keys import in_torchvision_names
 from cnnlab.picture import ShorterSide
 from cnnlab.table import text_table
 
@@ -175,7 +175,8 @@ def weights_framing(weights) -> ShorterSide:
     their filter (bilinear, bicubic for some), antialiased, then their centre crop, the offsets rounded: the picture
     behind every accuracy torchvision publishes for them."""
     transform = weights.transforms()
-    return ShorterSide(int(transform.resize_size[0]), transform.interpolation.value)
+    return ShorterSide(int(transform.resize_size[0]), transform.interpolation.value,
+                       said="its weights' transforms() do")
 
 
 def _modules_named(model: nn.Module, kind: type) -> list[str]:
@@ -246,13 +247,13 @@ def network_state(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.
 def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, int, int]:
     """``name``'s architecture (without weights) shaped as a state dict of it from elsewhere has it: its first
     convolution's input channels and its head's classes (a backbone fine-tuned on grey pictures, or on other
-    classes); a key under a prefix (``module.``) counts, and a Transformers ResNet's or ConvNeXt's under
-    torchvision's name. Returns the model, its input channels and its classes.
+    classes); a key under a prefix (``module.``) counts, and a Transformers or timm network's under torchvision's
+    name. Returns the model, its input channels and its classes.
 
     What else does not fit is left for :func:`cnnlab.models.state_dict.load_state_dict_into` to name; the state
     dict to load is :func:`network_state`'s."""
     model = _builder(name)(num_classes=1000, in_channels=3)
-    state = in_torchvision_names(state)
+    state = timm_keys.in_torchvision_names(transformers_keys.in_torchvision_names(state))
     shapes = {}
     for kind, index in ((nn.Conv2d, 0), (nn.Linear, -1)):
         key = _modules_named(model, kind)[index] + ".weight"

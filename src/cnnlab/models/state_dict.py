@@ -9,7 +9,8 @@ fastai's optimizer state: read as nothing, :func:`load_weights_only`), and keys 
 the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``, ``_orig_mod.`` from torch.compile, a
 Lightning module's attribute name, or several of them), which is dropped only when the keys then fit the network
 exactly (or the keys under one prefix alone do: :func:`without_prefix`). A Hugging Face Transformers ResNet's or
-ConvNeXt's ``save_pretrained`` weights are read under torchvision's names (:mod:`cnnlab.models.transformers_keys`).
+ConvNeXt's ``save_pretrained`` weights are read under torchvision's names (:mod:`cnnlab.models.transformers_keys`),
+and so are timm's ConvNeXt's, EfficientNet's, RegNet's and VGG's (:mod:`cnnlab.models.timm_keys`).
 Keras's files are told by their contents and refused with the way in (their ONNX export)."""
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from torch import nn
 from torch._C._export import pt2_archive_constants as pt2
 
 from cnnlab.errors import CnnlabError, summary, weights_only_refusal
+from cnnlab.models import timm_keys, transformers_keys
 from cnnlab.models.pretrained_quirks import densenet_new_keys
-from cnnlab.models.transformers_keys import torchvision_keys
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts and Lightning keep the weights
 SAVED = "saved by torch.save or as .safetensors"  # the two ways a state dict comes, for "expected ..." lines
@@ -299,19 +300,26 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict
     return {k[len(head):]: v for k, v in state.items() if k.startswith(head)}, how
 
 
-def network_keys(state: dict[str, torch.Tensor], keys: set[str],
-                 path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Path,
+                 network: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, with its keys as the network's ``keys`` name them where they are another
     tool's for the same tensors: without a prefix the network lacks (:func:`without_prefix`), DenseNet's older names
     as today's (:func:`~cnnlab.models.pretrained_quirks.densenet_new_keys`), or, where they are a
-    Hugging Face Transformers ResNet's or ConvNeXt's, under torchvision's names
-    (:func:`~cnnlab.models.transformers_keys.torchvision_keys`), then without a wrapper's prefix. Returns it and what
-    was done, in words for the page (``""``: nothing).
+    Hugging Face Transformers ResNet's or ConvNeXt's or a timm ConvNeXt's, EfficientNet's, RegNet's or VGG's, under
+    torchvision's names (:func:`~cnnlab.models.transformers_keys.torchvision_keys`,
+    :func:`~cnnlab.models.timm_keys.torchvision_keys`), then without a wrapper's prefix. Returns it and what was
+    done, in words for the page (``""``: nothing).
+
+    Args:
+        network: torchvision's builder of the network (``"convnext_tiny"``), where it is one: timm's config.json
+            beside ``path`` must then name timm's architecture of it.
 
     Raises:
         CnnlabError: one line: the ``config.json`` beside a Transformers file makes it another network than
-            torchvision's.
+            torchvision's, or timm's names another architecture than ``network``'s, or the keys are timm's
+            MobileNetV3's for torchvision's.
     """
+    timm_keys.check_architecture(path, network)  # before any fit: timm's tf_efficientnet_b0 has efficientnet_b0's keys
     state, how = without_prefix(state, keys)
     if how or keys <= set(state):  # a network whose own names are Transformers' reads them as they are
         return state, how
@@ -319,7 +327,9 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str],
     if current.keys() != state.keys():  # torchvision's hosted DenseNet files, and files saved by its older versions
         state, how = without_prefix(current, keys)
         return state, ", ".join(filter(None, ("DenseNet's older key names (norm.1) read as today's (norm1)", how)))
-    state, renamed = torchvision_keys(state, path)
+    state, renamed = transformers_keys.torchvision_keys(state, path)
+    if not renamed:
+        state, renamed = timm_keys.torchvision_keys(state, path, network)
     if not renamed:
         return state, ""
     state, how = without_prefix(state, keys)  # a wrapper's names before them (a Lightning module's model.)
@@ -335,10 +345,10 @@ def loaded_note(path: str | Path, how: str, unread: tuple[str, ...] = ()) -> str
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
-                         expected: str) -> str:
+                         expected: str, network: str | None = None) -> str:
     """Put ``state`` into ``model`` exactly (strict: every key, every shape), reading keys under a prefix the
-    model lacks without it when they then fit, and a Transformers ResNet's or ConvNeXt's under torchvision's names
-    (:func:`network_keys`).
+    model lacks without it when they then fit, and a Transformers or timm network's under torchvision's names
+    (:func:`network_keys`; ``network`` its torchvision builder, where it is one).
 
     Returns:
         What was done to the keys, in words for the page (``"its keys without their 'module.' prefix"``), or
@@ -346,10 +356,10 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path:
 
     Raises:
         CnnlabError: one line naming what does not fit (missing or unexpected keys, another shape; the keys under
-            torchvision's names where a Transformers file's were read so), or why a Transformers file is another
-            network.
+            torchvision's names where a Transformers or timm file's were read so), or why a Transformers or timm
+            file is another network.
     """
-    state, how = network_keys(state, set(model.state_dict()), path)
+    state, how = network_keys(state, set(model.state_dict()), path, network)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture

@@ -37,6 +37,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io import json_beside
+from cnnlab.models.torchvision_names import CONVNEXT_PARTS, convnext_block, renamed, wrapper_names
 
 _RESNET_STEM = re.compile(r"resnet\.embedder\.embedder\.(convolution|normalization)\.(\w+)")
 _RESNET_BLOCK = re.compile(r"resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:layer\.(\d+)|shortcut)\."
@@ -47,7 +48,7 @@ _CONVNEXT_STEM = re.compile(r"convnext\.embeddings\.(patch_embeddings|layernorm)
 _CONVNEXT_DOWNSAMPLING = re.compile(r"convnext\.encoder\.stages\.(\d+)\.downsampling_layer\.(\d+)\.(\w+)")
 _CONVNEXT_BLOCK = re.compile(r"convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:(dwconv|layernorm|pwconv1|pwconv2)"
                              r"\.(\w+)|(layer_scale_parameter))")
-_CONVNEXT_PART = {"dwconv": "block.0", "layernorm": "block.2", "pwconv1": "block.3", "pwconv2": "block.5"}
+_CONVNEXT_PART = dict(zip(("dwconv", "layernorm", "pwconv1", "pwconv2"), CONVNEXT_PARTS, strict=True))
 # The stems' convolutions, whose keys every such file has: what names a wrapper put before them shows there
 _STEM_KEYS = ("resnet.embedder.embedder.convolution.weight", "convnext.embeddings.patch_embeddings.weight")
 
@@ -73,10 +74,8 @@ def _convnext_name(key: str) -> str | None:
         return f"features.0.{0 if m[1] == 'patch_embeddings' else 1}.{m[2]}"
     if m := _CONVNEXT_DOWNSAMPLING.fullmatch(key):  # a LayerNorm, then a 2x2 convolution of stride 2
         return f"features.{2 * int(m[1])}.{m[2]}.{m[3]}"
-    if m := _CONVNEXT_BLOCK.fullmatch(key):
-        stage, block, part, tensor, scale = m.groups()
-        where = f"features.{2 * int(stage) + 1}.{block}"
-        return f"{where}.layer_scale" if scale else f"{where}.{_CONVNEXT_PART[part]}.{tensor}"
+    if m := _CONVNEXT_BLOCK.fullmatch(key):  # a part's tensor, or the layer scale
+        return convnext_block(m[1], m[2], _CONVNEXT_PART.get(m[3]), m[4])
     if m := re.fullmatch(r"convnext\.layernorm\.(\w+)", key):
         return f"classifier.0.{m[1]}"
     if m := re.fullmatch(r"classifier\.(\w+)", key):
@@ -121,19 +120,11 @@ LAYOUTS = (Layout("ResNetForImageClassification", "ResNet", "resnet", _resnet_na
            Layout("ConvNextForImageClassification", "ConvNeXt", "convnext", _convnext_name, _convnext_difference))
 
 
-def _head(state: dict[str, torch.Tensor]) -> str:
-    """The names a wrapper put before a Transformers model's keys (a Lightning module's ``model.``, DataParallel's
-    ``module.``), read off its stem's key; "" where there are none, or several such keys disagree."""
-    heads = {key[:-len(stem)] for key in state for stem in _STEM_KEYS
-             if key.endswith(stem) and (len(key) == len(stem) or key[-len(stem) - 1] == ".")}
-    return heads.pop() if len(heads) == 1 else ""
-
-
 def _layout(state: dict[str, torch.Tensor]) -> tuple[Layout | None, str]:
     """The Transformers class whose ``save_pretrained`` keys ``state`` has (every key under its body's name or its
     ``classifier``, its stem among them), perhaps all under a wrapper's names, and those names ("": none); or
     ``(None, "")``."""
-    head = _head(state)
+    head = wrapper_names(state, _STEM_KEYS)
     under = [key[len(head):] for key in state if key.startswith(head)]
     tops = {key.split(".", 1)[0] for key in under}
     layout = next((layout for layout in LAYOUTS if layout.body in tops and tops <= {layout.body, "classifier"}
@@ -152,18 +143,7 @@ def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     (:func:`transformers_layout`), a wrapper's names before them kept, and a key of no place there kept as it is (a
     strict load names it); else as it is."""
     layout, head = _layout(state)
-    return state if layout is None else _renamed(state, layout, head)
-
-
-def _renamed(state: dict[str, torch.Tensor], layout: Layout, head: str) -> dict[str, torch.Tensor]:
-    """``state``, whose keys are ``layout``'s under the wrapper's names ``head``, under torchvision's."""
-    renamed = {}
-    for key, value in state.items():
-        name = layout.name(key[len(head):]) if key.startswith(head) else None
-        name = head + name if name else key
-        # torchvision scales a ConvNeXt block's output on NCHW, Transformers' on NHWC: C x 1 x 1 against C
-        renamed[name] = value.reshape(-1, 1, 1) if name.endswith(".layer_scale") and value.dim() == 1 else value
-    return renamed
+    return state if layout is None else renamed(state, layout.name, head)
 
 
 def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -181,5 +161,5 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[
         raise CnnlabError(f"{path} holds Hugging Face Transformers' {layout.cls} weights of another network than "
                           f"torchvision's {layout.family}: {difference}, as config.json beside it says; expected "
                           f"weights of torchvision's architecture (Transformers' defaults)")
-    return _renamed(state, layout, head), f"Hugging Face Transformers' {layout.cls} keys read under torchvision's " \
-        f"{layout.family} names"
+    return renamed(state, layout.name, head), \
+        f"Hugging Face Transformers' {layout.cls} keys read under torchvision's {layout.family} names"

@@ -343,7 +343,9 @@ def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool,
         model.apply(init_cnn)
     initialised = None
     if config.init_from and fine_tune:
-        initialised = init_from(model, config.init_from, dataset.classes, dataset.channels)
+        backbone = BACKBONES.get(config.model)  # an ImageNet backbone: timm's config.json must name its network
+        initialised = init_from(model, config.init_from, dataset.classes, dataset.channels,
+                                backbone.builder if backbone else None)
         if note:
             print(initialised.line, flush=True)
     if frozen:

@@ -45,7 +45,7 @@ class Initialised:
 
 
 def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None,
-              channels: int | None = None) -> Initialised:
+              channels: int | None = None, network: str | None = None) -> Initialised:
     """Copy the fitting weights of checkpoint ``path`` into ``model``; returns what was kept and the source's
     normalisation.
 
@@ -54,9 +54,11 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
 
     ``path`` may also hold a state dict of the model's network from elsewhere (``torch.save(model.state_dict())``,
     perhaps inside a training script's or Lightning's checkpoint, or a ``.safetensors`` file; keys perhaps under
-    DataParallel's ``module.``, or a Hugging Face Transformers ResNet's or ConvNeXt's, read under torchvision's
-    names: :func:`~cnnlab.models.state_dict.network_keys`): it names no classes and no normalisation, so its output
-    layer is kept only where its shape fits, and the input is normalised as :class:`Initialised` says.
+    DataParallel's ``module.``, or a Hugging Face Transformers ResNet's or ConvNeXt's or a timm ConvNeXt's,
+    EfficientNet's, RegNet's or VGG's, read under torchvision's names: :func:`~cnnlab.models.state_dict.network_keys`,
+    ``network`` the model's torchvision builder where it is one, whose architecture timm's config.json beside the
+    file must name): it names no classes and no normalisation, so its output layer is kept only where its shape
+    fits, and the input is normalised as :class:`Initialised` says.
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
@@ -69,7 +71,7 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         if e.held is None:  # not read at all (a pickle of objects, a TorchScript archive): its line says why
             raise
         expected = "a cnnlab checkpoint, or a state dict of this model's network"
-        state, how = network_keys(state_dict_in(e.held, path, expected), set(own), path)
+        state, how = network_keys(state_dict_in(e.held, path, expected), set(own), path, network)
         ckpt, foreign = {"model": state}, True
     source = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(source, dict):

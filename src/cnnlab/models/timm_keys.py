@@ -1,0 +1,256 @@
+"""timm's ConvNeXt, EfficientNet, RegNetY and VGG classifiers' weights under torchvision's key names.
+
+timm (pytorch-image-models) publishes its weights on the Hugging Face Hub as ``model.safetensors`` beside a
+``config.json`` that names the ``architecture`` and keeps its ``pretrained_cfg`` (input size, mean, std, crop).
+Its ResNets, ResNeXts and DenseNets keep torchvision's key names; these four families are torchvision's networks
+under other names, the same logits for the same tensors, and are mapped here by structure (the stage's and the
+block's index and the part's role), so any depth maps alike, under a wrapper's names too (kept for
+:func:`~cnnlab.models.state_dict.without_prefix` to drop); nothing of timm is imported or run:
+
+- ConvNeXt: ``stem.0``/``stem.1`` are ``features.0.0``/``.1``; stage ``s``'s ``downsample`` is ``features.{2s}``,
+  its block ``b`` ``features.{2s+1}.{b}``, whose ``conv_dw``, ``norm``, ``mlp.fc1`` and ``mlp.fc2`` are its
+  ``block`` items 0, 2, 3 and 5 and whose ``gamma`` (C) is ``layer_scale`` (C x 1 x 1); ``head.norm`` and
+  ``head.fc`` are ``classifier.0`` and ``classifier.2``.
+- EfficientNet: ``conv_stem``/``bn1`` are ``features.0.0``/``.1``; block ``b`` of stage ``s`` is
+  ``features.{s+1}.{b}``, whose parts, in the order they run (the expanding 1x1 convolution where there is one, the
+  depthwise convolution, the squeeze-and-excitation, the projecting 1x1), are its ``block`` items in turn, each
+  convolution ``.0`` and its batch norm ``.1`` (a depthwise-separable block, without ``conv_pwl``, runs ``conv_dw``/
+  ``bn1`` then ``conv_pw``/``bn2``; an inverted residual ``conv_pw``/``bn1``, ``conv_dw``/``bn2``, ``conv_pwl``/
+  ``bn3``), its ``se.conv_reduce``/``conv_expand`` the ``fc1``/``fc2``; ``conv_head``/``bn2`` are the last
+  ``features`` item, ``classifier`` is ``classifier.1``.
+- RegNet: ``stem.conv``/``stem.bn`` are ``stem.0``/``.1``; block ``b`` (from 1) of stage ``s`` (``s{s}.b{b}``) is
+  ``trunk_output.block{s}.block{s}-{b-1}``, its ``conv1``, ``conv2`` and ``conv3`` the ``f.a``, ``f.b`` and ``f.c``
+  (``.conv``/``.bn`` as ``.0``/``.1``), its ``se`` ``f.se``, its ``downsample`` ``proj``; ``head.fc`` is ``fc``.
+- VGG: ``features`` keep their names; the ``pre_logits`` ``fc1`` and ``fc2``, convolutions over the 7 x 7 map
+  (4096 x 512 x 7 x 7, 4096 x 4096 x 1 x 1), are torchvision's linear ``classifier.0`` and ``classifier.3`` over the
+  flattened map, the same products at 224 px, and ``head.fc`` is ``classifier.6``.
+
+What the keys cannot tell (timm's ``tf_efficientnet_b0`` has ``efficientnet_b0``'s keys, but pads as TensorFlow does
+and normalises with another epsilon) ``config.json`` says where it lies beside the file: an ``architecture`` that
+is not the network asked for, or is but built otherwise (its ``model_args``), is refused in one line rather than
+loaded into it, whatever its keys (:func:`check_architecture`). MobileNetV3 is not mapped: timm's normalise with a
+batch-norm epsilon of 1e-5, torchvision's with 1e-3, another network for the same tensors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.io import json_beside
+from cnnlab.models.torchvision_names import CONVNEXT_PARTS, convnext_block, renamed, wrapper_names
+
+# torchvision's builder -> timm's architecture of the same network (the same logits for the same tensors)
+SAME_NETWORK = {
+    **{name: name for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                               "densenet121", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+                               "efficientnet_b0", "vgg11", "vgg11_bn", "vgg16")},
+    "regnet_y_400mf": "regnety_004",
+}
+# Why timm has none of these torchvision networks, for the refusal's line
+_NONE_SAME = {"mobilenet_v3_large": "timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's "
+                                    "with 1e-3: another network for the same tensors"}
+_NONE_SAME["mobilenet_v3_small"] = _NONE_SAME["mobilenet_v3_large"]
+# timm's MobileNetV3 keys: its EfficientNet's, but a head convolution with a bias and no batch norm after it
+_MOBILENETV3_SIGNATURE = ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias", "classifier.weight")
+# timm's model arguments that leave the network evaluated as its architecture's default: the input channels and
+# classes (which the keys' shapes tell), dropouts, and the pooling where it is the average
+_UNCHANGED_BY = {"in_chans", "num_classes", "drop_rate", "drop_path_rate", "drop_block_rate", "global_pool"}
+
+_CONVNEXT_BLOCK = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(?:(conv_dw|norm|mlp\.fc1|mlp\.fc2)\.(\w+)|(gamma))")
+_CONVNEXT_PART = dict(zip(("conv_dw", "norm", "mlp.fc1", "mlp.fc2"), CONVNEXT_PARTS, strict=True))
+
+_EFFICIENTNET_BLOCK = re.compile(r"blocks\.(\d+)\.(\d+)\.(conv_pw|conv_dw|conv_pwl|bn[123]|se)\.(.+)")
+# A block's parts in the order they run, each a convolution and its batch norm (or the squeeze-and-excitation)
+_DEPTHWISE_SEPARABLE = (("conv_dw", "bn1"), ("se",), ("conv_pw", "bn2"))
+_INVERTED_RESIDUAL = (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("se",), ("conv_pwl", "bn3"))
+_SE_PART = {"conv_reduce": "fc1", "conv_expand": "fc2"}
+
+_REGNET_BLOCK = re.compile(r"s(\d+)\.b(\d+)\.(conv[123]|se|downsample)\.(\w+)\.(\w+)")
+_REGNET_PART = {"conv1": "f.a", "conv2": "f.b", "conv3": "f.c", "se": "f.se", "downsample": "proj"}
+_CONV_BN = {"conv": "0", "bn": "1"}
+
+
+def _convnext_names(keys: Collection[str]) -> Callable[[str], str | None]:
+    """torchvision's name of timm's ConvNeXt tensor ``key``; None for a key of no place there."""
+    def name(key: str) -> str | None:
+        if m := re.fullmatch(r"stem\.([01])\.(\w+)", key):  # the 4x4 patch convolution, then its LayerNorm
+            return f"features.0.{m[1]}.{m[2]}"
+        if m := re.fullmatch(r"stages\.(\d+)\.downsample\.([01])\.(\w+)", key):  # a LayerNorm, a 2x2 convolution
+            return f"features.{2 * int(m[1])}.{m[2]}.{m[3]}"
+        if m := _CONVNEXT_BLOCK.fullmatch(key):  # a part's tensor, or the layer scale (gamma)
+            return convnext_block(m[1], m[2], _CONVNEXT_PART.get(m[3]), m[4])
+        if m := re.fullmatch(r"head\.(norm|fc)\.(\w+)", key):
+            return f"classifier.{0 if m[1] == 'norm' else 2}.{m[2]}"
+        return None
+    return name
+
+
+def _efficientnet_names(keys: Collection[str]) -> Callable[[str], str | None]:
+    """How timm's EfficientNet tensors of ``keys`` are named in torchvision: a block's parts are numbered among
+    those it has, and which they are depends on its kind (``conv_pw`` expands in an inverted residual, projects in
+    a depthwise-separable block), so the names are read off all the keys."""
+    blocks: dict[tuple[str, str], set[str]] = {}
+    for key in keys:
+        if m := _EFFICIENTNET_BLOCK.fullmatch(key):
+            blocks.setdefault((m[1], m[2]), set()).add(m[3])
+    last = 1 + max((int(stage) for stage, _ in blocks), default=-1) + 1  # the head's 1x1 after the last stage
+
+    def name(key: str) -> str | None:
+        if m := re.fullmatch(r"(conv_stem|bn1|conv_head|bn2)\.(\w+)", key):
+            return f"features.{0 if m[1] in ('conv_stem', 'bn1') else last}.{0 if 'conv' in m[1] else 1}.{m[2]}"
+        if m := re.fullmatch(r"classifier\.(\w+)", key):  # classifier.0 is the dropout
+            return f"classifier.1.{m[1]}"
+        if m := _EFFICIENTNET_BLOCK.fullmatch(key):
+            stage, block, part, rest = m.groups()
+            parts = blocks[stage, block]
+            order = [p for p in (_INVERTED_RESIDUAL if "conv_pwl" in parts else _DEPTHWISE_SEPARABLE)
+                     if p[0] in parts]
+            index = next(i for i, p in enumerate(order) if part in p)
+            where = f"features.{int(stage) + 1}.{block}.block.{index}"
+            if part == "se":
+                se, _, tensor = rest.partition(".")
+                return f"{where}.{_SE_PART[se]}.{tensor}" if se in _SE_PART else None
+            return f"{where}.{order[index].index(part)}.{rest}"
+        return None
+    return name
+
+
+def _regnet_names(keys: Collection[str]) -> Callable[[str], str | None]:
+    """torchvision's name of timm's RegNet tensor ``key``; None for a key of no place there."""
+    def name(key: str) -> str | None:
+        if m := re.fullmatch(r"stem\.(conv|bn)\.(\w+)", key):
+            return f"stem.{_CONV_BN[m[1]]}.{m[2]}"
+        if m := _REGNET_BLOCK.fullmatch(key):
+            stage, block, part, inner, tensor = m.groups()
+            inner = inner if part == "se" else _CONV_BN.get(inner)  # se.fc1, conv1.conv, downsample.bn
+            where = f"trunk_output.block{stage}.block{stage}-{int(block) - 1}"
+            return f"{where}.{_REGNET_PART[part]}.{inner}.{tensor}" if inner else None
+        if m := re.fullmatch(r"head\.fc\.(\w+)", key):
+            return f"fc.{m[1]}"
+        return None
+    return name
+
+
+def _vgg_names(keys: Collection[str]) -> Callable[[str], str | None]:
+    """torchvision's name of timm's VGG tensor ``key``; None for a key of no place there."""
+    def name(key: str) -> str | None:
+        if re.fullmatch(r"features\.\d+\.\w+", key):
+            return key
+        if m := re.fullmatch(r"(pre_logits\.fc1|pre_logits\.fc2|head\.fc)\.(\w+)", key):
+            return f"classifier.{ {'pre_logits.fc1': 0, 'pre_logits.fc2': 3, 'head.fc': 6}[m[1]]}.{m[2]}"
+        return None
+    return name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A timm family whose weights are a torchvision network's: its name, the keys that tell it (its stem's first),
+    and how its keys are named in torchvision, given all of them."""
+
+    family: str
+    signature: tuple[str, ...]
+    names: Callable[[Collection[str]], Callable[[str], str | None]]
+
+
+LAYOUTS = (Layout("ConvNeXt", ("stem.0.weight", "stages.0.blocks.0.conv_dw.weight", "head.fc.weight"),
+                  _convnext_names),
+           Layout("EfficientNet", ("conv_stem.weight", "conv_head.weight", "bn2.weight", "classifier.weight"),
+                  _efficientnet_names),
+           Layout("RegNet", ("stem.conv.weight", "s1.b1.conv1.conv.weight", "head.fc.weight"), _regnet_names),
+           Layout("VGG", ("features.0.weight", "pre_logits.fc1.weight", "head.fc.weight"), _vgg_names))
+
+
+def _layout(state: dict[str, torch.Tensor]) -> tuple[Layout | None, str]:
+    """The timm family whose keys ``state`` has (its signature's keys all there), perhaps all under a wrapper's
+    names, and those names ("": none); or ``(None, "")``."""
+    for layout in LAYOUTS:
+        head = wrapper_names(state, layout.signature[:1])
+        if all(head + key in state for key in layout.signature):
+            return layout, head
+    return None, ""
+
+
+def _under_torchvision_names(state: dict[str, torch.Tensor], layout: Layout, head: str) -> dict[str, torch.Tensor]:
+    names = layout.names([key[len(head):] for key in state if key.startswith(head)])
+    return renamed(state, names, head)
+
+
+def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` under torchvision's key names where it is a timm ConvNeXt's, EfficientNet's, RegNet's or VGG's, a
+    wrapper's names before them kept and a key of no place there kept as it is (a strict load names it); else as
+    it is."""
+    layout, head = _layout(state)
+    return state if layout is None else _under_torchvision_names(state, layout, head)
+
+
+def timm_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` beside ``path`` where it is timm's (an ``architecture`` and a ``pretrained_cfg``, as
+    timm's ``push_to_hub`` writes it); {} otherwise."""
+    config = json_beside(path, "config.json")
+    return config if isinstance(config.get("architecture"), str) and \
+        isinstance(config.get("pretrained_cfg"), dict) else {}
+
+
+def check_architecture(path: str | Path, network: str | None) -> None:
+    """Refuse the file ``path`` for torchvision's ``network`` (its builder's name) where timm's ``config.json``
+    beside it names another architecture than timm's of that network (:data:`SAME_NETWORK`), or that one built
+    otherwise (:func:`_built_otherwise`); nothing where there is no such file or no network is named.
+
+    Raises:
+        CnnlabError: one line naming both and what would fit.
+    """
+    config = timm_config(path)
+    architecture = config.get("architecture")
+    if network is None or architecture is None:
+        return
+    same = SAME_NETWORK.get(network)
+    otherwise = _built_otherwise(config) if same == architecture else None
+    if same == architecture and otherwise is None:
+        return
+    instead = f"timm's {same}" + (" as timm builds it by default" if otherwise else "") if same else \
+        f"torchvision's own weights ({_NONE_SAME[network]})" if network in _NONE_SAME else \
+        "torchvision's own weights (timm has no network of its architecture)"
+    raise CnnlabError(f"{path} holds timm's {architecture} weights{f' built with {otherwise}' if otherwise else ''}, "
+                      f"as config.json beside it says, another network than torchvision's {network}; expected "
+                      f"{instead}")
+
+
+def _built_otherwise(config: dict[str, Any]) -> str | None:
+    """What timm's ``config`` says its network was built with that makes it another than its architecture's
+    default (an ``output_stride`` of 16 dilates a ResNet, a ``global_pool`` of ``max`` pools otherwise), in
+    words; None where it says only what the keys tell or evaluation ignores (:data:`_UNCHANGED_BY`)."""
+    args = config.get("model_args") if isinstance(config.get("model_args"), dict) else {}
+    pool = args.get("global_pool", config.get("global_pool", "avg"))
+    if pool != "avg":
+        return f"global_pool {pool!r} (torchvision's networks average)"
+    others = sorted(set(args) - _UNCHANGED_BY)
+    return f"model_args {', '.join(f'{k}={args[k]!r}' for k in others)}" if others else None
+
+
+def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path,
+                     network: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """``state``, read from ``path``, under torchvision's key names where it is a timm ConvNeXt's, EfficientNet's,
+    RegNet's or VGG's, and what was done in words for the page (naming the ``architecture`` of timm's config.json
+    beside it, where there is one); else as it is, and ``""``.
+
+    Raises:
+        CnnlabError: one line: it is timm's MobileNetV3 (its keys tell it: no config.json needed) and ``network``
+            torchvision's, which is another network.
+    """
+    if network in _NONE_SAME and all(key in state for key in _MOBILENETV3_SIGNATURE):
+        raise CnnlabError(f"{path} holds timm's MobileNetV3 weights (its keys conv_stem, blocks, conv_head with a "
+                          f"bias), another network than torchvision's {network} ({_NONE_SAME[network]}); expected "
+                          "torchvision's own weights")
+    layout, head = _layout(state)
+    if layout is None:
+        return state, ""
+    architecture = timm_config(path).get("architecture")
+    what = f"timm's {architecture} ({layout.family})" if architecture else f"timm's {layout.family}"
+    return _under_torchvision_names(state, layout, head), f"{what} keys read under torchvision's {layout.family} names"
