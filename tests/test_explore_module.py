@@ -490,11 +490,11 @@ def test_a_half_precision_module_is_told_to_be_float32_not_another_input_size():
 
 def test_an_imagenet_name_cnnlab_does_not_build_is_told_how_to_bring_it(tmp_path):
     torch.save({}, tmp_path / "w.pth")
-    with pytest.raises(CnnlabError, match=r"^imagenet-inception_v3 is not an ImageNet backbone cnnlab builds by name "
+    with pytest.raises(CnnlabError, match=r"^imagenet-squeezenet1_1 is not an ImageNet backbone cnnlab builds by name "
                                           r"\(imagenet-resnet18, .*\); for another network, name a module:function "
-                                          r"that builds it \(torchvision.models.inception_v3\(weights=None\), say\) "
+                                          r"that builds it \(torchvision.models.squeezenet1_1\(weights=None\), say\) "
                                           r"with --weights FILE$"):
-        open_model("imagenet-inception_v3", Options(weights=tmp_path / "w.pth"))
+        open_model("imagenet-squeezenet1_1", Options(weights=tmp_path / "w.pth"))
 
 
 def test_large_pictures_go_through_a_model_from_elsewhere_fewer_a_pass():
