@@ -32,7 +32,7 @@ from cnnlab.explore.sources import open_model
 from cnnlab.models import create_model, imagenet
 from cnnlab.models.state_dict import load_state_dict_into
 from cnnlab.train import build_run, make_config
-from cnnlab.train.finetune import init_from
+from cnnlab.train.finetune import init_from, last_layer
 from data_support import noise_dataset
 from test_models_transformers_keys import _randomised, torch_home  # noqa: F401  torch_home: an autouse fixture
 
@@ -373,3 +373,31 @@ def test_a_timm_mobilenetv3_file_without_config_is_refused_naming_why(tmp_path, 
     assert len(err.strip().splitlines()) == 1 and "holds timm's MobileNetV3 weights (its keys conv_stem, blocks, " \
         "conv_head with a bias), another network than torchvision's mobilenet_v3_large (timm's MobileNetV3s " \
         "normalise with a batch-norm epsilon of 1e-5, torchvision's with 1e-3" in err, err
+
+
+@pytest.mark.parametrize("builder, key", [("efficientnet_b1", _efficientnet_key),
+                                          ("wide_resnet50_2", lambda name, names: name)])
+def test_a_timm_file_of_a_backbone_of_timms_own_architecture_starts_a_run(tmp_path, builder, key):
+    """timm's efficientnet_b1 and wide_resnet50_2 are torchvision's networks (logits equal for the same tensors: a
+    scratch check against timm 1.0.31, by timm's keys for the first, torchvision's for the second), so a file of
+    either whose config.json names it starts a run of imagenet-NAME: it was refused as another network."""
+    theirs = getattr(torchvision.models, builder)().eval()
+    path = _timm_file(tmp_path / builder, theirs, key, builder)
+    model = create_model(f"imagenet-{builder}", num_classes=4, in_channels=3)
+    init_from(model, path, classes=["a", "b", "c", "d"], channels=3, network=builder)
+    state = model.state_dict()
+    head = next(name for name, m in model.named_modules() if m is last_layer(model)) + "."
+    assert all(torch.equal(state[k], v) for k, v in theirs.state_dict().items() if not k.startswith(head))
+
+
+def test_a_timm_inception_v3_file_is_refused_saying_why(tmp_path, capsys):
+    """timm's inception_v3 has torchvision's keys and logits, but its pretrained_cfg feeds it (pixel - 0.5) / 0.5,
+    which cnnlab's Inception v3 makes itself from an ImageNet-normalised input: the refusal says so, where it said
+    timm had no network of that architecture."""
+    network = torchvision.models.inception_v3(aux_logits=False, init_weights=False)
+    path = _timm_file(tmp_path / "timm", network, lambda name, names: name, "inception_v3")
+    Image.fromarray(np.zeros((80, 80, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    assert main(["predict", "imagenet-inception_v3", "--weights", str(path), str(tmp_path / "photo.png")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "timm's inception_v3 is fed (pixel - 0.5) / 0.5 as its " \
+        "pretrained_cfg says, which cnnlab's Inception v3 makes itself from ImageNet's normalisation" in err, err

@@ -49,14 +49,20 @@ from cnnlab.models.torchvision_names import CONVNEXT_PARTS, convnext_block, rena
 # torchvision's builder -> timm's architecture of the same network (the same logits for the same tensors)
 SAME_NETWORK = {
     **{name: name for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-                               "densenet121", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
-                               "efficientnet_b0", "vgg11", "vgg11_bn", "vgg16")},
+                               "wide_resnet50_2", "densenet121", "convnext_tiny", "convnext_small", "convnext_base",
+                               "convnext_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+                               "efficientnet_b3", "vgg11", "vgg11_bn", "vgg16")},
     "regnet_y_400mf": "regnety_004",
 }
 # Why timm has none of these torchvision networks, for the refusal's line
 _NONE_SAME = {"mobilenet_v3_large": "timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's "
                                     "with 1e-3: another network for the same tensors"}
 _NONE_SAME["mobilenet_v3_small"] = _NONE_SAME["mobilenet_v3_large"]
+# timm's inception_v3 has torchvision's keys and logits, but its pretrained_cfg feeds it (pixel - 0.5) / 0.5, which
+# cnnlab's Inception v3 makes itself from an ImageNet-normalised input (transform_input): fed as the file's config
+# says, it would be renormalised twice
+_NONE_SAME["inception_v3"] = "timm's inception_v3 is fed (pixel - 0.5) / 0.5 as its pretrained_cfg says, which " \
+    "cnnlab's Inception v3 makes itself from ImageNet's normalisation"
 # timm's MobileNetV3 keys: its EfficientNet's, but a head convolution with a bias and no batch norm after it
 _MOBILENETV3_SIGNATURE = ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias", "classifier.weight")
 # timm's model arguments that leave the network evaluated as its architecture's default: the input channels and
@@ -216,7 +222,7 @@ def check_architecture(path: str | Path, network: str | None) -> None:
         return
     instead = f"timm's {same}" + (" as timm builds it by default" if otherwise else "") if same else \
         f"torchvision's own weights ({_NONE_SAME[network]})" if network in _NONE_SAME else \
-        "torchvision's own weights (timm has no network of its architecture)"
+        "torchvision's own weights (cnnlab reads no timm network into it)"
     raise CnnlabError(f"{path} holds timm's {architecture} weights{f' built with {otherwise}' if otherwise else ''}, "
                       f"as config.json beside it says, another network than torchvision's {network}; expected "
                       f"{instead}")
