@@ -105,11 +105,14 @@ def test_a_224_backbone_and_a_book_model_keep_the_224_cap_and_the_cache_key_they
 
 
 def test_the_side_a_384_model_chose_is_read_from_its_entry_when_asked_for(tmp_path, cache):
-    """`eval` of the run's export asks for the side its input takes and names no model: the folder decoded under a cap
-    of 384 is read from its entry, not decoded again (as one decoded under 224 always was)."""
-    pics = photos(tmp_path / "pics", 400, 460)
-    chosen = load_dataset(f"folder:{pics}", input_side=384)
-    [key] = entries(cache)
-    assert chosen.image_size == 384
-    asked = load_dataset(f"folder:{pics}", image_size=384, channels=3)
-    assert entries(cache) == [key] and (asked.test_images == chosen.test_images).all()
+    """`eval` of the run's export asks for the side its input takes (the side the run's images were stored at): the
+    folder decoded under a cap of 384 is read from its entry, not decoded again (as one decoded under 224 always
+    was), where the export names its model (photos of 300 px, stored at their own side) and where it names none that
+    is known here (photos of 400 px, stored at 384: the side asked)."""
+    for side, stored, model_side in ((400, 384, None), (300, 300, 384)):
+        pics = photos(tmp_path / f"pics{side}", side, side + 60)
+        chosen = load_dataset(f"folder:{pics}", input_side=384)
+        assert chosen.image_size == stored
+        before = entries(cache)
+        asked = load_dataset(f"folder:{pics}", image_size=stored, channels=3, input_side=model_side)
+        assert entries(cache) == before and (asked.test_images == chosen.test_images).all()

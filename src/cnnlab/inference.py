@@ -384,11 +384,12 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
     return {"name": name, "root": data_dir if data_dir is not None else config.get("data_dir"),
             "image_size": config.get("image_size"), "channels": config.get("channels"),
             "skip_bad": bool(config.get("skip_bad_images", False)), "test_split": config.get("test_split"),
-            "input_side": _input_side(config.get("model"))}
+            "input_side": model_input_side(config.get("model"))}
 
 
-def _input_side(model: str | None) -> int | None:
-    """The input side of the registered model ``model``, None where there is none of that name."""
+def model_input_side(model: str | None) -> int | None:
+    """The input side of the registered model ``model`` (a run's, or a cnnlab export's ``cnnlab.model``), for
+    :func:`cnnlab.data.load_dataset`'s ``input_side``; None where there is none of that name."""
     try:
         return model_info(model).input_size if model else None
     except CnnlabError:  # unknown here (a run of another version's model): the folder's default cap
