@@ -116,3 +116,13 @@ def test_the_side_a_384_model_chose_is_read_from_its_entry_when_asked_for(tmp_pa
         before = entries(cache)
         asked = load_dataset(f"folder:{pics}", image_size=stored, channels=3, input_side=model_side)
         assert entries(cache) == before and (asked.test_images == chosen.test_images).all()
+
+
+def test_images_smaller_than_224_are_decoded_once_for_any_model(tmp_path, cache):
+    """Pictures of 100 px are stored at 100 whatever the model's cap: a 384 model's run reads the entry a 224 model's
+    run decoded (a cap above 224 names another entry, of the same pixels)."""
+    pics = photos(tmp_path / "pics", 100, 120)
+    assert decoded_for("imagenet-resnet18", pics) == 100
+    [key] = entries(cache)
+    assert decoded_for(V2_S, pics) == 100
+    assert entries(cache) == [key]

@@ -792,16 +792,21 @@ def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, 
     if isinstance(size, int):  # a side asked: a run under another cap may have chosen it, and the export of a run of
         # a 384-px model (which knows no model name) asks for the 384 its photos were decoded at under a cap of 384
         caps += [c for c in (MAX_DEFAULT_SIZE, size) if c >= MAX_DEFAULT_SIZE and c not in caps]
+    elif cap != MAX_DEFAULT_SIZE:  # images chosen below 224 are chosen so under any cap: a 224 model's run's entry
+        caps.append(MAX_DEFAULT_SIZE)
     alike = [{**options, "channels": None}]
     for chosen_size in map(_chosen_size, caps):
         alike += [{**options, "image_size": chosen_size}, {**options, "image_size": chosen_size, "channels": None}]
-    for other in {_cache_key(root, files, o): o for o in alike if o != options}:
+    for other, chosen in {_cache_key(root, files, o): o for o in alike if o != options}.items():
         data = _read_cache(cache, other, name, root, identity, training)
         if data is None:
             continue
         stored = tuple(data.train_images.shape[1:])
-        # a side left to the loader (a word, not a side) is the one it chose
-        if (channels is None or stored[0] == channels) and (isinstance(size, str) or stored[1:] == as_hw(size)):
+        if isinstance(size, str):  # a side left to the loader: the one it chose, under this cap or below any
+            same = chosen["image_size"] == size or max(stored[1:]) < MAX_DEFAULT_SIZE
+        else:
+            same = stored[1:] == as_hw(size)
+        if (channels is None or stored[0] == channels) and same:
             return data
     return None
 
