@@ -126,3 +126,19 @@ def test_images_smaller_than_224_are_decoded_once_for_any_model(tmp_path, cache)
     [key] = entries(cache)
     assert decoded_for(V2_S, pics) == 100
     assert entries(cache) == [key]
+
+
+@pytest.mark.slow
+def test_eval_of_a_384_backbones_onnx_export_reads_the_runs_entry(tmp_path, cache, capsys):
+    """`cnnlab eval RUN.onnx` of a run of EfficientNetV2-S on photos of 300 px reads the images at their stored 300
+    from the run's cache entry (the export names its model, whose side was the cap), not decoding them again."""
+    pics = photos(tmp_path / "pics", 300, 340)
+    run, onnx = tmp_path / "run", tmp_path / "run.onnx"
+    assert main(["train", V2_S, "--dataset", f"folder:{pics}", "--epochs", "1", "--batch-size", "2",
+                 "--limit-train-batches", "1", "--device", "cpu", "--no-report", "--out", str(run)]) == 0
+    [key] = entries(cache)
+    assert stored_side(cache, key) == 300
+    assert main(["export", str(run / "best.pt"), "--format", "onnx", "--output", str(onnx)]) == 0
+    assert main(["eval", str(onnx)]) == 0
+    assert "the 2 test images drawn from" in capsys.readouterr().out
+    assert entries(cache) == [key]
