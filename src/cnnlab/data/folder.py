@@ -155,8 +155,8 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
                         f"(cnnlab never writes into a data folder)")
     share = HOLDOUT if test_split is None else test_split
     options = {"format": FORMAT, "image_size": image_size or _chosen_size(cap), "channels": channels,
-               "skip_bad": skip_bad,
-               "holdout": None if listing.held else [share, HOLDOUT_SEED], "val": listing.val_name is not None}
+               "skip_bad": skip_bad, "holdout": None if listing.held else [share, HOLDOUT_SEED],
+               "val": listing.val_name is not None}
     if listing.csv is not None:  # a CSV that renames a class keeps every file's path and label number
         options["classes"] = list(listing.classes)
     if fit is not None:  # other pixels, another entry; the centre crop's entries keep the key they had
@@ -789,8 +789,8 @@ def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, 
     """
     size, channels = options["image_size"], options["channels"]
     caps = [cap]
-    if isinstance(size, int):  # a side asked: a run under another cap may have chosen it, and the export of a run of
-        # a 384-px model (which knows no model name) asks for the 384 its photos were decoded at under a cap of 384
+    if isinstance(size, int):  # a side asked: a run under another cap may have chosen it, and an export of a run of a
+        # 384-px model, read as a model from elsewhere (no model named), asks for the 384 its photos were chosen at
         caps += [c for c in (MAX_DEFAULT_SIZE, size) if c >= MAX_DEFAULT_SIZE and c not in caps]
     elif cap != MAX_DEFAULT_SIZE:  # images chosen below 224 are chosen so under any cap: a 224 model's run's entry
         caps.append(MAX_DEFAULT_SIZE)
