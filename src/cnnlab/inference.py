@@ -26,7 +26,7 @@ from cnnlab.data.split import SPLIT_NAMES, run_split
 from cnnlab.data.store import joined, mapped_reads
 from cnnlab.device import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, DataError, summary
-from cnnlab.models import create_model
+from cnnlab.models import create_model, model_info
 from cnnlab.runs.checkpoint import load_checkpoint
 
 
@@ -373,13 +373,27 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
     for a ``folder:`` dataset it is where the folder is now (moved or copied since the run trained). ``name``
     overrides its dataset (a checkpoint's ``Meta.dataset`` holds a folder's absolute path, where the config holds
     what the user typed, perhaps relative to another working folder).
+
+    A folder is decoded for the run's model (``input_side``: its input side, which may raise the cap on the side the
+    folder is decoded at), so that every reader of the run (train, resume, eval, report, the explorer, torchrun's
+    ranks) names the cache entry the run decoded.
     """
     name = name or config.get("dataset") or "fashion-mnist"
     if name.startswith(FOLDER_PREFIX) and data_dir is not None:
         name, data_dir = moved_folder(name, data_dir), ""  # a folder names itself: no root beside it
     return {"name": name, "root": data_dir if data_dir is not None else config.get("data_dir"),
             "image_size": config.get("image_size"), "channels": config.get("channels"),
-            "skip_bad": bool(config.get("skip_bad_images", False)), "test_split": config.get("test_split")}
+            "skip_bad": bool(config.get("skip_bad_images", False)), "test_split": config.get("test_split"),
+            "input_side": model_input_side(config.get("model"))}
+
+
+def model_input_side(model: str | None) -> int | None:
+    """The input side of the registered model ``model`` (a run's, or a cnnlab export's ``cnnlab.model``), for
+    :func:`cnnlab.data.load_dataset`'s ``input_side``; None where there is none of that name."""
+    try:
+        return model_info(model).input_size if model else None
+    except CnnlabError:  # unknown here (a run of another version's model): the folder's default cap
+        return None
 
 
 def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, name: str | None = None,

@@ -29,7 +29,10 @@ their count and an example (so one stray colour or CMYK file no longer turns a g
 16-bit grey is scaled to 8 bits (Pillow's convert would clip it), and 32-bit grey (``I``, ``F``) is read as [0, 1]
 floats, 8-bit or 16-bit by its values (:func:`cnnlab.picture.centre_crop`); alpha is dropped, as torchvision's
 ``pil_loader`` does. ``image_size`` defaults to the median shorter side of the images, capped at 224 (the largest input
-the book's models take, d2l 8.1): digits at 28 px stay 28 px, photos are stored no larger than a model will look at. An
+the book's models take, d2l 8.1), or at the side of the model's input where that is larger (``input_side``: 384 for
+EfficientNetV2-S, whose weights were trained on 384-px crops; :func:`default_cap`): digits at 28 px stay 28 px, photos
+are stored no larger than the model will look at, and no smaller (a model enlarging 224-px images to its 384 would see
+none of the detail its weights were trained on). An
 ``image_size`` above the median shorter side whose decoded set would exceed :data:`MAX_ENLARGED_BYTES` is refused before
 anything is decoded. Unreadable files are refused by name, or skipped with ``skip_bad=True`` (counted, the first one
 named, in the notices). A held-out image whose decoded pixels are a training image's (a copy in both splits) is counted
@@ -88,7 +91,7 @@ from cnnlab.picture import (
     picture_extensions,
 )
 
-__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "csvs_to_name", "find_labels_csv",
+__all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "csvs_to_name", "default_cap", "find_labels_csv",
            "has_validation_folder", "held_out_source", "load_folder", "moved_folder", "read_csv_labels",
            "refuse_writing_into", "split_folders"]
 
@@ -120,12 +123,13 @@ SKIP_HINT = "pass --skip-bad-images (skip_bad=True in Python) to skip such files
 
 def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, channels: int | None = None,
                 skip_bad: bool = False, test_split: float | None = None, fit: Fit | None = None,
-                **_options) -> ImageDataset:
+                input_side: int | None = None, **_options) -> ImageDataset:
     """Load ``folder:PATH`` (see the module docstring for layouts, decoding and the cache); ``image_size``: a side, or
     a ``(height, width)``; ``test_split``: where the folder brings no test split (elsewhere it has no say: a run that
     drew one is scored on another folder's own), the share (< 1) or number (>= 1) of its images drawn as one, or 0 for
     none (default: :data:`HOLDOUT`); ``fit``: each file framed as :func:`cnnlab.picture.as_its_library_feeds` frames
-    it for that fit, not centre-cropped (None)."""
+    it for that fit, not centre-cropped (None); ``input_side``: the side of the input of the model the images are for,
+    whose cap on the side chosen without ``image_size`` is :func:`default_cap`'s (None: a model of at most 224 px)."""
     if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
         height, width = (positive_int(side, "image_size") for side in image_size)
         image_size = height if height == width else (height, width)  # a square as its side: one cache entry
@@ -133,6 +137,7 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
         positive_int(image_size, "image_size")
     if channels not in (None, 1, 3):
         raise CnnlabError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    cap = default_cap(input_side)
     path = Path(path).expanduser()
     named_csv = path.suffix.lower() == ".csv"
     if not path.exists():
@@ -150,8 +155,9 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
         raise DataError(f"the cache folder {cache} lies inside the data folder {root}; set CNNLAB_CACHE elsewhere "
                         f"(cnnlab never writes into a data folder)")
     share = HOLDOUT if test_split is None else test_split
-    options = {"format": FORMAT, "image_size": image_size or _chosen_size(), "channels": channels, "skip_bad": skip_bad,
-               "holdout": None if listing.held else [share, HOLDOUT_SEED], "val": listing.val_name is not None}
+    options = {"format": FORMAT, "image_size": image_size or _chosen_size(cap), "channels": channels,
+               "skip_bad": skip_bad, "holdout": None if listing.held else [share, HOLDOUT_SEED],
+               "val": listing.val_name is not None}
     if listing.csv is not None:  # a CSV that renames a class keeps every file's path and label number
         options["classes"] = list(listing.classes)
     if fit is not None:  # other pixels, another entry; the centre crop's entries keep the key they had
@@ -170,11 +176,11 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     # A CSV's label is not in its file's path, as a class folder's is: a relabelled training image is another set
     identity = (held_out, _identity(root, train_files, listing.classes if listing.csv else None))
     data = _read_cache(cache, key, name, root, identity, train_files) or \
-        _read_as_chosen(cache, root, every_file, options, name, identity, train_files)
+        _read_as_chosen(cache, root, every_file, options, cap, name, identity, train_files)
     if data is None:
         data = _decode_all(cache, key, name, root, listing.classes,
                            {"train": train_files, "test": held_files, "val": listing.val}, image_size, channels,
-                           skip_bad, [split_note, *listing.notes], identity, fit)
+                           skip_bad, [split_note, *listing.notes], identity, fit, cap)
     if listing.passed_over:  # said at every start, of the folder as it is (the cache's key holds only the images)
         data = replace(data, notices=(*listing.passed_over, *data.notices))
     untested = _untested(data, listing) if listing.held or share else ""  # not of a test split asked to be none
@@ -655,8 +661,10 @@ def _check_enlarged(root: Path, n: int, chans: int, hw: tuple[int, int], own: in
 
 def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...],
                 splits: dict[str, list[_File]], image_size: int | tuple[int, int] | None, channels: int | None,
-                skip_bad: bool, notes: list[str], identity: tuple, fit: Fit | None = None) -> ImageDataset:
-    """Decode the ``splits`` ("train", "test", "val": stored in that order, "val" possibly empty) into the cache."""
+                skip_bad: bool, notes: list[str], identity: tuple, fit: Fit | None = None,
+                cap: int = MAX_DEFAULT_SIZE) -> ImageDataset:
+    """Decode the ``splits`` ("train", "test", "val": stored in that order, "val" possibly empty) into the cache, at
+    ``image_size``, else at the images' median shorter side up to ``cap``."""
     total, bad, notices = sum(map(len, splits.values())), [], []
     sides, colour = [], []
     for split, files in splits.items():
@@ -669,7 +677,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
             raise DataError(f"{root}: no readable images in the {what} split")
     count = sum(map(len, splits.values()))
     own = int(statistics.median_low(sides))
-    hw = as_hw(image_size or min(own, MAX_DEFAULT_SIZE))
+    hw = as_hw(image_size or min(own, cap))
     chans = channels or _channels(colour, count, notices)
     _check_enlarged(root, count, chans, hw, own)
     item = chans * hw[0] * hw[1]
@@ -754,31 +762,52 @@ def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
     return _dataset(name, root, images, meta, data_file, identity, digests)
 
 
-def _chosen_size() -> str:
-    """The cache key's word for a side left to the loader: the images' median shorter side, up to
-    :data:`MAX_DEFAULT_SIZE`."""
-    return f"median, at most {MAX_DEFAULT_SIZE}"
+def default_cap(input_side: int | None) -> int:
+    """The largest side a folder is decoded at without ``image_size``, for a model whose input is ``input_side`` px
+    (None: not known): :data:`MAX_DEFAULT_SIZE`, or that side where it is larger.
+
+    Photos stored at 224 px and enlarged to a 384-px input (EfficientNetV2-S) give the network none of the detail its
+    weights were trained on; a model of at most 224 px (the book's, most backbones) keeps 224, and so every image and
+    cache entry it had.
+    """
+    return max(MAX_DEFAULT_SIZE, input_side or 0)
 
 
-def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, name: str,
+def _chosen_size(cap: int) -> str:
+    """The cache key's word for a side left to the loader: the images' median shorter side, up to ``cap``
+    (:func:`default_cap`; the word of :data:`MAX_DEFAULT_SIZE` is the one every entry had before caps differed)."""
+    return f"median, at most {cap}"
+
+
+def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, cap: int, name: str,
                     identity: tuple, training: list[_File]) -> ImageDataset | None:
     """The cache entry of the same files whose side or channel count the loader chose, where it chose what
     ``options`` now ask for (the same pixels: each file is decoded by the side and the channel count alone); None
-    where there is none.
+    where there is none. ``cap``: :func:`default_cap` of the model the images are for.
 
     A run leaves them to the loader; eval of its export asks for both, as its input takes them, and decoded the
     whole folder again into a second entry of the same pixels (gigabytes, and minutes, for a folder of photos).
     """
-    size, channels, chosen_size = options["image_size"], options["channels"], _chosen_size()
-    for chosen in ({"image_size": chosen_size}, {"channels": None}, {"image_size": chosen_size, "channels": None}):
-        alike = {**options, **chosen}
-        if alike == options:
-            continue
-        data = _read_cache(cache, _cache_key(root, files, alike), name, root, identity, training)
+    size, channels = options["image_size"], options["channels"]
+    caps = [cap]
+    if isinstance(size, int):  # a side asked: a run under another cap may have chosen it, and an export of a run of a
+        # 384-px model, read as a model from elsewhere (no model named), asks for the 384 its photos were chosen at
+        caps += [c for c in (MAX_DEFAULT_SIZE, size) if c >= MAX_DEFAULT_SIZE and c not in caps]
+    elif cap != MAX_DEFAULT_SIZE:  # images chosen below 224 are chosen so under any cap: a 224 model's run's entry
+        caps.append(MAX_DEFAULT_SIZE)
+    alike = [{**options, "channels": None}]
+    for chosen_size in map(_chosen_size, caps):
+        alike += [{**options, "image_size": chosen_size}, {**options, "image_size": chosen_size, "channels": None}]
+    for other, chosen in {_cache_key(root, files, o): o for o in alike if o != options}.items():
+        data = _read_cache(cache, other, name, root, identity, training)
         if data is None:
             continue
         stored = tuple(data.train_images.shape[1:])
-        if (channels is None or stored[0] == channels) and (size == chosen_size or stored[1:] == as_hw(size)):
+        if isinstance(size, str):  # a side left to the loader: the one it chose, under this cap or below any
+            same = chosen["image_size"] == size or max(stored[1:]) < MAX_DEFAULT_SIZE
+        else:
+            same = stored[1:] == as_hw(size)
+        if (channels is None or stored[0] == channels) and same:
             return data
     return None
 
@@ -819,5 +848,6 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,
                  test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/*, or images labelled by "
                                    "PATH/labels.csv, PATH/metadata.csv or folder:PATH/NAME.csv (any common image "
-                                   "format; without test/ or val/, a seeded stratified 1/6, or --test-split's "
-                                   "share, is held out)", flip=True)
+                                   "format, decoded once at the images' median shorter side, at most 224 px or "
+                                   "the model's input side where larger, or at --image-size; without test/ or val/, "
+                                   "a seeded stratified 1/6, or --test-split's share, is held out)", flip=True)

@@ -115,7 +115,7 @@ def _unknown(name: object) -> str:
 def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None, *,
                  image_size: int | tuple[int, int] | None = None, channels: int | None = None, download: bool = True,
                  skip_bad: bool = False, training: bool = True, test_split: float | None = None,
-                 fit: Fit | None = None) -> ImageDataset:
+                 fit: Fit | None = None, input_side: int | None = None) -> ImageDataset:
     """Load a registered dataset as an :class:`ImageDataset`.
 
     Args:
@@ -133,6 +133,8 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
             :mod:`cnnlab.data.folder`).
         fit: folders only: each picture framed as a library's predict frames it
             (:func:`cnnlab.picture.as_its_library_feeds`) instead of centre-cropped (None).
+        input_side: folders only: the side of the input of the model the images are for; one above 224 px caps the
+            side a folder is decoded at without ``image_size`` instead of 224 (:func:`cnnlab.data.folder.default_cap`).
         training: False where only the test (and validation) images are read: a registered dataset converted to
             another ``image_size`` or ``channels`` then leaves its training images out (see
             :func:`~cnnlab.data.dataset.conform`). A folder is read whole either way.
@@ -151,7 +153,7 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = N
             raise CnnlabError(f"{name} names its folder itself; expected no --data-dir, got {str(root)!r}")
         path = Path(name[len(FOLDER_PREFIX):]).expanduser()
         return info.loader(path, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad,
-                           test_split=test_split, fit=fit)
+                           test_split=test_split, fit=fit, input_side=input_side)
     data = info.loader(root, image_size=image_size, channels=channels, download=download, skip_bad=skip_bad)
     return conform(data, image_size, channels, training)
 

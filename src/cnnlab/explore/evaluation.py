@@ -43,6 +43,7 @@ from cnnlab.inference import (
     check_same_test_split,
     check_several_classes,
     class_columns,
+    model_input_side,
     moved_data,
     names_folder,
     scored_images,
@@ -100,6 +101,8 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     with mapped_reads(), folder_named_as_data_dir(data_dir, None if named else dataset):  # only the scored read
         data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
                             skip_bad=skip_bad, training=False, fit=fit,
+                            # a cnnlab export's run's folder, decoded for its model, is read from the run's entry
+                            input_side=model_input_side(stored.get("cnnlab.model")),
                             test_split=None if named and not names_folder(dataset, own or "") else test_split)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
