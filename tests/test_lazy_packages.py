@@ -14,14 +14,15 @@ LAZY = ["cnnlab.data", "cnnlab.train", "cnnlab.explore"]
 
 
 def _read(package) -> tuple[dict[str, str], set[str]]:
-    """Name -> module of the imports under the package's ``if TYPE_CHECKING:``, and the public names it assigns
-    itself."""
+    """Name -> module of the imports under the package's ``if TYPE_CHECKING:``, and the public names it assigns or
+    defines itself."""
     tree = ast.parse(inspect.getsource(package))
     block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
     imports = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom)
                for alias in node.names}
     own = {target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
            if isinstance(target, ast.Name) and not target.id.startswith("_")}
+    own |= {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")}
     return imports, own
 
 
