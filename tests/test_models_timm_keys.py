@@ -360,7 +360,9 @@ def test_a_run_of_an_imagenet_backbone_refuses_a_timm_file_of_another_architectu
 def test_a_timm_mobilenetv3_file_without_config_is_refused_naming_why(tmp_path, capsys):
     """timm's mobilenetv3_large_100 keys (a few written out as timm holds them, with their shapes) without a
     config.json: its keys tell it, and the line says why it is not read into torchvision's mobilenet_v3_large (the
-    batch-norm epsilon) where it said only "Missing key(s) in state_dict: features.0.0.weight ..."."""
+    batch-norm epsilon) where it said only "Missing key(s) in state_dict: features.0.0.weight ...". Into another
+    network (Inception v3) it does not fit, said so, without the MobileNetV3s' reason or Inception v3's own against
+    timm's inception_v3 file, which it is not."""
     shapes = {"conv_stem.weight": (16, 3, 3, 3), "bn1.weight": (16,), "blocks.0.0.conv_dw.weight": (16, 1, 3, 3),
               "blocks.6.0.conv.weight": (960, 160, 1, 1), "conv_head.weight": (1280, 960, 1, 1),
               "conv_head.bias": (1280,), "classifier.weight": (1000, 1280), "classifier.bias": (1000,)}
@@ -373,6 +375,12 @@ def test_a_timm_mobilenetv3_file_without_config_is_refused_naming_why(tmp_path, 
     assert len(err.strip().splitlines()) == 1 and "holds timm's MobileNetV3 weights (its keys conv_stem, blocks, " \
         "conv_head with a bias), another network than torchvision's mobilenet_v3_large (timm's MobileNetV3s " \
         "normalise with a batch-norm epsilon of 1e-5, torchvision's with 1e-3" in err, err
+    # into Inception v3 it is a file that does not fit, not timm's inception_v3: it was refused for that one's reason
+    Image.fromarray(np.zeros((80, 80, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    assert main(["predict", "imagenet-inception_v3", *args[2:]]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "does not fit torchvision's inception_v3: Missing key(s)" in err \
+        and "MobileNetV3" not in err and "pixel - 0.5" not in err, err
 
 
 @pytest.mark.parametrize("builder, key", [("efficientnet_b1", _efficientnet_key),
