@@ -56,8 +56,8 @@ SAME_NETWORK = {
 }
 # Why timm has none of these torchvision networks, for the refusal's line
 _MOBILENETV3S = ("mobilenet_v3_large", "mobilenet_v3_small")
-_MOBILENETV3_WHY = "timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's with 1e-3: another " \
-    "network for the same tensors"
+_MOBILENETV3_WHY = "timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's with 1e-3: " \
+    "another network for the same tensors"
 _NONE_SAME = dict.fromkeys(_MOBILENETV3S, _MOBILENETV3_WHY)
 # timm's inception_v3 has torchvision's keys and logits, but its pretrained_cfg feeds it (pixel - 0.5) / 0.5, which
 # cnnlab's Inception v3 makes itself from an ImageNet-normalised input (transform_input): fed as the file's config
