@@ -84,6 +84,7 @@ from cnnlab.picture import (
     PICTURE_FORMATS,
     Fit,
     PixelRangeError,
+    ShorterSide,
     as_hw,
     as_its_library_feeds,
     centre_crop,
@@ -161,7 +162,7 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if listing.csv is not None:  # a CSV that renames a class keeps every file's path and label number
         options["classes"] = list(listing.classes)
     if fit is not None:  # other pixels, another entry; the centre crop's entries keep the key they had
-        options["fit"] = repr(fit)
+        options["fit"] = _fit_word(fit)
     train_files, held_files = listing.train, listing.test
     every_file = train_files + held_files + listing.val
     key = _cache_key(root, every_file, options)
@@ -767,6 +768,16 @@ def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
     return _dataset(name, root, images, meta, data_file, identity, digests)
+
+
+def _fit_word(fit: Fit) -> str:
+    """The cache key's word for ``fit``: what decides the pixels. A :class:`~cnnlab.picture.ShorterSide`'s ``said``
+    (the page's words for who says so: a preprocessor_config.json, timm's pretrained_cfg, torchvision's transforms())
+    does not, so it is left out: the same framing read from another file decodes the same pixels, and the entries
+    written before a fit had those words keep their key."""
+    if isinstance(fit, ShorterSide):
+        return f"ShorterSide(length={fit.length!r}, resample={fit.resample!r}, floor={fit.floor!r})"
+    return repr(fit)
 
 
 def default_cap(input_side: int | None) -> int:
