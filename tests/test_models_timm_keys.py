@@ -26,6 +26,7 @@ from torchvision import transforms
 
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.hugging_face import hugging_face_carried, timm_carried
 from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options
 from cnnlab.explore.sources import open_model
@@ -256,6 +257,23 @@ def test_explore_feeds_a_timm_file_as_its_config_says(tmp_path):
         assert torch.allclose(explored.logits(fed[None]), theirs((fed[None].float() / 255 - mean) / std), atol=1e-4)
     flagged = open_model("imagenet-efficientnet_b0", Options(weights=path, input_size=40, mean=(0.1,), std=(0.2,)))
     assert flagged.spec.hw == (40, 40) and flagged.spec.mean == (0.1, 0.1, 0.1) and flagged.spec.fit == "pad"
+
+
+def test_a_crop_pct_near_zero_is_a_framing_not_understood_not_a_crash(tmp_path, capsys):
+    """A timm pretrained_cfg (or a ConvNeXt preprocessor_config.json) whose crop_pct is a slip near 0 (1e-9) asked
+    for the shorter side resized to 64e9 px, and `predict` ended in an internal error (Pillow's OverflowError): such
+    a framing is not understood here: none is read from the file, whose other words (the input size) still are."""
+    config = {"pretrained_cfg": _pretrained_cfg(64, crop_pct=1e-9)}
+    path = _timm_file(tmp_path / "timm", torchvision.models.resnet18().eval(), lambda name, names: name, "resnet18",
+                      config)
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    assert main(["predict", "imagenet-resnet18", "--weights", str(path), str(tmp_path / "photo.png")]) == 0
+    assert "photo.png: " in capsys.readouterr().out
+    assert not timm_carried(path).fit_from and timm_carried(path).size == (64, 64)  # no framing read
+    (tmp_path / "timm" / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": 224}, "crop_pct": 1e-9, "resample": 3, "image_mean": [0.5] * 3,
+         "image_std": [0.5] * 3}))
+    assert not hugging_face_carried(path).fit_from and hugging_face_carried(path).size == (224, 224)
 
 
 def test_a_timm_resnet_with_torchvisions_names_still_loads_fed_as_its_config_says(tmp_path):
