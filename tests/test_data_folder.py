@@ -22,6 +22,7 @@ from cnnlab.data import DeviceLoader, conform, folder, load_dataset, store
 from cnnlab.data.duplicates import image_digest
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference import Meta, check_same_classes, scored_images
+from cnnlab.picture import ShorterSide
 from data_support import listing, rng_image, write_classes
 
 home = data_support.home  # a fixture
@@ -167,6 +168,24 @@ def test_default_image_size_is_the_median_shorter_side_capped(tmp_path, home, mo
     assert load_dataset(f"folder:{root}").image_size == median_low
     monkeypatch.setattr(folder, "MAX_DEFAULT_SIZE", 17)
     assert load_dataset(f"folder:{root}").image_size == 17
+
+
+def test_a_folder_framed_alike_by_the_words_of_another_file_is_read_from_one_entry(tmp_path, cache):
+    """`eval` of torchvision's classifier by name and of a Hugging Face or timm file on a folder frame each picture
+    by a ShorterSide whose `said` is only the page's words for who says so: the same framing is one cache entry,
+    keyed as it was before those words existed (the same pixels were decoded again into a second entry for each
+    file that says so, and an entry written before the words was not found)."""
+    write_classes(tmp_path / "pics", {"a": 3, "b": 3}, size=(40, 30), mode="RGB")
+    words = ("its weights' transforms() do", "timm's pretrained_cfg says")
+    for said in words:
+        fit = ShorterSide(27, "bicubic", said=said)
+        load_dataset(f"folder:{tmp_path / 'pics'}", image_size=24, channels=3, fit=fit)
+    assert len(list(cache.glob("*.json"))) == 1
+    options = {"format": folder.FORMAT, "image_size": 24, "channels": 3, "skip_bad": False,
+               "holdout": [folder.HOLDOUT, folder.HOLDOUT_SEED], "val": False,
+               "fit": "ShorterSide(length=27, resample='bicubic', floor=False)"}  # the words before `said`
+    files = folder._list((tmp_path / "pics").resolve())
+    assert (cache / f"{folder._cache_key(files.root, files.train + files.test + files.val, options)}.json").is_file()
 
 
 def test_hold_out_is_stratified_and_stated(tmp_path, home):

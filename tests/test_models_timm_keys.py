@@ -26,6 +26,7 @@ from torchvision import transforms
 
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
+from cnnlab.explore.hugging_face import hugging_face_carried, timm_carried
 from cnnlab.explore.images import decode_upload
 from cnnlab.explore.model import Options
 from cnnlab.explore.sources import open_model
@@ -258,6 +259,23 @@ def test_explore_feeds_a_timm_file_as_its_config_says(tmp_path):
     assert flagged.spec.hw == (40, 40) and flagged.spec.mean == (0.1, 0.1, 0.1) and flagged.spec.fit == "pad"
 
 
+def test_a_crop_pct_near_zero_is_a_framing_not_understood_not_a_crash(tmp_path, capsys):
+    """A timm pretrained_cfg (or a ConvNeXt preprocessor_config.json) whose crop_pct is a slip near 0 (1e-9) asked
+    for the shorter side resized to 64e9 px, and `predict` ended in an internal error (Pillow's OverflowError): such
+    a framing is not understood here: none is read from the file, whose other words (the input size) still are."""
+    config = {"pretrained_cfg": _pretrained_cfg(64, crop_pct=1e-9)}
+    path = _timm_file(tmp_path / "timm", torchvision.models.resnet18().eval(), lambda name, names: name, "resnet18",
+                      config)
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    assert main(["predict", "imagenet-resnet18", "--weights", str(path), str(tmp_path / "photo.png")]) == 0
+    assert "photo.png: " in capsys.readouterr().out
+    assert not timm_carried(path).fit_from and timm_carried(path).size == (64, 64)  # no framing read
+    (tmp_path / "timm" / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": 224}, "crop_pct": 1e-9, "resample": 3, "image_mean": [0.5] * 3,
+         "image_std": [0.5] * 3}))
+    assert not hugging_face_carried(path).fit_from and hugging_face_carried(path).size == (224, 224)
+
+
 def test_a_timm_resnet_with_torchvisions_names_still_loads_fed_as_its_config_says(tmp_path):
     """timm's resnet18 keeps torchvision's key names: its file loads as before (no renaming said), and the
     pretrained_cfg of the config.json beside it now sets the input size, normalisation and framing (timm's
@@ -360,7 +378,9 @@ def test_a_run_of_an_imagenet_backbone_refuses_a_timm_file_of_another_architectu
 def test_a_timm_mobilenetv3_file_without_config_is_refused_naming_why(tmp_path, capsys):
     """timm's mobilenetv3_large_100 keys (a few written out as timm holds them, with their shapes) without a
     config.json: its keys tell it, and the line says why it is not read into torchvision's mobilenet_v3_large (the
-    batch-norm epsilon) where it said only "Missing key(s) in state_dict: features.0.0.weight ..."."""
+    batch-norm epsilon) where it said only "Missing key(s) in state_dict: features.0.0.weight ...". Into another
+    network (Inception v3) it does not fit, said so, without the MobileNetV3s' reason or Inception v3's own against
+    timm's inception_v3 file, which it is not."""
     shapes = {"conv_stem.weight": (16, 3, 3, 3), "bn1.weight": (16,), "blocks.0.0.conv_dw.weight": (16, 1, 3, 3),
               "blocks.6.0.conv.weight": (960, 160, 1, 1), "conv_head.weight": (1280, 960, 1, 1),
               "conv_head.bias": (1280,), "classifier.weight": (1000, 1280), "classifier.bias": (1000,)}
@@ -373,6 +393,12 @@ def test_a_timm_mobilenetv3_file_without_config_is_refused_naming_why(tmp_path, 
     assert len(err.strip().splitlines()) == 1 and "holds timm's MobileNetV3 weights (its keys conv_stem, blocks, " \
         "conv_head with a bias), another network than torchvision's mobilenet_v3_large (timm's MobileNetV3s " \
         "normalise with a batch-norm epsilon of 1e-5, torchvision's with 1e-3" in err, err
+    # into Inception v3 it is a file that does not fit, not timm's inception_v3: it was refused for that one's reason
+    Image.fromarray(np.zeros((80, 80, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    assert main(["predict", "imagenet-inception_v3", *args[2:]]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "does not fit torchvision's inception_v3: Missing key(s)" in err \
+        and "MobileNetV3" not in err and "pixel - 0.5" not in err, err
 
 
 @pytest.mark.parametrize("builder, key", [("efficientnet_b1", _efficientnet_key),

@@ -84,6 +84,7 @@ from cnnlab.picture import (
     PICTURE_FORMATS,
     Fit,
     PixelRangeError,
+    ShorterSide,
     as_hw,
     as_its_library_feeds,
     centre_crop,
@@ -161,7 +162,7 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if listing.csv is not None:  # a CSV that renames a class keeps every file's path and label number
         options["classes"] = list(listing.classes)
     if fit is not None:  # other pixels, another entry; the centre crop's entries keep the key they had
-        options["fit"] = repr(fit)
+        options["fit"] = _fit_word(fit)
     train_files, held_files = listing.train, listing.test
     every_file = train_files + held_files + listing.val
     key = _cache_key(root, every_file, options)
@@ -178,9 +179,13 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     data = _read_cache(cache, key, name, root, identity, train_files) or \
         _read_as_chosen(cache, root, every_file, options, cap, name, identity, train_files)
     if data is None:
+        # images whose side is chosen below 224 are chosen alike under every cap: stored under the 224 cap's key, which
+        # a reader under any cap looks for (_read_as_chosen), they are decoded once whichever model decodes them first
+        below = _cache_key(root, every_file, {**options, "image_size": _chosen_size(MAX_DEFAULT_SIZE)}) \
+            if image_size is None else None
         data = _decode_all(cache, key, name, root, listing.classes,
                            {"train": train_files, "test": held_files, "val": listing.val}, image_size, channels,
-                           skip_bad, [split_note, *listing.notes], identity, fit, cap)
+                           skip_bad, [split_note, *listing.notes], identity, fit, cap, below)
     if listing.passed_over:  # said at every start, of the folder as it is (the cache's key holds only the images)
         data = replace(data, notices=(*listing.passed_over, *data.notices))
     untested = _untested(data, listing) if listing.held or share else ""  # not of a test split asked to be none
@@ -662,9 +667,10 @@ def _check_enlarged(root: Path, n: int, chans: int, hw: tuple[int, int], own: in
 def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str, ...],
                 splits: dict[str, list[_File]], image_size: int | tuple[int, int] | None, channels: int | None,
                 skip_bad: bool, notes: list[str], identity: tuple, fit: Fit | None = None,
-                cap: int = MAX_DEFAULT_SIZE) -> ImageDataset:
+                cap: int = MAX_DEFAULT_SIZE, below: str | None = None) -> ImageDataset:
     """Decode the ``splits`` ("train", "test", "val": stored in that order, "val" possibly empty) into the cache, at
-    ``image_size``, else at the images' median shorter side up to ``cap``."""
+    ``image_size``, else at the images' median shorter side up to ``cap``: under ``key``, or, where that side is
+    below 224, under ``below`` (the key of the side chosen up to 224)."""
     total, bad, notices = sum(map(len, splits.values())), [], []
     sides, colour = [], []
     for split, files in splits.items():
@@ -678,6 +684,8 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
     count = sum(map(len, splits.values()))
     own = int(statistics.median_low(sides))
     hw = as_hw(image_size or min(own, cap))
+    if below is not None and own < MAX_DEFAULT_SIZE:
+        key = below
     chans = channels or _channels(colour, count, notices)
     _check_enlarged(root, count, chans, hw, own)
     item = chans * hw[0] * hw[1]
@@ -760,6 +768,16 @@ def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
     return _dataset(name, root, images, meta, data_file, identity, digests)
+
+
+def _fit_word(fit: Fit) -> str:
+    """The cache key's word for ``fit``: what decides the pixels. A :class:`~cnnlab.picture.ShorterSide`'s ``said``
+    (the page's words for who says so: a preprocessor_config.json, timm's pretrained_cfg, torchvision's transforms())
+    does not, so it is left out: the same framing read from another file decodes the same pixels, and the entries
+    written before a fit had those words keep their key."""
+    if isinstance(fit, ShorterSide):
+        return f"ShorterSide(length={fit.length!r}, resample={fit.resample!r}, floor={fit.floor!r})"
+    return repr(fit)
 
 
 def default_cap(input_side: int | None) -> int:

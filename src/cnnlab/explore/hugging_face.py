@@ -25,6 +25,9 @@ from cnnlab.picture import RESAMPLING, ShorterSide
 # The shortest edge from which a ConvNeXt processor stretches the picture to a square instead of cropping it (the
 # larger evaluation sizes of its models), a framing read here as none
 CONVNEXT_WARPS_FROM = 384
+# The longest a picture's shorter side is resized to before its centre is cropped: a crop_pct of 0.5 at the largest
+# input side. A smaller crop_pct (1e-9, a slip) asked Pillow for a picture of billions of pixels, and crashed
+LONGEST_RESIZE = 2 * SIDES[1]
 
 
 def input_sides(value: Any) -> tuple[int, int] | None:
@@ -98,11 +101,10 @@ def timm_carried(path: str | Path) -> Carried:
     sides = input_sides(size[1:]) if isinstance(size, list) and len(size) == 3 else None
     if sides:
         found.update(size=sides, size_from=where)
-        crop, resample = pretrained.get("crop_pct"), pretrained.get("interpolation")
-        if pretrained.get("crop_mode", "center") == "center" and type(crop) in (int, float) and 0 < crop <= 1 and \
+        length, resample = _resized_for_crop(sides[0], pretrained.get("crop_pct")), pretrained.get("interpolation")
+        if pretrained.get("crop_mode", "center") == "center" and length is not None and \
                 resample in RESAMPLING.values() and sides[0] == sides[1]:
-            found.update(fit=ShorterSide(math.floor(sides[0] / crop), resample, said="timm's pretrained_cfg says"),
-                         fit_from=where)
+            found.update(fit=ShorterSide(length, resample, said="timm's pretrained_cfg says"), fit_from=where)
     found.update(_normalisation(pretrained.get("mean"), pretrained.get("std"), where))
     return Carried(**found)
 
@@ -128,6 +130,17 @@ def _framing(processor: dict[str, Any]) -> ShorterSide | None:
         if crop_pct is not None or crop is None or max(crop) > edge:
             return None
         return ShorterSide(edge, RESAMPLING[resample], floor=True)
-    if type(crop_pct) not in (int, float) or not 0 < crop_pct <= 1 or edge >= CONVNEXT_WARPS_FROM:
+    length = _resized_for_crop(edge, crop_pct)
+    if length is None or edge >= CONVNEXT_WARPS_FROM:
         return None
-    return ShorterSide(int(edge / crop_pct), RESAMPLING[resample], floor=True)
+    return ShorterSide(length, RESAMPLING[resample], floor=True)
+
+
+def _resized_for_crop(side: int, crop_pct: Any) -> int | None:
+    """The length a picture's shorter side is resized to for its centre ``side`` to be cropped, where ``crop_pct``
+    is the share of it the crop keeps: ``floor(side / crop_pct)`` (a ConvNeXt processor's ``int``, timm's
+    ``math.floor``). None for a ``crop_pct`` that is not a number in (0, 1], or that asks for more than
+    :data:`LONGEST_RESIZE`: a form not understood here, the picture padded."""
+    if type(crop_pct) not in (int, float) or not 0 < crop_pct <= 1 or side / crop_pct > LONGEST_RESIZE:
+        return None
+    return math.floor(side / crop_pct)

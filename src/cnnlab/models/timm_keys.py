@@ -55,9 +55,10 @@ SAME_NETWORK = {
     "regnet_y_400mf": "regnety_004",
 }
 # Why timm has none of these torchvision networks, for the refusal's line
-_NONE_SAME = {"mobilenet_v3_large": "timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's "
-                                    "with 1e-3: another network for the same tensors"}
-_NONE_SAME["mobilenet_v3_small"] = _NONE_SAME["mobilenet_v3_large"]
+_MOBILENETV3S = ("mobilenet_v3_large", "mobilenet_v3_small")
+_MOBILENETV3_WHY = "timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's with 1e-3: " \
+    "another network for the same tensors"
+_NONE_SAME = dict.fromkeys(_MOBILENETV3S, _MOBILENETV3_WHY)
 # timm's inception_v3 has torchvision's keys and logits, but its pretrained_cfg feeds it (pixel - 0.5) / 0.5, which
 # cnnlab's Inception v3 makes itself from an ImageNet-normalised input (transform_input): fed as the file's config
 # says, it would be renormalised twice
@@ -248,11 +249,13 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path,
 
     Raises:
         CnnlabError: one line: it is timm's MobileNetV3 (its keys tell it: no config.json needed) and ``network``
-            torchvision's, which is another network.
+            torchvision's MobileNetV3, which is another network.
     """
-    if network in _NONE_SAME and all(key in state for key in _MOBILENETV3_SIGNATURE):
+    # for torchvision's MobileNetV3s alone: into another network such a file is refused as not fitting it, and the
+    # reason _NONE_SAME gives for that network (Inception v3's) is not this file's
+    if network in _MOBILENETV3S and all(key in state for key in _MOBILENETV3_SIGNATURE):
         raise CnnlabError(f"{path} holds timm's MobileNetV3 weights (its keys conv_stem, blocks, conv_head with a "
-                          f"bias), another network than torchvision's {network} ({_NONE_SAME[network]}); expected "
+                          f"bias), another network than torchvision's {network} ({_MOBILENETV3_WHY}); expected "
                           "torchvision's own weights")
     layout, head = _layout(state)
     if layout is None:
