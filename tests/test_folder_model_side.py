@@ -144,3 +144,24 @@ def test_eval_of_a_384_backbones_onnx_export_reads_the_runs_entry(tmp_path, cach
     assert main(["eval", str(onnx)]) == 0
     assert "the 2 test images drawn from" in capsys.readouterr().out
     assert entries(cache) == [key]
+
+
+def test_photos_resized_above_224_are_stored_at_that_side_and_read_back_from_one_entry(tmp_path, cache, capsys):
+    """`--resize 384` feeds ResNet-18 384-px pictures: its photos were stored at 224 (the network's own side) and
+    enlarged, losing the detail the larger input was asked for. They are stored at up to 384 now, a --resize below
+    the model's side keeps the 224 cap, and eval and report of the run read its one entry."""
+    pics = photos(tmp_path / "pics", 400, 460)
+    assert decoded_for("imagenet-resnet18", pics, resize=384) == 384
+    assert decoded_for(V2_S, pics, resize=128) == 224  # fed 128: no need of 384-px photos
+    for stale in cache.glob("*"):
+        stale.unlink()
+    run = tmp_path / "run"
+    assert main(["train", "imagenet-resnet18", "--dataset", f"folder:{pics}", "--resize", "384", "--epochs", "1",
+                 "--batch-size", "2", "--limit-train-batches", "1", "--device", "cpu", "--no-report",
+                 "--out", str(run)]) == 0
+    [key] = entries(cache)
+    assert stored_side(cache, key) == 384
+    assert main(["eval", str(run / "best.pt"), "--device", "cpu"]) == 0
+    assert main(["report", str(run), "--device", "cpu"]) == 0
+    assert entries(cache) == [key]
+    capsys.readouterr()

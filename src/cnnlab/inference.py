@@ -374,9 +374,10 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
     overrides its dataset (a checkpoint's ``Meta.dataset`` holds a folder's absolute path, where the config holds
     what the user typed, perhaps relative to another working folder).
 
-    A folder is decoded for the run's model (``input_side``: its input side, which may raise the cap on the side the
-    folder is decoded at), so that every reader of the run (train, resume, eval, report, the explorer, torchrun's
-    ranks) names the cache entry the run decoded.
+    A folder is decoded for the input the run feeds its model (``input_side``: ``--resize``, else the model's input
+    side, which may raise the cap on the side the folder is decoded at: photos resized to 384 are stored at up to
+    384, not at 224 and enlarged), so that every reader of the run (train, resume, eval, report, the explorer,
+    torchrun's ranks) names the cache entry the run decoded.
     """
     name = name or config.get("dataset") or "fashion-mnist"
     if name.startswith(FOLDER_PREFIX) and data_dir is not None:
@@ -384,7 +385,7 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
     return {"name": name, "root": data_dir if data_dir is not None else config.get("data_dir"),
             "image_size": config.get("image_size"), "channels": config.get("channels"),
             "skip_bad": bool(config.get("skip_bad_images", False)), "test_split": config.get("test_split"),
-            "input_side": model_input_side(config.get("model"))}
+            "input_side": config.get("resize") or model_input_side(config.get("model"))}
 
 
 def model_input_side(model: str | None) -> int | None:

@@ -117,8 +117,8 @@ class TrainConfig:
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
     resize: int | None = _f(None, "input side in pixels (default: the model's input size)")
     image_size: int | None = _f(None, "folder datasets: the side the images are decoded to once (then cached); "
-                                      "default: their median shorter side, up to 224 (the model's input side if "
-                                      "larger)")
+                                      "default: their median shorter side, up to 224 (the input side, --resize "
+                                      "or the model's, if larger)")
     channels: int | None = _f(None, "folder datasets: 1 (grey) or 3 (RGB); default: as the images are")
     skip_bad_images: bool = _f(False, "folder datasets: skip unreadable image files (counted) instead of refusing")
     val_split: float | None = _f(None, "hold out this fraction (< 1) or number (>= 1) of training images, "
