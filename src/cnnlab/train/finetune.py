@@ -82,7 +82,7 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     if classes is not None and saved is not None and list(saved) != list(classes):
         fitting = {k: v for k, v in fitting.items() if k.rsplit(".", 1)[0] not in head}
     # A batch norm's count of batches seen is no weight, and files saved before torch 0.4.1 (torchvision's hosted
-    # ResNet and DenseNet files among them) have none: such a layer keeps its own count, as its load does
+    # DenseNet files among them) have none: such a layer keeps its own count, as its load does
     fresh = [k for k in own if k not in fitting and not (k.endswith(".num_batches_tracked") and k not in source)]
     body = [k for k in fresh if k.rsplit(".", 1)[0] not in head]
     if body:  # only the output layer may start afresh: anything else means another model or other input channels
