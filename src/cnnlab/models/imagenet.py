@@ -334,12 +334,13 @@ def _renormalised_input(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 _STAGED: dict[type, type] = {}
 
 
-def with_stages(model: nn.Module, backbone: Backbone, normalize: list[list[float]]) -> nn.Module:
-    """Give torchvision's ``model`` a ``stages()`` method (a subclass of its own class with the same name, forward
-    and state_dict keys) and parameter-free modules for what its forward does as functions: the flatten before the
-    classifier (``backbone.flattens``), MobileNetV2's global average pool, DenseNet's ReLU and pool
-    (``backbone.pools``), GoogLeNet's and Inception v3's input renormalisation from ``normalize`` (the weights' RGB
-    [mean, std]), which its forward then calls."""
+def with_stages(model: nn.Module, name: str) -> nn.Module:
+    """Give torchvision's ``model`` of ImageNet model ``name`` a ``stages()`` method (a subclass of its own class with
+    the same name, forward and state_dict keys) and parameter-free modules for what its forward does as functions:
+    the flatten before the classifier (its backbone's ``flattens``), MobileNetV2's global average pool, DenseNet's ReLU
+    and pool (its ``pools``), GoogLeNet's and Inception v3's input renormalisation from the weights' RGB mean and std
+    (:func:`pretrained_normalize`), which its forward then calls."""
+    backbone = BACKBONES[name]
     cls = type(model)
     if cls not in _STAGED:
         methods = {"stages": _stages, "__doc__": cls.__doc__}
@@ -348,7 +349,7 @@ def with_stages(model: nn.Module, backbone: Backbone, normalize: list[list[float
         _STAGED[cls] = type(cls.__name__, (cls,), methods)
     model.__class__ = _STAGED[cls]
     if getattr(model, "transform_input", False):
-        model.renormalise = Renormalise(*normalize)
+        model.renormalise = Renormalise(*pretrained_normalize(name, 3))
     if backbone.pools:
         model.pool = nn.Sequential(*([nn.ReLU()] if backbone.pools == "relu+avg" else []), nn.AdaptiveAvgPool2d(1))
     if backbone.flattens:
@@ -391,7 +392,7 @@ def _builder(name: str):
             load_imagenet_weights(model, name)
         adapt_first_conv(model, in_channels)
         replace_head(model, num_classes)
-        return with_stages(model, backbone, pretrained_normalize(name, 3))
+        return with_stages(model, name)
 
     build.__name__ = build.__qualname__ = name.replace("-", "_")
     build.__doc__ = f"torchvision's {BACKBONES[name].builder} ({BACKBONES[name].weights} with ``pretrained``)."

@@ -33,6 +33,7 @@ from torch import nn
 from torch._C._export import pt2_archive_constants as pt2
 
 from cnnlab.errors import CnnlabError, summary, weights_only_refusal
+from cnnlab.io import json_beside
 from cnnlab.models import timm_keys, transformers_keys
 from cnnlab.models.pretrained_quirks import densenet_new_keys
 
@@ -319,7 +320,8 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
             torchvision's, or timm's names another architecture than ``network``'s, or the keys are timm's
             MobileNetV3's for torchvision's.
     """
-    timm_keys.check_architecture(path, network)  # before any fit: timm's tf_efficientnet_b0 has efficientnet_b0's keys
+    config = json_beside(path, "config.json")  # timm's or Transformers', read once for both
+    timm_keys.check_architecture(path, network, config)  # before any fit: timm's tf_efficientnet_b0 has b0's keys
     state, how = without_prefix(state, keys)
     if how or keys <= set(state):  # a network whose own names are Transformers' reads them as they are
         return state, how
@@ -327,9 +329,9 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
     if current.keys() != state.keys():  # torchvision's hosted DenseNet files, and files saved by its older versions
         state, how = without_prefix(current, keys)
         return state, ", ".join(filter(None, ("DenseNet's older key names (norm.1) read as today's (norm1)", how)))
-    state, renamed = transformers_keys.torchvision_keys(state, path)
+    state, renamed = transformers_keys.torchvision_keys(state, path, config)
     if not renamed:
-        state, renamed = timm_keys.torchvision_keys(state, path, network)
+        state, renamed = timm_keys.torchvision_keys(state, path, network, config)
     if not renamed:
         return state, ""
     state, how = without_prefix(state, keys)  # a wrapper's names before them (a Lightning module's model.)

@@ -200,20 +200,24 @@ def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 def timm_config(path: str | Path) -> dict[str, Any]:
     """The ``config.json`` beside ``path`` where it is timm's (an ``architecture`` and a ``pretrained_cfg``, as
     timm's ``push_to_hub`` writes it); {} otherwise."""
-    config = json_beside(path, "config.json")
+    return _timms(json_beside(path, "config.json"))
+
+
+def _timms(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a config.json's object) where it is timm's (:func:`timm_config`); {} otherwise."""
     return config if isinstance(config.get("architecture"), str) and \
         isinstance(config.get("pretrained_cfg"), dict) else {}
 
 
-def check_architecture(path: str | Path, network: str | None) -> None:
-    """Refuse the file ``path`` for torchvision's ``network`` (its builder's name) where timm's ``config.json``
-    beside it names another architecture than timm's of that network (:data:`SAME_NETWORK`), or that one built
-    otherwise (:func:`_built_otherwise`); nothing where there is no such file or no network is named.
+def check_architecture(path: str | Path, network: str | None, config: dict[str, Any]) -> None:
+    """Refuse the file ``path`` for torchvision's ``network`` (its builder's name) where timm's ``config``, the
+    ``config.json`` beside it, names another architecture than timm's of that network (:data:`SAME_NETWORK`), or
+    that one built otherwise (:func:`_built_otherwise`); nothing where there is no such file or no network is named.
 
     Raises:
         CnnlabError: one line naming both and what would fit.
     """
-    config = timm_config(path)
+    config = _timms(config)
     architecture = config.get("architecture")
     if network is None or architecture is None:
         return
@@ -241,11 +245,11 @@ def _built_otherwise(config: dict[str, Any]) -> str | None:
     return f"model_args {', '.join(f'{k}={args[k]!r}' for k in others)}" if others else None
 
 
-def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path,
-                     network: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: str | None,
+                     config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, under torchvision's key names where it is a timm ConvNeXt's, EfficientNet's,
-    RegNet's or VGG's, and what was done in words for the page (naming the ``architecture`` of timm's config.json
-    beside it, where there is one); else as it is, and ``""``.
+    RegNet's or VGG's, and what was done in words for the page (naming the ``architecture`` of timm's ``config``, the
+    config.json beside it, where there is one); else as it is, and ``""``.
 
     Raises:
         CnnlabError: one line: it is timm's MobileNetV3 (its keys tell it: no config.json needed) and ``network``
@@ -260,6 +264,6 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path,
     layout, head = _layout(state)
     if layout is None:
         return state, ""
-    architecture = timm_config(path).get("architecture")
+    architecture = _timms(config).get("architecture")
     what = f"timm's {architecture} ({layout.family})" if architecture else f"timm's {layout.family}"
     return _under_torchvision_names(state, layout, head), f"{what} keys read under torchvision's {layout.family} names"

@@ -36,7 +36,6 @@ from typing import Any
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io import json_beside
 from cnnlab.models.torchvision_names import CONVNEXT_PARTS, convnext_block, renamed, wrapper_names
 
 _RESNET_STEM = re.compile(r"resnet\.embedder\.embedder\.(convolution|normalization)\.(\w+)")
@@ -146,17 +145,19 @@ def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return state if layout is None else renamed(state, layout.name, head)
 
 
-def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path,
+                     config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's,
     and what was done in words for the page; else as it is, and ``""``.
 
     Raises:
-        CnnlabError: one line: the ``config.json`` beside ``path`` makes it another network than torchvision's.
+        CnnlabError: one line: ``config``, the ``config.json`` beside ``path``, makes it another network than
+            torchvision's.
     """
     layout, head = _layout(state)
     if layout is None:
         return state, ""
-    difference = layout.difference(json_beside(path, "config.json"))
+    difference = layout.difference(config)
     if difference:
         raise CnnlabError(f"{path} holds Hugging Face Transformers' {layout.cls} weights of another network than "
                           f"torchvision's {layout.family}: {difference}, as config.json beside it says; expected "
