@@ -270,11 +270,11 @@ class Trained:
     def held_out_split(self, data: Any) -> str | None:
         """Which split of ``data`` (checked by :meth:`check_dataset`) the run's report, page and export check show:
         "test", or "validation" where it is drawn as the run drew its folder with ``--test-split 0`` (no test split;
-        :func:`drew_no_test_split`); None there for a run that held out nothing (no ``--val-split`` either: every
-        image of ``data`` trained it)."""
+        :func:`drew_no_test_split`); None there for a run that held out nothing (no ``--val-split`` either,
+        :func:`cnnlab.data.holds_out_nothing`: every image of ``data`` trained it)."""
         if not drew_no_test_split(self.checkpoint.get("dataset") or {}, data):
             return "test"
-        return "validation" if self.config.get("val_split") is not None else None
+        return None if holds_out_nothing(self.config) else "validation"
 
     def why_nothing_held_out(self) -> str:
         """What a run that held out nothing (:meth:`held_out_split` None) says where a page would show its held-out

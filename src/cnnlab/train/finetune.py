@@ -64,7 +64,7 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
     own = model.state_dict()
-    foreign, how = False, ""  # a state dict from elsewhere, not a cnnlab checkpoint; what was done to its keys
+    foreign, read = False, ""  # a state dict from elsewhere, not a cnnlab checkpoint; what was done to its keys
     try:
         ckpt = load_checkpoint(path)
     except ForeignCheckpointError as e:
@@ -73,6 +73,7 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         expected = "a cnnlab checkpoint, or a state dict of this model's network"
         state, how = network_keys(state_dict_in(e.held, path, expected), set(own), path, network)
         ckpt, foreign = {"model": state}, True
+        read = f", {how}" if how else ""
     source = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(source, dict):
         raise CnnlabError(f"--init-from {path}: the checkpoint holds no model weights")
@@ -92,7 +93,7 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         theirs = ckpt.get("in_channels", stem.shape[1] if first and stem is not None and stem.dim() == 4 else None)
         hint = f"; pass --channels {theirs} to read this dataset as the checkpoint's input" \
             if first and channels is not None and theirs in (1, 3) and theirs != channels else ""
-        whose = f"a state dict from elsewhere{f', {how}' if how else ''}" if foreign else \
+        whose = f"a state dict from elsewhere{read}" if foreign else \
             f"model {ckpt.get('model_name')!r}, {theirs} input channel(s)"
         raise CnnlabError(f"--init-from {path}: its weights ({whose}) do not fit this model: {len(body)} tensors "
                           f"besides the output layer differ, first {body[0]} (expected the same model and channels; "
@@ -100,7 +101,6 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     model.load_state_dict(fitting, strict=False)
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
     if foreign:
-        read = f", {how}" if how else ""
         return Initialised(f"initialised {kept} (a state dict{read}: no classes or normalisation recorded)"
                            + (f"; new: {', '.join(fresh)}" if fresh else ""), None, recorded=False)
     try:
