@@ -181,8 +181,9 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
     if data is None:
         # images whose side is chosen below 224 are chosen alike under every cap: stored under the 224 cap's key, which
         # a reader under any cap looks for (_read_as_chosen), they are decoded once whichever model decodes them first
+        # (under the 224 cap that key is this one: not worked out again)
         below = _cache_key(root, every_file, {**options, "image_size": _chosen_size(MAX_DEFAULT_SIZE)}) \
-            if image_size is None else None
+            if image_size is None and cap != MAX_DEFAULT_SIZE else None
         data = _decode_all(cache, key, name, root, listing.classes,
                            {"train": train_files, "test": held_files, "val": listing.val}, image_size, channels,
                            skip_bad, [split_note, *listing.notes], identity, fit, cap, below)
