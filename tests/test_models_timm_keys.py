@@ -455,3 +455,15 @@ def test_a_timm_body_saved_without_its_classifier_starts_a_run_and_is_refused_by
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"holds torchvision's {builder} without its classifier (no " \
         f"{', '.join(head)})" in err and f"cnnlab train imagenet-{builder} --init-from {path}" in err, err
+
+
+def test_a_timm_mobilenetv3_body_saved_without_its_classifier_is_refused_naming_why(tmp_path):
+    """timm's MobileNetV3 saved with num_classes=0 (no classifier keys) is still told by its keys, and refused for
+    torchvision's MobileNetV3 with the batch-norm epsilon's reason; it was read as no timm file at all."""
+    shapes = {"conv_stem.weight": (16, 3, 3, 3), "bn1.weight": (16,), "blocks.0.0.conv_dw.weight": (16, 1, 3, 3),
+              "conv_head.weight": (1280, 960, 1, 1), "conv_head.bias": (1280,)}
+    save_file({k: torch.zeros(v) for k, v in shapes.items()}, tmp_path / "model.safetensors")
+    with pytest.raises(CnnlabError, match=r"holds timm's MobileNetV3 weights \(its keys conv_stem, blocks, conv_head "
+                                          r"with a bias\), another network than torchvision's mobilenet_v3_large"):
+        init_from(create_model("imagenet-mobilenet_v3_large", num_classes=3, in_channels=3),
+                  tmp_path / "model.safetensors", channels=3, network="mobilenet_v3_large")

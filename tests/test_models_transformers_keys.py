@@ -358,3 +358,19 @@ def test_a_bare_transformers_body_of_another_network_is_refused_as_the_classifie
     with pytest.raises(CnnlabError, match=r"holds Hugging Face Transformers' ResNetModel weights of another network "
                                           r"than torchvision's ResNet: its bottlenecks stride on their first 1x1"):
         init_from(create_model("imagenet-resnet50", num_classes=4, in_channels=3), path, channels=3)
+
+
+def test_a_bare_transformers_body_inside_a_wrapper_is_read_under_its_prefix(tmp_path):
+    """A Lightning module holding AutoModel's bare ResNetModel as ``backbone`` and its own ``head`` saves
+    ``backbone.embedder...`` beside ``head.weight``: --init-from takes the body under that prefix, leaving out the
+    rest, and starts torchvision's fc fresh."""
+    theirs = torchvision.models.resnet18().eval()
+    saved = load_file(_bare_file(tmp_path / "hf", theirs, _resnet_key))
+    wrapped = {**{f"backbone.{k}": v for k, v in saved.items()}, "head.weight": torch.ones(3, 512),
+               "head.bias": torch.zeros(3)}
+    torch.save({"state_dict": wrapped, "epoch": 3}, tmp_path / "lightning.ckpt")
+    model = create_model("imagenet-resnet18", num_classes=3, in_channels=3)
+    done = init_from(model, tmp_path / "lightning.ckpt", classes=["a", "b", "c"], channels=3)
+    assert "ResNetModel keys read under torchvision's ResNet names, its keys under 'backbone.' without that prefix, " \
+        "leaving out 2 other tensor(s)" in done.line and done.line.endswith("new: fc.weight, fc.bias"), done.line
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in theirs.state_dict().items() if not k.startswith("fc."))

@@ -10,7 +10,9 @@ the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``
 Lightning module's attribute name, or several of them), which is dropped only when the keys then fit the network
 exactly (or the keys under one prefix alone do: :func:`without_prefix`). A Hugging Face Transformers ResNet's or
 ConvNeXt's ``save_pretrained`` weights are read under torchvision's names (:mod:`cnnlab.models.transformers_keys`),
-and so are timm's ConvNeXt's, EfficientNet's, RegNet's and VGG's (:mod:`cnnlab.models.timm_keys`).
+and so are timm's ConvNeXt's, EfficientNet's, RegNet's and VGG's (:mod:`cnnlab.models.timm_keys`). A backbone saved
+without its classifier is told as such (:func:`headless`): its body starts a fine-tuning run, and it is refused as a
+classifier, since it names no classes.
 Keras's files are told by their contents and refused with the way in (their ONNX export)."""
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ timm (pytorch-image-models) publishes its weights on the Hugging Face Hub as ``m
 Its ResNets, ResNeXts and DenseNets keep torchvision's key names; these four families are torchvision's networks
 under other names, the same logits for the same tensors, and are mapped here by structure (the stage's and the
 block's index and the part's role), so any depth maps alike, under a wrapper's names too (kept for
-:func:`~cnnlab.models.state_dict.without_prefix` to drop); nothing of timm is imported or run:
+:func:`~cnnlab.models.state_dict.without_prefix` to drop), and without the classifier where it was saved without
+one (``num_classes=0``, ``reset_classifier(0)``); nothing of timm is imported or run:
 
 - ConvNeXt: ``stem.0``/``stem.1`` are ``features.0.0``/``.1``; stage ``s``'s ``downsample`` is ``features.{2s}``,
   its block ``b`` ``features.{2s+1}.{b}``, whose ``conv_dw``, ``norm``, ``mlp.fc1`` and ``mlp.fc2`` are its

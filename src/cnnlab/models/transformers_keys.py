@@ -6,7 +6,8 @@ The CNN classifiers most used on the Hugging Face Hub are Transformers' own clas
 ConvNeXt; only the names differ. Here the names are mapped by structure, the stage's and the block's index and the
 part's role in the block, so any depth maps alike (under a wrapper's names too, a Lightning module's ``model.``,
 which are kept for :func:`~cnnlab.models.state_dict.without_prefix` to drop), and nothing of Transformers is imported
-or run:
+or run. Their bare bodies, ``ResNetModel`` and ``ConvNextModel`` (``AutoModel.from_pretrained``'s, saved without a
+classifier), name the same tensors without the body's ``resnet.``/``convnext.``, and are read alike:
 
 - ResNet: the stem's convolution and batch norm are ``conv1``/``bn1``; block ``b`` of stage ``s`` is
   ``layer{s+1}.{b}``, its ``layer.{i}`` convolution and batch norm ``conv{i+1}``/``bn{i+1}`` (two in a basic block,

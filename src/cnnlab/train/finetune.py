@@ -57,8 +57,9 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     DataParallel's ``module.``, or a Hugging Face Transformers ResNet's or ConvNeXt's or a timm ConvNeXt's,
     EfficientNet's, RegNet's or VGG's, read under torchvision's names: :func:`~cnnlab.models.state_dict.network_keys`,
     ``network`` the model's torchvision builder where it is one, whose architecture timm's config.json beside the
-    file must name): it names no classes and no normalisation, so its output layer is kept only where its shape
-    fits, and the input is normalised as :class:`Initialised` says.
+    file must name; a body saved without its classifier too, whose output layer then starts fresh): it names no
+    classes and no normalisation, so its output layer is kept only where its shape fits, and the input is
+    normalised as :class:`Initialised` says.
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
