@@ -96,3 +96,15 @@ def test_a_body_missing_more_than_its_head_is_named_as_not_fitting(tmp_path):
     with pytest.raises(CnnlabError, match=r"1 tensors besides the output layer differ, first layer4\.1\.conv2\.weight"):
         init_from(create_model("imagenet-resnet18", num_classes=3, in_channels=3), tmp_path / "body.pth",
                   classes=["a", "b", "c"], channels=3)
+
+
+def test_a_whole_network_beside_its_body_alone_is_taken_whole(tmp_path):
+    """A checkpoint keeping the whole network under ``model.`` and its body alone under ``backbone.`` (both fit once
+    the head may be absent) takes the whole one, as it did before bodies were read."""
+    state, body = _body("resnet18")
+    torch.save({**{f"model.{k}": v for k, v in state.items()}, **{f"backbone.{k}": v * 0 for k, v in body.items()}},
+               tmp_path / "both.pth")
+    model = create_model("imagenet-resnet18", num_classes=1000, in_channels=3)
+    done = init_from(model, tmp_path / "both.pth", channels=3)
+    assert "its keys under 'model.' without that prefix" in done.line and "new:" not in done.line, done.line
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())

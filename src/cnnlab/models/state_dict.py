@@ -286,7 +286,8 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str],
     (``module._orig_mod.``: a compiled model wrapped in ``DataParallel``). Where the keys do not all carry it, those
     under one prefix are taken if they alone fit: the network among other modules that keep tensors (a Lightning
     module's class-weighted loss, ``loss.weight``), the rest left out and said so. Two prefixes that fit (a student
-    and its teacher of one architecture) are ambiguous and none is taken. Exact fit is the test, so no key is ever
+    and its teacher of one architecture) are ambiguous and none is taken, unless one alone fits whole (the network
+    beside a copy of its body without the head). Exact fit is the test, so no key is ever
     matched to a tensor of another name.
     """
     needed = keys - optional
@@ -297,6 +298,8 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str],
     under = Counter(".".join(k.split(".")[:depth]) + "." for k in state for depth in range(1, k.count(".") + 1))
     fits = [head for head, count in under.items() if len(needed) <= count <= len(keys)
             and needed <= {k[len(head):] for k in state if k.startswith(head)} <= keys]
+    whole = [head for head in fits if under[head] == len(keys)]  # the network with its head before one without
+    fits = whole if len(whole) == 1 else fits
     if len(fits) != 1:  # none, or ambiguous
         return state, ""
     head = fits[0]
