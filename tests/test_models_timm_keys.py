@@ -427,3 +427,43 @@ def test_a_timm_inception_v3_file_is_refused_saying_why(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "timm's inception_v3 is fed (pixel - 0.5) / 0.5 as its " \
         "pretrained_cfg says, which cnnlab's Inception v3 makes itself from ImageNet's normalisation" in err, err
+
+
+@pytest.mark.parametrize("builder, key, timms_head, head", [
+    ("convnext_tiny", _convnext_key, "head.fc.", ("classifier.2.weight", "classifier.2.bias")),
+    ("efficientnet_b0", _efficientnet_key, "classifier.", ("classifier.1.weight", "classifier.1.bias")),
+])
+def test_a_timm_body_saved_without_its_classifier_starts_a_run_and_is_refused_by_explore(tmp_path, capsys, builder,
+                                                                                         key, timms_head, head):
+    """timm's network saved with num_classes=0 (or after reset_classifier(0): no head.fc / classifier): `train
+    imagenet-NAME --init-from` keeps its body bit for bit and starts the head fresh, saying so; `explore --weights`
+    refuses it in one line naming the missing head and the way in. Both took it for no timm file and said "tensors
+    besides the output layer differ" or listed every missing key."""
+    theirs = getattr(torchvision.models, builder)().eval()
+    path = _timm_file(tmp_path / "timm", theirs, key, builder, {"num_classes": 0})
+    save_file({k: v for k, v in load_file(path).items() if not k.startswith(timms_head)}, path)
+    model = create_model(f"imagenet-{builder}", num_classes=4, in_channels=3)
+    fresh = {k: v.clone() for k, v in model.state_dict().items() if k in head}
+    done = init_from(model, path, classes=["a", "b", "c", "d"], channels=3, network=builder)
+    family = "ConvNeXt" if builder.startswith("convnext") else "EfficientNet"
+    assert f"timm's {builder} ({family}) keys, no classifier among them, read under torchvision's {family} names" \
+        in done.line and done.line.endswith(f"new: {', '.join(head)}"), done.line
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in theirs.state_dict().items() if k not in head)
+    assert all(torch.equal(state[k], v) for k, v in fresh.items())
+    assert main(["explore", f"imagenet-{builder}", "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"holds torchvision's {builder} without its classifier (no " \
+        f"{', '.join(head)})" in err and f"cnnlab train imagenet-{builder} --init-from {path}" in err, err
+
+
+def test_a_timm_mobilenetv3_body_saved_without_its_classifier_is_refused_naming_why(tmp_path):
+    """timm's MobileNetV3 saved with num_classes=0 (no classifier keys) is still told by its keys, and refused for
+    torchvision's MobileNetV3 with the batch-norm epsilon's reason; it was read as no timm file at all."""
+    shapes = {"conv_stem.weight": (16, 3, 3, 3), "bn1.weight": (16,), "blocks.0.0.conv_dw.weight": (16, 1, 3, 3),
+              "conv_head.weight": (1280, 960, 1, 1), "conv_head.bias": (1280,)}
+    save_file({k: torch.zeros(v) for k, v in shapes.items()}, tmp_path / "model.safetensors")
+    with pytest.raises(CnnlabError, match=r"holds timm's MobileNetV3 weights \(its keys conv_stem, blocks, conv_head "
+                                          r"with a bias\), another network than torchvision's mobilenet_v3_large"):
+        init_from(create_model("imagenet-mobilenet_v3_large", num_classes=3, in_channels=3),
+                  tmp_path / "model.safetensors", channels=3, network="mobilenet_v3_large")

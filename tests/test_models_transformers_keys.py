@@ -287,3 +287,90 @@ def test_a_transformers_model_saved_inside_a_wrapper_is_read_under_its_prefix(tm
     done = init_from(model, tmp_path / "lightning.ckpt", classes=["a", "b", "c"], channels=3)
     assert "keys read under torchvision's ResNet names" in done.line and "new:" not in done.line, done.line
     assert all(torch.equal(model.state_dict()[k], v) for k, v in theirs.state_dict().items())
+
+
+def _bare_file(folder: Path, network: torch.nn.Module, key, config: dict | None = None) -> Path:
+    """``network``'s randomised weights saved in ``folder`` as a bare Transformers body's save_pretrained saves them
+    (``ResNetModel``, ``ConvNextModel``: ``AutoModel.from_pretrained``'s): the body's keys without the body's name
+    (``resnet.``, ``convnext.``), and no classifier."""
+    path = _transformers_file(folder, network, key, config)
+    state = {k.split(".", 1)[1]: v for k, v in load_file(path).items() if k.startswith(("resnet.", "convnext."))}
+    save_file(state, path, metadata={"format": "pt"})
+    return path
+
+
+# As Transformers' save_pretrained of ResNetModel / ConvNextModel names them (no resnet. / convnext., no classifier)
+BARE_WRITTEN = {"resnet18": ("embedder.embedder.convolution.weight", "encoder.stages.3.layers.1.layer.1.normalization"
+                             ".running_var"),
+                "resnet50": ("encoder.stages.0.layers.0.shortcut.convolution.weight",),
+                "convnext_tiny": ("embeddings.patch_embeddings.weight", "layernorm.weight",
+                                  "encoder.stages.0.layers.0.layer_scale_parameter")}
+
+
+@pytest.mark.parametrize("builder, key, head", [
+    ("resnet18", _resnet_key, ("fc.weight", "fc.bias")),
+    ("resnet50", _resnet_key, ("fc.weight", "fc.bias")),
+    ("convnext_tiny", _convnext_key, ("classifier.2.weight", "classifier.2.bias")),
+])
+def test_init_from_a_bare_transformers_body_keeps_it_and_starts_a_fresh_head(tmp_path, builder, key, head):
+    """`train imagenet-NAME --init-from model.safetensors` of a bare ResNetModel's or ConvNextModel's save (the body
+    AutoModel.from_pretrained gives, no classifier): every tensor of the body comes back bit for bit, the head
+    keeps its fresh initialisation and the line says so; it was refused ("... tensors besides the output layer
+    differ")."""
+    theirs = getattr(torchvision.models, builder)().eval()
+    cls = "ConvNextModel" if builder.startswith("convnext") else "ResNetModel"
+    config = {"architectures": [cls], "model_type": "convnext" if cls == "ConvNextModel" else "resnet"}
+    path = _bare_file(tmp_path / "hf", theirs, key, config)
+    assert set(BARE_WRITTEN[builder]) <= set(load_file(path)) and not any("classifier" in k for k in load_file(path))
+    model = create_model(f"imagenet-{builder}", num_classes=4, in_channels=3)
+    fresh = {k: v.clone() for k, v in model.state_dict().items() if k in head}
+    done = init_from(model, path, classes=["a", "b", "c", "d"], channels=3, network=builder)
+    family = "ConvNeXt" if cls == "ConvNextModel" else "ResNet"
+    assert f"Hugging Face Transformers' {cls} keys read under torchvision's {family} names" in done.line
+    assert done.line.endswith(f"new: {', '.join(head)}"), done.line
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in theirs.state_dict().items() if k not in head)
+    assert all(torch.equal(state[k], v) for k, v in fresh.items())
+
+
+@pytest.mark.parametrize("command", ["explore", "summary", "predict"])
+def test_a_bare_transformers_body_is_refused_by_explore_in_one_line_naming_the_missing_head(tmp_path, capsys,
+                                                                                             command):
+    """explore, summary and predict of `imagenet-resnet50 --weights` a bare ResNetModel's file: there is no
+    classifier, so no classes: one line, exit code 2, naming the head's keys and the way in (train --init-from);
+    it was a long line of every missing key under torchvision's names, the file's own keys unread."""
+    path = _bare_file(tmp_path / "hf", torchvision.models.resnet50(), _resnet_key, {"architectures": ["ResNetModel"]})
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    images = [str(tmp_path / "photo.png")] if command == "predict" else []
+    assert main([command, "imagenet-resnet50", "--weights", str(path), *images]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{path} (Hugging Face Transformers' ResNetModel keys read under torchvision's ResNet names) holds " \
+        "torchvision's resnet50 without its classifier (no fc.weight, fc.bias): a body names no classes and " \
+        "predicts none" in err and f"cnnlab train imagenet-resnet50 --init-from {path}" in err, err
+
+
+def test_a_bare_transformers_body_of_another_network_is_refused_as_the_classifiers_are(tmp_path):
+    """A bare ResNetModel whose config.json makes it ResNet v1 (downsample_in_bottleneck) is refused by name, as
+    ResNetForImageClassification's file is, rather than loaded into torchvision's v1.5 body."""
+    config = {"architectures": ["ResNetModel"], "downsample_in_bottleneck": True}
+    path = _bare_file(tmp_path / "hf", torchvision.models.resnet50(), _resnet_key, config)
+    with pytest.raises(CnnlabError, match=r"holds Hugging Face Transformers' ResNetModel weights of another network "
+                                          r"than torchvision's ResNet: its bottlenecks stride on their first 1x1"):
+        init_from(create_model("imagenet-resnet50", num_classes=4, in_channels=3), path, channels=3)
+
+
+def test_a_bare_transformers_body_inside_a_wrapper_is_read_under_its_prefix(tmp_path):
+    """A Lightning module holding AutoModel's bare ResNetModel as ``backbone`` and its own ``head`` saves
+    ``backbone.embedder...`` beside ``head.weight``: --init-from takes the body under that prefix, leaving out the
+    rest, and starts torchvision's fc fresh."""
+    theirs = torchvision.models.resnet18().eval()
+    saved = load_file(_bare_file(tmp_path / "hf", theirs, _resnet_key))
+    wrapped = {**{f"backbone.{k}": v for k, v in saved.items()}, "head.weight": torch.ones(3, 512),
+               "head.bias": torch.zeros(3)}
+    torch.save({"state_dict": wrapped, "epoch": 3}, tmp_path / "lightning.ckpt")
+    model = create_model("imagenet-resnet18", num_classes=3, in_channels=3)
+    done = init_from(model, tmp_path / "lightning.ckpt", classes=["a", "b", "c"], channels=3)
+    assert "ResNetModel keys read under torchvision's ResNet names, its keys under 'backbone.' without that prefix, " \
+        "leaving out 2 other tensor(s)" in done.line and done.line.endswith("new: fc.weight, fc.bias"), done.line
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in theirs.state_dict().items() if not k.startswith("fc."))

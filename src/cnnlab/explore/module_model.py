@@ -511,7 +511,9 @@ class ModuleModel(TorchModel):
             state, unread = read_weights(given.weights, expected)
             state = network_state(name, state)
             model, channels, classes = backbone_for(name, state)
-            how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected, builder)
+            how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected, builder,
+                                       way_for_body=f"fine-tune a classifier on this body with cnnlab train {name} "
+                                       f"--init-from {given.weights}")
             note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how, unread)}"
         exported = _exported_of(given.weights, name) if given.weights is not None else None
         if exported is not None:  # a cnnlab export of this network: fed as its run was, its classes named

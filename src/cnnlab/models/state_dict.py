@@ -10,7 +10,9 @@ the network lacks (``module.`` from ``DataParallel``/``DistributedDataParallel``
 Lightning module's attribute name, or several of them), which is dropped only when the keys then fit the network
 exactly (or the keys under one prefix alone do: :func:`without_prefix`). A Hugging Face Transformers ResNet's or
 ConvNeXt's ``save_pretrained`` weights are read under torchvision's names (:mod:`cnnlab.models.transformers_keys`),
-and so are timm's ConvNeXt's, EfficientNet's, RegNet's and VGG's (:mod:`cnnlab.models.timm_keys`).
+and so are timm's ConvNeXt's, EfficientNet's, RegNet's and VGG's (:mod:`cnnlab.models.timm_keys`). A backbone saved
+without its classifier is told as such (:func:`headless`): its body starts a fine-tuning run, and it is refused as a
+classifier, since it names no classes.
 Keras's files are told by their contents and refused with the way in (their ONNX export)."""
 
 from __future__ import annotations
@@ -273,25 +275,31 @@ def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torc
     return value
 
 
-def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:
+def without_prefix(state: dict[str, torch.Tensor], keys: set[str],
+                   optional: frozenset[str] = frozenset()) -> tuple[dict[str, torch.Tensor], str]:
     """``state`` with its keys read without the leading names the network's ``keys`` lack, where the keys then are
-    exactly those; else as it is. Returns it and what was done, in words for the page (``""``: nothing).
+    exactly those, or those but the ``optional`` ones (its output layer's: a body saved without its classifier);
+    else as it is. Returns it and what was done, in words for the page (``""``: nothing).
 
     The prefix is whole dotted names, the fewest that make the keys fit: ``module.`` (``DataParallel``),
     ``_orig_mod.`` (a ``torch.compile``d model), ``model.`` (a Lightning module's attribute), or several of them
     (``module._orig_mod.``: a compiled model wrapped in ``DataParallel``). Where the keys do not all carry it, those
     under one prefix are taken if they alone fit: the network among other modules that keep tensors (a Lightning
     module's class-weighted loss, ``loss.weight``), the rest left out and said so. Two prefixes that fit (a student
-    and its teacher of one architecture) are ambiguous and none is taken. Exact fit is the test, so no key is ever
+    and its teacher of one architecture) are ambiguous and none is taken, unless one alone fits whole (the network
+    beside a copy of its body without the head). Exact fit is the test, so no key is ever
     matched to a tensor of another name.
     """
-    if not state or keys <= set(state):
+    needed = keys - optional
+    if not state or needed <= set(state):
         return state, ""
-    # the prefixes that as many keys carry as the network has, the only ones that can fit (a network of thousands
-    # of tensors is not searched once per prefix)
+    # the prefixes that as many keys carry as the network has (or lacking only optional ones), the only ones that can
+    # fit (a network of thousands of tensors is not searched once per prefix)
     under = Counter(".".join(k.split(".")[:depth]) + "." for k in state for depth in range(1, k.count(".") + 1))
-    fits = [head for head, count in under.items() if count == len(keys)
-            and {k[len(head):] for k in state if k.startswith(head)} == keys]
+    fits = [head for head, count in under.items() if len(needed) <= count <= len(keys)
+            and needed <= {k[len(head):] for k in state if k.startswith(head)} <= keys]
+    whole = [head for head in fits if under[head] == len(keys)]  # the network with its head before one without
+    fits = whole if len(whole) == 1 else fits
     if len(fits) != 1:  # none, or ambiguous
         return state, ""
     head = fits[0]
@@ -301,8 +309,8 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str]) -> tuple[dict
     return {k[len(head):]: v for k, v in state.items() if k.startswith(head)}, how
 
 
-def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Path,
-                 network: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Path, network: str | None = None,
+                 optional: frozenset[str] = frozenset()) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, with its keys as the network's ``keys`` name them where they are another
     tool's for the same tensors: without a prefix the network lacks (:func:`without_prefix`), DenseNet's older names
     as today's (:func:`~cnnlab.models.pretrained_quirks.densenet_new_keys`), or, where they are a
@@ -314,6 +322,8 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
     Args:
         network: torchvision's builder of the network (``"convnext_tiny"``), where it is one: timm's config.json
             beside ``path`` must then name timm's architecture of it.
+        optional: the keys ``state`` may lack and still fit under a prefix (the output layer's,
+            :func:`output_keys`: a body saved without its classifier).
 
     Raises:
         CnnlabError: one line: the ``config.json`` beside a Transformers file makes it another network than
@@ -322,19 +332,19 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
     """
     config = json_beside(path, "config.json")  # timm's or Transformers', read once for both
     timm_keys.check_architecture(path, network, config)  # before any fit: timm's tf_efficientnet_b0 has b0's keys
-    state, how = without_prefix(state, keys)
-    if how or keys <= set(state):  # a network whose own names are Transformers' reads them as they are
+    state, how = without_prefix(state, keys, optional)
+    if how or keys - optional <= set(state):  # a network whose own names are Transformers' reads them as they are
         return state, how
     current = densenet_new_keys(state)
     if current.keys() != state.keys():  # torchvision's hosted DenseNet files, and files saved by its older versions
-        state, how = without_prefix(current, keys)
+        state, how = without_prefix(current, keys, optional)
         return state, ", ".join(filter(None, ("DenseNet's older key names (norm.1) read as today's (norm1)", how)))
     state, renamed = transformers_keys.torchvision_keys(state, path, config)
     if not renamed:
         state, renamed = timm_keys.torchvision_keys(state, path, network, config)
     if not renamed:
         return state, ""
-    state, how = without_prefix(state, keys)  # a wrapper's names before them (a Lightning module's model.)
+    state, how = without_prefix(state, keys, optional)  # a wrapper's names before them (a Lightning module's model.)
     return state, ", ".join(filter(None, (renamed, how)))
 
 
@@ -346,11 +356,37 @@ def loaded_note(path: str | Path, how: str, unread: tuple[str, ...] = ()) -> str
     return f"{path} (read weights-only" + (f", {how}" if how else "") + f"{left})."
 
 
+def output_layer(model: nn.Module) -> str | None:
+    """The name of ``model``'s last module (in definition order) that owns parameters, its classifier's output
+    layer; None for a model without parameters."""
+    owners = [name for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    return owners[-1] if owners else None
+
+
+def output_keys(model: nn.Module) -> frozenset[str]:
+    """The state-dict keys of ``model``'s output layer (:func:`output_layer`)."""
+    layer = output_layer(model)
+    return frozenset(key for key in model.state_dict() if key.rsplit(".", 1)[0] == layer)
+
+
+def headless(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of ``model``'s output layer (:func:`output_keys`) where ``state`` is the rest of its network: a
+    backbone saved without its classifier (after ``model.fc = nn.Identity()``, timm's ``num_classes=0``,
+    Transformers' ``ResNetModel``); [] otherwise."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    return missing if missing and set(state) <= set(own) and set(missing) <= output_keys(model) else []
+
+
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
-                         expected: str, network: str | None = None) -> str:
+                         expected: str, network: str | None = None, *, way_for_body: str = "") -> str:
     """Put ``state`` into ``model`` exactly (strict: every key, every shape), reading keys under a prefix the
     model lacks without it when they then fit, and a Transformers or timm network's under torchvision's names
     (:func:`network_keys`; ``network`` its torchvision builder, where it is one).
+
+    A file of the network without its classifier (:func:`headless`) names no classes, and a fresh head's outputs
+    are no predictions: it is refused saying so, and ``way_for_body`` (what to do with such a body: fine-tune a head
+    on it) where given.
 
     Returns:
         What was done to the keys, in words for the page (``"its keys without their 'module.' prefix"``), or
@@ -361,11 +397,16 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path:
             torchvision's names where a Transformers or timm file's were read so), or why a Transformers or timm
             file is another network.
     """
-    state, how = network_keys(state, set(model.state_dict()), path, network)
+    state, how = network_keys(state, set(model.state_dict()), path, network, output_keys(model))
+    read = f" ({how})" if how else ""
+    missing = headless(model, state)
+    if missing:
+        raise CnnlabError(f"{path}{read} holds {what} without its classifier (no {', '.join(missing)}): a body "
+                          f"names no classes and predicts none; expected {expected} with its classifier"
+                          + (f", or {way_for_body}" if way_for_body else ""))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
         detail = summary(" ".join(str(e).split()).split(": ", 1)[-1], 200)  # past "Error(s) in loading ...:"
-        read = f" ({how})" if how else ""
         raise CnnlabError(f"{path}{read} does not fit {what}: {detail}; expected {expected}") from None
     return how

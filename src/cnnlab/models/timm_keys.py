@@ -5,7 +5,8 @@ timm (pytorch-image-models) publishes its weights on the Hugging Face Hub as ``m
 Its ResNets, ResNeXts and DenseNets keep torchvision's key names; these four families are torchvision's networks
 under other names, the same logits for the same tensors, and are mapped here by structure (the stage's and the
 block's index and the part's role), so any depth maps alike, under a wrapper's names too (kept for
-:func:`~cnnlab.models.state_dict.without_prefix` to drop); nothing of timm is imported or run:
+:func:`~cnnlab.models.state_dict.without_prefix` to drop), and without the classifier where it was saved without
+one (``num_classes=0``, ``reset_classifier(0)``); nothing of timm is imported or run:
 
 - ConvNeXt: ``stem.0``/``stem.1`` are ``features.0.0``/``.1``; stage ``s``'s ``downsample`` is ``features.{2s}``,
   its block ``b`` ``features.{2s+1}.{b}``, whose ``conv_dw``, ``norm``, ``mlp.fc1`` and ``mlp.fc2`` are its
@@ -64,8 +65,9 @@ _NONE_SAME = dict.fromkeys(_MOBILENETV3S, _MOBILENETV3_WHY)
 # says, it would be renormalised twice
 _NONE_SAME["inception_v3"] = "timm's inception_v3 is fed (pixel - 0.5) / 0.5 as its pretrained_cfg says, which " \
     "cnnlab's Inception v3 makes itself from ImageNet's normalisation"
-# timm's MobileNetV3 keys: its EfficientNet's, but a head convolution with a bias and no batch norm after it
-_MOBILENETV3_SIGNATURE = ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias", "classifier.weight")
+# timm's MobileNetV3 keys: its EfficientNet's, but a head convolution with a bias and no batch norm after it (the
+# classifier's are absent from a file saved without it)
+_MOBILENETV3_SIGNATURE = ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias")
 # timm's model arguments that leave the network evaluated as its architecture's default: the input channels and
 # classes (which the keys' shapes tell), dropouts, and the pooling where it is the average
 _UNCHANGED_BY = {"in_chans", "num_classes", "drop_rate", "drop_path_rate", "drop_block_rate", "global_pool"}
@@ -158,25 +160,27 @@ def _vgg_names(keys: Collection[str]) -> Callable[[str], str | None]:
 
 @dataclass(frozen=True)
 class Layout:
-    """A timm family whose weights are a torchvision network's: its name, the keys that tell it (its stem's first),
-    and how its keys are named in torchvision, given all of them."""
+    """A timm family whose weights are a torchvision network's: its name, the keys of its body that tell it (its
+    stem's first), its classifier's weight (absent from a file saved without it: ``num_classes=0``,
+    ``reset_classifier(0)``), and how its keys are named in torchvision, given all of them."""
 
     family: str
     signature: tuple[str, ...]
+    classifier: str
     names: Callable[[Collection[str]], Callable[[str], str | None]]
 
 
-LAYOUTS = (Layout("ConvNeXt", ("stem.0.weight", "stages.0.blocks.0.conv_dw.weight", "head.fc.weight"),
+LAYOUTS = (Layout("ConvNeXt", ("stem.0.weight", "stages.0.blocks.0.conv_dw.weight"), "head.fc.weight",
                   _convnext_names),
-           Layout("EfficientNet", ("conv_stem.weight", "conv_head.weight", "bn2.weight", "classifier.weight"),
+           Layout("EfficientNet", ("conv_stem.weight", "conv_head.weight", "bn2.weight"), "classifier.weight",
                   _efficientnet_names),
-           Layout("RegNet", ("stem.conv.weight", "s1.b1.conv1.conv.weight", "head.fc.weight"), _regnet_names),
-           Layout("VGG", ("features.0.weight", "pre_logits.fc1.weight", "head.fc.weight"), _vgg_names))
+           Layout("RegNet", ("stem.conv.weight", "s1.b1.conv1.conv.weight"), "head.fc.weight", _regnet_names),
+           Layout("VGG", ("features.0.weight", "pre_logits.fc1.weight"), "head.fc.weight", _vgg_names))
 
 
 def _layout(state: dict[str, torch.Tensor]) -> tuple[Layout | None, str]:
-    """The timm family whose keys ``state`` has (its signature's keys all there), perhaps all under a wrapper's
-    names, and those names ("": none); or ``(None, "")``."""
+    """The timm family whose keys ``state`` has (its signature's keys all there, its classifier's perhaps not),
+    perhaps all under a wrapper's names, and those names ("": none); or ``(None, "")``."""
     for layout in LAYOUTS:
         head = wrapper_names(state, layout.signature[:1])
         if all(head + key in state for key in layout.signature):
@@ -266,4 +270,6 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: 
         return state, ""
     architecture = _timms(config).get("architecture")
     what = f"timm's {architecture} ({layout.family})" if architecture else f"timm's {layout.family}"
-    return _under_torchvision_names(state, layout, head), f"{what} keys read under torchvision's {layout.family} names"
+    bare = "" if head + layout.classifier in state else ", no classifier among them,"
+    return _under_torchvision_names(state, layout, head), \
+        f"{what} keys{bare} read under torchvision's {layout.family} names"

@@ -6,7 +6,8 @@ The CNN classifiers most used on the Hugging Face Hub are Transformers' own clas
 ConvNeXt; only the names differ. Here the names are mapped by structure, the stage's and the block's index and the
 part's role in the block, so any depth maps alike (under a wrapper's names too, a Lightning module's ``model.``,
 which are kept for :func:`~cnnlab.models.state_dict.without_prefix` to drop), and nothing of Transformers is imported
-or run:
+or run. Their bare bodies, ``ResNetModel`` and ``ConvNextModel`` (``AutoModel.from_pretrained``'s, saved without a
+classifier), name the same tensors without the body's ``resnet.``/``convnext.``, and are read alike:
 
 - ResNet: the stem's convolution and batch norm are ``conv1``/``bn1``; block ``b`` of stage ``s`` is
   ``layer{s+1}.{b}``, its ``layer.{i}`` convolution and batch norm ``conv{i+1}``/``bn{i+1}`` (two in a basic block,
@@ -48,8 +49,6 @@ _CONVNEXT_DOWNSAMPLING = re.compile(r"convnext\.encoder\.stages\.(\d+)\.downsamp
 _CONVNEXT_BLOCK = re.compile(r"convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(?:(dwconv|layernorm|pwconv1|pwconv2)"
                              r"\.(\w+)|(layer_scale_parameter))")
 _CONVNEXT_PART = dict(zip(("dwconv", "layernorm", "pwconv1", "pwconv2"), CONVNEXT_PARTS, strict=True))
-# The stems' convolutions, whose keys every such file has: what names a wrapper put before them shows there
-_STEM_KEYS = ("resnet.embedder.embedder.convolution.weight", "convnext.embeddings.patch_embeddings.weight")
 
 
 def _resnet_name(key: str) -> str | None:
@@ -104,63 +103,100 @@ def _convnext_difference(config: dict[str, Any]) -> str | None:
 
 @dataclass(frozen=True)
 class Layout:
-    """A Transformers class whose weights are a torchvision network's: its name, the torchvision family, the top
-    name of its body's keys (``base_model_prefix``), how a key is named in torchvision, and how its config.json
-    can make it another network."""
+    """A Transformers class whose weights are a torchvision network's: its name and its bare body's (the class
+    without a classifier, ``AutoModel``'s), the torchvision family, the top name of its body's keys
+    (``base_model_prefix``) and the body's own top names, its stem convolution's key within the body, how a key is
+    named in torchvision, and how its config.json can make it another network."""
 
     cls: str
+    bare: str
     family: str
     body: str
+    parts: frozenset[str]
+    stem: str
     name: Callable[[str], str | None]
     difference: Callable[[dict[str, Any]], str | None]
 
 
-LAYOUTS = (Layout("ResNetForImageClassification", "ResNet", "resnet", _resnet_name, _resnet_difference),
-           Layout("ConvNextForImageClassification", "ConvNeXt", "convnext", _convnext_name, _convnext_difference))
+LAYOUTS = (Layout("ResNetForImageClassification", "ResNetModel", "ResNet", "resnet", frozenset({"embedder", "encoder"}),
+                  "embedder.embedder.convolution.weight", _resnet_name, _resnet_difference),
+           Layout("ConvNextForImageClassification", "ConvNextModel", "ConvNeXt", "convnext",
+                  frozenset({"embeddings", "encoder", "layernorm"}), "embeddings.patch_embeddings.weight",
+                  _convnext_name, _convnext_difference))
 
 
-def _layout(state: dict[str, torch.Tensor]) -> tuple[Layout | None, str]:
-    """The Transformers class whose ``save_pretrained`` keys ``state`` has (every key under its body's name or its
-    ``classifier``, its stem among them), perhaps all under a wrapper's names, and those names ("": none); or
-    ``(None, "")``."""
-    head = wrapper_names(state, _STEM_KEYS)
-    under = [key[len(head):] for key in state if key.startswith(head)]
-    tops = {key.split(".", 1)[0] for key in under}
-    layout = next((layout for layout in LAYOUTS if layout.body in tops and tops <= {layout.body, "classifier"}
-                   and any(layout.name(key) in ("conv1.weight", "features.0.0.weight") for key in under)), None)
-    return layout, head if layout is not None else ""
+@dataclass(frozen=True)
+class Found:
+    """A Transformers layout found in a state dict: the names a wrapper put before its keys ("": none), and whether
+    they are a bare body's (``ResNetModel``'s, ``AutoModel.from_pretrained``'s save: its keys without the body's
+    name, and no classifier)."""
+
+    layout: Layout
+    head: str
+    bare: bool
+
+    @property
+    def cls(self) -> str:
+        """The Transformers class that saved the keys."""
+        return self.layout.bare if self.bare else self.layout.cls
+
+    def name(self, key: str) -> str | None:
+        """torchvision's name of the tensor ``key`` (under the wrapper's names); None for a key of no place there."""
+        if not self.bare:
+            return self.layout.name(key)
+        return self.layout.name(f"{self.layout.body}.{key}") if key.split(".", 1)[0] in self.layout.parts else None
+
+
+def _found(state: dict[str, torch.Tensor]) -> Found | None:
+    """The Transformers class whose ``save_pretrained`` keys ``state`` has, perhaps all under a wrapper's names: a
+    classifier's (every key under its body's name or its ``classifier``) or a bare body's (every key under the
+    body's own top names); its stem among them. None for another state dict."""
+    for layout in LAYOUTS:
+        names = wrapper_names(state, (layout.stem,))  # the stem's key tells what comes before it
+        if names + layout.stem not in state:
+            continue
+        body = f"{layout.body}."
+        classifier = names == body or names.endswith(f".{body}")
+        head = names[:-len(body)] if classifier else names
+        tops = {key[len(head):].split(".", 1)[0] for key in state if key.startswith(head)}
+        if tops <= ({layout.body, "classifier"} if classifier else layout.parts):
+            return Found(layout, head, not classifier)
+    return None
 
 
 def transformers_layout(state: dict[str, torch.Tensor]) -> Layout | None:
-    """The Transformers class whose ``save_pretrained`` keys ``state`` has, perhaps under a wrapper's names (every
-    key under its body's name or its ``classifier``, its stem among them), or None."""
-    return _layout(state)[0]
+    """The Transformers class whose ``save_pretrained`` keys ``state`` has, perhaps under a wrapper's names (a
+    classifier's or its bare body's, :func:`_found`), or None."""
+    found = _found(state)
+    return found.layout if found is not None else None
 
 
 def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's
-    (:func:`transformers_layout`), a wrapper's names before them kept, and a key of no place there kept as it is (a
-    strict load names it); else as it is."""
-    layout, head = _layout(state)
-    return state if layout is None else renamed(state, layout.name, head)
+    """``state`` under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's, with its
+    classifier or bare (:func:`transformers_layout`), a wrapper's names before them kept, and a key of no place there
+    kept as it is (a strict load names it); else as it is."""
+    found = _found(state)
+    return state if found is None else renamed(state, found.name, found.head)
 
 
 def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path,
                      config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """``state``, read from ``path``, under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's,
-    and what was done in words for the page; else as it is, and ``""``.
+    """``state``, read from ``path``, under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's
+    (a bare body's too, which has no classifier's keys), and what was done in words for the page; else as it is,
+    and ``""``.
 
     Raises:
         CnnlabError: one line: ``config``, the ``config.json`` beside ``path``, makes it another network than
             torchvision's.
     """
-    layout, head = _layout(state)
-    if layout is None:
+    found = _found(state)
+    if found is None:
         return state, ""
+    layout = found.layout
     difference = layout.difference(config)
     if difference:
-        raise CnnlabError(f"{path} holds Hugging Face Transformers' {layout.cls} weights of another network than "
+        raise CnnlabError(f"{path} holds Hugging Face Transformers' {found.cls} weights of another network than "
                           f"torchvision's {layout.family}: {difference}, as config.json beside it says; expected "
                           f"weights of torchvision's architecture (Transformers' defaults)")
-    return renamed(state, layout.name, head), \
-        f"Hugging Face Transformers' {layout.cls} keys read under torchvision's {layout.family} names"
+    return renamed(state, found.name, found.head), \
+        f"Hugging Face Transformers' {found.cls} keys read under torchvision's {layout.family} names"

@@ -28,7 +28,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import stored_normalize
-from cnnlab.models.state_dict import network_keys, state_dict_in
+from cnnlab.models.state_dict import network_keys, output_keys, output_layer, state_dict_in
 from cnnlab.runs.checkpoint import load_checkpoint
 
 
@@ -57,8 +57,9 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     DataParallel's ``module.``, or a Hugging Face Transformers ResNet's or ConvNeXt's or a timm ConvNeXt's,
     EfficientNet's, RegNet's or VGG's, read under torchvision's names: :func:`~cnnlab.models.state_dict.network_keys`,
     ``network`` the model's torchvision builder where it is one, whose architecture timm's config.json beside the
-    file must name): it names no classes and no normalisation, so its output layer is kept only where its shape
-    fits, and the input is normalised as :class:`Initialised` says.
+    file must name; a body saved without its classifier too, whose output layer then starts fresh): it names no
+    classes and no normalisation, so its output layer is kept only where its shape fits, and the input is
+    normalised as :class:`Initialised` says.
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
@@ -71,7 +72,8 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         if e.held is None:  # not read at all (a pickle of objects, a TorchScript archive): its line says why
             raise
         expected = "a cnnlab checkpoint, or a state dict of this model's network"
-        state, how = network_keys(state_dict_in(e.held, path, expected), set(own), path, network)
+        state, how = network_keys(state_dict_in(e.held, path, expected), set(own), path, network,
+                                  output_keys(model))
         ckpt, foreign = {"model": state}, True
         read = f", {how}" if how else ""
     source = ckpt.get("ema") or ckpt.get("model")
@@ -114,10 +116,10 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
 
 def last_layer(model: nn.Module) -> nn.Module:
     """The last module (in definition order) that owns parameters: the classifier's output layer."""
-    owners = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
-    if not owners:
+    name = output_layer(model)
+    if name is None:
         raise CnnlabError("the model has no parameters to train")
-    return owners[-1]
+    return model.get_submodule(name)
 
 
 def freeze_body(model: nn.Module) -> int:
