@@ -551,8 +551,8 @@ def test_an_iphones_heic_photos_are_named_with_how_to_read_them(tmp_path, home, 
     for k in range(3):
         (root / "bird" / f"IMG_{k}.heic").write_bytes(HEIC_HEAD + bytes(64))
     with pytest.raises(DataError, match=r"class 'bird' has no images \(expected files ending in .*\); they are HEIC "
-                                        r"photos \(an iPhone's format\), not read here: pip install \"cnnlab\[heic\]\" to read them, or "
-                                        r"save them as JPEG"):
+                                        r"photos \(an iPhone's format\), not read here: pip install "
+                                        r"\"cnnlab\[heic\]\" to read them, or save them as JPEG"):
         load_dataset(f"folder:{root}", image_size=16)
 
 

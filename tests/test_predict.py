@@ -170,8 +170,8 @@ def test_an_iphones_heic_photo_is_named_with_how_to_read_it(tmp_path, heif_absen
     (tmp_path / "photos").mkdir()
     photo = tmp_path / "photos" / "IMG_0001.HEIC"
     photo.write_bytes(head + bytes(64))
-    advice = 'pip install "cnnlab[heic]" to read it, or save it as JPEG (on the iPhone: Settings > Camera > Formats > ' \
-        'Most Compatible)'
+    advice = 'pip install "cnnlab[heic]" to read it, or save it as JPEG (on the iPhone: Settings > Camera > ' \
+        'Formats > Most Compatible)'
     with pytest.raises(CnnlabError, match=re.escape(f"image {photo} is a HEIC photo (an iPhone's format), which is "
                                                     "not read here; expected PNG, JPEG,")) as refused:
         load_image(photo)

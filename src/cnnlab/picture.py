@@ -17,6 +17,7 @@ a picture (a :class:`ShorterSide`: the same resize and crop, at the processor's 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import math
 import warnings
@@ -126,9 +127,9 @@ PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "AVIF", "
 
 
 # HEIF, the format an iPhone saves its photos in unless told otherwise, is read only with a Pillow plugin (pillow-heif,
-# a libheif binding: the `heic` extra), registered the first time a picture's format or name ending is asked for, never
-# at import. Without it, where such files are passed over or refused, the line says what they are and how to read
-# them, not only which formats are read.
+# a libheif binding: the `heic` extra), imported and registered when the first HEIF file is opened, never at import
+# nor for other pictures. Without it, where such files are passed over or refused, the line says what they are and how
+# to read them, not only which formats are read.
 HEIF = "HEIF"
 HEIF_SUFFIXES = (".heic", ".heif", ".hif")
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
@@ -145,8 +146,15 @@ RAW_ADVICE = "export a JPEG or TIFF from your camera's software"
 
 @functools.cache
 def heif_read() -> bool:
-    """Whether HEIF photos are read here: pillow-heif is installed (``pip install "cnnlab[heic]"``), its Pillow
-    opener registered by this first call."""
+    """Whether HEIF photos are read here: pillow-heif is installed (``pip install "cnnlab[heic]"``). Asked without
+    importing it."""
+    return importlib.util.find_spec("pillow_heif") is not None
+
+
+@functools.cache
+def _heif_opener() -> bool:
+    """Register pillow-heif's opener with Pillow (the first HEIF file opened does); False where it cannot be
+    imported."""
     try:
         import pillow_heif  # a libheif binding, optional and loaded only here
     except ImportError:
@@ -155,10 +163,10 @@ def heif_read() -> bool:
     return True
 
 
-def picture_formats() -> tuple[str, ...]:
-    """The formats :func:`read_picture` and a folder of images open: :data:`PICTURE_FORMATS`, and HEIF where
-    :func:`heif_read`."""
-    return (*PICTURE_FORMATS, HEIF) if heif_read() else PICTURE_FORMATS
+def picture_formats(source: bytes | Path) -> tuple[str, ...]:
+    """The formats :func:`read_picture` and a folder of images open ``source`` (a file's bytes or its path) with:
+    :data:`PICTURE_FORMATS`, and HEIF for a HEIF file where :func:`heif_read`."""
+    return (*PICTURE_FORMATS, HEIF) if heif_read() and _is_heif(source) and _heif_opener() else PICTURE_FORMATS
 
 
 def refused_suffixes() -> tuple[str, ...]:
@@ -185,15 +193,15 @@ def unread_photos_note(files: Iterable[Path]) -> str:
     heif = [] if heif_read() else [f for f in files if Path(f).suffix.lower() in HEIF_SUFFIXES]
     raw = [RAW_FORMATS[Path(f).suffix.lower()] for f in files if Path(f).suffix.lower() in RAW_FORMATS]
     note = ""
-    for found, kind, what in ((heif, "a HEIC photo", "(an iPhone's format), not read here: "),
-                              (raw, "a raw camera file", "")):
+    for found, a_kind, kinds in ((heif, "a HEIC photo", "HEIC photos"), (raw, "a raw camera file", "raw camera files")):
         if not found:
             continue
         one = len(found) == 1
         some = ("it is" if one else "they are") if len(found) == len(files) else \
             f"{len(found)} of them {'is' if one else 'are'}"
-        tail = f"{what}{_heif_advice('it' if one else 'them')}" if found is heif else _raw_line(found)
-        note += f"; {some} {kind if one else kind.split(' ', 1)[1] + 's'} {tail}"
+        what = f"(an iPhone's format), not read here: {_heif_advice('it' if one else 'them')}" if found is heif else \
+            _raw_line(found)
+        note += f"; {some} {a_kind if one else kinds} {what}"
     return note
 
 
@@ -244,11 +252,11 @@ def _refuse_raw_tiff(im: Image.Image, name: str) -> None:
 @functools.cache
 def picture_extensions() -> tuple[str, ...]:
     """The file name endings of :func:`picture_formats` as Pillow registers them (``.jfif``, ``.jpe`` and ``.avif``
-    among them; ``.heic`` and ``.heif`` with pillow-heif), lower case: the files a folder of images, ``predict`` and
+    among them; :data:`HEIF_SUFFIXES` with pillow-heif), lower case: the files a folder of images, ``predict`` and
     the explorer's ``--images`` read. Asked for, not computed at import: Pillow imports all its format plugins to list
     them."""
-    formats = picture_formats()  # registers HEIF's endings first, where it is read
-    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in formats))
+    known = (ext for ext, fmt in Image.registered_extensions().items() if fmt in PICTURE_FORMATS)
+    return tuple(sorted((*known, *(HEIF_SUFFIXES if heif_read() else ()))))
 
 
 class PixelRangeError(ValueError):
@@ -293,7 +301,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     raw = _raw_format(source)
     if raw:
         raise CnnlabError(f"{name} is a raw camera file {_raw_line([raw])}")
-    formats = picture_formats()
+    formats = picture_formats(source)
     try:
         with warnings.catch_warnings():
             # Pillow warns (not raises) between its own MAX_IMAGE_PIXELS and twice that; our limit below is lower.

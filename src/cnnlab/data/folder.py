@@ -566,7 +566,8 @@ class _BadImage(Exception):
 def _open(path: Path, data: bytes | None = None):
     """``path`` opened as an image (its header read), or ``data``, its bytes read already."""
     try:  # a .png that is an icon is not decoded to be opened
-        return Image.open(path if data is None else io.BytesIO(data), formats=picture_formats())
+        source = path if data is None else data
+        return Image.open(path if data is None else io.BytesIO(data), formats=picture_formats(source))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise _BadImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
