@@ -277,3 +277,17 @@ def test_a_folders_raw_camera_files_are_named_where_they_are_passed_over(tmp_pat
     with pytest.raises(CnnlabError, match=f"class 'kite' has no images \\(expected files ending in .*\\); it is a raw "
                                           f"camera file \\(Sony ARW\\), {RAW_LINE}$"):
         load_dataset(f"folder:{root}", image_size=12)
+
+
+def test_a_csv_row_naming_a_raw_camera_file_says_what_it_is(tmp_path, home):
+    root = tmp_path / "shots"
+    (root / "images").mkdir(parents=True)
+    for k in range(6):
+        rng_image(k, (12, 12), "L").save(root / "images" / f"{k}.png")
+    (root / "images" / "DSC_0001.NEF").write_bytes(b"II*\x00" + bytes(64))
+    rows = "".join(f"images/{k}.png,{'ab'[k % 2]}\n" for k in range(6))
+    (root / "labels.csv").write_text(f"file,label\n{rows}images/DSC_0001.NEF,a\n")
+    line = (f"row 8: images/DSC_0001.NEF is not of an image format read here \\(expected a file ending in .*\\); "
+            f"it is a raw camera file \\(Nikon NEF\\), {RAW_LINE}$")
+    with pytest.raises(CnnlabError, match=line):
+        load_dataset(f"folder:{root}", image_size=12)

@@ -470,14 +470,15 @@ def _bilinear(picture: np.ndarray, height: int, width: int) -> np.ndarray:
 def _reduce_decode(im: Image.Image, height: int, width: int) -> None:
     """Have a large JPEG (above :data:`REDUCED_DECODE_PIXELS`) decode at the smallest scale, of 1/2, 1/4 and 1/8,
     that leaves :data:`REDUCED_DECODE_MARGIN` times the size it is fitted to along each side, whichever way its EXIF
-    orientation turns it; other formats and smaller pictures decode whole (``Image.draft`` does nothing for them).
+    orientation turns it; other formats and smaller pictures decode whole (``Image.draft`` does nothing for them, and
+    is not asked of a HEIF photo).
 
     Only for pictures that are padded: a folder model's pictures are decoded whole, as its training decoded them
     (:func:`centre_crop`)."""
     w, h = im.size
     # JPEG's draft decodes the picture itself at a smaller scale; pillow-heif's decodes an embedded thumbnail instead,
     # another picture, which a model would be shown in place of the photo
-    if im.format != "JPEG" or w * h <= REDUCED_DECODE_PIXELS:
+    if im.format == HEIF or w * h <= REDUCED_DECODE_PIXELS:
         return
     scale = max(min(width / w, height / h), min(width / h, height / w)) * REDUCED_DECODE_MARGIN
     if scale < 1:
