@@ -104,6 +104,7 @@ def test_a_10_bit_heic_photo_is_rounded_to_8_bits_as_a_16_bit_png_is(tmp_path, m
     heif = _required().from_bytes(mode="RGB;16", size=(20, 10), data=np.full((10, 20, 3), 4096, np.uint16).tobytes())
     heif.add_frombytes(mode=mode, size=(32, 32), data=(ramp << 6).tobytes())  # 16-bit in, 10-bit kept
     heif.save(tmp_path / "hdr.heic", primary_index=1, **LOSSLESS)
+    pillow_heif.register_heif_opener()  # to ask its opener what it makes of the file
     opened = Image.open(tmp_path / "hdr.heic")
     assert opened.info["bit_depth"] == 10 and opened.mode == ("RGB" if mode == "RGB;16" else "I;16")
     assert opened.size == (32, 32)  # the primary image
