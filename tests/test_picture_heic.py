@@ -113,6 +113,13 @@ def test_a_10_bit_heic_photo_is_rounded_to_8_bits_as_a_16_bit_png_is(tmp_path, m
     png = _twin(tmp_path / "twin.png", expected)
     for how in FITS:
         assert torch.equal(_read(tmp_path / "hdr.heic", 1, 32, **how), _read(png, 1, 32, **how)), how
+    exif = Image.Exif()
+    exif[0x0112] = 6  # and turned upright as an 8-bit photo is
+    turned = pillow_heif.from_bytes(mode=mode, size=(32, 32), data=(ramp << 6).tobytes())
+    turned.save(tmp_path / "turned.heic", exif=exif.tobytes(), **LOSSLESS)
+    png = _twin(tmp_path / "upright.png", np.rot90(expected, -1).copy())
+    for how in FITS:
+        assert torch.equal(_read(tmp_path / "turned.heic", 1, 32, **how), _read(png, 1, 32, **how)), how
 
 
 @needs_heif

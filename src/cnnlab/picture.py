@@ -551,11 +551,15 @@ def heif_in_8_bits(im: Image.Image) -> Image.Image:
     im.fp.seek(0)
     heif = pillow_heif.open_heif(im.fp, convert_hdr_to_8bit=False)
     primary = heif[heif.primary_index]
-    values = np.asarray(primary).astype(np.uint32) >> (16 - bits)  # pillow-heif gives 16 bits: the value shifted up
+    values = np.asarray(primary).astype(np.uint32)
+    values >>= 16 - bits  # pillow-heif gives 16 bits: the value shifted up
     top = 2**bits - 1
-    # round half up in integers (a float copy of a 48-megapixel photo is over a GiB); with an odd top no value is
-    # halfway, so this is numpy's rint of v * 255 / top
-    values = ((values * 510 + top) // (2 * top)).astype(np.uint8)
+    # round half up in integers, in place (a float copy of a 48-megapixel photo is over a GiB); with an odd top no
+    # value is halfway, so this is numpy's rint of v * 255 / top
+    values *= 510
+    values += top
+    values //= 2 * top
+    values = values.astype(np.uint8)
     out = Image.fromarray(values, "L" if values.ndim == 2 else "RGBA" if values.shape[2] == 4 else "RGB")
     out.info = dict(im.info)
     return out
