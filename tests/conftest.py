@@ -28,3 +28,15 @@ def _torch_global_flags():
     resume(), or sets them itself), which would otherwise carry over into every later test of the same worker."""
     with torch_switches_restored():
         yield
+
+
+@pytest.fixture
+def heif_absent(monkeypatch):
+    """cnnlab as it reads pictures without pillow-heif (the ``heic`` extra), whether or not it is installed: HEIC
+    photos are named and refused. (tests/test_picture_heic.py checks the same in a process that cannot import it.)"""
+    from cnnlab import picture
+
+    monkeypatch.setattr(picture, "heif_read", lambda: False)
+    picture.picture_extensions.cache_clear()  # its endings were listed with HEIF's where pillow-heif is installed
+    yield
+    picture.picture_extensions.cache_clear()

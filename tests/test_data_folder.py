@@ -538,20 +538,21 @@ def test_a_model_takes_its_classes_in_either_unicode_form():
 HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
 
 
-def test_an_iphones_heic_photos_are_named_with_how_to_get_jpegs(tmp_path, home):
+def test_an_iphones_heic_photos_are_named_with_how_to_read_them(tmp_path, home, heif_absent):
     root = tmp_path / "pets"
     write_classes(root, {"cat": 6, "dog": 6})
     (root / "cat" / "IMG_0001.HEIC").write_bytes(HEIC_HEAD + bytes(64))
     (root / "cat" / "notes.txt").write_text("x")
     data = load_dataset(f"folder:{root}", image_size=16)
-    assert data.notices[0].endswith("; 1 of them is a HEIC photo (an iPhone's format), not read here: save it as "
-                                    "JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or convert "
-                                    "it (the Mac's Preview, or pillow-heif)")
+    assert data.notices[0].endswith("; 1 of them is a HEIC photo (an iPhone's format), not read here: pip install "
+                                    "\"cnnlab[heic]\" to read it, or save it as JPEG (on the iPhone: Settings > "
+                                    "Camera > Formats > Most Compatible)")
     (root / "bird").mkdir()  # a class of HEIC photos alone: its refusal says what they are
     for k in range(3):
         (root / "bird" / f"IMG_{k}.heic").write_bytes(HEIC_HEAD + bytes(64))
     with pytest.raises(DataError, match=r"class 'bird' has no images \(expected files ending in .*\); they are HEIC "
-                                        r"photos \(an iPhone's format\), not read here: save them as JPEG"):
+                                        r"photos \(an iPhone's format\), not read here: pip install "
+                                        r"\"cnnlab\[heic\]\" to read them, or save them as JPEG"):
         load_dataset(f"folder:{root}", image_size=16)
 
 

@@ -906,7 +906,8 @@ def test_an_unreadable_image_is_refused_with_the_flag_that_leaves_it_out(lenet, 
     assert not (tmp_path / "p.html").exists()
 
 
-def test_an_iphones_heic_photo_among_the_images_is_said_not_passed_over(lenet, grey_folder, tmp_path, capsys):
+def test_an_iphones_heic_photo_among_the_images_is_said_not_passed_over(lenet, grey_folder, tmp_path, capsys,
+                                                                          heif_absent):
     """An iPhone's HEIC photo among --images was left out without a word (predict reports it); it is refused with how
     to get a JPEG, as an unreadable picture is, and --skip-bad-images leaves it out and names it on the page."""
     from cnnlab.cli import main

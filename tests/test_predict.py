@@ -164,17 +164,18 @@ def test_a_cielab_tiff_is_read_for_grey_and_rgb_models(tmp_path):
     assert torch.equal(grey[0], torch.from_numpy(np.array(as_rgb.convert("L"))).float() / 255)
 
 
-def test_an_iphones_heic_photo_is_named_with_how_to_get_a_jpeg(tmp_path):
+def test_an_iphones_heic_photo_is_named_with_how_to_read_it(tmp_path, heif_absent):
     # The first bytes of a HEIC photo: an ISO file whose ftyp box names the HEIF brand "heic" (AVIF names "avif").
     head = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
     (tmp_path / "photos").mkdir()
     photo = tmp_path / "photos" / "IMG_0001.HEIC"
     photo.write_bytes(head + bytes(64))
-    advice = "save it as JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or convert it"
+    advice = 'pip install "cnnlab[heic]" to read it, or save it as JPEG (on the iPhone: Settings > Camera > ' \
+        'Formats > Most Compatible)'
     with pytest.raises(CnnlabError, match=re.escape(f"image {photo} is a HEIC photo (an iPhone's format), which is "
                                                     "not read here; expected PNG, JPEG,")) as refused:
         load_image(photo)
-    assert str(refused.value).endswith(f": {advice} (the Mac's Preview, or pillow-heif)")
+    assert str(refused.value).endswith(f": {advice}")
     with pytest.raises(CnnlabError, match=re.escape("the upload is a HEIC photo")):  # by its header: no name
         decode_upload(photo.read_bytes(), 3, 32)
     with pytest.raises(CnnlabError, match=re.escape(f"holds no image files (expected .png, .jpg, ... directly inside "
@@ -184,7 +185,7 @@ def test_an_iphones_heic_photo_is_named_with_how_to_get_a_jpeg(tmp_path):
     with pytest.raises(CnnlabError, match=re.escape("or class subfolders of them); it is a HEIC photo")):
         list_images(photo.parent)  # the explorer's --images
     other = tmp_path / "photos" / "x.png"  # another format of the same box structure is not called HEIC
-    other.write_bytes(head.replace(b"heic", b"crx ") + bytes(64))
+    other.write_bytes(head.replace(b"heic", b"qt  ") + bytes(64))  # a QuickTime film's (Canon's CR3 is a raw file)
     with pytest.raises(CnnlabError, match="is not an image of a format read here"):
         load_image(other)
 
@@ -691,7 +692,7 @@ def test_cli_predicts_a_folder_reports_the_bad_file_and_exits_2(folder, tmp_path
     assert len(json.loads(capsys.readouterr().out)) == 3
 
 
-def test_an_iphones_heic_photo_in_a_folder_is_reported_not_passed_over(folder, tmp_path, capsys):
+def test_an_iphones_heic_photo_in_a_folder_is_reported_not_passed_over(folder, tmp_path, capsys, heif_absent):
     # A folder of photos with an iPhone's among them: the HEIC photo was left out of the listing, so predict answered
     # the others and exited 0 without a word about it
     (folder / "broken.png").unlink()
@@ -703,8 +704,8 @@ def test_an_iphones_heic_photo_in_a_folder_is_reported_not_passed_over(folder, t
     assert [line.split(":")[0] for line in out.splitlines()] == [str(folder / n) for n in ("B.PNG", "a.png", "c.png")]
     assert err == (f"cnnlab predict: error: image {folder / 'IMG_0001.HEIC'} is a HEIC photo (an iPhone's format), "
                    "which is not read here; expected PNG, JPEG, BMP, DIB, GIF, TIFF, WEBP, AVIF, JPEG2000, PPM, TGA, "
-                   "PCX, QOI, SGI: save it as JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or "
-                   "convert it (the Mac's Preview, or pillow-heif)\n")
+                   "PCX, QOI, SGI: pip install \"cnnlab[heic]\" to read it, or save it as JPEG (on the iPhone: "
+                   "Settings > Camera > Formats > Most Compatible)\n")
     # a photo saved as JPEG under a .heic name is read as the picture it is
     (folder / "IMG_0001.HEIC").write_bytes((folder / "a.png").read_bytes())
     assert main(["predict", ckpt, str(folder), "--device", "cpu"]) == 0

@@ -17,6 +17,7 @@ a picture (a :class:`ShorterSide`: the same resize and crop, at the processor's 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import math
 import warnings
@@ -30,10 +31,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, summary
 
-__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RESAMPLING",
+__all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RAW_FORMATS", "RESAMPLING",
            "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "Letterbox", "PixelRangeError", "ShorterSide", "as_hw",
-           "as_its_library_feeds", "centre_crop", "decoding", "heif_note", "letterbox_fit", "minimum_rectangle",
-           "read_picture"]
+           "as_its_library_feeds", "centre_crop", "decoding", "heif_in_8_bits", "heif_read", "letterbox_fit",
+           "minimum_rectangle", "picture_formats", "read_picture", "refused_suffixes", "unread_photos_note"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -125,52 +126,137 @@ PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "AVIF", "
                    "SGI")
 
 
-# HEIF, the format an iPhone saves its photos in unless told otherwise, is not among them: Pillow reads it only with a
-# plugin (pillow-heif, a libheif binding) that cnnlab does not take on. Where such files are passed over or refused,
-# the line says what they are and how to get JPEGs, not only which formats are read.
+# HEIF, the format an iPhone saves its photos in unless told otherwise, is read only with a Pillow plugin (pillow-heif,
+# a libheif binding: the `heic` extra), imported and registered when the first HEIF file is opened, never at import
+# nor for other pictures. Without it, where such files are passed over or refused, the line says what they are and how
+# to read them, not only which formats are read.
+HEIF = "HEIF"
 HEIF_SUFFIXES = (".heic", ".heif", ".hif")
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
+HEIF_EXTRA = 'pip install "cnnlab[heic]"'
+
+# A camera's raw files hold the sensor's readings, not a picture: they are made one by a raw converter (demosaicking,
+# white balance, a tone curve), which is the camera maker's or the user's choice. Several are TIFF files whose first
+# image is a small preview that Pillow would open as the photo, so they are named and refused before any is opened.
+RAW_FORMATS = {".dng": "Adobe DNG", ".cr2": "Canon CR2", ".cr3": "Canon CR3", ".nef": "Nikon NEF",
+               ".arw": "Sony ARW", ".raf": "Fujifilm RAF", ".orf": "Olympus ORF", ".rw2": "Panasonic RW2",
+               ".pef": "Pentax PEF", ".srw": "Samsung SRW"}
+RAW_ADVICE = "export a JPEG or TIFF from your camera's software"
+
+
+@functools.cache
+def heif_read() -> bool:
+    """Whether HEIF photos are read here: pillow-heif is installed (``pip install "cnnlab[heic]"``). Asked without
+    importing it."""
+    return importlib.util.find_spec("pillow_heif") is not None
+
+
+@functools.cache
+def _heif_opener() -> bool:
+    """Register pillow-heif's opener with Pillow (the first HEIF file opened does); False where it cannot be
+    imported."""
+    try:
+        import pillow_heif  # a libheif binding, optional and loaded only here
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def picture_formats(source: bytes | Path) -> tuple[str, ...]:
+    """The formats :func:`read_picture` and a folder of images open ``source`` (a file's bytes or its path) with:
+    :data:`PICTURE_FORMATS`, and HEIF for a HEIF file where :func:`heif_read`."""
+    return (*PICTURE_FORMATS, HEIF) if heif_read() and _is_heif(source) and _heif_opener() else PICTURE_FORMATS
+
+
+def refused_suffixes() -> tuple[str, ...]:
+    """The name endings of files that are photos but not read here (raw camera files, and HEIC without pillow-heif):
+    listed beside the pictures of a folder named to ``predict`` or the explorer, so that each is refused by name
+    rather than passed over without a word."""
+    return (*RAW_FORMATS, *(() if heif_read() else HEIF_SUFFIXES))
 
 
 def _heif_advice(them: str) -> str:
-    return (f"save {them} as JPEG (on the iPhone: Settings > Camera > Formats > Most Compatible) or convert {them} "
-            "(the Mac's Preview, or pillow-heif)")
+    return (f"{HEIF_EXTRA} to read {them}, or save {them} as JPEG (on the iPhone: Settings > Camera > Formats > Most "
+            "Compatible)")
 
 
-def heif_note(files: Iterable[Path]) -> str:
-    """``"; 3 of them are HEIC photos, ..."``: what to do with the HEIF files (by their names) among ``files``, files
-    passed over as no picture read here; ``""`` where there are none."""
+def _raw_line(kinds: Iterable[str]) -> str:
+    return f"({', '.join(sorted(set(kinds)))}), not read here: {RAW_ADVICE}"
+
+
+def unread_photos_note(files: Iterable[Path]) -> str:
+    """``"; 3 of them are HEIC photos, ..."``: what the photos not read here among ``files`` (files passed over as no
+    picture read here) are, by their names, and how to read them: HEIC photos without pillow-heif, raw camera
+    files; ``""`` where there are none."""
     files = list(files)
-    heif = [f for f in files if Path(f).suffix.lower() in HEIF_SUFFIXES]
-    if not heif:
-        return ""
-    one = len(heif) == 1
-    some = ("it is" if one else "they are") if len(heif) == len(files) else \
-        f"{len(heif)} of them {'is' if one else 'are'}"
-    return f"; {some} {'a HEIC photo' if one else 'HEIC photos'} (an iPhone's format), not read here: " \
-        f"{_heif_advice('it' if one else 'them')}"
+    heif = [] if heif_read() else [f for f in files if Path(f).suffix.lower() in HEIF_SUFFIXES]
+    raw = [RAW_FORMATS[Path(f).suffix.lower()] for f in files if Path(f).suffix.lower() in RAW_FORMATS]
+    note = ""
+    for found, a_kind, kinds in ((heif, "a HEIC photo", "HEIC photos"), (raw, "a raw camera file", "raw camera files")):
+        if not found:
+            continue
+        one = len(found) == 1
+        some = ("it is" if one else "they are") if len(found) == len(files) else \
+            f"{len(found)} of them {'is' if one else 'are'}"
+        what = f"(an iPhone's format), not read here: {_heif_advice('it' if one else 'them')}" if found is heif else \
+            _raw_line(found)
+        note += f"; {some} {a_kind if one else kinds} {what}"
+    return note
+
+
+def _head(source: bytes | Path, n: int) -> bytes:
+    """The first ``n`` bytes of a file or upload (none where the file cannot be read)."""
+    if isinstance(source, bytes):
+        return source[:n]
+    try:
+        with source.open("rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
 
 
 def _is_heif(source: bytes | Path) -> bool:
     """Whether a file or upload is a HEIF picture, by its header (an ISO file whose ``ftyp`` box names a HEIF
     brand: AVIF, read here, names its own)."""
-    try:
-        if isinstance(source, bytes):
-            head = source[:12]
-        else:
-            with source.open("rb") as f:
-                head = f.read(12)
-    except OSError:
-        return False
+    head = _head(source, 12)
     return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+def _raw_format(source: bytes | Path) -> str | None:
+    """The raw camera format of a file (by its name ending) or upload (by its header, where it has one of its own:
+    Canon's, Fujifilm's, Olympus's and Panasonic's), or None. A DNG under another name is told by its TIFF tags once
+    opened (:func:`_refuse_raw_tiff`)."""
+    if isinstance(source, Path) and source.suffix.lower() in RAW_FORMATS:
+        return RAW_FORMATS[source.suffix.lower()]
+    head = _head(source, 16)
+    if head[:4] == b"II*\x00" and head[8:10] == b"CR":
+        return RAW_FORMATS[".cr2"]
+    if head[4:12] == b"ftypcrx ":
+        return RAW_FORMATS[".cr3"]
+    if head.startswith(b"FUJIFILMCCD-RAW"):
+        return RAW_FORMATS[".raf"]
+    if head[:4] in (b"IIRO", b"IIRS", b"MMOR"):
+        return RAW_FORMATS[".orf"]
+    if head[:4] == b"IIU\x00":
+        return RAW_FORMATS[".rw2"]
+    return None
+
+
+def _refuse_raw_tiff(im: Image.Image, name: str) -> None:
+    """Refuse a DNG opened as the TIFF it is (its DNGVersion tag, 50706): what Pillow reads of it is a preview."""
+    if im.format == "TIFF" and 50706 in getattr(im, "tag_v2", {}):
+        raise CnnlabError(f"{name} is a raw camera file {_raw_line([RAW_FORMATS['.dng']])}")
 
 
 @functools.cache
 def picture_extensions() -> tuple[str, ...]:
-    """The file name endings of :data:`PICTURE_FORMATS` as Pillow registers them (``.jfif``, ``.jpe`` and ``.avif``
-    among them), lower case: the files a folder of images, ``predict`` and the explorer's ``--images`` read. Asked
-    for, not computed at import: Pillow imports all its format plugins to list them."""
-    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in PICTURE_FORMATS))
+    """The file name endings of :func:`picture_formats` as Pillow registers them (``.jfif``, ``.jpe`` and ``.avif``
+    among them; :data:`HEIF_SUFFIXES` with pillow-heif), lower case: the files a folder of images, ``predict`` and
+    the explorer's ``--images`` read. Asked for, not computed at import: Pillow imports all its format plugins to list
+    them."""
+    known = (ext for ext, fmt in Image.registered_extensions().items() if fmt in PICTURE_FORMATS)
+    return tuple(sorted((*known, *(HEIF_SUFFIXES if heif_read() else ()))))
 
 
 class PixelRangeError(ValueError):
@@ -212,12 +298,17 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
         raise CnnlabError(f"{name} is empty (0 bytes), expected a PNG or JPEG file")
     if nbytes > max_bytes:
         raise CnnlabError(f"{name} is {nbytes / 2**20:.1f} MiB, expected at most {max_bytes // 2**20} MiB")
+    raw = _raw_format(source)
+    if raw:
+        raise CnnlabError(f"{name} is a raw camera file {_raw_line([raw])}")
+    formats = picture_formats(source)
     try:
         with warnings.catch_warnings():
             # Pillow warns (not raises) between its own MAX_IMAGE_PIXELS and twice that; our limit below is lower.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,  # the header only
-                            formats=PICTURE_FORMATS) as im:
+                            formats=formats) as im:
+                _refuse_raw_tiff(im, name)
                 w, h = im.size
                 if w * h > max_pixels:
                     raise CnnlabError(f"{name} is {w} x {h} = {w * h / 1e6:.0f} megapixels, expected at most "
@@ -228,7 +319,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
                     pixels = as_its_library_feeds(im, height, width, channels, fit)
                 else:
                     _reduce_decode(im, height, width)
-                    im = ImageOps.exif_transpose(im)  # decodes the pixels
+                    im = ImageOps.exif_transpose(heif_in_8_bits(im))  # decodes the pixels
                     im = _flatten(im, background=255 if invert else 0, rgb=channels == 3)
                     pixels = np.asarray(_fit_and_pad(im, height, width), dtype=np.uint8)
     except Image.DecompressionBombError:
@@ -237,11 +328,12 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     except PixelRangeError as e:
         raise CnnlabError(f"{name} is {e}") from None
     except UnidentifiedImageError:
+        if _is_heif(source) and HEIF in formats:  # pillow-heif's opener found it unreadable
+            raise CnnlabError(f"cannot decode {name}: a HEIC photo, truncated or corrupt") from None
         if _is_heif(source):
             raise CnnlabError(f"{name} is a HEIC photo (an iPhone's format), which is not read here; expected "
-                              f"{', '.join(PICTURE_FORMATS)}: {_heif_advice('it')}") from None
-        raise CnnlabError(f"{name} is not an image of a format read here (expected {', '.join(PICTURE_FORMATS)})") \
-            from None
+                              f"{', '.join(formats)}: {_heif_advice('it')}") from None
+        raise CnnlabError(f"{name} is not an image of a format read here (expected {', '.join(formats)})") from None
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, CnnlabError):
             raise
@@ -318,7 +410,7 @@ def as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int
     and ``center_crop``, PIL backend): the shorter side to its length, the longer truncated as above, with its
     Pillow filter, then the centre cropped, its offsets ``(side - crop) // 2``, as the processor's ``load_image``
     reads a file (EXIF orientation applied, RGB)."""
-    im = _alpha_dropped(ImageOps.exif_transpose(im), channels == 3)
+    im = _alpha_dropped(ImageOps.exif_transpose(heif_in_8_bits(im)), channels == 3)
     if isinstance(fit, ShorterSide):
         w, h = im.size
         short, length = min(w, h), fit.length or width
@@ -378,12 +470,15 @@ def _bilinear(picture: np.ndarray, height: int, width: int) -> np.ndarray:
 def _reduce_decode(im: Image.Image, height: int, width: int) -> None:
     """Have a large JPEG (above :data:`REDUCED_DECODE_PIXELS`) decode at the smallest scale, of 1/2, 1/4 and 1/8,
     that leaves :data:`REDUCED_DECODE_MARGIN` times the size it is fitted to along each side, whichever way its EXIF
-    orientation turns it; other formats and smaller pictures decode whole (``Image.draft`` does nothing for them).
+    orientation turns it; other formats and smaller pictures decode whole (``Image.draft`` does nothing for them, and
+    is not asked of a HEIF photo).
 
     Only for pictures that are padded: a folder model's pictures are decoded whole, as its training decoded them
     (:func:`centre_crop`)."""
     w, h = im.size
-    if w * h <= REDUCED_DECODE_PIXELS:
+    # JPEG's draft decodes the picture itself at a smaller scale; pillow-heif's decodes an embedded thumbnail instead,
+    # another picture, which a model would be shown in place of the photo
+    if im.format == HEIF or w * h <= REDUCED_DECODE_PIXELS:
         return
     scale = max(min(width / w, height / h), min(width / h, height / w)) * REDUCED_DECODE_MARGIN
     if scale < 1:
@@ -403,6 +498,7 @@ def centre_crop(im: Image.Image, size: int | tuple[int, int], channels: int) -> 
         PixelRangeError: a 32-bit grey image with values of no known range (see :func:`_to_8bit`).
         OSError, ValueError, SyntaxError, Image.DecompressionBombError: Pillow's, for a truncated or corrupt file.
     """
+    im = heif_in_8_bits(im)
     im.load()  # the full decode: a truncated file fails here, not at open
     im = _alpha_dropped(im, channels == 3)
     height, width = as_hw(size)
@@ -437,6 +533,36 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         top = 65535.0
     # 8-bit = round(16-bit / 257) maps the two ranges onto each other (65535 -> 255)
     return Image.fromarray(np.clip(np.rint(values * (255 / top)), 0, 255).astype(np.uint8), "L")
+
+
+def heif_in_8_bits(im: Image.Image) -> Image.Image:
+    """An opened HEIF photo of more than 8 bits (an iPhone's HDR photos are 10-bit) decoded in 8 bits as a 16-bit PNG
+    is (:func:`_to_8bit`): each value scaled from its range to 255 and rounded, ``round(v * 255 / 1023)`` for 10
+    bits, where pillow-heif's opener drops the low bits (``v >> 2``, up to a level darker); other images unchanged,
+    not decoded yet.
+
+    Its primary image, as the opener reads it, the container's rotation and mirroring applied (libheif's; the EXIF
+    orientation it keeps says 1)."""
+    bits = im.info.get("bit_depth", 8) if im.format == HEIF else 8
+    if bits <= 8:
+        return im
+    import pillow_heif  # read_picture opened it, so it is there
+
+    im.fp.seek(0)
+    heif = pillow_heif.open_heif(im.fp, convert_hdr_to_8bit=False)
+    primary = heif[heif.primary_index]
+    values = np.asarray(primary).astype(np.uint32)
+    values >>= 16 - bits  # pillow-heif gives 16 bits: the value shifted up
+    top = 2**bits - 1
+    # round half up in integers, in place (a float copy of a 48-megapixel photo is over a GiB); with an odd top no
+    # value is halfway, so this is numpy's rint of v * 255 / top
+    values *= 510
+    values += top
+    values //= 2 * top
+    values = values.astype(np.uint8)
+    out = Image.fromarray(values, "L" if values.ndim == 2 else "RGBA" if values.shape[2] == 4 else "RGB")
+    out.info = dict(im.info)
+    return out
 
 
 def _alpha_dropped(im: Image.Image, rgb: bool) -> Image.Image:

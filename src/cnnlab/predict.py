@@ -33,7 +33,16 @@ from cnnlab.data.labels_csv import BYTES_COLUMN, files_named
 from cnnlab.errors import CnnlabError, ForeignCheckpointError, listed
 from cnnlab.inference import load_trained
 from cnnlab.io import check_output_file, writable_json, writable_text, write_csv
-from cnnlab.picture import HEIF_SUFFIXES, MAX_PIXELS, PAD, Fit, as_hw, heif_note, picture_extensions, read_picture
+from cnnlab.picture import (
+    MAX_PIXELS,
+    PAD,
+    Fit,
+    as_hw,
+    picture_extensions,
+    read_picture,
+    refused_suffixes,
+    unread_photos_note,
+)
 from cnnlab.runs.checkpoint import ELSEWHERE
 
 SIDE = 28  # Fashion-MNIST's side: the default of load_image
@@ -97,7 +106,8 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
     """``paths`` with every folder replaced by the image files directly inside it, sorted by name.
 
     An image file ends in one of :func:`cnnlab.picture.picture_extensions` (``.png``, ``.jpg``, ...), or is named
-    as an iPhone's HEIC photo; hidden files are skipped. A folder without any of the former is an error (a typo'd
+    as a photo that is not read here (:func:`cnnlab.picture.refused_suffixes`: a raw camera file, an iPhone's HEIC
+    photo without pillow-heif); hidden files are skipped. A folder without any of the former is an error (a typo'd
     folder should not pass as an empty batch); a listed file is kept whatever its suffix, so a bad one is reported
     by :func:`load_image`.
     """
@@ -121,10 +131,10 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                                   f"folder{'s' * several} {shown}: name {them} ({path / '*'}/) to classify "
                                   f"{their} images, or {_how_to_score(path)}")
             raise CnnlabError(f"folder {path} holds no image files (expected .png, .jpg, ... directly inside it)"
-                              f"{heif_note(path.iterdir())}")
-        # HEIC photos among the pictures are listed too, so that each is reported (with how to get a JPEG) and the
-        # exit code says so: passed over, an iPhone's photos went unanswered without a word
-        files += sorted(found + [p for p in entries if p.suffix.lower() in HEIF_SUFFIXES])
+                              f"{unread_photos_note(path.iterdir())}")
+        # photos not read here among the pictures are listed too, so that each is reported (with how to read it) and
+        # the exit code says so: passed over, an iPhone's or a camera's photos went unanswered without a word
+        files += sorted(found + [p for p in entries if p.suffix.lower() in refused_suffixes()])
     return files
 
 

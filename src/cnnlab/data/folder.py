@@ -81,15 +81,15 @@ from cnnlab.data.store import cache_root, format_bytes, in_memory_limit, is_memo
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.io import atomic_write, write_json
 from cnnlab.picture import (
-    PICTURE_FORMATS,
     Fit,
     PixelRangeError,
     ShorterSide,
     as_hw,
     as_its_library_feeds,
     centre_crop,
-    heif_note,
     picture_extensions,
+    picture_formats,
+    unread_photos_note,
 )
 
 __all__ = ["MAX_DEFAULT_SIZE", "MAX_ENLARGED_BYTES", "HOLDOUT", "csvs_to_name", "default_cap", "find_labels_csv",
@@ -236,7 +236,7 @@ def _list(path: Path) -> _Listing:
         ignored += more
     # a class folder of pictures in a format not read here lost them without a word
     passed_over = (f"ignored {len(ignored)} file(s) not of an image format read here (first: {ignored[0]}; the "
-                   f"formats: {' '.join(picture_extensions())}){heif_note(ignored)}") if ignored else ""
+                   f"formats: {' '.join(picture_extensions())}){unread_photos_note(ignored)}") if ignored else ""
     return _Listing(path, classes, train_files, held_files, val_files, held_dir and f"{held_dir.name}/",
                     val_dir and f"{val_dir.name}/", None,
                     [f"ignored {len(ignored)} non-image file(s)"] if ignored else [],
@@ -480,7 +480,7 @@ def _scan(split_dir: Path, known: tuple[str, ...] | None,
         images, other = _walk(d)
         if not images:
             raise DataError(f"{d}: class {d.name!r} has no images (expected files ending in "
-                            f"{', '.join(picture_extensions())}){heif_note(other)}")
+                            f"{', '.join(picture_extensions())}){unread_photos_note(other)}")
         ignored += other
         files += [_file(p, label) for p in images]
     return classes, files, ignored
@@ -566,7 +566,8 @@ class _BadImage(Exception):
 def _open(path: Path, data: bytes | None = None):
     """``path`` opened as an image (its header read), or ``data``, its bytes read already."""
     try:  # a .png that is an icon is not decoded to be opened
-        return Image.open(path if data is None else io.BytesIO(data), formats=PICTURE_FORMATS)
+        source = path if data is None else data
+        return Image.open(path if data is None else io.BytesIO(data), formats=picture_formats(source))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise _BadImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from cnnlab.data.split import SPLIT_NAMES
 from cnnlab.errors import DataError
-from cnnlab.picture import picture_extensions
+from cnnlab.picture import picture_extensions, unread_photos_note
 
 __all__ = ["BYTES_COLUMN", "CSV_NAMES", "FILE_COLUMNS", "LABEL_COLUMNS", "Labels", "NoLabelColumnError",
            "class_order", "files_named", "find_csv", "read_labels", "split_roles", "unread_note"]
@@ -417,7 +417,7 @@ class _Finder:
         candidates = names.whole.get(rel, [])
         if not candidates and (self.root / rel).is_file():
             raise DataError(f"{csv_file}, row {line}: {given} is not of an image format read here (expected a file "
-                            f"ending in {', '.join(picture_extensions())})")
+                            f"ending in {', '.join(picture_extensions())}){unread_photos_note([Path(rel)])}")
         if not candidates:
             image_suffix = rel.lower().endswith(picture_extensions())
             candidates = names.ends.get(rel, []) if image_suffix else names.stems.get(rel, [])

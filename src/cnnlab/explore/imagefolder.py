@@ -27,14 +27,14 @@ from cnnlab.data.labels_csv import NoLabelColumnError, class_order, unread_note
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.images import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from cnnlab.picture import (
-    HEIF_SUFFIXES,
     LETTERBOX_GREY,
     PAD,
     Fit,
     as_hw,
-    heif_note,
     picture_extensions,
     read_picture,
+    refused_suffixes,
+    unread_photos_note,
 )
 
 MAX_IMAGES = 200
@@ -154,7 +154,7 @@ def _pictures_of(folder: Path) -> tuple[list[tuple[Path, str | None]], tuple[str
     if not flat:
         files = [*folder.iterdir(), *(p for d in subfolders for p in d.iterdir())]
         raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
-                          f"or class subfolders of them){heif_note(files)}")
+                          f"or class subfolders of them){unread_photos_note(files)}")
     return [(p, None) for p in _pictures(folder, heif=True)], ()
 
 
@@ -168,9 +168,10 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _pictures(d: Path, heif: bool = False) -> list[Path]:
-    """The pictures directly inside ``d``, sorted; with ``heif``, an iPhone's HEIC photos beside them too, so that
-    each is said (with how to get a JPEG) rather than passed over."""
-    kinds = (*picture_extensions(), *HEIF_SUFFIXES) if heif else picture_extensions()
+    """The pictures directly inside ``d``, sorted; with ``heif``, the photos not read here beside them too (raw camera
+    files, HEIC photos without pillow-heif: :func:`cnnlab.picture.refused_suffixes`), so that each is said (with how
+    to read it) rather than passed over."""
+    kinds = (*picture_extensions(), *refused_suffixes()) if heif else picture_extensions()
     return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
 
 
