@@ -19,6 +19,13 @@ from typing import Any
 from cnnlab.explore.model import SIDES, Carried
 from cnnlab.explore.outputs import id2label_names
 from cnnlab.io import json_beside
+from cnnlab.models.normalisation_beside import (
+    PROCESSOR_SAYS,
+    TIMM_SAYS,
+    Said,
+    processor_normalisation,
+    timm_normalisation,
+)
 from cnnlab.models.timm_keys import timm_config
 from cnnlab.picture import RESAMPLING, ShorterSide
 
@@ -53,7 +60,7 @@ def hugging_face_carried(path: str | Path) -> Carried:
     if names:
         found.update(classes=names, classes_from="config.json beside it (id2label)")
     processor = json_beside(path, "preprocessor_config.json")
-    where = "preprocessor_config.json beside it"
+    where = PROCESSOR_SAYS
     size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
     edge = size.get("shortest_edge") if isinstance(size, dict) else None
     sides = input_sides(edge if edge is not None else size)
@@ -62,21 +69,13 @@ def hugging_face_carried(path: str | Path) -> Carried:
         found.update(size=sides, size_from=where)
         if framing:
             found.update(fit=framing, fit_from=where)
-    factor = processor.get("rescale_factor", 1 / 255)
-    rescaled = processor.get("do_rescale", True) is True and type(factor) in (int, float) and \
-        abs(factor - 1 / 255) < 1e-6
-    if processor.get("do_normalize", True) and rescaled:
-        found.update(_normalisation(processor.get("image_mean"), processor.get("image_std"), where))
+    found.update(_normalisation(processor_normalisation(processor)))
     return Carried(**found)
 
 
-def _normalisation(mean: Any, std: Any, where: str) -> dict[str, Any]:
-    """``mean`` and ``std`` (of pixels / 255, from JSON) as :class:`Carried`'s fields, read from ``where``; none
-    where they are not lists of 1 to 4 numbers, the stds positive."""
-    if all(isinstance(v, list) and 1 <= len(v) <= 4 and all(type(x) in (int, float) and x == x for x in v)
-           for v in (mean, std)) and all(x > 0 for x in std):
-        return {"mean": tuple(map(float, mean)), "std": tuple(map(float, std)), "mean_from": where}
-    return {}
+def _normalisation(said: Said | None) -> dict[str, Any]:
+    """What ``said`` (:mod:`cnnlab.models.normalisation_beside`) as :class:`Carried`'s fields; none for None."""
+    return {"mean": said.mean, "std": said.std, "mean_from": said.where} if said else {}
 
 
 def timm_carried(path: str | Path) -> Carried:
@@ -91,7 +90,7 @@ def timm_carried(path: str | Path) -> Carried:
     if not config:
         return Carried()
     found: dict[str, Any] = {}
-    where = "config.json beside it (timm's pretrained_cfg)"
+    where = TIMM_SAYS
     labels = config.get("label_names")
     names = id2label_names(dict(enumerate(labels)) if isinstance(labels, list) else labels)
     if names:
@@ -105,7 +104,7 @@ def timm_carried(path: str | Path) -> Carried:
         if pretrained.get("crop_mode", "center") == "center" and length is not None and \
                 resample in RESAMPLING.values() and sides[0] == sides[1]:
             found.update(fit=ShorterSide(length, resample, said="timm's pretrained_cfg says"), fit_from=where)
-    found.update(_normalisation(pretrained.get("mean"), pretrained.get("std"), where))
+    found.update(_normalisation(timm_normalisation(config)))
     return Carried(**found)
 
 
