@@ -269,7 +269,9 @@ def test_a_crop_pct_near_zero_is_a_framing_not_understood_not_a_crash(tmp_path, 
     Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
     assert main(["predict", "imagenet-resnet18", "--weights", str(path), str(tmp_path / "photo.png")]) == 0
     assert "photo.png: " in capsys.readouterr().out
-    assert not timm_carried(path).fit_from and timm_carried(path).size == (64, 64)  # no framing read
+    carried = timm_carried(path)  # no framing read, said so; the size read
+    assert carried.fit == "pad" and carried.fit_from.endswith("whose crop_pct 1e-09 is not framed here") and \
+        carried.size == (64, 64)
     (tmp_path / "timm" / "preprocessor_config.json").write_text(json.dumps(
         {"size": {"shortest_edge": 224}, "crop_pct": 1e-9, "resample": 3, "image_mean": [0.5] * 3,
          "image_std": [0.5] * 3}))
@@ -427,3 +429,42 @@ def test_a_timm_inception_v3_file_is_refused_saying_why(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "timm's inception_v3 is fed (pixel - 0.5) / 0.5 as its " \
         "pretrained_cfg says, which cnnlab's Inception v3 makes itself from ImageNet's normalisation" in err, err
+
+
+def test_a_squash_crop_mode_is_framed_as_timm_frames_it(tmp_path):
+    """timm's 384 px ConvNeXts fine-tuned from ImageNet-22k (convnext_tiny.fb_in22k_ft_in1k_384) say crop_mode
+    `squash`: timm's evaluation transform resizes both sides to floor(side / crop_pct) (torchvision's Resize of a
+    height and width) and crops the centre. The explorer frames pictures so, pixel for pixel with torchvision's
+    Resize and CenterCrop, and says so; at 224 px it framed them as torchvision's weights' transforms do (the
+    shorter side to 256), saying that, and at any other size padded them without a word."""
+    config = {"pretrained_cfg": _pretrained_cfg(32, crop_pct=0.9, crop_mode="squash")}
+    path = _timm_file(tmp_path / "timm", torchvision.models.resnet18().eval(), lambda name, names: name, "resnet18",
+                      config)
+    spec = open_model("imagenet-resnet18", Options(weights=path)).spec
+    said = spec.describe()
+    assert spec.hw == (32, 32) and "pictures resized to 35 x 35 (bicubic), its shape not kept, and centre-cropped " \
+        "to 32 as timm's pretrained_cfg says" in said and "squash from the config.json beside it" in said, said
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (45, 71, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    fed = decode_upload((tmp_path / "a.png").read_bytes(), spec.channels, spec.read_hw, crop=spec.crop, fit=spec.fit)
+    timm_eval = transforms.Compose([transforms.Resize((35, 35), transforms.InterpolationMode.BICUBIC),
+                                    transforms.CenterCrop(32)])
+    assert np.array_equal(fed.permute(1, 2, 0).numpy(), np.asarray(timm_eval(Image.open(tmp_path / "a.png"))))
+
+
+@pytest.mark.parametrize("changes, unread", [
+    ({"crop_mode": "border"}, "crop_mode 'border'"),
+    ({"interpolation": "random"}, "interpolation 'random'"),
+])
+def test_a_timm_framing_not_made_here_pads_at_its_input_size_and_says_so(tmp_path, changes, unread):
+    """A pretrained_cfg whose framing is not made here (timm's `border` crop mode, the longer side resized to fit
+    and padded with the mean's colour; an interpolation Pillow has not) keeps its input size, and pictures are padded
+    as any model's, the page saying why: at 224 px they were framed as torchvision's weights' transforms() frame
+    theirs (the shorter side to 256, bilinear), which the file does not say, and the page said that instead."""
+    config = {"pretrained_cfg": _pretrained_cfg(224, crop_pct=1.0, **changes)}
+    path = _timm_file(tmp_path / "timm", torchvision.models.resnet18().eval(), lambda name, names: name, "resnet18",
+                      config)
+    spec = open_model("imagenet-resnet18", Options(weights=path)).spec
+    said = spec.describe()
+    assert spec.hw == (224, 224) and spec.fit == "pad" and "weights' transforms" not in said, said
+    assert f"padding from the config.json beside it (timm's pretrained_cfg), whose {unread} is not framed here" \
+        in said, said
