@@ -61,12 +61,12 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     ``path`` may also hold a state dict of the model's network from elsewhere (``torch.save(model.state_dict())``,
     perhaps inside a training script's or Lightning's checkpoint, or a ``.safetensors`` file; keys perhaps under
     DataParallel's ``module.``, or a Hugging Face Transformers ResNet's or ConvNeXt's or a timm ConvNeXt's,
-    EfficientNet's, RegNet's or VGG's, read under torchvision's names: :func:`~cnnlab.models.state_dict.network_keys`,
-    ``network`` the model's torchvision builder where it is one, whose architecture timm's config.json beside the
-    file must name): it names no classes, so its output layer is kept only where its shape fits, and no
-    normalisation, which timm's config.json (its pretrained_cfg) or a Transformers preprocessor_config.json beside
-    it may say (:func:`~cnnlab.models.normalisation_beside.normalisation_beside`): the input is normalised as
-    :class:`Initialised` says.
+    EfficientNet's, MobileNetV2's, RegNet's or VGG's, read under torchvision's names:
+    :func:`~cnnlab.models.state_dict.network_keys`, ``network`` the model's torchvision builder where it is one, whose
+    architecture timm's config.json beside the file must name): it names no classes, so its output layer is kept only
+    where its shape fits, and no normalisation, which timm's config.json (its pretrained_cfg) or a Transformers
+    preprocessor_config.json beside it may say (:func:`~cnnlab.models.normalisation_beside.normalisation_beside`): the
+    input is normalised as :class:`Initialised` says.
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
