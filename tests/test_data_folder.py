@@ -188,6 +188,23 @@ def test_a_folder_framed_alike_by_the_words_of_another_file_is_read_from_one_ent
     assert (cache / f"{folder._cache_key(files.root, files.train + files.test + files.val, options)}.json").is_file()
 
 
+def test_a_folder_squashed_is_another_entry_than_one_cropped_by_the_shorter_side(tmp_path, cache):
+    """timm's `squash` framing (both sides resized to the length, then the centre cropped) is another picture than
+    the shorter side resized to the same length: a second cache entry, not the first one's pixels, and the framing
+    of every other fit keeps its key."""
+    write_classes(tmp_path / "pics", {"a": 3, "b": 3}, size=(40, 30), mode="RGB")
+    cropped = load_dataset(f"folder:{tmp_path / 'pics'}", image_size=24, channels=3,
+                           fit=ShorterSide(27, "bicubic", said="timm's pretrained_cfg says"))
+    squashed = load_dataset(f"folder:{tmp_path / 'pics'}", image_size=24, channels=3,
+                            fit=ShorterSide(27, "bicubic", said="timm's pretrained_cfg says", squash=True))
+    assert len(list(cache.glob("*.json"))) == 2
+    assert not torch.equal(cropped.train_images, squashed.train_images)
+    first = next(path for path in sorted((tmp_path / "pics").rglob("*")) if path.is_file())
+    picture = Image.open(first).convert("RGB").resize((27, 27), Image.Resampling.BICUBIC).crop((2, 2, 26, 26))
+    assert any(np.array_equal(np.asarray(picture), image.permute(1, 2, 0).numpy())
+               for image in torch.cat([squashed.train_images, squashed.test_images]))
+
+
 def test_hold_out_is_stratified_and_stated(tmp_path, home):
     write_classes(tmp_path / "flat", {"a": 12, "b": 24, "c": 6})
     data = load_dataset(f"folder:{tmp_path / 'flat'}")

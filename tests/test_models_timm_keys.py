@@ -1,14 +1,14 @@
-"""timm's ConvNeXt, EfficientNet, RegNetY and VGG weights (the Hugging Face Hub's timm/convnext_tiny.fb_in1k, ...),
+"""timm's ConvNeXt, EfficientNet, MobileNetV2, RegNetY and VGG weights (the Hub's timm/convnext_tiny.fb_in1k, ...),
 read as torchvision's networks (cnnlab.models.timm_keys) by ``explore --weights`` and ``train --init-from``, and
 timm's config.json beside a file read for the network it names and how it is fed.
 
 timm is not installed here: the files are written in the layout timm's models save, the key names spelled out
-below as timm 1.0.31's convnext_tiny, efficientnet_b0, regnety_004 and vgg11 hold them (the counts and the names in
-``*_WRITTEN``, each with the torchvision parameter it is), and the rest renamed from a torchvision network's by the
-rules written in this file. config.json is written as timm's ``push_to_hub`` writes it (its ``architecture`` and
-``pretrained_cfg``). The oracle is the torchvision network the tensors came from: each must come back to the
-parameter it left, and the network must answer as it did; torchvision's Resize and CenterCrop frame a picture as
-timm's evaluation transform does."""
+below as timm 1.0.31's convnext_tiny, efficientnet_b0, mobilenetv2_100, regnety_004 and vgg11 hold them (the counts
+and the names in ``*_WRITTEN``, each with the torchvision parameter it is), and the rest renamed from a torchvision
+network's by the rules written in this file. config.json is written as timm's ``push_to_hub`` writes it (its
+``architecture`` and ``pretrained_cfg``). The oracle is the torchvision network the tensors came from: each must
+come back to the parameter it left, and the network must answer as it did; torchvision's Resize and CenterCrop frame
+a picture as timm's evaluation transform does."""
 
 from __future__ import annotations
 
@@ -69,6 +69,23 @@ EFFICIENTNET_B0_WRITTEN = (360, {
     "bn2.running_var": "features.8.1.running_var",
     "classifier.weight": "classifier.1.weight",
 })
+MOBILENET_V2_WRITTEN = (314, {  # timm's mobilenetv2_100
+    "conv_stem.weight": "features.0.0.weight",
+    "bn1.weight": "features.0.1.weight",
+    "blocks.0.0.conv_dw.weight": "features.1.conv.0.0.weight",  # a depthwise-separable block
+    "blocks.0.0.bn1.running_var": "features.1.conv.0.1.running_var",
+    "blocks.0.0.conv_pw.weight": "features.1.conv.1.weight",
+    "blocks.0.0.bn2.bias": "features.1.conv.2.bias",
+    "blocks.1.0.conv_pw.weight": "features.2.conv.0.0.weight",  # an inverted residual
+    "blocks.1.1.bn1.weight": "features.3.conv.0.1.weight",
+    "blocks.2.2.conv_dw.weight": "features.6.conv.1.0.weight",
+    "blocks.3.3.bn2.running_mean": "features.10.conv.1.1.running_mean",
+    "blocks.5.2.conv_pwl.weight": "features.16.conv.2.weight",
+    "blocks.6.0.bn3.running_var": "features.17.conv.3.running_var",
+    "conv_head.weight": "features.18.0.weight",
+    "bn2.weight": "features.18.1.weight",
+    "classifier.bias": "classifier.1.bias",
+})
 REGNET_Y_400MF_WRITTEN = (384, {
     "stem.conv.weight": "stem.0.weight",
     "stem.bn.weight": "stem.1.weight",
@@ -93,6 +110,7 @@ VGG11_WRITTEN = (22, {
 RESHAPED = {"convnext_tiny": ("stages.0.blocks.0.gamma", "features.1.0.layer_scale"),  # C against C x 1 x 1
             "vgg11": ("pre_logits.fc1.weight", "classifier.0.weight")}  # 4096 x 512 x 7 x 7 against 4096 x 25088
 CONV_BN = ("conv", "bn")
+MOBILENETV2_STAGES = (1, 2, 3, 4, 3, 3, 1)  # the blocks of its seven stages
 
 
 def _convnext_key(name: str, names: set[str]) -> str:
@@ -132,6 +150,26 @@ def _efficientnet_key(name: str, names: set[str]) -> str:
     if item == "se":
         return f"{where}.se.{ {'fc1': 'conv_reduce', 'fc2': 'conv_expand'}[parts[5]]}.{parts[6]}"
     return f"{where}.{item[int(parts[5])]}.{parts[6]}"
+
+
+def _mobilenetv2_key(name: str, names: set[str]) -> str:
+    """A torchvision MobileNetV2 key as timm names it: features 0 and 18 are the stem's and the head's convolution
+    and batch norm (conv_stem/bn1, conv_head/bn2), features 1 to 17 the blocks of its seven stages in turn
+    (MOBILENETV2_STAGES), whose conv items are, in the first (depthwise-separable), conv_dw/bn1 then conv_pw, bn2,
+    and in the others (inverted residuals) conv_pw/bn1, conv_dw/bn2, then conv_pwl, bn3; classifier 1 the
+    classifier."""
+    parts = name.split(".")
+    if parts[0] == "classifier":
+        return f"classifier.{parts[2]}"
+    index = int(parts[1])
+    if index in (0, 18):
+        return f"{(('conv_stem', 'bn1') if index == 0 else ('conv_head', 'bn2'))[int(parts[2])]}.{parts[3]}"
+    stage = next(s for s in range(len(MOBILENETV2_STAGES)) if index <= sum(MOBILENETV2_STAGES[:s + 1]))
+    where = f"blocks.{stage}.{index - 1 - sum(MOBILENETV2_STAGES[:stage])}"
+    items = ((("conv_dw", "bn1"), "conv_pw", "bn2") if index == 1 else
+             (("conv_pw", "bn1"), ("conv_dw", "bn2"), "conv_pwl", "bn3"))
+    item = items[int(parts[3])]
+    return f"{where}.{item if isinstance(item, str) else item[int(parts[4])]}.{parts[-1]}"
 
 
 def _regnet_key(name: str, names: set[str]) -> str:
@@ -195,6 +233,7 @@ def _timm_file(folder: Path, network: torch.nn.Module, key, architecture: str | 
 @pytest.mark.parametrize("builder, key, written, family", [
     ("convnext_tiny", _convnext_key, CONVNEXT_TINY_WRITTEN, "ConvNeXt"),
     ("efficientnet_b0", _efficientnet_key, EFFICIENTNET_B0_WRITTEN, "EfficientNet"),
+    ("mobilenet_v2", _mobilenetv2_key, MOBILENET_V2_WRITTEN, "MobileNetV2"),
     ("regnet_y_400mf", _regnet_key, REGNET_Y_400MF_WRITTEN, "RegNet"),
     ("vgg11", _vgg_key, VGG11_WRITTEN, "VGG"),
 ])
@@ -269,7 +308,9 @@ def test_a_crop_pct_near_zero_is_a_framing_not_understood_not_a_crash(tmp_path, 
     Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
     assert main(["predict", "imagenet-resnet18", "--weights", str(path), str(tmp_path / "photo.png")]) == 0
     assert "photo.png: " in capsys.readouterr().out
-    assert not timm_carried(path).fit_from and timm_carried(path).size == (64, 64)  # no framing read
+    carried = timm_carried(path)  # no framing read, said so; the size read
+    assert carried.fit == "pad" and carried.fit_from.endswith("whose crop_pct 1e-09 is not framed here") and \
+        carried.size == (64, 64)
     (tmp_path / "timm" / "preprocessor_config.json").write_text(json.dumps(
         {"size": {"shortest_edge": 224}, "crop_pct": 1e-9, "resample": 3, "image_mean": [0.5] * 3,
          "image_std": [0.5] * 3}))
@@ -321,6 +362,12 @@ def test_init_from_a_timm_file_keeps_its_body_and_starts_a_fresh_head(tmp_path):
     ("imagenet-mobilenet_v3_large", "mobilenet_v3_large", lambda name, names: name, "mobilenetv3_large_100",
      "torchvision's own weights (timm's MobileNetV3s normalise with a batch-norm epsilon of 1e-5, torchvision's "
      "with 1e-3"),
+    # a MobileNetV2 of another width: the keys of mobilenetv2_100, other shapes
+    ("imagenet-mobilenet_v2", "mobilenet_v2", _mobilenetv2_key, "mobilenetv2_140", "timm's mobilenetv2_100"),
+    # refused before any fit, whatever the keys: it was refused saying timm had no such network
+    ("imagenet-efficientnet_v2_s", "mobilenet_v2", _mobilenetv2_key, "tf_efficientnetv2_s",
+     "torchvision's own weights (timm's tf_efficientnetv2_s pads as TensorFlow does, its efficientnetv2_s normalises "
+     "with a batch-norm epsilon of 1e-5 (torchvision's 1e-3) and its efficientnetv2_rw_s has other stages"),
 ])
 def test_a_timm_file_of_another_architecture_is_refused_in_one_line(tmp_path, capsys, name, builder, key,
                                                                      architecture, instead):
@@ -416,6 +463,27 @@ def test_a_timm_file_of_a_backbone_of_timms_own_architecture_starts_a_run(tmp_pa
     assert all(torch.equal(state[k], v) for k, v in theirs.state_dict().items() if not k.startswith(head))
 
 
+def test_a_timm_mobilenetv2_100_file_is_torchvisions_mobilenet_v2(tmp_path):
+    """timm's mobilenetv2_100 is torchvision's mobilenet_v2 (ReLU6, a batch-norm epsilon of 1e-5, symmetric padding,
+    the 1280-channel head: logits equal for the same tensors, a scratch check against timm 1.0.31), under its
+    EfficientNet's names without a squeeze-and-excitation: a file whose config.json names it is explored with the
+    answers of the network it came from and starts a run of imagenet-mobilenet_v2, where it was refused as another
+    network (and, without a config.json, read under EfficientNet's names, which do not fit)."""
+    theirs = torchvision.models.mobilenet_v2(num_classes=3).eval()
+    path = _timm_file(tmp_path / "timm", theirs, _mobilenetv2_key, "mobilenetv2_100")
+    explored = open_model("imagenet-mobilenet_v2", Options(weights=path, input_size=40))
+    assert "timm's mobilenetv2_100 (MobileNetV2) keys read under torchvision's MobileNetV2 names" in explored.notes[0]
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in imagenet.pretrained_normalize("imagenet-mobilenet_v2", 3))
+    with torch.no_grad():
+        assert torch.allclose(explored.logits(images), theirs((images.float() / 255 - mean) / std), atol=1e-4)
+    model = create_model("imagenet-mobilenet_v2", num_classes=4, in_channels=3)
+    done = init_from(model, path, classes=["a", "b", "c", "d"], channels=3, network="mobilenet_v2")
+    assert done.line.endswith("new: classifier.1.weight, classifier.1.bias")
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in theirs.state_dict().items() if not k.startswith("classifier.1."))
+
+
 def test_a_timm_inception_v3_file_is_refused_saying_why(tmp_path, capsys):
     """timm's inception_v3 has torchvision's keys and logits, but its pretrained_cfg feeds it (pixel - 0.5) / 0.5,
     which cnnlab's Inception v3 makes itself from an ImageNet-normalised input: the refusal says so, where it said
@@ -467,3 +535,42 @@ def test_a_timm_mobilenetv3_body_saved_without_its_classifier_is_refused_naming_
                                           r"with a bias\), another network than torchvision's mobilenet_v3_large"):
         init_from(create_model("imagenet-mobilenet_v3_large", num_classes=3, in_channels=3),
                   tmp_path / "model.safetensors", channels=3, network="mobilenet_v3_large")
+
+
+def test_a_squash_crop_mode_is_framed_as_timm_frames_it(tmp_path):
+    """timm's 384 px ConvNeXts fine-tuned from ImageNet-22k (convnext_tiny.fb_in22k_ft_in1k_384) say crop_mode
+    `squash`: timm's evaluation transform resizes both sides to floor(side / crop_pct) (torchvision's Resize of a
+    height and width) and crops the centre. The explorer frames pictures so, pixel for pixel with torchvision's
+    Resize and CenterCrop, and says so; at 224 px it framed them as torchvision's weights' transforms do (the
+    shorter side to 256), saying that, and at any other size padded them without a word."""
+    config = {"pretrained_cfg": _pretrained_cfg(32, crop_pct=0.9, crop_mode="squash")}
+    path = _timm_file(tmp_path / "timm", torchvision.models.resnet18().eval(), lambda name, names: name, "resnet18",
+                      config)
+    spec = open_model("imagenet-resnet18", Options(weights=path)).spec
+    said = spec.describe()
+    assert spec.hw == (32, 32) and "pictures resized to 35 x 35 (bicubic), its shape not kept, and centre-cropped " \
+        "to 32 as timm's pretrained_cfg says" in said and "squash from the config.json beside it" in said, said
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (45, 71, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    fed = decode_upload((tmp_path / "a.png").read_bytes(), spec.channels, spec.read_hw, crop=spec.crop, fit=spec.fit)
+    timm_eval = transforms.Compose([transforms.Resize((35, 35), transforms.InterpolationMode.BICUBIC),
+                                    transforms.CenterCrop(32)])
+    assert np.array_equal(fed.permute(1, 2, 0).numpy(), np.asarray(timm_eval(Image.open(tmp_path / "a.png"))))
+
+
+@pytest.mark.parametrize("changes, unread", [
+    ({"crop_mode": "border"}, "crop_mode 'border'"),
+    ({"interpolation": "random"}, "interpolation 'random'"),
+])
+def test_a_timm_framing_not_made_here_pads_at_its_input_size_and_says_so(tmp_path, changes, unread):
+    """A pretrained_cfg whose framing is not made here (timm's `border` crop mode, the longer side resized to fit
+    and padded with the mean's colour; an interpolation Pillow has not) keeps its input size, and pictures are padded
+    as any model's, the page saying why: at 224 px they were framed as torchvision's weights' transforms() frame
+    theirs (the shorter side to 256, bilinear), which the file does not say, and the page said that instead."""
+    config = {"pretrained_cfg": _pretrained_cfg(224, crop_pct=1.0, **changes)}
+    path = _timm_file(tmp_path / "timm", torchvision.models.resnet18().eval(), lambda name, names: name, "resnet18",
+                      config)
+    spec = open_model("imagenet-resnet18", Options(weights=path)).spec
+    said = spec.describe()
+    assert spec.hw == (224, 224) and spec.fit == "pad" and "weights' transforms" not in said, said
+    assert f"padding from the config.json beside it (timm's pretrained_cfg), whose {unread} is not framed here" \
+        in said, said

@@ -68,8 +68,9 @@ PICTURE_KEY = "cnnlab.picture"
 
 class ShorterSide(NamedTuple):
     """A fit that resizes the shorter side and crops the centre: Ultralytics' classifiers' (:data:`SHORTER_SIDE`) or,
-    of its own length, filter and rounding, a Hugging Face image processor's or timm's evaluation transform's.
-    Carried as it is (``InputSpec.fit``), beside the fits named by a string.
+    of its own length, filter and rounding, a Hugging Face image processor's or timm's evaluation transform's (or,
+    ``squash``, timm's of the ``squash`` crop mode, which resizes both sides). Carried as it is (``InputSpec.fit``),
+    beside the fits named by a string.
 
     Attributes:
         length: the shorter side's new length, or None: the input's side (Ultralytics' classifiers).
@@ -78,15 +79,19 @@ class ShorterSide(NamedTuple):
             rounded to the nearest (torchvision's ``CenterCrop``, which Ultralytics' classifiers and timm's
             evaluation transform use).
         said: what says so, and its verb, for the page (a length's: the file it was read from).
+        squash: both sides resized to ``length``, the picture's shape not kept, before the centre is cropped
+            (torchvision's ``Resize((length, length))``, as timm's evaluation transform does for a ``squash``
+            ``crop_mode``: the 384 px ConvNeXts fine-tuned from ImageNet-22k), not the shorter side alone.
     """
 
     length: int | None = None
     resample: str = "bilinear"
     floor: bool = False
     said: str = "its preprocessor_config.json says"
+    squash: bool = False
 
     def __str__(self) -> str:  # its name where the page says where a fit was read, as a string fit's is the string
-        return "shorter-side"
+        return "squash" if self.squash else "shorter-side"
 
 
 # Ultralytics' classifiers' fit: torchvision's Resize of the shorter side to the input's, then CenterCrop
@@ -409,12 +414,13 @@ def as_its_library_feeds(im: Image.Image, height: int, width: int, channels: int
     resized to a non-square input whole. A Hugging Face processor's (transformers' ``get_resize_output_image_size``
     and ``center_crop``, PIL backend): the shorter side to its length, the longer truncated as above, with its
     Pillow filter, then the centre cropped, its offsets ``(side - crop) // 2``, as the processor's ``load_image``
-    reads a file (EXIF orientation applied, RGB)."""
+    reads a file (EXIF orientation applied, RGB). timm's ``squash`` (:attr:`ShorterSide.squash`): both sides to its
+    length, then the centre cropped as torchvision's ``CenterCrop`` does."""
     im = _alpha_dropped(ImageOps.exif_transpose(heif_in_8_bits(im)), channels == 3)
     if isinstance(fit, ShorterSide):
         w, h = im.size
         short, length = min(w, h), fit.length or width
-        size = (width, height) if width != height and fit.length is None else \
+        size = (width, height) if width != height and fit.length is None else (length, length) if fit.squash else \
             (length, int(length * h / short)) if w == short else (int(length * w / short), length)
         if size != (w, h):
             im = im.resize(size, Image.Resampling[fit.resample.upper()])

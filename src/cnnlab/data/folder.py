@@ -778,7 +778,8 @@ def _fit_word(fit: Fit) -> str:
     does not, so it is left out: the same framing read from another file decodes the same pixels, and the entries
     written before a fit had those words keep their key."""
     if isinstance(fit, ShorterSide):
-        return f"ShorterSide(length={fit.length!r}, resample={fit.resample!r}, floor={fit.floor!r})"
+        squash = ", squash=True" if fit.squash else ""  # the key of every other framing as it was
+        return f"ShorterSide(length={fit.length!r}, resample={fit.resample!r}, floor={fit.floor!r}{squash})"
     return repr(fit)
 
 

@@ -19,8 +19,15 @@ from typing import Any
 from cnnlab.explore.model import SIDES, Carried
 from cnnlab.explore.outputs import id2label_names
 from cnnlab.io import json_beside
+from cnnlab.models.normalisation_beside import (
+    PROCESSOR_SAYS,
+    TIMM_SAYS,
+    Said,
+    processor_normalisation,
+    timm_normalisation,
+)
 from cnnlab.models.timm_keys import timm_config
-from cnnlab.picture import RESAMPLING, ShorterSide
+from cnnlab.picture import PAD, RESAMPLING, ShorterSide
 
 # The shortest edge from which a ConvNeXt processor stretches the picture to a square instead of cropping it (the
 # larger evaluation sizes of its models), a framing read here as none
@@ -53,7 +60,7 @@ def hugging_face_carried(path: str | Path) -> Carried:
     if names:
         found.update(classes=names, classes_from="config.json beside it (id2label)")
     processor = json_beside(path, "preprocessor_config.json")
-    where = "preprocessor_config.json beside it"
+    where = PROCESSOR_SAYS
     size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
     edge = size.get("shortest_edge") if isinstance(size, dict) else None
     sides = input_sides(edge if edge is not None else size)
@@ -62,36 +69,28 @@ def hugging_face_carried(path: str | Path) -> Carried:
         found.update(size=sides, size_from=where)
         if framing:
             found.update(fit=framing, fit_from=where)
-    factor = processor.get("rescale_factor", 1 / 255)
-    rescaled = processor.get("do_rescale", True) is True and type(factor) in (int, float) and \
-        abs(factor - 1 / 255) < 1e-6
-    if processor.get("do_normalize", True) and rescaled:
-        found.update(_normalisation(processor.get("image_mean"), processor.get("image_std"), where))
+    found.update(_normalisation(processor_normalisation(processor)))
     return Carried(**found)
 
 
-def _normalisation(mean: Any, std: Any, where: str) -> dict[str, Any]:
-    """``mean`` and ``std`` (of pixels / 255, from JSON) as :class:`Carried`'s fields, read from ``where``; none
-    where they are not lists of 1 to 4 numbers, the stds positive."""
-    if all(isinstance(v, list) and 1 <= len(v) <= 4 and all(type(x) in (int, float) and x == x for x in v)
-           for v in (mean, std)) and all(x > 0 for x in std):
-        return {"mean": tuple(map(float, mean)), "std": tuple(map(float, std)), "mean_from": where}
-    return {}
+def _normalisation(said: Said | None) -> dict[str, Any]:
+    """What ``said`` (:mod:`cnnlab.models.normalisation_beside`) as :class:`Carried`'s fields; none for None."""
+    return {"mean": said.mean, "std": said.std, "mean_from": said.where} if said else {}
 
 
 def timm_carried(path: str | Path) -> Carried:
     """What timm's ``config.json`` beside ``path`` (its model.safetensors, :func:`~cnnlab.models.timm_keys.timm_config`)
     says: the class names of its ``label_names`` (a list, or a dict by index); its ``pretrained_cfg``'s input size
-    (``input_size``, channels, height, width), normalisation (``mean``, ``std``) and framing, as timm's evaluation
-    transform frames a picture for a ``center`` ``crop_mode``: the shorter side resized to ``floor(side /
-    crop_pct)`` with its ``interpolation`` (torchvision's Resize, the longer side truncated) and the centre cropped
-    (torchvision's CenterCrop, offsets rounded). Nothing for a folder of another kind, or a part in a form not
-    understood here."""
+    (``input_size``, channels, height, width), normalisation (``mean``, ``std``) and framing (:func:`_timm_framing`),
+    or, where that is in a form not framed here, pictures padded as any model's, said so: not framed as torchvision's
+    weights' transforms frame theirs (a crop), which the file does not say, and further from its ``border`` mode's
+    picture (resized to fit and padded) than cnnlab's padding is. Nothing for a folder of another
+    kind, or a part in a form not understood here."""
     config = timm_config(path)
     if not config:
         return Carried()
     found: dict[str, Any] = {}
-    where = "config.json beside it (timm's pretrained_cfg)"
+    where = TIMM_SAYS
     labels = config.get("label_names")
     names = id2label_names(dict(enumerate(labels)) if isinstance(labels, list) else labels)
     if names:
@@ -101,12 +100,34 @@ def timm_carried(path: str | Path) -> Carried:
     sides = input_sides(size[1:]) if isinstance(size, list) and len(size) == 3 else None
     if sides:
         found.update(size=sides, size_from=where)
-        length, resample = _resized_for_crop(sides[0], pretrained.get("crop_pct")), pretrained.get("interpolation")
-        if pretrained.get("crop_mode", "center") == "center" and length is not None and \
-                resample in RESAMPLING.values() and sides[0] == sides[1]:
-            found.update(fit=ShorterSide(length, resample, said="timm's pretrained_cfg says"), fit_from=where)
-    found.update(_normalisation(pretrained.get("mean"), pretrained.get("std"), where))
+        framing = _timm_framing(pretrained, sides)
+        framed = isinstance(framing, ShorterSide)
+        found.update(fit=framing if framed else PAD,
+                     fit_from=where if framed else f"{where}, whose {framing} is not framed here")
+    found.update(_normalisation(timm_normalisation(config)))
     return Carried(**found)
+
+
+def _timm_framing(pretrained: dict[str, Any], sides: tuple[int, int]) -> ShorterSide | str:
+    """How timm's evaluation transform (``transforms_imagenet_eval``) frames a picture for the ``pretrained_cfg``
+    ``pretrained`` at its input ``sides``: for the ``center`` ``crop_mode`` (its default) the shorter side resized to
+    ``floor(side / crop_pct)`` with its ``interpolation`` (torchvision's Resize, the longer side truncated) and the
+    centre cropped (torchvision's CenterCrop, offsets rounded); for ``squash`` both sides resized to that length, the
+    picture's shape not kept, and the centre cropped. Else, in words, what is not framed here: its ``border`` mode
+    (the longer side resized to fit, padded with the mean's colour), a ``crop_pct`` or ``interpolation`` not
+    understood, a non-square input."""
+    mode, crop_pct, resample = pretrained.get("crop_mode") or "center", pretrained.get("crop_pct"), \
+        pretrained.get("interpolation")
+    length = _resized_for_crop(sides[0], crop_pct)
+    if mode not in ("center", "squash"):
+        return f"crop_mode {mode!r}"
+    if length is None:
+        return f"crop_pct {crop_pct!r}"
+    if resample not in RESAMPLING.values():
+        return f"interpolation {resample!r}"
+    if sides[0] != sides[1]:
+        return f"framing of a {sides[0]} x {sides[1]} input"
+    return ShorterSide(length, resample, said="timm's pretrained_cfg says", squash=mode == "squash")
 
 
 def _framing(processor: dict[str, Any]) -> ShorterSide | None:

@@ -107,14 +107,19 @@ def fitted_words(fit: Fit, hw: tuple[int, int]) -> str | None:
     if not isinstance(fit, ShorterSide) or fit.length is None:
         return FITTED.get(fit)
     crop = hw[0] if hw[0] == hw[1] else f"{hw[0]} x {hw[1]}"
-    return f"resized by the shorter side to {fit.length} ({fit.resample}) and centre-cropped to {crop} as {fit.said}"
+    resized = f"resized to {fit.length} x {fit.length} ({fit.resample}), its shape not kept," if fit.squash else \
+        f"resized by the shorter side to {fit.length} ({fit.resample})"
+    return f"{resized} and centre-cropped to {crop} as {fit.said}"
 
 
 def framed_as_carried(spec: InputSpec, carried: Carried) -> InputSpec:
-    """``spec`` giving pictures the input's shape as ``carried`` says, where it says (the page names where). A
-    framing of its own lengths (a Hugging Face processor's: resized to 256, cropped to 224) holds at the input size it
-    was said for only: at another (``--input-size``), pictures are padded as any model's."""
+    """``spec`` giving pictures the input's shape as ``carried`` says, where it says (the page names where; and where
+    it says a framing not made here, that pictures are padded). A framing of its own lengths (a Hugging Face
+    processor's: resized to 256, cropped to 224) holds at the input size it was said for only: at another
+    (``--input-size``), pictures are padded as any model's."""
     fit = carried.fit
+    if fit == PAD and carried.fit_from and spec.hw == carried.size:  # a framing it says, not made here: padded
+        return replace(spec, origin={**spec.origin, "padding": carried.fit_from})
     if fit == PAD or (isinstance(fit, ShorterSide) and fit.length is not None and spec.hw != carried.size):
         return spec
     return replace(spec, fit=fit, origin={**spec.origin, str(fit): carried.fit_from})

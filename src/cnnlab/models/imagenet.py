@@ -38,6 +38,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -163,7 +164,14 @@ def pretrained_normalize(name: str, channels: int) -> list[list[float]]:
     """``[mean, std]`` per channel that the weights of ``name`` expect, from their own metadata; grey images (and
     other channel counts) get the average over R, G and B, matching the adapted first convolution."""
     transform = weights_enum(name).transforms()
-    mean, std = [float(v) for v in transform.mean], [float(v) for v in transform.std]
+    return per_channel(transform.mean, transform.std, channels)
+
+
+def per_channel(mean: Sequence[float], std: Sequence[float], channels: int) -> list[list[float]]:
+    """``[mean, std]`` of RGB weights (three each, or one for all three) for an input of ``channels``: grey images
+    (and other channel counts) get the average over R, G and B, matching the adapted first convolution
+    (:func:`adapt_first_conv`)."""
+    mean, std = [float(v) for v in mean] * (3 // len(mean)), [float(v) for v in std] * (3 // len(std))
     if channels != 3:
         mean, std = [sum(mean) / 3] * channels, [sum(std) / 3] * channels
     return [mean, std]

@@ -1,8 +1,8 @@
-"""timm's ConvNeXt, EfficientNet, RegNetY and VGG classifiers' weights under torchvision's key names.
+"""timm's ConvNeXt, EfficientNet, MobileNetV2, RegNetY and VGG classifiers' weights under torchvision's key names.
 
 timm (pytorch-image-models) publishes its weights on the Hugging Face Hub as ``model.safetensors`` beside a
 ``config.json`` that names the ``architecture`` and keeps its ``pretrained_cfg`` (input size, mean, std, crop).
-Its ResNets, ResNeXts and DenseNets keep torchvision's key names; these four families are torchvision's networks
+Its ResNets, ResNeXts and DenseNets keep torchvision's key names; these five families are torchvision's networks
 under other names, the same logits for the same tensors, and are mapped here by structure (the stage's and the
 block's index and the part's role), so any depth maps alike, under a wrapper's names too (kept for
 :func:`~cnnlab.models.state_dict.without_prefix` to drop), and without the classifier where it was saved without
@@ -19,6 +19,13 @@ one (``num_classes=0``, ``reset_classifier(0)``); nothing of timm is imported or
   ``bn1`` then ``conv_pw``/``bn2``; an inverted residual ``conv_pw``/``bn1``, ``conv_dw``/``bn2``, ``conv_pwl``/
   ``bn3``), its ``se.conv_reduce``/``conv_expand`` the ``fc1``/``fc2``; ``conv_head``/``bn2`` are the last
   ``features`` item, ``classifier`` is ``classifier.1``.
+- MobileNetV2 (``mobilenetv2_100``: ReLU6, a batch-norm epsilon of 1e-5 and the 1280-channel head, as
+  torchvision's): its EfficientNet's names without a squeeze-and-excitation (``blocks.0.0.se``, which tells them
+  apart); block ``b`` of stage ``s`` is ``features.{1 + the blocks of the stages before + b}``, whose convolutions
+  followed by an activation are its ``conv.{i}.0`` with their batch norm ``conv.{i}.1`` (a depthwise-separable
+  block's ``conv_dw``/``bn1``; an inverted residual's ``conv_pw``/``bn1`` then ``conv_dw``/``bn2``) and whose
+  projecting convolution and its batch norm are the next two items (``conv_pw``/``bn2``, ``conv_pwl``/``bn3``);
+  ``conv_head``/``bn2`` are the last ``features`` item, ``classifier`` is ``classifier.1``.
 - RegNet: ``stem.conv``/``stem.bn`` are ``stem.0``/``.1``; block ``b`` (from 1) of stage ``s`` (``s{s}.b{b}``) is
   ``trunk_output.block{s}.block{s}-{b-1}``, its ``conv1``, ``conv2`` and ``conv3`` the ``f.a``, ``f.b`` and ``f.c``
   (``.conv``/``.bn`` as ``.0``/``.1``), its ``se`` ``f.se``, its ``downsample`` ``proj``; ``head.fc`` is ``fc``.
@@ -30,7 +37,8 @@ What the keys cannot tell (timm's ``tf_efficientnet_b0`` has ``efficientnet_b0``
 and normalises with another epsilon) ``config.json`` says where it lies beside the file: an ``architecture`` that
 is not the network asked for, or is but built otherwise (its ``model_args``), is refused in one line rather than
 loaded into it, whatever its keys (:func:`check_architecture`). MobileNetV3 is not mapped: timm's normalise with a
-batch-norm epsilon of 1e-5, torchvision's with 1e-3, another network for the same tensors.
+batch-norm epsilon of 1e-5, torchvision's with 1e-3, another network for the same tensors; nor EfficientNetV2-S, of
+which timm has no torchvision network (:data:`_NONE_SAME` says why).
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ SAME_NETWORK = {
                                "convnext_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
                                "efficientnet_b3", "vgg11", "vgg11_bn", "vgg16")},
     "regnet_y_400mf": "regnety_004",
+    "mobilenet_v2": "mobilenetv2_100",
 }
 # Why timm has none of these torchvision networks, for the refusal's line
 _MOBILENETV3S = ("mobilenet_v3_large", "mobilenet_v3_small")
@@ -65,6 +74,12 @@ _NONE_SAME = dict.fromkeys(_MOBILENETV3S, _MOBILENETV3_WHY)
 # says, it would be renormalised twice
 _NONE_SAME["inception_v3"] = "timm's inception_v3 is fed (pixel - 0.5) / 0.5 as its pretrained_cfg says, which " \
     "cnnlab's Inception v3 makes itself from ImageNet's normalisation"
+# timm's EfficientNetV2-Ss (timm/models/efficientnet.py): tf_efficientnetv2_s pads its strided convolutions as
+# TensorFlow does ("same", more below and right), efficientnetv2_s normalises with a batch-norm epsilon of 1e-5 where
+# torchvision's does with 1e-3, and efficientnetv2_rw_s is built of other stages
+_NONE_SAME["efficientnet_v2_s"] = "timm's tf_efficientnetv2_s pads as TensorFlow does, its efficientnetv2_s " \
+    "normalises with a batch-norm epsilon of 1e-5 (torchvision's 1e-3) and its efficientnetv2_rw_s has other stages: " \
+    "other networks for the same tensors"
 # timm's MobileNetV3 keys: its EfficientNet's, but a head convolution with a bias and no batch norm after it (the
 # classifier's are absent from a file saved without it)
 _MOBILENETV3_SIGNATURE = ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias")
@@ -80,6 +95,12 @@ _EFFICIENTNET_BLOCK = re.compile(r"blocks\.(\d+)\.(\d+)\.(conv_pw|conv_dw|conv_p
 _DEPTHWISE_SEPARABLE = (("conv_dw", "bn1"), ("se",), ("conv_pw", "bn2"))
 _INVERTED_RESIDUAL = (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("se",), ("conv_pwl", "bn3"))
 _SE_PART = {"conv_reduce": "fc1", "conv_expand": "fc2"}
+
+# torchvision's MobileNetV2 block: its ``conv`` items, a convolution with its batch norm (``.0``/``.1``) where an
+# activation follows, else the projecting convolution and its batch norm on their own
+_MOBILENETV2_PART = {False: {"conv_dw": "0.0", "bn1": "0.1", "conv_pw": "1", "bn2": "2"},  # depthwise-separable
+                     True: {"conv_pw": "0.0", "bn1": "0.1", "conv_dw": "1.0", "bn2": "1.1", "conv_pwl": "2",
+                            "bn3": "3"}}  # an inverted residual
 
 _REGNET_BLOCK = re.compile(r"s(\d+)\.b(\d+)\.(conv[123]|se|downsample)\.(\w+)\.(\w+)")
 _REGNET_PART = {"conv1": "f.a", "conv2": "f.b", "conv3": "f.c", "se": "f.se", "downsample": "proj"}
@@ -131,6 +152,34 @@ def _efficientnet_names(keys: Collection[str]) -> Callable[[str], str | None]:
     return name
 
 
+def _mobilenetv2_names(keys: Collection[str]) -> Callable[[str], str | None]:
+    """How timm's MobileNetV2 tensors of ``keys`` are named in torchvision, whose blocks are numbered through the
+    stages (``features.1`` to ``features.17``), so the names are read off all the keys: block ``b`` of stage ``s``
+    follows the blocks of the stages before it."""
+    blocks: dict[int, set[int]] = {}
+    inverted = set()  # the inverted residuals' (stage, block), told by their projecting conv_pwl
+    for key in keys:
+        if m := _EFFICIENTNET_BLOCK.fullmatch(key):
+            blocks.setdefault(int(m[1]), set()).add(int(m[2]))
+            if m[3] == "conv_pwl":
+                inverted.add((m[1], m[2]))
+    counts = [1 + max(blocks.get(stage, {-1})) for stage in range(1 + max(blocks, default=-1))]
+    first = [1 + sum(counts[:stage]) for stage in range(len(counts))]  # features.0 is the stem
+
+    def name(key: str) -> str | None:
+        if m := re.fullmatch(r"(conv_stem|bn1|conv_head|bn2)\.(\w+)", key):
+            return f"features.{0 if m[1] in ('conv_stem', 'bn1') else 1 + sum(counts)}." \
+                f"{0 if 'conv' in m[1] else 1}.{m[2]}"
+        if m := re.fullmatch(r"classifier\.(\w+)", key):  # classifier.0 is the dropout
+            return f"classifier.1.{m[1]}"
+        if (m := _EFFICIENTNET_BLOCK.fullmatch(key)) and m[3] != "se":
+            stage, block, part, rest = m.groups()
+            part = _MOBILENETV2_PART[(stage, block) in inverted].get(part)
+            return f"features.{first[int(stage)] + int(block)}.conv.{part}.{rest}" if part else None
+        return None
+    return name
+
+
 def _regnet_names(keys: Collection[str]) -> Callable[[str], str | None]:
     """torchvision's name of timm's RegNet tensor ``key``; None for a key of no place there."""
     def name(key: str) -> str | None:
@@ -168,10 +217,13 @@ class Layout:
     signature: tuple[str, ...]
     classifier: str
     names: Callable[[Collection[str]], Callable[[str], str | None]]
+    without: str = ""  # a key it does not have: its first block's squeeze-and-excitation, which EfficientNet's has
 
 
 LAYOUTS = (Layout("ConvNeXt", ("stem.0.weight", "stages.0.blocks.0.conv_dw.weight"), "head.fc.weight",
                   _convnext_names),
+           Layout("MobileNetV2", ("conv_stem.weight", "conv_head.weight", "bn2.weight"), "classifier.weight",
+                  _mobilenetv2_names, without="blocks.0.0.se.conv_reduce.weight"),
            Layout("EfficientNet", ("conv_stem.weight", "conv_head.weight", "bn2.weight"), "classifier.weight",
                   _efficientnet_names),
            Layout("RegNet", ("stem.conv.weight", "s1.b1.conv1.conv.weight"), "head.fc.weight", _regnet_names),
@@ -183,7 +235,7 @@ def _layout(state: dict[str, torch.Tensor]) -> tuple[Layout | None, str]:
     perhaps all under a wrapper's names, and those names ("": none); or ``(None, "")``."""
     for layout in LAYOUTS:
         head = wrapper_names(state, layout.signature[:1])
-        if all(head + key in state for key in layout.signature):
+        if all(head + key in state for key in layout.signature) and head + layout.without not in state:
             return layout, head
     return None, ""
 
@@ -194,9 +246,9 @@ def _under_torchvision_names(state: dict[str, torch.Tensor], layout: Layout, hea
 
 
 def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` under torchvision's key names where it is a timm ConvNeXt's, EfficientNet's, RegNet's or VGG's, a
-    wrapper's names before them kept and a key of no place there kept as it is (a strict load names it); else as
-    it is."""
+    """``state`` under torchvision's key names where it is of a timm family of :data:`LAYOUTS` (ConvNeXt,
+    EfficientNet, MobileNetV2, RegNet, VGG), a wrapper's names before them kept and a key of no place there kept as
+    it is (a strict load names it); else as it is."""
     layout, head = _layout(state)
     return state if layout is None else _under_torchvision_names(state, layout, head)
 
@@ -251,8 +303,8 @@ def _built_otherwise(config: dict[str, Any]) -> str | None:
 
 def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: str | None,
                      config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """``state``, read from ``path``, under torchvision's key names where it is a timm ConvNeXt's, EfficientNet's,
-    RegNet's or VGG's, and what was done in words for the page (naming the ``architecture`` of timm's ``config``, the
+    """``state``, read from ``path``, under torchvision's key names where it is of a timm family of :data:`LAYOUTS`,
+    and what was done in words for the page (naming the ``architecture`` of timm's ``config``, the
     config.json beside it, where there is one); else as it is, and ``""``.
 
     Raises:

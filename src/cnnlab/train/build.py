@@ -316,7 +316,8 @@ def _normalize(config: TrainConfig, dataset: ImageDataset, resume_state: dict[st
                  f"{config.model}'s weights are trained on that one)"
     else:
         theirs = initialised.normalize
-        source = f"normalised with the --init-from run's {_describe(theirs)}" if theirs else \
+        source = f"normalised with the {_describe(theirs)} that the {initialised.said_by} says" \
+            if initialised.said_by else f"normalised with the --init-from run's {_describe(theirs)}" if theirs else \
             "left as [0, 1] pixels, as the --init-from run had them"
         source += " (its weights were trained on that input)"
     if note and theirs != own:

@@ -14,7 +14,8 @@ trains the affine parameters too, which cnnlab does not). Whether a layer is fro
 run resumed at any step freezes exactly what the uninterrupted run froze.
 
 The weights expect the input they were trained on: a run from ``--pretrained`` normalises with the ImageNet weights'
-mean and std, and one from ``--init-from`` as the source run did (its recorded normalisation, or none), whatever
+mean and std, and one from ``--init-from`` as the source run did (its recorded normalisation, or none; for a state
+dict from elsewhere, what timm's config.json or a Transformers preprocessor_config.json beside it says), whatever
 ``--normalize`` says; fastai's ``fine_tune`` normalises with the pretrained statistics for the same reason.
 """
 
@@ -28,6 +29,8 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import stored_normalize
+from cnnlab.models.imagenet import per_channel
+from cnnlab.models.normalisation_beside import Said, normalisation_beside
 from cnnlab.models.state_dict import network_keys, output_keys, output_layer, state_dict_in
 from cnnlab.runs.checkpoint import load_checkpoint
 
@@ -36,12 +39,15 @@ from cnnlab.runs.checkpoint import load_checkpoint
 class Initialised:
     """What :func:`init_from` did: ``line`` says what was kept; ``normalize`` is the source run's [mean, std] per
     channel (None: it fed [0, 1] pixels), the input its weights were trained on; ``recorded``: whether the source
-    said so (a state dict from elsewhere does not: an ImageNet backbone's input is then normalised as the ImageNet
-    weights', a book model's as the run's ``--normalize`` says: ``_normalize`` in :mod:`cnnlab.train.build`)."""
+    said so (a state dict from elsewhere does not, unless the files beside it do: an ImageNet backbone's input is
+    then normalised as the ImageNet weights', a book model's as the run's ``--normalize`` says: ``_normalize`` in
+    :mod:`cnnlab.train.build`); ``said_by``: where a state dict's normalisation was read (timm's config.json or a
+    preprocessor_config.json beside it, :mod:`cnnlab.models.normalisation_beside`), "" for a cnnlab run's."""
 
     line: str
     normalize: list[list[float]] | None
     recorded: bool = True
+    said_by: str = ""
 
 
 def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None,
@@ -55,25 +61,29 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     ``path`` may also hold a state dict of the model's network from elsewhere (``torch.save(model.state_dict())``,
     perhaps inside a training script's or Lightning's checkpoint, or a ``.safetensors`` file; keys perhaps under
     DataParallel's ``module.``, or a Hugging Face Transformers ResNet's or ConvNeXt's or a timm ConvNeXt's,
-    EfficientNet's, RegNet's or VGG's, read under torchvision's names: :func:`~cnnlab.models.state_dict.network_keys`,
-    ``network`` the model's torchvision builder where it is one, whose architecture timm's config.json beside the
-    file must name; a body saved without its classifier too, whose output layer then starts fresh): it names no
-    classes and no normalisation, so its output layer is kept only where its shape fits, and the input is
-    normalised as :class:`Initialised` says.
+    EfficientNet's, MobileNetV2's, RegNet's or VGG's, read under torchvision's names:
+    :func:`~cnnlab.models.state_dict.network_keys`, ``network`` the model's torchvision builder where it is one, whose
+    architecture timm's config.json beside the file must name; a body saved without its classifier too, whose
+    output layer then starts fresh): it names no classes, so its output layer is kept only where its shape fits,
+    and no normalisation, which timm's config.json (its pretrained_cfg) or a Transformers preprocessor_config.json
+    beside it may say (:func:`~cnnlab.models.normalisation_beside.normalisation_beside`): the input is normalised
+    as :class:`Initialised` says.
 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
     own = model.state_dict()
-    foreign, read = False, ""  # a state dict from elsewhere, not a cnnlab checkpoint; what was done to its keys
+    foreign, read, said = False, "", None  # a state dict from elsewhere, not a cnnlab checkpoint; what was done to
+    # its keys; the normalisation the files beside it say
     try:
         ckpt = load_checkpoint(path)
     except ForeignCheckpointError as e:
         if e.held is None:  # not read at all (a pickle of objects, a TorchScript archive): its line says why
             raise
         expected = "a cnnlab checkpoint, or a state dict of this model's network"
-        state, how = network_keys(state_dict_in(e.held, path, expected), set(own), path, network,
-                                  output_keys(model))
+        held = state_dict_in(e.held, path, expected)
+        said = normalisation_beside(path, held)
+        state, how = network_keys(held, set(own), path, network, output_keys(model))
         ckpt, foreign = {"model": state}, True
         read = f", {how}" if how else ""
     source = ckpt.get("ema") or ckpt.get("model")
@@ -103,8 +113,12 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     model.load_state_dict(fitting, strict=False)
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
     if foreign:
-        return Initialised(f"initialised {kept} (a state dict{read}: no classes or normalisation recorded)"
-                           + (f"; new: {', '.join(fresh)}" if fresh else ""), None, recorded=False)
+        normalize = _fed_as_said(said, channels)
+        recorded = f"no classes recorded, its normalisation read from the {said.where}" if normalize else \
+            "no classes or normalisation recorded"
+        return Initialised(f"initialised {kept} (a state dict{read}: {recorded})"
+                           + (f"; new: {', '.join(fresh)}" if fresh else ""), normalize, recorded=bool(normalize),
+                           said_by=said.where if normalize else "")
     try:
         mean, std = stored_normalize(ckpt)
     except (TypeError, ValueError):
@@ -112,6 +126,18 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
                           f"channel, got {ckpt.get('normalize')!r}") from None
     return Initialised(f"initialised {kept}" + (f"; new: {', '.join(fresh)}" if fresh else ""),
                        None if mean is None else [list(mean), list(std)])
+
+
+def _fed_as_said(said: Said | None, channels: int | None) -> list[list[float]] | None:
+    """``said``'s [mean, std] for an input of ``channels`` (the RGB values averaged for grey images, as the
+    ImageNet weights' are); None where it says none, or of another count of channels than 1, 3 or the input's."""
+    if said is None:
+        return None
+    if channels is None or len(said.mean) == len(said.std) == channels:
+        return [list(said.mean), list(said.std)]
+    if {len(said.mean), len(said.std)} <= {1, 3}:
+        return per_channel(said.mean, said.std, channels)
+    return None
 
 
 def last_layer(model: nn.Module) -> nn.Module:
