@@ -178,8 +178,8 @@ def test_a_run_from_before_a_resize_raised_the_cap_is_read_and_resumed_from_the_
     with monkeypatch.context() as then:  # the loader as it was: every folder capped at 224
         then.setattr(folder, "default_cap", lambda input_side: folder.MAX_DEFAULT_SIZE)
         assert main(["train", "imagenet-resnet18", "--dataset", f"folder:{pics}", "--resize", "384", "--epochs", "1",
-                     "--schedule", "constant", "--batch-size", "2", "--limit-train-batches", "1", "--device", "cpu", "--no-report",
-                     "--out", str(run)]) == 0
+                     "--schedule", "constant", "--batch-size", "2", "--limit-train-batches", "1", "--device", "cpu",
+                     "--no-report", "--out", str(run)]) == 0
     assert json.loads((run / "config.json").read_text())["dataset"]["image_size"] == 224
     assert entries(cache) == [key_of_todays_cap(pics)]
     assert main(["eval", str(run / "best.pt"), "--device", "cpu"]) == 0
