@@ -444,7 +444,12 @@ class Trainer:
         self._log(f"epoch {row['epoch']}{self._of_epochs()}  train_loss {row['train_loss']:.4f}  "
                   f"train_acc {row['train_acc']:.4f}{held_out}  {row['images_per_s']:,.0f} img/s  "
                   f"{row['seconds']:.1f}s")
-        if self.holds_out:  # the chance check judges the held-out figure
+        # The chance check judges the held-out figure: the end-of-epoch model's. A run that holds out nothing gets no
+        # twin judging its training accuracy: that is the mean over the epoch's batches as the weights moved (from
+        # chance at the first step), augmented or mixed, so it lags the model the margin was set for; and on
+        # unbalanced classes the check judges the mean recall, which the loop does not count of training batches
+        # (EpochMetrics keeps the loss and accuracy only), where a network naming one class scores its share.
+        if self.holds_out:
             gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes, recalls,
                                                                     self._train_share)
             before = (len(self.state.history) - 1) * len(self.train_loader)  # steps before this epoch (all whole)
