@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.cli import main
@@ -164,4 +165,28 @@ def test_photos_resized_above_224_are_stored_at_that_side_and_read_back_from_one
     assert main(["eval", str(run / "best.pt"), "--device", "cpu"]) == 0
     assert main(["report", str(run), "--device", "cpu"]) == 0
     assert entries(cache) == [key]
+    capsys.readouterr()
+
+
+def test_a_run_from_before_a_resize_raised_the_cap_is_read_and_resumed_from_the_entry_it_decoded(tmp_path, cache,
+                                                                                                 monkeypatch, capsys):
+    """A run of ResNet-18 with --resize 384 made before the resize raised the cap stored its photos at 224, as its
+    config.json records: eval and report of it decoded the folder again at 384 (then read the 224 entry), and its
+    resume went on with photos stored at 384, not the images it began with. They read the entry it decoded."""
+    pics = photos(tmp_path / "pics", 400, 460)
+    run = tmp_path / "run"
+    with monkeypatch.context() as then:  # the loader as it was: every folder capped at 224
+        then.setattr(folder, "default_cap", lambda input_side: folder.MAX_DEFAULT_SIZE)
+        assert main(["train", "imagenet-resnet18", "--dataset", f"folder:{pics}", "--resize", "384", "--epochs", "1",
+                     "--schedule", "constant", "--batch-size", "2", "--limit-train-batches", "1", "--device", "cpu",
+                     "--no-report", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["dataset"]["image_size"] == 224
+    assert entries(cache) == [key_of_todays_cap(pics)]
+    assert main(["eval", str(run / "best.pt"), "--device", "cpu"]) == 0
+    assert main(["report", str(run), "--device", "cpu"]) == 0
+    assert entries(cache) == [key_of_todays_cap(pics)]
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert entries(cache) == [key_of_todays_cap(pics)]
+    assert json.loads((run / "result.json").read_text())["epochs"] == 2
+    assert torch.load(run / "last.pt", weights_only=True)["dataset"]["image_size"] == 224
     capsys.readouterr()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
 import urllib.error
 import urllib.request
 
@@ -18,15 +20,17 @@ import test_explore_browser
 from browser_support import wait
 from cli_support import run_with_output
 from cnnlab.compare import compare, curves_overlay, load_run
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, Interrupted
 from cnnlab.explore import BackgroundServer
 from cnnlab.explore.runs import summarize_run
 from cnnlab.explore.session import Session
 from cnnlab.export import verify_export
 from cnnlab.io import read_metrics_csv
+from cnnlab.runs import load_checkpoint
 from cnnlab.study import run_study
 from cnnlab.sweep.space import SweepSpec
 from cnnlab.train import build_trainer, make_config
+from cnnlab.train import trainer as trainer_module
 from data_support import write_classes
 from test_report import needs_chromium
 
@@ -75,6 +79,70 @@ def test_a_run_that_holds_out_nothing_trains_on_every_image_and_evaluates_nothin
     best, last = (torch.load(run / name, map_location="cpu", weights_only=True)["model"] for name in
                   ("best.pt", "last.pt"))
     assert all(torch.equal(best[k], last[k]) for k in last)
+
+
+class _SignalAfterEpoch:
+    """An observer that stands for a Ctrl-C arriving as epoch ``epoch`` ends: the run stops at the next step, in the
+    epoch after it, with a mid-epoch last.pt (as a signal's stop writes one)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch(self, trainer, row, is_best):
+        if row["epoch"] == self.epoch:
+            trainer._on_signal(signal.SIGINT)
+
+
+def _stopped_in_epoch_2(pets, run):
+    """A run that holds out nothing, stopped by a signal one step into its second epoch (of 3)."""
+    config = make_config("lenet", dataset=f"folder:{pets}", test_split=0, epochs=3, batch_size=16, out=str(run))
+    trainer = build_trainer(config, quiet=True, report=False)
+    trainer.observers.append(_SignalAfterEpoch(1))
+    with pytest.raises(Interrupted):
+        trainer.fit()
+
+
+def test_each_epoch_writes_its_checkpoint_once_and_last_pt_is_that_file(pets, tmp_path, capsys, monkeypatch):
+    # best.pt and last.pt were written one after the other at every epoch's end: the same checkpoint's bytes twice
+    written = []
+    save = trainer_module.save_checkpoint
+    monkeypatch.setattr(trainer_module, "save_checkpoint", lambda state, path: (written.append(path.name),
+                                                                                save(state, path)))
+    run = tmp_path / "run"
+    _train(pets, run, capsys, "--no-report")
+    assert written == ["best.pt", "best.pt"]
+    assert os.path.samefile(run / "best.pt", run / "last.pt")
+    code, _, err = run_with_output(["train", "--resume", str(run), "--epochs", "3"], capsys)  # and resumes from it
+    assert code == 0, err
+    assert load_checkpoint(run / "best.pt")["epoch"] == 3 and os.path.samefile(run / "best.pt", run / "last.pt")
+
+
+def test_a_run_stopped_mid_epoch_keeps_the_last_whole_epochs_best_pt(pets, tmp_path, capsys):
+    # The stop's last.pt replaces that name alone: best.pt stays the last whole epoch's, for every reader
+    run = tmp_path / "run"
+    _stopped_in_epoch_2(pets, run)
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert not os.path.samefile(run / "best.pt", run / "last.pt")
+    assert best["epoch"] == 1 and last["epoch"] == 1 and last["step"] > best["step"]
+    code, out, err = run_with_output(["predict", str(run / "best.pt"), str(next((pets / "cat").iterdir()))], capsys)
+    assert code == 0, err
+    code, _, err = run_with_output(["train", "--resume", str(run)], capsys)
+    assert code == 0, err
+    assert load_checkpoint(run / "best.pt")["epoch"] == 3
+
+
+def test_the_report_of_an_unfinished_run_shows_its_last_whole_epochs_training_figures(pets, tmp_path, capsys):
+    # Its headline was three dashes: result.json's final figures, which a run that has not ended lacks
+    run = tmp_path / "run"
+    _stopped_in_epoch_2(pets, run)
+    code, _, err = run_with_output(["report", str(run)], capsys)
+    assert code == 0, err
+    page = (run / "report.html").read_text()
+    [row] = read_metrics_csv(run / "metrics.csv")
+    assert f"{row['train_acc']:.2%}" in page and "training accuracy of epoch 1, the last the run finished" in page
+    assert "it has not finished, so it has no final figure" in page
+    assert f"{row['images_per_s']:,.0f}" in page and "training images / s (epoch 1)" in page
+    assert "final training accuracy" not in page and "Nothing held out" in page
 
 
 def test_its_last_line_claims_no_image_it_did_not_train_on(pets, tmp_path, capsys):
@@ -279,6 +347,22 @@ def test_compare_names_the_runs_that_held_out_nothing_and_their_training_accurac
     assert refit["test_acc"] is None and refit["final_val_acc"] is None and held["test_acc"] is not None
     # a table of runs that all held out something has neither column
     assert "nothing_held_out" not in compare([str(tmp_path / "held")])
+
+
+def test_a_balanced_run_records_that_no_figure_picked_its_best_pt_and_compare_shows_none(pets, tmp_path, capsys):
+    # Under --balance its best_by resolved to the balanced accuracy, recorded in result.json as what picked best.pt:
+    # compare added the balanced columns for it, empty, and judged the curves by a figure it never measured
+    _train(pets, tmp_path / "refit", capsys, "--balance", "loss", "--no-report")
+    result = json.loads((tmp_path / "refit" / "result.json").read_text())
+    assert result["best_by"] is None and result["best_epoch"] == 2
+    code, _, err = run_with_output(["train", "lenet", "--dataset", f"folder:{pets}", "--epochs", "1", "--batch-size",
+                                    "16", "--out", str(tmp_path / "held"), "--no-report"], capsys)
+    assert code == 0, err
+    rows = json.loads(compare([str(tmp_path / "refit"), str(tmp_path / "held")], fmt="json"))
+    assert [row["best_by"] for row in rows] == [None, "accuracy"]
+    assert not any("bal_acc" in column for column in rows[0]), rows[0]
+    fig = curves_overlay([load_run(tmp_path / "held"), load_run(tmp_path / "refit")], ["held", "refit"])
+    assert [ax.get_title() for ax in fig.axes] == ["validation accuracy", "training loss"]
 
 
 def test_the_compare_plot_names_a_run_that_held_out_nothing(pets, tmp_path, capsys):

@@ -66,6 +66,26 @@ def test_failed_rename_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert _stray_files(tmp_path) == []  # the temporary file was removed
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_last_pt_linked_to_best_pt_is_that_checkpoint_and_a_later_write_replaces_it_alone(tmp_path, monkeypatch,
+                                                                                          links):
+    # A best epoch's last.pt is best.pt's file, not a second write (a copy where the file system has no hard links);
+    # writing last.pt again, atomically, must leave best.pt as it was
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    save_checkpoint(_state(0.0), last)
+    save_checkpoint(_state(1.0), best)
+    if not links:
+        def no_links(source, path):
+            raise OSError(1, "Operation not permitted")
+
+        monkeypatch.setattr(cnnlab.io.os, "link", no_links)
+    cnnlab.io.atomic_link(best, last)
+    assert last.read_bytes() == best.read_bytes() and os.path.samefile(best, last) == links
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary file left
+    save_checkpoint(_state(2.0), last)
+    assert load_checkpoint(best)["step"] == 1 and load_checkpoint(last)["step"] == 2
+
+
 @pytest.mark.parametrize("crash", [KeyboardInterrupt, OSError])
 def test_crash_half_way_through_torch_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, crash):
     path = tmp_path / "last.pt"

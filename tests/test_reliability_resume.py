@@ -296,15 +296,21 @@ class _Killed(BaseException):
 def _killed_after_a_checkpoint(trainer, epoch: int, name: str | None, monkeypatch) -> None:
     """End the fit as a kill -9 would, right after the end-of-epoch checkpoint ``name`` of ``epoch`` is written
     (``None``: after the first of them, whichever it is); a killed process writes nothing more, so no observer
-    hears of a failure either."""
-    save = trainer_module.save_checkpoint
+    hears of a failure either. At a best epoch last.pt is best.pt's file, linked rather than written."""
+    save, link = trainer_module.save_checkpoint, trainer_module.atomic_link
 
     def killed(state, path):
         save(state, path)
         if state["epoch"] == epoch and (name is None or Path(path).name == name):
             raise _Killed
 
+    def killed_linking(source, path):
+        link(source, path)
+        if load_checkpoint(path)["epoch"] == epoch and Path(path).name == name:
+            raise _Killed
+
     monkeypatch.setattr(trainer_module, "save_checkpoint", killed)
+    monkeypatch.setattr(trainer_module, "atomic_link", killed_linking)
     notify = trainer._notify
     monkeypatch.setattr(trainer, "_notify", lambda event, *a: None if event == "on_failure" else notify(event, *a))
 

@@ -48,7 +48,7 @@ def colour_dataset(n_train=300, n_test=90, side=32, channels=3, seed=0, name="co
 def colours(monkeypatch):
     """Make the colour dataset what any run configured with dataset 'colours' loads."""
     data = colour_dataset()
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: data)
     return data
 
 
@@ -334,13 +334,13 @@ def test_a_finished_run_given_more_epochs_and_interrupted_reads_as_interrupted(c
 
 def test_fine_tuning_keeps_the_body_and_replaces_a_head_of_other_classes(tmp_path, monkeypatch):
     data = colour_dataset()
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: data)
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src", epochs=1))
     two = colour_dataset(name="two")
     keep = two.train_labels < 2
     two = ImageDataset("two", two.train_images[keep], two.train_labels[keep], two.test_images[two.test_labels < 2],
                        two.test_labels[two.test_labels < 2], ("red", "green"), two.mean, two.std, True)
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: two)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: two)
     trainer = build_trainer(make_config("lenet-relu", **quick(tmp_path / "ft", dataset="two", epochs=1,
                                                               init_from=str(tmp_path / "src" / "last.pt"),
                                                               freeze=True)), quiet=True)
@@ -363,10 +363,10 @@ def test_init_from_another_model_is_refused_in_one_line(colours, tmp_path):
 
 
 def test_init_from_a_colour_checkpoint_onto_grey_images_names_the_channels_flag(tmp_path, monkeypatch):
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: colour_dataset())
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: colour_dataset())
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src"))
     grey = colour_dataset(channels=1)
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: grey)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: grey)
     with pytest.raises(CnnlabError, match=r"3 input channel\(s\)\) do not fit this model: .*; pass --channels 3 to "
                                           r"read this dataset as the checkpoint's input$"):
         build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "src" / "last.pt"))))
@@ -385,7 +385,7 @@ def test_resuming_against_a_dataset_with_other_classes_is_refused(colours, tmp_p
     other = colour_dataset()
     other = ImageDataset("other", other.train_images, other.train_labels, other.test_images, other.test_labels,
                          ("a", "b", "c"), other.mean, other.std, True)
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: other)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: other)
     with pytest.raises(CnnlabError, match="resume it with its own dataset"):
         resume(tmp_path / "r", quiet=True)
 
@@ -486,19 +486,19 @@ def test_init_from_other_classes_of_the_same_count_starts_a_fresh_head(tmp_path,
     """A 3-class checkpoint into another 3-class dataset: the body comes along, the output layer does not (it
     meant other classes), and the note says so."""
     data = colour_dataset()
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: data)
     train("lenet-relu", quiet=True, report=False, **quick(tmp_path / "src", epochs=1))
     other = colour_dataset(name="other")
     other = ImageDataset("other", other.train_images, other.train_labels, other.test_images, other.test_labels,
                          ("cyan", "magenta", "yellow"), other.mean, other.std, True)
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: other)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: other)
     source = load_checkpoint(tmp_path / "src" / "last.pt")["model"]
     run = build_run(make_config("lenet-relu", **quick(None, dataset="other", init_from=str(tmp_path / "src" /
                                                                                           "last.pt"))))
     state = {k: v.cpu() for k, v in run.model.state_dict().items()}  # the run's device: CUDA where there is one
     assert torch.equal(state["features.0.weight"], source["features.0.weight"])
     assert not torch.equal(state["classifier.5.weight"], source["classifier.5.weight"])  # a fresh head
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: data)
     same = build_run(make_config("lenet-relu", **quick(None, init_from=str(tmp_path / "src" / "last.pt"))))
     assert torch.equal(same.model.state_dict()["classifier.5.weight"].cpu(), source["classifier.5.weight"])
 
@@ -513,7 +513,7 @@ def test_init_from_a_state_dict_saved_elsewhere(tmp_path, monkeypatch):
     shape fits (it names no classes), the input is normalised as --normalize says (it records none), and a pickle
     of objects is still refused unread. It was refused as "not a cnnlab checkpoint"."""
     data = colour_dataset()
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: data)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: data)
     torch.manual_seed(3)
     theirs = create_model("lenet-relu", num_classes=3, in_channels=3).state_dict()
     torch.save({"epoch": 4, "state_dict": {f"module.{k}": v for k, v in theirs.items()}}, tmp_path / "w.ckpt")
@@ -545,7 +545,7 @@ def test_a_dataset_of_one_class_is_refused_before_training(tmp_path, monkeypatch
     keep, held = data.train_labels == 0, data.test_labels == 0
     one = ImageDataset("one", data.train_images[keep], data.train_labels[keep], data.test_images[held],
                        data.test_labels[held], ("red",), data.mean, data.std, True)
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: one)
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: one)
     with pytest.raises(CnnlabError, match=r"^one has 1 class \(red\); a classifier needs at least 2"):
         build_trainer(make_config("lenet-relu", **quick(tmp_path / "r")), quiet=True)
     with pytest.raises(CnnlabError, match="a classifier needs at least 2"):
@@ -560,7 +560,7 @@ def test_flags_typed_that_the_run_would_not_use_are_refused_and_a_recipes_are_no
     and flip-TTA that a run cannot use gets a note."""
     from cnnlab.cli import main
 
-    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, data_dir=None, name=None: colour_dataset())
+    monkeypatch.setattr(cnnlab.inference, "dataset_of", lambda config, **_: colour_dataset())
     monkeypatch.chdir(tmp_path)
     base = ["train", "lenet-relu", "--dataset", "colours", "--epochs", "1", "--quiet", "--no-report"]
     for flags, message in (

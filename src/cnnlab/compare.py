@@ -145,6 +145,13 @@ def _setting(run: Run, key: str) -> Any:
     return augment_name(value) if key == "augment" else value
 
 
+def _judged_by(run: Run) -> str | None:
+    """The figure a run's best.pt was picked by (its ``best_by``; a run from before it: the accuracy), or None for one
+    that held out nothing: its best.pt is its last epoch's, picked by no figure, whatever ``--balance`` resolved its
+    ``best_by`` to."""
+    return None if holds_out_nothing(run.config) else _setting(run, "best_by")
+
+
 def run_row(run: Run, label: str, keys: Sequence[str],
             macs_of: Callable[[str, int, int, int], int | None] = model_macs) -> dict[str, Any]:
     """One row of the comparison: the run's identity, the differing config values and its figures; ``macs_of``:
@@ -172,7 +179,7 @@ def run_row(run: Run, label: str, keys: Sequence[str],
         "params": run.record.get("params") or result.get("params"), "macs": macs,
         "epochs_done": result["epochs_trained"] if budgeted else len(run.metrics),
         "best_val_acc": max(val) if val else None, "final_val_acc": val[-1] if val else None,
-        "best_by": _setting(run, "best_by"),  # what its best.pt judges (a run from before it: the accuracy)
+        "best_by": _judged_by(run),  # what its best.pt judges (a run from before it: the accuracy)
         "best_val_bal_acc": max(balanced) if balanced else None,
         "final_val_bal_acc": balanced[-1] if balanced else None,
         "nothing_held_out": holds_out_nothing(run.config),
@@ -187,7 +194,7 @@ def compare_runs(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     """The comparison table: its column names and one row per run."""
     keys = differing_keys(runs)
     columns = [*_LEADING, *keys, *_TRAILING]
-    if any(_setting(r, "best_by") == "balanced-accuracy" for r in runs):
+    if any(_judged_by(r) == "balanced-accuracy" for r in runs):
         at = columns.index("final_val_acc") + 1
         columns[at:at] = _BALANCED
     if any(holds_out_nothing(r.config) for r in runs):
@@ -272,8 +279,9 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
     names = list(groups or labels)
     colours = {name: f"C{k % 10}" for k, name in enumerate(dict.fromkeys(names))}
     first = {name: labels[names.index(name)] for name in colours}
-    judged, _ = judged_figure([{"run": label, "best_by": _setting(run, "best_by")}
-                               for run, label in zip(runs, labels, strict=True)])
+    # the runs that held out nothing draw no validation figure, and judge none
+    judged, _ = judged_figure([{"run": label, "best_by": by} for run, label in zip(runs, labels, strict=True)
+                               if (by := _judged_by(run)) is not None])
     # Under --balance the runs' best.pt (and a study's ranking) go by the balanced accuracy: the plot drew only the
     # accuracy, which the balancing moves away from
     figures = [(JUDGED[judged][0], f"validation {JUDGED[judged][1]}" + (" (judged)" if judged != "accuracy" else ""))]

@@ -365,7 +365,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
 
 
 def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
-                 name: str | None = None) -> dict[str, Any]:
+                 name: str | None = None, decoded: Sequence[int] | None = None) -> dict[str, Any]:
     """The :func:`cnnlab.data.load_dataset` arguments of the dataset a run was configured with (``config`` is a
     TrainConfig as a dict, e.g. a checkpoint's): what decides which images it loads, short of ``download``.
 
@@ -378,12 +378,23 @@ def dataset_args(config: Mapping[str, Any], data_dir: str | Path | None = None,
     side, which may raise the cap on the side the folder is decoded at: photos resized to 384 are stored at up to
     384, not at 224 and enlarged), so that every reader of the run (train, resume, eval, report, the explorer,
     torchrun's ranks) names the cache entry the run decoded.
+
+    ``decoded``: the (image size, channels) the run's images were decoded at, as its checkpoint records them (the
+    readers of an existing run: eval, report, resume, the explorer, ``export --verify``). A folder is asked for them
+    where the run left them to the loader, rather than for what the loader would choose today: a run from before a
+    model's side raised the cap (``--resize 384``, stored at 224) reads the entry it decoded, not a second one at
+    384, and a resume goes on with the very images it began with; a run made since names the side its cap chose,
+    found in the entry it decoded (:func:`cnnlab.data.folder.load_folder` looks for a side asked among the chosen
+    ones). Another folder scored by the run (``eval --dataset folder:OTHER``) is decoded as the model's images were.
     """
     name = name or config.get("dataset") or "fashion-mnist"
     if name.startswith(FOLDER_PREFIX) and data_dir is not None:
         name, data_dir = moved_folder(name, data_dir), ""  # a folder names itself: no root beside it
+    image_size, channels = config.get("image_size"), config.get("channels")
+    if decoded is not None and name.startswith(FOLDER_PREFIX):
+        image_size, channels = image_size or decoded[0], channels or decoded[1]
     return {"name": name, "root": data_dir if data_dir is not None else config.get("data_dir"),
-            "image_size": config.get("image_size"), "channels": config.get("channels"),
+            "image_size": image_size, "channels": channels,
             "skip_bad": bool(config.get("skip_bad_images", False)), "test_split": config.get("test_split"),
             "input_side": config.get("resize") or model_input_side(config.get("model"))}
 
@@ -403,19 +414,15 @@ def dataset_of(config: Mapping[str, Any], data_dir: str | Path | None = None, na
     what is on disk; ``training=False`` leaves out the training images of a converted registered dataset
     (:func:`cnnlab.data.load_dataset`).
 
-    ``decoded``: the (image size, channels) a trained model's images had. A folder of images that chooses its own
-    (the run gave no ``--image-size``/``--channels``) and now chooses others (larger or colour training images
-    added since) is decoded again at the model's, so its test images are the model's kind of image.
+    ``decoded``: the (image size, channels) a trained model's images had (:func:`dataset_args`). A folder of images
+    that chooses its own (the run gave no ``--image-size``/``--channels``) is read at the model's, so that its test
+    images are the model's kind of image even where it would choose others now (larger or colour training images
+    added since).
     """
     # cnnlab.data.load_dataset is looked up at call time: tests replace it to prove bad arguments fail before any
     # data is read.
-    args = dataset_args(config, data_dir, name)
-    data = cnnlab.data.load_dataset(**args, download=download, training=training)
-    if decoded is not None and data.name.startswith(FOLDER_PREFIX) and \
-            (data.image_size, data.channels) != tuple(decoded):
-        data = cnnlab.data.load_dataset(**{**args, "image_size": decoded[0], "channels": decoded[1]},
-                                        download=download, training=training)
-    return data
+    return cnnlab.data.load_dataset(**dataset_args(config, data_dir, name, decoded), download=download,
+                                    training=training)
 
 
 def check_same_classes(meta: Meta, classes: tuple[str, ...], what: str) -> None:

@@ -55,6 +55,21 @@ def atomic_write(path: str | Path, write: Callable[[str], Any], overwrite: bool 
         raise
 
 
+def atomic_link(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` the file ``source`` is, atomically (:func:`atomic_write`): a hard link, which writes no byte,
+    where the file system allows one, else a copy. A later atomic write of either name replaces that name alone (a
+    new file is moved into place), so the other keeps what both held."""
+
+    def link(tmp: str) -> None:
+        os.unlink(tmp)  # mkstemp's empty file: the link takes its unique name
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links there (some network and FUSE file systems)
+            shutil.copyfile(source, tmp)
+
+    atomic_write(path, link)
+
+
 def _move_unless_taken(tmp: str, path: Path) -> None:
     """Move ``tmp`` to ``path`` unless a file has that name; a hard link is made only where none has, so the look
     and the move are one step."""

@@ -58,7 +58,8 @@ def test_set_key(trained: inference.Trained) -> tuple:
     config = trained.config
     # without a test split the run's validation split is shown, which its --val-split and seed draw
     drawn = (config.get("val_split"), config.get("seed")) if config.get("test_split") == 0 else ()
-    return (*inference.dataset_args(config, name=trained.meta.dataset).items(), *drawn)
+    decoded = (trained.meta.image_size, trained.meta.channels)  # as Trained.dataset reads it
+    return (*inference.dataset_args(config, name=trained.meta.dataset, decoded=decoded).items(), *drawn)
 
 
 def load_test_set(trained: inference.Trained) -> TestSet:

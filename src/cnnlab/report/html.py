@@ -336,14 +336,24 @@ def _held_out(run: RunFiles, trained, data, split: str, test_logits: torch.Tenso
 
 
 def _training_stats(run: RunFiles) -> list[tuple[str, str]]:
-    """The headline numbers of a run that held out nothing: its training figures, named so."""
+    """The headline numbers of a run that held out nothing: its training figures, named so; of a run that has not
+    finished (stopped, still training, failed), its last finished epoch's, from metrics.csv, and said so."""
     res = run.result
     # train_acc is the mean over the last epoch's batches as they trained (augmented, in training mode, the weights
     # moving; under --ema not even best.pt's weights): no evaluation of the final model, which has no image to score
-    return [(_fmt(res.get("train_acc"), ".2%"), "final training accuracy: over the last epoch's batches, measured as "
-             "it trained on them (nothing held out; best.pt is the last epoch's)"),
-            (_fmt(res.get("train_images"), ","), "training images: every labelled image"),
-            (_fmt(res.get("images_per_s"), ",.0f"), "training images / s")]
+    if res.get("status") in ("finished", "stopped"):
+        return [(_fmt(res.get("train_acc"), ".2%"), "final training accuracy: over the last epoch's batches, "
+                 "measured as it trained on them (nothing held out; best.pt is the last epoch's)"),
+                (_fmt(res.get("train_images"), ","), "training images: every labelled image"),
+                (_fmt(res.get("images_per_s"), ",.0f"), "training images / s")]
+    # no final figures (a failed run's result.json has none either): the last epoch metrics.csv holds
+    last = run.metrics[-1] if run.metrics else {}
+    epoch = f"epoch {last['epoch']:g}" if last else "no epoch finished yet"
+    why = "it failed" if res.get("status") == "failed" else "it has not finished"
+    return [(_fmt(last.get("train_acc"), ".2%"), f"training accuracy of {epoch}"
+             f"{', the last the run finished' if last else ''}: over its batches, measured as it trained on them "
+             f"(nothing held out; {why}, so it has no final figure)"),
+            (_fmt(last.get("images_per_s"), ",.0f"), f"training images / s ({epoch})")]
 
 
 def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str = "auto", dataset=None,

@@ -201,7 +201,7 @@ class RunFolder:
         write_json(self.path / "result.json", {
             "model": trainer.config.model, "recipe": trainer.config.recipe, "dataset": trainer.dataset.name,
             "status": "failed", "error": f"{type(error).__name__}: {' '.join(str(error).split())}"[:500],
-            "epochs": len(history), "best_by": trainer.config.best_by, "best_epoch": best.get("epoch"),
+            "epochs": len(history), "best_by": trainer.picked_by, "best_epoch": best.get("epoch"),
             "best_val_acc": best.get("val_acc"), "best_val_bal_acc": best.get("val_bal_acc"),
             "test_acc": None, "seed": trainer.config.seed,
         })

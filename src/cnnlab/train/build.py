@@ -179,7 +179,7 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     _set_determinism(config, device)
     seed_all(config.seed)
     if dataset is None:  # one process per machine fills the download (or decode) cache before the others read it
-        dataset = _load_once_per_machine(config, dist, device)
+        dataset = _load_once_per_machine(config, dist, device, _decoded(resume_state))
     if config.test_split is not None and dataset.held_out is None:  # a split of its own: its makers' or a folder's
         own = "a test split of its own (test/, or a CSV's test rows)" if dataset.name.startswith(FOLDER_PREFIX) else \
             "its own test split"
@@ -233,20 +233,31 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     return parts
 
 
-def _load_once_per_machine(config: TrainConfig, dist: DistEnv, device: torch.device) -> ImageDataset:
-    """The run's dataset, loaded by each machine's first process before the others read it from the cache; a
-    refusal there (no data, a bad folder) ends every process with its line, not with a lost peer's error."""
+def _decoded(resume_state: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The (image size, channels) a resumed run's images were decoded at, as its checkpoint records them (None for a
+    new run): a folder is read at them (:func:`cnnlab.inference.dataset_args`), so that a run begun before a model's
+    side raised the cap goes on with the images it began with."""
+    recorded = (resume_state or {}).get("dataset") or {}
+    return (recorded["image_size"], recorded["channels"]) if "image_size" in recorded and "channels" in recorded \
+        else None
+
+
+def _load_once_per_machine(config: TrainConfig, dist: DistEnv, device: torch.device,
+                           decoded: tuple[int, int] | None = None) -> ImageDataset:
+    """The run's dataset (a folder read at ``decoded``, a resumed run's sides), loaded by each machine's first
+    process before the others read it from the cache; a refusal there (no data, a bad folder) ends every process with
+    its line, not with a lost peer's error."""
     error = None
     if dist.local_rank == 0:
         try:
-            dataset = inference.dataset_of(vars(config))
+            dataset = inference.dataset_of(vars(config), decoded=decoded)
         except CnnlabError as e:
             error = e
     if reduce_int(int(error is not None), dist, device):  # every process waits here, as at a barrier
         message = broadcast_object(str(error) if error else None, dist)  # rank 0's line, when it was rank 0's
         raise error or CnnlabError(message or "another machine's first process could not load the dataset (its "
                                               "console says why)")
-    return dataset if dist.local_rank == 0 else inference.dataset_of(vars(config))
+    return dataset if dist.local_rank == 0 else inference.dataset_of(vars(config), decoded=decoded)
 
 
 def _check_dataset_size(config: TrainConfig, dataset: ImageDataset, input_size: int) -> None:

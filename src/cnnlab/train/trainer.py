@@ -31,6 +31,7 @@ from cnnlab.data import DeviceLoader
 from cnnlab.device import oversubscription_hint
 from cnnlab.errors import CnnlabError, Interrupted, StopRun
 from cnnlab.evaluate import balanced_accuracy, class_scores, confusion_matrix
+from cnnlab.io import atomic_link
 from cnnlab.runs import environment, resume_command, save_checkpoint
 from cnnlab.train.budget import TimeBudget
 from cnnlab.train.build import RunParts
@@ -169,6 +170,12 @@ class Trainer:
         if not self.holds_out:
             return self.state.history[-1] if self.state.history else None
         return best_row(self.state.history, self.judged_key)
+
+    @property
+    def picked_by(self) -> str | None:
+        """What picked best.pt, as result.json records it: ``config.best_by``, or None where nothing is held out (the
+        last epoch's, picked by no figure, whatever ``--balance`` resolved ``best_by`` to)."""
+        return self.config.best_by if self.holds_out else None
 
     def fit(self) -> list[dict[str, float]]:
         """Train until ``config.epochs`` or the time budget is used (from where a resumed run left off), the target
@@ -421,10 +428,15 @@ class Trainer:
         # best.pt, then last.pt, then the observers' metrics.csv: a kill between the two checkpoints resumes from
         # the epoch before, which trains this one again and finds it best again (last.pt first, it would hold this
         # epoch's best_val_acc, and best.pt would stay an older epoch's for good); once metrics.csv shows an epoch,
-        # a kill at any later moment resumes after it
+        # a kill at any later moment resumes after it. At a best epoch (every epoch of a run that holds out nothing)
+        # the two are one checkpoint: written once and linked, not written twice; the next write of last.pt (a
+        # later epoch's, a mid-epoch one) replaces that name alone, and best.pt keeps this epoch's.
         if is_best:  # the same on every rank: the judged figure is a global one
-            self._checkpoint("best.pt")
-        self._checkpoint("last.pt")  # on every rank: a collective under torchrun
+            self._checkpoint("best.pt")  # on every rank: a collective under torchrun
+            if self.dist.is_main and self.run_dir is not None:
+                atomic_link(self.run_dir / "best.pt", self.run_dir / "last.pt")
+        else:
+            self._checkpoint("last.pt")
         held_out = ""  # nothing held out: the training figures alone
         if self.holds_out:
             judged = f"  val_bal_acc {row['val_bal_acc']:.4f}" if self.judged_key == "val_bal_acc" else ""
@@ -432,7 +444,12 @@ class Trainer:
         self._log(f"epoch {row['epoch']}{self._of_epochs()}  train_loss {row['train_loss']:.4f}  "
                   f"train_acc {row['train_acc']:.4f}{held_out}  {row['images_per_s']:,.0f} img/s  "
                   f"{row['seconds']:.1f}s")
-        if self.holds_out:  # the chance check judges the held-out figure
+        # The chance check judges the held-out figure: the end-of-epoch model's. A run that holds out nothing gets no
+        # twin judging its training accuracy: that is the mean over the epoch's batches as the weights moved (from
+        # chance at the first step), augmented or mixed, so it lags the model the margin was set for; and on
+        # unbalanced classes the check judges the mean recall, which the loop does not count of training batches
+        # (EpochMetrics keeps the loss and accuracy only), where a network naming one class scores its share.
+        if self.holds_out:
             gap = not self._told_eval_gap and learned_but_at_chance(row, self.dataset.num_classes, recalls,
                                                                     self._train_share)
             before = (len(self.state.history) - 1) * len(self.train_loader)  # steps before this epoch (all whole)
@@ -490,7 +507,7 @@ class Trainer:
             "val_acc": last.get("val_acc") if self.val_name == "validation" else None,
             "val_bal_acc": last.get("val_bal_acc") if self.val_name == "validation" else None,
             # best.pt's epoch, the figure that picked it, and its two figures
-            "best_by": self.config.best_by, "best_epoch": best.get("epoch"), "best_val_acc": best.get("val_acc"),
+            "best_by": self.picked_by, "best_epoch": best.get("epoch"), "best_val_acc": best.get("val_acc"),
             "best_val_bal_acc": best.get("val_bal_acc"),
             "images_per_s": images / wall if wall else None, "wall_s": wall,
             "world_size": self.dist.world_size, "global_batch_size": self.config.batch_size * self.dist.world_size,
