@@ -165,3 +165,20 @@ def test_photos_resized_above_224_are_stored_at_that_side_and_read_back_from_one
     assert main(["report", str(run), "--device", "cpu"]) == 0
     assert entries(cache) == [key]
     capsys.readouterr()
+
+
+def test_eval_of_the_export_of_a_run_resized_above_its_models_side_reads_the_runs_entry(tmp_path, cache, capsys):
+    """`cnnlab eval RUN.onnx` of a run fed 300-px pictures (`--resize 300`) of a 224-px model reads the photos from the
+    entry the run decoded them into, under the 300 cap (stored at their own 260): the export's model named the cap,
+    and its 224 decoded the folder again into a second entry of the same pixels."""
+    pics = photos(tmp_path / "pics", 260, 300)
+    run, onnx = tmp_path / "run", tmp_path / "run.onnx"
+    assert main(["train", "imagenet-mobilenet_v3_small", "--dataset", f"folder:{pics}", "--resize", "300",
+                 "--epochs", "1", "--batch-size", "2", "--limit-train-batches", "1", "--device", "cpu", "--no-report",
+                 "--out", str(run)]) == 0
+    [key] = entries(cache)
+    assert stored_side(cache, key) == 260
+    assert main(["export", str(run / "best.pt"), "--format", "onnx", "--output", str(onnx)]) == 0
+    assert main(["eval", str(onnx)]) == 0
+    assert "the 2 test images drawn from" in capsys.readouterr().out
+    assert entries(cache) == [key]
