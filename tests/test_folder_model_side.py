@@ -46,6 +46,21 @@ def stored_side(cache: Path, key: str) -> int:
     return shape[2]
 
 
+def assert_eval_of_its_export_reads_the_runs_entry(pics: Path, stored: int, tmp_path: Path, cache: Path, capsys,
+                                                   *train: str) -> None:
+    """`cnnlab train *train` on ``pics`` stores them at ``stored`` px in one cache entry, and `cnnlab eval` of the
+    run's ONNX export scores its test split from that entry, decoding nothing more."""
+    run, onnx = tmp_path / "run", tmp_path / "run.onnx"
+    assert main(["train", *train, "--dataset", f"folder:{pics}", "--epochs", "1", "--batch-size", "2",
+                 "--limit-train-batches", "1", "--device", "cpu", "--no-report", "--out", str(run)]) == 0
+    [key] = entries(cache)
+    assert stored_side(cache, key) == stored
+    assert main(["export", str(run / "best.pt"), "--format", "onnx", "--output", str(onnx)]) == 0
+    assert main(["eval", str(onnx)]) == 0
+    assert "the 2 test images drawn from" in capsys.readouterr().out
+    assert entries(cache) == [key]
+
+
 def decoded_for(model: str, pics: Path, **overrides) -> int:
     """The side a run of ``model`` on ``pics`` has its images at (build_run loads them as `cnnlab train` does)."""
     cfg = make_config(model, dataset=f"folder:{pics}", epochs=1, batch_size=2, device="cpu", **overrides)
@@ -135,16 +150,8 @@ def test_images_smaller_than_224_are_decoded_once_for_any_model(tmp_path, cache,
 def test_eval_of_a_384_backbones_onnx_export_reads_the_runs_entry(tmp_path, cache, capsys):
     """`cnnlab eval RUN.onnx` of a run of EfficientNetV2-S on photos of 300 px reads the images at their stored 300
     from the run's cache entry (the export names its model, whose side was the cap), not decoding them again."""
-    pics = photos(tmp_path / "pics", 300, 340)
-    run, onnx = tmp_path / "run", tmp_path / "run.onnx"
-    assert main(["train", V2_S, "--dataset", f"folder:{pics}", "--epochs", "1", "--batch-size", "2",
-                 "--limit-train-batches", "1", "--device", "cpu", "--no-report", "--out", str(run)]) == 0
-    [key] = entries(cache)
-    assert stored_side(cache, key) == 300
-    assert main(["export", str(run / "best.pt"), "--format", "onnx", "--output", str(onnx)]) == 0
-    assert main(["eval", str(onnx)]) == 0
-    assert "the 2 test images drawn from" in capsys.readouterr().out
-    assert entries(cache) == [key]
+    assert_eval_of_its_export_reads_the_runs_entry(photos(tmp_path / "pics", 300, 340), 300, tmp_path, cache, capsys,
+                                                   V2_S)
 
 
 def test_photos_resized_above_224_are_stored_at_that_side_and_read_back_from_one_entry(tmp_path, cache, capsys):
@@ -190,3 +197,11 @@ def test_a_run_from_before_a_resize_raised_the_cap_is_read_and_resumed_from_the_
     assert json.loads((run / "result.json").read_text())["epochs"] == 2
     assert torch.load(run / "last.pt", weights_only=True)["dataset"]["image_size"] == 224
     capsys.readouterr()
+
+
+def test_eval_of_the_export_of_a_run_resized_above_its_models_side_reads_the_runs_entry(tmp_path, cache, capsys):
+    """`cnnlab eval RUN.onnx` of a run fed 300-px pictures (`--resize 300`) of a 224-px model reads the photos from the
+    entry the run decoded them into, under the 300 cap (stored at their own 260): the export's model named the cap,
+    and its 224 decoded the folder again into a second entry of the same pixels."""
+    assert_eval_of_its_export_reads_the_runs_entry(photos(tmp_path / "pics", 260, 300), 260, tmp_path, cache, capsys,
+                                                   "imagenet-mobilenet_v3_small", "--resize", "300")

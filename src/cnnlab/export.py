@@ -99,6 +99,9 @@ SAMPLE_SEED = 0  # of the calibration images and of the test images an export is
 # The run's test figures may average each image with its mirror; the graph does not, so whoever matches the figures
 # with the file needs to know.
 TTA_KEY = "cnnlab.flip_tta"
+# The side the run fed its model (--resize, else the model's own): eval of the export reads the run's folder from the
+# cache entry the run decoded it into for that side
+INPUT_SIZE_KEY = "cnnlab.input_size"
 # The side of the run's stored images (--image-size), which its preprocessing resized to cnnlab.input_size (--resize):
 # an ONNX or .pt2 export takes it as its input (the resize inside), a safetensors export's network the input side, so
 # a picture is read at this side and resized, as the run read it (cnnlab.explore's InputSpec.read_at)
@@ -544,7 +547,7 @@ def export_checkpoint(checkpoint: str | Path | Trained, output: str | Path, form
                 "cnnlab.classes": json.dumps(list(meta.classes)),
                 "cnnlab.input": f"float32 N x {meta.channels} x {meta.image_size} x {meta.image_size} in [0, 1] "
                                 "(uint8 image / 255)",
-                "cnnlab.input_size": str(meta.input_size), STORED_SIDE_KEY: str(meta.image_size),
+                INPUT_SIZE_KEY: str(meta.input_size), STORED_SIDE_KEY: str(meta.image_size),
                 # a wider picture becomes the square input as the training images did: cropped or padded
                 SQUARE_KEY: CENTRE_CROP if meta.crops_pictures else "pad",
                 PICTURE_KEY: decoding(meta.crops_pictures, meta.channels, meta.image_size),

@@ -38,7 +38,7 @@ from cnnlab.evaluate import EvalResult, evaluate_checkpoint, folder_named_as_dat
 from cnnlab.explore.model import Options, fitted_words
 from cnnlab.explore.outputs import numbered_classes
 from cnnlab.explore.sources import cpu_only, open_model, scores_of
-from cnnlab.export import SKIP_BAD_KEY, SPLIT_KEYS, TEST_SPLIT_KEY, TTA_KEY
+from cnnlab.export import INPUT_SIZE_KEY, SKIP_BAD_KEY, SPLIT_KEYS, TEST_SPLIT_KEY, TTA_KEY
 from cnnlab.inference import (
     check_same_test_split,
     check_several_classes,
@@ -101,8 +101,8 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     with mapped_reads(), folder_named_as_data_dir(data_dir, None if named else dataset):  # only the scored read
         data = load_dataset(dataset, data_dir, image_size=size, channels=spec.channels, download=False,
                             skip_bad=skip_bad, training=False, fit=fit,
-                            # a cnnlab export's run's folder, decoded for its model, is read from the run's entry
-                            input_side=model_input_side(stored.get("cnnlab.model")),
+                            # a cnnlab export's run's folder, decoded for its input, is read from the run's entry
+                            input_side=_run_input_side(stored),
                             test_split=None if named and not names_folder(dataset, own or "") else test_split)
     columns, said = _class_columns(model.classes, data.classes, str(source), data.name, model.scoring.describe())
     recorded = _run_record(stored, str(source))
@@ -119,6 +119,14 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
     logits = scores_of(model, images, source, f"the {len(images)} images of {data.name}", batch_size)[:, columns]
     return EvalResult.from_logits(logits, labels, data.classes, model=model.name, checkpoint=str(source),
                                   device="cpu", tta=False, scored="; ".join([scored, *said]))
+
+
+def _run_input_side(stored: dict[str, str]) -> int | None:
+    """The side a cnnlab export's run fed its model (``stored``: the export's metadata), its folder decoded for it:
+    the run's ``--resize`` where it gave one (a 224 model fed 300 px decoded its photos under a cap of 300, not 224),
+    else its model's; None for a model from elsewhere."""
+    side = str(stored.get(INPUT_SIZE_KEY, ""))
+    return int(side) if side.isdigit() else model_input_side(stored.get("cnnlab.model"))
 
 
 def _dataset_to_score(dataset: str | None, data_dir: str | Path | None, own: str | None,
