@@ -7,6 +7,7 @@ running the file as it is, and torch, are the oracles.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -354,7 +355,6 @@ def _hugging_face_export(folder, processor: dict, id2label: dict, net: nn.Module
     """A folder as ``optimum-cli export onnx`` leaves one: model.onnx of free batch, height and width (input
     pixel_values, normalised outside), config.json (id2label) and preprocessor_config.json beside it; of ``net``, or
     of a small seeded network."""
-    import json
 
     torch.manual_seed(0)
     net = (net or nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -1443,7 +1443,6 @@ def test_eval_of_a_hugging_face_export_frames_each_picture_of_a_folder_as_its_pr
     picture's square centre before resizing it, which keeps the shorter side's edges the processor crops away. The
     network answers the brightest colour channel; each picture is one colour with a band of another along the edges
     of its shorter side, filed under the colour the processor's framing shows the network (the background's)."""
-    import json
 
     _hugging_face_export(tmp_path / "rgb", CONVNEXT, {"0": "red", "1": "green", "2": "blue"},
                          nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
@@ -1461,3 +1460,52 @@ def test_eval_of_a_hugging_face_export_frames_each_picture_of_a_folder_as_its_pr
                  "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["n"] == 4 and scored["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("end, free", [("squeeze(0)", False), ("reshape(-1)", False), ("reshape(-1)", True)])
+def test_a_graph_of_one_image_that_drops_the_batch_axis_is_read_as_its_images_class_scores(end, free, tmp_path,
+                                                                                          capsys):
+    """A graph whose class scores lose the batch axis at the end (a Squeeze, a Reshape to [-1]: 5 values for one
+    image) was read as "shape N (one value an image, no class axis)" and refused by predict and eval; a free batch's
+    Reshape gives 10 values for 2 images. Its 5 values for one image are that image's: each image is run alone, its
+    scores given their batch axis back, equal to onnxruntime's for the file; predict of a folder answers as the graph
+    that keeps the axis (fixed to one image, fed one at a time) does, and eval scores alike."""
+    net = explore_support.DropsBatchAxis(end).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(tmp_path / "one.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}} if free else None)
+        torch.onnx.export(net.scorer, (torch.zeros(1, 1, 8, 8),), str(tmp_path / "kept.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    model = open_model(tmp_path / "one.onnx")
+    assert model.classes == tuple(f"class {k}" for k in range(5))
+    assert any("takes one image at a time and its output 'y' has no batch axis (5 values" in n for n in model.notes)
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    session = ort.InferenceSession(str(tmp_path / "one.onnx"), providers=["CPUExecutionProvider"])
+    expected = np.stack([session.run(None, {"x": model.spec.to_input(image[None]).numpy()})[0] for image in images])
+    assert expected.shape == (3, 5)
+    assert np.allclose(model.logits(images).numpy(), expected, atol=1e-6)
+    folder = tmp_path / "pics"
+    for k, name in enumerate(["a", "b"]):
+        (folder / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(images[k + i, 0].numpy()).save(folder / name / f"{i}.png")
+    answers = {}
+    for file in ("one.onnx", "kept.onnx"):
+        assert main(["predict", str(tmp_path / file), str(folder / "a"), str(folder / "b")]) == 0
+        answers[file] = capsys.readouterr().out
+    assert answers["one.onnx"] == answers["kept.onnx"] and answers["one.onnx"].count("class ") == 12
+    scored = {}
+    for file in ("one.onnx", "kept.onnx"):
+        assert main(["eval", str(tmp_path / file), "--dataset", f"folder:{folder}", "--classes",
+                     str(_classes_file(tmp_path)), "--json"]) == 0
+        scored[file] = json.loads(capsys.readouterr().out)
+    assert scored["one.onnx"]["n"] == 4
+    assert {k: v for k, v in scored["one.onnx"].items() if k not in ("checkpoint", "model")} == \
+        {k: v for k, v in scored["kept.onnx"].items() if k not in ("checkpoint", "model")}
+
+
+def _classes_file(tmp_path: Path) -> Path:
+    path = tmp_path / "classes.txt"
+    path.write_text("a\nb\nc\nd\ne\n")
+    return path
