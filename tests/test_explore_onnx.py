@@ -1437,6 +1437,19 @@ def test_a_graph_of_one_value_an_image_is_said_to_have_no_class_axis(tmp_path):
         open_model(tmp_path / "one.onnx")
 
 
+def test_a_graph_of_a_fixed_batch_whose_scores_run_together_is_refused_for_what_it_returns(tmp_path):
+    """A graph fixed to 2 images whose scores end in a Reshape to [-1] (10 values for the 2) was told "shape N (one
+    value an image, no class axis)", which it is not; which values are whose cannot be told (2 x 5 or 5 x 2), so it
+    is refused, saying what it returns for the images it takes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(explore_support.DropsBatchAxis("reshape(-1)").eval(), (torch.zeros(2, 1, 8, 8),),
+                          str(tmp_path / "two.onnx"), dynamo=False, input_names=["x"], output_names=["y"])
+    with pytest.raises(CnnlabError, match=r"^\S*two.onnx is not a classifier: its output 'y' has shape 10 for the 2 "
+                                          r"images it takes at once \(no axis of them\), expected N x classes"):
+        open_model(tmp_path / "two.onnx")
+
+
 def test_eval_of_a_hugging_face_export_frames_each_picture_of_a_folder_as_its_processor_does(tmp_path, capsys):
     """eval of a labelled folder feeds a Hugging Face export each picture as its image processor frames it (the
     shorter side resized with its filter, the centre cropped), as the explorer and predict do: it cropped each

@@ -460,9 +460,11 @@ class OnnxModel:
         dtype = helper.tensor_dtype_to_np_dtype(element).name if element not in (0, *FLOAT_TYPES) else "float32"
         pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
         of = f" of {dtype}" if dtype != "float32" else ""
-        # a 1-D output's one axis is the batch's: "shape 1" would read as one class
-        shape = f"N (one value an image, no class axis){of}" if len(out) == 1 else \
-            f"{' x '.join(str(d) for d in out)}{of}"
+        # a 1-D output's one axis is the batch's: "shape 1" would read as one class; but not where it holds another
+        # count than the batch fixed (10 values for 2 images: the images' scores run together, their order unknown)
+        shape = f"{out[0]}{of} for the {self.batch} images it takes at once (no axis of them)" if len(out) == 1 and \
+            self.batch and isinstance(out[0], int) and out[0] != self.batch else \
+            f"N (one value an image, no class axis){of}" if len(out) == 1 else f"{' x '.join(str(d) for d in out)}{of}"
         return opened_as_network(NotAClassifier(str(self.path), f"its output {self.output_name!r} has shape {shape}",
                                                 "N x classes", pixels), options, self.name)
 
