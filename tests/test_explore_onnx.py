@@ -1492,7 +1492,7 @@ def test_a_graph_of_one_image_that_drops_the_batch_axis_is_read_as_its_images_cl
                           input_names=["x"], output_names=["y"])
     model = open_model(tmp_path / "one.onnx")
     assert model.classes == tuple(f"class {k}" for k in range(5))
-    assert any("takes one image at a time and its output 'y' has no batch axis (5 values" in n for n in model.notes)
+    assert any("The graph's output 'y' has no batch axis (5 values for one image" in n for n in model.notes)
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
     session = ort.InferenceSession(str(tmp_path / "one.onnx"), providers=["CPUExecutionProvider"])
     expected = np.stack([session.run(None, {"x": model.spec.to_input(image[None]).numpy()})[0] for image in images])

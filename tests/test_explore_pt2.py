@@ -164,7 +164,7 @@ def test_a_program_of_one_image_that_drops_the_batch_axis_is_read_as_its_images_
     torch.export.save(torch.export.export(net, (torch.zeros(1, 1, 8, 8),)), tmp_path / "one.pt2")
     model = open_model(tmp_path / "one.pt2")
     assert model.classes == tuple(f"class {k}" for k in range(5))
-    assert any("takes one image at a time and its output has no batch axis (5 values" in n for n in model.notes)
+    assert any("The program's output has no batch axis (5 values for one image" in n for n in model.notes)
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
     with torch.no_grad():
         expected = torch.stack([net(model.spec.to_input(image[None])) for image in images])

@@ -428,7 +428,7 @@ class OnnxModel:
         if one_at_a_time:
             self.notes += (f"The graph's batch axis is free, but {one_at_a_time}: images are run one at a time.",)
         if self.squeezed and network is None:
-            self.notes += squeezed_note("graph", f"its output {self.output_name!r}", count)
+            self.notes += squeezed_note("graph", f"output {self.output_name!r}", count)
         if self.scorer is not self.session:
             self.notes += (f"A quantized graph: its {'outputs' if network else 'class scores'} are onnxruntime's for "
                            "the file as it is; its feature maps come from a run that returns them, in which "

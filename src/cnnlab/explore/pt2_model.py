@@ -344,7 +344,7 @@ class ExportedModel(TorchModel):
                                                              str(path), "program", sample=self._sample(),
                                                              on_map=self._on_map)
             self.notes = (f"{read} Class names: {where}.", *read_as, *self._outputs_note("program"),
-                          *(squeezed_note("program", "its output", count) if self._squeezed else ()),
+                          *(squeezed_note("program", "output", count) if self._squeezed else ()),
                           *self.scoring.notes())
         notes, self.classes = blank_reading(self, options, "program")
         self.notes += notes
