@@ -400,6 +400,16 @@ def test_a_hugging_face_export_is_fed_as_the_files_beside_it_say(processor, hw, 
     assert "beside it" not in flagged.spec.describe()
 
 
+def test_a_hugging_face_export_without_its_processors_file_asks_for_its_size_naming_its_free_sides(tmp_path):
+    """optimum's export names its free sides "height" and "width": without the preprocessor_config.json that gives
+    the size, the refusal read "a dynamic input size (height x width height x width)"; the names are quoted."""
+    _hugging_face_export(tmp_path / "vit", VIT, {"0": "cat", "1": "dog", "2": "fox"})
+    (tmp_path / "vit" / "preprocessor_config.json").unlink()
+    with pytest.raises(CnnlabError, match=r"model.onnx has a dynamic input size \(height x width 'height' x "
+                                          r"'width'\); pass --input-size SIDE or HEIGHTxWIDTH$"):
+        open_model(tmp_path / "vit" / "model.onnx")
+
+
 # microsoft/resnet-50's and facebook/convnext-tiny-224's form (Transformers' ConvNextImageProcessor), at a small size:
 # the shorter side resized to int(16 / 0.8) = 20 with Pillow's bicubic (resample 3), the centre 16 x 16 cropped
 CONVNEXT = {**VIT, "size": {"shortest_edge": 16}, "crop_pct": 0.8, "resample": 3}
