@@ -1447,6 +1447,27 @@ def test_a_graph_of_one_value_an_image_is_said_to_have_no_class_axis(tmp_path):
         open_model(tmp_path / "one.onnx")
 
 
+def test_a_free_batch_run_together_by_a_flatten_of_axis_0_is_run_one_image_at_a_time_saying_why(tmp_path):
+    """A graph of a free batch ending in a Flatten of axis 0 (1 x 5 for one image, 1 x 10 for two) is run one image at
+    a time, each image's scores onnxruntime's; the page said it "fails on two images at once", which it does not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(explore_support.Scorer(5).eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "scores.onnx"),
+                          dynamo=False, input_names=["x"], output_names=["scores"], dynamic_axes={"x": {0: "N"}})
+    graph = onnx.load(str(tmp_path / "scores.onnx"))
+    graph.graph.node.append(helper.make_node("Flatten", ["scores"], ["y"], axis=0))
+    graph.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "all"]))
+    onnx.save(graph, str(tmp_path / "flat.onnx"))
+    model = open_model(tmp_path / "flat.onnx")
+    assert "The graph's batch axis is free, but it returns 1 x 10 for two images, not a row each: images are run one " \
+        "at a time." in model.notes
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    session = ort.InferenceSession(str(tmp_path / "flat.onnx"), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"x": model.spec.to_input(image[None]).numpy()})[0]
+                               for image in images])
+    assert np.allclose(model.logits(images).numpy(), expected, atol=1e-6)
+
+
 def test_a_graph_of_a_fixed_batch_whose_scores_run_together_is_refused_for_what_it_returns(tmp_path):
     """A graph fixed to 2 images whose scores end in a Reshape to [-1] (10 values for the 2) was told "shape N (one
     value an image, no class axis)", which it is not; which values are whose cannot be told (2 x 5 or 5 x 2), so it

@@ -799,8 +799,8 @@ class OnnxModel:
             alone = [self._run(pictures[k:k + 1], [self.output_name])[self.output_name] for k in range(2)]
         except Exception:  # onnxruntime's own error classes: the graph cannot take a batch of two
             return "it fails on two images at once"
-        if pair.shape[:1] != (2,):
-            return "it fails on two images at once"
+        if pair.shape[:1] != (2,):  # it ran, but not a row an image (a Flatten of axis 0: 1 x 10 for 2 images)
+            return f"it returns {' x '.join(map(str, pair.shape)) or 'a single number'} for two images, not a row each"
         alone = np.concatenate(alone).astype(np.float64)
         # rounding of another summation order stays far below a thousandth of the outputs' scale
         if np.abs(pair - alone).max() > 1e-3 * float(np.abs(alone).max()):
