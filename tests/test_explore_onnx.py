@@ -410,6 +410,25 @@ def test_a_hugging_face_export_without_its_processors_file_asks_for_its_size_nam
         open_model(tmp_path / "vit" / "model.onnx")
 
 
+def test_a_hugging_face_export_folder_named_for_its_model_points_at_its_model_onnx(tmp_path, capsys):
+    """optimum's export is a folder, which a user names as the model: predict and eval said it "holds no best.pt or
+    last.pt (expected a .pt file written by cnnlab train)", and explore that it is "served as runs"; each line names
+    the folder's model.onnx to pass."""
+    _hugging_face_export(tmp_path / "vit", VIT, {"0": "cat", "1": "dog", "2": "fox"})
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (20, 24)).save(picture)
+    onnx_file = tmp_path / "vit" / "model.onnx"
+    for argv in (["predict", str(tmp_path / "vit"), str(picture)], ["eval", str(tmp_path / "vit"), "--data-dir",
+                                                                     str(tmp_path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and f"is a folder; pass {onnx_file} (expected the model file in it)" in err[0], err
+    assert main(["explore", str(tmp_path / "vit"), "--images", str(tmp_path), "--export", str(tmp_path / "x.html")]) \
+        == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"(for the model in it, pass {onnx_file})" in err[0], err
+
+
 # microsoft/resnet-50's and facebook/convnext-tiny-224's form (Transformers' ConvNextImageProcessor), at a small size:
 # the shorter side resized to int(16 / 0.8) = 20 with Pillow's bicubic (resample 3), the centre 16 x 16 cropped
 CONVNEXT = {**VIT, "size": {"shortest_edge": 16}, "crop_pct": 0.8, "resample": 3}
