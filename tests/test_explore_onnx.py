@@ -429,6 +429,18 @@ def test_a_hugging_face_export_folder_named_for_its_model_points_at_its_model_on
     assert len(err) == 1 and f"(for the model in it, pass {onnx_file})" in err[0], err
 
 
+def test_summary_of_a_folder_in_the_working_folder_names_the_model_file_in_it(tmp_path, monkeypatch, capsys):
+    """cnnlab summary of a folder named without a slash (``vit``, ``runs``) said "unknown model 'vit'" and listed
+    cnnlab's own models; named so or with a slash, it said the folder is no model without naming the file in it.
+    Each is one line naming the file to pass."""
+    _hugging_face_export(tmp_path / "vit", VIT, {"0": "cat", "1": "dog", "2": "fox"})
+    monkeypatch.chdir(tmp_path)
+    for given in ("vit", "vit/"):
+        assert main(["summary", given]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "is a folder; pass vit/model.onnx; a model is a .onnx" in err[0], err
+
+
 # microsoft/resnet-50's and facebook/convnext-tiny-224's form (Transformers' ConvNextImageProcessor), at a small size:
 # the shorter side resized to int(16 / 0.8) = 20 with Pillow's bicubic (resample 3), the centre 16 x 16 cropped
 CONVNEXT = {**VIT, "size": {"shortest_edge": 16}, "crop_pct": 0.8, "resample": 3}
