@@ -136,6 +136,19 @@ class Scorer(nn.Module):
         return self.flat(self.final(self.fc(F.relu(self.conv(x)).mean((2, 3)))))
 
 
+class DropsBatchAxis(nn.Module):
+    """``Scorer(5)`` whose class scores lose their batch axis at the end, as a network written for one image at a time
+    does: ``squeeze(0)``, ``[0]`` or ``reshape(-1)`` (5 values for one image, 10 for two in the last)."""
+
+    def __init__(self, end: str):
+        super().__init__()
+        self.scorer, self.end = Scorer(5), end
+
+    def forward(self, x):
+        y = self.scorer(x)
+        return y.squeeze(0) if self.end == "squeeze(0)" else y[0] if self.end == "[0]" else y.reshape(-1)
+
+
 def _pt2_of(module: nn.Module, path):
     torch.export.save(torch.export.export(module.eval(), (torch.zeros(2, 1, 8, 8),),
                                           dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)), path)

@@ -378,7 +378,7 @@ def test_a_model_of_non_square_input(tmp_path, rgb_folder):
     with pytest.raises(CnnlabError, match=r"^--input-size 16 differs from the 16 x 32 input .*wide.onnx is fixed to; "
                                           r"expected --input-size 16x32 or none$"):
         open_model(tmp_path / "wide.onnx", Options(input_size=16))
-    with pytest.raises(CnnlabError, match=r"free.onnx has a dynamic input size \(height x width 16 x W\); pass "
+    with pytest.raises(CnnlabError, match=r"free.onnx has a dynamic input size \(height x width 16 x 'W'\); pass "
                                           r"--input-size SIDE or HEIGHTxWIDTH"):
         open_model(tmp_path / "free.onnx")
     with pytest.raises(CnnlabError, match=r"^--input-size 24 gives a height of 24, but .*free.onnx fixes its height "

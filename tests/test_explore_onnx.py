@@ -7,6 +7,7 @@ running the file as it is, and torch, are the oracles.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -354,7 +355,6 @@ def _hugging_face_export(folder, processor: dict, id2label: dict, net: nn.Module
     """A folder as ``optimum-cli export onnx`` leaves one: model.onnx of free batch, height and width (input
     pixel_values, normalised outside), config.json (id2label) and preprocessor_config.json beside it; of ``net``, or
     of a small seeded network."""
-    import json
 
     torch.manual_seed(0)
     net = (net or nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -398,6 +398,47 @@ def test_a_hugging_face_export_is_fed_as_the_files_beside_it_say(processor, hw, 
     flagged = open_model(tmp_path / "vit" / "model.onnx", Options(input_size=12, mean=(0.1,), std=(0.2,)))
     assert flagged.spec.hw == (12, 12) and flagged.spec.mean == (0.1, 0.1, 0.1)
     assert "beside it" not in flagged.spec.describe()
+
+
+def test_a_hugging_face_export_without_its_processors_file_asks_for_its_size_naming_its_free_sides(tmp_path):
+    """optimum's export names its free sides "height" and "width": without the preprocessor_config.json that gives
+    the size, the refusal read "a dynamic input size (height x width height x width)"; the names are quoted."""
+    _hugging_face_export(tmp_path / "vit", VIT, {"0": "cat", "1": "dog", "2": "fox"})
+    (tmp_path / "vit" / "preprocessor_config.json").unlink()
+    with pytest.raises(CnnlabError, match=r"model.onnx has a dynamic input size \(height x width 'height' x "
+                                          r"'width'\); pass --input-size SIDE or HEIGHTxWIDTH$"):
+        open_model(tmp_path / "vit" / "model.onnx")
+
+
+def test_a_hugging_face_export_folder_named_for_its_model_points_at_its_model_onnx(tmp_path, capsys):
+    """optimum's export is a folder, which a user names as the model: predict and eval said it "holds no best.pt or
+    last.pt (expected a .pt file written by cnnlab train)", and explore that it is "served as runs"; each line names
+    the folder's model.onnx to pass."""
+    _hugging_face_export(tmp_path / "vit", VIT, {"0": "cat", "1": "dog", "2": "fox"})
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (20, 24)).save(picture)
+    onnx_file = tmp_path / "vit" / "model.onnx"
+    for argv in (["predict", str(tmp_path / "vit"), str(picture)], ["eval", str(tmp_path / "vit"), "--data-dir",
+                                                                     str(tmp_path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and f"is a folder; pass {onnx_file} (expected the model file in it)" in err[0], err
+    assert main(["explore", str(tmp_path / "vit"), "--images", str(tmp_path), "--export", str(tmp_path / "x.html")]) \
+        == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"(for the model in it, pass {onnx_file})" in err[0], err
+
+
+def test_summary_of_a_folder_in_the_working_folder_names_the_model_file_in_it(tmp_path, monkeypatch, capsys):
+    """cnnlab summary of a folder named without a slash (``vit``, ``runs``) said "unknown model 'vit'" and listed
+    cnnlab's own models; named so or with a slash, it said the folder is no model without naming the file in it.
+    Each is one line naming the file to pass."""
+    _hugging_face_export(tmp_path / "vit", VIT, {"0": "cat", "1": "dog", "2": "fox"})
+    monkeypatch.chdir(tmp_path)
+    for given in ("vit", "vit/"):
+        assert main(["summary", given]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "is a folder; pass vit/model.onnx; a model is a .onnx" in err[0], err
 
 
 # microsoft/resnet-50's and facebook/convnext-tiny-224's form (Transformers' ConvNextImageProcessor), at a small size:
@@ -1437,13 +1478,46 @@ def test_a_graph_of_one_value_an_image_is_said_to_have_no_class_axis(tmp_path):
         open_model(tmp_path / "one.onnx")
 
 
+def test_a_free_batch_run_together_by_a_flatten_of_axis_0_is_run_one_image_at_a_time_saying_why(tmp_path):
+    """A graph of a free batch ending in a Flatten of axis 0 (1 x 5 for one image, 1 x 10 for two) is run one image at
+    a time, each image's scores onnxruntime's; the page said it "fails on two images at once", which it does not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(explore_support.Scorer(5).eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "scores.onnx"),
+                          dynamo=False, input_names=["x"], output_names=["scores"], dynamic_axes={"x": {0: "N"}})
+    graph = onnx.load(str(tmp_path / "scores.onnx"))
+    graph.graph.node.append(helper.make_node("Flatten", ["scores"], ["y"], axis=0))
+    graph.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "all"]))
+    onnx.save(graph, str(tmp_path / "flat.onnx"))
+    model = open_model(tmp_path / "flat.onnx")
+    assert "The graph's batch axis is free, but it returns 1 x 10 for two images, not a row each: images are run one " \
+        "at a time." in model.notes
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    session = ort.InferenceSession(str(tmp_path / "flat.onnx"), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"x": model.spec.to_input(image[None]).numpy()})[0]
+                               for image in images])
+    assert np.allclose(model.logits(images).numpy(), expected, atol=1e-6)
+
+
+def test_a_graph_of_a_fixed_batch_whose_scores_run_together_is_refused_for_what_it_returns(tmp_path):
+    """A graph fixed to 2 images whose scores end in a Reshape to [-1] (10 values for the 2) was told "shape N (one
+    value an image, no class axis)", which it is not; which values are whose cannot be told (2 x 5 or 5 x 2), so it
+    is refused, saying what it returns for the images it takes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(explore_support.DropsBatchAxis("reshape(-1)").eval(), (torch.zeros(2, 1, 8, 8),),
+                          str(tmp_path / "two.onnx"), dynamo=False, input_names=["x"], output_names=["y"])
+    with pytest.raises(CnnlabError, match=r"^\S*two.onnx is not a classifier: its output 'y' has shape 10 for the 2 "
+                                          r"images it takes at once \(no axis of them\), expected N x classes"):
+        open_model(tmp_path / "two.onnx")
+
+
 def test_eval_of_a_hugging_face_export_frames_each_picture_of_a_folder_as_its_processor_does(tmp_path, capsys):
     """eval of a labelled folder feeds a Hugging Face export each picture as its image processor frames it (the
     shorter side resized with its filter, the centre cropped), as the explorer and predict do: it cropped each
     picture's square centre before resizing it, which keeps the shorter side's edges the processor crops away. The
     network answers the brightest colour channel; each picture is one colour with a band of another along the edges
     of its shorter side, filed under the colour the processor's framing shows the network (the background's)."""
-    import json
 
     _hugging_face_export(tmp_path / "rgb", CONVNEXT, {"0": "red", "1": "green", "2": "blue"},
                          nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
@@ -1461,3 +1535,52 @@ def test_eval_of_a_hugging_face_export_frames_each_picture_of_a_folder_as_its_pr
                  "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["n"] == 4 and scored["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("end, free", [("squeeze(0)", False), ("reshape(-1)", False), ("reshape(-1)", True)])
+def test_a_graph_of_one_image_that_drops_the_batch_axis_is_read_as_its_images_class_scores(end, free, tmp_path,
+                                                                                          capsys):
+    """A graph whose class scores lose the batch axis at the end (a Squeeze, a Reshape to [-1]: 5 values for one
+    image) was read as "shape N (one value an image, no class axis)" and refused by predict and eval; a free batch's
+    Reshape gives 10 values for 2 images. Its 5 values for one image are that image's: each image is run alone, its
+    scores given their batch axis back, equal to onnxruntime's for the file; predict of a folder answers as the graph
+    that keeps the axis (fixed to one image, fed one at a time) does, and eval scores alike."""
+    net = explore_support.DropsBatchAxis(end).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(tmp_path / "one.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}} if free else None)
+        torch.onnx.export(net.scorer, (torch.zeros(1, 1, 8, 8),), str(tmp_path / "kept.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    model = open_model(tmp_path / "one.onnx")
+    assert model.classes == tuple(f"class {k}" for k in range(5))
+    assert any("The graph's output 'y' has no batch axis (5 values for one image" in n for n in model.notes)
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    session = ort.InferenceSession(str(tmp_path / "one.onnx"), providers=["CPUExecutionProvider"])
+    expected = np.stack([session.run(None, {"x": model.spec.to_input(image[None]).numpy()})[0] for image in images])
+    assert expected.shape == (3, 5)
+    assert np.allclose(model.logits(images).numpy(), expected, atol=1e-6)
+    folder = tmp_path / "pics"
+    for k, name in enumerate(["a", "b"]):
+        (folder / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(images[k + i, 0].numpy()).save(folder / name / f"{i}.png")
+    answers = {}
+    for file in ("one.onnx", "kept.onnx"):
+        assert main(["predict", str(tmp_path / file), str(folder / "a"), str(folder / "b")]) == 0
+        answers[file] = capsys.readouterr().out
+    assert answers["one.onnx"] == answers["kept.onnx"] and answers["one.onnx"].count("class ") == 12
+    scored = {}
+    for file in ("one.onnx", "kept.onnx"):
+        assert main(["eval", str(tmp_path / file), "--dataset", f"folder:{folder}", "--classes",
+                     str(_classes_file(tmp_path)), "--json"]) == 0
+        scored[file] = json.loads(capsys.readouterr().out)
+    assert scored["one.onnx"]["n"] == 4
+    assert {k: v for k, v in scored["one.onnx"].items() if k not in ("checkpoint", "model")} == \
+        {k: v for k, v in scored["kept.onnx"].items() if k not in ("checkpoint", "model")}
+
+
+def _classes_file(tmp_path: Path) -> Path:
+    path = tmp_path / "classes.txt"
+    path.write_text("a\nb\nc\nd\ne\n")
+    return path

@@ -154,26 +154,23 @@ def test_a_program_that_returns_two_tensors_is_read_by_its_first(tmp_path, batch
     assert "The program has 2 outputs: its first, N x 3, is read as the class scores (not N x 3)." in model.notes
 
 
-@pytest.mark.parametrize("end", ["squeeze(0)", "[0]"])
-def test_a_program_of_one_image_that_drops_the_batch_axis_is_refused_for_what_it_returns(end, tmp_path):
-    """A program exported at a batch of one whose forward ends in squeeze(0) (or [0]) gives 5 scores for its one
-    image. It was refused as "for 2 images it returns 2": each image's 5 scores were cut to their first as if they
-    were rows, and the two firsts put together. It is refused for what it returns, in the words the module's
-    refusal uses."""
-    class Dropped(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
-
-        def forward(self, x):
-            y = self.fc(self.conv(x).mean((2, 3)))
-            return y.squeeze(0) if end == "squeeze(0)" else y[0]
-
-    torch.export.save(torch.export.export(Dropped().eval(), (torch.zeros(1, 3, 16, 16),)), tmp_path / "one.pt2")
-    with pytest.raises(CnnlabError, match=r"^\S*one.pt2 is not a classifier: for 1 image it returns 5, expected 1 x "
-                                          r"classes of float logits; cnnlab explore and cnnlab summary open any "
-                                          r"network for its layers$"):
-        open_model(tmp_path / "one.pt2")
+@pytest.mark.parametrize("end", ["squeeze(0)", "[0]", "reshape(-1)"])
+def test_a_program_of_one_image_that_drops_the_batch_axis_is_read_as_its_images_class_scores(end, tmp_path):
+    """A program exported at a batch of one whose forward drops the batch axis (5 scores for its one image) was
+    refused by every command ("for 1 image it returns 5"). Fixed to one image, its 5 values can only be that image's:
+    each image is run alone, its scores given their batch axis back, equal to the module's own, and the page says
+    so."""
+    net = explore_support.DropsBatchAxis(end).eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 1, 8, 8),)), tmp_path / "one.pt2")
+    model = open_model(tmp_path / "one.pt2")
+    assert model.classes == tuple(f"class {k}" for k in range(5))
+    assert any("The program's output has no batch axis (5 values for one image" in n for n in model.notes)
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = torch.stack([net(model.spec.to_input(image[None])) for image in images])
+    assert torch.allclose(model.logits(images), expected, atol=1e-6)
+    result = analyze_image(model, images[1])
+    assert [row["class"] for row in result["top"]] == [f"class {k}" for k in expected[1].argsort(descending=True)]
 
 
 def test_ops_of_a_programs_own_forward_are_named(tmp_path):

@@ -240,10 +240,11 @@ def _cmd_summary(args) -> int:
 
 def names_a_model_from_elsewhere(text: str) -> bool:
     """Whether ``cnnlab summary TEXT`` names a file, ``module:function`` or one of torchvision's pretrained networks
-    (``torchvision-NAME``) rather than one of cnnlab's models (whose names hold none of ``. / : \\``)."""
+    (``torchvision-NAME``) rather than one of cnnlab's models (whose names hold none of ``. / : \\``); a file or
+    folder that is there (``runs``, a run's folder) is one too, not an unknown model's name."""
     from cnnlab.models.torchvision_zoo import is_zoo_name
 
-    return any(c in text for c in "./:\\") or is_zoo_name(text)
+    return any(c in text for c in "./:\\") or is_zoo_name(text) or os.path.exists(text)
 
 
 def _cmd_kernel(args) -> int:

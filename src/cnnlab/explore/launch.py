@@ -194,7 +194,8 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
         given = [k for k, v in model_flags.items() if v is not None]
         if given:
             checkpoint = checkpoint_in(source)
-            hint = f" (for the model of this run, pass {checkpoint})" if checkpoint else ""
+            hint = f" (for the model {'in it' if checkpoint.suffix == '.onnx' else 'of this run'}, pass {checkpoint})" \
+                if checkpoint else ""
             raise CnnlabError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to one model "
                               "(a .onnx, .pt2 or .pt file, or "
                               f"module:function); {source} is a folder, served as runs{hint}")

@@ -528,7 +528,9 @@ class Options:
         elif all(d is None for d in static):
             raise CnnlabError(f"{where} has no fixed input size; pass --input-size SIDE or HEIGHTxWIDTH")
         else:
-            shown = " x ".join(str(d) if d is not None else "?" for d in static)
+            # a free side by its name, quoted: Hugging Face's exports name them "height" and "width", which read
+            # "(height x width height x width)" unquoted
+            shown = " x ".join(str(d) if isinstance(d, int) else repr(d) if d else "?" for d in static)
             raise CnnlabError(f"{where} has a dynamic input size (height x width {shown}); pass --input-size SIDE or "
                               "HEIGHTxWIDTH")
         if self.scaling_flags():

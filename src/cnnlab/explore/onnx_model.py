@@ -75,6 +75,7 @@ from cnnlab.explore.outputs import (
     outputs_note,
     per_image,
     scales_hint,
+    squeezed_note,
     stored_classes,
 )
 from cnnlab.picture import PAD
@@ -319,20 +320,17 @@ class OnnxModel:
             self.returned = [o.name for o in graph.output]
         scored = next(o for o in graph.output if o.name == self.output_name)
         out = shapes.get(self.output_name) or _dims(scored)
+        # Class scores of one image at a time that dropped the batch axis (a final Squeeze, a Reshape to [-1], a
+        # Flatten of axis 0: K values for the one image) get it back. Fixed to one image, a static K says so here;
+        # of a free batch, the run of one image below tells K (more than one value) from one value an image.
+        self.squeezed = network is None and self.batch == 1 and len(out) == 1 and isinstance(out[0], int) and \
+            out[0] > 1
+        deferred = network is None and self.batch is None and len(out) == 1
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
-        if network is None and out and (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
-                    (isinstance(out[1], int) and out[1] < 1)):
-            outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
-            element = types.get(self.output_name) or scored.type.tensor_type.elem_type
-            # (a float type as float32: numpy has no bfloat16, which onnx stores as uint16)
-            dtype = helper.tensor_dtype_to_np_dtype(element).name if element not in (0, *FLOAT_TYPES) else "float32"
-            pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
-            of = f" of {dtype}" if dtype != "float32" else ""
-            # a 1-D output's one axis is the batch's: "shape 1" would read as one class
-            shape = f"N (one value an image, no class axis){of}" if len(out) == 1 else \
-                f"{' x '.join(str(d) for d in out)}{of}"
-            network = opened_as_network(NotAClassifier(str(path), f"its output {self.output_name!r} has shape {shape}",
-                                                       "N x classes", pixels), options, self.name)
+        if network is None and out and not self.squeezed and not deferred and \
+                (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
+                 (isinstance(out[1], int) and out[1] < 1)):
+            network = self._no_class_scores(graph, shapes, types, out, options)
         top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
         # each image's own order: no column is one class. Beside boxes (N x k x 4), they are a detector's k best
         # detections (an end-to-end export's top-k of any anchor and class), which the page draws by their names
@@ -391,6 +389,11 @@ class OnnxModel:
             hint = "; pass an --input-size the graph allows" if self.spec.origin.get("size") == "flags" else ""
             raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
                               f"({summary(e, 200)}){hint}; expected {expected_model(options)}") from None
+        if deferred and probe[self.output_name].ndim == 1 and probe[self.output_name].shape[0] > 1:
+            self.squeezed, self.batch = True, 1  # no batch axis: one image at a time, each one's given back
+            probe[self.output_name] = probe[self.output_name][None]
+        elif deferred:  # one value for one image: the batch's own axis
+            network = self._no_class_scores(graph, shapes, types, out, options)
         if network is None:
             try:
                 count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
@@ -424,6 +427,8 @@ class OnnxModel:
                                "tensor (a sequence or a map), is not shown.",)
         if one_at_a_time:
             self.notes += (f"The graph's batch axis is free, but {one_at_a_time}: images are run one at a time.",)
+        if self.squeezed and network is None:
+            self.notes += squeezed_note("graph", f"output {self.output_name!r}", count)
         if self.scorer is not self.session:
             self.notes += (f"A quantized graph: its {'outputs' if network else 'class scores'} are onnxruntime's for "
                            "the file as it is; its feature maps come from a run that returns them, in which "
@@ -441,6 +446,27 @@ class OnnxModel:
         notes, self.classes = blank_reading(self, options, "graph", self.carried.classes or (),
                                             self.carried.classes_from)
         self.notes += notes
+
+    def _no_class_scores(self, graph, shapes: dict, types: dict, out: list, options: Options) -> tuple[str, ...]:
+        """Refuses the graph's scored output, of shape ``out``, as no class scores (one line naming its shape), or,
+        where ``options`` open any network, returns what the page says of it
+        (:func:`cnnlab.explore.model.opened_as_network`)."""
+        from onnx import helper
+
+        scored = next(o for o in graph.output if o.name == self.output_name)
+        outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
+        element = types.get(self.output_name) or scored.type.tensor_type.elem_type
+        # (a float type as float32: numpy has no bfloat16, which onnx stores as uint16)
+        dtype = helper.tensor_dtype_to_np_dtype(element).name if element not in (0, *FLOAT_TYPES) else "float32"
+        pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
+        of = f" of {dtype}" if dtype != "float32" else ""
+        # a 1-D output's one axis is the batch's: "shape 1" would read as one class; but not where it holds another
+        # count than the batch fixed (10 values for 2 images: the images' scores run together, their order unknown)
+        shape = f"{out[0]}{of} for the {self.batch} images it takes at once (no axis of them)" if len(out) == 1 and \
+            self.batch and isinstance(out[0], int) and out[0] != self.batch else \
+            f"N (one value an image, no class axis){of}" if len(out) == 1 else f"{' x '.join(str(d) for d in out)}{of}"
+        return opened_as_network(NotAClassifier(str(self.path), f"its output {self.output_name!r} has shape {shape}",
+                                                "N x classes", pixels), options, self.name)
 
     # ------------------------------------------------------------------------------------------------- reading
     def _input_spec(self, graph, options: Options) -> tuple[str, InputSpec]:
@@ -744,6 +770,8 @@ class OnnxModel:
                 chunk = torch.cat([chunk, chunk[:1].expand(step - real, *chunk.shape[1:])])
             session = self.scorer if set(names) <= set(self.returned) else self.session
             outs = session.run(names, {self.input_name: self._fed(chunk)})
+            if self.squeezed:  # the class scores of the one image, given its batch axis back
+                outs = [out[None] if name == self.output_name else out for name, out in zip(names, outs, strict=True)]
             # A value of the graph's own (not one per image) is no stage, and is left out; the graph's outputs are
             # kept as they are, for the classifier check to name and a network's rows to show.
             parts.append([out[:real] if per_image(out, step) else out if name in self.returned else None
@@ -771,8 +799,8 @@ class OnnxModel:
             alone = [self._run(pictures[k:k + 1], [self.output_name])[self.output_name] for k in range(2)]
         except Exception:  # onnxruntime's own error classes: the graph cannot take a batch of two
             return "it fails on two images at once"
-        if pair.shape[:1] != (2,):
-            return "it fails on two images at once"
+        if pair.shape[:1] != (2,):  # it ran, but not a row an image (a Flatten of axis 0: 1 x 10 for 2 images)
+            return f"it returns {' x '.join(map(str, pair.shape)) or 'a single number'} for two images, not a row each"
         alone = np.concatenate(alone).astype(np.float64)
         # rounding of another summation order stays far below a thousandth of the outputs' scale
         if np.abs(pair - alone).max() > 1e-3 * float(np.abs(alone).max()):

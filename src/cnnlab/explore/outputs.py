@@ -278,6 +278,14 @@ def outputs_note(noun: str, first: str, others: list[str]) -> tuple[str, ...]:
             f"{', '.join(others)}).",)
 
 
+def squeezed_note(noun: str, output: str, count: int) -> tuple[str, ...]:
+    """What the page says of a model of one image at a time whose class scores lost their batch axis (a final
+    squeeze, reshape or flatten of everything): ``count`` values for its one image, given that image's axis back.
+    Every kind says it in these words."""
+    return (f"The {noun}'s {output} has no batch axis ({count} values for one image, as after a final squeeze or "
+            f"flatten): it is run one image at a time, each image's {count} values read as its class scores.",)
+
+
 def per_image_shape(value: Any) -> str:
     """One output of a model as the page names it, whatever the batch: ``N x 1000``, or its type if no tensor."""
     shape = getattr(value, "shape", None)

@@ -45,7 +45,7 @@ from cnnlab.explore.model import (
     scaled_as_made,
     square_as_exported,
 )
-from cnnlab.explore.outputs import logits_count, per_image, stored_classes
+from cnnlab.explore.outputs import logits_count, per_image, squeezed_note, stored_classes
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.models.summary import MacCounter
 from cnnlab.pt2_check import checked_pt2, load_pt2
@@ -122,6 +122,17 @@ def _rows_at(graph: torch.fx.Graph) -> dict[torch.fx.Node, tuple[torch.fx.Node, 
             rows_at[last] = (node, (last is node or not origin[2]) and _packet(node).__name__.rstrip("_") or
                              origin[2].rstrip("_"))
     return rows_at
+
+
+def _sizes_fixed(graph: torch.fx.Graph) -> bool:
+    """Whether every tensor a program returns has sizes fixed at export (none a size the program works out from
+    what the picture holds, as a detector's count of boxes after NMS)."""
+    returned: list[torch.fx.Node] = []
+    for node in graph.nodes:
+        if node.op == "output":
+            torch.fx.node.map_arg(node.args, returned.append)
+    values = [node.meta.get("val") for node in returned]
+    return all(isinstance(v, torch.Tensor) and all(isinstance(d, int) for d in v.shape) for v in values)
 
 
 def _where(node: torch.fx.Node) -> str:
@@ -307,6 +318,10 @@ class ExportedModel(TorchModel):
         # the fewest and the most images the program takes at once: its fixed batch, or a free batch's bounds
         # (torch.export.Dim("batch", min=2, max=16)), outside which its guard fails
         self.batches = (self.batch, self.batch) if self.batch else _batch_bounds(program, val)
+        # a program of one image whose outputs have sizes fixed at export (none counts what the picture holds, as
+        # a detector's boxes after NMS do): class scores of K values there are its one image's (_scores_of)
+        self._one_image = self.batches == (1, 1) and _sizes_fixed(self.graph)
+        self._squeezed = 0  # the class scores' values for the one image, where they lost its batch axis
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path), options.classes is not None)
         self.metadata = metadata  # a cnnlab export's: its run's classes, input, dataset and split records
         options.check_no_scaling_for(metadata, str(path))
@@ -329,9 +344,21 @@ class ExportedModel(TorchModel):
                                                              str(path), "program", sample=self._sample(),
                                                              on_map=self._on_map)
             self.notes = (f"{read} Class names: {where}.", *read_as, *self._outputs_note("program"),
+                          *(squeezed_note("program", "output", count) if self._squeezed else ()),
                           *self.scoring.notes())
         notes, self.classes = blank_reading(self, options, "program")
         self.notes += notes
+
+    def _scores_of(self, out: Any) -> Any:
+        """The class scores among what the program returned (:meth:`TorchModel._scores_of`); those of a program of
+        one image that dropped its batch axis (a final ``squeeze(0)``, ``[0]`` or ``flatten()``: K values, K > 1)
+        given it back, ``1 x K``."""
+        scores = super()._scores_of(out)
+        if self._one_image and not self._not_a_classifier and isinstance(scores, torch.Tensor) and \
+                scores.dim() == 1 and scores.shape[0] > 1:
+            self._squeezed = scores.shape[0]
+            return scores[None]
+        return scores
 
     def _conv_in(self) -> int | None:
         """The input channels of the first convolution: its weight holds in_channels / groups of them."""

@@ -31,7 +31,7 @@ from cnnlab.models.state_dict import KERAS, refusal, zip_kind
 from cnnlab.models.summary import layer_text, macs_text, shape_text
 from cnnlab.models.torchvision_zoo import is_zoo_name
 from cnnlab.predict import classify_chunks, joined, listed_images, predict_chunks
-from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, names_a_checkpoint
+from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, checkpoint_in, names_a_checkpoint
 
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -69,8 +69,10 @@ def open_model(source: str | Path, options: Options | None = None,
         raise CnnlabError(f"--weights puts a state dict into a network built by name (imagenet-resnet18, ...) or by "
                           f"module:function; {text} is no such name, and a file holds its own weights; expected no "
                           "--weights for it")
-    if path.is_dir():
-        raise CnnlabError(f"{path} is a folder; a model is a .onnx, .pt2 or cnnlab .pt file, or module:function")
+    if path.is_dir():  # a run's folder, or a Hugging Face export's: the file in it named
+        inside = checkpoint_in(path)
+        raise CnnlabError(f"{path} is a folder{f'; pass {inside}' if inside else ''}; a model is a .onnx, .pt2 or "
+                          "cnnlab .pt file, or module:function")
     if not path.is_file():
         backbone = f", or an ImageNet backbone: {', '.join(BACKBONES)}" if text.startswith("imagenet-") else ""
         raise CnnlabError(f"{path} does not exist (expected a .onnx, .pt2 or cnnlab .pt file, or "
