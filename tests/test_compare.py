@@ -322,6 +322,26 @@ def test_the_plot_draws_the_figure_the_runs_judge_and_names_it(runs, tmp_path):
     assert [ax.get_title() for ax in curves_overlay([plain]).axes] == ["validation accuracy", "training loss"]
 
 
+def test_a_run_judged_by_the_balanced_accuracy_shows_the_accuracy_of_the_epoch_its_best_pt_holds(runs, tmp_path):
+    """Under --best-by balanced-accuracy best.pt holds the epoch of the highest balanced accuracy, and result.json's
+    best_val_acc is that epoch's accuracy; compare's best_val_acc was the highest accuracy of any epoch, another
+    epoch's where the two figures peak apart, so one column name showed two figures."""
+    judged = shutil.copytree(runs / "a-lenet", tmp_path / "balanced")
+    _edit(judged / "config.json", config={"best_by": "balanced-accuracy"})
+    with open(judged / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0].update(val_acc="0.7", val_bal_acc="0.4")  # the accuracy peaks at epoch 1, the balanced accuracy at 2
+    rows[1].update(val_acc="0.6", val_bal_acc="0.5")
+    with open(judged / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (row,) = compare_runs([load_run(judged)])[1]
+    assert row["best_val_bal_acc"] == pytest.approx(0.5) and row["best_val_acc"] == pytest.approx(0.6), row
+    (plain,) = compare_runs([load_run(runs / "a-lenet")])[1]  # judged by the accuracy: its highest
+    assert plain["best_val_acc"] == pytest.approx(max(_metrics(runs / "a-lenet")), abs=1e-6)
+
+
 def test_the_loss_panel_says_what_each_runs_training_loss_is(runs, tmp_path):
     """Under --balance loss a run's training loss is class-weighted (higher than a plain run's on the same data): the
     panel drew the two as one quantity."""

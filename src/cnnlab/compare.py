@@ -152,6 +152,23 @@ def _judged_by(run: Run) -> str | None:
     return None if holds_out_nothing(run.config) else _setting(run, "best_by")
 
 
+def _best_epoch(run: Run) -> dict[str, Any] | None:
+    """The metrics row of the epoch whose weights best.pt holds, as the Trainer picks it: the first at the highest of
+    the figure the run judges by (:func:`_judged_by`); None where none judges (nothing held out, no epoch yet). Its
+    accuracy is result.json's ``best_val_acc``: under ``--best-by balanced-accuracy`` the highest accuracy of any
+    epoch is another epoch's, whose weights the run kept nowhere."""
+    judged = _judged_by(run)
+    key = "val_bal_acc" if judged == "balanced-accuracy" else "val_acc"
+    rows = [r for r in run.metrics if judged is not None and math.isfinite(r.get(key, math.nan))]
+    return max(rows, key=lambda r: r[key]) if rows else None  # max keeps the first of equal ones, as the Trainer
+
+
+def _finite(row: dict[str, Any] | None, key: str) -> float | None:
+    """``row[key]`` where it is a number measured (metrics.csv's empty cells read as NaN); else None."""
+    value = None if row is None else row.get(key)
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 def run_row(run: Run, label: str, keys: Sequence[str],
             macs_of: Callable[[str, int, int, int], int | None] = model_macs) -> dict[str, Any]:
     """One row of the comparison: the run's identity, the differing config values and its figures; ``macs_of``:
@@ -159,6 +176,7 @@ def run_row(run: Run, label: str, keys: Sequence[str],
     result = run.result or {}
     val = [r["val_acc"] for r in run.metrics if math.isfinite(r.get("val_acc", math.nan))]
     balanced = [r["val_bal_acc"] for r in run.metrics if math.isfinite(r.get("val_bal_acc", math.nan))]
+    best = _best_epoch(run)
     train = [r["train_acc"] for r in run.metrics if math.isfinite(r.get("train_acc", math.nan))]
     dataset = run.dataset
     input_size = run.record.get("input_size") or result.get("input_size")
@@ -178,9 +196,9 @@ def run_row(run: Run, label: str, keys: Sequence[str],
     row.update({
         "params": run.record.get("params") or result.get("params"), "macs": macs,
         "epochs_done": result["epochs_trained"] if budgeted else len(run.metrics),
-        "best_val_acc": max(val) if val else None, "final_val_acc": val[-1] if val else None,
+        "best_val_acc": _finite(best, "val_acc"), "final_val_acc": val[-1] if val else None,
         "best_by": _judged_by(run),  # what its best.pt judges (a run from before it: the accuracy)
-        "best_val_bal_acc": max(balanced) if balanced else None,
+        "best_val_bal_acc": _finite(best, "val_bal_acc"),
         "final_val_bal_acc": balanced[-1] if balanced else None,
         "nothing_held_out": holds_out_nothing(run.config),
         "final_train_acc": train[-1] if train else None,
