@@ -294,6 +294,22 @@ def test_a_val_folder_beside_train_and_test_is_the_validation_split(tmp_path, mo
     assert "brings its own validation split" in capsys.readouterr().err
 
 
+def test_the_end_of_training_line_says_how_many_held_out_images_a_limited_test_scored(tmp_path, monkeypatch, capsys):
+    """Under --limit-val-batches the final test scores that many batches (result.json's test_samples): the line gave
+    "test_acc 0.0938" of 256 of 10,000 test images as if of all, and eval of best.pt then gave another figure."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "photos", per_class=(8, 4))
+    for limit, said in (("1", " on 6 of the 12 held-out images ("), (None, " (the last epoch's model")):
+        run = tmp_path / f"run{limit}"
+        assert cli.main(["train", "lenet-relu", "--dataset", f"folder:{data}", "--image-size", "16", "--epochs", "1",
+                         "--batch-size", "6", "--out", str(run), "--no-report",
+                         *(["--limit-val-batches", limit] if limit else [])]) == 0
+        done = capsys.readouterr().out.strip().splitlines()[-1]
+        result = json.loads((run / "result.json").read_text())
+        assert f"test_acc {result['test_acc']:.4f}{said}" in done, done
+        assert result["test_samples"] == (6 if limit else 12)
+
+
 def test_the_end_of_training_line_says_which_model_each_figure_is_of(tmp_path, monkeypatch, capsys):
     """The line read "test_acc 0.9375 (best test accuracy 1.0000 at epoch 3)": the first figure is the last epoch's
     model's (result.json), the README's path evaluates and exports best.pt, which gave the other. Each is named now,

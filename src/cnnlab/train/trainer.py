@@ -253,6 +253,9 @@ class Trainer:
             f"held out none of its {self.result['train_images']} images, train accuracy {self.result['train_acc']:.4f}"
         # a training accuracy is measured as the epoch trains, not of the model it ends with
         of = "the last epoch's model" if self.holds_out else "measured as the last epoch trained"
+        scored, split = self.result.get("test_samples"), self.test_loader or self.val_loader
+        if self.tested and scored is not None and scored < split.num_items:  # --limit-val-batches: a quick check
+            final += f" on {scored:,} of the {split.num_items:,} held-out images"
         self._log(f"done: {cfg.model} {final} ({of}, epoch {last:g}); {self._best_words()}; in "
                   f"{self.result['wall_s']:.1f}s, {self.result['images_per_s']:,.0f} img/s{bought} -> "
                   f"{self.run_dir or 'memory'}")
