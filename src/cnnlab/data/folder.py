@@ -870,5 +870,6 @@ register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=Non
                  test=None, source="PATH/<class>/* or PATH/train|test|val/<class>/*, or images labelled by "
                                    "PATH/labels.csv, PATH/metadata.csv or folder:PATH/NAME.csv (any common image "
                                    "format, decoded once at the images' median shorter side, at most 224 px or "
-                                   "the model's input side where larger, or at --image-size; without test/ or val/, "
-                                   "a seeded stratified 1/6, or --test-split's share, is held out)", flip=True)
+                                   "the input side where larger (--resize, else the model's), or at --image-size; "
+                                   "without test/ or val/, a seeded stratified 1/6, or --test-split's share, is held "
+                                   "out)", flip=True)
