@@ -27,7 +27,7 @@ from cnnlab.evaluate import evaluate_checkpoint
 from cnnlab.explore.evaluation import evaluate_any
 from cnnlab.explore.model import Options
 from cnnlab.export import export_checkpoint
-from cnnlab.inference import load_trained
+from cnnlab.inference import class_columns, load_trained
 from cnnlab.train import train
 
 FOLDER_CLASSES = ("cat", "dog", "fox")  # as the folder sorts them
@@ -287,6 +287,18 @@ def test_bad_input_is_one_line(tmp_path, cache, call, said):
     with pytest.raises(CnnlabError, match=said) as e:
         call(_onnx(Tiny(3), tmp_path / "tiny.onnx"), folder)
     assert "\n" not in str(e.value)
+
+
+def test_a_class_named_as_the_models_but_for_its_case_is_refused_saying_so():
+    """A folder `Golden Retriever/` for the model's 'golden retriever' is another class (names match exactly), but
+    the refusal listed the model's first five names, and with 1,000 of them the user could not see why."""
+    model = [f"class {i}" for i in range(10)] + ["golden retriever", "tabby"]
+    with pytest.raises(CnnlabError, match=r"^folder:pets has classes the model does not name \('Golden Retriever'; "
+                                          r"the model's: 'class 0', .*, \.\.\.; 'Golden Retriever' differs from the "
+                                          r"model's 'golden retriever' only in case\); expected a dataset of the "
+                                          r"model's classes$"):
+        class_columns(model, ["Golden Retriever", "tabby"], "folder:pets")
+    assert class_columns(model, ["golden retriever", "tabby"], "folder:pets")[0] == [10, 11]
 
 
 def test_cli_eval_of_an_onnx_file(tmp_path, cache, capsys):

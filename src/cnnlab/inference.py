@@ -464,9 +464,15 @@ def class_columns(model: Sequence[str], data: Sequence[str], name: str,
     column = {n: i for i, n in reversed(list(enumerate(names)))}  # each name's first output (a dict: 1,000 classes)
     missing = [c for c, n in zip(data, wanted, strict=True) if n not in column]
     if missing:
+        # a folder named 'Golden Retriever' for the model's 'golden retriever' is another class: matched by name
+        # exactly, but the one line says which name it nearly is
+        folded = {n.casefold(): m for m, n in reversed(list(zip(model, names, strict=True)))}
+        near = next(((c, folded[n.casefold()]) for c, n in zip(data, wanted, strict=True)
+                     if n not in column and n.casefold() in folded), None)
+        case = f"; {near[0]!r} differs from the model's {near[1]!r} only in case" if near else ""
         raise CnnlabError(f"{name} has classes the model does not name ({_first_three(missing)}; the model's: "
-                          f"{', '.join(map(repr, model[:5]))}{', ...' * (len(model) > 5)}); expected a dataset of "
-                          f"the model's classes{remedy}")
+                          f"{', '.join(map(repr, model[:5]))}{', ...' * (len(model) > 5)}{case}); expected a dataset "
+                          f"of the model's classes{remedy}")
     columns = [column[n] for n in wanted]
     if len(model) > len(data):
         present = set(wanted)  # (a set: ImageNet's 1,000 names against a folder's)
