@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,26 @@ def test_a_10_bit_heic_photo_is_rounded_to_8_bits_as_a_16_bit_png_is(tmp_path, m
     for how in FITS:
         assert torch.equal(_read(tmp_path / "turned.heic", 1, 32, **how), _read(png, 1, 32, **how)), how
 
+
+
+@needs_heif
+def test_a_10_bit_heic_photo_is_brought_to_8_bits_holding_no_copy_of_its_16_bit_pixels(tmp_path):
+    """A 48-megapixel HDR photo decodes to 275 MiB of 16-bit pixels: rounding them to 8 bits through a 32-bit copy
+    held twice that again, beside the 8-bit picture; looked up in a table, the 8-bit picture is all that is made."""
+    ramp = np.linspace(0, 1023, 600 * 800 * 3).astype(np.uint16).reshape(600, 800, 3)  # smooth: a small file
+    heif = _required().from_bytes(mode="RGB;16", size=(800, 600), data=(ramp << 6).tobytes())
+    heif.save(tmp_path / "hdr.heic")
+    picture.picture_formats(tmp_path / "hdr.heic")  # pillow-heif's opener registered, as read_picture does
+    opened = Image.open(tmp_path / "hdr.heic", formats=("HEIF",))
+    assert opened.info["bit_depth"] == 10
+    tracemalloc.start()
+    try:
+        eight = picture.heif_in_8_bits(opened)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert eight.mode == "RGB" and eight.size == (800, 600)
+    assert peak < ramp.nbytes, f"{peak / ramp.nbytes:.2f} times the 16-bit pixels held while rounding them"
 
 @needs_heif
 def test_a_heic_photo_is_read_upright_and_its_alpha_laid_on_black(tmp_path):
