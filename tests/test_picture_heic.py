@@ -308,6 +308,20 @@ def test_a_folders_raw_camera_files_are_named_where_they_are_passed_over(tmp_pat
         load_dataset(f"folder:{root}", image_size=12)
 
 
+
+def test_a_dng_named_as_a_tiff_in_a_folder_is_refused_not_trained_on_as_its_preview(tmp_path, home):
+    """predict and the explorer tell a DNG by its tag under any name; a folder of images opened one named .tif as
+    the TIFF it is, and trained on its preview as the photo."""
+    root = tmp_path / "birds"
+    write_classes(root, {"heron": 4, "owl": 4})
+    shot = root / "owl" / "shot.tif"
+    shot.write_bytes(_dng())
+    with pytest.raises(CnnlabError, match=f"^{shot} is a raw camera file \\(Adobe DNG\\), {RAW_LINE} \\(pass "
+                                          f"--skip-bad-images"):
+        load_dataset(f"folder:{root}", image_size=12)
+    data = load_dataset(f"folder:{root}", image_size=12, skip_bad=True)
+    assert len(data.train_images) + len(data.test_images) == 8  # the eight pictures, not the preview
+
 def test_a_csv_row_naming_a_raw_camera_file_says_what_it_is(tmp_path, home):
     root = tmp_path / "shots"
     (root / "images").mkdir(parents=True)

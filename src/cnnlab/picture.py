@@ -34,7 +34,8 @@ from cnnlab.errors import CnnlabError, summary
 __all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RAW_FORMATS", "RESAMPLING",
            "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "Letterbox", "PixelRangeError", "ShorterSide", "as_hw",
            "as_its_library_feeds", "centre_crop", "decoding", "heif_in_8_bits", "heif_read", "letterbox_fit",
-           "minimum_rectangle", "picture_formats", "read_picture", "refused_suffixes", "unread_photos_note"]
+           "minimum_rectangle", "picture_formats", "read_picture", "refuse_raw_tiff", "refused_suffixes",
+           "unread_photos_note"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -231,7 +232,7 @@ def _is_heif(source: bytes | Path) -> bool:
 def _raw_format(source: bytes | Path) -> str | None:
     """The raw camera format of a file (by its name ending) or upload (by its header, where it has one of its own:
     Canon's, Fujifilm's, Olympus's and Panasonic's), or None. A DNG under another name is told by its TIFF tags once
-    opened (:func:`_refuse_raw_tiff`)."""
+    opened (:func:`refuse_raw_tiff`)."""
     if isinstance(source, Path) and source.suffix.lower() in RAW_FORMATS:
         return RAW_FORMATS[source.suffix.lower()]
     head = _head(source, 16)
@@ -248,8 +249,9 @@ def _raw_format(source: bytes | Path) -> str | None:
     return None
 
 
-def _refuse_raw_tiff(im: Image.Image, name: str) -> None:
-    """Refuse a DNG opened as the TIFF it is (its DNGVersion tag, 50706): what Pillow reads of it is a preview."""
+def refuse_raw_tiff(im: Image.Image, name: str) -> None:
+    """Refuse a DNG opened as the TIFF it is (its DNGVersion tag, 50706), under any name: what Pillow reads of it is
+    a preview. :func:`read_picture` asks it of every picture, a folder of images of every file it opens."""
     if im.format == "TIFF" and 50706 in getattr(im, "tag_v2", {}):
         raise CnnlabError(f"{name} is a raw camera file {_raw_line([RAW_FORMATS['.dng']])}")
 
@@ -313,7 +315,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,  # the header only
                             formats=formats) as im:
-                _refuse_raw_tiff(im, name)
+                refuse_raw_tiff(im, name)
                 w, h = im.size
                 if w * h > max_pixels:
                     raise CnnlabError(f"{name} is {w} x {h} = {w * h / 1e6:.0f} megapixels, expected at most "
