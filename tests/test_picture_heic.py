@@ -243,6 +243,33 @@ def test_without_pillow_heif_a_heic_photo_is_refused_in_one_line_that_says_how_t
                                 "> Camera > Formats > Most Compatible)\n")
 
 
+
+def test_a_pillow_heif_that_cannot_be_imported_is_named_with_its_error_not_as_missing(tmp_path):
+    """pillow-heif installed but failing at import (a wheel built for another Pillow, a library missing): predict
+    told the user to install the extra they had installed, and a folder named its HEIC photos "not a readable image
+    (UnidentifiedImageError ...)". Both say it is installed, why its import failed and to reinstall it."""
+    broken = tmp_path / "site" / "pillow_heif"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("libheif.so.1: cannot open shared object file")\n')
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    root = tmp_path / "birds"
+    write_classes(root, {"heron": 4, "owl": 4})
+    (root / "owl" / photo.name).write_bytes(photo.read_bytes())
+    ckpt = _checkpoint(tmp_path / "grey.pt", 1, 28)
+    why = ("is a HEIC photo (an iPhone's format), and pillow-heif, which reads them, is installed but cannot be "
+           'imported (libheif.so.1: cannot open shared object file): reinstall it for this Pillow (pip '
+           'install "cnnlab[heic]" --force-reinstall)')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), SRC, *sys.path]),
+           "CNNLAB_CACHE": str(tmp_path / "cache")}
+    in_folder = f"{root / 'owl' / photo.name} {why} (pass --skip-bad-images"
+    for args, line in ((["predict", str(ckpt), str(photo), "--device", "cpu"], f"image {photo} {why}"),
+                       (["train", "lenet", "--dataset", f"folder:{root}", "--epochs", "1", "--device", "cpu",
+                         "--out", str(tmp_path / "run")], in_folder)):
+        done = subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, env=env)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert line in done.stderr, done.stderr
+
 def _dng() -> bytes:
     """A TIFF with the DNGVersion tag (50706): how Pillow sees a DNG, its first image a preview."""
     tags = TiffImagePlugin.ImageFileDirectory_v2()

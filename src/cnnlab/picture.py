@@ -33,9 +33,9 @@ from cnnlab.errors import CnnlabError, summary
 
 __all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RAW_FORMATS", "RESAMPLING",
            "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "Letterbox", "PixelRangeError", "ShorterSide", "as_hw",
-           "as_its_library_feeds", "centre_crop", "decoding", "heif_in_8_bits", "heif_read", "letterbox_fit",
-           "minimum_rectangle", "picture_formats", "read_picture", "refuse_raw_tiff", "refused_suffixes",
-           "unread_photos_note"]
+           "as_its_library_feeds", "centre_crop", "decoding", "heif_in_8_bits", "heif_read", "heif_unopened",
+           "letterbox_fit", "minimum_rectangle", "picture_formats", "read_picture", "refuse_raw_tiff",
+           "refused_suffixes", "unread_photos_note"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -158,21 +158,38 @@ def heif_read() -> bool:
 
 
 @functools.cache
-def _heif_opener() -> bool:
-    """Register pillow-heif's opener with Pillow (the first HEIF file opened does); False where it cannot be
-    imported."""
+def _heif_not_opened() -> str:
+    """Register pillow-heif's opener with Pillow (the first HEIF file opened does): ``""``, or where it is installed
+    but cannot be imported (a wheel for another Pillow, a library missing), its import's error."""
     try:
         import pillow_heif  # a libheif binding, optional and loaded only here
-    except ImportError:
-        return False
+    except ImportError as e:
+        return summary(e)
     pillow_heif.register_heif_opener()
-    return True
+    return ""
 
 
 def picture_formats(source: bytes | Path) -> tuple[str, ...]:
     """The formats :func:`read_picture` and a folder of images open ``source`` (a file's bytes or its path) with:
     :data:`PICTURE_FORMATS`, and HEIF for a HEIF file where :func:`heif_read`."""
-    return (*PICTURE_FORMATS, HEIF) if heif_read() and _is_heif(source) and _heif_opener() else PICTURE_FORMATS
+    return (*PICTURE_FORMATS, HEIF) if heif_read() and _is_heif(source) and not _heif_not_opened() else \
+        PICTURE_FORMATS
+
+
+def heif_unopened(source: bytes | Path, name: str) -> str | None:
+    """Why the HEIF file ``source`` (told by its header) did not open, as the line refusing it names it, or None for
+    a file of another format: truncated or corrupt, pillow-heif installed but not importable (installing the extra
+    again is no answer), or not installed."""
+    if not _is_heif(source):
+        return None
+    if not heif_read():
+        return (f"{name} is a HEIC photo (an iPhone's format), which is not read here; expected "
+                f"{', '.join(PICTURE_FORMATS)}: {_heif_advice('it')}")
+    broken = _heif_not_opened()
+    if broken:
+        return (f"{name} is a HEIC photo (an iPhone's format), and pillow-heif, which reads them, is installed but "
+                f"cannot be imported ({broken}): reinstall it for this Pillow ({HEIF_EXTRA} --force-reinstall)")
+    return f"cannot decode {name}: a HEIC photo, truncated or corrupt"
 
 
 def refused_suffixes() -> tuple[str, ...]:
@@ -335,12 +352,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     except PixelRangeError as e:
         raise CnnlabError(f"{name} is {e}") from None
     except UnidentifiedImageError:
-        if _is_heif(source) and HEIF in formats:  # pillow-heif's opener found it unreadable
-            raise CnnlabError(f"cannot decode {name}: a HEIC photo, truncated or corrupt") from None
-        if _is_heif(source):
-            raise CnnlabError(f"{name} is a HEIC photo (an iPhone's format), which is not read here; expected "
-                              f"{', '.join(formats)}: {_heif_advice('it')}") from None
-        raise CnnlabError(f"{name} is not an image of a format read here (expected {', '.join(formats)})") from None
+        raise CnnlabError(heif_unopened(source, name) or
+                          f"{name} is not an image of a format read here (expected {', '.join(formats)})") from None
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, CnnlabError):
             raise

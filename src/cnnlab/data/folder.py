@@ -87,6 +87,7 @@ from cnnlab.picture import (
     as_hw,
     as_its_library_feeds,
     centre_crop,
+    heif_unopened,
     picture_extensions,
     picture_formats,
     refuse_raw_tiff,
@@ -570,7 +571,8 @@ def _open(path: Path, data: bytes | None = None):
         source = path if data is None else data
         img = Image.open(path if data is None else io.BytesIO(data), formats=picture_formats(source))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise _BadImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+        raise _BadImage(heif_unopened(source, str(path)) or
+                        f"{path}: not a readable image ({type(e).__name__}: {e})") from e
     try:  # a DNG named .tif: its preview would be trained on as the photo
         refuse_raw_tiff(img, str(path))
     except CnnlabError as e:
