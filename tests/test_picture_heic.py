@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,26 @@ def test_a_10_bit_heic_photo_is_rounded_to_8_bits_as_a_16_bit_png_is(tmp_path, m
         assert torch.equal(_read(tmp_path / "turned.heic", 1, 32, **how), _read(png, 1, 32, **how)), how
 
 
+
+@needs_heif
+def test_a_10_bit_heic_photo_is_brought_to_8_bits_holding_no_copy_of_its_16_bit_pixels(tmp_path):
+    """A 48-megapixel HDR photo decodes to 275 MiB of 16-bit pixels: rounding them to 8 bits through a 32-bit copy
+    held twice that again, beside the 8-bit picture; looked up in a table, the 8-bit picture is all that is made."""
+    ramp = np.linspace(0, 1023, 600 * 800 * 3).astype(np.uint16).reshape(600, 800, 3)  # smooth: a small file
+    heif = _required().from_bytes(mode="RGB;16", size=(800, 600), data=(ramp << 6).tobytes())
+    heif.save(tmp_path / "hdr.heic")
+    picture.picture_formats(tmp_path / "hdr.heic")  # pillow-heif's opener registered, as read_picture does
+    opened = Image.open(tmp_path / "hdr.heic", formats=("HEIF",))
+    assert opened.info["bit_depth"] == 10
+    tracemalloc.start()
+    try:
+        eight = picture.heif_in_8_bits(opened)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert eight.mode == "RGB" and eight.size == (800, 600)
+    assert peak < ramp.nbytes, f"{peak / ramp.nbytes:.2f} times the 16-bit pixels held while rounding them"
+
 @needs_heif
 def test_a_heic_photo_is_read_upright_and_its_alpha_laid_on_black(tmp_path):
     """The container's rotation (pillow-heif writes an EXIF orientation as one) is applied by libheif for every fit,
@@ -222,6 +243,33 @@ def test_without_pillow_heif_a_heic_photo_is_refused_in_one_line_that_says_how_t
                                 "> Camera > Formats > Most Compatible)\n")
 
 
+
+def test_a_pillow_heif_that_cannot_be_imported_is_named_with_its_error_not_as_missing(tmp_path):
+    """pillow-heif installed but failing at import (a wheel built for another Pillow, a library missing): predict
+    told the user to install the extra they had installed, and a folder named its HEIC photos "not a readable image
+    (UnidentifiedImageError ...)". Both say it is installed, why its import failed and to reinstall it."""
+    broken = tmp_path / "site" / "pillow_heif"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("libheif.so.1: cannot open shared object file")\n')
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    root = tmp_path / "birds"
+    write_classes(root, {"heron": 4, "owl": 4})
+    (root / "owl" / photo.name).write_bytes(photo.read_bytes())
+    ckpt = _checkpoint(tmp_path / "grey.pt", 1, 28)
+    why = ("is a HEIC photo (an iPhone's format), and pillow-heif, which reads them, is installed but cannot be "
+           'imported (libheif.so.1: cannot open shared object file): reinstall it for this Pillow (pip '
+           'install "cnnlab[heic]" --force-reinstall)')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), SRC, *sys.path]),
+           "CNNLAB_CACHE": str(tmp_path / "cache")}
+    in_folder = f"{root / 'owl' / photo.name} {why} (pass --skip-bad-images"
+    for args, line in ((["predict", str(ckpt), str(photo), "--device", "cpu"], f"image {photo} {why}"),
+                       (["train", "lenet", "--dataset", f"folder:{root}", "--epochs", "1", "--device", "cpu",
+                         "--out", str(tmp_path / "run")], in_folder)):
+        done = subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, env=env)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert line in done.stderr, done.stderr
+
 def _dng() -> bytes:
     """A TIFF with the DNGVersion tag (50706): how Pillow sees a DNG, its first image a preview."""
     tags = TiffImagePlugin.ImageFileDirectory_v2()
@@ -286,6 +334,20 @@ def test_a_folders_raw_camera_files_are_named_where_they_are_passed_over(tmp_pat
                                           f"camera file \\(Sony ARW\\), {RAW_LINE}$"):
         load_dataset(f"folder:{root}", image_size=12)
 
+
+
+def test_a_dng_named_as_a_tiff_in_a_folder_is_refused_not_trained_on_as_its_preview(tmp_path, home):
+    """predict and the explorer tell a DNG by its tag under any name; a folder of images opened one named .tif as
+    the TIFF it is, and trained on its preview as the photo."""
+    root = tmp_path / "birds"
+    write_classes(root, {"heron": 4, "owl": 4})
+    shot = root / "owl" / "shot.tif"
+    shot.write_bytes(_dng())
+    with pytest.raises(CnnlabError, match=f"^{shot} is a raw camera file \\(Adobe DNG\\), {RAW_LINE} \\(pass "
+                                          f"--skip-bad-images"):
+        load_dataset(f"folder:{root}", image_size=12)
+    data = load_dataset(f"folder:{root}", image_size=12, skip_bad=True)
+    assert len(data.train_images) + len(data.test_images) == 8  # the eight pictures, not the preview
 
 def test_a_csv_row_naming_a_raw_camera_file_says_what_it_is(tmp_path, home):
     root = tmp_path / "shots"

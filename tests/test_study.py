@@ -363,6 +363,21 @@ def test_variants_that_judge_different_figures_are_ranked_by_the_balanced_accura
            "0.6000 > sigmoid-avg 0.5000." in findings
 
 
+
+def test_variants_that_held_out_nothing_judge_no_figure_beside_those_that_balance():
+    """A variant that held out nothing (--test-split 0 without --val-split) picks best.pt by no figure (its row's
+    best_by is None): the note counted it among the variants judging the accuracy, against the balanced ones."""
+    study = load_study("lenet-activation-pooling")
+    rows = [{"run": v.name, "status": "finished", "best_by": None, "nothing_held_out": True, "final_val_acc": None,
+             "final_val_bal_acc": None} for v in study.variants[:2]]
+    rows += [{"run": v.name, "status": "finished", "best_by": "balanced-accuracy", "final_val_acc": 0.9 - 0.1 * i,
+              "final_val_bal_acc": 0.5 + 0.1 * i} for i, v in enumerate(study.variants[2:])]
+    text = study_summary(study, {"epochs": 1}, rows, "| run |")
+    findings = text.split("## What the numbers say")[1].strip().splitlines()
+    assert not [line for line in findings if line.startswith("- Note")], findings
+    assert "- Ranking by final validation balanced accuracy: relu-max 0.6000 > relu-avg 0.5000." in findings
+    assert "![validation balanced accuracy and training loss per epoch](curves.png)" in text
+
 def test_the_summary_never_calls_one_of_two_equal_figures_greater():
     """Variants at chance read "0.1000 > 0.1000 > 0.1000" and "... leads ... by 0.0 points" before."""
     findings = _findings([0.1, 0.1 + 1e-7, 0.1 - 1e-7, 0.1])

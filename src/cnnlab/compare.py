@@ -273,8 +273,10 @@ def judged_figure(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
     with ``why`` saying so ("" otherwise).
 
     Ranked by plain accuracy, a variant that balances its classes would lose to one that does not for the very
-    images the balancing moved toward the small classes; every run records the balanced accuracy beside it.
+    images the balancing moved toward the small classes; every run records the balanced accuracy beside it. A run
+    that held out nothing (``nothing_held_out``) judges no figure and has none: it has no say.
     """
+    rows = [r for r in rows if not r.get("nothing_held_out")]
     judged = {r.get("best_by") or BEFORE_THE_SETTING["best_by"]: None for r in rows}
     if len(judged) <= 1:
         return next(iter(judged), BEFORE_THE_SETTING["best_by"]), ""
@@ -297,9 +299,9 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
     names = list(groups or labels)
     colours = {name: f"C{k % 10}" for k, name in enumerate(dict.fromkeys(names))}
     first = {name: labels[names.index(name)] for name in colours}
-    # the runs that held out nothing draw no validation figure, and judge none
-    judged, _ = judged_figure([{"run": label, "best_by": by} for run, label in zip(runs, labels, strict=True)
-                               if (by := _judged_by(run)) is not None])
+    rows = [{"run": label, "best_by": _judged_by(run), "nothing_held_out": holds_out_nothing(run.config)}
+            for run, label in zip(runs, labels, strict=True)]
+    judged, _ = judged_figure(rows)
     # Under --balance the runs' best.pt (and a study's ranking) go by the balanced accuracy: the plot drew only the
     # accuracy, which the balancing moves away from
     figures = [(JUDGED[judged][0], f"validation {JUDGED[judged][1]}" + (" (judged)" if judged != "accuracy" else ""))]

@@ -33,8 +33,9 @@ from cnnlab.errors import CnnlabError, summary
 
 __all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RAW_FORMATS", "RESAMPLING",
            "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "Letterbox", "PixelRangeError", "ShorterSide", "as_hw",
-           "as_its_library_feeds", "centre_crop", "decoding", "heif_in_8_bits", "heif_read", "letterbox_fit",
-           "minimum_rectangle", "picture_formats", "read_picture", "refused_suffixes", "unread_photos_note"]
+           "as_its_library_feeds", "centre_crop", "decoding", "heif_in_8_bits", "heif_read", "heif_unopened",
+           "letterbox_fit", "minimum_rectangle", "picture_formats", "read_picture", "refuse_raw_tiff",
+           "refused_suffixes", "unread_photos_note"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -157,21 +158,38 @@ def heif_read() -> bool:
 
 
 @functools.cache
-def _heif_opener() -> bool:
-    """Register pillow-heif's opener with Pillow (the first HEIF file opened does); False where it cannot be
-    imported."""
+def _heif_not_opened() -> str:
+    """Register pillow-heif's opener with Pillow (the first HEIF file opened does): ``""``, or where it is installed
+    but cannot be imported (a wheel for another Pillow, a library missing), its import's error."""
     try:
         import pillow_heif  # a libheif binding, optional and loaded only here
-    except ImportError:
-        return False
+    except ImportError as e:
+        return summary(e)
     pillow_heif.register_heif_opener()
-    return True
+    return ""
 
 
 def picture_formats(source: bytes | Path) -> tuple[str, ...]:
     """The formats :func:`read_picture` and a folder of images open ``source`` (a file's bytes or its path) with:
     :data:`PICTURE_FORMATS`, and HEIF for a HEIF file where :func:`heif_read`."""
-    return (*PICTURE_FORMATS, HEIF) if heif_read() and _is_heif(source) and _heif_opener() else PICTURE_FORMATS
+    return (*PICTURE_FORMATS, HEIF) if heif_read() and _is_heif(source) and not _heif_not_opened() else \
+        PICTURE_FORMATS
+
+
+def heif_unopened(source: bytes | Path, name: str) -> str | None:
+    """Why the HEIF file ``source`` (told by its header) did not open, as the line refusing it names it, or None for
+    a file of another format: truncated or corrupt, pillow-heif installed but not importable (installing the extra
+    again is no answer), or not installed."""
+    if not _is_heif(source):
+        return None
+    if not heif_read():
+        return (f"{name} is a HEIC photo (an iPhone's format), which is not read here; expected "
+                f"{', '.join(PICTURE_FORMATS)}: {_heif_advice('it')}")
+    broken = _heif_not_opened()
+    if broken:
+        return (f"{name} is a HEIC photo (an iPhone's format), and pillow-heif, which reads them, is installed but "
+                f"cannot be imported ({broken}): reinstall it for this Pillow ({HEIF_EXTRA} --force-reinstall)")
+    return f"cannot decode {name}: a HEIC photo, truncated or corrupt"
 
 
 def refused_suffixes() -> tuple[str, ...]:
@@ -231,7 +249,7 @@ def _is_heif(source: bytes | Path) -> bool:
 def _raw_format(source: bytes | Path) -> str | None:
     """The raw camera format of a file (by its name ending) or upload (by its header, where it has one of its own:
     Canon's, Fujifilm's, Olympus's and Panasonic's), or None. A DNG under another name is told by its TIFF tags once
-    opened (:func:`_refuse_raw_tiff`)."""
+    opened (:func:`refuse_raw_tiff`)."""
     if isinstance(source, Path) and source.suffix.lower() in RAW_FORMATS:
         return RAW_FORMATS[source.suffix.lower()]
     head = _head(source, 16)
@@ -248,8 +266,9 @@ def _raw_format(source: bytes | Path) -> str | None:
     return None
 
 
-def _refuse_raw_tiff(im: Image.Image, name: str) -> None:
-    """Refuse a DNG opened as the TIFF it is (its DNGVersion tag, 50706): what Pillow reads of it is a preview."""
+def refuse_raw_tiff(im: Image.Image, name: str) -> None:
+    """Refuse a DNG opened as the TIFF it is (its DNGVersion tag, 50706), under any name: what Pillow reads of it is
+    a preview. :func:`read_picture` asks it of every picture, a folder of images of every file it opens."""
     if im.format == "TIFF" and 50706 in getattr(im, "tag_v2", {}):
         raise CnnlabError(f"{name} is a raw camera file {_raw_line([RAW_FORMATS['.dng']])}")
 
@@ -313,7 +332,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,  # the header only
                             formats=formats) as im:
-                _refuse_raw_tiff(im, name)
+                refuse_raw_tiff(im, name)
                 w, h = im.size
                 if w * h > max_pixels:
                     raise CnnlabError(f"{name} is {w} x {h} = {w * h / 1e6:.0f} megapixels, expected at most "
@@ -333,12 +352,8 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
     except PixelRangeError as e:
         raise CnnlabError(f"{name} is {e}") from None
     except UnidentifiedImageError:
-        if _is_heif(source) and HEIF in formats:  # pillow-heif's opener found it unreadable
-            raise CnnlabError(f"cannot decode {name}: a HEIC photo, truncated or corrupt") from None
-        if _is_heif(source):
-            raise CnnlabError(f"{name} is a HEIC photo (an iPhone's format), which is not read here; expected "
-                              f"{', '.join(formats)}: {_heif_advice('it')}") from None
-        raise CnnlabError(f"{name} is not an image of a format read here (expected {', '.join(formats)})") from None
+        raise CnnlabError(heif_unopened(source, name) or
+                          f"{name} is not an image of a format read here (expected {', '.join(formats)})") from None
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, CnnlabError):
             raise
@@ -557,15 +572,12 @@ def heif_in_8_bits(im: Image.Image) -> Image.Image:
     im.fp.seek(0)
     heif = pillow_heif.open_heif(im.fp, convert_hdr_to_8bit=False)
     primary = heif[heif.primary_index]
-    values = np.asarray(primary).astype(np.uint32)
-    values >>= 16 - bits  # pillow-heif gives 16 bits: the value shifted up
     top = 2**bits - 1
-    # round half up in integers, in place (a float copy of a 48-megapixel photo is over a GiB); with an odd top no
-    # value is halfway, so this is numpy's rint of v * 255 / top
-    values *= 510
-    values += top
-    values //= 2 * top
-    values = values.astype(np.uint8)
+    # pillow-heif gives 16 bits, the value shifted up: each of the 65,536 looked up in a table of its 8-bit value, so
+    # that the 8-bit picture is all that is made (a 48-megapixel photo's 16-bit pixels are 275 MiB, a float or 32-bit
+    # copy of them twice or four times that)
+    to_8_bits = np.rint((np.arange(2**16) >> (16 - bits)) * (255 / top)).astype(np.uint8)
+    values = to_8_bits[np.asarray(primary)]
     out = Image.fromarray(values, "L" if values.ndim == 2 else "RGBA" if values.shape[2] == 4 else "RGB")
     out.info = dict(im.info)
     return out

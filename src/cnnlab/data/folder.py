@@ -69,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from cnnlab.checks import positive_int
 from cnnlab.data import FOLDER_PREFIX, labels_csv
@@ -87,8 +87,10 @@ from cnnlab.picture import (
     as_hw,
     as_its_library_feeds,
     centre_crop,
+    heif_unopened,
     picture_extensions,
     picture_formats,
+    refuse_raw_tiff,
     unread_photos_note,
 )
 
@@ -567,9 +569,17 @@ def _open(path: Path, data: bytes | None = None):
     """``path`` opened as an image (its header read), or ``data``, its bytes read already."""
     try:  # a .png that is an icon is not decoded to be opened
         source = path if data is None else data
-        return Image.open(path if data is None else io.BytesIO(data), formats=picture_formats(source))
+        img = Image.open(path if data is None else io.BytesIO(data), formats=picture_formats(source))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise _BadImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+        # no opener took it: a HEIF file's line says why (corrupt, or pillow-heif not importable)
+        heif = heif_unopened(source, str(path)) if isinstance(e, UnidentifiedImageError) else None
+        raise _BadImage(heif or f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    try:  # a DNG named .tif: its preview would be trained on as the photo
+        refuse_raw_tiff(img, str(path))
+    except CnnlabError as e:
+        img.close()
+        raise _BadImage(str(e)) from None
+    return img
 
 
 def _is_grey(img, path: Path) -> bool:

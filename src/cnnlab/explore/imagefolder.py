@@ -150,12 +150,12 @@ def _pictures_of(folder: Path) -> tuple[list[tuple[Path, str | None]], tuple[str
                           "or point --images at one of the two)")
     if nested:
         classes = tuple(sorted({c for _, c in nested}))
-        return [(p, d.name) for d in subfolders if d.name in classes for p in _pictures(d, heif=True)], classes
+        return [(p, d.name) for d in subfolders if d.name in classes for p in _pictures(d, refused=True)], classes
     if not flat:
         files = [*folder.iterdir(), *(p for d in subfolders for p in d.iterdir())]
         raise CnnlabError(f"--images {folder} holds no images (expected .png, .jpg, .jpeg, ... files, "
                           f"or class subfolders of them){unread_photos_note(files)}")
-    return [(p, None) for p in _pictures(folder, heif=True)], ()
+    return [(p, None) for p in _pictures(folder, refused=True)], ()
 
 
 def _class_names(folder: Path) -> set[str]:
@@ -167,11 +167,11 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _pictures(d: Path, heif: bool = False) -> list[Path]:
-    """The pictures directly inside ``d``, sorted; with ``heif``, the photos not read here beside them too (raw camera
-    files, HEIC photos without pillow-heif: :func:`cnnlab.picture.refused_suffixes`), so that each is said (with how
-    to read it) rather than passed over."""
-    kinds = (*picture_extensions(), *refused_suffixes()) if heif else picture_extensions()
+def _pictures(d: Path, refused: bool = False) -> list[Path]:
+    """The pictures directly inside ``d``, sorted; with ``refused``, the photos not read here beside them too (raw
+    camera files, HEIC photos without pillow-heif: :func:`cnnlab.picture.refused_suffixes`), so that each is said
+    (with how to read it) rather than passed over."""
+    kinds = (*picture_extensions(), *refused_suffixes()) if refused else picture_extensions()
     return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
 
 
