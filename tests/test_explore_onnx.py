@@ -1584,3 +1584,34 @@ def _classes_file(tmp_path: Path) -> Path:
     path = tmp_path / "classes.txt"
     path.write_text("a\nb\nc\nd\ne\n")
     return path
+
+
+class _DropsBatchAxisDetector(nn.Module):
+    """A detector of one image at a time that drops the batch axis: its 10 best scores and their boxes (10 x 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        scores = F.relu(self.conv(x)).flatten()[:10]
+        return scores, torch.stack([scores] * 4, 1)
+
+
+@pytest.mark.parametrize("free", [False, True])
+def test_a_detector_of_one_image_that_drops_the_batch_axis_is_no_classifier(free, tmp_path, capsys):
+    """A detector's 10 scores beside its 10 x 4 boxes, the batch axis dropped, are 10 detections, not 10 classes:
+    they were read as a classifier's scores (predict answered "class 7"); predict refuses it in one line, and explore
+    opens it as the network it is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_DropsBatchAxisDetector().eval(), (torch.zeros(1, 1, 16, 16),), str(tmp_path / "det.onnx"),
+                          dynamo=False, input_names=["x"], output_names=["scores", "boxes"],
+                          dynamic_axes={"x": {0: "N"}} if free else None)
+    picture = tmp_path / "p.png"
+    Image.new("L", (16, 16)).save(picture)
+    assert main(["predict", str(tmp_path / "det.onnx"), str(picture)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "det.onnx is not a classifier: its output 'scores' has shape" in err[0], err
+    model = open_model(tmp_path / "det.onnx", Options(any_network=True))
+    assert model.scoring is None and model.classes == ()
