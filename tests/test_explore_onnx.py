@@ -441,6 +441,17 @@ def test_summary_of_a_folder_in_the_working_folder_names_the_model_file_in_it(tm
         assert len(err) == 1 and "is a folder; pass vit/model.onnx; a model is a .onnx" in err[0], err
 
 
+def test_summary_of_one_of_cnnlabs_names_is_its_model_beside_a_folder_so_named(tmp_path, monkeypatch, capsys):
+    """A folder of the working folder is read for a bare word that is no model's name; one of cnnlab's names stays its
+    model (a ``resnet18/`` folder of a user's beside it), and the folder is named with a slash."""
+    (tmp_path / "resnet18").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["summary", "resnet18"]) == 0
+    assert capsys.readouterr().out.startswith("resnet18 (d2l 8.6) at input 1 x 1 x 96 x 96")
+    assert main(["summary", "resnet18/"]) == 2
+    assert "resnet18 is a folder; a model is a .onnx" in capsys.readouterr().err
+
+
 # microsoft/resnet-50's and facebook/convnext-tiny-224's form (Transformers' ConvNextImageProcessor), at a small size:
 # the shorter side resized to int(16 / 0.8) = 20 with Pillow's bicubic (resample 3), the centre 16 x 16 cropped
 CONVNEXT = {**VIT, "size": {"shortest_edge": 16}, "crop_pct": 0.8, "resample": 3}
