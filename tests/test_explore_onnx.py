@@ -422,11 +422,24 @@ def test_a_hugging_face_export_folder_named_for_its_model_points_at_its_model_on
                                                                      str(tmp_path)]):
         assert main(argv) == 2
         err = capsys.readouterr().err.splitlines()
-        assert len(err) == 1 and f"is a folder; pass {onnx_file} (expected the model file in it)" in err[0], err
+        assert len(err) == 1 and f"is a folder; pass {onnx_file}; a model is a .onnx" in err[0], err
     assert main(["explore", str(tmp_path / "vit"), "--images", str(tmp_path), "--export", str(tmp_path / "x.html")]) \
         == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and f"(for the model in it, pass {onnx_file})" in err[0], err
+
+
+def test_a_command_of_cnnlab_checkpoints_given_a_hugging_face_export_folder_does_not_point_at_its_model_onnx(
+        tmp_path, capsys):
+    """export takes a cnnlab checkpoint, not an ONNX file: given an export folder, it said "pass vit/model.onnx
+    (expected the model file in it)", which it then refused as "not a PyTorch checkpoint"; it says the folder holds no
+    checkpoint, as before the folder's model.onnx was pointed at."""
+    _hugging_face_export(tmp_path / "vit", VIT, {"0": "cat", "1": "dog", "2": "fox"})
+    assert main(["export", str(tmp_path / "vit"), "--output", str(tmp_path / "out.onnx")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "vit is a folder holding no best.pt or last.pt (expected a .pt file written by cnnlab " \
+        "train)" in err[0], err
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_summary_of_a_folder_in_the_working_folder_names_the_model_file_in_it(tmp_path, monkeypatch, capsys):
