@@ -403,7 +403,7 @@ class OnnxModel:
                                                                       if name in others]):
             self.squeezed, self.batch = True, 1  # no batch axis: one image at a time, each one's given back
             probe[self.output_name] = probe[self.output_name][None]
-        elif deferred:  # one value for one image: the batch's own axis
+        elif deferred:  # one value for one image (the batch's own axis), or a detector's K beside their boxes
             network = self._no_class_scores(graph, shapes, types, out, options)
         if network is None:
             try:
@@ -472,11 +472,12 @@ class OnnxModel:
         pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
         of = f" of {dtype}" if dtype != "float32" else ""
         # a 1-D output's one axis is the batch's: "shape 1" would read as one class; but not where it holds another
-        # count than the batch fixed (10 values for 2 images: the images' scores run together, their order unknown)
-        images = "the one image it takes (no axis of it)" if self.batch == 1 else \
-            f"the {self.batch} images it takes at once (no axis of them)"
+        # count than the images it takes (10 values for 2 images: the images' scores run together, their order
+        # unknown; 10 for one, beside 10 x 4 boxes: a detector's)
+        images = f"the {self.batch} images it takes at once (no axis of them)" if self.batch and self.batch > 1 else \
+            "one image (no batch axis)"
         shape = f"{out[0]}{of} for {images}" if len(out) == 1 and \
-            self.batch and isinstance(out[0], int) and out[0] != self.batch else \
+            isinstance(out[0], int) and out[0] != (self.batch or 1) else \
             f"N (one value an image, no class axis){of}" if len(out) == 1 else f"{' x '.join(str(d) for d in out)}{of}"
         return opened_as_network(NotAClassifier(str(self.path), f"its output {self.output_name!r} has shape {shape}",
                                                 "N x classes", pixels), options, self.name)
