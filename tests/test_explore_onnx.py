@@ -422,11 +422,24 @@ def test_a_hugging_face_export_folder_named_for_its_model_points_at_its_model_on
                                                                      str(tmp_path)]):
         assert main(argv) == 2
         err = capsys.readouterr().err.splitlines()
-        assert len(err) == 1 and f"is a folder; pass {onnx_file} (expected the model file in it)" in err[0], err
+        assert len(err) == 1 and f"is a folder; pass {onnx_file}; a model is a .onnx" in err[0], err
     assert main(["explore", str(tmp_path / "vit"), "--images", str(tmp_path), "--export", str(tmp_path / "x.html")]) \
         == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and f"(for the model in it, pass {onnx_file})" in err[0], err
+
+
+def test_a_command_of_cnnlab_checkpoints_given_a_hugging_face_export_folder_does_not_point_at_its_model_onnx(
+        tmp_path, capsys):
+    """export takes a cnnlab checkpoint, not an ONNX file: given an export folder, it said "pass vit/model.onnx
+    (expected the model file in it)", which it then refused as "not a PyTorch checkpoint"; it says the folder holds no
+    checkpoint, as before the folder's model.onnx was pointed at."""
+    _hugging_face_export(tmp_path / "vit", VIT, {"0": "cat", "1": "dog", "2": "fox"})
+    assert main(["export", str(tmp_path / "vit"), "--output", str(tmp_path / "out.onnx")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "vit is a folder holding no best.pt or last.pt (expected a .pt file written by cnnlab " \
+        "train)" in err[0], err
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_summary_of_a_folder_in_the_working_folder_names_the_model_file_in_it(tmp_path, monkeypatch, capsys):
@@ -439,6 +452,17 @@ def test_summary_of_a_folder_in_the_working_folder_names_the_model_file_in_it(tm
         assert main(["summary", given]) == 2
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and "is a folder; pass vit/model.onnx; a model is a .onnx" in err[0], err
+
+
+def test_summary_of_one_of_cnnlabs_names_is_its_model_beside_a_folder_so_named(tmp_path, monkeypatch, capsys):
+    """A folder of the working folder is read for a bare word that is no model's name; one of cnnlab's names stays its
+    model (a ``resnet18/`` folder of a user's beside it), and the folder is named with a slash."""
+    (tmp_path / "resnet18").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["summary", "resnet18"]) == 0
+    assert capsys.readouterr().out.startswith("resnet18 (d2l 8.6) at input 1 x 1 x 96 x 96")
+    assert main(["summary", "resnet18/"]) == 2
+    assert "resnet18 is a folder; a model is a .onnx" in capsys.readouterr().err
 
 
 # microsoft/resnet-50's and facebook/convnext-tiny-224's form (Transformers' ConvNextImageProcessor), at a small size:
@@ -1584,3 +1608,35 @@ def _classes_file(tmp_path: Path) -> Path:
     path = tmp_path / "classes.txt"
     path.write_text("a\nb\nc\nd\ne\n")
     return path
+
+
+class _DropsBatchAxisDetector(nn.Module):
+    """A detector of one image at a time that drops the batch axis: its 10 best scores and their boxes (10 x 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        scores = F.relu(self.conv(x)).flatten()[:10]
+        return scores, torch.stack([scores] * 4, 1)
+
+
+@pytest.mark.parametrize("free", [False, True])
+def test_a_detector_of_one_image_that_drops_the_batch_axis_is_no_classifier(free, tmp_path, capsys):
+    """A detector's 10 scores beside its 10 x 4 boxes, the batch axis dropped, are 10 detections, not 10 classes:
+    they were read as a classifier's scores (predict answered "class 7"); predict refuses it in one line, and explore
+    opens it as the network it is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_DropsBatchAxisDetector().eval(), (torch.zeros(1, 1, 16, 16),), str(tmp_path / "det.onnx"),
+                          dynamo=False, input_names=["x"], output_names=["scores", "boxes"],
+                          dynamic_axes={"x": {0: "N"}} if free else None)
+    picture = tmp_path / "p.png"
+    Image.new("L", (16, 16)).save(picture)
+    assert main(["predict", str(tmp_path / "det.onnx"), str(picture)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "det.onnx is not a classifier: its output 'scores' has shape 10 for one image (no " \
+        "batch axis), expected N x classes" in err[0], err
+    model = open_model(tmp_path / "det.onnx", Options(any_network=True))
+    assert model.scoring is None and model.classes == ()

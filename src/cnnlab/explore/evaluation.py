@@ -37,7 +37,7 @@ from cnnlab.errors import CnnlabError, ForeignCheckpointError, summary
 from cnnlab.evaluate import EvalResult, evaluate_checkpoint, folder_named_as_data_dir, skipped_notices
 from cnnlab.explore.model import Options, fitted_words
 from cnnlab.explore.outputs import numbered_classes
-from cnnlab.explore.sources import cpu_only, open_model, scores_of
+from cnnlab.explore.sources import cpu_only, open_model, read_as_checkpoint, scores_of
 from cnnlab.export import INPUT_SIZE_KEY, SKIP_BAD_KEY, SPLIT_KEYS, TEST_SPLIT_KEY, TTA_KEY
 from cnnlab.inference import (
     check_same_test_split,
@@ -49,7 +49,7 @@ from cnnlab.inference import (
     scored_images,
 )
 from cnnlab.picture import ShorterSide
-from cnnlab.runs.checkpoint import ELSEWHERE, names_a_checkpoint
+from cnnlab.runs.checkpoint import ELSEWHERE
 
 
 def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
@@ -66,7 +66,7 @@ def evaluate_any(source: str | Path, data_dir: str | Path | None = None, dataset
             the dataset and the model do not share (one line).
     """
     options = options or Options()
-    if names_a_checkpoint(source) or Path(source).is_dir():
+    if read_as_checkpoint(source):
         options.check_records_its_own()
         if options.classes is not None:
             raise CnnlabError("--classes names a model from elsewhere's classes; a cnnlab checkpoint records its own, "

@@ -18,8 +18,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import Options
 from cnnlab.explore.page import check_export_file, export_page
 from cnnlab.explore.server import allowed_hosts, create_app, create_model_app, is_loopback, netloc
-from cnnlab.explore.sources import open_with_images
-from cnnlab.runs.checkpoint import checkpoint_in
+from cnnlab.explore.sources import model_file_in, open_with_images
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765  # loopback only, unless the user names another address
 
@@ -193,9 +192,9 @@ def explore(source: str | Path = "runs", *, images: str | Path | None = None, cl
     if Path(source).is_dir():
         given = [k for k, v in model_flags.items() if v is not None]
         if given:
-            checkpoint = checkpoint_in(source)
-            hint = f" (for the model {'in it' if checkpoint.suffix == '.onnx' else 'of this run'}, pass {checkpoint})" \
-                if checkpoint else ""
+            inside = model_file_in(source)
+            hint = f" (for the model {'in it' if inside.suffix == '.onnx' else 'of this run'}, pass {inside})" \
+                if inside else ""
             raise CnnlabError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to one model "
                               "(a .onnx, .pt2 or .pt file, or "
                               f"module:function); {source} is a folder, served as runs{hint}")

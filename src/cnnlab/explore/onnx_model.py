@@ -213,6 +213,13 @@ def _scores_output(graph, producers: dict) -> tuple[str, str]:
                   f"(a scikit-learn classifier's, as skl2onnx converts it); {what} is read as the class scores.")
 
 
+def _listed_beside(count: int, others: list[list]) -> bool:
+    """Whether ``count`` values of one image come beside outputs of ``others`` shapes that hold a row for each of
+    them (a detector's ``count x 4`` boxes beside its ``count`` scores, the batch axis dropped): a list of what the
+    image holds, not its class scores."""
+    return any(len(dims) >= 2 and dims[0] == count for dims in others)
+
+
 def _type_name(elem: int) -> str:
     """An ``onnx.TensorProto`` element type as the user reads it: ``"double"``, ``"int64"``."""
     from onnx import TensorProto
@@ -320,11 +327,13 @@ class OnnxModel:
             self.returned = [o.name for o in graph.output]
         scored = next(o for o in graph.output if o.name == self.output_name)
         out = shapes.get(self.output_name) or _dims(scored)
-        # Class scores of one image at a time that dropped the batch axis (a final Squeeze, a Reshape to [-1], a
-        # Flatten of axis 0: K values for the one image) get it back. Fixed to one image, a static K says so here;
-        # of a free batch, the run of one image below tells K (more than one value) from one value an image.
+        # Class scores of one image at a time that dropped the batch axis (a final Squeeze, a Reshape to [-1]: K
+        # values for the one image) get it back. Fixed to one image, a static K says so here; of a free batch, the
+        # run of one image below tells K (more than one value) from one value an image. K values beside outputs of
+        # K rows are a detector's K detections (scores beside boxes), opened as the network they are.
         self.squeezed = network is None and self.batch == 1 and len(out) == 1 and isinstance(out[0], int) and \
-            out[0] > 1
+            out[0] > 1 and not _listed_beside(out[0], [shapes.get(o.name) or _dims(o) for o in graph.output
+                                                         if o.name != self.output_name])
         deferred = network is None and self.batch is None and len(out) == 1
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
         if network is None and out and not self.squeezed and not deferred and \
@@ -389,10 +398,12 @@ class OnnxModel:
             hint = "; pass an --input-size the graph allows" if self.spec.origin.get("size") == "flags" else ""
             raise CnnlabError(f"{path} failed on a {self.spec.shape_text(1)} input in onnxruntime "
                               f"({summary(e, 200)}){hint}; expected {expected_model(options)}") from None
-        if deferred and probe[self.output_name].ndim == 1 and probe[self.output_name].shape[0] > 1:
+        if deferred and probe[self.output_name].ndim == 1 and probe[self.output_name].shape[0] > 1 and \
+                not _listed_beside(probe[self.output_name].shape[0], [list(value.shape) for name, value in probe.items()
+                                                                      if name in others]):
             self.squeezed, self.batch = True, 1  # no batch axis: one image at a time, each one's given back
             probe[self.output_name] = probe[self.output_name][None]
-        elif deferred:  # one value for one image: the batch's own axis
+        elif deferred:  # one value for one image (the batch's own axis), or a detector's K beside their boxes
             network = self._no_class_scores(graph, shapes, types, out, options)
         if network is None:
             try:
@@ -461,9 +472,12 @@ class OnnxModel:
         pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")
         of = f" of {dtype}" if dtype != "float32" else ""
         # a 1-D output's one axis is the batch's: "shape 1" would read as one class; but not where it holds another
-        # count than the batch fixed (10 values for 2 images: the images' scores run together, their order unknown)
-        shape = f"{out[0]}{of} for the {self.batch} images it takes at once (no axis of them)" if len(out) == 1 and \
-            self.batch and isinstance(out[0], int) and out[0] != self.batch else \
+        # count than the images it takes (10 values for 2 images: the images' scores run together, their order
+        # unknown; 10 for one, beside 10 x 4 boxes: a detector's)
+        images = f"the {self.batch} images it takes at once (no axis of them)" if self.batch and self.batch > 1 else \
+            "one image (no batch axis)"
+        shape = f"{out[0]}{of} for {images}" if len(out) == 1 and \
+            isinstance(out[0], int) and out[0] != (self.batch or 1) else \
             f"N (one value an image, no class axis){of}" if len(out) == 1 else f"{' x '.join(str(d) for d in out)}{of}"
         return opened_as_network(NotAClassifier(str(self.path), f"its output {self.output_name!r} has shape {shape}",
                                                 "N x classes", pixels), options, self.name)

@@ -36,6 +36,22 @@ from cnnlab.runs.checkpoint import CHECKPOINT_SUFFIXES, checkpoint_in, names_a_c
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+def model_file_in(folder: str | Path) -> Path | None:
+    """The model file to suggest for a folder named as a model: a run's best.pt or last.pt
+    (:func:`cnnlab.runs.checkpoint.checkpoint_in`), else the model.onnx of a Hugging Face export folder
+    (``optimum-cli export onnx``'s, which a user names by its folder), else None."""
+    exported = Path(folder) / "model.onnx"
+    return checkpoint_in(folder) or (exported if exported.is_file() else None)
+
+
+def read_as_checkpoint(source: str | Path) -> bool:
+    """Whether predict and eval read ``source`` with cnnlab's checkpoint reader: a checkpoint's name, or a folder (a
+    run's), but for one whose model file is an export's model.onnx, which :func:`open_model` refuses naming it (the
+    checkpoint reader, which every command of a run shares, names only a run's checkpoints)."""
+    path = Path(source)
+    return names_a_checkpoint(path) or path.is_dir() and getattr(model_file_in(path), "suffix", None) != ".onnx"
+
+
 def open_model(source: str | Path, options: Options | None = None,
                folder_classes: tuple[str, ...] = ()) -> ExploreModel:
     """The model the user named: a cnnlab checkpoint, an ``.onnx`` file, a ``.pt2`` program, ``module:function``, or
@@ -70,7 +86,7 @@ def open_model(source: str | Path, options: Options | None = None,
                           f"module:function; {text} is no such name, and a file holds its own weights; expected no "
                           "--weights for it")
     if path.is_dir():  # a run's folder, or a Hugging Face export's: the file in it named
-        inside = checkpoint_in(path)
+        inside = model_file_in(path)
         raise CnnlabError(f"{path} is a folder{f'; pass {inside}' if inside else ''}; a model is a .onnx, .pt2 or "
                           "cnnlab .pt file, or module:function")
     if not path.is_file():
@@ -158,7 +174,7 @@ def predict_any_chunks(source: str | Path, images: Sequence[str | Path], options
     (:func:`cnnlab.predict.classify_chunks`): what ``cnnlab predict`` prints as it goes. The model is opened and the
     arguments are checked here, before the first chunk is asked for."""
     options = options or Options()
-    if names_a_checkpoint(source) or Path(source).is_dir():
+    if read_as_checkpoint(source):
         options.check_records_its_own()
         return predict_chunks(source, images, invert, topk, device, skip_bad, classes=options.classes,
                               progress=progress)

@@ -58,11 +58,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 
 def checkpoint_in(folder: str | Path) -> Path | None:
-    """The model file to suggest for a folder given where a model file goes: a run's best.pt, else its last.pt, else
-    the model.onnx of a Hugging Face export folder (``optimum-cli export onnx``'s, which a user names by its folder),
-    else None."""
-    return next((Path(folder) / name for name in ("best.pt", "last.pt", "model.onnx")
-                 if (Path(folder) / name).is_file()), None)
+    """The checkpoint to suggest for a run folder given where a checkpoint goes: best.pt, else last.pt, else None."""
+    return next((Path(folder) / name for name in ("best.pt", "last.pt") if (Path(folder) / name).is_file()), None)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -71,9 +68,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.is_dir():  # a run folder, most likely: name the checkpoint in it rather than say nothing is there
         inside = checkpoint_in(path)
         hint = f"; pass {inside}" if inside else " holding no best.pt or last.pt"
-        expected = "the model file in it" if inside is not None and inside.suffix == ".onnx" else \
-            "a .pt file written by cnnlab train"
-        raise CheckpointError(f"checkpoint {path} is a folder{hint} (expected {expected})")
+        raise CheckpointError(f"checkpoint {path} is a folder{hint} (expected a .pt file written by cnnlab train)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file written by cnnlab train)")
     try:
