@@ -108,3 +108,16 @@ def test_a_whole_network_beside_its_body_alone_is_taken_whole(tmp_path):
     done = init_from(model, tmp_path / "both.pth", channels=3)
     assert "its keys under 'model.' without that prefix" in done.line and "new:" not in done.line, done.line
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_whole_network_under_a_prefix_is_taken_before_a_body_without_one(tmp_path):
+    """A file whose keys without a prefix are a body (a script's feature extractor, fc = nn.Identity()) beside the
+    whole network under ``model.``: the whole one is taken, as it is beside a body under another prefix; the body
+    without a prefix was read as it was, the whole network's tensors passed over and its head started fresh."""
+    state, body = _body("resnet18")
+    torch.save({**{k: v * 0 for k, v in body.items()}, **{f"model.{k}": v for k, v in state.items()}},
+               tmp_path / "both.pth")
+    model = create_model("imagenet-resnet18", num_classes=1000, in_channels=3)
+    done = init_from(model, tmp_path / "both.pth", channels=3)
+    assert "its keys under 'model.' without that prefix" in done.line and "new:" not in done.line, done.line
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
