@@ -522,7 +522,8 @@ def test_a_timm_body_saved_without_its_classifier_starts_a_run_and_is_refused_by
     assert main(["explore", f"imagenet-{builder}", "--weights", str(path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"holds torchvision's {builder} without its classifier (no " \
-        f"{', '.join(head)})" in err and f"cnnlab train imagenet-{builder} --init-from {path}" in err, err
+        f"{', '.join(head)})" in err and \
+        f"cnnlab train imagenet-{builder} --dataset folder:PHOTOS --init-from {path}" in err, err
 
 
 def test_a_timm_mobilenetv3_body_saved_without_its_classifier_is_refused_naming_why(tmp_path):
