@@ -538,6 +538,18 @@ def test_a_timm_mobilenetv3_body_saved_without_its_classifier_is_refused_naming_
                   tmp_path / "model.safetensors", channels=3, network="mobilenet_v3_large")
 
 
+def test_a_timm_efficientnet_file_missing_a_blocks_tensor_is_refused_in_one_line(tmp_path, capsys):
+    """timm's efficientnet_b0 with one block's expanding convolution missing (blocks.1.0.conv_pw: a file cut short, or
+    another kind of block beside its batch norm): explore refuses it in one line saying what does not fit; naming the
+    block's bn1, of no place among the parts it has, raised StopIteration ("internal error", exit code 1)."""
+    path = _timm_file(tmp_path / "timm", torchvision.models.efficientnet_b0(), _efficientnet_key)
+    save_file({k: v for k, v in load_file(path).items() if k != "blocks.1.0.conv_pw.weight"}, path)
+    assert main(["explore", "imagenet-efficientnet_b0", "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "(timm's EfficientNet keys read under torchvision's EfficientNet " \
+        "names) does not fit torchvision's efficientnet_b0: Missing key(s) in state_dict" in err, err
+
+
 # The keys of timm's EfficientNetV2-S (efficientnetv2_s, tf_efficientnetv2_s; timm/models/efficientnet.py): a first
 # stage of plain convolutions (ConvBnAct: conv, bn1), edge residuals (conv_exp, bn1, conv_pwl, bn2), then inverted
 # residuals with a squeeze-and-excitation; the shapes are its first ones, those further on of the same form

@@ -152,7 +152,9 @@ def _efficientnet_names(keys: Collection[str]) -> Callable[[str], str | None]:
             parts = blocks[stage, block]
             order = [p for p in (_INVERTED_RESIDUAL if "conv_pwl" in parts else _DEPTHWISE_SEPARABLE)
                      if p[0] in parts]
-            index = next(i for i, p in enumerate(order) if part in p)
+            index = next((i for i, p in enumerate(order) if part in p), None)
+            if index is None:  # a part of another kind of block (an edge residual's bn1 beside no conv_pw)
+                return None
             where = f"features.{int(stage) + 1}.{block}.block.{index}"
             if part == "se":
                 se, _, tensor = rest.partition(".")
