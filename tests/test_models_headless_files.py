@@ -7,6 +7,8 @@ test_models_timm_keys.py)."""
 
 from __future__ import annotations
 
+import shlex
+
 import numpy as np
 import pytest
 import torch
@@ -84,7 +86,7 @@ def test_a_torchvision_body_without_fc_is_refused_in_one_line_naming_the_missing
     assert len(err.strip().splitlines()) == 1, err
     assert "holds torchvision's resnet18 without its classifier (no fc.weight, fc.bias): a body names no classes " \
         "and predicts none; expected a state dict of torchvision's resnet18" in err and \
-        f"cnnlab train imagenet-resnet18 --init-from {tmp_path / 'body.pth'}" in err, err
+        f"cnnlab train imagenet-resnet18 --dataset folder:PHOTOS --init-from {tmp_path / 'body.pth'}" in err, err
 
 
 def test_a_body_missing_more_than_its_head_is_named_as_not_fitting(tmp_path):
@@ -108,3 +110,39 @@ def test_a_whole_network_beside_its_body_alone_is_taken_whole(tmp_path):
     done = init_from(model, tmp_path / "both.pth", channels=3)
     assert "its keys under 'model.' without that prefix" in done.line and "new:" not in done.line, done.line
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_whole_network_under_a_prefix_is_taken_before_a_body_without_one(tmp_path):
+    """A file whose keys without a prefix are a body (a script's feature extractor, fc = nn.Identity()) beside the
+    whole network under ``model.``: the whole one is taken, as it is beside a body under another prefix; the body
+    without a prefix was read as it was, the whole network's tensors passed over and its head started fresh."""
+    state, body = _body("resnet18")
+    torch.save({**{k: v * 0 for k, v in body.items()}, **{f"model.{k}": v for k, v in state.items()}},
+               tmp_path / "both.pth")
+    model = create_model("imagenet-resnet18", num_classes=1000, in_channels=3)
+    done = init_from(model, tmp_path / "both.pth", channels=3)
+    assert "its keys under 'model.' without that prefix" in done.line and "new:" not in done.line, done.line
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_the_way_in_a_bodys_refusal_names_trains_from_it_as_given(tmp_path, capsys):
+    """The command that explore's refusal of a body names (a folder of photos standing for PHOTOS) trains from the
+    body, its head fresh. It named no dataset, and `cnnlab train imagenet-resnet18 --init-from body.pth` read
+    Fashion-MNIST's grey digits, which the body's RGB stem refused ("pass --channels 3")."""
+    torch.save(_body("resnet18")[1], tmp_path / "body file.pth")  # a space: the path is quoted for a shell
+    assert main(["explore", "imagenet-resnet18", "--weights", str(tmp_path / "body file.pth")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "photos per class: cnnlab train " in err, err
+    command = shlex.split(err.rsplit("photos per class: ", 1)[1])
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(6):
+            picture = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(picture).save(tmp_path / "photos" / name / f"{i}.png")
+    args = [f"folder:{tmp_path / 'photos'}" if arg == "folder:PHOTOS" else arg for arg in command[1:]]
+    assert command[:2] == ["cnnlab", "train"] and main([*args, "--epochs", "1", "--batch-size", "2", "--resize", "32",
+                                                        "--limit-train-batches", "1", "--device", "cpu", "--no-report",
+                                                        "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "new: fc.weight, fc.bias" in out, out

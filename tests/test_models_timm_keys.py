@@ -522,7 +522,8 @@ def test_a_timm_body_saved_without_its_classifier_starts_a_run_and_is_refused_by
     assert main(["explore", f"imagenet-{builder}", "--weights", str(path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"holds torchvision's {builder} without its classifier (no " \
-        f"{', '.join(head)})" in err and f"cnnlab train imagenet-{builder} --init-from {path}" in err, err
+        f"{', '.join(head)})" in err and \
+        f"cnnlab train imagenet-{builder} --dataset folder:PHOTOS --init-from {path}" in err, err
 
 
 def test_a_timm_mobilenetv3_body_saved_without_its_classifier_is_refused_naming_why(tmp_path):
@@ -535,6 +536,50 @@ def test_a_timm_mobilenetv3_body_saved_without_its_classifier_is_refused_naming_
                                           r"with a bias\), another network than torchvision's mobilenet_v3_large"):
         init_from(create_model("imagenet-mobilenet_v3_large", num_classes=3, in_channels=3),
                   tmp_path / "model.safetensors", channels=3, network="mobilenet_v3_large")
+
+
+def test_a_timm_efficientnet_file_missing_a_blocks_tensor_is_refused_in_one_line(tmp_path, capsys):
+    """timm's efficientnet_b0 with one block's expanding convolution missing (blocks.1.0.conv_pw: a file cut short, or
+    another kind of block beside its batch norm): explore refuses it in one line saying what does not fit; naming the
+    block's bn1, of no place among the parts it has, raised StopIteration ("internal error", exit code 1)."""
+    path = _timm_file(tmp_path / "timm", torchvision.models.efficientnet_b0(), _efficientnet_key)
+    save_file({k: v for k, v in load_file(path).items() if k != "blocks.1.0.conv_pw.weight"}, path)
+    assert main(["explore", "imagenet-efficientnet_b0", "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "(timm's EfficientNet keys read under torchvision's EfficientNet " \
+        "names) does not fit torchvision's efficientnet_b0: Missing key(s) in state_dict" in err, err
+
+
+# The keys of timm's EfficientNetV2-S (efficientnetv2_s, tf_efficientnetv2_s; timm/models/efficientnet.py): a first
+# stage of plain convolutions (ConvBnAct: conv, bn1), edge residuals (conv_exp, bn1, conv_pwl, bn2), then inverted
+# residuals with a squeeze-and-excitation; the shapes are its first ones, those further on of the same form
+EFFICIENTNETV2_S_KEYS = {"conv_stem.weight": (24, 3, 3, 3), "bn1.weight": (24,), "bn1.bias": (24,),
+                         "blocks.0.0.conv.weight": (24, 24, 3, 3), "blocks.0.0.bn1.weight": (24,),
+                         "blocks.1.0.conv_exp.weight": (96, 24, 3, 3), "blocks.1.0.bn1.weight": (96,),
+                         "blocks.1.0.conv_pwl.weight": (48, 96, 1, 1), "blocks.1.0.bn2.weight": (48,),
+                         "blocks.3.0.conv_pw.weight": (256, 64, 1, 1),
+                         "blocks.3.0.se.conv_reduce.weight": (16, 256, 1, 1),
+                         "conv_head.weight": (1280, 256, 1, 1), "bn2.weight": (1280,), "bn2.bias": (1280,),
+                         "classifier.weight": (1000, 1280), "classifier.bias": (1000,)}
+
+
+def test_a_timm_efficientnetv2_file_without_its_config_is_told_by_its_keys(tmp_path, capsys):
+    """timm's EfficientNetV2-S model.safetensors alone (no config.json beside it) is told by its keys: explore of
+    imagenet-efficientnet_v2_s refuses it in one line with the reason timm has no such torchvision network, and into
+    MobileNetV2 it is not read as timm's MobileNetV2. Its first block has no squeeze-and-excitation, so it was read
+    under MobileNetV2's names ("timm's MobileNetV2 keys read under torchvision's MobileNetV2 names") and refused as a
+    file missing torchvision's keys."""
+    path = tmp_path / "model.safetensors"
+    save_file({k: torch.zeros(v) for k, v in EFFICIENTNETV2_S_KEYS.items()}, path)
+    assert main(["explore", "imagenet-efficientnet_v2_s", "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{path} holds timm's EfficientNetV2 weights (its keys conv_stem, " \
+        "a first block of plain convolutions, conv_head), another network than torchvision's efficientnet_v2_s " \
+        "(timm's tf_efficientnetv2_s pads as TensorFlow does" in err, err
+    with pytest.raises(CnnlabError) as refused:
+        init_from(create_model("imagenet-mobilenet_v2", num_classes=3, in_channels=3), path, channels=3,
+                  network="mobilenet_v2")
+    assert "MobileNetV2 keys" not in str(refused.value), refused.value
 
 
 def test_a_squash_crop_mode_is_framed_as_timm_frames_it(tmp_path):

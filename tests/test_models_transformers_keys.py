@@ -347,7 +347,8 @@ def test_a_bare_transformers_body_is_refused_by_explore_in_one_line_naming_the_m
     assert len(err.strip().splitlines()) == 1, err
     assert f"{path} (Hugging Face Transformers' ResNetModel keys read under torchvision's ResNet names) holds " \
         "torchvision's resnet50 without its classifier (no fc.weight, fc.bias): a body names no classes and " \
-        "predicts none" in err and f"cnnlab train imagenet-resnet50 --init-from {path}" in err, err
+        "predicts none" in err and \
+        f"cnnlab train imagenet-resnet50 --dataset folder:PHOTOS --init-from {path}" in err, err
 
 
 def test_a_bare_transformers_body_of_another_network_is_refused_as_the_classifiers_are(tmp_path):

@@ -17,6 +17,7 @@ import functools
 import importlib
 import json
 import os
+import shlex
 import sys
 import threading
 from collections import Counter, deque
@@ -511,9 +512,12 @@ class ModuleModel(TorchModel):
             state, unread = read_weights(given.weights, expected)
             state = network_state(name, state)
             model, channels, classes = backbone_for(name, state)
+            # the way in names a dataset: without one a run trains on Fashion-MNIST's grey digits, which an RGB
+            # body's stem refuses
             how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected, builder,
-                                       way_for_body=f"fine-tune a classifier on this body with cnnlab train {name} "
-                                       f"--init-from {given.weights}")
+                                       way_for_body="fine-tune a classifier on this body with a folder of a subfolder "
+                                       f"of photos per class: cnnlab train {name} --dataset folder:PHOTOS --init-from "
+                                       f"{shlex.quote(str(given.weights))}")
             note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how, unread)}"
         exported = _exported_of(given.weights, name) if given.weights is not None else None
         if exported is not None:  # a cnnlab export of this network: fed as its run was, its classes named

@@ -287,11 +287,12 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str],
     under one prefix are taken if they alone fit: the network among other modules that keep tensors (a Lightning
     module's class-weighted loss, ``loss.weight``), the rest left out and said so. Two prefixes that fit (a student
     and its teacher of one architecture) are ambiguous and none is taken, unless one alone fits whole (the network
-    beside a copy of its body without the head). Exact fit is the test, so no key is ever
-    matched to a tensor of another name.
+    beside a copy of its body without the head); keys that fit without a prefix but for the optional ones are such a
+    body too, read as they are unless the whole network lies under one prefix. Exact fit is the test, so no key is
+    ever matched to a tensor of another name.
     """
     needed = keys - optional
-    if not state or needed <= set(state):
+    if not state or keys <= set(state):
         return state, ""
     # the prefixes that as many keys carry as the network has (or lacking only optional ones), the only ones that can
     # fit (a network of thousands of tensors is not searched once per prefix)
@@ -299,6 +300,8 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str],
     fits = [head for head, count in under.items() if len(needed) <= count <= len(keys)
             and needed <= {k[len(head):] for k in state if k.startswith(head)} <= keys]
     whole = [head for head in fits if under[head] == len(keys)]  # the network with its head before one without
+    if len(whole) != 1 and needed <= set(state):  # a body unprefixed, and no whole network under a prefix
+        return state, ""
     fits = whole if len(whole) == 1 else fits
     if len(fits) != 1:  # none, or ambiguous
         return state, ""

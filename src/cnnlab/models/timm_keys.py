@@ -21,10 +21,11 @@ one (``num_classes=0``, ``reset_classifier(0)``); nothing of timm is imported or
   ``features`` item, ``classifier`` is ``classifier.1``.
 - MobileNetV2 (``mobilenetv2_100``: ReLU6, a batch-norm epsilon of 1e-5 and the 1280-channel head, as
   torchvision's): its EfficientNet's names without a squeeze-and-excitation (``blocks.0.0.se``, which tells them
-  apart); block ``b`` of stage ``s`` is ``features.{1 + the blocks of the stages before + b}``, whose convolutions
-  followed by an activation are its ``conv.{i}.0`` with their batch norm ``conv.{i}.1`` (a depthwise-separable
-  block's ``conv_dw``/``bn1``; an inverted residual's ``conv_pw``/``bn1`` then ``conv_dw``/``bn2``) and whose
-  projecting convolution and its batch norm are the next two items (``conv_pw``/``bn2``, ``conv_pwl``/``bn3``);
+  apart), its first block depthwise-separable (``blocks.0.0.conv_dw``, which EfficientNetV2's is not); block ``b``
+  of stage ``s`` is ``features.{1 + the blocks of the stages before + b}``, whose convolutions followed by an
+  activation are its ``conv.{i}.0`` with their batch norm ``conv.{i}.1`` (a depthwise-separable block's
+  ``conv_dw``/``bn1``; an inverted residual's ``conv_pw``/``bn1`` then ``conv_dw``/``bn2``) and whose projecting
+  convolution and its batch norm are the next two items (``conv_pw``/``bn2``, ``conv_pwl``/``bn3``);
   ``conv_head``/``bn2`` are the last ``features`` item, ``classifier`` is ``classifier.1``.
 - RegNet: ``stem.conv``/``stem.bn`` are ``stem.0``/``.1``; block ``b`` (from 1) of stage ``s`` (``s{s}.b{b}``) is
   ``trunk_output.block{s}.block{s}-{b-1}``, its ``conv1``, ``conv2`` and ``conv3`` the ``f.a``, ``f.b`` and ``f.c``
@@ -38,7 +39,8 @@ and normalises with another epsilon) ``config.json`` says where it lies beside t
 is not the network asked for, or is but built otherwise (its ``model_args``), is refused in one line rather than
 loaded into it, whatever its keys (:func:`check_architecture`). MobileNetV3 is not mapped: timm's normalise with a
 batch-norm epsilon of 1e-5, torchvision's with 1e-3, another network for the same tensors; nor EfficientNetV2-S, of
-which timm has no torchvision network (:data:`_NONE_SAME` says why).
+which timm has no torchvision network (:data:`_NONE_SAME` says why). Both are told by their keys too, and refused
+for torchvision's network of that name without a config.json (:data:`_TOLD_BY_KEYS`).
 """
 
 from __future__ import annotations
@@ -80,9 +82,17 @@ _NONE_SAME["inception_v3"] = "timm's inception_v3 is fed (pixel - 0.5) / 0.5 as 
 _NONE_SAME["efficientnet_v2_s"] = "timm's tf_efficientnetv2_s pads as TensorFlow does, its efficientnetv2_s " \
     "normalises with a batch-norm epsilon of 1e-5 (torchvision's 1e-3) and its efficientnetv2_rw_s has other stages: " \
     "other networks for the same tensors"
-# timm's MobileNetV3 keys: its EfficientNet's, but a head convolution with a bias and no batch norm after it (the
-# classifier's are absent from a file saved without it)
-_MOBILENETV3_SIGNATURE = ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias")
+# The timm families whose keys tell them from torchvision's network of that name with no config.json beside them
+# (torchvision's network -> timm's family, the keys, and those in words): its MobileNetV3s' are its EfficientNets',
+# but a head convolution with a bias and no batch norm after it (the classifier's are absent from a file saved
+# without it); its EfficientNetV2s' first block is plain convolutions (blocks.0.0.conv), where its EfficientNets'
+# and MobileNetV2's is depthwise-separable
+_TOLD_BY_KEYS = {
+    **dict.fromkeys(_MOBILENETV3S, ("MobileNetV3", ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias"),
+                                    "conv_stem, blocks, conv_head with a bias")),
+    "efficientnet_v2_s": ("EfficientNetV2", ("conv_stem.weight", "blocks.0.0.conv.weight", "conv_head.weight"),
+                          "conv_stem, a first block of plain convolutions, conv_head"),
+}
 # timm's model arguments that leave the network evaluated as its architecture's default: the input channels and
 # classes (which the keys' shapes tell), dropouts, and the pooling where it is the average
 _UNCHANGED_BY = {"in_chans", "num_classes", "drop_rate", "drop_path_rate", "drop_block_rate", "global_pool"}
@@ -142,7 +152,9 @@ def _efficientnet_names(keys: Collection[str]) -> Callable[[str], str | None]:
             parts = blocks[stage, block]
             order = [p for p in (_INVERTED_RESIDUAL if "conv_pwl" in parts else _DEPTHWISE_SEPARABLE)
                      if p[0] in parts]
-            index = next(i for i, p in enumerate(order) if part in p)
+            index = next((i for i, p in enumerate(order) if part in p), None)
+            if index is None:  # a part of another kind of block (an edge residual's bn1 beside no conv_pw)
+                return None
             where = f"features.{int(stage) + 1}.{block}.block.{index}"
             if part == "se":
                 se, _, tensor = rest.partition(".")
@@ -222,8 +234,8 @@ class Layout:
 
 LAYOUTS = (Layout("ConvNeXt", ("stem.0.weight", "stages.0.blocks.0.conv_dw.weight"), "head.fc.weight",
                   _convnext_names),
-           Layout("MobileNetV2", ("conv_stem.weight", "conv_head.weight", "bn2.weight"), "classifier.weight",
-                  _mobilenetv2_names, without="blocks.0.0.se.conv_reduce.weight"),
+           Layout("MobileNetV2", ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.weight", "bn2.weight"),
+                  "classifier.weight", _mobilenetv2_names, without="blocks.0.0.se.conv_reduce.weight"),
            Layout("EfficientNet", ("conv_stem.weight", "conv_head.weight", "bn2.weight"), "classifier.weight",
                   _efficientnet_names),
            Layout("RegNet", ("stem.conv.weight", "s1.b1.conv1.conv.weight"), "head.fc.weight", _regnet_names),
@@ -308,15 +320,15 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: 
     config.json beside it, where there is one); else as it is, and ``""``.
 
     Raises:
-        CnnlabError: one line: it is timm's MobileNetV3 (its keys tell it: no config.json needed) and ``network``
-            torchvision's MobileNetV3, which is another network.
+        CnnlabError: one line: it is timm's MobileNetV3 or EfficientNetV2 (its keys tell it: no config.json needed,
+            :data:`_TOLD_BY_KEYS`) and ``network`` torchvision's network of that name, which is another network.
     """
-    # for torchvision's MobileNetV3s alone: into another network such a file is refused as not fitting it, and the
+    # for those torchvision networks alone: into another network such a file is refused as not fitting it, and the
     # reason _NONE_SAME gives for that network (Inception v3's) is not this file's
-    if network in _MOBILENETV3S and all(key in state for key in _MOBILENETV3_SIGNATURE):
-        raise CnnlabError(f"{path} holds timm's MobileNetV3 weights (its keys conv_stem, blocks, conv_head with a "
-                          f"bias), another network than torchvision's {network} ({_MOBILENETV3_WHY}); expected "
-                          "torchvision's own weights")
+    family, keys, words = _TOLD_BY_KEYS.get(network, ("", (), ""))
+    if keys and all(key in state for key in keys):
+        raise CnnlabError(f"{path} holds timm's {family} weights (its keys {words}), another network than "
+                          f"torchvision's {network} ({_NONE_SAME[network]}); expected torchvision's own weights")
     layout, head = _layout(state)
     if layout is None:
         return state, ""

@@ -72,7 +72,7 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
-    own = model.state_dict()
+    own, head = model.state_dict(), output_keys(model)  # the output layer's keys: the head that may start fresh
     foreign, read, said = False, "", None  # a state dict from elsewhere, not a cnnlab checkpoint; what was done to
     # its keys; the normalisation the files beside it say
     try:
@@ -83,21 +83,20 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         expected = "a cnnlab checkpoint, or a state dict of this model's network"
         held = state_dict_in(e.held, path, expected)
         said = normalisation_beside(path, held)
-        state, how = network_keys(held, set(own), path, network, output_keys(model))
+        state, how = network_keys(held, set(own), path, network, head)
         ckpt, foreign = {"model": state}, True
         read = f", {how}" if how else ""
     source = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(source, dict):
         raise CnnlabError(f"--init-from {path}: the checkpoint holds no model weights")
     fitting = {k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    head = {name for name, m in model.named_modules() if m is last_layer(model)}
     saved = (ckpt.get("dataset") or {}).get("classes")
     if classes is not None and saved is not None and list(saved) != list(classes):
-        fitting = {k: v for k, v in fitting.items() if k.rsplit(".", 1)[0] not in head}
+        fitting = {k: v for k, v in fitting.items() if k not in head}
     # A batch norm's count of batches seen is no weight, and files saved before torch 0.4.1 (torchvision's hosted
     # DenseNet files among them) have none: such a layer keeps its own count, as its load does
     fresh = [k for k in own if k not in fitting and not (k.endswith(".num_batches_tracked") and k not in source)]
-    body = [k for k in fresh if k.rsplit(".", 1)[0] not in head]
+    body = [k for k in fresh if k not in head]
     if body:  # only the output layer may start afresh: anything else means another model or other input channels
         # Other channels alone change only the first layer's weight; more than that is another model
         first = body == [next(iter(own))]
