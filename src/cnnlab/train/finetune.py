@@ -78,8 +78,9 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
     own, head = model.state_dict(), output_keys(model)  # the output layer's keys: the head that may start fresh
-    foreign, read, said = False, "", None  # a state dict from elsewhere, not a cnnlab checkpoint; what was done to
-    # its keys; the normalisation the files beside it say
+    # whether it is a state dict from elsewhere, not a cnnlab checkpoint; what was done to its keys; the
+    # normalisation the files beside it say
+    foreign, read, said = False, "", None
     try:
         ckpt = load_checkpoint(path)
     except ForeignCheckpointError as e:
