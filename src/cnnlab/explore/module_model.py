@@ -62,7 +62,7 @@ from cnnlab.explore.outputs import (
     stored_classes,
 )
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
-from cnnlab.export import STORED_SIDE_KEY
+from cnnlab.export import INPUT_SIZE_KEY, STORED_SIDE_KEY
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
     BACKBONES,
@@ -257,7 +257,7 @@ def _exported_of(path: str | Path, name: str) -> _Exported | None:
     if metadata.get("cnnlab.model") != name:
         return None
     try:
-        size = int(metadata["cnnlab.input_size"])
+        size = int(metadata[INPUT_SIZE_KEY])
         # an export from before the stored side was written: read at the input's side, as it was then
         stored = int(metadata.get(STORED_SIDE_KEY, size))
         if min(size, stored) < 1:
