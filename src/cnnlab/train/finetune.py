@@ -38,8 +38,8 @@ from cnnlab.runs.checkpoint import load_checkpoint
 @dataclass(frozen=True)
 class Initialised:
     """What :func:`init_from` did: ``line`` says what was kept; ``normalize`` is the source's [mean, std] per
-    channel (None: it fed [0, 1] pixels), the input its weights were trained on; ``said_by``: where a state dict
-    from elsewhere says so (timm's config.json or a preprocessor_config.json beside it,
+    channel (None: it fed [0, 1] pixels, or says nothing), the input its weights were trained on; ``said_by``: where
+    a state dict from elsewhere says so (timm's config.json or a preprocessor_config.json beside it,
     :mod:`cnnlab.models.normalisation_beside`), "" for a cnnlab run, which records it, None for a state dict that
     says nothing (:attr:`recorded`)."""
 
