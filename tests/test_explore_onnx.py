@@ -1502,6 +1502,32 @@ def test_a_graph_of_one_value_an_image_is_said_to_have_no_class_axis(tmp_path):
         open_model(tmp_path / "one.onnx")
 
 
+class _OneValueAnImage(nn.Module):
+    """A network of maps of two sizes (8 x 8, then 4 x 4) that ends in one value an image: no backbone's features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.down = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.down(F.relu(self.conv(x))).amax((1, 2, 3))
+
+
+def test_a_free_batch_graph_of_one_value_an_image_is_refused_for_its_own_outputs_alone(tmp_path):
+    """A graph of a free batch whose one output is one value an image is refused for that output alone: its stages'
+    maps, which the explorer adds as outputs of its copy of the graph, were read as the graph's own, and their two
+    sizes hinted "maps at several scales are a backbone's features" of a graph that returns none."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_OneValueAnImage().eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "one.onnx"),
+                          dynamo=False, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    with pytest.raises(CnnlabError, match=r"its output 'y' has shape N \(one value an image, no class axis\), "
+                                          r"expected N x classes; cnnlab explore"):
+        open_model(tmp_path / "one.onnx")
+
+
 def test_a_free_batch_run_together_by_a_flatten_of_axis_0_is_run_one_image_at_a_time_saying_why(tmp_path):
     """A graph of a free batch ending in a Flatten of axis 0 (1 x 5 for one image, 1 x 10 for two) is run one image at
     a time, each image's scores onnxruntime's; the page said it "fails on two images at once", which it does not."""

@@ -582,6 +582,27 @@ def test_a_timm_efficientnetv2_file_without_its_config_is_told_by_its_keys(tmp_p
     assert "MobileNetV2 keys" not in str(refused.value), refused.value
 
 
+@pytest.mark.parametrize("wrapper", ["module.", "model."])
+def test_a_timm_file_told_by_its_keys_is_told_so_under_a_wrappers_names(wrapper, tmp_path, capsys):
+    """timm's EfficientNetV2-S and MobileNetV3 files saved under a wrapper's names (DataParallel's ``module.``, a
+    Lightning module's ``model.``) are told by their keys as the bare files are, and refused with the reason timm has
+    no such torchvision network; they were refused as not fitting the network, the reason unsaid."""
+    path = tmp_path / "v2.safetensors"
+    save_file({wrapper + k: torch.zeros(v) for k, v in EFFICIENTNETV2_S_KEYS.items()}, path)
+    assert main(["explore", "imagenet-efficientnet_v2_s", "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{path} holds timm's EfficientNetV2 weights (its keys conv_stem, " \
+        "a first block of plain convolutions, conv_head), another network than torchvision's efficientnet_v2_s" \
+        in err, err
+    shapes = {"conv_stem.weight": (16, 3, 3, 3), "bn1.weight": (16,), "blocks.0.0.conv_dw.weight": (16, 1, 3, 3),
+              "conv_head.weight": (1280, 960, 1, 1), "conv_head.bias": (1280,)}
+    save_file({wrapper + k: torch.zeros(v) for k, v in shapes.items()}, tmp_path / "v3.safetensors")
+    with pytest.raises(CnnlabError, match=r"holds timm's MobileNetV3 weights \(its keys conv_stem, blocks, conv_head "
+                                          r"with a bias\), another network than torchvision's mobilenet_v3_large"):
+        init_from(create_model("imagenet-mobilenet_v3_large", num_classes=3, in_channels=3),
+                  tmp_path / "v3.safetensors", channels=3, network="mobilenet_v3_large")
+
+
 def test_a_squash_crop_mode_is_framed_as_timm_frames_it(tmp_path):
     """timm's 384 px ConvNeXts fine-tuned from ImageNet-22k (convnext_tiny.fb_in22k_ft_in1k_384) say crop_mode
     `squash`: timm's evaluation transform resizes both sides to floor(side / crop_pct) (torchvision's Resize of a

@@ -84,8 +84,8 @@ def timm_carried(path: str | Path) -> Carried:
     (``input_size``, channels, height, width), normalisation (``mean``, ``std``) and framing (:func:`_timm_framing`),
     or, where that is in a form not framed here, pictures padded as any model's, said so: not framed as torchvision's
     weights' transforms frame theirs (a crop), which the file does not say, and further from its ``border`` mode's
-    picture (resized to fit and padded) than cnnlab's padding is. Nothing for a folder of another
-    kind, or a part in a form not understood here."""
+    picture (resized to fit and padded) than cnnlab's padding is. Nothing for a folder of another kind, or a part in
+    a form not understood here."""
     config = timm_config(path)
     if not config:
         return Carried()

@@ -62,7 +62,7 @@ from cnnlab.explore.outputs import (
     stored_classes,
 )
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
-from cnnlab.export import STORED_SIDE_KEY
+from cnnlab.export import INPUT_SIZE_KEY, STORED_SIDE_KEY
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
     BACKBONES,
@@ -74,10 +74,10 @@ from cnnlab.models.imagenet import (
     weights_file,
     weights_framing,
 )
+from cnnlab.models.normalisation_beside import read_by_library
 from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights, safetensors_metadata
 from cnnlab.models.summary import MacCounter
 from cnnlab.models.torchvision_zoo import build_pretrained, feeding, zoo_model
-from cnnlab.models.transformers_keys import transformers_layout
 from cnnlab.report.features import Row
 
 # A module whose output is one of these torch functions' (F.softmax, torch.sigmoid, x.softmax(1), the functions
@@ -257,7 +257,7 @@ def _exported_of(path: str | Path, name: str) -> _Exported | None:
     if metadata.get("cnnlab.model") != name:
         return None
     try:
-        size = int(metadata["cnnlab.input_size"])
+        size = int(metadata[INPUT_SIZE_KEY])
         # an export from before the stored side was written: read at the input's side, as it was then
         stored = int(metadata.get(STORED_SIDE_KEY, size))
         if min(size, stored) < 1:
@@ -289,18 +289,6 @@ def _framed_as_its_weights(carried: Carried, weights, side: int) -> Carried:
     picture torchvision's published accuracies are of, where cnnlab's own padding showed the network the whole
     picture with borders it was not trained on. At another input size (``--input-size``) pictures are padded."""
     return replace(carried, size=(side, side), fit=weights_framing(weights), fit_from="weights' transforms")
-
-
-def _library_carried(path: str | Path, state: dict[str, torch.Tensor]) -> Carried:
-    """What the Hugging Face folder of ``path`` says: where ``state`` (read from it) is a Hugging Face Transformers
-    ResNet's or ConvNeXt's (``save_pretrained`` writes the three side by side),
-    :func:`~cnnlab.explore.hugging_face.hugging_face_carried` (config.json's class names, preprocessor_config.json's
-    size, normalisation and framing); else, where timm's config.json lies beside it,
-    :func:`~cnnlab.explore.hugging_face.timm_carried` (its class names, its pretrained_cfg's size, normalisation and
-    framing); nothing otherwise."""
-    if transformers_layout(state) is not None:
-        return hugging_face_carried(path)
-    return timm_carried(path)
 
 
 def _carried(model: nn.Module) -> Carried:
@@ -530,8 +518,11 @@ class ModuleModel(TorchModel):
             stored_in = "the weights' metadata" if given.weights is None else "ImageNet's, for 1,000 outputs"
             size_from = "weights' metadata"
             normalised_by = "weights' metadata" if given.weights is None else "ImageNet weights' metadata"
-            # a Transformers or timm folder names its classes (fine-tuned too) and says how the network is fed
-            carried = _library_carried(given.weights, state) if given.weights is not None else Carried()
+            # a Transformers or timm folder names its classes (fine-tuned too) and says how the network is fed:
+            # config.json's class names and preprocessor_config.json's size, normalisation and framing, or timm's
+            # config.json's class names and its pretrained_cfg's
+            carried = read_by_library(given.weights, state, hugging_face_carried, timm_carried) \
+                if given.weights is not None else Carried()
             if carried.classes is not None and len(carried.classes) == classes:
                 stored, stored_in = carried.classes, carried.classes_from
             if carried.size is not None:

@@ -325,21 +325,25 @@ class OnnxModel:
                                     if self.output_name in types else
                                     helper.make_value_info(self.output_name, TypeProto()))
             self.returned = [o.name for o in graph.output]
-        scored = next(o for o in graph.output if o.name == self.output_name)
-        out = shapes.get(self.output_name) or _dims(scored)
+        # each output's shape, inferred or declared (the graph's own, before the stages' are added below)
+        returned_dims = {o.name: shapes.get(o.name) or _dims(o) for o in graph.output}
+        out = returned_dims[self.output_name]
+        # its element type, for the refusal of what is no class scores
+        element = types.get(self.output_name) or \
+            next(o for o in graph.output if o.name == self.output_name).type.tensor_type.elem_type
         # Class scores of one image at a time that dropped the batch axis (a final Squeeze, a Reshape to [-1]: K
         # values for the one image) get it back. Fixed to one image, a static K says so here; of a free batch, the
         # run of one image below tells K (more than one value) from one value an image. K values beside outputs of
         # K rows are a detector's K detections (scores beside boxes), opened as the network they are.
         self.squeezed = network is None and self.batch == 1 and len(out) == 1 and isinstance(out[0], int) and \
-            out[0] > 1 and not _listed_beside(out[0], [shapes.get(o.name) or _dims(o) for o in graph.output
-                                                         if o.name != self.output_name])
+            out[0] > 1 and not _listed_beside(out[0], [dims for name, dims in returned_dims.items()
+                                                         if name != self.output_name])
         deferred = network is None and self.batch is None and len(out) == 1
         # class scores on a 1 x 1 map (a convolutional head's, unflattened) are read as N x K (class_rows)
         if network is None and out and not self.squeezed and not deferred and \
                 (len(out) not in (2, 4) or len(out) == 4 and list(out[2:]) != [1, 1] or
                  (isinstance(out[1], int) and out[1] < 1)):
-            network = self._no_class_scores(graph, shapes, types, out, options)
+            network = self._no_class_scores(out, element, list(returned_dims.values()), options)
         top_k = _last_op(self.producers, self.output_name, PASS_THROUGH | {"Softmax", "LogSoftmax", "Sigmoid"})
         # each image's own order: no column is one class. Beside boxes (N x k x 4), they are a detector's k best
         # detections (an end-to-end export's top-k of any anchor and class), which the page draws by their names
@@ -404,7 +408,7 @@ class OnnxModel:
             self.squeezed, self.batch = True, 1  # no batch axis: one image at a time, each one's given back
             probe[self.output_name] = probe[self.output_name][None]
         elif deferred:  # one value for one image (the batch's own axis), or a detector's K beside their boxes
-            network = self._no_class_scores(graph, shapes, types, out, options)
+            network = self._no_class_scores(out, element, list(returned_dims.values()), options)
         if network is None:
             try:
                 count = logits_count(probe[self.output_name], 1, f"{path} (output {self.output_name!r})")
@@ -458,15 +462,13 @@ class OnnxModel:
                                             self.carried.classes_from)
         self.notes += notes
 
-    def _no_class_scores(self, graph, shapes: dict, types: dict, out: list, options: Options) -> tuple[str, ...]:
-        """Refuses the graph's scored output, of shape ``out``, as no class scores (one line naming its shape), or,
-        where ``options`` open any network, returns what the page says of it
+    def _no_class_scores(self, out: list, element: int, outputs: list[list], options: Options) -> tuple[str, ...]:
+        """Refuses the graph's scored output, of shape ``out`` and ``onnx.TensorProto`` element type ``element``
+        among the graph's outputs of ``outputs`` shapes, as no class scores (one line naming its shape), or, where
+        ``options`` open any network, returns what the page says of it
         (:func:`cnnlab.explore.model.opened_as_network`)."""
         from onnx import helper
 
-        scored = next(o for o in graph.output if o.name == self.output_name)
-        outputs = [shapes.get(o.name) or _dims(o) for o in graph.output]
-        element = types.get(self.output_name) or scored.type.tensor_type.elem_type
         # (a float type as float32: numpy has no bfloat16, which onnx stores as uint16)
         dtype = helper.tensor_dtype_to_np_dtype(element).name if element not in (0, *FLOAT_TYPES) else "float32"
         pixels = scales_hint([d for d in outputs if d]) or (map_hint(out, dtype) if len(out) == 4 else "")

@@ -278,6 +278,9 @@ class ExportedModel(TorchModel):
     """A ``torch.export`` program saved with ``torch.export.save`` (see the module docstring)."""
 
     kind = "torch.export"
+    # what _scores_of records of the program's output, as the base class records _outputs and _wrapped_in there:
+    # whether its class scores lost the batch axis of its one image (given back there, and said on the page)
+    _squeezed = False
 
     def __init__(self, path: str | Path, options: Options | None = None, folder_classes: tuple[str, ...] = ()):
         options = options or Options()
@@ -321,7 +324,6 @@ class ExportedModel(TorchModel):
         # a program of one image whose outputs have sizes fixed at export (none counts what the picture holds, as
         # a detector's boxes after NMS do): class scores of K values there are its one image's (_scores_of)
         self._one_image = self.batches == (1, 1) and _sizes_fixed(self.graph)
-        self._squeezed = 0  # the class scores' values for the one image, where they lost its batch axis
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path), options.classes is not None)
         self.metadata = metadata  # a cnnlab export's: its run's classes, input, dataset and split records
         options.check_no_scaling_for(metadata, str(path))
@@ -352,11 +354,11 @@ class ExportedModel(TorchModel):
     def _scores_of(self, out: Any) -> Any:
         """The class scores among what the program returned (:meth:`TorchModel._scores_of`); those of a program of
         one image that dropped its batch axis (a final ``squeeze(0)``, ``[0]`` or ``flatten()``: K values, K > 1)
-        given it back, ``1 x K``."""
+        given it back, ``1 x K``, which ``_squeezed`` records for the page."""
         scores = super()._scores_of(out)
         if self._one_image and not self._not_a_classifier and isinstance(scores, torch.Tensor) and \
                 scores.dim() == 1 and scores.shape[0] > 1:
-            self._squeezed = scores.shape[0]
+            self._squeezed = True
             return scores[None]
         return scores
 

@@ -161,8 +161,8 @@ def crop_size(name: str) -> int:
 
 
 def pretrained_normalize(name: str, channels: int) -> list[list[float]]:
-    """``[mean, std]`` per channel that the weights of ``name`` expect, from their own metadata; grey images (and
-    other channel counts) get the average over R, G and B, matching the adapted first convolution."""
+    """``[mean, std]`` per channel that the weights of ``name`` expect, from their own metadata, for an input of
+    ``channels`` (:func:`per_channel`)."""
     transform = weights_enum(name).transforms()
     return per_channel(transform.mean, transform.std, channels)
 

@@ -10,8 +10,9 @@ on CLIP's), and fed ImageNet's they answer for other pictures than they learnt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
@@ -22,6 +23,8 @@ from cnnlab.models.transformers_keys import transformers_layout
 # Where each says so, for the page and the run's output
 TIMM_SAYS = "config.json beside it (timm's pretrained_cfg)"
 PROCESSOR_SAYS = "preprocessor_config.json beside it"
+
+T = TypeVar("T")
 
 
 class Said(NamedTuple):
@@ -59,10 +62,18 @@ def timm_normalisation(config: dict[str, Any]) -> Said | None:
     return said_normalisation(pretrained.get("mean"), pretrained.get("std"), TIMM_SAYS)
 
 
+def read_by_library(path: str | Path, state: dict[str, torch.Tensor], transformers: Callable[[str | Path], T],
+                    timm: Callable[[str | Path], T]) -> T:
+    """The files beside ``path`` read as the library that saved its weights ``state`` (read from it, under their
+    own names) writes them: ``transformers(path)`` for a Transformers ResNet's or ConvNeXt's (whose model's
+    ``save_pretrained`` writes its config.json, and its image processor's the preprocessor_config.json, beside
+    it), else ``timm(path)`` (timm's config.json beside it, where there is one)."""
+    return (transformers if transformers_layout(state) is not None else timm)(path)
+
+
 def normalisation_beside(path: str | Path, state: dict[str, torch.Tensor]) -> Said | None:
-    """What the files beside ``path`` say its weights ``state`` (read from it, under their own names) are fed: a
-    Transformers ResNet's or ConvNeXt's (``save_pretrained`` writes its preprocessor_config.json beside it) as that
-    says, anything else as timm's config.json beside it says; None where they say nothing."""
-    if transformers_layout(state) is not None:
-        return processor_normalisation(json_beside(path, "preprocessor_config.json"))
-    return timm_normalisation(timm_config(path))
+    """What the files beside ``path`` say its weights ``state`` (read from it, under their own names) are fed
+    (:func:`read_by_library`): a Transformers network's as its preprocessor_config.json says, anything else as
+    timm's config.json says; None where they say nothing."""
+    return read_by_library(path, state, lambda p: processor_normalisation(json_beside(p, "preprocessor_config.json")),
+                           lambda p: timm_normalisation(timm_config(p)))

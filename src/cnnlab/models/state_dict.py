@@ -372,13 +372,12 @@ def output_keys(model: nn.Module) -> frozenset[str]:
     return frozenset(key for key in model.state_dict() if key.rsplit(".", 1)[0] == layer)
 
 
-def headless(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """The keys of ``model``'s output layer (:func:`output_keys`) where ``state`` is the rest of its network: a
-    backbone saved without its classifier (after ``model.fc = nn.Identity()``, timm's ``num_classes=0``,
-    Transformers' ``ResNetModel``); [] otherwise."""
-    own = model.state_dict()
-    missing = [key for key in own if key not in state]
-    return missing if missing and set(state) <= set(own) and set(missing) <= output_keys(model) else []
+def headless(keys: list[str], head: frozenset[str], state: dict[str, torch.Tensor]) -> list[str]:
+    """Those of a network's state-dict ``keys`` that its output layer's, ``head`` (:func:`output_keys`), are and
+    ``state`` lacks where it is the rest of the network: a backbone saved without its classifier (after ``model.fc =
+    nn.Identity()``, timm's ``num_classes=0``, Transformers' ``ResNetModel``); [] otherwise."""
+    missing = [key for key in keys if key not in state]
+    return missing if missing and set(state) <= set(keys) and set(missing) <= head else []
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
@@ -400,9 +399,10 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path:
             torchvision's names where a Transformers or timm file's were read so), or why a Transformers or timm
             file is another network.
     """
-    state, how = network_keys(state, set(model.state_dict()), path, network, output_keys(model))
+    keys, head = list(model.state_dict()), output_keys(model)
+    state, how = network_keys(state, set(keys), path, network, head)
     read = f" ({how})" if how else ""
-    missing = headless(model, state)
+    missing = headless(keys, head, state)
     if missing:
         raise CnnlabError(f"{path}{read} holds {what} without its classifier (no {', '.join(missing)}): a body "
                           f"names no classes and predicts none; expected {expected} with its classifier"

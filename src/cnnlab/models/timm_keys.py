@@ -82,11 +82,11 @@ _NONE_SAME["inception_v3"] = "timm's inception_v3 is fed (pixel - 0.5) / 0.5 as 
 _NONE_SAME["efficientnet_v2_s"] = "timm's tf_efficientnetv2_s pads as TensorFlow does, its efficientnetv2_s " \
     "normalises with a batch-norm epsilon of 1e-5 (torchvision's 1e-3) and its efficientnetv2_rw_s has other stages: " \
     "other networks for the same tensors"
-# The timm families whose keys tell them from torchvision's network of that name with no config.json beside them
-# (torchvision's network -> timm's family, the keys, and those in words): its MobileNetV3s' are its EfficientNets',
-# but a head convolution with a bias and no batch norm after it (the classifier's are absent from a file saved
-# without it); its EfficientNetV2s' first block is plain convolutions (blocks.0.0.conv), where its EfficientNets'
-# and MobileNetV2's is depthwise-separable
+# The timm families whose keys (under a wrapper's names too) tell them from torchvision's network of that name with no
+# config.json beside them (torchvision's network -> timm's family, the keys, and those in words): its MobileNetV3s'
+# are its EfficientNets', but a head convolution with a bias and no batch norm after it (the classifier's are absent
+# from a file saved without it); its EfficientNetV2s' first block is plain convolutions (blocks.0.0.conv), where its
+# EfficientNets' and MobileNetV2's is depthwise-separable
 _TOLD_BY_KEYS = {
     **dict.fromkeys(_MOBILENETV3S, ("MobileNetV3", ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.bias"),
                                     "conv_stem, blocks, conv_head with a bias")),
@@ -242,12 +242,19 @@ LAYOUTS = (Layout("ConvNeXt", ("stem.0.weight", "stages.0.blocks.0.conv_dw.weigh
            Layout("VGG", ("features.0.weight", "pre_logits.fc1.weight"), "head.fc.weight", _vgg_names))
 
 
+def _under(state: dict[str, torch.Tensor], keys: tuple[str, ...]) -> str | None:
+    """The names a wrapper put before ``keys`` (read off the first, a stem's: :func:`wrapper_names`; "": none) where
+    ``state`` has every one of them under those names; else None."""
+    head = wrapper_names(state, keys[:1])
+    return head if all(head + key in state for key in keys) else None
+
+
 def _layout(state: dict[str, torch.Tensor]) -> tuple[Layout | None, str]:
     """The timm family whose keys ``state`` has (its signature's keys all there, its classifier's perhaps not),
     perhaps all under a wrapper's names, and those names ("": none); or ``(None, "")``."""
     for layout in LAYOUTS:
-        head = wrapper_names(state, layout.signature[:1])
-        if all(head + key in state for key in layout.signature) and head + layout.without not in state:
+        head = _under(state, layout.signature)
+        if head is not None and head + layout.without not in state:
             return layout, head
     return None, ""
 
@@ -326,7 +333,7 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: 
     # for those torchvision networks alone: into another network such a file is refused as not fitting it, and the
     # reason _NONE_SAME gives for that network (Inception v3's) is not this file's
     family, keys, words = _TOLD_BY_KEYS.get(network, ("", (), ""))
-    if keys and all(key in state for key in keys):
+    if keys and _under(state, keys) is not None:  # under a wrapper's names too, as the layouts are told
         raise CnnlabError(f"{path} holds timm's {family} weights (its keys {words}), another network than "
                           f"torchvision's {network} ({_NONE_SAME[network]}); expected torchvision's own weights")
     layout, head = _layout(state)

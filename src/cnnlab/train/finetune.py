@@ -37,17 +37,22 @@ from cnnlab.runs.checkpoint import load_checkpoint
 
 @dataclass(frozen=True)
 class Initialised:
-    """What :func:`init_from` did: ``line`` says what was kept; ``normalize`` is the source run's [mean, std] per
-    channel (None: it fed [0, 1] pixels), the input its weights were trained on; ``recorded``: whether the source
-    said so (a state dict from elsewhere does not, unless the files beside it do: an ImageNet backbone's input is
-    then normalised as the ImageNet weights', a book model's as the run's ``--normalize`` says: ``_normalize`` in
-    :mod:`cnnlab.train.build`); ``said_by``: where a state dict's normalisation was read (timm's config.json or a
-    preprocessor_config.json beside it, :mod:`cnnlab.models.normalisation_beside`), "" for a cnnlab run's."""
+    """What :func:`init_from` did: ``line`` says what was kept; ``normalize`` is the source's [mean, std] per
+    channel (None: it fed [0, 1] pixels, or says nothing), the input its weights were trained on; ``said_by``: where
+    a state dict from elsewhere says so (timm's config.json or a preprocessor_config.json beside it,
+    :mod:`cnnlab.models.normalisation_beside`), "" for a cnnlab run, which records it, None for a state dict that
+    says nothing (:attr:`recorded`)."""
 
     line: str
     normalize: list[list[float]] | None
-    recorded: bool = True
-    said_by: str = ""
+    said_by: str | None = ""
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the source said what input its weights were trained on; where it did not (a state dict from
+        elsewhere with nothing beside it), an ImageNet backbone's input is normalised as the ImageNet weights', a
+        book model's as the run's ``--normalize`` says (``_normalize`` in :mod:`cnnlab.train.build`)."""
+        return self.said_by is not None
 
 
 def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None = None,
@@ -73,8 +78,9 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
     own, head = model.state_dict(), output_keys(model)  # the output layer's keys: the head that may start fresh
-    foreign, read, said = False, "", None  # a state dict from elsewhere, not a cnnlab checkpoint; what was done to
-    # its keys; the normalisation the files beside it say
+    # whether it is a state dict from elsewhere, not a cnnlab checkpoint; what was done to its keys; the
+    # normalisation the files beside it say
+    foreign, read, said = False, "", None
     try:
         ckpt = load_checkpoint(path)
     except ForeignCheckpointError as e:
@@ -113,11 +119,11 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
     if foreign:
         normalize = _fed_as_said(said, channels)
-        recorded = f"no classes recorded, its normalisation read from the {said.where}" if normalize else \
+        said_by = said.where if normalize else None
+        told = f"no classes recorded, its normalisation read from the {said_by}" if said_by else \
             "no classes or normalisation recorded"
-        return Initialised(f"initialised {kept} (a state dict{read}: {recorded})"
-                           + (f"; new: {', '.join(fresh)}" if fresh else ""), normalize, recorded=bool(normalize),
-                           said_by=said.where if normalize else "")
+        return Initialised(f"initialised {kept} (a state dict{read}: {told})"
+                           + (f"; new: {', '.join(fresh)}" if fresh else ""), normalize, said_by)
     try:
         mean, std = stored_normalize(ckpt)
     except (TypeError, ValueError):
