@@ -34,8 +34,8 @@ from cnnlab.errors import CnnlabError, summary
 __all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RAW_FORMATS", "RESAMPLING",
            "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "Letterbox", "PixelRangeError", "ShorterSide", "as_hw",
            "as_its_library_feeds", "centre_crop", "decoding", "heif_in_8_bits", "heif_read", "heif_unopened",
-           "letterbox_fit", "minimum_rectangle", "picture_formats", "read_picture", "refuse_raw_tiff",
-           "refused_suffixes", "unread_photos_note"]
+           "letterbox_fit", "listed_picture", "minimum_rectangle", "picture_formats", "read_picture",
+           "refuse_raw_tiff", "unread_photos_note"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -192,10 +192,8 @@ def heif_unopened(source: bytes | Path, name: str) -> str | None:
     return f"cannot decode {name}: a HEIC photo, truncated or corrupt"
 
 
-def refused_suffixes() -> tuple[str, ...]:
-    """The name endings of files that are photos but not read here (raw camera files, and HEIC without pillow-heif):
-    listed beside the pictures of a folder named to ``predict`` or the explorer, so that each is refused by name
-    rather than passed over without a word."""
+def _refused_suffixes() -> tuple[str, ...]:
+    """The name endings of files that are photos but not read here: raw camera files, and HEIC without pillow-heif."""
     return (*RAW_FORMATS, *(() if heif_read() else HEIF_SUFFIXES))
 
 
@@ -213,8 +211,9 @@ def unread_photos_note(files: Iterable[Path]) -> str:
     picture read here) are, by their names, and how to read them: HEIC photos without pillow-heif, raw camera
     files; ``""`` where there are none."""
     files = list(files)
-    heif = [] if heif_read() else [f for f in files if Path(f).suffix.lower() in HEIF_SUFFIXES]
-    raw = [RAW_FORMATS[Path(f).suffix.lower()] for f in files if Path(f).suffix.lower() in RAW_FORMATS]
+    refused = [f for f in files if Path(f).suffix.lower() in _refused_suffixes()]
+    heif = [f for f in refused if Path(f).suffix.lower() in HEIF_SUFFIXES]
+    raw = [RAW_FORMATS[Path(f).suffix.lower()] for f in refused if Path(f).suffix.lower() in RAW_FORMATS]
     note = ""
     for found, a_kind, kinds in ((heif, "a HEIC photo", "HEIC photos"), (raw, "a raw camera file", "raw camera files")):
         if not found:
@@ -281,6 +280,15 @@ def picture_extensions() -> tuple[str, ...]:
     them."""
     known = (ext for ext, fmt in Image.registered_extensions().items() if fmt in PICTURE_FORMATS)
     return tuple(sorted((*known, *(HEIF_SUFFIXES if heif_read() else ()))))
+
+
+def listed_picture(path: Path, refused: bool = False) -> bool:
+    """Whether a folder named to ``predict`` or the explorer's ``--images`` lists ``path`` among its pictures: not
+    hidden, and ending in one of :func:`picture_extensions`, or with ``refused`` in the name of a photo not read here
+    too (a raw camera file, HEIC without pillow-heif), so that each such photo is refused by name rather than passed
+    over without a word."""
+    kinds = (*picture_extensions(), *_refused_suffixes()) if refused else picture_extensions()
+    return not path.name.startswith(".") and path.suffix.lower() in kinds
 
 
 class PixelRangeError(ValueError):
