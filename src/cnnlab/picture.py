@@ -12,6 +12,11 @@ photographed wider than tall keeps its sleeves. A network Ultralytics exported i
 (``fit``: letterboxed on grey 114 after OpenCV's bilinear resize, stretched, or its classifiers' resize and crop), so
 that its boxes and scores are those its users get from Ultralytics; a Hugging Face model as its image processor frames
 a picture (a :class:`ShorterSide`: the same resize and crop, at the processor's length, filter and rounding).
+
+Beside the formats Pillow reads itself, an iPhone's HEIC photos are read through pillow-heif where it is installed
+(10-bit ones rounded to 8 bits as a 16-bit PNG is), and a camera's raw files are refused by name: here, and where a
+folder's files are listed or passed over (:func:`listed_picture`, :func:`unread_photos_note`), each such photo is
+said with how to read it.
 """
 
 from __future__ import annotations
@@ -206,6 +211,10 @@ def _raw_line(kinds: Iterable[str]) -> str:
     return f"({', '.join(sorted(set(kinds)))}), not read here: {RAW_ADVICE}"
 
 
+def _raw_refusal(name: str, kind: str) -> CnnlabError:
+    return CnnlabError(f"{name} is a raw camera file {_raw_line([kind])}")
+
+
 def unread_photos_note(files: Iterable[Path]) -> str:
     """``"; 3 of them are HEIC photos, ..."``: what the photos not read here among ``files`` (files passed over as no
     picture read here) are, by their names, and how to read them: HEIC photos without pillow-heif, raw camera
@@ -269,7 +278,7 @@ def refuse_raw_tiff(im: Image.Image, name: str) -> None:
     """Refuse a DNG opened as the TIFF it is (its DNGVersion tag, 50706), under any name: what Pillow reads of it is
     a preview. :func:`read_picture` asks it of every picture, a folder of images of every file it opens."""
     if im.format == "TIFF" and 50706 in getattr(im, "tag_v2", {}):
-        raise CnnlabError(f"{name} is a raw camera file {_raw_line([RAW_FORMATS['.dng']])}")
+        raise _raw_refusal(name, RAW_FORMATS[".dng"])
 
 
 @functools.cache
@@ -332,7 +341,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
         raise CnnlabError(f"{name} is {nbytes / 2**20:.1f} MiB, expected at most {max_bytes // 2**20} MiB")
     raw = _raw_format(source)
     if raw:
-        raise CnnlabError(f"{name} is a raw camera file {_raw_line([raw])}")
+        raise _raw_refusal(name, raw)
     formats = picture_formats(source)
     try:
         with warnings.catch_warnings():
@@ -575,7 +584,7 @@ def heif_in_8_bits(im: Image.Image) -> Image.Image:
     bits = im.info.get("bit_depth", 8) if im.format == HEIF else 8
     if bits <= 8:
         return im
-    import pillow_heif  # read_picture opened it, so it is there
+    import pillow_heif  # its opener opened the file, so it imports
 
     im.fp.seek(0)
     heif = pillow_heif.open_heif(im.fp, convert_hdr_to_8bit=False)
