@@ -144,6 +144,26 @@ def test_a_10_bit_heic_photo_is_brought_to_8_bits_holding_no_copy_of_its_16_bit_
     assert peak < ramp.nbytes, f"{peak / ramp.nbytes:.2f} times the 16-bit pixels held while rounding them"
 
 @needs_heif
+def test_a_10_bit_heic_photo_with_alpha_is_judged_grey_by_the_pixels_it_is_decoded_to(tmp_path, home):
+    """A folder is read as grey where most of its pictures are, an RGBA picture judged by its pixels: a 10-bit one's
+    are the rounded ones it is decoded to, not the opener's (v >> 2), which drops a level 4k and a green 4k + 3 of
+    1023 to the same 8-bit value where they round to k and k + 1."""
+    root = tmp_path / "night"
+    for k in range(8):
+        v10 = np.full((12, 12, 4), 4 * k, np.uint16)
+        v10[..., 1] += 3
+        v10[..., 3] = 1023
+        (root / "ab"[k % 2]).mkdir(parents=True, exist_ok=True)
+        # RGB kept as it is (no YCbCr), so that the file holds these 10-bit values exactly
+        _required().from_bytes(mode="RGBA;16", size=(12, 12), data=(v10 << 6).tobytes()).save(
+            root / "ab"[k % 2] / f"{k}.heic", matrix_coefficients=0, **LOSSLESS)
+    data = load_dataset(f"folder:{root}", image_size=12)
+    images = torch.cat([data.train_images, data.test_images]).int()
+    assert data.channels == 3 and len(images) == 8
+    assert (images[:, 1] == images[:, 0] + 1).all() and torch.equal(images[:, 0], images[:, 2])
+
+
+@needs_heif
 def test_a_heic_photo_is_read_upright_and_its_alpha_laid_on_black(tmp_path):
     """The container's rotation (pillow-heif writes an EXIF orientation as one) is applied by libheif for every fit,
     the centre crop of a folder's model too: a folder of HEIC photos is decoded the same way for training

@@ -29,6 +29,7 @@ from cnnlab.models.summary import model_macs
 from cnnlab.report.plots import drawn_name, name_text
 from cnnlab.runs import Run
 from cnnlab.train.config import BEFORE_THE_SETTING, JUDGED, augment_name, config_fields
+from cnnlab.train.trainer import best_row
 
 FORMATS = ("md", "csv", "json")
 LEGEND_RUNS = 20  # the most runs the curves name in a legend
@@ -153,14 +154,12 @@ def _judged_by(run: Run) -> str | None:
 
 
 def _best_epoch(run: Run) -> dict[str, Any] | None:
-    """The metrics row of the epoch whose weights best.pt holds, as the Trainer picks it: the first at the highest of
-    the figure the run judges by (:func:`_judged_by`); None where none judges (nothing held out, no epoch yet). Its
-    accuracy is result.json's ``best_val_acc``: under ``--best-by balanced-accuracy`` the highest accuracy of any
-    epoch is another epoch's, whose weights the run kept nowhere."""
+    """The metrics row of the epoch whose weights best.pt holds, as the Trainer picks it
+    (:func:`cnnlab.train.trainer.best_row` of the figure the run judges by, :func:`_judged_by`); None where none
+    judges (nothing held out, no epoch yet). Its accuracy is result.json's ``best_val_acc``: under ``--best-by
+    balanced-accuracy`` the highest accuracy of any epoch is another epoch's, whose weights the run kept nowhere."""
     judged = _judged_by(run)
-    key = "val_bal_acc" if judged == "balanced-accuracy" else "val_acc"
-    rows = [r for r in run.metrics if judged is not None and math.isfinite(r.get(key, math.nan))]
-    return max(rows, key=lambda r: r[key]) if rows else None  # max keeps the first of equal ones, as the Trainer
+    return None if judged is None else best_row(run.metrics, JUDGED[judged][0])
 
 
 def _finite(row: dict[str, Any] | None, key: str) -> float | None:

@@ -64,6 +64,12 @@ class Meta:
         return len(self.classes)
 
     @property
+    def decoded(self) -> tuple[int, int]:
+        """The (image size, channels) the run's images were decoded at: what its readers read a folder at
+        (:func:`dataset_args`' ``decoded``)."""
+        return self.image_size, self.channels
+
+    @property
     def crops_pictures(self) -> bool:
         """Whether a picture shown to the model is centre-cropped, as its folder of training images was
         (:func:`cnnlab.picture.centre_crop`), rather than padded to a square."""
@@ -228,7 +234,7 @@ class Trained:
             raise moved_data(f"the run's data folder {stored} (its config's data_dir{where})")
         with mapped_reads():  # a folder's decoded images: only those scored or shown are read
             return dataset_of(config, data_dir, name=other or self.meta.dataset, download=download,
-                              decoded=(self.meta.image_size, self.meta.channels), training=training)
+                              decoded=self.meta.decoded, training=training)
 
     def check_dataset(self, data: Any, other: bool = False, some: bool = False) -> tuple[list[int], list[str]]:
         """Refuse ``data`` (with the ``name``, ``classes`` and ``held_out`` of an ImageDataset) when its classes are

@@ -12,6 +12,11 @@ photographed wider than tall keeps its sleeves. A network Ultralytics exported i
 (``fit``: letterboxed on grey 114 after OpenCV's bilinear resize, stretched, or its classifiers' resize and crop), so
 that its boxes and scores are those its users get from Ultralytics; a Hugging Face model as its image processor frames
 a picture (a :class:`ShorterSide`: the same resize and crop, at the processor's length, filter and rounding).
+
+Beside the formats Pillow reads itself, an iPhone's HEIC photos are read through pillow-heif where it is installed
+(10-bit ones rounded to 8 bits as a 16-bit PNG is), and a camera's raw files are refused by name: here, and where a
+folder's files are listed or passed over (:func:`listed_picture`, :func:`unread_photos_note`), each such photo is
+said with how to read it.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from cnnlab.errors import CnnlabError, summary
 __all__ = ["CENTRE_CROP", "HEIF_SUFFIXES", "LETTERBOX", "MAX_PIXELS", "PAD", "PICTURE_KEY", "RAW_FORMATS", "RESAMPLING",
            "SHORTER_SIDE", "SQUARE_KEY", "STRETCH", "Fit", "Letterbox", "PixelRangeError", "ShorterSide", "as_hw",
            "as_its_library_feeds", "centre_crop", "decoding", "heif_in_8_bits", "heif_read", "heif_unopened",
-           "letterbox_fit", "minimum_rectangle", "picture_formats", "read_picture", "refuse_raw_tiff",
-           "refused_suffixes", "unread_photos_note"]
+           "letterbox_fit", "listed_picture", "minimum_rectangle", "picture_formats", "read_picture",
+           "refuse_raw_tiff", "unread_photos_note"]
 
 # The most pixels a picture is read with (refused before decoding above it), for `cnnlab predict` and the explorer
 # alike: the pictures a folder of images is read up to, so that a model trained on a camera's 61-megapixel photos or
@@ -192,10 +197,8 @@ def heif_unopened(source: bytes | Path, name: str) -> str | None:
     return f"cannot decode {name}: a HEIC photo, truncated or corrupt"
 
 
-def refused_suffixes() -> tuple[str, ...]:
-    """The name endings of files that are photos but not read here (raw camera files, and HEIC without pillow-heif):
-    listed beside the pictures of a folder named to ``predict`` or the explorer, so that each is refused by name
-    rather than passed over without a word."""
+def _refused_suffixes() -> tuple[str, ...]:
+    """The name endings of files that are photos but not read here: raw camera files, and HEIC without pillow-heif."""
     return (*RAW_FORMATS, *(() if heif_read() else HEIF_SUFFIXES))
 
 
@@ -208,13 +211,18 @@ def _raw_line(kinds: Iterable[str]) -> str:
     return f"({', '.join(sorted(set(kinds)))}), not read here: {RAW_ADVICE}"
 
 
+def _raw_refusal(name: str, kind: str) -> CnnlabError:
+    return CnnlabError(f"{name} is a raw camera file {_raw_line([kind])}")
+
+
 def unread_photos_note(files: Iterable[Path]) -> str:
     """``"; 3 of them are HEIC photos, ..."``: what the photos not read here among ``files`` (files passed over as no
     picture read here) are, by their names, and how to read them: HEIC photos without pillow-heif, raw camera
     files; ``""`` where there are none."""
     files = list(files)
-    heif = [] if heif_read() else [f for f in files if Path(f).suffix.lower() in HEIF_SUFFIXES]
-    raw = [RAW_FORMATS[Path(f).suffix.lower()] for f in files if Path(f).suffix.lower() in RAW_FORMATS]
+    refused = [f for f in files if Path(f).suffix.lower() in _refused_suffixes()]
+    heif = [f for f in refused if Path(f).suffix.lower() in HEIF_SUFFIXES]
+    raw = [RAW_FORMATS[Path(f).suffix.lower()] for f in refused if Path(f).suffix.lower() in RAW_FORMATS]
     note = ""
     for found, a_kind, kinds in ((heif, "a HEIC photo", "HEIC photos"), (raw, "a raw camera file", "raw camera files")):
         if not found:
@@ -270,7 +278,7 @@ def refuse_raw_tiff(im: Image.Image, name: str) -> None:
     """Refuse a DNG opened as the TIFF it is (its DNGVersion tag, 50706), under any name: what Pillow reads of it is
     a preview. :func:`read_picture` asks it of every picture, a folder of images of every file it opens."""
     if im.format == "TIFF" and 50706 in getattr(im, "tag_v2", {}):
-        raise CnnlabError(f"{name} is a raw camera file {_raw_line([RAW_FORMATS['.dng']])}")
+        raise _raw_refusal(name, RAW_FORMATS[".dng"])
 
 
 @functools.cache
@@ -281,6 +289,15 @@ def picture_extensions() -> tuple[str, ...]:
     them."""
     known = (ext for ext, fmt in Image.registered_extensions().items() if fmt in PICTURE_FORMATS)
     return tuple(sorted((*known, *(HEIF_SUFFIXES if heif_read() else ()))))
+
+
+def listed_picture(path: Path, refused: bool = False) -> bool:
+    """Whether a folder named to ``predict`` or the explorer's ``--images`` lists ``path`` among its pictures: not
+    hidden, and ending in one of :func:`picture_extensions`, or with ``refused`` in the name of a photo not read here
+    too (a raw camera file, HEIC without pillow-heif), so that each such photo is refused by name rather than passed
+    over without a word."""
+    kinds = (*picture_extensions(), *_refused_suffixes()) if refused else picture_extensions()
+    return not path.name.startswith(".") and path.suffix.lower() in kinds
 
 
 class PixelRangeError(ValueError):
@@ -324,7 +341,7 @@ def read_picture(source: bytes | Path, *, name: str, channels: int, size: int | 
         raise CnnlabError(f"{name} is {nbytes / 2**20:.1f} MiB, expected at most {max_bytes // 2**20} MiB")
     raw = _raw_format(source)
     if raw:
-        raise CnnlabError(f"{name} is a raw camera file {_raw_line([raw])}")
+        raise _raw_refusal(name, raw)
     formats = picture_formats(source)
     try:
         with warnings.catch_warnings():
@@ -567,7 +584,7 @@ def heif_in_8_bits(im: Image.Image) -> Image.Image:
     bits = im.info.get("bit_depth", 8) if im.format == HEIF else 8
     if bits <= 8:
         return im
-    import pillow_heif  # read_picture opened it, so it is there
+    import pillow_heif  # its opener opened the file, so it imports
 
     im.fp.seek(0)
     heif = pillow_heif.open_heif(im.fp, convert_hdr_to_8bit=False)

@@ -38,9 +38,9 @@ from cnnlab.picture import (
     PAD,
     Fit,
     as_hw,
+    listed_picture,
     picture_extensions,
     read_picture,
-    refused_suffixes,
     unread_photos_note,
 )
 from cnnlab.runs.checkpoint import ELSEWHERE
@@ -106,20 +106,19 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
     """``paths`` with every folder replaced by the image files directly inside it, sorted by name.
 
     An image file ends in one of :func:`cnnlab.picture.picture_extensions` (``.png``, ``.jpg``, ...), or is named
-    as a photo that is not read here (:func:`cnnlab.picture.refused_suffixes`: a raw camera file, an iPhone's HEIC
-    photo without pillow-heif); hidden files are skipped. A folder without any of the former is an error (a typo'd
-    folder should not pass as an empty batch); a listed file is kept whatever its suffix, so a bad one is reported
-    by :func:`load_image`.
+    as a photo that is not read here (a raw camera file, an iPhone's HEIC photo without pillow-heif:
+    :func:`cnnlab.picture.listed_picture`); hidden files are skipped. A folder without any of the former is an error
+    (a typo'd folder should not pass as an empty batch); a listed file is kept whatever its suffix, so a bad one is
+    reported by :func:`load_image`.
     """
-    suffixes = set(picture_extensions())
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
             files.append(path)
             continue
         # a link to a missing file is kept, so that it is reported like any bad file rather than silently left out
-        entries = [p for p in path.iterdir() if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")]
-        found = [p for p in entries if p.suffix.lower() in suffixes]
+        entries = [p for p in path.iterdir() if p.is_file() or p.is_symlink()]
+        found = [p for p in entries if listed_picture(p)]
         if not found:
             subfolders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
             if subfolders:  # a folder of class subfolders, as a run trains on: say where its pictures are
@@ -134,7 +133,7 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
                               f"{unread_photos_note(path.iterdir())}")
         # photos not read here among the pictures are listed too, so that each is reported (with how to read it) and
         # the exit code says so: passed over, an iPhone's or a camera's photos went unanswered without a word
-        files += sorted(found + [p for p in entries if p.suffix.lower() in refused_suffixes()])
+        files += sorted(p for p in entries if listed_picture(p, refused=True))
     return files
 
 

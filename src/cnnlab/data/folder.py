@@ -87,6 +87,7 @@ from cnnlab.picture import (
     as_hw,
     as_its_library_feeds,
     centre_crop,
+    heif_in_8_bits,
     heif_unopened,
     picture_extensions,
     picture_formats,
@@ -585,8 +586,9 @@ def _open(path: Path, data: bytes | None = None):
 def _is_grey(img, path: Path) -> bool:
     """Whether ``img`` holds grey pixels: a grey mode or palette, or RGBA with R == G == B everywhere.
 
-    Only RGBA files are decoded here (grey saved with an alpha channel is common, and its mode says RGB); RGB,
-    CMYK and the other colour modes are judged by their mode, so a set of photos is not decoded twice.
+    Only RGBA files are decoded here (grey saved with an alpha channel is common, and its mode says RGB), to the
+    pixels the folder decodes (a 10-bit HEIF photo's rounded, :func:`cnnlab.picture.heif_in_8_bits`); RGB, CMYK and
+    the other colour modes are judged by their mode, so a set of photos is not decoded twice.
     """
     if img.mode in _GREY_MODES:
         return True
@@ -595,7 +597,7 @@ def _is_grey(img, path: Path) -> bool:
         return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
     if img.mode == "RGBA":
         try:
-            pixels = np.asarray(img)
+            pixels = np.asarray(heif_in_8_bits(img))
         except (OSError, ValueError, SyntaxError) as e:
             raise _BadImage(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
         return bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())

@@ -31,9 +31,8 @@ from cnnlab.picture import (
     PAD,
     Fit,
     as_hw,
-    picture_extensions,
+    listed_picture,
     read_picture,
-    refused_suffixes,
     unread_photos_note,
 )
 
@@ -168,11 +167,9 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _pictures(d: Path, refused: bool = False) -> list[Path]:
-    """The pictures directly inside ``d``, sorted; with ``refused``, the photos not read here beside them too (raw
-    camera files, HEIC photos without pillow-heif: :func:`cnnlab.picture.refused_suffixes`), so that each is said
-    (with how to read it) rather than passed over."""
-    kinds = (*picture_extensions(), *refused_suffixes()) if refused else picture_extensions()
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in kinds and not p.name.startswith("."))
+    """The pictures directly inside ``d``, sorted; with ``refused``, the photos not read here beside them too
+    (:func:`cnnlab.picture.listed_picture`), so that each is said (with how to read it) rather than passed over."""
+    return sorted(p for p in d.iterdir() if p.is_file() and listed_picture(p, refused))
 
 
 def read_image_folder(folder: str | Path, channels: int, size: int | tuple[int, int], limit: int = MAX_IMAGES,

@@ -58,8 +58,7 @@ def test_set_key(trained: inference.Trained) -> tuple:
     config = trained.config
     # without a test split the run's validation split is shown, which its --val-split and seed draw
     drawn = (config.get("val_split"), config.get("seed")) if config.get("test_split") == 0 else ()
-    decoded = (trained.meta.image_size, trained.meta.channels)  # as Trained.dataset reads it
-    return (*inference.dataset_args(config, name=trained.meta.dataset, decoded=decoded).items(), *drawn)
+    return (*inference.dataset_args(config, name=trained.meta.dataset, decoded=trained.meta.decoded).items(), *drawn)
 
 
 def load_test_set(trained: inference.Trained) -> TestSet:

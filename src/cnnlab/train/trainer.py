@@ -435,9 +435,7 @@ class Trainer:
         # the two are one checkpoint: written once and linked, not written twice; the next write of last.pt (a
         # later epoch's, a mid-epoch one) replaces that name alone, and best.pt keeps this epoch's.
         if is_best:  # the same on every rank: the judged figure is a global one
-            self._checkpoint("best.pt")  # on every rank: a collective under torchrun
-            if self.dist.is_main and self.run_dir is not None:
-                atomic_link(self.run_dir / "best.pt", self.run_dir / "last.pt")
+            self._checkpoint("best.pt", linked="last.pt")  # on every rank: a collective under torchrun
         else:
             self._checkpoint("last.pt")
         held_out = ""  # nothing held out: the training figures alone
@@ -627,9 +625,10 @@ class Trainer:
             state["ema_n"] = int(self.ema.n_averaged.item())
         return state
 
-    def _checkpoint(self, name: str) -> None:
-        """Rank 0 writes RUN_DIR/``name``; every rank must call it, since the partial epoch sums it keeps are
-        summed over the ranks first (rank 0's own would lose the others' samples on a mid-epoch resume)."""
+    def _checkpoint(self, name: str, linked: str | None = None) -> None:
+        """Rank 0 writes RUN_DIR/``name``, and makes RUN_DIR/``linked`` that same file where given
+        (:func:`cnnlab.io.atomic_link`); every rank must call it, since the partial epoch sums it keeps are summed
+        over the ranks first (rank 0's own would lose the others' samples on a mid-epoch resume)."""
         # The loss check cannot see an update that overflowed the weights while its own loss was finite; a
         # checkpoint with inf/NaN weights would replace the last good one, so look at the weights themselves.
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
@@ -639,6 +638,8 @@ class Trainer:
             self.state.elapsed = time.perf_counter() - self._fit_start
         if self.dist.is_main and self.run_dir is not None:
             save_checkpoint({**self.state_dict(), "epoch_metrics": summed}, self.run_dir / name)
+            if linked is not None:
+                atomic_link(self.run_dir / name, self.run_dir / linked)
 
     def _on_signal(self, signum: int) -> None:  # finish the current step, then checkpoint and stop (train_epoch)
         self._stop_signal = signum
