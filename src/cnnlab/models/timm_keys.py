@@ -238,7 +238,8 @@ def _not_mobilenetv2(state: dict[str, torch.Tensor]) -> str:
     later block (``semnasnet_100``) or a depthwise kernel other than 3 x 3 (``efficientnet_lite0``,
     ``mnasnet_100``), which no mobilenetv2 of timm's has; "" where it has neither."""
     se = _block_with(state, lambda part, value: part.startswith("se."))
-    kernel = _block_with(state, lambda part, value: part == "conv_dw.weight" and tuple(value.shape[-2:]) != (3, 3))
+    kernel = _block_with(state, lambda part, value: part == "conv_dw.weight" and isinstance(value, torch.Tensor) and
+                         value.dim() == 4 and tuple(value.shape[-2:]) != (3, 3))
     unlike = ([f"a squeeze-and-excitation in {se}"] if se else []) + \
         ([f"a {' x '.join(map(str, state[kernel + '.conv_dw.weight'].shape[-2:]))} depthwise convolution in "
           f"{kernel}"] if kernel else [])
