@@ -12,9 +12,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 import explore_support
+from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.model import analyze_image
 from cnnlab.explore.sources import open_model
@@ -171,6 +173,44 @@ def test_a_program_of_one_image_that_drops_the_batch_axis_is_read_as_its_images_
     assert torch.allclose(model.logits(images), expected, atol=1e-6)
     result = analyze_image(model, images[1])
     assert [row["class"] for row in result["top"]] == [f"class {k}" for k in expected[1].argsort(descending=True)]
+
+
+@pytest.mark.parametrize("end", ["reshape(-1)", "flatten()"])
+def test_a_program_of_free_batch_whose_scores_run_together_is_read_one_image_at_a_time(end, tmp_path, capsys):
+    """A program exported at any batch (torch.export.Dim) whose forward ends in reshape(-1) or flatten() returns
+    the images' scores run together: 5 values for one image, 10 for two, as export worked it out. It was refused
+    ("for 2 images it returns 10"), where the ONNX graph of it is read. Taking one image, it is run one image at a
+    time, each image's 5 values its class scores, equal to the module that keeps the batch axis; predict answers as
+    that module's program does. A free batch of at least 2 images cannot be run one at a time, and is still refused:
+    its values for 2 images are in an order the program does not say."""
+    net = explore_support.DropsBatchAxis("reshape(-1)").eval()
+    if end == "flatten()":
+        net.forward = lambda x: net.scorer(x).flatten()
+    batch = ({0: torch.export.Dim("batch")},)
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=batch),
+                      tmp_path / "free.pt2")
+    torch.export.save(torch.export.export(net.scorer, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=batch),
+                      tmp_path / "kept.pt2")
+    model = open_model(tmp_path / "free.pt2")
+    assert model.classes == tuple(f"class {k}" for k in range(5))
+    assert any("The program's output has no batch axis (5 values for one image" in n for n in model.notes)
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = net.scorer(model.spec.to_input(images))
+    assert expected.shape == (3, 5) and torch.allclose(model.logits(images), expected, atol=1e-6)
+    result = analyze_image(model, images[1])
+    assert [row["class"] for row in result["top"]] == [f"class {k}" for k in expected[1].argsort(descending=True)]
+    for k in range(2):
+        Image.fromarray(images[k, 0].numpy()).save(tmp_path / f"{k}.png")
+    answers = []
+    for file in ("free.pt2", "kept.pt2"):
+        assert main(["predict", str(tmp_path / file), str(tmp_path / "0.png"), str(tmp_path / "1.png")]) == 0
+        answers.append(capsys.readouterr().out)
+    assert answers[0] == answers[1] and answers[0].count("class ") == 6  # 3 best classes an image
+    two = ({0: torch.export.Dim("batch", min=2)},)
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=two), tmp_path / "two.pt2")
+    with pytest.raises(CnnlabError, match="for 2 images it returns 10"):
+        open_model(tmp_path / "two.pt2")
 
 
 def test_ops_of_a_programs_own_forward_are_named(tmp_path):

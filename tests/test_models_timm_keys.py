@@ -640,3 +640,134 @@ def test_a_timm_framing_not_made_here_pads_at_its_input_size_and_says_so(tmp_pat
     assert spec.hw == (224, 224) and spec.fit == "pad" and "weights' transforms" not in said, said
     assert f"padding from the config.json beside it (timm's pretrained_cfg), whose {unread} is not framed here" \
         in said, said
+
+
+# Networks of timm's EfficientNet/MobileNet family that cnnlab reads into none (timm/models/efficientnet.py's
+# _gen_efficientnet_lite, _gen_mnasnet_b1, _gen_mnasnet_a1): each stage's block kind, repeats, depthwise kernel,
+# expansion, output channels and squeeze-and-excitation. Each has a depthwise-separable first block without a
+# squeeze-and-excitation, as timm's MobileNetV2 has, and some 5 x 5 depthwise kernels, which it has not
+OTHER_EFFICIENTNET_FAMILY = {
+    "efficientnet_lite0": (("ds", 1, 3, 1, 16, False), ("ir", 2, 3, 6, 24, False), ("ir", 2, 5, 6, 40, False),
+                           ("ir", 3, 3, 6, 80, False), ("ir", 3, 5, 6, 112, False), ("ir", 4, 5, 6, 192, False),
+                           ("ir", 1, 3, 6, 320, False)),
+    "mnasnet_100": (("ds", 1, 3, 1, 16, False), ("ir", 3, 3, 3, 24, False), ("ir", 3, 5, 3, 40, False),
+                    ("ir", 3, 5, 6, 80, False), ("ir", 2, 3, 6, 96, False), ("ir", 4, 5, 6, 192, False),
+                    ("ir", 1, 3, 6, 320, False)),
+    "semnasnet_100": (("ds", 1, 3, 1, 16, False), ("ir", 2, 3, 6, 24, False), ("ir", 3, 5, 3, 40, True),
+                      ("ir", 4, 3, 6, 80, False), ("ir", 2, 3, 6, 112, True), ("ir", 3, 5, 6, 160, True),
+                      ("ir", 1, 3, 6, 320, False)),
+}
+
+
+def _efficientnet_family_keys(stages: tuple) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of timm's EfficientNet-family network of ``stages`` (a 32-channel stem, a 1280-channel
+    head), named as timm's EfficientNet builder names them: a depthwise-separable block's conv_dw/bn1, se,
+    conv_pw/bn2, an inverted residual's conv_pw/bn1, conv_dw/bn2, se, conv_pwl/bn3, a squeeze-and-excitation's
+    conv_reduce and conv_expand (to a quarter of the block's input channels)."""
+    def bn(name: str, channels: int) -> dict[str, tuple[int, ...]]:
+        return {f"{name}.{t}": (channels,) for t in ("weight", "bias", "running_mean", "running_var")}
+
+    def se(where: str, channels: int, reduced: int) -> dict[str, tuple[int, ...]]:
+        return {f"{where}.se.conv_reduce.weight": (reduced, channels, 1, 1),
+                f"{where}.se.conv_reduce.bias": (reduced,),
+                f"{where}.se.conv_expand.weight": (channels, reduced, 1, 1),
+                f"{where}.se.conv_expand.bias": (channels,)}
+
+    shapes, channels = {"conv_stem.weight": (32, 3, 3, 3), **bn("bn1", 32)}, 32
+    for s, (kind, repeats, kernel, expansion, out, excites) in enumerate(stages):
+        for b in range(repeats):
+            where, mid = f"blocks.{s}.{b}", channels * expansion
+            squeeze = se(where, mid, max(1, channels // 4)) if excites else {}
+            if kind == "ds":
+                shapes |= {f"{where}.conv_dw.weight": (channels, 1, kernel, kernel), **bn(f"{where}.bn1", channels),
+                           **squeeze, f"{where}.conv_pw.weight": (out, channels, 1, 1), **bn(f"{where}.bn2", out)}
+            else:
+                shapes |= {f"{where}.conv_pw.weight": (mid, channels, 1, 1), **bn(f"{where}.bn1", mid),
+                           f"{where}.conv_dw.weight": (mid, 1, kernel, kernel), **bn(f"{where}.bn2", mid), **squeeze,
+                           f"{where}.conv_pwl.weight": (out, mid, 1, 1), **bn(f"{where}.bn3", out)}
+            channels = out
+    return shapes | {"conv_head.weight": (1280, channels, 1, 1), **bn("bn2", 1280), "classifier.weight": (1000, 1280),
+                     "classifier.bias": (1000,)}
+
+
+@pytest.mark.parametrize("architecture, network, unlike", [
+    ("efficientnet_lite0", "mobilenet_v2", "a 5 x 5 depthwise convolution in blocks.2.0"),
+    ("mnasnet_100", "efficientnet_b0", "a 5 x 5 depthwise convolution in blocks.2.0"),
+    ("semnasnet_100", "mobilenet_v2", "a squeeze-and-excitation in blocks.2.0 and a 5 x 5 depthwise convolution in "
+                                      "blocks.2.0"),
+    ("efficientnet_lite0", "resnet18", "a 5 x 5 depthwise convolution in blocks.2.0"),
+])
+def test_a_timm_file_of_the_efficientnet_family_that_is_no_mobilenetv2_says_what_it_is_not(tmp_path, capsys,
+                                                                                           architecture, network,
+                                                                                           unlike):
+    """timm's efficientnet_lite0, mnasnet_100 and semnasnet_100 alone (no config.json) have its MobileNetV2's keys
+    (a first block without a squeeze-and-excitation) and are none of the networks cnnlab reads: explore refuses each,
+    into any network, in one line saying what in its keys is unlike timm's MobileNetV2 and EfficientNets. They were
+    read under MobileNetV2's names and refused naming the wrong family ("(timm's MobileNetV2 keys read under
+    torchvision's MobileNetV2 names) does not fit ...: Missing key(s)")."""
+    path = tmp_path / "model.safetensors"
+    shapes = _efficientnet_family_keys(OTHER_EFFICIENTNET_FAMILY[architecture])
+    save_file({k: torch.zeros(v) for k, v in shapes.items()}, path)
+    assert main(["explore", f"imagenet-{network}", "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{path} holds keys of timm's EfficientNet/MobileNet family that " \
+        f"are neither its MobileNetV2's ({unlike}, where those have none and 3 x 3 alone) nor its EfficientNets' (no " \
+        "squeeze-and-excitation in the first block): no network cnnlab reads; expected timm's " \
+        f"{'mobilenetv2_100' if network == 'mobilenet_v2' else network}" in err and "MobileNetV2 keys" not in err, err
+
+
+def test_a_timm_mobilenetv2_file_under_a_wrappers_names_is_still_read(tmp_path):
+    """The keys of timm's mobilenetv2_100 (no squeeze-and-excitation, 3 x 3 depthwise kernels alone) under a
+    wrapper's names are still read as its MobileNetV2's: what tells another network is looked for past the
+    wrapper's names, and finds nothing."""
+    theirs = torchvision.models.mobilenet_v2(num_classes=3).eval()
+    path = _timm_file(tmp_path / "timm", theirs, lambda name, names: "module." + _mobilenetv2_key(name, names))
+    model = torchvision.models.mobilenet_v2(num_classes=3).eval()
+    how = load_state_dict_into(model, load_file(path), path, "torchvision's mobilenet_v2", "its weights",
+                               "mobilenet_v2")
+    assert how.startswith("timm's MobileNetV2 keys read under torchvision's MobileNetV2 names"), how
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in theirs.state_dict().items())
+
+
+# The keys of timm's convnextv2_atto (timm/models/convnext.py: ConvNeXt with use_grn=True and no layer scale): each
+# block's mlp has a global response normalisation (mlp.grn.weight, mlp.grn.bias) between fc1 and fc2, and no gamma
+CONVNEXT_V2_ATTO = ((2, 40), (2, 80), (6, 160), (2, 320))
+
+
+def _convnext_v2_keys(stages: tuple) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of timm's ConvNeXt V2 of ``stages`` (each its blocks and channels), named as timm names
+    them."""
+    first = stages[0][1]
+    shapes = {"stem.0.weight": (first, 3, 4, 4), "stem.0.bias": (first,), "stem.1.weight": (first,),
+              "stem.1.bias": (first,)}
+    for s, (blocks, channels) in enumerate(stages):
+        if s:
+            before = stages[s - 1][1]
+            shapes |= {f"stages.{s}.downsample.0.weight": (before,), f"stages.{s}.downsample.0.bias": (before,),
+                       f"stages.{s}.downsample.1.weight": (channels, before, 2, 2),
+                       f"stages.{s}.downsample.1.bias": (channels,)}
+        for b in range(blocks):
+            where = f"stages.{s}.blocks.{b}"
+            shapes |= {f"{where}.conv_dw.weight": (channels, 1, 7, 7), f"{where}.conv_dw.bias": (channels,),
+                       f"{where}.norm.weight": (channels,), f"{where}.norm.bias": (channels,),
+                       f"{where}.mlp.fc1.weight": (4 * channels, channels), f"{where}.mlp.fc1.bias": (4 * channels,),
+                       f"{where}.mlp.grn.weight": (4 * channels,), f"{where}.mlp.grn.bias": (4 * channels,),
+                       f"{where}.mlp.fc2.weight": (channels, 4 * channels), f"{where}.mlp.fc2.bias": (channels,)}
+    last = stages[-1][1]
+    return shapes | {"head.norm.weight": (last,), "head.norm.bias": (last,), "head.fc.weight": (1000, last),
+                     "head.fc.bias": (1000,)}
+
+
+@pytest.mark.parametrize("wrapper", ["", "model."])
+def test_a_timm_convnext_v2_file_is_named_by_its_global_response_normalisation(tmp_path, capsys, wrapper):
+    """timm's convnextv2_atto alone (no config.json), bare or under a wrapper's names, has its ConvNeXt's stem and
+    blocks and a global response normalisation in each block (mlp.grn), which torchvision's ConvNeXt has not: explore
+    of imagenet-convnext_tiny refuses it in one line naming it ConvNeXt V2 and why. It was read under ConvNeXt's
+    names and refused as "(timm's ConvNeXt keys read under torchvision's ConvNeXt names) does not fit"."""
+    path = tmp_path / "model.safetensors"
+    save_file({wrapper + k: torch.zeros(v) for k, v in _convnext_v2_keys(CONVNEXT_V2_ATTO).items()}, path)
+    assert main(["explore", "imagenet-convnext_tiny", "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{path} holds timm's ConvNeXt V2 weights (its blocks' mlp.grn: a " \
+        "global response normalisation, which torchvision's ConvNeXt has not): no network cnnlab reads; expected " \
+        "timm's convnext_tiny or torchvision's own weights" in err and "ConvNeXt keys" not in err, err

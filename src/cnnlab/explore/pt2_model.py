@@ -135,6 +135,23 @@ def _sizes_fixed(graph: torch.fx.Graph) -> bool:
     return all(isinstance(v, torch.Tensor) and all(isinstance(d, int) for d in v.shape) for v in values)
 
 
+def _run_together(graph: torch.fx.Graph, value) -> bool:
+    """Whether a program of free batch, its input ``value`` (the placeholder's example tensor), returns one tensor
+    alone, of no axis but K values an image run together (K > 1: its size K times the batch's, as export worked it
+    out, a final ``reshape(-1)`` or ``flatten()``), so that one image's K values are that image's alone."""
+    size = value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
+    returned: list[torch.fx.Node] = []
+    for node in graph.nodes:
+        if node.op == "output":
+            torch.fx.node.map_arg(node.args, returned.append)
+    out = returned[0].meta.get("val") if len(returned) == 1 else None
+    if not isinstance(size, torch.SymInt) or not isinstance(out, torch.Tensor) or out.dim() != 1 or \
+            not isinstance(out.shape[0], torch.SymInt):
+        return False
+    ratio = out.shape[0].node.expr / size.node.expr  # sympy's: an integer only where the batch's size is a factor
+    return bool(ratio.is_Integer) and int(ratio) > 1
+
+
 def _where(node: torch.fx.Node) -> str:
     """The module an FX node ran in (its path), or the node's own name (``relu_1``) for an op that the root
     module's forward calls itself, whose path is empty."""
@@ -324,6 +341,10 @@ class ExportedModel(TorchModel):
         # a program of one image whose outputs have sizes fixed at export (none counts what the picture holds, as
         # a detector's boxes after NMS do): class scores of K values there are its one image's (_scores_of)
         self._one_image = self.batches == (1, 1) and _sizes_fixed(self.graph)
+        # a free batch that takes one image, whose scores run together (N x K values for N images, an order the
+        # program does not say): run one image at a time, its K values that image's, as a program of one image's
+        if self.batches[0] == 1 and self.batches[1] != 1 and _run_together(self.graph, val):
+            self.batches, self._one_image = (1, 1), True
         metadata, stored = _cnnlab_metadata(extra["cnnlab.json"], str(path), options.classes is not None)
         self.metadata = metadata  # a cnnlab export's: its run's classes, input, dataset and split records
         options.check_no_scaling_for(metadata, str(path))

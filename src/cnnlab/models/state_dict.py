@@ -331,7 +331,8 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
     Raises:
         CnnlabError: one line: the ``config.json`` beside a Transformers file makes it another network than
             torchvision's, or timm's names another architecture than ``network``'s, or the keys are timm's
-            MobileNetV3's for torchvision's.
+            MobileNetV3's for torchvision's, or another network of timm's than the family they look like (a ConvNeXt
+            V2, an EfficientNet-Lite: :func:`~cnnlab.models.timm_keys.torchvision_keys`).
     """
     config = json_beside(path, "config.json")  # timm's or Transformers', read once for both
     timm_keys.check_architecture(path, network, config)  # before any fit: timm's tf_efficientnet_b0 has b0's keys

@@ -40,7 +40,12 @@ is not the network asked for, or is but built otherwise (its ``model_args``), is
 loaded into it, whatever its keys (:func:`check_architecture`). MobileNetV3 is not mapped: timm's normalise with a
 batch-norm epsilon of 1e-5, torchvision's with 1e-3, another network for the same tensors; nor EfficientNetV2-S, of
 which timm has no torchvision network (:data:`_NONE_SAME` says why). Both are told by their keys too, and refused
-for torchvision's network of that name without a config.json (:data:`_TOLD_BY_KEYS`).
+for torchvision's network of that name without a config.json (:data:`_TOLD_BY_KEYS`). Keys a family's signature
+tells that are another of timm's networks are refused in one line for any network, saying what they are
+(:attr:`Layout.other`): ConvNeXt V2 (a global response normalisation, ``mlp.grn``, in each block), and the
+EfficientNet/MobileNet family's networks that are neither its MobileNetV2 nor its EfficientNets (no squeeze-and-
+excitation in the first block, and one later or a depthwise kernel other than 3 x 3: ``efficientnet_lite0``,
+``mnasnet_100``, ``semnasnet_100``).
 """
 
 from __future__ import annotations
@@ -219,6 +224,43 @@ def _vgg_names(keys: Collection[str]) -> Callable[[str], str | None]:
     return name
 
 
+def _block_with(state: dict[str, torch.Tensor], found: Callable[[str, torch.Tensor], bool]) -> str:
+    """The first block of timm's EfficientNet-family ``state`` (``blocks.{s}.{b}``, by stage then block) with a
+    tensor ``found`` holds of its part's name and value; "" where none has."""
+    blocks = sorted((int(m[1]), int(m[2])) for key, value in state.items()
+                    if (m := _EFFICIENTNET_BLOCK.fullmatch(key)) and found(m[3] + "." + m[4], value))
+    return f"blocks.{blocks[0][0]}.{blocks[0][1]}" if blocks else ""
+
+
+def _not_mobilenetv2(state: dict[str, torch.Tensor]) -> str:
+    """What timm's EfficientNet-family ``state`` (its keys without a wrapper's names), told as its MobileNetV2 by
+    the first block's having no squeeze-and-excitation, is in words where it is not: a squeeze-and-excitation in a
+    later block (``semnasnet_100``) or a depthwise kernel other than 3 x 3 (``efficientnet_lite0``,
+    ``mnasnet_100``), which no mobilenetv2 of timm's has; "" where it has neither."""
+    se = _block_with(state, lambda part, value: part.startswith("se."))
+    kernel = _block_with(state, lambda part, value: part == "conv_dw.weight" and isinstance(value, torch.Tensor) and
+                         value.dim() == 4 and tuple(value.shape[-2:]) != (3, 3))
+    unlike = ([f"a squeeze-and-excitation in {se}"] if se else []) + \
+        ([f"a {' x '.join(map(str, state[kernel + '.conv_dw.weight'].shape[-2:]))} depthwise convolution in "
+          f"{kernel}"] if kernel else [])
+    return "keys of timm's EfficientNet/MobileNet family that are neither its MobileNetV2's (" + \
+        " and ".join(unlike) + ", where those have none and 3 x 3 alone) nor its EfficientNets' (no " \
+        "squeeze-and-excitation in the first block)" if unlike else ""
+
+
+def _convnext_v2(state: dict[str, torch.Tensor]) -> str:
+    """timm's ConvNeXt V2 in words where ``state`` (its keys without a wrapper's names) has a block's global
+    response normalisation (``stages.{s}.blocks.{b}.mlp.grn``, which torchvision's ConvNeXt has not); else ""."""
+    grn = any(re.fullmatch(r"stages\.\d+\.blocks\.\d+\.mlp\.grn\.\w+", key) for key in state)
+    return "timm's ConvNeXt V2 weights (its blocks' mlp.grn: a global response normalisation, which torchvision's " \
+        "ConvNeXt has not)" if grn else ""
+
+
+def _no_other(state: dict[str, torch.Tensor]) -> str:
+    """"": nothing in the keys tells another network of timm's than the family's."""
+    return ""
+
+
 @dataclass(frozen=True)
 class Layout:
     """A timm family whose weights are a torchvision network's: its name, the keys of its body that tell it (its
@@ -230,12 +272,16 @@ class Layout:
     classifier: str
     names: Callable[[Collection[str]], Callable[[str], str | None]]
     without: str = ""  # a key it does not have: its first block's squeeze-and-excitation, which EfficientNet's has
+    # What keys its signature tells are where they are another network of timm's, in words ("": none): read under
+    # this family's names they would be refused as not fitting, the file named as this family's
+    other: Callable[[dict[str, torch.Tensor]], str] = _no_other
 
 
 LAYOUTS = (Layout("ConvNeXt", ("stem.0.weight", "stages.0.blocks.0.conv_dw.weight"), "head.fc.weight",
-                  _convnext_names),
+                  _convnext_names, other=_convnext_v2),
            Layout("MobileNetV2", ("conv_stem.weight", "blocks.0.0.conv_dw.weight", "conv_head.weight", "bn2.weight"),
-                  "classifier.weight", _mobilenetv2_names, without="blocks.0.0.se.conv_reduce.weight"),
+                  "classifier.weight", _mobilenetv2_names, without="blocks.0.0.se.conv_reduce.weight",
+                  other=_not_mobilenetv2),
            Layout("EfficientNet", ("conv_stem.weight", "conv_head.weight", "bn2.weight"), "classifier.weight",
                   _efficientnet_names),
            Layout("RegNet", ("stem.conv.weight", "s1.b1.conv1.conv.weight"), "head.fc.weight", _regnet_names),
@@ -328,7 +374,9 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: 
 
     Raises:
         CnnlabError: one line: it is timm's MobileNetV3 or EfficientNetV2 (its keys tell it: no config.json needed,
-            :data:`_TOLD_BY_KEYS`) and ``network`` torchvision's network of that name, which is another network.
+            :data:`_TOLD_BY_KEYS`) and ``network`` torchvision's network of that name, which is another network; or
+            its keys are another network of timm's than their family's, which no network cnnlab reads is
+            (:attr:`Layout.other`).
     """
     # for those torchvision networks alone: into another network such a file is refused as not fitting it, and the
     # reason _NONE_SAME gives for that network (Inception v3's) is not this file's
@@ -339,6 +387,13 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: 
     layout, head = _layout(state)
     if layout is None:
         return state, ""
+    other = layout.other({key[len(head):]: value for key, value in state.items() if key.startswith(head)})
+    if other:  # for any network: none cnnlab reads is it, and read under the family's names it would be named so
+        same = SAME_NETWORK.get(network or "")
+        raise CnnlabError(f"{path} holds {other}: no network cnnlab reads; expected "
+                          + (f"timm's {same} or torchvision's own weights" if same else
+                             f"torchvision's own weights for {network}" if network else
+                             "the weights of a network cnnlab reads"))
     architecture = _timms(config).get("architecture")
     what = f"timm's {architecture} ({layout.family})" if architecture else f"timm's {layout.family}"
     bare = "" if head + layout.classifier in state else ", no classifier among them,"
