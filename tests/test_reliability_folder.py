@@ -243,6 +243,22 @@ def test_a_later_report_of_a_val_split_run_keeps_its_duplicate_validation_notice
     assert f"Note on the data: {said}" in html.unescape((out / "report.html").read_text())
 
 
+def test_a_val_split_runs_notice_names_the_files_of_a_folder(tmp_path, home, capsys):
+    """The notice of validation images that are training images named them by index among the training images
+    (training image 7 = training image 2), though the folder's files were known."""
+    data, out = tmp_path / "twins", tmp_path / "run"
+    write_classes(data / "train", {"a": 6, "b": 6})
+    for image in sorted((data / "train").rglob("*.png")):  # every image twice: the split parts some of them
+        shutil.copy(image, image.with_name(f"twin-{image.name}"))
+    write_classes(data / "test", {"a": 2, "b": 2}, seed=50)
+    code, lines, err = run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "4",
+                                        *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    said = next(line for line in lines if "validation images are pixel for pixel" in line)
+    assert re.search(r"\d+ of 4 validation images are pixel for pixel a training image as decoded \(first: "
+                     r"twins/train/(a|b)/(twin-)?(\d+)\.png = twins/train/\1/(twin-)?\3\.png\)", said), said
+
+
 def test_eval_refuses_the_runs_folder_that_lost_its_test_folder(tmp_path, home, capsys):
     # Its drawn sixth is images the model trained on: it was scored quietly
     data, out = split_folder_run(tmp_path, capsys)

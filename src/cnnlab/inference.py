@@ -7,7 +7,6 @@ class names and the flip-TTA policy of the run, for every dataset.
 
 from __future__ import annotations
 
-import functools
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -323,9 +322,8 @@ class Trained:
         trained_on = None if split is None else split[0]
         # a folder's cache keeps its images' digests: 100,000 training images are not hashed again on every call
         # and, of two folders, the files the first pair was decoded from (relative paths a user can find)
-        own_files = None if own.file_names is None else functools.partial(own.file_names, "train")
         return images_seen_in_training(own.train_images, images, "evaluation", own.train_digests, digests,
-                                       trained_on, own_files, files)
+                                       trained_on, own.files_of("train"), files)
 
 
 def names_folder(name: str, folder: str) -> bool:
@@ -348,10 +346,8 @@ def _scored_digests(data: Any, images: torch.Tensor) -> torch.Tensor | None:
 def _scored_files(data: Any, images: torch.Tensor) -> Callable[[], list[str]] | None:
     """The files of the ``images`` :func:`scored_images` picked from ``data``, as :func:`_scored_digests` their
     digests, read when called; None where the loader knows none."""
-    if data.file_names is None:
-        return None
-    if images is data.test_images:
-        return functools.partial(data.file_names, "test")
+    if data.file_names is None or images is data.test_images:
+        return data.files_of("test")
     return lambda: data.file_names("train") + data.file_names("test")
 
 

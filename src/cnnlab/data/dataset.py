@@ -129,6 +129,10 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def files_of(self, split: str) -> Callable[[], list[str]] | None:
+        """:attr:`file_names` of ``split``, read when called; None where the loader knows none."""
+        return None if self.file_names is None else functools.partial(self.file_names, split)
+
     def __repr__(self) -> str:
         return (f"ImageDataset({self.name!r}, train={len(self.train_images)}, test={len(self.test_images)}, "
                 f"classes={self.num_classes}, channels={self.channels}, image_size={self.image_size}, "

@@ -42,11 +42,13 @@ def seen_in_training(training: Sequence[tuple[bytes, Hashable]], held: Sequence[
 
 
 def split_seen_in_training(images: torch.Tensor, train_idx: torch.Tensor, held_idx: torch.Tensor,
-                           what: str, digests: torch.Tensor | None = None) -> str | None:
+                           what: str, digests: torch.Tensor | None = None,
+                           files: Callable[[], Sequence[str]] | None = None) -> str | None:
     """:func:`seen_in_training` for a split of one set of uint8 images by index (``--val-split``), the images named
-    by their index among ``images`` (``training image 12``). ``digests``: the images' own, where the loader keeps
-    them (:attr:`~cnnlab.data.ImageDataset.train_digests`); else each image is hashed here."""
-    name = _namer("training image", None, len(images))
+    by their file where ``files()`` gives one per image (:attr:`~cnnlab.data.ImageDataset.file_names`; read only
+    for a notice), else by their index among ``images`` (``training image 12``). ``digests``: the images' own, where
+    the loader keeps them (:attr:`~cnnlab.data.ImageDataset.train_digests`); else each image is hashed here."""
+    name = _namer("training image", files, len(images))
     return seen_in_training(_digests(images, train_idx, digests), _digests(images, held_idx, digests), what,
                             lambda held, twin: (name(held), name(twin)))
 

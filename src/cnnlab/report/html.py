@@ -307,7 +307,8 @@ def _as_split_by(data, config: dict[str, Any], trained_on: str):
     if split is None:
         return data
     train_idx, val_idx = split
-    seen = split_seen_in_training(data.train_images, train_idx, val_idx, "validation", data.train_digests)
+    seen = split_seen_in_training(data.train_images, train_idx, val_idx, "validation", data.train_digests,
+                                  data.files_of("train"))
     return replace(data, notices=(*data.notices, seen)) if seen else data
 
 
