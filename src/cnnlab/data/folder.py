@@ -50,7 +50,9 @@ an unchanged folder reads the cache, not the images (an entry cached before the 
 them read and hashed once, not decoded, and the hash kept in it). Beside the array, the
 :func:`~cnnlab.data.duplicates.image_digest` of every decoded image (16 bytes each, in the array's order), computed
 while decoding: the loaded set carries them (:attr:`ImageDataset.train_digests`, ...), so that holding another set
-against its training images hashes none of them again. Nothing is ever written into ``PATH``.
+against its training images hashes none of them again; and each image's file relative to ``PATH``, in the same order,
+which :attr:`ImageDataset.file_names` reads when a notice names the images that are training images. Nothing is ever
+written into ``PATH``.
 """
 
 from __future__ import annotations
