@@ -297,7 +297,7 @@ def test_second_load_reads_the_cache_and_a_change_invalidates_it(tmp_path, cache
     write_classes(tmp_path / "set", {"a": 6, "b": 6})
     first = load_dataset(f"folder:{tmp_path / 'set'}")
     entries = sorted(p.suffix for p in cache.iterdir())
-    assert entries == [".digests", ".json", ".u8"]
+    assert entries == [".digests", ".json", ".names", ".u8"]
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although nothing changed")
@@ -387,6 +387,42 @@ def test_an_entry_without_its_digests_as_the_format_before_wrote_it_is_decoded_a
     stored.write_bytes(stored.read_bytes()[:-16])  # cut short: rows would pair digests with the wrong images
     data = load_dataset(f"folder:{tmp_path / 'set'}")
     assert len(decoded) == 24 and torch.equal(data.test_digests, digests_of(data.test_images))
+
+
+def test_the_cache_keeps_every_images_file_in_order_and_names_an_older_entrys_without_decoding(tmp_path, cache,
+                                                                                                monkeypatch):
+    """The notice of images that are a run's training images named them by index: the cache kept no file names."""
+    write_classes(tmp_path / "set" / "train", {"a": 3, "b": 2})
+    write_classes(tmp_path / "set" / "test", {"a": 2, "b": 1}, seed=50)
+    write_classes(tmp_path / "set" / "val", {"a": 1, "b": 2}, seed=90)
+    root = tmp_path / "set"
+    for _ in range(2):  # decoded, then from the cache
+        data = load_dataset(f"folder:{root}")
+        for split, images in (("train", data.train_images), ("test", data.test_images), ("val", data.val_images)):
+            names = data.file_names(split)
+            assert names == [f"set/{p.relative_to(root)}" for p in sorted((root / split).rglob("*.png"))]
+            decoded = [torch.tensor(folder._decode(root / name.removeprefix("set/"), data.image_size,
+                                                   data.channels)[0]) for name in names]
+            assert torch.equal(images, torch.stack(decoded))  # each name is its image's file
+    assert conform(data, image_size=6).file_names is data.file_names  # resized in the same order
+    (names_file,) = cache.glob("*.names")
+    names_file.unlink()  # an entry cached before the names were kept: named from the listing, not decoded again
+    monkeypatch.setattr(folder, "_decode", lambda *args: pytest.fail("decoded again for its names"))
+    assert load_dataset(f"folder:{root}").file_names("test") == ["set/test/a/000.png", "set/test/a/001.png",
+                                                                 "set/test/b/000.png"]
+    assert names_file.exists()
+
+
+def test_an_older_entry_that_skipped_a_file_names_its_images_by_index_not_by_the_wrong_files(tmp_path, cache):
+    write_classes(tmp_path / "set", {"a": 6, "b": 6})
+    (tmp_path / "set" / "a" / "000.png").write_bytes(b"not a png")
+    data = load_dataset(f"folder:{tmp_path / 'set'}", skip_bad=True)
+    assert "set/a/000.png" not in data.file_names("train") + data.file_names("test")
+    assert len(data.file_names("train")) == len(data.train_images)
+    (names_file,) = cache.glob("*.names")
+    names_file.unlink()  # which file was skipped is not kept: the files listed now are not its images
+    assert load_dataset(f"folder:{tmp_path / 'set'}", skip_bad=True).file_names is None
+    assert not names_file.exists()
 
 
 # -- larger than memory -------------------------------------------------------------------------------------------

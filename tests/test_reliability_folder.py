@@ -142,7 +142,7 @@ def test_eval_of_the_runs_own_training_images_elsewhere_says_they_are_training_i
     assert code == 0, err
     assert re.fullmatch(rf"scored: all 12 images of folder:{re.escape(str(data / 'train'))}: it has no test/ folder "
                         r"and is not the folder the run trained on; 12 of 12 evaluation images are pixel for pixel a "
-                        r"training image as decoded \(first: evaluation image \d+ = training image \d+\); the "
+                        r"training image as decoded \(first: train/(a|b)/(\d+)\.png = split/train/\1/\2\.png\); the "
                         r"evaluation accuracy scores them as unseen, though the model trains on them", lines[1])
     assert run_with_output(["report", str(out), "--data-dir", str(data / "train")], capsys)[0] == 0  # so does report
     page = html.unescape((out / "report.html").read_text())
@@ -168,8 +168,8 @@ def test_eval_elsewhere_counts_as_training_images_only_those_a_val_split_run_tra
                             "--out", str(out), "--quiet"], capsys)[0] == 0
     code, lines, err = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(data / "train")], capsys)
     assert code == 0, err
-    assert "; 8 of 12 evaluation images are pixel for pixel a training image as decoded (first: evaluation image " \
-        in lines[1], lines[1]
+    assert "; 8 of 12 evaluation images are pixel for pixel a training image as decoded (first: train/a/000.png = " \
+        "photos/train/a/000.png)" in lines[1], lines[1]  # the first image scored, which trained the model
     assert run_with_output(["report", str(out), "--data-dir", str(data / "train")], capsys)[0] == 0  # so does report
     assert "8 of 12 evaluation images are pixel for pixel a training image" in \
         html.unescape((out / "report.html").read_text())
@@ -184,8 +184,10 @@ def test_eval_and_report_of_another_folder_read_the_digests_the_cache_keeps(tmp_
     shutil.copy(data / "train" / "b" / "003.png", mixed / "a" / "copied.png")
     own, other = load_dataset(f"folder:{data}"), load_dataset(f"folder:{mixed}")  # both decoded into the cache now
     said = images_seen_in_training(own.train_images, torch.cat([other.train_images, other.test_images]),
-                                   "evaluation")  # the notice from the pixels, every image hashed
-    assert said.startswith("1 of 19 evaluation images are pixel for pixel a training image as decoded (first: ")
+                                   "evaluation", training_files=lambda: own.file_names("train"),
+                                   held_files=lambda: other.file_names("train") + other.file_names("test"))
+    assert said.startswith("1 of 19 evaluation images are pixel for pixel a training image as decoded (first: "
+                           "mixed/a/copied.png = split/train/b/003.png)")  # from the pixels, every image hashed
     hashed = []
     monkeypatch.setattr(duplicates, "image_digest", lambda pixels: hashed.append(1) or image_digest(pixels))
     code, lines, err = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(mixed), "--json"], capsys)
@@ -195,6 +197,31 @@ def test_eval_and_report_of_another_folder_read_the_digests_the_cache_keeps(tmp_
     assert run_with_output(["report", str(out), "--data-dir", str(mixed)], capsys)[0] == 0
     assert f"; {said}" in html.unescape((out / "report.html").read_text())
     assert hashed == []  # neither the run's 12 training images nor the 19 scored ones hashed again
+
+
+def test_eval_of_another_folder_names_the_files_that_are_training_images(tmp_path, home, capsys, monkeypatch):
+    """The notice named the pair by index (evaluation image 0 = training image 0), which a user cannot find, though
+    both folders' files were known as they were decoded."""
+    data, out = split_folder_run(tmp_path, capsys)
+    mixed = tmp_path / "mixed"
+    write_classes(mixed, {"a": 9, "b": 9}, seed=70)
+    shutil.copy(data / "train" / "b" / "003.png", mixed / "b" / "copied.png")
+    code, lines, err = run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(mixed)], capsys)
+    assert code == 0, err
+    assert "; 1 of 19 evaluation images are pixel for pixel a training image as decoded (first: mixed/b/copied.png = " \
+        "split/train/b/003.png); the evaluation accuracy" in lines[1], lines[1]
+    read = []  # the names are read for a notice alone
+    monkeypatch.setattr(folder, "_file_names", lambda *args, real=folder._file_names: read.append(1) or real(*args))
+    other = tmp_path / "new"
+    write_classes(other, {"a": 9, "b": 9}, seed=70)
+    assert run_with_output(["eval", str(out / "last.pt"), "--data-dir", str(other)], capsys)[0] == 0
+    assert read == []
+    images = torch.randint(0, 256, (3, 1, 4, 4), dtype=torch.uint8)  # a side without files: named by index
+    said = images_seen_in_training(images, images[1:2], "evaluation",
+                                   training_files=lambda: ["x/0.png", "x/1.png", "x/2.png"])
+    assert "(first: evaluation image 0 = x/1.png)" in said
+    assert "(first: evaluation image 0 = training image 1)" in images_seen_in_training(
+        images, images[1:2], "evaluation", training_files=lambda: ["x/0.png"])  # not one name an image: by index
 
 
 def test_a_later_report_of_a_val_split_run_keeps_its_duplicate_validation_notice(tmp_path, home, capsys):
@@ -214,6 +241,22 @@ def test_a_later_report_of_a_val_split_run_keeps_its_duplicate_validation_notice
     (out / "report.html").unlink()
     assert run_with_output(["report", str(out)], capsys)[0] == 0
     assert f"Note on the data: {said}" in html.unescape((out / "report.html").read_text())
+
+
+def test_a_val_split_runs_notice_names_the_files_of_a_folder(tmp_path, home, capsys):
+    """The notice of validation images that are training images named them by index among the training images
+    (training image 7 = training image 2), though the folder's files were known."""
+    data, out = tmp_path / "twins", tmp_path / "run"
+    write_classes(data / "train", {"a": 6, "b": 6})
+    for image in sorted((data / "train").rglob("*.png")):  # every image twice: the split parts some of them
+        shutil.copy(image, image.with_name(f"twin-{image.name}"))
+    write_classes(data / "test", {"a": 2, "b": 2}, seed=50)
+    code, lines, err = run_with_output(["train", "lenet-relu", "--dataset", f"folder:{data}", "--val-split", "4",
+                                        *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    said = next(line for line in lines if "validation images are pixel for pixel" in line)
+    assert re.search(r"\d+ of 4 validation images are pixel for pixel a training image as decoded \(first: "
+                     r"twins/train/(a|b)/(twin-)?(\d+)\.png = twins/train/\1/(twin-)?\3\.png\)", said), said
 
 
 def test_eval_refuses_the_runs_folder_that_lost_its_test_folder(tmp_path, home, capsys):

@@ -534,6 +534,36 @@ def test_a_class_name_that_is_not_utf8_is_drawn_and_the_report_written(tmp_path,
     assert "f\ufffdx" in (out / "report.html").read_text(encoding="utf-8")
 
 
+def test_an_emoji_class_name_is_drawn_without_a_warning_and_the_report_says_so_once(tmp_path, monkeypatch, capsys):
+    """`cnnlab report` of a run with an emoji in a class name printed four raw matplotlib warnings ("Glyph 129412
+    (\\N{UNICORN FACE}) missing from font(s) DejaVu Sans") and drew a box for it: no font on the machine has it. The
+    figures draw U+FFFD for it, and one note says which names and why; the page's text keeps the names."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    unicorn = "\N{UNICORN FACE} unicorn"
+    assert plots.undrawable(unicorn) == "\N{UNICORN FACE}"  # the oracle: the fonts' own glyph tables
+    folder = tmp_path / "pets"
+    for k, name in enumerate((unicorn, "dog")):
+        for part in ("train", "test"):
+            (folder / part / name).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (16, 16), (200 * k, 40 * i, 90)).save(folder / part / name / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train", "lenet-relu", "--dataset", f"folder:{folder}", "--image-size", "16", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(out), "--quiet", "--no-report"]) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert main(["report", str(out), "--device", "cpu"]) == 0
+    assert [str(w.message) for w in warned if "missing from font" in str(w.message)] == []
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == [f"cnnlab: note: the figures draw \N{UNICORN FACE} in the class names {unicorn} as \ufffd: no "
+                     "font on this machine has them (the page's text shows every name as written)"]
+    page = unescape((out / "report.html").read_text(encoding="utf-8"))
+    assert unicorn in page and f"Note on the data: {notes[0].removeprefix('cnnlab: note: ')}." in page
+    figure = plots.confusion_figure(torch.tensor([[3, 1], [0, 4]]), [unicorn, "dog"])
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["\ufffd unicorn", "dog"]
+
+
 @pytest.mark.skipif(CJK_FILE is None and not IN_CI,
                     reason="no CJK font installed (apt-get install fonts-wqy-microhei); under CI=true this test runs "
                            "and fails instead")
@@ -551,9 +581,11 @@ def test_chinese_class_names_are_drawn_with_a_cjk_font_not_as_boxes(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib's "Glyph 29483 ... missing from font(s) DejaVu Sans."
         draw()
-    monkeypatch.setattr(plots, "CJK_FONTS", ())  # as before: boxes, and the warning
-    with pytest.warns(UserWarning, match="missing from font"):
+    monkeypatch.setattr(plots, "CJK_FONTS", ())  # no CJK font: no box and no warning each, but U+FFFD, said once
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         draw()
+    assert plots.drawn_name("猫") == "\ufffd" and "猫, 狗" in plots.names_drawn_otherwise(names)
 
 
 @pytest.mark.skipif(CJK_FILE is None and not IN_CI,

@@ -8,7 +8,7 @@ class names and the flip-TTA policy of the run, for every dataset.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,7 +269,7 @@ class Trained:
         """
         images, labels, scored = scored_images(self.checkpoint.get("dataset") or {}, data, other)
         if data.name != self.meta.dataset and \
-                (seen := self._seen_in_training(images, _scored_digests(data, images))):
+                (seen := self._seen_in_training(images, _scored_digests(data, images), _scored_files(data, images))):
             scored = f"{scored}; {seen}"
         return images, labels, scored
 
@@ -309,7 +309,8 @@ class Trained:
             f"the {len(val_idx)} validation images of {data.name} (the run held out no test split, --test-split 0; " \
             "best.pt was picked on these images, so their figures lean high)"
 
-    def _seen_in_training(self, images: torch.Tensor, digests: torch.Tensor | None) -> str | None:
+    def _seen_in_training(self, images: torch.Tensor, digests: torch.Tensor | None,
+                          files: Callable[[], list[str]] | None) -> str | None:
         try:
             own = self.dataset(download=False)  # a check is no reason to fetch a training set
         except (CnnlabError, OSError):  # the run's own images moved or gone: nothing to hold these against
@@ -320,8 +321,9 @@ class Trained:
         split = run_split(self.config, own.train_labels)
         trained_on = None if split is None else split[0]
         # a folder's cache keeps its images' digests: 100,000 training images are not hashed again on every call
+        # and, of two folders, the files the first pair was decoded from (relative paths a user can find)
         return images_seen_in_training(own.train_images, images, "evaluation", own.train_digests, digests,
-                                       trained_on)
+                                       trained_on, own.files_of("train"), files)
 
 
 def names_folder(name: str, folder: str) -> bool:
@@ -339,6 +341,14 @@ def _scored_digests(data: Any, images: torch.Tensor) -> torch.Tensor | None:
         return None
     digests = parts[0] if len(parts) == 1 else torch.cat(parts)
     return digests if len(digests) == len(images) else None
+
+
+def _scored_files(data: Any, images: torch.Tensor) -> Callable[[], list[str]] | None:
+    """The files of the ``images`` :func:`scored_images` picked from ``data``, as :func:`_scored_digests` their
+    digests, read when called; None where the loader knows none."""
+    if data.file_names is None or images is data.test_images:
+        return data.files_of("test")
+    return lambda: data.file_names("train") + data.file_names("test")
 
 
 def moved_data(folder: str) -> DataError:

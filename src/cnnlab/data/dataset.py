@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -60,6 +60,11 @@ class ImageDataset:
             keeps them (a folder's cache computes them as it decodes), else None: the check for images that are a
             run's training images reads them rather than hashing every image again. A copy with other images
             (``dataclasses.replace``) takes their rows too, or None.
+        file_names: ``file_names(split)`` ("train", "test" or "val"): the file each image of that split was decoded
+            from, in order, as a notice names it (the folder's name, then the path in it: ``pets/train/cat/1.jpg``),
+            where the loader knows them (a folder's cache keeps them in a file, read at each call, so that 100,000
+            names are not held for a whole run), else None. The notice of images that are a run's training images
+            names files by it rather than by index. A conversion keeps the images' order, and so their names.
 
     Loads are cached per process, so instances may share storage: treat the tensors as read-only.
     """
@@ -84,6 +89,7 @@ class ImageDataset:
     test_digests: torch.Tensor | None = None
     val_digests: torch.Tensor | None = None
     training_bytes: str | None = None
+    file_names: Callable[[str], list[str]] | None = None
 
     def __post_init__(self):
         others = ("test",) + (("val",) if self.val_images is not None else ())
@@ -122,6 +128,10 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def files_of(self, split: str) -> Callable[[], list[str]] | None:
+        """:attr:`file_names` of ``split``, read when called; None where the loader knows none."""
+        return None if self.file_names is None else functools.partial(self.file_names, split)
 
     def __repr__(self) -> str:
         return (f"ImageDataset({self.name!r}, train={len(self.train_images)}, test={len(self.test_images)}, "

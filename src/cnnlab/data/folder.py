@@ -50,12 +50,15 @@ an unchanged folder reads the cache, not the images (an entry cached before the 
 them read and hashed once, not decoded, and the hash kept in it). Beside the array, the
 :func:`~cnnlab.data.duplicates.image_digest` of every decoded image (16 bytes each, in the array's order), computed
 while decoding: the loaded set carries them (:attr:`ImageDataset.train_digests`, ...), so that holding another set
-against its training images hashes none of them again. Nothing is ever written into ``PATH``.
+against its training images hashes none of them again; and each image's file relative to ``PATH``, in the same order,
+which :attr:`ImageDataset.file_names` reads when a notice names the images that are training images. Nothing is ever
+written into ``PATH``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -179,8 +182,9 @@ def load_folder(path: Path, *, image_size: int | tuple[int, int] | None = None, 
                                                       else "")
     # A CSV's label is not in its file's path, as a class folder's is: a relabelled training image is another set
     identity = (held_out, _identity(root, train_files, listing.classes if listing.csv else None))
-    data = _read_cache(cache, key, name, root, identity, train_files) or \
-        _read_as_chosen(cache, root, every_file, options, cap, name, identity, train_files)
+    stored = _Stored(train_files, train_files + held_files + listing.val)  # in the order an entry stores them
+    data = _read_cache(cache, key, name, root, identity, stored) or \
+        _read_as_chosen(cache, root, every_file, options, cap, name, identity, stored)
     if data is None:
         # images whose side is chosen below 224 are chosen alike under every cap: stored under the 224 cap's key, which
         # a reader under any cap looks for (_read_as_chosen), they are decoded once whichever model decodes them first
@@ -734,6 +738,7 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
             raise DataError(f"{root}: no decodable images in the {what} split")
     stored = b"".join(digest for pairs in digests.values() for digest, _ in pairs)  # train, test, val, as the array
     atomic_write(cache / f"{key}.digests", lambda tmp: Path(tmp).write_bytes(stored))
+    _write_names(cache / f"{key}.names", root, [path for pairs in digests.values() for _, path in pairs])
     n_train, decoded = len(labels["train"]), sum(map(len, labels.values()))
     images = open_raw(data_file, (decoded, chans, *hw))
     mean, std = channel_stats(images[:n_train])
@@ -747,24 +752,33 @@ def _decode_all(cache: Path, key: str, name: str, root: Path, classes: tuple[str
             "mean": list(mean), "std": list(std), "notes": notes, "notices": notices,
             "training_bytes": contents.hexdigest()[:16]}
     write_json(cache / f"{key}.json", meta)  # written last: its presence marks a complete entry
-    return _dataset(name, root, images, meta, data_file, identity, _digest_rows(stored, decoded))
+    return _dataset(name, root, images, meta, data_file, identity, _digest_rows(stored, decoded),
+                    cache / f"{key}.names")
 
 
 def _seen_in_training(root: Path, digests: dict[str, list[tuple[bytes, Path]]]) -> list[str]:
     """A notice for each held-out split with images whose decoded pixels are a training image's (a test/ linked to
     train/, say), the files named relative to ``root``."""
-    prefix = str(root) + os.sep  # string slicing, as _identity: os.path.relpath is slow over 100,000 files
-    named = {split: [(digest, str(path).removeprefix(prefix)) for digest, path in pairs]
-             for split, pairs in digests.items()}
+    named = {split: [(digest, _relative(root, path)) for digest, path in pairs] for split, pairs in digests.items()}
     notices = [seen_in_training(named["train"], named[split], what)
                for split, what in (("test", "test"), ("val", "validation"))]
     return [line for line in notices if line]
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """The files a cache entry was decoded from, as listed now: its ``training`` split, and ``every`` file in the
+    order the entry stores them (training, test, validation), each as its key names it."""
+
+    training: list[_File]
+    every: list[_File]
+
+
 def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
-                training: list[_File]) -> ImageDataset | None:
-    """The cache entry ``key`` as a dataset, None where there is none (or a damaged one). ``training``: the files of
-    its training split, hashed once into an entry cached before their bytes were kept."""
+                files: _Stored) -> ImageDataset | None:
+    """The cache entry ``key`` as a dataset, None where there is none (or a damaged one). ``files``: those it was
+    decoded from, whose training files' bytes are hashed once into an entry cached before they were kept, and whose
+    names are written once beside an entry cached before they were."""
     meta_file, data_file = cache / f"{key}.json", cache / f"{key}.u8"
     try:
         meta = json.loads(meta_file.read_text())
@@ -775,13 +789,45 @@ def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
         # An entry cached before the training files' bytes were hashed (every folder decoded before) would give a
         # run started on it no hash to hold its resume to. Its key holds each file's size and times, so the files
         # hold what was decoded: hashed now, where none was skipped as unreadable (which ones were is not kept).
-        if "training_bytes" not in meta and meta["n_train"] == len(training):
-            meta["training_bytes"] = _training_bytes(training)
+        if "training_bytes" not in meta and meta["n_train"] == len(files.training):
+            meta["training_bytes"] = _training_bytes(files.training)
             with contextlib.suppress(OSError):  # a cache that is not ours to write: hashed at each load
                 write_json(meta_file, meta)
     except (OSError, ValueError, KeyError, TypeError, DataError):  # absent, or a damaged entry: decode again
         return None
-    return _dataset(name, root, images, meta, data_file, identity, digests)
+    names_file = cache / f"{key}.names"
+    # An entry cached before its files' names were kept is not decoded again for them: where none of its files was
+    # skipped as unreadable, the files listed now are its images, in its order (its key holds each one's size and
+    # times); else which were skipped is not kept, and its images are named by index.
+    if not names_file.exists() and meta["shape"][0] == len(files.every):
+        with contextlib.suppress(OSError):  # a cache that is not ours to write: named by index
+            _write_names(names_file, root, [f.path for f in files.every])
+    return _dataset(name, root, images, meta, data_file, identity, digests,
+                    names_file if names_file.exists() else None)
+
+
+def _write_names(names_file: Path, root: Path, paths: list[Path]) -> None:
+    """Keep the files an entry's images were decoded from, relative to ``root``, in the images' order: NUL apart (a
+    character no path holds), written before the entry's JSON marks it complete."""
+    text = "\0".join(_relative(root, path) for path in paths)
+    atomic_write(names_file, lambda tmp: Path(tmp).write_bytes(text.encode("utf-8", "surrogateescape")))
+
+
+def _relative(root: Path, path: Path) -> str:
+    """``path`` relative to ``root``, which holds it."""
+    return str(path).removeprefix(str(root) + os.sep)  # string slicing: os.path.relpath is slow over 100,000 files
+
+
+def _file_names(names_file: Path, folder: str, counts: tuple[int, int], split: str) -> list[str]:
+    """:attr:`ImageDataset.file_names` of an entry: ``split``'s files as ``names_file`` keeps them, after the
+    ``folder``'s name; none where the file has gone since (a cache cleared), and the images are named by index."""
+    try:
+        listed = names_file.read_bytes().decode("utf-8", "surrogateescape").split("\0")
+    except OSError:
+        return []
+    n_train, n_test = counts
+    part = {"train": listed[:n_train], "test": listed[n_train:n_train + n_test], "val": listed[n_train + n_test:]}
+    return [f"{folder}/{name}" for name in part[split]]
 
 
 def _fit_word(fit: Fit) -> str:
@@ -813,7 +859,7 @@ def _chosen_size(cap: int) -> str:
 
 
 def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, cap: int, name: str,
-                    identity: tuple, training: list[_File]) -> ImageDataset | None:
+                    identity: tuple, stored: _Stored) -> ImageDataset | None:
     """The cache entry of the same files whose side or channel count the loader chose, where it chose what
     ``options`` now ask for (the same pixels: each file is decoded by the side and the channel count alone); None
     where there is none. ``cap``: :func:`default_cap` of the model the images are for.
@@ -832,7 +878,7 @@ def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, 
     for chosen_size in map(_chosen_size, caps):
         alike += [{**options, "image_size": chosen_size}, {**options, "image_size": chosen_size, "channels": None}]
     for other, chosen in {_cache_key(root, files, o): o for o in alike if o != options}.items():
-        data = _read_cache(cache, other, name, root, identity, training)
+        data = _read_cache(cache, other, name, root, identity, stored)
         if data is None:
             continue
         stored = tuple(data.train_images.shape[1:])
@@ -853,9 +899,9 @@ def _digest_rows(stored: bytes, count: int) -> torch.Tensor:
 
 
 def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file: Path,
-             identity: tuple, digests: torch.Tensor) -> ImageDataset:
+             identity: tuple, digests: torch.Tensor, names_file: Path | None) -> ImageDataset:
     """``identity``: (:attr:`ImageDataset.held_out`, :attr:`ImageDataset.training_files`); ``digests``: one row per
-    image of ``images``."""
+    image of ``images``; ``names_file``: the entry's file names (:func:`_write_names`), or None where not known."""
     n_train, n_test, val = meta["n_train"], len(meta["test_labels"]), meta.get("val_labels")
     notes = list(meta["notes"])
     mapped = is_memory_mapped(images)  # open_raw's choice: over in_memory_limit(), or a reader's (mapped_reads)
@@ -875,7 +921,9 @@ def _dataset(name: str, root: Path, images: torch.Tensor, meta: dict, data_file:
                         notices=tuple(meta.get("notices", ())), train_digests=digests[:n_train],
                         test_digests=digests[n_train:n_train + n_test],
                         val_digests=None if val is None else digests[n_train + n_test:],
-                        training_bytes=meta.get("training_bytes"))  # None where _read_cache could not hash it
+                        training_bytes=meta.get("training_bytes"),  # None where _read_cache could not hash it
+                        file_names=None if names_file is None else
+                        functools.partial(_file_names, names_file, root.name or str(root), (n_train, n_test)))
 
 
 register_dataset(FOLDER_PREFIX + "PATH", load_folder, classes=None, channels=None, image_size=None, train=None,

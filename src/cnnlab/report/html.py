@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -307,7 +308,8 @@ def _as_split_by(data, config: dict[str, Any], trained_on: str):
     if split is None:
         return data
     train_idx, val_idx = split
-    seen = split_seen_in_training(data.train_images, train_idx, val_idx, "validation", data.train_digests)
+    seen = split_seen_in_training(data.train_images, train_idx, val_idx, "validation", data.train_digests,
+                                  data.files_of("train"))
     return replace(data, notices=(*data.notices, seen)) if seen else data
 
 
@@ -377,6 +379,10 @@ def build_report(run: RunFiles, data_dir: str | Path | None = None, device: str 
         split = trained.held_out_split(data)  # the split the figures below are of
     held = _held_out(run, trained, data, split, test_logits) if split is not None else \
         {"stats": _training_stats(run), "notices": [], "nothing_held_out": trained.why_nothing_held_out()}
+    # class names the figures above drew otherwise (an emoji no font here has): said once, not a warning a figure
+    if split is not None and (drawn := plots.names_drawn_otherwise(data.classes)):
+        print(f"cnnlab: note: {drawn}", file=sys.stderr, flush=True)
+        held["notices"] = [*held["notices"], f"{drawn}."]
     conv = first_conv(trained.model)
     env = run.config.get("environment") or {}
     balance = config.get("balance")  # what the training loss was (curves, table)

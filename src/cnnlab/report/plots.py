@@ -10,11 +10,12 @@ import contextlib
 import functools
 import io
 import math
+import re
 from collections.abc import Iterator, Sequence
 
 import matplotlib
 import torch
-from matplotlib import font_manager
+from matplotlib import font_manager, ft2font
 from matplotlib.figure import Figure
 
 from cnnlab.errors import CnnlabError
@@ -40,11 +41,53 @@ def name_text() -> Iterator[None]:
     Both when built and when saved: a text takes its settings when it is made, and tick labels are made only when
     the figure is drawn.
     """
-    known = {f.name for f in font_manager.fontManager.ttflist}
-    fallback = next((name for name in CJK_FONTS if name in known), None)
+    fallback = _cjk_fallback()
     fonts = {"font.family": [*matplotlib.rcParams["font.family"], fallback]} if fallback else {}
     with matplotlib.rc_context({**fonts, "text.parse_math": False}):
         yield
+
+
+def _cjk_fallback() -> str | None:
+    """The first of :data:`CJK_FONTS` that matplotlib knows on the machine, or None."""
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in known), None)
+
+
+@functools.lru_cache(maxsize=8)
+def _characters(font_files: tuple[str, ...]) -> frozenset[int]:
+    """The code points any of ``font_files`` has a glyph for."""
+    return frozenset().union(*(ft2font.FT2Font(file).get_charmap() for file in font_files))
+
+
+def _drawable() -> frozenset[int]:
+    """The code points a figure can draw a name with: those of the fonts :func:`name_text` gives it, as matplotlib
+    finds each family on the machine (its own DejaVu Sans, then the CJK fallback)."""
+    families = dict.fromkeys([*matplotlib.rcParams["font.family"], _cjk_fallback()])
+    found = set()
+    for family in filter(None, families):
+        with contextlib.suppress(ValueError):  # a family not on this machine draws nothing
+            found.add(font_manager.findfont(font_manager.FontProperties(family=[family]),
+                                            fallback_to_default=False))
+    return _characters(tuple(sorted(found)))
+
+
+def undrawable(name: str) -> str:
+    """The characters of ``name`` that no font a figure draws names with has (an emoji, say), once each."""
+    drawable = _drawable()
+    return "".join(dict.fromkeys(c for c in writable_text(name) if ord(c) not in drawable))
+
+
+def names_drawn_otherwise(names: Sequence[str]) -> str | None:
+    """One line for whoever reads figures of ``names`` (a run's classes) where some have characters no font on the
+    machine has, which :func:`drawn_name` draws as U+FFFD (matplotlib drew a box for each, with a warning each time
+    a figure was drawn); None where every name is drawn as written."""
+    lacking = {name: missing for name in names if (missing := undrawable(name))}
+    if not lacking:
+        return None
+    shown = ", ".join(lacking) if len(lacking) <= 3 else ", ".join(list(lacking)[:3]) + f" and {len(lacking) - 3} more"
+    chars = "".join(dict.fromkeys("".join(lacking.values())))
+    return (f"the figures draw {chars} in the class names {shown} as \N{REPLACEMENT CHARACTER}: no font on this "
+            "machine has them (the page's text shows every name as written)")
 
 
 def _with_name_text(build):
@@ -151,9 +194,13 @@ MISCLASSIFIED_CHARS = 32  # a caption's characters at the widest an image gets (
 def drawn_name(name: str, chars: int | None = None) -> str:
     """``name`` (a class's, a run folder's) as a figure draws it: a name that is not UTF-8 (Linux allows any bytes)
     with U+FFFD for each such byte (:func:`cnnlab.io.writable_text`; matplotlib's text refuses the lone surrogates
-    Python holds it with, and the figure failed), and, given ``chars``, in at most that many characters: cut in the
+    Python holds it with, and the figure failed), and for each run of characters no font on the machine has
+    (:func:`undrawable`), and, given ``chars``, in at most that many characters: cut in the
     middle, where an ellipsis stands."""
     name = writable_text(name)
+    if lacking := undrawable(name):  # one mark for each run of them (an emoji sequence): not a box each, warned of
+        missing = re.escape(lacking)  # ... with the joiners and variation selectors inside an emoji sequence
+        name = re.sub(f"[{missing}][{missing}\u200d\ufe0e\ufe0f]*", "\N{REPLACEMENT CHARACTER}", name)
     if chars is None or len(name) <= chars:
         return name
     return f"{name[:(chars - 1) // 2]}…{name[len(name) - chars // 2:]}"

@@ -379,7 +379,8 @@ def _held_out_of_training(dataset: ImageDataset, train_idx: torch.Tensor, val_id
         mean, std = tuple(recorded["mean"]), tuple(recorded["std"])
     else:
         mean, std = channel_stats(dataset.train_images, train_idx)
-    seen = split_seen_in_training(dataset.train_images, train_idx, val_idx, "validation", dataset.train_digests)
+    seen = split_seen_in_training(dataset.train_images, train_idx, val_idx, "validation", dataset.train_digests,
+                                  dataset.files_of("train"))
     return dataclasses.replace(dataset, mean=mean, std=std, notices=dataset.notices + ((seen,) if seen else ()))
 
 
