@@ -124,27 +124,34 @@ def _rows_at(graph: torch.fx.Graph) -> dict[torch.fx.Node, tuple[torch.fx.Node, 
     return rows_at
 
 
-def _sizes_fixed(graph: torch.fx.Graph) -> bool:
-    """Whether every tensor a program returns has sizes fixed at export (none a size the program works out from
-    what the picture holds, as a detector's count of boxes after NMS)."""
+def _returned(graph: torch.fx.Graph) -> list:
+    """The example values (``meta["val"]``: a tensor, or None) of the nodes a program returns, in order."""
     returned: list[torch.fx.Node] = []
     for node in graph.nodes:
         if node.op == "output":
             torch.fx.node.map_arg(node.args, returned.append)
-    values = [node.meta.get("val") for node in returned]
-    return all(isinstance(v, torch.Tensor) and all(isinstance(d, int) for d in v.shape) for v in values)
+    return [node.meta.get("val") for node in returned]
+
+
+def _sizes_fixed(graph: torch.fx.Graph) -> bool:
+    """Whether every tensor a program returns has sizes fixed at export (none a size the program works out from
+    what the picture holds, as a detector's count of boxes after NMS)."""
+    return all(isinstance(v, torch.Tensor) and all(isinstance(d, int) for d in v.shape) for v in _returned(graph))
+
+
+def _batch_size(value):
+    """The batch size of a program's input ``value`` (the placeholder's example tensor): a ``torch.SymInt`` where
+    the batch is free, an int where export fixed it; None where there is no tensor of an axis."""
+    return value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
 
 
 def _run_together(graph: torch.fx.Graph, value) -> bool:
     """Whether a program of free batch, its input ``value`` (the placeholder's example tensor), returns one tensor
     alone, of no axis but K values an image run together (K > 1: its size K times the batch's, as export worked it
     out, a final ``reshape(-1)`` or ``flatten()``), so that one image's K values are that image's alone."""
-    size = value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
-    returned: list[torch.fx.Node] = []
-    for node in graph.nodes:
-        if node.op == "output":
-            torch.fx.node.map_arg(node.args, returned.append)
-    out = returned[0].meta.get("val") if len(returned) == 1 else None
+    size = _batch_size(value)
+    returned = _returned(graph)
+    out = returned[0] if len(returned) == 1 else None
     if not isinstance(size, torch.SymInt) or not isinstance(out, torch.Tensor) or out.dim() != 1 or \
             not isinstance(out.shape[0], torch.SymInt):
         return False
@@ -278,7 +285,7 @@ def _library_outputs_as_dicts(data: bytes) -> tuple[bytes, dict[str, list[str]],
 def _batch_bounds(program, value) -> tuple[int, int | None]:
     """The fewest (at least 1) and the most (None: no bound) images a program of free batch takes at once, read
     from its range constraints on the batch size of its input ``value`` (the placeholder's example tensor)."""
-    size = value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
+    size = _batch_size(value)
     bound = program.range_constraints.get(size.node.expr) if isinstance(size, torch.SymInt) else None
 
     def whole(limit) -> int | None:  # sympy's integers, or torch's unbounded int_oo (no int() of it)

@@ -305,9 +305,10 @@ def _layout(state: dict[str, torch.Tensor]) -> tuple[Layout | None, str]:
     return None, ""
 
 
-def _under_torchvision_names(state: dict[str, torch.Tensor], layout: Layout, head: str) -> dict[str, torch.Tensor]:
-    names = layout.names([key[len(head):] for key in state if key.startswith(head)])
-    return renamed(state, names, head)
+def _body(state: dict[str, torch.Tensor], head: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``state`` under a wrapper's names ``head`` ("": none), by their names without it: what a
+    layout's :attr:`Layout.names` and :attr:`Layout.other` read."""
+    return {key[len(head):]: value for key, value in state.items() if key.startswith(head)}
 
 
 def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -315,7 +316,7 @@ def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     EfficientNet, MobileNetV2, RegNet, VGG), a wrapper's names before them kept and a key of no place there kept as
     it is (a strict load names it); else as it is."""
     layout, head = _layout(state)
-    return state if layout is None else _under_torchvision_names(state, layout, head)
+    return state if layout is None else renamed(state, layout.names(_body(state, head)), head)
 
 
 def timm_config(path: str | Path) -> dict[str, Any]:
@@ -387,7 +388,8 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: 
     layout, head = _layout(state)
     if layout is None:
         return state, ""
-    other = layout.other({key[len(head):]: value for key, value in state.items() if key.startswith(head)})
+    body = _body(state, head)  # read by both: the wrapper's names taken off once
+    other = layout.other(body)
     if other:  # for any network: none cnnlab reads is it, and read under the family's names it would be named so
         same = SAME_NETWORK.get(network or "")
         raise CnnlabError(f"{path} holds {other}: no network cnnlab reads; expected "
@@ -397,5 +399,5 @@ def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path, network: 
     architecture = _timms(config).get("architecture")
     what = f"timm's {architecture} ({layout.family})" if architecture else f"timm's {layout.family}"
     bare = "" if head + layout.classifier in state else ", no classifier among them,"
-    return _under_torchvision_names(state, layout, head), \
+    return renamed(state, layout.names(body), head), \
         f"{what} keys{bare} read under torchvision's {layout.family} names"
