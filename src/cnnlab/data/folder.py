@@ -799,11 +799,12 @@ def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
     # An entry cached before its files' names were kept is not decoded again for them: where none of its files was
     # skipped as unreadable, the files listed now are its images, in its order (its key holds each one's size and
     # times); else which were skipped is not kept, and its images are named by index.
-    if not names_file.exists() and meta["shape"][0] == len(files.every):
+    named = names_file.exists()
+    if not named and meta["shape"][0] == len(files.every):
         with contextlib.suppress(OSError):  # a cache that is not ours to write: named by index
             _write_names(names_file, root, [f.path for f in files.every])
-    return _dataset(name, root, images, meta, data_file, identity, digests,
-                    names_file if names_file.exists() else None)
+            named = True
+    return _dataset(name, root, images, meta, data_file, identity, digests, names_file if named else None)
 
 
 def _write_names(names_file: Path, root: Path, paths: list[Path]) -> None:
