@@ -827,8 +827,8 @@ def _file_names(names_file: Path, folder: str, counts: tuple[int, int], split: s
     except OSError:
         return []
     n_train, n_test = counts
-    part = {"train": listed[:n_train], "test": listed[n_train:n_train + n_test], "val": listed[n_train + n_test:]}
-    return [f"{folder}/{name}" for name in part[split]]
+    start, end = {"train": (0, n_train), "test": (n_train, n_train + n_test), "val": (n_train + n_test, None)}[split]
+    return [f"{folder}/{name}" for name in listed[start:end]]
 
 
 def _fit_word(fit: Fit) -> str:
