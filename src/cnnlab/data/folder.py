@@ -882,12 +882,12 @@ def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, 
         data = _read_cache(cache, other, name, root, identity, stored)
         if data is None:
             continue
-        stored = tuple(data.train_images.shape[1:])
+        shape = tuple(data.train_images.shape[1:])
         if isinstance(size, str):  # a side left to the loader: the one it chose, under this cap or below any
-            same = chosen["image_size"] == size or max(stored[1:]) < MAX_DEFAULT_SIZE
+            same = chosen["image_size"] == size or max(shape[1:]) < MAX_DEFAULT_SIZE
         else:
-            same = stored[1:] == as_hw(size)
-        if (channels is None or stored[0] == channels) and same:
+            same = shape[1:] == as_hw(size)
+        if (channels is None or shape[0] == channels) and same:
             return data
     return None
 
