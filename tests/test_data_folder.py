@@ -11,6 +11,7 @@ import shutil
 import threading
 import unicodedata
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -411,6 +412,18 @@ def test_the_cache_keeps_every_images_file_in_order_and_names_an_older_entrys_wi
     assert load_dataset(f"folder:{root}").file_names("test") == ["set/test/a/000.png", "set/test/a/001.png",
                                                                  "set/test/b/000.png"]
     assert names_file.exists()
+
+
+def test_each_entry_read_as_chosen_is_handed_the_files_it_was_decoded_from(monkeypatch):
+    # an entry of a side not asked for is passed over, and the next one is read with the same files, as the first
+    handed = []
+    entry = SimpleNamespace(train_images=torch.zeros(1, 3, 5, 5))  # 5 px: not the 7 asked for
+    monkeypatch.setattr(folder, "_read_cache", lambda *args: handed.append(args[-1]) or entry)
+    monkeypatch.setattr(folder, "_cache_key", lambda root, files, options: repr(sorted(options.items())))
+    files = folder._Stored([], [])
+    assert folder._read_as_chosen(Path("cache"), Path("set"), [], {"image_size": 7, "channels": 3}, 224, "set", (),
+                                  files) is None
+    assert len(handed) > 1 and all(each is files for each in handed)
 
 
 def test_an_older_entry_that_skipped_a_file_names_its_images_by_index_not_by_the_wrong_files(tmp_path, cache):

@@ -7,6 +7,7 @@ the pixels as decoded) and the part ``--val-split`` holds out of the training im
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Hashable, Sequence
 
@@ -78,8 +79,11 @@ def images_seen_in_training(training: torch.Tensor, held: torch.Tensor, what: st
 def _namer(word: str, files: Callable[[], Sequence[str]] | None, count: int) -> Callable[[int], str]:
     """The name of the image at an index of a set of ``count``: its file (``files()``, one per image), else the
     ``word`` and its index; the index too where the files listed are not one per image (a set read otherwise)."""
+    # read once, at the first name asked for: a --val-split notice names two images of one set, from one file
+    listing = (lambda: None) if files is None else functools.cache(files)
+
     def name(at: int) -> str:
-        listed = None if files is None else files()
+        listed = listing()
         return listed[at] if listed is not None and len(listed) == count else f"{word} {at}"
     return name
 

@@ -799,11 +799,12 @@ def _read_cache(cache: Path, key: str, name: str, root: Path, identity: tuple,
     # An entry cached before its files' names were kept is not decoded again for them: where none of its files was
     # skipped as unreadable, the files listed now are its images, in its order (its key holds each one's size and
     # times); else which were skipped is not kept, and its images are named by index.
-    if not names_file.exists() and meta["shape"][0] == len(files.every):
+    named = names_file.exists()
+    if not named and meta["shape"][0] == len(files.every):
         with contextlib.suppress(OSError):  # a cache that is not ours to write: named by index
             _write_names(names_file, root, [f.path for f in files.every])
-    return _dataset(name, root, images, meta, data_file, identity, digests,
-                    names_file if names_file.exists() else None)
+            named = True
+    return _dataset(name, root, images, meta, data_file, identity, digests, names_file if named else None)
 
 
 def _write_names(names_file: Path, root: Path, paths: list[Path]) -> None:
@@ -826,8 +827,8 @@ def _file_names(names_file: Path, folder: str, counts: tuple[int, int], split: s
     except OSError:
         return []
     n_train, n_test = counts
-    part = {"train": listed[:n_train], "test": listed[n_train:n_train + n_test], "val": listed[n_train + n_test:]}
-    return [f"{folder}/{name}" for name in part[split]]
+    start, end = {"train": (0, n_train), "test": (n_train, n_train + n_test), "val": (n_train + n_test, None)}[split]
+    return [f"{folder}/{name}" for name in listed[start:end]]
 
 
 def _fit_word(fit: Fit) -> str:
@@ -881,12 +882,12 @@ def _read_as_chosen(cache: Path, root: Path, files: list[_File], options: dict, 
         data = _read_cache(cache, other, name, root, identity, stored)
         if data is None:
             continue
-        stored = tuple(data.train_images.shape[1:])
+        shape = tuple(data.train_images.shape[1:])
         if isinstance(size, str):  # a side left to the loader: the one it chose, under this cap or below any
-            same = chosen["image_size"] == size or max(stored[1:]) < MAX_DEFAULT_SIZE
+            same = chosen["image_size"] == size or max(shape[1:]) < MAX_DEFAULT_SIZE
         else:
-            same = stored[1:] == as_hw(size)
-        if (channels is None or stored[0] == channels) and same:
+            same = shape[1:] == as_hw(size)
+        if (channels is None or shape[0] == channels) and same:
             return data
     return None
 
