@@ -15,9 +15,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cli_support import file_appears_while_saving, strict_json
 from cnnlab.cli import main
-from cnnlab.compare import compare, compare_runs, curves_overlay, find_runs, format_table, load_run
+from cnnlab.compare import LEGEND_RUNS, compare, compare_runs, curves_overlay, find_runs, format_table, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, summary
+from cnnlab.report import plots
 from cnnlab.report.plots import figure_png
 from cnnlab.train import train
 
@@ -364,3 +365,32 @@ def test_a_file_that_appears_at_the_plot_while_it_is_drawn_is_kept_without_force
     assert plot.read_text() == "another program's"
     compare([str(runs / "a-lenet")], plot=str(plot), force=True)
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_run_name_no_font_has_is_drawn_without_a_warning_and_compare_says_so_once(runs, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """compare.png drew U+FFFD for the characters of a run folder's name that no font on the machine has (an emoji;
+    Chinese where no CJK font is installed) and said nothing, where `cnnlab report` says so of class names: one note,
+    in the report's words, names them; no raw matplotlib warning; the table keeps the names as written."""
+    monkeypatch.setattr(plots, "CJK_FONTS", ())  # a machine without a CJK font, whatever this one has
+    unicorn = shutil.copytree(runs / "a-lenet", tmp_path / "\N{UNICORN FACE}-lenet")
+    cat = shutil.copytree(runs / "b-bn", tmp_path / "猫-bn")
+    assert (plots.undrawable(unicorn.name), plots.undrawable(cat.name)) == ("\N{UNICORN FACE}", "猫")  # the oracle
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert main(["compare", str(unicorn), str(cat), "--format", "json"]) == 0
+    assert [str(w.message) for w in warned if "missing from font" in str(w.message)] == []
+    said = capsys.readouterr()
+    assert [r["run"] for r in json.loads(said.out)] == [unicorn.name, cat.name]
+    assert [line for line in said.err.splitlines() if "note:" in line] == [
+        f"cnnlab: note: the plot draws \N{UNICORN FACE}猫 in the run names {unicorn.name}, {cat.name} as \ufffd: no "
+        "font on this machine has them (the table shows every name as written)"]
+    legend = curves_overlay([load_run(unicorn), load_run(cat)], [unicorn.name, cat.name]).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["\ufffd-lenet", "\ufffd-bn"]
+    # past LEGEND_RUNS the lines go unnamed: no name is drawn otherwise, and none is said to be
+    for k in range(LEGEND_RUNS + 1):
+        shutil.copytree(unicorn, tmp_path / "many" / f"\N{UNICORN FACE}{k}", ignore=shutil.ignore_patterns("*.pt"))
+    compare([str(tmp_path / "many")], plot=tmp_path / "many.png")
+    assert "note:" not in capsys.readouterr().err

@@ -15,6 +15,7 @@ import html
 import io
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from cnnlab.data import holds_out_nothing
 from cnnlab.errors import CnnlabError
 from cnnlab.io import check_figure_file, save_figure, train_loss_under, writable_json
 from cnnlab.models.summary import model_macs
-from cnnlab.report.plots import drawn_name, name_text
+from cnnlab.report.plots import drawn_name, name_text, names_drawn_otherwise
 from cnnlab.runs import Run
 from cnnlab.train.config import BEFORE_THE_SETTING, JUDGED, augment_name, config_fields
 from cnnlab.train.trainer import best_row
@@ -287,6 +288,21 @@ def judged_figure(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
                                  "balance their classes")
 
 
+def _legend(runs: Sequence[Run], names: Sequence[str]) -> tuple[list[str], bool]:
+    """The lines :func:`curves_overlay` draws, by their names (``names``: each run's group, or its own), once each: a
+    run without an epoch draws none; and whether the legend names them (at most :data:`LEGEND_RUNS` lines)."""
+    lines = list(dict.fromkeys(name for run, name in zip(runs, names, strict=True) if run.metrics))
+    return lines, len(lines) <= LEGEND_RUNS
+
+
+def curves_note(runs: Sequence[Run], labels: Sequence[str]) -> str | None:
+    """One line saying which run names (``labels``) the legend of :func:`curves_overlay` draws as U+FFFD, no font on
+    the machine having some of their characters, in the words the report says it of class names
+    (:func:`cnnlab.report.plots.names_drawn_otherwise`); None where it draws every name as written, or names none."""
+    lines, named = _legend(runs, labels)
+    return names_drawn_otherwise(lines if named else [], of="run names", figures="the plot draws", text="the table")
+
+
 def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
                    groups: Sequence[str] | None = None) -> Figure:
     """The validation figure the runs judge (:func:`judged_figure`) and training loss per epoch, one line per run on
@@ -336,11 +352,10 @@ def curves_overlay(runs: Sequence[Run], labels: Sequence[str] | None = None,
         ax.grid(alpha=0.3)
     # A legend of hundreds of runs (a sweep's trials) was a column of names 6,000 px tall beside two small panels,
     # and most of the drawing time: past LEGEND_RUNS the lines go unnamed, and the first panel says where they are
-    lines = len({name for run, name in zip(runs, names, strict=True) if run.metrics})
-    named = lines <= LEGEND_RUNS
+    lines, named = _legend(runs, names)
     if not named:
-        panels[0].set_title(f"{panels[0].get_title()}\n({lines} {'groups of runs' if groups else 'runs'}: the table "
-                            "names them)")
+        panels[0].set_title(f"{panels[0].get_title()}\n({len(lines)} {'groups of runs' if groups else 'runs'}: the "
+                            "table names them)")
     # Runs without an epoch draw nothing, and an empty legend is a matplotlib warning. The legend goes on the first
     # panel with a line of every run drawn: one that held out nothing (--test-split 0 alone) draws no validation
     # figure, and a legend on that panel left its training loss unnamed
@@ -365,7 +380,11 @@ def compare(patterns: Sequence[str], fmt: str = "md", plot: str | Path | None = 
         check_figure_file(plot, force, what="plot file ")
     columns, rows = compare_runs(runs)
     if plot is not None:
+        labels = [r["run"] for r in rows]
         with name_text():  # run folder names in any script
-            save_figure(curves_overlay(runs, [r["run"] for r in rows]), Path(plot), overwrite=force)
+            save_figure(curves_overlay(runs, labels), Path(plot), overwrite=force)
+        # names the plot drew otherwise (an emoji no font here has): said once, as the report says it of class names
+        if drawn := curves_note(runs, labels):
+            print(f"cnnlab: note: {drawn}", file=sys.stderr, flush=True)
     return format_table(columns, rows, fmt)
 

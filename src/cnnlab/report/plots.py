@@ -77,17 +77,20 @@ def undrawable(name: str) -> str:
     return "".join(dict.fromkeys(c for c in writable_text(name) if ord(c) not in drawable))
 
 
-def names_drawn_otherwise(names: Sequence[str]) -> str | None:
-    """One line for whoever reads figures of ``names`` (a run's classes) where some have characters no font on the
-    machine has, which :func:`drawn_name` draws as U+FFFD (matplotlib drew a box for each, with a warning each time
-    a figure was drawn); None where every name is drawn as written."""
-    lacking = {name: missing for name in names if (missing := undrawable(name))}
+def names_drawn_otherwise(names: Sequence[str], of: str = "class names", figures: str = "the figures draw",
+                          text: str = "the page's text") -> str | None:
+    """One line for whoever reads figures of ``names`` (a run's classes; the runs `cnnlab compare` plots) where some
+    have characters no font on the machine has, which :func:`drawn_name` draws as U+FFFD (matplotlib drew a box for
+    each, with a warning each time a figure was drawn); None where every name is drawn as written. Every command
+    that draws names says it in these words: ``of`` what the names are, ``figures`` what draws them (with its verb),
+    ``text`` what shows them as written."""
+    lacking = {name: missing for name in map(writable_text, names) if (missing := undrawable(name))}
     if not lacking:
         return None
     shown = ", ".join(lacking) if len(lacking) <= 3 else ", ".join(list(lacking)[:3]) + f" and {len(lacking) - 3} more"
     chars = "".join(dict.fromkeys("".join(lacking.values())))
-    return (f"the figures draw {chars} in the class names {shown} as \N{REPLACEMENT CHARACTER}: no font on this "
-            "machine has them (the page's text shows every name as written)")
+    return (f"{figures} {chars} in the {of} {shown} as \N{REPLACEMENT CHARACTER}: no font on this machine has them "
+            f"({text} shows every name as written)")
 
 
 def _with_name_text(build):
