@@ -22,6 +22,7 @@ import re
 import warnings
 import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -275,11 +276,33 @@ def state_dict_in(value: Any, path: str | Path, expected: str) -> dict[str, torc
     return value
 
 
+@dataclass(frozen=True)
+class Head:
+    """What of a network a backbone saved without its classifier lacks: some of ``layer``, its output layer's
+    state-dict keys (:func:`output_keys`: ``model.fc = nn.Identity()``, timm's ``num_classes=0``, Transformers'
+    ``ResNetModel``), or all of ``block``, its head block's (:func:`head_block_keys`: ``model.classifier =
+    nn.Identity()`` of a VGG or ConvNeXt)."""
+
+    layer: frozenset[str] = frozenset()
+    block: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Head:
+        """``model``'s output layer and head block."""
+        return cls(output_keys(model), head_block_keys(model))
+
+    def left_out(self, missing: set[str], state: dict[str, torch.Tensor]) -> bool:
+        """Whether a network's ``missing`` keys are its classifier left out of ``state``: some of the output layer's,
+        or the whole head block, none of whose keys ``state`` has. Part of a block's layers gone and part kept is
+        another network, no body."""
+        return bool(missing) and (missing <= self.layer or (missing <= self.block and not self.block & state.keys()))
+
+
 def without_prefix(state: dict[str, torch.Tensor], keys: set[str],
                    optional: frozenset[str] = frozenset()) -> tuple[dict[str, torch.Tensor], str]:
     """``state`` with its keys read without the leading names the network's ``keys`` lack, where the keys then are
-    exactly those, or those but the ``optional`` ones (its output layer's: a body saved without its classifier);
-    else as it is. Returns it and what was done, in words for the page (``""``: nothing).
+    exactly those, or those but some of the ``optional`` ones (its head block's: a body saved without its
+    classifier); else as it is. Returns it and what was done, in words for the page (``""``: nothing).
 
     The prefix is whole dotted names, the fewest that make the keys fit: ``module.`` (``DataParallel``),
     ``_orig_mod.`` (a ``torch.compile``d model), ``model.`` (a Lightning module's attribute), or several of them
@@ -313,7 +336,7 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str],
 
 
 def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Path, network: str | None = None,
-                 optional: frozenset[str] = frozenset()) -> tuple[dict[str, torch.Tensor], str]:
+                 head: Head = Head()) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, with its keys as the network's ``keys`` name them where they are another
     tool's for the same tensors: without a prefix the network lacks (:func:`without_prefix`), DenseNet's older names
     as today's (:func:`~cnnlab.models.pretrained_quirks.densenet_new_keys`), or, where they are a
@@ -325,8 +348,8 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
     Args:
         network: torchvision's builder of the network (``"convnext_tiny"``), where it is one: timm's config.json
             beside ``path`` must then name timm's architecture of it.
-        optional: the keys ``state`` may lack and still fit under a prefix (the output layer's,
-            :func:`output_keys`: a body saved without its classifier).
+        head: the network's output layer and head block, which ``state`` may lack and still fit under a prefix (a
+            body saved without its classifier).
 
     Raises:
         CnnlabError: one line: the ``config.json`` beside a Transformers file makes it another network than
@@ -336,19 +359,22 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
     """
     config = json_beside(path, "config.json")  # timm's or Transformers', read once for both
     timm_keys.check_architecture(path, network, config)  # before any fit: timm's tf_efficientnet_b0 has b0's keys
-    state, how = without_prefix(state, keys, optional)
-    if how or keys - optional <= set(state):  # a network whose own names are Transformers' reads them as they are
+    state, how = without_prefix(state, keys, head.block)
+    missing = keys - set(state)
+    # a network whose own names are Transformers' reads them as they are; a body without its head block holds no key
+    # of another name (timm's VGG has torchvision's features, its classifier under other names: it is renamed)
+    if how or missing <= head.layer or (missing <= head.block and set(state) <= keys):
         return state, how
     current = densenet_new_keys(state)
     if current.keys() != state.keys():  # torchvision's hosted DenseNet files, and files saved by its older versions
-        state, how = without_prefix(current, keys, optional)
+        state, how = without_prefix(current, keys, head.block)
         return state, ", ".join(filter(None, ("DenseNet's older key names (norm.1) read as today's (norm1)", how)))
     state, renamed = transformers_keys.torchvision_keys(state, path, config)
     if not renamed:
         state, renamed = timm_keys.torchvision_keys(state, path, network, config)
     if not renamed:
         return state, ""
-    state, how = without_prefix(state, keys, optional)  # a wrapper's names before them (a Lightning module's model.)
+    state, how = without_prefix(state, keys, head.block)  # a wrapper's names before them (a Lightning module's model.)
     return state, ", ".join(filter(None, (renamed, how)))
 
 
@@ -373,12 +399,24 @@ def output_keys(model: nn.Module) -> frozenset[str]:
     return frozenset(key for key in model.state_dict() if key.rsplit(".", 1)[0] == layer)
 
 
-def headless(keys: list[str], head: frozenset[str], state: dict[str, torch.Tensor]) -> list[str]:
-    """Those of a network's state-dict ``keys`` that its output layer's, ``head`` (:func:`output_keys`), are and
-    ``state`` lacks where it is the rest of the network: a backbone saved without its classifier (after ``model.fc =
-    nn.Identity()``, timm's ``num_classes=0``, Transformers' ``ResNetModel``); [] otherwise."""
+def head_block_keys(model: nn.Module) -> frozenset[str]:
+    """The state-dict keys of ``model``'s head block: the child of ``model`` itself that holds its output layer
+    (:func:`output_layer`), what ``model.<child> = nn.Identity()`` removes. For torchvision's ResNets, RegNet,
+    GoogLeNet, Inception v3 and DenseNet that is the output layer itself (``fc``, ``classifier``); for the networks
+    whose head is an ``nn.Sequential`` it is the whole ``classifier``: ConvNeXt's LayerNorm2d with its Linear
+    (``classifier.0``, ``classifier.2``), VGG's and AlexNet's three Linears, MobileNetV3's two; MobileNetV2's and
+    EfficientNet's hold their Linear alone beside a Dropout. Where that child is the whole network (every layer in
+    one ``nn.Sequential``), the output layer's keys alone (:func:`output_keys`)."""
+    layer, keys = output_layer(model), list(model.state_dict())
+    block = frozenset(key for key in keys if layer is not None and key.split(".", 1)[0] == layer.split(".", 1)[0])
+    return block if len(block) < len(keys) else output_keys(model)
+
+
+def headless(keys: list[str], head: Head, state: dict[str, torch.Tensor]) -> list[str]:
+    """Those of a network's state-dict ``keys`` that ``state`` lacks where it is the rest of the network, its
+    classifier left out (:meth:`Head.left_out`): a backbone saved without its classifier; [] otherwise."""
     missing = [key for key in keys if key not in state]
-    return missing if missing and set(state) <= set(keys) and set(missing) <= head else []
+    return missing if set(state) <= set(keys) and head.left_out(set(missing), state) else []
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
@@ -400,12 +438,14 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path:
             torchvision's names where a Transformers or timm file's were read so), or why a Transformers or timm
             file is another network.
     """
-    keys, head = list(model.state_dict()), output_keys(model)
+    keys, head = list(model.state_dict()), Head.of(model)
     state, how = network_keys(state, set(keys), path, network, head)
     read = f" ({how})" if how else ""
     missing = headless(keys, head, state)
     if missing:
-        raise CnnlabError(f"{path}{read} holds {what} without its classifier (no {', '.join(missing)}): a body "
+        # the whole block, more than its last layer: named, as the keys alone do not say they are all it had
+        whole = "" if set(missing) <= head.layer else f" block {missing[0].split('.', 1)[0]!r}"
+        raise CnnlabError(f"{path}{read} holds {what} without its classifier{whole} (no {', '.join(missing)}): a body "
                           f"names no classes and predicts none; expected {expected} with its classifier"
                           + (f", or {way_for_body}" if way_for_body else ""))
     try:

@@ -31,7 +31,7 @@ from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import stored_normalize
 from cnnlab.models.imagenet import per_channel
 from cnnlab.models.normalisation_beside import Said, normalisation_beside
-from cnnlab.models.state_dict import network_keys, output_keys, output_layer, state_dict_in
+from cnnlab.models.state_dict import Head, network_keys, output_layer, state_dict_in
 from cnnlab.runs.checkpoint import load_checkpoint
 
 
@@ -69,7 +69,8 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     EfficientNet's, MobileNetV2's, RegNet's or VGG's, read under torchvision's names:
     :func:`~cnnlab.models.state_dict.network_keys`, ``network`` the model's torchvision builder where it is one, whose
     architecture timm's config.json beside the file must name; a body saved without its classifier too, whose
-    output layer then starts fresh): it names no classes, so its output layer is kept only where its shape fits,
+    output layer, or whole head block (:func:`~cnnlab.models.state_dict.head_block_keys`), then starts fresh as the
+    model was built): it names no classes, so its output layer is kept only where its shape fits,
     and no normalisation, which timm's config.json (its pretrained_cfg) or a Transformers preprocessor_config.json
     beside it may say (:func:`~cnnlab.models.normalisation_beside.normalisation_beside`): the input is normalised
     as :class:`Initialised` says.
@@ -77,7 +78,9 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     Raises:
         CnnlabError: the checkpoint is unreadable, or nothing but the head would be copied (another model).
     """
-    own, head = model.state_dict(), output_keys(model)  # the output layer's keys: the head that may start fresh
+    # the output layer, which starts fresh for other classes, and the head block, all of which a body saved without
+    # its classifier block lacks (model.classifier = nn.Identity() of a VGG or ConvNeXt)
+    own, head = model.state_dict(), Head.of(model)
     # whether it is a state dict from elsewhere, not a cnnlab checkpoint; what was done to its keys; the
     # normalisation the files beside it say
     foreign, read, said = False, "", None
@@ -98,12 +101,14 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     fitting = {k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     saved = (ckpt.get("dataset") or {}).get("classes")
     if classes is not None and saved is not None and list(saved) != list(classes):
-        fitting = {k: v for k, v in fitting.items() if k not in head}
+        fitting = {k: v for k, v in fitting.items() if k not in head.layer}
     # A batch norm's count of batches seen is no weight, and files saved before torch 0.4.1 (torchvision's hosted
     # DenseNet files among them) have none: such a layer keeps its own count, as its load does
     fresh = [k for k in own if k not in fitting and not (k.endswith(".num_batches_tracked") and k not in source)]
-    body = [k for k in fresh if k not in head]
-    if body:  # only the output layer may start afresh: anything else means another model or other input channels
+    body = [k for k in fresh if k not in head.layer]
+    # only the output layer may start afresh, or the whole head block where the source has none of it: anything else
+    # means another model or other input channels
+    if body and not head.left_out(set(fresh), source):
         # Other channels alone change only the first layer's weight; more than that is another model
         first = body == [next(iter(own))]
         stem = source.get(body[0])  # a state dict records no channels: its first weight's second axis tells
