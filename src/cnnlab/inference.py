@@ -346,9 +346,7 @@ def _scored_digests(data: Any, images: torch.Tensor) -> torch.Tensor | None:
 def _scored_files(data: Any, images: torch.Tensor) -> Callable[[], list[str]] | None:
     """The files of the ``images`` :func:`scored_images` picked from ``data``, as :func:`_scored_digests` their
     digests, read when called; None where the loader knows none."""
-    if data.file_names is None or images is data.test_images:
-        return data.files_of("test")
-    return lambda: data.file_names("train") + data.file_names("test")
+    return data.files_of("test") if images is data.test_images else data.files_of("train", "test")
 
 
 def moved_data(folder: str) -> DataError:

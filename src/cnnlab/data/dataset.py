@@ -60,11 +60,12 @@ class ImageDataset:
             keeps them (a folder's cache computes them as it decodes), else None: the check for images that are a
             run's training images reads them rather than hashing every image again. A copy with other images
             (``dataclasses.replace``) takes their rows too, or None.
-        file_names: ``file_names(split)`` ("train", "test" or "val"): the file each image of that split was decoded
-            from, in order, as a notice names it (the folder's name, then the path in it: ``pets/train/cat/1.jpg``),
-            where the loader knows them (a folder's cache keeps them in a file, read at each call, so that 100,000
-            names are not held for a whole run), else None. The notice of images that are a run's training images
-            names files by it rather than by index. A conversion keeps the images' order, and so their names.
+        file_names: ``file_names(*splits)`` (each "train", "test" or "val"): the file each image of those splits,
+            one split after another, was decoded from, in order, as a notice names it (the folder's name, then the
+            path in it: ``pets/train/cat/1.jpg``), where the loader knows them (a folder's cache keeps them in a
+            file, read once at each call, so that 100,000 names are not held for a whole run), else None. The
+            notice of images that are a run's training images names files by it rather than by index. A
+            conversion keeps the images' order, and so their names.
 
     Loads are cached per process, so instances may share storage: treat the tensors as read-only.
     """
@@ -89,7 +90,7 @@ class ImageDataset:
     test_digests: torch.Tensor | None = None
     val_digests: torch.Tensor | None = None
     training_bytes: str | None = None
-    file_names: Callable[[str], list[str]] | None = None
+    file_names: Callable[..., list[str]] | None = None
 
     def __post_init__(self):
         others = ("test",) + (("val",) if self.val_images is not None else ())
@@ -129,9 +130,10 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def files_of(self, split: str) -> Callable[[], list[str]] | None:
-        """:attr:`file_names` of ``split``, read when called; None where the loader knows none."""
-        return None if self.file_names is None else functools.partial(self.file_names, split)
+    def files_of(self, *splits: str) -> Callable[[], list[str]] | None:
+        """:attr:`file_names` of ``splits``, one after another, read when called (once for them all); None where the
+        loader knows none."""
+        return None if self.file_names is None else functools.partial(self.file_names, *splits)
 
     def __repr__(self) -> str:
         return (f"ImageDataset({self.name!r}, train={len(self.train_images)}, test={len(self.test_images)}, "

@@ -819,16 +819,17 @@ def _relative(root: Path, path: Path) -> str:
     return str(path).removeprefix(str(root) + os.sep)  # string slicing: os.path.relpath is slow over 100,000 files
 
 
-def _file_names(names_file: Path, folder: str, counts: tuple[int, int], split: str) -> list[str]:
-    """:attr:`ImageDataset.file_names` of an entry: ``split``'s files as ``names_file`` keeps them, after the
-    ``folder``'s name; none where the file has gone since (a cache cleared), and the images are named by index."""
+def _file_names(names_file: Path, folder: str, counts: tuple[int, int], *splits: str) -> list[str]:
+    """:attr:`ImageDataset.file_names` of an entry: the files of ``splits``, one after another, as ``names_file``
+    keeps them (read once for them all), after the ``folder``'s name; none where the file has gone since (a cache
+    cleared), and the images are named by index."""
     try:
         listed = names_file.read_bytes().decode("utf-8", "surrogateescape").split("\0")
     except OSError:
         return []
     n_train, n_test = counts
-    start, end = {"train": (0, n_train), "test": (n_train, n_train + n_test), "val": (n_train + n_test, None)}[split]
-    return [f"{folder}/{name}" for name in listed[start:end]]
+    where = {"train": (0, n_train), "test": (n_train, n_train + n_test), "val": (n_train + n_test, None)}
+    return [f"{folder}/{name}" for split in splits for name in listed[slice(*where[split])]]
 
 
 def _fit_word(fit: Fit) -> str:

@@ -49,14 +49,16 @@ def input_sides(value: Any) -> tuple[int, int] | None:
     return sides[0], sides[1]
 
 
-def hugging_face_carried(path: str | Path) -> Carried:
+def hugging_face_carried(path: str | Path, config: dict[str, Any] | None = None) -> Carried:
     """What a Hugging Face folder says beside ``path`` (its model.onnx or model.safetensors): the class names of
     config.json's ``id2label``; the input size (``crop_size`` where the processor crops, else ``size``: a height and
     width, or a ``shortest_edge``), the normalisation (``image_mean``, ``image_std``, on pixels rescaled by 1/255) and
     the framing (:func:`_framing`) of preprocessor_config.json. A part the files do not say, or say in a form not
-    understood here, is left out (the explorer's defaults, or the flags, say it instead)."""
+    understood here, is left out (the explorer's defaults, or the flags, say it instead). ``config``: config.json's
+    object where the load has read it already."""
     found: dict[str, Any] = {}
-    names = id2label_names(json_beside(path, "config.json").get("id2label"))
+    config = json_beside(path, "config.json") if config is None else config
+    names = id2label_names(config.get("id2label"))
     if names:
         found.update(classes=names, classes_from="config.json beside it (id2label)")
     processor = json_beside(path, "preprocessor_config.json")
@@ -78,15 +80,15 @@ def _normalisation(said: Said | None) -> dict[str, Any]:
     return {"mean": said.mean, "std": said.std, "mean_from": said.where} if said else {}
 
 
-def timm_carried(path: str | Path) -> Carried:
+def timm_carried(path: str | Path, config: dict[str, Any] | None = None) -> Carried:
     """What timm's ``config.json`` beside ``path`` (its model.safetensors, :func:`~cnnlab.models.timm_keys.timm_config`)
     says: the class names of its ``label_names`` (a list, or a dict by index); its ``pretrained_cfg``'s input size
     (``input_size``, channels, height, width), normalisation (``mean``, ``std``) and framing (:func:`_timm_framing`),
     or, where that is in a form not framed here, pictures padded as any model's, said so: not framed as torchvision's
     weights' transforms frame theirs (a crop), which the file does not say, and further from its ``border`` mode's
     picture (resized to fit and padded) than cnnlab's padding is. Nothing for a folder of another kind, or a part in
-    a form not understood here."""
-    config = timm_config(path)
+    a form not understood here. ``config``: config.json's object where the load has read it already."""
+    config = timm_config(path, config)
     if not config:
         return Carried()
     found: dict[str, Any] = {}

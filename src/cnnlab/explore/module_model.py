@@ -63,6 +63,7 @@ from cnnlab.explore.outputs import (
 )
 from cnnlab.explore.torch_models import TAIL, TorchModel, first_line, input_spec
 from cnnlab.export import INPUT_SIZE_KEY, STORED_SIDE_KEY
+from cnnlab.io import json_beside
 from cnnlab.models import create_model
 from cnnlab.models.imagenet import (
     BACKBONES,
@@ -75,7 +76,14 @@ from cnnlab.models.imagenet import (
     weights_framing,
 )
 from cnnlab.models.normalisation_beside import read_by_library
-from cnnlab.models.state_dict import SAVED, load_state_dict_into, loaded_note, read_weights, safetensors_metadata
+from cnnlab.models.state_dict import (
+    SAVED,
+    load_keyed,
+    load_state_dict_into,
+    loaded_note,
+    read_weights,
+    safetensors_metadata,
+)
 from cnnlab.models.summary import MacCounter
 from cnnlab.models.torchvision_zoo import build_pretrained, feeding, zoo_model
 from cnnlab.report.features import Row
@@ -499,13 +507,14 @@ class ModuleModel(TorchModel):
             expected = f"a state dict of torchvision's {builder} (its model.state_dict(), {SAVED})"
             state, unread = read_weights(given.weights, expected)
             state = network_state(name, state)
-            model, channels, classes = backbone_for(name, state)
+            config = json_beside(given.weights, "config.json")  # one read for the keys, the classes and the feeding
+            model, channels, classes, keyed, how = backbone_for(name, state, given.weights, config)
             # the way in names a dataset: without one a run trains on Fashion-MNIST's grey digits, which an RGB
             # body's stem refuses
-            how = load_state_dict_into(model, state, given.weights, f"torchvision's {builder}", expected, builder,
-                                       way_for_body="fine-tune a classifier on this body with a folder of a subfolder "
-                                       f"of photos per class: cnnlab train {name} --dataset folder:PHOTOS --init-from "
-                                       f"{shlex.quote(str(given.weights))}")
+            load_keyed(model, keyed, given.weights, how, f"torchvision's {builder}", expected,
+                       way_for_body="fine-tune a classifier on this body with a folder of a subfolder of photos per "
+                       f"class: cnnlab train {name} --dataset folder:PHOTOS --init-from "
+                       f"{shlex.quote(str(given.weights))}")
             note = f"torchvision's {builder} with the weights of {loaded_note(given.weights, how, unread)}"
         exported = _exported_of(given.weights, name) if given.weights is not None else None
         if exported is not None:  # a cnnlab export of this network: fed as its run was, its classes named
@@ -521,8 +530,8 @@ class ModuleModel(TorchModel):
             # a Transformers or timm folder names its classes (fine-tuned too) and says how the network is fed:
             # config.json's class names and preprocessor_config.json's size, normalisation and framing, or timm's
             # config.json's class names and its pretrained_cfg's
-            carried = read_by_library(given.weights, state, hugging_face_carried, timm_carried) \
-                if given.weights is not None else Carried()
+            carried = read_by_library(given.weights, state, lambda p: hugging_face_carried(p, config),
+                                      lambda p: timm_carried(p, config)) if given.weights is not None else Carried()
             if carried.classes is not None and len(carried.classes) == classes:
                 stored, stored_in = carried.classes, carried.classes_from
             if carried.size is not None:

@@ -41,6 +41,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import torch
@@ -48,10 +49,9 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, summary
 from cnnlab.io import atomic_write
-from cnnlab.models import timm_keys, transformers_keys
 from cnnlab.models.pretrained_quirks import Renormalise, without_aux_heads
 from cnnlab.models.registry import register_model
-from cnnlab.models.state_dict import load_state_dict_into, read_state_dict
+from cnnlab.models.state_dict import Head, load_state_dict_into, network_keys, read_state_dict
 from cnnlab.picture import ShorterSide
 from cnnlab.table import text_table
 
@@ -252,16 +252,36 @@ def network_state(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.
     return without_aux_heads(state, BACKBONES[name].builder)
 
 
-def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, int, int]:
-    """``name``'s architecture (without weights) shaped as a state dict of it from elsewhere has it: its first
-    convolution's input channels and its head's classes (a backbone fine-tuned on grey pictures, or on other
-    classes); a key under a prefix (``module.``) counts, and a Transformers or timm network's under torchvision's
-    name. Returns the model, its input channels and its classes.
+class Backbone(NamedTuple):
+    """What :func:`backbone_for` gives: the ``model`` shaped as the file has it, its input ``channels`` and its
+    ``classes``, and the file's ``state`` under the model's key names with ``how`` they were read, in words for the
+    page (:func:`~cnnlab.models.state_dict.network_keys`), to load into it."""
 
-    What else does not fit is left for :func:`cnnlab.models.state_dict.load_state_dict_into` to name; the state
-    dict to load is :func:`network_state`'s."""
+    model: nn.Module
+    channels: int
+    classes: int
+    state: dict[str, torch.Tensor]
+    how: str
+
+
+def backbone_for(name: str, state: dict[str, torch.Tensor], path: str | Path,
+                 config: dict[str, Any] | None = None) -> Backbone:
+    """``name``'s architecture (without weights) shaped as ``state``, a state dict of it from the file ``path``
+    (:func:`network_state`'s), has it: its first convolution's input channels and its head's classes (a backbone
+    fine-tuned on grey pictures, or on other classes). Its keys are read as the network's once, for the shapes and
+    the load alike (:func:`~cnnlab.models.state_dict.network_keys`, ``config`` the config.json beside ``path``
+    where the load has read it: a prefix such as ``module.`` dropped, a Transformers or timm network's under
+    torchvision's names); a key that still does not fit counts under a prefix.
+
+    What else does not fit is left for :func:`~cnnlab.models.state_dict.load_keyed` to name.
+
+    Raises:
+        CnnlabError: one line: the file is a Transformers or timm network other than this one
+            (:func:`~cnnlab.models.state_dict.network_keys`).
+    """
     model = _builder(name)(num_classes=1000, in_channels=3)
-    state = timm_keys.in_torchvision_names(transformers_keys.in_torchvision_names(state))
+    state, how = network_keys(state, set(model.state_dict()), path, BACKBONES[name].builder,
+                              Head.of(model), config)
     shapes = {}
     for kind, index in ((nn.Conv2d, 0), (nn.Linear, -1)):
         key = _modules_named(model, kind)[index] + ".weight"
@@ -270,7 +290,7 @@ def backbone_for(name: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, 
     classes = shapes[nn.Linear][0] if shapes[nn.Linear] is not None and len(shapes[nn.Linear]) == 2 else 1000
     adapt_first_conv(model, channels)
     replace_head(model, classes)
-    return model, channels, classes
+    return Backbone(model, channels, classes, state, how)
 
 
 def ensure_weights(weights, name: str) -> Path:

@@ -71,9 +71,10 @@ def read_by_library(path: str | Path, state: dict[str, torch.Tensor], transforme
     return (transformers if transformers_layout(state) is not None else timm)(path)
 
 
-def normalisation_beside(path: str | Path, state: dict[str, torch.Tensor]) -> Said | None:
+def normalisation_beside(path: str | Path, state: dict[str, torch.Tensor],
+                         config: dict[str, Any] | None = None) -> Said | None:
     """What the files beside ``path`` say its weights ``state`` (read from it, under their own names) are fed
     (:func:`read_by_library`): a Transformers network's as its preprocessor_config.json says, anything else as
-    timm's config.json says; None where they say nothing."""
+    timm's config.json says (``config``, where the load has read it already); None where they say nothing."""
     return read_by_library(path, state, lambda p: processor_normalisation(json_beside(p, "preprocessor_config.json")),
-                           lambda p: timm_normalisation(timm_config(p)))
+                           lambda p: timm_normalisation(timm_config(p, config)))

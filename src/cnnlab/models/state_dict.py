@@ -336,7 +336,8 @@ def without_prefix(state: dict[str, torch.Tensor], keys: set[str],
 
 
 def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Path, network: str | None = None,
-                 head: Head = Head()) -> tuple[dict[str, torch.Tensor], str]:
+                 head: Head = Head(),
+                 config: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, with its keys as the network's ``keys`` name them where they are another
     tool's for the same tensors: without a prefix the network lacks (:func:`without_prefix`), DenseNet's older names
     as today's (:func:`~cnnlab.models.pretrained_quirks.densenet_new_keys`), or, where they are a
@@ -350,6 +351,8 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
             beside ``path`` must then name timm's architecture of it.
         head: the network's output layer and head block, which ``state`` may lack and still fit under a prefix (a
             body saved without its classifier).
+        config: the ``config.json`` beside ``path`` (:func:`~cnnlab.io.json_beside`'s object) where the load has
+            read it already for another reader, so that one read serves them all; read here otherwise.
 
     Raises:
         CnnlabError: one line: the ``config.json`` beside a Transformers file makes it another network than
@@ -357,7 +360,8 @@ def network_keys(state: dict[str, torch.Tensor], keys: set[str], path: str | Pat
             MobileNetV3's for torchvision's, or another network of timm's than the family they look like (a ConvNeXt
             V2, an EfficientNet-Lite: :func:`~cnnlab.models.timm_keys.torchvision_keys`).
     """
-    config = json_beside(path, "config.json")  # timm's or Transformers', read once for both
+    if config is None:  # timm's or Transformers', read once for both
+        config = json_beside(path, "config.json")
     timm_keys.check_architecture(path, network, config)  # before any fit: timm's tf_efficientnet_b0 has b0's keys
     state, how = without_prefix(state, keys, head.block)
     missing = keys - set(state)
@@ -438,8 +442,21 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path:
             torchvision's names where a Transformers or timm file's were read so), or why a Transformers or timm
             file is another network.
     """
+    state, how = network_keys(state, set(model.state_dict()), path, network, Head.of(model))
+    load_keyed(model, state, path, how, what, expected, way_for_body=way_for_body)
+    return how
+
+
+def load_keyed(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, how: str, what: str,
+               expected: str, *, way_for_body: str = "") -> None:
+    """Put ``state``, read from ``path`` with its keys already read as ``model``'s (:func:`network_keys`, which did
+    ``how``), into ``model`` exactly: :func:`load_state_dict_into` for a caller that read the keys itself (to shape
+    the model by them, :func:`~cnnlab.models.imagenet.backbone_for`), so that they are renamed once.
+
+    Raises:
+        CnnlabError: as :func:`load_state_dict_into`'s, for what does not fit.
+    """
     keys, head = list(model.state_dict()), Head.of(model)
-    state, how = network_keys(state, set(keys), path, network, head)
     read = f" ({how})" if how else ""
     missing = headless(keys, head, state)
     if missing:
@@ -453,4 +470,3 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path:
     except RuntimeError as e:  # missing or unexpected keys, or shapes of another architecture
         detail = summary(" ".join(str(e).split()).split(": ", 1)[-1], 200)  # past "Error(s) in loading ...:"
         raise CnnlabError(f"{path}{read} does not fit {what}: {detail}; expected {expected}") from None
-    return how

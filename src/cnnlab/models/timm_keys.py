@@ -311,18 +311,11 @@ def _body(state: dict[str, torch.Tensor], head: str) -> dict[str, torch.Tensor]:
     return {key[len(head):]: value for key, value in state.items() if key.startswith(head)}
 
 
-def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` under torchvision's key names where it is of a timm family of :data:`LAYOUTS` (ConvNeXt,
-    EfficientNet, MobileNetV2, RegNet, VGG), a wrapper's names before them kept and a key of no place there kept as
-    it is (a strict load names it); else as it is."""
-    layout, head = _layout(state)
-    return state if layout is None else renamed(state, layout.names(_body(state, head)), head)
-
-
-def timm_config(path: str | Path) -> dict[str, Any]:
+def timm_config(path: str | Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` beside ``path`` where it is timm's (an ``architecture`` and a ``pretrained_cfg``, as
-    timm's ``push_to_hub`` writes it); {} otherwise."""
-    return _timms(json_beside(path, "config.json"))
+    timm's ``push_to_hub`` writes it); {} otherwise. ``config``: that file's object where the load has read it
+    already (:func:`~cnnlab.io.json_beside`), so that one read serves each reader of it."""
+    return _timms(json_beside(path, "config.json") if config is None else config)
 
 
 def _timms(config: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, ForeignCheckpointError
 from cnnlab.inference import stored_normalize
+from cnnlab.io import json_beside
 from cnnlab.models.imagenet import per_channel
 from cnnlab.models.normalisation_beside import Said, normalisation_beside
 from cnnlab.models.state_dict import Head, network_keys, output_layer, state_dict_in
@@ -91,8 +92,9 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
             raise
         expected = "a cnnlab checkpoint, or a state dict of this model's network"
         held = state_dict_in(e.held, path, expected)
-        said = normalisation_beside(path, held)
-        state, how = network_keys(held, set(own), path, network, head)
+        config = json_beside(path, "config.json")  # timm's or Transformers': one read for both readers
+        said = normalisation_beside(path, held, config)
+        state, how = network_keys(held, set(own), path, network, head, config)
         ckpt, foreign = {"model": state}, True
         read = f", {how}" if how else ""
     source = ckpt.get("ema") or ckpt.get("model")
