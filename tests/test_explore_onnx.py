@@ -1067,9 +1067,12 @@ def test_a_graph_onnxruntime_optimized_shows_the_networks_own_maps_and_first_ker
     level on an x86 CPU, com.microsoft.nchwc's convolutions work in a blocked layout: their outputs were shown as
     N x C x H x W maps (a scramble, of channels padded to the block) and their reordered weights as the kernels."""
     torch.manual_seed(13)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1),
-                        nn.Sigmoid(), nn.Conv2d(8, 8, 1), nn.SiLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    # 4 channels, fewer than a block on every x86 CPU (8 with AVX2, 16 with AVX-512): each convolution then reads the
+    # network's own layout and the value before it is turned back, the same graph on either. With 8 channels an
+    # AVX2 host chained every convolution in blocks and left no map to show but the pooled one
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
+                        nn.Sigmoid(), nn.Conv2d(4, 4, 1), nn.SiLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.zeros(1, 3, 24, 24),), str(tmp_path / "f.onnx"), dynamo=False,
