@@ -81,13 +81,15 @@ def _head_groups(model: nn.Module, optimizer: torch.optim.Optimizer) -> set[str]
 def test_freeze_trains_the_whole_fresh_head_block_of_a_vgg_body(vgg_body, capsys):
     """`train imagenet-vgg11 --init-from body.pth --freeze`: classifier.0, .3 and .6 all learn and every tensor of
     the body stays the file's, and the run says what is trained as the head. classifier.0 and .3 stayed frozen at
-    their random values: only classifier.6 was the head."""
+    their random values: only classifier.6 was the head. config.json records them, for the report."""
     body = torch.load(vgg_body, weights_only=True)
     parts = build_run(_config(vgg_body, freeze=True, epochs=1, limit_train_batches=2, lr=0.05), dataset=_dataset())
     assert "note: trained as the head: classifier.0, classifier.3, classifier.6" in capsys.readouterr().out
     assert _layers(_trained(parts.model)) == set(VGG_HEAD)
     fresh = {k: v.detach().clone() for k, v in parts.model.state_dict().items() if k.startswith("classifier.")}
-    Trainer(parts, quiet=True).fit()
+    trainer = Trainer(parts, quiet=True)
+    assert trainer.config_record()["head"] == list(VGG_HEAD)  # config.json: the report names them
+    trainer.fit()
     state = parts.model.state_dict()
     assert all(not torch.equal(state[k], v) for k, v in fresh.items()), "a layer of the fresh head did not learn"
     weights = {name for name, _ in parts.model.named_parameters()}
