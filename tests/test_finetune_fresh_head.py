@@ -84,8 +84,8 @@ def test_freeze_trains_the_whole_fresh_head_block_of_a_vgg_body(vgg_body, capsys
     their random values: only classifier.6 was the head. config.json records them, for the report."""
     body = torch.load(vgg_body, weights_only=True)
     parts = build_run(_config(vgg_body, freeze=True, epochs=1, limit_train_batches=2, lr=0.05), dataset=_dataset())
-    assert "note: trained as the head: classifier.0, classifier.3, classifier.6" in capsys.readouterr().out
     assert _layers(_trained(parts.model)) == set(VGG_HEAD)
+    assert "note: trained as the head: classifier.0, classifier.3, classifier.6" in capsys.readouterr().out
     fresh = {k: v.detach().clone() for k, v in parts.model.state_dict().items() if k.startswith("classifier.")}
     trainer = Trainer(parts, quiet=True)
     assert trainer.config_record()["head"] == list(VGG_HEAD)  # config.json: the report names them
