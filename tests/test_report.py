@@ -627,3 +627,19 @@ def test_the_report_says_how_the_run_began_and_what_it_was_fed(config, said):
     run = SimpleNamespace(result={}, metrics=[], config={"config": {"lr": 0.002, **config}})
     facts = dict(_facts(run, "imagenet-resnet18", 1000, None, 128))
     assert {k: facts[k] for k in said} == said
+
+
+@pytest.mark.parametrize("flags, said", [({"freeze": True}, "only the head block ({}) trained"),
+                                         ({"freeze_epochs": 1}, "only the head block ({}) for 1 epoch, then every "
+                                                                "layer")])
+def test_the_report_names_the_fresh_head_block_a_run_trained_as_its_head(flags, said):
+    # a run from a VGG body saved without its classifier trains its whole fresh block as the head, which config.json
+    # records (test_finetune_fresh_head.py); the page said "only the last layer"
+    from types import SimpleNamespace
+
+    from cnnlab.report.html import _facts
+
+    head = ["classifier.0", "classifier.3", "classifier.6"]
+    run = SimpleNamespace(result={}, metrics=[], config={"config": {"init_from": "body.pth", **flags}, "head": head})
+    assert dict(_facts(run, "imagenet-vgg11", 1000, None, 224))["weights"] == \
+        f"from body.pth; {said.format(', '.join(head))}"

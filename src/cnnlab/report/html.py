@@ -176,7 +176,7 @@ def _facts(run: RunFiles, name: str, params: int, macs: int | None, input_size: 
         ("seed", res.get("seed", cfg.get("seed"))),
         # how the run began and what it was fed: a fine-tune from ImageNet weights, augmented and balanced, read as
         # a run from scratch without them
-        ("weights", _start(cfg)), ("augmentation", _augmentation(cfg)),
+        ("weights", _start(cfg, run.config.get("head") or [])), ("augmentation", _augmentation(cfg)),
         ("class balance", cfg.get("balance") or "none"),
     ]
     return [(k, str(_fmt(v))) for k, v in items]
@@ -185,20 +185,22 @@ def _facts(run: RunFiles, name: str, params: int, macs: int | None, input_size: 
 MOMENTUM_OPTIMIZERS = ("sgd", "nesterov", "rmsprop")  # the others' momentum setting is unused
 
 
-def _start(cfg: dict[str, Any]) -> str:
-    """Where the run's weights began (``--pretrained``, ``--init-from`` or an initialisation) and what was frozen."""
+def _start(cfg: dict[str, Any], head: list[str]) -> str:
+    """Where the run's weights began (``--pretrained``, ``--init-from`` or an initialisation) and what was frozen:
+    the last layer, or the ``head`` layers where the run trained more as its head (a head block started fresh)."""
     if cfg.get("pretrained"):
         start = "ImageNet (torchvision's) with a new head"
     elif cfg.get("init_from"):
         start = f"from {cfg['init_from']}"
     else:
         return f"random ({cfg.get('init') or 'xavier'} init)"
+    trained = f"the head block ({', '.join(head)})" if head else "the last layer"
     if cfg.get("freeze"):
-        return f"{start}; only the last layer trained"
+        return f"{start}; only {trained} trained"
     frozen = cfg.get("freeze_epochs") or 0
     if not frozen:
         return start
-    return f"{start}; only the last layer for {frozen} epoch{'s' * (frozen != 1)}, then every layer"
+    return f"{start}; only {trained} for {frozen} epoch{'s' * (frozen != 1)}, then every layer"
 
 
 def _augmentation(cfg: dict[str, Any]) -> str:

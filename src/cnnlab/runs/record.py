@@ -159,7 +159,8 @@ class Run:
 
     Attributes:
         path: the run folder.
-        record: config.json as a whole (config, dataset, input_size, normalize, params, world_size, environment).
+        record: config.json as a whole (config, dataset, input_size, normalize, head: the layers trained as the
+            head where more than the last layer, params, world_size, environment).
         config: its ``"config"`` object: the TrainConfig fields the run was started with.
         metrics: the rows of metrics.csv, one per finished epoch, as numbers (NaN where a cell is empty); a last
             line still being written is left out.

@@ -77,6 +77,9 @@ class RunParts:
         autocast: ``torch.autocast`` arguments; ``tta``: flip-TTA at evaluation.
         epoch_metrics: the current epoch's running sums; ``state``: counters and history.
         class_weights: with ``--balance loss``, the training loss's per-class weights (on the device), else None.
+        head: the layers trained as the head where that is more than the classifier's last layer (a head block
+            ``--init-from`` started fresh: :func:`~cnnlab.train.finetune.head_parameters`), else (); every
+            checkpoint records it, and a resume trains them so again.
     """
 
     config: TrainConfig
@@ -103,6 +106,7 @@ class RunParts:
     epoch_metrics: EpochMetrics
     state: TrainState = field(default_factory=TrainState)
     class_weights: torch.Tensor | None = None
+    head: tuple[str, ...] = ()
 
     def record(self) -> dict[str, Any]:
         """What every checkpoint says of the run besides its weights (what inference needs to rebuild it)."""
@@ -116,7 +120,7 @@ class RunParts:
         if d.training_bytes is not None:  # and what they held: resume refuses other pictures of the same names
             dataset["training_bytes"] = d.training_bytes
         return {"model_name": cfg.model, "num_classes": d.num_classes, "in_channels": d.channels, "dataset": dataset,
-                "input_size": self.input_size, "normalize": self.normalize, "ops": cfg.ops,
+                "input_size": self.input_size, "normalize": self.normalize, "ops": cfg.ops, "head": list(self.head),
                 "config": asdict(cfg)}
 
     def enter_epoch(self, epoch: int) -> None:
@@ -130,7 +134,7 @@ class RunParts:
         if frozen == (not all(p.requires_grad for p in self.model.parameters())):
             return
         if frozen:
-            freeze_body(self.model)
+            freeze_body(self.model, self.head)
         else:
             unfreeze(self.model)
         if self.dist.enabled:  # DDP registers the parameters that require gradients when it wraps the model
@@ -209,17 +213,19 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
     if not config.resize or dataset.channels != (config.channels or 1):  # not checked above for these channels
         _check_dataset_size(config, dataset, input_size)
     note = dist.is_main and not quiet
-    initialised = None
+    initialised, head = None, _recorded_head(resume_state, str(source))
     if model is None:
         start = int(resume_state.get("epoch", 0)) if resume_state is not None else 0
-        model, initialised = _build_model(config, dataset, fine_tune=resume_state is None, note=note,
-                                          frozen=body_frozen(config.freeze, config.freeze_epochs, start))
+        model, initialised = _build_model(config, dataset, fine_tune=resume_state is None, note=note)
+        head = initialised.head if initialised is not None else head
+        if body_frozen(config.freeze, config.freeze_epochs, start):  # --freeze, or the first --freeze-epochs
+            freeze_body(model, head)
     normalize = _normalize(config, dataset, resume_state, initialised, note)
     preprocess = Preprocess(input_size, *(normalize or (None, None))).to(device)
     loaders = _loaders(config, dataset, preprocess, device, dist, split)
     memory_format, step_model, ema = _place(model, config, device, dist)
     steps_per_epoch = math.ceil(len(loaders["train_loader"]) / config.accumulate)  # optimizer steps
-    optimizer = build_optimizer(model, config)
+    optimizer = build_optimizer(model, config, head)
     parts = RunParts(
         config=config, dataset=dataset, device=device, dist=dist, input_size=input_size, normalize=normalize,
         preprocess=preprocess, model=model, step_model=step_model, ema=ema, memory_format=memory_format, **loaders,
@@ -227,10 +233,21 @@ def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model
         steps_per_epoch=steps_per_epoch, autocast=dict(device_type=device.type, dtype=torch.bfloat16,
                                                        enabled=config.amp),
         tta=config.tta and dataset.flip,  # flip-TTA only where a mirror keeps the class (never digits)
-        epoch_metrics=EpochMetrics(device))
+        epoch_metrics=EpochMetrics(device), head=head)
     if resume_state is not None:
         _restore(parts, resume_state, str(source), quiet)
     return parts
+
+
+def _recorded_head(resume_state: dict[str, Any] | None, source: str) -> tuple[str, ...]:
+    """The layers a resumed run trains as its head, as its checkpoint records them (:meth:`RunParts.record`): resume
+    does not read ``--init-from`` again. () for a new run, and for a run recorded before the checkpoint said (its
+    classifier's last layer, as it trained then)."""
+    head = (resume_state or {}).get("head") or []
+    if not isinstance(head, list) or not all(isinstance(name, str) for name in head):
+        raise CheckpointError(f"{source} records the layers trained as the head as {head!r}, expected a list of "
+                              "layer names")
+    return tuple(head)
 
 
 def _decoded(resume_state: dict[str, Any] | None) -> tuple[int, int] | None:
@@ -342,12 +359,11 @@ def _describe(normalize: list[list[float]]) -> str:
     return f"mean {mean}, std {std}"
 
 
-def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool, note: bool,
-                 frozen: bool) -> tuple[nn.Module, Initialised | None]:
+def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool,
+                 note: bool) -> tuple[nn.Module, Initialised | None]:
     """``config.model`` for the dataset's channels and classes, initialised; with ``--pretrained`` its ImageNet
     weights or with ``--init-from`` another run's (neither on a resume: last.pt holds the fine-tuned weights
-    already), and the body frozen when ``frozen`` (``--freeze``, or the first ``--freeze-epochs``). Also what
-    ``--init-from`` did, when it did."""
+    already). Also what ``--init-from`` did, when it did."""
     pretrained = config.pretrained and fine_tune
     model = create_model(config.model, num_classes=dataset.num_classes, in_channels=dataset.channels, ops=config.ops,
                          pretrained=pretrained)
@@ -360,8 +376,9 @@ def _build_model(config: TrainConfig, dataset: ImageDataset, *, fine_tune: bool,
                                 backbone.builder if backbone else None)
         if note:
             print(initialised.line, flush=True)
-    if frozen:
-        freeze_body(model)
+        if note and initialised.head and (config.freeze or config.freeze_epochs):
+            print(f"note: trained as the head: {', '.join(initialised.head)} (the head block, new as the file has "
+                  f"none of it), not only the last layer", flush=True)
     return model, initialised
 
 

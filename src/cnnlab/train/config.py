@@ -165,11 +165,12 @@ class TrainConfig:
                                      "when the classes differ: fine-tuning, d2l 14.2), or of a state dict of the "
                                      "model's network saved elsewhere (torch.save(model.state_dict(), FILE), or "
                                      "a .safetensors file)")
-    freeze: bool = _f(False, "with --init-from or --pretrained: train only the classifier's last layer")
+    freeze: bool = _f(False, "with --init-from or --pretrained: train only the classifier's last layer (its "
+                             "whole head block where --init-from starts that fresh)")
     pretrained: bool = _f(False, "start from the model's ImageNet weights (see `cnnlab models --pretrained`; read "
                                  "from $TORCH_HOME/hub/checkpoints), with a new head and their own normalisation")
-    freeze_epochs: int = _f(0, "train only the classifier's last layer for the first N epochs, then all layers "
-                               "(the body at 1/10 of the lr); the finetune recipe's default is 1")
+    freeze_epochs: int = _f(0, "train only the classifier's last layer (as --freeze says) for the first N epochs, "
+                               "then all layers (the body at 1/10 of the lr); the finetune recipe's default is 1")
     init: str = _f("xavier", "xavier (the book's init_cnn) | default (torch's)")
     ops: str = _f("torch", "torch | scratch: build the model on cnnlab's own ops")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes under torchrun")

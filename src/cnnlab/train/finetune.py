@@ -3,7 +3,8 @@
 The source is a checkpoint of the user's own (``--init-from``, of any dataset: every tensor whose name and shape fit
 is copied, the rest keeps its fresh initialisation) or an ImageNet backbone's official weights (``--pretrained``,
 :mod:`cnnlab.models.imagenet`). Then either the body stays frozen for the whole run (``--freeze``: only the
-classifier's last layer trains) or for its first ``--freeze-epochs`` (the finetune recipe, after fastai's
+classifier's last layer trains, with the rest of its head block where that started fresh: :func:`head_parameters`)
+or for its first ``--freeze-epochs`` (the finetune recipe, after fastai's
 ``fine_tune``): the Trainer unfreezes it at that epoch boundary (:meth:`cnnlab.train.build.RunParts.enter_epoch`),
 and from then on the body learns at a lower rate (:func:`cnnlab.train.schedule.build_optimizer`).
 
@@ -42,11 +43,14 @@ class Initialised:
     channel (None: it fed [0, 1] pixels, or says nothing), the input its weights were trained on; ``said_by``: where
     a state dict from elsewhere says so (timm's config.json or a preprocessor_config.json beside it,
     :mod:`cnnlab.models.normalisation_beside`), "" for a cnnlab run, which records it, None for a state dict that
-    says nothing (:attr:`recorded`)."""
+    says nothing (:attr:`recorded`); ``head``: the layers trained as the head where that is more than the
+    classifier's last layer (its whole head block, which started fresh because the file has none of it:
+    :func:`head_parameters`), else ()."""
 
     line: str
     normalize: list[list[float]] | None
     said_by: str | None = ""
+    head: tuple[str, ...] = ()
 
     @property
     def recorded(self) -> bool:
@@ -124,20 +128,26 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
                           f"only the number of classes may change){hint}")
     model.load_state_dict(fitting, strict=False)
     kept = f"{len(fitting)} of {len(own)} tensors from {path}"
+    # a head block the file has none of is as new as its output layer: all of it trains as the head (under --freeze,
+    # the first --freeze-epochs, and at the head's lr), not as random body; layers merely reshaped for other classes
+    # or channels are not new in this sense
+    started = () if head.block & source.keys() else \
+        tuple(dict.fromkeys(name.rsplit(".", 1)[0] for name, _ in model.named_parameters() if name in head.block))
+    started = started if len(started) > 1 else ()
     if foreign:
         normalize = _fed_as_said(said, channels)
         said_by = said.where if normalize else None
         told = f"no classes recorded, its normalisation read from the {said_by}" if said_by else \
             "no classes or normalisation recorded"
         return Initialised(f"initialised {kept} (a state dict{read}: {told})"
-                           + (f"; new: {', '.join(fresh)}" if fresh else ""), normalize, said_by)
+                           + (f"; new: {', '.join(fresh)}" if fresh else ""), normalize, said_by, started)
     try:
         mean, std = stored_normalize(ckpt)
     except (TypeError, ValueError):
         raise CnnlabError(f"--init-from {path}: its normalisation entry is malformed, expected [mean, std] per "
                           f"channel, got {ckpt.get('normalize')!r}") from None
     return Initialised(f"initialised {kept}" + (f"; new: {', '.join(fresh)}" if fresh else ""),
-                       None if mean is None else [list(mean), list(std)])
+                       None if mean is None else [list(mean), list(std)], head=started)
 
 
 def _fed_as_said(said: Said | None, channels: int | None) -> list[list[float]] | None:
@@ -160,12 +170,30 @@ def last_layer(model: nn.Module) -> nn.Module:
     return model.get_submodule(name)
 
 
-def freeze_body(model: nn.Module) -> int:
-    """Train only the classifier's last layer (``--freeze``); returns the number of parameters left trainable.
+def head_parameters(model: nn.Module, head: Sequence[str] = ()) -> list[nn.Parameter]:
+    """The parameters trained as the head, the one rule for ``--freeze``, ``--freeze-epochs`` and the head's lr: the
+    classifier's last layer's, or those of the layers ``head`` names (:attr:`Initialised.head`: a head block that
+    started fresh, which the run records and its resume reads: :meth:`cnnlab.train.build.RunParts.record`).
+
+    Raises:
+        CnnlabError: ``head`` names a layer the model lacks (a checkpoint of another model).
+    """
+    if not head:
+        return list(last_layer(model).parameters())
+    try:
+        return [p for name in head for p in model.get_submodule(name).parameters()]
+    except AttributeError:
+        raise CnnlabError(f"the layers recorded as the head, {', '.join(head)}, are not all layers of this model: "
+                          "expected layers of its head block") from None
+
+
+def freeze_body(model: nn.Module, head: Sequence[str] = ()) -> int:
+    """Train only the head (:func:`head_parameters`: the classifier's last layer, or the layers ``head`` names) under
+    ``--freeze`` and for the first ``--freeze-epochs``; returns the number of parameters left trainable.
 
     Batch-norm statistics of the frozen body still follow the new data in training mode, as in d2l 14.2.
     """
-    keep = {id(p) for p in last_layer(model).parameters()}
+    keep = {id(p) for p in head_parameters(model, head)}
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from cnnlab.train.config import TrainConfig, parse_milestones
-from cnnlab.train.finetune import last_layer
+from cnnlab.train.finetune import head_parameters
 
 # With --freeze-epochs the body learns at this fraction of the head's learning rate once it is unfrozen: d2l 14.2
 # trains the new output layer at 10x the pretrained layers' rate (fastai spreads slice(lr/100, lr) over its groups).
@@ -17,7 +18,7 @@ BODY_LR_FACTOR = 0.1
 UNFROZEN_PEAK = 0.5
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, head: Sequence[str] = ()) -> torch.optim.Optimizer:
     """SGD (the book's), Nesterov SGD, AdamW, Adam or RMSprop at ``cfg.lr``.
 
     Weight decay applies to weights of rank >= 2 only: decaying biases and batch-norm scales only hurts
@@ -26,15 +27,16 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     ``cfg.momentum`` is SGD's momentum and RMSprop's (d2l 12.8 describes RMSprop without it); Adam keeps its
     default betas (0.9, 0.999).
 
-    With ``cfg.freeze_epochs`` (fine-tuning) the classifier's last layer and the body are separate parameter groups,
-    head first (so ``param_groups[0]["lr"]`` is the peak lr the run reports): the body's lr is
-    ``BODY_LR_FACTOR`` x ``cfg.lr``. Frozen parameters get no gradient, and optimizers skip those, so the body's
-    groups change nothing (not even momentum or weight decay) until the Trainer unfreezes it.
+    With ``cfg.freeze_epochs`` (fine-tuning) the head (:func:`~cnnlab.train.finetune.head_parameters`: the
+    classifier's last layer, or the layers ``head`` names) and the body are separate parameter groups, head first
+    (so ``param_groups[0]["lr"]`` is the peak lr the run reports): the body's lr is ``BODY_LR_FACTOR`` x ``cfg.lr``.
+    Frozen parameters get no gradient, and optimizers skip those, so the body's groups change nothing
+    (not even momentum or weight decay) until the Trainer unfreezes it.
     """
-    head = {id(p) for p in last_layer(model).parameters()} if cfg.freeze_epochs else set()
+    trained = {id(p) for p in head_parameters(model, head)} if cfg.freeze_epochs else set()
     groups = []
-    for part, lr in (("head", cfg.lr), ("body", cfg.lr * BODY_LR_FACTOR)) if head else (("all", cfg.lr),):
-        params = [p for p in model.parameters() if part == "all" or (id(p) in head) == (part == "head")]
+    for part, lr in (("head", cfg.lr), ("body", cfg.lr * BODY_LR_FACTOR)) if trained else (("all", cfg.lr),):
+        params = [p for p in model.parameters() if part == "all" or (id(p) in trained) == (part == "head")]
         decay, rest = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
         groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
                    {"params": rest, "weight_decay": 0.0, "lr": lr}]

@@ -606,8 +606,8 @@ class Trainer:
         """config.json: the config, the dataset, what was derived from both, and the environment."""
         record = self.parts.record()
         return {"config": record["config"], "dataset": record["dataset"], "input_size": self.parts.input_size,
-                "normalize": self.parts.normalize, "params": self.params, "world_size": self.dist.world_size,
-                "environment": environment(self.device)}
+                "normalize": self.parts.normalize, "head": record["head"], "params": self.params,
+                "world_size": self.dist.world_size, "environment": environment(self.device)}
 
     @property
     def params(self) -> int:
