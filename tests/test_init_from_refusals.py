@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cli_support import run_with_output
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.train.finetune import init_from
@@ -30,3 +31,15 @@ def test_a_torchscript_init_from_file_names_both_kinds_it_takes(tmp_path):
     torch.jit.save(scripted, tmp_path / "scripted.pt")
     with pytest.raises(CnnlabError, match=WANTED):
         init_from(create_model("lenet", num_classes=10, in_channels=1), tmp_path / "scripted.pt")
+
+
+def test_an_init_from_file_of_another_kind_is_refused_before_the_data_is_read(tmp_path, capsys):
+    # A folder of photos takes minutes to decode the first time; a weights file that is no torch.save file (a text
+    # file, an HTML page saved in place of a download) was refused only after that wait. The data folder here does
+    # not exist: a line about it would mean the data was read first.
+    (tmp_path / "weights.pth").write_text("<html>404 Not Found</html>\n")
+    code, _, err = run_with_output(["train", "lenet", "--data-dir", str(tmp_path / "no-data-here"), "--out",
+                                    str(tmp_path / "run"), "--init-from", str(tmp_path / "weights.pth")], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "weights.pth is not a PyTorch checkpoint" in err[0] and "no-data-here" not in err[0]
+    assert not (tmp_path / "run").exists()

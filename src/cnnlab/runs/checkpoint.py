@@ -74,11 +74,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise CheckpointError(f"checkpoint {path} is a folder{hint} (expected a .pt file written by cnnlab train)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file written by cnnlab train)")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    refuse_another_kind(path, expected)
     if is_safetensors(path):  # weights from elsewhere (timm's, the Hub's): tensors only, so reading them is safe
         try:
             state = read_safetensors(path, expected)
@@ -86,21 +82,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
             raise CheckpointError(str(e)) from None
         raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {held(state)} (safetensors); "
                                      f"expected {expected}", state)
-    kind = zip_kind(path)  # zip archives too, whose failure torch would call corrupt
-    if kind in KERAS:
-        raise CheckpointError(f"{refusal(path, kind, 'a cnnlab checkpoint')}; expected {expected}")
-    # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
-    # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
-    # call an unsupported operand.
-    if head and head != b"PK" and head[:1] != b"\x80":
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
-                              f"torch.save writes); expected {expected}")
-    if kind == "pt2":
-        raise CheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint: cnnlab explore opens it; "
-                              f"expected {expected}")
-    if kind == "torchscript":  # its forward is code from the file, which cnnlab does not run (and torch deprecates)
-        raise ForeignCheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint, and its code is not run "
-                                     f"from a file; expected {expected}")
     try:
         state = load_weights_only(path, map_location)
     except pickle.UnpicklingError as e:
@@ -120,6 +101,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}, expected one of "
                               f"{', '.join(map(str, READABLE))}")
     return upgrade(state)
+
+
+def refuse_another_kind(path: Path, expected: str = WRITTEN) -> None:
+    """Refuse the existing file ``path`` in one line where its first bytes show it is no file torch.save writes (nor
+    a safetensors file, whose tensors are read later): cheap, so that ``--init-from`` says so before the data is read.
+
+    Raises:
+        CheckpointError: another kind of file (a Keras model, a torch.export program, text), ending with
+            ``expected``; a :class:`ForeignCheckpointError` of nothing read for a TorchScript archive.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if is_safetensors(path):
+        return
+    kind = zip_kind(path)  # zip archives too, whose failure torch would call corrupt
+    if kind in KERAS:
+        raise CheckpointError(f"{refusal(path, kind, 'a cnnlab checkpoint')}; expected {expected}")
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
+    # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
+    # call an unsupported operand.
+    if head and head != b"PK" and head[:1] != b"\x80":
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
+                              f"torch.save writes); expected {expected}")
+    if kind == "pt2":
+        raise CheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint: cnnlab explore opens it; "
+                              f"expected {expected}")
+    if kind == "torchscript":  # its forward is code from the file, which cnnlab does not run (and torch deprecates)
+        raise ForeignCheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint, and its code is not run "
+                                     f"from a file; expected {expected}")
 
 
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:
