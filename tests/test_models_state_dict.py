@@ -200,7 +200,8 @@ def test_a_keras_file_is_refused_saying_to_export_it_to_onnx(mynet, tmp_path):
                                               rf"opens: {way}; expected .onnx"):
             open_model(path)
         with pytest.raises(CnnlabError, match=rf"^{re.escape(str(path))} is {what} .*, not a cnnlab checkpoint: "
-                                              rf"{way}; expected a .pt file"):
+                                              rf"{way}; expected a cnnlab checkpoint \(a run.s best.pt\) or a "
+                                              r"state dict"):
             init_from(_net(), path)
 
 

@@ -447,8 +447,8 @@ def test_an_export_says_how_a_picture_file_becomes_its_input_so_a_deployment_get
     meta = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
     assert meta["cnnlab.picture"] == (
         "Image.open(file), its EXIF orientation not applied (as torchvision's pil_loader reads a file); 16-bit grey "
-        "scaled to 8 bits; .convert('RGB') (alpha dropped); ImageOps.fit(image, (16, 16), Image.BILINEAR): resized to "
-        "cover 16 x 16, the centre cropped")
+        "(mode I;16) to 8 bits as round(v / 257); .convert('RGB') (alpha dropped); ImageOps.fit(image, (16, 16), "
+        "Image.BILINEAR): resized to cover 16 x 16, the centre cropped")
     assert meta["cnnlab.input"] == "float32 N x 3 x 16 x 16 in [0, 1] (uint8 image / 255)"
 
     def pixels(path, upright=False):  # what the metadata says, in Pillow alone
@@ -472,9 +472,9 @@ def test_an_export_says_how_a_picture_file_becomes_its_input_so_a_deployment_get
     padded = {p.key: p.value for p in onnx.load(str(export_checkpoint(fashion, tmp_path / "f.onnx"))).metadata_props}
     assert padded["cnnlab.picture"] == (
         "Image.open(file) (a JPEG above 4.2 megapixels decoded at 1/2, 1/4 or 1/8 scale, Image.draft, keeping at "
-        "least 2 times the fitted size); ImageOps.exif_transpose; alpha laid on black; 16-bit grey scaled to 8 bits; "
-        ".convert('L'); resized (Image.LANCZOS) to fit inside 28 x 28, its aspect ratio kept, and centred on a "
-        "canvas of the median colour of its four corners")
+        "least 2 times the fitted size); ImageOps.exif_transpose; alpha laid on black; 16-bit grey (mode I;16) to 8 "
+        "bits as round(v / 257); .convert('L'); resized (Image.LANCZOS) to fit inside 28 x 28, its aspect ratio kept, "
+        "and centred on a canvas of the median colour of its four corners")
 
 
 def test_colour_images_for_rgb_models(tmp_path):

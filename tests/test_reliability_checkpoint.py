@@ -266,7 +266,8 @@ def test_a_safetensors_file_says_what_it_holds_and_a_damaged_one_is_one_line(tmp
     whole = (tmp_path / "model.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(whole[:-8])
     with pytest.raises(CheckpointError, match=r"cut.safetensors is not a readable safetensors file \(truncated or "
-                                              r"damaged: .*\); expected a .pt file written by cnnlab train$"):
+                                              r"damaged: .*\); expected a .pt file written by cnnlab train, "
+                                              r"e.g. RUN_DIR/best.pt$"):
         load_checkpoint(tmp_path / "cut.safetensors")
     for argv in (["eval", str(tmp_path / "cut.safetensors")], ["predict", str(tmp_path / "model.safetensors"), "x"]):
         code, err = _cli_in_process(argv, capsys)

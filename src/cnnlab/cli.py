@@ -423,7 +423,10 @@ def _config_names() -> tuple[str, ...]:
 def _cmd_compare(args) -> int:
     from cnnlab.compare import compare
 
-    print(compare(args.runs, fmt=args.format, plot=None if args.no_plot else args.plot, force=args.force))
+    plot = None if args.no_plot else args.plot
+    print(compare(args.runs, fmt=args.format, plot=plot, force=args.force))
+    if plot is not None:  # on stderr: stdout is the table, perhaps piped as CSV or JSON
+        print(f"cnnlab compare: wrote {plot}", file=sys.stderr)
     return 0
 
 

@@ -389,13 +389,15 @@ def decoding(crop: bool, channels: int, side: int) -> str:
     as photo apps show it, feeds a folder model another image than the one it trained on and cnnlab predicts on.
     """
     mode = "RGB" if channels == 3 else "L"
+    # the scale said: Pillow's own .convert clips 16-bit values to 255, which is another image (:func:`_to_8bit`)
+    deep = "16-bit grey (mode I;16) to 8 bits as round(v / 257)"
     if crop:  # centre_crop's steps
         return (f"Image.open(file), its EXIF orientation not applied (as torchvision's pil_loader reads a file); "
-                f"16-bit grey scaled to 8 bits; .convert('{mode}') (alpha dropped); ImageOps.fit(image, ({side}, "
+                f"{deep}; .convert('{mode}') (alpha dropped); ImageOps.fit(image, ({side}, "
                 f"{side}), Image.BILINEAR): resized to cover {side} x {side}, the centre cropped")
     return (f"Image.open(file) (a JPEG above {REDUCED_DECODE_PIXELS / 1e6:.1f} megapixels decoded at 1/2, 1/4 or 1/8 "
             f"scale, Image.draft, keeping at least {REDUCED_DECODE_MARGIN} times the fitted size); "
-            f"ImageOps.exif_transpose; alpha laid on black; 16-bit grey scaled to 8 bits; .convert('{mode}'); "
+            f"ImageOps.exif_transpose; alpha laid on black; {deep}; .convert('{mode}'); "
             f"resized (Image.LANCZOS) to fit inside {side} x {side}, its aspect ratio kept, and centred on a canvas "
             "of the median colour of its four corners")
 

@@ -37,8 +37,8 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 # version 2 by filling that entry in (:func:`upgrade`).
 VERSION = 2
 READABLE = (1, 2)
-# How the one-line refusals of another kind of file end
-EXPECTED = "expected a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt"
+# What the one-line refusals of another kind of file ask for (a reader that takes more, --init-from, says so)
+WRITTEN = "a .pt file written by cnnlab train, e.g. RUN_DIR/best.pt"
 # How the one-line refusals of a file from elsewhere (a state dict, a pickled module) go on: what opens its network
 ELSEWHERE = ("a network from elsewhere is explored as .onnx, as .pt2 (torch.export.save), or built by name "
              "(imagenet-resnet18) or by module:function with a state dict as --weights FILE")
@@ -62,8 +62,11 @@ def checkpoint_in(folder: str | Path) -> Path | None:
     return next((Path(folder) / name for name in ("best.pt", "last.pt") if (Path(folder) / name).is_file()), None)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a cnnlab checkpoint safely; anything but a plain tensor container raises a one-line CheckpointError."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    expected: str = WRITTEN) -> dict[str, Any]:
+    """Read a cnnlab checkpoint safely; anything but a plain tensor container raises a one-line CheckpointError,
+    ending with ``expected`` (what the caller takes: a checkpoint, or for ``--init-from`` weights from elsewhere too).
+    """
     path = Path(path)
     if path.is_dir():  # a run folder, most likely: name the checkpoint in it rather than say nothing is there
         inside = checkpoint_in(path)
@@ -71,33 +74,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} is a folder{hint} (expected a .pt file written by cnnlab train)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file written by cnnlab train)")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    refuse_another_kind(path, expected)
     if is_safetensors(path):  # weights from elsewhere (timm's, the Hub's): tensors only, so reading them is safe
         try:
-            state = read_safetensors(path, "a .pt file written by cnnlab train")
+            state = read_safetensors(path, expected)
         except CnnlabError as e:
             raise CheckpointError(str(e)) from None
         raise ForeignCheckpointError(f"{path} is not a cnnlab checkpoint: it holds {held(state)} (safetensors); "
-                                     f"{EXPECTED}", state)
-    kind = zip_kind(path)  # zip archives too, whose failure torch would call corrupt
-    if kind in KERAS:
-        raise CheckpointError(f"{refusal(path, kind, 'a cnnlab checkpoint')}; {EXPECTED}")
-    # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
-    # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
-    # call an unsupported operand.
-    if head and head != b"PK" and head[:1] != b"\x80":
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
-                              f"torch.save writes); {EXPECTED}")
-    if kind == "pt2":
-        raise CheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint: cnnlab explore opens it; "
-                              f"{EXPECTED}")
-    if kind == "torchscript":  # its forward is code from the file, which cnnlab does not run (and torch deprecates)
-        raise ForeignCheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint, and its code is not run "
-                                     f"from a file; {EXPECTED}")
+                                     f"expected {expected}", state)
     try:
         state = load_weights_only(path, map_location)
     except pickle.UnpicklingError as e:
@@ -117,6 +101,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}, expected one of "
                               f"{', '.join(map(str, READABLE))}")
     return upgrade(state)
+
+
+def refuse_another_kind(path: Path, expected: str = WRITTEN) -> None:
+    """Refuse the existing file ``path`` in one line where its first bytes show it is no file torch.save writes (nor
+    a safetensors file, whose tensors are read later): cheap, so that ``--init-from`` says so before the data is read.
+
+    Raises:
+        CheckpointError: another kind of file (a Keras model, a torch.export program, text), ending with
+            ``expected``; a :class:`ForeignCheckpointError` of nothing read for a TorchScript archive.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if is_safetensors(path):
+        return
+    kind = zip_kind(path)  # zip archives too, whose failure torch would call corrupt
+    if kind in KERAS:
+        raise CheckpointError(f"{refusal(path, kind, 'a cnnlab checkpoint')}; expected {expected}")
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle stream, which starts with its protocol byte);
+    # anything else is another kind of file (a run's config.json, an .onnx export), which the unpickler would only
+    # call an unsupported operand.
+    if head and head != b"PK" and head[:1] != b"\x80":
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
+                              f"torch.save writes); expected {expected}")
+    if kind == "pt2":
+        raise CheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint: cnnlab explore opens it; "
+                              f"expected {expected}")
+    if kind == "torchscript":  # its forward is code from the file, which cnnlab does not run (and torch deprecates)
+        raise ForeignCheckpointError(f"{path} is {ARCHIVES[kind]}, not a cnnlab checkpoint, and its code is not run "
+                                     f"from a file; expected {expected}")
 
 
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:

@@ -36,9 +36,10 @@ from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.models import check_input_size, check_pretrained, create_model, min_input_size, model_info
 from cnnlab.models.imagenet import BACKBONES, ensure_weights, pretrained_normalize, weights_enum
 from cnnlab.models.init import init_cnn
+from cnnlab.runs.checkpoint import refuse_another_kind
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import DistEnv, broadcast_object, init_distributed, reduce_int
-from cnnlab.train.finetune import Initialised, body_frozen, freeze_body, init_from, unfreeze
+from cnnlab.train.finetune import TAKEN, Initialised, body_frozen, freeze_body, init_from, unfreeze
 from cnnlab.train.metrics import EpochMetrics
 from cnnlab.train.schedule import build_optimizer, build_scheduler
 from cnnlab.train.state import TrainState, seed_all, set_rng_state
@@ -149,6 +150,7 @@ def _check_init_from(path: Path) -> None:
     if not path.exists():
         raise CnnlabError(f"--init-from {path} does not exist; expected a checkpoint or weights file (a cnnlab run's "
                           "best.pt, a state dict's .pt or a .safetensors file)")
+    refuse_another_kind(path, TAKEN)  # before the data: a folder of photos takes minutes to decode the first time
 
 
 def build_run(config: TrainConfig, *, dataset: ImageDataset | None = None, model: nn.Module | None = None,

@@ -36,6 +36,10 @@ from cnnlab.models.normalisation_beside import Said, normalisation_beside
 from cnnlab.models.state_dict import Head, network_keys, output_layer, state_dict_in
 from cnnlab.runs.checkpoint import load_checkpoint
 
+# What --init-from takes, for the line refusing a file it cannot read
+TAKEN = ("a cnnlab checkpoint (a run's best.pt) or a state dict of this model's network "
+         "(torch.save(model.state_dict(), FILE), or a .safetensors file)")
+
 
 @dataclass(frozen=True)
 class Initialised:
@@ -90,12 +94,11 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     # normalisation the files beside it say
     foreign, read, said = False, "", None
     try:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, expected=TAKEN)
     except ForeignCheckpointError as e:
         if e.held is None:  # not read at all (a pickle of objects, a TorchScript archive): its line says why
             raise
-        expected = "a cnnlab checkpoint, or a state dict of this model's network"
-        held = state_dict_in(e.held, path, expected)
+        held = state_dict_in(e.held, path, TAKEN)
         config = json_beside(path, "config.json")  # timm's or Transformers': one read for both readers
         said = normalisation_beside(path, held, config)
         state, how = network_keys(held, set(own), path, network, head, config)
