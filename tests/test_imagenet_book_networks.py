@@ -18,7 +18,7 @@ from cnnlab.export import export_checkpoint
 from cnnlab.inference import load_trained
 from cnnlab.models import create_model, imagenet, list_models
 from cnnlab.models.summary import stages
-from cnnlab.models.transformers_keys import in_torchvision_names
+from cnnlab.models.transformers_keys import torchvision_keys
 from cnnlab.runs.checkpoint import save_checkpoint
 from cnnlab.train import build_run, make_config
 from cnnlab.train.finetune import init_from, last_layer
@@ -252,7 +252,8 @@ def test_a_transformers_resnet_101_file_starts_an_imagenet_resnet101_run(tmp_pat
     with torch.device("meta"):
         keys = torchvision.models.convnext_base().state_dict()
         model = create_model("imagenet-convnext_base", num_classes=1000, in_channels=3)
-    assert set(in_torchvision_names({_convnext_key(k): v for k, v in keys.items()})) == set(model.state_dict())
+    renamed, _ = torchvision_keys({_convnext_key(k): v for k, v in keys.items()}, path, {})
+    assert set(renamed) == set(model.state_dict())
 
 
 def test_alexnet_fine_tunes_its_last_linear_alone_then_its_body_at_a_lower_lr():

@@ -122,3 +122,14 @@ def test_a_body_missing_part_of_its_classifier_block_is_refused_as_not_fitting(t
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"does not fit torchvision's {builder}: Missing key(s) in " \
         'state_dict: "classifier.0.weight", "classifier.0.bias"' in err and "without its classifier" not in err, err
+
+
+def test_a_body_without_its_classifier_block_of_other_channels_is_refused_with_the_channels_hint(tmp_path):
+    """An RGB MobileNetV3 body saved after `model.classifier = nn.Identity()` for a grey run: only its stem differs,
+    and the line says to pass --channels 3, as it does for a ResNet body without its fc. It counted the fresh head
+    block's tensors as differing ("3 tensors besides the output layer differ") and gave no hint."""
+    _saved_without("mobilenet_v3_small", tmp_path / "body.pth")
+    with pytest.raises(CnnlabError, match=r"1 tensors besides the output layer differ, first features\.0\.0\.weight "
+                                          r".*; pass --channels 3 to read this dataset as the checkpoint's input$"):
+        init_from(create_model("imagenet-mobilenet_v3_small", num_classes=3, in_channels=1), tmp_path / "body.pth",
+                  classes=["a", "b", "c"], channels=1, network="mobilenet_v3_small")

@@ -171,14 +171,6 @@ def transformers_layout(state: dict[str, torch.Tensor]) -> Layout | None:
     return found.layout if found is not None else None
 
 
-def in_torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's, with its
-    classifier or bare (:func:`transformers_layout`), a wrapper's names before them kept, and a key of no place there
-    kept as it is (a strict load names it); else as it is."""
-    found = _found(state)
-    return state if found is None else renamed(state, found.name, found.head)
-
-
 def torchvision_keys(state: dict[str, torch.Tensor], path: str | Path,
                      config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
     """``state``, read from ``path``, under torchvision's key names where it is a Transformers ResNet's or ConvNeXt's

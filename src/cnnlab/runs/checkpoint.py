@@ -64,9 +64,10 @@ def checkpoint_in(folder: str | Path) -> Path | None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     expected: str = WRITTEN) -> dict[str, Any]:
-    """Read a cnnlab checkpoint safely; anything but a plain tensor container raises a one-line CheckpointError,
-    ending with ``expected`` (what the caller takes: a checkpoint, or for ``--init-from`` weights from elsewhere too).
-    """
+    """Read a cnnlab checkpoint safely; anything but a plain tensor container raises a one-line CheckpointError.
+    The refusals of a file of another kind (:func:`refuse_another_kind`) and of a safetensors file end with
+    ``expected``, what the caller takes (a checkpoint, or for ``--init-from`` weights from elsewhere too); those of a
+    folder, a missing, damaged or pickled file and another version say what cnnlab train writes."""
     path = Path(path)
     if path.is_dir():  # a run folder, most likely: name the checkpoint in it rather than say nothing is there
         inside = checkpoint_in(path)

@@ -114,10 +114,11 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     # A batch norm's count of batches seen is no weight, and files saved before torch 0.4.1 (torchvision's hosted
     # DenseNet files among them) have none: such a layer keeps its own count, as its load does
     fresh = [k for k in own if k not in fitting and not (k.endswith(".num_batches_tracked") and k not in source)]
-    body = [k for k in fresh if k not in head.layer]
-    # only the output layer may start afresh, or the whole head block where the source has none of it: anything else
-    # means another model or other input channels
-    if body and not head.left_out(set(fresh), source):
+    # only the output layer may start afresh, or the whole head block where the source has none of it (a body saved
+    # without its classifier block): anything else means another model or other input channels
+    block_left_out = not head.block & source.keys()
+    body = [k for k in fresh if k not in (head.block if block_left_out else head.layer)]
+    if body:
         # Other channels alone change only the first layer's weight; more than that is another model
         first = body == [next(iter(own))]
         stem = source.get(body[0])  # a state dict records no channels: its first weight's second axis tells
@@ -134,7 +135,7 @@ def init_from(model: nn.Module, path: str | Path, classes: Sequence[str] | None 
     # a head block the file has none of is as new as its output layer: all of it trains as the head (under --freeze,
     # the first --freeze-epochs, and at the head's lr), not as random body; layers merely reshaped for other classes
     # or channels are not new in this sense
-    started = () if head.block & source.keys() else \
+    started = () if not block_left_out else \
         tuple(dict.fromkeys(name.rsplit(".", 1)[0] for name, _ in model.named_parameters() if name in head.block))
     started = started if len(started) > 1 else ()
     if foreign:
